@@ -1,0 +1,175 @@
+using System.Buffers;
+
+namespace MegaNet.Core.Verification;
+
+/// <summary>
+/// A batch of (public key, signature, message) items held in flat pooled buffers: all public keys back to back
+/// (32 bytes each), all signatures back to back (64 bytes each), and all messages concatenated with an offset
+/// table of <see cref="Count"/> + 1 entries. Adding an item copies its bytes and allocates nothing once the
+/// buffers have grown to the working size. Not thread-safe for writers; any number of readers may share a batch
+/// that is no longer being written.
+/// </summary>
+public sealed class SignatureBatch : IDisposable
+{
+    /// <summary>Size of an Ed25519 public key in bytes.</summary>
+    public const int PublicKeySize = 32;
+
+    /// <summary>Size of an Ed25519 signature in bytes.</summary>
+    public const int SignatureSize = 64;
+
+    private byte[] _keys;
+    private byte[] _signatures;
+    private byte[] _messages;
+    private int[] _offsets;
+    private int _count;
+    private bool _disposed;
+
+    /// <summary>Creates an empty batch with room for <paramref name="capacity"/> items and
+    /// <paramref name="messageCapacity"/> bytes of messages before it has to grow.</summary>
+    public SignatureBatch(int capacity = 64, int messageCapacity = 64 * 256)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(capacity);
+        ArgumentOutOfRangeException.ThrowIfNegative(messageCapacity);
+        capacity = Math.Max(capacity, 1);
+        _keys = ArrayPool<byte>.Shared.Rent(capacity * PublicKeySize);
+        _signatures = ArrayPool<byte>.Shared.Rent(capacity * SignatureSize);
+        _messages = ArrayPool<byte>.Shared.Rent(Math.Max(messageCapacity, 16));
+        _offsets = ArrayPool<int>.Shared.Rent(capacity + 1);
+        _offsets[0] = 0;
+    }
+
+    /// <summary>Number of items in the batch.</summary>
+    public int Count => _count;
+
+    /// <summary>Total bytes of all messages.</summary>
+    public int MessageBytes => _offsets[_count];
+
+    /// <summary>All public keys, <see cref="PublicKeySize"/> bytes per item, in item order.</summary>
+    public ReadOnlySpan<byte> PublicKeys => _keys.AsSpan(0, _count * PublicKeySize);
+
+    /// <summary>All signatures, <see cref="SignatureSize"/> bytes per item (R then S), in item order.</summary>
+    public ReadOnlySpan<byte> Signatures => _signatures.AsSpan(0, _count * SignatureSize);
+
+    /// <summary>All messages concatenated; item i is <c>MessageData[MessageOffsets[i]..MessageOffsets[i + 1]]</c>.</summary>
+    public ReadOnlySpan<byte> MessageData => _messages.AsSpan(0, _offsets[_count]);
+
+    /// <summary><see cref="Count"/> + 1 offsets into <see cref="MessageData"/>; the first is 0.</summary>
+    public ReadOnlySpan<int> MessageOffsets => _offsets.AsSpan(0, _count + 1);
+
+    /// <summary>Appends an item and returns its index.</summary>
+    /// <exception cref="ArgumentException">The key is not 32 bytes or the signature is not 64 bytes.</exception>
+    public int Add(ReadOnlySpan<byte> publicKey, ReadOnlySpan<byte> signature, ReadOnlySpan<byte> message)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (publicKey.Length != PublicKeySize)
+        {
+            throw new ArgumentException($"An Ed25519 public key is {PublicKeySize} bytes; got {publicKey.Length}.", nameof(publicKey));
+        }
+
+        if (signature.Length != SignatureSize)
+        {
+            throw new ArgumentException($"An Ed25519 signature is {SignatureSize} bytes; got {signature.Length}.", nameof(signature));
+        }
+
+        int index = _count;
+        EnsureItemCapacity(index + 1);
+        int start = _offsets[index];
+        if (message.Length > int.MaxValue - start)
+        {
+            throw new ArgumentException("The batch cannot hold more than 2 GiB of messages.", nameof(message));
+        }
+
+        EnsureMessageCapacity(start + message.Length);
+        publicKey.CopyTo(_keys.AsSpan(index * PublicKeySize));
+        signature.CopyTo(_signatures.AsSpan(index * SignatureSize));
+        message.CopyTo(_messages.AsSpan(start));
+        _offsets[index + 1] = start + message.Length;
+        _count = index + 1;
+        return index;
+    }
+
+    /// <summary>The public key of item <paramref name="index"/>.</summary>
+    public ReadOnlySpan<byte> GetPublicKey(int index)
+    {
+        CheckIndex(index);
+        return _keys.AsSpan(index * PublicKeySize, PublicKeySize);
+    }
+
+    /// <summary>The signature of item <paramref name="index"/>.</summary>
+    public ReadOnlySpan<byte> GetSignature(int index)
+    {
+        CheckIndex(index);
+        return _signatures.AsSpan(index * SignatureSize, SignatureSize);
+    }
+
+    /// <summary>The message of item <paramref name="index"/>.</summary>
+    public ReadOnlySpan<byte> GetMessage(int index)
+    {
+        CheckIndex(index);
+        int start = _offsets[index];
+        return _messages.AsSpan(start, _offsets[index + 1] - start);
+    }
+
+    /// <summary>Removes all items; keeps the buffers for reuse.</summary>
+    public void Clear()
+    {
+        _count = 0;
+        _offsets[0] = 0;
+    }
+
+    /// <summary>Returns the buffers to the pool.</summary>
+    public void Dispose()
+    {
+        if (_disposed)
+        {
+            return;
+        }
+
+        _disposed = true;
+        ArrayPool<byte>.Shared.Return(_keys);
+        ArrayPool<byte>.Shared.Return(_signatures);
+        ArrayPool<byte>.Shared.Return(_messages);
+        ArrayPool<int>.Shared.Return(_offsets);
+        _keys = _signatures = _messages = [];
+        _offsets = [0];
+        _count = 0;
+    }
+
+    private void CheckIndex(int index)
+    {
+        if ((uint)index >= (uint)_count)
+        {
+            throw new ArgumentOutOfRangeException(nameof(index), index, $"The batch has {_count} items.");
+        }
+    }
+
+    private void EnsureItemCapacity(int items)
+    {
+        if (items * PublicKeySize > _keys.Length || items + 1 > _offsets.Length)
+        {
+            int target = Math.Max(items, _offsets.Length * 2);
+            Grow(ref _keys, target * PublicKeySize, _count * PublicKeySize);
+            Grow(ref _signatures, target * SignatureSize, _count * SignatureSize);
+            int[] offsets = ArrayPool<int>.Shared.Rent(target + 1);
+            _offsets.AsSpan(0, _count + 1).CopyTo(offsets);
+            ArrayPool<int>.Shared.Return(_offsets);
+            _offsets = offsets;
+        }
+    }
+
+    private void EnsureMessageCapacity(int bytes)
+    {
+        if (bytes > _messages.Length)
+        {
+            Grow(ref _messages, (int)Math.Min(int.MaxValue, Math.Max(bytes, (long)_messages.Length * 2)), _offsets[_count]);
+        }
+    }
+
+    private static void Grow(ref byte[] buffer, int size, int used)
+    {
+        byte[] bigger = ArrayPool<byte>.Shared.Rent(size);
+        buffer.AsSpan(0, used).CopyTo(bigger);
+        ArrayPool<byte>.Shared.Return(buffer);
+        buffer = bigger;
+    }
+}

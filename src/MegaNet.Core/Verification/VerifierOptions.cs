@@ -1,0 +1,44 @@
+namespace MegaNet.Core.Verification;
+
+/// <summary>Settings every backend understands. Defaults are chosen for a node on its own machine.</summary>
+public sealed class VerifierOptions
+{
+    /// <summary>Worker threads a CPU backend may use for one batch. Default: all logical processors.</summary>
+    public int Threads { get; set; } = Environment.ProcessorCount;
+
+    /// <summary>Decompressed public keys kept in the per-key cache. Default 65,536; 0 turns the cache off.</summary>
+    public int KeyCacheCapacity { get; set; } = 65_536;
+
+    /// <summary>Smallest batch the router sends to the GPU; smaller ones go to SIMD. Default 1,024.</summary>
+    public int GpuThreshold { get; set; } = 1_024;
+
+    /// <summary>Largest batch a GPU backend accepts in one launch (buffers are sized for it). Default 1,048,576.</summary>
+    public int GpuMaxBatch { get; set; } = 1 << 20;
+
+    /// <summary>Throws <see cref="ArgumentOutOfRangeException"/> naming the first setting out of range.</summary>
+    public void Validate()
+    {
+        if (Threads is < 1 or > 1024)
+        {
+            throw new ArgumentOutOfRangeException(nameof(Threads), Threads, "Threads must be between 1 and 1024.");
+        }
+
+        if (KeyCacheCapacity < 0)
+        {
+            throw new ArgumentOutOfRangeException(nameof(KeyCacheCapacity), KeyCacheCapacity, "KeyCacheCapacity must be 0 (off) or more.");
+        }
+
+        if (GpuThreshold < 1)
+        {
+            throw new ArgumentOutOfRangeException(nameof(GpuThreshold), GpuThreshold, "GpuThreshold must be at least 1.");
+        }
+
+        if (GpuMaxBatch < 1)
+        {
+            throw new ArgumentOutOfRangeException(nameof(GpuMaxBatch), GpuMaxBatch, "GpuMaxBatch must be at least 1.");
+        }
+    }
+
+    /// <summary>A copy with the same settings.</summary>
+    public VerifierOptions Clone() => (VerifierOptions)MemberwiseClone();
+}
