@@ -1,0 +1,69 @@
+using System.Diagnostics.Metrics;
+
+namespace MegaNet.Core.Diagnostics;
+
+/// <summary>
+/// Every MegaNet instrument, on one <see cref="Meter"/> named <c>MegaNet</c>, so dotnet-counters
+/// (<c>--counters MegaNet</c>), OpenTelemetry/Prometheus and <c>meganet profile</c> read the same numbers.
+/// Components record here; nothing else creates MegaNet instruments.
+/// </summary>
+public static class MegaNetMetrics
+{
+    /// <summary>The meter name.</summary>
+    public const string MeterName = "MegaNet";
+
+    /// <summary>The meter.</summary>
+    public static readonly Meter Meter = new(MeterName, "1.0");
+
+    /// <summary>Signatures verified, tagged <c>backend</c> and <c>verdict</c> (valid/invalid).</summary>
+    public static readonly Counter<long> Verifications = Meter.CreateCounter<long>("meganet.verify.signatures", "{signature}", "Signatures verified, by backend");
+
+    /// <summary>Items per verification batch, tagged <c>backend</c>.</summary>
+    public static readonly Histogram<int> BatchSize = Meter.CreateHistogram<int>("meganet.verify.batch_size", "{signature}", "Items per verification batch");
+
+    /// <summary>Wall time of one backend batch call in milliseconds, tagged <c>backend</c>.</summary>
+    public static readonly Histogram<double> BatchDuration = Meter.CreateHistogram<double>("meganet.verify.batch_duration", "ms", "Time per verification batch");
+
+    /// <summary>GPU kernel time per batch in milliseconds.</summary>
+    public static readonly Histogram<double> GpuKernelTime = Meter.CreateHistogram<double>("meganet.gpu.kernel_time", "ms", "GPU kernel time per batch");
+
+    /// <summary>GPU host↔device transfer time per batch in milliseconds.</summary>
+    public static readonly Histogram<double> GpuTransferTime = Meter.CreateHistogram<double>("meganet.gpu.transfer_time", "ms", "GPU copy time per batch");
+
+    /// <summary>Envelopes accepted by admission.</summary>
+    public static readonly Counter<long> EnvelopesAccepted = Meter.CreateCounter<long>("meganet.admission.accepted", "{envelope}", "Envelopes accepted");
+
+    /// <summary>Envelopes rejected, tagged <c>reason</c>.</summary>
+    public static readonly Counter<long> EnvelopesRejected = Meter.CreateCounter<long>("meganet.admission.rejected", "{envelope}", "Envelopes rejected, by reason");
+
+    /// <summary>Submit-to-receipt latency in milliseconds.</summary>
+    public static readonly Histogram<double> AdmissionLatency = Meter.CreateHistogram<double>("meganet.admission.latency", "ms", "Admission latency, submit to receipt");
+
+    /// <summary>Store group-commit latency in milliseconds.</summary>
+    public static readonly Histogram<double> StoreCommitLatency = Meter.CreateHistogram<double>("meganet.store.commit_latency", "ms", "Store group commit latency");
+
+    /// <summary>Live subscriptions (up/down).</summary>
+    public static readonly UpDownCounter<long> ActiveSubscriptions = Meter.CreateUpDownCounter<long>("meganet.relay.subscriptions", "{subscription}", "Active mailbox subscriptions");
+
+    private static Func<long> _queueDepth = static () => 0;
+    private static Func<long> _logSize = static () => 0;
+    private static Func<long> _peers = static () => 0;
+
+    /// <summary>Admission queue depth (observable; the pipeline supplies the source).</summary>
+    public static readonly ObservableGauge<long> AdmissionQueueDepth = Meter.CreateObservableGauge("meganet.admission.queue_depth", () => _queueDepth(), "{envelope}", "Envelopes waiting for verification");
+
+    /// <summary>Leaves in the transparency log (observable; the store supplies the source).</summary>
+    public static readonly ObservableGauge<long> LogSize = Meter.CreateObservableGauge("meganet.store.log_size", () => _logSize(), "{leaf}", "Transparency log size");
+
+    /// <summary>Connected peers (the mesh is not built yet; reads 0 until it is).</summary>
+    public static readonly ObservableGauge<long> ConnectedPeers = Meter.CreateObservableGauge("meganet.mesh.peers", () => _peers(), "{peer}", "Connected peer nodes");
+
+    /// <summary>Sets the source of the admission queue depth gauge.</summary>
+    public static void ObserveQueueDepth(Func<long> source) => _queueDepth = source ?? throw new ArgumentNullException(nameof(source));
+
+    /// <summary>Sets the source of the log size gauge.</summary>
+    public static void ObserveLogSize(Func<long> source) => _logSize = source ?? throw new ArgumentNullException(nameof(source));
+
+    /// <summary>Sets the source of the connected peers gauge.</summary>
+    public static void ObservePeers(Func<long> source) => _peers = source ?? throw new ArgumentNullException(nameof(source));
+}

@@ -1,0 +1,76 @@
+namespace MegaNet.Store;
+
+/// <summary>
+/// The node's durable store: envelopes by id, per-recipient mailboxes, and the transparency log over accepted
+/// envelope ids. A completed <see cref="PutAsync"/> means the envelope, its mailbox entry and its log leaf are
+/// committed and survive <c>kill -9</c>. Thread-safe.
+/// </summary>
+public interface IEnvelopeStore : IAsyncDisposable
+{
+    /// <summary>Stores an envelope for <see cref="PutRequest.Recipient"/> and appends its id to the log. Idempotent: the same
+    /// envelope bytes again return the original receipt with <see cref="PutReceipt.Duplicate"/> set and change nothing.</summary>
+    /// <exception cref="QuotaExceededException">The recipient's mailbox is over its count or byte quota; nothing was written.</exception>
+    /// <exception cref="ArgumentException">Bad request (address not 32 bytes, expiry in the past or beyond the node's maximum TTL, envelope empty or too large).</exception>
+    ValueTask<PutReceipt> PutAsync(PutRequest request, CancellationToken cancellationToken = default);
+
+    /// <summary>Stores many envelopes with one group commit; one result per request, in order (a receipt, or the exception for that item).</summary>
+    ValueTask<IReadOnlyList<PutResult>> PutManyAsync(IReadOnlyList<PutRequest> requests, CancellationToken cancellationToken = default);
+
+    /// <summary>The receipt of an envelope already stored, or null (replay detection).</summary>
+    ValueTask<PutReceipt?> FindAsync(ReadOnlyMemory<byte> envelopeId, CancellationToken cancellationToken = default);
+
+    /// <summary>Mailbox entries of <paramref name="recipient"/> with sequence number greater than <paramref name="afterSeq"/>,
+    /// oldest first, at most <paramref name="limit"/>. Expired entries are never returned.</summary>
+    ValueTask<MailboxPage> ListAsync(ReadOnlyMemory<byte> recipient, ulong afterSeq, int limit, CancellationToken cancellationToken = default);
+
+    /// <summary>Deletes the given entries of the recipient's mailbox (the owner acknowledged them); returns how many existed.
+    /// Durable on return.</summary>
+    ValueTask<int> AckAsync(ReadOnlyMemory<byte> recipient, IReadOnlyList<ulong> seqs, CancellationToken cancellationToken = default);
+
+    /// <summary>The current signed tree head of the transparency log.</summary>
+    SignedTreeHead GetTreeHead();
+
+    /// <summary>Audit path for leaf <paramref name="leafIndex"/> in the tree of size <paramref name="treeSize"/> (RFC 9162 §2.1.3).</summary>
+    IReadOnlyList<byte[]> GetInclusionProof(long leafIndex, long treeSize);
+
+    /// <summary>Consistency proof between tree sizes <paramref name="firstSize"/> and <paramref name="secondSize"/> (RFC 9162 §2.1.4).</summary>
+    IReadOnlyList<byte[]> GetConsistencyProof(long firstSize, long secondSize);
+
+    /// <summary>Raised after a put commits, with the recipient address and the new entry's sequence number
+    /// (live delivery to subscribers). Handlers must be quick and must not throw.</summary>
+    event Action<ReadOnlyMemory<byte>, ulong>? MailArrived;
+}
+
+/// <summary>An envelope to store.</summary>
+/// <param name="Envelope">The serialized envelope exactly as received; its id is <see cref="PutReceipt.EnvelopeId"/>.</param>
+/// <param name="Recipient">The 32-byte recipient address.</param>
+/// <param name="ExpiresAt">When the envelope may be dropped; within the node's maximum TTL.</param>
+public sealed record PutRequest(ReadOnlyMemory<byte> Envelope, ReadOnlyMemory<byte> Recipient, DateTimeOffset ExpiresAt);
+
+/// <summary>Proof that the node accepted an envelope.</summary>
+/// <param name="EnvelopeId">32-byte BLAKE2b-256 of the envelope bytes.</param>
+/// <param name="LogIndex">Index of the envelope's leaf in the transparency log.</param>
+/// <param name="MailboxSeq">Sequence number of the entry in the recipient's mailbox.</param>
+/// <param name="TreeHead">A signed tree head that includes the leaf.</param>
+/// <param name="Duplicate">True when the envelope was already stored (replay); the other fields are the original ones.</param>
+public sealed record PutReceipt(byte[] EnvelopeId, long LogIndex, ulong MailboxSeq, SignedTreeHead TreeHead, bool Duplicate);
+
+/// <summary>One result of <see cref="IEnvelopeStore.PutManyAsync"/>: a receipt or the reason for refusal.</summary>
+public readonly record struct PutResult(PutReceipt? Receipt, Exception? Error);
+
+/// <summary>A signed tree head: the node's Ed25519 signature over (size, root hash, timestamp).</summary>
+/// <param name="TreeSize">Number of leaves.</param>
+/// <param name="RootHash">32-byte RFC 9162 root hash (SHA-256).</param>
+/// <param name="TimestampUnixMs">When the head was signed.</param>
+/// <param name="NodePublicKey">The node's 32-byte Ed25519 public key.</param>
+/// <param name="Signature">64-byte Ed25519 signature over <see cref="SignedTreeHeadFormat"/>'s bytes.</param>
+public sealed record SignedTreeHead(long TreeSize, byte[] RootHash, long TimestampUnixMs, byte[] NodePublicKey, byte[] Signature);
+
+/// <summary>A page of mailbox entries and the cursor to continue from.</summary>
+public sealed record MailboxPage(IReadOnlyList<MailboxEntry> Entries, ulong NextCursor);
+
+/// <summary>One message waiting in a mailbox.</summary>
+public sealed record MailboxEntry(ulong Seq, byte[] EnvelopeId, byte[] Envelope, DateTimeOffset ExpiresAt, long LogIndex);
+
+/// <summary>The recipient's mailbox is full; nothing was written.</summary>
+public sealed class QuotaExceededException(string message) : Exception(message);
