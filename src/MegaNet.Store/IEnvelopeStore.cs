@@ -63,7 +63,7 @@ public readonly record struct PutResult(PutReceipt? Receipt, Exception? Error);
 /// <param name="RootHash">32-byte RFC 9162 root hash (SHA-256).</param>
 /// <param name="TimestampUnixMs">When the head was signed.</param>
 /// <param name="NodePublicKey">The node's 32-byte Ed25519 public key.</param>
-/// <param name="Signature">64-byte Ed25519 signature over <see cref="SignedTreeHeadFormat"/>'s bytes.</param>
+/// <param name="Signature">64-byte Ed25519 signature over the tree head bytes documented in docs/protocol.md.</param>
 public sealed record SignedTreeHead(long TreeSize, byte[] RootHash, long TimestampUnixMs, byte[] NodePublicKey, byte[] Signature);
 
 /// <summary>A page of mailbox entries and the cursor to continue from.</summary>
