@@ -43,6 +43,16 @@ public abstract class BatchVerifierBase : IBatchVerifier
         }
 
         VerifyCore(batch, start, count, verdicts[..count]);
+        if (batch.MalformedCount > 0)
+        {
+            for (int i = 0; i < count; i++)
+            {
+                if (batch.IsMalformed(start + i))
+                {
+                    verdicts[i] = false;
+                }
+            }
+        }
     }
 
     /// <summary>Verifies a range already validated: <c>0 ≤ start</c>, <c>start + count ≤ batch.Count</c>,

@@ -6,7 +6,9 @@ namespace MegaNet.Core.Verification;
 /// A batch of (public key, signature, message) items held in flat pooled buffers: all public keys back to back
 /// (32 bytes each), all signatures back to back (64 bytes each), and all messages concatenated with an offset
 /// table of <see cref="Count"/> + 1 entries. Adding an item copies its bytes and allocates nothing once the
-/// buffers have grown to the working size. Not thread-safe for writers; any number of readers may share a batch
+/// buffers have grown to the working size. An item whose key is not 32 bytes or whose signature is not 64 bytes
+/// is kept (so verdicts stay aligned with the caller's items) but marked malformed: its slots hold an encoding no
+/// backend accepts (y ≥ p) and <see cref="BatchVerifierBase"/> forces its verdict to false. Not thread-safe for writers; any number of readers may share a batch
 /// that is no longer being written.
 /// </summary>
 public sealed class SignatureBatch : IDisposable
@@ -23,6 +25,9 @@ public sealed class SignatureBatch : IDisposable
     private int[] _offsets;
     private int _count;
     private bool _disposed;
+
+    // Indexes of malformed items; rare, so a set beats a per-item flag array on the hot path.
+    private readonly HashSet<int> _malformed = [];
 
     /// <summary>Creates an empty batch with room for <paramref name="capacity"/> items and
     /// <paramref name="messageCapacity"/> bytes of messages before it has to grow.</summary>
@@ -56,21 +61,36 @@ public sealed class SignatureBatch : IDisposable
     /// <summary><see cref="Count"/> + 1 offsets into <see cref="MessageData"/>; the first is 0.</summary>
     public ReadOnlySpan<int> MessageOffsets => _offsets.AsSpan(0, _count + 1);
 
-    /// <summary>Appends an item and returns its index.</summary>
-    /// <exception cref="ArgumentException">The key is not 32 bytes or the signature is not 64 bytes.</exception>
+    /// <summary>Number of malformed items (wrong key or signature length); their verdict is always false.</summary>
+    public int MalformedCount { get; private set; }
+
+    /// <summary>True if item <paramref name="index"/> had a key or signature of the wrong length.</summary>
+    public bool IsMalformed(int index)
+    {
+        CheckIndex(index);
+        return MalformedCount > 0 && _malformed.Contains(index);
+    }
+
+    /// <summary>Appends an item and returns its index. A key or signature of the wrong length is accepted and
+    /// marked malformed (verdict false), so one bad item never fails a whole batch.</summary>
     public int Add(ReadOnlySpan<byte> publicKey, ReadOnlySpan<byte> signature, ReadOnlySpan<byte> message)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
-        if (publicKey.Length != PublicKeySize)
+        if (publicKey.Length != PublicKeySize || signature.Length != SignatureSize)
         {
-            throw new ArgumentException($"An Ed25519 public key is {PublicKeySize} bytes; got {publicKey.Length}.", nameof(publicKey));
+            // 0xFF.. is y = 2^255 − 1 ≥ p: non-canonical, rejected by the rule itself as a second line of defence.
+            Span<byte> filler = stackalloc byte[SignatureSize];
+            filler.Fill(0xFF);
+            _malformed.Add(_count);
+            MalformedCount++;
+            return AddCore(filler[..PublicKeySize], filler, message);
         }
 
-        if (signature.Length != SignatureSize)
-        {
-            throw new ArgumentException($"An Ed25519 signature is {SignatureSize} bytes; got {signature.Length}.", nameof(signature));
-        }
+        return AddCore(publicKey, signature, message);
+    }
 
+    private int AddCore(ReadOnlySpan<byte> publicKey, ReadOnlySpan<byte> signature, ReadOnlySpan<byte> message)
+    {
         int index = _count;
         EnsureItemCapacity(index + 1);
         int start = _offsets[index];
@@ -114,6 +134,8 @@ public sealed class SignatureBatch : IDisposable
     public void Clear()
     {
         _count = 0;
+        _malformed.Clear();
+        MalformedCount = 0;
         _offsets[0] = 0;
     }
 

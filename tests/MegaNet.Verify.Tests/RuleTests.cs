@@ -1,0 +1,158 @@
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+using MegaNet.Core.Ed25519;
+using MegaNet.Core.Verification;
+using Xunit.Abstractions;
+
+namespace MegaNet.Verify.Tests;
+
+/// <summary>The rule itself: libsodium as an oracle outside the documented class, the class itself, and the registry.</summary>
+public sealed class RuleTests(ITestOutputHelper output)
+{
+    private static readonly int Seed = TestSeed.Next();
+
+    [Fact]
+    public void Libsodium_agrees_with_the_reference_outside_the_torsion_residue_class()
+    {
+        output.WriteLine($"seed {Seed} (replay with MEGANET_TEST_SEED={Seed})");
+        var generator = new CaseGenerator(Seed);
+        var libsodium = new LibsodiumBatchVerifier();
+        int checkedCount = 0;
+        foreach (CaseKind kind in Enum.GetValues<CaseKind>().Where(k => k is not CaseKind.TorsionResidue and not CaseKind.MixedOrderA))
+        {
+            for (int i = 0; i < 12; i++)
+            {
+                Case c = generator.Next(kind);
+                using var batch = new SignatureBatch(1);
+                batch.Add(c.PublicKey, c.Signature, c.Message);
+                bool reference = Ed25519Reference.Verify(c.PublicKey, c.Signature, c.Message);
+                Assert.True(reference == libsodium.Verify(batch)[0], $"{kind} #{i}: reference {reference}, libsodium disagrees (seed {Seed})");
+                checkedCount++;
+            }
+        }
+
+        Assert.Equal(13 * 12, checkedCount);
+    }
+
+    [Fact]
+    public void Torsion_residues_are_accepted_by_our_rule_and_differ_from_libsodium_only_in_that_direction()
+    {
+        output.WriteLine($"seed {Seed} (replay with MEGANET_TEST_SEED={Seed})");
+        var generator = new CaseGenerator(Seed);
+        var libsodium = new LibsodiumBatchVerifier();
+        int differ = 0;
+        for (int i = 0; i < 24; i++)
+        {
+            Case c = generator.Next(i % 2 == 0 ? CaseKind.TorsionResidue : CaseKind.MixedOrderA);
+            using var batch = new SignatureBatch(1);
+            batch.Add(c.PublicKey, c.Signature, c.Message);
+            bool ours = Ed25519Reference.Verify(c.PublicKey, c.Signature, c.Message);
+            bool theirs = libsodium.Verify(batch)[0];
+            // The documented class: the cofactored equation holds, the cofactorless one need not.
+            Assert.True(ours, $"{c.Kind} #{i} must be accepted under the cofactored rule (seed {Seed})");
+            if (ours != theirs)
+            {
+                differ++;
+            }
+
+            if (c.Kind == CaseKind.MixedOrderA)
+            {
+                // Built so that R = [S]B − [k]A exactly: libsodium accepts too.
+                Assert.True(theirs, $"MixedOrderA #{i}: libsodium must accept an exact equation (seed {Seed})");
+            }
+        }
+
+        Assert.True(differ > 0, "The torsion-residue cases never separated the two rules; the generator is not producing the class.");
+    }
+
+    [Fact]
+    public void Small_order_points_are_the_eight_torsion_encodings()
+    {
+        byte[][] encodings = CaseGenerator.SmallOrderEncodings.ToArray();
+        Assert.Equal(8, encodings.Select(Convert.ToHexString).Distinct().Count());
+        foreach (byte[] e in encodings)
+        {
+            Assert.True(Ed25519Reference.TryDecode(e, out Ed25519Reference.Point p));
+            Assert.True(Ed25519Reference.IsSmallOrder(p));
+        }
+
+        Assert.True(Ed25519Reference.TryDecode(Ed25519Reference.Encode(Ed25519Reference.B), out Ed25519Reference.Point b));
+        Assert.False(Ed25519Reference.IsSmallOrder(b));
+    }
+
+    [Fact]
+    public void Zero_x_with_the_sign_bit_set_is_not_canonical()
+    {
+        // y = 1 gives x = 0 (the identity); with the sign bit set the encoding is refused.
+        byte[] enc = new byte[32];
+        enc[0] = 1;
+        Assert.True(Ed25519Reference.TryDecode(enc, out _));
+        enc[31] = 0x80;
+        Assert.False(Ed25519Reference.TryDecode(enc, out _));
+    }
+
+    [Fact]
+    public void The_registry_names_every_backend_and_auto_never_picks_a_test_or_baseline_backend()
+    {
+        var registry = Backends.Registry;
+        Assert.Equal(["reference", "simd", "gpu", "gpu-cpu", "libsodium"], registry.Backends.Select(b => b.Name));
+        string auto = registry.Resolve("auto");
+        Assert.NotEqual("libsodium", auto);
+        Assert.NotEqual("gpu-cpu", auto);
+        ArgumentException unknown = Assert.Throws<ArgumentException>(() => registry.Create("quantum"));
+        Assert.Contains("simd", unknown.Message);
+    }
+
+    [Fact]
+    public void The_cpu_backends_can_run_on_every_machine()
+    {
+        // simd has a scalar fallback and gpu-cpu is ILGPU's CPU accelerator: neither may be missing.
+        foreach (string name in new[] { "reference", "simd", "gpu-cpu", "libsodium" })
+        {
+            string? reason = Backends.Registry.Find(name)!.Probe();
+            Assert.True(reason is null, $"{name} is unavailable: {reason}");
+        }
+    }
+
+    [Fact]
+    public void A_backend_that_cannot_run_says_why()
+    {
+        string? reason = Backends.Registry.Find("gpu")!.Probe();
+        if (reason is null)
+        {
+            output.WriteLine("A GPU is present; creating it must work.");
+            using IBatchVerifier gpu = Backends.Registry.Create("gpu");
+            Assert.Equal("gpu", gpu.Name);
+            return;
+        }
+
+        BackendUnavailableException e = Assert.Throws<BackendUnavailableException>(() => Backends.Registry.Create("gpu"));
+        Assert.Equal("gpu", e.Backend);
+        Assert.False(string.IsNullOrWhiteSpace(e.Reason));
+    }
+
+    [Fact]
+    public void The_isa_knobs_of_this_run_took_effect()
+    {
+        // CI runs the suite once per ISA tier; a knob that silently did nothing would make those runs meaningless.
+        string tier = Vector512.IsHardwareAccelerated ? "AVX-512" : Avx2.IsSupported ? "AVX2" : Sse2.IsSupported ? "SSE2" : "scalar";
+        output.WriteLine($"ISA tier in effect: {tier}");
+        if (Environment.GetEnvironmentVariable("DOTNET_EnableHWIntrinsic") == "0")
+        {
+            Assert.False(Sse2.IsSupported);
+            Assert.False(Vector128.IsHardwareAccelerated);
+        }
+
+        if (Environment.GetEnvironmentVariable("DOTNET_EnableAVX2") == "0")
+        {
+            Assert.False(Avx2.IsSupported);
+        }
+
+        if (Environment.GetEnvironmentVariable("DOTNET_EnableAVX512") == "0" || Environment.GetEnvironmentVariable("DOTNET_EnableAVX512F") == "0")
+        {
+            Assert.False(Avx512F.IsSupported);
+        }
+
+        Assert.NotNull(tier);
+    }
+}
