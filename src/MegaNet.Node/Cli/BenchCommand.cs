@@ -1,18 +1,114 @@
 using System.CommandLine;
+using System.Globalization;
+using MegaNet.Core.Verification;
+using MegaNet.Node.Benchmarking;
+using MegaNet.Node.Verification;
 
 namespace MegaNet.Node.Cli;
 
-/// <summary><c>meganet bench</c>: a quick throughput sweep against libsodium.</summary>
+/// <summary><c>meganet bench</c>: a quick throughput sweep against libsodium measured in the same run.</summary>
 internal static class BenchCommand
 {
     public static Command Build()
     {
-        var command = new Command("bench", "Measure verifies/s per backend and batch size, as a ratio to libsodium in the same run.");
-        command.SetAction(_ =>
+        var backends = new Option<string>("--backend", "-b")
         {
-            Console.Error.WriteLine("meganet bench: not implemented yet.");
-            return 2;
+            Description = "Comma-separated backends to time (libsodium is always timed as the baseline). Default: every fast backend that can run here (simd, gpu).",
+        };
+        var sizes = new Option<string>("--batch")
+        {
+            Description = "Comma-separated batch sizes.",
+            DefaultValueFactory = _ => "1,8,64,1024,16384",
+        };
+        var threads = new Option<string>("--threads", "-t")
+        {
+            Description = "Comma-separated thread counts for CPU backends. Default: 1 and all cores.",
+        };
+        var seconds = new Option<double>("--seconds")
+        {
+            Description = "Measuring time per point in seconds.",
+            DefaultValueFactory = _ => 0.7,
+        };
+        var keys = new Option<int>("--keys")
+        {
+            Description = "Distinct signing keys per batch; 0 gives every item its own key.",
+            DefaultValueFactory = _ => 0,
+        };
+        var keyCache = new Option<bool>("--key-cache")
+        {
+            Description = "Let backends keep decompressed keys between calls (a node's steady state with repeat senders). Off by default so figures show cold keys.",
+        };
+        var check = new Option<bool>("--check")
+        {
+            Description = "First check each backend's verdicts against the reference on 512 mixed valid/corrupted items.",
+        };
+        var json = new Option<FileInfo?>("--json")
+        {
+            Description = "Also write {\"machine\":{...},\"results\":[...]} to this file.",
+        };
+        var command = new Command("bench",
+            "Measure verifies/s per backend, batch size and thread count, with the ratio to libsodium measured in the same run.")
+        {
+            backends, sizes, threads, seconds, keys, keyCache, check, json,
+        };
+        command.SetAction(parse =>
+        {
+            try
+            {
+                BatchVerifierRegistry registry = VerifierCatalog.Create();
+                string? requested = parse.GetValue(backends);
+                IReadOnlyList<string> names = requested is null
+                    ? new[] { "simd", "gpu" }.Where(n => registry.Find(n)?.Probe() is null).ToList()
+                    : requested.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(registry.Resolve).ToList();
+                if (names.Count == 0)
+                {
+                    Console.Error.WriteLine("meganet bench: no fast backend can run here; name one with --backend (e.g. reference).");
+                    return 1;
+                }
+
+                var options = new VerifyBenchmarkOptions
+                {
+                    Backends = names,
+                    BatchSizes = ParseList(parse.GetValue(sizes)!, "--batch"),
+                    Threads = parse.GetValue(threads) is { } t ? ParseList(t, "--threads") : Environment.ProcessorCount > 1 ? [1, Environment.ProcessorCount] : [1],
+                    Duration = TimeSpan.FromSeconds(Math.Max(0.05, parse.GetValue(seconds))),
+                    DistinctKeys = parse.GetValue(keys),
+                    KeyCache = parse.GetValue(keyCache),
+                    Check = parse.GetValue(check),
+                };
+                MachineInfo machine = MachineInfo.Current();
+                Console.WriteLine($"CPU {machine.Cpu}, {machine.LogicalCores} logical cores, ISA tier {machine.Isa}, {machine.Runtime}, libsodium {machine.Libsodium}");
+                Console.WriteLine($"key cache {(options.KeyCache ? "on" : "off")}, {(options.DistinctKeys == 0 ? "one key per item" : $"{options.DistinctKeys} distinct keys")}, {options.Duration.TotalSeconds:0.##} s per point");
+                VerifyBenchmarkReport report = new VerifyBenchmark(registry, options, Console.Out).Run();
+                Console.WriteLine();
+                Console.WriteLine($"{"backend",-10} {"batch",7} {"threads",7} {"verifies/s",14} {"x libsodium",12}");
+                foreach (VerifyBenchmarkResult r in report.Results)
+                {
+                    Console.WriteLine($"{r.Backend,-10} {r.Batch,7} {r.Threads,7} {r.VerifiesPerSecond,14:N0} {r.RatioToLibsodium,12:F2}");
+                }
+
+                if (parse.GetValue(json) is { } file)
+                {
+                    File.WriteAllText(file.FullName, report.ToJson());
+                    Console.WriteLine($"wrote {file.FullName}");
+                }
+
+                return 0;
+            }
+            catch (Exception e) when (e is BackendUnavailableException or ArgumentException or InvalidOperationException or IOException)
+            {
+                Console.Error.WriteLine($"meganet bench: {e.Message}");
+                return 1;
+            }
         });
         return command;
+    }
+
+    private static int[] ParseList(string text, string option)
+    {
+        int[] values = text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+            .Select(s => int.TryParse(s, NumberStyles.Integer, CultureInfo.InvariantCulture, out int v) && v > 0 ? v : throw new ArgumentException($"{option}: '{s}' is not a positive integer."))
+            .ToArray();
+        return values.Length > 0 ? values : throw new ArgumentException($"{option} needs at least one value.");
     }
 }

@@ -1,4 +1,8 @@
 using System.CommandLine;
+using System.Text;
+using System.Text.Json;
+using MegaNet.Core.Verification;
+using MegaNet.Node.Verification;
 
 namespace MegaNet.Node.Cli;
 
@@ -7,12 +11,150 @@ internal static class VerifyCommand
 {
     public static Command Build()
     {
-        var command = new Command("verify", "Verify JSON lines {\"pk\",\"sig\",\"msg\"} (hex) and write one {\"valid\":bool} line per input.");
-        command.SetAction(_ =>
+        var backend = new Option<string>("--backend", "-b")
         {
-            Console.Error.WriteLine("meganet verify: not implemented yet.");
-            return 2;
+            Description = $"Verifier backend: {string.Join(", ", VerifierCatalog.Names)} or auto (best available).",
+            DefaultValueFactory = _ => BatchVerifierRegistry.Auto,
+        };
+        var input = new Option<string>("--in", "-i")
+        {
+            Description = "Input JSON lines {\"pk\":hex,\"sig\":hex,\"msg\":hex}; '-' reads standard input.",
+            Required = true,
+        };
+        var output = new Option<string>("--out", "-o")
+        {
+            Description = "Output JSON lines {\"valid\":true|false}, one per input line in order; '-' writes standard output.",
+            DefaultValueFactory = _ => "-",
+        };
+        var threads = new Option<int>("--threads", "-t")
+        {
+            Description = "Worker threads for CPU backends.",
+            DefaultValueFactory = _ => Environment.ProcessorCount,
+        };
+        var batchSize = new Option<int>("--batch")
+        {
+            Description = "Items verified per backend call.",
+            DefaultValueFactory = _ => 16_384,
+        };
+        var command = new Command("verify",
+            "Verify Ed25519 items from a JSON-lines file with any backend and write one verdict line per input line, in order. " +
+            "Keys or signatures of the wrong length get {\"valid\":false}; a line that is not such an object is an error naming its line number.")
+        {
+            backend, input, output, threads, batchSize,
+        };
+        command.SetAction(parse =>
+        {
+            try
+            {
+                return Run(parse.GetValue(backend)!, parse.GetValue(input)!, parse.GetValue(output)!, parse.GetValue(threads), parse.GetValue(batchSize));
+            }
+            catch (Exception e) when (e is InputException or BackendUnavailableException or ArgumentException or IOException or UnauthorizedAccessException)
+            {
+                Console.Error.WriteLine($"meganet verify: {e.Message}");
+                return 1;
+            }
         });
         return command;
     }
+
+    private static int Run(string backendName, string inputPath, string outputPath, int threads, int batchSize)
+    {
+        if (batchSize < 1)
+        {
+            throw new ArgumentException("--batch must be at least 1.");
+        }
+
+        using IBatchVerifier verifier = VerifierCatalog.Create().Create(backendName, new VerifierOptions { Threads = threads });
+        if (verifier.Rule != VerificationRule.MegaNet)
+        {
+            Console.Error.WriteLine($"meganet verify: note: backend '{verifier.Name}' applies libsodium's rule, not MegaNet's (docs/verification.md).");
+        }
+
+        using TextReader reader = inputPath == "-" ? Console.In : new StreamReader(inputPath, Encoding.UTF8);
+        // Write to a temporary file and move it into place, so a bad line never leaves a half-written --out file.
+        string? temp = outputPath == "-" ? null : outputPath + ".tmp";
+        using (TextWriter writer = temp is null ? new StreamWriter(Console.OpenStandardOutput()) { AutoFlush = false } : new StreamWriter(temp, false, new UTF8Encoding(false)))
+        {
+            using var batch = new SignatureBatch(Math.Min(batchSize, 65_536));
+            bool[] verdicts = new bool[batchSize];
+            long lineNumber = 0, total = 0;
+            string? line;
+            while ((line = reader.ReadLine()) is not null)
+            {
+                lineNumber++;
+                if (string.IsNullOrWhiteSpace(line))
+                {
+                    throw new InputException($"line {lineNumber}: empty line; every line must be an object {{\"pk\",\"sig\",\"msg\"}}.");
+                }
+
+                AddLine(batch, line, lineNumber);
+                if (batch.Count == batchSize)
+                {
+                    total += Flush(verifier, batch, verdicts, writer);
+                }
+            }
+
+            total += Flush(verifier, batch, verdicts, writer);
+            writer.Flush();
+            Console.Error.WriteLine($"meganet verify: {total} items verified with {verifier.Name} ({verifier.Description}).");
+        }
+
+        if (temp is not null)
+        {
+            File.Move(temp, outputPath, overwrite: true);
+        }
+
+        return 0;
+    }
+
+    private static int Flush(IBatchVerifier verifier, SignatureBatch batch, bool[] verdicts, TextWriter writer)
+    {
+        int count = batch.Count;
+        verifier.Verify(batch, verdicts);
+        for (int i = 0; i < count; i++)
+        {
+            writer.Write(verdicts[i] ? "{\"valid\":true}\n" : "{\"valid\":false}\n");
+        }
+
+        batch.Clear();
+        return count;
+    }
+
+    private static void AddLine(SignatureBatch batch, string line, long lineNumber)
+    {
+        try
+        {
+            using JsonDocument doc = JsonDocument.Parse(line);
+            JsonElement root = doc.RootElement;
+            if (root.ValueKind != JsonValueKind.Object)
+            {
+                throw new InputException($"line {lineNumber}: expected a JSON object {{\"pk\",\"sig\",\"msg\"}}.");
+            }
+
+            batch.Add(Hex(root, "pk", lineNumber), Hex(root, "sig", lineNumber), Hex(root, "msg", lineNumber));
+        }
+        catch (JsonException e)
+        {
+            throw new InputException($"line {lineNumber}: not valid JSON ({e.Message}).");
+        }
+    }
+
+    private static byte[] Hex(JsonElement root, string name, long lineNumber)
+    {
+        if (!root.TryGetProperty(name, out JsonElement value) || value.ValueKind != JsonValueKind.String)
+        {
+            throw new InputException($"line {lineNumber}: missing string field \"{name}\".");
+        }
+
+        try
+        {
+            return Convert.FromHexString(value.GetString()!);
+        }
+        catch (FormatException)
+        {
+            throw new InputException($"line {lineNumber}: field \"{name}\" is not hexadecimal (even number of 0-9a-f digits).");
+        }
+    }
+
+    private sealed class InputException(string message) : Exception(message);
 }

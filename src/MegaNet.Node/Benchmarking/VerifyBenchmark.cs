@@ -1,0 +1,225 @@
+using System.Diagnostics;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using MegaNet.Core.Ed25519;
+using MegaNet.Core.Verification;
+
+namespace MegaNet.Node.Benchmarking;
+
+/// <summary>What one sweep measures.</summary>
+public sealed class VerifyBenchmarkOptions
+{
+    /// <summary>Backends to time (the libsodium baseline is always timed too).</summary>
+    public IReadOnlyList<string> Backends { get; init; } = ["simd"];
+
+    /// <summary>Batch sizes.</summary>
+    public IReadOnlyList<int> BatchSizes { get; init; } = [1, 8, 64, 1024, 16384];
+
+    /// <summary>Thread counts for the CPU backends.</summary>
+    public IReadOnlyList<int> Threads { get; init; } = [1];
+
+    /// <summary>Minimum measuring time per point.</summary>
+    public TimeSpan Duration { get; init; } = TimeSpan.FromMilliseconds(700);
+
+    /// <summary>Distinct signing keys in a batch (0: one per item). Fewer keys exercise the per-key cache.</summary>
+    public int DistinctKeys { get; init; }
+
+    /// <summary>Per-key cache on or off for the measured backends.</summary>
+    public bool KeyCache { get; init; }
+
+    /// <summary>Check every backend's verdicts against the reference on a mixed sample first.</summary>
+    public bool Check { get; init; }
+}
+
+/// <summary>One measured point.</summary>
+public sealed record VerifyBenchmarkResult(
+    [property: JsonPropertyName("backend")] string Backend,
+    [property: JsonPropertyName("batch")] int Batch,
+    [property: JsonPropertyName("threads")] int Threads,
+    [property: JsonPropertyName("verifies_per_s")] double VerifiesPerSecond,
+    [property: JsonPropertyName("ratio_to_libsodium")] double RatioToLibsodium,
+    [property: JsonPropertyName("key_cache")] bool KeyCache,
+    [property: JsonPropertyName("description")] string Description);
+
+/// <summary>The machine a sweep ran on.</summary>
+public sealed record MachineInfo(
+    [property: JsonPropertyName("cpu")] string Cpu,
+    [property: JsonPropertyName("logical_cores")] int LogicalCores,
+    [property: JsonPropertyName("isa")] string Isa,
+    [property: JsonPropertyName("os")] string Os,
+    [property: JsonPropertyName("runtime")] string Runtime,
+    [property: JsonPropertyName("libsodium")] string Libsodium)
+{
+    /// <summary>Reads the current machine.</summary>
+    public static MachineInfo Current() => new(CpuName(), Environment.ProcessorCount, IsaTier(), RuntimeInformation.OSDescription,
+        RuntimeInformation.FrameworkDescription, Ed25519Signer.LibsodiumVersion);
+
+    /// <summary>The widest vector ISA the runtime uses in this process (after DOTNET_Enable* knobs).</summary>
+    public static string IsaTier() =>
+        Avx512F.IsSupported && Vector512.IsHardwareAccelerated ? "AVX-512F" :
+        Avx2.IsSupported ? "AVX2" :
+        Vector128.IsHardwareAccelerated ? "SSE/Vector128" : "scalar";
+
+    private static string CpuName()
+    {
+        try
+        {
+            string? line = File.Exists("/proc/cpuinfo") ? File.ReadLines("/proc/cpuinfo").FirstOrDefault(l => l.StartsWith("model name", StringComparison.Ordinal)) : null;
+            return line?.Split(':', 2)[1].Trim() ?? RuntimeInformation.ProcessArchitecture.ToString();
+        }
+        catch (IOException)
+        {
+            return RuntimeInformation.ProcessArchitecture.ToString();
+        }
+    }
+}
+
+/// <summary>A whole sweep: machine and points.</summary>
+public sealed record VerifyBenchmarkReport(
+    [property: JsonPropertyName("machine")] MachineInfo Machine,
+    [property: JsonPropertyName("results")] IReadOnlyList<VerifyBenchmarkResult> Results)
+{
+    private static readonly JsonSerializerOptions Json = new() { WriteIndented = true };
+
+    /// <summary>The report as JSON (<c>{"machine":{...},"results":[...]}</c>).</summary>
+    public string ToJson() => JsonSerializer.Serialize(this, Json);
+}
+
+/// <summary>
+/// <c>meganet bench</c>'s engine: signs batches of valid items, then times each backend at each batch size next to the
+/// libsodium single-verify loop measured in the same run, so ratios survive a noisy machine.
+/// </summary>
+public sealed class VerifyBenchmark(BatchVerifierRegistry registry, VerifyBenchmarkOptions options, TextWriter? progress = null)
+{
+    /// <summary>Runs the sweep.</summary>
+    public VerifyBenchmarkReport Run()
+    {
+        var results = new List<VerifyBenchmarkResult>();
+        using var libsodium = new LibsodiumBatchVerifier();
+        foreach (int size in options.BatchSizes)
+        {
+            using SignatureBatch batch = MakeBatch(size, options.DistinctKeys);
+            double baseline = Measure(libsodium, batch);
+            results.Add(new VerifyBenchmarkResult(libsodium.Name, size, 1, baseline, 1.0, false, libsodium.Description));
+            progress?.WriteLine($"  batch {size,6}: libsodium {baseline,12:N0}/s");
+            foreach (string backend in options.Backends)
+            {
+                foreach (int threads in options.Threads)
+                {
+                    var verifierOptions = new VerifierOptions { Threads = threads, KeyCacheCapacity = options.KeyCache ? 65_536 : 0 };
+                    using IBatchVerifier verifier = registry.Create(backend, verifierOptions);
+                    if (options.Check && size == options.BatchSizes[0] && threads == options.Threads[0])
+                    {
+                        int mismatches = CheckAgainstReference(verifier, 512);
+                        progress?.WriteLine($"  check: {verifier.Name} agrees with the reference on 512 mixed items ({mismatches} mismatches)");
+                        if (mismatches > 0)
+                        {
+                            throw new InvalidOperationException($"Backend '{verifier.Name}' disagrees with the reference on {mismatches} of 512 items.");
+                        }
+                    }
+
+                    double rate = Measure(verifier, batch);
+                    results.Add(new VerifyBenchmarkResult(verifier.Name, size, threads, rate, rate / baseline, options.KeyCache, verifier.Description));
+                    progress?.WriteLine($"  batch {size,6}: {verifier.Name} x{threads} {rate,12:N0}/s  ({rate / baseline:F2}x libsodium)");
+                }
+            }
+        }
+
+        return new VerifyBenchmarkReport(MachineInfo.Current(), results);
+    }
+
+    private double Measure(IBatchVerifier verifier, SignatureBatch batch)
+    {
+        bool[] verdicts = new bool[batch.Count];
+        verifier.Verify(batch, verdicts);
+        int invalid = verdicts.Count(v => !v);
+        if (invalid > 0)
+        {
+            throw new InvalidOperationException($"Backend '{verifier.Name}' rejected {invalid} of {batch.Count} valid signatures; refusing to time a wrong verifier.");
+        }
+
+        // Warm up (tiering, caches), then time whole calls until the duration has passed.
+        var warm = Stopwatch.StartNew();
+        while (warm.Elapsed < options.Duration / 4)
+        {
+            verifier.Verify(batch, verdicts);
+        }
+
+        long items = 0;
+        var watch = Stopwatch.StartNew();
+        do
+        {
+            verifier.Verify(batch, verdicts);
+            items += batch.Count;
+        }
+        while (watch.Elapsed < options.Duration);
+
+        return items / watch.Elapsed.TotalSeconds;
+    }
+
+    /// <summary>Verifies a seeded mix of valid and corrupted items (bit flips in R, S, A and M; S + L) and returns how
+    /// many verdicts differ from the reference's.</summary>
+    public static int CheckAgainstReference(IBatchVerifier verifier, int size, int seed = 2)
+    {
+        using SignatureBatch valid = MakeBatch(size, Math.Max(1, size / 4), seed);
+        using var mixed = new SignatureBatch(size, size * 64);
+        var random = new Random(seed);
+        Span<byte> pk = stackalloc byte[32];
+        Span<byte> sig = stackalloc byte[64];
+        for (int i = 0; i < size; i++)
+        {
+            valid.GetPublicKey(i).CopyTo(pk);
+            valid.GetSignature(i).CopyTo(sig);
+            byte[] msg = valid.GetMessage(i).ToArray();
+            switch (random.Next(6))
+            {
+                case 0: sig[random.Next(32)] ^= (byte)(1 << random.Next(8)); break;
+                case 1: sig[32 + random.Next(31)] ^= (byte)(1 << random.Next(8)); break;
+                case 2: pk[random.Next(32)] ^= (byte)(1 << random.Next(8)); break;
+                case 3: msg[random.Next(msg.Length)] ^= 1; break;
+                case 4:
+                    System.Numerics.BigInteger s = Ed25519Reference.FromLittleEndian(sig[32..]) + Ed25519Reference.L;
+                    Ed25519Reference.ToLittleEndian(s).CopyTo(sig[32..]);
+                    break;
+            }
+
+            mixed.Add(pk, sig, msg);
+        }
+
+        bool[] expected = new bool[size];
+        Parallel.For(0, size, i => expected[i] = Ed25519Reference.Verify(mixed.GetPublicKey(i), mixed.GetSignature(i), mixed.GetMessage(i)));
+        bool[] verdicts = verifier.Verify(mixed);
+        return expected.Where((e, i) => e != verdicts[i]).Count();
+    }
+
+    /// <summary>A batch of valid items signed with seeded keys (deterministic across runs).</summary>
+    public static SignatureBatch MakeBatch(int size, int distinctKeys, int seed = 1)
+    {
+        var random = new Random(seed);
+        int keyCount = distinctKeys <= 0 ? size : Math.Min(distinctKeys, size);
+        var keys = new (byte[] Pk, byte[] Sk)[Math.Max(keyCount, 1)];
+        byte[] keySeed = new byte[32];
+        for (int i = 0; i < keys.Length; i++)
+        {
+            random.NextBytes(keySeed);
+            keys[i] = (new byte[32], new byte[64]);
+            Ed25519Signer.KeyPairFromSeed(keySeed, keys[i].Pk, keys[i].Sk);
+        }
+
+        var batch = new SignatureBatch(size, size * 64);
+        byte[] message = new byte[64];
+        byte[] signature = new byte[64];
+        for (int i = 0; i < size; i++)
+        {
+            random.NextBytes(message);
+            var key = keys[i % keys.Length];
+            Ed25519Signer.Sign(key.Sk, message, signature);
+            batch.Add(key.Pk, signature, message);
+        }
+
+        return batch;
+    }
+}
