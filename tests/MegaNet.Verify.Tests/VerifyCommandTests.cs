@@ -1,0 +1,101 @@
+using System.Text.Json;
+using MegaNet.Node.Benchmarking;
+using MegaNet.Node.Cli;
+
+namespace MegaNet.Verify.Tests;
+
+/// <summary><c>meganet verify</c> and <c>meganet bench</c> driven through the real command line parser.</summary>
+public sealed class VerifyCommandTests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("meganet-verify-").FullName;
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    [Theory]
+    [InlineData("reference")]
+    [InlineData("simd")]
+    public void Verdict_lines_match_the_vectors_in_order(string backend)
+    {
+        IReadOnlyList<Vector> vectors = TestVectors.Load("wycheproof_v1.jsonl");
+        string input = Path.Combine(_dir, "in.jsonl"), output = Path.Combine(_dir, "out.jsonl");
+        File.WriteAllLines(input, vectors.Select(v => JsonSerializer.Serialize(new
+        {
+            pk = Convert.ToHexString(v.PublicKey).ToLowerInvariant(),
+            sig = Convert.ToHexString(v.Signature),
+            msg = Convert.ToHexString(v.Message),
+        })));
+
+        int rc = MeganetCommand.Run(["verify", "--backend", backend, "--in", input, "--out", output, "--batch", "50"]);
+
+        Assert.Equal(0, rc);
+        string[] lines = File.ReadAllLines(output);
+        Assert.Equal(vectors.Count, lines.Length);
+        for (int i = 0; i < lines.Length; i++)
+        {
+            Assert.Equal(vectors[i].Meganet ? "{\"valid\":true}" : "{\"valid\":false}", lines[i]);
+        }
+    }
+
+    [Theory]
+    [InlineData("{\"pk\":\"00\",\"sig\":\"zz\",\"msg\":\"\"}")]
+    [InlineData("{\"pk\":\"00\",\"msg\":\"\"}")]
+    [InlineData("[1,2]")]
+    [InlineData("not json")]
+    public void A_bad_line_is_an_error_and_writes_no_output(string badLine)
+    {
+        string input = Path.Combine(_dir, "bad.jsonl"), output = Path.Combine(_dir, "bad.out");
+        File.WriteAllLines(input, ["{\"pk\":\"00\",\"sig\":\"00\",\"msg\":\"\"}", badLine]);
+        var error = new StringWriter();
+        TextWriter previous = Console.Error;
+        int rc;
+        lock (ConsoleLock.Gate)
+        {
+            Console.SetError(error);
+            try
+            {
+                rc = MeganetCommand.Run(["verify", "--backend", "reference", "--in", input, "--out", output]);
+            }
+            finally
+            {
+                Console.SetError(previous);
+            }
+        }
+
+        Assert.Equal(1, rc);
+        Assert.Contains("line 2", error.ToString());
+        Assert.False(File.Exists(output));
+    }
+
+    [Fact]
+    public void Bench_report_has_the_documented_json_shape()
+    {
+        var registry = Backends.Registry;
+        var report = new VerifyBenchmark(registry, new VerifyBenchmarkOptions
+        {
+            Backends = ["reference"],
+            BatchSizes = [1, 4],
+            Threads = [1],
+            Duration = TimeSpan.FromMilliseconds(20),
+            Check = true,
+        }).Run();
+
+        using JsonDocument doc = JsonDocument.Parse(report.ToJson());
+        JsonElement machine = doc.RootElement.GetProperty("machine");
+        Assert.False(string.IsNullOrEmpty(machine.GetProperty("cpu").GetString()));
+        JsonElement[] results = doc.RootElement.GetProperty("results").EnumerateArray().ToArray();
+        Assert.Equal(4, results.Length);
+        foreach (JsonElement r in results)
+        {
+            Assert.True(r.GetProperty("verifies_per_s").GetDouble() > 0);
+            Assert.True(r.GetProperty("ratio_to_libsodium").GetDouble() > 0);
+            Assert.Contains(r.GetProperty("backend").GetString(), new[] { "reference", "libsodium" });
+            Assert.Equal(1, r.GetProperty("threads").GetInt32());
+        }
+    }
+}
+
+/// <summary>Serialises tests that swap the process-wide console writers.</summary>
+internal static class ConsoleLock
+{
+    public static readonly object Gate = new();
+}
