@@ -1,0 +1,223 @@
+using System.Runtime.CompilerServices;
+using MegaNet.Verify.Simd.Field;
+using F = MegaNet.Verify.Simd.Field.FieldElement;
+
+namespace MegaNet.Verify.Simd.Curve;
+
+/// <summary>A point of edwards25519 in extended coordinates (X : Y : Z : T), x = X/Z, y = Y/Z, x·y = T/Z.</summary>
+internal struct EdwardsPoint
+{
+    public F X, Y, Z, T;
+
+    public static EdwardsPoint Identity => new() { X = F.Zero, Y = F.One, Z = F.One, T = F.Zero };
+
+    /// <summary>
+    /// Strict decoding (docs/verification.md rule 3): y &lt; p, x² = (y² − 1)/(d·y² + 1) has a root, and not x = 0 with
+    /// the sign bit set. The result is affine (Z = 1).
+    /// </summary>
+    public static bool TryDecode(ReadOnlySpan<byte> s, out EdwardsPoint p)
+    {
+        p = Identity;
+        if (!F.IsCanonicalEncoding(s))
+        {
+            return false;
+        }
+
+        F y = F.FromBytes(s);
+        F y2 = F.Square(y);
+        F u = F.Carry(F.Sub(y2, F.One));
+        F v = F.Carry(F.Add(F.Mul(y2, F.D), F.One));
+        F v3 = F.Mul(F.Square(v), v);
+        F v7 = F.Mul(F.Square(v3), v);
+        F x = F.Mul(F.Mul(u, v3), F.Pow22523(F.Mul(u, v7)));
+        F vxx = F.Mul(v, F.Square(x));
+        if (!F.AreEqual(vxx, u))
+        {
+            if (!F.AreEqual(vxx, F.Negate(u)))
+            {
+                return false;
+            }
+
+            x = F.Mul(x, F.SqrtM1);
+        }
+
+        bool sign = (s[31] & 0x80) != 0;
+        if (sign && x.IsZero())
+        {
+            return false;
+        }
+
+        if (x.IsOdd() != sign)
+        {
+            x = F.Carry(F.Negate(x));
+        }
+
+        p.X = x;
+        p.Y = y;
+        p.Z = F.One;
+        p.T = F.Mul(x, y);
+        return true;
+    }
+
+    /// <summary>The canonical encoding (for tests and diagnostics; verification never encodes).</summary>
+    public readonly void Encode(Span<byte> s)
+    {
+        F zInv = F.Invert(Z);
+        F x = F.Mul(X, zInv);
+        F y = F.Mul(Y, zInv);
+        y.ToBytes(s);
+        if (x.IsOdd())
+        {
+            s[31] |= 0x80;
+        }
+    }
+
+    /// <summary>True if this is the neutral element: X = 0 and Y = Z.</summary>
+    public readonly bool IsIdentity() => X.IsZero() && F.AreEqual(Y, Z);
+
+    /// <summary>2P (dbl-2008-hwcd with a = −1); 4 squarings and 4 multiplications.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static EdwardsPoint Double(in EdwardsPoint p)
+    {
+        F a = F.Square(p.X);
+        F b = F.Square(p.Y);
+        F c = F.Square(p.Z);
+        c = F.Add(c, c);
+        F h = F.Add(a, b);                          // < 2^52.01
+        F xy = F.Add(p.X, p.Y);
+        F e = F.Sub(h, F.Square(xy));               // (X+Y)² − A − B
+        F g = F.Sub(a, b);                          // A − B
+        F f = F.Carry(F.Add(c, g));                 // C + (A − B), carried: two sums deep
+        // hwcd's E, G, F, H for a = −1 are −e, −g, −f, −h here; every output is a product of two of them, so the
+        // signs cancel: X3 = E·F = e·f, Y3 = G·H = g·h, T3 = E·H = e·h, Z3 = F·G = f·g.
+        EdwardsPoint r;
+        r.X = F.Mul(e, f);
+        r.Y = F.Mul(g, h);
+        r.T = F.Mul(e, h);
+        r.Z = F.Mul(f, g);
+        return r;
+    }
+
+    /// <summary>−P.</summary>
+    public static EdwardsPoint Negate(in EdwardsPoint p) =>
+        new() { X = F.Carry(F.Negate(p.X)), Y = p.Y, Z = p.Z, T = F.Carry(F.Negate(p.T)) };
+
+    /// <summary>P + Q for a cached Q (Y+X, Y−X, 2Z, 2dT): 8 multiplications (7 when Q is affine, <see cref="AddAffine"/>).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static EdwardsPoint Add(in EdwardsPoint p, in CachedPoint q)
+    {
+        F a = F.Mul(F.Sub(p.Y, p.X), q.YminusX);
+        F b = F.Mul(F.Add(p.Y, p.X), q.YplusX);
+        F c = F.Mul(p.T, q.T2d);
+        F d = F.Mul(p.Z, q.Z2);
+        F e = F.Sub(b, a);
+        F f = F.Sub(d, c);
+        F g = F.Add(d, c);
+        F h = F.Add(b, a);
+        EdwardsPoint r;
+        r.X = F.Mul(e, f);
+        r.Y = F.Mul(g, h);
+        r.T = F.Mul(e, h);
+        r.Z = F.Mul(f, g);
+        return r;
+    }
+
+    /// <summary>P − Q for a cached Q.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static EdwardsPoint Sub(in EdwardsPoint p, in CachedPoint q)
+    {
+        F a = F.Mul(F.Sub(p.Y, p.X), q.YplusX);
+        F b = F.Mul(F.Add(p.Y, p.X), q.YminusX);
+        F c = F.Mul(p.T, q.T2d);
+        F d = F.Mul(p.Z, q.Z2);
+        F e = F.Sub(b, a);
+        F f = F.Add(d, c);
+        F g = F.Sub(d, c);
+        F h = F.Add(b, a);
+        EdwardsPoint r;
+        r.X = F.Mul(e, f);
+        r.Y = F.Mul(g, h);
+        r.T = F.Mul(e, h);
+        r.Z = F.Mul(f, g);
+        return r;
+    }
+
+    /// <summary>P + Q for an affine Q given as (y+x, y−x, 2dxy): 7 multiplications.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static EdwardsPoint AddAffine(in EdwardsPoint p, in AffineNielsPoint q)
+    {
+        F a = F.Mul(F.Sub(p.Y, p.X), q.YminusX);
+        F b = F.Mul(F.Add(p.Y, p.X), q.YplusX);
+        F c = F.Mul(p.T, q.XY2d);
+        F d = F.Add(p.Z, p.Z);
+        F e = F.Sub(b, a);
+        F f = F.Sub(d, c);
+        F g = F.Add(d, c);
+        F h = F.Add(b, a);
+        EdwardsPoint r;
+        r.X = F.Mul(e, f);
+        r.Y = F.Mul(g, h);
+        r.T = F.Mul(e, h);
+        r.Z = F.Mul(f, g);
+        return r;
+    }
+
+    /// <summary>P − Q for an affine Q given as (y+x, y−x, 2dxy).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static EdwardsPoint SubAffine(in EdwardsPoint p, in AffineNielsPoint q)
+    {
+        F a = F.Mul(F.Sub(p.Y, p.X), q.YplusX);
+        F b = F.Mul(F.Add(p.Y, p.X), q.YminusX);
+        F c = F.Mul(p.T, q.XY2d);
+        F d = F.Add(p.Z, p.Z);
+        F e = F.Sub(b, a);
+        F f = F.Add(d, c);
+        F g = F.Sub(d, c);
+        F h = F.Add(b, a);
+        EdwardsPoint r;
+        r.X = F.Mul(e, f);
+        r.Y = F.Mul(g, h);
+        r.T = F.Mul(e, h);
+        r.Z = F.Mul(f, g);
+        return r;
+    }
+
+    /// <summary>[8]P.</summary>
+    public static EdwardsPoint MulByCofactor(in EdwardsPoint p) => Double(Double(Double(p)));
+
+    /// <summary>True if [8]P is the identity (P has small order).</summary>
+    public readonly bool IsSmallOrder() => MulByCofactor(this).IsIdentity();
+}
+
+/// <summary>A point prepared for repeated addition: (Y+X, Y−X, 2Z, 2d·T).</summary>
+internal struct CachedPoint
+{
+    public F YplusX, YminusX, Z2, T2d;
+
+    public static CachedPoint From(in EdwardsPoint p) => new()
+    {
+        YplusX = F.Carry(F.Add(p.Y, p.X)),
+        YminusX = F.Carry(F.Sub(p.Y, p.X)),
+        Z2 = F.Carry(F.Add(p.Z, p.Z)),
+        T2d = F.Mul(p.T, F.D2),
+    };
+
+    /// <summary>−Q in cached form: swap Y+X and Y−X, negate 2dT.</summary>
+    public readonly CachedPoint Negate() => new() { YplusX = YminusX, YminusX = YplusX, Z2 = Z2, T2d = F.Carry(F.Negate(T2d)) };
+}
+
+/// <summary>An affine point prepared for mixed addition: (y+x, y−x, 2d·x·y).</summary>
+internal struct AffineNielsPoint
+{
+    public F YplusX, YminusX, XY2d;
+
+    /// <summary>From an affine point (Z = 1, as <see cref="EdwardsPoint.TryDecode"/> returns).</summary>
+    public static AffineNielsPoint FromAffine(in EdwardsPoint p) => new()
+    {
+        YplusX = F.Carry(F.Add(p.Y, p.X)),
+        YminusX = F.Carry(F.Sub(p.Y, p.X)),
+        XY2d = F.Mul(p.T, F.D2),
+    };
+
+    public readonly AffineNielsPoint Negate() => new() { YplusX = YminusX, YminusX = YplusX, XY2d = F.Carry(F.Negate(XY2d)) };
+}

@@ -1,0 +1,282 @@
+using System.Buffers.Binary;
+using System.Runtime.CompilerServices;
+
+namespace MegaNet.Verify.Simd.Field;
+
+/// <summary>
+/// An element of GF(2^255 − 19) in radix 2^51: value = L0 + L1·2^51 + L2·2^102 + L3·2^153 + L4·2^204.
+/// </summary>
+/// <remarks>
+/// Bounds (why the code is allowed to skip carries): a "reduced" element has every limb &lt; 2^51 + 2^13 (output of
+/// <see cref="Mul"/>, <see cref="Square"/>, <see cref="Carry"/>). <see cref="Add"/> of two reduced elements gives limbs
+/// &lt; 2^52.01 and <see cref="Sub"/> adds 4p first so its limbs stay positive and &lt; 2^53.01. <see cref="Mul"/> accepts
+/// inputs with limbs up to 2^54: then 19·b &lt; 2^58.3 and each 128-bit column sum is &lt; 5·2^54·2^58.3 &lt; 2^115, far from
+/// overflow, and the output is reduced again. Every public operation therefore takes reduced or once-added/subtracted
+/// inputs, never a chain of two additions without a multiply or carry in between.
+/// </remarks>
+internal struct FieldElement
+{
+    public ulong L0, L1, L2, L3, L4;
+
+    private const ulong Mask = (1UL << 51) - 1;
+
+    public FieldElement(ulong l0, ulong l1, ulong l2, ulong l3, ulong l4)
+    {
+        L0 = l0;
+        L1 = l1;
+        L2 = l2;
+        L3 = l3;
+        L4 = l4;
+    }
+
+    public static FieldElement Zero => default;
+
+    public static FieldElement One => new(1, 0, 0, 0, 0);
+
+    /// <summary>d = −121665/121666.</summary>
+    public static readonly FieldElement D = FromHex("a3785913ca4deb75abd841414d0a700098e879777940c78c73fe6f2bee6c0352");
+
+    /// <summary>2d.</summary>
+    public static readonly FieldElement D2 = Carry(Add(D, D));
+
+    /// <summary>sqrt(−1).</summary>
+    public static readonly FieldElement SqrtM1 = FromHex("b0a00e4a271beec478e42fad0618432fa7d7fb3d99004d2b0bdfc14f8024832b");
+
+    /// <summary>Reads 32 little-endian bytes, ignoring the top bit (the caller handles sign and canonicity).</summary>
+    public static FieldElement FromBytes(ReadOnlySpan<byte> s)
+    {
+        ulong w0 = BinaryPrimitives.ReadUInt64LittleEndian(s);
+        ulong w1 = BinaryPrimitives.ReadUInt64LittleEndian(s[8..]);
+        ulong w2 = BinaryPrimitives.ReadUInt64LittleEndian(s[16..]);
+        ulong w3 = BinaryPrimitives.ReadUInt64LittleEndian(s[24..]);
+        return new FieldElement(
+            w0 & Mask,
+            ((w0 >> 51) | (w1 << 13)) & Mask,
+            ((w1 >> 38) | (w2 << 26)) & Mask,
+            ((w2 >> 25) | (w3 << 39)) & Mask,
+            (w3 >> 12) & Mask);
+    }
+
+    /// <summary>True if the 255-bit little-endian value in <paramref name="s"/> (top bit ignored) is below p.</summary>
+    public static bool IsCanonicalEncoding(ReadOnlySpan<byte> s)
+    {
+        // y ≥ p iff y ∈ [2^255 − 19, 2^255 − 1]: bytes 1..30 are 0xFF, byte 31 (without sign) is 0x7F, byte 0 ≥ 0xED.
+        if ((s[31] & 0x7F) != 0x7F || s[0] < 0xED)
+        {
+            return true;
+        }
+
+        for (int i = 1; i < 31; i++)
+        {
+            if (s[i] != 0xFF)
+            {
+                return true;
+            }
+        }
+
+        return false;
+    }
+
+    /// <summary>Writes the canonical 32-byte encoding (fully reduced mod p).</summary>
+    public readonly void ToBytes(Span<byte> s)
+    {
+        FieldElement t = Carry(this);
+        // Now t < 2^255 + small; subtract p if t ≥ p: compute q = (t + 19) >> 255.
+        ulong q = (t.L0 + 19) >> 51;
+        q = (t.L1 + q) >> 51;
+        q = (t.L2 + q) >> 51;
+        q = (t.L3 + q) >> 51;
+        q = (t.L4 + q) >> 51;
+        ulong l0 = t.L0 + 19 * q;
+        ulong l1 = t.L1 + (l0 >> 51);
+        l0 &= Mask;
+        ulong l2 = t.L2 + (l1 >> 51);
+        l1 &= Mask;
+        ulong l3 = t.L3 + (l2 >> 51);
+        l2 &= Mask;
+        ulong l4 = t.L4 + (l3 >> 51);
+        l3 &= Mask;
+        l4 &= Mask;
+        BinaryPrimitives.WriteUInt64LittleEndian(s, l0 | (l1 << 51));
+        BinaryPrimitives.WriteUInt64LittleEndian(s[8..], (l1 >> 13) | (l2 << 38));
+        BinaryPrimitives.WriteUInt64LittleEndian(s[16..], (l2 >> 26) | (l3 << 25));
+        BinaryPrimitives.WriteUInt64LittleEndian(s[24..], (l3 >> 39) | (l4 << 12));
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static FieldElement Add(in FieldElement a, in FieldElement b) =>
+        new(a.L0 + b.L0, a.L1 + b.L1, a.L2 + b.L2, a.L3 + b.L3, a.L4 + b.L4);
+
+    /// <summary>a − b computed as a + 4p − b so limbs never go negative (b's limbs must be &lt; 2^53).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static FieldElement Sub(in FieldElement a, in FieldElement b) =>
+        new(
+            a.L0 + 0x1FFFFFFFFFFFB4UL - b.L0,
+            a.L1 + 0x1FFFFFFFFFFFFCUL - b.L1,
+            a.L2 + 0x1FFFFFFFFFFFFCUL - b.L2,
+            a.L3 + 0x1FFFFFFFFFFFFCUL - b.L3,
+            a.L4 + 0x1FFFFFFFFFFFFCUL - b.L4);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static FieldElement Negate(in FieldElement a) => Sub(Zero, a);
+
+    /// <summary>Propagates carries so every limb is &lt; 2^51 + 2^13.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static FieldElement Carry(in FieldElement a)
+    {
+        ulong l0 = a.L0, l1 = a.L1, l2 = a.L2, l3 = a.L3, l4 = a.L4;
+        l1 += l0 >> 51;
+        l0 &= Mask;
+        l2 += l1 >> 51;
+        l1 &= Mask;
+        l3 += l2 >> 51;
+        l2 &= Mask;
+        l4 += l3 >> 51;
+        l3 &= Mask;
+        l0 += 19 * (l4 >> 51);
+        l4 &= Mask;
+        l1 += l0 >> 51;
+        l0 &= Mask;
+        return new FieldElement(l0, l1, l2, l3, l4);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static FieldElement Mul(in FieldElement a, in FieldElement b)
+    {
+        ulong a0 = a.L0, a1 = a.L1, a2 = a.L2, a3 = a.L3, a4 = a.L4;
+        ulong b0 = b.L0, b1 = b.L1, b2 = b.L2, b3 = b.L3, b4 = b.L4;
+        ulong b1_19 = b1 * 19, b2_19 = b2 * 19, b3_19 = b3 * 19, b4_19 = b4 * 19;
+
+        UInt128 r0 = Math.BigMul(a0, b0) + Math.BigMul(a1, b4_19) + Math.BigMul(a2, b3_19) + Math.BigMul(a3, b2_19) + Math.BigMul(a4, b1_19);
+        UInt128 r1 = Math.BigMul(a0, b1) + Math.BigMul(a1, b0) + Math.BigMul(a2, b4_19) + Math.BigMul(a3, b3_19) + Math.BigMul(a4, b2_19);
+        UInt128 r2 = Math.BigMul(a0, b2) + Math.BigMul(a1, b1) + Math.BigMul(a2, b0) + Math.BigMul(a3, b4_19) + Math.BigMul(a4, b3_19);
+        UInt128 r3 = Math.BigMul(a0, b3) + Math.BigMul(a1, b2) + Math.BigMul(a2, b1) + Math.BigMul(a3, b0) + Math.BigMul(a4, b4_19);
+        UInt128 r4 = Math.BigMul(a0, b4) + Math.BigMul(a1, b3) + Math.BigMul(a2, b2) + Math.BigMul(a3, b1) + Math.BigMul(a4, b0);
+        return Reduce(r0, r1, r2, r3, r4);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static FieldElement Square(in FieldElement a)
+    {
+        ulong a0 = a.L0, a1 = a.L1, a2 = a.L2, a3 = a.L3, a4 = a.L4;
+        ulong d0 = a0 * 2, d1 = a1 * 2, d2 = a2 * 2, d3 = a3 * 2;
+        ulong a3_19 = a3 * 19, a4_19 = a4 * 19;
+
+        UInt128 r0 = Math.BigMul(a0, a0) + Math.BigMul(d1, a4_19) + Math.BigMul(d2, a3_19);
+        UInt128 r1 = Math.BigMul(d0, a1) + Math.BigMul(d2, a4_19) + Math.BigMul(a3, a3_19);
+        UInt128 r2 = Math.BigMul(d0, a2) + Math.BigMul(a1, a1) + Math.BigMul(d3, a4_19);
+        UInt128 r3 = Math.BigMul(d0, a3) + Math.BigMul(d1, a2) + Math.BigMul(a4, a4_19);
+        UInt128 r4 = Math.BigMul(d0, a4) + Math.BigMul(d1, a3) + Math.BigMul(a2, a2);
+        return Reduce(r0, r1, r2, r3, r4);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static FieldElement Reduce(UInt128 r0, UInt128 r1, UInt128 r2, UInt128 r3, UInt128 r4)
+    {
+        // Column sums < 2^115 (see remarks); carries fit in 64 bits.
+        r1 += (ulong)(r0 >> 51);
+        ulong l0 = (ulong)r0 & Mask;
+        r2 += (ulong)(r1 >> 51);
+        ulong l1 = (ulong)r1 & Mask;
+        r3 += (ulong)(r2 >> 51);
+        ulong l2 = (ulong)r2 & Mask;
+        r4 += (ulong)(r3 >> 51);
+        ulong l3 = (ulong)r3 & Mask;
+        ulong c = (ulong)(r4 >> 51);
+        ulong l4 = (ulong)r4 & Mask;
+        // c < 2^64 / 2^? — c·19 can exceed 64 bits only if r4 ≥ 2^110.7; r4 < 2^115 so widen.
+        UInt128 t = Math.BigMul(c, 19) + l0;
+        l0 = (ulong)t & Mask;
+        l1 += (ulong)(t >> 51);
+        l2 += l1 >> 51;
+        l1 &= Mask;
+        return new FieldElement(l0, l1, l2, l3, l4);
+    }
+
+    /// <summary>a^(2^n) by repeated squaring.</summary>
+    public static FieldElement SquareTimes(in FieldElement a, int n)
+    {
+        FieldElement r = Square(a);
+        for (int i = 1; i < n; i++)
+        {
+            r = Square(r);
+        }
+
+        return r;
+    }
+
+    /// <summary>a^((p − 5) / 8) = a^(2^252 − 3), the exponent used by square-root recovery.</summary>
+    public static FieldElement Pow22523(in FieldElement z)
+    {
+        FieldElement t0 = Square(z);
+        FieldElement t1 = SquareTimes(t0, 2);
+        t1 = Mul(z, t1);
+        t0 = Mul(t0, t1);
+        t0 = Square(t0);
+        t0 = Mul(t1, t0);
+        t1 = SquareTimes(t0, 5);
+        t0 = Mul(t1, t0);
+        t1 = SquareTimes(t0, 10);
+        t1 = Mul(t1, t0);
+        FieldElement t2 = SquareTimes(t1, 20);
+        t1 = Mul(t2, t1);
+        t1 = SquareTimes(t1, 10);
+        t0 = Mul(t1, t0);
+        t1 = SquareTimes(t0, 50);
+        t1 = Mul(t1, t0);
+        t2 = SquareTimes(t1, 100);
+        t1 = Mul(t2, t1);
+        t1 = SquareTimes(t1, 50);
+        t0 = Mul(t1, t0);
+        t0 = SquareTimes(t0, 2);
+        return Mul(t0, z);
+    }
+
+    /// <summary>a^(p − 2) = a^−1 (0 maps to 0).</summary>
+    public static FieldElement Invert(in FieldElement z)
+    {
+        FieldElement t0 = Square(z);
+        FieldElement t1 = SquareTimes(t0, 2);
+        t1 = Mul(z, t1);
+        t0 = Mul(t0, t1);
+        FieldElement t2 = Square(t0);
+        t1 = Mul(t1, t2);
+        t2 = SquareTimes(t1, 5);
+        t1 = Mul(t2, t1);
+        t2 = SquareTimes(t1, 10);
+        t2 = Mul(t2, t1);
+        FieldElement t3 = SquareTimes(t2, 20);
+        t2 = Mul(t3, t2);
+        t2 = SquareTimes(t2, 10);
+        t1 = Mul(t2, t1);
+        t2 = SquareTimes(t1, 50);
+        t2 = Mul(t2, t1);
+        t3 = SquareTimes(t2, 100);
+        t2 = Mul(t3, t2);
+        t2 = SquareTimes(t2, 50);
+        t1 = Mul(t2, t1);
+        t1 = SquareTimes(t1, 5);
+        return Mul(t1, t0);
+    }
+
+    /// <summary>True if the element is 0 mod p.</summary>
+    public readonly bool IsZero()
+    {
+        Span<byte> s = stackalloc byte[32];
+        ToBytes(s);
+        return s.IndexOfAnyExcept((byte)0) < 0;
+    }
+
+    /// <summary>True if the canonical value is odd (the "negative" root).</summary>
+    public readonly bool IsOdd()
+    {
+        Span<byte> s = stackalloc byte[32];
+        ToBytes(s);
+        return (s[0] & 1) == 1;
+    }
+
+    /// <summary>True if a ≡ b mod p.</summary>
+    public static bool AreEqual(in FieldElement a, in FieldElement b) => Sub(a, b).IsZero();
+
+    private static FieldElement FromHex(string hex) => FromBytes(Convert.FromHexString(hex));
+}

@@ -1,0 +1,85 @@
+using System.Buffers.Binary;
+using MegaNet.Verify.Simd.Curve;
+
+namespace MegaNet.Verify.Simd;
+
+/// <summary>
+/// A bounded, thread-safe, direct-mapped cache of decoded public keys: key bytes → (passes rule 3 and 4, −A in
+/// mixed-addition form). Repeat senders skip the square root and the small-order check. Striped locks keep
+/// lookups allocation-free; a colliding key simply replaces the slot.
+/// </summary>
+internal sealed class KeyCache
+{
+    private const int Stripes = 64;
+    private readonly Entry[] _entries;
+    private readonly object[] _locks;
+    private readonly int _mask;
+
+    public KeyCache(int capacity)
+    {
+        int size = 1;
+        while (size < capacity)
+        {
+            size <<= 1;
+        }
+
+        _entries = new Entry[size];
+        _mask = size - 1;
+        _locks = new object[Stripes];
+        for (int i = 0; i < Stripes; i++)
+        {
+            _locks[i] = new object();
+        }
+    }
+
+    public bool TryGet(ReadOnlySpan<byte> key, out bool valid, out AffineNielsPoint negatedKey)
+    {
+        (ulong k0, ulong k1, ulong k2, ulong k3) = Words(key);
+        int slot = Slot(k0, k1, k2, k3);
+        lock (_locks[slot & (Stripes - 1)])
+        {
+            ref Entry e = ref _entries[slot];
+            if (e.Occupied && e.K0 == k0 && e.K1 == k1 && e.K2 == k2 && e.K3 == k3)
+            {
+                valid = e.Valid;
+                negatedKey = e.Point;
+                return true;
+            }
+        }
+
+        valid = false;
+        negatedKey = default;
+        return false;
+    }
+
+    public void Add(ReadOnlySpan<byte> key, bool valid, in AffineNielsPoint negatedKey)
+    {
+        (ulong k0, ulong k1, ulong k2, ulong k3) = Words(key);
+        int slot = Slot(k0, k1, k2, k3);
+        lock (_locks[slot & (Stripes - 1)])
+        {
+            _entries[slot] = new Entry { K0 = k0, K1 = k1, K2 = k2, K3 = k3, Occupied = true, Valid = valid, Point = negatedKey };
+        }
+    }
+
+    private int Slot(ulong k0, ulong k1, ulong k2, ulong k3)
+    {
+        // Keys are attacker-chosen: mix all words so crafted keys cannot pile onto one slot cheaply; the worst case is
+        // only a cache miss, never a wrong verdict (the full 32 bytes are compared).
+        ulong h = (k0 * 0x9E3779B97F4A7C15UL) ^ (k1 * 0xC2B2AE3D27D4EB4FUL) ^ (k2 * 0x165667B19E3779F9UL) ^ (k3 * 0x27D4EB2F165667C5UL);
+        return (int)((h ^ (h >> 29)) & (ulong)_mask);
+    }
+
+    private static (ulong, ulong, ulong, ulong) Words(ReadOnlySpan<byte> key) => (
+        BinaryPrimitives.ReadUInt64LittleEndian(key),
+        BinaryPrimitives.ReadUInt64LittleEndian(key[8..]),
+        BinaryPrimitives.ReadUInt64LittleEndian(key[16..]),
+        BinaryPrimitives.ReadUInt64LittleEndian(key[24..]));
+
+    private struct Entry
+    {
+        public ulong K0, K1, K2, K3;
+        public bool Occupied, Valid;
+        public AffineNielsPoint Point;
+    }
+}
