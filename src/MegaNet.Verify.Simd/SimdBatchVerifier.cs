@@ -96,45 +96,93 @@ public sealed class SimdBatchVerifier : BatchVerifierBase
         Scalar256[] k = ArrayPool<Scalar256>.Shared.Rent(count);
         Scalar256[] s = ArrayPool<Scalar256>.Shared.Rent(count);
         int[] pending = ArrayPool<int>.Shared.Rent(count);
+        // Decode jobs: item index, and whether the job is the key (else R). Up to two per item.
+        int[] jobs = ArrayPool<int>.Shared.Rent(2 * count);
+        byte[] jobBytes = ArrayPool<byte>.Shared.Rent(64 * count);
+        bool[] okA = ArrayPool<bool>.Shared.Rent(count);
+        bool[] okR = ArrayPool<bool>.Shared.Rent(count);
         try
         {
-            IncrementalHash sha = _sha512 ??= IncrementalHash.CreateHash(HashAlgorithmName.SHA512);
-            Span<byte> digest = stackalloc byte[64];
             ReadOnlySpan<byte> keys = batch.PublicKeys;
             ReadOnlySpan<byte> signatures = batch.Signatures;
-            ReadOnlySpan<byte> messages = batch.MessageData;
-            ReadOnlySpan<int> offsets = batch.MessageOffsets;
-            int pendingCount = 0;
+
+            // Pass 1: rule 2 (S < L) and the key cache; queue the square roots still needed.
+            int jobCount = 0;
             for (int j = 0; j < count; j++)
             {
                 int i = start + j;
                 verdicts[j] = false;
+                okA[j] = okR[j] = false;
                 ReadOnlySpan<byte> sig = signatures.Slice(i * SignatureBatch.SignatureSize, SignatureBatch.SignatureSize);
-                ReadOnlySpan<byte> pk = keys.Slice(i * SignatureBatch.PublicKeySize, SignatureBatch.PublicKeySize);
-
-                // Rule 2: S < L.
                 if (!Ed25519Constants.IsCanonicalScalar(sig[32..]))
                 {
                     continue;
                 }
 
-                // Rules 3 and 4 for A (cached per key).
-                if (!DecodeKey(pk, out negA[j]))
+                ReadOnlySpan<byte> pk = keys.Slice(i * SignatureBatch.PublicKeySize, SignatureBatch.PublicKeySize);
+                if (_cache is not null && _cache.TryGet(pk, out bool cachedValid, out negA[j]))
+                {
+                    if (!cachedValid)
+                    {
+                        continue;
+                    }
+
+                    okA[j] = true;
+                }
+                else
+                {
+                    pk.CopyTo(jobBytes.AsSpan(32 * jobCount));
+                    jobs[jobCount++] = ~j;
+                }
+
+                sig[..32].CopyTo(jobBytes.AsSpan(32 * jobCount));
+                jobs[jobCount++] = j;
+            }
+
+            // Pass 2: rules 3 and 4 for the queued encodings, eight square roots interleaved at a time.
+            Span<EdwardsPoint> decoded = stackalloc EdwardsPoint[8];
+            Span<bool> decodedOk = stackalloc bool[8];
+            for (int g = 0; g < jobCount; g += 8)
+            {
+                int n = Math.Min(8, jobCount - g);
+                EdwardsPoint.TryDecodeMany(jobBytes.AsSpan(32 * g, 32 * n), decoded[..n], decodedOk[..n]);
+                for (int t = 0; t < n; t++)
+                {
+                    int job = jobs[g + t];
+                    ReadOnlySpan<byte> encoding = jobBytes.AsSpan(32 * (g + t), 32);
+                    bool valid = decodedOk[t] && !EdwardsPoint.IsSmallOrderEncoding(encoding);
+                    AffineNielsPoint negated = valid ? AffineNielsPoint.FromAffine(decoded[t]).Negate() : default;
+                    if (job < 0)
+                    {
+                        negA[~job] = negated;
+                        okA[~job] = valid;
+                        _cache?.Add(encoding, valid, negated);
+                    }
+                    else
+                    {
+                        negR[job] = negated;
+                        okR[job] = valid;
+                    }
+                }
+            }
+
+            // Pass 3: rule 5 for the survivors.
+            IncrementalHash sha = _sha512 ??= IncrementalHash.CreateHash(HashAlgorithmName.SHA512);
+            Span<byte> digest = stackalloc byte[64];
+            ReadOnlySpan<byte> messages = batch.MessageData;
+            ReadOnlySpan<int> offsets = batch.MessageOffsets;
+            int pendingCount = 0;
+            for (int j = 0; j < count; j++)
+            {
+                if (!okA[j] || !okR[j])
                 {
                     continue;
                 }
 
-                // Rules 3 and 4 for R.
-                if (!EdwardsPoint.TryDecode(sig[..32], out EdwardsPoint r) || r.IsSmallOrder())
-                {
-                    continue;
-                }
-
-                negR[j] = AffineNielsPoint.FromAffine(r).Negate();
-
-                // Rule 5: k = SHA-512(R ‖ A ‖ M) mod L.
+                int i = start + j;
+                ReadOnlySpan<byte> sig = signatures.Slice(i * SignatureBatch.SignatureSize, SignatureBatch.SignatureSize);
                 sha.AppendData(sig[..32]);
-                sha.AppendData(pk);
+                sha.AppendData(keys.Slice(i * SignatureBatch.PublicKeySize, SignatureBatch.PublicKeySize));
                 sha.AppendData(messages[offsets[i]..offsets[i + 1]]);
                 sha.GetHashAndReset(digest);
                 k[j] = ScalarMath.ReduceBytes(digest);
@@ -152,20 +200,11 @@ public sealed class SimdBatchVerifier : BatchVerifierBase
             ArrayPool<Scalar256>.Shared.Return(k);
             ArrayPool<Scalar256>.Shared.Return(s);
             ArrayPool<int>.Shared.Return(pending);
+            ArrayPool<int>.Shared.Return(jobs);
+            ArrayPool<byte>.Shared.Return(jobBytes);
+            ArrayPool<bool>.Shared.Return(okA);
+            ArrayPool<bool>.Shared.Return(okR);
         }
-    }
-
-    private bool DecodeKey(ReadOnlySpan<byte> pk, out AffineNielsPoint negatedKey)
-    {
-        if (_cache is not null && _cache.TryGet(pk, out bool cachedValid, out negatedKey))
-        {
-            return cachedValid;
-        }
-
-        bool valid = EdwardsPoint.TryDecode(pk, out EdwardsPoint a) && !a.IsSmallOrder();
-        negatedKey = valid ? AffineNielsPoint.FromAffine(a).Negate() : default;
-        _cache?.Add(pk, valid, negatedKey);
-        return valid;
     }
 
     private static void Resolve(Span<int> items, AffineNielsPoint[] negA, AffineNielsPoint[] negR, Scalar256[] k, Scalar256[] s, Span<bool> verdicts)
