@@ -1,0 +1,191 @@
+using System.Numerics;
+using MegaNet.Core.Ed25519;
+using MegaNet.Verify.Simd.Curve;
+using MegaNet.Verify.Simd.Field;
+using Xunit.Abstractions;
+using R = MegaNet.Core.Ed25519.Ed25519Reference;
+
+namespace MegaNet.Verify.Tests;
+
+/// <summary>The SIMD backend's field, scalar and point arithmetic against BigInteger and the reference, on seeded random values.</summary>
+public sealed class SimdArithmeticTests(ITestOutputHelper output)
+{
+    private static readonly int Seed = TestSeed.Next();
+
+    private static BigInteger ToBig(in FieldElement f)
+    {
+        Span<byte> s = stackalloc byte[32];
+        f.ToBytes(s);
+        return R.FromLittleEndian(s);
+    }
+
+    private static FieldElement RandomElement(Random random, out BigInteger value)
+    {
+        byte[] bytes = new byte[32];
+        random.NextBytes(bytes);
+        bytes[31] &= 0x7F;
+        value = R.FromLittleEndian(bytes) % R.P;
+        return FieldElement.FromBytes(bytes);
+    }
+
+    [Fact]
+    public void Field_operations_match_BigInteger()
+    {
+        output.WriteLine($"seed {Seed}");
+        var random = new Random(Seed);
+        for (int i = 0; i < 500; i++)
+        {
+            FieldElement a = RandomElement(random, out BigInteger x);
+            FieldElement b = RandomElement(random, out BigInteger y);
+            Assert.Equal(x * y % R.P, ToBig(FieldElement.Mul(a, b)));
+            Assert.Equal(x * x % R.P, ToBig(FieldElement.Square(a)));
+            Assert.Equal(R.Mod(x + y), ToBig(FieldElement.Carry(FieldElement.Add(a, b))));
+            Assert.Equal(R.Mod(x - y), ToBig(FieldElement.Carry(FieldElement.Sub(a, b))));
+            Assert.Equal(R.Mod(-x), ToBig(FieldElement.Carry(FieldElement.Negate(a))));
+            Assert.Equal(x.IsZero ? BigInteger.Zero : R.Inverse(x), ToBig(FieldElement.Invert(a)));
+            Assert.Equal(BigInteger.ModPow(x, (R.P - 5) / 8, R.P), ToBig(FieldElement.Pow22523(a)));
+        }
+    }
+
+    [Fact]
+    public void Interleaved_square_roots_equal_single_ones()
+    {
+        output.WriteLine($"seed {Seed}");
+        var random = new Random(Seed);
+        for (int n = 1; n <= 8; n++)
+        {
+            var values = new FieldElement[n];
+            var expected = new BigInteger[n];
+            for (int i = 0; i < n; i++)
+            {
+                values[i] = RandomElement(random, out BigInteger x);
+                expected[i] = BigInteger.ModPow(x, (R.P - 5) / 8, R.P);
+            }
+
+            FieldElement.Pow22523Many(values);
+            Assert.Equal(expected, values.Select(v => ToBig(v)));
+        }
+    }
+
+    [Fact]
+    public void Decoding_matches_the_reference_on_random_and_edge_encodings()
+    {
+        output.WriteLine($"seed {Seed}");
+        var random = new Random(Seed);
+        var encodings = new List<byte[]>();
+        for (int i = 0; i < 300; i++)
+        {
+            byte[] e = new byte[32];
+            random.NextBytes(e);
+            encodings.Add(e);
+        }
+
+        encodings.AddRange(CaseGenerator.SmallOrderEncodings);
+        for (int y = 0; y < 19; y++)
+        {
+            // y + p (non-canonical) with both signs, and the canonical y itself.
+            byte[] e = R.ToLittleEndian(R.P + y);
+            encodings.Add(e);
+            encodings.Add(e.Select((b, i) => i == 31 ? (byte)(b | 0x80) : b).ToArray());
+            encodings.Add(R.ToLittleEndian(y));
+        }
+
+        byte[] all = encodings.SelectMany(e => e).ToArray();
+        for (int g = 0; g < encodings.Count; g += 8)
+        {
+            int n = Math.Min(8, encodings.Count - g);
+            var points = new EdwardsPoint[n];
+            var ok = new bool[n];
+            EdwardsPoint.TryDecodeMany(all.AsSpan(32 * g, 32 * n), points, ok);
+            for (int t = 0; t < n; t++)
+            {
+                byte[] e = encodings[g + t];
+                bool single = EdwardsPoint.TryDecode(e, out EdwardsPoint p);
+                bool reference = R.TryDecode(e, out R.Point rp);
+                Assert.True(reference == single, $"decode of {Convert.ToHexString(e)}: reference {reference}, simd {single}");
+                Assert.Equal(single, ok[t]);
+                if (reference)
+                {
+                    byte[] mine = new byte[32];
+                    points[t].Encode(mine);
+                    Assert.Equal(R.Encode(rp), mine);
+                    Assert.Equal(R.IsSmallOrder(rp), EdwardsPoint.IsSmallOrderEncoding(e));
+                    Assert.Equal(R.IsSmallOrder(rp), p.IsSmallOrder());
+                }
+            }
+        }
+    }
+
+    [Fact]
+    public void Scalar_reduction_and_products_match_BigInteger()
+    {
+        output.WriteLine($"seed {Seed}");
+        var random = new Random(Seed);
+        byte[] wide = new byte[64];
+        for (int i = 0; i < 500; i++)
+        {
+            random.NextBytes(wide);
+            if (i == 0)
+            {
+                Array.Fill(wide, (byte)0xFF);
+            }
+
+            BigInteger x = R.FromLittleEndian(wide);
+            Scalar256 r = ScalarMath.ReduceBytes(wide);
+            Assert.Equal(x % R.L, Big(r));
+
+            Scalar256 a = ScalarMath.ReduceBytes(wide.AsSpan(0, 64));
+            random.NextBytes(wide);
+            Scalar256 b = ScalarMath.ReduceBytes(wide);
+            Assert.Equal(Big(a) * Big(b) % R.L, Big(ScalarMath.MulMod(a, b)));
+        }
+    }
+
+    [Fact]
+    public void Multi_scalar_multiplication_matches_a_naive_sum()
+    {
+        output.WriteLine($"seed {Seed}");
+        var random = new Random(Seed);
+        foreach (int n in new[] { 1, 2, 3, 17, 200 })
+        {
+            var points = new AffineNielsPoint[n];
+            var scalars = new Scalar256[n];
+            R.Point expected = R.Identity;
+            byte[] wide = new byte[64];
+            for (int i = 0; i < n; i++)
+            {
+                random.NextBytes(wide);
+                BigInteger m = R.FromLittleEndian(wide) % R.L;
+                R.Point p = R.ScalarMultiply(m, R.B);
+                Assert.True(EdwardsPoint.TryDecode(R.Encode(p), out EdwardsPoint mine));
+                points[i] = AffineNielsPoint.FromAffine(mine);
+                random.NextBytes(wide);
+                scalars[i] = ScalarMath.ReduceBytes(wide);
+                if (i % 3 == 1)
+                {
+                    scalars[i].S2 = scalars[i].S3 = 0; // 128-bit coefficients as in the batch equation
+                }
+
+                expected = R.Add(expected, R.ScalarMultiply(Big(scalars[i]), p));
+            }
+
+            byte[] want = R.Encode(expected);
+            foreach (EdwardsPoint result in new[] { MultiScalar.Straus(points, scalars), MultiScalar.Pippenger(points, scalars, 5), MultiScalar.Pippenger(points, scalars, 8) })
+            {
+                byte[] got = new byte[32];
+                result.Encode(got);
+                Assert.Equal(want, got);
+            }
+        }
+    }
+
+    private static BigInteger Big(in Scalar256 s)
+    {
+        byte[] b = new byte[32];
+        BitConverter.TryWriteBytes(b.AsSpan(0, 8), s.S0);
+        BitConverter.TryWriteBytes(b.AsSpan(8, 8), s.S1);
+        BitConverter.TryWriteBytes(b.AsSpan(16, 8), s.S2);
+        BitConverter.TryWriteBytes(b.AsSpan(24, 8), s.S3);
+        return R.FromLittleEndian(b);
+    }
+}
