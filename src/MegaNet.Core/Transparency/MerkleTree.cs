@@ -1,0 +1,156 @@
+using System.Numerics;
+using System.Security.Cryptography;
+
+namespace MegaNet.Core.Transparency;
+
+/// <summary>
+/// RFC 9162 (Certificate Transparency v2) Merkle tree hashing and proof verification. Everything here works without
+/// the store, so a thin client or a peer can check a node's receipts and tree heads on its own.
+/// </summary>
+public static class MerkleTree
+{
+    /// <summary>Hash size (SHA-256).</summary>
+    public const int HashSize = 32;
+
+    /// <summary>SHA-256(0x00 ‖ leaf).</summary>
+    public static byte[] LeafHash(ReadOnlySpan<byte> leaf)
+    {
+        using var h = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        h.AppendData([0x00]);
+        h.AppendData(leaf);
+        return h.GetHashAndReset();
+    }
+
+    /// <summary>SHA-256(0x01 ‖ left ‖ right).</summary>
+    public static byte[] NodeHash(ReadOnlySpan<byte> left, ReadOnlySpan<byte> right)
+    {
+        Span<byte> buffer = stackalloc byte[1 + 2 * HashSize];
+        buffer[0] = 0x01;
+        left.CopyTo(buffer[1..]);
+        right.CopyTo(buffer[(1 + HashSize)..]);
+        return SHA256.HashData(buffer);
+    }
+
+    /// <summary>The root of the empty tree, SHA-256 of nothing.</summary>
+    public static byte[] EmptyRoot() => SHA256.HashData(ReadOnlySpan<byte>.Empty);
+
+    /// <summary>Largest power of two strictly below <paramref name="n"/> (n ≥ 2).</summary>
+    public static long SplitPoint(long n) => (long)BitOperations.RoundUpToPowerOf2((ulong)n) >> 1;
+
+    /// <summary>RFC 9162 §2.1.3.2: checks that <paramref name="leafHash"/> is leaf <paramref name="index"/> of the tree
+    /// of size <paramref name="treeSize"/> whose root is <paramref name="root"/>.</summary>
+    public static bool VerifyInclusion(ReadOnlySpan<byte> leafHash, long index, long treeSize, IReadOnlyList<byte[]> proof, ReadOnlySpan<byte> root)
+    {
+        ArgumentNullException.ThrowIfNull(proof);
+        if (index < 0 || index >= treeSize || leafHash.Length != HashSize || root.Length != HashSize)
+        {
+            return false;
+        }
+
+        long fn = index, sn = treeSize - 1;
+        byte[] r = leafHash.ToArray();
+        foreach (byte[] p in proof)
+        {
+            if (sn == 0 || p is null || p.Length != HashSize)
+            {
+                return false;
+            }
+
+            if ((fn & 1) == 1 || fn == sn)
+            {
+                r = NodeHash(p, r);
+                if ((fn & 1) == 0)
+                {
+                    while ((fn & 1) == 0 && fn != 0)
+                    {
+                        fn >>= 1;
+                        sn >>= 1;
+                    }
+                }
+            }
+            else
+            {
+                r = NodeHash(r, p);
+            }
+
+            fn >>= 1;
+            sn >>= 1;
+        }
+
+        return sn == 0 && r.AsSpan().SequenceEqual(root);
+    }
+
+    /// <summary>RFC 9162 §2.1.4.2: checks that the tree of size <paramref name="size2"/> with root <paramref name="root2"/>
+    /// extends the tree of size <paramref name="size1"/> with root <paramref name="root1"/>.</summary>
+    public static bool VerifyConsistency(long size1, long size2, ReadOnlySpan<byte> root1, ReadOnlySpan<byte> root2, IReadOnlyList<byte[]> proof)
+    {
+        ArgumentNullException.ThrowIfNull(proof);
+        if (size1 < 0 || size2 < size1 || root1.Length != HashSize || root2.Length != HashSize)
+        {
+            return false;
+        }
+
+        if (size1 == size2)
+        {
+            return proof.Count == 0 && root1.SequenceEqual(root2);
+        }
+
+        if (size1 == 0)
+        {
+            // Every tree extends the empty one.
+            return proof.Count == 0;
+        }
+
+        if (proof.Count == 0 || proof.Any(p => p is null || p.Length != HashSize))
+        {
+            return false;
+        }
+
+        var path = new List<byte[]>(proof.Count + 1);
+        if (BitOperations.IsPow2(size1))
+        {
+            path.Add(root1.ToArray());
+        }
+
+        path.AddRange(proof);
+        long fn = size1 - 1, sn = size2 - 1;
+        while ((fn & 1) == 1)
+        {
+            fn >>= 1;
+            sn >>= 1;
+        }
+
+        byte[] fr = path[0], sr = path[0];
+        for (int i = 1; i < path.Count; i++)
+        {
+            byte[] c = path[i];
+            if (sn == 0)
+            {
+                return false;
+            }
+
+            if ((fn & 1) == 1 || fn == sn)
+            {
+                fr = NodeHash(c, fr);
+                sr = NodeHash(c, sr);
+                if ((fn & 1) == 0)
+                {
+                    while ((fn & 1) == 0 && fn != 0)
+                    {
+                        fn >>= 1;
+                        sn >>= 1;
+                    }
+                }
+            }
+            else
+            {
+                sr = NodeHash(sr, c);
+            }
+
+            fn >>= 1;
+            sn >>= 1;
+        }
+
+        return sn == 0 && fr.AsSpan().SequenceEqual(root1) && sr.AsSpan().SequenceEqual(root2);
+    }
+}

@@ -1,0 +1,669 @@
+using System.Buffers.Binary;
+using System.Diagnostics;
+using System.Threading.Channels;
+using FASTER.core;
+using MegaNet.Core.Diagnostics;
+using MegaNet.Core.Transparency;
+using NSec.Cryptography;
+
+namespace MegaNet.Store;
+
+/// <summary>
+/// The node's store on a FASTER <see cref="FasterLog"/> used as a write-ahead log. Every put and ack is one log record;
+/// a single committer task gathers concurrent requests and commits them together (group commit), and only then
+/// applies them to the in-memory indexes and answers. A committed record is the durability point: after
+/// <c>kill -9</c> FasterLog comes back with exactly the committed records and the store replays them on open.
+/// Envelope bytes stay in the log (on disk beyond the memory budget); memory holds indexes, the Merkle tree's
+/// perfect-subtree hashes and mailbox entries.
+/// </summary>
+public sealed class FasterEnvelopeStore : IEnvelopeStore
+{
+    private const byte PutRecord = 1;
+    private const byte AckRecord = 2;
+    private const int PutHeader = 1 + 32 + 32 + 8 + 8 + 8;
+
+    private readonly StoreOptions _options;
+    private readonly IDevice _device;
+    private readonly FasterLog _log;
+    private readonly Channel<Request> _requests = Channel.CreateBounded<Request>(new BoundedChannelOptions(65_536) { SingleReader = true });
+    private readonly Task _committer;
+    private readonly CancellationTokenSource _stop = new();
+    private readonly object _state = new();
+    private readonly Dictionary<Key32, Stored> _byId = [];
+    private readonly Dictionary<Key32, Mailbox> _mailboxes = [];
+    private readonly MerkleLog _merkle = new();
+    private readonly byte[] _nodePublicKey;
+    private SignedTreeHead _head;
+    private int _disposed;
+
+    private FasterEnvelopeStore(StoreOptions options, IDevice device, FasterLog log)
+    {
+        _options = options;
+        _device = device;
+        _log = log;
+        _nodePublicKey = options.NodeSecretKey.AsSpan(32, 32).ToArray();
+        _head = SignHead();
+        _committer = Task.Run(CommitLoopAsync);
+        MegaNetMetrics.ObserveLogSize(() => TreeSize);
+    }
+
+    /// <summary>Directory holding the write-ahead log and its commit records.</summary>
+    public string StoreDirectory => Path.Combine(_options.DataDirectory, "store");
+
+    /// <summary>Leaves in the transparency log.</summary>
+    public long TreeSize
+    {
+        get
+        {
+            lock (_state)
+            {
+                return _merkle.Size;
+            }
+        }
+    }
+
+    /// <inheritdoc />
+    public event Action<ReadOnlyMemory<byte>, ulong>? MailArrived;
+
+    /// <summary>Opens (or creates) the store and replays the committed log.</summary>
+    /// <exception cref="StoreCorruptException">A log or commit file cannot be read; the message names it and what to do.</exception>
+    public static async Task<FasterEnvelopeStore> OpenAsync(StoreOptions options, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        options.Validate();
+        string dir = Path.Combine(options.DataDirectory, "store");
+        string commitDir = Path.Combine(dir, "commits");
+        Directory.CreateDirectory(commitDir);
+        bool existing = Directory.EnumerateFileSystemEntries(commitDir).Any();
+        IDevice device = Devices.CreateLogDevice(Path.Combine(dir, "wal.log"), preallocateFile: false);
+        int memoryBits = Math.Clamp((int)Math.Floor(Math.Log2(options.MemoryBudgetBytes)), 20, 40);
+        var settings = new FasterLogSettings
+        {
+            LogDevice = device,
+            LogCommitDir = commitDir,
+            PageSizeBits = Math.Min(22, memoryBits - 1),
+            MemorySizeBits = memoryBits,
+            TryRecoverLatest = false,
+            AutoRefreshSafeTailAddress = true,
+        };
+        FasterLog log;
+        try
+        {
+            log = new FasterLog(settings);
+            if (existing)
+            {
+                // TryRecoverLatest would swallow a failure and start empty: recover explicitly so it surfaces.
+                log.Recover(-1);
+
+                // FASTER also skips a commit record it cannot read and starts empty without a word. Data on disk with
+                // nothing recovered means the commit record is damaged: refuse rather than lose acknowledged mail.
+                long walBytes = Directory.EnumerateFiles(dir, "wal.log*").Sum(f => new FileInfo(f).Length);
+                if (log.CommittedUntilAddress <= log.BeginAddress && walBytes > 0)
+                {
+                    throw new InvalidDataException($"the commit record in '{commitDir}' is unreadable but '{Path.Combine(dir, "wal.log")}' holds {walBytes} bytes");
+                }
+            }
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            device.Dispose();
+            throw new StoreCorruptException(
+                $"The store's write-ahead log in '{dir}' could not be recovered ({e.Message}). " +
+                "Nothing was changed. Restore the directory from a backup, or move it aside to start an empty store.", e);
+        }
+
+        var store = new FasterEnvelopeStore(options, device, log);
+        try
+        {
+            await store.ReplayAsync(cancellationToken).ConfigureAwait(false);
+        }
+        catch
+        {
+            await store.DisposeAsync().ConfigureAwait(false);
+            throw;
+        }
+
+        return store;
+    }
+
+    /// <inheritdoc />
+    public async ValueTask<PutReceipt> PutAsync(PutRequest request, CancellationToken cancellationToken = default)
+    {
+        IReadOnlyList<PutResult> results = await PutManyAsync([request], cancellationToken).ConfigureAwait(false);
+        return results[0].Receipt ?? throw results[0].Error!;
+    }
+
+    /// <inheritdoc />
+    public async ValueTask<IReadOnlyList<PutResult>> PutManyAsync(IReadOnlyList<PutRequest> requests, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(requests);
+        ObjectDisposedException.ThrowIf(_disposed != 0, this);
+        var results = new PutResult[requests.Count];
+        var pending = new List<(int Index, Request Request)>(requests.Count);
+        for (int i = 0; i < requests.Count; i++)
+        {
+            string? problem = Check(requests[i]);
+            if (problem is not null)
+            {
+                results[i] = new PutResult(null, new ArgumentException(problem));
+                continue;
+            }
+
+            var request = new Request(requests[i], null);
+            pending.Add((i, request));
+            await _requests.Writer.WriteAsync(request, cancellationToken).ConfigureAwait(false);
+        }
+
+        foreach ((int index, Request request) in pending)
+        {
+            try
+            {
+                results[index] = new PutResult(await request.Done.Task.WaitAsync(cancellationToken).ConfigureAwait(false), null);
+            }
+            catch (Exception e) when (e is QuotaExceededException or ArgumentException)
+            {
+                results[index] = new PutResult(null, e);
+            }
+        }
+
+        return results;
+    }
+
+    /// <inheritdoc />
+    public ValueTask<PutReceipt?> FindAsync(ReadOnlyMemory<byte> envelopeId, CancellationToken cancellationToken = default)
+    {
+        if (envelopeId.Length != 32)
+        {
+            return ValueTask.FromResult<PutReceipt?>(null);
+        }
+
+        lock (_state)
+        {
+            return ValueTask.FromResult(_byId.TryGetValue(new Key32(envelopeId.Span), out Stored? s) ? s.Receipt with { Duplicate = true } : null);
+        }
+    }
+
+    /// <inheritdoc />
+    public async ValueTask<MailboxPage> ListAsync(ReadOnlyMemory<byte> recipient, ulong afterSeq, int limit, CancellationToken cancellationToken = default)
+    {
+        if (recipient.Length != 32)
+        {
+            throw new ArgumentException("A recipient address is 32 bytes.", nameof(recipient));
+        }
+
+        ArgumentOutOfRangeException.ThrowIfLessThan(limit, 1);
+        var picked = new List<Stored>();
+        ulong next = afterSeq;
+        DateTimeOffset now = _options.Clock.GetUtcNow();
+        lock (_state)
+        {
+            if (_mailboxes.TryGetValue(new Key32(recipient.Span), out Mailbox? box))
+            {
+                foreach (KeyValuePair<ulong, Stored> entry in box.Entries.GetViewBetween(afterSeq + 1, ulong.MaxValue).Select(seq => new KeyValuePair<ulong, Stored>(seq, box.BySeq[seq])))
+                {
+                    next = entry.Key;
+                    if (entry.Value.ExpiresAt <= now)
+                    {
+                        continue;
+                    }
+
+                    picked.Add(entry.Value);
+                    if (picked.Count == limit)
+                    {
+                        break;
+                    }
+                }
+            }
+        }
+
+        var entries = new List<MailboxEntry>(picked.Count);
+        foreach (Stored s in picked)
+        {
+            byte[] envelope = await ReadEnvelopeAsync(s.Address, cancellationToken).ConfigureAwait(false);
+            entries.Add(new MailboxEntry(s.Receipt.MailboxSeq, s.Receipt.EnvelopeId, envelope, s.ExpiresAt, s.Receipt.LogIndex));
+        }
+
+        return new MailboxPage(entries, next);
+    }
+
+    /// <inheritdoc />
+    public async ValueTask<int> AckAsync(ReadOnlyMemory<byte> recipient, IReadOnlyList<ulong> seqs, CancellationToken cancellationToken = default)
+    {
+        if (recipient.Length != 32)
+        {
+            throw new ArgumentException("A recipient address is 32 bytes.", nameof(recipient));
+        }
+
+        ArgumentNullException.ThrowIfNull(seqs);
+        ObjectDisposedException.ThrowIf(_disposed != 0, this);
+        var request = new Request(null, new AckRequest(recipient.ToArray(), seqs.ToArray()));
+        await _requests.Writer.WriteAsync(request, cancellationToken).ConfigureAwait(false);
+        await request.Done.Task.WaitAsync(cancellationToken).ConfigureAwait(false);
+        return request.AckedCount;
+    }
+
+    /// <inheritdoc />
+    public SignedTreeHead GetTreeHead()
+    {
+        lock (_state)
+        {
+            return _head;
+        }
+    }
+
+    /// <inheritdoc />
+    public IReadOnlyList<byte[]> GetInclusionProof(long leafIndex, long treeSize)
+    {
+        lock (_state)
+        {
+            return _merkle.InclusionProof(leafIndex, treeSize);
+        }
+    }
+
+    /// <inheritdoc />
+    public IReadOnlyList<byte[]> GetConsistencyProof(long firstSize, long secondSize)
+    {
+        lock (_state)
+        {
+            return _merkle.ConsistencyProof(firstSize, secondSize);
+        }
+    }
+
+    /// <summary>The root hash of the log at <paramref name="treeSize"/> (for tests and audits).</summary>
+    public byte[] GetRootHash(long treeSize)
+    {
+        lock (_state)
+        {
+            return _merkle.Root(treeSize);
+        }
+    }
+
+    /// <summary>Stops accepting writes, commits what was queued, and closes the log.</summary>
+    public async ValueTask DisposeAsync()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+        {
+            return;
+        }
+
+        _requests.Writer.TryComplete();
+        try
+        {
+            await _committer.ConfigureAwait(false);
+        }
+        catch (OperationCanceledException)
+        {
+        }
+
+        _stop.Dispose();
+        _log.Dispose();
+        _device.Dispose();
+    }
+
+    private string? Check(PutRequest request)
+    {
+        if (request.Recipient.Length != 32)
+        {
+            return $"A recipient address is 32 bytes; got {request.Recipient.Length}.";
+        }
+
+        if (request.Envelope.Length == 0 || request.Envelope.Length > _options.MaxEnvelopeBytes)
+        {
+            return $"An envelope is 1 to {_options.MaxEnvelopeBytes} bytes; got {request.Envelope.Length}.";
+        }
+
+        DateTimeOffset now = _options.Clock.GetUtcNow();
+        if (request.ExpiresAt <= now)
+        {
+            return "The envelope has already expired.";
+        }
+
+        if (request.ExpiresAt > now + _options.MaxTtl)
+        {
+            return $"The envelope's expiry is more than the node's maximum TTL ({_options.MaxTtl.TotalDays:0.#} days) away.";
+        }
+
+        return null;
+    }
+
+    private async Task CommitLoopAsync()
+    {
+        var group = new List<Request>();
+        ChannelReader<Request> reader = _requests.Reader;
+        while (await reader.WaitToReadAsync().ConfigureAwait(false))
+        {
+            group.Clear();
+            var window = Stopwatch.StartNew();
+            while (true)
+            {
+                while (group.Count < 8192 && reader.TryRead(out Request? r))
+                {
+                    group.Add(r);
+                }
+
+                // Concurrent callers arrive microseconds apart: give them the window to share this commit.
+                if (group.Count >= 8192 || window.Elapsed >= _options.GroupCommitWindow)
+                {
+                    break;
+                }
+
+                Thread.Yield();
+            }
+
+            try
+            {
+                await CommitGroupAsync(group).ConfigureAwait(false);
+            }
+            catch (Exception e)
+            {
+                // A failed commit (full disk, device error) acknowledges nothing in the group.
+                foreach (Request r in group)
+                {
+                    r.Done.TrySetException(new StoreUnavailableException($"The store could not commit to '{StoreDirectory}': {e.Message}", e));
+                }
+            }
+        }
+    }
+
+    private async Task CommitGroupAsync(List<Request> group)
+    {
+        var start = Stopwatch.GetTimestamp();
+        var accepted = new List<(Request Request, Stored Stored, bool IsNew)>();
+        var acks = new List<Request>();
+        long walEnd = 0;
+        lock (_state)
+        {
+            // Quota and duplicate decisions for the whole group, as if applied in order; nothing is visible to readers
+            // until the commit below returns.
+            var pendingIds = new Dictionary<Key32, Stored>();
+            var pendingUsage = new Dictionary<Key32, (int Count, long Bytes, ulong NextSeq)>();
+            long nextIndex = _merkle.Size;
+            foreach (Request r in group)
+            {
+                if (r.Ack is { } ack)
+                {
+                    walEnd = _log.Enqueue(EncodeAck(ack));
+                    acks.Add(r);
+                    continue;
+                }
+
+                PutRequest put = r.Put!;
+                byte[] id = EnvelopeId(put.Envelope.Span);
+                var key = new Key32(id);
+                if (_byId.TryGetValue(key, out Stored? existing) || pendingIds.TryGetValue(key, out existing))
+                {
+                    accepted.Add((r, existing, false));
+                    continue;
+                }
+
+                var recipient = new Key32(put.Recipient.Span);
+                (int count, long bytes, ulong nextSeq) = pendingUsage.TryGetValue(recipient, out var usage) ? usage : Usage(recipient);
+                if (count + 1 > _options.MailboxMaxCount || bytes + put.Envelope.Length > _options.MailboxMaxBytes)
+                {
+                    r.Done.TrySetException(new QuotaExceededException(
+                        $"The recipient's mailbox is full ({count} envelopes, {bytes} bytes; limits {_options.MailboxMaxCount} and {_options.MailboxMaxBytes}). Nothing was stored; retry after the owner fetches and acknowledges mail."));
+                    continue;
+                }
+
+                long logIndex = nextIndex++;
+                byte[] record = EncodePut(id, put, nextSeq, logIndex);
+                long address = _log.Enqueue(record);
+                walEnd = address;
+                var stored = new Stored(recipient, put.Recipient.ToArray(), put.ExpiresAt, address, put.Envelope.Length,
+                    new PutReceipt(id, logIndex, nextSeq, _head, false));
+                pendingIds[key] = stored;
+                pendingUsage[recipient] = (count + 1, bytes + put.Envelope.Length, nextSeq + 1);
+                accepted.Add((r, stored, true));
+            }
+        }
+
+        if (walEnd != 0 || acks.Count > 0 || accepted.Any(a => a.IsNew))
+        {
+            await _log.CommitAsync().ConfigureAwait(false);
+        }
+
+        var arrived = new List<(byte[] Recipient, ulong Seq)>();
+        lock (_state)
+        {
+            foreach ((Request r, Stored stored, bool isNew) in accepted)
+            {
+                if (isNew)
+                {
+                    Apply(stored);
+                    arrived.Add((stored.RecipientBytes, stored.Receipt.MailboxSeq));
+                }
+            }
+
+            foreach (Request r in acks)
+            {
+                r.AckedCount = ApplyAck(r.Ack!);
+            }
+
+            if (accepted.Any(a => a.IsNew))
+            {
+                _head = SignHead();
+            }
+
+            foreach ((Request r, Stored stored, bool isNew) in accepted)
+            {
+                // Receipts carry the head signed after this commit, which covers every leaf in it.
+                PutReceipt receipt = stored.Receipt with { TreeHead = _head, Duplicate = !isNew };
+                r.Done.TrySetResult(receipt);
+            }
+
+            foreach (Request r in acks)
+            {
+                r.Done.TrySetResult(null);
+            }
+        }
+
+        MegaNetMetrics.StoreCommitLatency.Record(Stopwatch.GetElapsedTime(start).TotalMilliseconds);
+        foreach ((byte[] recipient, ulong seq) in arrived)
+        {
+            MailArrived?.Invoke(recipient, seq);
+        }
+    }
+
+    private (int Count, long Bytes, ulong NextSeq) Usage(Key32 recipient) =>
+        _mailboxes.TryGetValue(recipient, out Mailbox? box) ? (box.Entries.Count, box.Bytes, box.NextSeq) : (0, 0, 1);
+
+    private void Apply(Stored stored)
+    {
+        _byId[new Key32(stored.Receipt.EnvelopeId)] = stored;
+        if (!_mailboxes.TryGetValue(stored.Recipient, out Mailbox? box))
+        {
+            box = new Mailbox();
+            _mailboxes[stored.Recipient] = box;
+        }
+
+        ulong seq = stored.Receipt.MailboxSeq;
+        box.Entries.Add(seq);
+        box.BySeq[seq] = stored;
+        box.Bytes += stored.Length;
+        box.NextSeq = Math.Max(box.NextSeq, seq + 1);
+        _merkle.Append(stored.Receipt.EnvelopeId);
+    }
+
+    private int ApplyAck(AckRequest ack)
+    {
+        if (!_mailboxes.TryGetValue(new Key32(ack.Recipient), out Mailbox? box))
+        {
+            return 0;
+        }
+
+        int removed = 0;
+        foreach (ulong seq in ack.Seqs)
+        {
+            if (box.BySeq.Remove(seq, out Stored? s))
+            {
+                box.Entries.Remove(seq);
+                box.Bytes -= s.Length;
+                removed++;
+            }
+        }
+
+        return removed;
+    }
+
+    private async Task ReplayAsync(CancellationToken cancellationToken)
+    {
+        long records = 0;
+        using FasterLogScanIterator iterator = _log.Scan(_log.BeginAddress, _log.CommittedUntilAddress);
+        lock (_state)
+        {
+            while (iterator.GetNext(out byte[] entry, out int length, out long address))
+            {
+                cancellationToken.ThrowIfCancellationRequested();
+                records++;
+                ReadOnlySpan<byte> r = entry.AsSpan(0, length);
+                switch (r.Length > 0 ? r[0] : (byte)0)
+                {
+                    case PutRecord when r.Length > PutHeader:
+                    {
+                        byte[] id = r.Slice(1, 32).ToArray();
+                        byte[] recipient = r.Slice(33, 32).ToArray();
+                        ulong seq = BinaryPrimitives.ReadUInt64LittleEndian(r[65..]);
+                        var expires = DateTimeOffset.FromUnixTimeMilliseconds(BinaryPrimitives.ReadInt64LittleEndian(r[73..]));
+                        long logIndex = BinaryPrimitives.ReadInt64LittleEndian(r[81..]);
+                        if (logIndex != _merkle.Size)
+                        {
+                            throw Corrupt($"record at address {address} has log index {logIndex}, expected {_merkle.Size}");
+                        }
+
+                        Apply(new Stored(new Key32(recipient), recipient, expires, address, length - PutHeader, new PutReceipt(id, logIndex, seq, _head, false)));
+                        break;
+                    }
+
+                    case AckRecord when r.Length >= 1 + 32 + 4:
+                    {
+                        byte[] recipient = r.Slice(1, 32).ToArray();
+                        int n = BinaryPrimitives.ReadInt32LittleEndian(r[33..]);
+                        if (n < 0 || r.Length != 37 + 8 * n)
+                        {
+                            throw Corrupt($"ack record at address {address} is malformed");
+                        }
+
+                        var seqs = new ulong[n];
+                        for (int i = 0; i < n; i++)
+                        {
+                            seqs[i] = BinaryPrimitives.ReadUInt64LittleEndian(r[(37 + 8 * i)..]);
+                        }
+
+                        ApplyAck(new AckRequest(recipient, seqs));
+                        break;
+                    }
+
+                    default:
+                        throw Corrupt($"record at address {address} has an unknown type or is truncated");
+                }
+            }
+
+            _head = SignHead();
+        }
+
+        await Task.CompletedTask.ConfigureAwait(false);
+    }
+
+    private StoreCorruptException Corrupt(string what) => new(
+        $"The store's write-ahead log '{Path.Combine(StoreDirectory, "wal.log")}' is corrupt: {what}. " +
+        "Nothing was changed. Restore the directory from a backup, or move it aside to start an empty store.");
+
+    private async Task<byte[]> ReadEnvelopeAsync(long address, CancellationToken cancellationToken)
+    {
+        (byte[] record, int length) = await _log.ReadAsync(address, token: cancellationToken).ConfigureAwait(false);
+        if (record is null || length <= PutHeader || record[0] != PutRecord)
+        {
+            throw Corrupt($"the envelope at address {address} cannot be read back");
+        }
+
+        return record.AsSpan(PutHeader, length - PutHeader).ToArray();
+    }
+
+    private SignedTreeHead SignHead()
+    {
+        long size = _merkle.Size;
+        byte[] root = _merkle.Root(size);
+        long now = _options.Clock.GetUtcNow().ToUnixTimeMilliseconds();
+        return new SignedTreeHead(size, root, now, _nodePublicKey, TreeHeadSignature.Sign(_options.NodeSecretKey, size, root, now));
+    }
+
+    private static byte[] EnvelopeId(ReadOnlySpan<byte> envelope) => HashAlgorithm.Blake2b_256.Hash(envelope);
+
+    private static byte[] EncodePut(byte[] id, PutRequest put, ulong seq, long logIndex)
+    {
+        byte[] record = new byte[PutHeader + put.Envelope.Length];
+        record[0] = PutRecord;
+        id.CopyTo(record, 1);
+        put.Recipient.Span.CopyTo(record.AsSpan(33));
+        BinaryPrimitives.WriteUInt64LittleEndian(record.AsSpan(65), seq);
+        BinaryPrimitives.WriteInt64LittleEndian(record.AsSpan(73), put.ExpiresAt.ToUnixTimeMilliseconds());
+        BinaryPrimitives.WriteInt64LittleEndian(record.AsSpan(81), logIndex);
+        put.Envelope.Span.CopyTo(record.AsSpan(PutHeader));
+        return record;
+    }
+
+    private static byte[] EncodeAck(AckRequest ack)
+    {
+        byte[] record = new byte[37 + 8 * ack.Seqs.Length];
+        record[0] = AckRecord;
+        ack.Recipient.CopyTo(record, 1);
+        BinaryPrimitives.WriteInt32LittleEndian(record.AsSpan(33), ack.Seqs.Length);
+        for (int i = 0; i < ack.Seqs.Length; i++)
+        {
+            BinaryPrimitives.WriteUInt64LittleEndian(record.AsSpan(37 + 8 * i), ack.Seqs[i]);
+        }
+
+        return record;
+    }
+
+    private sealed record AckRequest(byte[] Recipient, ulong[] Seqs);
+
+    private sealed class Request(PutRequest? put, AckRequest? ack)
+    {
+        public PutRequest? Put { get; } = put;
+
+        public AckRequest? Ack { get; } = ack;
+
+        public TaskCompletionSource<PutReceipt?> Done { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public int AckedCount { get; set; }
+    }
+
+    private sealed record Stored(Key32 Recipient, byte[] RecipientBytes, DateTimeOffset ExpiresAt, long Address, int Length, PutReceipt Receipt);
+
+    private sealed class Mailbox
+    {
+        public SortedSet<ulong> Entries { get; } = [];
+
+        public Dictionary<ulong, Stored> BySeq { get; } = [];
+
+        public long Bytes { get; set; }
+
+        public ulong NextSeq { get; set; } = 1;
+    }
+
+    private readonly struct Key32 : IEquatable<Key32>
+    {
+        private readonly ulong _a, _b, _c, _d;
+
+        public Key32(ReadOnlySpan<byte> bytes)
+        {
+            _a = BinaryPrimitives.ReadUInt64LittleEndian(bytes);
+            _b = BinaryPrimitives.ReadUInt64LittleEndian(bytes[8..]);
+            _c = BinaryPrimitives.ReadUInt64LittleEndian(bytes[16..]);
+            _d = BinaryPrimitives.ReadUInt64LittleEndian(bytes[24..]);
+        }
+
+        public bool Equals(Key32 other) => _a == other._a && _b == other._b && _c == other._c && _d == other._d;
+
+        public override bool Equals(object? obj) => obj is Key32 k && Equals(k);
+
+        public override int GetHashCode() => HashCode.Combine(_a, _b, _c, _d);
+    }
+}
+
+/// <summary>A store file cannot be read; the message names it and what to do. Nothing was changed.</summary>
+public sealed class StoreCorruptException(string message, Exception? inner = null) : Exception(message, inner);
+
+/// <summary>The store could not commit (full disk, device error); nothing in the affected group was acknowledged.</summary>
+public sealed class StoreUnavailableException(string message, Exception? inner = null) : Exception(message, inner);

@@ -1,0 +1,139 @@
+using MegaNet.Core.Transparency;
+
+namespace MegaNet.Store;
+
+/// <summary>
+/// The transparency log's Merkle tree kept as its perfect subtrees: level h holds the hash of every complete,
+/// aligned block of 2^h leaves. Appends cost O(log n); roots and proofs read O(log n) stored hashes and never rescan
+/// the log. Rebuilt from the write-ahead log at start. Not thread-safe: the store serialises access.
+/// </summary>
+internal sealed class MerkleLog
+{
+    private readonly List<List<byte[]>> _levels = [[]];
+
+    public long Size => _levels[0].Count;
+
+    public void Append(ReadOnlySpan<byte> leaf)
+    {
+        byte[] hash = MerkleTree.LeafHash(leaf);
+        _levels[0].Add(hash);
+        long index = _levels[0].Count - 1;
+        for (int h = 0; (index & 1) == 1; h++)
+        {
+            if (_levels.Count == h + 1)
+            {
+                _levels.Add([]);
+            }
+
+            List<byte[]> level = _levels[h];
+            hash = MerkleTree.NodeHash(level[level.Count - 2], level[level.Count - 1]);
+            _levels[h + 1].Add(hash);
+            index >>= 1;
+        }
+    }
+
+    /// <summary>RFC 9162 MTH of the first <paramref name="size"/> leaves.</summary>
+    public byte[] Root(long size)
+    {
+        CheckSize(size);
+        return size == 0 ? MerkleTree.EmptyRoot() : Hash(0, size);
+    }
+
+    /// <summary>RFC 9162 inclusion path of leaf <paramref name="index"/> in the tree of size <paramref name="size"/>.</summary>
+    public List<byte[]> InclusionProof(long index, long size)
+    {
+        CheckSize(size);
+        if (index < 0 || index >= size)
+        {
+            throw new ArgumentOutOfRangeException(nameof(index), index, $"Leaf {index} is not in a tree of size {size}.");
+        }
+
+        var proof = new List<byte[]>();
+        Path(index, 0, size, proof);
+        return proof;
+    }
+
+    /// <summary>RFC 9162 consistency proof between sizes <paramref name="size1"/> ≤ <paramref name="size2"/>.</summary>
+    public List<byte[]> ConsistencyProof(long size1, long size2)
+    {
+        CheckSize(size2);
+        if (size1 < 0 || size1 > size2)
+        {
+            throw new ArgumentOutOfRangeException(nameof(size1), size1, $"The first size must be between 0 and {size2}.");
+        }
+
+        var proof = new List<byte[]>();
+        if (size1 > 0 && size1 < size2)
+        {
+            SubProof(size1, 0, size2, true, proof);
+        }
+
+        return proof;
+    }
+
+    // MTH(D[start : start + n]); start is always aligned to the largest power of two ≤ n in RFC 9162's recursion.
+    private byte[] Hash(long start, long n)
+    {
+        if ((n & (n - 1)) == 0)
+        {
+            int h = System.Numerics.BitOperations.Log2((ulong)n);
+            return _levels[h][(int)(start >> h)];
+        }
+
+        long k = MerkleTree.SplitPoint(n);
+        return MerkleTree.NodeHash(Hash(start, k), Hash(start + k, n - k));
+    }
+
+    private void Path(long m, long start, long n, List<byte[]> proof)
+    {
+        if (n == 1)
+        {
+            return;
+        }
+
+        long k = MerkleTree.SplitPoint(n);
+        if (m < k)
+        {
+            Path(m, start, k, proof);
+            proof.Add(Hash(start + k, n - k));
+        }
+        else
+        {
+            Path(m - k, start + k, n - k, proof);
+            proof.Add(Hash(start, k));
+        }
+    }
+
+    private void SubProof(long m, long start, long n, bool complete, List<byte[]> proof)
+    {
+        if (m == n)
+        {
+            if (!complete)
+            {
+                proof.Add(Hash(start, n));
+            }
+
+            return;
+        }
+
+        long k = MerkleTree.SplitPoint(n);
+        if (m <= k)
+        {
+            SubProof(m, start, k, complete, proof);
+            proof.Add(Hash(start + k, n - k));
+        }
+        else
+        {
+            SubProof(m - k, start + k, n - k, false, proof);
+            proof.Add(Hash(start, k));
+        }
+    }
+
+    private void CheckSize(long size)
+    {
+        if (size < 0 || size > Size)
+        {
+            throw new ArgumentOutOfRangeException(nameof(size), size, $"The log holds {Size} leaves.");
+        }
+    }
+}

@@ -1,0 +1,76 @@
+namespace MegaNet.Store;
+
+/// <summary>Settings of <see cref="FasterEnvelopeStore"/>. Every default is documented here and in README.</summary>
+public sealed class StoreOptions
+{
+    /// <summary>Root of the node's data (the store uses <c>{DataDirectory}/store/</c>). Default <c>./data</c>.</summary>
+    public string DataDirectory { get; set; } = "./data";
+
+    /// <summary>The node's 64-byte Ed25519 secret key (libsodium layout) that signs tree heads. Required.</summary>
+    public byte[] NodeSecretKey { get; set; } = [];
+
+    /// <summary>Memory the write-ahead log may keep in RAM before pages go to disk. Default 256 MiB (minimum 1 MiB).</summary>
+    public long MemoryBudgetBytes { get; set; } = 256L << 20;
+
+    /// <summary>Longest a put waits for others to share its commit. Default 1 ms (at most 2 ms recommended).</summary>
+    public TimeSpan GroupCommitWindow { get; set; } = TimeSpan.FromMilliseconds(1);
+
+    /// <summary>Envelope lifetime when the sender asks for none. Default 14 days.</summary>
+    public TimeSpan DefaultTtl { get; set; } = TimeSpan.FromDays(14);
+
+    /// <summary>Longest lifetime a sender may ask for. Default 30 days.</summary>
+    public TimeSpan MaxTtl { get; set; } = TimeSpan.FromDays(30);
+
+    /// <summary>Most envelopes one mailbox holds. Default 10,000.</summary>
+    public int MailboxMaxCount { get; set; } = 10_000;
+
+    /// <summary>Most envelope bytes one mailbox holds. Default 64 MiB.</summary>
+    public long MailboxMaxBytes { get; set; } = 64L << 20;
+
+    /// <summary>Largest envelope accepted, in bytes. Default 69,632 (64 KiB payload class plus headers).</summary>
+    public int MaxEnvelopeBytes { get; set; } = 65_536 + 4_096;
+
+    /// <summary>Clock for expiry (tests inject one). Default <see cref="TimeProvider.System"/>.</summary>
+    public TimeProvider Clock { get; set; } = TimeProvider.System;
+
+    /// <summary>Throws <see cref="ArgumentOutOfRangeException"/> or <see cref="ArgumentException"/> naming the first bad setting.</summary>
+    public void Validate()
+    {
+        if (string.IsNullOrWhiteSpace(DataDirectory))
+        {
+            throw new ArgumentException("StoreOptions.DataDirectory must name a directory.", nameof(DataDirectory));
+        }
+
+        if (NodeSecretKey is not { Length: 64 })
+        {
+            throw new ArgumentException("StoreOptions.NodeSecretKey must be the node's 64-byte Ed25519 secret key.", nameof(NodeSecretKey));
+        }
+
+        if (MemoryBudgetBytes < (1L << 20))
+        {
+            throw new ArgumentOutOfRangeException(nameof(MemoryBudgetBytes), MemoryBudgetBytes, "MemoryBudgetBytes must be at least 1 MiB.");
+        }
+
+        if (GroupCommitWindow < TimeSpan.Zero || GroupCommitWindow > TimeSpan.FromSeconds(1))
+        {
+            throw new ArgumentOutOfRangeException(nameof(GroupCommitWindow), GroupCommitWindow, "GroupCommitWindow must be between 0 and 1 s.");
+        }
+
+        if (DefaultTtl <= TimeSpan.Zero || MaxTtl < DefaultTtl)
+        {
+            throw new ArgumentOutOfRangeException(nameof(DefaultTtl), DefaultTtl, "DefaultTtl must be positive and at most MaxTtl.");
+        }
+
+        if (MailboxMaxCount < 1 || MailboxMaxBytes < 1)
+        {
+            throw new ArgumentOutOfRangeException(nameof(MailboxMaxCount), MailboxMaxCount, "Mailbox quotas must be positive.");
+        }
+
+        if (MaxEnvelopeBytes < 64)
+        {
+            throw new ArgumentOutOfRangeException(nameof(MaxEnvelopeBytes), MaxEnvelopeBytes, "MaxEnvelopeBytes must be at least 64.");
+        }
+
+        ArgumentNullException.ThrowIfNull(Clock);
+    }
+}

@@ -1,0 +1,36 @@
+using MegaNet.Store;
+
+// Usage: CrashChild DATA_DIR SECRET_KEY_HEX SEED
+// Writes random envelopes with several concurrent writers and prints "ACK <envelope id hex> <log index> <recipient hex> <seq>"
+// for each put only after PutAsync returned (i.e. after the commit). The parent kills this process with SIGKILL.
+if (args.Length != 3)
+{
+    Console.Error.WriteLine("usage: CrashChild DATA_DIR SECRET_KEY_HEX SEED");
+    return 2;
+}
+
+var options = new StoreOptions { DataDirectory = args[0], NodeSecretKey = Convert.FromHexString(args[1]), MemoryBudgetBytes = 8L << 20 };
+await using FasterEnvelopeStore store = await FasterEnvelopeStore.OpenAsync(options);
+Console.Out.WriteLine("READY " + store.TreeSize);
+Console.Out.Flush();
+int seed = int.Parse(args[2], System.Globalization.CultureInfo.InvariantCulture);
+var gate = new object();
+var writers = Enumerable.Range(0, 4).Select(w => Task.Run(async () =>
+{
+    var random = new Random(seed * 31 + w);
+    byte[][] recipients = Enumerable.Range(0, 3).Select(_ => { var r = new byte[32]; random.NextBytes(r); return r; }).ToArray();
+    while (true)
+    {
+        byte[] envelope = new byte[random.Next(64, 2048)];
+        random.NextBytes(envelope);
+        byte[] recipient = recipients[random.Next(recipients.Length)];
+        PutReceipt receipt = await store.PutAsync(new PutRequest(envelope, recipient, DateTimeOffset.UtcNow.AddDays(1)));
+        lock (gate)
+        {
+            Console.Out.WriteLine($"ACK {Convert.ToHexString(receipt.EnvelopeId)} {receipt.LogIndex} {Convert.ToHexString(recipient)} {receipt.MailboxSeq}");
+            Console.Out.Flush();
+        }
+    }
+})).ToArray();
+await Task.WhenAll(writers);
+return 0;

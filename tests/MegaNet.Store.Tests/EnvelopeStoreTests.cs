@@ -1,0 +1,172 @@
+using MegaNet.Core.Transparency;
+using MegaNet.Store;
+using static MegaNet.Store.Tests.StoreTestKit;
+
+namespace MegaNet.Store.Tests;
+
+public sealed class EnvelopeStoreTests : IDisposable
+{
+    private readonly string _dir = NewDirectory();
+    private readonly Random _random = new(42);
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    [Fact]
+    public async Task An_envelope_round_trips_and_its_receipt_verifies()
+    {
+        await using FasterEnvelopeStore store = await FasterEnvelopeStore.OpenAsync(Options(_dir));
+        byte[] recipient = Bytes(_random, 32), envelope = Bytes(_random, 1024);
+        PutReceipt receipt = await store.PutAsync(new PutRequest(envelope, recipient, DateTimeOffset.UtcNow.AddDays(1)));
+
+        Assert.False(receipt.Duplicate);
+        Assert.Equal(0, receipt.LogIndex);
+        Assert.Equal(1UL, receipt.MailboxSeq);
+        MailboxPage page = await store.ListAsync(recipient, 0, 10);
+        MailboxEntry entry = Assert.Single(page.Entries);
+        Assert.Equal(envelope, entry.Envelope);
+        Assert.Equal(receipt.EnvelopeId, entry.EnvelopeId);
+
+        SignedTreeHead head = receipt.TreeHead;
+        Assert.Equal(1, head.TreeSize);
+        Assert.True(TreeHeadSignature.Verify(head.NodePublicKey, head.TreeSize, head.RootHash, head.TimestampUnixMs, head.Signature));
+        IReadOnlyList<byte[]> proof = store.GetInclusionProof(receipt.LogIndex, head.TreeSize);
+        Assert.True(MerkleTree.VerifyInclusion(MerkleTree.LeafHash(receipt.EnvelopeId), receipt.LogIndex, head.TreeSize, proof, head.RootHash));
+    }
+
+    [Fact]
+    public async Task The_same_envelope_twice_is_one_entry_with_the_original_receipt()
+    {
+        await using FasterEnvelopeStore store = await FasterEnvelopeStore.OpenAsync(Options(_dir));
+        byte[] recipient = Bytes(_random, 32), envelope = Bytes(_random, 300);
+        var request = new PutRequest(envelope, recipient, DateTimeOffset.UtcNow.AddDays(1));
+        PutReceipt first = await store.PutAsync(request);
+        PutReceipt second = await store.PutAsync(request);
+        IReadOnlyList<PutResult> both = await store.PutManyAsync([request, request]);
+
+        Assert.True(second.Duplicate);
+        Assert.Equal(first.EnvelopeId, second.EnvelopeId);
+        Assert.Equal(first.LogIndex, second.LogIndex);
+        Assert.All(both, r => Assert.True(r.Receipt!.Duplicate));
+        Assert.Single((await store.ListAsync(recipient, 0, 10)).Entries);
+        Assert.Equal(1, store.GetTreeHead().TreeSize);
+        Assert.NotNull(await store.FindAsync(first.EnvelopeId));
+    }
+
+    [Fact]
+    public async Task A_mailbox_pages_from_a_cursor_and_ack_deletes()
+    {
+        await using FasterEnvelopeStore store = await FasterEnvelopeStore.OpenAsync(Options(_dir));
+        byte[] recipient = Bytes(_random, 32);
+        var requests = Enumerable.Range(0, 25).Select(i => new PutRequest(Bytes(_random, 100 + i), recipient, DateTimeOffset.UtcNow.AddDays(1))).ToList();
+        IReadOnlyList<PutResult> results = await store.PutManyAsync(requests);
+        Assert.All(results, r => Assert.Null(r.Error));
+
+        var seen = new List<byte[]>();
+        ulong cursor = 0;
+        for (int pages = 0; ; pages++)
+        {
+            MailboxPage page = await store.ListAsync(recipient, cursor, 10);
+            if (page.Entries.Count == 0)
+            {
+                Assert.Equal(3, pages);
+                break;
+            }
+
+            seen.AddRange(page.Entries.Select(e => e.Envelope));
+            cursor = page.NextCursor;
+        }
+
+        Assert.Equal(requests.Select(r => r.Envelope.ToArray()), seen);
+        Assert.Equal(2, await store.AckAsync(recipient, [1, 2, 999]));
+        MailboxPage after = await store.ListAsync(recipient, 0, 100);
+        Assert.Equal(23, after.Entries.Count);
+        Assert.Equal(3UL, after.Entries[0].Seq);
+    }
+
+    [Fact]
+    public async Task Expired_entries_are_never_returned_and_bad_expiries_are_refused()
+    {
+        var clock = new ManualClock(DateTimeOffset.UtcNow);
+        await using FasterEnvelopeStore store = await FasterEnvelopeStore.OpenAsync(Options(_dir, clock));
+        byte[] recipient = Bytes(_random, 32);
+        await store.PutAsync(new PutRequest(Bytes(_random, 64), recipient, clock.Now.AddHours(1)));
+        await store.PutAsync(new PutRequest(Bytes(_random, 64), recipient, clock.Now.AddDays(2)));
+        clock.Now = clock.Now.AddHours(2);
+
+        MailboxPage page = await store.ListAsync(recipient, 0, 10);
+        Assert.Single(page.Entries);
+        await Assert.ThrowsAsync<ArgumentException>(async () => await store.PutAsync(new PutRequest(Bytes(_random, 64), recipient, clock.Now.AddSeconds(-1))));
+        await Assert.ThrowsAsync<ArgumentException>(async () => await store.PutAsync(new PutRequest(Bytes(_random, 64), recipient, clock.Now.AddDays(31))));
+    }
+
+    [Fact]
+    public async Task Over_quota_is_refused_and_nothing_is_written()
+    {
+        StoreOptions options = Options(_dir);
+        options.MailboxMaxCount = 3;
+        options.MailboxMaxBytes = 10_000;
+        await using FasterEnvelopeStore store = await FasterEnvelopeStore.OpenAsync(options);
+        byte[] recipient = Bytes(_random, 32);
+        for (int i = 0; i < 3; i++)
+        {
+            await store.PutAsync(new PutRequest(Bytes(_random, 100), recipient, DateTimeOffset.UtcNow.AddDays(1)));
+        }
+
+        QuotaExceededException e = await Assert.ThrowsAsync<QuotaExceededException>(async () =>
+            await store.PutAsync(new PutRequest(Bytes(_random, 100), recipient, DateTimeOffset.UtcNow.AddDays(1))));
+        Assert.Contains("full", e.Message);
+        Assert.Equal(3, store.GetTreeHead().TreeSize);
+
+        byte[] other = Bytes(_random, 32);
+        await Assert.ThrowsAsync<QuotaExceededException>(async () =>
+            await store.PutAsync(new PutRequest(Bytes(_random, 10_001), other, DateTimeOffset.UtcNow.AddDays(1))));
+        Assert.Equal(3, store.GetTreeHead().TreeSize);
+    }
+
+    [Fact]
+    public async Task Reopening_keeps_every_acknowledged_write_and_ack()
+    {
+        byte[] recipient = Bytes(_random, 32);
+        var receipts = new List<PutReceipt>();
+        SignedTreeHead before;
+        StoreOptions options = Options(_dir);
+        await using (FasterEnvelopeStore store = await FasterEnvelopeStore.OpenAsync(options))
+        {
+            for (int i = 0; i < 20; i++)
+            {
+                receipts.Add(await store.PutAsync(new PutRequest(Bytes(_random, 200), recipient, DateTimeOffset.UtcNow.AddDays(1))));
+            }
+
+            await store.AckAsync(recipient, [1, 2]);
+            before = store.GetTreeHead();
+        }
+
+        await using FasterEnvelopeStore reopened = await FasterEnvelopeStore.OpenAsync(options);
+        SignedTreeHead after = reopened.GetTreeHead();
+        Assert.Equal(before.TreeSize, after.TreeSize);
+        Assert.Equal(before.RootHash, after.RootHash);
+        Assert.Equal(18, (await reopened.ListAsync(recipient, 0, 100)).Entries.Count);
+        Assert.NotNull(await reopened.FindAsync(receipts[5].EnvelopeId));
+        PutReceipt next = await reopened.PutAsync(new PutRequest(Bytes(_random, 200), recipient, DateTimeOffset.UtcNow.AddDays(1)));
+        Assert.Equal(20, next.LogIndex);
+        Assert.Equal(21UL, next.MailboxSeq);
+    }
+
+    [Fact]
+    public async Task A_corrupt_commit_directory_is_an_error_naming_the_store()
+    {
+        StoreOptions options = Options(_dir);
+        await using (FasterEnvelopeStore store = await FasterEnvelopeStore.OpenAsync(options))
+        {
+            await store.PutAsync(new PutRequest(Bytes(_random, 200), Bytes(_random, 32), DateTimeOffset.UtcNow.AddDays(1)));
+        }
+
+        foreach (string file in Directory.EnumerateFiles(Path.Combine(_dir, "store", "commits"), "*", SearchOption.AllDirectories))
+        {
+            File.WriteAllBytes(file, Bytes(_random, (int)Math.Max(8, new FileInfo(file).Length)));
+        }
+
+        StoreCorruptException e = await Assert.ThrowsAsync<StoreCorruptException>(async () => await FasterEnvelopeStore.OpenAsync(options));
+        Assert.Contains(Path.Combine(_dir, "store"), e.Message);
+    }
+}

@@ -1,0 +1,112 @@
+using System.Security.Cryptography;
+using MegaNet.Core.Transparency;
+using Xunit.Abstractions;
+
+namespace MegaNet.Store.Tests;
+
+/// <summary>Proofs from the store's tree against a deliberately naive RFC 9162 implementation (recursive, from the RFC text).</summary>
+public sealed class MerkleProofTests(ITestOutputHelper output)
+{
+    private static byte[] Mth(List<byte[]> d)
+    {
+        if (d.Count == 0)
+        {
+            return SHA256.HashData([]);
+        }
+
+        if (d.Count == 1)
+        {
+            return SHA256.HashData([0x00, .. d[0]]);
+        }
+
+        int k = 1;
+        while (k * 2 < d.Count)
+        {
+            k *= 2;
+        }
+
+        return SHA256.HashData([0x01, .. Mth(d[..k]), .. Mth(d[k..])]);
+    }
+
+    private static List<byte[]> NaivePath(int m, List<byte[]> d)
+    {
+        if (d.Count <= 1)
+        {
+            return [];
+        }
+
+        int k = 1;
+        while (k * 2 < d.Count)
+        {
+            k *= 2;
+        }
+
+        return m < k ? [.. NaivePath(m, d[..k]), Mth(d[k..])] : [.. NaivePath(m - k, d[k..]), Mth(d[..k])];
+    }
+
+    private static List<byte[]> NaiveSubProof(int m, List<byte[]> d, bool b)
+    {
+        if (m == d.Count)
+        {
+            return b ? [] : [Mth(d)];
+        }
+
+        int k = 1;
+        while (k * 2 < d.Count)
+        {
+            k *= 2;
+        }
+
+        return m <= k ? [.. NaiveSubProof(m, d[..k], b), Mth(d[k..])] : [.. NaiveSubProof(m - k, d[k..], false), Mth(d[..k])];
+    }
+
+    [Fact]
+    public void Roots_and_proofs_match_the_naive_rfc9162_on_random_sizes()
+    {
+        int seed = RandomNumberGenerator.GetInt32(int.MaxValue);
+        output.WriteLine($"seed {seed}");
+        var random = new Random(seed);
+        var log = new MegaNet.Store.MerkleLog();
+        var leaves = new List<byte[]>();
+        var sizes = new SortedSet<int> { 1, 2, 3, 4, 5, 7, 8, 9, 16, 17, 1023, 1024, 1025, 2000 };
+        while (sizes.Count < 40)
+        {
+            sizes.Add(random.Next(1, 2001));
+        }
+
+        foreach (int size in sizes)
+        {
+            while (leaves.Count < size)
+            {
+                byte[] leaf = new byte[32];
+                random.NextBytes(leaf);
+                leaves.Add(leaf);
+                log.Append(leaf);
+            }
+
+            List<byte[]> d = leaves[..size];
+            byte[] root = Mth(d);
+            Assert.Equal(root, log.Root(size));
+            foreach (int m in new[] { 0, size - 1, random.Next(size), random.Next(size) })
+            {
+                List<byte[]> proof = log.InclusionProof(m, size);
+                Assert.Equal(NaivePath(m, d), proof);
+                Assert.True(MerkleTree.VerifyInclusion(MerkleTree.LeafHash(d[m]), m, size, proof, root));
+                Assert.False(MerkleTree.VerifyInclusion(MerkleTree.LeafHash(d[(m + 1) % size]), m, size, proof, root) && size > 1);
+            }
+
+            foreach (int first in new[] { 1, size, random.Next(1, size + 1) })
+            {
+                List<byte[]> proof = log.ConsistencyProof(first, size);
+                Assert.Equal(first == size ? [] : NaiveSubProof(first, d, true), proof);
+                Assert.True(MerkleTree.VerifyConsistency(first, size, Mth(leaves[..first]), root, proof), $"consistency {first} → {size}");
+                if (first < size && first > 0)
+                {
+                    byte[] wrong = (byte[])root.Clone();
+                    wrong[0] ^= 1;
+                    Assert.False(MerkleTree.VerifyConsistency(first, size, Mth(leaves[..first]), wrong, proof));
+                }
+            }
+        }
+    }
+}

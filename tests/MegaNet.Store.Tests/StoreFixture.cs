@@ -1,0 +1,42 @@
+using MegaNet.Core.Ed25519;
+using MegaNet.Store;
+
+namespace MegaNet.Store.Tests;
+
+/// <summary>A clock tests move by hand.</summary>
+public sealed class ManualClock(DateTimeOffset start) : TimeProvider
+{
+    public DateTimeOffset Now { get; set; } = start;
+
+    public override DateTimeOffset GetUtcNow() => Now;
+}
+
+/// <summary>Helpers: a fresh data directory and a node key per test.</summary>
+public static class StoreTestKit
+{
+    public static byte[] NewNodeKey(int seed = 1)
+    {
+        byte[] s = new byte[32];
+        new Random(seed).NextBytes(s);
+        byte[] pk = new byte[32], sk = new byte[64];
+        Ed25519Signer.KeyPairFromSeed(s, pk, sk);
+        return sk;
+    }
+
+    public static string NewDirectory() => Directory.CreateTempSubdirectory("meganet-store-").FullName;
+
+    public static StoreOptions Options(string dir, TimeProvider? clock = null) => new()
+    {
+        DataDirectory = dir,
+        NodeSecretKey = NewNodeKey(),
+        MemoryBudgetBytes = 8L << 20,
+        Clock = clock ?? TimeProvider.System,
+    };
+
+    public static byte[] Bytes(Random random, int length)
+    {
+        byte[] b = new byte[length];
+        random.NextBytes(b);
+        return b;
+    }
+}
