@@ -9,10 +9,16 @@ internal static class MeganetCommand
     {
         var root = new RootCommand(
             "MegaNet relay node and tools: run a node, verify Ed25519 batches on any backend, benchmark and profile.");
+        root.Subcommands.Add(NodeCommand.Build());
+        foreach (Command command in ClientCommands.Build())
+        {
+            root.Subcommands.Add(command);
+        }
+
         root.Subcommands.Add(VerifyCommand.Build());
         root.Subcommands.Add(BenchCommand.Build());
         return root;
     }
 
-    public static int Run(string[] args) => Build().Parse(args).Invoke();
+    public static int Run(string[] args) => Build().Parse(args).InvokeAsync().GetAwaiter().GetResult();
 }

@@ -1,0 +1,267 @@
+using System.Buffers.Binary;
+using System.Security.Cryptography;
+using System.Text;
+using Google.Protobuf;
+using MegaNet.Api.V1;
+using NSec.Cryptography;
+using HashAlgorithm = NSec.Cryptography.HashAlgorithm;
+
+namespace MegaNet.Api;
+
+/// <summary>
+/// Byte-exact rules of the v1 envelope (docs/protocol.md): what is signed, how the proof-of-work stamp is computed,
+/// how payloads are sealed to the recipient and padded to size classes, and how the recipient opens them.
+/// </summary>
+public static class EnvelopeFormat
+{
+    /// <summary>The only envelope version.</summary>
+    public const uint Version = 1;
+
+    /// <summary>Padded plaintext sizes; a sealed payload is one of these plus <see cref="SealOverhead"/> bytes.</summary>
+    public static IReadOnlyList<int> PayloadClasses { get; } = [1024, 4096, 16384, 65536];
+
+    /// <summary>Ephemeral key (32) + nonce (24) + tag (16).</summary>
+    public const int SealOverhead = 32 + 24 + 16;
+
+    private static readonly byte[] CoreDomain = Encoding.ASCII.GetBytes("meganet-envelope-v1");
+    private static readonly byte[] PowDomain = Encoding.ASCII.GetBytes("meganet-pow-v1");
+    private static readonly byte[] SealDomain = Encoding.ASCII.GetBytes("meganet-seal-v1");
+    private static readonly byte[] ContentDomain = Encoding.ASCII.GetBytes("meganet-content-v1");
+    private static readonly byte[] AuthDomain = Encoding.ASCII.GetBytes("meganet-auth-v1");
+
+    /// <summary>True if <paramref name="sealedLength"/> is a legal sealed payload size.</summary>
+    public static bool IsPaddedSize(int sealedLength) => PayloadClasses.Any(c => c + SealOverhead == sealedLength);
+
+    /// <summary>"meganet-envelope-v1" ‖ version u32 BE ‖ recipient ‖ expiry i64 BE ‖ BLAKE2b-256(sealed payload) ‖ sending key.</summary>
+    public static byte[] CoreBytes(Envelope envelope)
+    {
+        ArgumentNullException.ThrowIfNull(envelope);
+        byte[] bytes = new byte[CoreDomain.Length + 4 + 32 + 8 + 32 + 32];
+        int o = 0;
+        CoreDomain.CopyTo(bytes, o);
+        o += CoreDomain.Length;
+        BinaryPrimitives.WriteUInt32BigEndian(bytes.AsSpan(o), envelope.Version);
+        o += 4;
+        CopyFixed(envelope.Recipient.Span, bytes.AsSpan(o, 32));
+        o += 32;
+        BinaryPrimitives.WriteInt64BigEndian(bytes.AsSpan(o), envelope.ExpiresUnixMs);
+        o += 8;
+        HashAlgorithm.Blake2b_256.Hash(envelope.SealedPayload.Span, bytes.AsSpan(o, 32));
+        o += 32;
+        CopyFixed(envelope.SendingKey.Span, bytes.AsSpan(o, 32));
+        return bytes;
+    }
+
+    /// <summary>The bytes the sending key signs: core bytes ‖ pow bits u32 BE ‖ pow nonce u64 BE (zeros without a stamp).</summary>
+    public static byte[] SigningBytes(Envelope envelope)
+    {
+        byte[] core = CoreBytes(envelope);
+        byte[] bytes = new byte[core.Length + 12];
+        core.CopyTo(bytes, 0);
+        BinaryPrimitives.WriteUInt32BigEndian(bytes.AsSpan(core.Length), envelope.Pow?.Bits ?? 0);
+        BinaryPrimitives.WriteUInt64BigEndian(bytes.AsSpan(core.Length + 4), envelope.Pow?.Nonce ?? 0);
+        return bytes;
+    }
+
+    /// <summary>Leading zero bits of BLAKE2b-256("meganet-pow-v1" ‖ BLAKE2b-256(core) ‖ nonce u64 BE).</summary>
+    public static int PowZeroBits(ReadOnlySpan<byte> coreDigest, ulong nonce)
+    {
+        Span<byte> input = stackalloc byte[PowDomain.Length + 32 + 8];
+        PowDomain.CopyTo(input);
+        coreDigest.CopyTo(input[PowDomain.Length..]);
+        BinaryPrimitives.WriteUInt64BigEndian(input[(PowDomain.Length + 32)..], nonce);
+        Span<byte> hash = stackalloc byte[32];
+        HashAlgorithm.Blake2b_256.Hash(input, hash);
+        int bits = 0;
+        foreach (byte b in hash)
+        {
+            if (b == 0)
+            {
+                bits += 8;
+                continue;
+            }
+
+            bits += System.Numerics.BitOperations.LeadingZeroCount((uint)b) - 24;
+            break;
+        }
+
+        return bits;
+    }
+
+    /// <summary>True if the envelope's stamp claims at least <paramref name="requiredBits"/> and really has them.</summary>
+    public static bool HasValidPow(Envelope envelope, int requiredBits)
+    {
+        if (requiredBits <= 0)
+        {
+            return true;
+        }
+
+        if (envelope.Pow is null || envelope.Pow.Bits < requiredBits)
+        {
+            return false;
+        }
+
+        byte[] digest = HashAlgorithm.Blake2b_256.Hash(CoreBytes(envelope));
+        return PowZeroBits(digest, envelope.Pow.Nonce) >= envelope.Pow.Bits;
+    }
+
+    /// <summary>Finds a nonce giving <paramref name="bits"/> leading zero bits (expected 2^bits hashes).</summary>
+    public static ProofOfWork SolvePow(Envelope envelope, int bits, CancellationToken cancellationToken = default)
+    {
+        byte[] digest = HashAlgorithm.Blake2b_256.Hash(CoreBytes(envelope));
+        for (ulong nonce = (ulong)RandomNumberGenerator.GetInt32(int.MaxValue); ; nonce++)
+        {
+            if ((nonce & 0xFFF) == 0)
+            {
+                cancellationToken.ThrowIfCancellationRequested();
+            }
+
+            if (PowZeroBits(digest, nonce) >= bits)
+            {
+                return new ProofOfWork { Bits = (uint)bits, Nonce = nonce };
+            }
+        }
+    }
+
+    /// <summary>
+    /// Builds a signed envelope carrying <paramref name="content"/> from <paramref name="sender"/> to <paramref name="recipient"/>:
+    /// the content is signed by the sender's identity, sealed to the recipient's X25519 key, padded to the smallest
+    /// class that fits, and the envelope is signed by the sender's sending key (after an optional stamp).
+    /// </summary>
+    /// <exception cref="ArgumentException">The content does not fit the largest class.</exception>
+    public static Envelope Seal(Identity sender, ContactCard recipient, ReadOnlySpan<byte> content, string contentType, string? fileName,
+        DateTimeOffset expiresAt, int powBits = 0, DateTimeOffset? sentAt = null)
+    {
+        ArgumentNullException.ThrowIfNull(sender);
+        ArgumentNullException.ThrowIfNull(recipient);
+        long sent = (sentAt ?? DateTimeOffset.UtcNow).ToUnixTimeMilliseconds();
+        var inner = new SealedContent
+        {
+            SenderSigningKey = ByteString.CopyFrom(sender.Card.SigningKey),
+            SenderEncryptionKey = ByteString.CopyFrom(sender.Card.EncryptionKey),
+            SentUnixMs = sent,
+            ContentType = contentType,
+            FileName = fileName ?? string.Empty,
+            Content = ByteString.CopyFrom(content),
+        };
+        inner.ContentSignature = ByteString.CopyFrom(sender.SignWithIdentity(ContentDigest(recipient.Address, inner)));
+        byte[] plain = inner.ToByteArray();
+        int size = PayloadClasses.FirstOrDefault(c => c >= plain.Length + 4);
+        if (size == 0)
+        {
+            throw new ArgumentException($"The content is too large: at most about {PayloadClasses[^1] - 200} bytes fit in one envelope.", nameof(content));
+        }
+
+        byte[] padded = new byte[size];
+        BinaryPrimitives.WriteInt32LittleEndian(padded, plain.Length);
+        plain.CopyTo(padded, 4);
+
+        var creation = new KeyCreationParameters { ExportPolicy = KeyExportPolicies.AllowPlaintextExport };
+        using Key ephemeral = Key.Create(KeyAgreementAlgorithm.X25519, creation);
+        byte[] ephemeralPublic = ephemeral.PublicKey.Export(KeyBlobFormat.RawPublicKey);
+        using Key aeadKey = DeriveSealKey(ephemeral, recipient.EncryptionKey, ephemeralPublic, recipient.EncryptionKey, recipient.Address);
+        byte[] nonce = RandomNumberGenerator.GetBytes(24);
+        byte[] ciphertext = AeadAlgorithm.XChaCha20Poly1305.Encrypt(aeadKey, nonce, SealAd(recipient.Address), padded);
+        byte[] sealedPayload = [.. ephemeralPublic, .. nonce, .. ciphertext];
+
+        var envelope = new Envelope
+        {
+            Version = Version,
+            Recipient = ByteString.CopyFrom(recipient.Address),
+            ExpiresUnixMs = expiresAt.ToUnixTimeMilliseconds(),
+            SealedPayload = ByteString.CopyFrom(sealedPayload),
+            SendingKey = ByteString.CopyFrom(sender.SendingPublicKey),
+        };
+        if (powBits > 0)
+        {
+            envelope.Pow = SolvePow(envelope, powBits);
+        }
+
+        envelope.Signature = ByteString.CopyFrom(sender.SignWithSendingKey(SigningBytes(envelope)));
+        return envelope;
+    }
+
+    /// <summary>Opens an envelope addressed to <paramref name="recipient"/> and checks the sender's content signature.</summary>
+    /// <exception cref="CryptographicException">Not for this identity, tampered with, or the content signature is wrong.</exception>
+    public static SealedContent Open(Identity recipient, Envelope envelope)
+    {
+        ArgumentNullException.ThrowIfNull(recipient);
+        ArgumentNullException.ThrowIfNull(envelope);
+        ReadOnlySpan<byte> sealedPayload = envelope.SealedPayload.Span;
+        if (!envelope.Recipient.Span.SequenceEqual(recipient.Address) || sealedPayload.Length < SealOverhead)
+        {
+            throw new CryptographicException("The envelope is not addressed to this identity.");
+        }
+
+        ReadOnlySpan<byte> ephemeralPublic = sealedPayload[..32];
+        ReadOnlySpan<byte> nonce = sealedPayload.Slice(32, 24);
+        using Key aeadKey = DeriveSealKey(recipient.EncryptionKey, ephemeralPublic, ephemeralPublic, recipient.Card.EncryptionKey, recipient.Address);
+        byte[] padded = new byte[sealedPayload.Length - SealOverhead];
+        if (!AeadAlgorithm.XChaCha20Poly1305.Decrypt(aeadKey, nonce, SealAd(recipient.Address), sealedPayload[56..], padded))
+        {
+            throw new CryptographicException("The sealed payload does not decrypt: it was not sealed to this identity or was altered.");
+        }
+
+        int length = BinaryPrimitives.ReadInt32LittleEndian(padded);
+        if (length < 0 || length > padded.Length - 4)
+        {
+            throw new CryptographicException("The sealed payload's length prefix is out of range.");
+        }
+
+        SealedContent inner = SealedContent.Parser.ParseFrom(padded, 4, length);
+        if (inner.SenderSigningKey.Length != 32 || inner.ContentSignature.Length != 64)
+        {
+            throw new CryptographicException("The sealed content has no valid sender key or signature.");
+        }
+
+        var senderKey = PublicKey.Import(SignatureAlgorithm.Ed25519, inner.SenderSigningKey.Span, KeyBlobFormat.RawPublicKey);
+        if (!SignatureAlgorithm.Ed25519.Verify(senderKey, ContentDigest(recipient.Address, inner), inner.ContentSignature.Span))
+        {
+            throw new CryptographicException("The sender's signature over the content does not verify.");
+        }
+
+        return inner;
+    }
+
+    /// <summary>BLAKE2b-256("meganet-content-v1" ‖ recipient ‖ sent u64 BE ‖ len-prefixed content type, file name, content).</summary>
+    public static byte[] ContentDigest(ReadOnlySpan<byte> recipientAddress, SealedContent inner)
+    {
+        ArgumentNullException.ThrowIfNull(inner);
+        using var stream = new MemoryStream();
+        stream.Write(ContentDomain);
+        stream.Write(recipientAddress);
+        Span<byte> number = stackalloc byte[8];
+        BinaryPrimitives.WriteInt64BigEndian(number, inner.SentUnixMs);
+        stream.Write(number);
+        foreach (ReadOnlyMemory<byte> field in new ReadOnlyMemory<byte>[] { Encoding.UTF8.GetBytes(inner.ContentType), Encoding.UTF8.GetBytes(inner.FileName), inner.Content.Memory })
+        {
+            BinaryPrimitives.WriteInt32BigEndian(number, field.Length);
+            stream.Write(number[..4]);
+            stream.Write(field.Span);
+        }
+
+        return HashAlgorithm.Blake2b_256.Hash(stream.ToArray());
+    }
+
+    /// <summary>"meganet-auth-v1" ‖ nonce ‖ node id ‖ address: what a mailbox owner signs.</summary>
+    public static byte[] AuthBytes(ReadOnlySpan<byte> nonce, ReadOnlySpan<byte> nodeId, ReadOnlySpan<byte> address) =>
+        [.. AuthDomain, .. nonce, .. nodeId, .. address];
+
+    private static Key DeriveSealKey(Key own, ReadOnlySpan<byte> peerPublic, ReadOnlySpan<byte> ephemeralPublic, ReadOnlySpan<byte> recipientPublic, ReadOnlySpan<byte> address)
+    {
+        var peer = PublicKey.Import(KeyAgreementAlgorithm.X25519, peerPublic, KeyBlobFormat.RawPublicKey);
+        using SharedSecret shared = KeyAgreementAlgorithm.X25519.Agree(own, peer)
+            ?? throw new CryptographicException("The X25519 key agreement produced no secret (a small-order public key).");
+        byte[] salt = [.. ephemeralPublic, .. recipientPublic];
+        byte[] info = [.. SealDomain, .. address];
+        return KeyDerivationAlgorithm.HkdfSha256.DeriveKey(shared, salt, info, AeadAlgorithm.XChaCha20Poly1305);
+    }
+
+    private static byte[] SealAd(ReadOnlySpan<byte> address) => [.. SealDomain, .. address];
+
+    private static void CopyFixed(ReadOnlySpan<byte> source, Span<byte> destination)
+    {
+        // Fields of the wrong size are rejected before verification; here they only must not throw.
+        source[..Math.Min(source.Length, destination.Length)].CopyTo(destination);
+    }
+}

@@ -1,0 +1,233 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using NSec.Cryptography;
+
+namespace MegaNet.Api;
+
+/// <summary>
+/// A person's MegaNet identity: an Ed25519 signing key and an X25519 encryption key, plus a separate Ed25519
+/// <em>sending</em> key that signs envelopes (pseudonymous: relays see it, never the identity). The address is
+/// BLAKE2b-256(signing public key ‖ encryption public key).
+/// </summary>
+public sealed class Identity : IDisposable
+{
+    private static KeyCreationParameters Exportable => new() { ExportPolicy = KeyExportPolicies.AllowPlaintextExport };
+
+    private Identity(Key signing, Key encryption, Key sending)
+    {
+        SigningKey = signing;
+        EncryptionKey = encryption;
+        SendingKey = sending;
+        Card = new ContactCard(
+            signing.PublicKey.Export(KeyBlobFormat.RawPublicKey),
+            encryption.PublicKey.Export(KeyBlobFormat.RawPublicKey));
+        SendingPublicKey = sending.PublicKey.Export(KeyBlobFormat.RawPublicKey);
+    }
+
+    /// <summary>The identity signing key (signs content and mailbox challenges).</summary>
+    internal Key SigningKey { get; }
+
+    /// <summary>The X25519 key sealed payloads are opened with.</summary>
+    internal Key EncryptionKey { get; }
+
+    /// <summary>The envelope signing key relays see.</summary>
+    internal Key SendingKey { get; }
+
+    /// <summary>The public half others send to.</summary>
+    public ContactCard Card { get; }
+
+    /// <summary>The sending key's public half.</summary>
+    public byte[] SendingPublicKey { get; }
+
+    /// <summary>This identity's 32-byte address.</summary>
+    public byte[] Address => Card.Address;
+
+    /// <summary>A fresh identity from the operating system's CSPRNG.</summary>
+    public static Identity Create() => new(
+        Key.Create(SignatureAlgorithm.Ed25519, Exportable),
+        Key.Create(KeyAgreementAlgorithm.X25519, Exportable),
+        Key.Create(SignatureAlgorithm.Ed25519, Exportable));
+
+    /// <summary>Signs <paramref name="data"/> with the identity key.</summary>
+    public byte[] SignWithIdentity(ReadOnlySpan<byte> data) => SignatureAlgorithm.Ed25519.Sign(SigningKey, data);
+
+    /// <summary>Signs <paramref name="data"/> with the sending key.</summary>
+    public byte[] SignWithSendingKey(ReadOnlySpan<byte> data) => SignatureAlgorithm.Ed25519.Sign(SendingKey, data);
+
+    /// <summary>Writes the identity (private keys) to <paramref name="path"/>, readable by the owner only.</summary>
+    public void Save(string path)
+    {
+        var file = new IdentityFile
+        {
+            Version = 1,
+            SigningSeed = Convert.ToHexString(SigningKey.Export(KeyBlobFormat.RawPrivateKey)).ToLowerInvariant(),
+            EncryptionKey = Convert.ToHexString(EncryptionKey.Export(KeyBlobFormat.RawPrivateKey)).ToLowerInvariant(),
+            SendingSeed = Convert.ToHexString(SendingKey.Export(KeyBlobFormat.RawPrivateKey)).ToLowerInvariant(),
+            Card = Card.ToString(),
+        };
+        string? dir = Path.GetDirectoryName(Path.GetFullPath(path));
+        if (dir is not null)
+        {
+            Directory.CreateDirectory(dir);
+        }
+
+        string temp = path + ".tmp";
+        var options = new FileStreamOptions { Mode = FileMode.Create, Access = FileAccess.Write };
+        if (!OperatingSystem.IsWindows())
+        {
+            // Private keys: owner read/write only, from the moment the file exists.
+            options.UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite;
+        }
+
+        using (var stream = new FileStream(temp, options))
+        {
+            JsonSerializer.Serialize(stream, file, IdentityJson.Default.IdentityFile);
+        }
+
+        File.Move(temp, path, overwrite: true);
+    }
+
+    /// <summary>Reads an identity written by <see cref="Save"/>.</summary>
+    /// <exception cref="InvalidDataException">The file is not a MegaNet identity; the message says what is wrong.</exception>
+    public static Identity Load(string path)
+    {
+        IdentityFile? file;
+        try
+        {
+            file = JsonSerializer.Deserialize(File.ReadAllText(path), IdentityJson.Default.IdentityFile);
+        }
+        catch (JsonException e)
+        {
+            throw new InvalidDataException($"{path} is not a MegaNet identity file ({e.Message}).", e);
+        }
+
+        if (file is null || file.Version != 1 || file.SigningSeed is null || file.EncryptionKey is null || file.SendingSeed is null)
+        {
+            throw new InvalidDataException($"{path} is not a version 1 MegaNet identity file; create one with 'meganet id new'.");
+        }
+
+        try
+        {
+            return new Identity(
+                Key.Import(SignatureAlgorithm.Ed25519, Convert.FromHexString(file.SigningSeed), KeyBlobFormat.RawPrivateKey, Exportable),
+                Key.Import(KeyAgreementAlgorithm.X25519, Convert.FromHexString(file.EncryptionKey), KeyBlobFormat.RawPrivateKey, Exportable),
+                Key.Import(SignatureAlgorithm.Ed25519, Convert.FromHexString(file.SendingSeed), KeyBlobFormat.RawPrivateKey, Exportable));
+        }
+        catch (Exception e) when (e is FormatException or ArgumentException)
+        {
+            throw new InvalidDataException($"{path} holds a damaged key ({e.Message}).", e);
+        }
+    }
+
+    /// <inheritdoc />
+    public void Dispose()
+    {
+        SigningKey.Dispose();
+        EncryptionKey.Dispose();
+        SendingKey.Dispose();
+    }
+}
+
+/// <summary>The on-disk identity (hex keys).</summary>
+public sealed class IdentityFile
+{
+    [JsonPropertyName("version")]
+    public int Version { get; set; }
+
+    [JsonPropertyName("signing_seed")]
+    public string? SigningSeed { get; set; }
+
+    [JsonPropertyName("encryption_key")]
+    public string? EncryptionKey { get; set; }
+
+    [JsonPropertyName("sending_seed")]
+    public string? SendingSeed { get; set; }
+
+    [JsonPropertyName("card")]
+    public string? Card { get; set; }
+}
+
+[JsonSerializable(typeof(IdentityFile))]
+[JsonSourceGenerationOptions(WriteIndented = true)]
+internal sealed partial class IdentityJson : JsonSerializerContext;
+
+/// <summary>
+/// The public half of an identity, shareable as text (<c>mn1</c> + base64url of signing key ‖ encryption key ‖
+/// 4-byte checksum) for copy/paste and QR codes.
+/// </summary>
+public sealed class ContactCard
+{
+    private const string Prefix = "mn1";
+
+    /// <summary>Creates a card from the two public keys.</summary>
+    public ContactCard(byte[] signingKey, byte[] encryptionKey)
+    {
+        if (signingKey is not { Length: 32 } || encryptionKey is not { Length: 32 })
+        {
+            throw new ArgumentException("A contact card holds two 32-byte public keys.");
+        }
+
+        SigningKey = signingKey;
+        EncryptionKey = encryptionKey;
+        Address = ComputeAddress(signingKey, encryptionKey);
+    }
+
+    /// <summary>Ed25519 identity public key.</summary>
+    public byte[] SigningKey { get; }
+
+    /// <summary>X25519 public key.</summary>
+    public byte[] EncryptionKey { get; }
+
+    /// <summary>BLAKE2b-256(signing key ‖ encryption key).</summary>
+    public byte[] Address { get; }
+
+    /// <summary>The address for two public keys.</summary>
+    public static byte[] ComputeAddress(ReadOnlySpan<byte> signingKey, ReadOnlySpan<byte> encryptionKey)
+    {
+        Span<byte> both = stackalloc byte[64];
+        signingKey.CopyTo(both);
+        encryptionKey.CopyTo(both[32..]);
+        return HashAlgorithm.Blake2b_256.Hash(both);
+    }
+
+    /// <summary>The text form.</summary>
+    public override string ToString()
+    {
+        byte[] raw = new byte[68];
+        SigningKey.CopyTo(raw, 0);
+        EncryptionKey.CopyTo(raw, 32);
+        HashAlgorithm.Blake2b_256.Hash(raw.AsSpan(0, 64)).AsSpan(0, 4).CopyTo(raw.AsSpan(64));
+        return Prefix + Convert.ToBase64String(raw).TrimEnd('=').Replace('+', '-').Replace('/', '_');
+    }
+
+    /// <summary>Parses the text form.</summary>
+    /// <exception cref="FormatException">Not a card, or a typo (the checksum does not match).</exception>
+    public static ContactCard Parse(string text)
+    {
+        ArgumentNullException.ThrowIfNull(text);
+        text = text.Trim();
+        if (!text.StartsWith(Prefix, StringComparison.Ordinal))
+        {
+            throw new FormatException($"A MegaNet contact card starts with '{Prefix}'.");
+        }
+
+        string b64 = text[Prefix.Length..].Replace('-', '+').Replace('_', '/');
+        b64 += new string('=', (4 - b64.Length % 4) % 4);
+        byte[] raw;
+        try
+        {
+            raw = Convert.FromBase64String(b64);
+        }
+        catch (FormatException)
+        {
+            throw new FormatException("The contact card is not valid base64url.");
+        }
+
+        if (raw.Length != 68 || !HashAlgorithm.Blake2b_256.Hash(raw.AsSpan(0, 64)).AsSpan(0, 4).SequenceEqual(raw.AsSpan(64)))
+        {
+            throw new FormatException("The contact card is damaged (wrong length or checksum); copy it again.");
+        }
+
+        return new ContactCard(raw[..32], raw[32..64]);
+    }
+}

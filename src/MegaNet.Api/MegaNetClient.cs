@@ -1,0 +1,126 @@
+using System.Runtime.CompilerServices;
+using Google.Protobuf;
+using Grpc.Core;
+using Grpc.Net.Client;
+using MegaNet.Api.V1;
+using MegaNet.Core.Transparency;
+
+namespace MegaNet.Api;
+
+/// <summary>A message opened by its recipient.</summary>
+/// <param name="Seq">Mailbox sequence number (the cursor).</param>
+/// <param name="EnvelopeId">The envelope id (hex in JSON output).</param>
+/// <param name="Sender">The sender's contact card, from inside the sealed payload.</param>
+/// <param name="Content">What was sent.</param>
+/// <param name="LogIndex">The envelope's leaf in the node's transparency log.</param>
+public sealed record ReceivedMessage(ulong Seq, byte[] EnvelopeId, ContactCard Sender, SealedContent Content, long LogIndex);
+
+/// <summary>
+/// The client library thin clients use: seals and submits envelopes, authenticates to its mailbox with a signed
+/// challenge, fetches, listens and acknowledges, and checks receipts against the node's transparency log.
+/// </summary>
+public sealed class MegaNetClient : IDisposable
+{
+    private readonly GrpcChannel _channel;
+
+    /// <summary>Connects to a node at <paramref name="address"/> (e.g. http://127.0.0.1:7700).</summary>
+    public MegaNetClient(Uri address)
+    {
+        ArgumentNullException.ThrowIfNull(address);
+        _channel = GrpcChannel.ForAddress(address, new GrpcChannelOptions { MaxReceiveMessageSize = 64 << 20 });
+        Relay = new Relay.RelayClient(_channel);
+    }
+
+    /// <summary>The raw generated client.</summary>
+    public Relay.RelayClient Relay { get; }
+
+    /// <summary>Seals <paramref name="content"/> to <paramref name="recipient"/>, stamps it if the node asks for proof of work, and submits it.</summary>
+    public async Task<Receipt> SendAsync(Identity sender, ContactCard recipient, byte[] content, string contentType, string? fileName = null,
+        TimeSpan? ttl = null, CancellationToken cancellationToken = default)
+    {
+        StatusResponse status = await Relay.StatusAsync(new StatusRequest(), cancellationToken: cancellationToken);
+        DateTimeOffset expires = DateTimeOffset.UtcNow + (ttl ?? TimeSpan.FromDays(7));
+        Envelope envelope = EnvelopeFormat.Seal(sender, recipient, content, contentType, fileName, expires, (int)status.PowBitsRequired);
+        return await Relay.SubmitAsync(new SubmitRequest { Envelope = envelope }, cancellationToken: cancellationToken);
+    }
+
+    /// <summary>Signs a fresh challenge for <paramref name="identity"/>'s mailbox.</summary>
+    public async Task<MailboxAuth> AuthenticateAsync(Identity identity, CancellationToken cancellationToken = default)
+    {
+        ChallengeResponse challenge = await Relay.ChallengeAsync(new ChallengeRequest { Address = ByteString.CopyFrom(identity.Address) }, cancellationToken: cancellationToken);
+        return new MailboxAuth
+        {
+            Address = ByteString.CopyFrom(identity.Address),
+            Nonce = challenge.Nonce,
+            IdentitySigningKey = ByteString.CopyFrom(identity.Card.SigningKey),
+            IdentityEncryptionKey = ByteString.CopyFrom(identity.Card.EncryptionKey),
+            Signature = ByteString.CopyFrom(identity.SignWithIdentity(EnvelopeFormat.AuthBytes(challenge.Nonce.Span, challenge.NodeId.Span, identity.Address))),
+        };
+    }
+
+    /// <summary>Fetches and opens one page of mail after <paramref name="afterSeq"/>.</summary>
+    public async Task<(IReadOnlyList<ReceivedMessage> Messages, ulong NextCursor)> FetchAsync(Identity identity, ulong afterSeq = 0, int limit = 100,
+        CancellationToken cancellationToken = default)
+    {
+        MailboxAuth auth = await AuthenticateAsync(identity, cancellationToken);
+        FetchResponse page = await Relay.FetchAsync(new FetchRequest { Auth = auth, AfterSeq = afterSeq, Limit = limit }, cancellationToken: cancellationToken);
+        return (page.Items.Select(i => Open(identity, i)).ToList(), page.NextCursor);
+    }
+
+    /// <summary>Deletes messages from the mailbox.</summary>
+    public async Task<int> AckAsync(Identity identity, IEnumerable<ulong> seqs, CancellationToken cancellationToken = default)
+    {
+        MailboxAuth auth = await AuthenticateAsync(identity, cancellationToken);
+        var request = new AckRequest { Auth = auth };
+        request.Seqs.AddRange(seqs);
+        return (await Relay.AckAsync(request, cancellationToken: cancellationToken)).Deleted;
+    }
+
+    /// <summary>Streams mail as it arrives (after <paramref name="afterSeq"/>), opened; keepalives are consumed silently.</summary>
+    public async IAsyncEnumerable<ReceivedMessage> ListenAsync(Identity identity, ulong afterSeq = 0, [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        MailboxAuth auth = await AuthenticateAsync(identity, cancellationToken);
+        using AsyncServerStreamingCall<MailEvent> call = Relay.Subscribe(new SubscribeRequest { Auth = auth, AfterSeq = afterSeq }, cancellationToken: cancellationToken);
+        await foreach (MailEvent e in call.ResponseStream.ReadAllAsync(cancellationToken))
+        {
+            if (e.KindCase == MailEvent.KindOneofCase.Item)
+            {
+                yield return Open(identity, e.Item);
+            }
+        }
+    }
+
+    /// <summary>
+    /// Checks a receipt: the tree head's signature by the node key, and the envelope id's inclusion proof at that
+    /// tree size, fetched from the node. Returns null when valid, else what failed.
+    /// </summary>
+    public async Task<string?> VerifyReceiptAsync(Receipt receipt, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(receipt);
+        V1.SignedTreeHead head = receipt.TreeHead;
+        if (head is null)
+        {
+            return "the receipt has no tree head";
+        }
+
+        if (!TreeHeadSignature.Verify(head.NodeKey.Span, head.TreeSize, head.RootHash.Span, head.TimestampUnixMs, head.Signature.Span))
+        {
+            return "the tree head's signature does not verify with its node key";
+        }
+
+        InclusionProof proof = await Relay.GetInclusionProofAsync(new InclusionProofRequest { LeafIndex = receipt.LogIndex, TreeSize = head.TreeSize }, cancellationToken: cancellationToken);
+        return MerkleTree.VerifyInclusion(MerkleTree.LeafHash(receipt.EnvelopeId.Span), receipt.LogIndex, head.TreeSize, proof.Path.Select(p => p.ToByteArray()).ToList(), head.RootHash.Span)
+            ? null
+            : "the inclusion proof does not lead to the tree head's root";
+    }
+
+    private static ReceivedMessage Open(Identity identity, MailItem item)
+    {
+        SealedContent content = EnvelopeFormat.Open(identity, item.Envelope);
+        var sender = new ContactCard(content.SenderSigningKey.ToByteArray(), content.SenderEncryptionKey.ToByteArray());
+        return new ReceivedMessage(item.Seq, item.EnvelopeId.ToByteArray(), sender, content, item.LogIndex);
+    }
+
+    /// <inheritdoc />
+    public void Dispose() => _channel.Dispose();
+}

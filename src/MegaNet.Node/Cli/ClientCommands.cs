@@ -1,0 +1,337 @@
+using System.CommandLine;
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Google.Protobuf;
+using Grpc.Core;
+using MegaNet.Api;
+using MegaNet.Api.V1;
+
+namespace MegaNet.Node.Cli;
+
+/// <summary>The client side of the CLI: identities, send, fetch, listen, verify-receipt.</summary>
+internal static class ClientCommands
+{
+    private static readonly string DefaultIdentity = Path.Combine(
+        Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".meganet", "identity.json");
+
+    private static Option<string> IdentityOption() => new("--identity", "-i")
+    {
+        Description = $"Identity file. Default {DefaultIdentity}.",
+        DefaultValueFactory = _ => DefaultIdentity,
+    };
+
+    private static Option<Uri> NodeOption() => new("--node", "-n")
+    {
+        Description = "Node address. Default http://127.0.0.1:7700.",
+        DefaultValueFactory = _ => new Uri("http://127.0.0.1:7700"),
+        CustomParser = r => Uri.TryCreate(r.Tokens.Single().Value, UriKind.Absolute, out Uri? u) ? u : throw new ArgumentException($"--node '{r.Tokens.Single().Value}' is not a URL such as http://127.0.0.1:7700."),
+    };
+
+    private static Option<bool> JsonOption(string what) => new("--json") { Description = what };
+
+    public static IEnumerable<Command> Build()
+    {
+        yield return IdCommand();
+        yield return SendCommand();
+        yield return FetchCommand();
+        yield return ListenCommand();
+        yield return VerifyReceiptCommand();
+    }
+
+    private static Command IdCommand()
+    {
+        var identity = IdentityOption();
+        var force = new Option<bool>("--force") { Description = "Overwrite an existing identity file (its keys are lost)." };
+        var create = new Command("new", "Create an identity (Ed25519 signing key, X25519 encryption key, sending key) and print its contact card.") { identity, force };
+        create.SetAction(parse => Run(() =>
+        {
+            string path = parse.GetValue(identity)!;
+            if (File.Exists(path) && !parse.GetValue(force))
+            {
+                throw new UserException($"{path} already exists; use --force to replace it (its keys will be lost) or --identity for another file.");
+            }
+
+            using Identity id = Identity.Create();
+            id.Save(path);
+            Console.WriteLine(id.Card);
+            Console.Error.WriteLine($"identity written to {path}");
+            return Task.FromResult(0);
+        }));
+        var showIdentity = IdentityOption();
+        var show = new Command("show", "Print the contact card (share it so others can send to you) and the address.") { showIdentity };
+        show.SetAction(parse => Run(() =>
+        {
+            using Identity id = LoadIdentity(parse.GetValue(showIdentity)!);
+            Console.WriteLine(id.Card);
+            Console.Error.WriteLine($"address {Convert.ToHexString(id.Address).ToLowerInvariant()}");
+            return Task.FromResult(0);
+        }));
+        return new Command("id", "Manage your identity.") { create, show };
+    }
+
+    private static Command SendCommand()
+    {
+        var identity = IdentityOption();
+        var node = NodeOption();
+        var to = new Option<string>("--to") { Description = "Recipient's contact card (mn1...).", Required = true };
+        var text = new Option<string?>("--text") { Description = "Text to send." };
+        var file = new Option<FileInfo?>("--file") { Description = "File to send (up to about 64 KiB)." };
+        var ttl = new Option<double>("--ttl-days") { Description = "Days relays keep it. Default 7.", DefaultValueFactory = _ => 7 };
+        var json = JsonOption("Print the receipt as one JSON object.");
+        var command = new Command("send", "Seal a message to a contact card and submit it to the node; prints the receipt.") { identity, node, to, text, file, ttl, json };
+        command.SetAction((parse, ct) => Run(async () =>
+        {
+            using Identity id = LoadIdentity(parse.GetValue(identity)!);
+            ContactCard recipient = ParseCard(parse.GetValue(to)!);
+            string? message = parse.GetValue(text);
+            FileInfo? attachment = parse.GetValue(file);
+            if ((message is null) == (attachment is null))
+            {
+                throw new UserException("Give exactly one of --text or --file.");
+            }
+
+            byte[] content = message is not null ? Encoding.UTF8.GetBytes(message) : await File.ReadAllBytesAsync(attachment!.FullName, ct);
+            using var client = new MegaNetClient(parse.GetValue(node)!);
+            Receipt receipt = await client.SendAsync(id, recipient, content,
+                message is not null ? "text/plain; charset=utf-8" : "application/octet-stream", attachment?.Name, TimeSpan.FromDays(parse.GetValue(ttl)), ct);
+            if (parse.GetValue(json))
+            {
+                Console.WriteLine(ReceiptJson(receipt).ToJsonString());
+            }
+            else
+            {
+                Console.WriteLine($"accepted: envelope {Hex(receipt.EnvelopeId)}, log index {receipt.LogIndex}, tree size {receipt.TreeHead.TreeSize}{(receipt.Duplicate ? " (already accepted before)" : string.Empty)}");
+            }
+
+            return 0;
+        }));
+        return command;
+    }
+
+    private static Command FetchCommand()
+    {
+        var identity = IdentityOption();
+        var node = NodeOption();
+        var after = new Option<ulong>("--after") { Description = "Cursor: only messages after this sequence number. Default 0." };
+        var ack = new Option<bool>("--ack") { Description = "Delete the fetched messages from the node afterwards." };
+        var json = JsonOption("One JSON object per message.");
+        var command = new Command("fetch", "Fetch, open and print the messages waiting in your mailbox.") { identity, node, after, ack, json };
+        command.SetAction((parse, ct) => Run(async () =>
+        {
+            using Identity id = LoadIdentity(parse.GetValue(identity)!);
+            using var client = new MegaNetClient(parse.GetValue(node)!);
+            ulong cursor = parse.GetValue(after);
+            var seen = new List<ulong>();
+            while (true)
+            {
+                (IReadOnlyList<ReceivedMessage> messages, ulong next) = await client.FetchAsync(id, cursor, 100, ct);
+                foreach (ReceivedMessage m in messages)
+                {
+                    Print(m, parse.GetValue(json));
+                    seen.Add(m.Seq);
+                }
+
+                if (messages.Count < 100)
+                {
+                    break;
+                }
+
+                cursor = next;
+            }
+
+            if (parse.GetValue(ack) && seen.Count > 0)
+            {
+                int deleted = await client.AckAsync(id, seen, ct);
+                Console.Error.WriteLine($"acknowledged {deleted} message(s)");
+            }
+
+            return 0;
+        }));
+        return command;
+    }
+
+    private static Command ListenCommand()
+    {
+        var identity = IdentityOption();
+        var node = NodeOption();
+        var after = new Option<ulong>("--after") { Description = "Cursor: only messages after this sequence number. Default 0 (everything waiting)." };
+        var json = JsonOption("One JSON object per message.");
+        var command = new Command("listen", "Print messages as they arrive (and those already waiting), until Ctrl+C.") { identity, node, after, json };
+        command.SetAction((parse, ct) => Run(async () =>
+        {
+            using Identity id = LoadIdentity(parse.GetValue(identity)!);
+            using var client = new MegaNetClient(parse.GetValue(node)!);
+            try
+            {
+                await foreach (ReceivedMessage m in client.ListenAsync(id, parse.GetValue(after), ct))
+                {
+                    Print(m, parse.GetValue(json));
+                }
+            }
+            catch (RpcException e) when (e.StatusCode == StatusCode.Cancelled && ct.IsCancellationRequested)
+            {
+            }
+            catch (OperationCanceledException) when (ct.IsCancellationRequested)
+            {
+            }
+
+            return 0;
+        }));
+        return command;
+    }
+
+    private static Command VerifyReceiptCommand()
+    {
+        var node = NodeOption();
+        var receiptFile = new Option<string>("--receipt") { Description = "Receipt JSON as printed by 'send --json'; '-' reads standard input.", DefaultValueFactory = _ => "-" };
+        var command = new Command("verify-receipt",
+            "Check a receipt: the node's signature on the tree head, and the envelope's inclusion proof in the transparency log.") { node, receiptFile };
+        command.SetAction((parse, ct) => Run(async () =>
+        {
+            string path = parse.GetValue(receiptFile)!;
+            string text = path == "-" ? await Console.In.ReadToEndAsync(ct) : await File.ReadAllTextAsync(path, ct);
+            Receipt receipt = ReceiptFromJson(text);
+            using var client = new MegaNetClient(parse.GetValue(node)!);
+            string? problem = await client.VerifyReceiptAsync(receipt, ct);
+            if (problem is not null)
+            {
+                Console.WriteLine($"INVALID: {problem}");
+                return 3;
+            }
+
+            Console.WriteLine($"valid: envelope {Hex(receipt.EnvelopeId)} is leaf {receipt.LogIndex} of the log of size {receipt.TreeHead.TreeSize} signed by node {Hex(receipt.TreeHead.NodeKey)}");
+            return 0;
+        }));
+        return command;
+    }
+
+    internal static JsonObject ReceiptJson(Receipt r) => new()
+    {
+        ["envelope_id"] = Hex(r.EnvelopeId),
+        ["log_index"] = r.LogIndex,
+        ["duplicate"] = r.Duplicate,
+        ["tree_head"] = new JsonObject
+        {
+            ["tree_size"] = r.TreeHead.TreeSize,
+            ["root_hash"] = Hex(r.TreeHead.RootHash),
+            ["timestamp_unix_ms"] = r.TreeHead.TimestampUnixMs,
+            ["node_key"] = Hex(r.TreeHead.NodeKey),
+            ["signature"] = Hex(r.TreeHead.Signature),
+        },
+    };
+
+    internal static Receipt ReceiptFromJson(string text)
+    {
+        try
+        {
+            JsonNode node = JsonNode.Parse(text) ?? throw new UserException("The receipt is empty.");
+            JsonNode head = node["tree_head"] ?? throw new UserException("The receipt has no tree_head.");
+            return new Receipt
+            {
+                EnvelopeId = FromHex(node["envelope_id"]),
+                LogIndex = node["log_index"]!.GetValue<long>(),
+                Duplicate = node["duplicate"]?.GetValue<bool>() ?? false,
+                TreeHead = new MegaNet.Api.V1.SignedTreeHead
+                {
+                    TreeSize = head["tree_size"]!.GetValue<long>(),
+                    RootHash = FromHex(head["root_hash"]),
+                    TimestampUnixMs = head["timestamp_unix_ms"]!.GetValue<long>(),
+                    NodeKey = FromHex(head["node_key"]),
+                    Signature = FromHex(head["signature"]),
+                },
+            };
+        }
+        catch (Exception e) when (e is JsonException or FormatException or InvalidOperationException or NullReferenceException)
+        {
+            throw new UserException($"The receipt is not the JSON 'meganet send --json' prints ({e.Message}).");
+        }
+    }
+
+    private static void Print(ReceivedMessage m, bool json)
+    {
+        SealedContent c = m.Content;
+        bool isText = c.ContentType.StartsWith("text/", StringComparison.Ordinal);
+        if (json)
+        {
+            var o = new JsonObject
+            {
+                ["seq"] = m.Seq,
+                ["id"] = Convert.ToHexString(m.EnvelopeId).ToLowerInvariant(),
+                ["sender"] = m.Sender.ToString(),
+                ["timestamp_unix_ms"] = c.SentUnixMs,
+                ["log_index"] = m.LogIndex,
+            };
+            if (isText)
+            {
+                o["text"] = c.Content.ToStringUtf8();
+            }
+            else
+            {
+                o["file_name"] = c.FileName;
+                o["file_base64"] = c.Content.ToBase64();
+            }
+
+            Console.WriteLine(o.ToJsonString());
+            return;
+        }
+
+        string when = DateTimeOffset.FromUnixTimeMilliseconds(c.SentUnixMs).ToString("u", System.Globalization.CultureInfo.InvariantCulture);
+        Console.WriteLine(isText
+            ? $"[{m.Seq}] {when} from {m.Sender}: {c.Content.ToStringUtf8()}"
+            : $"[{m.Seq}] {when} from {m.Sender}: file '{c.FileName}' ({c.Content.Length} bytes; use --json to get its contents)");
+    }
+
+    private static Identity LoadIdentity(string path)
+    {
+        if (!File.Exists(path))
+        {
+            throw new UserException($"No identity at {path}; create one with 'meganet id new' (or pass --identity).");
+        }
+
+        return Identity.Load(path);
+    }
+
+    private static ContactCard ParseCard(string text)
+    {
+        try
+        {
+            return ContactCard.Parse(text);
+        }
+        catch (FormatException e)
+        {
+            throw new UserException($"--to: {e.Message}");
+        }
+    }
+
+    private static string Hex(ByteString b) => Convert.ToHexString(b.Span).ToLowerInvariant();
+
+    private static ByteString FromHex(JsonNode? n) => ByteString.CopyFrom(Convert.FromHexString(n!.GetValue<string>()));
+
+    private static async Task<int> Run(Func<Task<int>> body)
+    {
+        try
+        {
+            return await body();
+        }
+        catch (UserException e)
+        {
+            Console.Error.WriteLine($"meganet: {e.Message}");
+            return 1;
+        }
+        catch (InvalidDataException e)
+        {
+            Console.Error.WriteLine($"meganet: {e.Message}");
+            return 1;
+        }
+        catch (RpcException e)
+        {
+            Console.Error.WriteLine(e.StatusCode == StatusCode.Unavailable
+                ? $"meganet: cannot reach the node ({e.Status.Detail}); is 'meganet node' running at that address?"
+                : $"meganet: the node said {e.StatusCode}: {e.Status.Detail}");
+            return 2;
+        }
+    }
+
+    private sealed class UserException(string message) : Exception(message);
+}

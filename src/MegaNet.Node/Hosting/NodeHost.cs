@@ -1,0 +1,139 @@
+using System.Net;
+using MegaNet.Core.Verification;
+using MegaNet.Node.Admission;
+using MegaNet.Node.Services;
+using MegaNet.Node.Verification;
+using MegaNet.Store;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+using Microsoft.AspNetCore.Server.Kestrel.Core;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.DependencyInjection.Extensions;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+
+namespace MegaNet.Node.Hosting;
+
+/// <summary>Registers the node's services.</summary>
+public static class NodeServiceCollectionExtensions
+{
+    /// <summary>Adds the verifier, the store, admission and the gRPC services for <paramref name="options"/> (validated here, so a
+    /// bad configuration fails at start with a message naming the option).</summary>
+    public static IServiceCollection AddMegaNetNode(this IServiceCollection services, NodeOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        options.Validate();
+        services.TryAddSingleton(options);
+        services.TryAddSingleton(TimeProvider.System);
+        services.TryAddSingleton(_ => NodeKey.LoadOrCreate(options.DataDirectory));
+        services.TryAddSingleton<IBatchVerifier>(_ =>
+            VerifierCatalog.Create().Create(options.Backend, new VerifierOptions { Threads = options.Threads }));
+        services.TryAddSingleton<IEnvelopeStore>(sp =>
+        {
+            NodeKey key = sp.GetRequiredService<NodeKey>();
+            return FasterEnvelopeStore.OpenAsync(new StoreOptions
+            {
+                DataDirectory = options.DataDirectory,
+                NodeSecretKey = key.SecretKey,
+                MemoryBudgetBytes = (long)options.StoreMemoryMiB << 20,
+                MaxTtl = TimeSpan.FromDays(options.MaxTtlDays),
+                DefaultTtl = TimeSpan.FromDays(Math.Min(14, options.MaxTtlDays)),
+                MailboxMaxCount = options.MailboxMaxCount,
+                MailboxMaxBytes = options.MailboxMaxBytes,
+                MaxEnvelopeBytes = options.MaxEnvelopeBytes,
+                Clock = sp.GetRequiredService<TimeProvider>(),
+            }).GetAwaiter().GetResult();
+        });
+        services.TryAddSingleton<AdmissionPipeline>();
+        services.TryAddSingleton(sp => new MailboxAuthenticator(sp.GetRequiredService<NodeKey>(), sp.GetRequiredService<IBatchVerifier>(), sp.GetRequiredService<TimeProvider>()));
+        services.TryAddSingleton<MailboxNotifier>();
+        services.AddGrpc(o =>
+        {
+            o.MaxReceiveMessageSize = 16 << 20;
+            o.EnableDetailedErrors = false;
+        });
+        services.AddGrpcReflection();
+        services.AddGrpcHealthChecks().AddCheck("store", () => Microsoft.Extensions.Diagnostics.HealthChecks.HealthCheckResult.Healthy());
+        return services;
+    }
+}
+
+/// <summary>Builds and runs the node: the Generic Host with Kestrel serving HTTP/2 gRPC.</summary>
+public static partial class NodeHost
+{
+    /// <summary>Builds the node application (not started).</summary>
+    public static WebApplication Build(NodeOptions options, string[]? args = null, Action<ILoggingBuilder>? logging = null)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        options.Validate();
+        WebApplicationBuilder builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { Args = args ?? [] });
+        builder.Logging.ClearProviders();
+        builder.Logging.AddSimpleConsole(o =>
+        {
+            o.SingleLine = true;
+            o.TimestampFormat = "HH:mm:ss ";
+        });
+        builder.Logging.SetMinimumLevel(LogLevel.Information);
+        builder.Logging.AddFilter("Microsoft.AspNetCore", LogLevel.Warning);
+        builder.Logging.AddFilter("Grpc", LogLevel.Warning);
+        logging?.Invoke(builder.Logging);
+        builder.WebHost.ConfigureKestrel(kestrel =>
+        {
+            IPEndPoint endpoint = options.ListenEndPoint;
+            kestrel.Listen(endpoint, listen =>
+            {
+                listen.Protocols = HttpProtocols.Http2;
+                if (!string.IsNullOrEmpty(options.TlsCertificate))
+                {
+                    listen.UseHttps(LoadCertificate(options));
+                }
+            });
+            kestrel.Limits.MaxRequestBodySize = 64 << 20;
+        });
+        builder.Services.AddMegaNetNode(options);
+        builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromSeconds(30));
+
+        WebApplication app = builder.Build();
+        app.MapGrpcService<RelayService>();
+        app.MapGrpcReflectionService();
+        app.MapGrpcHealthChecksService();
+
+        // Open the store and start admission before the first request; drain admission, then close the store, on shutdown.
+        app.Lifetime.ApplicationStopping.Register(() =>
+        {
+            app.Services.GetRequiredService<AdmissionPipeline>().DisposeAsync().AsTask().GetAwaiter().GetResult();
+            app.Services.GetRequiredService<IEnvelopeStore>().DisposeAsync().AsTask().GetAwaiter().GetResult();
+        });
+        return app;
+    }
+
+    /// <summary>Starts the node and returns the address it listens on (useful with port 0).</summary>
+    public static async Task<Uri> StartAsync(WebApplication app, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(app);
+        // Resolve the heavy singletons now so configuration and store errors surface at start, not at the first call.
+        _ = app.Services.GetRequiredService<MailboxNotifier>();
+        AdmissionPipeline admission = app.Services.GetRequiredService<AdmissionPipeline>();
+        await app.StartAsync(cancellationToken).ConfigureAwait(false);
+        string address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
+        var uri = new Uri(address.Replace("[::]", "127.0.0.1", StringComparison.Ordinal));
+        ILogger logger = app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("MegaNet.Node");
+        NodeOptions options = app.Services.GetRequiredService<NodeOptions>();
+        LogStarted(logger, uri, admission.Verifier.Name, admission.Verifier.Description, Path.GetFullPath(options.DataDirectory),
+            Convert.ToHexString(app.Services.GetRequiredService<NodeKey>().PublicKey).ToLowerInvariant());
+        return uri;
+    }
+
+    private static System.Security.Cryptography.X509Certificates.X509Certificate2 LoadCertificate(NodeOptions options)
+    {
+        string path = options.TlsCertificate!;
+        return path.EndsWith(".pfx", StringComparison.OrdinalIgnoreCase) || path.EndsWith(".p12", StringComparison.OrdinalIgnoreCase)
+            ? System.Security.Cryptography.X509Certificates.X509CertificateLoader.LoadPkcs12FromFile(path, null)
+            : System.Security.Cryptography.X509Certificates.X509Certificate2.CreateFromPemFile(path, options.TlsKey);
+    }
+
+    [LoggerMessage(EventId = 1, Level = LogLevel.Information, Message = "MegaNet node listening on {Address}; verifier {Backend} ({Description}); data {DataDirectory}; node id {NodeId}")]
+    private static partial void LogStarted(ILogger logger, Uri address, string backend, string description, string dataDirectory, string nodeId);
+}

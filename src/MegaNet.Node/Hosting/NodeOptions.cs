@@ -1,0 +1,103 @@
+using System.Net;
+
+namespace MegaNet.Node.Hosting;
+
+/// <summary>
+/// Every node setting with its default. Read from <c>meganet.json</c> (section <c>MegaNet</c>), then environment
+/// variables <c>MEGANET_MegaNet__Name</c>, then command-line flags; validated at start.
+/// </summary>
+public sealed class NodeOptions
+{
+    /// <summary>Data directory (node key, store). Default <c>./data</c>.</summary>
+    public string DataDirectory { get; set; } = "./data";
+
+    /// <summary>Address and port for gRPC (HTTP/2). Default <c>127.0.0.1:7700</c>; port 0 picks a free port.</summary>
+    public string Listen { get; set; } = "127.0.0.1:7700";
+
+    /// <summary>PEM or PFX certificate for TLS; required when <see cref="Listen"/> is not a loopback address.</summary>
+    public string? TlsCertificate { get; set; }
+
+    /// <summary>PEM private key for <see cref="TlsCertificate"/> (PEM certificates only).</summary>
+    public string? TlsKey { get; set; }
+
+    /// <summary>Verifier backend: auto, simd, gpu, reference (libsodium is refused: it applies another rule). Default auto.</summary>
+    public string Backend { get; set; } = "auto";
+
+    /// <summary>Verifier threads. Default: all cores.</summary>
+    public int Threads { get; set; } = Environment.ProcessorCount;
+
+    /// <summary>Most signatures per verification batch. Default 4,096.</summary>
+    public int MaxBatch { get; set; } = 4_096;
+
+    /// <summary>Longest a submission waits for others to fill its batch, in microseconds. Default 500.</summary>
+    public int FlushMicroseconds { get; set; } = 500;
+
+    /// <summary>Submissions waiting for verification before new ones are refused with RESOURCE_EXHAUSTED. Default 65,536.</summary>
+    public int QueueCapacity { get; set; } = 65_536;
+
+    /// <summary>Sustained submissions per second per sending key. Default 200.</summary>
+    public double SubmitRatePerKey { get; set; } = 200;
+
+    /// <summary>Burst allowance per sending key. Default 400.</summary>
+    public int SubmitBurst { get; set; } = 400;
+
+    /// <summary>Proof-of-work bits demanded at full queue; 0 turns stamps off. Demand is 0 below a quarter full. Default 16.</summary>
+    public int PowMaxBits { get; set; } = 16;
+
+    /// <summary>Largest envelope accepted (serialized), in bytes. Default 69,632.</summary>
+    public int MaxEnvelopeBytes { get; set; } = 65_536 + 4_096;
+
+    /// <summary>Longest envelope lifetime accepted, in days. Default 30.</summary>
+    public double MaxTtlDays { get; set; } = 30;
+
+    /// <summary>Mailbox quota by count. Default 10,000.</summary>
+    public int MailboxMaxCount { get; set; } = 10_000;
+
+    /// <summary>Mailbox quota by bytes. Default 64 MiB.</summary>
+    public long MailboxMaxBytes { get; set; } = 64L << 20;
+
+    /// <summary>Memory the store's log may use before paging to disk, in MiB. Default 256.</summary>
+    public int StoreMemoryMiB { get; set; } = 256;
+
+    /// <summary>Keepalive interval on Subscribe streams, in seconds. Default 15.</summary>
+    public int KeepaliveSeconds { get; set; } = 15;
+
+    /// <summary>Parsed <see cref="Listen"/>.</summary>
+    public IPEndPoint ListenEndPoint => IPEndPoint.TryParse(Listen, out IPEndPoint? ep)
+        ? ep
+        : throw new ArgumentException($"Listen '{Listen}' is not ADDRESS:PORT (e.g. 127.0.0.1:7700).");
+
+    /// <summary>Throws <see cref="ArgumentException"/> naming the first bad setting and how to fix it.</summary>
+    public void Validate()
+    {
+        IPEndPoint ep = ListenEndPoint;
+        if (!IPAddress.IsLoopback(ep.Address) && string.IsNullOrEmpty(TlsCertificate))
+        {
+            throw new ArgumentException($"Listen {Listen} is reachable beyond this machine: give --tls-cert (and --tls-key for PEM) or listen on 127.0.0.1.");
+        }
+
+        if (TlsCertificate is not null && !File.Exists(TlsCertificate))
+        {
+            throw new ArgumentException($"TLS certificate '{TlsCertificate}' does not exist.");
+        }
+
+        Check(Threads is >= 1 and <= 1024, nameof(Threads), "1 to 1024");
+        Check(MaxBatch is >= 1 and <= 1 << 20, nameof(MaxBatch), "1 to 1,048,576");
+        Check(FlushMicroseconds is >= 0 and <= 1_000_000, nameof(FlushMicroseconds), "0 to 1,000,000");
+        Check(QueueCapacity >= 1, nameof(QueueCapacity), "at least 1");
+        Check(SubmitRatePerKey > 0 && SubmitBurst >= 1, nameof(SubmitRatePerKey), "positive (and SubmitBurst at least 1)");
+        Check(PowMaxBits is >= 0 and <= 32, nameof(PowMaxBits), "0 to 32");
+        Check(MaxEnvelopeBytes >= 1024, nameof(MaxEnvelopeBytes), "at least 1024");
+        Check(MaxTtlDays > 0 && MaxTtlDays <= 3650, nameof(MaxTtlDays), "above 0 and at most 3650");
+        Check(StoreMemoryMiB >= 1, nameof(StoreMemoryMiB), "at least 1");
+        Check(KeepaliveSeconds >= 1, nameof(KeepaliveSeconds), "at least 1");
+    }
+
+    private static void Check(bool ok, string name, string range)
+    {
+        if (!ok)
+        {
+            throw new ArgumentException($"MegaNet option {name} must be {range}.");
+        }
+    }
+}

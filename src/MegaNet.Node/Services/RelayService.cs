@@ -1,0 +1,296 @@
+using System.Collections.Concurrent;
+using System.Threading.Channels;
+using Google.Protobuf;
+using Grpc.Core;
+using MegaNet.Api.V1;
+using MegaNet.Core.Diagnostics;
+using MegaNet.Core.Transparency;
+using MegaNet.Core.Verification;
+using MegaNet.Node.Admission;
+using MegaNet.Node.Hosting;
+using MegaNet.Store;
+
+namespace MegaNet.Node.Services;
+
+/// <summary>The <c>meganet.v1.Relay</c> service: thin wrappers over admission, the store and the verifier.</summary>
+public sealed class RelayService(
+    AdmissionPipeline admission,
+    IEnvelopeStore store,
+    MailboxAuthenticator authenticator,
+    MailboxNotifier notifier,
+    NodeOptions options) : Relay.RelayBase
+{
+    private const int MaxVerifyItems = 65_536;
+
+    public override Task<Receipt> Submit(SubmitRequest request, ServerCallContext context) =>
+        admission.SubmitAsync(request.Envelope, context.CancellationToken);
+
+    public override async Task SubmitStream(IAsyncStreamReader<SubmitRequest> requestStream, IServerStreamWriter<SubmitResult> responseStream, ServerCallContext context)
+    {
+        // Submissions run concurrently (so they share verification batches); results go back in request order.
+        var inFlight = Channel.CreateBounded<Task<Receipt>>(1024);
+        Task writer = Task.Run(async () =>
+        {
+            await foreach (Task<Receipt> task in inFlight.Reader.ReadAllAsync(context.CancellationToken))
+            {
+                SubmitResult result;
+                try
+                {
+                    result = new SubmitResult { Receipt = await task.ConfigureAwait(false) };
+                }
+                catch (RpcException e)
+                {
+                    result = new SubmitResult { StatusCode = (int)e.StatusCode, Error = e.Status.Detail };
+                }
+
+                await responseStream.WriteAsync(result, context.CancellationToken).ConfigureAwait(false);
+            }
+        });
+
+        try
+        {
+            await foreach (SubmitRequest request in requestStream.ReadAllAsync(context.CancellationToken))
+            {
+                Task<Receipt> task;
+                try
+                {
+                    task = admission.SubmitAsync(request.Envelope, context.CancellationToken);
+                }
+                catch (RpcException e)
+                {
+                    task = Task.FromException<Receipt>(e);
+                }
+
+                await inFlight.Writer.WriteAsync(task, context.CancellationToken).ConfigureAwait(false);
+            }
+        }
+        finally
+        {
+            inFlight.Writer.TryComplete();
+        }
+
+        await writer.ConfigureAwait(false);
+    }
+
+    public override Task<ChallengeResponse> Challenge(ChallengeRequest request, ServerCallContext context) =>
+        Task.FromResult(authenticator.Challenge(request.Address.Span));
+
+    public override async Task<FetchResponse> Fetch(FetchRequest request, ServerCallContext context)
+    {
+        byte[] address = authenticator.Authenticate(request.Auth);
+        int limit = request.Limit <= 0 ? 100 : Math.Min(request.Limit, 1000);
+        MailboxPage page = await store.ListAsync(address, request.AfterSeq, limit, context.CancellationToken).ConfigureAwait(false);
+        var response = new FetchResponse { NextCursor = page.NextCursor };
+        response.Items.AddRange(page.Entries.Select(ToItem));
+        return response;
+    }
+
+    public override async Task<AckResponse> Ack(AckRequest request, ServerCallContext context)
+    {
+        byte[] address = authenticator.Authenticate(request.Auth);
+        int deleted = await store.AckAsync(address, request.Seqs.ToList(), context.CancellationToken).ConfigureAwait(false);
+        return new AckResponse { Deleted = deleted };
+    }
+
+    public override async Task Subscribe(SubscribeRequest request, IServerStreamWriter<MailEvent> responseStream, ServerCallContext context)
+    {
+        byte[] address = authenticator.Authenticate(request.Auth);
+        CancellationToken ct = context.CancellationToken;
+        using MailboxNotifier.Subscription subscription = notifier.Subscribe(address);
+        MegaNetMetrics.ActiveSubscriptions.Add(1);
+        try
+        {
+            ulong cursor = request.AfterSeq;
+            var keepalive = TimeSpan.FromSeconds(options.KeepaliveSeconds);
+            while (!ct.IsCancellationRequested)
+            {
+                // Drain everything after the cursor, then wait for a signal or the keepalive.
+                while (true)
+                {
+                    MailboxPage page = await store.ListAsync(address, cursor, 256, ct).ConfigureAwait(false);
+                    foreach (MailboxEntry entry in page.Entries)
+                    {
+                        await responseStream.WriteAsync(new MailEvent { Item = ToItem(entry) }, ct).ConfigureAwait(false);
+                    }
+
+                    cursor = Math.Max(cursor, page.NextCursor);
+                    if (page.Entries.Count < 256)
+                    {
+                        break;
+                    }
+                }
+
+                if (!await subscription.WaitAsync(keepalive, ct).ConfigureAwait(false))
+                {
+                    await responseStream.WriteAsync(new MailEvent { KeepaliveUnixMs = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() }, ct).ConfigureAwait(false);
+                }
+            }
+        }
+        catch (OperationCanceledException) when (ct.IsCancellationRequested)
+        {
+            // The client went away.
+        }
+        finally
+        {
+            MegaNetMetrics.ActiveSubscriptions.Add(-1);
+        }
+    }
+
+    public override Task<Api.V1.SignedTreeHead> GetTreeHead(GetTreeHeadRequest request, ServerCallContext context) =>
+        Task.FromResult(AdmissionPipeline.ToProto(store.GetTreeHead()));
+
+    public override Task<InclusionProof> GetInclusionProof(InclusionProofRequest request, ServerCallContext context)
+    {
+        IReadOnlyList<byte[]> path = Guard(() => store.GetInclusionProof(request.LeafIndex, request.TreeSize));
+        var proof = new InclusionProof { LeafIndex = request.LeafIndex, TreeSize = request.TreeSize };
+        proof.Path.AddRange(path.Select(ByteString.CopyFrom));
+        return Task.FromResult(proof);
+    }
+
+    public override Task<ConsistencyProof> GetConsistencyProof(ConsistencyProofRequest request, ServerCallContext context)
+    {
+        IReadOnlyList<byte[]> path = Guard(() => store.GetConsistencyProof(request.First, request.Second));
+        var proof = new ConsistencyProof { First = request.First, Second = request.Second };
+        proof.Path.AddRange(path.Select(ByteString.CopyFrom));
+        return Task.FromResult(proof);
+    }
+
+    public override Task<VerifyBatchResponse> VerifyBatch(VerifyBatchRequest request, ServerCallContext context)
+    {
+        if (request.Signatures.Count + request.Inclusions.Count > MaxVerifyItems)
+        {
+            throw new RpcException(new Status(StatusCode.InvalidArgument, $"At most {MaxVerifyItems} items per VerifyBatch call."));
+        }
+
+        var response = new VerifyBatchResponse { Backend = admission.Verifier.Name };
+        using (var batch = new SignatureBatch(Math.Max(1, request.Signatures.Count)))
+        {
+            foreach (SignatureItem item in request.Signatures)
+            {
+                batch.Add(item.PublicKey.Span, item.Signature.Span, item.Message.Span);
+            }
+
+            bool[] verdicts = admission.Verifier.Verify(batch);
+            response.SignatureValid.AddRange(verdicts);
+        }
+
+        foreach (InclusionItem item in request.Inclusions)
+        {
+            response.InclusionValid.Add(MerkleTree.VerifyInclusion(MerkleTree.LeafHash(item.Leaf.Span), item.LeafIndex, item.TreeSize,
+                item.Path.Select(p => p.ToByteArray()).ToList(), item.RootHash.Span));
+        }
+
+        return Task.FromResult(response);
+    }
+
+    public override Task<StatusResponse> Status(StatusRequest request, ServerCallContext context)
+    {
+        long batches = admission.Batches, signatures = admission.Signatures;
+        var limits = new Limits
+        {
+            MaxEnvelopeBytes = options.MaxEnvelopeBytes,
+            DefaultTtlSeconds = (long)TimeSpan.FromDays(14).TotalSeconds,
+            MaxTtlSeconds = (long)TimeSpan.FromDays(options.MaxTtlDays).TotalSeconds,
+            MailboxMaxCount = options.MailboxMaxCount,
+            MailboxMaxBytes = options.MailboxMaxBytes,
+            SubmitRatePerKey = options.SubmitRatePerKey,
+            SubmitBurst = options.SubmitBurst,
+            MaxVerifyBatch = MaxVerifyItems,
+        };
+        limits.PayloadClasses.AddRange(Api.EnvelopeFormat.PayloadClasses);
+        return Task.FromResult(new StatusResponse
+        {
+            Version = typeof(RelayService).Assembly.GetName().Version?.ToString() ?? "0",
+            VerifierBackend = admission.Verifier.Name,
+            VerifierDescription = admission.Verifier.Description,
+            BatchesVerified = (ulong)batches,
+            SignaturesVerified = (ulong)signatures,
+            MeanBatchSize = batches == 0 ? 0 : (double)signatures / batches,
+            PowBitsRequired = (uint)admission.PowBitsRequired,
+            Limits = limits,
+            TreeSize = store.GetTreeHead().TreeSize,
+            QueueDepth = admission.QueueDepth,
+        });
+    }
+
+    private static MailItem ToItem(MailboxEntry entry) => new()
+    {
+        Seq = entry.Seq,
+        EnvelopeId = ByteString.CopyFrom(entry.EnvelopeId),
+        Envelope = Envelope.Parser.ParseFrom(entry.Envelope),
+        LogIndex = entry.LogIndex,
+    };
+
+    private static T Guard<T>(Func<T> f)
+    {
+        try
+        {
+            return f();
+        }
+        catch (ArgumentOutOfRangeException e)
+        {
+            throw new RpcException(new Grpc.Core.Status(StatusCode.OutOfRange, e.Message));
+        }
+    }
+}
+
+/// <summary>Wakes Subscribe streams when mail for their address commits.</summary>
+public sealed class MailboxNotifier
+{
+    private readonly ConcurrentDictionary<ByteKey, ConcurrentDictionary<Subscription, byte>> _subscribers = new();
+
+    public MailboxNotifier(IEnvelopeStore store) => store.MailArrived += OnMail;
+
+    public Subscription Subscribe(byte[] address)
+    {
+        var key = new ByteKey(address);
+        var subscription = new Subscription(this, key);
+        _subscribers.GetOrAdd(key, _ => new()).TryAdd(subscription, 0);
+        return subscription;
+    }
+
+    private void OnMail(ReadOnlyMemory<byte> address, ulong seq)
+    {
+        if (_subscribers.TryGetValue(new ByteKey(address.ToArray()), out var set))
+        {
+            foreach (Subscription s in set.Keys)
+            {
+                s.Signal();
+            }
+        }
+    }
+
+    private void Remove(Subscription subscription, ByteKey key)
+    {
+        if (_subscribers.TryGetValue(key, out var set))
+        {
+            set.TryRemove(subscription, out _);
+        }
+    }
+
+    public sealed class Subscription(MailboxNotifier owner, ByteKey key) : IDisposable
+    {
+        private readonly SemaphoreSlim _signal = new(0, 1);
+
+        internal void Signal()
+        {
+            try
+            {
+                _signal.Release();
+            }
+            catch (SemaphoreFullException)
+            {
+                // Already signalled; one wake-up drains everything.
+            }
+        }
+
+        /// <summary>True when signalled, false on timeout.</summary>
+        public Task<bool> WaitAsync(TimeSpan timeout, CancellationToken cancellationToken) => _signal.WaitAsync(timeout, cancellationToken);
+
+        public void Dispose()
+        {
+            owner.Remove(this, key);
+            _signal.Dispose();
+        }
+    }
+}
