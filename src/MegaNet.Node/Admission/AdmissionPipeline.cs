@@ -70,7 +70,8 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
         get
         {
             double fill = (double)QueueDepth / _options.QueueCapacity;
-            return fill < 0.25 ? 0 : (int)Math.Ceiling(_options.PowMaxBits * Math.Min(1.0, (fill - 0.25) / 0.5));
+            int load = fill < 0.25 ? 0 : (int)Math.Ceiling(_options.PowMaxBits * Math.Min(1.0, (fill - 0.25) / 0.5));
+            return Math.Max(_options.PowMinBits, load);
         }
     }
 

@@ -44,6 +44,9 @@ public sealed class NodeOptions
     /// <summary>Proof-of-work bits demanded at full queue; 0 turns stamps off. Demand is 0 below a quarter full. Default 16.</summary>
     public int PowMaxBits { get; set; } = 16;
 
+    /// <summary>Proof-of-work bits demanded even when idle (a floor under the load-driven demand). Default 0: stamps dormant when idle.</summary>
+    public int PowMinBits { get; set; }
+
     /// <summary>Largest envelope accepted (serialized), in bytes. Default 69,632.</summary>
     public int MaxEnvelopeBytes { get; set; } = 65_536 + 4_096;
 
@@ -87,6 +90,7 @@ public sealed class NodeOptions
         Check(QueueCapacity >= 1, nameof(QueueCapacity), "at least 1");
         Check(SubmitRatePerKey > 0 && SubmitBurst >= 1, nameof(SubmitRatePerKey), "positive (and SubmitBurst at least 1)");
         Check(PowMaxBits is >= 0 and <= 32, nameof(PowMaxBits), "0 to 32");
+        Check(PowMinBits >= 0 && PowMinBits <= PowMaxBits, nameof(PowMinBits), "0 to PowMaxBits");
         Check(MaxEnvelopeBytes >= 1024, nameof(MaxEnvelopeBytes), "at least 1024");
         Check(MaxTtlDays > 0 && MaxTtlDays <= 3650, nameof(MaxTtlDays), "above 0 and at most 3650");
         Check(StoreMemoryMiB >= 1, nameof(StoreMemoryMiB), "at least 1");

@@ -1,0 +1,233 @@
+using System.Text;
+using Google.Protobuf;
+using Grpc.Core;
+using Grpc.Net.Client;
+using MegaNet.Api;
+using MegaNet.Api.V1;
+
+namespace MegaNet.Node.Tests;
+
+/// <summary>Each bad input gets its own gRPC status and stores nothing.</summary>
+public sealed class BadInputTests
+{
+    private static Envelope Valid(Identity from, Identity to, string text = "x", int powBits = 0) =>
+        EnvelopeFormat.Seal(from, to.Card, Encoding.UTF8.GetBytes(text), "text/plain", null, DateTimeOffset.UtcNow.AddDays(1), powBits);
+
+    private static void Resign(Envelope e, Identity from) => e.Signature = ByteString.CopyFrom(from.SignWithSendingKey(EnvelopeFormat.SigningBytes(e)));
+
+    private static async Task<RpcException> Refused(MegaNetClient client, Envelope envelope) =>
+        await Assert.ThrowsAsync<RpcException>(async () => await client.Relay.SubmitAsync(new SubmitRequest { Envelope = envelope }));
+
+    private static async Task<long> TreeSize(MegaNetClient client) => (await client.Relay.GetTreeHeadAsync(new GetTreeHeadRequest())).TreeSize;
+
+    [Fact]
+    public async Task Envelope_level_errors_each_have_their_status_and_store_nothing()
+    {
+        await using TestNode node = await TestNode.StartAsync();
+        using MegaNetClient client = node.Client();
+        using Identity alice = Identity.Create(), bob = Identity.Create();
+
+        // Wrong signature.
+        Envelope badSig = Valid(alice, bob);
+        byte[] sig = badSig.Signature.ToByteArray();
+        sig[3] ^= 1;
+        badSig.Signature = ByteString.CopyFrom(sig);
+        Assert.Equal(StatusCode.InvalidArgument, (await Refused(client, badSig)).StatusCode);
+
+        // Signed by a different key than the one named.
+        Envelope otherKey = Valid(alice, bob);
+        otherKey.SendingKey = ByteString.CopyFrom(bob.SendingPublicKey);
+        Assert.Equal(StatusCode.InvalidArgument, (await Refused(client, otherKey)).StatusCode);
+
+        // Expired (re-signed, so only the expiry is wrong).
+        Envelope expired = Valid(alice, bob);
+        expired.ExpiresUnixMs = DateTimeOffset.UtcNow.AddMinutes(-1).ToUnixTimeMilliseconds();
+        Resign(expired, alice);
+        RpcException e = await Refused(client, expired);
+        Assert.Equal(StatusCode.InvalidArgument, e.StatusCode);
+        Assert.Contains("expired", e.Status.Detail);
+
+        // Beyond the maximum TTL.
+        Envelope tooLong = Valid(alice, bob);
+        tooLong.ExpiresUnixMs = DateTimeOffset.UtcNow.AddDays(400).ToUnixTimeMilliseconds();
+        Resign(tooLong, alice);
+        Assert.Contains("maximum TTL", (await Refused(client, tooLong)).Status.Detail);
+
+        // Wrong padding class.
+        Envelope unpadded = Valid(alice, bob);
+        unpadded.SealedPayload = ByteString.CopyFrom(unpadded.SealedPayload.Span[..^1]);
+        Resign(unpadded, alice);
+        Assert.Contains("size class", (await Refused(client, unpadded)).Status.Detail);
+
+        // Oversize: a legal class but over the node's envelope limit.
+        Envelope big = Valid(alice, bob, new string('a', 10_000));
+        Assert.Equal(16384 + EnvelopeFormat.SealOverhead, big.SealedPayload.Length);
+        await using (TestNode small = await TestNode.StartAsync(o => o.MaxEnvelopeBytes = 8_000))
+        {
+            using MegaNetClient smallClient = small.Client();
+            RpcException oversize = await Refused(smallClient, big);
+            Assert.Equal(StatusCode.InvalidArgument, oversize.StatusCode);
+            Assert.Contains("limit", oversize.Status.Detail);
+            Assert.Equal(0, await TreeSize(smallClient));
+        }
+
+        // Missing pieces.
+        Assert.Equal(StatusCode.InvalidArgument, (await Assert.ThrowsAsync<RpcException>(async () => await client.Relay.SubmitAsync(new SubmitRequest()))).StatusCode);
+        Envelope v2 = Valid(alice, bob);
+        v2.Version = 2;
+        Assert.Contains("version", (await Refused(client, v2)).Status.Detail);
+
+        Assert.Equal(0, await TreeSize(client));
+        Assert.Empty((await client.FetchAsync(bob)).Messages);
+        node.AssertNoServerErrors();
+    }
+
+    [Fact]
+    public async Task A_replay_returns_the_original_receipt()
+    {
+        await using TestNode node = await TestNode.StartAsync();
+        using MegaNetClient client = node.Client();
+        using Identity alice = Identity.Create(), bob = Identity.Create();
+        Envelope envelope = Valid(alice, bob);
+        Receipt first = await client.Relay.SubmitAsync(new SubmitRequest { Envelope = envelope });
+        Receipt again = await client.Relay.SubmitAsync(new SubmitRequest { Envelope = envelope });
+
+        Assert.False(first.Duplicate);
+        Assert.True(again.Duplicate);
+        Assert.Equal(first.EnvelopeId, again.EnvelopeId);
+        Assert.Equal(first.LogIndex, again.LogIndex);
+        Assert.Equal(1, await TreeSize(client));
+        Assert.Single((await client.FetchAsync(bob)).Messages);
+        node.AssertNoServerErrors();
+    }
+
+    [Fact]
+    public async Task Malformed_protobuf_is_refused_and_stores_nothing()
+    {
+        await using TestNode node = await TestNode.StartAsync();
+        using GrpcChannel channel = GrpcChannel.ForAddress(node.Address);
+        var raw = Marshallers.Create<byte[]>(b => b, b => b);
+        var submit = new Method<byte[], byte[]>(MethodType.Unary, "meganet.v1.Relay", "Submit", raw, raw);
+        byte[] garbage = [0x0A, 0xFF, 0xFF, 0xFF, 0xFF, 0x0F, 0x01, 0x02];
+        RpcException e = await Assert.ThrowsAsync<RpcException>(async () => await channel.CreateCallInvoker().AsyncUnaryCall(submit, null, new CallOptions(), garbage));
+        Assert.NotEqual(StatusCode.OK, e.StatusCode);
+        using MegaNetClient client = node.Client();
+        Assert.Equal(0, await TreeSize(client));
+    }
+
+    [Fact]
+    public async Task Proof_of_work_is_demanded_when_required_and_accepted_when_given()
+    {
+        await using TestNode node = await TestNode.StartAsync(o => o.PowMinBits = 8);
+        using MegaNetClient client = node.Client();
+        using Identity alice = Identity.Create(), bob = Identity.Create();
+        StatusResponse status = await client.Relay.StatusAsync(new StatusRequest());
+        Assert.Equal(8u, status.PowBitsRequired);
+
+        RpcException missing = await Refused(client, Valid(alice, bob));
+        Assert.Equal(StatusCode.FailedPrecondition, missing.StatusCode);
+        Assert.Equal("8", missing.Trailers.GetValue("pow-bits"));
+
+        Envelope weak = Valid(alice, bob, powBits: 4);
+        Assert.Equal(StatusCode.FailedPrecondition, (await Refused(client, weak)).StatusCode);
+
+        // A stamp that claims 8 bits but was not worked for.
+        Envelope fake = Valid(alice, bob);
+        for (ulong nonce = 0; ; nonce++)
+        {
+            fake.Pow = new ProofOfWork { Bits = 8, Nonce = nonce };
+            if (EnvelopeFormat.PowZeroBits(NSec.Cryptography.HashAlgorithm.Blake2b_256.Hash(EnvelopeFormat.CoreBytes(fake)), nonce) < 8)
+            {
+                break;
+            }
+        }
+
+        Resign(fake, alice);
+        Assert.Equal(StatusCode.FailedPrecondition, (await Refused(client, fake)).StatusCode);
+        Assert.Equal(0, await TreeSize(client));
+
+        Receipt ok = await client.SendAsync(alice, bob.Card, Encoding.UTF8.GetBytes("worked"), "text/plain");
+        Assert.Equal(0, ok.LogIndex);
+        node.AssertNoServerErrors();
+    }
+
+    [Fact]
+    public async Task A_flood_beyond_the_token_bucket_is_pushed_back_with_a_retry_hint()
+    {
+        await using TestNode node = await TestNode.StartAsync(o =>
+        {
+            o.SubmitBurst = 5;
+            o.SubmitRatePerKey = 0.5;
+        });
+        using MegaNetClient client = node.Client();
+        using Identity alice = Identity.Create(), bob = Identity.Create();
+        var statuses = new List<StatusCode>();
+        RpcException? pushedBack = null;
+        for (int i = 0; i < 12; i++)
+        {
+            try
+            {
+                await client.Relay.SubmitAsync(new SubmitRequest { Envelope = Valid(alice, bob, $"flood {i}") });
+                statuses.Add(StatusCode.OK);
+            }
+            catch (RpcException e)
+            {
+                statuses.Add(e.StatusCode);
+                pushedBack ??= e;
+            }
+        }
+
+        Assert.Equal(5, statuses.Count(s => s == StatusCode.OK));
+        Assert.Equal(7, statuses.Count(s => s == StatusCode.ResourceExhausted));
+        Assert.NotNull(pushedBack!.Trailers.GetValue("retry-after-ms"));
+        Assert.Equal(5, await TreeSize(client));
+
+        // Another sending key is not affected.
+        using Identity carol = Identity.Create();
+        await client.Relay.SubmitAsync(new SubmitRequest { Envelope = Valid(carol, bob) });
+        node.AssertNoServerErrors();
+    }
+
+    [Fact]
+    public async Task Only_the_key_holder_reads_or_deletes_a_mailbox()
+    {
+        await using TestNode node = await TestNode.StartAsync();
+        using MegaNetClient client = node.Client();
+        using Identity alice = Identity.Create(), bob = Identity.Create(), mallory = Identity.Create();
+        await client.SendAsync(alice, bob.Card, Encoding.UTF8.GetBytes("for bob only"), "text/plain");
+
+        // No auth at all.
+        RpcException none = await Assert.ThrowsAsync<RpcException>(async () => await client.Relay.FetchAsync(new FetchRequest()));
+        Assert.Equal(StatusCode.Unauthenticated, none.StatusCode);
+
+        // Mallory signs a challenge for Bob's address with her own key.
+        ChallengeResponse challenge = await client.Relay.ChallengeAsync(new ChallengeRequest { Address = ByteString.CopyFrom(bob.Address) });
+        var forged = new MailboxAuth
+        {
+            Address = ByteString.CopyFrom(bob.Address),
+            Nonce = challenge.Nonce,
+            IdentitySigningKey = ByteString.CopyFrom(mallory.Card.SigningKey),
+            IdentityEncryptionKey = ByteString.CopyFrom(mallory.Card.EncryptionKey),
+            Signature = ByteString.CopyFrom(mallory.SignWithIdentity(EnvelopeFormat.AuthBytes(challenge.Nonce.Span, challenge.NodeId.Span, bob.Address))),
+        };
+        Assert.Equal(StatusCode.PermissionDenied, (await Assert.ThrowsAsync<RpcException>(async () => await client.Relay.FetchAsync(new FetchRequest { Auth = forged }))).StatusCode);
+
+        // Bob's keys, but the signature is Mallory's.
+        forged.IdentitySigningKey = ByteString.CopyFrom(bob.Card.SigningKey);
+        forged.IdentityEncryptionKey = ByteString.CopyFrom(bob.Card.EncryptionKey);
+        Assert.Equal(StatusCode.PermissionDenied, (await Assert.ThrowsAsync<RpcException>(async () => await client.Relay.AckAsync(new AckRequest { Auth = forged, Seqs = { 1 } }))).StatusCode);
+
+        // Mallory's own valid challenge does not open Bob's mailbox either.
+        MailboxAuth malloryAuth = await client.AuthenticateAsync(mallory);
+        malloryAuth.Address = ByteString.CopyFrom(bob.Address);
+        Assert.Equal(StatusCode.PermissionDenied, (await Assert.ThrowsAsync<RpcException>(async () => await client.Relay.FetchAsync(new FetchRequest { Auth = malloryAuth }))).StatusCode);
+
+        // A made-up nonce.
+        MailboxAuth bobAuth = await client.AuthenticateAsync(bob);
+        bobAuth.Nonce = ByteString.CopyFrom(new byte[32]);
+        Assert.Equal(StatusCode.Unauthenticated, (await Assert.ThrowsAsync<RpcException>(async () => await client.Relay.FetchAsync(new FetchRequest { Auth = bobAuth }))).StatusCode);
+
+        Assert.Single((await client.FetchAsync(bob)).Messages);
+        node.AssertNoServerErrors();
+    }
+}

@@ -1,0 +1,100 @@
+using System.Collections.Concurrent;
+using MegaNet.Api;
+using MegaNet.Node.Hosting;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.Extensions.Logging;
+
+namespace MegaNet.Node.Tests;
+
+/// <summary>
+/// A real node on 127.0.0.1 (port 0) with its own data directory, and a log sink that records every warning and
+/// error the server writes, so a test can fail on an unexpected one.
+/// </summary>
+public sealed class TestNode : IAsyncDisposable
+{
+    private WebApplication? _app;
+
+    private TestNode(NodeOptions options) => Options = options;
+
+    public NodeOptions Options { get; }
+
+    public Uri Address { get; private set; } = null!;
+
+    public ConcurrentQueue<string> Errors { get; } = new();
+
+    public static async Task<TestNode> StartAsync(Action<NodeOptions>? configure = null, string? dataDirectory = null)
+    {
+        var options = new NodeOptions
+        {
+            DataDirectory = dataDirectory ?? Directory.CreateTempSubdirectory("meganet-node-").FullName,
+            Listen = "127.0.0.1:0",
+            Backend = "simd",
+            Threads = 2,
+            FlushMicroseconds = 200,
+            StoreMemoryMiB = 8,
+        };
+        configure?.Invoke(options);
+        var node = new TestNode(options);
+        await node.RestartAsync();
+        return node;
+    }
+
+    public async Task RestartAsync()
+    {
+        await StopAsync();
+        _app = NodeHost.Build(Options, logging: l => l.AddProvider(new RecordingProvider(Errors)));
+        Address = await NodeHost.StartAsync(_app);
+    }
+
+    public MegaNetClient Client() => new(Address);
+
+    public async Task StopAsync()
+    {
+        if (_app is not null)
+        {
+            await _app.StopAsync();
+            await _app.DisposeAsync();
+            _app = null;
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await StopAsync();
+        try
+        {
+            Directory.Delete(Options.DataDirectory, recursive: true);
+        }
+        catch (IOException)
+        {
+        }
+    }
+
+    /// <summary>Fails when the server logged an error.</summary>
+    public void AssertNoServerErrors() => Assert.True(Errors.IsEmpty, "The node logged errors:\n" + string.Join("\n", Errors));
+
+    private sealed class RecordingProvider(ConcurrentQueue<string> errors) : ILoggerProvider
+    {
+        public ILogger CreateLogger(string categoryName) => new Recorder(categoryName, errors);
+
+        public void Dispose()
+        {
+        }
+
+        private sealed class Recorder(string category, ConcurrentQueue<string> errors) : ILogger
+        {
+            public IDisposable? BeginScope<TState>(TState state)
+                where TState : notnull => null;
+
+            public bool IsEnabled(LogLevel logLevel) => logLevel >= LogLevel.Error;
+
+            public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
+            {
+                if (logLevel >= LogLevel.Error)
+                {
+                    errors.Enqueue($"{category}: {formatter(state, exception)} {exception}");
+                }
+            }
+        }
+    }
+}
