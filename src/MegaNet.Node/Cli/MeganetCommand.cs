@@ -17,6 +17,7 @@ internal static class MeganetCommand
 
         root.Subcommands.Add(VerifyCommand.Build());
         root.Subcommands.Add(BenchCommand.Build());
+        root.Subcommands.Add(LoadCommand.Build());
         return root;
     }
 

@@ -1,0 +1,89 @@
+using System.CommandLine;
+using MegaNet.Api.V1;
+using MegaNet.Node.Benchmarking;
+using MegaNet.Node.Hosting;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.Extensions.Logging;
+
+namespace MegaNet.Node.Cli;
+
+/// <summary><c>meganet load</c>: N concurrent clients over unary and streaming submit.</summary>
+internal static class LoadCommand
+{
+    public static Command Build()
+    {
+        var node = new Option<Uri?>("--node", "-n") { Description = "Node to load. Default: start an embedded node on 127.0.0.1 with a temporary data directory." };
+        var clients = new Option<int>("--clients", "-c") { Description = "Concurrent clients. Default 8.", DefaultValueFactory = _ => 8 };
+        var count = new Option<int>("--envelopes") { Description = "Envelopes per phase (sealed before timing starts). Default 20,000.", DefaultValueFactory = _ => 20_000 };
+        var mode = new Option<string>("--mode") { Description = "stream, unary, or both (stream first, then unary at half the stream rate). Default both.", DefaultValueFactory = _ => "both" };
+        var backend = new Option<string>("--backend", "-b") { Description = "Verifier backend of the embedded node. Default auto.", DefaultValueFactory = _ => "auto" };
+        var command = new Command("load", "Drive concurrent clients at a node and report accepted envelopes/s, p50/p99 latency and the verifier batch sizes achieved.")
+        {
+            node, clients, count, mode, backend,
+        };
+        command.SetAction(async (parse, ct) =>
+        {
+            int n = parse.GetValue(count), c = parse.GetValue(clients);
+            string m = parse.GetValue(mode)!;
+            if (n < 1 || c < 1 || m is not ("both" or "stream" or "unary"))
+            {
+                Console.Error.WriteLine("meganet load: --envelopes and --clients must be positive and --mode one of stream, unary, both.");
+                return 1;
+            }
+
+            WebApplication? embedded = null;
+            string? dir = null;
+            Uri target;
+            if (parse.GetValue(node) is { } given)
+            {
+                target = given;
+            }
+            else
+            {
+                dir = Directory.CreateTempSubdirectory("meganet-load-").FullName;
+                var options = new NodeOptions
+                {
+                    DataDirectory = dir,
+                    Listen = "127.0.0.1:0",
+                    Backend = parse.GetValue(backend)!,
+                    MailboxMaxCount = 1_000_000,
+                    MailboxMaxBytes = 1L << 34,
+                    SubmitRatePerKey = 1e6,
+                    SubmitBurst = 1_000_000,
+                };
+                embedded = NodeHost.Build(options, logging: l => l.SetMinimumLevel(LogLevel.Warning));
+                target = await NodeHost.StartAsync(embedded, ct);
+                Console.WriteLine($"embedded node at {target} (data {dir})");
+            }
+
+            try
+            {
+                Console.WriteLine($"sealing {n} envelopes from 256 sending keys to 64 recipients ...");
+                var generator = new LoadGenerator(target, c, Console.Out);
+                double streamRate = 0;
+                if (m is "both" or "stream")
+                {
+                    LoadReport stream = await generator.RunStreamingAsync(LoadGenerator.Prepare(n), ct);
+                    streamRate = stream.AcceptedPerSecond;
+                }
+
+                if (m is "both" or "unary")
+                {
+                    await generator.RunUnaryAsync(LoadGenerator.Prepare(m == "both" ? Math.Max(1, n / 2) : n), streamRate / 2, ct);
+                }
+
+                return 0;
+            }
+            finally
+            {
+                if (embedded is not null)
+                {
+                    await embedded.StopAsync(CancellationToken.None);
+                    await embedded.DisposeAsync();
+                    Directory.Delete(dir!, recursive: true);
+                }
+            }
+        });
+        return command;
+    }
+}
