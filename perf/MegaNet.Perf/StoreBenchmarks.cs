@@ -1,0 +1,87 @@
+using BenchmarkDotNet.Attributes;
+using MegaNet.Core.Ed25519;
+using MegaNet.Core.Transparency;
+using MegaNet.Store;
+
+namespace MegaNet.Perf;
+
+/// <summary>
+/// Store throughput: acknowledged 1 KiB puts (group commit included), mailbox reads, proof generation and
+/// verification. Run: <c>dotnet run -c Release --project perf/MegaNet.Perf -- --filter '*StoreBenchmarks*'</c>.
+/// </summary>
+[MemoryDiagnoser]
+public class StoreBenchmarks
+{
+    private const int Group = 1000;
+    private FasterEnvelopeStore _store = null!;
+    private string _dir = null!;
+    private readonly Random _random = new(1);
+    private byte[][] _recipients = [];
+    private SignedTreeHead _head = null!;
+    private IReadOnlyList<byte[]> _proof = [];
+    private byte[] _leafHash = [];
+    private long _leafIndex;
+
+    [GlobalSetup]
+    public void Setup()
+    {
+        _dir = Directory.CreateTempSubdirectory("meganet-perf-").FullName;
+        byte[] seed = new byte[32], pk = new byte[32], sk = new byte[64];
+        Ed25519Signer.KeyPairFromSeed(seed, pk, sk);
+        _store = FasterEnvelopeStore.OpenAsync(new StoreOptions
+        {
+            DataDirectory = _dir,
+            NodeSecretKey = sk,
+            MailboxMaxCount = int.MaxValue,
+            MailboxMaxBytes = long.MaxValue,
+        }).GetAwaiter().GetResult();
+        _recipients = Enumerable.Range(0, 64).Select(_ => Bytes(32)).ToArray();
+        IReadOnlyList<PutResult> first = _store.PutManyAsync(Enumerable.Range(0, Group)
+            .Select(_ => new PutRequest(Bytes(1024), _recipients[_random.Next(64)], DateTimeOffset.UtcNow.AddDays(1))).ToList()).AsTask().GetAwaiter().GetResult();
+        _head = _store.GetTreeHead();
+        PutReceipt middle = first[Group / 2].Receipt!;
+        _proof = _store.GetInclusionProof(middle.LogIndex, _head.TreeSize);
+        _leafHash = MerkleTree.LeafHash(middle.EnvelopeId);
+        _leafIndex = middle.LogIndex;
+        if (!InclusionProofVerification())
+        {
+            throw new InvalidOperationException("The benchmark's inclusion proof does not verify.");
+        }
+    }
+
+    /// <summary>1,000 acknowledged 1 KiB puts from 1,000 concurrent callers (one operation = one put).</summary>
+    [Benchmark(OperationsPerInvoke = Group)]
+    public Task ConcurrentPuts() => Task.WhenAll(Enumerable.Range(0, Group).Select(_ =>
+        _store.PutAsync(new PutRequest(Bytes(1024), _recipients[_random.Next(64)], DateTimeOffset.UtcNow.AddDays(1))).AsTask()));
+
+    /// <summary>1,000 acknowledged 1 KiB puts in one PutManyAsync call.</summary>
+    [Benchmark(OperationsPerInvoke = Group)]
+    public Task PutMany() => PutGroup();
+
+    /// <summary>A page of 100 mailbox entries (one operation = one entry read).</summary>
+    [Benchmark(OperationsPerInvoke = 100)]
+    public Task<MailboxPage> MailboxRead() => _store.ListAsync(_recipients[0], 0, 100).AsTask();
+
+    [Benchmark]
+    public IReadOnlyList<byte[]> InclusionProofGeneration() => _store.GetInclusionProof(_head.TreeSize / 3, _head.TreeSize);
+
+    [Benchmark]
+    public bool InclusionProofVerification() => MerkleTree.VerifyInclusion(_leafHash, _leafIndex, _head.TreeSize, _proof, _head.RootHash);
+
+    [GlobalCleanup]
+    public void Cleanup()
+    {
+        _store.DisposeAsync().AsTask().GetAwaiter().GetResult();
+        Directory.Delete(_dir, recursive: true);
+    }
+
+    private Task PutGroup() => _store.PutManyAsync(Enumerable.Range(0, Group)
+        .Select(_ => new PutRequest(Bytes(1024), _recipients[_random.Next(64)], DateTimeOffset.UtcNow.AddDays(1))).ToList()).AsTask();
+
+    private byte[] Bytes(int n)
+    {
+        byte[] b = new byte[n];
+        _random.NextBytes(b);
+        return b;
+    }
+}
