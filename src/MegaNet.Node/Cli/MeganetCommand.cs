@@ -18,6 +18,7 @@ internal static class MeganetCommand
         root.Subcommands.Add(VerifyCommand.Build());
         root.Subcommands.Add(BenchCommand.Build());
         root.Subcommands.Add(LoadCommand.Build());
+        root.Subcommands.Add(ProfileCommand.Build());
         return root;
     }
 

@@ -19,12 +19,13 @@ internal static class NodeCommand
         var threads = new Option<int?>("--threads", "-t") { Description = "Verifier threads. Default: all cores." };
         var tlsCert = new Option<string?>("--tls-cert") { Description = "TLS certificate (PEM or PFX) for non-loopback listening." };
         var tlsKey = new Option<string?>("--tls-key") { Description = "PEM private key for --tls-cert." };
+        var metrics = new Option<string?>("--metrics-listen") { Description = "ADDRESS:PORT serving Prometheus text at /metrics over HTTP/1.1. Default: off." };
         var config = new Option<string>("--config") { Description = "Settings file (section \"MegaNet\"). Default meganet.json if present.", DefaultValueFactory = _ => "meganet.json" };
         var command = new Command("node",
             "Run the relay node. Settings come from meganet.json (section MegaNet), then MEGANET_MegaNet__<Option> environment variables, then these flags; " +
             "every option and its default is listed in README.")
         {
-            data, listen, backend, threads, tlsCert, tlsKey, config,
+            data, listen, backend, threads, tlsCert, tlsKey, metrics, config,
         };
         command.SetAction(async (parse, ct) =>
         {
@@ -43,6 +44,7 @@ internal static class NodeCommand
                 options.Threads = parse.GetValue(threads) ?? options.Threads;
                 options.TlsCertificate = parse.GetValue(tlsCert) ?? options.TlsCertificate;
                 options.TlsKey = parse.GetValue(tlsKey) ?? options.TlsKey;
+                options.MetricsListen = parse.GetValue(metrics) ?? options.MetricsListen;
                 options.Validate();
             }
             catch (Exception e) when (e is ArgumentException or InvalidOperationException or FormatException or InvalidDataException)

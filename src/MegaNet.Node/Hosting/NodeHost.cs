@@ -6,6 +6,7 @@ using MegaNet.Node.Verification;
 using MegaNet.Store;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
@@ -90,6 +91,12 @@ public static partial class NodeHost
                     listen.UseHttps(LoadCertificate(options));
                 }
             });
+            if (!string.IsNullOrEmpty(options.MetricsListen))
+            {
+                // Prometheus scrapes over HTTP/1.1; the gRPC port speaks HTTP/2 only, so metrics get their own listener.
+                kestrel.Listen(IPEndPoint.Parse(options.MetricsListen), listen => listen.Protocols = HttpProtocols.Http1);
+            }
+
             kestrel.Limits.MaxRequestBodySize = 64 << 20;
         });
         builder.Services.AddMegaNetNode(options);
@@ -99,6 +106,12 @@ public static partial class NodeHost
         app.MapGrpcService<RelayService>();
         app.MapGrpcReflectionService();
         app.MapGrpcHealthChecksService();
+        if (!string.IsNullOrEmpty(options.MetricsListen))
+        {
+            var exporter = new Diagnostics.PrometheusExporter();
+            app.Lifetime.ApplicationStopped.Register(exporter.Dispose);
+            app.MapGet("/metrics", () => Results.Text(exporter.Render(), "text/plain; version=0.0.4"));
+        }
 
         // Open the store and start admission before the first request; drain admission, then close the store, on shutdown.
         app.Lifetime.ApplicationStopping.Register(() =>
@@ -117,7 +130,9 @@ public static partial class NodeHost
         _ = app.Services.GetRequiredService<MailboxNotifier>();
         AdmissionPipeline admission = app.Services.GetRequiredService<AdmissionPipeline>();
         await app.StartAsync(cancellationToken).ConfigureAwait(false);
-        string address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
+        ICollection<string> addresses = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses;
+        // The gRPC endpoint is the first listener configured; a metrics listener, if any, comes second.
+        string address = addresses.First();
         var uri = new Uri(address.Replace("[::]", "127.0.0.1", StringComparison.Ordinal));
         ILogger logger = app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("MegaNet.Node");
         NodeOptions options = app.Services.GetRequiredService<NodeOptions>();

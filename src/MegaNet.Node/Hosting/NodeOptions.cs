@@ -62,6 +62,9 @@ public sealed class NodeOptions
     /// <summary>Memory the store's log may use before paging to disk, in MiB. Default 256.</summary>
     public int StoreMemoryMiB { get; set; } = 256;
 
+    /// <summary>ADDRESS:PORT of an HTTP/1.1 listener serving Prometheus text at <c>/metrics</c>. Default empty: off.</summary>
+    public string? MetricsListen { get; set; }
+
     /// <summary>Keepalive interval on Subscribe streams, in seconds. Default 15.</summary>
     public int KeepaliveSeconds { get; set; } = 15;
 
@@ -77,6 +80,11 @@ public sealed class NodeOptions
         if (!IPAddress.IsLoopback(ep.Address) && string.IsNullOrEmpty(TlsCertificate))
         {
             throw new ArgumentException($"Listen {Listen} is reachable beyond this machine: give --tls-cert (and --tls-key for PEM) or listen on 127.0.0.1.");
+        }
+
+        if (!string.IsNullOrEmpty(MetricsListen) && !IPEndPoint.TryParse(MetricsListen, out _))
+        {
+            throw new ArgumentException($"MetricsListen '{MetricsListen}' is not ADDRESS:PORT (e.g. 127.0.0.1:9700).");
         }
 
         if (TlsCertificate is not null && !File.Exists(TlsCertificate))

@@ -1,0 +1,329 @@
+using System.Collections.Concurrent;
+using System.Diagnostics.Tracing;
+using System.Globalization;
+using System.Text;
+using Microsoft.Diagnostics.NETCore.Client;
+using Microsoft.Diagnostics.Tracing;
+
+namespace MegaNet.Node.Diagnostics;
+
+/// <summary>A running MegaNet node found over the diagnostics IPC.</summary>
+public sealed record NodeProcess(int ProcessId, string CommandLine);
+
+/// <summary>One instrument's latest reading.</summary>
+/// <param name="Meter">Meter name (MegaNet, System.Runtime).</param>
+/// <param name="Instrument">Instrument name.</param>
+/// <param name="Tags">Tags as "k=v,k=v" (empty when none).</param>
+/// <param name="Kind">counter, updown, gauge or histogram.</param>
+/// <param name="Unit">Instrument unit.</param>
+/// <param name="Rate">Change over the last interval (counters), else 0.</param>
+/// <param name="Value">Total (counters), current value (gauges, up-down counters), or count (histograms).</param>
+/// <param name="Quantiles">Histogram quantiles "0.5=..;0.95=..;0.99=..", else empty.</param>
+public sealed record InstrumentReading(string Meter, string Instrument, string Tags, string Kind, string Unit, double Rate, double Value, string Quantiles);
+
+/// <summary>Thrown for every condition a person running <c>meganet profile</c> must fix; the message says how.</summary>
+public sealed class ProfilerException(string message, Exception? inner = null) : Exception(message, inner);
+
+/// <summary>
+/// Attaches to a running node over the .NET diagnostics IPC (no restart, no endpoint): reads the <c>MegaNet</c> meter
+/// and the runtime's own <c>System.Runtime</c> meter through an EventPipe session, writes CPU-sampling traces
+/// (.nettrace) and dumps. <c>meganet profile</c> drives it; tests drive it programmatically.
+/// </summary>
+public static class NodeProfiler
+{
+    private const string MetricsProvider = "System.Diagnostics.Metrics";
+
+    /// <summary>Running processes that are MegaNet nodes (<c>meganet node</c>, apphost or <c>dotnet meganet.dll node</c>).</summary>
+    public static IReadOnlyList<NodeProcess> FindNodes()
+    {
+        var nodes = new List<NodeProcess>();
+        foreach (int pid in DiagnosticsClient.GetPublishedProcesses())
+        {
+            string? commandLine = CommandLine(pid);
+            if (commandLine is not null && IsNode(commandLine))
+            {
+                nodes.Add(new NodeProcess(pid, commandLine));
+            }
+        }
+
+        return nodes;
+    }
+
+    /// <summary>The node to attach to: <paramref name="pid"/> if given (checked), else the only one running.</summary>
+    public static NodeProcess Resolve(int? pid)
+    {
+        if (pid is { } p)
+        {
+            string? commandLine = CommandLine(p);
+            if (commandLine is null)
+            {
+                throw new ProfilerException($"No process {p} is running (or its command line cannot be read).");
+            }
+
+            if (!IsNode(commandLine))
+            {
+                throw new ProfilerException($"Process {p} is not a MegaNet node ('{commandLine}'); 'meganet profile' lists the nodes running.");
+            }
+
+            if (!DiagnosticsClient.GetPublishedProcesses().Contains(p))
+            {
+                throw new ProfilerException($"Process {p} has no diagnostics endpoint (DOTNET_EnableDiagnostics=0, another user, or another container).");
+            }
+
+            return new NodeProcess(p, commandLine);
+        }
+
+        IReadOnlyList<NodeProcess> nodes = FindNodes();
+        return nodes.Count switch
+        {
+            0 => throw new ProfilerException("No MegaNet node is running as this user. Start one with 'meganet node'."),
+            1 => nodes[0],
+            _ => throw new ProfilerException($"{nodes.Count} nodes are running ({string.Join(", ", nodes.Select(n => n.ProcessId))}); choose one with --pid."),
+        };
+    }
+
+    /// <summary>
+    /// Streams instrument readings from <paramref name="pid"/> for <paramref name="duration"/> (or until cancelled),
+    /// calling <paramref name="onUpdate"/> with the full current table after each refresh. Returns the last table.
+    /// </summary>
+    public static async Task<IReadOnlyList<InstrumentReading>> CollectAsync(int pid, TimeSpan duration, int refreshSeconds = 1,
+        Action<IReadOnlyList<InstrumentReading>>? onUpdate = null, CancellationToken cancellationToken = default)
+    {
+        var client = new DiagnosticsClient(pid);
+        string sessionId = Guid.NewGuid().ToString();
+        var arguments = new Dictionary<string, string>
+        {
+            ["SessionId"] = sessionId,
+            ["Metrics"] = "MegaNet,System.Runtime",
+            ["RefreshInterval"] = refreshSeconds.ToString(CultureInfo.InvariantCulture),
+            ["MaxTimeSeries"] = "1000",
+            ["MaxHistograms"] = "100",
+            ["ClientId"] = Guid.NewGuid().ToString(),
+        };
+        var providers = new[] { new EventPipeProvider(MetricsProvider, EventLevel.Informational, 0x2, arguments) };
+        EventPipeSession session;
+        try
+        {
+            session = await client.StartEventPipeSessionAsync(providers, requestRundown: false, circularBufferMB: 64, cancellationToken);
+        }
+        catch (Exception e) when (e is UnauthorizedAccessException or ServerNotAvailableException or DiagnosticsClientException or IOException)
+        {
+            throw Explain(pid, e);
+        }
+
+        var table = new ConcurrentDictionary<string, InstrumentReading>();
+        var done = new TaskCompletionSource();
+        using (session)
+        {
+            Task reader = Task.Run(() =>
+            {
+                try
+                {
+                    using var source = new EventPipeEventSource(session.EventStream);
+                    source.Dynamic.All += e => OnEvent(e, sessionId, table, onUpdate);
+                    source.Process();
+                }
+                catch (Exception) when (done.Task.IsCompleted)
+                {
+                    // The session was stopped under the reader.
+                }
+            }, CancellationToken.None);
+
+            try
+            {
+                await Task.Delay(duration, cancellationToken);
+            }
+            catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+            {
+            }
+
+            done.TrySetResult();
+            try
+            {
+                await session.StopAsync(CancellationToken.None);
+            }
+            catch (Exception e) when (e is ServerNotAvailableException or IOException or EndOfStreamException)
+            {
+                // The node went away; keep what was read.
+            }
+
+            await Task.WhenAny(reader, Task.Delay(TimeSpan.FromSeconds(5), CancellationToken.None));
+        }
+
+        return Sorted(table);
+    }
+
+    /// <summary>Writes a .nettrace with CPU sampling (PerfView and speedscope open it) for <paramref name="duration"/>.</summary>
+    public static async Task TraceAsync(int pid, string file, TimeSpan duration, CancellationToken cancellationToken = default)
+    {
+        var client = new DiagnosticsClient(pid);
+        var providers = new[]
+        {
+            new EventPipeProvider("Microsoft-DotNETCore-SampleProfiler", EventLevel.Informational),
+            new EventPipeProvider("Microsoft-Windows-DotNETRuntime", EventLevel.Informational, 0x1 | 0x8 | 0x10 | 0x20000 | 0x4000000),
+            new EventPipeProvider(MetricsProvider, EventLevel.Informational, 0x2, new Dictionary<string, string>
+            {
+                ["SessionId"] = Guid.NewGuid().ToString(),
+                ["Metrics"] = "MegaNet",
+                ["RefreshInterval"] = "1",
+            }),
+        };
+        EventPipeSession session;
+        try
+        {
+            session = await client.StartEventPipeSessionAsync(providers, requestRundown: true, circularBufferMB: 256, cancellationToken);
+        }
+        catch (Exception e) when (e is UnauthorizedAccessException or ServerNotAvailableException or DiagnosticsClientException or IOException)
+        {
+            throw Explain(pid, e);
+        }
+
+        using (session)
+        {
+            await using FileStream output = File.Create(file);
+            Task copy = session.EventStream.CopyToAsync(output, CancellationToken.None);
+            try
+            {
+                await Task.Delay(duration, cancellationToken);
+            }
+            catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+            {
+            }
+
+            await session.StopAsync(CancellationToken.None);
+            await copy;
+        }
+    }
+
+    /// <summary>Writes a full dump of the node.</summary>
+    public static void Dump(int pid, string file)
+    {
+        try
+        {
+            new DiagnosticsClient(pid).WriteDump(DumpType.WithHeap, Path.GetFullPath(file), logDumpGeneration: false);
+        }
+        catch (Exception e) when (e is UnauthorizedAccessException or ServerNotAvailableException or DiagnosticsClientException or IOException)
+        {
+            throw Explain(pid, e);
+        }
+    }
+
+    /// <summary>Formats the table for a terminal.</summary>
+    public static string Render(IReadOnlyList<InstrumentReading> readings, NodeProcess node)
+    {
+        var sb = new StringBuilder();
+        sb.AppendLine(CultureInfo.InvariantCulture, $"MegaNet node pid {node.ProcessId}  {DateTime.Now:HH:mm:ss}   (Ctrl+C to stop)");
+        sb.AppendLine(CultureInfo.InvariantCulture, $"{"meter",-15} {"instrument",-34} {"tags",-30} {"rate/s",12} {"value",14}  quantiles");
+        foreach (InstrumentReading r in readings)
+        {
+            string tags = r.Tags.Length > 30 ? r.Tags[..29] + "…" : r.Tags;
+            string rate = r.Kind is "counter" or "updown" ? r.Rate.ToString("N1", CultureInfo.InvariantCulture) : string.Empty;
+            sb.AppendLine(CultureInfo.InvariantCulture, $"{r.Meter,-15} {r.Instrument,-34} {tags,-30} {rate,12} {r.Value,14:N1}  {r.Quantiles}");
+        }
+
+        return sb.ToString();
+    }
+
+    private static void OnEvent(TraceEvent e, string sessionId, ConcurrentDictionary<string, InstrumentReading> table, Action<IReadOnlyList<InstrumentReading>>? onUpdate)
+    {
+        if (e.ProviderName != MetricsProvider || (e.PayloadByName("sessionId") as string) != sessionId)
+        {
+            return;
+        }
+
+        string kind = e.EventName switch
+        {
+            "CounterRateValuePublished" => "counter",
+            "UpDownCounterRateValuePublished" => "updown",
+            "GaugeValuePublished" => "gauge",
+            "HistogramValuePublished" => "histogram",
+            "CollectionComplete" => "complete",
+            _ => string.Empty,
+        };
+        if (kind == "complete")
+        {
+            onUpdate?.Invoke(Sorted(table));
+            return;
+        }
+
+        if (kind.Length == 0)
+        {
+            return;
+        }
+
+        string meter = e.PayloadByName("meterName") as string ?? string.Empty;
+        string instrument = e.PayloadByName("instrumentName") as string ?? string.Empty;
+        string tags = e.PayloadByName("tags") as string ?? string.Empty;
+        string unit = e.PayloadByName("unit") as string ?? string.Empty;
+        double rate = 0, value = 0;
+        string quantiles = string.Empty;
+        switch (kind)
+        {
+            case "counter":
+            case "updown":
+                rate = Number(e.PayloadByName("rate"));
+                value = Number(e.PayloadByName("value"));
+                break;
+            case "gauge":
+                value = Number(e.PayloadByName("lastValue"));
+                break;
+            case "histogram":
+                value = Number(e.PayloadByName("count"));
+                quantiles = e.PayloadByName("quantiles") as string ?? string.Empty;
+                break;
+        }
+
+        string key = $"{meter}|{instrument}|{tags}";
+        if (kind == "counter" && table.TryGetValue(key, out InstrumentReading? previous) && double.IsNaN(value))
+        {
+            value = previous.Value + rate;
+        }
+
+        table[key] = new InstrumentReading(meter, instrument, tags, kind, unit, rate, value, quantiles);
+    }
+
+    private static double Number(object? payload) => payload switch
+    {
+        string s when double.TryParse(s, NumberStyles.Float, CultureInfo.InvariantCulture, out double d) => d,
+        double d => d,
+        float f => f,
+        int i => i,
+        long l => l,
+        _ => double.NaN,
+    };
+
+    private static List<InstrumentReading> Sorted(ConcurrentDictionary<string, InstrumentReading> table) =>
+        [.. table.Values.OrderBy(r => r.Meter == "MegaNet" ? 0 : 1).ThenBy(r => r.Meter, StringComparer.Ordinal).ThenBy(r => r.Instrument, StringComparer.Ordinal).ThenBy(r => r.Tags, StringComparer.Ordinal)];
+
+    private static bool IsNode(string commandLine)
+    {
+        string[] args = commandLine.Split(' ', StringSplitOptions.RemoveEmptyEntries);
+        int program = Array.FindIndex(args, a => Path.GetFileName(a) is "meganet" or "meganet.dll" or "meganet.exe");
+        return program >= 0 && program + 1 < args.Length && args[program + 1] == "node";
+    }
+
+    private static string? CommandLine(int pid)
+    {
+        try
+        {
+            if (OperatingSystem.IsLinux())
+            {
+                string path = $"/proc/{pid}/cmdline";
+                return File.Exists(path) ? File.ReadAllText(path).Replace('\0', ' ').Trim() : null;
+            }
+
+            using var process = System.Diagnostics.Process.GetProcessById(pid);
+            return process.MainModule?.FileName;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentException or InvalidOperationException or System.ComponentModel.Win32Exception)
+        {
+            return null;
+        }
+    }
+
+    private static ProfilerException Explain(int pid, Exception e) => e switch
+    {
+        UnauthorizedAccessException => new ProfilerException($"Permission denied attaching to process {pid}: run 'meganet profile' as the same user as the node (or root).", e),
+        _ => new ProfilerException($"Could not attach to process {pid} over the diagnostics IPC: {e.Message}", e),
+    };
+}

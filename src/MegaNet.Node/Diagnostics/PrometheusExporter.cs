@@ -1,0 +1,113 @@
+using System.Collections.Concurrent;
+using System.Diagnostics.Metrics;
+using System.Globalization;
+using System.Text;
+using MegaNet.Core.Diagnostics;
+
+namespace MegaNet.Node.Diagnostics;
+
+/// <summary>
+/// Aggregates the <c>MegaNet</c> meter in-process with a <see cref="MeterListener"/> and renders it in the Prometheus
+/// text format for the optional <c>/metrics</c> endpoint (off by default; <c>MetricsListen</c> turns it on).
+/// Counters export their total, up-down counters their value, histograms <c>_count</c> and <c>_sum</c>, and
+/// observable gauges are read at scrape time.
+/// </summary>
+public sealed class PrometheusExporter : IDisposable
+{
+    private readonly MeterListener _listener = new();
+    private readonly ConcurrentDictionary<(string Name, string Tags), Series> _series = new();
+
+    public PrometheusExporter()
+    {
+        _listener.InstrumentPublished = (instrument, listener) =>
+        {
+            if (instrument.Meter.Name == MegaNetMetrics.MeterName)
+            {
+                listener.EnableMeasurementEvents(instrument);
+            }
+        };
+        _listener.SetMeasurementEventCallback<long>((i, v, tags, _) => Record(i, v, tags));
+        _listener.SetMeasurementEventCallback<int>((i, v, tags, _) => Record(i, v, tags));
+        _listener.SetMeasurementEventCallback<double>((i, v, tags, _) => Record(i, v, tags));
+        _listener.Start();
+    }
+
+    /// <summary>The current values in Prometheus text exposition format 0.0.4.</summary>
+    public string Render()
+    {
+        _listener.RecordObservableInstruments();
+        var sb = new StringBuilder();
+        foreach (var group in _series.OrderBy(s => s.Key.Name, StringComparer.Ordinal).ThenBy(s => s.Key.Tags, StringComparer.Ordinal).GroupBy(s => s.Key.Name))
+        {
+            Series first = group.First().Value;
+            string name = Sanitize(group.Key);
+            string type = first.Kind switch { "counter" => "counter", "histogram" => "summary", _ => "gauge" };
+            sb.Append(CultureInfo.InvariantCulture, $"# HELP {name} {first.Description}\n# TYPE {name} {type}\n");
+            foreach (var (key, s) in group)
+            {
+                string labels = key.Tags.Length == 0 ? string.Empty : "{" + key.Tags + "}";
+                if (s.Kind == "histogram")
+                {
+                    sb.Append(CultureInfo.InvariantCulture, $"{name}_count{labels} {s.Count}\n{name}_sum{labels} {s.Sum.ToString("R", CultureInfo.InvariantCulture)}\n");
+                }
+                else
+                {
+                    sb.Append(CultureInfo.InvariantCulture, $"{name}{labels} {s.Sum.ToString("R", CultureInfo.InvariantCulture)}\n");
+                }
+            }
+        }
+
+        return sb.ToString();
+    }
+
+    public void Dispose() => _listener.Dispose();
+
+    private void Record(Instrument instrument, double value, ReadOnlySpan<KeyValuePair<string, object?>> tags)
+    {
+        string kind = instrument switch
+        {
+            Counter<long> or Counter<int> or Counter<double> => "counter",
+            Histogram<long> or Histogram<int> or Histogram<double> => "histogram",
+            UpDownCounter<long> or UpDownCounter<int> or UpDownCounter<double> => "updown",
+            _ => "gauge",
+        };
+        var sb = new StringBuilder();
+        foreach (KeyValuePair<string, object?> t in tags)
+        {
+            if (sb.Length > 0)
+            {
+                sb.Append(',');
+            }
+
+            sb.Append(Sanitize(t.Key)).Append("=\"").Append(Convert.ToString(t.Value, CultureInfo.InvariantCulture)?.Replace("\"", "\\\"", StringComparison.Ordinal)).Append('"');
+        }
+
+        Series series = _series.GetOrAdd((instrument.Name, sb.ToString()), _ => new Series(kind, instrument.Description ?? instrument.Name));
+        lock (series)
+        {
+            if (kind == "gauge")
+            {
+                series.Sum = value;
+            }
+            else
+            {
+                series.Sum += value;
+            }
+
+            series.Count++;
+        }
+    }
+
+    private static string Sanitize(string name) => new(name.Select(c => char.IsAsciiLetterOrDigit(c) ? c : '_').ToArray());
+
+    private sealed class Series(string kind, string description)
+    {
+        public string Kind { get; } = kind;
+
+        public string Description { get; } = description;
+
+        public double Sum { get; set; }
+
+        public long Count { get; set; }
+    }
+}

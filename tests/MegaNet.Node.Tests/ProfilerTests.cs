@@ -1,0 +1,107 @@
+using System.Diagnostics;
+using System.Net;
+using System.Net.Sockets;
+using System.Text;
+using MegaNet.Api;
+using MegaNet.Node.Diagnostics;
+using Xunit.Abstractions;
+
+namespace MegaNet.Node.Tests;
+
+/// <summary>The profiler attached to a real node process under load, and the Prometheus endpoint.</summary>
+public sealed class ProfilerTests(ITestOutputHelper output)
+{
+    private static int FreePort()
+    {
+        using var l = new TcpListener(IPAddress.Loopback, 0);
+        l.Start();
+        return ((IPEndPoint)l.LocalEndpoint).Port;
+    }
+
+    [Fact]
+    public async Task The_profiler_reads_the_counters_of_a_loaded_node_consistently_with_the_load()
+    {
+        // The node runs as its own process, exactly as an operator starts it.
+        string meganet = Path.Combine(AppContext.BaseDirectory.Replace(Path.Combine("tests", "MegaNet.Node.Tests"), Path.Combine("src", "MegaNet.Node"), StringComparison.Ordinal), "meganet.dll");
+        Assert.True(File.Exists(meganet), $"{meganet} is missing; build the solution first");
+        string data = Directory.CreateTempSubdirectory("meganet-profile-").FullName;
+        int port = FreePort();
+        var psi = new ProcessStartInfo("dotnet", [meganet, "node", "--data", data, "--listen", $"127.0.0.1:{port}", "--backend", "simd"])
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+        };
+        using Process node = Process.Start(psi)!;
+        var started = new TaskCompletionSource();
+        node.OutputDataReceived += (_, e) =>
+        {
+            if (e.Data?.Contains("MegaNet node listening", StringComparison.Ordinal) == true)
+            {
+                started.TrySetResult();
+            }
+        };
+        node.BeginOutputReadLine();
+        try
+        {
+            Assert.Same(started.Task, await Task.WhenAny(started.Task, Task.Delay(TimeSpan.FromSeconds(60))));
+            NodeProcess found = NodeProfiler.Resolve(node.Id);
+            Assert.Equal(node.Id, found.ProcessId);
+            Assert.Contains(NodeProfiler.FindNodes(), n => n.ProcessId == node.Id);
+
+            const int Sent = 24;
+            Task<IReadOnlyList<InstrumentReading>> collecting = NodeProfiler.CollectAsync(node.Id, TimeSpan.FromSeconds(7));
+            await Task.Delay(TimeSpan.FromSeconds(2));
+            using (var client = new MegaNetClient(new Uri($"http://127.0.0.1:{port}")))
+            using (Identity alice = Identity.Create(), bob = Identity.Create())
+            {
+                for (int i = 0; i < Sent; i++)
+                {
+                    await client.SendAsync(alice, bob.Card, Encoding.UTF8.GetBytes($"m{i}"), "text/plain");
+                }
+            }
+
+            IReadOnlyList<InstrumentReading> readings = await collecting;
+            output.WriteLine(string.Join(Environment.NewLine, readings.Select(r => $"{r.Meter} {r.Instrument} {r.Tags} {r.Value}")));
+            InstrumentReading accepted = Assert.Single(readings, r => r.Instrument == "meganet.admission.accepted");
+            Assert.InRange(accepted.Value, 1, Sent);
+            InstrumentReading logSize = Assert.Single(readings, r => r.Instrument == "meganet.store.log_size");
+            Assert.InRange(logSize.Value, 1, Sent);
+            double verified = readings.Where(r => r.Instrument == "meganet.verify.signatures").Sum(r => r.Value);
+            Assert.InRange(verified, accepted.Value, Sent);
+            Assert.Contains(readings, r => r.Meter == "System.Runtime" && r.Instrument == "dotnet.process.cpu.time");
+        }
+        finally
+        {
+            node.Kill(entireProcessTree: true);
+            await node.WaitForExitAsync();
+            Directory.Delete(data, recursive: true);
+        }
+    }
+
+    [Fact]
+    public void Profiling_a_process_that_is_not_a_node_says_so()
+    {
+        ProfilerException e = Assert.Throws<ProfilerException>(() => NodeProfiler.Resolve(Environment.ProcessId));
+        Assert.Contains("not a MegaNet node", e.Message);
+        Assert.Throws<ProfilerException>(() => NodeProfiler.Resolve(int.MaxValue));
+    }
+
+    [Fact]
+    public async Task The_prometheus_endpoint_exposes_the_MegaNet_instruments()
+    {
+        int metricsPort = FreePort();
+        await using TestNode node = await TestNode.StartAsync(o => o.MetricsListen = $"127.0.0.1:{metricsPort}");
+        using (MegaNetClient client = node.Client())
+        using (Identity alice = Identity.Create(), bob = Identity.Create())
+        {
+            await client.SendAsync(alice, bob.Card, Encoding.UTF8.GetBytes("count me"), "text/plain");
+        }
+
+        using var http = new HttpClient();
+        string text = await http.GetStringAsync($"http://127.0.0.1:{metricsPort}/metrics");
+        Assert.Contains("# TYPE meganet_admission_accepted counter", text);
+        Assert.Contains("meganet_verify_signatures{backend=\"simd\",verdict=\"valid\"}", text);
+        Assert.Contains("meganet_store_log_size", text);
+        node.AssertNoServerErrors();
+    }
+}
