@@ -67,7 +67,7 @@ public sealed class VerifyCommandTests : IDisposable
     }
 
     [Fact]
-    public void Bench_report_has_the_documented_json_shape()
+    public void Bench_report_has_the_documented_json_shape_and_plots()
     {
         var registry = Backends.Registry;
         var report = new VerifyBenchmark(registry, new VerifyBenchmarkOptions
@@ -78,6 +78,12 @@ public sealed class VerifyCommandTests : IDisposable
             Duration = TimeSpan.FromMilliseconds(20),
             Check = true,
         }).Run();
+
+        string png = Path.Combine(_dir, "bench.png");
+        BenchPlot.Write(report, png);
+        byte[] image = File.ReadAllBytes(png);
+        Assert.True(image.Length > 5_000, "the plot is suspiciously small");
+        Assert.Equal(new byte[] { 0x89, (byte)'P', (byte)'N', (byte)'G' }, image[..4]);
 
         using JsonDocument doc = JsonDocument.Parse(report.ToJson());
         JsonElement machine = doc.RootElement.GetProperty("machine");

@@ -46,10 +46,14 @@ internal static class BenchCommand
         {
             Description = "Also write {\"machine\":{...},\"results\":[...]} to this file.",
         };
+        var plot = new Option<FileInfo?>("--plot")
+        {
+            Description = "Also draw verifies/s against batch size per backend (with the libsodium baseline) to this PNG.",
+        };
         var command = new Command("bench",
             "Measure verifies/s per backend, batch size and thread count, with the ratio to libsodium measured in the same run.")
         {
-            backends, sizes, threads, seconds, keys, keyCache, check, json,
+            backends, sizes, threads, seconds, keys, keyCache, check, json, plot,
         };
         command.SetAction(parse =>
         {
@@ -91,6 +95,12 @@ internal static class BenchCommand
                 {
                     File.WriteAllText(file.FullName, report.ToJson());
                     Console.WriteLine($"wrote {file.FullName}");
+                }
+
+                if (parse.GetValue(plot) is { } png)
+                {
+                    BenchPlot.Write(report, png.FullName);
+                    Console.WriteLine($"wrote {png.FullName}");
                 }
 
                 return 0;
