@@ -4,6 +4,8 @@ using MegaNet.Node.Admission;
 using MegaNet.Node.Services;
 using MegaNet.Node.Verification;
 using MegaNet.Store;
+using MegaNet.Verify.Gpu;
+using MegaNet.Verify.Simd;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Http;
@@ -18,8 +20,11 @@ using Microsoft.Extensions.Logging;
 namespace MegaNet.Node.Hosting;
 
 /// <summary>Registers the node's services.</summary>
-public static class NodeServiceCollectionExtensions
+public static partial class NodeServiceCollectionExtensions
 {
+    [LoggerMessage(EventId = 20, Level = LogLevel.Error, Message = "The GPU verifier faulted; the batch was verified again on the CPU and the node stays on the CPU")]
+    private static partial void LogGpuFault(ILogger logger, Exception exception);
+
     /// <summary>Adds the verifier, the store, admission and the gRPC services for <paramref name="options"/> (validated here, so a
     /// bad configuration fails at start with a message naming the option).</summary>
     public static IServiceCollection AddMegaNetNode(this IServiceCollection services, NodeOptions options)
@@ -29,8 +34,21 @@ public static class NodeServiceCollectionExtensions
         services.TryAddSingleton(options);
         services.TryAddSingleton(TimeProvider.System);
         services.TryAddSingleton(_ => NodeKey.LoadOrCreate(options.DataDirectory));
-        services.TryAddSingleton<IBatchVerifier>(_ =>
-            VerifierCatalog.Create().Create(options.Backend, new VerifierOptions { Threads = options.Threads }));
+        services.TryAddSingleton<IBatchVerifier>(sp =>
+        {
+            var verifierOptions = new VerifierOptions { Threads = options.Threads };
+            BatchVerifierRegistry registry = VerifierCatalog.Create();
+            IBatchVerifier verifier = registry.Create(options.Backend, verifierOptions);
+            if (verifier.Name != GpuBatchVerifier.DeviceBackendName)
+            {
+                return verifier;
+            }
+
+            // A real GPU takes the big batches; SIMD keeps small ones fast and takes over for good if the GPU faults.
+            ILogger logger = sp.GetRequiredService<ILoggerFactory>().CreateLogger("MegaNet.Verify");
+            return new RoutingBatchVerifier(verifier, registry.Create(SimdBatchVerifier.BackendName, verifierOptions), verifierOptions.GpuThreshold,
+                e => LogGpuFault(logger, e));
+        });
         services.TryAddSingleton<IEnvelopeStore>(sp =>
         {
             NodeKey key = sp.GetRequiredService<NodeKey>();
