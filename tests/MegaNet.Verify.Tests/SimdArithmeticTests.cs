@@ -62,9 +62,48 @@ public sealed class SimdArithmeticTests(ITestOutputHelper output)
                 expected[i] = BigInteger.ModPow(x, (R.P - 5) / 8, R.P);
             }
 
+            FieldElement[] interleaved = (FieldElement[])values.Clone();
             FieldElement.Pow22523Many(values);
             Assert.Equal(expected, values.Select(v => ToBig(v)));
+            FieldElement.Pow22523Interleaved(interleaved);
+            Assert.Equal(expected, interleaved.Select(v => ToBig(v)));
         }
+    }
+
+    [Fact]
+    public void Lane_field_tiers_match_BigInteger_including_extreme_limbs()
+    {
+        output.WriteLine($"seed {Seed}");
+        var random = new Random(Seed);
+        var values = new FieldElement[8];
+        var expected = new BigInteger[8];
+        for (int i = 0; i < 8; i++)
+        {
+            values[i] = RandomElement(random, out BigInteger x);
+            if (i == 0)
+            {
+                values[i] = new FieldElement((1UL << 51) - 1, (1UL << 51) - 1, (1UL << 51) - 1, (1UL << 51) - 1, (1UL << 51) - 1);
+                x = ToBig(values[i]);
+            }
+
+            expected[i] = BigInteger.ModPow(x, (R.P - 5) / 8, R.P);
+        }
+
+        if (System.Runtime.Intrinsics.X86.Avx512F.IsSupported)
+        {
+            FieldElement[] lanes = (FieldElement[])values.Clone();
+            LaneField<Avx512Lanes, System.Runtime.Intrinsics.Vector512<ulong>>.Pow22523(LaneField<Avx512Lanes, System.Runtime.Intrinsics.Vector512<ulong>>.Pack(lanes)).Unpack(lanes);
+            Assert.Equal(expected, lanes.Select(v => ToBig(v)));
+        }
+
+        if (System.Runtime.Intrinsics.X86.Avx2.IsSupported)
+        {
+            FieldElement[] lanes = (FieldElement[])values.Clone();
+            LaneField<Avx2Lanes, System.Runtime.Intrinsics.Vector256<ulong>>.Pow22523(LaneField<Avx2Lanes, System.Runtime.Intrinsics.Vector256<ulong>>.Pack(lanes.AsSpan(0, 4))).Unpack(lanes.AsSpan(0, 4));
+            Assert.Equal(expected[..4], lanes[..4].Select(v => ToBig(v)));
+        }
+
+        output.WriteLine($"tiers checked: AVX-512F {System.Runtime.Intrinsics.X86.Avx512F.IsSupported}, AVX2 {System.Runtime.Intrinsics.X86.Avx2.IsSupported}");
     }
 
     [Fact]

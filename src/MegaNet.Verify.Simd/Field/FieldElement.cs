@@ -1,5 +1,7 @@
 using System.Buffers.Binary;
 using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 namespace MegaNet.Verify.Simd.Field;
 
@@ -237,6 +239,35 @@ internal struct FieldElement
     /// squaring chain is latency-bound, and interleaving independent chains lets the core overlap them.
     /// </summary>
     public static void Pow22523Many(Span<FieldElement> z)
+    {
+        // Tiers: 8 lanes of AVX-512F, 4 lanes of AVX2, else interleaved scalar chains. Same results on every tier.
+        if (Avx512F.IsSupported && Vector512.IsHardwareAccelerated)
+        {
+            for (int i = 0; i < z.Length; i += 8)
+            {
+                Span<FieldElement> group = z.Slice(i, Math.Min(8, z.Length - i));
+                LaneField<Avx512Lanes, Vector512<ulong>>.Pow22523(LaneField<Avx512Lanes, Vector512<ulong>>.Pack(group)).Unpack(group);
+            }
+
+            return;
+        }
+
+        if (Avx2.IsSupported)
+        {
+            for (int i = 0; i < z.Length; i += 4)
+            {
+                Span<FieldElement> group = z.Slice(i, Math.Min(4, z.Length - i));
+                LaneField<Avx2Lanes, Vector256<ulong>>.Pow22523(LaneField<Avx2Lanes, Vector256<ulong>>.Pack(group)).Unpack(group);
+            }
+
+            return;
+        }
+
+        Pow22523Interleaved(z);
+    }
+
+    /// <summary>The scalar tier of <see cref="Pow22523Many"/>: independent chains interleaved step by step.</summary>
+    internal static void Pow22523Interleaved(Span<FieldElement> z)
     {
         int n = z.Length;
         Span<FieldElement> t0 = stackalloc FieldElement[n];

@@ -1,0 +1,263 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace MegaNet.Verify.Simd.Field;
+
+/// <summary>The few vector operations the lane field needs; one implementation per ISA tier.</summary>
+internal interface ILaneOps<TVec>
+    where TVec : struct
+{
+    /// <summary>Lanes per vector.</summary>
+    static abstract int Lanes { get; }
+
+    /// <summary>Low 32 bits of each 64-bit lane multiplied, 64-bit products (vpmuludq).</summary>
+    static abstract TVec Mul32(TVec a, TVec b);
+
+    static abstract TVec Add(TVec a, TVec b);
+
+    static abstract TVec ShiftRight(TVec a, byte n);
+
+    static abstract TVec ShiftLeft(TVec a, byte n);
+
+    static abstract TVec And(TVec a, TVec b);
+
+    static abstract TVec Create(ulong value);
+
+    static abstract TVec Load(ReadOnlySpan<ulong> values);
+
+    static abstract void Store(TVec value, Span<ulong> destination);
+}
+
+/// <summary>AVX-512F: 8 lanes of <c>Avx512F.Multiply</c>.</summary>
+internal readonly struct Avx512Lanes : ILaneOps<Vector512<ulong>>
+{
+    public static int Lanes => 8;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<ulong> Mul32(Vector512<ulong> a, Vector512<ulong> b) => Avx512F.Multiply(a.AsUInt32(), b.AsUInt32());
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<ulong> Add(Vector512<ulong> a, Vector512<ulong> b) => a + b;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<ulong> ShiftRight(Vector512<ulong> a, byte n) => Vector512.ShiftRightLogical(a, n);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<ulong> ShiftLeft(Vector512<ulong> a, byte n) => Vector512.ShiftLeft(a, n);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<ulong> And(Vector512<ulong> a, Vector512<ulong> b) => a & b;
+
+    public static Vector512<ulong> Create(ulong value) => Vector512.Create(value);
+
+    public static Vector512<ulong> Load(ReadOnlySpan<ulong> values) => Vector512.Create(values);
+
+    public static void Store(Vector512<ulong> value, Span<ulong> destination) => value.CopyTo(destination);
+}
+
+/// <summary>AVX2: 4 lanes of <c>Avx2.Multiply</c>.</summary>
+internal readonly struct Avx2Lanes : ILaneOps<Vector256<ulong>>
+{
+    public static int Lanes => 4;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<ulong> Mul32(Vector256<ulong> a, Vector256<ulong> b) => Avx2.Multiply(a.AsUInt32(), b.AsUInt32());
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<ulong> Add(Vector256<ulong> a, Vector256<ulong> b) => a + b;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<ulong> ShiftRight(Vector256<ulong> a, byte n) => Vector256.ShiftRightLogical(a, n);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<ulong> ShiftLeft(Vector256<ulong> a, byte n) => Vector256.ShiftLeft(a, n);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<ulong> And(Vector256<ulong> a, Vector256<ulong> b) => a & b;
+
+    public static Vector256<ulong> Create(ulong value) => Vector256.Create(value);
+
+    public static Vector256<ulong> Load(ReadOnlySpan<ulong> values) => Vector256.Create(values);
+
+    public static void Store(Vector256<ulong> value, Span<ulong> destination) => value.CopyTo(destination);
+}
+
+/// <summary>
+/// GF(2^255 − 19) for several independent elements at once, one per vector lane, in unsigned radix 2^25.5
+/// (limbs of 26, 25, 26, … bits). Used for the square-root exponentiation of point decompression, the same
+/// uniform work for every signature.
+/// </summary>
+/// <remarks>
+/// Bounds: carried limbs are &lt; 2^26 (even) and &lt; 2^25 + 2^15 (odd). In <see cref="Mul"/> the doubled odd limbs are
+/// &lt; 2^26.1 and 19·b &lt; 2^30.3, so every 32×32 product fits and each 64-bit column sum of ten is &lt; 2^61. The final
+/// carry from limb 9 is &lt; 2^36, times 19 &lt; 2^41, absorbed by limb 0 and carried once more.
+/// </remarks>
+internal struct LaneField<TOps, TVec>
+    where TOps : struct, ILaneOps<TVec>
+    where TVec : struct
+{
+    public TVec L0, L1, L2, L3, L4, L5, L6, L7, L8, L9;
+
+    /// <summary>Packs up to <c>TOps.Lanes</c> radix-2^51 elements (carried) into lanes; missing lanes are zero.</summary>
+    public static LaneField<TOps, TVec> Pack(ReadOnlySpan<FieldElement> values)
+    {
+        int lanes = TOps.Lanes;
+        Span<ulong> column = stackalloc ulong[lanes];
+        var r = default(LaneField<TOps, TVec>);
+        const ulong Mask26 = (1UL << 26) - 1;
+        for (int limb = 0; limb < 5; limb++)
+        {
+            for (int lane = 0; lane < lanes; lane++)
+            {
+                column[lane] = lane < values.Length ? Limb(FieldElement.Carry(values[lane]), limb) & Mask26 : 0;
+            }
+
+            r.Set(2 * limb, TOps.Load(column));
+            for (int lane = 0; lane < lanes; lane++)
+            {
+                column[lane] = lane < values.Length ? Limb(FieldElement.Carry(values[lane]), limb) >> 26 : 0;
+            }
+
+            r.Set(2 * limb + 1, TOps.Load(column));
+        }
+
+        return r;
+    }
+
+    /// <summary>Writes the lanes back as radix-2^51 elements (carried).</summary>
+    public readonly void Unpack(Span<FieldElement> values)
+    {
+        int lanes = TOps.Lanes;
+        Span<ulong> even = stackalloc ulong[lanes];
+        Span<ulong> odd = stackalloc ulong[lanes];
+        Span<ulong> limbs = stackalloc ulong[5 * lanes];
+        for (int limb = 0; limb < 5; limb++)
+        {
+            TOps.Store(Get(2 * limb), even);
+            TOps.Store(Get(2 * limb + 1), odd);
+            for (int lane = 0; lane < lanes; lane++)
+            {
+                limbs[limb * lanes + lane] = even[lane] + (odd[lane] << 26);
+            }
+        }
+
+        for (int lane = 0; lane < values.Length; lane++)
+        {
+            values[lane] = FieldElement.Carry(new FieldElement(limbs[lane], limbs[lanes + lane], limbs[2 * lanes + lane], limbs[3 * lanes + lane], limbs[4 * lanes + lane]));
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static LaneField<TOps, TVec> Mul(in LaneField<TOps, TVec> a, in LaneField<TOps, TVec> b)
+    {
+        TVec a0 = a.L0, a1 = a.L1, a2 = a.L2, a3 = a.L3, a4 = a.L4, a5 = a.L5, a6 = a.L6, a7 = a.L7, a8 = a.L8, a9 = a.L9;
+        TVec b0 = b.L0, b1 = b.L1, b2 = b.L2, b3 = b.L3, b4 = b.L4, b5 = b.L5, b6 = b.L6, b7 = b.L7, b8 = b.L8, b9 = b.L9;
+        TVec a1_2 = TOps.Add(a1, a1), a3_2 = TOps.Add(a3, a3), a5_2 = TOps.Add(a5, a5), a7_2 = TOps.Add(a7, a7), a9_2 = TOps.Add(a9, a9);
+        TVec b1_19 = Times19(b1), b2_19 = Times19(b2), b3_19 = Times19(b3), b4_19 = Times19(b4), b5_19 = Times19(b5);
+        TVec b6_19 = Times19(b6), b7_19 = Times19(b7), b8_19 = Times19(b8), b9_19 = Times19(b9);
+        TVec h0 = TOps.Add(TOps.Add(TOps.Add(TOps.Add(TOps.Add(TOps.Add(TOps.Add(TOps.Add(TOps.Add(TOps.Mul32(a0, b0), TOps.Mul32(a1_2, b9_19)), TOps.Mul32(a2, b8_19)), TOps.Mul32(a3_2, b7_19)), TOps.Mul32(a4, b6_19)), TOps.Mul32(a5_2, b5_19)), TOps.Mul32(a6, b4_19)), TOps.Mul32(a7_2, b3_19)), TOps.Mul32(a8, b2_19)), TOps.Mul32(a9_2, b1_19));
+        TVec h1 = TOps.Add(TOps.Add(TOps.Add(TOps.Add(TOps.Add(TOps.Add(TOps.Add(TOps.Add(TOps.Add(TOps.Mul32(a0, b1), TOps.Mul32(a1, b0)), TOps.Mul32(a2, b9_19)), TOps.Mul32(a3, b8_19)), TOps.Mul32(a4, b7_19)), TOps.Mul32(a5, b6_19)), TOps.Mul32(a6, b5_19)), TOps.Mul32(a7, b4_19)), TOps.Mul32(a8, b3_19)), TOps.Mul32(a9, b2_19));
+        TVec h2 = TOps.Add(TOps.Add(TOps.Add(TOps.Add(TOps.Add(TOps.Add(TOps.Add(TOps.Add(TOps.Add(TOps.Mul32(a0, b2), TOps.Mul32(a1_2, b1)), TOps.Mul32(a2, b0)), TOps.Mul32(a3_2, b9_19)), TOps.Mul32(a4, b8_19)), TOps.Mul32(a5_2, b7_19)), TOps.Mul32(a6, b6_19)), TOps.Mul32(a7_2, b5_19)), TOps.Mul32(a8, b4_19)), TOps.Mul32(a9_2, b3_19));
+        TVec h3 = TOps.Add(TOps.Add(TOps.Add(TOps.Add(TOps.Add(TOps.Add(TOps.Add(TOps.Add(TOps.Add(TOps.Mul32(a0, b3), TOps.Mul32(a1, b2)), TOps.Mul32(a2, b1)), TOps.Mul32(a3, b0)), TOps.Mul32(a4, b9_19)), TOps.Mul32(a5, b8_19)), TOps.Mul32(a6, b7_19)), TOps.Mul32(a7, b6_19)), TOps.Mul32(a8, b5_19)), TOps.Mul32(a9, b4_19));
+        TVec h4 = TOps.Add(TOps.Add(TOps.Add(TOps.Add(TOps.Add(TOps.Add(TOps.Add(TOps.Add(TOps.Add(TOps.Mul32(a0, b4), TOps.Mul32(a1_2, b3)), TOps.Mul32(a2, b2)), TOps.Mul32(a3_2, b1)), TOps.Mul32(a4, b0)), TOps.Mul32(a5_2, b9_19)), TOps.Mul32(a6, b8_19)), TOps.Mul32(a7_2, b7_19)), TOps.Mul32(a8, b6_19)), TOps.Mul32(a9_2, b5_19));
+        TVec h5 = TOps.Add(TOps.Add(TOps.Add(TOps.Add(TOps.Add(TOps.Add(TOps.Add(TOps.Add(TOps.Add(TOps.Mul32(a0, b5), TOps.Mul32(a1, b4)), TOps.Mul32(a2, b3)), TOps.Mul32(a3, b2)), TOps.Mul32(a4, b1)), TOps.Mul32(a5, b0)), TOps.Mul32(a6, b9_19)), TOps.Mul32(a7, b8_19)), TOps.Mul32(a8, b7_19)), TOps.Mul32(a9, b6_19));
+        TVec h6 = TOps.Add(TOps.Add(TOps.Add(TOps.Add(TOps.Add(TOps.Add(TOps.Add(TOps.Add(TOps.Add(TOps.Mul32(a0, b6), TOps.Mul32(a1_2, b5)), TOps.Mul32(a2, b4)), TOps.Mul32(a3_2, b3)), TOps.Mul32(a4, b2)), TOps.Mul32(a5_2, b1)), TOps.Mul32(a6, b0)), TOps.Mul32(a7_2, b9_19)), TOps.Mul32(a8, b8_19)), TOps.Mul32(a9_2, b7_19));
+        TVec h7 = TOps.Add(TOps.Add(TOps.Add(TOps.Add(TOps.Add(TOps.Add(TOps.Add(TOps.Add(TOps.Add(TOps.Mul32(a0, b7), TOps.Mul32(a1, b6)), TOps.Mul32(a2, b5)), TOps.Mul32(a3, b4)), TOps.Mul32(a4, b3)), TOps.Mul32(a5, b2)), TOps.Mul32(a6, b1)), TOps.Mul32(a7, b0)), TOps.Mul32(a8, b9_19)), TOps.Mul32(a9, b8_19));
+        TVec h8 = TOps.Add(TOps.Add(TOps.Add(TOps.Add(TOps.Add(TOps.Add(TOps.Add(TOps.Add(TOps.Add(TOps.Mul32(a0, b8), TOps.Mul32(a1_2, b7)), TOps.Mul32(a2, b6)), TOps.Mul32(a3_2, b5)), TOps.Mul32(a4, b4)), TOps.Mul32(a5_2, b3)), TOps.Mul32(a6, b2)), TOps.Mul32(a7_2, b1)), TOps.Mul32(a8, b0)), TOps.Mul32(a9_2, b9_19));
+        TVec h9 = TOps.Add(TOps.Add(TOps.Add(TOps.Add(TOps.Add(TOps.Add(TOps.Add(TOps.Add(TOps.Add(TOps.Mul32(a0, b9), TOps.Mul32(a1, b8)), TOps.Mul32(a2, b7)), TOps.Mul32(a3, b6)), TOps.Mul32(a4, b5)), TOps.Mul32(a5, b4)), TOps.Mul32(a6, b3)), TOps.Mul32(a7, b2)), TOps.Mul32(a8, b1)), TOps.Mul32(a9, b0));
+        return Carry(h0, h1, h2, h3, h4, h5, h6, h7, h8, h9);
+    }
+
+    /// <summary>z^(2^252 − 3) in every lane (the same chain as <see cref="FieldElement.Pow22523"/>).</summary>
+    public static LaneField<TOps, TVec> Pow22523(in LaneField<TOps, TVec> z)
+    {
+        LaneField<TOps, TVec> t0 = Mul(z, z);
+        LaneField<TOps, TVec> t1 = SquareTimes(t0, 2);
+        t1 = Mul(z, t1);
+        t0 = Mul(t0, t1);
+        t0 = Mul(t0, t0);
+        t0 = Mul(t1, t0);
+        t1 = SquareTimes(t0, 5);
+        t0 = Mul(t1, t0);
+        t1 = SquareTimes(t0, 10);
+        t1 = Mul(t1, t0);
+        LaneField<TOps, TVec> t2 = SquareTimes(t1, 20);
+        t1 = Mul(t2, t1);
+        t1 = SquareTimes(t1, 10);
+        t0 = Mul(t1, t0);
+        t1 = SquareTimes(t0, 50);
+        t1 = Mul(t1, t0);
+        t2 = SquareTimes(t1, 100);
+        t1 = Mul(t2, t1);
+        t1 = SquareTimes(t1, 50);
+        t0 = Mul(t1, t0);
+        t0 = SquareTimes(t0, 2);
+        return Mul(t0, z);
+    }
+
+    private static LaneField<TOps, TVec> SquareTimes(LaneField<TOps, TVec> a, int n)
+    {
+        for (int i = 0; i < n; i++)
+        {
+            a = Mul(a, a);
+        }
+
+        return a;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static TVec Times19(TVec x) => TOps.Add(TOps.Add(TOps.ShiftLeft(x, 4), TOps.ShiftLeft(x, 1)), x);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static LaneField<TOps, TVec> Carry(TVec h0, TVec h1, TVec h2, TVec h3, TVec h4, TVec h5, TVec h6, TVec h7, TVec h8, TVec h9)
+    {
+        TVec m26 = TOps.Create((1UL << 26) - 1);
+        TVec m25 = TOps.Create((1UL << 25) - 1);
+        h1 = TOps.Add(h1, TOps.ShiftRight(h0, 26)); h0 = TOps.And(h0, m26);
+        h5 = TOps.Add(h5, TOps.ShiftRight(h4, 26)); h4 = TOps.And(h4, m26);
+        h2 = TOps.Add(h2, TOps.ShiftRight(h1, 25)); h1 = TOps.And(h1, m25);
+        h6 = TOps.Add(h6, TOps.ShiftRight(h5, 25)); h5 = TOps.And(h5, m25);
+        h3 = TOps.Add(h3, TOps.ShiftRight(h2, 26)); h2 = TOps.And(h2, m26);
+        h7 = TOps.Add(h7, TOps.ShiftRight(h6, 26)); h6 = TOps.And(h6, m26);
+        h4 = TOps.Add(h4, TOps.ShiftRight(h3, 25)); h3 = TOps.And(h3, m25);
+        h8 = TOps.Add(h8, TOps.ShiftRight(h7, 25)); h7 = TOps.And(h7, m25);
+        h5 = TOps.Add(h5, TOps.ShiftRight(h4, 26)); h4 = TOps.And(h4, m26);
+        h9 = TOps.Add(h9, TOps.ShiftRight(h8, 26)); h8 = TOps.And(h8, m26);
+        h0 = TOps.Add(h0, Times19(TOps.ShiftRight(h9, 25))); h9 = TOps.And(h9, m25);
+        h1 = TOps.Add(h1, TOps.ShiftRight(h0, 26)); h0 = TOps.And(h0, m26);
+        var r = default(LaneField<TOps, TVec>);
+        r.L0 = h0;
+        r.L1 = h1;
+        r.L2 = h2;
+        r.L3 = h3;
+        r.L4 = h4;
+        r.L5 = h5;
+        r.L6 = h6;
+        r.L7 = h7;
+        r.L8 = h8;
+        r.L9 = h9;
+        return r;
+    }
+
+    private static ulong Limb(in FieldElement f, int i) => i switch { 0 => f.L0, 1 => f.L1, 2 => f.L2, 3 => f.L3, _ => f.L4 };
+
+    private readonly TVec Get(int i) => i switch { 0 => L0, 1 => L1, 2 => L2, 3 => L3, 4 => L4, 5 => L5, 6 => L6, 7 => L7, 8 => L8, _ => L9 };
+
+    private void Set(int i, TVec v)
+    {
+        switch (i)
+        {
+            case 0: L0 = v; break;
+            case 1: L1 = v; break;
+            case 2: L2 = v; break;
+            case 3: L3 = v; break;
+            case 4: L4 = v; break;
+            case 5: L5 = v; break;
+            case 6: L6 = v; break;
+            case 7: L7 = v; break;
+            case 8: L8 = v; break;
+            default: L9 = v; break;
+        }
+    }
+}
