@@ -378,7 +378,6 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
     }
 }
 
-
 /// <summary>A byte string usable as a dictionary key (compared by content).</summary>
 public readonly struct ByteKey(byte[] bytes) : IEquatable<ByteKey>
 {
