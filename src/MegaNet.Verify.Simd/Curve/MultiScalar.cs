@@ -65,10 +65,7 @@ internal static class MultiScalar
             {
                 if (j != top)
                 {
-                    for (int s = 0; s < StrausWindow; s++)
-                    {
-                        q = EdwardsPoint.Double(q);
-                    }
+                    q = EdwardsPoint.DoubleTimes(q, StrausWindow);
                 }
 
                 for (int i = 0; i < n; i++)
@@ -117,10 +114,7 @@ internal static class MultiScalar
             {
                 if (j != top)
                 {
-                    for (int s = 0; s < w; s++)
-                    {
-                        q = EdwardsPoint.Double(q);
-                    }
+                    q = EdwardsPoint.DoubleTimes(q, w);
                 }
 
                 Array.Clear(used, 0, bucketCount);
