@@ -36,6 +36,12 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     private SignedTreeHead _head;
     private int _disposed;
 
+    // Set when a commit fails (full disk, device error). Records of the failed group may or may not be on disk, so
+    // appending more would break the log's index sequence: the store refuses writes until it is reopened, and the
+    // reopen replays exactly what reached the disk.
+    private volatile Exception? _fault;
+    private int _commitsSincePrune;
+
     private FasterEnvelopeStore(StoreOptions options, IDevice device, FasterLog log)
     {
         _options = options;
@@ -74,42 +80,50 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         string dir = Path.Combine(options.DataDirectory, "store");
         string commitDir = Path.Combine(dir, "commits");
         Directory.CreateDirectory(commitDir);
-        bool existing = Directory.EnumerateFileSystemEntries(commitDir).Any();
-        IDevice device = Devices.CreateLogDevice(Path.Combine(dir, "wal.log"), preallocateFile: false);
-        int memoryBits = Math.Clamp((int)Math.Floor(Math.Log2(options.MemoryBudgetBytes)), 20, 40);
-        var settings = new FasterLogSettings
-        {
-            LogDevice = device,
-            LogCommitDir = commitDir,
-            PageSizeBits = Math.Min(22, memoryBits - 1),
-            MemorySizeBits = memoryBits,
-            TryRecoverLatest = false,
-            AutoRefreshSafeTailAddress = true,
-        };
-        FasterLog log;
-        try
-        {
-            log = new FasterLog(settings);
-            if (existing)
-            {
-                // TryRecoverLatest would swallow a failure and start empty: recover explicitly so it surfaces.
-                log.Recover(-1);
+        long walBytes = Directory.EnumerateFiles(dir, "wal.log*").Sum(f => new FileInfo(f).Length);
 
-                // FASTER also skips a commit record it cannot read and starts empty without a word. Data on disk with
-                // nothing recovered means the commit record is damaged: refuse rather than lose acknowledged mail.
-                long walBytes = Directory.EnumerateFiles(dir, "wal.log*").Sum(f => new FileInfo(f).Length);
-                if (log.CommittedUntilAddress <= log.BeginAddress && walBytes > 0)
+        // FASTER keeps only the newest commit record by default; if writing that record fails (a full disk), the log is
+        // unrecoverable although its data is intact. Keep older records and prune them ourselves (KeepCommits newest),
+        // so recovery can fall back to the newest record that reads back.
+        long[] commits = CommitNumbers(commitDir);
+        FasterLog? log = null;
+        IDevice? device = null;
+        Exception? failure = null;
+        foreach (long commit in commits.Length == 0 ? new[] { -1L } : commits.OrderDescending().ToArray())
+        {
+            device = Devices.CreateLogDevice(Path.Combine(dir, "wal.log"), preallocateFile: false);
+            try
+            {
+                log = new FasterLog(Settings(options, device, commitDir));
+                if (commits.Length > 0)
                 {
-                    throw new InvalidDataException($"the commit record in '{commitDir}' is unreadable but '{Path.Combine(dir, "wal.log")}' holds {walBytes} bytes");
+                    // TryRecoverLatest would swallow a failure and start empty: recover explicitly so it surfaces.
+                    log.Recover(commit);
+                    if (log.CommittedUntilAddress <= log.BeginAddress && walBytes > 0)
+                    {
+                        // FASTER skips a record it cannot read and starts empty without a word.
+                        throw new InvalidDataException($"commit record {commit} in '{commitDir}' is unreadable");
+                    }
                 }
+
+                failure = null;
+                break;
+            }
+            catch (Exception e) when (e is not OperationCanceledException)
+            {
+                failure = e;
+                log?.Dispose();
+                log = null;
+                device.Dispose();
+                device = null;
             }
         }
-        catch (Exception e) when (e is not OperationCanceledException)
+
+        if (log is null || device is null)
         {
-            device.Dispose();
             throw new StoreCorruptException(
-                $"The store's write-ahead log in '{dir}' could not be recovered ({e.Message}). " +
-                "Nothing was changed. Restore the directory from a backup, or move it aside to start an empty store.", e);
+                $"The store's write-ahead log in '{dir}' could not be recovered from any commit record ({failure?.Message}); '{Path.Combine(dir, "wal.log")}' holds {walBytes} bytes. " +
+                "Nothing was changed. Restore the directory from a backup, or move it aside to start an empty store.", failure);
         }
 
         var store = new FasterEnvelopeStore(options, device, log);
@@ -124,6 +138,68 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         }
 
         return store;
+    }
+
+    // Commit records kept for fallback recovery.
+    private const int KeepCommits = 4;
+
+    private static FasterLogSettings Settings(StoreOptions options, IDevice device, string commitDir)
+    {
+        int memoryBits = Math.Clamp((int)Math.Floor(Math.Log2(options.MemoryBudgetBytes)), 20, 40);
+        return new FasterLogSettings
+        {
+            LogDevice = device,
+            LogCommitDir = commitDir,
+            PageSizeBits = Math.Min(22, memoryBits - 1),
+            MemorySizeBits = memoryBits,
+            TryRecoverLatest = false,
+            RemoveOutdatedCommits = false,
+            AutoRefreshSafeTailAddress = true,
+        };
+    }
+
+    // FASTER's local commit records are files named commit.N.0 under {commitDir}/log-commits.
+    private static long[] CommitNumbers(string commitDir)
+    {
+        string records = Path.Combine(commitDir, "log-commits");
+        if (!Directory.Exists(records))
+        {
+            return [];
+        }
+
+        return Directory.EnumerateFiles(records, "commit.*")
+            .Select(f => Path.GetFileName(f).Split('.'))
+            .Where(parts => parts.Length >= 2 && long.TryParse(parts[1], System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out _))
+            .Select(parts => long.Parse(parts[1], System.Globalization.CultureInfo.InvariantCulture))
+            .ToArray();
+    }
+
+    // Measured on a full tmpfs: FasterLog's CommitAsync returned although the commit record it wrote was empty, so
+    // the acknowledged records could not be recovered. Check the newest record before acknowledging anything.
+    private void CheckCommitRecord()
+    {
+        long[] commits = CommitNumbers(Path.Combine(StoreDirectory, "commits"));
+        string newest = commits.Length == 0 ? "(none)" : Path.Combine(StoreDirectory, "commits", "log-commits", $"commit.{commits.Max()}.0");
+        if (commits.Length == 0 || new FileInfo(newest).Length == 0)
+        {
+            throw new IOException($"the commit record {newest} was not written (is the disk full?)");
+        }
+    }
+
+    private void PruneCommits()
+    {
+        string records = Path.Combine(StoreDirectory, "commits", "log-commits");
+        foreach (long old in CommitNumbers(Path.Combine(StoreDirectory, "commits")).OrderDescending().Skip(KeepCommits))
+        {
+            try
+            {
+                File.Delete(Path.Combine(records, $"commit.{old}.0"));
+            }
+            catch (IOException)
+            {
+                // Pruning is housekeeping; the next round retries.
+            }
+        }
     }
 
     /// <inheritdoc />
@@ -352,14 +428,26 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
 
             try
             {
+                if (_fault is { } fault)
+                {
+                    throw fault;
+                }
+
                 await CommitGroupAsync(group).ConfigureAwait(false);
+                if (++_commitsSincePrune >= 64)
+                {
+                    _commitsSincePrune = 0;
+                    PruneCommits();
+                }
             }
             catch (Exception e)
             {
-                // A failed commit (full disk, device error) acknowledges nothing in the group.
+                // A failed commit acknowledges nothing in the group, and nothing after it until the store is reopened.
+                _fault ??= e;
                 foreach (Request r in group)
                 {
-                    r.Done.TrySetException(new StoreUnavailableException($"The store could not commit to '{StoreDirectory}': {e.Message}", e));
+                    r.Done.TrySetException(new StoreUnavailableException(
+                        $"The store could not commit to '{StoreDirectory}' ({_fault.Message}); nothing was acknowledged. Free disk space or fix the device, then restart the node.", e));
                 }
             }
         }
@@ -420,6 +508,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         if (walEnd != 0 || acks.Count > 0 || accepted.Any(a => a.IsNew))
         {
             await _log.CommitAsync().ConfigureAwait(false);
+            CheckCommitRecord();
         }
 
         var arrived = new List<(byte[] Recipient, ulong Seq)>();
