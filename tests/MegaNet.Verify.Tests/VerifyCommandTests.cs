@@ -105,3 +105,36 @@ internal static class ConsoleLock
 {
     public static readonly object Gate = new();
 }
+
+/// <summary>Option errors are reported, not thrown.</summary>
+public sealed class CommandLineErrorTests
+{
+    [Theory]
+    [InlineData("fetch", "--node", "nonsense")]
+    [InlineData("load", "--node", "127.0.0.1:7700")]
+    [InlineData("profile", "--trace", "x.nettrace", "--duration", "5x")]
+    [InlineData("verify", "--in")]
+    public void A_bad_option_value_exits_1_with_a_message(params string[] args)
+    {
+        TextWriter previousOut = Console.Out, previousError = Console.Error;
+        var error = new StringWriter();
+        int rc;
+        lock (ConsoleLock.Gate)
+        {
+            Console.SetOut(new StringWriter());
+            Console.SetError(error);
+            try
+            {
+                rc = MeganetCommand.Run(args);
+            }
+            finally
+            {
+                Console.SetOut(previousOut);
+                Console.SetError(previousError);
+            }
+        }
+
+        Assert.Equal(1, rc);
+        Assert.False(string.IsNullOrWhiteSpace(error.ToString()));
+    }
+}

@@ -215,9 +215,9 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
                     batch.Add(p.Envelope.SendingKey.Span, p.Envelope.Signature.Span, p.SigningBytes);
                 }
 
-                long start = Stopwatch.GetTimestamp();
                 _verifier.Verify(batch, verdicts);
-                RecordBatch(items.Count, verdicts, Stopwatch.GetElapsedTime(start).TotalMilliseconds);
+                Interlocked.Increment(ref _batches);
+                Interlocked.Add(ref _signatures, items.Count);
 
                 var accepted = new List<Pending>(items.Count);
                 for (int i = 0; i < items.Count; i++)
@@ -285,23 +285,6 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
                 p.Done.TrySetException(Reject("store", StatusCode.Unavailable, $"The node could not store the envelope: {e.Message}. Nothing was acknowledged; retry later."));
             }
         }
-    }
-
-    private void RecordBatch(int count, bool[] verdicts, double milliseconds)
-    {
-        Interlocked.Increment(ref _batches);
-        Interlocked.Add(ref _signatures, count);
-        var backend = new KeyValuePair<string, object?>("backend", _verifier.Name);
-        int valid = 0;
-        for (int i = 0; i < count; i++)
-        {
-            valid += verdicts[i] ? 1 : 0;
-        }
-
-        MegaNetMetrics.BatchSize.Record(count, backend);
-        MegaNetMetrics.BatchDuration.Record(milliseconds, backend);
-        MegaNetMetrics.Verifications.Add(valid, backend, new KeyValuePair<string, object?>("verdict", "valid"));
-        MegaNetMetrics.Verifications.Add(count - valid, backend, new KeyValuePair<string, object?>("verdict", "invalid"));
     }
 
     internal static Receipt ToProto(PutReceipt receipt) => new()

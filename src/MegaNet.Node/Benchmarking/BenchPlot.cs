@@ -21,8 +21,16 @@ public static class BenchPlot
         }
 
         static string Power(double v) => Math.Pow(10, v).ToString("N0", CultureInfo.InvariantCulture);
-        plot.Axes.Bottom.TickGenerator = new ScottPlot.TickGenerators.NumericAutomatic { LabelFormatter = Power };
-        plot.Axes.Left.TickGenerator = new ScottPlot.TickGenerators.NumericAutomatic { LabelFormatter = Power };
+        // Data are plotted as log10 values: label only whole decades (1, 10, 100, …) and draw log-spaced minor ticks,
+        // otherwise the automatic ticks land on fractional exponents (15,849, 19,953, …).
+        static ScottPlot.TickGenerators.NumericAutomatic Decades() => new()
+        {
+            LabelFormatter = Power,
+            IntegerTicksOnly = true,
+            MinorTickGenerator = new ScottPlot.TickGenerators.LogMinorTickGenerator(),
+        };
+        plot.Axes.Bottom.TickGenerator = Decades();
+        plot.Axes.Left.TickGenerator = Decades();
         plot.Axes.Bottom.Label.Text = "batch size (log)";
         plot.Axes.Left.Label.Text = "verifies/s (log)";
         MachineInfo m = report.Machine;

@@ -25,7 +25,7 @@ internal static class ClientCommands
     {
         Description = "Node address. Default http://127.0.0.1:7700.",
         DefaultValueFactory = _ => new Uri("http://127.0.0.1:7700"),
-        CustomParser = r => Uri.TryCreate(r.Tokens.Single().Value, UriKind.Absolute, out Uri? u) ? u : throw new ArgumentException($"--node '{r.Tokens.Single().Value}' is not a URL such as http://127.0.0.1:7700."),
+        CustomParser = r => CliParsers.NodeUri(r)!,
     };
 
     private static Option<bool> JsonOption(string what) => new("--json") { Description = what };

@@ -12,7 +12,11 @@ internal static class LoadCommand
 {
     public static Command Build()
     {
-        var node = new Option<Uri?>("--node", "-n") { Description = "Node to load. Default: start an embedded node on 127.0.0.1 with a temporary data directory." };
+        var node = new Option<Uri?>("--node", "-n")
+        {
+            Description = "Node to load, e.g. http://127.0.0.1:7700. Default: start an embedded node on 127.0.0.1 with a temporary data directory.",
+            CustomParser = CliParsers.NodeUri,
+        };
         var clients = new Option<int>("--clients", "-c") { Description = "Concurrent clients. Default 8.", DefaultValueFactory = _ => 8 };
         var count = new Option<int>("--envelopes") { Description = "Envelopes per phase (sealed before timing starts). Default 20,000.", DefaultValueFactory = _ => 20_000 };
         var mode = new Option<string>("--mode") { Description = "stream, unary, or both (stream first, then unary at half the stream rate). Default both.", DefaultValueFactory = _ => "both" };

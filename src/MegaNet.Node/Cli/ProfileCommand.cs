@@ -19,7 +19,7 @@ internal static class ProfileCommand
         {
             Description = "How long --trace records (e.g. 30s, 2m). Default 30s.",
             DefaultValueFactory = _ => TimeSpan.FromSeconds(30),
-            CustomParser = r => ParseDuration(r.Tokens.Single().Value),
+            CustomParser = CliParsers.Duration,
         };
         var dump = new Option<string?>("--dump") { Description = "Write a full memory dump to this file." };
         var command = new Command("profile",
@@ -94,23 +94,5 @@ internal static class ProfileCommand
             }
         });
         return command;
-    }
-
-    private static TimeSpan ParseDuration(string text)
-    {
-        text = text.Trim();
-        if (text.EndsWith('s') && double.TryParse(text[..^1], System.Globalization.CultureInfo.InvariantCulture, out double s))
-        {
-            return TimeSpan.FromSeconds(s);
-        }
-
-        if (text.EndsWith('m') && double.TryParse(text[..^1], System.Globalization.CultureInfo.InvariantCulture, out double m))
-        {
-            return TimeSpan.FromMinutes(m);
-        }
-
-        return TimeSpan.TryParse(text, System.Globalization.CultureInfo.InvariantCulture, out TimeSpan t)
-            ? t
-            : throw new ArgumentException($"--duration '{text}' is not a duration such as 30s or 2m.");
     }
 }

@@ -213,12 +213,15 @@ public static class NodeProfiler
     {
         var sb = new StringBuilder();
         sb.AppendLine(CultureInfo.InvariantCulture, $"MegaNet node pid {node.ProcessId}  {DateTime.Now:HH:mm:ss}   (Ctrl+C to stop)");
-        sb.AppendLine(CultureInfo.InvariantCulture, $"{"meter",-15} {"instrument",-34} {"tags",-30} {"rate/s",12} {"value",14}  quantiles");
+        // Size the instrument column to the longest name so runtime names such as
+        // dotnet.gc.last_collection.heap.fragmentation.size do not push the other columns out of line.
+        int width = Math.Max("instrument".Length, readings.Count == 0 ? 0 : readings.Max(r => r.Instrument.Length));
+        sb.AppendLine(CultureInfo.InvariantCulture, $"{"meter",-15} {"instrument".PadRight(width)} {"tags",-30} {"rate/s",12} {"value",14}  quantiles");
         foreach (InstrumentReading r in readings)
         {
             string tags = r.Tags.Length > 30 ? r.Tags[..29] + "…" : r.Tags;
             string rate = r.Kind is "counter" or "updown" ? r.Rate.ToString("N1", CultureInfo.InvariantCulture) : string.Empty;
-            sb.AppendLine(CultureInfo.InvariantCulture, $"{r.Meter,-15} {r.Instrument,-34} {tags,-30} {rate,12} {r.Value,14:N1}  {r.Quantiles}");
+            sb.AppendLine(CultureInfo.InvariantCulture, $"{r.Meter,-15} {r.Instrument.PadRight(width)} {tags,-30} {rate,12} {r.Value,14:N1}  {r.Quantiles}");
         }
 
         return sb.ToString();

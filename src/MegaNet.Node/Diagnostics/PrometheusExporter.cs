@@ -40,7 +40,8 @@ public sealed class PrometheusExporter : IDisposable
         foreach (var group in _series.OrderBy(s => s.Key.Name, StringComparer.Ordinal).ThenBy(s => s.Key.Tags, StringComparer.Ordinal).GroupBy(s => s.Key.Name))
         {
             Series first = group.First().Value;
-            string name = Sanitize(group.Key);
+            // Counters are exposed as NAME_total (the Prometheus convention), with HELP/TYPE naming the same sample.
+            string name = Sanitize(group.Key) + (first.Kind == "counter" ? "_total" : string.Empty);
             string type = first.Kind switch { "counter" => "counter", "histogram" => "summary", _ => "gauge" };
             sb.Append(CultureInfo.InvariantCulture, $"# HELP {name} {first.Description}\n# TYPE {name} {type}\n");
             foreach (var (key, s) in group)
@@ -71,15 +72,24 @@ public sealed class PrometheusExporter : IDisposable
             UpDownCounter<long> or UpDownCounter<int> or UpDownCounter<double> => "updown",
             _ => "gauge",
         };
-        var sb = new StringBuilder();
+
+        // Labels sorted by name so the same tags in another order are the same series; values escaped per the format.
+        var labels = new List<(string Name, string Value)>(tags.Length);
         foreach (KeyValuePair<string, object?> t in tags)
+        {
+            labels.Add((Sanitize(t.Key), Escape(Convert.ToString(t.Value, CultureInfo.InvariantCulture) ?? string.Empty)));
+        }
+
+        labels.Sort((a, b) => string.CompareOrdinal(a.Name, b.Name));
+        var sb = new StringBuilder();
+        foreach ((string labelName, string labelValue) in labels)
         {
             if (sb.Length > 0)
             {
                 sb.Append(',');
             }
 
-            sb.Append(Sanitize(t.Key)).Append("=\"").Append(Convert.ToString(t.Value, CultureInfo.InvariantCulture)?.Replace("\"", "\\\"", StringComparison.Ordinal)).Append('"');
+            sb.Append(labelName).Append("=\"").Append(labelValue).Append('"');
         }
 
         Series series = _series.GetOrAdd((instrument.Name, sb.ToString()), _ => new Series(kind, instrument.Description ?? instrument.Name));
@@ -97,6 +107,9 @@ public sealed class PrometheusExporter : IDisposable
             series.Count++;
         }
     }
+
+    private static string Escape(string value) =>
+        value.Replace("\\", "\\\\", StringComparison.Ordinal).Replace("\"", "\\\"", StringComparison.Ordinal).Replace("\n", "\\n", StringComparison.Ordinal);
 
     private static string Sanitize(string name) => new(name.Select(c => char.IsAsciiLetterOrDigit(c) ? c : '_').ToArray());
 

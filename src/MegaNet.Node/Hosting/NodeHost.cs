@@ -39,15 +39,16 @@ public static partial class NodeServiceCollectionExtensions
             var verifierOptions = new VerifierOptions { Threads = options.Threads };
             BatchVerifierRegistry registry = VerifierCatalog.Create();
             IBatchVerifier verifier = registry.Create(options.Backend, verifierOptions);
-            if (verifier.Name != GpuBatchVerifier.DeviceBackendName)
+            if (verifier.Name == GpuBatchVerifier.DeviceBackendName)
             {
-                return verifier;
+                // A real GPU takes the big batches; SIMD keeps small ones fast and takes over for good if the GPU faults.
+                ILogger logger = sp.GetRequiredService<ILoggerFactory>().CreateLogger("MegaNet.Verify");
+                verifier = new RoutingBatchVerifier(verifier, registry.Create(SimdBatchVerifier.BackendName, verifierOptions), verifierOptions.GpuThreshold,
+                    e => LogGpuFault(logger, e));
             }
 
-            // A real GPU takes the big batches; SIMD keeps small ones fast and takes over for good if the GPU faults.
-            ILogger logger = sp.GetRequiredService<ILoggerFactory>().CreateLogger("MegaNet.Verify");
-            return new RoutingBatchVerifier(verifier, registry.Create(SimdBatchVerifier.BackendName, verifierOptions), verifierOptions.GpuThreshold,
-                e => LogGpuFault(logger, e));
+            // Every verification the node does (admission, mailbox auth, VerifyBatch) is counted in one place.
+            return new InstrumentedBatchVerifier(verifier);
         });
         services.TryAddSingleton<IEnvelopeStore>(sp =>
         {
