@@ -139,7 +139,7 @@ public sealed class SimdBatchVerifier : BatchVerifierBase
                 jobs[jobCount++] = j;
             }
 
-            // Pass 2: rules 3 and 4 for the queued encodings, eight square roots interleaved at a time.
+            // Pass 2: rules 3 and 4 for the queued encodings, eight square roots at a time on vector lanes.
             Span<EdwardsPoint> decoded = stackalloc EdwardsPoint[8];
             Span<bool> decodedOk = stackalloc bool[8];
             for (int g = 0; g < jobCount; g += 8)

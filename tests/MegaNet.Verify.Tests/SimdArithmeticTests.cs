@@ -48,7 +48,7 @@ public sealed class SimdArithmeticTests(ITestOutputHelper output)
     }
 
     [Fact]
-    public void Interleaved_square_roots_equal_single_ones()
+    public void Square_roots_of_every_tier_equal_single_ones()
     {
         output.WriteLine($"seed {Seed}");
         var random = new Random(Seed);
@@ -65,7 +65,7 @@ public sealed class SimdArithmeticTests(ITestOutputHelper output)
             FieldElement[] interleaved = (FieldElement[])values.Clone();
             FieldElement.Pow22523Many(values);
             Assert.Equal(expected, values.Select(v => ToBig(v)));
-            FieldElement.Pow22523Interleaved(interleaved);
+            FieldElement.Pow22523Scalar(interleaved);
             Assert.Equal(expected, interleaved.Select(v => ToBig(v)));
         }
     }

@@ -61,7 +61,7 @@ internal struct EdwardsPoint
 
     /// <summary>
     /// <see cref="TryDecode"/> for up to 8 encodings (32 bytes each, back to back) with the square-root exponentiations
-    /// interleaved (<see cref="F.Pow22523Many"/>); verdicts and points are identical to decoding one at a time.
+    /// computed together (<see cref="F.Pow22523Many"/>: AVX-512F/AVX2 lanes); verdicts and points are identical to decoding one at a time.
     /// </summary>
     public static void TryDecodeMany(ReadOnlySpan<byte> encodings, Span<EdwardsPoint> points, Span<bool> ok)
     {

@@ -16,7 +16,7 @@ namespace MegaNet.Verify.Simd.Field;
 /// overflow, and the output is reduced again. Every public operation therefore takes reduced or once-added/subtracted
 /// inputs, never a chain of two additions without a multiply or carry in between.
 /// </remarks>
-internal struct FieldElement
+internal struct FieldElement : IFieldArithmetic<FieldElement>
 {
     public ulong L0, L1, L2, L3, L4;
 
@@ -208,39 +208,18 @@ internal struct FieldElement
     }
 
     /// <summary>a^((p − 5) / 8) = a^(2^252 − 3), the exponent used by square-root recovery.</summary>
-    public static FieldElement Pow22523(in FieldElement z)
-    {
-        FieldElement t0 = Square(z);
-        FieldElement t1 = SquareTimes(t0, 2);
-        t1 = Mul(z, t1);
-        t0 = Mul(t0, t1);
-        t0 = Square(t0);
-        t0 = Mul(t1, t0);
-        t1 = SquareTimes(t0, 5);
-        t0 = Mul(t1, t0);
-        t1 = SquareTimes(t0, 10);
-        t1 = Mul(t1, t0);
-        FieldElement t2 = SquareTimes(t1, 20);
-        t1 = Mul(t2, t1);
-        t1 = SquareTimes(t1, 10);
-        t0 = Mul(t1, t0);
-        t1 = SquareTimes(t0, 50);
-        t1 = Mul(t1, t0);
-        t2 = SquareTimes(t1, 100);
-        t1 = Mul(t2, t1);
-        t1 = SquareTimes(t1, 50);
-        t0 = Mul(t1, t0);
-        t0 = SquareTimes(t0, 2);
-        return Mul(t0, z);
-    }
+    public static FieldElement Pow22523(in FieldElement z) => AdditionChains.Pow22523(z);
+
+    static FieldElement IFieldArithmetic<FieldElement>.Multiply(in FieldElement a, in FieldElement b) => Mul(a, b);
+
+    static FieldElement IFieldArithmetic<FieldElement>.SquareTimes(in FieldElement a, int n) => SquareTimes(a, n);
 
     /// <summary>
-    /// <see cref="Pow22523"/> for up to 8 independent elements at once, step by step across the group: one element's
-    /// squaring chain is latency-bound, and interleaving independent chains lets the core overlap them.
+    /// <see cref="Pow22523"/> for many independent elements: eight per AVX-512F vector, four per AVX2 vector, else one
+    /// at a time. Results are identical on every tier.
     /// </summary>
     public static void Pow22523Many(Span<FieldElement> z)
     {
-        // Tiers: 8 lanes of AVX-512F, 4 lanes of AVX2, else interleaved scalar chains. Same results on every tier.
         if (Avx512F.IsSupported && Vector512.IsHardwareAccelerated)
         {
             for (int i = 0; i < z.Length; i += 8)
@@ -263,67 +242,15 @@ internal struct FieldElement
             return;
         }
 
-        Pow22523Interleaved(z);
+        Pow22523Scalar(z);
     }
 
-    /// <summary>The scalar tier of <see cref="Pow22523Many"/>: independent chains interleaved step by step.</summary>
-    internal static void Pow22523Interleaved(Span<FieldElement> z)
+    /// <summary>The scalar tier of <see cref="Pow22523Many"/>: one chain per element.</summary>
+    internal static void Pow22523Scalar(Span<FieldElement> z)
     {
-        int n = z.Length;
-        Span<FieldElement> t0 = stackalloc FieldElement[n];
-        Span<FieldElement> t1 = stackalloc FieldElement[n];
-        Span<FieldElement> t2 = stackalloc FieldElement[n];
-        for (int i = 0; i < n; i++)
+        for (int i = 0; i < z.Length; i++)
         {
-            t0[i] = Square(z[i]);
-        }
-
-        SquareTimesMany(t0, t1, 2);
-        MulMany(t1, z, t1);
-        MulMany(t0, t1, t0);
-        SquareTimesMany(t0, t0, 1);
-        MulMany(t0, t1, t0);
-        SquareTimesMany(t0, t1, 5);
-        MulMany(t0, t1, t0);
-        SquareTimesMany(t0, t1, 10);
-        MulMany(t1, t0, t1);
-        SquareTimesMany(t1, t2, 20);
-        MulMany(t1, t2, t1);
-        SquareTimesMany(t1, t1, 10);
-        MulMany(t0, t1, t0);
-        SquareTimesMany(t0, t1, 50);
-        MulMany(t1, t0, t1);
-        SquareTimesMany(t1, t2, 100);
-        MulMany(t1, t2, t1);
-        SquareTimesMany(t1, t1, 50);
-        MulMany(t0, t1, t0);
-        SquareTimesMany(t0, t0, 2);
-        MulMany(z, t0, z);
-    }
-
-    // r[i] = a[i]^(2^n); r may alias a.
-    private static void SquareTimesMany(ReadOnlySpan<FieldElement> a, Span<FieldElement> r, int n)
-    {
-        for (int i = 0; i < a.Length; i++)
-        {
-            r[i] = Square(a[i]);
-        }
-
-        for (int k = 1; k < n; k++)
-        {
-            for (int i = 0; i < r.Length; i++)
-            {
-                r[i] = Square(r[i]);
-            }
-        }
-    }
-
-    // r[i] = a[i]·b[i]; r may alias a or b.
-    private static void MulMany(Span<FieldElement> r, ReadOnlySpan<FieldElement> a, ReadOnlySpan<FieldElement> b)
-    {
-        for (int i = 0; i < r.Length; i++)
-        {
-            r[i] = Mul(a[i], b[i]);
+            z[i] = Pow22523(z[i]);
         }
     }
 

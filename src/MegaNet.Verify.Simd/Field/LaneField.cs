@@ -93,7 +93,7 @@ internal readonly struct Avx2Lanes : ILaneOps<Vector256<ulong>>
 /// &lt; 2^26.1 and 19·b &lt; 2^30.3, so every 32×32 product fits and each 64-bit column sum of ten is &lt; 2^61. The final
 /// carry from limb 9 is &lt; 2^36, times 19 &lt; 2^41, absorbed by limb 0 and carried once more.
 /// </remarks>
-internal struct LaneField<TOps, TVec>
+internal struct LaneField<TOps, TVec> : IFieldArithmetic<LaneField<TOps, TVec>>
     where TOps : struct, ILaneOps<TVec>
     where TVec : struct
 {
@@ -169,41 +169,20 @@ internal struct LaneField<TOps, TVec>
         return Carry(h0, h1, h2, h3, h4, h5, h6, h7, h8, h9);
     }
 
-    /// <summary>z^(2^252 − 3) in every lane (the same chain as <see cref="FieldElement.Pow22523"/>).</summary>
-    public static LaneField<TOps, TVec> Pow22523(in LaneField<TOps, TVec> z)
-    {
-        LaneField<TOps, TVec> t0 = Mul(z, z);
-        LaneField<TOps, TVec> t1 = SquareTimes(t0, 2);
-        t1 = Mul(z, t1);
-        t0 = Mul(t0, t1);
-        t0 = Mul(t0, t0);
-        t0 = Mul(t1, t0);
-        t1 = SquareTimes(t0, 5);
-        t0 = Mul(t1, t0);
-        t1 = SquareTimes(t0, 10);
-        t1 = Mul(t1, t0);
-        LaneField<TOps, TVec> t2 = SquareTimes(t1, 20);
-        t1 = Mul(t2, t1);
-        t1 = SquareTimes(t1, 10);
-        t0 = Mul(t1, t0);
-        t1 = SquareTimes(t0, 50);
-        t1 = Mul(t1, t0);
-        t2 = SquareTimes(t1, 100);
-        t1 = Mul(t2, t1);
-        t1 = SquareTimes(t1, 50);
-        t0 = Mul(t1, t0);
-        t0 = SquareTimes(t0, 2);
-        return Mul(t0, z);
-    }
+    /// <summary>z^(2^252 − 3) in every lane.</summary>
+    public static LaneField<TOps, TVec> Pow22523(in LaneField<TOps, TVec> z) => AdditionChains.Pow22523(z);
 
-    private static LaneField<TOps, TVec> SquareTimes(LaneField<TOps, TVec> a, int n)
+    static LaneField<TOps, TVec> IFieldArithmetic<LaneField<TOps, TVec>>.Multiply(in LaneField<TOps, TVec> a, in LaneField<TOps, TVec> b) => Mul(a, b);
+
+    static LaneField<TOps, TVec> IFieldArithmetic<LaneField<TOps, TVec>>.SquareTimes(in LaneField<TOps, TVec> a, int n)
     {
-        for (int i = 0; i < n; i++)
+        LaneField<TOps, TVec> r = Mul(a, a);
+        for (int i = 1; i < n; i++)
         {
-            a = Mul(a, a);
+            r = Mul(r, r);
         }
 
-        return a;
+        return r;
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
