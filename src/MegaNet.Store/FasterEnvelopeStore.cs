@@ -56,6 +56,9 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     /// <summary>Directory holding the write-ahead log and its commit records.</summary>
     public string StoreDirectory => Path.Combine(_options.DataDirectory, "store");
 
+    /// <summary>Why the store refuses writes (a failed commit), or null while it is healthy.</summary>
+    public Exception? Fault => _fault;
+
     /// <summary>Leaves in the transparency log.</summary>
     public long TreeSize
     {
@@ -129,7 +132,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         var store = new FasterEnvelopeStore(options, device, log);
         try
         {
-            await store.ReplayAsync(cancellationToken).ConfigureAwait(false);
+            store.Replay(cancellationToken);
         }
         catch
         {
@@ -594,7 +597,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         return removed;
     }
 
-    private async Task ReplayAsync(CancellationToken cancellationToken)
+    private void Replay(CancellationToken cancellationToken)
     {
         long records = 0;
         using FasterLogScanIterator iterator = _log.Scan(_log.BeginAddress, _log.CommittedUntilAddress);
@@ -649,8 +652,6 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
 
             _head = SignHead();
         }
-
-        await Task.CompletedTask.ConfigureAwait(false);
     }
 
     private StoreCorruptException Corrupt(string what) => new(

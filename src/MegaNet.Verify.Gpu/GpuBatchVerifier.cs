@@ -1,7 +1,6 @@
 using System.Buffers;
 using System.Buffers.Binary;
 using System.Diagnostics;
-using System.Numerics;
 using System.Security.Cryptography;
 using ILGPU;
 using ILGPU.Runtime;
@@ -12,6 +11,7 @@ using MegaNet.Core.Diagnostics;
 using MegaNet.Core.Ed25519;
 using MegaNet.Core.Verification;
 using MegaNet.Verify.Gpu.Kernels;
+using MegaNet.Verify.Simd.Curve;
 
 namespace MegaNet.Verify.Gpu;
 
@@ -165,7 +165,6 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
         {
             using var sha = IncrementalHash.CreateHash(HashAlgorithmName.SHA512);
             Span<byte> digest = stackalloc byte[64];
-            Span<byte> k = stackalloc byte[32];
             for (int j = block * 256; j < Math.Min(n, (block + 1) * 256); j++)
             {
                 int i = start + j;
@@ -184,22 +183,20 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
                 sha.AppendData(batch.GetPublicKey(i));
                 sha.AppendData(batch.GetMessage(i));
                 sha.GetHashAndReset(digest);
-                ReduceModL(digest, k);
+                Scalar256 k = ScalarMath.ReduceBytes(digest);
                 for (int w = 0; w < 8; w++)
                 {
                     words[w] = BinaryPrimitives.ReadUInt32LittleEndian(sig[(32 + 4 * w)..]);
-                    words[8 + w] = BinaryPrimitives.ReadUInt32LittleEndian(k[(4 * w)..]);
+                }
+
+                for (int w = 0; w < 4; w++)
+                {
+                    ulong limb = k[w];
+                    words[8 + 2 * w] = (uint)limb;
+                    words[9 + 2 * w] = (uint)(limb >> 32);
                 }
             }
         });
-    }
-
-    private static void ReduceModL(ReadOnlySpan<byte> digest, Span<byte> k)
-    {
-        // Off the kernel's path and well below hashing cost; BigInteger keeps it obviously right.
-        var value = new BigInteger(digest, isUnsigned: true, isBigEndian: false) % Ed25519Reference.L;
-        k.Clear();
-        value.TryWriteBytes(k, out _, isUnsigned: true, isBigEndian: false);
     }
 
     private void EnsureCapacity(int n)

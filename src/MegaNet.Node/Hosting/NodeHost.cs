@@ -75,7 +75,7 @@ public static partial class NodeServiceCollectionExtensions
             o.EnableDetailedErrors = false;
         });
         services.AddGrpcReflection();
-        services.AddGrpcHealthChecks().AddCheck("store", () => Microsoft.Extensions.Diagnostics.HealthChecks.HealthCheckResult.Healthy());
+        services.AddGrpcHealthChecks().AddCheck<StoreHealthCheck>("store");
         return services;
     }
 }
@@ -170,4 +170,14 @@ public static partial class NodeHost
 
     [LoggerMessage(EventId = 1, Level = LogLevel.Information, Message = "MegaNet node listening on {Address}; verifier {Backend} ({Description}); data {DataDirectory}; node id {NodeId}")]
     private static partial void LogStarted(ILogger logger, Uri address, string backend, string description, string dataDirectory, string nodeId);
+}
+
+/// <summary>Unhealthy once the store refuses writes (a failed commit, e.g. a full disk) until the node restarts.</summary>
+internal sealed class StoreHealthCheck(IEnvelopeStore store) : Microsoft.Extensions.Diagnostics.HealthChecks.IHealthCheck
+{
+    public Task<Microsoft.Extensions.Diagnostics.HealthChecks.HealthCheckResult> CheckHealthAsync(
+        Microsoft.Extensions.Diagnostics.HealthChecks.HealthCheckContext context, CancellationToken cancellationToken = default) =>
+        Task.FromResult(store is FasterEnvelopeStore { Fault: { } fault }
+            ? Microsoft.Extensions.Diagnostics.HealthChecks.HealthCheckResult.Unhealthy($"The store refuses writes: {fault.Message}")
+            : Microsoft.Extensions.Diagnostics.HealthChecks.HealthCheckResult.Healthy());
 }
