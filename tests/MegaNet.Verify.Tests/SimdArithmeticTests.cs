@@ -48,6 +48,29 @@ public sealed class SimdArithmeticTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void Mul_and_square_are_exact_at_the_documented_input_bound()
+    {
+        // FieldElement's remarks allow limbs up to 2^54 into Mul and Square; the three-accumulator column sums are sized
+        // for exactly that, so the all-maximum limbs and random limbs near the bound must still give exact products.
+        output.WriteLine($"seed {Seed}");
+        var random = new Random(Seed);
+        const ulong Max = (1UL << 54) - 1;
+        static BigInteger Value(in FieldElement f) =>
+            f.L0 + ((BigInteger)f.L1 << 51) + ((BigInteger)f.L2 << 102) + ((BigInteger)f.L3 << 153) + ((BigInteger)f.L4 << 204);
+        ulong Limb(int i) => i == 0 ? Max : Max - (ulong)random.NextInt64(0, 1L << 50);
+        for (int i = 0; i < 2000; i++)
+        {
+            var a = new FieldElement(Limb(i), Limb(i), Limb(i), Limb(i), Limb(i));
+            var b = new FieldElement(Limb(i), Limb(i), Limb(i), Limb(i), Limb(i));
+            BigInteger x = Value(a), y = Value(b);
+            FieldElement product = FieldElement.Mul(a, b), square = FieldElement.Square(a);
+            Assert.Equal(x * y % R.P, ToBig(product));
+            Assert.Equal(x * x % R.P, ToBig(square));
+            Assert.True(Math.Max(Math.Max(product.L0, product.L1), Math.Max(Math.Max(product.L2, product.L3), product.L4)) < (1UL << 51) + (1UL << 13));
+        }
+    }
+
+    [Fact]
     public void Square_roots_of_every_tier_equal_single_ones()
     {
         output.WriteLine($"seed {Seed}");

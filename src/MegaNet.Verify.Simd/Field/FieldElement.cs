@@ -11,10 +11,18 @@ namespace MegaNet.Verify.Simd.Field;
 /// <remarks>
 /// Bounds (why the code is allowed to skip carries): a "reduced" element has every limb &lt; 2^51 + 2^13 (output of
 /// <see cref="Mul"/>, <see cref="Square"/>, <see cref="Carry"/>). <see cref="Add"/> of two reduced elements gives limbs
-/// &lt; 2^52.01 and <see cref="Sub"/> adds 4p first so its limbs stay positive and &lt; 2^53.01. <see cref="Mul"/> accepts
-/// inputs with limbs up to 2^54: then 19·b &lt; 2^58.3 and each 128-bit column sum is &lt; 5·2^54·2^58.3 &lt; 2^115, far from
-/// overflow, and the output is reduced again. Every public operation therefore takes reduced or once-added/subtracted
-/// inputs, never a chain of two additions without a multiply or carry in between.
+/// &lt; 2^52.01 and <see cref="Sub"/> adds 4p first so its limbs stay positive and &lt; 2^53.01. <see cref="Mul"/> and
+/// <see cref="Square"/> accept inputs with limbs up to 2^54: then 19·b &lt; 2^58.3, every product is &lt; 2^112.3, and the
+/// output is reduced again. Every public operation therefore takes reduced or once-added/subtracted inputs, never a
+/// chain of two additions without a multiply or carry in between.
+/// <para>
+/// Why no <see cref="UInt128"/>: the JIT sends the low half of <c>Math.BigMul</c> through the stack and carries 128-bit
+/// sums with <c>setb</c>, which doubled the cost of a multiplication. Each product is instead taken as its low word
+/// (<c>imul</c>) and high word (<c>mulx</c>), and a column is kept in three 64-bit sums: s (bits 0..50 of each
+/// product, plus the carry in), m (bits 51..63) and h (bits 64 and up). The column's carry out is h·2^13 + m + s/2^51:
+/// h &lt; 5·2^48.3 so h·2^13 &lt; 2^63.6, the carry in stays &lt; 2^63.7 and s &lt; 2^63.7 + 5·2^51 &lt; 2^64; no sum
+/// overflows. (Squaring doubles a factor first: products &lt; 2^113.3 but only three per column.)
+/// </para>
 /// </remarks>
 internal struct FieldElement : IFieldArithmetic<FieldElement>
 {
@@ -148,13 +156,43 @@ internal struct FieldElement : IFieldArithmetic<FieldElement>
         ulong a0 = a.L0, a1 = a.L1, a2 = a.L2, a3 = a.L3, a4 = a.L4;
         ulong b0 = b.L0, b1 = b.L1, b2 = b.L2, b3 = b.L3, b4 = b.L4;
         ulong b1_19 = b1 * 19, b2_19 = b2 * 19, b3_19 = b3 * 19, b4_19 = b4 * 19;
-
-        UInt128 r0 = Math.BigMul(a0, b0) + Math.BigMul(a1, b4_19) + Math.BigMul(a2, b3_19) + Math.BigMul(a3, b2_19) + Math.BigMul(a4, b1_19);
-        UInt128 r1 = Math.BigMul(a0, b1) + Math.BigMul(a1, b0) + Math.BigMul(a2, b4_19) + Math.BigMul(a3, b3_19) + Math.BigMul(a4, b2_19);
-        UInt128 r2 = Math.BigMul(a0, b2) + Math.BigMul(a1, b1) + Math.BigMul(a2, b0) + Math.BigMul(a3, b4_19) + Math.BigMul(a4, b3_19);
-        UInt128 r3 = Math.BigMul(a0, b3) + Math.BigMul(a1, b2) + Math.BigMul(a2, b1) + Math.BigMul(a3, b0) + Math.BigMul(a4, b4_19);
-        UInt128 r4 = Math.BigMul(a0, b4) + Math.BigMul(a1, b3) + Math.BigMul(a2, b2) + Math.BigMul(a3, b1) + Math.BigMul(a4, b0);
-        return Reduce(r0, r1, r2, r3, r4);
+        ulong p, s, h, m, c;
+        p = a0 * b0; h = Hi(a0, b0); s = (p & Mask); m = p >> 51;
+        p = a1 * b4_19; h += Hi(a1, b4_19); s += p & Mask; m += p >> 51;
+        p = a2 * b3_19; h += Hi(a2, b3_19); s += p & Mask; m += p >> 51;
+        p = a3 * b2_19; h += Hi(a3, b2_19); s += p & Mask; m += p >> 51;
+        p = a4 * b1_19; h += Hi(a4, b1_19); s += p & Mask; m += p >> 51;
+        ulong l0 = s & Mask;
+        c = (h << 13) + m + (s >> 51);
+        p = a0 * b1; h = Hi(a0, b1); s = (p & Mask) + c; m = p >> 51;
+        p = a1 * b0; h += Hi(a1, b0); s += p & Mask; m += p >> 51;
+        p = a2 * b4_19; h += Hi(a2, b4_19); s += p & Mask; m += p >> 51;
+        p = a3 * b3_19; h += Hi(a3, b3_19); s += p & Mask; m += p >> 51;
+        p = a4 * b2_19; h += Hi(a4, b2_19); s += p & Mask; m += p >> 51;
+        ulong l1 = s & Mask;
+        c = (h << 13) + m + (s >> 51);
+        p = a0 * b2; h = Hi(a0, b2); s = (p & Mask) + c; m = p >> 51;
+        p = a1 * b1; h += Hi(a1, b1); s += p & Mask; m += p >> 51;
+        p = a2 * b0; h += Hi(a2, b0); s += p & Mask; m += p >> 51;
+        p = a3 * b4_19; h += Hi(a3, b4_19); s += p & Mask; m += p >> 51;
+        p = a4 * b3_19; h += Hi(a4, b3_19); s += p & Mask; m += p >> 51;
+        ulong l2 = s & Mask;
+        c = (h << 13) + m + (s >> 51);
+        p = a0 * b3; h = Hi(a0, b3); s = (p & Mask) + c; m = p >> 51;
+        p = a1 * b2; h += Hi(a1, b2); s += p & Mask; m += p >> 51;
+        p = a2 * b1; h += Hi(a2, b1); s += p & Mask; m += p >> 51;
+        p = a3 * b0; h += Hi(a3, b0); s += p & Mask; m += p >> 51;
+        p = a4 * b4_19; h += Hi(a4, b4_19); s += p & Mask; m += p >> 51;
+        ulong l3 = s & Mask;
+        c = (h << 13) + m + (s >> 51);
+        p = a0 * b4; h = Hi(a0, b4); s = (p & Mask) + c; m = p >> 51;
+        p = a1 * b3; h += Hi(a1, b3); s += p & Mask; m += p >> 51;
+        p = a2 * b2; h += Hi(a2, b2); s += p & Mask; m += p >> 51;
+        p = a3 * b1; h += Hi(a3, b1); s += p & Mask; m += p >> 51;
+        p = a4 * b0; h += Hi(a4, b0); s += p & Mask; m += p >> 51;
+        ulong l4 = s & Mask;
+        c = (h << 13) + m + (s >> 51);
+        return Fold(l0, l1, l2, l3, l4, c);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -163,36 +201,47 @@ internal struct FieldElement : IFieldArithmetic<FieldElement>
         ulong a0 = a.L0, a1 = a.L1, a2 = a.L2, a3 = a.L3, a4 = a.L4;
         ulong d0 = a0 * 2, d1 = a1 * 2, d2 = a2 * 2, d3 = a3 * 2;
         ulong a3_19 = a3 * 19, a4_19 = a4 * 19;
-
-        UInt128 r0 = Math.BigMul(a0, a0) + Math.BigMul(d1, a4_19) + Math.BigMul(d2, a3_19);
-        UInt128 r1 = Math.BigMul(d0, a1) + Math.BigMul(d2, a4_19) + Math.BigMul(a3, a3_19);
-        UInt128 r2 = Math.BigMul(d0, a2) + Math.BigMul(a1, a1) + Math.BigMul(d3, a4_19);
-        UInt128 r3 = Math.BigMul(d0, a3) + Math.BigMul(d1, a2) + Math.BigMul(a4, a4_19);
-        UInt128 r4 = Math.BigMul(d0, a4) + Math.BigMul(d1, a3) + Math.BigMul(a2, a2);
-        return Reduce(r0, r1, r2, r3, r4);
+        ulong p, s, h, m, c;
+        p = a0 * a0; h = Hi(a0, a0); s = (p & Mask); m = p >> 51;
+        p = d1 * a4_19; h += Hi(d1, a4_19); s += p & Mask; m += p >> 51;
+        p = d2 * a3_19; h += Hi(d2, a3_19); s += p & Mask; m += p >> 51;
+        ulong l0 = s & Mask;
+        c = (h << 13) + m + (s >> 51);
+        p = d0 * a1; h = Hi(d0, a1); s = (p & Mask) + c; m = p >> 51;
+        p = d2 * a4_19; h += Hi(d2, a4_19); s += p & Mask; m += p >> 51;
+        p = a3 * a3_19; h += Hi(a3, a3_19); s += p & Mask; m += p >> 51;
+        ulong l1 = s & Mask;
+        c = (h << 13) + m + (s >> 51);
+        p = d0 * a2; h = Hi(d0, a2); s = (p & Mask) + c; m = p >> 51;
+        p = a1 * a1; h += Hi(a1, a1); s += p & Mask; m += p >> 51;
+        p = d3 * a4_19; h += Hi(d3, a4_19); s += p & Mask; m += p >> 51;
+        ulong l2 = s & Mask;
+        c = (h << 13) + m + (s >> 51);
+        p = d0 * a3; h = Hi(d0, a3); s = (p & Mask) + c; m = p >> 51;
+        p = d1 * a2; h += Hi(d1, a2); s += p & Mask; m += p >> 51;
+        p = a4 * a4_19; h += Hi(a4, a4_19); s += p & Mask; m += p >> 51;
+        ulong l3 = s & Mask;
+        c = (h << 13) + m + (s >> 51);
+        p = d0 * a4; h = Hi(d0, a4); s = (p & Mask) + c; m = p >> 51;
+        p = d1 * a3; h += Hi(d1, a3); s += p & Mask; m += p >> 51;
+        p = a2 * a2; h += Hi(a2, a2); s += p & Mask; m += p >> 51;
+        ulong l4 = s & Mask;
+        c = (h << 13) + m + (s >> 51);
+        return Fold(l0, l1, l2, l3, l4, c);
     }
 
+    /// <summary>High 64 bits of a·b: <c>mulx</c> with BMI2, a portable widening multiply otherwise.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static FieldElement Reduce(UInt128 r0, UInt128 r1, UInt128 r2, UInt128 r3, UInt128 r4)
+    private static ulong Hi(ulong a, ulong b) => Bmi2.X64.IsSupported ? Bmi2.X64.MultiplyNoFlags(a, b) : Math.BigMul(a, b, out _);
+
+    /// <summary>Folds the carry out of the top column (c &lt; 2^64, weight 2^255 ≡ 19) back into the low limbs.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static FieldElement Fold(ulong l0, ulong l1, ulong l2, ulong l3, ulong l4, ulong c)
     {
-        // Column sums < 2^115 (see remarks); carries fit in 64 bits.
-        r1 += (ulong)(r0 >> 51);
-        ulong l0 = (ulong)r0 & Mask;
-        r2 += (ulong)(r1 >> 51);
-        ulong l1 = (ulong)r1 & Mask;
-        r3 += (ulong)(r2 >> 51);
-        ulong l2 = (ulong)r2 & Mask;
-        r4 += (ulong)(r3 >> 51);
-        ulong l3 = (ulong)r3 & Mask;
-        ulong c = (ulong)(r4 >> 51);
-        ulong l4 = (ulong)r4 & Mask;
-        // c < 2^64 / 2^? — c·19 can exceed 64 bits only if r4 ≥ 2^110.7; r4 < 2^115 so widen.
-        UInt128 t = Math.BigMul(c, 19) + l0;
-        l0 = (ulong)t & Mask;
-        l1 += (ulong)(t >> 51);
-        l2 += l1 >> 51;
-        l1 &= Mask;
-        return new FieldElement(l0, l1, l2, l3, l4);
+        // 19·c can exceed 64 bits, so fold its two 51-bit halves separately.
+        ulong t = l0 + (19 * (c & Mask));
+        ulong u = l1 + (19 * (c >> 51)) + (t >> 51);
+        return new FieldElement(t & Mask, u & Mask, l2 + (u >> 51), l3, l4);
     }
 
     /// <summary>a^(2^n) by repeated squaring.</summary>
