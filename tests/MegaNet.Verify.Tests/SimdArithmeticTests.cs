@@ -208,7 +208,7 @@ public sealed class SimdArithmeticTests(ITestOutputHelper output)
     {
         output.WriteLine($"seed {Seed}");
         var random = new Random(Seed);
-        foreach (int n in new[] { 1, 2, 3, 17, 200 })
+        foreach (int n in new[] { 1, 2, 3, 17, 24, 65, 200, 700 })
         {
             var points = new AffineNielsPoint[n];
             var scalars = new Scalar256[n];
@@ -228,17 +228,48 @@ public sealed class SimdArithmeticTests(ITestOutputHelper output)
                     scalars[i].S2 = scalars[i].S3 = 0; // 128-bit coefficients as in the batch equation
                 }
 
+                if (i % 11 == 5)
+                {
+                    scalars[i] = default;   // a zero scalar: every digit lands in the spare bucket
+                }
+
+                if (i % 13 == 7)
+                {
+                    points[i] = points[i - 1];   // the same point twice: the same bucket is hit again
+                    p = PointOf(points[i - 1]);
+                }
+
                 expected = R.Add(expected, R.ScalarMultiply(Big(scalars[i]), p));
             }
 
             byte[] want = R.Encode(expected);
-            foreach (EdwardsPoint result in new[] { MultiScalar.Straus(points, scalars), MultiScalar.Pippenger(points, scalars, 5), MultiScalar.Pippenger(points, scalars, 8) })
+            var results = new List<EdwardsPoint> { MultiScalar.Straus(points, scalars), MultiScalar.Pippenger(points, scalars, 5), MultiScalar.Pippenger(points, scalars, 8), MultiScalar.Compute(points, scalars) };
+            if (System.Runtime.Intrinsics.X86.Avx512F.IsSupported)
+            {
+                results.Add(LaneMultiScalar<Avx512Lanes, System.Runtime.Intrinsics.Vector512<ulong>>.Compute(points, scalars));
+            }
+
+            if (System.Runtime.Intrinsics.X86.Avx2.IsSupported)
+            {
+                results.Add(LaneMultiScalar<Avx2Lanes, System.Runtime.Intrinsics.Vector256<ulong>>.Compute(points, scalars));
+            }
+
+            output.WriteLine($"n = {n}: {results.Count} methods compared");
+            foreach (EdwardsPoint result in results)
             {
                 byte[] got = new byte[32];
                 result.Encode(got);
                 Assert.Equal(want, got);
             }
         }
+    }
+
+    private static R.Point PointOf(in AffineNielsPoint p)
+    {
+        byte[] e = new byte[32];
+        MultiScalar.FromAffineNiels(p).Encode(e);
+        Assert.True(R.TryDecode(e, out R.Point point));
+        return point;
     }
 
     private static BigInteger Big(in Scalar256 s)

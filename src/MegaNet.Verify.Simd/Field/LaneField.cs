@@ -16,6 +16,11 @@ internal interface ILaneOps<TVec>
 
     static abstract TVec Add(TVec a, TVec b);
 
+    static abstract TVec Subtract(TVec a, TVec b);
+
+    /// <summary>Per lane: <paramref name="mask"/> all ones selects <paramref name="a"/>, all zeros <paramref name="b"/>.</summary>
+    static abstract TVec Select(TVec mask, TVec a, TVec b);
+
     static abstract TVec ShiftRight(TVec a, byte n);
 
     static abstract TVec ShiftLeft(TVec a, byte n);
@@ -39,6 +44,12 @@ internal readonly struct Avx512Lanes : ILaneOps<Vector512<ulong>>
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector512<ulong> Add(Vector512<ulong> a, Vector512<ulong> b) => a + b;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<ulong> Subtract(Vector512<ulong> a, Vector512<ulong> b) => a - b;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<ulong> Select(Vector512<ulong> mask, Vector512<ulong> a, Vector512<ulong> b) => Vector512.ConditionalSelect(mask, a, b);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector512<ulong> ShiftRight(Vector512<ulong> a, byte n) => Vector512.ShiftRightLogical(a, n);
@@ -66,6 +77,12 @@ internal readonly struct Avx2Lanes : ILaneOps<Vector256<ulong>>
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<ulong> Add(Vector256<ulong> a, Vector256<ulong> b) => a + b;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<ulong> Subtract(Vector256<ulong> a, Vector256<ulong> b) => a - b;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<ulong> Select(Vector256<ulong> mask, Vector256<ulong> a, Vector256<ulong> b) => Vector256.ConditionalSelect(mask, a, b);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<ulong> ShiftRight(Vector256<ulong> a, byte n) => Vector256.ShiftRightLogical(a, n);
@@ -169,6 +186,127 @@ internal struct LaneField<TOps, TVec> : IFieldArithmetic<LaneField<TOps, TVec>>
         return Carry(h0, h1, h2, h3, h4, h5, h6, h7, h8, h9);
     }
 
+    /// <summary>a² in every lane (ref10's 55-product schoolbook square; inputs as for <see cref="Mul"/>).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static LaneField<TOps, TVec> Square(in LaneField<TOps, TVec> a)
+    {
+        TVec f0 = a.L0, f1 = a.L1, f2 = a.L2, f3 = a.L3, f4 = a.L4, f5 = a.L5, f6 = a.L6, f7 = a.L7, f8 = a.L8, f9 = a.L9;
+        TVec f0_2 = TOps.Add(f0, f0), f1_2 = TOps.Add(f1, f1), f2_2 = TOps.Add(f2, f2), f3_2 = TOps.Add(f3, f3);
+        TVec f4_2 = TOps.Add(f4, f4), f5_2 = TOps.Add(f5, f5), f6_2 = TOps.Add(f6, f6), f7_2 = TOps.Add(f7, f7);
+        TVec f5_38 = TOps.Add(Times19(f5), Times19(f5)), f6_19 = Times19(f6), f7_38 = TOps.Add(Times19(f7), Times19(f7));
+        TVec f8_19 = Times19(f8), f9_38 = TOps.Add(Times19(f9), Times19(f9));
+        TVec h0 = Sum(TOps.Mul32(f0, f0), TOps.Mul32(f1_2, f9_38), TOps.Mul32(f2_2, f8_19), TOps.Mul32(f3_2, f7_38), TOps.Mul32(f4_2, f6_19), TOps.Mul32(f5, f5_38));
+        TVec h1 = Sum(TOps.Mul32(f0_2, f1), TOps.Mul32(f2, f9_38), TOps.Mul32(f3_2, f8_19), TOps.Mul32(f4, f7_38), TOps.Mul32(f5_2, f6_19));
+        TVec h2 = Sum(TOps.Mul32(f0_2, f2), TOps.Mul32(f1_2, f1), TOps.Mul32(f3_2, f9_38), TOps.Mul32(f4_2, f8_19), TOps.Mul32(f5_2, f7_38), TOps.Mul32(f6, f6_19));
+        TVec h3 = Sum(TOps.Mul32(f0_2, f3), TOps.Mul32(f1_2, f2), TOps.Mul32(f4, f9_38), TOps.Mul32(f5_2, f8_19), TOps.Mul32(f6, f7_38));
+        TVec h4 = Sum(TOps.Mul32(f0_2, f4), TOps.Mul32(f1_2, f3_2), TOps.Mul32(f2, f2), TOps.Mul32(f5_2, f9_38), TOps.Mul32(f6_2, f8_19), TOps.Mul32(f7, f7_38));
+        TVec h5 = Sum(TOps.Mul32(f0_2, f5), TOps.Mul32(f1_2, f4), TOps.Mul32(f2_2, f3), TOps.Mul32(f6, f9_38), TOps.Mul32(f7_2, f8_19));
+        TVec h6 = Sum(TOps.Mul32(f0_2, f6), TOps.Mul32(f1_2, f5_2), TOps.Mul32(f2_2, f4), TOps.Mul32(f3_2, f3), TOps.Mul32(f7_2, f9_38), TOps.Mul32(f8, f8_19));
+        TVec h7 = Sum(TOps.Mul32(f0_2, f7), TOps.Mul32(f1_2, f6), TOps.Mul32(f2_2, f5), TOps.Mul32(f3_2, f4), TOps.Mul32(f8, f9_38));
+        TVec h8 = Sum(TOps.Mul32(f0_2, f8), TOps.Mul32(f1_2, f7_2), TOps.Mul32(f2_2, f6), TOps.Mul32(f3_2, f5_2), TOps.Mul32(f4, f4), TOps.Mul32(f9, f9_38));
+        TVec h9 = Sum(TOps.Mul32(f0_2, f9), TOps.Mul32(f1_2, f8), TOps.Mul32(f2_2, f7), TOps.Mul32(f3_2, f6), TOps.Mul32(f4_2, f5));
+        return Carry(h0, h1, h2, h3, h4, h5, h6, h7, h8, h9);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static TVec Sum(TVec a, TVec b, TVec c, TVec d, TVec e) => TOps.Add(TOps.Add(TOps.Add(a, b), TOps.Add(c, d)), e);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static TVec Sum(TVec a, TVec b, TVec c, TVec d, TVec e, TVec f) => TOps.Add(TOps.Add(TOps.Add(a, b), TOps.Add(c, d)), TOps.Add(e, f));
+
+    /// <summary>a + b of two carried elements: limbs &lt; 2^27 (even) / 2^26.01 (odd), a valid <see cref="Mul"/> input.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static LaneField<TOps, TVec> Add(in LaneField<TOps, TVec> a, in LaneField<TOps, TVec> b)
+    {
+        LaneField<TOps, TVec> r;
+        r.L0 = TOps.Add(a.L0, b.L0);
+        r.L1 = TOps.Add(a.L1, b.L1);
+        r.L2 = TOps.Add(a.L2, b.L2);
+        r.L3 = TOps.Add(a.L3, b.L3);
+        r.L4 = TOps.Add(a.L4, b.L4);
+        r.L5 = TOps.Add(a.L5, b.L5);
+        r.L6 = TOps.Add(a.L6, b.L6);
+        r.L7 = TOps.Add(a.L7, b.L7);
+        r.L8 = TOps.Add(a.L8, b.L8);
+        r.L9 = TOps.Add(a.L9, b.L9);
+        return r;
+    }
+
+    /// <summary>
+    /// a − b as a + 2p − b for carried a and b (b's limbs are below 2p's, so no lane goes negative); limbs stay
+    /// &lt; 2^27.58 (even) / 2^26.58 (odd), a valid <see cref="Mul"/> input.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static LaneField<TOps, TVec> Sub(in LaneField<TOps, TVec> a, in LaneField<TOps, TVec> b)
+    {
+        TVec even = TOps.Create((1UL << 27) - 2), odd = TOps.Create((1UL << 26) - 2);
+        LaneField<TOps, TVec> r;
+        r.L0 = TOps.Subtract(TOps.Add(a.L0, TOps.Create((1UL << 27) - 38)), b.L0);
+        r.L1 = TOps.Subtract(TOps.Add(a.L1, odd), b.L1);
+        r.L2 = TOps.Subtract(TOps.Add(a.L2, even), b.L2);
+        r.L3 = TOps.Subtract(TOps.Add(a.L3, odd), b.L3);
+        r.L4 = TOps.Subtract(TOps.Add(a.L4, even), b.L4);
+        r.L5 = TOps.Subtract(TOps.Add(a.L5, odd), b.L5);
+        r.L6 = TOps.Subtract(TOps.Add(a.L6, even), b.L6);
+        r.L7 = TOps.Subtract(TOps.Add(a.L7, odd), b.L7);
+        r.L8 = TOps.Subtract(TOps.Add(a.L8, even), b.L8);
+        r.L9 = TOps.Subtract(TOps.Add(a.L9, odd), b.L9);
+        return r;
+    }
+
+    /// <summary>Carries an <see cref="Add"/> or <see cref="Sub"/> result back to carried limbs.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static LaneField<TOps, TVec> Reduce(in LaneField<TOps, TVec> a) => Carry(a.L0, a.L1, a.L2, a.L3, a.L4, a.L5, a.L6, a.L7, a.L8, a.L9);
+
+    /// <summary>Per lane: where <paramref name="mask"/> is all ones <paramref name="a"/>, else <paramref name="b"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static LaneField<TOps, TVec> Select(TVec mask, in LaneField<TOps, TVec> a, in LaneField<TOps, TVec> b)
+    {
+        LaneField<TOps, TVec> r;
+        r.L0 = TOps.Select(mask, a.L0, b.L0);
+        r.L1 = TOps.Select(mask, a.L1, b.L1);
+        r.L2 = TOps.Select(mask, a.L2, b.L2);
+        r.L3 = TOps.Select(mask, a.L3, b.L3);
+        r.L4 = TOps.Select(mask, a.L4, b.L4);
+        r.L5 = TOps.Select(mask, a.L5, b.L5);
+        r.L6 = TOps.Select(mask, a.L6, b.L6);
+        r.L7 = TOps.Select(mask, a.L7, b.L7);
+        r.L8 = TOps.Select(mask, a.L8, b.L8);
+        r.L9 = TOps.Select(mask, a.L9, b.L9);
+        return r;
+    }
+
+    /// <summary>The same element in every lane, from its ten radix-2^25.5 limbs (<see cref="ToLimbs"/>).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static LaneField<TOps, TVec> Broadcast(ReadOnlySpan<ulong> limbs)
+    {
+        LaneField<TOps, TVec> r;
+        r.L0 = TOps.Create(limbs[0]);
+        r.L1 = TOps.Create(limbs[1]);
+        r.L2 = TOps.Create(limbs[2]);
+        r.L3 = TOps.Create(limbs[3]);
+        r.L4 = TOps.Create(limbs[4]);
+        r.L5 = TOps.Create(limbs[5]);
+        r.L6 = TOps.Create(limbs[6]);
+        r.L7 = TOps.Create(limbs[7]);
+        r.L8 = TOps.Create(limbs[8]);
+        r.L9 = TOps.Create(limbs[9]);
+        return r;
+    }
+
+    /// <summary>Ten carried radix-2^25.5 limbs of a radix-2^51 element (the layout of one lane).</summary>
+    public static void ToLimbs(in FieldElement value, Span<ulong> limbs)
+    {
+        const ulong Mask26 = (1UL << 26) - 1;
+        FieldElement c = FieldElement.Carry(value);
+        for (int limb = 0; limb < 5; limb++)
+        {
+            ulong l = Limb(c, limb);
+            limbs[2 * limb] = l & Mask26;
+            limbs[2 * limb + 1] = l >> 26;
+        }
+    }
+
     /// <summary>z^(2^252 − 3) in every lane.</summary>
     public static LaneField<TOps, TVec> Pow22523(in LaneField<TOps, TVec> z) => AdditionChains.Pow22523(z);
 
@@ -176,10 +314,10 @@ internal struct LaneField<TOps, TVec> : IFieldArithmetic<LaneField<TOps, TVec>>
 
     static LaneField<TOps, TVec> IFieldArithmetic<LaneField<TOps, TVec>>.SquareTimes(in LaneField<TOps, TVec> a, int n)
     {
-        LaneField<TOps, TVec> r = Mul(a, a);
+        LaneField<TOps, TVec> r = Square(a);
         for (int i = 1; i < n; i++)
         {
-            r = Mul(r, r);
+            r = Square(r);
         }
 
         return r;
