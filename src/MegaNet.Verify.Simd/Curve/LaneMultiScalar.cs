@@ -113,7 +113,8 @@ internal static class LaneMultiScalar<TOps, TVec>
         return best;
     }
 
-    private static void AccumulateGroup(int g, int n, int slots, short[] digits, ulong[] niels, ulong[] store, int bucketCount, Span<EdwardsPoint> sums)
+    [SkipLocalsInit]
+    private static unsafe void AccumulateGroup(int g, int n, int slots, short[] digits, ulong[] niels, ulong[] store, int bucketCount, Span<EdwardsPoint> sums)
     {
         int lanes = TOps.Lanes;
         int rowStride = Coordinates * lanes;
@@ -130,49 +131,52 @@ internal static class LaneMultiScalar<TOps, TVec>
         Span<int> offsets = stackalloc int[lanes];
         Span<ulong> signs = stackalloc ulong[lanes];
         LanePoint p = default;
-        Span<ulong> pLimbs = MemoryMarshal.Cast<LanePoint, ulong>(MemoryMarshal.CreateSpan(ref p, 1));
-        for (int i = 0; i < n; i++)
+        LaneNiels q;
+        fixed (ulong* buckets = store)
         {
-            ReadOnlySpan<short> d = digits.AsSpan((i * slots) + (g * lanes), lanes);
-            if (d.IndexOfAnyExcept((short)0) < 0)
+            ulong* point = (ulong*)Unsafe.AsPointer(ref p);
+            for (int i = 0; i < n; i++)
             {
-                continue;
-            }
-
-            for (int j = 0; j < lanes; j++)
-            {
-                int digit = d[j];
-                offsets[j] = ((digit < 0 ? -digit : digit) * rowStride) + j;
-                signs[j] = digit < 0 ? ulong.MaxValue : 0;
-            }
-
-            // Strided copy of each lane's bucket into the vector point.
-            for (int c = 0; c < Coordinates; c++)
-            {
-                int column = c * lanes;
-                for (int j = 0; j < lanes; j++)
+                ReadOnlySpan<short> d = digits.AsSpan((i * slots) + (g * lanes), lanes);
+                if (d.IndexOfAnyExcept((short)0) < 0)
                 {
-                    pLimbs[column + j] = store[offsets[j] + column];
+                    continue;
                 }
-            }
 
-            ReadOnlySpan<ulong> limbs = niels.AsSpan(i * NielsLimbs, NielsLimbs);
-            TVec negative = TOps.Load(signs);
-            LaneField<TOps, TVec> yPlusX = LaneField<TOps, TVec>.Broadcast(limbs[..10]);
-            LaneField<TOps, TVec> yMinusX = LaneField<TOps, TVec>.Broadcast(limbs[10..20]);
-            // −(x, y) = (−x, y): y+x and y−x swap, 2dxy changes sign.
-            LaneNiels q;
-            q.YplusX = LaneField<TOps, TVec>.Select(negative, yMinusX, yPlusX);
-            q.YminusX = LaneField<TOps, TVec>.Select(negative, yPlusX, yMinusX);
-            q.XY2d = LaneField<TOps, TVec>.Select(negative, LaneField<TOps, TVec>.Broadcast(limbs[30..40]), LaneField<TOps, TVec>.Broadcast(limbs[20..30]));
-            p = AddNiels(p, q);
-
-            for (int c = 0; c < Coordinates; c++)
-            {
-                int column = c * lanes;
                 for (int j = 0; j < lanes; j++)
                 {
-                    store[offsets[j] + column] = pLimbs[column + j];
+                    int digit = d[j];
+                    offsets[j] = ((digit < 0 ? -digit : digit) * rowStride) + j;
+                    signs[j] = digit < 0 ? ulong.MaxValue : 0;
+                }
+
+                // Strided copy of each lane's bucket into the vector point (indices checked above: |digit| ≤ bucketCount).
+                for (int j = 0; j < lanes; j++)
+                {
+                    ulong* from = buckets + offsets[j];
+                    for (int c = 0; c < Coordinates; c++)
+                    {
+                        point[(c * lanes) + j] = from[c * lanes];
+                    }
+                }
+
+                ReadOnlySpan<ulong> limbs = niels.AsSpan(i * NielsLimbs, NielsLimbs);
+                TVec negative = TOps.Load(signs);
+                LaneField<TOps, TVec> yPlusX = LaneField<TOps, TVec>.Broadcast(limbs[..10]);
+                LaneField<TOps, TVec> yMinusX = LaneField<TOps, TVec>.Broadcast(limbs[10..20]);
+                // −(x, y) = (−x, y): y+x and y−x swap, 2dxy changes sign.
+                q.YplusX = LaneField<TOps, TVec>.Select(negative, yMinusX, yPlusX);
+                q.YminusX = LaneField<TOps, TVec>.Select(negative, yPlusX, yMinusX);
+                q.XY2d = LaneField<TOps, TVec>.Select(negative, LaneField<TOps, TVec>.Broadcast(limbs[30..40]), LaneField<TOps, TVec>.Broadcast(limbs[20..30]));
+                AddNiels(ref p, q);
+
+                for (int j = 0; j < lanes; j++)
+                {
+                    ulong* to = buckets + offsets[j];
+                    for (int c = 0; c < Coordinates; c++)
+                    {
+                        to[c * lanes] = point[(c * lanes) + j];
+                    }
                 }
             }
         }
@@ -180,11 +184,13 @@ internal static class LaneMultiScalar<TOps, TVec>
         // Per lane Σ b·bucket[b] with a running sum from the top bucket down; the rows are already lane-interleaved.
         LaneField<TOps, TVec> d2 = LaneField<TOps, TVec>.Broadcast(D2Limbs);
         LanePoint running = Identity(), sum = Identity();
+        LaneCached cached;
         for (int b = bucketCount; b >= 1; b--)
         {
-            LanePoint bucket = MemoryMarshal.Cast<ulong, LanePoint>(store.AsSpan(b * rowStride, rowStride))[0];
-            running = AddCached(running, ToCached(bucket, d2));
-            sum = AddCached(sum, ToCached(running, d2));
+            ToCached(MemoryMarshal.Cast<ulong, LanePoint>(store.AsSpan(b * rowStride, rowStride))[0], d2, out cached);
+            AddCached(ref running, cached);
+            ToCached(running, d2, out cached);
+            AddCached(ref sum, cached);
         }
 
         Span<F> lane = stackalloc F[lanes];
@@ -230,52 +236,52 @@ internal static class LaneMultiScalar<TOps, TVec>
     }
 
     /// <summary>P + Q for an affine Q as (y+x, y−x, 2dxy): 7 multiplications per lane (as <see cref="EdwardsPoint.AddAffine"/>).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static LanePoint AddNiels(in LanePoint p, in LaneNiels q)
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    [SkipLocalsInit]
+    private static void AddNiels(ref LanePoint p, in LaneNiels q)
     {
         LaneField<TOps, TVec> a = LaneField<TOps, TVec>.Mul(LaneField<TOps, TVec>.Sub(p.Y, p.X), q.YminusX);
         LaneField<TOps, TVec> b = LaneField<TOps, TVec>.Mul(LaneField<TOps, TVec>.Add(p.Y, p.X), q.YplusX);
         LaneField<TOps, TVec> c = LaneField<TOps, TVec>.Mul(p.T, q.XY2d);
         // Carried so that d − c below starts from carried limbs (the Sub bound).
         LaneField<TOps, TVec> d = LaneField<TOps, TVec>.Reduce(LaneField<TOps, TVec>.Add(p.Z, p.Z));
-        return Finish(a, b, c, d);
+        Finish(ref p, a, b, c, d);
     }
 
     /// <summary>P + Q for a cached Q: 8 multiplications per lane (as <see cref="EdwardsPoint.Add"/>).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static LanePoint AddCached(in LanePoint p, in LaneCached q)
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    [SkipLocalsInit]
+    private static void AddCached(ref LanePoint p, in LaneCached q)
     {
         LaneField<TOps, TVec> a = LaneField<TOps, TVec>.Mul(LaneField<TOps, TVec>.Sub(p.Y, p.X), q.YminusX);
         LaneField<TOps, TVec> b = LaneField<TOps, TVec>.Mul(LaneField<TOps, TVec>.Add(p.Y, p.X), q.YplusX);
         LaneField<TOps, TVec> c = LaneField<TOps, TVec>.Mul(p.T, q.T2d);
         LaneField<TOps, TVec> d = LaneField<TOps, TVec>.Mul(p.Z, q.Z2);
-        return Finish(a, b, c, d);
+        Finish(ref p, a, b, c, d);
     }
 
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static LanePoint Finish(in LaneField<TOps, TVec> a, in LaneField<TOps, TVec> b, in LaneField<TOps, TVec> c, in LaneField<TOps, TVec> d)
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    [SkipLocalsInit]
+    private static void Finish(ref LanePoint r, in LaneField<TOps, TVec> a, in LaneField<TOps, TVec> b, in LaneField<TOps, TVec> c, in LaneField<TOps, TVec> d)
     {
         LaneField<TOps, TVec> e = LaneField<TOps, TVec>.Sub(b, a);
         LaneField<TOps, TVec> f = LaneField<TOps, TVec>.Sub(d, c);
         LaneField<TOps, TVec> g = LaneField<TOps, TVec>.Add(d, c);
         LaneField<TOps, TVec> h = LaneField<TOps, TVec>.Add(b, a);
-        LanePoint r;
         r.X = LaneField<TOps, TVec>.Mul(e, f);
         r.Y = LaneField<TOps, TVec>.Mul(g, h);
         r.T = LaneField<TOps, TVec>.Mul(e, h);
         r.Z = LaneField<TOps, TVec>.Mul(f, g);
-        return r;
     }
 
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static LaneCached ToCached(in LanePoint p, in LaneField<TOps, TVec> d2)
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    [SkipLocalsInit]
+    private static void ToCached(in LanePoint p, in LaneField<TOps, TVec> d2, out LaneCached r)
     {
-        LaneCached r;
         r.YplusX = LaneField<TOps, TVec>.Reduce(LaneField<TOps, TVec>.Add(p.Y, p.X));
         r.YminusX = LaneField<TOps, TVec>.Reduce(LaneField<TOps, TVec>.Sub(p.Y, p.X));
         r.Z2 = LaneField<TOps, TVec>.Reduce(LaneField<TOps, TVec>.Add(p.Z, p.Z));
         r.T2d = LaneField<TOps, TVec>.Mul(p.T, d2);
-        return r;
     }
 
     private static ulong[] Limbs(in F value)

@@ -165,7 +165,8 @@ internal struct LaneField<TOps, TVec> : IFieldArithmetic<LaneField<TOps, TVec>>
         }
     }
 
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    [SkipLocalsInit]
     public static LaneField<TOps, TVec> Mul(in LaneField<TOps, TVec> a, in LaneField<TOps, TVec> b)
     {
         TVec a0 = a.L0, a1 = a.L1, a2 = a.L2, a3 = a.L3, a4 = a.L4, a5 = a.L5, a6 = a.L6, a7 = a.L7, a8 = a.L8, a9 = a.L9;
@@ -187,7 +188,8 @@ internal struct LaneField<TOps, TVec> : IFieldArithmetic<LaneField<TOps, TVec>>
     }
 
     /// <summary>a² in every lane (ref10's 55-product schoolbook square; inputs as for <see cref="Mul"/>).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    [SkipLocalsInit]
     public static LaneField<TOps, TVec> Square(in LaneField<TOps, TVec> a)
     {
         TVec f0 = a.L0, f1 = a.L1, f2 = a.L2, f3 = a.L3, f4 = a.L4, f5 = a.L5, f6 = a.L6, f7 = a.L7, f8 = a.L8, f9 = a.L9;
