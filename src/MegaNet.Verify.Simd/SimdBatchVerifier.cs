@@ -51,8 +51,8 @@ public sealed class SimdBatchVerifier : BatchVerifierBase
 
     /// <summary>The instruction set tier the field arithmetic runs on in this process.</summary>
     public static string IsaTier =>
-        Avx512F.IsSupported && Vector512.IsHardwareAccelerated ? "AVX-512F x8 square roots, scalar 64-bit radix 2^51 elsewhere" :
-        Avx2.IsSupported ? "AVX2 x4 square roots, scalar 64-bit radix 2^51 elsewhere" :
+        Avx512F.IsSupported && Vector512.IsHardwareAccelerated ? "AVX-512F x8 lanes (square roots, bucket sums), scalar radix 2^51 elsewhere" :
+        Avx2.IsSupported ? "AVX2 x4 lanes (square roots, bucket sums), scalar radix 2^51 elsewhere" :
         "scalar 64-bit radix 2^51";
 
     /// <inheritdoc />

@@ -69,6 +69,24 @@ public sealed class ProfilerTests(ITestOutputHelper output)
             double verified = readings.Where(r => r.Instrument == "meganet.verify.signatures").Sum(r => r.Value);
             Assert.InRange(verified, accepted.Value, Sent);
             Assert.Contains(readings, r => r.Meter == "System.Runtime" && r.Instrument == "dotnet.process.cpu.time");
+
+            // A CPU trace taken while the node admits mail names the node's own code among the sampled methods.
+            string trace = Path.Combine(data, "node.nettrace");
+            Task tracing = NodeProfiler.TraceAsync(node.Id, trace, TimeSpan.FromSeconds(4));
+            await Task.Delay(TimeSpan.FromSeconds(1));
+            using (var client = new MegaNetClient(new Uri($"http://127.0.0.1:{port}")))
+            using (Identity alice = Identity.Create(), bob = Identity.Create())
+            {
+                var sends = Enumerable.Range(0, 200).Select(i => client.SendAsync(alice, bob.Card, Encoding.UTF8.GetBytes($"t{i}"), "text/plain"));
+                await Task.WhenAll(sends);
+            }
+
+            await tracing;
+            (int samples, _, IReadOnlyList<MethodShare> byInclusive) = TraceSummary.Summarize(trace, 100_000);
+            output.WriteLine(TraceSummary.Format(samples, [], byInclusive.Take(30).ToList()));
+            Assert.True(samples > 0, "no managed-code samples in the trace");
+            Assert.Contains(byInclusive, m => m.Method.StartsWith("MegaNet.", StringComparison.Ordinal) && m.Inclusive > 0);
+            Assert.All(byInclusive, m => Assert.InRange(m.Inclusive, m.Exclusive, 1.0));
         }
         finally
         {

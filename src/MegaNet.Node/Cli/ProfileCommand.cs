@@ -21,12 +21,17 @@ internal static class ProfileCommand
             DefaultValueFactory = _ => TimeSpan.FromSeconds(30),
             CustomParser = CliParsers.Duration,
         };
+        var top = new Option<int>("--top")
+        {
+            Description = "After --trace, print the N hottest methods by own and by inclusive managed-code samples (0: don't). Default 20.",
+            DefaultValueFactory = _ => 20,
+        };
         var dump = new Option<string?>("--dump") { Description = "Write a full memory dump to this file." };
         var command = new Command("profile",
             "Attach to a running MegaNet node over the .NET diagnostics IPC: a live table of the MegaNet instruments and runtime counters, " +
             "--once --json for scripts, --trace for a CPU-sampling .nettrace, --dump for a dump.")
         {
-            pid, list, once, json, refresh, trace, duration, dump,
+            pid, list, once, json, refresh, trace, duration, top, dump,
         };
         command.SetAction(async (parse, ct) =>
         {
@@ -62,6 +67,12 @@ internal static class ProfileCommand
                     Console.WriteLine($"tracing {node.ProcessId} for {d.TotalSeconds:0} s ...");
                     await NodeProfiler.TraceAsync(node.ProcessId, traceFile, d, ct);
                     Console.WriteLine($"wrote {Path.GetFullPath(traceFile)} ({new FileInfo(traceFile).Length:N0} bytes); open it in PerfView or speedscope");
+                    if (parse.GetValue(top) is > 0 and int n)
+                    {
+                        (int samples, IReadOnlyList<MethodShare> byExclusive, IReadOnlyList<MethodShare> byInclusive) = TraceSummary.Summarize(traceFile, n);
+                        Console.Write(TraceSummary.Format(samples, byExclusive, byInclusive));
+                    }
+
                     return 0;
                 }
 

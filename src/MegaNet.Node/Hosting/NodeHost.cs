@@ -88,7 +88,10 @@ public static partial class NodeHost
     {
         ArgumentNullException.ThrowIfNull(options);
         options.Validate();
-        WebApplicationBuilder builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { Args = args ?? [] });
+        // Content root = the install directory, not the working directory: the host watches its content root for
+        // appsettings changes, and with the default ./data under the working directory every store write woke that
+        // watcher (measured: the hottest managed frames of an idle node were FileSystemWatcher's).
+        WebApplicationBuilder builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { Args = args ?? [], ContentRootPath = AppContext.BaseDirectory });
         builder.Logging.ClearProviders();
         builder.Logging.AddSimpleConsole(o =>
         {
