@@ -9,12 +9,13 @@ using NSec.Cryptography;
 namespace MegaNet.Store;
 
 /// <summary>
-/// The node's store on a FASTER <see cref="FasterLog"/> used as a write-ahead log. Every put and ack is one log record;
-/// a single committer task gathers concurrent requests and commits them together (group commit), and only then
-/// applies them to the in-memory indexes and answers. A committed record is the durability point: after
-/// <c>kill -9</c> FasterLog comes back with exactly the committed records and the store replays them on open.
-/// Envelope bytes stay in the log (on disk beyond the memory budget); memory holds indexes, the Merkle tree's
-/// perfect-subtree hashes and mailbox entries.
+/// The node's store on FASTER: a <see cref="FasterLog"/> write-ahead log and a FasterKV envelope table
+/// (<see cref="EnvelopeKv"/>). Every put and ack is one log record; a single committer task gathers concurrent requests
+/// and commits them together (group commit), and only then applies them to the table and the in-memory indexes and
+/// answers. A committed record is the durability point: after <c>kill -9</c> FasterLog comes back with exactly the
+/// committed records, FasterKV as of its last checkpoint, and the store replays the log after that checkpoint.
+/// On a timer and at shutdown the committer sweeps expired mail, compacts the table when it has grown, checkpoints it
+/// with a manifest of the in-memory indexes, and truncates the log the checkpoint covers.
 /// </summary>
 public sealed class FasterEnvelopeStore : IEnvelopeStore
 {
@@ -29,7 +30,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     private readonly Task _committer;
     private readonly CancellationTokenSource _stop = new();
     private readonly object _state = new();
-    private readonly Dictionary<Key32, Stored> _byId = [];
+    private readonly EnvelopeKv _kv;
     private readonly Dictionary<Key32, Mailbox> _mailboxes = [];
     private readonly MerkleLog _merkle = new();
     private readonly byte[] _nodePublicKey;
@@ -41,16 +42,38 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     // reopen replays exactly what reached the disk.
     private volatile Exception? _fault;
     private int _commitsSincePrune;
+    private long _lastCheckpoint = Stopwatch.GetTimestamp();
+    private long _savedLeaves;
+    private long _liveBytes;
 
-    private FasterEnvelopeStore(StoreOptions options, IDevice device, FasterLog log)
+    private FasterEnvelopeStore(StoreOptions options, IDevice device, FasterLog log, EnvelopeKv kv)
     {
         _options = options;
         _device = device;
         _log = log;
+        _kv = kv;
         _nodePublicKey = options.NodeSecretKey.AsSpan(32, 32).ToArray();
         _head = SignHead();
         _committer = Task.Run(CommitLoopAsync);
         MegaNetMetrics.ObserveLogSize(() => TreeSize);
+    }
+
+    /// <summary>Directory of the envelope table (FasterKV hybrid log and checkpoints).</summary>
+    public string TableDirectory => Path.Combine(StoreDirectory, "kv");
+
+    /// <summary>Begin and tail address of the envelope table's log (its on-disk extent; compaction moves the begin).</summary>
+    public (long Begin, long Tail) TableExtent => (_kv.BeginAddress, _kv.TailAddress);
+
+    /// <summary>Begin address of the write-ahead log (moves forward when a checkpoint lets it be truncated).</summary>
+    public long LogBeginAddress => _log.BeginAddress;
+
+    /// <summary>Runs the checkpoint cycle now (sweep, compaction when due, checkpoint, log truncation) and waits for it.</summary>
+    public async Task CheckpointAsync(CancellationToken cancellationToken = default)
+    {
+        ObjectDisposedException.ThrowIf(_disposed != 0, this);
+        var request = new Request(null, null) { Checkpoint = true };
+        await _requests.Writer.WriteAsync(request, cancellationToken).ConfigureAwait(false);
+        await request.Done.Task.WaitAsync(cancellationToken).ConfigureAwait(false);
     }
 
     /// <summary>Directory holding the write-ahead log and its commit records.</summary>
@@ -129,10 +152,47 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
                 "Nothing was changed. Restore the directory from a backup, or move it aside to start an empty store.", failure);
         }
 
-        var store = new FasterEnvelopeStore(options, device, log);
+        string kvDir = Path.Combine(dir, "kv");
+        Checkpoint.Manifest? manifest;
+        EnvelopeKv kv;
         try
         {
-            store.Replay(cancellationToken);
+            manifest = Checkpoint.Read(dir);
+            kv = new EnvelopeKv(kvDir, options.MemoryBudgetBytes - (options.MemoryBudgetBytes / 8));
+        }
+        catch (Exception e)
+        {
+            log.Dispose();
+            device.Dispose();
+            if (e is StoreCorruptException)
+            {
+                throw;
+            }
+
+            throw new StoreCorruptException($"The store's checkpoint in '{dir}' cannot be read ({e.Message}). Nothing was changed. Restore the directory from a backup, or move it aside to start an empty store.", e);
+        }
+
+        if (manifest is not null)
+        {
+            try
+            {
+                kv.Recover(manifest.Token);
+            }
+            catch (Exception e)
+            {
+                kv.Dispose();
+                log.Dispose();
+                device.Dispose();
+                throw new StoreCorruptException(
+                    $"The envelope table checkpoint {manifest.Token} in '{kvDir}' (named by '{Checkpoint.ManifestPath(dir)}') cannot be recovered ({e.Message}). " +
+                    "Nothing was changed. Restore the directory from a backup, or move it aside to start an empty store.", e);
+            }
+        }
+
+        var store = new FasterEnvelopeStore(options, device, log, kv);
+        try
+        {
+            store.Restore(manifest, cancellationToken);
         }
         catch
         {
@@ -148,7 +208,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
 
     private static FasterLogSettings Settings(StoreOptions options, IDevice device, string commitDir)
     {
-        int memoryBits = Math.Clamp((int)Math.Floor(Math.Log2(options.MemoryBudgetBytes)), 20, 40);
+        int memoryBits = Math.Clamp((int)Math.Floor(Math.Log2(options.MemoryBudgetBytes / 8)), 20, 40);
         return new FasterLogSettings
         {
             LogDevice = device,
@@ -256,10 +316,8 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
             return ValueTask.FromResult<PutReceipt?>(null);
         }
 
-        lock (_state)
-        {
-            return ValueTask.FromResult(_byId.TryGetValue(new Key32(envelopeId.Span), out Stored? s) ? s.Receipt with { Duplicate = true } : null);
-        }
+        byte[]? meta = _kv.GetMeta(envelopeId.Span);
+        return ValueTask.FromResult(meta is null ? null : ReceiptFromMeta(envelopeId.ToArray(), meta, GetTreeHead()));
     }
 
     /// <inheritdoc />
@@ -298,10 +356,15 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         var entries = new List<MailboxEntry>(picked.Count);
         foreach (Stored s in picked)
         {
-            byte[] envelope = await ReadEnvelopeAsync(s.Address, cancellationToken).ConfigureAwait(false);
-            entries.Add(new MailboxEntry(s.Receipt.MailboxSeq, s.Receipt.EnvelopeId, envelope, s.ExpiresAt, s.Receipt.LogIndex));
+            cancellationToken.ThrowIfCancellationRequested();
+            // Null when an ack or the expiry sweep removed it since the index was read: skip it.
+            if (_kv.GetEnvelope(s.Receipt.EnvelopeId) is { } envelope)
+            {
+                entries.Add(new MailboxEntry(s.Receipt.MailboxSeq, s.Receipt.EnvelopeId, envelope, s.ExpiresAt, s.Receipt.LogIndex));
+            }
         }
 
+        await Task.CompletedTask.ConfigureAwait(false);
         return new MailboxPage(entries, next);
     }
 
@@ -375,6 +438,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         }
 
         _stop.Dispose();
+        _kv.Dispose();
         _log.Dispose();
         _device.Dispose();
     }
@@ -442,6 +506,16 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
                     _commitsSincePrune = 0;
                     PruneCommits();
                 }
+
+                bool asked = group.Exists(r => r.Checkpoint);
+                if (asked || Stopwatch.GetElapsedTime(_lastCheckpoint) >= _options.CheckpointInterval)
+                {
+                    await CheckpointCycleAsync().ConfigureAwait(false);
+                    foreach (Request r in group.Where(r => r.Checkpoint))
+                    {
+                        r.Done.TrySetResult(null);
+                    }
+                }
             }
             catch (Exception e)
             {
@@ -454,6 +528,72 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
                 }
             }
         }
+
+        // Shutdown: a last checkpoint so the next start replays nothing.
+        if (_fault is null)
+        {
+            try
+            {
+                await CheckpointCycleAsync().ConfigureAwait(false);
+            }
+            catch (Exception e) when (e is IOException or InvalidOperationException)
+            {
+                // Nothing is lost: the log still holds everything since the previous checkpoint.
+            }
+        }
+    }
+
+    /// <summary>
+    /// Sweep, compaction when due, checkpoint, log truncation. Runs on the committer between groups, so the table and
+    /// the indexes reflect exactly the log up to its tail; the manifest records that address.
+    /// </summary>
+    private async Task CheckpointCycleAsync()
+    {
+        var start = Stopwatch.GetTimestamp();
+        long now = _options.Clock.GetUtcNow().ToUnixTimeMilliseconds();
+        Checkpoint.Manifest manifest;
+        long walAddress;
+        lock (_state)
+        {
+            // Expired mail leaves the indexes and the table now (not logged: after a crash it comes back from the log
+            // as expired, is never returned, and is swept again).
+            foreach (Mailbox box in _mailboxes.Values)
+            {
+                foreach (Stored expired in box.BySeq.Values.Where(e => e.ExpiresAt.ToUnixTimeMilliseconds() <= now).ToList())
+                {
+                    RemoveEntry(box, expired.Receipt.MailboxSeq);
+                    _kv.DeleteAll(expired.Receipt.EnvelopeId);
+                }
+            }
+
+            // Compaction rewrites the live part of the table's oldest region, so only when garbage dominates.
+            (long begin, long tail) = TableExtent;
+            if (tail - begin > (2 * _liveBytes) + (_options.MemoryBudgetBytes / 2))
+            {
+                _kv.Compact(now);
+            }
+
+            walAddress = _log.TailAddress;
+            manifest = new Checkpoint.Manifest(Guid.Empty, walAddress, _merkle.Size, _mailboxes.Select(m => (m.Key.ToArray(), m.Value.NextSeq, m.Value.BySeq.Values.ToList())).ToList());
+        }
+
+        Guid token = await _kv.CheckpointAsync().ConfigureAwait(false);
+        lock (_state)
+        {
+            Checkpoint.AppendLeaves(StoreDirectory, _savedLeaves, manifest.LeafCount, _merkle.LeafHashAt);
+        }
+
+        Checkpoint.Write(StoreDirectory, manifest with { Token = token });
+        _savedLeaves = manifest.LeafCount;
+        _kv.DeleteCheckpointsExcept(token);
+        if (walAddress > _log.BeginAddress)
+        {
+            _log.TruncateUntil(walAddress);
+            await _log.CommitAsync().ConfigureAwait(false);
+        }
+
+        _lastCheckpoint = Stopwatch.GetTimestamp();
+        MegaNetMetrics.StoreCheckpointDuration.Record(Stopwatch.GetElapsedTime(start).TotalMilliseconds);
     }
 
     private async Task CommitGroupAsync(List<Request> group)
@@ -471,6 +611,11 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
             long nextIndex = _merkle.Size;
             foreach (Request r in group)
             {
+                if (r.Checkpoint)
+                {
+                    continue;
+                }
+
                 if (r.Ack is { } ack)
                 {
                     walEnd = _log.Enqueue(EncodeAck(ack));
@@ -481,9 +626,15 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
                 PutRequest put = r.Put!;
                 byte[] id = EnvelopeId(put.Envelope.Span);
                 var key = new Key32(id);
-                if (_byId.TryGetValue(key, out Stored? existing) || pendingIds.TryGetValue(key, out existing))
+                if (pendingIds.TryGetValue(key, out Stored? existing))
                 {
                     accepted.Add((r, existing, false));
+                    continue;
+                }
+
+                if (_kv.GetMeta(id, asWriter: true) is { } meta)
+                {
+                    accepted.Add((r, StoredFromMeta(id, meta), false));
                     continue;
                 }
 
@@ -498,9 +649,8 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
 
                 long logIndex = nextIndex++;
                 byte[] record = EncodePut(id, put, nextSeq, logIndex);
-                long address = _log.Enqueue(record);
-                walEnd = address;
-                var stored = new Stored(recipient, put.Recipient.ToArray(), put.ExpiresAt, address, put.Envelope.Length,
+                walEnd = _log.Enqueue(record);
+                var stored = new Stored(recipient, put.Recipient.ToArray(), put.ExpiresAt, put.Envelope.Length,
                     new PutReceipt(id, logIndex, nextSeq, _head, false));
                 pendingIds[key] = stored;
                 pendingUsage[recipient] = (count + 1, bytes + put.Envelope.Length, nextSeq + 1);
@@ -521,7 +671,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
             {
                 if (isNew)
                 {
-                    Apply(stored);
+                    Apply(stored, r.Put!.Envelope.Span);
                     arrived.Add((stored.RecipientBytes, stored.Receipt.MailboxSeq));
                 }
             }
@@ -547,6 +697,8 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
             {
                 r.Done.TrySetResult(null);
             }
+
+            // Checkpoint requests are answered after the cycle that follows this group.
         }
 
         MegaNetMetrics.StoreCommitLatency.Record(Stopwatch.GetElapsedTime(start).TotalMilliseconds);
@@ -559,9 +711,15 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     private (int Count, long Bytes, ulong NextSeq) Usage(Key32 recipient) =>
         _mailboxes.TryGetValue(recipient, out Mailbox? box) ? (box.Entries.Count, box.Bytes, box.NextSeq) : (0, 0, 1);
 
-    private void Apply(Stored stored)
+    private void Apply(Stored stored, ReadOnlySpan<byte> envelope)
     {
-        _byId[new Key32(stored.Receipt.EnvelopeId)] = stored;
+        _kv.Put(stored.Receipt.EnvelopeId, EncodeMeta(stored), envelope);
+        AddEntry(stored);
+        _merkle.Append(stored.Receipt.EnvelopeId);
+    }
+
+    private void AddEntry(Stored stored)
+    {
         if (!_mailboxes.TryGetValue(stored.Recipient, out Mailbox? box))
         {
             box = new Mailbox();
@@ -572,8 +730,21 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         box.Entries.Add(seq);
         box.BySeq[seq] = stored;
         box.Bytes += stored.Length;
+        _liveBytes += stored.Length;
         box.NextSeq = Math.Max(box.NextSeq, seq + 1);
-        _merkle.Append(stored.Receipt.EnvelopeId);
+    }
+
+    private bool RemoveEntry(Mailbox box, ulong seq)
+    {
+        if (!box.BySeq.Remove(seq, out Stored? s))
+        {
+            return false;
+        }
+
+        box.Entries.Remove(seq);
+        box.Bytes -= s.Length;
+        _liveBytes -= s.Length;
+        return true;
     }
 
     private int ApplyAck(AckRequest ack)
@@ -586,10 +757,10 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         int removed = 0;
         foreach (ulong seq in ack.Seqs)
         {
-            if (box.BySeq.Remove(seq, out Stored? s))
+            if (box.BySeq.TryGetValue(seq, out Stored? s) && RemoveEntry(box, seq))
             {
-                box.Entries.Remove(seq);
-                box.Bytes -= s.Length;
+                // The bytes go; the metadata stays until expiry so a replay still gets its original receipt.
+                _kv.DeleteBytes(s.Receipt.EnvelopeId);
                 removed++;
             }
         }
@@ -597,10 +768,43 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         return removed;
     }
 
-    private void Replay(CancellationToken cancellationToken)
+    /// <summary>Loads the checkpoint's indexes and leaves (if any), then replays the log after it.</summary>
+    private void Restore(Checkpoint.Manifest? manifest, CancellationToken cancellationToken)
+    {
+        long from = _log.BeginAddress;
+        if (manifest is not null)
+        {
+            lock (_state)
+            {
+                foreach ((byte[] address, ulong nextSeq, List<Stored> entries) in manifest.Mailboxes)
+                {
+                    var key = new Key32(address);
+                    var box = new Mailbox { NextSeq = nextSeq };
+                    _mailboxes[key] = box;
+                    foreach (Stored e in entries)
+                    {
+                        AddEntry(e with { Recipient = key, RecipientBytes = address });
+                    }
+                }
+
+                foreach (byte[] leaf in Checkpoint.ReadLeaves(StoreDirectory, manifest.LeafCount))
+                {
+                    _merkle.AppendLeafHash(leaf);
+                }
+
+                _savedLeaves = manifest.LeafCount;
+            }
+
+            from = Math.Max(from, manifest.WalAddress);
+        }
+
+        Replay(from, cancellationToken);
+    }
+
+    private void Replay(long from, CancellationToken cancellationToken)
     {
         long records = 0;
-        using FasterLogScanIterator iterator = _log.Scan(_log.BeginAddress, _log.CommittedUntilAddress);
+        using FasterLogScanIterator iterator = _log.Scan(from, _log.CommittedUntilAddress);
         lock (_state)
         {
             while (iterator.GetNext(out byte[] entry, out int length, out long address))
@@ -622,7 +826,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
                             throw Corrupt($"record at address {address} has log index {logIndex}, expected {_merkle.Size}");
                         }
 
-                        Apply(new Stored(new Key32(recipient), recipient, expires, address, length - PutHeader, new PutReceipt(id, logIndex, seq, _head, false)));
+                        Apply(new Stored(new Key32(recipient), recipient, expires, length - PutHeader, new PutReceipt(id, logIndex, seq, _head, false)), r[PutHeader..]);
                         break;
                     }
 
@@ -658,17 +862,6 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         $"The store's write-ahead log '{Path.Combine(StoreDirectory, "wal.log")}' is corrupt: {what}. " +
         "Nothing was changed. Restore the directory from a backup, or move it aside to start an empty store.");
 
-    private async Task<byte[]> ReadEnvelopeAsync(long address, CancellationToken cancellationToken)
-    {
-        (byte[] record, int length) = await _log.ReadAsync(address, token: cancellationToken).ConfigureAwait(false);
-        if (record is null || length <= PutHeader || record[0] != PutRecord)
-        {
-            throw Corrupt($"the envelope at address {address} cannot be read back");
-        }
-
-        return record.AsSpan(PutHeader, length - PutHeader).ToArray();
-    }
-
     private SignedTreeHead SignHead()
     {
         long size = _merkle.Size;
@@ -678,6 +871,28 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     }
 
     private static byte[] EnvelopeId(ReadOnlySpan<byte> envelope) => HashAlgorithm.Blake2b_256.Hash(envelope);
+
+    // Table metadata: recipient(32) ‖ mailbox seq(8) ‖ expiry Unix ms(8, offset 40) ‖ log index(8) ‖ length(4).
+    private static byte[] EncodeMeta(Stored stored)
+    {
+        byte[] meta = new byte[EnvelopeKv.MetaLength];
+        stored.RecipientBytes.CopyTo(meta, 0);
+        BinaryPrimitives.WriteUInt64LittleEndian(meta.AsSpan(32), stored.Receipt.MailboxSeq);
+        BinaryPrimitives.WriteInt64LittleEndian(meta.AsSpan(40), stored.ExpiresAt.ToUnixTimeMilliseconds());
+        BinaryPrimitives.WriteInt64LittleEndian(meta.AsSpan(48), stored.Receipt.LogIndex);
+        BinaryPrimitives.WriteInt32LittleEndian(meta.AsSpan(56), stored.Length);
+        return meta;
+    }
+
+    private Stored StoredFromMeta(byte[] id, byte[] meta)
+    {
+        byte[] recipient = meta.AsSpan(0, 32).ToArray();
+        return new Stored(new Key32(recipient), recipient, DateTimeOffset.FromUnixTimeMilliseconds(BinaryPrimitives.ReadInt64LittleEndian(meta.AsSpan(40))),
+            BinaryPrimitives.ReadInt32LittleEndian(meta.AsSpan(56)), ReceiptFromMeta(id, meta, _head));
+    }
+
+    private static PutReceipt ReceiptFromMeta(byte[] id, byte[] meta, SignedTreeHead head) =>
+        new(id, BinaryPrimitives.ReadInt64LittleEndian(meta.AsSpan(48)), BinaryPrimitives.ReadUInt64LittleEndian(meta.AsSpan(32)), head, true);
 
     private static byte[] EncodePut(byte[] id, PutRequest put, ulong seq, long logIndex)
     {
@@ -717,9 +932,11 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         public TaskCompletionSource<PutReceipt?> Done { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
         public int AckedCount { get; set; }
+
+        public bool Checkpoint { get; init; }
     }
 
-    private sealed record Stored(Key32 Recipient, byte[] RecipientBytes, DateTimeOffset ExpiresAt, long Address, int Length, PutReceipt Receipt);
+    internal sealed record Stored(Key32 Recipient, byte[] RecipientBytes, DateTimeOffset ExpiresAt, int Length, PutReceipt Receipt);
 
     private sealed class Mailbox
     {
@@ -732,7 +949,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         public ulong NextSeq { get; set; } = 1;
     }
 
-    private readonly struct Key32 : IEquatable<Key32>
+    internal readonly struct Key32 : IEquatable<Key32>
     {
         private readonly ulong _a, _b, _c, _d;
 
@@ -749,6 +966,16 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         public override bool Equals(object? obj) => obj is Key32 k && Equals(k);
 
         public override int GetHashCode() => HashCode.Combine(_a, _b, _c, _d);
+
+        public byte[] ToArray()
+        {
+            byte[] b = new byte[32];
+            BinaryPrimitives.WriteUInt64LittleEndian(b, _a);
+            BinaryPrimitives.WriteUInt64LittleEndian(b.AsSpan(8), _b);
+            BinaryPrimitives.WriteUInt64LittleEndian(b.AsSpan(16), _c);
+            BinaryPrimitives.WriteUInt64LittleEndian(b.AsSpan(24), _d);
+            return b;
+        }
     }
 }
 

@@ -5,7 +5,7 @@ namespace MegaNet.Store;
 /// <summary>
 /// The transparency log's Merkle tree kept as its perfect subtrees: level h holds the hash of every complete,
 /// aligned block of 2^h leaves. Appends cost O(log n); roots and proofs read O(log n) stored hashes and never rescan
-/// the log. Rebuilt from the write-ahead log at start. Not thread-safe: the store serialises access.
+/// the log. Rebuilt at start from the checkpoint's leaf hashes and the write-ahead log after it. Not thread-safe: the store serialises access.
 /// </summary>
 internal sealed class MerkleLog
 {
@@ -13,9 +13,14 @@ internal sealed class MerkleLog
 
     public long Size => _levels[0].Count;
 
-    public void Append(ReadOnlySpan<byte> leaf)
+    public void Append(ReadOnlySpan<byte> leaf) => AppendLeafHash(MerkleTree.LeafHash(leaf));
+
+    /// <summary>The RFC 9162 leaf hash of leaf <paramref name="index"/> (what a checkpoint saves).</summary>
+    public byte[] LeafHashAt(long index) => _levels[0][checked((int)index)];
+
+    /// <summary>Appends a leaf by its leaf hash (a checkpoint's saved leaves); the inner nodes are recomputed.</summary>
+    public void AppendLeafHash(byte[] hash)
     {
-        byte[] hash = MerkleTree.LeafHash(leaf);
         _levels[0].Add(hash);
         long index = _levels[0].Count - 1;
         for (int h = 0; (index & 1) == 1; h++)

@@ -9,11 +9,18 @@ public sealed class StoreOptions
     /// <summary>The node's 64-byte Ed25519 secret key (libsodium layout) that signs tree heads. Required.</summary>
     public byte[] NodeSecretKey { get; set; } = [];
 
-    /// <summary>Memory the write-ahead log may keep in RAM before pages go to disk. Default 256 MiB (minimum 1 MiB).</summary>
+    /// <summary>Memory the envelope table (7/8) and the write-ahead log (1/8) may keep in RAM before pages go to disk.
+    /// Default 256 MiB (minimum 8 MiB).</summary>
     public long MemoryBudgetBytes { get; set; } = 256L << 20;
 
     /// <summary>Longest a put waits for others to share its commit. Default 1 ms (at most 2 ms recommended).</summary>
     public TimeSpan GroupCommitWindow { get; set; } = TimeSpan.FromMilliseconds(1);
+
+    /// <summary>
+    /// How often the envelope table is checkpointed (and expired mail swept, the table compacted when it has grown, and
+    /// the write-ahead log truncated); also done at shutdown. Bounds the log replayed at start. Default 1 minute.
+    /// </summary>
+    public TimeSpan CheckpointInterval { get; set; } = TimeSpan.FromMinutes(1);
 
     /// <summary>Envelope lifetime when the sender asks for none. Default 14 days.</summary>
     public TimeSpan DefaultTtl { get; set; } = TimeSpan.FromDays(14);
@@ -46,14 +53,19 @@ public sealed class StoreOptions
             throw new ArgumentException("StoreOptions.NodeSecretKey must be the node's 64-byte Ed25519 secret key.", nameof(NodeSecretKey));
         }
 
-        if (MemoryBudgetBytes < (1L << 20))
+        if (MemoryBudgetBytes < (8L << 20))
         {
-            throw new ArgumentOutOfRangeException(nameof(MemoryBudgetBytes), MemoryBudgetBytes, "MemoryBudgetBytes must be at least 1 MiB.");
+            throw new ArgumentOutOfRangeException(nameof(MemoryBudgetBytes), MemoryBudgetBytes, "MemoryBudgetBytes must be at least 8 MiB.");
         }
 
         if (GroupCommitWindow < TimeSpan.Zero || GroupCommitWindow > TimeSpan.FromSeconds(1))
         {
             throw new ArgumentOutOfRangeException(nameof(GroupCommitWindow), GroupCommitWindow, "GroupCommitWindow must be between 0 and 1 s.");
+        }
+
+        if (CheckpointInterval < TimeSpan.FromMilliseconds(10) || CheckpointInterval > TimeSpan.FromDays(1))
+        {
+            throw new ArgumentOutOfRangeException(nameof(CheckpointInterval), CheckpointInterval, "CheckpointInterval must be between 10 ms and 1 day.");
         }
 
         if (DefaultTtl <= TimeSpan.Zero || MaxTtl < DefaultTtl)

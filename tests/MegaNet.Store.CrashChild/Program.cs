@@ -9,11 +9,18 @@ if (args.Length != 3)
     return 2;
 }
 
-var options = new StoreOptions { DataDirectory = args[0], NodeSecretKey = Convert.FromHexString(args[1]), MemoryBudgetBytes = 8L << 20 };
+int seed = int.Parse(args[2], System.Globalization.CultureInfo.InvariantCulture);
+// Checkpoints every 20–200 ms, so the kills also land inside checkpoint cycles (table checkpoint, manifest, log truncation).
+var options = new StoreOptions
+{
+    DataDirectory = args[0],
+    NodeSecretKey = Convert.FromHexString(args[1]),
+    MemoryBudgetBytes = 8L << 20,
+    CheckpointInterval = TimeSpan.FromMilliseconds(20 + (seed % 181)),
+};
 await using FasterEnvelopeStore store = await FasterEnvelopeStore.OpenAsync(options);
 Console.Out.WriteLine("READY " + store.TreeSize);
 Console.Out.Flush();
-int seed = int.Parse(args[2], System.Globalization.CultureInfo.InvariantCulture);
 var gate = new object();
 var writers = Enumerable.Range(0, 4).Select(w => Task.Run(async () =>
 {

@@ -169,4 +169,99 @@ public sealed class EnvelopeStoreTests : IDisposable
         StoreCorruptException e = await Assert.ThrowsAsync<StoreCorruptException>(async () => await FasterEnvelopeStore.OpenAsync(options));
         Assert.Contains(Path.Combine(_dir, "store"), e.Message);
     }
+
+    [Fact]
+    public async Task A_checkpoint_truncates_the_log_and_a_restart_restores_from_it()
+    {
+        StoreOptions options = Options(_dir);
+        byte[] recipient = Bytes(_random, 32);
+        var receipts = new List<PutReceipt>();
+        SignedTreeHead before;
+        long logBegin;
+        await using (FasterEnvelopeStore store = await FasterEnvelopeStore.OpenAsync(options))
+        {
+            for (int i = 0; i < 30; i++)
+            {
+                receipts.Add(await store.PutAsync(new PutRequest(Bytes(_random, 500), recipient, DateTimeOffset.UtcNow.AddDays(1))));
+            }
+
+            await store.AckAsync(recipient, [1, 2, 3]);
+            await store.CheckpointAsync();
+            logBegin = store.LogBeginAddress;
+            Assert.True(logBegin > 0, "the checkpoint did not truncate the write-ahead log");
+
+            // After the checkpoint: more puts and an ack that only the log holds.
+            for (int i = 0; i < 5; i++)
+            {
+                receipts.Add(await store.PutAsync(new PutRequest(Bytes(_random, 700), recipient, DateTimeOffset.UtcNow.AddDays(1))));
+            }
+
+            await store.AckAsync(recipient, [4]);
+            before = store.GetTreeHead();
+        }
+
+        Assert.True(File.Exists(Path.Combine(_dir, "store", "checkpoint.manifest")));
+        await using FasterEnvelopeStore reopened = await FasterEnvelopeStore.OpenAsync(options);
+        Assert.True(reopened.LogBeginAddress >= logBegin);
+        SignedTreeHead after = reopened.GetTreeHead();
+        Assert.Equal(before.TreeSize, after.TreeSize);
+        Assert.Equal(before.RootHash, after.RootHash);
+        MailboxPage page = await reopened.ListAsync(recipient, 0, 100);
+        Assert.Equal(Enumerable.Range(5, 31).Select(i => (ulong)i), page.Entries.Select(e => e.Seq));
+        // Acknowledged envelopes keep their receipt (replays) but not their bytes.
+        PutReceipt? acked = await reopened.FindAsync(receipts[0].EnvelopeId);
+        Assert.NotNull(acked);
+        Assert.Equal(receipts[0].LogIndex, acked!.LogIndex);
+        Assert.True(MerkleTree.VerifyInclusion(MerkleTree.LeafHash(receipts[33].EnvelopeId), receipts[33].LogIndex, after.TreeSize, reopened.GetInclusionProof(receipts[33].LogIndex, after.TreeSize), after.RootHash));
+        PutReceipt next = await reopened.PutAsync(new PutRequest(Bytes(_random, 64), recipient, DateTimeOffset.UtcNow.AddDays(1)));
+        Assert.Equal(35, next.LogIndex);
+        Assert.Equal(36UL, next.MailboxSeq);
+    }
+
+    [Fact]
+    public async Task Expired_mail_is_swept_and_its_table_space_reclaimed_by_compaction()
+    {
+        var clock = new ManualClock(DateTimeOffset.UtcNow);
+        StoreOptions options = Options(_dir, clock);
+        byte[] recipient = Bytes(_random, 32), keeper = Bytes(_random, 32);
+        await using FasterEnvelopeStore store = await FasterEnvelopeStore.OpenAsync(options);
+        var shortLived = new List<PutReceipt>();
+        for (int i = 0; i < 3000; i++)
+        {
+            shortLived.Add(await store.PutAsync(new PutRequest(Bytes(_random, 4096), recipient, clock.Now.AddHours(1))));
+        }
+
+        PutReceipt kept = await store.PutAsync(new PutRequest(Bytes(_random, 4096), keeper, clock.Now.AddDays(10)));
+        (long begin0, long tail0) = store.TableExtent;
+
+        clock.Now = clock.Now.AddHours(2);
+        await store.CheckpointAsync();
+        (long begin1, long tail1) = store.TableExtent;
+
+        Assert.Empty((await store.ListAsync(recipient, 0, 10_000)).Entries);
+        Assert.Null(await store.FindAsync(shortLived[0].EnvelopeId));
+        Assert.Single((await store.ListAsync(keeper, 0, 10)).Entries);
+        Assert.NotNull(await store.FindAsync(kept.EnvelopeId));
+        Assert.True(begin1 - begin0 > (tail0 - begin0) / 2, $"compaction reclaimed {begin1 - begin0} of {tail0 - begin0} bytes (tail now {tail1})");
+        // The log of the transparency tree is never reclaimed.
+        Assert.Equal(3001, store.GetTreeHead().TreeSize);
+    }
+
+    [Fact]
+    public async Task A_damaged_checkpoint_manifest_is_an_error_naming_it()
+    {
+        StoreOptions options = Options(_dir);
+        await using (FasterEnvelopeStore store = await FasterEnvelopeStore.OpenAsync(options))
+        {
+            await store.PutAsync(new PutRequest(Bytes(_random, 200), Bytes(_random, 32), DateTimeOffset.UtcNow.AddDays(1)));
+        }
+
+        string manifest = Path.Combine(_dir, "store", "checkpoint.manifest");
+        byte[] bytes = File.ReadAllBytes(manifest);
+        bytes[bytes.Length / 2] ^= 0xFF;
+        File.WriteAllBytes(manifest, bytes);
+
+        StoreCorruptException e = await Assert.ThrowsAsync<StoreCorruptException>(async () => await FasterEnvelopeStore.OpenAsync(options));
+        Assert.Contains(manifest, e.Message);
+    }
 }

@@ -42,6 +42,9 @@ public static class MegaNetMetrics
     /// <summary>Store group-commit latency in milliseconds.</summary>
     public static readonly Histogram<double> StoreCommitLatency = Meter.CreateHistogram<double>("meganet.store.commit_latency", "ms", "Store group commit latency");
 
+    /// <summary>Store checkpoint cycle duration in milliseconds.</summary>
+    public static readonly Histogram<double> StoreCheckpointDuration = Meter.CreateHistogram<double>("meganet.store.checkpoint_duration", "ms", "Store checkpoint cycle duration (sweep, compaction, table checkpoint, log truncation)");
+
     /// <summary>Live subscriptions (up/down).</summary>
     public static readonly UpDownCounter<long> ActiveSubscriptions = Meter.CreateUpDownCounter<long>("meganet.relay.subscriptions", "{subscription}", "Active mailbox subscriptions");
 

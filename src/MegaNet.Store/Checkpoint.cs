@@ -1,0 +1,177 @@
+using System.Buffers.Binary;
+using System.Security.Cryptography;
+
+namespace MegaNet.Store;
+
+/// <summary>
+/// The store's checkpoint files beside the envelope table's own FASTER checkpoint: <c>checkpoint.manifest</c> (which
+/// table checkpoint, the write-ahead-log address it covers, the mailbox indexes, the leaf count; SHA-256 at the end so a
+/// torn or damaged file is an error, never a silent partial load; replaced atomically) and <c>leaves.bin</c> (the
+/// Merkle tree's leaf hashes, 32 bytes each, appended at every checkpoint; bytes past the manifest's count are ignored).
+/// </summary>
+internal static class Checkpoint
+{
+    private const uint Magic = 0x4B43_4E4D; // "MNCK"
+    private const int Version = 1;
+
+    /// <summary>A parsed manifest.</summary>
+    public sealed record Manifest(Guid Token, long WalAddress, long LeafCount, List<(byte[] Address, ulong NextSeq, List<FasterEnvelopeStore.Stored> Entries)> Mailboxes);
+
+    public static string ManifestPath(string storeDirectory) => Path.Combine(storeDirectory, "checkpoint.manifest");
+
+    public static string LeavesPath(string storeDirectory) => Path.Combine(storeDirectory, "leaves.bin");
+
+    /// <summary>The manifest, or null when the store was never checkpointed.</summary>
+    /// <exception cref="StoreCorruptException">The manifest is damaged; the message names it.</exception>
+    public static Manifest? Read(string storeDirectory)
+    {
+        string path = ManifestPath(storeDirectory);
+        if (!File.Exists(path))
+        {
+            return null;
+        }
+
+        byte[] bytes = File.ReadAllBytes(path);
+        if (bytes.Length < 48 || !SHA256.HashData(bytes.AsSpan(0, bytes.Length - 32)).AsSpan().SequenceEqual(bytes.AsSpan(bytes.Length - 32)))
+        {
+            throw Damaged(path, "its checksum does not match");
+        }
+
+        var r = new Reader(bytes.AsMemory(0, bytes.Length - 32));
+        if (r.U32() != Magic || r.I32() != Version)
+        {
+            throw Damaged(path, "it is not a MegaNet checkpoint manifest of version 1");
+        }
+
+        var token = new Guid(r.Bytes(16));
+        long wal = r.I64();
+        long leaves = r.I64();
+        int boxes = r.I32();
+        var mailboxes = new List<(byte[], ulong, List<FasterEnvelopeStore.Stored>)>(boxes);
+        for (int b = 0; b < boxes; b++)
+        {
+            byte[] address = r.Bytes(32).ToArray();
+            ulong next = r.U64();
+            int n = r.I32();
+            var entries = new List<FasterEnvelopeStore.Stored>(n);
+            var key = new FasterEnvelopeStore.Key32(address);
+            for (int i = 0; i < n; i++)
+            {
+                ulong seq = r.U64();
+                byte[] id = r.Bytes(32).ToArray();
+                var expires = DateTimeOffset.FromUnixTimeMilliseconds(r.I64());
+                long logIndex = r.I64();
+                int length = r.I32();
+                entries.Add(new FasterEnvelopeStore.Stored(key, address, expires, length, new PutReceipt(id, logIndex, seq, null!, false)));
+            }
+
+            mailboxes.Add((address, next, entries));
+        }
+
+        return new Manifest(token, wal, leaves, mailboxes);
+    }
+
+    /// <summary>Writes the manifest to a temporary file, flushes it and renames it over the old one.</summary>
+    public static void Write(string storeDirectory, Manifest manifest)
+    {
+        using var body = new MemoryStream();
+        var w = new BinaryWriter(body);
+        w.Write(Magic);
+        w.Write(Version);
+        w.Write(manifest.Token.ToByteArray());
+        w.Write(manifest.WalAddress);
+        w.Write(manifest.LeafCount);
+        w.Write(manifest.Mailboxes.Count);
+        foreach ((byte[] address, ulong next, List<FasterEnvelopeStore.Stored> entries) in manifest.Mailboxes)
+        {
+            w.Write(address);
+            w.Write(next);
+            w.Write(entries.Count);
+            foreach (FasterEnvelopeStore.Stored e in entries)
+            {
+                w.Write(e.Receipt.MailboxSeq);
+                w.Write(e.Receipt.EnvelopeId);
+                w.Write(e.ExpiresAt.ToUnixTimeMilliseconds());
+                w.Write(e.Receipt.LogIndex);
+                w.Write(e.Length);
+            }
+        }
+
+        w.Flush();
+        byte[] content = body.ToArray();
+        string path = ManifestPath(storeDirectory);
+        string temp = path + ".tmp";
+        using (var file = new FileStream(temp, FileMode.Create, FileAccess.Write, FileShare.None))
+        {
+            file.Write(content);
+            file.Write(SHA256.HashData(content));
+            file.Flush(flushToDisk: true);
+        }
+
+        File.Move(temp, path, overwrite: true);
+    }
+
+    /// <summary>Appends leaf hashes <paramref name="from"/> .. <paramref name="to"/> − 1 to leaves.bin and flushes them.</summary>
+    public static void AppendLeaves(string storeDirectory, long from, long to, Func<long, byte[]> leafHash)
+    {
+        using var file = new FileStream(LeavesPath(storeDirectory), FileMode.OpenOrCreate, FileAccess.Write, FileShare.None);
+        // Bytes past the last manifest's count (a torn append) are overwritten.
+        file.SetLength(from * 32);
+        file.Position = from * 32;
+        for (long i = from; i < to; i++)
+        {
+            file.Write(leafHash(i));
+        }
+
+        file.Flush(flushToDisk: true);
+    }
+
+    /// <summary>The first <paramref name="count"/> leaf hashes.</summary>
+    /// <exception cref="StoreCorruptException">leaves.bin is shorter than the manifest says.</exception>
+    public static IEnumerable<byte[]> ReadLeaves(string storeDirectory, long count)
+    {
+        string path = LeavesPath(storeDirectory);
+        long length = File.Exists(path) ? new FileInfo(path).Length : 0;
+        if (length < count * 32)
+        {
+            throw Damaged(path, $"it holds {length / 32} leaf hashes but the checkpoint manifest counts {count}");
+        }
+
+        using var file = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16);
+        for (long i = 0; i < count; i++)
+        {
+            byte[] hash = new byte[32];
+            file.ReadExactly(hash);
+            yield return hash;
+        }
+    }
+
+    private static StoreCorruptException Damaged(string path, string why) => new(
+        $"The store's checkpoint file '{path}' is damaged: {why}. Nothing was changed. Restore the directory from a backup, or move it aside to start an empty store.");
+
+    private ref struct Reader(Memory<byte> data)
+    {
+        private readonly ReadOnlySpan<byte> _data = data.Span;
+        private int _at;
+
+        public ReadOnlySpan<byte> Bytes(int n)
+        {
+            if (_at + n > _data.Length)
+            {
+                throw new StoreCorruptException("The store's checkpoint manifest is truncated. Restore the directory from a backup, or move it aside to start an empty store.");
+            }
+
+            ReadOnlySpan<byte> s = _data.Slice(_at, n);
+            _at += n;
+            return s;
+        }
+
+        public uint U32() => BinaryPrimitives.ReadUInt32LittleEndian(Bytes(4));
+
+        public int I32() => BinaryPrimitives.ReadInt32LittleEndian(Bytes(4));
+
+        public long I64() => BinaryPrimitives.ReadInt64LittleEndian(Bytes(8));
+
+        public ulong U64() => BinaryPrimitives.ReadUInt64LittleEndian(Bytes(8));
+    }
+}

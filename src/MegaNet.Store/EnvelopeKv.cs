@@ -1,0 +1,262 @@
+using System.Collections.Concurrent;
+using FASTER.core;
+
+namespace MegaNet.Store;
+
+/// <summary>
+/// The envelope table on a FASTER <see cref="FasterKV{Key, Value}"/> with byte-string keys and values: for every
+/// stored envelope a metadata record (<c>'E' ‖ id</c> → recipient, mailbox seq, expiry, log index, length) that
+/// outlives an ack so replays keep their receipt, and the envelope bytes (<c>'B' ‖ id</c>) until ack or expiry.
+/// The hybrid log keeps the newest records within the memory budget and pages the rest to disk.
+/// </summary>
+/// <remarks>
+/// Not durable by itself: FasterKV comes back as of its last checkpoint after <c>kill -9</c>, so the store replays its
+/// write-ahead log on top of the checkpoint. FASTER sessions are single-threaded and spin: writes use one session
+/// (the store's committer), reads borrow one of at most <see cref="Environment.ProcessorCount"/> pooled sessions.
+/// </remarks>
+internal sealed class EnvelopeKv : IDisposable
+{
+    public const int MetaLength = 32 + 8 + 8 + 8 + 4;
+
+    private readonly FasterKV<SpanByte, SpanByte> _kv;
+    private readonly ClientSession<SpanByte, SpanByte, SpanByte, byte[], Empty, SpanByteFunctions_ByteArrayOutput<Empty>> _writer;
+    private readonly ConcurrentBag<ClientSession<SpanByte, SpanByte, SpanByte, byte[], Empty, SpanByteFunctions_ByteArrayOutput<Empty>>> _readers = [];
+    private readonly SemaphoreSlim _readerSlots = new(Environment.ProcessorCount);
+    private readonly List<IDisposable> _allSessions = [];
+
+    public EnvelopeKv(string directory, long memoryBytes)
+    {
+        int memoryBits = Math.Clamp((int)Math.Floor(Math.Log2(memoryBytes)), 20, 40);
+        var settings = new FasterKVSettings<SpanByte, SpanByte>(directory, deleteDirOnDispose: false)
+        {
+            MemorySize = 1L << memoryBits,
+            PageSize = 1L << Math.Min(22, memoryBits - 2),
+            SegmentSize = 1L << 26,
+            IndexSize = 1L << 22,
+            TryRecoverLatest = false,
+            RemoveOutdatedCheckpoints = false,
+        };
+        Directory = directory;
+        _kv = new FasterKV<SpanByte, SpanByte>(settings);
+        _writer = NewSession();
+    }
+
+    /// <summary>Directory of the hybrid log and its checkpoints.</summary>
+    public string Directory { get; }
+
+    /// <summary>Log addresses (for diagnostics and the compaction policy).</summary>
+    public long BeginAddress => _kv.Log.BeginAddress;
+
+    public long TailAddress => _kv.Log.TailAddress;
+
+    /// <summary>Restores the table to checkpoint <paramref name="token"/>; throws when that checkpoint cannot be read.</summary>
+    public void Recover(Guid token) => _kv.Recover(token);
+
+    /// <summary>Writer session only (the store's committer). <paramref name="meta"/> is <see cref="MetaLength"/> bytes
+    /// with the expiry (Unix ms) at offset 40; the envelope record carries the same expiry in front of the bytes so that
+    /// compaction can drop both once expired.</summary>
+    public void Put(ReadOnlySpan<byte> id, ReadOnlySpan<byte> meta, ReadOnlySpan<byte> envelope)
+    {
+        Upsert('E', id, meta);
+        byte[] value = new byte[8 + envelope.Length];
+        meta.Slice(40, 8).CopyTo(value);
+        envelope.CopyTo(value.AsSpan(8));
+        Upsert('B', id, value);
+    }
+
+    /// <summary>Writer session only: drops the envelope bytes and keeps the metadata (an ack).</summary>
+    public void DeleteBytes(ReadOnlySpan<byte> id) => Delete('B', id);
+
+    /// <summary>Writer session only: drops both records (expiry).</summary>
+    public void DeleteAll(ReadOnlySpan<byte> id)
+    {
+        Delete('B', id);
+        Delete('E', id);
+    }
+
+    /// <summary>Metadata of an envelope, or null. Writer session when <paramref name="asWriter"/>, else a pooled reader.</summary>
+    public byte[]? GetMeta(ReadOnlySpan<byte> id, bool asWriter = false) => Read('E', id, asWriter);
+
+    /// <summary>The envelope bytes, or null once acknowledged or expired.</summary>
+    public byte[]? GetEnvelope(ReadOnlySpan<byte> id) => Read('B', id, false) is { Length: >= 8 } value ? value[8..] : null;
+
+    /// <summary>
+    /// Writer session only: copies the live, unexpired records of the read-only part of the log to its tail and moves the
+    /// begin address past them (Lookup mode: FASTER's default Scan mode took tens of seconds with little memory); the
+    /// freed segments are deleted after the next checkpoint. Returns the bytes of log reclaimed.
+    /// </summary>
+    public long Compact(long nowUnixMs)
+    {
+        long begin = _kv.Log.BeginAddress;
+        long until = _kv.Log.SafeReadOnlyAddress;
+        if (until <= begin)
+        {
+            return 0;
+        }
+
+        _writer.Compact(until, CompactionType.Lookup, new ExpiryCompaction(nowUnixMs));
+        return _kv.Log.BeginAddress - begin;
+    }
+
+    /// <summary>Drops records whose expiry (Unix ms, at offset 40 of metadata and 0 of envelope records) has passed.</summary>
+    private readonly struct ExpiryCompaction(long nowUnixMs) : ICompactionFunctions<SpanByte, SpanByte>
+    {
+        public bool IsDeleted(ref SpanByte key, ref SpanByte value)
+        {
+            ReadOnlySpan<byte> k = key.AsReadOnlySpan();
+            ReadOnlySpan<byte> v = value.AsReadOnlySpan();
+            int offset = k.Length > 0 && k[0] == (byte)'E' ? 40 : 0;
+            return v.Length >= offset + 8 && System.Buffers.Binary.BinaryPrimitives.ReadInt64LittleEndian(v[offset..]) <= nowUnixMs;
+        }
+    }
+
+    /// <summary>Takes a full (index + log) fold-over checkpoint and returns its token.</summary>
+    public async Task<Guid> CheckpointAsync()
+    {
+        (bool success, Guid token) = await _kv.TakeFullCheckpointAsync(CheckpointType.FoldOver).ConfigureAwait(false);
+        if (!success)
+        {
+            throw new IOException($"FASTER could not take a checkpoint of '{Directory}'");
+        }
+
+        return token;
+    }
+
+    /// <summary>Deletes every checkpoint except <paramref name="keep"/> (after the manifest names it).</summary>
+    public void DeleteCheckpointsExcept(Guid keep)
+    {
+        foreach (string kind in new[] { "index-checkpoints", "cpr-checkpoints" })
+        {
+            string root = Path.Combine(Directory, "checkpoints", kind);
+            if (!System.IO.Directory.Exists(root))
+            {
+                continue;
+            }
+
+            foreach (string dir in System.IO.Directory.EnumerateDirectories(root))
+            {
+                if (Guid.TryParse(Path.GetFileName(dir), out Guid token) && token != keep)
+                {
+                    try
+                    {
+                        System.IO.Directory.Delete(dir, recursive: true);
+                    }
+                    catch (IOException)
+                    {
+                        // Housekeeping; the next checkpoint retries.
+                    }
+                }
+            }
+        }
+    }
+
+    public void Dispose()
+    {
+        foreach (IDisposable s in _allSessions)
+        {
+            s.Dispose();
+        }
+
+        _kv.Dispose();
+        _readerSlots.Dispose();
+    }
+
+    private ClientSession<SpanByte, SpanByte, SpanByte, byte[], Empty, SpanByteFunctions_ByteArrayOutput<Empty>> NewSession()
+    {
+        var session = _kv.For(new SpanByteFunctions_ByteArrayOutput<Empty>()).NewSession<SpanByteFunctions_ByteArrayOutput<Empty>>();
+        lock (_allSessions)
+        {
+            _allSessions.Add(session);
+        }
+
+        return session;
+    }
+
+    private static void MakeKey(Span<byte> key, char kind, ReadOnlySpan<byte> id)
+    {
+        key[0] = (byte)kind;
+        id.CopyTo(key[1..]);
+    }
+
+    private unsafe void Upsert(char kind, ReadOnlySpan<byte> id, ReadOnlySpan<byte> value)
+    {
+        Span<byte> keyBytes = stackalloc byte[33];
+        MakeKey(keyBytes, kind, id);
+        fixed (byte* k = keyBytes, v = value)
+        {
+            var key = SpanByte.FromFixedSpan(keyBytes);
+            var val = SpanByte.FromFixedSpan(value);
+            Status status = _writer.Upsert(ref key, ref val);
+            if (status.IsPending)
+            {
+                _writer.CompletePending(wait: true);
+            }
+        }
+    }
+
+    private unsafe void Delete(char kind, ReadOnlySpan<byte> id)
+    {
+        Span<byte> keyBytes = stackalloc byte[33];
+        MakeKey(keyBytes, kind, id);
+        fixed (byte* k = keyBytes)
+        {
+            var key = SpanByte.FromFixedSpan(keyBytes);
+            Status status = _writer.Delete(ref key);
+            if (status.IsPending)
+            {
+                _writer.CompletePending(wait: true);
+            }
+        }
+    }
+
+    private byte[]? Read(char kind, ReadOnlySpan<byte> id, bool asWriter)
+    {
+        if (asWriter)
+        {
+            return Read(_writer, kind, id);
+        }
+
+        _readerSlots.Wait();
+        if (!_readers.TryTake(out var session))
+        {
+            session = NewSession();
+        }
+
+        try
+        {
+            return Read(session, kind, id);
+        }
+        finally
+        {
+            _readers.Add(session);
+            _readerSlots.Release();
+        }
+    }
+
+    private static unsafe byte[]? Read(ClientSession<SpanByte, SpanByte, SpanByte, byte[], Empty, SpanByteFunctions_ByteArrayOutput<Empty>> session, char kind, ReadOnlySpan<byte> id)
+    {
+        Span<byte> keyBytes = stackalloc byte[33];
+        MakeKey(keyBytes, kind, id);
+        fixed (byte* k = keyBytes)
+        {
+            var key = SpanByte.FromFixedSpan(keyBytes);
+            byte[] output = null!;
+            Status status = session.Read(ref key, ref output);
+            if (status.IsPending)
+            {
+                // On disk: wait for this session's I/O (reads beyond the in-memory part of the log).
+                session.CompletePendingWithOutputs(out CompletedOutputIterator<SpanByte, SpanByte, SpanByte, byte[], Empty> completed, wait: true);
+                using (completed)
+                {
+                    while (completed.Next())
+                    {
+                        status = completed.Current.Status;
+                        output = completed.Current.Output;
+                    }
+                }
+            }
+
+            return status.Found ? output : null;
+        }
+    }
+}
