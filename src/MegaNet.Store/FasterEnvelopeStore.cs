@@ -44,6 +44,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     private int _commitsSincePrune;
     private long _lastCheckpoint = Stopwatch.GetTimestamp();
     private long _savedLeaves;
+    private long _checkpointedWal;
     private long _liveBytes;
 
     private FasterEnvelopeStore(StoreOptions options, IDevice device, FasterLog log, EnvelopeKv kv)
@@ -508,7 +509,8 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
                 }
 
                 bool asked = group.Exists(r => r.Checkpoint);
-                if (asked || Stopwatch.GetElapsedTime(_lastCheckpoint) >= _options.CheckpointInterval)
+                if (asked || Stopwatch.GetElapsedTime(_lastCheckpoint) >= _options.CheckpointInterval
+                    || _log.TailAddress - _checkpointedWal >= _options.CheckpointLogBytes)
                 {
                     await CheckpointCycleAsync().ConfigureAwait(false);
                     foreach (Request r in group.Where(r => r.Checkpoint))
@@ -585,6 +587,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
 
         Checkpoint.Write(StoreDirectory, manifest with { Token = token });
         _savedLeaves = manifest.LeafCount;
+        _checkpointedWal = walAddress;
         _kv.DeleteCheckpointsExcept(token);
         if (walAddress > _log.BeginAddress)
         {
@@ -796,6 +799,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
             }
 
             from = Math.Max(from, manifest.WalAddress);
+            _checkpointedWal = manifest.WalAddress;
         }
 
         Replay(from, cancellationToken);
