@@ -42,6 +42,14 @@ public class StoreBenchmarks
         _recipients = Enumerable.Range(0, 64).Select(_ => Bytes(32)).ToArray();
         IReadOnlyList<PutResult> first = _store.PutManyAsync(Enumerable.Range(0, Group)
             .Select(_ => new PutRequest(Bytes(1024), _recipients[_random.Next(64)], DateTimeOffset.UtcNow.AddDays(1))).ToList()).AsTask().GetAwaiter().GetResult();
+        // Recipient 0 gets 200 more, so MailboxRead's page really holds 100 entries (checked below).
+        _store.PutManyAsync(Enumerable.Range(0, 200)
+            .Select(_ => new PutRequest(Bytes(1024), _recipients[0], DateTimeOffset.UtcNow.AddDays(1))).ToList()).AsTask().GetAwaiter().GetResult();
+        if (MailboxRead().GetAwaiter().GetResult().Entries.Count != 100)
+        {
+            throw new InvalidOperationException("MailboxRead does not read a full page of 100 entries.");
+        }
+
         _head = _store.GetTreeHead();
         PutReceipt middle = first[Group / 2].Receipt!;
         _proof = _store.GetInclusionProof(middle.LogIndex, _head.TreeSize);

@@ -59,7 +59,7 @@ public sealed class NodeOptions
     /// <summary>Mailbox quota by bytes. Default 64 MiB.</summary>
     public long MailboxMaxBytes { get; set; } = 64L << 20;
 
-    /// <summary>Memory the store's log may use before paging to disk, in MiB. Default 256.</summary>
+    /// <summary>Memory the store (envelope table and write-ahead log) may use before paging to disk, in MiB. Default 256, at least 8.</summary>
     public int StoreMemoryMiB { get; set; } = 256;
 
     /// <summary>ADDRESS:PORT of an HTTP/1.1 listener serving Prometheus text at <c>/metrics</c>. Default empty: off.</summary>
@@ -101,7 +101,7 @@ public sealed class NodeOptions
         Check(PowMinBits >= 0 && PowMinBits <= PowMaxBits, nameof(PowMinBits), "0 to PowMaxBits");
         Check(MaxEnvelopeBytes >= 1024, nameof(MaxEnvelopeBytes), "at least 1024");
         Check(MaxTtlDays > 0 && MaxTtlDays <= 3650, nameof(MaxTtlDays), "above 0 and at most 3650");
-        Check(StoreMemoryMiB >= 1, nameof(StoreMemoryMiB), "at least 1");
+        Check(StoreMemoryMiB >= 8, nameof(StoreMemoryMiB), "at least 8");
         Check(KeepaliveSeconds >= 1, nameof(KeepaliveSeconds), "at least 1");
     }
 
