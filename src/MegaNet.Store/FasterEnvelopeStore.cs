@@ -568,15 +568,16 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
                 }
             }
 
-            // Compaction rewrites the live part of the table's oldest region, so only when garbage dominates.
-            (long begin, long tail) = TableExtent;
-            if (tail - begin > (2 * _liveBytes) + (_options.MemoryBudgetBytes / 2))
-            {
-                _kv.Compact(now);
-            }
-
             walAddress = _log.TailAddress;
             manifest = new Checkpoint.Manifest(Guid.Empty, walAddress, _merkle.Size, _mailboxes.Select(m => (m.Key.ToArray(), m.Value.NextSeq, m.Value.BySeq.Values.ToList())).ToList());
+        }
+
+        // Compaction rewrites the live part of the table's oldest region, so only when garbage dominates. It runs
+        // outside the index lock (readers go on); only this committer writes the table.
+        (long begin, long tail) = TableExtent;
+        if (tail - begin > (2 * Interlocked.Read(ref _liveBytes)) + (_options.MemoryBudgetBytes / 2))
+        {
+            _kv.Compact(now);
         }
 
         Guid token = await _kv.CheckpointAsync().ConfigureAwait(false);
