@@ -58,10 +58,17 @@ internal sealed class EnvelopeKv : IDisposable
     public void Put(ReadOnlySpan<byte> id, ReadOnlySpan<byte> meta, ReadOnlySpan<byte> envelope)
     {
         Upsert('E', id, meta);
-        byte[] value = new byte[8 + envelope.Length];
-        meta.Slice(40, 8).CopyTo(value);
-        envelope.CopyTo(value.AsSpan(8));
-        Upsert('B', id, value);
+        byte[] value = System.Buffers.ArrayPool<byte>.Shared.Rent(8 + envelope.Length);
+        try
+        {
+            meta.Slice(40, 8).CopyTo(value);
+            envelope.CopyTo(value.AsSpan(8));
+            Upsert('B', id, value.AsSpan(0, 8 + envelope.Length));
+        }
+        finally
+        {
+            System.Buffers.ArrayPool<byte>.Shared.Return(value);
+        }
     }
 
     /// <summary>Writer session only: drops the envelope bytes and keeps the metadata (an ack).</summary>

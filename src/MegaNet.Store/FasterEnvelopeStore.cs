@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Buffers.Binary;
 using System.Diagnostics;
 using System.Threading.Channels;
@@ -652,8 +653,17 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
                 }
 
                 long logIndex = nextIndex++;
-                byte[] record = EncodePut(id, put, nextSeq, logIndex);
-                walEnd = _log.Enqueue(record);
+                byte[] record = ArrayPool<byte>.Shared.Rent(PutHeader + put.Envelope.Length);
+                try
+                {
+                    EncodePut(record, id, put, nextSeq, logIndex);
+                    walEnd = _log.Enqueue(record.AsSpan(0, PutHeader + put.Envelope.Length));
+                }
+                finally
+                {
+                    ArrayPool<byte>.Shared.Return(record);
+                }
+
                 var stored = new Stored(recipient, put.Recipient.ToArray(), put.ExpiresAt, put.Envelope.Length,
                     new PutReceipt(id, logIndex, nextSeq, _head, false));
                 pendingIds[key] = stored;
@@ -899,9 +909,9 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     private static PutReceipt ReceiptFromMeta(byte[] id, byte[] meta, SignedTreeHead head) =>
         new(id, BinaryPrimitives.ReadInt64LittleEndian(meta.AsSpan(48)), BinaryPrimitives.ReadUInt64LittleEndian(meta.AsSpan(32)), head, true);
 
-    private static byte[] EncodePut(byte[] id, PutRequest put, ulong seq, long logIndex)
+    // The log copies the record, so callers pass a pooled buffer (a put allocated about 5 KB before; profiled).
+    private static void EncodePut(byte[] record, byte[] id, PutRequest put, ulong seq, long logIndex)
     {
-        byte[] record = new byte[PutHeader + put.Envelope.Length];
         record[0] = PutRecord;
         id.CopyTo(record, 1);
         put.Recipient.Span.CopyTo(record.AsSpan(33));
@@ -909,7 +919,6 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         BinaryPrimitives.WriteInt64LittleEndian(record.AsSpan(73), put.ExpiresAt.ToUnixTimeMilliseconds());
         BinaryPrimitives.WriteInt64LittleEndian(record.AsSpan(81), logIndex);
         put.Envelope.Span.CopyTo(record.AsSpan(PutHeader));
-        return record;
     }
 
     private static byte[] EncodeAck(AckRequest ack)
