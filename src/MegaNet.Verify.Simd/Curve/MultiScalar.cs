@@ -21,8 +21,9 @@ internal static class MultiScalar
     public const int PippengerThreshold = 190;
 
     /// <summary>From this many points the lane-parallel bucket method (<see cref="LaneMultiScalar{TOps, TVec}"/>) beats
-    /// Straus where vector lanes exist (measured: 33 points 24 vs 31 µs per signature, 17 points about even).</summary>
-    public const int LaneThreshold = 24;
+    /// Straus where vector lanes exist (measured per signature: 17 points 29 µs on AVX-512 and 36 µs on AVX2 against
+    /// 55 µs for Straus; 9 points 53 and 61 against 55).</summary>
+    public const int LaneThreshold = 12;
 
     /// <summary>Σ [sᵢ]Pᵢ by the fastest method for this size and ISA tier; every method gives the same group element.</summary>
     public static EdwardsPoint Compute(ReadOnlySpan<AffineNielsPoint> points, ReadOnlySpan<Scalar256> scalars)
