@@ -323,7 +323,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     }
 
     /// <inheritdoc />
-    public async ValueTask<MailboxPage> ListAsync(ReadOnlyMemory<byte> recipient, ulong afterSeq, int limit, CancellationToken cancellationToken = default)
+    public ValueTask<MailboxPage> ListAsync(ReadOnlyMemory<byte> recipient, ulong afterSeq, int limit, CancellationToken cancellationToken = default)
     {
         if (recipient.Length != 32)
         {
@@ -366,8 +366,8 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
             }
         }
 
-        await Task.CompletedTask.ConfigureAwait(false);
-        return new MailboxPage(entries, next);
+        // Table reads are synchronous (FASTER completes an on-disk read on this session before returning).
+        return ValueTask.FromResult(new MailboxPage(entries, next));
     }
 
     /// <inheritdoc />
@@ -797,7 +797,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
                     _mailboxes[key] = box;
                     foreach (Stored e in entries)
                     {
-                        AddEntry(e with { Recipient = key, RecipientBytes = address });
+                        AddEntry(e);
                     }
                 }
 
