@@ -11,26 +11,9 @@ internal sealed class MerkleLog
 {
     private readonly List<List<byte[]>> _levels = [[]];
 
-    // Appends hash with libsodium's one-shot SHA-256 (NSec): .NET's SHA256 goes through an OpenSSL context per call,
-    // which cost more than these 33- and 65-byte hashes themselves on the store's commit path (profiled).
-    private static readonly NSec.Cryptography.HashAlgorithm Sha256 = NSec.Cryptography.HashAlgorithm.Sha256;
-
     public long Size => _levels[0].Count;
 
-    public void Append(ReadOnlySpan<byte> leaf)
-    {
-        byte[] rented = System.Buffers.ArrayPool<byte>.Shared.Rent(1 + leaf.Length);
-        try
-        {
-            rented[0] = 0x00;
-            leaf.CopyTo(rented.AsSpan(1));
-            AppendLeafHash(Sha256.Hash(rented.AsSpan(0, 1 + leaf.Length)));
-        }
-        finally
-        {
-            System.Buffers.ArrayPool<byte>.Shared.Return(rented);
-        }
-    }
+    public void Append(ReadOnlySpan<byte> leaf) => AppendLeafHash(MerkleTree.LeafHash(leaf));
 
     /// <summary>The RFC 9162 leaf hash of leaf <paramref name="index"/> (what a checkpoint saves).</summary>
     public byte[] LeafHashAt(long index) => _levels[0][checked((int)index)];
@@ -40,7 +23,6 @@ internal sealed class MerkleLog
     {
         _levels[0].Add(hash);
         long index = _levels[0].Count - 1;
-        Span<byte> node = stackalloc byte[65];
         for (int h = 0; (index & 1) == 1; h++)
         {
             if (_levels.Count == h + 1)
@@ -49,10 +31,7 @@ internal sealed class MerkleLog
             }
 
             List<byte[]> level = _levels[h];
-            node[0] = 0x01;
-            level[level.Count - 2].CopyTo(node[1..]);
-            level[level.Count - 1].CopyTo(node[33..]);
-            hash = Sha256.Hash(node);
+            hash = MerkleTree.NodeHash(level[level.Count - 2], level[level.Count - 1]);
             _levels[h + 1].Add(hash);
             index >>= 1;
         }

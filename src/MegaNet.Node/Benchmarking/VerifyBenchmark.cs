@@ -139,7 +139,7 @@ public sealed class VerifyBenchmark(BatchVerifierRegistry registry, VerifyBenchm
     private (double Rate, double Ratio) MeasureAgainst(IBatchVerifier verifier, IBatchVerifier libsodium, SignatureBatch batch)
     {
         const int Rounds = 3;
-        Measure(verifier, batch, options.Duration / 4);   // correctness check and warm-up
+        CheckAndWarm(verifier, batch);
         Span<double> ratios = stackalloc double[Rounds];
         double items = 0, seconds = 0;
         for (int r = 0; r < Rounds; r++)
@@ -171,9 +171,14 @@ public sealed class VerifyBenchmark(BatchVerifierRegistry registry, VerifyBenchm
         return items / seconds;
     }
 
-    private double Measure(IBatchVerifier verifier, SignatureBatch batch) => Measure(verifier, batch, options.Duration);
+    private double Measure(IBatchVerifier verifier, SignatureBatch batch)
+    {
+        CheckAndWarm(verifier, batch);
+        return TimeSlice(verifier, batch, options.Duration, out _, out _);
+    }
 
-    private double Measure(IBatchVerifier verifier, SignatureBatch batch, TimeSpan duration)
+    /// <summary>Refuses to time a verifier that rejects the valid batch, then warms it up (tiering, caches).</summary>
+    private void CheckAndWarm(IBatchVerifier verifier, SignatureBatch batch)
     {
         bool[] verdicts = new bool[batch.Count];
         verifier.Verify(batch, verdicts);
@@ -183,23 +188,11 @@ public sealed class VerifyBenchmark(BatchVerifierRegistry registry, VerifyBenchm
             throw new InvalidOperationException($"Backend '{verifier.Name}' rejected {invalid} of {batch.Count} valid signatures; refusing to time a wrong verifier.");
         }
 
-        // Warm up (tiering, caches), then time whole calls until the duration has passed.
         var warm = Stopwatch.StartNew();
         while (warm.Elapsed < options.Duration / 4)
         {
             verifier.Verify(batch, verdicts);
         }
-
-        long items = 0;
-        var watch = Stopwatch.StartNew();
-        do
-        {
-            verifier.Verify(batch, verdicts);
-            items += batch.Count;
-        }
-        while (watch.Elapsed < duration);
-
-        return items / watch.Elapsed.TotalSeconds;
     }
 
     /// <summary>Verifies a seeded mix of valid and corrupted items (bit flips in R, S, A and M; S + L) and returns how

@@ -194,33 +194,14 @@ internal static class LaneMultiScalar<TOps, TVec>
         }
 
         Span<F> lane = stackalloc F[lanes];
-        for (int j = 0; j < lanes; j++)
+        for (int coordinate = 0; coordinate < 4; coordinate++)
         {
-            sums[j] = default;
-        }
-
-        sum.X.Unpack(lane);
-        for (int j = 0; j < lanes; j++)
-        {
-            sums[j].X = lane[j];
-        }
-
-        sum.Y.Unpack(lane);
-        for (int j = 0; j < lanes; j++)
-        {
-            sums[j].Y = lane[j];
-        }
-
-        sum.Z.Unpack(lane);
-        for (int j = 0; j < lanes; j++)
-        {
-            sums[j].Z = lane[j];
-        }
-
-        sum.T.Unpack(lane);
-        for (int j = 0; j < lanes; j++)
-        {
-            sums[j].T = lane[j];
+            // X, Y, Z, T: the LanePoint's four fields in order.
+            MemoryMarshal.CreateSpan(ref sum.X, 4)[coordinate].Unpack(lane);
+            for (int j = 0; j < lanes; j++)
+            {
+                MemoryMarshal.CreateSpan(ref sums[j].X, 4)[coordinate] = lane[j];
+            }
         }
     }
 
