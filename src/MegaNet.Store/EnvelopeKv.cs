@@ -12,7 +12,8 @@ namespace MegaNet.Store;
 /// <remarks>
 /// Not durable by itself: FasterKV comes back as of its last checkpoint after <c>kill -9</c>, so the store replays its
 /// write-ahead log on top of the checkpoint. FASTER sessions are single-threaded and spin: writes use one session
-/// (the store's committer), reads borrow one of at most <see cref="Environment.ProcessorCount"/> pooled sessions.
+/// (the store's apply stage), the duplicate checks of the store's prepare stage another, and other reads borrow one of
+/// at most <see cref="Environment.ProcessorCount"/> pooled sessions.
 /// </remarks>
 internal sealed class EnvelopeKv : IDisposable
 {
@@ -20,6 +21,7 @@ internal sealed class EnvelopeKv : IDisposable
 
     private readonly FasterKV<SpanByte, SpanByte> _kv;
     private readonly ClientSession<SpanByte, SpanByte, SpanByte, byte[], Empty, SpanByteFunctions_ByteArrayOutput<Empty>> _writer;
+    private readonly ClientSession<SpanByte, SpanByte, SpanByte, byte[], Empty, SpanByteFunctions_ByteArrayOutput<Empty>> _lookup;
     private readonly ConcurrentBag<ClientSession<SpanByte, SpanByte, SpanByte, byte[], Empty, SpanByteFunctions_ByteArrayOutput<Empty>>> _readers = [];
     private readonly SemaphoreSlim _readerSlots = new(Environment.ProcessorCount);
     private readonly List<IDisposable> _allSessions = [];
@@ -39,6 +41,7 @@ internal sealed class EnvelopeKv : IDisposable
         Directory = directory;
         _kv = new FasterKV<SpanByte, SpanByte>(settings);
         _writer = NewSession();
+        _lookup = NewSession();
     }
 
     /// <summary>Directory of the hybrid log and its checkpoints.</summary>
@@ -81,8 +84,9 @@ internal sealed class EnvelopeKv : IDisposable
         Delete('E', id);
     }
 
-    /// <summary>Metadata of an envelope, or null. Writer session when <paramref name="asWriter"/>, else a pooled reader.</summary>
-    public byte[]? GetMeta(ReadOnlySpan<byte> id, bool asWriter = false) => Read('E', id, asWriter);
+    /// <summary>Metadata of an envelope, or null. A pooled reader session, or the prepare stage's own session when
+    /// <paramref name="forPrepare"/> (one thread at a time; it runs while the writer session applies an earlier group).</summary>
+    public byte[]? GetMeta(ReadOnlySpan<byte> id, bool forPrepare = false) => Read('E', id, forPrepare);
 
     /// <summary>The envelope bytes, or null once acknowledged or expired.</summary>
     public byte[]? GetEnvelope(ReadOnlySpan<byte> id) => Read('B', id, false) is { Length: >= 8 } value ? value[8..] : null;
@@ -216,11 +220,11 @@ internal sealed class EnvelopeKv : IDisposable
         }
     }
 
-    private byte[]? Read(char kind, ReadOnlySpan<byte> id, bool asWriter)
+    private byte[]? Read(char kind, ReadOnlySpan<byte> id, bool forPrepare)
     {
-        if (asWriter)
+        if (forPrepare)
         {
-            return Read(_writer, kind, id);
+            return Read(_lookup, kind, id);
         }
 
         _readerSlots.Wait();

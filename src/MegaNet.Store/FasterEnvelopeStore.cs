@@ -28,7 +28,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     private readonly IDevice _device;
     private readonly FasterLog _log;
     private readonly Channel<Request> _requests = Channel.CreateBounded<Request>(new BoundedChannelOptions(65_536) { SingleReader = true });
-    private readonly Task _committer;
+    private Task? _committer;
     private readonly CancellationTokenSource _stop = new();
     private readonly object _state = new();
     private readonly EnvelopeKv _kv;
@@ -48,6 +48,17 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     private long _checkpointedWal;
     private long _liveBytes;
 
+    // Prepare-stage state, touched only by the committer loop: the decisions of groups that are committing or applying
+    // but not applied yet, so that the next group's duplicate, quota and sequence decisions see them.
+    private readonly Dictionary<Key32, (Stored Stored, long Generation)> _pendingIds = [];
+    private readonly Dictionary<Key32, (int Count, long Bytes, ulong NextSeq, long Generation)> _pendingUsage = [];
+    private readonly Queue<(long Generation, List<Key32> Ids, List<Key32> Recipients)> _pendingByGeneration = new();
+    private long _generation;
+    private long _nextLogIndex;
+
+    // Written by the apply stage after a group's table writes and index updates; read by the prepare stage.
+    private long _appliedGeneration;
+
     private FasterEnvelopeStore(StoreOptions options, IDevice device, FasterLog log, EnvelopeKv kv)
     {
         _options = options;
@@ -56,8 +67,18 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         _kv = kv;
         _nodePublicKey = options.NodeSecretKey.AsSpan(32, 32).ToArray();
         _head = SignHead();
-        _committer = Task.Run(CommitLoopAsync);
         MegaNetMetrics.ObserveLogSize(() => TreeSize);
+    }
+
+    // After Restore: the committer's log index and sequence decisions start from the recovered state.
+    private void StartCommitter()
+    {
+        lock (_state)
+        {
+            _nextLogIndex = _merkle.Size;
+        }
+
+        _committer = Task.Run(CommitLoopAsync);
     }
 
     /// <summary>Directory of the envelope table (FasterKV hybrid log and checkpoints).</summary>
@@ -195,6 +216,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         try
         {
             store.Restore(manifest, cancellationToken);
+            store.StartCommitter();
         }
         catch
         {
@@ -240,14 +262,15 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     }
 
     // Measured on a full tmpfs: FasterLog's CommitAsync returned although the commit record it wrote was empty, so
-    // the acknowledged records could not be recovered. Check the newest record before acknowledging anything.
-    private void CheckCommitRecord()
+    // the acknowledged records could not be recovered. Check this commit's record before acknowledging anything
+    // (by its number: with two groups in flight the newest record may belong to a commit still being written).
+    private async Task CommitAndCheckAsync()
     {
-        long[] commits = CommitNumbers(Path.Combine(StoreDirectory, "commits"));
-        string newest = commits.Length == 0 ? "(none)" : Path.Combine(StoreDirectory, "commits", "log-commits", $"commit.{commits.Max()}.0");
-        if (commits.Length == 0 || new FileInfo(newest).Length == 0)
+        (bool success, _, long commitNum) = await _log.CommitStronglyAsync().ConfigureAwait(false);
+        string record = Path.Combine(StoreDirectory, "commits", "log-commits", $"commit.{commitNum}.0");
+        if (!success || !File.Exists(record) || new FileInfo(record).Length == 0)
         {
-            throw new IOException($"the commit record {newest} was not written (is the disk full?)");
+            throw new IOException($"the commit record {record} was not written (is the disk full?)");
         }
     }
 
@@ -433,7 +456,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         _requests.Writer.TryComplete();
         try
         {
-            await _committer.ConfigureAwait(false);
+            await (_committer ?? Task.CompletedTask).ConfigureAwait(false);
         }
         catch (OperationCanceledException)
         {
@@ -471,13 +494,19 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         return null;
     }
 
+    /// <summary>
+    /// The committer: gathers concurrent requests into a group (the group-commit window), prepares it (duplicate, quota
+    /// and sequence decisions, log records), starts its commit, and hands it to the apply stage, which waits for the
+    /// commit, writes the table and indexes and answers. The next group is prepared while the previous one commits and
+    /// applies, so the two halves of the work run on both cores; at most two groups are in flight.
+    /// </summary>
     private async Task CommitLoopAsync()
     {
-        var group = new List<Request>();
         ChannelReader<Request> reader = _requests.Reader;
+        Task applying = Task.CompletedTask;
         while (await reader.WaitToReadAsync().ConfigureAwait(false))
         {
-            group.Clear();
+            var group = new List<Request>();
             var window = Stopwatch.StartNew();
             while (true)
             {
@@ -502,7 +531,11 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
                     throw fault;
                 }
 
-                await CommitGroupAsync(group).ConfigureAwait(false);
+                PreparedGroup prepared = Prepare(group);
+                Task commit = prepared.NeedsCommit ? CommitAndCheckAsync() : Task.CompletedTask;
+                Task previous = applying;
+                applying = ApplyAfterCommitAsync(previous, prepared, commit);
+                await previous.ConfigureAwait(false);
                 if (++_commitsSincePrune >= 64)
                 {
                     _commitsSincePrune = 0;
@@ -513,7 +546,13 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
                 if (asked || Stopwatch.GetElapsedTime(_lastCheckpoint) >= _options.CheckpointInterval
                     || _log.TailAddress - _checkpointedWal >= _options.CheckpointLogBytes)
                 {
-                    await CheckpointCycleAsync().ConfigureAwait(false);
+                    // The cycle snapshots the indexes against the log's tail: nothing may be in flight.
+                    await applying.ConfigureAwait(false);
+                    if (_fault is null)
+                    {
+                        await CheckpointCycleAsync().ConfigureAwait(false);
+                    }
+
                     foreach (Request r in group.Where(r => r.Checkpoint))
                     {
                         r.Done.TrySetResult(null);
@@ -522,15 +561,14 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
             }
             catch (Exception e)
             {
-                // A failed commit acknowledges nothing in the group, and nothing after it until the store is reopened.
+                // A failed prepare or checkpoint acknowledges nothing in the group, and nothing after it until the store
+                // is reopened. (TrySet: requests the apply stage already answered keep their answer.)
                 _fault ??= e;
-                foreach (Request r in group)
-                {
-                    r.Done.TrySetException(new StoreUnavailableException(
-                        $"The store could not commit to '{StoreDirectory}' ({_fault.Message}); nothing was acknowledged. Free disk space or fix the device, then restart the node.", e));
-                }
+                FailAll(group, e);
             }
         }
+
+        await applying.ConfigureAwait(false);
 
         // Shutdown: a last checkpoint so the next start replays nothing.
         if (_fault is null)
@@ -543,6 +581,15 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
             {
                 // Nothing is lost: the log still holds everything since the previous checkpoint.
             }
+        }
+    }
+
+    private void FailAll(IEnumerable<Request> requests, Exception e)
+    {
+        foreach (Request r in requests)
+        {
+            r.Done.TrySetException(new StoreUnavailableException(
+                $"The store could not commit to '{StoreDirectory}' ({_fault?.Message ?? e.Message}); nothing was acknowledged. Free disk space or fix the device, then restart the node.", e));
         }
     }
 
@@ -601,133 +648,255 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         MegaNetMetrics.StoreCheckpointDuration.Record(Stopwatch.GetElapsedTime(start).TotalMilliseconds);
     }
 
-    private async Task CommitGroupAsync(List<Request> group)
+    /// <summary>
+    /// Prepare stage (committer loop only): decides every request of the group in order, as if the groups still in
+    /// flight were applied, and enqueues the log records. Nothing becomes visible to readers here.
+    /// </summary>
+    private PreparedGroup Prepare(List<Request> group)
     {
-        var start = Stopwatch.GetTimestamp();
-        var accepted = new List<(Request Request, Stored Stored, bool IsNew)>();
-        var acks = new List<Request>();
-        long walEnd = 0;
+        var prepared = new PreparedGroup(++_generation, Stopwatch.GetTimestamp());
+        DropAppliedPending();
+
+        // Mailbox usage of recipients no in-flight group touches: stable while this group is prepared (an ack being
+        // applied can only lower it, which makes the quota check conservative). One short lock for the whole group.
+        var baseUsage = new Dictionary<Key32, (int Count, long Bytes, ulong NextSeq)>();
         lock (_state)
         {
-            // Quota and duplicate decisions for the whole group, as if applied in order; nothing is visible to readers
-            // until the commit below returns.
-            var pendingIds = new Dictionary<Key32, Stored>();
-            var pendingUsage = new Dictionary<Key32, (int Count, long Bytes, ulong NextSeq)>();
-            long nextIndex = _merkle.Size;
             foreach (Request r in group)
             {
-                if (r.Checkpoint)
+                if (r.Put is { } put && put.Recipient.Length == 32)
                 {
-                    continue;
+                    var recipient = new Key32(put.Recipient.Span);
+                    if (!_pendingUsage.ContainsKey(recipient))
+                    {
+                        baseUsage.TryAdd(recipient, Usage(recipient));
+                    }
                 }
-
-                if (r.Ack is { } ack)
-                {
-                    walEnd = _log.Enqueue(EncodeAck(ack));
-                    acks.Add(r);
-                    continue;
-                }
-
-                PutRequest put = r.Put!;
-                byte[] id = EnvelopeId(put.Envelope.Span);
-                var key = new Key32(id);
-                if (pendingIds.TryGetValue(key, out Stored? existing))
-                {
-                    accepted.Add((r, existing, false));
-                    continue;
-                }
-
-                if (_kv.GetMeta(id, asWriter: true) is { } meta)
-                {
-                    accepted.Add((r, StoredFromMeta(id, meta), false));
-                    continue;
-                }
-
-                var recipient = new Key32(put.Recipient.Span);
-                (int count, long bytes, ulong nextSeq) = pendingUsage.TryGetValue(recipient, out var usage) ? usage : Usage(recipient);
-                if (count + 1 > _options.MailboxMaxCount || bytes + put.Envelope.Length > _options.MailboxMaxBytes)
-                {
-                    r.Done.TrySetException(new QuotaExceededException(
-                        $"The recipient's mailbox is full ({count} envelopes, {bytes} bytes; limits {_options.MailboxMaxCount} and {_options.MailboxMaxBytes}). Nothing was stored; retry after the owner fetches and acknowledges mail."));
-                    continue;
-                }
-
-                long logIndex = nextIndex++;
-                byte[] record = ArrayPool<byte>.Shared.Rent(PutHeader + put.Envelope.Length);
-                try
-                {
-                    EncodePut(record, id, put, nextSeq, logIndex);
-                    walEnd = _log.Enqueue(record.AsSpan(0, PutHeader + put.Envelope.Length));
-                }
-                finally
-                {
-                    ArrayPool<byte>.Shared.Return(record);
-                }
-
-                var stored = new Stored(recipient, put.Recipient.ToArray(), put.ExpiresAt, put.Envelope.Length,
-                    new PutReceipt(id, logIndex, nextSeq, _head, false));
-                pendingIds[key] = stored;
-                pendingUsage[recipient] = (count + 1, bytes + put.Envelope.Length, nextSeq + 1);
-                accepted.Add((r, stored, true));
             }
         }
 
-        if (walEnd != 0 || acks.Count > 0 || accepted.Any(a => a.IsNew))
+        var ids = new List<Key32>();
+        var recipients = new List<Key32>();
+        foreach (Request r in group)
         {
-            await _log.CommitAsync().ConfigureAwait(false);
-            CheckCommitRecord();
+            if (r.Checkpoint)
+            {
+                continue;
+            }
+
+            if (r.Ack is { } ack)
+            {
+                _log.Enqueue(EncodeAck(ack));
+                prepared.NeedsCommit = true;
+                prepared.Acks.Add(r);
+                continue;
+            }
+
+            PutRequest put = r.Put!;
+            byte[] id = EnvelopeId(put.Envelope.Span);
+            var key = new Key32(id);
+
+            // Pending first, then the table: the apply stage writes a group's table records before it marks the group
+            // applied, and only then does DropAppliedPending forget it, so one of the two always sees an earlier put.
+            if (_pendingIds.TryGetValue(key, out var pending))
+            {
+                prepared.Accepted.Add((r, pending.Stored, false));
+                continue;
+            }
+
+            if (_kv.GetMeta(id, forPrepare: true) is { } meta)
+            {
+                prepared.Accepted.Add((r, StoredFromMeta(id, meta), false));
+                continue;
+            }
+
+            var recipient = new Key32(put.Recipient.Span);
+            (int count, long bytes, ulong nextSeq) = _pendingUsage.TryGetValue(recipient, out var usage)
+                ? (usage.Count, usage.Bytes, usage.NextSeq)
+                : baseUsage[recipient];
+            if (count + 1 > _options.MailboxMaxCount || bytes + put.Envelope.Length > _options.MailboxMaxBytes)
+            {
+                r.Done.TrySetException(new QuotaExceededException(
+                    $"The recipient's mailbox is full ({count} envelopes, {bytes} bytes; limits {_options.MailboxMaxCount} and {_options.MailboxMaxBytes}). Nothing was stored; retry after the owner fetches and acknowledges mail."));
+                continue;
+            }
+
+            long logIndex = _nextLogIndex++;
+            byte[] record = ArrayPool<byte>.Shared.Rent(PutHeader + put.Envelope.Length);
+            try
+            {
+                EncodePut(record, id, put, nextSeq, logIndex);
+                _log.Enqueue(record.AsSpan(0, PutHeader + put.Envelope.Length));
+            }
+            finally
+            {
+                ArrayPool<byte>.Shared.Return(record);
+            }
+
+            var stored = new Stored(recipient, put.Recipient.ToArray(), put.ExpiresAt, put.Envelope.Length,
+                new PutReceipt(id, logIndex, nextSeq, null!, false));
+            _pendingIds[key] = (stored, prepared.Generation);
+            _pendingUsage[recipient] = (count + 1, bytes + put.Envelope.Length, nextSeq + 1, prepared.Generation);
+            ids.Add(key);
+            recipients.Add(recipient);
+            prepared.Accepted.Add((r, stored, true));
+            prepared.NeedsCommit = true;
         }
 
-        var arrived = new List<(byte[] Recipient, ulong Seq)>();
+        _pendingByGeneration.Enqueue((prepared.Generation, ids, recipients));
+        return prepared;
+    }
+
+    // Forgets the pending decisions of groups the apply stage has finished (their effects are in the table and indexes).
+    private void DropAppliedPending()
+    {
+        long applied = Volatile.Read(ref _appliedGeneration);
+        while (_pendingByGeneration.TryPeek(out var oldest) && oldest.Generation <= applied)
+        {
+            _pendingByGeneration.Dequeue();
+            foreach (Key32 id in oldest.Ids)
+            {
+                if (_pendingIds.TryGetValue(id, out var p) && p.Generation <= applied)
+                {
+                    _pendingIds.Remove(id);
+                }
+            }
+
+            foreach (Key32 recipient in oldest.Recipients)
+            {
+                if (_pendingUsage.TryGetValue(recipient, out var u) && u.Generation <= applied)
+                {
+                    _pendingUsage.Remove(recipient);
+                }
+            }
+        }
+    }
+
+    /// <summary>
+    /// Apply stage: after the previous group has been applied and this group's commit returned, writes the table, then
+    /// the indexes and the Merkle leaves, signs a new head and answers. Never throws: a failure fails the group and
+    /// faults the store.
+    /// </summary>
+    private async Task ApplyAfterCommitAsync(Task previous, PreparedGroup prepared, Task commit)
+    {
+        await previous.ConfigureAwait(false);
+        IEnumerable<Request> everyone = prepared.Accepted.Select(a => a.Request).Concat(prepared.Acks);
+        try
+        {
+            await commit.ConfigureAwait(false);
+            if (_fault is { } fault)
+            {
+                // An earlier group failed: its records may or may not be on disk, so nothing after it is acknowledged.
+                throw fault;
+            }
+        }
+        catch (Exception e)
+        {
+            _fault ??= e;
+            FailAll(everyone, e);
+            return;
+        }
+
+        try
+        {
+            Apply(prepared);
+        }
+        catch (Exception e)
+        {
+            // Committed but not applied: a reopen replays it from the log.
+            _fault ??= e;
+            FailAll(everyone, e);
+        }
+    }
+
+    private void Apply(PreparedGroup prepared)
+    {
+        // The table first, outside the index lock: a reader may see an envelope before its mailbox entry, never an
+        // entry without its envelope. Leaf hashes too, so the lock covers only the index and tree updates.
+        Span<byte> meta = stackalloc byte[EnvelopeKv.MetaLength];
+        var leaves = new List<byte[]>(prepared.Accepted.Count);
+        foreach ((Request r, Stored stored, bool isNew) in prepared.Accepted)
+        {
+            if (isNew)
+            {
+                EncodeMeta(stored, meta);
+                _kv.Put(stored.Receipt.EnvelopeId, meta, r.Put!.Envelope.Span);
+                leaves.Add(MerkleTree.LeafHash(stored.Receipt.EnvelopeId));
+            }
+        }
+
+        long size;
+        byte[] root;
         lock (_state)
         {
-            foreach ((Request r, Stored stored, bool isNew) in accepted)
+            foreach ((Request _, Stored stored, bool isNew) in prepared.Accepted)
             {
                 if (isNew)
                 {
-                    Apply(stored, r.Put!.Envelope.Span);
-                    arrived.Add((stored.RecipientBytes, stored.Receipt.MailboxSeq));
+                    AddEntry(stored);
                 }
             }
 
-            foreach (Request r in acks)
+            foreach (byte[] leaf in leaves)
+            {
+                _merkle.AppendLeafHash(leaf);
+            }
+
+            foreach (Request r in prepared.Acks)
             {
                 r.AckedCount = ApplyAck(r.Ack!);
             }
 
-            if (accepted.Any(a => a.IsNew))
-            {
-                _head = SignHead();
-            }
-
-            foreach ((Request r, Stored stored, bool isNew) in accepted)
-            {
-                // Receipts carry the head signed after this commit, which covers every leaf in it.
-                PutReceipt receipt = stored.Receipt with { TreeHead = _head, Duplicate = !isNew };
-                r.Done.TrySetResult(receipt);
-            }
-
-            foreach (Request r in acks)
-            {
-                r.Done.TrySetResult(null);
-            }
-
-            // Checkpoint requests are answered after the cycle that follows this group.
+            size = _merkle.Size;
+            root = leaves.Count > 0 ? _merkle.Root(size) : [];
         }
 
-        MegaNetMetrics.StoreCommitLatency.Record(Stopwatch.GetElapsedTime(start).TotalMilliseconds);
-        foreach ((byte[] recipient, ulong seq) in arrived)
+        if (leaves.Count > 0)
         {
-            MailArrived?.Invoke(recipient, seq);
+            // Signed outside the lock; only this stage changes the tree, so the head still describes its newest size.
+            long now = _options.Clock.GetUtcNow().ToUnixTimeMilliseconds();
+            var head = new SignedTreeHead(size, root, now, _nodePublicKey, TreeHeadSignature.Sign(_options.NodeSecretKey, size, root, now));
+            lock (_state)
+            {
+                _head = head;
+            }
+        }
+
+        Volatile.Write(ref _appliedGeneration, prepared.Generation);
+        SignedTreeHead current = GetTreeHead();
+        foreach ((Request r, Stored stored, bool isNew) in prepared.Accepted)
+        {
+            // Receipts carry the head signed after this commit, which covers every leaf in it.
+            r.Done.TrySetResult(stored.Receipt with { TreeHead = current, Duplicate = !isNew });
+        }
+
+        foreach (Request r in prepared.Acks)
+        {
+            r.Done.TrySetResult(null);
+        }
+
+        MegaNetMetrics.StoreCommitLatency.Record(Stopwatch.GetElapsedTime(prepared.Start).TotalMilliseconds);
+        if (MailArrived is { } arrived)
+        {
+            foreach ((Request _, Stored stored, bool isNew) in prepared.Accepted)
+            {
+                if (isNew)
+                {
+                    arrived(stored.RecipientBytes, stored.Receipt.MailboxSeq);
+                }
+            }
         }
     }
 
     private (int Count, long Bytes, ulong NextSeq) Usage(Key32 recipient) =>
         _mailboxes.TryGetValue(recipient, out Mailbox? box) ? (box.Entries.Count, box.Bytes, box.NextSeq) : (0, 0, 1);
 
+    // Replay: one logged put, under the index lock.
     private void Apply(Stored stored, ReadOnlySpan<byte> envelope)
     {
-        _kv.Put(stored.Receipt.EnvelopeId, EncodeMeta(stored), envelope);
+        Span<byte> meta = stackalloc byte[EnvelopeKv.MetaLength];
+        EncodeMeta(stored, meta);
+        _kv.Put(stored.Receipt.EnvelopeId, meta, envelope);
         AddEntry(stored);
         _merkle.Append(stored.Receipt.EnvelopeId);
     }
@@ -888,15 +1057,13 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     private static byte[] EnvelopeId(ReadOnlySpan<byte> envelope) => HashAlgorithm.Blake2b_256.Hash(envelope);
 
     // Table metadata: recipient(32) ‖ mailbox seq(8) ‖ expiry Unix ms(8, offset 40) ‖ log index(8) ‖ length(4).
-    private static byte[] EncodeMeta(Stored stored)
+    private static void EncodeMeta(Stored stored, Span<byte> meta)
     {
-        byte[] meta = new byte[EnvelopeKv.MetaLength];
-        stored.RecipientBytes.CopyTo(meta, 0);
-        BinaryPrimitives.WriteUInt64LittleEndian(meta.AsSpan(32), stored.Receipt.MailboxSeq);
-        BinaryPrimitives.WriteInt64LittleEndian(meta.AsSpan(40), stored.ExpiresAt.ToUnixTimeMilliseconds());
-        BinaryPrimitives.WriteInt64LittleEndian(meta.AsSpan(48), stored.Receipt.LogIndex);
-        BinaryPrimitives.WriteInt32LittleEndian(meta.AsSpan(56), stored.Length);
-        return meta;
+        stored.RecipientBytes.CopyTo(meta);
+        BinaryPrimitives.WriteUInt64LittleEndian(meta[32..], stored.Receipt.MailboxSeq);
+        BinaryPrimitives.WriteInt64LittleEndian(meta[40..], stored.ExpiresAt.ToUnixTimeMilliseconds());
+        BinaryPrimitives.WriteInt64LittleEndian(meta[48..], stored.Receipt.LogIndex);
+        BinaryPrimitives.WriteInt32LittleEndian(meta[56..], stored.Length);
     }
 
     private Stored StoredFromMeta(byte[] id, byte[] meta)
@@ -936,6 +1103,20 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     }
 
     private sealed record AckRequest(byte[] Recipient, ulong[] Seqs);
+
+    /// <summary>A group between the prepare and apply stages.</summary>
+    private sealed class PreparedGroup(long generation, long start)
+    {
+        public long Generation { get; } = generation;
+
+        public long Start { get; } = start;
+
+        public List<(Request Request, Stored Stored, bool IsNew)> Accepted { get; } = [];
+
+        public List<Request> Acks { get; } = [];
+
+        public bool NeedsCommit { get; set; }
+    }
 
     private sealed class Request(PutRequest? put, AckRequest? ack)
     {

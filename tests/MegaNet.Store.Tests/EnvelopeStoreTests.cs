@@ -124,6 +124,63 @@ public sealed class EnvelopeStoreTests : IDisposable
     }
 
     [Fact]
+    public async Task Concurrent_groups_decide_duplicates_quotas_and_sequences_as_one_order()
+    {
+        // The committer prepares a group while the previous one commits and applies: duplicates, quotas and mailbox
+        // sequences must come out as if every request were decided one after another.
+        StoreOptions options = Options(_dir);
+        options.MailboxMaxCount = 100;
+        options.GroupCommitWindow = TimeSpan.Zero; // many small groups, so a group's decisions meet groups still in flight
+        await using FasterEnvelopeStore store = await FasterEnvelopeStore.OpenAsync(options);
+        byte[][] recipients = [.. Enumerable.Range(0, 4).Select(_ => Bytes(_random, 32))];
+        // Recipient 0 gets 160 distinct envelopes (60 over quota), the others 40 each; every envelope is sent 1-3 times.
+        var distinct = Enumerable.Range(0, 280).Select(i => (Envelope: Bytes(_random, 64 + (i % 7)), Recipient: recipients[i < 160 ? 0 : 1 + (i % 3)])).ToArray();
+        var sends = distinct.SelectMany((d, i) => Enumerable.Repeat(i, 1 + _random.Next(3))).OrderBy(_ => _random.Next()).ToArray();
+        var results = new System.Collections.Concurrent.ConcurrentBag<(int Item, PutResult Result)>();
+        DateTimeOffset expiry = DateTimeOffset.UtcNow.AddDays(1);
+        // Sixteen senders with staggered starts, each sending small batches one after another: requests keep arriving
+        // while earlier groups commit, so groups overlap.
+        await Task.WhenAll(Enumerable.Range(0, 16).Select(async sender =>
+        {
+            await Task.Delay(sender % 4);
+            foreach (int[] chunk in sends.Where((_, k) => k % 16 == sender).Chunk(3))
+            {
+                IReadOnlyList<PutResult> r = await store.PutManyAsync([.. chunk.Select(i => new PutRequest(distinct[i].Envelope, distinct[i].Recipient, expiry))]);
+                for (int k = 0; k < chunk.Length; k++)
+                {
+                    results.Add((chunk[k], r[k]));
+                }
+            }
+        }));
+
+        var byItem = results.GroupBy(r => r.Item).ToDictionary(g => g.Key, g => g.Select(x => x.Result).ToList());
+        var stored = new List<PutReceipt>();
+        foreach ((int item, List<PutResult> all) in byItem)
+        {
+            if (all.Any(r => r.Receipt is null))
+            {
+                // Refused for quota: refused every time (nothing frees space here), and never for another reason.
+                Assert.All(all, r => Assert.IsType<QuotaExceededException>(r.Error));
+                continue;
+            }
+
+            PutReceipt original = Assert.Single(all, r => !r.Receipt!.Duplicate).Receipt!;
+            Assert.All(all, r => Assert.Equal((original.LogIndex, original.MailboxSeq), (r.Receipt!.LogIndex, r.Receipt.MailboxSeq)));
+            stored.Add(original);
+        }
+
+        Assert.Equal(100 + 120, stored.Count);
+        Assert.Equal(Enumerable.Range(0, stored.Count).Select(i => (long)i), stored.Select(r => r.LogIndex).Order());
+        Assert.Equal(stored.Count, store.GetTreeHead().TreeSize);
+        foreach (byte[] recipient in recipients)
+        {
+            MailboxPage page = await store.ListAsync(recipient, 0, 1000);
+            Assert.Equal(Enumerable.Range(1, page.Entries.Count).Select(i => (ulong)i), page.Entries.Select(e => e.Seq));
+            Assert.Equal(recipient == recipients[0] ? 100 : 40, page.Entries.Count);
+        }
+    }
+
+    [Fact]
     public async Task Reopening_keeps_every_acknowledged_write_and_ack()
     {
         byte[] recipient = Bytes(_random, 32);
