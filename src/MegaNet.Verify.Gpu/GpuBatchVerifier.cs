@@ -28,10 +28,15 @@ public enum GpuDeviceKind
 /// <summary>
 /// Backends <c>gpu</c> and <c>gpu-cpu</c>: the MegaNet rule as ILGPU kernels, one thread per signature. The host
 /// checks S &lt; L and computes k = SHA-512(R ‖ A ‖ M) mod L in parallel; the kernel decodes A and R strictly, refuses
-/// small-order points and checks [8]([S]B − R − [k]A) = 𝒪. Device buffers are allocated once, grown on demand up to
-/// <see cref="VerifierOptions.GpuMaxBatch"/> items per launch, and reused; the kernel is compiled once at construction.
-/// One batch at a time per instance (calls from several threads queue on the instance).
+/// small-order points and checks [8]([S]B − R − [k]A) = 𝒪. The kernel is compiled once at construction.
 /// </summary>
+/// <remarks>
+/// Two launch slots, each with its own stream, page-locked host buffers and device buffers, allocated on first use,
+/// grown on demand up to <see cref="VerifierOptions.GpuMaxBatch"/> items and reused (no allocation per batch). Batches
+/// up to <see cref="OverlapChunk"/> × 2 items are one launch; larger ones are cut into chunks that alternate between the
+/// slots, so the host hashes chunk j + 1 while the device copies in, verifies and copies out chunk j. Verdicts come
+/// back as one int per item. One batch at a time per instance (calls from several threads queue on the instance).
+/// </remarks>
 public sealed class GpuBatchVerifier : BatchVerifierBase
 {
     /// <summary>Registry name of the device backend.</summary>
@@ -45,15 +50,15 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
     private readonly GpuDeviceKind _kind;
     private readonly Context _context;
     private readonly Accelerator _accelerator;
-    private readonly Action<Index1D, ArrayView<byte>, ArrayView<byte>, ArrayView<uint>, ArrayView<int>, ArrayView<byte>, CurveConstants, ArrayView<int>> _kernel;
+    private readonly Action<AcceleratorStream, Index1D, ArrayView<byte>, ArrayView<byte>, ArrayView<uint>, ArrayView<int>, ArrayView<byte>, CurveConstants, ArrayView<int>> _kernel;
     private readonly CurveConstants _constants;
     private readonly MemoryBuffer1D<byte, Stride1D.Dense> _smallOrder;
     private readonly int _maxBatch;
     private readonly object _gate = new();
-    private MemoryBuffer1D<byte, Stride1D.Dense>? _keys, _rs;
-    private MemoryBuffer1D<uint, Stride1D.Dense>? _scalars;
-    private MemoryBuffer1D<int, Stride1D.Dense>? _pre, _verdicts;
-    private int _capacity;
+    private readonly LaunchSlot[] _slots;
+
+    /// <summary>Smallest chunk a large batch is cut into (one launch below twice this).</summary>
+    public const int OverlapChunk = 8192;
 
     /// <summary>Creates the verifier on the given accelerator kind and compiles the kernel.</summary>
     /// <exception cref="BackendUnavailableException">No such accelerator here.</exception>
@@ -70,17 +75,18 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
 
         var watch = Stopwatch.StartNew();
         _context = kind == GpuDeviceKind.Device
-            ? Context.Create(b => b.Cuda().OpenCL().Math(MathMode.Default))
-            : Context.Create(b => b.CPU().Math(MathMode.Default));
+            ? Context.Create(b => b.Cuda().OpenCL().Math(MathMode.Default).Profiling())
+            : Context.Create(b => b.CPU().Math(MathMode.Default).Profiling());
         Device device = kind == GpuDeviceKind.Device
             ? _context.Devices.Where(d => d.AcceleratorType is AcceleratorType.Cuda or AcceleratorType.OpenCL)
                 .OrderBy(d => d.AcceleratorType == AcceleratorType.Cuda ? 0 : 1).First()
             : _context.GetPreferredDevice(preferCPU: true);
         _accelerator = device.CreateAccelerator(_context);
-        _kernel = _accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<byte>, ArrayView<byte>, ArrayView<uint>, ArrayView<int>, ArrayView<byte>, CurveConstants, ArrayView<int>>(Ed25519Kernel.Verify);
+        _kernel = _accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<byte>, ArrayView<byte>, ArrayView<uint>, ArrayView<int>, ArrayView<byte>, CurveConstants, ArrayView<int>>(Ed25519Kernel.Verify);
         _constants = BuildConstants();
         byte[] smallOrder = SmallOrderEncodings();
         _smallOrder = _accelerator.Allocate1D(smallOrder);
+        _slots = [new LaunchSlot(_accelerator), new LaunchSlot(_accelerator)];
         CompileMilliseconds = watch.Elapsed.TotalMilliseconds;
         DeviceName = _accelerator.Name;
     }
@@ -104,57 +110,82 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
     /// <inheritdoc />
     protected override void VerifyCore(SignatureBatch batch, int start, int count, Span<bool> verdicts)
     {
-        for (int done = 0; done < count; done += _maxBatch)
+        int chunk = Math.Min(_maxBatch, count <= 2 * OverlapChunk ? count : Math.Max(OverlapChunk, (count + 3) / 4));
+        lock (_gate)
         {
-            int n = Math.Min(_maxBatch, count - done);
-            VerifyChunk(batch, start + done, n, verdicts.Slice(done, n));
+            int launches = 0;
+            try
+            {
+                for (int done = 0; done < count; done += chunk, launches++)
+                {
+                    LaunchSlot slot = _slots[launches & 1];
+                    Finish(slot, verdicts);
+                    int n = Math.Min(chunk, count - done);
+                    slot.EnsureCapacity(n, _maxBatch);
+                    PrepareOnHost(batch, start + done, n, slot.Keys!.GetArray(), slot.Rs!.GetArray(), slot.Scalars!.GetArray(), slot.Pre!.GetArray());
+                    Launch(slot, done, n);
+                }
+
+                Finish(_slots[launches & 1], verdicts);
+                Finish(_slots[(launches + 1) & 1], verdicts);
+            }
+            catch
+            {
+                // After a fault nothing may be left in flight for the next batch to read as its own; the fault itself
+                // is what the caller (the router) sees, not a second one from the wait.
+                foreach (LaunchSlot slot in _slots)
+                {
+                    try
+                    {
+                        slot.Abandon();
+                    }
+                    catch (Exception e) when (e is not OutOfMemoryException)
+                    {
+                    }
+                }
+
+                throw;
+            }
         }
     }
 
-    private void VerifyChunk(SignatureBatch batch, int start, int n, Span<bool> verdicts)
+    // Queues copy-in, kernel and copy-out of one chunk on the slot's stream; nothing waits here.
+    private void Launch(LaunchSlot slot, int offset, int n)
     {
-        byte[] keys = ArrayPool<byte>.Shared.Rent(32 * n);
-        byte[] rs = ArrayPool<byte>.Shared.Rent(32 * n);
-        uint[] scalars = ArrayPool<uint>.Shared.Rent(16 * n);
-        int[] pre = ArrayPool<int>.Shared.Rent(n);
-        int[] results = ArrayPool<int>.Shared.Rent(n);
-        try
-        {
-            PrepareOnHost(batch, start, n, keys, rs, scalars, pre);
-            lock (_gate)
-            {
-                EnsureCapacity(n);
-                long t0 = Stopwatch.GetTimestamp();
-                AcceleratorStream stream = _accelerator.DefaultStream;
-                _keys!.View.SubView(0, 32 * n).CopyFromCPU(stream, keys.AsSpan(0, 32 * n));
-                _rs!.View.SubView(0, 32 * n).CopyFromCPU(stream, rs.AsSpan(0, 32 * n));
-                _scalars!.View.SubView(0, 16 * n).CopyFromCPU(stream, scalars.AsSpan(0, 16 * n));
-                _pre!.View.SubView(0, n).CopyFromCPU(stream, pre.AsSpan(0, n));
-                stream.Synchronize();
-                long t1 = Stopwatch.GetTimestamp();
-                _kernel(n, _keys.View, _rs.View, _scalars.View, _pre.View, _smallOrder.View, _constants, _verdicts!.View);
-                stream.Synchronize();
-                long t2 = Stopwatch.GetTimestamp();
-                _verdicts.View.SubView(0, n).CopyToCPU(stream, results.AsSpan(0, n));
-                stream.Synchronize();
-                long t3 = Stopwatch.GetTimestamp();
-                MegaNetMetrics.GpuTransferTime.Record(Stopwatch.GetElapsedTime(t0, t1).TotalMilliseconds + Stopwatch.GetElapsedTime(t2, t3).TotalMilliseconds);
-                MegaNetMetrics.GpuKernelTime.Record(Stopwatch.GetElapsedTime(t1, t2).TotalMilliseconds);
-            }
+        AcceleratorStream stream = slot.Stream;
+        slot.Marks[0] = stream.AddProfilingMarker();
+        slot.DeviceKeys!.View.SubView(0, 32 * n).CopyFrom(stream, slot.Keys!.ArrayView.SubView(0, 32 * n));
+        slot.DeviceRs!.View.SubView(0, 32 * n).CopyFrom(stream, slot.Rs!.ArrayView.SubView(0, 32 * n));
+        slot.DeviceScalars!.View.SubView(0, 16 * n).CopyFrom(stream, slot.Scalars!.ArrayView.SubView(0, 16 * n));
+        slot.DevicePre!.View.SubView(0, n).CopyFrom(stream, slot.Pre!.ArrayView.SubView(0, n));
+        slot.Marks[1] = stream.AddProfilingMarker();
+        _kernel(stream, n, slot.DeviceKeys.View, slot.DeviceRs.View, slot.DeviceScalars.View, slot.DevicePre.View, _smallOrder.View, _constants, slot.DeviceVerdicts!.View);
+        slot.Marks[2] = stream.AddProfilingMarker();
+        slot.DeviceVerdicts.View.SubView(0, n).CopyTo(stream, slot.Results!.ArrayView.SubView(0, n));
+        slot.Marks[3] = stream.AddProfilingMarker();
+        slot.Offset = offset;
+        slot.Count = n;
+    }
 
-            for (int i = 0; i < n; i++)
-            {
-                verdicts[i] = results[i] == 1;
-            }
-        }
-        finally
+    // Waits for the slot's chunk (if any), records its copy and kernel times, and writes its verdicts.
+    private static void Finish(LaunchSlot slot, Span<bool> verdicts)
+    {
+        if (slot.Count == 0)
         {
-            ArrayPool<byte>.Shared.Return(keys);
-            ArrayPool<byte>.Shared.Return(rs);
-            ArrayPool<uint>.Shared.Return(scalars);
-            ArrayPool<int>.Shared.Return(pre);
-            ArrayPool<int>.Shared.Return(results);
+            return;
         }
+
+        slot.Stream.Synchronize();
+        MegaNetMetrics.GpuTransferTime.Record((slot.Marks[1]!.MeasureFrom(slot.Marks[0]!) + slot.Marks[3]!.MeasureFrom(slot.Marks[2]!)).TotalMilliseconds);
+        MegaNetMetrics.GpuKernelTime.Record(slot.Marks[2]!.MeasureFrom(slot.Marks[1]!).TotalMilliseconds);
+        ReadOnlySpan<int> results = slot.Results!.Span[..slot.Count];
+        Span<bool> target = verdicts.Slice(slot.Offset, slot.Count);
+        for (int i = 0; i < results.Length; i++)
+        {
+            target[i] = results[i] == 1;
+        }
+
+        slot.Abandon();
     }
 
     /// <summary>Rule 2 (S &lt; L) and rule 5 (k) on the host, in parallel.</summary>
@@ -197,27 +228,6 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
                 }
             }
         });
-    }
-
-    private void EnsureCapacity(int n)
-    {
-        if (n <= _capacity)
-        {
-            return;
-        }
-
-        int capacity = Math.Min(_maxBatch, Math.Max(n, Math.Max(1024, _capacity * 2)));
-        _keys?.Dispose();
-        _rs?.Dispose();
-        _scalars?.Dispose();
-        _pre?.Dispose();
-        _verdicts?.Dispose();
-        _keys = _accelerator.Allocate1D<byte>(32L * capacity);
-        _rs = _accelerator.Allocate1D<byte>(32L * capacity);
-        _scalars = _accelerator.Allocate1D<uint>(16L * capacity);
-        _pre = _accelerator.Allocate1D<int>(capacity);
-        _verdicts = _accelerator.Allocate1D<int>(capacity);
-        _capacity = capacity;
     }
 
     private static CurveConstants BuildConstants()
@@ -277,15 +287,116 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
         {
             lock (_gate)
             {
-                _keys?.Dispose();
-                _rs?.Dispose();
-                _scalars?.Dispose();
-                _pre?.Dispose();
-                _verdicts?.Dispose();
+                foreach (LaunchSlot slot in _slots)
+                {
+                    slot.Dispose();
+                }
+
                 _smallOrder.Dispose();
                 _accelerator.Dispose();
                 _context.Dispose();
             }
+        }
+    }
+
+    /// <summary>One stream with its page-locked host buffers, device buffers and the chunk in flight on it.</summary>
+    private sealed class LaunchSlot(Accelerator accelerator) : IDisposable
+    {
+        public AcceleratorStream Stream { get; } = accelerator.CreateStream();
+
+        public PageLockedArray1D<byte>? Keys { get; private set; }
+
+        public PageLockedArray1D<byte>? Rs { get; private set; }
+
+        public PageLockedArray1D<uint>? Scalars { get; private set; }
+
+        public PageLockedArray1D<int>? Pre { get; private set; }
+
+        public PageLockedArray1D<int>? Results { get; private set; }
+
+        public MemoryBuffer1D<byte, Stride1D.Dense>? DeviceKeys { get; private set; }
+
+        public MemoryBuffer1D<byte, Stride1D.Dense>? DeviceRs { get; private set; }
+
+        public MemoryBuffer1D<uint, Stride1D.Dense>? DeviceScalars { get; private set; }
+
+        public MemoryBuffer1D<int, Stride1D.Dense>? DevicePre { get; private set; }
+
+        public MemoryBuffer1D<int, Stride1D.Dense>? DeviceVerdicts { get; private set; }
+
+        /// <summary>Markers before copy-in, before and after the kernel, after copy-out.</summary>
+        public ProfilingMarker?[] Marks { get; } = new ProfilingMarker?[4];
+
+        /// <summary>Where the chunk in flight goes in the caller's verdicts, and its size (0: none in flight).</summary>
+        public int Offset { get; set; }
+
+        public int Count { get; set; }
+
+        private int _capacity;
+
+        public void EnsureCapacity(int n, int max)
+        {
+            if (n <= _capacity)
+            {
+                return;
+            }
+
+            int capacity = Math.Min(max, Math.Max(n, Math.Max(1024, _capacity * 2)));
+            DisposeBuffers();
+            Keys = accelerator.AllocatePageLocked1D<byte>(32L * capacity);
+            Rs = accelerator.AllocatePageLocked1D<byte>(32L * capacity);
+            Scalars = accelerator.AllocatePageLocked1D<uint>(16L * capacity);
+            Pre = accelerator.AllocatePageLocked1D<int>(capacity);
+            Results = accelerator.AllocatePageLocked1D<int>(capacity);
+            DeviceKeys = accelerator.Allocate1D<byte>(32L * capacity);
+            DeviceRs = accelerator.Allocate1D<byte>(32L * capacity);
+            DeviceScalars = accelerator.Allocate1D<uint>(16L * capacity);
+            DevicePre = accelerator.Allocate1D<int>(capacity);
+            DeviceVerdicts = accelerator.Allocate1D<int>(capacity);
+            _capacity = capacity;
+        }
+
+        /// <summary>Waits out whatever is in flight and forgets it.</summary>
+        public void Abandon()
+        {
+            try
+            {
+                if (Count != 0)
+                {
+                    Stream.Synchronize();
+                }
+            }
+            finally
+            {
+                foreach (ProfilingMarker? mark in Marks)
+                {
+                    mark?.Dispose();
+                }
+
+                Array.Clear(Marks);
+                Count = 0;
+            }
+        }
+
+        public void Dispose()
+        {
+            Abandon();
+            DisposeBuffers();
+            Stream.Dispose();
+        }
+
+        private void DisposeBuffers()
+        {
+            Keys?.Dispose();
+            Rs?.Dispose();
+            Scalars?.Dispose();
+            Pre?.Dispose();
+            Results?.Dispose();
+            DeviceKeys?.Dispose();
+            DeviceRs?.Dispose();
+            DeviceScalars?.Dispose();
+            DevicePre?.Dispose();
+            DeviceVerdicts?.Dispose();
         }
     }
 }

@@ -7,6 +7,7 @@ using ILGPU.Backends.PTX;
 using ILGPU.Runtime;
 using ILGPU.Runtime.Cuda;
 using MegaNet.Core.Ed25519;
+using MegaNet.Core.Verification;
 using MegaNet.Verify.Gpu.Kernels;
 using Xunit.Abstractions;
 
@@ -54,6 +55,26 @@ public sealed class GpuKernelTests(ITestOutputHelper output)
             Assert.Equal(x.IsZero, Fe.IsZero(fa));
             Assert.Equal(!x.IsEven, Fe.IsOdd(fa));
         }
+    }
+
+    [Fact]
+    public void Batches_cut_into_chunks_over_both_streams_agree_with_the_reference()
+    {
+        // GpuMaxBatch 64 cuts a batch of 300 into five launches alternating over the two streams (host hashing of one
+        // chunk while the other runs), with the second slot's buffers grown from a smaller batch first.
+        output.WriteLine($"seed {Seed} (replay with MEGANET_TEST_SEED={Seed})");
+        using MegaNet.Verify.Gpu.GpuBatchVerifier gpu = new(MegaNet.Verify.Gpu.GpuDeviceKind.CpuAccelerator, new VerifierOptions { GpuMaxBatch = 64 });
+        foreach (int size in new[] { 5, 300, 129 })
+        {
+            (Case[] cases, bool[] expected) = Backends.Mixed(Seed, size);
+            using SignatureBatch batch = Backends.ToBatch(cases);
+            bool[] verdicts = gpu.Verify(batch);
+            Assert.Equal(expected, verdicts);
+        }
+
+        // The check can fail: the 300-item batch holds both verdicts (a fifth of its items are made invalid).
+        Assert.Contains(false, Backends.Mixed(Seed, 300).Expected);
+        Assert.Contains(true, Backends.Mixed(Seed, 300).Expected);
     }
 
     private static BigInteger Value(Fe f)
