@@ -72,39 +72,57 @@ internal static class Checkpoint
     }
 
     /// <summary>Writes the manifest to a temporary file, flushes it and renames it over the old one.</summary>
+    /// <remarks>Streamed through a buffer and hashed as it goes: the manifest grows with the waiting mail (about 60
+    /// bytes per envelope), so building it in memory first cost a copy of it twice per checkpoint.</remarks>
     public static void Write(string storeDirectory, Manifest manifest)
     {
-        using var body = new MemoryStream();
-        var w = new BinaryWriter(body);
-        w.Write(Magic);
-        w.Write(Version);
-        w.Write(manifest.Token.ToByteArray());
-        w.Write(manifest.WalAddress);
-        w.Write(manifest.LeafCount);
-        w.Write(manifest.Mailboxes.Count);
-        foreach ((byte[] address, ulong next, List<FasterEnvelopeStore.Stored> entries) in manifest.Mailboxes)
-        {
-            w.Write(address);
-            w.Write(next);
-            w.Write(entries.Count);
-            foreach (FasterEnvelopeStore.Stored e in entries)
-            {
-                w.Write(e.Receipt.MailboxSeq);
-                w.Write(e.Receipt.EnvelopeId);
-                w.Write(e.ExpiresAt.ToUnixTimeMilliseconds());
-                w.Write(e.Receipt.LogIndex);
-                w.Write(e.Length);
-            }
-        }
-
-        w.Flush();
-        byte[] content = body.ToArray();
         string path = ManifestPath(storeDirectory);
         string temp = path + ".tmp";
-        using (var file = new FileStream(temp, FileMode.Create, FileAccess.Write, FileShare.None))
+        using (var file = new FileStream(temp, FileMode.Create, FileAccess.Write, FileShare.None, bufferSize: 1 << 16))
+        using (var sha = IncrementalHash.CreateHash(HashAlgorithmName.SHA256))
         {
-            file.Write(content);
-            file.Write(SHA256.HashData(content));
+            byte[] buffer = new byte[1 << 16];
+            int used = 0;
+            void Reserve(int n)
+            {
+                if (used + n > buffer.Length)
+                {
+                    sha.AppendData(buffer, 0, used);
+                    file.Write(buffer, 0, used);
+                    used = 0;
+                }
+            }
+
+            void U32(uint v) { Reserve(4); BinaryPrimitives.WriteUInt32LittleEndian(buffer.AsSpan(used), v); used += 4; }
+            void I32(int v) { Reserve(4); BinaryPrimitives.WriteInt32LittleEndian(buffer.AsSpan(used), v); used += 4; }
+            void I64(long v) { Reserve(8); BinaryPrimitives.WriteInt64LittleEndian(buffer.AsSpan(used), v); used += 8; }
+            void U64(ulong v) { Reserve(8); BinaryPrimitives.WriteUInt64LittleEndian(buffer.AsSpan(used), v); used += 8; }
+            void Raw(ReadOnlySpan<byte> v) { Reserve(v.Length); v.CopyTo(buffer.AsSpan(used)); used += v.Length; }
+
+            U32(Magic);
+            I32(Version);
+            Raw(manifest.Token.ToByteArray());
+            I64(manifest.WalAddress);
+            I64(manifest.LeafCount);
+            I32(manifest.Mailboxes.Count);
+            foreach ((byte[] address, ulong next, List<FasterEnvelopeStore.Stored> entries) in manifest.Mailboxes)
+            {
+                Raw(address);
+                U64(next);
+                I32(entries.Count);
+                foreach (FasterEnvelopeStore.Stored e in entries)
+                {
+                    U64(e.Receipt.MailboxSeq);
+                    Raw(e.Receipt.EnvelopeId);
+                    I64(e.ExpiresAt.ToUnixTimeMilliseconds());
+                    I64(e.Receipt.LogIndex);
+                    I32(e.Length);
+                }
+            }
+
+            sha.AppendData(buffer, 0, used);
+            file.Write(buffer, 0, used);
+            file.Write(sha.GetHashAndReset());
             file.Flush(flushToDisk: true);
         }
 
