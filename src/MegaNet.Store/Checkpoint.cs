@@ -15,7 +15,7 @@ internal static class Checkpoint
     private const int Version = 1;
 
     /// <summary>A parsed manifest.</summary>
-    public sealed record Manifest(Guid Token, long WalAddress, long LeafCount, List<(byte[] Address, ulong NextSeq, List<FasterEnvelopeStore.Stored> Entries)> Mailboxes);
+    public sealed record Manifest(Guid Token, long WalAddress, long LeafCount, List<(byte[] Address, ulong NextSeq, IndexEntry[] Entries)> Mailboxes);
 
     public static string ManifestPath(string storeDirectory) => Path.Combine(storeDirectory, "checkpoint.manifest");
 
@@ -47,22 +47,21 @@ internal static class Checkpoint
         long wal = r.I64();
         long leaves = r.I64();
         int boxes = r.I32();
-        var mailboxes = new List<(byte[], ulong, List<FasterEnvelopeStore.Stored>)>(boxes);
+        var mailboxes = new List<(byte[], ulong, IndexEntry[])>(boxes);
         for (int b = 0; b < boxes; b++)
         {
             byte[] address = r.Bytes(32).ToArray();
             ulong next = r.U64();
             int n = r.I32();
-            var entries = new List<FasterEnvelopeStore.Stored>(n);
-            var key = new FasterEnvelopeStore.Key32(address);
+            var entries = new IndexEntry[n];
             for (int i = 0; i < n; i++)
             {
                 ulong seq = r.U64();
-                byte[] id = r.Bytes(32).ToArray();
-                var expires = DateTimeOffset.FromUnixTimeMilliseconds(r.I64());
+                var id = new FasterEnvelopeStore.Key32(r.Bytes(32));
+                long expires = r.I64();
                 long logIndex = r.I64();
                 int length = r.I32();
-                entries.Add(new FasterEnvelopeStore.Stored(key, address, expires, length, new PutReceipt(id, logIndex, seq, null!, false)));
+                entries[i] = new IndexEntry(seq, id, expires, logIndex, length);
             }
 
             mailboxes.Add((address, next, entries));
@@ -105,17 +104,19 @@ internal static class Checkpoint
             I64(manifest.WalAddress);
             I64(manifest.LeafCount);
             I32(manifest.Mailboxes.Count);
-            foreach ((byte[] address, ulong next, List<FasterEnvelopeStore.Stored> entries) in manifest.Mailboxes)
+            Span<byte> id = stackalloc byte[32];
+            foreach ((byte[] address, ulong next, IndexEntry[] entries) in manifest.Mailboxes)
             {
                 Raw(address);
                 U64(next);
-                I32(entries.Count);
-                foreach (FasterEnvelopeStore.Stored e in entries)
+                I32(entries.Length);
+                foreach (IndexEntry e in entries)
                 {
-                    U64(e.Receipt.MailboxSeq);
-                    Raw(e.Receipt.EnvelopeId);
-                    I64(e.ExpiresAt.ToUnixTimeMilliseconds());
-                    I64(e.Receipt.LogIndex);
+                    U64(e.Seq);
+                    e.Id.CopyTo(id);
+                    Raw(id);
+                    I64(e.ExpiresUnixMs);
+                    I64(e.LogIndex);
                     I32(e.Length);
                 }
             }
@@ -129,8 +130,11 @@ internal static class Checkpoint
         File.Move(temp, path, overwrite: true);
     }
 
+    /// <summary>Reads the leaf hash at an index.</summary>
+    public delegate ReadOnlySpan<byte> LeafHashReader(long index);
+
     /// <summary>Appends leaf hashes <paramref name="from"/> .. <paramref name="to"/> − 1 to leaves.bin and flushes them.</summary>
-    public static void AppendLeaves(string storeDirectory, long from, long to, Func<long, byte[]> leafHash)
+    public static void AppendLeaves(string storeDirectory, long from, long to, LeafHashReader leafHash)
     {
         using var file = new FileStream(LeavesPath(storeDirectory), FileMode.OpenOrCreate, FileAccess.Write, FileShare.None);
         // Bytes past the last manifest's count (a torn append) are overwritten.

@@ -354,38 +354,27 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         }
 
         ArgumentOutOfRangeException.ThrowIfLessThan(limit, 1);
-        var picked = new List<Stored>();
+        var picked = new List<IndexEntry>(Math.Min(limit, 1024));
         ulong next = afterSeq;
-        DateTimeOffset now = _options.Clock.GetUtcNow();
+        long now = _options.Clock.GetUtcNow().ToUnixTimeMilliseconds();
         lock (_state)
         {
             if (_mailboxes.TryGetValue(new Key32(recipient.Span), out Mailbox? box))
             {
-                foreach (KeyValuePair<ulong, Stored> entry in box.Entries.GetViewBetween(afterSeq + 1, ulong.MaxValue).Select(seq => new KeyValuePair<ulong, Stored>(seq, box.BySeq[seq])))
-                {
-                    next = entry.Key;
-                    if (entry.Value.ExpiresAt <= now)
-                    {
-                        continue;
-                    }
-
-                    picked.Add(entry.Value);
-                    if (picked.Count == limit)
-                    {
-                        break;
-                    }
-                }
+                next = box.CopyAfter(afterSeq, limit, picked, e => e.ExpiresUnixMs <= now);
             }
         }
 
         var entries = new List<MailboxEntry>(picked.Count);
-        foreach (Stored s in picked)
+        Span<byte> id = stackalloc byte[32];
+        foreach (IndexEntry e in picked)
         {
             cancellationToken.ThrowIfCancellationRequested();
+            e.Id.CopyTo(id);
             // Null when an ack or the expiry sweep removed it since the index was read: skip it.
-            if (_kv.GetEnvelope(s.Receipt.EnvelopeId) is { } envelope)
+            if (_kv.GetEnvelope(id) is { } envelope)
             {
-                entries.Add(new MailboxEntry(s.Receipt.MailboxSeq, s.Receipt.EnvelopeId, envelope, s.ExpiresAt, s.Receipt.LogIndex));
+                entries.Add(new MailboxEntry(e.Seq, id.ToArray(), envelope, DateTimeOffset.FromUnixTimeMilliseconds(e.ExpiresUnixMs), e.LogIndex));
             }
         }
 
@@ -607,17 +596,28 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         {
             // Expired mail leaves the indexes and the table now (not logged: after a crash it comes back from the log
             // as expired, is never returned, and is swept again).
-            foreach (Mailbox box in _mailboxes.Values)
+            Span<byte> id = stackalloc byte[32];
+            var boxes = new List<(byte[] Address, ulong NextSeq, IndexEntry[] Entries)>(_mailboxes.Count);
+            foreach ((Key32 address, Mailbox box) in _mailboxes)
             {
-                foreach (Stored expired in box.BySeq.Values.Where(e => e.ExpiresAt.ToUnixTimeMilliseconds() <= now).ToList())
+                IndexEntry[] live = box.Live();
+                if (Array.Exists(live, e => e.ExpiresUnixMs <= now))
                 {
-                    RemoveEntry(box, expired.Receipt.MailboxSeq);
-                    _kv.DeleteAll(expired.Receipt.EnvelopeId);
+                    foreach (IndexEntry expired in live.Where(e => e.ExpiresUnixMs <= now))
+                    {
+                        RemoveEntry(box, expired.Seq);
+                        expired.Id.CopyTo(id);
+                        _kv.DeleteAll(id);
+                    }
+
+                    live = box.Live();
                 }
+
+                boxes.Add((address.ToArray(), box.NextSeq, live));
             }
 
             walAddress = _log.TailAddress;
-            manifest = new Checkpoint.Manifest(Guid.Empty, walAddress, _merkle.Size, _mailboxes.Select(m => (m.Key.ToArray(), m.Value.NextSeq, m.Value.BySeq.Values.ToList())).ToList());
+            manifest = new Checkpoint.Manifest(Guid.Empty, walAddress, _merkle.Size, boxes);
         }
 
         // Compaction rewrites the live part of the table's oldest region, so only when garbage dominates. It runs
@@ -889,7 +889,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     }
 
     private (int Count, long Bytes, ulong NextSeq) Usage(Key32 recipient) =>
-        _mailboxes.TryGetValue(recipient, out Mailbox? box) ? (box.Entries.Count, box.Bytes, box.NextSeq) : (0, 0, 1);
+        _mailboxes.TryGetValue(recipient, out Mailbox? box) ? (box.Count, box.Bytes, box.NextSeq) : (0, 0, 1);
 
     // Replay: one logged put, under the index lock.
     private void Apply(Stored stored, ReadOnlySpan<byte> envelope)
@@ -901,34 +901,34 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         _merkle.Append(stored.Receipt.EnvelopeId);
     }
 
-    private void AddEntry(Stored stored)
+    private void AddEntry(Stored stored) => AddEntry(stored.Recipient, new IndexEntry(
+        stored.Receipt.MailboxSeq, new Key32(stored.Receipt.EnvelopeId), stored.ExpiresAt.ToUnixTimeMilliseconds(), stored.Receipt.LogIndex, stored.Length));
+
+    private void AddEntry(Key32 recipient, in IndexEntry entry)
     {
-        if (!_mailboxes.TryGetValue(stored.Recipient, out Mailbox? box))
+        if (!_mailboxes.TryGetValue(recipient, out Mailbox? box))
         {
             box = new Mailbox();
-            _mailboxes[stored.Recipient] = box;
+            _mailboxes[recipient] = box;
         }
 
-        ulong seq = stored.Receipt.MailboxSeq;
-        box.Entries.Add(seq);
-        box.BySeq[seq] = stored;
-        box.Bytes += stored.Length;
-        _liveBytes += stored.Length;
-        box.NextSeq = Math.Max(box.NextSeq, seq + 1);
+        long before = box.Bytes;
+        box.Add(entry);
+        _liveBytes += box.Bytes - before;
     }
 
-    private bool RemoveEntry(Mailbox box, ulong seq)
+    private bool RemoveEntry(Mailbox box, ulong seq, out IndexEntry removed)
     {
-        if (!box.BySeq.Remove(seq, out Stored? s))
+        if (!box.Remove(seq, out removed))
         {
             return false;
         }
 
-        box.Entries.Remove(seq);
-        box.Bytes -= s.Length;
-        _liveBytes -= s.Length;
+        _liveBytes -= removed.Length;
         return true;
     }
+
+    private bool RemoveEntry(Mailbox box, ulong seq) => RemoveEntry(box, seq, out _);
 
     private int ApplyAck(AckRequest ack)
     {
@@ -938,12 +938,14 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         }
 
         int removed = 0;
+        Span<byte> id = stackalloc byte[32];
         foreach (ulong seq in ack.Seqs)
         {
-            if (box.BySeq.TryGetValue(seq, out Stored? s) && RemoveEntry(box, seq))
+            if (RemoveEntry(box, seq, out IndexEntry entry))
             {
                 // The bytes go; the metadata stays until expiry so a replay still gets its original receipt.
-                _kv.DeleteBytes(s.Receipt.EnvelopeId);
+                entry.Id.CopyTo(id);
+                _kv.DeleteBytes(id);
                 removed++;
             }
         }
@@ -959,14 +961,13 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         {
             lock (_state)
             {
-                foreach ((byte[] address, ulong nextSeq, List<Stored> entries) in manifest.Mailboxes)
+                foreach ((byte[] address, ulong nextSeq, IndexEntry[] entries) in manifest.Mailboxes)
                 {
                     var key = new Key32(address);
-                    var box = new Mailbox { NextSeq = nextSeq };
-                    _mailboxes[key] = box;
-                    foreach (Stored e in entries)
+                    _mailboxes[key] = new Mailbox { NextSeq = nextSeq };
+                    foreach (IndexEntry e in entries)
                     {
-                        AddEntry(e);
+                        AddEntry(key, e);
                     }
                 }
 
@@ -1133,17 +1134,6 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
 
     internal sealed record Stored(Key32 Recipient, byte[] RecipientBytes, DateTimeOffset ExpiresAt, int Length, PutReceipt Receipt);
 
-    private sealed class Mailbox
-    {
-        public SortedSet<ulong> Entries { get; } = [];
-
-        public Dictionary<ulong, Stored> BySeq { get; } = [];
-
-        public long Bytes { get; set; }
-
-        public ulong NextSeq { get; set; } = 1;
-    }
-
     internal readonly struct Key32 : IEquatable<Key32>
     {
         private readonly ulong _a, _b, _c, _d;
@@ -1161,6 +1151,14 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         public override bool Equals(object? obj) => obj is Key32 k && Equals(k);
 
         public override int GetHashCode() => HashCode.Combine(_a, _b, _c, _d);
+
+        public void CopyTo(Span<byte> destination)
+        {
+            BinaryPrimitives.WriteUInt64LittleEndian(destination, _a);
+            BinaryPrimitives.WriteUInt64LittleEndian(destination[8..], _b);
+            BinaryPrimitives.WriteUInt64LittleEndian(destination[16..], _c);
+            BinaryPrimitives.WriteUInt64LittleEndian(destination[24..], _d);
+        }
 
         public byte[] ToArray()
         {

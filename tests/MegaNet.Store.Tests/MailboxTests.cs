@@ -1,0 +1,76 @@
+using MegaNet.Store;
+using Xunit.Abstractions;
+
+namespace MegaNet.Store.Tests;
+
+/// <summary>The mailbox index (struct slots, marked removals, squeezing) against a sorted dictionary.</summary>
+public sealed class MailboxTests(ITestOutputHelper output)
+{
+    [Fact]
+    public void Random_adds_removes_and_pages_match_a_sorted_dictionary()
+    {
+        int seed = Environment.GetEnvironmentVariable("MEGANET_TEST_SEED") is { } s ? int.Parse(s, System.Globalization.CultureInfo.InvariantCulture) : Random.Shared.Next();
+        output.WriteLine($"seed {seed} (replay with MEGANET_TEST_SEED={seed})");
+        var random = new Random(seed);
+        var box = new Mailbox();
+        var model = new SortedDictionary<ulong, IndexEntry>();
+        ulong nextSeq = 1;
+        for (int step = 0; step < 20_000; step++)
+        {
+            // Growth first, then a drain (removals outnumber entries, so slots get squeezed), then growth again.
+            int op = random.Next(10);
+            int addShare = step is >= 8_000 and < 14_000 ? 2 : 5;
+            if (op < addShare || model.Count == 0)
+            {
+                // Mostly appends; sometimes an older sequence number (a checkpoint's entries or a replayed put).
+                ulong seq = random.Next(8) == 0 && nextSeq > 10 ? (ulong)random.NextInt64(1, (long)nextSeq) : nextSeq++;
+                var entry = new IndexEntry(seq, new FasterEnvelopeStore.Key32(Guid.NewGuid().ToByteArray().Concat(Guid.NewGuid().ToByteArray()).ToArray()), random.Next(100), step, random.Next(1, 5000));
+                box.Add(entry);
+                model[seq] = entry;
+            }
+            else if (op < 9 || addShare == 2)
+            {
+                // Remove a present entry, or one that is not there.
+                ulong seq = random.Next(4) == 0 ? (ulong)random.NextInt64(1, (long)nextSeq + 5) : model.Keys.ElementAt(random.Next(model.Count));
+                bool present = model.Remove(seq, out IndexEntry expected);
+                Assert.Equal(present, box.Remove(seq, out IndexEntry removed));
+                if (present)
+                {
+                    Assert.Equal(expected, removed);
+                }
+            }
+            else
+            {
+                ulong after = (ulong)random.NextInt64(0, (long)nextSeq + 2);
+                int limit = random.Next(1, 50);
+                long cutoff = random.Next(100);
+                var page = new List<IndexEntry>();
+                ulong last = box.CopyAfter(after, limit, page, e => e.ExpiresUnixMs < cutoff);
+                var expectedPage = new List<IndexEntry>();
+                ulong expectedLast = after;
+                foreach (IndexEntry e in model.Values.Where(e => e.Seq > after))
+                {
+                    if (expectedPage.Count == limit)
+                    {
+                        break;
+                    }
+
+                    expectedLast = e.Seq;
+                    if (e.ExpiresUnixMs >= cutoff)
+                    {
+                        expectedPage.Add(e);
+                    }
+                }
+
+                Assert.Equal(expectedPage, page);
+                Assert.Equal(expectedLast, last);
+            }
+
+            Assert.Equal(model.Count, box.Count);
+            Assert.Equal(model.Values.Sum(e => (long)e.Length), box.Bytes);
+        }
+
+        Assert.Equal(model.Values.ToArray(), box.Live());
+        Assert.True(box.NextSeq >= nextSeq);
+    }
+}
