@@ -24,6 +24,9 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     private const byte AckRecord = 2;
     private const int PutHeader = 1 + 32 + 32 + 8 + 8 + 8;
 
+    // Groups smaller than this mean light load: the next group skips the commit window.
+    private const int LightGroup = 64;
+
     private readonly StoreOptions _options;
     private readonly IDevice _device;
     private readonly FasterLog _log;
@@ -493,10 +496,14 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     {
         ChannelReader<Request> reader = _requests.Reader;
         Task applying = Task.CompletedTask;
+        int lastGroup = 0;
         while (await reader.WaitToReadAsync().ConfigureAwait(false))
         {
             var group = new List<Request>();
             var window = Stopwatch.StartNew();
+            // Under light load (the previous group was small) waiting only adds latency: commit what is there, and
+            // what arrives meanwhile forms the next group while this one commits.
+            bool light = lastGroup < LightGroup;
             while (true)
             {
                 while (group.Count < 8192 && reader.TryRead(out Request? r))
@@ -505,7 +512,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
                 }
 
                 // Concurrent callers arrive microseconds apart: give them the window to share this commit.
-                if (group.Count >= 8192 || window.Elapsed >= _options.GroupCommitWindow)
+                if (group.Count >= 8192 || window.Elapsed >= _options.GroupCommitWindow || (light && group.Count < LightGroup))
                 {
                     break;
                 }
@@ -520,6 +527,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
                     throw fault;
                 }
 
+                lastGroup = group.Count;
                 PreparedGroup prepared = Prepare(group);
                 Task commit = prepared.NeedsCommit ? CommitAndCheckAsync() : Task.CompletedTask;
                 Task previous = applying;
