@@ -16,7 +16,7 @@ internal static class NodeCommand
         var data = new Option<string?>("--data") { Description = $"Data directory (node key, store). Default {defaults.DataDirectory}." };
         var listen = new Option<string?>("--listen") { Description = $"ADDRESS:PORT for gRPC over HTTP/2. Default {defaults.Listen}; a non-loopback address needs --tls-cert." };
         var backend = new Option<string?>("--backend", "-b") { Description = "Verifier backend: auto (default), simd, gpu, reference." };
-        var threads = new Option<int?>("--threads", "-t") { Description = "Verifier threads. Default: all cores." };
+        var threads = new Option<int?>("--threads", "-t") { Description = "Verifier threads. Default: all cores but one (at least one), leaving a core to the network and the store." };
         var tlsCert = new Option<string?>("--tls-cert") { Description = "TLS certificate (PEM or PFX) for non-loopback listening." };
         var tlsKey = new Option<string?>("--tls-key") { Description = "PEM private key for --tls-cert." };
         var metrics = new Option<string?>("--metrics-listen") { Description = "ADDRESS:PORT serving Prometheus text at /metrics over HTTP/1.1. Default: off." };

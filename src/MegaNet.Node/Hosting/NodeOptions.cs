@@ -23,8 +23,10 @@ public sealed class NodeOptions
     /// <summary>Verifier backend: auto, simd, gpu, reference (libsodium is refused: it applies another rule). Default auto.</summary>
     public string Backend { get; set; } = "auto";
 
-    /// <summary>Verifier threads. Default: all cores.</summary>
-    public int Threads { get; set; } = Environment.ProcessorCount;
+    /// <summary>Verifier threads. Default: all cores but one (at least one), which is left to the network and the store:
+    /// on 2 cores a loaded relay accepted 13,600/s with one verifier thread against 11,500/s with two (means of four
+    /// alternating runs of 150,000 streamed envelopes each).</summary>
+    public int Threads { get; set; } = Math.Max(1, Environment.ProcessorCount - 1);
 
     /// <summary>Most signatures per verification batch. Default 4,096.</summary>
     public int MaxBatch { get; set; } = 4_096;
