@@ -32,7 +32,6 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     private readonly FasterLog _log;
     private readonly Channel<Request> _requests = Channel.CreateBounded<Request>(new BoundedChannelOptions(65_536) { SingleReader = true });
     private Task? _committer;
-    private readonly CancellationTokenSource _stop = new();
     private readonly object _state = new();
     private readonly EnvelopeKv _kv;
     private readonly Dictionary<Key32, Mailbox> _mailboxes = [];
@@ -454,7 +453,6 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         {
         }
 
-        _stop.Dispose();
         _kv.Dispose();
         _log.Dispose();
         _device.Dispose();
@@ -609,18 +607,22 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
             foreach ((Key32 address, Mailbox box) in _mailboxes)
             {
                 IndexEntry[] live = box.Live();
-                if (Array.Exists(live, e => e.ExpiresUnixMs <= now))
+                int kept = 0;
+                foreach (IndexEntry e in live)
                 {
-                    foreach (IndexEntry expired in live.Where(e => e.ExpiresUnixMs <= now))
+                    if (e.ExpiresUnixMs <= now)
                     {
-                        RemoveEntry(box, expired.Seq);
-                        expired.Id.CopyTo(id);
+                        RemoveEntry(box, e.Seq, out _);
+                        e.Id.CopyTo(id);
                         _kv.DeleteAll(id);
                     }
-
-                    live = box.Live();
+                    else
+                    {
+                        live[kept++] = e;
+                    }
                 }
 
+                Array.Resize(ref live, kept);
                 boxes.Add((address.ToArray(), box.NextSeq, live));
             }
 
@@ -862,8 +864,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         if (leaves.Count > 0)
         {
             // Signed outside the lock; only this stage changes the tree, so the head still describes its newest size.
-            long now = _options.Clock.GetUtcNow().ToUnixTimeMilliseconds();
-            var head = new SignedTreeHead(size, root, now, _nodePublicKey, TreeHeadSignature.Sign(_options.NodeSecretKey, size, root, now));
+            SignedTreeHead head = SignHead(size, root);
             lock (_state)
             {
                 _head = head;
@@ -935,8 +936,6 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         _liveBytes -= removed.Length;
         return true;
     }
-
-    private bool RemoveEntry(Mailbox box, ulong seq) => RemoveEntry(box, seq, out _);
 
     private int ApplyAck(AckRequest ack)
     {
@@ -1055,10 +1054,10 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         $"The store's write-ahead log '{Path.Combine(StoreDirectory, "wal.log")}' is corrupt: {what}. " +
         "Nothing was changed. Restore the directory from a backup, or move it aside to start an empty store.");
 
-    private SignedTreeHead SignHead()
+    private SignedTreeHead SignHead() => SignHead(_merkle.Size, _merkle.Root(_merkle.Size));
+
+    private SignedTreeHead SignHead(long size, byte[] root)
     {
-        long size = _merkle.Size;
-        byte[] root = _merkle.Root(size);
         long now = _options.Clock.GetUtcNow().ToUnixTimeMilliseconds();
         return new SignedTreeHead(size, root, now, _nodePublicKey, TreeHeadSignature.Sign(_options.NodeSecretKey, size, root, now));
     }
