@@ -17,8 +17,11 @@ public static class EnvelopeFormat
     /// <summary>The only envelope version.</summary>
     public const uint Version = 1;
 
+    // Declared before PayloadClasses, whose initializer wraps it (static fields initialize in text order).
+    private static readonly int[] Classes = [1024, 4096, 16384, 65536];
+
     /// <summary>Padded plaintext sizes; a sealed payload is one of these plus <see cref="SealOverhead"/> bytes.</summary>
-    public static IReadOnlyList<int> PayloadClasses { get; } = [1024, 4096, 16384, 65536];
+    public static IReadOnlyList<int> PayloadClasses { get; } = Array.AsReadOnly(Classes);
 
     /// <summary>Ephemeral key (32) + nonce (24) + tag (16).</summary>
     public const int SealOverhead = 32 + 24 + 16;
@@ -30,37 +33,59 @@ public static class EnvelopeFormat
     private static readonly byte[] AuthDomain = Encoding.ASCII.GetBytes("meganet-auth-v1");
 
     /// <summary>True if <paramref name="sealedLength"/> is a legal sealed payload size.</summary>
-    public static bool IsPaddedSize(int sealedLength) => PayloadClasses.Any(c => c + SealOverhead == sealedLength);
+    public static bool IsPaddedSize(int sealedLength) => Array.IndexOf(Classes, sealedLength - SealOverhead) >= 0;
+
+    /// <summary>Length of <see cref="CoreBytes"/>.</summary>
+    public const int CoreLength = 19 + 4 + 32 + 8 + 32 + 32;
+
+    /// <summary>Length of <see cref="SigningBytes(Envelope)"/>.</summary>
+    public const int SigningLength = CoreLength + 4 + 8;
 
     /// <summary>"meganet-envelope-v1" ‖ version u32 BE ‖ recipient ‖ expiry i64 BE ‖ BLAKE2b-256(sealed payload) ‖ sending key.</summary>
     public static byte[] CoreBytes(Envelope envelope)
     {
-        ArgumentNullException.ThrowIfNull(envelope);
-        byte[] bytes = new byte[CoreDomain.Length + 4 + 32 + 8 + 32 + 32];
-        int o = 0;
-        CoreDomain.CopyTo(bytes, o);
-        o += CoreDomain.Length;
-        BinaryPrimitives.WriteUInt32BigEndian(bytes.AsSpan(o), envelope.Version);
-        o += 4;
-        CopyFixed(envelope.Recipient.Span, bytes.AsSpan(o, 32));
-        o += 32;
-        BinaryPrimitives.WriteInt64BigEndian(bytes.AsSpan(o), envelope.ExpiresUnixMs);
-        o += 8;
-        HashAlgorithm.Blake2b_256.Hash(envelope.SealedPayload.Span, bytes.AsSpan(o, 32));
-        o += 32;
-        CopyFixed(envelope.SendingKey.Span, bytes.AsSpan(o, 32));
+        byte[] bytes = new byte[CoreLength];
+        WriteCore(envelope, bytes);
         return bytes;
     }
 
     /// <summary>The bytes the sending key signs: core bytes ‖ pow bits u32 BE ‖ pow nonce u64 BE (zeros without a stamp).</summary>
     public static byte[] SigningBytes(Envelope envelope)
     {
-        byte[] core = CoreBytes(envelope);
-        byte[] bytes = new byte[core.Length + 12];
-        core.CopyTo(bytes, 0);
-        BinaryPrimitives.WriteUInt32BigEndian(bytes.AsSpan(core.Length), envelope.Pow?.Bits ?? 0);
-        BinaryPrimitives.WriteUInt64BigEndian(bytes.AsSpan(core.Length + 4), envelope.Pow?.Nonce ?? 0);
+        byte[] bytes = new byte[SigningLength];
+        WriteSigningBytes(envelope, bytes);
         return bytes;
+    }
+
+    /// <summary>Writes <see cref="SigningBytes(Envelope)"/> into <paramref name="destination"/> (exactly
+    /// <see cref="SigningLength"/> bytes), for callers that keep it in a buffer of their own.</summary>
+    public static void WriteSigningBytes(Envelope envelope, Span<byte> destination)
+    {
+        if (destination.Length != SigningLength)
+        {
+            throw new ArgumentException($"The destination must be {SigningLength} bytes.", nameof(destination));
+        }
+
+        WriteCore(envelope, destination[..CoreLength]);
+        BinaryPrimitives.WriteUInt32BigEndian(destination[CoreLength..], envelope.Pow?.Bits ?? 0);
+        BinaryPrimitives.WriteUInt64BigEndian(destination[(CoreLength + 4)..], envelope.Pow?.Nonce ?? 0);
+    }
+
+    private static void WriteCore(Envelope envelope, Span<byte> bytes)
+    {
+        ArgumentNullException.ThrowIfNull(envelope);
+        int o = 0;
+        CoreDomain.CopyTo(bytes);
+        o += CoreDomain.Length;
+        BinaryPrimitives.WriteUInt32BigEndian(bytes[o..], envelope.Version);
+        o += 4;
+        CopyFixed(envelope.Recipient.Span, bytes.Slice(o, 32));
+        o += 32;
+        BinaryPrimitives.WriteInt64BigEndian(bytes[o..], envelope.ExpiresUnixMs);
+        o += 8;
+        HashAlgorithm.Blake2b_256.Hash(envelope.SealedPayload.Span, bytes.Slice(o, 32));
+        o += 32;
+        CopyFixed(envelope.SendingKey.Span, bytes.Slice(o, 32));
     }
 
     /// <summary>Leading zero bits of BLAKE2b-256("meganet-pow-v1" ‖ BLAKE2b-256(core) ‖ nonce u64 BE).</summary>

@@ -82,27 +82,59 @@ public sealed class RelayEndToEndTests
     {
         await using TestNode node = await TestNode.StartAsync();
         using MegaNetClient client = node.Client();
-        using Identity alice = Identity.Create(), bob = Identity.Create();
-        var envelopes = Enumerable.Range(0, 50).Select(i => EnvelopeFormat.Seal(alice, bob.Card, Text($"bulk {i}"), "text/plain", null, DateTimeOffset.UtcNow.AddDays(1))).ToList();
-        envelopes[7].Signature = ByteString.CopyFrom(new byte[64]);
+        using Identity alice = Identity.Create(), carol = Identity.Create(), bob = Identity.Create();
 
-        using AsyncDuplexStreamingCall<SubmitRequest, SubmitResult> call = client.Relay.SubmitStream();
-        foreach (Envelope e in envelopes)
+        // Two streams at once, so submissions share batches and the node reuses its pooled envelope buffers.
+        const int PerStream = 200;
+        List<Envelope> Make(Identity from, string tag) => Enumerable.Range(0, PerStream)
+            .Select(i => EnvelopeFormat.Seal(from, bob.Card, Text($"{tag} {i}"), "text/plain", null, DateTimeOffset.UtcNow.AddDays(1))).ToList();
+        List<Envelope> fromAlice = Make(alice, "alice"), fromCarol = Make(carol, "carol");
+        fromAlice[7].Signature = ByteString.CopyFrom(new byte[64]);
+
+        async Task<List<SubmitResult>> StreamAsync(List<Envelope> envelopes)
         {
-            await call.RequestStream.WriteAsync(new SubmitRequest { Envelope = e });
+            using AsyncDuplexStreamingCall<SubmitRequest, SubmitResult> call = client.Relay.SubmitStream();
+            foreach (Envelope e in envelopes)
+            {
+                await call.RequestStream.WriteAsync(new SubmitRequest { Envelope = e });
+            }
+
+            await call.RequestStream.CompleteAsync();
+            var results = new List<SubmitResult>();
+            await foreach (SubmitResult r in call.ResponseStream.ReadAllAsync())
+            {
+                results.Add(r);
+            }
+
+            return results;
         }
 
-        await call.RequestStream.CompleteAsync();
-        var results = new List<SubmitResult>();
-        await foreach (SubmitResult r in call.ResponseStream.ReadAllAsync())
+        List<SubmitResult>[] both = await Task.WhenAll(StreamAsync(fromAlice), StreamAsync(fromCarol));
+        Assert.All(both, r => Assert.Equal(PerStream, r.Count));
+        Assert.Equal((int)StatusCode.InvalidArgument, both[0][7].StatusCode);
+
+        // Each receipt, in request order, names the envelope sent at that position.
+        foreach ((List<Envelope> sent, List<SubmitResult> results) in new[] { (fromAlice, both[0]), (fromCarol, both[1]) })
         {
-            results.Add(r);
+            for (int i = 0; i < PerStream; i++)
+            {
+                if (ReferenceEquals(sent, fromAlice) && i == 7)
+                {
+                    continue;
+                }
+
+                Assert.Equal(0, results[i].StatusCode);
+                Assert.Equal(NSec.Cryptography.HashAlgorithm.Blake2b_256.Hash(sent[i].ToByteArray()), results[i].Receipt.EnvelopeId.ToByteArray());
+            }
         }
 
-        Assert.Equal(50, results.Count);
-        Assert.Equal((int)StatusCode.InvalidArgument, results[7].StatusCode);
-        Assert.Equal(49, results.Count(r => r.StatusCode == 0 && r.Receipt is not null));
-        Assert.Equal(49, (await client.FetchAsync(bob, 0, 1000)).Messages.Count);
+        Assert.Null(await client.VerifyReceiptAsync(both[1][PerStream - 1].Receipt));
+
+        // What the node stored is byte for byte what was sent: every message opens and says what it said.
+        var expected = Enumerable.Range(0, PerStream).Where(i => i != 7).Select(i => $"alice {i}")
+            .Concat(Enumerable.Range(0, PerStream).Select(i => $"carol {i}")).Order(StringComparer.Ordinal);
+        (IReadOnlyList<ReceivedMessage> messages, _) = await client.FetchAsync(bob, 0, 1000);
+        Assert.Equal(expected, messages.Select(m => m.Content.Content.ToStringUtf8()).Order(StringComparer.Ordinal));
         node.AssertNoServerErrors();
     }
 

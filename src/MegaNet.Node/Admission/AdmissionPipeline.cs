@@ -1,3 +1,5 @@
+using System.Buffers;
+using System.Buffers.Binary;
 using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Threading.Channels;
@@ -29,7 +31,7 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
     private readonly ILogger _logger;
     private readonly Channel<Pending> _queue;
     private readonly Task _batcher;
-    private readonly ConcurrentDictionary<ByteKey, TokenBucket> _buckets = new();
+    private readonly ConcurrentDictionary<SendingKeyId, TokenBucket> _buckets = new();
     private long _batches;
     private long _signatures;
     private int _depth;
@@ -75,43 +77,95 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
         }
     }
 
-    /// <summary>Admits one envelope; throws <see cref="RpcException"/> with the status that says why not.</summary>
-    public async Task<Receipt> SubmitAsync(Envelope envelope, CancellationToken cancellationToken)
+    /// <summary>Admits one envelope. The task faults with an <see cref="RpcException"/> whose status says why not.</summary>
+    /// <remarks>No per-call state machine: the checks run synchronously (the replay lookup completes synchronously on
+    /// the FASTER store) and the task handed back is the pending submission itself, completed by the store stage.
+    /// Cancellation does not withdraw a queued submission; its result is simply not read.</remarks>
+    public Task<Receipt> SubmitAsync(Envelope envelope, CancellationToken cancellationToken)
     {
-        long start = Stopwatch.GetTimestamp();
-        byte[] canonical = CheckShape(envelope);
-
-        // Replays return the original receipt and cost no verification.
-        byte[] id = NSec.Cryptography.HashAlgorithm.Blake2b_256.Hash(canonical);
-        if (await _store.FindAsync(id, cancellationToken).ConfigureAwait(false) is { } existing)
+        Pending? pending = null;
+        try
         {
+            int length = CheckShape(envelope);
+            pending = new Pending(envelope, length, Stopwatch.GetTimestamp());
+
+            // Replays return the original receipt and cost no verification.
+            ValueTask<PutReceipt?> replay = _store.FindAsync(pending.Id, cancellationToken);
+            if (!replay.IsCompletedSuccessfully)
+            {
+                return AdmitAfterLookupAsync(pending, replay.AsTask());
+            }
+
+            if (replay.Result is { } existing)
+            {
+                pending.Release();
+                return Task.FromResult(ToProto(existing));
+            }
+
+            return Admit(pending);
+        }
+        catch (Exception e)
+        {
+            pending?.Release();
+            return Task.FromException<Receipt>(e);
+        }
+    }
+
+    private async Task<Receipt> AdmitAfterLookupAsync(Pending pending, Task<PutReceipt?> lookup)
+    {
+        PutReceipt? existing;
+        try
+        {
+            existing = await lookup.ConfigureAwait(false);
+        }
+        catch
+        {
+            pending.Release();
+            throw;
+        }
+
+        if (existing is not null)
+        {
+            pending.Release();
             return ToProto(existing);
         }
 
-        if (!TakeToken(envelope.SendingKey.Span))
-        {
-            throw Reject("rate_limited", StatusCode.ResourceExhausted,
-                $"Too many submissions from this sending key (limit {_options.SubmitRatePerKey}/s, burst {_options.SubmitBurst}); retry later.",
-                retryAfterMs: (int)Math.Ceiling(1000 / _options.SubmitRatePerKey));
-        }
+        return await Admit(pending).ConfigureAwait(false);
+    }
 
-        int bits = PowBitsRequired;
-        if (!EnvelopeFormat.HasValidPow(envelope, bits))
+    /// <summary>Token bucket, proof of work, then the queue; a refusal releases the submission's buffer.</summary>
+    private Task<Receipt> Admit(Pending pending)
+    {
+        try
         {
-            throw Reject("pow", StatusCode.FailedPrecondition,
-                $"The node is under load and requires a proof-of-work stamp of at least {bits} bits (see Status.pow_bits_required).", powBits: bits);
-        }
+            if (!TakeToken(pending.Envelope.SendingKey.Span))
+            {
+                throw Reject("rate_limited", StatusCode.ResourceExhausted,
+                    $"Too many submissions from this sending key (limit {_options.SubmitRatePerKey}/s, burst {_options.SubmitBurst}); retry later.",
+                    retryAfterMs: (int)Math.Ceiling(1000 / _options.SubmitRatePerKey));
+            }
 
-        var pending = new Pending(envelope, canonical, EnvelopeFormat.SigningBytes(envelope));
-        if (!_queue.Writer.TryWrite(pending))
+            int bits = PowBitsRequired;
+            if (!EnvelopeFormat.HasValidPow(pending.Envelope, bits))
+            {
+                throw Reject("pow", StatusCode.FailedPrecondition,
+                    $"The node is under load and requires a proof-of-work stamp of at least {bits} bits (see Status.pow_bits_required).", powBits: bits);
+            }
+
+            Interlocked.Increment(ref _depth);
+            if (!_queue.Writer.TryWrite(pending))
+            {
+                Interlocked.Decrement(ref _depth);
+                throw Reject("queue_full", StatusCode.ResourceExhausted, "The node's admission queue is full; retry shortly.", retryAfterMs: 50);
+            }
+
+            return pending.Task;
+        }
+        catch (RpcException e)
         {
-            throw Reject("queue_full", StatusCode.ResourceExhausted, "The node's admission queue is full; retry shortly.", retryAfterMs: 50);
+            pending.Release();
+            return Task.FromException<Receipt>(e);
         }
-
-        Interlocked.Increment(ref _depth);
-        Receipt receipt = await pending.Done.Task.WaitAsync(cancellationToken).ConfigureAwait(false);
-        MegaNetMetrics.AdmissionLatency.Record(Stopwatch.GetElapsedTime(start).TotalMilliseconds);
-        return receipt;
     }
 
     /// <summary>Stops taking submissions, verifies and stores what is queued, then returns.</summary>
@@ -121,7 +175,8 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
         await _batcher.ConfigureAwait(false);
     }
 
-    private byte[] CheckShape(Envelope? envelope)
+    /// <summary>Checks what needs no cryptography; returns the envelope's serialized length.</summary>
+    private int CheckShape(Envelope? envelope)
     {
         if (envelope is null)
         {
@@ -144,10 +199,10 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
                 $"sealed_payload is {envelope.SealedPayload.Length} bytes; it must be a size class ({string.Join(", ", EnvelopeFormat.PayloadClasses)}) plus {EnvelopeFormat.SealOverhead}.");
         }
 
-        byte[] canonical = envelope.ToByteArray();
-        if (canonical.Length > _options.MaxEnvelopeBytes)
+        int length = envelope.CalculateSize();
+        if (length > _options.MaxEnvelopeBytes)
         {
-            throw Reject("oversize", StatusCode.InvalidArgument, $"The envelope is {canonical.Length} bytes; the limit is {_options.MaxEnvelopeBytes}.");
+            throw Reject("oversize", StatusCode.InvalidArgument, $"The envelope is {length} bytes; the limit is {_options.MaxEnvelopeBytes}.");
         }
 
         DateTimeOffset now = _clock.GetUtcNow();
@@ -162,13 +217,13 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
             throw Reject("ttl", StatusCode.InvalidArgument, $"The envelope's expiry is more than {_options.MaxTtlDays} days away (the node's maximum TTL).");
         }
 
-        return canonical;
+        return length;
     }
 
     private bool TakeToken(ReadOnlySpan<byte> sendingKey)
     {
         long now = Stopwatch.GetTimestamp();
-        TokenBucket bucket = _buckets.GetOrAdd(new ByteKey(sendingKey.ToArray()), _ => new TokenBucket(_options.SubmitBurst, now));
+        TokenBucket bucket = _buckets.GetOrAdd(SendingKeyId.From(sendingKey), static (_, a) => new TokenBucket(a.Burst, a.Now), (Burst: _options.SubmitBurst, Now: now));
         if (_buckets.Count > 1_000_000)
         {
             // Idle keys are full buckets: forgetting them changes nothing; bounded memory matters more.
@@ -215,6 +270,7 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
                     batch.Add(p.Envelope.SendingKey.Span, p.Envelope.Signature.Span, p.SigningBytes);
                 }
 
+
                 _verifier.Verify(batch, verdicts);
                 Interlocked.Increment(ref _batches);
                 Interlocked.Add(ref _signatures, items.Count);
@@ -228,7 +284,8 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
                     }
                     else
                     {
-                        items[i].Done.TrySetException(Reject("signature", StatusCode.InvalidArgument,
+                        items[i].Release();
+                        items[i].TrySetException(Reject("signature", StatusCode.InvalidArgument,
                             "The envelope signature does not verify under MegaNet's rule (docs/verification.md)."));
                     }
                 }
@@ -244,7 +301,9 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
                 LogBatchFailed(_logger, e, items.Count);
                 foreach (Pending p in items)
                 {
-                    p.Done.TrySetException(new RpcException(new Status(StatusCode.Internal, "Verification failed inside the node; nothing was stored. Retry.")));
+                    // The batch holds copies of what it verifies, so the buffers are free again.
+                    p.Release();
+                    p.TrySetException(new RpcException(new Status(StatusCode.Internal, "Verification failed inside the node; nothing was stored. Retry.")));
                 }
             }
         }
@@ -256,19 +315,40 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
     {
         try
         {
-            var requests = accepted.Select(p => new PutRequest(p.Canonical, p.Envelope.Recipient.Memory, DateTimeOffset.FromUnixTimeMilliseconds(p.Envelope.ExpiresUnixMs))).ToList();
+            var requests = new PutRequest[accepted.Count];
+            for (int i = 0; i < requests.Length; i++)
+            {
+                Pending p = accepted[i];
+                requests[i] = new PutRequest(p.Canonical, p.Envelope.Recipient.Memory, DateTimeOffset.FromUnixTimeMilliseconds(p.Envelope.ExpiresUnixMs));
+            }
+
             IReadOnlyList<PutResult> results = await _store.PutManyAsync(requests).ConfigureAwait(false);
+
+            // Every request has its answer, so the store is done with the envelope bytes (a throw above leaves the
+            // buffers to the GC instead: a request may still be inside the store).
+            Store.SignedTreeHead? head = null;
+            Api.V1.SignedTreeHead? headProto = null;
             for (int i = 0; i < accepted.Count; i++)
             {
+                Pending p = accepted[i];
+                p.Release();
                 PutResult r = results[i];
                 if (r.Receipt is { } receipt)
                 {
+                    // A group's receipts share one head; convert it once.
+                    if (!ReferenceEquals(receipt.TreeHead, head))
+                    {
+                        head = receipt.TreeHead;
+                        headProto = ToProto(head);
+                    }
+
                     MegaNetMetrics.EnvelopesAccepted.Add(1);
-                    accepted[i].Done.TrySetResult(ToProto(receipt));
+                    MegaNetMetrics.AdmissionLatency.Record(Stopwatch.GetElapsedTime(p.Start).TotalMilliseconds);
+                    p.TrySetResult(ToProto(receipt, headProto!));
                 }
                 else
                 {
-                    accepted[i].Done.TrySetException(r.Error switch
+                    p.TrySetException(r.Error switch
                     {
                         QuotaExceededException q => Reject("quota", StatusCode.ResourceExhausted, q.Message, retryAfterMs: 60_000),
                         ArgumentException a => Reject("invalid", StatusCode.InvalidArgument, a.Message),
@@ -282,17 +362,20 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
             LogStoreFailed(_logger, e, accepted.Count);
             foreach (Pending p in accepted)
             {
-                p.Done.TrySetException(Reject("store", StatusCode.Unavailable, $"The node could not store the envelope: {e.Message}. Nothing was acknowledged; retry later."));
+                p.TrySetException(Reject("store", StatusCode.Unavailable, $"The node could not store the envelope: {e.Message}. Nothing was acknowledged; retry later."));
             }
         }
     }
 
-    internal static Receipt ToProto(PutReceipt receipt) => new()
+    internal static Receipt ToProto(PutReceipt receipt) => ToProto(receipt, ToProto(receipt.TreeHead));
+
+    // The store never changes a receipt's arrays after handing it out, so the id is wrapped, not copied.
+    private static Receipt ToProto(PutReceipt receipt, Api.V1.SignedTreeHead head) => new()
     {
-        EnvelopeId = ByteString.CopyFrom(receipt.EnvelopeId),
+        EnvelopeId = UnsafeByteOperations.UnsafeWrap(receipt.EnvelopeId),
         LogIndex = receipt.LogIndex,
         Duplicate = receipt.Duplicate,
-        TreeHead = ToProto(receipt.TreeHead),
+        TreeHead = head,
     };
 
     internal static Api.V1.SignedTreeHead ToProto(Store.SignedTreeHead head) => new()
@@ -327,15 +410,59 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
     [LoggerMessage(EventId = 101, Level = LogLevel.Error, Message = "Storing {Count} verified envelopes failed")]
     private static partial void LogStoreFailed(ILogger logger, Exception exception, int count);
 
-    private sealed class Pending(Envelope envelope, byte[] canonical, byte[] signingBytes)
+    /// <summary>A submission on its way through admission, and the task its caller awaits. One pooled buffer holds
+    /// the canonical envelope bytes (what the store keeps), their id, and the bytes the sending key signed.</summary>
+    private sealed class Pending : TaskCompletionSource<Receipt>
     {
-        public Envelope Envelope { get; } = envelope;
+        private readonly int _length;
+        private byte[]? _buffer;
 
-        public byte[] Canonical { get; } = canonical;
+        public Pending(Envelope envelope, int length, long start)
+            : base(TaskCreationOptions.RunContinuationsAsynchronously)
+        {
+            Envelope = envelope;
+            Start = start;
+            _length = length;
+            _buffer = ArrayPool<byte>.Shared.Rent(length + 32 + EnvelopeFormat.SigningLength);
+            envelope.WriteTo(_buffer.AsSpan(0, length));
+            NSec.Cryptography.HashAlgorithm.Blake2b_256.Hash(_buffer.AsSpan(0, length), _buffer.AsSpan(length, 32));
+            EnvelopeFormat.WriteSigningBytes(envelope, _buffer.AsSpan(length + 32, EnvelopeFormat.SigningLength));
+        }
 
-        public byte[] SigningBytes { get; } = signingBytes;
+        public Envelope Envelope { get; }
 
-        public TaskCompletionSource<Receipt> Done { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        /// <summary><see cref="Stopwatch"/> timestamp of arrival.</summary>
+        public long Start { get; }
+
+        public ReadOnlyMemory<byte> Canonical => Buffer.AsMemory(0, _length);
+
+        public ReadOnlyMemory<byte> Id => Buffer.AsMemory(_length, 32);
+
+        public ReadOnlySpan<byte> SigningBytes => Buffer.AsSpan(_length + 32, EnvelopeFormat.SigningLength);
+
+        private byte[] Buffer => _buffer ?? throw new InvalidOperationException("The submission's buffer was already released.");
+
+        /// <summary>Gives the buffer back to the pool; once nothing reads it any more.</summary>
+        public void Release()
+        {
+            if (Interlocked.Exchange(ref _buffer, null) is { } buffer)
+            {
+                ArrayPool<byte>.Shared.Return(buffer);
+            }
+        }
+    }
+
+    /// <summary>A 32-byte sending key as a dictionary key without an array; hashed with <see cref="HashCode"/>'s
+    /// per-process seed, so chosen keys cannot pile into one bucket.</summary>
+    private readonly record struct SendingKeyId(ulong A, ulong B, ulong C, ulong D)
+    {
+        public static SendingKeyId From(ReadOnlySpan<byte> key) => new(
+            BinaryPrimitives.ReadUInt64LittleEndian(key),
+            BinaryPrimitives.ReadUInt64LittleEndian(key[8..]),
+            BinaryPrimitives.ReadUInt64LittleEndian(key[16..]),
+            BinaryPrimitives.ReadUInt64LittleEndian(key[24..]));
+
+        public override int GetHashCode() => HashCode.Combine(A, B, C, D);
     }
 
     private sealed class TokenBucket(double tokens, long stamp)

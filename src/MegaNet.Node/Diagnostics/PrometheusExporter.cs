@@ -23,12 +23,12 @@ public sealed class PrometheusExporter : IDisposable
         {
             if (instrument.Meter.Name == MegaNetMetrics.MeterName)
             {
-                listener.EnableMeasurementEvents(instrument);
+                listener.EnableMeasurementEvents(instrument, new InstrumentState(KindOf(instrument), instrument.Description ?? instrument.Name));
             }
         };
-        _listener.SetMeasurementEventCallback<long>((i, v, tags, _) => Record(i, v, tags));
-        _listener.SetMeasurementEventCallback<int>((i, v, tags, _) => Record(i, v, tags));
-        _listener.SetMeasurementEventCallback<double>((i, v, tags, _) => Record(i, v, tags));
+        _listener.SetMeasurementEventCallback<long>((i, v, tags, state) => Record(i, v, tags, (InstrumentState)state!));
+        _listener.SetMeasurementEventCallback<int>((i, v, tags, state) => Record(i, v, tags, (InstrumentState)state!));
+        _listener.SetMeasurementEventCallback<double>((i, v, tags, state) => Record(i, v, tags, (InstrumentState)state!));
         _listener.Start();
     }
 
@@ -63,17 +63,38 @@ public sealed class PrometheusExporter : IDisposable
 
     public void Dispose() => _listener.Dispose();
 
-    private void Record(Instrument instrument, double value, ReadOnlySpan<KeyValuePair<string, object?>> tags)
+    private void Record(Instrument instrument, double value, ReadOnlySpan<KeyValuePair<string, object?>> tags, InstrumentState state)
     {
-        string kind = instrument switch
+        // Untagged measurements (most of them, several per envelope) reach their series without building a key.
+        Series series = tags.IsEmpty
+            ? state.Untagged ??= _series.GetOrAdd((instrument.Name, string.Empty), static (_, s) => new Series(s.Kind, s.Description), state)
+            : _series.GetOrAdd((instrument.Name, Labels(tags)), static (_, s) => new Series(s.Kind, s.Description), state);
+        lock (series)
         {
-            Counter<long> or Counter<int> or Counter<double> => "counter",
-            Histogram<long> or Histogram<int> or Histogram<double> => "histogram",
-            UpDownCounter<long> or UpDownCounter<int> or UpDownCounter<double> => "updown",
-            _ => "gauge",
-        };
+            if (state.Kind == "gauge")
+            {
+                series.Sum = value;
+            }
+            else
+            {
+                series.Sum += value;
+            }
 
-        // Labels sorted by name so the same tags in another order are the same series; values escaped per the format.
+            series.Count++;
+        }
+    }
+
+    private static string KindOf(Instrument instrument) => instrument switch
+    {
+        Counter<long> or Counter<int> or Counter<double> => "counter",
+        Histogram<long> or Histogram<int> or Histogram<double> => "histogram",
+        UpDownCounter<long> or UpDownCounter<int> or UpDownCounter<double> => "updown",
+        _ => "gauge",
+    };
+
+    /// <summary>Labels sorted by name, so the same tags in another order are the same series; values escaped per the format.</summary>
+    private static string Labels(ReadOnlySpan<KeyValuePair<string, object?>> tags)
+    {
         var labels = new List<(string Name, string Value)>(tags.Length);
         foreach (KeyValuePair<string, object?> t in tags)
         {
@@ -92,26 +113,24 @@ public sealed class PrometheusExporter : IDisposable
             sb.Append(labelName).Append("=\"").Append(labelValue).Append('"');
         }
 
-        Series series = _series.GetOrAdd((instrument.Name, sb.ToString()), _ => new Series(kind, instrument.Description ?? instrument.Name));
-        lock (series)
-        {
-            if (kind == "gauge")
-            {
-                series.Sum = value;
-            }
-            else
-            {
-                series.Sum += value;
-            }
-
-            series.Count++;
-        }
+        return sb.ToString();
     }
 
     private static string Escape(string value) =>
         value.Replace("\\", "\\\\", StringComparison.Ordinal).Replace("\"", "\\\"", StringComparison.Ordinal).Replace("\n", "\\n", StringComparison.Ordinal);
 
     private static string Sanitize(string name) => new(name.Select(c => char.IsAsciiLetterOrDigit(c) ? c : '_').ToArray());
+
+    /// <summary>Per instrument, handed back with each of its measurements.</summary>
+    private sealed class InstrumentState(string kind, string description)
+    {
+        public string Kind { get; } = kind;
+
+        public string Description { get; } = description;
+
+        /// <summary>The series of measurements without tags, once there has been one.</summary>
+        public Series? Untagged { get; set; }
+    }
 
     private sealed class Series(string kind, string description)
     {

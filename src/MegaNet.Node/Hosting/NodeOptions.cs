@@ -37,6 +37,12 @@ public sealed class NodeOptions
     /// <summary>Submissions waiting for verification before new ones are refused with RESOURCE_EXHAUSTED. Default 65,536.</summary>
     public int QueueCapacity { get; set; } = 65_536;
 
+    /// <summary>Submissions one <c>SubmitStream</c> call may have in admission at once; the stream stops reading
+    /// until the oldest is answered. Default 256: on 2 cores, 8 streaming clients got 20,600/s with p50 60–100 ms
+    /// at 256, against 19,200/s with p50 320–380 ms at 1,024 and 18,100/s with p50 40 ms at 64 (means of three
+    /// alternating runs of 150,000 envelopes).</summary>
+    public int StreamWindow { get; set; } = 256;
+
     /// <summary>Sustained submissions per second per sending key. Default 200.</summary>
     public double SubmitRatePerKey { get; set; } = 200;
 
@@ -98,6 +104,7 @@ public sealed class NodeOptions
         Check(MaxBatch is >= 1 and <= 1 << 20, nameof(MaxBatch), "1 to 1,048,576");
         Check(FlushMicroseconds is >= 0 and <= 1_000_000, nameof(FlushMicroseconds), "0 to 1,000,000");
         Check(QueueCapacity >= 1, nameof(QueueCapacity), "at least 1");
+        Check(StreamWindow is >= 1 and <= 65_536, nameof(StreamWindow), "1 to 65,536");
         Check(SubmitRatePerKey > 0 && SubmitBurst >= 1, nameof(SubmitRatePerKey), "positive (and SubmitBurst at least 1)");
         Check(PowMaxBits is >= 0 and <= 32, nameof(PowMaxBits), "0 to 32");
         Check(PowMinBits >= 0 && PowMinBits <= PowMaxBits, nameof(PowMinBits), "0 to PowMaxBits");

@@ -27,8 +27,9 @@ public sealed class RelayService(
 
     public override async Task SubmitStream(IAsyncStreamReader<SubmitRequest> requestStream, IServerStreamWriter<SubmitResult> responseStream, ServerCallContext context)
     {
-        // Submissions run concurrently (so they share verification batches); results go back in request order.
-        var inFlight = Channel.CreateBounded<Task<Receipt>>(1024);
+        // Submissions run concurrently (so they share verification batches); results go back in request order. The
+        // window bounds one stream's share of the admission queue and with it the latency of every submission behind it.
+        var inFlight = Channel.CreateBounded<Task<Receipt>>(options.StreamWindow);
         Task writer = Task.Run(async () =>
         {
             await foreach (Task<Receipt> task in inFlight.Reader.ReadAllAsync(context.CancellationToken))
