@@ -5,9 +5,11 @@ using MegaNet.Api.V1;
 
 namespace MegaNet.Node.Benchmarking;
 
-/// <summary>What <c>meganet load</c> measured.</summary>
+/// <summary>What <c>meganet load</c> measured. <paramref name="SteadyP50Ms"/> and <paramref name="SteadyP99Ms"/> cover only the
+/// calls started after the first <see cref="LoadGenerator.WarmUpSeconds"/> seconds (the node's code paths are compiled
+/// and tiered up by then); NaN when fewer than 1,000 calls started after that.</summary>
 public sealed record LoadReport(string Mode, int Clients, int Sent, int Accepted, int Refused, double Seconds, double P50Ms, double P99Ms,
-    double MeanServerBatch, string Backend)
+    double SteadyP50Ms, double SteadyP99Ms, double MeanServerBatch, string Backend)
 {
     public double AcceptedPerSecond => Accepted / Seconds;
 }
@@ -19,6 +21,9 @@ public sealed record LoadReport(string Mode, int Clients, int Sent, int Accepted
 /// </summary>
 public sealed class LoadGenerator(Uri node, int clients, TextWriter? progress = null)
 {
+    /// <summary>Calls started this long after a phase began count towards the steady-state percentiles.</summary>
+    public const double WarmUpSeconds = 2;
+
     /// <summary>Seals <paramref name="count"/> envelopes from <paramref name="senders"/> sending keys to <paramref name="recipients"/> recipients.</summary>
     public static List<Envelope> Prepare(int count, int senders = 256, int recipients = 64)
     {
@@ -39,44 +44,61 @@ public sealed class LoadGenerator(Uri node, int clients, TextWriter? progress = 
         return [.. envelopes];
     }
 
-    /// <summary>Unary submits: each client sends its share one call at a time, optionally paced to <paramref name="targetRate"/> per second in total.</summary>
+    /// <summary>Unary submits over <c>clients</c> concurrent workers. Without <paramref name="targetRate"/> each worker sends
+    /// its share one call at a time (closed loop: as fast as the node answers). With it the load is open: call i starts at
+    /// i / <paramref name="targetRate"/> seconds whether or not earlier calls have returned, so the latency reported is
+    /// the latency at that offered load (a slow answer does not hold back the next call and hide itself).</summary>
     public async Task<LoadReport> RunUnaryAsync(IReadOnlyList<Envelope> envelopes, double targetRate = 0, CancellationToken ct = default)
     {
         using var client = new MegaNetClient(node);
         StatusResponse before = await client.Relay.StatusAsync(new StatusRequest(), cancellationToken: ct);
         var latencies = new double[envelopes.Count];
+        var startedAt = new double[envelopes.Count];
         int accepted = 0, refused = 0;
         var watch = Stopwatch.StartNew();
+
+        async Task SubmitOneAsync(int i)
+        {
+            long start = Stopwatch.GetTimestamp();
+            startedAt[i] = watch.Elapsed.TotalSeconds;
+            try
+            {
+                await client.Relay.SubmitAsync(new SubmitRequest { Envelope = envelopes[i] }, cancellationToken: ct);
+                Interlocked.Increment(ref accepted);
+            }
+            catch (RpcException)
+            {
+                Interlocked.Increment(ref refused);
+            }
+
+            latencies[i] = Stopwatch.GetElapsedTime(start).TotalMilliseconds;
+        }
+
         await Task.WhenAll(Enumerable.Range(0, clients).Select(c => Task.Run(async () =>
         {
+            var open = new List<Task>();
             for (int i = c; i < envelopes.Count; i += clients)
             {
-                if (targetRate > 0)
+                if (targetRate <= 0)
                 {
-                    double due = i / targetRate;
-                    double wait = due - watch.Elapsed.TotalSeconds;
-                    if (wait > 0)
-                    {
-                        await Task.Delay(TimeSpan.FromSeconds(wait), ct);
-                    }
+                    await SubmitOneAsync(i);
+                    continue;
                 }
 
-                long start = Stopwatch.GetTimestamp();
-                try
+                double wait = (i / targetRate) - watch.Elapsed.TotalSeconds;
+                if (wait > 0.001)
                 {
-                    await client.Relay.SubmitAsync(new SubmitRequest { Envelope = envelopes[i] }, cancellationToken: ct);
-                    Interlocked.Increment(ref accepted);
-                }
-                catch (RpcException)
-                {
-                    Interlocked.Increment(ref refused);
+                    await Task.Delay(TimeSpan.FromSeconds(wait), ct);
                 }
 
-                latencies[i] = Stopwatch.GetElapsedTime(start).TotalMilliseconds;
+                open.Add(SubmitOneAsync(i));
             }
+
+            await Task.WhenAll(open);
         }, ct)));
         double seconds = watch.Elapsed.TotalSeconds;
-        return await Report("unary", envelopes.Count, accepted, refused, seconds, latencies, client, before, ct);
+        string mode = targetRate > 0 ? $"unary (open loop at {targetRate:N0}/s)" : "unary";
+        return await Report(mode, envelopes.Count, accepted, refused, seconds, latencies, startedAt, client, before, ct);
     }
 
     /// <summary>Streaming submits: each client opens one SubmitStream and pipelines its share.</summary>
@@ -85,6 +107,7 @@ public sealed class LoadGenerator(Uri node, int clients, TextWriter? progress = 
         using var client = new MegaNetClient(node);
         StatusResponse before = await client.Relay.StatusAsync(new StatusRequest(), cancellationToken: ct);
         var sentAt = new long[envelopes.Count];
+        var startedAt = new double[envelopes.Count];
         var latencies = new double[envelopes.Count];
         int accepted = 0, refused = 0;
         var watch = Stopwatch.StartNew();
@@ -112,6 +135,7 @@ public sealed class LoadGenerator(Uri node, int clients, TextWriter? progress = 
             foreach (int i in mine)
             {
                 sentAt[i] = Stopwatch.GetTimestamp();
+                startedAt[i] = watch.Elapsed.TotalSeconds;
                 await call.RequestStream.WriteAsync(new SubmitRequest { Envelope = envelopes[i] }, ct);
             }
 
@@ -119,18 +143,23 @@ public sealed class LoadGenerator(Uri node, int clients, TextWriter? progress = 
             await reader;
         }, ct)));
         double seconds = watch.Elapsed.TotalSeconds;
-        return await Report("stream", envelopes.Count, accepted, refused, seconds, latencies, client, before, ct);
+        return await Report("stream", envelopes.Count, accepted, refused, seconds, latencies, startedAt, client, before, ct);
     }
 
-    private async Task<LoadReport> Report(string mode, int sent, int accepted, int refused, double seconds, double[] latencies, MegaNetClient client, StatusResponse before, CancellationToken ct)
+    private async Task<LoadReport> Report(string mode, int sent, int accepted, int refused, double seconds, double[] latencies, double[] startedAt,
+        MegaNetClient client, StatusResponse before, CancellationToken ct)
     {
         StatusResponse after = await client.Relay.StatusAsync(new StatusRequest(), cancellationToken: ct);
         double batches = after.BatchesVerified - before.BatchesVerified;
         double signatures = after.SignaturesVerified - before.SignaturesVerified;
+        double[] steady = latencies.Where((_, i) => startedAt[i] >= WarmUpSeconds).Order().ToArray();
         Array.Sort(latencies);
+        bool hasSteady = steady.Length >= 1000;
         var report = new LoadReport(mode, clients, sent, accepted, refused, seconds, Percentile(latencies, 0.50), Percentile(latencies, 0.99),
+            hasSteady ? Percentile(steady, 0.50) : double.NaN, hasSteady ? Percentile(steady, 0.99) : double.NaN,
             batches == 0 ? 0 : signatures / batches, after.VerifierBackend);
-        progress?.WriteLine($"{mode,-6} clients {clients}: {report.AcceptedPerSecond,10:N0} accepted/s ({accepted}/{sent}, {refused} refused), p50 {report.P50Ms:F2} ms, p99 {report.P99Ms:F2} ms, mean verifier batch {report.MeanServerBatch:F1} ({report.Backend})");
+        string steadyText = hasSteady ? $" (after the first {WarmUpSeconds:0} s: p50 {report.SteadyP50Ms:F2} ms, p99 {report.SteadyP99Ms:F2} ms)" : string.Empty;
+        progress?.WriteLine($"{mode,-6} clients {clients}: {report.AcceptedPerSecond,10:N0} accepted/s ({accepted}/{sent}, {refused} refused), p50 {report.P50Ms:F2} ms, p99 {report.P99Ms:F2} ms{steadyText}, mean verifier batch {report.MeanServerBatch:F1} ({report.Backend})");
         return report;
     }
 

@@ -19,19 +19,25 @@ internal static class LoadCommand
         };
         var clients = new Option<int>("--clients", "-c") { Description = "Concurrent clients. Default 8.", DefaultValueFactory = _ => 8 };
         var count = new Option<int>("--envelopes") { Description = "Envelopes per phase (sealed before timing starts). Default 20,000.", DefaultValueFactory = _ => 20_000 };
-        var mode = new Option<string>("--mode") { Description = "stream, unary, or both (stream first, then unary at half the stream rate). Default both.", DefaultValueFactory = _ => "both" };
+        var mode = new Option<string>("--mode") { Description = "stream, unary, or both (stream first, then unary offered at half the stream rate). Default both.", DefaultValueFactory = _ => "both" };
+        var rate = new Option<double>("--rate")
+        {
+            Description = "Unary offered load in envelopes/s: calls start on schedule whether or not earlier ones have returned (open loop). " +
+                "Default: half the measured streaming rate with --mode both; with --mode unary, closed loop (each client waits for its answer).",
+        };
         var backend = new Option<string>("--backend", "-b") { Description = "Verifier backend of the embedded node. Default auto.", DefaultValueFactory = _ => "auto" };
         var command = new Command("load", "Drive concurrent clients at a node and report accepted envelopes/s, p50/p99 latency and the verifier batch sizes achieved.")
         {
-            node, clients, count, mode, backend,
+            node, clients, count, mode, rate, backend,
         };
         command.SetAction(async (parse, ct) =>
         {
             int n = parse.GetValue(count), c = parse.GetValue(clients);
             string m = parse.GetValue(mode)!;
-            if (n < 1 || c < 1 || m is not ("both" or "stream" or "unary"))
+            double offered = parse.GetValue(rate);
+            if (n < 1 || c < 1 || m is not ("both" or "stream" or "unary") || offered < 0 || double.IsNaN(offered))
             {
-                Console.Error.WriteLine("meganet load: --envelopes and --clients must be positive and --mode one of stream, unary, both.");
+                Console.Error.WriteLine("meganet load: --envelopes and --clients must be positive, --rate zero or positive, and --mode one of stream, unary, both.");
                 return 1;
             }
 
@@ -73,7 +79,7 @@ internal static class LoadCommand
 
                 if (m is "both" or "unary")
                 {
-                    await generator.RunUnaryAsync(LoadGenerator.Prepare(m == "both" ? Math.Max(1, n / 2) : n), streamRate / 2, ct);
+                    await generator.RunUnaryAsync(LoadGenerator.Prepare(m == "both" ? Math.Max(1, n / 2) : n), offered > 0 ? offered : streamRate / 2, ct);
                 }
 
                 return 0;
