@@ -25,6 +25,7 @@ internal sealed class EnvelopeKv : IDisposable
     private readonly ConcurrentBag<ClientSession<SpanByte, SpanByte, SpanByte, byte[], Empty, SpanByteFunctions_ByteArrayOutput<Empty>>> _readers = [];
     private readonly SemaphoreSlim _readerSlots = new(Environment.ProcessorCount);
     private readonly List<IDisposable> _allSessions = [];
+    private readonly DirectFileDevice? _direct;
 
     public EnvelopeKv(string directory, long memoryBytes)
     {
@@ -38,6 +39,14 @@ internal sealed class EnvelopeKv : IDisposable
             TryRecoverLatest = false,
             RemoveOutdatedCheckpoints = false,
         };
+        if (DirectFileDevice.TryCreate(Path.Combine(directory, "hlog.log")) is { } direct)
+        {
+            // Page flushes straight to disk instead of through the page cache (see DirectFileDevice).
+            settings.LogDevice.Dispose();
+            settings.LogDevice = direct;
+            _direct = direct;
+        }
+
         Directory = directory;
         _kv = new FasterKV<SpanByte, SpanByte>(settings);
         _writer = NewSession();
@@ -169,6 +178,7 @@ internal sealed class EnvelopeKv : IDisposable
         }
 
         _kv.Dispose();
+        _direct?.Dispose();
         _readerSlots.Dispose();
     }
 

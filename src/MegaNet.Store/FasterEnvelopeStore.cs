@@ -142,7 +142,9 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         Exception? failure = null;
         foreach (long commit in commits.Length == 0 ? new[] { -1L } : commits.OrderDescending().ToArray())
         {
-            device = Devices.CreateLogDevice(Path.Combine(dir, "wal.log"), preallocateFile: false);
+            // Commits write straight to disk where the file system allows (see DirectFileDevice).
+            device = (IDevice?)DirectFileDevice.TryCreate(Path.Combine(dir, "wal.log"))
+                ?? Devices.CreateLogDevice(Path.Combine(dir, "wal.log"), preallocateFile: false);
             try
             {
                 log = new FasterLog(Settings(options, device, commitDir));

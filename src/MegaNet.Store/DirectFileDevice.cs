@@ -1,0 +1,186 @@
+using System.Collections.Concurrent;
+using System.Runtime.InteropServices;
+using FASTER.core;
+using Microsoft.Win32.SafeHandles;
+
+namespace MegaNet.Store;
+
+/// <summary>
+/// A FASTER storage device for Linux whose files are opened with <c>O_DIRECT | O_DSYNC</c>: a write goes from FASTER's
+/// sector-aligned page buffers to the disk and returns once the data is durable, without passing through the page
+/// cache. FASTER's own managed device asks for unbuffered I/O too, but .NET on Linux drops that flag, so every byte
+/// was copied into the page cache (with O_SYNC) first: in a 1,000,000-put fill that copy and the zeroing of fresh
+/// cache pages took about half of all CPU time.
+/// </summary>
+/// <remarks>Use <see cref="TryCreate"/>: it returns null where the platform or the file system does not take direct
+/// I/O (tmpfs, for one), and the caller keeps FASTER's managed device, which is just as durable.</remarks>
+internal sealed partial class DirectFileDevice : StorageDeviceBase
+{
+    private const uint Sector = 512;
+    private const int ORdWr = 0x2, OCreat = 0x40, ODsync = 0x1000, OCloexec = 0x80000;
+
+    private readonly ConcurrentDictionary<int, SafeFileHandle> _segments = new();
+    private readonly int _flags;
+    private int _pending;
+
+    private DirectFileDevice(string filename, int directFlag)
+        : base(filename, Sector, Devices.CAPACITY_UNSPECIFIED)
+    {
+        _flags = ORdWr | OCreat | ODsync | OCloexec | directFlag;
+    }
+
+    /// <summary>A direct-I/O device for files named <paramref name="filename"/>.N, or null where direct I/O is not
+    /// available for that directory (checked by writing and reading back one aligned sector in a probe file).</summary>
+    public static DirectFileDevice? TryCreate(string filename)
+    {
+        // O_DIRECT's value differs between architectures; elsewhere stay with the managed device.
+        int direct = RuntimeInformation.ProcessArchitecture switch
+        {
+            Architecture.X64 or Architecture.X86 => 0x4000,
+            Architecture.Arm64 or Architecture.Arm => 0x10000,
+            _ => 0,
+        };
+        if (!OperatingSystem.IsLinux() || direct == 0)
+        {
+            return null;
+        }
+
+        string directory = Path.GetDirectoryName(Path.GetFullPath(filename))!;
+        Directory.CreateDirectory(directory);
+        string probe = Path.Combine(directory, ".direct-io-probe");
+        try
+        {
+            using SafeFileHandle handle = Open(probe, ORdWr | OCreat | ODsync | OCloexec | direct);
+            unsafe
+            {
+                byte* buffer = (byte*)NativeMemory.AlignedAlloc(Sector, Sector);
+                try
+                {
+                    var span = new Span<byte>(buffer, (int)Sector);
+                    span.Fill(0x5A);
+                    RandomAccess.Write(handle, span, Sector);
+                    span.Clear();
+                    if (RandomAccess.Read(handle, span, Sector) != Sector || span[^1] != 0x5A)
+                    {
+                        return null;
+                    }
+                }
+                finally
+                {
+                    NativeMemory.AlignedFree(buffer);
+                }
+            }
+        }
+        catch (IOException)
+        {
+            return null;
+        }
+        finally
+        {
+            File.Delete(probe);
+        }
+
+        return new DirectFileDevice(filename, direct);
+    }
+
+    /// <inheritdoc />
+    public override unsafe void WriteAsync(IntPtr sourceAddress, int segmentId, ulong destinationAddress, uint numBytesToWrite, DeviceIOCompletionCallback callback, object context)
+    {
+        HandleCapacity(segmentId);
+        Interlocked.Increment(ref _pending);
+        // The write blocks until the data is on disk: off the caller's thread, as FASTER expects of an async device.
+        ThreadPool.UnsafeQueueUserWorkItem(_ =>
+        {
+            uint error = 0;
+            try
+            {
+                RandomAccess.Write(Segment(segmentId), new ReadOnlySpan<byte>((void*)sourceAddress, (int)numBytesToWrite), (long)destinationAddress);
+            }
+            catch (Exception e)
+            {
+                error = ErrorCode(e);
+                numBytesToWrite = 0;
+            }
+
+            Interlocked.Decrement(ref _pending);
+            callback(error, numBytesToWrite, context);
+        }, null);
+    }
+
+    /// <inheritdoc />
+    public override unsafe void ReadAsync(int segmentId, ulong sourceAddress, IntPtr destinationAddress, uint readLength, DeviceIOCompletionCallback callback, object context)
+    {
+        Interlocked.Increment(ref _pending);
+        ThreadPool.UnsafeQueueUserWorkItem(_ =>
+        {
+            uint error = 0, read = 0;
+            try
+            {
+                read = (uint)RandomAccess.Read(Segment(segmentId), new Span<byte>((void*)destinationAddress, (int)readLength), (long)sourceAddress);
+            }
+            catch (Exception e)
+            {
+                error = ErrorCode(e);
+            }
+
+            Interlocked.Decrement(ref _pending);
+            callback(error, read, context);
+        }, null);
+    }
+
+    /// <inheritdoc />
+    public override void RemoveSegment(int segment)
+    {
+        if (_segments.TryRemove(segment, out SafeFileHandle? handle))
+        {
+            handle.Dispose();
+        }
+
+        File.Delete(GetSegmentFilename(FileName, segment));
+    }
+
+    /// <inheritdoc />
+    public override void RemoveSegmentAsync(int segment, AsyncCallback callback, IAsyncResult result)
+    {
+        RemoveSegment(segment);
+        callback(result);
+    }
+
+    /// <inheritdoc />
+    public override long GetFileSize(int segment) => segmentSize > 0 ? segmentSize : RandomAccess.GetLength(Segment(segment));
+
+    /// <inheritdoc />
+    public override bool TryComplete() => Volatile.Read(ref _pending) == 0;
+
+    /// <inheritdoc />
+    public override void Dispose()
+    {
+        foreach (SafeFileHandle handle in _segments.Values)
+        {
+            handle.Dispose();
+        }
+
+        _segments.Clear();
+    }
+
+    private SafeFileHandle Segment(int segmentId) =>
+        _segments.GetOrAdd(segmentId, static (id, device) => Open(device.GetSegmentFilename(device.FileName, id), device._flags), this);
+
+    private static SafeFileHandle Open(string path, int flags)
+    {
+        int fd = NativeOpen(path, flags, Convert.ToInt32("644", 8));
+        if (fd < 0)
+        {
+            int errno = Marshal.GetLastPInvokeError();
+            throw new IOException($"Cannot open '{path}' for direct I/O: {Marshal.GetPInvokeErrorMessage(errno)} (errno {errno}).", errno);
+        }
+
+        return new SafeFileHandle(fd, ownsHandle: true);
+    }
+
+    // FASTER only distinguishes success (0) from failure; keep the OS error where there is one, for its log.
+    private static uint ErrorCode(Exception e) => e is IOException { HResult: var h } && (h & 0xFFFF) != 0 ? (uint)(h & 0xFFFF) : uint.MaxValue;
+
+    [LibraryImport("libc", EntryPoint = "open", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    private static partial int NativeOpen(string path, int flags, int mode);
+}
