@@ -447,9 +447,18 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         }
 
         _requests.Writer.TryComplete();
+        Task committer = _committer ?? Task.CompletedTask;
+        if (await Task.WhenAny(committer, Task.Delay(_options.ShutdownTimeout)).ConfigureAwait(false) != committer)
+        {
+            // FASTER's objects are left as they are: disposing them under a stuck checkpoint would hang as well.
+            throw new StoreUnavailableException(
+                $"The store in '{StoreDirectory}' did not finish its shutdown checkpoint within {_options.ShutdownTimeout.TotalSeconds:0} s " +
+                "(is the disk full?). Everything acknowledged is in the committed log, which the next start replays; free disk space before restarting.");
+        }
+
         try
         {
-            await (_committer ?? Task.CompletedTask).ConfigureAwait(false);
+            await committer.ConfigureAwait(false);
         }
         catch (OperationCanceledException)
         {

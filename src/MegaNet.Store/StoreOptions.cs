@@ -23,6 +23,13 @@ public sealed class StoreOptions
     public TimeSpan CheckpointInterval { get; set; } = TimeSpan.FromMinutes(1);
 
     /// <summary>
+    /// Longest <see cref="FasterEnvelopeStore.DisposeAsync"/> waits for the queued writes and the shutdown checkpoint
+    /// before giving up with <see cref="StoreUnavailableException"/> (on a full disk the checkpoint never finishes;
+    /// everything acknowledged is in the committed log either way). Default 60 seconds.
+    /// </summary>
+    public TimeSpan ShutdownTimeout { get; set; } = TimeSpan.FromSeconds(60);
+
+    /// <summary>
     /// A checkpoint is also taken once this much write-ahead log has accumulated since the last one, which bounds the
     /// log a restart after <c>kill -9</c> replays (about 1 s per 100 MiB here). Default 256 MiB.
     /// </summary>
@@ -67,6 +74,11 @@ public sealed class StoreOptions
         if (GroupCommitWindow < TimeSpan.Zero || GroupCommitWindow > TimeSpan.FromSeconds(1))
         {
             throw new ArgumentOutOfRangeException(nameof(GroupCommitWindow), GroupCommitWindow, "GroupCommitWindow must be between 0 and 1 s.");
+        }
+
+        if (ShutdownTimeout < TimeSpan.FromSeconds(1) || ShutdownTimeout > TimeSpan.FromHours(1))
+        {
+            throw new ArgumentOutOfRangeException(nameof(ShutdownTimeout), ShutdownTimeout, "ShutdownTimeout must be between 1 second and 1 hour.");
         }
 
         if (CheckpointInterval < TimeSpan.FromMilliseconds(10) || CheckpointInterval > TimeSpan.FromDays(1))

@@ -58,7 +58,7 @@ internal static class NodeCommand
                 await using WebApplication app = NodeHost.Build(options);
                 await NodeHost.StartAsync(app, ct);
                 await app.WaitForShutdownAsync(CancellationToken.None);
-                return 0;
+                return Environment.ExitCode; // non-zero when the store could not shut down cleanly (logged)
             }
             catch (Exception e) when (e is BackendUnavailableException or StoreCorruptException or InvalidDataException or ArgumentException or IOException)
             {

@@ -139,7 +139,16 @@ public static partial class NodeHost
         app.Lifetime.ApplicationStopping.Register(() =>
         {
             app.Services.GetRequiredService<AdmissionPipeline>().DisposeAsync().AsTask().GetAwaiter().GetResult();
-            app.Services.GetRequiredService<IEnvelopeStore>().DisposeAsync().AsTask().GetAwaiter().GetResult();
+            try
+            {
+                app.Services.GetRequiredService<IEnvelopeStore>().DisposeAsync().AsTask().GetAwaiter().GetResult();
+            }
+            catch (StoreUnavailableException e)
+            {
+                // The process still exits (a stuck store must not hold it), with a failing exit code and the reason.
+                LogStoreShutdownFailed(app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("MegaNet.Node"), e.Message);
+                Environment.ExitCode = 3;
+            }
         });
         return app;
     }
@@ -170,6 +179,9 @@ public static partial class NodeHost
             ? System.Security.Cryptography.X509Certificates.X509CertificateLoader.LoadPkcs12FromFile(path, null)
             : System.Security.Cryptography.X509Certificates.X509Certificate2.CreateFromPemFile(path, options.TlsKey);
     }
+
+    [LoggerMessage(EventId = 2, Level = LogLevel.Critical, Message = "{Reason}")]
+    private static partial void LogStoreShutdownFailed(ILogger logger, string reason);
 
     [LoggerMessage(EventId = 1, Level = LogLevel.Information, Message = "MegaNet node listening on {Address}; verifier {Backend} ({Description}); data {DataDirectory}; node id {NodeId}")]
     private static partial void LogStarted(ILogger logger, Uri address, string backend, string description, string dataDirectory, string nodeId);
