@@ -476,6 +476,11 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
             return $"A recipient address is 32 bytes; got {request.Recipient.Length}.";
         }
 
+        if (!request.EnvelopeId.IsEmpty && request.EnvelopeId.Length != 32)
+        {
+            return $"An envelope id is 32 bytes; got {request.EnvelopeId.Length}.";
+        }
+
         if (request.Envelope.Length == 0 || request.Envelope.Length > _options.MaxEnvelopeBytes)
         {
             return $"An envelope is 1 to {_options.MaxEnvelopeBytes} bytes; got {request.Envelope.Length}.";
@@ -714,7 +719,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
             }
 
             PutRequest put = r.Put!;
-            byte[] id = EnvelopeId(put.Envelope.Span);
+            byte[] id = put.EnvelopeId.IsEmpty ? EnvelopeId(put.Envelope.Span) : put.EnvelopeId.ToArray();
             var key = new Key32(id);
 
             // Pending first, then the table: the apply stage writes a group's table records before it marks the group

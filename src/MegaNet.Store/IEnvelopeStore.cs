@@ -45,7 +45,13 @@ public interface IEnvelopeStore : IAsyncDisposable
 /// <param name="Envelope">The serialized envelope exactly as received; its id is <see cref="PutReceipt.EnvelopeId"/>.</param>
 /// <param name="Recipient">The 32-byte recipient address.</param>
 /// <param name="ExpiresAt">When the envelope may be dropped; within the node's maximum TTL.</param>
-public sealed record PutRequest(ReadOnlyMemory<byte> Envelope, ReadOnlyMemory<byte> Recipient, DateTimeOffset ExpiresAt);
+public sealed record PutRequest(ReadOnlyMemory<byte> Envelope, ReadOnlyMemory<byte> Recipient, DateTimeOffset ExpiresAt)
+{
+    /// <summary>BLAKE2b-256 of <see cref="Envelope"/> when the caller has computed it already (admission needs it for
+    /// replay detection), so the store need not hash the envelope again. Trusted as given: a wrong id would file the
+    /// envelope under another name. Empty (the default): the store computes it.</summary>
+    public ReadOnlyMemory<byte> EnvelopeId { get; init; }
+}
 
 /// <summary>Proof that the node accepted an envelope.</summary>
 /// <param name="EnvelopeId">32-byte BLAKE2b-256 of the envelope bytes.</param>

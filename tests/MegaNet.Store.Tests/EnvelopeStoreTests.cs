@@ -34,6 +34,26 @@ public sealed class EnvelopeStoreTests : IDisposable
     }
 
     [Fact]
+    public async Task A_given_envelope_id_is_used_as_is_and_a_malformed_one_is_refused()
+    {
+        await using FasterEnvelopeStore store = await FasterEnvelopeStore.OpenAsync(Options(_dir));
+        byte[] recipient = Bytes(_random, 32), envelope = Bytes(_random, 512);
+        byte[] id = NSec.Cryptography.HashAlgorithm.Blake2b_256.Hash(envelope);
+        PutReceipt given = await store.PutAsync(new PutRequest(envelope, recipient, DateTimeOffset.UtcNow.AddDays(1)) { EnvelopeId = id });
+        Assert.Equal(id, given.EnvelopeId);
+
+        // The same bytes without an id hash to the same id: a replay of the first put.
+        PutReceipt again = await store.PutAsync(new PutRequest(envelope, recipient, DateTimeOffset.UtcNow.AddDays(1)));
+        Assert.True(again.Duplicate);
+        Assert.Equal(given.LogIndex, again.LogIndex);
+
+        ArgumentException e = await Assert.ThrowsAsync<ArgumentException>(async () =>
+            await store.PutAsync(new PutRequest(Bytes(_random, 512), recipient, DateTimeOffset.UtcNow.AddDays(1)) { EnvelopeId = new byte[31] }));
+        Assert.Contains("32 bytes", e.Message, StringComparison.Ordinal);
+        Assert.Equal(1, store.GetTreeHead().TreeSize);
+    }
+
+    [Fact]
     public async Task The_same_envelope_twice_is_one_entry_with_the_original_receipt()
     {
         await using FasterEnvelopeStore store = await FasterEnvelopeStore.OpenAsync(Options(_dir));

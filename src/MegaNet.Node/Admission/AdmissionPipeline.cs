@@ -319,7 +319,10 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
             for (int i = 0; i < requests.Length; i++)
             {
                 Pending p = accepted[i];
-                requests[i] = new PutRequest(p.Canonical, p.Envelope.Recipient.Memory, DateTimeOffset.FromUnixTimeMilliseconds(p.Envelope.ExpiresUnixMs));
+                requests[i] = new PutRequest(p.Canonical, p.Envelope.Recipient.Memory, DateTimeOffset.FromUnixTimeMilliseconds(p.Envelope.ExpiresUnixMs))
+                {
+                    EnvelopeId = p.Id, // hashed on arrival for the replay check; the store need not hash it again
+                };
             }
 
             IReadOnlyList<PutResult> results = await _store.PutManyAsync(requests).ConfigureAwait(false);
