@@ -270,7 +270,6 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
                     batch.Add(p.Envelope.SendingKey.Span, p.Envelope.Signature.Span, p.SigningBytes);
                 }
 
-
                 _verifier.Verify(batch, verdicts);
                 Interlocked.Increment(ref _batches);
                 Interlocked.Add(ref _signatures, items.Count);
