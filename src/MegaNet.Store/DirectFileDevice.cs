@@ -19,7 +19,14 @@ internal sealed partial class DirectFileDevice : StorageDeviceBase
     private const uint Sector = 512;
     private const int ORdWr = 0x2, OCreat = 0x40, ODsync = 0x1000, OCloexec = 0x80000;
 
+    // I/O runs on threads of the device's own, never on the thread pool: FASTER's readers wait synchronously for their
+    // reads, and under overload the pool can be full of threads blocked behind them, so a completion queued to the pool
+    // would wait for thread injection (seen: 1,700 blocked pool threads, the node stalled).
+    private const int IoThreads = 8;
+
     private readonly ConcurrentDictionary<int, SafeFileHandle> _segments = new();
+    private readonly BlockingCollection<Action> _io = [];
+    private readonly Thread[] _workers;
     private readonly int _flags;
     private int _pending;
 
@@ -27,6 +34,19 @@ internal sealed partial class DirectFileDevice : StorageDeviceBase
         : base(filename, Sector, Devices.CAPACITY_UNSPECIFIED)
     {
         _flags = ORdWr | OCreat | ODsync | OCloexec | directFlag;
+        _workers = new Thread[IoThreads];
+        for (int i = 0; i < _workers.Length; i++)
+        {
+            _workers[i] = new Thread(() =>
+            {
+                foreach (Action io in _io.GetConsumingEnumerable())
+                {
+                    io();
+                }
+            })
+            { IsBackground = true, Name = "MegaNet direct I/O" };
+            _workers[i].Start();
+        }
     }
 
     /// <summary>A direct-I/O device for files named <paramref name="filename"/>.N, or null where direct I/O is not
@@ -89,7 +109,7 @@ internal sealed partial class DirectFileDevice : StorageDeviceBase
         HandleCapacity(segmentId);
         Interlocked.Increment(ref _pending);
         // The write blocks until the data is on disk: off the caller's thread, as FASTER expects of an async device.
-        ThreadPool.UnsafeQueueUserWorkItem(_ =>
+        _io.Add(() =>
         {
             uint error = 0;
             try
@@ -104,14 +124,14 @@ internal sealed partial class DirectFileDevice : StorageDeviceBase
 
             Interlocked.Decrement(ref _pending);
             callback(error, numBytesToWrite, context);
-        }, null);
+        });
     }
 
     /// <inheritdoc />
     public override unsafe void ReadAsync(int segmentId, ulong sourceAddress, IntPtr destinationAddress, uint readLength, DeviceIOCompletionCallback callback, object context)
     {
         Interlocked.Increment(ref _pending);
-        ThreadPool.UnsafeQueueUserWorkItem(_ =>
+        _io.Add(() =>
         {
             uint error = 0, read = 0;
             try
@@ -125,7 +145,7 @@ internal sealed partial class DirectFileDevice : StorageDeviceBase
 
             Interlocked.Decrement(ref _pending);
             callback(error, read, context);
-        }, null);
+        });
     }
 
     /// <inheritdoc />
@@ -155,6 +175,15 @@ internal sealed partial class DirectFileDevice : StorageDeviceBase
     /// <inheritdoc />
     public override void Dispose()
     {
+        if (!_io.IsAddingCompleted)
+        {
+            _io.CompleteAdding();
+            foreach (Thread worker in _workers)
+            {
+                worker.Join();
+            }
+        }
+
         foreach (SafeFileHandle handle in _segments.Values)
         {
             handle.Dispose();
