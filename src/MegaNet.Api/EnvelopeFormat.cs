@@ -36,7 +36,7 @@ public static class EnvelopeFormat
     public static bool IsPaddedSize(int sealedLength) => Array.IndexOf(Classes, sealedLength - SealOverhead) >= 0;
 
     /// <summary>Length of <see cref="CoreBytes"/>.</summary>
-    public const int CoreLength = 19 + 4 + 32 + 8 + 32 + 32;
+    public const int CoreLength = 19 + 4 + 32 + 8 + 32 + 32; // 19 = "meganet-envelope-v1" (a string's length is not a C# constant)
 
     /// <summary>Length of <see cref="SigningBytes(Envelope)"/>.</summary>
     public const int SigningLength = CoreLength + 4 + 8;
