@@ -12,10 +12,11 @@ namespace MegaNet.Store;
 internal static class Checkpoint
 {
     private const uint Magic = 0x4B43_4E4D; // "MNCK"
-    private const int Version = 1;
+    private const int Version = 2;
 
-    /// <summary>A parsed manifest.</summary>
-    public sealed record Manifest(Guid Token, long WalAddress, long LeafCount, List<(byte[] Address, ulong NextSeq, IndexEntry[] Entries)> Mailboxes);
+    /// <summary>A parsed manifest. <paramref name="IndexBytes"/> is the size of the envelope table's hash index, which a
+    /// FASTER checkpoint can only be recovered into (version 1 manifests predate the field: their index was 4 MiB).</summary>
+    public sealed record Manifest(Guid Token, long WalAddress, long LeafCount, long IndexBytes, List<(byte[] Address, ulong NextSeq, IndexEntry[] Entries)> Mailboxes);
 
     public static string ManifestPath(string storeDirectory) => Path.Combine(storeDirectory, "checkpoint.manifest");
 
@@ -38,14 +39,21 @@ internal static class Checkpoint
         }
 
         var r = new Reader(bytes.AsMemory(0, bytes.Length - 32));
-        if (r.U32() != Magic || r.I32() != Version)
+        int version = r.U32() == Magic ? r.I32() : 0;
+        if (version is not (1 or Version))
         {
-            throw Damaged(path, "it is not a MegaNet checkpoint manifest of version 1");
+            throw Damaged(path, $"it is not a MegaNet checkpoint manifest of version 1 or {Version}");
         }
 
         var token = new Guid(r.Bytes(16));
         long wal = r.I64();
         long leaves = r.I64();
+        long indexBytes = version == 1 ? EnvelopeKv.Version1IndexBytes : r.I64();
+        if (!EnvelopeKv.IsValidIndexSize(indexBytes))
+        {
+            throw Damaged(path, $"it gives {indexBytes} bytes for the table's hash index, not a power of two from 64 bytes to 1 GiB");
+        }
+
         int boxes = r.I32();
         var mailboxes = new List<(byte[], ulong, IndexEntry[])>(boxes);
         for (int b = 0; b < boxes; b++)
@@ -67,7 +75,7 @@ internal static class Checkpoint
             mailboxes.Add((address, next, entries));
         }
 
-        return new Manifest(token, wal, leaves, mailboxes);
+        return new Manifest(token, wal, leaves, indexBytes, mailboxes);
     }
 
     /// <summary>Writes the manifest to a temporary file, flushes it and renames it over the old one.</summary>
@@ -103,6 +111,7 @@ internal static class Checkpoint
             Raw(manifest.Token.ToByteArray());
             I64(manifest.WalAddress);
             I64(manifest.LeafCount);
+            I64(manifest.IndexBytes);
             I32(manifest.Mailboxes.Count);
             Span<byte> id = stackalloc byte[32];
             foreach ((byte[] address, ulong next, IndexEntry[] entries) in manifest.Mailboxes)

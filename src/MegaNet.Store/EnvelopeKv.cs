@@ -19,6 +19,9 @@ internal sealed class EnvelopeKv : IDisposable
 {
     public const int MetaLength = 32 + 8 + 8 + 8 + 4;
 
+    /// <summary>The hash index of stores whose checkpoint manifest predates the recorded index size.</summary>
+    public const long Version1IndexBytes = 1L << 22;
+
     private readonly FasterKV<SpanByte, SpanByte> _kv;
     private readonly ClientSession<SpanByte, SpanByte, SpanByte, byte[], Empty, SpanByteFunctions_ByteArrayOutput<Empty>> _writer;
     private readonly ClientSession<SpanByte, SpanByte, SpanByte, byte[], Empty, SpanByteFunctions_ByteArrayOutput<Empty>> _lookup;
@@ -26,8 +29,13 @@ internal sealed class EnvelopeKv : IDisposable
     private readonly SemaphoreSlim _readerSlots = new(Environment.ProcessorCount);
     private readonly List<IDisposable> _allSessions = [];
     private readonly DirectFileDevice? _direct;
+    private long _diskReads;
 
-    public EnvelopeKv(string directory, long memoryBytes)
+    /// <param name="directory">Directory of the hybrid log and its checkpoints.</param>
+    /// <param name="memoryBytes">Memory for the hybrid log (rounded down to a power of two).</param>
+    /// <param name="indexBytes">Size of the hash index (see <see cref="IndexBytesFor"/>); a checkpoint recovers only
+    /// into the size it was taken with.</param>
+    public EnvelopeKv(string directory, long memoryBytes, long indexBytes)
     {
         int memoryBits = Math.Clamp((int)Math.Floor(Math.Log2(memoryBytes)), 20, 40);
         var settings = new FasterKVSettings<SpanByte, SpanByte>(directory, deleteDirOnDispose: false)
@@ -35,7 +43,7 @@ internal sealed class EnvelopeKv : IDisposable
             MemorySize = 1L << memoryBits,
             PageSize = 1L << Math.Min(22, memoryBits - 2),
             SegmentSize = 1L << 26,
-            IndexSize = 1L << 22,
+            IndexSize = indexBytes,
             TryRecoverLatest = false,
             RemoveOutdatedCheckpoints = false,
         };
@@ -48,6 +56,7 @@ internal sealed class EnvelopeKv : IDisposable
         }
 
         Directory = directory;
+        IndexBytes = indexBytes;
         _kv = new FasterKV<SpanByte, SpanByte>(settings);
         _writer = NewSession();
         _lookup = NewSession();
@@ -55,6 +64,24 @@ internal sealed class EnvelopeKv : IDisposable
 
     /// <summary>Directory of the hybrid log and its checkpoints.</summary>
     public string Directory { get; }
+
+    /// <summary>Reads that went to disk (the record was beyond the in-memory part of the log).</summary>
+    public long DiskReads => Interlocked.Read(ref _diskReads);
+
+    /// <summary>Size of the hash index in bytes.</summary>
+    public long IndexBytes { get; }
+
+    /// <summary>
+    /// The hash index for a new table under a store memory budget: an eighth of it (a power of two, 1 MiB to 1 GiB).
+    /// Each envelope takes two index entries (its metadata and bytes records) and a 64-byte bucket holds seven before
+    /// FASTER chains overflow buckets, which every later lookup in that bucket walks: with the fixed 4 MiB index of
+    /// version 1 a store of 3,000,000 envelopes spent 14.4 µs of CPU per put instead of 10.8 µs with 32 MiB.
+    /// </summary>
+    public static long IndexBytesFor(long memoryBudgetBytes) =>
+        Math.Clamp(1L << System.Numerics.BitOperations.Log2((ulong)Math.Max(1, memoryBudgetBytes / 8)), 1L << 20, 1L << 30);
+
+    /// <summary>True for a size FASTER accepts for the index and this store could have chosen.</summary>
+    public static bool IsValidIndexSize(long bytes) => bytes is >= 64 and <= (1L << 30) && long.IsPow2(bytes);
 
     /// <summary>Log addresses (for diagnostics and the compaction policy).</summary>
     public long BeginAddress => _kv.Log.BeginAddress;
@@ -93,12 +120,30 @@ internal sealed class EnvelopeKv : IDisposable
         Delete('E', id);
     }
 
-    /// <summary>Metadata of an envelope, or null. A pooled reader session, or the prepare stage's own session when
-    /// <paramref name="forPrepare"/> (one thread at a time; it runs while the writer session applies an earlier group).</summary>
-    public byte[]? GetMeta(ReadOnlySpan<byte> id, bool forPrepare = false) => Read('E', id, forPrepare);
+    /// <summary>Metadata of an envelope, or null, for the store's prepare stage: on its own session (one thread at a
+    /// time; it runs while the writer session applies an earlier group), waiting for a read from disk.</summary>
+    public byte[]? GetMetaForPrepare(ReadOnlySpan<byte> id)
+    {
+        Status status = StartRead(_lookup, 'E', id, out byte[] output);
+        if (status.IsPending)
+        {
+            Interlocked.Increment(ref _diskReads);
+            _lookup.CompletePendingWithOutputs(out CompletedOutputIterator<SpanByte, SpanByte, SpanByte, byte[], Empty> completed, wait: true);
+            using (completed)
+            {
+                (status, output) = Last(completed, status, output);
+            }
+        }
+
+        return status.Found ? output : null;
+    }
+
+    /// <summary>Metadata of an envelope, or null.</summary>
+    public ValueTask<byte[]?> GetMetaAsync(ReadOnlyMemory<byte> id) => ReadAsync('E', id);
 
     /// <summary>The envelope bytes, or null once acknowledged or expired.</summary>
-    public byte[]? GetEnvelope(ReadOnlySpan<byte> id) => Read('B', id, false) is { Length: >= 8 } value ? value[8..] : null;
+    public async ValueTask<byte[]?> GetEnvelopeAsync(ReadOnlyMemory<byte> id) =>
+        await ReadAsync('B', id).ConfigureAwait(false) is { Length: >= 8 } value ? value[8..] : null;
 
     /// <summary>
     /// Writer session only: copies the live, unexpired records of the read-only part of the log to its tail and moves the
@@ -230,14 +275,14 @@ internal sealed class EnvelopeKv : IDisposable
         }
     }
 
-    private byte[]? Read(char kind, ReadOnlySpan<byte> id, bool forPrepare)
+    /// <summary>
+    /// A read on a pooled session. Waits asynchronously, both for a free session and for a read from disk, so that under
+    /// overload no pool thread blocks here: the node once stalled with ~1,700 pool threads blocked behind two readers
+    /// that waited synchronously for completions queued behind them.
+    /// </summary>
+    private async ValueTask<byte[]?> ReadAsync(char kind, ReadOnlyMemory<byte> id)
     {
-        if (forPrepare)
-        {
-            return Read(_lookup, kind, id);
-        }
-
-        _readerSlots.Wait();
+        await _readerSlots.WaitAsync().ConfigureAwait(false);
         if (!_readers.TryTake(out var session))
         {
             session = NewSession();
@@ -245,7 +290,17 @@ internal sealed class EnvelopeKv : IDisposable
 
         try
         {
-            return Read(session, kind, id);
+            Status status = StartRead(session, kind, id.Span, out byte[] output);
+            if (status.IsPending)
+            {
+                Interlocked.Increment(ref _diskReads);
+                // Not cancellable: a session must not go back to the pool with a read still pending on it.
+                using CompletedOutputIterator<SpanByte, SpanByte, SpanByte, byte[], Empty> completed =
+                    await session.CompletePendingWithOutputsAsync().ConfigureAwait(false);
+                (status, output) = Last(completed, status, output);
+            }
+
+            return status.Found ? output : null;
         }
         finally
         {
@@ -254,30 +309,28 @@ internal sealed class EnvelopeKv : IDisposable
         }
     }
 
-    private static unsafe byte[]? Read(ClientSession<SpanByte, SpanByte, SpanByte, byte[], Empty, SpanByteFunctions_ByteArrayOutput<Empty>> session, char kind, ReadOnlySpan<byte> id)
+    /// <summary>Starts a read: found or not found at once when the record is in memory, pending when it is on disk.</summary>
+    private static unsafe Status StartRead(ClientSession<SpanByte, SpanByte, SpanByte, byte[], Empty, SpanByteFunctions_ByteArrayOutput<Empty>> session, char kind, ReadOnlySpan<byte> id, out byte[] output)
     {
         Span<byte> keyBytes = stackalloc byte[33];
         MakeKey(keyBytes, kind, id);
         fixed (byte* k = keyBytes)
         {
             var key = SpanByte.FromFixedSpan(keyBytes);
-            byte[] output = null!;
-            Status status = session.Read(ref key, ref output);
-            if (status.IsPending)
-            {
-                // On disk: wait for this session's I/O (reads beyond the in-memory part of the log).
-                session.CompletePendingWithOutputs(out CompletedOutputIterator<SpanByte, SpanByte, SpanByte, byte[], Empty> completed, wait: true);
-                using (completed)
-                {
-                    while (completed.Next())
-                    {
-                        status = completed.Current.Status;
-                        output = completed.Current.Output;
-                    }
-                }
-            }
-
-            return status.Found ? output : null;
+            output = null!;
+            return session.Read(ref key, ref output);
         }
+    }
+
+    // A session has at most one read pending (each caller completes its own before the session is used again).
+    private static (Status Status, byte[] Output) Last(CompletedOutputIterator<SpanByte, SpanByte, SpanByte, byte[], Empty> completed, Status status, byte[] output)
+    {
+        while (completed.Next())
+        {
+            status = completed.Current.Status;
+            output = completed.Current.Output;
+        }
+
+        return (status, output);
     }
 }

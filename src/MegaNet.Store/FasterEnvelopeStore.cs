@@ -70,6 +70,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         _nodePublicKey = options.NodeSecretKey.AsSpan(32, 32).ToArray();
         _head = SignHead();
         MegaNetMetrics.ObserveLogSize(() => TreeSize);
+        MegaNetMetrics.ObserveTableDiskReads(() => TableDiskReads);
     }
 
     // After Restore: the committer's log index and sequence decisions start from the recovered state.
@@ -88,6 +89,9 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
 
     /// <summary>Begin and tail address of the envelope table's log (its on-disk extent; compaction moves the begin).</summary>
     public (long Begin, long Tail) TableExtent => (_kv.BeginAddress, _kv.TailAddress);
+
+    /// <summary>Table reads that went to disk since the store opened (the record had left the memory budget).</summary>
+    public long TableDiskReads => _kv.DiskReads;
 
     /// <summary>Begin address of the write-ahead log (moves forward when a checkpoint lets it be truncated).</summary>
     public long LogBeginAddress => _log.BeginAddress;
@@ -185,7 +189,10 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         try
         {
             manifest = Checkpoint.Read(dir);
-            kv = new EnvelopeKv(kvDir, options.MemoryBudgetBytes - (options.MemoryBudgetBytes / 8));
+            // A table checkpoint recovers only into an index of the size it was taken with, so the size is chosen
+            // when the table is new and the manifest carries it from then on.
+            long indexBytes = manifest?.IndexBytes ?? EnvelopeKv.IndexBytesFor(options.MemoryBudgetBytes);
+            kv = new EnvelopeKv(kvDir, options.MemoryBudgetBytes - (options.MemoryBudgetBytes / 8), indexBytes);
         }
         catch (Exception e)
         {
@@ -338,19 +345,19 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     }
 
     /// <inheritdoc />
-    public ValueTask<PutReceipt?> FindAsync(ReadOnlyMemory<byte> envelopeId, CancellationToken cancellationToken = default)
+    public async ValueTask<PutReceipt?> FindAsync(ReadOnlyMemory<byte> envelopeId, CancellationToken cancellationToken = default)
     {
         if (envelopeId.Length != 32)
         {
-            return ValueTask.FromResult<PutReceipt?>(null);
+            return null;
         }
 
-        byte[]? meta = _kv.GetMeta(envelopeId.Span);
-        return ValueTask.FromResult(meta is null ? null : ReceiptFromMeta(envelopeId.ToArray(), meta, GetTreeHead()));
+        byte[]? meta = await _kv.GetMetaAsync(envelopeId).ConfigureAwait(false);
+        return meta is null ? null : ReceiptFromMeta(envelopeId.ToArray(), meta, GetTreeHead());
     }
 
     /// <inheritdoc />
-    public ValueTask<MailboxPage> ListAsync(ReadOnlyMemory<byte> recipient, ulong afterSeq, int limit, CancellationToken cancellationToken = default)
+    public async ValueTask<MailboxPage> ListAsync(ReadOnlyMemory<byte> recipient, ulong afterSeq, int limit, CancellationToken cancellationToken = default)
     {
         if (recipient.Length != 32)
         {
@@ -370,20 +377,19 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         }
 
         var entries = new List<MailboxEntry>(picked.Count);
-        Span<byte> id = stackalloc byte[32];
         foreach (IndexEntry e in picked)
         {
             cancellationToken.ThrowIfCancellationRequested();
+            byte[] id = new byte[32];
             e.Id.CopyTo(id);
             // Null when an ack or the expiry sweep removed it since the index was read: skip it.
-            if (_kv.GetEnvelope(id) is { } envelope)
+            if (await _kv.GetEnvelopeAsync(id).ConfigureAwait(false) is { } envelope)
             {
-                entries.Add(new MailboxEntry(e.Seq, id.ToArray(), envelope, DateTimeOffset.FromUnixTimeMilliseconds(e.ExpiresUnixMs), e.LogIndex));
+                entries.Add(new MailboxEntry(e.Seq, id, envelope, DateTimeOffset.FromUnixTimeMilliseconds(e.ExpiresUnixMs), e.LogIndex));
             }
         }
 
-        // Table reads are synchronous (FASTER completes an on-disk read on this session before returning).
-        return ValueTask.FromResult(new MailboxPage(entries, next));
+        return new MailboxPage(entries, next);
     }
 
     /// <inheritdoc />
@@ -643,7 +649,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
             }
 
             walAddress = _log.TailAddress;
-            manifest = new Checkpoint.Manifest(Guid.Empty, walAddress, _merkle.Size, boxes);
+            manifest = new Checkpoint.Manifest(Guid.Empty, walAddress, _merkle.Size, _kv.IndexBytes, boxes);
         }
 
         // Compaction rewrites the live part of the table's oldest region, so only when garbage dominates. It runs
@@ -730,7 +736,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
                 continue;
             }
 
-            if (_kv.GetMeta(id, forPrepare: true) is { } meta)
+            if (_kv.GetMetaForPrepare(id) is { } meta)
             {
                 prepared.Accepted.Add((r, StoredFromMeta(id, meta), false));
                 continue;

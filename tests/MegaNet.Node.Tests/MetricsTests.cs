@@ -69,6 +69,9 @@ public sealed class MetricsTests
         // Observable gauges are read at scrape time.
         Assert.Contains("# TYPE meganet_admission_queue_depth gauge", text);
         Assert.Contains("meganet_admission_queue_depth ", text);
+        // Observable counters too, as counters.
+        Assert.Contains("# TYPE meganet_store_table_disk_reads_total counter", text);
+        Assert.Contains("\nmeganet_store_table_disk_reads_total ", text);
     }
 
     [Fact]

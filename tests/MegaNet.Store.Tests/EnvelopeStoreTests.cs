@@ -325,6 +325,80 @@ public sealed class EnvelopeStoreTests : IDisposable
     }
 
     [Fact]
+    public async Task Concurrent_reads_beyond_memory_come_from_disk_intact()
+    {
+        // An 8 MiB budget keeps 4 MiB of the table in memory; 4,000 envelopes of 4 KiB push the first ones out to disk.
+        await using FasterEnvelopeStore store = await FasterEnvelopeStore.OpenAsync(Options(_dir));
+        byte[][] recipients = Enumerable.Range(0, 16).Select(_ => Bytes(_random, 32)).ToArray();
+        var requests = Enumerable.Range(0, 4000)
+            .Select(i => new PutRequest(Bytes(_random, 4096), recipients[i % 16], DateTimeOffset.UtcNow.AddDays(1))).ToList();
+        var receipts = new List<PutReceipt>();
+        foreach (PutRequest[] chunk in requests.Chunk(500))
+        {
+            receipts.AddRange((await store.PutManyAsync(chunk)).Select(r => r.Receipt!));
+        }
+
+        long diskReadsBefore = store.TableDiskReads;
+        // 64 concurrent readers, more than the pooled reader sessions, over the oldest 512 envelopes.
+        await Task.WhenAll(Enumerable.Range(0, 64).Select(reader => Task.Run(async () =>
+        {
+            for (int i = reader; i < 512; i += 64)
+            {
+                PutReceipt? found = await store.FindAsync(receipts[i].EnvelopeId);
+                Assert.Equal(receipts[i].LogIndex, found!.LogIndex);
+                MailboxPage page = await store.ListAsync(recipients[i % 16], receipts[i].MailboxSeq - 1, 1);
+                Assert.Equal(requests[i].Envelope.ToArray(), Assert.Single(page.Entries).Envelope.ToArray());
+            }
+        })));
+        Assert.True(store.TableDiskReads - diskReadsBefore >= 512, $"{store.TableDiskReads - diskReadsBefore} table reads went to disk");
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task The_table_keeps_the_index_size_its_checkpoint_was_taken_with(bool asVersion1Manifest)
+    {
+        // A 32 MiB budget gives a 4 MiB hash index: the size every version 1 manifest (before the size was recorded) implies.
+        StoreOptions options = Options(_dir);
+        options.MemoryBudgetBytes = 32L << 20;
+        byte[] recipient = Bytes(_random, 32);
+        var receipts = new List<PutReceipt>();
+        await using (FasterEnvelopeStore store = await FasterEnvelopeStore.OpenAsync(options))
+        {
+            for (int i = 0; i < 10; i++)
+            {
+                receipts.Add(await store.PutAsync(new PutRequest(Bytes(_random, 300), recipient, DateTimeOffset.UtcNow.AddDays(1))));
+            }
+        }
+
+        string storeDir = Path.Combine(_dir, "store");
+        Assert.Equal(4L << 20, Checkpoint.Read(storeDir)!.IndexBytes);
+        if (asVersion1Manifest)
+        {
+            // Version 1 layout: magic, version, token, WAL address, leaf count, mailboxes (no index size), SHA-256.
+            byte[] v2 = File.ReadAllBytes(Checkpoint.ManifestPath(storeDir));
+            byte[] body = [.. v2.AsSpan(0, 40), .. v2.AsSpan(48, v2.Length - 48 - 32)];
+            BitConverter.TryWriteBytes(body.AsSpan(4), 1);
+            File.WriteAllBytes(Checkpoint.ManifestPath(storeDir), [.. body, .. System.Security.Cryptography.SHA256.HashData(body)]);
+        }
+
+        // A larger budget would choose an 8 MiB index for a new table; FASTER refuses to recover a checkpoint into that.
+        options.MemoryBudgetBytes = 64L << 20;
+        await using (FasterEnvelopeStore reopened = await FasterEnvelopeStore.OpenAsync(options))
+        {
+            Assert.Equal(10, (await reopened.ListAsync(recipient, 0, 100)).Entries.Count);
+            foreach (PutReceipt receipt in receipts)
+            {
+                Assert.Equal(receipt.LogIndex, (await reopened.FindAsync(receipt.EnvelopeId))!.LogIndex);
+            }
+
+            Assert.Equal(10, (await reopened.PutAsync(new PutRequest(Bytes(_random, 300), recipient, DateTimeOffset.UtcNow.AddDays(1)))).LogIndex);
+        }
+
+        Assert.Equal(4L << 20, Checkpoint.Read(storeDir)!.IndexBytes);
+    }
+
+    [Fact]
     public async Task A_damaged_checkpoint_manifest_is_an_error_naming_it()
     {
         StoreOptions options = Options(_dir);

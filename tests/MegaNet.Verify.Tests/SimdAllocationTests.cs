@@ -19,9 +19,15 @@ public sealed class SimdAllocationTests(ITestOutputHelper output)
         verifier.Verify(batch, verdicts);
         verifier.Verify(batch, verdicts);
 
-        long before = GC.GetAllocatedBytesForCurrentThread();
-        verifier.Verify(batch, verdicts);
-        long allocated = GC.GetAllocatedBytesForCurrentThread() - before;
+        // Least over several warm batches: a per-item allocation shows in every batch, while a one-off (the shared
+        // ArrayPool trimmed under another test's memory pressure, so one rent makes a fresh array) shows in one.
+        long allocated = long.MaxValue;
+        for (int round = 0; round < 5; round++)
+        {
+            long before = GC.GetAllocatedBytesForCurrentThread();
+            verifier.Verify(batch, verdicts);
+            allocated = Math.Min(allocated, GC.GetAllocatedBytesForCurrentThread() - before);
+        }
 
         output.WriteLine($"batch {size}: {allocated} bytes allocated");
         Assert.All(verdicts, Assert.True);

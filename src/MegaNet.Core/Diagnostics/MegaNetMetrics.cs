@@ -51,12 +51,17 @@ public static class MegaNetMetrics
     private static Func<long> _queueDepth = static () => 0;
     private static Func<long> _logSize = static () => 0;
     private static Func<long> _peers = static () => 0;
+    private static Func<long> _tableDiskReads = static () => 0;
 
     /// <summary>Admission queue depth (observable; the pipeline supplies the source).</summary>
     public static readonly ObservableGauge<long> AdmissionQueueDepth = Meter.CreateObservableGauge("meganet.admission.queue_depth", () => _queueDepth(), "{envelope}", "Envelopes waiting for verification");
 
     /// <summary>Leaves in the transparency log (observable; the store supplies the source).</summary>
     public static readonly ObservableGauge<long> LogSize = Meter.CreateObservableGauge("meganet.store.log_size", () => _logSize(), "{leaf}", "Transparency log size");
+
+    /// <summary>Envelope-table reads that had to go to disk (observable; the store supplies the source). When it climbs
+    /// with every mailbox read or replay check, the memory budget holds less than the mail being read.</summary>
+    public static readonly ObservableCounter<long> TableDiskReads = Meter.CreateObservableCounter("meganet.store.table_disk_reads", () => _tableDiskReads(), "{read}", "Envelope table reads served from disk (beyond the memory budget)");
 
     /// <summary>Connected peers (the mesh is not built yet; reads 0 until it is).</summary>
     public static readonly ObservableGauge<long> ConnectedPeers = Meter.CreateObservableGauge("meganet.mesh.peers", () => _peers(), "{peer}", "Connected peer nodes");
@@ -66,6 +71,9 @@ public static class MegaNetMetrics
 
     /// <summary>Sets the source of the log size gauge.</summary>
     public static void ObserveLogSize(Func<long> source) => _logSize = source ?? throw new ArgumentNullException(nameof(source));
+
+    /// <summary>Sets the source of the table disk reads counter.</summary>
+    public static void ObserveTableDiskReads(Func<long> source) => _tableDiskReads = source ?? throw new ArgumentNullException(nameof(source));
 
     /// <summary>Sets the source of the connected peers gauge.</summary>
     public static void ObservePeers(Func<long> source) => _peers = source ?? throw new ArgumentNullException(nameof(source));

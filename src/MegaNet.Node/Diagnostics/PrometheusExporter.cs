@@ -10,7 +10,7 @@ namespace MegaNet.Node.Diagnostics;
 /// Aggregates the <c>MegaNet</c> meter in-process with a <see cref="MeterListener"/> and renders it in the Prometheus
 /// text format for the optional <c>/metrics</c> endpoint (off by default; <c>MetricsListen</c> turns it on).
 /// Counters export their total, up-down counters their value, histograms <c>_count</c> and <c>_sum</c>, and
-/// observable gauges are read at scrape time.
+/// observable gauges and counters are read at scrape time.
 /// </summary>
 public sealed class PrometheusExporter : IDisposable
 {
@@ -41,8 +41,9 @@ public sealed class PrometheusExporter : IDisposable
         {
             Series first = group.First().Value;
             // Counters are exposed as NAME_total (the Prometheus convention), with HELP/TYPE naming the same sample.
-            string name = Sanitize(group.Key) + (first.Kind == "counter" ? "_total" : string.Empty);
-            string type = first.Kind switch { "counter" => "counter", "histogram" => "summary", _ => "gauge" };
+            bool counter = first.Kind is "counter" or "observed-counter";
+            string name = Sanitize(group.Key) + (counter ? "_total" : string.Empty);
+            string type = counter ? "counter" : first.Kind == "histogram" ? "summary" : "gauge";
             sb.Append(CultureInfo.InvariantCulture, $"# HELP {name} {first.Description}\n# TYPE {name} {type}\n");
             foreach (var (key, s) in group)
             {
@@ -71,7 +72,8 @@ public sealed class PrometheusExporter : IDisposable
             : _series.GetOrAdd((instrument.Name, Labels(tags)), static (_, s) => new Series(s.Kind, s.Description), state);
         lock (series)
         {
-            if (state.Kind == "gauge")
+            // Observable instruments report their current value (an observable counter its running total).
+            if (state.Kind is "gauge" or "observed-counter")
             {
                 series.Sum = value;
             }
@@ -89,6 +91,7 @@ public sealed class PrometheusExporter : IDisposable
         Counter<long> or Counter<int> or Counter<double> => "counter",
         Histogram<long> or Histogram<int> or Histogram<double> => "histogram",
         UpDownCounter<long> or UpDownCounter<int> or UpDownCounter<double> => "updown",
+        ObservableCounter<long> or ObservableCounter<int> or ObservableCounter<double> => "observed-counter",
         _ => "gauge",
     };
 
