@@ -71,6 +71,35 @@ public static class EnvelopeFormat
         BinaryPrimitives.WriteUInt64BigEndian(destination[(CoreLength + 4)..], envelope.Pow?.Nonce ?? 0);
     }
 
+    /// <summary>Length of the bytes an envelope id hashes: signing bytes ‖ signature.</summary>
+    public const int IdInputLength = SigningLength + 64;
+
+    /// <summary>
+    /// The envelope id: BLAKE2b-256(signing bytes ‖ signature). A fixed layout that covers every field (the sealed
+    /// payload through its hash in the core bytes), so a client in any language computes it without re-encoding
+    /// protobuf, and a relay hashes the payload once per envelope, not twice.
+    /// </summary>
+    public static byte[] EnvelopeId(Envelope envelope)
+    {
+        ArgumentNullException.ThrowIfNull(envelope);
+        Span<byte> input = stackalloc byte[IdInputLength];
+        WriteIdInput(envelope, input);
+        return HashAlgorithm.Blake2b_256.Hash(input);
+    }
+
+    /// <summary>Writes signing bytes ‖ signature (exactly <see cref="IdInputLength"/> bytes), the input of
+    /// <see cref="EnvelopeId"/>, for callers that keep it in a buffer of their own and need the signing bytes too.</summary>
+    public static void WriteIdInput(Envelope envelope, Span<byte> destination)
+    {
+        if (destination.Length != IdInputLength)
+        {
+            throw new ArgumentException($"The destination must be {IdInputLength} bytes.", nameof(destination));
+        }
+
+        WriteSigningBytes(envelope, destination[..SigningLength]);
+        CopyFixed(envelope.Signature.Span, destination[SigningLength..]);
+    }
+
     private static void WriteCore(Envelope envelope, Span<byte> bytes)
     {
         ArgumentNullException.ThrowIfNull(envelope);

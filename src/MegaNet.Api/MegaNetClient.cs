@@ -41,7 +41,15 @@ public sealed class MegaNetClient : IDisposable
         StatusResponse status = await Relay.StatusAsync(new StatusRequest(), cancellationToken: cancellationToken);
         DateTimeOffset expires = DateTimeOffset.UtcNow + (ttl ?? TimeSpan.FromDays(7));
         Envelope envelope = EnvelopeFormat.Seal(sender, recipient, content, contentType, fileName, expires, (int)status.PowBitsRequired);
-        return await Relay.SubmitAsync(new SubmitRequest { Envelope = envelope }, cancellationToken: cancellationToken);
+        Receipt receipt = await Relay.SubmitAsync(new SubmitRequest { Envelope = envelope }, cancellationToken: cancellationToken);
+        byte[] id = EnvelopeFormat.EnvelopeId(envelope);
+        if (!receipt.EnvelopeId.Span.SequenceEqual(id))
+        {
+            throw new InvalidOperationException(
+                $"The node's receipt names envelope {Convert.ToHexStringLower(receipt.EnvelopeId.Span)}, not the one sent ({Convert.ToHexStringLower(id)}): do not rely on this node.");
+        }
+
+        return receipt;
     }
 
     /// <summary>Signs a fresh challenge for <paramref name="identity"/>'s mailbox.</summary>

@@ -47,14 +47,14 @@ public interface IEnvelopeStore : IAsyncDisposable
 /// <param name="ExpiresAt">When the envelope may be dropped; within the node's maximum TTL.</param>
 public sealed record PutRequest(ReadOnlyMemory<byte> Envelope, ReadOnlyMemory<byte> Recipient, DateTimeOffset ExpiresAt)
 {
-    /// <summary>BLAKE2b-256 of <see cref="Envelope"/> when the caller has computed it already (admission needs it for
-    /// replay detection), so the store need not hash the envelope again. Trusted as given: a wrong id would file the
-    /// envelope under another name. Empty (the default): the store computes it.</summary>
+    /// <summary>The envelope's 32-byte id as its format defines it (for MegaNet envelopes BLAKE2b-256 of signing bytes ‖
+    /// signature, docs/protocol.md; admission computes it for the replay check). Trusted as given: a wrong id would file
+    /// the envelope under another name. Empty (the default): the store uses BLAKE2b-256 of <see cref="Envelope"/>.</summary>
     public ReadOnlyMemory<byte> EnvelopeId { get; init; }
 }
 
 /// <summary>Proof that the node accepted an envelope.</summary>
-/// <param name="EnvelopeId">32-byte BLAKE2b-256 of the envelope bytes.</param>
+/// <param name="EnvelopeId">The 32-byte envelope id (<see cref="PutRequest.EnvelopeId"/>).</param>
 /// <param name="LogIndex">Index of the envelope's leaf in the transparency log.</param>
 /// <param name="MailboxSeq">Sequence number of the entry in the recipient's mailbox.</param>
 /// <param name="TreeHead">A signed tree head that includes the leaf.</param>

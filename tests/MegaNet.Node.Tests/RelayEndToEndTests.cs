@@ -124,7 +124,7 @@ public sealed class RelayEndToEndTests
                 }
 
                 Assert.Equal(0, results[i].StatusCode);
-                Assert.Equal(NSec.Cryptography.HashAlgorithm.Blake2b_256.Hash(sent[i].ToByteArray()), results[i].Receipt.EnvelopeId.ToByteArray());
+                Assert.Equal(EnvelopeFormat.EnvelopeId(sent[i]), results[i].Receipt.EnvelopeId.ToByteArray());
             }
         }
 

@@ -78,8 +78,8 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
     }
 
     /// <summary>Admits one envelope. The task faults with an <see cref="RpcException"/> whose status says why not.</summary>
-    /// <remarks>No per-call state machine: the checks run synchronously (the replay lookup completes synchronously on
-    /// the FASTER store) and the task handed back is the pending submission itself, completed by the store stage.
+    /// <remarks>No per-call state machine: the checks run synchronously (the replay lookup completes synchronously when
+    /// the FASTER store has the record in memory; a read from disk continues asynchronously) and the task handed back is the pending submission itself, completed by the store stage.
     /// Cancellation does not withdraw a queued submission; its result is simply not read.</remarks>
     public Task<Receipt> SubmitAsync(Envelope envelope, CancellationToken cancellationToken)
     {
@@ -425,10 +425,12 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
             Envelope = envelope;
             Start = start;
             _length = length;
-            _buffer = ArrayPool<byte>.Shared.Rent(length + 32 + EnvelopeFormat.SigningLength);
+            // canonical bytes ‖ signing bytes ‖ signature ‖ id: the id hashes the two in the middle.
+            _buffer = ArrayPool<byte>.Shared.Rent(length + EnvelopeFormat.IdInputLength + 32);
             envelope.WriteTo(_buffer.AsSpan(0, length));
-            NSec.Cryptography.HashAlgorithm.Blake2b_256.Hash(_buffer.AsSpan(0, length), _buffer.AsSpan(length, 32));
-            EnvelopeFormat.WriteSigningBytes(envelope, _buffer.AsSpan(length + 32, EnvelopeFormat.SigningLength));
+            Span<byte> idInput = _buffer.AsSpan(length, EnvelopeFormat.IdInputLength);
+            EnvelopeFormat.WriteIdInput(envelope, idInput);
+            NSec.Cryptography.HashAlgorithm.Blake2b_256.Hash(idInput, _buffer.AsSpan(length + EnvelopeFormat.IdInputLength, 32));
         }
 
         public Envelope Envelope { get; }
@@ -436,11 +438,13 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
         /// <summary><see cref="Stopwatch"/> timestamp of arrival.</summary>
         public long Start { get; }
 
+        /// <summary>The envelope re-encoded: what the store keeps.</summary>
         public ReadOnlyMemory<byte> Canonical => Buffer.AsMemory(0, _length);
 
-        public ReadOnlyMemory<byte> Id => Buffer.AsMemory(_length, 32);
+        /// <summary><see cref="EnvelopeFormat.EnvelopeId"/>.</summary>
+        public ReadOnlyMemory<byte> Id => Buffer.AsMemory(_length + EnvelopeFormat.IdInputLength, 32);
 
-        public ReadOnlySpan<byte> SigningBytes => Buffer.AsSpan(_length + 32, EnvelopeFormat.SigningLength);
+        public ReadOnlySpan<byte> SigningBytes => Buffer.AsSpan(_length, EnvelopeFormat.SigningLength);
 
         private byte[] Buffer => _buffer ?? throw new InvalidOperationException("The submission's buffer was already released.");
 

@@ -7,9 +7,10 @@ namespace MegaNet.Node.Benchmarking;
 
 /// <summary>What <c>meganet load</c> measured. <paramref name="SteadyP50Ms"/> and <paramref name="SteadyP99Ms"/> cover only the
 /// calls started after the first <see cref="LoadGenerator.WarmUpSeconds"/> seconds (the node's code paths are compiled
-/// and tiered up by then); NaN when fewer than 1,000 calls started after that.</summary>
+/// and tiered up by then) and <paramref name="SteadyAcceptedPerSecond"/> the acceptances completed after them; NaN when
+/// fewer than 1,000 calls started after that.</summary>
 public sealed record LoadReport(string Mode, int Clients, int Sent, int Accepted, int Refused, double Seconds, double P50Ms, double P99Ms,
-    double SteadyP50Ms, double SteadyP99Ms, double MeanServerBatch, string Backend)
+    double SteadyP50Ms, double SteadyP99Ms, double SteadyAcceptedPerSecond, double MeanServerBatch, string Backend)
 {
     public double AcceptedPerSecond => Accepted / Seconds;
 }
@@ -54,6 +55,7 @@ public sealed class LoadGenerator(Uri node, int clients, TextWriter? progress = 
         StatusResponse before = await client.Relay.StatusAsync(new StatusRequest(), cancellationToken: ct);
         var latencies = new double[envelopes.Count];
         var startedAt = new double[envelopes.Count];
+        var ok = new bool[envelopes.Count];
         int accepted = 0, refused = 0;
         var watch = Stopwatch.StartNew();
 
@@ -64,6 +66,7 @@ public sealed class LoadGenerator(Uri node, int clients, TextWriter? progress = 
             try
             {
                 await client.Relay.SubmitAsync(new SubmitRequest { Envelope = envelopes[i] }, cancellationToken: ct);
+                ok[i] = true;
                 Interlocked.Increment(ref accepted);
             }
             catch (RpcException)
@@ -98,7 +101,7 @@ public sealed class LoadGenerator(Uri node, int clients, TextWriter? progress = 
         }, ct)));
         double seconds = watch.Elapsed.TotalSeconds;
         string mode = targetRate > 0 ? $"unary (open loop at {targetRate:N0}/s)" : "unary";
-        return await Report(mode, envelopes.Count, accepted, refused, seconds, latencies, startedAt, client, before, ct);
+        return await Report(mode, envelopes.Count, accepted, refused, seconds, latencies, startedAt, ok, client, before, ct);
     }
 
     /// <summary>Streaming submits: each client opens one SubmitStream and pipelines its share.</summary>
@@ -109,6 +112,7 @@ public sealed class LoadGenerator(Uri node, int clients, TextWriter? progress = 
         var sentAt = new long[envelopes.Count];
         var startedAt = new double[envelopes.Count];
         var latencies = new double[envelopes.Count];
+        var ok = new bool[envelopes.Count];
         int accepted = 0, refused = 0;
         var watch = Stopwatch.StartNew();
         await Task.WhenAll(Enumerable.Range(0, clients).Select(c => Task.Run(async () =>
@@ -124,6 +128,7 @@ public sealed class LoadGenerator(Uri node, int clients, TextWriter? progress = 
                     latencies[i] = Stopwatch.GetElapsedTime(sentAt[i]).TotalMilliseconds;
                     if (r.StatusCode == 0)
                     {
+                        ok[i] = true;
                         Interlocked.Increment(ref accepted);
                     }
                     else
@@ -143,22 +148,27 @@ public sealed class LoadGenerator(Uri node, int clients, TextWriter? progress = 
             await reader;
         }, ct)));
         double seconds = watch.Elapsed.TotalSeconds;
-        return await Report("stream", envelopes.Count, accepted, refused, seconds, latencies, startedAt, client, before, ct);
+        return await Report("stream", envelopes.Count, accepted, refused, seconds, latencies, startedAt, ok, client, before, ct);
     }
 
     private async Task<LoadReport> Report(string mode, int sent, int accepted, int refused, double seconds, double[] latencies, double[] startedAt,
-        MegaNetClient client, StatusResponse before, CancellationToken ct)
+        bool[] ok, MegaNetClient client, StatusResponse before, CancellationToken ct)
     {
         StatusResponse after = await client.Relay.StatusAsync(new StatusRequest(), cancellationToken: ct);
         double batches = after.BatchesVerified - before.BatchesVerified;
         double signatures = after.SignaturesVerified - before.SignaturesVerified;
         double[] steady = latencies.Where((_, i) => startedAt[i] >= WarmUpSeconds).Order().ToArray();
+        // Acceptances completed after the warm-up, over the time after it: the rate once the node's code is tiered up.
+        int acceptedLater = Enumerable.Range(0, sent).Count(i => ok[i] && startedAt[i] + (latencies[i] / 1000) >= WarmUpSeconds);
         Array.Sort(latencies);
         bool hasSteady = steady.Length >= 1000;
         var report = new LoadReport(mode, clients, sent, accepted, refused, seconds, Percentile(latencies, 0.50), Percentile(latencies, 0.99),
             hasSteady ? Percentile(steady, 0.50) : double.NaN, hasSteady ? Percentile(steady, 0.99) : double.NaN,
+            hasSteady ? acceptedLater / (seconds - WarmUpSeconds) : double.NaN,
             batches == 0 ? 0 : signatures / batches, after.VerifierBackend);
-        string steadyText = hasSteady ? $" (after the first {WarmUpSeconds:0} s: p50 {report.SteadyP50Ms:F2} ms, p99 {report.SteadyP99Ms:F2} ms)" : string.Empty;
+        string steadyText = hasSteady
+            ? $" (after the first {WarmUpSeconds:0} s: {report.SteadyAcceptedPerSecond:N0} accepted/s, p50 {report.SteadyP50Ms:F2} ms, p99 {report.SteadyP99Ms:F2} ms)"
+            : string.Empty;
         progress?.WriteLine($"{mode,-6} clients {clients}: {report.AcceptedPerSecond,10:N0} accepted/s ({accepted}/{sent}, {refused} refused), p50 {report.P50Ms:F2} ms, p99 {report.P99Ms:F2} ms{steadyText}, mean verifier batch {report.MeanServerBatch:F1} ({report.Backend})");
         return report;
     }

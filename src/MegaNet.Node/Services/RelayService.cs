@@ -22,6 +22,8 @@ public sealed class RelayService(
 {
     private const int MaxVerifyItems = 65_536;
 
+    private static readonly WriteOptions BufferedWrite = new(WriteFlags.BufferHint);
+
     public override Task<Receipt> Submit(SubmitRequest request, ServerCallContext context) =>
         admission.SubmitAsync(request.Envelope, context.CancellationToken);
 
@@ -44,6 +46,10 @@ public sealed class RelayService(
                     result = new SubmitResult { StatusCode = (int)e.StatusCode, Error = e.Status.Detail };
                 }
 
+                // Receipts complete a store group at a time: while the next one is ready too, this one is only
+                // buffered, so a run of receipts leaves in one flush (one HTTP/2 frame, one socket write), not one each.
+                bool nextReady = inFlight.Reader.TryPeek(out Task<Receipt>? next) && next.IsCompleted;
+                responseStream.WriteOptions = nextReady ? BufferedWrite : null;
                 await responseStream.WriteAsync(result, context.CancellationToken).ConfigureAwait(false);
             }
         });
