@@ -112,6 +112,7 @@ public sealed class CommandLineErrorTests
     [Theory]
     [InlineData("fetch", "--node", "nonsense")]
     [InlineData("load", "--node", "127.0.0.1:7700")]
+    [InlineData("load", "--warmup", "-1")]
     [InlineData("profile", "--trace", "x.nettrace", "--duration", "5x")]
     [InlineData("verify", "--in")]
     public void A_bad_option_value_exits_1_with_a_message(params string[] args)

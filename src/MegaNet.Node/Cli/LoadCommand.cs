@@ -25,19 +25,25 @@ internal static class LoadCommand
             Description = "Unary offered load in envelopes/s: calls start on schedule whether or not earlier ones have returned (open loop). " +
                 "Default: half the measured streaming rate with --mode both; with --mode unary, closed loop (each client waits for its answer).",
         };
+        var warmup = new Option<int>("--warmup")
+        {
+            Description = "Envelopes sent before the measured phases, not counted: half streamed, half unary one call per client at a time, " +
+                "so the node's code for both paths is compiled and tiered up (a cold node builds a backlog an open loop never drains). 0 skips it. Default 10,000.",
+            DefaultValueFactory = _ => 10_000,
+        };
         var backend = new Option<string>("--backend", "-b") { Description = "Verifier backend of the embedded node. Default auto.", DefaultValueFactory = _ => "auto" };
         var command = new Command("load", "Drive concurrent clients at a node and report accepted envelopes/s, p50/p99 latency and the verifier batch sizes achieved.")
         {
-            node, clients, count, mode, rate, backend,
+            node, clients, count, mode, rate, warmup, backend,
         };
         command.SetAction(async (parse, ct) =>
         {
-            int n = parse.GetValue(count), c = parse.GetValue(clients);
+            int n = parse.GetValue(count), c = parse.GetValue(clients), w = parse.GetValue(warmup);
             string m = parse.GetValue(mode)!;
             double offered = parse.GetValue(rate);
-            if (n < 1 || c < 1 || m is not ("both" or "stream" or "unary") || offered < 0 || double.IsNaN(offered))
+            if (n < 1 || c < 1 || w < 0 || m is not ("both" or "stream" or "unary") || offered < 0 || double.IsNaN(offered))
             {
-                Console.Error.WriteLine("meganet load: --envelopes and --clients must be positive, --rate zero or positive, and --mode one of stream, unary, both.");
+                Console.Error.WriteLine("meganet load: --envelopes and --clients must be positive, --rate and --warmup zero or positive, and --mode one of stream, unary, both.");
                 return 1;
             }
 
@@ -69,6 +75,17 @@ internal static class LoadCommand
             try
             {
                 Console.WriteLine($"sealing {n} envelopes from 256 sending keys to 64 recipients ...");
+                if (w > 0)
+                {
+                    Console.WriteLine($"warm-up: {w} envelopes, not counted ...");
+                    var quiet = new LoadGenerator(target, c);
+                    await quiet.RunStreamingAsync(LoadGenerator.Prepare(w - (w / 2)), ct);
+                    if (w / 2 > 0)
+                    {
+                        await quiet.RunUnaryAsync(LoadGenerator.Prepare(w / 2), 0, ct);
+                    }
+                }
+
                 var generator = new LoadGenerator(target, c, Console.Out);
                 double streamRate = 0;
                 if (m is "both" or "stream")
