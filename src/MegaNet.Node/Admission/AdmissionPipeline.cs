@@ -79,8 +79,9 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
 
     /// <summary>Admits one envelope. The task faults with an <see cref="RpcException"/> whose status says why not.</summary>
     /// <remarks>No per-call state machine: the checks run synchronously (the replay lookup completes synchronously when
-    /// the FASTER store has the record in memory; a read from disk continues asynchronously) and the task handed back is the pending submission itself, completed by the store stage.
-    /// Cancellation does not withdraw a queued submission; its result is simply not read.</remarks>
+    /// the FASTER store has the record in memory; a read from disk continues asynchronously) and the task handed back
+    /// is the pending submission itself, completed by the store stage. Cancellation does not withdraw a queued
+    /// submission; its result is simply not read.</remarks>
     public Task<Receipt> SubmitAsync(Envelope envelope, CancellationToken cancellationToken)
     {
         Pending? pending = null;

@@ -74,7 +74,6 @@ internal static class LoadCommand
 
             try
             {
-                Console.WriteLine($"sealing {n} envelopes from 256 sending keys to 64 recipients ...");
                 if (w > 0)
                 {
                     Console.WriteLine($"warm-up: {w} envelopes, not counted ...");
@@ -85,6 +84,8 @@ internal static class LoadCommand
                         await quiet.RunUnaryAsync(LoadGenerator.Prepare(w / 2), 0, ct);
                     }
                 }
+
+                Console.WriteLine($"sealing {n} envelopes from 256 sending keys to 64 recipients ...");
 
                 var generator = new LoadGenerator(target, c, Console.Out);
                 double streamRate = 0;
