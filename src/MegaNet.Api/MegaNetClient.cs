@@ -46,7 +46,8 @@ public sealed class MegaNetClient : IDisposable
         if (!receipt.EnvelopeId.Span.SequenceEqual(id))
         {
             throw new InvalidOperationException(
-                $"The node's receipt names envelope {Convert.ToHexStringLower(receipt.EnvelopeId.Span)}, not the one sent ({Convert.ToHexStringLower(id)}): do not rely on this node.");
+                $"The node's receipt names envelope {Convert.ToHexStringLower(receipt.EnvelopeId.Span)}, not the one sent ({Convert.ToHexStringLower(id)}). " +
+                "The node is faulty, or older than the envelope-id rule of docs/protocol.md (changed 2026-11-28): do not count this as delivered.");
         }
 
         return receipt;
