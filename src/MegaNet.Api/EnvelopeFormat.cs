@@ -145,6 +145,15 @@ public static class EnvelopeFormat
     /// <summary>True if the envelope's stamp claims at least <paramref name="requiredBits"/> and really has them.</summary>
     public static bool HasValidPow(Envelope envelope, int requiredBits)
     {
+        ArgumentNullException.ThrowIfNull(envelope);
+        return requiredBits <= 0 || (envelope.Pow is { } pow && pow.Bits >= requiredBits && HasValidPow(CoreBytes(envelope), envelope, requiredBits));
+    }
+
+    /// <summary><see cref="HasValidPow(Envelope, int)"/> for a caller that already holds the envelope's
+    /// <see cref="CoreBytes"/> (<see cref="CoreLength"/> bytes), so the sealed payload is not hashed again.</summary>
+    public static bool HasValidPow(ReadOnlySpan<byte> coreBytes, Envelope envelope, int requiredBits)
+    {
+        ArgumentNullException.ThrowIfNull(envelope);
         if (requiredBits <= 0)
         {
             return true;
@@ -155,7 +164,8 @@ public static class EnvelopeFormat
             return false;
         }
 
-        byte[] digest = HashAlgorithm.Blake2b_256.Hash(CoreBytes(envelope));
+        Span<byte> digest = stackalloc byte[32];
+        HashAlgorithm.Blake2b_256.Hash(coreBytes, digest);
         return PowZeroBits(digest, envelope.Pow.Nonce) >= envelope.Pow.Bits;
     }
 

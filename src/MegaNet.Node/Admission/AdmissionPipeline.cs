@@ -147,7 +147,7 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
             }
 
             int bits = PowBitsRequired;
-            if (!EnvelopeFormat.HasValidPow(pending.Envelope, bits))
+            if (!EnvelopeFormat.HasValidPow(pending.SigningBytes[..EnvelopeFormat.CoreLength], pending.Envelope, bits))
             {
                 throw Reject("pow", StatusCode.FailedPrecondition,
                     $"The node is under load and requires a proof-of-work stamp of at least {bits} bits (see Status.pow_bits_required).", powBits: bits);
@@ -414,7 +414,8 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
     private static partial void LogStoreFailed(ILogger logger, Exception exception, int count);
 
     /// <summary>A submission on its way through admission, and the task its caller awaits. One pooled buffer holds
-    /// the canonical envelope bytes (what the store keeps), their id, and the bytes the sending key signed.</summary>
+    /// the canonical envelope bytes (what the store keeps), the signing bytes (whose core bytes the proof-of-work check
+    /// reuses) with the signature after them, and the id hashed from those two.</summary>
     private sealed class Pending : TaskCompletionSource<Receipt>
     {
         private readonly int _length;
