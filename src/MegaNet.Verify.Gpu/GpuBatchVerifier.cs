@@ -121,7 +121,9 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
                     Finish(slot, verdicts);
                     int n = Math.Min(chunk, count - done);
                     slot.EnsureCapacity(n, _maxBatch);
+                    long prepared = Stopwatch.GetTimestamp();
                     PrepareOnHost(batch, start + done, n, slot.Keys!.GetArray(), slot.Rs!.GetArray(), slot.Scalars!.GetArray(), slot.Pre!.GetArray());
+                    MegaNetMetrics.GpuHostTime.Record(Stopwatch.GetElapsedTime(prepared).TotalMilliseconds);
                     Launch(slot, done, n);
                 }
 

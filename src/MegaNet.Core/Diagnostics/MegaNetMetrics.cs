@@ -24,11 +24,14 @@ public static class MegaNetMetrics
     /// <summary>Wall time of one backend batch call in milliseconds, tagged <c>backend</c>.</summary>
     public static readonly Histogram<double> BatchDuration = Meter.CreateHistogram<double>("meganet.verify.batch_duration", "ms", "Time per verification batch");
 
-    /// <summary>GPU kernel time per batch in milliseconds.</summary>
-    public static readonly Histogram<double> GpuKernelTime = Meter.CreateHistogram<double>("meganet.gpu.kernel_time", "ms", "GPU kernel time per batch");
+    /// <summary>GPU kernel time per launch in milliseconds (a large batch is cut into several launches).</summary>
+    public static readonly Histogram<double> GpuKernelTime = Meter.CreateHistogram<double>("meganet.gpu.kernel_time", "ms", "GPU kernel time per launch");
 
-    /// <summary>GPU host↔device transfer time per batch in milliseconds.</summary>
-    public static readonly Histogram<double> GpuTransferTime = Meter.CreateHistogram<double>("meganet.gpu.transfer_time", "ms", "GPU copy time per batch");
+    /// <summary>GPU host↔device copy time per launch in milliseconds.</summary>
+    public static readonly Histogram<double> GpuTransferTime = Meter.CreateHistogram<double>("meganet.gpu.transfer_time", "ms", "GPU copy time per launch");
+
+    /// <summary>Host time per GPU launch in milliseconds: the S &lt; L checks and SHA-512 of R ‖ A ‖ M for its items.</summary>
+    public static readonly Histogram<double> GpuHostTime = Meter.CreateHistogram<double>("meganet.gpu.host_time", "ms", "Host preparation (S < L, SHA-512) per GPU launch");
 
     /// <summary>Envelopes accepted by admission.</summary>
     public static readonly Counter<long> EnvelopesAccepted = Meter.CreateCounter<long>("meganet.admission.accepted", "{envelope}", "Envelopes accepted");

@@ -32,6 +32,9 @@ public sealed class VerifyBenchmarkOptions
 
     /// <summary>Check every backend's verdicts against the reference on a mixed sample first.</summary>
     public bool Check { get; init; }
+
+    /// <summary>Items in that mixed sample.</summary>
+    public int CheckItems { get; init; } = 512;
 }
 
 /// <summary>One measured point.</summary>
@@ -42,7 +45,24 @@ public sealed record VerifyBenchmarkResult(
     [property: JsonPropertyName("verifies_per_s")] double VerifiesPerSecond,
     [property: JsonPropertyName("ratio_to_libsodium")] double RatioToLibsodium,
     [property: JsonPropertyName("key_cache")] bool KeyCache,
-    [property: JsonPropertyName("description")] string Description);
+    [property: JsonPropertyName("description")] string Description)
+{
+    /// <summary>Wall time of one batch call in milliseconds (the added latency of verifying a batch this size).</summary>
+    [JsonPropertyName("ms_per_batch")]
+    public double MillisecondsPerBatch => Batch / VerifiesPerSecond * 1000;
+
+    /// <summary>For GPU backends, where one batch's time went; null for the others.</summary>
+    [JsonPropertyName("gpu")]
+    public GpuBreakdown? Gpu { get; init; }
+}
+
+/// <summary>Per batch, summed over its launches: host preparation (S &lt; L, SHA-512), host↔device copies and kernel,
+/// in milliseconds. Launches overlap (two streams), so the parts can add up to more than the batch's wall time.</summary>
+public sealed record GpuBreakdown(
+    [property: JsonPropertyName("host_ms")] double HostMs,
+    [property: JsonPropertyName("copy_ms")] double CopyMs,
+    [property: JsonPropertyName("kernel_ms")] double KernelMs,
+    [property: JsonPropertyName("launches")] double Launches);
 
 /// <summary>The machine a sweep ran on.</summary>
 public sealed record MachineInfo(
@@ -99,36 +119,72 @@ public sealed class VerifyBenchmark(BatchVerifierRegistry registry, VerifyBenchm
     {
         var results = new List<VerifyBenchmarkResult>();
         using var libsodium = new LibsodiumBatchVerifier();
+        // One instance per backend and thread count for the whole sweep: a GPU backend compiles its kernel and sizes
+        // its buffers once, as in a node.
+        var verifiers = new Dictionary<(string Backend, int Threads), IBatchVerifier>();
+        try
+        {
+            Sweep(results, libsodium, verifiers);
+        }
+        finally
+        {
+            foreach (IBatchVerifier verifier in verifiers.Values)
+            {
+                verifier.Dispose();
+            }
+        }
+
+        return new VerifyBenchmarkReport(MachineInfo.Current(), results);
+    }
+
+    private void Sweep(List<VerifyBenchmarkResult> results, LibsodiumBatchVerifier libsodium, Dictionary<(string Backend, int Threads), IBatchVerifier> verifiers)
+    {
         foreach (int size in options.BatchSizes)
         {
             using SignatureBatch batch = MakeBatch(size, options.DistinctKeys);
-            double baseline = Measure(libsodium, batch);
+            // libsodium verifies one item at a time, so its rate does not depend on the batch size; timing it on a
+            // slice keeps one call short at batch 1,000,000 (a whole batch would take half a minute per call).
+            using SignatureBatch baselineBatch = size <= BaselineSlice ? batch : Slice(batch, BaselineSlice);
+            double baseline = Measure(libsodium, baselineBatch);
             results.Add(new VerifyBenchmarkResult(libsodium.Name, size, 1, baseline, 1.0, false, libsodium.Description));
             progress?.WriteLine($"  batch {size,6}: libsodium {baseline,12:N0}/s");
             foreach (string backend in options.Backends)
             {
                 foreach (int threads in options.Threads)
                 {
-                    var verifierOptions = new VerifierOptions { Threads = threads, KeyCacheCapacity = options.KeyCache ? 65_536 : 0 };
-                    using IBatchVerifier verifier = registry.Create(backend, verifierOptions);
+                    if (!verifiers.TryGetValue((backend, threads), out IBatchVerifier? verifier))
+                    {
+                        var verifierOptions = new VerifierOptions { Threads = threads, KeyCacheCapacity = options.KeyCache ? 65_536 : 0 };
+                        verifier = registry.Create(backend, verifierOptions);
+                        verifiers.Add((backend, threads), verifier);
+                        progress?.WriteLine($"  {verifier.Name} x{threads}: {verifier.Description}");
+                    }
+
                     if (options.Check && size == options.BatchSizes[0] && threads == options.Threads[0])
                     {
-                        int mismatches = CheckAgainstReference(verifier, 512);
-                        progress?.WriteLine($"  check: {verifier.Name} agrees with the reference on 512 mixed items ({mismatches} mismatches)");
+                        int mismatches = CheckAgainstReference(verifier, options.CheckItems);
+                        progress?.WriteLine($"  check: {verifier.Name} against the reference on {options.CheckItems} mixed items: {mismatches} mismatches");
                         if (mismatches > 0)
                         {
-                            throw new InvalidOperationException($"Backend '{verifier.Name}' disagrees with the reference on {mismatches} of 512 items.");
+                            throw new InvalidOperationException($"Backend '{verifier.Name}' disagrees with the reference on {mismatches} of {options.CheckItems} items.");
                         }
                     }
 
-                    (double rate, double ratio) = MeasureAgainst(verifier, libsodium, batch);
-                    results.Add(new VerifyBenchmarkResult(verifier.Name, size, threads, rate, ratio, options.KeyCache, verifier.Description));
-                    progress?.WriteLine($"  batch {size,6}: {verifier.Name} x{threads} {rate,12:N0}/s  ({ratio:F2}x libsodium)");
+                    using var gpuTimes = new GpuTimeListener();
+                    (double rate, double ratio) = MeasureAgainst(verifier, libsodium, batch, baselineBatch, gpuTimes);
+                    var result = new VerifyBenchmarkResult(verifier.Name, size, threads, rate, ratio, options.KeyCache, verifier.Description)
+                    {
+                        Gpu = gpuTimes.PerBatch(),
+                    };
+                    results.Add(result);
+                    progress?.WriteLine($"  batch {size,6}: {verifier.Name} x{threads} {rate,12:N0}/s  ({ratio:F2}x libsodium), {result.MillisecondsPerBatch:F3} ms per batch");
+                    if (result.Gpu is { } gpu)
+                    {
+                        progress?.WriteLine($"  {verifier.Name} batch {size}, per batch: host prep {gpu.HostMs:F3} ms, copies {gpu.CopyMs:F3} ms ({gpu.CopyMs / result.MillisecondsPerBatch:P0} of wall), kernel {gpu.KernelMs:F3} ms, {gpu.Launches:F1} launches");
+                    }
                 }
             }
         }
-
-        return new VerifyBenchmarkReport(MachineInfo.Current(), results);
     }
 
     /// <summary>
@@ -136,16 +192,18 @@ public sealed class VerifyBenchmark(BatchVerifierRegistry registry, VerifyBenchm
     /// returns its rate and the median of the three paired ratios: on a shared, noisy machine a slowdown then hits both
     /// sides of a pair instead of only one of them.
     /// </summary>
-    private (double Rate, double Ratio) MeasureAgainst(IBatchVerifier verifier, IBatchVerifier libsodium, SignatureBatch batch)
+    private (double Rate, double Ratio) MeasureAgainst(IBatchVerifier verifier, IBatchVerifier libsodium, SignatureBatch batch, SignatureBatch baselineBatch, GpuTimeListener gpuTimes)
     {
         const int Rounds = 3;
         CheckAndWarm(verifier, batch);
+        gpuTimes.Start();
         Span<double> ratios = stackalloc double[Rounds];
         double items = 0, seconds = 0;
         for (int r = 0; r < Rounds; r++)
         {
-            double baseline = TimeSlice(libsodium, batch, options.Duration / (2 * Rounds), out _, out _);
+            double baseline = TimeSlice(libsodium, baselineBatch, options.Duration / (2 * Rounds), out _, out _);
             double rate = TimeSlice(verifier, batch, options.Duration / Rounds, out long sliceItems, out double sliceSeconds);
+            gpuTimes.Batches += sliceItems / batch.Count;
             items += sliceItems;
             seconds += sliceSeconds;
             ratios[r] = rate / baseline;
@@ -244,17 +302,32 @@ public sealed class VerifyBenchmark(BatchVerifierRegistry registry, VerifyBenchm
             Ed25519Signer.KeyPairFromSeed(keySeed, keys[i].Pk, keys[i].Sk);
         }
 
+        // Messages come from the seeded generator in order; signing (deterministic) runs on every core, which matters
+        // at batch 1,000,000.
+        byte[] messages = new byte[64L * size <= Array.MaxLength ? 64 * size : throw new ArgumentOutOfRangeException(nameof(size))];
+        random.NextBytes(messages);
+        byte[] signatures = new byte[64 * size];
+        Parallel.For(0, size, i => Ed25519Signer.Sign(keys[i % keys.Length].Sk, messages.AsSpan(64 * i, 64), signatures.AsSpan(64 * i, 64)));
         var batch = new SignatureBatch(size, size * 64);
-        byte[] message = new byte[64];
-        byte[] signature = new byte[64];
         for (int i = 0; i < size; i++)
         {
-            random.NextBytes(message);
-            var key = keys[i % keys.Length];
-            Ed25519Signer.Sign(key.Sk, message, signature);
-            batch.Add(key.Pk, signature, message);
+            batch.Add(keys[i % keys.Length].Pk, signatures.AsSpan(64 * i, 64), messages.AsSpan(64 * i, 64));
         }
 
         return batch;
+    }
+
+    /// <summary>Items timed for the libsodium baseline at most (see <see cref="Run"/>).</summary>
+    private const int BaselineSlice = 4096;
+
+    private static SignatureBatch Slice(SignatureBatch batch, int count)
+    {
+        var slice = new SignatureBatch(count, count * 64);
+        for (int i = 0; i < count; i++)
+        {
+            slice.Add(batch.GetPublicKey(i), batch.GetSignature(i), batch.GetMessage(i));
+        }
+
+        return slice;
     }
 }

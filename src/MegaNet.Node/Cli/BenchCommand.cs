@@ -42,6 +42,11 @@ internal static class BenchCommand
         {
             Description = "First check each backend's verdicts against the reference on 512 mixed valid/corrupted items.",
         };
+        var checkItems = new Option<int>("--check-items")
+        {
+            Description = "Items in --check's mixed sample (the reference verifies them on every core).",
+            DefaultValueFactory = _ => 512,
+        };
         var json = new Option<FileInfo?>("--json")
         {
             Description = "Also write {\"machine\":{...},\"results\":[...]} to this file.",
@@ -53,7 +58,7 @@ internal static class BenchCommand
         var command = new Command("bench",
             "Measure verifies/s per backend, batch size and thread count, with the ratio to libsodium measured in the same run.")
         {
-            backends, sizes, threads, seconds, keys, keyCache, check, json, plot,
+            backends, sizes, threads, seconds, keys, keyCache, check, checkItems, json, plot,
         };
         command.SetAction(parse =>
         {
@@ -79,16 +84,17 @@ internal static class BenchCommand
                     DistinctKeys = parse.GetValue(keys),
                     KeyCache = parse.GetValue(keyCache),
                     Check = parse.GetValue(check),
+                    CheckItems = parse.GetValue(checkItems) > 0 ? parse.GetValue(checkItems) : throw new ArgumentException("--check-items must be positive."),
                 };
                 MachineInfo machine = MachineInfo.Current();
                 Console.WriteLine($"CPU {machine.Cpu}, {machine.LogicalCores} logical cores, ISA tier {machine.Isa}, {machine.Runtime}, libsodium {machine.Libsodium}");
                 Console.WriteLine($"key cache {(options.KeyCache ? "on" : "off")}, {(options.DistinctKeys == 0 ? "one key per item" : $"{options.DistinctKeys} distinct keys")}, {options.Duration.TotalSeconds:0.##} s per point");
                 VerifyBenchmarkReport report = new VerifyBenchmark(registry, options, Console.Out).Run();
                 Console.WriteLine();
-                Console.WriteLine($"{"backend",-10} {"batch",7} {"threads",7} {"verifies/s",14} {"x libsodium",12}");
+                Console.WriteLine($"{"backend",-10} {"batch",7} {"threads",7} {"verifies/s",14} {"x libsodium",12} {"ms/batch",10}");
                 foreach (VerifyBenchmarkResult r in report.Results)
                 {
-                    Console.WriteLine($"{r.Backend,-10} {r.Batch,7} {r.Threads,7} {r.VerifiesPerSecond,14:N0} {r.RatioToLibsodium,12:F2}");
+                    Console.WriteLine($"{r.Backend,-10} {r.Batch,7} {r.Threads,7} {r.VerifiesPerSecond,14:N0} {r.RatioToLibsodium,12:F2} {r.MillisecondsPerBatch,10:F3}");
                 }
 
                 if (parse.GetValue(json) is { } file)

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# One call on a lent GPU machine (the device tool; ../shared/gpu/README.md): correctness of the gpu backend against
+# the expected verdicts, then the throughput sweep, then the compiler's report on the kernel. Needs, in the checkout:
+#   .gpu-bundle/bundle.tar.xz   from ../shared/gpu/bundle.sh src/MegaNet.Node meganet
+#   .gpu-check/*.jsonl          vector files with a "meganet" verdict per line (../shared/vectors, generated cases)
+#   .gpu-check/*.ptx            optional: PTX to assemble with ptxas for sm_90 (registers, spills, SASS mix)
+# Usage there: bash perf/gpu/device-check.sh [BATCH_SIZES] [SECONDS_PER_POINT]; logs land in $OUT.
+# BACKEND=gpu-cpu runs the same steps here, without a GPU, to try the script.
+set -uo pipefail
+out=${OUT:-/tmp/gpu-out}
+mkdir -p "$out"
+sizes=${1:-1024,4096,16384,65536,262144,1048576}
+seconds=${2:-1}
+backend=${BACKEND:-gpu}
+export PATH=$PATH:/usr/local/cuda/bin
+step() { echo; echo "=== $* ($(date +%T))"; }
+
+step "machine"
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm,power.limit --format=csv 2>&1
+grep -m1 "model name" /proc/cpuinfo; nproc
+
+step "unpack"
+b=/tmp/b
+mkdir -p $b && tar -xJf .gpu-bundle/bundle.tar.xz -C $b || exit 1
+export DOTNET_ROOT=$b/dotnet
+meganet=("$b/dotnet/dotnet" "$b/app/meganet.dll")
+
+step "verdicts of --backend $backend against each file's expected verdicts"
+failed=0
+cat .gpu-check/*.jsonl > /tmp/all.jsonl
+timeout 300 "${meganet[@]}" verify --backend "$backend" --in /tmp/all.jsonl --out "$out/verdicts.jsonl" 2>&1 | tail -2
+python3 - /tmp/all.jsonl "$out/verdicts.jsonl" <<'PY' || failed=1
+import collections, json, sys
+want = [json.loads(l) for l in open(sys.argv[1])]
+got = [json.loads(l)["valid"] for l in open(sys.argv[2])]
+per_set = collections.Counter(w["set"] for w in want)
+bad = [w for w, g in zip(want, got) if w["meganet"] != g]
+print(f"{len(got)} of {len(want)} verdicts ({dict(per_set)}), {len(bad)} differ from the expected")
+for w in bad[:8]:
+    print("  differs:", w.get("set"), w.get("id"), w.get("kind", ""), "expected", w["meganet"])
+sys.exit(1 if bad or len(got) != len(want) else 0)
+PY
+echo "verdict check: $([ $failed = 0 ] && echo PASSED || echo FAILED)"
+
+step "sweep: $backend and simd (all cores) against libsodium"
+timeout 420 "${meganet[@]}" bench --backend "$backend,simd" --threads "$(nproc)" --batch "$sizes" --seconds "$seconds" --check --check-items 4096 \
+  --json "$out/bench.json" 2>&1 | tee "$out/bench.txt" | grep -v "^  batch"
+
+step "ptxas for sm_90"
+for p in .gpu-check/*.ptx; do
+  name=$(basename "$p" .ptx)
+  timeout 120 ptxas -arch=sm_90 -v "$p" -o "/tmp/$name.cubin" > "$out/ptxas-$name.txt" 2>&1
+  grep -E "registers|spill|stack" "$out/ptxas-$name.txt" | head -6
+  cuobjdump -sass "/tmp/$name.cubin" 2>/dev/null | awk '/\/\*[0-9a-f]{4}\*\// { for (i = 2; i <= NF; i++) if ($i !~ /^@/ && $i !~ /^\/\*/) { print $i; break } }' \
+    | sort | uniq -c | sort -rn | head -14 | awk -v n="$name" '{ printf "%s %s:%s\n", n, $2, $1 }' | paste -sd' '
+  [ "$name" = widen ] && cuobjdump -sass "/tmp/$name.cubin" | grep -E "Function|IMAD|IMUL" | head -20
+done
+echo "done $(date +%T)"
