@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # One call on a lent GPU machine (the device tool; ../shared/gpu/README.md): correctness of the gpu backend against
-# the expected verdicts, then the throughput sweep, then the compiler's report on the kernel. Needs, in the checkout:
-#   .gpu-bundle/bundle.tar.xz   from ../shared/gpu/bundle.sh src/MegaNet.Node meganet
-#   .gpu-check/*.jsonl          vector files with a "meganet" verdict per line (../shared/vectors, generated cases)
-#   .gpu-check/*.ptx            optional: PTX to assemble with ptxas for sm_90 (registers, spills, SASS mix)
+# the expected verdicts, then the throughput sweep (whose --check runs the reference's adversarial mix first), then
+# the compiler's report on the kernel. Prepare here, from the project root:
+#   ../shared/gpu/bundle.sh src/MegaNet.Node meganet            -> .gpu-bundle/bundle.tar.xz
+#   mkdir -p .gpu-check && cp ../shared/vectors/*.jsonl .gpu-check/   (lines with a "meganet" verdict)
+#   MEGANET_PTX_OUT=$PWD/.gpu-check dotnet test tests/MegaNet.Verify.Tests -c Release --filter 'FullyQualifiedName~compiles_to_PTX'
+# (.gpu-check must be in .git/info/exclude), then call the device tool's run with carry [".gpu-bundle", ".gpu-check"].
 # Usage there: bash perf/gpu/device-check.sh [BATCH_SIZES] [SECONDS_PER_POINT]; logs land in $OUT.
 # BACKEND=gpu-cpu runs the same steps here, without a GPU, to try the script.
 set -uo pipefail
@@ -43,11 +45,11 @@ PY
 echo "verdict check: $([ $failed = 0 ] && echo PASSED || echo FAILED)"
 
 step "sweep: $backend and simd (all cores) against libsodium"
-timeout 420 "${meganet[@]}" bench --backend "$backend,simd" --threads "$(nproc)" --batch "$sizes" --seconds "$seconds" --check --check-items 4096 \
+timeout 420 "${meganet[@]}" bench --backend "$backend,simd" --threads "$(nproc)" --batch "$sizes" --seconds "$seconds" --check --check-items 16384 \
   --json "$out/bench.json" 2>&1 | tee "$out/bench.txt" | grep -v "^  batch"
 
 step "ptxas for sm_90"
-for p in .gpu-check/*.ptx; do
+for p in .gpu-check/*.ptx perf/gpu/*.ptx; do
   name=$(basename "$p" .ptx)
   timeout 120 ptxas -arch=sm_90 -v "$p" -o "/tmp/$name.cubin" > "$out/ptxas-$name.txt" 2>&1
   grep -E "registers|spill|stack" "$out/ptxas-$name.txt" | head -6

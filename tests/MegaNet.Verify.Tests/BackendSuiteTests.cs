@@ -46,12 +46,12 @@ public sealed class BackendSuiteTests(ITestOutputHelper output)
         return data;
     }
 
-    public static TheoryData<string, CaseKind> BackendsAndKinds()
+    public static TheoryData<string, SignatureCaseKind> BackendsAndKinds()
     {
-        var data = new TheoryData<string, CaseKind>();
+        var data = new TheoryData<string, SignatureCaseKind>();
         foreach (string backend in Backends.RuleBackends)
         {
-            foreach (CaseKind kind in Enum.GetValues<CaseKind>())
+            foreach (SignatureCaseKind kind in Enum.GetValues<SignatureCaseKind>())
             {
                 data.Add(backend, kind);
             }
@@ -100,7 +100,7 @@ public sealed class BackendSuiteTests(ITestOutputHelper output)
     public void Mixed_batches_agree_with_the_reference(string backend, int size)
     {
         output.WriteLine($"seed {Seed} (replay with MEGANET_TEST_SEED={Seed}), backend {backend}, batch {size}");
-        (Case[] cases, bool[] expected) = Backends.Mixed(Seed, size);
+        (SignatureCase[] cases, bool[] expected) = Backends.Mixed(Seed, size);
         using SignatureBatch batch = Backends.ToBatch(cases);
         bool[] verdicts = Backends.Get(backend).Verify(batch);
         AssertSame(backend, cases, expected, verdicts);
@@ -108,12 +108,12 @@ public sealed class BackendSuiteTests(ITestOutputHelper output)
 
     [Theory]
     [MemberData(nameof(BackendsAndKinds))]
-    public void Each_kind_of_input_agrees_with_the_reference(string backend, CaseKind kind)
+    public void Each_kind_of_input_agrees_with_the_reference(string backend, SignatureCaseKind kind)
     {
         output.WriteLine($"seed {Seed} (replay with MEGANET_TEST_SEED={Seed}), backend {backend}, kind {kind}");
-        var generator = new CaseGenerator(Seed ^ (int)kind);
+        var generator = new SignatureCaseGenerator(Seed ^ (int)kind);
         // Interleave the kind under test with valid items so batch equations see both.
-        Case[] cases = Enumerable.Range(0, 24).Select(i => generator.Next(i % 2 == 0 ? kind : CaseKind.Valid)).ToArray();
+        SignatureCase[] cases = Enumerable.Range(0, 24).Select(i => generator.Next(i % 2 == 0 ? kind : SignatureCaseKind.Valid)).ToArray();
         bool[] expected = cases.Select(c => Ed25519Reference.Verify(c.PublicKey, c.Signature, c.Message)).ToArray();
         using SignatureBatch batch = Backends.ToBatch(cases);
         AssertSame(backend, cases, expected, Backends.Get(backend).Verify(batch));
@@ -124,7 +124,7 @@ public sealed class BackendSuiteTests(ITestOutputHelper output)
     public void A_sub_range_writes_only_its_own_verdicts(string backend)
     {
         output.WriteLine($"seed {Seed}, backend {backend}");
-        (Case[] cases, bool[] expected) = Backends.Mixed(Seed, 65);
+        (SignatureCase[] cases, bool[] expected) = Backends.Mixed(Seed, 65);
         using SignatureBatch batch = Backends.ToBatch(cases);
         const int Guard = 37;
         foreach (bool marker in new[] { true, false })
@@ -146,7 +146,7 @@ public sealed class BackendSuiteTests(ITestOutputHelper output)
     public void The_same_batch_twice_gives_the_same_verdicts(string backend)
     {
         output.WriteLine($"seed {Seed}, backend {backend}");
-        (Case[] cases, bool[] expected) = Backends.Mixed(Seed, 64);
+        (SignatureCase[] cases, bool[] expected) = Backends.Mixed(Seed, 64);
         using SignatureBatch batch = Backends.ToBatch(cases);
         IBatchVerifier verifier = Backends.Get(backend);
         bool[] first = verifier.Verify(batch);
@@ -168,7 +168,7 @@ public sealed class BackendSuiteTests(ITestOutputHelper output)
         Assert.Throws<ArgumentNullException>(() => verifier.Verify(null!, 0, 0, verdicts));
     }
 
-    private void AssertSame(string backend, Case[] cases, bool[] expected, bool[] verdicts)
+    private void AssertSame(string backend, SignatureCase[] cases, bool[] expected, bool[] verdicts)
     {
         Assert.Equal(cases.Length, verdicts.Length);
         var wrong = Enumerable.Range(0, cases.Length).Where(i => verdicts[i] != expected[i])

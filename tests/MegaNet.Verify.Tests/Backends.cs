@@ -9,7 +9,7 @@ namespace MegaNet.Verify.Tests;
 public static class Backends
 {
     private static readonly ConcurrentDictionary<string, IBatchVerifier> Instances = new(StringComparer.OrdinalIgnoreCase);
-    private static readonly ConcurrentDictionary<(int Seed, int Size), (Case[] Cases, bool[] Expected)> Expectations = new();
+    private static readonly ConcurrentDictionary<(int Seed, int Size), (SignatureCase[] Cases, bool[] Expected)> Expectations = new();
 
     public static BatchVerifierRegistry Registry { get; } = VerifierCatalog.Create();
 
@@ -39,10 +39,10 @@ public static class Backends
         _ => int.MaxValue,
     };
 
-    public static SignatureBatch ToBatch(IEnumerable<Case> cases)
+    public static SignatureBatch ToBatch(IEnumerable<SignatureCase> cases)
     {
         var batch = new SignatureBatch();
-        foreach (Case c in cases)
+        foreach (SignatureCase c in cases)
         {
             batch.Add(c.PublicKey, c.Signature, c.Message);
         }
@@ -51,10 +51,10 @@ public static class Backends
     }
 
     /// <summary>A seeded mixed batch and the reference's verdicts for it, computed once per (seed, size) and shared by all backends.</summary>
-    public static (Case[] Cases, bool[] Expected) Mixed(int seed, int size) => Expectations.GetOrAdd((seed, size), key =>
+    public static (SignatureCase[] Cases, bool[] Expected) Mixed(int seed, int size) => Expectations.GetOrAdd((seed, size), key =>
     {
-        var generator = new CaseGenerator(key.Seed);
-        Case[] cases = new Case[key.Size];
+        var generator = new SignatureCaseGenerator(key.Seed);
+        SignatureCase[] cases = new SignatureCase[key.Size];
         for (int i = 0; i < cases.Length; i++)
         {
             cases[i] = generator.NextMixed(invalidShare: 0.2);

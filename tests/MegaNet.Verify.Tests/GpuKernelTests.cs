@@ -29,6 +29,11 @@ public sealed class GpuKernelTests(ITestOutputHelper output)
         CompiledKernel compiled = backend.Compile(entry, specialization);
         string ptx = ((PTXCompiledKernel)compiled).PTXAssembly;
         output.WriteLine($"PTX: {ptx.Length} characters; header: {ptx[..Math.Min(200, ptx.Length)]}");
+        if (Environment.GetEnvironmentVariable("MEGANET_PTX_OUT") is { Length: > 0 } folder)
+        {
+            // For perf/gpu/device-check.sh: ptxas on a GPU machine reports registers, spills and the SASS mix.
+            File.WriteAllText(Path.Combine(folder, "kernel.ptx"), ptx);
+        }
         // ILGPU 1.5.3 caps the emitted target at sm_80 even when sm_90 is asked for; sm_80 PTX is JIT-compiled by the
         // driver for an H100 (sm_90). What this test guards is that the kernel compiles for CUDA at all.
         Assert.Matches(@"\.target\s+sm_[89]0", ptx);
@@ -66,7 +71,7 @@ public sealed class GpuKernelTests(ITestOutputHelper output)
         using MegaNet.Verify.Gpu.GpuBatchVerifier gpu = new(MegaNet.Verify.Gpu.GpuDeviceKind.CpuAccelerator, new VerifierOptions { GpuMaxBatch = 64 });
         foreach (int size in new[] { 5, 300, 129 })
         {
-            (Case[] cases, bool[] expected) = Backends.Mixed(Seed, size);
+            (SignatureCase[] cases, bool[] expected) = Backends.Mixed(Seed, size);
             using SignatureBatch batch = Backends.ToBatch(cases);
             bool[] verdicts = gpu.Verify(batch);
             Assert.Equal(expected, verdicts);

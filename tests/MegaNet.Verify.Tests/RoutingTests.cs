@@ -1,3 +1,4 @@
+using MegaNet.Core.Ed25519;
 using MegaNet.Core.Verification;
 
 namespace MegaNet.Verify.Tests;
@@ -32,7 +33,7 @@ public sealed class RoutingTests
         var gpu = new Recording("gpu");
         var cpu = new Recording("simd");
         using var router = new RoutingBatchVerifier(gpu, cpu, threshold: 8);
-        (Case[] cases, bool[] expected) = Backends.Mixed(11, 9);
+        (SignatureCase[] cases, bool[] expected) = Backends.Mixed(11, 9);
         using SignatureBatch batch = Backends.ToBatch(cases);
 
         Assert.Equal(expected, router.Verify(batch));
@@ -50,7 +51,7 @@ public sealed class RoutingTests
         var cpu = new Recording("simd");
         var faults = new List<Exception>();
         using var router = new RoutingBatchVerifier(gpu, cpu, threshold: 2, faults.Add);
-        (Case[] cases, bool[] expected) = Backends.Mixed(12, 16);
+        (SignatureCase[] cases, bool[] expected) = Backends.Mixed(12, 16);
         using SignatureBatch batch = Backends.ToBatch(cases);
 
         Assert.Equal(expected, router.Verify(batch));

@@ -15,14 +15,14 @@ public sealed class RuleTests(ITestOutputHelper output)
     public void Libsodium_agrees_with_the_reference_outside_the_torsion_residue_class()
     {
         output.WriteLine($"seed {Seed} (replay with MEGANET_TEST_SEED={Seed})");
-        var generator = new CaseGenerator(Seed);
+        var generator = new SignatureCaseGenerator(Seed);
         var libsodium = new LibsodiumBatchVerifier();
         int checkedCount = 0;
-        foreach (CaseKind kind in Enum.GetValues<CaseKind>().Where(k => k is not CaseKind.TorsionResidue and not CaseKind.MixedOrderA))
+        foreach (SignatureCaseKind kind in Enum.GetValues<SignatureCaseKind>().Where(k => k is not SignatureCaseKind.TorsionResidue and not SignatureCaseKind.MixedOrderA))
         {
             for (int i = 0; i < 12; i++)
             {
-                Case c = generator.Next(kind);
+                SignatureCase c = generator.Next(kind);
                 using var batch = new SignatureBatch(1);
                 batch.Add(c.PublicKey, c.Signature, c.Message);
                 bool reference = Ed25519Reference.Verify(c.PublicKey, c.Signature, c.Message);
@@ -38,12 +38,12 @@ public sealed class RuleTests(ITestOutputHelper output)
     public void Torsion_residues_are_accepted_by_our_rule_and_differ_from_libsodium_only_in_that_direction()
     {
         output.WriteLine($"seed {Seed} (replay with MEGANET_TEST_SEED={Seed})");
-        var generator = new CaseGenerator(Seed);
+        var generator = new SignatureCaseGenerator(Seed);
         var libsodium = new LibsodiumBatchVerifier();
         int differ = 0;
         for (int i = 0; i < 24; i++)
         {
-            Case c = generator.Next(i % 2 == 0 ? CaseKind.TorsionResidue : CaseKind.MixedOrderA);
+            SignatureCase c = generator.Next(i % 2 == 0 ? SignatureCaseKind.TorsionResidue : SignatureCaseKind.MixedOrderA);
             using var batch = new SignatureBatch(1);
             batch.Add(c.PublicKey, c.Signature, c.Message);
             bool ours = Ed25519Reference.Verify(c.PublicKey, c.Signature, c.Message);
@@ -55,7 +55,7 @@ public sealed class RuleTests(ITestOutputHelper output)
                 differ++;
             }
 
-            if (c.Kind == CaseKind.MixedOrderA)
+            if (c.Kind == SignatureCaseKind.MixedOrderA)
             {
                 // Built so that R = [S]B − [k]A exactly: libsodium accepts too.
                 Assert.True(theirs, $"MixedOrderA #{i}: libsodium must accept an exact equation (seed {Seed})");
@@ -68,7 +68,7 @@ public sealed class RuleTests(ITestOutputHelper output)
     [Fact]
     public void Small_order_points_are_the_eight_torsion_encodings()
     {
-        byte[][] encodings = CaseGenerator.SmallOrderEncodings.ToArray();
+        byte[][] encodings = SignatureCaseGenerator.SmallOrderEncodings.ToArray();
         Assert.Equal(8, encodings.Select(Convert.ToHexString).Distinct().Count());
         foreach (byte[] e in encodings)
         {

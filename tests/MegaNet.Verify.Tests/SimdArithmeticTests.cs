@@ -142,7 +142,7 @@ public sealed class SimdArithmeticTests(ITestOutputHelper output)
             encodings.Add(e);
         }
 
-        encodings.AddRange(CaseGenerator.SmallOrderEncodings);
+        encodings.AddRange(SignatureCaseGenerator.SmallOrderEncodings);
         for (int y = 0; y < 19; y++)
         {
             // y + p (non-canonical) with both signs, and the canonical y itself.

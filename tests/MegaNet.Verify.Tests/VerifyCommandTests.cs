@@ -1,4 +1,5 @@
 using System.Text.Json;
+using MegaNet.Core.Verification;
 using MegaNet.Node.Benchmarking;
 using MegaNet.Node.Cli;
 
@@ -97,6 +98,39 @@ public sealed class VerifyCommandTests : IDisposable
             Assert.Contains(r.GetProperty("backend").GetString(), new[] { "reference", "libsodium" });
             Assert.Equal(1, r.GetProperty("threads").GetInt32());
         }
+    }
+
+    [Fact]
+    public void Bench_check_tells_the_cofactorless_rule_from_ours()
+    {
+        // libsodium's cofactorless rule differs from MegaNet's only on torsion residues; the check's mix has them.
+        using var libsodium = new LibsodiumBatchVerifier();
+        Assert.True(VerifyBenchmark.CheckAgainstReference(libsodium, 1024) > 0, "the check did not catch the cofactorless rule");
+        Assert.Equal(0, VerifyBenchmark.CheckAgainstReference(Backends.Get("simd"), 1024));
+    }
+
+    [Fact]
+    public void Bench_reports_where_a_gpu_batch_spends_its_time()
+    {
+        var report = new VerifyBenchmark(Backends.Registry, new VerifyBenchmarkOptions
+        {
+            Backends = ["gpu-cpu", "simd"],
+            BatchSizes = [64],
+            Threads = [1],
+            Duration = TimeSpan.FromMilliseconds(40),
+        }).Run();
+
+        using JsonDocument doc = JsonDocument.Parse(report.ToJson());
+        JsonElement[] results = doc.RootElement.GetProperty("results").EnumerateArray().ToArray();
+        JsonElement gpu = results.Single(r => r.GetProperty("backend").GetString() == "gpu-cpu");
+        JsonElement breakdown = gpu.GetProperty("gpu");
+        Assert.True(breakdown.GetProperty("kernel_ms").GetDouble() > 0);
+        Assert.True(breakdown.GetProperty("host_ms").GetDouble() > 0);
+        Assert.Equal(1.0, breakdown.GetProperty("launches").GetDouble());
+        // The kernel is part of the batch's wall time, so it cannot exceed it.
+        Assert.True(breakdown.GetProperty("kernel_ms").GetDouble() <= gpu.GetProperty("ms_per_batch").GetDouble());
+        JsonElement simd = results.Single(r => r.GetProperty("backend").GetString() == "simd");
+        Assert.Equal(JsonValueKind.Null, simd.GetProperty("gpu").ValueKind);
     }
 }
 

@@ -253,33 +253,17 @@ public sealed class VerifyBenchmark(BatchVerifierRegistry registry, VerifyBenchm
         }
     }
 
-    /// <summary>Verifies a seeded mix of valid and corrupted items (bit flips in R, S, A and M; S + L) and returns how
-    /// many verdicts differ from the reference's.</summary>
+    /// <summary>Verifies a seeded mix of valid and adversarial items (every <see cref="SignatureCaseKind"/>: bit flips,
+    /// S + L, non-canonical and small-order encodings, torsion residues) and returns how many verdicts differ from the
+    /// reference's.</summary>
     public static int CheckAgainstReference(IBatchVerifier verifier, int size, int seed = 2)
     {
-        using SignatureBatch valid = MakeBatch(size, Math.Max(1, size / 4), seed);
+        var generator = new SignatureCaseGenerator(seed);
         using var mixed = new SignatureBatch(size, size * 64);
-        var random = new Random(seed);
-        Span<byte> pk = stackalloc byte[32];
-        Span<byte> sig = stackalloc byte[64];
         for (int i = 0; i < size; i++)
         {
-            valid.GetPublicKey(i).CopyTo(pk);
-            valid.GetSignature(i).CopyTo(sig);
-            byte[] msg = valid.GetMessage(i).ToArray();
-            switch (random.Next(6))
-            {
-                case 0: sig[random.Next(32)] ^= (byte)(1 << random.Next(8)); break;
-                case 1: sig[32 + random.Next(31)] ^= (byte)(1 << random.Next(8)); break;
-                case 2: pk[random.Next(32)] ^= (byte)(1 << random.Next(8)); break;
-                case 3: msg[random.Next(msg.Length)] ^= 1; break;
-                case 4:
-                    System.Numerics.BigInteger s = Ed25519Reference.FromLittleEndian(sig[32..]) + Ed25519Reference.L;
-                    Ed25519Reference.ToLittleEndian(s).CopyTo(sig[32..]);
-                    break;
-            }
-
-            mixed.Add(pk, sig, msg);
+            SignatureCase c = generator.NextMixed(invalidShare: 0.3);
+            mixed.Add(c.PublicKey, c.Signature, c.Message);
         }
 
         bool[] expected = new bool[size];

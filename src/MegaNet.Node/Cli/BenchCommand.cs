@@ -40,7 +40,7 @@ internal static class BenchCommand
         };
         var check = new Option<bool>("--check")
         {
-            Description = "First check each backend's verdicts against the reference on 512 mixed valid/corrupted items.",
+            Description = "First check each backend's verdicts against the reference on a seeded mix of valid and adversarial items (bit flips, S + L, non-canonical and small-order encodings, torsion residues; see --check-items).",
         };
         var checkItems = new Option<int>("--check-items")
         {

@@ -1,44 +1,61 @@
 using System.Numerics;
 using System.Security.Cryptography;
-using MegaNet.Core.Ed25519;
 using static MegaNet.Core.Ed25519.Ed25519Reference;
 
-namespace MegaNet.Verify.Tests;
+namespace MegaNet.Core.Ed25519;
 
 /// <summary>What a generated case exercises.</summary>
-public enum CaseKind
+public enum SignatureCaseKind
 {
+    /// <summary>A valid signature by a random key of the generator.</summary>
     Valid,
+    /// <summary>One bit of R flipped.</summary>
     FlipR,
+    /// <summary>One bit of S flipped.</summary>
     FlipS,
+    /// <summary>One bit of the public key flipped.</summary>
     FlipA,
+    /// <summary>One bit of the message flipped.</summary>
     FlipM,
+    /// <summary>S replaced by S + L (rule 2: S must be below L).</summary>
     SPlusL,
+    /// <summary>R encoded with y ≥ p or as −0 (rule 1).</summary>
     NonCanonicalR,
+    /// <summary>A encoded with y ≥ p or as −0 (rule 1).</summary>
     NonCanonicalA,
+    /// <summary>R of small order (rule 4).</summary>
     SmallOrderR,
+    /// <summary>A of small order (rule 4).</summary>
     SmallOrderA,
+    /// <summary>A = aB + T with T a torsion point; the equation holds exactly.</summary>
     MixedOrderA,
+    /// <summary>The equation leaves a torsion residue: the cofactored rule accepts, a cofactorless one may not.</summary>
     TorsionResidue,
+    /// <summary>R not on the curve (no square root).</summary>
     NotOnCurveR,
+    /// <summary>A valid signature by the generator's first key (many items share it).</summary>
     DuplicateKeyValid,
+    /// <summary>An invalid signature by the generator's first key.</summary>
     DuplicateKeyInvalid,
 }
 
-/// <summary>One generated item.</summary>
-public sealed record Case(CaseKind Kind, byte[] PublicKey, byte[] Signature, byte[] Message);
+/// <summary>One generated item and what it exercises.</summary>
+public sealed record SignatureCase(SignatureCaseKind Kind, byte[] PublicKey, byte[] Signature, byte[] Message);
 
 /// <summary>
 /// Seeded generator of valid and adversarial Ed25519 items. Valid items are signed by libsodium from seeded keys;
 /// torsion cases are built with the reference's point arithmetic (A = aB + T, R = rB + T', S = r + k·a mod L).
+/// Shared by the test suite and <c>meganet bench --check</c>, so every backend meets the same adversarial items;
+/// the expected verdict of each is the reference's (<see cref="Ed25519Reference.Verify"/>).
 /// </summary>
-public sealed class CaseGenerator
+public sealed class SignatureCaseGenerator
 {
     private static readonly Lazy<Point[]> TorsionPoints = new(BuildTorsion);
     private readonly Random _random;
     private readonly List<(byte[] Pk, byte[] Sk)> _keys = [];
 
-    public CaseGenerator(int seed, int distinctKeys = 64)
+    /// <summary>Creates a generator whose items depend only on <paramref name="seed"/>.</summary>
+    public SignatureCaseGenerator(int seed, int distinctKeys = 64)
     {
         _random = new Random(seed);
         for (int i = 0; i < distinctKeys; i++)
@@ -57,72 +74,73 @@ public sealed class CaseGenerator
     /// <summary>Encodings of the eight small-order points.</summary>
     public static IEnumerable<byte[]> SmallOrderEncodings => Torsion.Select(Encode);
 
-    public Case Next(CaseKind kind)
+    /// <summary>The next item of the given kind.</summary>
+    public SignatureCase Next(SignatureCaseKind kind)
     {
         switch (kind)
         {
-            case CaseKind.Valid:
-            case CaseKind.DuplicateKeyValid:
-                return Valid(kind, _keys[kind == CaseKind.DuplicateKeyValid ? 0 : _random.Next(_keys.Count)]);
-            case CaseKind.DuplicateKeyInvalid:
+            case SignatureCaseKind.Valid:
+            case SignatureCaseKind.DuplicateKeyValid:
+                return Valid(kind, _keys[kind == SignatureCaseKind.DuplicateKeyValid ? 0 : _random.Next(_keys.Count)]);
+            case SignatureCaseKind.DuplicateKeyInvalid:
             {
-                Case c = Valid(kind, _keys[0]);
+                SignatureCase c = Valid(kind, _keys[0]);
                 c.Message.AsSpan().Reverse();
                 c.Signature[40] ^= 0x10;
                 return c;
             }
 
-            case CaseKind.FlipR:
+            case SignatureCaseKind.FlipR:
                 return Flip(kind, c => c.Signature, 0, 32);
-            case CaseKind.FlipS:
+            case SignatureCaseKind.FlipS:
                 return Flip(kind, c => c.Signature, 32, 32);
-            case CaseKind.FlipA:
+            case SignatureCaseKind.FlipA:
                 return Flip(kind, c => c.PublicKey, 0, 32);
-            case CaseKind.FlipM:
+            case SignatureCaseKind.FlipM:
             {
-                Case c = Valid(kind, RandomKey(), minMessage: 1);
+                SignatureCase c = Valid(kind, RandomKey(), minMessage: 1);
                 c.Message[_random.Next(c.Message.Length)] ^= (byte)(1 << _random.Next(8));
                 return c;
             }
 
-            case CaseKind.SPlusL:
+            case SignatureCaseKind.SPlusL:
             {
-                Case c = Valid(kind, RandomKey());
+                SignatureCase c = Valid(kind, RandomKey());
                 BigInteger s = FromLittleEndian(c.Signature.AsSpan(32)) + L;
                 ToLittleEndian(s).CopyTo(c.Signature, 32);
                 return c;
             }
 
-            case CaseKind.NonCanonicalR:
-            case CaseKind.NonCanonicalA:
+            case SignatureCaseKind.NonCanonicalR:
+            case SignatureCaseKind.NonCanonicalA:
             {
                 // y + p for y in [0, 18] is a 255-bit encoding of a valid y: non-canonical, must be rejected.
-                Case c = Valid(kind, RandomKey());
+                SignatureCase c = Valid(kind, RandomKey());
                 byte[] enc = ToLittleEndian(P + _random.Next(19));
                 if (_random.Next(2) == 1)
                 {
                     enc[31] |= 0x80;
                 }
 
-                enc.CopyTo(kind == CaseKind.NonCanonicalR ? c.Signature : c.PublicKey, 0);
+                enc.CopyTo(kind == SignatureCaseKind.NonCanonicalR ? c.Signature : c.PublicKey, 0);
                 return c;
             }
 
-            case CaseKind.SmallOrderR:
-            case CaseKind.SmallOrderA:
+            case SignatureCaseKind.SmallOrderR:
+            case SignatureCaseKind.SmallOrderA:
             {
-                Case c = Valid(kind, RandomKey());
-                Encode(Torsion[_random.Next(8)]).CopyTo(kind == CaseKind.SmallOrderR ? c.Signature : c.PublicKey, 0);
+                SignatureCase c = Valid(kind, RandomKey());
+                Encode(Torsion[_random.Next(8)]).CopyTo(kind == SignatureCaseKind.SmallOrderR ? c.Signature : c.PublicKey, 0);
                 return c;
             }
 
-            case CaseKind.MixedOrderA:
+            case SignatureCaseKind.MixedOrderA:
                 return Torsioned(kind, torsionA: 1 + _random.Next(7), torsionR: 0, cancel: true);
-            case CaseKind.TorsionResidue:
+            case SignatureCaseKind.TorsionResidue:
                 return Torsioned(kind, torsionA: _random.Next(8), torsionR: 1 + _random.Next(7), cancel: false);
-            case CaseKind.NotOnCurveR:
+            case SignatureCaseKind.NotOnCurveR:
             {
-                Case c = Valid(kind, RandomKey());
+                SignatureCase c = Valid(kind, RandomKey());
                 byte[] enc;
                 do
                 {
@@ -142,31 +160,31 @@ public sealed class CaseGenerator
     }
 
     /// <summary>A mix: mostly valid, with every adversarial kind sprinkled in.</summary>
-    public Case NextMixed(double invalidShare = 0.25)
+    public SignatureCase NextMixed(double invalidShare = 0.25)
     {
         if (_random.NextDouble() >= invalidShare)
         {
-            return Next(_random.Next(8) == 0 ? CaseKind.DuplicateKeyValid : CaseKind.Valid);
+            return Next(_random.Next(8) == 0 ? SignatureCaseKind.DuplicateKeyValid : SignatureCaseKind.Valid);
         }
 
-        CaseKind[] kinds = Enum.GetValues<CaseKind>();
+        SignatureCaseKind[] kinds = Enum.GetValues<SignatureCaseKind>();
         return Next(kinds[1 + _random.Next(kinds.Length - 1)]);
     }
 
     private (byte[] Pk, byte[] Sk) RandomKey() => _keys[_random.Next(_keys.Count)];
 
-    private Case Valid(CaseKind kind, (byte[] Pk, byte[] Sk) key, int minMessage = 0)
+    private SignatureCase Valid(SignatureCaseKind kind, (byte[] Pk, byte[] Sk) key, int minMessage = 0)
     {
         byte[] message = new byte[_random.Next(minMessage, 200)];
         _random.NextBytes(message);
         byte[] signature = new byte[64];
         Ed25519Signer.Sign(key.Sk, message, signature);
-        return new Case(kind, (byte[])key.Pk.Clone(), signature, message);
+        return new SignatureCase(kind, (byte[])key.Pk.Clone(), signature, message);
     }
 
-    private Case Flip(CaseKind kind, Func<Case, byte[]> target, int offset, int length)
+    private SignatureCase Flip(SignatureCaseKind kind, Func<SignatureCase, byte[]> target, int offset, int length)
     {
-        Case c = Valid(kind, RandomKey());
+        SignatureCase c = Valid(kind, RandomKey());
         target(c)[offset + _random.Next(length)] ^= (byte)(1 << _random.Next(8));
         return c;
     }
@@ -174,7 +192,7 @@ public sealed class CaseGenerator
     /// <summary>A = aB + [ta]T8, R = rB + [tr]T8, S = r + k·a mod L. With <paramref name="cancel"/> the residue is
     /// made to vanish without the cofactor when possible, so libsodium also accepts; otherwise the residue is a
     /// torsion point: MegaNet's rule accepts, the cofactorless rule rejects unless the residue happens to be zero.</summary>
-    private Case Torsioned(CaseKind kind, int torsionA, int torsionR, bool cancel)
+    private SignatureCase Torsioned(SignatureCaseKind kind, int torsionA, int torsionR, bool cancel)
     {
         byte[] message = new byte[_random.Next(0, 64)];
         _random.NextBytes(message);
@@ -198,7 +216,7 @@ public sealed class CaseGenerator
         byte[] signature = new byte[64];
         rEnc.CopyTo(signature, 0);
         ToLittleEndian(s).CopyTo(signature, 32);
-        return new Case(kind, aEnc, signature, message);
+        return new SignatureCase(kind, aEnc, signature, message);
     }
 
     private BigInteger RandomScalar()
@@ -226,10 +244,4 @@ public sealed class CaseGenerator
 
         return points;
     }
-}
-
-/// <summary>A cryptographically random seed for a test run, printed so a failure can be replayed.</summary>
-public static class TestSeed
-{
-    public static int Next() => Environment.GetEnvironmentVariable("MEGANET_TEST_SEED") is { } s ? int.Parse(s, System.Globalization.CultureInfo.InvariantCulture) : RandomNumberGenerator.GetInt32(int.MaxValue);
 }
