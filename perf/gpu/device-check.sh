@@ -27,11 +27,15 @@ mkdir -p $b && tar -xJf .gpu-bundle/bundle.tar.xz -C $b || exit 1
 export DOTNET_ROOT=$b/dotnet
 meganet=("$b/dotnet/dotnet" "$b/app/meganet.dll")
 
-step "verdicts of --backend $backend against each file's expected verdicts"
-failed=0
-cat .gpu-check/*.jsonl > /tmp/all.jsonl
-timeout 300 "${meganet[@]}" verify --backend "$backend" --in /tmp/all.jsonl --out "$out/verdicts.jsonl" 2>&1 | tail -2
-python3 - /tmp/all.jsonl "$out/verdicts.jsonl" <<'PY' || failed=1
+# The plain C# multiply first (the default), then the inline-PTX one (VerifierOptions.GpuInlinePtx), which stays off
+# by default until a run like this one has checked it.
+for ptx in 0 1; do
+  export MEGANET_GPU_INLINE_PTX=$ptx
+  step "MEGANET_GPU_INLINE_PTX=$ptx: verdicts of --backend $backend against each file's expected verdicts"
+  failed=0
+  cat .gpu-check/*.jsonl > /tmp/all.jsonl
+  timeout 300 "${meganet[@]}" verify --backend "$backend" --in /tmp/all.jsonl --out "$out/verdicts-$ptx.jsonl" 2>&1 | tail -2
+  python3 - /tmp/all.jsonl "$out/verdicts-$ptx.jsonl" <<'PY' || failed=1
 import collections, json, sys
 want = [json.loads(l) for l in open(sys.argv[1])]
 got = [json.loads(l)["valid"] for l in open(sys.argv[2])]
@@ -42,11 +46,15 @@ for w in bad[:8]:
     print("  differs:", w.get("set"), w.get("id"), w.get("kind", ""), "expected", w["meganet"])
 sys.exit(1 if bad or len(got) != len(want) else 0)
 PY
-echo "verdict check: $([ $failed = 0 ] && echo PASSED || echo FAILED)"
+  echo "verdict check: $([ $failed = 0 ] && echo PASSED || echo FAILED)"
 
-step "sweep: $backend and simd (all cores) against libsodium"
-timeout 420 "${meganet[@]}" bench --backend "$backend,simd" --threads "$(nproc)" --batch "$sizes" --seconds "$seconds" --check --check-items 16384 \
-  --json "$out/bench.json" 2>&1 | tee "$out/bench.txt" | grep -v "^  batch"
+  # simd is timed once, beside the default kernel.
+  others=$([ $ptx = 0 ] && echo ",simd" || echo "")
+  step "MEGANET_GPU_INLINE_PTX=$ptx: sweep of $backend$others (all cores) against libsodium"
+  timeout 420 "${meganet[@]}" bench --backend "$backend$others" --threads "$(nproc)" --batch "$sizes" --seconds "$seconds" --check --check-items 16384 \
+    --json "$out/bench-$ptx.json" 2>&1 | tee "$out/bench-$ptx.txt" | grep -v "^  batch"
+done
+unset MEGANET_GPU_INLINE_PTX
 
 step "ptxas for sm_90"
 for p in .gpu-check/*.ptx perf/gpu/*.ptx; do

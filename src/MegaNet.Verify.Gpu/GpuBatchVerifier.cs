@@ -49,9 +49,11 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
     private readonly GpuDeviceKind _kind;
     private readonly Context _context;
     private readonly Accelerator _accelerator;
-    private readonly Action<AcceleratorStream, Index1D, ArrayView<byte>, ArrayView<byte>, ArrayView<uint>, ArrayView<int>, ArrayView<byte>, CurveConstants, ArrayView<int>> _kernel;
+    private readonly Action<AcceleratorStream, Index1D, ArrayView<byte>, ArrayView<byte>, ArrayView<uint>, ArrayView<int>, ArrayView<byte>, ArrayView<int>, CurveConstants, ArrayView<int>> _kernel;
     private readonly CurveConstants _constants;
     private readonly MemoryBuffer1D<byte, Stride1D.Dense> _smallOrder;
+    private readonly MemoryBuffer1D<int, Stride1D.Dense> _baseTable;
+    private readonly bool _inlinePtx;
     private readonly int _maxBatch;
     private readonly object _gate = new();
     private readonly LaunchSlot[] _slots;
@@ -81,10 +83,13 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
                 .OrderBy(d => d.AcceleratorType == AcceleratorType.Cuda ? 0 : 1).First()
             : _context.GetPreferredDevice(preferCPU: true);
         _accelerator = device.CreateAccelerator(_context);
-        _kernel = _accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<byte>, ArrayView<byte>, ArrayView<uint>, ArrayView<int>, ArrayView<byte>, CurveConstants, ArrayView<int>>(Ed25519Kernel.Verify);
+        _inlinePtx = options.GpuInlinePtx && _accelerator.AcceleratorType == AcceleratorType.Cuda;
+        _kernel = _inlinePtx
+            ? _accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<byte>, ArrayView<byte>, ArrayView<uint>, ArrayView<int>, ArrayView<byte>, ArrayView<int>, CurveConstants, ArrayView<int>>(Ed25519Kernel.Verify<PtxMultiply>)
+            : _accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<byte>, ArrayView<byte>, ArrayView<uint>, ArrayView<int>, ArrayView<byte>, ArrayView<int>, CurveConstants, ArrayView<int>>(Ed25519Kernel.Verify<PlainMultiply>);
         _constants = BuildConstants();
-        byte[] smallOrder = SmallOrderEncodings();
-        _smallOrder = _accelerator.Allocate1D(smallOrder);
+        _smallOrder = _accelerator.Allocate1D(SmallOrderEncodings());
+        _baseTable = _accelerator.Allocate1D(BaseTable(_constants));
         _slots = [new LaunchSlot(_accelerator), new LaunchSlot(_accelerator)];
         CompileMilliseconds = watch.Elapsed.TotalMilliseconds;
         DeviceName = _accelerator.Name;
@@ -104,7 +109,7 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
 
     /// <inheritdoc />
     public override string Description =>
-        $"ILGPU {_accelerator.AcceleratorType} '{DeviceName}', one thread per signature, kernel ready in {CompileMilliseconds:F0} ms";
+        $"ILGPU {_accelerator.AcceleratorType} '{DeviceName}', one thread per signature{(_inlinePtx ? ", inline PTX multiplies" : "")}, kernel ready in {CompileMilliseconds:F0} ms";
 
     /// <inheritdoc />
     protected override void VerifyCore(SignatureBatch batch, int start, int count, Span<bool> verdicts)
@@ -160,7 +165,7 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
         slot.DeviceScalars!.View.SubView(0, 16 * n).CopyFrom(stream, slot.Scalars!.ArrayView.SubView(0, 16 * n));
         slot.DevicePre!.View.SubView(0, n).CopyFrom(stream, slot.Pre!.ArrayView.SubView(0, n));
         slot.Marks[1] = stream.AddProfilingMarker();
-        _kernel(stream, n, slot.DeviceKeys.View, slot.DeviceRs.View, slot.DeviceScalars.View, slot.DevicePre.View, _smallOrder.View, _constants, slot.DeviceVerdicts!.View);
+        _kernel(stream, n, slot.DeviceKeys.View, slot.DeviceRs.View, slot.DeviceScalars.View, slot.DevicePre.View, _smallOrder.View, _baseTable.View, _constants, slot.DeviceVerdicts!.View);
         slot.Marks[2] = stream.AddProfilingMarker();
         slot.DeviceVerdicts.View.SubView(0, n).CopyTo(stream, slot.Results!.ArrayView.SubView(0, n));
         slot.Marks[3] = stream.AddProfilingMarker();
@@ -231,20 +236,34 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
         });
     }
 
-    private static CurveConstants BuildConstants()
+    internal static CurveConstants BuildConstants()
     {
         CurveConstants c;
         c.D = Fe.FromBytes(Convert.FromHexString("a3785913ca4deb75abd841414d0a700098e879777940c78c73fe6f2bee6c0352"));
         c.D2 = Fe.Reduce(Fe.Add(c.D, c.D));
         c.SqrtM1 = Fe.FromBytes(Convert.FromHexString("b0a00e4a271beec478e42fad0618432fa7d7fb3d99004d2b0bdfc14f8024832b"));
-        // B = (x, 4/5) with x even; coordinates from the reference, converted with the kernel's own code.
-        byte[] x = Ed25519Reference.ToLittleEndian(Ed25519Reference.Mod(Ed25519Reference.B.X * Ed25519Reference.Inverse(Ed25519Reference.B.Z)));
-        byte[] y = Ed25519Reference.ToLittleEndian(Ed25519Reference.Mod(Ed25519Reference.B.Y * Ed25519Reference.Inverse(Ed25519Reference.B.Z)));
-        c.B.X = Fe.FromBytes(x);
-        c.B.Y = Fe.FromBytes(y);
-        c.B.Z = Fe.One();
-        c.B.T = Fe.Mul(c.B.X, c.B.Y);
         return c;
+    }
+
+    /// <summary>[1..128]B in affine (y + x, y − x, 2d·x·y) form, from the reference's points converted with the
+    /// kernel's own field code.</summary>
+    internal static int[] BaseTable(CurveConstants c)
+    {
+        int[] table = new int[Ed25519Kernel.BaseTableEntries * Ed25519Kernel.BaseTableStride];
+        var point = Ed25519Reference.Identity;
+        for (int m = 0; m < Ed25519Kernel.BaseTableEntries; m++)
+        {
+            point = Ed25519Reference.Add(point, Ed25519Reference.B);
+            System.Numerics.BigInteger zInverse = Ed25519Reference.Inverse(point.Z);
+            Fe x = Fe.FromBytes(Ed25519Reference.ToLittleEndian(Ed25519Reference.Mod(point.X * zInverse)));
+            Fe y = Fe.FromBytes(Ed25519Reference.ToLittleEndian(Ed25519Reference.Mod(point.Y * zInverse)));
+            int o = m * Ed25519Kernel.BaseTableStride;
+            Fe.Store(Fe.Reduce(Fe.Add(y, x)), table, o);
+            Fe.Store(Fe.Reduce(Fe.Sub(y, x)), table, o + 10);
+            Fe.Store(Fe.Mul<PlainMultiply>(Fe.Mul<PlainMultiply>(x, y), c.D2), table, o + 20);
+        }
+
+        return table;
     }
 
     private static byte[] SmallOrderEncodings()
@@ -294,6 +313,7 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
                 }
 
                 _smallOrder.Dispose();
+                _baseTable.Dispose();
                 _accelerator.Dispose();
                 _context.Dispose();
             }

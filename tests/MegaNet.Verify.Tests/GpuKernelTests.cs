@@ -1,5 +1,6 @@
 using System.Numerics;
 using System.Reflection;
+using System.Text.RegularExpressions;
 using ILGPU;
 using ILGPU.Backends;
 using ILGPU.Backends.EntryPoints;
@@ -13,31 +14,40 @@ using Xunit.Abstractions;
 
 namespace MegaNet.Verify.Tests;
 
-/// <summary>The GPU kernels: compiled for CUDA sm_90 without a device, and their field arithmetic against BigInteger.</summary>
+/// <summary>The GPU kernels: compiled for CUDA sm_90 without a device, and their field and point arithmetic against the reference.</summary>
 public sealed class GpuKernelTests(ITestOutputHelper output)
 {
     private static readonly int Seed = TestSeed.Next();
 
-    [Fact]
-    public void The_verification_kernel_compiles_to_PTX_for_sm_90_without_a_GPU()
+    [Theory]
+    [InlineData(typeof(PlainMultiply), "kernel.ptx")]
+    [InlineData(typeof(PtxMultiply), "kernel-inline-ptx.ptx")]
+    public void The_verification_kernel_compiles_to_PTX_for_sm_90_without_a_GPU(Type multiply, string file)
     {
-        using Context context = Context.Create(b => b.Default());
-        using var backend = new PTXBackend(context, new CudaCapabilityContext(CudaArchitecture.SM_90), CudaArchitecture.SM_90, CudaInstructionSet.ISA_83, nvvmAPI: null);
-        MethodInfo kernel = typeof(Ed25519Kernel).GetMethod(nameof(Ed25519Kernel.Verify), BindingFlags.Public | BindingFlags.Static)!;
-        EntryPointDescription entry = EntryPointDescription.FromImplicitlyGroupedKernel(kernel);
-        KernelSpecialization specialization = KernelSpecialization.Empty;
-        CompiledKernel compiled = backend.Compile(entry, specialization);
-        string ptx = ((PTXCompiledKernel)compiled).PTXAssembly;
+        string ptx = CompileToPtx(multiply);
         output.WriteLine($"PTX: {ptx.Length} characters; header: {ptx[..Math.Min(200, ptx.Length)]}");
         if (Environment.GetEnvironmentVariable("MEGANET_PTX_OUT") is { Length: > 0 } folder)
         {
             // For perf/gpu/device-check.sh: ptxas on a GPU machine reports registers, spills and the SASS mix.
-            File.WriteAllText(Path.Combine(folder, "kernel.ptx"), ptx);
+            File.WriteAllText(Path.Combine(folder, file), ptx);
         }
+
         // ILGPU 1.5.3 caps the emitted target at sm_80 even when sm_90 is asked for; sm_80 PTX is JIT-compiled by the
         // driver for an H100 (sm_90). What this test guards is that the kernel compiles for CUDA at all.
         Assert.Matches(@"\.target\s+sm_[89]0", ptx);
         Assert.Contains(".entry", ptx);
+        int wide = Regex.Matches(ptx, @"mul\.wide\.s32").Count;
+        int full = Regex.Matches(ptx, @"mul\.lo\.s64").Count;
+        output.WriteLine($"mul.wide.s32: {wide}, mul.lo.s64: {full}");
+        if (multiply == typeof(PtxMultiply))
+        {
+            // Every limb product is one widening multiply; the 64-bit multiplies left are the ×19 of the wrapped sums.
+            Assert.True(wide > 5 * full, $"inline PTX path: {wide} mul.wide.s32 against {full} mul.lo.s64");
+        }
+        else
+        {
+            Assert.Equal(0, wide);
+        }
     }
 
     [Fact]
@@ -54,11 +64,46 @@ public sealed class GpuKernelTests(ITestOutputHelper output)
             b[31] &= 0x7F;
             BigInteger x = Ed25519Reference.FromLittleEndian(a) % Ed25519Reference.P, y = Ed25519Reference.FromLittleEndian(b) % Ed25519Reference.P;
             Fe fa = Fe.FromBytes(a), fb = Fe.FromBytes(b);
-            Assert.Equal(x * y % Ed25519Reference.P, Value(Fe.Mul(fa, fb)));
+            Assert.Equal(x * y % Ed25519Reference.P, Value(Fe.Mul<PlainMultiply>(fa, fb)));
+            Assert.Equal(x * x % Ed25519Reference.P, Value(Fe.Square<PlainMultiply>(fa)));
+            // Inputs at the documented bound: sums and differences of four carried elements.
+            Fe wideA = Fe.Sub(Fe.Add(fa, fa), Fe.Add(fb, fb)), wideB = Fe.Add(Fe.Add(fb, fa), Fe.Sub(fb, fa));
+            BigInteger wa = Ed25519Reference.Mod(2 * x - 2 * y), wb = Ed25519Reference.Mod(2 * y);
+            Assert.Equal(wa * wb % Ed25519Reference.P, Value(Fe.Mul<PlainMultiply>(wideA, wideB)));
+            Assert.Equal(wa * wa % Ed25519Reference.P, Value(Fe.Square<PlainMultiply>(wideA)));
             Assert.Equal(Ed25519Reference.Mod(x - y), Value(Fe.Sub(fa, fb)));
-            Assert.Equal(BigInteger.ModPow(x, (Ed25519Reference.P - 5) / 8, Ed25519Reference.P), Value(Fe.Pow22523(fa)));
+            Assert.Equal(BigInteger.ModPow(x, (Ed25519Reference.P - 5) / 8, Ed25519Reference.P), Value(Fe.Pow22523<PlainMultiply>(fa)));
             Assert.Equal(x.IsZero, Fe.IsZero(fa));
             Assert.Equal(!x.IsEven, Fe.IsOdd(fa));
+        }
+    }
+
+    [Fact]
+    public void Kernel_point_arithmetic_matches_the_reference_on_the_host()
+    {
+        output.WriteLine($"seed {Seed}");
+        var random = new Random(Seed);
+        CurveConstants c = MegaNet.Verify.Gpu.GpuBatchVerifier.BuildConstants();
+        int[] baseTable = MegaNet.Verify.Gpu.GpuBatchVerifier.BaseTable(c);
+        for (int i = 0; i < 40; i++)
+        {
+            Ed25519Reference.Point p = RandomPoint(random), q = RandomPoint(random);
+            Ge gp = FromReference(p), gq = FromReference(q);
+            AssertSame(Ed25519Reference.Add(p, p), Ed25519Kernel.ToP3<PlainMultiply>(Ed25519Kernel.Double<PlainMultiply>(Ed25519Kernel.ToP2(gp))));
+            AssertSame(Ed25519Reference.Add(p, q), Ed25519Kernel.ToP3<PlainMultiply>(Ed25519Kernel.AddCached<PlainMultiply>(gp, Ed25519Kernel.ToCached<PlainMultiply>(gq, c), false)));
+            AssertSame(Ed25519Reference.Add(p, Negate(q)), Ed25519Kernel.ToP3<PlainMultiply>(Ed25519Kernel.AddCached<PlainMultiply>(gp, Ed25519Kernel.ToCached<PlainMultiply>(gq, c), true)));
+
+            // The base table's entries, added and subtracted as the kernel does.
+            int m = random.Next(Ed25519Kernel.BaseTableEntries);
+            GePrecomp entry = new()
+            {
+                YPlusX = Slice(baseTable, m, 0),
+                YMinusX = Slice(baseTable, m, 10),
+                XY2d = Slice(baseTable, m, 20),
+            };
+            Ed25519Reference.Point mB = Ed25519Reference.ScalarMultiply(m + 1, Ed25519Reference.B);
+            AssertSame(Ed25519Reference.Add(p, mB), Ed25519Kernel.ToP3<PlainMultiply>(Ed25519Kernel.AddPrecomp<PlainMultiply>(gp, entry, false)));
+            AssertSame(Ed25519Reference.Add(p, Negate(mB)), Ed25519Kernel.ToP3<PlainMultiply>(Ed25519Kernel.AddPrecomp<PlainMultiply>(gp, entry, true)));
         }
     }
 
@@ -80,6 +125,66 @@ public sealed class GpuKernelTests(ITestOutputHelper output)
         // The check can fail: the 300-item batch holds both verdicts (a fifth of its items are made invalid).
         Assert.Contains(false, Backends.Mixed(Seed, 300).Expected);
         Assert.Contains(true, Backends.Mixed(Seed, 300).Expected);
+    }
+
+    private static string CompileToPtx(Type multiply)
+    {
+        using Context context = Context.Create(b => b.Default().Optimize(OptimizationLevel.O2));
+        using var backend = new PTXBackend(context, new CudaCapabilityContext(CudaArchitecture.SM_90), CudaArchitecture.SM_90, CudaInstructionSet.ISA_83, nvvmAPI: null);
+        MethodInfo kernel = typeof(Ed25519Kernel).GetMethod(nameof(Ed25519Kernel.Verify), BindingFlags.Public | BindingFlags.Static)!.MakeGenericMethod(multiply);
+        EntryPointDescription entry = EntryPointDescription.FromImplicitlyGroupedKernel(kernel);
+        CompiledKernel compiled = backend.Compile(entry, KernelSpecialization.Empty);
+        return ((PTXCompiledKernel)compiled).PTXAssembly;
+    }
+
+    private static Ed25519Reference.Point RandomPoint(Random random)
+    {
+        byte[] scalar = new byte[32];
+        random.NextBytes(scalar);
+        return Ed25519Reference.ScalarMultiply(Ed25519Reference.FromLittleEndian(scalar) % Ed25519Reference.L, Ed25519Reference.B);
+    }
+
+    private static Ed25519Reference.Point Negate(Ed25519Reference.Point p) => p with { X = Ed25519Reference.Mod(-p.X), T = Ed25519Reference.Mod(-p.T) };
+
+    private static Ge FromReference(Ed25519Reference.Point p)
+    {
+        BigInteger zInverse = Ed25519Reference.Inverse(p.Z);
+        BigInteger x = Ed25519Reference.Mod(p.X * zInverse), y = Ed25519Reference.Mod(p.Y * zInverse);
+        Ge g;
+        g.X = Fe.FromBytes(Ed25519Reference.ToLittleEndian(x));
+        g.Y = Fe.FromBytes(Ed25519Reference.ToLittleEndian(y));
+        g.Z = Fe.One();
+        g.T = Fe.FromBytes(Ed25519Reference.ToLittleEndian(x * y % Ed25519Reference.P));
+        return g;
+    }
+
+    private static void AssertSame(Ed25519Reference.Point expected, Ge actual)
+    {
+        BigInteger zInverse = Ed25519Reference.Inverse(expected.Z);
+        BigInteger x = Ed25519Reference.Mod(expected.X * zInverse), y = Ed25519Reference.Mod(expected.Y * zInverse);
+        BigInteger z = Value(actual.Z);
+        Assert.NotEqual(BigInteger.Zero, z);
+        // Projective equality: X = x·Z, Y = y·Z, and T·Z = X·Y.
+        Assert.Equal(x * z % Ed25519Reference.P, Value(actual.X));
+        Assert.Equal(y * z % Ed25519Reference.P, Value(actual.Y));
+        Assert.Equal(Value(actual.X) * Value(actual.Y) % Ed25519Reference.P, Value(actual.T) * z % Ed25519Reference.P);
+    }
+
+    private static Fe Slice(int[] table, int entry, int offset)
+    {
+        Fe f;
+        int o = entry * Ed25519Kernel.BaseTableStride + offset;
+        f.V0 = table[o];
+        f.V1 = table[o + 1];
+        f.V2 = table[o + 2];
+        f.V3 = table[o + 3];
+        f.V4 = table[o + 4];
+        f.V5 = table[o + 5];
+        f.V6 = table[o + 6];
+        f.V7 = table[o + 7];
+        f.V8 = table[o + 8];
+        f.V9 = table[o + 9];
+        return f;
     }
 
     private static BigInteger Value(Fe f)

@@ -15,6 +15,13 @@ public sealed class VerifierOptions
     /// <summary>Largest batch a GPU backend accepts in one launch (buffers are sized for it). Default 1,048,576.</summary>
     public int GpuMaxBatch { get; set; } = 1 << 20;
 
+    /// <summary>
+    /// On CUDA, multiply field limbs with inline PTX (<c>mul.wide.s32</c>) instead of ILGPU's 64-bit multiply. Off by
+    /// default until a GPU run has checked it; also turned on by the environment variable
+    /// <c>MEGANET_GPU_INLINE_PTX=1</c>. ILGPU's CPU accelerator runs the plain path either way.
+    /// </summary>
+    public bool GpuInlinePtx { get; set; } = Environment.GetEnvironmentVariable("MEGANET_GPU_INLINE_PTX") == "1";
+
     /// <summary>Throws <see cref="ArgumentOutOfRangeException"/> naming the first setting out of range.</summary>
     public void Validate()
     {

@@ -2,7 +2,7 @@ using ILGPU;
 
 namespace MegaNet.Verify.Gpu.Kernels;
 
-/// <summary>Extended coordinates (X : Y : Z : T).</summary>
+/// <summary>Extended coordinates (X : Y : Z : T) with T = XY/Z.</summary>
 internal struct Ge
 {
     public Fe X, Y, Z, T;
@@ -18,29 +18,77 @@ internal struct Ge
     }
 }
 
+/// <summary>Projective (X : Y : Z), what a doubling needs.</summary>
+internal struct GeP2
+{
+    public Fe X, Y, Z;
+}
+
+/// <summary>A sum or double before its final products: the point is (X·T : Y·Z : Z·T : X·Y) in extended coordinates.</summary>
+internal struct GeP1P1
+{
+    public Fe X, Y, Z, T;
+
+    public static GeP1P1 Identity()
+    {
+        GeP1P1 p;
+        p.X = Fe.Zero();
+        p.Y = Fe.One();
+        p.Z = Fe.One();
+        p.T = Fe.One();
+        return p;
+    }
+}
+
+/// <summary>A point ready to be added: (Y + X, Y − X, Z, 2d·T).</summary>
+internal struct GeCached
+{
+    public Fe YPlusX, YMinusX, Z, T2d;
+}
+
+/// <summary>An affine point ready to be added: (y + x, y − x, 2d·x·y); Z = 1.</summary>
+internal struct GePrecomp
+{
+    public Fe YPlusX, YMinusX, XY2d;
+}
+
 /// <summary>Curve constants handed to the kernel (computed on the host with the same code).</summary>
 internal struct CurveConstants
 {
     public Fe D, D2, SqrtM1;
-    public Ge B;
 }
 
 /// <summary>
 /// The MegaNet rule as one GPU thread per signature (docs/verification.md): strict decoding of A and R with the
-/// canonical and small-order checks, then [8]([S]B + [k](−A) − R) = 𝒪 by a double-and-add over the 253 bits of S
-/// and k. S &lt; L and k = SHA-512(R ‖ A ‖ M) mod L come from the host: messages vary in length, so hashing them on
-/// the CPU in parallel keeps the kernel free of variable-length loops and the transfers small (32 bytes per item).
-/// Plain C#: ILGPU compiles it for CUDA/OpenCL and runs it unchanged on its CPU accelerator in tests.
+/// canonical and small-order checks, then [8]([S]B + [k](−A) − R) = 𝒪. S &lt; L and k = SHA-512(R ‖ A ‖ M) mod L come
+/// from the host: messages vary in length, so hashing them on the CPU in parallel keeps the kernel free of
+/// variable-length loops and the transfers small (32 bytes per item).
 /// </summary>
+/// <remarks>
+/// One pass of 252 doublings serves both scalars (Straus). k is read in 64 signed radix-16 digits (−8..7) against a
+/// per-thread table of [1..8](−A); S in 32 signed radix-256 digits (−128..127) against a shared table of [1..128]B in
+/// affine form, so the pass adds about 64 + 32 points instead of one per set bit (about 250). Signed digits need no
+/// recoding loop: adding 0x88…8 (or 0x80…80) to the scalar makes each nibble (byte) its digit plus 8 (plus 128),
+/// and both scalars are below 2^253, so the sum still fits in 256 bits. Formulas are those of the ref10 family
+/// (extended coordinates, completed intermediate points), so a doubling costs 4 squarings and 3 or 4 products.
+/// Plain C#: ILGPU compiles it for CUDA/OpenCL and runs it unchanged on its CPU accelerator in tests.
+/// </remarks>
 internal static class Ed25519Kernel
 {
+    /// <summary>Entries of the base-point table: [1..128]B.</summary>
+    public const int BaseTableEntries = 128;
+
+    /// <summary>Ints per base-point table entry: three field elements of ten limbs.</summary>
+    public const int BaseTableStride = 30;
+
     /// <summary>
     /// keys: 32·n bytes; rs: 32·n bytes (R); scalars: 16 uints per item (S then k, little-endian words);
     /// pre: 1 where the host checks passed (S &lt; L), else 0; smallOrder: the 8 small-order encodings (256 bytes);
-    /// verdicts: 1 valid, 0 invalid.
+    /// baseTable: [1..128]B as <see cref="GePrecomp"/>, <see cref="BaseTableStride"/> ints each; verdicts: 1 valid, 0 invalid.
     /// </summary>
-    public static void Verify(Index1D i, ArrayView<byte> keys, ArrayView<byte> rs, ArrayView<uint> scalars, ArrayView<int> pre,
-        ArrayView<byte> smallOrder, CurveConstants c, ArrayView<int> verdicts)
+    public static void Verify<TM>(Index1D i, ArrayView<byte> keys, ArrayView<byte> rs, ArrayView<uint> scalars, ArrayView<int> pre,
+        ArrayView<byte> smallOrder, ArrayView<int> baseTable, CurveConstants c, ArrayView<int> verdicts)
+        where TM : struct, IWideMultiply
     {
         if (pre[i] == 0)
         {
@@ -52,37 +100,77 @@ internal static class Ed25519Kernel
         Ge a;
         Ge r;
         if (IsSmallOrderEncoding(keys, o, smallOrder) || IsSmallOrderEncoding(rs, o, smallOrder)
-            || !Decode(keys, o, c, out a) || !Decode(rs, o, c, out r))
+            || !Decode<TM>(keys, o, c, out a) || !Decode<TM>(rs, o, c, out r))
         {
             verdicts[i] = 0;
             return;
         }
 
-        // −A and −R: negate the points (never the scalar k mod L).
+        // [1..8](−A): negate the point (never the scalar k mod L).
         a.X = Fe.Neg(a.X);
         a.T = Fe.Neg(a.T);
-        r.X = Fe.Neg(r.X);
-        r.T = Fe.Neg(r.T);
-
-        Ge q = Ge.Identity();
-        int s = i * 16;
-        for (int bit = 252; bit >= 0; bit--)
+        ArrayView<GeCached> table = LocalMemory.Allocate<GeCached>(8);
+        GeCached minusA = ToCached<TM>(a, c);
+        table[0] = minusA;
+        Ge multiple = ToP3<TM>(Double<TM>(ToP2(a)));
+        table[1] = ToCached<TM>(multiple, c);
+        for (int m = 2; m < 8; m++)
         {
-            q = Double(q);
-            if (((scalars[s + (bit >> 5)] >> (bit & 31)) & 1) != 0)
+            multiple = ToP3<TM>(AddCached<TM>(multiple, minusA, false));
+            table[m] = ToCached<TM>(multiple, c);
+        }
+
+        // Digits plus offset: nibble j of k + 0x88…8 is k's signed digit j plus 8; byte j of S + 0x80…80 is S's
+        // signed radix-256 digit j plus 128.
+        ArrayView<uint> digits = LocalMemory.Allocate<uint>(16);
+        int s = i * 16;
+        ulong carryS = 0, carryK = 0;
+        for (int w = 0; w < 8; w++)
+        {
+            carryS += (ulong)scalars[s + w] + 0x80808080u;
+            digits[w] = (uint)carryS;
+            carryS >>= 32;
+            carryK += (ulong)scalars[s + 8 + w] + 0x88888888u;
+            digits[8 + w] = (uint)carryK;
+            carryK >>= 32;
+        }
+
+        GeP1P1 q = GeP1P1.Identity();
+        for (int j = 63; j >= 0; j--)
+        {
+            if (j != 63)
             {
-                q = Add(q, c.B, c);
+                q = Double<TM>(ToP2<TM>(q));
+                q = Double<TM>(ToP2<TM>(q));
+                q = Double<TM>(ToP2<TM>(q));
+                q = Double<TM>(ToP2<TM>(q));
             }
 
-            if (((scalars[s + 8 + (bit >> 5)] >> (bit & 31)) & 1) != 0)
+            int shift = (j & 7) * 4;
+            int dk = (int)((digits[8 + (j >> 3)] >> shift) & 15) - 8;
+            if (dk != 0)
             {
-                q = Add(q, a, c);
+                q = AddCached<TM>(ToP3<TM>(q), table[(dk < 0 ? -dk : dk) - 1], dk < 0);
+            }
+
+            if ((j & 1) == 0)
+            {
+                // Byte j/2 of S: this point of the pass is 8·(j/2) doublings from the end.
+                int ds = (int)((digits[j >> 3] >> shift) & 255) - 128;
+                if (ds != 0)
+                {
+                    q = AddPrecomp<TM>(ToP3<TM>(q), LoadBase(baseTable, (ds < 0 ? -ds : ds) - 1), ds < 0);
+                }
             }
         }
 
-        q = Add(q, r, c);
-        q = Double(Double(Double(q)));
-        verdicts[i] = Fe.IsZero(q.X) && Fe.Equal(q.Y, q.Z) ? 1 : 0;
+        // − R, then the cofactor: [8]Q = 𝒪 iff X = 0 and Y = Z.
+        q = AddCached<TM>(ToP3<TM>(q), ToCached<TM>(r, c), true);
+        q = Double<TM>(ToP2<TM>(q));
+        q = Double<TM>(ToP2<TM>(q));
+        q = Double<TM>(ToP2<TM>(q));
+        GeP2 result = ToP2<TM>(q);
+        verdicts[i] = Fe.IsZero(result.X) && Fe.Equal(result.Y, result.Z) ? 1 : 0;
     }
 
     public static bool IsSmallOrderEncoding(ArrayView<byte> s, int o, ArrayView<byte> smallOrder)
@@ -109,7 +197,8 @@ internal static class Ed25519Kernel
     }
 
     /// <summary>Strict decoding: y &lt; p, a square root exists, and not x = 0 with the sign bit set.</summary>
-    public static bool Decode(ArrayView<byte> s, int o, CurveConstants c, out Ge p)
+    public static bool Decode<TM>(ArrayView<byte> s, int o, CurveConstants c, out Ge p)
+        where TM : struct, IWideMultiply
     {
         p = Ge.Identity();
 
@@ -126,14 +215,14 @@ internal static class Ed25519Kernel
         }
 
         Fe y = Fe.FromBytes(s, o);
-        Fe y2 = Fe.Square(y);
+        Fe y2 = Fe.Square<TM>(y);
         Fe u = Fe.Reduce(Fe.Sub(y2, Fe.One()));
-        Fe v = Fe.Reduce(Fe.Add(Fe.Mul(y2, c.D), Fe.One()));
-        Fe v3 = Fe.Mul(Fe.Square(v), v);
-        Fe x = Fe.Mul(Fe.Mul(Fe.Square(v3), v), u);
-        x = Fe.Pow22523(x);
-        x = Fe.Mul(Fe.Mul(x, v3), u);
-        Fe vxx = Fe.Mul(Fe.Square(x), v);
+        Fe v = Fe.Reduce(Fe.Add(Fe.Mul<TM>(y2, c.D), Fe.One()));
+        Fe v3 = Fe.Mul<TM>(Fe.Square<TM>(v), v);
+        Fe x = Fe.Mul<TM>(Fe.Mul<TM>(Fe.Square<TM>(v3), v), u);
+        x = Fe.Pow22523<TM>(x);
+        x = Fe.Mul<TM>(Fe.Mul<TM>(x, v3), u);
+        Fe vxx = Fe.Mul<TM>(Fe.Square<TM>(x), v);
         if (!Fe.Equal(vxx, u))
         {
             if (!Fe.IsZero(Fe.Add(vxx, u)))
@@ -141,7 +230,7 @@ internal static class Ed25519Kernel
                 return false;
             }
 
-            x = Fe.Mul(x, c.SqrtM1);
+            x = Fe.Mul<TM>(x, c.SqrtM1);
         }
 
         bool sign = (s[o + 31] & 0x80) != 0;
@@ -158,46 +247,107 @@ internal static class Ed25519Kernel
         p.X = x;
         p.Y = y;
         p.Z = Fe.One();
-        p.T = Fe.Mul(x, y);
+        p.T = Fe.Mul<TM>(x, y);
         return true;
     }
 
-    /// <summary>2P (dbl-2008-hwcd, a = −1; signs of E, F, G, H folded as in the SIMD backend).</summary>
-    public static Ge Double(Ge p)
+    public static GeP2 ToP2(Ge p)
     {
-        Fe a = Fe.Square(p.X);
-        Fe b = Fe.Square(p.Y);
-        Fe zz = Fe.Square(p.Z);
-        Fe cc = Fe.Add(zz, zz);
-        Fe h = Fe.Add(a, b);
-        Fe e = Fe.Sub(h, Fe.Square(Fe.Add(p.X, p.Y)));
-        Fe g = Fe.Sub(a, b);
-        Fe f = Fe.Reduce(Fe.Add(cc, g));
-        Ge r;
-        r.X = Fe.Mul(e, f);
-        r.Y = Fe.Mul(g, h);
-        r.T = Fe.Mul(e, h);
-        r.Z = Fe.Mul(f, g);
+        GeP2 r;
+        r.X = p.X;
+        r.Y = p.Y;
+        r.Z = p.Z;
         return r;
     }
 
-    /// <summary>P + Q, complete for a = −1 (add-2008-hwcd-3).</summary>
-    public static Ge Add(Ge p, Ge q, CurveConstants c)
+    public static GeP2 ToP2<TM>(GeP1P1 p)
+        where TM : struct, IWideMultiply
     {
-        Fe a = Fe.Mul(Fe.Sub(p.Y, p.X), Fe.Sub(q.Y, q.X));
-        Fe b = Fe.Mul(Fe.Add(p.Y, p.X), Fe.Add(q.Y, q.X));
-        Fe cc = Fe.Mul(Fe.Mul(p.T, c.D2), q.T);
-        Fe zz = Fe.Mul(p.Z, q.Z);
-        Fe d = Fe.Add(zz, zz);
-        Fe e = Fe.Sub(b, a);
-        Fe f = Fe.Sub(d, cc);
-        Fe g = Fe.Add(d, cc);
-        Fe h = Fe.Add(b, a);
-        Ge r;
-        r.X = Fe.Mul(e, f);
-        r.Y = Fe.Mul(g, h);
-        r.T = Fe.Mul(e, h);
-        r.Z = Fe.Mul(f, g);
+        GeP2 r;
+        r.X = Fe.Mul<TM>(p.X, p.T);
+        r.Y = Fe.Mul<TM>(p.Y, p.Z);
+        r.Z = Fe.Mul<TM>(p.Z, p.T);
         return r;
+    }
+
+    public static Ge ToP3<TM>(GeP1P1 p)
+        where TM : struct, IWideMultiply
+    {
+        Ge r;
+        r.X = Fe.Mul<TM>(p.X, p.T);
+        r.Y = Fe.Mul<TM>(p.Y, p.Z);
+        r.Z = Fe.Mul<TM>(p.Z, p.T);
+        r.T = Fe.Mul<TM>(p.X, p.Y);
+        return r;
+    }
+
+    public static GeCached ToCached<TM>(Ge p, CurveConstants c)
+        where TM : struct, IWideMultiply
+    {
+        GeCached r;
+        r.YPlusX = Fe.Add(p.Y, p.X);
+        r.YMinusX = Fe.Sub(p.Y, p.X);
+        r.Z = p.Z;
+        r.T2d = Fe.Mul<TM>(p.T, c.D2);
+        return r;
+    }
+
+    /// <summary>2P for a = −1 (dbl-2008-hwcd): four squarings; every output limb sums at most four carried values.</summary>
+    public static GeP1P1 Double<TM>(GeP2 p)
+        where TM : struct, IWideMultiply
+    {
+        Fe xx = Fe.Square<TM>(p.X);
+        Fe yy = Fe.Square<TM>(p.Y);
+        Fe zz = Fe.Square<TM>(p.Z);
+        Fe sum = Fe.Square<TM>(Fe.Add(p.X, p.Y));
+        GeP1P1 r;
+        r.Y = Fe.Add(yy, xx);
+        r.Z = Fe.Sub(yy, xx);
+        r.X = Fe.Sub(sum, r.Y);
+        r.T = Fe.Sub(Fe.Add(zz, zz), r.Z);
+        return r;
+    }
+
+    /// <summary>P ± Q (add-2008-hwcd-3, complete for a = −1); −Q swaps Y + X with Y − X and negates 2d·T.</summary>
+    public static GeP1P1 AddCached<TM>(Ge p, GeCached q, bool negate)
+        where TM : struct, IWideMultiply
+    {
+        Fe a = Fe.Mul<TM>(Fe.Add(p.Y, p.X), negate ? q.YMinusX : q.YPlusX);
+        Fe b = Fe.Mul<TM>(Fe.Sub(p.Y, p.X), negate ? q.YPlusX : q.YMinusX);
+        Fe cc = Fe.Mul<TM>(q.T2d, p.T);
+        Fe zz = Fe.Mul<TM>(p.Z, q.Z);
+        Fe d = Fe.Add(zz, zz);
+        GeP1P1 r;
+        r.X = Fe.Sub(a, b);
+        r.Y = Fe.Add(a, b);
+        r.Z = negate ? Fe.Sub(d, cc) : Fe.Add(d, cc);
+        r.T = negate ? Fe.Add(d, cc) : Fe.Sub(d, cc);
+        return r;
+    }
+
+    /// <summary>P ± Q for an affine Q (Z = 1): one product fewer than <see cref="AddCached{TM}"/>.</summary>
+    public static GeP1P1 AddPrecomp<TM>(Ge p, GePrecomp q, bool negate)
+        where TM : struct, IWideMultiply
+    {
+        Fe a = Fe.Mul<TM>(Fe.Add(p.Y, p.X), negate ? q.YMinusX : q.YPlusX);
+        Fe b = Fe.Mul<TM>(Fe.Sub(p.Y, p.X), negate ? q.YPlusX : q.YMinusX);
+        Fe cc = Fe.Mul<TM>(q.XY2d, p.T);
+        Fe d = Fe.Add(p.Z, p.Z);
+        GeP1P1 r;
+        r.X = Fe.Sub(a, b);
+        r.Y = Fe.Add(a, b);
+        r.Z = negate ? Fe.Sub(d, cc) : Fe.Add(d, cc);
+        r.T = negate ? Fe.Add(d, cc) : Fe.Sub(d, cc);
+        return r;
+    }
+
+    private static GePrecomp LoadBase(ArrayView<int> table, int entry)
+    {
+        int o = entry * BaseTableStride;
+        GePrecomp p;
+        p.YPlusX = Fe.Load(table, o);
+        p.YMinusX = Fe.Load(table, o + 10);
+        p.XY2d = Fe.Load(table, o + 20);
+        return p;
     }
 }

@@ -6,8 +6,10 @@ namespace MegaNet.Verify.Gpu.Kernels;
 /// <c>UInt128</c> in kernels, so this is what runs on the GPU, on ILGPU's CPU accelerator, and on the host.
 /// </summary>
 /// <remarks>
-/// Bounds: after <see cref="Carry"/> |limb| ≤ 2^25 (odd limbs 2^24) plus a small excess; <see cref="Add"/>/<see cref="Sub"/>
-/// of two carried elements stay within 2^27, and <see cref="Mul"/> accepts such inputs: 19·2·2^27·2^27 · 10 &lt; 2^63.
+/// Bounds: after <see cref="Carry"/> |limb| ≤ 2^25 (odd limbs 2^24) plus a small excess, so sums and differences of
+/// up to four carried elements stay within 2^27. <see cref="Mul{TM}"/> and <see cref="Square{TM}"/> accept such
+/// inputs: an operand scaled by at most 4 stays within 32 bits (2^29), and each 64-bit sum is at most
+/// (1 + 19·14)·2^54 &lt; 2^63. The point formulas of <see cref="Ed25519Kernel"/> never feed a multiply more than four.
 /// </remarks>
 internal struct Fe
 {
@@ -56,28 +58,64 @@ internal struct Fe
 
     public static Fe Neg(Fe f) => Sub(Zero(), f);
 
-    public static Fe Mul(Fe f, Fe g)
+    /// <summary>f·g. Every product is 32×32 → 64 bits through <typeparamref name="TM"/>; the factor 19 of the wrapped
+    /// terms multiplies their 64-bit sum, so no operand leaves 32 bits (19·2^27 would not fit).</summary>
+    public static Fe Mul<TM>(Fe f, Fe g)
+        where TM : struct, IWideMultiply
     {
-        long f0 = f.V0, f1 = f.V1, f2 = f.V2, f3 = f.V3, f4 = f.V4, f5 = f.V5, f6 = f.V6, f7 = f.V7, f8 = f.V8, f9 = f.V9;
-        long g0 = g.V0, g1 = g.V1, g2 = g.V2, g3 = g.V3, g4 = g.V4, g5 = g.V5, g6 = g.V6, g7 = g.V7, g8 = g.V8, g9 = g.V9;
-        long g1_19 = 19 * g1, g2_19 = 19 * g2, g3_19 = 19 * g3, g4_19 = 19 * g4, g5_19 = 19 * g5;
-        long g6_19 = 19 * g6, g7_19 = 19 * g7, g8_19 = 19 * g8, g9_19 = 19 * g9;
-        long f1_2 = 2 * f1, f3_2 = 2 * f3, f5_2 = 2 * f5, f7_2 = 2 * f7, f9_2 = 2 * f9;
-
-        long h0 = f0 * g0 + f1_2 * g9_19 + f2 * g8_19 + f3_2 * g7_19 + f4 * g6_19 + f5_2 * g5_19 + f6 * g4_19 + f7_2 * g3_19 + f8 * g2_19 + f9_2 * g1_19;
-        long h1 = f0 * g1 + f1 * g0 + f2 * g9_19 + f3 * g8_19 + f4 * g7_19 + f5 * g6_19 + f6 * g5_19 + f7 * g4_19 + f8 * g3_19 + f9 * g2_19;
-        long h2 = f0 * g2 + f1_2 * g1 + f2 * g0 + f3_2 * g9_19 + f4 * g8_19 + f5_2 * g7_19 + f6 * g6_19 + f7_2 * g5_19 + f8 * g4_19 + f9_2 * g3_19;
-        long h3 = f0 * g3 + f1 * g2 + f2 * g1 + f3 * g0 + f4 * g9_19 + f5 * g8_19 + f6 * g7_19 + f7 * g6_19 + f8 * g5_19 + f9 * g4_19;
-        long h4 = f0 * g4 + f1_2 * g3 + f2 * g2 + f3_2 * g1 + f4 * g0 + f5_2 * g9_19 + f6 * g8_19 + f7_2 * g7_19 + f8 * g6_19 + f9_2 * g5_19;
-        long h5 = f0 * g5 + f1 * g4 + f2 * g3 + f3 * g2 + f4 * g1 + f5 * g0 + f6 * g9_19 + f7 * g8_19 + f8 * g7_19 + f9 * g6_19;
-        long h6 = f0 * g6 + f1_2 * g5 + f2 * g4 + f3_2 * g3 + f4 * g2 + f5_2 * g1 + f6 * g0 + f7_2 * g9_19 + f8 * g8_19 + f9_2 * g7_19;
-        long h7 = f0 * g7 + f1 * g6 + f2 * g5 + f3 * g4 + f4 * g3 + f5 * g2 + f6 * g1 + f7 * g0 + f8 * g9_19 + f9 * g8_19;
-        long h8 = f0 * g8 + f1_2 * g7 + f2 * g6 + f3_2 * g5 + f4 * g4 + f5_2 * g3 + f6 * g2 + f7_2 * g1 + f8 * g0 + f9_2 * g9_19;
-        long h9 = f0 * g9 + f1 * g8 + f2 * g7 + f3 * g6 + f4 * g5 + f5 * g4 + f6 * g3 + f7 * g2 + f8 * g1 + f9 * g0;
+        TM m = default;
+        int f0 = f.V0, f1 = f.V1, f2 = f.V2, f3 = f.V3, f4 = f.V4, f5 = f.V5, f6 = f.V6, f7 = f.V7, f8 = f.V8, f9 = f.V9;
+        int g0 = g.V0, g1 = g.V1, g2 = g.V2, g3 = g.V3, g4 = g.V4, g5 = g.V5, g6 = g.V6, g7 = g.V7, g8 = g.V8, g9 = g.V9;
+        int f1_2 = 2 * f1;
+        int f3_2 = 2 * f3;
+        int f5_2 = 2 * f5;
+        int f7_2 = 2 * f7;
+        int f9_2 = 2 * f9;
+        long h0 = m.Wide(f0, g0) + 19 * (m.Wide(f1_2, g9) + m.Wide(f2, g8) + m.Wide(f3_2, g7) + m.Wide(f4, g6) + m.Wide(f5_2, g5) + m.Wide(f6, g4) + m.Wide(f7_2, g3) + m.Wide(f8, g2) + m.Wide(f9_2, g1));
+        long h1 = m.Wide(f0, g1) + m.Wide(f1, g0) + 19 * (m.Wide(f2, g9) + m.Wide(f3, g8) + m.Wide(f4, g7) + m.Wide(f5, g6) + m.Wide(f6, g5) + m.Wide(f7, g4) + m.Wide(f8, g3) + m.Wide(f9, g2));
+        long h2 = m.Wide(f0, g2) + m.Wide(f1_2, g1) + m.Wide(f2, g0) + 19 * (m.Wide(f3_2, g9) + m.Wide(f4, g8) + m.Wide(f5_2, g7) + m.Wide(f6, g6) + m.Wide(f7_2, g5) + m.Wide(f8, g4) + m.Wide(f9_2, g3));
+        long h3 = m.Wide(f0, g3) + m.Wide(f1, g2) + m.Wide(f2, g1) + m.Wide(f3, g0) + 19 * (m.Wide(f4, g9) + m.Wide(f5, g8) + m.Wide(f6, g7) + m.Wide(f7, g6) + m.Wide(f8, g5) + m.Wide(f9, g4));
+        long h4 = m.Wide(f0, g4) + m.Wide(f1_2, g3) + m.Wide(f2, g2) + m.Wide(f3_2, g1) + m.Wide(f4, g0) + 19 * (m.Wide(f5_2, g9) + m.Wide(f6, g8) + m.Wide(f7_2, g7) + m.Wide(f8, g6) + m.Wide(f9_2, g5));
+        long h5 = m.Wide(f0, g5) + m.Wide(f1, g4) + m.Wide(f2, g3) + m.Wide(f3, g2) + m.Wide(f4, g1) + m.Wide(f5, g0) + 19 * (m.Wide(f6, g9) + m.Wide(f7, g8) + m.Wide(f8, g7) + m.Wide(f9, g6));
+        long h6 = m.Wide(f0, g6) + m.Wide(f1_2, g5) + m.Wide(f2, g4) + m.Wide(f3_2, g3) + m.Wide(f4, g2) + m.Wide(f5_2, g1) + m.Wide(f6, g0) + 19 * (m.Wide(f7_2, g9) + m.Wide(f8, g8) + m.Wide(f9_2, g7));
+        long h7 = m.Wide(f0, g7) + m.Wide(f1, g6) + m.Wide(f2, g5) + m.Wide(f3, g4) + m.Wide(f4, g3) + m.Wide(f5, g2) + m.Wide(f6, g1) + m.Wide(f7, g0) + 19 * (m.Wide(f8, g9) + m.Wide(f9, g8));
+        long h8 = m.Wide(f0, g8) + m.Wide(f1_2, g7) + m.Wide(f2, g6) + m.Wide(f3_2, g5) + m.Wide(f4, g4) + m.Wide(f5_2, g3) + m.Wide(f6, g2) + m.Wide(f7_2, g1) + m.Wide(f8, g0) + 19 * (m.Wide(f9_2, g9));
+        long h9 = m.Wide(f0, g9) + m.Wide(f1, g8) + m.Wide(f2, g7) + m.Wide(f3, g6) + m.Wide(f4, g5) + m.Wide(f5, g4) + m.Wide(f6, g3) + m.Wide(f7, g2) + m.Wide(f8, g1) + m.Wide(f9, g0);
         return Carry(h0, h1, h2, h3, h4, h5, h6, h7, h8, h9);
     }
 
-    public static Fe Square(Fe f) => Mul(f, f);
+    /// <summary>f² with the 55 distinct products of the symmetric square (doublings folded into an operand).</summary>
+    public static Fe Square<TM>(Fe f)
+        where TM : struct, IWideMultiply
+    {
+        TM m = default;
+        int f0 = f.V0, f1 = f.V1, f2 = f.V2, f3 = f.V3, f4 = f.V4, f5 = f.V5, f6 = f.V6, f7 = f.V7, f8 = f.V8, f9 = f.V9;
+        int f0_2 = 2 * f0;
+        int f1_2 = 2 * f1;
+        int f1_4 = 4 * f1;
+        int f2_2 = 2 * f2;
+        int f3_2 = 2 * f3;
+        int f3_4 = 4 * f3;
+        int f4_2 = 2 * f4;
+        int f5_2 = 2 * f5;
+        int f5_4 = 4 * f5;
+        int f6_2 = 2 * f6;
+        int f7_2 = 2 * f7;
+        int f7_4 = 4 * f7;
+        int f8_2 = 2 * f8;
+        int f9_2 = 2 * f9;
+        long h0 = m.Wide(f0, f0) + 19 * (m.Wide(f1_4, f9) + m.Wide(f2_2, f8) + m.Wide(f3_4, f7) + m.Wide(f4_2, f6) + m.Wide(f5_2, f5));
+        long h1 = m.Wide(f0_2, f1) + 19 * (m.Wide(f2_2, f9) + m.Wide(f3_2, f8) + m.Wide(f4_2, f7) + m.Wide(f5_2, f6));
+        long h2 = m.Wide(f0_2, f2) + m.Wide(f1_2, f1) + 19 * (m.Wide(f3_4, f9) + m.Wide(f4_2, f8) + m.Wide(f5_4, f7) + m.Wide(f6, f6));
+        long h3 = m.Wide(f0_2, f3) + m.Wide(f1_2, f2) + 19 * (m.Wide(f4_2, f9) + m.Wide(f5_2, f8) + m.Wide(f6_2, f7));
+        long h4 = m.Wide(f0_2, f4) + m.Wide(f1_4, f3) + m.Wide(f2, f2) + 19 * (m.Wide(f5_4, f9) + m.Wide(f6_2, f8) + m.Wide(f7_2, f7));
+        long h5 = m.Wide(f0_2, f5) + m.Wide(f1_2, f4) + m.Wide(f2_2, f3) + 19 * (m.Wide(f6_2, f9) + m.Wide(f7_2, f8));
+        long h6 = m.Wide(f0_2, f6) + m.Wide(f1_4, f5) + m.Wide(f2_2, f4) + m.Wide(f3_2, f3) + 19 * (m.Wide(f7_4, f9) + m.Wide(f8, f8));
+        long h7 = m.Wide(f0_2, f7) + m.Wide(f1_2, f6) + m.Wide(f2_2, f5) + m.Wide(f3_2, f4) + 19 * (m.Wide(f8_2, f9));
+        long h8 = m.Wide(f0_2, f8) + m.Wide(f1_4, f7) + m.Wide(f2_2, f6) + m.Wide(f3_4, f5) + m.Wide(f4, f4) + 19 * (m.Wide(f9_2, f9));
+        long h9 = m.Wide(f0_2, f9) + m.Wide(f1_2, f8) + m.Wide(f2_2, f7) + m.Wide(f3_2, f6) + m.Wide(f4_2, f5);
+        return Carry(h0, h1, h2, h3, h4, h5, h6, h7, h8, h9);
+    }
 
     public static Fe Carry(long h0, long h1, long h2, long h3, long h4, long h5, long h6, long h7, long h8, long h9)
     {
@@ -125,6 +163,38 @@ internal struct Fe
         long h8 = Load3(s, o + 26) << 4;
         long h9 = (Load3(s, o + 29) & 8388607) << 2;
         return Carry(h0, h1, h2, h3, h4, h5, h6, h7, h8, h9);
+    }
+
+    /// <summary>Ten limbs at <paramref name="o"/> (a table written by <see cref="Store"/>).</summary>
+    public static Fe Load(ILGPU.ArrayView<int> s, int o)
+    {
+        Fe r;
+        r.V0 = s[o];
+        r.V1 = s[o + 1];
+        r.V2 = s[o + 2];
+        r.V3 = s[o + 3];
+        r.V4 = s[o + 4];
+        r.V5 = s[o + 5];
+        r.V6 = s[o + 6];
+        r.V7 = s[o + 7];
+        r.V8 = s[o + 8];
+        r.V9 = s[o + 9];
+        return r;
+    }
+
+    /// <summary>Writes the ten limbs at <paramref name="o"/> (host side).</summary>
+    public static void Store(Fe f, Span<int> d, int o)
+    {
+        d[o] = f.V0;
+        d[o + 1] = f.V1;
+        d[o + 2] = f.V2;
+        d[o + 3] = f.V3;
+        d[o + 4] = f.V4;
+        d[o + 5] = f.V5;
+        d[o + 6] = f.V6;
+        d[o + 7] = f.V7;
+        d[o + 8] = f.V8;
+        d[o + 9] = f.V9;
     }
 
     /// <summary>Host-side twin of <see cref="FromBytes(ILGPU.ArrayView{byte}, int)"/> for constants.</summary>
@@ -189,42 +259,44 @@ internal struct Fe
 
     public static bool Equal(Fe f, Fe g) => IsZero(Sub(f, g));
 
-    public static Fe SquareTimes(Fe f, int n)
+    public static Fe SquareTimes<TM>(Fe f, int n)
+        where TM : struct, IWideMultiply
     {
         Fe r = f;
         for (int i = 0; i < n; i++)
         {
-            r = Square(r);
+            r = Square<TM>(r);
         }
 
         return r;
     }
 
     /// <summary>z^(2^252 − 3).</summary>
-    public static Fe Pow22523(Fe z)
+    public static Fe Pow22523<TM>(Fe z)
+        where TM : struct, IWideMultiply
     {
-        Fe t0 = Square(z);
-        Fe t1 = SquareTimes(t0, 2);
-        t1 = Mul(z, t1);
-        t0 = Mul(t0, t1);
-        t0 = Square(t0);
-        t0 = Mul(t1, t0);
-        t1 = SquareTimes(t0, 5);
-        t0 = Mul(t1, t0);
-        t1 = SquareTimes(t0, 10);
-        t1 = Mul(t1, t0);
-        Fe t2 = SquareTimes(t1, 20);
-        t1 = Mul(t2, t1);
-        t1 = SquareTimes(t1, 10);
-        t0 = Mul(t1, t0);
-        t1 = SquareTimes(t0, 50);
-        t1 = Mul(t1, t0);
-        t2 = SquareTimes(t1, 100);
-        t1 = Mul(t2, t1);
-        t1 = SquareTimes(t1, 50);
-        t0 = Mul(t1, t0);
-        t0 = SquareTimes(t0, 2);
-        return Mul(t0, z);
+        Fe t0 = Square<TM>(z);
+        Fe t1 = SquareTimes<TM>(t0, 2);
+        t1 = Mul<TM>(z, t1);
+        t0 = Mul<TM>(t0, t1);
+        t0 = Square<TM>(t0);
+        t0 = Mul<TM>(t1, t0);
+        t1 = SquareTimes<TM>(t0, 5);
+        t0 = Mul<TM>(t1, t0);
+        t1 = SquareTimes<TM>(t0, 10);
+        t1 = Mul<TM>(t1, t0);
+        Fe t2 = SquareTimes<TM>(t1, 20);
+        t1 = Mul<TM>(t2, t1);
+        t1 = SquareTimes<TM>(t1, 10);
+        t0 = Mul<TM>(t1, t0);
+        t1 = SquareTimes<TM>(t0, 50);
+        t1 = Mul<TM>(t1, t0);
+        t2 = SquareTimes<TM>(t1, 100);
+        t1 = Mul<TM>(t2, t1);
+        t1 = SquareTimes<TM>(t1, 50);
+        t0 = Mul<TM>(t1, t0);
+        t0 = SquareTimes<TM>(t0, 2);
+        return Mul<TM>(t0, z);
     }
 
     private static long Load3(ILGPU.ArrayView<byte> s, int o) => s[o] | ((long)s[o + 1] << 8) | ((long)s[o + 2] << 16);
