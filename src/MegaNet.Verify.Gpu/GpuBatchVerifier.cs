@@ -49,7 +49,8 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
     private readonly GpuDeviceKind _kind;
     private readonly Context _context;
     private readonly Accelerator _accelerator;
-    private readonly Action<AcceleratorStream, Index1D, ArrayView<byte>, ArrayView<byte>, ArrayView<uint>, ArrayView<int>, ArrayView<byte>, ArrayView<int>, CurveConstants, ArrayView<int>> _kernel;
+    private readonly Action<AcceleratorStream, KernelConfig, int, ArrayView<byte>, ArrayView<byte>, ArrayView<uint>, ArrayView<int>, ArrayView<byte>, ArrayView<int>, CurveConstants, ArrayView<int>> _kernel;
+    private readonly int _occupancyGroup;
     private readonly CurveConstants _constants;
     private readonly MemoryBuffer1D<byte, Stride1D.Dense> _smallOrder;
     private readonly MemoryBuffer1D<int, Stride1D.Dense> _baseTable;
@@ -84,9 +85,11 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
             : _context.GetPreferredDevice(preferCPU: true);
         _accelerator = device.CreateAccelerator(_context);
         _inlinePtx = options.GpuInlinePtx && _accelerator.AcceleratorType == AcceleratorType.Cuda;
+        KernelInfo? info;
         _kernel = _inlinePtx
-            ? _accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<byte>, ArrayView<byte>, ArrayView<uint>, ArrayView<int>, ArrayView<byte>, ArrayView<int>, CurveConstants, ArrayView<int>>(Ed25519Kernel.Verify<PtxMultiply>)
-            : _accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<byte>, ArrayView<byte>, ArrayView<uint>, ArrayView<int>, ArrayView<byte>, ArrayView<int>, CurveConstants, ArrayView<int>>(Ed25519Kernel.Verify<PlainMultiply>);
+            ? _accelerator.LoadKernel<int, ArrayView<byte>, ArrayView<byte>, ArrayView<uint>, ArrayView<int>, ArrayView<byte>, ArrayView<int>, CurveConstants, ArrayView<int>>(Ed25519Kernel.Verify<PtxMultiply>, out info)
+            : _accelerator.LoadKernel<int, ArrayView<byte>, ArrayView<byte>, ArrayView<uint>, ArrayView<int>, ArrayView<byte>, ArrayView<int>, CurveConstants, ArrayView<int>>(Ed25519Kernel.Verify<PlainMultiply>, out info);
+        _occupancyGroup = Math.Max(_accelerator.WarpSize, info?.MinGroupSize ?? Math.Min(256, _accelerator.MaxNumThreadsPerGroup));
         _constants = BuildConstants();
         _smallOrder = _accelerator.Allocate1D(SmallOrderEncodings());
         _baseTable = _accelerator.Allocate1D(BaseTable(_constants));
@@ -109,7 +112,7 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
 
     /// <inheritdoc />
     public override string Description =>
-        $"ILGPU {_accelerator.AcceleratorType} '{DeviceName}', one thread per signature{(_inlinePtx ? ", inline PTX multiplies" : "")}, kernel ready in {CompileMilliseconds:F0} ms";
+        $"ILGPU {_accelerator.AcceleratorType} '{DeviceName}' ({_accelerator.NumMultiprocessors} multiprocessors), one thread per signature in groups of up to {_occupancyGroup}{(_inlinePtx ? ", inline PTX multiplies" : "")}, kernel ready in {CompileMilliseconds:F0} ms";
 
     /// <inheritdoc />
     protected override void VerifyCore(SignatureBatch batch, int start, int count, Span<bool> verdicts)
@@ -165,12 +168,27 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
         slot.DeviceScalars!.View.SubView(0, 16 * n).CopyFrom(stream, slot.Scalars!.ArrayView.SubView(0, 16 * n));
         slot.DevicePre!.View.SubView(0, n).CopyFrom(stream, slot.Pre!.ArrayView.SubView(0, n));
         slot.Marks[1] = stream.AddProfilingMarker();
-        _kernel(stream, n, slot.DeviceKeys.View, slot.DeviceRs.View, slot.DeviceScalars.View, slot.DevicePre.View, _smallOrder.View, _baseTable.View, _constants, slot.DeviceVerdicts!.View);
+        _kernel(stream, LaunchShape(n), n, slot.DeviceKeys.View, slot.DeviceRs.View, slot.DeviceScalars.View, slot.DevicePre.View, _smallOrder.View, _baseTable.View, _constants, slot.DeviceVerdicts!.View);
         slot.Marks[2] = stream.AddProfilingMarker();
         slot.DeviceVerdicts.View.SubView(0, n).CopyTo(stream, slot.Results!.ArrayView.SubView(0, n));
         slot.Marks[3] = stream.AddProfilingMarker();
         slot.Offset = offset;
         slot.Count = n;
+    }
+
+    /// <summary>
+    /// Groups for <paramref name="n"/> items: the occupancy group size for large launches (throughput), smaller groups
+    /// for small ones so they still reach every multiprocessor (latency: 4,096 items in groups of 256 would keep 16 of
+    /// an H100's 132 multiprocessors busy and the rest idle).
+    /// </summary>
+    internal KernelConfig LaunchShape(int n) => LaunchShape(n, _accelerator.WarpSize, _accelerator.NumMultiprocessors, _occupancyGroup);
+
+    /// <inheritdoc cref="LaunchShape(int)"/>
+    internal static KernelConfig LaunchShape(int n, int warp, int multiprocessors, int occupancyGroup)
+    {
+        // Rounded down to whole warps, so the groups still outnumber the multiprocessors.
+        int group = Math.Clamp(n / multiprocessors / warp * warp, warp, occupancyGroup);
+        return new KernelConfig((n + group - 1) / group, group);
     }
 
     // Waits for the slot's chunk (if any), records its copy and kernel times, and writes its verdicts.

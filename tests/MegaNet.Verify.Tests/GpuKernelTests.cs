@@ -127,12 +127,37 @@ public sealed class GpuKernelTests(ITestOutputHelper output)
         Assert.Contains(true, Backends.Mixed(Seed, 300).Expected);
     }
 
+    [Theory]
+    [InlineData(32, 132, 256)] // an H100 SXM, with a kernel whose occupancy group is 256
+    [InlineData(32, 132, 1024)]
+    [InlineData(4, 2, 16)] // ILGPU's CPU accelerator here
+    public void Launches_cover_every_item_and_spread_small_batches_over_every_multiprocessor(int warp, int multiprocessors, int occupancyGroup)
+    {
+        foreach (int n in new[] { 1, 3, warp, warp + 1, multiprocessors * warp, 4096, 65_536, 1 << 20 })
+        {
+            KernelConfig shape = MegaNet.Verify.Gpu.GpuBatchVerifier.LaunchShape(n, warp, multiprocessors, occupancyGroup);
+            int group = shape.GroupDim.X, grid = shape.GridDim.X;
+            Assert.True(group % warp == 0 && group <= occupancyGroup, $"n={n}: group {group}");
+            Assert.True((long)group * grid >= n, $"n={n}: {grid} groups of {group} miss items");
+            Assert.True((long)group * (grid - 1) < n, $"n={n}: a whole group of {group} would have no item");
+            // Every multiprocessor gets a group whenever there are enough warps of items.
+            Assert.True(grid >= Math.Min(multiprocessors, (n + warp - 1) / warp), $"n={n}: {grid} groups leave multiprocessors idle");
+        }
+
+        // Large launches take the occupancy group; 4,096 items on an H100 take groups of one warp on 128 multiprocessors.
+        Assert.Equal(occupancyGroup, MegaNet.Verify.Gpu.GpuBatchVerifier.LaunchShape(1 << 20, warp, multiprocessors, occupancyGroup).GroupDim.X);
+        if (multiprocessors == 132)
+        {
+            Assert.Equal(128, MegaNet.Verify.Gpu.GpuBatchVerifier.LaunchShape(4096, warp, multiprocessors, occupancyGroup).GridDim.X);
+        }
+    }
+
     private static string CompileToPtx(Type multiply)
     {
         using Context context = Context.Create(b => b.Default().Optimize(OptimizationLevel.O2));
         using var backend = new PTXBackend(context, new CudaCapabilityContext(CudaArchitecture.SM_90), CudaArchitecture.SM_90, CudaInstructionSet.ISA_83, nvvmAPI: null);
         MethodInfo kernel = typeof(Ed25519Kernel).GetMethod(nameof(Ed25519Kernel.Verify), BindingFlags.Public | BindingFlags.Static)!.MakeGenericMethod(multiply);
-        EntryPointDescription entry = EntryPointDescription.FromImplicitlyGroupedKernel(kernel);
+        EntryPointDescription entry = EntryPointDescription.FromExplicitlyGroupedKernel(kernel);
         CompiledKernel compiled = backend.Compile(entry, KernelSpecialization.Empty);
         return ((PTXCompiledKernel)compiled).PTXAssembly;
     }

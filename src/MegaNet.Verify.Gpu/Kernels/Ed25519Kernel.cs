@@ -82,14 +82,21 @@ internal static class Ed25519Kernel
     public const int BaseTableStride = 30;
 
     /// <summary>
-    /// keys: 32·n bytes; rs: 32·n bytes (R); scalars: 16 uints per item (S then k, little-endian words);
+    /// One thread per item, count items. keys: 32·n bytes; rs: 32·n bytes (R); scalars: 16 uints per item (S then k, little-endian words);
     /// pre: 1 where the host checks passed (S &lt; L), else 0; smallOrder: the 8 small-order encodings (256 bytes);
     /// baseTable: [1..128]B as <see cref="GePrecomp"/>, <see cref="BaseTableStride"/> ints each; verdicts: 1 valid, 0 invalid.
     /// </summary>
-    public static void Verify<TM>(Index1D i, ArrayView<byte> keys, ArrayView<byte> rs, ArrayView<uint> scalars, ArrayView<int> pre,
+    public static void Verify<TM>(int count, ArrayView<byte> keys, ArrayView<byte> rs, ArrayView<uint> scalars, ArrayView<int> pre,
         ArrayView<byte> smallOrder, ArrayView<int> baseTable, CurveConstants c, ArrayView<int> verdicts)
         where TM : struct, IWideMultiply
     {
+        // Explicitly grouped, so the host picks the group size per launch; the last group may run past the batch.
+        int i = Grid.GlobalIndex.X;
+        if (i >= count)
+        {
+            return;
+        }
+
         if (pre[i] == 0)
         {
             verdicts[i] = 0;
