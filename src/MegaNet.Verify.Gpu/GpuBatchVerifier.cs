@@ -34,7 +34,7 @@ public enum GpuDeviceKind
 /// grown on demand up to <see cref="VerifierOptions.GpuMaxBatch"/> items and reused (no allocation per batch). Batches
 /// up to <see cref="OverlapChunk"/> × 2 items are one launch; larger ones are cut into chunks that alternate between the
 /// slots, so the host hashes chunk j + 1 while the device copies in, verifies and copies out chunk j. Verdicts come
-/// back as one int per item. One batch at a time per instance (calls from several threads queue on the instance).
+/// back as one byte per item. One batch at a time per instance (calls from several threads queue on the instance).
 /// </remarks>
 public sealed class GpuBatchVerifier : BatchVerifierBase
 {
@@ -49,7 +49,7 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
     private readonly GpuDeviceKind _kind;
     private readonly Context _context;
     private readonly Accelerator _accelerator;
-    private readonly Action<AcceleratorStream, KernelConfig, int, ArrayView<byte>, ArrayView<byte>, ArrayView<uint>, ArrayView<int>, ArrayView<byte>, ArrayView<int>, CurveConstants, ArrayView<int>> _kernel;
+    private readonly Action<AcceleratorStream, KernelConfig, int, ArrayView<byte>, ArrayView<byte>, ArrayView<uint>, ArrayView<byte>, ArrayView<byte>, ArrayView<int>, CurveConstants, ArrayView<byte>> _kernel;
     private readonly int _occupancyGroup;
     private readonly CurveConstants _constants;
     private readonly MemoryBuffer1D<byte, Stride1D.Dense> _smallOrder;
@@ -87,8 +87,8 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
         _inlinePtx = options.GpuInlinePtx && _accelerator.AcceleratorType == AcceleratorType.Cuda;
         KernelInfo? info;
         _kernel = _inlinePtx
-            ? _accelerator.LoadKernel<int, ArrayView<byte>, ArrayView<byte>, ArrayView<uint>, ArrayView<int>, ArrayView<byte>, ArrayView<int>, CurveConstants, ArrayView<int>>(Ed25519Kernel.Verify<PtxMultiply>, out info)
-            : _accelerator.LoadKernel<int, ArrayView<byte>, ArrayView<byte>, ArrayView<uint>, ArrayView<int>, ArrayView<byte>, ArrayView<int>, CurveConstants, ArrayView<int>>(Ed25519Kernel.Verify<PlainMultiply>, out info);
+            ? _accelerator.LoadKernel<int, ArrayView<byte>, ArrayView<byte>, ArrayView<uint>, ArrayView<byte>, ArrayView<byte>, ArrayView<int>, CurveConstants, ArrayView<byte>>(Ed25519Kernel.Verify<PtxMultiply>, out info)
+            : _accelerator.LoadKernel<int, ArrayView<byte>, ArrayView<byte>, ArrayView<uint>, ArrayView<byte>, ArrayView<byte>, ArrayView<int>, CurveConstants, ArrayView<byte>>(Ed25519Kernel.Verify<PlainMultiply>, out info);
         _occupancyGroup = Math.Max(_accelerator.WarpSize, info?.MinGroupSize ?? Math.Min(256, _accelerator.MaxNumThreadsPerGroup));
         _constants = BuildConstants();
         _smallOrder = _accelerator.Allocate1D(SmallOrderEncodings());
@@ -202,7 +202,7 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
         slot.Stream.Synchronize();
         MegaNetMetrics.GpuTransferTime.Record((slot.Marks[1]!.MeasureFrom(slot.Marks[0]!) + slot.Marks[3]!.MeasureFrom(slot.Marks[2]!)).TotalMilliseconds);
         MegaNetMetrics.GpuKernelTime.Record(slot.Marks[2]!.MeasureFrom(slot.Marks[1]!).TotalMilliseconds);
-        ReadOnlySpan<int> results = slot.Results!.Span[..slot.Count];
+        ReadOnlySpan<byte> results = slot.Results!.Span[..slot.Count];
         Span<bool> target = verdicts.Slice(slot.Offset, slot.Count);
         for (int i = 0; i < results.Length; i++)
         {
@@ -213,7 +213,7 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
     }
 
     /// <summary>Rule 2 (S &lt; L) and rule 5 (k) on the host, in parallel.</summary>
-    private static void PrepareOnHost(SignatureBatch batch, int start, int n, byte[] keys, byte[] rs, uint[] scalars, int[] pre)
+    private static void PrepareOnHost(SignatureBatch batch, int start, int n, byte[] keys, byte[] rs, uint[] scalars, byte[] pre)
     {
         batch.PublicKeys.Slice(32 * start, 32 * n).CopyTo(keys);
         Parallel.For(0, (n + 255) / 256, block =>
@@ -226,7 +226,7 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
                 ReadOnlySpan<byte> sig = batch.GetSignature(i);
                 sig[..32].CopyTo(rs.AsSpan(32 * j));
                 bool ok = Ed25519Constants.IsCanonicalScalar(sig[32..]);
-                pre[j] = ok ? 1 : 0;
+                pre[j] = ok ? (byte)1 : (byte)0;
                 Span<uint> words = scalars.AsSpan(16 * j, 16);
                 words.Clear();
                 if (!ok)
@@ -349,9 +349,9 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
 
         public PageLockedArray1D<uint>? Scalars { get; private set; }
 
-        public PageLockedArray1D<int>? Pre { get; private set; }
+        public PageLockedArray1D<byte>? Pre { get; private set; }
 
-        public PageLockedArray1D<int>? Results { get; private set; }
+        public PageLockedArray1D<byte>? Results { get; private set; }
 
         public MemoryBuffer1D<byte, Stride1D.Dense>? DeviceKeys { get; private set; }
 
@@ -359,9 +359,9 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
 
         public MemoryBuffer1D<uint, Stride1D.Dense>? DeviceScalars { get; private set; }
 
-        public MemoryBuffer1D<int, Stride1D.Dense>? DevicePre { get; private set; }
+        public MemoryBuffer1D<byte, Stride1D.Dense>? DevicePre { get; private set; }
 
-        public MemoryBuffer1D<int, Stride1D.Dense>? DeviceVerdicts { get; private set; }
+        public MemoryBuffer1D<byte, Stride1D.Dense>? DeviceVerdicts { get; private set; }
 
         /// <summary>Markers before copy-in, before and after the kernel, after copy-out.</summary>
         public ProfilingMarker?[] Marks { get; } = new ProfilingMarker?[4];
@@ -385,13 +385,13 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
             Keys = accelerator.AllocatePageLocked1D<byte>(32L * capacity);
             Rs = accelerator.AllocatePageLocked1D<byte>(32L * capacity);
             Scalars = accelerator.AllocatePageLocked1D<uint>(16L * capacity);
-            Pre = accelerator.AllocatePageLocked1D<int>(capacity);
-            Results = accelerator.AllocatePageLocked1D<int>(capacity);
+            Pre = accelerator.AllocatePageLocked1D<byte>(capacity);
+            Results = accelerator.AllocatePageLocked1D<byte>(capacity);
             DeviceKeys = accelerator.Allocate1D<byte>(32L * capacity);
             DeviceRs = accelerator.Allocate1D<byte>(32L * capacity);
             DeviceScalars = accelerator.Allocate1D<uint>(16L * capacity);
-            DevicePre = accelerator.Allocate1D<int>(capacity);
-            DeviceVerdicts = accelerator.Allocate1D<int>(capacity);
+            DevicePre = accelerator.Allocate1D<byte>(capacity);
+            DeviceVerdicts = accelerator.Allocate1D<byte>(capacity);
             _capacity = capacity;
         }
 

@@ -83,11 +83,11 @@ internal static class Ed25519Kernel
 
     /// <summary>
     /// One thread per item, count items. keys: 32·n bytes; rs: 32·n bytes (R); scalars: 16 uints per item (S then k, little-endian words);
-    /// pre: 1 where the host checks passed (S &lt; L), else 0; smallOrder: the 8 small-order encodings (256 bytes);
-    /// baseTable: [1..128]B as <see cref="GePrecomp"/>, <see cref="BaseTableStride"/> ints each; verdicts: 1 valid, 0 invalid.
+    /// pre: one byte per item, 1 where the host checks passed (S &lt; L), else 0; smallOrder: the 8 small-order encodings (256 bytes);
+    /// baseTable: [1..128]B as <see cref="GePrecomp"/>, <see cref="BaseTableStride"/> ints each; verdicts: one byte per item, 1 valid, 0 invalid.
     /// </summary>
-    public static void Verify<TM>(int count, ArrayView<byte> keys, ArrayView<byte> rs, ArrayView<uint> scalars, ArrayView<int> pre,
-        ArrayView<byte> smallOrder, ArrayView<int> baseTable, CurveConstants c, ArrayView<int> verdicts)
+    public static void Verify<TM>(int count, ArrayView<byte> keys, ArrayView<byte> rs, ArrayView<uint> scalars, ArrayView<byte> pre,
+        ArrayView<byte> smallOrder, ArrayView<int> baseTable, CurveConstants c, ArrayView<byte> verdicts)
         where TM : struct, IWideMultiply
     {
         // Explicitly grouped, so the host picks the group size per launch; the last group may run past the batch.
@@ -177,7 +177,7 @@ internal static class Ed25519Kernel
         q = Double<TM>(ToP2<TM>(q));
         q = Double<TM>(ToP2<TM>(q));
         GeP2 result = ToP2<TM>(q);
-        verdicts[i] = Fe.IsZero(result.X) && Fe.Equal(result.Y, result.Z) ? 1 : 0;
+        verdicts[i] = Fe.IsZero(result.X) && Fe.Equal(result.Y, result.Z) ? (byte)1 : (byte)0;
     }
 
     public static bool IsSmallOrderEncoding(ArrayView<byte> s, int o, ArrayView<byte> smallOrder)
