@@ -13,6 +13,7 @@ internal sealed class GpuTimeListener : IDisposable
     private double _host, _copy, _kernel;
     private long _launches;
     private bool _started;
+    private int _thread;
 
     public GpuTimeListener()
     {
@@ -26,7 +27,13 @@ internal sealed class GpuTimeListener : IDisposable
         };
         _listener.SetMeasurementEventCallback<double>((instrument, value, _, _) =>
         {
-            // The GPU backend records from the thread that calls Verify, one batch at a time: no races here.
+            // The GPU backend records on the thread that calls Verify; anything else in the process using a GPU
+            // backend at the same time (tests run side by side) records on other threads and is not this point's.
+            if (Environment.CurrentManagedThreadId != _thread)
+            {
+                return;
+            }
+
             if (ReferenceEquals(instrument, MegaNetMetrics.GpuHostTime))
             {
                 _host += value;
@@ -46,11 +53,13 @@ internal sealed class GpuTimeListener : IDisposable
     /// <summary>Batches verified while listening (the caller counts them).</summary>
     public long Batches { get; set; }
 
+    /// <summary>Starts listening to the GPU backend's records made on the calling thread (the one that times).</summary>
     public void Start()
     {
         if (!_started)
         {
             _started = true;
+            _thread = Environment.CurrentManagedThreadId;
             _listener.Start();
         }
     }
