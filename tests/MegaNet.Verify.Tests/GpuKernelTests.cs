@@ -97,9 +97,9 @@ public sealed class GpuKernelTests(ITestOutputHelper output)
             int m = random.Next(Ed25519Kernel.BaseTableEntries);
             GePrecomp entry = new()
             {
-                YPlusX = Slice(baseTable, m, 0),
-                YMinusX = Slice(baseTable, m, 10),
-                XY2d = Slice(baseTable, m, 20),
+                YPlusX = Fe.Load(baseTable, m * Ed25519Kernel.BaseTableStride),
+                YMinusX = Fe.Load(baseTable, m * Ed25519Kernel.BaseTableStride + 10),
+                XY2d = Fe.Load(baseTable, m * Ed25519Kernel.BaseTableStride + 20),
             };
             Ed25519Reference.Point mB = Ed25519Reference.ScalarMultiply(m + 1, Ed25519Reference.B);
             AssertSame(Ed25519Reference.Add(p, mB), Ed25519Kernel.ToP3<PlainMultiply>(Ed25519Kernel.AddPrecomp<PlainMultiply>(gp, entry, false)));
@@ -193,23 +193,6 @@ public sealed class GpuKernelTests(ITestOutputHelper output)
         Assert.Equal(x * z % Ed25519Reference.P, Value(actual.X));
         Assert.Equal(y * z % Ed25519Reference.P, Value(actual.Y));
         Assert.Equal(Value(actual.X) * Value(actual.Y) % Ed25519Reference.P, Value(actual.T) * z % Ed25519Reference.P);
-    }
-
-    private static Fe Slice(int[] table, int entry, int offset)
-    {
-        Fe f;
-        int o = entry * Ed25519Kernel.BaseTableStride + offset;
-        f.V0 = table[o];
-        f.V1 = table[o + 1];
-        f.V2 = table[o + 2];
-        f.V3 = table[o + 3];
-        f.V4 = table[o + 4];
-        f.V5 = table[o + 5];
-        f.V6 = table[o + 6];
-        f.V7 = table[o + 7];
-        f.V8 = table[o + 8];
-        f.V9 = table[o + 9];
-        return f;
     }
 
     private static BigInteger Value(Fe f)

@@ -182,6 +182,23 @@ internal struct Fe
         return r;
     }
 
+    /// <summary>Host-side twin of <see cref="Load(ILGPU.ArrayView{int}, int)"/>.</summary>
+    public static Fe Load(ReadOnlySpan<int> s, int o)
+    {
+        Fe r;
+        r.V0 = s[o];
+        r.V1 = s[o + 1];
+        r.V2 = s[o + 2];
+        r.V3 = s[o + 3];
+        r.V4 = s[o + 4];
+        r.V5 = s[o + 5];
+        r.V6 = s[o + 6];
+        r.V7 = s[o + 7];
+        r.V8 = s[o + 8];
+        r.V9 = s[o + 9];
+        return r;
+    }
+
     /// <summary>Writes the ten limbs at <paramref name="o"/> (host side).</summary>
     public static void Store(Fe f, Span<int> d, int o)
     {
