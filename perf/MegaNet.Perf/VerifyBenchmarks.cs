@@ -2,12 +2,14 @@ using BenchmarkDotNet.Attributes;
 using MegaNet.Core.Verification;
 using MegaNet.Node.Benchmarking;
 using MegaNet.Node.Verification;
+using MegaNet.Verify.Gpu;
 
 namespace MegaNet.Perf;
 
 /// <summary>
 /// Verify throughput per backend and batch size, with libsodium's single verify in the same run (one thread, key
-/// cache off, one key per item). Each operation is one signature: compare Mean across backends directly.
+/// cache off, one key per item). Each operation is one batch call: Mean / Batch is the time per signature. The
+/// <c>gpu</c> backend joins when a CUDA or OpenCL device is present.
 /// Run: <c>dotnet run -c Release --project perf/MegaNet.Perf -- --filter '*VerifyBenchmarks*'</c>.
 /// </summary>
 [MemoryDiagnoser]
@@ -17,8 +19,12 @@ public class VerifyBenchmarks
     private IBatchVerifier _verifier = null!;
     private bool[] _verdicts = [];
 
-    [Params("libsodium", "simd", "gpu-cpu")]
+    [ParamsSource(nameof(Backends))]
     public string Backend { get; set; } = "simd";
+
+    /// <summary>The backends timed here: the GPU one only where it can run.</summary>
+    public static IEnumerable<string> Backends() =>
+        GpuBatchVerifier.Probe(GpuDeviceKind.Device) is null ? ["libsodium", "simd", "gpu-cpu", "gpu"] : ["libsodium", "simd", "gpu-cpu"];
 
     [Params(1, 8, 64, 1024, 16384)]
     public int Batch { get; set; }
@@ -28,6 +34,43 @@ public class VerifyBenchmarks
     {
         _batch = VerifyBenchmark.MakeBatch(Batch, 0);
         _verifier = VerifierCatalog.Create().Create(Backend, new VerifierOptions { Threads = 1, KeyCacheCapacity = 0 });
+        _verdicts = new bool[Batch];
+    }
+
+    [Benchmark]
+    public void Verify()
+    {
+        _verifier.Verify(_batch, _verdicts);
+    }
+
+    [GlobalCleanup]
+    public void Cleanup()
+    {
+        _verifier.Dispose();
+        _batch.Dispose();
+    }
+}
+
+/// <summary>
+/// The GPU backend at the batch sizes it is for (4,096 to 1,048,576 signatures, host hashing, copies and kernel
+/// included); each operation is one batch call (Mean / Batch per signature). Needs a CUDA or OpenCL device: without
+/// one, setup fails and says so.
+/// Run: <c>dotnet run -c Release --project perf/MegaNet.Perf -- --filter '*GpuThroughputBenchmarks*'</c>.
+/// </summary>
+public class GpuThroughputBenchmarks
+{
+    private SignatureBatch _batch = null!;
+    private IBatchVerifier _verifier = null!;
+    private bool[] _verdicts = [];
+
+    [Params(4096, 65536, 1048576)]
+    public int Batch { get; set; }
+
+    [GlobalSetup]
+    public void Setup()
+    {
+        _verifier = VerifierCatalog.Create().Create(GpuBatchVerifier.DeviceBackendName, new VerifierOptions { KeyCacheCapacity = 0 });
+        _batch = VerifyBenchmark.MakeBatch(Batch, 0);
         _verdicts = new bool[Batch];
     }
 
