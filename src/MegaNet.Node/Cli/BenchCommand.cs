@@ -75,6 +75,15 @@ internal static class BenchCommand
                     return 1;
                 }
 
+                // Say so before signing batches and timing libsodium, not after.
+                foreach (string name in names)
+                {
+                    if (registry.Find(name)?.Probe() is { } reason)
+                    {
+                        throw new BackendUnavailableException(name, reason);
+                    }
+                }
+
                 var options = new VerifyBenchmarkOptions
                 {
                     Backends = names,
