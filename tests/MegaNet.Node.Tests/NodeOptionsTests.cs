@@ -18,6 +18,8 @@ public sealed class NodeOptionsTests
     {
         { "Threads", o => o.Threads = 0 },
         { "MaxBatch", o => o.MaxBatch = 0 },
+        { "GpuThreshold", o => o.GpuThreshold = 0 },
+        { "GpuMaxBatch", o => o.GpuMaxBatch = 0 },
         { "FlushMicroseconds", o => o.FlushMicroseconds = -1 },
         { "QueueCapacity", o => o.QueueCapacity = 0 },
         { "StreamWindow", o => o.StreamWindow = 0 },

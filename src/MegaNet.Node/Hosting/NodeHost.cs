@@ -36,7 +36,13 @@ public static partial class NodeServiceCollectionExtensions
         services.TryAddSingleton(_ => NodeKey.LoadOrCreate(options.DataDirectory));
         services.TryAddSingleton<IBatchVerifier>(sp =>
         {
-            var verifierOptions = new VerifierOptions { Threads = options.Threads };
+            var verifierOptions = new VerifierOptions
+            {
+                Threads = options.Threads,
+                GpuThreshold = options.GpuThreshold,
+                GpuMaxBatch = options.GpuMaxBatch,
+                GpuInlinePtx = options.GpuInlinePtx,
+            };
             BatchVerifierRegistry registry = VerifierCatalog.Create();
             IBatchVerifier verifier = registry.Create(options.Backend, verifierOptions);
             if (verifier.Name == GpuBatchVerifier.DeviceBackendName)

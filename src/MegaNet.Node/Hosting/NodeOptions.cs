@@ -28,6 +28,16 @@ public sealed class NodeOptions
     /// alternating runs of 150,000 streamed envelopes each).</summary>
     public int Threads { get; set; } = Math.Max(1, Environment.ProcessorCount - 1);
 
+    /// <summary>With a GPU backend: smallest batch sent to the GPU; smaller ones go to SIMD. Default 1,024.</summary>
+    public int GpuThreshold { get; set; } = 1_024;
+
+    /// <summary>With a GPU backend: most signatures in one launch; device and page-locked buffers grow to it. Default 1,048,576.</summary>
+    public int GpuMaxBatch { get; set; } = 1 << 20;
+
+    /// <summary>With a CUDA GPU: multiply field limbs with inline PTX (<c>mul.wide.s32</c>). Default off, until a GPU
+    /// run has checked it (perf/gpu/device-check.sh); <c>MEGANET_GPU_INLINE_PTX=1</c> also turns it on.</summary>
+    public bool GpuInlinePtx { get; set; } = new Core.Verification.VerifierOptions().GpuInlinePtx;
+
     /// <summary>Most signatures per verification batch. Default 4,096.</summary>
     public int MaxBatch { get; set; } = 4_096;
 
@@ -101,6 +111,8 @@ public sealed class NodeOptions
         }
 
         Check(Threads is >= 1 and <= 1024, nameof(Threads), "1 to 1024");
+        Check(GpuThreshold >= 1, nameof(GpuThreshold), "at least 1");
+        Check(GpuMaxBatch is >= 1 and <= 1 << 24, nameof(GpuMaxBatch), "1 to 16,777,216");
         Check(MaxBatch is >= 1 and <= 1 << 20, nameof(MaxBatch), "1 to 1,048,576");
         Check(FlushMicroseconds is >= 0 and <= 1_000_000, nameof(FlushMicroseconds), "0 to 1,000,000");
         Check(QueueCapacity >= 1, nameof(QueueCapacity), "at least 1");
