@@ -46,6 +46,9 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
 
     private static readonly Lazy<string?> DeviceProbe = new(ProbeDevice);
 
+    [ThreadStatic]
+    private static IncrementalHash? _sha512;
+
     private readonly GpuDeviceKind _kind;
     private readonly Context _context;
     private readonly Accelerator _accelerator;
@@ -215,12 +218,14 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
     /// <summary>Rule 2 (S &lt; L) and rule 5 (k) on the host, in parallel.</summary>
     private static void PrepareOnHost(SignatureBatch batch, int start, int n, byte[] keys, byte[] rs, uint[] scalars, byte[] pre)
     {
-        batch.PublicKeys.Slice(32 * start, 32 * n).CopyTo(keys);
         Parallel.For(0, (n + 255) / 256, block =>
         {
-            using var sha = IncrementalHash.CreateHash(HashAlgorithmName.SHA512);
+            // One hash object per pool thread, reused across blocks and batches (no allocation per block).
+            IncrementalHash sha = _sha512 ??= IncrementalHash.CreateHash(HashAlgorithmName.SHA512);
             Span<byte> digest = stackalloc byte[64];
-            for (int j = block * 256; j < Math.Min(n, (block + 1) * 256); j++)
+            int end = Math.Min(n, (block + 1) * 256);
+            batch.PublicKeys.Slice(32 * (start + block * 256), 32 * (end - block * 256)).CopyTo(keys.AsSpan(32 * block * 256));
+            for (int j = block * 256; j < end; j++)
             {
                 int i = start + j;
                 ReadOnlySpan<byte> sig = batch.GetSignature(i);
