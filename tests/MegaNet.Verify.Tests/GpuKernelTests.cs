@@ -4,9 +4,11 @@ using System.Text.RegularExpressions;
 using ILGPU;
 using ILGPU.Backends;
 using ILGPU.Backends.EntryPoints;
+using ILGPU.Backends.OpenCL;
 using ILGPU.Backends.PTX;
 using ILGPU.Runtime;
 using ILGPU.Runtime.Cuda;
+using ILGPU.Runtime.OpenCL;
 using MegaNet.Core.Ed25519;
 using MegaNet.Core.Verification;
 using MegaNet.Verify.Gpu.Kernels;
@@ -14,7 +16,7 @@ using Xunit.Abstractions;
 
 namespace MegaNet.Verify.Tests;
 
-/// <summary>The GPU kernels: compiled for CUDA sm_90 without a device, and their field and point arithmetic against the reference.</summary>
+/// <summary>The GPU kernels: compiled for CUDA sm_90 and OpenCL C without a device, and their field and point arithmetic against the reference.</summary>
 public sealed class GpuKernelTests(ITestOutputHelper output)
 {
     private static readonly int Seed = TestSeed.Next();
@@ -48,6 +50,20 @@ public sealed class GpuKernelTests(ITestOutputHelper output)
         {
             Assert.Equal(0, wide);
         }
+    }
+
+    [Fact]
+    public void The_verification_kernel_compiles_to_OpenCL_C_without_a_device()
+    {
+        // The gpu backend falls back to OpenCL where there is no CUDA; ILGPU needs OpenCL 2.0's generic address space.
+        using Context context = Context.Create(b => b.Default().Optimize(OptimizationLevel.O2));
+        using var backend = new CLBackend(context, new CLCapabilityContext(float16: false, float64: true, genericAddressSpace: true, int64_Atomics: true, subGroups: false),
+            CLDeviceVendor.Other, CLCVersion.CL20);
+        MethodInfo kernel = typeof(Ed25519Kernel).GetMethod(nameof(Ed25519Kernel.Verify), BindingFlags.Public | BindingFlags.Static)!.MakeGenericMethod(typeof(PlainMultiply));
+        CompiledKernel compiled = backend.Compile(EntryPointDescription.FromExplicitlyGroupedKernel(kernel), KernelSpecialization.Empty);
+        string source = ((CLCompiledKernel)compiled).Source;
+        output.WriteLine($"OpenCL C: {source.Length} characters");
+        Assert.Contains("kernel void", source);
     }
 
     [Fact]
