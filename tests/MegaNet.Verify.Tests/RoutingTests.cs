@@ -1,5 +1,6 @@
 using MegaNet.Core.Ed25519;
 using MegaNet.Core.Verification;
+using Microsoft.Extensions.Logging.Abstractions;
 
 namespace MegaNet.Verify.Tests;
 
@@ -67,5 +68,42 @@ public sealed class RoutingTests
     public void Backends_with_different_rules_cannot_be_routed_together()
     {
         Assert.Throws<ArgumentException>(() => new RoutingBatchVerifier(new LibsodiumBatchVerifier(), new ReferenceBatchVerifier(), 4));
+    }
+
+    /// <summary>Reports a backend's name over another backend's verdicts (a stand-in for a GPU on a machine without one).</summary>
+    private sealed class Named(string name, IBatchVerifier inner) : BatchVerifierBase
+    {
+        public bool Disposed { get; private set; }
+
+        public override string Name => name;
+
+        public override string Description => $"{inner.Name} posing as {name}";
+
+        protected override void VerifyCore(SignatureBatch batch, int start, int count, Span<bool> verdicts) => inner.Verify(batch, start, count, verdicts);
+
+        protected override void Dispose(bool disposing) => Disposed = true;
+    }
+
+    [Fact]
+    public void A_gpu_that_disagrees_with_the_reference_at_start_is_refused_or_replaced_under_auto()
+    {
+        // libsodium's cofactorless rule differs from ours on torsion residues, which the start-up check contains.
+        using var libsodium = new LibsodiumBatchVerifier();
+        var wrong = new Named("gpu", libsodium);
+        var e = Assert.Throws<BackendUnavailableException>(() =>
+            MegaNet.Node.Hosting.NodeServiceCollectionExtensions.CheckGpu(wrong, "gpu", () => throw new InvalidOperationException("no fallback when asked by name"), NullLogger.Instance));
+        Assert.Contains("differ from the reference rule", e.Message);
+        Assert.Contains("--backend simd", e.Message);
+        Assert.True(wrong.Disposed);
+
+        var wrongUnderAuto = new Named("gpu", libsodium);
+        var simd = Backends.Get("simd");
+        IBatchVerifier chosen = MegaNet.Node.Hosting.NodeServiceCollectionExtensions.CheckGpu(wrongUnderAuto, "auto", () => simd, NullLogger.Instance);
+        Assert.Same(simd, chosen);
+
+        // A GPU that agrees is kept as it is.
+        var right = new Named("gpu", Backends.Get("simd"));
+        Assert.Same(right, MegaNet.Node.Hosting.NodeServiceCollectionExtensions.CheckGpu(right, "gpu", () => throw new InvalidOperationException("kept"), NullLogger.Instance));
+        Assert.False(right.Disposed);
     }
 }

@@ -6,6 +6,7 @@ using System.Text.Json;
 using System.Text.Json.Serialization;
 using MegaNet.Core.Ed25519;
 using MegaNet.Core.Verification;
+using MegaNet.Node.Verification;
 
 namespace MegaNet.Node.Benchmarking;
 
@@ -162,7 +163,7 @@ public sealed class VerifyBenchmark(BatchVerifierRegistry registry, VerifyBenchm
 
                     if (options.Check && size == options.BatchSizes[0] && threads == options.Threads[0])
                     {
-                        int mismatches = CheckAgainstReference(verifier, options.CheckItems);
+                        int mismatches = VerifierSelfCheck.Mismatches(verifier, options.CheckItems);
                         progress?.WriteLine($"  check: {verifier.Name} against the reference on {options.CheckItems} mixed items: {mismatches} mismatches");
                         if (mismatches > 0)
                         {
@@ -251,25 +252,6 @@ public sealed class VerifyBenchmark(BatchVerifierRegistry registry, VerifyBenchm
         {
             verifier.Verify(batch, verdicts);
         }
-    }
-
-    /// <summary>Verifies a seeded mix of valid and adversarial items (every <see cref="SignatureCaseKind"/>: bit flips,
-    /// S + L, non-canonical and small-order encodings, torsion residues) and returns how many verdicts differ from the
-    /// reference's.</summary>
-    public static int CheckAgainstReference(IBatchVerifier verifier, int size, int seed = 2)
-    {
-        var generator = new SignatureCaseGenerator(seed);
-        using var mixed = new SignatureBatch(size, size * 64);
-        for (int i = 0; i < size; i++)
-        {
-            SignatureCase c = generator.NextMixed(invalidShare: 0.3);
-            mixed.Add(c.PublicKey, c.Signature, c.Message);
-        }
-
-        bool[] expected = new bool[size];
-        Parallel.For(0, size, i => expected[i] = Ed25519Reference.Verify(mixed.GetPublicKey(i), mixed.GetSignature(i), mixed.GetMessage(i)));
-        bool[] verdicts = verifier.Verify(mixed);
-        return expected.Where((e, i) => e != verdicts[i]).Count();
     }
 
     /// <summary>A batch of valid items signed with seeded keys (deterministic across runs).</summary>

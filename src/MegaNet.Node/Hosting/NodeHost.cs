@@ -22,6 +22,39 @@ namespace MegaNet.Node.Hosting;
 /// <summary>Registers the node's services.</summary>
 public static partial class NodeServiceCollectionExtensions
 {
+    [LoggerMessage(EventId = 21, Level = LogLevel.Error, Message = "The GPU verifier was not used: {Reason}; auto chose SIMD instead")]
+    private static partial void LogGpuRefused(ILogger logger, string reason);
+
+    /// <summary>
+    /// A GPU backend must agree with the reference on <see cref="VerifierSelfCheck.StartupItems"/> seeded adversarial
+    /// items before the node trusts it (a driver's compiler is not ours). Asked for by name, a GPU that disagrees
+    /// stops the node with a message saying so; chosen by <c>auto</c>, it is logged and SIMD serves instead.
+    /// </summary>
+    internal static IBatchVerifier CheckGpu(IBatchVerifier verifier, string requested, Func<IBatchVerifier> fallback, ILogger logger)
+    {
+        if (verifier.Name != GpuBatchVerifier.DeviceBackendName)
+        {
+            return verifier;
+        }
+
+        int mismatches = VerifierSelfCheck.Mismatches(verifier, VerifierSelfCheck.StartupItems);
+        if (mismatches == 0)
+        {
+            return verifier;
+        }
+
+        string reason = $"its verdicts differ from the reference rule on {mismatches} of {VerifierSelfCheck.StartupItems} start-up check items " +
+            $"({verifier.Description}); run `meganet bench --backend gpu --check` for details and report the GPU and driver";
+        verifier.Dispose();
+        if (!string.Equals(requested, BatchVerifierRegistry.Auto, StringComparison.OrdinalIgnoreCase))
+        {
+            throw new BackendUnavailableException(GpuBatchVerifier.DeviceBackendName, reason + ", or start with --backend simd.");
+        }
+
+        LogGpuRefused(logger, reason);
+        return fallback();
+    }
+
     [LoggerMessage(EventId = 20, Level = LogLevel.Error, Message = "The GPU verifier faulted; the batch was verified again on the CPU and the node stays on the CPU")]
     private static partial void LogGpuFault(ILogger logger, Exception exception);
 
@@ -45,10 +78,11 @@ public static partial class NodeServiceCollectionExtensions
             };
             BatchVerifierRegistry registry = VerifierCatalog.Create();
             IBatchVerifier verifier = registry.Create(options.Backend, verifierOptions);
+            ILogger logger = sp.GetRequiredService<ILoggerFactory>().CreateLogger("MegaNet.Verify");
+            verifier = CheckGpu(verifier, options.Backend, () => registry.Create(SimdBatchVerifier.BackendName, verifierOptions), logger);
             if (verifier.Name == GpuBatchVerifier.DeviceBackendName)
             {
                 // A real GPU takes the big batches; SIMD keeps small ones fast and takes over for good if the GPU faults.
-                ILogger logger = sp.GetRequiredService<ILoggerFactory>().CreateLogger("MegaNet.Verify");
                 verifier = new RoutingBatchVerifier(verifier, registry.Create(SimdBatchVerifier.BackendName, verifierOptions), verifierOptions.GpuThreshold,
                     e => LogGpuFault(logger, e));
             }
