@@ -7,6 +7,7 @@ using System.Text.Json.Serialization;
 using MegaNet.Core.Ed25519;
 using MegaNet.Core.Verification;
 using MegaNet.Node.Verification;
+using MegaNet.Verify.Gpu;
 
 namespace MegaNet.Node.Benchmarking;
 
@@ -153,6 +154,13 @@ public sealed class VerifyBenchmark(BatchVerifierRegistry registry, VerifyBenchm
             {
                 foreach (int threads in options.Threads)
                 {
+                    // The GPU backends ignore the thread count (the device and the pool's threads do the work): time
+                    // them once per batch size, not once per count.
+                    if (threads != options.Threads[0] && backend is GpuBatchVerifier.DeviceBackendName or GpuBatchVerifier.CpuBackendName)
+                    {
+                        continue;
+                    }
+
                     if (!verifiers.TryGetValue((backend, threads), out IBatchVerifier? verifier))
                     {
                         var verifierOptions = new VerifierOptions { Threads = threads, KeyCacheCapacity = options.KeyCache ? 65_536 : 0 };
