@@ -6,6 +6,35 @@ using MegaNet.Verify.Gpu;
 
 namespace MegaNet.Perf;
 
+/// <summary>One backend verifying one batch of valid items per operation (Mean / batch size is the time per signature).</summary>
+public abstract class BatchVerifyBenchmark
+{
+    private SignatureBatch _batch = null!;
+    private IBatchVerifier _verifier = null!;
+    private bool[] _verdicts = [];
+
+    [Benchmark]
+    public void Verify()
+    {
+        _verifier.Verify(_batch, _verdicts);
+    }
+
+    [GlobalCleanup]
+    public void Cleanup()
+    {
+        _verifier.Dispose();
+        _batch.Dispose();
+    }
+
+    /// <summary>Creates the backend first (an unavailable one fails here, saying why), then signs the batch.</summary>
+    protected void Prepare(string backend, int batch, VerifierOptions options)
+    {
+        _verifier = VerifierCatalog.Create().Create(backend, options);
+        _batch = VerifyBenchmark.MakeBatch(batch, 0);
+        _verdicts = new bool[batch];
+    }
+}
+
 /// <summary>
 /// Verify throughput per backend and batch size, with libsodium's single verify in the same run (one thread, key
 /// cache off, one key per item). Each operation is one batch call: Mean / Batch is the time per signature. The
@@ -13,12 +42,8 @@ namespace MegaNet.Perf;
 /// Run: <c>dotnet run -c Release --project perf/MegaNet.Perf -- --filter '*VerifyBenchmarks*'</c>.
 /// </summary>
 [MemoryDiagnoser]
-public class VerifyBenchmarks
+public class VerifyBenchmarks : BatchVerifyBenchmark
 {
-    private SignatureBatch _batch = null!;
-    private IBatchVerifier _verifier = null!;
-    private bool[] _verdicts = [];
-
     [ParamsSource(nameof(Backends))]
     public string Backend { get; set; } = "simd";
 
@@ -30,25 +55,7 @@ public class VerifyBenchmarks
     public int Batch { get; set; }
 
     [GlobalSetup]
-    public void Setup()
-    {
-        _batch = VerifyBenchmark.MakeBatch(Batch, 0);
-        _verifier = VerifierCatalog.Create().Create(Backend, new VerifierOptions { Threads = 1, KeyCacheCapacity = 0 });
-        _verdicts = new bool[Batch];
-    }
-
-    [Benchmark]
-    public void Verify()
-    {
-        _verifier.Verify(_batch, _verdicts);
-    }
-
-    [GlobalCleanup]
-    public void Cleanup()
-    {
-        _verifier.Dispose();
-        _batch.Dispose();
-    }
+    public void Setup() => Prepare(Backend, Batch, new VerifierOptions { Threads = 1, KeyCacheCapacity = 0 });
 }
 
 /// <summary>
@@ -57,33 +64,11 @@ public class VerifyBenchmarks
 /// one, setup fails and says so.
 /// Run: <c>dotnet run -c Release --project perf/MegaNet.Perf -- --filter '*GpuThroughputBenchmarks*'</c>.
 /// </summary>
-public class GpuThroughputBenchmarks
+public class GpuThroughputBenchmarks : BatchVerifyBenchmark
 {
-    private SignatureBatch _batch = null!;
-    private IBatchVerifier _verifier = null!;
-    private bool[] _verdicts = [];
-
     [Params(4096, 65536, 1048576)]
     public int Batch { get; set; }
 
     [GlobalSetup]
-    public void Setup()
-    {
-        _verifier = VerifierCatalog.Create().Create(GpuBatchVerifier.DeviceBackendName, new VerifierOptions { KeyCacheCapacity = 0 });
-        _batch = VerifyBenchmark.MakeBatch(Batch, 0);
-        _verdicts = new bool[Batch];
-    }
-
-    [Benchmark]
-    public void Verify()
-    {
-        _verifier.Verify(_batch, _verdicts);
-    }
-
-    [GlobalCleanup]
-    public void Cleanup()
-    {
-        _verifier.Dispose();
-        _batch.Dispose();
-    }
+    public void Setup() => Prepare(GpuBatchVerifier.DeviceBackendName, Batch, new VerifierOptions { KeyCacheCapacity = 0 });
 }
