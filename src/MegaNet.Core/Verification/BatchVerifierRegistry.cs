@@ -83,14 +83,16 @@ public sealed class BatchVerifierRegistry
     {
         options = options?.Clone() ?? new VerifierOptions();
         options.Validate();
-        BackendDescriptor descriptor = Find(Resolve(name))!;
-        string? reason = descriptor.Probe();
-        if (reason is not null)
-        {
-            throw new BackendUnavailableException(descriptor.Name, reason);
-        }
+        return EnsureAvailable(name).Create(options);
+    }
 
-        return descriptor.Create(options);
+    /// <summary>The backend named <paramref name="name"/> (or the best one for <c>auto</c>) if it can run here.</summary>
+    /// <exception cref="ArgumentException">No backend has that name.</exception>
+    /// <exception cref="BackendUnavailableException">The backend cannot run here; the message says why.</exception>
+    public BackendDescriptor EnsureAvailable(string name)
+    {
+        BackendDescriptor descriptor = Find(Resolve(name))!;
+        return descriptor.Probe() is { } reason ? throw new BackendUnavailableException(descriptor.Name, reason) : descriptor;
     }
 
     private ArgumentException UnknownBackend(string name) =>

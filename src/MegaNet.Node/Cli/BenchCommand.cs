@@ -78,10 +78,7 @@ internal static class BenchCommand
                 // Say so before signing batches and timing libsodium, not after.
                 foreach (string name in names)
                 {
-                    if (registry.Find(name)?.Probe() is { } reason)
-                    {
-                        throw new BackendUnavailableException(name, reason);
-                    }
+                    registry.EnsureAvailable(name);
                 }
 
                 var options = new VerifyBenchmarkOptions
