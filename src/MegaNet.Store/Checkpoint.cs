@@ -139,21 +139,15 @@ internal static class Checkpoint
         File.Move(temp, path, overwrite: true);
     }
 
-    /// <summary>Reads the leaf hash at an index.</summary>
-    public delegate ReadOnlySpan<byte> LeafHashReader(long index);
-
-    /// <summary>Appends leaf hashes <paramref name="from"/> .. <paramref name="to"/> − 1 to leaves.bin and flushes them.</summary>
-    public static void AppendLeaves(string storeDirectory, long from, long to, LeafHashReader leafHash)
+    /// <summary>Writes <paramref name="hashes"/> (32 bytes per leaf) to leaves.bin from leaf <paramref name="from"/> on
+    /// and flushes them.</summary>
+    public static void AppendLeaves(string storeDirectory, long from, ReadOnlySpan<byte> hashes)
     {
         using var file = new FileStream(LeavesPath(storeDirectory), FileMode.OpenOrCreate, FileAccess.Write, FileShare.None);
         // Bytes past the last manifest's count (a torn append) are overwritten.
         file.SetLength(from * 32);
         file.Position = from * 32;
-        for (long i = from; i < to; i++)
-        {
-            file.Write(leafHash(i));
-        }
-
+        file.Write(hashes);
         file.Flush(flushToDisk: true);
     }
 

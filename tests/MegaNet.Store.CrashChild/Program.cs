@@ -2,7 +2,8 @@ using MegaNet.Store;
 
 // Usage: CrashChild DATA_DIR SECRET_KEY_HEX SEED
 // Writes random envelopes with several concurrent writers and prints "ACK <envelope id hex> <log index> <recipient hex> <seq>"
-// for each put only after PutAsync returned (i.e. after the commit). The parent kills this process with SIGKILL.
+// for each put only after PutAsync returned (i.e. after the commit). Every fourth put is then deleted by its owner:
+// "DELETING <id>" before AckAsync, "DELETED <id>" after it returned. The parent kills this process with SIGKILL.
 if (args.Length != 3)
 {
     Console.Error.WriteLine("usage: CrashChild DATA_DIR SECRET_KEY_HEX SEED");
@@ -32,12 +33,24 @@ var writers = Enumerable.Range(0, 4).Select(w => Task.Run(async () =>
         random.NextBytes(envelope);
         byte[] recipient = recipients[random.Next(recipients.Length)];
         PutReceipt receipt = await store.PutAsync(new PutRequest(envelope, recipient, DateTimeOffset.UtcNow.AddDays(1)));
-        lock (gate)
+        string id = Convert.ToHexString(receipt.EnvelopeId);
+        Say($"ACK {id} {receipt.LogIndex} {Convert.ToHexString(recipient)} {receipt.MailboxSeq}");
+        if (random.Next(4) == 0)
         {
-            Console.Out.WriteLine($"ACK {Convert.ToHexString(receipt.EnvelopeId)} {receipt.LogIndex} {Convert.ToHexString(recipient)} {receipt.MailboxSeq}");
-            Console.Out.Flush();
+            Say($"DELETING {id}");
+            await store.AckAsync(recipient, [receipt.MailboxSeq]);
+            Say($"DELETED {id}");
         }
     }
 })).ToArray();
 await Task.WhenAll(writers);
 return 0;
+
+void Say(string line)
+{
+    lock (gate)
+    {
+        Console.Out.WriteLine(line);
+        Console.Out.Flush();
+    }
+}

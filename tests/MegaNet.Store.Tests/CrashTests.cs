@@ -14,7 +14,7 @@ public sealed class CrashTests(ITestOutputHelper output) : IDisposable
     public void Dispose() => Directory.Delete(_dir, recursive: true);
 
     [Fact]
-    public async Task Acknowledged_writes_survive_sigkill_in_every_round()
+    public async Task Acknowledged_writes_and_deletes_survive_sigkill_in_every_round()
     {
         int seed = Environment.GetEnvironmentVariable("MEGANET_TEST_SEED") is { } s ? int.Parse(s, System.Globalization.CultureInfo.InvariantCulture) : System.Security.Cryptography.RandomNumberGenerator.GetInt32(1_000_000);
         output.WriteLine($"seed {seed}");
@@ -24,6 +24,9 @@ public sealed class CrashTests(ITestOutputHelper output) : IDisposable
         string child = Path.Combine(AppContext.BaseDirectory.Replace("MegaNet.Store.Tests", "MegaNet.Store.CrashChild", StringComparison.Ordinal), "MegaNet.Store.CrashChild.dll");
         Assert.True(File.Exists(child), $"{child} is missing; build the solution first");
         var acknowledged = new Dictionary<string, (long Index, string Recipient, ulong Seq)>();
+        // Deleted by an acknowledged ack (must be gone from the mailbox), and asked to be deleted (either way).
+        var deleted = new HashSet<string>();
+        var deleting = new HashSet<string>();
         SignedTreeHead? previous = null;
         const int Rounds = 20;
         for (int round = 0; round < Rounds; round++)
@@ -67,11 +70,22 @@ public sealed class CrashTests(ITestOutputHelper output) : IDisposable
             int acks = 0;
             lock (lines)
             {
-                foreach (string line in lines.Where(l => l.StartsWith("ACK ", StringComparison.Ordinal)))
+                foreach (string line in lines)
                 {
                     string[] parts = line.Split(' ');
-                    acknowledged[parts[1]] = (long.Parse(parts[2], System.Globalization.CultureInfo.InvariantCulture), parts[3], ulong.Parse(parts[4], System.Globalization.CultureInfo.InvariantCulture));
-                    acks++;
+                    switch (parts[0])
+                    {
+                        case "ACK":
+                            acknowledged[parts[1]] = (long.Parse(parts[2], System.Globalization.CultureInfo.InvariantCulture), parts[3], ulong.Parse(parts[4], System.Globalization.CultureInfo.InvariantCulture));
+                            acks++;
+                            break;
+                        case "DELETING":
+                            deleting.Add(parts[1]);
+                            break;
+                        case "DELETED":
+                            deleted.Add(parts[1]);
+                            break;
+                    }
                 }
             }
 
@@ -105,13 +119,20 @@ public sealed class CrashTests(ITestOutputHelper output) : IDisposable
                     byRecipient[recipient] = seqs;
                 }
 
-                Assert.True(seqs.Contains(seq), $"round {round}: mailbox entry {seq} of {recipient} is missing");
+                if (deleted.Contains(id))
+                {
+                    Assert.False(seqs.Contains(seq), $"round {round}: mailbox entry {seq} of {recipient} was deleted and is back");
+                }
+                else if (!deleting.Contains(id))
+                {
+                    Assert.True(seqs.Contains(seq), $"round {round}: mailbox entry {seq} of {recipient} is missing");
+                }
             }
 
-            output.WriteLine($"round {round}: {acks} acknowledged before the kill, {acknowledged.Count} in total, tree size {head.TreeSize}");
+            output.WriteLine($"round {round}: {acks} acknowledged before the kill, {acknowledged.Count} in total ({deleted.Count} deleted), tree size {head.TreeSize}");
             previous = head;
         }
 
-        Assert.True(acknowledged.Count > Rounds, "the child acknowledged almost nothing; the test proved little");
+        Assert.True(acknowledged.Count > Rounds && deleted.Count > Rounds / 4, $"the child acknowledged almost nothing ({acknowledged.Count} puts, {deleted.Count} deletes); the test proved little");
     }
 }
