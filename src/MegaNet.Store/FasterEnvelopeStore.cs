@@ -144,6 +144,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         // unrecoverable although its data is intact. Keep older records and prune them ourselves (KeepCommits newest),
         // so recovery can fall back to the newest record that reads back.
         long[] commits = CommitNumbers(commitDir);
+        int pageBits = WalPageBits(dir, options);
         FasterLog? log = null;
         IDevice? device = null;
         Exception? failure = null;
@@ -154,7 +155,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
                 ?? Devices.CreateLogDevice(Path.Combine(dir, "wal.log"), preallocateFile: false);
             try
             {
-                log = new FasterLog(Settings(options, device, commitDir));
+                log = new FasterLog(Settings(options, device, commitDir, pageBits));
                 if (commits.Length > 0)
                 {
                     // TryRecoverLatest would swallow a failure and start empty: recover explicitly so it surfaces.
@@ -244,15 +245,52 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     // Commit records kept for fallback recovery.
     private const int KeepCommits = 4;
 
-    private static FasterLogSettings Settings(StoreOptions options, IDevice device, string commitDir)
+    // The write-ahead log keeps 1/8 of the memory budget, in pages of at most 4 MiB (at least two pages).
+    private static int LogMemoryBits(StoreOptions options) => Math.Clamp((int)Math.Floor(Math.Log2(options.MemoryBudgetBytes / 8)), 20, 40);
+
+    /// <summary>
+    /// The write-ahead log's page size (as a power of two), fixed when the log is created and kept in
+    /// <c>wal.page-bits</c>. FASTER's scan skips the unused end of each page by the page size it is opened with: a log
+    /// written with 512 KiB pages (an 8 MiB budget) and replayed with 4 MiB pages (256 MiB) silently lost everything
+    /// after its first page end, 316 acknowledged envelopes in the case seen. A log from before the file existed keeps
+    /// the size the current budget gives, as it always did.
+    /// </summary>
+    private static int WalPageBits(string dir, StoreOptions options)
     {
-        int memoryBits = Math.Clamp((int)Math.Floor(Math.Log2(options.MemoryBudgetBytes / 8)), 20, 40);
+        string path = Path.Combine(dir, "wal.page-bits");
+        if (File.Exists(path))
+        {
+            string text = File.ReadAllText(path).Trim();
+            if (!int.TryParse(text, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int bits) || bits < 9 || bits > 30)
+            {
+                throw new StoreCorruptException(
+                    $"'{path}' should hold the write-ahead log's page size as a power of two (9-30) but holds '{text}'. Nothing was changed. " +
+                    "Restore it from a backup, or write the size the store was created with (19 for StoreMemoryMiB 8-15, 20 for 16-31, 21 for 32-63, 22 for 64 and more).");
+            }
+
+            return bits;
+        }
+
+        int chosen = Math.Min(22, LogMemoryBits(options) - 1);
+        string temp = path + ".tmp";
+        using (var file = new FileStream(temp, FileMode.Create, FileAccess.Write, FileShare.None))
+        {
+            file.Write(System.Text.Encoding.ASCII.GetBytes(chosen.ToString(System.Globalization.CultureInfo.InvariantCulture) + "\n"));
+            file.Flush(flushToDisk: true);
+        }
+
+        File.Move(temp, path, overwrite: true);
+        return chosen;
+    }
+
+    private static FasterLogSettings Settings(StoreOptions options, IDevice device, string commitDir, int pageBits)
+    {
         return new FasterLogSettings
         {
             LogDevice = device,
             LogCommitDir = commitDir,
-            PageSizeBits = Math.Min(22, memoryBits - 1),
-            MemorySizeBits = memoryBits,
+            PageSizeBits = pageBits,
+            MemorySizeBits = Math.Max(LogMemoryBits(options), pageBits + 1),
             TryRecoverLatest = false,
             RemoveOutdatedCommits = false,
             AutoRefreshSafeTailAddress = true,

@@ -399,6 +399,55 @@ public sealed class EnvelopeStoreTests : IDisposable
     }
 
     [Fact]
+    public async Task The_log_replays_whole_when_the_memory_budget_changed_after_a_crash()
+    {
+        // An 8 MiB budget writes the log in 512 KiB pages; 256 MiB would read it in 4 MiB pages. No checkpoint, so the
+        // reopen replays the whole log, across several page ends.
+        StoreOptions options = Options(_dir);
+        options.CheckpointInterval = TimeSpan.FromDays(1);
+        options.CheckpointLogBytes = 1L << 30;
+        byte[] recipient = Bytes(_random, 32);
+        var receipts = new List<PutReceipt>();
+        string copy = NewDirectory();
+        try
+        {
+            await using (FasterEnvelopeStore store = await FasterEnvelopeStore.OpenAsync(options))
+            {
+                for (int i = 0; i < 15; i++)
+                {
+                    var batch = Enumerable.Range(0, 100).Select(_ => new PutRequest(Bytes(_random, 1000), recipient, DateTimeOffset.UtcNow.AddDays(1))).ToList();
+                    receipts.AddRange((await store.PutManyAsync(batch)).Select(r => r.Receipt!));
+                }
+
+                // What a kill -9 leaves of the log: everything acknowledged is committed (the table starts over).
+                string from = store.StoreDirectory, to = Path.Combine(copy, "store");
+                foreach (string file in Directory.EnumerateFiles(from, "*", SearchOption.AllDirectories).Where(f => !f.StartsWith(Path.Combine(from, "kv"), StringComparison.Ordinal)))
+                {
+                    string target = Path.Combine(to, Path.GetRelativePath(from, file));
+                    Directory.CreateDirectory(Path.GetDirectoryName(target)!);
+                    File.Copy(file, target);
+                }
+
+                Assert.True(new FileInfo(Path.Combine(from, "wal.log.0")).Length > 3 << 19, "the log should span several 512 KiB pages");
+            }
+
+            StoreOptions reopen = Options(copy);
+            reopen.MemoryBudgetBytes = 256L << 20;
+            await using FasterEnvelopeStore recovered = await FasterEnvelopeStore.OpenAsync(reopen);
+            Assert.Equal(receipts.Count, recovered.TreeSize);
+            Assert.Equal(receipts.Count, (await recovered.ListAsync(recipient, 0, 10_000)).Entries.Count);
+            foreach (PutReceipt receipt in receipts)
+            {
+                Assert.Equal(receipt.LogIndex, (await recovered.FindAsync(receipt.EnvelopeId))!.LogIndex);
+            }
+        }
+        finally
+        {
+            Directory.Delete(copy, recursive: true);
+        }
+    }
+
+    [Fact]
     public async Task A_damaged_checkpoint_manifest_is_an_error_naming_it()
     {
         StoreOptions options = Options(_dir);
