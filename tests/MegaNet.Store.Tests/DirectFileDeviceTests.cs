@@ -51,6 +51,66 @@ public sealed class DirectFileDeviceTests
         }
     }
 
+    [Fact]
+    public void Concurrent_requests_each_complete_once_and_dispose_ends_the_io_threads()
+    {
+        if (!OperatingSystem.IsLinux())
+        {
+            return;
+        }
+
+        string dir = StoreTestKit.NewDirectory();
+        DirectFileDevice device = DirectFileDevice.TryCreate(Path.Combine(dir, "d.log"))
+            ?? throw new InvalidOperationException($"direct I/O refused in {dir}");
+        device.Initialize(1L << 24);
+        const int Writers = 4, PerWriter = 64, Block = 4096;
+        IntPtr buffer = Aligned(Writers * PerWriter * Block);
+        IntPtr back = Aligned(Block);
+        try
+        {
+            Span<byte> data = Bytes(buffer, Writers * PerWriter * Block);
+            new Random(11).NextBytes(data);
+            int[] calls = new int[Writers * PerWriter];
+            var results = new (uint Error, uint Bytes)[calls.Length];
+            using var allDone = new CountdownEvent(calls.Length);
+            Parallel.For(0, Writers, w =>
+            {
+                for (int i = 0; i < PerWriter; i++)
+                {
+                    int n = w * PerWriter + i;
+                    device.WriteAsync(buffer + n * Block, 0, (ulong)(n * Block), Block, (e, bytes, _) =>
+                    {
+                        // Checked on the test thread: an assertion failing on an I/O thread would end the process.
+                        results[n] = (e, bytes);
+                        Interlocked.Increment(ref calls[n]);
+                        allDone.Signal();
+                    }, new object());
+                }
+            });
+
+            Assert.True(allDone.Wait(TimeSpan.FromSeconds(60)), "not every write called back");
+            Assert.All(calls, c => Assert.Equal(1, c));
+            Assert.All(results, r => Assert.Equal((0u, (uint)Block), r));
+            Assert.True(device.TryComplete());
+            for (int n = 0; n < calls.Length; n += 37)
+            {
+                Assert.Equal((0u, (uint)Block), Read(device, 0, (ulong)(n * Block), back, Block));
+                Assert.True(data.Slice(n * Block, Block).SequenceEqual(Bytes(back, Block)), $"block {n} differs");
+            }
+
+            // Dispose returns only after its I/O threads ended; a request after it is refused, not lost silently.
+            device.Dispose();
+            Assert.Throws<ObjectDisposedException>(() => device.WriteAsync(buffer, 0, 0, Block, (_, _, _) => { }, new object()));
+        }
+        finally
+        {
+            device.Dispose();
+            Free(buffer);
+            Free(back);
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
     private static (uint Error, uint Bytes) Write(DirectFileDevice device, IntPtr source, int segment, ulong offset, uint length)
     {
         var done = new TaskCompletionSource<(uint, uint)>();

@@ -1,0 +1,79 @@
+using System.Diagnostics;
+using System.Text;
+using MegaNet.Api;
+using MegaNet.Api.V1;
+
+namespace MegaNet.Node.Tests;
+
+/// <summary>Concurrent submissions coalesce into verification batches that flush at <c>MaxBatch</c> items or after
+/// <c>FlushMicroseconds</c>, whichever comes first (node statistics from <c>Status</c>).</summary>
+public sealed class AdmissionBatchingTests
+{
+    [Fact]
+    public async Task A_full_batch_flushes_without_waiting_for_its_window()
+    {
+        // A one-second window: twelve submissions must go out as two full batches of six, long before it would end.
+        await using TestNode node = await TestNode.StartAsync(o =>
+        {
+            o.MaxBatch = 6;
+            o.FlushMicroseconds = 1_000_000;
+        });
+        using MegaNetClient client = node.Client();
+        await client.Relay.StatusAsync(new StatusRequest());
+        Envelope[] envelopes = Seal(12);
+
+        var clock = Stopwatch.StartNew();
+        Receipt[] receipts = await Task.WhenAll(envelopes.Select(e => client.Relay.SubmitAsync(new SubmitRequest { Envelope = e }).ResponseAsync));
+        TimeSpan took = clock.Elapsed;
+
+        Assert.Equal(12, receipts.Select(r => r.LogIndex).Distinct().Count());
+        StatusResponse status = await client.Relay.StatusAsync(new StatusRequest());
+        Assert.Equal(12ul, status.SignaturesVerified);
+        // Two full batches; a third only if the calls reached the node so far apart that a window started early.
+        Assert.InRange(status.BatchesVerified, 2ul, 3ul);
+        if (status.BatchesVerified == 2)
+        {
+            Assert.True(took < TimeSpan.FromSeconds(0.9), $"two full batches took {took.TotalMilliseconds:F0} ms: they waited for the window");
+        }
+
+        node.AssertNoServerErrors();
+    }
+
+    [Fact]
+    public async Task Submissions_within_the_window_share_one_batch()
+    {
+        await using TestNode node = await TestNode.StartAsync(o =>
+        {
+            o.MaxBatch = 4_096;
+            o.FlushMicroseconds = 1_000_000;
+        });
+        using MegaNetClient client = node.Client();
+        await client.Relay.StatusAsync(new StatusRequest());
+        Envelope[] envelopes = Seal(5);
+
+        var clock = Stopwatch.StartNew();
+        await Task.WhenAll(envelopes.Select(e => client.Relay.SubmitAsync(new SubmitRequest { Envelope = e }).ResponseAsync));
+        TimeSpan took = clock.Elapsed;
+
+        StatusResponse status = await client.Relay.StatusAsync(new StatusRequest());
+        Assert.Equal(5ul, status.SignaturesVerified);
+        Assert.Equal(1ul, status.BatchesVerified);
+        // The batch was not full, so it waited out its window (sleeping in slices, not ending at the first one).
+        Assert.True(took >= TimeSpan.FromSeconds(0.95), $"the batch flushed after {took.TotalMilliseconds:F0} ms, before its 1 s window");
+        node.AssertNoServerErrors();
+    }
+
+    private static Envelope[] Seal(int count)
+    {
+        using Identity recipient = Identity.Create();
+        var envelopes = new Envelope[count];
+        for (int i = 0; i < count; i++)
+        {
+            using Identity sender = Identity.Create();
+            envelopes[i] = EnvelopeFormat.Seal(sender, recipient.Card, Encoding.UTF8.GetBytes($"message {i}"), "text/plain; charset=utf-8", null,
+                DateTimeOffset.UtcNow.AddDays(1), 0);
+        }
+
+        return envelopes;
+    }
+}
