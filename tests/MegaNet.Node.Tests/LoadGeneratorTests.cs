@@ -15,7 +15,7 @@ public sealed class LoadGeneratorTests
             o.SubmitBurst = 1_000_000;
         });
         var progress = new StringWriter();
-        var generator = new LoadGenerator(node.Address, clients: 4, progress);
+        var generator = new LoadGenerator(node.Address, clients: 4, connections: 4, progress);
 
         LoadReport stream = await generator.RunStreamingAsync(LoadGenerator.Prepare(400, senders: 16, recipients: 8));
         Assert.Equal((400, 400, 0), (stream.Sent, stream.Accepted, stream.Refused));
@@ -25,7 +25,8 @@ public sealed class LoadGeneratorTests
         Assert.True(double.IsNaN(stream.SteadyAcceptedPerSecond));
 
         IReadOnlyList<Envelope> unaryEnvelopes = LoadGenerator.Prepare(200, senders: 16, recipients: 8);
-        LoadReport unary = await generator.RunUnaryAsync(unaryEnvelopes, targetRate: 2_000);
+        // Four clients over two connections this time.
+        LoadReport unary = await new LoadGenerator(node.Address, clients: 4, connections: 2, progress).RunUnaryAsync(unaryEnvelopes, targetRate: 2_000);
         Assert.Equal((200, 200, 0), (unary.Sent, unary.Accepted, unary.Refused));
         Assert.Contains("unary (open loop at", progress.ToString());
 

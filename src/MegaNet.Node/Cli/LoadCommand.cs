@@ -18,6 +18,12 @@ internal static class LoadCommand
             CustomParser = CliParsers.NodeUri,
         };
         var clients = new Option<int>("--clients", "-c") { Description = "Concurrent clients. Default 8.", DefaultValueFactory = _ => 8 };
+        var connections = new Option<int>("--connections")
+        {
+            Description = "HTTP/2 connections the clients spread over (client i uses connection i mod N). Default 1: every client multiplexed over one connection, as in the README figures; " +
+                "--connections equal to --clients gives each its own, as separate phones would have (more unary capacity, but more buffered in flight when streaming).",
+            DefaultValueFactory = _ => 1,
+        };
         var count = new Option<int>("--envelopes") { Description = "Envelopes per phase (sealed before timing starts). Default 20,000.", DefaultValueFactory = _ => 20_000 };
         var mode = new Option<string>("--mode") { Description = "stream, unary, or both (stream first, then unary offered at half the stream rate). Default both.", DefaultValueFactory = _ => "both" };
         var rate = new Option<double>("--rate")
@@ -34,16 +40,18 @@ internal static class LoadCommand
         var backend = new Option<string>("--backend", "-b") { Description = "Verifier backend of the embedded node. Default auto.", DefaultValueFactory = _ => "auto" };
         var command = new Command("load", "Drive concurrent clients at a node and report accepted envelopes/s, p50/p99 latency and the verifier batch sizes achieved.")
         {
-            node, clients, count, mode, rate, warmup, backend,
+            node, clients, connections, count, mode, rate, warmup, backend,
         };
         command.SetAction(async (parse, ct) =>
         {
             int n = parse.GetValue(count), c = parse.GetValue(clients), w = parse.GetValue(warmup);
+            int k = parse.GetValue(connections);
             string m = parse.GetValue(mode)!;
             double offered = parse.GetValue(rate);
-            if (n < 1 || c < 1 || w < 0 || m is not ("both" or "stream" or "unary") || offered < 0 || double.IsNaN(offered))
+            if (n < 1 || c < 1 || w < 0 || m is not ("both" or "stream" or "unary") || offered < 0 || double.IsNaN(offered)
+                || k < 1 || k > c)
             {
-                Console.Error.WriteLine("meganet load: --envelopes and --clients must be positive, --rate and --warmup zero or positive, and --mode one of stream, unary, both.");
+                Console.Error.WriteLine("meganet load: --envelopes and --clients must be positive, --connections between 1 and --clients, --rate and --warmup zero or positive, and --mode one of stream, unary, both.");
                 return 1;
             }
 
@@ -77,7 +85,7 @@ internal static class LoadCommand
                 if (w > 0)
                 {
                     Console.WriteLine($"warm-up: {w} envelopes, not counted ...");
-                    var quiet = new LoadGenerator(target, c);
+                    var quiet = new LoadGenerator(target, c, k);
                     await quiet.RunStreamingAsync(LoadGenerator.Prepare(w - (w / 2)), ct);
                     if (w / 2 > 0)
                     {
@@ -87,7 +95,7 @@ internal static class LoadCommand
 
                 Console.WriteLine($"sealing {n} envelopes from 256 sending keys to 64 recipients ...");
 
-                var generator = new LoadGenerator(target, c, Console.Out);
+                var generator = new LoadGenerator(target, c, k, Console.Out);
                 double streamRate = 0;
                 if (m is "both" or "stream")
                 {
