@@ -109,7 +109,7 @@ internal sealed partial class DirectFileDevice : StorageDeviceBase
         HandleCapacity(segmentId);
         Interlocked.Increment(ref _pending);
         // The write blocks until the data is on disk: off the caller's thread, as FASTER expects of an async device.
-        _io.Add(() =>
+        Queue(() =>
         {
             uint error = 0;
             try
@@ -131,7 +131,7 @@ internal sealed partial class DirectFileDevice : StorageDeviceBase
     public override unsafe void ReadAsync(int segmentId, ulong sourceAddress, IntPtr destinationAddress, uint readLength, DeviceIOCompletionCallback callback, object context)
     {
         Interlocked.Increment(ref _pending);
-        _io.Add(() =>
+        Queue(() =>
         {
             uint error = 0, read = 0;
             try
@@ -189,6 +189,20 @@ internal sealed partial class DirectFileDevice : StorageDeviceBase
         }
 
         _segments.Clear();
+    }
+
+    // A request refused by a disposed device was never pending: TryComplete must not wait for it forever.
+    private void Queue(Action io)
+    {
+        try
+        {
+            _io.Add(io);
+        }
+        catch (ObjectDisposedException)
+        {
+            Interlocked.Decrement(ref _pending);
+            throw;
+        }
     }
 
     private SafeFileHandle Segment(int segmentId) =>

@@ -101,6 +101,7 @@ public sealed class DirectFileDeviceTests
             // Dispose returns only after its I/O threads ended; a request after it is refused, not lost silently.
             device.Dispose();
             Assert.Throws<ObjectDisposedException>(() => device.WriteAsync(buffer, 0, 0, Block, (_, _, _) => { }, new object()));
+            Assert.True(device.TryComplete(), "a refused request still counts as pending");
         }
         finally
         {
