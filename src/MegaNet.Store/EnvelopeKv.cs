@@ -193,9 +193,9 @@ internal sealed class EnvelopeKv : IDisposable
         }
 
         _checkpointer ??= NewSession();
+        var driver = _checkpointer.UnsafeContext;
         while (true)
         {
-            var driver = _checkpointer.UnsafeContext;
             driver.BeginUnsafe();
             try
             {

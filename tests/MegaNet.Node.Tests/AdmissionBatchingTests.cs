@@ -13,21 +13,9 @@ public sealed class AdmissionBatchingTests
     public async Task A_full_batch_flushes_without_waiting_for_its_window()
     {
         // A one-second window: twelve submissions must go out as two full batches of six, long before it would end.
-        await using TestNode node = await TestNode.StartAsync(o =>
-        {
-            o.MaxBatch = 6;
-            o.FlushMicroseconds = 1_000_000;
-        });
-        using MegaNetClient client = node.Client();
-        await client.Relay.StatusAsync(new StatusRequest());
-        Envelope[] envelopes = Seal(12);
-
-        var clock = Stopwatch.StartNew();
-        Receipt[] receipts = await Task.WhenAll(envelopes.Select(e => client.Relay.SubmitAsync(new SubmitRequest { Envelope = e }).ResponseAsync));
-        TimeSpan took = clock.Elapsed;
+        (Receipt[] receipts, TimeSpan took, StatusResponse status) = await SubmitConcurrentlyAsync(maxBatch: 6, count: 12);
 
         Assert.Equal(12, receipts.Select(r => r.LogIndex).Distinct().Count());
-        StatusResponse status = await client.Relay.StatusAsync(new StatusRequest());
         Assert.Equal(12ul, status.SignaturesVerified);
         // Two full batches; a third only if the calls reached the node so far apart that a window started early.
         Assert.InRange(status.BatchesVerified, 2ul, 3ul);
@@ -35,32 +23,39 @@ public sealed class AdmissionBatchingTests
         {
             Assert.True(took < TimeSpan.FromSeconds(0.9), $"two full batches took {took.TotalMilliseconds:F0} ms: they waited for the window");
         }
-
-        node.AssertNoServerErrors();
     }
 
     [Fact]
     public async Task Submissions_within_the_window_share_one_batch()
     {
-        await using TestNode node = await TestNode.StartAsync(o =>
-        {
-            o.MaxBatch = 4_096;
-            o.FlushMicroseconds = 1_000_000;
-        });
-        using MegaNetClient client = node.Client();
-        await client.Relay.StatusAsync(new StatusRequest());
-        Envelope[] envelopes = Seal(5);
+        (_, TimeSpan took, StatusResponse status) = await SubmitConcurrentlyAsync(maxBatch: 4_096, count: 5);
 
-        var clock = Stopwatch.StartNew();
-        await Task.WhenAll(envelopes.Select(e => client.Relay.SubmitAsync(new SubmitRequest { Envelope = e }).ResponseAsync));
-        TimeSpan took = clock.Elapsed;
-
-        StatusResponse status = await client.Relay.StatusAsync(new StatusRequest());
         Assert.Equal(5ul, status.SignaturesVerified);
         Assert.Equal(1ul, status.BatchesVerified);
         // The batch was not full, so it waited out its window (sleeping in slices, not ending at the first one).
         Assert.True(took >= TimeSpan.FromSeconds(0.95), $"the batch flushed after {took.TotalMilliseconds:F0} ms, before its 1 s window");
+    }
+
+    /// <summary>Submits <paramref name="count"/> envelopes from distinct senders at once to a node whose flush window is
+    /// one second; returns the receipts, how long they took and the node's batch statistics afterwards.</summary>
+    private static async Task<(Receipt[] Receipts, TimeSpan Took, StatusResponse Status)> SubmitConcurrentlyAsync(int maxBatch, int count)
+    {
+        await using TestNode node = await TestNode.StartAsync(o =>
+        {
+            o.MaxBatch = maxBatch;
+            o.FlushMicroseconds = 1_000_000;
+        });
+        using MegaNetClient client = node.Client();
+        await client.Relay.StatusAsync(new StatusRequest());
+        Envelope[] envelopes = Seal(count);
+
+        var clock = Stopwatch.StartNew();
+        Receipt[] receipts = await Task.WhenAll(envelopes.Select(e => client.Relay.SubmitAsync(new SubmitRequest { Envelope = e }).ResponseAsync));
+        TimeSpan took = clock.Elapsed;
+
+        StatusResponse status = await client.Relay.StatusAsync(new StatusRequest());
         node.AssertNoServerErrors();
+        return (receipts, took, status);
     }
 
     private static Envelope[] Seal(int count)

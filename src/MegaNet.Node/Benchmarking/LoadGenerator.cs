@@ -52,8 +52,8 @@ public sealed class LoadGenerator(Uri node, int clients, int connections, TextWr
     /// the latency at that offered load (a slow answer does not hold back the next call and hide itself).</summary>
     public async Task<LoadReport> RunUnaryAsync(IReadOnlyList<Envelope> envelopes, double targetRate = 0, CancellationToken ct = default)
     {
-        using var client = new MegaNetClient(node);
         using Connections channels = await Connections.OpenAsync(node, Math.Clamp(connections, 1, clients), ct);
+        MegaNetClient client = channels[0];
         StatusResponse before = await client.Relay.StatusAsync(new StatusRequest(), cancellationToken: ct);
         var latencies = new double[envelopes.Count];
         var startedAt = new double[envelopes.Count];
@@ -109,8 +109,8 @@ public sealed class LoadGenerator(Uri node, int clients, int connections, TextWr
     /// <summary>Streaming submits: each client opens one SubmitStream and pipelines its share.</summary>
     public async Task<LoadReport> RunStreamingAsync(IReadOnlyList<Envelope> envelopes, CancellationToken ct = default)
     {
-        using var client = new MegaNetClient(node);
         using Connections channels = await Connections.OpenAsync(node, Math.Clamp(connections, 1, clients), ct);
+        MegaNetClient client = channels[0];
         StatusResponse before = await client.Relay.StatusAsync(new StatusRequest(), cancellationToken: ct);
         var sentAt = new long[envelopes.Count];
         var startedAt = new double[envelopes.Count];
