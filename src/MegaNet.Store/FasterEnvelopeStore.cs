@@ -666,8 +666,18 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         foreach (Request r in requests)
         {
             r.Done.TrySetException(new StoreUnavailableException(
-                $"The store could not commit to '{StoreDirectory}' ({_fault?.Message ?? e.Message}); nothing was acknowledged. Free disk space or fix the device, then restart the node.", e));
+                $"The store could not commit to '{StoreDirectory}' ({Describe(_fault ?? e)}); nothing was acknowledged. Free disk space or fix the device, then restart the node.", e));
         }
+    }
+
+    /// <summary>A commit failure's message, with the OS's words for FASTER's bare "error code N" (the errno our device
+    /// passes on Linux: 28 reads "No space left on device").</summary>
+    private static string Describe(Exception e)
+    {
+        System.Text.RegularExpressions.Match code = System.Text.RegularExpressions.Regex.Match(e.Message, @"error code (\d+)\b");
+        return code.Success && int.TryParse(code.Groups[1].ValueSpan, out int errno) && errno is > 0 and < 4096 && !OperatingSystem.IsWindows()
+            ? $"{e.Message}: {System.Runtime.InteropServices.Marshal.GetPInvokeErrorMessage(errno)}"
+            : e.Message;
     }
 
     /// <summary>

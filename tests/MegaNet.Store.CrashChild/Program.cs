@@ -1,12 +1,22 @@
 using MegaNet.Store;
 
-// Usage: CrashChild DATA_DIR SECRET_KEY_HEX SEED
+// Usage: CrashChild [fill] DATA_DIR SECRET_KEY_HEX SEED
 // Writes random envelopes with several concurrent writers and prints "ACK <envelope id hex> <log index> <recipient hex> <seq>"
 // for each put only after PutAsync returned (i.e. after the commit). Every fourth put is then deleted by its owner:
-// "DELETING <id>" before AckAsync, "DELETED <id>" after it returned. The parent kills this process with SIGKILL.
+// "DELETING <id>" before AckAsync, "DELETED <id>" after it returned.
+// Without "fill" it writes until the parent kills it with SIGKILL. With "fill" (run on a small file system) it writes
+// until the store refuses a write, then prints "REFUSED <exception type> <message>", checks that the store keeps
+// refusing writes ("STILL-REFUSED ...") while reads still work ("READ-OK <id>"), closes the store ("CLOSED" or
+// "CLOSE-FAILED <message>") and exits with 0.
+bool fill = args.Length == 4 && args[0] == "fill";
+if (fill)
+{
+    args = args[1..];
+}
+
 if (args.Length != 3)
 {
-    Console.Error.WriteLine("usage: CrashChild DATA_DIR SECRET_KEY_HEX SEED");
+    Console.Error.WriteLine("usage: CrashChild [fill] DATA_DIR SECRET_KEY_HEX SEED");
     return 2;
 }
 
@@ -18,33 +28,94 @@ var options = new StoreOptions
     NodeSecretKey = Convert.FromHexString(args[1]),
     MemoryBudgetBytes = 8L << 20,
     CheckpointInterval = TimeSpan.FromMilliseconds(20 + (seed % 181)),
+    // A full disk cannot take the shutdown checkpoint; the close gives up after this.
+    ShutdownTimeout = TimeSpan.FromSeconds(fill ? 2 : 60),
 };
-await using FasterEnvelopeStore store = await FasterEnvelopeStore.OpenAsync(options);
+FasterEnvelopeStore store = await FasterEnvelopeStore.OpenAsync(options);
 Console.Out.WriteLine("READY " + store.TreeSize);
 Console.Out.Flush();
 var gate = new object();
+Exception? refusal = null;
+string? lastAcknowledged = null;
 var writers = Enumerable.Range(0, 4).Select(w => Task.Run(async () =>
 {
     var random = new Random(seed * 31 + w);
     byte[][] recipients = Enumerable.Range(0, 3).Select(_ => { var r = new byte[32]; random.NextBytes(r); return r; }).ToArray();
-    while (true)
+    while (Volatile.Read(ref refusal) is null)
     {
         byte[] envelope = new byte[random.Next(64, 2048)];
         random.NextBytes(envelope);
         byte[] recipient = recipients[random.Next(recipients.Length)];
-        PutReceipt receipt = await store.PutAsync(new PutRequest(envelope, recipient, DateTimeOffset.UtcNow.AddDays(1)));
+        PutReceipt receipt;
+        try
+        {
+            receipt = await store.PutAsync(new PutRequest(envelope, recipient, DateTimeOffset.UtcNow.AddDays(1)));
+        }
+        catch (Exception e) when (fill)
+        {
+            if (Interlocked.CompareExchange(ref refusal, e, null) is null)
+            {
+                Say($"REFUSED {e.GetType().Name} {OneLine(e.Message)}");
+            }
+
+            return;
+        }
+
         string id = Convert.ToHexString(receipt.EnvelopeId);
         Say($"ACK {id} {receipt.LogIndex} {Convert.ToHexString(recipient)} {receipt.MailboxSeq}");
+        lastAcknowledged = id;
         if (random.Next(4) == 0)
         {
             Say($"DELETING {id}");
-            await store.AckAsync(recipient, [receipt.MailboxSeq]);
+            try
+            {
+                await store.AckAsync(recipient, [receipt.MailboxSeq]);
+            }
+            catch (Exception e) when (fill)
+            {
+                if (Interlocked.CompareExchange(ref refusal, e, null) is null)
+                {
+                    Say($"REFUSED {e.GetType().Name} {OneLine(e.Message)}");
+                }
+
+                return;
+            }
+
             Say($"DELETED {id}");
         }
     }
 })).ToArray();
 await Task.WhenAll(writers);
+
+// fill only from here: the disk is full.
+try
+{
+    await store.PutAsync(new PutRequest(new byte[100], new byte[32], DateTimeOffset.UtcNow.AddDays(1)));
+    Say("ACCEPTED-AFTER-REFUSAL");
+}
+catch (Exception e)
+{
+    Say($"STILL-REFUSED {e.GetType().Name} {OneLine(e.Message)}");
+}
+
+if (lastAcknowledged is not null && await store.FindAsync(Convert.FromHexString(lastAcknowledged)) is not null)
+{
+    Say($"READ-OK {lastAcknowledged}");
+}
+
+try
+{
+    await store.DisposeAsync();
+    Say("CLOSED");
+}
+catch (Exception e)
+{
+    Say($"CLOSE-FAILED {OneLine(e.Message)}");
+}
+
 return 0;
+
+static string OneLine(string text) => text.ReplaceLineEndings(" ");
 
 void Say(string line)
 {

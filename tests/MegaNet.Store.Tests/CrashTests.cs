@@ -20,13 +20,8 @@ public sealed class CrashTests(ITestOutputHelper output) : IDisposable
         output.WriteLine($"seed {seed}");
         var random = new Random(seed);
         byte[] key = NewNodeKey();
-        // The child runs from its own build output (its own deps.json), built alongside this project.
-        string child = Path.Combine(AppContext.BaseDirectory.Replace("MegaNet.Store.Tests", "MegaNet.Store.CrashChild", StringComparison.Ordinal), "MegaNet.Store.CrashChild.dll");
-        Assert.True(File.Exists(child), $"{child} is missing; build the solution first");
-        var acknowledged = new Dictionary<string, (long Index, string Recipient, ulong Seq)>();
-        // Deleted by an acknowledged ack (must be gone from the mailbox), and asked to be deleted (either way).
-        var deleted = new HashSet<string>();
-        var deleting = new HashSet<string>();
+        string child = CrashChildPath();
+        var acknowledged = new AcknowledgedWrites();
         SignedTreeHead? previous = null;
         const int Rounds = 20;
         for (int round = 0; round < Rounds; round++)
@@ -67,72 +62,18 @@ public sealed class CrashTests(ITestOutputHelper output) : IDisposable
             process.Kill(entireProcessTree: true); // SIGKILL on Unix
             await process.WaitForExitAsync();
 
-            int acks = 0;
+            int acks;
             lock (lines)
             {
-                foreach (string line in lines)
-                {
-                    string[] parts = line.Split(' ');
-                    switch (parts[0])
-                    {
-                        case "ACK":
-                            acknowledged[parts[1]] = (long.Parse(parts[2], System.Globalization.CultureInfo.InvariantCulture), parts[3], ulong.Parse(parts[4], System.Globalization.CultureInfo.InvariantCulture));
-                            acks++;
-                            break;
-                        case "DELETING":
-                            deleting.Add(parts[1]);
-                            break;
-                        case "DELETED":
-                            deleted.Add(parts[1]);
-                            break;
-                    }
-                }
+                acks = acknowledged.Read(lines);
             }
 
             await using FasterEnvelopeStore store = await FasterEnvelopeStore.OpenAsync(new StoreOptions { DataDirectory = _dir, NodeSecretKey = key, MemoryBudgetBytes = 8L << 20 });
-            SignedTreeHead head = store.GetTreeHead();
-            Assert.True(TreeHeadSignature.Verify(head.NodePublicKey, head.TreeSize, head.RootHash, head.TimestampUnixMs, head.Signature), $"round {round}: tree head signature");
-            if (previous is not null)
-            {
-                Assert.True(head.TreeSize >= previous.TreeSize, $"round {round}: the log shrank from {previous.TreeSize} to {head.TreeSize}");
-                Assert.True(MerkleTree.VerifyConsistency(previous.TreeSize, head.TreeSize, previous.RootHash, head.RootHash, store.GetConsistencyProof(previous.TreeSize, head.TreeSize)),
-                    $"round {round}: head {head.TreeSize} is not consistent with {previous.TreeSize}");
-            }
-
-            var byRecipient = new Dictionary<string, HashSet<ulong>>();
-            foreach ((string id, (long index, string recipient, ulong seq)) in acknowledged)
-            {
-                PutReceipt? receipt = await store.FindAsync(Convert.FromHexString(id));
-                Assert.True(receipt is not null, $"round {round}: acknowledged envelope {id} is missing");
-                Assert.Equal(index, receipt!.LogIndex);
-                Assert.True(index < head.TreeSize);
-                Assert.True(MerkleTree.VerifyInclusion(MerkleTree.LeafHash(Convert.FromHexString(id)), index, head.TreeSize, store.GetInclusionProof(index, head.TreeSize), head.RootHash),
-                    $"round {round}: leaf {index} is not in the tree");
-                if (!byRecipient.TryGetValue(recipient, out HashSet<ulong>? seqs))
-                {
-                    seqs = [];
-                    foreach (MailboxEntry e in (await store.ListAsync(Convert.FromHexString(recipient), 0, 100_000)).Entries)
-                    {
-                        seqs.Add(e.Seq);
-                    }
-
-                    byRecipient[recipient] = seqs;
-                }
-
-                if (deleted.Contains(id))
-                {
-                    Assert.False(seqs.Contains(seq), $"round {round}: mailbox entry {seq} of {recipient} was deleted and is back");
-                }
-                else if (!deleting.Contains(id))
-                {
-                    Assert.True(seqs.Contains(seq), $"round {round}: mailbox entry {seq} of {recipient} is missing");
-                }
-            }
-
-            output.WriteLine($"round {round}: {acks} acknowledged before the kill, {acknowledged.Count} in total ({deleted.Count} deleted), tree size {head.TreeSize}");
+            SignedTreeHead head = await acknowledged.AssertHeldByAsync(store, previous, $"round {round}");
+            output.WriteLine($"round {round}: {acks} acknowledged before the kill, {acknowledged.Puts} in total ({acknowledged.Deletes} deleted), tree size {head.TreeSize}");
             previous = head;
         }
 
-        Assert.True(acknowledged.Count > Rounds && deleted.Count > Rounds / 4, $"the child acknowledged almost nothing ({acknowledged.Count} puts, {deleted.Count} deletes); the test proved little");
+        Assert.True(acknowledged.Puts > Rounds && acknowledged.Deletes > Rounds / 4, $"the child acknowledged almost nothing ({acknowledged.Puts} puts, {acknowledged.Deletes} deletes); the test proved little");
     }
 }

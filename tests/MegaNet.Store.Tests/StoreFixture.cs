@@ -23,6 +23,15 @@ public static class StoreTestKit
         return sk;
     }
 
+    /// <summary>The writer child process (tests/MegaNet.Store.CrashChild), which runs from its own build output (its own
+    /// deps.json), built alongside this project.</summary>
+    public static string CrashChildPath()
+    {
+        string child = Path.Combine(AppContext.BaseDirectory.Replace("MegaNet.Store.Tests", "MegaNet.Store.CrashChild", StringComparison.Ordinal), "MegaNet.Store.CrashChild.dll");
+        Assert.True(File.Exists(child), $"{child} is missing; build the solution first");
+        return child;
+    }
+
     public static string NewDirectory() => Directory.CreateTempSubdirectory("meganet-store-").FullName;
 
     public static StoreOptions Options(string dir, TimeProvider? clock = null) => new()
