@@ -114,6 +114,9 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     /// <summary>Why the store refuses writes (a failed commit), or null while it is healthy.</summary>
     public Exception? Fault => _fault;
 
+    /// <summary>Why the store refuses writes, in words for an operator (FASTER's bare error codes named); null while it takes them.</summary>
+    public string? FaultReason => _fault is { } fault ? Describe(fault) : null;
+
     /// <summary>Leaves in the transparency log.</summary>
     public long TreeSize
     {

@@ -1,6 +1,3 @@
-using System.Diagnostics;
-using System.Net;
-using System.Net.Sockets;
 using System.Text;
 using MegaNet.Api;
 using MegaNet.Node.Diagnostics;
@@ -11,47 +8,22 @@ namespace MegaNet.Node.Tests;
 /// <summary>The profiler attached to a real node process under load, and the Prometheus endpoint.</summary>
 public sealed class ProfilerTests(ITestOutputHelper output)
 {
-    private static int FreePort()
-    {
-        using var l = new TcpListener(IPAddress.Loopback, 0);
-        l.Start();
-        return ((IPEndPoint)l.LocalEndpoint).Port;
-    }
-
     [Fact]
     public async Task The_profiler_reads_the_counters_of_a_loaded_node_consistently_with_the_load()
     {
         // The node runs as its own process, exactly as an operator starts it.
-        string meganet = Path.Combine(AppContext.BaseDirectory.Replace(Path.Combine("tests", "MegaNet.Node.Tests"), Path.Combine("src", "MegaNet.Node"), StringComparison.Ordinal), "meganet.dll");
-        Assert.True(File.Exists(meganet), $"{meganet} is missing; build the solution first");
         string data = Directory.CreateTempSubdirectory("meganet-profile-").FullName;
-        int port = FreePort();
-        var psi = new ProcessStartInfo("dotnet", [meganet, "node", "--data", data, "--listen", $"127.0.0.1:{port}", "--backend", "simd"])
-        {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-        };
-        using Process node = Process.Start(psi)!;
-        var started = new TaskCompletionSource();
-        node.OutputDataReceived += (_, e) =>
-        {
-            if (e.Data?.Contains("MegaNet node listening", StringComparison.Ordinal) == true)
-            {
-                started.TrySetResult();
-            }
-        };
-        node.BeginOutputReadLine();
+        ExternalNode node = await ExternalNode.StartAsync(data);
         try
         {
-            Assert.Same(started.Task, await Task.WhenAny(started.Task, Task.Delay(TimeSpan.FromSeconds(60))));
-            NodeProcess found = NodeProfiler.Resolve(node.Id);
-            Assert.Equal(node.Id, found.ProcessId);
-            Assert.Contains(NodeProfiler.FindNodes(), n => n.ProcessId == node.Id);
+            NodeProcess found = NodeProfiler.Resolve(node.ProcessId);
+            Assert.Equal(node.ProcessId, found.ProcessId);
+            Assert.Contains(NodeProfiler.FindNodes(), n => n.ProcessId == node.ProcessId);
 
             const int Sent = 24;
-            Task<IReadOnlyList<InstrumentReading>> collecting = NodeProfiler.CollectAsync(node.Id, TimeSpan.FromSeconds(7));
+            Task<IReadOnlyList<InstrumentReading>> collecting = NodeProfiler.CollectAsync(node.ProcessId, TimeSpan.FromSeconds(7));
             await Task.Delay(TimeSpan.FromSeconds(2));
-            using (var client = new MegaNetClient(new Uri($"http://127.0.0.1:{port}")))
+            using (var client = new MegaNetClient(node.Address))
             using (Identity alice = Identity.Create(), bob = Identity.Create())
             {
                 for (int i = 0; i < Sent; i++)
@@ -72,9 +44,9 @@ public sealed class ProfilerTests(ITestOutputHelper output)
 
             // A CPU trace taken while the node admits mail names the node's own code among the sampled methods.
             string trace = Path.Combine(data, "node.nettrace");
-            Task tracing = NodeProfiler.TraceAsync(node.Id, trace, TimeSpan.FromSeconds(4));
+            Task tracing = NodeProfiler.TraceAsync(node.ProcessId, trace, TimeSpan.FromSeconds(4));
             await Task.Delay(TimeSpan.FromSeconds(1));
-            using (var client = new MegaNetClient(new Uri($"http://127.0.0.1:{port}")))
+            using (var client = new MegaNetClient(node.Address))
             using (Identity alice = Identity.Create(), bob = Identity.Create())
             {
                 var sends = Enumerable.Range(0, 200).Select(i => client.SendAsync(alice, bob.Card, Encoding.UTF8.GetBytes($"t{i}"), "text/plain"));
@@ -90,8 +62,7 @@ public sealed class ProfilerTests(ITestOutputHelper output)
         }
         finally
         {
-            node.Kill(entireProcessTree: true);
-            await node.WaitForExitAsync();
+            await node.DisposeAsync();
             Directory.Delete(data, recursive: true);
         }
     }
@@ -107,7 +78,7 @@ public sealed class ProfilerTests(ITestOutputHelper output)
     [Fact]
     public async Task The_prometheus_endpoint_exposes_the_MegaNet_instruments()
     {
-        int metricsPort = FreePort();
+        int metricsPort = ExternalNode.FreePort();
         await using TestNode node = await TestNode.StartAsync(o => o.MetricsListen = $"127.0.0.1:{metricsPort}");
         using (MegaNetClient client = node.Client())
         using (Identity alice = Identity.Create(), bob = Identity.Create())

@@ -40,6 +40,7 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
     private long _batches;
     private long _signatures;
     private int _depth;
+    private int _storeRefusalLogged;
 
     public AdmissionPipeline(IBatchVerifier verifier, IEnvelopeStore store, NodeOptions options, TimeProvider clock, ILogger<AdmissionPipeline> logger)
     {
@@ -380,10 +381,22 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
         }
         catch (Exception e)
         {
-            LogStoreFailed(_logger, e, accepted.Count);
+            if (e is not StoreUnavailableException || Interlocked.Exchange(ref _storeRefusalLogged, 1) == 0)
+            {
+                LogStoreFailed(_logger, e, accepted.Count);
+            }
+            else
+            {
+                // A store that refuses writes refuses every batch until the restart: the first is logged in full,
+                // the rest would flood the log with the same words (health says it too).
+                LogStoreStillRefusing(_logger, accepted.Count);
+            }
+
             foreach (Pending p in accepted)
             {
-                p.TrySetException(Reject("store", StatusCode.Unavailable, $"The node could not store the envelope: {e.Message}. Nothing was acknowledged; retry later."));
+                p.TrySetException(Reject("store", StatusCode.Unavailable, e is StoreUnavailableException
+                    ? $"The node could not store the envelope: {e.Message} Until then it accepts no mail: send through another node or retry later."
+                    : $"The node could not store the envelope: {e.Message.TrimEnd('.')}. Nothing was acknowledged; retry later."));
             }
         }
     }
@@ -430,6 +443,9 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
 
     [LoggerMessage(EventId = 101, Level = LogLevel.Error, Message = "Storing {Count} verified envelopes failed")]
     private static partial void LogStoreFailed(ILogger logger, Exception exception, int count);
+
+    [LoggerMessage(EventId = 102, Level = LogLevel.Debug, Message = "The store still refuses writes: {Count} verified envelopes refused")]
+    private static partial void LogStoreStillRefusing(ILogger logger, int count);
 
     /// <summary>A submission on its way through admission, and the task its caller awaits. One pooled buffer holds
     /// the canonical envelope bytes (what the store keeps), the signing bytes (whose core bytes the proof-of-work check

@@ -232,7 +232,7 @@ internal sealed class StoreHealthCheck(IEnvelopeStore store) : Microsoft.Extensi
 {
     public Task<Microsoft.Extensions.Diagnostics.HealthChecks.HealthCheckResult> CheckHealthAsync(
         Microsoft.Extensions.Diagnostics.HealthChecks.HealthCheckContext context, CancellationToken cancellationToken = default) =>
-        Task.FromResult(store is FasterEnvelopeStore { Fault: { } fault }
-            ? Microsoft.Extensions.Diagnostics.HealthChecks.HealthCheckResult.Unhealthy($"The store refuses writes: {fault.Message}")
+        Task.FromResult(store is FasterEnvelopeStore { FaultReason: { } reason }
+            ? Microsoft.Extensions.Diagnostics.HealthChecks.HealthCheckResult.Unhealthy($"The store refuses writes until the node restarts: {reason}")
             : Microsoft.Extensions.Diagnostics.HealthChecks.HealthCheckResult.Healthy());
 }

@@ -1,0 +1,173 @@
+using System.Diagnostics;
+using System.Net;
+using System.Net.Sockets;
+using System.Text;
+
+namespace MegaNet.Node.Tests;
+
+/// <summary>
+/// The node binary in a process of its own, started as an operator starts it (<c>meganet node</c>), so a test can
+/// kill it with SIGKILL. With <c>tmpfsMiB</c> the data directory lies on a tmpfs of that size, mounted in a private
+/// user and mount namespace (<c>unshare -Urm</c>; no privileges needed, no mount left behind): a disk that really
+/// fills. The tmpfs goes away with the namespace, so when the node exits its data directory is copied to
+/// <c>copyTo</c> first.
+/// </summary>
+public sealed class ExternalNode : IAsyncDisposable
+{
+    private readonly Process _process;
+    private readonly StringBuilder _output = new();
+    private readonly TaskCompletionSource<int> _pid = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private readonly TaskCompletionSource _listening = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    private ExternalNode(Process process, Uri address)
+    {
+        _process = process;
+        Address = address;
+    }
+
+    /// <summary>http://127.0.0.1:PORT</summary>
+    public Uri Address { get; }
+
+    /// <summary>The node's own process id (not a wrapper's).</summary>
+    public int ProcessId => _pid.Task.IsCompletedSuccessfully ? _pid.Task.Result : throw new InvalidOperationException("The node's process id is not known yet.");
+
+    /// <summary>What the node (and the wrapper) printed so far.</summary>
+    public string Output
+    {
+        get
+        {
+            lock (_output)
+            {
+                return _output.ToString();
+            }
+        }
+    }
+
+    /// <summary>The built <c>meganet.dll</c> beside this test project's output.</summary>
+    public static string MeganetPath()
+    {
+        string meganet = Path.Combine(AppContext.BaseDirectory.Replace(Path.Combine("tests", "MegaNet.Node.Tests"), Path.Combine("src", "MegaNet.Node"), StringComparison.Ordinal), "meganet.dll");
+        Assert.True(File.Exists(meganet), $"{meganet} is missing; build the solution first");
+        return meganet;
+    }
+
+    /// <summary>A loopback port nothing listens on right now.</summary>
+    public static int FreePort()
+    {
+        using var l = new TcpListener(IPAddress.Loopback, 0);
+        l.Start();
+        return ((IPEndPoint)l.LocalEndpoint).Port;
+    }
+
+    /// <summary>Starts <c>meganet node</c> on a free loopback port with the SIMD verifier and waits until it listens.</summary>
+    public static async Task<ExternalNode> StartAsync(string dataDirectory, IReadOnlyDictionary<string, string>? environment = null, int? tmpfsMiB = null, string? copyTo = null)
+    {
+        int port = FreePort();
+        string listen = $"127.0.0.1:{port}";
+        ProcessStartInfo psi;
+        if (tmpfsMiB is { } size)
+        {
+            ArgumentNullException.ThrowIfNull(copyTo);
+            const string Script = """
+                mount -t tmpfs -o size="$1"m meganet-node "$2" || exit 90
+                dotnet "$3" node --data "$2/data" --listen "$4" --backend simd &
+                echo "NODEPID $!"
+                wait $!
+                rc=$?
+                cp -a "$2/data" "$5" || exit 91
+                exit $rc
+                """;
+            psi = new ProcessStartInfo("unshare", ["-Urm", "sh", "-c", Script, "sh", size.ToString(System.Globalization.CultureInfo.InvariantCulture), dataDirectory, MeganetPath(), listen, copyTo]);
+        }
+        else
+        {
+            psi = new ProcessStartInfo("dotnet", [MeganetPath(), "node", "--data", dataDirectory, "--listen", listen, "--backend", "simd"]);
+        }
+
+        psi.RedirectStandardOutput = true;
+        psi.RedirectStandardError = true;
+        foreach ((string name, string value) in environment ?? new Dictionary<string, string>())
+        {
+            psi.Environment[name] = value;
+        }
+
+        var node = new ExternalNode(Process.Start(psi)!, new Uri($"http://{listen}"));
+        if (tmpfsMiB is null)
+        {
+            node._pid.SetResult(node._process.Id);
+        }
+
+        node._process.OutputDataReceived += node.OnLine;
+        node._process.ErrorDataReceived += node.OnLine;
+        node._process.BeginOutputReadLine();
+        node._process.BeginErrorReadLine();
+        Task exited = node._process.WaitForExitAsync();
+        if (await Task.WhenAny(node._listening.Task, exited, Task.Delay(TimeSpan.FromSeconds(60))) != node._listening.Task)
+        {
+            await node.DisposeAsync();
+            Assert.Fail(node._process.HasExited && node._process.ExitCode == 90
+                ? $"could not mount a tmpfs in a private namespace (util-linux unshare, unprivileged user namespaces): {node.Output}"
+                : $"the node did not start listening: {node.Output}");
+        }
+
+        return node;
+    }
+
+    /// <summary>SIGKILL to the node itself (not a wrapper), then waits until the process (and any copy) is done.</summary>
+    public async Task<int> KillAsync()
+    {
+        if (!_pid.Task.IsCompleted)
+        {
+            // The wrapper never said which process is the node: end them all.
+            _process.Kill(entireProcessTree: true);
+        }
+        else
+        {
+            try
+            {
+                using Process node = Process.GetProcessById(_pid.Task.Result);
+                node.Kill();
+            }
+            catch (ArgumentException)
+            {
+                // Already gone.
+            }
+        }
+
+        await _process.WaitForExitAsync();
+        Assert.True(_process.ExitCode != 91, $"could not copy the data directory off the tmpfs: {Output}");
+        return _process.ExitCode;
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (!_process.HasExited)
+        {
+            await KillAsync();
+        }
+
+        _process.Dispose();
+    }
+
+    private void OnLine(object sender, DataReceivedEventArgs e)
+    {
+        if (e.Data is not { } line)
+        {
+            return;
+        }
+
+        lock (_output)
+        {
+            _output.AppendLine(line);
+        }
+
+        if (line.StartsWith("NODEPID ", StringComparison.Ordinal))
+        {
+            _pid.TrySetResult(int.Parse(line.AsSpan(8), System.Globalization.CultureInfo.InvariantCulture));
+        }
+        else if (line.Contains("MegaNet node listening", StringComparison.Ordinal))
+        {
+            _listening.TrySetResult();
+        }
+    }
+}
