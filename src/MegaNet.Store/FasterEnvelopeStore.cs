@@ -29,6 +29,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
 
     private readonly StoreOptions _options;
     private readonly IDevice _device;
+    private readonly FileStream _lockFile;
     private readonly FasterLog _log;
     private readonly Channel<Request> _requests = Channel.CreateBounded<Request>(new BoundedChannelOptions(65_536) { SingleReader = true });
     private Task? _committer;
@@ -64,9 +65,10 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     // Written by the apply stage after a group's table writes and index updates; read by the prepare stage.
     private long _appliedGeneration;
 
-    private FasterEnvelopeStore(StoreOptions options, IDevice device, FasterLog log, EnvelopeKv kv)
+    private FasterEnvelopeStore(StoreOptions options, IDevice device, FasterLog log, EnvelopeKv kv, FileStream lockFile)
     {
         _options = options;
+        _lockFile = lockFile;
         _device = device;
         _log = log;
         _kv = kv;
@@ -141,6 +143,40 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         string dir = Path.Combine(options.DataDirectory, "store");
         string commitDir = Path.Combine(dir, "commits");
         Directory.CreateDirectory(commitDir);
+        FileStream lockFile = Lock(dir);
+        try
+        {
+            return await OpenLockedAsync(options, dir, commitDir, lockFile, cancellationToken).ConfigureAwait(false);
+        }
+        catch
+        {
+            lockFile.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// One process at a time: two would interleave their writes to one log and table. The OS lock (flock on Linux and
+    /// macOS, the share mode on Windows) belongs to the open file, so the kernel drops it when the process dies and a
+    /// kill -9 leaves nothing to clean up.
+    /// </summary>
+    private static FileStream Lock(string dir)
+    {
+        string path = Path.Combine(dir, "LOCK");
+        try
+        {
+            return new FileStream(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None);
+        }
+        catch (IOException e)
+        {
+            throw new StoreInUseException(
+                $"The store in '{dir}' is open in another process (another meganet node with the same data directory?). " +
+                "Stop that process, or give this one a data directory of its own.", e);
+        }
+    }
+
+    private static async Task<FasterEnvelopeStore> OpenLockedAsync(StoreOptions options, string dir, string commitDir, FileStream lockFile, CancellationToken cancellationToken)
+    {
         long walBytes = Directory.EnumerateFiles(dir, "wal.log*").Sum(f => new FileInfo(f).Length);
 
         // FASTER keeps only the newest commit record by default; if writing that record fails (a full disk), the log is
@@ -230,7 +266,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
             }
         }
 
-        var store = new FasterEnvelopeStore(options, device, log, kv);
+        var store = new FasterEnvelopeStore(options, device, log, kv, lockFile);
         try
         {
             store.Restore(manifest, cancellationToken);
@@ -517,6 +553,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         _kv.Dispose();
         _log.Dispose();
         _device.Dispose();
+        _lockFile.Dispose();
     }
 
     private string? Check(PutRequest request)
@@ -1328,6 +1365,9 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
 
 /// <summary>A store file cannot be read; the message names it and what to do. Nothing was changed.</summary>
 public sealed class StoreCorruptException(string message, Exception? inner = null) : Exception(message, inner);
+
+/// <summary>Another process has the store open.</summary>
+public sealed class StoreInUseException(string message, Exception? inner = null) : Exception(message, inner);
 
 /// <summary>The store could not commit (full disk, device error); nothing in the affected group was acknowledged.</summary>
 public sealed class StoreUnavailableException(string message, Exception? inner = null) : Exception(message, inner);

@@ -41,6 +41,59 @@ public sealed class NodeDurabilityTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public async Task A_second_node_on_the_same_data_directory_or_port_is_refused_and_says_why()
+    {
+        string data = Directory.CreateTempSubdirectory("meganet-twice-").FullName;
+        try
+        {
+            await using ExternalNode first = await ExternalNode.StartAsync(data);
+            (int code, string errors) = await RunNodeAsync("--data", data, "--listen", $"127.0.0.1:{ExternalNode.FreePort()}");
+            Assert.Equal(1, code);
+            Assert.Contains("is open in another process", errors, StringComparison.Ordinal);
+
+            string other = Directory.CreateTempSubdirectory("meganet-twice-").FullName;
+            (code, errors) = await RunNodeAsync("--data", other, "--listen", first.Address.Authority);
+            Directory.Delete(other, recursive: true);
+            Assert.Equal(1, code);
+            Assert.Contains("address already in use. Another node (or program) listens there", errors, StringComparison.Ordinal);
+
+            // The first node is untouched.
+            using var client = new MegaNetClient(first.Address);
+            using Identity alice = Identity.Create(), bob = Identity.Create();
+            await client.SendAsync(alice, bob.Card, [1, 2, 3], "application/octet-stream");
+        }
+        finally
+        {
+            Directory.Delete(data, recursive: true);
+        }
+
+        static async Task<(int Code, string Errors)> RunNodeAsync(params string[] args)
+        {
+            var psi = new System.Diagnostics.ProcessStartInfo("dotnet", [ExternalNode.MeganetPath(), "node", "--backend", "simd", .. args])
+            {
+                RedirectStandardOutput = true,
+                RedirectStandardError = true,
+            };
+            using var process = System.Diagnostics.Process.Start(psi)!;
+            Task<string> stdout = process.StandardOutput.ReadToEndAsync();
+            Task<string> stderr = process.StandardError.ReadToEndAsync();
+            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+            try
+            {
+                await process.WaitForExitAsync(timeout.Token);
+            }
+            catch (OperationCanceledException)
+            {
+                process.Kill(entireProcessTree: true);
+                Assert.Fail($"the second node did not refuse to start: {await stdout}");
+            }
+
+            await stdout;
+            return (process.ExitCode, await stderr);
+        }
+    }
+
+    [Fact]
     public async Task A_full_disk_answers_unavailable_turns_health_off_and_keeps_every_receipt()
     {
         string root = Directory.CreateTempSubdirectory("meganet-full-").FullName;

@@ -230,6 +230,27 @@ public sealed class EnvelopeStoreTests : IDisposable
     }
 
     [Fact]
+    public async Task A_store_open_elsewhere_is_refused_and_the_open_one_keeps_working()
+    {
+        byte[] recipient = Bytes(_random, 32);
+        StoreOptions options = Options(_dir);
+        await using (FasterEnvelopeStore store = await FasterEnvelopeStore.OpenAsync(options))
+        {
+            PutReceipt first = await store.PutAsync(new PutRequest(Bytes(_random, 200), recipient, DateTimeOffset.UtcNow.AddDays(1)));
+            // A second open (as a second node on the same data directory would) takes the OS lock of another open file.
+            StoreInUseException e = await Assert.ThrowsAsync<StoreInUseException>(() => FasterEnvelopeStore.OpenAsync(options));
+            Assert.Contains(Path.Combine(_dir, "store"), e.Message, StringComparison.Ordinal);
+            Assert.Contains("another process", e.Message, StringComparison.Ordinal);
+            PutReceipt second = await store.PutAsync(new PutRequest(Bytes(_random, 200), recipient, DateTimeOffset.UtcNow.AddDays(1)));
+            Assert.Equal(first.LogIndex + 1, second.LogIndex);
+        }
+
+        // Closed: the lock went with it.
+        await using FasterEnvelopeStore reopened = await FasterEnvelopeStore.OpenAsync(options);
+        Assert.Equal(2, reopened.TreeSize);
+    }
+
+    [Fact]
     public async Task A_corrupt_commit_directory_is_an_error_naming_the_store()
     {
         StoreOptions options = Options(_dir);
@@ -419,9 +440,10 @@ public sealed class EnvelopeStoreTests : IDisposable
                     receipts.AddRange((await store.PutManyAsync(batch)).Select(r => r.Receipt!));
                 }
 
-                // What a kill -9 leaves of the log: everything acknowledged is committed (the table starts over).
+                // What a kill -9 leaves of the log: everything acknowledged is committed (the table starts over). The
+                // lock file is held by the open store (and a dead process leaves it unlocked anyway).
                 string from = store.StoreDirectory, to = Path.Combine(copy, "store");
-                foreach (string file in Directory.EnumerateFiles(from, "*", SearchOption.AllDirectories).Where(f => !f.StartsWith(Path.Combine(from, "kv"), StringComparison.Ordinal)))
+                foreach (string file in Directory.EnumerateFiles(from, "*", SearchOption.AllDirectories).Where(f => !f.StartsWith(Path.Combine(from, "kv"), StringComparison.Ordinal) && Path.GetFileName(f) != "LOCK"))
                 {
                     string target = Path.Combine(to, Path.GetRelativePath(from, file));
                     Directory.CreateDirectory(Path.GetDirectoryName(target)!);

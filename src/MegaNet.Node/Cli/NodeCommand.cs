@@ -60,9 +60,12 @@ internal static class NodeCommand
                 await app.WaitForShutdownAsync(CancellationToken.None);
                 return Environment.ExitCode; // non-zero when the store could not shut down cleanly (logged)
             }
-            catch (Exception e) when (e is BackendUnavailableException or StoreCorruptException or InvalidDataException or ArgumentException or IOException)
+            catch (Exception e) when (e is BackendUnavailableException or StoreCorruptException or StoreInUseException or InvalidDataException or ArgumentException or IOException)
             {
-                Console.Error.WriteLine($"meganet node: {e.Message}");
+                string hint = e.InnerException is Microsoft.AspNetCore.Connections.AddressInUseException
+                    ? " Another node (or program) listens there: stop it, or choose another address with --listen."
+                    : "";
+                Console.Error.WriteLine($"meganet node: {e.Message}{hint}");
                 return 1;
             }
         });
