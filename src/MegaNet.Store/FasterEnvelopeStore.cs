@@ -287,6 +287,9 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     // The write-ahead log keeps 1/8 of the memory budget, in pages of at most 4 MiB (at least two pages).
     private static int LogMemoryBits(StoreOptions options) => Math.Clamp((int)Math.Floor(Math.Log2(options.MemoryBudgetBytes / 8)), 20, 40);
 
+    /// <summary>The most sequence numbers one <see cref="AckAsync"/> takes (as many as the largest page Fetch returns).</summary>
+    public const int MaxAckSeqs = 1000;
+
     /// <summary>
     /// The write-ahead log's page size (as a power of two), fixed when the log is created and kept in
     /// <c>wal.page-bits</c>. FASTER's scan skips the unused end of each page by the page size it is opened with: a log
@@ -481,6 +484,12 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         }
 
         ArgumentNullException.ThrowIfNull(seqs);
+        if (seqs.Count > MaxAckSeqs)
+        {
+            // One ack is one log record, and a record must fit in a log page: an unbounded list would fail the commit.
+            throw new ArgumentException($"At most {MaxAckSeqs} sequence numbers per ack; got {seqs.Count}.", nameof(seqs));
+        }
+
         ObjectDisposedException.ThrowIf(_disposed != 0, this);
         var request = new Request(null, new AckRequest(recipient.ToArray(), seqs.ToArray()));
         await _requests.Writer.WriteAsync(request, cancellationToken).ConfigureAwait(false);
@@ -1075,7 +1084,15 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
             {
                 if (isNew)
                 {
-                    arrived(stored.RecipientBytes, stored.Receipt.MailboxSeq);
+                    try
+                    {
+                        arrived(stored.RecipientBytes, stored.Receipt.MailboxSeq);
+                    }
+                    catch (Exception)
+                    {
+                        // The mail is committed and answered; a listener's failure is not the store's, and must not
+                        // be taken for a failed commit (that would refuse every later write).
+                    }
                 }
             }
         }

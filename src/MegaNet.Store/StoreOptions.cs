@@ -101,9 +101,10 @@ public sealed class StoreOptions
             throw new ArgumentOutOfRangeException(nameof(MailboxMaxCount), MailboxMaxCount, "Mailbox quotas must be positive.");
         }
 
-        if (MaxEnvelopeBytes < 64)
+        if (MaxEnvelopeBytes < 64 || MaxEnvelopeBytes > 256 << 10)
         {
-            throw new ArgumentOutOfRangeException(nameof(MaxEnvelopeBytes), MaxEnvelopeBytes, "MaxEnvelopeBytes must be at least 64.");
+            // A put is one log record, which must fit in a log page (at least 512 KiB).
+            throw new ArgumentOutOfRangeException(nameof(MaxEnvelopeBytes), MaxEnvelopeBytes, "MaxEnvelopeBytes must be between 64 and 262144 (256 KiB).");
         }
 
         ArgumentNullException.ThrowIfNull(Clock);

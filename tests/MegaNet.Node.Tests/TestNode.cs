@@ -48,6 +48,9 @@ public sealed class TestNode : IAsyncDisposable
 
     public MegaNetClient Client() => new(Address);
 
+    /// <summary>The running node's services.</summary>
+    public IServiceProvider Services => _app?.Services ?? throw new InvalidOperationException("The node is not running.");
+
     public async Task StopAsync()
     {
         if (_app is not null)

@@ -1,3 +1,4 @@
+using System.Buffers.Binary;
 using System.Collections.Concurrent;
 using System.Security.Cryptography;
 using Grpc.Core;
@@ -10,14 +11,30 @@ namespace MegaNet.Node.Admission;
 
 /// <summary>
 /// Mailbox access without accounts: the node hands out a nonce for an address; the owner proves it holds the
-/// identity key behind the address by signing "meganet-auth-v1" ‖ nonce ‖ node id ‖ address. Nonces live five
-/// minutes and only for the address they were issued for.
+/// identity key behind the address by signing "meganet-auth-v1" ‖ nonce ‖ node id ‖ address. A nonce is good for
+/// one call, for <see cref="Lifetime"/>, and only for the address it was issued for.
 /// </summary>
+/// <remarks>
+/// Nonces are stateless: issued-at ‖ random ‖ a MAC (keyed by a secret of this process) over both and the address,
+/// so handing them out costs no memory and an anonymous caller cannot fill a table of outstanding challenges. Only
+/// nonces that were used with a valid signature are remembered, until they expire, so none is accepted twice: a
+/// signed auth seen by someone else (a log, a proxy, plaintext HTTP) cannot be replayed as an Ack.
+/// </remarks>
 public sealed class MailboxAuthenticator(NodeKey nodeKey, IBatchVerifier verifier, TimeProvider clock)
 {
-    private static readonly TimeSpan Lifetime = TimeSpan.FromMinutes(5);
-    private const int MaxOutstanding = 200_000;
-    private readonly ConcurrentDictionary<ByteKey, (byte[] Address, DateTimeOffset Expires)> _nonces = new();
+    /// <summary>How long a challenge may wait for its signed answer.</summary>
+    public static readonly TimeSpan Lifetime = TimeSpan.FromMinutes(2);
+
+    // Used nonces are kept until they expire; at most this many (about 100 MB), i.e. 8,000 authentications a second
+    // sustained over a lifetime. Beyond that mailbox calls are pushed back rather than memory growing.
+    private const int MaxUsed = 1_000_000;
+    private const int NonceLength = 32;
+    private const int MacLength = 16;
+    private static readonly byte[] MacDomain = "meganet-challenge-v1"u8.ToArray();
+
+    private readonly byte[] _secret = RandomNumberGenerator.GetBytes(32);
+    private readonly ConcurrentDictionary<UInt128, long> _used = new();
+    private readonly ConcurrentQueue<(UInt128 Nonce, long ExpiresMs)> _expiry = new();
 
     /// <summary>Issues a challenge for <paramref name="address"/>.</summary>
     public ChallengeResponse Challenge(ReadOnlySpan<byte> address)
@@ -27,32 +44,20 @@ public sealed class MailboxAuthenticator(NodeKey nodeKey, IBatchVerifier verifie
             throw new RpcException(new Status(StatusCode.InvalidArgument, "An address is 32 bytes."));
         }
 
-        DateTimeOffset now = clock.GetUtcNow();
-        if (_nonces.Count >= MaxOutstanding)
-        {
-            foreach (var entry in _nonces.Where(e => e.Value.Expires <= now).ToList())
-            {
-                _nonces.TryRemove(entry.Key, out _);
-            }
-
-            if (_nonces.Count >= MaxOutstanding)
-            {
-                throw new RpcException(new Status(StatusCode.ResourceExhausted, "Too many outstanding challenges; retry shortly."));
-            }
-        }
-
-        byte[] nonce = RandomNumberGenerator.GetBytes(32);
-        DateTimeOffset expires = now + Lifetime;
-        _nonces[new ByteKey(nonce)] = (address.ToArray(), expires);
+        long now = clock.GetUtcNow().ToUnixTimeMilliseconds();
+        byte[] nonce = new byte[NonceLength];
+        BinaryPrimitives.WriteInt64BigEndian(nonce, now);
+        RandomNumberGenerator.Fill(nonce.AsSpan(8, 8));
+        Mac(nonce.AsSpan(0, 16), address, nonce.AsSpan(16, MacLength));
         return new ChallengeResponse
         {
             Nonce = Google.Protobuf.ByteString.CopyFrom(nonce),
             NodeId = Google.Protobuf.ByteString.CopyFrom(nodeKey.PublicKey),
-            ExpiresUnixMs = expires.ToUnixTimeMilliseconds(),
+            ExpiresUnixMs = now + (long)Lifetime.TotalMilliseconds,
         };
     }
 
-    /// <summary>Returns the authenticated address or throws UNAUTHENTICATED / PERMISSION_DENIED saying why.</summary>
+    /// <summary>Returns the authenticated address or throws UNAUTHENTICATED / PERMISSION_DENIED / RESOURCE_EXHAUSTED saying why.</summary>
     public byte[] Authenticate(MailboxAuth? auth)
     {
         if (auth is null || auth.Nonce.IsEmpty || auth.Signature.IsEmpty)
@@ -65,15 +70,27 @@ public sealed class MailboxAuthenticator(NodeKey nodeKey, IBatchVerifier verifie
             throw new RpcException(new Status(StatusCode.InvalidArgument, "auth: address and keys must be 32 bytes, signature 64 bytes."));
         }
 
-        if (!_nonces.TryGetValue(new ByteKey(auth.Nonce.ToByteArray()), out var issued) || issued.Expires <= clock.GetUtcNow())
+        ReadOnlySpan<byte> nonce = auth.Nonce.Span;
+        long now = clock.GetUtcNow().ToUnixTimeMilliseconds();
+        long issued = nonce.Length == NonceLength ? BinaryPrimitives.ReadInt64BigEndian(nonce) : long.MinValue;
+        long expires = issued == long.MinValue ? long.MinValue : issued + (long)Lifetime.TotalMilliseconds;
+        if (expires <= now || issued > now + 60_000)
         {
             throw new RpcException(new Status(StatusCode.Unauthenticated, "Unknown or expired challenge nonce; call Challenge again."));
         }
 
         byte[] address = auth.Address.ToByteArray();
-        if (!issued.Address.AsSpan().SequenceEqual(address))
+        Span<byte> mac = stackalloc byte[MacLength];
+        Mac(nonce[..16], address, mac);
+        if (!CryptographicOperations.FixedTimeEquals(mac, nonce.Slice(16, MacLength)))
         {
-            throw new RpcException(new Status(StatusCode.PermissionDenied, "This challenge was issued for another address."));
+            throw new RpcException(new Status(StatusCode.PermissionDenied, "This challenge was not issued by this node for this address; call Challenge for it."));
+        }
+
+        UInt128 key = BinaryPrimitives.ReadUInt128LittleEndian(nonce);
+        if (_used.ContainsKey(key))
+        {
+            throw Reused();
         }
 
         if (!ContactCard.ComputeAddress(auth.IdentitySigningKey.Span, auth.IdentityEncryptionKey.Span).AsSpan().SequenceEqual(address))
@@ -81,13 +98,52 @@ public sealed class MailboxAuthenticator(NodeKey nodeKey, IBatchVerifier verifie
             throw new RpcException(new Status(StatusCode.PermissionDenied, "These identity keys do not own this address."));
         }
 
-        using var batch = new SignatureBatch(1);
-        batch.Add(auth.IdentitySigningKey.Span, auth.Signature.Span, EnvelopeFormat.AuthBytes(auth.Nonce.Span, nodeKey.PublicKey, address));
-        if (!verifier.Verify(batch)[0])
+        using (var batch = new SignatureBatch(1))
         {
-            throw new RpcException(new Status(StatusCode.PermissionDenied, "The challenge signature does not verify for this identity key."));
+            batch.Add(auth.IdentitySigningKey.Span, auth.Signature.Span, EnvelopeFormat.AuthBytes(nonce, nodeKey.PublicKey, address));
+            if (!verifier.Verify(batch)[0])
+            {
+                throw new RpcException(new Status(StatusCode.PermissionDenied, "The challenge signature does not verify for this identity key."));
+            }
         }
 
+        Forget(now);
+        if (_used.Count >= MaxUsed)
+        {
+            throw new RpcException(new Status(StatusCode.ResourceExhausted, "Too many mailbox authentications in the last minutes; retry shortly."));
+        }
+
+        // Two calls racing with one nonce: exactly one adds it.
+        if (!_used.TryAdd(key, expires))
+        {
+            throw Reused();
+        }
+
+        _expiry.Enqueue((key, expires));
         return address;
+    }
+
+    private static RpcException Reused() =>
+        new(new Status(StatusCode.Unauthenticated, "This challenge was already used; a signed challenge opens one call. Call Challenge again."));
+
+    // Nonces are remembered in the order they were used; each lives Lifetime from its issue, so the queue is close to
+    // expiry order, and one still live at the head only delays the others by less than a lifetime.
+    private void Forget(long now)
+    {
+        while (_expiry.TryPeek(out var head) && head.ExpiresMs <= now && _expiry.TryDequeue(out head))
+        {
+            _used.TryRemove(head.Nonce, out _);
+        }
+    }
+
+    private void Mac(ReadOnlySpan<byte> issuedAndRandom, ReadOnlySpan<byte> address, Span<byte> destination)
+    {
+        Span<byte> input = stackalloc byte[20 + 16 + 32];
+        MacDomain.CopyTo(input);
+        issuedAndRandom.CopyTo(input[MacDomain.Length..]);
+        address.CopyTo(input[(MacDomain.Length + 16)..]);
+        Span<byte> full = stackalloc byte[32];
+        HMACSHA256.HashData(_secret, input[..(MacDomain.Length + 16 + 32)], full);
+        full[..MacLength].CopyTo(destination);
     }
 }

@@ -120,7 +120,7 @@ public sealed class NodeOptions
         Check(SubmitRatePerKey > 0 && SubmitBurst >= 1, nameof(SubmitRatePerKey), "positive (and SubmitBurst at least 1)");
         Check(PowMaxBits is >= 0 and <= 32, nameof(PowMaxBits), "0 to 32");
         Check(PowMinBits >= 0 && PowMinBits <= PowMaxBits, nameof(PowMinBits), "0 to PowMaxBits");
-        Check(MaxEnvelopeBytes >= 1024, nameof(MaxEnvelopeBytes), "at least 1024");
+        Check(MaxEnvelopeBytes is >= 1024 and <= 256 << 10, nameof(MaxEnvelopeBytes), "between 1024 and 262144 (256 KiB; a log record must fit in a log page)");
         Check(MaxTtlDays > 0 && MaxTtlDays <= 3650, nameof(MaxTtlDays), "above 0 and at most 3650");
         Check(StoreMemoryMiB >= 8, nameof(StoreMemoryMiB), "at least 8");
         Check(KeepaliveSeconds >= 1, nameof(KeepaliveSeconds), "at least 1");

@@ -18,7 +18,8 @@ public sealed class RelayService(
     IEnvelopeStore store,
     MailboxAuthenticator authenticator,
     MailboxNotifier notifier,
-    NodeOptions options) : Relay.RelayBase
+    NodeOptions options,
+    TimeProvider clock) : Relay.RelayBase
 {
     private const int MaxVerifyItems = 65_536;
 
@@ -94,6 +95,11 @@ public sealed class RelayService(
 
     public override async Task<AckResponse> Ack(AckRequest request, ServerCallContext context)
     {
+        if (request.Seqs.Count > FasterEnvelopeStore.MaxAckSeqs)
+        {
+            throw new RpcException(new Status(StatusCode.InvalidArgument, $"At most {FasterEnvelopeStore.MaxAckSeqs} sequence numbers per Ack; got {request.Seqs.Count}. Acknowledge in several calls."));
+        }
+
         byte[] address = authenticator.Authenticate(request.Auth);
         int deleted = await store.AckAsync(address, request.Seqs.ToList(), context.CancellationToken).ConfigureAwait(false);
         return new AckResponse { Deleted = deleted };
@@ -120,16 +126,19 @@ public sealed class RelayService(
                         await responseStream.WriteAsync(new MailEvent { Item = ToItem(entry) }, ct).ConfigureAwait(false);
                     }
 
-                    cursor = Math.Max(cursor, page.NextCursor);
-                    if (page.Entries.Count < 256)
+                    // Until a page moves the cursor no further. A short page does not mean the end: entries acked or
+                    // expired after the index was read are left out of it.
+                    if (page.NextCursor <= cursor)
                     {
                         break;
                     }
+
+                    cursor = page.NextCursor;
                 }
 
                 if (!await subscription.WaitAsync(keepalive, ct).ConfigureAwait(false))
                 {
-                    await responseStream.WriteAsync(new MailEvent { KeepaliveUnixMs = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() }, ct).ConfigureAwait(false);
+                    await responseStream.WriteAsync(new MailEvent { KeepaliveUnixMs = clock.GetUtcNow().ToUnixTimeMilliseconds() }, ct).ConfigureAwait(false);
                 }
             }
         }
@@ -244,7 +253,9 @@ public sealed class RelayService(
 /// <summary>Wakes Subscribe streams when mail for their address commits.</summary>
 public sealed class MailboxNotifier
 {
-    private readonly ConcurrentDictionary<ByteKey, ConcurrentDictionary<Subscription, byte>> _subscribers = new();
+    // One lock: subscribe, unsubscribe and a signal per new mail are all short, and an address's entry goes away with
+    // its last subscriber (addresses cost nothing to make, so empty entries must not pile up).
+    private readonly Dictionary<ByteKey, List<Subscription>> _subscribers = [];
 
     public MailboxNotifier(IEnvelopeStore store) => store.MailArrived += OnMail;
 
@@ -252,26 +263,53 @@ public sealed class MailboxNotifier
     {
         var key = new ByteKey(address);
         var subscription = new Subscription(this, key);
-        _subscribers.GetOrAdd(key, _ => new()).TryAdd(subscription, 0);
+        lock (_subscribers)
+        {
+            if (!_subscribers.TryGetValue(key, out List<Subscription>? list))
+            {
+                _subscribers[key] = list = [];
+            }
+
+            list.Add(subscription);
+        }
+
         return subscription;
+    }
+
+    /// <summary>Addresses with at least one subscriber.</summary>
+    internal int Addresses
+    {
+        get
+        {
+            lock (_subscribers)
+            {
+                return _subscribers.Count;
+            }
+        }
     }
 
     private void OnMail(ReadOnlyMemory<byte> address, ulong seq)
     {
-        if (_subscribers.TryGetValue(new ByteKey(address.ToArray()), out var set))
+        lock (_subscribers)
         {
-            foreach (Subscription s in set.Keys)
+            if (_subscribers.TryGetValue(new ByteKey(address.ToArray()), out List<Subscription>? list))
             {
-                s.Signal();
+                foreach (Subscription s in list)
+                {
+                    s.Signal();
+                }
             }
         }
     }
 
     private void Remove(Subscription subscription, ByteKey key)
     {
-        if (_subscribers.TryGetValue(key, out var set))
+        lock (_subscribers)
         {
-            set.TryRemove(subscription, out _);
+            if (_subscribers.TryGetValue(key, out List<Subscription>? list) && list.Remove(subscription) && list.Count == 0)
+            {
+                _subscribers.Remove(key);
+            }
         }
     }
 
@@ -294,10 +332,9 @@ public sealed class MailboxNotifier
         /// <summary>True when signalled, false on timeout.</summary>
         public Task<bool> WaitAsync(TimeSpan timeout, CancellationToken cancellationToken) => _signal.WaitAsync(timeout, cancellationToken);
 
-        public void Dispose()
-        {
+        public void Dispose() =>
+            // The semaphore is not disposed: nothing signals it after the removal, but a WaitAsync may still be
+            // unwinding, and a SemaphoreSlim without a wait handle holds nothing to release.
             owner.Remove(this, key);
-            _signal.Dispose();
-        }
     }
 }

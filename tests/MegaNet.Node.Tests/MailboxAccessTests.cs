@@ -1,0 +1,138 @@
+using System.Text;
+using Google.Protobuf;
+using Grpc.Core;
+using MegaNet.Api;
+using MegaNet.Api.V1;
+using MegaNet.Node.Services;
+using MegaNet.Store;
+using Xunit.Abstractions;
+
+namespace MegaNet.Node.Tests;
+
+/// <summary>Mailbox access that must not be abusable: single-use challenges, bounded acks, subscriptions that come and go.</summary>
+public sealed class MailboxAccessTests(ITestOutputHelper output)
+{
+    [Fact]
+    public async Task A_signed_challenge_opens_one_call_only()
+    {
+        await using TestNode node = await TestNode.StartAsync();
+        using MegaNetClient client = node.Client();
+        using Identity alice = Identity.Create(), bob = Identity.Create();
+        await client.SendAsync(alice, bob.Card, Encoding.UTF8.GetBytes("hi"), "text/plain");
+
+        MailboxAuth auth = await client.AuthenticateAsync(bob);
+        FetchResponse first = await client.Relay.FetchAsync(new FetchRequest { Auth = auth });
+        Assert.Single(first.Items);
+        // Whoever saw that auth (a log, a proxy) cannot use it again: not to read, not to delete.
+        RpcException again = await Assert.ThrowsAsync<RpcException>(async () => await client.Relay.FetchAsync(new FetchRequest { Auth = auth }));
+        Assert.Equal(StatusCode.Unauthenticated, again.StatusCode);
+        Assert.Contains("already used", again.Status.Detail, StringComparison.Ordinal);
+        RpcException ack = await Assert.ThrowsAsync<RpcException>(async () => await client.Relay.AckAsync(new AckRequest { Auth = auth, Seqs = { first.Items[0].Seq } }));
+        Assert.Equal(StatusCode.Unauthenticated, ack.StatusCode);
+        Assert.Single((await client.FetchAsync(bob)).Messages);
+
+        // Concurrent calls with one auth: exactly one gets in.
+        MailboxAuth shared = await client.AuthenticateAsync(bob);
+        var calls = Enumerable.Range(0, 8).Select(_ => client.Relay.FetchAsync(new FetchRequest { Auth = shared }).ResponseAsync).ToList();
+        int succeeded = 0;
+        foreach (Task<FetchResponse> call in calls)
+        {
+            try
+            {
+                await call;
+                succeeded++;
+            }
+            catch (RpcException e) when (e.StatusCode == StatusCode.Unauthenticated)
+            {
+            }
+        }
+
+        Assert.Equal(1, succeeded);
+        node.AssertNoServerErrors();
+    }
+
+    [Fact]
+    public async Task Challenges_hold_no_state_so_many_of_them_lock_nobody_out()
+    {
+        await using TestNode node = await TestNode.StartAsync();
+        using MegaNetClient client = node.Client();
+        using Identity alice = Identity.Create(), bob = Identity.Create();
+        await client.SendAsync(alice, bob.Card, Encoding.UTF8.GetBytes("still reachable"), "text/plain");
+        var address = ByteString.CopyFrom(new byte[32]);
+        // More than the 200,000 outstanding challenges that once filled a table and locked every mailbox.
+        await Parallel.ForAsync(0, 210_000, new ParallelOptions { MaxDegreeOfParallelism = 16 }, async (_, ct) =>
+            await client.Relay.ChallengeAsync(new ChallengeRequest { Address = address }, cancellationToken: ct));
+        Assert.Single((await client.FetchAsync(bob)).Messages);
+        // A nonce is bound to its address: bob's challenge does not open alice's mailbox even when signed by alice.
+        ChallengeResponse forBob = await client.Relay.ChallengeAsync(new ChallengeRequest { Address = ByteString.CopyFrom(bob.Address) });
+        var swapped = new MailboxAuth
+        {
+            Address = ByteString.CopyFrom(alice.Address),
+            Nonce = forBob.Nonce,
+            IdentitySigningKey = ByteString.CopyFrom(alice.Card.SigningKey),
+            IdentityEncryptionKey = ByteString.CopyFrom(alice.Card.EncryptionKey),
+            Signature = ByteString.CopyFrom(alice.SignWithIdentity(EnvelopeFormat.AuthBytes(forBob.Nonce.Span, forBob.NodeId.Span, alice.Address))),
+        };
+        Assert.Equal(StatusCode.PermissionDenied, (await Assert.ThrowsAsync<RpcException>(async () => await client.Relay.FetchAsync(new FetchRequest { Auth = swapped }))).StatusCode);
+        node.AssertNoServerErrors();
+    }
+
+    [Fact]
+    public async Task An_oversized_ack_is_refused_and_the_node_keeps_taking_mail()
+    {
+        await using TestNode node = await TestNode.StartAsync();
+        using MegaNetClient client = node.Client();
+        using Identity alice = Identity.Create(), bob = Identity.Create(), mallory = Identity.Create();
+        // 1.1 million sequence numbers: one log record larger than a log page, which used to fail the commit and with
+        // it every later write.
+        var huge = new AckRequest { Auth = await client.AuthenticateAsync(mallory) };
+        huge.Seqs.AddRange(new ulong[1_100_000]);
+        RpcException e = await Assert.ThrowsAsync<RpcException>(async () => await client.Relay.AckAsync(huge));
+        Assert.Equal(StatusCode.InvalidArgument, e.StatusCode);
+        Assert.Contains($"At most {FasterEnvelopeStore.MaxAckSeqs}", e.Status.Detail, StringComparison.Ordinal);
+        await client.SendAsync(alice, bob.Card, Encoding.UTF8.GetBytes("after the ack"), "text/plain");
+
+        var most = new AckRequest { Auth = await client.AuthenticateAsync(bob) };
+        most.Seqs.AddRange(Enumerable.Range(1, FasterEnvelopeStore.MaxAckSeqs).Select(i => (ulong)i));
+        Assert.Equal(1, (await client.Relay.AckAsync(most)).Deleted);
+        node.AssertNoServerErrors();
+    }
+
+    [Fact]
+    public async Task Subscriptions_that_come_and_go_during_deliveries_never_fail_the_store()
+    {
+        await using TestNode node = await TestNode.StartAsync(o =>
+        {
+            o.SubmitRatePerKey = 1_000_000;
+            o.SubmitBurst = 1_000_000;
+        });
+        var notifier = (MailboxNotifier)node.Services.GetService(typeof(MailboxNotifier))!;
+        using MegaNetClient client = node.Client();
+        using Identity alice = Identity.Create(), bob = Identity.Create();
+        using var stop = new CancellationTokenSource();
+        // A subscription disposed while the store signals it once threw out of the store's apply step, which took it
+        // for a failed commit and refused every write after.
+        Task[] churn = Enumerable.Range(0, 2).Select(_ => Task.Run(() =>
+        {
+            while (!stop.IsCancellationRequested)
+            {
+                notifier.Subscribe(bob.Address).Dispose();
+            }
+        })).ToArray();
+        int sent = 0;
+        var until = DateTime.UtcNow.AddSeconds(3);
+        while (DateTime.UtcNow < until)
+        {
+            await Task.WhenAll(Enumerable.Range(0, 16).Select(i => client.SendAsync(alice, bob.Card, [(byte)i], "application/octet-stream")));
+            sent += 16;
+        }
+
+        await stop.CancelAsync();
+        await Task.WhenAll(churn);
+        output.WriteLine($"{sent} sent while subscriptions came and went");
+        // Every subscription left: no empty entries stay behind for addresses nobody listens to.
+        Assert.Equal(0, notifier.Addresses);
+        await client.SendAsync(alice, bob.Card, [1], "application/octet-stream");
+        node.AssertNoServerErrors();
+    }
+}
