@@ -24,9 +24,18 @@ public sealed class MegaNetClient : IDisposable
     private readonly GrpcChannel _channel;
 
     /// <summary>Connects to a node at <paramref name="address"/> (e.g. http://127.0.0.1:7700).</summary>
-    public MegaNetClient(Uri address)
+    /// <param name="address">The node's gRPC address.</param>
+    /// <param name="nodeId">The node id (32-byte Ed25519 public key) to sign mailbox challenges for. Without it the
+    /// client trusts the id the node shows at the first challenge and holds every later one to it.</param>
+    public MegaNetClient(Uri address, byte[]? nodeId = null)
     {
         ArgumentNullException.ThrowIfNull(address);
+        if (nodeId is not null && nodeId.Length != 32)
+        {
+            throw new ArgumentException("A node id is 32 bytes.", nameof(nodeId));
+        }
+
+        NodeId = nodeId?.ToArray();
         _channel = GrpcChannel.ForAddress(address, new GrpcChannelOptions { MaxReceiveMessageSize = 64 << 20 });
         Relay = new Relay.RelayClient(_channel);
     }
@@ -53,10 +62,31 @@ public sealed class MegaNetClient : IDisposable
         return receipt;
     }
 
+    /// <summary>The node id this client signs mailbox challenges for: the one it was given, else the one the node
+    /// showed at the first challenge; null before that.</summary>
+    public byte[]? NodeId { get; private set; }
+
     /// <summary>Signs a fresh challenge for <paramref name="identity"/>'s mailbox.</summary>
+    /// <exception cref="NodeIdMismatchException">The challenge names another node than <see cref="NodeId"/>: signing
+    /// it would hand that node's holder a key to this mailbox there.</exception>
     public async Task<MailboxAuth> AuthenticateAsync(Identity identity, CancellationToken cancellationToken = default)
     {
+        ArgumentNullException.ThrowIfNull(identity);
         ChallengeResponse challenge = await Relay.ChallengeAsync(new ChallengeRequest { Address = ByteString.CopyFrom(identity.Address) }, cancellationToken: cancellationToken);
+        if (NodeId is null)
+        {
+            if (challenge.NodeId.Length != 32)
+            {
+                throw new NodeIdMismatchException(new byte[32], challenge.NodeId.ToByteArray());
+            }
+
+            NodeId = challenge.NodeId.ToByteArray();
+        }
+        else if (!challenge.NodeId.Span.SequenceEqual(NodeId))
+        {
+            throw new NodeIdMismatchException(NodeId, challenge.NodeId.ToByteArray());
+        }
+
         return new MailboxAuth
         {
             Address = ByteString.CopyFrom(identity.Address),
@@ -79,10 +109,18 @@ public sealed class MegaNetClient : IDisposable
     /// <summary>Deletes messages from the mailbox.</summary>
     public async Task<int> AckAsync(Identity identity, IEnumerable<ulong> seqs, CancellationToken cancellationToken = default)
     {
-        MailboxAuth auth = await AuthenticateAsync(identity, cancellationToken);
-        var request = new AckRequest { Auth = auth };
-        request.Seqs.AddRange(seqs);
-        return (await Relay.AckAsync(request, cancellationToken: cancellationToken)).Deleted;
+        ArgumentNullException.ThrowIfNull(seqs);
+        int deleted = 0;
+        // The node takes at most 1,000 per call (docs/protocol.md).
+        foreach (ulong[] chunk in seqs.Chunk(1000))
+        {
+            MailboxAuth auth = await AuthenticateAsync(identity, cancellationToken);
+            var request = new AckRequest { Auth = auth };
+            request.Seqs.AddRange(chunk);
+            deleted += (await Relay.AckAsync(request, cancellationToken: cancellationToken)).Deleted;
+        }
+
+        return deleted;
     }
 
     /// <summary>Streams mail as it arrives (after <paramref name="afterSeq"/>), opened; keepalives are consumed silently.</summary>
@@ -132,4 +170,15 @@ public sealed class MegaNetClient : IDisposable
 
     /// <inheritdoc />
     public void Dispose() => _channel.Dispose();
+}
+
+/// <summary>A node showed another node id than the client expects; nothing was signed.</summary>
+public sealed class NodeIdMismatchException(byte[] expected, byte[] actual)
+    : Exception($"The node answered as node id {Convert.ToHexStringLower(actual)}, not {Convert.ToHexStringLower(expected)}; its challenge was not signed (the signature would open this mailbox at the node it names).")
+{
+    /// <summary>The node id the client expected.</summary>
+    public byte[] Expected { get; } = expected;
+
+    /// <summary>The node id the node showed.</summary>
+    public byte[] Actual { get; } = actual;
 }

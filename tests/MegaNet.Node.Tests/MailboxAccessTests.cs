@@ -52,6 +52,41 @@ public sealed class MailboxAccessTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public async Task A_client_signs_challenges_only_for_the_node_id_it_expects()
+    {
+        await using TestNode node = await TestNode.StartAsync();
+        using Identity alice = Identity.Create(), bob = Identity.Create();
+        byte[] nodeId;
+        using (MegaNetClient first = node.Client())
+        {
+            await first.SendAsync(alice, bob.Card, Encoding.UTF8.GetBytes("hi"), "text/plain");
+            Assert.Null(first.NodeId);
+            Assert.Single((await first.FetchAsync(bob)).Messages);
+            // Trusted on first use, and held to it.
+            nodeId = Assert.IsType<byte[]>(first.NodeId);
+        }
+
+        using (var pinned = new MegaNetClient(node.Address, nodeId))
+        {
+            Assert.Single((await pinned.FetchAsync(bob)).Messages);
+        }
+
+        byte[] other = (byte[])nodeId.Clone();
+        other[0] ^= 1;
+        using (var wrong = new MegaNetClient(node.Address, other))
+        {
+            NodeIdMismatchException e = await Assert.ThrowsAsync<NodeIdMismatchException>(() => wrong.AckAsync(bob, [1]));
+            Assert.Equal(other, e.Expected);
+            Assert.Equal(nodeId, e.Actual);
+        }
+
+        // Nothing was signed, so nothing was deleted.
+        using MegaNetClient check = node.Client();
+        Assert.Single((await check.FetchAsync(bob)).Messages);
+        node.AssertNoServerErrors();
+    }
+
+    [Fact]
     public async Task Challenges_hold_no_state_so_many_of_them_lock_nobody_out()
     {
         await using TestNode node = await TestNode.StartAsync();

@@ -30,6 +30,12 @@ internal static class ClientCommands
 
     private static Option<bool> JsonOption(string what) => new("--json") { Description = what };
 
+    private static Option<string?> NodeIdOption() => new("--node-id")
+    {
+        Description = "The node id (64 hex digits, printed when the node starts) to sign mailbox challenges for. " +
+            "Default: the id pinned for this node address in 'known-nodes' beside the identity file, or on first contact the one the node shows.",
+    };
+
     public static IEnumerable<Command> Build()
     {
         yield return IdCommand();
@@ -49,7 +55,7 @@ internal static class ClientCommands
             string path = parse.GetValue(identity)!;
             if (File.Exists(path) && !parse.GetValue(force))
             {
-                throw new UserException($"{path} already exists; use --force to replace it (its keys will be lost) or --identity for another file.");
+                throw new CliException($"{path} already exists; use --force to replace it (its keys will be lost) or --identity for another file.");
             }
 
             using Identity id = Identity.Create();
@@ -88,7 +94,7 @@ internal static class ClientCommands
             FileInfo? attachment = parse.GetValue(file);
             if ((message is null) == (attachment is null))
             {
-                throw new UserException("Give exactly one of --text or --file.");
+                throw new CliException("Give exactly one of --text or --file.");
             }
 
             byte[] content = message is not null ? Encoding.UTF8.GetBytes(message) : await File.ReadAllBytesAsync(attachment!.FullName, ct);
@@ -116,40 +122,46 @@ internal static class ClientCommands
         var after = new Option<ulong>("--after") { Description = "Cursor: only messages after this sequence number. Default 0." };
         var ack = new Option<bool>("--ack") { Description = "Delete the fetched messages from the node afterwards." };
         var json = JsonOption("One JSON object per message.");
-        var command = new Command("fetch", "Fetch, open and print the messages waiting in your mailbox.") { identity, node, after, ack, json };
+        var nodeId = NodeIdOption();
+        var command = new Command("fetch", "Fetch, open and print the messages waiting in your mailbox.") { identity, node, nodeId, after, ack, json };
         command.SetAction((parse, ct) => Run(async () =>
         {
             using Identity id = LoadIdentity(parse.GetValue(identity)!);
-            using var client = new MegaNetClient(parse.GetValue(node)!);
-            ulong cursor = parse.GetValue(after);
-            var seen = new List<ulong>();
-            while (true)
-            {
-                (IReadOnlyList<ReceivedMessage> messages, ulong next) = await client.FetchAsync(id, cursor, 100, ct);
-                foreach (ReceivedMessage m in messages)
-                {
-                    Print(m, parse.GetValue(json));
-                    seen.Add(m.Seq);
-                }
-
-                if (messages.Count < 100)
-                {
-                    break;
-                }
-
-                cursor = next;
-            }
-
-            if (parse.GetValue(ack) && seen.Count > 0)
-            {
-                int deleted = await client.AckAsync(id, seen, ct);
-                Console.Error.WriteLine($"acknowledged {deleted} message(s)");
-            }
-
-            return 0;
+            return await KnownNodes.RunAsync(parse.GetValue(identity)!, parse.GetValue(node)!, parse.GetValue(nodeId), client => FetchAsync(client, id, parse.GetValue(after), parse.GetValue(ack), parse.GetValue(json), ct));
         }));
         return command;
     }
+
+    private static async Task<int> FetchAsync(MegaNetClient client, Identity id, ulong cursor, bool ack, bool json, CancellationToken ct)
+    {
+        var seen = new List<ulong>();
+        while (true)
+        {
+            (IReadOnlyList<ReceivedMessage> messages, ulong next) = await client.FetchAsync(id, cursor, 100, ct);
+            foreach (ReceivedMessage m in messages)
+            {
+                Print(m, json);
+                seen.Add(m.Seq);
+            }
+
+            // A page can be short before the end (entries acked or expired meanwhile): the cursor says when it is.
+            if (next <= cursor)
+            {
+                break;
+            }
+
+            cursor = next;
+        }
+
+        if (ack && seen.Count > 0)
+        {
+            int deleted = await client.AckAsync(id, seen, ct);
+            Console.Error.WriteLine($"acknowledged {deleted} message(s)");
+        }
+
+        return 0;
+    }
+
 
     private static Command ListenCommand()
     {
@@ -157,28 +169,33 @@ internal static class ClientCommands
         var node = NodeOption();
         var after = new Option<ulong>("--after") { Description = "Cursor: only messages after this sequence number. Default 0 (everything waiting)." };
         var json = JsonOption("One JSON object per message.");
-        var command = new Command("listen", "Print messages as they arrive (and those already waiting), until Ctrl+C.") { identity, node, after, json };
+        var nodeId = NodeIdOption();
+        var command = new Command("listen", "Print messages as they arrive (and those already waiting), until Ctrl+C.") { identity, node, nodeId, after, json };
         command.SetAction((parse, ct) => Run(async () =>
         {
             using Identity id = LoadIdentity(parse.GetValue(identity)!);
-            using var client = new MegaNetClient(parse.GetValue(node)!);
-            try
-            {
-                await foreach (ReceivedMessage m in client.ListenAsync(id, parse.GetValue(after), ct))
-                {
-                    Print(m, parse.GetValue(json));
-                }
-            }
-            catch (RpcException e) when (e.StatusCode == StatusCode.Cancelled && ct.IsCancellationRequested)
-            {
-            }
-            catch (OperationCanceledException) when (ct.IsCancellationRequested)
-            {
-            }
-
-            return 0;
+            return await KnownNodes.RunAsync(parse.GetValue(identity)!, parse.GetValue(node)!, parse.GetValue(nodeId), client => ListenAsync(client, id, parse.GetValue(after), parse.GetValue(json), ct));
         }));
         return command;
+    }
+
+    private static async Task<int> ListenAsync(MegaNetClient client, Identity id, ulong after, bool json, CancellationToken ct)
+    {
+        try
+        {
+            await foreach (ReceivedMessage m in client.ListenAsync(id, after, ct))
+            {
+                Print(m, json);
+            }
+        }
+        catch (RpcException e) when (e.StatusCode == StatusCode.Cancelled && ct.IsCancellationRequested)
+        {
+        }
+        catch (OperationCanceledException) when (ct.IsCancellationRequested)
+        {
+        }
+
+        return 0;
     }
 
     private static Command VerifyReceiptCommand()
@@ -225,8 +242,8 @@ internal static class ClientCommands
     {
         try
         {
-            JsonNode node = JsonNode.Parse(text) ?? throw new UserException("The receipt is empty.");
-            JsonNode head = node["tree_head"] ?? throw new UserException("The receipt has no tree_head.");
+            JsonNode node = JsonNode.Parse(text) ?? throw new CliException("The receipt is empty.");
+            JsonNode head = node["tree_head"] ?? throw new CliException("The receipt has no tree_head.");
             return new Receipt
             {
                 EnvelopeId = FromHex(node["envelope_id"]),
@@ -244,7 +261,7 @@ internal static class ClientCommands
         }
         catch (Exception e) when (e is JsonException or FormatException or InvalidOperationException or NullReferenceException)
         {
-            throw new UserException($"The receipt is not the JSON 'meganet send --json' prints ({e.Message}).");
+            throw new CliException($"The receipt is not the JSON 'meganet send --json' prints ({e.Message}).");
         }
     }
 
@@ -286,7 +303,7 @@ internal static class ClientCommands
     {
         if (!File.Exists(path))
         {
-            throw new UserException($"No identity at {path}; create one with 'meganet id new' (or pass --identity).");
+            throw new CliException($"No identity at {path}; create one with 'meganet id new' (or pass --identity).");
         }
 
         return Identity.Load(path);
@@ -300,7 +317,7 @@ internal static class ClientCommands
         }
         catch (FormatException e)
         {
-            throw new UserException($"--to: {e.Message}");
+            throw new CliException($"--to: {e.Message}");
         }
     }
 
@@ -314,7 +331,7 @@ internal static class ClientCommands
         {
             return await body();
         }
-        catch (UserException e)
+        catch (CliException e)
         {
             Console.Error.WriteLine($"meganet: {e.Message}");
             return 1;
@@ -326,12 +343,13 @@ internal static class ClientCommands
         }
         catch (RpcException e)
         {
-            Console.Error.WriteLine(e.StatusCode == StatusCode.Unavailable
+            // A status the node sent has no DebugException; one made by the client's transport does.
+            Console.Error.WriteLine(e.StatusCode == StatusCode.Unavailable && e.Status.DebugException is not null
                 ? $"meganet: cannot reach the node ({e.Status.Detail}); is 'meganet node' running at that address?"
                 : $"meganet: the node said {e.StatusCode}: {e.Status.Detail}");
             return 2;
         }
     }
 
-    private sealed class UserException(string message) : Exception(message);
+
 }

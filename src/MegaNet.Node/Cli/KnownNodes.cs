@@ -1,0 +1,99 @@
+using MegaNet.Api;
+
+namespace MegaNet.Node.Cli;
+
+/// <summary>
+/// The node ids this identity's CLI has signed mailbox challenges for, one per node address, pinned on first contact
+/// as SSH pins host keys: the file <c>known-nodes</c> beside the identity file, one "ADDRESS NODE-ID-HEX" line per
+/// node. A challenge signature opens the mailbox at the node it names, so a node showing another id than the pinned
+/// one is refused before anything is signed.
+/// </summary>
+internal sealed class KnownNodes
+{
+    private KnownNodes(string path) => Path = path;
+
+    /// <summary>The file.</summary>
+    public string Path { get; }
+
+    /// <summary>The known-nodes file beside <paramref name="identityPath"/>.</summary>
+    public static KnownNodes Beside(string identityPath) =>
+        new(System.IO.Path.Combine(System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(identityPath))!, "known-nodes"));
+
+    /// <summary>The pinned id of <paramref name="node"/>, or null when this identity never signed for it.</summary>
+    public byte[]? Find(Uri node)
+    {
+        if (!File.Exists(Path))
+        {
+            return null;
+        }
+
+        string key = Key(node);
+        foreach (string line in File.ReadLines(Path))
+        {
+            string[] parts = line.Split(' ', StringSplitOptions.RemoveEmptyEntries);
+            if (parts.Length == 2 && parts[0] == key)
+            {
+                return Parse(parts[1], $"{Path} ({key})");
+            }
+        }
+
+        return null;
+    }
+
+    /// <summary>Pins <paramref name="id"/> for <paramref name="node"/>; says so on standard error.</summary>
+    public void Remember(Uri node, byte[] id)
+    {
+        File.AppendAllText(Path, $"{Key(node)} {Convert.ToHexStringLower(id)}{Environment.NewLine}");
+        Console.Error.WriteLine($"first contact with {Key(node)}: node id {Convert.ToHexStringLower(id)} pinned in {Path}");
+    }
+
+    /// <summary>Makes a client that signs only for the pinned (or given) node id, runs <paramref name="body"/> with it,
+    /// pins the id on first contact, and turns a mismatch into an error that says what to do.</summary>
+    public static async Task<int> RunAsync(string identityPath, Uri node, string? nodeIdHex, Func<MegaNetClient, Task<int>> body)
+    {
+        KnownNodes known = Beside(identityPath);
+        byte[]? pinned = known.Find(node);
+        byte[]? expected = nodeIdHex is null ? pinned : Parse(nodeIdHex, "--node-id");
+        using var client = new MegaNetClient(node, expected);
+        try
+        {
+            return await body(client).ConfigureAwait(false);
+        }
+        catch (NodeIdMismatchException e)
+        {
+            throw new CliException(nodeIdHex is null
+                ? $"{e.Message} This identity pinned {Key(node)} to node id {Convert.ToHexStringLower(e.Expected)} in {known.Path}. " +
+                  "If that node was really set up anew (a new data directory gives a new id), delete its line there; otherwise another node answers at that address."
+                : $"{e.Message} (--node-id)");
+        }
+        finally
+        {
+            if (pinned is null && client.NodeId is { } seen)
+            {
+                known.Remember(node, seen);
+            }
+        }
+    }
+
+    private static string Key(Uri node) => node.GetLeftPart(UriPartial.Authority);
+
+    private static byte[] Parse(string hex, string where)
+    {
+        try
+        {
+            byte[] id = Convert.FromHexString(hex);
+            if (id.Length == 32)
+            {
+                return id;
+            }
+        }
+        catch (FormatException)
+        {
+        }
+
+        throw new CliException($"{where}: a node id is 64 hex digits; got '{hex}'.");
+    }
+}
+
+/// <summary>An error the user can fix; printed as "meganet: message" with exit code 1.</summary>
+internal sealed class CliException(string message) : Exception(message);
