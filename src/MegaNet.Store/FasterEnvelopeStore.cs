@@ -436,7 +436,16 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         }
 
         byte[]? meta = await _kv.GetMetaAsync(envelopeId).ConfigureAwait(false);
-        return meta is null ? null : ReceiptFromMeta(envelopeId.ToArray(), meta, GetTreeHead());
+        if (meta is null)
+        {
+            return null;
+        }
+
+        // The apply stage writes a group to the table before it signs the head that covers the group: a lookup in
+        // between would hand out a receipt whose head does not cover its own leaf. Until then the envelope counts as
+        // not found here; a put of it is answered as a duplicate with the covering head, in log order.
+        PutReceipt receipt = ReceiptFromMeta(envelopeId.ToArray(), meta, GetTreeHead());
+        return receipt.LogIndex < receipt.TreeHead.TreeSize ? receipt : null;
     }
 
     /// <inheritdoc />

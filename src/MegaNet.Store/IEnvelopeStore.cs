@@ -16,7 +16,8 @@ public interface IEnvelopeStore : IAsyncDisposable
     /// <summary>Stores many envelopes with one group commit; one result per request, in order (a receipt, or the exception for that item).</summary>
     ValueTask<IReadOnlyList<PutResult>> PutManyAsync(IReadOnlyList<PutRequest> requests, CancellationToken cancellationToken = default);
 
-    /// <summary>The receipt of an envelope already stored, or null (replay detection).</summary>
+    /// <summary>The receipt of an envelope already stored, or null (replay detection). Also null while the envelope's
+    /// group is still being applied, so every receipt handed out has a tree head that covers its leaf.</summary>
     ValueTask<PutReceipt?> FindAsync(ReadOnlyMemory<byte> envelopeId, CancellationToken cancellationToken = default);
 
     /// <summary>Mailbox entries of <paramref name="recipient"/> with sequence number greater than <paramref name="afterSeq"/>,

@@ -53,6 +53,17 @@ public sealed class BadInputTests
         Resign(tooLong, alice);
         Assert.Contains("maximum TTL", (await Refused(client, tooLong)).Status.Detail);
 
+        // Expiries outside any calendar (the field is any int64): refused by name, never UNKNOWN.
+        foreach (long extreme in new[] { long.MaxValue, long.MinValue })
+        {
+            Envelope odd = Valid(alice, bob);
+            odd.ExpiresUnixMs = extreme;
+            Resign(odd, alice);
+            RpcException refused = await Refused(client, odd);
+            Assert.Equal(StatusCode.InvalidArgument, refused.StatusCode);
+            Assert.Contains(extreme > 0 ? "maximum TTL" : "expired", refused.Status.Detail);
+        }
+
         // Wrong padding class.
         Envelope unpadded = Valid(alice, bob);
         unpadded.SealedPayload = ByteString.CopyFrom(unpadded.SealedPayload.Span[..^1]);
@@ -157,10 +168,23 @@ public sealed class BadInputTests
         await using TestNode node = await TestNode.StartAsync(o =>
         {
             o.SubmitBurst = 5;
-            o.SubmitRatePerKey = 0.5;
+            // One token per 100 s: none comes back while the test runs, however slow the machine (the first call
+            // can take seconds while the verifier is compiled).
+            o.SubmitRatePerKey = 0.01;
         });
         using MegaNetClient client = node.Client();
         using Identity alice = Identity.Create(), bob = Identity.Create();
+        // Envelopes forged under Alice's sending key (anyone who saw one of hers knows it) spend none of her tokens.
+        for (int i = 0; i < 8; i++)
+        {
+            Envelope forged = Valid(alice, bob, $"forged {i}");
+            byte[] signature = forged.Signature.ToByteArray();
+            signature[5] ^= 0x20;
+            forged.Signature = ByteString.CopyFrom(signature);
+            RpcException bad = await Assert.ThrowsAsync<RpcException>(async () => await client.Relay.SubmitAsync(new SubmitRequest { Envelope = forged }));
+            Assert.Equal(StatusCode.InvalidArgument, bad.StatusCode);
+        }
+
         var statuses = new List<StatusCode>();
         RpcException? pushedBack = null;
         for (int i = 0; i < 12; i++)

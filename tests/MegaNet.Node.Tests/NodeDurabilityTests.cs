@@ -41,6 +41,141 @@ public sealed class NodeDurabilityTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public async Task A_graceful_stop_answers_every_call_with_a_receipt_or_unavailable_and_ends_streams()
+    {
+        string data = Directory.CreateTempSubdirectory("meganet-stop-").FullName;
+        await using TestNode node = await TestNode.StartAsync(o =>
+        {
+            o.SubmitRatePerKey = 1_000_000;
+            o.SubmitBurst = 1_000_000;
+        }, dataDirectory: data);
+        using MegaNetClient client = node.Client();
+        using Identity alice = Identity.Create(), bob = Identity.Create();
+        Envelope[] envelopes = Enumerable.Range(0, 3000)
+            .Select(i => EnvelopeFormat.Seal(alice, bob.Card, [(byte)i, (byte)(i >> 8)], "application/octet-stream", null, DateTimeOffset.UtcNow.AddDays(1))).ToArray();
+        var receipts = new ConcurrentQueue<Receipt>();
+        var refusals = new ConcurrentQueue<RpcException>();
+        int next = -1;
+        using var stop = new CancellationTokenSource();
+        Task[] senders = Enumerable.Range(0, 8).Select(_ => Task.Run(async () =>
+        {
+            int i;
+            while (!stop.IsCancellationRequested && (i = Interlocked.Increment(ref next)) < envelopes.Length)
+            {
+                try
+                {
+                    receipts.Enqueue(await client.Relay.SubmitAsync(new SubmitRequest { Envelope = envelopes[i] }));
+                }
+                catch (RpcException e)
+                {
+                    refusals.Enqueue(e);
+                }
+            }
+        })).ToArray();
+
+        // A bulk stream that keeps sending through the stop: what the node read is answered, then it says why it ended.
+        using Identity carol = Identity.Create();
+        var streamed = new ConcurrentQueue<Receipt>();
+        Task<RpcException> bulk = Task.Run(async () =>
+        {
+            using AsyncDuplexStreamingCall<SubmitRequest, SubmitResult> call = client.Relay.SubmitStream();
+            Task sending = Task.Run(async () =>
+            {
+                try
+                {
+                    for (int i = 0; ; i++)
+                    {
+                        Envelope e = EnvelopeFormat.Seal(carol, bob.Card, BitConverter.GetBytes(i), "application/octet-stream", null, DateTimeOffset.UtcNow.AddDays(1));
+                        await call.RequestStream.WriteAsync(new SubmitRequest { Envelope = e });
+                    }
+                }
+                catch (Exception e) when (e is RpcException or InvalidOperationException or IOException)
+                {
+                    // The call ended.
+                }
+            });
+            try
+            {
+                await foreach (SubmitResult r in call.ResponseStream.ReadAllAsync())
+                {
+                    Assert.Equal(0, r.StatusCode);
+                    streamed.Enqueue(r.Receipt);
+                }
+            }
+            catch (RpcException e)
+            {
+                await sending;
+                return e;
+            }
+
+            throw new InvalidOperationException("the stream ended without a status");
+        });
+
+        // A live subscription, which would hold a graceful stop for its whole timeout unless the node ends it.
+        using var listener = new MegaNetClient(node.Address);
+        var live = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        Task<RpcException> subscription = Assert.ThrowsAsync<RpcException>(async () =>
+        {
+            await foreach (ReceivedMessage _ in listener.ListenAsync(bob))
+            {
+                live.TrySetResult();
+            }
+        });
+        // Stop in the middle of the load, not before it got going (the first calls wait for the verifier's JIT), and
+        // with the subscription delivering.
+        for (int wait = 0; wait < 600 && (receipts.Count < 200 || !live.Task.IsCompleted); wait++)
+        {
+            await Task.Delay(50);
+        }
+
+        Assert.True(live.Task.IsCompleted, "the subscription delivered nothing");
+
+        var stopping = System.Diagnostics.Stopwatch.StartNew();
+        await node.StopAsync();
+        output.WriteLine($"stopped in {stopping.ElapsedMilliseconds} ms with {receipts.Count} receipts; refusals: " +
+            string.Join("; ", refusals.GroupBy(r => $"{r.StatusCode} {r.Status.Detail}").Select(g => $"{g.Count()} × {g.Key}")));
+        await stop.CancelAsync();
+        await Task.WhenAll(senders);
+
+        Assert.True(stopping.Elapsed < TimeSpan.FromSeconds(20), "the stop waited for the subscription's timeout");
+        RpcException bulkEnded = await bulk;
+        Assert.True(bulkEnded.StatusCode == StatusCode.Unavailable && bulkEnded.Status.Detail.Contains("shutting down", StringComparison.Ordinal),
+            $"the bulk stream ended with {bulkEnded.StatusCode}: {bulkEnded.Status.Detail}");
+        Assert.Contains($"the first {streamed.Count} requests", bulkEnded.Status.Detail, StringComparison.Ordinal);
+        RpcException ended = await subscription;
+        Assert.True(ended.StatusCode == StatusCode.Unavailable, $"the subscription ended with {ended.StatusCode}: {ended.Status.Detail}");
+        // Shutting down is UNAVAILABLE, never "queue full" (a retry there is pointless) or UNKNOWN.
+        Assert.All(refusals, r => Assert.Equal(StatusCode.Unavailable, r.StatusCode));
+        Assert.True(receipts.Count > 50, $"only {receipts.Count} receipts before the stop; the test proved little");
+        node.AssertNoServerErrors();
+
+        await node.RestartAsync();
+        using MegaNetClient after = node.Client();
+        var held = new HashSet<string>();
+        for (ulong cursor = 0; ;)
+        {
+            FetchResponse page = await after.Relay.FetchAsync(new FetchRequest { Auth = await after.AuthenticateAsync(bob), AfterSeq = cursor, Limit = 1000 });
+            if (page.Items.Count == 0)
+            {
+                break;
+            }
+
+            held.UnionWith(page.Items.Select(i => Convert.ToHexString(i.EnvelopeId.Span)));
+            cursor = page.NextCursor;
+        }
+
+        Receipt[] all = receipts.Concat(streamed).ToArray();
+        Assert.All(all, r => Assert.Contains(Convert.ToHexString(r.EnvelopeId.Span), held));
+        // Every receipt's proof, for the unary ones; a sample of the streamed ones (each check is a round trip).
+        foreach (Receipt r in receipts.Concat(streamed.Where((_, i) => i % 50 == 0)))
+        {
+            Assert.Null(await after.VerifyReceiptAsync(r));
+        }
+
+        output.WriteLine($"{streamed.Count} streamed receipts; all {all.Length} receipts' messages are in the mailbox after the restart");
+    }
+
+    [Fact]
     public async Task A_second_node_on_the_same_data_directory_or_port_is_refused_and_says_why()
     {
         string data = Directory.CreateTempSubdirectory("meganet-twice-").FullName;

@@ -32,7 +32,7 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
     private readonly ILogger _logger;
     private readonly Channel<Pending> _queue;
     private readonly Task _batcher;
-    /// <summary>Sending keys with a token bucket, at most (then all are forgotten).</summary>
+    /// <summary>Sending keys with a token bucket, at most (then the full ones are forgotten).</summary>
     private const int MaxBuckets = 1_000_000;
 
     private readonly ConcurrentDictionary<SendingKeyId, TokenBucket> _buckets = new();
@@ -41,6 +41,7 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
     private long _signatures;
     private int _depth;
     private int _storeRefusalLogged;
+    private bool _closing;
 
     public AdmissionPipeline(IBatchVerifier verifier, IEnvelopeStore store, NodeOptions options, TimeProvider clock, ILogger<AdmissionPipeline> logger)
     {
@@ -114,8 +115,23 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
         catch (Exception e)
         {
             pending?.Release();
-            return Task.FromException<Receipt>(e);
+            return Task.FromException<Receipt>(AsStatus(e));
         }
+    }
+
+    /// <summary>Every refusal reaches the caller as a gRPC status from the list in docs/protocol.md, never UNKNOWN.</summary>
+    private RpcException AsStatus(Exception e) => e switch
+    {
+        RpcException rpc => rpc,
+        ObjectDisposedException => Reject("closing", StatusCode.Unavailable, "The node is shutting down; nothing was stored. Retry later or through another node."),
+        StoreUnavailableException => Reject("store", StatusCode.Unavailable, $"The node cannot store mail: {e.Message}"),
+        _ => Unexpected(e),
+    };
+
+    private RpcException Unexpected(Exception e)
+    {
+        LogAdmissionFailed(_logger, e);
+        return Reject("internal", StatusCode.Internal, "The node failed to admit the envelope (logged); nothing was stored. Retry.");
     }
 
     private async Task<Receipt> AdmitAfterLookupAsync(Pending pending, Task<PutReceipt?> lookup)
@@ -125,10 +141,10 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
         {
             existing = await lookup.ConfigureAwait(false);
         }
-        catch
+        catch (Exception e)
         {
             pending.Release();
-            throw;
+            throw AsStatus(e);
         }
 
         if (existing is not null)
@@ -145,11 +161,11 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
     {
         try
         {
-            if (!TakeToken(pending.Envelope.SendingKey.Span))
+            // Only a look: the token is taken once the signature verifies, so envelopes forged under someone's
+            // sending key (relays and recipients see it) cannot spend that key's budget, and refusals cost nothing.
+            if (!HasToken(pending.Envelope.SendingKey.Span))
             {
-                throw Reject("rate_limited", StatusCode.ResourceExhausted,
-                    $"Too many submissions from this sending key (limit {_options.SubmitRatePerKey}/s, burst {_options.SubmitBurst}); retry later.",
-                    retryAfterMs: (int)Math.Ceiling(1000 / _options.SubmitRatePerKey));
+                throw RateLimited();
             }
 
             int bits = PowBitsRequired;
@@ -163,7 +179,9 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
             if (!_queue.Writer.TryWrite(pending))
             {
                 Interlocked.Decrement(ref _depth);
-                throw Reject("queue_full", StatusCode.ResourceExhausted, "The node's admission queue is full; retry shortly.", retryAfterMs: 50);
+                throw Volatile.Read(ref _closing)
+                    ? Reject("closing", StatusCode.Unavailable, "The node is shutting down; nothing was stored. Retry later or through another node.")
+                    : Reject("queue_full", StatusCode.ResourceExhausted, "The node's admission queue is full; retry shortly.", retryAfterMs: 50);
             }
 
             return pending.Task;
@@ -178,6 +196,7 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
     /// <summary>Stops taking submissions, verifies and stores what is queued, then returns.</summary>
     public async ValueTask DisposeAsync()
     {
+        Volatile.Write(ref _closing, true);
         _queue.Writer.TryComplete();
         await _batcher.ConfigureAwait(false);
     }
@@ -212,14 +231,14 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
             throw Reject("oversize", StatusCode.InvalidArgument, $"The envelope is {length} bytes; the limit is {_options.MaxEnvelopeBytes}.");
         }
 
-        DateTimeOffset now = _clock.GetUtcNow();
-        var expires = DateTimeOffset.FromUnixTimeMilliseconds(envelope.ExpiresUnixMs);
-        if (expires <= now)
+        // In milliseconds: any int64 is a valid field value, and most are outside DateTimeOffset's range.
+        long now = _clock.GetUtcNow().ToUnixTimeMilliseconds();
+        if (envelope.ExpiresUnixMs <= now)
         {
             throw Reject("expired", StatusCode.InvalidArgument, "The envelope has expired.");
         }
 
-        if (expires > now.AddDays(_options.MaxTtlDays))
+        if (envelope.ExpiresUnixMs - now > (long)TimeSpan.FromDays(_options.MaxTtlDays).TotalMilliseconds)
         {
             throw Reject("ttl", StatusCode.InvalidArgument, $"The envelope's expiry is more than {_options.MaxTtlDays} days away (the node's maximum TTL).");
         }
@@ -227,6 +246,16 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
         return length;
     }
 
+    private RpcException RateLimited() => Reject("rate_limited", StatusCode.ResourceExhausted,
+        $"Too many submissions from this sending key (limit {_options.SubmitRatePerKey}/s, burst {_options.SubmitBurst}); retry later.",
+        retryAfterMs: (int)Math.Clamp(Math.Ceiling(1000 / _options.SubmitRatePerKey), 1, 3_600_000));
+
+    /// <summary>True if the key's bucket holds a token now (a key without a bucket has a full one).</summary>
+    private bool HasToken(ReadOnlySpan<byte> sendingKey) =>
+        !_buckets.TryGetValue(SendingKeyId.From(sendingKey), out TokenBucket? bucket)
+        || bucket.Has(Stopwatch.GetTimestamp(), _options.SubmitRatePerKey, _options.SubmitBurst);
+
+    /// <summary>Takes a token for a verified envelope.</summary>
     private bool TakeToken(ReadOnlySpan<byte> sendingKey)
     {
         long now = Stopwatch.GetTimestamp();
@@ -237,9 +266,7 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
             // was 4 % of node CPU under streaming load). Racing adds may count a key twice: the bound is approximate.
             if (Interlocked.Increment(ref _bucketCount) > MaxBuckets)
             {
-                // Idle keys are full buckets: forgetting them changes nothing; bounded memory matters more.
-                _buckets.Clear();
-                Interlocked.Exchange(ref _bucketCount, 0);
+                ForgetFullBuckets(now);
             }
 
             bucket = _buckets.GetOrAdd(id, new TokenBucket(_options.SubmitBurst, now));
@@ -247,6 +274,30 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
 
         return bucket.TryTake(now, _options.SubmitRatePerKey, _options.SubmitBurst);
     }
+
+    /// <summary>A full bucket is the same as none: forget those. Buckets exist only for keys whose envelopes verified,
+    /// so filling the table costs a valid signature per key; if every one is still in use, all are forgotten (bounded
+    /// memory matters more than a burst allowance).</summary>
+    private void ForgetFullBuckets(long now)
+    {
+        foreach (KeyValuePair<SendingKeyId, TokenBucket> entry in _buckets)
+        {
+            if (entry.Value.Has(now, _options.SubmitRatePerKey, _options.SubmitBurst, _options.SubmitBurst))
+            {
+                _buckets.TryRemove(entry);
+            }
+        }
+
+        if (_buckets.Count > MaxBuckets / 2)
+        {
+            _buckets.Clear();
+        }
+
+        Interlocked.Exchange(ref _bucketCount, _buckets.Count);
+    }
+
+    // Store groups handed over and not yet answered, at most (the store itself commits two groups at a time).
+    private const int MaxStoresInFlight = 4;
 
     // Longest sleep between looks at the queue while a batch fills (the kernel adds its timer slack, 50 µs on Linux).
     private const int FlushSliceMicroseconds = 100;
@@ -297,22 +348,35 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
                 var accepted = new List<Pending>(items.Count);
                 for (int i = 0; i < items.Count; i++)
                 {
-                    if (verdicts[i])
-                    {
-                        accepted.Add(items[i]);
-                    }
-                    else
+                    if (!verdicts[i])
                     {
                         items[i].Release();
                         items[i].TrySetException(Reject("signature", StatusCode.InvalidArgument,
                             "The envelope signature does not verify under MegaNet's rule (docs/verification.md)."));
                     }
+                    else if (!TakeToken(items[i].Envelope.SendingKey.Span))
+                    {
+                        items[i].Release();
+                        items[i].TrySetException(RateLimited());
+                    }
+                    else
+                    {
+                        accepted.Add(items[i]);
+                    }
                 }
 
                 if (accepted.Count > 0)
                 {
-                    stores.Add(StoreAsync(accepted));
                     stores.RemoveAll(t => t.IsCompleted);
+                    if (stores.Count >= MaxStoresInFlight)
+                    {
+                        // A slow store holds the batcher, so the queue fills and pushes back (RESOURCE_EXHAUSTED,
+                        // proof of work) instead of verified envelopes piling up in memory behind the store.
+                        await Task.WhenAny(stores).ConfigureAwait(false);
+                        stores.RemoveAll(t => t.IsCompleted);
+                    }
+
+                    stores.Add(StoreAsync(accepted));
                 }
             }
             catch (Exception e)
@@ -444,6 +508,9 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
     [LoggerMessage(EventId = 101, Level = LogLevel.Error, Message = "Storing {Count} verified envelopes failed")]
     private static partial void LogStoreFailed(ILogger logger, Exception exception, int count);
 
+    [LoggerMessage(EventId = 103, Level = LogLevel.Error, Message = "Admitting an envelope failed unexpectedly")]
+    private static partial void LogAdmissionFailed(ILogger logger, Exception exception);
+
     [LoggerMessage(EventId = 102, Level = LogLevel.Debug, Message = "The store still refuses writes: {Count} verified envelopes refused")]
     private static partial void LogStoreStillRefusing(ILogger logger, int count);
 
@@ -516,8 +583,13 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
         {
             lock (this)
             {
-                _tokens = Math.Min(burst, _tokens + Stopwatch.GetElapsedTime(_stamp, now).TotalSeconds * rate);
-                _stamp = now;
+                // A thread that read the clock before another one took a token must not move the stamp back.
+                if (now > _stamp)
+                {
+                    _tokens = Math.Min(burst, _tokens + Stopwatch.GetElapsedTime(_stamp, now).TotalSeconds * rate);
+                    _stamp = now;
+                }
+
                 if (_tokens < 1)
                 {
                     return false;
@@ -525,6 +597,16 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
 
                 _tokens -= 1;
                 return true;
+            }
+        }
+
+        /// <summary>True if at least <paramref name="needed"/> tokens are there at <paramref name="now"/>; takes none.</summary>
+        public bool Has(long now, double rate, int burst, double needed = 1)
+        {
+            lock (this)
+            {
+                double tokens = now > _stamp ? Math.Min(burst, _tokens + Stopwatch.GetElapsedTime(_stamp, now).TotalSeconds * rate) : _tokens;
+                return tokens >= needed;
             }
         }
     }

@@ -175,8 +175,10 @@ public static partial class NodeHost
             app.MapGet("/metrics", () => Results.Text(exporter.Render(), "text/plain; version=0.0.4"));
         }
 
-        // Open the store and start admission before the first request; drain admission, then close the store, on shutdown.
-        app.Lifetime.ApplicationStopping.Register(() =>
+        // Open the store and start admission before the first request. On shutdown, once the server has stopped
+        // (unary calls answered; streams end when stopping begins, see RelayService), drain admission, then close the
+        // store: closing them while calls still run refused those calls with the wrong status.
+        app.Lifetime.ApplicationStopped.Register(() =>
         {
             app.Services.GetRequiredService<AdmissionPipeline>().DisposeAsync().AsTask().GetAwaiter().GetResult();
             try

@@ -19,7 +19,8 @@ public sealed class RelayService(
     MailboxAuthenticator authenticator,
     MailboxNotifier notifier,
     NodeOptions options,
-    TimeProvider clock) : Relay.RelayBase
+    TimeProvider clock,
+    Microsoft.Extensions.Hosting.IHostApplicationLifetime lifetime) : Relay.RelayBase
 {
     private const int MaxVerifyItems = 65_536;
 
@@ -33,44 +34,55 @@ public sealed class RelayService(
         // Submissions run concurrently (so they share verification batches); results go back in request order. The
         // window bounds one stream's share of the admission queue and with it the latency of every submission behind it.
         var inFlight = Channel.CreateBounded<Task<Receipt>>(options.StreamWindow);
+        // Reading stops when the client goes, when the writer fails (nobody would take the answers), or when the node
+        // begins to shut down (then what was read is still answered).
+        using var reading = CancellationTokenSource.CreateLinkedTokenSource(context.CancellationToken, lifetime.ApplicationStopping);
+        int answered = 0;
         Task writer = Task.Run(async () =>
         {
-            await foreach (Task<Receipt> task in inFlight.Reader.ReadAllAsync(context.CancellationToken))
+            try
             {
-                SubmitResult result;
-                try
+                await foreach (Task<Receipt> task in inFlight.Reader.ReadAllAsync(context.CancellationToken))
                 {
-                    result = new SubmitResult { Receipt = await task.ConfigureAwait(false) };
-                }
-                catch (RpcException e)
-                {
-                    result = new SubmitResult { StatusCode = (int)e.StatusCode, Error = e.Status.Detail };
-                }
+                    SubmitResult result;
+                    try
+                    {
+                        result = new SubmitResult { Receipt = await task.ConfigureAwait(false) };
+                    }
+                    catch (RpcException e)
+                    {
+                        result = new SubmitResult { StatusCode = (int)e.StatusCode, Error = e.Status.Detail };
+                    }
+                    catch (Exception e) when (e is not OperationCanceledException)
+                    {
+                        result = new SubmitResult { StatusCode = (int)StatusCode.Internal, Error = $"The node failed to admit the envelope: {e.Message}" };
+                    }
 
-                // Receipts complete a store group at a time: while the next one is ready too, this one is only
-                // buffered, so a run of receipts leaves in one flush (one HTTP/2 frame, one socket write), not one each.
-                bool nextReady = inFlight.Reader.TryPeek(out Task<Receipt>? next) && next.IsCompleted;
-                responseStream.WriteOptions = nextReady ? BufferedWrite : null;
-                await responseStream.WriteAsync(result, context.CancellationToken).ConfigureAwait(false);
+                    // Receipts complete a store group at a time: while the next one is ready too, this one is only
+                    // buffered, so a run of receipts leaves in one flush (one HTTP/2 frame, one socket write), not one each.
+                    bool nextReady = inFlight.Reader.TryPeek(out Task<Receipt>? next) && next.IsCompleted;
+                    responseStream.WriteOptions = nextReady ? BufferedWrite : null;
+                    await responseStream.WriteAsync(result, context.CancellationToken).ConfigureAwait(false);
+                    answered++;
+                }
+            }
+            catch
+            {
+                await reading.CancelAsync().ConfigureAwait(false);
+                throw;
             }
         });
 
         try
         {
-            await foreach (SubmitRequest request in requestStream.ReadAllAsync(context.CancellationToken))
+            await foreach (SubmitRequest request in requestStream.ReadAllAsync(reading.Token))
             {
-                Task<Receipt> task;
-                try
-                {
-                    task = admission.SubmitAsync(request.Envelope, context.CancellationToken);
-                }
-                catch (RpcException e)
-                {
-                    task = Task.FromException<Receipt>(e);
-                }
-
-                await inFlight.Writer.WriteAsync(task, context.CancellationToken).ConfigureAwait(false);
+                await inFlight.Writer.WriteAsync(admission.SubmitAsync(request.Envelope, context.CancellationToken), reading.Token).ConfigureAwait(false);
             }
+        }
+        catch (OperationCanceledException) when (reading.IsCancellationRequested && !context.CancellationToken.IsCancellationRequested && !writer.IsFaulted)
+        {
+            // The node is shutting down: answer what was read, then say so.
         }
         finally
         {
@@ -78,6 +90,11 @@ public sealed class RelayService(
         }
 
         await writer.ConfigureAwait(false);
+        if (lifetime.ApplicationStopping.IsCancellationRequested)
+        {
+            throw new RpcException(new Status(StatusCode.Unavailable,
+                $"The node is shutting down; the first {answered} requests of this stream were answered. Send the rest again later or through another node."));
+        }
     }
 
     public override Task<ChallengeResponse> Challenge(ChallengeRequest request, ServerCallContext context) =>
@@ -108,42 +125,56 @@ public sealed class RelayService(
     public override async Task Subscribe(SubscribeRequest request, IServerStreamWriter<MailEvent> responseStream, ServerCallContext context)
     {
         byte[] address = authenticator.Authenticate(request.Auth);
-        CancellationToken ct = context.CancellationToken;
+        // A subscription lasts until the client goes or the node begins to shut down (which would otherwise wait for it).
+        using var streaming = CancellationTokenSource.CreateLinkedTokenSource(context.CancellationToken, lifetime.ApplicationStopping);
+        CancellationToken ct = streaming.Token;
         using MailboxNotifier.Subscription subscription = notifier.Subscribe(address);
         MegaNetMetrics.ActiveSubscriptions.Add(1);
+        ulong sent = request.AfterSeq; // the last sequence number written to the client
         try
         {
-            ulong cursor = request.AfterSeq;
             var keepalive = TimeSpan.FromSeconds(options.KeepaliveSeconds);
-            while (!ct.IsCancellationRequested)
+            while (true)
             {
+                // A stop that began before this call got here ends it the same way as one that comes later.
+                ct.ThrowIfCancellationRequested();
+
                 // Drain everything after the cursor, then wait for a signal or the keepalive.
+                ulong from = sent;
                 while (true)
                 {
-                    MailboxPage page = await store.ListAsync(address, cursor, 256, ct).ConfigureAwait(false);
+                    MailboxPage page = await store.ListAsync(address, from, 256, ct).ConfigureAwait(false);
                     foreach (MailboxEntry entry in page.Entries)
                     {
-                        await responseStream.WriteAsync(new MailEvent { Item = ToItem(entry) }, ct).ConfigureAwait(false);
+                        // Writes end only with the client: cancelling one midway makes the server reset the stream,
+                        // and the client would see CANCELLED instead of the status below.
+                        await responseStream.WriteAsync(new MailEvent { Item = ToItem(entry) }, context.CancellationToken).ConfigureAwait(false);
+                        sent = entry.Seq;
                     }
 
                     // Until a page moves the cursor no further. A short page does not mean the end: entries acked or
                     // expired after the index was read are left out of it.
-                    if (page.NextCursor <= cursor)
+                    if (page.NextCursor <= from)
                     {
                         break;
                     }
 
-                    cursor = page.NextCursor;
+                    from = page.NextCursor;
                 }
 
                 if (!await subscription.WaitAsync(keepalive, ct).ConfigureAwait(false))
                 {
-                    await responseStream.WriteAsync(new MailEvent { KeepaliveUnixMs = clock.GetUtcNow().ToUnixTimeMilliseconds() }, ct).ConfigureAwait(false);
+                    await responseStream.WriteAsync(new MailEvent { KeepaliveUnixMs = clock.GetUtcNow().ToUnixTimeMilliseconds() }, context.CancellationToken).ConfigureAwait(false);
                 }
             }
         }
         catch (OperationCanceledException) when (ct.IsCancellationRequested)
         {
+            if (!context.CancellationToken.IsCancellationRequested)
+            {
+                throw new RpcException(new Status(StatusCode.Unavailable, $"The node is shutting down; subscribe again with after_seq {sent} to resume."));
+            }
+
             // The client went away.
         }
         finally
