@@ -29,7 +29,7 @@ public static class EnvelopeFormat
     private static readonly byte[] CoreDomain = Encoding.ASCII.GetBytes("meganet-envelope-v1");
     private static readonly byte[] PowDomain = Encoding.ASCII.GetBytes("meganet-pow-v1");
     private static readonly byte[] SealDomain = Encoding.ASCII.GetBytes("meganet-seal-v1");
-    private static readonly byte[] ContentDomain = Encoding.ASCII.GetBytes("meganet-content-v1");
+    private static readonly byte[] ContentDomain = Encoding.ASCII.GetBytes("meganet-content-v2");
     private static readonly byte[] AuthDomain = Encoding.ASCII.GetBytes("meganet-auth-v1");
 
     /// <summary>True if <paramref name="sealedLength"/> is a legal sealed payload size.</summary>
@@ -219,14 +219,7 @@ public static class EnvelopeFormat
         byte[] padded = new byte[size];
         BinaryPrimitives.WriteInt32LittleEndian(padded, plain.Length);
         plain.CopyTo(padded, 4);
-
-        var creation = new KeyCreationParameters { ExportPolicy = KeyExportPolicies.AllowPlaintextExport };
-        using Key ephemeral = Key.Create(KeyAgreementAlgorithm.X25519, creation);
-        byte[] ephemeralPublic = ephemeral.PublicKey.Export(KeyBlobFormat.RawPublicKey);
-        using Key aeadKey = DeriveSealKey(ephemeral, recipient.EncryptionKey, ephemeralPublic, recipient.EncryptionKey, recipient.Address);
-        byte[] nonce = RandomNumberGenerator.GetBytes(24);
-        byte[] ciphertext = AeadAlgorithm.XChaCha20Poly1305.Encrypt(aeadKey, nonce, SealAd(recipient.Address), padded);
-        byte[] sealedPayload = [.. ephemeralPublic, .. nonce, .. ciphertext];
+        byte[] sealedPayload = SealPadded(recipient, padded);
 
         var envelope = new Envelope
         {
@@ -234,19 +227,34 @@ public static class EnvelopeFormat
             Recipient = ByteString.CopyFrom(recipient.Address),
             ExpiresUnixMs = expiresAt.ToUnixTimeMilliseconds(),
             SealedPayload = ByteString.CopyFrom(sealedPayload),
-            SendingKey = ByteString.CopyFrom(sender.SendingPublicKey),
+            SendingKey = ByteString.CopyFrom(sender.SendingPublicKeyFor(recipient.Address)),
         };
         if (powBits > 0)
         {
             envelope.Pow = SolvePow(envelope, powBits);
         }
 
-        envelope.Signature = ByteString.CopyFrom(sender.SignWithSendingKey(SigningBytes(envelope)));
+        envelope.Signature = ByteString.CopyFrom(sender.SignWithSendingKeyFor(recipient.Address, SigningBytes(envelope)));
         return envelope;
     }
 
+    /// <summary>ephemeral X25519 public ‖ nonce ‖ XChaCha20-Poly1305 of <paramref name="padded"/> (already padded to a
+    /// class) to <paramref name="recipient"/>. Tests use it to seal what a well-behaved sender never would.</summary>
+    internal static byte[] SealPadded(ContactCard recipient, ReadOnlySpan<byte> padded)
+    {
+        var creation = new KeyCreationParameters { ExportPolicy = KeyExportPolicies.AllowPlaintextExport };
+        using Key ephemeral = Key.Create(KeyAgreementAlgorithm.X25519, creation);
+        byte[] ephemeralPublic = ephemeral.PublicKey.Export(KeyBlobFormat.RawPublicKey);
+        using Key aeadKey = DeriveSealKey(ephemeral, recipient.EncryptionKey, ephemeralPublic, recipient.EncryptionKey, recipient.Address);
+        byte[] nonce = RandomNumberGenerator.GetBytes(24);
+        byte[] ciphertext = AeadAlgorithm.XChaCha20Poly1305.Encrypt(aeadKey, nonce, SealAd(recipient.Address), padded);
+        return [.. ephemeralPublic, .. nonce, .. ciphertext];
+    }
+
     /// <summary>Opens an envelope addressed to <paramref name="recipient"/> and checks the sender's content signature.</summary>
-    /// <exception cref="CryptographicException">Not for this identity, tampered with, or the content signature is wrong.</exception>
+    /// <exception cref="CryptographicException">Not for this identity, tampered with, malformed inside (anyone can seal
+    /// junk to an address: a relay cannot look inside), or the content signature is wrong. Nothing else is thrown for
+    /// any envelope.</exception>
     public static SealedContent Open(Identity recipient, Envelope envelope)
     {
         ArgumentNullException.ThrowIfNull(recipient);
@@ -266,16 +274,36 @@ public static class EnvelopeFormat
             throw new CryptographicException("The sealed payload does not decrypt: it was not sealed to this identity or was altered.");
         }
 
-        int length = BinaryPrimitives.ReadInt32LittleEndian(padded);
+        int length = padded.Length >= 4 ? BinaryPrimitives.ReadInt32LittleEndian(padded) : -1;
         if (length < 0 || length > padded.Length - 4)
         {
             throw new CryptographicException("The sealed payload's length prefix is out of range.");
         }
 
-        SealedContent inner = SealedContent.Parser.ParseFrom(padded, 4, length);
-        if (inner.SenderSigningKey.Length != 32 || inner.ContentSignature.Length != 64)
+        if (padded.AsSpan(4 + length).ContainsAnyExcept((byte)0))
         {
-            throw new CryptographicException("The sealed content has no valid sender key or signature.");
+            // One padding per content: the sender cannot hide anything in it.
+            throw new CryptographicException("The sealed payload's padding is not zeros.");
+        }
+
+        SealedContent inner;
+        try
+        {
+            inner = SealedContent.Parser.ParseFrom(padded, 4, length);
+        }
+        catch (InvalidProtocolBufferException e)
+        {
+            throw new CryptographicException($"The sealed content is malformed ({e.Message}).", e);
+        }
+
+        if (inner.SenderSigningKey.Length != 32 || inner.SenderEncryptionKey.Length != 32 || inner.ContentSignature.Length != 64)
+        {
+            throw new CryptographicException("The sealed content has no valid sender keys or signature.");
+        }
+
+        if (inner.SentUnixMs < 0 || inner.SentUnixMs > DateTimeOffset.MaxValue.ToUnixTimeMilliseconds())
+        {
+            throw new CryptographicException($"The sealed content's sending time ({inner.SentUnixMs} ms) is not a date.");
         }
 
         var senderKey = PublicKey.Import(SignatureAlgorithm.Ed25519, inner.SenderSigningKey.Span, KeyBlobFormat.RawPublicKey);
@@ -287,13 +315,16 @@ public static class EnvelopeFormat
         return inner;
     }
 
-    /// <summary>BLAKE2b-256("meganet-content-v1" ‖ recipient ‖ sent u64 BE ‖ len-prefixed content type, file name, content).</summary>
+    /// <summary>BLAKE2b-256("meganet-content-v2" ‖ recipient ‖ sender address ‖ sent i64 BE ‖ len-prefixed content
+    /// type, file name, content). The sender's address (of both its keys) is signed so nobody can present a signed
+    /// message with their own encryption key in the sender's card (replies would go to them).</summary>
     public static byte[] ContentDigest(ReadOnlySpan<byte> recipientAddress, SealedContent inner)
     {
         ArgumentNullException.ThrowIfNull(inner);
         using var stream = new MemoryStream();
         stream.Write(ContentDomain);
         stream.Write(recipientAddress);
+        stream.Write(ContactCard.ComputeAddress(inner.SenderSigningKey.Span, inner.SenderEncryptionKey.Span));
         Span<byte> number = stackalloc byte[8];
         BinaryPrimitives.WriteInt64BigEndian(number, inner.SentUnixMs);
         stream.Write(number);

@@ -6,8 +6,9 @@ namespace MegaNet.Api;
 
 /// <summary>
 /// A person's MegaNet identity: an Ed25519 signing key and an X25519 encryption key, plus a separate Ed25519
-/// <em>sending</em> key that signs envelopes (pseudonymous: relays see it, never the identity). The address is
-/// BLAKE2b-256(signing public key ‖ encryption public key).
+/// <em>sending</em> seed from which the keys that sign envelopes are derived, one per recipient (pseudonymous: relays
+/// see them, never the identity, and cannot tell that envelopes to two recipients come from one sender). The address
+/// is BLAKE2b-256(signing public key ‖ encryption public key).
 /// </summary>
 public sealed class Identity : IDisposable
 {
@@ -21,7 +22,6 @@ public sealed class Identity : IDisposable
         Card = new ContactCard(
             signing.PublicKey.Export(KeyBlobFormat.RawPublicKey),
             encryption.PublicKey.Export(KeyBlobFormat.RawPublicKey));
-        SendingPublicKey = sending.PublicKey.Export(KeyBlobFormat.RawPublicKey);
     }
 
     /// <summary>The identity signing key (signs content and mailbox challenges).</summary>
@@ -30,14 +30,50 @@ public sealed class Identity : IDisposable
     /// <summary>The X25519 key sealed payloads are opened with.</summary>
     internal Key EncryptionKey { get; }
 
-    /// <summary>The envelope signing key relays see.</summary>
+    /// <summary>The sending seed, kept as a key (envelopes are signed by keys derived from it per recipient).</summary>
     internal Key SendingKey { get; }
+
+    private static readonly byte[] SendingDomain = "meganet-sending-v1"u8.ToArray();
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, Key> _sendingKeys = new();
 
     /// <summary>The public half others send to.</summary>
     public ContactCard Card { get; }
 
-    /// <summary>The sending key's public half.</summary>
-    public byte[] SendingPublicKey { get; }
+    /// <summary>The sending key envelopes to <paramref name="recipientAddress"/> carry.</summary>
+    public byte[] SendingPublicKeyFor(ReadOnlySpan<byte> recipientAddress) =>
+        SendingKeyFor(recipientAddress).PublicKey.Export(KeyBlobFormat.RawPublicKey);
+
+    /// <summary>Signs <paramref name="data"/> with the sending key for <paramref name="recipientAddress"/>.</summary>
+    public byte[] SignWithSendingKeyFor(ReadOnlySpan<byte> recipientAddress, ReadOnlySpan<byte> data) =>
+        SignatureAlgorithm.Ed25519.Sign(SendingKeyFor(recipientAddress), data);
+
+    /// <summary>
+    /// Ed25519 seed = HKDF-SHA256(sending seed, info = "meganet-sending-v1" ‖ recipient address): one pseudonym per
+    /// recipient, so relays cannot link a sender's envelopes to different recipients (a contact graph), while envelopes
+    /// to one recipient share a key the relay's rate limit and verification key cache can hold on to.
+    /// </summary>
+    private Key SendingKeyFor(ReadOnlySpan<byte> recipientAddress)
+    {
+        string id = Convert.ToHexString(recipientAddress);
+        if (_sendingKeys.TryGetValue(id, out Key? key))
+        {
+            return key;
+        }
+
+        byte[] seed = SendingKey.Export(KeyBlobFormat.RawPrivateKey);
+        byte[] derived = System.Security.Cryptography.HKDF.Expand(System.Security.Cryptography.HashAlgorithmName.SHA256,
+            System.Security.Cryptography.HKDF.Extract(System.Security.Cryptography.HashAlgorithmName.SHA256, seed), 32, [.. SendingDomain, .. recipientAddress]);
+        System.Security.Cryptography.CryptographicOperations.ZeroMemory(seed);
+        key = Key.Import(SignatureAlgorithm.Ed25519, derived, KeyBlobFormat.RawPrivateKey);
+        System.Security.Cryptography.CryptographicOperations.ZeroMemory(derived);
+        if (!_sendingKeys.TryAdd(id, key))
+        {
+            key.Dispose();
+            key = _sendingKeys[id];
+        }
+
+        return key;
+    }
 
     /// <summary>This identity's 32-byte address.</summary>
     public byte[] Address => Card.Address;
@@ -51,8 +87,6 @@ public sealed class Identity : IDisposable
     /// <summary>Signs <paramref name="data"/> with the identity key.</summary>
     public byte[] SignWithIdentity(ReadOnlySpan<byte> data) => SignatureAlgorithm.Ed25519.Sign(SigningKey, data);
 
-    /// <summary>Signs <paramref name="data"/> with the sending key.</summary>
-    public byte[] SignWithSendingKey(ReadOnlySpan<byte> data) => SignatureAlgorithm.Ed25519.Sign(SendingKey, data);
 
     /// <summary>Writes the identity (private keys) to <paramref name="path"/>, readable by the owner only.</summary>
     public void Save(string path)
@@ -72,7 +106,9 @@ public sealed class Identity : IDisposable
         }
 
         string temp = path + ".tmp";
-        var options = new FileStreamOptions { Mode = FileMode.Create, Access = FileAccess.Write };
+        // A new file, never a leftover one (or a link someone placed there): the mode below applies only on creation.
+        File.Delete(temp);
+        var options = new FileStreamOptions { Mode = FileMode.CreateNew, Access = FileAccess.Write };
         if (!OperatingSystem.IsWindows())
         {
             // Private keys: owner read/write only, from the moment the file exists.
@@ -125,6 +161,10 @@ public sealed class Identity : IDisposable
         SigningKey.Dispose();
         EncryptionKey.Dispose();
         SendingKey.Dispose();
+        foreach (Key key in _sendingKeys.Values)
+        {
+            key.Dispose();
+        }
     }
 }
 

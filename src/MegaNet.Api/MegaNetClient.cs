@@ -15,6 +15,28 @@ namespace MegaNet.Api;
 /// <param name="LogIndex">The envelope's leaf in the node's transparency log.</param>
 public sealed record ReceivedMessage(ulong Seq, byte[] EnvelopeId, ContactCard Sender, SealedContent Content, long LogIndex);
 
+/// <summary>Mail that does not open: not sealed to this identity, altered, malformed inside, or with a content signature
+/// that does not verify. Anyone can seal junk to an address (a relay cannot look inside), so such items are reported
+/// and skipped, never allowed to stop the rest of the mailbox; acknowledge them to delete them.</summary>
+/// <param name="Seq">Mailbox sequence number.</param>
+/// <param name="EnvelopeId">The envelope id.</param>
+/// <param name="Reason">Why it does not open.</param>
+public sealed record UnreadableMessage(ulong Seq, byte[] EnvelopeId, string Reason);
+
+/// <summary>One page of a mailbox.</summary>
+/// <param name="Messages">The messages that opened, in sequence order.</param>
+/// <param name="Unreadable">The items that did not (see <see cref="UnreadableMessage"/>).</param>
+/// <param name="NextCursor">The cursor for the next page; the page was the last when it did not move.</param>
+public sealed record FetchResult(IReadOnlyList<ReceivedMessage> Messages, IReadOnlyList<UnreadableMessage> Unreadable, ulong NextCursor)
+{
+    /// <summary>(Messages, NextCursor), for callers that only read.</summary>
+    public void Deconstruct(out IReadOnlyList<ReceivedMessage> messages, out ulong nextCursor)
+    {
+        messages = Messages;
+        nextCursor = NextCursor;
+    }
+}
+
 /// <summary>
 /// The client library thin clients use: seals and submits envelopes, authenticates to its mailbox with a signed
 /// challenge, fetches, listens and acknowledges, and checks receipts against the node's transparency log.
@@ -98,12 +120,26 @@ public sealed class MegaNetClient : IDisposable
     }
 
     /// <summary>Fetches and opens one page of mail after <paramref name="afterSeq"/>.</summary>
-    public async Task<(IReadOnlyList<ReceivedMessage> Messages, ulong NextCursor)> FetchAsync(Identity identity, ulong afterSeq = 0, int limit = 100,
+    public async Task<FetchResult> FetchAsync(Identity identity, ulong afterSeq = 0, int limit = 100,
         CancellationToken cancellationToken = default)
     {
         MailboxAuth auth = await AuthenticateAsync(identity, cancellationToken);
         FetchResponse page = await Relay.FetchAsync(new FetchRequest { Auth = auth, AfterSeq = afterSeq, Limit = limit }, cancellationToken: cancellationToken);
-        return (page.Items.Select(i => Open(identity, i)).ToList(), page.NextCursor);
+        var messages = new List<ReceivedMessage>(page.Items.Count);
+        var unreadable = new List<UnreadableMessage>();
+        foreach (MailItem item in page.Items)
+        {
+            if (TryOpen(identity, item, out ReceivedMessage? message, out UnreadableMessage? bad))
+            {
+                messages.Add(message);
+            }
+            else
+            {
+                unreadable.Add(bad);
+            }
+        }
+
+        return new FetchResult(messages, unreadable, page.NextCursor);
     }
 
     /// <summary>Deletes messages from the mailbox.</summary>
@@ -123,16 +159,27 @@ public sealed class MegaNetClient : IDisposable
         return deleted;
     }
 
-    /// <summary>Streams mail as it arrives (after <paramref name="afterSeq"/>), opened; keepalives are consumed silently.</summary>
-    public async IAsyncEnumerable<ReceivedMessage> ListenAsync(Identity identity, ulong afterSeq = 0, [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    /// <summary>Streams mail as it arrives (after <paramref name="afterSeq"/>), opened; keepalives are consumed silently.
+    /// Items that do not open are skipped and handed to <paramref name="unreadable"/> when given.</summary>
+    public async IAsyncEnumerable<ReceivedMessage> ListenAsync(Identity identity, ulong afterSeq = 0, [EnumeratorCancellation] CancellationToken cancellationToken = default,
+        Action<UnreadableMessage>? unreadable = null)
     {
         MailboxAuth auth = await AuthenticateAsync(identity, cancellationToken);
         using AsyncServerStreamingCall<MailEvent> call = Relay.Subscribe(new SubscribeRequest { Auth = auth, AfterSeq = afterSeq }, cancellationToken: cancellationToken);
         await foreach (MailEvent e in call.ResponseStream.ReadAllAsync(cancellationToken))
         {
-            if (e.KindCase == MailEvent.KindOneofCase.Item)
+            if (e.KindCase != MailEvent.KindOneofCase.Item)
             {
-                yield return Open(identity, e.Item);
+                continue;
+            }
+
+            if (TryOpen(identity, e.Item, out ReceivedMessage? message, out UnreadableMessage? bad))
+            {
+                yield return message;
+            }
+            else
+            {
+                unreadable?.Invoke(bad);
             }
         }
     }
@@ -161,11 +208,25 @@ public sealed class MegaNetClient : IDisposable
             : "the inclusion proof does not lead to the tree head's root";
     }
 
-    private static ReceivedMessage Open(Identity identity, MailItem item)
+    private static bool TryOpen(Identity identity, MailItem item, [System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out ReceivedMessage? message,
+        [System.Diagnostics.CodeAnalysis.NotNullWhen(false)] out UnreadableMessage? unreadable)
     {
-        SealedContent content = EnvelopeFormat.Open(identity, item.Envelope);
-        var sender = new ContactCard(content.SenderSigningKey.ToByteArray(), content.SenderEncryptionKey.ToByteArray());
-        return new ReceivedMessage(item.Seq, item.EnvelopeId.ToByteArray(), sender, content, item.LogIndex);
+        // The id the client computes, not the one the node says: a receipt or an ack is then about these very bytes.
+        byte[] id = item.Envelope is null ? item.EnvelopeId.ToByteArray() : EnvelopeFormat.EnvelopeId(item.Envelope);
+        try
+        {
+            SealedContent content = EnvelopeFormat.Open(identity, item.Envelope ?? throw new System.Security.Cryptography.CryptographicException("The item carries no envelope."));
+            var sender = new ContactCard(content.SenderSigningKey.ToByteArray(), content.SenderEncryptionKey.ToByteArray());
+            message = new ReceivedMessage(item.Seq, id, sender, content, item.LogIndex);
+            unreadable = null;
+            return true;
+        }
+        catch (System.Security.Cryptography.CryptographicException e)
+        {
+            message = null;
+            unreadable = new UnreadableMessage(item.Seq, id, e.Message);
+            return false;
+        }
     }
 
     /// <inheritdoc />

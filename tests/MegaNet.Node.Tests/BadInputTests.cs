@@ -13,7 +13,7 @@ public sealed class BadInputTests
     private static Envelope Valid(Identity from, Identity to, string text = "x", int powBits = 0) =>
         EnvelopeFormat.Seal(from, to.Card, Encoding.UTF8.GetBytes(text), "text/plain", null, DateTimeOffset.UtcNow.AddDays(1), powBits);
 
-    private static void Resign(Envelope e, Identity from) => e.Signature = ByteString.CopyFrom(from.SignWithSendingKey(EnvelopeFormat.SigningBytes(e)));
+    private static void Resign(Envelope e, Identity from) => e.Signature = ByteString.CopyFrom(from.SignWithSendingKeyFor(e.Recipient.Span, EnvelopeFormat.SigningBytes(e)));
 
     private static async Task<RpcException> Refused(MegaNetClient client, Envelope envelope) =>
         await Assert.ThrowsAsync<RpcException>(async () => await client.Relay.SubmitAsync(new SubmitRequest { Envelope = envelope }));
@@ -36,7 +36,7 @@ public sealed class BadInputTests
 
         // Signed by a different key than the one named.
         Envelope otherKey = Valid(alice, bob);
-        otherKey.SendingKey = ByteString.CopyFrom(bob.SendingPublicKey);
+        otherKey.SendingKey = ByteString.CopyFrom(bob.SendingPublicKeyFor(bob.Address));
         Assert.Equal(StatusCode.InvalidArgument, (await Refused(client, otherKey)).StatusCode);
 
         // Expired (re-signed, so only the expiry is wrong).

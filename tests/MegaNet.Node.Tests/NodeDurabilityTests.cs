@@ -139,9 +139,22 @@ public sealed class NodeDurabilityTests(ITestOutputHelper output)
 
         Assert.True(stopping.Elapsed < TimeSpan.FromSeconds(20), "the stop waited for the subscription's timeout");
         RpcException bulkEnded = await bulk;
-        Assert.True(bulkEnded.StatusCode == StatusCode.Unavailable && bulkEnded.Status.Detail.Contains("shutting down", StringComparison.Ordinal),
-            $"the bulk stream ended with {bulkEnded.StatusCode}: {bulkEnded.Status.Detail}");
-        Assert.Contains($"the first {streamed.Count} requests", bulkEnded.Status.Detail, StringComparison.Ordinal);
+        output.WriteLine($"the bulk stream ended with {bulkEnded.StatusCode}: {bulkEnded.Status.Detail}");
+        if (bulkEnded.Status.DebugException is null)
+        {
+            // The node's own answer: what it read was answered, and it says how much.
+            Assert.Equal(StatusCode.Unavailable, bulkEnded.StatusCode);
+            Assert.Contains($"shutting down; the first {streamed.Count} requests", bulkEnded.Status.Detail, StringComparison.Ordinal);
+        }
+        else
+        {
+            // The client was still sending when the node closed the connection once every call was answered; the
+            // kernel then resets the connection and the client can lose the tail of what it had not read yet,
+            // status included (the client sees a transport error, whose words vary). The receipts it did read must
+            // still hold (below).
+            Assert.NotEqual(StatusCode.OK, bulkEnded.StatusCode);
+        }
+
         RpcException ended = await subscription;
         Assert.True(ended.StatusCode == StatusCode.Unavailable, $"the subscription ended with {ended.StatusCode}: {ended.Status.Detail}");
         // Shutting down is UNAVAILABLE, never "queue full" (a retry there is pointless) or UNKNOWN.

@@ -137,10 +137,17 @@ internal static class ClientCommands
         var seen = new List<ulong>();
         while (true)
         {
-            (IReadOnlyList<ReceivedMessage> messages, ulong next) = await client.FetchAsync(id, cursor, 100, ct);
+            (IReadOnlyList<ReceivedMessage> messages, IReadOnlyList<UnreadableMessage> unreadable, ulong next) = await client.FetchAsync(id, cursor, 100, ct);
             foreach (ReceivedMessage m in messages)
             {
                 Print(m, json);
+                seen.Add(m.Seq);
+            }
+
+            // Junk anyone sealed to this address: reported, and deleted with the rest under --ack.
+            foreach (UnreadableMessage m in unreadable)
+            {
+                Warn(m);
                 seen.Add(m.Seq);
             }
 
@@ -183,7 +190,7 @@ internal static class ClientCommands
     {
         try
         {
-            await foreach (ReceivedMessage m in client.ListenAsync(id, after, ct))
+            await foreach (ReceivedMessage m in client.ListenAsync(id, after, ct, Warn))
             {
                 Print(m, json);
             }
@@ -295,9 +302,30 @@ internal static class ClientCommands
 
         string when = DateTimeOffset.FromUnixTimeMilliseconds(c.SentUnixMs).ToString("u", System.Globalization.CultureInfo.InvariantCulture);
         Console.WriteLine(isText
-            ? $"[{m.Seq}] {when} from {m.Sender}: {c.Content.ToStringUtf8()}"
-            : $"[{m.Seq}] {when} from {m.Sender}: file '{c.FileName}' ({c.Content.Length} bytes; use --json to get its contents)");
+            ? $"[{m.Seq}] {when} from {m.Sender}: {Printable(c.Content.ToStringUtf8())}"
+            : $"[{m.Seq}] {when} from {m.Sender}: file '{Printable(c.FileName)}' ({c.Content.Length} bytes; use --json to get its contents)");
     }
+
+    /// <summary>What a sender wrote, with control characters shown as \uXXXX: text from anyone must not drive the
+    /// terminal (escape sequences can rewrite what is on screen or set the window title).</summary>
+    private static string Printable(string text)
+    {
+        if (!text.Any(ch => char.IsControl(ch) && ch != '\n' && ch != '\t'))
+        {
+            return text;
+        }
+
+        var b = new StringBuilder(text.Length + 16);
+        foreach (char ch in text)
+        {
+            b.Append(char.IsControl(ch) && ch != '\n' && ch != '\t' ? $"\\u{(int)ch:x4}" : ch);
+        }
+
+        return b.ToString();
+    }
+
+    private static void Warn(UnreadableMessage m) =>
+        Console.Error.WriteLine($"[{m.Seq}] unreadable, skipped (envelope {Convert.ToHexStringLower(m.EnvelopeId)}): {m.Reason}");
 
     private static Identity LoadIdentity(string path)
     {

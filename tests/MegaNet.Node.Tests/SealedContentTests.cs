@@ -1,0 +1,153 @@
+using System.Buffers.Binary;
+using System.Security.Cryptography;
+using System.Text;
+using Google.Protobuf;
+using MegaNet.Api;
+using MegaNet.Api.V1;
+using NSec.Cryptography;
+
+namespace MegaNet.Node.Tests;
+
+/// <summary>What a recipient accepts from inside a sealed payload, which no relay can check for it.</summary>
+public sealed class SealedContentTests
+{
+    /// <summary>An envelope around <paramref name="sealedPayload"/>, correctly signed by <paramref name="sendingAs"/>'s
+    /// sending key: what anyone can submit to any address.</summary>
+    private static Envelope Wrap(Identity sendingAs, ContactCard to, byte[] sealedPayload)
+    {
+        var envelope = new Envelope
+        {
+            Version = EnvelopeFormat.Version,
+            Recipient = ByteString.CopyFrom(to.Address),
+            ExpiresUnixMs = DateTimeOffset.UtcNow.AddDays(1).ToUnixTimeMilliseconds(),
+            SealedPayload = ByteString.CopyFrom(sealedPayload),
+            SendingKey = ByteString.CopyFrom(sendingAs.SendingPublicKeyFor(to.Address)),
+        };
+        envelope.Signature = ByteString.CopyFrom(sendingAs.SignWithSendingKeyFor(to.Address, EnvelopeFormat.SigningBytes(envelope)));
+        return envelope;
+    }
+
+    /// <summary><paramref name="inner"/> as a padded 1 KiB plaintext, signed by <paramref name="signer"/> (or left as is).</summary>
+    private static byte[] Padded(SealedContent inner, ContactCard to, Identity? signer, byte fill = 0)
+    {
+        if (signer is not null)
+        {
+            inner.ContentSignature = ByteString.CopyFrom(signer.SignWithIdentity(EnvelopeFormat.ContentDigest(to.Address, inner)));
+        }
+
+        byte[] plain = inner.ToByteArray();
+        byte[] padded = new byte[1024];
+        padded.AsSpan().Fill(fill);
+        BinaryPrimitives.WriteInt32LittleEndian(padded, plain.Length);
+        plain.CopyTo(padded, 4);
+        return padded;
+    }
+
+    private static SealedContent Inner(Identity from, string text) => new()
+    {
+        SenderSigningKey = ByteString.CopyFrom(from.Card.SigningKey),
+        SenderEncryptionKey = ByteString.CopyFrom(from.Card.EncryptionKey),
+        SentUnixMs = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds(),
+        ContentType = "text/plain",
+        Content = ByteString.CopyFromUtf8(text),
+    };
+
+    [Fact]
+    public async Task Junk_sealed_to_an_address_is_reported_and_skipped_not_a_wall_in_front_of_the_mailbox()
+    {
+        await using TestNode node = await TestNode.StartAsync();
+        using MegaNetClient client = node.Client();
+        using Identity alice = Identity.Create(), bob = Identity.Create(), mallory = Identity.Create();
+        // Random bytes sealed to Bob: the relay cannot tell, so it stores them like any mail.
+        await client.Relay.SubmitAsync(new SubmitRequest { Envelope = Wrap(mallory, bob.Card, EnvelopeFormat.SealPadded(bob.Card, RandomNumberGenerator.GetBytes(1024))) });
+        await client.SendAsync(alice, bob.Card, Encoding.UTF8.GetBytes("the real one"), "text/plain");
+
+        FetchResult page = await client.FetchAsync(bob);
+        Assert.Equal("the real one", Assert.Single(page.Messages).Content.Content.ToStringUtf8());
+        UnreadableMessage junk = Assert.Single(page.Unreadable);
+        Assert.Equal(1UL, junk.Seq);
+        Assert.NotEmpty(junk.Reason);
+
+        // Live delivery goes past it too, and says so.
+        var skipped = new List<UnreadableMessage>();
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+        await foreach (ReceivedMessage m in client.ListenAsync(bob, 0, cts.Token, skipped.Add))
+        {
+            Assert.Equal("the real one", m.Content.Content.ToStringUtf8());
+            break;
+        }
+
+        Assert.Equal(1UL, Assert.Single(skipped).Seq);
+
+        // And it can be deleted like any mail.
+        Assert.Equal(1, await client.AckAsync(bob, [junk.Seq]));
+        Assert.Empty((await client.FetchAsync(bob)).Unreadable);
+        node.AssertNoServerErrors();
+    }
+
+    [Fact]
+    public void Every_malformed_inside_is_a_CryptographicException_naming_the_fault()
+    {
+        using Identity alice = Identity.Create(), bob = Identity.Create();
+        Envelope Sealed(byte[] padded) => Wrap(alice, bob.Card, EnvelopeFormat.SealPadded(bob.Card, padded));
+        string Refusal(byte[] padded) => Assert.Throws<CryptographicException>(() => EnvelopeFormat.Open(bob, Sealed(padded))).Message;
+
+        // Sound, as a baseline.
+        Assert.Equal("hi", EnvelopeFormat.Open(bob, Sealed(Padded(Inner(alice, "hi"), bob.Card, alice))).Content.ToStringUtf8());
+
+        // Not protobuf inside.
+        byte[] garbage = new byte[1024];
+        BinaryPrimitives.WriteInt32LittleEndian(garbage, 100);
+        garbage.AsSpan(4, 100).Fill(0xFF);
+        Assert.Contains("malformed", Refusal(garbage));
+        // A length prefix beyond the payload.
+        byte[] longPrefix = new byte[1024];
+        BinaryPrimitives.WriteInt32LittleEndian(longPrefix, 5000);
+        Assert.Contains("length prefix", Refusal(longPrefix));
+        // Padding that carries something.
+        Assert.Contains("padding", Refusal(Padded(Inner(alice, "hi"), bob.Card, alice, fill: 0x41)));
+        // A sender encryption key of the wrong size.
+        SealedContent shortKey = Inner(alice, "hi");
+        shortKey.SenderEncryptionKey = ByteString.CopyFrom(new byte[5]);
+        Assert.Contains("sender keys", Refusal(Padded(shortKey, bob.Card, alice)));
+        // A properly signed sending time that no calendar has.
+        SealedContent never = Inner(alice, "hi");
+        never.SentUnixMs = long.MaxValue;
+        Assert.Contains("not a date", Refusal(Padded(never, bob.Card, alice)));
+    }
+
+    [Fact]
+    public void Envelopes_to_different_recipients_carry_sending_keys_a_relay_cannot_link()
+    {
+        using Identity alice = Identity.Create(), bob = Identity.Create(), carol = Identity.Create();
+        DateTimeOffset expires = DateTimeOffset.UtcNow.AddDays(1);
+        Envelope toBob = EnvelopeFormat.Seal(alice, bob.Card, [1], "text/plain", null, expires);
+        Envelope toBobAgain = EnvelopeFormat.Seal(alice, bob.Card, [2], "text/plain", null, expires);
+        Envelope toCarol = EnvelopeFormat.Seal(alice, carol.Card, [3], "text/plain", null, expires);
+        Assert.Equal(toBob.SendingKey, toBobAgain.SendingKey);
+        Assert.NotEqual(toBob.SendingKey, toCarol.SendingKey);
+
+        // Derived from the saved seed: the same pseudonym after a restart of the client.
+        string path = Path.Combine(Directory.CreateTempSubdirectory("meganet-id-").FullName, "alice.json");
+        alice.Save(path);
+        using Identity reloaded = Identity.Load(path);
+        Assert.Equal(toBob.SendingKey.ToByteArray(), reloaded.SendingPublicKeyFor(bob.Address));
+        Directory.Delete(Path.GetDirectoryName(path)!, recursive: true);
+    }
+
+    [Fact]
+    public void The_sender_signature_covers_both_sender_keys()
+    {
+        using Identity alice = Identity.Create(), bob = Identity.Create(), mallory = Identity.Create();
+        // Mallory has a message Alice signed for Bob and re-seals it with her own encryption key in the sender card, so
+        // that Bob's replies would be sealed to her.
+        SealedContent signed = Inner(alice, "meet at noon");
+        byte[] padded = Padded(signed, bob.Card, alice);
+        SealedContent swapped = signed.Clone();
+        swapped.SenderEncryptionKey = ByteString.CopyFrom(mallory.Card.EncryptionKey);
+        byte[] resealed = Padded(swapped, bob.Card, signer: null);
+        Assert.Equal("meet at noon", EnvelopeFormat.Open(bob, Wrap(mallory, bob.Card, EnvelopeFormat.SealPadded(bob.Card, padded))).Content.ToStringUtf8());
+        CryptographicException e = Assert.Throws<CryptographicException>(() => EnvelopeFormat.Open(bob, Wrap(mallory, bob.Card, EnvelopeFormat.SealPadded(bob.Card, resealed))));
+        Assert.Contains("signature", e.Message);
+    }
+}
