@@ -28,12 +28,15 @@ internal sealed partial class DirectFileDevice : StorageDeviceBase
     private readonly IoQueue _io = new();
     private readonly Thread[] _workers;
     private readonly int _flags;
+    private readonly bool _buffered;
+    private readonly List<int> _held = [];
     private int _pending;
 
-    private DirectFileDevice(string filename, int directFlag)
+    private DirectFileDevice(string filename, int directFlag, bool buffered = false)
         : base(filename, Sector, Devices.CAPACITY_UNSPECIFIED)
     {
         _flags = ORdWr | OCreat | ODsync | OCloexec | directFlag;
+        _buffered = buffered;
         _workers = new Thread[IoThreads];
         for (int i = 0; i < _workers.Length; i++)
         {
@@ -103,6 +106,38 @@ internal sealed partial class DirectFileDevice : StorageDeviceBase
         return new DirectFileDevice(filename, direct);
     }
 
+    /// <summary>The same device without direct I/O (the page cache, written through), on any OS and file system: for
+    /// where <see cref="TryCreate"/> says no and <see cref="DeferRemovals"/> is still needed.</summary>
+    public static DirectFileDevice CreateBuffered(string filename)
+    {
+        Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(filename))!);
+        return new DirectFileDevice(filename, 0, buffered: true);
+    }
+
+    /// <summary>
+    /// When set, segments FASTER removes stay on disk until <see cref="RemoveHeldSegments"/>. FASTER deletes the table's
+    /// segments below a compacted begin address while it commits the next checkpoint, before the store's manifest names
+    /// that checkpoint: a crash in between recovered the old checkpoint, whose records were in those segments.
+    /// </summary>
+    public bool DeferRemovals { get; set; }
+
+    /// <summary>Deletes the segments held back since the last call (the checkpoint that no longer needs them is the
+    /// one the manifest names now).</summary>
+    public void RemoveHeldSegments()
+    {
+        int[] held;
+        lock (_held)
+        {
+            held = [.. _held];
+            _held.Clear();
+        }
+
+        foreach (int segment in held)
+        {
+            Remove(segment);
+        }
+    }
+
     /// <inheritdoc />
     public override unsafe void WriteAsync(IntPtr sourceAddress, int segmentId, ulong destinationAddress, uint numBytesToWrite, DeviceIOCompletionCallback callback, object context)
     {
@@ -150,6 +185,21 @@ internal sealed partial class DirectFileDevice : StorageDeviceBase
 
     /// <inheritdoc />
     public override void RemoveSegment(int segment)
+    {
+        if (DeferRemovals)
+        {
+            lock (_held)
+            {
+                _held.Add(segment);
+            }
+
+            return;
+        }
+
+        Remove(segment);
+    }
+
+    private void Remove(int segment)
     {
         if (_segments.TryRemove(segment, out SafeFileHandle? handle))
         {
@@ -206,7 +256,9 @@ internal sealed partial class DirectFileDevice : StorageDeviceBase
     }
 
     private SafeFileHandle Segment(int segmentId) =>
-        _segments.GetOrAdd(segmentId, static (id, device) => Open(device.GetSegmentFilename(device.FileName, id), device._flags), this);
+        _segments.GetOrAdd(segmentId, static (id, device) => device._buffered
+            ? File.OpenHandle(device.GetSegmentFilename(device.FileName, id), FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.ReadWrite | FileShare.Delete, FileOptions.WriteThrough)
+            : Open(device.GetSegmentFilename(device.FileName, id), device._flags), this);
 
     private static SafeFileHandle Open(string path, int flags)
     {

@@ -30,7 +30,10 @@ internal sealed class EnvelopeKv : IDisposable
     private readonly List<IDisposable> _allSessions = [];
     // Drives checkpoints (one at a time: the store's committer never overlaps them).
     private ClientSession<SpanByte, SpanByte, SpanByte, byte[], Empty, SpanByteFunctions_ByteArrayOutput<Empty>>? _checkpointer;
-    private readonly DirectFileDevice? _direct;
+    private readonly DirectFileDevice _device;
+
+    // 64 MiB table segments: the unit compaction frees.
+    private const int SegmentBits = 26;
     private long _diskReads;
 
     /// <param name="directory">Directory of the hybrid log and its checkpoints.</param>
@@ -44,18 +47,18 @@ internal sealed class EnvelopeKv : IDisposable
         {
             MemorySize = 1L << memoryBits,
             PageSize = 1L << Math.Min(22, memoryBits - 2),
-            SegmentSize = 1L << 26,
+            SegmentSize = 1L << SegmentBits,
             IndexSize = indexBytes,
             TryRecoverLatest = false,
             RemoveOutdatedCheckpoints = false,
         };
-        if (DirectFileDevice.TryCreate(Path.Combine(directory, "hlog.log")) is { } direct)
-        {
-            // Page flushes straight to disk instead of through the page cache (see DirectFileDevice).
-            settings.LogDevice.Dispose();
-            settings.LogDevice = direct;
-            _direct = direct;
-        }
+        // Page flushes straight to disk instead of through the page cache where the file system allows (see
+        // DirectFileDevice); either way segments freed by compaction wait for the manifest (see DeferRemovals).
+        string hlog = Path.Combine(directory, "hlog.log");
+        _device = DirectFileDevice.TryCreate(hlog) ?? DirectFileDevice.CreateBuffered(hlog);
+        _device.DeferRemovals = true;
+        settings.LogDevice.Dispose();
+        settings.LogDevice = _device;
 
         Directory = directory;
         IndexBytes = indexBytes;
@@ -91,7 +94,25 @@ internal sealed class EnvelopeKv : IDisposable
     public long TailAddress => _kv.Log.TailAddress;
 
     /// <summary>Restores the table to checkpoint <paramref name="token"/>; throws when that checkpoint cannot be read.</summary>
-    public void Recover(Guid token) => _kv.Recover(token);
+    public void Recover(Guid token)
+    {
+        _kv.Recover(token);
+        // Segments below the checkpoint's begin address that a crash left behind before their deletion (see
+        // ReleaseFreedSegments): nothing refers to them any more.
+        long firstSegment = _kv.Log.BeginAddress >> SegmentBits;
+        foreach (string file in System.IO.Directory.EnumerateFiles(Directory, "hlog.log.*"))
+        {
+            if (int.TryParse(Path.GetExtension(file).AsSpan(1), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int segment)
+                && segment < firstSegment)
+            {
+                File.Delete(file);
+            }
+        }
+    }
+
+    /// <summary>Deletes the table segments compaction freed; call once the manifest names a checkpoint taken after the
+    /// compaction (until then the previous checkpoint, which a crash would recover, still reads them).</summary>
+    public void ReleaseFreedSegments() => _device.RemoveHeldSegments();
 
     /// <summary>Writer session only (the store's committer). <paramref name="meta"/> is <see cref="MetaLength"/> bytes
     /// with the expiry (Unix ms) at offset 40; the envelope record carries the same expiry in front of the bytes so that
@@ -253,7 +274,7 @@ internal sealed class EnvelopeKv : IDisposable
         }
 
         _kv.Dispose();
-        _direct?.Dispose();
+        _device.Dispose();
         _readerSlots.Dispose();
     }
 

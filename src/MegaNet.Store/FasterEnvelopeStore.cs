@@ -780,11 +780,11 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         var start = Stopwatch.GetTimestamp();
         long now = _options.Clock.GetUtcNow().ToUnixTimeMilliseconds();
         Checkpoint.Manifest manifest;
+        var swept = new List<(byte[] Id, long LogIndex)>();
         lock (_state)
         {
             // Expired mail leaves the indexes and the table now (not logged: after a crash it comes back from the log
             // as expired, is never returned, and is swept again).
-            Span<byte> id = stackalloc byte[32];
             var boxes = new List<(byte[] Address, ulong NextSeq, IndexEntry[] Entries)>(_mailboxes.Count);
             foreach ((Key32 address, Mailbox box) in _mailboxes)
             {
@@ -795,8 +795,9 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
                     if (e.ExpiresUnixMs <= now)
                     {
                         RemoveEntry(box, e.Seq, out _);
+                        byte[] id = new byte[32];
                         e.Id.CopyTo(id);
-                        _kv.DeleteAll(id);
+                        swept.Add((id, e.LogIndex));
                     }
                     else
                     {
@@ -811,6 +812,17 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
             manifest = new Checkpoint.Manifest(Guid.Empty, _log.TailAddress, _merkle.Size, _kv.IndexBytes, boxes);
         }
 
+        // Table records of swept entries, outside the index lock (a record may have to be read from disk; nothing else
+        // writes the table now). The record may be a later put of the same id (possible through this API after a crash
+        // replayed a swept entry): only the record the entry stands for goes.
+        foreach ((byte[] id, long logIndex) in swept)
+        {
+            if (_kv.GetMetaForPrepare(id) is not { } meta || BinaryPrimitives.ReadInt64LittleEndian(meta.AsSpan(48)) == logIndex)
+            {
+                _kv.DeleteAll(id);
+            }
+        }
+
         // Compaction rewrites the live part of the table's oldest region, so only when garbage dominates. It runs
         // outside the index lock (readers go on); only this committer writes the table.
         (long begin, long tail) = TableExtent;
@@ -822,11 +834,19 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         return new CheckpointSnapshot(manifest, _savedLeaves, start);
     }
 
+    /// <summary>Runs between the table checkpoint and the manifest that names it (tests take what a crash there leaves).</summary>
+    internal Func<Task>? AfterTableCheckpointForTests { get; set; }
+
     /// <summary>Table checkpoint, new leaf hashes, manifest; then older table checkpoints go. May run beside the
     /// committer: it touches no session and reads the Merkle log under the index lock.</summary>
     private async Task<CheckpointSnapshot> WriteCheckpointAsync(CheckpointSnapshot snapshot)
     {
         Guid token = await _kv.CheckpointAsync().ConfigureAwait(false);
+        if (AfterTableCheckpointForTests is { } hook)
+        {
+            await hook().ConfigureAwait(false);
+        }
+
         long from = snapshot.SavedLeaves, to = snapshot.Manifest.LeafCount;
         byte[] leaves = new byte[checked((int)((to - from) * 32))];
         lock (_state)
@@ -840,6 +860,9 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         Checkpoint.AppendLeaves(StoreDirectory, from, leaves);
         Checkpoint.Manifest manifest = snapshot.Manifest with { Token = token };
         Checkpoint.Write(StoreDirectory, manifest);
+        // Only now may the table segments that compaction freed go: until the manifest named this checkpoint, a crash
+        // recovered the previous one, which still reads them.
+        _kv.ReleaseFreedSegments();
         _kv.DeleteCheckpointsExcept(token);
         // Timed here, not when the committer picks the result up: that waits for its next group, minutes when idle.
         MegaNetMetrics.StoreCheckpointDuration.Record(Stopwatch.GetElapsedTime(snapshot.Start).TotalMilliseconds);
@@ -876,9 +899,10 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         {
             foreach (Request r in group)
             {
-                if (r.Put is { } put && put.Recipient.Length == 32)
+                ReadOnlySpan<byte> address = r.Put is { } put ? put.Recipient.Span : r.Ack is { } ack ? ack.Recipient : default;
+                if (address.Length == 32)
                 {
-                    var recipient = new Key32(put.Recipient.Span);
+                    var recipient = new Key32(address);
                     if (!_pendingUsage.ContainsKey(recipient))
                     {
                         baseUsage.TryAdd(recipient, Usage(recipient));
@@ -898,6 +922,16 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
 
             if (r.Ack is { } ack)
             {
+                // An ack deletes only mail that exists at its place in the log. The apply stage adds a group's puts
+                // before its acks, replay goes in log order: without this, an ack of a sequence number that a later
+                // put of the same group received deleted that put live, and a restart brought it back.
+                var owner = new Key32(ack.Recipient);
+                ulong next = _pendingUsage.TryGetValue(owner, out var ownerUsage) ? ownerUsage.NextSeq : baseUsage[owner].NextSeq;
+                if (ack.Seqs.Any(seq => seq >= next))
+                {
+                    r.Ack = ack = ack with { Seqs = ack.Seqs.Where(seq => seq < next).ToArray() };
+                }
+
                 _log.Enqueue(EncodeAck(ack));
                 prepared.NeedsCommit = true;
                 prepared.Acks.Add(r);
@@ -1340,7 +1374,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     {
         public PutRequest? Put { get; } = put;
 
-        public AckRequest? Ack { get; } = ack;
+        public AckRequest? Ack { get; set; } = ack;
 
         public TaskCompletionSource<PutReceipt?> Done { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
 

@@ -230,6 +230,114 @@ public sealed class EnvelopeStoreTests : IDisposable
     }
 
     [Fact]
+    public async Task A_crash_between_a_compacting_checkpoint_and_its_manifest_keeps_every_live_envelope()
+    {
+        var clock = new ManualClock(DateTimeOffset.UtcNow);
+        StoreOptions options = Options(_dir, clock);
+        byte[] keeper = Bytes(_random, 32);
+        var kept = new List<PutReceipt>();
+        string crash = NewDirectory();
+        try
+        {
+            await using (FasterEnvelopeStore store = await FasterEnvelopeStore.OpenAsync(options))
+            {
+                for (int i = 0; i < 200; i++)
+                {
+                    kept.Add(await store.PutAsync(new PutRequest(Bytes(_random, 4096), keeper, clock.Now.AddDays(10))));
+                }
+
+                // 80 MB that expires in an hour: more than the table's first 64 MiB segment, which compaction then frees.
+                byte[][] others = Enumerable.Range(0, 4).Select(_ => Bytes(_random, 32)).ToArray();
+                for (int chunk = 0; chunk < 40; chunk++)
+                {
+                    PutRequest[] group = Enumerable.Range(0, 500).Select(i => new PutRequest(Bytes(_random, 4096), others[i % 4], clock.Now.AddHours(1))).ToArray();
+                    Assert.All(await store.PutManyAsync(group), r => Assert.NotNull(r.Receipt));
+                }
+
+                await store.CheckpointAsync();
+                (long beginBefore, _) = store.TableExtent;
+                clock.Now = clock.Now.AddHours(2);
+                // "kill -9" after FASTER committed the compacted table's checkpoint, before the manifest names it: what
+                // is on disk then is what the next start recovers from (the previous manifest and its checkpoint).
+                store.AfterTableCheckpointForTests = async () =>
+                {
+                    await Task.Delay(500); // FASTER removes freed segments in the background
+                    CopyDirectory(store.StoreDirectory, Path.Combine(crash, "store"));
+                };
+                await store.CheckpointAsync();
+                store.AfterTableCheckpointForTests = null;
+                Assert.True(store.TableExtent.Begin > beginBefore + (64 << 20), $"compaction should have freed a segment (begin {beginBefore} -> {store.TableExtent.Begin})");
+            }
+
+            await using FasterEnvelopeStore recovered = await FasterEnvelopeStore.OpenAsync(Options(crash, clock));
+            Assert.Equal(kept.Count, (await recovered.ListAsync(keeper, 0, 1000)).Entries.Count);
+            foreach (PutReceipt r in kept)
+            {
+                Assert.Equal(r.LogIndex, (await recovered.FindAsync(r.EnvelopeId))!.LogIndex);
+            }
+        }
+        finally
+        {
+            Directory.Delete(crash, recursive: true);
+        }
+
+        static void CopyDirectory(string from, string to)
+        {
+            foreach (string file in Directory.EnumerateFiles(from, "*", SearchOption.AllDirectories).Where(f => Path.GetFileName(f) != "LOCK"))
+            {
+                string target = Path.Combine(to, Path.GetRelativePath(from, file));
+                Directory.CreateDirectory(Path.GetDirectoryName(target)!);
+                File.Copy(file, target);
+            }
+        }
+    }
+
+    [Fact]
+    public async Task An_ack_of_a_sequence_number_not_yet_given_deletes_nothing_live_or_after_replay()
+    {
+        StoreOptions options = Options(_dir);
+        byte[] owner = Bytes(_random, 32);
+        string crash = NewDirectory();
+        try
+        {
+            int live, raced = 0;
+            await using (FasterEnvelopeStore store = await FasterEnvelopeStore.OpenAsync(options))
+            {
+                for (int round = 0; round < 40; round++)
+                {
+                    // A busy committer, so the ack and the put behind it share a group.
+                    ValueTask<IReadOnlyList<PutResult>> load = store.PutManyAsync(Enumerable.Range(0, 300)
+                        .Select(_ => new PutRequest(Bytes(_random, 256), Bytes(_random, 32), DateTimeOffset.UtcNow.AddDays(1))).ToArray());
+                    ulong next = (ulong)round + 1;
+                    Task<int> ack = store.AckAsync(owner, [next]).AsTask();
+                    Task<PutReceipt> put = store.PutAsync(new PutRequest(Bytes(_random, 100), owner, DateTimeOffset.UtcNow.AddDays(1))).AsTask();
+                    await load;
+                    Assert.Equal(0, await ack); // the seq did not exist when the ack was made
+                    raced += (await put).MailboxSeq == next ? 1 : 0;
+                }
+
+                live = (await store.ListAsync(owner, 0, 1000)).Entries.Count;
+                // What kill -9 leaves now: everything in the log, no checkpoint since; the reopen replays it all.
+                foreach (string file in Directory.EnumerateFiles(store.StoreDirectory, "*", SearchOption.AllDirectories).Where(f => Path.GetFileName(f) != "LOCK"))
+                {
+                    string target = Path.Combine(crash, "store", Path.GetRelativePath(store.StoreDirectory, file));
+                    Directory.CreateDirectory(Path.GetDirectoryName(target)!);
+                    File.Copy(file, target);
+                }
+            }
+
+            Assert.Equal(40, live);
+            Assert.True(raced > 0, "no put received the sequence number acked just before it");
+            await using FasterEnvelopeStore replayed = await FasterEnvelopeStore.OpenAsync(Options(crash));
+            Assert.Equal(live, (await replayed.ListAsync(owner, 0, 1000)).Entries.Count);
+        }
+        finally
+        {
+            Directory.Delete(crash, recursive: true);
+        }
+    }
+
+    [Fact]
     public async Task A_lookup_during_a_put_never_returns_a_receipt_its_head_does_not_cover()
     {
         await using FasterEnvelopeStore store = await FasterEnvelopeStore.OpenAsync(Options(_dir));
