@@ -245,7 +245,8 @@ public sealed class ContactCard
     public static ContactCard Parse(string text)
     {
         ArgumentNullException.ThrowIfNull(text);
-        text = text.Trim();
+        // Cards travel through chat, mail and QR codes, which wrap long words: whitespace anywhere is not part of it.
+        text = string.Concat(text.Where(ch => !char.IsWhiteSpace(ch)));
         if (!text.StartsWith(Prefix, StringComparison.Ordinal))
         {
             throw new FormatException($"A MegaNet contact card starts with '{Prefix}'.");
@@ -268,6 +269,13 @@ public sealed class ContactCard
             throw new FormatException("The contact card is damaged (wrong length or checksum); copy it again.");
         }
 
-        return new ContactCard(raw[..32], raw[32..64]);
+        var card = new ContactCard(raw[..32], raw[32..64]);
+        if (card.ToString() != text)
+        {
+            // base64url leaves spare bits in the last character: one card, one text.
+            throw new FormatException("The contact card is not in its canonical form (its last character is off); copy it again.");
+        }
+
+        return card;
     }
 }

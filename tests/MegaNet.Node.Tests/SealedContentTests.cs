@@ -136,6 +136,27 @@ public sealed class SealedContentTests
     }
 
     [Fact]
+    public void A_contact_card_round_trips_survives_line_wrapping_and_refuses_damage()
+    {
+        using Identity alice = Identity.Create();
+        string card = alice.Card.ToString();
+        Assert.Equal(alice.Address, ContactCard.Parse(card).Address);
+        // Wrapped by a mail client, indented, with a trailing newline: still the same card.
+        string wrapped = $"  {card[..40]}\r\n  {card[40..]}\n";
+        Assert.Equal(alice.Address, ContactCard.Parse(wrapped).Address);
+
+        // One character changed anywhere: refused, never a different key.
+        for (int i = 3; i < card.Length; i += 7)
+        {
+            char other = card[i] == 'A' ? 'B' : 'A';
+            string damaged = card[..i] + other + card[(i + 1)..];
+            Assert.Throws<FormatException>(() => ContactCard.Parse(damaged));
+        }
+
+        Assert.Contains("mn1", Assert.Throws<FormatException>(() => ContactCard.Parse("xx" + card[2..])).Message);
+    }
+
+    [Fact]
     public void The_sender_signature_covers_both_sender_keys()
     {
         using Identity alice = Identity.Create(), bob = Identity.Create(), mallory = Identity.Create();
