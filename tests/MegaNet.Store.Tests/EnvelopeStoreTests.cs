@@ -262,7 +262,7 @@ public sealed class EnvelopeStoreTests : IDisposable
                 store.AfterTableCheckpointForTests = async () =>
                 {
                     await Task.Delay(500); // FASTER removes freed segments in the background
-                    CopyDirectory(store.StoreDirectory, Path.Combine(crash, "store"));
+                    CopyStoreFiles(store.StoreDirectory, Path.Combine(crash, "store"));
                 };
                 await store.CheckpointAsync();
                 store.AfterTableCheckpointForTests = null;
@@ -279,16 +279,6 @@ public sealed class EnvelopeStoreTests : IDisposable
         finally
         {
             Directory.Delete(crash, recursive: true);
-        }
-
-        static void CopyDirectory(string from, string to)
-        {
-            foreach (string file in Directory.EnumerateFiles(from, "*", SearchOption.AllDirectories).Where(f => Path.GetFileName(f) != "LOCK"))
-            {
-                string target = Path.Combine(to, Path.GetRelativePath(from, file));
-                Directory.CreateDirectory(Path.GetDirectoryName(target)!);
-                File.Copy(file, target);
-            }
         }
     }
 
@@ -318,12 +308,7 @@ public sealed class EnvelopeStoreTests : IDisposable
 
                 live = (await store.ListAsync(owner, 0, 1000)).Entries.Count;
                 // What kill -9 leaves now: everything in the log, no checkpoint since; the reopen replays it all.
-                foreach (string file in Directory.EnumerateFiles(store.StoreDirectory, "*", SearchOption.AllDirectories).Where(f => Path.GetFileName(f) != "LOCK"))
-                {
-                    string target = Path.Combine(crash, "store", Path.GetRelativePath(store.StoreDirectory, file));
-                    Directory.CreateDirectory(Path.GetDirectoryName(target)!);
-                    File.Copy(file, target);
-                }
+                CopyStoreFiles(store.StoreDirectory, Path.Combine(crash, "store"));
             }
 
             Assert.Equal(40, live);
@@ -588,15 +573,9 @@ public sealed class EnvelopeStoreTests : IDisposable
                     receipts.AddRange((await store.PutManyAsync(batch)).Select(r => r.Receipt!));
                 }
 
-                // What a kill -9 leaves of the log: everything acknowledged is committed (the table starts over). The
-                // lock file is held by the open store (and a dead process leaves it unlocked anyway).
-                string from = store.StoreDirectory, to = Path.Combine(copy, "store");
-                foreach (string file in Directory.EnumerateFiles(from, "*", SearchOption.AllDirectories).Where(f => !f.StartsWith(Path.Combine(from, "kv"), StringComparison.Ordinal) && Path.GetFileName(f) != "LOCK"))
-                {
-                    string target = Path.Combine(to, Path.GetRelativePath(from, file));
-                    Directory.CreateDirectory(Path.GetDirectoryName(target)!);
-                    File.Copy(file, target);
-                }
+                // What a kill -9 leaves of the log: everything acknowledged is committed (the table starts over).
+                string from = store.StoreDirectory;
+                CopyStoreFiles(from, Path.Combine(copy, "store"), f => !f.StartsWith(Path.Combine(from, "kv"), StringComparison.Ordinal));
 
                 Assert.True(new FileInfo(Path.Combine(from, "wal.log.0")).Length > 3 << 19, "the log should span several 512 KiB pages");
             }

@@ -32,6 +32,24 @@ public static class StoreTestKit
         return child;
     }
 
+    /// <summary>Copies a store directory of an open store (what a kill -9 at this moment would leave), all files or
+    /// those <paramref name="include"/> picks; never the lock file, which the open store holds (and a dead process
+    /// leaves unlocked anyway).</summary>
+    public static void CopyStoreFiles(string from, string to, Func<string, bool>? include = null)
+    {
+        foreach (string file in Directory.EnumerateFiles(from, "*", SearchOption.AllDirectories))
+        {
+            if (Path.GetFileName(file) == "LOCK" || (include is not null && !include(file)))
+            {
+                continue;
+            }
+
+            string target = Path.Combine(to, Path.GetRelativePath(from, file));
+            Directory.CreateDirectory(Path.GetDirectoryName(target)!);
+            File.Copy(file, target);
+        }
+    }
+
     public static string NewDirectory() => Directory.CreateTempSubdirectory("meganet-store-").FullName;
 
     public static StoreOptions Options(string dir, TimeProvider? clock = null) => new()
