@@ -87,6 +87,52 @@ public sealed class MailboxAccessTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public async Task A_mailbox_holds_a_bounded_number_of_live_subscriptions()
+    {
+        await using TestNode node = await TestNode.StartAsync();
+        using MegaNetClient client = node.Client();
+        using Identity bob = Identity.Create();
+        var calls = new List<AsyncServerStreamingCall<MailEvent>>();
+        try
+        {
+            for (int i = 0; i < MailboxNotifier.MaxPerAddress; i++)
+            {
+                calls.Add(client.Relay.Subscribe(new SubscribeRequest { Auth = await client.AuthenticateAsync(bob) }));
+            }
+
+            // Each stream is registered once the node has answered its headers.
+            foreach (AsyncServerStreamingCall<MailEvent> call in calls)
+            {
+                await call.ResponseHeadersAsync;
+            }
+
+            using AsyncServerStreamingCall<MailEvent> extra = client.Relay.Subscribe(new SubscribeRequest { Auth = await client.AuthenticateAsync(bob) });
+            RpcException refused = await Assert.ThrowsAsync<RpcException>(async () => await extra.ResponseStream.MoveNext(CancellationToken.None));
+            Assert.Equal(StatusCode.ResourceExhausted, refused.StatusCode);
+
+            // One closes: room for another.
+            calls[0].Dispose();
+            calls.RemoveAt(0);
+            for (int wait = 0; wait < 100 && ((MailboxNotifier)node.Services.GetService(typeof(MailboxNotifier))!).Count(bob.Address) >= MailboxNotifier.MaxPerAddress; wait++)
+            {
+                await Task.Delay(50);
+            }
+
+            calls.Add(client.Relay.Subscribe(new SubscribeRequest { Auth = await client.AuthenticateAsync(bob) }));
+            await calls[^1].ResponseHeadersAsync;
+        }
+        finally
+        {
+            foreach (AsyncServerStreamingCall<MailEvent> call in calls)
+            {
+                call.Dispose();
+            }
+        }
+
+        node.AssertNoServerErrors();
+    }
+
+    [Fact]
     public async Task Challenges_hold_no_state_so_many_of_them_lock_nobody_out()
     {
         await using TestNode node = await TestNode.StartAsync();

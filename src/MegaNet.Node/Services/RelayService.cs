@@ -129,6 +129,8 @@ public sealed class RelayService(
         using var streaming = CancellationTokenSource.CreateLinkedTokenSource(context.CancellationToken, lifetime.ApplicationStopping);
         CancellationToken ct = streaming.Token;
         using MailboxNotifier.Subscription subscription = notifier.Subscribe(address);
+        // Headers now, not with the first mail: the client learns at once that it is subscribed (or why not).
+        await context.WriteResponseHeadersAsync([]).ConfigureAwait(false);
         MegaNetMetrics.ActiveSubscriptions.Add(1);
         ulong sent = request.AfterSeq; // the last sequence number written to the client
         try
@@ -290,6 +292,11 @@ public sealed class MailboxNotifier
 
     public MailboxNotifier(IEnvelopeStore store) => store.MailArrived += OnMail;
 
+    /// <summary>Live subscriptions one mailbox may hold: an owner's few devices, not a way to pin node resources.</summary>
+    public const int MaxPerAddress = 16;
+
+    /// <summary>Registers a subscription for <paramref name="address"/>, or throws RESOURCE_EXHAUSTED when it has
+    /// <see cref="MaxPerAddress"/> already.</summary>
     public Subscription Subscribe(byte[] address)
     {
         var key = new ByteKey(address);
@@ -301,10 +308,25 @@ public sealed class MailboxNotifier
                 _subscribers[key] = list = [];
             }
 
+            if (list.Count >= MaxPerAddress)
+            {
+                throw new RpcException(new Status(StatusCode.ResourceExhausted,
+                    $"This mailbox has {MaxPerAddress} live subscriptions already, the most a node keeps; close one (or fetch instead)."));
+            }
+
             list.Add(subscription);
         }
 
         return subscription;
+    }
+
+    /// <summary>Live subscriptions of <paramref name="address"/>.</summary>
+    internal int Count(byte[] address)
+    {
+        lock (_subscribers)
+        {
+            return _subscribers.TryGetValue(new ByteKey(address), out List<Subscription>? list) ? list.Count : 0;
+        }
     }
 
     /// <summary>Addresses with at least one subscriber.</summary>
