@@ -567,11 +567,14 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         catch (OperationCanceledException)
         {
         }
-
-        _kv.Dispose();
-        _log.Dispose();
-        _device.Dispose();
-        _lockFile.Dispose();
+        finally
+        {
+            // Whatever the committer ended with, the files and the lock are let go (the log holds what was acknowledged).
+            _kv.Dispose();
+            _log.Dispose();
+            _device.Dispose();
+            _lockFile.Dispose();
+        }
     }
 
     private string? Check(PutRequest request)
@@ -684,7 +687,17 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
 
                     foreach (Request r in group.Where(r => r.Checkpoint))
                     {
-                        r.Done.TrySetResult(null);
+                        // Success only if the checkpoint was taken: a fault (here or in the apply stage awaited above)
+                        // skipped it.
+                        if (_fault is { } skippedFor)
+                        {
+                            r.Done.TrySetException(new StoreUnavailableException(
+                                $"No checkpoint was taken: the store refuses writes ({Describe(skippedFor)}). Free disk space or fix the device, then restart the node.", skippedFor));
+                        }
+                        else
+                        {
+                            r.Done.TrySetResult(null);
+                        }
                     }
                 }
             }

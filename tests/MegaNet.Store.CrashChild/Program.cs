@@ -6,7 +6,7 @@ using MegaNet.Store;
 // "DELETING <id>" before AckAsync, "DELETED <id>" after it returned.
 // Without "fill" it writes until the parent kills it with SIGKILL. With "fill" (run on a small file system) it writes
 // until the store refuses a write, then prints "REFUSED <exception type> <message>", checks that the store keeps
-// refusing writes ("STILL-REFUSED ...") while reads still work ("READ-OK <id>"), closes the store ("CLOSED" or
+// refusing writes ("STILL-REFUSED ...") and checkpoints ("CHECKPOINT-REFUSED ...") while reads still work ("READ-OK <id>"), closes the store ("CLOSED" or
 // "CLOSE-FAILED <message>") and exits with 0.
 bool fill = args.Length == 4 && args[0] == "fill";
 if (fill)
@@ -96,6 +96,16 @@ try
 catch (Exception e)
 {
     Say($"STILL-REFUSED {e.GetType().Name} {OneLine(e.Message)}");
+}
+
+try
+{
+    await store.CheckpointAsync();
+    Say("CHECKPOINT-TAKEN");
+}
+catch (Exception e)
+{
+    Say($"CHECKPOINT-REFUSED {e.GetType().Name} {OneLine(e.Message)}");
 }
 
 if (lastAcknowledged is not null && await store.FindAsync(Convert.FromHexString(lastAcknowledged)) is not null)

@@ -87,6 +87,8 @@ public sealed class DiskFullTests(ITestOutputHelper output) : IDisposable
 
             Assert.StartsWith("STILL-REFUSED StoreUnavailableException ", Line("STILL-REFUSED"));
             Assert.DoesNotContain("ACCEPTED-AFTER-REFUSAL", lines);
+            // An asked-for checkpoint is not reported taken when the store is refusing.
+            Assert.StartsWith("CHECKPOINT-REFUSED StoreUnavailableException ", Line("CHECKPOINT-REFUSED"));
             Assert.StartsWith("READ-OK ", Line("READ-OK"));
             Assert.True(Line("CLOSED") != "" || Line("CLOSE-FAILED").Contains("free disk space", StringComparison.Ordinal), $"the close neither succeeded nor said why not: {Line("CLOSE-FAILED")}");
 
