@@ -109,15 +109,19 @@ public sealed class MegaNetClient : IDisposable
             throw new NodeIdMismatchException(NodeId, challenge.NodeId.ToByteArray());
         }
 
-        return new MailboxAuth
-        {
-            Address = ByteString.CopyFrom(identity.Address),
-            Nonce = challenge.Nonce,
-            IdentitySigningKey = ByteString.CopyFrom(identity.Card.SigningKey),
-            IdentityEncryptionKey = ByteString.CopyFrom(identity.Card.EncryptionKey),
-            Signature = ByteString.CopyFrom(identity.SignWithIdentity(EnvelopeFormat.AuthBytes(challenge.Nonce.Span, challenge.NodeId.Span, identity.Address))),
-        };
+        return SignChallenge(identity, challenge, identity.Address);
     }
+
+    /// <summary>The auth <paramref name="identity"/>'s keys give for <paramref name="challenge"/> and
+    /// <paramref name="address"/> (its own, except in tests that forge).</summary>
+    internal static MailboxAuth SignChallenge(Identity identity, ChallengeResponse challenge, byte[] address) => new()
+    {
+        Address = ByteString.CopyFrom(address),
+        Nonce = challenge.Nonce,
+        IdentitySigningKey = ByteString.CopyFrom(identity.Card.SigningKey),
+        IdentityEncryptionKey = ByteString.CopyFrom(identity.Card.EncryptionKey),
+        Signature = ByteString.CopyFrom(identity.SignWithIdentity(EnvelopeFormat.AuthBytes(challenge.Nonce.Span, challenge.NodeId.Span, address))),
+    };
 
     /// <summary>Fetches and opens one page of mail after <paramref name="afterSeq"/>.</summary>
     public async Task<FetchResult> FetchAsync(Identity identity, ulong afterSeq = 0, int limit = 100,

@@ -226,14 +226,7 @@ public sealed class BadInputTests
 
         // Mallory signs a challenge for Bob's address with her own key.
         ChallengeResponse challenge = await client.Relay.ChallengeAsync(new ChallengeRequest { Address = ByteString.CopyFrom(bob.Address) });
-        var forged = new MailboxAuth
-        {
-            Address = ByteString.CopyFrom(bob.Address),
-            Nonce = challenge.Nonce,
-            IdentitySigningKey = ByteString.CopyFrom(mallory.Card.SigningKey),
-            IdentityEncryptionKey = ByteString.CopyFrom(mallory.Card.EncryptionKey),
-            Signature = ByteString.CopyFrom(mallory.SignWithIdentity(EnvelopeFormat.AuthBytes(challenge.Nonce.Span, challenge.NodeId.Span, bob.Address))),
-        };
+        MailboxAuth forged = MegaNetClient.SignChallenge(mallory, challenge, bob.Address);
         Assert.Equal(StatusCode.PermissionDenied, (await Assert.ThrowsAsync<RpcException>(async () => await client.Relay.FetchAsync(new FetchRequest { Auth = forged }))).StatusCode);
 
         // Bob's keys, but the signature is Mallory's.

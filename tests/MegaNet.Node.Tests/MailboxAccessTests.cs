@@ -146,14 +146,7 @@ public sealed class MailboxAccessTests(ITestOutputHelper output)
         Assert.Single((await client.FetchAsync(bob)).Messages);
         // A nonce is bound to its address: bob's challenge does not open alice's mailbox even when signed by alice.
         ChallengeResponse forBob = await client.Relay.ChallengeAsync(new ChallengeRequest { Address = ByteString.CopyFrom(bob.Address) });
-        var swapped = new MailboxAuth
-        {
-            Address = ByteString.CopyFrom(alice.Address),
-            Nonce = forBob.Nonce,
-            IdentitySigningKey = ByteString.CopyFrom(alice.Card.SigningKey),
-            IdentityEncryptionKey = ByteString.CopyFrom(alice.Card.EncryptionKey),
-            Signature = ByteString.CopyFrom(alice.SignWithIdentity(EnvelopeFormat.AuthBytes(forBob.Nonce.Span, forBob.NodeId.Span, alice.Address))),
-        };
+        MailboxAuth swapped = MegaNetClient.SignChallenge(alice, forBob, alice.Address);
         Assert.Equal(StatusCode.PermissionDenied, (await Assert.ThrowsAsync<RpcException>(async () => await client.Relay.FetchAsync(new FetchRequest { Auth = swapped }))).StatusCode);
         node.AssertNoServerErrors();
     }

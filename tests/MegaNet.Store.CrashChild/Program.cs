@@ -7,7 +7,7 @@ using MegaNet.Store;
 // Without "fill" it writes until the parent kills it with SIGKILL. With "fill" (run on a small file system) it writes
 // until the store refuses a write, then prints "REFUSED <exception type> <message>", checks that the store keeps
 // refusing writes ("STILL-REFUSED ...") and checkpoints ("CHECKPOINT-REFUSED ...") while reads still work ("READ-OK <id>"), closes the store ("CLOSED" or
-// "CLOSE-FAILED <message>") and exits with 0.
+// "CLOSE-FAILED <exception type> <message>") and exits with 0.
 bool fill = args.Length == 4 && args[0] == "fill";
 if (fill)
 {
@@ -53,11 +53,7 @@ var writers = Enumerable.Range(0, 4).Select(w => Task.Run(async () =>
         }
         catch (Exception e) when (fill)
         {
-            if (Interlocked.CompareExchange(ref refusal, e, null) is null)
-            {
-                Say($"REFUSED {e.GetType().Name} {OneLine(e.Message)}");
-            }
-
+            Refused(e);
             return;
         }
 
@@ -73,11 +69,7 @@ var writers = Enumerable.Range(0, 4).Select(w => Task.Run(async () =>
             }
             catch (Exception e) when (fill)
             {
-                if (Interlocked.CompareExchange(ref refusal, e, null) is null)
-                {
-                    Say($"REFUSED {e.GetType().Name} {OneLine(e.Message)}");
-                }
-
+                Refused(e);
                 return;
             }
 
@@ -88,44 +80,41 @@ var writers = Enumerable.Range(0, 4).Select(w => Task.Run(async () =>
 await Task.WhenAll(writers);
 
 // fill only from here: the disk is full.
-try
-{
-    await store.PutAsync(new PutRequest(new byte[100], new byte[32], DateTimeOffset.UtcNow.AddDays(1)));
-    Say("ACCEPTED-AFTER-REFUSAL");
-}
-catch (Exception e)
-{
-    Say($"STILL-REFUSED {e.GetType().Name} {OneLine(e.Message)}");
-}
-
-try
-{
-    await store.CheckpointAsync();
-    Say("CHECKPOINT-TAKEN");
-}
-catch (Exception e)
-{
-    Say($"CHECKPOINT-REFUSED {e.GetType().Name} {OneLine(e.Message)}");
-}
+await Report(async () => await store.PutAsync(new PutRequest(new byte[100], new byte[32], DateTimeOffset.UtcNow.AddDays(1))), "ACCEPTED-AFTER-REFUSAL", "STILL-REFUSED");
+await Report(() => store.CheckpointAsync(), "CHECKPOINT-TAKEN", "CHECKPOINT-REFUSED");
 
 if (lastAcknowledged is not null && await store.FindAsync(Convert.FromHexString(lastAcknowledged)) is not null)
 {
     Say($"READ-OK {lastAcknowledged}");
 }
 
-try
-{
-    await store.DisposeAsync();
-    Say("CLOSED");
-}
-catch (Exception e)
-{
-    Say($"CLOSE-FAILED {OneLine(e.Message)}");
-}
-
+await Report(async () => await store.DisposeAsync(), "CLOSED", "CLOSE-FAILED");
 return 0;
 
 static string OneLine(string text) => text.ReplaceLineEndings(" ");
+
+// The first refusal of the writers, once.
+void Refused(Exception e)
+{
+    if (Interlocked.CompareExchange(ref refusal, e, null) is null)
+    {
+        Say($"REFUSED {e.GetType().Name} {OneLine(e.Message)}");
+    }
+}
+
+// "OK-TAG" when the step succeeds, else "FAILED-TAG <exception type> <message>".
+async Task Report(Func<Task> step, string succeeded, string failed)
+{
+    try
+    {
+        await step();
+        Say(succeeded);
+    }
+    catch (Exception e)
+    {
+        Say($"{failed} {e.GetType().Name} {OneLine(e.Message)}");
+    }
+}
 
 void Say(string line)
 {

@@ -124,7 +124,6 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
     {
         RpcException rpc => rpc,
         ObjectDisposedException => Reject("closing", StatusCode.Unavailable, "The node is shutting down; nothing was stored. Retry later or through another node."),
-        StoreUnavailableException => Reject("store", StatusCode.Unavailable, $"The node cannot store mail: {e.Message}"),
         _ => Unexpected(e),
     };
 
