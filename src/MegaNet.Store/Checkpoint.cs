@@ -15,7 +15,9 @@ internal static class Checkpoint
     private const int Version = 2;
 
     /// <summary>A parsed manifest. <paramref name="IndexBytes"/> is the size of the envelope table's hash index, which a
-    /// FASTER checkpoint can only be recovered into (version 1 manifests predate the field: their index was 4 MiB).</summary>
+    /// FASTER checkpoint can only be recovered into (version 1 manifests predate the field: their index was 4 MiB).
+    /// Each mailbox's <c>NextSeq</c> is no longer used (sequence numbers come from log indexes since 2026-11-29): written
+    /// as 0 and ignored on reading, so manifests of either age read the same.</summary>
     public sealed record Manifest(Guid Token, long WalAddress, long LeafCount, long IndexBytes, List<(byte[] Address, ulong NextSeq, IndexEntry[] Entries)> Mailboxes);
 
     public static string ManifestPath(string storeDirectory) => Path.Combine(storeDirectory, "checkpoint.manifest");

@@ -57,7 +57,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     // Prepare-stage state, touched only by the committer loop: the decisions of groups that are committing or applying
     // but not applied yet, so that the next group's duplicate, quota and sequence decisions see them.
     private readonly Dictionary<Key32, (Stored Stored, long Generation)> _pendingIds = [];
-    private readonly Dictionary<Key32, (int Count, long Bytes, ulong NextSeq, long Generation)> _pendingUsage = [];
+    private readonly Dictionary<Key32, (int Count, long Bytes, long Generation)> _pendingUsage = [];
     private readonly Queue<(long Generation, List<Key32> Ids, List<Key32> Recipients)> _pendingByGeneration = new();
     private long _generation;
     private long _nextLogIndex;
@@ -799,6 +799,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
             // Expired mail leaves the indexes and the table now (not logged: after a crash it comes back from the log
             // as expired, is never returned, and is swept again).
             var boxes = new List<(byte[] Address, ulong NextSeq, IndexEntry[] Entries)>(_mailboxes.Count);
+            var emptied = new List<Key32>();
             foreach ((Key32 address, Mailbox box) in _mailboxes)
             {
                 IndexEntry[] live = box.Live();
@@ -818,8 +819,19 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
                     }
                 }
 
+                if (kept == 0)
+                {
+                    emptied.Add(address);
+                    continue;
+                }
+
                 Array.Resize(ref live, kept);
-                boxes.Add((address.ToArray(), box.NextSeq, live));
+                boxes.Add((address.ToArray(), 0, live));
+            }
+
+            foreach (Key32 address in emptied)
+            {
+                _mailboxes.Remove(address);
             }
 
             manifest = new Checkpoint.Manifest(Guid.Empty, _log.TailAddress, _merkle.Size, _kv.IndexBytes, boxes);
@@ -845,6 +857,18 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         }
 
         return new CheckpointSnapshot(manifest, _savedLeaves, start);
+    }
+
+    /// <summary>Mailboxes held in memory (tests: emptied ones go).</summary>
+    internal int MailboxCount
+    {
+        get
+        {
+            lock (_state)
+            {
+                return _mailboxes.Count;
+            }
+        }
     }
 
     /// <summary>Runs between the table checkpoint and the manifest that names it (tests take what a crash there leaves).</summary>
@@ -907,7 +931,8 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
 
         // Mailbox usage of recipients no in-flight group touches: stable while this group is prepared (an ack being
         // applied can only lower it, which makes the quota check conservative). One short lock for the whole group.
-        var baseUsage = new Dictionary<Key32, (int Count, long Bytes, ulong NextSeq)>();
+        var baseUsage = new Dictionary<Key32, (int Count, long Bytes)>();
+        long now = _options.Clock.GetUtcNow().ToUnixTimeMilliseconds();
         lock (_state)
         {
             foreach (Request r in group)
@@ -918,7 +943,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
                     var recipient = new Key32(address);
                     if (!_pendingUsage.ContainsKey(recipient))
                     {
-                        baseUsage.TryAdd(recipient, Usage(recipient));
+                        baseUsage.TryAdd(recipient, Usage(recipient, now));
                     }
                 }
             }
@@ -937,12 +962,12 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
             {
                 // An ack deletes only mail that exists at its place in the log. The apply stage adds a group's puts
                 // before its acks, replay goes in log order: without this, an ack of a sequence number that a later
-                // put of the same group received deleted that put live, and a restart brought it back.
-                var owner = new Key32(ack.Recipient);
-                ulong next = _pendingUsage.TryGetValue(owner, out var ownerUsage) ? ownerUsage.NextSeq : baseUsage[owner].NextSeq;
-                if (ack.Seqs.Any(seq => seq >= next))
+                // put of the same group received deleted that put live, and a restart brought it back. Every sequence
+                // number given so far is at most the next log index (see SeqFor).
+                ulong given = SeqFor(_nextLogIndex - 1);
+                if (ack.Seqs.Any(seq => seq > given))
                 {
-                    r.Ack = ack = ack with { Seqs = ack.Seqs.Where(seq => seq < next).ToArray() };
+                    r.Ack = ack = ack with { Seqs = ack.Seqs.Where(seq => seq <= given).ToArray() };
                 }
 
                 _log.Enqueue(EncodeAck(ack));
@@ -970,8 +995,8 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
             }
 
             var recipient = new Key32(put.Recipient.Span);
-            (int count, long bytes, ulong nextSeq) = _pendingUsage.TryGetValue(recipient, out var usage)
-                ? (usage.Count, usage.Bytes, usage.NextSeq)
+            (int count, long bytes) = _pendingUsage.TryGetValue(recipient, out var usage)
+                ? (usage.Count, usage.Bytes)
                 : baseUsage[recipient];
             if (count + 1 > _options.MailboxMaxCount || bytes + put.Envelope.Length > _options.MailboxMaxBytes)
             {
@@ -981,10 +1006,11 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
             }
 
             long logIndex = _nextLogIndex++;
+            ulong seq = SeqFor(logIndex);
             byte[] record = ArrayPool<byte>.Shared.Rent(PutHeader + put.Envelope.Length);
             try
             {
-                EncodePut(record, id, put, nextSeq, logIndex);
+                EncodePut(record, id, put, seq, logIndex);
                 _log.Enqueue(record.AsSpan(0, PutHeader + put.Envelope.Length));
             }
             finally
@@ -993,9 +1019,9 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
             }
 
             var stored = new Stored(recipient, put.Recipient.ToArray(), put.ExpiresAt, put.Envelope.Length,
-                new PutReceipt(id, logIndex, nextSeq, null!, false));
+                new PutReceipt(id, logIndex, seq, null!, false));
             _pendingIds[key] = (stored, prepared.Generation);
-            _pendingUsage[recipient] = (count + 1, bytes + put.Envelope.Length, nextSeq + 1, prepared.Generation);
+            _pendingUsage[recipient] = (count + 1, bytes + put.Envelope.Length, prepared.Generation);
             ids.Add(key);
             recipients.Add(recipient);
             prepared.Accepted.Add((r, stored, true));
@@ -1154,8 +1180,28 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         }
     }
 
-    private (int Count, long Bytes, ulong NextSeq) Usage(Key32 recipient) =>
-        _mailboxes.TryGetValue(recipient, out Mailbox? box) ? (box.Count, box.Bytes, box.NextSeq) : (0, 0, 1);
+    /// <summary>
+    /// The mailbox sequence number of the put at <paramref name="logIndex"/>: one past it, so sequence numbers grow
+    /// store-wide and an emptied mailbox can be forgotten without a later put reusing a number a reader's cursor
+    /// already passed.
+    /// </summary>
+    /// <remarks>Stores written before 2026-11-29 numbered each mailbox 1, 2, 3…; such a number is never above its put's
+    /// log index + 1, so numbers given now still come after every earlier one in the same mailbox.</remarks>
+    private static ulong SeqFor(long logIndex) => (ulong)logIndex + 1;
+
+    // What counts against the quota: live, unexpired mail. Expired mail stays in the index until the next sweep (up to
+    // a checkpoint interval), so it is counted out here, but only when the mailbox is near a limit (a scan).
+    private (int Count, long Bytes) Usage(Key32 recipient, long nowUnixMs)
+    {
+        if (!_mailboxes.TryGetValue(recipient, out Mailbox? box))
+        {
+            return (0, 0);
+        }
+
+        return box.Count < _options.MailboxMaxCount && box.Bytes + _options.MaxEnvelopeBytes <= _options.MailboxMaxBytes
+            ? (box.Count, box.Bytes)
+            : box.Unexpired(nowUnixMs);
+    }
 
     // Replay: one logged put, under the index lock.
     private void Apply(Stored stored, ReadOnlySpan<byte> envelope)
@@ -1194,6 +1240,16 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         return true;
     }
 
+    // An empty mailbox holds nothing a later put needs (sequence numbers come from the log index), so it goes: a relay
+    // sees mail for millions of addresses over its life, and an index kept per address ever seen only grows.
+    private void ForgetIfEmpty(Key32 recipient, Mailbox box)
+    {
+        if (box.Count == 0)
+        {
+            _mailboxes.Remove(recipient);
+        }
+    }
+
     private int ApplyAck(AckRequest ack)
     {
         if (!_mailboxes.TryGetValue(new Key32(ack.Recipient), out Mailbox? box))
@@ -1214,6 +1270,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
             }
         }
 
+        ForgetIfEmpty(new Key32(ack.Recipient), box);
         return removed;
     }
 
@@ -1225,10 +1282,9 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         {
             lock (_state)
             {
-                foreach ((byte[] address, ulong nextSeq, IndexEntry[] entries) in manifest.Mailboxes)
+                foreach ((byte[] address, _, IndexEntry[] entries) in manifest.Mailboxes)
                 {
                     var key = new Key32(address);
-                    _mailboxes[key] = new Mailbox { NextSeq = nextSeq };
                     foreach (IndexEntry e in entries)
                     {
                         AddEntry(key, e);

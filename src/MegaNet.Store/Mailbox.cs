@@ -6,6 +6,7 @@ internal readonly record struct IndexEntry(ulong Seq, FasterEnvelopeStore.Key32 
 /// <summary>
 /// A recipient's waiting envelopes in sequence order: an array of <see cref="IndexEntry"/> structs, appended at the end
 /// (sequence numbers only grow), with acknowledged or expired slots marked and squeezed out once they are the majority.
+/// The store gives the sequence numbers (from the log index) and drops a mailbox once it is empty.
 /// Not thread-safe: the store serialises access.
 /// </summary>
 /// <remarks>
@@ -25,9 +26,6 @@ internal sealed class Mailbox
 
     /// <summary>Bytes of the live entries' envelopes.</summary>
     public long Bytes { get; private set; }
-
-    /// <summary>The sequence number the next put gets.</summary>
-    public ulong NextSeq { get; set; } = 1;
 
     /// <summary>Adds an entry (in place of a live one with the same sequence number, if any).</summary>
     public void Add(in IndexEntry entry)
@@ -65,7 +63,23 @@ internal sealed class Mailbox
 
         Count++;
         Bytes += entry.Length;
-        NextSeq = Math.Max(NextSeq, entry.Seq + 1);
+    }
+
+    /// <summary>Count and bytes of the live entries that have not expired at <paramref name="nowUnixMs"/> (a scan).</summary>
+    public (int Count, long Bytes) Unexpired(long nowUnixMs)
+    {
+        int count = 0;
+        long bytes = 0;
+        for (int i = _first; i < _used; i++)
+        {
+            if (!_removed[i] && _slots[i].ExpiresUnixMs > nowUnixMs)
+            {
+                count++;
+                bytes += _slots[i].Length;
+            }
+        }
+
+        return (count, bytes);
     }
 
     /// <summary>Removes the live entry with sequence number <paramref name="seq"/>; false when there is none.</summary>

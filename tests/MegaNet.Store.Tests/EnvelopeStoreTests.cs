@@ -144,6 +144,65 @@ public sealed class EnvelopeStoreTests : IDisposable
     }
 
     [Fact]
+    public async Task Expired_mail_does_not_count_against_the_quota_before_the_sweep()
+    {
+        var clock = new ManualClock(DateTimeOffset.UtcNow);
+        StoreOptions options = Options(_dir, clock);
+        options.MailboxMaxCount = 3;
+        await using FasterEnvelopeStore store = await FasterEnvelopeStore.OpenAsync(options);
+        byte[] recipient = Bytes(_random, 32);
+        for (int i = 0; i < 3; i++)
+        {
+            await store.PutAsync(new PutRequest(Bytes(_random, 100), recipient, clock.Now.AddMinutes(i == 0 ? 5 : 60)));
+        }
+
+        await Assert.ThrowsAsync<QuotaExceededException>(async () => await store.PutAsync(new PutRequest(Bytes(_random, 100), recipient, clock.Now.AddHours(1))));
+        clock.Now = clock.Now.AddMinutes(10); // the first one expired; no checkpoint (and so no sweep) has run
+        await store.PutAsync(new PutRequest(Bytes(_random, 100), recipient, clock.Now.AddHours(1)));
+        QuotaExceededException full = await Assert.ThrowsAsync<QuotaExceededException>(async () =>
+            await store.PutAsync(new PutRequest(Bytes(_random, 100), recipient, clock.Now.AddHours(1))));
+        Assert.Contains("3 envelopes", full.Message);
+        Assert.Equal(3, (await store.ListAsync(recipient, 0, 10)).Entries.Count);
+    }
+
+    [Fact]
+    public async Task An_emptied_mailbox_is_forgotten_and_its_sequence_numbers_are_never_given_again()
+    {
+        var clock = new ManualClock(DateTimeOffset.UtcNow);
+        StoreOptions options = Options(_dir, clock);
+        byte[] acked = Bytes(_random, 32), expiring = Bytes(_random, 32), kept = Bytes(_random, 32);
+        ulong cursor;
+        await using (FasterEnvelopeStore store = await FasterEnvelopeStore.OpenAsync(options))
+        {
+            await store.PutAsync(new PutRequest(Bytes(_random, 100), kept, clock.Now.AddDays(1)));
+            ulong[] seqs = [(await store.PutAsync(new PutRequest(Bytes(_random, 100), acked, clock.Now.AddDays(1)))).MailboxSeq,
+                (await store.PutAsync(new PutRequest(Bytes(_random, 100), acked, clock.Now.AddDays(1)))).MailboxSeq];
+            await store.PutAsync(new PutRequest(Bytes(_random, 100), expiring, clock.Now.AddMinutes(5)));
+            Assert.Equal(3, store.MailboxCount);
+
+            cursor = (await store.ListAsync(acked, 0, 10)).NextCursor;
+            Assert.Equal(seqs[1], cursor);
+            Assert.Equal(2, await store.AckAsync(acked, seqs));
+            Assert.Equal(2, store.MailboxCount);
+            clock.Now = clock.Now.AddMinutes(10);
+            await store.CheckpointAsync(); // sweeps the expired one
+            Assert.Equal(1, store.MailboxCount);
+
+            // New mail for the emptied mailbox comes after the owner's cursor.
+            PutReceipt again = await store.PutAsync(new PutRequest(Bytes(_random, 100), acked, clock.Now.AddDays(1)));
+            Assert.True(again.MailboxSeq > cursor, $"seq {again.MailboxSeq} is not after the cursor {cursor}");
+            Assert.Single((await store.ListAsync(acked, cursor, 10)).Entries);
+            Assert.Equal(1, await store.AckAsync(acked, [again.MailboxSeq, .. seqs])); // the old ones are gone
+        }
+
+        // The reopen restores from the checkpoint and replays the rest: emptied mailboxes stay forgotten.
+        await using FasterEnvelopeStore reopened = await FasterEnvelopeStore.OpenAsync(options);
+        Assert.Equal(1, reopened.MailboxCount);
+        Assert.Single((await reopened.ListAsync(kept, 0, 10)).Entries);
+        Assert.Empty((await reopened.ListAsync(acked, 0, 10)).Entries);
+    }
+
+    [Fact]
     public async Task Concurrent_groups_decide_duplicates_quotas_and_sequences_as_one_order()
     {
         // The committer prepares a group while the previous one commits and applies: duplicates, quotas and mailbox
@@ -195,7 +254,7 @@ public sealed class EnvelopeStoreTests : IDisposable
         foreach (byte[] recipient in recipients)
         {
             MailboxPage page = await store.ListAsync(recipient, 0, 1000);
-            Assert.Equal(Enumerable.Range(1, page.Entries.Count).Select(i => (ulong)i), page.Entries.Select(e => e.Seq));
+            Assert.All(page.Entries, e => Assert.Equal((ulong)e.LogIndex + 1, e.Seq));
             Assert.Equal(recipient == recipients[0] ? 100 : 40, page.Entries.Count);
         }
     }
@@ -298,12 +357,14 @@ public sealed class EnvelopeStoreTests : IDisposable
                     // A busy committer, so the ack and the put behind it share a group.
                     ValueTask<IReadOnlyList<PutResult>> load = store.PutManyAsync(Enumerable.Range(0, 300)
                         .Select(_ => new PutRequest(Bytes(_random, 256), Bytes(_random, 32), DateTimeOffset.UtcNow.AddDays(1))).ToArray());
-                    ulong next = (ulong)round + 1;
-                    Task<int> ack = store.AckAsync(owner, [next]).AsTask();
+                    // Every sequence number the next 1,000 puts can get (a put's is its log index + 1).
+                    ulong given = (ulong)store.GetTreeHead().TreeSize;
+                    ulong[] ahead = Enumerable.Range(1, 1000).Select(i => given + (ulong)i).ToArray();
+                    Task<int> ack = store.AckAsync(owner, ahead).AsTask();
                     Task<PutReceipt> put = store.PutAsync(new PutRequest(Bytes(_random, 100), owner, DateTimeOffset.UtcNow.AddDays(1))).AsTask();
                     await load;
-                    Assert.Equal(0, await ack); // the seq did not exist when the ack was made
-                    raced += (await put).MailboxSeq == next ? 1 : 0;
+                    Assert.Equal(0, await ack); // none of them existed when the ack was made
+                    raced += Array.IndexOf(ahead, (await put).MailboxSeq) >= 0 ? 1 : 0;
                 }
 
                 live = (await store.ListAsync(owner, 0, 1000)).Entries.Count;
