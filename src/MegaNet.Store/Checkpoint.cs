@@ -138,7 +138,7 @@ internal static class Checkpoint
             file.Flush(flushToDisk: true);
         }
 
-        File.Move(temp, path, overwrite: true);
+        DurableRename.Replace(temp, path);
     }
 
     /// <summary>Writes <paramref name="hashes"/> (32 bytes per leaf) to leaves.bin from leaf <paramref name="from"/> on

@@ -321,7 +321,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
             file.Flush(flushToDisk: true);
         }
 
-        File.Move(temp, path, overwrite: true);
+        DurableRename.Replace(temp, path);
         return chosen;
     }
 
