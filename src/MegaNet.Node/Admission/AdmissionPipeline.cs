@@ -57,7 +57,7 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
         _logger = logger;
         _queue = Channel.CreateBounded<Pending>(new BoundedChannelOptions(options.QueueCapacity) { SingleReader = true, FullMode = BoundedChannelFullMode.Wait });
         MegaNetMetrics.ObserveQueueDepth(() => Volatile.Read(ref _depth));
-        _batcher = Task.Factory.StartNew(BatchLoopAsync, CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default).Unwrap();
+        _batcher = Task.Factory.StartNew(BatchLoop, CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
     }
 
     /// <summary>Batches verified so far.</summary>
@@ -301,14 +301,19 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
     // Longest sleep between looks at the queue while a batch fills (the kernel adds its timer slack, 50 µs on Linux).
     private const int FlushSliceMicroseconds = 100;
 
-    private async Task BatchLoopAsync()
+    /// <summary>
+    /// The batcher, on a thread of its own: it sleeps through each flush window and runs the verifier synchronously,
+    /// so it waits synchronously too. With awaits it continued on the thread pool after its first wait, and every
+    /// window then held a pool thread asleep that gRPC and the store needed.
+    /// </summary>
+    private void BatchLoop()
     {
         ChannelReader<Pending> reader = _queue.Reader;
         var items = new List<Pending>(_options.MaxBatch);
         using var batch = new SignatureBatch(Math.Min(_options.MaxBatch, 65_536), Math.Min(_options.MaxBatch, 65_536) * 160);
         bool[] verdicts = new bool[_options.MaxBatch];
         var stores = new List<Task>();
-        while (await reader.WaitToReadAsync().ConfigureAwait(false))
+        while (reader.WaitToReadAsync().AsTask().GetAwaiter().GetResult())
         {
             items.Clear();
             long first = Stopwatch.GetTimestamp();
@@ -371,7 +376,7 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
                     {
                         // A slow store holds the batcher, so the queue fills and pushes back (RESOURCE_EXHAUSTED,
                         // proof of work) instead of verified envelopes piling up in memory behind the store.
-                        await Task.WhenAny(stores).ConfigureAwait(false);
+                        Task.WhenAny(stores).GetAwaiter().GetResult();
                         stores.RemoveAll(t => t.IsCompleted);
                     }
 
@@ -390,7 +395,7 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
             }
         }
 
-        await Task.WhenAll(stores).ConfigureAwait(false);
+        Task.WhenAll(stores).GetAwaiter().GetResult();
     }
 
     private async Task StoreAsync(List<Pending> accepted)
