@@ -239,9 +239,13 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
                     continue;
                 }
 
+                // Every slice before the first append: a throw between appends would leave bytes in this thread's
+                // hash, and the next item it hashes (maybe another caller's) would get a wrong k.
+                ReadOnlySpan<byte> key = batch.GetPublicKey(i);
+                ReadOnlySpan<byte> message = batch.GetMessage(i);
                 sha.AppendData(sig[..32]);
-                sha.AppendData(batch.GetPublicKey(i));
-                sha.AppendData(batch.GetMessage(i));
+                sha.AppendData(key);
+                sha.AppendData(message);
                 sha.GetHashAndReset(digest);
                 Scalar256 k = ScalarMath.ReduceBytes(digest);
                 for (int w = 0; w < 8; w++)
@@ -387,6 +391,7 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
 
             int capacity = Math.Min(max, Math.Max(n, Math.Max(1024, _capacity * 2)));
             DisposeBuffers();
+            _capacity = 0; // until every buffer below exists: a failed allocation must not leave disposed ones in use
             Keys = accelerator.AllocatePageLocked1D<byte>(32L * capacity);
             Rs = accelerator.AllocatePageLocked1D<byte>(32L * capacity);
             Scalars = accelerator.AllocatePageLocked1D<uint>(16L * capacity);

@@ -180,10 +180,14 @@ public sealed class SimdBatchVerifier : BatchVerifierBase
                 }
 
                 int i = start + j;
+                // Every slice before the first append: a throw between appends would leave bytes in this thread's
+                // hash, and the next item it hashes (maybe another caller's) would get a wrong k.
                 ReadOnlySpan<byte> sig = signatures.Slice(i * SignatureBatch.SignatureSize, SignatureBatch.SignatureSize);
+                ReadOnlySpan<byte> key = keys.Slice(i * SignatureBatch.PublicKeySize, SignatureBatch.PublicKeySize);
+                ReadOnlySpan<byte> message = messages[offsets[i]..offsets[i + 1]];
                 sha.AppendData(sig[..32]);
-                sha.AppendData(keys.Slice(i * SignatureBatch.PublicKeySize, SignatureBatch.PublicKeySize));
-                sha.AppendData(messages[offsets[i]..offsets[i + 1]]);
+                sha.AppendData(key);
+                sha.AppendData(message);
                 sha.GetHashAndReset(digest);
                 k[j] = ScalarMath.ReduceBytes(digest);
                 s[j] = Scalar256.FromBytes(sig[32..]);

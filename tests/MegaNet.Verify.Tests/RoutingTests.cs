@@ -1,5 +1,7 @@
 using MegaNet.Core.Ed25519;
 using MegaNet.Core.Verification;
+using MegaNet.Verify.Gpu;
+using MegaNet.Verify.Simd;
 using Microsoft.Extensions.Logging.Abstractions;
 
 namespace MegaNet.Verify.Tests;
@@ -62,6 +64,93 @@ public sealed class RoutingTests
         Assert.Equal(1, gpu.Calls);
         Assert.Equal(2, cpu.Calls);
         Assert.Contains("faulted", router.Description);
+    }
+
+    /// <summary>Faults on its first batch, but only once told to, so a second caller can be made to wait meanwhile.</summary>
+    private sealed class HeldFault : BatchVerifierBase
+    {
+        public ManualResetEventSlim Entered { get; } = new();
+
+        public ManualResetEventSlim Release { get; } = new();
+
+        public int Calls;
+
+        public override string Name => "gpu";
+
+        public override string Description => "gpu";
+
+        protected override void VerifyCore(SignatureBatch batch, int start, int count, Span<bool> verdicts)
+        {
+            Interlocked.Increment(ref Calls);
+            Entered.Set();
+            Release.Wait();
+            throw new InvalidOperationException("device lost");
+        }
+    }
+
+    [Fact]
+    public async Task A_caller_waiting_for_the_accelerator_when_it_faults_goes_to_the_cpu_and_the_fault_is_reported_once()
+    {
+        var gpu = new HeldFault();
+        int faults = 0;
+        using var router = new RoutingBatchVerifier(gpu, new Recording("simd"), threshold: 2, _ => Interlocked.Increment(ref faults));
+        (SignatureCase[] cases, bool[] expected) = Backends.Mixed(13, 8);
+        using SignatureBatch batch = Backends.ToBatch(cases);
+
+        Task<bool[]> first = Task.Run(() => router.Verify(batch));
+        Assert.True(gpu.Entered.Wait(TimeSpan.FromSeconds(30)));
+        Task<bool[]> second = Task.Run(() => router.Verify(batch)); // passes the flag check, then waits for the device
+        await Task.Delay(200);
+        gpu.Release.Set();
+
+        Assert.Equal(expected, await first);
+        Assert.Equal(expected, await second);
+        Assert.Equal(1, Volatile.Read(ref faults));
+        Assert.Equal(1, Volatile.Read(ref gpu.Calls));
+    }
+
+    [Fact]
+    public void A_gpu_that_fails_to_start_under_auto_is_replaced_by_simd_and_fails_the_start_when_named()
+    {
+        var registry = new BatchVerifierRegistry();
+        registry.Register(new BackendDescriptor(SimdBatchVerifier.BackendName, "simd", 10, () => null, o => new SimdBatchVerifier(o)));
+        registry.Register(new BackendDescriptor(GpuBatchVerifier.DeviceBackendName, "a GPU whose kernels fail to compile", 20, () => null,
+            _ => throw new InvalidOperationException("kernel compilation failed")));
+
+        using IBatchVerifier chosen = MegaNet.Node.Hosting.NodeServiceCollectionExtensions.CreateBackend(registry, "auto", new VerifierOptions(), NullLogger.Instance);
+        Assert.Equal(SimdBatchVerifier.BackendName, chosen.Name);
+        var e = Assert.Throws<InvalidOperationException>(() =>
+            MegaNet.Node.Hosting.NodeServiceCollectionExtensions.CreateBackend(registry, "gpu", new VerifierOptions(), NullLogger.Instance));
+        Assert.Contains("kernel compilation", e.Message);
+    }
+
+    /// <summary>Right on small batches; on batches cut into chunks, the verdicts of the second half land one item late.</summary>
+    private sealed class ShiftsLargeBatches(IBatchVerifier inner) : BatchVerifierBase
+    {
+        public override string Name => "gpu";
+
+        public override string Description => "gpu that misplaces verdicts of large batches";
+
+        protected override void VerifyCore(SignatureBatch batch, int start, int count, Span<bool> verdicts)
+        {
+            inner.Verify(batch, start, count, verdicts);
+            if (count > 2 * GpuBatchVerifier.OverlapChunk)
+            {
+                Span<bool> half = verdicts[(count / 2)..];
+                for (int i = half.Length - 1; i > 0; i--)
+                {
+                    half[i] = half[i - 1];
+                }
+            }
+        }
+    }
+
+    [Fact]
+    public void A_gpu_that_misplaces_verdicts_only_in_chunked_batches_is_refused_at_start()
+    {
+        var e = Assert.Throws<BackendUnavailableException>(() => MegaNet.Node.Hosting.NodeServiceCollectionExtensions.CheckGpu(
+            new ShiftsLargeBatches(Backends.Get("simd")), "gpu", () => throw new InvalidOperationException("no fallback when asked by name"), NullLogger.Instance));
+        Assert.Contains($"of {(2 * GpuBatchVerifier.OverlapChunk) + 1} start-up check items", e.Message);
     }
 
     [Fact]

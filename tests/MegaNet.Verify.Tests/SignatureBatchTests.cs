@@ -1,3 +1,4 @@
+using MegaNet.Core.Ed25519;
 using MegaNet.Core.Verification;
 
 namespace MegaNet.Verify.Tests;
@@ -47,6 +48,34 @@ public sealed class SignatureBatchTests
         batch.Clear();
         Assert.Equal(0, batch.MalformedCount);
         Assert.Equal(0, batch.Count);
+    }
+
+    [Fact]
+    public void A_malformed_item_refused_for_its_size_leaves_the_next_item_unmarked()
+    {
+        using var batch = new SignatureBatch();
+        (SignatureCase[] cases, bool[] expected) = Backends.Mixed(5, 2);
+        batch.Add(cases[0].PublicKey, cases[0].Signature, cases[0].Message);
+
+        // A message that would take the batch past 2 GiB: refused before a byte of it is read, so a span that claims
+        // that length over a small array is enough.
+        byte[] small = new byte[16];
+        ReadOnlySpan<byte> huge = System.Runtime.InteropServices.MemoryMarshal.CreateReadOnlySpan(
+            ref System.Runtime.InteropServices.MemoryMarshal.GetArrayDataReference(small), int.MaxValue);
+        try
+        {
+            batch.Add(new byte[31], new byte[64], huge);
+            Assert.Fail("a message past 2 GiB was accepted");
+        }
+        catch (ArgumentException)
+        {
+        }
+
+        Assert.Equal(1, batch.Count);
+        Assert.Equal(0, batch.MalformedCount);
+        Assert.Equal(1, batch.Add(cases[1].PublicKey, cases[1].Signature, cases[1].Message));
+        Assert.False(batch.IsMalformed(1));
+        Assert.Equal(expected, new ReferenceBatchVerifier().Verify(batch));
     }
 
     [Fact]

@@ -12,6 +12,7 @@ public sealed class RoutingBatchVerifier : BatchVerifierBase
     private readonly IBatchVerifier _cpu;
     private readonly int _threshold;
     private readonly Action<Exception>? _onFault;
+    private readonly Lock _acceleratorLock = new();
     private volatile bool _acceleratorFailed;
 
     /// <summary>Creates the router; it owns and disposes both backends.</summary>
@@ -50,15 +51,25 @@ public sealed class RoutingBatchVerifier : BatchVerifierBase
     {
         if (count >= _threshold && !_acceleratorFailed)
         {
-            try
+            // One batch at a time on the accelerator (it reuses its buffers and streams), and the fault flag is read
+            // again inside: a caller that waited here while another's batch faulted goes to the CPU, and the fault
+            // is reported once. The arguments were checked by Verify before this point, so any exception from the
+            // accelerator is a device fault, whatever its type.
+            lock (_acceleratorLock)
             {
-                _accelerator.Verify(batch, start, count, verdicts);
-                return;
-            }
-            catch (Exception e) when (e is not ArgumentException and not ObjectDisposedException)
-            {
-                _acceleratorFailed = true;
-                _onFault?.Invoke(e);
+                if (!_acceleratorFailed)
+                {
+                    try
+                    {
+                        _accelerator.Verify(batch, start, count, verdicts);
+                        return;
+                    }
+                    catch (Exception e)
+                    {
+                        _acceleratorFailed = true;
+                        _onFault?.Invoke(e);
+                    }
+                }
             }
         }
 

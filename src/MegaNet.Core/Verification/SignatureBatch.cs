@@ -19,6 +19,9 @@ public sealed class SignatureBatch : IDisposable
     /// <summary>Size of an Ed25519 signature in bytes.</summary>
     public const int SignatureSize = 64;
 
+    /// <summary>Most items one batch holds (its signatures fill one array of at most 2 GiB).</summary>
+    public const int MaxItems = (int.MaxValue / SignatureSize) - 1;
+
     private byte[] _keys;
     private byte[] _signatures;
     private byte[] _messages;
@@ -81,9 +84,11 @@ public sealed class SignatureBatch : IDisposable
             // 0xFF.. is y = 2^255 − 1 ≥ p: non-canonical, rejected by the rule itself as a second line of defence.
             Span<byte> filler = stackalloc byte[SignatureSize];
             filler.Fill(0xFF);
-            _malformed.Add(_count);
+            int index = AddCore(filler[..PublicKeySize], filler, message);
+            // Marked only once added: an AddCore that throws (message space) must not leave the mark on the next item.
+            _malformed.Add(index);
             MalformedCount++;
-            return AddCore(filler[..PublicKeySize], filler, message);
+            return index;
         }
 
         return AddCore(publicKey, signature, message);
@@ -167,9 +172,14 @@ public sealed class SignatureBatch : IDisposable
 
     private void EnsureItemCapacity(int items)
     {
+        if (items > MaxItems)
+        {
+            throw new InvalidOperationException($"A batch holds at most {MaxItems} items.");
+        }
+
         if (items * PublicKeySize > _keys.Length || items + 1 > _offsets.Length)
         {
-            int target = Math.Max(items, _offsets.Length * 2);
+            int target = (int)Math.Min(MaxItems, Math.Max(items, 2L * _offsets.Length));
             Grow(ref _keys, target * PublicKeySize, _count * PublicKeySize);
             Grow(ref _signatures, target * SignatureSize, _count * SignatureSize);
             int[] offsets = ArrayPool<int>.Shared.Rent(target + 1);

@@ -37,13 +37,23 @@ public static partial class NodeServiceCollectionExtensions
             return verifier;
         }
 
+        // One small launch, then one batch cut into chunks on both streams (what the router sends a GPU in real work):
+        // 257 seeded items, repeated, so a verdict written to the wrong chunk or item shows.
+        int large = (2 * GpuBatchVerifier.OverlapChunk) + 1;
         int mismatches = VerifierSelfCheck.Mismatches(verifier, VerifierSelfCheck.StartupItems);
+        int checkedItems = VerifierSelfCheck.StartupItems;
+        if (mismatches == 0)
+        {
+            mismatches = VerifierSelfCheck.Mismatches(verifier, VerifierSelfCheck.StartupItems + 1, batchSize: large);
+            checkedItems = large;
+        }
+
         if (mismatches == 0)
         {
             return verifier;
         }
 
-        string reason = $"its verdicts differ from the reference rule on {mismatches} of {VerifierSelfCheck.StartupItems} start-up check items " +
+        string reason = $"its verdicts differ from the reference rule on {mismatches} of {checkedItems} start-up check items " +
             $"({verifier.Description}); run `meganet bench --backend gpu --check` for details and report the GPU and driver";
         verifier.Dispose();
         if (!string.Equals(requested, BatchVerifierRegistry.Auto, StringComparison.OrdinalIgnoreCase))
@@ -53,6 +63,23 @@ public static partial class NodeServiceCollectionExtensions
 
         LogGpuRefused(logger, reason);
         return fallback();
+    }
+
+    /// <summary>Creates the configured backend. Under <c>auto</c>, a GPU that is present but fails to start (driver,
+    /// kernel compilation, memory) is logged and SIMD runs instead; a GPU asked for by name fails the start.</summary>
+    internal static IBatchVerifier CreateBackend(BatchVerifierRegistry registry, string requested, VerifierOptions options, ILogger logger)
+    {
+        bool autoGpu = string.Equals(requested, BatchVerifierRegistry.Auto, StringComparison.OrdinalIgnoreCase)
+            && registry.Resolve(requested) == GpuBatchVerifier.DeviceBackendName;
+        try
+        {
+            return registry.Create(requested, options);
+        }
+        catch (Exception e) when (autoGpu && e is not BackendUnavailableException)
+        {
+            LogGpuRefused(logger, $"it failed to start: {e.GetType().Name}: {e.Message}");
+            return registry.Create(SimdBatchVerifier.BackendName, options);
+        }
     }
 
     [LoggerMessage(EventId = 20, Level = LogLevel.Error, Message = "The GPU verifier faulted; the batch was verified again on the CPU and the node stays on the CPU")]
@@ -77,8 +104,8 @@ public static partial class NodeServiceCollectionExtensions
                 GpuInlinePtx = options.GpuInlinePtx,
             };
             BatchVerifierRegistry registry = VerifierCatalog.Create();
-            IBatchVerifier verifier = registry.Create(options.Backend, verifierOptions);
             ILogger logger = sp.GetRequiredService<ILoggerFactory>().CreateLogger("MegaNet.Verify");
+            IBatchVerifier verifier = CreateBackend(registry, options.Backend, verifierOptions, logger);
             verifier = CheckGpu(verifier, options.Backend, () => registry.Create(SimdBatchVerifier.BackendName, verifierOptions), logger);
             if (verifier.Name == GpuBatchVerifier.DeviceBackendName)
             {

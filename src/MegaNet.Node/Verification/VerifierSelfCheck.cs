@@ -14,22 +14,32 @@ public static class VerifierSelfCheck
     public const int StartupItems = 256;
 
     /// <summary>How many of <paramref name="size"/> seeded items <paramref name="verifier"/> judges differently from
-    /// the reference.</summary>
-    public static int Mismatches(IBatchVerifier verifier, int size, int seed = 2)
+    /// the reference. With <paramref name="batchSize"/> above <paramref name="size"/>, one batch of that many items
+    /// repeats the seeded ones in turn, so the check reaches a backend's large-batch path (chunks, streams) at the cost
+    /// of <paramref name="size"/> reference verifications; a size that does not divide the backend's chunk makes a
+    /// verdict landing on the wrong item show.</summary>
+    public static int Mismatches(IBatchVerifier verifier, int size, int seed = 2, int batchSize = 0)
     {
         ArgumentNullException.ThrowIfNull(verifier);
         ArgumentOutOfRangeException.ThrowIfLessThan(size, 1);
+        batchSize = Math.Max(batchSize, size);
         var generator = new SignatureCaseGenerator(seed);
-        using var mixed = new SignatureBatch(size, size * 64);
+        var cases = new SignatureCase[size];
         for (int i = 0; i < size; i++)
         {
-            SignatureCase c = generator.NextMixed(invalidShare: 0.3);
-            mixed.Add(c.PublicKey, c.Signature, c.Message);
+            cases[i] = generator.NextMixed(invalidShare: 0.3);
         }
 
         bool[] expected = new bool[size];
-        Parallel.For(0, size, i => expected[i] = Ed25519Reference.Verify(mixed.GetPublicKey(i), mixed.GetSignature(i), mixed.GetMessage(i)));
+        Parallel.For(0, size, i => expected[i] = Ed25519Reference.Verify(cases[i].PublicKey, cases[i].Signature, cases[i].Message));
+        using var mixed = new SignatureBatch(batchSize, batchSize * 64);
+        for (int i = 0; i < batchSize; i++)
+        {
+            SignatureCase c = cases[i % size];
+            mixed.Add(c.PublicKey, c.Signature, c.Message);
+        }
+
         bool[] verdicts = verifier.Verify(mixed);
-        return expected.Where((e, i) => e != verdicts[i]).Count();
+        return verdicts.Where((v, i) => v != expected[i % size]).Count();
     }
 }
