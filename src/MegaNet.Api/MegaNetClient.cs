@@ -15,12 +15,13 @@ namespace MegaNet.Api;
 /// <param name="LogIndex">The envelope's leaf in the node's transparency log.</param>
 public sealed record ReceivedMessage(ulong Seq, byte[] EnvelopeId, ContactCard Sender, SealedContent Content, long LogIndex);
 
-/// <summary>Mail that does not open: not sealed to this identity, altered, malformed inside, or with a content signature
-/// that does not verify. Anyone can seal junk to an address (a relay cannot look inside), so such items are reported
-/// and skipped, never allowed to stop the rest of the mailbox; acknowledge them to delete them.</summary>
+/// <summary>Mail that is not shown: it does not open (not sealed to this identity, altered, malformed inside, or with
+/// a content signature that does not verify), or, with a <see cref="SeenMessages"/>, it is a copy of a message already
+/// received. Anyone can seal junk to an address and a relay can replay what it saw (neither can look inside), so such
+/// items are reported and skipped, never allowed to stop the rest of the mailbox; acknowledge them to delete them.</summary>
 /// <param name="Seq">Mailbox sequence number.</param>
 /// <param name="EnvelopeId">The envelope id.</param>
-/// <param name="Reason">Why it does not open.</param>
+/// <param name="Reason">Why it is not shown.</param>
 public sealed record UnreadableMessage(ulong Seq, byte[] EnvelopeId, string Reason);
 
 /// <summary>One page of a mailbox.</summary>
@@ -123,9 +124,10 @@ public sealed class MegaNetClient : IDisposable
         Signature = ByteString.CopyFrom(identity.SignWithIdentity(EnvelopeFormat.AuthBytes(challenge.Nonce.Span, challenge.NodeId.Span, address))),
     };
 
-    /// <summary>Fetches and opens one page of mail after <paramref name="afterSeq"/>.</summary>
+    /// <summary>Fetches and opens one page of mail after <paramref name="afterSeq"/>. With <paramref name="seen"/>,
+    /// messages are remembered there and copies of ones already received go to <see cref="FetchResult.Unreadable"/>.</summary>
     public async Task<FetchResult> FetchAsync(Identity identity, ulong afterSeq = 0, int limit = 100,
-        CancellationToken cancellationToken = default)
+        CancellationToken cancellationToken = default, SeenMessages? seen = null)
     {
         MailboxAuth auth = await AuthenticateAsync(identity, cancellationToken);
         FetchResponse page = await Relay.FetchAsync(new FetchRequest { Auth = auth, AfterSeq = afterSeq, Limit = limit }, cancellationToken: cancellationToken);
@@ -133,7 +135,7 @@ public sealed class MegaNetClient : IDisposable
         var unreadable = new List<UnreadableMessage>();
         foreach (MailItem item in page.Items)
         {
-            if (TryOpen(identity, item, out ReceivedMessage? message, out UnreadableMessage? bad))
+            if (TryOpen(identity, item, seen, out ReceivedMessage? message, out UnreadableMessage? bad))
             {
                 messages.Add(message);
             }
@@ -164,9 +166,10 @@ public sealed class MegaNetClient : IDisposable
     }
 
     /// <summary>Streams mail as it arrives (after <paramref name="afterSeq"/>), opened; keepalives are consumed silently.
-    /// Items that do not open are skipped and handed to <paramref name="unreadable"/> when given.</summary>
+    /// Items that do not open, and with <paramref name="seen"/> copies of messages already received, are skipped and
+    /// handed to <paramref name="unreadable"/> when given.</summary>
     public async IAsyncEnumerable<ReceivedMessage> ListenAsync(Identity identity, ulong afterSeq = 0, [EnumeratorCancellation] CancellationToken cancellationToken = default,
-        Action<UnreadableMessage>? unreadable = null)
+        Action<UnreadableMessage>? unreadable = null, SeenMessages? seen = null)
     {
         MailboxAuth auth = await AuthenticateAsync(identity, cancellationToken);
         using AsyncServerStreamingCall<MailEvent> call = Relay.Subscribe(new SubscribeRequest { Auth = auth, AfterSeq = afterSeq }, cancellationToken: cancellationToken);
@@ -177,7 +180,7 @@ public sealed class MegaNetClient : IDisposable
                 continue;
             }
 
-            if (TryOpen(identity, e.Item, out ReceivedMessage? message, out UnreadableMessage? bad))
+            if (TryOpen(identity, e.Item, seen, out ReceivedMessage? message, out UnreadableMessage? bad))
             {
                 yield return message;
             }
@@ -212,7 +215,7 @@ public sealed class MegaNetClient : IDisposable
             : "the inclusion proof does not lead to the tree head's root";
     }
 
-    private static bool TryOpen(Identity identity, MailItem item, [System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out ReceivedMessage? message,
+    private static bool TryOpen(Identity identity, MailItem item, SeenMessages? seen, [System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out ReceivedMessage? message,
         [System.Diagnostics.CodeAnalysis.NotNullWhen(false)] out UnreadableMessage? unreadable)
     {
         // The id the client computes, not the one the node says: a receipt or an ack is then about these very bytes.
@@ -220,6 +223,13 @@ public sealed class MegaNetClient : IDisposable
         try
         {
             SealedContent content = EnvelopeFormat.Open(identity, item.Envelope ?? throw new System.Security.Cryptography.CryptographicException("The item carries no envelope."));
+            if (seen?.Check(EnvelopeFormat.ContentDigest(identity.Card.Address, content), id, content.SentUnixMs) is { } copy)
+            {
+                message = null;
+                unreadable = new UnreadableMessage(item.Seq, id, copy);
+                return false;
+            }
+
             var sender = new ContactCard(content.SenderSigningKey.ToByteArray(), content.SenderEncryptionKey.ToByteArray());
             message = new ReceivedMessage(item.Seq, id, sender, content, item.LogIndex);
             unreadable = null;

@@ -127,24 +127,25 @@ internal static class ClientCommands
         command.SetAction((parse, ct) => Run(async () =>
         {
             using Identity id = LoadIdentity(parse.GetValue(identity)!);
-            return await KnownNodes.RunAsync(parse.GetValue(identity)!, parse.GetValue(node)!, parse.GetValue(nodeId), client => FetchAsync(client, id, parse.GetValue(after), parse.GetValue(ack), parse.GetValue(json), ct));
+            SeenMessages seen = OpenSeen(parse.GetValue(identity)!);
+            return await KnownNodes.RunAsync(parse.GetValue(identity)!, parse.GetValue(node)!, parse.GetValue(nodeId), client => FetchAsync(client, id, seen, parse.GetValue(after), parse.GetValue(ack), parse.GetValue(json), ct));
         }));
         return command;
     }
 
-    private static async Task<int> FetchAsync(MegaNetClient client, Identity id, ulong cursor, bool ack, bool json, CancellationToken ct)
+    private static async Task<int> FetchAsync(MegaNetClient client, Identity id, SeenMessages received, ulong cursor, bool ack, bool json, CancellationToken ct)
     {
         var seen = new List<ulong>();
         while (true)
         {
-            (IReadOnlyList<ReceivedMessage> messages, IReadOnlyList<UnreadableMessage> unreadable, ulong next) = await client.FetchAsync(id, cursor, 100, ct);
+            (IReadOnlyList<ReceivedMessage> messages, IReadOnlyList<UnreadableMessage> unreadable, ulong next) = await client.FetchAsync(id, cursor, 100, ct, received);
             foreach (ReceivedMessage m in messages)
             {
                 Print(m, json);
                 seen.Add(m.Seq);
             }
 
-            // Junk anyone sealed to this address: reported, and deleted with the rest under --ack.
+            // Junk anyone sealed to this address, and copies a relay replayed: reported, and deleted with the rest under --ack.
             foreach (UnreadableMessage m in unreadable)
             {
                 Warn(m);
@@ -181,16 +182,17 @@ internal static class ClientCommands
         command.SetAction((parse, ct) => Run(async () =>
         {
             using Identity id = LoadIdentity(parse.GetValue(identity)!);
-            return await KnownNodes.RunAsync(parse.GetValue(identity)!, parse.GetValue(node)!, parse.GetValue(nodeId), client => ListenAsync(client, id, parse.GetValue(after), parse.GetValue(json), ct));
+            SeenMessages seen = OpenSeen(parse.GetValue(identity)!);
+            return await KnownNodes.RunAsync(parse.GetValue(identity)!, parse.GetValue(node)!, parse.GetValue(nodeId), client => ListenAsync(client, id, seen, parse.GetValue(after), parse.GetValue(json), ct));
         }));
         return command;
     }
 
-    private static async Task<int> ListenAsync(MegaNetClient client, Identity id, ulong after, bool json, CancellationToken ct)
+    private static async Task<int> ListenAsync(MegaNetClient client, Identity id, SeenMessages seen, ulong after, bool json, CancellationToken ct)
     {
         try
         {
-            await foreach (ReceivedMessage m in client.ListenAsync(id, after, ct, Warn))
+            await foreach (ReceivedMessage m in client.ListenAsync(id, after, ct, Warn, seen))
             {
                 Print(m, json);
             }
@@ -325,7 +327,10 @@ internal static class ClientCommands
     }
 
     private static void Warn(UnreadableMessage m) =>
-        Console.Error.WriteLine($"[{m.Seq}] unreadable, skipped (envelope {Convert.ToHexStringLower(m.EnvelopeId)}): {m.Reason}");
+        Console.Error.WriteLine($"[{m.Seq}] skipped (envelope {Convert.ToHexStringLower(m.EnvelopeId)}): {m.Reason}");
+
+    /// <summary>The messages this identity received (identity file name with <c>.seen</c>), so replays show once.</summary>
+    private static SeenMessages OpenSeen(string identityPath) => SeenMessages.Open(Path.ChangeExtension(Path.GetFullPath(identityPath), ".seen"));
 
     private static Identity LoadIdentity(string path)
     {

@@ -1,0 +1,165 @@
+using System.Globalization;
+using System.Text;
+
+namespace MegaNet.Api;
+
+/// <summary>
+/// What one identity has received, so that a replay is recognised: a relay that saw a sealed payload can wrap it in a
+/// new envelope (a new id), and it opens as the same signed message again (docs/protocol.md, "Replays"). A message is
+/// known by its content digest, which the sender signed over the recipient, the sender, the send time and the content.
+/// The same digest in another envelope is a copy; the same envelope fetched again is not.
+/// </summary>
+/// <remarks>
+/// Kept in a text file (one line per message: digest, envelope id prefix, send time; about 120 bytes), appended as
+/// messages arrive and pruned of entries older than <see cref="Window"/> when opened. A message sent longer ago than
+/// the window cannot be told apart from a replay of one already forgotten, and no node keeps an envelope that long, so
+/// it is reported as a possible replay too. Thread-safe.
+/// </remarks>
+public sealed class SeenMessages
+{
+    /// <summary>How long messages are remembered: longer than any node keeps an envelope (at most 30 days), plus a
+    /// day for clocks.</summary>
+    public static readonly TimeSpan Window = TimeSpan.FromDays(31);
+
+    // An envelope id prefix is enough to tell "the same envelope again" from "another envelope".
+    private const int IdPrefixBytes = 16;
+
+    private readonly Dictionary<string, (string IdPrefix, long SentUnixMs)> _seen = new(StringComparer.Ordinal);
+    private readonly TimeProvider _clock;
+    private readonly Lock _lock = new();
+
+    private SeenMessages(string? path, TimeProvider clock)
+    {
+        Path = path;
+        _clock = clock;
+    }
+
+    /// <summary>The file, or null for a set kept in memory only.</summary>
+    public string? Path { get; }
+
+    /// <summary>Messages remembered.</summary>
+    public int Count
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return _seen.Count;
+            }
+        }
+    }
+
+    /// <summary>A set kept in memory only (for one session).</summary>
+    public static SeenMessages InMemory(TimeProvider? clock = null) => new(null, clock ?? TimeProvider.System);
+
+    /// <summary>Loads the file at <paramref name="path"/> (created on the first message), forgetting entries older than
+    /// <see cref="Window"/>. Lines that do not parse (a write cut short by a crash) are dropped.</summary>
+    public static SeenMessages Open(string path, TimeProvider? clock = null)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(path);
+        var seen = new SeenMessages(System.IO.Path.GetFullPath(path), clock ?? TimeProvider.System);
+        if (!File.Exists(seen.Path))
+        {
+            return seen;
+        }
+
+        long oldest = seen.Oldest();
+        int lines = 0;
+        foreach (string line in File.ReadLines(seen.Path))
+        {
+            lines++;
+            string[] parts = line.Split(' ');
+            if (parts.Length == 3 && parts[0].Length == 64 && parts[1].Length == 2 * IdPrefixBytes
+                && long.TryParse(parts[2], NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out long sent) && sent >= oldest)
+            {
+                seen._seen[parts[0]] = (parts[1], sent);
+            }
+        }
+
+        if (lines > seen._seen.Count)
+        {
+            seen.Rewrite();
+        }
+
+        return seen;
+    }
+
+    /// <summary>
+    /// Remembers a message that opened and says whether to show it: null when it is new, or the same envelope seen
+    /// before; otherwise why it is not shown (a copy in another envelope, or sent longer ago than <see cref="Window"/>).
+    /// </summary>
+    /// <exception cref="IOException">The file cannot be written; the message names it.</exception>
+    public string? Check(ReadOnlySpan<byte> contentDigest, ReadOnlySpan<byte> envelopeId, long sentUnixMs)
+    {
+        if (contentDigest.Length != 32 || envelopeId.Length < IdPrefixBytes)
+        {
+            throw new ArgumentException("A content digest is 32 bytes and an envelope id at least 16.");
+        }
+
+        if (sentUnixMs < Oldest())
+        {
+            return $"not shown: sent {DateTimeOffset.FromUnixTimeMilliseconds(Math.Max(sentUnixMs, -62135596800000)):u}, longer ago than any node keeps mail ({Window.TotalDays:0} days), so possibly a replay of a message received before (or the sender's clock is wrong)";
+        }
+
+        string digest = Convert.ToHexStringLower(contentDigest);
+        string id = Convert.ToHexStringLower(envelopeId[..IdPrefixBytes]);
+        lock (_lock)
+        {
+            if (_seen.TryGetValue(digest, out var first))
+            {
+                return first.IdPrefix == id
+                    ? null
+                    : $"not shown: a copy of the message received before in envelope {first.IdPrefix}…, wrapped in a new envelope (a relay replayed it)";
+            }
+
+            _seen[digest] = (id, sentUnixMs);
+            if (Path is not null)
+            {
+                Append($"{digest} {id} {sentUnixMs.ToString(CultureInfo.InvariantCulture)}\n");
+            }
+
+            return null;
+        }
+    }
+
+    private long Oldest() => (_clock.GetUtcNow() - Window).ToUnixTimeMilliseconds();
+
+    private void Append(string line)
+    {
+        try
+        {
+            using var file = new FileStream(Path!, PrivateFile(FileMode.Append));
+            file.Write(Encoding.ASCII.GetBytes(line));
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new IOException($"Cannot record a received message in '{Path}': {e.Message}", e);
+        }
+    }
+
+    private void Rewrite()
+    {
+        string temp = Path + ".tmp";
+        using (var file = new StreamWriter(new FileStream(temp, PrivateFile(FileMode.Create)), Encoding.ASCII))
+        {
+            foreach ((string digest, (string id, long sent)) in _seen)
+            {
+                file.Write($"{digest} {id} {sent.ToString(CultureInfo.InvariantCulture)}\n");
+            }
+        }
+
+        File.Move(temp, Path!, overwrite: true);
+    }
+
+    // Which messages an identity received is its owner's business: the file is readable by the owner only.
+    private static FileStreamOptions PrivateFile(FileMode mode)
+    {
+        var options = new FileStreamOptions { Mode = mode, Access = FileAccess.Write, Share = FileShare.ReadWrite };
+        if (!OperatingSystem.IsWindows())
+        {
+            options.UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite;
+        }
+
+        return options;
+    }
+}

@@ -1,0 +1,111 @@
+using System.Text;
+using Google.Protobuf;
+using MegaNet.Api;
+using MegaNet.Api.V1;
+
+namespace MegaNet.Node.Tests;
+
+/// <summary>Replays: a relay rewraps a sealed payload it saw in a new envelope; the recipient shows it once.</summary>
+public sealed class SeenMessagesTests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("meganet-seen-").FullName;
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    private sealed class Clock(DateTimeOffset now) : TimeProvider
+    {
+        public DateTimeOffset Now { get; set; } = now;
+
+        public override DateTimeOffset GetUtcNow() => Now;
+    }
+
+    private static byte[] Bytes(int n, byte fill) => Enumerable.Repeat(fill, n).ToArray();
+
+    [Fact]
+    public async Task A_replayed_payload_in_a_new_envelope_is_reported_as_a_copy_across_fetches_and_restarts()
+    {
+        await using TestNode node = await TestNode.StartAsync();
+        using MegaNetClient client = node.Client();
+        using Identity alice = Identity.Create(), bob = Identity.Create(), relay = Identity.Create();
+        string file = Path.Combine(_dir, "bob.seen");
+        Receipt original = await client.SendAsync(alice, bob.Card, Encoding.UTF8.GetBytes("meet at noon"), "text/plain");
+
+        // Bob reads it, without acknowledging; fetching it again shows it again (the same envelope is no copy).
+        FetchResult first = await client.FetchAsync(bob, seen: SeenMessages.Open(file));
+        Assert.Equal("meet at noon", Assert.Single(first.Messages).Content.Content.ToStringUtf8());
+        Assert.Single((await client.FetchAsync(bob, seen: SeenMessages.Open(file))).Messages);
+
+        // A relay that carried it wraps the same sealed payload in an envelope of its own: a new id, accepted.
+        Envelope carried = (await client.Relay.FetchAsync(new FetchRequest { Auth = await client.AuthenticateAsync(bob) })).Items[0].Envelope;
+        var replay = new Envelope
+        {
+            Version = carried.Version,
+            Recipient = carried.Recipient,
+            ExpiresUnixMs = carried.ExpiresUnixMs,
+            SealedPayload = carried.SealedPayload,
+            SendingKey = ByteString.CopyFrom(relay.SendingPublicKeyFor(bob.Card.Address)),
+        };
+        replay.Signature = ByteString.CopyFrom(relay.SignWithSendingKeyFor(bob.Card.Address, EnvelopeFormat.SigningBytes(replay)));
+        Receipt replayed = await client.Relay.SubmitAsync(new SubmitRequest { Envelope = replay });
+        Assert.False(replayed.Duplicate);
+        Assert.NotEqual(original.EnvelopeId, replayed.EnvelopeId);
+
+        // Without a record both open; with Bob's record (reloaded from its file) the copy is reported, not shown.
+        Assert.Equal(2, (await client.FetchAsync(bob)).Messages.Count);
+        FetchResult page = await client.FetchAsync(bob, seen: SeenMessages.Open(file));
+        Assert.Equal(original.EnvelopeId.ToByteArray(), Assert.Single(page.Messages).EnvelopeId);
+        UnreadableMessage copy = Assert.Single(page.Unreadable);
+        Assert.Equal(replayed.EnvelopeId.ToByteArray(), copy.EnvelopeId);
+        Assert.Contains("copy", copy.Reason);
+
+        // Live delivery too: the original, the copy reported, then a later message.
+        await client.SendAsync(alice, bob.Card, Encoding.UTF8.GetBytes("after"), "text/plain");
+        var shown = new List<string>();
+        var skipped = new List<UnreadableMessage>();
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+        await foreach (ReceivedMessage m in client.ListenAsync(bob, 0, cts.Token, skipped.Add, SeenMessages.Open(file)))
+        {
+            shown.Add(m.Content.Content.ToStringUtf8());
+            if (shown.Count == 2)
+            {
+                break;
+            }
+        }
+
+        Assert.Equal(["meet at noon", "after"], shown);
+        Assert.Equal(copy.Seq, Assert.Single(skipped).Seq);
+        node.AssertNoServerErrors();
+    }
+
+    [Fact]
+    public void The_record_survives_a_reopen_forgets_after_the_window_and_flags_what_is_older()
+    {
+        var clock = new Clock(DateTimeOffset.UtcNow);
+        string file = Path.Combine(_dir, "id.seen");
+        long sent = clock.Now.ToUnixTimeMilliseconds();
+        SeenMessages seen = SeenMessages.Open(file, clock);
+        Assert.Null(seen.Check(Bytes(32, 1), Bytes(32, 0xA), sent));
+        Assert.Null(seen.Check(Bytes(32, 1), Bytes(32, 0xA), sent)); // the same envelope again
+        Assert.Contains("copy", seen.Check(Bytes(32, 1), Bytes(32, 0xB), sent));
+        Assert.Null(seen.Check(Bytes(32, 2), Bytes(32, 0xC), sent - (long)TimeSpan.FromDays(20).TotalMilliseconds));
+        File.AppendAllText(file, "half a line cut by a cra"); // a crash in the middle of an append
+
+        // Reopened: both remembered, the torn line dropped (and the file rewritten without it).
+        SeenMessages again = SeenMessages.Open(file, clock);
+        Assert.Equal(2, again.Count);
+        Assert.Contains("copy", again.Check(Bytes(32, 1), Bytes(32, 0xD), sent));
+        Assert.DoesNotContain("cra", File.ReadAllText(file));
+
+        // Fifteen days on, the one sent 35 days ago is forgotten, and anything sent that long ago is suspect.
+        clock.Now = clock.Now.AddDays(15);
+        SeenMessages later = SeenMessages.Open(file, clock);
+        Assert.Equal(1, later.Count);
+        Assert.Contains("longer ago", later.Check(Bytes(32, 2), Bytes(32, 0xE), sent - (long)TimeSpan.FromDays(20).TotalMilliseconds));
+        Assert.Null(later.Check(Bytes(32, 3), Bytes(32, 0xF), clock.Now.ToUnixTimeMilliseconds()));
+
+        if (!OperatingSystem.IsWindows())
+        {
+            Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(file));
+        }
+    }
+}
