@@ -35,6 +35,7 @@ internal sealed class EnvelopeKv : IDisposable
     // 64 MiB table segments: the unit compaction frees.
     private const int SegmentBits = 26;
     private long _diskReads;
+    private long _compactionRetries;
 
     /// <param name="directory">Directory of the hybrid log and its checkpoints.</param>
     /// <param name="memoryBytes">Memory for the hybrid log (rounded down to a power of two).</param>
@@ -72,6 +73,9 @@ internal sealed class EnvelopeKv : IDisposable
 
     /// <summary>Reads that went to disk (the record was beyond the in-memory part of the log).</summary>
     public long DiskReads => Interlocked.Read(ref _diskReads);
+
+    /// <summary>Reads repeated because a compaction moved the log's begin address under them.</summary>
+    public long CompactionRetries => Interlocked.Read(ref _compactionRetries);
 
     /// <summary>Size of the hash index in bytes.</summary>
     public long IndexBytes { get; }
@@ -341,17 +345,33 @@ internal sealed class EnvelopeKv : IDisposable
 
         try
         {
-            Status status = StartRead(session, kind, id.Span, out byte[] output);
-            if (status.IsPending)
+            while (true)
             {
-                Interlocked.Increment(ref _diskReads);
-                // Not cancellable: a session must not go back to the pool with a read still pending on it.
-                using CompletedOutputIterator<SpanByte, SpanByte, SpanByte, byte[], Empty> completed =
-                    await session.CompletePendingWithOutputsAsync().ConfigureAwait(false);
-                (status, output) = Last(completed, status, output);
-            }
+                long begin = _kv.Log.BeginAddress;
+                Status status = StartRead(session, kind, id.Span, out byte[] output);
+                if (status.IsPending)
+                {
+                    Interlocked.Increment(ref _diskReads);
+                    // Not cancellable: a session must not go back to the pool with a read still pending on it.
+                    using CompletedOutputIterator<SpanByte, SpanByte, SpanByte, byte[], Empty> completed =
+                        await session.CompletePendingWithOutputsAsync().ConfigureAwait(false);
+                    (status, output) = Last(completed, status, output);
+                }
 
-            return status.Found ? output : null;
+                if (status.Found)
+                {
+                    return output;
+                }
+
+                if (_kv.Log.BeginAddress == begin)
+                {
+                    return null;
+                }
+
+                // Compaction moved the log's begin address during this read: the read may have followed the record's
+                // old copy below it (FASTER then says not found) while the live copy is at the tail now. Read again.
+                Interlocked.Increment(ref _compactionRetries);
+            }
         }
         finally
         {

@@ -98,6 +98,9 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     /// <summary>Table reads that went to disk since the store opened (the record had left the memory budget).</summary>
     public long TableDiskReads => _kv.DiskReads;
 
+    /// <summary>Table reads repeated because a compaction moved the table's begin address under them.</summary>
+    public long TableCompactionRetries => _kv.CompactionRetries;
+
     /// <summary>Begin address of the write-ahead log (moves forward when a checkpoint lets it be truncated).</summary>
     public long LogBeginAddress => _log.BeginAddress;
 
