@@ -192,8 +192,11 @@ public sealed class MegaNetClient : IDisposable
     }
 
     /// <summary>
-    /// Checks a receipt: the tree head's signature by the node key, and the envelope id's inclusion proof at that
-    /// tree size, fetched from the node. Returns null when valid, else what failed.
+    /// Checks a receipt against the node at this address: the tree head is signed by this node (the <see cref="NodeId"/>
+    /// the client was given, else the key the node signs its current tree head with, which then becomes
+    /// <see cref="NodeId"/>), the envelope id's inclusion proof leads to that head's root, and the node's current log
+    /// extends the one the receipt was signed in (a consistency proof; a node that forked or rewrote its log fails it).
+    /// Returns null when valid, else what failed.
     /// </summary>
     public async Task<string?> VerifyReceiptAsync(Receipt receipt, CancellationToken cancellationToken = default)
     {
@@ -209,10 +212,39 @@ public sealed class MegaNetClient : IDisposable
             return "the tree head's signature does not verify with its node key";
         }
 
+        // A signature only says which key signed: anyone can sign a head over a log of their own. The key must be the
+        // node's.
+        V1.SignedTreeHead current = await Relay.GetTreeHeadAsync(new GetTreeHeadRequest(), cancellationToken: cancellationToken);
+        byte[] nodeKey = NodeId ?? current.NodeKey.ToByteArray();
+        if (!head.NodeKey.Span.SequenceEqual(nodeKey))
+        {
+            return $"the tree head is signed by key {Convert.ToHexStringLower(head.NodeKey.Span)}, not by {(NodeId is null ? "the node at this address" : "the expected node")} ({Convert.ToHexStringLower(nodeKey)})";
+        }
+
+        if (!current.NodeKey.Span.SequenceEqual(nodeKey) ||
+            !TreeHeadSignature.Verify(current.NodeKey.Span, current.TreeSize, current.RootHash.Span, current.TimestampUnixMs, current.Signature.Span))
+        {
+            return $"the node's current tree head is not signed by {Convert.ToHexStringLower(nodeKey)}";
+        }
+
+        NodeId ??= nodeKey;
         InclusionProof proof = await Relay.GetInclusionProofAsync(new InclusionProofRequest { LeafIndex = receipt.LogIndex, TreeSize = head.TreeSize }, cancellationToken: cancellationToken);
-        return MerkleTree.VerifyInclusion(MerkleTree.LeafHash(receipt.EnvelopeId.Span), receipt.LogIndex, head.TreeSize, proof.Path.Select(p => p.ToByteArray()).ToList(), head.RootHash.Span)
+        if (!MerkleTree.VerifyInclusion(MerkleTree.LeafHash(receipt.EnvelopeId.Span), receipt.LogIndex, head.TreeSize, proof.Path.Select(p => p.ToByteArray()).ToList(), head.RootHash.Span))
+        {
+            return "the inclusion proof does not lead to the tree head's root";
+        }
+
+        if (current.TreeSize < head.TreeSize)
+        {
+            return $"the node's log has {current.TreeSize} entries now, fewer than the {head.TreeSize} it signed for the receipt: it lost or rewrote its log";
+        }
+
+        ConsistencyProof consistency = current.TreeSize == head.TreeSize
+            ? new ConsistencyProof { First = head.TreeSize, Second = current.TreeSize }
+            : await Relay.GetConsistencyProofAsync(new ConsistencyProofRequest { First = head.TreeSize, Second = current.TreeSize }, cancellationToken: cancellationToken);
+        return MerkleTree.VerifyConsistency(head.TreeSize, current.TreeSize, head.RootHash.Span, current.RootHash.Span, consistency.Path.Select(p => p.ToByteArray()).ToList())
             ? null
-            : "the inclusion proof does not lead to the tree head's root";
+            : $"the node's current log (size {current.TreeSize}) does not extend the log the receipt was signed in (size {head.TreeSize}): it forked or rewrote its log";
     }
 
     private static bool TryOpen(Identity identity, MailItem item, SeenMessages? seen, [System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out ReceivedMessage? message,

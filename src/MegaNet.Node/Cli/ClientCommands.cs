@@ -210,15 +210,21 @@ internal static class ClientCommands
     private static Command VerifyReceiptCommand()
     {
         var node = NodeOption();
+        var identity = IdentityOption();
+        var nodeId = NodeIdOption();
         var receiptFile = new Option<string>("--receipt") { Description = "Receipt JSON as printed by 'send --json'; '-' reads standard input.", DefaultValueFactory = _ => "-" };
         var command = new Command("verify-receipt",
-            "Check a receipt: the node's signature on the tree head, and the envelope's inclusion proof in the transparency log.") { node, receiptFile };
+            "Check a receipt against the node: its tree head is signed by that node (the id given with --node-id, else the one pinned in known-nodes beside --identity, else the node's own), the envelope's inclusion proof leads to it, and the node's log still extends it.")
+            { node, identity, nodeId, receiptFile };
         command.SetAction((parse, ct) => Run(async () =>
         {
             string path = parse.GetValue(receiptFile)!;
             string text = path == "-" ? await Console.In.ReadToEndAsync(ct) : await File.ReadAllTextAsync(path, ct);
             Receipt receipt = ReceiptFromJson(text);
-            using var client = new MegaNetClient(parse.GetValue(node)!);
+            Uri address = parse.GetValue(node)!;
+            string? idHex = parse.GetValue(nodeId);
+            byte[]? expected = idHex is not null ? KnownNodes.ParseNodeId(idHex, "--node-id") : KnownNodes.Beside(parse.GetValue(identity)!).Find(address);
+            using var client = new MegaNetClient(address, expected);
             string? problem = await client.VerifyReceiptAsync(receipt, ct);
             if (problem is not null)
             {
@@ -226,7 +232,8 @@ internal static class ClientCommands
                 return 3;
             }
 
-            Console.WriteLine($"valid: envelope {Hex(receipt.EnvelopeId)} is leaf {receipt.LogIndex} of the log of size {receipt.TreeHead.TreeSize} signed by node {Hex(receipt.TreeHead.NodeKey)}");
+            string whose = idHex is not null ? "the node id given" : expected is not null ? "the node id pinned in known-nodes" : "the key this node signs with now (not pinned: pass --node-id to check against an id you know)";
+            Console.WriteLine($"valid: envelope {Hex(receipt.EnvelopeId)} is leaf {receipt.LogIndex} of the log of size {receipt.TreeHead.TreeSize}, signed by node {Hex(receipt.TreeHead.NodeKey)} ({whose}), and the node's log still extends it");
             return 0;
         }));
         return command;

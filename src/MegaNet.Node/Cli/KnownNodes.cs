@@ -33,7 +33,7 @@ internal sealed class KnownNodes
             string[] parts = line.Split(' ', StringSplitOptions.RemoveEmptyEntries);
             if (parts.Length == 2 && parts[0] == key)
             {
-                return Parse(parts[1], $"{Path} ({key})");
+                return ParseNodeId(parts[1], $"{Path} ({key})");
             }
         }
 
@@ -53,7 +53,7 @@ internal sealed class KnownNodes
     {
         KnownNodes known = Beside(identityPath);
         byte[]? pinned = known.Find(node);
-        byte[]? expected = nodeIdHex is null ? pinned : Parse(nodeIdHex, "--node-id");
+        byte[]? expected = nodeIdHex is null ? pinned : ParseNodeId(nodeIdHex, "--node-id");
         using var client = new MegaNetClient(node, expected);
         try
         {
@@ -77,7 +77,8 @@ internal sealed class KnownNodes
 
     private static string Key(Uri node) => node.GetLeftPart(UriPartial.Authority);
 
-    private static byte[] Parse(string hex, string where)
+    /// <summary>A 32-byte node id from 64 hex digits; <paramref name="where"/> names the source in the error.</summary>
+    internal static byte[] ParseNodeId(string hex, string where)
     {
         try
         {
