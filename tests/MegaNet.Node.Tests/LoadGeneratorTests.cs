@@ -29,10 +29,22 @@ public sealed class LoadGeneratorTests
         LoadReport unary = await new LoadGenerator(node.Address, clients: 4, connections: 2, progress).RunUnaryAsync(unaryEnvelopes, targetRate: 2_000);
         Assert.Equal((200, 200, 0), (unary.Sent, unary.Accepted, unary.Refused));
         Assert.Contains("unary (open loop at", progress.ToString());
+        Assert.True(unary.OfferedPerSecond > 0, $"started at {unary.OfferedPerSecond}/s");
 
         // Every one of them was stored once: the log holds exactly the 600 envelopes sent.
         using var client = node.Client();
         Assert.Equal(600, (await client.Relay.GetTreeHeadAsync(new GetTreeHeadRequest())).TreeSize);
         node.AssertNoServerErrors();
+    }
+
+    [Fact]
+    public void Percentiles_are_nearest_rank()
+    {
+        double[] hundred = Enumerable.Range(1, 100).Select(i => (double)i).ToArray();
+        Assert.Equal(50, LoadGenerator.Percentile(hundred, 0.50));
+        Assert.Equal(99, LoadGenerator.Percentile(hundred, 0.99)); // not the maximum
+        Assert.Equal(100, LoadGenerator.Percentile(hundred, 1.0));
+        Assert.Equal(7, LoadGenerator.Percentile([7], 0.99));
+        Assert.True(double.IsNaN(LoadGenerator.Percentile([], 0.5)));
     }
 }

@@ -5,12 +5,13 @@ using MegaNet.Api.V1;
 
 namespace MegaNet.Node.Benchmarking;
 
-/// <summary>What <c>meganet load</c> measured. <paramref name="SteadyP50Ms"/> and <paramref name="SteadyP99Ms"/> cover only the
-/// calls started after the first <see cref="LoadGenerator.WarmUpSeconds"/> seconds (the node's code paths are compiled
-/// and tiered up by then) and <paramref name="SteadyAcceptedPerSecond"/> the acceptances completed after them; NaN when
-/// fewer than 1,000 calls started after that.</summary>
+/// <summary>What <c>meganet load</c> measured. Latency percentiles are over accepted calls (nearest rank).
+/// <paramref name="SteadyP50Ms"/> and <paramref name="SteadyP99Ms"/> cover only the calls started after the first
+/// <see cref="LoadGenerator.WarmUpSeconds"/> seconds (the node's code paths are compiled and tiered up by then) and
+/// <paramref name="SteadyAcceptedPerSecond"/> the acceptances completed after them; NaN when fewer than 1,000 calls
+/// started after that. <paramref name="OfferedPerSecond"/> is the rate calls were started at.</summary>
 public sealed record LoadReport(string Mode, int Clients, int Sent, int Accepted, int Refused, double Seconds, double P50Ms, double P99Ms,
-    double SteadyP50Ms, double SteadyP99Ms, double SteadyAcceptedPerSecond, double MeanServerBatch, string Backend)
+    double SteadyP50Ms, double SteadyP99Ms, double SteadyAcceptedPerSecond, double MeanServerBatch, string Backend, double OfferedPerSecond = double.NaN)
 {
     public double AcceptedPerSecond => Accepted / Seconds;
 }
@@ -47,9 +48,10 @@ public sealed class LoadGenerator(Uri node, int clients, int connections, TextWr
     }
 
     /// <summary>Unary submits over <c>clients</c> concurrent workers. Without <paramref name="targetRate"/> each worker sends
-    /// its share one call at a time (closed loop: as fast as the node answers). With it the load is open: call i starts at
-    /// i / <paramref name="targetRate"/> seconds whether or not earlier calls have returned, so the latency reported is
-    /// the latency at that offered load (a slow answer does not hold back the next call and hide itself).</summary>
+    /// its share one call at a time (closed loop: as fast as the node answers). With it the load is open: call i is due at
+    /// i / <paramref name="targetRate"/> seconds whether or not earlier calls have returned, and its latency counts from
+    /// then, not from when this client got round to sending it: a client (or node) that falls behind shows up in the
+    /// latency instead of slowing the offered load and hiding itself. The report gives the rate calls really started at.</summary>
     public async Task<LoadReport> RunUnaryAsync(IReadOnlyList<Envelope> envelopes, double targetRate = 0, CancellationToken ct = default)
     {
         using Connections channels = await Connections.OpenAsync(node, Math.Clamp(connections, 1, clients), ct);
@@ -61,10 +63,12 @@ public sealed class LoadGenerator(Uri node, int clients, int connections, TextWr
         int accepted = 0, refused = 0;
         var watch = Stopwatch.StartNew();
 
-        async Task SubmitOneAsync(int i)
+        async Task SubmitOneAsync(int i, double dueSeconds)
         {
             long start = Stopwatch.GetTimestamp();
             startedAt[i] = watch.Elapsed.TotalSeconds;
+            // Open loop: the time this call was late to start counts too.
+            double lateMs = dueSeconds >= 0 ? Math.Max(0, startedAt[i] - dueSeconds) * 1000 : 0;
             try
             {
                 await channels[i % clients].Relay.SubmitAsync(new SubmitRequest { Envelope = envelopes[i] }, cancellationToken: ct);
@@ -76,7 +80,7 @@ public sealed class LoadGenerator(Uri node, int clients, int connections, TextWr
                 Interlocked.Increment(ref refused);
             }
 
-            latencies[i] = Stopwatch.GetElapsedTime(start).TotalMilliseconds;
+            latencies[i] = lateMs + Stopwatch.GetElapsedTime(start).TotalMilliseconds;
         }
 
         await Task.WhenAll(Enumerable.Range(0, clients).Select(c => Task.Run(async () =>
@@ -86,17 +90,18 @@ public sealed class LoadGenerator(Uri node, int clients, int connections, TextWr
             {
                 if (targetRate <= 0)
                 {
-                    await SubmitOneAsync(i);
+                    await SubmitOneAsync(i, -1);
                     continue;
                 }
 
-                double wait = (i / targetRate) - watch.Elapsed.TotalSeconds;
+                double due = i / targetRate;
+                double wait = due - watch.Elapsed.TotalSeconds;
                 if (wait > 0.001)
                 {
                     await Task.Delay(TimeSpan.FromSeconds(wait), ct);
                 }
 
-                open.Add(SubmitOneAsync(i));
+                open.Add(SubmitOneAsync(i, due));
             }
 
             await Task.WhenAll(open);
@@ -160,19 +165,21 @@ public sealed class LoadGenerator(Uri node, int clients, int connections, TextWr
         StatusResponse after = await client.Relay.StatusAsync(new StatusRequest(), cancellationToken: ct);
         double batches = after.BatchesVerified - before.BatchesVerified;
         double signatures = after.SignaturesVerified - before.SignaturesVerified;
-        double[] steady = latencies.Where((_, i) => startedAt[i] >= WarmUpSeconds).Order().ToArray();
+        // Latency of accepted calls only: a refusal (queue full, rate limit) is answered fast and would flatter them.
+        double[] all = latencies.Where((_, i) => ok[i]).Order().ToArray();
+        double[] steady = latencies.Where((_, i) => ok[i] && startedAt[i] >= WarmUpSeconds).Order().ToArray();
         // Acceptances completed after the warm-up, over the time after it: the rate once the node's code is tiered up.
         int acceptedLater = Enumerable.Range(0, sent).Count(i => ok[i] && startedAt[i] + (latencies[i] / 1000) >= WarmUpSeconds);
-        Array.Sort(latencies);
+        double startSpan = sent > 1 ? startedAt.Max() - startedAt.Min() : 0;
         bool hasSteady = steady.Length >= 1000;
-        var report = new LoadReport(mode, clients, sent, accepted, refused, seconds, Percentile(latencies, 0.50), Percentile(latencies, 0.99),
+        var report = new LoadReport(mode, clients, sent, accepted, refused, seconds, Percentile(all, 0.50), Percentile(all, 0.99),
             hasSteady ? Percentile(steady, 0.50) : double.NaN, hasSteady ? Percentile(steady, 0.99) : double.NaN,
             hasSteady ? acceptedLater / (seconds - WarmUpSeconds) : double.NaN,
-            batches == 0 ? 0 : signatures / batches, after.VerifierBackend);
+            batches == 0 ? 0 : signatures / batches, after.VerifierBackend, startSpan > 0 ? (sent - 1) / startSpan : double.NaN);
         string steadyText = hasSteady
             ? $" (after the first {WarmUpSeconds:0} s: {report.SteadyAcceptedPerSecond:N0} accepted/s, p50 {report.SteadyP50Ms:F2} ms, p99 {report.SteadyP99Ms:F2} ms)"
             : string.Empty;
-        progress?.WriteLine($"{mode,-6} clients {clients}: {report.AcceptedPerSecond,10:N0} accepted/s ({accepted}/{sent}, {refused} refused), p50 {report.P50Ms:F2} ms, p99 {report.P99Ms:F2} ms{steadyText}, mean verifier batch {report.MeanServerBatch:F1} ({report.Backend})");
+        progress?.WriteLine($"{mode,-6} clients {clients}: {report.AcceptedPerSecond,10:N0} accepted/s ({accepted}/{sent}, {refused} refused; started at {report.OfferedPerSecond:N0}/s), p50 {report.P50Ms:F2} ms, p99 {report.P99Ms:F2} ms{steadyText}, mean verifier batch {report.MeanServerBatch:F1} ({report.Backend})");
         return report;
     }
 
@@ -212,5 +219,7 @@ public sealed class LoadGenerator(Uri node, int clients, int connections, TextWr
         }
     }
 
-    private static double Percentile(double[] sorted, double p) => sorted.Length == 0 ? 0 : sorted[Math.Min(sorted.Length - 1, (int)(p * sorted.Length))];
+    /// <summary>Nearest rank: the smallest value with at least <paramref name="p"/> of the values at or below it.</summary>
+    internal static double Percentile(double[] sorted, double p) =>
+        sorted.Length == 0 ? double.NaN : sorted[Math.Clamp((int)Math.Ceiling(p * sorted.Length) - 1, 0, sorted.Length - 1)];
 }
