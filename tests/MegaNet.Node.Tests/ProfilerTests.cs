@@ -100,6 +100,15 @@ public sealed class ProfilerTests(ITestOutputHelper output)
         Assert.Contains("meganet_verify_signatures_total{backend=\"simd\",verdict=\"valid\"}", text);
         Assert.Contains("meganet_admission_accepted_total ", text);
         Assert.Contains("meganet_store_log_size", text);
+
+        // Not on the gRPC port (HTTP/2), which may face the internet.
+        using var onGrpcPort = new HttpRequestMessage(HttpMethod.Get, new Uri(node.Address, "/metrics"))
+        {
+            Version = System.Net.HttpVersion.Version20,
+            VersionPolicy = HttpVersionPolicy.RequestVersionExact,
+        };
+        using HttpResponseMessage refused = await http.SendAsync(onGrpcPort);
+        Assert.Equal(System.Net.HttpStatusCode.NotFound, refused.StatusCode);
         node.AssertNoServerErrors();
     }
 }

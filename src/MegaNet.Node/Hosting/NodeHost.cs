@@ -199,7 +199,11 @@ public static partial class NodeHost
         {
             var exporter = new Diagnostics.PrometheusExporter();
             app.Lifetime.ApplicationStopped.Register(exporter.Dispose);
-            app.MapGet("/metrics", () => Results.Text(exporter.Render(), "text/plain; version=0.0.4"));
+            // Only on the metrics listener (HTTP/1.1): the gRPC port, which may face the internet, speaks HTTP/2 only
+            // and must not hand out the node's load figures.
+            app.MapGet("/metrics", (HttpContext context) => HttpProtocol.IsHttp2(context.Request.Protocol)
+                ? Results.NotFound()
+                : Results.Text(exporter.Render(), "text/plain; version=0.0.4"));
         }
 
         // Open the store and start admission before the first request. On shutdown, once the server has stopped
