@@ -30,7 +30,8 @@ internal sealed class Mailbox
     /// <summary>Adds an entry (in place of a live one with the same sequence number, if any).</summary>
     public void Add(in IndexEntry entry)
     {
-        int at = Search(entry.Seq);
+        // Almost every add is the newest sequence number: no search for those.
+        int at = _used == 0 || _slots[_used - 1].Seq < entry.Seq ? ~_used : Search(entry.Seq);
         if (at >= 0)
         {
             if (!_removed[at])
