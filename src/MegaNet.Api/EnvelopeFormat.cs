@@ -35,6 +35,29 @@ public static class EnvelopeFormat
     /// <summary>True if <paramref name="sealedLength"/> is a legal sealed payload size.</summary>
     public static bool IsPaddedSize(int sealedLength) => Array.IndexOf(Classes, sealedLength - SealOverhead) >= 0;
 
+    /// <summary>
+    /// The most content bytes <see cref="Seal"/> fits in one envelope with this content type and file name: the largest
+    /// payload class less its length prefix and the other fields of the sealed content. Callers check a file's size
+    /// against it before reading the file.
+    /// </summary>
+    public static int MaxContentLength(string contentType, string? fileName)
+    {
+        ArgumentNullException.ThrowIfNull(contentType);
+        var fields = new SealedContent
+        {
+            SenderSigningKey = ByteString.CopyFrom(new byte[32]),
+            SenderEncryptionKey = ByteString.CopyFrom(new byte[32]),
+            // The latest time a DateTimeOffset holds: its varint is at least as long as any real send time's.
+            SentUnixMs = DateTimeOffset.MaxValue.ToUnixTimeMilliseconds(),
+            ContentType = contentType,
+            FileName = fileName ?? string.Empty,
+            ContentSignature = ByteString.CopyFrom(new byte[64]),
+        };
+        // Seal needs plain + 4 (length prefix) <= class; content adds a tag byte and a length varint (3 bytes for
+        // 16,384 to 2,097,151, where a 65,536-byte class lands).
+        return PayloadClasses[^1] - 4 - fields.CalculateSize() - 1 - 3;
+    }
+
     /// <summary>Length of <see cref="CoreBytes"/>.</summary>
     public const int CoreLength = 19 + 4 + 32 + 8 + 32 + 32; // 19 = "meganet-envelope-v1" (a string's length is not a C# constant)
 
@@ -213,7 +236,7 @@ public static class EnvelopeFormat
         int size = PayloadClasses.FirstOrDefault(c => c >= plain.Length + 4);
         if (size == 0)
         {
-            throw new ArgumentException($"The content is too large: at most about {PayloadClasses[^1] - 200} bytes fit in one envelope.", nameof(content));
+            throw new ArgumentException($"The content is too large ({content.Length} bytes): at most {MaxContentLength(contentType, fileName)} bytes fit in one envelope.", nameof(content));
         }
 
         byte[] padded = new byte[size];

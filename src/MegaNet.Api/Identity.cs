@@ -115,12 +115,25 @@ public sealed class Identity : IDisposable
             options.UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite;
         }
 
-        using (var stream = new FileStream(temp, options))
+        try
         {
-            JsonSerializer.Serialize(stream, file, IdentityJson.Default.IdentityFile);
-        }
+            using (var stream = new FileStream(temp, options))
+            {
+                JsonSerializer.Serialize(stream, file, IdentityJson.Default.IdentityFile);
+            }
 
-        File.Move(temp, path, overwrite: true);
+            File.Move(temp, path, overwrite: true);
+        }
+        catch
+        {
+            // A failed save (path is a directory, disk full) must not leave a copy of the private keys beside it.
+            if (File.Exists(temp))
+            {
+                File.Delete(temp);
+            }
+
+            throw;
+        }
     }
 
     /// <summary>Reads an identity written by <see cref="Save"/>.</summary>

@@ -1,4 +1,5 @@
 using System.CommandLine;
+using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
@@ -6,6 +7,7 @@ using Google.Protobuf;
 using Grpc.Core;
 using MegaNet.Api;
 using MegaNet.Api.V1;
+using MegaNet.Node.Hosting;
 
 namespace MegaNet.Node.Cli;
 
@@ -53,6 +55,7 @@ internal static class ClientCommands
         create.SetAction(parse => Run(() =>
         {
             string path = parse.GetValue(identity)!;
+            CheckCanCreate(path);
             if (File.Exists(path) && !parse.GetValue(force))
             {
                 throw new CliException($"{path} already exists; use --force to replace it (its keys will be lost) or --identity for another file.");
@@ -88,8 +91,7 @@ internal static class ClientCommands
         var command = new Command("send", "Seal a message to a contact card and submit it to the node; prints the receipt.") { identity, node, to, text, file, ttl, json };
         command.SetAction((parse, ct) => Run(async () =>
         {
-            using Identity id = LoadIdentity(parse.GetValue(identity)!);
-            ContactCard recipient = ParseCard(parse.GetValue(to)!);
+            // Every check that needs neither the node nor the file's contents comes first.
             string? message = parse.GetValue(text);
             FileInfo? attachment = parse.GetValue(file);
             if ((message is null) == (attachment is null))
@@ -97,10 +99,29 @@ internal static class ClientCommands
                 throw new CliException("Give exactly one of --text or --file.");
             }
 
+            double ttlDays = parse.GetValue(ttl);
+            if (!(ttlDays > 0 && ttlDays <= NodeOptions.MaxTtlDaysLimit))
+            {
+                throw new CliException($"--ttl-days must be a number of days above 0 and at most {NodeOptions.MaxTtlDaysLimit} (got {ttlDays}); nodes keep at most their MaxTtlDays (default 30).");
+            }
+
+            string contentType = message is not null ? "text/plain; charset=utf-8" : "application/octet-stream";
+            int maxContent = EnvelopeFormat.MaxContentLength(contentType, attachment?.Name);
+            if (message is not null && Encoding.UTF8.GetByteCount(message) is var length && length > maxContent)
+            {
+                throw new CliException($"--text is {length:N0} bytes (UTF-8); at most {maxContent:N0} fit in one envelope.");
+            }
+
+            if (attachment is not null)
+            {
+                CheckAttachment(attachment, maxContent);
+            }
+
+            using Identity id = LoadIdentity(parse.GetValue(identity)!);
+            ContactCard recipient = ParseCard(parse.GetValue(to)!);
             byte[] content = message is not null ? Encoding.UTF8.GetBytes(message) : await File.ReadAllBytesAsync(attachment!.FullName, ct);
             using var client = new MegaNetClient(parse.GetValue(node)!);
-            Receipt receipt = await client.SendAsync(id, recipient, content,
-                message is not null ? "text/plain; charset=utf-8" : "application/octet-stream", attachment?.Name, TimeSpan.FromDays(parse.GetValue(ttl)), ct);
+            Receipt receipt = await client.SendAsync(id, recipient, content, contentType, attachment?.Name, TimeSpan.FromDays(ttlDays), ct);
             if (parse.GetValue(json))
             {
                 Console.WriteLine(ReceiptJson(receipt).ToJsonString());
@@ -349,6 +370,49 @@ internal static class ClientCommands
         return Identity.Load(path);
     }
 
+    /// <summary>Refuses a --file that is missing, a directory, or larger than one envelope holds, before it is read.</summary>
+    private static void CheckAttachment(FileInfo attachment, int maxContent)
+    {
+        if (Directory.Exists(attachment.FullName))
+        {
+            throw new CliException($"--file {attachment.FullName} is a directory; give a file.");
+        }
+
+        if (!attachment.Exists)
+        {
+            throw new CliException($"--file {attachment.FullName} does not exist.");
+        }
+
+        if (attachment.Length > maxContent)
+        {
+            throw new CliException($"--file {attachment.FullName} is {attachment.Length:N0} bytes; at most {maxContent:N0} bytes fit in one envelope.");
+        }
+    }
+
+    /// <summary>Refuses an identity path that is a directory, or lies below a file, before anything is written.</summary>
+    private static void CheckCanCreate(string path)
+    {
+        string full = Path.GetFullPath(path);
+        if (Directory.Exists(full))
+        {
+            throw new CliException($"--identity {path} is a directory; give a file name, e.g. {Path.Combine(path, "identity.json")}.");
+        }
+
+        // The nearest ancestor that exists must be a directory, or the file cannot be created below it.
+        for (string? dir = Path.GetDirectoryName(full); dir is not null; dir = Path.GetDirectoryName(dir))
+        {
+            if (Directory.Exists(dir))
+            {
+                return;
+            }
+
+            if (File.Exists(dir))
+            {
+                throw new CliException($"--identity {path} cannot be created: {dir} is a file, not a directory.");
+            }
+        }
+    }
+
     private static ContactCard ParseCard(string text)
     {
         try
@@ -381,6 +445,12 @@ internal static class ClientCommands
             Console.Error.WriteLine($"meganet: {e.Message}");
             return 1;
         }
+        catch (RpcException e) when (e.StatusCode == StatusCode.Cancelled && e.Status.DebugException is not null)
+        {
+            // Cancelled on this side (Ctrl+C), not by the node.
+            Console.Error.WriteLine("meganet: interrupted.");
+            return InterruptedExitCode;
+        }
         catch (RpcException e)
         {
             // A status the node sent has no DebugException; one made by the client's transport does.
@@ -389,7 +459,37 @@ internal static class ClientCommands
                 : $"meganet: the node said {e.StatusCode}: {e.Status.Detail}");
             return 2;
         }
+        catch (OperationCanceledException)
+        {
+            Console.Error.WriteLine("meganet: interrupted.");
+            return InterruptedExitCode;
+        }
+        catch (UnauthorizedAccessException e)
+        {
+            Console.Error.WriteLine($"meganet: {e.Message} Check the path and its permissions.");
+            return 1;
+        }
+        catch (IOException e)
+        {
+            // Missing files, a directory where a file was expected, a full disk: the message names the path.
+            Console.Error.WriteLine($"meganet: {e.Message}");
+            return 1;
+        }
+        catch (CryptographicException e)
+        {
+            Console.Error.WriteLine($"meganet: a cryptographic operation failed: {e.Message}");
+            return 1;
+        }
+        catch (ArgumentException e) when (e is not ArgumentNullException)
+        {
+            // ArgumentNullException is always a bug here and keeps its stack trace (System.CommandLine prints it).
+            Console.Error.WriteLine($"meganet: {CliErrors.WithoutParameterName(e)}");
+            return 1;
+        }
     }
+
+    /// <summary>What a shell reports for a process ended by SIGINT (128 + 2).</summary>
+    internal const int InterruptedExitCode = 130;
 
 
 }
