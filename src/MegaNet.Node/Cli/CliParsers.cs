@@ -19,6 +19,21 @@ internal static class CliParsers
         return null;
     }
 
+    /// <summary>A whole number, for an optional option (System.CommandLine's own error names the type as
+    /// "System.Nullable`1[System.Int32]").</summary>
+    public static int? OptionalInt32(ArgumentResult result)
+    {
+        string text = result.Tokens.Single().Value;
+        if (int.TryParse(text, NumberStyles.Integer, CultureInfo.InvariantCulture, out int value))
+        {
+            return value;
+        }
+
+        string option = result.Parent is OptionResult o ? o.Option.Name : "the value";
+        result.AddError($"{option}: '{text}' is not a whole number.");
+        return null;
+    }
+
     /// <summary>A duration such as 30s, 2m or 00:01:30.</summary>
     public static TimeSpan Duration(ArgumentResult result)
     {

@@ -22,5 +22,23 @@ internal static class MeganetCommand
         return root;
     }
 
-    public static int Run(string[] args) => Build().Parse(args).InvokeAsync().GetAwaiter().GetResult();
+    /// <summary>Parses and runs <paramref name="args"/>; returns the exit code.</summary>
+    public static int Run(string[] args)
+    {
+        ParseResult parse = Build().Parse(args);
+        return parse.InvokeAsync(InvocationFor(parse.CommandResult.Command.Name)).GetAwaiter().GetResult();
+    }
+
+    /// <summary>
+    /// How long a command may take to finish after Ctrl+C / SIGTERM before System.CommandLine ends it with 130/143.
+    /// The default (2 s) cut the node off in the middle of its shutdown (admission drain, final checkpoint: up to
+    /// 30 s), so the node's host handles those signals alone and the process waits for it; <c>load</c> gets time
+    /// to stop its embedded node and delete its data directory.
+    /// </summary>
+    internal static InvocationConfiguration InvocationFor(string command) => command switch
+    {
+        "node" => new InvocationConfiguration { ProcessTerminationTimeout = null },
+        "load" => new InvocationConfiguration { ProcessTerminationTimeout = TimeSpan.FromSeconds(60) },
+        _ => new InvocationConfiguration(),
+    };
 }

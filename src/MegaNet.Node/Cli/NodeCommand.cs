@@ -1,14 +1,20 @@
 using System.CommandLine;
+using System.Net;
+using System.Reflection;
+using System.Security.Cryptography;
 using MegaNet.Core.Verification;
 using MegaNet.Node.Hosting;
 using MegaNet.Store;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.Configuration.EnvironmentVariables;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
 
 namespace MegaNet.Node.Cli;
 
 /// <summary><c>meganet node</c>: runs the relay node until Ctrl+C / SIGTERM, then drains admission and commits.</summary>
-internal static class NodeCommand
+internal static partial class NodeCommand
 {
     public static Command Build()
     {
@@ -16,11 +22,15 @@ internal static class NodeCommand
         var data = new Option<string?>("--data") { Description = $"Data directory (node key, store). Default {defaults.DataDirectory}." };
         var listen = new Option<string?>("--listen") { Description = $"ADDRESS:PORT for gRPC over HTTP/2. Default {defaults.Listen}; a non-loopback address needs --tls-cert." };
         var backend = new Option<string?>("--backend", "-b") { Description = "Verifier backend: auto (default), simd, gpu, reference." };
-        var threads = new Option<int?>("--threads", "-t") { Description = "Verifier threads. Default: all cores but one (at least one), leaving a core to the network and the store." };
+        var threads = new Option<int?>("--threads", "-t")
+        {
+            Description = "Verifier threads. Default: all cores but one (at least one), leaving a core to the network and the store.",
+            CustomParser = CliParsers.OptionalInt32,
+        };
         var tlsCert = new Option<string?>("--tls-cert") { Description = "TLS certificate (PEM or PFX) for non-loopback listening." };
         var tlsKey = new Option<string?>("--tls-key") { Description = "PEM private key for --tls-cert." };
         var metrics = new Option<string?>("--metrics-listen") { Description = "ADDRESS:PORT serving Prometheus text at /metrics over HTTP/1.1. Default: off." };
-        var config = new Option<string>("--config") { Description = "Settings file (section \"MegaNet\"). Default meganet.json if present.", DefaultValueFactory = _ => "meganet.json" };
+        var config = new Option<string>("--config") { Description = "Settings file (section \"MegaNet\"). Default meganet.json if present; a file named here must exist.", DefaultValueFactory = _ => "meganet.json" };
         var command = new Command("node",
             "Run the relay node. Settings come from meganet.json (section MegaNet), then MEGANET_MegaNet__<Option> environment variables, then these flags; " +
             "every option and its default is listed in README.")
@@ -32,12 +42,22 @@ internal static class NodeCommand
             NodeOptions options;
             try
             {
+                string configPath = Path.GetFullPath(parse.GetValue(config)!);
+                // The default meganet.json is optional; a file named with --config must be there.
+                if (parse.GetResult(config) is { Implicit: false } && !File.Exists(configPath))
+                {
+                    throw new ArgumentException(Directory.Exists(configPath)
+                        ? $"--config {configPath} is a directory; give a settings file."
+                        : $"--config {configPath} does not exist.");
+                }
+
                 IConfigurationRoot configuration = new ConfigurationBuilder()
-                    .AddJsonFile(Path.GetFullPath(parse.GetValue(config)!), optional: true)
+                    .AddJsonFile(configPath, optional: true)
                     .AddEnvironmentVariables("MEGANET_")
                     .Build();
+                RejectUnknownSettings(configuration, configPath);
                 options = new NodeOptions();
-                configuration.GetSection("MegaNet").Bind(options);
+                configuration.GetSection(Section).Bind(options);
                 options.DataDirectory = parse.GetValue(data) ?? options.DataDirectory;
                 options.Listen = parse.GetValue(listen) ?? options.Listen;
                 options.Backend = parse.GetValue(backend) ?? options.Backend;
@@ -47,28 +67,95 @@ internal static class NodeCommand
                 options.MetricsListen = parse.GetValue(metrics) ?? options.MetricsListen;
                 options.Validate();
             }
-            catch (Exception e) when (e is ArgumentException or InvalidOperationException or FormatException or InvalidDataException)
+            catch (Exception e) when (e is ArgumentException or InvalidOperationException or FormatException or InvalidDataException
+                or UnauthorizedAccessException or IOException)
             {
-                Console.Error.WriteLine($"meganet node: {e.Message}");
+                Console.Error.WriteLine($"meganet node: {Message(e)}");
                 return 1;
             }
 
             try
             {
-                await using WebApplication app = NodeHost.Build(options);
+                // The host's own "Hosting failed to start" error repeats, with a stack trace, the start failure this
+                // command reports below in one line; the node registers no hosted services whose errors it would hide.
+                await using WebApplication app = NodeHost.Build(options, logging: l => l.AddFilter(HostCategory, LogLevel.None));
                 await NodeHost.StartAsync(app, ct);
+                // The host's console lifetime handles Ctrl+C / SIGTERM (MeganetCommand leaves those signals to it):
+                // this returns once admission has drained and the store has taken its final checkpoint.
                 await app.WaitForShutdownAsync(CancellationToken.None);
+                if (Environment.ExitCode == 0)
+                {
+                    LogStoppedCleanly(app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("MegaNet.Node"));
+                }
+
                 return Environment.ExitCode; // non-zero when the store could not shut down cleanly (logged)
             }
-            catch (Exception e) when (e is BackendUnavailableException or StoreCorruptException or StoreInUseException or InvalidDataException or ArgumentException or IOException)
+            catch (Exception e) when (e is BackendUnavailableException or StoreCorruptException or StoreInUseException or InvalidDataException or ArgumentException
+                or IOException or UnauthorizedAccessException or CryptographicException)
             {
-                string hint = e.InnerException is Microsoft.AspNetCore.Connections.AddressInUseException
-                    ? " Another node (or program) listens there: stop it, or choose another address with --listen."
-                    : "";
-                Console.Error.WriteLine($"meganet node: {e.Message}{hint}");
+                Console.Error.WriteLine($"meganet node: {Message(e)}{Hint(e, options)}");
                 return 1;
+            }
+            catch (OperationCanceledException) when (ct.IsCancellationRequested)
+            {
+                Console.Error.WriteLine("meganet node: interrupted while starting.");
+                return ClientCommands.InterruptedExitCode;
             }
         });
         return command;
+    }
+
+    /// <summary>The configuration section that holds the node's settings.</summary>
+    internal const string Section = "MegaNet";
+
+    private const string HostCategory = "Microsoft.Extensions.Hosting.Internal.Host";
+
+    [LoggerMessage(EventId = 3, Level = LogLevel.Information, Message = "MegaNet node stopped cleanly (store checkpointed)")]
+    private static partial void LogStoppedCleanly(ILogger logger);
+
+    /// <summary>
+    /// Refuses a key in the "MegaNet" section that no setting has: the binder would ignore it, so a misspelt
+    /// setting would silently keep its default.
+    /// </summary>
+    internal static void RejectUnknownSettings(IConfiguration configuration, string configPath)
+    {
+        string[] known = typeof(NodeOptions).GetProperties(BindingFlags.Public | BindingFlags.Instance)
+            .Where(p => p.CanWrite)
+            .Select(p => p.Name)
+            .Order(StringComparer.Ordinal)
+            .ToArray();
+        foreach (IConfigurationSection setting in configuration.GetSection(Section).GetChildren())
+        {
+            if (!known.Contains(setting.Key, StringComparer.OrdinalIgnoreCase))
+            {
+                string where = configuration is IConfigurationRoot root && root.Providers.Any(p => p is EnvironmentVariablesConfigurationProvider && p.GetChildKeys([], Section).Contains(setting.Key))
+                    ? $"environment variable MEGANET_{Section}__{setting.Key}"
+                    : configPath;
+                throw new ArgumentException($"Unknown setting {Section}:{setting.Key} (from {where}). Settings: {string.Join(", ", known)}.");
+            }
+        }
+    }
+
+    private static string Message(Exception e) => e is ArgumentException a ? CliErrors.WithoutParameterName(a) : e.Message;
+
+    /// <summary>What to do about a start failure whose message alone does not say.</summary>
+    private static string Hint(Exception e, NodeOptions options)
+    {
+        if (e.InnerException is Microsoft.AspNetCore.Connections.AddressInUseException || e is Microsoft.AspNetCore.Connections.AddressInUseException)
+        {
+            // Kestrel's message names the address that is taken; name the option that chose it.
+            bool metrics = !string.IsNullOrEmpty(options.MetricsListen) && e.Message.Contains(IPEndPoint.Parse(options.MetricsListen).ToString(), StringComparison.Ordinal)
+                && !e.Message.Contains(options.ListenEndPoint.ToString(), StringComparison.Ordinal);
+            return metrics
+                ? " Another program listens there: stop it, or choose another metrics address with --metrics-listen."
+                : " Another node (or program) listens there: stop it, or choose another address with --listen.";
+        }
+
+        if (e is UnauthorizedAccessException)
+        {
+            return $" The data directory {Path.GetFullPath(options.DataDirectory)} must be readable and writable by this user: fix its permissions or choose another with --data.";
+        }
+
+        return "";
     }
 }

@@ -177,7 +177,7 @@ public static partial class NodeHost
                 listen.Protocols = HttpProtocols.Http2;
                 if (!string.IsNullOrEmpty(options.TlsCertificate))
                 {
-                    listen.UseHttps(LoadCertificate(options));
+                    listen.UseHttps(options.LoadTlsCertificate());
                 }
             });
             if (!string.IsNullOrEmpty(options.MetricsListen))
@@ -243,14 +243,6 @@ public static partial class NodeHost
         LogStarted(logger, uri, admission.Verifier.Name, admission.Verifier.Description, Path.GetFullPath(options.DataDirectory),
             Convert.ToHexString(app.Services.GetRequiredService<NodeKey>().PublicKey).ToLowerInvariant());
         return uri;
-    }
-
-    private static System.Security.Cryptography.X509Certificates.X509Certificate2 LoadCertificate(NodeOptions options)
-    {
-        string path = options.TlsCertificate!;
-        return path.EndsWith(".pfx", StringComparison.OrdinalIgnoreCase) || path.EndsWith(".p12", StringComparison.OrdinalIgnoreCase)
-            ? System.Security.Cryptography.X509Certificates.X509CertificateLoader.LoadPkcs12FromFile(path, null)
-            : System.Security.Cryptography.X509Certificates.X509Certificate2.CreateFromPemFile(path, options.TlsKey);
     }
 
     [LoggerMessage(EventId = 2, Level = LogLevel.Critical, Message = "{Reason}")]

@@ -1,4 +1,6 @@
 using System.Net;
+using System.Security.Cryptography;
+using System.Security.Cryptography.X509Certificates;
 
 namespace MegaNet.Node.Hosting;
 
@@ -68,6 +70,12 @@ public sealed class NodeOptions
     /// <summary>Largest envelope accepted (serialized), in bytes. Default 69,632.</summary>
     public int MaxEnvelopeBytes { get; set; } = 65_536 + 4_096;
 
+    /// <summary>The most <see cref="MaxTtlDays"/> may be set to (ten years); clients refuse longer lifetimes too.</summary>
+    public const double MaxTtlDaysLimit = 3650;
+
+    /// <summary>The most <see cref="KeepaliveSeconds"/> may be set to (a day): a longer period is no keepalive.</summary>
+    public const int MaxKeepaliveSeconds = 86_400;
+
     /// <summary>Longest envelope lifetime accepted, in days. Default 30.</summary>
     public double MaxTtlDays { get; set; } = 30;
 
@@ -83,7 +91,7 @@ public sealed class NodeOptions
     /// <summary>ADDRESS:PORT of an HTTP/1.1 listener serving Prometheus text at <c>/metrics</c>. Default empty: off.</summary>
     public string? MetricsListen { get; set; }
 
-    /// <summary>Keepalive interval on Subscribe streams, in seconds. Default 15.</summary>
+    /// <summary>Keepalive interval on Subscribe streams, in seconds: 1 to 86,400. Default 15.</summary>
     public int KeepaliveSeconds { get; set; } = 15;
 
     /// <summary>Parsed <see cref="Listen"/>.</summary>
@@ -105,9 +113,25 @@ public sealed class NodeOptions
             throw new ArgumentException($"MetricsListen '{MetricsListen}' is not ADDRESS:PORT (e.g. 127.0.0.1:9700).");
         }
 
-        if (TlsCertificate is not null && !File.Exists(TlsCertificate))
+        if (File.Exists(DataDirectory))
         {
-            throw new ArgumentException($"TLS certificate '{TlsCertificate}' does not exist.");
+            throw new ArgumentException($"DataDirectory '{DataDirectory}' is a file, not a directory; give --data a directory (it is created if missing).");
+        }
+
+        if (!string.IsNullOrEmpty(TlsCertificate))
+        {
+            if (!File.Exists(TlsCertificate))
+            {
+                throw new ArgumentException($"TLS certificate '{TlsCertificate}' does not exist.");
+            }
+
+            if (!string.IsNullOrEmpty(TlsKey) && !File.Exists(TlsKey))
+            {
+                throw new ArgumentException($"TLS key '{TlsKey}' does not exist.");
+            }
+
+            // Load it now: a certificate Kestrel cannot use would otherwise fail the start deep inside the host.
+            using X509Certificate2 certificate = LoadTlsCertificate();
         }
 
         Check(Threads is >= 1 and <= 1024, nameof(Threads), "1 to 1024");
@@ -121,9 +145,41 @@ public sealed class NodeOptions
         Check(PowMaxBits is >= 0 and <= 32, nameof(PowMaxBits), "0 to 32");
         Check(PowMinBits >= 0 && PowMinBits <= PowMaxBits, nameof(PowMinBits), "0 to PowMaxBits");
         Check(MaxEnvelopeBytes is >= 1024 and <= 256 << 10, nameof(MaxEnvelopeBytes), "between 1024 and 262144 (256 KiB; a log record must fit in a log page)");
-        Check(MaxTtlDays > 0 && MaxTtlDays <= 3650, nameof(MaxTtlDays), "above 0 and at most 3650");
+        Check(MaxTtlDays > 0 && MaxTtlDays <= MaxTtlDaysLimit, nameof(MaxTtlDays), $"above 0 and at most {MaxTtlDaysLimit}");
         Check(StoreMemoryMiB >= 8, nameof(StoreMemoryMiB), "at least 8");
-        Check(KeepaliveSeconds >= 1, nameof(KeepaliveSeconds), "at least 1");
+        Check(KeepaliveSeconds is >= 1 and <= MaxKeepaliveSeconds, nameof(KeepaliveSeconds), $"1 to {MaxKeepaliveSeconds:N0} (a day)");
+    }
+
+    /// <summary>Loads <see cref="TlsCertificate"/>: PKCS#12 (.pfx, .p12, no password) or PEM with its key from
+    /// <see cref="TlsKey"/> or, without one, from the certificate file itself.</summary>
+    /// <exception cref="ArgumentException">It cannot be loaded or has no private key; the message says what to give instead.</exception>
+    internal X509Certificate2 LoadTlsCertificate()
+    {
+        string path = TlsCertificate ?? throw new InvalidOperationException("No TLS certificate is configured.");
+        bool pkcs12 = path.EndsWith(".pfx", StringComparison.OrdinalIgnoreCase) || path.EndsWith(".p12", StringComparison.OrdinalIgnoreCase);
+        X509Certificate2 certificate;
+        try
+        {
+            certificate = pkcs12
+                ? X509CertificateLoader.LoadPkcs12FromFile(path, null)
+                : X509Certificate2.CreateFromPemFile(path, string.IsNullOrEmpty(TlsKey) ? null : TlsKey);
+        }
+        catch (CryptographicException e)
+        {
+            throw new ArgumentException(
+                pkcs12 ? $"TLS certificate '{path}' is not a PKCS#12 file without a password ({e.Message})."
+                : string.IsNullOrEmpty(TlsKey) ? $"TLS certificate '{path}' could not be loaded ({e.Message}): a PEM certificate needs its PEM private key, given with --tls-key (or in the same file)."
+                : $"TLS certificate '{path}' with key '{TlsKey}' could not be loaded ({e.Message}): give a PEM certificate and its matching PEM private key, or a .pfx/.p12 file.",
+                e);
+        }
+
+        if (!certificate.HasPrivateKey)
+        {
+            certificate.Dispose();
+            throw new ArgumentException($"TLS certificate '{path}' holds no private key; a server needs one (export the .pfx with its key).");
+        }
+
+        return certificate;
     }
 
     private static void Check(bool ok, string name, string range)
