@@ -154,9 +154,11 @@ public sealed class VerifyBenchmark(BatchVerifierRegistry registry, VerifyBenchm
             {
                 foreach (int threads in options.Threads)
                 {
-                    // The GPU backends ignore the thread count (the device and the pool's threads do the work): time
-                    // them once per batch size, not once per count.
-                    if (threads != options.Threads[0] && backend is GpuBatchVerifier.DeviceBackendName or GpuBatchVerifier.CpuBackendName)
+                    // The GPU backends ignore the thread count (the device and the pool's threads do the work), and
+                    // reference and libsodium verify on the calling thread: time them once per batch size, not once
+                    // per count (that gave rows differing only in a thread count that did not run).
+                    if (threads != options.Threads[0] && backend is GpuBatchVerifier.DeviceBackendName or GpuBatchVerifier.CpuBackendName
+                        or ReferenceBatchVerifier.BackendName or LibsodiumBatchVerifier.BackendName)
                     {
                         continue;
                     }
@@ -181,12 +183,13 @@ public sealed class VerifyBenchmark(BatchVerifierRegistry registry, VerifyBenchm
 
                     using var gpuTimes = new GpuTimeListener();
                     (double rate, double ratio) = MeasureAgainst(verifier, libsodium, batch, baselineBatch, gpuTimes);
-                    var result = new VerifyBenchmarkResult(verifier.Name, size, threads, rate, ratio, options.KeyCache, verifier.Description)
+                    int threadsUsed = backend is ReferenceBatchVerifier.BackendName or LibsodiumBatchVerifier.BackendName ? 1 : threads;
+                    var result = new VerifyBenchmarkResult(verifier.Name, size, threadsUsed, rate, ratio, options.KeyCache, verifier.Description)
                     {
                         Gpu = gpuTimes.PerBatch(),
                     };
                     results.Add(result);
-                    progress?.WriteLine($"  batch {size,6}: {verifier.Name} x{threads} {rate,12:N0}/s  ({ratio:F2}x libsodium), {result.MillisecondsPerBatch:F3} ms per batch");
+                    progress?.WriteLine($"  batch {size,6}: {verifier.Name} x{threadsUsed} {rate,12:N0}/s  ({ratio:F2}x libsodium), {result.MillisecondsPerBatch:F3} ms per batch");
                     if (result.Gpu is { } gpu)
                     {
                         progress?.WriteLine($"  {verifier.Name} batch {size}, per batch: host prep {gpu.HostMs:F3} ms, copies {gpu.CopyMs:F3} ms ({gpu.CopyMs / result.MillisecondsPerBatch:P0} of wall), kernel {gpu.KernelMs:F3} ms, {gpu.Launches:F1} launches");

@@ -22,11 +22,11 @@ internal static class BenchCommand
         };
         var threads = new Option<string>("--threads", "-t")
         {
-            Description = "Comma-separated thread counts for CPU backends. Default: 1 and all cores.",
+            Description = "Comma-separated thread counts for multi-threaded CPU backends (libsodium and reference run on one thread and are timed once). Default: 1 and all cores.",
         };
         var seconds = new Option<double>("--seconds")
         {
-            Description = "Measuring time per point in seconds.",
+            Description = "Measuring time per point in seconds, 0.3 to 3600.",
             DefaultValueFactory = _ => 0.7,
         };
         var keys = new Option<int>("--keys")
@@ -64,6 +64,35 @@ internal static class BenchCommand
         {
             try
             {
+                // Every argument is checked before any batch is signed or backend started.
+                double secondsPerPoint = parse.GetValue(seconds);
+                if (!(secondsPerPoint >= MinSeconds && secondsPerPoint <= MaxSeconds))
+                {
+                    throw new ArgumentException($"--seconds must be {MinSeconds} to {MaxSeconds} (got {secondsPerPoint}): shorter points time mostly noise.");
+                }
+
+                int[] batchSizes = ParseList(parse.GetValue(sizes)!, "--batch");
+                if (batchSizes.FirstOrDefault(b => b > SignatureBatch.MaxItems) is > 0 and int tooLarge)
+                {
+                    throw new ArgumentException($"--batch {tooLarge} is larger than a batch holds ({SignatureBatch.MaxItems:N0} items).");
+                }
+
+                int[] threadCounts = parse.GetValue(threads) is { } t ? ParseList(t, "--threads") : Environment.ProcessorCount > 1 ? [1, Environment.ProcessorCount] : [1];
+                if (threadCounts.FirstOrDefault(n => n > MaxThreads) is > 0 and int tooMany)
+                {
+                    throw new ArgumentException($"--threads {tooMany} is more than {MaxThreads}.");
+                }
+
+                if (parse.GetValue(keys) < 0)
+                {
+                    throw new ArgumentException("--keys must be 0 (a key per item) or positive.");
+                }
+
+                if (parse.GetValue(checkItems) < 1)
+                {
+                    throw new ArgumentException("--check-items must be positive.");
+                }
+
                 BatchVerifierRegistry registry = VerifierCatalog.Create();
                 string? requested = parse.GetValue(backends);
                 IReadOnlyList<string> names = requested is null
@@ -84,13 +113,13 @@ internal static class BenchCommand
                 var options = new VerifyBenchmarkOptions
                 {
                     Backends = names,
-                    BatchSizes = ParseList(parse.GetValue(sizes)!, "--batch"),
-                    Threads = parse.GetValue(threads) is { } t ? ParseList(t, "--threads") : Environment.ProcessorCount > 1 ? [1, Environment.ProcessorCount] : [1],
-                    Duration = TimeSpan.FromSeconds(Math.Max(0.05, parse.GetValue(seconds))),
+                    BatchSizes = batchSizes,
+                    Threads = threadCounts,
+                    Duration = TimeSpan.FromSeconds(secondsPerPoint),
                     DistinctKeys = parse.GetValue(keys),
                     KeyCache = parse.GetValue(keyCache),
                     Check = parse.GetValue(check),
-                    CheckItems = parse.GetValue(checkItems) > 0 ? parse.GetValue(checkItems) : throw new ArgumentException("--check-items must be positive."),
+                    CheckItems = parse.GetValue(checkItems),
                 };
                 MachineInfo machine = MachineInfo.Current();
                 Console.WriteLine($"CPU {machine.Cpu}, {machine.LogicalCores} logical cores, ISA tier {machine.Isa}, {machine.Runtime}, libsodium {machine.Libsodium}");
@@ -119,12 +148,22 @@ internal static class BenchCommand
             }
             catch (Exception e) when (e is BackendUnavailableException or ArgumentException or InvalidOperationException or IOException)
             {
-                Console.Error.WriteLine($"meganet bench: {e.Message}");
+                Console.Error.WriteLine($"meganet bench: {(e is ArgumentException a ? CliErrors.WithoutParameterName(a) : e.Message)}");
                 return 1;
             }
         });
         return command;
     }
+
+    /// <summary>Shortest --seconds: a point is three paired slices, each after a warm-up; below this they are too
+    /// short to time against the libsodium slices beside them.</summary>
+    private const double MinSeconds = 0.3;
+
+    /// <summary>Longest --seconds (an hour per point).</summary>
+    private const double MaxSeconds = 3600;
+
+    /// <summary>The most threads a verifier takes (VerifierOptions.Validate).</summary>
+    private const int MaxThreads = 1024;
 
     private static int[] ParseList(string text, string option)
     {

@@ -1,7 +1,11 @@
 using System.CommandLine;
+using Grpc.Core;
+using MegaNet.Api;
 using MegaNet.Api.V1;
+using MegaNet.Core.Verification;
 using MegaNet.Node.Benchmarking;
 using MegaNet.Node.Hosting;
+using MegaNet.Node.Verification;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.Extensions.Logging;
 
@@ -55,41 +59,49 @@ internal static class LoadCommand
                 return 1;
             }
 
+            // Return to System.CommandLine at once: it listens for Ctrl+C only once the action has returned its task,
+            // and without this the action runs synchronously up to its first real wait (the sealing included).
+            await Task.Yield();
             WebApplication? embedded = null;
             string? dir = null;
-            Uri target;
-            if (parse.GetValue(node) is { } given)
-            {
-                target = given;
-            }
-            else
-            {
-                dir = Directory.CreateTempSubdirectory("meganet-load-").FullName;
-                var options = new NodeOptions
-                {
-                    DataDirectory = dir,
-                    Listen = "127.0.0.1:0",
-                    Backend = parse.GetValue(backend)!,
-                    MailboxMaxCount = 1_000_000,
-                    MailboxMaxBytes = 1L << 34,
-                    SubmitRatePerKey = 1e6,
-                    SubmitBurst = 1_000_000,
-                };
-                embedded = NodeHost.Build(options, logging: l => l.SetMinimumLevel(LogLevel.Warning));
-                target = await NodeHost.StartAsync(embedded, ct);
-                Console.WriteLine($"embedded node at {target} (data {dir})");
-            }
-
             try
             {
+                Uri target;
+                if (parse.GetValue(node) is { } given)
+                {
+                    target = given;
+                    // Before sealing anything: a wrong address should fail in a second, not after the sealing.
+                    using var probe = new MegaNetClient(target);
+                    await probe.Relay.StatusAsync(new StatusRequest(), deadline: DateTime.UtcNow.AddSeconds(10), cancellationToken: ct);
+                }
+                else
+                {
+                    string backendName = parse.GetValue(backend)!;
+                    CheckEmbeddedBackend(backendName);
+                    dir = Directory.CreateTempSubdirectory("meganet-load-").FullName;
+                    var options = new NodeOptions
+                    {
+                        DataDirectory = dir,
+                        Listen = "127.0.0.1:0",
+                        Backend = backendName,
+                        MailboxMaxCount = 1_000_000,
+                        MailboxMaxBytes = 1L << 34,
+                        SubmitRatePerKey = 1e6,
+                        SubmitBurst = 1_000_000,
+                    };
+                    embedded = NodeHost.Build(options, logging: l => l.SetMinimumLevel(LogLevel.Warning));
+                    target = await NodeHost.StartAsync(embedded, ct);
+                    Console.WriteLine($"embedded node at {target} (data {dir})");
+                }
+
                 if (w > 0)
                 {
                     Console.WriteLine($"warm-up: {w} envelopes, not counted ...");
                     var quiet = new LoadGenerator(target, c, k);
-                    await quiet.RunStreamingAsync(LoadGenerator.Prepare(w - (w / 2)), ct);
+                    await quiet.RunStreamingAsync(await PrepareAsync(w - (w / 2), ct), ct);
                     if (w / 2 > 0)
                     {
-                        await quiet.RunUnaryAsync(LoadGenerator.Prepare(w / 2), 0, ct);
+                        await quiet.RunUnaryAsync(await PrepareAsync(w / 2, ct), 0, ct);
                     }
                 }
 
@@ -99,16 +111,36 @@ internal static class LoadCommand
                 double streamRate = 0;
                 if (m is "both" or "stream")
                 {
-                    LoadReport stream = await generator.RunStreamingAsync(LoadGenerator.Prepare(n), ct);
+                    LoadReport stream = await generator.RunStreamingAsync(await PrepareAsync(n, ct), ct);
                     streamRate = stream.AcceptedPerSecond;
                 }
 
                 if (m is "both" or "unary")
                 {
-                    await generator.RunUnaryAsync(LoadGenerator.Prepare(m == "both" ? Math.Max(1, n / 2) : n), offered > 0 ? offered : streamRate / 2, ct);
+                    await generator.RunUnaryAsync(await PrepareAsync(m == "both" ? Math.Max(1, n / 2) : n, ct), offered > 0 ? offered : streamRate / 2, ct);
                 }
 
                 return 0;
+            }
+            catch (Exception e) when (ct.IsCancellationRequested && e is OperationCanceledException or RpcException)
+            {
+                // Ctrl+C: an embedded node stops on the same signal, so its calls can fail rather than cancel.
+                Console.Error.WriteLine("meganet load: interrupted; the phase in progress has no report (phases reported above completed).");
+                return ClientCommands.InterruptedExitCode;
+            }
+            catch (RpcException e)
+            {
+                // A status the node sent has no DebugException; one made by the client's transport does.
+                bool unreachable = (e.StatusCode == StatusCode.Unavailable && e.Status.DebugException is not null) || e.StatusCode == StatusCode.DeadlineExceeded;
+                Console.Error.WriteLine(unreachable
+                    ? $"meganet load: cannot reach the node ({e.StatusCode}: {e.Status.Detail}); is 'meganet node' running at that address?"
+                    : $"meganet load: the node said {e.StatusCode}: {e.Status.Detail}");
+                return 2;
+            }
+            catch (Exception e) when (e is BackendUnavailableException or ArgumentException or IOException or UnauthorizedAccessException)
+            {
+                Console.Error.WriteLine($"meganet load: {(e is ArgumentException a ? CliErrors.WithoutParameterName(a) : e.Message)}");
+                return 1;
             }
             finally
             {
@@ -116,10 +148,29 @@ internal static class LoadCommand
                 {
                     await embedded.StopAsync(CancellationToken.None);
                     await embedded.DisposeAsync();
-                    Directory.Delete(dir!, recursive: true);
+                }
+
+                if (dir is not null)
+                {
+                    Directory.Delete(dir, recursive: true);
                 }
             }
         });
         return command;
+    }
+
+    /// <summary>Seals <paramref name="count"/> envelopes on the thread pool; Ctrl+C stops waiting for them (sealing a
+    /// million takes minutes and cannot be cancelled), so the embedded node is still stopped and its directory deleted.</summary>
+    private static Task<List<Envelope>> PrepareAsync(int count, CancellationToken ct) =>
+        Task.Run(() => LoadGenerator.Prepare(count), ct).WaitAsync(ct);
+
+    /// <summary>Refuses, before a data directory is made, a backend the embedded node could not start with.</summary>
+    private static void CheckEmbeddedBackend(string name)
+    {
+        string resolved = VerifierCatalog.Create().EnsureAvailable(name).Name;
+        if (resolved == LibsodiumBatchVerifier.BackendName)
+        {
+            throw new ArgumentException($"--backend {resolved} applies libsodium's rule, which a node refuses; choose auto, simd, gpu or reference.");
+        }
     }
 }

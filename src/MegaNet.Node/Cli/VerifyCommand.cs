@@ -70,9 +70,34 @@ internal static class VerifyCommand
             Console.Error.WriteLine($"meganet verify: note: backend '{verifier.Name}' applies libsodium's rule, not MegaNet's (docs/verification.md).");
         }
 
+        if (outputPath != "-" && Directory.Exists(outputPath))
+        {
+            throw new ArgumentException($"--out {outputPath} is a directory; give a file name.");
+        }
+
         using TextReader reader = inputPath == "-" ? Console.In : new StreamReader(inputPath, Encoding.UTF8);
         // Write to a temporary file and move it into place, so a bad line never leaves a half-written --out file.
         string? temp = outputPath == "-" ? null : outputPath + ".tmp";
+        try
+        {
+            WriteVerdicts(verifier, reader, temp, batchSize);
+            if (temp is not null)
+            {
+                File.Move(temp, outputPath, overwrite: true);
+            }
+        }
+        catch when (temp is not null && File.Exists(temp))
+        {
+            // ... nor a temporary file beside it.
+            File.Delete(temp);
+            throw;
+        }
+
+        return 0;
+    }
+
+    private static void WriteVerdicts(IBatchVerifier verifier, TextReader reader, string? temp, int batchSize)
+    {
         using (TextWriter writer = temp is null ? new StreamWriter(Console.OpenStandardOutput()) { AutoFlush = false } : new StreamWriter(temp, false, new UTF8Encoding(false)))
         {
             using var batch = new SignatureBatch(Math.Min(batchSize, 65_536));
@@ -98,13 +123,6 @@ internal static class VerifyCommand
             writer.Flush();
             Console.Error.WriteLine($"meganet verify: {total} items verified with {verifier.Name} ({verifier.Description}).");
         }
-
-        if (temp is not null)
-        {
-            File.Move(temp, outputPath, overwrite: true);
-        }
-
-        return 0;
     }
 
     private static int Flush(IBatchVerifier verifier, SignatureBatch batch, bool[] verdicts, TextWriter writer)

@@ -37,7 +37,10 @@ public static class NodeProfiler
     public static IReadOnlyList<NodeProcess> FindNodes()
     {
         var nodes = new List<NodeProcess>();
-        foreach (int pid in DiagnosticsClient.GetPublishedProcesses())
+        // A killed process leaves its diagnostics socket behind, named by its pid; that number may since belong to a
+        // thread of another process (whose /proc entry shows that process's command line), so keep only live
+        // processes, once each.
+        foreach (int pid in DiagnosticsClient.GetPublishedProcesses().Distinct().Where(IsLiveProcess))
         {
             string? commandLine = CommandLine(pid);
             if (commandLine is not null && IsNode(commandLine))
@@ -54,7 +57,7 @@ public static class NodeProfiler
     {
         if (pid is { } p)
         {
-            string? commandLine = CommandLine(p);
+            string? commandLine = IsLiveProcess(p) ? CommandLine(p) : null;
             if (commandLine is null)
             {
                 throw new ProfilerException($"No process {p} is running (or its command line cannot be read).");
@@ -303,6 +306,43 @@ public static class NodeProfiler
         string[] args = commandLine.Split(' ', StringSplitOptions.RemoveEmptyEntries);
         int program = Array.FindIndex(args, a => Path.GetFileName(a) is "meganet" or "meganet.dll" or "meganet.exe");
         return program >= 0 && program + 1 < args.Length && args[program + 1] == "node";
+    }
+
+    /// <summary>True when <paramref name="pid"/> is a live process, not a thread of one (Linux: /proc/PID/status
+    /// shows Tgid equal to Pid and no zombie state); true elsewhere, where process ids are not thread ids.</summary>
+    internal static bool IsLiveProcess(int pid)
+    {
+        if (!OperatingSystem.IsLinux())
+        {
+            return true;
+        }
+
+        try
+        {
+            string? tgid = null, ownPid = null;
+            foreach (string line in File.ReadLines($"/proc/{pid}/status"))
+            {
+                if (line.StartsWith("State:", StringComparison.Ordinal) && line.Contains("zombie", StringComparison.Ordinal))
+                {
+                    return false;
+                }
+
+                if (line.StartsWith("Tgid:", StringComparison.Ordinal))
+                {
+                    tgid = line[5..].Trim();
+                }
+                else if (line.StartsWith("Pid:", StringComparison.Ordinal))
+                {
+                    ownPid = line[4..].Trim();
+                }
+            }
+
+            return tgid is not null && tgid == ownPid;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return false;
+        }
     }
 
     private static string? CommandLine(int pid)
