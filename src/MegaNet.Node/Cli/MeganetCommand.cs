@@ -33,12 +33,13 @@ internal static class MeganetCommand
     /// How long a command may take to finish after Ctrl+C / SIGTERM before System.CommandLine ends it with 130/143.
     /// The default (2 s) cut the node off in the middle of its shutdown (admission drain, final checkpoint: up to
     /// 30 s), so the node's host handles those signals alone and the process waits for it; <c>load</c> gets time
-    /// to stop its embedded node and delete its data directory.
+    /// to stop its embedded node and delete its data directory; the others (listen: Ctrl+C is how it ends) 5 s.
     /// </summary>
     internal static InvocationConfiguration InvocationFor(string command) => command switch
     {
         "node" => new InvocationConfiguration { ProcessTerminationTimeout = null },
         "load" => new InvocationConfiguration { ProcessTerminationTimeout = TimeSpan.FromSeconds(60) },
-        _ => new InvocationConfiguration(),
+        // Set explicitly: a new InvocationConfiguration leaves it null in 2.0.0, and Ctrl+C then killed listen outright.
+        _ => new InvocationConfiguration { ProcessTerminationTimeout = TimeSpan.FromSeconds(5) },
     };
 }
