@@ -26,6 +26,9 @@ public sealed class NodeOptionsTests
         { "StreamWindow", o => o.StreamWindow = 65_537 },
         { "PowMinBits", o => o.PowMinBits = 17 },
         { "StoreMemoryMiB", o => o.StoreMemoryMiB = 4 },
+        { "KeepaliveSeconds", o => o.KeepaliveSeconds = 0 },
+        { "KeepaliveSeconds", o => o.KeepaliveSeconds = 5_000_000 },
+        { "TLS certificate", o => o.TlsCertificate = "/nonexistent/cert.pem" },
         { "Listen", o => o.Listen = "localhost" },
         { "--tls-cert", o => o.Listen = "0.0.0.0:7700" },
     };

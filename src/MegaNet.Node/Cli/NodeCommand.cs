@@ -96,11 +96,6 @@ internal static partial class NodeCommand
                 Console.Error.WriteLine($"meganet node: {Message(e)}{Hint(e, options)}");
                 return 1;
             }
-            catch (OperationCanceledException) when (ct.IsCancellationRequested)
-            {
-                Console.Error.WriteLine("meganet node: interrupted while starting.");
-                return ClientCommands.InterruptedExitCode;
-            }
         });
         return command;
     }

@@ -1,0 +1,368 @@
+using System.Diagnostics;
+using System.Net;
+using System.Net.Sockets;
+using System.Text;
+using MegaNet.Api;
+using MegaNet.Api.V1;
+using MegaNet.Node.Benchmarking;
+using MegaNet.Node.Cli;
+using MegaNet.Node.Diagnostics;
+using MegaNet.Node.Hosting;
+using Microsoft.Extensions.Configuration;
+
+namespace MegaNet.Node.Tests;
+
+/// <summary>
+/// A person's mistake (a missing file, a bad number, a taken port) ends the built <c>meganet</c> with a non-zero exit
+/// code and one line saying what to fix, never a stack trace, and leaves no temporary file behind.
+/// </summary>
+public sealed class CliErrorTests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("meganet-cli-").FullName;
+
+    // Nothing listens here (a port is taken, then released): a command that contacted the node would say so.
+    private static readonly string NoNode = $"http://127.0.0.1:{ExternalNode.FreePort()}";
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    private sealed record Result(int ExitCode, string Stdout, string Stderr);
+
+    private async Task<Result> Meganet(IReadOnlyDictionary<string, string>? environment, params string[] args)
+    {
+        var psi = new ProcessStartInfo("dotnet", [ExternalNode.MeganetPath(), .. args])
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            WorkingDirectory = _dir,
+        };
+        foreach ((string name, string value) in environment ?? new Dictionary<string, string>())
+        {
+            psi.Environment[name] = value;
+        }
+
+        using Process process = Process.Start(psi)!;
+        Task<string> stdout = process.StandardOutput.ReadToEndAsync();
+        Task<string> stderr = process.StandardError.ReadToEndAsync();
+        using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(2));
+        await process.WaitForExitAsync(timeout.Token);
+        return new Result(process.ExitCode, await stdout, await stderr);
+    }
+
+    private Task<Result> Meganet(params string[] args) => Meganet(null, args);
+
+    /// <summary>Exit code 1 (or <paramref name="exitCode"/>), <paramref name="expected"/> on stderr, no stack frame.</summary>
+    private static void AssertClearError(Result r, string expected, int exitCode = 1)
+    {
+        Assert.True(r.ExitCode == exitCode, $"exit code {r.ExitCode}, expected {exitCode}; stderr: {r.Stderr}");
+        Assert.Contains(expected, r.Stderr, StringComparison.Ordinal);
+        Assert.DoesNotContain("   at ", r.Stderr, StringComparison.Ordinal);
+        Assert.DoesNotContain("   at ", r.Stdout, StringComparison.Ordinal);
+    }
+
+    private string NewIdentity(string name)
+    {
+        using Identity id = Identity.Create();
+        string path = Path.Combine(_dir, name);
+        id.Save(path);
+        return path;
+    }
+
+    private static string Card()
+    {
+        using Identity id = Identity.Create();
+        return id.Card.ToString();
+    }
+
+    [Fact]
+    public async Task Send_refuses_a_missing_directory_or_oversized_file_before_contacting_the_node()
+    {
+        string alice = NewIdentity("alice.json");
+        string to = Card();
+        AssertClearError(await Meganet("send", "-i", alice, "--to", to, "--node", NoNode, "--file", Path.Combine(_dir, "missing.bin")), "does not exist");
+        AssertClearError(await Meganet("send", "-i", alice, "--to", to, "--node", NoNode, "--file", _dir), "is a directory");
+
+        string big = Path.Combine(_dir, "big.bin");
+        await File.WriteAllBytesAsync(big, new byte[200_000]);
+        int limit = EnvelopeFormat.MaxContentLength("application/octet-stream", "big.bin");
+        AssertClearError(await Meganet("send", "-i", alice, "--to", to, "--node", NoNode, "--file", big), $"at most {limit:N0} bytes fit");
+    }
+
+    [Theory]
+    [InlineData("1e9")]
+    [InlineData("NaN")]
+    [InlineData("0")]
+    [InlineData("-3")]
+    public async Task Send_refuses_a_ttl_out_of_range(string days)
+    {
+        string alice = NewIdentity("alice.json");
+        AssertClearError(await Meganet("send", "-i", alice, "--to", Card(), "--node", NoNode, "--text", "hi", "--ttl-days", days), "--ttl-days must be");
+    }
+
+    [Fact]
+    public async Task Id_new_refuses_a_directory_or_a_path_below_a_file_and_leaves_no_temporary_file()
+    {
+        string dir = Path.Combine(_dir, "somedir");
+        Directory.CreateDirectory(dir);
+        AssertClearError(await Meganet("id", "new", "--identity", dir), "is a directory");
+        Assert.False(File.Exists(dir + ".tmp"));
+
+        string file = NewIdentity("file.json");
+        AssertClearError(await Meganet("id", "new", "--identity", Path.Combine(file, "x")), "is a file, not a directory");
+        Assert.Equal(["file.json", "somedir"], Directory.EnumerateFileSystemEntries(_dir).Select(Path.GetFileName).Order(StringComparer.Ordinal));
+    }
+
+    [Fact]
+    public void Identity_save_that_fails_removes_its_temporary_copy_of_the_keys()
+    {
+        string dir = Path.Combine(_dir, "taken");
+        Directory.CreateDirectory(dir);
+        using Identity id = Identity.Create();
+        Assert.ThrowsAny<IOException>(() => id.Save(dir));
+        Assert.False(File.Exists(dir + ".tmp"));
+    }
+
+    [Fact]
+    public void Max_content_length_seals_and_two_bytes_more_do_not()
+    {
+        using Identity alice = Identity.Create(), bob = Identity.Create();
+        foreach ((string type, string? name) in new[] { ("text/plain; charset=utf-8", (string?)null), ("application/octet-stream", "a-long-file-name.tar.gz") })
+        {
+            // The limit assumes the longest send-time varint (7 bytes; today's take 6), so it is at most a byte short.
+            int max = EnvelopeFormat.MaxContentLength(type, name);
+            Envelope fits = EnvelopeFormat.Seal(alice, bob.Card, new byte[max], type, name, DateTimeOffset.UtcNow.AddDays(1));
+            Assert.Equal(EnvelopeFormat.PayloadClasses[^1] + EnvelopeFormat.SealOverhead, fits.SealedPayload.Length);
+            ArgumentException e = Assert.Throws<ArgumentException>(() => EnvelopeFormat.Seal(alice, bob.Card, new byte[max + 2], type, name, DateTimeOffset.UtcNow.AddDays(1)));
+            Assert.Contains($"at most {max} bytes", e.Message, StringComparison.Ordinal);
+        }
+    }
+
+    [Fact]
+    public async Task Node_refuses_a_missing_config_unknown_settings_and_a_file_as_data_directory()
+    {
+        AssertClearError(await Meganet("node", "--config", Path.Combine(_dir, "nonexistent.json")), "does not exist");
+
+        string config = Path.Combine(_dir, "typo.json");
+        await File.WriteAllTextAsync(config, """{ "MegaNet": { "KeepAliveSecs": 5 } }""");
+        AssertClearError(await Meganet("node", "--config", config), "Unknown setting MegaNet:KeepAliveSecs");
+
+        AssertClearError(await Meganet(new Dictionary<string, string> { ["MEGANET_MegaNet__Bogus"] = "1" }, "node"), "MEGANET_MegaNet__Bogus");
+        // A known setting still binds from the environment (and its range is checked).
+        AssertClearError(await Meganet(new Dictionary<string, string> { ["MEGANET_MegaNet__KeepaliveSeconds"] = "5000000" }, "node"), "KeepaliveSeconds must be 1 to");
+
+        string file = Path.Combine(_dir, "afile");
+        await File.WriteAllTextAsync(file, "x");
+        AssertClearError(await Meganet("node", "--data", file), "is a file, not a directory");
+        AssertClearError(await Meganet("node", "--threads", "abc"), "'abc' is not a whole number");
+    }
+
+    [Fact]
+    public async Task Node_refuses_a_certificate_it_cannot_load_at_start()
+    {
+        string pem = Path.Combine(_dir, "bad.pem");
+        await File.WriteAllTextAsync(pem, "not a certificate");
+        AssertClearError(await Meganet("node", "--data", Path.Combine(_dir, "data"), "--tls-cert", pem), "--tls-key");
+        AssertClearError(await Meganet("node", "--data", Path.Combine(_dir, "data"), "--tls-cert", pem, "--tls-key", Path.Combine(_dir, "nokey.pem")), "TLS key");
+    }
+
+    [Fact]
+    public async Task Node_names_the_metrics_option_when_the_metrics_port_is_taken()
+    {
+        using var taken = new TcpListener(IPAddress.Loopback, 0);
+        taken.Start();
+        string metrics = taken.LocalEndpoint.ToString()!;
+        Result r = await Meganet("node", "--data", Path.Combine(_dir, "data"), "--backend", "simd", "--listen", "127.0.0.1:0", "--metrics-listen", metrics);
+        AssertClearError(r, "--metrics-listen");
+        Assert.Contains("address already in use", r.Stderr, StringComparison.Ordinal);
+        Assert.DoesNotContain("--listen.", r.Stderr, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Node_stops_cleanly_on_sigterm_after_its_checkpoint()
+    {
+        var psi = new ProcessStartInfo("dotnet", [ExternalNode.MeganetPath(), "node", "--data", Path.Combine(_dir, "data"), "--backend", "simd", "--listen", "127.0.0.1:0"])
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+        };
+        using Process node = Process.Start(psi)!;
+        var output = new StringBuilder();
+        var listening = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        void OnLine(object s, DataReceivedEventArgs e)
+        {
+            lock (output)
+            {
+                output.AppendLine(e.Data);
+            }
+
+            if (e.Data?.Contains("MegaNet node listening", StringComparison.Ordinal) == true)
+            {
+                listening.TrySetResult();
+            }
+        }
+
+        node.OutputDataReceived += OnLine;
+        node.ErrorDataReceived += OnLine;
+        node.BeginOutputReadLine();
+        node.BeginErrorReadLine();
+        try
+        {
+            await listening.Task.WaitAsync(TimeSpan.FromSeconds(60));
+            using (Process kill = Process.Start("kill", ["-TERM", node.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)]))
+            {
+                await kill.WaitForExitAsync();
+            }
+
+            await node.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(60));
+        }
+        finally
+        {
+            if (!node.HasExited)
+            {
+                node.Kill();
+            }
+        }
+
+        node.WaitForExit(); // the last output lines
+        Assert.True(node.ExitCode == 0, $"exit code {node.ExitCode}: {output}");
+        Assert.Contains("MegaNet node stopped cleanly (store checkpointed)", output.ToString(), StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData("--seconds", "1e300", "--seconds must be")]
+    [InlineData("--seconds", "-1", "--seconds must be")]
+    [InlineData("--threads", "5000", "--threads 5000 is more than 1024")]
+    [InlineData("--threads", "abc", "'abc' is not a positive integer")]
+    [InlineData("--batch", "34000000", "larger than a batch holds")]
+    public async Task Bench_checks_its_arguments_before_any_work(string option, string value, string expected)
+    {
+        Result r = await Meganet("bench", "--backend", "reference", option, value);
+        AssertClearError(r, expected);
+        Assert.DoesNotContain("CPU ", r.Stdout, StringComparison.Ordinal); // the header printed once work starts
+    }
+
+    [Fact]
+    public void Bench_times_single_threaded_backends_once_labelled_one_thread()
+    {
+        var options = new VerifyBenchmarkOptions
+        {
+            Backends = ["reference"],
+            BatchSizes = [2],
+            Threads = [2, 3],
+            Duration = TimeSpan.FromMilliseconds(30),
+        };
+        VerifyBenchmarkReport report = new VerifyBenchmark(Verification.VerifierCatalog.Create(), options).Run();
+        VerifyBenchmarkResult reference = Assert.Single(report.Results, r => r.Backend == "reference");
+        Assert.Equal(1, reference.Threads);
+    }
+
+    [Fact]
+    public async Task Verify_leaves_no_temporary_file_after_a_bad_line_or_a_directory_as_output()
+    {
+        string input = Path.Combine(_dir, "in.jsonl");
+        await File.WriteAllTextAsync(input, "{\"pk\":\"00\",\"sig\":\"00\",\"msg\":\"\"}\nnot json\n");
+        string output = Path.Combine(_dir, "out.jsonl");
+        AssertClearError(await Meganet("verify", "--backend", "reference", "--in", input, "--out", output), "line 2");
+        Assert.False(File.Exists(output + ".tmp"));
+        Assert.False(File.Exists(output));
+
+        string dir = Path.Combine(_dir, "outdir");
+        Directory.CreateDirectory(dir);
+        AssertClearError(await Meganet("verify", "--backend", "reference", "--in", input, "--out", dir), "is a directory");
+        Assert.False(File.Exists(dir + ".tmp"));
+    }
+
+    [Fact]
+    public async Task Load_refuses_a_backend_or_an_unreachable_node_before_sealing_and_leaves_no_directory()
+    {
+        string[] before = Directory.GetDirectories(Path.GetTempPath(), "meganet-load-*");
+        AssertClearError(await Meganet("load", "--backend", "libsodium"), "libsodium's rule");
+        AssertClearError(await Meganet("load", "--backend", "nope"), "Unknown verifier backend 'nope'");
+        Assert.Equal(before.Order(), Directory.GetDirectories(Path.GetTempPath(), "meganet-load-*").Order());
+
+        Result r = await Meganet("load", "--node", NoNode);
+        AssertClearError(r, "cannot reach the node", exitCode: 2);
+        Assert.DoesNotContain("sealing", r.Stdout, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Profiler_keeps_processes_not_threads()
+    {
+        Assert.True(NodeProfiler.IsLiveProcess(Environment.ProcessId));
+        if (!OperatingSystem.IsLinux())
+        {
+            return;
+        }
+
+        // Another thread of this process: its id has a /proc entry, but it is no process.
+        using var started = new ManualResetEventSlim();
+        using var release = new ManualResetEventSlim();
+        int threadId = 0;
+        var thread = new Thread(() =>
+        {
+            threadId = Gettid();
+            started.Set();
+            release.Wait();
+        });
+        thread.Start();
+        started.Wait();
+        try
+        {
+            Assert.NotEqual(Environment.ProcessId, threadId);
+            Assert.True(Directory.Exists($"/proc/{threadId}"));
+            Assert.False(NodeProfiler.IsLiveProcess(threadId));
+        }
+        finally
+        {
+            release.Set();
+            thread.Join();
+        }
+
+        Assert.False(NodeProfiler.IsLiveProcess(int.MaxValue));
+    }
+
+    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "gettid")]
+    private static extern int Gettid();
+
+    [Fact]
+    public void Every_setting_in_the_readme_table_binds_and_no_other_key_is_accepted()
+    {
+        string readme = File.ReadAllText(Path.Combine(RepositoryRoot(), "README.md"));
+        string table = readme[readme.IndexOf("| option | default | meaning |", StringComparison.Ordinal)..];
+        table = table[..table.IndexOf("\n\n", StringComparison.Ordinal)];
+        string[] documented = table.Split('\n').Skip(2)
+            .SelectMany(row => row.Split('|')[1].Split(',').Select(name => name.Trim().Trim('`')))
+            .ToArray();
+        Assert.True(documented.Length > 20, table);
+        var values = documented.ToDictionary(name => $"MegaNet:{name}", name => (string?)(name switch
+        {
+            "DataDirectory" or "TlsCertificate" or "TlsKey" or "Backend" => "x",
+            "Listen" or "MetricsListen" => "127.0.0.1:1",
+            "GpuInlinePtx" => "true",
+            _ => "2",
+        }));
+        IConfigurationRoot configuration = new ConfigurationBuilder().AddInMemoryCollection(values).Build();
+        NodeCommand.RejectUnknownSettings(configuration, "README");
+        var options = new NodeOptions();
+        configuration.GetSection(NodeCommand.Section).Bind(options);
+        Assert.Equal(2, options.KeepaliveSeconds);
+        Assert.Equal("x", options.TlsKey);
+
+        values["MegaNet:Keepalive"] = "2";
+        ArgumentException e = Assert.Throws<ArgumentException>(() =>
+            NodeCommand.RejectUnknownSettings(new ConfigurationBuilder().AddInMemoryCollection(values).Build(), "meganet.json"));
+        Assert.Contains("MegaNet:Keepalive ", e.Message, StringComparison.Ordinal);
+    }
+
+    private static string RepositoryRoot()
+    {
+        for (string? dir = AppContext.BaseDirectory; dir is not null; dir = Path.GetDirectoryName(dir))
+        {
+            if (File.Exists(Path.Combine(dir, "README.md")) && Directory.Exists(Path.Combine(dir, "src")))
+            {
+                return dir;
+            }
+        }
+
+        throw new InvalidOperationException("README.md not found above the test output.");
+    }
+}
