@@ -253,7 +253,7 @@ internal static class ClientCommands
                 return 3;
             }
 
-            string whose = idHex is not null ? "the node id given" : expected is not null ? "the node id pinned in known-nodes" : "the key this node signs with now (not pinned: pass --node-id to check against an id you know)";
+            string whose = idHex is not null ? "the node id given" : expected is not null ? "the node id pinned in known-nodes" : "not pinned: the key this node signs with now; pass --node-id to check against an id you know";
             Console.WriteLine($"valid: envelope {Hex(receipt.EnvelopeId)} is leaf {receipt.LogIndex} of the log of size {receipt.TreeHead.TreeSize}, signed by node {Hex(receipt.TreeHead.NodeKey)} ({whose}), and the node's log still extends it");
             return 0;
         }));
