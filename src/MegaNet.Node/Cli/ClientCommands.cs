@@ -435,13 +435,9 @@ internal static class ClientCommands
         {
             return await body();
         }
-        catch (CliException e)
+        catch (Exception e) when (e is CliException or InvalidDataException or IOException)
         {
-            Console.Error.WriteLine($"meganet: {e.Message}");
-            return 1;
-        }
-        catch (InvalidDataException e)
-        {
+            // Missing files, a directory where a file was expected, a full disk: the message names the path.
             Console.Error.WriteLine($"meganet: {e.Message}");
             return 1;
         }
@@ -469,12 +465,6 @@ internal static class ClientCommands
             Console.Error.WriteLine($"meganet: {e.Message} Check the path and its permissions.");
             return 1;
         }
-        catch (IOException e)
-        {
-            // Missing files, a directory where a file was expected, a full disk: the message names the path.
-            Console.Error.WriteLine($"meganet: {e.Message}");
-            return 1;
-        }
         catch (CryptographicException e)
         {
             Console.Error.WriteLine($"meganet: a cryptographic operation failed: {e.Message}");
@@ -490,6 +480,4 @@ internal static class ClientCommands
 
     /// <summary>What a shell reports for a process ended by SIGINT (128 + 2).</summary>
     internal const int InterruptedExitCode = 130;
-
-
 }
