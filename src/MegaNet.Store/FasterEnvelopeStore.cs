@@ -1004,7 +1004,8 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
             if (count + 1 > _options.MailboxMaxCount || bytes + put.Envelope.Length > _options.MailboxMaxBytes)
             {
                 r.Done.TrySetException(new QuotaExceededException(
-                    $"The recipient's mailbox is full ({count} envelopes, {bytes} bytes; limits {_options.MailboxMaxCount} and {_options.MailboxMaxBytes}). Nothing was stored; retry after the owner fetches and acknowledges mail."));
+                    // The limits only (public in Status): the sender learns that the mailbox is full, not what is in it.
+                    $"The recipient's mailbox is full (limits {_options.MailboxMaxCount:N0} envelopes, {_options.MailboxMaxBytes:N0} bytes). Nothing was stored; retry after the owner fetches and acknowledges mail."));
                 continue;
             }
 

@@ -136,6 +136,7 @@ public static partial class NodeServiceCollectionExtensions
         services.TryAddSingleton<AdmissionPipeline>();
         services.TryAddSingleton(sp => new MailboxAuthenticator(sp.GetRequiredService<NodeKey>(), sp.GetRequiredService<IBatchVerifier>(), sp.GetRequiredService<TimeProvider>()));
         services.TryAddSingleton<MailboxNotifier>();
+        services.TryAddSingleton(_ => new DelegatedVerificationGate());
         services.AddGrpc(o =>
         {
             o.MaxReceiveMessageSize = 16 << 20;

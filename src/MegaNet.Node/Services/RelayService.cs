@@ -20,9 +20,16 @@ public sealed class RelayService(
     MailboxNotifier notifier,
     NodeOptions options,
     TimeProvider clock,
-    Microsoft.Extensions.Hosting.IHostApplicationLifetime lifetime) : Relay.RelayBase
+    Microsoft.Extensions.Hosting.IHostApplicationLifetime lifetime,
+    DelegatedVerificationGate verifyGate) : Relay.RelayBase
 {
     private const int MaxVerifyItems = 65_536;
+
+    // Signatures verified per step of a VerifyBatch call, with a look at the client's cancellation between steps.
+    private const int VerifyChunk = 4_096;
+
+    // RFC 9162 paths are at most 64 hashes for any tree a signed size can describe: a longer one is refused uncopied.
+    private const int MaxInclusionPath = 64;
 
     private static readonly WriteOptions BufferedWrite = new(WriteFlags.BufferHint);
 
@@ -211,25 +218,46 @@ public sealed class RelayService(
             throw new RpcException(new Status(StatusCode.InvalidArgument, $"At most {MaxVerifyItems} items per VerifyBatch call."));
         }
 
-        var response = new VerifyBatchResponse { Backend = admission.Verifier.Name };
-        using (var batch = new SignatureBatch(Math.Max(1, request.Signatures.Count)))
+        if (!verifyGate.TryEnter())
         {
-            foreach (SignatureItem item in request.Signatures)
+            throw new RpcException(new Status(StatusCode.ResourceExhausted,
+                $"The node is already answering {verifyGate.Capacity} VerifyBatch call(s); retry shortly."), new Metadata { { "retry-after-ms", "250" } });
+        }
+
+        try
+        {
+            var response = new VerifyBatchResponse { Backend = admission.Verifier.Name };
+            int count = request.Signatures.Count;
+            using (var batch = new SignatureBatch(Math.Max(1, count)))
             {
-                batch.Add(item.PublicKey.Span, item.Signature.Span, item.Message.Span);
+                foreach (SignatureItem item in request.Signatures)
+                {
+                    batch.Add(item.PublicKey.Span, item.Signature.Span, item.Message.Span);
+                }
+
+                bool[] verdicts = new bool[count];
+                for (int start = 0; start < count; start += VerifyChunk)
+                {
+                    // A client that gave up (or timed out) stops costing the node at the next step.
+                    context.CancellationToken.ThrowIfCancellationRequested();
+                    admission.Verifier.Verify(batch, start, Math.Min(VerifyChunk, count - start), verdicts.AsSpan(start));
+                }
+
+                response.SignatureValid.AddRange(verdicts);
             }
 
-            bool[] verdicts = admission.Verifier.Verify(batch);
-            response.SignatureValid.AddRange(verdicts);
-        }
+            foreach (InclusionItem item in request.Inclusions)
+            {
+                response.InclusionValid.Add(item.Path.Count <= MaxInclusionPath && MerkleTree.VerifyInclusion(MerkleTree.LeafHash(item.Leaf.Span),
+                    item.LeafIndex, item.TreeSize, item.Path.Select(p => p.ToByteArray()).ToList(), item.RootHash.Span));
+            }
 
-        foreach (InclusionItem item in request.Inclusions)
+            return Task.FromResult(response);
+        }
+        finally
         {
-            response.InclusionValid.Add(MerkleTree.VerifyInclusion(MerkleTree.LeafHash(item.Leaf.Span), item.LeafIndex, item.TreeSize,
-                item.Path.Select(p => p.ToByteArray()).ToList(), item.RootHash.Span));
+            verifyGate.Exit();
         }
-
-        return Task.FromResult(response);
     }
 
     public override Task<StatusResponse> Status(StatusRequest request, ServerCallContext context)
@@ -238,7 +266,7 @@ public sealed class RelayService(
         var limits = new Limits
         {
             MaxEnvelopeBytes = options.MaxEnvelopeBytes,
-            DefaultTtlSeconds = (long)TimeSpan.FromDays(14).TotalSeconds,
+            DefaultTtlSeconds = (long)TimeSpan.FromDays(Math.Min(14, options.MaxTtlDays)).TotalSeconds,
             MaxTtlSeconds = (long)TimeSpan.FromDays(options.MaxTtlDays).TotalSeconds,
             MailboxMaxCount = options.MailboxMaxCount,
             MailboxMaxBytes = options.MailboxMaxBytes,
@@ -278,7 +306,10 @@ public sealed class RelayService(
         }
         catch (ArgumentOutOfRangeException e)
         {
-            throw new RpcException(new Grpc.Core.Status(StatusCode.OutOfRange, e.Message));
+            // The store's own words, without .NET's "(Parameter 'x')" and "Actual value was" lines.
+            string message = e.Message.Split('\n')[0];
+            int parameter = message.LastIndexOf(" (Parameter '", StringComparison.Ordinal);
+            throw new RpcException(new Grpc.Core.Status(StatusCode.OutOfRange, parameter > 0 ? message[..parameter] : message));
         }
     }
 }

@@ -1,0 +1,112 @@
+using System.Text;
+using Google.Protobuf;
+using Grpc.Core;
+using MegaNet.Api;
+using MegaNet.Api.V1;
+using MegaNet.Core.Ed25519;
+using MegaNet.Node.Services;
+using Microsoft.Extensions.DependencyInjection;
+
+namespace MegaNet.Node.Tests;
+
+/// <summary>What delegated verification may cost the node, and what its errors say.</summary>
+public sealed class VerifyBatchLimitsTests
+{
+    /// <summary>65,536 real signatures over messages changed afterwards: every one needs a single check.</summary>
+    private static VerifyBatchRequest AllForged()
+    {
+        var request = new VerifyBatchRequest();
+        var items = new SignatureItem[256];
+        byte[] publicKey = new byte[32], secretKey = new byte[64], signature = new byte[64], seed = new byte[32];
+        for (int i = 0; i < items.Length; i++)
+        {
+            seed[0] = (byte)i;
+            seed[1] = 1;
+            Ed25519Signer.KeyPairFromSeed(seed, publicKey, secretKey);
+            byte[] message = Encoding.UTF8.GetBytes($"message {i}");
+            Ed25519Signer.Sign(secretKey, message, signature);
+            message[0] ^= 1;
+            items[i] = new SignatureItem { PublicKey = ByteString.CopyFrom(publicKey), Signature = ByteString.CopyFrom(signature), Message = ByteString.CopyFrom(message) };
+        }
+
+        for (int i = 0; i < 65_536; i++)
+        {
+            request.Signatures.Add(items[i % items.Length]);
+        }
+
+        return request;
+    }
+
+    [Fact]
+    public async Task Calls_beyond_the_gate_are_refused_with_a_retry_hint_while_others_verify()
+    {
+        await using TestNode node = await TestNode.StartAsync();
+        DelegatedVerificationGate gate = node.Services.GetRequiredService<DelegatedVerificationGate>();
+        VerifyBatchRequest heavy = AllForged();
+        using var clients = new DisposableList(Enumerable.Range(0, gate.Capacity + 1).Select(_ => node.Client()));
+        using var giveUp = new CancellationTokenSource();
+        Task[] busy = clients.Items.Take(gate.Capacity)
+            .Select(c => c.Relay.VerifyBatchAsync(heavy, cancellationToken: giveUp.Token).ResponseAsync).ToArray<Task>();
+        for (int i = 0; i < 3000 && gate.InUse < gate.Capacity; i++)
+        {
+            await Task.Delay(10);
+        }
+
+        Assert.Equal(gate.Capacity, gate.InUse);
+        var refused = await Assert.ThrowsAsync<RpcException>(async () => await clients.Items[^1].Relay.VerifyBatchAsync(heavy));
+        Assert.Equal(StatusCode.ResourceExhausted, refused.StatusCode);
+        Assert.Contains("VerifyBatch", refused.Status.Detail);
+        Assert.NotNull(refused.Trailers.GetValue("retry-after-ms"));
+
+        // The callers give up; the node stops working for them and frees the slots.
+        giveUp.Cancel();
+        foreach (Task t in busy)
+        {
+            await Assert.ThrowsAnyAsync<Exception>(() => t);
+        }
+
+        for (int i = 0; i < 6000 && gate.InUse > 0; i++)
+        {
+            await Task.Delay(10);
+        }
+
+        Assert.Equal(0, gate.InUse);
+    }
+
+    [Fact]
+    public async Task An_overlong_inclusion_path_is_false_and_proof_errors_speak_plainly()
+    {
+        await using TestNode node = await TestNode.StartAsync(o => o.MaxTtlDays = 7);
+        using MegaNetClient client = node.Client();
+        using Identity alice = Identity.Create(), bob = Identity.Create();
+        Receipt receipt = await client.SendAsync(alice, bob.Card, Encoding.UTF8.GetBytes("x"), "text/plain", ttl: TimeSpan.FromDays(1));
+        var overlong = new InclusionItem { Leaf = receipt.EnvelopeId, LeafIndex = receipt.LogIndex, TreeSize = receipt.TreeHead.TreeSize, RootHash = receipt.TreeHead.RootHash };
+        overlong.Path.AddRange(Enumerable.Repeat(ByteString.CopyFrom(new byte[32]), 65));
+        var request = new VerifyBatchRequest();
+        request.Inclusions.Add(overlong);
+        Assert.Equal([false], (await client.Relay.VerifyBatchAsync(request)).InclusionValid);
+
+        var e = await Assert.ThrowsAsync<RpcException>(async () => await client.Relay.GetInclusionProofAsync(new InclusionProofRequest { LeafIndex = -1, TreeSize = 0 }));
+        Assert.Equal(StatusCode.OutOfRange, e.StatusCode);
+        Assert.DoesNotContain("Parameter", e.Status.Detail);
+        Assert.DoesNotContain("\n", e.Status.Detail);
+
+        // The default lifetime Status announces is never above the longest one the node accepts.
+        StatusResponse status = await client.Relay.StatusAsync(new StatusRequest());
+        Assert.Equal((long)TimeSpan.FromDays(7).TotalSeconds, status.Limits.DefaultTtlSeconds);
+        node.AssertNoServerErrors();
+    }
+
+    private sealed class DisposableList(IEnumerable<MegaNetClient> items) : IDisposable
+    {
+        public MegaNetClient[] Items { get; } = items.ToArray();
+
+        public void Dispose()
+        {
+            foreach (MegaNetClient c in Items)
+            {
+                c.Dispose();
+            }
+        }
+    }
+}
