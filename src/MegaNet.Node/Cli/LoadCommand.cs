@@ -159,10 +159,10 @@ internal static class LoadCommand
         return command;
     }
 
-    /// <summary>Seals <paramref name="count"/> envelopes on the thread pool; Ctrl+C stops waiting for them (sealing a
-    /// million takes minutes and cannot be cancelled), so the embedded node is still stopped and its directory deleted.</summary>
+    /// <summary>Seals <paramref name="count"/> envelopes on the thread pool; Ctrl+C stops the sealing (and the wait for it),
+    /// so the embedded node is still stopped and its directory deleted.</summary>
     private static Task<List<Envelope>> PrepareAsync(int count, CancellationToken ct) =>
-        Task.Run(() => LoadGenerator.Prepare(count), ct).WaitAsync(ct);
+        Task.Run(() => LoadGenerator.Prepare(count, ct: ct), ct).WaitAsync(ct);
 
     /// <summary>Refuses, before a data directory is made, a backend the embedded node could not start with.</summary>
     private static void CheckEmbeddedBackend(string name)
