@@ -232,7 +232,11 @@ internal static class ClientCommands
     {
         var node = NodeOption();
         var identity = IdentityOption();
-        var nodeId = NodeIdOption();
+        var nodeId = new Option<string?>("--node-id")
+        {
+            Description = "The node id (64 hex digits, printed when the node starts) the receipt's tree head must be signed by. " +
+                "Default: the id pinned for this node address in 'known-nodes' beside --identity, else the key the node signs with now.",
+        };
         var receiptFile = new Option<string>("--receipt") { Description = "Receipt JSON as printed by 'send --json'; '-' reads standard input.", DefaultValueFactory = _ => "-" };
         var command = new Command("verify-receipt",
             "Check a receipt against the node: its tree head is signed by that node (the id given with --node-id, else the one pinned in known-nodes beside --identity, else the node's own), the envelope's inclusion proof leads to it, and the node's log still extends it.")
