@@ -521,27 +521,41 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     /// <inheritdoc />
     public IReadOnlyList<byte[]> GetInclusionProof(long leafIndex, long treeSize)
     {
-        lock (_state)
-        {
-            return _merkle.InclusionProof(leafIndex, treeSize);
-        }
+        CheckCompleteTreeSize(treeSize);
+        return _merkle.InclusionProof(leafIndex, treeSize);
     }
 
     /// <inheritdoc />
     public IReadOnlyList<byte[]> GetConsistencyProof(long firstSize, long secondSize)
     {
-        lock (_state)
-        {
-            return _merkle.ConsistencyProof(firstSize, secondSize);
-        }
+        CheckCompleteTreeSize(secondSize);
+        return _merkle.ConsistencyProof(firstSize, secondSize);
     }
 
     /// <summary>The root hash of the log at <paramref name="treeSize"/> (for tests and audits).</summary>
     public byte[] GetRootHash(long treeSize)
     {
+        CheckCompleteTreeSize(treeSize);
+        return _merkle.Root(treeSize);
+    }
+
+    /// <summary>
+    /// Proofs and roots are computed outside the index lock (O(log² n) hashes each, and unmetered: under the lock a
+    /// flood of proof requests held up the apply stage, which appends leaves under it). The tree is append-only and
+    /// every hash a size needs is written before the apply stage lets go of the lock, so a size checked under the lock
+    /// can be read without it while later leaves are appended (see <see cref="MerkleLog"/>).
+    /// </summary>
+    private void CheckCompleteTreeSize(long treeSize)
+    {
+        long size;
         lock (_state)
         {
-            return _merkle.Root(treeSize);
+            size = _merkle.Size;
+        }
+
+        if (treeSize < 0 || treeSize > size)
+        {
+            throw new ArgumentOutOfRangeException(nameof(treeSize), treeSize, $"The log holds {size} leaves.");
         }
     }
 

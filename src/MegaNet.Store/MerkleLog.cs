@@ -5,13 +5,17 @@ namespace MegaNet.Store;
 /// <summary>
 /// The transparency log's Merkle tree kept as its perfect subtrees: level h holds the hash of every complete,
 /// aligned block of 2^h leaves. Appends cost O(log n); roots and proofs read O(log n) stored hashes and never rescan
-/// the log. Rebuilt at start from the checkpoint's leaf hashes and the write-ahead log after it. Not thread-safe: the
-/// store serialises access.
+/// the log. Rebuilt at start from the checkpoint's leaf hashes and the write-ahead log after it.
 /// </summary>
 /// <remarks>
-/// Hashes live in 64 KiB blocks, not one array per hash: a node holding millions of leaves keeps a few thousand
+/// One writer at a time (the store appends under its index lock). Readers may compute roots and proofs without that lock
+/// for any size they read under it: nothing is ever changed or removed, an append writes every hash of the new size
+/// before the lock is released, and reading an existing element of a <see cref="List{T}"/> that another thread grows is
+/// safe (the old and the new backing array hold the same references). A size read without the lock is not enough:
+/// <see cref="Size"/> grows before the new leaf's parent hashes are written.
+/// <para>Hashes live in 64 KiB blocks, not one array per hash: a node holding millions of leaves keeps a few thousand
 /// objects for the garbage collector to trace instead of two per leaf (profiled: background GCs tracing the
-/// long-lived per-leaf and per-envelope objects took a third of a loaded relay's CPU).
+/// long-lived per-leaf and per-envelope objects took a third of a loaded relay's CPU).</para>
 /// </remarks>
 internal sealed class MerkleLog
 {

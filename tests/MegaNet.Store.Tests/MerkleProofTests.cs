@@ -109,4 +109,60 @@ public sealed class MerkleProofTests(ITestOutputHelper output)
             }
         }
     }
+
+    [Fact]
+    public async Task Proofs_read_without_the_writers_lock_verify_while_leaves_are_appended()
+    {
+        // The store's contract (FasterEnvelopeStore.CheckCompleteTreeSize): the writer appends under a lock, readers
+        // read the size under it and compute roots and proofs without it.
+        var log = new MerkleLog();
+        var gate = new object();
+        var leaves = new List<byte[]>();
+        using var stop = new CancellationTokenSource(TimeSpan.FromSeconds(2));
+        Task writer = Task.Run(() =>
+        {
+            var random = new Random(5);
+            while (!stop.IsCancellationRequested && leaves.Count < 3_000_000)
+            {
+                byte[] leaf = new byte[32];
+                random.NextBytes(leaf);
+                lock (gate)
+                {
+                    leaves.Add(leaf);
+                    log.Append(leaf);
+                }
+            }
+        });
+        long proofs = 0;
+        Task[] readers = Enumerable.Range(0, 2).Select(r => Task.Run(() =>
+        {
+            var random = new Random(r);
+            while (!stop.IsCancellationRequested)
+            {
+                long size;
+                byte[] leaf;
+                int m;
+                lock (gate)
+                {
+                    size = log.Size;
+                    if (size < 2)
+                    {
+                        continue;
+                    }
+
+                    m = random.Next((int)size);
+                    leaf = leaves[m];
+                }
+
+                long first = random.NextInt64(1, size + 1);
+                byte[] root = log.Root(size);
+                Assert.True(MerkleTree.VerifyInclusion(MerkleTree.LeafHash(leaf), m, size, log.InclusionProof(m, size), root), $"inclusion {m} in {size}");
+                Assert.True(MerkleTree.VerifyConsistency(first, size, log.Root(first), root, log.ConsistencyProof(first, size)), $"consistency {first} → {size}");
+                Interlocked.Increment(ref proofs);
+            }
+        })).ToArray();
+        await Task.WhenAll([writer, .. readers]);
+        output.WriteLine($"{proofs} proofs checked against {leaves.Count} leaves appended meanwhile");
+        Assert.True(proofs > 100, $"only {proofs} proofs were checked");
+    }
 }
