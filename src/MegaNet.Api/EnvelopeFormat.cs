@@ -278,7 +278,11 @@ public static class EnvelopeFormat
     /// <exception cref="CryptographicException">Not for this identity, tampered with, malformed inside (anyone can seal
     /// junk to an address: a relay cannot look inside), or the content signature is wrong. Nothing else is thrown for
     /// any envelope.</exception>
-    public static SealedContent Open(Identity recipient, Envelope envelope)
+    public static SealedContent Open(Identity recipient, Envelope envelope) => Open(recipient, envelope, out _);
+
+    /// <summary>As <see cref="Open(Identity, Envelope)"/>, also giving the <see cref="ContentDigest"/> the sender's
+    /// signature was checked over (what <see cref="SeenMessages"/> knows a message by).</summary>
+    public static SealedContent Open(Identity recipient, Envelope envelope, out byte[] contentDigest)
     {
         ArgumentNullException.ThrowIfNull(recipient);
         ArgumentNullException.ThrowIfNull(envelope);
@@ -330,7 +334,8 @@ public static class EnvelopeFormat
         }
 
         var senderKey = PublicKey.Import(SignatureAlgorithm.Ed25519, inner.SenderSigningKey.Span, KeyBlobFormat.RawPublicKey);
-        if (!SignatureAlgorithm.Ed25519.Verify(senderKey, ContentDigest(recipient.Address, inner), inner.ContentSignature.Span))
+        contentDigest = ContentDigest(recipient.Address, inner);
+        if (!SignatureAlgorithm.Ed25519.Verify(senderKey, contentDigest, inner.ContentSignature.Span))
         {
             throw new CryptographicException("The sender's signature over the content does not verify.");
         }

@@ -254,8 +254,8 @@ public sealed class MegaNetClient : IDisposable
         byte[] id = item.Envelope is null ? item.EnvelopeId.ToByteArray() : EnvelopeFormat.EnvelopeId(item.Envelope);
         try
         {
-            SealedContent content = EnvelopeFormat.Open(identity, item.Envelope ?? throw new System.Security.Cryptography.CryptographicException("The item carries no envelope."));
-            if (seen?.Check(EnvelopeFormat.ContentDigest(identity.Card.Address, content), id, content.SentUnixMs) is { } copy)
+            SealedContent content = EnvelopeFormat.Open(identity, item.Envelope ?? throw new System.Security.Cryptography.CryptographicException("The item carries no envelope."), out byte[] digest);
+            if (seen?.Check(digest, id, content.SentUnixMs) is { } copy)
             {
                 message = null;
                 unreadable = new UnreadableMessage(item.Seq, id, copy);

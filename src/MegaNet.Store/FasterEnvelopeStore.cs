@@ -946,15 +946,16 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         var prepared = new PreparedGroup(++_generation, Stopwatch.GetTimestamp());
         DropAppliedPending();
 
-        // Mailbox usage of recipients no in-flight group touches: stable while this group is prepared (an ack being
-        // applied can only lower it, which makes the quota check conservative). One short lock for the whole group.
+        // Mailbox usage of the put recipients no in-flight group touches: stable while this group is prepared (an ack
+        // being applied can only lower it, which makes the quota check conservative). One short lock for the whole group.
+        // (Acks need none: what they may delete is bounded by the log index, see SeqFor.)
         var baseUsage = new Dictionary<Key32, (int Count, long Bytes)>();
         long now = _options.Clock.GetUtcNow().ToUnixTimeMilliseconds();
         lock (_state)
         {
             foreach (Request r in group)
             {
-                ReadOnlySpan<byte> address = r.Put is { } put ? put.Recipient.Span : r.Ack is { } ack ? ack.Recipient : default;
+                ReadOnlySpan<byte> address = r.Put is { } put ? put.Recipient.Span : default;
                 if (address.Length == 32)
                 {
                     var recipient = new Key32(address);

@@ -148,7 +148,7 @@ internal static class BenchCommand
             }
             catch (Exception e) when (e is BackendUnavailableException or ArgumentException or InvalidOperationException or IOException)
             {
-                Console.Error.WriteLine($"meganet bench: {(e is ArgumentException a ? CliErrors.WithoutParameterName(a) : e.Message)}");
+                Console.Error.WriteLine($"meganet bench: {ErrorText.Plain(e)}");
                 return 1;
             }
         });

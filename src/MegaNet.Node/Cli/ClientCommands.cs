@@ -477,7 +477,7 @@ internal static class ClientCommands
         catch (ArgumentException e) when (e is not ArgumentNullException)
         {
             // ArgumentNullException is always a bug here and keeps its stack trace (System.CommandLine prints it).
-            Console.Error.WriteLine($"meganet: {CliErrors.WithoutParameterName(e)}");
+            Console.Error.WriteLine($"meganet: {ErrorText.Plain(e)}");
             return 1;
         }
     }

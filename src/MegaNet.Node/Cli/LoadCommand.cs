@@ -139,7 +139,7 @@ internal static class LoadCommand
             }
             catch (Exception e) when (e is BackendUnavailableException or ArgumentException or IOException or UnauthorizedAccessException)
             {
-                Console.Error.WriteLine($"meganet load: {(e is ArgumentException a ? CliErrors.WithoutParameterName(a) : e.Message)}");
+                Console.Error.WriteLine($"meganet load: {ErrorText.Plain(e)}");
                 return 1;
             }
             finally

@@ -131,7 +131,7 @@ internal static partial class NodeCommand
         }
     }
 
-    private static string Message(Exception e) => e is ArgumentException a ? CliErrors.WithoutParameterName(a) : e.Message;
+    private static string Message(Exception e) => ErrorText.Plain(e);
 
     /// <summary>What to do about a start failure whose message alone does not say.</summary>
     private static string Hint(Exception e, NodeOptions options)

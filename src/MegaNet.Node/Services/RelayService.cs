@@ -306,10 +306,7 @@ public sealed class RelayService(
         }
         catch (ArgumentOutOfRangeException e)
         {
-            // The store's own words, without .NET's "(Parameter 'x')" and "Actual value was" lines.
-            string message = e.Message.Split('\n')[0];
-            int parameter = message.LastIndexOf(" (Parameter '", StringComparison.Ordinal);
-            throw new RpcException(new Grpc.Core.Status(StatusCode.OutOfRange, parameter > 0 ? message[..parameter] : message));
+            throw new RpcException(new Grpc.Core.Status(StatusCode.OutOfRange, ErrorText.Plain(e)));
         }
     }
 }
