@@ -94,33 +94,32 @@ public static class EnvelopeFormat
         BinaryPrimitives.WriteUInt64BigEndian(destination[(CoreLength + 4)..], envelope.Pow?.Nonce ?? 0);
     }
 
-    /// <summary>Length of the bytes an envelope id hashes: signing bytes ‖ signature.</summary>
-    public const int IdInputLength = SigningLength + 64;
-
     /// <summary>
-    /// The envelope id: BLAKE2b-256(signing bytes ‖ signature). A fixed layout that covers every field (the sealed
-    /// payload through its hash in the core bytes), so a client in any language computes it without re-encoding
+    /// The envelope id: BLAKE2b-256(signing bytes). A fixed layout that covers every field but the signature (the
+    /// sealed payload through its hash in the core bytes), so a client in any language computes it without re-encoding
     /// protobuf, and a relay hashes the payload once per envelope, not twice.
     /// </summary>
+    /// <remarks>The signature stays out because its holder can make any number of valid ones for the same bytes (any
+    /// nonce gives a valid Ed25519 signature): with it in the id, one proof-of-work stamp re-signed over and over bought
+    /// as many new envelopes as the sender's rate allowed. Now a re-signed copy is the same envelope, a replay.</remarks>
     public static byte[] EnvelopeId(Envelope envelope)
     {
         ArgumentNullException.ThrowIfNull(envelope);
-        Span<byte> input = stackalloc byte[IdInputLength];
-        WriteIdInput(envelope, input);
-        return HashAlgorithm.Blake2b_256.Hash(input);
+        Span<byte> signing = stackalloc byte[SigningLength];
+        WriteSigningBytes(envelope, signing);
+        return HashAlgorithm.Blake2b_256.Hash(signing);
     }
 
-    /// <summary>Writes signing bytes ‖ signature (exactly <see cref="IdInputLength"/> bytes), the input of
-    /// <see cref="EnvelopeId"/>, for callers that keep it in a buffer of their own and need the signing bytes too.</summary>
-    public static void WriteIdInput(Envelope envelope, Span<byte> destination)
+    /// <summary><see cref="EnvelopeId(Envelope)"/> from the envelope's <see cref="SigningBytes(Envelope)"/>, for
+    /// callers that already hold them.</summary>
+    public static void EnvelopeId(ReadOnlySpan<byte> signingBytes, Span<byte> id)
     {
-        if (destination.Length != IdInputLength)
+        if (signingBytes.Length != SigningLength || id.Length != 32)
         {
-            throw new ArgumentException($"The destination must be {IdInputLength} bytes.", nameof(destination));
+            throw new ArgumentException($"The signing bytes must be {SigningLength} bytes and the id 32.");
         }
 
-        WriteSigningBytes(envelope, destination[..SigningLength]);
-        CopyFixed(envelope.Signature.Span, destination[SigningLength..]);
+        HashAlgorithm.Blake2b_256.Hash(signingBytes, id);
     }
 
     private static void WriteCore(Envelope envelope, Span<byte> bytes)

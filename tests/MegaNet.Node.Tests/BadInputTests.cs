@@ -82,6 +82,18 @@ public sealed class BadInputTests
             Assert.Equal(0, await TreeSize(smallClient));
         }
 
+        // Fields version 1 does not define, in the envelope or in its stamp: no signature covers them (they would let
+        // anyone bloat an envelope past its size class, or plant a copy under the genuine one's id).
+        Envelope genuine = Valid(alice, bob);
+        byte[] unknownField = [0xF8, 0x07, 0x01]; // field 127, varint 1
+        Envelope extended = Envelope.Parser.ParseFrom([.. genuine.ToByteArray(), .. unknownField]);
+        RpcException unknown = await Refused(client, extended);
+        Assert.Equal(StatusCode.InvalidArgument, unknown.StatusCode);
+        Assert.Contains("does not define", unknown.Status.Detail);
+        Envelope stamped = Valid(alice, bob, powBits: 1);
+        stamped.Pow = ProofOfWork.Parser.ParseFrom([.. stamped.Pow.ToByteArray(), .. unknownField]);
+        Assert.Contains("does not define", (await Refused(client, stamped)).Status.Detail);
+
         // Missing pieces.
         Assert.Equal(StatusCode.InvalidArgument, (await Assert.ThrowsAsync<RpcException>(async () => await client.Relay.SubmitAsync(new SubmitRequest()))).StatusCode);
         Envelope v2 = Valid(alice, bob);
@@ -107,6 +119,37 @@ public sealed class BadInputTests
         Assert.True(again.Duplicate);
         Assert.Equal(first.EnvelopeId, again.EnvelopeId);
         Assert.Equal(first.LogIndex, again.LogIndex);
+        Assert.Equal(1, await TreeSize(client));
+        Assert.Single((await client.FetchAsync(bob)).Messages);
+        node.AssertNoServerErrors();
+    }
+
+    [Fact]
+    public async Task A_stamped_envelope_signed_again_is_the_same_envelope_so_one_stamp_buys_one_envelope()
+    {
+        await using TestNode node = await TestNode.StartAsync(o => o.PowMinBits = 8);
+        using MegaNetClient client = node.Client();
+        using Identity alice = Identity.Create(), bob = Identity.Create();
+        var signer = new RandomNonceSigner();
+        Envelope template = Valid(alice, bob);
+        template.SendingKey = ByteString.CopyFrom(signer.PublicKey);
+        template.Pow = EnvelopeFormat.SolvePow(template, 8);
+
+        // The key's holder signs the same stamped bytes three times, each time validly and differently.
+        var receipts = new List<Receipt>();
+        var signatures = new HashSet<string>();
+        for (int i = 0; i < 3; i++)
+        {
+            Envelope copy = template.Clone();
+            copy.Signature = ByteString.CopyFrom(signer.Sign(EnvelopeFormat.SigningBytes(copy)));
+            signatures.Add(copy.Signature.ToBase64());
+            receipts.Add(await client.Relay.SubmitAsync(new SubmitRequest { Envelope = copy }));
+        }
+
+        Assert.Equal(3, signatures.Count);
+        Assert.False(receipts[0].Duplicate);
+        Assert.All(receipts.Skip(1), r => Assert.True(r.Duplicate));
+        Assert.All(receipts, r => Assert.Equal(receipts[0].EnvelopeId, r.EnvelopeId));
         Assert.Equal(1, await TreeSize(client));
         Assert.Single((await client.FetchAsync(bob)).Messages);
         node.AssertNoServerErrors();

@@ -218,6 +218,12 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
             throw Reject("malformed", StatusCode.InvalidArgument, "recipient and sending_key must be 32 bytes and signature 64 bytes.");
         }
 
+        if (envelope.HasUnknownFields)
+        {
+            throw Reject("malformed", StatusCode.InvalidArgument,
+                "The envelope carries protobuf fields that version 1 does not define; no signature covers them, so relays refuse them. Send only the fields of docs/protocol.md.");
+        }
+
         if (!EnvelopeFormat.IsPaddedSize(envelope.SealedPayload.Length))
         {
             throw Reject("padding", StatusCode.InvalidArgument,
@@ -520,7 +526,7 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
 
     /// <summary>A submission on its way through admission, and the task its caller awaits. One pooled buffer holds
     /// the canonical envelope bytes (what the store keeps), the signing bytes (whose core bytes the proof-of-work check
-    /// reuses) with the signature after them, and the id hashed from those two.</summary>
+    /// reuses) and the id hashed from them.</summary>
     private sealed class Pending : TaskCompletionSource<Receipt>
     {
         private readonly int _length;
@@ -532,12 +538,12 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
             Envelope = envelope;
             Start = start;
             _length = length;
-            // canonical bytes ‖ signing bytes ‖ signature ‖ id: the id hashes the two in the middle.
-            _buffer = ArrayPool<byte>.Shared.Rent(length + EnvelopeFormat.IdInputLength + 32);
+            // canonical bytes ‖ signing bytes ‖ id.
+            _buffer = ArrayPool<byte>.Shared.Rent(length + EnvelopeFormat.SigningLength + 32);
             envelope.WriteTo(_buffer.AsSpan(0, length));
-            Span<byte> idInput = _buffer.AsSpan(length, EnvelopeFormat.IdInputLength);
-            EnvelopeFormat.WriteIdInput(envelope, idInput);
-            NSec.Cryptography.HashAlgorithm.Blake2b_256.Hash(idInput, _buffer.AsSpan(length + EnvelopeFormat.IdInputLength, 32));
+            Span<byte> signing = _buffer.AsSpan(length, EnvelopeFormat.SigningLength);
+            EnvelopeFormat.WriteSigningBytes(envelope, signing);
+            EnvelopeFormat.EnvelopeId(signing, _buffer.AsSpan(length + EnvelopeFormat.SigningLength, 32));
         }
 
         public Envelope Envelope { get; }
@@ -548,8 +554,8 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
         /// <summary>The envelope re-encoded: what the store keeps.</summary>
         public ReadOnlyMemory<byte> Canonical => Buffer.AsMemory(0, _length);
 
-        /// <summary><see cref="EnvelopeFormat.EnvelopeId"/>.</summary>
-        public ReadOnlyMemory<byte> Id => Buffer.AsMemory(_length + EnvelopeFormat.IdInputLength, 32);
+        /// <summary><see cref="EnvelopeFormat.EnvelopeId(Envelope)"/>.</summary>
+        public ReadOnlyMemory<byte> Id => Buffer.AsMemory(_length + EnvelopeFormat.SigningLength, 32);
 
         public ReadOnlySpan<byte> SigningBytes => Buffer.AsSpan(_length, EnvelopeFormat.SigningLength);
 
