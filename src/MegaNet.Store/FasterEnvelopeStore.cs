@@ -452,7 +452,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     }
 
     /// <inheritdoc />
-    public async ValueTask<MailboxPage> ListAsync(ReadOnlyMemory<byte> recipient, ulong afterSeq, int limit, CancellationToken cancellationToken = default)
+    public async ValueTask<MailboxPage> ListAsync(ReadOnlyMemory<byte> recipient, ulong afterSeq, int limit, long maxBytes = long.MaxValue, CancellationToken cancellationToken = default)
     {
         if (recipient.Length != 32)
         {
@@ -460,6 +460,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         }
 
         ArgumentOutOfRangeException.ThrowIfLessThan(limit, 1);
+        ArgumentOutOfRangeException.ThrowIfLessThan(maxBytes, 1);
         var picked = new List<IndexEntry>(Math.Min(limit, 1024));
         ulong next = afterSeq;
         long now = _options.Clock.GetUtcNow().ToUnixTimeMilliseconds();
@@ -467,7 +468,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         {
             if (_mailboxes.TryGetValue(new Key32(recipient.Span), out Mailbox? box))
             {
-                next = box.CopyAfter(afterSeq, limit, picked, e => e.ExpiresUnixMs <= now);
+                next = box.CopyAfter(afterSeq, limit, maxBytes, picked, e => e.ExpiresUnixMs <= now);
             }
         }
 

@@ -21,8 +21,9 @@ public interface IEnvelopeStore : IAsyncDisposable
     ValueTask<PutReceipt?> FindAsync(ReadOnlyMemory<byte> envelopeId, CancellationToken cancellationToken = default);
 
     /// <summary>Mailbox entries of <paramref name="recipient"/> with sequence number greater than <paramref name="afterSeq"/>,
-    /// oldest first, at most <paramref name="limit"/>. Expired entries are never returned.</summary>
-    ValueTask<MailboxPage> ListAsync(ReadOnlyMemory<byte> recipient, ulong afterSeq, int limit, CancellationToken cancellationToken = default);
+    /// oldest first, at most <paramref name="limit"/> and, past the first, at most <paramref name="maxBytes"/> of
+    /// envelopes in all. Expired entries are never returned.</summary>
+    ValueTask<MailboxPage> ListAsync(ReadOnlyMemory<byte> recipient, ulong afterSeq, int limit, long maxBytes = long.MaxValue, CancellationToken cancellationToken = default);
 
     /// <summary>Deletes the given entries of the recipient's mailbox (the owner acknowledged them); returns how many existed.
     /// Durable on return.</summary>

@@ -111,14 +111,16 @@ internal sealed class Mailbox
     }
 
     /// <summary>Copies up to <paramref name="limit"/> live entries with sequence numbers above <paramref name="afterSeq"/>
-    /// into <paramref name="into"/>, skipping those <paramref name="skip"/> says; returns the last sequence number
-    /// looked at (skipped ones included), or <paramref name="afterSeq"/>.</summary>
-    public ulong CopyAfter(ulong afterSeq, int limit, List<IndexEntry> into, Func<IndexEntry, bool> skip)
+    /// into <paramref name="into"/>, and past the first no more than <paramref name="maxBytes"/> of envelopes in all,
+    /// skipping those <paramref name="skip"/> says; returns the last sequence number looked at (skipped ones included),
+    /// or <paramref name="afterSeq"/>.</summary>
+    public ulong CopyAfter(ulong afterSeq, int limit, long maxBytes, List<IndexEntry> into, Func<IndexEntry, bool> skip)
     {
         int at = Search(afterSeq == ulong.MaxValue ? afterSeq : afterSeq + 1);
         at = Math.Max(at < 0 ? ~at : at, _first);
         ulong last = afterSeq;
         int taken = 0;
+        long bytes = 0;
         for (; at < _used && taken < limit; at++)
         {
             if (_removed[at] || _slots[at].Seq <= afterSeq)
@@ -126,12 +128,20 @@ internal sealed class Mailbox
                 continue;
             }
 
-            last = _slots[at].Seq;
             if (skip(_slots[at]))
             {
+                last = _slots[at].Seq;
                 continue;
             }
 
+            // Always one, so that a page makes progress whatever its byte limit; the cursor stops before the rest.
+            if (taken > 0 && bytes + _slots[at].Length > maxBytes)
+            {
+                break;
+            }
+
+            last = _slots[at].Seq;
+            bytes += _slots[at].Length;
             into.Add(_slots[at]);
             taken++;
         }

@@ -44,10 +44,14 @@ public sealed class MailboxTests(ITestOutputHelper output)
                 ulong after = (ulong)random.NextInt64(0, (long)nextSeq + 2);
                 int limit = random.Next(1, 50);
                 long cutoff = random.Next(100);
+                // Half the pages under a byte limit (entries are 1 to 4,999 bytes): a page then ends before the entry
+                // that would pass it, except that the first is always taken.
+                long maxBytes = random.Next(2) == 0 ? long.MaxValue : random.Next(1, 20_000);
                 var page = new List<IndexEntry>();
-                ulong last = box.CopyAfter(after, limit, page, e => e.ExpiresUnixMs < cutoff);
+                ulong last = box.CopyAfter(after, limit, maxBytes, page, e => e.ExpiresUnixMs < cutoff);
                 var expectedPage = new List<IndexEntry>();
                 ulong expectedLast = after;
+                long bytes = 0;
                 foreach (IndexEntry e in model.Values.Where(e => e.Seq > after))
                 {
                     if (expectedPage.Count == limit)
@@ -55,11 +59,18 @@ public sealed class MailboxTests(ITestOutputHelper output)
                         break;
                     }
 
-                    expectedLast = e.Seq;
                     if (e.ExpiresUnixMs >= cutoff)
                     {
+                        if (expectedPage.Count > 0 && bytes + e.Length > maxBytes)
+                        {
+                            break;
+                        }
+
+                        bytes += e.Length;
                         expectedPage.Add(e);
                     }
+
+                    expectedLast = e.Seq;
                 }
 
                 Assert.Equal(expectedPage, page);

@@ -31,6 +31,14 @@ public sealed class RelayService(
     // RFC 9162 paths are at most 64 hashes for any tree a signed size can describe: a longer one is refused uncopied.
     private const int MaxInclusionPath = 64;
 
+    /// <summary>Most envelope bytes in one <c>Fetch</c> page (the first envelope is always included). A reply stays in
+    /// the node's memory until the client reads it, and HTTP/2 flow control lets a client simply not read: with pages
+    /// of up to 1,000 envelopes of the 64 KiB class, a few signed challenges against a full mailbox pinned ~68 MB each.</summary>
+    public const long FetchPageBytes = 1L << 20;
+
+    // Envelope bytes one Subscribe reads from the mailbox at a time (at least one envelope).
+    private const long SubscribePageBytes = 256 << 10;
+
     private static readonly WriteOptions BufferedWrite = new(WriteFlags.BufferHint);
 
     public override Task<Receipt> Submit(SubmitRequest request, ServerCallContext context) =>
@@ -111,7 +119,7 @@ public sealed class RelayService(
     {
         byte[] address = authenticator.Authenticate(request.Auth);
         int limit = request.Limit <= 0 ? 100 : Math.Min(request.Limit, 1000);
-        MailboxPage page = await store.ListAsync(address, request.AfterSeq, limit, context.CancellationToken).ConfigureAwait(false);
+        MailboxPage page = await store.ListAsync(address, request.AfterSeq, limit, FetchPageBytes, context.CancellationToken).ConfigureAwait(false);
         var response = new FetchResponse { NextCursor = page.NextCursor };
         response.Items.AddRange(page.Entries.Select(ToItem));
         return response;
@@ -152,7 +160,8 @@ public sealed class RelayService(
                 ulong from = sent;
                 while (true)
                 {
-                    MailboxPage page = await store.ListAsync(address, from, 256, ct).ConfigureAwait(false);
+                    // Small pages: what a subscriber that stops reading holds the node to is one page and one write.
+                    MailboxPage page = await store.ListAsync(address, from, 64, SubscribePageBytes, ct).ConfigureAwait(false);
                     foreach (MailboxEntry entry in page.Entries)
                     {
                         // Writes end only with the client: cancelling one midway makes the server reset the stream,
