@@ -31,6 +31,8 @@ internal sealed partial class DirectFileDevice : StorageDeviceBase
     private readonly bool _buffered;
     private readonly List<int> _held = [];
     private int _pending;
+    private int _retrying;
+    private volatile bool _abandoned;
 
     private DirectFileDevice(string filename, int directFlag, bool buffered = false)
         : base(filename, Sector, Devices.CAPACITY_UNSPECIFIED)
@@ -138,28 +140,110 @@ internal sealed partial class DirectFileDevice : StorageDeviceBase
         }
     }
 
+    /// <summary>
+    /// When set, a failed write is retried (after 10 ms, doubling to 2 s) until it succeeds or the device is disposed,
+    /// and each failure is reported to <see cref="WriteFailed"/>. For the envelope table: FASTER 2.6.5 neither retries a
+    /// failed page flush nor reports it, and never again advances its flushed address, so one failed write (a moment of
+    /// a full disk) left every later checkpoint and, once memory filled, every put waiting forever without an error.
+    /// Not for the write-ahead log, whose commits check their own records and must fail rather than wait.
+    /// </summary>
+    public bool RetryFailedWrites { get; set; }
+
+    /// <summary>A write failed and will be retried (see <see cref="RetryFailedWrites"/>); on an I/O thread.</summary>
+    public event Action<IOException>? WriteFailed;
+
+    /// <summary>Tests: when it returns true, a write fails as on a full disk (errno 28) before reaching the file.</summary>
+    internal Func<bool>? FailWriteForTests { get; set; }
+
     /// <inheritdoc />
-    public override unsafe void WriteAsync(IntPtr sourceAddress, int segmentId, ulong destinationAddress, uint numBytesToWrite, DeviceIOCompletionCallback callback, object context)
+    public override void WriteAsync(IntPtr sourceAddress, int segmentId, ulong destinationAddress, uint numBytesToWrite, DeviceIOCompletionCallback callback, object context)
     {
         HandleCapacity(segmentId);
         Interlocked.Increment(ref _pending);
         // The write blocks until the data is on disk: off the caller's thread, as FASTER expects of an async device.
-        Queue(() =>
+        Queue(() => Write(sourceAddress, segmentId, destinationAddress, numBytesToWrite, callback, context, 0));
+    }
+
+    /// <summary>Drops the writes waiting to be retried and waits for a retry under way: call before FASTER frees the
+    /// buffers they read (the write they stand for fails for good; what is acknowledged is in the write-ahead log).</summary>
+    public void AbandonRetries()
+    {
+        _abandoned = true;
+        SpinWait spin = default;
+        while (Volatile.Read(ref _retrying) != 0)
         {
-            uint error = 0;
-            try
+            spin.SpinOnce();
+        }
+    }
+
+    // FASTER keeps the source buffer until the callback (the page cannot be evicted before its flush completes), so a
+    // retry may read it again later, unless the retries were abandoned.
+    private void Write(IntPtr sourceAddress, int segmentId, ulong destinationAddress, uint numBytesToWrite, DeviceIOCompletionCallback callback, object context, int attempt)
+    {
+        if (attempt == 0)
+        {
+            WriteOnce(sourceAddress, segmentId, destinationAddress, numBytesToWrite, callback, context, attempt);
+            return;
+        }
+
+        Interlocked.Increment(ref _retrying);
+        try
+        {
+            if (_abandoned)
             {
-                RandomAccess.Write(Segment(segmentId), new ReadOnlySpan<byte>((void*)sourceAddress, (int)numBytesToWrite), (long)destinationAddress);
-            }
-            catch (Exception e)
-            {
-                error = ErrorCode(e);
-                numBytesToWrite = 0;
+                Interlocked.Decrement(ref _pending);
+                return;
             }
 
-            Interlocked.Decrement(ref _pending);
-            callback(error, numBytesToWrite, context);
-        });
+            WriteOnce(sourceAddress, segmentId, destinationAddress, numBytesToWrite, callback, context, attempt);
+        }
+        finally
+        {
+            Interlocked.Decrement(ref _retrying);
+        }
+    }
+
+    private unsafe void WriteOnce(IntPtr sourceAddress, int segmentId, ulong destinationAddress, uint numBytesToWrite, DeviceIOCompletionCallback callback, object context, int attempt)
+    {
+        uint error = 0;
+        try
+        {
+            if (FailWriteForTests?.Invoke() == true)
+            {
+                throw new IOException("No space left on device (injected)", 28);
+            }
+
+            RandomAccess.Write(Segment(segmentId), new ReadOnlySpan<byte>((void*)sourceAddress, (int)numBytesToWrite), (long)destinationAddress);
+        }
+        catch (Exception e)
+        {
+            error = ErrorCode(e);
+            if (RetryFailedWrites)
+            {
+                WriteFailed?.Invoke(e as IOException ?? new IOException(e.Message, e));
+                TimeSpan wait = TimeSpan.FromMilliseconds(Math.Min(2000, 10 << Math.Min(attempt, 8)));
+                _ = Task.Delay(wait).ContinueWith(
+                    _ =>
+                    {
+                        try
+                        {
+                            _io.Add(() => Write(sourceAddress, segmentId, destinationAddress, numBytesToWrite, callback, context, attempt + 1));
+                        }
+                        catch (ObjectDisposedException)
+                        {
+                            // Disposed while waiting: FASTER is gone, so no callback.
+                            Interlocked.Decrement(ref _pending);
+                        }
+                    },
+                    TaskScheduler.Default);
+                return;
+            }
+
+            numBytesToWrite = 0;
+        }
+
+        Interlocked.Decrement(ref _pending);
+        callback(error, numBytesToWrite, context);
     }
 
     /// <inheritdoc />

@@ -31,6 +31,8 @@ internal sealed class EnvelopeKv : IDisposable
     // Drives checkpoints (one at a time: the store's committer never overlaps them).
     private ClientSession<SpanByte, SpanByte, SpanByte, byte[], Empty, SpanByteFunctions_ByteArrayOutput<Empty>>? _checkpointer;
     private readonly DirectFileDevice _device;
+    private readonly CheckpointDeviceFactory _checkpointFiles;
+    private readonly DeviceLogCommitCheckpointManager _checkpointManager;
 
     // 64 MiB table segments: the unit compaction frees.
     private const int SegmentBits = 26;
@@ -41,7 +43,9 @@ internal sealed class EnvelopeKv : IDisposable
     /// <param name="memoryBytes">Memory for the hybrid log (rounded down to a power of two).</param>
     /// <param name="indexBytes">Size of the hash index (see <see cref="IndexBytesFor"/>); a checkpoint recovers only
     /// into the size it was taken with.</param>
-    public EnvelopeKv(string directory, long memoryBytes, long indexBytes)
+    /// <param name="checkpointFiles">Devices for the checkpoint files (tests inject failures); default FASTER's local
+    /// files.</param>
+    public EnvelopeKv(string directory, long memoryBytes, long indexBytes, INamedDeviceFactory? checkpointFiles = null)
     {
         int memoryBits = Math.Clamp((int)Math.Floor(Math.Log2(memoryBytes)), 20, 40);
         var settings = new FasterKVSettings<SpanByte, SpanByte>(directory, deleteDirOnDispose: false)
@@ -58,8 +62,16 @@ internal sealed class EnvelopeKv : IDisposable
         string hlog = Path.Combine(directory, "hlog.log");
         _device = DirectFileDevice.TryCreate(hlog) ?? DirectFileDevice.CreateBuffered(hlog);
         _device.DeferRemovals = true;
+        _device.RetryFailedWrites = true;
+        _device.WriteFailed += e => TableWriteFailed?.Invoke(e);
         settings.LogDevice.Dispose();
         settings.LogDevice = _device;
+
+        // FASTER's own checkpoint manager, on devices that record failed writes (see CheckpointDeviceFactory).
+        _checkpointFiles = new CheckpointDeviceFactory(checkpointFiles ?? new LocalStorageNamedDeviceFactory());
+        _checkpointManager = new DeviceLogCommitCheckpointManager(_checkpointFiles,
+            new DefaultCheckpointNamingScheme(new DirectoryInfo(Path.Combine(directory, "checkpoints")).FullName), removeOutdated: false);
+        settings.CheckpointManager = _checkpointManager;
 
         Directory = directory;
         IndexBytes = indexBytes;
@@ -70,6 +82,16 @@ internal sealed class EnvelopeKv : IDisposable
 
     /// <summary>Directory of the hybrid log and its checkpoints.</summary>
     public string Directory { get; }
+
+    /// <summary>A write of the table's log failed; it is retried until it succeeds (on an I/O thread).</summary>
+    public event Action<IOException>? TableWriteFailed;
+
+    /// <summary>Tests: makes writes of the table's log fail as on a full disk while it returns true.</summary>
+    internal Func<bool>? FailTableWriteForTests
+    {
+        get => _device.FailWriteForTests;
+        set => _device.FailWriteForTests = value;
+    }
 
     /// <summary>Reads that went to disk (the record was beyond the in-memory part of the log).</summary>
     public long DiskReads => Interlocked.Read(ref _diskReads);
@@ -212,6 +234,7 @@ internal sealed class EnvelopeKv : IDisposable
     /// </remarks>
     public async Task<Guid> CheckpointAsync()
     {
+        long failuresBefore = _checkpointFiles.Failures;
         if (!_kv.TryInitiateFullCheckpoint(out Guid token, CheckpointType.FoldOver))
         {
             throw new IOException($"FASTER could not start a checkpoint of '{Directory}' (another one is still running)");
@@ -235,6 +258,12 @@ internal sealed class EnvelopeKv : IDisposable
 
             if (_kv.SystemState.Phase == Phase.REST)
             {
+                // FASTER counts a failed checkpoint file write as done: the checkpoint is complete but not on disk.
+                if (_checkpointFiles.Failures != failuresBefore)
+                {
+                    throw new IOException($"The envelope table checkpoint {token} was not written ({_checkpointFiles.LastFailure}); the previous checkpoint and the log are kept.");
+                }
+
                 return token;
             }
 
@@ -277,7 +306,10 @@ internal sealed class EnvelopeKv : IDisposable
             s.Dispose();
         }
 
+        // Before FASTER frees the page buffers that a retried write would read.
+        _device.AbandonRetries();
         _kv.Dispose();
+        _checkpointManager.Dispose();
         _device.Dispose();
         _readerSlots.Dispose();
     }

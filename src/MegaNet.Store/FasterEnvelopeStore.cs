@@ -73,6 +73,11 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         _log = log;
         _kv = kv;
         _nodePublicKey = options.NodeSecretKey.AsSpan(32, 32).ToArray();
+        // The table retries a failed write until it succeeds (see DirectFileDevice.RetryFailedWrites); meanwhile its
+        // flushes, checkpoints and, once memory fills, puts wait. Refuse writes from the first failure, with its reason,
+        // instead of letting callers wait without one.
+        kv.TableWriteFailed += e => Interlocked.CompareExchange(ref _fault,
+            new IOException($"Writing the envelope table in '{kv.Directory}' failed ({e.Message}); the write is retried, and everything acknowledged is in the write-ahead log.", e), null);
         _head = SignHead();
         MegaNetMetrics.ObserveLogSize(() => TreeSize);
         MegaNetMetrics.ObserveTableDiskReads(() => TableDiskReads);
@@ -238,7 +243,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
             // A table checkpoint recovers only into an index of the size it was taken with, so the size is chosen
             // when the table is new and the manifest carries it from then on.
             long indexBytes = manifest?.IndexBytes ?? EnvelopeKv.IndexBytesFor(options.MemoryBudgetBytes);
-            kv = new EnvelopeKv(kvDir, options.MemoryBudgetBytes - (options.MemoryBudgetBytes / 8), indexBytes);
+            kv = new EnvelopeKv(kvDir, options.MemoryBudgetBytes - (options.MemoryBudgetBytes / 8), indexBytes, options.CheckpointFilesForTests);
         }
         catch (Exception e)
         {
@@ -887,6 +892,13 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
                 return _mailboxes.Count;
             }
         }
+    }
+
+    /// <summary>Tests: makes writes of the envelope table's log fail as on a full disk while it returns true.</summary>
+    internal Func<bool>? FailTableWriteForTests
+    {
+        get => _kv.FailTableWriteForTests;
+        set => _kv.FailTableWriteForTests = value;
     }
 
     /// <summary>Runs between the table checkpoint and the manifest that names it (tests take what a crash there leaves).</summary>

@@ -53,6 +53,9 @@ public sealed class StoreOptions
     /// <summary>Clock for expiry (tests inject one). Default <see cref="TimeProvider.System"/>.</summary>
     public TimeProvider Clock { get; set; } = TimeProvider.System;
 
+    /// <summary>Tests: devices for the envelope table's checkpoint files (to make their writes fail).</summary>
+    internal FASTER.core.INamedDeviceFactory? CheckpointFilesForTests { get; set; }
+
     /// <summary>Throws <see cref="ArgumentOutOfRangeException"/> or <see cref="ArgumentException"/> naming the first bad setting.</summary>
     public void Validate()
     {

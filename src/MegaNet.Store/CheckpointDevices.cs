@@ -1,0 +1,112 @@
+using FASTER.core;
+
+namespace MegaNet.Store;
+
+/// <summary>
+/// FASTER's device factory for the envelope table's checkpoint files, recording every failed write. FASTER 2.6.5 only
+/// logs a failed write of a checkpoint's index (<c>ht.dat</c>) or metadata (<c>info.dat</c>) and counts it as done, so
+/// a checkpoint whose files never reached the disk (a full disk, an I/O error) still reported success; the store then
+/// named it in its manifest, deleted the good checkpoint before it and truncated the write-ahead log, and after a
+/// restart the envelopes were gone or the store would not open. <see cref="Failures"/> lets the store refuse such a
+/// checkpoint instead.
+/// </summary>
+internal sealed class CheckpointDeviceFactory(INamedDeviceFactory inner) : INamedDeviceFactory
+{
+    private long _failures;
+    private string? _lastFailure;
+
+    /// <summary>Failed writes so far (compare before and after a checkpoint).</summary>
+    public long Failures => Interlocked.Read(ref _failures);
+
+    /// <summary>The newest failed write, for the error message.</summary>
+    public string? LastFailure => Volatile.Read(ref _lastFailure);
+
+    /// <inheritdoc />
+    public void Initialize(string baseName) => inner.Initialize(baseName);
+
+    /// <inheritdoc />
+    public IDevice Get(FileDescriptor fileInfo) =>
+        new ErrorRecordingDevice(inner.Get(fileInfo), $"{fileInfo.directoryName}/{fileInfo.fileName}", this);
+
+    /// <inheritdoc />
+    public IEnumerable<FileDescriptor> ListContents(string path) => inner.ListContents(path);
+
+    /// <inheritdoc />
+    public void Delete(FileDescriptor fileInfo) => inner.Delete(fileInfo);
+
+    private void Record(string file, uint errorCode)
+    {
+        Volatile.Write(ref _lastFailure, $"writing {file} failed with error {errorCode}{(errorCode == 28 ? " (no space left on device)" : string.Empty)}");
+        Interlocked.Increment(ref _failures);
+    }
+
+    /// <summary>The device FASTER asked for, with write completions watched for errors (reads are passed through: a
+    /// failed read already fails the recovery that made it).</summary>
+    private sealed class ErrorRecordingDevice(IDevice device, string file, CheckpointDeviceFactory owner) : IDevice
+    {
+        public uint SectorSize => device.SectorSize;
+
+        public string FileName => device.FileName;
+
+        public long Capacity => device.Capacity;
+
+        public long SegmentSize => device.SegmentSize;
+
+        public int StartSegment => device.StartSegment;
+
+        public int EndSegment => device.EndSegment;
+
+        public int ThrottleLimit
+        {
+            get => device.ThrottleLimit;
+            set => device.ThrottleLimit = value;
+        }
+
+        public void Initialize(long segmentSize, LightEpoch? epoch = null, bool omitSegmentIdFromFilename = false) =>
+            device.Initialize(segmentSize, epoch, omitSegmentIdFromFilename);
+
+        public bool TryComplete() => device.TryComplete();
+
+        public bool Throttle() => device.Throttle();
+
+        public void WriteAsync(IntPtr sourceAddress, int segmentId, ulong destinationAddress, uint numBytesToWrite, DeviceIOCompletionCallback callback, object context) =>
+            device.WriteAsync(sourceAddress, segmentId, destinationAddress, numBytesToWrite, Watch(callback), context);
+
+        public void WriteAsync(IntPtr alignedSourceAddress, ulong alignedDestinationAddress, uint numBytesToWrite, DeviceIOCompletionCallback callback, object context) =>
+            device.WriteAsync(alignedSourceAddress, alignedDestinationAddress, numBytesToWrite, Watch(callback), context);
+
+        public void ReadAsync(int segmentId, ulong sourceAddress, IntPtr destinationAddress, uint readLength, DeviceIOCompletionCallback callback, object context) =>
+            device.ReadAsync(segmentId, sourceAddress, destinationAddress, readLength, callback, context);
+
+        public void ReadAsync(ulong alignedSourceAddress, IntPtr alignedDestinationAddress, uint alignedReadLength, DeviceIOCompletionCallback callback, object context) =>
+            device.ReadAsync(alignedSourceAddress, alignedDestinationAddress, alignedReadLength, callback, context);
+
+        public void TruncateUntilAddressAsync(long toAddress, AsyncCallback callback, IAsyncResult result) => device.TruncateUntilAddressAsync(toAddress, callback, result);
+
+        public void TruncateUntilAddress(long toAddress) => device.TruncateUntilAddress(toAddress);
+
+        public void TruncateUntilSegmentAsync(int toSegment, AsyncCallback callback, IAsyncResult result) => device.TruncateUntilSegmentAsync(toSegment, callback, result);
+
+        public void TruncateUntilSegment(int toSegment) => device.TruncateUntilSegment(toSegment);
+
+        public void RemoveSegmentAsync(int segment, AsyncCallback callback, IAsyncResult result) => device.RemoveSegmentAsync(segment, callback, result);
+
+        public void RemoveSegment(int segment) => device.RemoveSegment(segment);
+
+        public long GetFileSize(int segment) => device.GetFileSize(segment);
+
+        public void Reset() => device.Reset();
+
+        public void Dispose() => device.Dispose();
+
+        private DeviceIOCompletionCallback Watch(DeviceIOCompletionCallback callback) => (errorCode, numBytes, context) =>
+        {
+            if (errorCode != 0)
+            {
+                owner.Record(file, errorCode);
+            }
+
+            callback(errorCode, numBytes, context);
+        };
+    }
+}
