@@ -174,7 +174,7 @@ internal static class Checkpoint
     }
 
     private static StoreCorruptException Damaged(string path, string why) => new(
-        $"The store's checkpoint file '{path}' is damaged: {why}. Nothing was changed. Restore the directory from a backup, or move it aside to start an empty store.");
+        $"The store's checkpoint file '{path}' is damaged: {why}. {StoreCorruptException.Advice}");
 
     private ref struct Reader(Memory<byte> data)
     {
@@ -185,7 +185,7 @@ internal static class Checkpoint
         {
             if (_at + n > _data.Length)
             {
-                throw new StoreCorruptException("The store's checkpoint manifest is truncated. Restore the directory from a backup, or move it aside to start an empty store.");
+                throw new StoreCorruptException($"The store's checkpoint manifest is truncated. {StoreCorruptException.Advice}");
             }
 
             ReadOnlySpan<byte> s = _data.Slice(_at, n);

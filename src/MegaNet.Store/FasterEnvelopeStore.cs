@@ -231,7 +231,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         {
             throw new StoreCorruptException(
                 $"The store's write-ahead log in '{dir}' could not be recovered from any commit record ({failure?.Message}); '{Path.Combine(dir, "wal.log")}' holds {walBytes} bytes. " +
-                "Nothing was changed. Restore the directory from a backup, or move it aside to start an empty store.", failure);
+                StoreCorruptException.Advice, failure);
         }
 
         string kvDir = Path.Combine(dir, "kv");
@@ -254,7 +254,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
                 throw;
             }
 
-            throw new StoreCorruptException($"The store's checkpoint in '{dir}' cannot be read ({e.Message}). Nothing was changed. Restore the directory from a backup, or move it aside to start an empty store.", e);
+            throw new StoreCorruptException($"The store's checkpoint in '{dir}' cannot be read ({e.Message}). {StoreCorruptException.Advice}", e);
         }
 
         if (manifest is not null)
@@ -270,7 +270,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
                 device.Dispose();
                 throw new StoreCorruptException(
                     $"The envelope table checkpoint {manifest.Token} in '{kvDir}' (named by '{Checkpoint.ManifestPath(dir)}') cannot be recovered ({e.Message}). " +
-                    "Nothing was changed. Restore the directory from a backup, or move it aside to start an empty store.", e);
+                    StoreCorruptException.Advice, e);
             }
         }
 
@@ -1397,7 +1397,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
 
     private StoreCorruptException Corrupt(string what) => new(
         $"The store's write-ahead log '{Path.Combine(StoreDirectory, "wal.log")}' is corrupt: {what}. " +
-        "Nothing was changed. Restore the directory from a backup, or move it aside to start an empty store.");
+        StoreCorruptException.Advice);
 
     private SignedTreeHead SignHead() => SignHead(_merkle.Size, _merkle.Root(_merkle.Size));
 
@@ -1525,7 +1525,12 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
 }
 
 /// <summary>A store file cannot be read; the message names it and what to do. Nothing was changed.</summary>
-public sealed class StoreCorruptException(string message, Exception? inner = null) : Exception(message, inner);
+public sealed class StoreCorruptException(string message, Exception? inner = null) : Exception(message, inner)
+{
+    /// <summary>What to do, the end of every such message. An empty store under the same node key would sign a second,
+    /// smaller log that contradicts the tree heads already handed out, so starting over takes a new key too.</summary>
+    public const string Advice = "Nothing was changed. Restore the directory from a backup. To start over with an empty store instead, move the store directory aside together with the node key (node.key in the data directory): the node then signs a new log under a new id, and receipts from the old one can no longer be checked against it.";
+}
 
 /// <summary>Another process has the store open.</summary>
 public sealed class StoreInUseException(string message, Exception? inner = null) : Exception(message, inner);
