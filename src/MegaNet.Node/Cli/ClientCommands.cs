@@ -156,13 +156,15 @@ internal static class ClientCommands
 
     private static async Task<int> FetchAsync(MegaNetClient client, Identity id, SeenMessages received, ulong cursor, bool ack, bool json, CancellationToken ct)
     {
+        // Not disposed: disposing flushes, and after a failed write that would throw again over the clear error.
+        TextWriter output = StandardOutput();
         var seen = new List<ulong>();
         while (true)
         {
             (IReadOnlyList<ReceivedMessage> messages, IReadOnlyList<UnreadableMessage> unreadable, ulong next) = await client.FetchAsync(id, cursor, 100, ct, received);
             foreach (ReceivedMessage m in messages)
             {
-                Print(m, json);
+                Print(output, m, json, ack ? "no message was acknowledged" : null);
                 seen.Add(m.Seq);
             }
 
@@ -182,6 +184,9 @@ internal static class ClientCommands
             cursor = next;
         }
 
+        // Everything shown must have reached the reader before the node deletes it: the buffer is written out, and a
+        // failed write (a reader that went away) has thrown above, before this point.
+        Flush(output, ack ? "no message was acknowledged" : null);
         if (ack && seen.Count > 0)
         {
             int deleted = await client.AckAsync(id, seen, ct);
@@ -211,11 +216,14 @@ internal static class ClientCommands
 
     private static async Task<int> ListenAsync(MegaNetClient client, Identity id, SeenMessages seen, ulong after, bool json, CancellationToken ct)
     {
+        // Not disposed: disposing flushes, and after a failed write that would throw again over the clear error.
+        TextWriter output = StandardOutput();
         try
         {
             await foreach (ReceivedMessage m in client.ListenAsync(id, after, ct, Warn, seen))
             {
-                Print(m, json);
+                // Each message as it comes (a reader waits for it), and listening ends when no one reads any more.
+                Print(output, m, json, "stopped listening");
             }
         }
         catch (RpcException e) when (e.StatusCode == StatusCode.Cancelled && ct.IsCancellationRequested)
@@ -306,7 +314,48 @@ internal static class ClientCommands
         }
     }
 
-    private static void Print(ReceivedMessage m, bool json)
+    /// <summary>
+    /// Standard output for messages, written with write(2) on descriptor 1. Console.Out and
+    /// Console.OpenStandardOutput() drop EPIPE silently (a reader such as <c>head -1</c> that went away looks like one
+    /// that read everything, and <c>fetch --ack</c> then deleted mail nobody saw), and a FileStream on descriptor 1
+    /// writes at its own offset with pwrite(2), so with <c>&gt; file 2&gt;&amp;1</c> the stderr lines overwrote the
+    /// messages (tried: all of stdout was lost). Here every failed write throws, and the shared file offset moves.
+    /// </summary>
+    private static TextWriter StandardOutput() => new StreamWriter(
+        OperatingSystem.IsWindows() ? Console.OpenStandardOutput() : new StandardOutputStream(), new UTF8Encoding(false), 16 << 10, leaveOpen: false)
+    {
+        AutoFlush = false,
+    };
+
+    /// <summary>Writes out what <paramref name="output"/> holds; a failure becomes a one-line error that says what
+    /// happened to the mail (<paramref name="consequence"/>).</summary>
+    private static void Flush(TextWriter output, string? consequence)
+    {
+        try
+        {
+            output.Flush();
+        }
+        catch (IOException e)
+        {
+            throw new CliException($"cannot write to standard output ({e.Message}){(consequence is null ? "." : $"; {consequence}.")}");
+        }
+    }
+
+    private static void Print(TextWriter output, ReceivedMessage m, bool json, string? consequence)
+    {
+        try
+        {
+            Print(output, m, json);
+        }
+        catch (IOException e)
+        {
+            throw new CliException($"cannot write to standard output ({e.Message}){(consequence is null ? "." : $"; {consequence}.")}");
+        }
+
+        Flush(output, consequence);
+    }
+
+    private static void Print(TextWriter output, ReceivedMessage m, bool json)
     {
         SealedContent c = m.Content;
         bool isText = c.ContentType.StartsWith("text/", StringComparison.Ordinal);
@@ -330,12 +379,12 @@ internal static class ClientCommands
                 o["file_base64"] = c.Content.ToBase64();
             }
 
-            Console.WriteLine(o.ToJsonString());
+            output.WriteLine(o.ToJsonString());
             return;
         }
 
         string when = DateTimeOffset.FromUnixTimeMilliseconds(c.SentUnixMs).ToString("u", System.Globalization.CultureInfo.InvariantCulture);
-        Console.WriteLine(isText
+        output.WriteLine(isText
             ? $"[{m.Seq}] {when} from {m.Sender}: {Printable(c.Content.ToStringUtf8())}"
             : $"[{m.Seq}] {when} from {m.Sender}: file '{Printable(c.FileName)}' ({c.Content.Length} bytes; use --json to get its contents)");
     }
@@ -484,4 +533,63 @@ internal static class ClientCommands
 
     /// <summary>What a shell reports for a process ended by SIGINT (128 + 2).</summary>
     internal const int InterruptedExitCode = 130;
+
+    /// <summary>Descriptor 1 through write(2): every error, EPIPE included, is an <see cref="IOException"/>.</summary>
+    private sealed class StandardOutputStream : Stream
+    {
+        private const int EINTR = 4;
+        private const int EAGAIN = 11;
+
+        public override bool CanRead => false;
+
+        public override bool CanSeek => false;
+
+        public override bool CanWrite => true;
+
+        public override long Length => throw new NotSupportedException();
+
+        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
+
+        public override void Write(byte[] buffer, int offset, int count) => Write(buffer.AsSpan(offset, count));
+
+        public override void Write(ReadOnlySpan<byte> buffer)
+        {
+            while (!buffer.IsEmpty)
+            {
+                nint written = SysWrite(1, ref System.Runtime.InteropServices.MemoryMarshal.GetReference(buffer), buffer.Length);
+                if (written < 0)
+                {
+                    int errno = System.Runtime.InteropServices.Marshal.GetLastPInvokeError();
+                    if (errno == EINTR)
+                    {
+                        continue;
+                    }
+
+                    if (errno == EAGAIN)
+                    {
+                        // Descriptor 1 left non-blocking by whoever started us: wait a little rather than lose output.
+                        Thread.Sleep(1);
+                        continue;
+                    }
+
+                    throw new IOException(System.Runtime.InteropServices.Marshal.GetPInvokeErrorMessage(errno), errno);
+                }
+
+                buffer = buffer[(int)written..];
+            }
+        }
+
+        public override void Flush()
+        {
+        }
+
+        public override int Read(byte[] buffer, int offset, int count) => throw new NotSupportedException();
+
+        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+
+        public override void SetLength(long value) => throw new NotSupportedException();
+
+        [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "write", SetLastError = true)]
+        private static extern nint SysWrite(int fd, ref byte buffer, nint count);
+    }
 }
