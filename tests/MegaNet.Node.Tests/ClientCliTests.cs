@@ -1,6 +1,8 @@
 using System.Diagnostics;
 using System.Text;
+using System.Text.Json.Nodes;
 using MegaNet.Api;
+using MegaNet.Api.V1;
 
 namespace MegaNet.Node.Tests;
 
@@ -103,6 +105,38 @@ public sealed class ClientCliTests : IDisposable
         AssertExit(read, 0, "acknowledged 3 message(s)");
         Assert.Equal(3, read.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries).Length);
         Assert.Empty((await client.FetchAsync(bob)).Messages);
+        node.AssertNoServerErrors();
+    }
+
+    [Fact]
+    public async Task A_message_sent_long_ago_is_shown_marked_old_and_never_deleted_unseen()
+    {
+        await using TestNode node = await TestNode.StartAsync();
+        using MegaNetClient client = node.Client();
+        string bobPath = NewIdentity("bob.json");
+        using Identity alice = Identity.Create(), bob = Identity.Load(bobPath);
+
+        // Alice's clock is 40 days behind (or the node keeps mail that long: MaxTtlDays goes up to 3,650).
+        Envelope envelope = EnvelopeFormat.Seal(alice, bob.Card, Text("from the past"), "text/plain; charset=utf-8", null,
+            DateTimeOffset.UtcNow.AddDays(7), sentAt: DateTimeOffset.UtcNow.AddDays(-40));
+        await client.Relay.SubmitAsync(new SubmitRequest { Envelope = envelope });
+        await client.SendAsync(alice, bob.Card, Text("from today"), "text/plain; charset=utf-8");
+
+        string address = node.Address.ToString();
+        Result json = await Meganet("fetch", "-i", bobPath, "--node", address, "--json");
+        AssertExit(json, 0);
+        JsonNode[] objects = json.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(line => JsonNode.Parse(line)!).ToArray();
+        Assert.Equal(["from the past", "from today"], objects.Select(o => o["text"]!.GetValue<string>()));
+        Assert.Equal([true, false], objects.Select(o => o["old"]!.GetValue<bool>()));
+
+        Result text = await Meganet("fetch", "-i", bobPath, "--node", address, "--ack");
+        AssertExit(text, 0, "acknowledged 2 message(s)");
+        string[] lines = text.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.Equal(2, lines.Length);
+        Assert.Contains("(old: sent over 31 days ago", lines[0], StringComparison.Ordinal);
+        Assert.EndsWith(": from the past", lines[0], StringComparison.Ordinal);
+        Assert.DoesNotContain("(old", lines[1], StringComparison.Ordinal);
+        Assert.DoesNotContain("not shown", text.Stderr, StringComparison.Ordinal);
         node.AssertNoServerErrors();
     }
 }

@@ -368,6 +368,7 @@ internal static class ClientCommands
                 ["sender"] = m.Sender.ToString(),
                 ["timestamp_unix_ms"] = c.SentUnixMs,
                 ["log_index"] = m.LogIndex,
+                ["old"] = m.Old,
             };
             if (isText)
             {
@@ -384,6 +385,11 @@ internal static class ClientCommands
         }
 
         string when = DateTimeOffset.FromUnixTimeMilliseconds(c.SentUnixMs).ToString("u", System.Globalization.CultureInfo.InvariantCulture);
+        if (m.Old)
+        {
+            when += $" (old: sent over {SeenMessages.Window.TotalDays:0} days ago, so possibly a replay of a message received before, or the sender's clock is wrong)";
+        }
+
         output.WriteLine(isText
             ? $"[{m.Seq}] {when} from {m.Sender}: {Printable(c.Content.ToStringUtf8())}"
             : $"[{m.Seq}] {when} from {m.Sender}: file '{Printable(c.FileName)}' ({c.Content.Length} bytes; use --json to get its contents)");
