@@ -3,6 +3,7 @@ using System.Text;
 using System.Text.Json.Nodes;
 using MegaNet.Api;
 using MegaNet.Api.V1;
+using MegaNet.Node.Cli;
 
 namespace MegaNet.Node.Tests;
 
@@ -138,5 +139,51 @@ public sealed class ClientCliTests : IDisposable
         Assert.DoesNotContain("(old", lines[1], StringComparison.Ordinal);
         Assert.DoesNotContain("not shown", text.Stderr, StringComparison.Ordinal);
         node.AssertNoServerErrors();
+    }
+
+    [Fact]
+    public async Task Text_and_file_names_cannot_forge_a_line_of_another_message_and_json_stays_exact()
+    {
+        await using TestNode node = await TestNode.StartAsync();
+        using MegaNetClient client = node.Client();
+        string bobPath = NewIdentity("bob.json");
+        using Identity mallory = Identity.Create(), bob = Identity.Load(bobPath);
+        using Identity alice = Identity.Create();
+
+        // Mallory's text ends her message and "prints" one from Alice; the bidi override (U+202E) would show the rest
+        // of a line reversed, U+2028 breaks lines in some viewers.
+        string forged = $"see you\n[99] 2026-01-01 00:00:00Z from {alice.Card}: pay mallory\r\n[100] x\u202Eevil\u2028[101] y\u001b[2J";
+        string fileName = $"a.txt\n[102] 2026-01-01 00:00:00Z from {alice.Card}: file 'b'\u200F";
+        await client.SendAsync(mallory, bob.Card, Text(forged), "text/plain; charset=utf-8");
+        await client.SendAsync(mallory, bob.Card, Text("contents"), "application/octet-stream", fileName);
+
+        string address = node.Address.ToString();
+        Result text = await Meganet("fetch", "-i", bobPath, "--node", address);
+        AssertExit(text, 0);
+        string[] lines = text.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.True(lines.Length == 4, text.Stdout);
+        string from = $"from {mallory.Card}: ";
+        Assert.Equal(2, lines.Count(line => line.StartsWith('[')));
+        Assert.All(lines.Where(line => line.StartsWith('[')), line => Assert.Contains(from, line, StringComparison.Ordinal));
+        Assert.All(lines.Where(line => !line.StartsWith('[')), line => Assert.StartsWith(ClientCommands.ContinuationPrefix, line, StringComparison.Ordinal));
+        Assert.DoesNotContain(text.Stdout, ch => ch is '\r' or '\u202E' or '\u2028' or '\u200F' or '\u001b');
+        Assert.Contains("x\\u202eevil\\u2028[101] y\\u001b[2J", text.Stdout, StringComparison.Ordinal);
+        Assert.Contains("file 'a.txt\\u000a[102]", text.Stdout, StringComparison.Ordinal);
+
+        // --json carries what was sent, byte for byte.
+        Result json = await Meganet("fetch", "-i", bobPath, "--node", address, "--json");
+        AssertExit(json, 0);
+        JsonNode[] objects = json.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(line => JsonNode.Parse(line)!).ToArray();
+        Assert.Equal(forged, objects[0]["text"]!.GetValue<string>());
+        Assert.Equal(fileName, objects[1]["file_name"]!.GetValue<string>());
+        node.AssertNoServerErrors();
+    }
+
+    [Fact]
+    public void Printable_escapes_controls_format_characters_and_separators_and_indents_continued_lines()
+    {
+        Assert.Equal("a\n    b\n    c\\u202ed\\u2028e\\u0007\\U000e0041\tf\\u000dg é 👍",
+            ClientCommands.Printable("a\nb\r\nc\u202Ed\u2028e\u0007\U000E0041\tf\rg é 👍", multiline: true));
+        Assert.Equal("a\\u000ab\\u0009c\\u200b", ClientCommands.Printable("a\nb\tc\u200B", multiline: false));
     }
 }

@@ -391,23 +391,55 @@ internal static class ClientCommands
         }
 
         output.WriteLine(isText
-            ? $"[{m.Seq}] {when} from {m.Sender}: {Printable(c.Content.ToStringUtf8())}"
-            : $"[{m.Seq}] {when} from {m.Sender}: file '{Printable(c.FileName)}' ({c.Content.Length} bytes; use --json to get its contents)");
+            ? $"[{m.Seq}] {when} from {m.Sender}: {Printable(c.Content.ToStringUtf8(), multiline: true)}"
+            : $"[{m.Seq}] {when} from {m.Sender}: file '{Printable(c.FileName, multiline: false)}' ({c.Content.Length} bytes; use --json to get its contents)");
     }
 
-    /// <summary>What a sender wrote, with control characters shown as \uXXXX: text from anyone must not drive the
-    /// terminal (escape sequences can rewrite what is on screen or set the window title).</summary>
-    private static string Printable(string text)
-    {
-        if (!text.Any(ch => char.IsControl(ch) && ch != '\n' && ch != '\t'))
-        {
-            return text;
-        }
+    /// <summary>Begins every further line of a message's text: a header line ("[seq] ...") never starts with a space, so
+    /// text cannot print a line that looks like another message from someone else.</summary>
+    internal const string ContinuationPrefix = "    ";
 
+    /// <summary>
+    /// What a sender wrote, made safe to print as part of one message. Text from anyone must neither drive the terminal
+    /// nor forge output: control characters (escape sequences can rewrite what is on screen or set the window title),
+    /// format characters (Unicode category Cf: bidi overrides and isolates reorder what follows, zero-width ones hide
+    /// text) and line and paragraph separators are shown as \uXXXX (\UXXXXXXXX beyond the BMP). With
+    /// <paramref name="multiline"/> a line break (\n or \r\n) continues on a new line that starts with
+    /// <see cref="ContinuationPrefix"/>; without it (a file name), it is escaped too. Tabs stay in text.
+    /// </summary>
+    internal static string Printable(string text, bool multiline)
+    {
         var b = new StringBuilder(text.Length + 16);
-        foreach (char ch in text)
+        for (int i = 0; i < text.Length;)
         {
-            b.Append(char.IsControl(ch) && ch != '\n' && ch != '\t' ? $"\\u{(int)ch:x4}" : ch);
+            if (multiline && (text[i] == '\n' || (text[i] == '\r' && i + 1 < text.Length && text[i + 1] == '\n')))
+            {
+                i += text[i] == '\r' ? 2 : 1;
+                b.Append('\n').Append(ContinuationPrefix);
+                continue;
+            }
+
+            // UTF-8 decoding left no lone surrogates, but a replacement character is printed for one all the same.
+            Rune rune = Rune.DecodeFromUtf16(text.AsSpan(i), out Rune decoded, out int used) == System.Buffers.OperationStatus.Done ? decoded : Rune.ReplacementChar;
+            i += Math.Max(used, 1);
+            bool escape = Rune.GetUnicodeCategory(rune) switch
+            {
+                System.Globalization.UnicodeCategory.Control => !(multiline && rune.Value == '\t'),
+                System.Globalization.UnicodeCategory.Format or System.Globalization.UnicodeCategory.LineSeparator or System.Globalization.UnicodeCategory.ParagraphSeparator => true,
+                _ => false,
+            };
+            if (!escape)
+            {
+                b.Append(rune.ToString());
+            }
+            else if (rune.IsBmp)
+            {
+                b.Append(System.Globalization.CultureInfo.InvariantCulture, $"\\u{rune.Value:x4}");
+            }
+            else
+            {
+                b.Append(System.Globalization.CultureInfo.InvariantCulture, $"\\U{rune.Value:x8}");
+            }
         }
 
         return b.ToString();
