@@ -214,6 +214,13 @@ public sealed class MegaNetClient : IDisposable
             return "the tree head's signature does not verify with its node key";
         }
 
+        // Checked here, not left to the node: it answers a proof request for a leaf outside the tree with OUT_OF_RANGE,
+        // which is no statement about the receipt (the log index is not signed: anyone can change it).
+        if (receipt.LogIndex < 0 || receipt.LogIndex >= head.TreeSize)
+        {
+            return $"the receipt's log index {receipt.LogIndex} is outside its tree head's log (size {head.TreeSize})";
+        }
+
         // A signature only says which key signed: anyone can sign a head over a log of their own. The key must be the
         // node's.
         V1.SignedTreeHead current = await Relay.GetTreeHeadAsync(new GetTreeHeadRequest(), cancellationToken: cancellationToken);
@@ -230,15 +237,17 @@ public sealed class MegaNetClient : IDisposable
         }
 
         NodeId ??= nodeKey;
+        // Before any proof request: the node cannot prove anything about a tree larger than its log (it would answer
+        // OUT_OF_RANGE), and a signed log that shrank is the answer.
+        if (current.TreeSize < head.TreeSize)
+        {
+            return $"the node's log has {current.TreeSize} entries now, fewer than the {head.TreeSize} it signed for the receipt: it lost or rewrote its log";
+        }
+
         InclusionProof proof = await Relay.GetInclusionProofAsync(new InclusionProofRequest { LeafIndex = receipt.LogIndex, TreeSize = head.TreeSize }, cancellationToken: cancellationToken);
         if (!MerkleTree.VerifyInclusion(MerkleTree.LeafHash(receipt.EnvelopeId.Span), receipt.LogIndex, head.TreeSize, proof.Path.Select(p => p.ToByteArray()).ToList(), head.RootHash.Span))
         {
             return "the inclusion proof does not lead to the tree head's root";
-        }
-
-        if (current.TreeSize < head.TreeSize)
-        {
-            return $"the node's log has {current.TreeSize} entries now, fewer than the {head.TreeSize} it signed for the receipt: it lost or rewrote its log";
         }
 
         ConsistencyProof consistency = current.TreeSize == head.TreeSize

@@ -186,4 +186,20 @@ public sealed class ClientCliTests : IDisposable
             ClientCommands.Printable("a\nb\r\nc\u202Ed\u2028e\u0007\U000E0041\tf\rg é 👍", multiline: true));
         Assert.Equal("a\\u000ab\\u0009c\\u200b", ClientCommands.Printable("a\nb\tc\u200B", multiline: false));
     }
+
+    [Fact]
+    public async Task Verify_receipt_says_invalid_with_exit_code_3_for_a_log_index_outside_the_tree()
+    {
+        await using TestNode node = await TestNode.StartAsync();
+        using MegaNetClient client = node.Client();
+        using Identity alice = Identity.Create(), bob = Identity.Create();
+        Receipt receipt = await client.SendAsync(alice, bob.Card, Text("only"), "text/plain");
+        receipt.LogIndex = 5;
+        string file = Path.Combine(_dir, "receipt.json");
+        await File.WriteAllTextAsync(file, ClientCommands.ReceiptJson(receipt).ToJsonString());
+
+        Result r = await Meganet("verify-receipt", "--node", node.Address.ToString(), "--receipt", file, "--identity", Path.Combine(_dir, "none.json"));
+        AssertExit(r, 3);
+        Assert.StartsWith("INVALID: the receipt's log index 5 is outside", r.Stdout, StringComparison.Ordinal);
+    }
 }
