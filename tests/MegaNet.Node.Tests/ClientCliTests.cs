@@ -15,6 +15,9 @@ public sealed class ClientCliTests : IDisposable
 {
     private readonly string _dir = Directory.CreateTempSubdirectory("meganet-client-").FullName;
 
+    // Nothing listens here (a port is taken, then released): a command that contacted the node would say so.
+    private static readonly string NoNode = $"http://127.0.0.1:{ExternalNode.FreePort()}";
+
     public void Dispose() => Directory.Delete(_dir, recursive: true);
 
     private sealed record Result(int ExitCode, string Stdout, string Stderr);
@@ -201,5 +204,26 @@ public sealed class ClientCliTests : IDisposable
         Result r = await Meganet("verify-receipt", "--node", node.Address.ToString(), "--receipt", file, "--identity", Path.Combine(_dir, "none.json"));
         AssertExit(r, 3);
         Assert.StartsWith("INVALID: the receipt's log index 5 is outside", r.Stdout, StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData("x.seen")]
+    [InlineData("known-nodes")]
+    [InlineData("Bob.SEEN")]
+    public async Task An_identity_cannot_be_named_like_the_files_kept_beside_it(string name)
+    {
+        // Creating one is refused, and nothing is written.
+        string path = Path.Combine(_dir, name);
+        AssertExit(await Meganet("id", "new", "--identity", path), 1, "cannot be named");
+        Assert.Empty(Directory.EnumerateFileSystemEntries(_dir));
+
+        // One that exists already (made before this rule) is refused before its side files are opened: fetch used to
+        // rewrite x.seen as its record of received messages (an empty file: the keys were gone).
+        string existing = NewIdentity(name);
+        byte[] keys = await File.ReadAllBytesAsync(existing);
+        AssertExit(await Meganet("fetch", "--identity", existing, "--node", NoNode), 1, "cannot be named");
+        AssertExit(await Meganet("listen", "--identity", existing, "--node", NoNode), 1, "cannot be named");
+        Assert.Equal(keys, await File.ReadAllBytesAsync(existing));
+        Assert.Equal([name], Directory.EnumerateFileSystemEntries(_dir).Select(Path.GetFileName));
     }
 }

@@ -449,10 +449,11 @@ internal static class ClientCommands
         Console.Error.WriteLine($"[{m.Seq}] skipped (envelope {Convert.ToHexStringLower(m.EnvelopeId)}): {m.Reason}");
 
     /// <summary>The messages this identity received (identity file name with <c>.seen</c>), so replays show once.</summary>
-    private static SeenMessages OpenSeen(string identityPath) => SeenMessages.Open(Path.ChangeExtension(Path.GetFullPath(identityPath), ".seen"));
+    private static SeenMessages OpenSeen(string identityPath) => SeenMessages.Open(Path.ChangeExtension(Path.GetFullPath(identityPath), SeenExtension));
 
     private static Identity LoadIdentity(string path)
     {
+        CheckNotASideFile(path);
         if (!File.Exists(path))
         {
             throw new CliException($"No identity at {path}; create one with 'meganet id new' (or pass --identity).");
@@ -480,9 +481,30 @@ internal static class ClientCommands
         }
     }
 
-    /// <summary>Refuses an identity path that is a directory, or lies below a file, before anything is written.</summary>
+    /// <summary>
+    /// Refuses an identity path that is the name of a file the client keeps beside identities: <c>NAME.seen</c> (the
+    /// received-message record of the identity NAME.*, and of this one if it were named so) and <c>known-nodes</c>
+    /// (pinned node ids). fetch rewrote an identity named <c>x.seen</c> as its record, and pins were appended to one
+    /// named <c>known-nodes</c>: the keys were lost. Case is ignored, for file systems that ignore it.
+    /// </summary>
+    private static void CheckNotASideFile(string path)
+    {
+        string name = Path.GetFileName(path);
+        if (name.Equals(KnownNodes.FileName, StringComparison.OrdinalIgnoreCase) || Path.GetExtension(name).Equals(SeenExtension, StringComparison.OrdinalIgnoreCase))
+        {
+            throw new CliException(
+                $"--identity {path}: an identity file cannot be named '{KnownNodes.FileName}' or end in '{SeenExtension}'; those names are the pinned node ids and the " +
+                $"received-message records kept beside identity files, and writing them would destroy the keys. Rename it (e.g. to {Path.ChangeExtension(name, ".json")}).");
+        }
+    }
+
+    private const string SeenExtension = ".seen";
+
+    /// <summary>Refuses an identity path that is a directory, lies below a file, or is named like a file kept beside
+    /// identities, before anything is written.</summary>
     private static void CheckCanCreate(string path)
     {
+        CheckNotASideFile(path);
         string full = Path.GetFullPath(path);
         if (Directory.Exists(full))
         {

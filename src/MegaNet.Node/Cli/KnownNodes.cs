@@ -15,9 +15,12 @@ internal sealed class KnownNodes
     /// <summary>The file.</summary>
     public string Path { get; }
 
+    /// <summary>The file's name (identity files may not have it).</summary>
+    public const string FileName = "known-nodes";
+
     /// <summary>The known-nodes file beside <paramref name="identityPath"/>.</summary>
     public static KnownNodes Beside(string identityPath) =>
-        new(System.IO.Path.Combine(System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(identityPath))!, "known-nodes"));
+        new(System.IO.Path.Combine(System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(identityPath))!, FileName));
 
     /// <summary>The pinned id of <paramref name="node"/>, or null when this identity never signed for it.</summary>
     public byte[]? Find(Uri node)
