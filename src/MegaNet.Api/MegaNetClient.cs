@@ -61,9 +61,25 @@ public sealed class MegaNetClient : IDisposable
         }
 
         NodeId = nodeId?.ToArray();
-        _channel = GrpcChannel.ForAddress(address, new GrpcChannelOptions { MaxReceiveMessageSize = 64 << 20 });
+        var handler = new SocketsHttpHandler
+        {
+            // What GrpcChannel's own handler sets: a busy client may need more streams than one connection allows.
+            EnableMultipleHttp2Connections = true,
+            // HTTP/2 pings while a call is open: a connection whose peer went away without a FIN or RST (a laptop
+            // that slept, a NAT that dropped the mapping) fails the call instead of leaving it waiting forever.
+            KeepAlivePingDelay = KeepAlivePingDelay,
+            KeepAlivePingTimeout = KeepAlivePingTimeout,
+            KeepAlivePingPolicy = HttpKeepAlivePingPolicy.WithActiveRequests,
+        };
+        _channel = GrpcChannel.ForAddress(address, new GrpcChannelOptions { MaxReceiveMessageSize = 64 << 20, HttpHandler = handler, DisposeHttpClient = true });
         Relay = new Relay.RelayClient(_channel);
     }
+
+    /// <summary>How long a connection with an open call may be silent before the client pings the node.</summary>
+    public static readonly TimeSpan KeepAlivePingDelay = TimeSpan.FromSeconds(30);
+
+    /// <summary>How long the client waits for the node to answer a ping before the connection counts as dead.</summary>
+    public static readonly TimeSpan KeepAlivePingTimeout = TimeSpan.FromSeconds(20);
 
     /// <summary>The raw generated client.</summary>
     public Relay.RelayClient Relay { get; }
@@ -170,18 +186,55 @@ public sealed class MegaNetClient : IDisposable
     /// <summary>Streams mail as it arrives (after <paramref name="afterSeq"/>), opened; keepalives are consumed silently.
     /// Items that do not open, and with <paramref name="seen"/> copies of messages already received, are skipped and
     /// handed to <paramref name="unreadable"/> when given.</summary>
+    /// <remarks>
+    /// The node sends a keepalive after each interval without mail (its KeepaliveSeconds, 15 by default; it does not
+    /// announce it). The client takes the longest wait it saw end in a keepalive as that interval, and once it knows
+    /// one, a wait for the next event (mail or keepalive) that lasts 3 times as long, plus 2 s for scheduling, ends the
+    /// stream with <see cref="NodeSilentException"/>: the connection or the node is dead even if no packet says so.
+    /// Before the first keepalive, HTTP/2 pings (<see cref="KeepAlivePingDelay"/>, <see cref="KeepAlivePingTimeout"/>)
+    /// find a dead connection. Time the caller spends between items does not count.
+    /// </remarks>
+    /// <exception cref="NodeSilentException">No event within the watchdog's time; subscribe again to resume.</exception>
     public async IAsyncEnumerable<ReceivedMessage> ListenAsync(Identity identity, ulong afterSeq = 0, [EnumeratorCancellation] CancellationToken cancellationToken = default,
         Action<UnreadableMessage>? unreadable = null, SeenMessages? seen = null)
     {
         MailboxAuth auth = await AuthenticateAsync(identity, cancellationToken);
-        using AsyncServerStreamingCall<MailEvent> call = Relay.Subscribe(new SubscribeRequest { Auth = auth, AfterSeq = afterSeq }, cancellationToken: cancellationToken);
-        await foreach (MailEvent e in call.ResponseStream.ReadAllAsync(cancellationToken))
+        using var watchdog = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        using AsyncServerStreamingCall<MailEvent> call = Relay.Subscribe(new SubscribeRequest { Auth = auth, AfterSeq = afterSeq }, cancellationToken: watchdog.Token);
+        TimeSpan interval = TimeSpan.Zero; // the node's keepalive interval, as far as seen; zero until a keepalive came
+        long last = Environment.TickCount64;
+        while (true)
         {
+            TimeSpan deadline = interval > TimeSpan.Zero ? Deadline(interval) : Timeout.InfiniteTimeSpan;
+            watchdog.CancelAfter(deadline);
+            bool more;
+            try
+            {
+                more = await call.ResponseStream.MoveNext(watchdog.Token);
+            }
+            catch (Exception failure) when (failure is RpcException or OperationCanceledException && watchdog.IsCancellationRequested && !cancellationToken.IsCancellationRequested)
+            {
+                throw new NodeSilentException(deadline, interval, failure);
+            }
+
+            // Until the next wait: the caller's time with an item is not the node's silence.
+            watchdog.CancelAfter(Timeout.InfiniteTimeSpan);
+            if (!more)
+            {
+                yield break;
+            }
+
+            long now = Environment.TickCount64;
+            MailEvent e = call.ResponseStream.Current;
             if (e.KindCase != MailEvent.KindOneofCase.Item)
             {
+                // The node waited a whole interval (and no less) without mail before sending this.
+                interval = TimeSpan.FromMilliseconds(Math.Max(interval.TotalMilliseconds, now - last));
+                last = now;
                 continue;
             }
 
+            last = now;
             if (TryOpen(identity, e.Item, seen, out ReceivedMessage? message, out UnreadableMessage? bad))
             {
                 yield return message;
@@ -190,8 +243,13 @@ public sealed class MegaNetClient : IDisposable
             {
                 unreadable?.Invoke(bad);
             }
+
+            last = Environment.TickCount64;
         }
     }
+
+    /// <summary>How long <see cref="ListenAsync"/> waits for an event once it knows the node's keepalive interval.</summary>
+    internal static TimeSpan Deadline(TimeSpan keepaliveInterval) => 3 * keepaliveInterval + TimeSpan.FromSeconds(2);
 
     /// <summary>
     /// Checks a receipt against the node at this address: the tree head is signed by this node (the <see cref="NodeId"/>
@@ -288,6 +346,15 @@ public sealed class MegaNetClient : IDisposable
 
     /// <inheritdoc />
     public void Dispose() => _channel.Dispose();
+}
+
+/// <summary>A subscription got no event (mail or keepalive) for several of the node's keepalive intervals: the connection
+/// or the node is dead, though no packet said so. Nothing was lost: subscribe again after the last sequence number.</summary>
+public sealed class NodeSilentException(TimeSpan waited, TimeSpan keepaliveInterval, Exception inner)
+    : Exception($"No mail and no keepalive from the node for {waited.TotalSeconds:0.#} s, though it sends a keepalive about every {keepaliveInterval.TotalSeconds:0.#} s when idle: the connection or the node is dead.", inner)
+{
+    /// <summary>How long the client waited.</summary>
+    public TimeSpan Waited { get; } = waited;
 }
 
 /// <summary>A node showed another node id than the client expects; nothing was signed.</summary>

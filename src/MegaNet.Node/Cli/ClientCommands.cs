@@ -563,9 +563,17 @@ internal static class ClientCommands
         catch (RpcException e)
         {
             // A status the node sent has no DebugException; one made by the client's transport does.
-            Console.Error.WriteLine(e.StatusCode == StatusCode.Unavailable && e.Status.DebugException is not null
-                ? $"meganet: cannot reach the node ({e.Status.Detail}); is 'meganet node' running at that address?"
-                : $"meganet: the node said {e.StatusCode}: {e.Status.Detail}");
+            Console.Error.WriteLine(e.Status.DebugException is null
+                ? $"meganet: the node said {e.StatusCode}: {e.Status.Detail}"
+                : e.StatusCode == StatusCode.Unavailable
+                    ? $"meganet: cannot reach the node ({e.Status.Detail}); is 'meganet node' running at that address?"
+                    // E.g. Internal for a connection whose pings went unanswered: the node said nothing.
+                    : $"meganet: the connection to the node failed ({e.Status.Detail}).");
+            return 2;
+        }
+        catch (NodeSilentException e)
+        {
+            Console.Error.WriteLine($"meganet: {e.Message}");
             return 2;
         }
         catch (OperationCanceledException)
