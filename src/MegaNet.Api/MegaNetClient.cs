@@ -107,6 +107,11 @@ public sealed class MegaNetClient : IDisposable
     /// showed at the first challenge; null before that.</summary>
     public byte[]? NodeId { get; private set; }
 
+    /// <summary>The node id the node at this address answered a challenge with, once that matched <see cref="NodeId"/>
+    /// (or was the first); null while the node has not answered, or answered as another node. A given
+    /// <see cref="NodeId"/> is only what the caller expects: this is what to pin.</summary>
+    public byte[]? ConfirmedNodeId { get; private set; }
+
     /// <summary>Signs a fresh challenge for <paramref name="identity"/>'s mailbox.</summary>
     /// <exception cref="NodeIdMismatchException">The challenge names another node than <see cref="NodeId"/>: signing
     /// it would hand that node's holder a key to this mailbox there.</exception>
@@ -128,6 +133,7 @@ public sealed class MegaNetClient : IDisposable
             throw new NodeIdMismatchException(NodeId, challenge.NodeId.ToByteArray());
         }
 
+        ConfirmedNodeId ??= NodeId.ToArray();
         return SignChallenge(identity, challenge, identity.Address);
     }
 

@@ -226,4 +226,31 @@ public sealed class ClientCliTests : IDisposable
         Assert.Equal(keys, await File.ReadAllBytesAsync(existing));
         Assert.Equal([name], Directory.EnumerateFileSystemEntries(_dir).Select(Path.GetFileName));
     }
+
+    [Fact]
+    public async Task Only_a_node_id_the_node_answered_with_is_pinned()
+    {
+        await using TestNode node = await TestNode.StartAsync();
+        using MegaNetClient client = node.Client();
+        string realId = Convert.ToHexStringLower((await client.Relay.GetTreeHeadAsync(new GetTreeHeadRequest())).NodeKey.Span);
+        string wrongId = new('a', 64);
+        string bobPath = NewIdentity("bob.json");
+        string knownNodes = Path.Combine(_dir, "known-nodes");
+        string address = node.Address.ToString();
+
+        // A mistyped id: the node answers as another node, nothing is signed, and nothing is pinned.
+        AssertExit(await Meganet("fetch", "-i", bobPath, "--node", address, "--node-id", wrongId), 1, "answered as node id");
+        Assert.False(File.Exists(knownNodes));
+
+        // A node that cannot be reached never confirmed the id given.
+        AssertExit(await Meganet("fetch", "-i", bobPath, "--node", NoNode, "--node-id", realId), 2, "cannot reach the node");
+        Assert.False(File.Exists(knownNodes));
+
+        // The node answers with the id given: pinned, and later contact needs no --node-id.
+        Result r = await Meganet("fetch", "-i", bobPath, "--node", address, "--node-id", realId);
+        AssertExit(r, 0, "pinned");
+        Assert.Equal([$"{node.Address.GetLeftPart(UriPartial.Authority)} {realId}"], await File.ReadAllLinesAsync(knownNodes));
+        AssertExit(await Meganet("fetch", "-i", bobPath, "--node", address), 0);
+        Assert.Single(await File.ReadAllLinesAsync(knownNodes));
+    }
 }
