@@ -144,16 +144,30 @@ public sealed class SeenMessages
 
     private void Rewrite()
     {
-        string temp = Path + ".tmp";
-        using (var file = new StreamWriter(new FileStream(temp, PrivateFile(FileMode.Create)), Encoding.ASCII))
+        // A name of its own: fetch and listen may open the record at the same time, and with one shared name the
+        // second truncated the first's half-written file, or found it renamed away (FileNotFoundException).
+        string temp = $"{Path}.{Guid.NewGuid():N}.tmp";
+        try
         {
-            foreach ((string digest, (string id, long sent)) in _seen)
+            using (var file = new StreamWriter(new FileStream(temp, PrivateFile(FileMode.CreateNew)), Encoding.ASCII))
             {
-                file.Write($"{digest} {id} {sent.ToString(CultureInfo.InvariantCulture)}\n");
+                foreach ((string digest, (string id, long sent)) in _seen)
+                {
+                    file.Write($"{digest} {id} {sent.ToString(CultureInfo.InvariantCulture)}\n");
+                }
             }
-        }
 
-        File.Move(temp, Path!, overwrite: true);
+            File.Move(temp, Path!, overwrite: true);
+        }
+        catch
+        {
+            if (File.Exists(temp))
+            {
+                File.Delete(temp);
+            }
+
+            throw;
+        }
     }
 
     // Which messages an identity received is its owner's business: the file is readable by the owner only.

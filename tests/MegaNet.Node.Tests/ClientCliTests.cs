@@ -253,4 +253,60 @@ public sealed class ClientCliTests : IDisposable
         AssertExit(await Meganet("fetch", "-i", bobPath, "--node", address), 0);
         Assert.Single(await File.ReadAllLinesAsync(knownNodes));
     }
+
+    [Fact]
+    public async Task An_identity_is_never_replaced_without_force_not_even_by_a_save_racing_the_check()
+    {
+        // Library: a save over an existing file fails and leaves it (and no temporary copy of the keys) as it was.
+        string path = NewIdentity("alice.json");
+        byte[] first = await File.ReadAllBytesAsync(path);
+        using (Identity other = Identity.Create())
+        {
+            Assert.ThrowsAny<IOException>(() => other.Save(path));
+            Assert.Equal(first, await File.ReadAllBytesAsync(path));
+            other.Save(path, overwrite: true);
+            Assert.Equal(other.Card.ToString(), Identity.Load(path).Card.ToString());
+        }
+
+        // Four saves at once to one new name (four 'id new' that all found it free): one wins, and the file holds its
+        // keys whole. Rounds, since the window is small.
+        string contested = Path.Combine(_dir, "contested.json");
+        Identity winner = null!;
+        for (int round = 0; round < 300; round++)
+        {
+            File.Delete(contested);
+            Identity[] ids = Enumerable.Range(0, 4).Select(_ => Identity.Create()).ToArray();
+            using var start = new Barrier(ids.Length);
+            bool[] saved = await Task.WhenAll(ids.Select(id => Task.Run(() =>
+            {
+                start.SignalAndWait();
+                try
+                {
+                    id.Save(contested);
+                    return true;
+                }
+                catch (IOException)
+                {
+                    return false;
+                }
+            })));
+            Assert.True(saved.Count(s => s) == 1, $"round {round}: {saved.Count(s => s)} saves succeeded");
+            winner = ids.Where((_, i) => saved[i]).Single();
+            Assert.Equal(winner.Card.ToString(), Identity.Load(contested).Card.ToString());
+            foreach (Identity id in ids.Where(id => id != winner))
+            {
+                id.Dispose();
+            }
+        }
+
+        Assert.Empty(Directory.GetFiles(_dir, "*.tmp"));
+
+        // The command: refused without --force (exit 1, file untouched), replaced with it.
+        AssertExit(await Meganet("id", "new", "--identity", contested), 1, "already exists; use --force");
+        Assert.Equal(winner.Card.ToString(), Identity.Load(contested).Card.ToString());
+        Result forced = await Meganet("id", "new", "--identity", contested, "--force");
+        AssertExit(forced, 0);
+        Assert.Equal(forced.Stdout.Trim(), Identity.Load(contested).Card.ToString());
+        winner.Dispose();
+    }
 }

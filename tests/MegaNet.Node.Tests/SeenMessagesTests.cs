@@ -118,4 +118,28 @@ public sealed class SeenMessagesTests : IDisposable
             Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(file));
         }
     }
+
+    [Fact]
+    public async Task Concurrent_opens_that_rewrite_the_record_neither_fail_nor_lose_it()
+    {
+        // fetch and listen open the same record; an open that drops a torn line rewrites the file. With one shared
+        // temporary name the second rewrite truncated the first's file or found it renamed away.
+        string file = Path.Combine(_dir, "race.seen");
+        long sent = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
+        string[] lines = Enumerable.Range(0, 2000).Select(i => $"{Convert.ToHexStringLower(Bytes(32, 0)).Remove(0, 8)}{i:x8} {new string('a', 32)} {sent}").ToArray();
+        for (int round = 0; round < 30; round++)
+        {
+            await File.WriteAllTextAsync(file, string.Join('\n', lines) + "\ntorn lin");
+            using var start = new Barrier(4);
+            SeenMessages[] opened = await Task.WhenAll(Enumerable.Range(0, 4).Select(_ => Task.Run(() =>
+            {
+                start.SignalAndWait();
+                return SeenMessages.Open(file);
+            })));
+            Assert.All(opened, seen => Assert.Equal(lines.Length, seen.Count));
+            Assert.Equal(lines, await File.ReadAllLinesAsync(file));
+        }
+
+        Assert.Equal(["race.seen"], Directory.EnumerateFiles(_dir).Select(Path.GetFileName));
+    }
 }

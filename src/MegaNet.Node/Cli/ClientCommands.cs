@@ -62,7 +62,16 @@ internal static class ClientCommands
             }
 
             using Identity id = Identity.Create();
-            id.Save(path);
+            try
+            {
+                // Without --force never over an existing file, also one created since the check above.
+                id.Save(path, overwrite: parse.GetValue(force));
+            }
+            catch (IOException) when (!parse.GetValue(force) && File.Exists(path))
+            {
+                throw new CliException($"{path} already exists; use --force to replace it (its keys will be lost) or --identity for another file.");
+            }
+
             Console.WriteLine(id.Card);
             Console.Error.WriteLine($"identity written to {path}");
             return Task.FromResult(0);
