@@ -70,6 +70,8 @@ public sealed class MegaNetClient : IDisposable
             KeepAlivePingDelay = KeepAlivePingDelay,
             KeepAlivePingTimeout = KeepAlivePingTimeout,
             KeepAlivePingPolicy = HttpKeepAlivePingPolicy.WithActiveRequests,
+            // The default waits as long as the operating system (minutes, for a host that drops the SYNs).
+            ConnectTimeout = TimeSpan.FromSeconds(15),
         };
         _channel = GrpcChannel.ForAddress(address, new GrpcChannelOptions { MaxReceiveMessageSize = 64 << 20, HttpHandler = handler, DisposeHttpClient = true });
         Relay = new Relay.RelayClient(_channel);
@@ -200,13 +202,27 @@ public sealed class MegaNetClient : IDisposable
     /// Before the first keepalive, HTTP/2 pings (<see cref="KeepAlivePingDelay"/>, <see cref="KeepAlivePingTimeout"/>)
     /// find a dead connection. Time the caller spends between items does not count.
     /// </remarks>
+    /// <param name="identity">Whose mailbox.</param>
+    /// <param name="afterSeq">The cursor: mail after this sequence number.</param>
+    /// <param name="cancellationToken">Ends the subscription.</param>
+    /// <param name="unreadable">Gets the items that are not shown.</param>
+    /// <param name="seen">The record copies are checked against.</param>
+    /// <param name="alive">Called when the node accepted the subscription (its response headers came) and at every
+    /// event after, keepalives included: the subscription works. A caller that subscribes again after a failure can
+    /// reset its backoff here.</param>
     /// <exception cref="NodeSilentException">No event within the watchdog's time; subscribe again to resume.</exception>
     public async IAsyncEnumerable<ReceivedMessage> ListenAsync(Identity identity, ulong afterSeq = 0, [EnumeratorCancellation] CancellationToken cancellationToken = default,
-        Action<UnreadableMessage>? unreadable = null, SeenMessages? seen = null)
+        Action<UnreadableMessage>? unreadable = null, SeenMessages? seen = null, Action? alive = null)
     {
         MailboxAuth auth = await AuthenticateAsync(identity, cancellationToken);
         using var watchdog = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         using AsyncServerStreamingCall<MailEvent> call = Relay.Subscribe(new SubscribeRequest { Auth = auth, AfterSeq = afterSeq }, cancellationToken: watchdog.Token);
+        if (alive is not null)
+        {
+            // The node sends its headers once it has checked the auth and registered the subscription.
+            await call.ResponseHeadersAsync;
+            alive();
+        }
         TimeSpan interval = TimeSpan.Zero; // the node's keepalive interval, as far as seen; zero until a keepalive came
         long last = Environment.TickCount64;
         while (true)
@@ -230,6 +246,7 @@ public sealed class MegaNetClient : IDisposable
                 yield break;
             }
 
+            alive?.Invoke();
             long now = Environment.TickCount64;
             MailEvent e = call.ResponseStream.Current;
             if (e.KindCase != MailEvent.KindOneofCase.Item)

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Globalization;
 using System.Text;
 using System.Text.Json.Nodes;
 using MegaNet.Api;
@@ -308,5 +309,126 @@ public sealed class ClientCliTests : IDisposable
         AssertExit(forced, 0);
         Assert.Equal(forced.Stdout.Trim(), Identity.Load(contested).Card.ToString());
         winner.Dispose();
+    }
+
+    /// <summary>A <c>meganet</c> that keeps running (listen), its output lines collected as they come.</summary>
+    private sealed class Running : IDisposable
+    {
+        private readonly List<string> _stdout = [], _stderr = [];
+
+        public Running(string directory, params string[] args)
+        {
+            var psi = new ProcessStartInfo("dotnet", [ExternalNode.MeganetPath(), .. args])
+            {
+                RedirectStandardOutput = true,
+                RedirectStandardError = true,
+                WorkingDirectory = directory,
+            };
+            Process = Process.Start(psi)!;
+            Process.OutputDataReceived += (_, e) => Add(_stdout, e.Data);
+            Process.ErrorDataReceived += (_, e) => Add(_stderr, e.Data);
+            Process.BeginOutputReadLine();
+            Process.BeginErrorReadLine();
+        }
+
+        public Process Process { get; }
+
+        public string[] Stdout => Lines(_stdout);
+
+        public string[] Stderr => Lines(_stderr);
+
+        /// <summary>Waits until a line of stdout (or stderr) contains <paramref name="text"/>.</summary>
+        public async Task WaitForAsync(string text, bool stderr = false, int seconds = 60)
+        {
+            var clock = Stopwatch.StartNew();
+            while (!(stderr ? Stderr : Stdout).Any(line => line.Contains(text, StringComparison.Ordinal)))
+            {
+                Assert.True(clock.Elapsed < TimeSpan.FromSeconds(seconds) && !Process.HasExited,
+                    $"no line with '{text}' on {(stderr ? "stderr" : "stdout")} after {clock.Elapsed.TotalSeconds:0} s (exited: {Process.HasExited})\n" +
+                    $"stdout:\n{string.Join('\n', Stdout)}\nstderr:\n{string.Join('\n', Stderr)}");
+                await Task.Delay(50);
+            }
+        }
+
+        public void Dispose()
+        {
+            if (!Process.HasExited)
+            {
+                Process.Kill();
+            }
+
+            Process.Dispose();
+        }
+
+        private static void Add(List<string> lines, string? line)
+        {
+            if (line is not null)
+            {
+                lock (lines)
+                {
+                    lines.Add(line);
+                }
+            }
+        }
+
+        private static string[] Lines(List<string> lines)
+        {
+            lock (lines)
+            {
+                return [.. lines];
+            }
+        }
+    }
+
+    [Fact]
+    public async Task Listen_subscribes_again_after_a_dead_connection_and_a_node_restart_and_gives_up_after_retry_for()
+    {
+        await using TestNode node = await TestNode.StartAsync(o => o.KeepaliveSeconds = 1);
+        // A restart keeps the port (and the data directory, so the node id).
+        node.Options.Listen = $"127.0.0.1:{node.Address.Port.ToString(CultureInfo.InvariantCulture)}";
+        await using var proxy = new FreezableProxy(node.Address);
+        string bobPath = NewIdentity("bob.json");
+        using Identity alice = Identity.Create(), bob = Identity.Load(bobPath);
+        using (MegaNetClient sender = node.Client())
+        {
+            await sender.SendAsync(alice, bob.Card, Text("one"), "text/plain; charset=utf-8");
+        }
+
+        using var listen = new Running(_dir, "listen", "-i", bobPath, "--node", proxy.Address.ToString(), "--retry-for", "15s");
+        await listen.WaitForAsync(": one");
+
+        // The connection goes half-open once keepalives were seen: the watchdog notices, listen subscribes again.
+        await Task.Delay(2500);
+        proxy.Freeze();
+        await listen.WaitForAsync("No mail and no keepalive", stderr: true);
+        using (MegaNetClient sender = node.Client())
+        {
+            await sender.SendAsync(alice, bob.Card, Text("two"), "text/plain; charset=utf-8");
+        }
+
+        await listen.WaitForAsync(": two");
+
+        // The node restarts ("subscribe again with after_seq N to resume"): before, listen ended with exit code 2.
+        // (The frozen connection is closed first: the node's graceful stop would wait 30 s for it.)
+        proxy.CloseFrozen();
+        await node.StopAsync();
+        await listen.WaitForAsync("subscribing again after seq 2", stderr: true);
+        await node.RestartAsync();
+        using (MegaNetClient sender = node.Client())
+        {
+            await sender.SendAsync(alice, bob.Card, Text("three"), "text/plain; charset=utf-8");
+        }
+
+        await listen.WaitForAsync(": three");
+        await listen.WaitForAsync("subscribed again after seq", stderr: true);
+        Assert.Equal(["one", "two", "three"], listen.Stdout.Select(line => line[(line.LastIndexOf(": ", StringComparison.Ordinal) + 2)..]));
+
+        // Down for good: tries for --retry-for, then exit code 2 with one line saying so.
+        await node.StopAsync();
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(90));
+        await listen.Process.WaitForExitAsync(timeout.Token);
+        Assert.True(listen.Process.ExitCode == 2, $"exit code {listen.Process.ExitCode}; stderr:\n{string.Join('\n', listen.Stderr)}");
+        Assert.True(listen.Stderr[^1].Contains("gave up after", StringComparison.Ordinal), string.Join('\n', listen.Stderr));
+        Assert.DoesNotContain(listen.Stderr, line => line.Contains("   at ", StringComparison.Ordinal));
     }
 }

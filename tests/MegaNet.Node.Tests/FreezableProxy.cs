@@ -13,7 +13,7 @@ public sealed class FreezableProxy : IAsyncDisposable
     private readonly TcpListener _listener = new(IPAddress.Loopback, 0);
     private readonly IPEndPoint _target;
     private readonly CancellationTokenSource _stop = new();
-    private readonly List<Socket> _sockets = [];
+    private readonly List<(Socket Client, Socket Server, CancellationToken Frozen)> _sockets = [];
     private readonly Task _accepting;
     private CancellationTokenSource _frozen = new();
 
@@ -44,6 +44,19 @@ public sealed class FreezableProxy : IAsyncDisposable
         frozen.Cancel();
     }
 
+    /// <summary>Closes the connections <see cref="Freeze"/> froze (the node's graceful stop waits for them to end, 30 s).</summary>
+    public void CloseFrozen()
+    {
+        lock (_sockets)
+        {
+            foreach ((Socket client, Socket server, CancellationToken frozen) in _sockets.Where(c => c.Frozen.IsCancellationRequested))
+            {
+                client.Dispose();
+                server.Dispose();
+            }
+        }
+    }
+
     private async Task AcceptAsync()
     {
         try
@@ -52,14 +65,24 @@ public sealed class FreezableProxy : IAsyncDisposable
             {
                 Socket client = await _listener.AcceptSocketAsync(_stop.Token);
                 var server = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-                await server.ConnectAsync(_target, _stop.Token);
+                try
+                {
+                    await server.ConnectAsync(_target, _stop.Token);
+                }
+                catch (SocketException)
+                {
+                    // The node is down: the client sees its connection closed at once, as it would without the proxy.
+                    server.Dispose();
+                    client.Dispose();
+                    continue;
+                }
+
                 CancellationToken frozen;
                 lock (_sockets)
                 {
-                    _sockets.Add(client);
-                    _sockets.Add(server);
-                    Connections++;
                     frozen = _frozen.Token;
+                    _sockets.Add((client, server, frozen));
+                    Connections++;
                 }
 
                 _ = PumpAsync(client, server, frozen);
@@ -112,9 +135,10 @@ public sealed class FreezableProxy : IAsyncDisposable
         await _accepting;
         lock (_sockets)
         {
-            foreach (Socket socket in _sockets)
+            foreach ((Socket client, Socket server, _) in _sockets)
             {
-                socket.Dispose();
+                client.Dispose();
+                server.Dispose();
             }
         }
 

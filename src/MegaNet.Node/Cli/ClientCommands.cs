@@ -213,26 +213,101 @@ internal static class ClientCommands
         var after = new Option<ulong>("--after") { Description = "Cursor: only messages after this sequence number. Default 0 (everything waiting)." };
         var json = JsonOption("One JSON object per message.");
         var nodeId = NodeIdOption();
-        var command = new Command("listen", "Print messages as they arrive (and those already waiting), until Ctrl+C.") { identity, node, nodeId, after, json };
+        var retryFor = new Option<TimeSpan>("--retry-for")
+        {
+            Description = "After a subscription that worked is lost (the node restarts, the connection dies), subscribe again from the last message, " +
+                "waiting 1 s, 2 s, 4 s ... up to 30 s between tries, for at most this long (e.g. 30s, 10m, 01:00:00). Default 5m.",
+            DefaultValueFactory = _ => DefaultRetryFor,
+            CustomParser = CliParsers.Duration,
+        };
+        var command = new Command("listen", "Print messages as they arrive (and those already waiting), until Ctrl+C.") { identity, node, nodeId, after, json, retryFor };
         command.SetAction((parse, ct) => Run(async () =>
         {
             using Identity id = LoadIdentity(parse.GetValue(identity)!);
             SeenMessages seen = OpenSeen(parse.GetValue(identity)!);
-            return await KnownNodes.RunAsync(parse.GetValue(identity)!, parse.GetValue(node)!, parse.GetValue(nodeId), client => ListenAsync(client, id, seen, parse.GetValue(after), parse.GetValue(json), ct));
+            Uri address = parse.GetValue(node)!;
+            return await KnownNodes.RunAsync(parse.GetValue(identity)!, address, parse.GetValue(nodeId),
+                client => ListenAsync(client, address, id, seen, parse.GetValue(after), parse.GetValue(json), parse.GetValue(retryFor), ct));
         }));
         return command;
     }
 
-    private static async Task<int> ListenAsync(MegaNetClient client, Identity id, SeenMessages seen, ulong after, bool json, CancellationToken ct)
+    /// <summary>How long <c>listen</c> tries to subscribe again by default (README).</summary>
+    internal static readonly TimeSpan DefaultRetryFor = TimeSpan.FromMinutes(5);
+
+    /// <summary>The longest wait between two tries to subscribe again.</summary>
+    private static readonly TimeSpan MaxRetryDelay = TimeSpan.FromSeconds(30);
+
+    private static async Task<int> ListenAsync(MegaNetClient client, Uri address, Identity id, SeenMessages seen, ulong after, bool json, TimeSpan retryFor, CancellationToken ct)
     {
         // Not disposed: disposing flushes, and after a failed write that would throw again over the clear error.
         TextWriter output = StandardOutput();
+        ulong cursor = after; // the last sequence number printed or reported: a new subscription resumes after it
+        bool subscribed = false; // since the last failure
+        bool everSubscribed = false;
+        long? failingSince = null; // Environment.TickCount64 of the first failure since the node last answered
+        TimeSpan delay = TimeSpan.FromSeconds(1);
+        MegaNetClient current = client;
         try
         {
-            await foreach (ReceivedMessage m in client.ListenAsync(id, after, ct, Warn, seen))
+            while (true)
             {
-                // Each message as it comes (a reader waits for it), and listening ends when no one reads any more.
-                Print(output, m, json, "stopped listening");
+                try
+                {
+                    void Alive()
+                    {
+                        if (!subscribed && everSubscribed)
+                        {
+                            Console.Error.WriteLine($"meganet: subscribed again after seq {cursor}.");
+                        }
+
+                        subscribed = everSubscribed = true;
+                        failingSince = null;
+                        delay = TimeSpan.FromSeconds(1);
+                    }
+
+                    void Skipped(UnreadableMessage m)
+                    {
+                        Warn(m);
+                        cursor = m.Seq;
+                    }
+
+                    await foreach (ReceivedMessage m in current.ListenAsync(id, cursor, ct, Skipped, seen, Alive))
+                    {
+                        // Each message as it comes (a reader waits for it), and listening ends when no one reads any more.
+                        Print(output, m, json, "stopped listening");
+                        cursor = m.Seq;
+                    }
+
+                    // The node ends a subscription only with an error; an end without one is resumed the same way.
+                    throw new RpcException(new Status(StatusCode.Unavailable, "the node ended the subscription"));
+                }
+                catch (Exception e) when (everSubscribed && !ct.IsCancellationRequested && IsTransient(e))
+                {
+                    // A subscription that worked once is resumed; one that never worked (a wrong address, no node
+                    // there) fails at once, as before.
+                    subscribed = false;
+                    long now = Environment.TickCount64;
+                    failingSince ??= now;
+                    TimeSpan failing = TimeSpan.FromMilliseconds(now - failingSince.Value);
+                    if (failing >= retryFor)
+                    {
+                        throw new ListenGaveUpException($"gave up after {failing.TotalSeconds:0} s without a subscription (--retry-for {retryFor}): {Describe(e)}", e);
+                    }
+
+                    Console.Error.WriteLine($"meganet: subscription lost ({Describe(e)}); subscribing again after seq {cursor} in {delay.TotalSeconds:0} s.");
+                    await Task.Delay(delay, ct);
+                    delay = TimeSpan.FromTicks(Math.Min(2 * delay.Ticks, MaxRetryDelay.Ticks));
+
+                    // A fresh connection: the old one may be the dead one, and the client would reuse it. Held to the
+                    // node id the first subscription signed for, so another node at that address is refused.
+                    if (current != client)
+                    {
+                        current.Dispose();
+                    }
+
+                    current = new MegaNetClient(address, client.NodeId);
+                }
             }
         }
         catch (RpcException e) when (e.StatusCode == StatusCode.Cancelled && ct.IsCancellationRequested)
@@ -241,9 +316,39 @@ internal static class ClientCommands
         catch (OperationCanceledException) when (ct.IsCancellationRequested)
         {
         }
+        finally
+        {
+            if (current != client)
+            {
+                current.Dispose();
+            }
+        }
 
         return 0;
     }
+
+    /// <summary>Failures that a later subscription may not meet: the node unreachable or going down (Unavailable),
+    /// a connection that broke (a transport error, which carries a DebugException), or a node gone silent.</summary>
+    private static bool IsTransient(Exception e) => e switch
+    {
+        NodeSilentException => true,
+        RpcException r => r.StatusCode == StatusCode.Unavailable || (r.Status.DebugException is not null && r.StatusCode != StatusCode.Cancelled),
+        _ => false,
+    };
+
+    /// <summary>What went wrong, as one line after "meganet: " (transport details can hold line breaks, e.g. an
+    /// ObjectDisposedException's "Object name:" line).</summary>
+    private static string Describe(Exception e) => OneLine(e switch
+    {
+        // A status the node sent has no DebugException; one made by the client's transport does.
+        RpcException r when r.Status.DebugException is null => $"the node said {r.StatusCode}: {r.Status.Detail}",
+        RpcException r when r.StatusCode == StatusCode.Unavailable => $"cannot reach the node ({r.Status.Detail}); is 'meganet node' running at that address?",
+        // E.g. Internal for a connection whose pings went unanswered: the node said nothing.
+        RpcException r => $"the connection to the node failed ({r.Status.Detail}).",
+        _ => e.Message,
+    });
+
+    private static string OneLine(string text) => text.ReplaceLineEndings(" ");
 
     private static Command VerifyReceiptCommand()
     {
@@ -571,16 +676,10 @@ internal static class ClientCommands
         }
         catch (RpcException e)
         {
-            // A status the node sent has no DebugException; one made by the client's transport does.
-            Console.Error.WriteLine(e.Status.DebugException is null
-                ? $"meganet: the node said {e.StatusCode}: {e.Status.Detail}"
-                : e.StatusCode == StatusCode.Unavailable
-                    ? $"meganet: cannot reach the node ({e.Status.Detail}); is 'meganet node' running at that address?"
-                    // E.g. Internal for a connection whose pings went unanswered: the node said nothing.
-                    : $"meganet: the connection to the node failed ({e.Status.Detail}).");
+            Console.Error.WriteLine($"meganet: {Describe(e)}");
             return 2;
         }
-        catch (NodeSilentException e)
+        catch (Exception e) when (e is NodeSilentException or ListenGaveUpException)
         {
             Console.Error.WriteLine($"meganet: {e.Message}");
             return 2;
@@ -607,6 +706,9 @@ internal static class ClientCommands
             return 1;
         }
     }
+
+    /// <summary><c>listen</c> could not subscribe again within --retry-for; exit code 2.</summary>
+    private sealed class ListenGaveUpException(string message, Exception inner) : Exception(message, inner);
 
     /// <summary>What a shell reports for a process ended by SIGINT (128 + 2).</summary>
     internal const int InterruptedExitCode = 130;
