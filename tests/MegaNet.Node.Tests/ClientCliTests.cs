@@ -431,4 +431,17 @@ public sealed class ClientCliTests : IDisposable
         Assert.True(listen.Stderr[^1].Contains("gave up after", StringComparison.Ordinal), string.Join('\n', listen.Stderr));
         Assert.DoesNotContain(listen.Stderr, line => line.Contains("   at ", StringComparison.Ordinal));
     }
+
+    [Theory]
+    [InlineData("fetch", "-1")]
+    [InlineData("listen", "x")]
+    [InlineData("fetch", "18446744073709551616")]
+    public async Task A_bad_cursor_is_one_line_naming_the_option(string command, string value)
+    {
+        string bobPath = NewIdentity("bob.json");
+        Result r = await Meganet(command, "-i", bobPath, "--node", NoNode, "--after", value);
+        AssertExit(r, 1, $"--after: '{value}' is not a sequence number");
+        Assert.Single(r.Stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        Assert.DoesNotContain("System.UInt64", r.Stderr, StringComparison.Ordinal);
+    }
 }

@@ -149,7 +149,7 @@ internal static class ClientCommands
     {
         var identity = IdentityOption();
         var node = NodeOption();
-        var after = new Option<ulong>("--after") { Description = "Cursor: only messages after this sequence number. Default 0." };
+        var after = new Option<ulong>("--after") { Description = "Cursor: only messages after this sequence number. Default 0.", CustomParser = CliParsers.SequenceNumber };
         var ack = new Option<bool>("--ack") { Description = "Delete the fetched messages from the node afterwards." };
         var json = JsonOption("One JSON object per message.");
         var nodeId = NodeIdOption();
@@ -210,7 +210,7 @@ internal static class ClientCommands
     {
         var identity = IdentityOption();
         var node = NodeOption();
-        var after = new Option<ulong>("--after") { Description = "Cursor: only messages after this sequence number. Default 0 (everything waiting)." };
+        var after = new Option<ulong>("--after") { Description = "Cursor: only messages after this sequence number. Default 0 (everything waiting).", CustomParser = CliParsers.SequenceNumber };
         var json = JsonOption("One JSON object per message.");
         var nodeId = NodeIdOption();
         var retryFor = new Option<TimeSpan>("--retry-for")
