@@ -88,8 +88,17 @@ public sealed class Identity : IDisposable
     public byte[] SignWithIdentity(ReadOnlySpan<byte> data) => SignatureAlgorithm.Ed25519.Sign(SigningKey, data);
 
 
-    /// <summary>Writes the identity (private keys) to <paramref name="path"/>, readable by the owner only.</summary>
-    public void Save(string path)
+    /// <summary>
+    /// Writes the identity (private keys) to <paramref name="path"/>, readable by the owner only, durably: the file's
+    /// data is flushed to disk before it takes its name, and the directory after (a crash of the machine must not
+    /// leave an empty or missing key file after the command said it was written).
+    /// </summary>
+    /// <param name="path">The identity file.</param>
+    /// <param name="overwrite">Replace a file that exists (its keys are lost). Without it an existing file is never
+    /// replaced, not even one created after the caller checked (the new name is taken atomically, see
+    /// <see cref="DurableDirectory.MoveNoReplace"/>).</param>
+    /// <exception cref="IOException">The file exists (without <paramref name="overwrite"/>), or cannot be written.</exception>
+    public void Save(string path, bool overwrite = false)
     {
         var file = new IdentityFile
         {
@@ -105,9 +114,9 @@ public sealed class Identity : IDisposable
             Directory.CreateDirectory(dir);
         }
 
-        string temp = path + ".tmp";
+        // A name of its own: two saves at once (two 'id new' racing) must not write into one temporary file.
+        string temp = $"{path}.{Guid.NewGuid():N}.tmp";
         // A new file, never a leftover one (or a link someone placed there): the mode below applies only on creation.
-        File.Delete(temp);
         var options = new FileStreamOptions { Mode = FileMode.CreateNew, Access = FileAccess.Write };
         if (!OperatingSystem.IsWindows())
         {
@@ -120,13 +129,24 @@ public sealed class Identity : IDisposable
             using (var stream = new FileStream(temp, options))
             {
                 JsonSerializer.Serialize(stream, file, IdentityJson.Default.IdentityFile);
+                stream.Flush(flushToDisk: true);
             }
 
-            File.Move(temp, path, overwrite: true);
+            if (overwrite)
+            {
+                File.Move(temp, path, overwrite: true);
+            }
+            else
+            {
+                DurableDirectory.MoveNoReplace(temp, path);
+            }
+
+            DurableDirectory.Flush(dir);
         }
         catch
         {
-            // A failed save (path is a directory, disk full) must not leave a copy of the private keys beside it.
+            // A failed save (path is a directory, disk full, the file exists) must not leave a copy of the private
+            // keys beside it.
             if (File.Exists(temp))
             {
                 File.Delete(temp);
@@ -291,4 +311,90 @@ public sealed class ContactCard
 
         return card;
     }
+}
+
+/// <summary>fsync(2) on a directory, so that a file renamed into it keeps its name after a crash of the machine, and a
+/// rename that never replaces a file.</summary>
+internal static class DurableDirectory
+{
+    private const int EEXIST = 17; // the same on Linux and macOS
+
+    /// <summary>
+    /// Gives <paramref name="temp"/> the name <paramref name="path"/> unless that exists, atomically: link(2) fails
+    /// when the name is taken, however recently. File.Move(overwrite: false) is no such guard on Unix: it checks
+    /// that the destination is free, then rename(2)s, which replaces a file created in between (two saves at once
+    /// both succeeded, seen in the test). On a file system without hard links (FAT, some FUSE) it is the fallback.
+    /// </summary>
+    /// <exception cref="IOException">The name is taken (HResult EEXIST on Unix), or the move failed.</exception>
+    public static void MoveNoReplace(string temp, string path)
+    {
+        if (OperatingSystem.IsWindows())
+        {
+            // MoveFileEx without MOVEFILE_REPLACE_EXISTING: atomic there.
+            File.Move(temp, path, overwrite: false);
+            return;
+        }
+
+        if (Link(temp, path) == 0)
+        {
+            File.Delete(temp);
+            return;
+        }
+
+        int errno = System.Runtime.InteropServices.Marshal.GetLastPInvokeError();
+        if (errno == EEXIST)
+        {
+            throw new IOException($"The file '{path}' already exists.", EEXIST);
+        }
+
+        File.Move(temp, path, overwrite: false);
+    }
+
+    /// <summary>Flushes <paramref name="directory"/> (nothing on Windows, which has no directory flush).</summary>
+    /// <exception cref="IOException">The directory cannot be opened or flushed; the message names it.</exception>
+    public static void Flush(string? directory)
+    {
+        if (directory is null || OperatingSystem.IsWindows())
+        {
+            return;
+        }
+
+        int fd = Open(directory, 0 /* O_RDONLY: enough to fsync a directory */);
+        if (fd < 0)
+        {
+            throw Error("open", directory);
+        }
+
+        try
+        {
+            if (Fsync(fd) != 0)
+            {
+                throw Error("flush", directory);
+            }
+        }
+        finally
+        {
+            _ = Close(fd);
+        }
+    }
+
+    private static IOException Error(string what, string directory)
+    {
+        int errno = System.Runtime.InteropServices.Marshal.GetLastPInvokeError();
+        return new IOException($"Cannot {what} the directory '{directory}' to make a new file's name durable: {System.Runtime.InteropServices.Marshal.GetPInvokeErrorMessage(errno)} (errno {errno}).", errno);
+    }
+
+    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "open", SetLastError = true)]
+    private static extern int Open([System.Runtime.InteropServices.MarshalAs(System.Runtime.InteropServices.UnmanagedType.LPUTF8Str)] string path, int flags);
+
+    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "link", SetLastError = true)]
+    private static extern int Link(
+        [System.Runtime.InteropServices.MarshalAs(System.Runtime.InteropServices.UnmanagedType.LPUTF8Str)] string existing,
+        [System.Runtime.InteropServices.MarshalAs(System.Runtime.InteropServices.UnmanagedType.LPUTF8Str)] string name);
+
+    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "fsync", SetLastError = true)]
+    private static extern int Fsync(int fd);
+
+    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "close", SetLastError = true)]
+    private static extern int Close(int fd);
 }

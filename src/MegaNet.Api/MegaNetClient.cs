@@ -13,7 +13,9 @@ namespace MegaNet.Api;
 /// <param name="Sender">The sender's contact card, from inside the sealed payload.</param>
 /// <param name="Content">What was sent.</param>
 /// <param name="LogIndex">The envelope's leaf in the node's transparency log.</param>
-public sealed record ReceivedMessage(ulong Seq, byte[] EnvelopeId, ContactCard Sender, SealedContent Content, long LogIndex);
+/// <param name="Old">Checked against a <see cref="SeenMessages"/>: sent longer ago than its window, so it may be a replay
+/// of a message received and forgotten since (or the sender's clock is wrong). Shown, but worth marking.</param>
+public sealed record ReceivedMessage(ulong Seq, byte[] EnvelopeId, ContactCard Sender, SealedContent Content, long LogIndex, bool Old = false);
 
 /// <summary>Mail that is not shown: it does not open (not sealed to this identity, altered, malformed inside, or with
 /// a content signature that does not verify), or, with a <see cref="SeenMessages"/>, it is a copy of a message already
@@ -59,9 +61,27 @@ public sealed class MegaNetClient : IDisposable
         }
 
         NodeId = nodeId?.ToArray();
-        _channel = GrpcChannel.ForAddress(address, new GrpcChannelOptions { MaxReceiveMessageSize = 64 << 20 });
+        var handler = new SocketsHttpHandler
+        {
+            // What GrpcChannel's own handler sets: a busy client may need more streams than one connection allows.
+            EnableMultipleHttp2Connections = true,
+            // HTTP/2 pings while a call is open: a connection whose peer went away without a FIN or RST (a laptop
+            // that slept, a NAT that dropped the mapping) fails the call instead of leaving it waiting forever.
+            KeepAlivePingDelay = KeepAlivePingDelay,
+            KeepAlivePingTimeout = KeepAlivePingTimeout,
+            KeepAlivePingPolicy = HttpKeepAlivePingPolicy.WithActiveRequests,
+            // The default waits as long as the operating system (minutes, for a host that drops the SYNs).
+            ConnectTimeout = TimeSpan.FromSeconds(15),
+        };
+        _channel = GrpcChannel.ForAddress(address, new GrpcChannelOptions { MaxReceiveMessageSize = 64 << 20, HttpHandler = handler, DisposeHttpClient = true });
         Relay = new Relay.RelayClient(_channel);
     }
+
+    /// <summary>How long a connection with an open call may be silent before the client pings the node.</summary>
+    public static readonly TimeSpan KeepAlivePingDelay = TimeSpan.FromSeconds(30);
+
+    /// <summary>How long the client waits for the node to answer a ping before the connection counts as dead.</summary>
+    public static readonly TimeSpan KeepAlivePingTimeout = TimeSpan.FromSeconds(20);
 
     /// <summary>The raw generated client.</summary>
     public Relay.RelayClient Relay { get; }
@@ -89,6 +109,11 @@ public sealed class MegaNetClient : IDisposable
     /// showed at the first challenge; null before that.</summary>
     public byte[]? NodeId { get; private set; }
 
+    /// <summary>The node id the node at this address answered a challenge with, once that matched <see cref="NodeId"/>
+    /// (or was the first); null while the node has not answered, or answered as another node. A given
+    /// <see cref="NodeId"/> is only what the caller expects: this is what to pin.</summary>
+    public byte[]? ConfirmedNodeId { get; private set; }
+
     /// <summary>Signs a fresh challenge for <paramref name="identity"/>'s mailbox.</summary>
     /// <exception cref="NodeIdMismatchException">The challenge names another node than <see cref="NodeId"/>: signing
     /// it would hand that node's holder a key to this mailbox there.</exception>
@@ -110,6 +135,7 @@ public sealed class MegaNetClient : IDisposable
             throw new NodeIdMismatchException(NodeId, challenge.NodeId.ToByteArray());
         }
 
+        ConfirmedNodeId ??= NodeId.ToArray();
         return SignChallenge(identity, challenge, identity.Address);
     }
 
@@ -168,18 +194,70 @@ public sealed class MegaNetClient : IDisposable
     /// <summary>Streams mail as it arrives (after <paramref name="afterSeq"/>), opened; keepalives are consumed silently.
     /// Items that do not open, and with <paramref name="seen"/> copies of messages already received, are skipped and
     /// handed to <paramref name="unreadable"/> when given.</summary>
+    /// <remarks>
+    /// The node sends a keepalive after each interval without mail (its KeepaliveSeconds, 15 by default; it does not
+    /// announce it). The client takes the longest wait it saw end in a keepalive as that interval, and once it knows
+    /// one, a wait for the next event (mail or keepalive) that lasts 3 times as long, plus 2 s for scheduling, ends the
+    /// stream with <see cref="NodeSilentException"/>: the connection or the node is dead even if no packet says so.
+    /// Before the first keepalive, HTTP/2 pings (<see cref="KeepAlivePingDelay"/>, <see cref="KeepAlivePingTimeout"/>)
+    /// find a dead connection. Time the caller spends between items does not count.
+    /// </remarks>
+    /// <param name="identity">Whose mailbox.</param>
+    /// <param name="afterSeq">The cursor: mail after this sequence number.</param>
+    /// <param name="cancellationToken">Ends the subscription.</param>
+    /// <param name="unreadable">Gets the items that are not shown.</param>
+    /// <param name="seen">The record copies are checked against.</param>
+    /// <param name="alive">Called when the node accepted the subscription (its response headers came) and at every
+    /// event after, keepalives included: the subscription works. A caller that subscribes again after a failure can
+    /// reset its backoff here.</param>
+    /// <exception cref="NodeSilentException">No event within the watchdog's time; subscribe again to resume.</exception>
     public async IAsyncEnumerable<ReceivedMessage> ListenAsync(Identity identity, ulong afterSeq = 0, [EnumeratorCancellation] CancellationToken cancellationToken = default,
-        Action<UnreadableMessage>? unreadable = null, SeenMessages? seen = null)
+        Action<UnreadableMessage>? unreadable = null, SeenMessages? seen = null, Action? alive = null)
     {
         MailboxAuth auth = await AuthenticateAsync(identity, cancellationToken);
-        using AsyncServerStreamingCall<MailEvent> call = Relay.Subscribe(new SubscribeRequest { Auth = auth, AfterSeq = afterSeq }, cancellationToken: cancellationToken);
-        await foreach (MailEvent e in call.ResponseStream.ReadAllAsync(cancellationToken))
+        using var watchdog = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        using AsyncServerStreamingCall<MailEvent> call = Relay.Subscribe(new SubscribeRequest { Auth = auth, AfterSeq = afterSeq }, cancellationToken: watchdog.Token);
+        if (alive is not null)
         {
+            // The node sends its headers once it has checked the auth and registered the subscription.
+            await call.ResponseHeadersAsync;
+            alive();
+        }
+        TimeSpan interval = TimeSpan.Zero; // the node's keepalive interval, as far as seen; zero until a keepalive came
+        long last = Environment.TickCount64;
+        while (true)
+        {
+            TimeSpan deadline = interval > TimeSpan.Zero ? Deadline(interval) : Timeout.InfiniteTimeSpan;
+            watchdog.CancelAfter(deadline);
+            bool more;
+            try
+            {
+                more = await call.ResponseStream.MoveNext(watchdog.Token);
+            }
+            catch (Exception failure) when (failure is RpcException or OperationCanceledException && watchdog.IsCancellationRequested && !cancellationToken.IsCancellationRequested)
+            {
+                throw new NodeSilentException(deadline, interval, failure);
+            }
+
+            // Until the next wait: the caller's time with an item is not the node's silence.
+            watchdog.CancelAfter(Timeout.InfiniteTimeSpan);
+            if (!more)
+            {
+                yield break;
+            }
+
+            alive?.Invoke();
+            long now = Environment.TickCount64;
+            MailEvent e = call.ResponseStream.Current;
             if (e.KindCase != MailEvent.KindOneofCase.Item)
             {
+                // The node waited a whole interval (and no less) without mail before sending this.
+                interval = TimeSpan.FromMilliseconds(Math.Max(interval.TotalMilliseconds, now - last));
+                last = now;
                 continue;
             }
 
+            last = now;
             if (TryOpen(identity, e.Item, seen, out ReceivedMessage? message, out UnreadableMessage? bad))
             {
                 yield return message;
@@ -188,8 +266,13 @@ public sealed class MegaNetClient : IDisposable
             {
                 unreadable?.Invoke(bad);
             }
+
+            last = Environment.TickCount64;
         }
     }
+
+    /// <summary>How long <see cref="ListenAsync"/> waits for an event once it knows the node's keepalive interval.</summary>
+    internal static TimeSpan Deadline(TimeSpan keepaliveInterval) => 3 * keepaliveInterval + TimeSpan.FromSeconds(2);
 
     /// <summary>
     /// Checks a receipt against the node at this address: the tree head is signed by this node (the <see cref="NodeId"/>
@@ -212,6 +295,13 @@ public sealed class MegaNetClient : IDisposable
             return "the tree head's signature does not verify with its node key";
         }
 
+        // Checked here, not left to the node: it answers a proof request for a leaf outside the tree with OUT_OF_RANGE,
+        // which is no statement about the receipt (the log index is not signed: anyone can change it).
+        if (receipt.LogIndex < 0 || receipt.LogIndex >= head.TreeSize)
+        {
+            return $"the receipt's log index {receipt.LogIndex} is outside its tree head's log (size {head.TreeSize})";
+        }
+
         // A signature only says which key signed: anyone can sign a head over a log of their own. The key must be the
         // node's.
         V1.SignedTreeHead current = await Relay.GetTreeHeadAsync(new GetTreeHeadRequest(), cancellationToken: cancellationToken);
@@ -228,15 +318,17 @@ public sealed class MegaNetClient : IDisposable
         }
 
         NodeId ??= nodeKey;
+        // Before any proof request: the node cannot prove anything about a tree larger than its log (it would answer
+        // OUT_OF_RANGE), and a signed log that shrank is the answer.
+        if (current.TreeSize < head.TreeSize)
+        {
+            return $"the node's log has {current.TreeSize} entries now, fewer than the {head.TreeSize} it signed for the receipt: it lost or rewrote its log";
+        }
+
         InclusionProof proof = await Relay.GetInclusionProofAsync(new InclusionProofRequest { LeafIndex = receipt.LogIndex, TreeSize = head.TreeSize }, cancellationToken: cancellationToken);
         if (!MerkleTree.VerifyInclusion(MerkleTree.LeafHash(receipt.EnvelopeId.Span), receipt.LogIndex, head.TreeSize, proof.Path.Select(p => p.ToByteArray()).ToList(), head.RootHash.Span))
         {
             return "the inclusion proof does not lead to the tree head's root";
-        }
-
-        if (current.TreeSize < head.TreeSize)
-        {
-            return $"the node's log has {current.TreeSize} entries now, fewer than the {head.TreeSize} it signed for the receipt: it lost or rewrote its log";
         }
 
         ConsistencyProof consistency = current.TreeSize == head.TreeSize
@@ -263,7 +355,7 @@ public sealed class MegaNetClient : IDisposable
             }
 
             var sender = new ContactCard(content.SenderSigningKey.ToByteArray(), content.SenderEncryptionKey.ToByteArray());
-            message = new ReceivedMessage(item.Seq, id, sender, content, item.LogIndex);
+            message = new ReceivedMessage(item.Seq, id, sender, content, item.LogIndex, seen?.IsOld(content.SentUnixMs) ?? false);
             unreadable = null;
             return true;
         }
@@ -277,6 +369,15 @@ public sealed class MegaNetClient : IDisposable
 
     /// <inheritdoc />
     public void Dispose() => _channel.Dispose();
+}
+
+/// <summary>A subscription got no event (mail or keepalive) for several of the node's keepalive intervals: the connection
+/// or the node is dead, though no packet said so. Nothing was lost: subscribe again after the last sequence number.</summary>
+public sealed class NodeSilentException(TimeSpan waited, TimeSpan keepaliveInterval, Exception inner)
+    : Exception($"No mail and no keepalive from the node for {waited.TotalSeconds:0.#} s, though it sends a keepalive about every {keepaliveInterval.TotalSeconds:0.#} s when idle: the connection or the node is dead.", inner)
+{
+    /// <summary>How long the client waited.</summary>
+    public TimeSpan Waited { get; } = waited;
 }
 
 /// <summary>A node showed another node id than the client expects; nothing was signed.</summary>

@@ -11,14 +11,16 @@ namespace MegaNet.Api;
 /// </summary>
 /// <remarks>
 /// Kept in a text file (one line per message: digest, envelope id prefix, send time; about 120 bytes), appended as
-/// messages arrive and pruned of entries older than <see cref="Window"/> when opened. A message sent longer ago than
-/// the window cannot be told apart from a replay of one already forgotten, and no node keeps an envelope that long, so
-/// it is reported as a possible replay too. Thread-safe.
+/// messages arrive and pruned of entries older than <see cref="Window"/> when opened, so the file stays small. A
+/// message sent longer ago than the window cannot be told apart from a replay of one already forgotten, but it is
+/// still shown (<see cref="IsOld"/> marks it): nodes may keep mail for years (MaxTtlDays up to 3,650), and a sender's
+/// clock can be wrong, so hiding it (and deleting it under <c>--ack</c>) lost real mail. Only a message whose digest
+/// is in the record, in another envelope, is reported as a copy. Thread-safe.
 /// </remarks>
 public sealed class SeenMessages
 {
-    /// <summary>How long messages are remembered: longer than any node keeps an envelope (at most 30 days), plus a
-    /// day for clocks.</summary>
+    /// <summary>How long messages are remembered, counted from their send time: longer than nodes keep an envelope by
+    /// default (30 days), plus a day for clocks. Messages sent before it are shown marked old (<see cref="IsOld"/>).</summary>
     public static readonly TimeSpan Window = TimeSpan.FromDays(31);
 
     // An envelope id prefix is enough to tell "the same envelope again" from "another envelope".
@@ -86,7 +88,8 @@ public sealed class SeenMessages
 
     /// <summary>
     /// Remembers a message that opened and says whether to show it: null when it is new, or the same envelope seen
-    /// before; otherwise why it is not shown (a copy in another envelope, or sent longer ago than <see cref="Window"/>).
+    /// before; otherwise why it is not shown (the same signed message received before in another envelope: a copy).
+    /// A message not in the record is always shown, however old (<see cref="IsOld"/> says whether to mark it).
     /// </summary>
     /// <exception cref="IOException">The file cannot be written; the message names it.</exception>
     public string? Check(ReadOnlySpan<byte> contentDigest, ReadOnlySpan<byte> envelopeId, long sentUnixMs)
@@ -94,11 +97,6 @@ public sealed class SeenMessages
         if (contentDigest.Length != 32 || envelopeId.Length < IdPrefixBytes)
         {
             throw new ArgumentException("A content digest is 32 bytes and an envelope id at least 16.");
-        }
-
-        if (sentUnixMs < Oldest())
-        {
-            return $"not shown: sent {DateTimeOffset.FromUnixTimeMilliseconds(Math.Max(sentUnixMs, -62135596800000)):u}, longer ago than any node keeps mail ({Window.TotalDays:0} days), so possibly a replay of a message received before (or the sender's clock is wrong)";
         }
 
         string digest = Convert.ToHexStringLower(contentDigest);
@@ -113,7 +111,9 @@ public sealed class SeenMessages
             }
 
             _seen[digest] = (id, sentUnixMs);
-            if (Path is not null)
+            // One sent before the window would be pruned at the next open anyway: remembered for this session only,
+            // so the file is not rewritten on every open for it.
+            if (Path is not null && !IsOld(sentUnixMs))
             {
                 Append($"{digest} {id} {sentUnixMs.ToString(CultureInfo.InvariantCulture)}\n");
             }
@@ -121,6 +121,11 @@ public sealed class SeenMessages
             return null;
         }
     }
+
+    /// <summary>True when a message sent at <paramref name="sentUnixMs"/> is older than <see cref="Window"/>: the
+    /// record no longer says whether it was received before, so it may be a replay (or the sender's clock is wrong).
+    /// Such a message is shown, marked.</summary>
+    public bool IsOld(long sentUnixMs) => sentUnixMs < Oldest();
 
     private long Oldest() => (_clock.GetUtcNow() - Window).ToUnixTimeMilliseconds();
 
@@ -139,16 +144,30 @@ public sealed class SeenMessages
 
     private void Rewrite()
     {
-        string temp = Path + ".tmp";
-        using (var file = new StreamWriter(new FileStream(temp, PrivateFile(FileMode.Create)), Encoding.ASCII))
+        // A name of its own: fetch and listen may open the record at the same time, and with one shared name the
+        // second truncated the first's half-written file, or found it renamed away (FileNotFoundException).
+        string temp = $"{Path}.{Guid.NewGuid():N}.tmp";
+        try
         {
-            foreach ((string digest, (string id, long sent)) in _seen)
+            using (var file = new StreamWriter(new FileStream(temp, PrivateFile(FileMode.CreateNew)), Encoding.ASCII))
             {
-                file.Write($"{digest} {id} {sent.ToString(CultureInfo.InvariantCulture)}\n");
+                foreach ((string digest, (string id, long sent)) in _seen)
+                {
+                    file.Write($"{digest} {id} {sent.ToString(CultureInfo.InvariantCulture)}\n");
+                }
             }
-        }
 
-        File.Move(temp, Path!, overwrite: true);
+            File.Move(temp, Path!, overwrite: true);
+        }
+        catch
+        {
+            if (File.Exists(temp))
+            {
+                File.Delete(temp);
+            }
+
+            throw;
+        }
     }
 
     // Which messages an identity received is its owner's business: the file is readable by the owner only.

@@ -104,7 +104,7 @@ public sealed class CliErrorTests : IDisposable
         string dir = Path.Combine(_dir, "somedir");
         Directory.CreateDirectory(dir);
         AssertClearError(await Meganet("id", "new", "--identity", dir), "is a directory");
-        Assert.False(File.Exists(dir + ".tmp"));
+        Assert.Empty(Directory.GetFiles(_dir, "*.tmp"));
 
         string file = NewIdentity("file.json");
         AssertClearError(await Meganet("id", "new", "--identity", Path.Combine(file, "x")), "is a file, not a directory");
@@ -118,7 +118,8 @@ public sealed class CliErrorTests : IDisposable
         Directory.CreateDirectory(dir);
         using Identity id = Identity.Create();
         Assert.ThrowsAny<IOException>(() => id.Save(dir));
-        Assert.False(File.Exists(dir + ".tmp"));
+        Assert.ThrowsAny<IOException>(() => id.Save(dir, overwrite: true));
+        Assert.Empty(Directory.GetFiles(_dir, "*.tmp"));
     }
 
     [Fact]

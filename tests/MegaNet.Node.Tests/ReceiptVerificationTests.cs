@@ -87,4 +87,55 @@ public sealed class ReceiptVerificationTests
         Assert.NotNull(problem);
         Assert.Contains("does not extend", problem);
     }
+
+    [Fact]
+    public async Task A_node_whose_log_shrank_below_the_receipt_fails_it_without_asking_for_a_proof()
+    {
+        string data = Directory.CreateTempSubdirectory("meganet-node-").FullName;
+        await using TestNode node = await TestNode.StartAsync(dataDirectory: data);
+        using Identity alice = Identity.Create(), bob = Identity.Create();
+        Receipt third;
+        using (MegaNetClient client = node.Client())
+        {
+            await client.SendAsync(alice, bob.Card, Text("one"), "text/plain");
+            await client.SendAsync(alice, bob.Card, Text("two"), "text/plain");
+            third = await client.SendAsync(alice, bob.Card, Text("three"), "text/plain");
+            Assert.Equal(3, third.TreeHead.TreeSize);
+        }
+
+        // The same node key over a new, shorter log: the node cannot give a proof for leaf 2 of a tree of 3 (it
+        // answers OUT_OF_RANGE), and that is no reason to call the receipt anything but invalid.
+        await node.StopAsync();
+        Directory.Delete(Path.Combine(data, "store"), recursive: true);
+        await node.RestartAsync();
+        using MegaNetClient after = node.Client();
+        await after.SendAsync(alice, bob.Card, Text("a different first"), "text/plain");
+
+        string? problem = await after.VerifyReceiptAsync(third);
+        Assert.NotNull(problem);
+        Assert.Contains("1 entries now, fewer than the 3", problem);
+        node.AssertNoServerErrors();
+    }
+
+    [Fact]
+    public async Task A_receipt_whose_log_index_lies_outside_its_tree_is_invalid()
+    {
+        await using TestNode node = await TestNode.StartAsync();
+        using MegaNetClient client = node.Client();
+        using Identity alice = Identity.Create(), bob = Identity.Create();
+        Receipt real = await client.SendAsync(alice, bob.Card, Text("only"), "text/plain");
+        Assert.Null(await client.VerifyReceiptAsync(real));
+
+        // The log index is not covered by the tree head's signature: anyone can change it.
+        foreach (long index in new[] { 1L, 7L, -1L, long.MaxValue })
+        {
+            Receipt changed = real.Clone();
+            changed.LogIndex = index;
+            string? problem = await client.VerifyReceiptAsync(changed);
+            Assert.NotNull(problem);
+            Assert.Contains($"log index {index} is outside", problem);
+        }
+
+        node.AssertNoServerErrors();
+    }
 }

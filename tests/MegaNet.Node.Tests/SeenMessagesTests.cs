@@ -78,7 +78,7 @@ public sealed class SeenMessagesTests : IDisposable
     }
 
     [Fact]
-    public void The_record_survives_a_reopen_forgets_after_the_window_and_flags_what_is_older()
+    public void The_record_survives_a_reopen_forgets_after_the_window_and_shows_what_is_older_marked()
     {
         var clock = new Clock(DateTimeOffset.UtcNow);
         string file = Path.Combine(_dir, "id.seen");
@@ -96,16 +96,50 @@ public sealed class SeenMessagesTests : IDisposable
         Assert.Contains("copy", again.Check(Bytes(32, 1), Bytes(32, 0xD), sent));
         Assert.DoesNotContain("cra", File.ReadAllText(file));
 
-        // Fifteen days on, the one sent 35 days ago is forgotten, and anything sent that long ago is suspect.
+        // Fifteen days on, the one sent 35 days ago is forgotten. Anything sent that long ago may be a replay, but it
+        // is shown (only marked old): nodes keep mail for up to 3,650 days, and a sender's clock can be off.
         clock.Now = clock.Now.AddDays(15);
         SeenMessages later = SeenMessages.Open(file, clock);
         Assert.Equal(1, later.Count);
-        Assert.Contains("longer ago", later.Check(Bytes(32, 2), Bytes(32, 0xE), sent - (long)TimeSpan.FromDays(20).TotalMilliseconds));
+        long old = sent - (long)TimeSpan.FromDays(20).TotalMilliseconds;
+        Assert.True(later.IsOld(old));
+        Assert.Null(later.Check(Bytes(32, 2), Bytes(32, 0xE), old));
+        Assert.Null(later.Check(Bytes(32, 2), Bytes(32, 0xE), old)); // the same envelope again
+        Assert.Contains("copy", later.Check(Bytes(32, 2), Bytes(32, 0x1E), old)); // a true repeat, in this session
+        Assert.False(later.IsOld(clock.Now.ToUnixTimeMilliseconds()));
         Assert.Null(later.Check(Bytes(32, 3), Bytes(32, 0xF), clock.Now.ToUnixTimeMilliseconds()));
+
+        // The old one is not written down (the next open would prune it again): the file stays bounded.
+        Assert.Equal(2, File.ReadAllLines(file).Length);
+        Assert.Equal(2, SeenMessages.Open(file, clock).Count);
 
         if (!OperatingSystem.IsWindows())
         {
             Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(file));
         }
+    }
+
+    [Fact]
+    public async Task Concurrent_opens_that_rewrite_the_record_neither_fail_nor_lose_it()
+    {
+        // fetch and listen open the same record; an open that drops a torn line rewrites the file. With one shared
+        // temporary name the second rewrite truncated the first's file or found it renamed away.
+        string file = Path.Combine(_dir, "race.seen");
+        long sent = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
+        string[] lines = Enumerable.Range(0, 2000).Select(i => $"{Convert.ToHexStringLower(Bytes(32, 0)).Remove(0, 8)}{i:x8} {new string('a', 32)} {sent}").ToArray();
+        for (int round = 0; round < 30; round++)
+        {
+            await File.WriteAllTextAsync(file, string.Join('\n', lines) + "\ntorn lin");
+            using var start = new Barrier(4);
+            SeenMessages[] opened = await Task.WhenAll(Enumerable.Range(0, 4).Select(_ => Task.Run(() =>
+            {
+                start.SignalAndWait();
+                return SeenMessages.Open(file);
+            })));
+            Assert.All(opened, seen => Assert.Equal(lines.Length, seen.Count));
+            Assert.Equal(lines, await File.ReadAllLinesAsync(file));
+        }
+
+        Assert.Equal(["race.seen"], Directory.EnumerateFiles(_dir).Select(Path.GetFileName));
     }
 }

@@ -34,6 +34,20 @@ internal static class CliParsers
         return null;
     }
 
+    /// <summary>A sequence number (0 or more; System.CommandLine's own error names the type as "System.UInt64").</summary>
+    public static ulong SequenceNumber(ArgumentResult result)
+    {
+        string text = result.Tokens.Single().Value;
+        if (ulong.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out ulong value))
+        {
+            return value;
+        }
+
+        string option = result.Parent is OptionResult o ? o.Option.Name : "the value";
+        result.AddError($"{option}: '{text}' is not a sequence number (a whole number, 0 or more).");
+        return 0;
+    }
+
     /// <summary>A duration such as 30s, 2m or 00:01:30.</summary>
     public static TimeSpan Duration(ArgumentResult result)
     {

@@ -62,7 +62,16 @@ internal static class ClientCommands
             }
 
             using Identity id = Identity.Create();
-            id.Save(path);
+            try
+            {
+                // Without --force never over an existing file, also one created since the check above.
+                id.Save(path, overwrite: parse.GetValue(force));
+            }
+            catch (IOException) when (!parse.GetValue(force) && File.Exists(path))
+            {
+                throw new CliException($"{path} already exists; use --force to replace it (its keys will be lost) or --identity for another file.");
+            }
+
             Console.WriteLine(id.Card);
             Console.Error.WriteLine($"identity written to {path}");
             return Task.FromResult(0);
@@ -140,7 +149,7 @@ internal static class ClientCommands
     {
         var identity = IdentityOption();
         var node = NodeOption();
-        var after = new Option<ulong>("--after") { Description = "Cursor: only messages after this sequence number. Default 0." };
+        var after = new Option<ulong>("--after") { Description = "Cursor: only messages after this sequence number. Default 0.", CustomParser = CliParsers.SequenceNumber };
         var ack = new Option<bool>("--ack") { Description = "Delete the fetched messages from the node afterwards." };
         var json = JsonOption("One JSON object per message.");
         var nodeId = NodeIdOption();
@@ -156,13 +165,15 @@ internal static class ClientCommands
 
     private static async Task<int> FetchAsync(MegaNetClient client, Identity id, SeenMessages received, ulong cursor, bool ack, bool json, CancellationToken ct)
     {
+        // Not disposed: disposing flushes, and after a failed write that would throw again over the clear error.
+        TextWriter output = StandardOutput();
         var seen = new List<ulong>();
         while (true)
         {
             (IReadOnlyList<ReceivedMessage> messages, IReadOnlyList<UnreadableMessage> unreadable, ulong next) = await client.FetchAsync(id, cursor, 100, ct, received);
             foreach (ReceivedMessage m in messages)
             {
-                Print(m, json);
+                Print(output, m, json, ack ? "no message was acknowledged" : null);
                 seen.Add(m.Seq);
             }
 
@@ -182,6 +193,9 @@ internal static class ClientCommands
             cursor = next;
         }
 
+        // Everything shown must have reached the reader before the node deletes it: the buffer is written out, and a
+        // failed write (a reader that went away) has thrown above, before this point.
+        Flush(output, ack ? "no message was acknowledged" : null);
         if (ack && seen.Count > 0)
         {
             int deleted = await client.AckAsync(id, seen, ct);
@@ -196,26 +210,104 @@ internal static class ClientCommands
     {
         var identity = IdentityOption();
         var node = NodeOption();
-        var after = new Option<ulong>("--after") { Description = "Cursor: only messages after this sequence number. Default 0 (everything waiting)." };
+        var after = new Option<ulong>("--after") { Description = "Cursor: only messages after this sequence number. Default 0 (everything waiting).", CustomParser = CliParsers.SequenceNumber };
         var json = JsonOption("One JSON object per message.");
         var nodeId = NodeIdOption();
-        var command = new Command("listen", "Print messages as they arrive (and those already waiting), until Ctrl+C.") { identity, node, nodeId, after, json };
+        var retryFor = new Option<TimeSpan>("--retry-for")
+        {
+            Description = "After a subscription that worked is lost (the node restarts, the connection dies), subscribe again from the last message, " +
+                "waiting 1 s, 2 s, 4 s ... up to 30 s between tries, for at most this long (e.g. 30s, 10m, 01:00:00). Default 5m.",
+            DefaultValueFactory = _ => DefaultRetryFor,
+            CustomParser = CliParsers.Duration,
+        };
+        var command = new Command("listen", "Print messages as they arrive (and those already waiting), until Ctrl+C.") { identity, node, nodeId, after, json, retryFor };
         command.SetAction((parse, ct) => Run(async () =>
         {
             using Identity id = LoadIdentity(parse.GetValue(identity)!);
             SeenMessages seen = OpenSeen(parse.GetValue(identity)!);
-            return await KnownNodes.RunAsync(parse.GetValue(identity)!, parse.GetValue(node)!, parse.GetValue(nodeId), client => ListenAsync(client, id, seen, parse.GetValue(after), parse.GetValue(json), ct));
+            Uri address = parse.GetValue(node)!;
+            return await KnownNodes.RunAsync(parse.GetValue(identity)!, address, parse.GetValue(nodeId),
+                client => ListenAsync(client, address, id, seen, parse.GetValue(after), parse.GetValue(json), parse.GetValue(retryFor), ct));
         }));
         return command;
     }
 
-    private static async Task<int> ListenAsync(MegaNetClient client, Identity id, SeenMessages seen, ulong after, bool json, CancellationToken ct)
+    /// <summary>How long <c>listen</c> tries to subscribe again by default (README).</summary>
+    internal static readonly TimeSpan DefaultRetryFor = TimeSpan.FromMinutes(5);
+
+    /// <summary>The longest wait between two tries to subscribe again.</summary>
+    private static readonly TimeSpan MaxRetryDelay = TimeSpan.FromSeconds(30);
+
+    private static async Task<int> ListenAsync(MegaNetClient client, Uri address, Identity id, SeenMessages seen, ulong after, bool json, TimeSpan retryFor, CancellationToken ct)
     {
+        // Not disposed: disposing flushes, and after a failed write that would throw again over the clear error.
+        TextWriter output = StandardOutput();
+        ulong cursor = after; // the last sequence number printed or reported: a new subscription resumes after it
+        bool subscribed = false; // since the last failure
+        bool everSubscribed = false;
+        long? failingSince = null; // Environment.TickCount64 of the first failure since the node last answered
+        TimeSpan delay = TimeSpan.FromSeconds(1);
+        MegaNetClient current = client;
         try
         {
-            await foreach (ReceivedMessage m in client.ListenAsync(id, after, ct, Warn, seen))
+            while (true)
             {
-                Print(m, json);
+                try
+                {
+                    void Alive()
+                    {
+                        if (!subscribed && everSubscribed)
+                        {
+                            Console.Error.WriteLine($"meganet: subscribed again after seq {cursor}.");
+                        }
+
+                        subscribed = everSubscribed = true;
+                        failingSince = null;
+                        delay = TimeSpan.FromSeconds(1);
+                    }
+
+                    void Skipped(UnreadableMessage m)
+                    {
+                        Warn(m);
+                        cursor = m.Seq;
+                    }
+
+                    await foreach (ReceivedMessage m in current.ListenAsync(id, cursor, ct, Skipped, seen, Alive))
+                    {
+                        // Each message as it comes (a reader waits for it), and listening ends when no one reads any more.
+                        Print(output, m, json, "stopped listening");
+                        cursor = m.Seq;
+                    }
+
+                    // The node ends a subscription only with an error; an end without one is resumed the same way.
+                    throw new RpcException(new Status(StatusCode.Unavailable, "the node ended the subscription"));
+                }
+                catch (Exception e) when (everSubscribed && !ct.IsCancellationRequested && IsTransient(e))
+                {
+                    // A subscription that worked once is resumed; one that never worked (a wrong address, no node
+                    // there) fails at once, as before.
+                    subscribed = false;
+                    long now = Environment.TickCount64;
+                    failingSince ??= now;
+                    TimeSpan failing = TimeSpan.FromMilliseconds(now - failingSince.Value);
+                    if (failing >= retryFor)
+                    {
+                        throw new ListenGaveUpException($"gave up after {failing.TotalSeconds:0} s without a subscription (--retry-for {retryFor}): {Describe(e)}", e);
+                    }
+
+                    Console.Error.WriteLine($"meganet: subscription lost ({Describe(e)}); subscribing again after seq {cursor} in {delay.TotalSeconds:0} s.");
+                    await Task.Delay(delay, ct);
+                    delay = TimeSpan.FromTicks(Math.Min(2 * delay.Ticks, MaxRetryDelay.Ticks));
+
+                    // A fresh connection: the old one may be the dead one, and the client would reuse it. Held to the
+                    // node id the first subscription signed for, so another node at that address is refused.
+                    if (current != client)
+                    {
+                        current.Dispose();
+                    }
+
+                    current = new MegaNetClient(address, client.NodeId);
+                }
             }
         }
         catch (RpcException e) when (e.StatusCode == StatusCode.Cancelled && ct.IsCancellationRequested)
@@ -224,9 +316,39 @@ internal static class ClientCommands
         catch (OperationCanceledException) when (ct.IsCancellationRequested)
         {
         }
+        finally
+        {
+            if (current != client)
+            {
+                current.Dispose();
+            }
+        }
 
         return 0;
     }
+
+    /// <summary>Failures that a later subscription may not meet: the node unreachable or going down (Unavailable),
+    /// a connection that broke (a transport error, which carries a DebugException), or a node gone silent.</summary>
+    private static bool IsTransient(Exception e) => e switch
+    {
+        NodeSilentException => true,
+        RpcException r => r.StatusCode == StatusCode.Unavailable || (r.Status.DebugException is not null && r.StatusCode != StatusCode.Cancelled),
+        _ => false,
+    };
+
+    /// <summary>What went wrong, as one line after "meganet: " (transport details can hold line breaks, e.g. an
+    /// ObjectDisposedException's "Object name:" line).</summary>
+    private static string Describe(Exception e) => OneLine(e switch
+    {
+        // A status the node sent has no DebugException; one made by the client's transport does.
+        RpcException r when r.Status.DebugException is null => $"the node said {r.StatusCode}: {r.Status.Detail}",
+        RpcException r when r.StatusCode == StatusCode.Unavailable => $"cannot reach the node ({r.Status.Detail}); is 'meganet node' running at that address?",
+        // E.g. Internal for a connection whose pings went unanswered: the node said nothing.
+        RpcException r => $"the connection to the node failed ({r.Status.Detail}).",
+        _ => e.Message,
+    });
+
+    private static string OneLine(string text) => text.ReplaceLineEndings(" ");
 
     private static Command VerifyReceiptCommand()
     {
@@ -306,7 +428,48 @@ internal static class ClientCommands
         }
     }
 
-    private static void Print(ReceivedMessage m, bool json)
+    /// <summary>
+    /// Standard output for messages, written with write(2) on descriptor 1. Console.Out and
+    /// Console.OpenStandardOutput() drop EPIPE silently (a reader such as <c>head -1</c> that went away looks like one
+    /// that read everything, and <c>fetch --ack</c> then deleted mail nobody saw), and a FileStream on descriptor 1
+    /// writes at its own offset with pwrite(2), so with <c>&gt; file 2&gt;&amp;1</c> the stderr lines overwrote the
+    /// messages (tried: all of stdout was lost). Here every failed write throws, and the shared file offset moves.
+    /// </summary>
+    private static TextWriter StandardOutput() => new StreamWriter(
+        OperatingSystem.IsWindows() ? Console.OpenStandardOutput() : new StandardOutputStream(), new UTF8Encoding(false), 16 << 10, leaveOpen: false)
+    {
+        AutoFlush = false,
+    };
+
+    /// <summary>Writes out what <paramref name="output"/> holds; a failure becomes a one-line error that says what
+    /// happened to the mail (<paramref name="consequence"/>).</summary>
+    private static void Flush(TextWriter output, string? consequence)
+    {
+        try
+        {
+            output.Flush();
+        }
+        catch (IOException e)
+        {
+            throw new CliException($"cannot write to standard output ({e.Message}){(consequence is null ? "." : $"; {consequence}.")}");
+        }
+    }
+
+    private static void Print(TextWriter output, ReceivedMessage m, bool json, string? consequence)
+    {
+        try
+        {
+            Print(output, m, json);
+        }
+        catch (IOException e)
+        {
+            throw new CliException($"cannot write to standard output ({e.Message}){(consequence is null ? "." : $"; {consequence}.")}");
+        }
+
+        Flush(output, consequence);
+    }
+
+    private static void Print(TextWriter output, ReceivedMessage m, bool json)
     {
         SealedContent c = m.Content;
         bool isText = c.ContentType.StartsWith("text/", StringComparison.Ordinal);
@@ -319,6 +482,7 @@ internal static class ClientCommands
                 ["sender"] = m.Sender.ToString(),
                 ["timestamp_unix_ms"] = c.SentUnixMs,
                 ["log_index"] = m.LogIndex,
+                ["old"] = m.Old,
             };
             if (isText)
             {
@@ -330,29 +494,66 @@ internal static class ClientCommands
                 o["file_base64"] = c.Content.ToBase64();
             }
 
-            Console.WriteLine(o.ToJsonString());
+            output.WriteLine(o.ToJsonString());
             return;
         }
 
         string when = DateTimeOffset.FromUnixTimeMilliseconds(c.SentUnixMs).ToString("u", System.Globalization.CultureInfo.InvariantCulture);
-        Console.WriteLine(isText
-            ? $"[{m.Seq}] {when} from {m.Sender}: {Printable(c.Content.ToStringUtf8())}"
-            : $"[{m.Seq}] {when} from {m.Sender}: file '{Printable(c.FileName)}' ({c.Content.Length} bytes; use --json to get its contents)");
-    }
-
-    /// <summary>What a sender wrote, with control characters shown as \uXXXX: text from anyone must not drive the
-    /// terminal (escape sequences can rewrite what is on screen or set the window title).</summary>
-    private static string Printable(string text)
-    {
-        if (!text.Any(ch => char.IsControl(ch) && ch != '\n' && ch != '\t'))
+        if (m.Old)
         {
-            return text;
+            when += $" (old: sent over {SeenMessages.Window.TotalDays:0} days ago, so possibly a replay of a message received before, or the sender's clock is wrong)";
         }
 
+        output.WriteLine(isText
+            ? $"[{m.Seq}] {when} from {m.Sender}: {Printable(c.Content.ToStringUtf8(), multiline: true)}"
+            : $"[{m.Seq}] {when} from {m.Sender}: file '{Printable(c.FileName, multiline: false)}' ({c.Content.Length} bytes; use --json to get its contents)");
+    }
+
+    /// <summary>Begins every further line of a message's text: a header line ("[seq] ...") never starts with a space, so
+    /// text cannot print a line that looks like another message from someone else.</summary>
+    internal const string ContinuationPrefix = "    ";
+
+    /// <summary>
+    /// What a sender wrote, made safe to print as part of one message. Text from anyone must neither drive the terminal
+    /// nor forge output: control characters (escape sequences can rewrite what is on screen or set the window title),
+    /// format characters (Unicode category Cf: bidi overrides and isolates reorder what follows, zero-width ones hide
+    /// text) and line and paragraph separators are shown as \uXXXX (\UXXXXXXXX beyond the BMP). With
+    /// <paramref name="multiline"/> a line break (\n or \r\n) continues on a new line that starts with
+    /// <see cref="ContinuationPrefix"/>; without it (a file name), it is escaped too. Tabs stay in text.
+    /// </summary>
+    internal static string Printable(string text, bool multiline)
+    {
         var b = new StringBuilder(text.Length + 16);
-        foreach (char ch in text)
+        for (int i = 0; i < text.Length;)
         {
-            b.Append(char.IsControl(ch) && ch != '\n' && ch != '\t' ? $"\\u{(int)ch:x4}" : ch);
+            if (multiline && (text[i] == '\n' || (text[i] == '\r' && i + 1 < text.Length && text[i + 1] == '\n')))
+            {
+                i += text[i] == '\r' ? 2 : 1;
+                b.Append('\n').Append(ContinuationPrefix);
+                continue;
+            }
+
+            // UTF-8 decoding left no lone surrogates, but a replacement character is printed for one all the same.
+            Rune rune = Rune.DecodeFromUtf16(text.AsSpan(i), out Rune decoded, out int used) == System.Buffers.OperationStatus.Done ? decoded : Rune.ReplacementChar;
+            i += Math.Max(used, 1);
+            bool escape = Rune.GetUnicodeCategory(rune) switch
+            {
+                System.Globalization.UnicodeCategory.Control => !(multiline && rune.Value == '\t'),
+                System.Globalization.UnicodeCategory.Format or System.Globalization.UnicodeCategory.LineSeparator or System.Globalization.UnicodeCategory.ParagraphSeparator => true,
+                _ => false,
+            };
+            if (!escape)
+            {
+                b.Append(rune.ToString());
+            }
+            else if (rune.IsBmp)
+            {
+                b.Append(System.Globalization.CultureInfo.InvariantCulture, $"\\u{rune.Value:x4}");
+            }
+            else
+            {
+                b.Append(System.Globalization.CultureInfo.InvariantCulture, $"\\U{rune.Value:x8}");
+            }
         }
 
         return b.ToString();
@@ -362,10 +563,11 @@ internal static class ClientCommands
         Console.Error.WriteLine($"[{m.Seq}] skipped (envelope {Convert.ToHexStringLower(m.EnvelopeId)}): {m.Reason}");
 
     /// <summary>The messages this identity received (identity file name with <c>.seen</c>), so replays show once.</summary>
-    private static SeenMessages OpenSeen(string identityPath) => SeenMessages.Open(Path.ChangeExtension(Path.GetFullPath(identityPath), ".seen"));
+    private static SeenMessages OpenSeen(string identityPath) => SeenMessages.Open(Path.ChangeExtension(Path.GetFullPath(identityPath), SeenExtension));
 
     private static Identity LoadIdentity(string path)
     {
+        CheckNotASideFile(path);
         if (!File.Exists(path))
         {
             throw new CliException($"No identity at {path}; create one with 'meganet id new' (or pass --identity).");
@@ -393,9 +595,30 @@ internal static class ClientCommands
         }
     }
 
-    /// <summary>Refuses an identity path that is a directory, or lies below a file, before anything is written.</summary>
+    /// <summary>
+    /// Refuses an identity path that is the name of a file the client keeps beside identities: <c>NAME.seen</c> (the
+    /// received-message record of the identity NAME.*, and of this one if it were named so) and <c>known-nodes</c>
+    /// (pinned node ids). fetch rewrote an identity named <c>x.seen</c> as its record, and pins were appended to one
+    /// named <c>known-nodes</c>: the keys were lost. Case is ignored, for file systems that ignore it.
+    /// </summary>
+    private static void CheckNotASideFile(string path)
+    {
+        string name = Path.GetFileName(path);
+        if (name.Equals(KnownNodes.FileName, StringComparison.OrdinalIgnoreCase) || Path.GetExtension(name).Equals(SeenExtension, StringComparison.OrdinalIgnoreCase))
+        {
+            throw new CliException(
+                $"--identity {path}: an identity file cannot be named '{KnownNodes.FileName}' or end in '{SeenExtension}'; those names are the pinned node ids and the " +
+                $"received-message records kept beside identity files, and writing them would destroy the keys. Rename it (e.g. to {Path.ChangeExtension(name, ".json")}).");
+        }
+    }
+
+    private const string SeenExtension = ".seen";
+
+    /// <summary>Refuses an identity path that is a directory, lies below a file, or is named like a file kept beside
+    /// identities, before anything is written.</summary>
     private static void CheckCanCreate(string path)
     {
+        CheckNotASideFile(path);
         string full = Path.GetFullPath(path);
         if (Directory.Exists(full))
         {
@@ -453,10 +676,12 @@ internal static class ClientCommands
         }
         catch (RpcException e)
         {
-            // A status the node sent has no DebugException; one made by the client's transport does.
-            Console.Error.WriteLine(e.StatusCode == StatusCode.Unavailable && e.Status.DebugException is not null
-                ? $"meganet: cannot reach the node ({e.Status.Detail}); is 'meganet node' running at that address?"
-                : $"meganet: the node said {e.StatusCode}: {e.Status.Detail}");
+            Console.Error.WriteLine($"meganet: {Describe(e)}");
+            return 2;
+        }
+        catch (Exception e) when (e is NodeSilentException or ListenGaveUpException)
+        {
+            Console.Error.WriteLine($"meganet: {e.Message}");
             return 2;
         }
         catch (OperationCanceledException)
@@ -482,6 +707,68 @@ internal static class ClientCommands
         }
     }
 
+    /// <summary><c>listen</c> could not subscribe again within --retry-for; exit code 2.</summary>
+    private sealed class ListenGaveUpException(string message, Exception inner) : Exception(message, inner);
+
     /// <summary>What a shell reports for a process ended by SIGINT (128 + 2).</summary>
     internal const int InterruptedExitCode = 130;
+
+    /// <summary>Descriptor 1 through write(2): every error, EPIPE included, is an <see cref="IOException"/>.</summary>
+    private sealed class StandardOutputStream : Stream
+    {
+        private const int EINTR = 4;
+        private const int EAGAIN = 11;
+
+        public override bool CanRead => false;
+
+        public override bool CanSeek => false;
+
+        public override bool CanWrite => true;
+
+        public override long Length => throw new NotSupportedException();
+
+        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
+
+        public override void Write(byte[] buffer, int offset, int count) => Write(buffer.AsSpan(offset, count));
+
+        public override void Write(ReadOnlySpan<byte> buffer)
+        {
+            while (!buffer.IsEmpty)
+            {
+                nint written = SysWrite(1, ref System.Runtime.InteropServices.MemoryMarshal.GetReference(buffer), buffer.Length);
+                if (written < 0)
+                {
+                    int errno = System.Runtime.InteropServices.Marshal.GetLastPInvokeError();
+                    if (errno == EINTR)
+                    {
+                        continue;
+                    }
+
+                    if (errno == EAGAIN)
+                    {
+                        // Descriptor 1 left non-blocking by whoever started us: wait a little rather than lose output.
+                        Thread.Sleep(1);
+                        continue;
+                    }
+
+                    throw new IOException(System.Runtime.InteropServices.Marshal.GetPInvokeErrorMessage(errno), errno);
+                }
+
+                buffer = buffer[(int)written..];
+            }
+        }
+
+        public override void Flush()
+        {
+        }
+
+        public override int Read(byte[] buffer, int offset, int count) => throw new NotSupportedException();
+
+        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+
+        public override void SetLength(long value) => throw new NotSupportedException();
+
+        [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "write", SetLastError = true)]
+        private static extern nint SysWrite(int fd, ref byte buffer, nint count);
+    }
 }

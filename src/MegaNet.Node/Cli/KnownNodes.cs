@@ -15,9 +15,12 @@ internal sealed class KnownNodes
     /// <summary>The file.</summary>
     public string Path { get; }
 
+    /// <summary>The file's name (identity files may not have it).</summary>
+    public const string FileName = "known-nodes";
+
     /// <summary>The known-nodes file beside <paramref name="identityPath"/>.</summary>
     public static KnownNodes Beside(string identityPath) =>
-        new(System.IO.Path.Combine(System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(identityPath))!, "known-nodes"));
+        new(System.IO.Path.Combine(System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(identityPath))!, FileName));
 
     /// <summary>The pinned id of <paramref name="node"/>, or null when this identity never signed for it.</summary>
     public byte[]? Find(Uri node)
@@ -48,7 +51,9 @@ internal sealed class KnownNodes
     }
 
     /// <summary>Makes a client that signs only for the pinned (or given) node id, runs <paramref name="body"/> with it,
-    /// pins the id on first contact, and turns a mismatch into an error that says what to do.</summary>
+    /// pins the id on first contact once the node answered a challenge with it (not a --node-id the node never
+    /// confirmed: a typo, or a node that could not be reached, stayed pinned for good), and turns a mismatch into an
+    /// error that says what to do.</summary>
     public static async Task<int> RunAsync(string identityPath, Uri node, string? nodeIdHex, Func<MegaNetClient, Task<int>> body)
     {
         KnownNodes known = Beside(identityPath);
@@ -68,7 +73,7 @@ internal sealed class KnownNodes
         }
         finally
         {
-            if (pinned is null && client.NodeId is { } seen)
+            if (pinned is null && client.ConfirmedNodeId is { } seen)
             {
                 known.Remember(node, seen);
             }

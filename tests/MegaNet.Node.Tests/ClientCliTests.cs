@@ -1,0 +1,447 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text;
+using System.Text.Json.Nodes;
+using MegaNet.Api;
+using MegaNet.Api.V1;
+using MegaNet.Node.Cli;
+
+namespace MegaNet.Node.Tests;
+
+/// <summary>
+/// The client commands of the built <c>meganet</c>, run as a person runs them (a child process against a real node):
+/// what they print, what they leave on disk and in the mailbox, and their exit codes.
+/// </summary>
+public sealed class ClientCliTests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("meganet-client-").FullName;
+
+    // Nothing listens here (a port is taken, then released): a command that contacted the node would say so.
+    private static readonly string NoNode = $"http://127.0.0.1:{ExternalNode.FreePort()}";
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    private sealed record Result(int ExitCode, string Stdout, string Stderr);
+
+    /// <summary>Runs <c>meganet ARGS</c>; with <paramref name="closeStdout"/> the read end of its standard output is
+    /// closed at once, as by a reader that went away (<c>| head -1</c>), so every write to it fails with EPIPE.</summary>
+    private async Task<Result> Meganet(bool closeStdout, params string[] args)
+    {
+        var psi = new ProcessStartInfo("dotnet", [ExternalNode.MeganetPath(), .. args])
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            WorkingDirectory = _dir,
+        };
+        using Process process = Process.Start(psi)!;
+        Task<string> stdout;
+        if (closeStdout)
+        {
+            process.StandardOutput.Close();
+            stdout = Task.FromResult(string.Empty);
+        }
+        else
+        {
+            stdout = process.StandardOutput.ReadToEndAsync();
+        }
+
+        Task<string> stderr = process.StandardError.ReadToEndAsync();
+        using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(2));
+        try
+        {
+            await process.WaitForExitAsync(timeout.Token);
+        }
+        finally
+        {
+            if (!process.HasExited)
+            {
+                process.Kill();
+            }
+        }
+
+        return new Result(process.ExitCode, await stdout, await stderr);
+    }
+
+    private Task<Result> Meganet(params string[] args) => Meganet(false, args);
+
+    private static void AssertExit(Result r, int exitCode, string? stderr = null)
+    {
+        Assert.True(r.ExitCode == exitCode, $"exit code {r.ExitCode}, expected {exitCode}; stderr: {r.Stderr}; stdout: {r.Stdout}");
+        if (stderr is not null)
+        {
+            Assert.Contains(stderr, r.Stderr, StringComparison.Ordinal);
+        }
+
+        Assert.DoesNotContain("   at ", r.Stderr, StringComparison.Ordinal);
+    }
+
+    private string NewIdentity(string name)
+    {
+        using Identity id = Identity.Create();
+        string path = Path.Combine(_dir, name);
+        id.Save(path);
+        return path;
+    }
+
+    private static byte[] Text(string s) => Encoding.UTF8.GetBytes(s);
+
+    [Fact]
+    public async Task Fetch_ack_deletes_nothing_when_standard_output_is_closed()
+    {
+        await using TestNode node = await TestNode.StartAsync();
+        using MegaNetClient client = node.Client();
+        string bobPath = NewIdentity("bob.json");
+        using Identity alice = Identity.Create(), bob = Identity.Load(bobPath);
+        for (int i = 0; i < 3; i++)
+        {
+            await client.SendAsync(alice, bob.Card, Text($"message {i}"), "text/plain; charset=utf-8");
+        }
+
+        // No one reads: the messages cannot have been seen, so none may be deleted.
+        string address = node.Address.ToString();
+        Result closed = await Meganet(closeStdout: true, "fetch", "-i", bobPath, "--node", address, "--ack");
+        AssertExit(closed, 1, "cannot write to standard output");
+        Assert.Contains("no message was acknowledged", closed.Stderr, StringComparison.Ordinal);
+        Assert.DoesNotContain("acknowledged 3", closed.Stderr, StringComparison.Ordinal);
+        Assert.Equal(3, (await client.FetchAsync(bob)).Messages.Count);
+
+        // Read, the same command shows all three and then deletes them.
+        Result read = await Meganet("fetch", "-i", bobPath, "--node", address, "--ack");
+        AssertExit(read, 0, "acknowledged 3 message(s)");
+        Assert.Equal(3, read.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries).Length);
+        Assert.Empty((await client.FetchAsync(bob)).Messages);
+        node.AssertNoServerErrors();
+    }
+
+    [Fact]
+    public async Task A_message_sent_long_ago_is_shown_marked_old_and_never_deleted_unseen()
+    {
+        await using TestNode node = await TestNode.StartAsync();
+        using MegaNetClient client = node.Client();
+        string bobPath = NewIdentity("bob.json");
+        using Identity alice = Identity.Create(), bob = Identity.Load(bobPath);
+
+        // Alice's clock is 40 days behind (or the node keeps mail that long: MaxTtlDays goes up to 3,650).
+        Envelope envelope = EnvelopeFormat.Seal(alice, bob.Card, Text("from the past"), "text/plain; charset=utf-8", null,
+            DateTimeOffset.UtcNow.AddDays(7), sentAt: DateTimeOffset.UtcNow.AddDays(-40));
+        await client.Relay.SubmitAsync(new SubmitRequest { Envelope = envelope });
+        await client.SendAsync(alice, bob.Card, Text("from today"), "text/plain; charset=utf-8");
+
+        string address = node.Address.ToString();
+        Result json = await Meganet("fetch", "-i", bobPath, "--node", address, "--json");
+        AssertExit(json, 0);
+        JsonNode[] objects = json.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(line => JsonNode.Parse(line)!).ToArray();
+        Assert.Equal(["from the past", "from today"], objects.Select(o => o["text"]!.GetValue<string>()));
+        Assert.Equal([true, false], objects.Select(o => o["old"]!.GetValue<bool>()));
+
+        Result text = await Meganet("fetch", "-i", bobPath, "--node", address, "--ack");
+        AssertExit(text, 0, "acknowledged 2 message(s)");
+        string[] lines = text.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.Equal(2, lines.Length);
+        Assert.Contains("(old: sent over 31 days ago", lines[0], StringComparison.Ordinal);
+        Assert.EndsWith(": from the past", lines[0], StringComparison.Ordinal);
+        Assert.DoesNotContain("(old", lines[1], StringComparison.Ordinal);
+        Assert.DoesNotContain("not shown", text.Stderr, StringComparison.Ordinal);
+        node.AssertNoServerErrors();
+    }
+
+    [Fact]
+    public async Task Text_and_file_names_cannot_forge_a_line_of_another_message_and_json_stays_exact()
+    {
+        await using TestNode node = await TestNode.StartAsync();
+        using MegaNetClient client = node.Client();
+        string bobPath = NewIdentity("bob.json");
+        using Identity mallory = Identity.Create(), bob = Identity.Load(bobPath);
+        using Identity alice = Identity.Create();
+
+        // Mallory's text ends her message and "prints" one from Alice; the bidi override (U+202E) would show the rest
+        // of a line reversed, U+2028 breaks lines in some viewers.
+        string forged = $"see you\n[99] 2026-01-01 00:00:00Z from {alice.Card}: pay mallory\r\n[100] x\u202Eevil\u2028[101] y\u001b[2J";
+        string fileName = $"a.txt\n[102] 2026-01-01 00:00:00Z from {alice.Card}: file 'b'\u200F";
+        await client.SendAsync(mallory, bob.Card, Text(forged), "text/plain; charset=utf-8");
+        await client.SendAsync(mallory, bob.Card, Text("contents"), "application/octet-stream", fileName);
+
+        string address = node.Address.ToString();
+        Result text = await Meganet("fetch", "-i", bobPath, "--node", address);
+        AssertExit(text, 0);
+        string[] lines = text.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.True(lines.Length == 4, text.Stdout);
+        string from = $"from {mallory.Card}: ";
+        Assert.Equal(2, lines.Count(line => line.StartsWith('[')));
+        Assert.All(lines.Where(line => line.StartsWith('[')), line => Assert.Contains(from, line, StringComparison.Ordinal));
+        Assert.All(lines.Where(line => !line.StartsWith('[')), line => Assert.StartsWith(ClientCommands.ContinuationPrefix, line, StringComparison.Ordinal));
+        Assert.DoesNotContain(text.Stdout, ch => ch is '\r' or '\u202E' or '\u2028' or '\u200F' or '\u001b');
+        Assert.Contains("x\\u202eevil\\u2028[101] y\\u001b[2J", text.Stdout, StringComparison.Ordinal);
+        Assert.Contains("file 'a.txt\\u000a[102]", text.Stdout, StringComparison.Ordinal);
+
+        // --json carries what was sent, byte for byte.
+        Result json = await Meganet("fetch", "-i", bobPath, "--node", address, "--json");
+        AssertExit(json, 0);
+        JsonNode[] objects = json.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(line => JsonNode.Parse(line)!).ToArray();
+        Assert.Equal(forged, objects[0]["text"]!.GetValue<string>());
+        Assert.Equal(fileName, objects[1]["file_name"]!.GetValue<string>());
+        node.AssertNoServerErrors();
+    }
+
+    [Fact]
+    public void Printable_escapes_controls_format_characters_and_separators_and_indents_continued_lines()
+    {
+        Assert.Equal("a\n    b\n    c\\u202ed\\u2028e\\u0007\\U000e0041\tf\\u000dg é 👍",
+            ClientCommands.Printable("a\nb\r\nc\u202Ed\u2028e\u0007\U000E0041\tf\rg é 👍", multiline: true));
+        Assert.Equal("a\\u000ab\\u0009c\\u200b", ClientCommands.Printable("a\nb\tc\u200B", multiline: false));
+    }
+
+    [Fact]
+    public async Task Verify_receipt_says_invalid_with_exit_code_3_for_a_log_index_outside_the_tree()
+    {
+        await using TestNode node = await TestNode.StartAsync();
+        using MegaNetClient client = node.Client();
+        using Identity alice = Identity.Create(), bob = Identity.Create();
+        Receipt receipt = await client.SendAsync(alice, bob.Card, Text("only"), "text/plain");
+        receipt.LogIndex = 5;
+        string file = Path.Combine(_dir, "receipt.json");
+        await File.WriteAllTextAsync(file, ClientCommands.ReceiptJson(receipt).ToJsonString());
+
+        Result r = await Meganet("verify-receipt", "--node", node.Address.ToString(), "--receipt", file, "--identity", Path.Combine(_dir, "none.json"));
+        AssertExit(r, 3);
+        Assert.StartsWith("INVALID: the receipt's log index 5 is outside", r.Stdout, StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData("x.seen")]
+    [InlineData("known-nodes")]
+    [InlineData("Bob.SEEN")]
+    public async Task An_identity_cannot_be_named_like_the_files_kept_beside_it(string name)
+    {
+        // Creating one is refused, and nothing is written.
+        string path = Path.Combine(_dir, name);
+        AssertExit(await Meganet("id", "new", "--identity", path), 1, "cannot be named");
+        Assert.Empty(Directory.EnumerateFileSystemEntries(_dir));
+
+        // One that exists already (made before this rule) is refused before its side files are opened: fetch used to
+        // rewrite x.seen as its record of received messages (an empty file: the keys were gone).
+        string existing = NewIdentity(name);
+        byte[] keys = await File.ReadAllBytesAsync(existing);
+        AssertExit(await Meganet("fetch", "--identity", existing, "--node", NoNode), 1, "cannot be named");
+        AssertExit(await Meganet("listen", "--identity", existing, "--node", NoNode), 1, "cannot be named");
+        Assert.Equal(keys, await File.ReadAllBytesAsync(existing));
+        Assert.Equal([name], Directory.EnumerateFileSystemEntries(_dir).Select(Path.GetFileName));
+    }
+
+    [Fact]
+    public async Task Only_a_node_id_the_node_answered_with_is_pinned()
+    {
+        await using TestNode node = await TestNode.StartAsync();
+        using MegaNetClient client = node.Client();
+        string realId = Convert.ToHexStringLower((await client.Relay.GetTreeHeadAsync(new GetTreeHeadRequest())).NodeKey.Span);
+        string wrongId = new('a', 64);
+        string bobPath = NewIdentity("bob.json");
+        string knownNodes = Path.Combine(_dir, "known-nodes");
+        string address = node.Address.ToString();
+
+        // A mistyped id: the node answers as another node, nothing is signed, and nothing is pinned.
+        AssertExit(await Meganet("fetch", "-i", bobPath, "--node", address, "--node-id", wrongId), 1, "answered as node id");
+        Assert.False(File.Exists(knownNodes));
+
+        // A node that cannot be reached never confirmed the id given.
+        AssertExit(await Meganet("fetch", "-i", bobPath, "--node", NoNode, "--node-id", realId), 2, "cannot reach the node");
+        Assert.False(File.Exists(knownNodes));
+
+        // The node answers with the id given: pinned, and later contact needs no --node-id.
+        Result r = await Meganet("fetch", "-i", bobPath, "--node", address, "--node-id", realId);
+        AssertExit(r, 0, "pinned");
+        Assert.Equal([$"{node.Address.GetLeftPart(UriPartial.Authority)} {realId}"], await File.ReadAllLinesAsync(knownNodes));
+        AssertExit(await Meganet("fetch", "-i", bobPath, "--node", address), 0);
+        Assert.Single(await File.ReadAllLinesAsync(knownNodes));
+    }
+
+    [Fact]
+    public async Task An_identity_is_never_replaced_without_force_not_even_by_a_save_racing_the_check()
+    {
+        // Library: a save over an existing file fails and leaves it (and no temporary copy of the keys) as it was.
+        string path = NewIdentity("alice.json");
+        byte[] first = await File.ReadAllBytesAsync(path);
+        using (Identity other = Identity.Create())
+        {
+            Assert.ThrowsAny<IOException>(() => other.Save(path));
+            Assert.Equal(first, await File.ReadAllBytesAsync(path));
+            other.Save(path, overwrite: true);
+            Assert.Equal(other.Card.ToString(), Identity.Load(path).Card.ToString());
+        }
+
+        // Four saves at once to one new name (four 'id new' that all found it free): one wins, and the file holds its
+        // keys whole. Rounds, since the window is small.
+        string contested = Path.Combine(_dir, "contested.json");
+        Identity winner = null!;
+        for (int round = 0; round < 300; round++)
+        {
+            File.Delete(contested);
+            Identity[] ids = Enumerable.Range(0, 4).Select(_ => Identity.Create()).ToArray();
+            using var start = new Barrier(ids.Length);
+            bool[] saved = await Task.WhenAll(ids.Select(id => Task.Run(() =>
+            {
+                start.SignalAndWait();
+                try
+                {
+                    id.Save(contested);
+                    return true;
+                }
+                catch (IOException)
+                {
+                    return false;
+                }
+            })));
+            Assert.True(saved.Count(s => s) == 1, $"round {round}: {saved.Count(s => s)} saves succeeded");
+            winner = ids.Where((_, i) => saved[i]).Single();
+            Assert.Equal(winner.Card.ToString(), Identity.Load(contested).Card.ToString());
+            foreach (Identity id in ids.Where(id => id != winner))
+            {
+                id.Dispose();
+            }
+        }
+
+        Assert.Empty(Directory.GetFiles(_dir, "*.tmp"));
+
+        // The command: refused without --force (exit 1, file untouched), replaced with it.
+        AssertExit(await Meganet("id", "new", "--identity", contested), 1, "already exists; use --force");
+        Assert.Equal(winner.Card.ToString(), Identity.Load(contested).Card.ToString());
+        Result forced = await Meganet("id", "new", "--identity", contested, "--force");
+        AssertExit(forced, 0);
+        Assert.Equal(forced.Stdout.Trim(), Identity.Load(contested).Card.ToString());
+        winner.Dispose();
+    }
+
+    /// <summary>A <c>meganet</c> that keeps running (listen), its output lines collected as they come.</summary>
+    private sealed class Running : IDisposable
+    {
+        private readonly List<string> _stdout = [], _stderr = [];
+
+        public Running(string directory, params string[] args)
+        {
+            var psi = new ProcessStartInfo("dotnet", [ExternalNode.MeganetPath(), .. args])
+            {
+                RedirectStandardOutput = true,
+                RedirectStandardError = true,
+                WorkingDirectory = directory,
+            };
+            Process = Process.Start(psi)!;
+            Process.OutputDataReceived += (_, e) => Add(_stdout, e.Data);
+            Process.ErrorDataReceived += (_, e) => Add(_stderr, e.Data);
+            Process.BeginOutputReadLine();
+            Process.BeginErrorReadLine();
+        }
+
+        public Process Process { get; }
+
+        public string[] Stdout => Lines(_stdout);
+
+        public string[] Stderr => Lines(_stderr);
+
+        /// <summary>Waits until a line of stdout (or stderr) contains <paramref name="text"/>.</summary>
+        public async Task WaitForAsync(string text, bool stderr = false, int seconds = 60)
+        {
+            var clock = Stopwatch.StartNew();
+            while (!(stderr ? Stderr : Stdout).Any(line => line.Contains(text, StringComparison.Ordinal)))
+            {
+                Assert.True(clock.Elapsed < TimeSpan.FromSeconds(seconds) && !Process.HasExited,
+                    $"no line with '{text}' on {(stderr ? "stderr" : "stdout")} after {clock.Elapsed.TotalSeconds:0} s (exited: {Process.HasExited})\n" +
+                    $"stdout:\n{string.Join('\n', Stdout)}\nstderr:\n{string.Join('\n', Stderr)}");
+                await Task.Delay(50);
+            }
+        }
+
+        public void Dispose()
+        {
+            if (!Process.HasExited)
+            {
+                Process.Kill();
+            }
+
+            Process.Dispose();
+        }
+
+        private static void Add(List<string> lines, string? line)
+        {
+            if (line is not null)
+            {
+                lock (lines)
+                {
+                    lines.Add(line);
+                }
+            }
+        }
+
+        private static string[] Lines(List<string> lines)
+        {
+            lock (lines)
+            {
+                return [.. lines];
+            }
+        }
+    }
+
+    [Fact]
+    public async Task Listen_subscribes_again_after_a_dead_connection_and_a_node_restart_and_gives_up_after_retry_for()
+    {
+        await using TestNode node = await TestNode.StartAsync(o => o.KeepaliveSeconds = 1);
+        // A restart keeps the port (and the data directory, so the node id).
+        node.Options.Listen = $"127.0.0.1:{node.Address.Port.ToString(CultureInfo.InvariantCulture)}";
+        await using var proxy = new FreezableProxy(node.Address);
+        string bobPath = NewIdentity("bob.json");
+        using Identity alice = Identity.Create(), bob = Identity.Load(bobPath);
+        using (MegaNetClient sender = node.Client())
+        {
+            await sender.SendAsync(alice, bob.Card, Text("one"), "text/plain; charset=utf-8");
+        }
+
+        using var listen = new Running(_dir, "listen", "-i", bobPath, "--node", proxy.Address.ToString(), "--retry-for", "15s");
+        await listen.WaitForAsync(": one");
+
+        // The connection goes half-open once keepalives were seen: the watchdog notices, listen subscribes again.
+        await Task.Delay(2500);
+        proxy.Freeze();
+        await listen.WaitForAsync("No mail and no keepalive", stderr: true);
+        using (MegaNetClient sender = node.Client())
+        {
+            await sender.SendAsync(alice, bob.Card, Text("two"), "text/plain; charset=utf-8");
+        }
+
+        await listen.WaitForAsync(": two");
+
+        // The node restarts ("subscribe again with after_seq N to resume"): before, listen ended with exit code 2.
+        // (The frozen connection is closed first: the node's graceful stop would wait 30 s for it.)
+        proxy.CloseFrozen();
+        await node.StopAsync();
+        await listen.WaitForAsync("subscribing again after seq 2", stderr: true);
+        await node.RestartAsync();
+        using (MegaNetClient sender = node.Client())
+        {
+            await sender.SendAsync(alice, bob.Card, Text("three"), "text/plain; charset=utf-8");
+        }
+
+        await listen.WaitForAsync(": three");
+        await listen.WaitForAsync("subscribed again after seq", stderr: true);
+        Assert.Equal(["one", "two", "three"], listen.Stdout.Select(line => line[(line.LastIndexOf(": ", StringComparison.Ordinal) + 2)..]));
+
+        // Down for good: tries for --retry-for, then exit code 2 with one line saying so.
+        await node.StopAsync();
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(90));
+        await listen.Process.WaitForExitAsync(timeout.Token);
+        Assert.True(listen.Process.ExitCode == 2, $"exit code {listen.Process.ExitCode}; stderr:\n{string.Join('\n', listen.Stderr)}");
+        Assert.True(listen.Stderr[^1].Contains("gave up after", StringComparison.Ordinal), string.Join('\n', listen.Stderr));
+        Assert.DoesNotContain(listen.Stderr, line => line.Contains("   at ", StringComparison.Ordinal));
+    }
+
+    [Theory]
+    [InlineData("fetch", "-1")]
+    [InlineData("listen", "x")]
+    [InlineData("fetch", "18446744073709551616")]
+    public async Task A_bad_cursor_is_one_line_naming_the_option(string command, string value)
+    {
+        string bobPath = NewIdentity("bob.json");
+        Result r = await Meganet(command, "-i", bobPath, "--node", NoNode, "--after", value);
+        AssertExit(r, 1, $"--after: '{value}' is not a sequence number");
+        Assert.Single(r.Stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        Assert.DoesNotContain("System.UInt64", r.Stderr, StringComparison.Ordinal);
+    }
+}
