@@ -441,7 +441,32 @@ public sealed class ClientCliTests : IDisposable
         string bobPath = NewIdentity("bob.json");
         Result r = await Meganet(command, "-i", bobPath, "--node", NoNode, "--after", value);
         AssertExit(r, 1, $"--after: '{value}' is not a sequence number");
-        Assert.Single(r.Stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        Assert.Equal([$"meganet: --after: '{value}' is not a sequence number (a whole number, 0 or more).", $"Run 'meganet {command} --help' for usage."],
+            r.Stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries));
         Assert.DoesNotContain("System.UInt64", r.Stderr, StringComparison.Ordinal);
+        Assert.Empty(r.Stdout);
+    }
+
+    [Theory]
+    [InlineData("meganet: Unrecognized command or argument '--bogus'.", "Run 'meganet send --help' for usage.", "send", "--to", "mn1x", "--bogus")]
+    [InlineData("meganet: Option '--to' is required.", "Run 'meganet send --help' for usage.", "send", "--text", "hi")]
+    [InlineData("meganet: Required command was not provided.", "Run 'meganet id --help' for usage.", "id")]
+    [InlineData("meganet: Unrecognized command or argument 'frobnicate'.", "Run 'meganet --help' for usage.", "frobnicate")]
+    public async Task A_command_line_mistake_says_what_is_wrong_and_where_the_usage_is_on_stderr_only(string error, string hint, params string[] args)
+    {
+        // Not the whole help text on stdout, where a script reading --json output would get it.
+        Result r = await Meganet(args);
+        AssertExit(r, 1, error);
+        Assert.Equal(hint, r.Stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries)[^1]);
+        Assert.Empty(r.Stdout);
+    }
+
+    [Fact]
+    public async Task Bare_meganet_prints_the_overview()
+    {
+        Result r = await Meganet([]);
+        Assert.Equal(1, r.ExitCode);
+        Assert.Contains("Commands:", r.Stdout, StringComparison.Ordinal);
+        Assert.Contains("verify-receipt", r.Stdout, StringComparison.Ordinal);
     }
 }

@@ -25,8 +25,43 @@ internal static class MeganetCommand
     /// <summary>Parses and runs <paramref name="args"/>; returns the exit code.</summary>
     public static int Run(string[] args)
     {
-        ParseResult parse = Build().Parse(args);
+        // Bare 'meganet': the overview, as --help gives it (exit 1: nothing was done).
+        ParseResult parse = Build().Parse(args.Length == 0 ? ["--help"] : args);
+        if (args.Length == 0)
+        {
+            parse.Invoke();
+            return 1;
+        }
+
+        if (parse.Errors.Count > 0)
+        {
+            // What is wrong and where the usage is, on stderr; System.CommandLine would add the whole help text on
+            // stdout, where a script reading --json output gets it instead of an empty stream.
+            foreach (System.CommandLine.Parsing.ParseError error in parse.Errors)
+            {
+                Console.Error.WriteLine($"meganet: {error.Message}");
+            }
+
+            Console.Error.WriteLine($"Run '{CommandPath(parse.CommandResult)} --help' for usage.");
+            return 1;
+        }
+
         return parse.InvokeAsync(InvocationFor(parse.CommandResult.Command.Name)).GetAwaiter().GetResult();
+    }
+
+    private static string CommandPath(System.CommandLine.Parsing.CommandResult result)
+    {
+        var names = new List<string>();
+        for (System.CommandLine.Parsing.SymbolResult? r = result; r is not null; r = r.Parent)
+        {
+            if (r is System.CommandLine.Parsing.CommandResult c)
+            {
+                names.Add(c.Parent is null ? "meganet" : c.Command.Name);
+            }
+        }
+
+        names.Reverse();
+        return string.Join(' ', names);
     }
 
     /// <summary>
