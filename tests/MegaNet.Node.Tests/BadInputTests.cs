@@ -156,6 +156,32 @@ public sealed class BadInputTests
     }
 
     [Fact]
+    public async Task A_full_mailbox_refuses_with_a_retry_hint_stores_nothing_and_costs_the_sender_no_tokens()
+    {
+        // Two tokens and almost no refill: without the tokens given back, the third refusal would be the rate limit.
+        await using TestNode node = await TestNode.StartAsync(o =>
+        {
+            o.MailboxMaxCount = 1;
+            o.SubmitBurst = 2;
+            o.SubmitRatePerKey = 0.001;
+        });
+        using MegaNetClient client = node.Client();
+        using Identity alice = Identity.Create(), bob = Identity.Create();
+        await client.Relay.SubmitAsync(new SubmitRequest { Envelope = Valid(alice, bob, "first") });
+        for (int i = 0; i < 4; i++)
+        {
+            RpcException full = await Refused(client, Valid(alice, bob, $"more {i}"));
+            Assert.Equal(StatusCode.ResourceExhausted, full.StatusCode);
+            Assert.Contains("mailbox", full.Status.Detail, StringComparison.OrdinalIgnoreCase);
+            Assert.NotNull(full.Trailers.GetValue("retry-after-ms"));
+        }
+
+        Assert.Equal(1, await TreeSize(client));
+        Assert.Single((await client.FetchAsync(bob)).Messages);
+        node.AssertNoServerErrors();
+    }
+
+    [Fact]
     public async Task Malformed_protobuf_is_refused_and_stores_nothing()
     {
         await using TestNode node = await TestNode.StartAsync();

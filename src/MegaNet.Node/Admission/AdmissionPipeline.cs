@@ -280,6 +280,16 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
         return bucket.TryTake(now, _options.SubmitRatePerKey, _options.SubmitBurst);
     }
 
+    /// <summary>Gives back the token of a verified envelope the store did not take (a full mailbox, a store that
+    /// refuses writes): the sender's allowance is for envelopes stored, not for attempts the node turned away.</summary>
+    private void ReturnToken(ReadOnlySpan<byte> sendingKey)
+    {
+        if (_buckets.TryGetValue(SendingKeyId.From(sendingKey), out TokenBucket? bucket))
+        {
+            bucket.Return(_options.SubmitBurst);
+        }
+    }
+
     /// <summary>A full bucket is the same as none: forget those. Buckets exist only for keys whose envelopes verified,
     /// so filling the table costs a valid signature per key; if every one is still in use, all are forgotten (bounded
     /// memory matters more than a burst allowance).</summary>
@@ -444,6 +454,7 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
                 }
                 else
                 {
+                    ReturnToken(p.Envelope.SendingKey.Span);
                     p.TrySetException(r.Error switch
                     {
                         QuotaExceededException q => Reject("quota", StatusCode.ResourceExhausted, q.Message, retryAfterMs: 60_000),
@@ -607,6 +618,15 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
 
                 _tokens -= 1;
                 return true;
+            }
+        }
+
+        /// <summary>Gives back a token taken for an envelope that was then not stored.</summary>
+        public void Return(int burst)
+        {
+            lock (this)
+            {
+                _tokens = Math.Min(burst, _tokens + 1);
             }
         }
 
