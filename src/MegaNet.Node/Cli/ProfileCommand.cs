@@ -53,6 +53,9 @@ internal static class ProfileCommand
                     return 0;
                 }
 
+                // Before looking for the node: a trace path that cannot be written is refused first, and never after a
+                // session has started in the node.
+                using OutputFile? traceOutput = parse.GetValue(trace) is { } t ? NodeProfiler.OpenTrace(t) : null;
                 NodeProcess node = NodeProfiler.Resolve(parse.GetValue(pid));
                 if (parse.GetValue(dump) is { } dumpFile)
                 {
@@ -61,12 +64,14 @@ internal static class ProfileCommand
                     return 0;
                 }
 
-                if (parse.GetValue(trace) is { } traceFile)
+                if (traceOutput is not null)
                 {
                     TimeSpan d = parse.GetValue(duration);
                     Console.WriteLine($"tracing {node.ProcessId} for {d.TotalSeconds:0} s ...");
-                    await NodeProfiler.TraceAsync(node.ProcessId, traceFile, d, ct);
-                    Console.WriteLine($"wrote {Path.GetFullPath(traceFile)} ({new FileInfo(traceFile).Length:N0} bytes); open it in PerfView or speedscope");
+                    await NodeProfiler.TraceAsync(node.ProcessId, traceOutput, d, ct);
+                    traceOutput.Dispose(); // closed, so the summary reads all of it
+                    string traceFile = traceOutput.FullPath;
+                    Console.WriteLine($"wrote {traceFile} ({new FileInfo(traceFile).Length:N0} bytes); open it in PerfView or speedscope");
                     if (parse.GetValue(top) is > 0 and int n)
                     {
                         (int samples, IReadOnlyList<MethodShare> byExclusive, IReadOnlyList<MethodShare> byInclusive) = TraceSummary.Summarize(traceFile, n);

@@ -157,7 +157,32 @@ public static class NodeProfiler
     }
 
     /// <summary>Writes a .nettrace with CPU sampling (PerfView and speedscope open it) for <paramref name="duration"/>.</summary>
+    /// <exception cref="ProfilerException">The file cannot be written (checked before the session starts), or the node
+    /// cannot be attached to.</exception>
     public static async Task TraceAsync(int pid, string file, TimeSpan duration, CancellationToken cancellationToken = default)
+    {
+        using OutputFile output = OpenTrace(file);
+        await TraceAsync(pid, output, duration, cancellationToken);
+    }
+
+    /// <summary>Opens the file a trace is to be written to, so a path that cannot be written is refused before any
+    /// session starts in the node.</summary>
+    /// <exception cref="ProfilerException">It cannot be written; the message says why in one line.</exception>
+    internal static OutputFile OpenTrace(string file)
+    {
+        try
+        {
+            return OutputFile.Open(file, "--trace");
+        }
+        catch (IOException e)
+        {
+            throw new ProfilerException(e.Message, e);
+        }
+    }
+
+    /// <summary>Streams a CPU-sampling trace of <paramref name="pid"/> into <paramref name="output"/>, opened beforehand
+    /// (<see cref="OpenTrace"/>).</summary>
+    internal static async Task TraceAsync(int pid, OutputFile output, TimeSpan duration, CancellationToken cancellationToken = default)
     {
         var client = new DiagnosticsClient(pid);
         var providers = new[]
@@ -183,8 +208,7 @@ public static class NodeProfiler
 
         using (session)
         {
-            await using FileStream output = File.Create(file);
-            Task copy = session.EventStream.CopyToAsync(output, CancellationToken.None);
+            Task copy = session.EventStream.CopyToAsync(output.Begin(), CancellationToken.None);
             try
             {
                 await Task.Delay(duration, cancellationToken);
@@ -194,13 +218,33 @@ public static class NodeProfiler
             }
 
             await session.StopAsync(CancellationToken.None);
-            await copy;
+            try
+            {
+                await copy;
+            }
+            catch (IOException e)
+            {
+                // The disk filled up, say: the session is stopped already, so only the file needs saying.
+                throw new ProfilerException($"--trace {output.FullPath}: writing the trace failed ({e.Message})", e);
+            }
         }
     }
 
     /// <summary>Writes a full dump of the node.</summary>
     public static void Dump(int pid, string file)
     {
+        // The node's runtime writes the dump; a missing directory would come back as a vague IPC error.
+        string? directory = Path.GetDirectoryName(Path.GetFullPath(file));
+        if (directory is not null && !Directory.Exists(directory))
+        {
+            throw new ProfilerException($"--dump {file}: the directory {directory} does not exist");
+        }
+
+        if (Directory.Exists(file))
+        {
+            throw new ProfilerException($"--dump {file}: is a directory; give a file path");
+        }
+
         try
         {
             new DiagnosticsClient(pid).WriteDump(DumpType.WithHeap, Path.GetFullPath(file), logDumpGeneration: false);
