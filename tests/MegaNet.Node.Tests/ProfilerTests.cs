@@ -76,6 +76,77 @@ public sealed class ProfilerTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public async Task A_second_session_joins_a_compatible_one_and_fails_naming_the_cause_otherwise()
+    {
+        // The runtime aggregates metrics for one session at a time. Before, a second 'meganet profile' (or one beside
+        // dotnet-counters) got only an error event it ignored, and showed an empty table with exit code 0.
+        string data = Directory.CreateTempSubdirectory("meganet-profile-").FullName;
+        ExternalNode node = await ExternalNode.StartAsync(data);
+        try
+        {
+            using (var client = new MegaNetClient(node.Address))
+            using (Identity alice = Identity.Create(), bob = Identity.Create())
+            {
+                await client.SendAsync(alice, bob.Card, Encoding.UTF8.GetBytes("something to count"), "text/plain");
+            }
+
+            Task<IReadOnlyList<InstrumentReading>> first = NodeProfiler.CollectAsync(node.ProcessId, TimeSpan.FromSeconds(9), refreshSeconds: 1);
+            await Task.Delay(TimeSpan.FromSeconds(2));
+
+            // Another refresh interval: the runtime will not share; the profiler says why and what to do.
+            ProfilerException e = await Assert.ThrowsAsync<ProfilerException>(() => NodeProfiler.CollectAsync(node.ProcessId, TimeSpan.FromSeconds(5), refreshSeconds: 2));
+            output.WriteLine(e.Message);
+            Assert.Contains("every 1 s", e.Message, StringComparison.Ordinal);
+            Assert.Contains("--refresh 1", e.Message, StringComparison.Ordinal);
+            Assert.DoesNotContain("\n", e.Message, StringComparison.Ordinal);
+
+            // The same settings: it joins the running session and reads the node.
+            IReadOnlyList<InstrumentReading> joined = await NodeProfiler.CollectAsync(node.ProcessId, TimeSpan.FromSeconds(3), refreshSeconds: 1);
+            Assert.Contains(joined, r => r.Instrument == "meganet.store.log_size" && r.Value >= 1);
+
+            // And the first session kept reading throughout.
+            Assert.Contains(await first, r => r.Instrument == "meganet.store.log_size" && r.Value >= 1);
+        }
+        finally
+        {
+            await node.DisposeAsync();
+            Directory.Delete(data, recursive: true);
+        }
+    }
+
+    [Fact]
+    public async Task A_session_beside_one_that_cannot_be_shared_fails_naming_it()
+    {
+        string data = Directory.CreateTempSubdirectory("meganet-profile-").FullName;
+        ExternalNode node = await ExternalNode.StartAsync(data);
+        try
+        {
+            // A metrics session under an id of its own, as dotnet-counters before the shared session started them.
+            string other = Guid.NewGuid().ToString();
+            var client = new Microsoft.Diagnostics.NETCore.Client.DiagnosticsClient(node.ProcessId);
+            using Microsoft.Diagnostics.NETCore.Client.EventPipeSession unshared = client.StartEventPipeSession(
+                new Microsoft.Diagnostics.NETCore.Client.EventPipeProvider("System.Diagnostics.Metrics", System.Diagnostics.Tracing.EventLevel.Informational, 0x2,
+                    new Dictionary<string, string> { ["SessionId"] = other, ["Metrics"] = "MegaNet", ["RefreshInterval"] = "1" }),
+                requestRundown: false);
+            Task drain = unshared.EventStream.CopyToAsync(Stream.Null);
+            await Task.Delay(TimeSpan.FromSeconds(1));
+
+            ProfilerException e = await Assert.ThrowsAsync<ProfilerException>(() => NodeProfiler.CollectAsync(node.ProcessId, TimeSpan.FromSeconds(5)));
+            output.WriteLine(e.Message);
+            Assert.Contains("cannot be shared", e.Message, StringComparison.Ordinal);
+            Assert.Contains(other, e.Message, StringComparison.Ordinal);
+
+            await unshared.StopAsync(CancellationToken.None);
+            await drain.WaitAsync(TimeSpan.FromSeconds(10));
+        }
+        finally
+        {
+            await node.DisposeAsync();
+            Directory.Delete(data, recursive: true);
+        }
+    }
+
+    [Fact]
     public void Profiling_a_process_that_is_not_a_node_says_so()
     {
         ProfilerException e = Assert.Throws<ProfilerException>(() => NodeProfiler.Resolve(Environment.ProcessId));

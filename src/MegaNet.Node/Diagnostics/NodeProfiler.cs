@@ -85,23 +85,39 @@ public static class NodeProfiler
         };
     }
 
+    /// <summary>The runtime's metrics EventSource aggregates for one session at a time; sessions that all use this id (and
+    /// the same refresh interval and limits) share it instead. A session with any other id, started while one runs, gets
+    /// nothing but a MultipleSessionsNotSupportedError event.</summary>
+    internal const string SharedSessionId = "SHARED";
+
+    /// <summary>The limits every session this profiler starts asks for: a shared session must match them exactly.</summary>
+    private const string MaxTimeSeries = "1000", MaxHistograms = "100";
+
     /// <summary>
     /// Streams instrument readings from <paramref name="pid"/> for <paramref name="duration"/> (or until cancelled),
     /// calling <paramref name="onUpdate"/> with the full current table after each refresh. Returns the last table.
+    /// Joins the runtime's shared metrics session when one with the same refresh interval runs (another
+    /// <c>meganet profile</c>, or dotnet-counters with the same settings).
     /// </summary>
+    /// <exception cref="ProfilerException">The node cannot be attached to, or its runtime refused this session's metrics
+    /// (another tool holds a session that cannot be shared, or shares one with other settings); the message names the
+    /// cause. Before, such a session silently showed an empty table.</exception>
     public static async Task<IReadOnlyList<InstrumentReading>> CollectAsync(int pid, TimeSpan duration, int refreshSeconds = 1,
         Action<IReadOnlyList<InstrumentReading>>? onUpdate = null, CancellationToken cancellationToken = default)
     {
         var client = new DiagnosticsClient(pid);
-        string sessionId = Guid.NewGuid().ToString();
+        // This client's name within the shared session; the runtime names it in a MultipleSessionsConfiguredIncorrectlyError.
+        string clientId = Guid.NewGuid().ToString();
         var arguments = new Dictionary<string, string>
         {
-            ["SessionId"] = sessionId,
+            ["SessionId"] = SharedSessionId,
             ["Metrics"] = "MegaNet,System.Runtime",
             ["RefreshInterval"] = refreshSeconds.ToString(CultureInfo.InvariantCulture),
-            ["MaxTimeSeries"] = "1000",
-            ["MaxHistograms"] = "100",
-            ["ClientId"] = Guid.NewGuid().ToString(),
+            ["MaxTimeSeries"] = MaxTimeSeries,
+            ["MaxHistograms"] = MaxHistograms,
+            // The runtime has read the client's name under both keys (SharedIdentifier in .NET 8, ClientId in .NET 10).
+            ["SharedIdentifier"] = clientId,
+            ["ClientId"] = clientId,
         };
         var providers = new[] { new EventPipeProvider(MetricsProvider, EventLevel.Informational, 0x2, arguments) };
         EventPipeSession session;
@@ -116,6 +132,7 @@ public static class NodeProfiler
 
         var table = new ConcurrentDictionary<string, InstrumentReading>();
         var done = new TaskCompletionSource();
+        var refused = new TaskCompletionSource<string>(TaskCreationOptions.RunContinuationsAsynchronously);
         using (session)
         {
             Task reader = Task.Run(() =>
@@ -123,7 +140,16 @@ public static class NodeProfiler
                 try
                 {
                     using var source = new EventPipeEventSource(session.EventStream);
-                    source.Dynamic.All += e => OnEvent(e, sessionId, table, onUpdate);
+                    source.Dynamic.All += e =>
+                    {
+                        if (Refusal(e, clientId, refreshSeconds) is { } why)
+                        {
+                            refused.TrySetResult(why);
+                            return;
+                        }
+
+                        OnEvent(e, table, onUpdate);
+                    };
                     source.Process();
                 }
                 catch (Exception) when (done.Task.IsCompleted)
@@ -134,7 +160,7 @@ public static class NodeProfiler
 
             try
             {
-                await Task.Delay(duration, cancellationToken);
+                await Task.WhenAny(Task.Delay(duration, cancellationToken), refused.Task).Unwrap();
             }
             catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
             {
@@ -153,7 +179,52 @@ public static class NodeProfiler
             await Task.WhenAny(reader, Task.Delay(TimeSpan.FromSeconds(5), CancellationToken.None));
         }
 
+        if (refused.Task.IsCompleted)
+        {
+            throw new ProfilerException($"process {pid}: {await refused.Task}");
+        }
+
         return Sorted(table);
+    }
+
+    /// <summary>Why the runtime refused this client's metrics session, from its error events; null for any other event.
+    /// These events go to every session listening, so only those naming another session or this client count.</summary>
+    internal static string? Refusal(TraceEvent e, string clientId, int refreshSeconds)
+    {
+        if (e.ProviderName != MetricsProvider)
+        {
+            return null;
+        }
+
+        string Text(string name) => e.PayloadByName(name)?.ToString() ?? "?";
+        switch (e.EventName)
+        {
+            case "MultipleSessionsNotSupportedError" when Text("runningSessionId") != SharedSessionId:
+                return RefusalText.NotShared(Text("runningSessionId"));
+            // The client's name is "clientId" in .NET 10's payload, "sharedIdentifier" in .NET 8's.
+            case "MultipleSessionsConfiguredIncorrectlyError" when (e.PayloadByName("clientId") ?? e.PayloadByName("sharedIdentifier"))?.ToString() == clientId:
+                return RefusalText.OtherSettings(refreshSeconds, Text("expectedRefreshInterval"), Text("expectedMaxTimeSeries"), Text("actualMaxTimeSeries"),
+                    Text("expectedMaxHistograms"), Text("actualMaxHistograms"));
+            case "Error" when Text("sessionId") == SharedSessionId:
+                return $"the runtime's metrics collection failed: {Text("errorMessage").Split('\n')[0].Trim()}";
+            default:
+                return null;
+        }
+    }
+
+    /// <summary>The messages for a refused metrics session, one line each.</summary>
+    internal static class RefusalText
+    {
+        public static string NotShared(string runningSessionId) =>
+            $"another tool is already reading this node's metrics in a session that cannot be shared (session {runningSessionId}: " +
+            "an older dotnet-counters or dotnet-monitor, say), and the runtime serves one such session at a time; stop it, or wait until it ends";
+
+        public static string OtherSettings(int refreshSeconds, string otherRefresh, string otherTimeSeries, string ourTimeSeries, string otherHistograms, string ourHistograms) =>
+            otherTimeSeries == ourTimeSeries && otherHistograms == ourHistograms
+                ? $"another tool is reading this node's metrics every {otherRefresh} s, and the runtime shares its session only at the same interval: " +
+                  $"use --refresh {otherRefresh} instead of {refreshSeconds}, or wait until the other tool ends"
+                : $"another tool is reading this node's metrics with other limits ({otherTimeSeries} time series and {otherHistograms} histograms against " +
+                  $"{ourTimeSeries} and {ourHistograms}), and the runtime shares its session only with the same ones; stop it, or wait until it ends";
     }
 
     /// <summary>Writes a .nettrace with CPU sampling (PerfView and speedscope open it) for <paramref name="duration"/>.</summary>
@@ -185,15 +256,22 @@ public static class NodeProfiler
     internal static async Task TraceAsync(int pid, OutputFile output, TimeSpan duration, CancellationToken cancellationToken = default)
     {
         var client = new DiagnosticsClient(pid);
+        string traceClientId = Guid.NewGuid().ToString();
         var providers = new[]
         {
             new EventPipeProvider("Microsoft-DotNETCore-SampleProfiler", EventLevel.Informational),
             new EventPipeProvider("Microsoft-Windows-DotNETRuntime", EventLevel.Informational, 0x1 | 0x8 | 0x10 | 0x20000 | 0x4000000),
+            // The MegaNet instruments in the trace too, in the shared session (so a trace neither blocks a later
+            // 'meganet profile' at the same refresh nor is blocked by one); refused, the trace just lacks them.
             new EventPipeProvider(MetricsProvider, EventLevel.Informational, 0x2, new Dictionary<string, string>
             {
-                ["SessionId"] = Guid.NewGuid().ToString(),
+                ["SessionId"] = SharedSessionId,
                 ["Metrics"] = "MegaNet",
                 ["RefreshInterval"] = "1",
+                ["MaxTimeSeries"] = MaxTimeSeries,
+                ["MaxHistograms"] = MaxHistograms,
+                ["SharedIdentifier"] = traceClientId,
+                ["ClientId"] = traceClientId,
             }),
         };
         EventPipeSession session;
@@ -274,9 +352,9 @@ public static class NodeProfiler
         return sb.ToString();
     }
 
-    private static void OnEvent(TraceEvent e, string sessionId, ConcurrentDictionary<string, InstrumentReading> table, Action<IReadOnlyList<InstrumentReading>>? onUpdate)
+    private static void OnEvent(TraceEvent e, ConcurrentDictionary<string, InstrumentReading> table, Action<IReadOnlyList<InstrumentReading>>? onUpdate)
     {
-        if (e.ProviderName != MetricsProvider || (e.PayloadByName("sessionId") as string) != sessionId)
+        if (e.ProviderName != MetricsProvider || (e.PayloadByName("sessionId") as string) != SharedSessionId)
         {
             return;
         }
@@ -302,6 +380,11 @@ public static class NodeProfiler
         }
 
         string meter = e.PayloadByName("meterName") as string ?? string.Empty;
+        if (meter is not (MegaNetMeter or RuntimeMeter))
+        {
+            return; // a shared session also carries the meters other clients asked for
+        }
+
         string instrument = e.PayloadByName("instrumentName") as string ?? string.Empty;
         string tags = e.PayloadByName("tags") as string ?? string.Empty;
         string unit = e.PayloadByName("unit") as string ?? string.Empty;
@@ -331,6 +414,8 @@ public static class NodeProfiler
 
         table[key] = new InstrumentReading(meter, instrument, tags, kind, unit, rate, value, quantiles);
     }
+
+    private const string MegaNetMeter = "MegaNet", RuntimeMeter = "System.Runtime";
 
     private static double Number(object? payload) => payload switch
     {
