@@ -147,6 +147,32 @@ public sealed class ProfilerTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void Readings_are_per_second_and_the_table_says_what_each_column_holds()
+    {
+        // The runtime reports a counter's change per refresh interval and a histogram's recordings in it: at --refresh 5
+        // the old "rate/s" column showed five times the rate.
+        InstrumentReading counter = NodeProfiler.Reading("counter", "MegaNet", "meganet.admission.accepted", "", "{envelope}", refreshSeconds: 5, previous: null,
+            rate: "250", value: "1000");
+        InstrumentReading histogram = NodeProfiler.Reading("histogram", "MegaNet", "meganet.admission.latency", "", "ms", refreshSeconds: 5, previous: null,
+            count: 40, quantiles: "0.5=1;0.95=2;0.99=3");
+        InstrumentReading gauge = NodeProfiler.Reading("gauge", "MegaNet", "meganet.store.log_size", "", "{leaf}", refreshSeconds: 5, previous: null, lastValue: "7");
+
+        Assert.Equal((50.0, 1000.0), (counter.PerSecond, counter.Value));
+        Assert.Equal((8.0, 40.0, "0.5=1;0.95=2;0.99=3"), (histogram.PerSecond, histogram.Value, histogram.Quantiles));
+        Assert.Equal((0.0, 7.0), (gauge.PerSecond, gauge.Value));
+
+        string table = NodeProfiler.Render([counter, histogram, gauge], new NodeProcess(1, "meganet node"), refreshSeconds: 5);
+        output.WriteLine(table);
+        Assert.Contains("per s: per second over the last 5 s (counters: change; histograms: recordings)", table, StringComparison.Ordinal);
+        Assert.Contains("value: counters: running total", table, StringComparison.Ordinal);
+        Assert.DoesNotContain("rate/s", table, StringComparison.Ordinal);
+        string accepted = table.Split('\n').Single(l => l.Contains("meganet.admission.accepted", StringComparison.Ordinal));
+        Assert.Matches(@"counter\s+50\.0\s+1,000\.0", accepted);
+        string latency = table.Split('\n').Single(l => l.Contains("meganet.admission.latency", StringComparison.Ordinal));
+        Assert.Matches(@"histogram\s+8\.0\s+40\.0", latency);
+    }
+
+    [Fact]
     public void Profiling_a_process_that_is_not_a_node_says_so()
     {
         ProfilerException e = Assert.Throws<ProfilerException>(() => NodeProfiler.Resolve(Environment.ProcessId));

@@ -87,7 +87,7 @@ internal static class ProfileCommand
                     IReadOnlyList<InstrumentReading> snapshot = await NodeProfiler.CollectAsync(node.ProcessId, TimeSpan.FromSeconds(seconds * 2.5), seconds, null, ct);
                     Console.WriteLine(parse.GetValue(json)
                         ? JsonSerializer.Serialize(new { pid = node.ProcessId, instruments = snapshot }, new JsonSerializerOptions { WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower })
-                        : NodeProfiler.Render(snapshot, node));
+                        : NodeProfiler.Render(snapshot, node, seconds));
                     return 0;
                 }
 
@@ -99,7 +99,7 @@ internal static class ProfileCommand
                         Console.Clear();
                     }
 
-                    Console.Write(NodeProfiler.Render(table, node));
+                    Console.Write(NodeProfiler.Render(table, node, seconds));
                 }, ct);
                 return 0;
             }

@@ -10,16 +10,19 @@ namespace MegaNet.Node.Diagnostics;
 /// <summary>A running MegaNet node found over the diagnostics IPC.</summary>
 public sealed record NodeProcess(int ProcessId, string CommandLine);
 
-/// <summary>One instrument's latest reading.</summary>
+/// <summary>One instrument's latest reading (the runtime aggregates over refresh intervals).</summary>
 /// <param name="Meter">Meter name (MegaNet, System.Runtime).</param>
 /// <param name="Instrument">Instrument name.</param>
 /// <param name="Tags">Tags as "k=v,k=v" (empty when none).</param>
 /// <param name="Kind">counter, updown, gauge or histogram.</param>
 /// <param name="Unit">Instrument unit.</param>
-/// <param name="Rate">Change over the last interval (counters), else 0.</param>
-/// <param name="Value">Total (counters), current value (gauges, up-down counters), or count (histograms).</param>
-/// <param name="Quantiles">Histogram quantiles "0.5=..;0.95=..;0.99=..", else empty.</param>
-public sealed record InstrumentReading(string Meter, string Instrument, string Tags, string Kind, string Unit, double Rate, double Value, string Quantiles);
+/// <param name="PerSecond">Per second over the last interval: the change of a counter or up-down counter, the recordings
+/// of a histogram; 0 for gauges. (The runtime reports the change per interval; this divides by its length.)</param>
+/// <param name="Value">Counters: the running total (for counters the node increments, since the runtime's metrics
+/// session began: when this profiler, or a tool whose session it joined, attached; observable counters report their own
+/// total). Up-down counters and gauges: the current value. Histograms: recordings in the last interval.</param>
+/// <param name="Quantiles">Histogram quantiles over the last interval "0.5=..;0.95=..;0.99=..", else empty.</param>
+public sealed record InstrumentReading(string Meter, string Instrument, string Tags, string Kind, string Unit, double PerSecond, double Value, string Quantiles);
 
 /// <summary>Thrown for every condition a person running <c>meganet profile</c> must fix; the message says how.</summary>
 public sealed class ProfilerException(string message, Exception? inner = null) : Exception(message, inner);
@@ -148,7 +151,7 @@ public static class NodeProfiler
                             return;
                         }
 
-                        OnEvent(e, table, onUpdate);
+                        OnEvent(e, refreshSeconds, table, onUpdate);
                     };
                     source.Process();
                 }
@@ -333,26 +336,29 @@ public static class NodeProfiler
         }
     }
 
-    /// <summary>Formats the table for a terminal.</summary>
-    public static string Render(IReadOnlyList<InstrumentReading> readings, NodeProcess node)
+    /// <summary>Formats the table for a terminal: what each column holds depends on the kind, so the kind is a column
+    /// and a legend under the header says what "per s" and "value" mean for each.</summary>
+    public static string Render(IReadOnlyList<InstrumentReading> readings, NodeProcess node, int refreshSeconds = 1)
     {
         var sb = new StringBuilder();
         sb.AppendLine(CultureInfo.InvariantCulture, $"MegaNet node pid {node.ProcessId}  {DateTime.Now:HH:mm:ss}   (Ctrl+C to stop)");
+        sb.AppendLine(CultureInfo.InvariantCulture, $"per s: per second over the last {refreshSeconds} s (counters: change; histograms: recordings).");
+        sb.AppendLine("value: counters: running total (since metrics collection began); gauges, up-down counters: now; histograms: recordings in the interval.");
         // Size the instrument column to the longest name so runtime names such as
         // dotnet.gc.last_collection.heap.fragmentation.size do not push the other columns out of line.
         int width = Math.Max("instrument".Length, readings.Count == 0 ? 0 : readings.Max(r => r.Instrument.Length));
-        sb.AppendLine(CultureInfo.InvariantCulture, $"{"meter",-15} {"instrument".PadRight(width)} {"tags",-30} {"rate/s",12} {"value",14}  quantiles");
+        sb.AppendLine(CultureInfo.InvariantCulture, $"{"meter",-15} {"instrument".PadRight(width)} {"tags",-30} {"kind",-9} {"per s",12} {"value",14}  quantiles (interval)");
         foreach (InstrumentReading r in readings)
         {
             string tags = r.Tags.Length > 30 ? r.Tags[..29] + "…" : r.Tags;
-            string rate = r.Kind is "counter" or "updown" ? r.Rate.ToString("N1", CultureInfo.InvariantCulture) : string.Empty;
-            sb.AppendLine(CultureInfo.InvariantCulture, $"{r.Meter,-15} {r.Instrument.PadRight(width)} {tags,-30} {rate,12} {r.Value,14:N1}  {r.Quantiles}");
+            string perSecond = r.Kind is "gauge" ? string.Empty : r.PerSecond.ToString("N1", CultureInfo.InvariantCulture);
+            sb.AppendLine(CultureInfo.InvariantCulture, $"{r.Meter,-15} {r.Instrument.PadRight(width)} {tags,-30} {r.Kind,-9} {perSecond,12} {r.Value,14:N1}  {r.Quantiles}");
         }
 
         return sb.ToString();
     }
 
-    private static void OnEvent(TraceEvent e, ConcurrentDictionary<string, InstrumentReading> table, Action<IReadOnlyList<InstrumentReading>>? onUpdate)
+    private static void OnEvent(TraceEvent e, int refreshSeconds, ConcurrentDictionary<string, InstrumentReading> table, Action<IReadOnlyList<InstrumentReading>>? onUpdate)
     {
         if (e.ProviderName != MetricsProvider || (e.PayloadByName("sessionId") as string) != SharedSessionId)
         {
@@ -387,35 +393,48 @@ public static class NodeProfiler
 
         string instrument = e.PayloadByName("instrumentName") as string ?? string.Empty;
         string tags = e.PayloadByName("tags") as string ?? string.Empty;
-        string unit = e.PayloadByName("unit") as string ?? string.Empty;
-        double rate = 0, value = 0;
-        string quantiles = string.Empty;
+        string key = $"{meter}|{instrument}|{tags}";
+        table.TryGetValue(key, out InstrumentReading? previous);
+        table[key] = Reading(kind, meter, instrument, tags, e.PayloadByName("unit") as string ?? string.Empty, refreshSeconds, previous,
+            rate: e.PayloadByName("rate"), value: e.PayloadByName("value"), lastValue: e.PayloadByName("lastValue"), count: e.PayloadByName("count"),
+            quantiles: e.PayloadByName("quantiles") as string);
+    }
+
+    private const string MegaNetMeter = "MegaNet", RuntimeMeter = "System.Runtime";
+
+    /// <summary>One reading from a published value's payload. The runtime's "rate" is the change over the interval and a
+    /// histogram's "count" the recordings in it; both become per second here.</summary>
+    internal static InstrumentReading Reading(string kind, string meter, string instrument, string tags, string unit, int refreshSeconds,
+        InstrumentReading? previous, object? rate = null, object? value = null, object? lastValue = null, object? count = null, string? quantiles = null)
+    {
+        double seconds = Math.Max(1, refreshSeconds);
+        double perSecond = 0, reading = 0;
         switch (kind)
         {
             case "counter":
             case "updown":
-                rate = Number(e.PayloadByName("rate"));
-                value = Number(e.PayloadByName("value"));
+                double change = Number(rate);
+                change = double.IsNaN(change) ? 0 : change; // the first interval of an instrument has no change yet
+                perSecond = change / seconds;
+                reading = Number(value);
+                if (kind == "counter" && double.IsNaN(reading) && previous is not null)
+                {
+                    // Runtimes before .NET 8 sent no total: add up the changes seen.
+                    reading = previous.Value + change;
+                }
+
                 break;
             case "gauge":
-                value = Number(e.PayloadByName("lastValue"));
+                reading = Number(lastValue);
                 break;
             case "histogram":
-                value = Number(e.PayloadByName("count"));
-                quantiles = e.PayloadByName("quantiles") as string ?? string.Empty;
+                reading = Number(count);
+                perSecond = reading / seconds;
                 break;
         }
 
-        string key = $"{meter}|{instrument}|{tags}";
-        if (kind == "counter" && table.TryGetValue(key, out InstrumentReading? previous) && double.IsNaN(value))
-        {
-            value = previous.Value + rate;
-        }
-
-        table[key] = new InstrumentReading(meter, instrument, tags, kind, unit, rate, value, quantiles);
+        return new InstrumentReading(meter, instrument, tags, kind, unit, perSecond, reading, kind == "histogram" ? quantiles ?? string.Empty : string.Empty);
     }
-
-    private const string MegaNetMeter = "MegaNet", RuntimeMeter = "System.Runtime";
 
     private static double Number(object? payload) => payload switch
     {
