@@ -1,5 +1,6 @@
 using System.Text;
 using MegaNet.Api;
+using MegaNet.Core.Verification;
 using MegaNet.Node.Diagnostics;
 using Xunit.Abstractions;
 
@@ -64,7 +65,7 @@ public sealed class ProfilerTests(ITestOutputHelper output)
             await tracing;
             (int samples, _, IReadOnlyList<MethodShare> byInclusive) = TraceSummary.Summarize(trace, 100_000);
             output.WriteLine(TraceSummary.Format(samples, [], byInclusive.Take(30).ToList()));
-            Assert.True(samples > 0, "no managed-code samples in the trace");
+            Assert.True(samples > 0, "no samples of busy threads in the trace");
             Assert.Contains(byInclusive, m => m.Method.StartsWith("MegaNet.", StringComparison.Ordinal) && m.Inclusive > 0);
             Assert.All(byInclusive, m => Assert.InRange(m.Inclusive, m.Exclusive, 1.0));
         }
@@ -170,6 +171,105 @@ public sealed class ProfilerTests(ITestOutputHelper output)
         Assert.Matches(@"counter\s+50\.0\s+1,000\.0", accepted);
         string latency = table.Split('\n').Single(l => l.Contains("meganet.admission.latency", StringComparison.Ordinal));
         Assert.Matches(@"histogram\s+8\.0\s+40\.0", latency);
+    }
+
+    [Fact]
+    public async Task A_thread_busy_in_native_code_counts_like_one_busy_in_managed_code_and_a_sleeping_one_not_at_all()
+    {
+        // Three threads of this process for the length of a trace: one verifying with libsodium (nearly all of its
+        // time in native code, External samples), one in a managed loop (Managed samples), one sleeping. Before,
+        // External samples were dropped: the native thread read almost nothing.
+        string dir = Directory.CreateTempSubdirectory("meganet-trace-").FullName;
+        using var stop = new CancellationTokenSource();
+        using SignatureBatch batch = MegaNet.Node.Benchmarking.VerifyBenchmark.MakeBatch(16, 0);
+        Thread[] threads =
+        [
+            new(() => NativeSpin(batch, stop.Token)) { IsBackground = true },
+            new(() => ManagedSpin(stop.Token)) { IsBackground = true },
+            new(() => Sleeper(stop.Token)) { IsBackground = true },
+        ];
+        try
+        {
+            foreach (Thread t in threads)
+            {
+                t.Start();
+            }
+
+            string trace = Path.Combine(dir, "self.nettrace");
+            await NodeProfiler.TraceAsync(Environment.ProcessId, trace, TimeSpan.FromSeconds(3));
+            stop.Cancel();
+            (int samples, _, IReadOnlyList<MethodShare> byInclusive) = TraceSummary.Summarize(trace, 100_000);
+            output.WriteLine(TraceSummary.Format(samples, [], byInclusive.Take(25).ToList()));
+            double Share(string method) => byInclusive.FirstOrDefault(m => m.Method.Contains($"ProfilerTests.{method}(", StringComparison.Ordinal))?.Inclusive ?? 0;
+            double native = Share(nameof(NativeSpin)), managed = Share(nameof(ManagedSpin)), sleeping = Share(nameof(Sleeper));
+            output.WriteLine($"native {native:P1}, managed {managed:P1}, sleeping {sleeping:P1}");
+
+            Assert.True(managed > 0.05, $"the managed loop got only {managed:P1} of the samples; the test proved little");
+            // The sampler records every thread at each tick, so two threads busy all along get about the same count.
+            Assert.InRange(native / managed, 0.85, 1.18);
+            // A sleeping thread's samples are nearly all External in Thread.Sleep (a wait, left out); the few Managed
+            // ones on its way in and out of the sleep count, as all Managed samples do.
+            Assert.True(sleeping < 0.05, $"a sleeping thread counted {sleeping:P1}");
+        }
+        finally
+        {
+            stop.Cancel();
+            foreach (Thread t in threads)
+            {
+                t.Join();
+            }
+
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    [Theory]
+    [InlineData("System.Threading.Monitor.Wait(class System.Object,int32)", true)]
+    [InlineData("System.Threading.LowLevelLifoSemaphore.WaitNative(class Microsoft.Win32.SafeHandles.SafeWaitHandle,int32)", true)]
+    [InlineData("System.Threading.Thread.Sleep(int32)", true)]
+    [InlineData("MegaNet.Core.Interop.ShortSleep.Sleep(int32)", true)]
+    [InlineData("System.Net.Sockets.SocketAsyncEngine.EventLoop()", true)]
+    [InlineData("System.Threading.PortableThreadPool+WorkerThread.WorkerThreadStart()", true)]
+    [InlineData("Interop+Sys.PWrite(class System.Runtime.InteropServices.SafeHandle,unsigned int8*,int32,int64)", true)]
+    [InlineData("MegaNet.Core.Verification.BatchVerifierBase.Verify(class MegaNet.Core.Verification.SignatureBatch,int32,int32,value class System.Span`1<bool>)", false)]
+    [InlineData("Interop+Libsodium.crypto_hash_sha256(value class System.Span`1<unsigned int8>)", false)]
+    [InlineData("MegaNet.Store.ThreadedReader.Read()", false)] // a Read of our own is work, not a blocking system call
+    public void External_samples_are_waits_by_the_innermost_methods_own_name(string method, bool wait) =>
+        Assert.Equal(wait, TraceSummary.IsWait(method));
+
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
+    private static void NativeSpin(SignatureBatch batch, CancellationToken stop)
+    {
+        using var libsodium = new LibsodiumBatchVerifier();
+        bool[] verdicts = new bool[batch.Count];
+        while (!stop.IsCancellationRequested)
+        {
+            libsodium.Verify(batch, verdicts);
+        }
+    }
+
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
+    private static void ManagedSpin(CancellationToken stop)
+    {
+        ulong x = 1;
+        while (!stop.IsCancellationRequested)
+        {
+            for (int i = 0; i < 100_000; i++)
+            {
+                x = (x * 6364136223846793005) + 1442695040888963407;
+            }
+        }
+
+        GC.KeepAlive(x);
+    }
+
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
+    private static void Sleeper(CancellationToken stop)
+    {
+        while (!stop.IsCancellationRequested)
+        {
+            Thread.Sleep(20);
+        }
     }
 
     [Fact]

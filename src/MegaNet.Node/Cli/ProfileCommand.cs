@@ -23,7 +23,7 @@ internal static class ProfileCommand
         };
         var top = new Option<int>("--top")
         {
-            Description = "After --trace, print the N hottest methods by own and by inclusive managed-code samples (0: don't). Default 20.",
+            Description = "After --trace, print the N hottest methods by own and by inclusive samples of busy threads (native code such as libsodium is charged to its managed caller; waits are left out) (0: don't). Default 20.",
             DefaultValueFactory = _ => 20,
         };
         var dump = new Option<string?>("--dump") { Description = "Write a full memory dump to this file." };
