@@ -12,89 +12,175 @@ namespace MegaNet.StoreFill;
 /// past its memory; this can.
 /// Run: <c>dotnet run -c Release --project perf/MegaNet.StoreFill -- [puts] [batch] [producers] [--exit]</c>
 /// (defaults 1,000,000, 1,000, 4). With <c>--exit</c> it exits without closing the store and prints the directory;
-/// <c>reopen DIR</c> then times recovery after an exit without a shutdown checkpoint.
+/// <c>reopen DIR</c> then times recovery after an exit without a shutdown checkpoint and deletes DIR. Because
+/// <c>reopen</c> deletes what it is given, it accepts only a directory a fill created (marked with
+/// <see cref="MarkerFile"/>) and never one holding a node key, so a node's data directory cannot be passed by mistake.
 /// </summary>
 internal static class Program
 {
+    /// <summary>Written into every directory a fill creates, before the store opens there.</summary>
+    internal const string MarkerFile = ".meganet-storefill";
+
     private static async Task<int> Main(string[] args)
     {
         byte[] seed = new byte[32], publicKey = new byte[32], secretKey = new byte[64];
         Ed25519Signer.KeyPairFromSeed(seed, publicKey, secretKey);
-        if (args.Length == 2 && args[0] == "reopen")
+        if (args.Length > 0 && args[0] == "reopen")
         {
+            if (args.Length != 2)
+            {
+                return Fail("usage: reopen DIR (a directory printed by a fill run with --exit)");
+            }
+
+            string? refusal = RefuseToDelete(args[1]);
+            if (refusal is not null)
+            {
+                return Fail(refusal);
+            }
+
+            // Kept when recovery throws, so a failed reopen can be looked at; deleted only after it succeeded.
             await Reopen(args[1], secretKey, "after an exit without shutdown").ConfigureAwait(false);
             Directory.Delete(args[1], recursive: true);
             return 0;
         }
 
         string[] numbers = args.Where(a => !a.StartsWith("--", StringComparison.Ordinal)).ToArray();
-        int total = numbers.Length > 0 ? int.Parse(numbers[0], CultureInfo.InvariantCulture) : 1_000_000;
-        int batch = numbers.Length > 1 ? int.Parse(numbers[1], CultureInfo.InvariantCulture) : 1_000;
-        int producers = numbers.Length > 2 ? int.Parse(numbers[2], CultureInfo.InvariantCulture) : 4;
+        if (!TryCount(numbers, 0, 1_000_000, out int total) || !TryCount(numbers, 1, 1_000, out int batch) ||
+            !TryCount(numbers, 2, 4, out int producers) || numbers.Length > 3)
+        {
+            return Fail("usage: [puts] [batch] [producers] [--exit] (positive integers), or reopen DIR");
+        }
+
         bool exitWithoutClosing = args.Contains("--exit");
 
         string dir = Directory.CreateTempSubdirectory("meganet-fill-").FullName;
-        FasterEnvelopeStore store = await FasterEnvelopeStore.OpenAsync(Options(dir, secretKey)).ConfigureAwait(false);
-        var random = new Random(1);
-        byte[][] recipients = Enumerable.Range(0, 4096).Select(_ => Bytes(random, 32)).ToArray();
-        DateTimeOffset expiry = DateTimeOffset.UtcNow.AddDays(1);
-        Console.WriteLine($"building {total:N0} requests ...");
-        var requests = new PutRequest[total];
-        for (int i = 0; i < total; i++)
+        File.WriteAllText(Path.Combine(dir, MarkerFile), "created by perf/MegaNet.StoreFill; reopen DIR may delete this directory\n");
+        // The fill owns this directory: it is removed however the run ends (a failed put, an exception in the store,
+        // a clean finish), except by --exit, which hands it to a later "reopen DIR".
+        bool handedOver = false;
+        FasterEnvelopeStore? store = null;
+        try
         {
-            byte[] envelope = Bytes(random, 1024);
-            BitConverter.TryWriteBytes(envelope, i);
-            requests[i] = new PutRequest(envelope, recipients[i % recipients.Length], expiry);
-        }
-
-        TimeSpan cpu0 = Process.GetCurrentProcess().TotalProcessorTime;
-        long allocated0 = GC.GetTotalAllocatedBytes(precise: true);
-        long written0 = WrittenBytes();
-        var clock = Stopwatch.StartNew();
-        int next = 0;
-        long done = 0, report = total / 10;
-        await Task.WhenAll(Enumerable.Range(0, producers).Select(async _ =>
-        {
-            await Task.Yield();
-            int start;
-            while ((start = Interlocked.Add(ref next, batch) - batch) < total)
+            store = await FasterEnvelopeStore.OpenAsync(Options(dir, secretKey)).ConfigureAwait(false);
+            var random = new Random(1);
+            byte[][] recipients = Enumerable.Range(0, 4096).Select(_ => Bytes(random, 32)).ToArray();
+            DateTimeOffset expiry = DateTimeOffset.UtcNow.AddDays(1);
+            Console.WriteLine($"building {total:N0} requests ...");
+            var requests = new PutRequest[total];
+            for (int i = 0; i < total; i++)
             {
-                var slice = new ArraySegment<PutRequest>(requests, start, Math.Min(batch, total - start));
-                IReadOnlyList<PutResult> results = await store.PutManyAsync(slice).ConfigureAwait(false);
-                foreach (PutResult result in results)
+                byte[] envelope = Bytes(random, 1024);
+                BitConverter.TryWriteBytes(envelope, i);
+                requests[i] = new PutRequest(envelope, recipients[i % recipients.Length], expiry);
+            }
+
+            TimeSpan cpu0 = Process.GetCurrentProcess().TotalProcessorTime;
+            long allocated0 = GC.GetTotalAllocatedBytes(precise: true);
+            long written0 = WrittenBytes();
+            var clock = Stopwatch.StartNew();
+            int next = 0;
+            long done = 0, report = total / 10;
+            await Task.WhenAll(Enumerable.Range(0, producers).Select(async _ =>
+            {
+                await Task.Yield();
+                int start;
+                while ((start = Interlocked.Add(ref next, batch) - batch) < total)
                 {
-                    if (result.Receipt is not { Duplicate: false })
+                    var slice = new ArraySegment<PutRequest>(requests, start, Math.Min(batch, total - start));
+                    IReadOnlyList<PutResult> results = await store.PutManyAsync(slice).ConfigureAwait(false);
+                    foreach (PutResult result in results)
                     {
-                        throw new InvalidOperationException($"a put was not stored as new: {result.Error?.Message ?? "duplicate"}");
+                        if (result.Receipt is not { Duplicate: false })
+                        {
+                            throw new InvalidOperationException($"a put was not stored as new: {result.Error?.Message ?? "duplicate"}");
+                        }
+                    }
+
+                    long d = Interlocked.Add(ref done, slice.Count);
+                    long mark = Interlocked.Read(ref report);
+                    if (d >= mark && Interlocked.CompareExchange(ref report, mark + (total / 10), mark) == mark)
+                    {
+                        Console.WriteLine($"  {d,12:N0} puts  {d / clock.Elapsed.TotalSeconds,10:N0}/s so far");
                     }
                 }
+            })).ConfigureAwait(false);
+            clock.Stop();
+            double cpuMicros = (Process.GetCurrentProcess().TotalProcessorTime - cpu0).TotalMilliseconds * 1000 / total;
+            Console.WriteLine($"{total:N0} acknowledged 1 KiB puts in {clock.Elapsed.TotalSeconds:F1} s = {total / clock.Elapsed.TotalSeconds:N0}/s " +
+                $"({producers} producers, batches of {batch}, {Environment.ProcessorCount} cores); CPU {cpuMicros:F1} µs/put; " +
+                $"written {(WrittenBytes() - written0) / total:N0} B/put; allocated {(GC.GetTotalAllocatedBytes(precise: true) - allocated0) / total:N0} B/put");
+            if (exitWithoutClosing)
+            {
+                Console.WriteLine($"exiting without closing the store; time its recovery with: reopen {dir}");
+                handedOver = true;
+                Environment.Exit(0);
+            }
 
-                long d = Interlocked.Add(ref done, slice.Count);
-                long mark = Interlocked.Read(ref report);
-                if (d >= mark && Interlocked.CompareExchange(ref report, mark + (total / 10), mark) == mark)
+            var closing = Stopwatch.StartNew();
+            await store.DisposeAsync().ConfigureAwait(false);
+            long size = new DirectoryInfo(dir).EnumerateFiles("*", SearchOption.AllDirectories).Sum(f => f.Length);
+            Console.WriteLine($"closed (final checkpoint) in {closing.Elapsed.TotalSeconds:F1} s; store {size >> 20:N0} MiB");
+            await Reopen(dir, secretKey, "after a clean shutdown").ConfigureAwait(false);
+            return 0;
+        }
+        finally
+        {
+            if (!handedOver)
+            {
+                if (store is not null)
                 {
-                    Console.WriteLine($"  {d,12:N0} puts  {d / clock.Elapsed.TotalSeconds,10:N0}/s so far");
+                    await store.DisposeAsync().ConfigureAwait(false); // no-op when already closed
+                }
+
+                try
+                {
+                    Directory.Delete(dir, recursive: true);
+                }
+                catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+                {
+                    // Said, not thrown: an exception here would hide the one that ended the fill.
+                    Console.Error.WriteLine($"could not remove {dir}: {e.Message}");
                 }
             }
-        })).ConfigureAwait(false);
-        clock.Stop();
-        double cpuMicros = (Process.GetCurrentProcess().TotalProcessorTime - cpu0).TotalMilliseconds * 1000 / total;
-        Console.WriteLine($"{total:N0} acknowledged 1 KiB puts in {clock.Elapsed.TotalSeconds:F1} s = {total / clock.Elapsed.TotalSeconds:N0}/s " +
-            $"({producers} producers, batches of {batch}, {Environment.ProcessorCount} cores); CPU {cpuMicros:F1} µs/put; " +
-            $"written {(WrittenBytes() - written0) / total:N0} B/put; allocated {(GC.GetTotalAllocatedBytes(precise: true) - allocated0) / total:N0} B/put");
-        if (exitWithoutClosing)
+        }
+    }
+
+    /// <summary>Why <paramref name="dir"/> must not be deleted by <c>reopen</c>, or null when a fill created it.</summary>
+    internal static string? RefuseToDelete(string dir)
+    {
+        if (!Directory.Exists(dir))
         {
-            Console.WriteLine($"exiting without closing the store; time its recovery with: reopen {dir}");
-            Environment.Exit(0);
+            return $"reopen: {dir} is not a directory";
         }
 
-        var closing = Stopwatch.StartNew();
-        await store.DisposeAsync().ConfigureAwait(false);
-        long size = new DirectoryInfo(dir).EnumerateFiles("*", SearchOption.AllDirectories).Sum(f => f.Length);
-        Console.WriteLine($"closed (final checkpoint) in {closing.Elapsed.TotalSeconds:F1} s; store {size >> 20:N0} MiB");
-        await Reopen(dir, secretKey, "after a clean shutdown").ConfigureAwait(false);
-        Directory.Delete(dir, recursive: true);
-        return 0;
+        if (File.Exists(Path.Combine(dir, "node.key")))
+        {
+            return $"reopen: {dir} holds a node.key (a node's data directory); refusing to delete it";
+        }
+
+        if (!File.Exists(Path.Combine(dir, MarkerFile)))
+        {
+            return $"reopen: {dir} was not created by a fill (no {MarkerFile}); refusing to delete it";
+        }
+
+        return null;
+    }
+
+    private static bool TryCount(string[] numbers, int index, int fallback, out int value)
+    {
+        if (index >= numbers.Length)
+        {
+            value = fallback;
+            return true;
+        }
+
+        return int.TryParse(numbers[index], NumberStyles.None, CultureInfo.InvariantCulture, out value) && value > 0;
+    }
+
+    private static int Fail(string message)
+    {
+        Console.Error.WriteLine(message);
+        return 1;
     }
 
     private static async Task Reopen(string dir, byte[] secretKey, string how)

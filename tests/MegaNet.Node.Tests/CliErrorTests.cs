@@ -354,6 +354,56 @@ public sealed class CliErrorTests : IDisposable
         Assert.Contains("MegaNet:Keepalive ", e.Message, StringComparison.Ordinal);
     }
 
+    [Fact]
+    public async Task Bench_refuses_an_output_it_cannot_write_before_the_sweep()
+    {
+        string dir = Directory.CreateDirectory(Path.Combine(_dir, "out")).FullName;
+        string[] sweep = ["bench", "--backend", "reference", "--batch", "1", "--threads", "1", "--seconds", "0.3"];
+
+        Result r = await Meganet([.. sweep, "--json", dir]);
+        AssertClearError(r, $"--json {dir}: is a directory");
+        Assert.DoesNotContain("CPU ", r.Stdout, StringComparison.Ordinal); // refused before the sweep's header
+
+        string missing = Path.Combine(_dir, "missing", "bench.png");
+        r = await Meganet([.. sweep, "--plot", missing]);
+        AssertClearError(r, $"--plot {missing}: cannot write there (the directory {Path.Combine(_dir, "missing")} does not exist)");
+        Assert.DoesNotContain("CPU ", r.Stdout, StringComparison.Ordinal);
+
+        // A writable --json beside an unwritable --plot: the file opened for the run is removed again.
+        string json = Path.Combine(_dir, "bench.json");
+        AssertClearError(await Meganet([.. sweep, "--json", json, "--plot", dir]), "--plot");
+        Assert.False(File.Exists(json));
+    }
+
+    [Fact]
+    public async Task Profile_refuses_a_trace_path_it_cannot_write_before_attaching()
+    {
+        string missing = Path.Combine(_dir, "missing", "x.nettrace");
+        Result r = await Meganet("profile", "--trace", missing, "--duration", "1s");
+        AssertClearError(r, $"--trace {missing}: cannot write there (the directory {Path.Combine(_dir, "missing")} does not exist)");
+        Assert.DoesNotContain("tracing", r.Stdout, StringComparison.Ordinal);
+
+        AssertClearError(await Meganet("profile", "--trace", _dir), "is a directory");
+
+        // Programmatically too, before any session starts (this test process would otherwise be attached to).
+        ProfilerException e = await Assert.ThrowsAsync<ProfilerException>(() => NodeProfiler.TraceAsync(Environment.ProcessId, missing, TimeSpan.FromSeconds(1)));
+        Assert.Contains("does not exist", e.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void A_trace_that_cannot_be_summarised_is_a_one_line_profiler_error()
+    {
+        string bad = Path.Combine(_dir, "bad.nettrace");
+        File.WriteAllText(bad, "not a trace");
+
+        ProfilerException e = Assert.Throws<ProfilerException>(() => TraceSummary.Summarize(bad, 10));
+
+        Assert.Contains($"cannot summarise the trace {bad}", e.Message, StringComparison.Ordinal);
+        Assert.DoesNotContain("\n", e.Message, StringComparison.Ordinal);
+        Assert.False(File.Exists(Path.ChangeExtension(bad, ".etlx")));
+        Assert.Throws<ProfilerException>(() => TraceSummary.Summarize(Path.Combine(_dir, "absent.nettrace"), 10));
+    }
+
     private static string RepositoryRoot()
     {
         for (string? dir = AppContext.BaseDirectory; dir is not null; dir = Path.GetDirectoryName(dir))

@@ -38,6 +38,87 @@ public sealed class LoadGeneratorTests
     }
 
     [Fact]
+    public async Task Open_loop_starts_calls_on_schedule_and_reports_the_clients_own_lateness()
+    {
+        await using TestNode node = await TestNode.StartAsync(o =>
+        {
+            o.SubmitRatePerKey = 1e6;
+            o.SubmitBurst = 1_000_000;
+        });
+        var progress = new StringWriter();
+        IReadOnlyList<Envelope> envelopes = LoadGenerator.Prepare(600, senders: 16, recipients: 8);
+
+        // 4 clients at 1,000/s: each client's calls are 4 ms apart, so a timer-based wait sleeps before every call.
+        LoadReport unary = await new LoadGenerator(node.Address, clients: 4, connections: 4, progress).RunUnaryAsync(envelopes, targetRate: 1_000);
+
+        Assert.Equal(600, unary.Accepted);
+        Assert.True(unary.StartLateP50Ms >= 0 && unary.StartLateP99Ms >= unary.StartLateP50Ms, $"lateness p50 {unary.StartLateP50Ms}, p99 {unary.StartLateP99Ms}");
+        // Task.Delay woke ~1 ms late at the median here; the paced start is within a fraction of that.
+        Assert.True(unary.StartLateP50Ms < 0.5, $"calls started {unary.StartLateP50Ms:F3} ms late at the median");
+        Assert.Contains($"client start lateness p50 {unary.StartLateP50Ms:F2} ms", progress.ToString(), StringComparison.Ordinal);
+        node.AssertNoServerErrors();
+    }
+
+    [Fact]
+    public void Waiting_for_a_due_time_never_returns_early_and_is_seldom_late()
+    {
+        var watch = System.Diagnostics.Stopwatch.StartNew();
+        var late = new double[300];
+        for (int i = 0; i < late.Length; i++)
+        {
+            double due = 0.01 + (i * 0.0007); // 0.7 ms apart: neither a whole timer tick nor a multiple of one
+            LoadGenerator.WaitUntil(watch, due, CancellationToken.None);
+            late[i] = (watch.Elapsed.TotalSeconds - due) * 1000;
+        }
+
+        Array.Sort(late);
+        Assert.True(late[0] >= 0, $"returned {-late[0]:F3} ms early");
+        Assert.True(LoadGenerator.Percentile(late, 0.5) < 0.3, $"median lateness {LoadGenerator.Percentile(late, 0.5):F3} ms");
+    }
+
+    [Fact]
+    public void An_acceptance_counts_after_the_warm_up_by_when_it_completed_not_by_start_plus_a_latency_that_includes_lateness()
+    {
+        // 1,000 calls due at 1.4 s that started 500 ms late at 1.9 s and completed at 1.95 s (latency from the due time:
+        // 550 ms), then 1,000 calls started at 2.5 s and completed at 2.6 s. Only the second 1,000 completed after the
+        // warm-up; start + latency (2.45 s) would count the first 1,000 there too.
+        var calls = new LoadGenerator.CallSamples(2_000);
+        for (int i = 0; i < 2_000; i++)
+        {
+            bool early = i < 1_000;
+            calls.StartedAt[i] = early ? 1.9 : 2.5;
+            calls.CompletedAt[i] = early ? 1.95 : 2.6;
+            calls.LatencyMs[i] = early ? 550 : 100;
+            calls.LateMs[i] = early ? 500 : 0;
+            calls.Ok[i] = true;
+        }
+
+        LoadReport report = LoadGenerator.Summarize("unary", 4, 2_000, 2_000, 0, seconds: 3, calls, meanServerBatch: 1, "simd");
+
+        Assert.Equal(1_000, report.SteadyAcceptedPerSecond, precision: 6);
+        Assert.Equal(550, report.P99Ms);
+        Assert.Equal(500, report.StartLateP99Ms);
+    }
+
+    [Fact]
+    public void The_printed_line_gives_the_clients_lateness_and_warns_when_it_is_a_large_part_of_the_latency()
+    {
+        var calm = new LoadReport("unary", 8, 100, 100, 0, 1, P50Ms: 2, P99Ms: 10, double.NaN, double.NaN, double.NaN, 1, "simd", 100,
+            StartLateP50Ms: 0.05, StartLateP99Ms: 0.3);
+        var lagging = calm with { StartLateP50Ms = 1.5, StartLateP99Ms = 6 };
+
+        string calmText = LoadGenerator.Describe(calm), laggingText = LoadGenerator.Describe(lagging);
+
+        Assert.Contains("client start lateness p50 0.05 ms, p99 0.30 ms", calmText, StringComparison.Ordinal);
+        Assert.DoesNotContain("warning", calmText, StringComparison.Ordinal);
+        Assert.Contains("warning: this load client started calls up to 6.00 ms late (p99), 60 % of the latency p99", laggingText, StringComparison.Ordinal);
+        // Closed loop and streaming have no schedule: no lateness, no warning.
+        string closed = LoadGenerator.Describe(calm with { StartLateP50Ms = double.NaN, StartLateP99Ms = double.NaN });
+        Assert.DoesNotContain("lateness", closed, StringComparison.Ordinal);
+        Assert.DoesNotContain("warning", closed, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void Percentiles_are_nearest_rank()
     {
         double[] hundred = Enumerable.Range(1, 100).Select(i => (double)i).ToArray();

@@ -64,7 +64,14 @@ public sealed class MetricsTests
         Assert.Contains($"meganet_verify_signatures_total{{backend=\"{backend}\",verdict=\"invalid\"}} 2\n", text);
         Assert.Contains($"meganet_verify_batch_size_count{{backend=\"{backend}\"}} 1\n", text);
         Assert.Contains($"meganet_verify_batch_size_sum{{backend=\"{backend}\"}} 5\n", text);
-        Assert.Contains($"meganet_verify_batch_duration_count{{backend=\"{backend}\"}} 1\n", text);
+        // Histograms with real cumulative buckets (Prometheus computes quantiles from them), and durations in seconds.
+        Assert.Contains("# TYPE meganet_verify_batch_size histogram\n", text);
+        Assert.Contains($"meganet_verify_batch_size_bucket{{backend=\"{backend}\",le=\"4\"}} 0\n", text);
+        Assert.Contains($"meganet_verify_batch_size_bucket{{backend=\"{backend}\",le=\"8\"}} 1\n", text);
+        Assert.Contains($"meganet_verify_batch_size_bucket{{backend=\"{backend}\",le=\"+Inf\"}} 1\n", text);
+        Assert.Contains("# TYPE meganet_verify_batch_duration_seconds histogram\n", text);
+        Assert.Contains($"meganet_verify_batch_duration_seconds_count{{backend=\"{backend}\"}} 1\n", text);
+        Assert.Contains($"meganet_verify_batch_duration_seconds_bucket{{backend=\"{backend}\",le=\"+Inf\"}} 1\n", text);
 
         // Observable gauges are read at scrape time.
         Assert.Contains("# TYPE meganet_admission_queue_depth gauge", text);
@@ -72,6 +79,47 @@ public sealed class MetricsTests
         // Observable counters too, as counters.
         Assert.Contains("# TYPE meganet_store_table_disk_reads_total counter", text);
         Assert.Contains("\nmeganet_store_table_disk_reads_total ", text);
+    }
+
+    [Fact]
+    public void PrometheusText_ExportsMillisecondHistogramsInSecondsWithCumulativeBuckets()
+    {
+        // A tag of this test's own: the meter is process-wide and other tests record admission latency too.
+        var tag = new KeyValuePair<string, object?>("test", Guid.NewGuid().ToString("N"));
+        using var collector = new MegaNet.Node.Diagnostics.PrometheusExporter();
+        foreach (double ms in new[] { 0.05, 3, 3, 7.5, 40_000 })
+        {
+            MegaNet.Core.Diagnostics.MegaNetMetrics.AdmissionLatency.Record(ms, tag);
+        }
+
+        string text = collector.Render();
+        string series = $"test=\"{tag.Value}\"";
+        const string Name = "meganet_admission_latency_seconds";
+        Assert.Contains($"# HELP {Name} Admission latency, submit to receipt (seconds)\n# TYPE {Name} histogram\n", text);
+        Assert.DoesNotContain("meganet_admission_latency_count", text, StringComparison.Ordinal); // no unitless name left
+        Assert.DoesNotContain("summary", text, StringComparison.Ordinal);
+        // le is inclusive and cumulative: 0.05 ms in the first bucket (0.1 ms), 3 ms twice by 5 ms, 7.5 ms by 10 ms,
+        // 40 s past the last bound (30 s), so only in +Inf.
+        Assert.Contains($"{Name}_bucket{{{series},le=\"0.0001\"}} 1\n", text);
+        Assert.Contains($"{Name}_bucket{{{series},le=\"0.0025\"}} 1\n", text);
+        Assert.Contains($"{Name}_bucket{{{series},le=\"0.005\"}} 3\n", text);
+        Assert.Contains($"{Name}_bucket{{{series},le=\"0.01\"}} 4\n", text);
+        Assert.Contains($"{Name}_bucket{{{series},le=\"30\"}} 4\n", text);
+        Assert.Contains($"{Name}_bucket{{{series},le=\"+Inf\"}} 5\n", text);
+        Assert.Contains($"{Name}_count{{{series}}} 5\n", text);
+        double sum = double.Parse(text.Split('\n').Single(l => l.StartsWith($"{Name}_sum{{{series}}}", StringComparison.Ordinal)).Split(' ')[1], System.Globalization.CultureInfo.InvariantCulture);
+        Assert.Equal(40.01355, sum, precision: 9);
+
+        // Every histogram in the text: buckets rise with le, never fall, and end at +Inf equal to _count.
+        foreach (IGrouping<string, string> buckets in text.Split('\n').Where(l => l.Contains("_bucket{", StringComparison.Ordinal))
+            .GroupBy(l => System.Text.RegularExpressions.Regex.Replace(l, @"le=""[^""]*""\}.*", string.Empty)))
+        {
+            long[] counts = buckets.Select(l => long.Parse(l[(l.LastIndexOf(' ') + 1)..], System.Globalization.CultureInfo.InvariantCulture)).ToArray();
+            Assert.True(counts.Zip(counts.Skip(1)).All(p => p.First <= p.Second), $"not cumulative: {buckets.Key}");
+            Assert.EndsWith("le=\"+Inf\"}", buckets.Last()[..buckets.Last().LastIndexOf(' ')], StringComparison.Ordinal);
+            string countLine = buckets.Key.Replace("_bucket{", "_count{", StringComparison.Ordinal).TrimEnd(',') + "} " + counts[^1];
+            Assert.Contains(countLine.Replace("{}", string.Empty, StringComparison.Ordinal) + "\n", text);
+        }
     }
 
     [Fact]

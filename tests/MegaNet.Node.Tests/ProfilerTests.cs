@@ -1,5 +1,6 @@
 using System.Text;
 using MegaNet.Api;
+using MegaNet.Core.Verification;
 using MegaNet.Node.Diagnostics;
 using Xunit.Abstractions;
 
@@ -64,7 +65,7 @@ public sealed class ProfilerTests(ITestOutputHelper output)
             await tracing;
             (int samples, _, IReadOnlyList<MethodShare> byInclusive) = TraceSummary.Summarize(trace, 100_000);
             output.WriteLine(TraceSummary.Format(samples, [], byInclusive.Take(30).ToList()));
-            Assert.True(samples > 0, "no managed-code samples in the trace");
+            Assert.True(samples > 0, "no samples of busy threads in the trace");
             Assert.Contains(byInclusive, m => m.Method.StartsWith("MegaNet.", StringComparison.Ordinal) && m.Inclusive > 0);
             Assert.All(byInclusive, m => Assert.InRange(m.Inclusive, m.Exclusive, 1.0));
         }
@@ -72,6 +73,202 @@ public sealed class ProfilerTests(ITestOutputHelper output)
         {
             await node.DisposeAsync();
             Directory.Delete(data, recursive: true);
+        }
+    }
+
+    [Fact]
+    public async Task A_second_session_joins_a_compatible_one_and_fails_naming_the_cause_otherwise()
+    {
+        // The runtime aggregates metrics for one session at a time. Before, a second 'meganet profile' (or one beside
+        // dotnet-counters) got only an error event it ignored, and showed an empty table with exit code 0.
+        string data = Directory.CreateTempSubdirectory("meganet-profile-").FullName;
+        ExternalNode node = await ExternalNode.StartAsync(data);
+        try
+        {
+            using (var client = new MegaNetClient(node.Address))
+            using (Identity alice = Identity.Create(), bob = Identity.Create())
+            {
+                await client.SendAsync(alice, bob.Card, Encoding.UTF8.GetBytes("something to count"), "text/plain");
+            }
+
+            Task<IReadOnlyList<InstrumentReading>> first = NodeProfiler.CollectAsync(node.ProcessId, TimeSpan.FromSeconds(9), refreshSeconds: 1);
+            await Task.Delay(TimeSpan.FromSeconds(2));
+
+            // Another refresh interval: the runtime will not share; the profiler says why and what to do.
+            ProfilerException e = await Assert.ThrowsAsync<ProfilerException>(() => NodeProfiler.CollectAsync(node.ProcessId, TimeSpan.FromSeconds(5), refreshSeconds: 2));
+            output.WriteLine(e.Message);
+            Assert.Contains("every 1 s", e.Message, StringComparison.Ordinal);
+            Assert.Contains("--refresh 1", e.Message, StringComparison.Ordinal);
+            Assert.DoesNotContain("\n", e.Message, StringComparison.Ordinal);
+
+            // The same settings: it joins the running session and reads the node.
+            IReadOnlyList<InstrumentReading> joined = await NodeProfiler.CollectAsync(node.ProcessId, TimeSpan.FromSeconds(3), refreshSeconds: 1);
+            Assert.Contains(joined, r => r.Instrument == "meganet.store.log_size" && r.Value >= 1);
+
+            // And the first session kept reading throughout.
+            Assert.Contains(await first, r => r.Instrument == "meganet.store.log_size" && r.Value >= 1);
+        }
+        finally
+        {
+            await node.DisposeAsync();
+            Directory.Delete(data, recursive: true);
+        }
+    }
+
+    [Fact]
+    public async Task A_session_beside_one_that_cannot_be_shared_fails_naming_it()
+    {
+        string data = Directory.CreateTempSubdirectory("meganet-profile-").FullName;
+        ExternalNode node = await ExternalNode.StartAsync(data);
+        try
+        {
+            // A metrics session under an id of its own, as dotnet-counters before the shared session started them.
+            string other = Guid.NewGuid().ToString();
+            var client = new Microsoft.Diagnostics.NETCore.Client.DiagnosticsClient(node.ProcessId);
+            using Microsoft.Diagnostics.NETCore.Client.EventPipeSession unshared = client.StartEventPipeSession(
+                new Microsoft.Diagnostics.NETCore.Client.EventPipeProvider("System.Diagnostics.Metrics", System.Diagnostics.Tracing.EventLevel.Informational, 0x2,
+                    new Dictionary<string, string> { ["SessionId"] = other, ["Metrics"] = "MegaNet", ["RefreshInterval"] = "1" }),
+                requestRundown: false);
+            Task drain = unshared.EventStream.CopyToAsync(Stream.Null);
+            await Task.Delay(TimeSpan.FromSeconds(1));
+
+            ProfilerException e = await Assert.ThrowsAsync<ProfilerException>(() => NodeProfiler.CollectAsync(node.ProcessId, TimeSpan.FromSeconds(5)));
+            output.WriteLine(e.Message);
+            Assert.Contains("cannot be shared", e.Message, StringComparison.Ordinal);
+            Assert.Contains(other, e.Message, StringComparison.Ordinal);
+
+            await unshared.StopAsync(CancellationToken.None);
+            await drain.WaitAsync(TimeSpan.FromSeconds(10));
+        }
+        finally
+        {
+            await node.DisposeAsync();
+            Directory.Delete(data, recursive: true);
+        }
+    }
+
+    [Fact]
+    public void Readings_are_per_second_and_the_table_says_what_each_column_holds()
+    {
+        // The runtime reports a counter's change per refresh interval and a histogram's recordings in it: at --refresh 5
+        // the old "rate/s" column showed five times the rate.
+        InstrumentReading counter = NodeProfiler.Reading("counter", "MegaNet", "meganet.admission.accepted", "", "{envelope}", refreshSeconds: 5, previous: null,
+            rate: "250", value: "1000");
+        InstrumentReading histogram = NodeProfiler.Reading("histogram", "MegaNet", "meganet.admission.latency", "", "ms", refreshSeconds: 5, previous: null,
+            count: 40, quantiles: "0.5=1;0.95=2;0.99=3");
+        InstrumentReading gauge = NodeProfiler.Reading("gauge", "MegaNet", "meganet.store.log_size", "", "{leaf}", refreshSeconds: 5, previous: null, lastValue: "7");
+
+        Assert.Equal((50.0, 1000.0), (counter.PerSecond, counter.Value));
+        Assert.Equal((8.0, 40.0, "0.5=1;0.95=2;0.99=3"), (histogram.PerSecond, histogram.Value, histogram.Quantiles));
+        Assert.Equal((0.0, 7.0), (gauge.PerSecond, gauge.Value));
+
+        string table = NodeProfiler.Render([counter, histogram, gauge], new NodeProcess(1, "meganet node"), refreshSeconds: 5);
+        output.WriteLine(table);
+        Assert.Contains("per s: per second over the last 5 s (counters: change; histograms: recordings)", table, StringComparison.Ordinal);
+        Assert.Contains("value: counters: running total", table, StringComparison.Ordinal);
+        Assert.DoesNotContain("rate/s", table, StringComparison.Ordinal);
+        string accepted = table.Split('\n').Single(l => l.Contains("meganet.admission.accepted", StringComparison.Ordinal));
+        Assert.Matches(@"counter\s+50\.0\s+1,000\.0", accepted);
+        string latency = table.Split('\n').Single(l => l.Contains("meganet.admission.latency", StringComparison.Ordinal));
+        Assert.Matches(@"histogram\s+8\.0\s+40\.0", latency);
+    }
+
+    [Fact]
+    public async Task A_thread_busy_in_native_code_counts_like_one_busy_in_managed_code_and_a_sleeping_one_not_at_all()
+    {
+        // Three threads of this process for the length of a trace: one verifying with libsodium (nearly all of its
+        // time in native code, External samples), one in a managed loop (Managed samples), one sleeping. Before,
+        // External samples were dropped: the native thread read almost nothing.
+        string dir = Directory.CreateTempSubdirectory("meganet-trace-").FullName;
+        using var stop = new CancellationTokenSource();
+        using SignatureBatch batch = MegaNet.Node.Benchmarking.VerifyBenchmark.MakeBatch(16, 0);
+        Thread[] threads =
+        [
+            new(() => NativeSpin(batch, stop.Token)) { IsBackground = true },
+            new(() => ManagedSpin(stop.Token)) { IsBackground = true },
+            new(() => Sleeper(stop.Token)) { IsBackground = true },
+        ];
+        try
+        {
+            foreach (Thread t in threads)
+            {
+                t.Start();
+            }
+
+            string trace = Path.Combine(dir, "self.nettrace");
+            await NodeProfiler.TraceAsync(Environment.ProcessId, trace, TimeSpan.FromSeconds(3));
+            stop.Cancel();
+            (int samples, _, IReadOnlyList<MethodShare> byInclusive) = TraceSummary.Summarize(trace, 100_000);
+            output.WriteLine(TraceSummary.Format(samples, [], byInclusive.Take(25).ToList()));
+            double Share(string method) => byInclusive.FirstOrDefault(m => m.Method.Contains($"ProfilerTests.{method}(", StringComparison.Ordinal))?.Inclusive ?? 0;
+            double native = Share(nameof(NativeSpin)), managed = Share(nameof(ManagedSpin)), sleeping = Share(nameof(Sleeper));
+            output.WriteLine($"native {native:P1}, managed {managed:P1}, sleeping {sleeping:P1}");
+
+            Assert.True(managed > 0.05, $"the managed loop got only {managed:P1} of the samples; the test proved little");
+            // The sampler records every thread at each tick, so two threads busy all along get about the same count.
+            Assert.InRange(native / managed, 0.85, 1.18);
+            // A sleeping thread's samples are nearly all External in Thread.Sleep (a wait, left out); the few Managed
+            // ones on its way in and out of the sleep count, as all Managed samples do.
+            Assert.True(sleeping < 0.05, $"a sleeping thread counted {sleeping:P1}");
+        }
+        finally
+        {
+            stop.Cancel();
+            foreach (Thread t in threads)
+            {
+                t.Join();
+            }
+
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    [Theory]
+    [InlineData("System.Threading.Monitor.Wait(class System.Object,int32)", true)]
+    [InlineData("System.Threading.LowLevelLifoSemaphore.WaitNative(class Microsoft.Win32.SafeHandles.SafeWaitHandle,int32)", true)]
+    [InlineData("System.Threading.Thread.Sleep(int32)", true)]
+    [InlineData("MegaNet.Core.Interop.ShortSleep.Sleep(int32)", true)]
+    [InlineData("System.Net.Sockets.SocketAsyncEngine.EventLoop()", true)]
+    [InlineData("System.Threading.PortableThreadPool+WorkerThread.WorkerThreadStart()", true)]
+    [InlineData("Interop+Sys.PWrite(class System.Runtime.InteropServices.SafeHandle,unsigned int8*,int32,int64)", true)]
+    [InlineData("MegaNet.Core.Verification.BatchVerifierBase.Verify(class MegaNet.Core.Verification.SignatureBatch,int32,int32,value class System.Span`1<bool>)", false)]
+    [InlineData("Interop+Libsodium.crypto_hash_sha256(value class System.Span`1<unsigned int8>)", false)]
+    [InlineData("MegaNet.Store.ThreadedReader.Read()", false)] // a Read of our own is work, not a blocking system call
+    public void External_samples_are_waits_by_the_innermost_methods_own_name(string method, bool wait) =>
+        Assert.Equal(wait, TraceSummary.IsWait(method));
+
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
+    private static void NativeSpin(SignatureBatch batch, CancellationToken stop)
+    {
+        using var libsodium = new LibsodiumBatchVerifier();
+        bool[] verdicts = new bool[batch.Count];
+        while (!stop.IsCancellationRequested)
+        {
+            libsodium.Verify(batch, verdicts);
+        }
+    }
+
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
+    private static void ManagedSpin(CancellationToken stop)
+    {
+        ulong x = 1;
+        while (!stop.IsCancellationRequested)
+        {
+            for (int i = 0; i < 100_000; i++)
+            {
+                x = (x * 6364136223846793005) + 1442695040888963407;
+            }
+        }
+
+        GC.KeepAlive(x);
+    }
+
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
+    private static void Sleeper(CancellationToken stop)
+    {
+        while (!stop.IsCancellationRequested)
+        {
+            Thread.Sleep(20);
         }
     }
 

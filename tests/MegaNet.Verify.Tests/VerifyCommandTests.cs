@@ -111,6 +111,71 @@ public sealed class VerifyCommandTests : IDisposable
     }
 
     [Fact]
+    public void Bench_check_holds_libsodium_to_its_own_rule_not_to_the_references()
+    {
+        // `bench --backend libsodium --check` used to fail on every run: libsodium was compared with MegaNet's reference,
+        // whose rule it does not follow (its Rule says so).
+        var progress = new StringWriter();
+        VerifyBenchmarkReport report = new VerifyBenchmark(Backends.Registry, new VerifyBenchmarkOptions
+        {
+            Backends = [LibsodiumBatchVerifier.BackendName],
+            BatchSizes = [1],
+            Threads = [1],
+            Duration = TimeSpan.FromMilliseconds(20),
+            Check = true,
+            CheckItems = 1024,
+        }, progress).Run();
+
+        Assert.Contains(report.Results, r => r.Backend == LibsodiumBatchVerifier.BackendName);
+        Assert.Contains("libsodium keeps its own rule (Libsodium), not MegaNet's; not compared", progress.ToString(), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Bench_check_covers_every_thread_count_before_timing_anything()
+    {
+        // A backend right on one thread and wrong on two (it accepts everything there; the valid timing batch cannot
+        // tell): only a check of every (backend, threads) instance catches it.
+        var registry = new BatchVerifierRegistry().Register(new BackendDescriptor("threads-bug", "right on one thread only", -1, () => null,
+            o => new AcceptsAllWithThreads(Backends.Registry.Create("simd", o), o.Threads > 1)));
+        var progress = new StringWriter();
+
+        var e = Assert.Throws<InvalidOperationException>(() => new VerifyBenchmark(registry, new VerifyBenchmarkOptions
+        {
+            Backends = ["threads-bug"],
+            BatchSizes = [1],
+            Threads = [1, 2],
+            Duration = TimeSpan.FromMilliseconds(20),
+            Check = true,
+            CheckItems = 64,
+        }, progress).Run());
+
+        Assert.Contains("'threads-bug' with 2 thread(s) disagrees with the reference", e.Message, StringComparison.Ordinal);
+        Assert.Contains("check: threads-bug x1 against the reference on 64 mixed items: 0 mismatches", progress.ToString(), StringComparison.Ordinal);
+        Assert.DoesNotContain("/s", progress.ToString(), StringComparison.Ordinal); // nothing was timed first
+    }
+
+    /// <summary>Wraps a real backend; with <paramref name="broken"/> it accepts every item.</summary>
+    private sealed class AcceptsAllWithThreads(IBatchVerifier inner, bool broken) : IBatchVerifier
+    {
+        public string Name => "threads-bug";
+
+        public string Description => inner.Description;
+
+        public VerificationRule Rule => inner.Rule;
+
+        public void Verify(SignatureBatch batch, int start, int count, Span<bool> verdicts)
+        {
+            inner.Verify(batch, start, count, verdicts);
+            if (broken)
+            {
+                verdicts[..count].Fill(true);
+            }
+        }
+
+        public void Dispose() => inner.Dispose();
+    }
+
+    [Fact]
     public void Bench_reports_where_a_gpu_batch_spends_its_time()
     {
         var report = new VerifyBenchmark(Backends.Registry, new VerifyBenchmarkOptions

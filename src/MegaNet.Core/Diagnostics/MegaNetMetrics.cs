@@ -15,23 +15,34 @@ public static class MegaNetMetrics
     /// <summary>The meter.</summary>
     public static readonly Meter Meter = new(MeterName, "1.0");
 
+    /// <summary>Bucket bounds for the millisecond histograms (0.1 ms to 30 s): exporters that build real buckets
+    /// (Prometheus, OpenTelemetry) take them from the instruments' advice instead of guessing.</summary>
+    public static readonly IReadOnlyList<double> MillisecondBuckets = [0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 30_000];
+
+    /// <summary>Bucket bounds for items per batch: powers of two to 16,384, then coarser up to a batch's 1,048,576.</summary>
+    public static readonly IReadOnlyList<int> BatchSizeBuckets = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1_024, 2_048, 4_096, 8_192, 16_384, 65_536, 262_144, 1_048_576];
+
+    private static Histogram<double> Milliseconds(string name, string description) =>
+        Meter.CreateHistogram(name, "ms", description, tags: null, advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = MillisecondBuckets });
+
     /// <summary>Signatures verified, tagged <c>backend</c> and <c>verdict</c> (valid/invalid).</summary>
     public static readonly Counter<long> Verifications = Meter.CreateCounter<long>("meganet.verify.signatures", "{signature}", "Signatures verified, by backend");
 
     /// <summary>Items per verification batch, tagged <c>backend</c>.</summary>
-    public static readonly Histogram<int> BatchSize = Meter.CreateHistogram<int>("meganet.verify.batch_size", "{signature}", "Items per verification batch");
+    public static readonly Histogram<int> BatchSize = Meter.CreateHistogram("meganet.verify.batch_size", "{signature}", "Items per verification batch",
+        tags: null, advice: new InstrumentAdvice<int> { HistogramBucketBoundaries = BatchSizeBuckets });
 
     /// <summary>Wall time of one backend batch call in milliseconds, tagged <c>backend</c>.</summary>
-    public static readonly Histogram<double> BatchDuration = Meter.CreateHistogram<double>("meganet.verify.batch_duration", "ms", "Time per verification batch");
+    public static readonly Histogram<double> BatchDuration = Milliseconds("meganet.verify.batch_duration", "Time per verification batch");
 
     /// <summary>GPU kernel time per launch in milliseconds (a large batch is cut into several launches).</summary>
-    public static readonly Histogram<double> GpuKernelTime = Meter.CreateHistogram<double>("meganet.gpu.kernel_time", "ms", "GPU kernel time per launch");
+    public static readonly Histogram<double> GpuKernelTime = Milliseconds("meganet.gpu.kernel_time", "GPU kernel time per launch");
 
     /// <summary>GPU host↔device copy time per launch in milliseconds.</summary>
-    public static readonly Histogram<double> GpuTransferTime = Meter.CreateHistogram<double>("meganet.gpu.transfer_time", "ms", "GPU copy time per launch");
+    public static readonly Histogram<double> GpuTransferTime = Milliseconds("meganet.gpu.transfer_time", "GPU copy time per launch");
 
     /// <summary>Host time per GPU launch in milliseconds: the S &lt; L checks and SHA-512 of R ‖ A ‖ M for its items.</summary>
-    public static readonly Histogram<double> GpuHostTime = Meter.CreateHistogram<double>("meganet.gpu.host_time", "ms", "Host preparation (S < L, SHA-512) per GPU launch");
+    public static readonly Histogram<double> GpuHostTime = Milliseconds("meganet.gpu.host_time", "Host preparation (S < L, SHA-512) per GPU launch");
 
     /// <summary>Envelopes accepted by admission.</summary>
     public static readonly Counter<long> EnvelopesAccepted = Meter.CreateCounter<long>("meganet.admission.accepted", "{envelope}", "Envelopes accepted");
@@ -40,13 +51,13 @@ public static class MegaNetMetrics
     public static readonly Counter<long> EnvelopesRejected = Meter.CreateCounter<long>("meganet.admission.rejected", "{envelope}", "Envelopes rejected, by reason");
 
     /// <summary>Submit-to-receipt latency in milliseconds.</summary>
-    public static readonly Histogram<double> AdmissionLatency = Meter.CreateHistogram<double>("meganet.admission.latency", "ms", "Admission latency, submit to receipt");
+    public static readonly Histogram<double> AdmissionLatency = Milliseconds("meganet.admission.latency", "Admission latency, submit to receipt");
 
     /// <summary>Store group-commit latency in milliseconds.</summary>
-    public static readonly Histogram<double> StoreCommitLatency = Meter.CreateHistogram<double>("meganet.store.commit_latency", "ms", "Store group commit latency");
+    public static readonly Histogram<double> StoreCommitLatency = Milliseconds("meganet.store.commit_latency", "Store group commit latency");
 
     /// <summary>Store checkpoint cycle duration in milliseconds.</summary>
-    public static readonly Histogram<double> StoreCheckpointDuration = Meter.CreateHistogram<double>("meganet.store.checkpoint_duration", "ms", "Store checkpoint cycle duration (sweep, compaction, table checkpoint, log truncation)");
+    public static readonly Histogram<double> StoreCheckpointDuration = Milliseconds("meganet.store.checkpoint_duration", "Store checkpoint cycle duration (sweep, compaction, table checkpoint, log truncation)");
 
     /// <summary>Live subscriptions (up/down).</summary>
     public static readonly UpDownCounter<long> ActiveSubscriptions = Meter.CreateUpDownCounter<long>("meganet.relay.subscriptions", "{subscription}", "Active mailbox subscriptions");

@@ -6,7 +6,10 @@ namespace MegaNet.Node.Benchmarking;
 public static class BenchPlot
 {
     /// <summary>Writes a PNG of <paramref name="report"/> to <paramref name="path"/>.</summary>
-    public static void Write(VerifyBenchmarkReport report, string path)
+    public static void Write(VerifyBenchmarkReport report, string path) => File.WriteAllBytes(path, Png(report));
+
+    /// <summary>The plot of <paramref name="report"/> as PNG bytes.</summary>
+    public static byte[] Png(VerifyBenchmarkReport report)
     {
         ArgumentNullException.ThrowIfNull(report);
         var plot = new ScottPlot.Plot();
@@ -36,6 +39,6 @@ public static class BenchPlot
         MachineInfo m = report.Machine;
         plot.Title($"Ed25519 verification on {m.Cpu}, {m.LogicalCores} cores, {m.Isa}, libsodium {m.Libsodium}");
         plot.ShowLegend(ScottPlot.Alignment.UpperLeft);
-        plot.SavePng(path, 1000, 620);
+        return plot.GetImageBytes(1000, 620, ScottPlot.ImageFormat.Png);
     }
 }

@@ -2,6 +2,7 @@ using System.Diagnostics;
 using Grpc.Core;
 using MegaNet.Api;
 using MegaNet.Api.V1;
+using MegaNet.Core.Interop;
 
 namespace MegaNet.Node.Benchmarking;
 
@@ -9,11 +10,22 @@ namespace MegaNet.Node.Benchmarking;
 /// <paramref name="SteadyP50Ms"/> and <paramref name="SteadyP99Ms"/> cover only the calls started after the first
 /// <see cref="LoadGenerator.WarmUpSeconds"/> seconds (the node's code paths are compiled and tiered up by then) and
 /// <paramref name="SteadyAcceptedPerSecond"/> the acceptances completed after them; NaN when fewer than 1,000 calls
-/// started after that. <paramref name="OfferedPerSecond"/> is the rate calls were started at.</summary>
+/// started after that. <paramref name="OfferedPerSecond"/> is the rate calls were started at.
+/// <paramref name="StartLateP50Ms"/> and <paramref name="StartLateP99Ms"/> (open loop only, else NaN) say how late this
+/// load client itself started the accepted calls past their due times: that lag is the client's, not the node's, and
+/// is included in the latency (which counts from the due time), so a reader can tell the two apart.</summary>
 public sealed record LoadReport(string Mode, int Clients, int Sent, int Accepted, int Refused, double Seconds, double P50Ms, double P99Ms,
-    double SteadyP50Ms, double SteadyP99Ms, double SteadyAcceptedPerSecond, double MeanServerBatch, string Backend, double OfferedPerSecond = double.NaN)
+    double SteadyP50Ms, double SteadyP99Ms, double SteadyAcceptedPerSecond, double MeanServerBatch, string Backend, double OfferedPerSecond = double.NaN,
+    double StartLateP50Ms = double.NaN, double StartLateP99Ms = double.NaN)
 {
+    /// <summary>The client's start lateness, at p99, at or above this share of the latency p99 is worth a warning: that much
+    /// of the latency is the client's own lag.</summary>
+    public const double ClientLagWarningShare = 0.10;
+
     public double AcceptedPerSecond => Accepted / Seconds;
+
+    /// <summary>True when the client's own start lateness is a large part of the latency (see <see cref="ClientLagWarningShare"/>).</summary>
+    public bool ClientLagWarning => StartLateP99Ms >= ClientLagWarningShare * P99Ms;
 }
 
 /// <summary>
@@ -56,30 +68,36 @@ public sealed class LoadGenerator(Uri node, int clients, int connections, TextWr
 
     /// <summary>Unary submits over <c>clients</c> concurrent workers. Without <paramref name="targetRate"/> each worker sends
     /// its share one call at a time (closed loop: as fast as the node answers). With it the load is open: call i is due at
-    /// i / <paramref name="targetRate"/> seconds whether or not earlier calls have returned, and its latency counts from
-    /// then, not from when this client got round to sending it: a client (or node) that falls behind shows up in the
-    /// latency instead of slowing the offered load and hiding itself. The report gives the rate calls really started at.</summary>
+    /// i / <paramref name="targetRate"/> seconds whether or not earlier calls have returned (on client i mod clients), and
+    /// its latency counts from then, not from when this client got round to sending it: a client (or node) that falls
+    /// behind shows up in the latency instead of slowing the offered load and hiding itself. How late this client
+    /// started each call is reported apart (<see cref="LoadReport.StartLateP99Ms"/>), so its own lag can be told from the
+    /// node's. The report gives the rate calls really started at.</summary>
     public async Task<LoadReport> RunUnaryAsync(IReadOnlyList<Envelope> envelopes, double targetRate = 0, CancellationToken ct = default)
     {
         using Connections channels = await Connections.OpenAsync(node, Math.Clamp(connections, 1, clients), ct);
         MegaNetClient client = channels[0];
         StatusResponse before = await client.Relay.StatusAsync(new StatusRequest(), cancellationToken: ct);
-        var latencies = new double[envelopes.Count];
-        var startedAt = new double[envelopes.Count];
-        var ok = new bool[envelopes.Count];
+        var calls = new CallSamples(envelopes.Count);
         int accepted = 0, refused = 0;
         var watch = Stopwatch.StartNew();
 
         async Task SubmitOneAsync(int i, double dueSeconds)
         {
-            long start = Stopwatch.GetTimestamp();
-            startedAt[i] = watch.Elapsed.TotalSeconds;
-            // Open loop: the time this call was late to start counts too.
-            double lateMs = dueSeconds >= 0 ? Math.Max(0, startedAt[i] - dueSeconds) * 1000 : 0;
+            double started = watch.Elapsed.TotalSeconds;
+            calls.StartedAt[i] = started;
+            // Open loop: the latency counts from the due time, so the client's lateness is in it; it is kept apart too.
+            double from = started;
+            if (dueSeconds >= 0)
+            {
+                calls.LateMs[i] = Math.Max(0, started - dueSeconds) * 1000;
+                from = Math.Min(started, dueSeconds);
+            }
+
             try
             {
                 await channels[i % clients].Relay.SubmitAsync(new SubmitRequest { Envelope = envelopes[i] }, cancellationToken: ct);
-                ok[i] = true;
+                calls.Ok[i] = true;
                 Interlocked.Increment(ref accepted);
             }
             catch (RpcException)
@@ -87,35 +105,91 @@ public sealed class LoadGenerator(Uri node, int clients, int connections, TextWr
                 Interlocked.Increment(ref refused);
             }
 
-            latencies[i] = lateMs + Stopwatch.GetElapsedTime(start).TotalMilliseconds;
+            double completed = watch.Elapsed.TotalSeconds;
+            calls.CompletedAt[i] = completed;
+            calls.LatencyMs[i] = (completed - from) * 1000;
         }
 
-        await Task.WhenAll(Enumerable.Range(0, clients).Select(c => Task.Run(async () =>
+        if (targetRate > 0)
         {
-            var open = new List<Task>();
-            for (int i = c; i < envelopes.Count; i += clients)
+            // One pacing thread of its own starts every call on schedule (client i mod clients): it sleeps, so many
+            // clients cost no more than one, and it is not a thread-pool thread that the calls' continuations delay.
+            List<Task> open = await Task.Factory.StartNew(
+                () => Pace(envelopes.Count, targetRate, watch, SubmitOneAsync, ct), ct, TaskCreationOptions.LongRunning, TaskScheduler.Default);
+            await Task.WhenAll(open);
+        }
+        else
+        {
+            await Task.WhenAll(Enumerable.Range(0, clients).Select(c => Task.Run(async () =>
             {
-                if (targetRate <= 0)
+                for (int i = c; i < envelopes.Count; i += clients)
                 {
                     await SubmitOneAsync(i, -1);
-                    continue;
                 }
+            }, ct)));
+        }
 
-                double due = i / targetRate;
-                double wait = due - watch.Elapsed.TotalSeconds;
-                if (wait > 0.001)
-                {
-                    await Task.Delay(TimeSpan.FromSeconds(wait), ct);
-                }
-
-                open.Add(SubmitOneAsync(i, due));
-            }
-
-            await Task.WhenAll(open);
-        }, ct)));
         double seconds = watch.Elapsed.TotalSeconds;
         string mode = targetRate > 0 ? $"unary (open loop at {targetRate:N0}/s)" : "unary";
-        return await Report(mode, envelopes.Count, accepted, refused, seconds, latencies, startedAt, ok, client, before, ct);
+        return await Report(mode, envelopes.Count, accepted, refused, seconds, calls, client, before, ct);
+    }
+
+    /// <summary>Starts call i at i / <paramref name="rate"/> seconds on <paramref name="watch"/>, in order, without waiting
+    /// for earlier calls; returns the calls in flight.</summary>
+    private static List<Task> Pace(int count, double rate, Stopwatch watch, Func<int, double, Task> start, CancellationToken ct)
+    {
+        var open = new List<Task>(count);
+        for (int i = 0; i < count; i++)
+        {
+            double due = i / rate;
+            WaitUntil(watch, due, ct);
+            open.Add(start(i, due));
+        }
+
+        return open;
+    }
+
+    /// <summary>The last stretch before a due time is spun through rather than slept: a sleep ends up to the kernel's timer
+    /// slack (50 µs) late.</summary>
+    internal const double SpinSeconds = 60e-6;
+
+    /// <summary>Blocks the calling (dedicated) thread until <paramref name="watch"/> reads <paramref name="dueSeconds"/>,
+    /// never returning early. Timers and <see cref="Task.Delay(TimeSpan)"/> wake 1-3 ms late here (p99 up to 25 ms at
+    /// 8,000 calls/s), which an open loop would report as latency; so: whole-millisecond sleeps until ~1 ms before, then
+    /// <see cref="ShortSleep"/> to <see cref="SpinSeconds"/> before, then a spin, bounded by that, to the due time.
+    /// Whatever lateness is left (a busy machine that runs this thread late) is measured and reported, not hidden.</summary>
+    internal static void WaitUntil(Stopwatch watch, double dueSeconds, CancellationToken ct)
+    {
+        while (true)
+        {
+            double remaining = dueSeconds - watch.Elapsed.TotalSeconds;
+            if (remaining <= 0)
+            {
+                return;
+            }
+
+            ct.ThrowIfCancellationRequested();
+            if (remaining > 0.002)
+            {
+                // At most 100 ms at a time, so Ctrl+C is seen at low rates too.
+                Thread.Sleep(TimeSpan.FromSeconds(Math.Min(remaining - 0.001, 0.1)));
+            }
+            else if (remaining > SpinSeconds)
+            {
+                if (ShortSleep.IsSupported)
+                {
+                    ShortSleep.Sleep((int)((remaining - SpinSeconds) * 1e6));
+                }
+                else
+                {
+                    Thread.Yield();
+                }
+            }
+            else
+            {
+                Thread.SpinWait(20);
+            }
+        }
     }
 
     /// <summary>Streaming submits: each client opens one SubmitStream and pipelines its share.</summary>
@@ -124,10 +198,7 @@ public sealed class LoadGenerator(Uri node, int clients, int connections, TextWr
         using Connections channels = await Connections.OpenAsync(node, Math.Clamp(connections, 1, clients), ct);
         MegaNetClient client = channels[0];
         StatusResponse before = await client.Relay.StatusAsync(new StatusRequest(), cancellationToken: ct);
-        var sentAt = new long[envelopes.Count];
-        var startedAt = new double[envelopes.Count];
-        var latencies = new double[envelopes.Count];
-        var ok = new bool[envelopes.Count];
+        var calls = new CallSamples(envelopes.Count);
         int accepted = 0, refused = 0;
         var watch = Stopwatch.StartNew();
         await Task.WhenAll(Enumerable.Range(0, clients).Select(c => Task.Run(async () =>
@@ -140,10 +211,12 @@ public sealed class LoadGenerator(Uri node, int clients, int connections, TextWr
                 await foreach (SubmitResult r in call.ResponseStream.ReadAllAsync(ct))
                 {
                     int i = mine[k++];
-                    latencies[i] = Stopwatch.GetElapsedTime(sentAt[i]).TotalMilliseconds;
+                    double completed = watch.Elapsed.TotalSeconds;
+                    calls.CompletedAt[i] = completed;
+                    calls.LatencyMs[i] = (completed - calls.StartedAt[i]) * 1000;
                     if (r.StatusCode == 0)
                     {
-                        ok[i] = true;
+                        calls.Ok[i] = true;
                         Interlocked.Increment(ref accepted);
                     }
                     else
@@ -154,8 +227,7 @@ public sealed class LoadGenerator(Uri node, int clients, int connections, TextWr
             }, ct);
             foreach (int i in mine)
             {
-                sentAt[i] = Stopwatch.GetTimestamp();
-                startedAt[i] = watch.Elapsed.TotalSeconds;
+                calls.StartedAt[i] = watch.Elapsed.TotalSeconds;
                 await call.RequestStream.WriteAsync(new SubmitRequest { Envelope = envelopes[i] }, ct);
             }
 
@@ -163,31 +235,77 @@ public sealed class LoadGenerator(Uri node, int clients, int connections, TextWr
             await reader;
         }, ct)));
         double seconds = watch.Elapsed.TotalSeconds;
-        return await Report("stream", envelopes.Count, accepted, refused, seconds, latencies, startedAt, ok, client, before, ct);
+        return await Report("stream", envelopes.Count, accepted, refused, seconds, calls, client, before, ct);
     }
 
-    private async Task<LoadReport> Report(string mode, int sent, int accepted, int refused, double seconds, double[] latencies, double[] startedAt,
-        bool[] ok, MegaNetClient client, StatusResponse before, CancellationToken ct)
+    private async Task<LoadReport> Report(string mode, int sent, int accepted, int refused, double seconds, CallSamples calls,
+        MegaNetClient client, StatusResponse before, CancellationToken ct)
     {
         StatusResponse after = await client.Relay.StatusAsync(new StatusRequest(), cancellationToken: ct);
         double batches = after.BatchesVerified - before.BatchesVerified;
         double signatures = after.SignaturesVerified - before.SignaturesVerified;
+        LoadReport report = Summarize(mode, clients, sent, accepted, refused, seconds, calls, batches == 0 ? 0 : signatures / batches, after.VerifierBackend);
+        progress?.Write(Describe(report));
+        return report;
+    }
+
+    /// <summary>The report over what each call recorded (times in seconds since the phase began).</summary>
+    internal static LoadReport Summarize(string mode, int clients, int sent, int accepted, int refused, double seconds, CallSamples calls,
+        double meanServerBatch, string backend)
+    {
+        bool[] ok = calls.Ok;
         // Latency of accepted calls only: a refusal (queue full, rate limit) is answered fast and would flatter them.
-        double[] all = latencies.Where((_, i) => ok[i]).Order().ToArray();
-        double[] steady = latencies.Where((_, i) => ok[i] && startedAt[i] >= WarmUpSeconds).Order().ToArray();
+        double[] all = calls.LatencyMs.Where((_, i) => ok[i]).Order().ToArray();
+        double[] steady = calls.LatencyMs.Where((_, i) => ok[i] && calls.StartedAt[i] >= WarmUpSeconds).Order().ToArray();
         // Acceptances completed after the warm-up, over the time after it: the rate once the node's code is tiered up.
-        int acceptedLater = Enumerable.Range(0, sent).Count(i => ok[i] && startedAt[i] + (latencies[i] / 1000) >= WarmUpSeconds);
-        double startSpan = sent > 1 ? startedAt.Max() - startedAt.Min() : 0;
+        // By when each call really completed: its start plus its latency would count an open-loop call's lateness twice
+        // (the latency counts from the due time, which is before the start).
+        int acceptedLater = Enumerable.Range(0, sent).Count(i => ok[i] && calls.CompletedAt[i] >= WarmUpSeconds);
+        double[] late = calls.LateMs.Where((l, i) => ok[i] && !double.IsNaN(l)).Order().ToArray();
+        double startSpan = sent > 1 ? calls.StartedAt.Max() - calls.StartedAt.Min() : 0;
         bool hasSteady = steady.Length >= 1000;
-        var report = new LoadReport(mode, clients, sent, accepted, refused, seconds, Percentile(all, 0.50), Percentile(all, 0.99),
+        return new LoadReport(mode, clients, sent, accepted, refused, seconds, Percentile(all, 0.50), Percentile(all, 0.99),
             hasSteady ? Percentile(steady, 0.50) : double.NaN, hasSteady ? Percentile(steady, 0.99) : double.NaN,
             hasSteady ? acceptedLater / (seconds - WarmUpSeconds) : double.NaN,
-            batches == 0 ? 0 : signatures / batches, after.VerifierBackend, startSpan > 0 ? (sent - 1) / startSpan : double.NaN);
-        string steadyText = hasSteady
-            ? $" (after the first {WarmUpSeconds:0} s: {report.SteadyAcceptedPerSecond:N0} accepted/s, p50 {report.SteadyP50Ms:F2} ms, p99 {report.SteadyP99Ms:F2} ms)"
-            : string.Empty;
-        progress?.WriteLine($"{mode,-6} clients {clients}: {report.AcceptedPerSecond,10:N0} accepted/s ({accepted}/{sent}, {refused} refused; started at {report.OfferedPerSecond:N0}/s), p50 {report.P50Ms:F2} ms, p99 {report.P99Ms:F2} ms{steadyText}, mean verifier batch {report.MeanServerBatch:F1} ({report.Backend})");
-        return report;
+            meanServerBatch, backend, startSpan > 0 ? (sent - 1) / startSpan : double.NaN,
+            Percentile(late, 0.50), Percentile(late, 0.99));
+    }
+
+    /// <summary>The printed line (and, when the client's own lag is a large part of the latency, a warning line).</summary>
+    internal static string Describe(LoadReport report)
+    {
+        string steadyText = double.IsNaN(report.SteadyP50Ms)
+            ? string.Empty
+            : $" (after the first {WarmUpSeconds:0} s: {report.SteadyAcceptedPerSecond:N0} accepted/s, p50 {report.SteadyP50Ms:F2} ms, p99 {report.SteadyP99Ms:F2} ms)";
+        string lateText = double.IsNaN(report.StartLateP50Ms)
+            ? string.Empty
+            : $"; client start lateness p50 {report.StartLateP50Ms:F2} ms, p99 {report.StartLateP99Ms:F2} ms (in the latency)";
+        string text = $"{report.Mode,-6} clients {report.Clients}: {report.AcceptedPerSecond,10:N0} accepted/s ({report.Accepted}/{report.Sent}, {report.Refused} refused; " +
+            $"started at {report.OfferedPerSecond:N0}/s), p50 {report.P50Ms:F2} ms, p99 {report.P99Ms:F2} ms{steadyText}{lateText}, " +
+            $"mean verifier batch {report.MeanServerBatch:F1} ({report.Backend}){Environment.NewLine}";
+        if (report.ClientLagWarning)
+        {
+            text += $"warning: this load client started calls up to {report.StartLateP99Ms:F2} ms late (p99), {report.StartLateP99Ms / report.P99Ms:P0} of the latency p99: " +
+                $"that part is the client's own lag, not the node's; offer less, or run the client on another machine{Environment.NewLine}";
+        }
+
+        return text;
+    }
+
+    /// <summary>What each call of a phase recorded, by envelope index; times in seconds since the phase began.</summary>
+    internal sealed class CallSamples(int count)
+    {
+        public double[] StartedAt { get; } = new double[count];
+
+        public double[] CompletedAt { get; } = new double[count];
+
+        /// <summary>From the due time (open loop) or the start to the answer.</summary>
+        public double[] LatencyMs { get; } = new double[count];
+
+        /// <summary>How late the call started past its due time; NaN without a schedule (closed loop, streaming).</summary>
+        public double[] LateMs { get; } = Enumerable.Repeat(double.NaN, count).ToArray();
+
+        public bool[] Ok { get; } = new bool[count];
     }
 
     /// <summary>The clients' connections (channels), opened before timing starts. One shared HTTP/2 connection puts every

@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Globalization;
 using MegaNet.Core.Verification;
 using MegaNet.Node.Benchmarking;
+using MegaNet.Node.Diagnostics;
 using MegaNet.Node.Verification;
 
 namespace MegaNet.Node.Cli;
@@ -110,6 +111,11 @@ internal static class BenchCommand
                     registry.EnsureAvailable(name);
                 }
 
+                // The outputs are opened now, not after the sweep: a path that cannot be written is refused before
+                // minutes of work, in one line.
+                using OutputFile? jsonFile = parse.GetValue(json) is { } j ? OutputFile.Open(j.FullName, "--json") : null;
+                using OutputFile? plotFile = parse.GetValue(plot) is { } png ? OutputFile.Open(png.FullName, "--plot") : null;
+
                 var options = new VerifyBenchmarkOptions
                 {
                     Backends = names,
@@ -132,21 +138,21 @@ internal static class BenchCommand
                     Console.WriteLine($"{r.Backend,-10} {r.Batch,7} {r.Threads,7} {r.VerifiesPerSecond,14:N0} {r.RatioToLibsodium,12:F2} {r.MillisecondsPerBatch,10:F3}");
                 }
 
-                if (parse.GetValue(json) is { } file)
+                if (jsonFile is not null)
                 {
-                    File.WriteAllText(file.FullName, report.ToJson());
-                    Console.WriteLine($"wrote {file.FullName}");
+                    jsonFile.WriteAll(System.Text.Encoding.UTF8.GetBytes(report.ToJson()));
+                    Console.WriteLine($"wrote {jsonFile.FullPath}");
                 }
 
-                if (parse.GetValue(plot) is { } png)
+                if (plotFile is not null)
                 {
-                    BenchPlot.Write(report, png.FullName);
-                    Console.WriteLine($"wrote {png.FullName}");
+                    plotFile.WriteAll(BenchPlot.Png(report));
+                    Console.WriteLine($"wrote {plotFile.FullPath}");
                 }
 
                 return 0;
             }
-            catch (Exception e) when (e is BackendUnavailableException or ArgumentException or InvalidOperationException or IOException)
+            catch (Exception e) when (e is BackendUnavailableException or ArgumentException or InvalidOperationException or IOException or UnauthorizedAccessException)
             {
                 Console.Error.WriteLine($"meganet bench: {ErrorText.Plain(e)}");
                 return 1;

@@ -23,7 +23,7 @@ internal static class ProfileCommand
         };
         var top = new Option<int>("--top")
         {
-            Description = "After --trace, print the N hottest methods by own and by inclusive managed-code samples (0: don't). Default 20.",
+            Description = "After --trace, print the N hottest methods by own and by inclusive samples of busy threads (native code such as libsodium is charged to its managed caller; waits are left out) (0: don't). Default 20.",
             DefaultValueFactory = _ => 20,
         };
         var dump = new Option<string?>("--dump") { Description = "Write a full memory dump to this file." };
@@ -53,6 +53,9 @@ internal static class ProfileCommand
                     return 0;
                 }
 
+                // Before looking for the node: a trace path that cannot be written is refused first, and never after a
+                // session has started in the node.
+                using OutputFile? traceOutput = parse.GetValue(trace) is { } t ? NodeProfiler.OpenTrace(t) : null;
                 NodeProcess node = NodeProfiler.Resolve(parse.GetValue(pid));
                 if (parse.GetValue(dump) is { } dumpFile)
                 {
@@ -61,12 +64,14 @@ internal static class ProfileCommand
                     return 0;
                 }
 
-                if (parse.GetValue(trace) is { } traceFile)
+                if (traceOutput is not null)
                 {
                     TimeSpan d = parse.GetValue(duration);
                     Console.WriteLine($"tracing {node.ProcessId} for {d.TotalSeconds:0} s ...");
-                    await NodeProfiler.TraceAsync(node.ProcessId, traceFile, d, ct);
-                    Console.WriteLine($"wrote {Path.GetFullPath(traceFile)} ({new FileInfo(traceFile).Length:N0} bytes); open it in PerfView or speedscope");
+                    await NodeProfiler.TraceAsync(node.ProcessId, traceOutput, d, ct);
+                    traceOutput.Dispose(); // closed, so the summary reads all of it
+                    string traceFile = traceOutput.FullPath;
+                    Console.WriteLine($"wrote {traceFile} ({new FileInfo(traceFile).Length:N0} bytes); open it in PerfView or speedscope");
                     if (parse.GetValue(top) is > 0 and int n)
                     {
                         (int samples, IReadOnlyList<MethodShare> byExclusive, IReadOnlyList<MethodShare> byInclusive) = TraceSummary.Summarize(traceFile, n);
@@ -82,7 +87,7 @@ internal static class ProfileCommand
                     IReadOnlyList<InstrumentReading> snapshot = await NodeProfiler.CollectAsync(node.ProcessId, TimeSpan.FromSeconds(seconds * 2.5), seconds, null, ct);
                     Console.WriteLine(parse.GetValue(json)
                         ? JsonSerializer.Serialize(new { pid = node.ProcessId, instruments = snapshot }, new JsonSerializerOptions { WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower })
-                        : NodeProfiler.Render(snapshot, node));
+                        : NodeProfiler.Render(snapshot, node, seconds));
                     return 0;
                 }
 
@@ -94,7 +99,7 @@ internal static class ProfileCommand
                         Console.Clear();
                     }
 
-                    Console.Write(NodeProfiler.Render(table, node));
+                    Console.Write(NodeProfiler.Render(table, node, seconds));
                 }, ct);
                 return 0;
             }

@@ -10,16 +10,19 @@ namespace MegaNet.Node.Diagnostics;
 /// <summary>A running MegaNet node found over the diagnostics IPC.</summary>
 public sealed record NodeProcess(int ProcessId, string CommandLine);
 
-/// <summary>One instrument's latest reading.</summary>
+/// <summary>One instrument's latest reading (the runtime aggregates over refresh intervals).</summary>
 /// <param name="Meter">Meter name (MegaNet, System.Runtime).</param>
 /// <param name="Instrument">Instrument name.</param>
 /// <param name="Tags">Tags as "k=v,k=v" (empty when none).</param>
 /// <param name="Kind">counter, updown, gauge or histogram.</param>
 /// <param name="Unit">Instrument unit.</param>
-/// <param name="Rate">Change over the last interval (counters), else 0.</param>
-/// <param name="Value">Total (counters), current value (gauges, up-down counters), or count (histograms).</param>
-/// <param name="Quantiles">Histogram quantiles "0.5=..;0.95=..;0.99=..", else empty.</param>
-public sealed record InstrumentReading(string Meter, string Instrument, string Tags, string Kind, string Unit, double Rate, double Value, string Quantiles);
+/// <param name="PerSecond">Per second over the last interval: the change of a counter or up-down counter, the recordings
+/// of a histogram; 0 for gauges. (The runtime reports the change per interval; this divides by its length.)</param>
+/// <param name="Value">Counters: the running total (for counters the node increments, since the runtime's metrics
+/// session began: when this profiler, or a tool whose session it joined, attached; observable counters report their own
+/// total). Up-down counters and gauges: the current value. Histograms: recordings in the last interval.</param>
+/// <param name="Quantiles">Histogram quantiles over the last interval "0.5=..;0.95=..;0.99=..", else empty.</param>
+public sealed record InstrumentReading(string Meter, string Instrument, string Tags, string Kind, string Unit, double PerSecond, double Value, string Quantiles);
 
 /// <summary>Thrown for every condition a person running <c>meganet profile</c> must fix; the message says how.</summary>
 public sealed class ProfilerException(string message, Exception? inner = null) : Exception(message, inner);
@@ -85,23 +88,39 @@ public static class NodeProfiler
         };
     }
 
+    /// <summary>The runtime's metrics EventSource aggregates for one session at a time; sessions that all use this id (and
+    /// the same refresh interval and limits) share it instead. A session with any other id, started while one runs, gets
+    /// nothing but a MultipleSessionsNotSupportedError event.</summary>
+    internal const string SharedSessionId = "SHARED";
+
+    /// <summary>The limits every session this profiler starts asks for: a shared session must match them exactly.</summary>
+    private const string MaxTimeSeries = "1000", MaxHistograms = "100";
+
     /// <summary>
     /// Streams instrument readings from <paramref name="pid"/> for <paramref name="duration"/> (or until cancelled),
     /// calling <paramref name="onUpdate"/> with the full current table after each refresh. Returns the last table.
+    /// Joins the runtime's shared metrics session when one with the same refresh interval runs (another
+    /// <c>meganet profile</c>, or dotnet-counters with the same settings).
     /// </summary>
+    /// <exception cref="ProfilerException">The node cannot be attached to, or its runtime refused this session's metrics
+    /// (another tool holds a session that cannot be shared, or shares one with other settings); the message names the
+    /// cause. Before, such a session silently showed an empty table.</exception>
     public static async Task<IReadOnlyList<InstrumentReading>> CollectAsync(int pid, TimeSpan duration, int refreshSeconds = 1,
         Action<IReadOnlyList<InstrumentReading>>? onUpdate = null, CancellationToken cancellationToken = default)
     {
         var client = new DiagnosticsClient(pid);
-        string sessionId = Guid.NewGuid().ToString();
+        // This client's name within the shared session; the runtime names it in a MultipleSessionsConfiguredIncorrectlyError.
+        string clientId = Guid.NewGuid().ToString();
         var arguments = new Dictionary<string, string>
         {
-            ["SessionId"] = sessionId,
+            ["SessionId"] = SharedSessionId,
             ["Metrics"] = "MegaNet,System.Runtime",
             ["RefreshInterval"] = refreshSeconds.ToString(CultureInfo.InvariantCulture),
-            ["MaxTimeSeries"] = "1000",
-            ["MaxHistograms"] = "100",
-            ["ClientId"] = Guid.NewGuid().ToString(),
+            ["MaxTimeSeries"] = MaxTimeSeries,
+            ["MaxHistograms"] = MaxHistograms,
+            // The runtime has read the client's name under both keys (SharedIdentifier in .NET 8, ClientId in .NET 10).
+            ["SharedIdentifier"] = clientId,
+            ["ClientId"] = clientId,
         };
         var providers = new[] { new EventPipeProvider(MetricsProvider, EventLevel.Informational, 0x2, arguments) };
         EventPipeSession session;
@@ -116,6 +135,7 @@ public static class NodeProfiler
 
         var table = new ConcurrentDictionary<string, InstrumentReading>();
         var done = new TaskCompletionSource();
+        var refused = new TaskCompletionSource<string>(TaskCreationOptions.RunContinuationsAsynchronously);
         using (session)
         {
             Task reader = Task.Run(() =>
@@ -123,7 +143,16 @@ public static class NodeProfiler
                 try
                 {
                     using var source = new EventPipeEventSource(session.EventStream);
-                    source.Dynamic.All += e => OnEvent(e, sessionId, table, onUpdate);
+                    source.Dynamic.All += e =>
+                    {
+                        if (Refusal(e, clientId, refreshSeconds) is { } why)
+                        {
+                            refused.TrySetResult(why);
+                            return;
+                        }
+
+                        OnEvent(e, refreshSeconds, table, onUpdate);
+                    };
                     source.Process();
                 }
                 catch (Exception) when (done.Task.IsCompleted)
@@ -134,7 +163,7 @@ public static class NodeProfiler
 
             try
             {
-                await Task.Delay(duration, cancellationToken);
+                await Task.WhenAny(Task.Delay(duration, cancellationToken), refused.Task).Unwrap();
             }
             catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
             {
@@ -153,22 +182,99 @@ public static class NodeProfiler
             await Task.WhenAny(reader, Task.Delay(TimeSpan.FromSeconds(5), CancellationToken.None));
         }
 
+        if (refused.Task.IsCompleted)
+        {
+            throw new ProfilerException($"process {pid}: {await refused.Task}");
+        }
+
         return Sorted(table);
     }
 
+    /// <summary>Why the runtime refused this client's metrics session, from its error events; null for any other event.
+    /// These events go to every session listening, so only those naming another session or this client count.</summary>
+    internal static string? Refusal(TraceEvent e, string clientId, int refreshSeconds)
+    {
+        if (e.ProviderName != MetricsProvider)
+        {
+            return null;
+        }
+
+        string Text(string name) => e.PayloadByName(name)?.ToString() ?? "?";
+        switch (e.EventName)
+        {
+            case "MultipleSessionsNotSupportedError" when Text("runningSessionId") != SharedSessionId:
+                return RefusalText.NotShared(Text("runningSessionId"));
+            // The client's name is "clientId" in .NET 10's payload, "sharedIdentifier" in .NET 8's.
+            case "MultipleSessionsConfiguredIncorrectlyError" when (e.PayloadByName("clientId") ?? e.PayloadByName("sharedIdentifier"))?.ToString() == clientId:
+                return RefusalText.OtherSettings(refreshSeconds, Text("expectedRefreshInterval"), Text("expectedMaxTimeSeries"), Text("actualMaxTimeSeries"),
+                    Text("expectedMaxHistograms"), Text("actualMaxHistograms"));
+            case "Error" when Text("sessionId") == SharedSessionId:
+                return $"the runtime's metrics collection failed: {Text("errorMessage").Split('\n')[0].Trim()}";
+            default:
+                return null;
+        }
+    }
+
+    /// <summary>The messages for a refused metrics session, one line each.</summary>
+    internal static class RefusalText
+    {
+        public static string NotShared(string runningSessionId) =>
+            $"another tool is already reading this node's metrics in a session that cannot be shared (session {runningSessionId}: " +
+            "an older dotnet-counters or dotnet-monitor, say), and the runtime serves one such session at a time; stop it, or wait until it ends";
+
+        public static string OtherSettings(int refreshSeconds, string otherRefresh, string otherTimeSeries, string ourTimeSeries, string otherHistograms, string ourHistograms) =>
+            otherTimeSeries == ourTimeSeries && otherHistograms == ourHistograms
+                ? $"another tool is reading this node's metrics every {otherRefresh} s, and the runtime shares its session only at the same interval: " +
+                  $"use --refresh {otherRefresh} instead of {refreshSeconds}, or wait until the other tool ends"
+                : $"another tool is reading this node's metrics with other limits ({otherTimeSeries} time series and {otherHistograms} histograms against " +
+                  $"{ourTimeSeries} and {ourHistograms}), and the runtime shares its session only with the same ones; stop it, or wait until it ends";
+    }
+
     /// <summary>Writes a .nettrace with CPU sampling (PerfView and speedscope open it) for <paramref name="duration"/>.</summary>
+    /// <exception cref="ProfilerException">The file cannot be written (checked before the session starts), or the node
+    /// cannot be attached to.</exception>
     public static async Task TraceAsync(int pid, string file, TimeSpan duration, CancellationToken cancellationToken = default)
     {
+        using OutputFile output = OpenTrace(file);
+        await TraceAsync(pid, output, duration, cancellationToken);
+    }
+
+    /// <summary>Opens the file a trace is to be written to, so a path that cannot be written is refused before any
+    /// session starts in the node.</summary>
+    /// <exception cref="ProfilerException">It cannot be written; the message says why in one line.</exception>
+    internal static OutputFile OpenTrace(string file)
+    {
+        try
+        {
+            return OutputFile.Open(file, "--trace");
+        }
+        catch (IOException e)
+        {
+            throw new ProfilerException(e.Message, e);
+        }
+    }
+
+    /// <summary>Streams a CPU-sampling trace of <paramref name="pid"/> into <paramref name="output"/>, opened beforehand
+    /// (<see cref="OpenTrace"/>).</summary>
+    internal static async Task TraceAsync(int pid, OutputFile output, TimeSpan duration, CancellationToken cancellationToken = default)
+    {
         var client = new DiagnosticsClient(pid);
+        string traceClientId = Guid.NewGuid().ToString();
         var providers = new[]
         {
             new EventPipeProvider("Microsoft-DotNETCore-SampleProfiler", EventLevel.Informational),
             new EventPipeProvider("Microsoft-Windows-DotNETRuntime", EventLevel.Informational, 0x1 | 0x8 | 0x10 | 0x20000 | 0x4000000),
+            // The MegaNet instruments in the trace too, in the shared session (so a trace neither blocks a later
+            // 'meganet profile' at the same refresh nor is blocked by one); refused, the trace just lacks them.
             new EventPipeProvider(MetricsProvider, EventLevel.Informational, 0x2, new Dictionary<string, string>
             {
-                ["SessionId"] = Guid.NewGuid().ToString(),
+                ["SessionId"] = SharedSessionId,
                 ["Metrics"] = "MegaNet",
                 ["RefreshInterval"] = "1",
+                ["MaxTimeSeries"] = MaxTimeSeries,
+                ["MaxHistograms"] = MaxHistograms,
+                ["SharedIdentifier"] = traceClientId,
+                ["ClientId"] = traceClientId,
             }),
         };
         EventPipeSession session;
@@ -183,8 +289,7 @@ public static class NodeProfiler
 
         using (session)
         {
-            await using FileStream output = File.Create(file);
-            Task copy = session.EventStream.CopyToAsync(output, CancellationToken.None);
+            Task copy = session.EventStream.CopyToAsync(output.Begin(), CancellationToken.None);
             try
             {
                 await Task.Delay(duration, cancellationToken);
@@ -194,13 +299,33 @@ public static class NodeProfiler
             }
 
             await session.StopAsync(CancellationToken.None);
-            await copy;
+            try
+            {
+                await copy;
+            }
+            catch (IOException e)
+            {
+                // The disk filled up, say: the session is stopped already, so only the file needs saying.
+                throw new ProfilerException($"--trace {output.FullPath}: writing the trace failed ({e.Message})", e);
+            }
         }
     }
 
     /// <summary>Writes a full dump of the node.</summary>
     public static void Dump(int pid, string file)
     {
+        // The node's runtime writes the dump; a missing directory would come back as a vague IPC error.
+        string? directory = Path.GetDirectoryName(Path.GetFullPath(file));
+        if (directory is not null && !Directory.Exists(directory))
+        {
+            throw new ProfilerException($"--dump {file}: the directory {directory} does not exist");
+        }
+
+        if (Directory.Exists(file))
+        {
+            throw new ProfilerException($"--dump {file}: is a directory; give a file path");
+        }
+
         try
         {
             new DiagnosticsClient(pid).WriteDump(DumpType.WithHeap, Path.GetFullPath(file), logDumpGeneration: false);
@@ -211,28 +336,31 @@ public static class NodeProfiler
         }
     }
 
-    /// <summary>Formats the table for a terminal.</summary>
-    public static string Render(IReadOnlyList<InstrumentReading> readings, NodeProcess node)
+    /// <summary>Formats the table for a terminal: what each column holds depends on the kind, so the kind is a column
+    /// and a legend under the header says what "per s" and "value" mean for each.</summary>
+    public static string Render(IReadOnlyList<InstrumentReading> readings, NodeProcess node, int refreshSeconds = 1)
     {
         var sb = new StringBuilder();
         sb.AppendLine(CultureInfo.InvariantCulture, $"MegaNet node pid {node.ProcessId}  {DateTime.Now:HH:mm:ss}   (Ctrl+C to stop)");
+        sb.AppendLine(CultureInfo.InvariantCulture, $"per s: per second over the last {refreshSeconds} s (counters: change; histograms: recordings).");
+        sb.AppendLine("value: counters: running total (since metrics collection began); gauges, up-down counters: now; histograms: recordings in the interval.");
         // Size the instrument column to the longest name so runtime names such as
         // dotnet.gc.last_collection.heap.fragmentation.size do not push the other columns out of line.
         int width = Math.Max("instrument".Length, readings.Count == 0 ? 0 : readings.Max(r => r.Instrument.Length));
-        sb.AppendLine(CultureInfo.InvariantCulture, $"{"meter",-15} {"instrument".PadRight(width)} {"tags",-30} {"rate/s",12} {"value",14}  quantiles");
+        sb.AppendLine(CultureInfo.InvariantCulture, $"{"meter",-15} {"instrument".PadRight(width)} {"tags",-30} {"kind",-9} {"per s",12} {"value",14}  quantiles (interval)");
         foreach (InstrumentReading r in readings)
         {
             string tags = r.Tags.Length > 30 ? r.Tags[..29] + "…" : r.Tags;
-            string rate = r.Kind is "counter" or "updown" ? r.Rate.ToString("N1", CultureInfo.InvariantCulture) : string.Empty;
-            sb.AppendLine(CultureInfo.InvariantCulture, $"{r.Meter,-15} {r.Instrument.PadRight(width)} {tags,-30} {rate,12} {r.Value,14:N1}  {r.Quantiles}");
+            string perSecond = r.Kind is "gauge" ? string.Empty : r.PerSecond.ToString("N1", CultureInfo.InvariantCulture);
+            sb.AppendLine(CultureInfo.InvariantCulture, $"{r.Meter,-15} {r.Instrument.PadRight(width)} {tags,-30} {r.Kind,-9} {perSecond,12} {r.Value,14:N1}  {r.Quantiles}");
         }
 
         return sb.ToString();
     }
 
-    private static void OnEvent(TraceEvent e, string sessionId, ConcurrentDictionary<string, InstrumentReading> table, Action<IReadOnlyList<InstrumentReading>>? onUpdate)
+    private static void OnEvent(TraceEvent e, int refreshSeconds, ConcurrentDictionary<string, InstrumentReading> table, Action<IReadOnlyList<InstrumentReading>>? onUpdate)
     {
-        if (e.ProviderName != MetricsProvider || (e.PayloadByName("sessionId") as string) != sessionId)
+        if (e.ProviderName != MetricsProvider || (e.PayloadByName("sessionId") as string) != SharedSessionId)
         {
             return;
         }
@@ -258,34 +386,54 @@ public static class NodeProfiler
         }
 
         string meter = e.PayloadByName("meterName") as string ?? string.Empty;
+        if (meter is not (MegaNetMeter or RuntimeMeter))
+        {
+            return; // a shared session also carries the meters other clients asked for
+        }
+
         string instrument = e.PayloadByName("instrumentName") as string ?? string.Empty;
         string tags = e.PayloadByName("tags") as string ?? string.Empty;
-        string unit = e.PayloadByName("unit") as string ?? string.Empty;
-        double rate = 0, value = 0;
-        string quantiles = string.Empty;
+        string key = $"{meter}|{instrument}|{tags}";
+        table.TryGetValue(key, out InstrumentReading? previous);
+        table[key] = Reading(kind, meter, instrument, tags, e.PayloadByName("unit") as string ?? string.Empty, refreshSeconds, previous,
+            rate: e.PayloadByName("rate"), value: e.PayloadByName("value"), lastValue: e.PayloadByName("lastValue"), count: e.PayloadByName("count"),
+            quantiles: e.PayloadByName("quantiles") as string);
+    }
+
+    private const string MegaNetMeter = "MegaNet", RuntimeMeter = "System.Runtime";
+
+    /// <summary>One reading from a published value's payload. The runtime's "rate" is the change over the interval and a
+    /// histogram's "count" the recordings in it; both become per second here.</summary>
+    internal static InstrumentReading Reading(string kind, string meter, string instrument, string tags, string unit, int refreshSeconds,
+        InstrumentReading? previous, object? rate = null, object? value = null, object? lastValue = null, object? count = null, string? quantiles = null)
+    {
+        double seconds = Math.Max(1, refreshSeconds);
+        double perSecond = 0, reading = 0;
         switch (kind)
         {
             case "counter":
             case "updown":
-                rate = Number(e.PayloadByName("rate"));
-                value = Number(e.PayloadByName("value"));
+                double change = Number(rate);
+                change = double.IsNaN(change) ? 0 : change; // the first interval of an instrument has no change yet
+                perSecond = change / seconds;
+                reading = Number(value);
+                if (kind == "counter" && double.IsNaN(reading) && previous is not null)
+                {
+                    // Runtimes before .NET 8 sent no total: add up the changes seen.
+                    reading = previous.Value + change;
+                }
+
                 break;
             case "gauge":
-                value = Number(e.PayloadByName("lastValue"));
+                reading = Number(lastValue);
                 break;
             case "histogram":
-                value = Number(e.PayloadByName("count"));
-                quantiles = e.PayloadByName("quantiles") as string ?? string.Empty;
+                reading = Number(count);
+                perSecond = reading / seconds;
                 break;
         }
 
-        string key = $"{meter}|{instrument}|{tags}";
-        if (kind == "counter" && table.TryGetValue(key, out InstrumentReading? previous) && double.IsNaN(value))
-        {
-            value = previous.Value + rate;
-        }
-
-        table[key] = new InstrumentReading(meter, instrument, tags, kind, unit, rate, value, quantiles);
+        return new InstrumentReading(meter, instrument, tags, kind, unit, perSecond, reading, kind == "histogram" ? quantiles ?? string.Empty : string.Empty);
     }
 
     private static double Number(object? payload) => payload switch

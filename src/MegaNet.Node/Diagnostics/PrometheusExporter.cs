@@ -9,8 +9,11 @@ namespace MegaNet.Node.Diagnostics;
 /// <summary>
 /// Aggregates the <c>MegaNet</c> meter in-process with a <see cref="MeterListener"/> and renders it in the Prometheus
 /// text format for the optional <c>/metrics</c> endpoint (off by default; <c>MetricsListen</c> turns it on).
-/// Counters export their total, up-down counters their value, histograms <c>_count</c> and <c>_sum</c>, and
-/// observable gauges and counters are read at scrape time.
+/// Counters export their total (<c>NAME_total</c>), up-down counters their value, and observable gauges and counters are
+/// read at scrape time. Histograms are Prometheus histograms: cumulative <c>NAME_bucket{le="..."}</c> (bounds from the
+/// instrument's advice, <see cref="MegaNetMetrics.MillisecondBuckets"/>; <c>+Inf</c> last), <c>NAME_sum</c> and
+/// <c>NAME_count</c>, so Prometheus can compute quantiles (<c>histogram_quantile</c>). Millisecond instruments are
+/// exported in seconds, the Prometheus base unit, with <c>_seconds</c> in the name and the HELP.
 /// </summary>
 public sealed class PrometheusExporter : IDisposable
 {
@@ -23,7 +26,7 @@ public sealed class PrometheusExporter : IDisposable
         {
             if (instrument.Meter.Name == MegaNetMetrics.MeterName)
             {
-                listener.EnableMeasurementEvents(instrument, new InstrumentState(KindOf(instrument), instrument.Description ?? instrument.Name));
+                listener.EnableMeasurementEvents(instrument, InstrumentState.For(instrument));
             }
         };
         _listener.SetMeasurementEventCallback<long>((i, v, tags, state) => Record(i, v, tags, (InstrumentState)state!));
@@ -39,22 +42,39 @@ public sealed class PrometheusExporter : IDisposable
         var sb = new StringBuilder();
         foreach (var group in _series.OrderBy(s => s.Key.Name, StringComparer.Ordinal).ThenBy(s => s.Key.Tags, StringComparer.Ordinal).GroupBy(s => s.Key.Name))
         {
-            Series first = group.First().Value;
-            // Counters are exposed as NAME_total (the Prometheus convention), with HELP/TYPE naming the same sample.
-            bool counter = first.Kind is "counter" or "observed-counter";
-            string name = Sanitize(group.Key) + (counter ? "_total" : string.Empty);
-            string type = counter ? "counter" : first.Kind == "histogram" ? "summary" : "gauge";
-            sb.Append(CultureInfo.InvariantCulture, $"# HELP {name} {first.Description}\n# TYPE {name} {type}\n");
+            InstrumentState family = group.First().Value.State;
+            string name = family.ExportName;
+            sb.Append(CultureInfo.InvariantCulture, $"# HELP {name} {family.Help}\n# TYPE {name} {family.ExportType}\n");
             foreach (var (key, s) in group)
             {
                 string labels = key.Tags.Length == 0 ? string.Empty : "{" + key.Tags + "}";
-                if (s.Kind == "histogram")
+                if (family.Bounds is { } bounds)
                 {
-                    sb.Append(CultureInfo.InvariantCulture, $"{name}_count{labels} {s.Count}\n{name}_sum{labels} {s.Sum.ToString("R", CultureInfo.InvariantCulture)}\n");
+                    long[] buckets;
+                    double sum;
+                    long count;
+                    lock (s)
+                    {
+                        // One consistent snapshot: the +Inf bucket must equal _count.
+                        buckets = (long[])s.Buckets!.Clone();
+                        sum = s.Sum;
+                        count = s.Count;
+                    }
+
+                    string prefix = key.Tags.Length == 0 ? string.Empty : key.Tags + ",";
+                    long cumulative = 0;
+                    for (int b = 0; b < bounds.Length; b++)
+                    {
+                        cumulative += buckets[b];
+                        sb.Append(CultureInfo.InvariantCulture, $"{name}_bucket{{{prefix}le=\"{Number(bounds[b])}\"}} {cumulative}\n");
+                    }
+
+                    sb.Append(CultureInfo.InvariantCulture, $"{name}_bucket{{{prefix}le=\"+Inf\"}} {count}\n");
+                    sb.Append(CultureInfo.InvariantCulture, $"{name}_sum{labels} {Number(sum)}\n{name}_count{labels} {count}\n");
                 }
                 else
                 {
-                    sb.Append(CultureInfo.InvariantCulture, $"{name}{labels} {s.Sum.ToString("R", CultureInfo.InvariantCulture)}\n");
+                    sb.Append(CultureInfo.InvariantCulture, $"{name}{labels} {Number(s.Sum)}\n");
                 }
             }
         }
@@ -62,14 +82,17 @@ public sealed class PrometheusExporter : IDisposable
         return sb.ToString();
     }
 
+    private static string Number(double value) => value.ToString("R", CultureInfo.InvariantCulture);
+
     public void Dispose() => _listener.Dispose();
 
     private void Record(Instrument instrument, double value, ReadOnlySpan<KeyValuePair<string, object?>> tags, InstrumentState state)
     {
         // Untagged measurements (most of them, several per envelope) reach their series without building a key.
         Series series = tags.IsEmpty
-            ? state.Untagged ??= _series.GetOrAdd((instrument.Name, string.Empty), static (_, s) => new Series(s.Kind, s.Description), state)
-            : _series.GetOrAdd((instrument.Name, Labels(tags)), static (_, s) => new Series(s.Kind, s.Description), state);
+            ? state.Untagged ??= _series.GetOrAdd((instrument.Name, string.Empty), static (_, s) => new Series(s), state)
+            : _series.GetOrAdd((instrument.Name, Labels(tags)), static (_, s) => new Series(s), state);
+        value /= state.Divisor;
         lock (series)
         {
             // Observable instruments report their current value (an observable counter its running total).
@@ -83,6 +106,12 @@ public sealed class PrometheusExporter : IDisposable
             }
 
             series.Count++;
+            if (state.Bounds is { } bounds)
+            {
+                // The first bound at or above the value (le is inclusive); past the last one, the +Inf slot.
+                int b = Array.BinarySearch(bounds, value);
+                series.Buckets![b >= 0 ? b : ~b]++;
+            }
         }
     }
 
@@ -124,25 +153,78 @@ public sealed class PrometheusExporter : IDisposable
 
     private static string Sanitize(string name) => new(name.Select(c => char.IsAsciiLetterOrDigit(c) ? c : '_').ToArray());
 
-    /// <summary>Per instrument, handed back with each of its measurements.</summary>
-    private sealed class InstrumentState(string kind, string description)
+    /// <summary>Per instrument, handed back with each of its measurements: how it is exported.</summary>
+    private sealed class InstrumentState
     {
-        public string Kind { get; } = kind;
+        public required string Kind { get; init; }
 
-        public string Description { get; } = description;
+        /// <summary>The Prometheus metric family name: the instrument's, sanitised, with its unit (<c>_seconds</c>) and, for
+        /// counters, <c>_total</c>.</summary>
+        public required string ExportName { get; init; }
+
+        public required string ExportType { get; init; }
+
+        public required string Help { get; init; }
+
+        /// <summary>Divides each measurement into the exported unit (1,000 from milliseconds to seconds; a division, so
+        /// that bounds such as 0.1 ms come out as 0.0001, not 0.00010000000000000002).</summary>
+        public required double Divisor { get; init; }
+
+        /// <summary>Histogram bucket upper bounds in the exported unit, ascending; null for other kinds.</summary>
+        public required double[]? Bounds { get; init; }
 
         /// <summary>The series of measurements without tags, once there has been one.</summary>
         public Series? Untagged { get; set; }
+
+        public static InstrumentState For(Instrument instrument)
+        {
+            string kind = KindOf(instrument);
+            // Prometheus names carry the base unit: milliseconds are exported as seconds. Units in braces ({envelope})
+            // are annotations, not units, and add nothing to the name.
+            (string suffix, double divisor, string? unitText) = instrument.Unit switch
+            {
+                "ms" => ("_seconds", 1_000.0, "seconds"),
+                "s" => ("_seconds", 1.0, "seconds"),
+                "By" => ("_bytes", 1.0, "bytes"),
+                _ => (string.Empty, 1.0, null),
+            };
+            bool counter = kind is "counter" or "observed-counter";
+            double[]? bounds = kind == "histogram" ? (AdvisedBounds(instrument) ?? DefaultBounds).Select(b => b / divisor).Order().ToArray() : null;
+            string description = instrument.Description ?? instrument.Name;
+            return new InstrumentState
+            {
+                Kind = kind,
+                ExportName = Sanitize(instrument.Name) + suffix + (counter ? "_total" : string.Empty),
+                ExportType = counter ? "counter" : kind == "histogram" ? "histogram" : "gauge",
+                Help = EscapeHelp(unitText is null ? description : $"{description} ({unitText})"),
+                Divisor = divisor,
+                Bounds = bounds,
+            };
+        }
+
+        /// <summary>For a histogram created without advice: powers of ten and their halves, 0.001 to 100,000.</summary>
+        private static readonly double[] DefaultBounds = [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 50, 100, 500, 1_000, 5_000, 10_000, 50_000, 100_000];
+
+        private static IEnumerable<double>? AdvisedBounds(Instrument instrument) => instrument switch
+        {
+            Histogram<int> h => h.Advice?.HistogramBucketBoundaries?.Select(b => (double)b),
+            Histogram<long> h => h.Advice?.HistogramBucketBoundaries?.Select(b => (double)b),
+            Histogram<double> h => h.Advice?.HistogramBucketBoundaries,
+            _ => null,
+        };
+
+        private static string EscapeHelp(string text) => text.Replace("\\", "\\\\", StringComparison.Ordinal).Replace("\n", "\\n", StringComparison.Ordinal);
     }
 
-    private sealed class Series(string kind, string description)
+    private sealed class Series(InstrumentState state)
     {
-        public string Kind { get; } = kind;
-
-        public string Description { get; } = description;
+        public InstrumentState State { get; } = state;
 
         public double Sum { get; set; }
 
         public long Count { get; set; }
+
+        /// <summary>Per bucket (not cumulative), the last slot past the highest bound; null for other kinds.</summary>
+        public long[]? Buckets { get; } = state.Bounds is { } b ? new long[b.Length + 1] : null;
     }
 }
