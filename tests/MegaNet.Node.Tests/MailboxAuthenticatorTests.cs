@@ -58,6 +58,35 @@ public sealed class MailboxAuthenticatorTests : IDisposable
     }
 
     [Fact]
+    public void One_mailbox_opened_too_often_is_pushed_back_alone_until_its_challenges_expire()
+    {
+        var t0 = new DateTimeOffset(2030, 1, 1, 0, 0, 0, TimeSpan.Zero);
+        var clock = new Clock(t0);
+        using var verifier = new LibsodiumBatchVerifier();
+        var authenticator = new MailboxAuthenticator(NodeKey.LoadOrCreate(_dir), verifier, clock);
+        using Identity eve = Identity.Create(), bob = Identity.Create();
+        MailboxAuth Sign(Identity who) => MegaNetClient.SignChallenge(who, authenticator.Challenge(who.Address), who.Address);
+
+        // Eve opens her own mailbox as fast as she can sign, spread over a minute and a half of challenges.
+        for (int i = 0; i < MailboxAuthenticator.MaxUsedPerAddress; i++)
+        {
+            clock.Now = t0.AddMilliseconds(90L * i);
+            authenticator.Authenticate(Sign(eve));
+        }
+
+        RpcException pushedBack = Assert.Throws<RpcException>(() => authenticator.Authenticate(Sign(eve)));
+        Assert.Equal(StatusCode.ResourceExhausted, pushedBack.StatusCode);
+        Assert.NotNull(pushedBack.Trailers.GetValue("retry-after-ms"));
+
+        // Everyone else is not: before this limit one identity could fill the node-wide memory of used challenges.
+        Assert.Equal(bob.Address, authenticator.Authenticate(Sign(bob)));
+
+        // Once her first challenges have expired, Eve is let in again.
+        clock.Now = t0.AddSeconds(125);
+        Assert.Equal(eve.Address, authenticator.Authenticate(Sign(eve)));
+    }
+
+    [Fact]
     public void Of_many_concurrent_uses_of_one_challenge_exactly_one_opens_a_call()
     {
         using var verifier = new LibsodiumBatchVerifier();

@@ -35,7 +35,7 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
     /// <summary>Sending keys with a token bucket, at most (then the full ones are forgotten).</summary>
     private const int MaxBuckets = 1_000_000;
 
-    private readonly ConcurrentDictionary<SendingKeyId, TokenBucket> _buckets = new();
+    private readonly ConcurrentDictionary<Key256, TokenBucket> _buckets = new();
     private int _bucketCount;
     private long _batches;
     private long _signatures;
@@ -257,14 +257,14 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
 
     /// <summary>True if the key's bucket holds a token now (a key without a bucket has a full one).</summary>
     private bool HasToken(ReadOnlySpan<byte> sendingKey) =>
-        !_buckets.TryGetValue(SendingKeyId.From(sendingKey), out TokenBucket? bucket)
+        !_buckets.TryGetValue(Key256.From(sendingKey), out TokenBucket? bucket)
         || bucket.Has(Stopwatch.GetTimestamp(), _options.SubmitRatePerKey, _options.SubmitBurst);
 
     /// <summary>Takes a token for a verified envelope.</summary>
     private bool TakeToken(ReadOnlySpan<byte> sendingKey)
     {
         long now = Stopwatch.GetTimestamp();
-        SendingKeyId id = SendingKeyId.From(sendingKey);
+        Key256 id = Key256.From(sendingKey);
         if (!_buckets.TryGetValue(id, out TokenBucket? bucket))
         {
             // Counted here rather than with ConcurrentDictionary.Count, which takes every lock of the dictionary (it
@@ -284,7 +284,7 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
     /// refuses writes): the sender's allowance is for envelopes stored, not for attempts the node turned away.</summary>
     private void ReturnToken(ReadOnlySpan<byte> sendingKey)
     {
-        if (_buckets.TryGetValue(SendingKeyId.From(sendingKey), out TokenBucket? bucket))
+        if (_buckets.TryGetValue(Key256.From(sendingKey), out TokenBucket? bucket))
         {
             bucket.Return(_options.SubmitBurst);
         }
@@ -295,7 +295,7 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
     /// memory matters more than a burst allowance).</summary>
     private void ForgetFullBuckets(long now)
     {
-        foreach (KeyValuePair<SendingKeyId, TokenBucket> entry in _buckets)
+        foreach (KeyValuePair<Key256, TokenBucket> entry in _buckets)
         {
             if (entry.Value.Has(now, _options.SubmitRatePerKey, _options.SubmitBurst, _options.SubmitBurst))
             {
@@ -580,19 +580,6 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
                 ArrayPool<byte>.Shared.Return(buffer);
             }
         }
-    }
-
-    /// <summary>A 32-byte sending key as a dictionary key without an array; hashed with <see cref="HashCode"/>'s
-    /// per-process seed, so chosen keys cannot pile into one bucket.</summary>
-    private readonly record struct SendingKeyId(ulong A, ulong B, ulong C, ulong D)
-    {
-        public static SendingKeyId From(ReadOnlySpan<byte> key) => new(
-            BinaryPrimitives.ReadUInt64LittleEndian(key),
-            BinaryPrimitives.ReadUInt64LittleEndian(key[8..]),
-            BinaryPrimitives.ReadUInt64LittleEndian(key[16..]),
-            BinaryPrimitives.ReadUInt64LittleEndian(key[24..]));
-
-        public override int GetHashCode() => HashCode.Combine(A, B, C, D);
     }
 
     private sealed class TokenBucket(double tokens, long stamp)

@@ -24,10 +24,15 @@ public sealed class MailboxAuthenticator(NodeKey nodeKey, IBatchVerifier verifie
     /// <summary>How long a challenge may wait for its signed answer.</summary>
     public static readonly TimeSpan Lifetime = TimeSpan.FromMinutes(2);
 
-    // Used nonces are kept until they expire; at most this many (20 to 40 bytes each in a hash set), i.e. about 16,000
-    // authentications a second sustained over a lifetime, more than two cores verify. Beyond that mailbox calls are pushed back rather
-    // than memory growing.
-    private const int MaxUsed = 2_000_000;
+    // Used nonces are kept until they expire; at most this many (30 bytes each, plus up to ~150 for each address in
+    // a second and in the window), i.e. about 8,300 authentications a second sustained over a lifetime. Beyond that
+    // mailbox calls are pushed back rather than memory growing; one address alone cannot get there (below).
+    private const int MaxUsed = 1_000_000;
+
+    // Most used nonces one address may have live: about 8 authentications a second sustained over a lifetime, far more
+    // than a client that fetches, acks and subscribes needs. Without it one identity authenticating to its own mailbox
+    // as fast as it could sign filled MaxUsed and locked every mailbox on the node out.
+    internal const int MaxUsedPerAddress = 1_000;
     private const int NonceLength = 32;
     private const int MacLength = 16;
     private static readonly byte[] MacDomain = "meganet-challenge-v1"u8.ToArray();
@@ -35,10 +40,11 @@ public sealed class MailboxAuthenticator(NodeKey nodeKey, IBatchVerifier verifie
     private readonly byte[] _secret = RandomNumberGenerator.GetBytes(32);
 
     // Used nonces by the second they were issued in, as their 8 random bytes (the node chose them, so they are as good
-    // as unique within a second): a whole second expires at once, with no per-nonce queue. One lock: each step is a
+    // as unique within a second), with a count per address: a whole second expires at once, with no per-nonce queue. One lock: each step is a
     // hash-set add or a dictionary sweep, far cheaper than the signature check before it.
     private readonly object _gate = new();
-    private readonly Dictionary<long, HashSet<ulong>> _usedBySecond = [];
+    private readonly Dictionary<long, UsedSecond> _usedBySecond = [];
+    private readonly Dictionary<Key256, int> _usedByAddress = [];
     private int _usedCount;
     private long _nextSweepMs;
 
@@ -135,16 +141,27 @@ public sealed class MailboxAuthenticator(NodeKey nodeKey, IBatchVerifier verifie
                 throw new RpcException(new Status(StatusCode.ResourceExhausted, "Too many mailbox authentications in the last minutes; retry shortly."));
             }
 
-            if (!_usedBySecond.TryGetValue(second, out HashSet<ulong>? used))
+            var owner = Key256.From(address);
+            _usedByAddress.TryGetValue(owner, out int opened);
+            if (opened >= MaxUsedPerAddress)
             {
-                _usedBySecond[second] = used = [];
+                throw new RpcException(new Status(StatusCode.ResourceExhausted,
+                    $"This mailbox was opened {MaxUsedPerAddress} times in the last {Lifetime.TotalMinutes:0} minutes; wait a little (one Fetch takes up to 1,000 messages, and a subscription stays open)."),
+                    new Metadata { { "retry-after-ms", "1000" } });
             }
 
-            if (!used.Add(random))
+            if (!_usedBySecond.TryGetValue(second, out UsedSecond? used))
+            {
+                _usedBySecond[second] = used = new UsedSecond();
+            }
+
+            if (!used.Nonces.Add(random))
             {
                 throw Reused();
             }
 
+            used.ByAddress[owner] = used.ByAddress.GetValueOrDefault(owner) + 1;
+            _usedByAddress[owner] = opened + 1;
             _usedCount++;
         }
 
@@ -158,7 +175,7 @@ public sealed class MailboxAuthenticator(NodeKey nodeKey, IBatchVerifier verifie
     {
         lock (_gate)
         {
-            return _usedBySecond.TryGetValue(second, out HashSet<ulong>? used) && used.Contains(random);
+            return _usedBySecond.TryGetValue(second, out UsedSecond? used) && used.Nonces.Contains(random);
         }
     }
 
@@ -175,7 +192,7 @@ public sealed class MailboxAuthenticator(NodeKey nodeKey, IBatchVerifier verifie
 
         _nextSweepMs = now + 1000;
         List<long>? expired = null;
-        foreach ((long second, HashSet<ulong> used) in _usedBySecond)
+        foreach ((long second, UsedSecond used) in _usedBySecond)
         {
             if ((second + 1) * 1000 + (long)Lifetime.TotalMilliseconds <= now)
             {
@@ -190,9 +207,31 @@ public sealed class MailboxAuthenticator(NodeKey nodeKey, IBatchVerifier verifie
 
         foreach (long second in expired)
         {
-            _usedCount -= _usedBySecond[second].Count;
+            UsedSecond used = _usedBySecond[second];
+            _usedCount -= used.Nonces.Count;
+            foreach ((Key256 owner, int count) in used.ByAddress)
+            {
+                int left = _usedByAddress[owner] - count;
+                if (left == 0)
+                {
+                    _usedByAddress.Remove(owner);
+                }
+                else
+                {
+                    _usedByAddress[owner] = left;
+                }
+            }
+
             _usedBySecond.Remove(second);
         }
+    }
+
+    /// <summary>The nonces used from one second of issue, and how many of them each address used.</summary>
+    private sealed class UsedSecond
+    {
+        public HashSet<ulong> Nonces { get; } = [];
+
+        public Dictionary<Key256, int> ByAddress { get; } = [];
     }
 
     private void Mac(ReadOnlySpan<byte> issuedAndRandom, ReadOnlySpan<byte> address, Span<byte> destination)
