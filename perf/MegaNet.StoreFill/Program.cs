@@ -129,7 +129,15 @@ internal static class Program
             {
                 if (store is not null)
                 {
-                    await store.DisposeAsync().ConfigureAwait(false); // no-op when already closed
+                    try
+                    {
+                        await store.DisposeAsync().ConfigureAwait(false); // no-op when already closed
+                    }
+                    catch (Exception e) when (e is StoreUnavailableException or IOException)
+                    {
+                        // The fill already failed (a full disk, most likely): its error is the one to report, and the
+                        // directory still goes.
+                    }
                 }
 
                 try

@@ -32,7 +32,7 @@ internal sealed partial class DirectFileDevice : StorageDeviceBase
     private readonly List<int> _held = [];
     private int _pending;
     private int _retrying;
-    private volatile bool _abandoned;
+    private int _abandoned;
 
     private DirectFileDevice(string filename, int directFlag, bool buffered = false)
         : base(filename, Sector, Devices.CAPACITY_UNSPECIFIED)
@@ -168,7 +168,9 @@ internal sealed partial class DirectFileDevice : StorageDeviceBase
     /// buffers they read (the write they stand for fails for good; what is acknowledged is in the write-ahead log).</summary>
     public void AbandonRetries()
     {
-        _abandoned = true;
+        // A full fence between setting the flag and reading the count (a plain volatile store then load may be
+        // reordered): a retry either sees the flag, or is counted here before it reads the buffer.
+        Interlocked.Exchange(ref _abandoned, 1);
         SpinWait spin = default;
         while (Volatile.Read(ref _retrying) != 0)
         {
@@ -189,7 +191,7 @@ internal sealed partial class DirectFileDevice : StorageDeviceBase
         Interlocked.Increment(ref _retrying);
         try
         {
-            if (_abandoned)
+            if (Volatile.Read(ref _abandoned) != 0)
             {
                 Interlocked.Decrement(ref _pending);
                 return;

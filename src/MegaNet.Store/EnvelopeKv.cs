@@ -62,7 +62,6 @@ internal sealed class EnvelopeKv : IDisposable
         string hlog = Path.Combine(directory, "hlog.log");
         _device = DirectFileDevice.TryCreate(hlog) ?? DirectFileDevice.CreateBuffered(hlog);
         _device.DeferRemovals = true;
-        _device.RetryFailedWrites = true;
         _device.WriteFailed += e => TableWriteFailed?.Invoke(e);
         settings.LogDevice.Dispose();
         settings.LogDevice = _device;
@@ -83,8 +82,20 @@ internal sealed class EnvelopeKv : IDisposable
     /// <summary>Directory of the hybrid log and its checkpoints.</summary>
     public string Directory { get; }
 
-    /// <summary>A write of the table's log failed; it is retried until it succeeds (on an I/O thread).</summary>
+    /// <summary>A write of the table's log failed; it is retried until it succeeds (on an I/O thread). Only after
+    /// <see cref="RetryFailedWrites"/>.</summary>
     public event Action<IOException>? TableWriteFailed;
+
+    /// <summary>
+    /// Retry failed writes of the table's log (see <see cref="DirectFileDevice.RetryFailedWrites"/>). Off until the
+    /// store has recovered the table: FASTER's <see cref="Recover"/> fails at once on a page it cannot flush, which is
+    /// the right answer at open, while a retried write would keep it waiting with nothing said.
+    /// </summary>
+    public bool RetryFailedWrites
+    {
+        get => _device.RetryFailedWrites;
+        set => _device.RetryFailedWrites = value;
+    }
 
     /// <summary>Tests: makes writes of the table's log fail as on a full disk while it returns true.</summary>
     internal Func<bool>? FailTableWriteForTests

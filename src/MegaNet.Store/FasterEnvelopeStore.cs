@@ -78,6 +78,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         // instead of letting callers wait without one.
         kv.TableWriteFailed += e => Interlocked.CompareExchange(ref _fault,
             new IOException($"Writing the envelope table in '{kv.Directory}' failed ({e.Message}); the write is retried, and everything acknowledged is in the write-ahead log.", e), null);
+        kv.RetryFailedWrites = true;
         _head = SignHead();
         MegaNetMetrics.ObserveLogSize(() => TreeSize);
         MegaNetMetrics.ObserveTableDiskReads(() => TableDiskReads);
