@@ -39,22 +39,50 @@ public sealed class MailboxAuthenticatorTests : IDisposable
         authenticator.Authenticate(old);
         Assert.Equal(2, authenticator.UsedCount);
 
-        // The old one has expired, the young one lives 105 s more: sweeps from many threads keep it refused.
+        // The old one has expired, the young one lives 105 s more: replays of both, beside fresh uses that sweep.
         clock.Now = t0.AddSeconds(125);
-        Parallel.For(0, 64, _ =>
+        Parallel.For(0, 64, i =>
         {
+            if (i % 2 == 0)
+            {
+                authenticator.Authenticate(Sign());
+                return;
+            }
+
             RpcException replay = Assert.Throws<RpcException>(() => authenticator.Authenticate(young));
             Assert.Contains("already used", replay.Status.Detail);
             Assert.Contains("expired", Assert.Throws<RpcException>(() => authenticator.Authenticate(old)).Status.Detail);
         });
 
-        // A fresh use sweeps: the old one's second is gone, the young one's stays until it too has expired.
-        authenticator.Authenticate(Sign());
-        Assert.Equal(2, authenticator.UsedCount);
+        // The old one's second is gone; the young one and the 32 fresh ones stay until they too have expired.
+        Assert.Equal(33, authenticator.UsedCount);
         clock.Now = t0.AddSeconds(232);
         Assert.Contains("expired", Assert.Throws<RpcException>(() => authenticator.Authenticate(young)).Status.Detail);
         authenticator.Authenticate(Sign());
-        Assert.Equal(2, authenticator.UsedCount); // the one used at 125 s and this one
+        Assert.Equal(33, authenticator.UsedCount); // the 32 used at 125 s and this one
+    }
+
+    [Fact]
+    public void Used_challenges_are_forgotten_on_time_after_the_clock_steps_back()
+    {
+        var t0 = new DateTimeOffset(2030, 1, 1, 0, 0, 0, TimeSpan.Zero);
+        var clock = new Clock(t0);
+        using var verifier = new LibsodiumBatchVerifier();
+        var authenticator = new MailboxAuthenticator(NodeKey.LoadOrCreate(_dir), verifier, clock);
+        using Identity bob = Identity.Create();
+        MailboxAuth Sign() => MegaNetClient.SignChallenge(bob, authenticator.Challenge(bob.Address), bob.Address);
+        for (int i = 0; i < 5; i++)
+        {
+            authenticator.Authenticate(Sign());
+        }
+
+        // An hour back (a clock corrected by NTP): one used then, and once it has expired it is forgotten. Sweeps
+        // used to wait for the clock to pass the old schedule again, keeping every second meanwhile.
+        clock.Now = t0.AddHours(-1);
+        authenticator.Authenticate(Sign());
+        clock.Now = t0.AddHours(-1).AddSeconds(125);
+        authenticator.Authenticate(Sign());
+        Assert.Equal(5 + 1, authenticator.UsedCount);
     }
 
     [Fact]

@@ -135,6 +135,14 @@ public sealed class MailboxAuthenticator(NodeKey nodeKey, IBatchVerifier verifie
         // Two calls racing with one nonce: exactly one adds it.
         lock (_gate)
         {
+            // The time again, under the lock: a second is swept only once all its nonces expired by some thread's
+            // clock, and a reading from before the signature check could be older than that sweep.
+            now = clock.GetUtcNow().ToUnixTimeMilliseconds();
+            if (expires <= now)
+            {
+                throw new RpcException(new Status(StatusCode.Unauthenticated, "Unknown or expired challenge nonce; call Challenge again."));
+            }
+
             Forget(now);
             if (_usedCount >= MaxUsed)
             {
@@ -185,7 +193,8 @@ public sealed class MailboxAuthenticator(NodeKey nodeKey, IBatchVerifier verifie
     {
         // At most once a second: a second's nonces are dropped up to a second late, which costs memory, not safety
         // (an expired nonce is refused before the used set is consulted).
-        if (now < _nextSweepMs)
+        // Also when the clock stepped back: waiting for it to pass the old schedule again would keep every second.
+        if (now < _nextSweepMs && now >= _nextSweepMs - 1000)
         {
             return;
         }
