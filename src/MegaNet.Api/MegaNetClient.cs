@@ -196,9 +196,10 @@ public sealed class MegaNetClient : IDisposable
     /// handed to <paramref name="unreadable"/> when given.</summary>
     /// <remarks>
     /// The node sends a keepalive after each interval without mail (its KeepaliveSeconds, 15 by default; it does not
-    /// announce it). The client takes the longest wait it saw end in a keepalive as that interval, and once it knows
-    /// one, a wait for the next event (mail or keepalive) that lasts 3 times as long, plus 2 s for scheduling, ends the
-    /// stream with <see cref="NodeSilentException"/>: the connection or the node is dead even if no packet says so.
+    /// announce it), stamped with its clock. The client takes the longest gap between two keepalives in a row, by those
+    /// stamps, as that interval, and once it knows one, a wait for the next event (mail or keepalive) that lasts 3 times
+    /// as long, plus 2 s for scheduling, ends the stream with <see cref="NodeSilentException"/>: the connection or the
+    /// node is dead even if no packet says so.
     /// Before the first keepalive, HTTP/2 pings (<see cref="KeepAlivePingDelay"/>, <see cref="KeepAlivePingTimeout"/>)
     /// find a dead connection. Time the caller spends between items does not count.
     /// </remarks>
@@ -207,8 +208,9 @@ public sealed class MegaNetClient : IDisposable
     /// <param name="cancellationToken">Ends the subscription.</param>
     /// <param name="unreadable">Gets the items that are not shown.</param>
     /// <param name="seen">The record copies are checked against.</param>
-    /// <param name="alive">Called when the node accepted the subscription (its response headers came) and at every
-    /// event after, keepalives included: the subscription works. A caller that subscribes again after a failure can
+    /// <param name="alive">Called at every event, keepalives included; the node sends a keepalive as soon as it has
+    /// registered the subscription, so the first call says the subscription works (a refusal's response headers do
+    /// not count: they came for refused subscriptions too). A caller that subscribes again after a failure can
     /// reset its backoff here.</param>
     /// <exception cref="NodeSilentException">No event within the watchdog's time; subscribe again to resume.</exception>
     public async IAsyncEnumerable<ReceivedMessage> ListenAsync(Identity identity, ulong afterSeq = 0, [EnumeratorCancellation] CancellationToken cancellationToken = default,
@@ -217,14 +219,8 @@ public sealed class MegaNetClient : IDisposable
         MailboxAuth auth = await AuthenticateAsync(identity, cancellationToken);
         using var watchdog = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         using AsyncServerStreamingCall<MailEvent> call = Relay.Subscribe(new SubscribeRequest { Auth = auth, AfterSeq = afterSeq }, cancellationToken: watchdog.Token);
-        if (alive is not null)
-        {
-            // The node sends its headers once it has checked the auth and registered the subscription.
-            await call.ResponseHeadersAsync;
-            alive();
-        }
-        TimeSpan interval = TimeSpan.Zero; // the node's keepalive interval, as far as seen; zero until a keepalive came
-        long last = Environment.TickCount64;
+        TimeSpan interval = TimeSpan.Zero; // the node's keepalive interval, as far as seen; zero until it is known
+        long? previousKeepalive = null; // the node's clock on the last event, when that was a keepalive
         while (true)
         {
             TimeSpan deadline = interval > TimeSpan.Zero ? Deadline(interval) : Timeout.InfiniteTimeSpan;
@@ -247,17 +243,23 @@ public sealed class MegaNetClient : IDisposable
             }
 
             alive?.Invoke();
-            long now = Environment.TickCount64;
             MailEvent e = call.ResponseStream.Current;
             if (e.KindCase != MailEvent.KindOneofCase.Item)
             {
-                // The node waited a whole interval (and no less) without mail before sending this.
-                interval = TimeSpan.FromMilliseconds(Math.Max(interval.TotalMilliseconds, now - last));
-                last = now;
+                // Two keepalives in a row are one interval apart by the node's own clock, whenever this client got
+                // to read them (a slow reader, or a backlog, made times measured here far too short). A gap beyond
+                // a day is a clock step, not an interval.
+                long sent = e.KeepaliveUnixMs;
+                if (previousKeepalive is { } before && sent - before is > 0 and <= 86_400_000)
+                {
+                    interval = TimeSpan.FromMilliseconds(Math.Max(interval.TotalMilliseconds, sent - before));
+                }
+
+                previousKeepalive = sent;
                 continue;
             }
 
-            last = now;
+            previousKeepalive = null;
             if (TryOpen(identity, e.Item, seen, out ReceivedMessage? message, out UnreadableMessage? bad))
             {
                 yield return message;
@@ -266,8 +268,6 @@ public sealed class MegaNetClient : IDisposable
             {
                 unreadable?.Invoke(bad);
             }
-
-            last = Environment.TickCount64;
         }
     }
 
@@ -347,7 +347,7 @@ public sealed class MegaNetClient : IDisposable
         try
         {
             SealedContent content = EnvelopeFormat.Open(identity, item.Envelope ?? throw new System.Security.Cryptography.CryptographicException("The item carries no envelope."), out byte[] digest);
-            if (seen?.Check(digest, id, content.SentUnixMs) is { } copy)
+            if (seen?.Check(digest, id, content.SentUnixMs, FormerEnvelopeId(item.Envelope)) is { } copy)
             {
                 message = null;
                 unreadable = new UnreadableMessage(item.Seq, id, copy);
@@ -365,6 +365,13 @@ public sealed class MegaNetClient : IDisposable
             unreadable = new UnreadableMessage(item.Seq, id, e.Message);
             return false;
         }
+    }
+
+    // The id by the rule before 2026-11-29: BLAKE2b-256(signing bytes ‖ signature). Only for seen records written then.
+    private static byte[] FormerEnvelopeId(Envelope envelope)
+    {
+        byte[] input = [.. EnvelopeFormat.SigningBytes(envelope), .. envelope.Signature.Span];
+        return NSec.Cryptography.HashAlgorithm.Blake2b_256.Hash(input);
     }
 
     /// <inheritdoc />

@@ -91,8 +91,14 @@ public sealed class SeenMessages
     /// before; otherwise why it is not shown (the same signed message received before in another envelope: a copy).
     /// A message not in the record is always shown, however old (<see cref="IsOld"/> says whether to mark it).
     /// </summary>
+    /// <param name="contentDigest">The content digest the message's signature covers.</param>
+    /// <param name="envelopeId">The envelope's id.</param>
+    /// <param name="sentUnixMs">When it was sent.</param>
+    /// <param name="formerEnvelopeId">The same envelope's id by the rule before 2026-11-29 (signing bytes ‖ signature),
+    /// which a record written then holds: a message fetched then and not acknowledged is the same envelope, not a copy
+    /// (without this, <c>fetch --ack</c> after an upgrade deleted it unseen).</param>
     /// <exception cref="IOException">The file cannot be written; the message names it.</exception>
-    public string? Check(ReadOnlySpan<byte> contentDigest, ReadOnlySpan<byte> envelopeId, long sentUnixMs)
+    public string? Check(ReadOnlySpan<byte> contentDigest, ReadOnlySpan<byte> envelopeId, long sentUnixMs, ReadOnlySpan<byte> formerEnvelopeId = default)
     {
         if (contentDigest.Length != 32 || envelopeId.Length < IdPrefixBytes)
         {
@@ -105,7 +111,7 @@ public sealed class SeenMessages
         {
             if (_seen.TryGetValue(digest, out var first))
             {
-                return first.IdPrefix == id
+                return first.IdPrefix == id || (formerEnvelopeId.Length >= IdPrefixBytes && first.IdPrefix == Convert.ToHexStringLower(formerEnvelopeId[..IdPrefixBytes]))
                     ? null
                     : $"not shown: a copy of the message received before in envelope {first.IdPrefix}…, wrapped in a new envelope (a relay replayed it)";
             }

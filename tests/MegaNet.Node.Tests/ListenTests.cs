@@ -1,6 +1,9 @@
 using System.Diagnostics;
 using System.Text;
+using Grpc.Core;
 using MegaNet.Api;
+using MegaNet.Api.V1;
+using MegaNet.Node.Services;
 
 namespace MegaNet.Node.Tests;
 
@@ -39,5 +42,65 @@ public sealed class ListenTests
         Assert.Contains("the connection or the node is dead", e.Message, StringComparison.Ordinal);
         Assert.False(cts.IsCancellationRequested);
         node.AssertNoServerErrors();
+    }
+
+    [Fact]
+    public async Task A_reader_slow_with_its_first_message_does_not_make_the_watchdog_take_a_live_node_for_dead()
+    {
+        // The node sends a keepalive 3 s after the message. A reader busy 2.8 s with the message then sees it 0.2 s
+        // after asking: measured here, that made the interval 0.2 s and the watchdog gave up 2.6 s later, before
+        // the next keepalive came. The node's own stamps give 3 s.
+        await using TestNode node = await TestNode.StartAsync(o => o.KeepaliveSeconds = 3);
+        using MegaNetClient sender = node.Client(), client = node.Client();
+        using Identity alice = Identity.Create(), bob = Identity.Create();
+        await sender.SendAsync(alice, bob.Card, Text("first"), "text/plain");
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        await using IAsyncEnumerator<ReceivedMessage> inbox = client.ListenAsync(bob, 0, cts.Token).GetAsyncEnumerator(cts.Token);
+        Assert.True(await inbox.MoveNextAsync());
+        await Task.Delay(2800);
+
+        // Four keepalive intervals of quiet, then mail: it must arrive, not a NodeSilentException.
+        Task<bool> next = inbox.MoveNextAsync().AsTask();
+        await Task.Delay(12_000);
+        Assert.False(next.IsFaulted, next.Exception?.InnerException?.Message);
+        await sender.SendAsync(alice, bob.Card, Text("second"), "text/plain");
+        Assert.True(await next);
+        Assert.Equal("second", inbox.Current.Content.Content.ToStringUtf8());
+        node.AssertNoServerErrors();
+    }
+
+    [Fact]
+    public async Task A_refused_subscription_is_not_reported_alive()
+    {
+        await using TestNode node = await TestNode.StartAsync();
+        using MegaNetClient client = node.Client();
+        using Identity bob = Identity.Create();
+        var calls = new List<AsyncServerStreamingCall<MailEvent>>();
+        try
+        {
+            for (int i = 0; i < MailboxNotifier.MaxPerAddress; i++)
+            {
+                calls.Add(client.Relay.Subscribe(new SubscribeRequest { Auth = await client.AuthenticateAsync(bob) }));
+                await calls[^1].ResponseHeadersAsync;
+            }
+
+            // The 17th is refused; its refusal comes as response headers too, which once counted as "subscribed".
+            bool alive = false;
+            RpcException refused = await Assert.ThrowsAsync<RpcException>(async () =>
+            {
+                await foreach (ReceivedMessage _ in client.ListenAsync(bob, alive: () => alive = true))
+                {
+                }
+            });
+            Assert.Equal(StatusCode.ResourceExhausted, refused.StatusCode);
+            Assert.False(alive);
+        }
+        finally
+        {
+            foreach (AsyncServerStreamingCall<MailEvent> call in calls)
+            {
+                call.Dispose();
+            }
+        }
     }
 }

@@ -78,6 +78,27 @@ public sealed class SeenMessagesTests : IDisposable
     }
 
     [Fact]
+    public async Task A_message_recorded_under_the_former_envelope_id_is_the_same_envelope_not_a_copy()
+    {
+        // Until 2026-11-29 an envelope id also covered the signature: a record written then names mail fetched and not
+        // yet acknowledged by that id, and after the upgrade it must still count as that envelope (else 'fetch --ack'
+        // reported it as a replay and deleted it unseen).
+        await using TestNode node = await TestNode.StartAsync();
+        using MegaNetClient client = node.Client();
+        using Identity alice = Identity.Create(), bob = Identity.Create();
+        string file = Path.Combine(_dir, "bob.seen");
+        await client.SendAsync(alice, bob.Card, Encoding.UTF8.GetBytes("from before the upgrade"), "text/plain");
+        Envelope stored = (await client.Relay.FetchAsync(new FetchRequest { Auth = await client.AuthenticateAsync(bob) })).Items[0].Envelope;
+        SealedContent content = EnvelopeFormat.Open(bob, stored, out byte[] digest);
+        byte[] formerId = NSec.Cryptography.HashAlgorithm.Blake2b_256.Hash([.. EnvelopeFormat.SigningBytes(stored), .. stored.Signature.Span]);
+        Assert.Null(SeenMessages.Open(file).Check(digest, formerId, content.SentUnixMs));
+
+        FetchResult after = await client.FetchAsync(bob, seen: SeenMessages.Open(file));
+        Assert.Empty(after.Unreadable);
+        Assert.Equal("from before the upgrade", Assert.Single(after.Messages).Content.Content.ToStringUtf8());
+    }
+
+    [Fact]
     public void The_record_survives_a_reopen_forgets_after_the_window_and_shows_what_is_older_marked()
     {
         var clock = new Clock(DateTimeOffset.UtcNow);
