@@ -7,6 +7,7 @@ using Xunit.Abstractions;
 namespace MegaNet.Node.Tests;
 
 /// <summary>The profiler attached to a real node process under load, and the Prometheus endpoint.</summary>
+[Collection(AloneCollection.Name)]
 public sealed class ProfilerTests(ITestOutputHelper output)
 {
     [Fact]
