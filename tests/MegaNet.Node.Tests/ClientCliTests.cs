@@ -256,6 +256,24 @@ public sealed class ClientCliTests : IDisposable
     }
 
     [Fact]
+    public async Task Listen_pins_a_first_contact_once_subscribed_so_a_kill_does_not_lose_it()
+    {
+        await using TestNode node = await TestNode.StartAsync();
+        string bobPath = NewIdentity("bob.json");
+        string knownNodes = Path.Combine(_dir, "known-nodes");
+        using var listen = new Running(_dir, "listen", "-i", bobPath, "--node", node.Address.ToString());
+        await listen.WaitForAsync("pinned", stderr: true);
+
+        // SIGKILL, as an OOM killer or a closed terminal might: the pin was written when the subscription began, not
+        // at an exit that never came.
+        listen.Process.Kill();
+        await listen.Process.WaitForExitAsync();
+        using MegaNetClient client = node.Client();
+        string realId = Convert.ToHexStringLower((await client.Relay.GetTreeHeadAsync(new GetTreeHeadRequest())).NodeKey.Span);
+        Assert.Equal([$"{node.Address.GetLeftPart(UriPartial.Authority)} {realId}"], await File.ReadAllLinesAsync(knownNodes));
+    }
+
+    [Fact]
     public async Task An_identity_is_never_replaced_without_force_not_even_by_a_save_racing_the_check()
     {
         // Library: a save over an existing file fails and leaves it (and no temporary copy of the keys) as it was.

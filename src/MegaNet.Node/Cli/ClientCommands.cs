@@ -227,7 +227,7 @@ internal static class ClientCommands
             SeenMessages seen = OpenSeen(parse.GetValue(identity)!);
             Uri address = parse.GetValue(node)!;
             return await KnownNodes.RunAsync(parse.GetValue(identity)!, address, parse.GetValue(nodeId),
-                client => ListenAsync(client, address, id, seen, parse.GetValue(after), parse.GetValue(json), parse.GetValue(retryFor), ct));
+                (client, pin) => ListenAsync(client, pin, address, id, seen, parse.GetValue(after), parse.GetValue(json), parse.GetValue(retryFor), ct));
         }));
         return command;
     }
@@ -238,7 +238,7 @@ internal static class ClientCommands
     /// <summary>The longest wait between two tries to subscribe again.</summary>
     private static readonly TimeSpan MaxRetryDelay = TimeSpan.FromSeconds(30);
 
-    private static async Task<int> ListenAsync(MegaNetClient client, Uri address, Identity id, SeenMessages seen, ulong after, bool json, TimeSpan retryFor, CancellationToken ct)
+    private static async Task<int> ListenAsync(MegaNetClient client, Action pin, Uri address, Identity id, SeenMessages seen, ulong after, bool json, TimeSpan retryFor, CancellationToken ct)
     {
         // Not disposed: disposing flushes, and after a failed write that would throw again over the clear error.
         TextWriter output = StandardOutput();
@@ -259,6 +259,12 @@ internal static class ClientCommands
                         if (!subscribed && everSubscribed)
                         {
                             Console.Error.WriteLine($"meganet: subscribed again after seq {cursor}.");
+                        }
+
+                        if (!everSubscribed)
+                        {
+                            // A first contact is pinned now, not when listen ends: it may end by being killed.
+                            pin();
                         }
 
                         subscribed = everSubscribed = true;

@@ -54,15 +54,30 @@ internal sealed class KnownNodes
     /// pins the id on first contact once the node answered a challenge with it (not a --node-id the node never
     /// confirmed: a typo, or a node that could not be reached, stayed pinned for good), and turns a mismatch into an
     /// error that says what to do.</summary>
-    public static async Task<int> RunAsync(string identityPath, Uri node, string? nodeIdHex, Func<MegaNetClient, Task<int>> body)
+    public static Task<int> RunAsync(string identityPath, Uri node, string? nodeIdHex, Func<MegaNetClient, Task<int>> body) =>
+        RunAsync(identityPath, node, nodeIdHex, (client, _) => body(client));
+
+    /// <summary><see cref="RunAsync(string, Uri, string?, Func{MegaNetClient, Task{int}})"/> for a command that runs
+    /// until stopped (<c>listen</c>): <paramref name="body"/> gets an action that pins the confirmed id at once, so a
+    /// first contact is remembered even if the command is then killed.</summary>
+    public static async Task<int> RunAsync(string identityPath, Uri node, string? nodeIdHex, Func<MegaNetClient, Action, Task<int>> body)
     {
         KnownNodes known = Beside(identityPath);
         byte[]? pinned = known.Find(node);
         byte[]? expected = nodeIdHex is null ? pinned : ParseNodeId(nodeIdHex, "--node-id");
         using var client = new MegaNetClient(node, expected);
+        void PinNow()
+        {
+            if (pinned is null && client.ConfirmedNodeId is { } seen)
+            {
+                known.Remember(node, seen);
+                pinned = seen;
+            }
+        }
+
         try
         {
-            return await body(client).ConfigureAwait(false);
+            return await body(client, PinNow).ConfigureAwait(false);
         }
         catch (NodeIdMismatchException e)
         {
@@ -73,10 +88,7 @@ internal sealed class KnownNodes
         }
         finally
         {
-            if (pinned is null && client.ConfirmedNodeId is { } seen)
-            {
-                known.Remember(node, seen);
-            }
+            PinNow();
         }
     }
 
