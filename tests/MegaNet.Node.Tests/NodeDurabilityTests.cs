@@ -30,7 +30,14 @@ public sealed class NodeDurabilityTests(ITestOutputHelper output)
         await using (ExternalNode node = await ExternalNode.StartAsync(data, NodeEnvironment))
         {
             senders = Senders.Start(node.Address, bob.Card, count: 4);
-            await Task.Delay(TimeSpan.FromMilliseconds(1500));
+            // Until enough receipts are out (not a fixed time: on a loaded machine 1.5 s gave 0 to 28), then a little
+            // longer, so the kill lands among sends in flight.
+            for (int wait = 0; wait < 1200 && senders.Receipts.Count < 100; wait++)
+            {
+                await Task.Delay(50);
+            }
+
+            await Task.Delay(TimeSpan.FromMilliseconds(200));
             await node.KillAsync();
             await senders.StopAsync();
         }
