@@ -141,7 +141,10 @@ public sealed class Identity : IDisposable
                 DurableDirectory.MoveNoReplace(temp, path);
             }
 
-            DurableDirectory.Flush(dir);
+            if (dir is not null)
+            {
+                MegaNet.Core.Interop.DirectoryFlush.Flush(dir);
+            }
         }
         catch
         {
@@ -313,8 +316,7 @@ public sealed class ContactCard
     }
 }
 
-/// <summary>fsync(2) on a directory, so that a file renamed into it keeps its name after a crash of the machine, and a
-/// rename that never replaces a file.</summary>
+/// <summary>A rename that never replaces a file (the directory flush after it is <see cref="MegaNet.Core.Interop.DirectoryFlush"/>).</summary>
 internal static class DurableDirectory
 {
     private const int EEXIST = 17; // the same on Linux and macOS
@@ -350,51 +352,8 @@ internal static class DurableDirectory
         File.Move(temp, path, overwrite: false);
     }
 
-    /// <summary>Flushes <paramref name="directory"/> (nothing on Windows, which has no directory flush).</summary>
-    /// <exception cref="IOException">The directory cannot be opened or flushed; the message names it.</exception>
-    public static void Flush(string? directory)
-    {
-        if (directory is null || OperatingSystem.IsWindows())
-        {
-            return;
-        }
-
-        int fd = Open(directory, 0 /* O_RDONLY: enough to fsync a directory */);
-        if (fd < 0)
-        {
-            throw Error("open", directory);
-        }
-
-        try
-        {
-            if (Fsync(fd) != 0)
-            {
-                throw Error("flush", directory);
-            }
-        }
-        finally
-        {
-            _ = Close(fd);
-        }
-    }
-
-    private static IOException Error(string what, string directory)
-    {
-        int errno = System.Runtime.InteropServices.Marshal.GetLastPInvokeError();
-        return new IOException($"Cannot {what} the directory '{directory}' to make a new file's name durable: {System.Runtime.InteropServices.Marshal.GetPInvokeErrorMessage(errno)} (errno {errno}).", errno);
-    }
-
-    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "open", SetLastError = true)]
-    private static extern int Open([System.Runtime.InteropServices.MarshalAs(System.Runtime.InteropServices.UnmanagedType.LPUTF8Str)] string path, int flags);
-
     [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "link", SetLastError = true)]
     private static extern int Link(
         [System.Runtime.InteropServices.MarshalAs(System.Runtime.InteropServices.UnmanagedType.LPUTF8Str)] string existing,
         [System.Runtime.InteropServices.MarshalAs(System.Runtime.InteropServices.UnmanagedType.LPUTF8Str)] string name);
-
-    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "fsync", SetLastError = true)]
-    private static extern int Fsync(int fd);
-
-    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "close", SetLastError = true)]
-    private static extern int Close(int fd);
 }

@@ -343,11 +343,18 @@ public sealed class MegaNetClient : IDisposable
         [System.Diagnostics.CodeAnalysis.NotNullWhen(false)] out UnreadableMessage? unreadable)
     {
         // The id the client computes, not the one the node says: a receipt or an ack is then about these very bytes.
-        byte[] id = item.Envelope is null ? item.EnvelopeId.ToByteArray() : EnvelopeFormat.EnvelopeId(item.Envelope);
+        // The signing bytes once (they hash the payload): the former id hashes them too.
+        byte[]? signing = item.Envelope is null ? null : EnvelopeFormat.SigningBytes(item.Envelope);
+        byte[] id = signing is null ? item.EnvelopeId.ToByteArray() : new byte[32];
+        if (signing is not null)
+        {
+            EnvelopeFormat.EnvelopeId(signing, id);
+        }
+
         try
         {
             SealedContent content = EnvelopeFormat.Open(identity, item.Envelope ?? throw new System.Security.Cryptography.CryptographicException("The item carries no envelope."), out byte[] digest);
-            if (seen?.Check(digest, id, content.SentUnixMs, FormerEnvelopeId(item.Envelope)) is { } copy)
+            if (seen?.Check(digest, id, content.SentUnixMs, FormerEnvelopeId(signing!, item.Envelope)) is { } copy)
             {
                 message = null;
                 unreadable = new UnreadableMessage(item.Seq, id, copy);
@@ -368,11 +375,8 @@ public sealed class MegaNetClient : IDisposable
     }
 
     // The id by the rule before 2026-11-29: BLAKE2b-256(signing bytes ‖ signature). Only for seen records written then.
-    private static byte[] FormerEnvelopeId(Envelope envelope)
-    {
-        byte[] input = [.. EnvelopeFormat.SigningBytes(envelope), .. envelope.Signature.Span];
-        return NSec.Cryptography.HashAlgorithm.Blake2b_256.Hash(input);
-    }
+    private static byte[] FormerEnvelopeId(byte[] signingBytes, Envelope envelope) =>
+        NSec.Cryptography.HashAlgorithm.Blake2b_256.Hash([.. signingBytes, .. envelope.Signature.Span]);
 
     /// <inheritdoc />
     public void Dispose() => _channel.Dispose();

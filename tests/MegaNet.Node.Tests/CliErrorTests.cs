@@ -10,6 +10,8 @@ using MegaNet.Node.Diagnostics;
 using MegaNet.Node.Hosting;
 using Microsoft.Extensions.Configuration;
 
+using Result = MegaNet.Node.Tests.MeganetProcess.Result;
+
 namespace MegaNet.Node.Tests;
 
 /// <summary>
@@ -20,33 +22,12 @@ public sealed class CliErrorTests : IDisposable
 {
     private readonly string _dir = Directory.CreateTempSubdirectory("meganet-cli-").FullName;
 
-    // Nothing listens here (a port is taken, then released): a command that contacted the node would say so.
-    private static readonly string NoNode = $"http://127.0.0.1:{ExternalNode.FreePort()}";
+    private static readonly string NoNode = ExternalNode.NoNode;
 
     public void Dispose() => Directory.Delete(_dir, recursive: true);
 
-    private sealed record Result(int ExitCode, string Stdout, string Stderr);
-
-    private async Task<Result> Meganet(IReadOnlyDictionary<string, string>? environment, params string[] args)
-    {
-        var psi = new ProcessStartInfo("dotnet", [ExternalNode.MeganetPath(), .. args])
-        {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            WorkingDirectory = _dir,
-        };
-        foreach ((string name, string value) in environment ?? new Dictionary<string, string>())
-        {
-            psi.Environment[name] = value;
-        }
-
-        using Process process = Process.Start(psi)!;
-        Task<string> stdout = process.StandardOutput.ReadToEndAsync();
-        Task<string> stderr = process.StandardError.ReadToEndAsync();
-        using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(2));
-        await process.WaitForExitAsync(timeout.Token);
-        return new Result(process.ExitCode, await stdout, await stderr);
-    }
+    private Task<Result> Meganet(IReadOnlyDictionary<string, string>? environment, params string[] args) =>
+        MeganetProcess.RunAsync(_dir, environment, closeStdout: false, args);
 
     private Task<Result> Meganet(params string[] args) => Meganet(null, args);
 

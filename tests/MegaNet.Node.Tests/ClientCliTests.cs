@@ -6,6 +6,8 @@ using MegaNet.Api;
 using MegaNet.Api.V1;
 using MegaNet.Node.Cli;
 
+using Result = MegaNet.Node.Tests.MeganetProcess.Result;
+
 namespace MegaNet.Node.Tests;
 
 /// <summary>
@@ -16,51 +18,11 @@ public sealed class ClientCliTests : IDisposable
 {
     private readonly string _dir = Directory.CreateTempSubdirectory("meganet-client-").FullName;
 
-    // Nothing listens here (a port is taken, then released): a command that contacted the node would say so.
-    private static readonly string NoNode = $"http://127.0.0.1:{ExternalNode.FreePort()}";
+    private static readonly string NoNode = ExternalNode.NoNode;
 
     public void Dispose() => Directory.Delete(_dir, recursive: true);
 
-    private sealed record Result(int ExitCode, string Stdout, string Stderr);
-
-    /// <summary>Runs <c>meganet ARGS</c>; with <paramref name="closeStdout"/> the read end of its standard output is
-    /// closed at once, as by a reader that went away (<c>| head -1</c>), so every write to it fails with EPIPE.</summary>
-    private async Task<Result> Meganet(bool closeStdout, params string[] args)
-    {
-        var psi = new ProcessStartInfo("dotnet", [ExternalNode.MeganetPath(), .. args])
-        {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            WorkingDirectory = _dir,
-        };
-        using Process process = Process.Start(psi)!;
-        Task<string> stdout;
-        if (closeStdout)
-        {
-            process.StandardOutput.Close();
-            stdout = Task.FromResult(string.Empty);
-        }
-        else
-        {
-            stdout = process.StandardOutput.ReadToEndAsync();
-        }
-
-        Task<string> stderr = process.StandardError.ReadToEndAsync();
-        using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(2));
-        try
-        {
-            await process.WaitForExitAsync(timeout.Token);
-        }
-        finally
-        {
-            if (!process.HasExited)
-            {
-                process.Kill();
-            }
-        }
-
-        return new Result(process.ExitCode, await stdout, await stderr);
-    }
+    private Task<Result> Meganet(bool closeStdout, params string[] args) => MeganetProcess.RunAsync(_dir, null, closeStdout, args);
 
     private Task<Result> Meganet(params string[] args) => Meganet(false, args);
 

@@ -51,6 +51,10 @@ public sealed class ExternalNode : IAsyncDisposable
         return meganet;
     }
 
+    /// <summary>An address where nothing listens (a port taken, then released): a command that contacted a node there
+    /// would say so.</summary>
+    public static readonly string NoNode = $"http://127.0.0.1:{FreePort()}";
+
     /// <summary>A loopback port nothing listens on right now.</summary>
     public static int FreePort()
     {

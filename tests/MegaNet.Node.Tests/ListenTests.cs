@@ -3,7 +3,6 @@ using System.Text;
 using Grpc.Core;
 using MegaNet.Api;
 using MegaNet.Api.V1;
-using MegaNet.Node.Services;
 
 namespace MegaNet.Node.Tests;
 
@@ -75,15 +74,9 @@ public sealed class ListenTests
         await using TestNode node = await TestNode.StartAsync();
         using MegaNetClient client = node.Client();
         using Identity bob = Identity.Create();
-        var calls = new List<AsyncServerStreamingCall<MailEvent>>();
+        List<AsyncServerStreamingCall<MailEvent>> calls = await MailboxAccessTests.SubscribeToTheLimitAsync(client, bob);
         try
         {
-            for (int i = 0; i < MailboxNotifier.MaxPerAddress; i++)
-            {
-                calls.Add(client.Relay.Subscribe(new SubscribeRequest { Auth = await client.AuthenticateAsync(bob) }));
-                await calls[^1].ResponseHeadersAsync;
-            }
-
             // The 17th is refused; its refusal comes as response headers too, which once counted as "subscribed".
             bool alive = false;
             RpcException refused = await Assert.ThrowsAsync<RpcException>(async () =>

@@ -86,25 +86,33 @@ public sealed class MailboxAccessTests(ITestOutputHelper output)
         node.AssertNoServerErrors();
     }
 
+    /// <summary>Opens as many subscriptions of <paramref name="who"/>'s mailbox as a node keeps, each registered (the
+    /// node has answered its headers); the caller disposes them.</summary>
+    internal static async Task<List<AsyncServerStreamingCall<MailEvent>>> SubscribeToTheLimitAsync(MegaNetClient client, Identity who)
+    {
+        var calls = new List<AsyncServerStreamingCall<MailEvent>>();
+        for (int i = 0; i < MailboxNotifier.MaxPerAddress; i++)
+        {
+            calls.Add(client.Relay.Subscribe(new SubscribeRequest { Auth = await client.AuthenticateAsync(who) }));
+        }
+
+        foreach (AsyncServerStreamingCall<MailEvent> call in calls)
+        {
+            await call.ResponseHeadersAsync;
+        }
+
+        return calls;
+    }
+
     [Fact]
     public async Task A_mailbox_holds_a_bounded_number_of_live_subscriptions()
     {
         await using TestNode node = await TestNode.StartAsync();
         using MegaNetClient client = node.Client();
         using Identity bob = Identity.Create();
-        var calls = new List<AsyncServerStreamingCall<MailEvent>>();
+        List<AsyncServerStreamingCall<MailEvent>> calls = await SubscribeToTheLimitAsync(client, bob);
         try
         {
-            for (int i = 0; i < MailboxNotifier.MaxPerAddress; i++)
-            {
-                calls.Add(client.Relay.Subscribe(new SubscribeRequest { Auth = await client.AuthenticateAsync(bob) }));
-            }
-
-            // Each stream is registered once the node has answered its headers.
-            foreach (AsyncServerStreamingCall<MailEvent> call in calls)
-            {
-                await call.ResponseHeadersAsync;
-            }
 
             using AsyncServerStreamingCall<MailEvent> extra = client.Relay.Subscribe(new SubscribeRequest { Auth = await client.AuthenticateAsync(bob) });
             RpcException refused = await Assert.ThrowsAsync<RpcException>(async () => await extra.ResponseStream.MoveNext(CancellationToken.None));

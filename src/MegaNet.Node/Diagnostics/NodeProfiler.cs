@@ -111,17 +111,7 @@ public static class NodeProfiler
         var client = new DiagnosticsClient(pid);
         // This client's name within the shared session; the runtime names it in a MultipleSessionsConfiguredIncorrectlyError.
         string clientId = Guid.NewGuid().ToString();
-        var arguments = new Dictionary<string, string>
-        {
-            ["SessionId"] = SharedSessionId,
-            ["Metrics"] = "MegaNet,System.Runtime",
-            ["RefreshInterval"] = refreshSeconds.ToString(CultureInfo.InvariantCulture),
-            ["MaxTimeSeries"] = MaxTimeSeries,
-            ["MaxHistograms"] = MaxHistograms,
-            // The runtime has read the client's name under both keys (SharedIdentifier in .NET 8, ClientId in .NET 10).
-            ["SharedIdentifier"] = clientId,
-            ["ClientId"] = clientId,
-        };
+        Dictionary<string, string> arguments = MetricsSession("MegaNet,System.Runtime", refreshSeconds, clientId);
         var providers = new[] { new EventPipeProvider(MetricsProvider, EventLevel.Informational, 0x2, arguments) };
         EventPipeSession session;
         try
@@ -189,6 +179,20 @@ public static class NodeProfiler
 
         return Sorted(table);
     }
+
+    /// <summary>The arguments of a client of the runtime's shared metrics session (the limits must match every other
+    /// client's; <paramref name="clientId"/> names this one in the runtime's error events).</summary>
+    private static Dictionary<string, string> MetricsSession(string meters, int refreshSeconds, string clientId) => new()
+    {
+        ["SessionId"] = SharedSessionId,
+        ["Metrics"] = meters,
+        ["RefreshInterval"] = refreshSeconds.ToString(CultureInfo.InvariantCulture),
+        ["MaxTimeSeries"] = MaxTimeSeries,
+        ["MaxHistograms"] = MaxHistograms,
+        // The runtime has read the client's name under both keys (SharedIdentifier in .NET 8, ClientId in .NET 10).
+        ["SharedIdentifier"] = clientId,
+        ["ClientId"] = clientId,
+    };
 
     /// <summary>Why the runtime refused this client's metrics session, from its error events; null for any other event.
     /// These events go to every session listening, so only those naming another session or this client count.</summary>
@@ -266,16 +270,7 @@ public static class NodeProfiler
             new EventPipeProvider("Microsoft-Windows-DotNETRuntime", EventLevel.Informational, 0x1 | 0x8 | 0x10 | 0x20000 | 0x4000000),
             // The MegaNet instruments in the trace too, in the shared session (so a trace neither blocks a later
             // 'meganet profile' at the same refresh nor is blocked by one); refused, the trace just lacks them.
-            new EventPipeProvider(MetricsProvider, EventLevel.Informational, 0x2, new Dictionary<string, string>
-            {
-                ["SessionId"] = SharedSessionId,
-                ["Metrics"] = "MegaNet",
-                ["RefreshInterval"] = "1",
-                ["MaxTimeSeries"] = MaxTimeSeries,
-                ["MaxHistograms"] = MaxHistograms,
-                ["SharedIdentifier"] = traceClientId,
-                ["ClientId"] = traceClientId,
-            }),
+            new EventPipeProvider(MetricsProvider, EventLevel.Informational, 0x2, MetricsSession("MegaNet", 1, traceClientId)),
         };
         EventPipeSession session;
         try

@@ -144,9 +144,8 @@ public sealed class RelayService(
         using var streaming = CancellationTokenSource.CreateLinkedTokenSource(context.CancellationToken, lifetime.ApplicationStopping);
         CancellationToken ct = streaming.Token;
         using MailboxNotifier.Subscription subscription = notifier.Subscribe(address);
-        // A keepalive now, not only after the first interval: the client learns at once that it is subscribed (a
-        // refusal ends the call instead, and response headers alone do not tell a client which of the two it got).
-        await context.WriteResponseHeadersAsync([]).ConfigureAwait(false);
+        // A keepalive now (it carries the headers), not only after the first interval: the client learns at once that
+        // it is subscribed (a refusal ends the call instead, and response headers alone do not tell which it got).
         await responseStream.WriteAsync(new MailEvent { KeepaliveUnixMs = clock.GetUtcNow().ToUnixTimeMilliseconds() }, context.CancellationToken).ConfigureAwait(false);
         MegaNetMetrics.ActiveSubscriptions.Add(1);
         ulong sent = request.AfterSeq; // the last sequence number written to the client

@@ -1,0 +1,56 @@
+using System.Runtime.InteropServices;
+
+namespace MegaNet.Core.Interop;
+
+/// <summary>
+/// fsync(2) on a directory. A rename changes the directory, not the file: flushing a file's data makes its contents
+/// durable, but on Linux a new name is durable only once its directory is flushed too, so after a crash of the machine
+/// (not of the process: <c>kill -9</c> leaves the page cache to the kernel) the old name, or none, could come back.
+/// Windows has no directory flush; there this does nothing.
+/// </summary>
+public static partial class DirectoryFlush
+{
+    /// <summary>Flushes <paramref name="directory"/>.</summary>
+    /// <exception cref="IOException">The directory cannot be opened or flushed; the message names it.</exception>
+    public static void Flush(string directory)
+    {
+        ArgumentNullException.ThrowIfNull(directory);
+        if (OperatingSystem.IsWindows())
+        {
+            return;
+        }
+
+        int fd = Open(directory, 0 /* O_RDONLY: enough to fsync a directory */, 0);
+        if (fd < 0)
+        {
+            throw Error("open", directory);
+        }
+
+        try
+        {
+            if (Fsync(fd) != 0)
+            {
+                throw Error("flush", directory);
+            }
+        }
+        finally
+        {
+            _ = Close(fd);
+        }
+    }
+
+    private static IOException Error(string what, string directory)
+    {
+        int errno = Marshal.GetLastPInvokeError();
+        return new IOException($"Cannot {what} the directory '{directory}' to make a file name in it durable: {Marshal.GetPInvokeErrorMessage(errno)} (errno {errno}).", errno);
+    }
+
+    [LibraryImport("libc", EntryPoint = "open", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    private static partial int Open(string path, int flags, int mode);
+
+    [LibraryImport("libc", EntryPoint = "fsync", SetLastError = true)]
+    private static partial int Fsync(int fd);
+
+    [LibraryImport("libc", EntryPoint = "close", SetLastError = true)]
+    private static partial int Close(int fd);
+}

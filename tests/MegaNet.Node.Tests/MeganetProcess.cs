@@ -1,0 +1,54 @@
+using System.Diagnostics;
+
+namespace MegaNet.Node.Tests;
+
+/// <summary>Runs the built <c>meganet</c> as a person would: a child process, its output and exit code.</summary>
+internal static class MeganetProcess
+{
+    public sealed record Result(int ExitCode, string Stdout, string Stderr);
+
+    /// <summary>Runs <c>meganet ARGS</c> in <paramref name="directory"/> (at most 2 minutes); with
+    /// <paramref name="closeStdout"/> the read end of its standard output is closed at once, as by a reader that went
+    /// away (<c>| head -1</c>), so every write to it fails with EPIPE.</summary>
+    public static async Task<Result> RunAsync(string directory, IReadOnlyDictionary<string, string>? environment, bool closeStdout, params string[] args)
+    {
+        var psi = new ProcessStartInfo("dotnet", [ExternalNode.MeganetPath(), .. args])
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            WorkingDirectory = directory,
+        };
+        foreach ((string name, string value) in environment ?? new Dictionary<string, string>())
+        {
+            psi.Environment[name] = value;
+        }
+
+        using Process process = Process.Start(psi)!;
+        Task<string> stdout;
+        if (closeStdout)
+        {
+            process.StandardOutput.Close();
+            stdout = Task.FromResult(string.Empty);
+        }
+        else
+        {
+            stdout = process.StandardOutput.ReadToEndAsync();
+        }
+
+        Task<string> stderr = process.StandardError.ReadToEndAsync();
+        using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(2));
+        try
+        {
+            await process.WaitForExitAsync(timeout.Token);
+        }
+        finally
+        {
+            if (!process.HasExited)
+            {
+                process.Kill();
+            }
+        }
+
+        return new Result(process.ExitCode, await stdout, await stderr);
+    }
+}
