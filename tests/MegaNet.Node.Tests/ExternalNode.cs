@@ -63,8 +63,10 @@ public sealed class ExternalNode : IAsyncDisposable
         return ((IPEndPoint)l.LocalEndpoint).Port;
     }
 
-    /// <summary>Starts <c>meganet node</c> on a free loopback port with the SIMD verifier and waits until it listens.</summary>
-    public static async Task<ExternalNode> StartAsync(string dataDirectory, IReadOnlyDictionary<string, string>? environment = null, int? tmpfsMiB = null, string? copyTo = null)
+    /// <summary>Starts <c>meganet node</c> on a free loopback port with the SIMD verifier and waits until it listens;
+    /// with <c>openFileLimit</c> under that open-file limit (<c>prlimit --nofile</c>, util-linux).</summary>
+    public static async Task<ExternalNode> StartAsync(string dataDirectory, IReadOnlyDictionary<string, string>? environment = null, int? tmpfsMiB = null, string? copyTo = null,
+        int? openFileLimit = null)
     {
         int port = FreePort();
         string listen = $"127.0.0.1:{port}";
@@ -82,6 +84,11 @@ public sealed class ExternalNode : IAsyncDisposable
                 exit $rc
                 """;
             psi = new ProcessStartInfo("unshare", ["-Urm", "sh", "-c", Script, "sh", size.ToString(System.Globalization.CultureInfo.InvariantCulture), dataDirectory, MeganetPath(), listen, copyTo]);
+        }
+        else if (openFileLimit is { } limit)
+        {
+            // prlimit execs the node, so the process it starts is the node itself.
+            psi = new ProcessStartInfo("prlimit", [$"--nofile={limit}:{limit}", "dotnet", MeganetPath(), "node", "--data", dataDirectory, "--listen", listen, "--backend", "simd"]);
         }
         else
         {

@@ -26,6 +26,8 @@ public sealed class NodeOptionsTests
         { "StreamWindow", o => o.StreamWindow = 65_537 },
         { "PowMinBits", o => o.PowMinBits = 17 },
         { "StoreMemoryMiB", o => o.StoreMemoryMiB = 4 },
+        { "MaxConnections", o => o.MaxConnections = 0 },
+        { "MaxConnectionsPerAddress", o => o.MaxConnectionsPerAddress = 0 },
         { "KeepaliveSeconds", o => o.KeepaliveSeconds = 0 },
         { "KeepaliveSeconds", o => o.KeepaliveSeconds = 5_000_000 },
         { "TLS certificate", o => o.TlsCertificate = "/nonexistent/cert.pem" },

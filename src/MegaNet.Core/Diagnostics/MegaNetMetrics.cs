@@ -62,6 +62,13 @@ public static class MegaNetMetrics
     /// <summary>Live subscriptions (up/down).</summary>
     public static readonly UpDownCounter<long> ActiveSubscriptions = Meter.CreateUpDownCounter<long>("meganet.relay.subscriptions", "{subscription}", "Active mailbox subscriptions");
 
+    /// <summary>Open client connections on the gRPC listener (up/down).</summary>
+    public static readonly UpDownCounter<long> OpenConnections = Meter.CreateUpDownCounter<long>("meganet.connections.open", "{connection}", "Open client connections");
+
+    /// <summary>Client connections closed at once because a cap was reached, tagged <c>reason</c>
+    /// (<c>per_address</c> or <c>node</c>).</summary>
+    public static readonly Counter<long> ConnectionsRefused = Meter.CreateCounter<long>("meganet.connections.refused", "{connection}", "Client connections refused, by cap reached");
+
     private static Func<long> _queueDepth = static () => 0;
     private static Func<long> _logSize = static () => 0;
     private static Func<long> _peers = static () => 0;

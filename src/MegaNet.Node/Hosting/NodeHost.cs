@@ -93,6 +93,8 @@ public static partial class NodeServiceCollectionExtensions
         options.Validate();
         services.TryAddSingleton(options);
         services.TryAddSingleton(TimeProvider.System);
+        services.TryAddSingleton(sp => new ConnectionGate(options.MaxConnections, options.MaxConnectionsPerAddress, Core.Interop.OpenFileLimit.Current(),
+            sp.GetRequiredService<ILoggerFactory>().CreateLogger("MegaNet.Node")));
         services.TryAddSingleton(_ => NodeKey.LoadOrCreate(options.DataDirectory));
         services.TryAddSingleton<IBatchVerifier>(sp =>
         {
@@ -173,9 +175,13 @@ public static partial class NodeHost
         builder.WebHost.ConfigureKestrel(kestrel =>
         {
             IPEndPoint endpoint = options.ListenEndPoint;
+            ConnectionGate gate = kestrel.ApplicationServices.GetRequiredService<ConnectionGate>();
             kestrel.Listen(endpoint, listen =>
             {
                 listen.Protocols = HttpProtocols.Http2;
+                // Before TLS: a connection beyond a cap costs no handshake. The metrics listener is not capped, so an
+                // operator can still see why clients are refused.
+                listen.Use(gate.Admit);
                 if (!string.IsNullOrEmpty(options.TlsCertificate))
                 {
                     listen.UseHttps(options.LoadTlsCertificate());

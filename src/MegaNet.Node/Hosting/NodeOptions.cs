@@ -91,6 +91,15 @@ public sealed class NodeOptions
     /// <summary>ADDRESS:PORT of an HTTP/1.1 listener serving Prometheus text at <c>/metrics</c>. Default empty: off.</summary>
     public string? MetricsListen { get; set; }
 
+    /// <summary>Most client connections open at once on the gRPC port; more are closed as soon as they are accepted.
+    /// Lowered at start to fit the open-file limit (<c>ulimit -n</c>), less 512 descriptors for the rest of the node.
+    /// Default 10,000.</summary>
+    public int MaxConnections { get; set; } = 10_000;
+
+    /// <summary>Most client connections one address (an IPv6 /64) may hold open on the gRPC port. Phones behind one
+    /// carrier NAT share an IPv4 address: raise it when many clients connect from one address. Default 256.</summary>
+    public int MaxConnectionsPerAddress { get; set; } = 256;
+
     /// <summary>Keepalive interval on Subscribe streams, in seconds: 1 to 86,400. Default 15.</summary>
     public int KeepaliveSeconds { get; set; } = 15;
 
@@ -147,6 +156,8 @@ public sealed class NodeOptions
         Check(MaxEnvelopeBytes is >= 1024 and <= 256 << 10, nameof(MaxEnvelopeBytes), "between 1024 and 262144 (256 KiB; a log record must fit in a log page)");
         Check(MaxTtlDays > 0 && MaxTtlDays <= MaxTtlDaysLimit, nameof(MaxTtlDays), $"above 0 and at most {MaxTtlDaysLimit}");
         Check(StoreMemoryMiB >= 8, nameof(StoreMemoryMiB), "at least 8");
+        Check(MaxConnections is >= 1 and <= 1_000_000, nameof(MaxConnections), "1 to 1,000,000");
+        Check(MaxConnectionsPerAddress is >= 1 and <= 1_000_000, nameof(MaxConnectionsPerAddress), "1 to 1,000,000");
         Check(KeepaliveSeconds is >= 1 and <= MaxKeepaliveSeconds, nameof(KeepaliveSeconds), $"1 to {MaxKeepaliveSeconds:N0} (a day)");
     }
 

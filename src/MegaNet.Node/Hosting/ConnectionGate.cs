@@ -1,0 +1,194 @@
+using System.Diagnostics;
+using System.Net;
+using System.Net.Sockets;
+using MegaNet.Core.Diagnostics;
+using Microsoft.AspNetCore.Connections;
+using Microsoft.Extensions.Logging;
+
+namespace MegaNet.Node.Hosting;
+
+/// <summary>
+/// Caps the gRPC listener's open connections, node-wide and per client address, and closes a connection beyond a cap
+/// as soon as it is accepted: before TLS or HTTP/2 spend anything on it.
+/// </summary>
+/// <remarks>
+/// Every connection holds a file descriptor. Without a cap, 20,000 idle TCP connections from one host (at the usual
+/// limit of 20,000 descriptors) left the node unable to open a file or load an assembly, and the .NET runtime aborted
+/// the process ("Out of memory."). The node-wide cap is therefore kept below the open-file limit, with
+/// <see cref="ReservedDescriptors"/> left for the store, the runtime and the metrics listener. The per-address cap
+/// keeps one host from taking every slot. IPv6 clients are counted by /64, the block one host usually holds.
+/// </remarks>
+internal sealed partial class ConnectionGate
+{
+    /// <summary>Descriptors left to the rest of the process: an idle node holds about 210 (mostly mapped assemblies),
+    /// the store opens its log segments and checkpoint files, and the runtime and the metrics listener need some too.</summary>
+    internal const int ReservedDescriptors = 512;
+
+    /// <summary>A refusal is logged at most this often; the line says how many there were in between.</summary>
+    private static readonly TimeSpan LogEvery = TimeSpan.FromSeconds(10);
+
+    private readonly Dictionary<(ulong Prefix, ulong Host), int> _perAddress = [];
+    private readonly Lock _lock = new();
+    private readonly ILogger _logger;
+    private int _open;
+    private long _lastLog = long.MinValue;
+    private long _unloggedRefusals;
+
+    /// <param name="maxConnections">The configured node-wide cap.</param>
+    /// <param name="maxPerAddress">The configured cap per client address (IPv6: per /64).</param>
+    /// <param name="openFileLimit">The process's open-file limit, or null for none; lowers the node-wide cap.</param>
+    /// <param name="logger">Where refusals and a lowered cap are reported.</param>
+    public ConnectionGate(int maxConnections, int maxPerAddress, long? openFileLimit, ILogger logger)
+    {
+        _logger = logger;
+        MaxPerAddress = maxPerAddress;
+        MaxConnections = maxConnections;
+        if (openFileLimit is { } limit && limit - ReservedDescriptors < maxConnections)
+        {
+            if (limit - ReservedDescriptors < 16)
+            {
+                throw new ArgumentException(
+                    $"The open-file limit (ulimit -n) is {limit}: that leaves no room for client connections once the node has its {ReservedDescriptors} descriptors. " +
+                    "Raise it (ulimit -n 65536, or LimitNOFILE=65536 in a systemd unit) and start again.");
+            }
+
+            MaxConnections = (int)(limit - ReservedDescriptors);
+            LogCapLowered(logger, limit, MaxConnections, maxConnections);
+        }
+    }
+
+    /// <summary>The node-wide cap in force (the configured one, or lower to fit the open-file limit).</summary>
+    public int MaxConnections { get; }
+
+    /// <summary>The cap per client address.</summary>
+    public int MaxPerAddress { get; }
+
+    /// <summary>Connections open now.</summary>
+    public int Open => Volatile.Read(ref _open);
+
+    /// <summary>Kestrel connection middleware: add it to the listener before TLS.</summary>
+    public ConnectionDelegate Admit(ConnectionDelegate next) => async connection =>
+    {
+        (ulong, ulong)? key = AddressKey(connection.RemoteEndPoint);
+        string? refused = TryEnter(key);
+        if (refused is not null)
+        {
+            MegaNetMetrics.ConnectionsRefused.Add(1, new KeyValuePair<string, object?>("reason", refused));
+            NoteRefusal(connection.RemoteEndPoint, refused);
+            return; // Kestrel closes the connection.
+        }
+
+        MegaNetMetrics.OpenConnections.Add(1);
+        try
+        {
+            await next(connection).ConfigureAwait(false);
+        }
+        finally
+        {
+            Leave(key);
+            MegaNetMetrics.OpenConnections.Add(-1);
+        }
+    };
+
+    /// <summary>Takes a slot, or returns which cap refused it (<c>node</c> or <c>per_address</c>).</summary>
+    internal string? TryEnter((ulong, ulong)? key)
+    {
+        lock (_lock)
+        {
+            if (_open >= MaxConnections)
+            {
+                return "node";
+            }
+
+            if (key is { } k)
+            {
+                ref int count = ref System.Runtime.InteropServices.CollectionsMarshal.GetValueRefOrAddDefault(_perAddress, k, out _);
+                if (count >= MaxPerAddress)
+                {
+                    if (count == 0)
+                    {
+                        _perAddress.Remove(k);
+                    }
+
+                    return "per_address";
+                }
+
+                count++;
+            }
+
+            _open++;
+            return null;
+        }
+    }
+
+    internal void Leave((ulong, ulong)? key)
+    {
+        lock (_lock)
+        {
+            _open--;
+            if (key is { } k && --System.Runtime.InteropServices.CollectionsMarshal.GetValueRefOrNullRef(_perAddress, k) == 0)
+            {
+                _perAddress.Remove(k);
+            }
+        }
+    }
+
+    /// <summary>What a client address is counted under: IPv4 (and IPv4-mapped IPv6) by address, IPv6 by its /64
+    /// prefix; null (node-wide cap only) for anything else, such as a Unix socket.</summary>
+    internal static (ulong Prefix, ulong Host)? AddressKey(EndPoint? endPoint)
+    {
+        if (endPoint is not IPEndPoint { Address: var address })
+        {
+            return null;
+        }
+
+        if (address.IsIPv4MappedToIPv6)
+        {
+            address = address.MapToIPv4();
+        }
+
+        Span<byte> bytes = stackalloc byte[16];
+        if (!address.TryWriteBytes(bytes, out int written))
+        {
+            return null;
+        }
+
+        return address.AddressFamily == AddressFamily.InterNetwork
+            ? (0, System.Buffers.Binary.BinaryPrimitives.ReadUInt32BigEndian(bytes[..written]))
+            : (System.Buffers.Binary.BinaryPrimitives.ReadUInt64BigEndian(bytes), ulong.MaxValue); // /64; Host = all ones tells it from IPv4
+    }
+
+    private void NoteRefusal(EndPoint? remote, string cap)
+    {
+        long now = Stopwatch.GetTimestamp();
+        long last = Interlocked.Read(ref _lastLog);
+        if (last != long.MinValue && Stopwatch.GetElapsedTime(last, now) < LogEvery || Interlocked.CompareExchange(ref _lastLog, now, last) != last)
+        {
+            Interlocked.Increment(ref _unloggedRefusals);
+            return;
+        }
+
+        long others = Interlocked.Exchange(ref _unloggedRefusals, 0);
+        if (cap == "node")
+        {
+            LogNodeCap(_logger, remote?.ToString() ?? "?", MaxConnections, others);
+        }
+        else
+        {
+            LogAddressCap(_logger, remote?.ToString() ?? "?", MaxPerAddress, others);
+        }
+    }
+
+    [LoggerMessage(EventId = 20, Level = LogLevel.Warning,
+        Message = "The open-file limit (ulimit -n) is {Limit}: the node takes at most {Allowed} client connections, not MaxConnections {Configured} " +
+                  "(each holds a descriptor, and a process out of descriptors is aborted). Raise the limit (ulimit -n, or LimitNOFILE= in a systemd unit) to allow more.")]
+    private static partial void LogCapLowered(ILogger logger, long limit, int allowed, int configured);
+
+    [LoggerMessage(EventId = 21, Level = LogLevel.Warning,
+        Message = "Refused a connection from {Remote}: the node has its {Max} connections open (MaxConnections); {Others} more refused since the last such line")]
+    private static partial void LogNodeCap(ILogger logger, string remote, int max, long others);
+
+    [LoggerMessage(EventId = 22, Level = LogLevel.Warning,
+        Message = "Refused a connection from {Remote}: that address has {Max} connections open (MaxConnectionsPerAddress; raise it if many clients share an address behind a NAT); {Others} more refused since the last such line")]
+    private static partial void LogAddressCap(ILogger logger, string remote, int max, long others);
+}

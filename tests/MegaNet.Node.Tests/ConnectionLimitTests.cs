@@ -1,0 +1,151 @@
+using System.Net;
+using System.Net.Sockets;
+using Grpc.Core;
+using MegaNet.Api;
+using MegaNet.Api.V1;
+using MegaNet.Node.Hosting;
+using Microsoft.Extensions.DependencyInjection;
+
+namespace MegaNet.Node.Tests;
+
+/// <summary>
+/// Connection caps on the gRPC port: one address cannot hold more than MaxConnectionsPerAddress, the node no more than
+/// MaxConnections, and the node-wide cap stays below the open-file limit so a flood of connections cannot take the
+/// descriptors the node needs to live.
+/// </summary>
+public sealed class ConnectionLimitTests
+{
+    [Theory]
+    [InlineData(2, 100)] // the per-address cap refuses the third
+    [InlineData(100, 2)] // the node-wide cap refuses the third
+    public async Task ThirdConnectionIsRefusedAndASlotFreesWhenOneCloses(int perAddress, int nodeWide)
+    {
+        await using TestNode node = await TestNode.StartAsync(o =>
+        {
+            o.MaxConnectionsPerAddress = perAddress;
+            o.MaxConnections = nodeWide;
+        });
+        ConnectionGate gate = node.Services.GetRequiredService<ConnectionGate>();
+        using var first = new MegaNetClient(node.Address);
+        using var second = new MegaNetClient(node.Address);
+        await first.Relay.StatusAsync(new StatusRequest());
+        await second.Relay.StatusAsync(new StatusRequest());
+        Assert.Equal(2, gate.Open);
+
+        using (var third = new MegaNetClient(node.Address))
+        {
+            RpcException refused = await Assert.ThrowsAsync<RpcException>(async () => await third.Relay.StatusAsync(new StatusRequest()));
+            Assert.Equal(StatusCode.Unavailable, refused.StatusCode);
+        }
+
+        // The first two still work on their connections.
+        await first.Relay.StatusAsync(new StatusRequest());
+        first.Dispose();
+        await WaitForAsync(() => gate.Open == 1);
+        using var fourth = new MegaNetClient(node.Address);
+        await fourth.Relay.StatusAsync(new StatusRequest());
+        await second.Relay.StatusAsync(new StatusRequest());
+        Assert.Equal(2, gate.Open);
+        node.AssertNoServerErrors();
+    }
+
+    [Fact]
+    public void IPv6ClientsAreCountedBySlash64AndMappedIPv4AsIPv4()
+    {
+        static (ulong, ulong)? Key(string address) => ConnectionGate.AddressKey(new IPEndPoint(IPAddress.Parse(address), 1234));
+
+        Assert.Equal(Key("2001:db8:1:2::1"), Key("2001:db8:1:2:ffff::9"));
+        Assert.NotEqual(Key("2001:db8:1:2::1"), Key("2001:db8:1:3::1"));
+        Assert.Equal(Key("203.0.113.9"), Key("::ffff:203.0.113.9"));
+        Assert.NotEqual(Key("203.0.113.9"), Key("203.0.113.10"));
+        // An IPv6 /64 whose top bits look like an IPv4 key is still a different client.
+        Assert.NotEqual(Key("::cb00:7109"), Key("203.0.113.9"));
+        Assert.Null(ConnectionGate.AddressKey(new UnixDomainSocketEndPoint("/tmp/x")));
+    }
+
+    [Fact]
+    public void ACapAboveTheOpenFileLimitIsLoweredAndNoRoomAtAllIsAnError()
+    {
+        var logger = Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance;
+        Assert.Equal(10_000, new ConnectionGate(10_000, 256, null, logger).MaxConnections);
+        Assert.Equal(10_000, new ConnectionGate(10_000, 256, 1 << 20, logger).MaxConnections);
+        Assert.Equal(1024 - ConnectionGate.ReservedDescriptors, new ConnectionGate(10_000, 256, 1024, logger).MaxConnections);
+        ArgumentException e = Assert.Throws<ArgumentException>(() => new ConnectionGate(10_000, 256, ConnectionGate.ReservedDescriptors + 10, logger));
+        Assert.Contains("ulimit -n", e.Message, StringComparison.Ordinal);
+    }
+
+    /// <summary>
+    /// The node under an open-file limit of 700, flooded with 400 connections that each said the HTTP/2 preface and
+    /// stayed: it keeps 188 of them, refuses the rest, and still answers once they go. Without the cap the node ran out
+    /// of descriptors and the runtime aborted it ("Out of memory."), as it did at the usual limit of 20,000 with 20,000
+    /// connections.
+    /// </summary>
+    [Fact]
+    public async Task AConnectionFloodDoesNotExhaustTheNodesDescriptors()
+    {
+        string data = Directory.CreateTempSubdirectory("meganet-fdlimit-").FullName;
+        try
+        {
+            await using ExternalNode node = await ExternalNode.StartAsync(data, openFileLimit: 700);
+            Assert.Contains("The open-file limit (ulimit -n) is 700: the node takes at most 188 client connections", node.Output, StringComparison.Ordinal);
+            var flood = new List<Socket>();
+            try
+            {
+                byte[] preface = [.. "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"u8, 0, 0, 0, 4, 0, 0, 0, 0, 0];
+                for (int i = 0; i < 400; i++)
+                {
+                    var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+                    flood.Add(socket);
+                    await socket.ConnectAsync(IPAddress.Loopback, node.Address.Port);
+                    await socket.SendAsync(preface);
+                }
+
+                // Let the node accept (and refuse) them all before anything else happens.
+                await WaitForAsync(() => node.Output.Contains("more refused", StringComparison.Ordinal));
+                await Task.Delay(500);
+            }
+            finally
+            {
+                foreach (Socket socket in flood)
+                {
+                    socket.Dispose();
+                }
+            }
+
+            using var client = new MegaNetClient(node.Address);
+            StatusResponse status = await RetryAsync(() => client.Relay.StatusAsync(new StatusRequest()).ResponseAsync);
+            Assert.Equal("simd", status.VerifierBackend);
+            Assert.DoesNotContain("Out of memory", node.Output, StringComparison.Ordinal);
+        }
+        finally
+        {
+            Directory.Delete(data, recursive: true);
+        }
+    }
+
+    private static async Task<T> RetryAsync<T>(Func<Task<T>> call)
+    {
+        // The node closes the flood's connections as it notices them go; until then a new one may still be refused.
+        for (int attempt = 0; ; attempt++)
+        {
+            try
+            {
+                return await call();
+            }
+            catch (RpcException e) when (e.StatusCode == StatusCode.Unavailable && attempt < 50)
+            {
+                await Task.Delay(200);
+            }
+        }
+    }
+
+    private static async Task WaitForAsync(Func<bool> condition)
+    {
+        for (int i = 0; i < 300 && !condition(); i++)
+        {
+            await Task.Delay(100);
+        }
+
+        Assert.True(condition(), "timed out waiting for the node");
+    }
+}
