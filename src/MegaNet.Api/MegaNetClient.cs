@@ -1,3 +1,5 @@
+using System.Net;
+using System.Net.Sockets;
 using System.Runtime.CompilerServices;
 using Google.Protobuf;
 using Grpc.Core;
@@ -52,7 +54,9 @@ public sealed class MegaNetClient : IDisposable
     /// <param name="address">The node's gRPC address.</param>
     /// <param name="nodeId">The node id (32-byte Ed25519 public key) to sign mailbox challenges for. Without it the
     /// client trusts the id the node shows at the first challenge and holds every later one to it.</param>
-    public MegaNetClient(Uri address, byte[]? nodeId = null)
+    /// <param name="localAddress">The local address to connect from (a multi-homed host, or a test that plays a
+    /// second client on 127.0.0.2); default: the one the operating system picks.</param>
+    public MegaNetClient(Uri address, byte[]? nodeId = null, IPAddress? localAddress = null)
     {
         ArgumentNullException.ThrowIfNull(address);
         if (nodeId is not null && nodeId.Length != 32)
@@ -73,6 +77,25 @@ public sealed class MegaNetClient : IDisposable
             // The default waits as long as the operating system (minutes, for a host that drops the SYNs).
             ConnectTimeout = TimeSpan.FromSeconds(15),
         };
+        if (localAddress is not null)
+        {
+            handler.ConnectCallback = async (context, ct) =>
+            {
+                var socket = new Socket(localAddress.AddressFamily, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+                try
+                {
+                    socket.Bind(new IPEndPoint(localAddress, 0));
+                    await socket.ConnectAsync(context.DnsEndPoint, ct).ConfigureAwait(false);
+                    return new NetworkStream(socket, ownsSocket: true);
+                }
+                catch
+                {
+                    socket.Dispose();
+                    throw;
+                }
+            };
+        }
+
         _channel = GrpcChannel.ForAddress(address, new GrpcChannelOptions { MaxReceiveMessageSize = 64 << 20, HttpHandler = handler, DisposeHttpClient = true });
         Relay = new Relay.RelayClient(_channel);
     }

@@ -25,7 +25,7 @@ public sealed class SimdBatchVerifier : BatchVerifierBase
     private const int MinItemsPerThread = 48;
 
     // At or below this size a failing group is settled item by item instead of bisected further.
-    private const int SingleCheckSize = 2;
+    private const int SingleCheckSize = 4;
 
     private static readonly AffineNielsPoint BasePoint = DecodeBase();
 
@@ -195,7 +195,10 @@ public sealed class SimdBatchVerifier : BatchVerifierBase
             }
 
             // Rule 6 for everything that survived, together.
-            Resolve(pending.AsSpan(0, pendingCount), negA, negR, k, s, verdicts);
+            if (pendingCount > 0)
+            {
+                Resolve(pending.AsSpan(0, pendingCount), knownToFail: false, negA, negR, k, s, verdicts);
+            }
         }
         finally
         {
@@ -211,36 +214,85 @@ public sealed class SimdBatchVerifier : BatchVerifierBase
         }
     }
 
-    private static void Resolve(Span<int> items, AffineNielsPoint[] negA, AffineNielsPoint[] negR, Scalar256[] k, Scalar256[] s, Span<bool> verdicts)
+    /// <summary>
+    /// Settles the verdicts of <paramref name="items"/> (rule 6) by bisection: a group whose combined check fails is
+    /// halved and each half checked, except that when the first half passes the second is known to fail and is halved
+    /// without a check of its own. That saves a quarter of the work for one bad item, the case that costs the most per
+    /// bad item (about one more check of the whole batch).
+    /// </summary>
+    /// <remarks>
+    /// Going to single checks early, once both halves fail, made an all-invalid batch cheaper (94 µs an item instead
+    /// of 236, against 8.2 µs for a valid one; batch 2,048, one thread) but two bad items in different halves 4× dearer,
+    /// as a single check costs about ten combined items here: bisection stays cheaper until most items are bad.
+    /// </remarks>
+    private static void Resolve(Span<int> items, bool knownToFail, AffineNielsPoint[] negA, AffineNielsPoint[] negR, Scalar256[] k, Scalar256[] s, Span<bool> verdicts)
     {
-        if (items.Length == 0)
-        {
-            return;
-        }
-
         if (items.Length <= SingleCheckSize)
         {
-            foreach (int j in items)
-            {
-                verdicts[j] = CheckOne(negA[j], negR[j], k[j], s[j]);
-            }
-
+            CheckEach(items, negA, negR, k, s, verdicts);
             return;
         }
 
-        if (CheckCombined(items, negA, negR, k, s))
+        if (!knownToFail && CheckCombined(items, negA, negR, k, s))
         {
-            foreach (int j in items)
-            {
-                verdicts[j] = true;
-            }
-
+            SetValid(items, verdicts);
             return;
         }
 
         int half = items.Length / 2;
-        Resolve(items[..half], negA, negR, k, s, verdicts);
-        Resolve(items[half..], negA, negR, k, s, verdicts);
+        Span<int> first = items[..half];
+        Span<int> second = items[half..];
+        if (CheckGroup(first, negA, negR, k, s, verdicts))
+        {
+            // The group fails and its first half does not: the bad items are all in the second half.
+            Resolve(second, knownToFail: true, negA, negR, k, s, verdicts);
+        }
+        else
+        {
+            Resolve(second, knownToFail: false, negA, negR, k, s, verdicts);
+            if (first.Length > SingleCheckSize)
+            {
+                Resolve(first, knownToFail: true, negA, negR, k, s, verdicts);
+            }
+        }
+    }
+
+    /// <summary>True when every item of the group passes: one combined check, or single checks (their verdicts
+    /// then settled) for a group of at most <see cref="SingleCheckSize"/>.</summary>
+    private static bool CheckGroup(Span<int> items, AffineNielsPoint[] negA, AffineNielsPoint[] negR, Scalar256[] k, Scalar256[] s, Span<bool> verdicts)
+    {
+        if (items.Length <= SingleCheckSize)
+        {
+            return CheckEach(items, negA, negR, k, s, verdicts);
+        }
+
+        if (!CheckCombined(items, negA, negR, k, s))
+        {
+            return false;
+        }
+
+        SetValid(items, verdicts);
+        return true;
+    }
+
+    /// <summary>Checks each item on its own; true when all pass.</summary>
+    private static bool CheckEach(Span<int> items, AffineNielsPoint[] negA, AffineNielsPoint[] negR, Scalar256[] k, Scalar256[] s, Span<bool> verdicts)
+    {
+        bool all = true;
+        foreach (int j in items)
+        {
+            all &= verdicts[j] = CheckOne(negA[j], negR[j], k[j], s[j]);
+        }
+
+        return all;
+    }
+
+    private static void SetValid(Span<int> items, Span<bool> verdicts)
+    {
+        foreach (int j in items)
+        {
+            verdicts[j] = true;
+        }
     }
 
     /// <summary>[8]([s]B + [k](−A) + (−R)) = 𝒪 for one item.</summary>

@@ -52,7 +52,7 @@ public sealed class ConnectionLimitTests
     [Fact]
     public void IPv6ClientsAreCountedBySlash64AndMappedIPv4AsIPv4()
     {
-        static (ulong, ulong)? Key(string address) => ConnectionGate.AddressKey(new IPEndPoint(IPAddress.Parse(address), 1234));
+        static ClientAddress? Key(string address) => ClientAddress.From(new IPEndPoint(IPAddress.Parse(address), 1234));
 
         Assert.Equal(Key("2001:db8:1:2::1"), Key("2001:db8:1:2:ffff::9"));
         Assert.NotEqual(Key("2001:db8:1:2::1"), Key("2001:db8:1:3::1"));
@@ -60,7 +60,7 @@ public sealed class ConnectionLimitTests
         Assert.NotEqual(Key("203.0.113.9"), Key("203.0.113.10"));
         // An IPv6 /64 whose top bits look like an IPv4 key is still a different client.
         Assert.NotEqual(Key("::cb00:7109"), Key("203.0.113.9"));
-        Assert.Null(ConnectionGate.AddressKey(new UnixDomainSocketEndPoint("/tmp/x")));
+        Assert.Null(ClientAddress.From(new UnixDomainSocketEndPoint("/tmp/x")));
     }
 
     [Fact]

@@ -41,10 +41,15 @@ internal static class LoadCommand
                 "so the node's code for both paths is compiled and tiered up (a cold node builds a backlog an open loop never drains). 0 skips it. Default 10,000.",
             DefaultValueFactory = _ => 10_000,
         };
+        var forged = new Option<double>("--forged")
+        {
+            Description = "Also submit this many forged envelopes per second (well-formed, signature spoilt) during each measured phase, unary on a " +
+                "connection of their own (from 127.0.0.2 when the node is on 127.0.0.1, so it sees another client), and report how the node answered them: what one hostile client costs the honest ones. Default 0: none.",
+        };
         var backend = new Option<string>("--backend", "-b") { Description = "Verifier backend of the embedded node. Default auto.", DefaultValueFactory = _ => "auto" };
         var command = new Command("load", "Drive concurrent clients at a node and report accepted envelopes/s, p50/p99 latency and the verifier batch sizes achieved.")
         {
-            node, clients, connections, count, mode, rate, warmup, backend,
+            node, clients, connections, count, mode, rate, warmup, forged, backend,
         };
         command.SetAction(async (parse, ct) =>
         {
@@ -52,10 +57,11 @@ internal static class LoadCommand
             int k = parse.GetValue(connections);
             string m = parse.GetValue(mode)!;
             double offered = parse.GetValue(rate);
+            double forgedRate = parse.GetValue(forged);
             if (n < 1 || c < 1 || w < 0 || m is not ("both" or "stream" or "unary") || offered < 0 || double.IsNaN(offered)
-                || k < 1 || k > c)
+                || k < 1 || k > c || forgedRate < 0 || double.IsNaN(forgedRate) || double.IsInfinity(forgedRate))
             {
-                Console.Error.WriteLine("meganet load: --envelopes and --clients must be positive, --connections between 1 and --clients, --rate and --warmup zero or positive, and --mode one of stream, unary, both.");
+                Console.Error.WriteLine("meganet load: --envelopes and --clients must be positive, --connections between 1 and --clients, --rate, --forged and --warmup zero or positive, and --mode one of stream, unary, both.");
                 return 1;
             }
 
@@ -108,16 +114,19 @@ internal static class LoadCommand
                 Console.WriteLine($"sealing {n} envelopes from 256 sending keys to 64 recipients ...");
 
                 var generator = new LoadGenerator(target, c, k, Console.Out);
+                List<Envelope>? forgeries = forgedRate > 0 ? await Task.Run(() => ForgedLoad.Prepare(2_000), ct).WaitAsync(ct) : null;
                 double streamRate = 0;
                 if (m is "both" or "stream")
                 {
-                    LoadReport stream = await generator.RunStreamingAsync(await PrepareAsync(n, ct), ct);
+                    List<Envelope> envelopes = await PrepareAsync(n, ct);
+                    LoadReport stream = await WithForgeriesAsync(target, forgeries, forgedRate, () => generator.RunStreamingAsync(envelopes, ct), ct);
                     streamRate = stream.AcceptedPerSecond;
                 }
 
                 if (m is "both" or "unary")
                 {
-                    await generator.RunUnaryAsync(await PrepareAsync(m == "both" ? Math.Max(1, n / 2) : n, ct), offered > 0 ? offered : streamRate / 2, ct);
+                    List<Envelope> envelopes = await PrepareAsync(m == "both" ? Math.Max(1, n / 2) : n, ct);
+                    await WithForgeriesAsync(target, forgeries, forgedRate, () => generator.RunUnaryAsync(envelopes, offered > 0 ? offered : streamRate / 2, ct), ct);
                 }
 
                 return 0;
@@ -163,6 +172,20 @@ internal static class LoadCommand
     /// so the embedded node is still stopped and its directory deleted.</summary>
     private static Task<List<Envelope>> PrepareAsync(int count, CancellationToken ct) =>
         Task.Run(() => LoadGenerator.Prepare(count, ct: ct), ct).WaitAsync(ct);
+
+    /// <summary>Runs a phase with forged submissions beside it (when asked for) and prints what became of them.</summary>
+    private static async Task<LoadReport> WithForgeriesAsync(Uri node, List<Envelope>? forgeries, double rate, Func<Task<LoadReport>> phase, CancellationToken ct)
+    {
+        if (forgeries is null)
+        {
+            return await phase();
+        }
+
+        await using ForgedLoad forged = await ForgedLoad.StartAsync(node, forgeries, rate, ForgedLoad.DefaultFrom(node), ct);
+        LoadReport report = await phase();
+        Console.WriteLine(ForgedLoad.Describe(await forged.StopAsync()));
+        return report;
+    }
 
     /// <summary>Refuses, before a data directory is made, a backend the embedded node could not start with.</summary>
     private static void CheckEmbeddedBackend(string name)

@@ -1,6 +1,5 @@
 using System.Diagnostics;
 using System.Net;
-using System.Net.Sockets;
 using MegaNet.Core.Diagnostics;
 using Microsoft.AspNetCore.Connections;
 using Microsoft.Extensions.Logging;
@@ -16,7 +15,7 @@ namespace MegaNet.Node.Hosting;
 /// limit of 20,000 descriptors) left the node unable to open a file or load an assembly, and the .NET runtime aborted
 /// the process ("Out of memory."). The node-wide cap is therefore kept below the open-file limit, with
 /// <see cref="ReservedDescriptors"/> left for the store, the runtime and the metrics listener. The per-address cap
-/// keeps one host from taking every slot. IPv6 clients are counted by /64, the block one host usually holds.
+/// keeps one host from taking every slot (<see cref="ClientAddress"/>: IPv6 clients are counted by /64).
 /// </remarks>
 internal sealed partial class ConnectionGate
 {
@@ -27,7 +26,7 @@ internal sealed partial class ConnectionGate
     /// <summary>A refusal is logged at most this often; the line says how many there were in between.</summary>
     private static readonly TimeSpan LogEvery = TimeSpan.FromSeconds(10);
 
-    private readonly Dictionary<(ulong Prefix, ulong Host), int> _perAddress = [];
+    private readonly Dictionary<ClientAddress, int> _perAddress = [];
     private readonly Lock _lock = new();
     private readonly ILogger _logger;
     private int _open;
@@ -69,7 +68,7 @@ internal sealed partial class ConnectionGate
     /// <summary>Kestrel connection middleware: add it to the listener before TLS.</summary>
     public ConnectionDelegate Admit(ConnectionDelegate next) => async connection =>
     {
-        (ulong, ulong)? key = AddressKey(connection.RemoteEndPoint);
+        ClientAddress? key = ClientAddress.From(connection.RemoteEndPoint);
         string? refused = TryEnter(key);
         if (refused is not null)
         {
@@ -91,7 +90,7 @@ internal sealed partial class ConnectionGate
     };
 
     /// <summary>Takes a slot, or returns which cap refused it (<c>node</c> or <c>per_address</c>).</summary>
-    internal string? TryEnter((ulong, ulong)? key)
+    internal string? TryEnter(ClientAddress? key)
     {
         lock (_lock)
         {
@@ -121,7 +120,7 @@ internal sealed partial class ConnectionGate
         }
     }
 
-    internal void Leave((ulong, ulong)? key)
+    internal void Leave(ClientAddress? key)
     {
         lock (_lock)
         {
@@ -131,31 +130,6 @@ internal sealed partial class ConnectionGate
                 _perAddress.Remove(k);
             }
         }
-    }
-
-    /// <summary>What a client address is counted under: IPv4 (and IPv4-mapped IPv6) by address, IPv6 by its /64
-    /// prefix; null (node-wide cap only) for anything else, such as a Unix socket.</summary>
-    internal static (ulong Prefix, ulong Host)? AddressKey(EndPoint? endPoint)
-    {
-        if (endPoint is not IPEndPoint { Address: var address })
-        {
-            return null;
-        }
-
-        if (address.IsIPv4MappedToIPv6)
-        {
-            address = address.MapToIPv4();
-        }
-
-        Span<byte> bytes = stackalloc byte[16];
-        if (!address.TryWriteBytes(bytes, out int written))
-        {
-            return null;
-        }
-
-        return address.AddressFamily == AddressFamily.InterNetwork
-            ? (0, System.Buffers.Binary.BinaryPrimitives.ReadUInt32BigEndian(bytes[..written]))
-            : (System.Buffers.Binary.BinaryPrimitives.ReadUInt64BigEndian(bytes), ulong.MaxValue); // /64; Host = all ones tells it from IPv4
     }
 
     private void NoteRefusal(EndPoint? remote, string cap)

@@ -42,7 +42,10 @@ public sealed class RelayService(
     private static readonly WriteOptions BufferedWrite = new(WriteFlags.BufferHint);
 
     public override Task<Receipt> Submit(SubmitRequest request, ServerCallContext context) =>
-        admission.SubmitAsync(request.Envelope, context.CancellationToken);
+        admission.SubmitAsync(request.Envelope, Source(context), context.CancellationToken);
+
+    /// <summary>The calling client's address, which admission holds bad signatures against.</summary>
+    private static ClientAddress? Source(ServerCallContext context) => ClientAddress.From(context.GetHttpContext().Connection.RemoteIpAddress);
 
     public override async Task SubmitStream(IAsyncStreamReader<SubmitRequest> requestStream, IServerStreamWriter<SubmitResult> responseStream, ServerCallContext context)
     {
@@ -53,6 +56,7 @@ public sealed class RelayService(
         // begins to shut down (then what was read is still answered).
         using var reading = CancellationTokenSource.CreateLinkedTokenSource(context.CancellationToken, lifetime.ApplicationStopping);
         int answered = 0;
+        ClientAddress? source = Source(context);
         Task writer = Task.Run(async () =>
         {
             try
@@ -92,7 +96,7 @@ public sealed class RelayService(
         {
             await foreach (SubmitRequest request in requestStream.ReadAllAsync(reading.Token))
             {
-                await inFlight.Writer.WriteAsync(admission.SubmitAsync(request.Envelope, context.CancellationToken), reading.Token).ConfigureAwait(false);
+                await inFlight.Writer.WriteAsync(admission.SubmitAsync(request.Envelope, source, context.CancellationToken), reading.Token).ConfigureAwait(false);
             }
         }
         catch (OperationCanceledException) when (reading.IsCancellationRequested && !context.CancellationToken.IsCancellationRequested && !writer.IsFaulted)
