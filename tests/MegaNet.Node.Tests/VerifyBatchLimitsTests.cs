@@ -86,10 +86,31 @@ public sealed class VerifyBatchLimitsTests
         request.Inclusions.Add(overlong);
         Assert.Equal([false], (await client.Relay.VerifyBatchAsync(request)).InclusionValid);
 
-        var e = await Assert.ThrowsAsync<RpcException>(async () => await client.Relay.GetInclusionProofAsync(new InclusionProofRequest { LeafIndex = -1, TreeSize = 0 }));
-        Assert.Equal(StatusCode.OutOfRange, e.StatusCode);
-        Assert.DoesNotContain("Parameter", e.Status.Detail);
-        Assert.DoesNotContain("\n", e.Status.Detail);
+        // Wrong whatever the log holds: INVALID_ARGUMENT; beyond what it holds now: OUT_OF_RANGE.
+        foreach ((InclusionProofRequest bad, StatusCode code) in new[]
+        {
+            (new InclusionProofRequest { LeafIndex = -1, TreeSize = 0 }, StatusCode.InvalidArgument),
+            (new InclusionProofRequest { LeafIndex = 0, TreeSize = -5 }, StatusCode.InvalidArgument),
+            (new InclusionProofRequest { LeafIndex = 1, TreeSize = 1 }, StatusCode.InvalidArgument),
+            (new InclusionProofRequest { LeafIndex = 0, TreeSize = 2 }, StatusCode.OutOfRange),
+        })
+        {
+            var e = await Assert.ThrowsAsync<RpcException>(async () => await client.Relay.GetInclusionProofAsync(bad));
+            Assert.Equal(code, e.StatusCode);
+            Assert.DoesNotContain("Parameter", e.Status.Detail);
+            Assert.DoesNotContain("\n", e.Status.Detail);
+        }
+
+        foreach ((ConsistencyProofRequest bad, StatusCode code) in new[]
+        {
+            (new ConsistencyProofRequest { First = 2, Second = 1 }, StatusCode.InvalidArgument),
+            (new ConsistencyProofRequest { First = -1, Second = 1 }, StatusCode.InvalidArgument),
+            (new ConsistencyProofRequest { First = 1, Second = 2 }, StatusCode.OutOfRange),
+        })
+        {
+            var e = await Assert.ThrowsAsync<RpcException>(async () => await client.Relay.GetConsistencyProofAsync(bad));
+            Assert.Equal(code, e.StatusCode);
+        }
 
         // The default lifetime Status announces is never above the longest one the node accepts.
         StatusResponse status = await client.Relay.StatusAsync(new StatusRequest());

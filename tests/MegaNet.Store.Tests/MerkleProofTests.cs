@@ -107,6 +107,13 @@ public sealed class MerkleProofTests(ITestOutputHelper output)
                     Assert.False(MerkleTree.VerifyConsistency(first, size, Mth(leaves[..first]), wrong, proof));
                 }
             }
+
+            // Every tree extends the empty one, but only a size-0 head with the empty tree's root is that one.
+            byte[] notEmpty = MerkleTree.EmptyRoot();
+            notEmpty[0] ^= 1;
+            Assert.True(MerkleTree.VerifyConsistency(0, size, MerkleTree.EmptyRoot(), root, []));
+            Assert.False(MerkleTree.VerifyConsistency(0, size, notEmpty, root, []));
+            Assert.False(MerkleTree.VerifyConsistency(0, 0, notEmpty, notEmpty, []));
         }
     }
 

@@ -109,6 +109,12 @@ public static class MerkleTree
             return false;
         }
 
+        if (size1 == 0 && !root1.SequenceEqual(EmptyRoot()))
+        {
+            // A size-0 head with another root than the empty tree's is no head of this log.
+            return false;
+        }
+
         if (size1 == size2)
         {
             return proof.Count == 0 && root1.SequenceEqual(root2);

@@ -56,6 +56,7 @@ public sealed class RelayService(
         // begins to shut down (then what was read is still answered).
         using var reading = CancellationTokenSource.CreateLinkedTokenSource(context.CancellationToken, lifetime.ApplicationStopping);
         int answered = 0;
+        Exception? unreadable = null;
         ClientAddress? source = Source(context);
         Task writer = Task.Run(async () =>
         {
@@ -103,12 +104,28 @@ public sealed class RelayService(
         {
             // The node is shutting down: answer what was read, then say so.
         }
+        catch (Exception e) when (e is RpcException or InvalidProtocolBufferException or IOException && !context.CancellationToken.IsCancellationRequested)
+        {
+            // A request that cannot be read (over the size limit, not protobuf) ends the stream, but only after every
+            // request before it is answered: those may be stored already, and their receipts are the client's only
+            // word of it. Thrown from here, the answers still queued were dropped.
+            unreadable = e;
+        }
         finally
         {
             inFlight.Writer.TryComplete();
         }
 
         await writer.ConfigureAwait(false);
+        if (unreadable is not null)
+        {
+            (StatusCode code, string what) = unreadable is RpcException { StatusCode: StatusCode.ResourceExhausted } rpc
+                ? (StatusCode.ResourceExhausted, rpc.Status.Detail)
+                : (StatusCode.InvalidArgument, unreadable is RpcException other ? other.Status.Detail : $"it is not a SubmitRequest ({unreadable.Message})");
+            throw new RpcException(new Status(code,
+                $"Request {answered + 1} of this stream could not be read: {what}. The {answered} before it were answered; send the rest on a new stream."));
+        }
+
         if (lifetime.ApplicationStopping.IsCancellationRequested)
         {
             throw new RpcException(new Status(StatusCode.Unavailable,
@@ -211,6 +228,13 @@ public sealed class RelayService(
 
     public override Task<InclusionProof> GetInclusionProof(InclusionProofRequest request, ServerCallContext context)
     {
+        if (request.LeafIndex < 0 || request.TreeSize < 1 || request.LeafIndex >= request.TreeSize)
+        {
+            // Wrong whatever the log holds: OUT_OF_RANGE is for a size the log has not reached yet.
+            throw new RpcException(new Grpc.Core.Status(StatusCode.InvalidArgument,
+                $"leaf_index {request.LeafIndex} of tree_size {request.TreeSize}: a proof needs 0 <= leaf_index < tree_size."));
+        }
+
         IReadOnlyList<byte[]> path = Guard(() => store.GetInclusionProof(request.LeafIndex, request.TreeSize));
         var proof = new InclusionProof { LeafIndex = request.LeafIndex, TreeSize = request.TreeSize };
         proof.Path.AddRange(path.Select(ByteString.CopyFrom));
@@ -219,6 +243,12 @@ public sealed class RelayService(
 
     public override Task<ConsistencyProof> GetConsistencyProof(ConsistencyProofRequest request, ServerCallContext context)
     {
+        if (request.First < 0 || request.First > request.Second)
+        {
+            throw new RpcException(new Grpc.Core.Status(StatusCode.InvalidArgument,
+                $"first {request.First}, second {request.Second}: a proof needs 0 <= first <= second."));
+        }
+
         IReadOnlyList<byte[]> path = Guard(() => store.GetConsistencyProof(request.First, request.Second));
         var proof = new ConsistencyProof { First = request.First, Second = request.Second };
         proof.Path.AddRange(path.Select(ByteString.CopyFrom));

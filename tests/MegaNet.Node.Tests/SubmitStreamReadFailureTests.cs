@@ -1,0 +1,101 @@
+using System.Text;
+using Google.Protobuf;
+using Grpc.Core;
+using Grpc.Net.Client;
+using MegaNet.Api;
+using MegaNet.Api.V1;
+
+namespace MegaNet.Node.Tests;
+
+/// <summary>
+/// A SubmitStream request the node cannot read (over the message size limit, or not protobuf) ends the stream with a
+/// status that says which request and how many were answered, after the answers to every request before it: those may
+/// be stored, and a receipt is the client's only word of that. The stream used to end at once, its queued answers lost
+/// (200 written, 0 or 1 receipts back, and 98 or 200 of them stored), and garbage ended it UNKNOWN with a logged error.
+/// </summary>
+public sealed class SubmitStreamReadFailureTests
+{
+    [Fact]
+    public async Task An_oversize_request_ends_the_stream_after_every_earlier_one_is_answered()
+    {
+        await using TestNode node = await TestNode.StartAsync();
+        using MegaNetClient client = node.Client();
+        using Identity alice = Identity.Create(), bob = Identity.Create();
+        const int Before = 100;
+        var receipts = new List<SubmitResult>();
+        RpcException? ended = null;
+        using (AsyncDuplexStreamingCall<SubmitRequest, SubmitResult> call = client.Relay.SubmitStream())
+        {
+            Task reader = Task.Run(async () =>
+            {
+                try
+                {
+                    await foreach (SubmitResult r in call.ResponseStream.ReadAllAsync())
+                    {
+                        receipts.Add(r);
+                    }
+                }
+                catch (RpcException e)
+                {
+                    ended = e;
+                }
+            });
+            for (int i = 0; i < Before; i++)
+            {
+                await call.RequestStream.WriteAsync(new SubmitRequest { Envelope = Seal(alice, bob, i) });
+            }
+
+            Envelope huge = Seal(alice, bob, -1);
+            huge.SealedPayload = ByteString.CopyFrom(new byte[17 << 20]);
+            try
+            {
+                await call.RequestStream.WriteAsync(new SubmitRequest { Envelope = huge });
+            }
+            catch (Exception e) when (e is RpcException or IOException or InvalidOperationException)
+            {
+                // The node may end the call while the message is still going out.
+            }
+
+            await reader.WaitAsync(TimeSpan.FromSeconds(60));
+        }
+
+        Assert.NotNull(ended);
+        Assert.Equal(StatusCode.ResourceExhausted, ended.StatusCode);
+        Assert.Contains($"Request {Before + 1} of this stream could not be read", ended.Status.Detail, StringComparison.Ordinal);
+        Assert.Contains($"The {Before} before it were answered", ended.Status.Detail, StringComparison.Ordinal);
+        Assert.Equal(Before, receipts.Count);
+        Assert.All(receipts, r => Assert.NotNull(r.Receipt));
+        Assert.Equal(Before, (await client.Relay.GetTreeHeadAsync(new GetTreeHeadRequest())).TreeSize);
+        node.AssertNoServerErrors();
+    }
+
+    [Fact]
+    public async Task A_request_that_is_not_protobuf_is_invalid_argument_and_logs_no_error()
+    {
+        await using TestNode node = await TestNode.StartAsync();
+        using Identity alice = Identity.Create(), bob = Identity.Create();
+        using GrpcChannel channel = GrpcChannel.ForAddress(node.Address);
+        var raw = new Marshaller<byte[]>(b => b, b => b);
+        var method = new Method<byte[], byte[]>(MethodType.DuplexStreaming, "meganet.v1.Relay", "SubmitStream", raw, raw);
+        using AsyncDuplexStreamingCall<byte[], byte[]> call = channel.CreateCallInvoker().AsyncDuplexStreamingCall(method, null, new CallOptions());
+        await call.RequestStream.WriteAsync(new SubmitRequest { Envelope = Seal(alice, bob, 0) }.ToByteArray());
+        await call.RequestStream.WriteAsync([0xFF, 0xFF, 0xFF]);
+        await call.RequestStream.CompleteAsync();
+        var answers = new List<SubmitResult>();
+        RpcException e = await Assert.ThrowsAsync<RpcException>(async () =>
+        {
+            await foreach (byte[] answer in call.ResponseStream.ReadAllAsync())
+            {
+                answers.Add(SubmitResult.Parser.ParseFrom(answer));
+            }
+        });
+
+        Assert.Equal(StatusCode.InvalidArgument, e.StatusCode);
+        Assert.Contains("Request 2 of this stream could not be read", e.Status.Detail, StringComparison.Ordinal);
+        Assert.NotNull(Assert.Single(answers).Receipt);
+        node.AssertNoServerErrors();
+    }
+
+    private static Envelope Seal(Identity from, Identity to, int i) =>
+        EnvelopeFormat.Seal(from, to.Card, Encoding.UTF8.GetBytes($"message {i}"), "text/plain; charset=utf-8", null, DateTimeOffset.UtcNow.AddDays(1), 0);
+}
