@@ -74,6 +74,29 @@ public sealed class VerifyBatchLimitsTests
     }
 
     [Fact]
+    public async Task Delegated_calls_verify_on_one_thread_each_so_the_gate_bounds_their_cores()
+    {
+        await using TestNode node = await TestNode.StartAsync(o => o.Threads = 2);
+        DelegatedVerificationGate gate = node.Services.GetRequiredService<DelegatedVerificationGate>();
+        Assert.Contains("2 thread(s)", node.Services.GetRequiredService<MegaNet.Core.Verification.IBatchVerifier>().Description, StringComparison.Ordinal);
+        Assert.Contains("1 thread(s)", gate.Verifier.Description, StringComparison.Ordinal);
+        Assert.Equal("simd", gate.Verifier.Name);
+
+        // Still the node's rule: a valid item and a forged one.
+        using MegaNetClient client = node.Client();
+        VerifyBatchRequest request = AllForged();
+        SignatureItem forged = request.Signatures[0];
+        byte[] message = forged.Message.ToByteArray();
+        message[0] ^= 1; // back to what was signed
+        var both = new VerifyBatchRequest();
+        both.Signatures.Add(new SignatureItem { PublicKey = forged.PublicKey, Signature = forged.Signature, Message = ByteString.CopyFrom(message) });
+        both.Signatures.Add(forged);
+        VerifyBatchResponse verdicts = await client.Relay.VerifyBatchAsync(both);
+        Assert.Equal([true, false], verdicts.SignatureValid);
+        Assert.Equal("simd", verdicts.Backend);
+    }
+
+    [Fact]
     public async Task An_overlong_inclusion_path_is_false_and_proof_errors_speak_plainly()
     {
         await using TestNode node = await TestNode.StartAsync(o => o.MaxTtlDays = 7);

@@ -33,7 +33,7 @@ internal static class VerifyCommand
         };
         var batchSize = new Option<int>("--batch")
         {
-            Description = "Items verified per backend call.",
+            Description = $"Items verified per backend call, 1 to {MaxBatch:N0}. Default 16,384.",
             DefaultValueFactory = _ => 16_384,
         };
         var command = new Command("verify",
@@ -50,18 +50,27 @@ internal static class VerifyCommand
             }
             catch (Exception e) when (e is InputException or BackendUnavailableException or ArgumentException or IOException or UnauthorizedAccessException)
             {
-                Console.Error.WriteLine($"meganet verify: {e.Message}");
+                Console.Error.WriteLine($"meganet verify: {ErrorText.Plain(e)}");
                 return 1;
             }
         });
         return command;
     }
 
+    /// <summary>The largest <c>--batch</c>: the GPU backend's largest launch, and more than any CPU backend gains from.</summary>
+    internal const int MaxBatch = 1 << 20;
+
     private static int Run(string backendName, string inputPath, string outputPath, int threads, int batchSize)
     {
-        if (batchSize < 1)
+        // The verdict array is allocated up front: an unchecked --batch 2147483647 died of OutOfMemoryException.
+        if (batchSize is < 1 or > MaxBatch)
         {
-            throw new ArgumentException("--batch must be at least 1.");
+            throw new ArgumentException($"--batch must be 1 to {MaxBatch:N0}.");
+        }
+
+        if (threads is < 1 or > 1024)
+        {
+            throw new ArgumentException("--threads must be 1 to 1024.");
         }
 
         using IBatchVerifier verifier = VerifierCatalog.Create().Create(backendName, new VerifierOptions { Threads = threads });

@@ -138,7 +138,19 @@ public static partial class NodeServiceCollectionExtensions
         services.TryAddSingleton<AdmissionPipeline>();
         services.TryAddSingleton(sp => new MailboxAuthenticator(sp.GetRequiredService<NodeKey>(), sp.GetRequiredService<IBatchVerifier>(), sp.GetRequiredService<TimeProvider>()));
         services.TryAddSingleton<MailboxNotifier>();
-        services.TryAddSingleton(_ => new DelegatedVerificationGate());
+        services.TryAddSingleton(sp =>
+        {
+            IBatchVerifier verifier = sp.GetRequiredService<IBatchVerifier>();
+            if (verifier.Name == GpuBatchVerifier.DeviceBackendName)
+            {
+                // The GPU takes delegated batches as it takes admission's (its host threads do little).
+                return new DelegatedVerificationGate(verifier, ownsVerifier: false);
+            }
+
+            // One thread per call: the gate's slots then bound the cores delegated work takes.
+            var oneThread = new VerifierOptions { Threads = 1, GpuThreshold = options.GpuThreshold, GpuMaxBatch = options.GpuMaxBatch, GpuInlinePtx = options.GpuInlinePtx };
+            return new DelegatedVerificationGate(new InstrumentedBatchVerifier(VerifierCatalog.Create().Create(verifier.Name, oneThread)), ownsVerifier: true);
+        });
         services.AddGrpc(o =>
         {
             o.MaxReceiveMessageSize = 16 << 20;

@@ -270,7 +270,7 @@ public sealed class RelayService(
 
         try
         {
-            var response = new VerifyBatchResponse { Backend = admission.Verifier.Name };
+            var response = new VerifyBatchResponse { Backend = verifyGate.Verifier.Name };
             int count = request.Signatures.Count;
             using (var batch = new SignatureBatch(Math.Max(1, count)))
             {
@@ -284,7 +284,7 @@ public sealed class RelayService(
                 {
                     // A client that gave up (or timed out) stops costing the node at the next step.
                     context.CancellationToken.ThrowIfCancellationRequested();
-                    admission.Verifier.Verify(batch, start, Math.Min(VerifyChunk, count - start), verdicts.AsSpan(start));
+                    verifyGate.Verifier.Verify(batch, start, Math.Min(VerifyChunk, count - start), verdicts.AsSpan(start));
                 }
 
                 response.SignatureValid.AddRange(verdicts);

@@ -1,0 +1,23 @@
+namespace MegaNet.Node.Tests;
+
+/// <summary><c>meganet verify</c> refuses sizes it cannot serve with one line naming the flag, not a stack trace.</summary>
+public sealed class VerifyCommandLimitsTests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("meganet-verify-").FullName;
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    [Theory]
+    [InlineData("--batch", "2147483647", "--batch must be 1 to 1,048,576")] // allocated its verdicts up front: OutOfMemoryException
+    [InlineData("--batch", "0", "--batch must be 1 to 1,048,576")]
+    [InlineData("--threads", "0", "--threads must be 1 to 1024")] // printed "(Parameter 'Threads')" and "Actual value was 0."
+    public async Task A_size_out_of_range_is_one_line_naming_the_flag(string flag, string value, string expected)
+    {
+        string input = Path.Combine(_dir, "in.jsonl");
+        await File.WriteAllTextAsync(input, "");
+        MeganetProcess.Result r = await MeganetProcess.RunAsync(_dir, null, closeStdout: false,
+            "verify", "--backend", "simd", "--in", input, "--out", Path.Combine(_dir, "out.jsonl"), flag, value);
+        Assert.True(r.ExitCode == 1, $"exit code {r.ExitCode}; stderr: {r.Stderr}");
+        Assert.Equal($"meganet verify: {expected}.", r.Stderr.Trim());
+    }
+}
