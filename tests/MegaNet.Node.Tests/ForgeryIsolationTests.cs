@@ -7,7 +7,8 @@ using MegaNet.Api.V1;
 namespace MegaNet.Node.Tests;
 
 /// <summary>
-/// A client address that sent a bad signature has its next submissions checked one at a time, apart from the batch:
+/// A client address that sent a bad signature has its next submissions checked one at a time, apart from the batch, and
+/// at most <c>ForgerySuspects.ChecksPerSecond</c> a second:
 /// its forgeries must not make the honest clients' batch pay for bisection (measured: 100 forged envelopes a second
 /// cut eight honest streaming clients from 52,000 to 28,000 accepted/s before). Two loopback addresses play two clients.
 /// </summary>
@@ -51,6 +52,36 @@ public sealed class ForgeryIsolationTests
         // two bad signatures made the honest five pay for the bisection that found them.
         Assert.Equal(4ul, after.BatchesVerified - before.BatchesVerified);
         Assert.Equal(6, after.TreeSize);
+        node.AssertNoServerErrors();
+    }
+
+    [Fact]
+    public async Task A_suspect_address_gets_a_budget_of_single_checks_and_is_refused_beyond_it()
+    {
+        await using TestNode node = await TestNode.StartAsync(o => o.FlushMicroseconds = 1_000_000);
+        using var forger = new MegaNetClient(node.Address, localAddress: Forger);
+        RpcException first = await Assert.ThrowsAsync<RpcException>(async () => await forger.Relay.SubmitAsync(new SubmitRequest { Envelope = Seal(1, forged: true)[0] }));
+        Assert.Equal(StatusCode.InvalidArgument, first.StatusCode);
+        StatusResponse before = await forger.Relay.StatusAsync(new StatusRequest());
+
+        // More forgeries in one flush window than a second's budget: the budget's worth is checked, the rest refused unchecked.
+        const int Sent = 150;
+        Envelope[] bad = Seal(Sent, forged: true);
+        RpcException[] answers = await Task.WhenAll(bad.Select(async e =>
+            await Assert.ThrowsAsync<RpcException>(async () => await forger.Relay.SubmitAsync(new SubmitRequest { Envelope = e }))));
+        StatusResponse after = await forger.Relay.StatusAsync(new StatusRequest());
+
+        int checkedAlone = answers.Count(a => a.StatusCode == StatusCode.InvalidArgument);
+        RpcException[] refused = answers.Where(a => a.StatusCode == StatusCode.ResourceExhausted).ToArray();
+        Assert.Equal(Sent, checkedAlone + refused.Length);
+        Assert.Equal(MegaNet.Node.Admission.ForgerySuspects.ChecksPerSecond, checkedAlone);
+        Assert.Equal((ulong)checkedAlone, after.SignaturesVerified - before.SignaturesVerified);
+        Assert.All(refused, r =>
+        {
+            Assert.Contains("did not verify came from this address", r.Status.Detail, StringComparison.Ordinal);
+            Assert.Equal("1000", r.Trailers.GetValue("retry-after-ms"));
+        });
+        Assert.Equal(0, after.TreeSize);
         node.AssertNoServerErrors();
     }
 

@@ -329,6 +329,7 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
         var items = new List<Pending>(_options.MaxBatch);
         var suspect = new List<Pending>();
         var suspects = new ForgerySuspects();
+        bool[] overBudget = new bool[_options.MaxBatch];
         using var batch = new SignatureBatch(Math.Min(_options.MaxBatch, 65_536), Math.Min(_options.MaxBatch, 65_536) * 160);
         bool[] verdicts = new bool[_options.MaxBatch];
         var stores = new List<Task>();
@@ -391,17 +392,33 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
                     Interlocked.Increment(ref _batches);
                 }
 
+                int verified = clean;
                 for (int i = clean; i < items.Count; i++)
                 {
+                    if (!suspects.TryTakeCheck(items[i].Source, now))
+                    {
+                        overBudget[i - clean] = true;
+                        continue;
+                    }
+
+                    overBudget[i - clean] = false;
                     _verifier.Verify(batch, i, 1, verdicts.AsSpan(i, 1));
                     Interlocked.Increment(ref _batches);
+                    verified++;
                 }
 
-                Interlocked.Add(ref _signatures, items.Count);
+                Interlocked.Add(ref _signatures, verified);
                 var accepted = new List<Pending>(items.Count);
                 for (int i = 0; i < items.Count; i++)
                 {
-                    if (!verdicts[i])
+                    if (i >= clean && overBudget[i - clean])
+                    {
+                        items[i].Release();
+                        items[i].TrySetException(Reject("suspect_budget", StatusCode.ResourceExhausted,
+                            $"Envelopes whose signatures did not verify came from this address lately: its submissions are checked one at a time, at most {ForgerySuspects.ChecksPerSecond} a second, " +
+                            $"until {ForgerySuspects.Hold.TotalSeconds:0} s after the last bad one. Nothing was stored; retry later.", retryAfterMs: 1_000));
+                    }
+                    else if (!verdicts[i])
                     {
                         suspects.Add(items[i].Source, now);
                         items[i].Release();
