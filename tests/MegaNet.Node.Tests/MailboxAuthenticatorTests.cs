@@ -111,6 +111,43 @@ public sealed class MailboxAuthenticatorTests : IDisposable
     }
 
     [Fact]
+    public void One_client_address_opening_many_mailboxes_is_pushed_back_alone_until_its_challenges_expire()
+    {
+        // Identities cost nothing: a host with a thousand of them could fill the node-wide memory of used challenges
+        // within each mailbox's limit and lock every mailbox out. Its address is now held to a twentieth of that memory.
+        ClientAddress host = ClientAddress.From(System.Net.IPAddress.Parse("203.0.113.7"))!.Value;
+        ClientAddress other = ClientAddress.From(System.Net.IPAddress.Parse("2001:db8::1"))!.Value;
+        int identities = MailboxAuthenticator.MaxUsedPerSource / MailboxAuthenticator.MaxUsedPerAddress;
+        var sybils = Enumerable.Range(0, identities).Select(_ => Identity.Create()).ToList();
+        using Identity last = Identity.Create(), bob = Identity.Create();
+        try
+        {
+            int i = 0;
+            foreach (Identity sybil in sybils)
+            {
+                for (int k = 0; k < MailboxAuthenticator.MaxUsedPerAddress; k++, i++)
+                {
+                    _clock.Now = T0.AddMilliseconds(90_000.0 * i / MailboxAuthenticator.MaxUsedPerSource);
+                    _authenticator.Authenticate(SignFor(sybil), host);
+                }
+            }
+
+            RpcException pushedBack = Assert.Throws<RpcException>(() => _authenticator.Authenticate(SignFor(last), host));
+            Assert.Equal(StatusCode.ResourceExhausted, pushedBack.StatusCode);
+            Assert.Contains("from this network address", pushedBack.Status.Detail, StringComparison.Ordinal);
+
+            // Other clients are not pushed back, and the host is let in again once its first challenges expire.
+            Assert.Equal(bob.Address, _authenticator.Authenticate(SignFor(bob), other));
+            _clock.Now = T0.AddSeconds(125);
+            Assert.Equal(last.Address, _authenticator.Authenticate(SignFor(last), host));
+        }
+        finally
+        {
+            sybils.ForEach(s => s.Dispose());
+        }
+    }
+
+    [Fact]
     public void Of_many_concurrent_uses_of_one_challenge_exactly_one_opens_a_call()
     {
         using Identity bob = Identity.Create();

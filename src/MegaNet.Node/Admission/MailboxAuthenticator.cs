@@ -33,6 +33,11 @@ public sealed class MailboxAuthenticator(NodeKey nodeKey, IBatchVerifier verifie
     // than a client that fetches, acks and subscribes needs. Without it one identity authenticating to its own mailbox
     // as fast as it could sign filled MaxUsed and locked every mailbox on the node out.
     internal const int MaxUsedPerAddress = 1_000;
+
+    // Most used nonces the calls from one client address (IPv4, or IPv6 /64) may have live: a twentieth of MaxUsed, so
+    // that locking every mailbox out takes twenty addresses, not a thousand identities (free to make) on one host.
+    // Phones behind one carrier NAT share an address; at one mailbox open a minute each, 25,000 of them fit.
+    internal const int MaxUsedPerSource = MaxUsed / 20;
     private const int NonceLength = 32;
     private const int MacLength = 16;
     private static readonly byte[] MacDomain = "meganet-challenge-v1"u8.ToArray();
@@ -45,6 +50,7 @@ public sealed class MailboxAuthenticator(NodeKey nodeKey, IBatchVerifier verifie
     private readonly object _gate = new();
     private readonly Dictionary<long, UsedSecond> _usedBySecond = [];
     private readonly Dictionary<Key256, int> _usedByAddress = [];
+    private readonly Dictionary<ClientAddress, int> _usedBySource = [];
     private int _usedCount;
     private long _nextSweepMs;
 
@@ -81,8 +87,9 @@ public sealed class MailboxAuthenticator(NodeKey nodeKey, IBatchVerifier verifie
         };
     }
 
-    /// <summary>Returns the authenticated address or throws UNAUTHENTICATED / PERMISSION_DENIED / RESOURCE_EXHAUSTED saying why.</summary>
-    public byte[] Authenticate(MailboxAuth? auth)
+    /// <summary>Returns the authenticated address or throws UNAUTHENTICATED / PERMISSION_DENIED / RESOURCE_EXHAUSTED saying why;
+    /// <paramref name="source"/> is the calling client's address, when known.</summary>
+    public byte[] Authenticate(MailboxAuth? auth, ClientAddress? source = null)
     {
         if (auth is null || auth.Nonce.IsEmpty || auth.Signature.IsEmpty)
         {
@@ -158,6 +165,14 @@ public sealed class MailboxAuthenticator(NodeKey nodeKey, IBatchVerifier verifie
                     new Metadata { { "retry-after-ms", "1000" } });
             }
 
+            int fromSource = source is { } client ? _usedBySource.GetValueOrDefault(client) : 0;
+            if (fromSource >= MaxUsedPerSource)
+            {
+                throw new RpcException(new Status(StatusCode.ResourceExhausted,
+                    $"Mailboxes were opened {MaxUsedPerSource:N0} times from this network address in the last {Lifetime.TotalMinutes:0} minutes; retry shortly."),
+                    new Metadata { { "retry-after-ms", "1000" } });
+            }
+
             if (!_usedBySecond.TryGetValue(second, out UsedSecond? used))
             {
                 _usedBySecond[second] = used = new UsedSecond();
@@ -170,6 +185,12 @@ public sealed class MailboxAuthenticator(NodeKey nodeKey, IBatchVerifier verifie
 
             used.ByAddress[owner] = used.ByAddress.GetValueOrDefault(owner) + 1;
             _usedByAddress[owner] = opened + 1;
+            if (source is { } from)
+            {
+                used.BySource[from] = used.BySource.GetValueOrDefault(from) + 1;
+                _usedBySource[from] = fromSource + 1;
+            }
+
             _usedCount++;
         }
 
@@ -220,27 +241,41 @@ public sealed class MailboxAuthenticator(NodeKey nodeKey, IBatchVerifier verifie
             _usedCount -= used.Nonces.Count;
             foreach ((Key256 owner, int count) in used.ByAddress)
             {
-                int left = _usedByAddress[owner] - count;
-                if (left == 0)
-                {
-                    _usedByAddress.Remove(owner);
-                }
-                else
-                {
-                    _usedByAddress[owner] = left;
-                }
+                Subtract(_usedByAddress, owner, count);
+            }
+
+            foreach ((ClientAddress from, int count) in used.BySource)
+            {
+                Subtract(_usedBySource, from, count);
             }
 
             _usedBySecond.Remove(second);
         }
     }
 
-    /// <summary>The nonces used from one second of issue, and how many of them each address used.</summary>
+    private static void Subtract<TKey>(Dictionary<TKey, int> counts, TKey key, int count)
+        where TKey : notnull
+    {
+        int left = counts[key] - count;
+        if (left == 0)
+        {
+            counts.Remove(key);
+        }
+        else
+        {
+            counts[key] = left;
+        }
+    }
+
+    /// <summary>The nonces used from one second of issue, and how many of them each mailbox address and each client
+    /// address used.</summary>
     private sealed class UsedSecond
     {
         public HashSet<ulong> Nonces { get; } = [];
 
         public Dictionary<Key256, int> ByAddress { get; } = [];
+
+        public Dictionary<ClientAddress, int> BySource { get; } = [];
     }
 
     private void Mac(ReadOnlySpan<byte> issuedAndRandom, ReadOnlySpan<byte> address, Span<byte> destination)
