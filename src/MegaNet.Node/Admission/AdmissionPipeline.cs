@@ -329,7 +329,6 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
         var items = new List<Pending>(_options.MaxBatch);
         var suspect = new List<Pending>();
         var suspects = new ForgerySuspects();
-        bool[] overBudget = new bool[_options.MaxBatch];
         using var batch = new SignatureBatch(Math.Min(_options.MaxBatch, 65_536), Math.Min(_options.MaxBatch, 65_536) * 160);
         bool[] verdicts = new bool[_options.MaxBatch];
         var stores = new List<Task>();
@@ -359,8 +358,9 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
             Interlocked.Add(ref _depth, -items.Count);
             try
             {
-                // Submissions from addresses that lately sent bad signatures go after the rest and are checked one
-                // at a time, so their forgeries cost only themselves a check, not the batch a bisection.
+                // Submissions from addresses that lately sent bad signatures are verified in a batch of their own, so
+                // the bisection that finds their forgeries costs only them; an address past its budget of bad
+                // signatures is refused unverified.
                 long now = Stopwatch.GetTimestamp();
                 suspect.Clear();
                 batch.Clear();
@@ -368,14 +368,21 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
                 for (int i = 0; i < items.Count; i++)
                 {
                     Pending p = items[i];
-                    if (suspects.Contains(p.Source, now))
+                    switch (suspects.Classify(p.Source, now, out int retryAfterMs))
                     {
-                        suspect.Add(p);
-                    }
-                    else
-                    {
-                        items[clean++] = p;
-                        batch.Add(p.Envelope.SendingKey.Span, p.Envelope.Signature.Span, p.SigningBytes);
+                        case ForgerySuspects.Lane.Clean:
+                            items[clean++] = p;
+                            batch.Add(p.Envelope.SendingKey.Span, p.Envelope.Signature.Span, p.SigningBytes);
+                            break;
+                        case ForgerySuspects.Lane.Suspect:
+                            suspect.Add(p);
+                            break;
+                        default:
+                            p.Release();
+                            p.TrySetException(Reject("bad_signature_budget", StatusCode.ResourceExhausted,
+                                $"More than {ForgerySuspects.BadPerSecond} envelopes a second whose signatures did not verify came from this network address; " +
+                                "its submissions are refused unverified until that rate falls. Nothing was stored; retry later.", retryAfterMs));
+                            break;
                     }
                 }
 
@@ -392,33 +399,17 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
                     Interlocked.Increment(ref _batches);
                 }
 
-                int verified = clean;
-                for (int i = clean; i < items.Count; i++)
+                if (suspect.Count > 0)
                 {
-                    if (!suspects.TryTakeCheck(items[i].Source, now))
-                    {
-                        overBudget[i - clean] = true;
-                        continue;
-                    }
-
-                    overBudget[i - clean] = false;
-                    _verifier.Verify(batch, i, 1, verdicts.AsSpan(i, 1));
+                    _verifier.Verify(batch, clean, suspect.Count, verdicts.AsSpan(clean, suspect.Count));
                     Interlocked.Increment(ref _batches);
-                    verified++;
                 }
 
-                Interlocked.Add(ref _signatures, verified);
+                Interlocked.Add(ref _signatures, items.Count);
                 var accepted = new List<Pending>(items.Count);
                 for (int i = 0; i < items.Count; i++)
                 {
-                    if (i >= clean && overBudget[i - clean])
-                    {
-                        items[i].Release();
-                        items[i].TrySetException(Reject("suspect_budget", StatusCode.ResourceExhausted,
-                            $"Envelopes whose signatures did not verify came from this address lately: its submissions are checked one at a time, at most {ForgerySuspects.ChecksPerSecond} a second, " +
-                            $"until {ForgerySuspects.Hold.TotalSeconds:0} s after the last bad one. Nothing was stored; retry later.", retryAfterMs: 1_000));
-                    }
-                    else if (!verdicts[i])
+                    if (!verdicts[i])
                     {
                         suspects.Add(items[i].Source, now);
                         items[i].Release();
