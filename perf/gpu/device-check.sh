@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One call on a lent GPU machine (the device tool; ../shared/gpu/README.md): correctness of the gpu backend against
-# the expected verdicts, then the throughput sweep (whose --check runs the reference's adversarial mix first), then
+# the expected verdicts, then the throughput sweep (whose --check runs the reference's adversarial mix first, for the GPU also repeated to the largest batch, which
+# goes out in chunks on both streams), then
 # the compiler's report on the kernel. Prepare here, from the project root:
 #   ../shared/gpu/bundle.sh src/MegaNet.Node meganet            -> .gpu-bundle/bundle.tar.xz
 #   mkdir -p .gpu-check && cp ../shared/vectors/*.jsonl .gpu-check/   (lines with a "meganet" verdict)
@@ -16,6 +17,8 @@ seconds=${2:-1}
 backend=${BACKEND:-gpu}
 export PATH=$PATH:/usr/local/cuda/bin
 step() { echo; echo "=== $* ($(date +%T))"; }
+# Any wrong verdict or failed step makes the script exit 1 (the device tool reports rc), not just print it.
+status=0
 
 step "machine"
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm,power.limit --format=csv 2>&1
@@ -47,12 +50,15 @@ for w in bad[:8]:
 sys.exit(1 if bad or len(got) != len(want) else 0)
 PY
   echo "verdict check: $([ $failed = 0 ] && echo PASSED || echo FAILED)"
+  [ $failed = 0 ] || status=1
 
   # simd is timed once, beside the default kernel.
   others=$([ $ptx = 0 ] && echo ",simd" || echo "")
   step "MEGANET_GPU_INLINE_PTX=$ptx: sweep of $backend$others (all cores) against libsodium"
   timeout 420 "${meganet[@]}" bench --backend "$backend$others" --threads "$(nproc)" --batch "$sizes" --seconds "$seconds" --check --check-items 16384 \
     --json "$out/bench-$ptx.json" 2>&1 | tee "$out/bench-$ptx.txt" | grep -v "^  batch"
+  bench=${PIPESTATUS[0]}
+  [ "$bench" = 0 ] || { echo "bench FAILED (exit $bench)"; status=1; }
 done
 unset MEGANET_GPU_INLINE_PTX
 
@@ -65,4 +71,5 @@ for p in .gpu-check/*.ptx perf/gpu/*.ptx; do
     | sort | uniq -c | sort -rn | head -14 | awk -v n="$name" '{ printf "%s %s:%s\n", n, $2, $1 }' | paste -sd' '
   [ "$name" = widen ] && cuobjdump -sass "/tmp/$name.cubin" | grep -E "Function|IMAD|IMUL" | head -20
 done
-echo "done $(date +%T)"
+echo "done $(date +%T), $([ $status = 0 ] && echo "every check passed" || echo "A CHECK FAILED (see above)")"
+exit $status

@@ -82,21 +82,34 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
         _context = kind == GpuDeviceKind.Device
             ? Context.Create(b => b.Cuda().OpenCL().Math(MathMode.Default).Profiling())
             : Context.Create(b => b.CPU().Math(MathMode.Default).Profiling());
-        Device device = kind == GpuDeviceKind.Device
-            ? _context.Devices.Where(d => d.AcceleratorType is AcceleratorType.Cuda or AcceleratorType.OpenCL)
-                .OrderBy(d => d.AcceleratorType == AcceleratorType.Cuda ? 0 : 1).First()
-            : _context.GetPreferredDevice(preferCPU: true);
-        _accelerator = device.CreateAccelerator(_context);
-        _inlinePtx = options.GpuInlinePtx && _accelerator.AcceleratorType == AcceleratorType.Cuda;
-        KernelInfo? info;
-        _kernel = _inlinePtx
-            ? _accelerator.LoadKernel<int, ArrayView<byte>, ArrayView<byte>, ArrayView<uint>, ArrayView<byte>, ArrayView<byte>, ArrayView<int>, CurveConstants, ArrayView<byte>>(Ed25519Kernel.Verify<PtxMultiply>, out info)
-            : _accelerator.LoadKernel<int, ArrayView<byte>, ArrayView<byte>, ArrayView<uint>, ArrayView<byte>, ArrayView<byte>, ArrayView<int>, CurveConstants, ArrayView<byte>>(Ed25519Kernel.Verify<PlainMultiply>, out info);
-        _occupancyGroup = Math.Max(_accelerator.WarpSize, info?.MinGroupSize ?? Math.Min(256, _accelerator.MaxNumThreadsPerGroup));
-        _constants = BuildConstants();
-        _smallOrder = _accelerator.Allocate1D(SmallOrderEncodings());
-        _baseTable = _accelerator.Allocate1D(BaseTable(_constants));
-        _slots = [new LaunchSlot(_accelerator), new LaunchSlot(_accelerator)];
+        try
+        {
+            Device device = kind == GpuDeviceKind.Device
+                ? _context.Devices.Where(d => d.AcceleratorType is AcceleratorType.Cuda or AcceleratorType.OpenCL)
+                    .OrderBy(d => d.AcceleratorType == AcceleratorType.Cuda ? 0 : 1).First()
+                : _context.GetPreferredDevice(preferCPU: true);
+            _accelerator = device.CreateAccelerator(_context);
+            _inlinePtx = options.GpuInlinePtx && _accelerator.AcceleratorType == AcceleratorType.Cuda;
+            KernelInfo? info;
+            _kernel = _inlinePtx
+                ? _accelerator.LoadKernel<int, ArrayView<byte>, ArrayView<byte>, ArrayView<uint>, ArrayView<byte>, ArrayView<byte>, ArrayView<int>, CurveConstants, ArrayView<byte>>(Ed25519Kernel.Verify<PtxMultiply>, out info)
+                : _accelerator.LoadKernel<int, ArrayView<byte>, ArrayView<byte>, ArrayView<uint>, ArrayView<byte>, ArrayView<byte>, ArrayView<int>, CurveConstants, ArrayView<byte>>(Ed25519Kernel.Verify<PlainMultiply>, out info);
+            _occupancyGroup = Math.Max(_accelerator.WarpSize, info?.MinGroupSize ?? Math.Min(256, _accelerator.MaxNumThreadsPerGroup));
+            _constants = BuildConstants();
+            _smallOrder = _accelerator.Allocate1D(SmallOrderEncodings());
+            _baseTable = _accelerator.Allocate1D(BaseTable(_constants));
+            _slots = [new LaunchSlot(_accelerator), new LaunchSlot(_accelerator)];
+        }
+        catch
+        {
+            // Under auto the node falls back to SIMD after this; it must not keep a device context and its memory.
+            _smallOrder?.Dispose();
+            _baseTable?.Dispose();
+            _accelerator?.Dispose();
+            _context.Dispose();
+            throw;
+        }
+
         CompileMilliseconds = watch.Elapsed.TotalMilliseconds;
         DeviceName = _accelerator.Name;
     }
@@ -123,6 +136,9 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
         int chunk = Math.Min(_maxBatch, count <= 2 * OverlapChunk ? count : Math.Max(OverlapChunk, (count + 3) / 4));
         lock (_gate)
         {
+            // Again under the lock: a caller that waited here while Dispose freed the buffers would launch on freed
+            // ones, and ILGPU's bounds assertion ends the process.
+            ObjectDisposedException.ThrowIf(IsDisposed, this);
             int launches = 0;
             try
             {

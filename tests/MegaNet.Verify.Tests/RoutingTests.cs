@@ -153,6 +153,70 @@ public sealed class RoutingTests
         Assert.Contains($"of {(2 * GpuBatchVerifier.OverlapChunk) + 1} start-up check items", e.Message);
     }
 
+    /// <summary>Another backend's verdicts under the name "gpu", until told to fail like a faulting device.</summary>
+    private sealed class Switchable(IBatchVerifier inner) : BatchVerifierBase
+    {
+        public bool Fail { get; set; }
+
+        public int Calls { get; private set; }
+
+        public bool Disposed { get; private set; }
+
+        public override string Name => GpuBatchVerifier.DeviceBackendName;
+
+        public override string Description => "switchable";
+
+        protected override void VerifyCore(SignatureBatch batch, int start, int count, Span<bool> verdicts)
+        {
+            Calls++;
+            if (Fail)
+            {
+                throw new InvalidOperationException("device lost");
+            }
+
+            inner.Verify(batch, start, count, verdicts);
+        }
+
+        protected override void Dispose(bool disposing) => Disposed = true;
+    }
+
+    [Fact]
+    public void A_sibling_router_shares_the_accelerator_and_its_fault_and_leaves_disposing_it_to_the_first()
+    {
+        var gpu = new Switchable(Backends.Get("simd"));
+        var cpu = new Switchable(Backends.Get("simd")); // a stand-in CPU backend that counts its calls
+        var siblingCpu = new Switchable(Backends.Get("simd"));
+        int faults = 0;
+        var router = new RoutingBatchVerifier(gpu, cpu, threshold: 4, _ => faults++);
+        RoutingBatchVerifier sibling = router.WithCpu(siblingCpu);
+        using var batch = new SignatureBatch(8);
+        var generator = new SignatureCaseGenerator(7);
+        for (int i = 0; i < 8; i++)
+        {
+            SignatureCase c = generator.NextMixed(invalidShare: 0.5);
+            batch.Add(c.PublicKey, c.Signature, c.Message);
+        }
+
+        bool[] expected = Backends.Get("simd").Verify(batch);
+        Assert.Equal(expected, sibling.Verify(batch));
+        Assert.Equal((1, 0), (gpu.Calls, siblingCpu.Calls));
+
+        // The device fails under the sibling: its batch is verified again on its own CPU backend, the fault is
+        // reported once, and the first router stays off the device too.
+        gpu.Fail = true;
+        Assert.Equal(expected, sibling.Verify(batch));
+        Assert.Equal(expected, router.Verify(batch));
+        Assert.Equal((2, 1, 1, 1), (gpu.Calls, siblingCpu.Calls, cpu.Calls, faults));
+        Assert.True(router.AcceleratorFailed);
+
+        sibling.Dispose();
+        Assert.True(siblingCpu.Disposed);
+        Assert.False(gpu.Disposed);
+        router.Dispose();
+        Assert.True(gpu.Disposed);
+        Assert.True(cpu.Disposed);
+    }
+
     [Fact]
     public void Backends_with_different_rules_cannot_be_routed_together()
     {

@@ -12,8 +12,8 @@ public sealed class RoutingBatchVerifier : BatchVerifierBase
     private readonly IBatchVerifier _cpu;
     private readonly int _threshold;
     private readonly Action<Exception>? _onFault;
-    private readonly Lock _acceleratorLock = new();
-    private volatile bool _acceleratorFailed;
+    private readonly AcceleratorState _state;
+    private readonly bool _ownsAccelerator;
 
     /// <summary>Creates the router; it owns and disposes both backends.</summary>
     public RoutingBatchVerifier(IBatchVerifier accelerator, IBatchVerifier cpu, int threshold, Action<Exception>? onFault = null)
@@ -30,16 +30,40 @@ public sealed class RoutingBatchVerifier : BatchVerifierBase
         _cpu = cpu;
         _threshold = threshold;
         _onFault = onFault;
+        _state = new AcceleratorState();
+        _ownsAccelerator = true;
     }
 
+    private RoutingBatchVerifier(RoutingBatchVerifier sibling, IBatchVerifier cpu)
+    {
+        ArgumentNullException.ThrowIfNull(cpu);
+        if (sibling.Rule != cpu.Rule)
+        {
+            throw new ArgumentException($"'{sibling._accelerator.Name}' and '{cpu.Name}' apply different rules; a router must never change a verdict.");
+        }
+
+        _accelerator = sibling._accelerator;
+        _cpu = cpu;
+        _threshold = sibling._threshold;
+        _onFault = sibling._onFault;
+        _state = sibling._state;
+        _ownsAccelerator = false;
+    }
+
+    /// <summary>A router over this one's accelerator, sharing its one-batch-at-a-time lock and its fault state (a fault
+    /// seen by either sends both to the CPU, reported once), with another CPU backend, which the new router owns; the
+    /// accelerator stays this router's to dispose. For work that must not take the node's CPU threads, such as
+    /// delegated verification on one thread.</summary>
+    public RoutingBatchVerifier WithCpu(IBatchVerifier cpu) => new(this, cpu);
+
     /// <summary>True once the accelerator faulted and everything runs on the CPU backend.</summary>
-    public bool AcceleratorFailed => _acceleratorFailed;
+    public bool AcceleratorFailed => _state.Failed;
 
     /// <inheritdoc />
     public override string Name => _accelerator.Name;
 
     /// <inheritdoc />
-    public override string Description => _acceleratorFailed
+    public override string Description => _state.Failed
         ? $"{_cpu.Description} (the {_accelerator.Name} backend faulted; running on {_cpu.Name})"
         : $"{_accelerator.Description} for batches of {_threshold} or more; {_cpu.Name} below";
 
@@ -49,15 +73,15 @@ public sealed class RoutingBatchVerifier : BatchVerifierBase
     /// <inheritdoc />
     protected override void VerifyCore(SignatureBatch batch, int start, int count, Span<bool> verdicts)
     {
-        if (count >= _threshold && !_acceleratorFailed)
+        if (count >= _threshold && !_state.Failed)
         {
             // One batch at a time on the accelerator (it reuses its buffers and streams), and the fault flag is read
             // again inside: a caller that waited here while another's batch faulted goes to the CPU, and the fault
             // is reported once. The arguments were checked by Verify before this point, so any exception from the
             // accelerator is a device fault, whatever its type.
-            lock (_acceleratorLock)
+            lock (_state.Gate)
             {
-                if (!_acceleratorFailed)
+                if (!_state.Failed)
                 {
                     try
                     {
@@ -66,7 +90,7 @@ public sealed class RoutingBatchVerifier : BatchVerifierBase
                     }
                     catch (Exception e)
                     {
-                        _acceleratorFailed = true;
+                        _state.Failed = true;
                         _onFault?.Invoke(e);
                     }
                 }
@@ -81,8 +105,20 @@ public sealed class RoutingBatchVerifier : BatchVerifierBase
     {
         if (disposing)
         {
-            _accelerator.Dispose();
+            if (_ownsAccelerator)
+            {
+                _accelerator.Dispose();
+            }
+
             _cpu.Dispose();
         }
+    }
+
+    /// <summary>What routers over one accelerator share.</summary>
+    private sealed class AcceleratorState
+    {
+        public Lock Gate { get; } = new();
+
+        public volatile bool Failed;
     }
 }

@@ -219,11 +219,15 @@ public sealed class VerifyBenchmark(BatchVerifierRegistry registry, VerifyBenchm
             return;
         }
 
-        int mismatches = VerifierSelfCheck.Mismatches(verifier, options.CheckItems);
-        progress?.WriteLine($"  check: {verifier.Name} x{threads} against the reference on {options.CheckItems} mixed items: {mismatches} mismatches");
+        // A GPU is checked at the sweep's largest batch too (the mix repeated): only there does a batch go out in chunks
+        // on both streams, and the timed runs, all valid, would not notice a verdict written to the wrong item.
+        int batch = verifier.Name == GpuBatchVerifier.DeviceBackendName ? Math.Max(options.CheckItems, options.BatchSizes.Max()) : options.CheckItems;
+        int mismatches = VerifierSelfCheck.Mismatches(verifier, options.CheckItems, batchSize: batch);
+        string where = batch > options.CheckItems ? $"{options.CheckItems} mixed items repeated to a batch of {batch}" : $"{options.CheckItems} mixed items";
+        progress?.WriteLine($"  check: {verifier.Name} x{threads} against the reference on {where}: {mismatches} mismatches");
         if (mismatches > 0)
         {
-            throw new InvalidOperationException($"Backend '{verifier.Name}' with {threads} thread(s) disagrees with the reference on {mismatches} of {options.CheckItems} items.");
+            throw new InvalidOperationException($"Backend '{verifier.Name}' with {threads} thread(s) disagrees with the reference on {mismatches} of {batch} items ({where}).");
         }
     }
 

@@ -40,12 +40,23 @@ public static partial class NodeServiceCollectionExtensions
         // One small launch, then one batch cut into chunks on both streams (what the router sends a GPU in real work):
         // 257 seeded items, repeated, so a verdict written to the wrong chunk or item shows.
         int large = (2 * GpuBatchVerifier.OverlapChunk) + 1;
-        int mismatches = VerifierSelfCheck.Mismatches(verifier, VerifierSelfCheck.StartupItems);
+        int mismatches;
         int checkedItems = VerifierSelfCheck.StartupItems;
-        if (mismatches == 0)
+        string? failure = null;
+        try
         {
-            mismatches = VerifierSelfCheck.Mismatches(verifier, VerifierSelfCheck.StartupItems + 1, batchSize: large);
-            checkedItems = large;
+            mismatches = VerifierSelfCheck.Mismatches(verifier, VerifierSelfCheck.StartupItems);
+            if (mismatches == 0)
+            {
+                checkedItems = large;
+                mismatches = VerifierSelfCheck.Mismatches(verifier, VerifierSelfCheck.StartupItems + 1, batchSize: large);
+            }
+        }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            // A launch, copy or allocation that fails here is the GPU failing, like a wrong verdict: same handling.
+            mismatches = -1;
+            failure = $"{e.GetType().Name}: {e.Message}";
         }
 
         if (mismatches == 0)
@@ -53,8 +64,10 @@ public static partial class NodeServiceCollectionExtensions
             return verifier;
         }
 
-        string reason = $"its verdicts differ from the reference rule on {mismatches} of {checkedItems} start-up check items " +
-            $"({verifier.Description}); run `meganet bench --backend gpu --check` for details and report the GPU and driver";
+        string reason = failure is not null
+            ? $"it failed its start-up check on {checkedItems} items ({failure}; {verifier.Description}); report the GPU and driver"
+            : $"its verdicts differ from the reference rule on {mismatches} of {checkedItems} start-up check items " +
+              $"({verifier.Description}); run `meganet bench --backend gpu --check` for details and report the GPU and driver";
         verifier.Dispose();
         if (!string.Equals(requested, BatchVerifierRegistry.Auto, StringComparison.OrdinalIgnoreCase))
         {
@@ -96,7 +109,7 @@ public static partial class NodeServiceCollectionExtensions
         services.TryAddSingleton(sp => new ConnectionGate(options.MaxConnections, options.MaxConnectionsPerAddress, Core.Interop.OpenFileLimit.Current(),
             sp.GetRequiredService<ILoggerFactory>().CreateLogger("MegaNet.Node")));
         services.TryAddSingleton(_ => NodeKey.LoadOrCreate(options.DataDirectory));
-        services.TryAddSingleton<IBatchVerifier>(sp =>
+        services.TryAddSingleton(sp =>
         {
             var verifierOptions = new VerifierOptions
             {
@@ -109,16 +122,27 @@ public static partial class NodeServiceCollectionExtensions
             ILogger logger = sp.GetRequiredService<ILoggerFactory>().CreateLogger("MegaNet.Verify");
             IBatchVerifier verifier = CreateBackend(registry, options.Backend, verifierOptions, logger);
             verifier = CheckGpu(verifier, options.Backend, () => registry.Create(SimdBatchVerifier.BackendName, verifierOptions), logger);
+            // Delegated verification (VerifyBatch) runs one thread per call on the CPU, so the gate's slots bound the
+            // cores it takes; with a GPU it shares the GPU (and its fault state) over a one-thread SIMD backend.
+            var oneThread = new VerifierOptions { Threads = 1, GpuThreshold = options.GpuThreshold, GpuMaxBatch = options.GpuMaxBatch, GpuInlinePtx = options.GpuInlinePtx };
+            IBatchVerifier delegated;
             if (verifier.Name == GpuBatchVerifier.DeviceBackendName)
             {
                 // A real GPU takes the big batches; SIMD keeps small ones fast and takes over for good if the GPU faults.
-                verifier = new RoutingBatchVerifier(verifier, registry.Create(SimdBatchVerifier.BackendName, verifierOptions), verifierOptions.GpuThreshold,
+                var router = new RoutingBatchVerifier(verifier, registry.Create(SimdBatchVerifier.BackendName, verifierOptions), verifierOptions.GpuThreshold,
                     e => LogGpuFault(logger, e));
+                verifier = router;
+                delegated = router.WithCpu(registry.Create(SimdBatchVerifier.BackendName, oneThread));
+            }
+            else
+            {
+                delegated = registry.Create(verifier.Name, oneThread);
             }
 
             // Every verification the node does (admission, mailbox auth, VerifyBatch) is counted in one place.
-            return new InstrumentedBatchVerifier(verifier);
+            return new NodeVerifiers(new InstrumentedBatchVerifier(verifier), new InstrumentedBatchVerifier(delegated));
         });
+        services.TryAddSingleton(sp => sp.GetRequiredService<NodeVerifiers>().Node);
         services.TryAddSingleton<IEnvelopeStore>(sp =>
         {
             NodeKey key = sp.GetRequiredService<NodeKey>();
@@ -138,19 +162,7 @@ public static partial class NodeServiceCollectionExtensions
         services.TryAddSingleton<AdmissionPipeline>();
         services.TryAddSingleton(sp => new MailboxAuthenticator(sp.GetRequiredService<NodeKey>(), sp.GetRequiredService<IBatchVerifier>(), sp.GetRequiredService<TimeProvider>()));
         services.TryAddSingleton<MailboxNotifier>();
-        services.TryAddSingleton(sp =>
-        {
-            IBatchVerifier verifier = sp.GetRequiredService<IBatchVerifier>();
-            if (verifier.Name == GpuBatchVerifier.DeviceBackendName)
-            {
-                // The GPU takes delegated batches as it takes admission's (its host threads do little).
-                return new DelegatedVerificationGate(verifier, ownsVerifier: false);
-            }
-
-            // One thread per call: the gate's slots then bound the cores delegated work takes.
-            var oneThread = new VerifierOptions { Threads = 1, GpuThreshold = options.GpuThreshold, GpuMaxBatch = options.GpuMaxBatch, GpuInlinePtx = options.GpuInlinePtx };
-            return new DelegatedVerificationGate(new InstrumentedBatchVerifier(VerifierCatalog.Create().Create(verifier.Name, oneThread)), ownsVerifier: true);
-        });
+        services.TryAddSingleton(sp => new DelegatedVerificationGate(sp.GetRequiredService<NodeVerifiers>().Delegated, ownsVerifier: false));
         services.AddGrpc(o =>
         {
             o.MaxReceiveMessageSize = 16 << 20;
@@ -159,6 +171,21 @@ public static partial class NodeServiceCollectionExtensions
         services.AddGrpcReflection();
         services.AddGrpcHealthChecks().AddCheck<StoreHealthCheck>("store");
         return services;
+    }
+}
+
+/// <summary>The node's verifier (admission, mailbox auth) and the one delegated verification runs on; disposing this
+/// disposes both (the delegated one first: with a GPU it borrows the node's).</summary>
+internal sealed class NodeVerifiers(IBatchVerifier node, IBatchVerifier delegated) : IDisposable
+{
+    public IBatchVerifier Node { get; } = node;
+
+    public IBatchVerifier Delegated { get; } = delegated;
+
+    public void Dispose()
+    {
+        Delegated.Dispose();
+        Node.Dispose();
     }
 }
 
