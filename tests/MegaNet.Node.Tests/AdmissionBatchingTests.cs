@@ -58,7 +58,8 @@ public sealed class AdmissionBatchingTests
         return (receipts, took, status);
     }
 
-    private static Envelope[] Seal(int count)
+    /// <summary>Seals <paramref name="count"/> envelopes from distinct senders to one recipient.</summary>
+    internal static Envelope[] Seal(int count)
     {
         using Identity recipient = Identity.Create();
         var envelopes = new Envelope[count];
