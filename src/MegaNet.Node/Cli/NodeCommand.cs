@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Net;
+using System.Net.Sockets;
 using System.Reflection;
 using System.Security.Cryptography;
 using MegaNet.Core.Verification;
@@ -90,6 +91,12 @@ internal static partial class NodeCommand
 
                 return Environment.ExitCode; // non-zero when the store could not shut down cleanly (logged)
             }
+            catch (SocketException e)
+            {
+                // Not an IOException: an address this machine does not have, or a port below 1024 without privileges.
+                Console.Error.WriteLine($"meganet node: {BindFailure(e, options)}");
+                return 1;
+            }
             catch (Exception e) when (e is BackendUnavailableException or StoreCorruptException or StoreInUseException or InvalidDataException or ArgumentException
                 or IOException or UnauthorizedAccessException or CryptographicException)
             {
@@ -132,6 +139,38 @@ internal static partial class NodeCommand
     }
 
     private static string Message(Exception e) => ErrorText.Plain(e);
+
+    /// <summary>
+    /// One line for a listener the OS would not bind. Kestrel's <see cref="SocketException"/> names neither the address
+    /// nor the option; it binds <c>--listen</c> first, so if that address can be bound here the metrics listener failed.
+    /// </summary>
+    internal static string BindFailure(SocketException e, NodeOptions options)
+    {
+        bool metrics = !string.IsNullOrEmpty(options.MetricsListen) && CanBind(options.ListenEndPoint);
+        string option = metrics ? "--metrics-listen" : "--listen";
+        string address = metrics ? options.MetricsListen! : options.Listen;
+        string fix = e.SocketErrorCode switch
+        {
+            SocketError.AddressNotAvailable => $"this machine has no such address; give {option} one of its own addresses (`ip address` lists them) or 0.0.0.0",
+            SocketError.AccessDenied => $"this user may not listen on that port (ports below 1024 need CAP_NET_BIND_SERVICE); give {option} a port from 1024 up",
+            _ => $"give {option} another address",
+        };
+        return $"{option} {address}: cannot listen there ({e.Message}): {fix}.";
+    }
+
+    private static bool CanBind(IPEndPoint endpoint)
+    {
+        try
+        {
+            using var socket = new Socket(endpoint.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
+            socket.Bind(endpoint);
+            return true;
+        }
+        catch (SocketException)
+        {
+            return false;
+        }
+    }
 
     /// <summary>What to do about a start failure whose message alone does not say.</summary>
     private static string Hint(Exception e, NodeOptions options)
