@@ -99,4 +99,18 @@ public sealed class NodeStartupTests : IDisposable
         AssertOneLineError(new Result(process.ExitCode, await stdout, await stderr),
             $"--listen {listen}: cannot listen there (Permission denied): this user may not listen on that port");
     }
+
+    [Fact]
+    public async Task A_store_whose_key_is_gone_does_not_start_under_a_new_identity()
+    {
+        await using (ExternalNode first = await ExternalNode.StartAsync(Data))
+        {
+            await first.KillAsync();
+        }
+
+        string key = Path.Combine(Data, "node.key");
+        File.Move(key, key + ".lost");
+        AssertOneLineError(await Node("--data", Data, "--listen", "127.0.0.1:0"), $"{key} is missing", "Restore node.key from a backup");
+        Assert.False(File.Exists(key));
+    }
 }
