@@ -113,4 +113,24 @@ public sealed class NodeStartupTests : IDisposable
         AssertOneLineError(await Node("--data", Data, "--listen", "127.0.0.1:0"), $"{key} is missing", "Restore node.key from a backup");
         Assert.False(File.Exists(key));
     }
+
+    [Fact]
+    public async Task Host_configuration_outside_the_node_options_adds_no_listener()
+    {
+        // Kestrel reads endpoints from the host's configuration, which included every environment variable: this one
+        // added a plaintext listener beside --listen, where neither the TLS rule nor the connection caps applied.
+        int[] extra = [ExternalNode.FreePort(), ExternalNode.FreePort()];
+        var environment = new Dictionary<string, string>
+        {
+            ["Kestrel__Endpoints__Extra__Url"] = $"http://127.0.0.1:{extra[0]}",
+            ["ASPNETCORE_Kestrel__Endpoints__Other__Url"] = $"http://127.0.0.1:{extra[1]}",
+        };
+        await using ExternalNode node = await ExternalNode.StartAsync(Data, environment);
+        foreach (int port in extra)
+        {
+            using var client = new System.Net.Sockets.TcpClient();
+            await Assert.ThrowsAsync<System.Net.Sockets.SocketException>(() => client.ConnectAsync(IPAddress.Loopback, port));
+            Assert.DoesNotContain($":{port}", node.Output, StringComparison.Ordinal);
+        }
+    }
 }

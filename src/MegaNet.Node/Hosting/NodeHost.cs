@@ -153,15 +153,21 @@ public static partial class NodeServiceCollectionExtensions
 /// <summary>Builds and runs the node: the Generic Host with Kestrel serving HTTP/2 gRPC.</summary>
 public static partial class NodeHost
 {
-    /// <summary>Builds the node application (not started).</summary>
-    public static WebApplication Build(NodeOptions options, string[]? args = null, Action<ILoggingBuilder>? logging = null)
+    /// <summary>Builds the node application (not started). Only <paramref name="options"/> configure it: the host's
+    /// own configuration sources (environment variables, appsettings.json) are dropped.</summary>
+    public static WebApplication Build(NodeOptions options, Action<ILoggingBuilder>? logging = null)
     {
         ArgumentNullException.ThrowIfNull(options);
         options.Validate();
         // Content root = the install directory, not the working directory: the host watches its content root for
         // appsettings changes, and with the default ./data under the working directory every store write woke that
         // watcher (measured: the hottest managed frames of an idle node were FileSystemWatcher's).
-        WebApplicationBuilder builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { Args = args ?? [], ContentRootPath = AppContext.BaseDirectory });
+        WebApplicationBuilder builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { ContentRootPath = AppContext.BaseDirectory });
+        // The default sources (every environment variable, appsettings.json beside the binary) reach Kestrel's
+        // "Kestrel" section: Kestrel__Endpoints__X__Url=http://0.0.0.0:7800 added a plaintext listener beside --listen,
+        // past the TLS rule and the connection caps. The node's settings come from NodeOptions (meganet.json, MEGANET_
+        // variables, flags) only, so the listeners are the two configured below and nothing else.
+        builder.Configuration.Sources.Clear();
         builder.Logging.ClearProviders();
         builder.Logging.AddSimpleConsole(o =>
         {
