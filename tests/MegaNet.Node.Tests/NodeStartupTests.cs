@@ -133,4 +133,58 @@ public sealed class NodeStartupTests : IDisposable
             Assert.DoesNotContain($":{port}", node.Output, StringComparison.Ordinal);
         }
     }
+
+    [Fact]
+    public async Task A_data_directory_on_a_read_only_mount_is_named_as_such_not_as_in_use()
+    {
+        Assert.True(OperatingSystem.IsLinux(), "this test needs Linux (unshare, mount)");
+        string fresh = Directory.CreateDirectory(Path.Combine(_dir, "fresh")).FullName;
+        Result r = await ReadOnlyNodeAsync(fresh);
+        AssertOneLineError(r, "Read-only file system", $"The data directory {Path.Combine(fresh, "data")} is on a read-only file system", "--data");
+
+        // A store that exists: its lock file cannot be opened for writing, which is no other process holding it.
+        string existing = Directory.CreateDirectory(Path.Combine(_dir, "existing")).FullName;
+        await using (ExternalNode first = await ExternalNode.StartAsync(Path.Combine(existing, "data")))
+        {
+            await first.KillAsync();
+        }
+
+        r = await ReadOnlyNodeAsync(existing);
+        AssertOneLineError(r, $"The store's lock file '{Path.Combine(existing, "data", "store", "LOCK")}' cannot be opened for writing", "Read-only file system", "--data");
+        Assert.DoesNotContain("another process", r.Stderr, StringComparison.Ordinal);
+    }
+
+    /// <summary>meganet node with the data directory <c>MOUNT/data</c>, MOUNT bind-mounted read-only in a private user
+    /// and mount namespace (no privileges needed, nothing left mounted).</summary>
+    private async Task<Result> ReadOnlyNodeAsync(string mount)
+    {
+        const string Script = """
+            mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" || exit 90
+            exec dotnet "$2" node --backend simd --listen 127.0.0.1:0 --data "$1/data"
+            """;
+        var psi = new System.Diagnostics.ProcessStartInfo("unshare", ["-Urm", "sh", "-c", Script, "sh", mount, ExternalNode.MeganetPath()])
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            WorkingDirectory = _dir,
+        };
+        using System.Diagnostics.Process process = System.Diagnostics.Process.Start(psi)!;
+        Task<string> stdout = process.StandardOutput.ReadToEndAsync();
+        Task<string> stderr = process.StandardError.ReadToEndAsync();
+        using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(2));
+        try
+        {
+            await process.WaitForExitAsync(timeout.Token);
+        }
+        finally
+        {
+            if (!process.HasExited)
+            {
+                process.Kill(entireProcessTree: true);
+            }
+        }
+
+        Assert.True(process.ExitCode != 90, $"could not bind-mount read-only in a private namespace (util-linux unshare, unprivileged user namespaces): {await stderr}");
+        return new Result(process.ExitCode, await stdout, await stderr);
+    }
 }

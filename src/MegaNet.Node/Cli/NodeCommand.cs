@@ -140,6 +140,9 @@ internal static partial class NodeCommand
 
     private static string Message(Exception e) => ErrorText.Plain(e);
 
+    // EROFS, the same on Linux and macOS; .NET passes an errno it has no exception type for on as the HResult.
+    private const int ReadOnlyFileSystem = 30;
+
     /// <summary>
     /// One line for a listener the OS would not bind. Kestrel's <see cref="SocketException"/> names neither the address
     /// nor the option; it binds <c>--listen</c> first, so if that address can be bound here the metrics listener failed.
@@ -183,6 +186,11 @@ internal static partial class NodeCommand
             return metrics
                 ? " Another program listens there: stop it, or choose another metrics address with --metrics-listen."
                 : " Another node (or program) listens there: stop it, or choose another address with --listen.";
+        }
+
+        if (e is IOException { HResult: ReadOnlyFileSystem } || e.InnerException is IOException { HResult: ReadOnlyFileSystem })
+        {
+            return $" The data directory {Path.GetFullPath(options.DataDirectory)} is on a read-only file system: mount it read-write, or choose another with --data.";
         }
 
         if (e is UnauthorizedAccessException)
