@@ -115,12 +115,35 @@ internal static partial class NodeCommand
     [LoggerMessage(EventId = 3, Level = LogLevel.Information, Message = "MegaNet node stopped cleanly (store checkpointed)")]
     private static partial void LogStoppedCleanly(ILogger logger);
 
+    /// <summary>MEGANET_ variables that are no node setting but are read elsewhere (the GPU backend, tests, perf scripts).</summary>
+    private static readonly string[] OtherVariables = ["GPU_INLINE_PTX", "PTX_OUT", "TEST_SEED"];
+
     /// <summary>
-    /// Refuses a key in the "MegaNet" section that no setting has: the binder would ignore it, so a misspelt
-    /// setting would silently keep its default.
+    /// Refuses a key in the "MegaNet" section that no setting has, and anything outside that section (a misspelt
+    /// section, settings at the top of the file, <c>MEGANET_MEGANET_THREADS</c> with one underscore): the binder would
+    /// ignore it, so a misspelt setting would silently keep its default.
     /// </summary>
     internal static void RejectUnknownSettings(IConfiguration configuration, string configPath)
     {
+        foreach (IConfigurationSection top in configuration.GetChildren())
+        {
+            if (string.Equals(top.Key, Section, StringComparison.OrdinalIgnoreCase))
+            {
+                continue;
+            }
+
+            bool fromEnvironment = configuration is IConfigurationRoot envRoot
+                && envRoot.Providers.Any(p => p is EnvironmentVariablesConfigurationProvider && p.GetChildKeys([], null).Contains(top.Key, StringComparer.OrdinalIgnoreCase));
+            if (fromEnvironment && OtherVariables.Contains(top.Key, StringComparer.OrdinalIgnoreCase))
+            {
+                continue;
+            }
+
+            throw new ArgumentException(fromEnvironment
+                ? $"Unknown environment variable MEGANET_{top.Key}: a node setting is MEGANET_{Section}__<Option>, with two underscores before the option (e.g. MEGANET_{Section}__Threads)."
+                : $"Unknown key \"{top.Key}\" at the top of {configPath}: node settings go in the \"{Section}\" section, e.g. {{ \"{Section}\": {{ \"Threads\": 2 }} }}.");
+        }
+
         string[] known = typeof(NodeOptions).GetProperties(BindingFlags.Public | BindingFlags.Instance)
             .Where(p => p.CanWrite)
             .Select(p => p.Name)
