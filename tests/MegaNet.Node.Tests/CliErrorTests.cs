@@ -156,6 +156,18 @@ public sealed class CliErrorTests : IDisposable
     }
 
     [Fact]
+    public async Task Node_says_where_its_settings_file_is_malformed_and_lists_every_backend()
+    {
+        string config = Path.Combine(_dir, "broken.json");
+        await File.WriteAllTextAsync(config, "{ \"MegaNet\": { \"Threads\": 2 } x");
+        AssertClearError(await Meganet("node", "--config", config), "LineNumber: 0 | BytePositionInLine:");
+
+        Result help = await Meganet("node", "--help");
+        Assert.Equal(0, help.ExitCode);
+        Assert.Contains("gpu-cpu", help.Stdout, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task Node_refuses_a_certificate_it_cannot_load_at_start()
     {
         string pem = Path.Combine(_dir, "bad.pem");

@@ -187,4 +187,12 @@ public sealed class NodeStartupTests : IDisposable
         Assert.True(process.ExitCode != 90, $"could not bind-mount read-only in a private namespace (util-linux unshare, unprivileged user namespaces): {await stderr}");
         return new Result(process.ExitCode, await stdout, await stderr);
     }
+
+    [Fact]
+    public async Task Metrics_beyond_loopback_are_served_with_a_warning()
+    {
+        var environment = new Dictionary<string, string> { ["MEGANET_MegaNet__MetricsListen"] = $"0.0.0.0:{ExternalNode.FreePort()}" };
+        await using ExternalNode node = await ExternalNode.StartAsync(Data, environment);
+        Assert.Contains("reachable beyond this machine in plaintext without authentication", node.Output, StringComparison.Ordinal);
+    }
 }

@@ -21,8 +21,8 @@ internal static partial class NodeCommand
     {
         var defaults = new NodeOptions();
         var data = new Option<string?>("--data") { Description = $"Data directory (node key, store). Default {defaults.DataDirectory}." };
-        var listen = new Option<string?>("--listen") { Description = $"ADDRESS:PORT for gRPC over HTTP/2. Default {defaults.Listen}; a non-loopback address needs --tls-cert." };
-        var backend = new Option<string?>("--backend", "-b") { Description = "Verifier backend: auto (default), simd, gpu, reference." };
+        var listen = new Option<string?>("--listen") { Description = $"ADDRESS:PORT for gRPC over HTTP/2 (port 0: a free one). Default {defaults.Listen}; a non-loopback address needs --tls-cert." };
+        var backend = new Option<string?>("--backend", "-b") { Description = "Verifier backend: auto (default), simd, gpu, reference, gpu-cpu (the GPU kernels on the CPU; slow, for testing)." };
         var threads = new Option<int?>("--threads", "-t")
         {
             Description = "Verifier threads. Default: all cores but one (at least one), leaving a core to the network and the store.",
@@ -71,7 +71,15 @@ internal static partial class NodeCommand
             catch (Exception e) when (e is ArgumentException or InvalidOperationException or FormatException or InvalidDataException
                 or UnauthorizedAccessException or IOException)
             {
-                Console.Error.WriteLine($"meganet node: {Message(e)}");
+                // A malformed settings file: "Failed to load configuration from file '…'." says where; its inner
+                // exceptions say what ("Could not parse the JSON file.") and at which line and byte.
+                string detail = "";
+                for (Exception? inner = e is InvalidDataException ? e.InnerException : null; inner is not null; inner = inner.InnerException)
+                {
+                    detail += $" {Message(inner)}";
+                }
+
+                Console.Error.WriteLine($"meganet node: {Message(e)}{detail}");
                 return 1;
             }
 
@@ -204,7 +212,7 @@ internal static partial class NodeCommand
         if (e.InnerException is Microsoft.AspNetCore.Connections.AddressInUseException || e is Microsoft.AspNetCore.Connections.AddressInUseException)
         {
             // Kestrel's message names the address that is taken; name the option that chose it.
-            bool metrics = !string.IsNullOrEmpty(options.MetricsListen) && e.Message.Contains(IPEndPoint.Parse(options.MetricsListen).ToString(), StringComparison.Ordinal)
+            bool metrics = options.MetricsEndPoint is { } metricsEndPoint && e.Message.Contains(metricsEndPoint.ToString(), StringComparison.Ordinal)
                 && !e.Message.Contains(options.ListenEndPoint.ToString(), StringComparison.Ordinal);
             return metrics
                 ? " Another program listens there: stop it, or choose another metrics address with --metrics-listen."

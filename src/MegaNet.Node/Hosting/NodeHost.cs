@@ -193,10 +193,10 @@ public static partial class NodeHost
                     listen.UseHttps(options.LoadTlsCertificate());
                 }
             });
-            if (!string.IsNullOrEmpty(options.MetricsListen))
+            if (options.MetricsEndPoint is { } metrics)
             {
                 // Prometheus scrapes over HTTP/1.1; the gRPC port speaks HTTP/2 only, so metrics get their own listener.
-                kestrel.Listen(IPEndPoint.Parse(options.MetricsListen), listen => listen.Protocols = HttpProtocols.Http1);
+                kestrel.Listen(metrics, listen => listen.Protocols = HttpProtocols.Http1);
             }
 
             kestrel.Limits.MaxRequestBodySize = 64 << 20;
@@ -253,10 +253,19 @@ public static partial class NodeHost
         var uri = new Uri(address.Replace("[::]", "127.0.0.1", StringComparison.Ordinal));
         ILogger logger = app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("MegaNet.Node");
         NodeOptions options = app.Services.GetRequiredService<NodeOptions>();
+        if (options.MetricsEndPoint is { } metrics && !IPAddress.IsLoopback(metrics.Address))
+        {
+            LogMetricsExposed(logger, options.MetricsListen!);
+        }
+
         LogStarted(logger, uri, admission.Verifier.Name, admission.Verifier.Description, Path.GetFullPath(options.DataDirectory),
             Convert.ToHexString(app.Services.GetRequiredService<NodeKey>().PublicKey).ToLowerInvariant());
         return uri;
     }
+
+    [LoggerMessage(EventId = 4, Level = LogLevel.Warning, Message = "Metrics listen on {Address}, reachable beyond this machine in plaintext without authentication: " +
+        "whoever reaches it reads the node's load figures. Listen on 127.0.0.1, or firewall the port to the scraper")]
+    private static partial void LogMetricsExposed(ILogger logger, string address);
 
     [LoggerMessage(EventId = 2, Level = LogLevel.Critical, Message = "{Reason}")]
     private static partial void LogStoreShutdownFailed(ILogger logger, string reason);
