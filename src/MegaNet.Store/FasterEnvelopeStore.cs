@@ -45,6 +45,9 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     // appending more would break the log's index sequence: the store refuses writes until it is reopened, and the
     // reopen replays exactly what reached the disk.
     private volatile Exception? _fault;
+
+    // Why the committer took no checkpoint at shutdown (set before it ends; DisposeAsync reads it after awaiting it).
+    private Exception? _noFinalCheckpoint;
     private int _commitsSincePrune;
     private long _lastCheckpoint = Stopwatch.GetTimestamp();
     private long _savedLeaves;
@@ -176,13 +179,26 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         {
             return new FileStream(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None);
         }
-        catch (IOException e)
+        catch (IOException e) when (IsLockContention(e))
         {
             throw new StoreInUseException(
                 $"The store in '{dir}' is open in another process (another meganet node with the same data directory?). " +
                 "Stop that process, or give this one a data directory of its own.", e);
         }
+        catch (IOException e)
+        {
+            // Not another process: the file cannot be opened for writing at all (a read-only mount, a device error).
+            throw new IOException(
+                $"The store's lock file '{path}' cannot be opened for writing ({e.Message}): the data directory must be on a file system " +
+                "mounted read-write, and writable by this user.", e);
+        }
     }
+
+    /// <summary>Whether opening the lock file failed because another process holds it: flock's EWOULDBLOCK on Unix
+    /// (which .NET passes on as the HResult), a sharing or lock violation on Windows.</summary>
+    private static bool IsLockContention(IOException e) =>
+        OperatingSystem.IsWindows() ? (e.HResult & 0xFFFF) is 32 or 33 // ERROR_SHARING_VIOLATION, ERROR_LOCK_VIOLATION
+        : e.HResult == (OperatingSystem.IsLinux() ? 11 : 35); // EWOULDBLOCK: 11 on Linux, 35 on macOS and the BSDs
 
     private static async Task<FasterEnvelopeStore> OpenLockedAsync(StoreOptions options, string dir, string commitDir, FileStream lockFile, CancellationToken cancellationToken)
     {
@@ -566,7 +582,11 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         }
     }
 
-    /// <summary>Stops accepting writes, commits what was queued, and closes the log.</summary>
+    /// <summary>Stops accepting writes, commits what was queued, takes the shutdown checkpoint, and closes the log.</summary>
+    /// <exception cref="StoreUnavailableException">No shutdown checkpoint was taken: the store was refusing writes (a
+    /// full disk), the checkpoint failed, or it did not finish within <see cref="StoreOptions.ShutdownTimeout"/>. The
+    /// message says why; nothing acknowledged is lost (the next open replays the log). The files and the lock are let go
+    /// first, except after the timeout.</exception>
     public async ValueTask DisposeAsync()
     {
         if (Interlocked.Exchange(ref _disposed, 1) != 0)
@@ -598,6 +618,13 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
             _log.Dispose();
             _device.Dispose();
             _lockFile.Dispose();
+        }
+
+        if (_noFinalCheckpoint is { } reason)
+        {
+            throw new StoreUnavailableException(
+                $"The store in '{StoreDirectory}' closed without its shutdown checkpoint: {Describe(reason).TrimEnd('.')}. Everything acknowledged is in the " +
+                "committed log, which the next start replays; free disk space or fix the device before restarting.", reason);
         }
     }
 
@@ -742,17 +769,22 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
             _writing = null;
         }
 
-        // Shutdown: a last checkpoint so the next start replays nothing.
-        if (_fault is null)
+        // Shutdown: a last checkpoint so the next start replays nothing. Without one nothing is lost (the log holds
+        // everything since the previous checkpoint), but DisposeAsync must say so: the node reports a shutdown without
+        // its checkpoint as a failure (exit code 3), not as a clean stop.
+        if (_fault is { } refusing)
         {
-            try
-            {
-                await CheckpointCycleAsync().ConfigureAwait(false);
-            }
-            catch (Exception e) when (e is IOException or InvalidOperationException)
-            {
-                // Nothing is lost: the log still holds everything since the previous checkpoint.
-            }
+            _noFinalCheckpoint = refusing;
+            return;
+        }
+
+        try
+        {
+            await CheckpointCycleAsync().ConfigureAwait(false);
+        }
+        catch (Exception e)
+        {
+            _noFinalCheckpoint = e;
         }
     }
 

@@ -138,6 +138,36 @@ public sealed class CliErrorTests : IDisposable
     }
 
     [Fact]
+    public async Task Node_refuses_settings_outside_the_MegaNet_section()
+    {
+        string config = Path.Combine(_dir, "flat.json");
+        await File.WriteAllTextAsync(config, """{ "Threads": 1 }""");
+        AssertClearError(await Meganet("node", "--config", config), $"Unknown key \"Threads\" at the top of {config}: node settings go in the \"MegaNet\" section");
+
+        await File.WriteAllTextAsync(config, """{ "MegaNett": { "Threads": 1 } }""");
+        AssertClearError(await Meganet("node", "--config", config), "Unknown key \"MegaNett\"");
+
+        AssertClearError(await Meganet(new Dictionary<string, string> { ["MEGANET_MEGANET_THREADS"] = "1" }, "node"),
+            "Unknown environment variable MEGANET_MEGANET_THREADS: a node setting is MEGANET_MegaNet__<Option>");
+
+        // MEGANET_ variables read elsewhere pass (the start then fails on the bad keepalive, after the check).
+        AssertClearError(await Meganet(new Dictionary<string, string> { ["MEGANET_GPU_INLINE_PTX"] = "0", ["MEGANET_MegaNet__KeepaliveSeconds"] = "0" }, "node"),
+            "KeepaliveSeconds must be 1 to");
+    }
+
+    [Fact]
+    public async Task Node_says_where_its_settings_file_is_malformed_and_lists_every_backend()
+    {
+        string config = Path.Combine(_dir, "broken.json");
+        await File.WriteAllTextAsync(config, "{ \"MegaNet\": { \"Threads\": 2 } x");
+        AssertClearError(await Meganet("node", "--config", config), "LineNumber: 0 | BytePositionInLine:");
+
+        Result help = await Meganet("node", "--help");
+        Assert.Equal(0, help.ExitCode);
+        Assert.Contains("gpu-cpu", help.Stdout, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task Node_refuses_a_certificate_it_cannot_load_at_start()
     {
         string pem = Path.Combine(_dir, "bad.pem");

@@ -1,3 +1,5 @@
+using System.Security.Cryptography;
+using System.Security.Cryptography.X509Certificates;
 using MegaNet.Node.Hosting;
 
 namespace MegaNet.Node.Tests;
@@ -33,6 +35,19 @@ public sealed class NodeOptionsTests
         { "TLS certificate", o => o.TlsCertificate = "/nonexistent/cert.pem" },
         { "Listen", o => o.Listen = "localhost" },
         { "--tls-cert", o => o.Listen = "0.0.0.0:7700" },
+        // No port written: IPEndPoint.TryParse alone took these for port 0, a random port.
+        { "Listen '127.0.0.1' is not ADDRESS:PORT", o => o.Listen = "127.0.0.1" },
+        { "Listen '::1' is not ADDRESS:PORT", o => o.Listen = "::1" },
+        { "Listen '::1:7700' is not ADDRESS:PORT", o => o.Listen = "::1:7700" },
+        { "Listen '127.0.0.1:' is not ADDRESS:PORT", o => o.Listen = "127.0.0.1:" },
+        { "MetricsListen '127.0.0.1' is not ADDRESS:PORT", o => o.MetricsListen = "127.0.0.1" },
+        // The gRPC address again: Kestrel called that "address already in use", as if another program held it.
+        { "MetricsListen 127.0.0.1:7700 is the gRPC address", o => o.MetricsListen = "127.0.0.1:7700" },
+        { "MetricsListen 0.0.0.0:7700 is the gRPC address", o => o.MetricsListen = "0.0.0.0:7700" },
+        { "MailboxMaxCount must be at least 1", o => o.MailboxMaxCount = 0 },
+        { "MailboxMaxBytes must be at least 1", o => o.MailboxMaxBytes = -5 },
+        { "DataDirectory is empty; give --data", o => o.DataDirectory = "" },
+        { "is given without a certificate: give --tls-cert too", o => o.TlsKey = "/nonexistent/key.pem" },
     };
 
     [Theory]
@@ -43,5 +58,56 @@ public sealed class NodeOptionsTests
         spoil(options);
         ArgumentException e = Assert.Throws<ArgumentException>(options.Validate);
         Assert.Contains(named, e.Message, StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData("127.0.0.1:0")]
+    [InlineData("[::1]:0")]
+    [InlineData("[::1]:7701")]
+    public void A_written_port_validates_including_0(string listen)
+    {
+        var options = new NodeOptions { Listen = listen, MetricsListen = "127.0.0.1:0" };
+        options.Validate();
+        Assert.Equal(listen, options.ListenEndPoint.ToString());
+    }
+
+    [Fact]
+    public void Files_in_the_way_and_mismatched_tls_files_are_named()
+    {
+        string dir = Directory.CreateTempSubdirectory("meganet-options-").FullName;
+        try
+        {
+            // A file where the store's directory belongs ("Could not find a part of the path '…/store/commits'" before).
+            File.WriteAllText(Path.Combine(dir, "store"), "x");
+            AssertNamed($"DataDirectory '{dir}' holds a file named store", new NodeOptions { DataDirectory = dir });
+
+            // A key that is not the certificate's ("The provided key does not match the public key for this
+            // certificate." before, naming neither file).
+            using var key = ECDsa.Create(ECCurve.NamedCurves.nistP256);
+            using var other = ECDsa.Create(ECCurve.NamedCurves.nistP256);
+            using X509Certificate2 certificate = new CertificateRequest("CN=meganet-test", key, HashAlgorithmName.SHA256)
+                .CreateSelfSigned(DateTimeOffset.UtcNow.AddDays(-1), DateTimeOffset.UtcNow.AddDays(1));
+            string pem = Path.Combine(dir, "cert.pem"), wrongKey = Path.Combine(dir, "other.key"), pfx = Path.Combine(dir, "cert.pfx");
+            File.WriteAllText(pem, certificate.ExportCertificatePem());
+            File.WriteAllText(wrongKey, other.ExportPkcs8PrivateKeyPem());
+            File.WriteAllBytes(pfx, certificate.Export(X509ContentType.Pkcs12));
+            AssertNamed($"TLS certificate '{pem}' with key '{wrongKey}' could not be loaded (The provided key does not match",
+                new NodeOptions { DataDirectory = Path.Combine(dir, "data"), TlsCertificate = pem, TlsKey = wrongKey });
+
+            // A .pfx holds its own key: a --tls-key beside it was silently ignored.
+            AssertNamed($"TLS key '{wrongKey}' is given with '{pfx}', which holds its own key (PKCS#12): drop --tls-key",
+                new NodeOptions { DataDirectory = Path.Combine(dir, "data"), TlsCertificate = pfx, TlsKey = wrongKey });
+            new NodeOptions { DataDirectory = Path.Combine(dir, "data"), TlsCertificate = pfx }.Validate();
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+
+        static void AssertNamed(string expected, NodeOptions options)
+        {
+            ArgumentException e = Assert.Throws<ArgumentException>(options.Validate);
+            Assert.Contains(expected, e.Message, StringComparison.Ordinal);
+        }
     }
 }

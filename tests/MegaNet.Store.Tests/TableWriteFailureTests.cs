@@ -33,7 +33,9 @@ public sealed class TableWriteFailureTests(ITestOutputHelper output) : IDisposab
         options.CheckpointFilesForTests = new FailingFiles(d => Volatile.Read(ref failing) && d.fileName == file && d.directoryName.StartsWith(kind, StringComparison.Ordinal));
         byte[] recipient = Bytes(_random, 32);
         var receipts = new List<PutReceipt>();
-        await using (FasterEnvelopeStore store = await FasterEnvelopeStore.OpenAsync(options))
+        FasterEnvelopeStore store = await FasterEnvelopeStore.OpenAsync(options);
+        Exception? closed;
+        try
         {
             for (int i = 0; i < 600; i++)
             {
@@ -56,6 +58,15 @@ public sealed class TableWriteFailureTests(ITestOutputHelper output) : IDisposab
             // What a kill -9 now would leave.
             CopyStoreFiles(store.StoreDirectory, Path.Combine(_crash, "store"));
         }
+        finally
+        {
+            closed = await Record.ExceptionAsync(async () => await store.DisposeAsync());
+        }
+
+        // A store that refuses writes takes no shutdown checkpoint, and its close says so (the node exits 3).
+        Assert.IsType<StoreUnavailableException>(closed);
+        Assert.Contains("closed without its shutdown checkpoint", closed.Message, StringComparison.Ordinal);
+        Assert.Contains(file, closed.Message, StringComparison.Ordinal);
 
         await using FasterEnvelopeStore recovered = await FasterEnvelopeStore.OpenAsync(Options(_crash));
         foreach (PutReceipt r in receipts)
@@ -65,6 +76,41 @@ public sealed class TableWriteFailureTests(ITestOutputHelper output) : IDisposab
 
         Assert.Equal(receipts.Count, (await recovered.ListAsync(recipient, 0, 1000)).Entries.Count);
         Assert.Equal(receipts.Count, recovered.TreeSize);
+    }
+
+    [Fact]
+    public async Task A_shutdown_checkpoint_that_fails_is_reported_by_the_close_and_loses_nothing()
+    {
+        bool failing = false;
+        StoreOptions options = Options(_dir);
+        options.CheckpointInterval = TimeSpan.FromHours(1);
+        options.CheckpointFilesForTests = new FailingFiles(d => Volatile.Read(ref failing) && d.fileName == "info.dat");
+        byte[] recipient = Bytes(_random, 32);
+        var receipts = new List<PutReceipt>();
+        FasterEnvelopeStore store = await FasterEnvelopeStore.OpenAsync(options);
+        for (int i = 0; i < 100; i++)
+        {
+            receipts.Add(await store.PutAsync(new PutRequest(Bytes(_random, 1000), recipient, DateTimeOffset.UtcNow.AddDays(1))));
+        }
+
+        // The store is healthy until the close, whose checkpoint fails: before, the close swallowed that and the node
+        // reported a clean stop.
+        Assert.Null(store.Fault);
+        Volatile.Write(ref failing, true);
+        StoreUnavailableException e = await Assert.ThrowsAsync<StoreUnavailableException>(async () => await store.DisposeAsync());
+        output.WriteLine(e.Message);
+        Assert.Contains("closed without its shutdown checkpoint", e.Message, StringComparison.Ordinal);
+        Assert.Contains("info.dat", e.Message, StringComparison.Ordinal);
+        Assert.Contains("free disk space", e.Message, StringComparison.Ordinal);
+
+        // The lock and the files were let go; the log replays everything.
+        await using FasterEnvelopeStore reopened = await FasterEnvelopeStore.OpenAsync(Options(_dir));
+        foreach (PutReceipt r in receipts)
+        {
+            Assert.NotNull(await reopened.FindAsync(r.EnvelopeId));
+        }
+
+        Assert.Equal(receipts.Count, reopened.TreeSize);
     }
 
     [Fact]

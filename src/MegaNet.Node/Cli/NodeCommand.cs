@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Net;
+using System.Net.Sockets;
 using System.Reflection;
 using System.Security.Cryptography;
 using MegaNet.Core.Verification;
@@ -20,8 +21,8 @@ internal static partial class NodeCommand
     {
         var defaults = new NodeOptions();
         var data = new Option<string?>("--data") { Description = $"Data directory (node key, store). Default {defaults.DataDirectory}." };
-        var listen = new Option<string?>("--listen") { Description = $"ADDRESS:PORT for gRPC over HTTP/2. Default {defaults.Listen}; a non-loopback address needs --tls-cert." };
-        var backend = new Option<string?>("--backend", "-b") { Description = "Verifier backend: auto (default), simd, gpu, reference." };
+        var listen = new Option<string?>("--listen") { Description = $"ADDRESS:PORT for gRPC over HTTP/2 (port 0: a free one). Default {defaults.Listen}; a non-loopback address needs --tls-cert." };
+        var backend = new Option<string?>("--backend", "-b") { Description = "Verifier backend: auto (default), simd, gpu, reference, gpu-cpu (the GPU kernels on the CPU; slow, for testing)." };
         var threads = new Option<int?>("--threads", "-t")
         {
             Description = "Verifier threads. Default: all cores but one (at least one), leaving a core to the network and the store.",
@@ -70,7 +71,15 @@ internal static partial class NodeCommand
             catch (Exception e) when (e is ArgumentException or InvalidOperationException or FormatException or InvalidDataException
                 or UnauthorizedAccessException or IOException)
             {
-                Console.Error.WriteLine($"meganet node: {Message(e)}");
+                // A malformed settings file: "Failed to load configuration from file '…'." says where; its inner
+                // exceptions say what ("Could not parse the JSON file.") and at which line and byte.
+                string detail = "";
+                for (Exception? inner = e is InvalidDataException ? e.InnerException : null; inner is not null; inner = inner.InnerException)
+                {
+                    detail += $" {Message(inner)}";
+                }
+
+                Console.Error.WriteLine($"meganet node: {Message(e)}{detail}");
                 return 1;
             }
 
@@ -90,6 +99,12 @@ internal static partial class NodeCommand
 
                 return Environment.ExitCode; // non-zero when the store could not shut down cleanly (logged)
             }
+            catch (SocketException e)
+            {
+                // Not an IOException: an address this machine does not have, or a port below 1024 without privileges.
+                Console.Error.WriteLine($"meganet node: {BindFailure(e, options)}");
+                return 1;
+            }
             catch (Exception e) when (e is BackendUnavailableException or StoreCorruptException or StoreInUseException or InvalidDataException or ArgumentException
                 or IOException or UnauthorizedAccessException or CryptographicException)
             {
@@ -108,12 +123,35 @@ internal static partial class NodeCommand
     [LoggerMessage(EventId = 3, Level = LogLevel.Information, Message = "MegaNet node stopped cleanly (store checkpointed)")]
     private static partial void LogStoppedCleanly(ILogger logger);
 
+    /// <summary>MEGANET_ variables that are no node setting but are read elsewhere (the GPU backend, tests, perf scripts).</summary>
+    private static readonly string[] OtherVariables = ["GPU_INLINE_PTX", "PTX_OUT", "TEST_SEED"];
+
     /// <summary>
-    /// Refuses a key in the "MegaNet" section that no setting has: the binder would ignore it, so a misspelt
-    /// setting would silently keep its default.
+    /// Refuses a key in the "MegaNet" section that no setting has, and anything outside that section (a misspelt
+    /// section, settings at the top of the file, <c>MEGANET_MEGANET_THREADS</c> with one underscore): the binder would
+    /// ignore it, so a misspelt setting would silently keep its default.
     /// </summary>
     internal static void RejectUnknownSettings(IConfiguration configuration, string configPath)
     {
+        foreach (IConfigurationSection top in configuration.GetChildren())
+        {
+            if (string.Equals(top.Key, Section, StringComparison.OrdinalIgnoreCase))
+            {
+                continue;
+            }
+
+            bool fromEnvironment = configuration is IConfigurationRoot envRoot
+                && envRoot.Providers.Any(p => p is EnvironmentVariablesConfigurationProvider && p.GetChildKeys([], null).Contains(top.Key, StringComparer.OrdinalIgnoreCase));
+            if (fromEnvironment && OtherVariables.Contains(top.Key, StringComparer.OrdinalIgnoreCase))
+            {
+                continue;
+            }
+
+            throw new ArgumentException(fromEnvironment
+                ? $"Unknown environment variable MEGANET_{top.Key}: a node setting is MEGANET_{Section}__<Option>, with two underscores before the option (e.g. MEGANET_{Section}__Threads)."
+                : $"Unknown key \"{top.Key}\" at the top of {configPath}: node settings go in the \"{Section}\" section, e.g. {{ \"{Section}\": {{ \"Threads\": 2 }} }}.");
+        }
+
         string[] known = typeof(NodeOptions).GetProperties(BindingFlags.Public | BindingFlags.Instance)
             .Where(p => p.CanWrite)
             .Select(p => p.Name)
@@ -133,17 +171,57 @@ internal static partial class NodeCommand
 
     private static string Message(Exception e) => ErrorText.Plain(e);
 
+    // EROFS, the same on Linux and macOS; .NET passes an errno it has no exception type for on as the HResult.
+    private const int ReadOnlyFileSystem = 30;
+
+    /// <summary>
+    /// One line for a listener the OS would not bind. Kestrel's <see cref="SocketException"/> names neither the address
+    /// nor the option; it binds <c>--listen</c> first, so if that address can be bound here the metrics listener failed.
+    /// </summary>
+    internal static string BindFailure(SocketException e, NodeOptions options)
+    {
+        bool metrics = !string.IsNullOrEmpty(options.MetricsListen) && CanBind(options.ListenEndPoint);
+        string option = metrics ? "--metrics-listen" : "--listen";
+        string address = metrics ? options.MetricsListen! : options.Listen;
+        string fix = e.SocketErrorCode switch
+        {
+            SocketError.AddressNotAvailable => $"this machine has no such address; give {option} one of its own addresses (`ip address` lists them) or 0.0.0.0",
+            SocketError.AccessDenied => $"this user may not listen on that port (ports below 1024 need CAP_NET_BIND_SERVICE); give {option} a port from 1024 up",
+            _ => $"give {option} another address",
+        };
+        return $"{option} {address}: cannot listen there ({e.Message}): {fix}.";
+    }
+
+    private static bool CanBind(IPEndPoint endpoint)
+    {
+        try
+        {
+            using var socket = new Socket(endpoint.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
+            socket.Bind(endpoint);
+            return true;
+        }
+        catch (SocketException)
+        {
+            return false;
+        }
+    }
+
     /// <summary>What to do about a start failure whose message alone does not say.</summary>
     private static string Hint(Exception e, NodeOptions options)
     {
         if (e.InnerException is Microsoft.AspNetCore.Connections.AddressInUseException || e is Microsoft.AspNetCore.Connections.AddressInUseException)
         {
             // Kestrel's message names the address that is taken; name the option that chose it.
-            bool metrics = !string.IsNullOrEmpty(options.MetricsListen) && e.Message.Contains(IPEndPoint.Parse(options.MetricsListen).ToString(), StringComparison.Ordinal)
+            bool metrics = options.MetricsEndPoint is { } metricsEndPoint && e.Message.Contains(metricsEndPoint.ToString(), StringComparison.Ordinal)
                 && !e.Message.Contains(options.ListenEndPoint.ToString(), StringComparison.Ordinal);
             return metrics
                 ? " Another program listens there: stop it, or choose another metrics address with --metrics-listen."
                 : " Another node (or program) listens there: stop it, or choose another address with --listen.";
+        }
+
+        if (e is IOException { HResult: ReadOnlyFileSystem } || e.InnerException is IOException { HResult: ReadOnlyFileSystem })
+        {
+            return $" The data directory {Path.GetFullPath(options.DataDirectory)} is on a read-only file system: mount it read-write, or choose another with --data.";
         }
 
         if (e is UnauthorizedAccessException)

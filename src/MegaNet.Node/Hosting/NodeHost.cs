@@ -192,15 +192,21 @@ internal sealed class NodeVerifiers(IBatchVerifier node, IBatchVerifier delegate
 /// <summary>Builds and runs the node: the Generic Host with Kestrel serving HTTP/2 gRPC.</summary>
 public static partial class NodeHost
 {
-    /// <summary>Builds the node application (not started).</summary>
-    public static WebApplication Build(NodeOptions options, string[]? args = null, Action<ILoggingBuilder>? logging = null)
+    /// <summary>Builds the node application (not started). Only <paramref name="options"/> configure it: the host's
+    /// own configuration sources (environment variables, appsettings.json) are dropped.</summary>
+    public static WebApplication Build(NodeOptions options, Action<ILoggingBuilder>? logging = null)
     {
         ArgumentNullException.ThrowIfNull(options);
         options.Validate();
         // Content root = the install directory, not the working directory: the host watches its content root for
         // appsettings changes, and with the default ./data under the working directory every store write woke that
         // watcher (measured: the hottest managed frames of an idle node were FileSystemWatcher's).
-        WebApplicationBuilder builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { Args = args ?? [], ContentRootPath = AppContext.BaseDirectory });
+        WebApplicationBuilder builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { ContentRootPath = AppContext.BaseDirectory });
+        // The default sources (every environment variable, appsettings.json beside the binary) reach Kestrel's
+        // "Kestrel" section: Kestrel__Endpoints__X__Url=http://0.0.0.0:7800 added a plaintext listener beside --listen,
+        // past the TLS rule and the connection caps. The node's settings come from NodeOptions (meganet.json, MEGANET_
+        // variables, flags) only, so the listeners are the two configured below and nothing else.
+        builder.Configuration.Sources.Clear();
         builder.Logging.ClearProviders();
         builder.Logging.AddSimpleConsole(o =>
         {
@@ -226,10 +232,10 @@ public static partial class NodeHost
                     listen.UseHttps(options.LoadTlsCertificate());
                 }
             });
-            if (!string.IsNullOrEmpty(options.MetricsListen))
+            if (options.MetricsEndPoint is { } metrics)
             {
                 // Prometheus scrapes over HTTP/1.1; the gRPC port speaks HTTP/2 only, so metrics get their own listener.
-                kestrel.Listen(IPEndPoint.Parse(options.MetricsListen), listen => listen.Protocols = HttpProtocols.Http1);
+                kestrel.Listen(metrics, listen => listen.Protocols = HttpProtocols.Http1);
             }
 
             kestrel.Limits.MaxRequestBodySize = 64 << 20;
@@ -286,10 +292,19 @@ public static partial class NodeHost
         var uri = new Uri(address.Replace("[::]", "127.0.0.1", StringComparison.Ordinal));
         ILogger logger = app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("MegaNet.Node");
         NodeOptions options = app.Services.GetRequiredService<NodeOptions>();
+        if (options.MetricsEndPoint is { } metrics && !IPAddress.IsLoopback(metrics.Address))
+        {
+            LogMetricsExposed(logger, options.MetricsListen!);
+        }
+
         LogStarted(logger, uri, admission.Verifier.Name, admission.Verifier.Description, Path.GetFullPath(options.DataDirectory),
             Convert.ToHexString(app.Services.GetRequiredService<NodeKey>().PublicKey).ToLowerInvariant());
         return uri;
     }
+
+    [LoggerMessage(EventId = 4, Level = LogLevel.Warning, Message = "Metrics listen on {Address}, reachable beyond this machine in plaintext without authentication: " +
+        "whoever reaches it reads the node's load figures. Listen on 127.0.0.1, or firewall the port to the scraper")]
+    private static partial void LogMetricsExposed(ILogger logger, string address);
 
     [LoggerMessage(EventId = 2, Level = LogLevel.Critical, Message = "{Reason}")]
     private static partial void LogStoreShutdownFailed(ILogger logger, string reason);

@@ -1,5 +1,8 @@
-using MegaNet.Core.Ed25519;
+using System.Runtime.InteropServices;
 using System.Security.Cryptography;
+using System.Text;
+using MegaNet.Core.Ed25519;
+using MegaNet.Core.Interop;
 
 namespace MegaNet.Node.Hosting;
 
@@ -7,6 +10,15 @@ namespace MegaNet.Node.Hosting;
 /// Created on first start as <c>{data}/node.key</c> (32-byte seed, hex, owner-only).</summary>
 public sealed class NodeKey
 {
+    /// <summary>The key's file name in the data directory.</summary>
+    public const string FileName = "node.key";
+
+    private const int EEXIST = 17; // the same on Linux and macOS
+
+    // Group and other permission bits: a key file with any of them set is refused, as ssh refuses such a private key.
+    private const UnixFileMode NotOwner = UnixFileMode.GroupRead | UnixFileMode.GroupWrite | UnixFileMode.GroupExecute
+        | UnixFileMode.OtherRead | UnixFileMode.OtherWrite | UnixFileMode.OtherExecute;
+
     private NodeKey(byte[] publicKey, byte[] secretKey)
     {
         PublicKey = publicKey;
@@ -19,45 +31,124 @@ public sealed class NodeKey
     /// <summary>64-byte libsodium secret key.</summary>
     public byte[] SecretKey { get; }
 
-    /// <summary>Loads the key from the data directory, creating it on first start.</summary>
+    /// <summary>Loads the key from the data directory, creating it on first start: only while the data directory holds
+    /// no store yet, since a store's log and receipts are signed with the key it was started with.</summary>
+    /// <exception cref="InvalidDataException">The key is missing beside an existing store, readable by other users, a
+    /// directory, or not a hex seed; the message says what to do.</exception>
     public static NodeKey LoadOrCreate(string dataDirectory)
     {
+        ArgumentNullException.ThrowIfNull(dataDirectory);
         Directory.CreateDirectory(dataDirectory);
-        string path = Path.Combine(dataDirectory, "node.key");
-        byte[] seed;
-        if (File.Exists(path))
+        string path = Path.Combine(dataDirectory, FileName);
+        if (Directory.Exists(path))
         {
-            try
-            {
-                seed = Convert.FromHexString(File.ReadAllText(path).Trim());
-            }
-            catch (FormatException)
-            {
-                throw new InvalidDataException($"{path} is not a hex seed; restore it from a backup (the node's identity and tree-head signatures depend on it).");
-            }
-
-            if (seed.Length != 32)
-            {
-                throw new InvalidDataException($"{path} must hold a 32-byte seed in hex; restore it from a backup.");
-            }
+            throw new InvalidDataException($"{path} is a directory; it must be the node's key file. Move it aside (restore node.key from a backup if this data directory holds a store).");
         }
-        else
+
+        if (!File.Exists(path))
         {
-            seed = RandomNumberGenerator.GetBytes(32);
-            var options = new FileStreamOptions { Mode = FileMode.CreateNew, Access = FileAccess.Write };
-            if (!OperatingSystem.IsWindows())
+            string store = Path.Combine(dataDirectory, "store");
+            if (Path.Exists(store))
             {
-                options.UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite;
+                // A new key here would be a new node serving the old log: clients that pinned the node id would refuse
+                // it, and receipts signed by the old key would no longer verify.
+                throw new InvalidDataException(
+                    $"{path} is missing, but {store} holds a store started with it (the node id and every tree-head signature come from that key). " +
+                    $"Restore {FileName} from a backup, or move {store} aside to start a new node with a new identity.");
             }
 
-            using (var writer = new StreamWriter(new FileStream(path, options)))
-            {
-                writer.Write(Convert.ToHexString(seed).ToLowerInvariant());
-            }
+            Create(path, dataDirectory);
+        }
+
+        if (!OperatingSystem.IsWindows() && File.GetUnixFileMode(path) is var mode && (mode & NotOwner) != 0)
+        {
+            throw new InvalidDataException(
+                $"{path} is accessible to other users (mode {Convert.ToString((int)mode, 8)}): whoever reads it can sign as this node. " +
+                $"Run chmod 600 {path} (and if others may have read it, treat the key as disclosed).");
+        }
+
+        byte[] seed;
+        try
+        {
+            seed = Convert.FromHexString(File.ReadAllText(path).Trim());
+        }
+        catch (FormatException)
+        {
+            throw new InvalidDataException($"{path} is not a hex seed; restore it from a backup (the node's identity and tree-head signatures depend on it).");
+        }
+
+        if (seed.Length != 32)
+        {
+            throw new InvalidDataException($"{path} must hold a 32-byte seed in hex; restore it from a backup.");
         }
 
         byte[] pk = new byte[32], sk = new byte[64];
         Ed25519Signer.KeyPairFromSeed(seed, pk, sk);
+        CryptographicOperations.ZeroMemory(seed);
         return new NodeKey(pk, sk);
     }
+
+    /// <summary>
+    /// Writes a new seed to a temporary file of its own, flushes it, and gives it the name <paramref name="path"/>
+    /// with link(2), which never replaces an existing file; then flushes the directory. So the key is never seen
+    /// half-written (a second node started at the same moment read an empty file and failed), survives a crash of the
+    /// machine once the node has started, and a key another node created first is kept (this one then reads it).
+    /// </summary>
+    private static void Create(string path, string directory)
+    {
+        byte[] seed = RandomNumberGenerator.GetBytes(32);
+        byte[] hex = Encoding.ASCII.GetBytes(Convert.ToHexString(seed).ToLowerInvariant());
+        CryptographicOperations.ZeroMemory(seed);
+        string temp = $"{path}.{Guid.NewGuid():N}.tmp";
+        var options = new FileStreamOptions { Mode = FileMode.CreateNew, Access = FileAccess.Write };
+        if (!OperatingSystem.IsWindows())
+        {
+            options.UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite;
+        }
+
+        try
+        {
+            using (var stream = new FileStream(temp, options))
+            {
+                stream.Write(hex);
+                stream.Flush(flushToDisk: true);
+            }
+
+            LinkNoReplace(temp, path);
+            DirectoryFlush.Flush(directory);
+        }
+        finally
+        {
+            CryptographicOperations.ZeroMemory(hex);
+            // The name is linked (or taken by another node's key): the temporary name, a second copy of a seed, goes.
+            File.Delete(temp);
+        }
+    }
+
+    /// <summary>Gives <paramref name="temp"/> the name <paramref name="path"/> unless that name exists (then does nothing).</summary>
+    private static void LinkNoReplace(string temp, string path)
+    {
+        if (!OperatingSystem.IsWindows())
+        {
+            if (Link(temp, path) == 0 || Marshal.GetLastPInvokeError() == EEXIST)
+            {
+                return;
+            }
+
+            // A file system without hard links (FAT, some FUSE): the move below checks the name, then renames.
+        }
+
+        try
+        {
+            // On Windows MoveFileEx without MOVEFILE_REPLACE_EXISTING, atomic there.
+            File.Move(temp, path, overwrite: false);
+        }
+        catch (IOException) when (File.Exists(path))
+        {
+            // Another node created the key first.
+        }
+    }
+
+    [DllImport("libc", EntryPoint = "link", SetLastError = true)]
+    private static extern int Link([MarshalAs(UnmanagedType.LPUTF8Str)] string existing, [MarshalAs(UnmanagedType.LPUTF8Str)] string name);
 }

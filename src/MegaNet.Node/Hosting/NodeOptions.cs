@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Net;
 using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
@@ -13,16 +14,17 @@ public sealed class NodeOptions
     /// <summary>Data directory (node key, store). Default <c>./data</c>.</summary>
     public string DataDirectory { get; set; } = "./data";
 
-    /// <summary>Address and port for gRPC (HTTP/2). Default <c>127.0.0.1:7700</c>; port 0 picks a free port.</summary>
+    /// <summary>Address and port for gRPC (HTTP/2), the port written out. Default <c>127.0.0.1:7700</c>; port 0 picks a free port.</summary>
     public string Listen { get; set; } = "127.0.0.1:7700";
 
     /// <summary>PEM or PFX certificate for TLS; required when <see cref="Listen"/> is not a loopback address.</summary>
     public string? TlsCertificate { get; set; }
 
-    /// <summary>PEM private key for <see cref="TlsCertificate"/> (PEM certificates only).</summary>
+    /// <summary>PEM private key for <see cref="TlsCertificate"/> (PEM certificates only: refused without one, or with a .pfx/.p12).</summary>
     public string? TlsKey { get; set; }
 
-    /// <summary>Verifier backend: auto, simd, gpu, reference (libsodium is refused: it applies another rule). Default auto.</summary>
+    /// <summary>Verifier backend: auto, simd, gpu, reference, or gpu-cpu (the GPU kernels on the CPU; slow, for testing).
+    /// libsodium is refused: it applies another rule. Default auto.</summary>
     public string Backend { get; set; } = "auto";
 
     /// <summary>Verifier threads. Default: all cores but one (at least one), which is left to the network and the store:
@@ -88,7 +90,8 @@ public sealed class NodeOptions
     /// <summary>Memory the store (envelope table and write-ahead log) may use before paging to disk, in MiB. Default 256, at least 8.</summary>
     public int StoreMemoryMiB { get; set; } = 256;
 
-    /// <summary>ADDRESS:PORT of an HTTP/1.1 listener serving Prometheus text at <c>/metrics</c>. Default empty: off.</summary>
+    /// <summary>ADDRESS:PORT of an HTTP/1.1 listener serving Prometheus text at <c>/metrics</c>, not the gRPC port; a
+    /// non-loopback address is logged as a warning (plaintext, no authentication). Default empty: off.</summary>
     public string? MetricsListen { get; set; }
 
     /// <summary>Most client connections open at once on the gRPC port; more are closed as soon as they are accepted.
@@ -104,9 +107,27 @@ public sealed class NodeOptions
     public int KeepaliveSeconds { get; set; } = 15;
 
     /// <summary>Parsed <see cref="Listen"/>.</summary>
-    public IPEndPoint ListenEndPoint => IPEndPoint.TryParse(Listen, out IPEndPoint? ep)
-        ? ep
-        : throw new ArgumentException($"Listen '{Listen}' is not ADDRESS:PORT (e.g. 127.0.0.1:7700).");
+    public IPEndPoint ListenEndPoint => ParseEndPoint(Listen, nameof(Listen), "7700");
+
+    /// <summary>Parsed <see cref="MetricsListen"/>; null when metrics are off.</summary>
+    public IPEndPoint? MetricsEndPoint => string.IsNullOrEmpty(MetricsListen) ? null : ParseEndPoint(MetricsListen, nameof(MetricsListen), "9700");
+
+    /// <summary>ADDRESS:PORT with the port written out: <see cref="IPEndPoint.TryParse(string, out IPEndPoint?)"/>
+    /// alone takes "127.0.0.1" for port 0, which would bind a random port without a word.</summary>
+    private static IPEndPoint ParseEndPoint(string value, string name, string examplePort)
+    {
+        int colon = value.LastIndexOf(':');
+        string host = colon > 0 ? value[..colon] : "";
+        // An IPv6 address needs brackets, or its last group would be read as the port.
+        bool hostOk = !host.Contains(':', StringComparison.Ordinal) || (host.StartsWith('[') && host.EndsWith(']'));
+        if (colon > 0 && hostOk && ushort.TryParse(value.AsSpan(colon + 1), NumberStyles.None, CultureInfo.InvariantCulture, out _)
+            && IPEndPoint.TryParse(value, out IPEndPoint? endpoint))
+        {
+            return endpoint;
+        }
+
+        throw new ArgumentException($"{name} '{value}' is not ADDRESS:PORT (e.g. 127.0.0.1:{examplePort}, or [::1]:{examplePort} for IPv6; port 0 picks a free port).");
+    }
 
     /// <summary>Throws <see cref="ArgumentException"/> naming the first bad setting and how to fix it.</summary>
     public void Validate()
@@ -117,9 +138,16 @@ public sealed class NodeOptions
             throw new ArgumentException($"Listen {Listen} is reachable beyond this machine: give --tls-cert (and --tls-key for PEM) or listen on 127.0.0.1.");
         }
 
-        if (!string.IsNullOrEmpty(MetricsListen) && !IPEndPoint.TryParse(MetricsListen, out _))
+        if (MetricsEndPoint is { } metrics && metrics.Port == ep.Port && ep.Port != 0
+            && (metrics.Address.Equals(ep.Address) || IsWildcard(metrics.Address) || IsWildcard(ep.Address)))
         {
-            throw new ArgumentException($"MetricsListen '{MetricsListen}' is not ADDRESS:PORT (e.g. 127.0.0.1:9700).");
+            // Kestrel would report the second bind as "address already in use", as if another program held it.
+            throw new ArgumentException($"MetricsListen {MetricsListen} is the gRPC address (Listen {Listen}); give --metrics-listen a port of its own.");
+        }
+
+        if (string.IsNullOrWhiteSpace(DataDirectory))
+        {
+            throw new ArgumentException("DataDirectory is empty; give --data a directory (it is created if missing).");
         }
 
         if (File.Exists(DataDirectory))
@@ -127,11 +155,27 @@ public sealed class NodeOptions
             throw new ArgumentException($"DataDirectory '{DataDirectory}' is a file, not a directory; give --data a directory (it is created if missing).");
         }
 
+        string store = Path.Combine(DataDirectory, "store");
+        if (File.Exists(store))
+        {
+            throw new ArgumentException($"DataDirectory '{DataDirectory}' holds a file named store where the store's directory belongs; move it aside, or give --data another directory.");
+        }
+
+        if (!string.IsNullOrEmpty(TlsKey) && string.IsNullOrEmpty(TlsCertificate))
+        {
+            throw new ArgumentException($"TLS key '{TlsKey}' is given without a certificate: give --tls-cert too (the key belongs to a PEM certificate), or drop --tls-key.");
+        }
+
         if (!string.IsNullOrEmpty(TlsCertificate))
         {
             if (!File.Exists(TlsCertificate))
             {
                 throw new ArgumentException($"TLS certificate '{TlsCertificate}' does not exist.");
+            }
+
+            if (!string.IsNullOrEmpty(TlsKey) && IsPkcs12(TlsCertificate))
+            {
+                throw new ArgumentException($"TLS key '{TlsKey}' is given with '{TlsCertificate}', which holds its own key (PKCS#12): drop --tls-key.");
             }
 
             if (!string.IsNullOrEmpty(TlsKey) && !File.Exists(TlsKey))
@@ -155,6 +199,8 @@ public sealed class NodeOptions
         Check(PowMinBits >= 0 && PowMinBits <= PowMaxBits, nameof(PowMinBits), "0 to PowMaxBits");
         Check(MaxEnvelopeBytes is >= 1024 and <= 256 << 10, nameof(MaxEnvelopeBytes), "between 1024 and 262144 (256 KiB; a log record must fit in a log page)");
         Check(MaxTtlDays > 0 && MaxTtlDays <= MaxTtlDaysLimit, nameof(MaxTtlDays), $"above 0 and at most {MaxTtlDaysLimit}");
+        Check(MailboxMaxCount >= 1, nameof(MailboxMaxCount), "at least 1");
+        Check(MailboxMaxBytes >= 1, nameof(MailboxMaxBytes), "at least 1");
         Check(StoreMemoryMiB >= 8, nameof(StoreMemoryMiB), "at least 8");
         Check(MaxConnections is >= 1 and <= 1_000_000, nameof(MaxConnections), "1 to 1,000,000");
         Check(MaxConnectionsPerAddress is >= 1 and <= 1_000_000, nameof(MaxConnectionsPerAddress), "1 to 1,000,000");
@@ -167,7 +213,7 @@ public sealed class NodeOptions
     internal X509Certificate2 LoadTlsCertificate()
     {
         string path = TlsCertificate ?? throw new InvalidOperationException("No TLS certificate is configured.");
-        bool pkcs12 = path.EndsWith(".pfx", StringComparison.OrdinalIgnoreCase) || path.EndsWith(".p12", StringComparison.OrdinalIgnoreCase);
+        bool pkcs12 = IsPkcs12(path);
         X509Certificate2 certificate;
         try
         {
@@ -175,8 +221,10 @@ public sealed class NodeOptions
                 ? X509CertificateLoader.LoadPkcs12FromFile(path, null)
                 : X509Certificate2.CreateFromPemFile(path, string.IsNullOrEmpty(TlsKey) ? null : TlsKey);
         }
-        catch (CryptographicException e)
+        catch (Exception e) when (e is CryptographicException or ArgumentException)
         {
+            // ArgumentException: a PEM key that is not the certificate's ("The provided key does not match the public
+            // key for this certificate."), which names neither file.
             throw new ArgumentException(
                 pkcs12 ? $"TLS certificate '{path}' is not a PKCS#12 file without a password ({e.Message})."
                 : string.IsNullOrEmpty(TlsKey) ? $"TLS certificate '{path}' could not be loaded ({e.Message}): a PEM certificate needs its PEM private key, given with --tls-key (or in the same file)."
@@ -192,6 +240,11 @@ public sealed class NodeOptions
 
         return certificate;
     }
+
+    private static bool IsPkcs12(string path) =>
+        path.EndsWith(".pfx", StringComparison.OrdinalIgnoreCase) || path.EndsWith(".p12", StringComparison.OrdinalIgnoreCase);
+
+    private static bool IsWildcard(IPAddress address) => address.Equals(IPAddress.Any) || address.Equals(IPAddress.IPv6Any);
 
     private static void Check(bool ok, string name, string range)
     {

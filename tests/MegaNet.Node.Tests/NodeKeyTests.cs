@@ -1,0 +1,78 @@
+using MegaNet.Node.Hosting;
+
+namespace MegaNet.Node.Tests;
+
+/// <summary>The node's identity: created once, whole, before the store exists; never silently replaced; private.</summary>
+public sealed class NodeKeyTests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("meganet-key-").FullName;
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    [Fact]
+    public void A_fresh_directory_gets_an_owner_only_key_that_later_starts_read_back()
+    {
+        NodeKey created = NodeKey.LoadOrCreate(_dir);
+        NodeKey loaded = NodeKey.LoadOrCreate(_dir);
+        Assert.Equal(created.PublicKey, loaded.PublicKey);
+        Assert.Equal([NodeKey.FileName], Directory.EnumerateFileSystemEntries(_dir).Select(Path.GetFileName));
+        if (!OperatingSystem.IsWindows())
+        {
+            Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(Path.Combine(_dir, NodeKey.FileName)));
+        }
+    }
+
+    [Fact]
+    public async Task Nodes_starting_at_once_on_a_fresh_directory_all_get_the_one_whole_key()
+    {
+        // Before: the key was created, then written, so a node starting meanwhile read an empty file ("must hold a
+        // 32-byte seed") or failed to create it ("already exists").
+        for (int round = 0; round < 40; round++)
+        {
+            string data = Path.Combine(_dir, $"d{round}");
+            using var start = new Barrier(6);
+            Task<byte[]>[] nodes = Enumerable.Range(0, 6).Select(_ => Task.Factory.StartNew(() =>
+            {
+                start.SignalAndWait();
+                return NodeKey.LoadOrCreate(data).PublicKey;
+            }, CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default)).ToArray();
+            byte[][] keys = await Task.WhenAll(nodes);
+            Assert.All(keys, k => Assert.Equal(keys[0], k));
+            // No temporary copy of the seed is left behind.
+            Assert.Equal([NodeKey.FileName], Directory.EnumerateFileSystemEntries(data).Select(Path.GetFileName));
+        }
+    }
+
+    [Fact]
+    public void A_missing_key_beside_an_existing_store_is_refused_not_replaced()
+    {
+        Directory.CreateDirectory(Path.Combine(_dir, "store"));
+        InvalidDataException e = Assert.Throws<InvalidDataException>(() => NodeKey.LoadOrCreate(_dir));
+        Assert.Contains($"{Path.Combine(_dir, NodeKey.FileName)} is missing", e.Message, StringComparison.Ordinal);
+        Assert.Contains("Restore node.key from a backup, or move", e.Message, StringComparison.Ordinal);
+        Assert.False(File.Exists(Path.Combine(_dir, NodeKey.FileName)));
+    }
+
+    [Fact]
+    [System.Runtime.Versioning.UnsupportedOSPlatform("windows")]
+    public void A_key_others_may_read_is_refused_with_the_chmod_that_fixes_it()
+    {
+        NodeKey.LoadOrCreate(_dir);
+        string path = Path.Combine(_dir, NodeKey.FileName);
+        File.SetUnixFileMode(path, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.GroupRead | UnixFileMode.OtherRead);
+        InvalidDataException e = Assert.Throws<InvalidDataException>(() => NodeKey.LoadOrCreate(_dir));
+        Assert.Contains("(mode 644)", e.Message, StringComparison.Ordinal);
+        Assert.Contains($"chmod 600 {path}", e.Message, StringComparison.Ordinal);
+
+        File.SetUnixFileMode(path, UnixFileMode.UserRead);
+        NodeKey.LoadOrCreate(_dir);
+    }
+
+    [Fact]
+    public void A_directory_named_node_key_is_named_as_such()
+    {
+        Directory.CreateDirectory(Path.Combine(_dir, NodeKey.FileName));
+        InvalidDataException e = Assert.Throws<InvalidDataException>(() => NodeKey.LoadOrCreate(_dir));
+        Assert.Contains($"{Path.Combine(_dir, NodeKey.FileName)} is a directory", e.Message, StringComparison.Ordinal);
+    }
+}
