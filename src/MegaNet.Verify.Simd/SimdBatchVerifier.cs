@@ -195,9 +195,23 @@ public sealed class SimdBatchVerifier : BatchVerifierBase
             }
 
             // Rule 6 for everything that survived, together.
-            if (pendingCount > 0)
+            Span<int> survivors = pending.AsSpan(0, pendingCount);
+            if (pendingCount > 2 && pendingCount <= SingleCheckSize)
             {
-                Resolve(pending.AsSpan(0, pendingCount), knownToFail: false, negA, negR, k, s, verdicts);
+                // A whole small batch is most likely valid: one combined check costs less than its single checks
+                // (settling batches of 3 and 4 item by item halved their rate).
+                if (CheckCombined(survivors, negA, negR, k, s))
+                {
+                    SetValid(survivors, verdicts);
+                }
+                else
+                {
+                    CheckEach(survivors, negA, negR, k, s, verdicts);
+                }
+            }
+            else if (pendingCount > 0)
+            {
+                Resolve(survivors, knownToFail: false, negA, negR, k, s, verdicts);
             }
         }
         finally

@@ -64,6 +64,33 @@ public sealed class ConnectionLimitTests
     }
 
     [Fact]
+    public void An_IPv6_site_is_held_to_four_times_the_per_address_cap_however_many_of_its_64s_it_uses()
+    {
+        static ClientAddress Key(string address) => ClientAddress.From(IPAddress.Parse(address))!.Value;
+        var gate = new ConnectionGate(1_000, 2, null, Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance);
+        Assert.Equal(8, gate.MaxPerSite);
+
+        // The /64 whose last 16 prefix bits are zero is counted as itself, not as its /48.
+        Assert.NotEqual(Key("2001:db8:1::1"), Key("2001:db8:1::1").Site);
+        Assert.Equal(Key("2001:db8:1:0::1").Site, Key("2001:db8:1:ffff::1").Site);
+        Assert.Null(gate.TryEnter(Key("2001:db8:1::1")));
+        Assert.Null(gate.TryEnter(Key("2001:db8:1::2")));
+        Assert.Equal("per_address", gate.TryEnter(Key("2001:db8:1::3")));
+
+        for (int block = 1; block <= 3; block++)
+        {
+            Assert.Null(gate.TryEnter(Key($"2001:db8:1:{block}::1")));
+            Assert.Null(gate.TryEnter(Key($"2001:db8:1:{block}::2")));
+        }
+
+        Assert.Equal("per_site", gate.TryEnter(Key("2001:db8:1:4::1")));
+        Assert.Null(gate.TryEnter(Key("2001:db8:2::1"))); // another site
+        gate.Leave(Key("2001:db8:1:2::1"));
+        Assert.Null(gate.TryEnter(Key("2001:db8:1:4::1")));
+        Assert.Equal(9, gate.Open);
+    }
+
+    [Fact]
     public void ACapAboveTheOpenFileLimitIsLoweredAndNoRoomAtAllIsAnError()
     {
         var logger = Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance;

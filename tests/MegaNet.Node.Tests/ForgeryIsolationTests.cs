@@ -10,7 +10,7 @@ namespace MegaNet.Node.Tests;
 
 /// <summary>
 /// A client address that sent a bad signature has its next submissions verified in a batch of their own, and is refused
-/// unverified once it sends more than <c>ForgerySuspects.BadPerSecond</c> bad signatures a second:
+/// unverified once it sends more bad signatures than its budget allows:
 /// its forgeries must not make the honest clients' batch pay for bisection (measured: 100 forged envelopes a second
 /// cut eight honest streaming clients from 52,000 to 28,000 accepted/s before). Two loopback addresses play two clients.
 /// </summary>
@@ -60,20 +60,28 @@ public sealed class ForgeryIsolationTests
     [Fact]
     public async Task An_address_past_its_budget_of_bad_signatures_is_refused_unverified_and_others_are_not()
     {
-        await using TestNode node = await TestNode.StartAsync();
+        await using TestNode node = await TestNode.StartAsync(o => o.FlushMicroseconds = 1_000_000);
         using var honest = new MegaNetClient(node.Address, localAddress: Honest);
         using var forger = new MegaNetClient(node.Address, localAddress: Forger);
-        Envelope[] bad = Seal(1_000, forged: true);
+        await forger.Relay.StatusAsync(new StatusRequest());
+        RpcException first = await Assert.ThrowsAsync<RpcException>(async () => await forger.Relay.SubmitAsync(new SubmitRequest { Envelope = Seal(1, forged: true)[0] }));
+        Assert.Equal(StatusCode.InvalidArgument, first.StatusCode);
+        Envelope[] bad = Seal(ForgerySuspects.Burst + 500, forged: true);
         Envelope good = Seal(1, forged: false)[0];
 
-        // Far more bad signatures than the budget refills while they arrive: some are verified and refused as bad,
-        // the rest refused unverified, saying why and when to come back.
+        // More bad signatures at once than the burst: the burst's worth is verified (each takes from the budget until
+        // its verdict), the rest refused unverified, saying why and when to come back.
+        StatusResponse before = await honest.Relay.StatusAsync(new StatusRequest());
+        var clock = System.Diagnostics.Stopwatch.StartNew();
         RpcException[] answers = await Task.WhenAll(bad.Select(async e =>
             await Assert.ThrowsAsync<RpcException>(async () => await forger.Relay.SubmitAsync(new SubmitRequest { Envelope = e }))));
+        double seconds = clock.Elapsed.TotalSeconds;
+        StatusResponse after = await honest.Relay.StatusAsync(new StatusRequest());
         RpcException[] unverified = answers.Where(a => a.StatusCode == StatusCode.ResourceExhausted).ToArray();
-        Assert.Equal(answers.Length, unverified.Length + answers.Count(a => a.StatusCode == StatusCode.InvalidArgument));
-        Assert.True(answers.Length - unverified.Length >= ForgerySuspects.BadPerSecond, $"only {answers.Length - unverified.Length} verified");
-        Assert.NotEmpty(unverified);
+        int verified = answers.Count(a => a.StatusCode == StatusCode.InvalidArgument);
+        Assert.Equal(answers.Length, unverified.Length + verified);
+        Assert.Equal((ulong)verified, after.SignaturesVerified - before.SignaturesVerified);
+        Assert.InRange(verified, ForgerySuspects.Burst - 1, ForgerySuspects.Burst + (int)Math.Ceiling(seconds * ForgerySuspects.BadPerSecond));
         Assert.All(unverified, r =>
         {
             Assert.Contains("signatures did not verify came from this network address", r.Status.Detail, StringComparison.Ordinal);
@@ -87,7 +95,7 @@ public sealed class ForgeryIsolationTests
     }
 
     [Fact]
-    public void The_budget_allows_bad_signatures_at_its_rate_and_the_address_is_forgotten_after_the_hold()
+    public void The_budget_allows_bad_signatures_at_its_rate_valid_ones_give_back_and_the_address_is_forgotten_after_the_hold()
     {
         var suspects = new ForgerySuspects();
         ClientAddress a = ClientAddress.From(IPAddress.Parse("198.51.100.1"))!.Value;
@@ -97,42 +105,81 @@ public sealed class ForgeryIsolationTests
 
         Assert.Equal(ForgerySuspects.Lane.Clean, suspects.Classify(a, t0, out _));
         Assert.Equal(ForgerySuspects.Lane.Clean, suspects.Classify(null, t0, out _));
-        suspects.Add(a, t0);
-        Assert.Equal(ForgerySuspects.Lane.Suspect, suspects.Classify(a, t0, out _));
+        suspects.Verified(a, valid: false, suspectLane: false, t0); // a bad one in the main batch: budget 999
         Assert.Equal(ForgerySuspects.Lane.Clean, suspects.Classify(b, t0, out _));
 
-        // The whole burst spent at once, and three more: refused until the budget is back above one.
-        for (int i = 1; i < ForgerySuspects.BadPerSecond + 3; i++)
+        // An honest client streaming on: each submission takes one until its verdict and gives it back.
+        for (int i = 0; i < 3 * ForgerySuspects.Burst; i++)
         {
-            suspects.Add(a, t0);
+            Assert.Equal(ForgerySuspects.Lane.Suspect, suspects.Classify(a, Seconds(i * 0.01), out _));
+            suspects.Verified(a, valid: true, suspectLane: true, Seconds(i * 0.01));
         }
 
-        Assert.Equal(ForgerySuspects.Lane.Refused, suspects.Classify(a, t0, out int retryAfterMs));
-        Assert.Equal(40, retryAfterMs); // 4 signatures owed at 100 a second
-        Assert.Equal(ForgerySuspects.Lane.Refused, suspects.Classify(a, Seconds(0.035), out _));
-        Assert.Equal(ForgerySuspects.Lane.Suspect, suspects.Classify(a, Seconds(0.045), out _));
+        // A forger's burst: the budget's worth, then refused until it refills at 100 a second.
+        long t1 = Seconds(31);
+        int taken = 0;
+        while (suspects.Classify(a, t1, out _) == ForgerySuspects.Lane.Suspect)
+        {
+            taken++;
+        }
 
-        // Suspect until the hold has passed since the last bad signature, then a clean slate.
-        Assert.Equal(ForgerySuspects.Lane.Suspect, suspects.Classify(a, Seconds(59), out _));
-        Assert.Equal(ForgerySuspects.Lane.Clean, suspects.Classify(a, Seconds(60.5), out _));
+        Assert.Equal(ForgerySuspects.Burst, taken); // refilled to the burst over the half minute of valid ones
+        for (int i = 0; i < taken; i++)
+        {
+            suspects.Verified(a, valid: false, suspectLane: true, t1);
+        }
+
+        Assert.Equal(ForgerySuspects.Lane.Refused, suspects.Classify(a, t1, out int retryAfterMs));
+        Assert.Equal(10, retryAfterMs); // one owed at 100 a second
+        Assert.Equal(ForgerySuspects.Lane.Suspect, suspects.Classify(a, t1 + (System.Diagnostics.Stopwatch.Frequency / 50), out _));
+
+        // Suspect until the hold has passed since the last bad signature; swept then.
+        Assert.Equal(ForgerySuspects.Lane.Suspect, suspects.Classify(a, Seconds(31 + 59), out _));
+        suspects.Sweep(Seconds(31 + 61));
+        Assert.Equal(0, suspects.Count);
+        Assert.Equal(ForgerySuspects.Lane.Clean, suspects.Classify(a, Seconds(31 + 61), out _));
     }
 
     [Fact]
-    public void A_full_table_drops_expired_addresses_first_then_everything()
+    public void The_suspects_lane_takes_at_most_its_rate_from_all_addresses_together()
+    {
+        var suspects = new ForgerySuspects();
+        long t0 = 1_000 * System.Diagnostics.Stopwatch.Frequency;
+        ClientAddress[] forgers = [.. Enumerable.Range(0, 4).Select(i => ClientAddress.From(IPAddress.Parse($"198.51.100.{i + 1}"))!.Value)];
+        foreach (ClientAddress f in forgers)
+        {
+            suspects.Verified(f, valid: false, suspectLane: false, t0);
+        }
+
+        int taken = 0;
+        ForgerySuspects.Lane lane;
+        while ((lane = suspects.Classify(forgers[taken % 4], t0, out _)) == ForgerySuspects.Lane.Suspect)
+        {
+            taken++;
+        }
+
+        Assert.Equal(ForgerySuspects.LanePerSecond, taken);
+        Assert.Equal(ForgerySuspects.Lane.LaneFull, lane);
+    }
+
+    [Fact]
+    public void A_full_table_drops_expired_addresses_first_then_the_one_expiring_soonest_never_all()
     {
         var suspects = new ForgerySuspects(capacity: 2);
-        ClientAddress[] addresses = [.. Enumerable.Range(1, 3).Select(i => ClientAddress.From(IPAddress.Parse($"198.51.100.{i}"))!.Value)];
+        ClientAddress[] addresses = [.. Enumerable.Range(1, 4).Select(i => ClientAddress.From(IPAddress.Parse($"198.51.100.{i}"))!.Value)];
         long t0 = 1_000 * System.Diagnostics.Stopwatch.Frequency;
-        long later = t0 + (70 * System.Diagnostics.Stopwatch.Frequency);
-        suspects.Add(addresses[0], t0);
-        suspects.Add(addresses[1], later);
-        suspects.Add(addresses[2], later); // the first has expired: it goes, the second stays
+        long Later(double s) => t0 + (long)(s * System.Diagnostics.Stopwatch.Frequency);
+        suspects.Verified(addresses[0], valid: false, suspectLane: false, t0);
+        suspects.Verified(addresses[1], valid: false, suspectLane: false, Later(70));
+        suspects.Verified(addresses[2], valid: false, suspectLane: false, Later(70.5)); // the first has expired: it goes
         Assert.Equal(2, suspects.Count);
-        Assert.Equal(ForgerySuspects.Lane.Suspect, suspects.Classify(addresses[1], later, out _));
+        Assert.Equal(ForgerySuspects.Lane.Suspect, suspects.Classify(addresses[1], Later(71), out _));
 
-        suspects.Add(addresses[0], later); // none expired: the table starts again
-        Assert.Equal(1, suspects.Count);
-        Assert.Equal(ForgerySuspects.Lane.Suspect, suspects.Classify(addresses[0], later, out _));
+        suspects.Verified(addresses[3], valid: false, suspectLane: false, Later(72)); // none expired: the soonest goes
+        Assert.Equal(2, suspects.Count);
+        Assert.Equal(ForgerySuspects.Lane.Clean, suspects.Classify(addresses[1], Later(72), out _));
+        Assert.Equal(ForgerySuspects.Lane.Suspect, suspects.Classify(addresses[2], Later(72), out _));
+        Assert.Equal(ForgerySuspects.Lane.Suspect, suspects.Classify(addresses[3], Later(72), out _));
     }
 
     private static Envelope[] Seal(int count, bool forged)

@@ -96,7 +96,8 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
         try
         {
             int length = CheckShape(envelope);
-            pending = new Pending(envelope, length, Stopwatch.GetTimestamp()) { Source = source };
+            // Bad signatures are held against the site (an IPv6 /48), so hopping /64s gives a forger no fresh start.
+            pending = new Pending(envelope, length, Stopwatch.GetTimestamp()) { Source = source?.Site };
 
             // Replays return the original receipt and cost no verification.
             ValueTask<PutReceipt?> replay = _store.FindAsync(pending.Id, cancellationToken);
@@ -362,6 +363,7 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
                 // the bisection that finds their forgeries costs only them; an address past its budget of bad
                 // signatures is refused unverified.
                 long now = Stopwatch.GetTimestamp();
+                suspects.Sweep(now);
                 suspect.Clear();
                 batch.Clear();
                 int clean = 0;
@@ -377,11 +379,17 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
                         case ForgerySuspects.Lane.Suspect:
                             suspect.Add(p);
                             break;
-                        default:
+                        case ForgerySuspects.Lane.Refused:
                             p.Release();
                             p.TrySetException(Reject("bad_signature_budget", StatusCode.ResourceExhausted,
                                 $"More than {ForgerySuspects.BadPerSecond} envelopes a second whose signatures did not verify came from this network address; " +
                                 "its submissions are refused unverified until that rate falls. Nothing was stored; retry later.", retryAfterMs));
+                            break;
+                        default:
+                            p.Release();
+                            p.TrySetException(Reject("suspect_lane_full", StatusCode.ResourceExhausted,
+                                $"Envelopes whose signatures did not verify came from this network address lately, and the node verifies at most {ForgerySuspects.LanePerSecond:N0} " +
+                                $"a second from such addresses (for {ForgerySuspects.Hold.TotalSeconds:0} s after the last bad one). Nothing was stored; retry later.", retryAfterMs));
                             break;
                     }
                 }
@@ -393,60 +401,31 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
                     batch.Add(p.Envelope.SendingKey.Span, p.Envelope.Signature.Span, p.SigningBytes);
                 }
 
+                Interlocked.Add(ref _signatures, items.Count);
+
+                // The clean lane goes to the store before the suspects' batch is verified: honest receipts do not wait
+                // for the bisection of someone's forgeries.
                 if (clean > 0)
                 {
                     _verifier.Verify(batch, 0, clean, verdicts.AsSpan(0, clean));
                     Interlocked.Increment(ref _batches);
+                    Settle(0, clean, suspectLane: false, now);
                 }
 
-                if (suspect.Count > 0)
+                if (items.Count > clean)
                 {
-                    _verifier.Verify(batch, clean, suspect.Count, verdicts.AsSpan(clean, suspect.Count));
+                    _verifier.Verify(batch, clean, items.Count - clean, verdicts.AsSpan(clean, items.Count - clean));
                     Interlocked.Increment(ref _batches);
-                }
-
-                Interlocked.Add(ref _signatures, items.Count);
-                var accepted = new List<Pending>(items.Count);
-                for (int i = 0; i < items.Count; i++)
-                {
-                    if (!verdicts[i])
-                    {
-                        suspects.Add(items[i].Source, now);
-                        items[i].Release();
-                        items[i].TrySetException(Reject("signature", StatusCode.InvalidArgument,
-                            "The envelope signature does not verify under MegaNet's rule (docs/verification.md)."));
-                    }
-                    else if (!TakeToken(items[i].Envelope.SendingKey.Span))
-                    {
-                        items[i].Release();
-                        items[i].TrySetException(RateLimited());
-                    }
-                    else
-                    {
-                        accepted.Add(items[i]);
-                    }
-                }
-
-                if (accepted.Count > 0)
-                {
-                    stores.RemoveAll(t => t.IsCompleted);
-                    if (stores.Count >= MaxStoresInFlight)
-                    {
-                        // A slow store holds the batcher, so the queue fills and pushes back (RESOURCE_EXHAUSTED,
-                        // proof of work) instead of verified envelopes piling up in memory behind the store.
-                        Task.WhenAny(stores).GetAwaiter().GetResult();
-                        stores.RemoveAll(t => t.IsCompleted);
-                    }
-
-                    stores.Add(StoreAsync(accepted));
+                    Settle(clean, items.Count, suspectLane: true, now);
                 }
             }
             catch (Exception e)
             {
                 LogBatchFailed(_logger, e, items.Count);
-                foreach (Pending p in items)
+                foreach (Pending p in items.Concat(suspect))
                 {
-                    // The batch holds copies of what it verifies, so the buffers are free again.
+                    // The batch holds copies of what it verifies, so the buffers are free again. (A submission already
+                    // answered keeps its answer: both calls do nothing the second time.)
                     p.Release();
                     p.TrySetException(new RpcException(new Status(StatusCode.Internal, "Verification failed inside the node; nothing was stored. Retry.")));
                 }
@@ -454,6 +433,46 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
         }
 
         Task.WhenAll(stores).GetAwaiter().GetResult();
+
+        // Answers items[from..to) by their verdicts and hands the accepted ones to the store.
+        void Settle(int from, int to, bool suspectLane, long now)
+        {
+            var accepted = new List<Pending>(to - from);
+            for (int i = from; i < to; i++)
+            {
+                Pending p = items[i];
+                suspects.Verified(p.Source, verdicts[i], suspectLane, now);
+                if (!verdicts[i])
+                {
+                    p.Release();
+                    p.TrySetException(Reject("signature", StatusCode.InvalidArgument,
+                        "The envelope signature does not verify under MegaNet's rule (docs/verification.md)."));
+                }
+                else if (!TakeToken(p.Envelope.SendingKey.Span))
+                {
+                    p.Release();
+                    p.TrySetException(RateLimited());
+                }
+                else
+                {
+                    accepted.Add(p);
+                }
+            }
+
+            if (accepted.Count > 0)
+            {
+                stores.RemoveAll(t => t.IsCompleted);
+                if (stores.Count >= MaxStoresInFlight)
+                {
+                    // A slow store holds the batcher, so the queue fills and pushes back (RESOURCE_EXHAUSTED,
+                    // proof of work) instead of verified envelopes piling up in memory behind the store.
+                    Task.WhenAny(stores).GetAwaiter().GetResult();
+                    stores.RemoveAll(t => t.IsCompleted);
+                }
+
+                stores.Add(StoreAsync(accepted));
+            }
+        }
     }
 
     private async Task StoreAsync(List<Pending> accepted)

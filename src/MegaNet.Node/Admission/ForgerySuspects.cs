@@ -7,22 +7,31 @@ namespace MegaNet.Node.Admission;
 
 /// <summary>
 /// Client addresses that sent an envelope whose signature did not verify within the last <see cref="Hold"/>, each with
-/// a budget of <see cref="BadPerSecond"/> bad signatures a second. Admission verifies their submissions in a batch of
-/// their own, so the bisection that finds bad signatures costs only them, and refuses them unverified while their
-/// budget is spent. One bad signature in a batch makes the whole batch pay for bisection (about one more check of every
-/// item in it): before this, a client sending 100 forged envelopes a second cut eight honest streaming clients from
-/// 52,000 to 28,000 accepted/s. Used by the batcher thread alone.
+/// a budget of bad signatures (<see cref="BadPerSecond"/> a second, up to <see cref="Burst"/>). Admission verifies their
+/// submissions in a batch of their own, so the bisection that finds bad signatures costs only them, and refuses them
+/// unverified while their budget is spent. One bad signature in a batch makes the whole batch pay for bisection (about
+/// one more check of every item in it): before this, a client sending 100 forged envelopes a second cut eight honest
+/// streaming clients from 52,000 to 28,000 accepted/s. Used by the batcher thread alone.
 /// </summary>
 internal sealed class ForgerySuspects(int capacity = ForgerySuspects.DefaultCapacity)
 {
-    /// <summary>Addresses remembered at most; a full table first drops expired entries, then everything (an attacker
-    /// with that many addresses gets one more bad signature into a batch from each, no more).</summary>
+    /// <summary>Addresses remembered at most. A full table drops expired entries, then the one that expires soonest.</summary>
     public const int DefaultCapacity = 65_536;
 
-    /// <summary>Bad signatures a second one address may send (and the burst) before its submissions are refused
-    /// unverified until the budget refills. A client with one bad envelope is never refused; honest clients behind the
-    /// address of one that forges on are, meanwhile.</summary>
+    /// <summary>Bad signatures a second one address may send before its submissions are refused unverified until the
+    /// budget refills. A client with one bad envelope is never refused; honest clients behind the address of one that
+    /// forges on are, meanwhile.</summary>
     public const int BadPerSecond = 100;
+
+    /// <summary>The most a suspect address may have in one batch of its own, and the budget it starts with: each of its
+    /// submissions takes one until its verdict, and a valid one gives it back, so an honest client streaming after one
+    /// bad envelope keeps its pace, and a forger's burst costs at most this many bad signatures, then 100 a second.</summary>
+    public const int Burst = 1_000;
+
+    /// <summary>Submissions a second the suspects' lane takes from all addresses together (and its burst): verifying
+    /// batches dense with bad signatures costs ~180 µs an item here, so this bounds the lane to about a fifth of a core
+    /// however many addresses forge. Beyond it suspect submissions are refused unverified.</summary>
+    public const int LanePerSecond = 1_000;
 
     /// <summary>How long an address stays suspect after its last bad signature.</summary>
     public static readonly TimeSpan Hold = TimeSpan.FromSeconds(60);
@@ -30,13 +39,18 @@ internal sealed class ForgerySuspects(int capacity = ForgerySuspects.DefaultCapa
     private static readonly long HoldTicks = (long)(Hold.TotalSeconds * Stopwatch.Frequency);
 
     private readonly Dictionary<ClientAddress, Entry> _entries = [];
+    private long _nextSweep = long.MinValue;
+    private double _lane = LanePerSecond;
+    private long _laneRefilled = long.MinValue;
 
-    /// <summary>Addresses remembered now (some may have expired).</summary>
+    /// <summary>Addresses remembered now.</summary>
     public int Count => _entries.Count;
 
     /// <summary>Whether a submission from <paramref name="address"/> at <paramref name="now"/> (a <see cref="Stopwatch"/>
-    /// timestamp) joins the main batch (<see cref="Lane.Clean"/>), the suspects' batch, or is refused; with a refusal,
-    /// <paramref name="retryAfterMs"/> says when the budget has room again.</summary>
+    /// timestamp) joins the main batch (<see cref="Lane.Clean"/>), the suspects' batch (taking one from the address's
+    /// budget until <see cref="Verified"/>, and one from the lane's), or is refused: <see cref="Lane.Refused"/> when the
+    /// address spent its budget, <see cref="Lane.LaneFull"/> when the lane did; <paramref name="retryAfterMs"/> then
+    /// says when there is room again.</summary>
     public Lane Classify(ClientAddress? address, long now, out int retryAfterMs)
     {
         retryAfterMs = 0;
@@ -52,56 +66,109 @@ internal sealed class ForgerySuspects(int capacity = ForgerySuspects.DefaultCapa
         }
 
         Refill(ref e, now);
-        if (e.Budget >= 1)
+        if (e.Budget < 1)
         {
-            return Lane.Suspect;
+            retryAfterMs = (int)Math.Ceiling((1 - e.Budget) * 1000 / BadPerSecond);
+            return Lane.Refused;
         }
 
-        retryAfterMs = (int)Math.Ceiling((1 - e.Budget) * 1000 / BadPerSecond);
-        return Lane.Refused;
+        if (_laneRefilled != long.MinValue)
+        {
+            _lane = Math.Min(LanePerSecond, _lane + ((double)(now - _laneRefilled) / Stopwatch.Frequency * LanePerSecond));
+        }
+
+        _laneRefilled = now;
+        if (_lane < 1)
+        {
+            retryAfterMs = (int)Math.Ceiling((1 - _lane) * 1000 / LanePerSecond);
+            return Lane.LaneFull;
+        }
+
+        _lane--;
+        e.Budget--;
+        return Lane.Suspect;
     }
 
-    /// <summary>Records a bad signature from <paramref name="address"/> at <paramref name="now"/>: the address is suspect
-    /// for <see cref="Hold"/> from now, and its budget is one less (it may go below zero: a batch can hold many).</summary>
-    public void Add(ClientAddress? address, long now)
+    /// <summary>Records the verdict on a submission from <paramref name="address"/>: in the suspects' lane a valid one
+    /// gives back what <see cref="Classify"/> took; a bad one anywhere makes the address suspect until
+    /// <see cref="Hold"/> from now, and in the clean lane also takes one from its budget.</summary>
+    public void Verified(ClientAddress? address, bool valid, bool suspectLane, long now)
     {
-        if (address is not { } a)
+        if (address is not { } a || (valid && !suspectLane))
         {
+            return;
+        }
+
+        if (valid)
+        {
+            ref Entry held = ref CollectionsMarshal.GetValueRefOrNullRef(_entries, a);
+            if (!Unsafe.IsNullRef(ref held))
+            {
+                held.Budget = Math.Min(Burst, held.Budget + 1);
+            }
+
             return;
         }
 
         if (_entries.Count >= capacity && !_entries.ContainsKey(a))
         {
-            foreach (KeyValuePair<ClientAddress, Entry> entry in _entries)
-            {
-                if (entry.Value.Until <= now)
-                {
-                    _entries.Remove(entry.Key);
-                }
-            }
-
-            if (_entries.Count >= capacity)
-            {
-                _entries.Clear();
-            }
+            MakeRoom(now);
         }
 
         ref Entry e = ref CollectionsMarshal.GetValueRefOrAddDefault(_entries, a, out bool existed);
-        if (!existed || e.Until <= now)
+        if (!existed)
         {
-            e.Budget = BadPerSecond;
+            e.Budget = Burst;
             e.Refilled = now;
         }
 
         Refill(ref e, now);
-        e.Budget--;
+        if (!suspectLane)
+        {
+            e.Budget--;
+        }
+
         e.Until = now + HoldTicks;
+    }
+
+    /// <summary>Drops expired addresses, at most once a second, so an address is kept no longer than <see cref="Hold"/>
+    /// after its last bad signature (plus up to a second).</summary>
+    public void Sweep(long now)
+    {
+        if (now < _nextSweep)
+        {
+            return;
+        }
+
+        _nextSweep = now + Stopwatch.Frequency;
+        foreach (KeyValuePair<ClientAddress, Entry> entry in _entries)
+        {
+            if (entry.Value.Until <= now)
+            {
+                _entries.Remove(entry.Key);
+            }
+        }
+    }
+
+    private void MakeRoom(long now)
+    {
+        _nextSweep = long.MinValue;
+        Sweep(now);
+        if (_entries.Count < capacity)
+        {
+            return;
+        }
+
+        // Every address is live: forget the one that would expire first. (An attacker with that many addresses makes
+        // the table churn, but never wipes it: the addresses it holds to their budget stay held.)
+        KeyValuePair<ClientAddress, Entry> soonest = _entries.MinBy(entry => entry.Value.Until);
+        _entries.Remove(soonest.Key);
     }
 
     private static void Refill(ref Entry e, long now)
     {
         double seconds = (double)(now - e.Refilled) / Stopwatch.Frequency;
-        e.Budget = Math.Min(BadPerSecond, e.Budget + (seconds * BadPerSecond));
+        e.Budget = Math.Min(Burst, e.Budget + (seconds * BadPerSecond));
         e.Refilled = now;
     }
 
@@ -116,6 +183,9 @@ internal sealed class ForgerySuspects(int capacity = ForgerySuspects.DefaultCapa
 
         /// <summary>Not at all: its address has spent its budget of bad signatures.</summary>
         Refused,
+
+        /// <summary>Not at all: the suspects' lane is full for now.</summary>
+        LaneFull,
     }
 
     private struct Entry

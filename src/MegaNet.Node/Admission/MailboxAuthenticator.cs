@@ -34,8 +34,8 @@ public sealed class MailboxAuthenticator(NodeKey nodeKey, IBatchVerifier verifie
     // as fast as it could sign filled MaxUsed and locked every mailbox on the node out.
     internal const int MaxUsedPerAddress = 1_000;
 
-    // Most used nonces the calls from one client address (IPv4, or IPv6 /64) may have live: a twentieth of MaxUsed, so
-    // that locking every mailbox out takes twenty addresses, not a thousand identities (free to make) on one host.
+    // Most used nonces the calls from one client site (an IPv4 address, or an IPv6 /48) may have live: a twentieth of
+    // MaxUsed, so that locking every mailbox out takes twenty sites, not a thousand identities (free to make) on one host.
     // Phones behind one carrier NAT share an address; at one mailbox open a minute each, 25,000 of them fit.
     internal const int MaxUsedPerSource = MaxUsed / 20;
     private const int NonceLength = 32;
@@ -91,6 +91,7 @@ public sealed class MailboxAuthenticator(NodeKey nodeKey, IBatchVerifier verifie
     /// <paramref name="source"/> is the calling client's address, when known.</summary>
     public byte[] Authenticate(MailboxAuth? auth, ClientAddress? source = null)
     {
+        source = source?.Site; // by /48 for IPv6: hopping /64s must not multiply the cap
         if (auth is null || auth.Nonce.IsEmpty || auth.Signature.IsEmpty)
         {
             throw new RpcException(new Status(StatusCode.Unauthenticated, "Mailbox access needs a signed challenge: call Challenge, sign it with the identity key, and send it as auth."));

@@ -94,6 +94,9 @@ internal static class LoadCommand
                         MailboxMaxBytes = 1L << 34,
                         SubmitRatePerKey = 1e6,
                         SubmitBurst = 1_000_000,
+                        // Every client comes from 127.0.0.1: room for all its connections (and a few more).
+                        MaxConnectionsPerAddress = Math.Max(new NodeOptions().MaxConnectionsPerAddress, k + 16),
+                        MaxConnections = Math.Max(new NodeOptions().MaxConnections, k + 16),
                     };
                     embedded = NodeHost.Build(options, logging: l => l.SetMinimumLevel(LogLevel.Warning));
                     target = await NodeHost.StartAsync(embedded, ct);

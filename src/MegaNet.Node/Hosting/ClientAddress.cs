@@ -10,6 +10,18 @@ namespace MegaNet.Node.Hosting;
 /// </summary>
 public readonly record struct ClientAddress(ulong Prefix, ulong Host)
 {
+    // Host of an IPv6 /64 and of an IPv6 /48: never an IPv4 address (those are below 2^32), and a /48 never equals
+    // one of its /64s, even the one whose last 16 prefix bits are zero.
+    private const ulong Slash64 = ulong.MaxValue;
+    private const ulong Slash48 = ulong.MaxValue - 1;
+
+    /// <summary>True for an IPv6 block, false for an IPv4 address.</summary>
+    public bool IsIPv6 => Host >= Slash48;
+
+    /// <summary>The site this address belongs to: for IPv6 its /48 (what one customer usually holds, 65,536 /64s),
+    /// for IPv4 the address itself. Limits that an attacker must not multiply by hopping /64s key on it.</summary>
+    public ClientAddress Site => IsIPv6 ? new ClientAddress(Prefix & 0xFFFF_FFFF_FFFF_0000, Slash48) : this;
+
     /// <summary>The client address of <paramref name="endPoint"/>; null for anything but IP (a Unix socket).</summary>
     public static ClientAddress? From(EndPoint? endPoint) => endPoint is IPEndPoint ip ? From(ip.Address) : null;
 
@@ -34,6 +46,6 @@ public readonly record struct ClientAddress(ulong Prefix, ulong Host)
 
         return address.AddressFamily == AddressFamily.InterNetwork
             ? new ClientAddress(0, BinaryPrimitives.ReadUInt32BigEndian(bytes[..written]))
-            : new ClientAddress(BinaryPrimitives.ReadUInt64BigEndian(bytes), ulong.MaxValue); // /64; a Host of all ones tells it from IPv4
+            : new ClientAddress(BinaryPrimitives.ReadUInt64BigEndian(bytes), Slash64);
     }
 }

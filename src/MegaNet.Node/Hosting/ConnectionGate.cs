@@ -59,8 +59,11 @@ internal sealed partial class ConnectionGate
     /// <summary>The node-wide cap in force (the configured one, or lower to fit the open-file limit).</summary>
     public int MaxConnections { get; }
 
-    /// <summary>The cap per client address.</summary>
+    /// <summary>The cap per client address (an IPv4 address, or an IPv6 /64).</summary>
     public int MaxPerAddress { get; }
+
+    /// <summary>The cap per IPv6 /48: four times <see cref="MaxPerAddress"/>.</summary>
+    public int MaxPerSite => 4 * MaxPerAddress;
 
     /// <summary>Connections open now.</summary>
     public int Open => Volatile.Read(ref _open);
@@ -89,7 +92,7 @@ internal sealed partial class ConnectionGate
         }
     };
 
-    /// <summary>Takes a slot, or returns which cap refused it (<c>node</c> or <c>per_address</c>).</summary>
+    /// <summary>Takes a slot, or returns which cap refused it (<c>node</c>, <c>per_address</c> or <c>per_site</c>).</summary>
     internal string? TryEnter(ClientAddress? key)
     {
         lock (_lock)
@@ -101,18 +104,22 @@ internal sealed partial class ConnectionGate
 
             if (key is { } k)
             {
-                ref int count = ref System.Runtime.InteropServices.CollectionsMarshal.GetValueRefOrAddDefault(_perAddress, k, out _);
-                if (count >= MaxPerAddress)
+                if (_perAddress.GetValueOrDefault(k) >= MaxPerAddress)
                 {
-                    if (count == 0)
-                    {
-                        _perAddress.Remove(k);
-                    }
-
                     return "per_address";
                 }
 
-                count++;
+                // An IPv6 /48 holds 65,536 /64s: its own cap keeps one site from taking every slot /64 by /64.
+                if (k.IsIPv6 && _perAddress.GetValueOrDefault(k.Site) >= MaxPerSite)
+                {
+                    return "per_site";
+                }
+
+                _perAddress[k] = _perAddress.GetValueOrDefault(k) + 1;
+                if (k.IsIPv6)
+                {
+                    _perAddress[k.Site] = _perAddress.GetValueOrDefault(k.Site) + 1;
+                }
             }
 
             _open++;
@@ -125,10 +132,23 @@ internal sealed partial class ConnectionGate
         lock (_lock)
         {
             _open--;
-            if (key is { } k && --System.Runtime.InteropServices.CollectionsMarshal.GetValueRefOrNullRef(_perAddress, k) == 0)
+            if (key is { } k)
             {
-                _perAddress.Remove(k);
+                Decrement(k);
+                if (k.IsIPv6)
+                {
+                    Decrement(k.Site);
+                }
             }
+        }
+    }
+
+    // Under _lock. IPv6 /64s and their /48s share the table under distinct keys (ClientAddress.Site).
+    private void Decrement(ClientAddress key)
+    {
+        if (--System.Runtime.InteropServices.CollectionsMarshal.GetValueRefOrNullRef(_perAddress, key) == 0)
+        {
+            _perAddress.Remove(key);
         }
     }
 
@@ -143,7 +163,11 @@ internal sealed partial class ConnectionGate
         }
 
         long others = Interlocked.Exchange(ref _unloggedRefusals, 0);
-        if (cap == "node")
+        if (cap == "per_site")
+        {
+            LogSiteCap(_logger, remote?.ToString() ?? "?", MaxPerSite, others);
+        }
+        else if (cap == "node")
         {
             LogNodeCap(_logger, remote?.ToString() ?? "?", MaxConnections, others);
         }
@@ -165,4 +189,8 @@ internal sealed partial class ConnectionGate
     [LoggerMessage(EventId = 22, Level = LogLevel.Warning,
         Message = "Refused a connection from {Remote}: that address has {Max} connections open (MaxConnectionsPerAddress; raise it if many clients share an address behind a NAT); {Others} more refused since the last such line")]
     private static partial void LogAddressCap(ILogger logger, string remote, int max, long others);
+
+    [LoggerMessage(EventId = 23, Level = LogLevel.Warning,
+        Message = "Refused a connection from {Remote}: its IPv6 /48 has {Max} connections open (4 x MaxConnectionsPerAddress); {Others} more refused since the last such line")]
+    private static partial void LogSiteCap(ILogger logger, string remote, int max, long others);
 }

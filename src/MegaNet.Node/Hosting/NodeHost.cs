@@ -175,7 +175,8 @@ public static partial class NodeServiceCollectionExtensions
 }
 
 /// <summary>The node's verifier (admission, mailbox auth) and the one delegated verification runs on; disposing this
-/// disposes both (the delegated one first: with a GPU it borrows the node's).</summary>
+/// disposes both, in either order (the container also disposes the node's, registered as <see cref="IBatchVerifier"/>;
+/// disposing twice does nothing): with a GPU the delegated one borrows the node's GPU and never disposes it.</summary>
 internal sealed class NodeVerifiers(IBatchVerifier node, IBatchVerifier delegated) : IDisposable
 {
     public IBatchVerifier Node { get; } = node;
