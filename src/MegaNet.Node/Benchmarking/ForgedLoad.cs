@@ -68,9 +68,10 @@ public sealed class ForgedLoad : IAsyncDisposable
     }
 
     /// <summary>Where forged envelopes come from by default: a node on IPv4 loopback sees them from 127.0.0.2, another
-    /// address than the honest clients' 127.0.0.1, as a hostile client would be; elsewhere the system's choice.</summary>
+    /// address than the honest clients' 127.0.0.1, as a hostile client would be (Linux answers on all of 127/8; other
+    /// systems have only 127.0.0.1 unless configured); elsewhere the system's choice.</summary>
     public static IPAddress? DefaultFrom(Uri node) =>
-        IPAddress.TryParse(node.Host, out IPAddress? host) && host.AddressFamily == System.Net.Sockets.AddressFamily.InterNetwork && IPAddress.IsLoopback(host)
+        OperatingSystem.IsLinux() && IPAddress.TryParse(node.Host, out IPAddress? host) && host.AddressFamily == System.Net.Sockets.AddressFamily.InterNetwork && IPAddress.IsLoopback(host)
             ? IPAddress.Parse("127.0.0.2")
             : null;
 
