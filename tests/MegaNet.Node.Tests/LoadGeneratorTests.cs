@@ -38,6 +38,31 @@ public sealed class LoadGeneratorTests
     }
 
     [Fact]
+    public async Task Forged_load_is_refused_every_time_and_stores_nothing_beside_the_honest_load()
+    {
+        await using TestNode node = await TestNode.StartAsync(o =>
+        {
+            o.SubmitRatePerKey = 1e6;
+            o.SubmitBurst = 1_000_000;
+        });
+        Assert.Equal(System.Net.IPAddress.Parse("127.0.0.2"), ForgedLoad.DefaultFrom(node.Address));
+        await using ForgedLoad forged = await ForgedLoad.StartAsync(node.Address, ForgedLoad.Prepare(50), rate: 200, ForgedLoad.DefaultFrom(node.Address), CancellationToken.None);
+        LoadReport stream = await new LoadGenerator(node.Address, clients: 4, connections: 4).RunStreamingAsync(LoadGenerator.Prepare(400, senders: 16, recipients: 8));
+        await Task.Delay(500); // a hundred forgeries, at least
+        ForgedReport report = await forged.StopAsync();
+
+        Assert.Equal((400, 0), (stream.Accepted, stream.Refused));
+        Assert.True(report.Sent >= 50, ForgedLoad.Describe(report));
+        Assert.Equal(0, report.Accepted);
+        Assert.Equal(report.Sent, report.Refused + report.Other);
+        Assert.True(report.Refused >= 50, ForgedLoad.Describe(report)); // within the burst, each is verified and refused as bad
+        Assert.Contains("refused as bad signatures", ForgedLoad.Describe(report), StringComparison.Ordinal);
+        using var client = node.Client();
+        Assert.Equal(400, (await client.Relay.GetTreeHeadAsync(new GetTreeHeadRequest())).TreeSize);
+        node.AssertNoServerErrors();
+    }
+
+    [Fact]
     public async Task Open_loop_starts_calls_on_schedule_and_reports_the_clients_own_lateness()
     {
         await using TestNode node = await TestNode.StartAsync(o =>
