@@ -5,6 +5,7 @@ using MegaNet.Api;
 using MegaNet.Api.V1;
 using MegaNet.Node.Admission;
 using MegaNet.Node.Hosting;
+using Microsoft.Extensions.DependencyInjection;
 
 namespace MegaNet.Node.Tests;
 
@@ -54,6 +55,36 @@ public sealed class ForgeryIsolationTests
         // two bad signatures made the honest five pay for the bisection that found them.
         Assert.Equal(2ul, after.BatchesVerified - before.BatchesVerified);
         Assert.Equal(6, after.TreeSize);
+        node.AssertNoServerErrors();
+    }
+
+    [Fact]
+    public async Task A_site_not_yet_suspect_puts_only_a_few_submissions_into_the_batch_it_shares_with_others()
+    {
+        await using TestNode node = await TestNode.StartAsync(o => o.FlushMicroseconds = 1_000_000);
+        using var honest = new MegaNetClient(node.Address, localAddress: Honest);
+        using var forger = new MegaNetClient(node.Address, localAddress: Forger);
+        await honest.Relay.StatusAsync(new StatusRequest());
+        await forger.Relay.StatusAsync(new StatusRequest());
+        Envelope[] good = Seal(3, forged: false);
+        Envelope[] bad = Seal(40, forged: true);
+        StatusResponse before = await honest.Relay.StatusAsync(new StatusRequest());
+
+        // One flush window: three honest envelopes and forty forged ones from a site with no record yet.
+        Task<Receipt>[] honestCalls = good.Select(e => honest.Relay.SubmitAsync(new SubmitRequest { Envelope = e }).ResponseAsync).ToArray();
+        Task<Receipt>[] forgeries = bad.Select(e => forger.Relay.SubmitAsync(new SubmitRequest { Envelope = e }).ResponseAsync).ToArray();
+        Assert.Equal(3, (await Task.WhenAll(honestCalls)).Length);
+        foreach (Task<Receipt> f in forgeries)
+        {
+            Assert.Equal(StatusCode.InvalidArgument, (await Assert.ThrowsAsync<RpcException>(() => f)).StatusCode);
+        }
+
+        // The shared batch held the three and at most 16 of the forger's; the others went in a second batch. Before,
+        // all 43 went in one, and the honest three waited for the bisection of forty forgeries.
+        StatusResponse after = await honest.Relay.StatusAsync(new StatusRequest());
+        Assert.Equal(43ul, after.SignaturesVerified - before.SignaturesVerified);
+        Assert.InRange(node.Services.GetRequiredService<AdmissionPipeline>().Overflowed, 1, 40 - AdmissionPipeline.MainBatchPerSite);
+        Assert.Equal(3, after.TreeSize);
         node.AssertNoServerErrors();
     }
 

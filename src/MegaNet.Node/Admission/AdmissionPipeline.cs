@@ -2,6 +2,7 @@ using System.Buffers;
 using System.Buffers.Binary;
 using System.Collections.Concurrent;
 using System.Diagnostics;
+using System.Runtime.InteropServices;
 using System.Threading.Channels;
 using Google.Protobuf;
 using Grpc.Core;
@@ -39,6 +40,7 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
     private int _bucketCount;
     private long _batches;
     private long _signatures;
+    private long _overflowed;
     private int _depth;
     private int _storeRefusalLogged;
     private bool _closing;
@@ -65,6 +67,10 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
 
     /// <summary>Signatures verified so far.</summary>
     public long Signatures => Interlocked.Read(ref _signatures);
+
+    /// <summary>Submissions verified in a second batch because their site had more than <see cref="MainBatchPerSite"/>
+    /// in a window shared with other sites.</summary>
+    public long Overflowed => Interlocked.Read(ref _overflowed);
 
     /// <summary>Submissions waiting for verification.</summary>
     public int QueueDepth => Volatile.Read(ref _depth);
@@ -313,6 +319,10 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
         Interlocked.Exchange(ref _bucketCount, _buckets.Count);
     }
 
+    /// <summary>Submissions from one site that go in the main batch of a window that other sites share; the rest of
+    /// that site's go in a second batch (<see cref="BatchLoop"/>).</summary>
+    internal const int MainBatchPerSite = 16;
+
     // Store groups handed over and not yet answered, at most (the store itself commits two groups at a time).
     private const int MaxStoresInFlight = 4;
 
@@ -329,6 +339,8 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
         ChannelReader<Pending> reader = _queue.Reader;
         var items = new List<Pending>(_options.MaxBatch);
         var suspect = new List<Pending>();
+        var overflow = new List<Pending>();
+        var perSite = new Dictionary<ClientAddress, int>();
         var suspects = new ForgerySuspects();
         using var batch = new SignatureBatch(Math.Min(_options.MaxBatch, 65_536), Math.Min(_options.MaxBatch, 65_536) * 160);
         bool[] verdicts = new bool[_options.MaxBatch];
@@ -362,9 +374,17 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
                 // Submissions from addresses that lately sent bad signatures are verified in a batch of their own, so
                 // the bisection that finds their forgeries costs only them; an address past its budget of bad
                 // signatures is refused unverified.
+                // A site with more than MainBatchPerSite submissions in a window shared with other sites sends the
+                // rest to a second batch, verified after the first has gone to the store: a site not yet suspect can
+                // then put only that many forgeries into the batch that carries everyone's few.
                 long now = Stopwatch.GetTimestamp();
                 suspects.Sweep(now);
                 suspect.Clear();
+                overflow.Clear();
+                perSite.Clear();
+                ClientAddress? firstSite = items.Count > 0 ? items[0].Source : null;
+                bool shared = items.Exists(p => p.Source != firstSite);
+
                 batch.Clear();
                 int clean = 0;
                 for (int i = 0; i < items.Count; i++)
@@ -373,8 +393,17 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
                     switch (suspects.Classify(p.Source, now, out int retryAfterMs))
                     {
                         case ForgerySuspects.Lane.Clean:
-                            items[clean++] = p;
-                            batch.Add(p.Envelope.SendingKey.Span, p.Envelope.Signature.Span, p.SigningBytes);
+                            if (shared && p.Source is { } site && ++CollectionsMarshal.GetValueRefOrAddDefault(perSite, site, out _) > MainBatchPerSite)
+                            {
+                                overflow.Add(p);
+                                Interlocked.Increment(ref _overflowed);
+                            }
+                            else
+                            {
+                                items[clean++] = p;
+                                batch.Add(p.Envelope.SendingKey.Span, p.Envelope.Signature.Span, p.SigningBytes);
+                            }
+
                             break;
                         case ForgerySuspects.Lane.Suspect:
                             suspect.Add(p);
@@ -395,7 +424,7 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
                 }
 
                 items.RemoveRange(clean, items.Count - clean);
-                foreach (Pending p in suspect)
+                foreach (Pending p in overflow.Concat(suspect))
                 {
                     items.Add(p);
                     batch.Add(p.Envelope.SendingKey.Span, p.Envelope.Signature.Span, p.SigningBytes);
@@ -403,26 +432,17 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
 
                 Interlocked.Add(ref _signatures, items.Count);
 
-                // The clean lane goes to the store before the suspects' batch is verified: honest receipts do not wait
-                // for the bisection of someone's forgeries.
-                if (clean > 0)
-                {
-                    _verifier.Verify(batch, 0, clean, verdicts.AsSpan(0, clean));
-                    Interlocked.Increment(ref _batches);
-                    Settle(0, clean, suspectLane: false, now);
-                }
-
-                if (items.Count > clean)
-                {
-                    _verifier.Verify(batch, clean, items.Count - clean, verdicts.AsSpan(clean, items.Count - clean));
-                    Interlocked.Increment(ref _batches);
-                    Settle(clean, items.Count, suspectLane: true, now);
-                }
+                // Each batch goes to the store before the next is verified: the main batch's receipts do not wait for
+                // the bisection of forgeries in the overflow or the suspects' batch.
+                int overflowEnd = clean + overflow.Count;
+                VerifyAndSettle(0, clean, suspectLane: false, now);
+                VerifyAndSettle(clean, overflowEnd, suspectLane: false, now);
+                VerifyAndSettle(overflowEnd, items.Count, suspectLane: true, now);
             }
             catch (Exception e)
             {
                 LogBatchFailed(_logger, e, items.Count);
-                foreach (Pending p in items.Concat(suspect))
+                foreach (Pending p in items.Concat(overflow).Concat(suspect))
                 {
                     // The batch holds copies of what it verifies, so the buffers are free again. (A submission already
                     // answered keeps its answer: both calls do nothing the second time.)
@@ -434,9 +454,16 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
 
         Task.WhenAll(stores).GetAwaiter().GetResult();
 
-        // Answers items[from..to) by their verdicts and hands the accepted ones to the store.
-        void Settle(int from, int to, bool suspectLane, long now)
+        // Verifies items[from..to) as one batch, answers them by their verdicts and hands the accepted ones to the store.
+        void VerifyAndSettle(int from, int to, bool suspectLane, long now)
         {
+            if (to == from)
+            {
+                return;
+            }
+
+            _verifier.Verify(batch, from, to - from, verdicts.AsSpan(from, to - from));
+            Interlocked.Increment(ref _batches);
             var accepted = new List<Pending>(to - from);
             for (int i = from; i < to; i++)
             {
