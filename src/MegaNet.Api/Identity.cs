@@ -96,7 +96,7 @@ public sealed class Identity : IDisposable
     /// <param name="path">The identity file.</param>
     /// <param name="overwrite">Replace a file that exists (its keys are lost). Without it an existing file is never
     /// replaced, not even one created after the caller checked (the new name is taken atomically, see
-    /// <see cref="DurableDirectory.MoveNoReplace"/>).</param>
+    /// <see cref="MegaNet.Core.Interop.PrivateFile"/>).</param>
     /// <exception cref="IOException">The file exists (without <paramref name="overwrite"/>), or cannot be written.</exception>
     public void Save(string path, bool overwrite = false)
     {
@@ -108,55 +108,7 @@ public sealed class Identity : IDisposable
             SendingSeed = Convert.ToHexString(SendingKey.Export(KeyBlobFormat.RawPrivateKey)).ToLowerInvariant(),
             Card = Card.ToString(),
         };
-        string? dir = Path.GetDirectoryName(Path.GetFullPath(path));
-        if (dir is not null)
-        {
-            Directory.CreateDirectory(dir);
-        }
-
-        // A name of its own: two saves at once (two 'id new' racing) must not write into one temporary file.
-        string temp = $"{path}.{Guid.NewGuid():N}.tmp";
-        // A new file, never a leftover one (or a link someone placed there): the mode below applies only on creation.
-        var options = new FileStreamOptions { Mode = FileMode.CreateNew, Access = FileAccess.Write };
-        if (!OperatingSystem.IsWindows())
-        {
-            // Private keys: owner read/write only, from the moment the file exists.
-            options.UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite;
-        }
-
-        try
-        {
-            using (var stream = new FileStream(temp, options))
-            {
-                JsonSerializer.Serialize(stream, file, IdentityJson.Default.IdentityFile);
-                stream.Flush(flushToDisk: true);
-            }
-
-            if (overwrite)
-            {
-                File.Move(temp, path, overwrite: true);
-            }
-            else
-            {
-                DurableDirectory.MoveNoReplace(temp, path);
-            }
-
-            if (dir is not null)
-            {
-                MegaNet.Core.Interop.DirectoryFlush.Flush(dir);
-            }
-        }
-        catch
-        {
-            // A failed save (path is a directory, disk full, the file exists) must not leave a copy of the private
-            // keys beside it.
-            if (File.Exists(temp))
-            {
-                File.Delete(temp);
-            }
-
-            throw;
-        }
+        MegaNet.Core.Interop.PrivateFile.Write(path, stream => JsonSerializer.Serialize(stream, file, IdentityJson.Default.IdentityFile), replace: overwrite);
     }
 
     /// <summary>Reads an identity written by <see cref="Save"/>.</summary>
@@ -316,44 +268,3 @@ public sealed class ContactCard
     }
 }
 
-/// <summary>A rename that never replaces a file (the directory flush after it is <see cref="MegaNet.Core.Interop.DirectoryFlush"/>).</summary>
-internal static class DurableDirectory
-{
-    private const int EEXIST = 17; // the same on Linux and macOS
-
-    /// <summary>
-    /// Gives <paramref name="temp"/> the name <paramref name="path"/> unless that exists, atomically: link(2) fails
-    /// when the name is taken, however recently. File.Move(overwrite: false) is no such guard on Unix: it checks
-    /// that the destination is free, then rename(2)s, which replaces a file created in between (two saves at once
-    /// both succeeded, seen in the test). On a file system without hard links (FAT, some FUSE) it is the fallback.
-    /// </summary>
-    /// <exception cref="IOException">The name is taken (HResult EEXIST on Unix), or the move failed.</exception>
-    public static void MoveNoReplace(string temp, string path)
-    {
-        if (OperatingSystem.IsWindows())
-        {
-            // MoveFileEx without MOVEFILE_REPLACE_EXISTING: atomic there.
-            File.Move(temp, path, overwrite: false);
-            return;
-        }
-
-        if (Link(temp, path) == 0)
-        {
-            File.Delete(temp);
-            return;
-        }
-
-        int errno = System.Runtime.InteropServices.Marshal.GetLastPInvokeError();
-        if (errno == EEXIST)
-        {
-            throw new IOException($"The file '{path}' already exists.", EEXIST);
-        }
-
-        File.Move(temp, path, overwrite: false);
-    }
-
-    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "link", SetLastError = true)]
-    private static extern int Link(
-        [System.Runtime.InteropServices.MarshalAs(System.Runtime.InteropServices.UnmanagedType.LPUTF8Str)] string existing,
-        [System.Runtime.InteropServices.MarshalAs(System.Runtime.InteropServices.UnmanagedType.LPUTF8Str)] string name);
-}

@@ -1,4 +1,3 @@
-using System.Runtime.InteropServices;
 using System.Security.Cryptography;
 using System.Text;
 using MegaNet.Core.Ed25519;
@@ -12,8 +11,6 @@ public sealed class NodeKey
 {
     /// <summary>The key's file name in the data directory.</summary>
     public const string FileName = "node.key";
-
-    private const int EEXIST = 17; // the same on Linux and macOS
 
     // Group and other permission bits: a key file with any of them set is refused, as ssh refuses such a private key.
     private const UnixFileMode NotOwner = UnixFileMode.GroupRead | UnixFileMode.GroupWrite | UnixFileMode.GroupExecute
@@ -57,7 +54,7 @@ public sealed class NodeKey
                     $"Restore {FileName} from a backup, or move {store} aside to start a new node with a new identity.");
             }
 
-            Create(path, dataDirectory);
+            Create(path);
         }
 
         if (!OperatingSystem.IsWindows() && File.GetUnixFileMode(path) is var mode && (mode & NotOwner) != 0)
@@ -89,66 +86,26 @@ public sealed class NodeKey
     }
 
     /// <summary>
-    /// Writes a new seed to a temporary file of its own, flushes it, and gives it the name <paramref name="path"/>
-    /// with link(2), which never replaces an existing file; then flushes the directory. So the key is never seen
-    /// half-written (a second node started at the same moment read an empty file and failed), survives a crash of the
-    /// machine once the node has started, and a key another node created first is kept (this one then reads it).
+    /// Writes a new seed through <see cref="PrivateFile"/>: never seen half-written (a second node started at the same
+    /// moment read an empty file and failed), durable once the node has started, and a key another node created first
+    /// is kept (this one then reads it).
     /// </summary>
-    private static void Create(string path, string directory)
+    private static void Create(string path)
     {
         byte[] seed = RandomNumberGenerator.GetBytes(32);
         byte[] hex = Encoding.ASCII.GetBytes(Convert.ToHexString(seed).ToLowerInvariant());
         CryptographicOperations.ZeroMemory(seed);
-        string temp = $"{path}.{Guid.NewGuid():N}.tmp";
-        var options = new FileStreamOptions { Mode = FileMode.CreateNew, Access = FileAccess.Write };
-        if (!OperatingSystem.IsWindows())
-        {
-            options.UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite;
-        }
-
         try
         {
-            using (var stream = new FileStream(temp, options))
-            {
-                stream.Write(hex);
-                stream.Flush(flushToDisk: true);
-            }
-
-            LinkNoReplace(temp, path);
-            DirectoryFlush.Flush(directory);
+            PrivateFile.Write(path, stream => stream.Write(hex), replace: false);
+        }
+        catch (IOException e) when (e.HResult == PrivateFile.AlreadyExists || File.Exists(path))
+        {
+            // Another node created the key first: this one reads it.
         }
         finally
         {
             CryptographicOperations.ZeroMemory(hex);
-            // The name is linked (or taken by another node's key): the temporary name, a second copy of a seed, goes.
-            File.Delete(temp);
         }
     }
-
-    /// <summary>Gives <paramref name="temp"/> the name <paramref name="path"/> unless that name exists (then does nothing).</summary>
-    private static void LinkNoReplace(string temp, string path)
-    {
-        if (!OperatingSystem.IsWindows())
-        {
-            if (Link(temp, path) == 0 || Marshal.GetLastPInvokeError() == EEXIST)
-            {
-                return;
-            }
-
-            // A file system without hard links (FAT, some FUSE): the move below checks the name, then renames.
-        }
-
-        try
-        {
-            // On Windows MoveFileEx without MOVEFILE_REPLACE_EXISTING, atomic there.
-            File.Move(temp, path, overwrite: false);
-        }
-        catch (IOException) when (File.Exists(path))
-        {
-            // Another node created the key first.
-        }
-    }
-
-    [DllImport("libc", EntryPoint = "link", SetLastError = true)]
-    private static extern int Link([MarshalAs(UnmanagedType.LPUTF8Str)] string existing, [MarshalAs(UnmanagedType.LPUTF8Str)] string name);
 }

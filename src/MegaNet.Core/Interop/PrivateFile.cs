@@ -1,0 +1,94 @@
+using System.Runtime.InteropServices;
+
+namespace MegaNet.Core.Interop;
+
+/// <summary>
+/// Writes a file of secrets (an identity, a node key) so that it is owner-only from the moment it exists, never seen
+/// half-written, and durable once written: a temporary file of its own, flushed, given its name, then the directory
+/// flushed. Without <c>replace</c> the name is taken with link(2), which fails when the name exists however recently
+/// it was made: File.Move(overwrite: false) checks, then rename(2)s, and replaced a file created in between (two saves
+/// at once both succeeded, seen in a test).
+/// </summary>
+public static partial class PrivateFile
+{
+    /// <summary>errno EEXIST (the same on Linux and macOS): the <see cref="Exception.HResult"/> of the <see cref="IOException"/> when the name is taken.</summary>
+    public const int AlreadyExists = 17;
+
+    /// <summary>Writes <paramref name="path"/> through <paramref name="write"/>; with <paramref name="replace"/> an
+    /// existing file is replaced, without it an <see cref="IOException"/> with HResult <see cref="AlreadyExists"/>
+    /// (on Unix) says the name is taken. No copy of the contents is left beside it, whatever fails.</summary>
+    public static void Write(string path, Action<Stream> write, bool replace)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        ArgumentNullException.ThrowIfNull(write);
+        string? directory = Path.GetDirectoryName(Path.GetFullPath(path));
+        if (directory is not null)
+        {
+            Directory.CreateDirectory(directory);
+        }
+
+        // A name of its own: two writers at once must not write into one temporary file.
+        string temp = $"{path}.{Guid.NewGuid():N}.tmp";
+        // A new file, never a leftover one (or a link someone placed there): the mode applies only on creation.
+        var options = new FileStreamOptions { Mode = FileMode.CreateNew, Access = FileAccess.Write };
+        if (!OperatingSystem.IsWindows())
+        {
+            options.UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite;
+        }
+
+        try
+        {
+            using (var stream = new FileStream(temp, options))
+            {
+                write(stream);
+                stream.Flush(flushToDisk: true);
+            }
+
+            if (replace)
+            {
+                File.Move(temp, path, overwrite: true);
+            }
+            else
+            {
+                MoveNoReplace(temp, path);
+            }
+
+            if (directory is not null)
+            {
+                DirectoryFlush.Flush(directory);
+            }
+        }
+        finally
+        {
+            // Linked or moved, or failed (the name taken, a full disk): the temporary name, a second copy, goes.
+            File.Delete(temp);
+        }
+    }
+
+    private static void MoveNoReplace(string temp, string path)
+    {
+        if (OperatingSystem.IsWindows())
+        {
+            // MoveFileEx without MOVEFILE_REPLACE_EXISTING: atomic there.
+            File.Move(temp, path, overwrite: false);
+            return;
+        }
+
+        if (Link(temp, path) == 0)
+        {
+            return;
+        }
+
+        int errno = Marshal.GetLastPInvokeError();
+        if (errno == AlreadyExists)
+        {
+            throw new IOException($"The file '{path}' already exists.", AlreadyExists);
+        }
+
+        // A file system without hard links (FAT, some FUSE): check, then rename.
+        File.Move(temp, path, overwrite: false);
+    }
+
+    [LibraryImport("libc", EntryPoint = "link", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    private static partial int Link(string existing, string name);
+}
