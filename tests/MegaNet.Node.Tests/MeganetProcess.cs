@@ -23,6 +23,15 @@ internal static class MeganetProcess
             psi.Environment[name] = value;
         }
 
+        return await RunAsync(psi, closeStdout);
+    }
+
+    /// <summary>Runs <paramref name="psi"/> (its output redirected here) to its end, at most 2 minutes, killing what
+    /// is left after that; see <see cref="RunAsync(string, IReadOnlyDictionary{string, string}?, bool, string[])"/>.</summary>
+    public static async Task<Result> RunAsync(ProcessStartInfo psi, bool closeStdout = false)
+    {
+        psi.RedirectStandardOutput = true;
+        psi.RedirectStandardError = true;
         using Process process = Process.Start(psi)!;
         Task<string> stdout;
         if (closeStdout)
@@ -45,7 +54,7 @@ internal static class MeganetProcess
         {
             if (!process.HasExited)
             {
-                process.Kill();
+                process.Kill(entireProcessTree: true);
             }
         }
 

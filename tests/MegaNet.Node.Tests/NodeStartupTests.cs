@@ -76,27 +76,9 @@ public sealed class NodeStartupTests : IDisposable
         string listen = $"127.0.0.1:{unprivileged - 1}";
         var psi = new System.Diagnostics.ProcessStartInfo("unshare", ["-U", "dotnet", ExternalNode.MeganetPath(), "node", "--backend", "simd", "--data", Data, "--listen", listen])
         {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
             WorkingDirectory = _dir,
         };
-        using System.Diagnostics.Process process = System.Diagnostics.Process.Start(psi)!;
-        Task<string> stdout = process.StandardOutput.ReadToEndAsync();
-        Task<string> stderr = process.StandardError.ReadToEndAsync();
-        using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(2));
-        try
-        {
-            await process.WaitForExitAsync(timeout.Token);
-        }
-        finally
-        {
-            if (!process.HasExited)
-            {
-                process.Kill(entireProcessTree: true);
-            }
-        }
-
-        AssertOneLineError(new Result(process.ExitCode, await stdout, await stderr),
+        AssertOneLineError(await MeganetProcess.RunAsync(psi),
             $"--listen {listen}: cannot listen there (Permission denied): this user may not listen on that port");
     }
 
@@ -164,28 +146,11 @@ public sealed class NodeStartupTests : IDisposable
             """;
         var psi = new System.Diagnostics.ProcessStartInfo("unshare", ["-Urm", "sh", "-c", Script, "sh", mount, ExternalNode.MeganetPath()])
         {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
             WorkingDirectory = _dir,
         };
-        using System.Diagnostics.Process process = System.Diagnostics.Process.Start(psi)!;
-        Task<string> stdout = process.StandardOutput.ReadToEndAsync();
-        Task<string> stderr = process.StandardError.ReadToEndAsync();
-        using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(2));
-        try
-        {
-            await process.WaitForExitAsync(timeout.Token);
-        }
-        finally
-        {
-            if (!process.HasExited)
-            {
-                process.Kill(entireProcessTree: true);
-            }
-        }
-
-        Assert.True(process.ExitCode != 90, $"could not bind-mount read-only in a private namespace (util-linux unshare, unprivileged user namespaces): {await stderr}");
-        return new Result(process.ExitCode, await stdout, await stderr);
+        Result r = await MeganetProcess.RunAsync(psi);
+        Assert.True(r.ExitCode != 90, $"could not bind-mount read-only in a private namespace (util-linux unshare, unprivileged user namespaces): {r.Stderr}");
+        return r;
     }
 
     [Fact]
