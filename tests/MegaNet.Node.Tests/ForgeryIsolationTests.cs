@@ -23,11 +23,8 @@ public sealed class ForgeryIsolationTests
     [Fact]
     public async Task After_a_bad_signature_that_address_is_checked_apart_and_the_rest_still_share_a_batch()
     {
-        await using TestNode node = await TestNode.StartAsync(o => o.FlushMicroseconds = 1_000_000);
-        using var honest = new MegaNetClient(node.Address, localAddress: Honest);
-        using var forger = new MegaNetClient(node.Address, localAddress: Forger);
-        await honest.Relay.StatusAsync(new StatusRequest());
-        await forger.Relay.StatusAsync(new StatusRequest());
+        await using var sites = await TwoSites.StartAsync();
+        (TestNode node, MegaNetClient honest, MegaNetClient forger) = (sites.Node, sites.Honest, sites.Forger);
 
         // First offence: in a batch like anyone's, and refused.
         RpcException first = await Assert.ThrowsAsync<RpcException>(async () => await forger.Relay.SubmitAsync(new SubmitRequest { Envelope = Seal(1, forged: true)[0] }));
@@ -61,11 +58,8 @@ public sealed class ForgeryIsolationTests
     [Fact]
     public async Task A_site_not_yet_suspect_puts_only_a_few_submissions_into_the_batch_it_shares_with_others()
     {
-        await using TestNode node = await TestNode.StartAsync(o => o.FlushMicroseconds = 1_000_000);
-        using var honest = new MegaNetClient(node.Address, localAddress: Honest);
-        using var forger = new MegaNetClient(node.Address, localAddress: Forger);
-        await honest.Relay.StatusAsync(new StatusRequest());
-        await forger.Relay.StatusAsync(new StatusRequest());
+        await using var sites = await TwoSites.StartAsync();
+        (TestNode node, MegaNetClient honest, MegaNetClient forger) = (sites.Node, sites.Honest, sites.Forger);
         Envelope[] good = Seal(3, forged: false);
         Envelope[] bad = Seal(40, forged: true);
         StatusResponse before = await honest.Relay.StatusAsync(new StatusRequest());
@@ -91,10 +85,8 @@ public sealed class ForgeryIsolationTests
     [Fact]
     public async Task An_address_past_its_budget_of_bad_signatures_is_refused_unverified_and_others_are_not()
     {
-        await using TestNode node = await TestNode.StartAsync(o => o.FlushMicroseconds = 1_000_000);
-        using var honest = new MegaNetClient(node.Address, localAddress: Honest);
-        using var forger = new MegaNetClient(node.Address, localAddress: Forger);
-        await forger.Relay.StatusAsync(new StatusRequest());
+        await using var sites = await TwoSites.StartAsync();
+        (TestNode node, MegaNetClient honest, MegaNetClient forger) = (sites.Node, sites.Honest, sites.Forger);
         RpcException first = await Assert.ThrowsAsync<RpcException>(async () => await forger.Relay.SubmitAsync(new SubmitRequest { Envelope = Seal(1, forged: true)[0] }));
         Assert.Equal(StatusCode.InvalidArgument, first.StatusCode);
         Envelope[] bad = Seal(ForgerySuspects.Burst + 500, forged: true);
@@ -211,6 +203,38 @@ public sealed class ForgeryIsolationTests
         Assert.Equal(ForgerySuspects.Lane.Clean, suspects.Classify(addresses[1], Later(72), out _));
         Assert.Equal(ForgerySuspects.Lane.Suspect, suspects.Classify(addresses[2], Later(72), out _));
         Assert.Equal(ForgerySuspects.Lane.Suspect, suspects.Classify(addresses[3], Later(72), out _));
+    }
+
+    /// <summary>A node with a one-second flush window, and a client on each of two sites (127.0.0.1, 127.0.0.2), connected.</summary>
+    private sealed class TwoSites : IAsyncDisposable
+    {
+        private TwoSites(TestNode node)
+        {
+            Node = node;
+            Honest = new MegaNetClient(node.Address, localAddress: ForgeryIsolationTests.Honest);
+            Forger = new MegaNetClient(node.Address, localAddress: ForgeryIsolationTests.Forger);
+        }
+
+        public TestNode Node { get; }
+
+        public MegaNetClient Honest { get; }
+
+        public MegaNetClient Forger { get; }
+
+        public static async Task<TwoSites> StartAsync()
+        {
+            var sites = new TwoSites(await TestNode.StartAsync(o => o.FlushMicroseconds = 1_000_000));
+            await sites.Honest.Relay.StatusAsync(new StatusRequest());
+            await sites.Forger.Relay.StatusAsync(new StatusRequest());
+            return sites;
+        }
+
+        public async ValueTask DisposeAsync()
+        {
+            Honest.Dispose();
+            Forger.Dispose();
+            await Node.DisposeAsync();
+        }
     }
 
     private static Envelope[] Seal(int count, bool forged)
