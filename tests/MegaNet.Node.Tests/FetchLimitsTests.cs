@@ -1,3 +1,4 @@
+using Google.Protobuf;
 using System.Security.Cryptography;
 using MegaNet.Api;
 using MegaNet.Api.V1;
@@ -9,7 +10,7 @@ namespace MegaNet.Node.Tests;
 /// <see cref="RelayService.FetchPageBytes"/> of envelopes, and the cursor leads to the rest.</summary>
 public sealed class FetchLimitsTests
 {
-    private const int Envelopes = 40; // 64 KiB class each: about 2.6 MB, three pages
+    private const int Envelopes = 40; // 64 KiB class each: about 2.6 MB, ten pages
 
     private static async Task<TestNode> StartWithFullMailboxAsync(Identity bob)
     {
@@ -29,7 +30,7 @@ public sealed class FetchLimitsTests
     }
 
     [Fact]
-    public async Task A_page_holds_at_most_one_MiB_of_envelopes_and_its_cursor_leads_to_the_rest()
+    public async Task A_page_holds_at_most_256_KiB_of_envelopes_and_its_cursor_leads_to_the_rest()
     {
         using Identity bob = Identity.Create();
         await using TestNode node = await StartWithFullMailboxAsync(bob);
@@ -52,9 +53,63 @@ public sealed class FetchLimitsTests
             cursor = page.NextCursor;
         }
 
-        Assert.True(pages.Count >= 2, $"pages of {string.Join(", ", pages)}");
+        Assert.True(pages.Count >= 10, $"pages of {string.Join(", ", pages)}");
         Assert.Equal(Envelopes, seqs.Distinct().Count());
         Assert.Equal(seqs.Order(), seqs);
         node.AssertNoServerErrors();
     }
+
+    /// <summary>A client that never reads its Fetch replies holds their bytes in the node, one stream each: one
+    /// connection may hold <see cref="Hosting.NodeHost.MaxStreamsPerConnection"/> (Kestrel's default was 100, and 100
+    /// unread 1 MiB replies pinned 100 MiB), and the next call waits for a stream until the client reads one.</summary>
+    [Fact]
+    public async Task One_connection_holds_a_bounded_number_of_unread_replies()
+    {
+        using Identity bob = Identity.Create();
+        await using TestNode node = await StartWithFullMailboxAsync(bob);
+        using MegaNetClient client = node.Client();
+        using var http = new HttpClient(new SocketsHttpHandler { EnableMultipleHttp2Connections = false, InitialHttp2StreamWindowSize = 65_535 }) { BaseAddress = node.Address };
+        async Task<HttpRequestMessage> FetchRequestAsync()
+        {
+            byte[] body = new FetchRequest { Auth = await client.AuthenticateAsync(bob), Limit = 1000 }.ToByteArray();
+            byte[] framed = new byte[5 + body.Length]; // gRPC framing: uncompressed, then the length, big-endian
+            System.Buffers.Binary.BinaryPrimitives.WriteInt32BigEndian(framed.AsSpan(1), body.Length);
+            body.CopyTo(framed, 5);
+            var request = new HttpRequestMessage(HttpMethod.Post, "/meganet.v1.Relay/Fetch")
+            {
+                Version = System.Net.HttpVersion.Version20,
+                VersionPolicy = HttpVersionPolicy.RequestVersionExact,
+                Content = new ByteArrayContent(framed),
+            };
+            request.Content.Headers.ContentType = new System.Net.Http.Headers.MediaTypeHeaderValue("application/grpc");
+            request.Headers.TE.Add(new System.Net.Http.Headers.TransferCodingWithQualityHeaderValue("trailers"));
+            return request;
+        }
+
+        var unread = new List<HttpResponseMessage>();
+        try
+        {
+            for (int i = 0; i < Hosting.NodeHost.MaxStreamsPerConnection; i++)
+            {
+                unread.Add(await http.SendAsync(await FetchRequestAsync(), HttpCompletionOption.ResponseHeadersRead));
+            }
+
+            Task<HttpResponseMessage> next = http.SendAsync(await FetchRequestAsync(), HttpCompletionOption.ResponseHeadersRead);
+            Assert.NotSame(next, await Task.WhenAny(next, Task.Delay(TimeSpan.FromSeconds(2))));
+
+            // Reading one reply frees its stream; the waiting call goes out and is answered.
+            byte[] read = await unread[0].Content.ReadAsByteArrayAsync();
+            Assert.InRange(read.Length, 5, 5 + FetchPageBytesWithSlack);
+            unread.Add(await next.WaitAsync(TimeSpan.FromSeconds(30)));
+        }
+        finally
+        {
+            unread.ForEach(r => r.Dispose());
+        }
+
+        node.AssertNoServerErrors();
+    }
+
+    // A page's envelopes plus the reply's own fields (cursor, sequence numbers, ids).
+    private const int FetchPageBytesWithSlack = (int)RelayService.FetchPageBytes + (64 << 10) + (1 << 16);
 }

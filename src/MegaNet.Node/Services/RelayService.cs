@@ -32,9 +32,12 @@ public sealed class RelayService(
     private const int MaxInclusionPath = 64;
 
     /// <summary>Most envelope bytes in one <c>Fetch</c> page (the first envelope is always included). A reply stays in
-    /// the node's memory until the client reads it, and HTTP/2 flow control lets a client simply not read: with pages
-    /// of up to 1,000 envelopes of the 64 KiB class, a few signed challenges against a full mailbox pinned ~68 MB each.</summary>
-    public const long FetchPageBytes = 1L << 20;
+    /// the node's memory until the client reads it, and HTTP/2 flow control lets a client simply not read: the call
+    /// completes on the node all the same (there is no hook for "read"), so what bounds the memory is the page size times
+    /// the streams a connection may hold open (<see cref="Hosting.NodeHost.MaxStreamsPerConnection"/>) times the
+    /// connections. With pages of up to 1,000 envelopes of the 64 KiB class a reply pinned ~68 MB; at 1 MiB, 100 unread
+    /// replies on one connection pinned 100 MiB (measured); now 32 pin 8 MiB.</summary>
+    public const long FetchPageBytes = 256 << 10;
 
     // Envelope bytes one Subscribe reads from the mailbox at a time (at least one envelope).
     private const long SubscribePageBytes = 256 << 10;
