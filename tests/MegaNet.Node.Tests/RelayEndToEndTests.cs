@@ -136,7 +136,20 @@ public sealed class RelayEndToEndTests
         // What the node stored is byte for byte what was sent: every message opens and says what it said.
         var expected = Enumerable.Range(0, PerStream).Where(i => i != 7).Select(i => $"alice {i}")
             .Concat(Enumerable.Range(0, PerStream).Where(i => i != 11).Select(i => $"carol {i}")).Order(StringComparer.Ordinal);
-        (IReadOnlyList<ReceivedMessage> messages, _) = await client.FetchAsync(bob, 0, 1000);
+        var messages = new List<ReceivedMessage>();
+        for (ulong cursor = 0; ;)
+        {
+            // Pages are cut at RelayService.FetchPageBytes: follow the cursor until a page is empty.
+            (IReadOnlyList<ReceivedMessage> page, ulong next) = await client.FetchAsync(bob, cursor, 1000);
+            if (page.Count == 0)
+            {
+                break;
+            }
+
+            messages.AddRange(page);
+            cursor = next;
+        }
+
         Assert.Equal(expected, messages.Select(m => m.Content.Content.ToStringUtf8()).Order(StringComparer.Ordinal));
         node.AssertNoServerErrors();
     }

@@ -184,45 +184,56 @@ public sealed class TableWriteFailureTests(ITestOutputHelper output) : IDisposab
     [Fact]
     public async Task Recovering_a_table_whose_pages_cannot_be_written_fails_at_once_instead_of_waiting()
     {
-        // A checkpoint taken while the writer goes on holds records of the next version, which recovery rewrites.
-        string table = Path.Combine(_dir, "kv");
-        long memory = 8L << 20, index = EnvelopeKv.IndexBytesFor(8L << 20);
-        Guid token;
-        using (var kv = new EnvelopeKv(table, memory, index))
+        // A checkpoint taken while the writer goes on holds records of the next version, which recovery rewrites. Not
+        // every checkpoint catches such records (on a busy machine the writer may not cross the version change), so
+        // the scene is set up to three times, until recovery has something to write.
+        for (int scene = 0; ; scene++)
         {
-            using var stop = new CancellationTokenSource();
-            Task writer = Task.Run(() =>
+            string table = Path.Combine(_dir, $"kv{scene}");
+            long memory = 8L << 20, index = EnvelopeKv.IndexBytesFor(8L << 20);
+            Guid token;
+            using (var kv = new EnvelopeKv(table, memory, index))
             {
-                byte[] meta = new byte[EnvelopeKv.MetaLength];
-                System.Buffers.Binary.BinaryPrimitives.WriteInt64LittleEndian(meta.AsSpan(40), DateTimeOffset.UtcNow.AddDays(1).ToUnixTimeMilliseconds());
-                byte[] envelope = Bytes(_random, 1000);
-                byte[] id = new byte[32];
-                for (int i = 0; !stop.IsCancellationRequested; i++)
+                using var stop = new CancellationTokenSource();
+                Task writer = Task.Run(() =>
                 {
-                    System.Buffers.Binary.BinaryPrimitives.WriteInt32LittleEndian(id, i);
-                    kv.Put(id, meta, envelope);
-                }
-            });
-            await Task.Delay(200);
-            token = await kv.CheckpointAsync();
-            await Task.Delay(100);
-            await stop.CancelAsync();
-            await writer;
-        }
+                    byte[] meta = new byte[EnvelopeKv.MetaLength];
+                    System.Buffers.Binary.BinaryPrimitives.WriteInt64LittleEndian(meta.AsSpan(40), DateTimeOffset.UtcNow.AddDays(1).ToUnixTimeMilliseconds());
+                    byte[] envelope = Bytes(_random, 1000);
+                    byte[] id = new byte[32];
+                    for (int i = 0; !stop.IsCancellationRequested; i++)
+                    {
+                        System.Buffers.Binary.BinaryPrimitives.WriteInt32LittleEndian(id, i);
+                        kv.Put(id, meta, envelope);
+                    }
+                });
+                await Task.Delay(200);
+                token = await kv.CheckpointAsync();
+                await Task.Delay(100);
+                await stop.CancelAsync();
+                await writer;
+            }
 
-        using var failing = new EnvelopeKv(table, memory, index);
-        int attempts = 0;
-        failing.FailTableWriteForTests = () =>
-        {
-            Interlocked.Increment(ref attempts);
-            return true;
-        };
-        Task recover = Task.Run(() => failing.Recover(token));
-        Assert.True(await Task.WhenAny(recover, Task.Delay(TimeSpan.FromSeconds(20))) == recover,
-            $"recovery still waiting after 20 s ({Volatile.Read(ref attempts)} failed writes)");
-        output.WriteLine($"recovery: {recover.Status} after {attempts} failed writes: {recover.Exception?.InnerException?.Message}");
-        Assert.True(attempts > 0, "recovery wrote nothing: the test proved nothing");
-        Assert.True(recover.IsFaulted);
+            using var failing = new EnvelopeKv(table, memory, index);
+            int attempts = 0;
+            failing.FailTableWriteForTests = () =>
+            {
+                Interlocked.Increment(ref attempts);
+                return true;
+            };
+            Task recover = Task.Run(() => failing.Recover(token));
+            Assert.True(await Task.WhenAny(recover, Task.Delay(TimeSpan.FromSeconds(20))) == recover,
+                $"recovery still waiting after 20 s ({Volatile.Read(ref attempts)} failed writes)");
+            output.WriteLine($"scene {scene}: recovery {recover.Status} after {attempts} failed writes: {recover.Exception?.InnerException?.Message}");
+            if (attempts == 0 && scene < 2)
+            {
+                continue;
+            }
+
+            Assert.True(attempts > 0, "recovery wrote nothing in three scenes: the test proved nothing");
+            Assert.True(recover.IsFaulted);
+            return;
+        }
     }
 
     /// <summary>FASTER's local checkpoint files, except that the files <c>fail</c> picks fail every write with errno 28

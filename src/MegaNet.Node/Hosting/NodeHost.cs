@@ -193,11 +193,6 @@ internal sealed class NodeVerifiers(IBatchVerifier node, IBatchVerifier delegate
 /// <summary>Builds and runs the node: the Generic Host with Kestrel serving HTTP/2 gRPC.</summary>
 public static partial class NodeHost
 {
-    /// <summary>Calls one HTTP/2 connection may have open at once (Kestrel's default is 100). A reply the client does
-    /// not read keeps its stream, and its bytes in the node, until it does; clients that need more calls at once open
-    /// more connections (.NET's and gRPC's clients do so by themselves).</summary>
-    public const int MaxStreamsPerConnection = 32;
-
     /// <summary>Builds the node application (not started). Only <paramref name="options"/> configure it: the host's
     /// own configuration sources (environment variables, appsettings.json) are dropped.</summary>
     public static WebApplication Build(NodeOptions options, Action<ILoggingBuilder>? logging = null)
@@ -245,7 +240,6 @@ public static partial class NodeHost
             }
 
             kestrel.Limits.MaxRequestBodySize = 64 << 20;
-            kestrel.Limits.Http2.MaxStreamsPerConnection = MaxStreamsPerConnection;
         });
         builder.Services.AddMegaNetNode(options);
         builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromSeconds(30));

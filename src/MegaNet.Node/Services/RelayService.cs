@@ -34,9 +34,10 @@ public sealed class RelayService(
     /// <summary>Most envelope bytes in one <c>Fetch</c> page (the first envelope is always included). A reply stays in
     /// the node's memory until the client reads it, and HTTP/2 flow control lets a client simply not read: the call
     /// completes on the node all the same (there is no hook for "read"), so what bounds the memory is the page size times
-    /// the streams a connection may hold open (<see cref="Hosting.NodeHost.MaxStreamsPerConnection"/>) times the
-    /// connections. With pages of up to 1,000 envelopes of the 64 KiB class a reply pinned ~68 MB; at 1 MiB, 100 unread
-    /// replies on one connection pinned 100 MiB (measured); now 32 pin 8 MiB.</summary>
+    /// the streams a connection may hold open (Kestrel's 100) times the connections. With pages of up to 1,000
+    /// envelopes of the 64 KiB class a reply pinned ~68 MB; at 1 MiB, 100 unread replies on one connection pinned
+    /// 100 MiB (measured); now they pin 25 MiB. (32 streams a connection would make that 8 MiB, but clients that open
+    /// a burst of calls before the node's settings arrive then lose the connection: seen in the tests.)</summary>
     public const long FetchPageBytes = 256 << 10;
 
     // Envelope bytes one Subscribe reads from the mailbox at a time (at least one envelope).
