@@ -110,44 +110,36 @@ public sealed class ConnectionLimitTests
     [Fact]
     public async Task AConnectionFloodDoesNotExhaustTheNodesDescriptors()
     {
-        string data = Directory.CreateTempSubdirectory("meganet-fdlimit-").FullName;
+        await using ExternalNode node = await ExternalNode.StartTemporaryAsync("meganet-fdlimit-", openFileLimit: 700);
+        Assert.Contains("The open-file limit (ulimit -n) is 700: the node takes at most 188 client connections", node.Output, StringComparison.Ordinal);
+        var flood = new List<Socket>();
         try
         {
-            await using ExternalNode node = await ExternalNode.StartAsync(data, openFileLimit: 700);
-            Assert.Contains("The open-file limit (ulimit -n) is 700: the node takes at most 188 client connections", node.Output, StringComparison.Ordinal);
-            var flood = new List<Socket>();
-            try
+            byte[] preface = [.. "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"u8, 0, 0, 0, 4, 0, 0, 0, 0, 0];
+            for (int i = 0; i < 400; i++)
             {
-                byte[] preface = [.. "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"u8, 0, 0, 0, 4, 0, 0, 0, 0, 0];
-                for (int i = 0; i < 400; i++)
-                {
-                    var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-                    flood.Add(socket);
-                    await socket.ConnectAsync(IPAddress.Loopback, node.Address.Port);
-                    await socket.SendAsync(preface);
-                }
-
-                // Let the node accept (and refuse) them all before anything else happens.
-                await WaitForAsync(() => node.Output.Contains("more refused", StringComparison.Ordinal));
-                await Task.Delay(500);
-            }
-            finally
-            {
-                foreach (Socket socket in flood)
-                {
-                    socket.Dispose();
-                }
+                var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+                flood.Add(socket);
+                await socket.ConnectAsync(IPAddress.Loopback, node.Address.Port);
+                await socket.SendAsync(preface);
             }
 
-            using var client = new MegaNetClient(node.Address);
-            StatusResponse status = await RetryAsync(() => client.Relay.StatusAsync(new StatusRequest()).ResponseAsync);
-            Assert.Equal("simd", status.VerifierBackend);
-            Assert.DoesNotContain("Out of memory", node.Output, StringComparison.Ordinal);
+            // Let the node accept (and refuse) them all before anything else happens.
+            await WaitForAsync(() => node.Output.Contains("more refused", StringComparison.Ordinal));
+            await Task.Delay(500);
         }
         finally
         {
-            Directory.Delete(data, recursive: true);
+            foreach (Socket socket in flood)
+            {
+                socket.Dispose();
+            }
         }
+
+        using var client = new MegaNetClient(node.Address);
+        StatusResponse status = await RetryAsync(() => client.Relay.StatusAsync(new StatusRequest()).ResponseAsync);
+        Assert.Equal("simd", status.VerifierBackend);
+        Assert.DoesNotContain("Out of memory", node.Output, StringComparison.Ordinal);
     }
 
     private static async Task<T> RetryAsync<T>(Func<Task<T>> call)

@@ -63,6 +63,28 @@ public sealed class ExternalNode : IAsyncDisposable
         return ((IPEndPoint)l.LocalEndpoint).Port;
     }
 
+    /// <summary>The data directory made for this node by <see cref="StartTemporaryAsync"/> (deleted when the node is
+    /// disposed); null when the caller gave one.</summary>
+    public string? TemporaryDirectory { get; private set; }
+
+    /// <summary><see cref="StartAsync"/> on a new temporary data directory (name starting <paramref name="prefix"/>),
+    /// deleted when the node is disposed.</summary>
+    public static async Task<ExternalNode> StartTemporaryAsync(string prefix, int? openFileLimit = null)
+    {
+        string data = Directory.CreateTempSubdirectory(prefix).FullName;
+        try
+        {
+            ExternalNode node = await StartAsync(data, openFileLimit: openFileLimit);
+            node.TemporaryDirectory = data;
+            return node;
+        }
+        catch
+        {
+            Directory.Delete(data, recursive: true);
+            throw;
+        }
+    }
+
     /// <summary>Starts <c>meganet node</c> on a free loopback port with the SIMD verifier and waits until it listens;
     /// with <c>openFileLimit</c> under that open-file limit (<c>prlimit --nofile</c>, util-linux).</summary>
     public static async Task<ExternalNode> StartAsync(string dataDirectory, IReadOnlyDictionary<string, string>? environment = null, int? tmpfsMiB = null, string? copyTo = null,
@@ -158,6 +180,10 @@ public sealed class ExternalNode : IAsyncDisposable
         }
 
         _process.Dispose();
+        if (TemporaryDirectory is not null)
+        {
+            Directory.Delete(TemporaryDirectory, recursive: true);
+        }
     }
 
     private void OnLine(object sender, DataReceivedEventArgs e)

@@ -14,67 +14,58 @@ public sealed class ProfilerTests(ITestOutputHelper output)
     public async Task The_profiler_reads_the_counters_of_a_loaded_node_consistently_with_the_load()
     {
         // The node runs as its own process, exactly as an operator starts it.
-        string data = Directory.CreateTempSubdirectory("meganet-profile-").FullName;
-        ExternalNode node = await ExternalNode.StartAsync(data);
-        try
+        await using ExternalNode node = await ExternalNode.StartTemporaryAsync("meganet-profile-");
+        NodeProcess found = NodeProfiler.Resolve(node.ProcessId);
+        Assert.Equal(node.ProcessId, found.ProcessId);
+        Assert.Contains(NodeProfiler.FindNodes(), n => n.ProcessId == node.ProcessId);
+
+        // One message first, so the node's first verification (compiled on first use, seconds on a busy machine)
+        // is over before the counters are read; the readings are totals, so it counts among those sent.
+        const int Sent = 25;
+        using (var client = new MegaNetClient(node.Address))
+        using (Identity alice = Identity.Create(), bob = Identity.Create())
         {
-            NodeProcess found = NodeProfiler.Resolve(node.ProcessId);
-            Assert.Equal(node.ProcessId, found.ProcessId);
-            Assert.Contains(NodeProfiler.FindNodes(), n => n.ProcessId == node.ProcessId);
-
-            // One message first, so the node's first verification (compiled on first use, seconds on a busy machine)
-            // is over before the counters are read; the readings are totals, so it counts among those sent.
-            const int Sent = 25;
-            using (var client = new MegaNetClient(node.Address))
-            using (Identity alice = Identity.Create(), bob = Identity.Create())
-            {
-                await client.SendAsync(alice, bob.Card, Encoding.UTF8.GetBytes("warm-up"), "text/plain");
-            }
-
-            Task<IReadOnlyList<InstrumentReading>> collecting = NodeProfiler.CollectAsync(node.ProcessId, TimeSpan.FromSeconds(7));
-            await Task.Delay(TimeSpan.FromSeconds(2));
-            using (var client = new MegaNetClient(node.Address))
-            using (Identity alice = Identity.Create(), bob = Identity.Create())
-            {
-                for (int i = 1; i < Sent; i++)
-                {
-                    await client.SendAsync(alice, bob.Card, Encoding.UTF8.GetBytes($"m{i}"), "text/plain");
-                }
-            }
-
-            IReadOnlyList<InstrumentReading> readings = await collecting;
-            output.WriteLine(string.Join(Environment.NewLine, readings.Select(r => $"{r.Meter} {r.Instrument} {r.Tags} {r.Value}")));
-            InstrumentReading accepted = Assert.Single(readings, r => r.Instrument == "meganet.admission.accepted");
-            Assert.InRange(accepted.Value, 1, Sent);
-            InstrumentReading logSize = Assert.Single(readings, r => r.Instrument == "meganet.store.log_size");
-            Assert.InRange(logSize.Value, 1, Sent);
-            double verified = readings.Where(r => r.Instrument == "meganet.verify.signatures").Sum(r => r.Value);
-            Assert.InRange(verified, accepted.Value, Sent);
-            Assert.Contains(readings, r => r.Meter == "System.Runtime" && r.Instrument == "dotnet.process.cpu.time");
-
-            // A CPU trace taken while the node admits mail names the node's own code among the sampled methods.
-            string trace = Path.Combine(data, "node.nettrace");
-            Task tracing = NodeProfiler.TraceAsync(node.ProcessId, trace, TimeSpan.FromSeconds(4));
-            await Task.Delay(TimeSpan.FromSeconds(1));
-            using (var client = new MegaNetClient(node.Address))
-            using (Identity alice = Identity.Create(), bob = Identity.Create())
-            {
-                var sends = Enumerable.Range(0, 200).Select(i => client.SendAsync(alice, bob.Card, Encoding.UTF8.GetBytes($"t{i}"), "text/plain"));
-                await Task.WhenAll(sends);
-            }
-
-            await tracing;
-            (int samples, _, IReadOnlyList<MethodShare> byInclusive) = TraceSummary.Summarize(trace, 100_000);
-            output.WriteLine(TraceSummary.Format(samples, [], byInclusive.Take(30).ToList()));
-            Assert.True(samples > 0, "no samples of busy threads in the trace");
-            Assert.Contains(byInclusive, m => m.Method.StartsWith("MegaNet.", StringComparison.Ordinal) && m.Inclusive > 0);
-            Assert.All(byInclusive, m => Assert.InRange(m.Inclusive, m.Exclusive, 1.0));
+            await client.SendAsync(alice, bob.Card, Encoding.UTF8.GetBytes("warm-up"), "text/plain");
         }
-        finally
+
+        Task<IReadOnlyList<InstrumentReading>> collecting = NodeProfiler.CollectAsync(node.ProcessId, TimeSpan.FromSeconds(7));
+        await Task.Delay(TimeSpan.FromSeconds(2));
+        using (var client = new MegaNetClient(node.Address))
+        using (Identity alice = Identity.Create(), bob = Identity.Create())
         {
-            await node.DisposeAsync();
-            Directory.Delete(data, recursive: true);
+            for (int i = 1; i < Sent; i++)
+            {
+                await client.SendAsync(alice, bob.Card, Encoding.UTF8.GetBytes($"m{i}"), "text/plain");
+            }
         }
+
+        IReadOnlyList<InstrumentReading> readings = await collecting;
+        output.WriteLine(string.Join(Environment.NewLine, readings.Select(r => $"{r.Meter} {r.Instrument} {r.Tags} {r.Value}")));
+        InstrumentReading accepted = Assert.Single(readings, r => r.Instrument == "meganet.admission.accepted");
+        Assert.InRange(accepted.Value, 1, Sent);
+        InstrumentReading logSize = Assert.Single(readings, r => r.Instrument == "meganet.store.log_size");
+        Assert.InRange(logSize.Value, 1, Sent);
+        double verified = readings.Where(r => r.Instrument == "meganet.verify.signatures").Sum(r => r.Value);
+        Assert.InRange(verified, accepted.Value, Sent);
+        Assert.Contains(readings, r => r.Meter == "System.Runtime" && r.Instrument == "dotnet.process.cpu.time");
+
+        // A CPU trace taken while the node admits mail names the node's own code among the sampled methods.
+        string trace = Path.Combine(node.TemporaryDirectory!, "node.nettrace");
+        Task tracing = NodeProfiler.TraceAsync(node.ProcessId, trace, TimeSpan.FromSeconds(4));
+        await Task.Delay(TimeSpan.FromSeconds(1));
+        using (var client = new MegaNetClient(node.Address))
+        using (Identity alice = Identity.Create(), bob = Identity.Create())
+        {
+            var sends = Enumerable.Range(0, 200).Select(i => client.SendAsync(alice, bob.Card, Encoding.UTF8.GetBytes($"t{i}"), "text/plain"));
+            await Task.WhenAll(sends);
+        }
+
+        await tracing;
+        (int samples, _, IReadOnlyList<MethodShare> byInclusive) = TraceSummary.Summarize(trace, 100_000);
+        output.WriteLine(TraceSummary.Format(samples, [], byInclusive.Take(30).ToList()));
+        Assert.True(samples > 0, "no samples of busy threads in the trace");
+        Assert.Contains(byInclusive, m => m.Method.StartsWith("MegaNet.", StringComparison.Ordinal) && m.Inclusive > 0);
+        Assert.All(byInclusive, m => Assert.InRange(m.Inclusive, m.Exclusive, 1.0));
     }
 
     [Fact]
@@ -82,70 +73,52 @@ public sealed class ProfilerTests(ITestOutputHelper output)
     {
         // The runtime aggregates metrics for one session at a time. Before, a second 'meganet profile' (or one beside
         // dotnet-counters) got only an error event it ignored, and showed an empty table with exit code 0.
-        string data = Directory.CreateTempSubdirectory("meganet-profile-").FullName;
-        ExternalNode node = await ExternalNode.StartAsync(data);
-        try
+        await using ExternalNode node = await ExternalNode.StartTemporaryAsync("meganet-profile-");
+        using (var client = new MegaNetClient(node.Address))
+        using (Identity alice = Identity.Create(), bob = Identity.Create())
         {
-            using (var client = new MegaNetClient(node.Address))
-            using (Identity alice = Identity.Create(), bob = Identity.Create())
-            {
-                await client.SendAsync(alice, bob.Card, Encoding.UTF8.GetBytes("something to count"), "text/plain");
-            }
-
-            Task<IReadOnlyList<InstrumentReading>> first = NodeProfiler.CollectAsync(node.ProcessId, TimeSpan.FromSeconds(9), refreshSeconds: 1);
-            await Task.Delay(TimeSpan.FromSeconds(2));
-
-            // Another refresh interval: the runtime will not share; the profiler says why and what to do.
-            ProfilerException e = await Assert.ThrowsAsync<ProfilerException>(() => NodeProfiler.CollectAsync(node.ProcessId, TimeSpan.FromSeconds(5), refreshSeconds: 2));
-            output.WriteLine(e.Message);
-            Assert.Contains("every 1 s", e.Message, StringComparison.Ordinal);
-            Assert.Contains("--refresh 1", e.Message, StringComparison.Ordinal);
-            Assert.DoesNotContain("\n", e.Message, StringComparison.Ordinal);
-
-            // The same settings: it joins the running session and reads the node.
-            IReadOnlyList<InstrumentReading> joined = await NodeProfiler.CollectAsync(node.ProcessId, TimeSpan.FromSeconds(3), refreshSeconds: 1);
-            Assert.Contains(joined, r => r.Instrument == "meganet.store.log_size" && r.Value >= 1);
-
-            // And the first session kept reading throughout.
-            Assert.Contains(await first, r => r.Instrument == "meganet.store.log_size" && r.Value >= 1);
+            await client.SendAsync(alice, bob.Card, Encoding.UTF8.GetBytes("something to count"), "text/plain");
         }
-        finally
-        {
-            await node.DisposeAsync();
-            Directory.Delete(data, recursive: true);
-        }
+
+        Task<IReadOnlyList<InstrumentReading>> first = NodeProfiler.CollectAsync(node.ProcessId, TimeSpan.FromSeconds(9), refreshSeconds: 1);
+        await Task.Delay(TimeSpan.FromSeconds(2));
+
+        // Another refresh interval: the runtime will not share; the profiler says why and what to do.
+        ProfilerException e = await Assert.ThrowsAsync<ProfilerException>(() => NodeProfiler.CollectAsync(node.ProcessId, TimeSpan.FromSeconds(5), refreshSeconds: 2));
+        output.WriteLine(e.Message);
+        Assert.Contains("every 1 s", e.Message, StringComparison.Ordinal);
+        Assert.Contains("--refresh 1", e.Message, StringComparison.Ordinal);
+        Assert.DoesNotContain("\n", e.Message, StringComparison.Ordinal);
+
+        // The same settings: it joins the running session and reads the node.
+        IReadOnlyList<InstrumentReading> joined = await NodeProfiler.CollectAsync(node.ProcessId, TimeSpan.FromSeconds(3), refreshSeconds: 1);
+        Assert.Contains(joined, r => r.Instrument == "meganet.store.log_size" && r.Value >= 1);
+
+        // And the first session kept reading throughout.
+        Assert.Contains(await first, r => r.Instrument == "meganet.store.log_size" && r.Value >= 1);
     }
 
     [Fact]
     public async Task A_session_beside_one_that_cannot_be_shared_fails_naming_it()
     {
-        string data = Directory.CreateTempSubdirectory("meganet-profile-").FullName;
-        ExternalNode node = await ExternalNode.StartAsync(data);
-        try
-        {
-            // A metrics session under an id of its own, as dotnet-counters before the shared session started them.
-            string other = Guid.NewGuid().ToString();
-            var client = new Microsoft.Diagnostics.NETCore.Client.DiagnosticsClient(node.ProcessId);
-            using Microsoft.Diagnostics.NETCore.Client.EventPipeSession unshared = client.StartEventPipeSession(
-                new Microsoft.Diagnostics.NETCore.Client.EventPipeProvider("System.Diagnostics.Metrics", System.Diagnostics.Tracing.EventLevel.Informational, 0x2,
-                    new Dictionary<string, string> { ["SessionId"] = other, ["Metrics"] = "MegaNet", ["RefreshInterval"] = "1" }),
-                requestRundown: false);
-            Task drain = unshared.EventStream.CopyToAsync(Stream.Null);
-            await Task.Delay(TimeSpan.FromSeconds(1));
+        await using ExternalNode node = await ExternalNode.StartTemporaryAsync("meganet-profile-");
+        // A metrics session under an id of its own, as dotnet-counters before the shared session started them.
+        string other = Guid.NewGuid().ToString();
+        var client = new Microsoft.Diagnostics.NETCore.Client.DiagnosticsClient(node.ProcessId);
+        using Microsoft.Diagnostics.NETCore.Client.EventPipeSession unshared = client.StartEventPipeSession(
+            new Microsoft.Diagnostics.NETCore.Client.EventPipeProvider("System.Diagnostics.Metrics", System.Diagnostics.Tracing.EventLevel.Informational, 0x2,
+                new Dictionary<string, string> { ["SessionId"] = other, ["Metrics"] = "MegaNet", ["RefreshInterval"] = "1" }),
+            requestRundown: false);
+        Task drain = unshared.EventStream.CopyToAsync(Stream.Null);
+        await Task.Delay(TimeSpan.FromSeconds(1));
 
-            ProfilerException e = await Assert.ThrowsAsync<ProfilerException>(() => NodeProfiler.CollectAsync(node.ProcessId, TimeSpan.FromSeconds(5)));
-            output.WriteLine(e.Message);
-            Assert.Contains("cannot be shared", e.Message, StringComparison.Ordinal);
-            Assert.Contains(other, e.Message, StringComparison.Ordinal);
+        ProfilerException e = await Assert.ThrowsAsync<ProfilerException>(() => NodeProfiler.CollectAsync(node.ProcessId, TimeSpan.FromSeconds(5)));
+        output.WriteLine(e.Message);
+        Assert.Contains("cannot be shared", e.Message, StringComparison.Ordinal);
+        Assert.Contains(other, e.Message, StringComparison.Ordinal);
 
-            await unshared.StopAsync(CancellationToken.None);
-            await drain.WaitAsync(TimeSpan.FromSeconds(10));
-        }
-        finally
-        {
-            await node.DisposeAsync();
-            Directory.Delete(data, recursive: true);
-        }
+        await unshared.StopAsync(CancellationToken.None);
+        await drain.WaitAsync(TimeSpan.FromSeconds(10));
     }
 
     [Fact]

@@ -371,12 +371,11 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
             Interlocked.Add(ref _depth, -items.Count);
             try
             {
-                // Submissions from addresses that lately sent bad signatures are verified in a batch of their own, so
-                // the bisection that finds their forgeries costs only them; an address past its budget of bad
-                // signatures is refused unverified.
-                // A site with more than MainBatchPerSite submissions in a window shared with other sites sends the
-                // rest to a second batch, verified after the first has gone to the store: a site not yet suspect can
-                // then put only that many forgeries into the batch that carries everyone's few.
+                // Three batches, each stored before the next is verified. The main one; a second for a site's
+                // submissions beyond MainBatchPerSite in a window it shares with other sites (so a site not yet
+                // suspect puts only that many forgeries into the batch that carries everyone's few); and one for sites
+                // that lately sent bad signatures, so the bisection that finds their forgeries costs only them. A
+                // site past its budget of bad signatures is refused unverified.
                 long now = Stopwatch.GetTimestamp();
                 suspects.Sweep(now);
                 suspect.Clear();
