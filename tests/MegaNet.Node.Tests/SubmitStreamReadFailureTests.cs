@@ -24,7 +24,10 @@ public sealed class SubmitStreamReadFailureTests
         const int Before = 100;
         var receipts = new List<SubmitResult>();
         RpcException? ended = null;
-        using (AsyncDuplexStreamingCall<SubmitRequest, SubmitResult> call = client.Relay.SubmitStream())
+        // Every wait is bounded, so a node that never ends the stream fails the test with what it got instead of
+        // hanging the run (CI once sat here until its 15-minute hang timeout).
+        using var deadline = new CancellationTokenSource(TimeSpan.FromSeconds(120));
+        using (AsyncDuplexStreamingCall<SubmitRequest, SubmitResult> call = client.Relay.SubmitStream(cancellationToken: deadline.Token))
         {
             Task reader = Task.Run(async () =>
             {
@@ -42,21 +45,27 @@ public sealed class SubmitStreamReadFailureTests
             });
             for (int i = 0; i < Before; i++)
             {
-                await call.RequestStream.WriteAsync(new SubmitRequest { Envelope = Seal(alice, bob, i) });
+                await call.RequestStream.WriteAsync(new SubmitRequest { Envelope = Seal(alice, bob, i) }, deadline.Token);
             }
 
             Envelope huge = Seal(alice, bob, -1);
             huge.SealedPayload = ByteString.CopyFrom(new byte[17 << 20]);
+
+            // Not awaited before the answer: the node stops reading at the oversize message's length prefix, so the
+            // write waits on HTTP/2 flow control until the node's reset reaches the client, or the call is disposed.
+            Task hugeWrite = call.RequestStream.WriteAsync(new SubmitRequest { Envelope = huge }, deadline.Token);
+            bool answered = await Task.WhenAny(reader, Task.Delay(TimeSpan.FromSeconds(60))) == reader;
+            Assert.True(answered, $"The node did not end the stream within 60 s of the oversize request; {receipts.Count} of {Before} receipts had come back.");
+            await reader;
             try
             {
-                await call.RequestStream.WriteAsync(new SubmitRequest { Envelope = huge });
+                await hugeWrite.WaitAsync(TimeSpan.FromSeconds(10));
             }
-            catch (Exception e) when (e is RpcException or IOException or InvalidOperationException)
+            catch (Exception e) when (e is RpcException or IOException or InvalidOperationException or OperationCanceledException or TimeoutException)
             {
-                // The node may end the call while the message is still going out.
+                // The node ended the call while the message was still going out (or it is still queued: disposing
+                // the call below cancels it).
             }
-
-            await reader.WaitAsync(TimeSpan.FromSeconds(60));
         }
 
         Assert.NotNull(ended);
@@ -77,7 +86,7 @@ public sealed class SubmitStreamReadFailureTests
         using GrpcChannel channel = GrpcChannel.ForAddress(node.Address);
         var raw = new Marshaller<byte[]>(b => b, b => b);
         var method = new Method<byte[], byte[]>(MethodType.DuplexStreaming, "meganet.v1.Relay", "SubmitStream", raw, raw);
-        using AsyncDuplexStreamingCall<byte[], byte[]> call = channel.CreateCallInvoker().AsyncDuplexStreamingCall(method, null, new CallOptions());
+        using AsyncDuplexStreamingCall<byte[], byte[]> call = channel.CreateCallInvoker().AsyncDuplexStreamingCall(method, null, new CallOptions(deadline: DateTime.UtcNow.AddMinutes(2)));
         await call.RequestStream.WriteAsync(new SubmitRequest { Envelope = Seal(alice, bob, 0) }.ToByteArray());
         await call.RequestStream.WriteAsync([0xFF, 0xFF, 0xFF]);
         await call.RequestStream.CompleteAsync();

@@ -127,7 +127,7 @@ public sealed class RelayService(
                 ? (StatusCode.ResourceExhausted, rpc.Status.Detail)
                 : (StatusCode.InvalidArgument, unreadable is RpcException other ? other.Status.Detail : $"it is not a SubmitRequest ({unreadable.Message})");
             throw new RpcException(new Status(code,
-                $"Request {answered + 1} of this stream could not be read: {what}. The {answered} before it were answered; send the rest on a new stream."));
+                $"Request {answered + 1} of this stream could not be read: {what.TrimEnd('.')}. The {answered} before it were answered; send the rest on a new stream."));
         }
 
         if (lifetime.ApplicationStopping.IsCancellationRequested)
