@@ -216,15 +216,32 @@ public sealed class CliErrorTests : IDisposable
         node.ErrorDataReceived += OnLine;
         node.BeginOutputReadLine();
         node.BeginErrorReadLine();
+        string Output()
+        {
+            lock (output)
+            {
+                return output.ToString();
+            }
+        }
+
         try
         {
-            await listening.Task.WaitAsync(TimeSpan.FromSeconds(60));
-            using (Process kill = Process.Start("kill", ["-TERM", node.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)]))
+            // Two minutes to start: a node's start is slow on a loaded two-core CI machine.
+            if (await Task.WhenAny(listening.Task, node.WaitForExitAsync(), Task.Delay(TimeSpan.FromMinutes(2))) != listening.Task)
             {
-                await kill.WaitForExitAsync();
+                Assert.Fail($"the node did not start listening within 2 minutes (exited: {node.HasExited}): {Output()}");
             }
 
-            await node.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(60));
+            using (Process kill = Process.Start("kill", ["-TERM", node.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)]))
+            {
+                await kill.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(60));
+            }
+
+            Task exited = node.WaitForExitAsync();
+            if (await Task.WhenAny(exited, Task.Delay(TimeSpan.FromSeconds(90))) != exited)
+            {
+                Assert.Fail($"the node had not stopped 90 s after SIGTERM: {Output()}");
+            }
         }
         finally
         {
@@ -234,7 +251,9 @@ public sealed class CliErrorTests : IDisposable
             }
         }
 
-        node.WaitForExit(); // the last output lines
+        // The last output lines (they end with the process; bounded all the same).
+        Assert.True(await node.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(60)).ContinueWith(t => t.IsCompletedSuccessfully, TaskScheduler.Default),
+            $"the node's output had not ended 60 s after it was stopped: {Output()}");
         Assert.True(node.ExitCode == 0, $"exit code {node.ExitCode}: {output}");
         Assert.Contains("MegaNet node stopped cleanly (store checkpointed)", output.ToString(), StringComparison.Ordinal);
     }

@@ -50,6 +50,14 @@ internal static class MeganetProcess
         {
             await process.WaitForExitAsync(timeout.Token);
         }
+        catch (OperationCanceledException) when (timeout.IsCancellationRequested)
+        {
+            // Killed, its output is complete: the failure says which command hung and what it had printed.
+            process.Kill(entireProcessTree: true);
+            string output = await stdout.WaitAsync(TimeSpan.FromSeconds(30));
+            string error = await stderr.WaitAsync(TimeSpan.FromSeconds(30));
+            throw new TimeoutException($"'{psi.FileName} {string.Join(' ', psi.ArgumentList)}' had not exited after 2 minutes (killed); stdout: {output}\nstderr: {error}");
+        }
         finally
         {
             if (!process.HasExited)
@@ -58,6 +66,7 @@ internal static class MeganetProcess
             }
         }
 
-        return new Result(process.ExitCode, await stdout, await stderr);
+        // Its output ends with it (unless a child it left holds the pipes open): bounded all the same.
+        return new Result(process.ExitCode, await stdout.WaitAsync(TimeSpan.FromMinutes(1)), await stderr.WaitAsync(TimeSpan.FromMinutes(1)));
     }
 }

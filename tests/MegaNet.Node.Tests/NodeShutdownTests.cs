@@ -30,7 +30,7 @@ public sealed class NodeShutdownTests(ITestOutputHelper output)
 
             using (System.Diagnostics.Process kill = System.Diagnostics.Process.Start("kill", ["-TERM", node.ProcessId.ToString(System.Globalization.CultureInfo.InvariantCulture)]))
             {
-                await kill.WaitForExitAsync();
+                await kill.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(60));
             }
 
             // The node, not its wrapper, must have exited by itself before the wrapper's exit code is read.
@@ -72,6 +72,9 @@ public sealed class NodeShutdownTests(ITestOutputHelper output)
         int receipts = 0;
         bool refused = false;
         using var full = new CancellationTokenSource(TimeSpan.FromMinutes(2));
+        // Each send is bounded too (the loop's condition is only looked at between sends): a send the node never
+        // answers fails the test saying so instead of hanging it.
+        using var stuck = new CancellationTokenSource(TimeSpan.FromMinutes(4));
         using Identity recipient = Identity.Create();
         await Task.WhenAll(Enumerable.Range(0, 4).Select(i => Task.Run(async () =>
         {
@@ -84,8 +87,12 @@ public sealed class NodeShutdownTests(ITestOutputHelper output)
                 random.NextBytes(content);
                 try
                 {
-                    await client.SendAsync(sender, recipient.Card, content, "application/octet-stream");
+                    await client.SendAsync(sender, recipient.Card, content, "application/octet-stream", cancellationToken: stuck.Token);
                     Interlocked.Increment(ref receipts);
+                }
+                catch (RpcException e) when (e.StatusCode == StatusCode.Cancelled && stuck.IsCancellationRequested)
+                {
+                    throw new TimeoutException($"a send got no answer within 4 minutes of the first ({Volatile.Read(ref receipts)} receipts, disk full: {Volatile.Read(ref refused)})", e);
                 }
                 catch (RpcException e) when (e.StatusCode == StatusCode.Unavailable)
                 {

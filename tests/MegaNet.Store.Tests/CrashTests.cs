@@ -60,7 +60,8 @@ public sealed class CrashTests(ITestOutputHelper output) : IDisposable
 
             await Task.Delay(random.Next(50, 600));
             process.Kill(entireProcessTree: true); // SIGKILL on Unix
-            await process.WaitForExitAsync();
+            Task killed = process.WaitForExitAsync();
+            Assert.True(await Task.WhenAny(killed, Task.Delay(TimeSpan.FromSeconds(60))) == killed, $"round {round}: the child had not exited 60 s after SIGKILL");
 
             int acks;
             lock (lines)
