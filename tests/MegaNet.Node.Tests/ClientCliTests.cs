@@ -229,7 +229,7 @@ public sealed class ClientCliTests : IDisposable
         // SIGKILL, as an OOM killer or a closed terminal might: the pin was written when the subscription began, not
         // at an exit that never came.
         listen.Process.Kill();
-        await listen.Process.WaitForExitAsync();
+        await listen.Process.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(60));
         using MegaNetClient client = node.Client();
         string realId = Convert.ToHexStringLower((await client.Relay.GetTreeHeadAsync(new GetTreeHeadRequest())).NodeKey.Span);
         Assert.Equal([$"{node.Address.GetLeftPart(UriPartial.Authority)} {realId}"], await File.ReadAllLinesAsync(knownNodes));
@@ -374,11 +374,15 @@ public sealed class ClientCliTests : IDisposable
             await sender.SendAsync(alice, bob.Card, Text("one"), "text/plain; charset=utf-8");
         }
 
-        using var listen = new Running(_dir, "listen", "-i", bobPath, "--node", proxy.Address.ToString(), "--retry-for", "15s");
+        // --retry-for covers the node's stop and restart below (listen retries after 1, 2, 4, 8, 16 s): 15 s left a
+        // slow restart on a loaded machine no attempt after it.
+        using var listen = new Running(_dir, "listen", "-i", bobPath, "--node", proxy.Address.ToString(), "--retry-for", "30s");
         await listen.WaitForAsync(": one");
 
-        // The connection goes half-open once keepalives were seen: the watchdog notices, listen subscribes again.
-        await Task.Delay(2500);
+        // The connection goes half-open once keepalives were seen (two in a row, one a second, tell listen the node's
+        // interval; before that its watchdog does not run): the watchdog notices, listen subscribes again. Nothing
+        // outside listen shows when it read them, so the wait is long enough for several (2.5 s allowed only two).
+        await Task.Delay(5000);
         proxy.Freeze();
         await listen.WaitForAsync("No mail and no keepalive", stderr: true);
         using (MegaNetClient sender = node.Client())
@@ -405,8 +409,16 @@ public sealed class ClientCliTests : IDisposable
 
         // Down for good: tries for --retry-for, then exit code 2 with one line saying so.
         await node.StopAsync();
-        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(90));
-        await listen.Process.WaitForExitAsync(timeout.Token);
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(180));
+        try
+        {
+            await listen.Process.WaitForExitAsync(timeout.Token);
+        }
+        catch (OperationCanceledException) when (timeout.IsCancellationRequested)
+        {
+            Assert.Fail($"listen still running 180 s after the node stopped for good (--retry-for 30s); stderr:\n{string.Join('\n', listen.Stderr)}");
+        }
+
         Assert.True(listen.Process.ExitCode == 2, $"exit code {listen.Process.ExitCode}; stderr:\n{string.Join('\n', listen.Stderr)}");
         Assert.True(listen.Stderr[^1].Contains("gave up after", StringComparison.Ordinal), string.Join('\n', listen.Stderr));
         Assert.DoesNotContain(listen.Stderr, line => line.Contains("   at ", StringComparison.Ordinal));

@@ -21,14 +21,25 @@ public sealed class ListenTests
         await sender.SendAsync(alice, bob.Card, Text("before"), "text/plain");
 
         // The whole test must end: before the watchdog, the frozen connection was waited on forever.
-        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(60));
-        await using IAsyncEnumerator<ReceivedMessage> inbox = client.ListenAsync(bob, 0, cts.Token).GetAsyncEnumerator(cts.Token);
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(120));
+        int events = 0; // mail and keepalives the client read
+        await using IAsyncEnumerator<ReceivedMessage> inbox = client.ListenAsync(bob, 0, cts.Token, alive: () => Interlocked.Increment(ref events)).GetAsyncEnumerator(cts.Token);
         Assert.True(await inbox.MoveNextAsync());
         Assert.Equal("before", inbox.Current.Content.Content.ToStringUtf8());
 
-        // Keepalives flow (one a second) while the client waits; a message after them still arrives.
+        // Keepalives flow (one a second) while the client waits; a message after them still arrives. The client knows
+        // the node's interval once it read two keepalives in a row (before that its watchdog does not run), so the
+        // test waits for two, not for a fixed time: on a loaded machine 2.5 s did not always bring them.
+        int atBefore = Volatile.Read(ref events);
         Task<bool> next = inbox.MoveNextAsync().AsTask();
-        await Task.Delay(2500);
+        var keepalives = Stopwatch.StartNew();
+        while (Volatile.Read(ref events) < atBefore + 2 && !next.IsCompleted)
+        {
+            Assert.True(keepalives.Elapsed < TimeSpan.FromSeconds(60), $"only {Volatile.Read(ref events) - atBefore} keepalive(s) in 60 s from a node that sends one a second");
+            await Task.Delay(50);
+        }
+
+        Assert.False(next.IsCompleted, $"the subscription ended before any new mail: {next.Exception?.InnerException?.Message}");
         await sender.SendAsync(alice, bob.Card, Text("after keepalives"), "text/plain");
         Assert.True(await next);
         Assert.Equal("after keepalives", inbox.Current.Content.Content.ToStringUtf8());
@@ -37,6 +48,8 @@ public sealed class ListenTests
         proxy.Freeze();
         var waited = Stopwatch.StartNew();
         NodeSilentException e = await Assert.ThrowsAsync<NodeSilentException>(async () => await inbox.MoveNextAsync());
+        // Three intervals and 2 s after the last keepalive read (an interval the node stretched under load counts):
+        // 30 s is far beyond that, and far below the HTTP/2 ping's 50 s, the only other end of a half-open connection.
         Assert.InRange(waited.Elapsed, TimeSpan.FromSeconds(3), TimeSpan.FromSeconds(30));
         Assert.Contains("the connection or the node is dead", e.Message, StringComparison.Ordinal);
         Assert.False(cts.IsCancellationRequested);
@@ -53,7 +66,7 @@ public sealed class ListenTests
         using MegaNetClient sender = node.Client(), client = node.Client();
         using Identity alice = Identity.Create(), bob = Identity.Create();
         await sender.SendAsync(alice, bob.Card, Text("first"), "text/plain");
-        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(120));
         await using IAsyncEnumerator<ReceivedMessage> inbox = client.ListenAsync(bob, 0, cts.Token).GetAsyncEnumerator(cts.Token);
         Assert.True(await inbox.MoveNextAsync());
         await Task.Delay(2800);
@@ -79,12 +92,15 @@ public sealed class ListenTests
         {
             // The 17th is refused; its refusal comes as response headers too, which once counted as "subscribed".
             bool alive = false;
+            // Bounded: a 17th subscription that is not refused would wait for mail (and skip keepalives) forever.
+            using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(120));
             RpcException refused = await Assert.ThrowsAsync<RpcException>(async () =>
             {
-                await foreach (ReceivedMessage _ in client.ListenAsync(bob, alive: () => alive = true))
+                await foreach (ReceivedMessage _ in client.ListenAsync(bob, cancellationToken: cts.Token, alive: () => alive = true))
                 {
                 }
             });
+            Assert.False(cts.IsCancellationRequested, $"the 17th subscription was neither refused nor ended within 120 s (alive: {alive}); it ended with {refused.StatusCode}");
             Assert.Equal(StatusCode.ResourceExhausted, refused.StatusCode);
             Assert.False(alive);
         }
