@@ -13,15 +13,25 @@ public sealed class AdmissionBatchingTests
     public async Task A_full_batch_flushes_without_waiting_for_its_window()
     {
         // A one-second window: twelve submissions must go out as two full batches of six, long before it would end.
-        (Receipt[] receipts, TimeSpan took, StatusResponse status) = await SubmitConcurrentlyAsync(maxBatch: 6, count: 12);
-
-        Assert.Equal(12, receipts.Select(r => r.LogIndex).Distinct().Count());
-        Assert.Equal(12ul, status.SignaturesVerified);
-        // Two full batches; a third only if the calls reached the node so far apart that a window started early.
-        Assert.InRange(status.BatchesVerified, 2ul, 3ul);
-        if (status.BatchesVerified == 2)
+        // Batches that waited for their window take a second or more every time; a loaded machine can make batches
+        // that did not wait take that long too, now and then. So a slow run is done again on a fresh node, at most
+        // three runs in all: load only adds time, so a fast run cannot come from batches that waited.
+        var slow = new List<string>();
+        for (int run = 1; ; run++)
         {
-            Assert.True(took < TimeSpan.FromSeconds(0.9), $"two full batches took {took.TotalMilliseconds:F0} ms: they waited for the window");
+            (Receipt[] receipts, TimeSpan took, StatusResponse status) = await SubmitConcurrentlyAsync(maxBatch: 6, count: 12);
+
+            Assert.Equal(12, receipts.Select(r => r.LogIndex).Distinct().Count());
+            Assert.Equal(12ul, status.SignaturesVerified);
+            // Two full batches; a third only if the calls reached the node so far apart that a window started early.
+            Assert.InRange(status.BatchesVerified, 2ul, 3ul);
+            if (status.BatchesVerified == 3 || took < TimeSpan.FromSeconds(0.9))
+            {
+                return;
+            }
+
+            slow.Add($"{took.TotalMilliseconds:F0} ms");
+            Assert.True(run < 3, $"two full batches took {string.Join(", ", slow)} in {run} runs: they waited for the window");
         }
     }
 
