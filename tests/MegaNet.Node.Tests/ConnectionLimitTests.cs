@@ -41,7 +41,7 @@ public sealed class ConnectionLimitTests
         // The first two still work on their connections.
         await first.Relay.StatusAsync(new StatusRequest());
         first.Dispose();
-        await WaitForAsync(() => gate.Open == 1);
+        await WaitForAsync(() => gate.Open == 1, () => $"{gate.Open} connections still open after the first client closed its own");
         using var fourth = new MegaNetClient(node.Address);
         await fourth.Relay.StatusAsync(new StatusRequest());
         await second.Relay.StatusAsync(new StatusRequest());
@@ -125,7 +125,7 @@ public sealed class ConnectionLimitTests
             }
 
             // Let the node accept (and refuse) them all before anything else happens.
-            await WaitForAsync(() => node.Output.Contains("more refused", StringComparison.Ordinal));
+            await WaitForAsync(() => node.Output.Contains("more refused", StringComparison.Ordinal), () => $"the node never said it refused connections: {node.Output}");
             await Task.Delay(500);
         }
         finally
@@ -137,34 +137,39 @@ public sealed class ConnectionLimitTests
         }
 
         using var client = new MegaNetClient(node.Address);
-        StatusResponse status = await RetryAsync(() => client.Relay.StatusAsync(new StatusRequest()).ResponseAsync);
+        StatusResponse status = await RetryAsync(deadline => client.Relay.StatusAsync(new StatusRequest(), deadline: deadline).ResponseAsync);
         Assert.Equal("simd", status.VerifierBackend);
         Assert.DoesNotContain("Out of memory", node.Output, StringComparison.Ordinal);
     }
 
-    private static async Task<T> RetryAsync<T>(Func<Task<T>> call)
+    private static async Task<T> RetryAsync<T>(Func<DateTime, Task<T>> call)
     {
         // The node closes the flood's connections as it notices them go; until then a new one may still be refused.
-        for (int attempt = 0; ; attempt++)
+        // For up to a minute (ten seconds was the bound; a loaded machine notices 400 closes more slowly), each call
+        // with a deadline of its own.
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        for (int attempt = 1; ; attempt++)
         {
             try
             {
-                return await call();
+                return await call(DateTime.UtcNow.AddSeconds(60));
             }
-            catch (RpcException e) when (e.StatusCode == StatusCode.Unavailable && attempt < 50)
+            catch (RpcException e) when (e.StatusCode == StatusCode.Unavailable && clock.Elapsed < TimeSpan.FromSeconds(60))
             {
                 await Task.Delay(200);
             }
         }
     }
 
-    private static async Task WaitForAsync(Func<bool> condition)
+    /// <summary>Polls <paramref name="condition"/> for up to two minutes, failing with <paramref name="state"/>.</summary>
+    private static async Task WaitForAsync(Func<bool> condition, Func<string> state)
     {
-        for (int i = 0; i < 300 && !condition(); i++)
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        while (!condition() && clock.Elapsed < TimeSpan.FromMinutes(2))
         {
             await Task.Delay(100);
         }
 
-        Assert.True(condition(), "timed out waiting for the node");
+        Assert.True(condition(), $"timed out after {clock.Elapsed.TotalSeconds:0} s: {state()}");
     }
 }

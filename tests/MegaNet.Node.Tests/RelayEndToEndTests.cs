@@ -38,7 +38,8 @@ public sealed class RelayEndToEndTests
         await using TestNode node = await TestNode.StartAsync();
         using MegaNetClient aliceClient = node.Client(), bobClient = node.Client();
         using Identity alice = Identity.Create(), bob = Identity.Create();
-        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+        // The whole exchange is bounded; 30 s was short for two subscriptions and two sends on a loaded machine.
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(120));
 
         await using IAsyncEnumerator<ReceivedMessage> bobInbox = bobClient.ListenAsync(bob, 0, cts.Token).GetAsyncEnumerator(cts.Token);
         await using IAsyncEnumerator<ReceivedMessage> aliceInbox = aliceClient.ListenAsync(alice, 0, cts.Token).GetAsyncEnumerator(cts.Token);
@@ -95,7 +96,8 @@ public sealed class RelayEndToEndTests
 
         async Task<List<SubmitResult>> StreamAsync(List<Envelope> envelopes)
         {
-            using AsyncDuplexStreamingCall<SubmitRequest, SubmitResult> call = client.Relay.SubmitStream();
+            // A deadline: a node that stops answering fails the call instead of hanging the test.
+            using AsyncDuplexStreamingCall<SubmitRequest, SubmitResult> call = client.Relay.SubmitStream(deadline: DateTime.UtcNow.AddMinutes(2));
             foreach (Envelope e in envelopes)
             {
                 await call.RequestStream.WriteAsync(new SubmitRequest { Envelope = e });

@@ -62,7 +62,7 @@ public sealed class SeenMessagesTests : IDisposable
         await client.SendAsync(alice, bob.Card, Encoding.UTF8.GetBytes("after"), "text/plain");
         var shown = new List<string>();
         var skipped = new List<UnreadableMessage>();
-        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(120));
         await foreach (ReceivedMessage m in client.ListenAsync(bob, 0, cts.Token, skipped.Add, SeenMessages.Open(file)))
         {
             shown.Add(m.Content.Content.ToStringUtf8());

@@ -137,7 +137,8 @@ public sealed class TableWriteFailureTests(ITestOutputHelper output) : IDisposab
             for (int i = 0; i < 50_000 && refusal is null; i++)
             {
                 Task<PutReceipt> put = store.PutAsync(new PutRequest(Bytes(_random, 1000), recipients[i % 8], DateTimeOffset.UtcNow.AddDays(1))).AsTask();
-                Assert.True(await Task.WhenAny(put, Task.Delay(TimeSpan.FromSeconds(20))) == put, $"put {i} waited 20 s without an answer after a failed table write");
+                // A hang is what this catches; 60 s, since a put can take seconds on a loaded machine.
+                Assert.True(await Task.WhenAny(put, Task.Delay(TimeSpan.FromSeconds(60))) == put, $"put {i} waited 60 s without an answer after a failed table write");
                 try
                 {
                     acknowledged.Add(await put);
@@ -222,8 +223,8 @@ public sealed class TableWriteFailureTests(ITestOutputHelper output) : IDisposab
                 return true;
             };
             Task recover = Task.Run(() => failing.Recover(token));
-            Assert.True(await Task.WhenAny(recover, Task.Delay(TimeSpan.FromSeconds(20))) == recover,
-                $"recovery still waiting after 20 s ({Volatile.Read(ref attempts)} failed writes)");
+            Assert.True(await Task.WhenAny(recover, Task.Delay(TimeSpan.FromSeconds(60))) == recover,
+                $"recovery still waiting after 60 s ({Volatile.Read(ref attempts)} failed writes)");
             output.WriteLine($"scene {scene}: recovery {recover.Status} after {attempts} failed writes: {recover.Exception?.InnerException?.Message}");
             if (attempts == 0 && scene < 2)
             {
