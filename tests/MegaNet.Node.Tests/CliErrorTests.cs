@@ -168,6 +168,15 @@ public sealed class CliErrorTests : IDisposable
     }
 
     [Fact]
+    public async Task Node_refuses_a_backend_before_it_creates_a_key_or_a_store()
+    {
+        // A refused start must not leave a new identity and an empty store in a data directory that may be mistyped.
+        string data = Path.Combine(_dir, "data");
+        AssertClearError(await Meganet("node", "--data", data, "--backend", "libsodium", "--listen", "127.0.0.1:0"), "applies libsodium's rule");
+        Assert.False(Directory.Exists(data), "the refused node created " + string.Join(", ", Directory.Exists(data) ? Directory.GetFileSystemEntries(data) : []));
+    }
+
+    [Fact]
     public async Task Node_refuses_a_certificate_it_cannot_load_at_start()
     {
         string pem = Path.Combine(_dir, "bad.pem");

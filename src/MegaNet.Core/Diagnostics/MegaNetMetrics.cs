@@ -85,7 +85,7 @@ public static class MegaNetMetrics
     public static readonly ObservableCounter<long> TableDiskReads = Meter.CreateObservableCounter("meganet.store.table_disk_reads", () => _tableDiskReads(), "{read}", "Envelope table reads served from disk (beyond the memory budget)");
 
     /// <summary>Connected peers (the mesh is not built yet; reads 0 until it is).</summary>
-    public static readonly ObservableGauge<long> ConnectedPeers = Meter.CreateObservableGauge("meganet.mesh.peers", () => _peers(), "{peer}", "Connected peer nodes");
+    public static readonly ObservableGauge<long> ConnectedPeers = Meter.CreateObservableGauge("meganet.mesh.peers", () => _peers(), "{peer}", "Connected peer nodes (always 0 for now: the mesh is not built yet)");
 
     /// <summary>Sets the source of the admission queue depth gauge.</summary>
     public static void ObserveQueueDepth(Func<long> source) => _queueDepth = source ?? throw new ArgumentNullException(nameof(source));

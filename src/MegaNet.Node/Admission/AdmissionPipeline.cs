@@ -47,11 +47,7 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
 
     public AdmissionPipeline(IBatchVerifier verifier, IEnvelopeStore store, NodeOptions options, TimeProvider clock, ILogger<AdmissionPipeline> logger)
     {
-        if (verifier.Rule != VerificationRule.MegaNet)
-        {
-            throw new ArgumentException($"Backend '{verifier.Name}' applies libsodium's rule, not MegaNet's; the node admits only under MegaNet's rule (docs/verification.md). Choose auto, simd, gpu or reference.");
-        }
-
+        RequireMegaNetRule(verifier);
         _verifier = verifier;
         _store = store;
         _options = options;
@@ -71,6 +67,15 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
     /// <summary>Submissions verified in a second batch because their site had more than <see cref="MainBatchPerSite"/>
     /// in a window shared with other sites.</summary>
     public long Overflowed => Interlocked.Read(ref _overflowed);
+
+    /// <summary>Refuses a backend that applies another rule than docs/verification.md (libsodium's).</summary>
+    internal static void RequireMegaNetRule(IBatchVerifier verifier)
+    {
+        if (verifier.Rule != VerificationRule.MegaNet)
+        {
+            throw new ArgumentException($"Backend '{verifier.Name}' applies libsodium's rule, not MegaNet's; the node admits only under MegaNet's rule (docs/verification.md). Choose auto, simd, gpu or reference.");
+        }
+    }
 
     /// <summary>Submissions waiting for verification.</summary>
     public int QueueDepth => Volatile.Read(ref _depth);

@@ -121,6 +121,17 @@ public static partial class NodeServiceCollectionExtensions
             BatchVerifierRegistry registry = VerifierCatalog.Create();
             ILogger logger = sp.GetRequiredService<ILoggerFactory>().CreateLogger("MegaNet.Verify");
             IBatchVerifier verifier = CreateBackend(registry, options.Backend, verifierOptions, logger);
+            try
+            {
+                // Refused here as well as by admission: before the node key and the store are created.
+                AdmissionPipeline.RequireMegaNetRule(verifier);
+            }
+            catch (ArgumentException)
+            {
+                verifier.Dispose();
+                throw;
+            }
+
             verifier = CheckGpu(verifier, options.Backend, () => registry.Create(SimdBatchVerifier.BackendName, verifierOptions), logger);
             // Delegated verification (VerifyBatch) runs one thread per call on the CPU, so the gate's slots bound the
             // cores it takes; with a GPU it shares the GPU (and its fault state) over a one-thread SIMD backend.
@@ -284,6 +295,9 @@ public static partial class NodeHost
     {
         ArgumentNullException.ThrowIfNull(app);
         // Resolve the heavy singletons now so configuration and store errors surface at start, not at the first call.
+        // The verifier first: a backend refused here (no GPU, a failed self-check) must not leave a new node key and
+        // an empty store behind in a data directory the operator may have mistyped.
+        _ = app.Services.GetRequiredService<NodeVerifiers>();
         _ = app.Services.GetRequiredService<MailboxNotifier>();
         AdmissionPipeline admission = app.Services.GetRequiredService<AdmissionPipeline>();
         await app.StartAsync(cancellationToken).ConfigureAwait(false);
