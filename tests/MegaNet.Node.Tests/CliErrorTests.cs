@@ -311,6 +311,15 @@ public sealed class CliErrorTests : IDisposable
         Assert.False(File.Exists(dir + ".tmp"));
     }
 
+    [Theory]
+    [InlineData("--connections", "9", "--connections must be between 1 and --clients (8); got 9.")]
+    [InlineData("--rate", "Infinity", "--rate must be a finite number")]
+    [InlineData("--forged", "-1", "--forged must be a finite number")]
+    [InlineData("--mode", "fast", "--mode must be stream, unary or both (got 'fast').")]
+    [InlineData("--envelopes", "0", "--envelopes must be at least 1")]
+    public async Task Load_names_the_option_out_of_range(string option, string value, string expected) =>
+        AssertClearError(await Meganet("load", option, value), expected);
+
     [Fact]
     public async Task Load_refuses_a_backend_or_an_unreachable_node_before_sealing_and_leaves_no_directory()
     {

@@ -7,6 +7,7 @@ using MegaNet.Node.Benchmarking;
 using MegaNet.Node.Hosting;
 using MegaNet.Node.Verification;
 using Microsoft.AspNetCore.Builder;
+using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 
 namespace MegaNet.Node.Cli;
@@ -58,10 +59,9 @@ internal static class LoadCommand
             string m = parse.GetValue(mode)!;
             double offered = parse.GetValue(rate);
             double forgedRate = parse.GetValue(forged);
-            if (n < 1 || c < 1 || w < 0 || m is not ("both" or "stream" or "unary") || offered < 0 || double.IsNaN(offered)
-                || k < 1 || k > c || forgedRate < 0 || double.IsNaN(forgedRate) || double.IsInfinity(forgedRate))
+            if (Problem(n, c, k, w, m, offered, forgedRate) is { } problem)
             {
-                Console.Error.WriteLine("meganet load: --envelopes and --clients must be positive, --connections between 1 and --clients, --rate, --forged and --warmup zero or positive, and --mode one of stream, unary, both.");
+                Console.Error.WriteLine($"meganet load: {problem}");
                 return 1;
             }
 
@@ -78,7 +78,8 @@ internal static class LoadCommand
                     target = given;
                     // Before sealing anything: a wrong address should fail in a second, not after the sealing.
                     using var probe = new MegaNetClient(target);
-                    await probe.Relay.StatusAsync(new StatusRequest(), deadline: DateTime.UtcNow.AddSeconds(10), cancellationToken: ct);
+                    StatusResponse status = await probe.Relay.StatusAsync(new StatusRequest(), deadline: DateTime.UtcNow.AddSeconds(10), cancellationToken: ct);
+                    Console.WriteLine($"node at {target}: {status.VerifierDescription}");
                 }
                 else
                 {
@@ -100,9 +101,13 @@ internal static class LoadCommand
                     };
                     embedded = NodeHost.Build(options, logging: l => l.SetMinimumLevel(LogLevel.Warning));
                     target = await NodeHost.StartAsync(embedded, ct);
-                    Console.WriteLine($"embedded node at {target} (data {dir})");
+                    Console.WriteLine($"embedded node at {target} (data {dir}): {embedded.Services.GetRequiredService<IBatchVerifier>().Description}");
                 }
 
+                // The figures depend on the machine, and on a node on this machine sharing its cores with the clients.
+                MachineInfo machine = MachineInfo.Current();
+                Console.WriteLine($"load client: CPU {machine.Cpu}, {machine.LogicalCores} logical cores, ISA tier {machine.Isa}, {machine.Runtime}; " +
+                    $"{c} clients over {k} connection{(k == 1 ? "" : "s")}");
                 if (w > 0)
                 {
                     Console.WriteLine($"warm-up: {w} envelopes, not counted ...");
@@ -170,6 +175,17 @@ internal static class LoadCommand
         });
         return command;
     }
+
+    /// <summary>The first option out of range, said in one line; null when all are fine.</summary>
+    private static string? Problem(int envelopes, int clients, int connections, int warmup, string mode, double rate, double forged) =>
+        envelopes < 1 ? $"--envelopes must be at least 1 (got {envelopes})." :
+        clients < 1 ? $"--clients must be at least 1 (got {clients})." :
+        connections < 1 || connections > clients ? $"--connections must be between 1 and --clients ({clients}); got {connections}." :
+        warmup < 0 ? $"--warmup must be 0 or more (got {warmup})." :
+        mode is not ("both" or "stream" or "unary") ? $"--mode must be stream, unary or both (got '{mode}')." :
+        rate < 0 || !double.IsFinite(rate) ? $"--rate must be a finite number of envelopes/s, 0 or more (got {rate}); 0 means half the streaming rate, or closed loop with --mode unary." :
+        forged < 0 || !double.IsFinite(forged) ? $"--forged must be a finite number of envelopes/s, 0 or more (got {forged})." :
+        null;
 
     /// <summary>Seals <paramref name="count"/> envelopes on the thread pool; Ctrl+C stops the sealing (and the wait for it),
     /// so the embedded node is still stopped and its directory deleted.</summary>
