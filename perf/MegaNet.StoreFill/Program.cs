@@ -11,7 +11,7 @@ namespace MegaNet.StoreFill;
 /// written and allocated per put, then times a reopen. BenchmarkDotNet's short iterations cannot show a table growing
 /// past its memory; this can.
 /// Run: <c>dotnet run -c Release --project perf/MegaNet.StoreFill -- [puts] [batch] [producers] [--exit]</c>
-/// (defaults 1,000,000, 1,000, 4). With <c>--exit</c> it exits without closing the store and prints the directory;
+/// (defaults 1,000,000, 1,000, 4; <c>--help</c> prints the usage, and any other option is refused). With <c>--exit</c> it exits without closing the store and prints the directory;
 /// <c>reopen DIR</c> then times recovery after an exit without a shutdown checkpoint and deletes DIR. Because
 /// <c>reopen</c> deletes what it is given, it accepts only a directory a fill created (marked with
 /// <see cref="MarkerFile"/>) and never one holding a node key, so a node's data directory cannot be passed by mistake.
@@ -21,8 +21,30 @@ internal static class Program
     /// <summary>Written into every directory a fill creates, before the store opens there.</summary>
     internal const string MarkerFile = ".meganet-storefill";
 
+    private const string Usage = """
+        usage: MegaNet.StoreFill [puts] [batch] [producers] [--exit]
+               MegaNet.StoreFill reopen DIR
+          puts       acknowledged 1 KiB puts to fill a fresh store with (default 1,000,000: about 1.3 GiB on disk)
+          batch      puts per PutManyAsync call (default 1,000)
+          producers  concurrent callers, each sending batches back to back (default 4)
+          --exit     exit without closing the store and print its directory, for reopen DIR
+          reopen DIR time recovery of a directory a fill left with --exit, then delete it
+        """;
+
     private static async Task<int> Main(string[] args)
     {
+        if (args.Any(a => a is "--help" or "-h" or "-?"))
+        {
+            Console.WriteLine(Usage);
+            return 0;
+        }
+
+        // A misspelt option (--exti) used to be dropped and a full fill run without it.
+        if (args.FirstOrDefault(a => a.StartsWith('-') && a != "--exit") is { } unknown)
+        {
+            return Fail($"unknown option {unknown}; the only option is --exit (--help shows the usage)");
+        }
+
         byte[] seed = new byte[32], publicKey = new byte[32], secretKey = new byte[64];
         Ed25519Signer.KeyPairFromSeed(seed, publicKey, secretKey);
         if (args.Length > 0 && args[0] == "reopen")
@@ -48,7 +70,7 @@ internal static class Program
         if (!TryCount(numbers, 0, 1_000_000, out int total) || !TryCount(numbers, 1, 1_000, out int batch) ||
             !TryCount(numbers, 2, 4, out int producers) || numbers.Length > 3)
         {
-            return Fail("usage: [puts] [batch] [producers] [--exit] (positive integers), or reopen DIR");
+            return Fail("usage: [puts] [batch] [producers] [--exit] (positive integers), or reopen DIR; --help says more");
         }
 
         bool exitWithoutClosing = args.Contains("--exit");

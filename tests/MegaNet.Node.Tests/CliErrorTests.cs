@@ -273,6 +273,8 @@ public sealed class CliErrorTests : IDisposable
     [InlineData("--threads", "5000", "--threads 5000 is more than 1024")]
     [InlineData("--threads", "abc", "'abc' is not a positive integer")]
     [InlineData("--batch", "34000000", "larger than a batch holds")]
+    [InlineData("--batch", "1,8,1", "--batch: 1 is given twice")]
+    [InlineData("--threads", "2,1,2", "--threads: 2 is given twice")]
     public async Task Bench_checks_its_arguments_before_any_work(string option, string value, string expected)
     {
         Result r = await Meganet("bench", "--backend", "reference", option, value);

@@ -61,6 +61,36 @@ public sealed class StoreFillTests : IDisposable
         Assert.False(Directory.Exists(fill));
     }
 
+    [Theory]
+    [InlineData("--help")]
+    [InlineData("-h")]
+    public async Task Help_prints_the_usage_with_defaults_and_fills_nothing(string help)
+    {
+        string temp = Directory.CreateDirectory(Path.Combine(_dir, "tmp")).FullName;
+
+        // Small numbers, so that a build which ignores --help (it once ran a full default fill) fails quickly.
+        (int rc, string stdout, string stderr) = await RunAsync(["2000", help], temp);
+
+        Assert.True(rc == 0, $"--help failed ({rc}): {stderr}");
+        Assert.Contains("usage: MegaNet.StoreFill [puts] [batch] [producers] [--exit]", stdout, StringComparison.Ordinal);
+        Assert.Contains("default 1,000,000", stdout, StringComparison.Ordinal);
+        Assert.DoesNotContain("puts in", stdout, StringComparison.Ordinal);
+        Assert.Empty(Directory.GetFileSystemEntries(temp));
+    }
+
+    [Fact]
+    public async Task An_unknown_option_is_refused_in_one_line_before_any_fill()
+    {
+        string temp = Directory.CreateDirectory(Path.Combine(_dir, "tmp")).FullName;
+
+        (int rc, string stdout, string stderr) = await RunAsync(["2000", "500", "2", "--exti"], temp);
+
+        Assert.Equal(1, rc);
+        Assert.Equal("unknown option --exti; the only option is --exit (--help shows the usage)", stderr.Trim());
+        Assert.Equal("", stdout);
+        Assert.Empty(Directory.GetFileSystemEntries(temp));
+    }
+
     [Fact]
     public async Task A_fill_that_fails_removes_its_directory()
     {

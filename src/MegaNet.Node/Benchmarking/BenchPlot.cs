@@ -13,7 +13,9 @@ public static class BenchPlot
     {
         ArgumentNullException.ThrowIfNull(report);
         var plot = new ScottPlot.Plot();
-        foreach (var series in report.Results.GroupBy(r => r.Backend == "libsodium" ? "libsodium (baseline)" : $"{r.Backend} x{r.Threads}"))
+        // A line per configuration as it was made (the thread count asked for): simd x2 runs small batches on one
+        // thread, and grouping by the threads that ran would put those points on the x1 line.
+        foreach (var series in report.Results.GroupBy(r => r.Backend == "libsodium" ? "libsodium (baseline)" : r.ThreadsRequested is { } t ? $"{r.Backend} x{t}" : r.Backend))
         {
             var points = series.OrderBy(r => r.Batch).ToList();
             var line = plot.Add.Scatter(

@@ -8,6 +8,7 @@ using MegaNet.Core.Ed25519;
 using MegaNet.Core.Verification;
 using MegaNet.Node.Verification;
 using MegaNet.Verify.Gpu;
+using MegaNet.Verify.Simd;
 
 namespace MegaNet.Node.Benchmarking;
 
@@ -39,13 +40,35 @@ public sealed class VerifyBenchmarkOptions
 
     /// <summary>Items in that mixed sample.</summary>
     public int CheckItems { get; init; } = 512;
+
+    /// <summary>Throws <see cref="ArgumentException"/> naming a backend, batch size or thread count given twice: each
+    /// would time the same point again as a row of its own, the first of them on a colder process.</summary>
+    public void Validate()
+    {
+        if (Backends.GroupBy(b => b, StringComparer.OrdinalIgnoreCase).FirstOrDefault(g => g.Count() > 1) is { } backend)
+        {
+            throw new ArgumentException($"backend '{backend.Key}' is given twice; name each once.");
+        }
+
+        if (BatchSizes.GroupBy(b => b).FirstOrDefault(g => g.Count() > 1) is { } batch)
+        {
+            throw new ArgumentException($"batch size {batch.Key} is given twice; name each once.");
+        }
+
+        if (Threads.GroupBy(t => t).FirstOrDefault(g => g.Count() > 1) is { } threads)
+        {
+            throw new ArgumentException($"thread count {threads.Key} is given twice; name each once.");
+        }
+    }
 }
 
-/// <summary>One measured point.</summary>
+/// <summary>One measured point. <see cref="Threads"/> is how many threads verified the batch (simd splits a batch only
+/// from 48 items per thread), null for the GPU backends, which take no thread count; <see cref="ThreadsRequested"/> is
+/// the thread count the backend was made with, null where it takes none.</summary>
 public sealed record VerifyBenchmarkResult(
     [property: JsonPropertyName("backend")] string Backend,
     [property: JsonPropertyName("batch")] int Batch,
-    [property: JsonPropertyName("threads")] int Threads,
+    [property: JsonPropertyName("threads")] int? Threads,
     [property: JsonPropertyName("verifies_per_s")] double VerifiesPerSecond,
     [property: JsonPropertyName("ratio_to_libsodium")] double RatioToLibsodium,
     [property: JsonPropertyName("key_cache")] bool KeyCache,
@@ -54,6 +77,15 @@ public sealed record VerifyBenchmarkResult(
     /// <summary>Wall time of one batch call in milliseconds (the added latency of verifying a batch this size).</summary>
     [JsonPropertyName("ms_per_batch")]
     public double MillisecondsPerBatch => Batch / VerifiesPerSecond * 1000;
+
+    /// <summary>The thread count the backend was made with (<c>--threads</c>); null for backends that take none.</summary>
+    [JsonPropertyName("threads_requested")]
+    public int? ThreadsRequested { get; init; }
+
+    /// <summary>libsodium's rate in the slice paired with the one <see cref="VerifiesPerSecond"/> comes from, so that
+    /// <see cref="RatioToLibsodium"/> is exactly the one divided by the other (for the libsodium row, its own rate).</summary>
+    [JsonPropertyName("libsodium_paired_per_s")]
+    public double LibsodiumPairedPerSecond { get; init; }
 
     /// <summary>For GPU backends, where one batch's time went; null for the others.</summary>
     [JsonPropertyName("gpu")]
@@ -101,12 +133,23 @@ public sealed record MachineInfo(
     }
 }
 
+/// <summary>The untimed warm-up of one configuration before the sweep: how long it ran and whether it settled (no
+/// method JIT-compiled for <see cref="VerifyBenchmark.QuietTime"/> and the rate no longer rising) within its bound.</summary>
+public sealed record WarmUpResult(
+    [property: JsonPropertyName("configuration")] string Configuration,
+    [property: JsonPropertyName("seconds")] double Seconds,
+    [property: JsonPropertyName("settled")] bool Settled);
+
 /// <summary>A whole sweep: machine and points.</summary>
 public sealed record VerifyBenchmarkReport(
     [property: JsonPropertyName("machine")] MachineInfo Machine,
     [property: JsonPropertyName("results")] IReadOnlyList<VerifyBenchmarkResult> Results)
 {
     private static readonly JsonSerializerOptions Json = new() { WriteIndented = true };
+
+    /// <summary>Each configuration's warm-up, in the order they ran (before any point was timed).</summary>
+    [JsonPropertyName("warm_up")]
+    public IReadOnlyList<WarmUpResult> WarmUp { get; init; } = [];
 
     /// <summary>The report as JSON (<c>{"machine":{...},"results":[...]}</c>).</summary>
     public string ToJson() => JsonSerializer.Serialize(this, Json);
@@ -121,14 +164,16 @@ public sealed class VerifyBenchmark(BatchVerifierRegistry registry, VerifyBenchm
     /// <summary>Runs the sweep.</summary>
     public VerifyBenchmarkReport Run()
     {
+        options.Validate();
         var results = new List<VerifyBenchmarkResult>();
+        var warmUp = new List<WarmUpResult>();
         using var libsodium = new LibsodiumBatchVerifier();
         // One instance per backend and thread count for the whole sweep: a GPU backend compiles its kernel and sizes
         // its buffers once, as in a node.
         var verifiers = new Dictionary<(string Backend, int Threads), IBatchVerifier>();
         try
         {
-            Sweep(results, libsodium, verifiers);
+            Sweep(results, warmUp, libsodium, verifiers);
         }
         finally
         {
@@ -138,10 +183,10 @@ public sealed class VerifyBenchmark(BatchVerifierRegistry registry, VerifyBenchm
             }
         }
 
-        return new VerifyBenchmarkReport(MachineInfo.Current(), results);
+        return new VerifyBenchmarkReport(MachineInfo.Current(), results) { WarmUp = warmUp };
     }
 
-    private void Sweep(List<VerifyBenchmarkResult> results, LibsodiumBatchVerifier libsodium, Dictionary<(string Backend, int Threads), IBatchVerifier> verifiers)
+    private void Sweep(List<VerifyBenchmarkResult> results, List<WarmUpResult> warmUp, LibsodiumBatchVerifier libsodium, Dictionary<(string Backend, int Threads), IBatchVerifier> verifiers)
     {
         // Every instance is made (and checked) before the first timing: a wrong backend stops the sweep at once, and
         // each thread count is checked, not only the first (a threading bug shows only with several threads).
@@ -165,6 +210,7 @@ public sealed class VerifyBenchmark(BatchVerifierRegistry registry, VerifyBenchm
             }
         }
 
+        WarmUp(warmUp, libsodium, verifiers);
         foreach (int size in options.BatchSizes)
         {
             using SignatureBatch batch = MakeBatch(size, options.DistinctKeys);
@@ -172,7 +218,7 @@ public sealed class VerifyBenchmark(BatchVerifierRegistry registry, VerifyBenchm
             // slice keeps one call short at batch 1,000,000 (a whole batch would take half a minute per call).
             using SignatureBatch baselineBatch = size <= BaselineSlice ? batch : Slice(batch, BaselineSlice);
             double baseline = Measure(libsodium, baselineBatch);
-            results.Add(new VerifyBenchmarkResult(libsodium.Name, size, 1, baseline, 1.0, false, libsodium.Description));
+            results.Add(new VerifyBenchmarkResult(libsodium.Name, size, 1, baseline, 1.0, false, libsodium.Description) { LibsodiumPairedPerSecond = baseline });
             progress?.WriteLine($"  batch {size,6}: libsodium {baseline,12:N0}/s");
             foreach (string backend in options.Backends)
             {
@@ -183,15 +229,16 @@ public sealed class VerifyBenchmark(BatchVerifierRegistry registry, VerifyBenchm
                         continue; // timed once (TimedOnce), at the first thread count
                     }
 
-                    using var gpuTimes = new GpuTimeListener();
-                    (double rate, double ratio) = MeasureAgainst(verifier, libsodium, batch, baselineBatch, gpuTimes);
-                    int threadsUsed = backend is ReferenceBatchVerifier.BackendName or LibsodiumBatchVerifier.BackendName ? 1 : threads;
-                    var result = new VerifyBenchmarkResult(verifier.Name, size, threadsUsed, rate, ratio, options.KeyCache, verifier.Description)
+                    (double rate, double pairedBaseline, GpuBreakdown? gpuTimes) = MeasureAgainst(verifier, libsodium, batch, baselineBatch);
+                    int? threadsUsed = ThreadsUsed(backend, threads, size);
+                    var result = new VerifyBenchmarkResult(verifier.Name, size, threadsUsed, rate, rate / pairedBaseline, options.KeyCache, verifier.Description)
                     {
-                        Gpu = gpuTimes.PerBatch(),
+                        Gpu = gpuTimes,
+                        ThreadsRequested = TakesThreads(backend) ? threads : null,
+                        LibsodiumPairedPerSecond = pairedBaseline,
                     };
                     results.Add(result);
-                    progress?.WriteLine($"  batch {size,6}: {verifier.Name} x{threadsUsed} {rate,12:N0}/s  ({ratio:F2}x libsodium), {result.MillisecondsPerBatch:F3} ms per batch");
+                    progress?.WriteLine($"  batch {size,6}: {verifier.Name} {ThreadsLabel(result)} {rate,12:N0}/s  ({result.RatioToLibsodium:F2}x libsodium's {pairedBaseline:N0}/s beside it), {result.MillisecondsPerBatch:F3} ms per batch");
                     if (result.Gpu is { } gpu)
                     {
                         progress?.WriteLine($"  {verifier.Name} batch {size}, per batch: host prep {gpu.HostMs:F3} ms, copies {gpu.CopyMs:F3} ms ({gpu.CopyMs / result.MillisecondsPerBatch:P0} of wall), kernel {gpu.KernelMs:F3} ms, {gpu.Launches:F1} launches");
@@ -206,6 +253,103 @@ public sealed class VerifyBenchmark(BatchVerifierRegistry registry, VerifyBenchm
     /// once per count (that gave rows differing only in a thread count that did not run).</summary>
     private static bool TimedOnce(string backend) => backend is GpuBatchVerifier.DeviceBackendName or GpuBatchVerifier.CpuBackendName
         or ReferenceBatchVerifier.BackendName or LibsodiumBatchVerifier.BackendName;
+
+    /// <summary>Whether <paramref name="backend"/> uses the thread count it is made with.</summary>
+    private static bool TakesThreads(string backend) => !TimedOnce(backend);
+
+    /// <summary>simd's smallest share of a batch per thread: SimdBatchVerifier.MinItemsPerThread (private there; a
+    /// test in MegaNet.Verify.Tests watches where simd really splits a batch and fails when the two part).</summary>
+    internal const int SimdMinItemsPerThread = 48;
+
+    /// <summary>How many threads verify a batch of <paramref name="batch"/> items on <paramref name="backend"/> made
+    /// with <paramref name="threads"/>: null for the GPU backends (the device and the pool's threads do the work),
+    /// 1 for reference and libsodium, for simd only as many as get 48 items each.</summary>
+    internal static int? ThreadsUsed(string backend, int threads, int batch) => backend switch
+    {
+        GpuBatchVerifier.DeviceBackendName or GpuBatchVerifier.CpuBackendName => null,
+        ReferenceBatchVerifier.BackendName or LibsodiumBatchVerifier.BackendName => 1,
+        SimdBatchVerifier.BackendName => Math.Clamp(batch / SimdMinItemsPerThread, 1, threads),
+        _ => threads,
+    };
+
+    /// <summary><c>x2</c>, <c>x1 of 2</c> where fewer threads ran than were asked for, or <c>-</c> without a thread count.</summary>
+    internal static string ThreadsLabel(VerifyBenchmarkResult r) =>
+        r.Threads is not { } used ? "-" : r.ThreadsRequested is { } asked && asked != used ? $"x{used} of {asked}" : $"x{used}";
+
+    /// <summary>How long a configuration must go without any method being JIT-compiled before its warm-up can end:
+    /// tiered compilation waits 100 ms after the last tier-0 activity before it promotes methods, so a shorter quiet
+    /// spell would not show that tier-1 code (with OSR and dynamic PGO) has been installed.</summary>
+    public static readonly TimeSpan QuietTime = TimeSpan.FromMilliseconds(300);
+
+    /// <summary>Warm-up batches hold at most this many items: larger ones run the same code (Pippenger) and would only
+    /// make the warm-up longer.</summary>
+    private const int WarmUpItems = 1024;
+
+    /// <summary>
+    /// Before anything is timed, runs libsodium and every backend instance, untimed, on each of the sweep's batch sizes
+    /// (capped at <see cref="WarmUpItems"/>) in rounds, until no method has been JIT-compiled for
+    /// <see cref="QuietTime"/> and a round's rates no longer beat the best so far by 5 %, or for at most five times
+    /// <see cref="VerifyBenchmarkOptions.Duration"/> (0.1 to 10 s). Without it the sweep's first point was timed
+    /// mostly in tier-0 code: `--batch 1,1,8,8` gave 0.26× libsodium at the first batch-1 point and 0.40× at the second.
+    /// </summary>
+    private void WarmUp(List<WarmUpResult> warmUp, LibsodiumBatchVerifier libsodium, Dictionary<(string Backend, int Threads), IBatchVerifier> verifiers)
+    {
+        SignatureBatch[] batches = options.BatchSizes.Select(s => Math.Min(s, WarmUpItems)).Distinct().Order()
+            .Select(s => MakeBatch(s, options.DistinctKeys, seed: 2)).ToArray();
+        try
+        {
+            TimeSpan window = TimeSpan.FromTicks(Math.Clamp((options.Duration / 7).Ticks, TimeSpan.TicksPerMillisecond, 100 * TimeSpan.TicksPerMillisecond));
+            TimeSpan limit = TimeSpan.FromTicks(Math.Clamp((options.Duration * 5).Ticks, TimeSpan.TicksPerSecond / 10, 10 * TimeSpan.TicksPerSecond));
+            var configurations = new List<(string Label, IBatchVerifier Verifier)> { (libsodium.Name, libsodium) };
+            configurations.AddRange(verifiers.Select(v => (TakesThreads(v.Key.Backend) ? $"{v.Value.Name} x{v.Key.Threads}" : v.Value.Name, v.Value)));
+            foreach ((string label, IBatchVerifier verifier) in configurations)
+            {
+                (double seconds, bool settled) = WarmUp(verifier, batches, window, limit);
+                warmUp.Add(new WarmUpResult(label, seconds, settled));
+                progress?.WriteLine(settled
+                    ? $"  warm-up: {label} settled after {seconds:F1} s (no JIT compilation for {QuietTime.TotalSeconds:0.#} s, rate steady)"
+                    : $"  warm-up: {label} had not settled after {seconds:F1} s (its bound); timing it anyway");
+            }
+        }
+        finally
+        {
+            foreach (SignatureBatch batch in batches)
+            {
+                batch.Dispose();
+            }
+        }
+    }
+
+    private static (double Seconds, bool Settled) WarmUp(IBatchVerifier verifier, SignatureBatch[] batches, TimeSpan window, TimeSpan limit)
+    {
+        double[] best = new double[batches.Length];
+        long compiled = System.Runtime.JitInfo.GetCompiledMethodCount();
+        var clock = Stopwatch.StartNew();
+        TimeSpan lastCompilation = TimeSpan.Zero;
+        for (int round = 0; ; round++)
+        {
+            bool rising = false;
+            for (int i = 0; i < batches.Length; i++)
+            {
+                double rate = TimeSlice(verifier, batches[i], window, out _, out _);
+                rising |= rate > best[i] * 1.05;
+                best[i] = Math.Max(best[i], rate);
+            }
+
+            long now = System.Runtime.JitInfo.GetCompiledMethodCount();
+            if (now != compiled)
+            {
+                compiled = now;
+                lastCompilation = clock.Elapsed;
+            }
+
+            bool quiet = clock.Elapsed - lastCompilation >= QuietTime;
+            if ((round > 0 && quiet && !rising) || clock.Elapsed >= limit)
+            {
+                return (clock.Elapsed.TotalSeconds, round > 0 && quiet && !rising);
+            }
+        }
+    }
 
     /// <summary>Compares <paramref name="verifier"/> with the reference on the seeded mix, if it declares MegaNet's rule;
     /// throws when they disagree.</summary>
@@ -233,28 +377,29 @@ public sealed class VerifyBenchmark(BatchVerifierRegistry registry, VerifyBenchm
 
     /// <summary>
     /// Times <paramref name="verifier"/> in three slices, each right after a slice of libsodium on the same batch, and
-    /// returns its rate and the median of the three paired ratios: on a shared, noisy machine a slowdown then hits both
-    /// sides of a pair instead of only one of them.
+    /// returns both rates of the pair whose ratio is the median: on a shared, noisy machine a slowdown then hits both
+    /// sides of a pair instead of only one of them. Rate and ratio come from the same pair, so the printed rate divided
+    /// by the printed libsodium rate beside it is the printed ratio (the rate was once the mean over all slices while
+    /// the ratio was the median pair's, and the two disagreed: 52,167/s shown as 2.85× a libsodium at 27,607/s). The
+    /// GPU breakdown is that slice's too, so its parts compare with the row's ms per batch.
     /// </summary>
-    private (double Rate, double Ratio) MeasureAgainst(IBatchVerifier verifier, IBatchVerifier libsodium, SignatureBatch batch, SignatureBatch baselineBatch, GpuTimeListener gpuTimes)
+    private (double Rate, double Baseline, GpuBreakdown? Gpu) MeasureAgainst(IBatchVerifier verifier, IBatchVerifier libsodium, SignatureBatch batch, SignatureBatch baselineBatch)
     {
         const int Rounds = 3;
         CheckAndWarm(verifier, batch);
-        gpuTimes.Start();
-        Span<double> ratios = stackalloc double[Rounds];
-        double items = 0, seconds = 0;
+        var pairs = new (double Rate, double Baseline, GpuBreakdown? Gpu)[Rounds];
         for (int r = 0; r < Rounds; r++)
         {
             double baseline = TimeSlice(libsodium, baselineBatch, options.Duration / (2 * Rounds), out _, out _);
-            double rate = TimeSlice(verifier, batch, options.Duration / Rounds, out long sliceItems, out double sliceSeconds);
-            gpuTimes.Batches += sliceItems / batch.Count;
-            items += sliceItems;
-            seconds += sliceSeconds;
-            ratios[r] = rate / baseline;
+            using var gpuTimes = new GpuTimeListener();
+            gpuTimes.Start();
+            double rate = TimeSlice(verifier, batch, options.Duration / Rounds, out long sliceItems, out _);
+            gpuTimes.Batches = sliceItems / batch.Count;
+            pairs[r] = (rate, baseline, gpuTimes.PerBatch());
         }
 
-        ratios.Sort();
-        return (items / seconds, ratios[Rounds / 2]);
+        Array.Sort(pairs, (a, b) => (a.Rate / a.Baseline).CompareTo(b.Rate / b.Baseline));
+        return pairs[Rounds / 2];
     }
 
     private static double TimeSlice(IBatchVerifier verifier, SignatureBatch batch, TimeSpan duration, out long items, out double seconds)
@@ -279,7 +424,8 @@ public sealed class VerifyBenchmark(BatchVerifierRegistry registry, VerifyBenchm
         return TimeSlice(verifier, batch, options.Duration, out _, out _);
     }
 
-    /// <summary>Refuses to time a verifier that rejects the valid batch, then warms it up (tiering, caches).</summary>
+    /// <summary>Refuses to time a verifier that rejects the valid batch, then runs it a while on this batch (caches,
+    /// branch predictors; tiered compilation was settled by the warm-up before the sweep).</summary>
     private void CheckAndWarm(IBatchVerifier verifier, SignatureBatch batch)
     {
         bool[] verdicts = new bool[batch.Count];

@@ -99,6 +99,12 @@ internal static class BenchCommand
                 IReadOnlyList<string> names = requested is null
                     ? new[] { "simd", "gpu" }.Where(n => registry.Find(n)?.Probe() is null).ToList()
                     : requested.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(registry.Resolve).ToList();
+                // After Resolve, so an alias and its name count as the same backend.
+                if (names.GroupBy(n => n).FirstOrDefault(g => g.Count() > 1) is { } twice)
+                {
+                    throw new ArgumentException($"--backend: {twice.Key} is given twice; name each backend once.");
+                }
+
                 if (names.Count == 0)
                 {
                     Console.Error.WriteLine("meganet bench: no fast backend can run here; name one with --backend (e.g. reference).");
@@ -132,10 +138,16 @@ internal static class BenchCommand
                 Console.WriteLine($"key cache {(options.KeyCache ? "on" : "off")}, {(options.DistinctKeys == 0 ? "one key per item" : $"{options.DistinctKeys} distinct keys")}, {options.Duration.TotalSeconds:0.##} s per point");
                 VerifyBenchmarkReport report = new VerifyBenchmark(registry, options, Console.Out).Run();
                 Console.WriteLine();
-                Console.WriteLine($"{"backend",-10} {"batch",7} {"threads",7} {"verifies/s",14} {"x libsodium",12} {"ms/batch",10}");
+                Console.WriteLine($"{"backend",-10} {"batch",7} {"threads",8} {"verifies/s",14} {"libsodium/s",12} {"x libsodium",12} {"ms/batch",10}");
                 foreach (VerifyBenchmarkResult r in report.Results)
                 {
-                    Console.WriteLine($"{r.Backend,-10} {r.Batch,7} {r.Threads,7} {r.VerifiesPerSecond,14:N0} {r.RatioToLibsodium,12:F2} {r.MillisecondsPerBatch,10:F3}");
+                    string threadsUsed = r.Threads is { } n ? (r.ThreadsRequested is { } asked && asked != n ? $"{n}*" : $"{n}") : "-";
+                    Console.WriteLine($"{r.Backend,-10} {r.Batch,7} {threadsUsed,8} {r.VerifiesPerSecond,14:N0} {r.LibsodiumPairedPerSecond,12:N0} {r.RatioToLibsodium,12:F2} {r.MillisecondsPerBatch,10:F3}");
+                }
+
+                foreach (string note in Footnotes(report))
+                {
+                    Console.WriteLine(note);
                 }
 
                 if (jsonFile is not null)
@@ -176,6 +188,37 @@ internal static class BenchCommand
         int[] values = text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
             .Select(s => int.TryParse(s, NumberStyles.Integer, CultureInfo.InvariantCulture, out int v) && v > 0 ? v : throw new ArgumentException($"{option}: '{s}' is not a positive integer."))
             .ToArray();
+        // A value given twice would be timed twice as rows of their own, the first on a colder process.
+        if (values.GroupBy(v => v).FirstOrDefault(g => g.Count() > 1) is { } twice)
+        {
+            throw new ArgumentException($"{option}: {twice.Key} is given twice; name each value once.");
+        }
+
         return values.Length > 0 ? values : throw new ArgumentException($"{option} needs at least one value.");
+    }
+
+    /// <summary>What the table's columns mean where that is not obvious, and how the sweep was warmed up.</summary>
+    internal static IEnumerable<string> Footnotes(VerifyBenchmarkReport report)
+    {
+        yield return "verifies/s and x libsodium come from the median of three paired slices (libsodium, then the backend); " +
+            "libsodium/s is the libsodium slice of that pair, so verifies/s / libsodium/s = x libsodium. The libsodium rows are timed on their own.";
+        if (report.Results.Any(r => r.Threads is { } n && r.ThreadsRequested is { } asked && asked != n))
+        {
+            yield return $"threads: the threads that verified the batch; * marks fewer than --threads asked for (simd splits a batch only from {VerifyBenchmark.SimdMinItemsPerThread} items per thread).";
+        }
+
+        if (report.Results.Any(r => r.Threads is null))
+        {
+            yield return "threads -: the GPU backends take no thread count (the device and the pool's threads do the work); timed once.";
+        }
+
+        if (report.WarmUp.Count > 0)
+        {
+            List<WarmUpResult> unsettled = report.WarmUp.Where(w => !w.Settled).ToList();
+            yield return $"warm-up: before the sweep each configuration ran untimed ({string.Join(", ", report.WarmUp.Select(w => $"{w.Configuration} {w.Seconds:F1} s"))})" +
+                (unsettled.Count == 0
+                    ? $", each until no method had been JIT-compiled for {VerifyBenchmark.QuietTime.TotalSeconds:0.#} s and its rate held."
+                    : $"; {string.Join(", ", unsettled.Select(w => w.Configuration))} had not settled within the bound (5 x --seconds), so its first points may be low.");
+        }
     }
 }

@@ -1,0 +1,106 @@
+using MegaNet.Core.Verification;
+using MegaNet.Node.Benchmarking;
+using MegaNet.Node.Cli;
+
+namespace MegaNet.Verify.Tests;
+
+/// <summary><c>meganet bench</c>'s sweep: warmed up before the first point, one row per distinct point, each row's
+/// rate and ratio from the same slices, and the threads column saying what ran.</summary>
+public sealed class BenchSweepTests
+{
+    [Fact]
+    public void Every_configuration_is_warmed_up_before_the_first_point_is_timed()
+    {
+        // The first point used to be timed on a cold process (tier-0 code): 0.26x libsodium at batch 1, 0.40x when
+        // the same point was timed again.
+        var progress = new StringWriter();
+        VerifyBenchmarkReport report = new VerifyBenchmark(Backends.Registry, new VerifyBenchmarkOptions
+        {
+            Backends = ["simd", "gpu-cpu"],
+            BatchSizes = [1, 8],
+            Threads = [1, 2],
+            Duration = TimeSpan.FromMilliseconds(20),
+        }, progress).Run();
+
+        Assert.Equal(["libsodium", "simd x1", "simd x2", "gpu-cpu"], report.WarmUp.Select(w => w.Configuration));
+        Assert.All(report.WarmUp, w => Assert.True(w.Seconds > 0));
+        string text = progress.ToString();
+        int lastWarmUp = text.LastIndexOf("warm-up: ", StringComparison.Ordinal);
+        int firstTiming = text.IndexOf("/s", StringComparison.Ordinal);
+        Assert.True(lastWarmUp >= 0 && lastWarmUp < firstTiming, $"no warm-up before the first timing:\n{text}");
+        Assert.Contains("warm-up", string.Join('\n', BenchCommand.Footnotes(report)), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void A_value_given_twice_is_refused_naming_it()
+    {
+        Assert.Contains("batch size 8 is given twice",
+            Assert.Throws<ArgumentException>(() => new VerifyBenchmark(Backends.Registry, new VerifyBenchmarkOptions { BatchSizes = [8, 1, 8] }).Run()).Message,
+            StringComparison.Ordinal);
+        Assert.Contains("backend 'simd' is given twice",
+            Assert.Throws<ArgumentException>(() => new VerifyBenchmark(Backends.Registry, new VerifyBenchmarkOptions { Backends = ["simd", "SIMD"] }).Run()).Message,
+            StringComparison.Ordinal);
+
+        // Through the command line, before any work: one line, exit 1.
+        var error = new StringWriter();
+        var output = new StringWriter();
+        int rc;
+        lock (ConsoleLock.Gate)
+        {
+            TextWriter previousError = Console.Error, previousOut = Console.Out;
+            Console.SetError(error);
+            Console.SetOut(output);
+            try
+            {
+                rc = MeganetCommand.Run(["bench", "--backend", "simd,simd", "--batch", "8", "--seconds", "0.3"]);
+            }
+            finally
+            {
+                Console.SetError(previousError);
+                Console.SetOut(previousOut);
+            }
+        }
+
+        Assert.Equal(1, rc);
+        Assert.Equal("meganet bench: --backend: simd is given twice; name each backend once.", error.ToString().Trim());
+        Assert.DoesNotContain("/s", output.ToString(), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Each_rows_rate_divided_by_its_libsodium_rate_is_its_ratio()
+    {
+        VerifyBenchmarkReport report = new VerifyBenchmark(Backends.Registry, new VerifyBenchmarkOptions
+        {
+            Backends = ["simd"],
+            BatchSizes = [8, 64],
+            Threads = [1],
+            Duration = TimeSpan.FromMilliseconds(30),
+        }).Run();
+
+        Assert.Equal(4, report.Results.Count);
+        Assert.All(report.Results, r =>
+        {
+            Assert.True(r.LibsodiumPairedPerSecond > 0, $"{r.Backend} at {r.Batch}: no paired libsodium rate");
+            Assert.Equal(r.VerifiesPerSecond / r.LibsodiumPairedPerSecond, r.RatioToLibsodium, 9);
+        });
+    }
+
+    [Fact]
+    public void The_threads_column_shows_the_threads_that_verified_the_batch()
+    {
+        VerifyBenchmarkReport report = new VerifyBenchmark(Backends.Registry, new VerifyBenchmarkOptions
+        {
+            Backends = ["simd", "gpu-cpu"],
+            BatchSizes = [64, 95, 96, 200],
+            Threads = [2],
+            Duration = TimeSpan.FromMilliseconds(20),
+        }).Run();
+
+        // simd gives each thread at least 48 items (SimdBatchVerifier.MinItemsPerThread), so x2 ran on one thread
+        // below 96; the column used to say 2 there.
+        Assert.Equal([(64, 1), (95, 1), (96, 2), (200, 2)], report.Results.Where(r => r.Backend == "simd").Select(r => (r.Batch, r.Threads ?? 0)));
+        Assert.All(report.Results.Where(r => r.Backend == "simd"), r => Assert.Equal(2, r.ThreadsRequested));
+        Assert.All(report.Results.Where(r => r.Backend == "gpu-cpu"), r => Assert.Null(r.Threads));
+        Assert.Contains("fewer than --threads asked for", string.Join('\n', BenchCommand.Footnotes(report)), StringComparison.Ordinal);
+    }
+}
