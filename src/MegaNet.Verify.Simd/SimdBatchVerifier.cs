@@ -21,8 +21,8 @@ public sealed class SimdBatchVerifier : BatchVerifierBase
     /// <summary>Registry name.</summary>
     public const string BackendName = "simd";
 
-    // Below this many items per thread, another thread costs more than it saves.
-    private const int MinItemsPerThread = 48;
+    /// <summary>The fewest items a thread is given: below this, another thread costs more than it saves.</summary>
+    public const int MinItemsPerThread = 48;
 
     // At or below this size a failing group is settled item by item instead of bisected further.
     private const int SingleCheckSize = 4;
@@ -62,10 +62,13 @@ public sealed class SimdBatchVerifier : BatchVerifierBase
     public override string Description =>
         $"{IsaTier}; Straus/Pippenger batch equation; {_threads} thread(s); key cache {(_cache is null ? "off" : _cacheCapacity.ToString(System.Globalization.CultureInfo.InvariantCulture))}";
 
+    /// <summary>How many of <paramref name="threads"/> threads verify a batch of <paramref name="count"/> items.</summary>
+    public static int ThreadsFor(int count, int threads) => Math.Clamp(count / MinItemsPerThread, 1, threads);
+
     /// <inheritdoc />
     protected override void VerifyCore(SignatureBatch batch, int start, int count, Span<bool> verdicts)
     {
-        int chunks = Math.Clamp(count / MinItemsPerThread, 1, _threads);
+        int chunks = ThreadsFor(count, _threads);
         if (chunks == 1)
         {
             VerifyChunk(batch, start, count, verdicts);

@@ -257,18 +257,14 @@ public sealed class VerifyBenchmark(BatchVerifierRegistry registry, VerifyBenchm
     /// <summary>Whether <paramref name="backend"/> uses the thread count it is made with.</summary>
     private static bool TakesThreads(string backend) => !TimedOnce(backend);
 
-    /// <summary>simd's smallest share of a batch per thread: SimdBatchVerifier.MinItemsPerThread (private there; a
-    /// test in MegaNet.Verify.Tests watches where simd really splits a batch and fails when the two part).</summary>
-    internal const int SimdMinItemsPerThread = 48;
-
     /// <summary>How many threads verify a batch of <paramref name="batch"/> items on <paramref name="backend"/> made
     /// with <paramref name="threads"/>: null for the GPU backends (the device and the pool's threads do the work),
-    /// 1 for reference and libsodium, for simd only as many as get 48 items each.</summary>
+    /// 1 for reference and libsodium, for simd only as many as get <see cref="SimdBatchVerifier.MinItemsPerThread"/> items each.</summary>
     internal static int? ThreadsUsed(string backend, int threads, int batch) => backend switch
     {
         GpuBatchVerifier.DeviceBackendName or GpuBatchVerifier.CpuBackendName => null,
         ReferenceBatchVerifier.BackendName or LibsodiumBatchVerifier.BackendName => 1,
-        SimdBatchVerifier.BackendName => Math.Clamp(batch / SimdMinItemsPerThread, 1, threads),
+        SimdBatchVerifier.BackendName => SimdBatchVerifier.ThreadsFor(batch, threads),
         _ => threads,
     };
 

@@ -4,6 +4,7 @@ using MegaNet.Core.Verification;
 using MegaNet.Node.Benchmarking;
 using MegaNet.Node.Diagnostics;
 using MegaNet.Node.Verification;
+using MegaNet.Verify.Simd;
 
 namespace MegaNet.Node.Cli;
 
@@ -204,7 +205,7 @@ internal static class BenchCommand
             "libsodium/s is the libsodium slice of that pair, so verifies/s / libsodium/s = x libsodium. The libsodium rows are timed on their own.";
         if (report.Results.Any(r => r.Threads is { } n && r.ThreadsRequested is { } asked && asked != n))
         {
-            yield return $"threads: the threads that verified the batch; * marks fewer than --threads asked for (simd splits a batch only from {VerifyBenchmark.SimdMinItemsPerThread} items per thread).";
+            yield return $"threads: the threads that verified the batch; * marks fewer than --threads asked for (simd splits a batch only from {SimdBatchVerifier.MinItemsPerThread} items per thread).";
         }
 
         if (report.Results.Any(r => r.Threads is null))
