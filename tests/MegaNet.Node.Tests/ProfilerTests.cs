@@ -69,6 +69,35 @@ public sealed class ProfilerTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public async Task The_live_table_is_updated_after_every_refresh_interval()
+    {
+        // The update callback redraws the live table. It waited for an event named "CollectionComplete", which the
+        // runtime never sends (each interval ends with CollectionStop), so 'meganet profile' printed nothing, ever.
+        await using ExternalNode node = await ExternalNode.StartTemporaryAsync("meganet-profile-");
+        using (var client = new MegaNetClient(node.Address))
+        using (Identity alice = Identity.Create(), bob = Identity.Create())
+        {
+            await client.SendAsync(alice, bob.Card, Encoding.UTF8.GetBytes("something to count"), "text/plain");
+        }
+
+        var updates = new List<IReadOnlyList<InstrumentReading>>();
+        IReadOnlyList<InstrumentReading> last = await NodeProfiler.CollectAsync(node.ProcessId, TimeSpan.FromSeconds(6), refreshSeconds: 1, onUpdate: table =>
+        {
+            lock (updates)
+            {
+                updates.Add(table);
+            }
+        });
+
+        output.WriteLine($"{updates.Count} updates; the last: {string.Join(", ", updates.LastOrDefault()?.Select(r => r.Instrument) ?? [])}");
+        Assert.True(updates.Count >= 2, $"the live table was updated {updates.Count} times in 6 s at --refresh 1");
+        IReadOnlyList<InstrumentReading> shown = updates[^1];
+        Assert.Contains(shown, r => r.Instrument == "meganet.store.log_size" && r.Value >= 1);
+        Assert.Contains(shown, r => r.Meter == "System.Runtime" && r.Instrument == "dotnet.process.cpu.time");
+        Assert.True(shown.Count <= last.Count, "an update showed rows the final table lacks");
+    }
+
+    [Fact]
     public async Task A_second_session_joins_a_compatible_one_and_fails_naming_the_cause_otherwise()
     {
         // The runtime aggregates metrics for one session at a time. Before, a second 'meganet profile' (or one beside

@@ -366,7 +366,10 @@ public static class NodeProfiler
             "UpDownCounterRateValuePublished" => "updown",
             "GaugeValuePublished" => "gauge",
             "HistogramValuePublished" => "histogram",
-            "CollectionComplete" => "complete",
+            // The runtime's MetricsEventSource ends each interval's values with CollectionStop (event 3, after
+            // CollectionStart), which TraceEvent names by task and opcode, "Collection/Stop". The runtime sends no
+            // "CollectionComplete", the name matched before, so the live table never drew.
+            "Collection/Stop" or "CollectionStop" => "complete",
             _ => string.Empty,
         };
         if (kind == "complete")
