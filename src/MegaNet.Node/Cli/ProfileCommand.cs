@@ -108,6 +108,12 @@ internal static class ProfileCommand
                 Console.Error.WriteLine($"meganet profile: {e.Message}");
                 return 1;
             }
+            catch (NodeExitedException e)
+            {
+                // The node went away: like a node that cannot be reached, exit code 2.
+                Console.Error.WriteLine($"meganet profile: {e.Message}");
+                return 2;
+            }
         });
         return command;
     }
