@@ -17,6 +17,27 @@ public sealed class ProfileCommandTests(ITestOutputHelper output) : IDisposable
 
     public void Dispose() => Directory.Delete(_dir, recursive: true);
 
+    [Theory]
+    [InlineData("--refresh must be 1 or more seconds (got 0)", "--refresh", "0")]
+    [InlineData("--refresh must be 1 or more seconds (got -3)", "--refresh", "-3")]
+    [InlineData("--top must be 0 (no summary) or more (got -1)", "--top", "-1")]
+    [InlineData("--json needs --once", "--json")]
+    [InlineData("--once and --trace cannot be combined", "--once", "--trace", "x.nettrace")]
+    [InlineData("--trace and --dump cannot be combined", "--dump", "x.dmp", "--trace", "x.nettrace")]
+    [InlineData("--duration must be more than 0, such as 30s", "--trace", "x.nettrace", "--duration", "0s")]
+    public async Task Options_that_would_be_ignored_or_replaced_are_refused_in_one_line(string expected, params string[] args)
+    {
+        // Before, --refresh 0 and -3 became 1, --top -1 became 0, --json without --once and one of --once/--dump
+        // beside --trace were ignored, and --duration 0s was "not a duration". Refused before any node is looked for.
+        Result r = await MeganetProcess.RunAsync(_dir, null, closeStdout: false, ["profile", .. args]);
+        output.WriteLine(r.Stderr);
+        Assert.True(r.ExitCode == 1, $"exit code {r.ExitCode}; stderr: {r.Stderr}");
+        Assert.Contains(expected, r.Stderr, StringComparison.Ordinal);
+        Assert.DoesNotContain("   at ", r.Stderr, StringComparison.Ordinal);
+        Assert.DoesNotContain("No MegaNet node", r.Stderr, StringComparison.Ordinal);
+        Assert.Empty(Directory.EnumerateFileSystemEntries(_dir));
+    }
+
     [Fact]
     public async Task The_live_table_ends_when_its_node_exits_saying_so_with_exit_code_2()
     {
