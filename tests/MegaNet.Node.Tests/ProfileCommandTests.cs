@@ -39,6 +39,40 @@ public sealed class ProfileCommandTests(ITestOutputHelper output) : IDisposable
     }
 
     [Fact]
+    public async Task The_live_table_reaches_a_redirected_output_and_ctrl_c_ends_it_and_a_trace_with_130()
+    {
+        await using ExternalNode node = await ExternalNode.StartTemporaryAsync("meganet-profile-");
+
+        // 'meganet profile > live.txt' printed nothing at all: the redraw waited for an event the runtime never sends.
+        await using (var live = Profile("--pid", Pid(node)))
+        {
+            await live.WaitForOutputAsync(o => Headers(o) >= 2, "two tables");
+            Assert.Contains("meganet.store.log_size", live.Stdout, StringComparison.Ordinal);
+            Assert.Contains("dotnet.process.cpu.time", live.Stdout, StringComparison.Ordinal);
+            live.Signal("INT");
+            // Ctrl+C exited 0; README says 130.
+            Assert.Equal(130, await live.WaitForExitAsync());
+        }
+
+        // A trace stopped early keeps what it traced and says how long that was (it said "for 60 s" and exited 0).
+        string trace = Path.Combine(_dir, "early.nettrace");
+        await using (var tracing = Profile("--pid", Pid(node), "--trace", trace, "--duration", "60s"))
+        {
+            await tracing.WaitForOutputAsync(o => o.Contains("tracing", StringComparison.Ordinal), "the trace to start");
+            await Task.Delay(TimeSpan.FromSeconds(3));
+            tracing.Signal("INT");
+            Assert.Equal(130, await tracing.WaitForExitAsync());
+            Assert.Matches(@"interrupted: traced \d+\.\d s of the 60 s asked for; wrote .*early\.nettrace \([\d,]+ bytes\)", tracing.Stdout);
+            double traced = double.Parse(System.Text.RegularExpressions.Regex.Match(tracing.Stdout, @"traced (\d+\.\d) s").Groups[1].Value, CultureInfo.InvariantCulture);
+            Assert.InRange(traced, 2.0, 50.0);
+        }
+
+        // And the partial trace is a whole one: it can be summarised.
+        (int samples, _, _) = TraceSummary.Summarize(trace, 5);
+        output.WriteLine($"{samples} samples in the interrupted trace");
+    }
+
+    [Fact]
     public async Task The_live_table_ends_when_its_node_exits_saying_so_with_exit_code_2()
     {
         // Before, 'meganet profile' was still running 10 minutes after its node had stopped cleanly.

@@ -95,10 +95,19 @@ internal static class ProfileCommand
                 if (traceOutput is not null)
                 {
                     TimeSpan d = parse.GetValue(duration);
-                    Console.WriteLine($"tracing {node.ProcessId} for {d.TotalSeconds:0} s ...");
-                    await NodeProfiler.TraceAsync(node.ProcessId, traceOutput, d, ct);
+                    Console.WriteLine($"tracing {node.ProcessId} for {d.TotalSeconds:0.#} s ...");
+                    TimeSpan traced = await NodeProfiler.TraceAsync(node.ProcessId, traceOutput, d, ct);
                     traceOutput.Dispose(); // closed, so the summary reads all of it
                     string traceFile = traceOutput.FullPath;
+                    if (ct.IsCancellationRequested)
+                    {
+                        // Ctrl+C: the trace so far is complete and kept. No summary: the process has only a few seconds
+                        // (MeganetCommand's termination timeout) before it is ended, and converting a trace can take longer.
+                        Console.WriteLine($"interrupted: traced {traced.TotalSeconds:0.0} s of the {d.TotalSeconds:0.#} s asked for; " +
+                            $"wrote {traceFile} ({new FileInfo(traceFile).Length:N0} bytes); open it in PerfView or speedscope (no summary after Ctrl+C)");
+                        return ClientCommands.InterruptedExitCode;
+                    }
+
                     Console.WriteLine($"wrote {traceFile} ({new FileInfo(traceFile).Length:N0} bytes); open it in PerfView or speedscope");
                     if (parse.GetValue(top) is > 0 and int n)
                     {
@@ -113,6 +122,12 @@ internal static class ProfileCommand
                 if (parse.GetValue(once))
                 {
                     IReadOnlyList<InstrumentReading> snapshot = await NodeProfiler.CollectAsync(node.ProcessId, TimeSpan.FromSeconds(seconds * 2.5), seconds, null, ct);
+                    if (ct.IsCancellationRequested)
+                    {
+                        // Ctrl+C before the snapshot was whole: print none rather than a partial one a script would take as complete.
+                        return ClientCommands.InterruptedExitCode;
+                    }
+
                     Console.WriteLine(parse.GetValue(json)
                         ? JsonSerializer.Serialize(new { pid = node.ProcessId, instruments = snapshot }, new JsonSerializerOptions { WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower })
                         : NodeProfiler.Render(snapshot, node, seconds));
@@ -129,7 +144,8 @@ internal static class ProfileCommand
 
                     Console.Write(NodeProfiler.Render(table, node, seconds));
                 }, ct);
-                return 0;
+                // The live table runs until Ctrl+C (or the node exits, below); Ctrl+C exits 130, as README says.
+                return ClientCommands.InterruptedExitCode;
             }
             catch (ProfilerException e)
             {
