@@ -69,6 +69,35 @@ public sealed class ProfilerTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public async Task The_live_table_is_updated_after_every_refresh_interval()
+    {
+        // The update callback redraws the live table. It waited for an event named "CollectionComplete", which the
+        // runtime never sends (each interval ends with CollectionStop), so 'meganet profile' printed nothing, ever.
+        await using ExternalNode node = await ExternalNode.StartTemporaryAsync("meganet-profile-");
+        using (var client = new MegaNetClient(node.Address))
+        using (Identity alice = Identity.Create(), bob = Identity.Create())
+        {
+            await client.SendAsync(alice, bob.Card, Encoding.UTF8.GetBytes("something to count"), "text/plain");
+        }
+
+        var updates = new List<IReadOnlyList<InstrumentReading>>();
+        IReadOnlyList<InstrumentReading> last = await NodeProfiler.CollectAsync(node.ProcessId, TimeSpan.FromSeconds(6), refreshSeconds: 1, onUpdate: table =>
+        {
+            lock (updates)
+            {
+                updates.Add(table);
+            }
+        });
+
+        output.WriteLine($"{updates.Count} updates; the last: {string.Join(", ", updates.LastOrDefault()?.Select(r => r.Instrument) ?? [])}");
+        Assert.True(updates.Count >= 2, $"the live table was updated {updates.Count} times in 6 s at --refresh 1");
+        IReadOnlyList<InstrumentReading> shown = updates[^1];
+        Assert.Contains(shown, r => r.Instrument == "meganet.store.log_size" && r.Value >= 1);
+        Assert.Contains(shown, r => r.Meter == "System.Runtime" && r.Instrument == "dotnet.process.cpu.time");
+        Assert.True(shown.Count <= last.Count, "an update showed rows the final table lacks");
+    }
+
+    [Fact]
     public async Task A_second_session_joins_a_compatible_one_and_fails_naming_the_cause_otherwise()
     {
         // The runtime aggregates metrics for one session at a time. Before, a second 'meganet profile' (or one beside
@@ -208,8 +237,31 @@ public sealed class ProfilerTests(ITestOutputHelper output)
     [InlineData("MegaNet.Core.Verification.BatchVerifierBase.Verify(class MegaNet.Core.Verification.SignatureBatch,int32,int32,value class System.Span`1<bool>)", false)]
     [InlineData("Interop+Libsodium.crypto_hash_sha256(value class System.Span`1<unsigned int8>)", false)]
     [InlineData("MegaNet.Store.ThreadedReader.Read()", false)] // a Read of our own is work, not a blocking system call
+    [InlineData("System.Threading.LowLevelSpinWaiter.Wait(int32,int32,bool)", true)]
+    [InlineData("System.Threading.SpinWait.SpinOnceCore(int32)", true)]
+    [InlineData("System.Threading.Monitor.Enter_Slowpath(class System.Object)", true)]
+    [InlineData("System.IO.RandomAccess.WriteAtOffset(class Microsoft.Win32.SafeHandles.SafeFileHandle,value class System.ReadOnlySpan`1<unsigned int8>,int64)", true)]
+    [InlineData("System.Threading.Thread.Join(int32)", true)]
+    [InlineData("System.String.Join(class System.String,class System.String[])", false)] // joining strings is work
+    [InlineData("System.Runtime.CompilerServices.AsyncTaskMethodBuilder`1[System.__Canon].AwaitUnsafeOnCompleted(!!0&,class System.Runtime.CompilerServices.IAsyncStateMachineBox)", false)]
     public void External_samples_are_waits_by_the_innermost_methods_own_name(string method, bool wait) =>
         Assert.Equal(wait, TraceSummary.IsWait(method));
+
+    [Theory]
+    // A thread spinning or blocked in the runtime is sampled as Managed too; those samples are waits, as README says.
+    // Before, the wait filter applied to External samples only, and a summary ranked LowLevelSpinWaiter.Wait first.
+    [InlineData("Managed", "System.Threading.LowLevelSpinWaiter.Wait(int32,int32,bool)", false)]
+    [InlineData("Managed", "System.Threading.SpinWait.SpinOnceCore(int32)", false)]
+    [InlineData("Managed", "System.Threading.Monitor.Enter_Slowpath(class System.Object)", false)]
+    [InlineData("Managed", "System.Threading.LowLevelLifoSemaphore.WaitNative(class Microsoft.Win32.SafeHandles.SafeWaitHandle,int32)", false)]
+    [InlineData("Managed", "System.IO.RandomAccess.WriteAtOffset(class Microsoft.Win32.SafeHandles.SafeFileHandle,value class System.ReadOnlySpan`1<unsigned int8>,int64)", false)]
+    [InlineData("External", "System.IO.RandomAccess.WriteAtOffset(class Microsoft.Win32.SafeHandles.SafeFileHandle,value class System.ReadOnlySpan`1<unsigned int8>,int64)", false)]
+    [InlineData("Managed", "MegaNet.Core.Verification.BatchVerifierBase.Verify(class MegaNet.Core.Verification.SignatureBatch,int32,int32,value class System.Span`1<bool>)", true)]
+    [InlineData("Managed", null, true)] // managed code without a name (a stub) is still running code
+    [InlineData("External", "Interop+Libsodium.crypto_hash_sha256(value class System.Span`1<unsigned int8>)", true)]
+    [InlineData("External", null, false)] // native code with no managed caller to charge it to
+    public void Samples_of_waiting_threads_are_left_out_whether_managed_or_external(string type, string? innermost, bool counts) =>
+        Assert.Equal(counts, TraceSummary.Counts(type, innermost));
 
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
     private static void NativeSpin(SignatureBatch batch, CancellationToken stop)

@@ -1,4 +1,6 @@
 using System.CommandLine;
+using System.CommandLine.Parsing;
+using System.Globalization;
 using System.Text.Json;
 using MegaNet.Node.Diagnostics;
 
@@ -19,7 +21,7 @@ internal static class ProfileCommand
         {
             Description = "How long --trace records (e.g. 30s, 2m). Default 30s.",
             DefaultValueFactory = _ => TimeSpan.FromSeconds(30),
-            CustomParser = CliParsers.Duration,
+            CustomParser = PositiveDuration,
         };
         var top = new Option<int>("--top")
         {
@@ -37,6 +39,32 @@ internal static class ProfileCommand
         {
             try
             {
+                // Before anything else: an option that would be ignored, or a value that would be replaced, is a
+                // mistake to point out, not to guess around (--refresh 0 became 1, --json without --once was dropped).
+                string[] modes = [.. new (string Name, bool Given)[]
+                {
+                    ("--list", parse.GetValue(list)), ("--once", parse.GetValue(once)), ("--trace", parse.GetValue(trace) is not null), ("--dump", parse.GetValue(dump) is not null),
+                }.Where(m => m.Given).Select(m => m.Name)];
+                if (modes.Length > 1)
+                {
+                    throw new ProfilerException($"{string.Join(" and ", modes)} cannot be combined: each is a run of its own; give one of them.");
+                }
+
+                if (parse.GetValue(json) && !parse.GetValue(once))
+                {
+                    throw new ProfilerException("--json needs --once: the live table is text; use --once --json for one snapshot as JSON.");
+                }
+
+                if (parse.GetValue(refresh) is < 1 and int r)
+                {
+                    throw new ProfilerException($"--refresh must be 1 or more seconds (got {r}).");
+                }
+
+                if (parse.GetValue(top) is < 0 and int tp)
+                {
+                    throw new ProfilerException($"--top must be 0 (no summary) or more (got {tp}).");
+                }
+
                 if (parse.GetValue(list))
                 {
                     IReadOnlyList<NodeProcess> nodes = NodeProfiler.FindNodes();
@@ -67,10 +95,19 @@ internal static class ProfileCommand
                 if (traceOutput is not null)
                 {
                     TimeSpan d = parse.GetValue(duration);
-                    Console.WriteLine($"tracing {node.ProcessId} for {d.TotalSeconds:0} s ...");
-                    await NodeProfiler.TraceAsync(node.ProcessId, traceOutput, d, ct);
+                    Console.WriteLine($"tracing {node.ProcessId} for {d.TotalSeconds:0.#} s ...");
+                    TimeSpan traced = await NodeProfiler.TraceAsync(node.ProcessId, traceOutput, d, ct);
                     traceOutput.Dispose(); // closed, so the summary reads all of it
                     string traceFile = traceOutput.FullPath;
+                    if (ct.IsCancellationRequested)
+                    {
+                        // Ctrl+C: the trace so far is complete and kept. No summary: the process has only a few seconds
+                        // (MeganetCommand's termination timeout) before it is ended, and converting a trace can take longer.
+                        Console.WriteLine($"interrupted: traced {traced.TotalSeconds:0.0} s of the {d.TotalSeconds:0.#} s asked for; " +
+                            $"wrote {traceFile} ({new FileInfo(traceFile).Length:N0} bytes); open it in PerfView or speedscope (no summary after Ctrl+C)");
+                        return ClientCommands.InterruptedExitCode;
+                    }
+
                     Console.WriteLine($"wrote {traceFile} ({new FileInfo(traceFile).Length:N0} bytes); open it in PerfView or speedscope");
                     if (parse.GetValue(top) is > 0 and int n)
                     {
@@ -81,10 +118,16 @@ internal static class ProfileCommand
                     return 0;
                 }
 
-                int seconds = Math.Max(1, parse.GetValue(refresh));
+                int seconds = parse.GetValue(refresh);
                 if (parse.GetValue(once))
                 {
                     IReadOnlyList<InstrumentReading> snapshot = await NodeProfiler.CollectAsync(node.ProcessId, TimeSpan.FromSeconds(seconds * 2.5), seconds, null, ct);
+                    if (ct.IsCancellationRequested)
+                    {
+                        // Ctrl+C before the snapshot was whole: print none rather than a partial one a script would take as complete.
+                        return ClientCommands.InterruptedExitCode;
+                    }
+
                     Console.WriteLine(parse.GetValue(json)
                         ? JsonSerializer.Serialize(new { pid = node.ProcessId, instruments = snapshot }, new JsonSerializerOptions { WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower })
                         : NodeProfiler.Render(snapshot, node, seconds));
@@ -101,14 +144,39 @@ internal static class ProfileCommand
 
                     Console.Write(NodeProfiler.Render(table, node, seconds));
                 }, ct);
-                return 0;
+                // The live table runs until Ctrl+C (or the node exits, below); Ctrl+C exits 130, as README says.
+                return ClientCommands.InterruptedExitCode;
             }
             catch (ProfilerException e)
             {
                 Console.Error.WriteLine($"meganet profile: {e.Message}");
                 return 1;
             }
+            catch (NodeExitedException e)
+            {
+                // The node went away: like a node that cannot be reached, exit code 2.
+                Console.Error.WriteLine($"meganet profile: {e.Message}");
+                return 2;
+            }
         });
         return command;
+    }
+
+    /// <summary>--duration: as <see cref="CliParsers.Duration"/>, but a zero or negative one is named as such ("'0s' is
+    /// not a duration" left the reader guessing what was wrong with it).</summary>
+    private static TimeSpan PositiveDuration(ArgumentResult result)
+    {
+        string text = result.Tokens.Single().Value.Trim();
+        string number = text.EndsWith('s') || text.EndsWith('m') ? text[..^1] : text;
+        bool notPositive = double.TryParse(number, NumberStyles.Float, CultureInfo.InvariantCulture, out double value)
+            ? value <= 0
+            : TimeSpan.TryParse(text, CultureInfo.InvariantCulture, out TimeSpan span) && span <= TimeSpan.Zero;
+        if (notPositive)
+        {
+            result.AddError($"--duration must be more than 0, such as 30s, 2m or 00:01:30 (got '{text}').");
+            return TimeSpan.Zero;
+        }
+
+        return CliParsers.Duration(result);
     }
 }

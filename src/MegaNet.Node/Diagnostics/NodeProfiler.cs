@@ -27,6 +27,18 @@ public sealed record InstrumentReading(string Meter, string Instrument, string T
 /// <summary>Thrown for every condition a person running <c>meganet profile</c> must fix; the message says how.</summary>
 public sealed class ProfilerException(string message, Exception? inner = null) : Exception(message, inner);
 
+/// <summary>The node being profiled exited (its diagnostics stream ended) before the profiler was done with it.</summary>
+/// <param name="processId">The node's process id.</param>
+/// <param name="lastReadings">The table as it stood when the node went away.</param>
+/// <param name="detail">What else to say, appended to "node N exited" (what a trace holds, say).</param>
+public sealed class NodeExitedException(int processId, IReadOnlyList<InstrumentReading> lastReadings, string detail = "")
+    : Exception($"node {processId} exited{detail}")
+{
+    public int ProcessId { get; } = processId;
+
+    public IReadOnlyList<InstrumentReading> LastReadings { get; } = lastReadings;
+}
+
 /// <summary>
 /// Attaches to a running node over the .NET diagnostics IPC (no restart, no endpoint): reads the <c>MegaNet</c> meter
 /// and the runtime's own <c>System.Runtime</c> meter through an EventPipe session, writes CPU-sampling traces
@@ -105,6 +117,8 @@ public static class NodeProfiler
     /// <exception cref="ProfilerException">The node cannot be attached to, or its runtime refused this session's metrics
     /// (another tool holds a session that cannot be shared, or shares one with other settings); the message names the
     /// cause. Before, such a session silently showed an empty table.</exception>
+    /// <exception cref="NodeExitedException">The node exited first. Before, a session with no duration outlived its
+    /// node forever, waiting on a delay while nothing more could come.</exception>
     public static async Task<IReadOnlyList<InstrumentReading>> CollectAsync(int pid, TimeSpan duration, int refreshSeconds = 1,
         Action<IReadOnlyList<InstrumentReading>>? onUpdate = null, CancellationToken cancellationToken = default)
     {
@@ -126,6 +140,7 @@ public static class NodeProfiler
         var table = new ConcurrentDictionary<string, InstrumentReading>();
         var done = new TaskCompletionSource();
         var refused = new TaskCompletionSource<string>(TaskCreationOptions.RunContinuationsAsynchronously);
+        bool ended;
         using (session)
         {
             Task reader = Task.Run(() =>
@@ -145,20 +160,16 @@ public static class NodeProfiler
                     };
                     source.Process();
                 }
-                catch (Exception) when (done.Task.IsCompleted)
+                catch (Exception)
                 {
-                    // The session was stopped under the reader.
+                    // The session was stopped under the reader, or the node went away mid-event; which one is
+                    // decided below, by whether the stream ended before this profiler was done.
                 }
             }, CancellationToken.None);
 
-            try
-            {
-                await Task.WhenAny(Task.Delay(duration, cancellationToken), refused.Task).Unwrap();
-            }
-            catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
-            {
-            }
-
+            // The reader returns when the stream ends: the runtime closes it only as the process goes away.
+            Task first = await Task.WhenAny(Task.Delay(duration, cancellationToken), refused.Task, reader);
+            ended = first == reader;
             done.TrySetResult();
             try
             {
@@ -175,6 +186,22 @@ public static class NodeProfiler
         if (refused.Task.IsCompleted)
         {
             throw new ProfilerException($"process {pid}: {await refused.Task}");
+        }
+
+        if (ended)
+        {
+            // The stream ends as the runtime shuts down, a moment before the process is gone.
+            for (int i = 0; i < 50 && IsRunning(pid); i++)
+            {
+                await Task.Delay(100, CancellationToken.None);
+            }
+
+            if (IsRunning(pid))
+            {
+                throw new ProfilerException($"process {pid} closed its diagnostics stream but is still running; run 'meganet profile' again");
+            }
+
+            throw new NodeExitedException(pid, Sorted(table));
         }
 
         return Sorted(table);
@@ -234,13 +261,14 @@ public static class NodeProfiler
                   $"{ourTimeSeries} and {ourHistograms}), and the runtime shares its session only with the same ones; stop it, or wait until it ends";
     }
 
-    /// <summary>Writes a .nettrace with CPU sampling (PerfView and speedscope open it) for <paramref name="duration"/>.</summary>
+    /// <summary>Writes a .nettrace with CPU sampling (PerfView and speedscope open it) for <paramref name="duration"/>, or
+    /// until cancelled; returns how long it traced (less than asked for when cancelled: the trace so far is kept).</summary>
     /// <exception cref="ProfilerException">The file cannot be written (checked before the session starts), or the node
     /// cannot be attached to.</exception>
-    public static async Task TraceAsync(int pid, string file, TimeSpan duration, CancellationToken cancellationToken = default)
+    public static async Task<TimeSpan> TraceAsync(int pid, string file, TimeSpan duration, CancellationToken cancellationToken = default)
     {
         using OutputFile output = OpenTrace(file);
-        await TraceAsync(pid, output, duration, cancellationToken);
+        return await TraceAsync(pid, output, duration, cancellationToken);
     }
 
     /// <summary>Opens the file a trace is to be written to, so a path that cannot be written is refused before any
@@ -259,8 +287,8 @@ public static class NodeProfiler
     }
 
     /// <summary>Streams a CPU-sampling trace of <paramref name="pid"/> into <paramref name="output"/>, opened beforehand
-    /// (<see cref="OpenTrace"/>).</summary>
-    internal static async Task TraceAsync(int pid, OutputFile output, TimeSpan duration, CancellationToken cancellationToken = default)
+    /// (<see cref="OpenTrace"/>); returns how long it traced.</summary>
+    internal static async Task<TimeSpan> TraceAsync(int pid, OutputFile output, TimeSpan duration, CancellationToken cancellationToken = default)
     {
         var client = new DiagnosticsClient(pid);
         string traceClientId = Guid.NewGuid().ToString();
@@ -282,18 +310,21 @@ public static class NodeProfiler
             throw Explain(pid, e);
         }
 
+        TimeSpan traced;
         using (session)
         {
             Task copy = session.EventStream.CopyToAsync(output.Begin(), CancellationToken.None);
-            try
+            // Timed here, so a trace stopped early (Ctrl+C) can say how much it holds rather than what was asked for.
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            // The copy ends early only when the stream does: the node exited. Before, the trace then waited out its
+            // duration and failed stopping a session in a process that was gone.
+            bool ended = await Task.WhenAny(Task.Delay(duration, cancellationToken), copy) == copy;
+            traced = clock.Elapsed;
+            if (!ended)
             {
-                await Task.Delay(duration, cancellationToken);
-            }
-            catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
-            {
+                await session.StopAsync(CancellationToken.None);
             }
 
-            await session.StopAsync(CancellationToken.None);
             try
             {
                 await copy;
@@ -303,7 +334,14 @@ public static class NodeProfiler
                 // The disk filled up, say: the session is stopped already, so only the file needs saying.
                 throw new ProfilerException($"--trace {output.FullPath}: writing the trace failed ({e.Message})", e);
             }
+
+            if (ended)
+            {
+                throw new NodeExitedException(pid, [], $" after {traced.TotalSeconds:0.0} s of tracing; {output.FullPath} holds the trace up to then");
+            }
         }
+
+        return traced;
     }
 
     /// <summary>Writes a full dump of the node.</summary>
@@ -366,7 +404,10 @@ public static class NodeProfiler
             "UpDownCounterRateValuePublished" => "updown",
             "GaugeValuePublished" => "gauge",
             "HistogramValuePublished" => "histogram",
-            "CollectionComplete" => "complete",
+            // The runtime's MetricsEventSource ends each interval's values with CollectionStop (event 3, after
+            // CollectionStart), which TraceEvent names by task and opcode, "Collection/Stop". The runtime sends no
+            // "CollectionComplete", the name matched before, so the live table never drew.
+            "Collection/Stop" or "CollectionStop" => "complete",
             _ => string.Empty,
         };
         if (kind == "complete")
@@ -483,6 +524,25 @@ public static class NodeProfiler
             return tgid is not null && tgid == ownPid;
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return false;
+        }
+    }
+
+    /// <summary>True while <paramref name="pid"/> runs (on Linux, not once it is a zombie waiting for its parent).</summary>
+    private static bool IsRunning(int pid)
+    {
+        if (OperatingSystem.IsLinux())
+        {
+            return IsLiveProcess(pid);
+        }
+
+        try
+        {
+            using var process = System.Diagnostics.Process.GetProcessById(pid);
+            return !process.HasExited;
+        }
+        catch (Exception e) when (e is ArgumentException or InvalidOperationException or System.ComponentModel.Win32Exception)
         {
             return false;
         }

@@ -15,12 +15,15 @@ public sealed record MethodShare(string Method, double Exclusive, double Inclusi
 /// Reads a .nettrace written by <see cref="NodeProfiler.TraceAsync(int, string, TimeSpan, CancellationToken)"/> and ranks
 /// methods by their share of the samples taken while a thread was busy. The runtime's sample profiler marks each sample
 /// Managed (running managed code) or External (outside it: in native code such as libsodium or a system call, or
-/// waiting). Managed samples all count. External ones count when they have a managed caller and are not a wait
-/// (<see cref="IsWait"/>: a lock, event, semaphore, sleep, the socket or thread-pool idle loop, a blocking read or
-/// write), and go to that caller: native time is the own (exclusive) time of the managed method that called into it
-/// (a P/Invoke such as libsodium's verify), and the inclusive time of its callers. Leaving External samples out, as
-/// before, undercounted native-heavy threads (a thread verifying with libsodium read 20-25 % against 29-37 % for an
-/// equally busy managed loop). Native frames themselves are not named (the trace has no native symbols).
+/// waiting). A sample counts when its innermost managed method is not a wait (<see cref="IsWait"/>: a lock, event,
+/// semaphore, sleep, spin-wait, the socket or thread-pool idle loop, a blocking read or write), whichever its type: a
+/// thread spinning in SpinWait or Monitor's slow path is Managed yet waiting, and once ranked as the hottest code
+/// (LowLevelSpinWaiter.Wait 30 %). External samples also need a managed caller, and go to it: native time is the own
+/// (exclusive) time of the managed method that called into it (a P/Invoke such as libsodium's verify), and the
+/// inclusive time of its callers. Leaving External samples out, as before, undercounted native-heavy threads (a thread
+/// verifying with libsodium read 20-25 % against 29-37 % for an equally busy managed loop). Native frames themselves
+/// are not named (the trace has no native symbols). A wait the JIT inlined into its caller is seen as that caller, and
+/// counts.
 /// </summary>
 public static class TraceSummary
 {
@@ -78,9 +81,9 @@ public static class TraceSummary
                 }
 
                 TraceCallStack? stack = e.CallStack();
-                if (stack is null || (type == "External" && (InnermostMethod(stack) is not { } caller || IsWait(caller))))
+                if (stack is null || !Counts(type, InnermostMethod(stack)))
                 {
-                    continue; // no managed caller to charge it to, or a thread waiting
+                    continue; // a thread waiting, or native code with no managed caller to charge it to
                 }
 
                 samples++;
@@ -131,12 +134,24 @@ public static class TraceSummary
         return null;
     }
 
-    /// <summary>True when an External sample whose innermost managed frame is <paramref name="method"/> is a thread
-    /// waiting rather than working: found by the method's own name (the part before the parameters, after the type), as
-    /// the runtime's stacks of idle threads show them (Monitor.Wait, WaitHandle.WaitOneNoCheck,
-    /// LowLevelLifoSemaphore.WaitNative, Thread.Sleep, ShortSleep.Sleep, SpinWait.SpinOnceCore, Monitor.Enter_Slowpath,
+    /// <summary>Whether a sample of <paramref name="type"/> (Managed or External) whose innermost managed method is
+    /// <paramref name="innermostMethod"/> (null: none) counts as a busy thread. Before, the wait filter applied to
+    /// External samples only, so Managed samples of spinning and blocked threads were ranked as work.</summary>
+    internal static bool Counts(string type, string? innermostMethod) => type switch
+    {
+        "Managed" => innermostMethod is null || !IsWait(innermostMethod),
+        "External" => innermostMethod is not null && !IsWait(innermostMethod),
+        _ => false,
+    };
+
+    /// <summary>True when a sample whose innermost managed frame is <paramref name="method"/> is a thread waiting rather
+    /// than working: found by the method's own name (the part before the parameters, after the type), as the runtime's
+    /// stacks of idle threads show them (Monitor.Wait, WaitHandle.WaitOneNoCheck, LowLevelLifoSemaphore.WaitNative,
+    /// LowLevelSpinWaiter.Wait, Thread.Sleep, Thread.Join, ShortSleep.Sleep, SpinWait.SpinOnceCore, Monitor.Enter_Slowpath,
     /// SocketAsyncEngine.EventLoop, PortableThreadPool+WorkerThread.WorkerThreadStart) and the blocking file system calls
-    /// (Interop+Sys.Read, PWrite, ...: waiting for a device or an event, not computing).</summary>
+    /// (Interop+Sys.Read, PWrite, ..., and RandomAccess.WriteAtOffset and the like, whose P/Invoke frame the trace may
+    /// not name: waiting for a device or an event, not computing). The words match by case, so "Await" (async
+    /// plumbing, work) is not "Wait"; "Join" counts only as Thread.Join, not string or path joining.</summary>
     internal static bool IsWait(string method)
     {
         int end = method.IndexOf('(', StringComparison.Ordinal);
@@ -144,16 +159,25 @@ public static class TraceSummary
         string name = qualified[(qualified.LastIndexOf('.') + 1)..];
         foreach (string wait in WaitWords)
         {
-            if (name.Contains(wait, StringComparison.OrdinalIgnoreCase))
+            if (name.Contains(wait, StringComparison.Ordinal))
             {
                 return true;
             }
         }
 
-        return qualified.StartsWith("Interop+Sys.", StringComparison.Ordinal) && BlockingCalls.Contains(name);
+        return (qualified.StartsWith("Interop+Sys.", StringComparison.Ordinal) && BlockingCalls.Contains(name)) || QualifiedWaits.Contains(qualified);
     }
 
-    private static readonly string[] WaitWords = ["Wait", "Sleep", "Yield", "SpinOnce", "Join", "Enter_Slowpath", "EventLoop", "WorkerThreadStart", "Poll"];
+    private static readonly string[] WaitWords = ["Wait", "Sleep", "Yield", "SpinOnce", "Enter_Slowpath", "EventLoop", "WorkerThreadStart", "Poll"];
+
+    /// <summary>Waits whose own name alone says too little (Join is also String.Join).</summary>
+    private static readonly HashSet<string> QualifiedWaits = new(StringComparer.Ordinal)
+    {
+        "System.Threading.Thread.Join",
+        "System.IO.RandomAccess.ReadAtOffset", "System.IO.RandomAccess.WriteAtOffset",
+        "System.IO.RandomAccess.ReadScatterAtOffset", "System.IO.RandomAccess.WriteGatherAtOffset",
+        "System.IO.RandomAccess.FlushToDisk",
+    };
 
     private static readonly HashSet<string> BlockingCalls = new(StringComparer.Ordinal)
     {

@@ -1,0 +1,208 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text;
+using MegaNet.Node.Diagnostics;
+using Xunit.Abstractions;
+
+using Result = MegaNet.Node.Tests.MeganetProcess.Result;
+
+namespace MegaNet.Node.Tests;
+
+/// <summary><c>meganet profile</c> run as a person runs it: its output redirected, stopped with Ctrl+C, outliving its
+/// node, given options that do not fit together.</summary>
+[Collection(AloneCollection.Name)]
+public sealed class ProfileCommandTests(ITestOutputHelper output) : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("meganet-profile-cli-").FullName;
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    [Theory]
+    [InlineData("--refresh must be 1 or more seconds (got 0)", "--refresh", "0")]
+    [InlineData("--refresh must be 1 or more seconds (got -3)", "--refresh", "-3")]
+    [InlineData("--top must be 0 (no summary) or more (got -1)", "--top", "-1")]
+    [InlineData("--json needs --once", "--json")]
+    [InlineData("--once and --trace cannot be combined", "--once", "--trace", "x.nettrace")]
+    [InlineData("--trace and --dump cannot be combined", "--dump", "x.dmp", "--trace", "x.nettrace")]
+    [InlineData("--duration must be more than 0, such as 30s", "--trace", "x.nettrace", "--duration", "0s")]
+    public async Task Options_that_would_be_ignored_or_replaced_are_refused_in_one_line(string expected, params string[] args)
+    {
+        // Before, --refresh 0 and -3 became 1, --top -1 became 0, --json without --once and one of --once/--dump
+        // beside --trace were ignored, and --duration 0s was "not a duration". Refused before any node is looked for.
+        Result r = await MeganetProcess.RunAsync(_dir, null, closeStdout: false, ["profile", .. args]);
+        output.WriteLine(r.Stderr);
+        Assert.True(r.ExitCode == 1, $"exit code {r.ExitCode}; stderr: {r.Stderr}");
+        Assert.Contains(expected, r.Stderr, StringComparison.Ordinal);
+        Assert.DoesNotContain("   at ", r.Stderr, StringComparison.Ordinal);
+        Assert.DoesNotContain("No MegaNet node", r.Stderr, StringComparison.Ordinal);
+        Assert.Empty(Directory.EnumerateFileSystemEntries(_dir));
+    }
+
+    [Fact]
+    public async Task The_live_table_reaches_a_redirected_output_and_ctrl_c_ends_it_and_a_trace_with_130()
+    {
+        await using ExternalNode node = await ExternalNode.StartTemporaryAsync("meganet-profile-");
+
+        // 'meganet profile > live.txt' printed nothing at all: the redraw waited for an event the runtime never sends.
+        await using (var live = Profile("--pid", Pid(node)))
+        {
+            await live.WaitForOutputAsync(o => Headers(o) >= 2, "two tables");
+            Assert.Contains("meganet.store.log_size", live.Stdout, StringComparison.Ordinal);
+            Assert.Contains("dotnet.process.cpu.time", live.Stdout, StringComparison.Ordinal);
+            live.Signal("INT");
+            // Ctrl+C exited 0; README says 130.
+            Assert.Equal(130, await live.WaitForExitAsync());
+        }
+
+        // A trace stopped early keeps what it traced and says how long that was (it said "for 60 s" and exited 0).
+        string trace = Path.Combine(_dir, "early.nettrace");
+        await using (var tracing = Profile("--pid", Pid(node), "--trace", trace, "--duration", "60s"))
+        {
+            await tracing.WaitForOutputAsync(o => o.Contains("tracing", StringComparison.Ordinal), "the trace to start");
+            await Task.Delay(TimeSpan.FromSeconds(3));
+            tracing.Signal("INT");
+            Assert.Equal(130, await tracing.WaitForExitAsync());
+            Assert.Matches(@"interrupted: traced \d+\.\d s of the 60 s asked for; wrote .*early\.nettrace \([\d,]+ bytes\)", tracing.Stdout);
+            double traced = double.Parse(System.Text.RegularExpressions.Regex.Match(tracing.Stdout, @"traced (\d+\.\d) s").Groups[1].Value, CultureInfo.InvariantCulture);
+            Assert.InRange(traced, 2.0, 50.0);
+        }
+
+        // And the partial trace is a whole one: it can be summarised.
+        (int samples, _, _) = TraceSummary.Summarize(trace, 5);
+        output.WriteLine($"{samples} samples in the interrupted trace");
+    }
+
+    [Fact]
+    public async Task The_live_table_ends_when_its_node_exits_saying_so_with_exit_code_2()
+    {
+        // Before, 'meganet profile' was still running 10 minutes after its node had stopped cleanly.
+        // A trace, too, waited out its duration and then failed stopping a session in a process that was gone.
+        await using ExternalNode node = await ExternalNode.StartTemporaryAsync("meganet-profile-");
+        await using var live = Profile("--pid", Pid(node));
+        await live.WaitForOutputAsync(o => Headers(o) >= 1, "a table");
+        string trace = Path.Combine(_dir, "cut.nettrace");
+        Task<TimeSpan> tracing = NodeProfiler.TraceAsync(node.ProcessId, trace, TimeSpan.FromMinutes(10));
+        await Task.Delay(TimeSpan.FromSeconds(2));
+        using (Process kill = Process.Start("kill", ["-TERM", Pid(node)]))
+        {
+            await kill.WaitForExitAsync();
+        }
+
+        int code = await live.WaitForExitAsync();
+        Assert.True(code == 2, $"exit code {code}; stderr: {live.Stderr}");
+        Assert.Equal($"meganet profile: node {node.ProcessId} exited", live.Stderr.Trim());
+
+        NodeExitedException e = await Assert.ThrowsAsync<NodeExitedException>(() => tracing.WaitAsync(TimeSpan.FromMinutes(1)));
+        output.WriteLine(e.Message);
+        Assert.StartsWith($"node {node.ProcessId} exited after ", e.Message, StringComparison.Ordinal);
+        Assert.Contains($"{trace} holds the trace up to then", e.Message, StringComparison.Ordinal);
+        Assert.True(new FileInfo(trace).Length > 0, "the trace up to the node's exit was not kept");
+    }
+
+    private static string Pid(ExternalNode node) => node.ProcessId.ToString(CultureInfo.InvariantCulture);
+
+    private static int Headers(string stdout) => stdout.Split('\n').Count(l => l.StartsWith("MegaNet node pid ", StringComparison.Ordinal));
+
+    private RunningProfile Profile(params string[] args) => new(_dir, output, args);
+
+    /// <summary><c>meganet profile ARGS</c> in the background, its output collected as it comes.</summary>
+    private sealed class RunningProfile : IAsyncDisposable
+    {
+        private readonly Process _process;
+        private readonly StringBuilder _stdout = new(), _stderr = new();
+        private readonly ITestOutputHelper _output;
+
+        public RunningProfile(string directory, ITestOutputHelper output, string[] args)
+        {
+            _output = output;
+            var psi = new ProcessStartInfo("dotnet", [ExternalNode.MeganetPath(), "profile", .. args])
+            {
+                RedirectStandardOutput = true,
+                RedirectStandardError = true,
+                WorkingDirectory = directory,
+            };
+            _process = new Process { StartInfo = psi };
+            _process.OutputDataReceived += (_, e) => Append(_stdout, e.Data);
+            _process.ErrorDataReceived += (_, e) => Append(_stderr, e.Data);
+            _process.Start();
+            _process.BeginOutputReadLine();
+            _process.BeginErrorReadLine();
+        }
+
+        public string Stdout => Read(_stdout);
+
+        public string Stderr => Read(_stderr);
+
+        /// <summary>Waits (at most 2 minutes) until stdout satisfies <paramref name="done"/>.</summary>
+        public async Task WaitForOutputAsync(Func<string, bool> done, string what)
+        {
+            var clock = Stopwatch.StartNew();
+            while (!done(Stdout))
+            {
+                if (_process.HasExited)
+                {
+                    Assert.Fail($"meganet profile exited ({_process.ExitCode}) before printing {what}; stdout: {Stdout}\nstderr: {Stderr}");
+                }
+
+                Assert.True(clock.Elapsed < TimeSpan.FromMinutes(2), $"no {what} after 2 minutes; stdout: {Stdout}\nstderr: {Stderr}");
+                await Task.Delay(200);
+            }
+        }
+
+        public void Signal(string signal)
+        {
+            using Process kill = Process.Start("kill", [$"-{signal}", _process.Id.ToString(CultureInfo.InvariantCulture)]);
+            kill.WaitForExit();
+        }
+
+        /// <summary>Its exit code; fails (killing it) when it has not exited within 2 minutes.</summary>
+        public async Task<int> WaitForExitAsync()
+        {
+            using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(2));
+            try
+            {
+                await _process.WaitForExitAsync(timeout.Token);
+            }
+            catch (OperationCanceledException) when (timeout.IsCancellationRequested)
+            {
+                _process.Kill(entireProcessTree: true);
+                Assert.Fail($"meganet profile had not exited after 2 minutes (killed); stdout: {Stdout}\nstderr: {Stderr}");
+            }
+
+            _output.WriteLine($"exit {_process.ExitCode}; stdout (end): {Tail(Stdout)}\nstderr: {Stderr}");
+            return _process.ExitCode;
+        }
+
+        public async ValueTask DisposeAsync()
+        {
+            if (!_process.HasExited)
+            {
+                _process.Kill(entireProcessTree: true);
+                await _process.WaitForExitAsync();
+            }
+
+            _process.Dispose();
+        }
+
+        private static string Tail(string text) => text.Length <= 2000 ? text : text[^2000..];
+
+        private static void Append(StringBuilder sb, string? line)
+        {
+            if (line is not null)
+            {
+                lock (sb)
+                {
+                    sb.AppendLine(line);
+                }
+            }
+        }
+
+        private static string Read(StringBuilder sb)
+        {
+            lock (sb)
+            {
+                return sb.ToString();
+            }
+        }
+    }
+}
