@@ -24,11 +24,12 @@ public sealed class ProfileCommandTests(ITestOutputHelper output) : IDisposable
     [InlineData("--json needs --once", "--json")]
     [InlineData("--once and --trace cannot be combined", "--once", "--trace", "x.nettrace")]
     [InlineData("--trace and --dump cannot be combined", "--dump", "x.dmp", "--trace", "x.nettrace")]
-    [InlineData("--duration must be more than 0, such as 30s", "--trace", "x.nettrace", "--duration", "0s")]
+    [InlineData("--duration must be more than 0 and at most 30 days, such as 30s", "--trace", "x.nettrace", "--duration", "0s")]
+    [InlineData("--duration must be more than 0 and at most 30 days", "--trace", "x.nettrace", "--duration", "1e300s")]
     public async Task Options_that_would_be_ignored_or_replaced_are_refused_in_one_line(string expected, params string[] args)
     {
         // Before, --refresh 0 and -3 became 1, --top -1 became 0, --json without --once and one of --once/--dump
-        // beside --trace were ignored, and --duration 0s was "not a duration". Refused before any node is looked for.
+        // beside --trace were ignored, --duration 0s was "not a duration" and 1e300s crashed (TimeSpan overflow). Refused before any node is looked for.
         Result r = await MeganetProcess.RunAsync(_dir, null, closeStdout: false, ["profile", .. args]);
         output.WriteLine(r.Stderr);
         Assert.True(r.ExitCode == 1, $"exit code {r.ExitCode}; stderr: {r.Stderr}");

@@ -6,6 +6,9 @@ namespace MegaNet.Node.Cli;
 /// <summary>Option parsers shared by the commands; they report errors through System.CommandLine, never by throwing.</summary>
 internal static class CliParsers
 {
+    /// <summary>The longest <see cref="Duration"/> accepted.</summary>
+    public static readonly TimeSpan MaxDuration = TimeSpan.FromDays(30);
+
     /// <summary>An http(s) URL such as http://127.0.0.1:7700.</summary>
     public static Uri? NodeUri(ArgumentResult result)
     {
@@ -52,19 +55,22 @@ internal static class CliParsers
     public static TimeSpan Duration(ArgumentResult result)
     {
         string text = result.Tokens.Single().Value.Trim();
-        if (text.EndsWith('s') && double.TryParse(text[..^1], NumberStyles.Float, CultureInfo.InvariantCulture, out double s) && s > 0)
+        TimeSpan? parsed =
+            text.EndsWith('s') && double.TryParse(text[..^1], NumberStyles.Float, CultureInfo.InvariantCulture, out double s) && double.IsFinite(s) ? TimeSpan.FromSeconds(Math.Clamp(s, -1, 1e9)) :
+            text.EndsWith('m') && double.TryParse(text[..^1], NumberStyles.Float, CultureInfo.InvariantCulture, out double m) && double.IsFinite(m) ? TimeSpan.FromMinutes(Math.Clamp(m, -1, 1e7)) :
+            TimeSpan.TryParse(text, CultureInfo.InvariantCulture, out TimeSpan t) ? t : null;
+        if (parsed > TimeSpan.Zero && parsed <= MaxDuration)
         {
-            return TimeSpan.FromSeconds(s);
+            return parsed.Value;
         }
 
-        if (text.EndsWith('m') && double.TryParse(text[..^1], NumberStyles.Float, CultureInfo.InvariantCulture, out double m) && m > 0)
+        if (parsed is not null)
         {
-            return TimeSpan.FromMinutes(m);
-        }
-
-        if (TimeSpan.TryParse(text, CultureInfo.InvariantCulture, out TimeSpan t) && t > TimeSpan.Zero)
-        {
-            return t;
+            // A duration, but not one that can be waited (timers take at most about 49 days): say so, not that it is
+            // no duration at all.
+            string name = (result.Parent as OptionResult)?.Option.Name ?? "The duration";
+            result.AddError($"{name} must be more than 0 and at most {MaxDuration.TotalDays:0} days, such as 30s, 2m or 00:01:30 (got '{text}').");
+            return TimeSpan.Zero;
         }
 
         result.AddError($"'{text}' is not a duration such as 30s, 2m or 00:01:30.");

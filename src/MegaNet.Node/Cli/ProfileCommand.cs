@@ -1,6 +1,4 @@
 using System.CommandLine;
-using System.CommandLine.Parsing;
-using System.Globalization;
 using System.Text.Json;
 using MegaNet.Node.Diagnostics;
 
@@ -21,7 +19,7 @@ internal static class ProfileCommand
         {
             Description = "How long --trace records (e.g. 30s, 2m). Default 30s.",
             DefaultValueFactory = _ => TimeSpan.FromSeconds(30),
-            CustomParser = PositiveDuration,
+            CustomParser = CliParsers.Duration,
         };
         var top = new Option<int>("--top")
         {
@@ -160,23 +158,5 @@ internal static class ProfileCommand
             }
         });
         return command;
-    }
-
-    /// <summary>--duration: as <see cref="CliParsers.Duration"/>, but a zero or negative one is named as such ("'0s' is
-    /// not a duration" left the reader guessing what was wrong with it).</summary>
-    private static TimeSpan PositiveDuration(ArgumentResult result)
-    {
-        string text = result.Tokens.Single().Value.Trim();
-        string number = text.EndsWith('s') || text.EndsWith('m') ? text[..^1] : text;
-        bool notPositive = double.TryParse(number, NumberStyles.Float, CultureInfo.InvariantCulture, out double value)
-            ? value <= 0
-            : TimeSpan.TryParse(text, CultureInfo.InvariantCulture, out TimeSpan span) && span <= TimeSpan.Zero;
-        if (notPositive)
-        {
-            result.AddError($"--duration must be more than 0, such as 30s, 2m or 00:01:30 (got '{text}').");
-            return TimeSpan.Zero;
-        }
-
-        return CliParsers.Duration(result);
     }
 }
