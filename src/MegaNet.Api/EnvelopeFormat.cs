@@ -209,11 +209,29 @@ public static class EnvelopeFormat
         }
     }
 
+    /// <summary>Stamps <paramref name="envelope"/> (sealed by <paramref name="sender"/>) with a proof of work of
+    /// <paramref name="bits"/> bits and signs it again, replacing its stamp and signature: for an envelope a node
+    /// refused with <c>FAILED_PRECONDITION</c> and a <c>pow-bits</c> trailer (<see cref="NodeRefusals.RequiredPowBits"/>).
+    /// The stamp changes the envelope id. Runs on the calling thread (about 2^bits hashes).</summary>
+    /// <exception cref="OperationCanceledException">Cancelled before a stamp was found; the envelope is unchanged.</exception>
+    public static void Stamp(Identity sender, Envelope envelope, int bits, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(sender);
+        ArgumentNullException.ThrowIfNull(envelope);
+        ArgumentOutOfRangeException.ThrowIfNegative(bits);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(bits, 64);
+        ProofOfWork? pow = bits > 0 ? SolvePow(envelope, bits, cancellationToken) : null;
+        envelope.Pow = pow;
+        envelope.Signature = ByteString.CopyFrom(sender.SignWithSendingKeyFor(envelope.Recipient.Span, SigningBytes(envelope)));
+    }
+
     /// <summary>
     /// Builds a signed envelope carrying <paramref name="content"/> from <paramref name="sender"/> to <paramref name="recipient"/>:
     /// the content is signed by the sender's identity, sealed to the recipient's X25519 key, padded to the smallest
     /// class that fits, and the envelope is signed by the sender's sending key (after an optional stamp).
     /// </summary>
+    /// <remarks>A stamp of <paramref name="powBits"/> is computed on the calling thread and cannot be cancelled; for a
+    /// cancellable one, seal with 0 and <see cref="Stamp"/>.</remarks>
     /// <exception cref="ArgumentException">The content does not fit the largest class.</exception>
     public static Envelope Seal(Identity sender, ContactCard recipient, ReadOnlySpan<byte> content, string contentType, string? fileName,
         DateTimeOffset expiresAt, int powBits = 0, DateTimeOffset? sentAt = null)

@@ -159,18 +159,23 @@ public sealed class Identity : IDisposable
 /// <summary>The on-disk identity (hex keys).</summary>
 public sealed class IdentityFile
 {
+    /// <summary>File format version (1).</summary>
     [JsonPropertyName("version")]
     public int Version { get; set; }
 
+    /// <summary>Identity signing key seed, hex.</summary>
     [JsonPropertyName("signing_seed")]
     public string? SigningSeed { get; set; }
 
+    /// <summary>X25519 private key, hex.</summary>
     [JsonPropertyName("encryption_key")]
     public string? EncryptionKey { get; set; }
 
+    /// <summary>Sending seed, hex.</summary>
     [JsonPropertyName("sending_seed")]
     public string? SendingSeed { get; set; }
 
+    /// <summary>The contact card (text form), for reading the file.</summary>
     [JsonPropertyName("card")]
     public string? Card { get; set; }
 }

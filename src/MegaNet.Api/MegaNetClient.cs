@@ -3,6 +3,7 @@ using System.Net.Sockets;
 using System.Runtime.CompilerServices;
 using Google.Protobuf;
 using Grpc.Core;
+using Grpc.Core.Interceptors;
 using Grpc.Net.Client;
 using MegaNet.Api.V1;
 using MegaNet.Core.Transparency;
@@ -42,13 +43,44 @@ public sealed record FetchResult(IReadOnlyList<ReceivedMessage> Messages, IReadO
     }
 }
 
+/// <summary>Settings of a <see cref="MegaNetClient"/>.</summary>
+public sealed class MegaNetClientOptions
+{
+    /// <summary>The deadline each unary call gets when the caller gives it none (the calls on
+    /// <see cref="MegaNetClient.Relay"/> included; each call of a method that makes several gets its own): a node that
+    /// never answers then fails the call with <c>DEADLINE_EXCEEDED</c> instead of leaving it waiting forever. Streaming
+    /// calls (<c>Subscribe</c>, <c>SubmitStream</c>) get none. A call made with a deadline of its own keeps it
+    /// (<see cref="DateTime.MaxValue"/>: none). Null: no default. Default 30 s.</summary>
+    public TimeSpan? DefaultDeadline { get; init; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>The most proof-of-work bits <see cref="MegaNetClient.SendAsync"/> computes when the node demands a
+    /// stamp (about 2^bits hashes: 24 take seconds to a minute); a node that demands more is refused with
+    /// <see cref="PowDemandTooHighException"/>. Nodes demand at most 16 by default. 0 to 32; default 24.</summary>
+    public int MaxPowBits { get; init; } = 24;
+
+    /// <summary>Interceptors every call goes through (logging, metrics, headers, retries), the first outermost; the
+    /// default deadline is set inside them, so one that sets a deadline wins.</summary>
+    public IReadOnlyList<Interceptor> Interceptors { get; init; } = [];
+}
+
 /// <summary>
 /// The client library thin clients use: seals and submits envelopes, authenticates to its mailbox with a signed
 /// challenge, fetches, listens and acknowledges, and checks receipts against the node's transparency log.
 /// </summary>
+/// <remarks>
+/// <para>Thread-safe: one client can serve any number of concurrent calls from many tasks (it multiplexes them over
+/// HTTP/2 connections); make one per node and keep it. Dispose it once its calls are done: calls still open then fail.</para>
+/// <para>Every unary call has a deadline (<see cref="MegaNetClientOptions.DefaultDeadline"/>, 30 s unless set) and
+/// every method takes a cancellation token. Refusals by the node arrive as <see cref="RpcException"/> with the node's
+/// status and a message that says why; <see cref="NodeRefusals.RetryAfter"/> and
+/// <see cref="NodeRefusals.RequiredPowBits"/> read the waits and stamps they ask for.</para>
+/// </remarks>
 public sealed class MegaNetClient : IDisposable
 {
     private readonly GrpcChannel _channel;
+    private readonly int _maxPowBits;
+    private byte[]? _nodeId;
+    private byte[]? _confirmedNodeId;
 
     /// <summary>Connects to a node at <paramref name="address"/> (e.g. http://127.0.0.1:7700).</summary>
     /// <param name="address">The node's gRPC address.</param>
@@ -56,7 +88,8 @@ public sealed class MegaNetClient : IDisposable
     /// client trusts the id the node shows at the first challenge and holds every later one to it.</param>
     /// <param name="localAddress">The local address to connect from (a multi-homed host, or a test that plays a
     /// second client on 127.0.0.2); default: the one the operating system picks.</param>
-    public MegaNetClient(Uri address, byte[]? nodeId = null, IPAddress? localAddress = null)
+    /// <param name="options">Deadline, proof-of-work limit and interceptors; default: <see cref="MegaNetClientOptions"/>'s.</param>
+    public MegaNetClient(Uri address, byte[]? nodeId = null, IPAddress? localAddress = null, MegaNetClientOptions? options = null)
     {
         ArgumentNullException.ThrowIfNull(address);
         if (nodeId is not null && nodeId.Length != 32)
@@ -64,7 +97,20 @@ public sealed class MegaNetClient : IDisposable
             throw new ArgumentException("A node id is 32 bytes.", nameof(nodeId));
         }
 
-        NodeId = nodeId?.ToArray();
+        options ??= new MegaNetClientOptions();
+        if (options.DefaultDeadline is { } d && d <= TimeSpan.Zero)
+        {
+            throw new ArgumentOutOfRangeException(nameof(options), d, "The default deadline must be positive, or null for none.");
+        }
+
+        if (options.MaxPowBits is < 0 or > 32)
+        {
+            throw new ArgumentOutOfRangeException(nameof(options), options.MaxPowBits, "MaxPowBits must be 0 to 32.");
+        }
+
+        ArgumentNullException.ThrowIfNull(options.Interceptors, nameof(options.Interceptors));
+        _maxPowBits = options.MaxPowBits;
+        _nodeId = nodeId?.ToArray();
         var handler = new SocketsHttpHandler
         {
             // What GrpcChannel's own handler sets: a busy client may need more streams than one connection allows.
@@ -97,7 +143,11 @@ public sealed class MegaNetClient : IDisposable
         }
 
         _channel = GrpcChannel.ForAddress(address, new GrpcChannelOptions { MaxReceiveMessageSize = 64 << 20, HttpHandler = handler, DisposeHttpClient = true });
-        Relay = new Relay.RelayClient(_channel);
+        // The first interceptor in the list is the outermost: the caller's run outside the default deadline's.
+        Interceptor[] interceptors = options.DefaultDeadline is { } deadline
+            ? [.. options.Interceptors, new DefaultDeadlineInterceptor(deadline)]
+            : [.. options.Interceptors];
+        Relay = new Relay.RelayClient(interceptors.Length == 0 ? _channel.CreateCallInvoker() : _channel.Intercept(interceptors));
     }
 
     /// <summary>How long a connection with an open call may be silent before the client pings the node.</summary>
@@ -106,17 +156,51 @@ public sealed class MegaNetClient : IDisposable
     /// <summary>How long the client waits for the node to answer a ping before the connection counts as dead.</summary>
     public static readonly TimeSpan KeepAlivePingTimeout = TimeSpan.FromSeconds(20);
 
-    /// <summary>The raw generated client.</summary>
+    /// <summary>The generated client, for the calls this class does not wrap (<c>Submit</c>, <c>SubmitStream</c>,
+    /// <c>VerifyBatch</c>, <c>Status</c>, the log's proofs). Its calls go through the client's interceptors and get
+    /// its default deadline.</summary>
     public Relay.RelayClient Relay { get; }
 
-    /// <summary>Seals <paramref name="content"/> to <paramref name="recipient"/>, stamps it if the node asks for proof of work, and submits it.</summary>
+    /// <summary>Seals <paramref name="content"/> to <paramref name="recipient"/>, stamps it if the node asks for proof
+    /// of work, and submits it. A node that raises its demand meanwhile refuses the stamp with <c>FAILED_PRECONDITION</c>
+    /// and the bits it wants: the envelope is stamped again and resubmitted (twice at most).</summary>
+    /// <returns>The node's receipt, checked to name the envelope sent; its tree head and inclusion are not checked
+    /// here: <see cref="VerifyReceiptAsync"/> does that.</returns>
+    /// <exception cref="PowDemandTooHighException">The node demands more proof of work than
+    /// <see cref="MegaNetClientOptions.MaxPowBits"/>.</exception>
+    /// <exception cref="RpcException">The node refused the envelope (<see cref="NodeRefusals.RetryAfter"/> says when
+    /// to retry a <c>RESOURCE_EXHAUSTED</c>), or could not be reached in time.</exception>
     public async Task<Receipt> SendAsync(Identity sender, ContactCard recipient, byte[] content, string contentType, string? fileName = null,
         TimeSpan? ttl = null, CancellationToken cancellationToken = default)
     {
+        ArgumentNullException.ThrowIfNull(sender);
+        ArgumentNullException.ThrowIfNull(recipient);
+        ArgumentNullException.ThrowIfNull(content);
+        ArgumentNullException.ThrowIfNull(contentType);
         StatusResponse status = await Relay.StatusAsync(new StatusRequest(), cancellationToken: cancellationToken);
+        int bits = PowBitsToSolve(status.PowBitsRequired);
         DateTimeOffset expires = DateTimeOffset.UtcNow + (ttl ?? TimeSpan.FromDays(7));
-        Envelope envelope = EnvelopeFormat.Seal(sender, recipient, content, contentType, fileName, expires, (int)status.PowBitsRequired);
-        Receipt receipt = await Relay.SubmitAsync(new SubmitRequest { Envelope = envelope }, cancellationToken: cancellationToken);
+        Envelope envelope = EnvelopeFormat.Seal(sender, recipient, content, contentType, fileName, expires);
+        if (bits > 0)
+        {
+            await StampAsync(sender, envelope, bits, cancellationToken);
+        }
+
+        Receipt receipt;
+        for (int attempt = 0; ; attempt++)
+        {
+            try
+            {
+                receipt = await Relay.SubmitAsync(new SubmitRequest { Envelope = envelope }, cancellationToken: cancellationToken);
+                break;
+            }
+            catch (RpcException e) when (e.StatusCode == StatusCode.FailedPrecondition && attempt < 2
+                && e.RequiredPowBits() is { } demanded && demanded > (envelope.Pow?.Bits ?? 0))
+            {
+                await StampAsync(sender, envelope, PowBitsToSolve((uint)demanded), cancellationToken);
+            }
+        }
+
         byte[] id = EnvelopeFormat.EnvelopeId(envelope);
         if (!receipt.EnvelopeId.Span.SequenceEqual(id))
         {
@@ -128,14 +212,24 @@ public sealed class MegaNetClient : IDisposable
         return receipt;
     }
 
+    /// <summary>The proof of work to compute for a demand of <paramref name="demanded"/> bits.</summary>
+    /// <exception cref="PowDemandTooHighException">More than <see cref="MegaNetClientOptions.MaxPowBits"/>.</exception>
+    private int PowBitsToSolve(uint demanded) =>
+        demanded <= (uint)_maxPowBits ? (int)demanded : throw new PowDemandTooHighException(demanded, _maxPowBits);
+
+    /// <summary>Stamps and signs again off the caller's thread (seconds of CPU at 20 bits and more), cancellably.</summary>
+    private static Task StampAsync(Identity sender, Envelope envelope, int bits, CancellationToken cancellationToken) =>
+        Task.Run(() => EnvelopeFormat.Stamp(sender, envelope, bits, cancellationToken), cancellationToken);
+
     /// <summary>The node id this client signs mailbox challenges for: the one it was given, else the one the node
-    /// showed at the first challenge; null before that.</summary>
-    public byte[]? NodeId { get; private set; }
+    /// showed at the first challenge (or, by <see cref="VerifyReceiptAsync"/>, signs its log with); null before that.
+    /// A copy.</summary>
+    public byte[]? NodeId => Volatile.Read(ref _nodeId)?.ToArray();
 
     /// <summary>The node id the node at this address answered a challenge with, once that matched <see cref="NodeId"/>
     /// (or was the first); null while the node has not answered, or answered as another node. A given
-    /// <see cref="NodeId"/> is only what the caller expects: this is what to pin.</summary>
-    public byte[]? ConfirmedNodeId { get; private set; }
+    /// <see cref="NodeId"/> is only what the caller expects: this is what to pin. A copy.</summary>
+    public byte[]? ConfirmedNodeId => Volatile.Read(ref _confirmedNodeId)?.ToArray();
 
     /// <summary>Signs a fresh challenge for <paramref name="identity"/>'s mailbox.</summary>
     /// <exception cref="NodeIdMismatchException">The challenge names another node than <see cref="NodeId"/>: signing
@@ -144,21 +238,25 @@ public sealed class MegaNetClient : IDisposable
     {
         ArgumentNullException.ThrowIfNull(identity);
         ChallengeResponse challenge = await Relay.ChallengeAsync(new ChallengeRequest { Address = ByteString.CopyFrom(identity.Address) }, cancellationToken: cancellationToken);
-        if (NodeId is null)
+        byte[]? expected = Volatile.Read(ref _nodeId);
+        if (expected is null)
         {
             if (challenge.NodeId.Length != 32)
             {
                 throw new NodeIdMismatchException(new byte[32], challenge.NodeId.ToByteArray());
             }
 
-            NodeId = challenge.NodeId.ToByteArray();
-        }
-        else if (!challenge.NodeId.Span.SequenceEqual(NodeId))
-        {
-            throw new NodeIdMismatchException(NodeId, challenge.NodeId.ToByteArray());
+            // One first contact wins, also among concurrent calls: the others are held to it.
+            byte[] shown = challenge.NodeId.ToByteArray();
+            expected = Interlocked.CompareExchange(ref _nodeId, shown, null) ?? shown;
         }
 
-        ConfirmedNodeId ??= NodeId.ToArray();
+        if (!challenge.NodeId.Span.SequenceEqual(expected))
+        {
+            throw new NodeIdMismatchException(expected.ToArray(), challenge.NodeId.ToByteArray());
+        }
+
+        Interlocked.CompareExchange(ref _confirmedNodeId, expected, null);
         return SignChallenge(identity, challenge, identity.Address);
     }
 
@@ -328,10 +426,11 @@ public sealed class MegaNetClient : IDisposable
         // A signature only says which key signed: anyone can sign a head over a log of their own. The key must be the
         // node's.
         V1.SignedTreeHead current = await Relay.GetTreeHeadAsync(new GetTreeHeadRequest(), cancellationToken: cancellationToken);
-        byte[] nodeKey = NodeId ?? current.NodeKey.ToByteArray();
+        byte[]? pinned = Volatile.Read(ref _nodeId);
+        byte[] nodeKey = pinned ?? current.NodeKey.ToByteArray();
         if (!head.NodeKey.Span.SequenceEqual(nodeKey))
         {
-            return $"the tree head is signed by key {Convert.ToHexStringLower(head.NodeKey.Span)}, not by {(NodeId is null ? "the node at this address" : "the expected node")} ({Convert.ToHexStringLower(nodeKey)})";
+            return $"the tree head is signed by key {Convert.ToHexStringLower(head.NodeKey.Span)}, not by {(pinned is null ? "the node at this address" : "the expected node")} ({Convert.ToHexStringLower(nodeKey)})";
         }
 
         if (!current.NodeKey.Span.SequenceEqual(nodeKey) ||
@@ -340,7 +439,11 @@ public sealed class MegaNetClient : IDisposable
             return $"the node's current tree head is not signed by {Convert.ToHexStringLower(nodeKey)}";
         }
 
-        NodeId ??= nodeKey;
+        if (pinned is null && Interlocked.CompareExchange(ref _nodeId, nodeKey, null) is { } other && !other.AsSpan().SequenceEqual(nodeKey))
+        {
+            return $"the node at this address showed node id {Convert.ToHexStringLower(other)} to a concurrent call, and signs its log with {Convert.ToHexStringLower(nodeKey)}";
+        }
+
         // Before any proof request: the node cannot prove anything about a tree larger than its log (it would answer
         // OUT_OF_RANGE), and a signed log that shrank is the answer.
         if (current.TreeSize < head.TreeSize)
@@ -423,4 +526,102 @@ public sealed class NodeIdMismatchException(byte[] expected, byte[] actual)
 
     /// <summary>The node id the node showed.</summary>
     public byte[] Actual { get; } = actual;
+}
+
+/// <summary>The node demands a proof-of-work stamp of more bits than the client computes
+/// (<see cref="MegaNetClientOptions.MaxPowBits"/>); nothing was sent.</summary>
+public sealed class PowDemandTooHighException(uint demandedBits, int maxBits)
+    : Exception($"The node demands a proof-of-work stamp of {demandedBits} bits (about 2^{demandedBits} hashes), more than this client computes ({maxBits} bits, MegaNetClientOptions.MaxPowBits); nothing was sent. " +
+        "The node raises its demand with its load: retry later, use another node, or raise MaxPowBits.")
+{
+    /// <summary>The bits the node demands.</summary>
+    public uint DemandedBits { get; } = demandedBits;
+
+    /// <summary>The most the client computes.</summary>
+    public int MaxBits { get; } = maxBits;
+}
+
+/// <summary>What a node's refusal asks of the caller, from its trailers (docs/protocol.md, "Relay service").</summary>
+public static class NodeRefusals
+{
+    /// <summary>How long to wait before retrying, from the <c>retry-after-ms</c> trailer a <c>RESOURCE_EXHAUSTED</c>
+    /// refusal carries (rate limit, full queue, mailbox quota, busy <c>VerifyBatch</c>); null when there is none.</summary>
+    public static TimeSpan? RetryAfter(this RpcException exception)
+    {
+        ArgumentNullException.ThrowIfNull(exception);
+        return exception.Trailers.GetValue("retry-after-ms") is { } text
+            && long.TryParse(text, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out long ms)
+            && ms <= (long)TimeSpan.FromDays(1).TotalMilliseconds
+            ? TimeSpan.FromMilliseconds(ms)
+            : null;
+    }
+
+    /// <summary>The proof-of-work bits to stamp the envelope with (<see cref="EnvelopeFormat.Stamp"/>) before
+    /// submitting it again, from the <c>pow-bits</c> trailer a <c>FAILED_PRECONDITION</c> refusal carries; null when
+    /// there is none.</summary>
+    public static int? RequiredPowBits(this RpcException exception)
+    {
+        ArgumentNullException.ThrowIfNull(exception);
+        return exception.Trailers.GetValue("pow-bits") is { } text
+            && int.TryParse(text, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int bits)
+            && bits is > 0 and <= 256
+            ? bits
+            : null;
+    }
+}
+
+/// <summary>Gives unary calls made without a deadline the client's default, and says so when it expires.</summary>
+internal sealed class DefaultDeadlineInterceptor(TimeSpan deadline) : Interceptor
+{
+    public override AsyncUnaryCall<TResponse> AsyncUnaryCall<TRequest, TResponse>(TRequest request, ClientInterceptorContext<TRequest, TResponse> context,
+        AsyncUnaryCallContinuation<TRequest, TResponse> continuation)
+    {
+        if (context.Options.Deadline is not null)
+        {
+            return continuation(request, context);
+        }
+
+        AsyncUnaryCall<TResponse> call = continuation(request, WithDeadline(context));
+        return new AsyncUnaryCall<TResponse>(Explain(call.ResponseAsync), call.ResponseHeadersAsync, call.GetStatus, call.GetTrailers, call.Dispose);
+    }
+
+    public override TResponse BlockingUnaryCall<TRequest, TResponse>(TRequest request, ClientInterceptorContext<TRequest, TResponse> context,
+        BlockingUnaryCallContinuation<TRequest, TResponse> continuation)
+    {
+        if (context.Options.Deadline is not null)
+        {
+            return continuation(request, context);
+        }
+
+        try
+        {
+            return continuation(request, WithDeadline(context));
+        }
+        catch (RpcException e) when (e.StatusCode == StatusCode.DeadlineExceeded)
+        {
+            throw Explained(e);
+        }
+    }
+
+    private ClientInterceptorContext<TRequest, TResponse> WithDeadline<TRequest, TResponse>(ClientInterceptorContext<TRequest, TResponse> context)
+        where TRequest : class where TResponse : class =>
+        new(context.Method, context.Host, context.Options.WithDeadline(DateTime.UtcNow + deadline));
+
+    private async Task<TResponse> Explain<TResponse>(Task<TResponse> response)
+    {
+        try
+        {
+            return await response.ConfigureAwait(false);
+        }
+        catch (RpcException e) when (e.StatusCode == StatusCode.DeadlineExceeded)
+        {
+            throw Explained(e);
+        }
+    }
+
+    private RpcException Explained(RpcException e) => new(
+        new Status(StatusCode.DeadlineExceeded,
+            $"No answer from the node within {deadline.TotalSeconds:0.###} s (the client's default deadline, MegaNetClientOptions.DefaultDeadline): " +
+            "the node is overloaded or unreachable. Retry, or give the call a longer deadline.", e.Status.DebugException),
+        e.Trailers);
 }

@@ -1,0 +1,204 @@
+using System.Diagnostics;
+using System.Text;
+using Grpc.Core;
+using Grpc.Core.Interceptors;
+using MegaNet.Api;
+using MegaNet.Api.V1;
+
+namespace MegaNet.Node.Tests;
+
+/// <summary>What a developer gets from <see cref="MegaNetClient"/> besides its calls: a default deadline, interceptors,
+/// proof of work done when the node demands it (within bounds, cancellably), and the node's refusals made readable.</summary>
+public sealed class MegaNetClientOptionsTests
+{
+    private static byte[] Text(string s) => Encoding.UTF8.GetBytes(s);
+
+    [Fact]
+    public async Task A_unary_call_on_a_half_open_connection_ends_at_the_default_deadline_and_says_so()
+    {
+        await using TestNode node = await TestNode.StartAsync();
+        await using var proxy = new FreezableProxy(node.Address);
+        using var client = new MegaNetClient(proxy.Address, options: new MegaNetClientOptions { DefaultDeadline = TimeSpan.FromSeconds(2) });
+        using Identity alice = Identity.Create(), bob = Identity.Create();
+        await client.SendAsync(alice, bob.Card, Text("connected"), "text/plain");
+
+        proxy.Freeze();
+        // Before the default, only the HTTP/2 pings (30 s + 20 s) ended such a call, and a node that answered pings but
+        // not the call was waited on forever.
+        var waited = Stopwatch.StartNew();
+        RpcException e = await Assert.ThrowsAsync<RpcException>(() => client.Relay.StatusAsync(new StatusRequest()).ResponseAsync.WaitAsync(TimeSpan.FromSeconds(25)));
+        Assert.Equal(StatusCode.DeadlineExceeded, e.StatusCode);
+        Assert.Contains("DefaultDeadline", e.Status.Detail, StringComparison.Ordinal);
+        Assert.InRange(waited.Elapsed, TimeSpan.FromSeconds(1.5), TimeSpan.FromSeconds(20));
+
+        // The wrapped calls get it too.
+        e = await Assert.ThrowsAsync<RpcException>(() => client.FetchAsync(bob).WaitAsync(TimeSpan.FromSeconds(25)));
+        Assert.Equal(StatusCode.DeadlineExceeded, e.StatusCode);
+
+        // A deadline the caller gives wins over the default.
+        waited.Restart();
+        e = await Assert.ThrowsAsync<RpcException>(() => client.Relay.StatusAsync(new StatusRequest(), deadline: DateTime.UtcNow.AddSeconds(5)).ResponseAsync.WaitAsync(TimeSpan.FromSeconds(25)));
+        Assert.Equal(StatusCode.DeadlineExceeded, e.StatusCode);
+        Assert.True(waited.Elapsed >= TimeSpan.FromSeconds(4.5), $"ended after {waited.Elapsed}, before the caller's 5 s deadline");
+    }
+
+    [Fact]
+    public async Task A_subscription_outlives_the_default_deadline()
+    {
+        await using TestNode node = await TestNode.StartAsync();
+        using var client = new MegaNetClient(node.Address, options: new MegaNetClientOptions { DefaultDeadline = TimeSpan.FromSeconds(1) });
+        using Identity alice = Identity.Create(), bob = Identity.Create();
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        await using IAsyncEnumerator<ReceivedMessage> inbox = client.ListenAsync(bob, 0, cts.Token).GetAsyncEnumerator(cts.Token);
+        Task<bool> next = inbox.MoveNextAsync().AsTask();
+        await Task.Delay(TimeSpan.FromSeconds(2.5));
+        Assert.False(next.IsCompleted, $"the subscription ended: {next.Exception?.InnerException?.Message}");
+        await client.SendAsync(alice, bob.Card, Text("late"), "text/plain");
+        Assert.True(await next);
+        Assert.Equal("late", inbox.Current.Content.Content.ToStringUtf8());
+    }
+
+    [Fact]
+    public async Task Interceptors_see_the_wrapped_calls_and_the_raw_ones()
+    {
+        await using TestNode node = await TestNode.StartAsync();
+        var seen = new Counting();
+        using var client = new MegaNetClient(node.Address, options: new MegaNetClientOptions { Interceptors = [seen] });
+        using Identity alice = Identity.Create(), bob = Identity.Create();
+        await client.SendAsync(alice, bob.Card, Text("hi"), "text/plain");
+        await client.Relay.GetTreeHeadAsync(new GetTreeHeadRequest());
+        Assert.Equal(["/meganet.v1.Relay/Status", "/meganet.v1.Relay/Submit", "/meganet.v1.Relay/GetTreeHead"], seen.Methods);
+        // Inside the caller's interceptors, so they see the call before the default deadline is set.
+        Assert.All(seen.Deadlines, d => Assert.Null(d));
+    }
+
+    [Fact]
+    public async Task Send_stamps_again_when_the_node_demands_more_work_than_it_announced()
+    {
+        // The node demands 8 bits; the client reads 0 in Status (as when the node's load rises between the two calls).
+        await using TestNode node = await TestNode.StartAsync(o => o.PowMinBits = 8);
+        using var client = new MegaNetClient(node.Address, options: new MegaNetClientOptions { Interceptors = [new AnnouncesNoPow()] });
+        using Identity alice = Identity.Create(), bob = Identity.Create();
+        Receipt receipt = await client.SendAsync(alice, bob.Card, Text("stamped late"), "text/plain");
+        Assert.False(receipt.Duplicate);
+
+        (IReadOnlyList<ReceivedMessage> messages, _) = await node.Client().FetchAsync(bob);
+        Assert.Equal("stamped late", Assert.Single(messages).Content.Content.ToStringUtf8());
+        Assert.Equal(receipt.EnvelopeId.ToByteArray(), messages[0].EnvelopeId);
+    }
+
+    [Fact]
+    public async Task Send_refuses_a_proof_of_work_demand_beyond_its_limit_at_once()
+    {
+        await using TestNode node = await TestNode.StartAsync(o => { o.PowMaxBits = 32; o.PowMinBits = 30; });
+        using MegaNetClient client = node.Client();
+        using Identity alice = Identity.Create(), bob = Identity.Create();
+        // Before the limit the client set out to compute 2^30 hashes on the caller's thread.
+        PowDemandTooHighException e = await Assert.ThrowsAsync<PowDemandTooHighException>(
+            () => client.SendAsync(alice, bob.Card, Text("x"), "text/plain").WaitAsync(TimeSpan.FromSeconds(20)));
+        Assert.Equal(30u, e.DemandedBits);
+        Assert.Equal(24, e.MaxBits);
+        Assert.Contains("MaxPowBits", e.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Send_stops_computing_proof_of_work_when_cancelled()
+    {
+        await using TestNode node = await TestNode.StartAsync(o => { o.PowMaxBits = 32; o.PowMinBits = 30; });
+        using var client = new MegaNetClient(node.Address, options: new MegaNetClientOptions { MaxPowBits = 32 });
+        using Identity alice = Identity.Create(), bob = Identity.Create();
+        using var cts = new CancellationTokenSource(TimeSpan.FromMilliseconds(500));
+        var waited = Stopwatch.StartNew();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(
+            () => client.SendAsync(alice, bob.Card, Text("x"), "text/plain", cancellationToken: cts.Token).WaitAsync(TimeSpan.FromSeconds(20)));
+        Assert.True(waited.Elapsed < TimeSpan.FromSeconds(15), $"took {waited.Elapsed}");
+    }
+
+    [Fact]
+    public void Refusals_give_their_retry_time_and_proof_of_work_demand()
+    {
+        var busy = new RpcException(new Status(StatusCode.ResourceExhausted, "busy"), new Metadata { { "retry-after-ms", "250" } });
+        var weak = new RpcException(new Status(StatusCode.FailedPrecondition, "stamp"), new Metadata { { "pow-bits", "12" } });
+        var bare = new RpcException(new Status(StatusCode.ResourceExhausted, "busy"), new Metadata { { "retry-after-ms", "-5" }, { "pow-bits", "lots" } });
+        Assert.Equal(TimeSpan.FromMilliseconds(250), busy.RetryAfter());
+        Assert.Null(busy.RequiredPowBits());
+        Assert.Equal(12, weak.RequiredPowBits());
+        Assert.Null(weak.RetryAfter());
+        Assert.Null(bare.RetryAfter());
+        Assert.Null(bare.RequiredPowBits());
+    }
+
+    [Fact]
+    public async Task A_refusal_from_the_node_carries_its_demand()
+    {
+        await using TestNode node = await TestNode.StartAsync(o => o.PowMinBits = 8);
+        using MegaNetClient client = node.Client();
+        using Identity alice = Identity.Create(), bob = Identity.Create();
+        Envelope envelope = EnvelopeFormat.Seal(alice, bob.Card, Text("x"), "text/plain", null, DateTimeOffset.UtcNow.AddDays(1));
+        RpcException e = await Assert.ThrowsAsync<RpcException>(async () => await client.Relay.SubmitAsync(new SubmitRequest { Envelope = envelope }));
+        Assert.Equal(8, e.RequiredPowBits());
+
+        EnvelopeFormat.Stamp(alice, envelope, e.RequiredPowBits()!.Value);
+        Receipt receipt = await client.Relay.SubmitAsync(new SubmitRequest { Envelope = envelope });
+        Assert.Equal(EnvelopeFormat.EnvelopeId(envelope), receipt.EnvelopeId.ToByteArray());
+    }
+
+    [Fact]
+    public void The_node_id_a_client_shows_is_a_copy()
+    {
+        byte[] id = Enumerable.Repeat((byte)7, 32).ToArray();
+        using var client = new MegaNetClient(new Uri("http://127.0.0.1:1"), id);
+        client.NodeId![0] ^= 0xFF;
+        Assert.Equal(id, client.NodeId);
+    }
+
+    [Fact]
+    public void Options_out_of_range_are_refused()
+    {
+        var address = new Uri("http://127.0.0.1:1");
+        Assert.Throws<ArgumentOutOfRangeException>(() => new MegaNetClient(address, options: new MegaNetClientOptions { DefaultDeadline = TimeSpan.Zero }));
+        Assert.Throws<ArgumentOutOfRangeException>(() => new MegaNetClient(address, options: new MegaNetClientOptions { MaxPowBits = 33 }));
+        using var none = new MegaNetClient(address, options: new MegaNetClientOptions { DefaultDeadline = null });
+    }
+
+    private sealed class Counting : Interceptor
+    {
+        public List<string> Methods { get; } = [];
+
+        public List<DateTime?> Deadlines { get; } = [];
+
+        public override AsyncUnaryCall<TResponse> AsyncUnaryCall<TRequest, TResponse>(TRequest request, ClientInterceptorContext<TRequest, TResponse> context,
+            AsyncUnaryCallContinuation<TRequest, TResponse> continuation)
+        {
+            lock (Methods)
+            {
+                Methods.Add(context.Method.FullName);
+                Deadlines.Add(context.Options.Deadline);
+            }
+
+            return continuation(request, context);
+        }
+    }
+
+    /// <summary>Makes Status say the node demands no proof of work.</summary>
+    private sealed class AnnouncesNoPow : Interceptor
+    {
+        public override AsyncUnaryCall<TResponse> AsyncUnaryCall<TRequest, TResponse>(TRequest request, ClientInterceptorContext<TRequest, TResponse> context,
+            AsyncUnaryCallContinuation<TRequest, TResponse> continuation)
+        {
+            AsyncUnaryCall<TResponse> call = continuation(request, context);
+            return new AsyncUnaryCall<TResponse>(Rewrite(call.ResponseAsync), call.ResponseHeadersAsync, call.GetStatus, call.GetTrailers, call.Dispose);
+        }
+
+        private static async Task<T> Rewrite<T>(Task<T> response)
+        {
+            T result = await response;
+            if (result is StatusResponse status)
+            {
+                status.PowBitsRequired = 0;
+            }
+
+            return result;
+        }
+    }
+}
