@@ -162,7 +162,8 @@ public sealed class MegaNetClient : IDisposable
     public Relay.RelayClient Relay { get; }
 
     /// <summary>Seals <paramref name="content"/> to <paramref name="recipient"/>, stamps it if the node asks for proof
-    /// of work, and submits it. A node that raises its demand meanwhile refuses the stamp with <c>FAILED_PRECONDITION</c>
+    /// of work, and submits it; it expires after <paramref name="ttl"/>, by default 7 days (or just under the node's
+    /// maximum TTL, when that is shorter). A node that raises its demand meanwhile refuses the stamp with <c>FAILED_PRECONDITION</c>
     /// and the bits it wants: the envelope is stamped again and resubmitted (twice at most).</summary>
     /// <returns>The node's receipt, checked to name the envelope sent; its tree head and inclusion are not checked
     /// here: <see cref="VerifyReceiptAsync"/> does that.</returns>
@@ -179,7 +180,7 @@ public sealed class MegaNetClient : IDisposable
         ArgumentNullException.ThrowIfNull(contentType);
         StatusResponse status = await Relay.StatusAsync(new StatusRequest(), cancellationToken: cancellationToken);
         int bits = PowBitsToSolve(status.PowBitsRequired);
-        DateTimeOffset expires = DateTimeOffset.UtcNow + (ttl ?? TimeSpan.FromDays(7));
+        DateTimeOffset expires = DateTimeOffset.UtcNow + (ttl ?? DefaultTtl(status.Limits));
         Envelope envelope = EnvelopeFormat.Seal(sender, recipient, content, contentType, fileName, expires);
         if (bits > 0)
         {
@@ -210,6 +211,20 @@ public sealed class MegaNetClient : IDisposable
         }
 
         return receipt;
+    }
+
+    /// <summary>7 days, or less on a node whose maximum TTL is shorter (it refuses an expiry beyond it): a little less
+    /// than that maximum, for clocks.</summary>
+    internal static TimeSpan DefaultTtl(Limits? limits)
+    {
+        TimeSpan week = TimeSpan.FromDays(7);
+        if (limits is not { MaxTtlSeconds: > 0 } || limits.MaxTtlSeconds >= (long)week.TotalSeconds + 300)
+        {
+            return week;
+        }
+
+        TimeSpan max = TimeSpan.FromSeconds(limits.MaxTtlSeconds);
+        return max - TimeSpan.FromTicks(Math.Min(TimeSpan.FromMinutes(5).Ticks, max.Ticks / 10));
     }
 
     /// <summary>The proof of work to compute for a demand of <paramref name="demanded"/> bits.</summary>

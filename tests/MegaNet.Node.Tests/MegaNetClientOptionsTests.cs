@@ -107,11 +107,27 @@ public sealed class MegaNetClientOptionsTests
         await using TestNode node = await TestNode.StartAsync(o => { o.PowMaxBits = 32; o.PowMinBits = 30; });
         using var client = new MegaNetClient(node.Address, options: new MegaNetClientOptions { MaxPowBits = 32 });
         using Identity alice = Identity.Create(), bob = Identity.Create();
-        using var cts = new CancellationTokenSource(TimeSpan.FromMilliseconds(500));
+        // Connected first, so the token fires while the stamp is computed, not during the Status call (a gRPC call
+        // that is cancelled ends with RpcException Cancelled instead).
+        Assert.Equal(30u, (await client.Relay.StatusAsync(new StatusRequest())).PowBitsRequired);
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(1));
         var waited = Stopwatch.StartNew();
         await Assert.ThrowsAnyAsync<OperationCanceledException>(
             () => client.SendAsync(alice, bob.Card, Text("x"), "text/plain", cancellationToken: cts.Token).WaitAsync(TimeSpan.FromSeconds(20)));
         Assert.True(waited.Elapsed < TimeSpan.FromSeconds(15), $"took {waited.Elapsed}");
+    }
+
+    [Fact]
+    public async Task Send_without_a_ttl_fits_a_node_whose_maximum_ttl_is_under_a_week()
+    {
+        // Before, the default of 7 days was refused with INVALID_ARGUMENT by such a node.
+        await using TestNode node = await TestNode.StartAsync(o => o.MaxTtlDays = 2);
+        using MegaNetClient client = node.Client();
+        using Identity alice = Identity.Create(), bob = Identity.Create();
+        Receipt receipt = await client.SendAsync(alice, bob.Card, Text("short-lived"), "text/plain");
+        Assert.False(receipt.Duplicate);
+        Assert.Equal(TimeSpan.FromDays(7), MegaNetClient.DefaultTtl(new Limits { MaxTtlSeconds = (long)TimeSpan.FromDays(30).TotalSeconds }));
+        Assert.Equal(TimeSpan.FromSeconds(90), MegaNetClient.DefaultTtl(new Limits { MaxTtlSeconds = 100 }));
     }
 
     [Fact]
