@@ -73,7 +73,9 @@ public sealed class MegaNetClientOptions
 /// <para>Every unary call has a deadline (<see cref="MegaNetClientOptions.DefaultDeadline"/>, 30 s unless set) and
 /// every method takes a cancellation token. Refusals by the node arrive as <see cref="RpcException"/> with the node's
 /// status and a message that says why; <see cref="NodeRefusals.RetryAfter"/> and
-/// <see cref="NodeRefusals.RequiredPowBits"/> read the waits and stamps they ask for.</para>
+/// <see cref="NodeRefusals.RequiredPowBits"/> read the waits and stamps they ask for. A cancelled token ends a call
+/// with <see cref="RpcException"/> (<see cref="StatusCode.Cancelled"/>), as gRPC does, and the proof of work of
+/// <see cref="SendAsync"/> with <see cref="OperationCanceledException"/>.</para>
 /// </remarks>
 public sealed class MegaNetClient : IDisposable
 {
