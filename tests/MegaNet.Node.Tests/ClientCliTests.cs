@@ -48,6 +48,21 @@ public sealed class ClientCliTests : IDisposable
     private static byte[] Text(string s) => Encoding.UTF8.GetBytes(s);
 
     [Fact]
+    public async Task Send_to_a_node_demanding_more_proof_of_work_than_the_client_computes_says_so_in_one_line()
+    {
+        // A node that demands 25 bits (more than MegaNetClientOptions.MaxPowBits) got a stack trace from 'send'.
+        await using TestNode node = await TestNode.StartAsync(o =>
+        {
+            o.PowMaxBits = 25;
+            o.PowMinBits = 25;
+        });
+        string alice = NewIdentity("alice.json"), bob = NewIdentity("bob.json");
+        using Identity bobId = Identity.Load(bob);
+        Result r = await Meganet("send", "-i", alice, "--to", bobId.Card.ToString(), "--node", node.Address.ToString(), "--text", "hi");
+        AssertExit(r, 2, "demands a proof-of-work stamp of 25 bits");
+    }
+
+    [Fact]
     public async Task Fetch_ack_deletes_nothing_when_standard_output_is_closed()
     {
         await using TestNode node = await TestNode.StartAsync();

@@ -346,6 +346,8 @@ internal static class ClientCommands
     /// ObjectDisposedException's "Object name:" line).</summary>
     private static string Describe(Exception e) => OneLine(e switch
     {
+        // The client's own deadline (MegaNetClient says how long it waited), whether or not the transport saw why.
+        RpcException { StatusCode: StatusCode.DeadlineExceeded } r when r.Status.Detail.StartsWith("No answer from the node", StringComparison.Ordinal) => r.Status.Detail,
         // A status the node sent has no DebugException; one made by the client's transport does.
         RpcException r when r.Status.DebugException is null => $"the node said {r.StatusCode}: {r.Status.Detail}",
         RpcException r when r.StatusCode == StatusCode.Unavailable => $"cannot reach the node ({r.Status.Detail}); is 'meganet node' running at that address?",
@@ -685,7 +687,7 @@ internal static class ClientCommands
             Console.Error.WriteLine($"meganet: {Describe(e)}");
             return 2;
         }
-        catch (Exception e) when (e is NodeSilentException or ListenGaveUpException)
+        catch (Exception e) when (e is NodeSilentException or ListenGaveUpException or PowDemandTooHighException)
         {
             Console.Error.WriteLine($"meganet: {e.Message}");
             return 2;
