@@ -73,12 +73,7 @@ public sealed class ProfilerTests(ITestOutputHelper output)
     {
         // The update callback redraws the live table. It waited for an event named "CollectionComplete", which the
         // runtime never sends (each interval ends with CollectionStop), so 'meganet profile' printed nothing, ever.
-        await using ExternalNode node = await ExternalNode.StartTemporaryAsync("meganet-profile-");
-        using (var client = new MegaNetClient(node.Address))
-        using (Identity alice = Identity.Create(), bob = Identity.Create())
-        {
-            await client.SendAsync(alice, bob.Card, Encoding.UTF8.GetBytes("something to count"), "text/plain");
-        }
+        await using ExternalNode node = await StartWithOneMessageAsync();
 
         var updates = new List<IReadOnlyList<InstrumentReading>>();
         IReadOnlyList<InstrumentReading> last = await NodeProfiler.CollectAsync(node.ProcessId, TimeSpan.FromSeconds(6), refreshSeconds: 1, onUpdate: table =>
@@ -102,12 +97,7 @@ public sealed class ProfilerTests(ITestOutputHelper output)
     {
         // The runtime aggregates metrics for one session at a time. Before, a second 'meganet profile' (or one beside
         // dotnet-counters) got only an error event it ignored, and showed an empty table with exit code 0.
-        await using ExternalNode node = await ExternalNode.StartTemporaryAsync("meganet-profile-");
-        using (var client = new MegaNetClient(node.Address))
-        using (Identity alice = Identity.Create(), bob = Identity.Create())
-        {
-            await client.SendAsync(alice, bob.Card, Encoding.UTF8.GetBytes("something to count"), "text/plain");
-        }
+        await using ExternalNode node = await StartWithOneMessageAsync();
 
         Task<IReadOnlyList<InstrumentReading>> first = NodeProfiler.CollectAsync(node.ProcessId, TimeSpan.FromSeconds(9), refreshSeconds: 1);
         await Task.Delay(TimeSpan.FromSeconds(2));
@@ -333,5 +323,23 @@ public sealed class ProfilerTests(ITestOutputHelper output)
         using HttpResponseMessage refused = await http.SendAsync(onGrpcPort);
         Assert.Equal(System.Net.HttpStatusCode.NotFound, refused.StatusCode);
         node.AssertNoServerErrors();
+    }
+
+    /// <summary>A node process whose store holds one message, so its instruments have something to count.</summary>
+    private static async Task<ExternalNode> StartWithOneMessageAsync()
+    {
+        ExternalNode node = await ExternalNode.StartTemporaryAsync("meganet-profile-");
+        try
+        {
+            using var client = new MegaNetClient(node.Address);
+            using Identity alice = Identity.Create(), bob = Identity.Create();
+            await client.SendAsync(alice, bob.Card, Encoding.UTF8.GetBytes("something to count"), "text/plain");
+            return node;
+        }
+        catch
+        {
+            await node.DisposeAsync();
+            throw;
+        }
     }
 }
