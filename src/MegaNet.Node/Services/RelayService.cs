@@ -2,6 +2,7 @@ using System.Collections.Concurrent;
 using System.Threading.Channels;
 using Google.Protobuf;
 using Grpc.Core;
+using MegaNet.Api;
 using MegaNet.Api.V1;
 using MegaNet.Core.Diagnostics;
 using MegaNet.Core.Transparency;
@@ -75,7 +76,14 @@ public sealed class RelayService(
                     }
                     catch (RpcException e)
                     {
-                        result = new SubmitResult { StatusCode = (int)e.StatusCode, Error = e.Status.Detail };
+                        // What a unary call's trailers would say, so a streaming sender can wait or stamp as told.
+                        result = new SubmitResult
+                        {
+                            StatusCode = (int)e.StatusCode,
+                            Error = e.Status.Detail,
+                            RetryAfterMs = (uint)Math.Max(0, (e.RetryAfter() ?? TimeSpan.Zero).TotalMilliseconds),
+                            PowBits = (uint)(e.RequiredPowBits() ?? 0),
+                        };
                     }
                     catch (Exception e) when (e is not OperationCanceledException)
                     {
