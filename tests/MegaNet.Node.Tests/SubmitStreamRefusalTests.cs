@@ -44,19 +44,7 @@ public sealed class SubmitStreamRefusalTests
     private static async Task<List<SubmitResult>> StreamAsync(TestNode node, Envelope[] envelopes)
     {
         using MegaNetClient client = node.Client();
-        using AsyncDuplexStreamingCall<SubmitRequest, SubmitResult> call = client.Relay.SubmitStream(deadline: DateTime.UtcNow.AddMinutes(2));
-        foreach (Envelope envelope in envelopes)
-        {
-            await call.RequestStream.WriteAsync(new SubmitRequest { Envelope = envelope });
-        }
-
-        await call.RequestStream.CompleteAsync();
-        var results = new List<SubmitResult>();
-        await foreach (SubmitResult r in call.ResponseStream.ReadAllAsync())
-        {
-            results.Add(r);
-        }
-
+        List<SubmitResult> results = await client.SubmitAllAsync(envelopes);
         Assert.Equal(envelopes.Length, results.Count);
         return results;
     }
