@@ -679,26 +679,19 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
 
     private sealed class TokenBucket(double tokens, long stamp)
     {
-        private double _tokens = tokens;
-        private long _stamp = stamp;
+        private TokenCount _count = new(tokens, stamp);
 
         public bool TryTake(long now, double rate, int burst)
         {
             lock (this)
             {
-                // A thread that read the clock before another one took a token must not move the stamp back.
-                if (now > _stamp)
-                {
-                    _tokens = Math.Min(burst, _tokens + Stopwatch.GetElapsedTime(_stamp, now).TotalSeconds * rate);
-                    _stamp = now;
-                }
-
-                if (_tokens < 1)
+                _count.Refill(now, rate, burst);
+                if (_count.Tokens < 1)
                 {
                     return false;
                 }
 
-                _tokens -= 1;
+                _count.Tokens -= 1;
                 return true;
             }
         }
@@ -708,7 +701,7 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
         {
             lock (this)
             {
-                _tokens = Math.Min(burst, _tokens + 1);
+                _count.Return(burst);
             }
         }
 
@@ -717,8 +710,7 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
         {
             lock (this)
             {
-                double tokens = now > _stamp ? Math.Min(burst, _tokens + Stopwatch.GetElapsedTime(_stamp, now).TotalSeconds * rate) : _tokens;
-                return tokens >= needed;
+                return _count.At(now, rate, burst) >= needed;
             }
         }
     }

@@ -40,8 +40,7 @@ internal sealed class ForgerySuspects(int capacity = ForgerySuspects.DefaultCapa
 
     private readonly Dictionary<ClientAddress, Entry> _entries = [];
     private long _nextSweep = long.MinValue;
-    private double _lane = LanePerSecond;
-    private long _laneRefilled = long.MinValue;
+    private TokenCount _lane = new(LanePerSecond, long.MinValue); // counting starts with the first suspect submission
 
     /// <summary>Addresses remembered now.</summary>
     public int Count => _entries.Count;
@@ -65,27 +64,27 @@ internal sealed class ForgerySuspects(int capacity = ForgerySuspects.DefaultCapa
             return Lane.Clean;
         }
 
-        Refill(ref e, now);
-        if (e.Budget < 1)
+        e.Budget.Refill(now, BadPerSecond, Burst);
+        if (e.Budget.Tokens < 1)
         {
-            retryAfterMs = (int)Math.Ceiling((1 - e.Budget) * 1000 / BadPerSecond);
+            retryAfterMs = (int)Math.Ceiling((1 - e.Budget.Tokens) * 1000 / BadPerSecond);
             return Lane.Refused;
         }
 
-        if (_laneRefilled != long.MinValue)
+        if (_lane.Stamp == long.MinValue)
         {
-            _lane = Math.Min(LanePerSecond, _lane + ((double)(now - _laneRefilled) / Stopwatch.Frequency * LanePerSecond));
+            _lane.Stamp = now;
         }
 
-        _laneRefilled = now;
-        if (_lane < 1)
+        _lane.Refill(now, LanePerSecond, LanePerSecond);
+        if (_lane.Tokens < 1)
         {
-            retryAfterMs = (int)Math.Ceiling((1 - _lane) * 1000 / LanePerSecond);
+            retryAfterMs = (int)Math.Ceiling((1 - _lane.Tokens) * 1000 / LanePerSecond);
             return Lane.LaneFull;
         }
 
-        _lane--;
-        e.Budget--;
+        _lane.Tokens--;
+        e.Budget.Tokens--;
         return Lane.Suspect;
     }
 
@@ -104,7 +103,7 @@ internal sealed class ForgerySuspects(int capacity = ForgerySuspects.DefaultCapa
             ref Entry held = ref CollectionsMarshal.GetValueRefOrNullRef(_entries, a);
             if (!Unsafe.IsNullRef(ref held))
             {
-                held.Budget = Math.Min(Burst, held.Budget + 1);
+                held.Budget.Return(Burst);
             }
 
             return;
@@ -118,14 +117,13 @@ internal sealed class ForgerySuspects(int capacity = ForgerySuspects.DefaultCapa
         ref Entry e = ref CollectionsMarshal.GetValueRefOrAddDefault(_entries, a, out bool existed);
         if (!existed)
         {
-            e.Budget = Burst;
-            e.Refilled = now;
+            e.Budget = new TokenCount(Burst, now);
         }
 
-        Refill(ref e, now);
+        e.Budget.Refill(now, BadPerSecond, Burst);
         if (!suspectLane)
         {
-            e.Budget--;
+            e.Budget.Tokens--;
         }
 
         e.Until = now + HoldTicks;
@@ -165,13 +163,6 @@ internal sealed class ForgerySuspects(int capacity = ForgerySuspects.DefaultCapa
         _entries.Remove(soonest.Key);
     }
 
-    private static void Refill(ref Entry e, long now)
-    {
-        double seconds = (double)(now - e.Refilled) / Stopwatch.Frequency;
-        e.Budget = Math.Min(Burst, e.Budget + (seconds * BadPerSecond));
-        e.Refilled = now;
-    }
-
     /// <summary>Where a submission is verified.</summary>
     public enum Lane
     {
@@ -191,7 +182,6 @@ internal sealed class ForgerySuspects(int capacity = ForgerySuspects.DefaultCapa
     private struct Entry
     {
         public long Until;
-        public double Budget;
-        public long Refilled;
+        public TokenCount Budget;
     }
 }
