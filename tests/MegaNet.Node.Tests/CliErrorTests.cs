@@ -454,6 +454,62 @@ public sealed class CliErrorTests : IDisposable
         Assert.Throws<ProfilerException>(() => TraceSummary.Summarize(Path.Combine(_dir, "absent.nettrace"), 10));
     }
 
+    [Fact]
+    public async Task A_command_that_does_not_stop_on_sigterm_is_ended_after_its_grace_period_with_143_saying_so()
+    {
+        // bench does not watch for cancellation; SIGTERM ended it after 5 s with 130, as if it were Ctrl+C.
+        var psi = new ProcessStartInfo("dotnet", [ExternalNode.MeganetPath(), "bench", "--backend", "reference", "--batch", "64", "--seconds", "60"])
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            WorkingDirectory = _dir,
+        };
+        using Process bench = Process.Start(psi)!;
+        Task<string> stderr = bench.StandardError.ReadToEndAsync();
+        var stdout = new StringBuilder();
+        var started = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        Task reading = Task.Run(async () =>
+        {
+            while (await bench.StandardOutput.ReadLineAsync() is string line)
+            {
+                lock (stdout)
+                {
+                    stdout.AppendLine(line);
+                }
+
+                if (line.Contains("warm-up", StringComparison.Ordinal))
+                {
+                    started.TrySetResult();
+                }
+            }
+        });
+        try
+        {
+            // Its signal handling is in place once it prints (the first line comes after start-up).
+            await started.Task.WaitAsync(TimeSpan.FromMinutes(2));
+            var clock = Stopwatch.StartNew();
+            using (Process kill = Process.Start("kill", ["-TERM", bench.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)])!)
+            {
+                await kill.WaitForExitAsync();
+            }
+
+            await bench.WaitForExitAsync().WaitAsync(TimeSpan.FromMinutes(1));
+            string error = await stderr.WaitAsync(TimeSpan.FromSeconds(30));
+            Assert.True(bench.ExitCode == 143, $"exit code {bench.ExitCode}; stderr: {error}");
+            Assert.Contains("meganet: interrupted; the command had not stopped 5 s after the signal, so it was ended.", error, StringComparison.Ordinal);
+            Assert.True(clock.Elapsed < TimeSpan.FromSeconds(40), $"exited {clock.Elapsed.TotalSeconds:0.0} s after SIGTERM (grace 5 s)");
+        }
+        finally
+        {
+            if (!bench.HasExited)
+            {
+                bench.Kill(entireProcessTree: true);
+            }
+        }
+
+        await reading.WaitAsync(TimeSpan.FromSeconds(30));
+    }
+
     private static string RepositoryRoot()
     {
         for (string? dir = AppContext.BaseDirectory; dir is not null; dir = Path.GetDirectoryName(dir))

@@ -40,7 +40,7 @@ public sealed class ProfileCommandTests(ITestOutputHelper output) : IDisposable
     }
 
     [Fact]
-    public async Task The_live_table_reaches_a_redirected_output_and_ctrl_c_ends_it_and_a_trace_with_130()
+    public async Task The_live_table_reaches_a_redirected_output_and_ctrl_c_ends_it_and_a_trace_with_130_and_sigterm_with_143()
     {
         await using ExternalNode node = await ExternalNode.StartTemporaryAsync("meganet-profile-");
 
@@ -53,6 +53,14 @@ public sealed class ProfileCommandTests(ITestOutputHelper output) : IDisposable
             live.Signal("INT");
             // Ctrl+C exited 0; README says 130.
             Assert.Equal(130, await live.WaitForExitAsync());
+        }
+
+        // SIGTERM exited 130 too, as if Ctrl+C; a shell reports 143 for it.
+        await using (var terminated = Profile("--pid", Pid(node)))
+        {
+            await terminated.WaitForOutputAsync(o => Headers(o) >= 1, "a table");
+            terminated.Signal("TERM");
+            Assert.Equal(143, await terminated.WaitForExitAsync());
         }
 
         // A trace stopped early keeps what it traced and says how long that was (it said "for 60 s" and exited 0).

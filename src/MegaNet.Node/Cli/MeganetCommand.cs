@@ -46,7 +46,19 @@ internal static class MeganetCommand
             return 1;
         }
 
-        return parse.InvokeAsync(InvocationFor(parse.CommandResult.Command.Name)).GetAwaiter().GetResult();
+        string name = parse.CommandResult.Command.Name;
+        // System.CommandLine's own signal handling is off (a null timeout): the node's host handles the signals, and
+        // for the others Interruption does, so that SIGTERM exits 143 rather than 130.
+        var configuration = new InvocationConfiguration { ProcessTerminationTimeout = null };
+        if (GraceAfterSignal(name) is not TimeSpan grace)
+        {
+            return parse.InvokeAsync(configuration).GetAwaiter().GetResult();
+        }
+
+        using Interruption interruption = Interruption.Watch(grace);
+        // On the thread pool, as System.CommandLine runs it when it handles signals: a command busy on this thread (bench
+        // runs synchronously) would otherwise outlast its grace period.
+        return interruption.WaitAsync(Task.Run(() => parse.InvokeAsync(configuration, interruption.Token))).GetAwaiter().GetResult();
     }
 
     private static string CommandPath(System.CommandLine.Parsing.CommandResult result)
@@ -65,16 +77,15 @@ internal static class MeganetCommand
     }
 
     /// <summary>
-    /// How long a command may take to finish after Ctrl+C / SIGTERM before System.CommandLine ends it with 130/143.
-    /// The default (2 s) cut the node off in the middle of its shutdown (admission drain, final checkpoint: up to
-    /// 30 s), so the node's host handles those signals alone and the process waits for it; <c>load</c> gets time
-    /// to stop its embedded node and delete its data directory; the others (listen: Ctrl+C is how it ends) 5 s.
+    /// How long a command may take to finish after Ctrl+C / SIGTERM before the process ends with 130/143; null for
+    /// <c>node</c>, whose host handles those signals alone (admission drain, final checkpoint: up to 30 s; a fixed
+    /// timeout cut it off in the middle) while the process waits for it. <c>load</c> gets time to stop its embedded
+    /// node and delete its data directory; the others (listen: a signal is how it ends) 5 s.
     /// </summary>
-    internal static InvocationConfiguration InvocationFor(string command) => command switch
+    internal static TimeSpan? GraceAfterSignal(string command) => command switch
     {
-        "node" => new InvocationConfiguration { ProcessTerminationTimeout = null },
-        "load" => new InvocationConfiguration { ProcessTerminationTimeout = TimeSpan.FromSeconds(60) },
-        // Set explicitly: a new InvocationConfiguration leaves it null in 2.0.0, and Ctrl+C then killed listen outright.
-        _ => new InvocationConfiguration { ProcessTerminationTimeout = TimeSpan.FromSeconds(5) },
+        "node" => null,
+        "load" => TimeSpan.FromSeconds(60),
+        _ => TimeSpan.FromSeconds(5),
     };
 }

@@ -1,0 +1,73 @@
+using System.Runtime.InteropServices;
+
+namespace MegaNet.Node.Cli;
+
+/// <summary>
+/// Ctrl+C (SIGINT) and SIGTERM for every command but <c>node</c> (whose host handles them): the first cancels the
+/// command's token and gives it a grace period to finish; past it, the command is left and the process exits. The exit
+/// code is what a shell reports for a process the signal ended, 130 or 143. System.CommandLine's own handler turns both
+/// signals into one cancellation and does not say which, so this replaces it.
+/// </summary>
+internal sealed class Interruption : IDisposable
+{
+    private const int SIGINT = 2;
+    private const int SIGTERM = 15;
+
+    private static int s_lastSignal; // 0 until a signal arrives; set before the token is cancelled
+
+    private readonly CancellationTokenSource _cancel = new();
+    private readonly TaskCompletionSource _graceOver = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private readonly TimeSpan _grace;
+    private readonly PosixSignalRegistration _interrupt;
+    private readonly PosixSignalRegistration _terminate;
+    private Timer? _graceTimer;
+
+    private Interruption(TimeSpan grace)
+    {
+        _grace = grace;
+        _interrupt = PosixSignalRegistration.Create(PosixSignal.SIGINT, context => OnSignal(context, SIGINT));
+        _terminate = PosixSignalRegistration.Create(PosixSignal.SIGTERM, context => OnSignal(context, SIGTERM));
+    }
+
+    /// <summary>128 + the number of the signal that interrupted the command (SIGINT when none did).</summary>
+    public static int ExitCode => 128 + (Volatile.Read(ref s_lastSignal) is SIGTERM ? SIGTERM : SIGINT);
+
+    /// <summary>Cancelled by the first SIGINT or SIGTERM.</summary>
+    public CancellationToken Token => _cancel.Token;
+
+    /// <summary>Handles SIGINT and SIGTERM until disposed, allowing a command <paramref name="grace"/> to finish after one.</summary>
+    public static Interruption Watch(TimeSpan grace) => new(grace);
+
+    /// <summary><paramref name="command"/>'s exit code, or <see cref="ExitCode"/> once the grace period after a signal is over.</summary>
+    public async Task<int> WaitAsync(Task<int> command)
+    {
+        if (await Task.WhenAny(command, _graceOver.Task) == command)
+        {
+            return await command;
+        }
+
+        Console.Error.WriteLine($"meganet: interrupted; the command had not stopped {_grace.TotalSeconds:0} s after the signal, so it was ended.");
+        return ExitCode;
+    }
+
+    public void Dispose()
+    {
+        _interrupt.Dispose();
+        _terminate.Dispose();
+        _graceTimer?.Dispose();
+        _cancel.Dispose();
+    }
+
+    private void OnSignal(PosixSignalContext context, int signal)
+    {
+        // The process is not ended by the signal: the command ends, or the grace period ends it.
+        context.Cancel = true;
+        if (Interlocked.CompareExchange(ref s_lastSignal, signal, 0) != 0)
+        {
+            return; // a second signal changes neither the exit code nor the grace period
+        }
+
+        _graceTimer = new Timer(_ => _graceOver.TrySetResult(), null, _grace, Timeout.InfiniteTimeSpan);
+        _cancel.Cancel();
+    }
+}
