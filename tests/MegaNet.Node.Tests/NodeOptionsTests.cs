@@ -13,6 +13,7 @@ public sealed class NodeOptionsTests
         var options = new NodeOptions();
         options.Validate();
         Assert.Equal(256, options.StreamWindow);
+        Assert.Equal(300, options.StreamIdleSeconds);
         Assert.Equal("127.0.0.1:7700", options.Listen);
     }
 
@@ -26,6 +27,8 @@ public sealed class NodeOptionsTests
         { "QueueCapacity", o => o.QueueCapacity = 0 },
         { "StreamWindow", o => o.StreamWindow = 0 },
         { "StreamWindow", o => o.StreamWindow = 65_537 },
+        { "StreamIdleSeconds", o => o.StreamIdleSeconds = 0 },
+        { "StreamIdleSeconds", o => o.StreamIdleSeconds = 86_401 },
         { "PowMinBits", o => o.PowMinBits = 17 },
         { "StoreMemoryMiB", o => o.StoreMemoryMiB = 4 },
         { "MaxConnections", o => o.MaxConnections = 0 },

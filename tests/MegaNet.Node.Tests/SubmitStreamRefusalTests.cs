@@ -41,6 +41,48 @@ public sealed class SubmitStreamRefusalTests
         Assert.Equal(0u, results[1].PowBits);
     }
 
+    [Fact]
+    public async Task An_idle_stream_is_ended_once_answered_and_a_slow_one_is_not()
+    {
+        // An open SubmitStream that sent nothing held its connection (and a slot of MaxConnectionsPerAddress) for good.
+        await using TestNode node = await TestNode.StartAsync(o => o.StreamIdleSeconds = 2);
+        using Identity alice = Identity.Create(), bob = Identity.Create();
+        using MegaNetClient client = node.Client();
+        using var deadline = new CancellationTokenSource(TimeSpan.FromMinutes(2));
+
+        // Slow: a request every second for 5 s (over twice the idle limit in all) keeps the stream open.
+        using (AsyncDuplexStreamingCall<SubmitRequest, SubmitResult> slow = client.Relay.SubmitStream(cancellationToken: deadline.Token))
+        {
+            for (int i = 0; i < 5; i++)
+            {
+                await slow.RequestStream.WriteAsync(new SubmitRequest { Envelope = Seal(alice, bob, i, 0) }, deadline.Token);
+                if (!await slow.ResponseStream.MoveNext(deadline.Token))
+                {
+                    Assert.Fail($"the stream ended after {i} answers: {slow.GetStatus()}");
+                }
+
+                Assert.NotNull(slow.ResponseStream.Current.Receipt);
+                await Task.Delay(TimeSpan.FromSeconds(1), deadline.Token);
+            }
+
+            await slow.RequestStream.CompleteAsync();
+            Assert.False(await slow.ResponseStream.MoveNext(deadline.Token));
+            Assert.Equal(StatusCode.OK, slow.GetStatus().StatusCode);
+        }
+
+        // Idle: one request answered, then nothing; the node ends the stream, saying why.
+        using AsyncDuplexStreamingCall<SubmitRequest, SubmitResult> idle = client.Relay.SubmitStream(cancellationToken: deadline.Token);
+        await idle.RequestStream.WriteAsync(new SubmitRequest { Envelope = Seal(alice, bob, 5, 0) }, deadline.Token);
+        Assert.True(await idle.ResponseStream.MoveNext(deadline.Token));
+        Assert.NotNull(idle.ResponseStream.Current.Receipt);
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        RpcException ended = await Assert.ThrowsAsync<RpcException>(() => idle.ResponseStream.MoveNext(deadline.Token));
+        Assert.Equal(StatusCode.DeadlineExceeded, ended.StatusCode);
+        Assert.Contains("sent no request for 2 s (StreamIdleSeconds)", ended.Status.Detail, StringComparison.Ordinal);
+        Assert.Contains("all 1 requests were answered", ended.Status.Detail, StringComparison.Ordinal);
+        Assert.True(clock.Elapsed > TimeSpan.FromSeconds(1.5), $"ended {clock.Elapsed.TotalSeconds:0.0} s after its last answer (limit 2 s)");
+    }
+
     private static async Task<List<SubmitResult>> StreamAsync(TestNode node, Envelope[] envelopes)
     {
         using MegaNetClient client = node.Client();

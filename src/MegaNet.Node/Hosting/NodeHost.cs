@@ -135,7 +135,8 @@ public static partial class NodeServiceCollectionExtensions
             verifier = CheckGpu(verifier, options.Backend, () => registry.Create(SimdBatchVerifier.BackendName, verifierOptions), logger);
             // Delegated verification (VerifyBatch) runs one thread per call on the CPU, so the gate's slots bound the
             // cores it takes; with a GPU it shares the GPU (and its fault state) over a one-thread SIMD backend.
-            var oneThread = new VerifierOptions { Threads = 1, GpuThreshold = options.GpuThreshold, GpuMaxBatch = options.GpuMaxBatch, GpuInlinePtx = options.GpuInlinePtx };
+            VerifierOptions oneThread = verifierOptions.Clone();
+            oneThread.Threads = 1;
             IBatchVerifier delegated;
             if (verifier.Name == GpuBatchVerifier.DeviceBackendName)
             {

@@ -57,6 +57,11 @@ public sealed class NodeOptions
     /// alternating runs of 150,000 envelopes).</summary>
     public int StreamWindow { get; set; } = 256;
 
+    /// <summary>Seconds a <c>SubmitStream</c> call may go without a request while every request it sent is answered;
+    /// then the node ends it with DEADLINE_EXCEEDED, so an idle stream does not hold its connection (and the client's
+    /// connection slot) open for good. Default 300.</summary>
+    public int StreamIdleSeconds { get; set; } = 300;
+
     /// <summary>Sustained submissions per second per sending key. Default 200.</summary>
     public double SubmitRatePerKey { get; set; } = 200;
 
@@ -194,6 +199,7 @@ public sealed class NodeOptions
         Check(FlushMicroseconds is >= 0 and <= 1_000_000, nameof(FlushMicroseconds), "0 to 1,000,000");
         Check(QueueCapacity >= 1, nameof(QueueCapacity), "at least 1");
         Check(StreamWindow is >= 1 and <= 65_536, nameof(StreamWindow), "1 to 65,536");
+        Check(StreamIdleSeconds is >= 1 and <= 86_400, nameof(StreamIdleSeconds), "1 to 86,400 (a day)");
         Check(SubmitRatePerKey > 0 && SubmitBurst >= 1, nameof(SubmitRatePerKey), "positive (and SubmitBurst at least 1)");
         Check(PowMaxBits is >= 0 and <= 32, nameof(PowMaxBits), "0 to 32");
         Check(PowMinBits >= 0 && PowMinBits <= PowMaxBits, nameof(PowMinBits), "0 to PowMaxBits");

@@ -63,6 +63,10 @@ public sealed class RelayService(
         int answered = 0;
         Exception? unreadable = null;
         ClientAddress? source = Source(context);
+        // Idle: no request read and every one read answered for StreamIdleSeconds. Checked by a timer rather than a
+        // deadline reset per request, which would cost a timer update per envelope.
+        var idle = new StreamIdleness(clock, TimeSpan.FromSeconds(options.StreamIdleSeconds));
+        using ITimer idleCheck = clock.CreateTimer(_ => idle.CancelIfIdle(reading), null, idle.CheckInterval, idle.CheckInterval);
         Task writer = Task.Run(async () =>
         {
             try
@@ -96,6 +100,7 @@ public sealed class RelayService(
                     responseStream.WriteOptions = nextReady ? BufferedWrite : null;
                     await responseStream.WriteAsync(result, context.CancellationToken).ConfigureAwait(false);
                     answered++;
+                    idle.Answered();
                 }
             }
             catch
@@ -109,12 +114,13 @@ public sealed class RelayService(
         {
             await foreach (SubmitRequest request in requestStream.ReadAllAsync(reading.Token))
             {
+                idle.Read();
                 await inFlight.Writer.WriteAsync(admission.SubmitAsync(request.Envelope, source, context.CancellationToken), reading.Token).ConfigureAwait(false);
             }
         }
         catch (OperationCanceledException) when (reading.IsCancellationRequested && !context.CancellationToken.IsCancellationRequested && !writer.IsFaulted)
         {
-            // The node is shutting down: answer what was read, then say so.
+            // The node is shutting down, or the stream went idle: answer what was read, then say so.
         }
         catch (Exception e) when (e is RpcException or InvalidProtocolBufferException or IOException && !context.CancellationToken.IsCancellationRequested)
         {
@@ -142,6 +148,55 @@ public sealed class RelayService(
         {
             throw new RpcException(new Status(StatusCode.Unavailable,
                 $"The node is shutting down; the first {answered} requests of this stream were answered. Send the rest again later or through another node."));
+        }
+
+        if (idle.Expired)
+        {
+            throw new RpcException(new Status(StatusCode.DeadlineExceeded,
+                $"This stream sent no request for {options.StreamIdleSeconds} s (StreamIdleSeconds), so the node ended it; all {answered} requests were answered. Open a new stream when there is more to send."));
+        }
+    }
+
+    /// <summary>When a <c>SubmitStream</c> last read a request or wrote an answer, and whether it has gone idle:
+    /// nothing read for the idle period while every request read was answered.</summary>
+    private sealed class StreamIdleness(TimeProvider clock, TimeSpan limit)
+    {
+        private long _read;
+        private long _answered;
+        private long _lastActivity = clock.GetTimestamp();
+        private int _expired;
+
+        /// <summary>How often the idleness is looked at: a quarter of the limit, so a stream ends at most a quarter late.</summary>
+        public TimeSpan CheckInterval => limit / 4;
+
+        public bool Expired => Volatile.Read(ref _expired) != 0;
+
+        public void Read()
+        {
+            Interlocked.Increment(ref _read);
+            Volatile.Write(ref _lastActivity, clock.GetTimestamp());
+        }
+
+        public void Answered()
+        {
+            Interlocked.Increment(ref _answered);
+            Volatile.Write(ref _lastActivity, clock.GetTimestamp());
+        }
+
+        public void CancelIfIdle(CancellationTokenSource reading)
+        {
+            if (Volatile.Read(ref _answered) == Volatile.Read(ref _read) && clock.GetElapsedTime(Volatile.Read(ref _lastActivity)) >= limit
+                && Interlocked.Exchange(ref _expired, 1) == 0)
+            {
+                try
+                {
+                    reading.Cancel();
+                }
+                catch (ObjectDisposedException)
+                {
+                    // The call ended between the check and the cancel.
+                }
+            }
         }
     }
 
