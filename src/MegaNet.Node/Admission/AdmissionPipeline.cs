@@ -448,6 +448,12 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
                 LogBatchFailed(_logger, e, items.Count);
                 foreach (Pending p in items.Concat(overflow).Concat(suspect))
                 {
+                    if (p.HandedToStore)
+                    {
+                        // An earlier lane's: the store reads its buffer until the commit and StoreAsync answers it.
+                        continue;
+                    }
+
                     // The batch holds copies of what it verifies, so the buffers are free again. (A submission already
                     // answered keeps its answer: both calls do nothing the second time.)
                     p.Release();
@@ -499,6 +505,11 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
                     // proof of work) instead of verified envelopes piling up in memory behind the store.
                     Task.WhenAny(stores).GetAwaiter().GetResult();
                     stores.RemoveAll(t => t.IsCompleted);
+                }
+
+                foreach (Pending p in accepted)
+                {
+                    p.HandedToStore = true;
                 }
 
                 stores.Add(StoreAsync(accepted));
@@ -666,6 +677,10 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
         public ReadOnlySpan<byte> SigningBytes => Buffer.AsSpan(_length, EnvelopeFormat.SigningLength);
 
         private byte[] Buffer => _buffer ?? throw new InvalidOperationException("The submission's buffer was already released.");
+
+        /// <summary>Set once the submission is in a store request: from then the store reads its buffer until the
+        /// commit, and only <see cref="StoreAsync"/> releases it and answers the submission.</summary>
+        public bool HandedToStore { get; set; }
 
         /// <summary>Gives the buffer back to the pool; once nothing reads it any more.</summary>
         public void Release()

@@ -1,0 +1,136 @@
+using System.Net;
+using Grpc.Core;
+using MegaNet.Api.V1;
+using MegaNet.Core.Verification;
+using MegaNet.Node.Admission;
+using MegaNet.Node.Hosting;
+using MegaNet.Node.Verification;
+using MegaNet.Store;
+using Microsoft.Extensions.Logging.Abstractions;
+
+using SignedTreeHead = MegaNet.Store.SignedTreeHead;
+
+namespace MegaNet.Node.Tests;
+
+/// <summary>
+/// A flush window's submissions can be verified in up to three lanes, each handed to the store before the next is
+/// verified. When a later lane's verification throws, the earlier lanes' submissions are the store's: their buffers
+/// stay theirs until the commit, and their answers come from the store.
+/// </summary>
+public sealed class AdmissionLaneFailureTests
+{
+    [Fact]
+    public async Task A_lane_that_fails_after_an_earlier_lane_went_to_the_store_leaves_that_lane_to_the_store()
+    {
+        // Before: every submission of the window was answered "nothing was stored" and its pooled buffer returned,
+        // including the main lane's, which the store still held (and was about to commit).
+        using IBatchVerifier simd = VerifierCatalog.Create().Create("simd", new VerifierOptions { Threads = 1 });
+        var verifier = new FailingOnSecondCall(simd);
+        var store = new HeldStore();
+        var options = new NodeOptions { FlushMicroseconds = 1_000_000, MaxBatch = 4_096 };
+        await using var admission = new AdmissionPipeline(verifier, store, options, TimeProvider.System, NullLogger<AdmissionPipeline>.Instance);
+        try
+        {
+            await LaneFailureAsync(admission, store);
+        }
+        finally
+        {
+            // Disposing admission waits for the store: a failed assertion must not leave it held.
+            store.Commit();
+        }
+    }
+
+    private static async Task LaneFailureAsync(AdmissionPipeline admission, HeldStore store)
+    {
+
+        // One window, shared by two sites: one envelope from A, and from B more than fit in the shared batch, so B's
+        // last ones go into a second (overflow) lane, whose verification fails.
+        ClientAddress a = ClientAddress.From(IPAddress.Parse("10.0.0.1"))!.Value, b = ClientAddress.From(IPAddress.Parse("10.0.0.2"))!.Value;
+        int fromB = AdmissionPipeline.MainBatchPerSite + 4;
+        Envelope[] envelopes = AdmissionBatchingTests.Seal(1 + fromB);
+        Task<Receipt>[] calls = envelopes.Select((e, i) => admission.SubmitAsync(e, i == 0 ? a : b, CancellationToken.None)).ToArray();
+
+        IReadOnlyList<PutRequest> held = await store.Requested.Task.WaitAsync(TimeSpan.FromMinutes(1));
+        Assert.Equal(1 + AdmissionPipeline.MainBatchPerSite, held.Count);
+        byte[][] heldBytes = held.Select(r => r.Envelope.ToArray()).ToArray();
+        // The overflow lane is answered with the failure.
+        Task<Receipt>[] overflowCalls = calls.Where(c => c.IsCompleted).ToArray();
+        await Task.Delay(200); // time for a wrongly answered main lane to show
+        Assert.Equal(4, calls.Count(c => c.IsCompleted));
+        overflowCalls = calls.Where(c => c.IsCompleted).ToArray();
+        foreach (Task<Receipt> c in overflowCalls)
+        {
+            RpcException e = await Assert.ThrowsAsync<RpcException>(() => c);
+            Assert.Equal(StatusCode.Internal, e.StatusCode);
+        }
+
+        // The store commits the main lane, reading the bytes it was given; its submissions get their receipts.
+        Assert.Equal(heldBytes, held.Select(r => r.Envelope.ToArray()));
+        store.Commit();
+        Receipt[] receipts = await Task.WhenAll(calls.Except(overflowCalls)).WaitAsync(TimeSpan.FromMinutes(1));
+        Assert.Equal(Enumerable.Range(0, held.Count).Select(i => (long)i), receipts.Select(r => r.LogIndex).Order());
+    }
+
+    /// <summary>The real backend, except that its second call throws (a fault in the overflow lane).</summary>
+    private sealed class FailingOnSecondCall(IBatchVerifier inner) : IBatchVerifier
+    {
+        private int _calls;
+
+        public string Name => inner.Name;
+
+        public string Description => inner.Description;
+
+        public VerificationRule Rule => inner.Rule;
+
+        public void Verify(SignatureBatch batch, int start, int count, Span<bool> verdicts)
+        {
+            if (Interlocked.Increment(ref _calls) == 2)
+            {
+                throw new InvalidOperationException("injected verifier fault");
+            }
+
+            inner.Verify(batch, start, count, verdicts);
+        }
+
+        public void Dispose()
+        {
+        }
+    }
+
+    /// <summary>A store that holds the first group it is given until <see cref="Commit"/>, as a slow commit would.</summary>
+    private sealed class HeldStore : IEnvelopeStore
+    {
+        private readonly TaskCompletionSource _commit = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public event Action<ReadOnlyMemory<byte>, ulong>? MailArrived;
+
+        public TaskCompletionSource<IReadOnlyList<PutRequest>> Requested { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public void Commit() => _commit.TrySetResult();
+
+        public async ValueTask<IReadOnlyList<PutResult>> PutManyAsync(IReadOnlyList<PutRequest> requests, CancellationToken cancellationToken = default)
+        {
+            Requested.TrySetResult(requests);
+            await _commit.Task;
+            var head = new SignedTreeHead(requests.Count, new byte[32], 0, new byte[32], new byte[64]);
+            MailArrived?.Invoke(ReadOnlyMemory<byte>.Empty, 0);
+            return requests.Select((r, i) => new PutResult(new PutReceipt(r.EnvelopeId.ToArray(), i, (ulong)i + 1, head, Duplicate: false), null)).ToArray();
+        }
+
+        public ValueTask<PutReceipt?> FindAsync(ReadOnlyMemory<byte> envelopeId, CancellationToken cancellationToken = default) => ValueTask.FromResult<PutReceipt?>(null);
+
+        public ValueTask<PutReceipt> PutAsync(PutRequest request, CancellationToken cancellationToken = default) => throw new NotSupportedException();
+
+        public ValueTask<MailboxPage> ListAsync(ReadOnlyMemory<byte> recipient, ulong afterSeq, int limit, long maxBytes = long.MaxValue, CancellationToken cancellationToken = default) => throw new NotSupportedException();
+
+        public ValueTask<int> AckAsync(ReadOnlyMemory<byte> recipient, IReadOnlyList<ulong> seqs, CancellationToken cancellationToken = default) => throw new NotSupportedException();
+
+        public SignedTreeHead GetTreeHead() => throw new NotSupportedException();
+
+        public IReadOnlyList<byte[]> GetInclusionProof(long leafIndex, long treeSize) => throw new NotSupportedException();
+
+        public IReadOnlyList<byte[]> GetConsistencyProof(long firstSize, long secondSize) => throw new NotSupportedException();
+
+        public ValueTask DisposeAsync() => ValueTask.CompletedTask;
+    }
+}
