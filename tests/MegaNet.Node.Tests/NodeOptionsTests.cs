@@ -14,6 +14,7 @@ public sealed class NodeOptionsTests
         options.Validate();
         Assert.Equal(256, options.StreamWindow);
         Assert.Equal(300, options.StreamIdleSeconds);
+        Assert.Equal(256, options.ArrivingMessageMiB);
         Assert.Equal("127.0.0.1:7700", options.Listen);
     }
 
@@ -28,6 +29,7 @@ public sealed class NodeOptionsTests
         { "StreamWindow", o => o.StreamWindow = 0 },
         { "StreamWindow", o => o.StreamWindow = 65_537 },
         { "StreamIdleSeconds", o => o.StreamIdleSeconds = 0 },
+        { "ArrivingMessageMiB", o => o.ArrivingMessageMiB = 63 },
         { "StreamIdleSeconds", o => o.StreamIdleSeconds = 86_401 },
         { "PowMinBits", o => o.PowMinBits = 17 },
         { "StoreMemoryMiB", o => o.StoreMemoryMiB = 4 },

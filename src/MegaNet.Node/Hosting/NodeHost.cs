@@ -175,9 +175,11 @@ public static partial class NodeServiceCollectionExtensions
         services.TryAddSingleton(sp => new MailboxAuthenticator(sp.GetRequiredService<NodeKey>(), sp.GetRequiredService<IBatchVerifier>(), sp.GetRequiredService<TimeProvider>()));
         services.TryAddSingleton<MailboxNotifier>();
         services.TryAddSingleton(sp => new DelegatedVerificationGate(sp.GetRequiredService<NodeVerifiers>().Delegated, ownsVerifier: false));
+        services.TryAddSingleton(sp => new RequestMessageGuard(options, sp.GetRequiredService<TimeProvider>()));
         services.AddGrpc(o =>
         {
-            o.MaxReceiveMessageSize = 16 << 20;
+            // The largest any method takes; RequestMessageGuard holds each method to its own, smaller, limit.
+            o.MaxReceiveMessageSize = RequestMessageGuard.VerifyBatchMessageBytes;
             o.EnableDetailedErrors = false;
         });
         services.AddGrpcReflection();
@@ -257,6 +259,9 @@ public static partial class NodeHost
         builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromSeconds(30));
 
         WebApplication app = builder.Build();
+        // Before the gRPC endpoints, so that every request message is held to its method's limit as it arrives.
+        RequestMessageGuard guard = app.Services.GetRequiredService<RequestMessageGuard>();
+        app.Use(guard.InvokeAsync);
         app.MapGrpcService<RelayService>();
         app.MapGrpcReflectionService();
         app.MapGrpcHealthChecksService();

@@ -57,6 +57,12 @@ public sealed class NodeOptions
     /// alternating runs of 150,000 envelopes).</summary>
     public int StreamWindow { get; set; } = 256;
 
+    /// <summary>Memory, in MiB, the node lets request messages hold while they are still arriving (a message whose
+    /// bytes have not all come yet); one network address (IPv4, or IPv6 /48) may hold a quarter of it. A message beyond
+    /// it is refused with RESOURCE_EXHAUSTED from its 5-byte prefix, before it is buffered. Default 256, at least 64
+    /// (so that one address can send a 16 MiB VerifyBatch request slowly).</summary>
+    public int ArrivingMessageMiB { get; set; } = 256;
+
     /// <summary>Seconds a <c>SubmitStream</c> call may go without a request while every request it sent is answered;
     /// then the node ends it with DEADLINE_EXCEEDED, so an idle stream does not hold its connection (and the client's
     /// connection slot) open for good. Default 300.</summary>
@@ -73,6 +79,9 @@ public sealed class NodeOptions
 
     /// <summary>Proof-of-work bits demanded even when idle (a floor under the load-driven demand). Default 0: stamps dormant when idle.</summary>
     public int PowMinBits { get; set; }
+
+    /// <summary>The most <see cref="MaxEnvelopeBytes"/> may be set to: 256 KiB (a log record must fit in a log page).</summary>
+    public const int MaxEnvelopeBytesLimit = 256 << 10;
 
     /// <summary>Largest envelope accepted (serialized), in bytes. Default 69,632.</summary>
     public int MaxEnvelopeBytes { get; set; } = 65_536 + 4_096;
@@ -199,11 +208,12 @@ public sealed class NodeOptions
         Check(FlushMicroseconds is >= 0 and <= 1_000_000, nameof(FlushMicroseconds), "0 to 1,000,000");
         Check(QueueCapacity >= 1, nameof(QueueCapacity), "at least 1");
         Check(StreamWindow is >= 1 and <= 65_536, nameof(StreamWindow), "1 to 65,536");
+        Check(ArrivingMessageMiB is >= 64 and <= 1 << 20, nameof(ArrivingMessageMiB), "64 to 1,048,576");
         Check(StreamIdleSeconds is >= 1 and <= 86_400, nameof(StreamIdleSeconds), "1 to 86,400 (a day)");
         Check(SubmitRatePerKey > 0 && SubmitBurst >= 1, nameof(SubmitRatePerKey), "positive (and SubmitBurst at least 1)");
         Check(PowMaxBits is >= 0 and <= 32, nameof(PowMaxBits), "0 to 32");
         Check(PowMinBits >= 0 && PowMinBits <= PowMaxBits, nameof(PowMinBits), "0 to PowMaxBits");
-        Check(MaxEnvelopeBytes is >= 1024 and <= 256 << 10, nameof(MaxEnvelopeBytes), "between 1024 and 262144 (256 KiB; a log record must fit in a log page)");
+        Check(MaxEnvelopeBytes is >= 1024 and <= MaxEnvelopeBytesLimit, nameof(MaxEnvelopeBytes), "between 1024 and 262144 (256 KiB; a log record must fit in a log page)");
         Check(MaxTtlDays > 0 && MaxTtlDays <= MaxTtlDaysLimit, nameof(MaxTtlDays), $"above 0 and at most {MaxTtlDaysLimit}");
         Check(MailboxMaxCount >= 1, nameof(MailboxMaxCount), "at least 1");
         Check(MailboxMaxBytes >= 1, nameof(MailboxMaxBytes), "at least 1");

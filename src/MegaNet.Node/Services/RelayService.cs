@@ -137,8 +137,8 @@ public sealed class RelayService(
         await writer.ConfigureAwait(false);
         if (unreadable is not null)
         {
-            (StatusCode code, string what) = unreadable is RpcException { StatusCode: StatusCode.ResourceExhausted } rpc
-                ? (StatusCode.ResourceExhausted, rpc.Status.Detail)
+            (StatusCode code, string what) = unreadable is RpcException { StatusCode: StatusCode.ResourceExhausted or StatusCode.DeadlineExceeded } rpc
+                ? (rpc.StatusCode, rpc.Status.Detail)
                 : (StatusCode.InvalidArgument, unreadable is RpcException other ? other.Status.Detail : $"it is not a SubmitRequest ({unreadable.Message})");
             throw new RpcException(new Status(code,
                 $"Request {answered + 1} of this stream could not be read: {what.TrimEnd('.')}. The {answered} before it were answered; send the rest on a new stream."));

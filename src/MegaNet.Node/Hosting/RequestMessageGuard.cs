@@ -1,0 +1,262 @@
+using System.Buffers;
+using System.Buffers.Binary;
+using System.Globalization;
+using System.IO.Pipelines;
+using Grpc.Core;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Http.Features;
+
+namespace MegaNet.Node.Hosting;
+
+/// <summary>
+/// Bounds what a gRPC request message still arriving may hold in the node. Grpc.AspNetCore buffers a whole message
+/// before it parses it, and Kestrel keeps granting HTTP/2 window for the bytes it buffers; with only the service-wide
+/// limit (16 MiB) a client could declare a 16 MiB message on each of its streams, send all but the last byte, and hold
+/// that memory for good (a review measured 1.8 GB for one connection of 100 streams). So, from each message's 5-byte
+/// prefix, before its bytes are buffered:
+/// <list type="bullet">
+/// <item>a limit per method: 257 KiB for Submit and SubmitStream (the largest envelope a node may take), 16 MiB for
+/// VerifyBatch, 64 KiB for the rest;</item>
+/// <item>a message that has begun to arrive must be whole within 10 s plus 1 s per 64 KiB of its size;</item>
+/// <item>the bytes of messages still arriving, node-wide and per site (an IPv4 address or IPv6 /48), are held to a
+/// budget (<see cref="NodeOptions.ArrivingMessageMiB"/>, a quarter of it per site).</item>
+/// </list>
+/// A message that arrives whole in one read (almost every one) costs a look at its prefix and nothing else.
+/// </summary>
+internal sealed class RequestMessageGuard(NodeOptions options, TimeProvider clock)
+{
+    /// <summary>Largest Submit or SubmitStream request: the largest <see cref="NodeOptions.MaxEnvelopeBytes"/> allowed, plus 1 KiB.</summary>
+    public const int EnvelopeMessageBytes = NodeOptions.MaxEnvelopeBytesLimit + 1024;
+
+    /// <summary>Largest VerifyBatch request (65,536 items of key, signature and a short message or digest).</summary>
+    public const int VerifyBatchMessageBytes = 16 << 20;
+
+    /// <summary>Largest request of the methods that carry no envelope and no batch (auth, cursors, up to 1,000 seqs).</summary>
+    public const int SmallMessageBytes = 64 << 10;
+
+    /// <summary>How far a message's arrival may lag: 10 s, plus 1 s for each this many bytes of it.</summary>
+    public const int MinimumBytesPerSecond = 64 << 10;
+
+    private static readonly TimeSpan Grace = TimeSpan.FromSeconds(10);
+
+    private readonly TimeProvider _clock = clock;
+    private readonly long _budget = (long)options.ArrivingMessageMiB << 20;
+    private readonly Dictionary<ClientAddress, long> _bySite = [];
+    private long _total;
+
+    /// <summary>Bytes of messages still arriving, node-wide.</summary>
+    public long Arriving => Interlocked.Read(ref _total);
+
+    /// <summary>The most the messages still arriving from one site may hold: a quarter of the budget.</summary>
+    public long SiteBudget => _budget / 4;
+
+    /// <summary>Runs <paramref name="next"/> with a guarded request body when the request is a gRPC call.</summary>
+    public async Task InvokeAsync(HttpContext context, RequestDelegate next)
+    {
+        string? contentType = context.Request.ContentType;
+        if (contentType is null || !contentType.StartsWith("application/grpc", StringComparison.OrdinalIgnoreCase))
+        {
+            await next(context).ConfigureAwait(false);
+            return;
+        }
+
+        string method = context.Request.Path.Value ?? string.Empty;
+        ClientAddress site = ClientAddress.From(context.Connection.RemoteIpAddress)?.Site ?? default;
+        var reader = new GuardedReader(context.Request.BodyReader, this, method, LimitFor(method), site);
+        context.Features.Set<IRequestBodyPipeFeature>(reader);
+        try
+        {
+            await next(context).ConfigureAwait(false);
+        }
+        finally
+        {
+            reader.ReleaseCharge();
+        }
+    }
+
+    private int LimitFor(string method) => method switch
+    {
+        // SubmitRequest { envelope }: the largest envelope any node may be configured to take, and a few bytes of
+        // framing; one over this node's MaxEnvelopeBytes but under that reaches admission, which refuses it with
+        // INVALID_ARGUMENT and the node's limit, as it refuses any envelope too large for the node.
+        "/meganet.v1.Relay/Submit" or "/meganet.v1.Relay/SubmitStream" => EnvelopeMessageBytes,
+        "/meganet.v1.Relay/VerifyBatch" => VerifyBatchMessageBytes,
+        _ => SmallMessageBytes,
+    };
+
+    private bool TryCharge(ClientAddress site, long bytes)
+    {
+        lock (_bySite)
+        {
+            ref long used = ref System.Runtime.InteropServices.CollectionsMarshal.GetValueRefOrAddDefault(_bySite, site, out _);
+            if (_total + bytes > _budget || used + bytes > SiteBudget)
+            {
+                if (used == 0)
+                {
+                    _bySite.Remove(site);
+                }
+
+                return false;
+            }
+
+            used += bytes;
+            Interlocked.Add(ref _total, bytes);
+            return true;
+        }
+    }
+
+    private void Release(ClientAddress site, long bytes)
+    {
+        lock (_bySite)
+        {
+            ref long used = ref System.Runtime.InteropServices.CollectionsMarshal.GetValueRefOrNullRef(_bySite, site);
+            used -= bytes;
+            if (used == 0)
+            {
+                _bySite.Remove(site);
+            }
+
+            Interlocked.Add(ref _total, -bytes);
+        }
+    }
+
+    /// <summary>
+    /// The request body as Grpc.AspNetCore reads it, watching each message's prefix as it goes by. Offsets are counted
+    /// from the start of the body: <see cref="_start"/> is where the buffer last returned begins.
+    /// </summary>
+    private sealed class GuardedReader(PipeReader inner, RequestMessageGuard guard, string method, int limit, ClientAddress site)
+        : PipeReader, IRequestBodyPipeFeature
+    {
+        private const int PrefixLength = 5; // compressed flag, then the message length (big-endian)
+
+        private ReadOnlySequence<byte> _last;
+        private long _start;
+        private long _nextPrefix;     // where the next message's prefix begins
+        private long _arrivingEnd;    // where the message still arriving ends; 0 when none is
+        private long _arrivingLength;
+        private long _charged;        // bytes of it charged to the budget
+        private long _deadline;       // TimeProvider timestamp by which it must be whole
+
+        PipeReader IRequestBodyPipeFeature.Reader => this;
+
+        public override async ValueTask<ReadResult> ReadAsync(CancellationToken cancellationToken = default)
+        {
+            ReadResult result;
+            if (_arrivingEnd == 0)
+            {
+                result = await inner.ReadAsync(cancellationToken).ConfigureAwait(false);
+            }
+            else
+            {
+                TimeSpan left = guard._clock.GetElapsedTime(guard._clock.GetTimestamp(), _deadline);
+                if (left <= TimeSpan.Zero)
+                {
+                    throw Stalled();
+                }
+
+                using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+                timeout.CancelAfter(left);
+                try
+                {
+                    result = await inner.ReadAsync(timeout.Token).ConfigureAwait(false);
+                }
+                catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+                {
+                    throw Stalled();
+                }
+            }
+
+            Inspect(result.Buffer);
+            return result;
+        }
+
+        public override bool TryRead(out ReadResult result)
+        {
+            if (!inner.TryRead(out result))
+            {
+                return false;
+            }
+
+            Inspect(result.Buffer);
+            return true;
+        }
+
+        public override void AdvanceTo(SequencePosition consumed)
+        {
+            _start += _last.Slice(_last.Start, consumed).Length;
+            inner.AdvanceTo(consumed);
+        }
+
+        public override void AdvanceTo(SequencePosition consumed, SequencePosition examined)
+        {
+            _start += _last.Slice(_last.Start, consumed).Length;
+            inner.AdvanceTo(consumed, examined);
+        }
+
+        public override void CancelPendingRead() => inner.CancelPendingRead();
+
+        public override void Complete(Exception? exception = null) => inner.Complete(exception);
+
+        public override ValueTask CompleteAsync(Exception? exception = null) => inner.CompleteAsync(exception);
+
+        public void ReleaseCharge()
+        {
+            if (_charged != 0)
+            {
+                guard.Release(site, _charged);
+                _charged = 0;
+            }
+        }
+
+        private void Inspect(ReadOnlySequence<byte> buffer)
+        {
+            _last = buffer;
+            long end = _start + buffer.Length;
+            if (_arrivingEnd != 0)
+            {
+                if (end < _arrivingEnd)
+                {
+                    return;
+                }
+
+                ReleaseCharge();
+                _arrivingEnd = 0;
+            }
+
+            Span<byte> prefix = stackalloc byte[PrefixLength];
+            while (_nextPrefix + PrefixLength <= end)
+            {
+                buffer.Slice(_nextPrefix - _start, PrefixLength).CopyTo(prefix);
+                long length = BinaryPrimitives.ReadUInt32BigEndian(prefix[1..]);
+                if (length > limit)
+                {
+                    throw new RpcException(new Status(StatusCode.ResourceExhausted, string.Create(CultureInfo.InvariantCulture,
+                        $"The request message is {length:N0} bytes; {method} takes at most {limit:N0}.")));
+                }
+
+                long messageEnd = _nextPrefix + PrefixLength + length;
+                _nextPrefix = messageEnd;
+                if (messageEnd > end)
+                {
+                    // Still arriving: from now on it holds memory, so it is charged and timed until it is whole.
+                    long size = PrefixLength + length;
+                    if (!guard.TryCharge(site, size))
+                    {
+                        var trailers = new Metadata { { "retry-after-ms", "1000" } };
+                        throw new RpcException(new Status(StatusCode.ResourceExhausted, string.Create(CultureInfo.InvariantCulture,
+                            $"The node is receiving too many large messages at once (ArrivingMessageMiB {guard._budget >> 20}, a quarter of it per network address); this one ({length:N0} bytes) was refused before it was read. Retry in a moment, or send smaller requests.")), trailers);
+                    }
+
+                    _charged = size;
+                    _arrivingEnd = messageEnd;
+                    _arrivingLength = length;
+                    _deadline = guard._clock.GetTimestamp() + (long)((Grace.TotalSeconds + ((double)length / MinimumBytesPerSecond)) * guard._clock.TimestampFrequency);
+                    return;
+                }
+            }
+        }
+
+        private RpcException Stalled() => new(new Status(StatusCode.DeadlineExceeded, string.Create(CultureInfo.InvariantCulture,
+            $"A request message of {_arrivingLength:N0} bytes began to arrive but was not whole within {Grace.TotalSeconds:0} s plus 1 s per {MinimumBytesPerSecond >> 10} KiB; the node ends calls that stall in the middle of a message. Send each message without pausing inside it.")));
+    }
+}

@@ -1,0 +1,173 @@
+using System.Buffers.Binary;
+using System.Net;
+using System.Net.Http.Headers;
+using MegaNet.Node.Hosting;
+using Microsoft.Extensions.DependencyInjection;
+
+namespace MegaNet.Node.Tests;
+
+/// <summary>
+/// A request message still arriving is held to its method's size limit, a deadline and a memory budget, all decided
+/// from its 5-byte prefix. Before, every method took 16 MiB messages, and a client that sent all but the last byte held
+/// that memory in the node for good: 1.8 GB for one connection of 100 such streams.
+/// </summary>
+public sealed class RequestMessageGuardTests
+{
+    [Theory]
+    [InlineData("Submit", (257 << 10) + 1, "takes at most 263,168.")]
+    [InlineData("SubmitStream", (257 << 10) + 1, "takes at most 263,168.")]
+    [InlineData("Fetch", (64 << 10) + 1, "takes at most 65,536.")]
+    [InlineData("VerifyBatch", (16 << 20) + 1, "takes at most 16,777,216.")]
+    public async Task A_message_over_its_methods_limit_is_refused_from_its_prefix(string method, int declared, string expected)
+    {
+        await using TestNode node = await TestNode.StartAsync();
+        using HttpClient http = Http(node);
+        await using StalledCall call = await StalledCall.StartAsync(http, method, declared, sent: 16);
+
+        (string status, string message) = await call.StatusAsync();
+        Assert.Equal("8", status); // RESOURCE_EXHAUSTED, as gRPC answers a message over its limit
+        Assert.Contains($"The request message is {declared:N0} bytes; /meganet.v1.Relay/{method} {expected}", message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task A_message_that_stops_arriving_midway_ends_its_call_and_frees_its_budget()
+    {
+        await using TestNode node = await TestNode.StartAsync();
+        RequestMessageGuard guard = node.Services.GetRequiredService<RequestMessageGuard>();
+        using HttpClient http = Http(node);
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        // Half of it at once: enough that Kestrel's minimum request rate (240 B/s on average) would not end the call for
+        // minutes, as a client that sends all but the last byte of a message at once is not ended for hours.
+        await using StalledCall call = await StalledCall.StartAsync(http, "VerifyBatch", 200_000, sent: 100_000);
+
+        (string status, string message) = await call.StatusAsync();
+        Assert.Equal("4", status); // DEADLINE_EXCEEDED
+        Assert.Contains("A request message of 200,000 bytes began to arrive but was not whole within 10 s plus 1 s per 64 KiB", message, StringComparison.Ordinal);
+        // 10 s plus 3 s for its size; never before.
+        Assert.True(clock.Elapsed > TimeSpan.FromSeconds(12.9), $"ended after {clock.Elapsed.TotalSeconds:0.0} s");
+        await WaitForAsync(() => guard.Arriving == 0, "the stalled message's budget to be released");
+    }
+
+    [Fact]
+    public async Task Messages_still_arriving_from_one_address_are_held_to_a_quarter_of_the_budget()
+    {
+        // 64 MiB in all: 16 MiB a site. One 9 MiB message arriving slowly fits; a second from the same address does not.
+        await using TestNode node = await TestNode.StartAsync(o => o.ArrivingMessageMiB = 64);
+        RequestMessageGuard guard = node.Services.GetRequiredService<RequestMessageGuard>();
+        using HttpClient http = Http(node);
+        const int Large = 9 << 20;
+
+        StalledCall first = await StalledCall.StartAsync(http, "VerifyBatch", Large, sent: 100_000);
+        try
+        {
+            await WaitForAsync(() => guard.Arriving == Large + 5, "the first message to be charged");
+            await using StalledCall second = await StalledCall.StartAsync(http, "VerifyBatch", Large, sent: 100_000);
+            (string status, string message) = await second.StatusAsync();
+            Assert.Equal("8", status);
+            Assert.Contains("The node is receiving too many large messages at once (ArrivingMessageMiB 64, a quarter of it per network address)", message, StringComparison.Ordinal);
+            Assert.Equal("1000", second.Header("retry-after-ms"));
+            Assert.Equal(Large + 5, guard.Arriving);
+        }
+        finally
+        {
+            await first.DisposeAsync();
+        }
+
+        // The first call gone (its client reset the stream), its bytes are free for the next.
+        await WaitForAsync(() => guard.Arriving == 0, "the first message's budget to be released");
+        await using StalledCall third = await StalledCall.StartAsync(http, "VerifyBatch", Large, sent: 100_000);
+        await WaitForAsync(() => guard.Arriving == Large + 5, "the third message to be charged");
+        node.AssertNoServerErrors();
+    }
+
+    private static HttpClient Http(TestNode node) =>
+        new(new SocketsHttpHandler { EnableMultipleHttp2Connections = true }) { BaseAddress = node.Address, Timeout = TimeSpan.FromMinutes(2) };
+
+    private static async Task WaitForAsync(Func<bool> condition, string what)
+    {
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        while (!condition())
+        {
+            Assert.True(clock.Elapsed < TimeSpan.FromMinutes(1), $"waited a minute for {what}");
+            await Task.Delay(50);
+        }
+    }
+
+    /// <summary>A gRPC call whose request declares a message of some size, sends part of it, then waits.</summary>
+    private sealed class StalledCall : IAsyncDisposable
+    {
+        private readonly CancellationTokenSource _end = new();
+        private readonly Task<HttpResponseMessage> _response;
+
+        private StalledCall(HttpClient http, string method, int declared, int sent)
+        {
+            var request = new HttpRequestMessage(HttpMethod.Post, $"/meganet.v1.Relay/{method}")
+            {
+                Version = HttpVersion.Version20,
+                VersionPolicy = HttpVersionPolicy.RequestVersionExact,
+                Content = new PartialContent(declared, sent, _end.Token),
+            };
+            request.Content.Headers.ContentType = new MediaTypeHeaderValue("application/grpc");
+            request.Headers.TE.Add(new TransferCodingWithQualityHeaderValue("trailers"));
+            _response = http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, _end.Token);
+        }
+
+        public static Task<StalledCall> StartAsync(HttpClient http, string method, int declared, int sent) =>
+            Task.FromResult(new StalledCall(http, method, declared, sent));
+
+        /// <summary>grpc-status and grpc-message, from the headers of a trailers-only answer or from the trailers.</summary>
+        public async Task<(string Status, string Message)> StatusAsync()
+        {
+            HttpResponseMessage response = await _response.WaitAsync(TimeSpan.FromMinutes(1));
+            if (Header("grpc-status") is null)
+            {
+                await response.Content.ReadAsByteArrayAsync().WaitAsync(TimeSpan.FromMinutes(1));
+            }
+
+            return (Header("grpc-status") ?? "(none)", Uri.UnescapeDataString(Header("grpc-message") ?? string.Empty));
+        }
+
+        public string? Header(string name)
+        {
+            HttpResponseMessage response = _response.Result;
+            return response.Headers.TryGetValues(name, out IEnumerable<string>? values) || response.TrailingHeaders.TryGetValues(name, out values)
+                ? values.First()
+                : null;
+        }
+
+        public async ValueTask DisposeAsync()
+        {
+            await _end.CancelAsync();
+            try
+            {
+                (await _response).Dispose();
+            }
+            catch (Exception e) when (e is OperationCanceledException or HttpRequestException)
+            {
+            }
+
+            _end.Dispose();
+        }
+
+        private sealed class PartialContent(int declared, int sent, CancellationToken end) : HttpContent
+        {
+            protected override Task SerializeToStreamAsync(Stream stream, TransportContext? context) => SerializeToStreamAsync(stream, context, CancellationToken.None);
+
+            protected override async Task SerializeToStreamAsync(Stream stream, TransportContext? context, CancellationToken cancellationToken)
+            {
+                byte[] prefix = new byte[5 + sent];
+                BinaryPrimitives.WriteUInt32BigEndian(prefix.AsSpan(1), (uint)declared);
+                await stream.WriteAsync(prefix, cancellationToken);
+                await stream.FlushAsync(cancellationToken);
+                using var both = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, end);
+                await Task.Delay(Timeout.Infinite, both.Token);
+            }
+
+            protected override bool TryComputeLength(out long length)
+            {
+                length = 0;
+                return false;
+            }
+        }
+    }
+}
