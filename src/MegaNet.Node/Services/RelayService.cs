@@ -427,8 +427,15 @@ public sealed class MailboxNotifier
 {
     // One lock: subscribe, unsubscribe and a signal per new mail are all short, and an address's entry goes away with
     // its last subscriber (addresses cost nothing to make, so empty entries must not pile up).
-    private readonly Dictionary<ByteKey, List<Subscription>> _subscribers = [];
+    private readonly Dictionary<Key256, List<Subscription>> _subscribers = [];
 
+    // Live subscriptions in all, written under the lock: the store raises OnMail once per stored envelope in its serial
+    // apply stage, and a relay mostly has nobody subscribed, so that case must cost one read, not the lock. Skipping on
+    // a zero loses no wake-up: the entry is in the mailbox index before OnMail runs, and a Subscribe counts itself
+    // before its first read of that index, so it either sees the count or its read sees the entry.
+    private int _subscriberCount;
+
+    /// <summary>Listens to <paramref name="store"/>'s <see cref="IEnvelopeStore.MailArrived"/> for the node's lifetime.</summary>
     public MailboxNotifier(IEnvelopeStore store) => store.MailArrived += OnMail;
 
     /// <summary>Live subscriptions one mailbox may hold: an owner's few devices, not a way to pin node resources.</summary>
@@ -438,7 +445,7 @@ public sealed class MailboxNotifier
     /// <see cref="MaxPerAddress"/> already.</summary>
     public Subscription Subscribe(byte[] address)
     {
-        var key = new ByteKey(address);
+        var key = Key256.From(address);
         var subscription = new Subscription(this, key);
         lock (_subscribers)
         {
@@ -454,6 +461,7 @@ public sealed class MailboxNotifier
             }
 
             list.Add(subscription);
+            Volatile.Write(ref _subscriberCount, _subscriberCount + 1);
         }
 
         return subscription;
@@ -464,7 +472,7 @@ public sealed class MailboxNotifier
     {
         lock (_subscribers)
         {
-            return _subscribers.TryGetValue(new ByteKey(address), out List<Subscription>? list) ? list.Count : 0;
+            return _subscribers.TryGetValue(Key256.From(address), out List<Subscription>? list) ? list.Count : 0;
         }
     }
 
@@ -482,9 +490,15 @@ public sealed class MailboxNotifier
 
     private void OnMail(ReadOnlyMemory<byte> address, ulong seq)
     {
+        if (Volatile.Read(ref _subscriberCount) == 0)
+        {
+            return;
+        }
+
+        var key = Key256.From(address.Span);
         lock (_subscribers)
         {
-            if (_subscribers.TryGetValue(new ByteKey(address.ToArray()), out List<Subscription>? list))
+            if (_subscribers.TryGetValue(key, out List<Subscription>? list))
             {
                 foreach (Subscription s in list)
                 {
@@ -494,39 +508,52 @@ public sealed class MailboxNotifier
         }
     }
 
-    private void Remove(Subscription subscription, ByteKey key)
+    private void Remove(Subscription subscription, Key256 key)
     {
         lock (_subscribers)
         {
-            if (_subscribers.TryGetValue(key, out List<Subscription>? list) && list.Remove(subscription) && list.Count == 0)
+            if (_subscribers.TryGetValue(key, out List<Subscription>? list) && list.Remove(subscription))
             {
-                _subscribers.Remove(key);
+                Volatile.Write(ref _subscriberCount, _subscriberCount - 1);
+                if (list.Count == 0)
+                {
+                    _subscribers.Remove(key);
+                }
             }
         }
     }
 
-    public sealed class Subscription(MailboxNotifier owner, ByteKey key) : IDisposable
+    /// <summary>One Subscribe stream's registration: signalled when mail for its address commits; dispose to unregister.</summary>
+    public sealed class Subscription : IDisposable
     {
         private readonly SemaphoreSlim _signal = new(0, 1);
+        private readonly MailboxNotifier _owner;
+        private readonly Key256 _key;
 
+        internal Subscription(MailboxNotifier owner, Key256 key)
+        {
+            _owner = owner;
+            _key = key;
+        }
+
+        /// <summary>Called under the owner's lock only, so nothing else releases between the check and the release
+        /// (waiters only take), and the semaphore is never found full: a burst of mail for one mailbox cost a thrown
+        /// and caught SemaphoreFullException per envelope. Already signalled: one wake-up drains everything.</summary>
         internal void Signal()
         {
-            try
+            if (_signal.CurrentCount == 0)
             {
                 _signal.Release();
-            }
-            catch (SemaphoreFullException)
-            {
-                // Already signalled; one wake-up drains everything.
             }
         }
 
         /// <summary>True when signalled, false on timeout.</summary>
         public Task<bool> WaitAsync(TimeSpan timeout, CancellationToken cancellationToken) => _signal.WaitAsync(timeout, cancellationToken);
 
+        /// <inheritdoc />
         public void Dispose() =>
             // The semaphore is not disposed: nothing signals it after the removal, but a WaitAsync may still be
             // unwinding, and a SemaphoreSlim without a wait handle holds nothing to release.
-            owner.Remove(this, key);
+            _owner.Remove(this, _key);
     }
 }
