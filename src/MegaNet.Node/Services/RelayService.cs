@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using System.Diagnostics;
 using System.Threading.Channels;
 using Google.Protobuf;
 using Grpc.Core;
@@ -73,26 +74,15 @@ public sealed class RelayService(
             {
                 await foreach (Task<Receipt> task in inFlight.Reader.ReadAllAsync(context.CancellationToken))
                 {
-                    SubmitResult result;
-                    try
+                    // Refusals come back as faulted tasks, and come exactly when the node is saturated: an await
+                    // would rethrow each one (a stack trace captured per refused envelope), so wait without throwing
+                    // and read the outcome off the task.
+                    if (!task.IsCompleted)
                     {
-                        result = new SubmitResult { Receipt = await task.ConfigureAwait(false) };
+                        await ((Task)task).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
                     }
-                    catch (RpcException e)
-                    {
-                        // What a unary call's trailers would say, so a streaming sender can wait or stamp as told.
-                        result = new SubmitResult
-                        {
-                            StatusCode = (int)e.StatusCode,
-                            Error = e.Status.Detail,
-                            RetryAfterMs = (uint)Math.Max(0, (e.RetryAfter() ?? TimeSpan.Zero).TotalMilliseconds),
-                            PowBits = (uint)(e.RequiredPowBits() ?? 0),
-                        };
-                    }
-                    catch (Exception e) when (e is not OperationCanceledException)
-                    {
-                        result = new SubmitResult { StatusCode = (int)StatusCode.Internal, Error = $"The node failed to admit the envelope: {e.Message}" };
-                    }
+
+                    SubmitResult result = ResultOf(task);
 
                     // Receipts complete a store group at a time: while the next one is ready too, this one is only
                     // buffered, so a run of receipts leaves in one flush (one HTTP/2 frame, one socket write), not one each.
@@ -154,6 +144,36 @@ public sealed class RelayService(
         {
             throw new RpcException(new Status(StatusCode.DeadlineExceeded,
                 $"This stream sent no request for {options.StreamIdleSeconds} s (StreamIdleSeconds), so the node ended it; all {answered} requests were answered. Open a new stream when there is more to send."));
+        }
+    }
+
+    /// <summary>The answer to one streamed submission, from its completed task: the receipt, or for a refusal what a
+    /// unary call's status and trailers would say, so a streaming sender can wait or stamp as told. A cancelled
+    /// submission throws, as awaiting it would (it ends the stream).</summary>
+    private static SubmitResult ResultOf(Task<Receipt> task)
+    {
+        if (task.IsCompletedSuccessfully)
+        {
+            return new SubmitResult { Receipt = task.Result };
+        }
+
+        Exception? error = task.Exception?.InnerException;
+        switch (error)
+        {
+            case RpcException e:
+                return new SubmitResult
+                {
+                    StatusCode = (int)e.StatusCode,
+                    Error = e.Status.Detail,
+                    RetryAfterMs = (uint)Math.Max(0, (e.RetryAfter() ?? TimeSpan.Zero).TotalMilliseconds),
+                    PowBits = (uint)(e.RequiredPowBits() ?? 0),
+                };
+            case null or OperationCanceledException:
+                // Cancelled, or faulted with a cancellation: rare, and it ends the stream, so throwing is fine here.
+                task.GetAwaiter().GetResult();
+                throw new UnreachableException();
+            default:
+                return new SubmitResult { StatusCode = (int)StatusCode.Internal, Error = $"The node failed to admit the envelope: {error.Message}" };
         }
     }
 
