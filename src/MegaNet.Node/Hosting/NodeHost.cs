@@ -278,16 +278,24 @@ public static partial class NodeHost
         // store: closing them while calls still run refused those calls with the wrong status.
         app.Lifetime.ApplicationStopped.Register(() =>
         {
-            app.Services.GetRequiredService<AdmissionPipeline>().DisposeAsync().AsTask().GetAwaiter().GetResult();
             try
             {
-                app.Services.GetRequiredService<IEnvelopeStore>().DisposeAsync().AsTask().GetAwaiter().GetResult();
+                app.Services.GetRequiredService<AdmissionPipeline>().DisposeAsync().AsTask().GetAwaiter().GetResult();
             }
-            catch (StoreUnavailableException e)
+            finally
             {
-                // The process still exits (a stuck store must not hold it), with a failing exit code and the reason.
-                LogStoreShutdownFailed(app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("MegaNet.Node"), e.Message);
-                Environment.ExitCode = 3;
+                // Whatever admission's end threw (it still goes to the host, which logs it), the store is closed: its
+                // final checkpoint, its lock file and exit code 3 must not depend on admission stopping cleanly.
+                try
+                {
+                    app.Services.GetRequiredService<IEnvelopeStore>().DisposeAsync().AsTask().GetAwaiter().GetResult();
+                }
+                catch (StoreUnavailableException e)
+                {
+                    // The process still exits (a stuck store must not hold it), with a failing exit code and the reason.
+                    LogStoreShutdownFailed(app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("MegaNet.Node"), e.Message);
+                    Environment.ExitCode = 3;
+                }
             }
         });
         return app;

@@ -47,6 +47,9 @@ public sealed class RelayService(
 
     private static readonly WriteOptions BufferedWrite = new(WriteFlags.BufferHint);
 
+    // Status is called before every send by MegaNetClient: read the assembly's version once, not by reflection per call.
+    private static readonly string NodeVersion = typeof(RelayService).Assembly.GetName().Version?.ToString() ?? "0";
+
     public override Task<Receipt> Submit(SubmitRequest request, ServerCallContext context) =>
         admission.SubmitAsync(request.Envelope, Source(context), context.CancellationToken);
 
@@ -415,7 +418,7 @@ public sealed class RelayService(
         limits.PayloadClasses.AddRange(Api.EnvelopeFormat.PayloadClasses);
         return Task.FromResult(new StatusResponse
         {
-            Version = typeof(RelayService).Assembly.GetName().Version?.ToString() ?? "0",
+            Version = NodeVersion,
             VerifierBackend = admission.Verifier.Name,
             VerifierDescription = admission.Verifier.Description,
             BatchesVerified = (ulong)batches,
