@@ -1,6 +1,5 @@
 using System.Buffers.Binary;
 using System.Diagnostics;
-using System.Security.Cryptography;
 using ILGPU;
 using ILGPU.Runtime;
 using ILGPU.Runtime.CPU;
@@ -45,9 +44,6 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
     public const string CpuBackendName = "gpu-cpu";
 
     private static readonly Lazy<string?> DeviceProbe = new(ProbeDevice);
-
-    [ThreadStatic]
-    private static IncrementalHash? _sha512;
 
     private readonly GpuDeviceKind _kind;
     private readonly Context _context;
@@ -236,9 +232,6 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
     {
         Parallel.For(0, (n + 255) / 256, block =>
         {
-            // One hash object per pool thread, reused across blocks and batches (no allocation per block).
-            IncrementalHash sha = _sha512 ??= IncrementalHash.CreateHash(HashAlgorithmName.SHA512);
-            Span<byte> digest = stackalloc byte[64];
             int end = Math.Min(n, (block + 1) * 256);
             batch.PublicKeys.Slice(32 * (start + block * 256), 32 * (end - block * 256)).CopyTo(keys.AsSpan(32 * block * 256));
             for (int j = block * 256; j < end; j++)
@@ -255,15 +248,7 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
                     continue;
                 }
 
-                // Every slice before the first append: a throw between appends would leave bytes in this thread's
-                // hash, and the next item it hashes (maybe another caller's) would get a wrong k.
-                ReadOnlySpan<byte> key = batch.GetPublicKey(i);
-                ReadOnlySpan<byte> message = batch.GetMessage(i);
-                sha.AppendData(sig[..32]);
-                sha.AppendData(key);
-                sha.AppendData(message);
-                sha.GetHashAndReset(digest);
-                Scalar256 k = ScalarMath.ReduceBytes(digest);
+                Scalar256 k = ChallengeScalar.Compute(sig, batch.GetPublicKey(i), batch.GetMessage(i));
                 for (int w = 0; w < 8; w++)
                 {
                     words[w] = BinaryPrimitives.ReadUInt32LittleEndian(sig[(32 + 4 * w)..]);

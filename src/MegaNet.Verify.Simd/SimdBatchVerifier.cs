@@ -29,9 +29,6 @@ public sealed class SimdBatchVerifier : BatchVerifierBase
 
     private static readonly AffineNielsPoint BasePoint = DecodeBase();
 
-    [ThreadStatic]
-    private static IncrementalHash? _sha512;
-
     private readonly int _threads;
     private readonly KeyCache? _cache;
     private readonly int _cacheCapacity;
@@ -49,11 +46,20 @@ public sealed class SimdBatchVerifier : BatchVerifierBase
     /// <summary>Null: the scalar fallback runs on every machine.</summary>
     public static string? Probe() => null;
 
-    /// <summary>The instruction set tier the field arithmetic runs on in this process.</summary>
-    public static string IsaTier =>
-        Avx512F.IsSupported && Vector512.IsHardwareAccelerated ? "AVX-512F x8 lanes (square roots, bucket sums), scalar radix 2^51 elsewhere" :
-        Avx2.IsSupported ? "AVX2 x4 lanes (square roots, bucket sums), scalar radix 2^51 elsewhere" :
-        "scalar 64-bit radix 2^51";
+    /// <summary>The vector tier the field arithmetic runs on in this process (after the DOTNET_Enable* knobs): the
+    /// same test as the field and multi-scalar code paths make.</summary>
+    public static SimdTier Tier =>
+        Avx512F.IsSupported && Vector512.IsHardwareAccelerated ? SimdTier.Avx512 :
+        Avx2.IsSupported ? SimdTier.Avx2 :
+        SimdTier.Scalar;
+
+    /// <summary>The instruction set tier the field arithmetic runs on in this process, in words.</summary>
+    public static string IsaTier => Tier switch
+    {
+        SimdTier.Avx512 => "AVX-512F x8 lanes (square roots, bucket sums), scalar radix 2^51 elsewhere",
+        SimdTier.Avx2 => "AVX2 x4 lanes (square roots, bucket sums), scalar radix 2^51 elsewhere",
+        _ => "scalar 64-bit radix 2^51",
+    };
 
     /// <inheritdoc />
     public override string Name => BackendName;
@@ -170,8 +176,6 @@ public sealed class SimdBatchVerifier : BatchVerifierBase
             }
 
             // Pass 3: rule 5 for the survivors.
-            IncrementalHash sha = _sha512 ??= IncrementalHash.CreateHash(HashAlgorithmName.SHA512);
-            Span<byte> digest = stackalloc byte[64];
             ReadOnlySpan<byte> messages = batch.MessageData;
             ReadOnlySpan<int> offsets = batch.MessageOffsets;
             int pendingCount = 0;
@@ -183,16 +187,9 @@ public sealed class SimdBatchVerifier : BatchVerifierBase
                 }
 
                 int i = start + j;
-                // Every slice before the first append: a throw between appends would leave bytes in this thread's
-                // hash, and the next item it hashes (maybe another caller's) would get a wrong k.
                 ReadOnlySpan<byte> sig = signatures.Slice(i * SignatureBatch.SignatureSize, SignatureBatch.SignatureSize);
                 ReadOnlySpan<byte> key = keys.Slice(i * SignatureBatch.PublicKeySize, SignatureBatch.PublicKeySize);
-                ReadOnlySpan<byte> message = messages[offsets[i]..offsets[i + 1]];
-                sha.AppendData(sig[..32]);
-                sha.AppendData(key);
-                sha.AppendData(message);
-                sha.GetHashAndReset(digest);
-                k[j] = ScalarMath.ReduceBytes(digest);
+                k[j] = ChallengeScalar.Compute(sig, key, messages[offsets[i]..offsets[i + 1]]);
                 s[j] = Scalar256.FromBytes(sig[32..]);
                 pending[pendingCount++] = j;
             }
@@ -372,4 +369,17 @@ public sealed class SimdBatchVerifier : BatchVerifierBase
 
         return AffineNielsPoint.FromAffine(b);
     }
+}
+
+/// <summary>The vector instruction tier <see cref="SimdBatchVerifier"/> runs its field arithmetic on.</summary>
+public enum SimdTier
+{
+    /// <summary>Scalar 64-bit limbs (radix 2^51) only.</summary>
+    Scalar,
+
+    /// <summary>AVX2, four lanes.</summary>
+    Avx2,
+
+    /// <summary>AVX-512F, eight lanes.</summary>
+    Avx512,
 }

@@ -34,9 +34,18 @@ public sealed class SignatureBatch : IDisposable
 
     /// <summary>Creates an empty batch with room for <paramref name="capacity"/> items and
     /// <paramref name="messageCapacity"/> bytes of messages before it has to grow.</summary>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="capacity"/> is negative or above <see cref="MaxItems"/>,
+    /// or <paramref name="messageCapacity"/> is negative.</exception>
     public SignatureBatch(int capacity = 64, int messageCapacity = 64 * 256)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(capacity);
+        if (capacity > MaxItems)
+        {
+            // Checked here: capacity * SignatureSize would overflow, and ArrayPool would refuse a negative length
+            // under its own parameter name, which says nothing to the caller.
+            throw new ArgumentOutOfRangeException(nameof(capacity), capacity, $"A batch holds at most {MaxItems} items.");
+        }
+
         ArgumentOutOfRangeException.ThrowIfNegative(messageCapacity);
         capacity = Math.Max(capacity, 1);
         _keys = ArrayPool<byte>.Shared.Rent(capacity * PublicKeySize);

@@ -1,7 +1,6 @@
 using System.Diagnostics;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
-using System.Runtime.Intrinsics.X86;
 using System.Text.Json;
 using System.Text.Json.Serialization;
 using MegaNet.Core.Ed25519;
@@ -113,11 +112,14 @@ public sealed record MachineInfo(
     public static MachineInfo Current() => new(CpuName(), Environment.ProcessorCount, IsaTier(), RuntimeInformation.OSDescription,
         RuntimeInformation.FrameworkDescription, Ed25519Signer.LibsodiumVersion);
 
-    /// <summary>The widest vector ISA the runtime uses in this process (after DOTNET_Enable* knobs).</summary>
-    public static string IsaTier() =>
-        Avx512F.IsSupported && Vector512.IsHardwareAccelerated ? "AVX-512F" :
-        Avx2.IsSupported ? "AVX2" :
-        Vector128.IsHardwareAccelerated ? "SSE/Vector128" : "scalar";
+    /// <summary>The vector tier the SIMD verifier runs on in this process (after DOTNET_Enable* knobs), as the verifier
+    /// decides it; below AVX2, whether the runtime still has 128-bit vectors.</summary>
+    public static string IsaTier() => SimdBatchVerifier.Tier switch
+    {
+        SimdTier.Avx512 => "AVX-512F",
+        SimdTier.Avx2 => "AVX2",
+        _ => Vector128.IsHardwareAccelerated ? "SSE/Vector128" : "scalar",
+    };
 
     private static string CpuName()
     {

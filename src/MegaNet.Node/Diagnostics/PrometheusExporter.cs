@@ -20,6 +20,7 @@ public sealed class PrometheusExporter : IDisposable
     private readonly MeterListener _listener = new();
     private readonly ConcurrentDictionary<(string Name, string Tags), Series> _series = new();
 
+    /// <summary>Starts listening to the <c>MegaNet</c> meter; measurements before this are not counted.</summary>
     public PrometheusExporter()
     {
         _listener.InstrumentPublished = (instrument, listener) =>
@@ -84,19 +85,22 @@ public sealed class PrometheusExporter : IDisposable
 
     private static string Number(double value) => value.ToString("R", CultureInfo.InvariantCulture);
 
+    /// <summary>Stops listening.</summary>
     public void Dispose() => _listener.Dispose();
 
     private void Record(Instrument instrument, double value, ReadOnlySpan<KeyValuePair<string, object?>> tags, InstrumentState state)
     {
-        // Untagged measurements (most of them, several per envelope) reach their series without building a key.
+        // Untagged measurements (most of them, several per envelope) reach their series without building a key; tagged
+        // ones (a rejected envelope's reason, a batch's backend and verdict) through the instrument's cache of the tag
+        // values seen, so the label string is built once per combination, not once per measurement.
         Series series = tags.IsEmpty
             ? state.Untagged ??= _series.GetOrAdd((instrument.Name, string.Empty), static (_, s) => new Series(s), state)
-            : _series.GetOrAdd((instrument.Name, Labels(tags)), static (_, s) => new Series(s), state);
+            : state.Find(tags) ?? state.Remember(tags, _series.GetOrAdd((instrument.Name, Labels(tags)), static (_, s) => new Series(s), state));
         value /= state.Divisor;
         lock (series)
         {
             // Observable instruments report their current value (an observable counter its running total).
-            if (state.Kind is "gauge" or "observed-counter")
+            if (state.Kind is Kind.Gauge or Kind.ObservedCounter)
             {
                 series.Sum = value;
             }
@@ -115,14 +119,24 @@ public sealed class PrometheusExporter : IDisposable
         }
     }
 
-    private static string KindOf(Instrument instrument) => instrument switch
+    private static Kind KindOf(Instrument instrument) => instrument switch
     {
-        Counter<long> or Counter<int> or Counter<double> => "counter",
-        Histogram<long> or Histogram<int> or Histogram<double> => "histogram",
-        UpDownCounter<long> or UpDownCounter<int> or UpDownCounter<double> => "updown",
-        ObservableCounter<long> or ObservableCounter<int> or ObservableCounter<double> => "observed-counter",
-        _ => "gauge",
+        Counter<long> or Counter<int> or Counter<double> => Kind.Counter,
+        Histogram<long> or Histogram<int> or Histogram<double> => Kind.Histogram,
+        UpDownCounter<long> or UpDownCounter<int> or UpDownCounter<double> => Kind.UpDown,
+        ObservableCounter<long> or ObservableCounter<int> or ObservableCounter<double> => Kind.ObservedCounter,
+        _ => Kind.Gauge,
     };
+
+    /// <summary>What an instrument is, which decides how its measurements add up and how it is exported.</summary>
+    private enum Kind
+    {
+        Counter,
+        Histogram,
+        UpDown,
+        ObservedCounter,
+        Gauge,
+    }
 
     /// <summary>Labels sorted by name, so the same tags in another order are the same series; values escaped per the format.</summary>
     private static string Labels(ReadOnlySpan<KeyValuePair<string, object?>> tags)
@@ -156,7 +170,14 @@ public sealed class PrometheusExporter : IDisposable
     /// <summary>Per instrument, handed back with each of its measurements: how it is exported.</summary>
     private sealed class InstrumentState
     {
-        public required string Kind { get; init; }
+        /// <summary>Tag combinations kept per instrument; past this (tags with unbounded values) a measurement builds its
+        /// label string again, as it did before the cache, rather than letting the cache grow.</summary>
+        private const int MaxCachedTagSets = 64;
+
+        // Copy-on-write, so a lookup takes no lock: written under this state's lock, read lock-free.
+        private volatile TaggedSeries[] _tagged = [];
+
+        public required Kind Kind { get; init; }
 
         /// <summary>The Prometheus metric family name: the instrument's, sanitised, with its unit (<c>_seconds</c>) and, for
         /// counters, <c>_total</c>.</summary>
@@ -176,9 +197,38 @@ public sealed class PrometheusExporter : IDisposable
         /// <summary>The series of measurements without tags, once there has been one.</summary>
         public Series? Untagged { get; set; }
 
+        /// <summary>The series of these tags (same names and values in the same order) if they were seen before; no allocation.</summary>
+        public Series? Find(ReadOnlySpan<KeyValuePair<string, object?>> tags)
+        {
+            foreach (TaggedSeries t in _tagged)
+            {
+                if (t.Matches(tags))
+                {
+                    return t.Series;
+                }
+            }
+
+            return null;
+        }
+
+        /// <summary>Remembers that <paramref name="tags"/> go to <paramref name="series"/> (while there is room) and returns it.</summary>
+        public Series Remember(ReadOnlySpan<KeyValuePair<string, object?>> tags, Series series)
+        {
+            lock (this)
+            {
+                TaggedSeries[] tagged = _tagged;
+                if (tagged.Length < MaxCachedTagSets && Find(tags) is null)
+                {
+                    _tagged = [.. tagged, new TaggedSeries(tags, series)];
+                }
+            }
+
+            return series;
+        }
+
         public static InstrumentState For(Instrument instrument)
         {
-            string kind = KindOf(instrument);
+            Kind kind = KindOf(instrument);
             // Prometheus names carry the base unit: milliseconds are exported as seconds. Units in braces ({envelope})
             // are annotations, not units, and add nothing to the name.
             (string suffix, double divisor, string? unitText) = instrument.Unit switch
@@ -188,14 +238,14 @@ public sealed class PrometheusExporter : IDisposable
                 "By" => ("_bytes", 1.0, "bytes"),
                 _ => (string.Empty, 1.0, null),
             };
-            bool counter = kind is "counter" or "observed-counter";
-            double[]? bounds = kind == "histogram" ? (AdvisedBounds(instrument) ?? DefaultBounds).Select(b => b / divisor).Order().ToArray() : null;
+            bool counter = kind is Kind.Counter or Kind.ObservedCounter;
+            double[]? bounds = kind == Kind.Histogram ? (AdvisedBounds(instrument) ?? DefaultBounds).Select(b => b / divisor).Order().ToArray() : null;
             string description = instrument.Description ?? instrument.Name;
             return new InstrumentState
             {
                 Kind = kind,
                 ExportName = Sanitize(instrument.Name) + suffix + (counter ? "_total" : string.Empty),
-                ExportType = counter ? "counter" : kind == "histogram" ? "histogram" : "gauge",
+                ExportType = counter ? "counter" : kind == Kind.Histogram ? "histogram" : "gauge",
                 Help = EscapeHelp(unitText is null ? description : $"{description} ({unitText})"),
                 Divisor = divisor,
                 Bounds = bounds,
@@ -214,6 +264,46 @@ public sealed class PrometheusExporter : IDisposable
         };
 
         private static string EscapeHelp(string text) => text.Replace("\\", "\\\\", StringComparison.Ordinal).Replace("\n", "\\n", StringComparison.Ordinal);
+    }
+
+    /// <summary>One tag combination of an instrument and its series. Values compare with <see cref="object.Equals(object?, object?)"/>,
+    /// so equal strings match whether or not they are the same instance, and a boxed number matches an equal one.</summary>
+    private sealed class TaggedSeries
+    {
+        private readonly string[] _names;
+        private readonly object?[] _values;
+
+        public TaggedSeries(ReadOnlySpan<KeyValuePair<string, object?>> tags, Series series)
+        {
+            _names = new string[tags.Length];
+            _values = new object?[tags.Length];
+            for (int i = 0; i < tags.Length; i++)
+            {
+                (_names[i], _values[i]) = (tags[i].Key, tags[i].Value);
+            }
+
+            Series = series;
+        }
+
+        public Series Series { get; }
+
+        public bool Matches(ReadOnlySpan<KeyValuePair<string, object?>> tags)
+        {
+            if (tags.Length != _names.Length)
+            {
+                return false;
+            }
+
+            for (int i = 0; i < tags.Length; i++)
+            {
+                if (!string.Equals(_names[i], tags[i].Key, StringComparison.Ordinal) || !Equals(_values[i], tags[i].Value))
+                {
+                    return false;
+                }
+            }
+
+            return true;
+        }
     }
 
     private sealed class Series(InstrumentState state)

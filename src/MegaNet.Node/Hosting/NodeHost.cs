@@ -22,7 +22,9 @@ namespace MegaNet.Node.Hosting;
 /// <summary>Registers the node's services.</summary>
 public static partial class NodeServiceCollectionExtensions
 {
-    [LoggerMessage(EventId = 21, Level = LogLevel.Error, Message = "The GPU verifier was not used: {Reason}; auto chose SIMD instead")]
+    // Log event ids are unique across the node (LoggerEventIdTests checks): 1-49 hosting and connections, 100-199
+    // admission, 200-299 the verifiers. Alerts and filters key on them, so an id once given keeps its meaning.
+    [LoggerMessage(EventId = 201, Level = LogLevel.Error, Message = "The GPU verifier was not used: {Reason}; auto chose SIMD instead")]
     private static partial void LogGpuRefused(ILogger logger, string reason);
 
     /// <summary>
@@ -95,7 +97,7 @@ public static partial class NodeServiceCollectionExtensions
         }
     }
 
-    [LoggerMessage(EventId = 20, Level = LogLevel.Error, Message = "The GPU verifier faulted; the batch was verified again on the CPU and the node stays on the CPU")]
+    [LoggerMessage(EventId = 200, Level = LogLevel.Error, Message = "The GPU verifier faulted; the batch was verified again on the CPU and the node stays on the CPU")]
     private static partial void LogGpuFault(ILogger logger, Exception exception);
 
     /// <summary>Adds the verifier, the store, admission and the gRPC services for <paramref name="options"/> (validated here, so a
@@ -281,16 +283,24 @@ public static partial class NodeHost
         // store: closing them while calls still run refused those calls with the wrong status.
         app.Lifetime.ApplicationStopped.Register(() =>
         {
-            app.Services.GetRequiredService<AdmissionPipeline>().DisposeAsync().AsTask().GetAwaiter().GetResult();
             try
             {
-                app.Services.GetRequiredService<IEnvelopeStore>().DisposeAsync().AsTask().GetAwaiter().GetResult();
+                app.Services.GetRequiredService<AdmissionPipeline>().DisposeAsync().AsTask().GetAwaiter().GetResult();
             }
-            catch (StoreUnavailableException e)
+            finally
             {
-                // The process still exits (a stuck store must not hold it), with a failing exit code and the reason.
-                LogStoreShutdownFailed(app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("MegaNet.Node"), e.Message);
-                Environment.ExitCode = 3;
+                // Whatever admission's end threw (it still goes to the host, which logs it), the store is closed: its
+                // final checkpoint, its lock file and exit code 3 must not depend on admission stopping cleanly.
+                try
+                {
+                    app.Services.GetRequiredService<IEnvelopeStore>().DisposeAsync().AsTask().GetAwaiter().GetResult();
+                }
+                catch (StoreUnavailableException e)
+                {
+                    // The process still exits (a stuck store must not hold it), with a failing exit code and the reason.
+                    LogStoreShutdownFailed(app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("MegaNet.Node"), e.Message);
+                    Environment.ExitCode = 3;
+                }
             }
         });
         return app;

@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using System.Diagnostics;
 using System.Threading.Channels;
 using Google.Protobuf;
 using Grpc.Core;
@@ -46,6 +47,9 @@ public sealed class RelayService(
 
     private static readonly WriteOptions BufferedWrite = new(WriteFlags.BufferHint);
 
+    // Status is called before every send by MegaNetClient: read the assembly's version once, not by reflection per call.
+    private static readonly string NodeVersion = typeof(RelayService).Assembly.GetName().Version?.ToString() ?? "0";
+
     public override Task<Receipt> Submit(SubmitRequest request, ServerCallContext context) =>
         admission.SubmitAsync(request.Envelope, Source(context), context.CancellationToken);
 
@@ -73,26 +77,15 @@ public sealed class RelayService(
             {
                 await foreach (Task<Receipt> task in inFlight.Reader.ReadAllAsync(context.CancellationToken))
                 {
-                    SubmitResult result;
-                    try
+                    // Refusals come back as faulted tasks, and come exactly when the node is saturated: an await
+                    // would rethrow each one (a stack trace captured per refused envelope), so wait without throwing
+                    // and read the outcome off the task.
+                    if (!task.IsCompleted)
                     {
-                        result = new SubmitResult { Receipt = await task.ConfigureAwait(false) };
+                        await ((Task)task).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
                     }
-                    catch (RpcException e)
-                    {
-                        // What a unary call's trailers would say, so a streaming sender can wait or stamp as told.
-                        result = new SubmitResult
-                        {
-                            StatusCode = (int)e.StatusCode,
-                            Error = e.Status.Detail,
-                            RetryAfterMs = (uint)Math.Max(0, (e.RetryAfter() ?? TimeSpan.Zero).TotalMilliseconds),
-                            PowBits = (uint)(e.RequiredPowBits() ?? 0),
-                        };
-                    }
-                    catch (Exception e) when (e is not OperationCanceledException)
-                    {
-                        result = new SubmitResult { StatusCode = (int)StatusCode.Internal, Error = $"The node failed to admit the envelope: {e.Message}" };
-                    }
+
+                    SubmitResult result = ResultOf(task);
 
                     // Receipts complete a store group at a time: while the next one is ready too, this one is only
                     // buffered, so a run of receipts leaves in one flush (one HTTP/2 frame, one socket write), not one each.
@@ -154,6 +147,36 @@ public sealed class RelayService(
         {
             throw new RpcException(new Status(StatusCode.DeadlineExceeded,
                 $"This stream sent no request for {options.StreamIdleSeconds} s (StreamIdleSeconds), so the node ended it; all {answered} requests were answered. Open a new stream when there is more to send."));
+        }
+    }
+
+    /// <summary>The answer to one streamed submission, from its completed task: the receipt, or for a refusal what a
+    /// unary call's status and trailers would say, so a streaming sender can wait or stamp as told. A cancelled
+    /// submission throws, as awaiting it would (it ends the stream).</summary>
+    private static SubmitResult ResultOf(Task<Receipt> task)
+    {
+        if (task.IsCompletedSuccessfully)
+        {
+            return new SubmitResult { Receipt = task.Result };
+        }
+
+        Exception? error = task.Exception?.InnerException;
+        switch (error)
+        {
+            case RpcException e:
+                return new SubmitResult
+                {
+                    StatusCode = (int)e.StatusCode,
+                    Error = e.Status.Detail,
+                    RetryAfterMs = (uint)Math.Max(0, (e.RetryAfter() ?? TimeSpan.Zero).TotalMilliseconds),
+                    PowBits = (uint)(e.RequiredPowBits() ?? 0),
+                };
+            case null or OperationCanceledException:
+                // Cancelled, or faulted with a cancellation: rare, and it ends the stream, so throwing is fine here.
+                task.GetAwaiter().GetResult();
+                throw new UnreachableException();
+            default:
+                return new SubmitResult { StatusCode = (int)StatusCode.Internal, Error = $"The node failed to admit the envelope: {error.Message}" };
         }
     }
 
@@ -322,7 +345,7 @@ public sealed class RelayService(
         return Task.FromResult(proof);
     }
 
-    public override Task<VerifyBatchResponse> VerifyBatch(VerifyBatchRequest request, ServerCallContext context)
+    public override async Task<VerifyBatchResponse> VerifyBatch(VerifyBatchRequest request, ServerCallContext context)
     {
         if (request.Signatures.Count + request.Inclusions.Count > MaxVerifyItems)
         {
@@ -337,38 +360,45 @@ public sealed class RelayService(
 
         try
         {
-            var response = new VerifyBatchResponse { Backend = verifyGate.Verifier.Name };
-            int count = request.Signatures.Count;
-            using (var batch = new SignatureBatch(Math.Max(1, count)))
-            {
-                foreach (SignatureItem item in request.Signatures)
-                {
-                    batch.Add(item.PublicKey.Span, item.Signature.Span, item.Message.Span);
-                }
-
-                bool[] verdicts = new bool[count];
-                for (int start = 0; start < count; start += VerifyChunk)
-                {
-                    // A client that gave up (or timed out) stops costing the node at the next step.
-                    context.CancellationToken.ThrowIfCancellationRequested();
-                    verifyGate.Verifier.Verify(batch, start, Math.Min(VerifyChunk, count - start), verdicts.AsSpan(start));
-                }
-
-                response.SignatureValid.AddRange(verdicts);
-            }
-
-            foreach (InclusionItem item in request.Inclusions)
-            {
-                response.InclusionValid.Add(item.Path.Count <= MaxInclusionPath && MerkleTree.VerifyInclusion(MerkleTree.LeafHash(item.Leaf.Span),
-                    item.LeafIndex, item.TreeSize, item.Path.Select(p => p.ToByteArray()).ToList(), item.RootHash.Span));
-            }
-
-            return Task.FromResult(response);
+            // Up to seconds of CPU: on the gate's own thread, not on one of the thread pool's.
+            CancellationToken ct = context.CancellationToken;
+            return await verifyGate.RunAsync(() => Verify(request, ct), ct).ConfigureAwait(false);
         }
         finally
         {
             verifyGate.Exit();
         }
+    }
+
+    private VerifyBatchResponse Verify(VerifyBatchRequest request, CancellationToken cancellationToken)
+    {
+        var response = new VerifyBatchResponse { Backend = verifyGate.Verifier.Name };
+        int count = request.Signatures.Count;
+        using (var batch = new SignatureBatch(Math.Max(1, count)))
+        {
+            foreach (SignatureItem item in request.Signatures)
+            {
+                batch.Add(item.PublicKey.Span, item.Signature.Span, item.Message.Span);
+            }
+
+            bool[] verdicts = new bool[count];
+            for (int start = 0; start < count; start += VerifyChunk)
+            {
+                // A client that gave up (or timed out) stops costing the node at the next step.
+                cancellationToken.ThrowIfCancellationRequested();
+                verifyGate.Verifier.Verify(batch, start, Math.Min(VerifyChunk, count - start), verdicts.AsSpan(start));
+            }
+
+            response.SignatureValid.AddRange(verdicts);
+        }
+
+        foreach (InclusionItem item in request.Inclusions)
+        {
+            response.InclusionValid.Add(item.Path.Count <= MaxInclusionPath && MerkleTree.VerifyInclusion(MerkleTree.LeafHash(item.Leaf.Span),
+                item.LeafIndex, item.TreeSize, item.Path.Select(p => p.ToByteArray()).ToList(), item.RootHash.Span));
+        }
+
+        return response;
     }
 
     public override Task<StatusResponse> Status(StatusRequest request, ServerCallContext context)
@@ -388,7 +418,7 @@ public sealed class RelayService(
         limits.PayloadClasses.AddRange(Api.EnvelopeFormat.PayloadClasses);
         return Task.FromResult(new StatusResponse
         {
-            Version = typeof(RelayService).Assembly.GetName().Version?.ToString() ?? "0",
+            Version = NodeVersion,
             VerifierBackend = admission.Verifier.Name,
             VerifierDescription = admission.Verifier.Description,
             BatchesVerified = (ulong)batches,
@@ -427,8 +457,15 @@ public sealed class MailboxNotifier
 {
     // One lock: subscribe, unsubscribe and a signal per new mail are all short, and an address's entry goes away with
     // its last subscriber (addresses cost nothing to make, so empty entries must not pile up).
-    private readonly Dictionary<ByteKey, List<Subscription>> _subscribers = [];
+    private readonly Dictionary<Key256, List<Subscription>> _subscribers = [];
 
+    // Live subscriptions in all, written under the lock: the store raises OnMail once per stored envelope in its serial
+    // apply stage, and a relay mostly has nobody subscribed, so that case must cost one read, not the lock. Skipping on
+    // a zero loses no wake-up: the entry is in the mailbox index before OnMail runs, and a Subscribe counts itself
+    // before its first read of that index, so it either sees the count or its read sees the entry.
+    private int _subscriberCount;
+
+    /// <summary>Listens to <paramref name="store"/>'s <see cref="IEnvelopeStore.MailArrived"/> for the node's lifetime.</summary>
     public MailboxNotifier(IEnvelopeStore store) => store.MailArrived += OnMail;
 
     /// <summary>Live subscriptions one mailbox may hold: an owner's few devices, not a way to pin node resources.</summary>
@@ -438,7 +475,7 @@ public sealed class MailboxNotifier
     /// <see cref="MaxPerAddress"/> already.</summary>
     public Subscription Subscribe(byte[] address)
     {
-        var key = new ByteKey(address);
+        var key = Key256.From(address);
         var subscription = new Subscription(this, key);
         lock (_subscribers)
         {
@@ -454,6 +491,7 @@ public sealed class MailboxNotifier
             }
 
             list.Add(subscription);
+            Volatile.Write(ref _subscriberCount, _subscriberCount + 1);
         }
 
         return subscription;
@@ -464,7 +502,7 @@ public sealed class MailboxNotifier
     {
         lock (_subscribers)
         {
-            return _subscribers.TryGetValue(new ByteKey(address), out List<Subscription>? list) ? list.Count : 0;
+            return _subscribers.TryGetValue(Key256.From(address), out List<Subscription>? list) ? list.Count : 0;
         }
     }
 
@@ -482,9 +520,15 @@ public sealed class MailboxNotifier
 
     private void OnMail(ReadOnlyMemory<byte> address, ulong seq)
     {
+        if (Volatile.Read(ref _subscriberCount) == 0)
+        {
+            return;
+        }
+
+        var key = Key256.From(address.Span);
         lock (_subscribers)
         {
-            if (_subscribers.TryGetValue(new ByteKey(address.ToArray()), out List<Subscription>? list))
+            if (_subscribers.TryGetValue(key, out List<Subscription>? list))
             {
                 foreach (Subscription s in list)
                 {
@@ -494,39 +538,52 @@ public sealed class MailboxNotifier
         }
     }
 
-    private void Remove(Subscription subscription, ByteKey key)
+    private void Remove(Subscription subscription, Key256 key)
     {
         lock (_subscribers)
         {
-            if (_subscribers.TryGetValue(key, out List<Subscription>? list) && list.Remove(subscription) && list.Count == 0)
+            if (_subscribers.TryGetValue(key, out List<Subscription>? list) && list.Remove(subscription))
             {
-                _subscribers.Remove(key);
+                Volatile.Write(ref _subscriberCount, _subscriberCount - 1);
+                if (list.Count == 0)
+                {
+                    _subscribers.Remove(key);
+                }
             }
         }
     }
 
-    public sealed class Subscription(MailboxNotifier owner, ByteKey key) : IDisposable
+    /// <summary>One Subscribe stream's registration: signalled when mail for its address commits; dispose to unregister.</summary>
+    public sealed class Subscription : IDisposable
     {
         private readonly SemaphoreSlim _signal = new(0, 1);
+        private readonly MailboxNotifier _owner;
+        private readonly Key256 _key;
 
+        internal Subscription(MailboxNotifier owner, Key256 key)
+        {
+            _owner = owner;
+            _key = key;
+        }
+
+        /// <summary>Called under the owner's lock only, so nothing else releases between the check and the release
+        /// (waiters only take), and the semaphore is never found full: a burst of mail for one mailbox cost a thrown
+        /// and caught SemaphoreFullException per envelope. Already signalled: one wake-up drains everything.</summary>
         internal void Signal()
         {
-            try
+            if (_signal.CurrentCount == 0)
             {
                 _signal.Release();
-            }
-            catch (SemaphoreFullException)
-            {
-                // Already signalled; one wake-up drains everything.
             }
         }
 
         /// <summary>True when signalled, false on timeout.</summary>
         public Task<bool> WaitAsync(TimeSpan timeout, CancellationToken cancellationToken) => _signal.WaitAsync(timeout, cancellationToken);
 
+        /// <inheritdoc />
         public void Dispose() =>
             // The semaphore is not disposed: nothing signals it after the removal, but a WaitAsync may still be
             // unwinding, and a SemaphoreSlim without a wait handle holds nothing to release.
-            owner.Remove(this, key);
+            _owner.Remove(this, _key);
     }
 }
