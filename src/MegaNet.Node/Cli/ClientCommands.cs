@@ -19,13 +19,13 @@ internal static class ClientCommands
 
     private static Option<string> IdentityOption() => new("--identity", "-i")
     {
-        Description = $"Identity file. Default {DefaultIdentity}.",
+        Description = "Identity file.",
         DefaultValueFactory = _ => DefaultIdentity,
     };
 
     private static Option<Uri> NodeOption() => new("--node", "-n")
     {
-        Description = "Node address. Default http://127.0.0.1:7700.",
+        Description = "Node address.",
         DefaultValueFactory = _ => new Uri("http://127.0.0.1:7700"),
         CustomParser = r => CliParsers.NodeUri(r)!,
     };
@@ -95,7 +95,7 @@ internal static class ClientCommands
         var to = new Option<string>("--to") { Description = "Recipient's contact card (mn1...).", Required = true };
         var text = new Option<string?>("--text") { Description = "Text to send." };
         var file = new Option<FileInfo?>("--file") { Description = "File to send (up to about 64 KiB)." };
-        var ttl = new Option<double>("--ttl-days") { Description = "Days relays keep it. Default 7.", DefaultValueFactory = _ => 7 };
+        var ttl = new Option<double>("--ttl-days") { Description = "Days relays keep it (more than 0, at most 3,650; the node's MaxTtlDays applies).", DefaultValueFactory = _ => 7 };
         var json = JsonOption("Print the receipt as one JSON object.");
         var command = new Command("send", "Seal a message to a contact card and submit it to the node; prints the receipt.") { identity, node, to, text, file, ttl, json };
         command.SetAction((parse, ct) => Run(async () =>
@@ -216,7 +216,7 @@ internal static class ClientCommands
         var retryFor = new Option<TimeSpan>("--retry-for")
         {
             Description = "After a subscription that worked is lost (the node restarts, the connection dies), subscribe again from the last message, " +
-                "waiting 1 s, 2 s, 4 s ... up to 30 s between tries, for at most this long (e.g. 30s, 10m, 01:00:00). Default 5m.",
+                "waiting 1 s, 2 s, 4 s ... up to 30 s between tries, for at most this long (e.g. 30s, 10m, 01:00:00).",
             DefaultValueFactory = _ => DefaultRetryFor,
             CustomParser = CliParsers.Duration,
         };

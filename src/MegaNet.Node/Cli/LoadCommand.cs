@@ -22,15 +22,15 @@ internal static class LoadCommand
             Description = "Node to load, e.g. http://127.0.0.1:7700. Default: start an embedded node on 127.0.0.1 with a temporary data directory.",
             CustomParser = CliParsers.NodeUri,
         };
-        var clients = new Option<int>("--clients", "-c") { Description = "Concurrent clients. Default 8.", DefaultValueFactory = _ => 8 };
+        var clients = new Option<int>("--clients", "-c") { Description = "Concurrent clients.", DefaultValueFactory = _ => 8 };
         var connections = new Option<int>("--connections")
         {
-            Description = "HTTP/2 connections the clients spread over (client i uses connection i mod N). Default 1: every client multiplexed over one connection, as in the README figures; " +
+            Description = "HTTP/2 connections the clients spread over (client i uses connection i mod N). 1: every client multiplexed over one connection, as in the README figures; " +
                 "--connections equal to --clients gives each its own, as separate phones would have (more unary capacity, but more buffered in flight when streaming).",
             DefaultValueFactory = _ => 1,
         };
-        var count = new Option<int>("--envelopes") { Description = "Envelopes per phase (sealed before timing starts). Default 20,000.", DefaultValueFactory = _ => 20_000 };
-        var mode = new Option<string>("--mode") { Description = "stream, unary, or both (stream first, then unary offered at half the stream rate). Default both.", DefaultValueFactory = _ => "both" };
+        var count = new Option<int>("--envelopes") { Description = "Envelopes per phase (sealed before timing starts).", DefaultValueFactory = _ => 20_000 };
+        var mode = new Option<string>("--mode") { Description = "stream, unary, or both (stream first, then unary offered at half the stream rate).", DefaultValueFactory = _ => "both" };
         var rate = new Option<double>("--rate")
         {
             Description = "Unary offered load in envelopes/s: calls start on schedule whether or not earlier ones have returned (open loop). " +
@@ -39,7 +39,7 @@ internal static class LoadCommand
         var warmup = new Option<int>("--warmup")
         {
             Description = "Envelopes sent before the measured phases, not counted: half streamed, half unary one call per client at a time, " +
-                "so the node's code for both paths is compiled and tiered up (a cold node builds a backlog an open loop never drains). 0 skips it. Default 10,000.",
+                "so the node's code for both paths is compiled and tiered up (a cold node builds a backlog an open loop never drains). 0 skips it.",
             DefaultValueFactory = _ => 10_000,
         };
         var forged = new Option<double>("--forged")
@@ -47,7 +47,7 @@ internal static class LoadCommand
             Description = "Also submit this many forged envelopes per second (well-formed, signature spoilt) during each measured phase, unary on a " +
                 "connection of their own (from 127.0.0.2 when the node is on 127.0.0.1, so it sees another client), and report how the node answered them: what one hostile client costs the honest ones. Default 0: none.",
         };
-        var backend = new Option<string>("--backend", "-b") { Description = "Verifier backend of the embedded node. Default auto.", DefaultValueFactory = _ => "auto" };
+        var backend = new Option<string>("--backend", "-b") { Description = "Verifier backend of the embedded node.", DefaultValueFactory = _ => "auto" };
         var command = new Command("load", "Drive concurrent clients at a node and report accepted envelopes/s, p50/p99 latency and the verifier batch sizes achieved.")
         {
             node, clients, connections, count, mode, rate, warmup, forged, backend,

@@ -13,17 +13,17 @@ internal static class ProfileCommand
         var list = new Option<bool>("--list") { Description = "List running MegaNet nodes and exit." };
         var once = new Option<bool>("--once") { Description = "Print one snapshot and exit." };
         var json = new Option<bool>("--json") { Description = "With --once: print the snapshot as JSON." };
-        var refresh = new Option<int>("--refresh") { Description = "Seconds between updates. Default 1.", DefaultValueFactory = _ => 1 };
+        var refresh = new Option<int>("--refresh") { Description = "Seconds between updates.", DefaultValueFactory = _ => 1 };
         var trace = new Option<string?>("--trace") { Description = "Write a .nettrace with CPU sampling to this file (PerfView, speedscope)." };
         var duration = new Option<TimeSpan>("--duration")
         {
-            Description = "How long --trace records (e.g. 30s, 2m). Default 30s.",
+            Description = "How long --trace records (e.g. 30s, 2m).",
             DefaultValueFactory = _ => TimeSpan.FromSeconds(30),
             CustomParser = CliParsers.Duration,
         };
         var top = new Option<int>("--top")
         {
-            Description = "After --trace, print the N hottest methods by own and by inclusive samples of busy threads (native code such as libsodium is charged to its managed caller; waits are left out) (0: don't). Default 20.",
+            Description = "After --trace, print the N hottest methods by own and by inclusive samples of busy threads (native code such as libsodium is charged to its managed caller; waits are left out) (0: don't).",
             DefaultValueFactory = _ => 20,
         };
         var dump = new Option<string?>("--dump") { Description = "Write a full memory dump to this file." };

@@ -33,7 +33,7 @@ internal static class VerifyCommand
         };
         var batchSize = new Option<int>("--batch")
         {
-            Description = $"Items verified per backend call, 1 to {MaxBatch:N0}. Default 16,384.",
+            Description = $"Items verified per backend call, 1 to {MaxBatch:N0}.",
             DefaultValueFactory = _ => 16_384,
         };
         var command = new Command("verify",

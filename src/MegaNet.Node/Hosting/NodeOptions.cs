@@ -74,7 +74,8 @@ public sealed class NodeOptions
     /// <summary>Burst allowance per sending key. Default 400.</summary>
     public int SubmitBurst { get; set; } = 400;
 
-    /// <summary>Proof-of-work bits demanded at full queue; 0 turns stamps off. Demand is 0 below a quarter full. Default 16.</summary>
+    /// <summary>Proof-of-work bits demanded from three quarters full; 0 turns stamps off. Demand is 0 below a quarter full and
+    /// rises linearly in between: ceil(PowMaxBits * (fill - 1/4) * 2). Default 16.</summary>
     public int PowMaxBits { get; set; } = 16;
 
     /// <summary>Proof-of-work bits demanded even when idle (a floor under the load-driven demand). Default 0: stamps dormant when idle.</summary>
