@@ -730,20 +730,3 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
         }
     }
 }
-
-/// <summary>A byte string usable as a dictionary key (compared by content).</summary>
-public readonly struct ByteKey(byte[] bytes) : IEquatable<ByteKey>
-{
-    private readonly byte[] _bytes = bytes;
-
-    public bool Equals(ByteKey other) => _bytes.AsSpan().SequenceEqual(other._bytes);
-
-    public override bool Equals(object? obj) => obj is ByteKey k && Equals(k);
-
-    public override int GetHashCode()
-    {
-        var h = new HashCode();
-        h.AddBytes(_bytes);
-        return h.ToHashCode();
-    }
-}
