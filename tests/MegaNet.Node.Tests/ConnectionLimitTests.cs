@@ -15,6 +15,31 @@ namespace MegaNet.Node.Tests;
 /// </summary>
 public sealed class ConnectionLimitTests
 {
+    [Fact]
+    public async Task A_connection_that_sends_nothing_is_closed_and_gives_back_its_slot()
+    {
+        // Before, it held its slot until Kestrel's keep-alive timeout, 130 s: one address could hold all of its slots
+        // with connections that never said a word.
+        await using TestNode node = await TestNode.StartAsync(o => o.MaxConnectionsPerAddress = 1);
+        ConnectionGate gate = node.Services.GetRequiredService<ConnectionGate>();
+        using var silent = new System.Net.Sockets.TcpClient();
+        await silent.ConnectAsync(node.Address.Host, node.Address.Port);
+        await WaitForAsync(() => gate.Open == 1, () => "the silent connection was not admitted");
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+
+        // The node closes it: the read sees the end of the stream.
+        using var read = new CancellationTokenSource(TimeSpan.FromMinutes(1));
+        int n = await silent.GetStream().ReadAsync(new byte[16], read.Token);
+        Assert.Equal(0, n);
+        Assert.InRange(clock.Elapsed.TotalSeconds, ConnectionGate.FirstBytesTimeout.TotalSeconds - 1, 60);
+        await WaitForAsync(() => gate.Open == 0, () => $"{gate.Open} connections open after the silent one was closed");
+
+        // And the one slot serves a real client again.
+        using var client = new MegaNetClient(node.Address);
+        await client.Relay.StatusAsync(new StatusRequest());
+        node.AssertNoServerErrors();
+    }
+
     [Theory]
     [InlineData(2, 100)] // the per-address cap refuses the third
     [InlineData(100, 2)] // the node-wide cap refuses the third

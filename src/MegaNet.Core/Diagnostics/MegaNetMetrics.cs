@@ -66,8 +66,9 @@ public static class MegaNetMetrics
     public static readonly UpDownCounter<long> OpenConnections = Meter.CreateUpDownCounter<long>("meganet.connections.open", "{connection}", "Open client connections");
 
     /// <summary>Client connections closed at once because a cap was reached, tagged <c>reason</c>
-    /// (<c>per_address</c> or <c>node</c>).</summary>
-    public static readonly Counter<long> ConnectionsRefused = Meter.CreateCounter<long>("meganet.connections.refused", "{connection}", "Client connections refused, by cap reached");
+    /// (<c>per_address</c>, <c>per_site</c> or <c>node</c>), or closed because they sent nothing within 10 s of
+    /// connecting (<c>silent</c>).</summary>
+    public static readonly Counter<long> ConnectionsRefused = Meter.CreateCounter<long>("meganet.connections.refused", "{connection}", "Client connections refused, by cap reached, or closed for sending nothing");
 
     private static Func<long> _queueDepth = static () => 0;
     private static Func<long> _logSize = static () => 0;

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.IO.Pipelines;
 using System.Net;
 using MegaNet.Core.Diagnostics;
 using Microsoft.AspNetCore.Connections;
@@ -83,6 +84,12 @@ internal sealed partial class ConnectionGate
         MegaNetMetrics.OpenConnections.Add(1);
         try
         {
+            if (!await FirstBytesAsync(connection).ConfigureAwait(false))
+            {
+                MegaNetMetrics.ConnectionsRefused.Add(1, new KeyValuePair<string, object?>("reason", "silent"));
+                return; // Kestrel closes the connection.
+            }
+
             await next(connection).ConfigureAwait(false);
         }
         finally
@@ -91,6 +98,31 @@ internal sealed partial class ConnectionGate
             MegaNetMetrics.OpenConnections.Add(-1);
         }
     };
+
+    /// <summary>
+    /// Waits for the connection's first bytes (a TLS hello or the HTTP/2 preface, which clients send at once), at most
+    /// <see cref="FirstBytesTimeout"/>, leaving them unread for what comes next; false when none came. Before this a
+    /// connection that sent nothing held its slot until Kestrel's keep-alive timeout (130 s): one address could hold
+    /// all of its slots for nothing.
+    /// </summary>
+    private static async Task<bool> FirstBytesAsync(ConnectionContext connection)
+    {
+        using var timeout = new CancellationTokenSource(FirstBytesTimeout);
+        try
+        {
+            ReadResult first = await connection.Transport.Input.ReadAsync(timeout.Token).ConfigureAwait(false);
+            // Nothing consumed and nothing examined: the next read returns these bytes again at once.
+            connection.Transport.Input.AdvanceTo(first.Buffer.Start);
+            return !first.Buffer.IsEmpty;
+        }
+        catch (OperationCanceledException) when (timeout.IsCancellationRequested)
+        {
+            return false;
+        }
+    }
+
+    /// <summary>How long a new connection may stay silent before it is closed: 10 s.</summary>
+    public static readonly TimeSpan FirstBytesTimeout = TimeSpan.FromSeconds(10);
 
     /// <summary>Takes a slot, or returns which cap refused it (<c>node</c>, <c>per_address</c> or <c>per_site</c>).</summary>
     internal string? TryEnter(ClientAddress? key)
