@@ -30,6 +30,31 @@ public sealed class RequestMessageGuardTests
     }
 
     [Fact]
+    public async Task A_refusal_found_ahead_waits_until_the_messages_before_it_are_answered()
+    {
+        // Three whole SubmitStream requests and an oversize prefix, in one write: the node saw the fourth's prefix while
+        // parsing the first and ended the stream at "Request 1".
+        await using TestNode node = await TestNode.StartAsync();
+        using HttpClient http = Http(node);
+        using var stream = new MemoryStream();
+        foreach (Api.V1.Envelope e in AdmissionBatchingTests.Seal(3))
+        {
+            byte[] request = Google.Protobuf.MessageExtensions.ToByteArray(new Api.V1.SubmitRequest { Envelope = e });
+            byte[] prefix = new byte[5];
+            BinaryPrimitives.WriteUInt32BigEndian(prefix.AsSpan(1), (uint)request.Length);
+            stream.Write(prefix);
+            stream.Write(request);
+        }
+
+        await using StalledCall call = await StalledCall.StartAsync(http, "SubmitStream", (257 << 10) + 1, sent: 16, before: stream.ToArray());
+        Assert.Equal(3, await call.ResponseMessagesAsync());
+        (string status, string message) = await call.StatusAsync();
+        Assert.Equal("8", status);
+        Assert.Contains("Request 4 of this stream could not be read: The request message is 263,169 bytes", message, StringComparison.Ordinal);
+        Assert.Contains("The 3 before it were answered", message, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task A_message_that_stops_arriving_midway_ends_its_call_and_frees_its_budget()
     {
         await using TestNode node = await TestNode.StartAsync();
@@ -99,21 +124,37 @@ public sealed class RequestMessageGuardTests
         private readonly CancellationTokenSource _end = new();
         private readonly Task<HttpResponseMessage> _response;
 
-        private StalledCall(HttpClient http, string method, int declared, int sent)
+        private StalledCall(HttpClient http, string method, int declared, int sent, byte[]? before)
         {
             var request = new HttpRequestMessage(HttpMethod.Post, $"/meganet.v1.Relay/{method}")
             {
                 Version = HttpVersion.Version20,
                 VersionPolicy = HttpVersionPolicy.RequestVersionExact,
-                Content = new PartialContent(declared, sent, _end.Token),
+                Content = new PartialContent(before ?? [], declared, sent, _end.Token),
             };
             request.Content.Headers.ContentType = new MediaTypeHeaderValue("application/grpc");
             request.Headers.TE.Add(new TransferCodingWithQualityHeaderValue("trailers"));
             _response = http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, _end.Token);
         }
 
-        public static Task<StalledCall> StartAsync(HttpClient http, string method, int declared, int sent) =>
-            Task.FromResult(new StalledCall(http, method, declared, sent));
+        /// <summary>Sends <paramref name="before"/> (whole messages, framed), then the prefix of a message of
+        /// <paramref name="declared"/> bytes and <paramref name="sent"/> bytes of it, in one write, and waits.</summary>
+        public static Task<StalledCall> StartAsync(HttpClient http, string method, int declared, int sent, byte[]? before = null) =>
+            Task.FromResult(new StalledCall(http, method, declared, sent, before));
+
+        /// <summary>The response's messages (gRPC frames), read to the end of the response.</summary>
+        public async Task<int> ResponseMessagesAsync()
+        {
+            HttpResponseMessage response = await _response.WaitAsync(TimeSpan.FromMinutes(1));
+            byte[] body = await response.Content.ReadAsByteArrayAsync().WaitAsync(TimeSpan.FromMinutes(1));
+            int count = 0;
+            for (int at = 0; at + 5 <= body.Length; at += 5 + (int)BinaryPrimitives.ReadUInt32BigEndian(body.AsSpan(at + 1)))
+            {
+                count++;
+            }
+
+            return count;
+        }
 
         /// <summary>grpc-status and grpc-message, from the headers of a trailers-only answer or from the trailers.</summary>
         public async Task<(string Status, string Message)> StatusAsync()
@@ -149,14 +190,15 @@ public sealed class RequestMessageGuardTests
             _end.Dispose();
         }
 
-        private sealed class PartialContent(int declared, int sent, CancellationToken end) : HttpContent
+        private sealed class PartialContent(byte[] before, int declared, int sent, CancellationToken end) : HttpContent
         {
             protected override Task SerializeToStreamAsync(Stream stream, TransportContext? context) => SerializeToStreamAsync(stream, context, CancellationToken.None);
 
             protected override async Task SerializeToStreamAsync(Stream stream, TransportContext? context, CancellationToken cancellationToken)
             {
-                byte[] prefix = new byte[5 + sent];
-                BinaryPrimitives.WriteUInt32BigEndian(prefix.AsSpan(1), (uint)declared);
+                byte[] prefix = new byte[before.Length + 5 + sent];
+                before.CopyTo(prefix, 0);
+                BinaryPrimitives.WriteUInt32BigEndian(prefix.AsSpan(before.Length + 1), (uint)declared);
                 await stream.WriteAsync(prefix, cancellationToken);
                 await stream.FlushAsync(cancellationToken);
                 using var both = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, end);

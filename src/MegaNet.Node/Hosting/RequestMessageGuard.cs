@@ -17,7 +17,7 @@ namespace MegaNet.Node.Hosting;
 /// <list type="bullet">
 /// <item>a limit per method: 257 KiB for Submit and SubmitStream (the largest envelope a node may take), 16 MiB for
 /// VerifyBatch, 64 KiB for the rest;</item>
-/// <item>a message that has begun to arrive must be whole within 10 s plus 1 s per 64 KiB of its size;</item>
+/// <item>a message still arriving must be whole within 10 s plus 1 s per 64 KiB of its size once the reader waits for it;</item>
 /// <item>the bytes of messages still arriving, node-wide and per site (an IPv4 address or IPv6 /48), are held to a
 /// budget (<see cref="NodeOptions.ArrivingMessageMiB"/>, a quarter of it per site).</item>
 /// </list>
@@ -122,7 +122,9 @@ internal sealed class RequestMessageGuard(NodeOptions options, TimeProvider cloc
 
     /// <summary>
     /// The request body as Grpc.AspNetCore reads it, watching each message's prefix as it goes by. Offsets are counted
-    /// from the start of the body: <see cref="_start"/> is where the buffer last returned begins.
+    /// from the start of the body; <see cref="_start"/> is where the unconsumed data begins, so the message there is
+    /// the one the reader parses next. A refusal found in a message further on waits until that message is next: the
+    /// messages before it are whole and are answered first.
     /// </summary>
     private sealed class GuardedReader(PipeReader inner, RequestMessageGuard guard, string method, int limit, ClientAddress site)
         : PipeReader, IRequestBodyPipeFeature
@@ -131,38 +133,54 @@ internal sealed class RequestMessageGuard(NodeOptions options, TimeProvider cloc
 
         private ReadOnlySequence<byte> _last;
         private long _start;
-        private long _nextPrefix;     // where the next message's prefix begins
-        private long _arrivingEnd;    // where the message still arriving ends; 0 when none is
-        private long _arrivingLength;
-        private long _charged;        // bytes of it charged to the budget
-        private long _deadline;       // TimeProvider timestamp by which it must be whole
+        private long _nextPrefix;       // where the next prefix not yet looked at begins
+        private long _arrivingStart;    // the message still arriving: where its prefix begins,
+        private long _arrivingEnd;      // where it ends (0 when no message is arriving),
+        private long _arrivingLength;   // its length,
+        private long _charged;          // the bytes of it charged to the budget,
+        private long _waitingSince;     // and since when the reader has waited for it (0: not yet)
+        private RpcException? _refusal; // for the message whose prefix begins at _nextPrefix
 
         PipeReader IRequestBodyPipeFeature.Reader => this;
 
         public override async ValueTask<ReadResult> ReadAsync(CancellationToken cancellationToken = default)
         {
             ReadResult result;
-            if (_arrivingEnd == 0)
+            if (_arrivingEnd == 0 || _arrivingStart != _start)
             {
                 result = await inner.ReadAsync(cancellationToken).ConfigureAwait(false);
             }
             else
             {
-                TimeSpan left = guard._clock.GetElapsedTime(guard._clock.GetTimestamp(), _deadline);
-                if (left <= TimeSpan.Zero)
+                // The reader waits for the message still arriving: it has until its deadline, counted from the first
+                // such wait (time the reader spent elsewhere, e.g. a stream waiting for answers, is not the client's).
+                long now = guard._clock.GetTimestamp();
+                if (_waitingSince == 0)
                 {
-                    throw Stalled();
+                    _waitingSince = now;
                 }
 
-                using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-                timeout.CancelAfter(left);
-                try
+                TimeSpan allowed = Grace + TimeSpan.FromSeconds((double)_arrivingLength / MinimumBytesPerSecond);
+                TimeSpan left = allowed - guard._clock.GetElapsedTime(_waitingSince, now);
+                if (left <= TimeSpan.Zero)
                 {
-                    result = await inner.ReadAsync(timeout.Token).ConfigureAwait(false);
+                    if (!inner.TryRead(out result))
+                    {
+                        throw Stalled();
+                    }
                 }
-                catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+                else
                 {
-                    throw Stalled();
+                    using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+                    timeout.CancelAfter(left);
+                    try
+                    {
+                        result = await inner.ReadAsync(timeout.Token).ConfigureAwait(false);
+                    }
+                    catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+                    {
+                        throw Stalled();
+                    }
                 }
             }
 
@@ -212,47 +230,50 @@ internal sealed class RequestMessageGuard(NodeOptions options, TimeProvider cloc
         {
             _last = buffer;
             long end = _start + buffer.Length;
-            if (_arrivingEnd != 0)
+            if (_arrivingEnd != 0 && end >= _arrivingEnd)
             {
-                if (end < _arrivingEnd)
-                {
-                    return;
-                }
-
                 ReleaseCharge();
                 _arrivingEnd = 0;
+                _waitingSince = 0;
             }
 
             Span<byte> prefix = stackalloc byte[PrefixLength];
-            while (_nextPrefix + PrefixLength <= end)
+            while (_arrivingEnd == 0 && _refusal is null && _nextPrefix + PrefixLength <= end)
             {
                 buffer.Slice(_nextPrefix - _start, PrefixLength).CopyTo(prefix);
                 long length = BinaryPrimitives.ReadUInt32BigEndian(prefix[1..]);
+                long messageEnd = _nextPrefix + PrefixLength + length;
                 if (length > limit)
                 {
-                    throw new RpcException(new Status(StatusCode.ResourceExhausted, string.Create(CultureInfo.InvariantCulture,
+                    _refusal = new RpcException(new Status(StatusCode.ResourceExhausted, string.Create(CultureInfo.InvariantCulture,
                         $"The request message is {length:N0} bytes; {method} takes at most {limit:N0}.")));
                 }
-
-                long messageEnd = _nextPrefix + PrefixLength + length;
-                _nextPrefix = messageEnd;
-                if (messageEnd > end)
+                else if (messageEnd <= end)
                 {
-                    // Still arriving: from now on it holds memory, so it is charged and timed until it is whole.
-                    long size = PrefixLength + length;
-                    if (!guard.TryCharge(site, size))
-                    {
-                        var trailers = new Metadata { { "retry-after-ms", "1000" } };
-                        throw new RpcException(new Status(StatusCode.ResourceExhausted, string.Create(CultureInfo.InvariantCulture,
-                            $"The node is receiving too many large messages at once (ArrivingMessageMiB {guard._budget >> 20}, a quarter of it per network address); this one ({length:N0} bytes) was refused before it was read. Retry in a moment, or send smaller requests.")), trailers);
-                    }
-
-                    _charged = size;
+                    _nextPrefix = messageEnd;
+                }
+                else if (guard.TryCharge(site, PrefixLength + length))
+                {
+                    // Still arriving: from now on it holds memory, so it is charged and, once the reader waits for
+                    // it, timed until it is whole.
+                    _charged = PrefixLength + length;
+                    _arrivingStart = _nextPrefix;
                     _arrivingEnd = messageEnd;
                     _arrivingLength = length;
-                    _deadline = guard._clock.GetTimestamp() + (long)((Grace.TotalSeconds + ((double)length / MinimumBytesPerSecond)) * guard._clock.TimestampFrequency);
-                    return;
+                    _nextPrefix = messageEnd;
                 }
+                else
+                {
+                    _refusal = new RpcException(
+                        new Status(StatusCode.ResourceExhausted, string.Create(CultureInfo.InvariantCulture,
+                            $"The node is receiving too many large messages at once (ArrivingMessageMiB {guard._budget >> 20}, a quarter of it per network address); this one ({length:N0} bytes) was refused before it was read. Retry in a moment, or send smaller requests.")),
+                        new Metadata { { "retry-after-ms", "1000" } });
+                }
+            }
+
+            if (_refusal is not null && _nextPrefix == _start)
+            {
+                throw _refusal;
             }
         }
 
