@@ -46,6 +46,8 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
     private int _storeRefusalLogged;
     private bool _closing;
 
+    /// <summary>Starts the batcher: submissions are verified by <paramref name="verifier"/> (MegaNet's rule only) and
+    /// the accepted ones stored in <paramref name="store"/>, under <paramref name="options"/>' limits.</summary>
     public AdmissionPipeline(IBatchVerifier verifier, IEnvelopeStore store, NodeOptions options, TimeProvider clock, ILogger<AdmissionPipeline> logger)
     {
         RequireMegaNetRule(verifier);

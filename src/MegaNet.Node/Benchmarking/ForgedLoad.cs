@@ -91,6 +91,7 @@ public sealed class ForgedLoad : IAsyncDisposable
         $"forged: {r.Sent:N0} sent ({r.Sent / r.Seconds:N0}/s), {r.Refused:N0} refused as bad signatures, {r.Other:N0} otherwise refused or unanswered" +
         (r.Accepted > 0 ? $", {r.Accepted:N0} ACCEPTED (a verifier bug)" : "");
 
+    /// <summary>Stops sending forgeries and waits for the sender to finish.</summary>
     public async ValueTask DisposeAsync()
     {
         if (!_stop.IsCancellationRequested)

@@ -22,6 +22,7 @@ public sealed record LoadReport(string Mode, int Clients, int Sent, int Accepted
     /// of the latency is the client's own lag.</summary>
     public const double ClientLagWarningShare = 0.10;
 
+    /// <summary>Accepted envelopes per second over the whole run, first seconds included.</summary>
     public double AcceptedPerSecond => Accepted / Seconds;
 
     /// <summary>True when the client's own start lateness is a large part of the latency (see <see cref="ClientLagWarningShare"/>).</summary>

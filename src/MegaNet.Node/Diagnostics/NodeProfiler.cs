@@ -34,8 +34,10 @@ public sealed class ProfilerException(string message, Exception? inner = null) :
 public sealed class NodeExitedException(int processId, IReadOnlyList<InstrumentReading> lastReadings, string detail = "")
     : Exception($"node {processId} exited{detail}")
 {
+    /// <summary>The node's process id.</summary>
     public int ProcessId { get; } = processId;
 
+    /// <summary>The table as it stood when the node went away.</summary>
     public IReadOnlyList<InstrumentReading> LastReadings { get; } = lastReadings;
 }
 

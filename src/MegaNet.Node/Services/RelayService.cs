@@ -50,12 +50,14 @@ public sealed class RelayService(
     // Status is called before every send by MegaNetClient: read the assembly's version once, not by reflection per call.
     private static readonly string NodeVersion = typeof(RelayService).Assembly.GetName().Version?.ToString() ?? "0";
 
+    /// <inheritdoc/>
     public override Task<Receipt> Submit(SubmitRequest request, ServerCallContext context) =>
         admission.SubmitAsync(request.Envelope, Source(context), context.CancellationToken);
 
     /// <summary>The calling client's address, which admission holds bad signatures against.</summary>
     private static ClientAddress? Source(ServerCallContext context) => ClientAddress.From(context.GetHttpContext().Connection.RemoteIpAddress);
 
+    /// <inheritdoc/>
     public override async Task SubmitStream(IAsyncStreamReader<SubmitRequest> requestStream, IServerStreamWriter<SubmitResult> responseStream, ServerCallContext context)
     {
         // Submissions run concurrently (so they share verification batches); results go back in request order. The
@@ -223,9 +225,11 @@ public sealed class RelayService(
         }
     }
 
+    /// <inheritdoc/>
     public override Task<ChallengeResponse> Challenge(ChallengeRequest request, ServerCallContext context) =>
         Task.FromResult(authenticator.Challenge(request.Address.Span));
 
+    /// <inheritdoc/>
     public override async Task<FetchResponse> Fetch(FetchRequest request, ServerCallContext context)
     {
         byte[] address = authenticator.Authenticate(request.Auth, Source(context));
@@ -236,6 +240,7 @@ public sealed class RelayService(
         return response;
     }
 
+    /// <inheritdoc/>
     public override async Task<AckResponse> Ack(AckRequest request, ServerCallContext context)
     {
         if (request.Seqs.Count > FasterEnvelopeStore.MaxAckSeqs)
@@ -248,6 +253,7 @@ public sealed class RelayService(
         return new AckResponse { Deleted = deleted };
     }
 
+    /// <inheritdoc/>
     public override async Task Subscribe(SubscribeRequest request, IServerStreamWriter<MailEvent> responseStream, ServerCallContext context)
     {
         byte[] address = authenticator.Authenticate(request.Auth, Source(context));
@@ -313,9 +319,11 @@ public sealed class RelayService(
         }
     }
 
+    /// <inheritdoc/>
     public override Task<Api.V1.SignedTreeHead> GetTreeHead(GetTreeHeadRequest request, ServerCallContext context) =>
         Task.FromResult(AdmissionPipeline.ToProto(store.GetTreeHead()));
 
+    /// <inheritdoc/>
     public override Task<InclusionProof> GetInclusionProof(InclusionProofRequest request, ServerCallContext context)
     {
         if (request.LeafIndex < 0 || request.TreeSize < 1 || request.LeafIndex >= request.TreeSize)
@@ -331,6 +339,7 @@ public sealed class RelayService(
         return Task.FromResult(proof);
     }
 
+    /// <inheritdoc/>
     public override Task<ConsistencyProof> GetConsistencyProof(ConsistencyProofRequest request, ServerCallContext context)
     {
         if (request.First < 0 || request.First > request.Second)
@@ -345,6 +354,7 @@ public sealed class RelayService(
         return Task.FromResult(proof);
     }
 
+    /// <inheritdoc/>
     public override async Task<VerifyBatchResponse> VerifyBatch(VerifyBatchRequest request, ServerCallContext context)
     {
         if (request.Signatures.Count + request.Inclusions.Count > MaxVerifyItems)
@@ -401,6 +411,7 @@ public sealed class RelayService(
         return response;
     }
 
+    /// <inheritdoc/>
     public override Task<StatusResponse> Status(StatusRequest request, ServerCallContext context)
     {
         long batches = admission.Batches, signatures = admission.Signatures;
