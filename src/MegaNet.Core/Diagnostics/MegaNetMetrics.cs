@@ -70,33 +70,58 @@ public static class MegaNetMetrics
     /// connecting (<c>silent</c>).</summary>
     public static readonly Counter<long> ConnectionsRefused = Meter.CreateCounter<long>("meganet.connections.refused", "{connection}", "Client connections refused, by cap reached, or closed for sending nothing");
 
-    private static Func<long> _queueDepth = static () => 0;
-    private static Func<long> _logSize = static () => 0;
-    private static Func<long> _peers = static () => 0;
-    private static Func<long> _tableDiskReads = static () => 0;
+    private static readonly ObservedSource QueueDepthSource = new();
+    private static readonly ObservedSource LogSizeSource = new();
+    private static readonly ObservedSource PeersSource = new();
+    private static readonly ObservedSource TableDiskReadsSource = new();
 
     /// <summary>Admission queue depth (observable; the pipeline supplies the source).</summary>
-    public static readonly ObservableGauge<long> AdmissionQueueDepth = Meter.CreateObservableGauge("meganet.admission.queue_depth", () => _queueDepth(), "{envelope}", "Envelopes waiting for verification");
+    public static readonly ObservableGauge<long> AdmissionQueueDepth = Meter.CreateObservableGauge("meganet.admission.queue_depth", QueueDepthSource.Read, "{envelope}", "Envelopes waiting for verification");
 
     /// <summary>Leaves in the transparency log (observable; the store supplies the source).</summary>
-    public static readonly ObservableGauge<long> LogSize = Meter.CreateObservableGauge("meganet.store.log_size", () => _logSize(), "{leaf}", "Transparency log size");
+    public static readonly ObservableGauge<long> LogSize = Meter.CreateObservableGauge("meganet.store.log_size", LogSizeSource.Read, "{leaf}", "Transparency log size");
 
     /// <summary>Envelope-table reads that had to go to disk (observable; the store supplies the source). When it climbs
     /// with every mailbox read or replay check, the memory budget holds less than the mail being read.</summary>
-    public static readonly ObservableCounter<long> TableDiskReads = Meter.CreateObservableCounter("meganet.store.table_disk_reads", () => _tableDiskReads(), "{read}", "Envelope table reads served from disk (beyond the memory budget)");
+    public static readonly ObservableCounter<long> TableDiskReads = Meter.CreateObservableCounter("meganet.store.table_disk_reads", TableDiskReadsSource.Read, "{read}", "Envelope table reads served from disk (beyond the memory budget)");
 
     /// <summary>Connected peers (the mesh is not built yet; reads 0 until it is).</summary>
-    public static readonly ObservableGauge<long> ConnectedPeers = Meter.CreateObservableGauge("meganet.mesh.peers", () => _peers(), "{peer}", "Connected peer nodes (always 0 for now: the mesh is not built yet)");
+    public static readonly ObservableGauge<long> ConnectedPeers = Meter.CreateObservableGauge("meganet.mesh.peers", PeersSource.Read, "{peer}", "Connected peer nodes (always 0 for now: the mesh is not built yet)");
 
-    /// <summary>Sets the source of the admission queue depth gauge.</summary>
-    public static void ObserveQueueDepth(Func<long> source) => _queueDepth = source ?? throw new ArgumentNullException(nameof(source));
+    /// <summary>Sets the source of the admission queue depth gauge until the returned registration is disposed.</summary>
+    public static IDisposable ObserveQueueDepth(Func<long> source) => QueueDepthSource.Set(source);
 
-    /// <summary>Sets the source of the log size gauge.</summary>
-    public static void ObserveLogSize(Func<long> source) => _logSize = source ?? throw new ArgumentNullException(nameof(source));
+    /// <summary>Sets the source of the log size gauge until the returned registration is disposed.</summary>
+    public static IDisposable ObserveLogSize(Func<long> source) => LogSizeSource.Set(source);
 
-    /// <summary>Sets the source of the table disk reads counter.</summary>
-    public static void ObserveTableDiskReads(Func<long> source) => _tableDiskReads = source ?? throw new ArgumentNullException(nameof(source));
+    /// <summary>Sets the source of the table disk reads counter until the returned registration is disposed.</summary>
+    public static IDisposable ObserveTableDiskReads(Func<long> source) => TableDiskReadsSource.Set(source);
 
-    /// <summary>Sets the source of the connected peers gauge.</summary>
-    public static void ObservePeers(Func<long> source) => _peers = source ?? throw new ArgumentNullException(nameof(source));
+    /// <summary>Sets the source of the connected peers gauge until the returned registration is disposed.</summary>
+    public static IDisposable ObservePeers(Func<long> source) => PeersSource.Set(source);
+
+    /// <summary>
+    /// Where an observable instrument reads from: the latest component to register (one node per process is the normal
+    /// case). Disposing the registration puts back 0 unless a newer one took over, so a disposed pipeline or store is
+    /// neither reported nor kept alive by the instrument.
+    /// </summary>
+    private sealed class ObservedSource
+    {
+        private static readonly Func<long> Zero = static () => 0;
+        private Func<long> _current = Zero;
+
+        public long Read() => Volatile.Read(ref _current)();
+
+        public IDisposable Set(Func<long> source)
+        {
+            ArgumentNullException.ThrowIfNull(source);
+            Volatile.Write(ref _current, source);
+            return new Registration(this, source);
+        }
+
+        private sealed class Registration(ObservedSource owner, Func<long> source) : IDisposable
+        {
+            public void Dispose() => Interlocked.CompareExchange(ref owner._current, Zero, source);
+        }
+    }
 }

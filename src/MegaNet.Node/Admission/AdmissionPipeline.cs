@@ -30,6 +30,7 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
     private readonly IEnvelopeStore _store;
     private readonly NodeOptions _options;
     private readonly string _rateLimitedText;
+    private readonly IDisposable _queueDepthSource;
     private readonly TimeProvider _clock;
     private readonly ILogger _logger;
     private readonly Channel<Pending> _queue;
@@ -58,7 +59,7 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
         _logger = logger;
         _rateLimitedText = $"Too many submissions from this sending key (limit {options.SubmitRatePerKey}/s, burst {options.SubmitBurst}); retry later.";
         _queue = Channel.CreateBounded<Pending>(new BoundedChannelOptions(options.QueueCapacity) { SingleReader = true, FullMode = BoundedChannelFullMode.Wait });
-        MegaNetMetrics.ObserveQueueDepth(() => Volatile.Read(ref _depth));
+        _queueDepthSource = MegaNetMetrics.ObserveQueueDepth(() => Volatile.Read(ref _depth));
         _batcher = Task.Factory.StartNew(BatchLoop, CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
     }
 
@@ -218,6 +219,7 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
         Volatile.Write(ref _closing, true);
         _queue.Writer.TryComplete();
         await _batcher.ConfigureAwait(false);
+        _queueDepthSource.Dispose();
     }
 
     /// <summary>Checks what needs no cryptography: the refusal, or null and the envelope's serialized length.</summary>
