@@ -1,5 +1,5 @@
-using Google.Protobuf;
 using System.Security.Cryptography;
+using Google.Protobuf;
 using MegaNet.Api;
 using MegaNet.Api.V1;
 using MegaNet.Node.Services;
