@@ -4,6 +4,7 @@ using System.Diagnostics;
 using System.Threading.Channels;
 using FASTER.core;
 using MegaNet.Core.Diagnostics;
+using MegaNet.Core.Interop;
 using MegaNet.Core.Transparency;
 using NSec.Cryptography;
 
@@ -26,6 +27,12 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
 
     // Groups smaller than this mean light load: the next group skips the commit window.
     private const int LightGroup = 64;
+
+    // Most requests in one group.
+    private const int MaxGroup = 8192;
+
+    // Longest sleep between looks at the queue while a group fills (the kernel adds its timer slack, 50 µs on Linux).
+    private const int WindowSliceMicroseconds = 100;
 
     private readonly StoreOptions _options;
     private readonly IDevice _device;
@@ -95,7 +102,9 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
             _nextLogIndex = _merkle.Size;
         }
 
-        _committer = Task.Run(CommitLoopAsync);
+        // A thread of its own: the loop sleeps through each group-commit window and waits for the pipeline
+        // synchronously, which must not hold a thread-pool thread that the apply stage and callers need.
+        _committer = Task.Factory.StartNew(CommitLoop, CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
     }
 
     /// <summary>Directory of the envelope table (FasterKV hybrid log and checkpoints).</summary>
@@ -663,34 +672,41 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     /// The committer: gathers concurrent requests into a group (the group-commit window), prepares it (duplicate, quota
     /// and sequence decisions, log records), starts its commit, and hands it to the apply stage, which waits for the
     /// commit, writes the table and indexes and answers. The next group is prepared while the previous one commits and
-    /// applies, so the two halves of the work run on both cores; at most two groups are in flight.
+    /// applies, so the two halves of the work run on both cores; at most two groups are in flight. Runs on a thread of
+    /// its own (see <see cref="StartCommitter"/>) and waits synchronously.
     /// </summary>
-    private async Task CommitLoopAsync()
+    private void CommitLoop()
     {
         ChannelReader<Request> reader = _requests.Reader;
         Task applying = Task.CompletedTask;
         int lastGroup = 0;
-        while (await reader.WaitToReadAsync().ConfigureAwait(false))
+        // Reused: Prepare and the apply stage copy what they keep, and nothing holds the list past its iteration.
+        var group = new List<Request>();
+        while (reader.WaitToReadAsync().AsTask().GetAwaiter().GetResult())
         {
-            var group = new List<Request>();
-            var window = Stopwatch.StartNew();
+            group.Clear();
+            long windowStart = Stopwatch.GetTimestamp();
             // Under light load (the previous group was small) waiting only adds latency: commit what is there, and
             // what arrives meanwhile forms the next group while this one commits.
             bool light = lastGroup < LightGroup;
             while (true)
             {
-                while (group.Count < 8192 && reader.TryRead(out Request? r))
+                while (group.Count < MaxGroup && reader.TryRead(out Request? r))
                 {
                     group.Add(r);
                 }
 
                 // Concurrent callers arrive microseconds apart: give them the window to share this commit.
-                if (group.Count >= 8192 || window.Elapsed >= _options.GroupCommitWindow || (light && group.Count < LightGroup))
+                TimeSpan left = _options.GroupCommitWindow - Stopwatch.GetElapsedTime(windowStart);
+                if (group.Count >= MaxGroup || left <= TimeSpan.Zero || (light && group.Count < LightGroup) || reader.Completion.IsCompleted)
                 {
                     break;
                 }
 
-                Thread.Yield();
+                // Sleep through the window in short slices (a full group still goes within one slice) instead of
+                // spinning on Thread.Yield: sched_yield returns at once when nothing else wants the core, so under
+                // streaming load that was a busy loop of up to the whole window per group.
+                ShortSleep.Sleep((int)Math.Min(Math.Ceiling(left.TotalMicroseconds), WindowSliceMicroseconds));
             }
 
             try
@@ -703,7 +719,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
                 if (_writing is { IsCompleted: true } written)
                 {
                     _writing = null;
-                    FinishCheckpoint(await written.ConfigureAwait(false));
+                    FinishCheckpoint(written.GetAwaiter().GetResult());
                 }
 
                 lastGroup = group.Count;
@@ -711,7 +727,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
                 Task commit = prepared.NeedsCommit ? CommitAndCheckAsync() : Task.CompletedTask;
                 Task previous = applying;
                 applying = ApplyAfterCommitAsync(previous, prepared, commit);
-                await previous.ConfigureAwait(false);
+                previous.GetAwaiter().GetResult();
                 if (++_commitsSincePrune >= 64)
                 {
                     _commitsSincePrune = 0;
@@ -723,12 +739,12 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
                     || _log.TailAddress - _checkpointedWal >= _options.CheckpointLogBytes)))
                 {
                     // The snapshot is of the indexes against the log's tail: nothing may be in flight.
-                    await applying.ConfigureAwait(false);
+                    applying.GetAwaiter().GetResult();
                     if (_fault is null)
                     {
                         if (asked)
                         {
-                            await CheckpointCycleAsync().ConfigureAwait(false);
+                            CheckpointCycleAsync().GetAwaiter().GetResult();
                         }
                         else
                         {
@@ -761,11 +777,11 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
             }
         }
 
-        await applying.ConfigureAwait(false);
+        applying.GetAwaiter().GetResult();
         if (_fault is not null && _writing is { } writing)
         {
             // The table must not be closed under a checkpoint still writing; its outcome no longer matters.
-            await writing.ContinueWith(static _ => { }, TaskScheduler.Default).ConfigureAwait(false);
+            writing.ContinueWith(static _ => { }, TaskScheduler.Default).Wait();
             _writing = null;
         }
 
@@ -780,7 +796,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
 
         try
         {
-            await CheckpointCycleAsync().ConfigureAwait(false);
+            CheckpointCycleAsync().GetAwaiter().GetResult();
         }
         catch (Exception e)
         {
