@@ -45,7 +45,9 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     private readonly Dictionary<Key32, Mailbox> _mailboxes = [];
     private readonly MerkleLog _merkle = new();
     private readonly byte[] _nodePublicKey;
-    private SignedTreeHead _head;
+
+    // Replaced whole by the apply stage (and replay) after the tree grew; read without the index lock.
+    private volatile SignedTreeHead _head;
     private int _disposed;
 
     // Set when a commit fails (full disk, device error). Records of the failed group may or may not be on disk, so
@@ -542,13 +544,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     }
 
     /// <inheritdoc />
-    public SignedTreeHead GetTreeHead()
-    {
-        lock (_state)
-        {
-            return _head;
-        }
-    }
+    public SignedTreeHead GetTreeHead() => _head;
 
     /// <inheritdoc />
     public IReadOnlyList<byte[]> GetInclusionProof(long leafIndex, long treeSize)
@@ -1193,6 +1189,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
 
         long size;
         byte[] root;
+        List<Key32>? acked = prepared.Acks.Count > 0 ? [] : null;
         lock (_state)
         {
             foreach ((Request _, Stored stored, bool isNew) in prepared.Accepted)
@@ -1210,21 +1207,24 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
 
             foreach (Request r in prepared.Acks)
             {
-                r.AckedCount = ApplyAck(r.Ack!);
+                r.AckedCount = ApplyAck(r.Ack!, acked);
             }
 
             size = _merkle.Size;
             root = leaves.Count > 0 ? _merkle.Root(size) : [];
         }
 
+        // The acknowledged envelopes' bytes go after the lock, as the puts' records went before it: a table write can
+        // wait (for a page flush, or for ever while a full disk fails it), and under the lock it held up every reader
+        // of the indexes (Fetch, Subscribe, Status, proofs, the log-size gauge). The entries already left the indexes,
+        // so no reader finds them any more; the apply stage is serial and a checkpoint's snapshot waits for it, so the
+        // deletes still reach the table before the next group's writes and before any snapshot, as they did.
+        DeleteAckedBytes(acked);
+
         if (leaves.Count > 0)
         {
             // Signed outside the lock; only this stage changes the tree, so the head still describes its newest size.
-            SignedTreeHead head = SignHead(size, root);
-            lock (_state)
-            {
-                _head = head;
-            }
+            _head = SignHead(size, root);
         }
 
         Volatile.Write(ref _appliedGeneration, prepared.Generation);
@@ -1331,7 +1331,9 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         }
     }
 
-    private int ApplyAck(AckRequest ack)
+    // Under the index lock: removes the acknowledged entries and adds their ids to removedIds, whose bytes the caller
+    // deletes from the table after letting go of the lock (DeleteAckedBytes).
+    private int ApplyAck(AckRequest ack, List<Key32>? removedIds)
     {
         if (!_mailboxes.TryGetValue(new Key32(ack.Recipient), out Mailbox? box))
         {
@@ -1339,14 +1341,11 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         }
 
         int removed = 0;
-        Span<byte> id = stackalloc byte[32];
         foreach (ulong seq in ack.Seqs)
         {
             if (RemoveEntry(box, seq, out IndexEntry entry))
             {
-                // The bytes go; the metadata stays until expiry so a replay still gets its original receipt.
-                entry.Id.CopyTo(id);
-                _kv.DeleteBytes(id);
+                removedIds!.Add(entry.Id);
                 removed++;
             }
         }
@@ -1354,6 +1353,27 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         ForgetIfEmpty(new Key32(ack.Recipient), box);
         return removed;
     }
+
+    // The bytes go; the metadata stays until expiry so a replay still gets its original receipt. Apply stage (or
+    // replay) only, outside the index lock.
+    private void DeleteAckedBytes(List<Key32>? ids)
+    {
+        if (ids is null)
+        {
+            return;
+        }
+
+        Span<byte> id = stackalloc byte[32];
+        foreach (Key32 key in ids)
+        {
+            BeforeAckDeleteForTests?.Invoke();
+            key.CopyTo(id);
+            _kv.DeleteBytes(id);
+        }
+    }
+
+    /// <summary>Tests: runs before each table delete of an acknowledged envelope's bytes (to stall one).</summary>
+    internal Action? BeforeAckDeleteForTests { get; set; }
 
     /// <summary>Loads the checkpoint's indexes and leaves (if any), then replays the log after it.</summary>
     private void Restore(Checkpoint.Manifest? manifest, CancellationToken cancellationToken)
@@ -1431,7 +1451,10 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
                             seqs[i] = BinaryPrimitives.ReadUInt64LittleEndian(r[(37 + 8 * i)..]);
                         }
 
-                        ApplyAck(new AckRequest(recipient, seqs));
+                        // Nothing else runs during replay: the bytes go at once.
+                        var acked = new List<Key32>();
+                        ApplyAck(new AckRequest(recipient, seqs), acked);
+                        DeleteAckedBytes(acked);
                         break;
                     }
 
