@@ -1254,7 +1254,9 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
                     catch (Exception)
                     {
                         // The mail is committed and answered; a listener's failure is not the store's, and must not
-                        // be taken for a failed commit (that would refuse every later write).
+                        // be taken for a failed commit (that would refuse every later write). Counted, so that a
+                        // listener that keeps failing (live delivery stopped) shows; the store has no logger.
+                        MegaNetMetrics.StoreMailListenerFailures.Add(1);
                     }
                 }
             }

@@ -39,7 +39,8 @@ public interface IEnvelopeStore : IAsyncDisposable
     IReadOnlyList<byte[]> GetConsistencyProof(long firstSize, long secondSize);
 
     /// <summary>Raised after a put commits, with the recipient address and the new entry's sequence number
-    /// (live delivery to subscribers). Handlers must be quick and must not throw.</summary>
+    /// (live delivery to subscribers). Handlers must be quick and must not throw: an exception does not fail the put,
+    /// but the handlers after the thrower miss that mail, and it is counted in <c>meganet.store.mail_listener_failures</c>.</summary>
     event Action<ReadOnlyMemory<byte>, ulong>? MailArrived;
 }
 
