@@ -77,6 +77,10 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     // Written by the apply stage after a group's table writes and index updates; read by the prepare stage.
     private long _appliedGeneration;
 
+    // Free bytes on the store's file system as last read, and when (Stopwatch ticks) to read them again (DiskSpaceLow).
+    private long _freeDiskBytes = long.MaxValue;
+    private long _nextDiskCheck;
+
     private FasterEnvelopeStore(StoreOptions options, IDevice device, FasterLog log, EnvelopeKv kv, FileStream lockFile)
     {
         _options = options;
@@ -434,12 +438,22 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         ObjectDisposedException.ThrowIf(_disposed != 0, this);
         var results = new PutResult[requests.Count];
         var pending = new List<(int Index, Request Request)>(requests.Count);
+        DiskSpaceLowException? lowOnDisk = DiskSpaceLow() ? new DiskSpaceLowException(
+            $"The node is low on disk space (under the {_options.MinFreeDiskBytes >> 20:N0} MiB it keeps free) and stores no new mail until space is freed. " +
+            "Nothing was stored; retry later or send through another node.") : null;
         for (int i = 0; i < requests.Count; i++)
         {
             string? problem = Check(requests[i]);
             if (problem is not null)
             {
                 results[i] = new PutResult(null, new ArgumentException(problem));
+                continue;
+            }
+
+            if (lowOnDisk is not null)
+            {
+                results[i] = new PutResult(null, lowOnDisk);
+                MegaNetMetrics.StoreLowDiskRefusals.Add(1);
                 continue;
             }
 
@@ -461,6 +475,49 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         }
 
         return results;
+    }
+
+    /// <summary>
+    /// Whether the store's file system has less free space than <see cref="StoreOptions.MinFreeDiskBytes"/>, read at
+    /// most once per <see cref="StoreOptions.FreeDiskCheckInterval"/> (one statvfs; the caller that finds it due reads
+    /// it, the others use the last value). Puts are refused meanwhile, nothing else: acks, checkpoints and compaction
+    /// need the room the mark keeps. A failed read refuses nothing.
+    /// </summary>
+    public bool DiskSpaceLow()
+    {
+        if (_options.MinFreeDiskBytes <= 0)
+        {
+            return false;
+        }
+
+        long now = Stopwatch.GetTimestamp();
+        long due = Volatile.Read(ref _nextDiskCheck);
+        if (now >= due && Interlocked.CompareExchange(ref _nextDiskCheck, now + (long)(_options.FreeDiskCheckInterval.TotalSeconds * Stopwatch.Frequency), due) == due)
+        {
+            Volatile.Write(ref _freeDiskBytes, FreeDiskBytes());
+        }
+
+        return Volatile.Read(ref _freeDiskBytes) < _options.MinFreeDiskBytes;
+    }
+
+    private long FreeDiskBytes()
+    {
+        if (_options.FreeDiskBytesForTests is { } probe)
+        {
+            return probe();
+        }
+
+        try
+        {
+            // statvfs(2) of the directory on Unix (any path on the file system will do); Windows wants the drive.
+            string path = Path.GetFullPath(StoreDirectory);
+            return new DriveInfo(OperatingSystem.IsWindows() ? Path.GetPathRoot(path)! : path).AvailableFreeSpace;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentException)
+        {
+            // Not knowing is no reason to refuse mail; a full disk still faults the store as before.
+            return long.MaxValue;
+        }
     }
 
     /// <inheritdoc />
