@@ -4,6 +4,7 @@ using System.Diagnostics;
 using System.Threading.Channels;
 using FASTER.core;
 using MegaNet.Core.Diagnostics;
+using MegaNet.Core.Interop;
 using MegaNet.Core.Transparency;
 using NSec.Cryptography;
 
@@ -27,6 +28,12 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     // Groups smaller than this mean light load: the next group skips the commit window.
     private const int LightGroup = 64;
 
+    // Most requests in one group.
+    private const int MaxGroup = 8192;
+
+    // Longest sleep between looks at the queue while a group fills (the kernel adds its timer slack, 50 µs on Linux).
+    private const int WindowSliceMicroseconds = 100;
+
     private readonly StoreOptions _options;
     private readonly IDevice _device;
     private readonly FileStream _lockFile;
@@ -38,7 +45,9 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     private readonly Dictionary<Key32, Mailbox> _mailboxes = [];
     private readonly MerkleLog _merkle = new();
     private readonly byte[] _nodePublicKey;
-    private SignedTreeHead _head;
+
+    // Replaced whole by the apply stage (and replay) after the tree grew; read without the index lock.
+    private volatile SignedTreeHead _head;
     private int _disposed;
 
     // Set when a commit fails (full disk, device error). Records of the failed group may or may not be on disk, so
@@ -68,6 +77,10 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     // Written by the apply stage after a group's table writes and index updates; read by the prepare stage.
     private long _appliedGeneration;
 
+    // Free bytes on the store's file system as last read, and when (Stopwatch ticks) to read them again (DiskSpaceLow).
+    private long _freeDiskBytes = long.MaxValue;
+    private long _nextDiskCheck;
+
     private FasterEnvelopeStore(StoreOptions options, IDevice device, FasterLog log, EnvelopeKv kv, FileStream lockFile)
     {
         _options = options;
@@ -95,7 +108,9 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
             _nextLogIndex = _merkle.Size;
         }
 
-        _committer = Task.Run(CommitLoopAsync);
+        // A thread of its own: the loop sleeps through each group-commit window and waits for the pipeline
+        // synchronously, which must not hold a thread-pool thread that the apply stage and callers need.
+        _committer = Task.Factory.StartNew(CommitLoop, CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
     }
 
     /// <summary>Directory of the envelope table (FasterKV hybrid log and checkpoints).</summary>
@@ -423,12 +438,22 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         ObjectDisposedException.ThrowIf(_disposed != 0, this);
         var results = new PutResult[requests.Count];
         var pending = new List<(int Index, Request Request)>(requests.Count);
+        DiskSpaceLowException? lowOnDisk = DiskSpaceLow() ? new DiskSpaceLowException(
+            $"The node is low on disk space (under the {_options.MinFreeDiskBytes >> 20:N0} MiB it keeps free) and stores no new mail until space is freed. " +
+            "Nothing was stored; retry later or send through another node.") : null;
         for (int i = 0; i < requests.Count; i++)
         {
             string? problem = Check(requests[i]);
             if (problem is not null)
             {
                 results[i] = new PutResult(null, new ArgumentException(problem));
+                continue;
+            }
+
+            if (lowOnDisk is not null)
+            {
+                results[i] = new PutResult(null, lowOnDisk);
+                MegaNetMetrics.StoreLowDiskRefusals.Add(1);
                 continue;
             }
 
@@ -450,6 +475,49 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         }
 
         return results;
+    }
+
+    /// <summary>
+    /// Whether the store's file system has less free space than <see cref="StoreOptions.MinFreeDiskBytes"/>, read at
+    /// most once per <see cref="StoreOptions.FreeDiskCheckInterval"/> (one statvfs; the caller that finds it due reads
+    /// it, the others use the last value). Puts are refused meanwhile, nothing else: acks, checkpoints and compaction
+    /// need the room the mark keeps. A failed read refuses nothing.
+    /// </summary>
+    public bool DiskSpaceLow()
+    {
+        if (_options.MinFreeDiskBytes <= 0)
+        {
+            return false;
+        }
+
+        long now = Stopwatch.GetTimestamp();
+        long due = Volatile.Read(ref _nextDiskCheck);
+        if (now >= due && Interlocked.CompareExchange(ref _nextDiskCheck, now + (long)(_options.FreeDiskCheckInterval.TotalSeconds * Stopwatch.Frequency), due) == due)
+        {
+            Volatile.Write(ref _freeDiskBytes, FreeDiskBytes());
+        }
+
+        return Volatile.Read(ref _freeDiskBytes) < _options.MinFreeDiskBytes;
+    }
+
+    private long FreeDiskBytes()
+    {
+        if (_options.FreeDiskBytesForTests is { } probe)
+        {
+            return probe();
+        }
+
+        try
+        {
+            // statvfs(2) of the directory on Unix (any path on the file system will do); Windows wants the drive.
+            string path = Path.GetFullPath(StoreDirectory);
+            return new DriveInfo(OperatingSystem.IsWindows() ? Path.GetPathRoot(path)! : path).AvailableFreeSpace;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentException)
+        {
+            // Not knowing is no reason to refuse mail; a full disk still faults the store as before.
+            return long.MaxValue;
+        }
     }
 
     /// <inheritdoc />
@@ -533,13 +601,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     }
 
     /// <inheritdoc />
-    public SignedTreeHead GetTreeHead()
-    {
-        lock (_state)
-        {
-            return _head;
-        }
-    }
+    public SignedTreeHead GetTreeHead() => _head;
 
     /// <inheritdoc />
     public IReadOnlyList<byte[]> GetInclusionProof(long leafIndex, long treeSize)
@@ -663,34 +725,41 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     /// The committer: gathers concurrent requests into a group (the group-commit window), prepares it (duplicate, quota
     /// and sequence decisions, log records), starts its commit, and hands it to the apply stage, which waits for the
     /// commit, writes the table and indexes and answers. The next group is prepared while the previous one commits and
-    /// applies, so the two halves of the work run on both cores; at most two groups are in flight.
+    /// applies, so the two halves of the work run on both cores; at most two groups are in flight. Runs on a thread of
+    /// its own (see <see cref="StartCommitter"/>) and waits synchronously.
     /// </summary>
-    private async Task CommitLoopAsync()
+    private void CommitLoop()
     {
         ChannelReader<Request> reader = _requests.Reader;
         Task applying = Task.CompletedTask;
         int lastGroup = 0;
-        while (await reader.WaitToReadAsync().ConfigureAwait(false))
+        // Reused: Prepare and the apply stage copy what they keep, and nothing holds the list past its iteration.
+        var group = new List<Request>();
+        while (reader.WaitToReadAsync().AsTask().GetAwaiter().GetResult())
         {
-            var group = new List<Request>();
-            var window = Stopwatch.StartNew();
+            group.Clear();
+            long windowStart = Stopwatch.GetTimestamp();
             // Under light load (the previous group was small) waiting only adds latency: commit what is there, and
             // what arrives meanwhile forms the next group while this one commits.
             bool light = lastGroup < LightGroup;
             while (true)
             {
-                while (group.Count < 8192 && reader.TryRead(out Request? r))
+                while (group.Count < MaxGroup && reader.TryRead(out Request? r))
                 {
                     group.Add(r);
                 }
 
                 // Concurrent callers arrive microseconds apart: give them the window to share this commit.
-                if (group.Count >= 8192 || window.Elapsed >= _options.GroupCommitWindow || (light && group.Count < LightGroup))
+                TimeSpan left = _options.GroupCommitWindow - Stopwatch.GetElapsedTime(windowStart);
+                if (group.Count >= MaxGroup || left <= TimeSpan.Zero || (light && group.Count < LightGroup) || reader.Completion.IsCompleted)
                 {
                     break;
                 }
 
-                Thread.Yield();
+                // Sleep through the window in short slices (a full group still goes within one slice) instead of
+                // spinning on Thread.Yield: sched_yield returns at once when nothing else wants the core, so under
+                // streaming load that was a busy loop of up to the whole window per group.
+                ShortSleep.Sleep((int)Math.Min(Math.Ceiling(left.TotalMicroseconds), WindowSliceMicroseconds));
             }
 
             try
@@ -703,7 +772,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
                 if (_writing is { IsCompleted: true } written)
                 {
                     _writing = null;
-                    FinishCheckpoint(await written.ConfigureAwait(false));
+                    FinishCheckpoint(written.GetAwaiter().GetResult());
                 }
 
                 lastGroup = group.Count;
@@ -711,7 +780,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
                 Task commit = prepared.NeedsCommit ? CommitAndCheckAsync() : Task.CompletedTask;
                 Task previous = applying;
                 applying = ApplyAfterCommitAsync(previous, prepared, commit);
-                await previous.ConfigureAwait(false);
+                previous.GetAwaiter().GetResult();
                 if (++_commitsSincePrune >= 64)
                 {
                     _commitsSincePrune = 0;
@@ -723,12 +792,12 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
                     || _log.TailAddress - _checkpointedWal >= _options.CheckpointLogBytes)))
                 {
                     // The snapshot is of the indexes against the log's tail: nothing may be in flight.
-                    await applying.ConfigureAwait(false);
+                    applying.GetAwaiter().GetResult();
                     if (_fault is null)
                     {
                         if (asked)
                         {
-                            await CheckpointCycleAsync().ConfigureAwait(false);
+                            CheckpointCycleAsync().GetAwaiter().GetResult();
                         }
                         else
                         {
@@ -761,11 +830,11 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
             }
         }
 
-        await applying.ConfigureAwait(false);
+        applying.GetAwaiter().GetResult();
         if (_fault is not null && _writing is { } writing)
         {
             // The table must not be closed under a checkpoint still writing; its outcome no longer matters.
-            await writing.ContinueWith(static _ => { }, TaskScheduler.Default).ConfigureAwait(false);
+            writing.ContinueWith(static _ => { }, TaskScheduler.Default).Wait();
             _writing = null;
         }
 
@@ -780,7 +849,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
 
         try
         {
-            await CheckpointCycleAsync().ConfigureAwait(false);
+            CheckpointCycleAsync().GetAwaiter().GetResult();
         }
         catch (Exception e)
         {
@@ -1177,6 +1246,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
 
         long size;
         byte[] root;
+        List<Key32>? acked = prepared.Acks.Count > 0 ? [] : null;
         lock (_state)
         {
             foreach ((Request _, Stored stored, bool isNew) in prepared.Accepted)
@@ -1194,21 +1264,24 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
 
             foreach (Request r in prepared.Acks)
             {
-                r.AckedCount = ApplyAck(r.Ack!);
+                r.AckedCount = ApplyAck(r.Ack!, acked);
             }
 
             size = _merkle.Size;
             root = leaves.Count > 0 ? _merkle.Root(size) : [];
         }
 
+        // The acknowledged envelopes' bytes go after the lock, as the puts' records went before it: a table write can
+        // wait (for a page flush, or for ever while a full disk fails it), and under the lock it held up every reader
+        // of the indexes (Fetch, Subscribe, Status, proofs, the log-size gauge). The entries already left the indexes,
+        // so no reader finds them any more; the apply stage is serial and a checkpoint's snapshot waits for it, so the
+        // deletes still reach the table before the next group's writes and before any snapshot, as they did.
+        DeleteAckedBytes(acked);
+
         if (leaves.Count > 0)
         {
             // Signed outside the lock; only this stage changes the tree, so the head still describes its newest size.
-            SignedTreeHead head = SignHead(size, root);
-            lock (_state)
-            {
-                _head = head;
-            }
+            _head = SignHead(size, root);
         }
 
         Volatile.Write(ref _appliedGeneration, prepared.Generation);
@@ -1238,7 +1311,9 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
                     catch (Exception)
                     {
                         // The mail is committed and answered; a listener's failure is not the store's, and must not
-                        // be taken for a failed commit (that would refuse every later write).
+                        // be taken for a failed commit (that would refuse every later write). Counted, so that a
+                        // listener that keeps failing (live delivery stopped) shows; the store has no logger.
+                        MegaNetMetrics.StoreMailListenerFailures.Add(1);
                     }
                 }
             }
@@ -1315,7 +1390,9 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         }
     }
 
-    private int ApplyAck(AckRequest ack)
+    // Under the index lock: removes the acknowledged entries and adds their ids to removedIds, whose bytes the caller
+    // deletes from the table after letting go of the lock (DeleteAckedBytes).
+    private int ApplyAck(AckRequest ack, List<Key32>? removedIds)
     {
         if (!_mailboxes.TryGetValue(new Key32(ack.Recipient), out Mailbox? box))
         {
@@ -1323,14 +1400,11 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         }
 
         int removed = 0;
-        Span<byte> id = stackalloc byte[32];
         foreach (ulong seq in ack.Seqs)
         {
             if (RemoveEntry(box, seq, out IndexEntry entry))
             {
-                // The bytes go; the metadata stays until expiry so a replay still gets its original receipt.
-                entry.Id.CopyTo(id);
-                _kv.DeleteBytes(id);
+                removedIds!.Add(entry.Id);
                 removed++;
             }
         }
@@ -1338,6 +1412,27 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         ForgetIfEmpty(new Key32(ack.Recipient), box);
         return removed;
     }
+
+    // The bytes go; the metadata stays until expiry so a replay still gets its original receipt. Apply stage (or
+    // replay) only, outside the index lock.
+    private void DeleteAckedBytes(List<Key32>? ids)
+    {
+        if (ids is null)
+        {
+            return;
+        }
+
+        Span<byte> id = stackalloc byte[32];
+        foreach (Key32 key in ids)
+        {
+            BeforeAckDeleteForTests?.Invoke();
+            key.CopyTo(id);
+            _kv.DeleteBytes(id);
+        }
+    }
+
+    /// <summary>Tests: runs before each table delete of an acknowledged envelope's bytes (to stall one).</summary>
+    internal Action? BeforeAckDeleteForTests { get; set; }
 
     /// <summary>Loads the checkpoint's indexes and leaves (if any), then replays the log after it.</summary>
     private void Restore(Checkpoint.Manifest? manifest, CancellationToken cancellationToken)
@@ -1415,7 +1510,10 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
                             seqs[i] = BinaryPrimitives.ReadUInt64LittleEndian(r[(37 + 8 * i)..]);
                         }
 
-                        ApplyAck(new AckRequest(recipient, seqs));
+                        // Nothing else runs during replay: the bytes go at once.
+                        var acked = new List<Key32>();
+                        ApplyAck(new AckRequest(recipient, seqs), acked);
+                        DeleteAckedBytes(acked);
                         break;
                     }
 

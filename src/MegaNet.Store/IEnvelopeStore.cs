@@ -9,7 +9,8 @@ public interface IEnvelopeStore : IAsyncDisposable
 {
     /// <summary>Stores an envelope for <see cref="PutRequest.Recipient"/> and appends its id to the log. Idempotent: the same
     /// envelope bytes again return the original receipt with <see cref="PutReceipt.Duplicate"/> set and change nothing.</summary>
-    /// <exception cref="QuotaExceededException">The recipient's mailbox is over its count or byte quota; nothing was written.</exception>
+    /// <exception cref="QuotaExceededException">The recipient's mailbox is over its count or byte quota, or
+    /// (<see cref="DiskSpaceLowException"/>) the store's disk is below its free-space mark; nothing was written.</exception>
     /// <exception cref="ArgumentException">Bad request (address not 32 bytes, expiry in the past or beyond the node's maximum TTL, envelope empty or too large).</exception>
     ValueTask<PutReceipt> PutAsync(PutRequest request, CancellationToken cancellationToken = default);
 
@@ -39,7 +40,8 @@ public interface IEnvelopeStore : IAsyncDisposable
     IReadOnlyList<byte[]> GetConsistencyProof(long firstSize, long secondSize);
 
     /// <summary>Raised after a put commits, with the recipient address and the new entry's sequence number
-    /// (live delivery to subscribers). Handlers must be quick and must not throw.</summary>
+    /// (live delivery to subscribers). Handlers must be quick and must not throw: an exception does not fail the put,
+    /// but the handlers after the thrower miss that mail, and it is counted in <c>meganet.store.mail_listener_failures</c>.</summary>
     event Action<ReadOnlyMemory<byte>, ulong>? MailArrived;
 }
 
@@ -80,5 +82,11 @@ public sealed record MailboxPage(IReadOnlyList<MailboxEntry> Entries, ulong Next
 /// <summary>One message waiting in a mailbox.</summary>
 public sealed record MailboxEntry(ulong Seq, byte[] EnvelopeId, byte[] Envelope, DateTimeOffset ExpiresAt, long LogIndex);
 
-/// <summary>The recipient's mailbox is full; nothing was written.</summary>
-public sealed class QuotaExceededException(string message) : Exception(message);
+/// <summary>A limit is reached: the recipient's mailbox is full, or (<see cref="DiskSpaceLowException"/>) the node's
+/// disk nearly is; nothing was written.</summary>
+public class QuotaExceededException(string message) : Exception(message);
+
+/// <summary>The file system of the store has less free space than <see cref="StoreOptions.MinFreeDiskBytes"/>: no new
+/// envelope is stored until space is freed (the store notices by itself). Nothing was written; retry later. A
+/// <see cref="QuotaExceededException"/>, so the node answers <c>RESOURCE_EXHAUSTED</c> with a retry delay.</summary>
+public sealed class DiskSpaceLowException(string message) : QuotaExceededException(message);

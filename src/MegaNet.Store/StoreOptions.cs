@@ -50,6 +50,22 @@ public sealed class StoreOptions
     /// <summary>Largest envelope accepted, in bytes. Default 69,632 (64 KiB payload class plus headers).</summary>
     public int MaxEnvelopeBytes { get; set; } = 65_536 + 4_096;
 
+    /// <summary>
+    /// Free space the store keeps on the file system of its directory. Below it, puts are refused with
+    /// <see cref="DiskSpaceLowException"/> (the node answers <c>RESOURCE_EXHAUSTED</c>, retryable) until space is back,
+    /// which the store notices by itself; acks, checkpoints, the expiry sweep and compaction go on in the room left, so
+    /// ordinary mail never fills the disk (a full disk faults the store until a restart). Free space is read at most
+    /// once a second (statvfs), so the margin must hold a second of the fastest ingest (one client wrote ~150 MB/s) plus
+    /// a table checkpoint. 0 turns the check off. Default 1 GiB.
+    /// </summary>
+    public long MinFreeDiskBytes { get; set; } = 1L << 30;
+
+    /// <summary>Tests: the free bytes the check sees, instead of the file system's.</summary>
+    internal Func<long>? FreeDiskBytesForTests { get; set; }
+
+    /// <summary>Tests: how often free space is read. Default 1 second.</summary>
+    internal TimeSpan FreeDiskCheckInterval { get; set; } = TimeSpan.FromSeconds(1);
+
     /// <summary>Clock for expiry (tests inject one). Default <see cref="TimeProvider.System"/>.</summary>
     public TimeProvider Clock { get; set; } = TimeProvider.System;
 
@@ -108,6 +124,11 @@ public sealed class StoreOptions
         {
             // A put is one log record, which must fit in a log page (at least 512 KiB).
             throw new ArgumentOutOfRangeException(nameof(MaxEnvelopeBytes), MaxEnvelopeBytes, "MaxEnvelopeBytes must be between 64 and 262144 (256 KiB).");
+        }
+
+        if (MinFreeDiskBytes < 0)
+        {
+            throw new ArgumentOutOfRangeException(nameof(MinFreeDiskBytes), MinFreeDiskBytes, "MinFreeDiskBytes must be 0 (off) or more.");
         }
 
         ArgumentNullException.ThrowIfNull(Clock);

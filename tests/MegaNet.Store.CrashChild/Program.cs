@@ -30,6 +30,8 @@ var options = new StoreOptions
     CheckpointInterval = TimeSpan.FromMilliseconds(20 + (seed % 181)),
     // A full disk cannot take the shutdown checkpoint; the close gives up after this.
     ShutdownTimeout = TimeSpan.FromSeconds(fill ? 2 : 60),
+    // The fill runs a small tmpfs full on purpose, past the free-space mark that would otherwise refuse it first.
+    MinFreeDiskBytes = fill ? 0 : new StoreOptions().MinFreeDiskBytes,
 };
 FasterEnvelopeStore store = await FasterEnvelopeStore.OpenAsync(options);
 Console.Out.WriteLine("READY " + store.TreeSize);

@@ -9,6 +9,7 @@ public sealed class StoreOptionsTests
         { nameof(StoreOptions.ShutdownTimeout), o => o.ShutdownTimeout = TimeSpan.FromHours(2) },
         { nameof(StoreOptions.CheckpointInterval), o => o.CheckpointInterval = TimeSpan.FromMilliseconds(1) },
         { nameof(StoreOptions.NodeSecretKey), o => o.NodeSecretKey = new byte[32] },
+        { nameof(StoreOptions.MinFreeDiskBytes), o => o.MinFreeDiskBytes = -1 },
     };
 
     [Fact]

@@ -59,6 +59,14 @@ public static class MegaNetMetrics
     /// <summary>Store checkpoint cycle duration in milliseconds.</summary>
     public static readonly Histogram<double> StoreCheckpointDuration = Milliseconds("meganet.store.checkpoint_duration", "Store checkpoint cycle duration (sweep, compaction, table checkpoint, log truncation)");
 
+    /// <summary>Exceptions thrown by listeners of the store's <c>MailArrived</c> event. The mail was stored and answered
+    /// all the same, but live delivery (Subscribe) may have missed it: any count here is a bug to look into.</summary>
+    public static readonly Counter<long> StoreMailListenerFailures = Meter.CreateCounter<long>("meganet.store.mail_listener_failures", "{exception}", "Exceptions from MailArrived listeners (the mail was stored; live delivery may have missed it)");
+
+    /// <summary>Envelopes the store refused because its disk was below its free-space mark (<c>MinFreeDiskBytes</c>);
+    /// admission counts them as <c>quota</c> refusals too.</summary>
+    public static readonly Counter<long> StoreLowDiskRefusals = Meter.CreateCounter<long>("meganet.store.low_disk_refusals", "{envelope}", "Envelopes refused because the store's disk was below its free-space mark");
+
     /// <summary>Live subscriptions (up/down).</summary>
     public static readonly UpDownCounter<long> ActiveSubscriptions = Meter.CreateUpDownCounter<long>("meganet.relay.subscriptions", "{subscription}", "Active mailbox subscriptions");
 

@@ -165,6 +165,7 @@ public static partial class NodeServiceCollectionExtensions
                 DataDirectory = options.DataDirectory,
                 NodeSecretKey = key.SecretKey,
                 MemoryBudgetBytes = (long)options.StoreMemoryMiB << 20,
+                MinFreeDiskBytes = (long)options.StoreMinFreeDiskMiB << 20,
                 MaxTtl = TimeSpan.FromDays(options.MaxTtlDays),
                 DefaultTtl = TimeSpan.FromDays(Math.Min(14, options.MaxTtlDays)),
                 MailboxMaxCount = options.MailboxMaxCount,

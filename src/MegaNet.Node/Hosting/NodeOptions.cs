@@ -105,6 +105,11 @@ public sealed class NodeOptions
     /// <summary>Memory the store (envelope table and write-ahead log) may use before paging to disk, in MiB. Default 256, at least 8.</summary>
     public int StoreMemoryMiB { get; set; } = 256;
 
+    /// <summary>Free disk space, in MiB, the store keeps on the data directory's file system: below it new mail is refused
+    /// with <c>RESOURCE_EXHAUSTED</c> (retryable) until space is back, while acks and checkpoints go on. 0 turns it off.
+    /// Default 1,024.</summary>
+    public int StoreMinFreeDiskMiB { get; set; } = 1024;
+
     /// <summary>ADDRESS:PORT of an HTTP/1.1 listener serving Prometheus text at <c>/metrics</c>, not the gRPC port; a
     /// non-loopback address is logged as a warning (plaintext, no authentication). Default empty: off.</summary>
     public string? MetricsListen { get; set; }
@@ -219,6 +224,7 @@ public sealed class NodeOptions
         Check(MailboxMaxCount >= 1, nameof(MailboxMaxCount), "at least 1");
         Check(MailboxMaxBytes >= 1, nameof(MailboxMaxBytes), "at least 1");
         Check(StoreMemoryMiB >= 8, nameof(StoreMemoryMiB), "at least 8");
+        Check(StoreMinFreeDiskMiB >= 0, nameof(StoreMinFreeDiskMiB), "0 (off) or more");
         Check(MaxConnections is >= 1 and <= 1_000_000, nameof(MaxConnections), "1 to 1,000,000");
         Check(MaxConnectionsPerAddress is >= 1 and <= 1_000_000, nameof(MaxConnectionsPerAddress), "1 to 1,000,000");
         Check(KeepaliveSeconds is >= 1 and <= MaxKeepaliveSeconds, nameof(KeepaliveSeconds), $"1 to {MaxKeepaliveSeconds:N0} (a day)");
