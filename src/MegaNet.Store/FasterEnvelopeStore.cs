@@ -37,6 +37,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     private readonly StoreOptions _options;
     private readonly IDevice _device;
     private readonly FileStream _lockFile;
+    private readonly IDisposable[] _metricSources;
     private readonly FasterLog _log;
     private readonly Channel<Request> _requests = Channel.CreateBounded<Request>(new BoundedChannelOptions(65_536) { SingleReader = true });
     private Task? _committer;
@@ -96,8 +97,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
             new IOException($"Writing the envelope table in '{kv.Directory}' failed ({e.Message}); the write is retried, and everything acknowledged is in the write-ahead log.", e), null);
         kv.RetryFailedWrites = true;
         _head = SignHead();
-        MegaNetMetrics.ObserveLogSize(() => TreeSize);
-        MegaNetMetrics.ObserveTableDiskReads(() => TableDiskReads);
+        _metricSources = [MegaNetMetrics.ObserveLogSize(() => TreeSize), MegaNetMetrics.ObserveTableDiskReads(() => TableDiskReads)];
     }
 
     // After Restore: the committer's log index and sequence decisions start from the recovered state.
@@ -657,6 +657,11 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         }
 
         _requests.Writer.TryComplete();
+        foreach (IDisposable source in _metricSources)
+        {
+            source.Dispose(); // the gauges stop reading this store (and holding it)
+        }
+
         Task committer = _committer ?? Task.CompletedTask;
         if (await Task.WhenAny(committer, Task.Delay(_options.ShutdownTimeout)).ConfigureAwait(false) != committer)
         {

@@ -19,6 +19,7 @@ public sealed class NodeDurabilityTests(ITestOutputHelper output)
         ["MEGANET_MegaNet__SubmitRatePerKey"] = "1000000",
         ["MEGANET_MegaNet__SubmitBurst"] = "1000000",
         ["MEGANET_MegaNet__StoreMemoryMiB"] = "8",
+        ["MEGANET_MegaNet__StoreMinFreeDiskMiB"] = "0", // these fill a 10 MiB tmpfs on purpose
     };
 
     [Fact]

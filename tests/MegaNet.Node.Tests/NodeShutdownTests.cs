@@ -22,6 +22,7 @@ public sealed class NodeShutdownTests(ITestOutputHelper output)
                 ["MEGANET_MegaNet__SubmitRatePerKey"] = "1000000",
                 ["MEGANET_MegaNet__SubmitBurst"] = "1000000",
                 ["MEGANET_MegaNet__StoreMemoryMiB"] = "8",
+                ["MEGANET_MegaNet__StoreMinFreeDiskMiB"] = "0", // these fill a 10 MiB tmpfs on purpose
             };
             await using ExternalNode node = await ExternalNode.StartAsync(disk, environment, tmpfsMiB: 10, copyTo: Path.Combine(root, "copy"));
             (int receipts, bool refused) = await FillAsync(node.Address);

@@ -571,6 +571,7 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
                     ReturnToken(p.Envelope.SendingKey.Span);
                     p.TrySetException(r.Error switch
                     {
+                        DiskSpaceLowException d => Reject("disk_low", StatusCode.ResourceExhausted, d.Message, retryAfterMs: 60_000),
                         QuotaExceededException q => Reject("quota", StatusCode.ResourceExhausted, q.Message, retryAfterMs: 60_000),
                         ArgumentException a => Reject("invalid", StatusCode.InvalidArgument, a.Message),
                         _ => Reject("store", StatusCode.Unavailable, r.Error?.Message ?? "The store refused the envelope."),
