@@ -43,7 +43,9 @@ public sealed class VerifyBatchLimitsTests
         await using TestNode node = await TestNode.StartAsync();
         DelegatedVerificationGate gate = node.Services.GetRequiredService<DelegatedVerificationGate>();
         VerifyBatchRequest heavy = AllForged();
-        using var clients = new DisposableList(Enumerable.Range(0, gate.Capacity + 1).Select(_ => node.Client()));
+        // Each client from a site of its own (127.0.0.10, .11, ...): one site may hold only half the slots.
+        using var clients = new DisposableList(Enumerable.Range(0, gate.Capacity + 1)
+            .Select(i => new MegaNetClient(node.Address, localAddress: System.Net.IPAddress.Parse($"127.0.0.{10 + i}"))));
         using var giveUp = new CancellationTokenSource();
         Task[] busy = clients.Items.Take(gate.Capacity)
             .Select(c => c.Relay.VerifyBatchAsync(heavy, cancellationToken: giveUp.Token).ResponseAsync).ToArray<Task>();
@@ -53,10 +55,14 @@ public sealed class VerifyBatchLimitsTests
         }
 
         Assert.Equal(gate.Capacity, gate.InUse);
+
+        // The hint comes from how long the running calls have run (or their pace): after a second, at least a
+        // second. It was a fixed 250 ms, ~50 times too short for a call that held the slot for 12 s.
+        await Task.Delay(1_000);
         var refused = await Assert.ThrowsAsync<RpcException>(async () => await clients.Items[^1].Relay.VerifyBatchAsync(heavy));
         Assert.Equal(StatusCode.ResourceExhausted, refused.StatusCode);
         Assert.Contains("VerifyBatch", refused.Status.Detail);
-        Assert.NotNull(refused.Trailers.GetValue("retry-after-ms"));
+        Assert.InRange(refused.RetryAfter()!.Value.TotalMilliseconds, 1_000, DelegatedVerificationGate.MaxRetryMs);
 
         // The callers give up; the node stops working for them and frees the slots.
         giveUp.Cancel();
@@ -71,6 +77,35 @@ public sealed class VerifyBatchLimitsTests
         }
 
         Assert.Equal(0, gate.InUse);
+    }
+
+    [Fact]
+    public async Task A_site_sending_invalid_signatures_is_stopped_and_then_refused_unverified_while_others_verify()
+    {
+        await using TestNode node = await TestNode.StartAsync();
+        using var forger = new MegaNetClient(node.Address, localAddress: System.Net.IPAddress.Parse("127.0.0.2"));
+        using MegaNetClient honest = node.Client();
+        VerifyBatchRequest heavy = AllForged();
+
+        // It stops once the site's budget of invalid verdicts is spent: a few steps, not the 12 s of all 65,536.
+        var stopped = await Assert.ThrowsAsync<RpcException>(async () => await forger.Relay.VerifyBatchAsync(heavy));
+        Assert.Equal(StatusCode.ResourceExhausted, stopped.StatusCode);
+        Assert.Contains("stopped after", stopped.Status.Detail, StringComparison.Ordinal);
+        Assert.NotNull(stopped.RetryAfter());
+
+        // Straight after, the budget is spent (or has room for one more step, which spends it); then the site is
+        // refused before anything is verified.
+        Assert.Equal(StatusCode.ResourceExhausted, (await Assert.ThrowsAsync<RpcException>(async () => await forger.Relay.VerifyBatchAsync(heavy))).StatusCode);
+        var refused = await Assert.ThrowsAsync<RpcException>(async () => await forger.Relay.VerifyBatchAsync(heavy));
+        Assert.Equal(StatusCode.ResourceExhausted, refused.StatusCode);
+        Assert.Contains("were invalid lately", refused.Status.Detail, StringComparison.Ordinal);
+        Assert.InRange(refused.RetryAfter()!.Value.TotalMilliseconds, 1, 60_000);
+
+        // Another site verifies as before.
+        var few = new VerifyBatchRequest();
+        few.Signatures.Add(heavy.Signatures.Take(3));
+        Assert.Equal([false, false, false], (await honest.Relay.VerifyBatchAsync(few)).SignatureValid);
+        node.AssertNoServerErrors();
     }
 
     [Fact]
