@@ -13,7 +13,10 @@ namespace MegaNet.Node.Tests;
 public sealed class VerifyBatchLimitsTests
 {
     /// <summary>65,536 real signatures over messages changed afterwards: every one needs a single check.</summary>
-    private static VerifyBatchRequest AllForged()
+    private static VerifyBatchRequest AllForged() => Forged(every: 1);
+
+    /// <summary>65,536 real signatures, every <paramref name="every"/>th over a message changed afterwards.</summary>
+    private static VerifyBatchRequest Forged(int every)
     {
         var request = new VerifyBatchRequest();
         var items = new SignatureItem[256];
@@ -25,7 +28,11 @@ public sealed class VerifyBatchLimitsTests
             Ed25519Signer.KeyPairFromSeed(seed, publicKey, secretKey);
             byte[] message = Encoding.UTF8.GetBytes($"message {i}");
             Ed25519Signer.Sign(secretKey, message, signature);
-            message[0] ^= 1;
+            if (i % every == 0)
+            {
+                message[0] ^= 1;
+            }
+
             items[i] = new SignatureItem { PublicKey = ByteString.CopyFrom(publicKey), Signature = ByteString.CopyFrom(signature), Message = ByteString.CopyFrom(message) };
         }
 
@@ -42,7 +49,8 @@ public sealed class VerifyBatchLimitsTests
     {
         await using TestNode node = await TestNode.StartAsync();
         DelegatedVerificationGate gate = node.Services.GetRequiredService<DelegatedVerificationGate>();
-        VerifyBatchRequest heavy = AllForged();
+        // Slow (bisection in every step) but with 4,096 invalid signatures, within a site's budget, so nothing stops it.
+        VerifyBatchRequest heavy = Forged(every: 16);
         // Each client from a site of its own (127.0.0.10, .11, ...): one site may hold only half the slots.
         using var clients = new DisposableList(Enumerable.Range(0, gate.Capacity + 1)
             .Select(i => new MegaNetClient(node.Address, localAddress: System.Net.IPAddress.Parse($"127.0.0.{10 + i}"))));
@@ -87,17 +95,27 @@ public sealed class VerifyBatchLimitsTests
         using MegaNetClient honest = node.Client();
         VerifyBatchRequest heavy = AllForged();
 
-        // It stops once the site's budget of invalid verdicts is spent: a few steps, not the 12 s of all 65,536.
-        var stopped = await Assert.ThrowsAsync<RpcException>(async () => await forger.Relay.VerifyBatchAsync(heavy));
-        Assert.Equal(StatusCode.ResourceExhausted, stopped.StatusCode);
-        Assert.Contains("stopped after", stopped.Status.Detail, StringComparison.Ordinal);
-        Assert.NotNull(stopped.RetryAfter());
+        // It stops once the site's budget of invalid verdicts is spent (a few steps, not the 12 s of all 65,536), and
+        // its next calls are refused before anything is verified. (The budget refills by the second: on a loaded
+        // machine a call may take long enough to stay within it, so this sends up to five, back to back.)
+        RpcException? refused = null;
+        for (int attempt = 0; attempt < 5 && refused is null; attempt++)
+        {
+            try
+            {
+                await forger.Relay.VerifyBatchAsync(heavy);
+            }
+            catch (RpcException e) when (e.StatusCode == StatusCode.ResourceExhausted && e.Status.Detail.Contains("stopped after", StringComparison.Ordinal))
+            {
+                Assert.NotNull(e.RetryAfter());
+            }
+            catch (RpcException e) when (e.StatusCode == StatusCode.ResourceExhausted)
+            {
+                refused = e;
+            }
+        }
 
-        // Straight after, the budget is spent (or has room for one more step, which spends it); then the site is
-        // refused before anything is verified.
-        Assert.Equal(StatusCode.ResourceExhausted, (await Assert.ThrowsAsync<RpcException>(async () => await forger.Relay.VerifyBatchAsync(heavy))).StatusCode);
-        var refused = await Assert.ThrowsAsync<RpcException>(async () => await forger.Relay.VerifyBatchAsync(heavy));
-        Assert.Equal(StatusCode.ResourceExhausted, refused.StatusCode);
+        Assert.NotNull(refused);
         Assert.Contains("were invalid lately", refused.Status.Detail, StringComparison.Ordinal);
         Assert.InRange(refused.RetryAfter()!.Value.TotalMilliseconds, 1, 60_000);
 
