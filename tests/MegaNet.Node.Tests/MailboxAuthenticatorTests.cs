@@ -15,7 +15,7 @@ public sealed class MailboxAuthenticatorTests : IDisposable
 
     private readonly string _dir = Directory.CreateTempSubdirectory("meganet-auth-").FullName;
     private readonly Clock _clock = new(T0);
-    private readonly LibsodiumBatchVerifier _verifier = new();
+    private readonly CountingVerifier _verifier = new(new LibsodiumBatchVerifier());
     private readonly MailboxAuthenticator _authenticator;
 
     public MailboxAuthenticatorTests() => _authenticator = new MailboxAuthenticator(NodeKey.LoadOrCreate(_dir), _verifier, _clock);
@@ -27,6 +27,150 @@ public sealed class MailboxAuthenticatorTests : IDisposable
         public DateTimeOffset Now { get; set; } = now;
 
         public override DateTimeOffset GetUtcNow() => Now;
+
+        // The monotonic clock moves with Now too, from T0 (the failure budget counts on it).
+        public override long GetTimestamp() => (Now - T0).Ticks;
+
+        public override long TimestampFrequency => TimeSpan.TicksPerSecond;
+    }
+
+    /// <summary>Counts the signatures checked, to show which refusals cost none.</summary>
+    private sealed class CountingVerifier(IBatchVerifier inner) : IBatchVerifier
+    {
+        private int _checked;
+
+        public int Checked => Volatile.Read(ref _checked);
+
+        public string Name => inner.Name;
+
+        public string Description => inner.Description;
+
+        public VerificationRule Rule => inner.Rule;
+
+        public void Verify(SignatureBatch batch, int start, int count, Span<bool> verdicts)
+        {
+            Interlocked.Add(ref _checked, count);
+            inner.Verify(batch, start, count, verdicts);
+        }
+
+        public void Dispose() => inner.Dispose();
+    }
+
+    /// <summary>A correct auth for <paramref name="who"/> with one bit of its signature flipped: the keys own the
+    /// address, so only the signature check can refuse it.</summary>
+    private MailboxAuth ForgedFor(Identity who) => Forged(SignFor(who));
+
+    private static MailboxAuth Forged(MailboxAuth genuine)
+    {
+        MailboxAuth auth = genuine.Clone();
+        byte[] signature = auth.Signature.ToByteArray();
+        signature[0] ^= 1;
+        auth.Signature = Google.Protobuf.ByteString.CopyFrom(signature);
+        return auth;
+    }
+
+    [Fact]
+    public void A_failed_signature_check_uses_the_challenge_up()
+    {
+        using Identity bob = Identity.Create();
+        MailboxAuth genuine = SignFor(bob), forged = Forged(genuine);
+
+        Assert.Equal(StatusCode.PermissionDenied, Assert.Throws<RpcException>(() => _authenticator.Authenticate(forged)).StatusCode);
+        int checks = _verifier.Checked;
+
+        // Before, one challenge allowed wrong signatures without end, each a full check; now the second try with
+        // that challenge is refused unchecked, even with the right signature.
+        RpcException again = Assert.Throws<RpcException>(() => _authenticator.Authenticate(forged));
+        Assert.Contains("already used", again.Status.Detail, StringComparison.Ordinal);
+        Assert.Contains("already used", Assert.Throws<RpcException>(() => _authenticator.Authenticate(genuine)).Status.Detail, StringComparison.Ordinal);
+        Assert.Equal(checks, _verifier.Checked);
+
+        // A fresh challenge opens the mailbox as before, and the failed one was not counted against the mailbox.
+        Assert.Equal(bob.Address, _authenticator.Authenticate(SignFor(bob)));
+        Assert.Equal(2, _authenticator.UsedCount);
+    }
+
+    [Fact]
+    public void A_site_whose_signatures_keep_failing_is_refused_unchecked_and_others_are_not()
+    {
+        ClientAddress forger = ClientAddress.From(System.Net.IPAddress.Parse("2001:db8:1:2::7"))!.Value;
+        ClientAddress sameSite = ClientAddress.From(System.Net.IPAddress.Parse("2001:db8:1:ffff::9"))!.Value; // same /48
+        ClientAddress other = ClientAddress.From(System.Net.IPAddress.Parse("203.0.113.7"))!.Value;
+        using Identity bob = Identity.Create(), eve = Identity.Create();
+
+        for (int i = 0; i < AuthFailures.Burst; i++)
+        {
+            Assert.Equal(StatusCode.PermissionDenied, Assert.Throws<RpcException>(() => _authenticator.Authenticate(ForgedFor(eve), forger)).StatusCode);
+        }
+
+        // The burst is spent: refused before the check (which is what costs), from any /64 of the /48, with a hint.
+        int checks = _verifier.Checked;
+        foreach (ClientAddress from in new[] { forger, sameSite })
+        {
+            RpcException refused = Assert.Throws<RpcException>(() => _authenticator.Authenticate(ForgedFor(eve), from));
+            Assert.Equal(StatusCode.ResourceExhausted, refused.StatusCode);
+            Assert.Contains("failed to verify", refused.Status.Detail, StringComparison.Ordinal);
+            Assert.Equal((1000 / AuthFailures.FailuresPerSecond).ToString(System.Globalization.CultureInfo.InvariantCulture), refused.Trailers.GetValue("retry-after-ms"));
+        }
+
+        Assert.Equal(checks, _verifier.Checked);
+
+        // Other sites are not held back.
+        Assert.Equal(bob.Address, _authenticator.Authenticate(SignFor(bob), other));
+
+        // After the hinted wait one more check is allowed, and a valid signature gives its share back.
+        _clock.Now += TimeSpan.FromMilliseconds(1000 / AuthFailures.FailuresPerSecond);
+        Assert.Equal(bob.Address, _authenticator.Authenticate(SignFor(bob), sameSite));
+        Assert.Equal(bob.Address, _authenticator.Authenticate(SignFor(bob), forger));
+        Assert.Equal(StatusCode.PermissionDenied, Assert.Throws<RpcException>(() => _authenticator.Authenticate(ForgedFor(eve), forger)).StatusCode);
+        Assert.Equal(StatusCode.ResourceExhausted, Assert.Throws<RpcException>(() => _authenticator.Authenticate(ForgedFor(eve), forger)).StatusCode);
+
+        // Once the site has failed nothing for the hold, it starts afresh with a full burst.
+        _clock.Now += AuthFailures.Hold;
+        for (int i = 0; i < AuthFailures.Burst; i++)
+        {
+            Assert.Equal(StatusCode.PermissionDenied, Assert.Throws<RpcException>(() => _authenticator.Authenticate(ForgedFor(eve), forger)).StatusCode);
+        }
+
+        Assert.Equal(StatusCode.ResourceExhausted, Assert.Throws<RpcException>(() => _authenticator.Authenticate(ForgedFor(eve), forger)).StatusCode);
+    }
+
+    [Fact]
+    public void Concurrent_forgeries_from_one_site_do_not_overshoot_its_budget()
+    {
+        ClientAddress forger = ClientAddress.From(System.Net.IPAddress.Parse("198.51.100.3"))!.Value;
+        using Identity eve = Identity.Create();
+        Assert.Equal(StatusCode.PermissionDenied, Assert.Throws<RpcException>(() => _authenticator.Authenticate(ForgedFor(eve), forger)).StatusCode);
+        var forged = Enumerable.Range(0, 4 * AuthFailures.Burst).Select(_ => ForgedFor(eve)).ToArray();
+        int checks = _verifier.Checked;
+        Parallel.ForEach(forged, auth => Assert.Throws<RpcException>(() => _authenticator.Authenticate(auth, forger)));
+        Assert.Equal(AuthFailures.Burst - 1, _verifier.Checked - checks);
+    }
+
+    [Fact]
+    public void The_failure_table_is_capped()
+    {
+        var failures = new AuthFailures(capacity: 4);
+        long now = 1_000;
+        for (uint i = 0; i < 10; i++)
+        {
+            var site = new ClientAddress(0, i);
+            Assert.True(failures.TryBegin(site, now, out bool reserved, out _));
+            failures.Checked(site, valid: false, reserved, now++);
+        }
+
+        Assert.Equal(4, failures.Count);
+
+        // The newest are the ones kept: the last site is still held to what it spent.
+        var last = new ClientAddress(0, 9);
+        for (int i = 1; i < AuthFailures.Burst; i++)
+        {
+            Assert.True(failures.TryBegin(last, now, out bool reserved, out _));
+            failures.Checked(last, valid: false, reserved, now);
+        }
+
+        Assert.False(failures.TryBegin(last, now, out _, out int retryAfterMs));
+        Assert.True(retryAfterMs > 0);
     }
 
     [Fact]

@@ -13,7 +13,10 @@ namespace MegaNet.Node.Tests;
 public sealed class VerifyBatchLimitsTests
 {
     /// <summary>65,536 real signatures over messages changed afterwards: every one needs a single check.</summary>
-    private static VerifyBatchRequest AllForged()
+    private static VerifyBatchRequest AllForged() => Forged(every: 1);
+
+    /// <summary>65,536 real signatures, every <paramref name="every"/>th over a message changed afterwards.</summary>
+    private static VerifyBatchRequest Forged(int every)
     {
         var request = new VerifyBatchRequest();
         var items = new SignatureItem[256];
@@ -25,7 +28,11 @@ public sealed class VerifyBatchLimitsTests
             Ed25519Signer.KeyPairFromSeed(seed, publicKey, secretKey);
             byte[] message = Encoding.UTF8.GetBytes($"message {i}");
             Ed25519Signer.Sign(secretKey, message, signature);
-            message[0] ^= 1;
+            if (i % every == 0)
+            {
+                message[0] ^= 1;
+            }
+
             items[i] = new SignatureItem { PublicKey = ByteString.CopyFrom(publicKey), Signature = ByteString.CopyFrom(signature), Message = ByteString.CopyFrom(message) };
         }
 
@@ -42,8 +49,11 @@ public sealed class VerifyBatchLimitsTests
     {
         await using TestNode node = await TestNode.StartAsync();
         DelegatedVerificationGate gate = node.Services.GetRequiredService<DelegatedVerificationGate>();
-        VerifyBatchRequest heavy = AllForged();
-        using var clients = new DisposableList(Enumerable.Range(0, gate.Capacity + 1).Select(_ => node.Client()));
+        // Slow (bisection in every step) but with 4,096 invalid signatures, within a site's budget, so nothing stops it.
+        VerifyBatchRequest heavy = Forged(every: 16);
+        // Each client from a site of its own (127.0.0.10, .11, ...): one site may hold only half the slots.
+        using var clients = new DisposableList(Enumerable.Range(0, gate.Capacity + 1)
+            .Select(i => new MegaNetClient(node.Address, localAddress: System.Net.IPAddress.Parse($"127.0.0.{10 + i}"))));
         using var giveUp = new CancellationTokenSource();
         Task[] busy = clients.Items.Take(gate.Capacity)
             .Select(c => c.Relay.VerifyBatchAsync(heavy, cancellationToken: giveUp.Token).ResponseAsync).ToArray<Task>();
@@ -53,10 +63,14 @@ public sealed class VerifyBatchLimitsTests
         }
 
         Assert.Equal(gate.Capacity, gate.InUse);
+
+        // The hint comes from how long the running calls have run (or their pace): after a second, at least a
+        // second. It was a fixed 250 ms, ~50 times too short for a call that held the slot for 12 s.
+        await Task.Delay(1_000);
         var refused = await Assert.ThrowsAsync<RpcException>(async () => await clients.Items[^1].Relay.VerifyBatchAsync(heavy));
         Assert.Equal(StatusCode.ResourceExhausted, refused.StatusCode);
         Assert.Contains("VerifyBatch", refused.Status.Detail);
-        Assert.NotNull(refused.Trailers.GetValue("retry-after-ms"));
+        Assert.InRange(refused.RetryAfter()!.Value.TotalMilliseconds, 1_000, DelegatedVerificationGate.MaxRetryMs);
 
         // The callers give up; the node stops working for them and frees the slots.
         giveUp.Cancel();
@@ -71,6 +85,45 @@ public sealed class VerifyBatchLimitsTests
         }
 
         Assert.Equal(0, gate.InUse);
+    }
+
+    [Fact]
+    public async Task A_site_sending_invalid_signatures_is_stopped_and_then_refused_unverified_while_others_verify()
+    {
+        await using TestNode node = await TestNode.StartAsync();
+        using var forger = new MegaNetClient(node.Address, localAddress: System.Net.IPAddress.Parse("127.0.0.2"));
+        using MegaNetClient honest = node.Client();
+        VerifyBatchRequest heavy = AllForged();
+
+        // It stops once the site's budget of invalid verdicts is spent (a few steps, not the 12 s of all 65,536), and
+        // its next calls are refused before anything is verified. (The budget refills by the second: on a loaded
+        // machine a call may take long enough to stay within it, so this sends up to five, back to back.)
+        RpcException? refused = null;
+        for (int attempt = 0; attempt < 5 && refused is null; attempt++)
+        {
+            try
+            {
+                await forger.Relay.VerifyBatchAsync(heavy);
+            }
+            catch (RpcException e) when (e.StatusCode == StatusCode.ResourceExhausted && e.Status.Detail.Contains("stopped after", StringComparison.Ordinal))
+            {
+                Assert.NotNull(e.RetryAfter());
+            }
+            catch (RpcException e) when (e.StatusCode == StatusCode.ResourceExhausted)
+            {
+                refused = e;
+            }
+        }
+
+        Assert.NotNull(refused);
+        Assert.Contains("were invalid lately", refused.Status.Detail, StringComparison.Ordinal);
+        Assert.InRange(refused.RetryAfter()!.Value.TotalMilliseconds, 1, 60_000);
+
+        // Another site verifies as before.
+        var few = new VerifyBatchRequest();
+        few.Signatures.Add(heavy.Signatures.Take(3));
+        Assert.Equal([false, false, false], (await honest.Relay.VerifyBatchAsync(few)).SignatureValid);
+        node.AssertNoServerErrors();
     }
 
     [Fact]

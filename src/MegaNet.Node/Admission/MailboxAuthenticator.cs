@@ -1,4 +1,5 @@
 using System.Buffers.Binary;
+using System.Diagnostics;
 using System.Security.Cryptography;
 using Grpc.Core;
 using MegaNet.Api;
@@ -16,8 +17,10 @@ namespace MegaNet.Node.Admission;
 /// <remarks>
 /// Nonces are stateless: issued-at ‖ random ‖ a MAC (keyed by a secret of this process) over both and the address,
 /// so handing them out costs no memory and an anonymous caller cannot fill a table of outstanding challenges. Only
-/// nonces that were used with a valid signature are remembered, until they expire, so none is accepted twice: a
-/// signed auth seen by someone else (a log, a proxy, plaintext HTTP) cannot be replayed as an Ack.
+/// nonces that were used are remembered, until they expire, so none is accepted twice: a signed auth seen by someone
+/// else (a log, a proxy, plaintext HTTP) cannot be replayed as an Ack. A nonce is used up by a failed signature check
+/// too, and each client site has a budget of failed checks (<see cref="AuthFailures"/>): a wrong signature costs the
+/// node a full Ed25519 check and the caller nothing, and one challenge used to allow any number of them.
 /// </remarks>
 public sealed class MailboxAuthenticator(NodeKey nodeKey, IBatchVerifier verifier, TimeProvider clock)
 {
@@ -43,6 +46,9 @@ public sealed class MailboxAuthenticator(NodeKey nodeKey, IBatchVerifier verifie
     private static readonly byte[] MacDomain = "meganet-challenge-v1"u8.ToArray();
 
     private readonly byte[] _secret = RandomNumberGenerator.GetBytes(32);
+
+    // Under _gate. Sites whose signature checks failed lately, held to a budget of failures.
+    private readonly AuthFailures _failures = new();
 
     // Used nonces by the second they were issued in, as their 8 random bytes (the node chose them, so they are as good
     // as unique within a second), with a count per address: a whole second expires at once, with no per-nonce queue. One lock: each step is a
@@ -131,21 +137,50 @@ public sealed class MailboxAuthenticator(NodeKey nodeKey, IBatchVerifier verifie
             throw new RpcException(new Status(StatusCode.PermissionDenied, "These identity keys do not own this address."));
         }
 
+        // A site that failed too many checks lately is refused before the check, which is what costs.
+        bool reserved = false;
+        if (source is { } site)
+        {
+            int retryAfterMs;
+            bool allowed;
+            lock (_gate)
+            {
+                allowed = _failures.TryBegin(site, Timestamp(), out reserved, out retryAfterMs);
+            }
+
+            if (!allowed)
+            {
+                throw new RpcException(new Status(StatusCode.ResourceExhausted,
+                    $"Too many challenge signatures from this network address failed to verify lately (the node allows {AuthFailures.Burst}, then {AuthFailures.FailuresPerSecond} a second); sign the challenge with the identity key sent in auth, and retry after retry-after-ms."),
+                    new Metadata { { "retry-after-ms", retryAfterMs.ToString(System.Globalization.CultureInfo.InvariantCulture) } });
+            }
+        }
+
+        bool valid;
         using (var batch = new SignatureBatch(1))
         {
             batch.Add(auth.IdentitySigningKey.Span, auth.Signature.Span, EnvelopeFormat.AuthBytes(nonce, nodeKey.PublicKey, address));
-            if (!verifier.Verify(batch)[0])
-            {
-                throw new RpcException(new Status(StatusCode.PermissionDenied, "The challenge signature does not verify for this identity key."));
-            }
+            valid = verifier.Verify(batch)[0];
         }
 
         // Two calls racing with one nonce: exactly one adds it.
         lock (_gate)
         {
+            if (source is { } checkedSite)
+            {
+                _failures.Checked(checkedSite, valid, reserved, Timestamp());
+            }
+
             // The time again, under the lock: a second is swept only once all its nonces expired by some thread's
             // clock, and a reading from before the signature check could be older than that sweep.
             now = clock.GetUtcNow().ToUnixTimeMilliseconds();
+            if (!valid)
+            {
+                UseUp(now, expires, second, random, source);
+                throw new RpcException(new Status(StatusCode.PermissionDenied,
+                    "The challenge signature does not verify for this identity key, and the challenge is used up; call Challenge again and sign it with the identity key sent in auth."));
+            }
+
             if (expires <= now)
             {
                 throw new RpcException(new Status(StatusCode.Unauthenticated, "Unknown or expired challenge nonce; call Challenge again."));
@@ -197,6 +232,49 @@ public sealed class MailboxAuthenticator(NodeKey nodeKey, IBatchVerifier verifie
 
         return address;
     }
+
+    /// <summary>Under <see cref="_gate"/>. Records a nonce whose signature failed as used, so each failed check needs a
+    /// Challenge round trip of its own: before, one challenge allowed any number of wrong signatures for its lifetime.
+    /// It counts against the node's and its site's caps on used nonces, but not its mailbox's: challenges for any
+    /// address are free, so that would let anyone lock a mailbox out by failing on its challenges. When a cap is
+    /// reached it is not recorded (the site's failure budget still bounds what the nonce can cost).</summary>
+    private void UseUp(long now, long expires, long second, ulong random, ClientAddress? source)
+    {
+        if (expires <= now)
+        {
+            return; // refused as expired from now on anyway
+        }
+
+        Forget(now);
+        int fromSource = source is { } client ? _usedBySource.GetValueOrDefault(client) : 0;
+        if (_usedCount >= MaxUsed || fromSource >= MaxUsedPerSource)
+        {
+            return;
+        }
+
+        if (!_usedBySecond.TryGetValue(second, out UsedSecond? used))
+        {
+            _usedBySecond[second] = used = new UsedSecond();
+        }
+
+        if (!used.Nonces.Add(random))
+        {
+            return; // another call used it meanwhile
+        }
+
+        if (source is { } from)
+        {
+            used.BySource[from] = used.BySource.GetValueOrDefault(from) + 1;
+            _usedBySource[from] = fromSource + 1;
+        }
+
+        _usedCount++;
+    }
+
+    // The failure budget counts in Stopwatch ticks; read from the injected clock so tests can move it.
+    private long Timestamp() => clock.TimestampFrequency == Stopwatch.Frequency
+        ? clock.GetTimestamp()
+        : (long)(clock.GetTimestamp() * ((double)Stopwatch.Frequency / clock.TimestampFrequency));
 
     private static RpcException Reused() =>
         new(new Status(StatusCode.Unauthenticated, "This challenge was already used; a signed challenge opens one call. Call Challenge again."));

@@ -1,23 +1,61 @@
 using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using MegaNet.Core.Verification;
+using MegaNet.Node.Admission;
+using MegaNet.Node.Hosting;
 
 namespace MegaNet.Node.Services;
 
 /// <summary>
 /// Delegated verification (<c>VerifyBatch</c>): the verifier it runs on, and how many calls may verify at once, half
 /// the cores (at least one). Delegated verification is free to ask for and costly to answer (an all-invalid request
-/// of 65,536 signatures is about 6 s of CPU), so calls beyond this are refused with RESOURCE_EXHAUSTED and a retry
-/// hint instead of queueing behind each other and starving admission. On the CPU each call verifies on one thread, so
-/// the slots bound the cores it takes: on the node's verifier every call fanned out over all of its threads (all the
-/// cores but one), and half the cores' worth of calls could take every core. The calls verify on the gate's own
-/// threads (<see cref="RunAsync{T}"/>), one per slot, not on thread-pool threads: seconds of CPU on one of the pool's
-/// few threads (two on a 2-core node) left store reads, admission and Kestrel waiting for the pool to grow.
+/// of 65,536 signatures is about 12 s of CPU, bisecting, against 0.7 s valid), so calls beyond this are refused with
+/// RESOURCE_EXHAUSTED and a retry hint instead of queueing behind each other and starving admission. On the CPU each
+/// call verifies on one thread, so the slots bound the cores it takes: on the node's verifier every call fanned out
+/// over all of its threads (all the cores but one), and half the cores' worth of calls could take every core. The
+/// calls verify on the gate's own threads (<see cref="RunAsync{T}"/>), one per slot, not on thread-pool threads:
+/// seconds of CPU on one of the pool's few threads (two on a 2-core node) left store reads, admission and Kestrel
+/// waiting for the pool to grow.
 /// </summary>
+/// <remarks>
+/// One client site (an IPv4 address, or an IPv6 /48) may hold at most <see cref="PerSite"/> slots, half of them
+/// (at least one), so with two slots or more it never holds them all; and it has a budget of invalid verdicts
+/// (<see cref="BadBurst"/>, then <see cref="BadPerSecond"/> a second), checked before a call and after each step of
+/// one, because invalid signatures are what cost: on a 2-core node (one slot) one client sending all-invalid calls
+/// back to back held the slot for 12 s a call, without end. A call from a site whose budget is spent is refused
+/// unverified, and one that spends it stops at its next step.
+/// </remarks>
 public sealed class DelegatedVerificationGate : IDisposable
 {
-    private readonly SemaphoreSlim _slots;
+    /// <summary>Invalid verdicts a site may be given at once (and whenever it has been quiet for a while): a quarter
+    /// of the largest call, about 3 s of one core bisecting. A client checking what it received sees few invalid
+    /// signatures; one that sends more, faster, is a cost to everyone else.</summary>
+    public const int BadBurst = 16_384;
+
+    /// <summary>Invalid verdicts a second a site may be given once its burst is spent: about a fifth of a core of
+    /// bisection (~180 µs an invalid item), the most one client can take from the others on average.</summary>
+    public const int BadPerSecond = 1_000;
+
+    /// <summary>The bounds of a retry hint: a call may end any moment, and one hint should not send a client away
+    /// for longer than the longest call the budget lets run.</summary>
+    public const int MinRetryMs = 100, MaxRetryMs = 15_000;
+
+    // Sites remembered at most: one is kept while it holds a slot or owes its budget (about 16 s after a full burst
+    // of invalid verdicts). A full table forgets the one that owes least.
+    private const int MaxSites = 65_536;
+
     private readonly bool _ownsVerifier;
     private readonly SlotScheduler _scheduler;
+
+    // One lock for the slots and the sites: taken when a call enters, after each of its steps (4,096 signatures) and
+    // when it leaves, all far cheaper than the verification between them.
+    private readonly object _lock = new();
+    private readonly Call?[] _calls;
+    private readonly Dictionary<ClientAddress, Site> _sites = [];
+    private int _inUse;
+    private long _nextSweep = long.MinValue;
 
     /// <summary>Creates a gate over <paramref name="verifier"/> with <paramref name="slots"/> slots (default: half the
     /// cores, at least one); with <paramref name="ownsVerifier"/> disposing the gate disposes the verifier.</summary>
@@ -27,7 +65,7 @@ public sealed class DelegatedVerificationGate : IDisposable
         _ownsVerifier = ownsVerifier;
         Capacity = slots ?? Math.Max(1, Environment.ProcessorCount / 2);
         ArgumentOutOfRangeException.ThrowIfLessThan(Capacity, 1, nameof(slots));
-        _slots = new SemaphoreSlim(Capacity, Capacity);
+        _calls = new Call?[Capacity];
         _scheduler = new SlotScheduler(Capacity);
     }
 
@@ -37,14 +75,103 @@ public sealed class DelegatedVerificationGate : IDisposable
     /// <summary>Calls that may verify at once.</summary>
     public int Capacity { get; }
 
+    /// <summary>Calls one client site may have verifying at once: half the slots, at least one.</summary>
+    public int PerSite => Math.Max(1, Capacity / 2);
+
     /// <summary>Calls verifying now.</summary>
-    public int InUse => Capacity - _slots.CurrentCount;
+    public int InUse
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return _inUse;
+            }
+        }
+    }
 
-    /// <summary>Takes a slot if one is free; the caller must <see cref="Exit"/> after.</summary>
-    public bool TryEnter() => _slots.Wait(0);
+    /// <summary>Sites remembered now (for tests).</summary>
+    internal int Sites
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return _sites.Count;
+            }
+        }
+    }
 
-    /// <summary>Gives the slot back.</summary>
-    public void Exit() => _slots.Release();
+    /// <summary>Takes a slot for a call of <paramref name="signatures"/> signatures from <paramref name="site"/> (null:
+    /// not an IP client, held to no site's limits); dispose the call to give it back. Null when refused:
+    /// <paramref name="refusal"/> says why and <paramref name="retryAfterMs"/> when to try again.</summary>
+    public Call? TryEnter(ClientAddress? site, int signatures, out Refusal refusal, out int retryAfterMs) =>
+        TryEnter(site, signatures, Stopwatch.GetTimestamp(), out refusal, out retryAfterMs);
+
+    /// <summary><see cref="TryEnter(ClientAddress?, int, out Refusal, out int)"/> at <paramref name="now"/>, a
+    /// <see cref="Stopwatch"/> timestamp.</summary>
+    internal Call? TryEnter(ClientAddress? site, int signatures, long now, out Refusal refusal, out int retryAfterMs)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(signatures);
+        site = site?.Site;
+        lock (_lock)
+        {
+            Sweep(now);
+            ref Site s = ref Unsafe.NullRef<Site>();
+            if (site is { } key)
+            {
+                s = ref CollectionsMarshal.GetValueRefOrNullRef(_sites, key);
+                if (!Unsafe.IsNullRef(ref s))
+                {
+                    s.Budget.Refill(now, BadPerSecond, BadBurst);
+                    if (s.Budget.Tokens < 1)
+                    {
+                        refusal = Refusal.BadBudget;
+                        retryAfterMs = BudgetRetryMs(s.Budget.Tokens);
+                        return null;
+                    }
+                }
+            }
+
+            if (_inUse == Capacity)
+            {
+                refusal = Refusal.Busy;
+                retryAfterMs = SoonestEnd(null, now);
+                return null;
+            }
+
+            if (!Unsafe.IsNullRef(ref s) && s.Holding >= PerSite)
+            {
+                refusal = Refusal.SiteShare;
+                retryAfterMs = SoonestEnd(site, now);
+                return null;
+            }
+
+            if (site is { } added && Unsafe.IsNullRef(ref s))
+            {
+                if (_sites.Count >= MaxSites)
+                {
+                    MakeRoom(now);
+                }
+
+                s = ref CollectionsMarshal.GetValueRefOrAddDefault(_sites, added, out _);
+                s.Budget = new TokenCount(BadBurst, now);
+            }
+
+            if (!Unsafe.IsNullRef(ref s))
+            {
+                s.Holding++;
+            }
+
+            int slot = Array.IndexOf(_calls, null);
+            var call = new Call(this, site, signatures, now, slot);
+            _calls[slot] = call;
+            _inUse++;
+            refusal = Refusal.None;
+            retryAfterMs = 0;
+            return call;
+        }
+    }
 
     /// <summary>Runs <paramref name="work"/> on one of the gate's threads (call it while holding a slot, so one is
     /// free) and completes with its result; cancelled without running if <paramref name="cancellationToken"/> fires
@@ -55,12 +182,183 @@ public sealed class DelegatedVerificationGate : IDisposable
     /// <inheritdoc />
     public void Dispose()
     {
-        _slots.Dispose();
         _scheduler.Dispose();
         if (_ownsVerifier)
         {
             Verifier.Dispose();
         }
+    }
+
+    private static int BudgetRetryMs(double tokens) => Math.Clamp((int)Math.Ceiling((1 - tokens) * 1000 / BadPerSecond), 1, 60_000);
+
+    // Under _lock. When the first of the running calls (of one site, or all) should end: from its pace so far when it
+    // has finished a step, else as long again as it has run; within [MinRetryMs, MaxRetryMs]. A fixed 250 ms was ~50
+    // times too short for a call that held the slot for 12 s.
+    private int SoonestEnd(ClientAddress? site, long now)
+    {
+        double soonest = double.MaxValue;
+        foreach (Call? call in _calls)
+        {
+            if (call is null || (site is not null && call.Site != site))
+            {
+                continue;
+            }
+
+            double elapsed = now - call.Start;
+            double left = call.Verified > 0 ? elapsed * (call.Signatures - call.Verified) / call.Verified : elapsed;
+            soonest = Math.Min(soonest, left);
+        }
+
+        double ms = soonest * 1000 / Stopwatch.Frequency;
+        return ms >= MaxRetryMs ? MaxRetryMs : Math.Max(MinRetryMs, (int)Math.Ceiling(ms));
+    }
+
+    // After a step of `call`: charges its site for the step's invalid verdicts; false when the budget is
+    // spent, with when it will allow one more.
+    private bool Stepped(Call call, int verified, int invalid, long now, out int retryAfterMs)
+    {
+        retryAfterMs = 0;
+        lock (_lock)
+        {
+            call.Verified = verified;
+            if (call.Site is not { } site)
+            {
+                return true;
+            }
+
+            ref Site s = ref CollectionsMarshal.GetValueRefOrNullRef(_sites, site);
+            Debug.Assert(!Unsafe.IsNullRef(ref s), "a site is kept while it holds a slot");
+            s.Budget.Refill(now, BadPerSecond, BadBurst);
+            s.Budget.Tokens -= invalid;
+            if (s.Budget.Tokens < 1)
+            {
+                retryAfterMs = BudgetRetryMs(s.Budget.Tokens);
+                return false;
+            }
+
+            return true;
+        }
+    }
+
+    private void Exit(Call call, long now)
+    {
+        lock (_lock)
+        {
+            if (_calls[call.Slot] != call)
+            {
+                return; // disposed already
+            }
+
+            _calls[call.Slot] = null;
+            _inUse--;
+            if (call.Site is { } site)
+            {
+                ref Site s = ref CollectionsMarshal.GetValueRefOrNullRef(_sites, site);
+                if (--s.Holding == 0 && s.Budget.At(now, BadPerSecond, BadBurst) >= BadBurst)
+                {
+                    _sites.Remove(site);
+                }
+            }
+        }
+    }
+
+    // Under _lock. Forgets sites that hold no slot and owe nothing, at most once a second (and at once after the
+    // clock stepped back).
+    private void Sweep(long now)
+    {
+        if (now < _nextSweep && now >= _nextSweep - Stopwatch.Frequency)
+        {
+            return;
+        }
+
+        _nextSweep = now + Stopwatch.Frequency;
+        foreach (KeyValuePair<ClientAddress, Site> entry in _sites)
+        {
+            if (entry.Value.Holding == 0 && entry.Value.Budget.At(now, BadPerSecond, BadBurst) >= BadBurst)
+            {
+                _sites.Remove(entry.Key);
+            }
+        }
+    }
+
+    // Under _lock, with the table full: every site holds a slot or owes. Forgets the idle one that owes least
+    // (sites holding slots are at most Capacity of MaxSites).
+    private void MakeRoom(long now)
+    {
+        _nextSweep = long.MinValue;
+        Sweep(now);
+        if (_sites.Count < MaxSites)
+        {
+            return;
+        }
+
+        KeyValuePair<ClientAddress, Site> least = _sites.Where(e => e.Value.Holding == 0).MaxBy(e => e.Value.Budget.At(now, BadPerSecond, BadBurst));
+        _sites.Remove(least.Key);
+    }
+
+    /// <summary>Why <see cref="TryEnter(ClientAddress?, int, out Refusal, out int)"/> refused a call.</summary>
+    public enum Refusal
+    {
+        /// <summary>It did not.</summary>
+        None,
+
+        /// <summary>Every slot is taken.</summary>
+        Busy,
+
+        /// <summary>The call's site holds <see cref="PerSite"/> slots already.</summary>
+        SiteShare,
+
+        /// <summary>The call's site has spent its budget of invalid verdicts.</summary>
+        BadBudget,
+    }
+
+    /// <summary>A call holding a slot: report each step with <see cref="Stepped(int, int, out int)"/>, dispose when done.</summary>
+    public sealed class Call : IDisposable
+    {
+        private readonly DelegatedVerificationGate _gate;
+
+        internal Call(DelegatedVerificationGate gate, ClientAddress? site, int signatures, long start, int slot)
+        {
+            _gate = gate;
+            Site = site;
+            Signatures = signatures;
+            Start = start;
+            Slot = slot;
+        }
+
+        /// <summary>The client site it came from, if any.</summary>
+        public ClientAddress? Site { get; }
+
+        internal int Signatures { get; }
+
+        internal long Start { get; }
+
+        internal int Slot { get; }
+
+        // Under the gate's lock.
+        internal int Verified { get; set; }
+
+        /// <summary>Records a step: <paramref name="verified"/> signatures have verdicts so far, <paramref name="invalid"/>
+        /// of this step's are false. False when the site's budget of invalid verdicts is spent: the call should stop,
+        /// and <paramref name="retryAfterMs"/> says when the site may verify again.</summary>
+        public bool Stepped(int verified, int invalid, out int retryAfterMs) =>
+            _gate.Stepped(this, verified, invalid, Stopwatch.GetTimestamp(), out retryAfterMs);
+
+        /// <summary><see cref="Stepped(int, int, out int)"/> at <paramref name="now"/>.</summary>
+        internal bool Stepped(int verified, int invalid, long now, out int retryAfterMs) =>
+            _gate.Stepped(this, verified, invalid, now, out retryAfterMs);
+
+        /// <summary>Gives the slot back (once; later calls do nothing).</summary>
+        public void Dispose() => _gate.Exit(this, Stopwatch.GetTimestamp());
+
+        /// <summary><see cref="Dispose"/> at <paramref name="now"/>.</summary>
+        internal void Exit(long now) => _gate.Exit(this, now);
+    }
+
+    private struct Site
+    {
+        public int Holding;
+        public TokenCount Budget;
     }
 
     /// <summary>Runs tasks on up to <c>threads</c> dedicated background threads, each started the first time it is

@@ -362,25 +362,33 @@ public sealed class RelayService(
             throw new RpcException(new Status(StatusCode.InvalidArgument, $"At most {MaxVerifyItems} items per VerifyBatch call."));
         }
 
-        if (!verifyGate.TryEnter())
+        DelegatedVerificationGate.Call? call = verifyGate.TryEnter(Source(context), request.Signatures.Count, out DelegatedVerificationGate.Refusal refusal, out int retryAfterMs);
+        if (call is null)
         {
-            throw new RpcException(new Status(StatusCode.ResourceExhausted,
-                $"The node is already answering {verifyGate.Capacity} VerifyBatch call(s); retry shortly."), new Metadata { { "retry-after-ms", "250" } });
+            string why = refusal switch
+            {
+                DelegatedVerificationGate.Refusal.BadBudget => BadBudgetText("Too many signatures sent to VerifyBatch from this network address were invalid lately"),
+                DelegatedVerificationGate.Refusal.SiteShare =>
+                    $"This network address has {verifyGate.PerSite} VerifyBatch call(s) running already, the most one client site may have of the node's {verifyGate.Capacity}; send the next when one ends (retry-after-ms estimates when).",
+                _ => $"The node is already answering {verifyGate.Capacity} VerifyBatch call(s), all it answers at once; retry after retry-after-ms (when the first should end).",
+            };
+            throw new RpcException(new Status(StatusCode.ResourceExhausted, why), RetryAfter(retryAfterMs));
         }
 
-        try
+        using (call)
         {
             // Up to seconds of CPU: on the gate's own thread, not on one of the thread pool's.
             CancellationToken ct = context.CancellationToken;
-            return await verifyGate.RunAsync(() => Verify(request, ct), ct).ConfigureAwait(false);
-        }
-        finally
-        {
-            verifyGate.Exit();
+            return await verifyGate.RunAsync(() => Verify(request, call, ct), ct).ConfigureAwait(false);
         }
     }
 
-    private VerifyBatchResponse Verify(VerifyBatchRequest request, CancellationToken cancellationToken)
+    private static string BadBudgetText(string what) =>
+        $"{what} (each site gets {DelegatedVerificationGate.BadBurst:N0} invalid verdicts, then {DelegatedVerificationGate.BadPerSecond:N0} a second: an invalid signature costs the node about 16 valid ones); retry after retry-after-ms.";
+
+    private static Metadata RetryAfter(int ms) => new() { { "retry-after-ms", ms.ToString(System.Globalization.CultureInfo.InvariantCulture) } };
+
+    private VerifyBatchResponse Verify(VerifyBatchRequest request, DelegatedVerificationGate.Call call, CancellationToken cancellationToken)
     {
         var response = new VerifyBatchResponse { Backend = verifyGate.Verifier.Name };
         int count = request.Signatures.Count;
@@ -396,7 +404,17 @@ public sealed class RelayService(
             {
                 // A client that gave up (or timed out) stops costing the node at the next step.
                 cancellationToken.ThrowIfCancellationRequested();
-                verifyGate.Verifier.Verify(batch, start, Math.Min(VerifyChunk, count - start), verdicts.AsSpan(start));
+                int length = Math.Min(VerifyChunk, count - start);
+                Span<bool> step = verdicts.AsSpan(start, length);
+                verifyGate.Verifier.Verify(batch, start, length, step);
+
+                // Invalid verdicts are what cost (bisection): the site pays for them, and one that has spent its budget
+                // stops here rather than holding the slot for the rest (an all-invalid call of 65,536 took 12 s).
+                if (!call.Stepped(start + length, length - step.Count(true), out int retryAfterMs) && start + length < count)
+                {
+                    throw new RpcException(new Status(StatusCode.ResourceExhausted, BadBudgetText(
+                        $"VerifyBatch stopped after {start + length:N0} of {count:N0} signatures: too many signatures sent from this network address were invalid")), RetryAfter(retryAfterMs));
+                }
             }
 
             response.SignatureValid.AddRange(verdicts);

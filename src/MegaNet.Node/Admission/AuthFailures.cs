@@ -1,0 +1,144 @@
+using System.Diagnostics;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using MegaNet.Node.Hosting;
+
+namespace MegaNet.Node.Admission;
+
+/// <summary>
+/// Client sites (an IPv4 address, or an IPv6 /48) whose mailbox authentication failed its signature check within the
+/// last <see cref="Hold"/>, each with a budget of failed checks (<see cref="Burst"/>, then <see cref="FailuresPerSecond"/>
+/// a second). A wrong signature costs the node a full Ed25519 check (~117 µs) and the caller nothing, so without this
+/// one client ran 9,449 of them a second, over a core. Sites with no failure are not in the table and cost nothing;
+/// a site in it takes one from its budget before each check and gets it back when the signature is valid, so
+/// concurrent forgeries cannot overshoot it. Not thread-safe: <see cref="MailboxAuthenticator"/> uses it under its lock.
+/// </summary>
+internal sealed class AuthFailures(int capacity = AuthFailures.DefaultCapacity)
+{
+    /// <summary>Sites remembered at most (about 5 MB): a full table drops expired entries, then the one that expires
+    /// soonest.</summary>
+    public const int DefaultCapacity = 65_536;
+
+    /// <summary>Failed signature checks a second a site may go on with once its burst is spent: about a thousandth of
+    /// a core each. An honest client never fails one (it signs the challenge with the key it sends), so only a bug or
+    /// a forger reaches this; the other clients behind the same address are refused meanwhile.</summary>
+    public const int FailuresPerSecond = 10;
+
+    /// <summary>Failed checks a site may make at once (and its budget on its first failure).</summary>
+    public const int Burst = 50;
+
+    /// <summary>How long a site stays in the table after its last failed check.</summary>
+    public static readonly TimeSpan Hold = TimeSpan.FromSeconds(60);
+
+    private static readonly long HoldTicks = (long)(Hold.TotalSeconds * Stopwatch.Frequency);
+
+    private readonly Dictionary<ClientAddress, Entry> _entries = [];
+    private long _nextSweep = long.MinValue;
+
+    /// <summary>Sites remembered now.</summary>
+    public int Count => _entries.Count;
+
+    /// <summary>Before a signature check for <paramref name="site"/> at <paramref name="now"/> (a
+    /// <see cref="Stopwatch"/>-frequency timestamp): false when its budget is spent (<paramref name="retryAfterMs"/>
+    /// then says when one more check is allowed); true otherwise, with <paramref name="reserved"/> when one was taken
+    /// from its budget, to pass to <see cref="Checked"/>.</summary>
+    public bool TryBegin(ClientAddress site, long now, out bool reserved, out int retryAfterMs)
+    {
+        reserved = false;
+        retryAfterMs = 0;
+        Sweep(now);
+        ref Entry e = ref CollectionsMarshal.GetValueRefOrNullRef(_entries, site);
+        if (Unsafe.IsNullRef(ref e) || e.Until <= now)
+        {
+            return true;
+        }
+
+        e.Budget.Refill(now, FailuresPerSecond, Burst);
+        if (e.Budget.Tokens < 1)
+        {
+            retryAfterMs = (int)Math.Ceiling((1 - e.Budget.Tokens) * 1000 / FailuresPerSecond);
+            return false;
+        }
+
+        e.Budget.Tokens--;
+        reserved = true;
+        return true;
+    }
+
+    /// <summary>Records the outcome of the check <see cref="TryBegin"/> allowed: a valid signature gives back what it
+    /// reserved; a failed one keeps it (or, for a site not in the table, adds the site with one taken) and holds the
+    /// site for <see cref="Hold"/> from now.</summary>
+    public void Checked(ClientAddress site, bool valid, bool reserved, long now)
+    {
+        if (valid)
+        {
+            ref Entry held = ref CollectionsMarshal.GetValueRefOrNullRef(_entries, site);
+            if (reserved && !Unsafe.IsNullRef(ref held))
+            {
+                held.Budget.Return(Burst);
+            }
+
+            return;
+        }
+
+        if (_entries.Count >= capacity && !_entries.ContainsKey(site))
+        {
+            MakeRoom(now);
+        }
+
+        ref Entry e = ref CollectionsMarshal.GetValueRefOrAddDefault(_entries, site, out bool existed);
+        if (!existed || e.Until <= now)
+        {
+            // New, or back after its hold ran out (the sweep runs at most once a second): a full budget again.
+            e.Budget = new TokenCount(Burst, now);
+        }
+
+        if (!reserved)
+        {
+            e.Budget.Refill(now, FailuresPerSecond, Burst);
+            e.Budget.Tokens--;
+        }
+
+        e.Until = now + HoldTicks;
+    }
+
+    // Drops expired sites, at most once a second (and at once after the clock stepped back, which would otherwise
+    // postpone every sweep until it passed the old schedule again).
+    private void Sweep(long now)
+    {
+        if (now < _nextSweep && now >= _nextSweep - Stopwatch.Frequency)
+        {
+            return;
+        }
+
+        _nextSweep = now + Stopwatch.Frequency;
+        foreach (KeyValuePair<ClientAddress, Entry> entry in _entries)
+        {
+            if (entry.Value.Until <= now)
+            {
+                _entries.Remove(entry.Key);
+            }
+        }
+    }
+
+    private void MakeRoom(long now)
+    {
+        _nextSweep = long.MinValue;
+        Sweep(now);
+        if (_entries.Count < capacity)
+        {
+            return;
+        }
+
+        // Every site is live: forget the one that would expire first, so one with many sites churns the table but
+        // never frees the sites it holds to their budget.
+        KeyValuePair<ClientAddress, Entry> soonest = _entries.MinBy(entry => entry.Value.Until);
+        _entries.Remove(soonest.Key);
+    }
+
+    private struct Entry
+    {
+        public long Until;
+        public TokenCount Budget;
+    }
+}
