@@ -173,10 +173,17 @@ public sealed class MailboxAccessTests(ITestOutputHelper output)
         using MegaNetClient client = node.Client();
         using Identity alice = Identity.Create(), bob = Identity.Create(), mallory = Identity.Create();
         // 1.1 million sequence numbers: one log record larger than a log page, which used to fail the commit and with
-        // it every later write.
+        // it every later write. Now a request that large (1.1 MB) is refused from its length prefix, before it is read.
         var huge = new AckRequest { Auth = await client.AuthenticateAsync(mallory) };
         huge.Seqs.AddRange(new ulong[1_100_000]);
         RpcException e = await Assert.ThrowsAsync<RpcException>(async () => await client.Relay.AckAsync(huge));
+        Assert.Equal(StatusCode.ResourceExhausted, e.StatusCode);
+        Assert.Contains("/meganet.v1.Relay/Ack takes at most 65,536", e.Status.Detail, StringComparison.Ordinal);
+
+        // One more than an Ack may carry, in a request of ordinary size: refused by the count.
+        var tooMany = new AckRequest { Auth = await client.AuthenticateAsync(mallory) };
+        tooMany.Seqs.AddRange(Enumerable.Range(1, FasterEnvelopeStore.MaxAckSeqs + 1).Select(i => (ulong)i));
+        e = await Assert.ThrowsAsync<RpcException>(async () => await client.Relay.AckAsync(tooMany));
         Assert.Equal(StatusCode.InvalidArgument, e.StatusCode);
         Assert.Contains($"At most {FasterEnvelopeStore.MaxAckSeqs}", e.Status.Detail, StringComparison.Ordinal);
         await client.SendAsync(alice, bob.Card, Encoding.UTF8.GetBytes("after the ack"), "text/plain");
