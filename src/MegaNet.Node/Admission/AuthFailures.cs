@@ -1,6 +1,5 @@
 using System.Diagnostics;
 using System.Runtime.CompilerServices;
-using System.Runtime.InteropServices;
 using MegaNet.Node.Hosting;
 
 namespace MegaNet.Node.Admission;
@@ -32,8 +31,7 @@ internal sealed class AuthFailures(int capacity = AuthFailures.DefaultCapacity)
 
     private static readonly long HoldTicks = (long)(Hold.TotalSeconds * Stopwatch.Frequency);
 
-    private readonly Dictionary<ClientAddress, Entry> _entries = [];
-    private long _nextSweep = long.MinValue;
+    private readonly SiteTable<SiteBudget> _entries = SiteBudget.Table(capacity);
 
     /// <summary>Sites remembered now.</summary>
     public int Count => _entries.Count;
@@ -46,17 +44,15 @@ internal sealed class AuthFailures(int capacity = AuthFailures.DefaultCapacity)
     {
         reserved = false;
         retryAfterMs = 0;
-        Sweep(now);
-        ref Entry e = ref CollectionsMarshal.GetValueRefOrNullRef(_entries, site);
+        _entries.Sweep(now);
+        ref SiteBudget e = ref _entries.Find(site);
         if (Unsafe.IsNullRef(ref e) || e.Until <= now)
         {
             return true;
         }
 
-        e.Budget.Refill(now, FailuresPerSecond, Burst);
-        if (e.Budget.Tokens < 1)
+        if (!e.Budget.Available(now, FailuresPerSecond, Burst, out retryAfterMs))
         {
-            retryAfterMs = (int)Math.Ceiling((1 - e.Budget.Tokens) * 1000 / FailuresPerSecond);
             return false;
         }
 
@@ -72,7 +68,7 @@ internal sealed class AuthFailures(int capacity = AuthFailures.DefaultCapacity)
     {
         if (valid)
         {
-            ref Entry held = ref CollectionsMarshal.GetValueRefOrNullRef(_entries, site);
+            ref SiteBudget held = ref _entries.Find(site);
             if (reserved && !Unsafe.IsNullRef(ref held))
             {
                 held.Budget.Return(Burst);
@@ -81,12 +77,7 @@ internal sealed class AuthFailures(int capacity = AuthFailures.DefaultCapacity)
             return;
         }
 
-        if (_entries.Count >= capacity && !_entries.ContainsKey(site))
-        {
-            MakeRoom(now);
-        }
-
-        ref Entry e = ref CollectionsMarshal.GetValueRefOrAddDefault(_entries, site, out bool existed);
+        ref SiteBudget e = ref _entries.GetOrAdd(site, now, out bool existed);
         if (!existed || e.Until <= now)
         {
             // New, or back after its hold ran out (the sweep runs at most once a second): a full budget again.
@@ -100,45 +91,5 @@ internal sealed class AuthFailures(int capacity = AuthFailures.DefaultCapacity)
         }
 
         e.Until = now + HoldTicks;
-    }
-
-    // Drops expired sites, at most once a second (and at once after the clock stepped back, which would otherwise
-    // postpone every sweep until it passed the old schedule again).
-    private void Sweep(long now)
-    {
-        if (now < _nextSweep && now >= _nextSweep - Stopwatch.Frequency)
-        {
-            return;
-        }
-
-        _nextSweep = now + Stopwatch.Frequency;
-        foreach (KeyValuePair<ClientAddress, Entry> entry in _entries)
-        {
-            if (entry.Value.Until <= now)
-            {
-                _entries.Remove(entry.Key);
-            }
-        }
-    }
-
-    private void MakeRoom(long now)
-    {
-        _nextSweep = long.MinValue;
-        Sweep(now);
-        if (_entries.Count < capacity)
-        {
-            return;
-        }
-
-        // Every site is live: forget the one that would expire first, so one with many sites churns the table but
-        // never frees the sites it holds to their budget.
-        KeyValuePair<ClientAddress, Entry> soonest = _entries.MinBy(entry => entry.Value.Until);
-        _entries.Remove(soonest.Key);
-    }
-
-    private struct Entry
-    {
-        public long Until;
-        public TokenCount Budget;
     }
 }

@@ -1,6 +1,5 @@
 using System.Diagnostics;
 using System.Runtime.CompilerServices;
-using System.Runtime.InteropServices;
 using MegaNet.Node.Hosting;
 
 namespace MegaNet.Node.Admission;
@@ -38,8 +37,7 @@ internal sealed class ForgerySuspects(int capacity = ForgerySuspects.DefaultCapa
 
     private static readonly long HoldTicks = (long)(Hold.TotalSeconds * Stopwatch.Frequency);
 
-    private readonly Dictionary<ClientAddress, Entry> _entries = [];
-    private long _nextSweep = long.MinValue;
+    private readonly SiteTable<SiteBudget> _entries = SiteBudget.Table(capacity);
     private TokenCount _lane = new(LanePerSecond, long.MinValue); // counting starts with the first suspect submission
 
     /// <summary>Addresses remembered now.</summary>
@@ -58,16 +56,14 @@ internal sealed class ForgerySuspects(int capacity = ForgerySuspects.DefaultCapa
             return Lane.Clean;
         }
 
-        ref Entry e = ref CollectionsMarshal.GetValueRefOrNullRef(_entries, a);
+        ref SiteBudget e = ref _entries.Find(a);
         if (Unsafe.IsNullRef(ref e) || e.Until <= now)
         {
             return Lane.Clean;
         }
 
-        e.Budget.Refill(now, BadPerSecond, Burst);
-        if (e.Budget.Tokens < 1)
+        if (!e.Budget.Available(now, BadPerSecond, Burst, out retryAfterMs))
         {
-            retryAfterMs = (int)Math.Ceiling((1 - e.Budget.Tokens) * 1000 / BadPerSecond);
             return Lane.Refused;
         }
 
@@ -76,10 +72,8 @@ internal sealed class ForgerySuspects(int capacity = ForgerySuspects.DefaultCapa
             _lane.Stamp = now;
         }
 
-        _lane.Refill(now, LanePerSecond, LanePerSecond);
-        if (_lane.Tokens < 1)
+        if (!_lane.Available(now, LanePerSecond, LanePerSecond, out retryAfterMs))
         {
-            retryAfterMs = (int)Math.Ceiling((1 - _lane.Tokens) * 1000 / LanePerSecond);
             return Lane.LaneFull;
         }
 
@@ -100,7 +94,7 @@ internal sealed class ForgerySuspects(int capacity = ForgerySuspects.DefaultCapa
 
         if (valid)
         {
-            ref Entry held = ref CollectionsMarshal.GetValueRefOrNullRef(_entries, a);
+            ref SiteBudget held = ref _entries.Find(a);
             if (!Unsafe.IsNullRef(ref held))
             {
                 held.Budget.Return(Burst);
@@ -109,12 +103,7 @@ internal sealed class ForgerySuspects(int capacity = ForgerySuspects.DefaultCapa
             return;
         }
 
-        if (_entries.Count >= capacity && !_entries.ContainsKey(a))
-        {
-            MakeRoom(now);
-        }
-
-        ref Entry e = ref CollectionsMarshal.GetValueRefOrAddDefault(_entries, a, out bool existed);
+        ref SiteBudget e = ref _entries.GetOrAdd(a, now, out bool existed);
         if (!existed)
         {
             e.Budget = new TokenCount(Burst, now);
@@ -131,37 +120,7 @@ internal sealed class ForgerySuspects(int capacity = ForgerySuspects.DefaultCapa
 
     /// <summary>Drops expired addresses, at most once a second, so an address is kept no longer than <see cref="Hold"/>
     /// after its last bad signature (plus up to a second).</summary>
-    public void Sweep(long now)
-    {
-        if (now < _nextSweep)
-        {
-            return;
-        }
-
-        _nextSweep = now + Stopwatch.Frequency;
-        foreach (KeyValuePair<ClientAddress, Entry> entry in _entries)
-        {
-            if (entry.Value.Until <= now)
-            {
-                _entries.Remove(entry.Key);
-            }
-        }
-    }
-
-    private void MakeRoom(long now)
-    {
-        _nextSweep = long.MinValue;
-        Sweep(now);
-        if (_entries.Count < capacity)
-        {
-            return;
-        }
-
-        // Every address is live: forget the one that would expire first. (An attacker with that many addresses makes
-        // the table churn, but never wipes it: the addresses it holds to their budget stay held.)
-        KeyValuePair<ClientAddress, Entry> soonest = _entries.MinBy(entry => entry.Value.Until);
-        _entries.Remove(soonest.Key);
-    }
+    public void Sweep(long now) => _entries.Sweep(now);
 
     /// <summary>Where a submission is verified.</summary>
     public enum Lane
@@ -177,11 +136,5 @@ internal sealed class ForgerySuspects(int capacity = ForgerySuspects.DefaultCapa
 
         /// <summary>Not at all: the suspects' lane is full for now.</summary>
         LaneFull,
-    }
-
-    private struct Entry
-    {
-        public long Until;
-        public TokenCount Budget;
     }
 }

@@ -25,6 +25,15 @@ internal struct TokenCount(double tokens, long stamp)
     public readonly double At(long now, double perSecond, double burst) =>
         now > Stamp ? Math.Min(burst, Tokens + ((double)(now - Stamp) / Stopwatch.Frequency * perSecond)) : Tokens;
 
+    /// <summary>Refills, then whether a token is there (it is not taken); when not, <paramref name="retryAfterMs"/> says
+    /// when one will be (1 ms to a minute).</summary>
+    public bool Available(long now, double perSecond, double burst, out int retryAfterMs)
+    {
+        Refill(now, perSecond, burst);
+        retryAfterMs = Tokens >= 1 ? 0 : (int)Math.Clamp(Math.Ceiling((1 - Tokens) * 1000 / perSecond), 1, 60_000);
+        return Tokens >= 1;
+    }
+
     /// <summary>Gives one token back, up to <paramref name="burst"/>.</summary>
     public void Return(double burst) => Tokens = Math.Min(burst, Tokens + 1);
 }

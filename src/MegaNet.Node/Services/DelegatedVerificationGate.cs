@@ -1,7 +1,6 @@
 using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Runtime.CompilerServices;
-using System.Runtime.InteropServices;
 using MegaNet.Core.Verification;
 using MegaNet.Node.Admission;
 using MegaNet.Node.Hosting;
@@ -38,8 +37,9 @@ public sealed class DelegatedVerificationGate : IDisposable
     /// bisection (~180 µs an invalid item), the most one client can take from the others on average.</summary>
     public const int BadPerSecond = 1_000;
 
-    /// <summary>The bounds of a retry hint: a call may end any moment, and one hint should not send a client away
-    /// for longer than the longest call the budget lets run.</summary>
+    /// <summary>The bounds of a retry hint for a slot: a call may end any moment, and one hint should not send a client
+    /// away for longer than the longest call the budget lets run. (A site past its budget of invalid verdicts is told
+    /// when the budget allows one more, up to a minute.)</summary>
     public const int MinRetryMs = 100, MaxRetryMs = 15_000;
 
     // Sites remembered at most: one is kept while it holds a slot or owes its budget (about 16 s after a full burst
@@ -53,9 +53,14 @@ public sealed class DelegatedVerificationGate : IDisposable
     // when it leaves, all far cheaper than the verification between them.
     private readonly object _lock = new();
     private readonly Call?[] _calls;
-    private readonly Dictionary<ClientAddress, Site> _sites = [];
+    // A site is forgotten once it holds no slot and owes nothing; a full table forgets the idle one that owes least
+    // (sites holding slots are at most Capacity of MaxSites).
+    private readonly SiteTable<Site> _sites = new(
+        MaxSites,
+        static (s, now) => s.Holding == 0 && s.Budget.At(now, BadPerSecond, BadBurst) >= BadBurst,
+        static (s, now) => s.Holding > 0 ? double.MaxValue : -s.Budget.At(now, BadPerSecond, BadBurst));
+
     private int _inUse;
-    private long _nextSweep = long.MinValue;
 
     /// <summary>Creates a gate over <paramref name="verifier"/> with <paramref name="slots"/> slots (default: half the
     /// cores, at least one); with <paramref name="ownsVerifier"/> disposing the gate disposes the verifier.</summary>
@@ -116,20 +121,15 @@ public sealed class DelegatedVerificationGate : IDisposable
         site = site?.Site;
         lock (_lock)
         {
-            Sweep(now);
+            _sites.Sweep(now);
             ref Site s = ref Unsafe.NullRef<Site>();
             if (site is { } key)
             {
-                s = ref CollectionsMarshal.GetValueRefOrNullRef(_sites, key);
-                if (!Unsafe.IsNullRef(ref s))
+                s = ref _sites.Find(key);
+                if (!Unsafe.IsNullRef(ref s) && !s.Budget.Available(now, BadPerSecond, BadBurst, out retryAfterMs))
                 {
-                    s.Budget.Refill(now, BadPerSecond, BadBurst);
-                    if (s.Budget.Tokens < 1)
-                    {
-                        refusal = Refusal.BadBudget;
-                        retryAfterMs = BudgetRetryMs(s.Budget.Tokens);
-                        return null;
-                    }
+                    refusal = Refusal.BadBudget;
+                    return null;
                 }
             }
 
@@ -149,12 +149,7 @@ public sealed class DelegatedVerificationGate : IDisposable
 
             if (site is { } added && Unsafe.IsNullRef(ref s))
             {
-                if (_sites.Count >= MaxSites)
-                {
-                    MakeRoom(now);
-                }
-
-                s = ref CollectionsMarshal.GetValueRefOrAddDefault(_sites, added, out _);
+                s = ref _sites.GetOrAdd(added, now, out _);
                 s.Budget = new TokenCount(BadBurst, now);
             }
 
@@ -188,8 +183,6 @@ public sealed class DelegatedVerificationGate : IDisposable
             Verifier.Dispose();
         }
     }
-
-    private static int BudgetRetryMs(double tokens) => Math.Clamp((int)Math.Ceiling((1 - tokens) * 1000 / BadPerSecond), 1, 60_000);
 
     // Under _lock. When the first of the running calls (of one site, or all) should end: from its pace so far when it
     // has finished a step, else as long again as it has run; within [MinRetryMs, MaxRetryMs]. A fixed 250 ms was ~50
@@ -226,17 +219,11 @@ public sealed class DelegatedVerificationGate : IDisposable
                 return true;
             }
 
-            ref Site s = ref CollectionsMarshal.GetValueRefOrNullRef(_sites, site);
+            ref Site s = ref _sites.Find(site);
             Debug.Assert(!Unsafe.IsNullRef(ref s), "a site is kept while it holds a slot");
             s.Budget.Refill(now, BadPerSecond, BadBurst);
             s.Budget.Tokens -= invalid;
-            if (s.Budget.Tokens < 1)
-            {
-                retryAfterMs = BudgetRetryMs(s.Budget.Tokens);
-                return false;
-            }
-
-            return true;
+            return s.Budget.Available(now, BadPerSecond, BadBurst, out retryAfterMs);
         }
     }
 
@@ -253,47 +240,13 @@ public sealed class DelegatedVerificationGate : IDisposable
             _inUse--;
             if (call.Site is { } site)
             {
-                ref Site s = ref CollectionsMarshal.GetValueRefOrNullRef(_sites, site);
+                ref Site s = ref _sites.Find(site);
                 if (--s.Holding == 0 && s.Budget.At(now, BadPerSecond, BadBurst) >= BadBurst)
                 {
                     _sites.Remove(site);
                 }
             }
         }
-    }
-
-    // Under _lock. Forgets sites that hold no slot and owe nothing, at most once a second (and at once after the
-    // clock stepped back).
-    private void Sweep(long now)
-    {
-        if (now < _nextSweep && now >= _nextSweep - Stopwatch.Frequency)
-        {
-            return;
-        }
-
-        _nextSweep = now + Stopwatch.Frequency;
-        foreach (KeyValuePair<ClientAddress, Site> entry in _sites)
-        {
-            if (entry.Value.Holding == 0 && entry.Value.Budget.At(now, BadPerSecond, BadBurst) >= BadBurst)
-            {
-                _sites.Remove(entry.Key);
-            }
-        }
-    }
-
-    // Under _lock, with the table full: every site holds a slot or owes. Forgets the idle one that owes least
-    // (sites holding slots are at most Capacity of MaxSites).
-    private void MakeRoom(long now)
-    {
-        _nextSweep = long.MinValue;
-        Sweep(now);
-        if (_sites.Count < MaxSites)
-        {
-            return;
-        }
-
-        KeyValuePair<ClientAddress, Site> least = _sites.Where(e => e.Value.Holding == 0).MaxBy(e => e.Value.Budget.At(now, BadPerSecond, BadBurst));
-        _sites.Remove(least.Key);
     }
 
     /// <summary>Why <see cref="TryEnter(ClientAddress?, int, out Refusal, out int)"/> refused a call.</summary>

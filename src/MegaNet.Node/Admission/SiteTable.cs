@@ -1,0 +1,89 @@
+using System.Diagnostics;
+using System.Runtime.InteropServices;
+using MegaNet.Node.Hosting;
+
+namespace MegaNet.Node.Admission;
+
+/// <summary>
+/// What the node remembers per client site (an IPv4 address, or an IPv6 /48) for its budgets against one client's abuse
+/// (forged envelopes, failed mailbox logins, invalid delegated verdicts), in a table of bounded size: entries that no
+/// longer matter are swept at most once a second, and a full table makes room by dropping the entry ranked first for
+/// eviction. Not thread-safe: its owner uses it under its own lock, or from one thread.
+/// </summary>
+/// <param name="capacity">Sites remembered at most.</param>
+/// <param name="forgettable">Whether an entry no longer matters at a <see cref="Stopwatch"/> timestamp.</param>
+/// <param name="evictionRank">With the table full of entries that matter, the one with the lowest rank is dropped.</param>
+internal sealed class SiteTable<TEntry>(int capacity, Func<TEntry, long, bool> forgettable, Func<TEntry, long, double> evictionRank)
+    where TEntry : struct
+{
+    private readonly Dictionary<ClientAddress, TEntry> _entries = [];
+    private long _nextSweep = long.MinValue;
+
+    /// <summary>Sites remembered now.</summary>
+    public int Count => _entries.Count;
+
+    /// <summary>The site's entry, or a null reference (<see cref="System.Runtime.CompilerServices.Unsafe.IsNullRef{T}(ref readonly T)"/>).</summary>
+    public ref TEntry Find(ClientAddress site) => ref CollectionsMarshal.GetValueRefOrNullRef(_entries, site);
+
+    /// <summary>The site's entry, added (zeroed, <paramref name="existed"/> false) when it has none, after making room.</summary>
+    public ref TEntry GetOrAdd(ClientAddress site, long now, out bool existed)
+    {
+        if (_entries.Count >= capacity && !_entries.ContainsKey(site))
+        {
+            MakeRoom(now);
+        }
+
+        return ref CollectionsMarshal.GetValueRefOrAddDefault(_entries, site, out existed);
+    }
+
+    /// <summary>Forgets the site.</summary>
+    public void Remove(ClientAddress site) => _entries.Remove(site);
+
+    /// <summary>Drops the entries that no longer matter, at most once a second (and at once after the clock stepped
+    /// back, which would otherwise postpone every sweep until it passed the old schedule again).</summary>
+    public void Sweep(long now)
+    {
+        if (now < _nextSweep && now >= _nextSweep - Stopwatch.Frequency)
+        {
+            return;
+        }
+
+        _nextSweep = now + Stopwatch.Frequency;
+        foreach (KeyValuePair<ClientAddress, TEntry> entry in _entries)
+        {
+            if (forgettable(entry.Value, now))
+            {
+                _entries.Remove(entry.Key);
+            }
+        }
+    }
+
+    private void MakeRoom(long now)
+    {
+        _nextSweep = long.MinValue;
+        Sweep(now);
+        if (_entries.Count < capacity)
+        {
+            return;
+        }
+
+        // Every entry matters: one with many sites churns the table, but the ranking decides what it may free.
+        KeyValuePair<ClientAddress, TEntry> first = _entries.MinBy(entry => evictionRank(entry.Value, now));
+        _entries.Remove(first.Key);
+    }
+}
+
+/// <summary>A site's budget of something it should rarely do, and until when it is remembered (a
+/// <see cref="Stopwatch"/> timestamp).</summary>
+internal struct SiteBudget
+{
+    /// <summary>Until when the site is remembered.</summary>
+    public long Until;
+
+    /// <summary>Its budget.</summary>
+    public TokenCount Budget;
+
+    /// <summary>A table of these, forgetting a site once <see cref="Until"/> has passed and, when full, the one that
+    /// would be forgotten soonest (so one with many sites never frees the sites it holds to their budget).</summary>
+    public static SiteTable<SiteBudget> Table(int capacity) => new(capacity, static (e, now) => e.Until <= now, static (e, _) => e.Until);
+}
