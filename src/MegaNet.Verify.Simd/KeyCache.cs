@@ -6,7 +6,7 @@ namespace MegaNet.Verify.Simd;
 /// <summary>
 /// A bounded, thread-safe, direct-mapped cache of decoded public keys: key bytes → (passes rule 3 and 4, −A in
 /// mixed-addition form). Repeat senders skip the square root and the small-order check. Striped locks keep
-/// lookups allocation-free; a colliding key simply replaces the slot. Slots come from a hash keyed per cache.
+/// lookups allocation-free; a colliding key simply replaces the slot. Slots come from a hash keyed per process.
 /// </summary>
 internal sealed class KeyCache
 {
@@ -15,18 +15,8 @@ internal sealed class KeyCache
     private readonly object[] _locks;
     private readonly int _mask;
 
-    // Drawn per cache: keys are attacker-chosen, and with fixed constants anyone could grind offline keys that share an
-    // honest sender's slot and keep evicting it (a square root and a small-order check per item; never a wrong
-    // verdict, since the full 32 bytes are compared).
-    private readonly ulong _s0, _s1, _s2, _s3;
-    private readonly ulong _m0, _m1, _m2, _m3;
-
     public KeyCache(int capacity)
     {
-        Span<ulong> random = stackalloc ulong[8];
-        System.Security.Cryptography.RandomNumberGenerator.Fill(System.Runtime.InteropServices.MemoryMarshal.AsBytes(random));
-        (_s0, _s1, _s2, _s3) = (random[0], random[1], random[2], random[3]);
-        (_m0, _m1, _m2, _m3) = (random[4] | 1, random[5] | 1, random[6] | 1, random[7] | 1);
 
         int size = 1;
         while (size < capacity)
@@ -73,13 +63,12 @@ internal sealed class KeyCache
         }
     }
 
-    private int Slot(ulong k0, ulong k1, ulong k2, ulong k3)
-    {
-        // Every word, under this cache's secret seeds and odd multipliers, so which keys share a slot cannot be
-        // worked out offline.
-        ulong h = ((k0 ^ _s0) * _m0) ^ ((k1 ^ _s1) * _m1) ^ ((k2 ^ _s2) * _m2) ^ ((k3 ^ _s3) * _m3);
-        return (int)((h ^ (h >> 29)) & (ulong)_mask);
-    }
+    private int Slot(ulong k0, ulong k1, ulong k2, ulong k3) =>
+        // Keys are attacker-chosen: HashCode mixes every bit of every word under a seed drawn per process, so which
+        // keys share a slot (and evict each other: a square root and a small-order check per item, never a wrong
+        // verdict, since all 32 bytes are compared) cannot be worked out offline. A fixed multiply-and-shift left the
+        // top bits of each word out of the slot: A and -A (bit 255) always collided.
+        HashCode.Combine(k0, k1, k2, k3) & _mask;
 
     private static (ulong, ulong, ulong, ulong) Words(ReadOnlySpan<byte> key) => (
         BinaryPrimitives.ReadUInt64LittleEndian(key),

@@ -29,7 +29,7 @@ public sealed class NodeOptionsTests
         { "StreamWindow", o => o.StreamWindow = 0 },
         { "StreamWindow", o => o.StreamWindow = 65_537 },
         { "StreamIdleSeconds", o => o.StreamIdleSeconds = 0 },
-        { "ArrivingMessageMiB", o => o.ArrivingMessageMiB = 63 },
+        { "ArrivingMessageMiB", o => o.ArrivingMessageMiB = 127 },
         { "StreamIdleSeconds", o => o.StreamIdleSeconds = 86_401 },
         { "PowMinBits", o => o.PowMinBits = 17 },
         { "StoreMemoryMiB", o => o.StoreMemoryMiB = 4 },

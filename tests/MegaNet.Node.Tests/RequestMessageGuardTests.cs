@@ -76,22 +76,25 @@ public sealed class RequestMessageGuardTests
     [Fact]
     public async Task Messages_still_arriving_from_one_address_are_held_to_a_quarter_of_the_budget()
     {
-        // 64 MiB in all: 16 MiB a site. One 9 MiB message arriving slowly fits; a second from the same address does not.
-        await using TestNode node = await TestNode.StartAsync(o => o.ArrivingMessageMiB = 64);
+        // 128 MiB in all: 32 MiB a site, counted by the bytes received. Two 16 MiB messages of which 12 MiB came fit;
+        // a third from the same address does not, and is refused as it arrives.
+        await using TestNode node = await TestNode.StartAsync(o => o.ArrivingMessageMiB = 128);
         RequestMessageGuard guard = node.Services.GetRequiredService<RequestMessageGuard>();
         using HttpClient http = Http(node);
-        const int Large = 9 << 20;
+        const int Declared = 16 << 20, Sent = 12 << 20, Held = 5 + Sent;
 
-        StalledCall first = await StalledCall.StartAsync(http, "VerifyBatch", Large, sent: 100_000);
+        StalledCall first = await StalledCall.StartAsync(http, "VerifyBatch", Declared, Sent);
+        await WaitForAsync(() => guard.Arriving == Held, () => $"the first message to be charged {Held:N0} bytes (charged: {guard.Arriving:N0})");
+        await using StalledCall second = await StalledCall.StartAsync(http, "VerifyBatch", Declared, Sent);
         try
         {
-            await WaitForAsync(() => guard.Arriving == Large + 5, "the first message to be charged");
-            await using StalledCall second = await StalledCall.StartAsync(http, "VerifyBatch", Large, sent: 100_000);
-            (string status, string message) = await second.StatusAsync();
+            await WaitForAsync(() => guard.Arriving == 2 * Held, () => $"the second message to be charged (charged: {guard.Arriving:N0})");
+            await using StalledCall third = await StalledCall.StartAsync(http, "VerifyBatch", Declared, Sent);
+            (string status, string message) = await third.StatusAsync();
             Assert.Equal("8", status);
-            Assert.Contains("The node is receiving too many large messages at once (ArrivingMessageMiB 64, a quarter of it per network address)", message, StringComparison.Ordinal);
-            Assert.Equal("1000", second.Header("retry-after-ms"));
-            Assert.Equal(Large + 5, guard.Arriving);
+            Assert.Contains("The node is receiving too many large messages at once (ArrivingMessageMiB 128, a quarter of it per network address)", message, StringComparison.Ordinal);
+            Assert.Equal("1000", third.Header("retry-after-ms"));
+            await WaitForAsync(() => guard.Arriving == 2 * Held, () => $"the refused message's bytes to be given back (charged: {guard.Arriving:N0}; first: {first.Describe()}; second: {second.Describe()})");
         }
         finally
         {
@@ -99,21 +102,56 @@ public sealed class RequestMessageGuardTests
         }
 
         // The first call gone (its client reset the stream), its bytes are free for the next.
-        await WaitForAsync(() => guard.Arriving == 0, "the first message's budget to be released");
-        await using StalledCall third = await StalledCall.StartAsync(http, "VerifyBatch", Large, sent: 100_000);
-        await WaitForAsync(() => guard.Arriving == Large + 5, "the third message to be charged");
+        await WaitForAsync(() => guard.Arriving == Held, () => $"the first message's bytes to be given back (charged: {guard.Arriving:N0})");
+        await using StalledCall fourth = await StalledCall.StartAsync(http, "VerifyBatch", Declared, Sent);
+        await WaitForAsync(() => guard.Arriving == 2 * Held, () => $"the fourth message to be charged (charged: {guard.Arriving:N0})");
+        node.AssertNoServerErrors();
+    }
+
+    [Fact]
+    public async Task A_compressed_request_is_refused()
+    {
+        // The size limits are read on the wire: a 64 KiB gzip Ack could inflate to 16 MiB inside the node.
+        await using TestNode node = await TestNode.StartAsync();
+        using HttpClient http = Http(node);
+        using var zipped = new MemoryStream();
+        using (var gzip = new System.IO.Compression.GZipStream(zipped, System.IO.Compression.CompressionLevel.Fastest, leaveOpen: true))
+        {
+            gzip.Write(new byte[1 << 20]); // a megabyte of zeros: about a kilobyte on the wire
+        }
+
+        byte[] body = new byte[5 + zipped.Length];
+        body[0] = 1; // compressed
+        BinaryPrimitives.WriteUInt32BigEndian(body.AsSpan(1), (uint)zipped.Length);
+        zipped.ToArray().CopyTo(body, 5);
+        var request = new HttpRequestMessage(HttpMethod.Post, "/meganet.v1.Relay/Ack")
+        {
+            Version = HttpVersion.Version20,
+            VersionPolicy = HttpVersionPolicy.RequestVersionExact,
+            Content = new ByteArrayContent(body),
+        };
+        request.Content.Headers.ContentType = new MediaTypeHeaderValue("application/grpc");
+        request.Headers.TE.Add(new TransferCodingWithQualityHeaderValue("trailers"));
+        request.Headers.Add("grpc-encoding", "gzip");
+        using HttpResponseMessage response = await http.SendAsync(request).WaitAsync(TimeSpan.FromMinutes(1));
+        string? status = response.Headers.TryGetValues("grpc-status", out IEnumerable<string>? values) || response.TrailingHeaders.TryGetValues("grpc-status", out values) ? values.First() : null;
+        string? grpcMessage = response.Headers.TryGetValues("grpc-message", out IEnumerable<string>? m) || response.TrailingHeaders.TryGetValues("grpc-message", out m) ? m.First() : null;
+        Assert.True(status == "12", $"grpc-status {status}: {grpcMessage}"); // UNIMPLEMENTED: no compression is supported
+        Assert.Contains("Compressed request messages are not accepted", Uri.UnescapeDataString(grpcMessage!), StringComparison.Ordinal);
         node.AssertNoServerErrors();
     }
 
     private static HttpClient Http(TestNode node) =>
         new(new SocketsHttpHandler { EnableMultipleHttp2Connections = true }) { BaseAddress = node.Address, Timeout = TimeSpan.FromMinutes(2) };
 
-    private static async Task WaitForAsync(Func<bool> condition, string what)
+    private static Task WaitForAsync(Func<bool> condition, string what) => WaitForAsync(condition, () => what);
+
+    private static async Task WaitForAsync(Func<bool> condition, Func<string> what)
     {
         var clock = System.Diagnostics.Stopwatch.StartNew();
         while (!condition())
         {
-            Assert.True(clock.Elapsed < TimeSpan.FromMinutes(1), $"waited a minute for {what}");
+            Assert.True(clock.Elapsed < TimeSpan.FromMinutes(1), $"waited a minute for {what()}");
             await Task.Delay(50);
         }
     }
@@ -167,6 +205,8 @@ public sealed class RequestMessageGuardTests
 
             return (Header("grpc-status") ?? "(none)", Uri.UnescapeDataString(Header("grpc-message") ?? string.Empty));
         }
+
+        public string Describe() => _response.IsCompleted ? (_response.IsCompletedSuccessfully ? $"answered {(int)_response.Result.StatusCode} grpc-status {Header("grpc-status")} {Header("grpc-message")}" : $"failed {_response.Exception?.InnerException?.Message}") : "waiting";
 
         public string? Header(string name)
         {

@@ -64,7 +64,7 @@ public static class MegaNetMetrics
     public static readonly Counter<long> StoreMailListenerFailures = Meter.CreateCounter<long>("meganet.store.mail_listener_failures", "{exception}", "Exceptions from MailArrived listeners (the mail was stored; live delivery may have missed it)");
 
     /// <summary>Envelopes the store refused because its disk was below its free-space mark (<c>MinFreeDiskBytes</c>);
-    /// admission counts them as <c>quota</c> refusals too.</summary>
+    /// admission also counts them among rejected envelopes, as <c>disk_low</c>.</summary>
     public static readonly Counter<long> StoreLowDiskRefusals = Meter.CreateCounter<long>("meganet.store.low_disk_refusals", "{envelope}", "Envelopes refused because the store's disk was below its free-space mark");
 
     /// <summary>Live subscriptions (up/down).</summary>

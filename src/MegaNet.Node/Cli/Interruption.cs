@@ -4,7 +4,8 @@ namespace MegaNet.Node.Cli;
 
 /// <summary>
 /// Ctrl+C (SIGINT) and SIGTERM for every command but <c>node</c> (whose host handles them): the first cancels the
-/// command's token and gives it a grace period to finish; past it, the command is left and the process exits. The exit
+/// command's token and gives it a grace period to finish; past it, or at a second signal, the command is left and the
+/// process exits. The exit
 /// code is what a shell reports for a process the signal ended, 130 or 143. System.CommandLine's own handler turns both
 /// signals into one cancellation and does not say which, so this replaces it.
 /// </summary>
@@ -21,6 +22,7 @@ internal sealed class Interruption : IDisposable
     private readonly PosixSignalRegistration _interrupt;
     private readonly PosixSignalRegistration _terminate;
     private Timer? _graceTimer;
+    private bool _secondSignal;
 
     private Interruption(TimeSpan grace)
     {
@@ -36,7 +38,11 @@ internal sealed class Interruption : IDisposable
     public CancellationToken Token => _cancel.Token;
 
     /// <summary>Handles SIGINT and SIGTERM until disposed, allowing a command <paramref name="grace"/> to finish after one.</summary>
-    public static Interruption Watch(TimeSpan grace) => new(grace);
+    public static Interruption Watch(TimeSpan grace)
+    {
+        Volatile.Write(ref s_lastSignal, 0);
+        return new(grace);
+    }
 
     /// <summary><paramref name="command"/>'s exit code, or <see cref="ExitCode"/> once the grace period after a signal is over.</summary>
     public async Task<int> WaitAsync(Task<int> command)
@@ -46,7 +52,9 @@ internal sealed class Interruption : IDisposable
             return await command;
         }
 
-        Console.Error.WriteLine($"meganet: interrupted; the command had not stopped {_grace.TotalSeconds:0} s after the signal, so it was ended.");
+        Console.Error.WriteLine(Volatile.Read(ref _secondSignal)
+            ? "meganet: interrupted again; the command was ended before it had stopped."
+            : $"meganet: interrupted; the command had not stopped {_grace.TotalSeconds:0} s after the signal, so it was ended.");
         return ExitCode;
     }
 
@@ -64,10 +72,20 @@ internal sealed class Interruption : IDisposable
         context.Cancel = true;
         if (Interlocked.CompareExchange(ref s_lastSignal, signal, 0) != 0)
         {
-            return; // a second signal changes neither the exit code nor the grace period
+            // A second signal: the person means it; no more grace (the exit code stays the first signal's).
+            Volatile.Write(ref _secondSignal, true);
+            _graceOver.TrySetResult();
+            return;
         }
 
-        _graceTimer = new Timer(_ => _graceOver.TrySetResult(), null, _grace, Timeout.InfiniteTimeSpan);
-        _cancel.Cancel();
+        try
+        {
+            _graceTimer = new Timer(_ => _graceOver.TrySetResult(), null, _grace, Timeout.InfiniteTimeSpan);
+            _cancel.Cancel();
+        }
+        catch (ObjectDisposedException)
+        {
+            // The command finished and Dispose ran while this handler was on its way.
+        }
     }
 }

@@ -84,9 +84,13 @@ internal sealed partial class ConnectionGate
         MegaNetMetrics.OpenConnections.Add(1);
         try
         {
-            if (!await FirstBytesAsync(connection).ConfigureAwait(false))
+            if (await FirstBytesAsync(connection).ConfigureAwait(false) is { } closed)
             {
-                MegaNetMetrics.ConnectionsRefused.Add(1, new KeyValuePair<string, object?>("reason", "silent"));
+                if (closed == "silent")
+                {
+                    MegaNetMetrics.ConnectionsRefused.Add(1, new KeyValuePair<string, object?>("reason", closed));
+                }
+
                 return; // Kestrel closes the connection.
             }
 
@@ -101,11 +105,12 @@ internal sealed partial class ConnectionGate
 
     /// <summary>
     /// Waits for the connection's first bytes (a TLS hello or the HTTP/2 preface, which clients send at once), at most
-    /// <see cref="FirstBytesTimeout"/>, leaving them unread for what comes next; false when none came. Before this a
-    /// connection that sent nothing held its slot until Kestrel's keep-alive timeout (130 s): one address could hold
-    /// all of its slots for nothing.
+    /// <see cref="FirstBytesTimeout"/>, leaving them unread for what comes next. Null when they came; else why the
+    /// connection is to be closed: <c>silent</c> (nothing within the timeout) or <c>gone</c> (the peer closed or reset
+    /// it first, as health probes do). Before this a connection that sent nothing held its slot until Kestrel's
+    /// keep-alive timeout (130 s): one address could hold all of its slots for nothing.
     /// </summary>
-    private static async Task<bool> FirstBytesAsync(ConnectionContext connection)
+    private static async Task<string?> FirstBytesAsync(ConnectionContext connection)
     {
         using var timeout = new CancellationTokenSource(FirstBytesTimeout);
         try
@@ -113,11 +118,16 @@ internal sealed partial class ConnectionGate
             ReadResult first = await connection.Transport.Input.ReadAsync(timeout.Token).ConfigureAwait(false);
             // Nothing consumed and nothing examined: the next read returns these bytes again at once.
             connection.Transport.Input.AdvanceTo(first.Buffer.Start);
-            return !first.Buffer.IsEmpty;
+            return first.Buffer.IsEmpty ? "gone" : null;
         }
         catch (OperationCanceledException) when (timeout.IsCancellationRequested)
         {
-            return false;
+            return "silent";
+        }
+        catch (Exception e) when (e is IOException or OperationCanceledException)
+        {
+            // Reset or aborted before a byte came: nothing to log (Kestrel logged an escaping reset as an error).
+            return "gone";
         }
     }
 

@@ -183,6 +183,9 @@ public static partial class NodeServiceCollectionExtensions
         {
             // The largest any method takes; RequestMessageGuard holds each method to its own, smaller, limit.
             o.MaxReceiveMessageSize = RequestMessageGuard.VerifyBatchMessageBytes;
+            // No compressed requests: the guard's limits read the size on the wire, and a 64 KiB gzip message could
+            // inflate to 16 MiB. (MegaNet's payloads are sealed, so compression gains nothing.)
+            o.CompressionProviders = [];
             o.EnableDetailedErrors = false;
         });
         services.AddGrpcReflection();

@@ -57,10 +57,10 @@ public sealed class NodeOptions
     /// alternating runs of 150,000 envelopes).</summary>
     public int StreamWindow { get; set; } = 256;
 
-    /// <summary>Memory, in MiB, the node lets request messages hold while they are still arriving (a message whose
-    /// bytes have not all come yet); one network address (IPv4, or IPv6 /48) may hold a quarter of it. A message beyond
-    /// it is refused with RESOURCE_EXHAUSTED from its 5-byte prefix, before it is buffered. Default 256, at least 64
-    /// (so that one address can send a 16 MiB VerifyBatch request slowly).</summary>
+    /// <summary>Memory, in MiB, the node lets request messages hold while they are still arriving (the bytes received
+    /// of a message not yet whole); one site (an IPv4 address, or an IPv6 /48) may hold a quarter of it. A message that
+    /// would go beyond it is refused with RESOURCE_EXHAUSTED + retry-after-ms. Default 256, at least 128 (so that one
+    /// site can send two 16 MiB VerifyBatch requests slowly at once).</summary>
     public int ArrivingMessageMiB { get; set; } = 256;
 
     /// <summary>Seconds a <c>SubmitStream</c> call may go without a request while every request it sent is answered;
@@ -214,7 +214,7 @@ public sealed class NodeOptions
         Check(FlushMicroseconds is >= 0 and <= 1_000_000, nameof(FlushMicroseconds), "0 to 1,000,000");
         Check(QueueCapacity >= 1, nameof(QueueCapacity), "at least 1");
         Check(StreamWindow is >= 1 and <= 65_536, nameof(StreamWindow), "1 to 65,536");
-        Check(ArrivingMessageMiB is >= 64 and <= 1 << 20, nameof(ArrivingMessageMiB), "64 to 1,048,576");
+        Check(ArrivingMessageMiB is >= 128 and <= 1 << 20, nameof(ArrivingMessageMiB), "128 to 1,048,576");
         Check(StreamIdleSeconds is >= 1 and <= 86_400, nameof(StreamIdleSeconds), "1 to 86,400 (a day)");
         Check(SubmitRatePerKey > 0 && SubmitBurst >= 1, nameof(SubmitRatePerKey), "positive (and SubmitBurst at least 1)");
         Check(PowMaxBits is >= 0 and <= 32, nameof(PowMaxBits), "0 to 32");

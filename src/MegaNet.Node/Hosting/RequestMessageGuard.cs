@@ -2,6 +2,7 @@ using System.Buffers;
 using System.Buffers.Binary;
 using System.Globalization;
 using System.IO.Pipelines;
+using System.Runtime.CompilerServices;
 using Grpc.Core;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Http.Features;
@@ -18,10 +19,11 @@ namespace MegaNet.Node.Hosting;
 /// <item>a limit per method: 257 KiB for Submit and SubmitStream (the largest envelope a node may take), 16 MiB for
 /// VerifyBatch, 64 KiB for the rest;</item>
 /// <item>a message still arriving must be whole within 10 s plus 1 s per 64 KiB of its size once the reader waits for it;</item>
-/// <item>the bytes of messages still arriving, node-wide and per site (an IPv4 address or IPv6 /48), are held to a
-/// budget (<see cref="NodeOptions.ArrivingMessageMiB"/>, a quarter of it per site).</item>
+/// <item>the bytes received of messages still arriving, node-wide and per site (an IPv4 address or IPv6 /48), are held
+/// to a budget (<see cref="NodeOptions.ArrivingMessageMiB"/>, a quarter of it per site).</item>
 /// </list>
-/// A message that arrives whole in one read (almost every one) costs a look at its prefix and nothing else.
+/// A message that arrives whole in one read (almost every one) costs a look at its prefix and nothing else; the
+/// request costs the reader wrapper.
 /// </summary>
 internal sealed class RequestMessageGuard(NodeOptions options, TimeProvider clock)
 {
@@ -137,12 +139,16 @@ internal sealed class RequestMessageGuard(NodeOptions options, TimeProvider cloc
         private long _arrivingStart;    // the message still arriving: where its prefix begins,
         private long _arrivingEnd;      // where it ends (0 when no message is arriving),
         private long _arrivingLength;   // its length,
-        private long _charged;          // the bytes of it charged to the budget,
+        private long _charged;          // the bytes of it received so far, charged to the budget,
         private long _waitingSince;     // and since when the reader has waited for it (0: not yet)
         private RpcException? _refusal; // for the message whose prefix begins at _nextPrefix
+        private CancellationTokenSource? _deadline; // cancels a wait for the arriving message at its deadline
+        private CancellationToken _deadlineLinkedTo;
 
         PipeReader IRequestBodyPipeFeature.Reader => this;
 
+        // Pooled: a stream's reads mostly wait for the next message, and each would otherwise box its state machine.
+        [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
         public override async ValueTask<ReadResult> ReadAsync(CancellationToken cancellationToken = default)
         {
             ReadResult result;
@@ -164,20 +170,36 @@ internal sealed class RequestMessageGuard(NodeOptions options, TimeProvider cloc
                 TimeSpan left = allowed - guard._clock.GetElapsedTime(_waitingSince, now);
                 if (left <= TimeSpan.Zero)
                 {
-                    if (!inner.TryRead(out result))
+                    // Past it: what has come since is still looked at (the message may be whole now), but no waiting.
+                    // TryRead returns the unconsumed bytes even when nothing new came, so only a whole message or the
+                    // end of the body is an answer here.
+                    if (!inner.TryRead(out result) || (_start + result.Buffer.Length < _arrivingEnd && !result.IsCompleted))
                     {
+                        if (result.Buffer.Length > 0)
+                        {
+                            inner.AdvanceTo(result.Buffer.Start);
+                        }
+
                         throw Stalled();
                     }
                 }
                 else
                 {
-                    using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-                    timeout.CancelAfter(left);
+                    // One token source per arriving message (reset for each wait), not one per read: a 16 MiB message
+                    // can arrive in a thousand reads.
+                    if (_deadline is null || _deadlineLinkedTo != cancellationToken)
+                    {
+                        _deadline?.Dispose();
+                        _deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+                        _deadlineLinkedTo = cancellationToken;
+                    }
+
+                    _deadline.CancelAfter(left);
                     try
                     {
-                        result = await inner.ReadAsync(timeout.Token).ConfigureAwait(false);
+                        result = await inner.ReadAsync(_deadline.Token).ConfigureAwait(false);
                     }
-                    catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+                    catch (OperationCanceledException) when (_deadline.IsCancellationRequested && !cancellationToken.IsCancellationRequested)
                     {
                         throw Stalled();
                     }
@@ -217,6 +239,7 @@ internal sealed class RequestMessageGuard(NodeOptions options, TimeProvider cloc
 
         public override ValueTask CompleteAsync(Exception? exception = null) => inner.CompleteAsync(exception);
 
+        /// <summary>Gives back what the message still arriving holds of the budget (at the end of the request).</summary>
         public void ReleaseCharge()
         {
             if (_charged != 0)
@@ -224,17 +247,28 @@ internal sealed class RequestMessageGuard(NodeOptions options, TimeProvider cloc
                 guard.Release(site, _charged);
                 _charged = 0;
             }
+
+            _deadline?.Dispose();
+            _deadline = null;
         }
 
         private void Inspect(ReadOnlySequence<byte> buffer)
         {
             _last = buffer;
             long end = _start + buffer.Length;
-            if (_arrivingEnd != 0 && end >= _arrivingEnd)
+            if (_arrivingEnd != 0)
             {
-                ReleaseCharge();
-                _arrivingEnd = 0;
-                _waitingSince = 0;
+                if (end >= _arrivingEnd)
+                {
+                    // Whole: the reader parses it next, and the request's other limits take over.
+                    ReleaseCharge();
+                    _arrivingEnd = 0;
+                    _waitingSince = 0;
+                }
+                else
+                {
+                    Charge(buffer, end);
+                }
             }
 
             Span<byte> prefix = stackalloc byte[PrefixLength];
@@ -243,7 +277,12 @@ internal sealed class RequestMessageGuard(NodeOptions options, TimeProvider cloc
                 buffer.Slice(_nextPrefix - _start, PrefixLength).CopyTo(prefix);
                 long length = BinaryPrimitives.ReadUInt32BigEndian(prefix[1..]);
                 long messageEnd = _nextPrefix + PrefixLength + length;
-                if (length > limit)
+                if (prefix[0] != 0)
+                {
+                    _refusal = new RpcException(new Status(StatusCode.Unimplemented,
+                        "Compressed request messages are not accepted (their size limits are read on the wire); send them uncompressed, grpc-encoding identity."));
+                }
+                else if (length > limit)
                 {
                     _refusal = new RpcException(new Status(StatusCode.ResourceExhausted, string.Create(CultureInfo.InvariantCulture,
                         $"The request message is {length:N0} bytes; {method} takes at most {limit:N0}.")));
@@ -252,28 +291,48 @@ internal sealed class RequestMessageGuard(NodeOptions options, TimeProvider cloc
                 {
                     _nextPrefix = messageEnd;
                 }
-                else if (guard.TryCharge(site, PrefixLength + length))
+                else
                 {
-                    // Still arriving: from now on it holds memory, so it is charged and, once the reader waits for
-                    // it, timed until it is whole.
-                    _charged = PrefixLength + length;
+                    // Still arriving: what it has received holds memory, so that is charged, and once the reader
+                    // waits for it, it is timed until it is whole.
                     _arrivingStart = _nextPrefix;
                     _arrivingEnd = messageEnd;
                     _arrivingLength = length;
                     _nextPrefix = messageEnd;
-                }
-                else
-                {
-                    _refusal = new RpcException(
-                        new Status(StatusCode.ResourceExhausted, string.Create(CultureInfo.InvariantCulture,
-                            $"The node is receiving too many large messages at once (ArrivingMessageMiB {guard._budget >> 20}, a quarter of it per network address); this one ({length:N0} bytes) was refused before it was read. Retry in a moment, or send smaller requests.")),
-                        new Metadata { { "retry-after-ms", "1000" } });
+                    Charge(buffer, end);
                 }
             }
 
             if (_refusal is not null && _nextPrefix == _start)
             {
+                inner.AdvanceTo(buffer.Start); // the read is over: the exception is what the caller gets of it
                 throw _refusal;
+            }
+        }
+
+        // Charges the bytes of the arriving message received so far. Beyond the budget the message is refused: at
+        // once when the reader is waiting for it, else once it is next (until then its charge stays where it was).
+        private void Charge(ReadOnlySequence<byte> buffer, long end)
+        {
+            long received = end - _arrivingStart;
+            if (received <= _charged)
+            {
+                return;
+            }
+
+            if (guard.TryCharge(site, received - _charged))
+            {
+                _charged = received;
+                return;
+            }
+
+            if (_arrivingStart == _start)
+            {
+                inner.AdvanceTo(buffer.Start);
+                throw new RpcException(
+                    new Status(StatusCode.ResourceExhausted, string.Create(CultureInfo.InvariantCulture,
+                        $"The node is receiving too many large messages at once (ArrivingMessageMiB {guard._budget >> 20}, a quarter of it per network address); this one ({_arrivingLength:N0} bytes) was refused while it arrived. Retry in a moment, or send smaller requests.")),
+                    new Metadata { { "retry-after-ms", "1000" } });
             }
         }
 

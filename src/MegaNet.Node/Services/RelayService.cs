@@ -69,10 +69,12 @@ public sealed class RelayService(
         int answered = 0;
         Exception? unreadable = null;
         ClientAddress? source = Source(context);
-        // Idle: no request read and every one read answered for StreamIdleSeconds. Checked by a timer rather than a
-        // deadline reset per request, which would cost a timer update per envelope.
-        var idle = new StreamIdleness(clock, TimeSpan.FromSeconds(options.StreamIdleSeconds));
-        using ITimer idleCheck = clock.CreateTimer(_ => idle.CancelIfIdle(reading), null, idle.CheckInterval, idle.CheckInterval);
+        // Idle: no request read and every one read answered for StreamIdleSeconds; then waiting for the next request
+        // stops (a request already read is still admitted and answered). Checked by a timer that compares counters,
+        // rather than a deadline reset per request, which would cost a timer update per envelope.
+        using var waiting = CancellationTokenSource.CreateLinkedTokenSource(reading.Token);
+        var idle = new StreamIdleness(TimeSpan.FromSeconds(options.StreamIdleSeconds));
+        ITimer idleCheck = clock.CreateTimer(_ => idle.Tick(waiting), null, idle.CheckInterval, idle.CheckInterval);
         Task writer = Task.Run(async () =>
         {
             try
@@ -95,7 +97,7 @@ public sealed class RelayService(
                     responseStream.WriteOptions = nextReady ? BufferedWrite : null;
                     await responseStream.WriteAsync(result, context.CancellationToken).ConfigureAwait(false);
                     answered++;
-                    idle.Answered();
+                    idle.Answered(answered);
                 }
             }
             catch
@@ -107,13 +109,13 @@ public sealed class RelayService(
 
         try
         {
-            await foreach (SubmitRequest request in requestStream.ReadAllAsync(reading.Token))
+            await foreach (SubmitRequest request in requestStream.ReadAllAsync(waiting.Token))
             {
                 idle.Read();
                 await inFlight.Writer.WriteAsync(admission.SubmitAsync(request.Envelope, source, context.CancellationToken), reading.Token).ConfigureAwait(false);
             }
         }
-        catch (OperationCanceledException) when (reading.IsCancellationRequested && !context.CancellationToken.IsCancellationRequested && !writer.IsFaulted)
+        catch (OperationCanceledException) when (waiting.IsCancellationRequested && !context.CancellationToken.IsCancellationRequested && !writer.IsFaulted)
         {
             // The node is shutting down, or the stream went idle: answer what was read, then say so.
         }
@@ -127,6 +129,7 @@ public sealed class RelayService(
         finally
         {
             inFlight.Writer.TryComplete();
+            idleCheck.Dispose(); // reading is over: answering what was read is not idleness
         }
 
         await writer.ConfigureAwait(false);
@@ -182,45 +185,49 @@ public sealed class RelayService(
         }
     }
 
-    /// <summary>When a <c>SubmitStream</c> last read a request or wrote an answer, and whether it has gone idle:
-    /// nothing read for the idle period while every request read was answered.</summary>
-    private sealed class StreamIdleness(TimeProvider clock, TimeSpan limit)
+    /// <summary>Whether a <c>SubmitStream</c> has gone idle: for the whole idle period it read no request and had every
+    /// request it read answered. The reader and the writer each count; a timer compares the counts every quarter of the
+    /// period, so the hot path pays two plain stores per envelope and nothing else.</summary>
+    private sealed class StreamIdleness(TimeSpan limit)
     {
-        private long _read;
-        private long _answered;
-        private long _lastActivity = clock.GetTimestamp();
+        private const int QuietTicks = 4;
+        private long _read;       // written by the reader only
+        private long _answered;   // written by the writer only
+        private long _readAtTick;
+        private int _quietTicks;
         private int _expired;
 
-        /// <summary>How often the idleness is looked at: a quarter of the limit, so a stream ends at most a quarter late.</summary>
-        public TimeSpan CheckInterval => limit / 4;
+        /// <summary>How often the counts are compared: a quarter of the limit, so a stream ends at most a quarter late.</summary>
+        public TimeSpan CheckInterval => limit / QuietTicks;
 
         public bool Expired => Volatile.Read(ref _expired) != 0;
 
-        public void Read()
-        {
-            Interlocked.Increment(ref _read);
-            Volatile.Write(ref _lastActivity, clock.GetTimestamp());
-        }
+        public void Read() => Volatile.Write(ref _read, _read + 1);
 
-        public void Answered()
-        {
-            Interlocked.Increment(ref _answered);
-            Volatile.Write(ref _lastActivity, clock.GetTimestamp());
-        }
+        public void Answered(int answered) => Volatile.Write(ref _answered, answered);
 
-        public void CancelIfIdle(CancellationTokenSource reading)
+        public void Tick(CancellationTokenSource waiting)
         {
-            if (Volatile.Read(ref _answered) == Volatile.Read(ref _read) && clock.GetElapsedTime(Volatile.Read(ref _lastActivity)) >= limit
-                && Interlocked.Exchange(ref _expired, 1) == 0)
+            lock (this)
             {
-                try
+                long read = Volatile.Read(ref _read);
+                bool quiet = read == _readAtTick && read == Volatile.Read(ref _answered);
+                _readAtTick = read;
+                _quietTicks = quiet ? _quietTicks + 1 : 0;
+                // Four quiet quarters in a row: at least the whole limit without a request, at most a quarter more.
+                if (_quietTicks < QuietTicks || Interlocked.Exchange(ref _expired, 1) != 0)
                 {
-                    reading.Cancel();
+                    return;
                 }
-                catch (ObjectDisposedException)
-                {
-                    // The call ended between the check and the cancel.
-                }
+            }
+
+            try
+            {
+                waiting.Cancel();
+            }
+            catch (ObjectDisposedException)
+            {
+                // The call ended between the check and the cancel.
             }
         }
     }
