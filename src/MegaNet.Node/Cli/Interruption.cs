@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Runtime.InteropServices;
 
 namespace MegaNet.Node.Cli;
@@ -23,6 +24,10 @@ internal sealed class Interruption : IDisposable
     private readonly PosixSignalRegistration _terminate;
     private Timer? _graceTimer;
     private bool _secondSignal;
+    private long _firstSignalAt;
+
+    // A signal sooner than this after the first is taken as the same one delivered twice.
+    private static readonly TimeSpan SecondSignalAfter = TimeSpan.FromMilliseconds(500);
 
     private Interruption(TimeSpan grace)
     {
@@ -72,11 +77,19 @@ internal sealed class Interruption : IDisposable
         context.Cancel = true;
         if (Interlocked.CompareExchange(ref s_lastSignal, signal, 0) != 0)
         {
-            // A second signal: the person means it; no more grace (the exit code stays the first signal's).
-            Volatile.Write(ref _secondSignal, true);
-            _graceOver.TrySetResult();
+            // A second signal: the person means it; no more grace (the exit code stays the first signal's). Not one
+            // that follows at once: `timeout` signals the command and then its whole process group, so one timeout
+            // delivers two.
+            if (Stopwatch.GetElapsedTime(Volatile.Read(ref _firstSignalAt)) >= SecondSignalAfter)
+            {
+                Volatile.Write(ref _secondSignal, true);
+                _graceOver.TrySetResult();
+            }
+
             return;
         }
+
+        Volatile.Write(ref _firstSignalAt, Stopwatch.GetTimestamp());
 
         try
         {
