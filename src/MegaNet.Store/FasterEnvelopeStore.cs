@@ -1235,17 +1235,31 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
 
     private void Apply(PreparedGroup prepared)
     {
+        // The group's leaf hashes go into one pooled buffer, not an array per leaf.
+        byte[] leaves = ArrayPool<byte>.Shared.Rent(Math.Max(1, prepared.Accepted.Count) * MerkleTree.HashSize);
+        try
+        {
+            Apply(prepared, leaves);
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(leaves);
+        }
+    }
+
+    private void Apply(PreparedGroup prepared, byte[] leafBuffer)
+    {
         // The table first, outside the index lock: a reader may see an envelope before its mailbox entry, never an
         // entry without its envelope. Leaf hashes too, so the lock covers only the index and tree updates.
         Span<byte> meta = stackalloc byte[EnvelopeKv.MetaLength];
-        var leaves = new List<byte[]>(prepared.Accepted.Count);
+        int leafCount = 0;
         foreach ((Request r, Stored stored, bool isNew) in prepared.Accepted)
         {
             if (isNew)
             {
                 EncodeMeta(stored, meta);
                 _kv.Put(stored.Receipt.EnvelopeId, meta, r.Put!.Envelope.Span);
-                leaves.Add(MerkleTree.LeafHash(stored.Receipt.EnvelopeId));
+                MerkleTree.LeafHash(stored.Receipt.EnvelopeId, leafBuffer.AsSpan(leafCount++ * MerkleTree.HashSize, MerkleTree.HashSize));
             }
         }
 
@@ -1262,9 +1276,9 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
                 }
             }
 
-            foreach (byte[] leaf in leaves)
+            for (int i = 0; i < leafCount; i++)
             {
-                _merkle.AppendLeafHash(leaf);
+                _merkle.AppendLeafHash(leafBuffer.AsSpan(i * MerkleTree.HashSize, MerkleTree.HashSize));
             }
 
             foreach (Request r in prepared.Acks)
@@ -1273,7 +1287,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
             }
 
             size = _merkle.Size;
-            root = leaves.Count > 0 ? _merkle.Root(size) : [];
+            root = leafCount > 0 ? _merkle.Root(size) : [];
         }
 
         // The acknowledged envelopes' bytes go after the lock, as the puts' records went before it: a table write can
@@ -1283,7 +1297,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         // deletes still reach the table before the next group's writes and before any snapshot, as they did.
         DeleteAckedBytes(acked);
 
-        if (leaves.Count > 0)
+        if (leafCount > 0)
         {
             // Signed outside the lock; only this stage changes the tree, so the head still describes its newest size.
             _head = SignHead(size, root);
