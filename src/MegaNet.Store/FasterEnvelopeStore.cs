@@ -28,8 +28,11 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     // Groups smaller than this mean light load: the next group skips the commit window.
     private const int LightGroup = 64;
 
-    // Most requests in one group.
+    // Most puts and acks in one group (a request carrying a slice of PutManyAsync counts for its items).
     private const int MaxGroup = 8192;
+
+    // Most puts of one PutManyAsync call in one request: a larger call becomes several, so a group stays near MaxGroup.
+    private const int PutSlice = 1024;
 
     // Longest sleep between looks at the queue while a group fills (the kernel adds its timer slack, 50 µs on Linux).
     private const int WindowSliceMicroseconds = 100;
@@ -132,7 +135,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     public async Task CheckpointAsync(CancellationToken cancellationToken = default)
     {
         ObjectDisposedException.ThrowIf(_disposed != 0, this);
-        var request = new Request(null, null) { Checkpoint = true };
+        var request = new Request(null) { Checkpoint = true };
         await _requests.Writer.WriteAsync(request, cancellationToken).ConfigureAwait(false);
         await request.Done.Task.WaitAsync(cancellationToken).ConfigureAwait(false);
     }
@@ -437,40 +440,69 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         ArgumentNullException.ThrowIfNull(requests);
         ObjectDisposedException.ThrowIf(_disposed != 0, this);
         var results = new PutResult[requests.Count];
-        var pending = new List<(int Index, Request Request)>(requests.Count);
         DiskSpaceLowException? lowOnDisk = DiskSpaceLow() ? new DiskSpaceLowException(
             $"The node is low on disk space (under the {_options.MinFreeDiskBytes >> 20:N0} MiB it keeps free) and stores no new mail until space is freed. " +
             "Nothing was stored; retry later or send through another node.") : null;
-        for (int i = 0; i < requests.Count; i++)
+
+        // One request and one completion per slice of up to PutSlice puts, not per put: the caller waits for all of
+        // them anyway. The slice's puts are copied into an array of the request's own (the store reads them until it
+        // answers, and a cancelled caller may reuse its list), and the store writes the answers into results.
+        Request? first = null;
+        List<Request>? more = null;
+        for (int start = 0; start < requests.Count; start += PutSlice)
         {
-            string? problem = Check(requests[i]);
-            if (problem is not null)
+            int end = Math.Min(requests.Count, start + PutSlice);
+            PutRequest?[]? slice = null;
+            for (int i = start; i < end; i++)
             {
-                results[i] = new PutResult(null, new ArgumentException(problem));
+                PutRequest put = requests[i];
+                string? problem = Check(put);
+                if (problem is not null)
+                {
+                    results[i] = new PutResult(null, new ArgumentException(problem));
+                    continue;
+                }
+
+                if (lowOnDisk is not null)
+                {
+                    results[i] = new PutResult(null, lowOnDisk);
+                    MegaNetMetrics.StoreLowDiskRefusals.Add(1);
+                    continue;
+                }
+
+                slice ??= new PutRequest?[end - start];
+                slice[i - start] = put;
+            }
+
+            if (slice is null)
+            {
                 continue;
             }
 
-            if (lowOnDisk is not null)
+            var request = new Request(slice, results, start);
+            if (first is null)
             {
-                results[i] = new PutResult(null, lowOnDisk);
-                MegaNetMetrics.StoreLowDiskRefusals.Add(1);
-                continue;
+                first = request;
+            }
+            else
+            {
+                (more ??= []).Add(request);
             }
 
-            var request = new Request(requests[i], null);
-            pending.Add((i, request));
             await _requests.Writer.WriteAsync(request, cancellationToken).ConfigureAwait(false);
         }
 
-        foreach ((int index, Request request) in pending)
+        // A put refused for its mailbox's quota has its answer in results; a failed commit fails the whole request.
+        if (first is not null)
         {
-            try
+            await first.Done.Task.WaitAsync(cancellationToken).ConfigureAwait(false);
+        }
+
+        if (more is not null)
+        {
+            foreach (Request request in more)
             {
-                results[index] = new PutResult(await request.Done.Task.WaitAsync(cancellationToken).ConfigureAwait(false), null);
-            }
-            catch (Exception e) when (e is QuotaExceededException or ArgumentException)
-            {
-                results[index] = new PutResult(null, e);
+                await request.Done.Task.WaitAsync(cancellationToken).ConfigureAwait(false);
             }
         }
 
@@ -594,7 +626,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         }
 
         ObjectDisposedException.ThrowIf(_disposed != 0, this);
-        var request = new Request(null, new AckRequest(recipient.ToArray(), seqs.ToArray()));
+        var request = new Request(new AckRequest(recipient.ToArray(), seqs.ToArray()));
         await _requests.Writer.WriteAsync(request, cancellationToken).ConfigureAwait(false);
         await request.Done.Task.WaitAsync(cancellationToken).ConfigureAwait(false);
         return request.AckedCount;
@@ -737,26 +769,28 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     {
         ChannelReader<Request> reader = _requests.Reader;
         Task applying = Task.CompletedTask;
-        int lastGroup = 0;
+        int lastGroup = 0, items = 0;
         // Reused: Prepare and the apply stage copy what they keep, and nothing holds the list past its iteration.
         var group = new List<Request>();
         while (reader.WaitToReadAsync().AsTask().GetAwaiter().GetResult())
         {
             group.Clear();
+            items = 0;
             long windowStart = Stopwatch.GetTimestamp();
             // Under light load (the previous group was small) waiting only adds latency: commit what is there, and
             // what arrives meanwhile forms the next group while this one commits.
             bool light = lastGroup < LightGroup;
             while (true)
             {
-                while (group.Count < MaxGroup && reader.TryRead(out Request? r))
+                while (items < MaxGroup && reader.TryRead(out Request? r))
                 {
                     group.Add(r);
+                    items += r.Items;
                 }
 
                 // Concurrent callers arrive microseconds apart: give them the window to share this commit.
                 TimeSpan left = _options.GroupCommitWindow - Stopwatch.GetElapsedTime(windowStart);
-                if (group.Count >= MaxGroup || left <= TimeSpan.Zero || (light && group.Count < LightGroup) || reader.Completion.IsCompleted)
+                if (items >= MaxGroup || left <= TimeSpan.Zero || (light && items < LightGroup) || reader.Completion.IsCompleted)
                 {
                     break;
                 }
@@ -780,7 +814,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
                     FinishCheckpoint(written.GetAwaiter().GetResult());
                 }
 
-                lastGroup = group.Count;
+                lastGroup = items;
                 PreparedGroup prepared = Prepare(group);
                 Task commit = prepared.NeedsCommit ? CommitAndCheckAsync() : Task.CompletedTask;
                 Task previous = applying;
@@ -1075,13 +1109,16 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         {
             foreach (Request r in group)
             {
-                ReadOnlySpan<byte> address = r.Put is { } put ? put.Recipient.Span : default;
-                if (address.Length == 32)
+                foreach (PutRequest? put in r.Puts ?? [])
                 {
-                    var recipient = new Key32(address);
-                    if (!_pendingUsage.ContainsKey(recipient))
+                    ReadOnlySpan<byte> address = put is null ? default : put.Recipient.Span;
+                    if (address.Length == 32)
                     {
-                        baseUsage.TryAdd(recipient, Usage(recipient, now));
+                        var recipient = new Key32(address);
+                        if (!_pendingUsage.ContainsKey(recipient))
+                        {
+                            baseUsage.TryAdd(recipient, Usage(recipient, now));
+                        }
                     }
                 }
             }
@@ -1114,61 +1151,75 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
                 continue;
             }
 
-            PutRequest put = r.Put!;
-            byte[] id = put.EnvelopeId.IsEmpty ? EnvelopeId(put.Envelope.Span) : put.EnvelopeId.ToArray();
-            var key = new Key32(id);
-
-            // Pending first, then the table: the apply stage writes a group's table records before it marks the group
-            // applied, and only then does DropAppliedPending forget it, so one of the two always sees an earlier put.
-            if (_pendingIds.TryGetValue(key, out var pending))
+            prepared.Puts.Add(r);
+            PutRequest?[] puts = r.Puts!;
+            for (int item = 0; item < puts.Length; item++)
             {
-                prepared.Accepted.Add((r, pending.Stored, false));
-                continue;
+                if (puts[item] is { } put)
+                {
+                    PreparePut(prepared, r, item, put, baseUsage, ids, recipients);
+                }
             }
-
-            if (_kv.GetMetaForPrepare(id) is { } meta)
-            {
-                prepared.Accepted.Add((r, StoredFromMeta(id, meta), false));
-                continue;
-            }
-
-            var recipient = new Key32(put.Recipient.Span);
-            (int count, long bytes) = _pendingUsage.TryGetValue(recipient, out var usage)
-                ? (usage.Count, usage.Bytes)
-                : baseUsage[recipient];
-            if (count + 1 > _options.MailboxMaxCount || bytes + put.Envelope.Length > _options.MailboxMaxBytes)
-            {
-                r.Done.TrySetException(new QuotaExceededException(
-                    // The limits only (public in Status): the sender learns that the mailbox is full, not what is in it.
-                    $"The recipient's mailbox is full (limits {_options.MailboxMaxCount:N0} envelopes, {_options.MailboxMaxBytes:N0} bytes). Nothing was stored; retry after the owner fetches and acknowledges mail."));
-                continue;
-            }
-
-            long logIndex = _nextLogIndex++;
-            ulong seq = SeqFor(logIndex);
-            byte[] record = ArrayPool<byte>.Shared.Rent(PutHeader + put.Envelope.Length);
-            try
-            {
-                EncodePut(record, id, put, seq, logIndex);
-                _log.Enqueue(record.AsSpan(0, PutHeader + put.Envelope.Length));
-            }
-            finally
-            {
-                ArrayPool<byte>.Shared.Return(record);
-            }
-
-            var stored = new Stored(recipient, put.Recipient.ToArray(), put.ExpiresAt, put.Envelope.Length,
-                new PutReceipt(id, logIndex, seq, null!, false));
-            _pendingIds[key] = (stored, prepared.Generation);
-            _pendingUsage[recipient] = (count + 1, bytes + put.Envelope.Length, prepared.Generation);
-            ids.Add(key);
-            recipients.Add(recipient);
-            prepared.Accepted.Add((r, stored, true));
-            prepared.NeedsCommit = true;
         }
 
         _pendingByGeneration.Enqueue((prepared.Generation, ids, recipients));
         return prepared;
+    }
+
+    // One put of a request, in the group's order (see Prepare).
+    private void PreparePut(PreparedGroup prepared, Request r, int item, PutRequest put, Dictionary<Key32, (int Count, long Bytes)> baseUsage,
+        List<Key32> ids, List<Key32> recipients)
+    {
+        byte[] id = put.EnvelopeId.IsEmpty ? EnvelopeId(put.Envelope.Span) : put.EnvelopeId.ToArray();
+        var key = new Key32(id);
+
+        // Pending first, then the table: the apply stage writes a group's table records before it marks the group
+        // applied, and only then does DropAppliedPending forget it, so one of the two always sees an earlier put.
+        if (_pendingIds.TryGetValue(key, out var pending))
+        {
+            prepared.Accepted.Add((r, item, pending.Stored, false));
+            return;
+        }
+
+        if (_kv.GetMetaForPrepare(id) is { } meta)
+        {
+            prepared.Accepted.Add((r, item, StoredFromMeta(id, meta), false));
+            return;
+        }
+
+        var recipient = new Key32(put.Recipient.Span);
+        (int count, long bytes) = _pendingUsage.TryGetValue(recipient, out var usage)
+            ? (usage.Count, usage.Bytes)
+            : baseUsage[recipient];
+        if (count + 1 > _options.MailboxMaxCount || bytes + put.Envelope.Length > _options.MailboxMaxBytes)
+        {
+            r.Results![r.ResultStart + item] = new PutResult(null, new QuotaExceededException(
+                // The limits only (public in Status): the sender learns that the mailbox is full, not what is in it.
+                $"The recipient's mailbox is full (limits {_options.MailboxMaxCount:N0} envelopes, {_options.MailboxMaxBytes:N0} bytes). Nothing was stored; retry after the owner fetches and acknowledges mail."));
+            return;
+        }
+
+        long logIndex = _nextLogIndex++;
+        ulong seq = SeqFor(logIndex);
+        byte[] record = ArrayPool<byte>.Shared.Rent(PutHeader + put.Envelope.Length);
+        try
+        {
+            EncodePut(record, id, put, seq, logIndex);
+            _log.Enqueue(record.AsSpan(0, PutHeader + put.Envelope.Length));
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(record);
+        }
+
+        var stored = new Stored(recipient, put.Recipient.ToArray(), put.ExpiresAt, put.Envelope.Length,
+            new PutReceipt(id, logIndex, seq, null!, false));
+        _pendingIds[key] = (stored, prepared.Generation);
+        _pendingUsage[recipient] = (count + 1, bytes + put.Envelope.Length, prepared.Generation);
+        ids.Add(key);
+        recipients.Add(recipient);
+        prepared.Accepted.Add((r, item, stored, true));
+        prepared.NeedsCommit = true;
     }
 
     // Forgets the pending decisions of groups the apply stage has finished (their effects are in the table and indexes).
@@ -1204,7 +1255,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     private async Task ApplyAfterCommitAsync(Task previous, PreparedGroup prepared, Task commit)
     {
         await previous.ConfigureAwait(false);
-        IEnumerable<Request> everyone = prepared.Accepted.Select(a => a.Request).Concat(prepared.Acks);
+        IEnumerable<Request> everyone = prepared.Puts.Concat(prepared.Acks);
         try
         {
             await commit.ConfigureAwait(false);
@@ -1253,12 +1304,12 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         // entry without its envelope. Leaf hashes too, so the lock covers only the index and tree updates.
         Span<byte> meta = stackalloc byte[EnvelopeKv.MetaLength];
         int leafCount = 0;
-        foreach ((Request r, Stored stored, bool isNew) in prepared.Accepted)
+        foreach ((Request r, int item, Stored stored, bool isNew) in prepared.Accepted)
         {
             if (isNew)
             {
                 EncodeMeta(stored, meta);
-                _kv.Put(stored.Receipt.EnvelopeId, meta, r.Put!.Envelope.Span);
+                _kv.Put(stored.Receipt.EnvelopeId, meta, r.Puts![item]!.Envelope.Span);
                 MerkleTree.LeafHash(stored.Receipt.EnvelopeId, leafBuffer.AsSpan(leafCount++ * MerkleTree.HashSize, MerkleTree.HashSize));
             }
         }
@@ -1268,7 +1319,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         List<Key32>? acked = prepared.Acks.Count > 0 ? [] : null;
         lock (_state)
         {
-            foreach ((Request _, Stored stored, bool isNew) in prepared.Accepted)
+            foreach ((Request _, int _, Stored stored, bool isNew) in prepared.Accepted)
             {
                 if (isNew)
                 {
@@ -1305,10 +1356,16 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
 
         Volatile.Write(ref _appliedGeneration, prepared.Generation);
         SignedTreeHead current = GetTreeHead();
-        foreach ((Request r, Stored stored, bool isNew) in prepared.Accepted)
+        foreach ((Request r, int item, Stored stored, bool isNew) in prepared.Accepted)
         {
             // Receipts carry the head signed after this commit, which covers every leaf in it.
-            r.Done.TrySetResult(stored.Receipt with { TreeHead = current, Duplicate = !isNew });
+            r.Results![r.ResultStart + item] = new PutResult(stored.Receipt with { TreeHead = current, Duplicate = !isNew }, null);
+        }
+
+        foreach (Request r in prepared.Puts)
+        {
+            // Every put of the request is in this group and answered in results (quota refusals by Prepare).
+            r.Done.TrySetResult(null);
         }
 
         foreach (Request r in prepared.Acks)
@@ -1319,7 +1376,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         MegaNetMetrics.StoreCommitLatency.Record(Stopwatch.GetElapsedTime(prepared.Start).TotalMilliseconds);
         if (MailArrived is { } arrived)
         {
-            foreach ((Request _, Stored stored, bool isNew) in prepared.Accepted)
+            foreach ((Request _, int _, Stored stored, bool isNew) in prepared.Accepted)
             {
                 if (isNew)
                 {
@@ -1614,18 +1671,40 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
 
         public long Start { get; } = start;
 
-        public List<(Request Request, Stored Stored, bool IsNew)> Accepted { get; } = [];
+        public List<(Request Request, int Item, Stored Stored, bool IsNew)> Accepted { get; } = [];
+
+        /// <summary>The group's put requests, each once (answered together after the apply stage).</summary>
+        public List<Request> Puts { get; } = [];
 
         public List<Request> Acks { get; } = [];
 
         public bool NeedsCommit { get; set; }
     }
 
-    private sealed class Request(PutRequest? put, AckRequest? ack)
+    /// <summary>A slice of one PutManyAsync call (puts, with null where the caller's put was refused before the
+    /// queue, and answers written into the caller's results from <see cref="ResultStart"/>), an ack, or a checkpoint.
+    /// Completed once, with null, when all of it is answered.</summary>
+    private sealed class Request
     {
-        public PutRequest? Put { get; } = put;
+        public Request(AckRequest? ack) => Ack = ack;
 
-        public AckRequest? Ack { get; set; } = ack;
+        public Request(PutRequest?[] puts, PutResult[] results, int resultStart)
+        {
+            Puts = puts;
+            Results = results;
+            ResultStart = resultStart;
+        }
+
+        public PutRequest?[]? Puts { get; }
+
+        public PutResult[]? Results { get; }
+
+        public int ResultStart { get; }
+
+        /// <summary>What the request counts for against <see cref="MaxGroup"/>.</summary>
+        public int Items => Puts?.Length ?? 1;
+
+        public AckRequest? Ack { get; set; }
 
         public TaskCompletionSource<PutReceipt?> Done { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
