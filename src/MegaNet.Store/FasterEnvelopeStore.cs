@@ -1212,8 +1212,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
             ArrayPool<byte>.Shared.Return(record);
         }
 
-        var stored = new Stored(recipient, put.Recipient.ToArray(), put.ExpiresAt, put.Envelope.Length,
-            new PutReceipt(id, logIndex, seq, null!, false));
+        var stored = new Stored(recipient, put.ExpiresAt, put.Envelope.Length, id, logIndex, seq);
         _pendingIds[key] = (stored, prepared.Generation);
         _pendingUsage[recipient] = (count + 1, bytes + put.Envelope.Length, prepared.Generation);
         ids.Add(key);
@@ -1309,8 +1308,8 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
             if (isNew)
             {
                 EncodeMeta(stored, meta);
-                _kv.Put(stored.Receipt.EnvelopeId, meta, r.Puts![item]!.Envelope.Span);
-                MerkleTree.LeafHash(stored.Receipt.EnvelopeId, leafBuffer.AsSpan(leafCount++ * MerkleTree.HashSize, MerkleTree.HashSize));
+                _kv.Put(stored.EnvelopeId, meta, r.Puts![item]!.Envelope.Span);
+                MerkleTree.LeafHash(stored.EnvelopeId, leafBuffer.AsSpan(leafCount++ * MerkleTree.HashSize, MerkleTree.HashSize));
             }
         }
 
@@ -1358,8 +1357,8 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         SignedTreeHead current = GetTreeHead();
         foreach ((Request r, int item, Stored stored, bool isNew) in prepared.Accepted)
         {
-            // Receipts carry the head signed after this commit, which covers every leaf in it.
-            r.Results![r.ResultStart + item] = new PutResult(stored.Receipt with { TreeHead = current, Duplicate = !isNew }, null);
+            // Receipts carry the head signed after this commit, which covers every leaf in it. Made here, once.
+            r.Results![r.ResultStart + item] = new PutResult(new PutReceipt(stored.EnvelopeId, stored.LogIndex, stored.MailboxSeq, current, !isNew), null);
         }
 
         foreach (Request r in prepared.Puts)
@@ -1382,7 +1381,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
                 {
                     try
                     {
-                        arrived(stored.RecipientBytes, stored.Receipt.MailboxSeq);
+                        arrived(stored.Recipient.ToArray(), stored.MailboxSeq);
                     }
                     catch (Exception)
                     {
@@ -1424,13 +1423,13 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     {
         Span<byte> meta = stackalloc byte[EnvelopeKv.MetaLength];
         EncodeMeta(stored, meta);
-        _kv.Put(stored.Receipt.EnvelopeId, meta, envelope);
+        _kv.Put(stored.EnvelopeId, meta, envelope);
         AddEntry(stored);
-        _merkle.Append(stored.Receipt.EnvelopeId);
+        _merkle.Append(stored.EnvelopeId);
     }
 
-    private void AddEntry(Stored stored) => AddEntry(stored.Recipient, new IndexEntry(
-        stored.Receipt.MailboxSeq, new Key32(stored.Receipt.EnvelopeId), stored.ExpiresAt.ToUnixTimeMilliseconds(), stored.Receipt.LogIndex, stored.Length));
+    private void AddEntry(in Stored stored) => AddEntry(stored.Recipient, new IndexEntry(
+        stored.MailboxSeq, new Key32(stored.EnvelopeId), stored.ExpiresAt.ToUnixTimeMilliseconds(), stored.LogIndex, stored.Length));
 
     private void AddEntry(Key32 recipient, in IndexEntry entry)
     {
@@ -1567,7 +1566,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
                             throw Corrupt($"record at address {address} has log index {logIndex}, expected {_merkle.Size}");
                         }
 
-                        Apply(new Stored(new Key32(recipient), recipient, expires, length - PutHeader, new PutReceipt(id, logIndex, seq, _head, false)), r[PutHeader..]);
+                        Apply(new Stored(new Key32(recipient), expires, length - PutHeader, id, logIndex, seq), r[PutHeader..]);
                         break;
                     }
 
@@ -1617,20 +1616,20 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     private static byte[] EnvelopeId(ReadOnlySpan<byte> envelope) => HashAlgorithm.Blake2b_256.Hash(envelope);
 
     // Table metadata: recipient(32) ‖ mailbox seq(8) ‖ expiry Unix ms(8, offset 40) ‖ log index(8) ‖ length(4).
-    private static void EncodeMeta(Stored stored, Span<byte> meta)
+    private static void EncodeMeta(in Stored stored, Span<byte> meta)
     {
-        stored.RecipientBytes.CopyTo(meta);
-        BinaryPrimitives.WriteUInt64LittleEndian(meta[32..], stored.Receipt.MailboxSeq);
+        stored.Recipient.CopyTo(meta);
+        BinaryPrimitives.WriteUInt64LittleEndian(meta[32..], stored.MailboxSeq);
         BinaryPrimitives.WriteInt64LittleEndian(meta[40..], stored.ExpiresAt.ToUnixTimeMilliseconds());
-        BinaryPrimitives.WriteInt64LittleEndian(meta[48..], stored.Receipt.LogIndex);
+        BinaryPrimitives.WriteInt64LittleEndian(meta[48..], stored.LogIndex);
         BinaryPrimitives.WriteInt32LittleEndian(meta[56..], stored.Length);
     }
 
     private Stored StoredFromMeta(byte[] id, byte[] meta)
     {
-        byte[] recipient = meta.AsSpan(0, 32).ToArray();
-        return new Stored(new Key32(recipient), recipient, DateTimeOffset.FromUnixTimeMilliseconds(BinaryPrimitives.ReadInt64LittleEndian(meta.AsSpan(40))),
-            BinaryPrimitives.ReadInt32LittleEndian(meta.AsSpan(56)), ReceiptFromMeta(id, meta, _head));
+        return new Stored(new Key32(meta.AsSpan(0, 32)), DateTimeOffset.FromUnixTimeMilliseconds(BinaryPrimitives.ReadInt64LittleEndian(meta.AsSpan(40))),
+            BinaryPrimitives.ReadInt32LittleEndian(meta.AsSpan(56)), id, BinaryPrimitives.ReadInt64LittleEndian(meta.AsSpan(48)),
+            BinaryPrimitives.ReadUInt64LittleEndian(meta.AsSpan(32)));
     }
 
     private static PutReceipt ReceiptFromMeta(byte[] id, byte[] meta, SignedTreeHead head) =>
@@ -1713,7 +1712,9 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         public bool Checkpoint { get; init; }
     }
 
-    internal sealed record Stored(Key32 Recipient, byte[] RecipientBytes, DateTimeOffset ExpiresAt, int Length, PutReceipt Receipt);
+    /// <summary>What the store decided for a put: a value, not an object per put; the receipt is made once, when the
+    /// put is answered (it carries the tree head signed after its commit).</summary>
+    internal readonly record struct Stored(Key32 Recipient, DateTimeOffset ExpiresAt, int Length, byte[] EnvelopeId, long LogIndex, ulong MailboxSeq);
 
     internal readonly struct Key32 : IEquatable<Key32>
     {
