@@ -75,6 +75,11 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     private readonly Dictionary<Key32, (Stored Stored, long Generation)> _pendingIds = [];
     private readonly Dictionary<Key32, (int Count, long Bytes, long Generation)> _pendingUsage = [];
     private readonly Queue<(long Generation, List<Key32> Ids, List<Key32> Recipients)> _pendingByGeneration = new();
+
+    // Committer only (Prepare): the mailbox usage read for one group, and the id and recipient lists of applied groups,
+    // reused instead of made per group.
+    private readonly Dictionary<Key32, (int Count, long Bytes)> _baseUsage = [];
+    private readonly Stack<List<Key32>> _keyLists = new();
     private long _generation;
     private long _nextLogIndex;
 
@@ -815,7 +820,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
                 }
 
                 lastGroup = items;
-                PreparedGroup prepared = Prepare(group);
+                PreparedGroup prepared = Prepare(group, items);
                 Task commit = prepared.NeedsCommit ? CommitAndCheckAsync() : Task.CompletedTask;
                 Task previous = applying;
                 applying = ApplyAfterCommitAsync(previous, prepared, commit);
@@ -1095,15 +1100,16 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     /// Prepare stage (committer loop only): decides every request of the group in order, as if the groups still in
     /// flight were applied, and enqueues the log records. Nothing becomes visible to readers here.
     /// </summary>
-    private PreparedGroup Prepare(List<Request> group)
+    private PreparedGroup Prepare(List<Request> group, int items)
     {
-        var prepared = new PreparedGroup(++_generation, Stopwatch.GetTimestamp());
+        var prepared = new PreparedGroup(++_generation, Stopwatch.GetTimestamp(), items);
         DropAppliedPending();
 
         // Mailbox usage of the put recipients no in-flight group touches: stable while this group is prepared (an ack
         // being applied can only lower it, which makes the quota check conservative). One short lock for the whole group.
         // (Acks need none: what they may delete is bounded by the log index, see SeqFor.)
-        var baseUsage = new Dictionary<Key32, (int Count, long Bytes)>();
+        Dictionary<Key32, (int Count, long Bytes)> baseUsage = _baseUsage;
+        baseUsage.Clear();
         long now = _options.Clock.GetUtcNow().ToUnixTimeMilliseconds();
         lock (_state)
         {
@@ -1124,8 +1130,9 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
             }
         }
 
-        var ids = new List<Key32>();
-        var recipients = new List<Key32>();
+        // Kept until the group is applied, then reused (DropAppliedPending).
+        List<Key32> ids = _keyLists.TryPop(out List<Key32>? idList) ? idList : new List<Key32>(items);
+        List<Key32> recipients = _keyLists.TryPop(out List<Key32>? recipientList) ? recipientList : new List<Key32>(items);
         foreach (Request r in group)
         {
             if (r.Checkpoint)
@@ -1221,6 +1228,16 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         prepared.NeedsCommit = true;
     }
 
+    // A group's id or recipient list back for a later group (at most a few kept: two groups are in flight at a time).
+    private void RecycleKeys(List<Key32> keys)
+    {
+        if (_keyLists.Count < 8)
+        {
+            keys.Clear();
+            _keyLists.Push(keys);
+        }
+    }
+
     // Forgets the pending decisions of groups the apply stage has finished (their effects are in the table and indexes).
     private void DropAppliedPending()
     {
@@ -1243,6 +1260,9 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
                     _pendingUsage.Remove(recipient);
                 }
             }
+
+            RecycleKeys(oldest.Ids);
+            RecycleKeys(oldest.Recipients);
         }
     }
 
@@ -1664,13 +1684,13 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     private sealed record AckRequest(byte[] Recipient, ulong[] Seqs);
 
     /// <summary>A group between the prepare and apply stages.</summary>
-    private sealed class PreparedGroup(long generation, long start)
+    private sealed class PreparedGroup(long generation, long start, int items)
     {
         public long Generation { get; } = generation;
 
         public long Start { get; } = start;
 
-        public List<(Request Request, int Item, Stored Stored, bool IsNew)> Accepted { get; } = [];
+        public List<(Request Request, int Item, Stored Stored, bool IsNew)> Accepted { get; } = new(items);
 
         /// <summary>The group's put requests, each once (answered together after the apply stage).</summary>
         public List<Request> Puts { get; } = [];
