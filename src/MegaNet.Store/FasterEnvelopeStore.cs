@@ -28,8 +28,11 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     // Groups smaller than this mean light load: the next group skips the commit window.
     private const int LightGroup = 64;
 
-    // Most requests in one group.
+    // Most puts and acks in one group (a request carrying a slice of PutManyAsync counts for its items).
     private const int MaxGroup = 8192;
+
+    // Most puts of one PutManyAsync call in one request: a larger call becomes several, so a group stays near MaxGroup.
+    private const int PutSlice = 1024;
 
     // Longest sleep between looks at the queue while a group fills (the kernel adds its timer slack, 50 µs on Linux).
     private const int WindowSliceMicroseconds = 100;
@@ -72,6 +75,11 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     private readonly Dictionary<Key32, (Stored Stored, long Generation)> _pendingIds = [];
     private readonly Dictionary<Key32, (int Count, long Bytes, long Generation)> _pendingUsage = [];
     private readonly Queue<(long Generation, List<Key32> Ids, List<Key32> Recipients)> _pendingByGeneration = new();
+
+    // Committer only (Prepare): the mailbox usage read for one group, and the id and recipient lists of applied groups,
+    // reused instead of made per group.
+    private readonly Dictionary<Key32, (int Count, long Bytes)> _baseUsage = [];
+    private readonly Stack<List<Key32>> _keyLists = new();
     private long _generation;
     private long _nextLogIndex;
 
@@ -132,7 +140,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     public async Task CheckpointAsync(CancellationToken cancellationToken = default)
     {
         ObjectDisposedException.ThrowIf(_disposed != 0, this);
-        var request = new Request(null, null) { Checkpoint = true };
+        var request = new Request(null) { Checkpoint = true };
         await _requests.Writer.WriteAsync(request, cancellationToken).ConfigureAwait(false);
         await request.Done.Task.WaitAsync(cancellationToken).ConfigureAwait(false);
     }
@@ -437,40 +445,69 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         ArgumentNullException.ThrowIfNull(requests);
         ObjectDisposedException.ThrowIf(_disposed != 0, this);
         var results = new PutResult[requests.Count];
-        var pending = new List<(int Index, Request Request)>(requests.Count);
         DiskSpaceLowException? lowOnDisk = DiskSpaceLow() ? new DiskSpaceLowException(
             $"The node is low on disk space (under the {_options.MinFreeDiskBytes >> 20:N0} MiB it keeps free) and stores no new mail until space is freed. " +
             "Nothing was stored; retry later or send through another node.") : null;
-        for (int i = 0; i < requests.Count; i++)
+
+        // One request and one completion per slice of up to PutSlice puts, not per put: the caller waits for all of
+        // them anyway. The slice's puts are copied into an array of the request's own (the store reads them until it
+        // answers, and a cancelled caller may reuse its list), and the store writes the answers into results.
+        Request? first = null;
+        List<Request>? more = null;
+        for (int start = 0; start < requests.Count; start += PutSlice)
         {
-            string? problem = Check(requests[i]);
-            if (problem is not null)
+            int end = Math.Min(requests.Count, start + PutSlice);
+            PutRequest?[]? slice = null;
+            for (int i = start; i < end; i++)
             {
-                results[i] = new PutResult(null, new ArgumentException(problem));
+                PutRequest put = requests[i];
+                string? problem = Check(put);
+                if (problem is not null)
+                {
+                    results[i] = new PutResult(null, new ArgumentException(problem));
+                    continue;
+                }
+
+                if (lowOnDisk is not null)
+                {
+                    results[i] = new PutResult(null, lowOnDisk);
+                    MegaNetMetrics.StoreLowDiskRefusals.Add(1);
+                    continue;
+                }
+
+                slice ??= new PutRequest?[end - start];
+                slice[i - start] = put;
+            }
+
+            if (slice is null)
+            {
                 continue;
             }
 
-            if (lowOnDisk is not null)
+            var request = new Request(slice, results, start);
+            if (first is null)
             {
-                results[i] = new PutResult(null, lowOnDisk);
-                MegaNetMetrics.StoreLowDiskRefusals.Add(1);
-                continue;
+                first = request;
+            }
+            else
+            {
+                (more ??= []).Add(request);
             }
 
-            var request = new Request(requests[i], null);
-            pending.Add((i, request));
             await _requests.Writer.WriteAsync(request, cancellationToken).ConfigureAwait(false);
         }
 
-        foreach ((int index, Request request) in pending)
+        // A put refused for its mailbox's quota has its answer in results; a failed commit fails the whole request.
+        if (first is not null)
         {
-            try
+            await first.Done.Task.WaitAsync(cancellationToken).ConfigureAwait(false);
+        }
+
+        if (more is not null)
+        {
+            foreach (Request request in more)
             {
-                results[index] = new PutResult(await request.Done.Task.WaitAsync(cancellationToken).ConfigureAwait(false), null);
-            }
-            catch (Exception e) when (e is QuotaExceededException or ArgumentException)
-            {
-                results[index] = new PutResult(null, e);
+                await request.Done.Task.WaitAsync(cancellationToken).ConfigureAwait(false);
             }
         }
 
@@ -594,7 +631,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         }
 
         ObjectDisposedException.ThrowIf(_disposed != 0, this);
-        var request = new Request(null, new AckRequest(recipient.ToArray(), seqs.ToArray()));
+        var request = new Request(new AckRequest(recipient.ToArray(), seqs.ToArray()));
         await _requests.Writer.WriteAsync(request, cancellationToken).ConfigureAwait(false);
         await request.Done.Task.WaitAsync(cancellationToken).ConfigureAwait(false);
         return request.AckedCount;
@@ -737,26 +774,28 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     {
         ChannelReader<Request> reader = _requests.Reader;
         Task applying = Task.CompletedTask;
-        int lastGroup = 0;
+        int lastGroup = 0, items = 0;
         // Reused: Prepare and the apply stage copy what they keep, and nothing holds the list past its iteration.
         var group = new List<Request>();
         while (reader.WaitToReadAsync().AsTask().GetAwaiter().GetResult())
         {
             group.Clear();
+            items = 0;
             long windowStart = Stopwatch.GetTimestamp();
             // Under light load (the previous group was small) waiting only adds latency: commit what is there, and
             // what arrives meanwhile forms the next group while this one commits.
             bool light = lastGroup < LightGroup;
             while (true)
             {
-                while (group.Count < MaxGroup && reader.TryRead(out Request? r))
+                while (items < MaxGroup && reader.TryRead(out Request? r))
                 {
                     group.Add(r);
+                    items += r.Items;
                 }
 
                 // Concurrent callers arrive microseconds apart: give them the window to share this commit.
                 TimeSpan left = _options.GroupCommitWindow - Stopwatch.GetElapsedTime(windowStart);
-                if (group.Count >= MaxGroup || left <= TimeSpan.Zero || (light && group.Count < LightGroup) || reader.Completion.IsCompleted)
+                if (items >= MaxGroup || left <= TimeSpan.Zero || (light && items < LightGroup) || reader.Completion.IsCompleted)
                 {
                     break;
                 }
@@ -780,8 +819,8 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
                     FinishCheckpoint(written.GetAwaiter().GetResult());
                 }
 
-                lastGroup = group.Count;
-                PreparedGroup prepared = Prepare(group);
+                lastGroup = items;
+                PreparedGroup prepared = Prepare(group, items);
                 Task commit = prepared.NeedsCommit ? CommitAndCheckAsync() : Task.CompletedTask;
                 Task previous = applying;
                 applying = ApplyAfterCommitAsync(previous, prepared, commit);
@@ -1061,34 +1100,39 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     /// Prepare stage (committer loop only): decides every request of the group in order, as if the groups still in
     /// flight were applied, and enqueues the log records. Nothing becomes visible to readers here.
     /// </summary>
-    private PreparedGroup Prepare(List<Request> group)
+    private PreparedGroup Prepare(List<Request> group, int items)
     {
-        var prepared = new PreparedGroup(++_generation, Stopwatch.GetTimestamp());
+        var prepared = new PreparedGroup(++_generation, Stopwatch.GetTimestamp(), items);
         DropAppliedPending();
 
         // Mailbox usage of the put recipients no in-flight group touches: stable while this group is prepared (an ack
         // being applied can only lower it, which makes the quota check conservative). One short lock for the whole group.
         // (Acks need none: what they may delete is bounded by the log index, see SeqFor.)
-        var baseUsage = new Dictionary<Key32, (int Count, long Bytes)>();
+        Dictionary<Key32, (int Count, long Bytes)> baseUsage = _baseUsage;
+        baseUsage.Clear();
         long now = _options.Clock.GetUtcNow().ToUnixTimeMilliseconds();
         lock (_state)
         {
             foreach (Request r in group)
             {
-                ReadOnlySpan<byte> address = r.Put is { } put ? put.Recipient.Span : default;
-                if (address.Length == 32)
+                foreach (PutRequest? put in r.Puts ?? [])
                 {
-                    var recipient = new Key32(address);
-                    if (!_pendingUsage.ContainsKey(recipient))
+                    ReadOnlySpan<byte> address = put is null ? default : put.Recipient.Span;
+                    if (address.Length == 32)
                     {
-                        baseUsage.TryAdd(recipient, Usage(recipient, now));
+                        var recipient = new Key32(address);
+                        if (!_pendingUsage.ContainsKey(recipient))
+                        {
+                            baseUsage.TryAdd(recipient, Usage(recipient, now));
+                        }
                     }
                 }
             }
         }
 
-        var ids = new List<Key32>();
-        var recipients = new List<Key32>();
+        // Kept until the group is applied, then reused (DropAppliedPending).
+        List<Key32> ids = _keyLists.TryPop(out List<Key32>? idList) ? idList : new List<Key32>(items);
+        List<Key32> recipients = _keyLists.TryPop(out List<Key32>? recipientList) ? recipientList : new List<Key32>(items);
         foreach (Request r in group)
         {
             if (r.Checkpoint)
@@ -1114,61 +1158,84 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
                 continue;
             }
 
-            PutRequest put = r.Put!;
-            byte[] id = put.EnvelopeId.IsEmpty ? EnvelopeId(put.Envelope.Span) : put.EnvelopeId.ToArray();
-            var key = new Key32(id);
-
-            // Pending first, then the table: the apply stage writes a group's table records before it marks the group
-            // applied, and only then does DropAppliedPending forget it, so one of the two always sees an earlier put.
-            if (_pendingIds.TryGetValue(key, out var pending))
+            prepared.Puts.Add(r);
+            PutRequest?[] puts = r.Puts!;
+            for (int item = 0; item < puts.Length; item++)
             {
-                prepared.Accepted.Add((r, pending.Stored, false));
-                continue;
+                if (puts[item] is { } put)
+                {
+                    PreparePut(prepared, r, item, put, baseUsage, ids, recipients);
+                }
             }
-
-            if (_kv.GetMetaForPrepare(id) is { } meta)
-            {
-                prepared.Accepted.Add((r, StoredFromMeta(id, meta), false));
-                continue;
-            }
-
-            var recipient = new Key32(put.Recipient.Span);
-            (int count, long bytes) = _pendingUsage.TryGetValue(recipient, out var usage)
-                ? (usage.Count, usage.Bytes)
-                : baseUsage[recipient];
-            if (count + 1 > _options.MailboxMaxCount || bytes + put.Envelope.Length > _options.MailboxMaxBytes)
-            {
-                r.Done.TrySetException(new QuotaExceededException(
-                    // The limits only (public in Status): the sender learns that the mailbox is full, not what is in it.
-                    $"The recipient's mailbox is full (limits {_options.MailboxMaxCount:N0} envelopes, {_options.MailboxMaxBytes:N0} bytes). Nothing was stored; retry after the owner fetches and acknowledges mail."));
-                continue;
-            }
-
-            long logIndex = _nextLogIndex++;
-            ulong seq = SeqFor(logIndex);
-            byte[] record = ArrayPool<byte>.Shared.Rent(PutHeader + put.Envelope.Length);
-            try
-            {
-                EncodePut(record, id, put, seq, logIndex);
-                _log.Enqueue(record.AsSpan(0, PutHeader + put.Envelope.Length));
-            }
-            finally
-            {
-                ArrayPool<byte>.Shared.Return(record);
-            }
-
-            var stored = new Stored(recipient, put.Recipient.ToArray(), put.ExpiresAt, put.Envelope.Length,
-                new PutReceipt(id, logIndex, seq, null!, false));
-            _pendingIds[key] = (stored, prepared.Generation);
-            _pendingUsage[recipient] = (count + 1, bytes + put.Envelope.Length, prepared.Generation);
-            ids.Add(key);
-            recipients.Add(recipient);
-            prepared.Accepted.Add((r, stored, true));
-            prepared.NeedsCommit = true;
         }
 
         _pendingByGeneration.Enqueue((prepared.Generation, ids, recipients));
         return prepared;
+    }
+
+    // One put of a request, in the group's order (see Prepare).
+    private void PreparePut(PreparedGroup prepared, Request r, int item, PutRequest put, Dictionary<Key32, (int Count, long Bytes)> baseUsage,
+        List<Key32> ids, List<Key32> recipients)
+    {
+        byte[] id = put.EnvelopeId.IsEmpty ? EnvelopeId(put.Envelope.Span) : put.EnvelopeId.ToArray();
+        var key = new Key32(id);
+
+        // Pending first, then the table: the apply stage writes a group's table records before it marks the group
+        // applied, and only then does DropAppliedPending forget it, so one of the two always sees an earlier put.
+        if (_pendingIds.TryGetValue(key, out var pending))
+        {
+            prepared.Accepted.Add((r, item, pending.Stored, false));
+            return;
+        }
+
+        if (_kv.GetMetaForPrepare(id) is { } meta)
+        {
+            prepared.Accepted.Add((r, item, StoredFromMeta(id, meta), false));
+            return;
+        }
+
+        var recipient = new Key32(put.Recipient.Span);
+        (int count, long bytes) = _pendingUsage.TryGetValue(recipient, out var usage)
+            ? (usage.Count, usage.Bytes)
+            : baseUsage[recipient];
+        if (count + 1 > _options.MailboxMaxCount || bytes + put.Envelope.Length > _options.MailboxMaxBytes)
+        {
+            r.Results![r.ResultStart + item] = new PutResult(null, new QuotaExceededException(
+                // The limits only (public in Status): the sender learns that the mailbox is full, not what is in it.
+                $"The recipient's mailbox is full (limits {_options.MailboxMaxCount:N0} envelopes, {_options.MailboxMaxBytes:N0} bytes). Nothing was stored; retry after the owner fetches and acknowledges mail."));
+            return;
+        }
+
+        long logIndex = _nextLogIndex++;
+        ulong seq = SeqFor(logIndex);
+        byte[] record = ArrayPool<byte>.Shared.Rent(PutHeader + put.Envelope.Length);
+        try
+        {
+            EncodePut(record, id, put, seq, logIndex);
+            _log.Enqueue(record.AsSpan(0, PutHeader + put.Envelope.Length));
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(record);
+        }
+
+        var stored = new Stored(recipient, put.ExpiresAt, put.Envelope.Length, id, logIndex, seq);
+        _pendingIds[key] = (stored, prepared.Generation);
+        _pendingUsage[recipient] = (count + 1, bytes + put.Envelope.Length, prepared.Generation);
+        ids.Add(key);
+        recipients.Add(recipient);
+        prepared.Accepted.Add((r, item, stored, true));
+        prepared.NeedsCommit = true;
+    }
+
+    // A group's id or recipient list back for a later group (at most a few kept: two groups are in flight at a time).
+    private void RecycleKeys(List<Key32> keys)
+    {
+        if (_keyLists.Count < 8)
+        {
+            keys.Clear();
+            _keyLists.Push(keys);
+        }
     }
 
     // Forgets the pending decisions of groups the apply stage has finished (their effects are in the table and indexes).
@@ -1193,6 +1260,9 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
                     _pendingUsage.Remove(recipient);
                 }
             }
+
+            RecycleKeys(oldest.Ids);
+            RecycleKeys(oldest.Recipients);
         }
     }
 
@@ -1204,7 +1274,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     private async Task ApplyAfterCommitAsync(Task previous, PreparedGroup prepared, Task commit)
     {
         await previous.ConfigureAwait(false);
-        IEnumerable<Request> everyone = prepared.Accepted.Select(a => a.Request).Concat(prepared.Acks);
+        IEnumerable<Request> everyone = prepared.Puts.Concat(prepared.Acks);
         try
         {
             await commit.ConfigureAwait(false);
@@ -1235,17 +1305,31 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
 
     private void Apply(PreparedGroup prepared)
     {
+        // The group's leaf hashes go into one pooled buffer, not an array per leaf.
+        byte[] leaves = ArrayPool<byte>.Shared.Rent(Math.Max(1, prepared.Accepted.Count) * MerkleTree.HashSize);
+        try
+        {
+            Apply(prepared, leaves);
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(leaves);
+        }
+    }
+
+    private void Apply(PreparedGroup prepared, byte[] leafBuffer)
+    {
         // The table first, outside the index lock: a reader may see an envelope before its mailbox entry, never an
         // entry without its envelope. Leaf hashes too, so the lock covers only the index and tree updates.
         Span<byte> meta = stackalloc byte[EnvelopeKv.MetaLength];
-        var leaves = new List<byte[]>(prepared.Accepted.Count);
-        foreach ((Request r, Stored stored, bool isNew) in prepared.Accepted)
+        int leafCount = 0;
+        foreach ((Request r, int item, Stored stored, bool isNew) in prepared.Accepted)
         {
             if (isNew)
             {
                 EncodeMeta(stored, meta);
-                _kv.Put(stored.Receipt.EnvelopeId, meta, r.Put!.Envelope.Span);
-                leaves.Add(MerkleTree.LeafHash(stored.Receipt.EnvelopeId));
+                _kv.Put(stored.EnvelopeId, meta, r.Puts![item]!.Envelope.Span);
+                MerkleTree.LeafHash(stored.EnvelopeId, leafBuffer.AsSpan(leafCount++ * MerkleTree.HashSize, MerkleTree.HashSize));
             }
         }
 
@@ -1254,7 +1338,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         List<Key32>? acked = prepared.Acks.Count > 0 ? [] : null;
         lock (_state)
         {
-            foreach ((Request _, Stored stored, bool isNew) in prepared.Accepted)
+            foreach ((Request _, int _, Stored stored, bool isNew) in prepared.Accepted)
             {
                 if (isNew)
                 {
@@ -1262,9 +1346,9 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
                 }
             }
 
-            foreach (byte[] leaf in leaves)
+            for (int i = 0; i < leafCount; i++)
             {
-                _merkle.AppendLeafHash(leaf);
+                _merkle.AppendLeafHash(leafBuffer.AsSpan(i * MerkleTree.HashSize, MerkleTree.HashSize));
             }
 
             foreach (Request r in prepared.Acks)
@@ -1273,7 +1357,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
             }
 
             size = _merkle.Size;
-            root = leaves.Count > 0 ? _merkle.Root(size) : [];
+            root = leafCount > 0 ? _merkle.Root(size) : [];
         }
 
         // The acknowledged envelopes' bytes go after the lock, as the puts' records went before it: a table write can
@@ -1283,7 +1367,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         // deletes still reach the table before the next group's writes and before any snapshot, as they did.
         DeleteAckedBytes(acked);
 
-        if (leaves.Count > 0)
+        if (leafCount > 0)
         {
             // Signed outside the lock; only this stage changes the tree, so the head still describes its newest size.
             _head = SignHead(size, root);
@@ -1291,10 +1375,16 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
 
         Volatile.Write(ref _appliedGeneration, prepared.Generation);
         SignedTreeHead current = GetTreeHead();
-        foreach ((Request r, Stored stored, bool isNew) in prepared.Accepted)
+        foreach ((Request r, int item, Stored stored, bool isNew) in prepared.Accepted)
         {
-            // Receipts carry the head signed after this commit, which covers every leaf in it.
-            r.Done.TrySetResult(stored.Receipt with { TreeHead = current, Duplicate = !isNew });
+            // Receipts carry the head signed after this commit, which covers every leaf in it. Made here, once.
+            r.Results![r.ResultStart + item] = new PutResult(new PutReceipt(stored.EnvelopeId, stored.LogIndex, stored.MailboxSeq, current, !isNew), null);
+        }
+
+        foreach (Request r in prepared.Puts)
+        {
+            // Every put of the request is in this group and answered in results (quota refusals by Prepare).
+            r.Done.TrySetResult(null);
         }
 
         foreach (Request r in prepared.Acks)
@@ -1305,13 +1395,13 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         MegaNetMetrics.StoreCommitLatency.Record(Stopwatch.GetElapsedTime(prepared.Start).TotalMilliseconds);
         if (MailArrived is { } arrived)
         {
-            foreach ((Request _, Stored stored, bool isNew) in prepared.Accepted)
+            foreach ((Request _, int _, Stored stored, bool isNew) in prepared.Accepted)
             {
                 if (isNew)
                 {
                     try
                     {
-                        arrived(stored.RecipientBytes, stored.Receipt.MailboxSeq);
+                        arrived(stored.Recipient.ToArray(), stored.MailboxSeq);
                     }
                     catch (Exception)
                     {
@@ -1353,13 +1443,13 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     {
         Span<byte> meta = stackalloc byte[EnvelopeKv.MetaLength];
         EncodeMeta(stored, meta);
-        _kv.Put(stored.Receipt.EnvelopeId, meta, envelope);
+        _kv.Put(stored.EnvelopeId, meta, envelope);
         AddEntry(stored);
-        _merkle.Append(stored.Receipt.EnvelopeId);
+        _merkle.Append(stored.EnvelopeId);
     }
 
-    private void AddEntry(Stored stored) => AddEntry(stored.Recipient, new IndexEntry(
-        stored.Receipt.MailboxSeq, new Key32(stored.Receipt.EnvelopeId), stored.ExpiresAt.ToUnixTimeMilliseconds(), stored.Receipt.LogIndex, stored.Length));
+    private void AddEntry(in Stored stored) => AddEntry(stored.Recipient, new IndexEntry(
+        stored.MailboxSeq, new Key32(stored.EnvelopeId), stored.ExpiresAt.ToUnixTimeMilliseconds(), stored.LogIndex, stored.Length));
 
     private void AddEntry(Key32 recipient, in IndexEntry entry)
     {
@@ -1496,7 +1586,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
                             throw Corrupt($"record at address {address} has log index {logIndex}, expected {_merkle.Size}");
                         }
 
-                        Apply(new Stored(new Key32(recipient), recipient, expires, length - PutHeader, new PutReceipt(id, logIndex, seq, _head, false)), r[PutHeader..]);
+                        Apply(new Stored(new Key32(recipient), expires, length - PutHeader, id, logIndex, seq), r[PutHeader..]);
                         break;
                     }
 
@@ -1546,20 +1636,20 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     private static byte[] EnvelopeId(ReadOnlySpan<byte> envelope) => HashAlgorithm.Blake2b_256.Hash(envelope);
 
     // Table metadata: recipient(32) ‖ mailbox seq(8) ‖ expiry Unix ms(8, offset 40) ‖ log index(8) ‖ length(4).
-    private static void EncodeMeta(Stored stored, Span<byte> meta)
+    private static void EncodeMeta(in Stored stored, Span<byte> meta)
     {
-        stored.RecipientBytes.CopyTo(meta);
-        BinaryPrimitives.WriteUInt64LittleEndian(meta[32..], stored.Receipt.MailboxSeq);
+        stored.Recipient.CopyTo(meta);
+        BinaryPrimitives.WriteUInt64LittleEndian(meta[32..], stored.MailboxSeq);
         BinaryPrimitives.WriteInt64LittleEndian(meta[40..], stored.ExpiresAt.ToUnixTimeMilliseconds());
-        BinaryPrimitives.WriteInt64LittleEndian(meta[48..], stored.Receipt.LogIndex);
+        BinaryPrimitives.WriteInt64LittleEndian(meta[48..], stored.LogIndex);
         BinaryPrimitives.WriteInt32LittleEndian(meta[56..], stored.Length);
     }
 
     private Stored StoredFromMeta(byte[] id, byte[] meta)
     {
-        byte[] recipient = meta.AsSpan(0, 32).ToArray();
-        return new Stored(new Key32(recipient), recipient, DateTimeOffset.FromUnixTimeMilliseconds(BinaryPrimitives.ReadInt64LittleEndian(meta.AsSpan(40))),
-            BinaryPrimitives.ReadInt32LittleEndian(meta.AsSpan(56)), ReceiptFromMeta(id, meta, _head));
+        return new Stored(new Key32(meta.AsSpan(0, 32)), DateTimeOffset.FromUnixTimeMilliseconds(BinaryPrimitives.ReadInt64LittleEndian(meta.AsSpan(40))),
+            BinaryPrimitives.ReadInt32LittleEndian(meta.AsSpan(56)), id, BinaryPrimitives.ReadInt64LittleEndian(meta.AsSpan(48)),
+            BinaryPrimitives.ReadUInt64LittleEndian(meta.AsSpan(32)));
     }
 
     private static PutReceipt ReceiptFromMeta(byte[] id, byte[] meta, SignedTreeHead head) =>
@@ -1594,24 +1684,46 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     private sealed record AckRequest(byte[] Recipient, ulong[] Seqs);
 
     /// <summary>A group between the prepare and apply stages.</summary>
-    private sealed class PreparedGroup(long generation, long start)
+    private sealed class PreparedGroup(long generation, long start, int items)
     {
         public long Generation { get; } = generation;
 
         public long Start { get; } = start;
 
-        public List<(Request Request, Stored Stored, bool IsNew)> Accepted { get; } = [];
+        public List<(Request Request, int Item, Stored Stored, bool IsNew)> Accepted { get; } = new(items);
+
+        /// <summary>The group's put requests, each once (answered together after the apply stage).</summary>
+        public List<Request> Puts { get; } = [];
 
         public List<Request> Acks { get; } = [];
 
         public bool NeedsCommit { get; set; }
     }
 
-    private sealed class Request(PutRequest? put, AckRequest? ack)
+    /// <summary>A slice of one PutManyAsync call (puts, with null where the caller's put was refused before the
+    /// queue, and answers written into the caller's results from <see cref="ResultStart"/>), an ack, or a checkpoint.
+    /// Completed once, with null, when all of it is answered.</summary>
+    private sealed class Request
     {
-        public PutRequest? Put { get; } = put;
+        public Request(AckRequest? ack) => Ack = ack;
 
-        public AckRequest? Ack { get; set; } = ack;
+        public Request(PutRequest?[] puts, PutResult[] results, int resultStart)
+        {
+            Puts = puts;
+            Results = results;
+            ResultStart = resultStart;
+        }
+
+        public PutRequest?[]? Puts { get; }
+
+        public PutResult[]? Results { get; }
+
+        public int ResultStart { get; }
+
+        /// <summary>What the request counts for against <see cref="MaxGroup"/>.</summary>
+        public int Items => Puts?.Length ?? 1;
+
+        public AckRequest? Ack { get; set; }
 
         public TaskCompletionSource<PutReceipt?> Done { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
@@ -1620,7 +1732,9 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         public bool Checkpoint { get; init; }
     }
 
-    internal sealed record Stored(Key32 Recipient, byte[] RecipientBytes, DateTimeOffset ExpiresAt, int Length, PutReceipt Receipt);
+    /// <summary>What the store decided for a put: a value, not an object per put; the receipt is made once, when the
+    /// put is answered (it carries the tree head signed after its commit).</summary>
+    internal readonly record struct Stored(Key32 Recipient, DateTimeOffset ExpiresAt, int Length, byte[] EnvelopeId, long LogIndex, ulong MailboxSeq);
 
     internal readonly struct Key32 : IEquatable<Key32>
     {

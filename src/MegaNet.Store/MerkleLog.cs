@@ -23,7 +23,12 @@ internal sealed class MerkleLog
 
     public long Size => _levels[0].Count;
 
-    public void Append(ReadOnlySpan<byte> leaf) => AppendLeafHash(MerkleTree.LeafHash(leaf));
+    public void Append(ReadOnlySpan<byte> leaf)
+    {
+        Span<byte> hash = stackalloc byte[MerkleTree.HashSize];
+        MerkleTree.LeafHash(leaf, hash);
+        AppendLeafHash(hash);
+    }
 
     /// <summary>The RFC 9162 leaf hash of leaf <paramref name="index"/> (what a checkpoint saves).</summary>
     public ReadOnlySpan<byte> LeafHashAt(long index) => _levels[0][index];
@@ -32,6 +37,7 @@ internal sealed class MerkleLog
     public void AppendLeafHash(ReadOnlySpan<byte> hash)
     {
         _levels[0].Add(hash);
+        Span<byte> node = stackalloc byte[MerkleTree.HashSize];
         long index = _levels[0].Count - 1;
         for (int h = 0; (index & 1) == 1; h++)
         {
@@ -40,8 +46,10 @@ internal sealed class MerkleLog
                 _levels.Add(new HashColumn());
             }
 
+            // Hashed on the stack and copied in: no array per inner node (about one per append).
             HashColumn level = _levels[h];
-            _levels[h + 1].Add(MerkleTree.NodeHash(level[level.Count - 2], level[level.Count - 1]));
+            MerkleTree.NodeHash(level[level.Count - 2], level[level.Count - 1], node);
+            _levels[h + 1].Add(node);
             index >>= 1;
         }
     }
