@@ -218,12 +218,14 @@ public sealed class RequestMessageGuardTests
 
         public async ValueTask DisposeAsync()
         {
-            await _end.CancelAsync();
+            // Cleanup of a call stalled on purpose: however its client gives up on it (a cancelled send, a reset
+            // stream, a connection the node has closed), that is not what a test is about.
             try
             {
+                await _end.CancelAsync();
                 (await _response).Dispose();
             }
-            catch (Exception e) when (e is OperationCanceledException or HttpRequestException)
+            catch (Exception e) when (e is OperationCanceledException or HttpRequestException or IOException or AggregateException)
             {
             }
 

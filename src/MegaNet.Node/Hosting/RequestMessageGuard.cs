@@ -177,7 +177,7 @@ internal sealed class RequestMessageGuard(NodeOptions options, TimeProvider cloc
                     {
                         if (result.Buffer.Length > 0)
                         {
-                            inner.AdvanceTo(result.Buffer.Start);
+                            inner.AdvanceTo(result.Buffer.Start, result.Buffer.End);
                         }
 
                         throw Stalled();
@@ -305,7 +305,10 @@ internal sealed class RequestMessageGuard(NodeOptions options, TimeProvider cloc
 
             if (_refusal is not null && _nextPrefix == _start)
             {
-                inner.AdvanceTo(buffer.Start); // the read is over: the exception is what the caller gets of it
+                // The read is over (the exception is what the caller gets of it): nothing consumed, all examined. An
+                // examined position behind the one the reader last gave made Kestrel's HTTP/2 flow control miscount,
+                // and it closed the whole connection with FLOW_CONTROL_ERROR.
+                inner.AdvanceTo(buffer.Start, buffer.End);
                 throw _refusal;
             }
         }
@@ -328,7 +331,7 @@ internal sealed class RequestMessageGuard(NodeOptions options, TimeProvider cloc
 
             if (_arrivingStart == _start)
             {
-                inner.AdvanceTo(buffer.Start);
+                inner.AdvanceTo(buffer.Start, buffer.End); // as in Inspect
                 throw new RpcException(
                     new Status(StatusCode.ResourceExhausted, string.Create(CultureInfo.InvariantCulture,
                         $"The node is receiving too many large messages at once (ArrivingMessageMiB {guard._budget >> 20}, a quarter of it per network address); this one ({_arrivingLength:N0} bytes) was refused while it arrived. Retry in a moment, or send smaller requests.")),
