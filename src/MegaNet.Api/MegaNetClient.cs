@@ -558,15 +558,40 @@ public sealed class PowDemandTooHighException(uint demandedBits, int maxBits)
     public int MaxBits { get; } = maxBits;
 }
 
-/// <summary>What a node's refusal asks of the caller, from its trailers (docs/protocol.md, "Relay service").</summary>
+/// <summary>What a node's refusal asks of the caller, from its trailers (docs/protocol.md, "Relay service"); the node
+/// writes them with <see cref="Trailers"/>.</summary>
 public static class NodeRefusals
 {
+    /// <summary>The trailer saying how many milliseconds to wait before retrying.</summary>
+    public const string RetryAfterTrailer = "retry-after-ms";
+
+    /// <summary>The trailer saying how many proof-of-work bits to stamp with.</summary>
+    public const string PowBitsTrailer = "pow-bits";
+
+    /// <summary>The trailers of a refusal: a wait of <paramref name="retryAfterMs"/> and a demand of
+    /// <paramref name="powBits"/>, each only when above 0.</summary>
+    public static Metadata Trailers(int retryAfterMs = 0, int powBits = 0)
+    {
+        var trailers = new Metadata();
+        if (retryAfterMs > 0)
+        {
+            trailers.Add(RetryAfterTrailer, retryAfterMs.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        }
+
+        if (powBits > 0)
+        {
+            trailers.Add(PowBitsTrailer, powBits.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        }
+
+        return trailers;
+    }
+
     /// <summary>How long to wait before retrying, from the <c>retry-after-ms</c> trailer a <c>RESOURCE_EXHAUSTED</c>
     /// refusal carries (rate limit, full queue, mailbox quota, busy <c>VerifyBatch</c>); null when there is none.</summary>
     public static TimeSpan? RetryAfter(this RpcException exception)
     {
         ArgumentNullException.ThrowIfNull(exception);
-        return exception.Trailers.GetValue("retry-after-ms") is { } text
+        return exception.Trailers.GetValue(RetryAfterTrailer) is { } text
             && long.TryParse(text, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out long ms)
             && ms <= (long)TimeSpan.FromDays(1).TotalMilliseconds
             ? TimeSpan.FromMilliseconds(ms)
@@ -579,7 +604,7 @@ public static class NodeRefusals
     public static int? RequiredPowBits(this RpcException exception)
     {
         ArgumentNullException.ThrowIfNull(exception);
-        return exception.Trailers.GetValue("pow-bits") is { } text
+        return exception.Trailers.GetValue(PowBitsTrailer) is { } text
             && int.TryParse(text, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int bits)
             && bits is > 0 and <= 256
             ? bits

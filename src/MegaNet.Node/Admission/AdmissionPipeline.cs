@@ -624,23 +624,9 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
     private static RpcException Reject(string reason, StatusCode code, string message, int retryAfterMs = 0, int powBits = 0)
     {
         MegaNetMetrics.EnvelopesRejected.Add(1, new KeyValuePair<string, object?>("reason", reason));
-        if (retryAfterMs <= 0 && powBits <= 0)
-        {
-            return new RpcException(new Status(code, message));
-        }
-
-        var trailers = new Metadata();
-        if (retryAfterMs > 0)
-        {
-            trailers.Add("retry-after-ms", retryAfterMs.ToString(System.Globalization.CultureInfo.InvariantCulture));
-        }
-
-        if (powBits > 0)
-        {
-            trailers.Add("pow-bits", powBits.ToString(System.Globalization.CultureInfo.InvariantCulture));
-        }
-
-        return new RpcException(new Status(code, message), trailers);
+        return retryAfterMs <= 0 && powBits <= 0
+            ? new RpcException(new Status(code, message))
+            : new RpcException(new Status(code, message), NodeRefusals.Trailers(retryAfterMs, powBits));
     }
 
     [LoggerMessage(EventId = 100, Level = LogLevel.Error, Message = "Verification of a batch of {Count} envelopes failed")]

@@ -68,28 +68,14 @@ internal sealed class AuthFailures(int capacity = AuthFailures.DefaultCapacity)
     {
         if (valid)
         {
-            ref SiteBudget held = ref _entries.Find(site);
-            if (reserved && !Unsafe.IsNullRef(ref held))
+            if (reserved)
             {
-                held.Budget.Return(Burst);
+                SiteBudget.GiveBack(_entries, site, Burst);
             }
-
-            return;
         }
-
-        ref SiteBudget e = ref _entries.GetOrAdd(site, now, out bool existed);
-        if (!existed || e.Until <= now)
+        else
         {
-            // New, or back after its hold ran out (the sweep runs at most once a second): a full budget again.
-            e.Budget = new TokenCount(Burst, now);
+            SiteBudget.Charge(_entries, site, now, HoldTicks, FailuresPerSecond, Burst, takenBefore: reserved);
         }
-
-        if (!reserved)
-        {
-            e.Budget.Refill(now, FailuresPerSecond, Burst);
-            e.Budget.Tokens--;
-        }
-
-        e.Until = now + HoldTicks;
     }
 }

@@ -94,28 +94,13 @@ internal sealed class ForgerySuspects(int capacity = ForgerySuspects.DefaultCapa
 
         if (valid)
         {
-            ref SiteBudget held = ref _entries.Find(a);
-            if (!Unsafe.IsNullRef(ref held))
-            {
-                held.Budget.Return(Burst);
-            }
-
-            return;
+            SiteBudget.GiveBack(_entries, a, Burst);
         }
-
-        ref SiteBudget e = ref _entries.GetOrAdd(a, now, out bool existed);
-        if (!existed)
+        else
         {
-            e.Budget = new TokenCount(Burst, now);
+            // In the suspects' lane Classify took one already.
+            SiteBudget.Charge(_entries, a, now, HoldTicks, BadPerSecond, Burst, takenBefore: suspectLane);
         }
-
-        e.Budget.Refill(now, BadPerSecond, Burst);
-        if (!suspectLane)
-        {
-            e.Budget.Tokens--;
-        }
-
-        e.Until = now + HoldTicks;
     }
 
     /// <summary>Drops expired addresses, at most once a second, so an address is kept no longer than <see cref="Hold"/>

@@ -152,7 +152,7 @@ public sealed class MailboxAuthenticator(NodeKey nodeKey, IBatchVerifier verifie
             {
                 throw new RpcException(new Status(StatusCode.ResourceExhausted,
                     $"Too many challenge signatures from this network address failed to verify lately (the node allows {AuthFailures.Burst}, then {AuthFailures.FailuresPerSecond} a second); sign the challenge with the identity key sent in auth, and retry after retry-after-ms."),
-                    new Metadata { { "retry-after-ms", retryAfterMs.ToString(System.Globalization.CultureInfo.InvariantCulture) } });
+                    NodeRefusals.Trailers(retryAfterMs));
             }
         }
 
@@ -198,7 +198,7 @@ public sealed class MailboxAuthenticator(NodeKey nodeKey, IBatchVerifier verifie
             {
                 throw new RpcException(new Status(StatusCode.ResourceExhausted,
                     $"This mailbox was opened {MaxUsedPerAddress} times in the last {Lifetime.TotalMinutes:0} minutes; wait a little (one Fetch takes up to 1,000 messages, and a subscription stays open)."),
-                    new Metadata { { "retry-after-ms", "1000" } });
+                    NodeRefusals.Trailers(1000));
             }
 
             int fromSource = source is { } client ? _usedBySource.GetValueOrDefault(client) : 0;
@@ -206,7 +206,7 @@ public sealed class MailboxAuthenticator(NodeKey nodeKey, IBatchVerifier verifie
             {
                 throw new RpcException(new Status(StatusCode.ResourceExhausted,
                     $"Mailboxes were opened {MaxUsedPerSource:N0} times from this network address in the last {Lifetime.TotalMinutes:0} minutes; retry shortly."),
-                    new Metadata { { "retry-after-ms", "1000" } });
+                    NodeRefusals.Trailers(1000));
             }
 
             if (!_usedBySecond.TryGetValue(second, out UsedSecond? used))

@@ -86,4 +86,36 @@ internal struct SiteBudget
     /// <summary>A table of these, forgetting a site once <see cref="Until"/> has passed and, when full, the one that
     /// would be forgotten soonest (so one with many sites never frees the sites it holds to their budget).</summary>
     public static SiteTable<SiteBudget> Table(int capacity) => new(capacity, static (e, now) => e.Until <= now, static (e, _) => e.Until);
+
+    /// <summary>A good outcome for <paramref name="site"/>: gives back the one taken from its budget beforehand, if the
+    /// site is still remembered.</summary>
+    public static void GiveBack(SiteTable<SiteBudget> table, ClientAddress site, double burst)
+    {
+        ref SiteBudget held = ref table.Find(site);
+        if (!System.Runtime.CompilerServices.Unsafe.IsNullRef(ref held))
+        {
+            held.Budget.Return(burst);
+        }
+    }
+
+    /// <summary>A bad outcome for <paramref name="site"/> at <paramref name="now"/>: it is remembered for
+    /// <paramref name="holdTicks"/> from now, and one is taken from its budget unless <paramref name="takenBefore"/>.
+    /// A site new, or back after its hold ran out, starts with a full budget (which refilling over a hold at least as
+    /// long as a burst takes to refill would give it anyway).</summary>
+    public static void Charge(SiteTable<SiteBudget> table, ClientAddress site, long now, long holdTicks, double perSecond, double burst, bool takenBefore)
+    {
+        ref SiteBudget e = ref table.GetOrAdd(site, now, out bool existed);
+        if (!existed || e.Until <= now)
+        {
+            e.Budget = new TokenCount(burst, now);
+        }
+
+        if (!takenBefore)
+        {
+            e.Budget.Refill(now, perSecond, burst);
+            e.Budget.Tokens--;
+        }
+
+        e.Until = now + holdTicks;
+    }
 }

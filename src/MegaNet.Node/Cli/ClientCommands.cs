@@ -680,7 +680,7 @@ internal static class ClientCommands
         {
             // Cancelled on this side (Ctrl+C), not by the node.
             Console.Error.WriteLine("meganet: interrupted.");
-            return InterruptedExitCode;
+            return Interruption.ExitCode;
         }
         catch (RpcException e)
         {
@@ -695,7 +695,7 @@ internal static class ClientCommands
         catch (OperationCanceledException)
         {
             Console.Error.WriteLine("meganet: interrupted.");
-            return InterruptedExitCode;
+            return Interruption.ExitCode;
         }
         catch (UnauthorizedAccessException e)
         {
@@ -717,9 +717,6 @@ internal static class ClientCommands
 
     /// <summary><c>listen</c> could not subscribe again within --retry-for; exit code 2.</summary>
     private sealed class ListenGaveUpException(string message, Exception inner) : Exception(message, inner);
-
-    /// <summary>What a shell reports for a process ended by the signal that interrupted this one: 130 (SIGINT) or 143 (SIGTERM).</summary>
-    internal static int InterruptedExitCode => Interruption.ExitCode;
 
     /// <summary>Descriptor 1 through write(2): every error, EPIPE included, is an <see cref="IOException"/>.</summary>
     private sealed class StandardOutputStream : Stream

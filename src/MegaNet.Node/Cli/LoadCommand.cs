@@ -143,7 +143,7 @@ internal static class LoadCommand
             {
                 // Ctrl+C: an embedded node stops on the same signal, so its calls can fail rather than cancel.
                 Console.Error.WriteLine("meganet load: interrupted; the phase in progress has no report (phases reported above completed).");
-                return ClientCommands.InterruptedExitCode;
+                return Interruption.ExitCode;
             }
             catch (RpcException e)
             {

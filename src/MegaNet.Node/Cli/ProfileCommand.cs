@@ -103,7 +103,7 @@ internal static class ProfileCommand
                         // (MeganetCommand's termination timeout) before it is ended, and converting a trace can take longer.
                         Console.WriteLine($"interrupted: traced {traced.TotalSeconds:0.0} s of the {d.TotalSeconds:0.#} s asked for; " +
                             $"wrote {traceFile} ({new FileInfo(traceFile).Length:N0} bytes); open it in PerfView or speedscope (no summary after Ctrl+C)");
-                        return ClientCommands.InterruptedExitCode;
+                        return Interruption.ExitCode;
                     }
 
                     Console.WriteLine($"wrote {traceFile} ({new FileInfo(traceFile).Length:N0} bytes); open it in PerfView or speedscope");
@@ -123,7 +123,7 @@ internal static class ProfileCommand
                     if (ct.IsCancellationRequested)
                     {
                         // Ctrl+C before the snapshot was whole: print none rather than a partial one a script would take as complete.
-                        return ClientCommands.InterruptedExitCode;
+                        return Interruption.ExitCode;
                     }
 
                     Console.WriteLine(parse.GetValue(json)
@@ -143,7 +143,7 @@ internal static class ProfileCommand
                     Console.Write(NodeProfiler.Render(table, node, seconds));
                 }, ct);
                 // The live table runs until Ctrl+C (or the node exits, below); Ctrl+C exits 130, as README says.
-                return ClientCommands.InterruptedExitCode;
+                return Interruption.ExitCode;
             }
             catch (ProfilerException e)
             {

@@ -4,6 +4,7 @@ using System.Globalization;
 using System.IO.Pipelines;
 using System.Runtime.CompilerServices;
 using Grpc.Core;
+using MegaNet.Api;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Http.Features;
 
@@ -335,7 +336,7 @@ internal sealed class RequestMessageGuard(NodeOptions options, TimeProvider cloc
                 throw new RpcException(
                     new Status(StatusCode.ResourceExhausted, string.Create(CultureInfo.InvariantCulture,
                         $"The node is receiving too many large messages at once (ArrivingMessageMiB {guard._budget >> 20}, a quarter of it per network address); this one ({_arrivingLength:N0} bytes) was refused while it arrived. Retry in a moment, or send smaller requests.")),
-                    new Metadata { { "retry-after-ms", "1000" } });
+                    NodeRefusals.Trailers(1000));
             }
         }
 

@@ -379,7 +379,7 @@ public sealed class RelayService(
                     $"This network address has {verifyGate.PerSite} VerifyBatch call(s) running already, the most one client site may have of the node's {verifyGate.Capacity}; send the next when one ends (retry-after-ms estimates when).",
                 _ => $"The node is already answering {verifyGate.Capacity} VerifyBatch call(s), all it answers at once; retry after retry-after-ms (when the first should end).",
             };
-            throw new RpcException(new Status(StatusCode.ResourceExhausted, why), RetryAfter(retryAfterMs));
+            throw new RpcException(new Status(StatusCode.ResourceExhausted, why), NodeRefusals.Trailers(retryAfterMs));
         }
 
         using (call)
@@ -392,8 +392,6 @@ public sealed class RelayService(
 
     private static string BadBudgetText(string what) =>
         $"{what} (each site gets {DelegatedVerificationGate.BadBurst:N0} invalid verdicts, then {DelegatedVerificationGate.BadPerSecond:N0} a second: an invalid signature costs the node about 16 valid ones); retry after retry-after-ms.";
-
-    private static Metadata RetryAfter(int ms) => new() { { "retry-after-ms", ms.ToString(System.Globalization.CultureInfo.InvariantCulture) } };
 
     private VerifyBatchResponse Verify(VerifyBatchRequest request, DelegatedVerificationGate.Call call, CancellationToken cancellationToken)
     {
@@ -420,7 +418,7 @@ public sealed class RelayService(
                 if (!call.Stepped(start + length, length - step.Count(true), out int retryAfterMs) && start + length < count)
                 {
                     throw new RpcException(new Status(StatusCode.ResourceExhausted, BadBudgetText(
-                        $"VerifyBatch stopped after {start + length:N0} of {count:N0} signatures: too many signatures sent from this network address were invalid")), RetryAfter(retryAfterMs));
+                        $"VerifyBatch stopped after {start + length:N0} of {count:N0} signatures: too many signatures sent from this network address were invalid")), NodeRefusals.Trailers(retryAfterMs));
                 }
             }
 
