@@ -182,4 +182,28 @@ public sealed class LoadGeneratorTests
         Assert.Equal(7, LoadGenerator.Percentile([7], 0.99));
         Assert.True(double.IsNaN(LoadGenerator.Percentile([], 0.5)));
     }
+
+    [Fact]
+    public void The_streaming_rate_is_given_as_a_share_of_the_baseline_after_the_first_seconds_when_there_is_that_figure()
+    {
+        var raw = new VerifyBenchmarkResult("simd", LoadBaseline.Batch, 2, 40_000, 4.0, false, "simd") { LibsodiumPairedPerSecond = 10_000 };
+        var stream = new LoadReport("stream", 8, 100_000, 100_000, 0, 5, 90, 190, 88, 180, SteadyAcceptedPerSecond: 21_000, 900, "simd");
+
+        Assert.Equal("stream accepted 21,000/s after the first 2 s: 52.5 % of the raw simd verifier's 40,000/s measured in this run",
+            LoadBaseline.DescribeShare(stream, raw));
+        // Too short for a steady figure: the whole phase's rate (20,000/s), and the line says so.
+        Assert.StartsWith("stream accepted 20,000/s over the whole phase", LoadBaseline.DescribeShare(stream with { SteadyAcceptedPerSecond = double.NaN }, raw), StringComparison.Ordinal);
+        Assert.Equal("raw simd verifier in this process: 40,000/s at batch 1,024 on 2 threads, key cache off (4.00x libsodium's 10,000/s beside it)",
+            LoadBaseline.DescribeBaseline(raw));
+    }
+
+    [Fact]
+    public void The_baseline_times_the_simd_verifier_on_every_core_without_the_key_cache()
+    {
+        VerifyBenchmarkResult raw = LoadBaseline.Measure(TimeSpan.FromMilliseconds(50));
+
+        Assert.Equal(("simd", LoadBaseline.Batch, false), (raw.Backend, raw.Batch, raw.KeyCache));
+        Assert.Equal(Environment.ProcessorCount, raw.ThreadsRequested);
+        Assert.True(raw.VerifiesPerSecond > 0 && raw.LibsodiumPairedPerSecond > 0, LoadBaseline.DescribeBaseline(raw));
+    }
 }

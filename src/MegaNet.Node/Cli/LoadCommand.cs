@@ -48,9 +48,15 @@ internal static class LoadCommand
                 "connection of their own (from 127.0.0.2 when the node is on 127.0.0.1, so it sees another client), and report how the node answered them: what one hostile client costs the honest ones. Default 0: none.",
         };
         var backend = new Option<string>("--backend", "-b") { Description = "Verifier backend of the embedded node.", DefaultValueFactory = _ => "auto" };
+        var noBaseline = new Option<bool>("--no-baseline")
+        {
+            Description = $"Skip the baseline. By default, when the node is on this machine (embedded, or at a loopback address), this process times the raw simd verifier " +
+                $"(batch {LoadBaseline.Batch:N0}, one thread per core, key cache off, libsodium beside it) just before the streaming phase, with the node idle, " +
+                "and gives the streaming rate as a share of it. About 5 s.",
+        };
         var command = new Command("load", "Drive concurrent clients at a node and report accepted envelopes/s, p50/p99 latency and the verifier batch sizes achieved.")
         {
-            node, clients, connections, count, mode, rate, warmup, forged, backend,
+            node, clients, connections, count, mode, rate, warmup, forged, backend, noBaseline,
         };
         command.SetAction(async (parse, ct) =>
         {
@@ -73,7 +79,10 @@ internal static class LoadCommand
             try
             {
                 Uri target;
-                if (parse.GetValue(node) is { } given)
+                Uri? given = parse.GetValue(node);
+                // A baseline timed here says nothing about a node on another machine.
+                bool baseline = !parse.GetValue(noBaseline) && m is ("both" or "stream") && (given is null || given.IsLoopback);
+                if (given is not null)
                 {
                     target = given;
                     // Before sealing anything: a wrong address should fail in a second, not after the sealing.
@@ -127,8 +136,20 @@ internal static class LoadCommand
                 if (m is "both" or "stream")
                 {
                     List<Envelope> envelopes = await PrepareAsync(n, ct);
+                    VerifyBenchmarkResult? raw = null;
+                    if (baseline)
+                    {
+                        Console.WriteLine("timing the raw simd verifier on this machine for the baseline (--no-baseline skips it) ...");
+                        raw = await Task.Run(() => LoadBaseline.Measure(TimeSpan.FromMilliseconds(700)), ct).WaitAsync(ct);
+                        Console.WriteLine(LoadBaseline.DescribeBaseline(raw));
+                    }
+
                     LoadReport stream = await WithForgeriesAsync(target, forgeries, forgedRate, () => generator.RunStreamingAsync(envelopes, ct), ct);
                     streamRate = stream.AcceptedPerSecond;
+                    if (raw is not null)
+                    {
+                        Console.WriteLine(LoadBaseline.DescribeShare(stream, raw));
+                    }
                 }
 
                 if (m is "both" or "unary")

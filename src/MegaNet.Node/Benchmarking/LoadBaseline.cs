@@ -1,0 +1,44 @@
+using MegaNet.Node.Verification;
+
+namespace MegaNet.Node.Benchmarking;
+
+/// <summary>
+/// The raw SIMD verifier's rate on this machine, measured by <c>meganet load</c> in the same run as its streaming phase,
+/// so the relay's throughput is given as a share of it: the machine's speed and its neighbours' load change from hour to
+/// hour, and a ratio against a figure from another run mixes two machines.
+/// </summary>
+public static class LoadBaseline
+{
+    /// <summary>Batch size of the baseline: the node's batches under streaming load are of this order.</summary>
+    public const int Batch = 1_024;
+
+    /// <summary>Measures the simd backend on every core (key cache off, one key per item, as <c>meganet bench</c>
+    /// measures it by default) with libsodium beside it.</summary>
+    public static VerifyBenchmarkResult Measure(TimeSpan perSlice)
+    {
+        var options = new VerifyBenchmarkOptions
+        {
+            Backends = ["simd"],
+            BatchSizes = [Batch],
+            Threads = [Environment.ProcessorCount],
+            Duration = perSlice,
+        };
+        VerifyBenchmarkReport report = new VerifyBenchmark(VerifierCatalog.Create(), options).Run();
+        return report.Results.Single(r => r.Backend == "simd");
+    }
+
+    /// <summary>The line that states the measured baseline.</summary>
+    public static string DescribeBaseline(VerifyBenchmarkResult raw) =>
+        $"raw simd verifier in this process: {raw.VerifiesPerSecond:N0}/s at batch {raw.Batch:N0} on {raw.Threads} thread{(raw.Threads == 1 ? "" : "s")}, " +
+        $"key cache off ({raw.RatioToLibsodium:F2}x libsodium's {raw.LibsodiumPairedPerSecond:N0}/s beside it)";
+
+    /// <summary>The streaming rate as a share of <paramref name="raw"/>: after the first seconds when the report has
+    /// that figure, else over the whole phase (and says which).</summary>
+    public static string DescribeShare(LoadReport stream, VerifyBenchmarkResult raw)
+    {
+        bool steady = !double.IsNaN(stream.SteadyAcceptedPerSecond);
+        double rate = steady ? stream.SteadyAcceptedPerSecond : stream.AcceptedPerSecond;
+        string when = steady ? $"after the first {LoadGenerator.WarmUpSeconds:0} s" : "over the whole phase (too short for a figure after the first seconds)";
+        return $"{stream.Mode} accepted {rate:N0}/s {when}: {rate / raw.VerifiesPerSecond:P1} of the raw simd verifier's {raw.VerifiesPerSecond:N0}/s measured in this run";
+    }
+}
