@@ -54,6 +54,42 @@ public sealed class NodeShutdownTests(ITestOutputHelper output)
         }
     }
 
+    [Fact]
+    public async Task A_subscriber_that_stops_reading_does_not_hold_up_a_stop()
+    {
+        using Identity bob = Identity.Create();
+        TestNode node = await TestNode.StartAsync(o => o.StoreMemoryMiB = 32);
+        try
+        {
+            using MegaNetClient client = node.Client();
+            using Identity alice = Identity.Create();
+            byte[] content = System.Security.Cryptography.RandomNumberGenerator.GetBytes(60_000);
+            await Task.WhenAll(Enumerable.Range(0, 16).Select(_ => client.Relay.SubmitAsync(new Api.V1.SubmitRequest
+            {
+                Envelope = EnvelopeFormat.Seal(alice, bob.Card, content, "application/octet-stream", null, DateTimeOffset.UtcNow.AddDays(1)),
+            }).ResponseAsync));
+
+            // A megabyte of mail for a subscriber that reads nothing: the node's writes to it block on flow control.
+            using AsyncServerStreamingCall<Api.V1.MailEvent> stuck = client.Relay.Subscribe(new Api.V1.SubscribeRequest { Auth = await client.AuthenticateAsync(bob) });
+            await stuck.ResponseHeadersAsync.WaitAsync(TimeSpan.FromMinutes(1));
+            // Another client's connection, idle, as on a node in use.
+            using MegaNetClient other = node.Client();
+            await other.Relay.GetTreeHeadAsync(new Api.V1.GetTreeHeadRequest());
+            await Task.Delay(500);
+
+            var stopping = System.Diagnostics.Stopwatch.StartNew();
+            await node.StopAsync().WaitAsync(TimeSpan.FromMinutes(2));
+            output.WriteLine($"stopped in {stopping.Elapsed.TotalSeconds:F1} s");
+            // The host would otherwise wait its whole ShutdownTimeout (30 s) for that stream.
+            Assert.True(stopping.Elapsed < TimeSpan.FromSeconds(20), $"the stop took {stopping.Elapsed.TotalSeconds:F1} s");
+            node.AssertNoServerErrors();
+        }
+        finally
+        {
+            await node.DisposeAsync();
+        }
+    }
+
     private static bool IsRunning(int pid)
     {
         try

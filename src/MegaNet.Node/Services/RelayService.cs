@@ -66,6 +66,7 @@ public sealed class RelayService(
         // Reading stops when the client goes, when the writer fails (nobody would take the answers), or when the node
         // begins to shut down (then what was read is still answered).
         using var reading = CancellationTokenSource.CreateLinkedTokenSource(context.CancellationToken, lifetime.ApplicationStopping);
+        using var writes = new WriteDeadline(context.CancellationToken, lifetime.ApplicationStopping);
         int answered = 0;
         Exception? unreadable = null;
         ClientAddress? source = Source(context);
@@ -95,7 +96,7 @@ public sealed class RelayService(
                     // buffered, so a run of receipts leaves in one flush (one HTTP/2 frame, one socket write), not one each.
                     bool nextReady = inFlight.Reader.TryPeek(out Task<Receipt>? next) && next.IsCompleted;
                     responseStream.WriteOptions = nextReady ? BufferedWrite : null;
-                    await responseStream.WriteAsync(result, context.CancellationToken).ConfigureAwait(false);
+                    await responseStream.WriteAsync(result, writes.Token).ConfigureAwait(false);
                     answered++;
                     idle.Answered(answered);
                 }
@@ -267,10 +268,11 @@ public sealed class RelayService(
         // A subscription lasts until the client goes or the node begins to shut down (which would otherwise wait for it).
         using var streaming = CancellationTokenSource.CreateLinkedTokenSource(context.CancellationToken, lifetime.ApplicationStopping);
         CancellationToken ct = streaming.Token;
+        using var writes = new WriteDeadline(context.CancellationToken, lifetime.ApplicationStopping);
         using MailboxNotifier.Subscription subscription = notifier.Subscribe(address);
         // A keepalive now (it carries the headers), not only after the first interval: the client learns at once that
         // it is subscribed (a refusal ends the call instead, and response headers alone do not tell which it got).
-        await responseStream.WriteAsync(new MailEvent { KeepaliveUnixMs = clock.GetUtcNow().ToUnixTimeMilliseconds() }, context.CancellationToken).ConfigureAwait(false);
+        await responseStream.WriteAsync(new MailEvent { KeepaliveUnixMs = clock.GetUtcNow().ToUnixTimeMilliseconds() }, writes.Token).ConfigureAwait(false);
         MegaNetMetrics.ActiveSubscriptions.Add(1);
         ulong sent = request.AfterSeq; // the last sequence number written to the client
         try
@@ -289,9 +291,10 @@ public sealed class RelayService(
                     MailboxPage page = await store.ListAsync(address, from, 64, SubscribePageBytes, ct).ConfigureAwait(false);
                     foreach (MailboxEntry entry in page.Entries)
                     {
-                        // Writes end only with the client: cancelling one midway makes the server reset the stream,
-                        // and the client would see CANCELLED instead of the status below.
-                        await responseStream.WriteAsync(new MailEvent { Item = ToItem(entry) }, context.CancellationToken).ConfigureAwait(false);
+                        // Writes end with the client, or when a stop has waited WriteDeadline.StopGrace for them:
+                        // cancelling one midway makes the server reset the stream, and the client sees CANCELLED
+                        // instead of the status below, so a stop does not cancel them at once.
+                        await responseStream.WriteAsync(new MailEvent { Item = ToItem(entry) }, writes.Token).ConfigureAwait(false);
                         sent = entry.Seq;
                     }
 
@@ -307,7 +310,7 @@ public sealed class RelayService(
 
                 if (!await subscription.WaitAsync(keepalive, ct).ConfigureAwait(false))
                 {
-                    await responseStream.WriteAsync(new MailEvent { KeepaliveUnixMs = clock.GetUtcNow().ToUnixTimeMilliseconds() }, context.CancellationToken).ConfigureAwait(false);
+                    await responseStream.WriteAsync(new MailEvent { KeepaliveUnixMs = clock.GetUtcNow().ToUnixTimeMilliseconds() }, writes.Token).ConfigureAwait(false);
                 }
             }
         }

@@ -1,0 +1,37 @@
+namespace MegaNet.Node.Services;
+
+/// <summary>
+/// The token a streaming call writes its answers under: the client's, and cancelled <see cref="StopGrace"/> after the
+/// node begins to stop. A client that stops reading blocks the call's writes on HTTP/2 flow control; a subscriber
+/// that did made a stop wait the host's whole ShutdownTimeout (30 s), and now 5 s. A write cancelled midway resets
+/// the stream; a client that still reads has had its answers, and its status, well within the grace.
+/// </summary>
+/// <remarks>A SubmitStream client that also stops reading its receipts has its call ended the same way, but Kestrel
+/// was seen to hold the stop for the full 30 s in some runs all the same, with the client's request writes blocked.</remarks>
+internal sealed class WriteDeadline : IDisposable
+{
+    /// <summary>How long a stop waits for a streaming call's writes.</summary>
+    public static readonly TimeSpan StopGrace = TimeSpan.FromSeconds(5);
+
+    private readonly CancellationTokenSource _writes;
+    private readonly CancellationTokenRegistration _onStopping;
+
+    /// <param name="call">The call's token (the client went).</param>
+    /// <param name="stopping">Signalled when the node begins to stop.</param>
+    public WriteDeadline(CancellationToken call, CancellationToken stopping)
+    {
+        _writes = CancellationTokenSource.CreateLinkedTokenSource(call);
+        _onStopping = stopping.UnsafeRegister(static writes => ((CancellationTokenSource)writes!).CancelAfter(StopGrace), _writes);
+    }
+
+    /// <summary>The token to write under.</summary>
+    public CancellationToken Token => _writes.Token;
+
+    /// <summary>Unregisters from the stop first (waiting for a callback that runs), so the source is never used once
+    /// disposed.</summary>
+    public void Dispose()
+    {
+        _onStopping.Dispose();
+        _writes.Dispose();
+    }
+}
