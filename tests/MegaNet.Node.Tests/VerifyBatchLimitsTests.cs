@@ -97,13 +97,15 @@ public sealed class VerifyBatchLimitsTests
 
         // It stops once the site's budget of invalid verdicts is spent (a few steps, not the 12 s of all 65,536), and
         // its next calls are refused before anything is verified. (The budget refills by the second: on a loaded
-        // machine a call may take long enough to stay within it, so this sends up to five, back to back.)
+        // machine a call may take long enough to stay within it, so this sends up to five, back to back.) Its deadline
+        // is minutes, not the client's default 30 s: a slow machine under the parallel tests took longer than that to
+        // spend the budget, which is counted in verdicts, not seconds.
         RpcException? refused = null;
         for (int attempt = 0; attempt < 5 && refused is null; attempt++)
         {
             try
             {
-                await forger.Relay.VerifyBatchAsync(heavy);
+                await forger.Relay.VerifyBatchAsync(heavy, deadline: DateTime.UtcNow.AddMinutes(3));
             }
             catch (RpcException e) when (e.StatusCode == StatusCode.ResourceExhausted && e.Status.Detail.Contains("stopped after", StringComparison.Ordinal))
             {
