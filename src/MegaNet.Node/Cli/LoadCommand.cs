@@ -52,7 +52,7 @@ internal static class LoadCommand
         {
             Description = $"Skip the baseline. By default, when the node is on this machine (embedded, or at a loopback address), this process times the raw simd verifier " +
                 $"(batch {LoadBaseline.Batch:N0}, one thread per core, key cache off, libsodium beside it) just before the streaming phase, with the node idle, " +
-                "and gives the streaming rate as a share of it. About 5 s.",
+                "and gives the streaming rate (and with --mode both the unary rate after it) as a share of it. About 5 s.",
         };
         var command = new Command("load", "Drive concurrent clients at a node and report accepted envelopes/s, p50/p99 latency and the verifier batch sizes achieved.")
         {
@@ -133,10 +133,10 @@ internal static class LoadCommand
                 var generator = new LoadGenerator(target, c, k, Console.Out);
                 List<Envelope>? forgeries = forgedRate > 0 ? await Task.Run(() => ForgedLoad.Prepare(2_000), ct).WaitAsync(ct) : null;
                 double streamRate = 0;
+                VerifyBenchmarkResult? raw = null;
                 if (m is "both" or "stream")
                 {
                     List<Envelope> envelopes = await PrepareAsync(n, ct);
-                    VerifyBenchmarkResult? raw = null;
                     if (baseline)
                     {
                         Console.WriteLine("timing the raw simd verifier on this machine for the baseline (--no-baseline skips it) ...");
@@ -155,7 +155,11 @@ internal static class LoadCommand
                 if (m is "both" or "unary")
                 {
                     List<Envelope> envelopes = await PrepareAsync(m == "both" ? Math.Max(1, n / 2) : n, ct);
-                    await WithForgeriesAsync(target, forgeries, forgedRate, () => generator.RunUnaryAsync(envelopes, offered > 0 ? offered : streamRate / 2, ct), ct);
+                    LoadReport unary = await WithForgeriesAsync(target, forgeries, forgedRate, () => generator.RunUnaryAsync(envelopes, offered > 0 ? offered : streamRate / 2, ct), ct);
+                    if (raw is not null)
+                    {
+                        Console.WriteLine(LoadBaseline.DescribeShare(unary, raw));
+                    }
                 }
 
                 return 0;
