@@ -1378,7 +1378,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         foreach ((Request r, int item, Stored stored, bool isNew) in prepared.Accepted)
         {
             // Receipts carry the head signed after this commit, which covers every leaf in it. Made here, once.
-            r.Results![r.ResultStart + item] = new PutResult(new PutReceipt(stored.EnvelopeId, stored.LogIndex, stored.MailboxSeq, current, !isNew), null);
+            r.Results![r.ResultStart + item] = new PutResult(stored.Receipt(current, duplicate: !isNew), null);
         }
 
         foreach (Request r in prepared.Puts)
@@ -1645,15 +1645,14 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         BinaryPrimitives.WriteInt32LittleEndian(meta[56..], stored.Length);
     }
 
-    private Stored StoredFromMeta(byte[] id, byte[] meta)
+    private static Stored StoredFromMeta(byte[] id, byte[] meta)
     {
         return new Stored(new Key32(meta.AsSpan(0, 32)), DateTimeOffset.FromUnixTimeMilliseconds(BinaryPrimitives.ReadInt64LittleEndian(meta.AsSpan(40))),
             BinaryPrimitives.ReadInt32LittleEndian(meta.AsSpan(56)), id, BinaryPrimitives.ReadInt64LittleEndian(meta.AsSpan(48)),
             BinaryPrimitives.ReadUInt64LittleEndian(meta.AsSpan(32)));
     }
 
-    private static PutReceipt ReceiptFromMeta(byte[] id, byte[] meta, SignedTreeHead head) =>
-        new(id, BinaryPrimitives.ReadInt64LittleEndian(meta.AsSpan(48)), BinaryPrimitives.ReadUInt64LittleEndian(meta.AsSpan(32)), head, true);
+    private static PutReceipt ReceiptFromMeta(byte[] id, byte[] meta, SignedTreeHead head) => StoredFromMeta(id, meta).Receipt(head, duplicate: true);
 
     // The log copies the record, so callers pass a pooled buffer (a put allocated about 5 KB before; profiled).
     private static void EncodePut(byte[] record, byte[] id, PutRequest put, ulong seq, long logIndex)
@@ -1734,7 +1733,11 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
 
     /// <summary>What the store decided for a put: a value, not an object per put; the receipt is made once, when the
     /// put is answered (it carries the tree head signed after its commit).</summary>
-    internal readonly record struct Stored(Key32 Recipient, DateTimeOffset ExpiresAt, int Length, byte[] EnvelopeId, long LogIndex, ulong MailboxSeq);
+    internal readonly record struct Stored(Key32 Recipient, DateTimeOffset ExpiresAt, int Length, byte[] EnvelopeId, long LogIndex, ulong MailboxSeq)
+    {
+        /// <summary>Its receipt under <paramref name="head"/>.</summary>
+        public PutReceipt Receipt(SignedTreeHead head, bool duplicate) => new(EnvelopeId, LogIndex, MailboxSeq, head, duplicate);
+    }
 
     internal readonly struct Key32 : IEquatable<Key32>
     {

@@ -17,7 +17,6 @@ internal sealed class KeyCache
 
     public KeyCache(int capacity)
     {
-
         int size = 1;
         while (size < capacity)
         {

@@ -45,8 +45,8 @@ internal sealed class AuthFailures(int capacity = AuthFailures.DefaultCapacity)
         reserved = false;
         retryAfterMs = 0;
         _entries.Sweep(now);
-        ref SiteBudget e = ref _entries.Find(site);
-        if (Unsafe.IsNullRef(ref e) || e.Until <= now)
+        ref SiteBudget e = ref SiteBudget.FindHeld(_entries, site, now);
+        if (Unsafe.IsNullRef(ref e))
         {
             return true;
         }

@@ -56,8 +56,8 @@ internal sealed class ForgerySuspects(int capacity = ForgerySuspects.DefaultCapa
             return Lane.Clean;
         }
 
-        ref SiteBudget e = ref _entries.Find(a);
-        if (Unsafe.IsNullRef(ref e) || e.Until <= now)
+        ref SiteBudget e = ref SiteBudget.FindHeld(_entries, a, now);
+        if (Unsafe.IsNullRef(ref e))
         {
             return Lane.Clean;
         }

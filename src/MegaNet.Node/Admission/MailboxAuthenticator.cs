@@ -209,25 +209,13 @@ public sealed class MailboxAuthenticator(NodeKey nodeKey, IBatchVerifier verifie
                     NodeRefusals.Trailers(1000));
             }
 
-            if (!_usedBySecond.TryGetValue(second, out UsedSecond? used))
-            {
-                _usedBySecond[second] = used = new UsedSecond();
-            }
-
-            if (!used.Nonces.Add(random))
+            if (!Record(second, random, source, fromSource, out UsedSecond used))
             {
                 throw Reused();
             }
 
             used.ByAddress[owner] = used.ByAddress.GetValueOrDefault(owner) + 1;
             _usedByAddress[owner] = opened + 1;
-            if (source is { } from)
-            {
-                used.BySource[from] = used.BySource.GetValueOrDefault(from) + 1;
-                _usedBySource[from] = fromSource + 1;
-            }
-
-            _usedCount++;
         }
 
         return address;
@@ -252,14 +240,23 @@ public sealed class MailboxAuthenticator(NodeKey nodeKey, IBatchVerifier verifie
             return;
         }
 
-        if (!_usedBySecond.TryGetValue(second, out UsedSecond? used))
+        Record(second, random, source, fromSource, out _); // false: another call used it meanwhile
+    }
+
+    /// <summary>Under <see cref="_gate"/>. Records the nonce (<paramref name="random"/>, issued in
+    /// <paramref name="second"/>) as used, counted for the node and for <paramref name="source"/>'s site, which had
+    /// <paramref name="fromSource"/> used ones; false when it was used already. The caller counts the mailbox.</summary>
+    private bool Record(long second, ulong random, ClientAddress? source, int fromSource, out UsedSecond used)
+    {
+        if (!_usedBySecond.TryGetValue(second, out UsedSecond? existing))
         {
-            _usedBySecond[second] = used = new UsedSecond();
+            _usedBySecond[second] = existing = new UsedSecond();
         }
 
+        used = existing;
         if (!used.Nonces.Add(random))
         {
-            return; // another call used it meanwhile
+            return false;
         }
 
         if (source is { } from)
@@ -269,6 +266,7 @@ public sealed class MailboxAuthenticator(NodeKey nodeKey, IBatchVerifier verifie
         }
 
         _usedCount++;
+        return true;
     }
 
     // The failure budget counts in Stopwatch ticks; read from the injected clock so tests can move it.

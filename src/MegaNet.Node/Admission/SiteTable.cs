@@ -87,6 +87,19 @@ internal struct SiteBudget
     /// would be forgotten soonest (so one with many sites never frees the sites it holds to their budget).</summary>
     public static SiteTable<SiteBudget> Table(int capacity) => new(capacity, static (e, now) => e.Until <= now, static (e, _) => e.Until);
 
+    /// <summary>The site's entry while it is held (remembered and its hold not over at <paramref name="now"/>), else
+    /// a null reference.</summary>
+    public static ref SiteBudget FindHeld(SiteTable<SiteBudget> table, ClientAddress site, long now)
+    {
+        ref SiteBudget e = ref table.Find(site);
+        if (System.Runtime.CompilerServices.Unsafe.IsNullRef(ref e) || e.Until <= now)
+        {
+            return ref System.Runtime.CompilerServices.Unsafe.NullRef<SiteBudget>();
+        }
+
+        return ref e;
+    }
+
     /// <summary>A good outcome for <paramref name="site"/>: gives back the one taken from its budget beforehand, if the
     /// site is still remembered.</summary>
     public static void GiveBack(SiteTable<SiteBudget> table, ClientAddress site, double burst)

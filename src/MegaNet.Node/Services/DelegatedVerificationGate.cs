@@ -57,7 +57,7 @@ public sealed class DelegatedVerificationGate : IDisposable
     // (sites holding slots are at most Capacity of MaxSites).
     private readonly SiteTable<Site> _sites = new(
         MaxSites,
-        static (s, now) => s.Holding == 0 && s.Budget.At(now, BadPerSecond, BadBurst) >= BadBurst,
+        Site.Forgettable,
         static (s, now) => s.Holding > 0 ? double.MaxValue : -s.Budget.At(now, BadPerSecond, BadBurst));
 
     private int _inUse;
@@ -241,7 +241,8 @@ public sealed class DelegatedVerificationGate : IDisposable
             if (call.Site is { } site)
             {
                 ref Site s = ref _sites.Find(site);
-                if (--s.Holding == 0 && s.Budget.At(now, BadPerSecond, BadBurst) >= BadBurst)
+                s.Holding--;
+                if (Site.Forgettable(s, now))
                 {
                     _sites.Remove(site);
                 }
@@ -312,6 +313,9 @@ public sealed class DelegatedVerificationGate : IDisposable
     {
         public int Holding;
         public TokenCount Budget;
+
+        // Holds no slot and owes nothing: remembering it changes nothing.
+        public static bool Forgettable(Site s, long now) => s.Holding == 0 && s.Budget.At(now, BadPerSecond, BadBurst) >= BadBurst;
     }
 
     /// <summary>Runs tasks on up to <c>threads</c> dedicated background threads, each started the first time it is
