@@ -39,6 +39,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
 
     private readonly StoreOptions _options;
     private readonly IDevice _device;
+    private readonly CommitSlotFile _commitFile;
     private readonly FileStream _lockFile;
     private readonly IDisposable[] _metricSources;
     private readonly FasterLog _log;
@@ -61,7 +62,6 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
 
     // Why the committer took no checkpoint at shutdown (set before it ends; DisposeAsync reads it after awaiting it).
     private Exception? _noFinalCheckpoint;
-    private int _commitsSincePrune;
     private long _lastCheckpoint = Stopwatch.GetTimestamp();
     private long _savedLeaves;
     private long _checkpointedWal;
@@ -90,11 +90,12 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     private long _freeDiskBytes = long.MaxValue;
     private long _nextDiskCheck;
 
-    private FasterEnvelopeStore(StoreOptions options, IDevice device, FasterLog log, EnvelopeKv kv, FileStream lockFile)
+    private FasterEnvelopeStore(StoreOptions options, IDevice device, CommitSlotFile commitFile, FasterLog log, EnvelopeKv kv, FileStream lockFile)
     {
         _options = options;
         _lockFile = lockFile;
         _device = device;
+        _commitFile = commitFile;
         _log = log;
         _kv = kv;
         _nodePublicKey = options.NodeSecretKey.AsSpan(32, 32).ToArray();
@@ -226,11 +227,23 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     private static async Task<FasterEnvelopeStore> OpenLockedAsync(StoreOptions options, string dir, string commitDir, FileStream lockFile, CancellationToken cancellationToken)
     {
         long walBytes = Directory.EnumerateFiles(dir, "wal.log*").Sum(f => new FileInfo(f).Length);
+        CommitSlotFile commitFile = CommitSlotFile.Open(commitDir, walBytes);
+        try
+        {
+            return await RecoverAsync(options, dir, commitFile, walBytes, lockFile, cancellationToken).ConfigureAwait(false);
+        }
+        catch
+        {
+            commitFile.Dispose(); // (the store, once made, disposed it too; a second Dispose does nothing)
+            throw;
+        }
+    }
 
-        // FASTER keeps only the newest commit record by default; if writing that record fails (a full disk), the log is
-        // unrecoverable although its data is intact. Keep older records and prune them ourselves (KeepCommits newest),
-        // so recovery can fall back to the newest record that reads back.
-        long[] commits = CommitNumbers(commitDir);
+    private static async Task<FasterEnvelopeStore> RecoverAsync(StoreOptions options, string dir, CommitSlotFile commitFile, long walBytes, FileStream lockFile, CancellationToken cancellationToken)
+    {
+        // Recovery falls back from the newest commit record to older ones (the file keeps several), so a record that
+        // does not read back does not make a log with intact data unrecoverable.
+        long[] commits = commitFile.Commits;
         int pageBits = WalPageBits(dir, options);
         FasterLog? log = null;
         IDevice? device = null;
@@ -242,7 +255,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
                 ?? Devices.CreateLogDevice(Path.Combine(dir, "wal.log"), preallocateFile: false);
             try
             {
-                log = new FasterLog(Settings(options, device, commitDir, pageBits));
+                log = new FasterLog(Settings(options, device, commitFile, pageBits));
                 if (commits.Length > 0)
                 {
                     // TryRecoverLatest would swallow a failure and start empty: recover explicitly so it surfaces.
@@ -250,7 +263,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
                     if (log.CommittedUntilAddress <= log.BeginAddress && walBytes > 0)
                     {
                         // FASTER skips a record it cannot read and starts empty without a word.
-                        throw new InvalidDataException($"commit record {commit} in '{commitDir}' is unreadable");
+                        throw new InvalidDataException($"commit record {commit} in '{commitFile.Path}' is unreadable");
                     }
                 }
 
@@ -314,7 +327,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
             }
         }
 
-        var store = new FasterEnvelopeStore(options, device, log, kv, lockFile);
+        var store = new FasterEnvelopeStore(options, device, commitFile, log, kv, lockFile);
         try
         {
             store.Restore(manifest, cancellationToken);
@@ -328,9 +341,6 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
 
         return store;
     }
-
-    // Commit records kept for fallback recovery.
-    private const int KeepCommits = 4;
 
     // The write-ahead log keeps 1/8 of the memory budget, in pages of at most 4 MiB (at least two pages).
     private static int LogMemoryBits(StoreOptions options) => Math.Clamp((int)Math.Floor(Math.Log2(options.MemoryBudgetBytes / 8)), 20, 40);
@@ -373,12 +383,12 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         return chosen;
     }
 
-    private static FasterLogSettings Settings(StoreOptions options, IDevice device, string commitDir, int pageBits)
+    private static FasterLogSettings Settings(StoreOptions options, IDevice device, CommitSlotFile commitFile, int pageBits)
     {
         return new FasterLogSettings
         {
             LogDevice = device,
-            LogCommitDir = commitDir,
+            LogCommitManager = commitFile,
             PageSizeBits = pageBits,
             MemorySizeBits = Math.Max(LogMemoryBits(options), pageBits + 1),
             TryRecoverLatest = false,
@@ -387,48 +397,16 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         };
     }
 
-    // FASTER's local commit records are files named commit.N.0 under {commitDir}/log-commits.
-    private static long[] CommitNumbers(string commitDir)
-    {
-        string records = Path.Combine(commitDir, "log-commits");
-        if (!Directory.Exists(records))
-        {
-            return [];
-        }
-
-        return Directory.EnumerateFiles(records, "commit.*")
-            .Select(f => Path.GetFileName(f).Split('.'))
-            .Where(parts => parts.Length >= 2 && long.TryParse(parts[1], System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out _))
-            .Select(parts => long.Parse(parts[1], System.Globalization.CultureInfo.InvariantCulture))
-            .ToArray();
-    }
-
-    // Measured on a full tmpfs: FasterLog's CommitAsync returned although the commit record it wrote was empty, so
-    // the acknowledged records could not be recovered. Check this commit's record before acknowledging anything
-    // (by its number: with two groups in flight the newest record may belong to a commit still being written).
+    // FASTER reports a commit done once it has asked for the record to be written, which cannot fail from its side (a
+    // full tmpfs once left an empty record behind a successful CommitAsync with FASTER's own files). Check that this
+    // commit's record was written before acknowledging anything (by its number: with two groups in flight the newest
+    // record may belong to a commit still being written).
     private async Task CommitAndCheckAsync()
     {
         (bool success, _, long commitNum) = await _log.CommitStronglyAsync().ConfigureAwait(false);
-        string record = Path.Combine(StoreDirectory, "commits", "log-commits", $"commit.{commitNum}.0");
-        if (!success || !File.Exists(record) || new FileInfo(record).Length == 0)
+        if (!success || !_commitFile.Wrote(commitNum))
         {
-            throw new IOException($"the commit record {record} was not written (is the disk full?)");
-        }
-    }
-
-    private void PruneCommits()
-    {
-        string records = Path.Combine(StoreDirectory, "commits", "log-commits");
-        foreach (long old in CommitNumbers(Path.Combine(StoreDirectory, "commits")).OrderDescending().Skip(KeepCommits))
-        {
-            try
-            {
-                File.Delete(Path.Combine(records, $"commit.{old}.0"));
-            }
-            catch (IOException)
-            {
-                // Pruning is housekeeping; the next round retries.
-            }
+            throw new IOException($"the commit record {commitNum} was not written to '{_commitFile.Path}'");
         }
     }
 
@@ -720,6 +698,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
             // Whatever the committer ended with, the files and the lock are let go (the log holds what was acknowledged).
             _kv.Dispose();
             _log.Dispose();
+            _commitFile.Dispose();
             _device.Dispose();
             _lockFile.Dispose();
         }
@@ -825,12 +804,6 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
                 Task previous = applying;
                 applying = ApplyAfterCommitAsync(previous, prepared, commit);
                 previous.GetAwaiter().GetResult();
-                if (++_commitsSincePrune >= 64)
-                {
-                    _commitsSincePrune = 0;
-                    PruneCommits();
-                }
-
                 bool asked = group.Exists(r => r.Checkpoint);
                 if (asked || (_writing is null && (Stopwatch.GetElapsedTime(_lastCheckpoint) >= _options.CheckpointInterval
                     || _log.TailAddress - _checkpointedWal >= _options.CheckpointLogBytes)))

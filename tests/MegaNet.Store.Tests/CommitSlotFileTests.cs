@@ -1,0 +1,161 @@
+using System.Buffers.Binary;
+using FASTER.core;
+using MegaNet.Store;
+using static MegaNet.Store.Tests.StoreTestKit;
+
+namespace MegaNet.Store.Tests;
+
+/// <summary>The write-ahead log's commit records: a file of a few slots, each commit overwriting the oldest.</summary>
+public sealed class CommitSlotFileTests : IDisposable
+{
+    private readonly string _dir = NewDirectory();
+    private readonly Random _random = new(7);
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    private string CommitDir => Path.Combine(_dir, "store", "commits");
+
+    private string SlotFilePath => Path.Combine(CommitDir, CommitSlotFile.FileName);
+
+    [Fact]
+    public void The_newest_records_are_kept_and_a_torn_one_reads_as_none()
+    {
+        Directory.CreateDirectory(_dir);
+        using (CommitSlotFile file = CommitSlotFile.Open(_dir, walBytes: 0))
+        {
+            Assert.Empty(file.Commits);
+            for (long n = 1; n <= 20; n++)
+            {
+                file.Commit(0, n * 100, Metadata(n), n, forceWriteMetadata: false);
+                Assert.True(file.Wrote(n));
+                Assert.False(file.Wrote(n + 1));
+            }
+        }
+
+        using (CommitSlotFile file = CommitSlotFile.Open(_dir, walBytes: 1))
+        {
+            Assert.Equal(Enumerable.Range(13, 8).Reverse().Select(n => (long)n), file.Commits);
+            Assert.Equal(Metadata(17), file.GetCommitMetadata(17));
+            Assert.Null(file.GetCommitMetadata(12)); // overwritten
+        }
+
+        // A crash in the middle of writing record 20: its checksum fails, and the 7 before it are what recovery has.
+        TearSlotOf(Path.Combine(_dir, CommitSlotFile.FileName), 20);
+        using (CommitSlotFile file = CommitSlotFile.Open(_dir, walBytes: 1))
+        {
+            Assert.Equal(Enumerable.Range(13, 7).Reverse().Select(n => (long)n), file.Commits);
+
+            // The next commit takes the torn slot, never the newest good record's.
+            file.Commit(0, 2100, Metadata(21), 21, forceWriteMetadata: false);
+            Assert.Equal(Enumerable.Range(13, 7).Append(21).OrderDescending().Select(n => (long)n), file.Commits);
+        }
+    }
+
+    [Fact]
+    public async Task A_newest_record_that_does_not_read_back_falls_back_to_the_one_before_and_loses_nothing()
+    {
+        StoreOptions options = Options(_dir);
+        byte[] recipient = Bytes(_random, 32);
+        var receipts = new List<PutReceipt>();
+        await using (FasterEnvelopeStore store = await FasterEnvelopeStore.OpenAsync(options))
+        {
+            for (int i = 0; i < 12; i++)
+            {
+                receipts.Add(await store.PutAsync(new PutRequest(Bytes(_random, 300), recipient, DateTimeOffset.UtcNow.AddDays(1))));
+            }
+        }
+
+        long newest;
+        using (CommitSlotFile file = CommitSlotFile.Open(CommitDir, walBytes: 1))
+        {
+            newest = file.Commits[0];
+        }
+
+        TearSlotOf(SlotFilePath, newest);
+        await using FasterEnvelopeStore reopened = await FasterEnvelopeStore.OpenAsync(options);
+        Assert.Equal(receipts.Count, reopened.TreeSize);
+        foreach (PutReceipt receipt in receipts)
+        {
+            Assert.Equal(receipt.LogIndex, (await reopened.FindAsync(receipt.EnvelopeId))?.LogIndex);
+        }
+    }
+
+    [Fact]
+    public async Task A_store_with_FASTERs_per_commit_files_is_migrated_and_loses_nothing()
+    {
+        StoreOptions options = Options(_dir);
+        byte[] recipient = Bytes(_random, 32);
+        var receipts = new List<PutReceipt>();
+        await using (FasterEnvelopeStore store = await FasterEnvelopeStore.OpenAsync(options))
+        {
+            for (int i = 0; i < 6; i++)
+            {
+                receipts.Add(await store.PutAsync(new PutRequest(Bytes(_random, 400), recipient, DateTimeOffset.UtcNow.AddDays(1))));
+            }
+        }
+
+        // The records as FASTER's own commit manager keeps them (a file per commit under log-commits), written by it.
+        using (CommitSlotFile file = CommitSlotFile.Open(CommitDir, walBytes: 1))
+        using (var legacy = new DeviceLogCommitCheckpointManager(new LocalStorageNamedDeviceFactory(), new DefaultCheckpointNamingScheme(CommitDir), removeOutdated: false))
+        {
+            foreach (long n in file.Commits.Order())
+            {
+                legacy.Commit(0, 0, file.GetCommitMetadata(n), n, forceWriteMetadata: false);
+            }
+        }
+
+        File.Delete(SlotFilePath);
+        Assert.NotEmpty(Directory.EnumerateFiles(Path.Combine(CommitDir, "log-commits"), "commit.*"));
+
+        await using (FasterEnvelopeStore migrated = await FasterEnvelopeStore.OpenAsync(options))
+        {
+            Assert.True(File.Exists(SlotFilePath));
+            Assert.False(Directory.Exists(Path.Combine(CommitDir, "log-commits")));
+            Assert.Equal(receipts.Count, migrated.TreeSize);
+            receipts.Add(await migrated.PutAsync(new PutRequest(Bytes(_random, 400), recipient, DateTimeOffset.UtcNow.AddDays(1))));
+        }
+
+        await using FasterEnvelopeStore reopened = await FasterEnvelopeStore.OpenAsync(options);
+        Assert.Equal(receipts.Count, reopened.TreeSize);
+        foreach (PutReceipt receipt in receipts)
+        {
+            Assert.Equal(receipt.LogIndex, (await reopened.FindAsync(receipt.EnvelopeId))?.LogIndex);
+        }
+    }
+
+    [Fact]
+    public async Task A_log_with_data_and_no_commit_records_is_an_error_naming_the_file()
+    {
+        StoreOptions options = Options(_dir);
+        await using (FasterEnvelopeStore store = await FasterEnvelopeStore.OpenAsync(options))
+        {
+            await store.PutAsync(new PutRequest(Bytes(_random, 200), Bytes(_random, 32), DateTimeOffset.UtcNow.AddDays(1)));
+        }
+
+        File.Delete(SlotFilePath);
+        StoreCorruptException e = await Assert.ThrowsAsync<StoreCorruptException>(async () => await FasterEnvelopeStore.OpenAsync(options));
+        Assert.Contains(SlotFilePath, e.Message, StringComparison.Ordinal);
+        Assert.Contains("missing", e.Message, StringComparison.Ordinal);
+    }
+
+    private static byte[] Metadata(long n) => [.. BitConverter.GetBytes(n), .. Enumerable.Repeat((byte)n, 40)];
+
+    // Zeroes the second half of the slot holding commitNum's record (the slot layout: magic, length, commit number at
+    // offset 8, payload, checksum; 4 KiB slots), as a write cut short by a crash would leave it.
+    private static void TearSlotOf(string path, long commitNum)
+    {
+        byte[] content = File.ReadAllBytes(path);
+        for (int offset = 0; offset < content.Length; offset += 4096)
+        {
+            if (BinaryPrimitives.ReadInt64LittleEndian(content.AsSpan(offset + 8)) == commitNum)
+            {
+                int length = BinaryPrimitives.ReadInt32LittleEndian(content.AsSpan(offset + 4));
+                content.AsSpan(offset + 16 + (length / 2), 4096 - 16 - (length / 2)).Clear();
+                File.WriteAllBytes(path, content);
+                return;
+            }
+        }
+
+        Assert.Fail($"no slot holds commit {commitNum}");
+    }
+}
