@@ -18,7 +18,7 @@ internal static class Checkpoint
     /// FASTER checkpoint can only be recovered into (version 1 manifests predate the field: their index was 4 MiB).
     /// Each mailbox's <c>NextSeq</c> is no longer used (sequence numbers come from log indexes since 2026-11-29): written
     /// as 0 and ignored on reading, so manifests of either age read the same.</summary>
-    public sealed record Manifest(Guid Token, long WalAddress, long LeafCount, long IndexBytes, List<(byte[] Address, ulong NextSeq, IndexEntry[] Entries)> Mailboxes);
+    public sealed record Manifest(Guid Token, long WalAddress, long LeafCount, long IndexBytes, List<(byte[] Address, ulong NextSeq, ArraySegment<IndexEntry> Entries)> Mailboxes);
 
     public static string ManifestPath(string storeDirectory) => Path.Combine(storeDirectory, "checkpoint.manifest");
 
@@ -57,7 +57,7 @@ internal static class Checkpoint
         }
 
         int boxes = r.I32();
-        var mailboxes = new List<(byte[], ulong, IndexEntry[])>(boxes);
+        var mailboxes = new List<(byte[], ulong, ArraySegment<IndexEntry>)>(boxes);
         for (int b = 0; b < boxes; b++)
         {
             byte[] address = r.Bytes(32).ToArray();
@@ -116,11 +116,11 @@ internal static class Checkpoint
             I64(manifest.IndexBytes);
             I32(manifest.Mailboxes.Count);
             Span<byte> id = stackalloc byte[32];
-            foreach ((byte[] address, ulong next, IndexEntry[] entries) in manifest.Mailboxes)
+            foreach ((byte[] address, ulong next, ArraySegment<IndexEntry> entries) in manifest.Mailboxes)
             {
                 Raw(address);
                 U64(next);
-                I32(entries.Length);
+                I32(entries.Count);
                 foreach (IndexEntry e in entries)
                 {
                     U64(e.Seq);

@@ -149,20 +149,23 @@ internal sealed class Mailbox
         return last;
     }
 
-    /// <summary>The live entries in sequence order (a copy, for checkpoints and the expiry sweep).</summary>
-    public IndexEntry[] Live()
+    /// <summary>Copies the live entries in sequence order into <paramref name="destination"/> (at least
+    /// <see cref="Count"/> long) and returns how many: for checkpoints and the expiry sweep, run by run of live slots.</summary>
+    public int CopyLive(Span<IndexEntry> destination)
     {
-        var live = new IndexEntry[Count];
         int n = 0;
-        for (int i = _first; i < _used; i++)
+        for (int i = _first; i < _used;)
         {
-            if (!_removed[i])
-            {
-                live[n++] = _slots[i];
-            }
+            int live = _removed.AsSpan(i, _used - i).IndexOf(true);
+            live = live < 0 ? _used - i : live;
+            _slots.AsSpan(i, live).CopyTo(destination[n..]);
+            n += live;
+            i += live;
+            int removed = _removed.AsSpan(i, _used - i).IndexOf(false);
+            i = removed < 0 ? _used : i + removed;
         }
 
-        return live;
+        return n;
     }
 
     // Binary search over the used slots: the index of seq, or the complement of where it would go.
