@@ -54,6 +54,21 @@ internal sealed class CommitSlotFile : ILogCommitManager
     /// <summary>Full path of the file.</summary>
     public string Path { get; }
 
+    /// <summary>The commit metadata's begin and until addresses of record <paramref name="commitNum"/>, or null when there is none.</summary>
+    public (long Begin, long Until)? Range(long commitNum)
+    {
+        byte[]? metadata = GetCommitMetadata(commitNum);
+        if (metadata is null)
+        {
+            return null;
+        }
+
+        var info = new FasterLogRecoveryInfo();
+        using var reader = new BinaryReader(new MemoryStream(metadata));
+        info.Initialize(reader);
+        return (info.BeginAddress, info.UntilAddress);
+    }
+
     /// <summary>Commit numbers of the readable records, newest first.</summary>
     public long[] Commits
     {
@@ -143,6 +158,10 @@ internal sealed class CommitSlotFile : ILogCommitManager
                     throw new InvalidOperationException($"commit metadata of {commitMetadata.Length} bytes exceeds a slot's {MaxPayload}");
                 }
 
+                // Records numbered from this one on belong to commits a recovery did not use (it fell back past them, and
+                // the log numbers its commits on from the one it recovered): they go first, so that no number is ever
+                // held twice and a recovery never takes a record of the abandoned commits.
+                ClearFrom(commitNum);
                 int slot = Array.IndexOf(_numbers, _numbers.Min());
                 int length = Encode(_slot, commitNum, commitMetadata);
                 RandomAccess.Write(_file, _slot.AsSpan(0, length), (long)slot * SlotSize);
@@ -198,11 +217,29 @@ internal sealed class CommitSlotFile : ILogCommitManager
     /// <inheritdoc />
     public void OnRecovery(long commitNum)
     {
-        // Older records stay: they are the fallback if a later one does not read back.
+        // The log recovered to this commit: later records are of commits it did not use (see Commit). Older records
+        // stay: they are the fallback if a later one does not read back.
+        lock (_lock)
+        {
+            ClearFrom(commitNum + 1);
+        }
     }
 
     /// <inheritdoc />
     public void Dispose() => _file.Dispose();
+
+    private void ClearFrom(long commitNum)
+    {
+        for (int slot = 0; slot < Slots; slot++)
+        {
+            if (_numbers[slot] >= commitNum)
+            {
+                Clear(slot);
+            }
+        }
+
+        _newestWritten = Math.Min(_newestWritten, commitNum - 1);
+    }
 
     private void Clear(int slot)
     {

@@ -131,6 +131,9 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         _committer = Task.Factory.StartNew(CommitLoop, CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
     }
 
+    /// <summary>The write-ahead log's commit record the open recovered to (tests: the newest, unless it did not read back).</summary>
+    internal long RecoveredCommit { get; private init; } = -1;
+
     /// <summary>Directory of the envelope table (FasterKV hybrid log and checkpoints).</summary>
     public string TableDirectory => Path.Combine(StoreDirectory, "kv");
 
@@ -257,6 +260,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         FasterLog? log = null;
         IDevice? device = null;
         Exception? failure = null;
+        long recovered = -1;
         foreach (long commit in commits.Length == 0 ? new[] { -1L } : commits.OrderDescending().ToArray())
         {
             // Commits write straight to disk where the file system allows (see DirectFileDevice).
@@ -269,11 +273,15 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
                 {
                     // TryRecoverLatest would swallow a failure and start empty: recover explicitly so it surfaces.
                     log.Recover(commit);
-                    if (log.CommittedUntilAddress <= log.BeginAddress && walBytes > 0)
+                    if (log.CommittedUntilAddress < (commitFile.Range(commit)?.Until ?? long.MaxValue))
                     {
-                        // FASTER skips a record it cannot read and starts empty without a word.
+                        // FASTER skips a record it cannot read and starts empty without a word. (A log that a
+                        // checkpoint truncated to its tail is empty, its record says so, and that is no fault: until
+                        // 2026-11-29 such a log counted as unreadable and every clean restart fell back a commit.)
                         throw new InvalidDataException($"commit record {commit} in '{commitFile.Path}' is unreadable");
                     }
+
+                    recovered = commit;
                 }
 
                 failure = null;
@@ -336,7 +344,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
             }
         }
 
-        var store = new FasterEnvelopeStore(options, device, commitFile, log, kv, lockFile);
+        var store = new FasterEnvelopeStore(options, device, commitFile, log, kv, lockFile) { RecoveredCommit = recovered };
         try
         {
             store.Restore(manifest, cancellationToken);

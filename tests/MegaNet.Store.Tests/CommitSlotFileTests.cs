@@ -52,6 +52,69 @@ public sealed class CommitSlotFileTests : IDisposable
     }
 
     [Fact]
+    public void A_commit_number_given_again_after_a_recovery_replaces_the_records_from_it_on()
+    {
+        Directory.CreateDirectory(_dir);
+        using (CommitSlotFile file = CommitSlotFile.Open(_dir, walBytes: 0))
+        {
+            for (long n = 1; n <= 6; n++)
+            {
+                file.Commit(0, n * 100, Metadata(n), n, forceWriteMetadata: false);
+            }
+
+            // Recovered from 4 (5 and 6 did not do): the log numbers its next commit 5 again.
+            file.OnRecovery(4);
+            Assert.Equal([4L, 3, 2, 1], file.Commits);
+            file.Commit(0, 555, Metadata(55), 5, forceWriteMetadata: false);
+            Assert.Equal(Metadata(55), file.GetCommitMetadata(5));
+
+            // Without the recovery call too: a number given again drops its old record and every later one.
+            file.Commit(0, 600, Metadata(6), 6, forceWriteMetadata: false);
+            file.Commit(0, 700, Metadata(7), 7, forceWriteMetadata: false);
+            file.Commit(0, 666, Metadata(66), 6, forceWriteMetadata: false);
+            Assert.Equal([6L, 5, 4, 3, 2, 1], file.Commits);
+            Assert.Equal(Metadata(66), file.GetCommitMetadata(6));
+        }
+
+        using CommitSlotFile reopened = CommitSlotFile.Open(_dir, walBytes: 1);
+        Assert.Equal([6L, 5, 4, 3, 2, 1], reopened.Commits);
+        Assert.Equal(Metadata(66), reopened.GetCommitMetadata(6));
+        Assert.Equal(Metadata(55), reopened.GetCommitMetadata(5));
+    }
+
+    [Fact]
+    public async Task Clean_restarts_in_a_row_keep_everything()
+    {
+        StoreOptions options = Options(_dir);
+        byte[] recipient = Bytes(_random, 32);
+        var receipts = new List<PutReceipt>();
+        for (int restart = 0; restart < 12; restart++)
+        {
+            long newest = -1;
+            if (restart > 0)
+            {
+                using CommitSlotFile file = CommitSlotFile.Open(CommitDir, walBytes: 1);
+                Assert.Equal(file.Commits.Distinct(), file.Commits);
+                newest = file.Commits[0];
+            }
+
+            // The newest record, although the shutdown checkpoint left the log empty (truncated to its tail).
+            await using FasterEnvelopeStore store = await FasterEnvelopeStore.OpenAsync(options);
+            Assert.Equal(newest, store.RecoveredCommit);
+            Assert.Equal(receipts.Count, store.TreeSize);
+            foreach (PutReceipt receipt in receipts)
+            {
+                Assert.Equal(receipt.LogIndex, (await store.FindAsync(receipt.EnvelopeId))?.LogIndex);
+            }
+
+            for (int i = 0; i < 3; i++)
+            {
+                receipts.Add(await store.PutAsync(new PutRequest(Bytes(_random, 300), recipient, DateTimeOffset.UtcNow.AddDays(1))));
+            }
+        }
+    }
+
+    [Fact]
     public async Task A_newest_record_that_does_not_read_back_falls_back_to_the_one_before_and_loses_nothing()
     {
         StoreOptions options = Options(_dir);
