@@ -217,12 +217,8 @@ internal sealed class CommitSlotFile : ILogCommitManager
     /// <inheritdoc />
     public void OnRecovery(long commitNum)
     {
-        // The log recovered to this commit: later records are of commits it did not use (see Commit). Older records
-        // stay: they are the fallback if a later one does not read back.
-        lock (_lock)
-        {
-            ClearFrom(commitNum + 1);
-        }
+        // Nothing goes yet: the store may still reject this recovery and try an older record, or give up and leave
+        // every file as it found it. Records of commits the log did not use go at its next commit (see Commit).
     }
 
     /// <inheritdoc />

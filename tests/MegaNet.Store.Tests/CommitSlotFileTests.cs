@@ -62,13 +62,14 @@ public sealed class CommitSlotFileTests : IDisposable
                 file.Commit(0, n * 100, Metadata(n), n, forceWriteMetadata: false);
             }
 
-            // Recovered from 4 (5 and 6 did not do): the log numbers its next commit 5 again.
+            // Recovered from 4 (5 and 6 did not do): nothing goes until the log numbers its next commit 5 again, which
+            // drops the old 5 and 6.
             file.OnRecovery(4);
-            Assert.Equal([4L, 3, 2, 1], file.Commits);
+            Assert.Equal([6L, 5, 4, 3, 2, 1], file.Commits);
             file.Commit(0, 555, Metadata(55), 5, forceWriteMetadata: false);
+            Assert.Equal([5L, 4, 3, 2, 1], file.Commits);
             Assert.Equal(Metadata(55), file.GetCommitMetadata(5));
 
-            // Without the recovery call too: a number given again drops its old record and every later one.
             file.Commit(0, 600, Metadata(6), 6, forceWriteMetadata: false);
             file.Commit(0, 700, Metadata(7), 7, forceWriteMetadata: false);
             file.Commit(0, 666, Metadata(66), 6, forceWriteMetadata: false);
