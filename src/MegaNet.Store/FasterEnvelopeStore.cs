@@ -1018,6 +1018,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
             _kv.Compact(now);
         }
 
+        MegaNetMetrics.StoreCheckpointPause.Record(Stopwatch.GetElapsedTime(start).TotalMilliseconds);
         return new CheckpointSnapshot(manifest, _savedLeaves, start);
     }
 
@@ -1081,6 +1082,23 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
             {
                 return _mailboxes.Count;
             }
+        }
+    }
+
+    /// <summary>Tests: the sequence numbers the mailbox index holds for <paramref name="recipient"/> (reads skip an entry
+    /// whose envelope is gone, so they would not show one that should not be there).</summary>
+    internal ulong[] IndexedSeqs(ReadOnlySpan<byte> recipient)
+    {
+        lock (_state)
+        {
+            if (!_mailboxes.TryGetValue(new Key32(recipient), out Mailbox? box))
+            {
+                return [];
+            }
+
+            var live = new IndexEntry[box.Count];
+            box.CopyLive(live);
+            return [.. live.Select(e => e.Seq)];
         }
     }
 

@@ -59,6 +59,11 @@ public static class MegaNetMetrics
     /// <summary>Store checkpoint cycle duration in milliseconds.</summary>
     public static readonly Histogram<double> StoreCheckpointDuration = Milliseconds("meganet.store.checkpoint_duration", "Store checkpoint cycle duration (sweep, compaction, table checkpoint, log truncation)");
 
+    /// <summary>Milliseconds each checkpoint holds up the store's writes (the committer takes the snapshot of the mailbox
+    /// indexes, sweeps expired mail and compacts the table when due before it commits the next group); the index
+    /// snapshot also holds up mailbox reads.</summary>
+    public static readonly Histogram<double> StoreCheckpointPause = Milliseconds("meganet.store.checkpoint_pause", "Writes held up by a checkpoint (index snapshot, expiry sweep, compaction when due)");
+
     /// <summary>Exceptions thrown by listeners of the store's <c>MailArrived</c> event. The mail was stored and answered
     /// all the same, but live delivery (Subscribe) may have missed it: any count here is a bug to look into.</summary>
     public static readonly Counter<long> StoreMailListenerFailures = Meter.CreateCounter<long>("meganet.store.mail_listener_failures", "{exception}", "Exceptions from MailArrived listeners (the mail was stored; live delivery may have missed it)");

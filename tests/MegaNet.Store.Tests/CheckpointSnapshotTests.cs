@@ -1,0 +1,94 @@
+using System.Diagnostics.Metrics;
+using MegaNet.Core.Diagnostics;
+using MegaNet.Store;
+using static MegaNet.Store.Tests.StoreTestKit;
+
+namespace MegaNet.Store.Tests;
+
+/// <summary>Checkpoint snapshots of the mailbox indexes (one buffer reused from checkpoint to checkpoint) restore exactly
+/// the waiting mail, and each checkpoint's pause of the writes is measured.</summary>
+public sealed class CheckpointSnapshotTests : IDisposable
+{
+    private readonly string _dir = NewDirectory();
+    private readonly Random _random = new(31);
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    [Fact]
+    public async Task Checkpoints_in_a_row_with_mail_coming_and_going_restore_exactly_the_waiting_mail()
+    {
+        var pauses = new List<double>();
+        using var listener = new MeterListener
+        {
+            InstrumentPublished = (instrument, l) =>
+            {
+                if (instrument.Meter.Name == MegaNetMetrics.MeterName && instrument.Name == "meganet.store.checkpoint_pause")
+                {
+                    l.EnableMeasurementEvents(instrument);
+                }
+            },
+        };
+        listener.SetMeasurementEventCallback<double>((_, value, _, _) =>
+        {
+            lock (pauses)
+            {
+                pauses.Add(value);
+            }
+        });
+        listener.Start();
+
+        StoreOptions options = Options(_dir);
+        byte[][] recipients = [.. Enumerable.Range(0, 5).Select(_ => Bytes(_random, 32))];
+        var waiting = recipients.ToDictionary(r => Convert.ToHexString(r), _ => new List<ulong>());
+        await using (FasterEnvelopeStore store = await FasterEnvelopeStore.OpenAsync(options))
+        {
+            for (int checkpoint = 0; checkpoint < 6; checkpoint++)
+            {
+                // New mail for some recipients (a new one from the third round on), acks of some waiting mail, and
+                // one mailbox emptied.
+                foreach (byte[] recipient in recipients.Take(checkpoint < 2 ? 3 : 5))
+                {
+                    for (int i = _random.Next(1, 40); i > 0; i--)
+                    {
+                        PutReceipt receipt = await store.PutAsync(new PutRequest(Bytes(_random, 100), recipient, DateTimeOffset.UtcNow.AddDays(1)));
+                        waiting[Convert.ToHexString(recipient)].Add(receipt.MailboxSeq);
+                    }
+                }
+
+                foreach (byte[] recipient in recipients)
+                {
+                    List<ulong> box = waiting[Convert.ToHexString(recipient)];
+                    List<ulong> acked = recipient == recipients[checkpoint % 5] ? [.. box] : [.. box.Where(_ => _random.Next(3) == 0)];
+                    for (int from = 0; from < acked.Count; from += FasterEnvelopeStore.MaxAckSeqs)
+                    {
+                        await store.AckAsync(recipient, acked.Skip(from).Take(FasterEnvelopeStore.MaxAckSeqs).ToList());
+                    }
+
+                    box.RemoveAll(acked.Contains);
+                }
+
+                int before;
+                lock (pauses)
+                {
+                    before = pauses.Count;
+                }
+
+                await store.CheckpointAsync();
+                lock (pauses)
+                {
+                    Assert.True(pauses.Count > before, "the checkpoint recorded no pause");
+                }
+            }
+        }
+
+        // Reopened from the last checkpoint: every mailbox index holds what is waiting, no more, and reads return it.
+        await using FasterEnvelopeStore reopened = await FasterEnvelopeStore.OpenAsync(options);
+        Assert.Equal(waiting.Count(w => w.Value.Count > 0), reopened.MailboxCount);
+        foreach (byte[] recipient in recipients)
+        {
+            List<ulong> expected = waiting[Convert.ToHexString(recipient)];
+            Assert.Equal(expected, reopened.IndexedSeqs(recipient));
+            Assert.Equal(expected, (await reopened.ListAsync(recipient, 0, 100_000)).Entries.Select(e => e.Seq));
+        }
+    }
+}
