@@ -64,12 +64,12 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     private Exception? _noFinalCheckpoint;
     private long _lastCheckpoint = Stopwatch.GetTimestamp();
     private long _savedLeaves;
+    private long _checkpointedWal;
 
     // The live index entries of the checkpoint being written, and a larger buffer on its way (see SnapshotBuffer).
     // Committer loop only.
     private IndexEntry[] _snapshotEntries = [];
     private Task<IndexEntry[]>? _grownSnapshotEntries;
-    private long _checkpointedWal;
 
     // A checkpoint being written while the committer goes on (committer loop only; see StartCheckpoint).
     private Task<CheckpointSnapshot>? _writing;

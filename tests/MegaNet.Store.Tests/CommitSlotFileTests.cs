@@ -102,16 +102,8 @@ public sealed class CommitSlotFileTests : IDisposable
             // The newest record, although the shutdown checkpoint left the log empty (truncated to its tail).
             await using FasterEnvelopeStore store = await FasterEnvelopeStore.OpenAsync(options);
             Assert.Equal(newest, store.RecoveredCommit);
-            Assert.Equal(receipts.Count, store.TreeSize);
-            foreach (PutReceipt receipt in receipts)
-            {
-                Assert.Equal(receipt.LogIndex, (await store.FindAsync(receipt.EnvelopeId))?.LogIndex);
-            }
-
-            for (int i = 0; i < 3; i++)
-            {
-                receipts.Add(await store.PutAsync(new PutRequest(Bytes(_random, 300), recipient, DateTimeOffset.UtcNow.AddDays(1))));
-            }
+            await AssertHoldsAsync(store, receipts);
+            receipts.AddRange(await PutAsync(store, recipient, 3));
         }
     }
 
@@ -119,14 +111,10 @@ public sealed class CommitSlotFileTests : IDisposable
     public async Task A_newest_record_that_does_not_read_back_falls_back_to_the_one_before_and_loses_nothing()
     {
         StoreOptions options = Options(_dir);
-        byte[] recipient = Bytes(_random, 32);
         var receipts = new List<PutReceipt>();
         await using (FasterEnvelopeStore store = await FasterEnvelopeStore.OpenAsync(options))
         {
-            for (int i = 0; i < 12; i++)
-            {
-                receipts.Add(await store.PutAsync(new PutRequest(Bytes(_random, 300), recipient, DateTimeOffset.UtcNow.AddDays(1))));
-            }
+            receipts.AddRange(await PutAsync(store, Bytes(_random, 32), 12));
         }
 
         long newest;
@@ -137,11 +125,7 @@ public sealed class CommitSlotFileTests : IDisposable
 
         TearSlotOf(SlotFilePath, newest);
         await using FasterEnvelopeStore reopened = await FasterEnvelopeStore.OpenAsync(options);
-        Assert.Equal(receipts.Count, reopened.TreeSize);
-        foreach (PutReceipt receipt in receipts)
-        {
-            Assert.Equal(receipt.LogIndex, (await reopened.FindAsync(receipt.EnvelopeId))?.LogIndex);
-        }
+        await AssertHoldsAsync(reopened, receipts);
     }
 
     [Fact]
@@ -152,10 +136,7 @@ public sealed class CommitSlotFileTests : IDisposable
         var receipts = new List<PutReceipt>();
         await using (FasterEnvelopeStore store = await FasterEnvelopeStore.OpenAsync(options))
         {
-            for (int i = 0; i < 6; i++)
-            {
-                receipts.Add(await store.PutAsync(new PutRequest(Bytes(_random, 400), recipient, DateTimeOffset.UtcNow.AddDays(1))));
-            }
+            receipts.AddRange(await PutAsync(store, recipient, 6));
         }
 
         // The records as FASTER's own commit manager keeps them (a file per commit under log-commits), written by it.
@@ -176,15 +157,11 @@ public sealed class CommitSlotFileTests : IDisposable
             Assert.True(File.Exists(SlotFilePath));
             Assert.False(Directory.Exists(Path.Combine(CommitDir, "log-commits")));
             Assert.Equal(receipts.Count, migrated.TreeSize);
-            receipts.Add(await migrated.PutAsync(new PutRequest(Bytes(_random, 400), recipient, DateTimeOffset.UtcNow.AddDays(1))));
+            receipts.AddRange(await PutAsync(migrated, recipient, 1));
         }
 
         await using FasterEnvelopeStore reopened = await FasterEnvelopeStore.OpenAsync(options);
-        Assert.Equal(receipts.Count, reopened.TreeSize);
-        foreach (PutReceipt receipt in receipts)
-        {
-            Assert.Equal(receipt.LogIndex, (await reopened.FindAsync(receipt.EnvelopeId))?.LogIndex);
-        }
+        await AssertHoldsAsync(reopened, receipts);
     }
 
     [Fact]
@@ -200,6 +177,26 @@ public sealed class CommitSlotFileTests : IDisposable
         StoreCorruptException e = await Assert.ThrowsAsync<StoreCorruptException>(async () => await FasterEnvelopeStore.OpenAsync(options));
         Assert.Contains(SlotFilePath, e.Message, StringComparison.Ordinal);
         Assert.Contains("missing", e.Message, StringComparison.Ordinal);
+    }
+
+    private async Task<List<PutReceipt>> PutAsync(FasterEnvelopeStore store, byte[] recipient, int count)
+    {
+        var receipts = new List<PutReceipt>();
+        for (int i = 0; i < count; i++)
+        {
+            receipts.Add(await store.PutAsync(new PutRequest(Bytes(_random, 300), recipient, DateTimeOffset.UtcNow.AddDays(1))));
+        }
+
+        return receipts;
+    }
+
+    private static async Task AssertHoldsAsync(FasterEnvelopeStore store, List<PutReceipt> receipts)
+    {
+        Assert.Equal(receipts.Count, store.TreeSize);
+        foreach (PutReceipt receipt in receipts)
+        {
+            Assert.Equal(receipt.LogIndex, (await store.FindAsync(receipt.EnvelopeId))?.LogIndex);
+        }
     }
 
     private static byte[] Metadata(long n) => [.. BitConverter.GetBytes(n), .. Enumerable.Repeat((byte)n, 40)];
