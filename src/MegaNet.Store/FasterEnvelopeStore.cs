@@ -439,6 +439,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     {
         ArgumentNullException.ThrowIfNull(requests);
         ObjectDisposedException.ThrowIf(_disposed != 0, this);
+        long arrived = Stopwatch.GetTimestamp();
         var results = new PutResult[requests.Count];
         DiskSpaceLowException? lowOnDisk = DiskSpaceLow() ? new DiskSpaceLowException(
             $"The node is low on disk space (under the {_options.MinFreeDiskBytes >> 20:N0} MiB it keeps free) and stores no new mail until space is freed. " +
@@ -493,11 +494,12 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         }
 
         // A put refused for its mailbox's quota has its answer in results; a failed commit fails the whole request.
-        if (first is not null)
+        if (first is null)
         {
-            await first.Done.Task.WaitAsync(cancellationToken).ConfigureAwait(false);
+            return results;
         }
 
+        await first.Done.Task.WaitAsync(cancellationToken).ConfigureAwait(false);
         if (more is not null)
         {
             foreach (Request request in more)
@@ -506,6 +508,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
             }
         }
 
+        MegaNetMetrics.StorePutLatency.Record(Stopwatch.GetElapsedTime(arrived).TotalMilliseconds);
         return results;
     }
 

@@ -6,13 +6,54 @@ using static MegaNet.Store.Tests.StoreTestKit;
 namespace MegaNet.Store.Tests;
 
 /// <summary>Checkpoint snapshots of the mailbox indexes (one buffer reused from checkpoint to checkpoint) restore exactly
-/// the waiting mail, and each checkpoint's pause of the writes is measured.</summary>
+/// the waiting mail, and each checkpoint's pause of the writes is measured, as is each put call.</summary>
 public sealed class CheckpointSnapshotTests : IDisposable
 {
     private readonly string _dir = NewDirectory();
     private readonly Random _random = new(31);
 
     public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    [Fact]
+    public async Task Each_put_call_records_its_latency_from_arrival_to_answer()
+    {
+        var latencies = new List<double>();
+        using var listener = new MeterListener
+        {
+            InstrumentPublished = (instrument, l) =>
+            {
+                if (instrument.Meter.Name == MegaNetMetrics.MeterName && instrument.Name == "meganet.store.put_latency")
+                {
+                    l.EnableMeasurementEvents(instrument);
+                }
+            },
+        };
+        listener.SetMeasurementEventCallback<double>((_, value, _, _) =>
+        {
+            lock (latencies)
+            {
+                latencies.Add(value);
+            }
+        });
+        listener.Start();
+
+        await using FasterEnvelopeStore store = await FasterEnvelopeStore.OpenAsync(Options(_dir));
+        byte[] recipient = Bytes(_random, 32);
+        int before;
+        lock (latencies)
+        {
+            before = latencies.Count;
+        }
+
+        await store.PutAsync(new PutRequest(Bytes(_random, 100), recipient, DateTimeOffset.UtcNow.AddDays(1)));
+        await store.PutManyAsync([.. Enumerable.Range(0, 5).Select(_ => new PutRequest(Bytes(_random, 100), recipient, DateTimeOffset.UtcNow.AddDays(1)))]);
+        lock (latencies)
+        {
+            // At least one per call (other tests' stores may add theirs meanwhile), and a commit takes time.
+            Assert.True(latencies.Count >= before + 2, $"{latencies.Count - before} put latencies recorded for 2 calls");
+            Assert.All(latencies.Skip(before), l => Assert.True(l > 0));
+        }
+    }
 
     [Fact]
     public async Task Checkpoints_in_a_row_with_mail_coming_and_going_restore_exactly_the_waiting_mail()
