@@ -122,13 +122,19 @@ internal sealed class CommitSlotFile : ILogCommitManager
             throw;
         }
 
+        return file;
+    }
+
+    /// <summary>Removes FASTER's older per-commit files once the records in this file have recovered the log (they were
+    /// migrated into it by <see cref="Open"/>, now or by an open that stopped before this): an open that fails keeps
+    /// them.</summary>
+    public void DropMigratedRecords()
+    {
+        string legacy = System.IO.Path.Combine(System.IO.Path.GetDirectoryName(Path)!, LegacyDirectory);
         if (Directory.Exists(legacy))
         {
-            // Migrated (now, or by an open that stopped before this cleanup): the file has the records.
             Directory.Delete(legacy, recursive: true);
         }
-
-        return file;
     }
 
     /// <summary>Whether the record of <paramref name="commitNum"/> was written (and no write failed since the file opened).</summary>

@@ -348,6 +348,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         try
         {
             store.Restore(manifest, cancellationToken);
+            commitFile.DropMigratedRecords();
             store.StartCommitter();
         }
         catch
