@@ -14,15 +14,14 @@ public sealed class CheckpointSnapshotTests : IDisposable
 
     public void Dispose() => Directory.Delete(_dir, recursive: true);
 
-    [Fact]
-    public async Task Each_put_call_records_its_latency_from_arrival_to_answer()
+    // Collects the measurements of one MegaNet histogram (lock the list to read it).
+    private static MeterListener Listen(string instrumentName, List<double> into)
     {
-        var latencies = new List<double>();
-        using var listener = new MeterListener
+        var listener = new MeterListener
         {
             InstrumentPublished = (instrument, l) =>
             {
-                if (instrument.Meter.Name == MegaNetMetrics.MeterName && instrument.Name == "meganet.store.put_latency")
+                if (instrument.Meter.Name == MegaNetMetrics.MeterName && instrument.Name == instrumentName)
                 {
                     l.EnableMeasurementEvents(instrument);
                 }
@@ -30,12 +29,20 @@ public sealed class CheckpointSnapshotTests : IDisposable
         };
         listener.SetMeasurementEventCallback<double>((_, value, _, _) =>
         {
-            lock (latencies)
+            lock (into)
             {
-                latencies.Add(value);
+                into.Add(value);
             }
         });
         listener.Start();
+        return listener;
+    }
+
+    [Fact]
+    public async Task Each_put_call_records_its_latency_from_arrival_to_answer()
+    {
+        var latencies = new List<double>();
+        using MeterListener listener = Listen("meganet.store.put_latency", latencies);
 
         await using FasterEnvelopeStore store = await FasterEnvelopeStore.OpenAsync(Options(_dir));
         byte[] recipient = Bytes(_random, 32);
@@ -59,24 +66,7 @@ public sealed class CheckpointSnapshotTests : IDisposable
     public async Task Checkpoints_in_a_row_with_mail_coming_and_going_restore_exactly_the_waiting_mail()
     {
         var pauses = new List<double>();
-        using var listener = new MeterListener
-        {
-            InstrumentPublished = (instrument, l) =>
-            {
-                if (instrument.Meter.Name == MegaNetMetrics.MeterName && instrument.Name == "meganet.store.checkpoint_pause")
-                {
-                    l.EnableMeasurementEvents(instrument);
-                }
-            },
-        };
-        listener.SetMeasurementEventCallback<double>((_, value, _, _) =>
-        {
-            lock (pauses)
-            {
-                pauses.Add(value);
-            }
-        });
-        listener.Start();
+        using MeterListener listener = Listen("meganet.store.checkpoint_pause", pauses);
 
         StoreOptions options = Options(_dir);
         byte[][] recipients = [.. Enumerable.Range(0, 5).Select(_ => Bytes(_random, 32))];
