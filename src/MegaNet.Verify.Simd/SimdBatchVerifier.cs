@@ -238,9 +238,10 @@ public sealed class SimdBatchVerifier : BatchVerifierBase
     /// bad item (about one more check of the whole batch).
     /// </summary>
     /// <remarks>
-    /// Going to single checks early, once both halves fail, made an all-invalid batch cheaper (94 µs an item instead
-    /// of 236, against 8.2 µs for a valid one; batch 2,048, one thread) but two bad items in different halves 4× dearer,
-    /// as a single check costs about ten combined items here: bisection stays cheaper until most items are bad.
+    /// Going to single checks at any size once both halves fail made an all-invalid batch cheaper (94 µs an item
+    /// instead of 236, against 8.2 µs for a valid one; batch 2,048, one thread) but two bad items in different halves 4×
+    /// dearer, as a single check costs about ten combined items here. So single checks take over only in groups of at
+    /// most <see cref="DenseSingleCheckSize"/> whose sibling failed too; larger groups are halved further.
     /// </remarks>
     private static void Resolve(Span<int> items, bool knownToFail, AffineNielsPoint[] negA, AffineNielsPoint[] negR, Scalar256[] k, Scalar256[] s, Span<bool> verdicts)
     {
