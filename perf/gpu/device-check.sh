@@ -5,7 +5,7 @@
 # the compiler's report on the kernel. Prepare here, from the project root:
 #   ../shared/gpu/bundle.sh src/MegaNet.Node meganet            -> .gpu-bundle/bundle.tar.xz
 #   mkdir -p .gpu-check && cp ../shared/vectors/*.jsonl .gpu-check/   (lines with a "meganet" verdict)
-#   MEGANET_PTX_OUT=$PWD/.gpu-check dotnet test tests/MegaNet.Verify.Tests -c Release --filter 'FullyQualifiedName~compiles_to_PTX'
+#   MEGANET_PTX_OUT=$PWD/.gpu-check dotnet test tests/MegaNet.Verify.Tests -c Release --filter 'FullyQualifiedName~compiles_to_PTX|FullyQualifiedName~widening_rewrite_turns'
 # (.gpu-check must be in .git/info/exclude), then call the device tool's run with carry [".gpu-bundle", ".gpu-check"].
 # Usage there: bash perf/gpu/device-check.sh [BATCH_SIZES] [SECONDS_PER_POINT]; logs land in $OUT.
 # BACKEND=gpu-cpu runs the same steps here, without a GPU, to try the script.
@@ -24,14 +24,28 @@ step "machine"
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm,power.limit --format=csv 2>&1
 grep -m1 "model name" /proc/cpuinfo; nproc
 
+# ILGPU loads the driver by its unversioned name (libcuda.so); a driver mounted into a container may carry only
+# libcuda.so.1, so point a private folder's libcuda.so at it rather than touch the read-only driver folder.
+if [ "$backend" = gpu ] && ! ldconfig -p | grep -q 'libcuda\.so '; then
+  one=$(ldconfig -p | awk '/libcuda\.so\.1 / { print $NF; exit }')
+  [ -n "$one" ] || one=$(ls /usr/local/nvidia/lib64/libcuda.so.1 /usr/lib/x86_64-linux-gnu/libcuda.so.1 2>/dev/null | head -1)
+  if [ -n "$one" ]; then
+    mkdir -p /tmp/cudalib && ln -sf "$one" /tmp/cudalib/libcuda.so
+    export LD_LIBRARY_PATH=/tmp/cudalib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+    echo "libcuda.so -> $one (through /tmp/cudalib)"
+  else
+    echo "no libcuda.so.1 found"; ldconfig -p | grep -i cuda | head -5
+  fi
+fi
+
 step "unpack"
 b=/tmp/b
 mkdir -p $b && tar -xJf .gpu-bundle/bundle.tar.xz -C $b || exit 1
 export DOTNET_ROOT=$b/dotnet
 meganet=("$b/dotnet/dotnet" "$b/app/meganet.dll")
 
-# The plain C# multiply first (the default), then the inline-PTX one (VerifierOptions.GpuInlinePtx), which stays off
-# by default until a run like this one has checked it.
+# The plain C# multiply first, then the PTX-widened one (VerifierOptions.GpuInlinePtx, the default: limb products
+# rewritten to mul.wide.s32; checked on an H200 in perf/gpu/results/2026-11-30-h200-run2.txt).
 for ptx in 0 1; do
   export MEGANET_GPU_INLINE_PTX=$ptx
   step "MEGANET_GPU_INLINE_PTX=$ptx: verdicts of --backend $backend against each file's expected verdicts"

@@ -1,6 +1,10 @@
 using System.Buffers.Binary;
 using System.Diagnostics;
+using System.Reflection;
 using ILGPU;
+using ILGPU.Backends;
+using ILGPU.Backends.EntryPoints;
+using ILGPU.Backends.PTX;
 using ILGPU.Runtime;
 using ILGPU.Runtime.CPU;
 using ILGPU.Runtime.Cuda;
@@ -54,6 +58,7 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
     private readonly MemoryBuffer1D<byte, Stride1D.Dense> _smallOrder;
     private readonly MemoryBuffer1D<int, Stride1D.Dense> _baseTable;
     private readonly bool _inlinePtx;
+    private readonly Kernel? _widenedKernel;
     private readonly int _maxBatch;
     private readonly object _gate = new();
     private readonly LaunchSlot[] _slots;
@@ -86,11 +91,19 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
                 : _context.GetPreferredDevice(preferCPU: true);
             _accelerator = device.CreateAccelerator(_context);
             _inlinePtx = options.GpuInlinePtx && _accelerator.AcceleratorType == AcceleratorType.Cuda;
-            KernelInfo? info;
-            _kernel = _inlinePtx
-                ? _accelerator.LoadKernel<int, ArrayView<byte>, ArrayView<byte>, ArrayView<uint>, ArrayView<byte>, ArrayView<byte>, ArrayView<int>, CurveConstants, ArrayView<byte>>(Ed25519Kernel.Verify<PtxMultiply>, out info)
-                : _accelerator.LoadKernel<int, ArrayView<byte>, ArrayView<byte>, ArrayView<uint>, ArrayView<byte>, ArrayView<byte>, ArrayView<int>, CurveConstants, ArrayView<byte>>(Ed25519Kernel.Verify<PlainMultiply>, out info);
-            _occupancyGroup = Math.Max(_accelerator.WarpSize, info?.MinGroupSize ?? Math.Min(256, _accelerator.MaxNumThreadsPerGroup));
+            int? minGroupSize;
+            if (_inlinePtx)
+            {
+                (_widenedKernel, _kernel, WidenedMultiplies) = LoadWidened(_accelerator);
+                minGroupSize = _accelerator.EstimateGroupSize(_widenedKernel);
+            }
+            else
+            {
+                _kernel = _accelerator.LoadKernel<int, ArrayView<byte>, ArrayView<byte>, ArrayView<uint>, ArrayView<byte>, ArrayView<byte>, ArrayView<int>, CurveConstants, ArrayView<byte>>(Ed25519Kernel.Verify<PlainMultiply>, out KernelInfo? info);
+                minGroupSize = info?.MinGroupSize;
+            }
+
+            _occupancyGroup = Math.Max(_accelerator.WarpSize, minGroupSize ?? Math.Min(256, _accelerator.MaxNumThreadsPerGroup));
             _constants = BuildConstants();
             _smallOrder = _accelerator.Allocate1D(SmallOrderEncodings());
             _baseTable = _accelerator.Allocate1D(BaseTable(_constants));
@@ -99,6 +112,7 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
         catch
         {
             // Under auto the node falls back to SIMD after this; it must not keep a device context and its memory.
+            _widenedKernel?.Dispose();
             _smallOrder?.Dispose();
             _baseTable?.Dispose();
             _accelerator?.Dispose();
@@ -116,6 +130,10 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
     /// <summary>Time to create the accelerator and compile the kernel.</summary>
     public double CompileMilliseconds { get; }
 
+    /// <summary>With <see cref="VerifierOptions.GpuInlinePtx"/> on CUDA, the limb products rewritten to
+    /// <c>mul.wide.s32</c> (<see cref="PtxWidening"/>); else 0.</summary>
+    public int WidenedMultiplies { get; }
+
     /// <summary>The accelerator's name.</summary>
     public string DeviceName { get; }
 
@@ -124,7 +142,7 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
 
     /// <inheritdoc />
     public override string Description =>
-        $"ILGPU {_accelerator.AcceleratorType} '{DeviceName}' ({_accelerator.NumMultiprocessors} multiprocessors), one thread per signature in groups of up to {_occupancyGroup}{(_inlinePtx ? ", inline PTX multiplies" : "")}, kernel ready in {CompileMilliseconds:F0} ms";
+        $"ILGPU {_accelerator.AcceleratorType} '{DeviceName}' ({_accelerator.NumMultiprocessors} multiprocessors), one thread per signature in groups of up to {_occupancyGroup}{(_inlinePtx ? $", {WidenedMultiplies} limb products as PTX mul.wide.s32" : "")}, kernel ready in {CompileMilliseconds:F0} ms";
 
     /// <inheritdoc />
     protected override void VerifyCore(SignatureBatch batch, int start, int count, Span<bool> verdicts)
@@ -189,6 +207,24 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
         slot.Marks[3] = stream.AddProfilingMarker();
         slot.Offset = offset;
         slot.Count = n;
+    }
+
+    // The plain kernel compiled to PTX by ILGPU, its limb products rewritten to mul.wide.s32, then handed to the
+    // driver. Not in ILGPU's kernel cache: the verifier disposes it.
+    private static (Kernel Kernel, Action<AcceleratorStream, KernelConfig, int, ArrayView<byte>, ArrayView<byte>, ArrayView<uint>, ArrayView<byte>, ArrayView<byte>, ArrayView<int>, CurveConstants, ArrayView<byte>> Launcher, int Rewritten) LoadWidened(Accelerator accelerator)
+    {
+        MethodInfo method = typeof(Ed25519Kernel).GetMethod(nameof(Ed25519Kernel.Verify), BindingFlags.Public | BindingFlags.Static)!.MakeGenericMethod(typeof(PlainMultiply));
+        var compiled = (PTXCompiledKernel)accelerator.GetBackend().Compile(EntryPointDescription.FromExplicitlyGroupedKernel(method), KernelSpecialization.Empty);
+        Kernel kernel = accelerator.LoadKernel(PtxWidening.Rewrite(compiled, out int rewritten));
+        try
+        {
+            return (kernel, kernel.CreateLauncherDelegate<Action<AcceleratorStream, KernelConfig, int, ArrayView<byte>, ArrayView<byte>, ArrayView<uint>, ArrayView<byte>, ArrayView<byte>, ArrayView<int>, CurveConstants, ArrayView<byte>>>(), rewritten);
+        }
+        catch
+        {
+            kernel.Dispose();
+            throw;
+        }
     }
 
     /// <summary>
@@ -340,6 +376,7 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
                     slot.Dispose();
                 }
 
+                _widenedKernel?.Dispose();
                 _smallOrder.Dispose();
                 _baseTable.Dispose();
                 _accelerator.Dispose();

@@ -21,35 +21,106 @@ public sealed class GpuKernelTests(ITestOutputHelper output)
 {
     private static readonly int Seed = TestSeed.Next();
 
-    [Theory]
-    [InlineData(typeof(PlainMultiply), "kernel.ptx")]
-    [InlineData(typeof(PtxMultiply), "kernel-inline-ptx.ptx")]
-    public void The_verification_kernel_compiles_to_PTX_for_sm_90_without_a_GPU(Type multiply, string file)
+    [Fact]
+    public void The_verification_kernel_compiles_to_PTX_for_sm_90_without_a_GPU()
     {
-        string ptx = CompileToPtx(multiply);
+        PTXCompiledKernel compiled = CompileToPtx();
+        string ptx = compiled.PTXAssembly;
         output.WriteLine($"PTX: {ptx.Length} characters; header: {ptx[..Math.Min(200, ptx.Length)]}");
-        if (Environment.GetEnvironmentVariable("MEGANET_PTX_OUT") is { Length: > 0 } folder)
-        {
-            // For perf/gpu/device-check.sh: ptxas on a GPU machine reports registers, spills and the SASS mix.
-            File.WriteAllText(Path.Combine(folder, file), ptx);
-        }
+        WriteForDeviceCheck("kernel.ptx", ptx);
 
         // ILGPU 1.5.3 caps the emitted target at sm_80 even when sm_90 is asked for; sm_80 PTX is JIT-compiled by the
         // driver for an H100 (sm_90). What this test guards is that the kernel compiles for CUDA at all.
         Assert.Matches(@"\.target\s+sm_[89]0", ptx);
         Assert.Contains(".entry", ptx);
+        Assert.DoesNotContain("mul.wide.s32", ptx, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void The_widening_rewrite_turns_every_limb_product_of_the_kernel_into_mul_wide_s32()
+    {
+        // The GpuInlinePtx path end to end short of the driver: ILGPU's PTX, rewritten, in a kernel object ILGPU loads.
+        PTXCompiledKernel compiled = CompileToPtx();
+        PTXCompiledKernel widened = PtxWidening.Rewrite(compiled, out int rewritten);
+        string ptx = widened.PTXAssembly;
+        WriteForDeviceCheck("kernel-wide.ptx", ptx);
+        int before = Regex.Matches(compiled.PTXAssembly, @"mul\.lo\.s64").Count;
         int wide = Regex.Matches(ptx, @"mul\.wide\.s32").Count;
-        int full = Regex.Matches(ptx, @"mul\.lo\.s64").Count;
-        output.WriteLine($"mul.wide.s32: {wide}, mul.lo.s64: {full}");
-        if (multiply == typeof(PtxMultiply))
+        var left = Regex.Matches(ptx, @"^\s*mul\.lo\.s64\s+[^;]*;", RegexOptions.Multiline).Select(m => m.Value.Trim()).ToList();
+        output.WriteLine($"mul.lo.s64 before: {before}; rewritten: {rewritten}; mul.wide.s32 after: {wide}; mul.lo.s64 left: {left.Count}, such as {string.Join(" | ", left.Take(3))}");
+        Assert.Equal(rewritten, wide);
+        Assert.Equal(before, rewritten + left.Count);
+        Assert.Equal(compiled.Name, widened.Name);
+
+        // Each field product has 100 limb products and each square 55: thousands in all. What stays 64-bit is the ×19 of
+        // the wrapped sums and carries (a constant operand), and products whose registers ILGPU reuses (it names
+        // registers per value but recycles some), which the rewrite cannot prove sign-extended.
+        Assert.True(rewritten > 5 * left.Count, $"{rewritten} rewritten against {left.Count} left");
+        foreach (string line in left.Where(l => !Regex.IsMatch(l, @",\s*-?\d+;$")))
         {
-            // Every limb product is one widening multiply; the 64-bit multiplies left are the ×19 of the wrapped sums.
-            Assert.True(wide > 5 * full, $"inline PTX path: {wide} mul.wide.s32 against {full} mul.lo.s64");
+            string[] operands = line[(line.IndexOf('%') + 0)..].TrimEnd(';').Split(',', StringSplitOptions.TrimEntries);
+            bool unproven = operands.Skip(1).Any(r =>
+            {
+                var definitions = Regex.Matches(ptx, $@"^\s*(\S+)\s+{Regex.Escape(r)},", RegexOptions.Multiline);
+                return definitions.Count != 1 || definitions[0].Groups[1].Value != "cvt.s64.s32";
+            });
+            Assert.True(unproven, $"left alone although both operands are single cvt.s64.s32 results: {line}");
         }
-        else
-        {
-            Assert.Equal(0, wide);
-        }
+    }
+
+    [Fact]
+    public void The_widening_rewrite_leaves_alone_what_it_cannot_prove()
+    {
+        const string ptx = """
+            .visible .entry k(
+            )
+            {
+            	.reg .b32 	%r<9>;
+            	.reg .b64 	%rd<19>;
+            	cvt.s64.s32	%rd1, %r1;
+            	cvt.s64.s32	%rd2, %r2;
+            	mul.lo.s64	%rd3, %rd1, %rd2;
+            	cvt.s64.s32	%rd4, %r3;
+            	mov.u64	%rd4, %rd9;
+            	mul.lo.s64	%rd5, %rd4, %rd2;
+            	mul.lo.s64	%rd6, %rd1, %rd9;
+            @%p1	mul.lo.s64	%rd7, %rd1, %rd2;
+            	mul.lo.s64	%rd8, %rd1, 19;
+            	mul.lo.s64	%rd10, %rd1, %rd1; // a square
+            	cvt.s64.s32	%rd11, %r4;
+            	{ .reg .b32 t; mov.b32 t, 0; mov.b64 %rd11, 5; }
+            	mul.lo.s64	%rd12, %rd11, %rd1;
+            }
+            .func f(
+            )
+            {
+            	mul.lo.s64	%rd3, %rd1, %rd2;
+            	cvt.s64.s32	%rd1, %r1;
+            	cvt.s64.s32	%rd2, %r2;
+            	mul.lo.s64	%rd4, %rd1, %rd2;
+            }
+            """;
+        string widened = PtxWidening.Rewrite(ptx, out int rewritten);
+        output.WriteLine(widened);
+        string[] lines = widened.Split('\n');
+
+        // Rewritten: both operands are cvt.s64.s32 results defined once in their function, in .entry and .func alike.
+        Assert.Contains(lines, l => l.Contains("mul.wide.s32 %rd3, %mnw0, %mnw1;") && l.Contains("cvt.u32.u64 %mnw0, %rd1;") && l.Contains("cvt.u32.u64 %mnw1, %rd2;"));
+        Assert.Contains(lines, l => l.Contains("mul.wide.s32 %rd10, %mnw0, %mnw1;"));
+        Assert.Contains(lines, l => l.Contains("mul.wide.s32 %rd4, %mnw0, %mnw1;"));
+
+        // Left alone: an operand defined twice, one never sign-extended, a predicated multiply, a constant, and a
+        // register an inline-assembly block writes.
+        Assert.Contains(lines, l => l.Trim() == "mul.lo.s64\t%rd5, %rd4, %rd2;");
+        Assert.Contains(lines, l => l.Trim() == "mul.lo.s64\t%rd6, %rd1, %rd9;");
+        Assert.Contains(lines, l => l.Trim() == "@%p1\tmul.lo.s64\t%rd7, %rd1, %rd2;");
+        Assert.Contains(lines, l => l.Trim() == "mul.lo.s64\t%rd8, %rd1, 19;");
+        Assert.Contains(lines, l => l.Trim() == "mul.lo.s64\t%rd12, %rd11, %rd1;");
+
+        // Registers are per function. The .func's first multiply comes before the definitions in the text and still
+        // qualifies: the only value each of those registers can ever hold is a sign extension.
+        Assert.Equal(4, rewritten);
+        Assert.Equal(ptx.Split('\n').Length, lines.Length);
     }
 
     [Fact]
@@ -168,14 +239,22 @@ public sealed class GpuKernelTests(ITestOutputHelper output)
         }
     }
 
-    private static string CompileToPtx(Type multiply)
+    private static PTXCompiledKernel CompileToPtx()
     {
         using Context context = Context.Create(b => b.Default().Optimize(OptimizationLevel.O2));
         using var backend = new PTXBackend(context, new CudaCapabilityContext(CudaArchitecture.SM_90), CudaArchitecture.SM_90, CudaInstructionSet.ISA_83, nvvmAPI: null);
-        MethodInfo kernel = typeof(Ed25519Kernel).GetMethod(nameof(Ed25519Kernel.Verify), BindingFlags.Public | BindingFlags.Static)!.MakeGenericMethod(multiply);
+        MethodInfo kernel = typeof(Ed25519Kernel).GetMethod(nameof(Ed25519Kernel.Verify), BindingFlags.Public | BindingFlags.Static)!.MakeGenericMethod(typeof(PlainMultiply));
         EntryPointDescription entry = EntryPointDescription.FromExplicitlyGroupedKernel(kernel);
-        CompiledKernel compiled = backend.Compile(entry, KernelSpecialization.Empty);
-        return ((PTXCompiledKernel)compiled).PTXAssembly;
+        return (PTXCompiledKernel)backend.Compile(entry, KernelSpecialization.Empty);
+    }
+
+    // For perf/gpu/device-check.sh: ptxas on a GPU machine reports registers, spills and the SASS mix.
+    private static void WriteForDeviceCheck(string file, string ptx)
+    {
+        if (Environment.GetEnvironmentVariable("MEGANET_PTX_OUT") is { Length: > 0 } folder)
+        {
+            File.WriteAllText(Path.Combine(folder, file), ptx);
+        }
     }
 
     private static Ed25519Reference.Point RandomPoint(Random random)

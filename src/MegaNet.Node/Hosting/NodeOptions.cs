@@ -38,8 +38,8 @@ public sealed class NodeOptions
     /// <summary>With a GPU backend: most signatures in one launch; device and page-locked buffers grow to it. Default 1,048,576.</summary>
     public int GpuMaxBatch { get; set; } = 1 << 20;
 
-    /// <summary>With a CUDA GPU: multiply field limbs with inline PTX (<c>mul.wide.s32</c>). Default off, until a GPU
-    /// run has checked it (perf/gpu/device-check.sh); <c>MEGANET_GPU_INLINE_PTX=1</c> also turns it on.</summary>
+    /// <summary>With a CUDA GPU: multiply field limbs with PTX <c>mul.wide.s32</c> (the kernel's PTX rewritten). Default
+    /// on, checked on an H200 (perf/gpu/results); <c>MEGANET_GPU_INLINE_PTX=0</c> also turns it off.</summary>
     public bool GpuInlinePtx { get; set; } = new Core.Verification.VerifierOptions().GpuInlinePtx;
 
     /// <summary>Most signatures per verification batch. Default 4,096.</summary>

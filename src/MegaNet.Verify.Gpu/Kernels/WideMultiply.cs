@@ -1,5 +1,3 @@
-using ILGPU.Runtime.Cuda;
-
 namespace MegaNet.Verify.Gpu.Kernels;
 
 /// <summary>
@@ -17,19 +15,4 @@ internal interface IWideMultiply
 internal struct PlainMultiply : IWideMultiply
 {
     public readonly long Wide(int a, int b) => (long)a * b;
-}
-
-/// <summary>
-/// PTX <c>mul.wide.s32</c>: only for CUDA accelerators (<see cref="GpuBatchVerifier"/> picks this instantiation there
-/// alone; ILGPU's CPU accelerator always runs <see cref="PlainMultiply"/>). Off unless
-/// <see cref="Core.Verification.VerifierOptions.GpuInlinePtx"/> asks for it, until a GPU run has checked it. No
-/// <c>CudaAsm.IsSupported</c> branch here: ILGPU 1.5.3 keeps both arms of it in the PTX it emits.
-/// </summary>
-internal struct PtxMultiply : IWideMultiply
-{
-    public readonly long Wide(int a, int b)
-    {
-        CudaAsm.Emit("mul.wide.s32 %0, %1, %2;", out long product, a, b);
-        return product;
-    }
 }
