@@ -8,7 +8,9 @@
 #   MEGANET_PTX_OUT=$PWD/.gpu-check dotnet test tests/MegaNet.Verify.Tests -c Release --filter 'FullyQualifiedName~compiles_to_PTX|FullyQualifiedName~widening_rewrite_turns'
 # (.gpu-check must be in .git/info/exclude), then call the device tool's run with carry [".gpu-bundle", ".gpu-check"].
 # Usage there: bash perf/gpu/device-check.sh [BATCH_SIZES] [SECONDS_PER_POINT]; logs land in $OUT.
-# BACKEND=gpu-cpu runs the same steps here, without a GPU, to try the script.
+# BACKEND=gpu-cpu runs the same steps here, without a GPU, to try the script. MODES="1" checks only the default
+# multiply path and PTXAS=0 skips the ptxas report, for a call that must be short.
+# Both modes hash on the device (the default); MEGANET_GPU_HOST_HASH=1 in the environment hashes on the host.
 set -uo pipefail
 out=${OUT:-/tmp/gpu-out}
 mkdir -p "$out"
@@ -46,7 +48,7 @@ meganet=("$b/dotnet/dotnet" "$b/app/meganet.dll")
 
 # The plain C# multiply first, then the PTX-widened one (VerifierOptions.GpuInlinePtx, the default: limb products
 # rewritten to mul.wide.s32; checked on an H200 in perf/gpu/results/2026-11-30-h200-run2.txt).
-for ptx in 0 1; do
+for ptx in ${MODES:-0 1}; do
   export MEGANET_GPU_INLINE_PTX=$ptx
   step "MEGANET_GPU_INLINE_PTX=$ptx: verdicts of --backend $backend against each file's expected verdicts"
   failed=0
@@ -76,8 +78,8 @@ PY
 done
 unset MEGANET_GPU_INLINE_PTX
 
-step "ptxas for sm_90"
-for p in .gpu-check/*.ptx perf/gpu/*.ptx; do
+[ "${PTXAS:-1}" = 1 ] && step "ptxas for sm_90"
+[ "${PTXAS:-1}" = 1 ] && for p in .gpu-check/*.ptx perf/gpu/*.ptx; do
   name=$(basename "$p" .ptx)
   timeout 120 ptxas -arch=sm_90 -v "$p" -o "/tmp/$name.cubin" > "$out/ptxas-$name.txt" 2>&1
   grep -E "registers|spill|stack" "$out/ptxas-$name.txt" | head -6

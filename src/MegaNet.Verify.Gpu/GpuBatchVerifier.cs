@@ -28,15 +28,16 @@ public enum GpuDeviceKind
 }
 
 /// <summary>
-/// Backends <c>gpu</c> and <c>gpu-cpu</c>: the MegaNet rule as ILGPU kernels, one thread per signature. The host
-/// checks S &lt; L and computes k = SHA-512(R ‖ A ‖ M) mod L in parallel; the kernel decodes A and R strictly, refuses
-/// small-order points and checks [8]([S]B − R − [k]A) = 𝒪. The kernel is compiled once at construction.
+/// Backends <c>gpu</c> and <c>gpu-cpu</c>: the MegaNet rule as ILGPU kernels, one thread per signature. A first kernel
+/// (<see cref="ChallengeKernel"/>) checks S &lt; L and computes k = SHA-512(R ‖ A ‖ M) mod L (or the host does, in
+/// parallel, with <see cref="VerifierOptions.GpuHashOnHost"/>); the second decodes A and R strictly, refuses
+/// small-order points and checks [8]([S]B − R − [k]A) = 𝒪. The kernels are compiled once at construction.
 /// </summary>
 /// <remarks>
 /// Two launch slots, each with its own stream, page-locked host buffers and device buffers, allocated on first use,
 /// grown on demand up to <see cref="VerifierOptions.GpuMaxBatch"/> items and reused (no allocation per batch). Batches
 /// up to <see cref="OverlapChunk"/> × 2 items are one launch; larger ones are cut into chunks that alternate between the
-/// slots, so the host hashes chunk j + 1 while the device copies in, verifies and copies out chunk j. Verdicts come
+/// slots, so the host prepares chunk j + 1 while the device copies in, verifies and copies out chunk j. Verdicts come
 /// back as one byte per item. One batch at a time per instance (calls from several threads queue on the instance).
 /// </remarks>
 public sealed class GpuBatchVerifier : BatchVerifierBase
@@ -58,13 +59,20 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
     private readonly MemoryBuffer1D<byte, Stride1D.Dense> _smallOrder;
     private readonly MemoryBuffer1D<int, Stride1D.Dense> _baseTable;
     private readonly bool _inlinePtx;
+    private readonly bool _hashOnHost;
     private readonly Kernel? _widenedKernel;
+    private readonly Action<AcceleratorStream, KernelConfig, int, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<int>, int, ArrayView<ulong>, ArrayView<byte>, ArrayView<uint>, ArrayView<byte>> _prepare;
+    private readonly MemoryBuffer1D<ulong, Stride1D.Dense> _shaConstants;
     private readonly int _maxBatch;
     private readonly object _gate = new();
     private readonly LaunchSlot[] _slots;
 
     /// <summary>Smallest chunk a large batch is cut into (one launch below twice this).</summary>
     public const int OverlapChunk = 8192;
+
+    /// <summary>Most message bytes in one chunk when the device hashes: a chunk with more is cut smaller, so long
+    /// messages do not grow the page-locked and device buffers without bound (one item's message always fits).</summary>
+    public const int MaxChunkMessageBytes = 64 << 20;
 
     /// <summary>Creates the verifier on the given accelerator kind and compiles the kernel.</summary>
     /// <exception cref="BackendUnavailableException">No such accelerator here.</exception>
@@ -104,6 +112,9 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
             }
 
             _occupancyGroup = Math.Max(_accelerator.WarpSize, minGroupSize ?? Math.Min(256, _accelerator.MaxNumThreadsPerGroup));
+            _hashOnHost = options.GpuHashOnHost;
+            _prepare = _accelerator.LoadKernel<int, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<int>, int, ArrayView<ulong>, ArrayView<byte>, ArrayView<uint>, ArrayView<byte>>(ChallengeKernel.Prepare);
+            _shaConstants = _accelerator.Allocate1D(ChallengeKernel.Constants());
             _constants = BuildConstants();
             _smallOrder = _accelerator.Allocate1D(SmallOrderEncodings());
             _baseTable = _accelerator.Allocate1D(BaseTable(_constants));
@@ -113,6 +124,7 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
         {
             // Under auto the node falls back to SIMD after this; it must not keep a device context and its memory.
             _widenedKernel?.Dispose();
+            _shaConstants?.Dispose();
             _smallOrder?.Dispose();
             _baseTable?.Dispose();
             _accelerator?.Dispose();
@@ -123,6 +135,9 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
         CompileMilliseconds = watch.Elapsed.TotalMilliseconds;
         DeviceName = _accelerator.Name;
     }
+
+    /// <summary><see cref="MaxChunkMessageBytes"/>, lowered by tests to cut chunks by message size.</summary>
+    internal int ChunkMessageBytes { get; set; } = MaxChunkMessageBytes;
 
     /// <summary>Null when the backend can run here, else why not.</summary>
     public static string? Probe(GpuDeviceKind kind) => kind == GpuDeviceKind.CpuAccelerator ? null : DeviceProbe.Value;
@@ -142,7 +157,7 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
 
     /// <inheritdoc />
     public override string Description =>
-        $"ILGPU {_accelerator.AcceleratorType} '{DeviceName}' ({_accelerator.NumMultiprocessors} multiprocessors), one thread per signature in groups of up to {_occupancyGroup}{(_inlinePtx ? $", {WidenedMultiplies} limb products as PTX mul.wide.s32" : "")}, kernel ready in {CompileMilliseconds:F0} ms";
+        $"ILGPU {_accelerator.AcceleratorType} '{DeviceName}' ({_accelerator.NumMultiprocessors} multiprocessors), one thread per signature in groups of up to {_occupancyGroup}{(_inlinePtx ? $", {WidenedMultiplies} limb products as PTX mul.wide.s32" : "")}, SHA-512 on the {(_hashOnHost ? "host" : "device")}, kernel ready in {CompileMilliseconds:F0} ms";
 
     /// <inheritdoc />
     protected override void VerifyCore(SignatureBatch batch, int start, int count, Span<bool> verdicts)
@@ -156,14 +171,29 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
             int launches = 0;
             try
             {
-                for (int done = 0; done < count; done += chunk, launches++)
+                for (int done = 0, n; done < count; done += n, launches++)
                 {
                     LaunchSlot slot = _slots[launches & 1];
                     Finish(slot, verdicts);
-                    int n = Math.Min(chunk, count - done);
-                    slot.EnsureCapacity(n, _maxBatch);
+                    n = Math.Min(chunk, count - done);
                     long prepared = Stopwatch.GetTimestamp();
-                    PrepareOnHost(batch, start + done, n, slot.Keys!.GetArray(), slot.Rs!.GetArray(), slot.Scalars!.GetArray(), slot.Pre!.GetArray());
+                    if (_hashOnHost)
+                    {
+                        slot.EnsureCapacity(n, _maxBatch, 0);
+                        PrepareOnHost(batch, start + done, n, slot.Keys!.GetArray(), slot.Rs!.GetArray(), slot.Scalars!.GetArray(), slot.Pre!.GetArray());
+                    }
+                    else
+                    {
+                        ReadOnlySpan<int> offsets = batch.MessageOffsets;
+                        while (n > 1 && offsets[start + done + n] - offsets[start + done] > ChunkMessageBytes)
+                        {
+                            n = (n + 1) / 2;
+                        }
+
+                        slot.EnsureCapacity(n, _maxBatch, offsets[start + done + n] - offsets[start + done]);
+                        CopyOnHost(batch, start + done, n, slot);
+                    }
+
                     MegaNetMetrics.GpuHostTime.Record(Stopwatch.GetElapsedTime(prepared).TotalMilliseconds);
                     Launch(slot, done, n);
                 }
@@ -197,10 +227,30 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
         AcceleratorStream stream = slot.Stream;
         slot.Marks[0] = stream.AddProfilingMarker();
         slot.DeviceKeys!.View.SubView(0, 32 * n).CopyFrom(stream, slot.Keys!.ArrayView.SubView(0, 32 * n));
-        slot.DeviceRs!.View.SubView(0, 32 * n).CopyFrom(stream, slot.Rs!.ArrayView.SubView(0, 32 * n));
-        slot.DeviceScalars!.View.SubView(0, 16 * n).CopyFrom(stream, slot.Scalars!.ArrayView.SubView(0, 16 * n));
-        slot.DevicePre!.View.SubView(0, n).CopyFrom(stream, slot.Pre!.ArrayView.SubView(0, n));
-        slot.Marks[1] = stream.AddProfilingMarker();
+        if (_hashOnHost)
+        {
+            slot.DeviceRs!.View.SubView(0, 32 * n).CopyFrom(stream, slot.Rs!.ArrayView.SubView(0, 32 * n));
+            slot.DeviceScalars!.View.SubView(0, 16 * n).CopyFrom(stream, slot.Scalars!.ArrayView.SubView(0, 16 * n));
+            slot.DevicePre!.View.SubView(0, n).CopyFrom(stream, slot.Pre!.ArrayView.SubView(0, n));
+            slot.Marks[1] = stream.AddProfilingMarker();
+        }
+        else
+        {
+            int messageBytes = slot.Offsets![n] - slot.Offsets[0];
+            slot.DeviceSignatures!.View.SubView(0, 64 * n).CopyFrom(stream, slot.Signatures!.ArrayView.SubView(0, 64 * n));
+            slot.DeviceOffsets!.View.SubView(0, n + 1).CopyFrom(stream, slot.Offsets.ArrayView.SubView(0, n + 1));
+            if (messageBytes > 0)
+            {
+                slot.DeviceMessages!.View.SubView(0, messageBytes).CopyFrom(stream, slot.Messages!.ArrayView.SubView(0, messageBytes));
+            }
+
+            // The kernel times below include this one: rules 2 and 5 are now device work.
+            slot.Marks[1] = stream.AddProfilingMarker();
+            int group = Math.Min(256, _accelerator.MaxNumThreadsPerGroup);
+            _prepare(stream, new KernelConfig((n + group - 1) / group, group), n, slot.DeviceSignatures.View, slot.DeviceKeys.View, slot.DeviceMessages!.View,
+                slot.DeviceOffsets.View, slot.Offsets[0], _shaConstants.View, slot.DeviceRs!.View, slot.DeviceScalars!.View, slot.DevicePre!.View);
+        }
+
         _kernel(stream, LaunchShape(n), n, slot.DeviceKeys.View, slot.DeviceRs.View, slot.DeviceScalars.View, slot.DevicePre.View, _smallOrder.View, _baseTable.View, _constants, slot.DeviceVerdicts!.View);
         slot.Marks[2] = stream.AddProfilingMarker();
         slot.DeviceVerdicts.View.SubView(0, n).CopyTo(stream, slot.Results!.ArrayView.SubView(0, n));
@@ -300,6 +350,34 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
         });
     }
 
+    /// <summary>What the device needs to hash on its own: the chunk's keys, signatures, messages and their offsets,
+    /// copied block by block into the slot's page-locked buffers (no work per item).</summary>
+    private static void CopyOnHost(SignatureBatch batch, int start, int n, LaunchSlot slot)
+    {
+        const int Part = 16_384;
+        batch.MessageOffsets.Slice(start, n + 1).CopyTo(slot.Offsets!.Span);
+        Parallel.For(0, (n + Part - 1) / Part, part =>
+        {
+            int from = part * Part, items = Math.Min(Part, n - from);
+            batch.PublicKeys.Slice(32 * (start + from), 32 * items).CopyTo(slot.Keys!.Span[(32 * from)..]);
+            batch.Signatures.Slice(64 * (start + from), 64 * items).CopyTo(slot.Signatures!.Span[(64 * from)..]);
+            ReadOnlySpan<int> offsets = slot.Offsets!.Span;
+
+            // The kernel reads each message by these offsets: a table out of order (a batch changed while it is being
+            // verified) is refused here, before a device reads outside the chunk.
+            for (int j = from; j < from + items; j++)
+            {
+                if (offsets[j + 1] < offsets[j])
+                {
+                    throw new ArgumentException($"The batch's message table is inconsistent at item {start + j}: was the batch changed while it was being verified?", nameof(batch));
+                }
+            }
+
+            int first = offsets[from], end = offsets[from + items];
+            batch.MessageData[first..end].CopyTo(slot.Messages!.Span[(first - offsets[0])..]);
+        });
+    }
+
     internal static CurveConstants BuildConstants()
     {
         CurveConstants c;
@@ -377,6 +455,7 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
                 }
 
                 _widenedKernel?.Dispose();
+                _shaConstants.Dispose();
                 _smallOrder.Dispose();
                 _baseTable.Dispose();
                 _accelerator.Dispose();
@@ -400,6 +479,12 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
 
         public PageLockedArray1D<byte>? Results { get; private set; }
 
+        public PageLockedArray1D<byte>? Signatures { get; private set; }
+
+        public PageLockedArray1D<byte>? Messages { get; private set; }
+
+        public PageLockedArray1D<int>? Offsets { get; private set; }
+
         public MemoryBuffer1D<byte, Stride1D.Dense>? DeviceKeys { get; private set; }
 
         public MemoryBuffer1D<byte, Stride1D.Dense>? DeviceRs { get; private set; }
@@ -410,6 +495,12 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
 
         public MemoryBuffer1D<byte, Stride1D.Dense>? DeviceVerdicts { get; private set; }
 
+        public MemoryBuffer1D<byte, Stride1D.Dense>? DeviceSignatures { get; private set; }
+
+        public MemoryBuffer1D<byte, Stride1D.Dense>? DeviceMessages { get; private set; }
+
+        public MemoryBuffer1D<int, Stride1D.Dense>? DeviceOffsets { get; private set; }
+
         /// <summary>Markers before copy-in, before and after the kernel, after copy-out.</summary>
         public ProfilingMarker?[] Marks { get; } = new ProfilingMarker?[4];
 
@@ -419,28 +510,46 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
         public int Count { get; set; }
 
         private int _capacity;
+        private int _messageCapacity;
 
-        public void EnsureCapacity(int n, int max)
+        /// <summary>Room for <paramref name="n"/> items and, when the device hashes (<paramref name="messageBytes"/>
+        /// given, 0 or more), their messages; grown by doubling, items capped at <paramref name="max"/>.</summary>
+        public void EnsureCapacity(int n, int max, int messageBytes)
         {
-            if (n <= _capacity)
+            if (n > _capacity)
             {
-                return;
+                int capacity = Math.Min(max, Math.Max(n, Math.Max(1024, _capacity * 2)));
+                DisposeItemBuffers();
+                _capacity = 0; // until every buffer below exists: a failed allocation must not leave disposed ones in use
+                Keys = accelerator.AllocatePageLocked1D<byte>(32L * capacity);
+                Rs = accelerator.AllocatePageLocked1D<byte>(32L * capacity);
+                Scalars = accelerator.AllocatePageLocked1D<uint>(16L * capacity);
+                Pre = accelerator.AllocatePageLocked1D<byte>(capacity);
+                Results = accelerator.AllocatePageLocked1D<byte>(capacity);
+                Signatures = accelerator.AllocatePageLocked1D<byte>(64L * capacity);
+                Offsets = accelerator.AllocatePageLocked1D<int>(capacity + 1L);
+                DeviceKeys = accelerator.Allocate1D<byte>(32L * capacity);
+                DeviceRs = accelerator.Allocate1D<byte>(32L * capacity);
+                DeviceScalars = accelerator.Allocate1D<uint>(16L * capacity);
+                DevicePre = accelerator.Allocate1D<byte>(capacity);
+                DeviceVerdicts = accelerator.Allocate1D<byte>(capacity);
+                DeviceSignatures = accelerator.Allocate1D<byte>(64L * capacity);
+                DeviceOffsets = accelerator.Allocate1D<int>(capacity + 1L);
+                _capacity = capacity;
             }
 
-            int capacity = Math.Min(max, Math.Max(n, Math.Max(1024, _capacity * 2)));
-            DisposeBuffers();
-            _capacity = 0; // until every buffer below exists: a failed allocation must not leave disposed ones in use
-            Keys = accelerator.AllocatePageLocked1D<byte>(32L * capacity);
-            Rs = accelerator.AllocatePageLocked1D<byte>(32L * capacity);
-            Scalars = accelerator.AllocatePageLocked1D<uint>(16L * capacity);
-            Pre = accelerator.AllocatePageLocked1D<byte>(capacity);
-            Results = accelerator.AllocatePageLocked1D<byte>(capacity);
-            DeviceKeys = accelerator.Allocate1D<byte>(32L * capacity);
-            DeviceRs = accelerator.Allocate1D<byte>(32L * capacity);
-            DeviceScalars = accelerator.Allocate1D<uint>(16L * capacity);
-            DevicePre = accelerator.Allocate1D<byte>(capacity);
-            DeviceVerdicts = accelerator.Allocate1D<byte>(capacity);
-            _capacity = capacity;
+            if (Messages is null || messageBytes > _messageCapacity)
+            {
+                int capacity = (int)Math.Min(int.MaxValue, Math.Max(messageBytes, Math.Max(64L * 1024, 2L * _messageCapacity)));
+                Messages?.Dispose();
+                DeviceMessages?.Dispose();
+                Messages = null;
+                DeviceMessages = null;
+                _messageCapacity = 0;
+                Messages = accelerator.AllocatePageLocked1D<byte>(capacity);
+                DeviceMessages = accelerator.Allocate1D<byte>(capacity);
+                _messageCapacity = capacity;
+            }
         }
 
         /// <summary>Waits out whatever is in flight and forgets it.</summary>
@@ -474,16 +583,27 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
 
         private void DisposeBuffers()
         {
+            DisposeItemBuffers();
+            Messages?.Dispose();
+            DeviceMessages?.Dispose();
+        }
+
+        private void DisposeItemBuffers()
+        {
             Keys?.Dispose();
             Rs?.Dispose();
             Scalars?.Dispose();
             Pre?.Dispose();
             Results?.Dispose();
+            Signatures?.Dispose();
+            Offsets?.Dispose();
             DeviceKeys?.Dispose();
             DeviceRs?.Dispose();
             DeviceScalars?.Dispose();
             DevicePre?.Dispose();
             DeviceVerdicts?.Dispose();
+            DeviceSignatures?.Dispose();
+            DeviceOffsets?.Dispose();
         }
     }
 }

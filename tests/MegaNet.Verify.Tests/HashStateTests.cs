@@ -29,12 +29,15 @@ public sealed class HashStateTests
         Assert.All(simd.Verify(clean), Assert.True);
     }
 
-    [Fact]
-    public void A_gpu_batch_that_throws_while_hashing_leaves_the_next_verification_on_that_thread_exact()
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public void A_gpu_batch_that_throws_while_hashing_leaves_the_next_verification_exact(bool hashOnHost)
     {
-        // The GPU backend hashes on the host in a parallel loop; a batch of one 256-item block runs it on this thread,
-        // so both calls share its hash object. ILGPU's CPU accelerator runs the same host code as a real device.
-        IBatchVerifier gpu = Backends.Get("gpu-cpu");
+        // On the host the GPU backend hashes in a parallel loop; a batch of one 256-item block runs it on this thread,
+        // so both calls share its hash object. On the device the offsets are checked before anything is sent: a
+        // kernel must never read outside the chunk's messages. ILGPU's CPU accelerator runs the same code as a device.
+        using var gpu = new MegaNet.Verify.Gpu.GpuBatchVerifier(MegaNet.Verify.Gpu.GpuDeviceKind.CpuAccelerator, new VerifierOptions { GpuHashOnHost = hashOnHost });
         var generator = new SignatureCaseGenerator(19);
         SignatureCase[] cases = Enumerable.Range(0, 8).Select(_ => generator.Next(SignatureCaseKind.Valid)).ToArray();
 

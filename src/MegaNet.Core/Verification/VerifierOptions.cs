@@ -23,6 +23,12 @@ public sealed class VerifierOptions
     /// </summary>
     public bool GpuInlinePtx { get; set; } = Environment.GetEnvironmentVariable("MEGANET_GPU_INLINE_PTX") != "0";
 
+    /// <summary>
+    /// Compute S &lt; L and k = SHA-512(R ‖ A ‖ M) mod L on the host's cores instead of in a device kernel (the default).
+    /// For comparison and diagnosis; also turned on by the environment variable <c>MEGANET_GPU_HOST_HASH=1</c>.
+    /// </summary>
+    public bool GpuHashOnHost { get; set; } = Environment.GetEnvironmentVariable("MEGANET_GPU_HOST_HASH") == "1";
+
     /// <summary>Throws <see cref="ArgumentOutOfRangeException"/> naming the first setting out of range.</summary>
     public void Validate()
     {

@@ -61,8 +61,8 @@ internal struct CurveConstants
 /// <summary>
 /// The MegaNet rule as one GPU thread per signature (docs/verification.md): strict decoding of A and R with the
 /// canonical and small-order checks, then [8]([S]B + [k](−A) − R) = 𝒪. S &lt; L and k = SHA-512(R ‖ A ‖ M) mod L come
-/// from the host: messages vary in length, so hashing them on the CPU in parallel keeps the kernel free of
-/// variable-length loops and the transfers small (32 bytes per item).
+/// from <see cref="ChallengeKernel"/> (or the host), launched before it on the same stream: the message loop stays
+/// out of this kernel, whose registers are spent on the curve arithmetic.
 /// </summary>
 /// <remarks>
 /// One pass of 252 doublings serves both scalars (Straus). k is read in 64 signed radix-16 digits (−8..7) against a
