@@ -118,7 +118,7 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
             _constants = BuildConstants();
             _smallOrder = _accelerator.Allocate1D(SmallOrderEncodings());
             _baseTable = _accelerator.Allocate1D(BaseTable(_constants));
-            _slots = [new LaunchSlot(_accelerator), new LaunchSlot(_accelerator)];
+            _slots = [new LaunchSlot(_accelerator, _hashOnHost), new LaunchSlot(_accelerator, _hashOnHost)];
         }
         catch
         {
@@ -465,7 +465,7 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
     }
 
     /// <summary>One stream with its page-locked host buffers, device buffers and the chunk in flight on it.</summary>
-    private sealed class LaunchSlot(Accelerator accelerator) : IDisposable
+    private sealed class LaunchSlot(Accelerator accelerator, bool hashOnHost) : IDisposable
     {
         public AcceleratorStream Stream { get; } = accelerator.CreateStream();
 
@@ -512,8 +512,10 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
         private int _capacity;
         private int _messageCapacity;
 
-        /// <summary>Room for <paramref name="n"/> items and, when the device hashes (<paramref name="messageBytes"/>
-        /// given, 0 or more), their messages; grown by doubling, items capped at <paramref name="max"/>.</summary>
+        /// <summary>Room for <paramref name="n"/> items and, when the device hashes, <paramref name="messageBytes"/> of
+        /// their messages; grown by doubling, items capped at <paramref name="max"/>. Host buffers are those the
+        /// slot's mode fills: R, scalars and the S check when the host hashes, signatures and offsets when the device
+        /// does.</summary>
         public void EnsureCapacity(int n, int max, int messageBytes)
         {
             if (n > _capacity)
@@ -522,25 +524,33 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
                 DisposeItemBuffers();
                 _capacity = 0; // until every buffer below exists: a failed allocation must not leave disposed ones in use
                 Keys = accelerator.AllocatePageLocked1D<byte>(32L * capacity);
-                Rs = accelerator.AllocatePageLocked1D<byte>(32L * capacity);
-                Scalars = accelerator.AllocatePageLocked1D<uint>(16L * capacity);
-                Pre = accelerator.AllocatePageLocked1D<byte>(capacity);
                 Results = accelerator.AllocatePageLocked1D<byte>(capacity);
-                Signatures = accelerator.AllocatePageLocked1D<byte>(64L * capacity);
-                Offsets = accelerator.AllocatePageLocked1D<int>(capacity + 1L);
+                if (hashOnHost)
+                {
+                    Rs = accelerator.AllocatePageLocked1D<byte>(32L * capacity);
+                    Scalars = accelerator.AllocatePageLocked1D<uint>(16L * capacity);
+                    Pre = accelerator.AllocatePageLocked1D<byte>(capacity);
+                }
+                else
+                {
+                    Signatures = accelerator.AllocatePageLocked1D<byte>(64L * capacity);
+                    Offsets = accelerator.AllocatePageLocked1D<int>(capacity + 1L);
+                    DeviceSignatures = accelerator.Allocate1D<byte>(64L * capacity);
+                    DeviceOffsets = accelerator.Allocate1D<int>(capacity + 1L);
+                }
+
                 DeviceKeys = accelerator.Allocate1D<byte>(32L * capacity);
                 DeviceRs = accelerator.Allocate1D<byte>(32L * capacity);
                 DeviceScalars = accelerator.Allocate1D<uint>(16L * capacity);
                 DevicePre = accelerator.Allocate1D<byte>(capacity);
                 DeviceVerdicts = accelerator.Allocate1D<byte>(capacity);
-                DeviceSignatures = accelerator.Allocate1D<byte>(64L * capacity);
-                DeviceOffsets = accelerator.Allocate1D<int>(capacity + 1L);
                 _capacity = capacity;
             }
 
-            if (Messages is null || messageBytes > _messageCapacity)
+            if (!hashOnHost && (Messages is null || messageBytes > _messageCapacity))
             {
-                int capacity = (int)Math.Min(int.MaxValue, Math.Max(messageBytes, Math.Max(64L * 1024, 2L * _messageCapacity)));
+                // Doubling stops at the chunk cap; only a single message longer than that asks for more.
+                int capacity = Math.Max(messageBytes, Math.Min(MaxChunkMessageBytes, Math.Max(64 * 1024, 2 * _messageCapacity)));
                 Messages?.Dispose();
                 DeviceMessages?.Dispose();
                 Messages = null;
