@@ -60,7 +60,7 @@ public sealed class ConnectionLimitTests
         using (var third = new MegaNetClient(node.Address))
         {
             RpcException refused = await Assert.ThrowsAsync<RpcException>(async () => await third.Relay.StatusAsync(new StatusRequest()));
-            Assert.Equal(StatusCode.Unavailable, refused.StatusCode);
+            Assert.True(IsRefusedConnection(refused), $"refused as {refused.Status}");
         }
 
         // The first two still work on their connections.
@@ -179,12 +179,20 @@ public sealed class ConnectionLimitTests
             {
                 return await call(DateTime.UtcNow.AddSeconds(60));
             }
-            catch (RpcException e) when (e.StatusCode == StatusCode.Unavailable && clock.Elapsed < TimeSpan.FromSeconds(60))
+            catch (RpcException e) when (IsRefusedConnection(e) && clock.Elapsed < TimeSpan.FromSeconds(60))
             {
                 await Task.Delay(200);
             }
         }
     }
+
+    /// <summary>
+    /// A connection the node closed unanswered, before HTTP/2: grpc-dotnet reports it as UNAVAILABLE, or as INTERNAL
+    /// when the close meets its HTTP/2 handshake (seen under load: 2 in 20 runs with two busy cores beside the test).
+    /// </summary>
+    private static bool IsRefusedConnection(RpcException e) =>
+        e.StatusCode == StatusCode.Unavailable
+        || (e.StatusCode == StatusCode.Internal && e.Status.Detail.Contains("did not complete the HTTP/2 handshake", StringComparison.Ordinal));
 
     /// <summary>Polls <paramref name="condition"/> for up to two minutes, failing with <paramref name="state"/>.</summary>
     private static async Task WaitForAsync(Func<bool> condition, Func<string> state)
