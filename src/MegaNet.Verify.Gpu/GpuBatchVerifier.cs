@@ -107,7 +107,7 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
             }
             else
             {
-                _kernel = _accelerator.LoadKernel<int, ArrayView<byte>, ArrayView<byte>, ArrayView<uint>, ArrayView<byte>, ArrayView<byte>, ArrayView<int>, CurveConstants, ArrayView<byte>>(Ed25519Kernel.Verify<PlainMultiply>, out KernelInfo? info);
+                _kernel = _accelerator.LoadKernel<int, ArrayView<byte>, ArrayView<byte>, ArrayView<uint>, ArrayView<byte>, ArrayView<byte>, ArrayView<int>, CurveConstants, ArrayView<byte>>(Ed25519Kernel.Verify, out KernelInfo? info);
                 minGroupSize = info?.MinGroupSize;
             }
 
@@ -263,7 +263,7 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
     // driver. Not in ILGPU's kernel cache: the verifier disposes it.
     private static (Kernel Kernel, Action<AcceleratorStream, KernelConfig, int, ArrayView<byte>, ArrayView<byte>, ArrayView<uint>, ArrayView<byte>, ArrayView<byte>, ArrayView<int>, CurveConstants, ArrayView<byte>> Launcher, int Rewritten) LoadWidened(Accelerator accelerator)
     {
-        MethodInfo method = typeof(Ed25519Kernel).GetMethod(nameof(Ed25519Kernel.Verify), BindingFlags.Public | BindingFlags.Static)!.MakeGenericMethod(typeof(PlainMultiply));
+        MethodInfo method = typeof(Ed25519Kernel).GetMethod(nameof(Ed25519Kernel.Verify), BindingFlags.Public | BindingFlags.Static)!;
         var compiled = (PTXCompiledKernel)accelerator.GetBackend().Compile(EntryPointDescription.FromExplicitlyGroupedKernel(method), KernelSpecialization.Empty);
         Kernel kernel = accelerator.LoadKernel(PtxWidening.Rewrite(compiled, out int rewritten));
         try
@@ -402,7 +402,7 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
             int o = m * Ed25519Kernel.BaseTableStride;
             Fe.Store(Fe.Reduce(Fe.Add(y, x)), table, o);
             Fe.Store(Fe.Reduce(Fe.Sub(y, x)), table, o + 10);
-            Fe.Store(Fe.Mul<PlainMultiply>(Fe.Mul<PlainMultiply>(x, y), c.D2), table, o + 20);
+            Fe.Store(Fe.Mul(Fe.Mul(x, y), c.D2), table, o + 20);
         }
 
         return table;

@@ -2,12 +2,9 @@ using System.Numerics;
 using System.Reflection;
 using System.Security.Cryptography;
 using ILGPU;
-using ILGPU.Backends;
-using ILGPU.Backends.EntryPoints;
 using ILGPU.Backends.PTX;
 using ILGPU.Runtime;
 using ILGPU.Runtime.CPU;
-using ILGPU.Runtime.Cuda;
 using MegaNet.Core.Ed25519;
 using MegaNet.Core.Verification;
 using MegaNet.Verify.Gpu;
@@ -142,16 +139,10 @@ public sealed class GpuChallengeKernelTests(ITestOutputHelper output)
     [Fact]
     public void The_challenge_kernel_compiles_to_PTX_for_sm_90_without_a_GPU()
     {
-        using Context context = Context.Create(b => b.Default().Optimize(OptimizationLevel.O2));
-        using var backend = new PTXBackend(context, new CudaCapabilityContext(CudaArchitecture.SM_90), CudaArchitecture.SM_90, CudaInstructionSet.ISA_83, nvvmAPI: null);
-        MethodInfo kernel = typeof(ChallengeKernel).GetMethod(nameof(ChallengeKernel.Prepare), BindingFlags.Public | BindingFlags.Static)!;
-        var compiled = (PTXCompiledKernel)backend.Compile(EntryPointDescription.FromExplicitlyGroupedKernel(kernel), KernelSpecialization.Empty);
+        PTXCompiledKernel compiled = GpuKernelTests.CompileToPtx(typeof(ChallengeKernel).GetMethod(nameof(ChallengeKernel.Prepare), BindingFlags.Public | BindingFlags.Static)!);
         output.WriteLine($"PTX: {compiled.PTXAssembly.Length} characters");
         Assert.Contains(".entry", compiled.PTXAssembly);
-        if (Environment.GetEnvironmentVariable("MEGANET_PTX_OUT") is { Length: > 0 } folder)
-        {
-            File.WriteAllText(Path.Combine(folder, "challenge.ptx"), compiled.PTXAssembly);
-        }
+        GpuKernelTests.WriteForDeviceCheck("challenge.ptx", compiled.PTXAssembly);
     }
 
     [Fact]

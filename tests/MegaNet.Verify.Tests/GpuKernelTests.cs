@@ -130,7 +130,7 @@ public sealed class GpuKernelTests(ITestOutputHelper output)
         using Context context = Context.Create(b => b.Default().Optimize(OptimizationLevel.O2));
         using var backend = new CLBackend(context, new CLCapabilityContext(float16: false, float64: true, genericAddressSpace: true, int64_Atomics: true, subGroups: false),
             CLDeviceVendor.Other, CLCVersion.CL20);
-        MethodInfo kernel = typeof(Ed25519Kernel).GetMethod(nameof(Ed25519Kernel.Verify), BindingFlags.Public | BindingFlags.Static)!.MakeGenericMethod(typeof(PlainMultiply));
+        MethodInfo kernel = typeof(Ed25519Kernel).GetMethod(nameof(Ed25519Kernel.Verify), BindingFlags.Public | BindingFlags.Static)!;
         CompiledKernel compiled = backend.Compile(EntryPointDescription.FromExplicitlyGroupedKernel(kernel), KernelSpecialization.Empty);
         string source = ((CLCompiledKernel)compiled).Source;
         output.WriteLine($"OpenCL C: {source.Length} characters");
@@ -151,15 +151,15 @@ public sealed class GpuKernelTests(ITestOutputHelper output)
             b[31] &= 0x7F;
             BigInteger x = Ed25519Reference.FromLittleEndian(a) % Ed25519Reference.P, y = Ed25519Reference.FromLittleEndian(b) % Ed25519Reference.P;
             Fe fa = Fe.FromBytes(a), fb = Fe.FromBytes(b);
-            Assert.Equal(x * y % Ed25519Reference.P, Value(Fe.Mul<PlainMultiply>(fa, fb)));
-            Assert.Equal(x * x % Ed25519Reference.P, Value(Fe.Square<PlainMultiply>(fa)));
+            Assert.Equal(x * y % Ed25519Reference.P, Value(Fe.Mul(fa, fb)));
+            Assert.Equal(x * x % Ed25519Reference.P, Value(Fe.Square(fa)));
             // Inputs at the documented bound: sums and differences of four carried elements.
             Fe wideA = Fe.Sub(Fe.Add(fa, fa), Fe.Add(fb, fb)), wideB = Fe.Add(Fe.Add(fb, fa), Fe.Sub(fb, fa));
             BigInteger wa = Ed25519Reference.Mod(2 * x - 2 * y), wb = Ed25519Reference.Mod(2 * y);
-            Assert.Equal(wa * wb % Ed25519Reference.P, Value(Fe.Mul<PlainMultiply>(wideA, wideB)));
-            Assert.Equal(wa * wa % Ed25519Reference.P, Value(Fe.Square<PlainMultiply>(wideA)));
+            Assert.Equal(wa * wb % Ed25519Reference.P, Value(Fe.Mul(wideA, wideB)));
+            Assert.Equal(wa * wa % Ed25519Reference.P, Value(Fe.Square(wideA)));
             Assert.Equal(Ed25519Reference.Mod(x - y), Value(Fe.Sub(fa, fb)));
-            Assert.Equal(BigInteger.ModPow(x, (Ed25519Reference.P - 5) / 8, Ed25519Reference.P), Value(Fe.Pow22523<PlainMultiply>(fa)));
+            Assert.Equal(BigInteger.ModPow(x, (Ed25519Reference.P - 5) / 8, Ed25519Reference.P), Value(Fe.Pow22523(fa)));
             Assert.Equal(x.IsZero, Fe.IsZero(fa));
             Assert.Equal(!x.IsEven, Fe.IsOdd(fa));
         }
@@ -176,9 +176,9 @@ public sealed class GpuKernelTests(ITestOutputHelper output)
         {
             Ed25519Reference.Point p = RandomPoint(random), q = RandomPoint(random);
             Ge gp = FromReference(p), gq = FromReference(q);
-            AssertSame(Ed25519Reference.Add(p, p), Ed25519Kernel.ToP3<PlainMultiply>(Ed25519Kernel.Double<PlainMultiply>(Ed25519Kernel.ToP2(gp))));
-            AssertSame(Ed25519Reference.Add(p, q), Ed25519Kernel.ToP3<PlainMultiply>(Ed25519Kernel.AddCached<PlainMultiply>(gp, Ed25519Kernel.ToCached<PlainMultiply>(gq, c), false)));
-            AssertSame(Ed25519Reference.Add(p, Negate(q)), Ed25519Kernel.ToP3<PlainMultiply>(Ed25519Kernel.AddCached<PlainMultiply>(gp, Ed25519Kernel.ToCached<PlainMultiply>(gq, c), true)));
+            AssertSame(Ed25519Reference.Add(p, p), Ed25519Kernel.ToP3(Ed25519Kernel.Double(Ed25519Kernel.ToP2(gp))));
+            AssertSame(Ed25519Reference.Add(p, q), Ed25519Kernel.ToP3(Ed25519Kernel.AddCached(gp, Ed25519Kernel.ToCached(gq, c), false)));
+            AssertSame(Ed25519Reference.Add(p, Negate(q)), Ed25519Kernel.ToP3(Ed25519Kernel.AddCached(gp, Ed25519Kernel.ToCached(gq, c), true)));
 
             // The base table's entries, added and subtracted as the kernel does.
             int m = random.Next(Ed25519Kernel.BaseTableEntries);
@@ -189,8 +189,8 @@ public sealed class GpuKernelTests(ITestOutputHelper output)
                 XY2d = Fe.Load(baseTable, m * Ed25519Kernel.BaseTableStride + 20),
             };
             Ed25519Reference.Point mB = Ed25519Reference.ScalarMultiply(m + 1, Ed25519Reference.B);
-            AssertSame(Ed25519Reference.Add(p, mB), Ed25519Kernel.ToP3<PlainMultiply>(Ed25519Kernel.AddPrecomp<PlainMultiply>(gp, entry, false)));
-            AssertSame(Ed25519Reference.Add(p, Negate(mB)), Ed25519Kernel.ToP3<PlainMultiply>(Ed25519Kernel.AddPrecomp<PlainMultiply>(gp, entry, true)));
+            AssertSame(Ed25519Reference.Add(p, mB), Ed25519Kernel.ToP3(Ed25519Kernel.AddPrecomp(gp, entry, false)));
+            AssertSame(Ed25519Reference.Add(p, Negate(mB)), Ed25519Kernel.ToP3(Ed25519Kernel.AddPrecomp(gp, entry, true)));
         }
     }
 
@@ -239,17 +239,18 @@ public sealed class GpuKernelTests(ITestOutputHelper output)
         }
     }
 
-    private static PTXCompiledKernel CompileToPtx()
+    /// <summary>A kernel (by default the verification kernel) compiled for sm_90 by ILGPU's PTX backend, no GPU needed.</summary>
+    internal static PTXCompiledKernel CompileToPtx(MethodInfo? kernel = null)
     {
         using Context context = Context.Create(b => b.Default().Optimize(OptimizationLevel.O2));
         using var backend = new PTXBackend(context, new CudaCapabilityContext(CudaArchitecture.SM_90), CudaArchitecture.SM_90, CudaInstructionSet.ISA_83, nvvmAPI: null);
-        MethodInfo kernel = typeof(Ed25519Kernel).GetMethod(nameof(Ed25519Kernel.Verify), BindingFlags.Public | BindingFlags.Static)!.MakeGenericMethod(typeof(PlainMultiply));
+        kernel ??= typeof(Ed25519Kernel).GetMethod(nameof(Ed25519Kernel.Verify), BindingFlags.Public | BindingFlags.Static)!;
         EntryPointDescription entry = EntryPointDescription.FromExplicitlyGroupedKernel(kernel);
         return (PTXCompiledKernel)backend.Compile(entry, KernelSpecialization.Empty);
     }
 
-    // For perf/gpu/device-check.sh: ptxas on a GPU machine reports registers, spills and the SASS mix.
-    private static void WriteForDeviceCheck(string file, string ptx)
+    /// <summary>For perf/gpu/device-check.sh: ptxas on a GPU machine reports registers, spills and the SASS mix.</summary>
+    internal static void WriteForDeviceCheck(string file, string ptx)
     {
         if (Environment.GetEnvironmentVariable("MEGANET_PTX_OUT") is { Length: > 0 } folder)
         {

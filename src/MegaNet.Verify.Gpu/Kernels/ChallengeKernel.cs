@@ -5,7 +5,7 @@ namespace MegaNet.Verify.Gpu.Kernels;
 
 /// <summary>
 /// Rules 2 and 5 on the device, one thread per item: S &lt; L, and k = SHA-512(R ‖ A ‖ M) mod L, written where
-/// <see cref="Ed25519Kernel.Verify{TM}"/> reads them. The host then only copies the batch's flat buffers (keys,
+/// <see cref="Ed25519Kernel.Verify"/> reads them. The host then only copies the batch's flat buffers (keys,
 /// signatures, messages and their offsets) and does no work per item.
 /// </summary>
 /// <remarks>

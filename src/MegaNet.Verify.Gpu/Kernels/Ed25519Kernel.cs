@@ -86,9 +86,8 @@ internal static class Ed25519Kernel
     /// pre: one byte per item, 1 where the host checks passed (S &lt; L), else 0; smallOrder: the 8 small-order encodings (256 bytes);
     /// baseTable: [1..128]B as <see cref="GePrecomp"/>, <see cref="BaseTableStride"/> ints each; verdicts: one byte per item, 1 valid, 0 invalid.
     /// </summary>
-    public static void Verify<TM>(int count, ArrayView<byte> keys, ArrayView<byte> rs, ArrayView<uint> scalars, ArrayView<byte> pre,
+    public static void Verify(int count, ArrayView<byte> keys, ArrayView<byte> rs, ArrayView<uint> scalars, ArrayView<byte> pre,
         ArrayView<byte> smallOrder, ArrayView<int> baseTable, CurveConstants c, ArrayView<byte> verdicts)
-        where TM : struct, IWideMultiply
     {
         // Explicitly grouped, so the host picks the group size per launch; the last group may run past the batch.
         int i = Grid.GlobalIndex.X;
@@ -107,7 +106,7 @@ internal static class Ed25519Kernel
         Ge a;
         Ge r;
         if (IsSmallOrderEncoding(keys, o, smallOrder) || IsSmallOrderEncoding(rs, o, smallOrder)
-            || !Decode<TM>(keys, o, c, out a) || !Decode<TM>(rs, o, c, out r))
+            || !Decode(keys, o, c, out a) || !Decode(rs, o, c, out r))
         {
             verdicts[i] = 0;
             return;
@@ -117,14 +116,14 @@ internal static class Ed25519Kernel
         a.X = Fe.Neg(a.X);
         a.T = Fe.Neg(a.T);
         ArrayView<GeCached> table = LocalMemory.Allocate<GeCached>(8);
-        GeCached minusA = ToCached<TM>(a, c);
+        GeCached minusA = ToCached(a, c);
         table[0] = minusA;
-        Ge multiple = ToP3<TM>(Double<TM>(ToP2(a)));
-        table[1] = ToCached<TM>(multiple, c);
+        Ge multiple = ToP3(Double(ToP2(a)));
+        table[1] = ToCached(multiple, c);
         for (int m = 2; m < 8; m++)
         {
-            multiple = ToP3<TM>(AddCached<TM>(multiple, minusA, false));
-            table[m] = ToCached<TM>(multiple, c);
+            multiple = ToP3(AddCached(multiple, minusA, false));
+            table[m] = ToCached(multiple, c);
         }
 
         // Digits plus offset: nibble j of k + 0x88…8 is k's signed digit j plus 8; byte j of S + 0x80…80 is S's
@@ -147,17 +146,17 @@ internal static class Ed25519Kernel
         {
             if (j != 63)
             {
-                q = Double<TM>(ToP2<TM>(q));
-                q = Double<TM>(ToP2<TM>(q));
-                q = Double<TM>(ToP2<TM>(q));
-                q = Double<TM>(ToP2<TM>(q));
+                q = Double(ToP2(q));
+                q = Double(ToP2(q));
+                q = Double(ToP2(q));
+                q = Double(ToP2(q));
             }
 
             int shift = (j & 7) * 4;
             int dk = (int)((digits[8 + (j >> 3)] >> shift) & 15) - 8;
             if (dk != 0)
             {
-                q = AddCached<TM>(ToP3<TM>(q), table[(dk < 0 ? -dk : dk) - 1], dk < 0);
+                q = AddCached(ToP3(q), table[(dk < 0 ? -dk : dk) - 1], dk < 0);
             }
 
             if ((j & 1) == 0)
@@ -166,17 +165,17 @@ internal static class Ed25519Kernel
                 int ds = (int)((digits[j >> 3] >> shift) & 255) - 128;
                 if (ds != 0)
                 {
-                    q = AddPrecomp<TM>(ToP3<TM>(q), LoadBase(baseTable, (ds < 0 ? -ds : ds) - 1), ds < 0);
+                    q = AddPrecomp(ToP3(q), LoadBase(baseTable, (ds < 0 ? -ds : ds) - 1), ds < 0);
                 }
             }
         }
 
         // − R, then the cofactor: [8]Q = 𝒪 iff X = 0 and Y = Z.
-        q = AddCached<TM>(ToP3<TM>(q), ToCached<TM>(r, c), true);
-        q = Double<TM>(ToP2<TM>(q));
-        q = Double<TM>(ToP2<TM>(q));
-        q = Double<TM>(ToP2<TM>(q));
-        GeP2 result = ToP2<TM>(q);
+        q = AddCached(ToP3(q), ToCached(r, c), true);
+        q = Double(ToP2(q));
+        q = Double(ToP2(q));
+        q = Double(ToP2(q));
+        GeP2 result = ToP2(q);
         verdicts[i] = Fe.IsZero(result.X) && Fe.Equal(result.Y, result.Z) ? (byte)1 : (byte)0;
     }
 
@@ -204,8 +203,7 @@ internal static class Ed25519Kernel
     }
 
     /// <summary>Strict decoding: y &lt; p, a square root exists, and not x = 0 with the sign bit set.</summary>
-    public static bool Decode<TM>(ArrayView<byte> s, int o, CurveConstants c, out Ge p)
-        where TM : struct, IWideMultiply
+    public static bool Decode(ArrayView<byte> s, int o, CurveConstants c, out Ge p)
     {
         p = Ge.Identity();
 
@@ -222,14 +220,14 @@ internal static class Ed25519Kernel
         }
 
         Fe y = Fe.FromBytes(s, o);
-        Fe y2 = Fe.Square<TM>(y);
+        Fe y2 = Fe.Square(y);
         Fe u = Fe.Reduce(Fe.Sub(y2, Fe.One()));
-        Fe v = Fe.Reduce(Fe.Add(Fe.Mul<TM>(y2, c.D), Fe.One()));
-        Fe v3 = Fe.Mul<TM>(Fe.Square<TM>(v), v);
-        Fe x = Fe.Mul<TM>(Fe.Mul<TM>(Fe.Square<TM>(v3), v), u);
-        x = Fe.Pow22523<TM>(x);
-        x = Fe.Mul<TM>(Fe.Mul<TM>(x, v3), u);
-        Fe vxx = Fe.Mul<TM>(Fe.Square<TM>(x), v);
+        Fe v = Fe.Reduce(Fe.Add(Fe.Mul(y2, c.D), Fe.One()));
+        Fe v3 = Fe.Mul(Fe.Square(v), v);
+        Fe x = Fe.Mul(Fe.Mul(Fe.Square(v3), v), u);
+        x = Fe.Pow22523(x);
+        x = Fe.Mul(Fe.Mul(x, v3), u);
+        Fe vxx = Fe.Mul(Fe.Square(x), v);
         if (!Fe.Equal(vxx, u))
         {
             if (!Fe.IsZero(Fe.Add(vxx, u)))
@@ -237,7 +235,7 @@ internal static class Ed25519Kernel
                 return false;
             }
 
-            x = Fe.Mul<TM>(x, c.SqrtM1);
+            x = Fe.Mul(x, c.SqrtM1);
         }
 
         bool sign = (s[o + 31] & 0x80) != 0;
@@ -254,7 +252,7 @@ internal static class Ed25519Kernel
         p.X = x;
         p.Y = y;
         p.Z = Fe.One();
-        p.T = Fe.Mul<TM>(x, y);
+        p.T = Fe.Mul(x, y);
         return true;
     }
 
@@ -267,46 +265,42 @@ internal static class Ed25519Kernel
         return r;
     }
 
-    public static GeP2 ToP2<TM>(GeP1P1 p)
-        where TM : struct, IWideMultiply
+    public static GeP2 ToP2(GeP1P1 p)
     {
         GeP2 r;
-        r.X = Fe.Mul<TM>(p.X, p.T);
-        r.Y = Fe.Mul<TM>(p.Y, p.Z);
-        r.Z = Fe.Mul<TM>(p.Z, p.T);
+        r.X = Fe.Mul(p.X, p.T);
+        r.Y = Fe.Mul(p.Y, p.Z);
+        r.Z = Fe.Mul(p.Z, p.T);
         return r;
     }
 
-    public static Ge ToP3<TM>(GeP1P1 p)
-        where TM : struct, IWideMultiply
+    public static Ge ToP3(GeP1P1 p)
     {
         Ge r;
-        r.X = Fe.Mul<TM>(p.X, p.T);
-        r.Y = Fe.Mul<TM>(p.Y, p.Z);
-        r.Z = Fe.Mul<TM>(p.Z, p.T);
-        r.T = Fe.Mul<TM>(p.X, p.Y);
+        r.X = Fe.Mul(p.X, p.T);
+        r.Y = Fe.Mul(p.Y, p.Z);
+        r.Z = Fe.Mul(p.Z, p.T);
+        r.T = Fe.Mul(p.X, p.Y);
         return r;
     }
 
-    public static GeCached ToCached<TM>(Ge p, CurveConstants c)
-        where TM : struct, IWideMultiply
+    public static GeCached ToCached(Ge p, CurveConstants c)
     {
         GeCached r;
         r.YPlusX = Fe.Add(p.Y, p.X);
         r.YMinusX = Fe.Sub(p.Y, p.X);
         r.Z = p.Z;
-        r.T2d = Fe.Mul<TM>(p.T, c.D2);
+        r.T2d = Fe.Mul(p.T, c.D2);
         return r;
     }
 
     /// <summary>2P for a = −1 (dbl-2008-hwcd): four squarings; every output limb sums at most four carried values.</summary>
-    public static GeP1P1 Double<TM>(GeP2 p)
-        where TM : struct, IWideMultiply
+    public static GeP1P1 Double(GeP2 p)
     {
-        Fe xx = Fe.Square<TM>(p.X);
-        Fe yy = Fe.Square<TM>(p.Y);
-        Fe zz = Fe.Square<TM>(p.Z);
-        Fe sum = Fe.Square<TM>(Fe.Add(p.X, p.Y));
+        Fe xx = Fe.Square(p.X);
+        Fe yy = Fe.Square(p.Y);
+        Fe zz = Fe.Square(p.Z);
+        Fe sum = Fe.Square(Fe.Add(p.X, p.Y));
         GeP1P1 r;
         r.Y = Fe.Add(yy, xx);
         r.Z = Fe.Sub(yy, xx);
@@ -316,13 +310,12 @@ internal static class Ed25519Kernel
     }
 
     /// <summary>P ± Q (add-2008-hwcd-3, complete for a = −1); −Q swaps Y + X with Y − X and negates 2d·T.</summary>
-    public static GeP1P1 AddCached<TM>(Ge p, GeCached q, bool negate)
-        where TM : struct, IWideMultiply
+    public static GeP1P1 AddCached(Ge p, GeCached q, bool negate)
     {
-        Fe a = Fe.Mul<TM>(Fe.Add(p.Y, p.X), negate ? q.YMinusX : q.YPlusX);
-        Fe b = Fe.Mul<TM>(Fe.Sub(p.Y, p.X), negate ? q.YPlusX : q.YMinusX);
-        Fe cc = Fe.Mul<TM>(q.T2d, p.T);
-        Fe zz = Fe.Mul<TM>(p.Z, q.Z);
+        Fe a = Fe.Mul(Fe.Add(p.Y, p.X), negate ? q.YMinusX : q.YPlusX);
+        Fe b = Fe.Mul(Fe.Sub(p.Y, p.X), negate ? q.YPlusX : q.YMinusX);
+        Fe cc = Fe.Mul(q.T2d, p.T);
+        Fe zz = Fe.Mul(p.Z, q.Z);
         Fe d = Fe.Add(zz, zz);
         GeP1P1 r;
         r.X = Fe.Sub(a, b);
@@ -332,13 +325,12 @@ internal static class Ed25519Kernel
         return r;
     }
 
-    /// <summary>P ± Q for an affine Q (Z = 1): one product fewer than <see cref="AddCached{TM}"/>.</summary>
-    public static GeP1P1 AddPrecomp<TM>(Ge p, GePrecomp q, bool negate)
-        where TM : struct, IWideMultiply
+    /// <summary>P ± Q for an affine Q (Z = 1): one product fewer than <see cref="AddCached"/>.</summary>
+    public static GeP1P1 AddPrecomp(Ge p, GePrecomp q, bool negate)
     {
-        Fe a = Fe.Mul<TM>(Fe.Add(p.Y, p.X), negate ? q.YMinusX : q.YPlusX);
-        Fe b = Fe.Mul<TM>(Fe.Sub(p.Y, p.X), negate ? q.YPlusX : q.YMinusX);
-        Fe cc = Fe.Mul<TM>(q.XY2d, p.T);
+        Fe a = Fe.Mul(Fe.Add(p.Y, p.X), negate ? q.YMinusX : q.YPlusX);
+        Fe b = Fe.Mul(Fe.Sub(p.Y, p.X), negate ? q.YPlusX : q.YMinusX);
+        Fe cc = Fe.Mul(q.XY2d, p.T);
         Fe d = Fe.Add(p.Z, p.Z);
         GeP1P1 r;
         r.X = Fe.Sub(a, b);

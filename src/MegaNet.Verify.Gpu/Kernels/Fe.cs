@@ -1,3 +1,5 @@
+using System.Runtime.CompilerServices;
+
 namespace MegaNet.Verify.Gpu.Kernels;
 
 /// <summary>
@@ -7,7 +9,7 @@ namespace MegaNet.Verify.Gpu.Kernels;
 /// </summary>
 /// <remarks>
 /// Bounds: after <see cref="Carry"/> |limb| ≤ 2^25 (odd limbs 2^24) plus a small excess, so sums and differences of
-/// up to four carried elements stay within 2^27. <see cref="Mul{TM}"/> and <see cref="Square{TM}"/> accept such
+/// up to four carried elements stay within 2^27. <see cref="Mul"/> and <see cref="Square"/> accept such
 /// inputs: an operand scaled by at most 4 stays within 32 bits (2^29), and each 64-bit sum is at most
 /// (1 + 19·14)·2^54 &lt; 2^63. The point formulas of <see cref="Ed25519Kernel"/> never feed a multiply more than four.
 /// </remarks>
@@ -16,6 +18,13 @@ internal struct Fe
     public int V0, V1, V2, V3, V4, V5, V6, V7, V8, V9;
 
     public static Fe Zero() => default;
+
+    /// <summary>
+    /// a·b exactly. ILGPU 1.5.3 has no widening multiply: this becomes <c>cvt.s64.s32</c> of each operand and a
+    /// <c>mul.lo.s64</c>, which <see cref="PtxWidening"/> turns into <c>mul.wide.s32</c> on CUDA.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static long Wide(int a, int b) => (long)a * b;
 
     public static Fe One()
     {
@@ -58,12 +67,10 @@ internal struct Fe
 
     public static Fe Neg(Fe f) => Sub(Zero(), f);
 
-    /// <summary>f·g. Every product is 32×32 → 64 bits through <typeparamref name="TM"/>; the factor 19 of the wrapped
+    /// <summary>f·g. Every product is 32×32 → 64 bits through <see cref="Wide"/>; the factor 19 of the wrapped
     /// terms multiplies their 64-bit sum, so no operand leaves 32 bits (19·2^27 would not fit).</summary>
-    public static Fe Mul<TM>(Fe f, Fe g)
-        where TM : struct, IWideMultiply
+    public static Fe Mul(Fe f, Fe g)
     {
-        TM m = default;
         int f0 = f.V0, f1 = f.V1, f2 = f.V2, f3 = f.V3, f4 = f.V4, f5 = f.V5, f6 = f.V6, f7 = f.V7, f8 = f.V8, f9 = f.V9;
         int g0 = g.V0, g1 = g.V1, g2 = g.V2, g3 = g.V3, g4 = g.V4, g5 = g.V5, g6 = g.V6, g7 = g.V7, g8 = g.V8, g9 = g.V9;
         int f1_2 = 2 * f1;
@@ -71,24 +78,22 @@ internal struct Fe
         int f5_2 = 2 * f5;
         int f7_2 = 2 * f7;
         int f9_2 = 2 * f9;
-        long h0 = m.Wide(f0, g0) + 19 * (m.Wide(f1_2, g9) + m.Wide(f2, g8) + m.Wide(f3_2, g7) + m.Wide(f4, g6) + m.Wide(f5_2, g5) + m.Wide(f6, g4) + m.Wide(f7_2, g3) + m.Wide(f8, g2) + m.Wide(f9_2, g1));
-        long h1 = m.Wide(f0, g1) + m.Wide(f1, g0) + 19 * (m.Wide(f2, g9) + m.Wide(f3, g8) + m.Wide(f4, g7) + m.Wide(f5, g6) + m.Wide(f6, g5) + m.Wide(f7, g4) + m.Wide(f8, g3) + m.Wide(f9, g2));
-        long h2 = m.Wide(f0, g2) + m.Wide(f1_2, g1) + m.Wide(f2, g0) + 19 * (m.Wide(f3_2, g9) + m.Wide(f4, g8) + m.Wide(f5_2, g7) + m.Wide(f6, g6) + m.Wide(f7_2, g5) + m.Wide(f8, g4) + m.Wide(f9_2, g3));
-        long h3 = m.Wide(f0, g3) + m.Wide(f1, g2) + m.Wide(f2, g1) + m.Wide(f3, g0) + 19 * (m.Wide(f4, g9) + m.Wide(f5, g8) + m.Wide(f6, g7) + m.Wide(f7, g6) + m.Wide(f8, g5) + m.Wide(f9, g4));
-        long h4 = m.Wide(f0, g4) + m.Wide(f1_2, g3) + m.Wide(f2, g2) + m.Wide(f3_2, g1) + m.Wide(f4, g0) + 19 * (m.Wide(f5_2, g9) + m.Wide(f6, g8) + m.Wide(f7_2, g7) + m.Wide(f8, g6) + m.Wide(f9_2, g5));
-        long h5 = m.Wide(f0, g5) + m.Wide(f1, g4) + m.Wide(f2, g3) + m.Wide(f3, g2) + m.Wide(f4, g1) + m.Wide(f5, g0) + 19 * (m.Wide(f6, g9) + m.Wide(f7, g8) + m.Wide(f8, g7) + m.Wide(f9, g6));
-        long h6 = m.Wide(f0, g6) + m.Wide(f1_2, g5) + m.Wide(f2, g4) + m.Wide(f3_2, g3) + m.Wide(f4, g2) + m.Wide(f5_2, g1) + m.Wide(f6, g0) + 19 * (m.Wide(f7_2, g9) + m.Wide(f8, g8) + m.Wide(f9_2, g7));
-        long h7 = m.Wide(f0, g7) + m.Wide(f1, g6) + m.Wide(f2, g5) + m.Wide(f3, g4) + m.Wide(f4, g3) + m.Wide(f5, g2) + m.Wide(f6, g1) + m.Wide(f7, g0) + 19 * (m.Wide(f8, g9) + m.Wide(f9, g8));
-        long h8 = m.Wide(f0, g8) + m.Wide(f1_2, g7) + m.Wide(f2, g6) + m.Wide(f3_2, g5) + m.Wide(f4, g4) + m.Wide(f5_2, g3) + m.Wide(f6, g2) + m.Wide(f7_2, g1) + m.Wide(f8, g0) + 19 * (m.Wide(f9_2, g9));
-        long h9 = m.Wide(f0, g9) + m.Wide(f1, g8) + m.Wide(f2, g7) + m.Wide(f3, g6) + m.Wide(f4, g5) + m.Wide(f5, g4) + m.Wide(f6, g3) + m.Wide(f7, g2) + m.Wide(f8, g1) + m.Wide(f9, g0);
+        long h0 = Wide(f0, g0) + 19 * (Wide(f1_2, g9) + Wide(f2, g8) + Wide(f3_2, g7) + Wide(f4, g6) + Wide(f5_2, g5) + Wide(f6, g4) + Wide(f7_2, g3) + Wide(f8, g2) + Wide(f9_2, g1));
+        long h1 = Wide(f0, g1) + Wide(f1, g0) + 19 * (Wide(f2, g9) + Wide(f3, g8) + Wide(f4, g7) + Wide(f5, g6) + Wide(f6, g5) + Wide(f7, g4) + Wide(f8, g3) + Wide(f9, g2));
+        long h2 = Wide(f0, g2) + Wide(f1_2, g1) + Wide(f2, g0) + 19 * (Wide(f3_2, g9) + Wide(f4, g8) + Wide(f5_2, g7) + Wide(f6, g6) + Wide(f7_2, g5) + Wide(f8, g4) + Wide(f9_2, g3));
+        long h3 = Wide(f0, g3) + Wide(f1, g2) + Wide(f2, g1) + Wide(f3, g0) + 19 * (Wide(f4, g9) + Wide(f5, g8) + Wide(f6, g7) + Wide(f7, g6) + Wide(f8, g5) + Wide(f9, g4));
+        long h4 = Wide(f0, g4) + Wide(f1_2, g3) + Wide(f2, g2) + Wide(f3_2, g1) + Wide(f4, g0) + 19 * (Wide(f5_2, g9) + Wide(f6, g8) + Wide(f7_2, g7) + Wide(f8, g6) + Wide(f9_2, g5));
+        long h5 = Wide(f0, g5) + Wide(f1, g4) + Wide(f2, g3) + Wide(f3, g2) + Wide(f4, g1) + Wide(f5, g0) + 19 * (Wide(f6, g9) + Wide(f7, g8) + Wide(f8, g7) + Wide(f9, g6));
+        long h6 = Wide(f0, g6) + Wide(f1_2, g5) + Wide(f2, g4) + Wide(f3_2, g3) + Wide(f4, g2) + Wide(f5_2, g1) + Wide(f6, g0) + 19 * (Wide(f7_2, g9) + Wide(f8, g8) + Wide(f9_2, g7));
+        long h7 = Wide(f0, g7) + Wide(f1, g6) + Wide(f2, g5) + Wide(f3, g4) + Wide(f4, g3) + Wide(f5, g2) + Wide(f6, g1) + Wide(f7, g0) + 19 * (Wide(f8, g9) + Wide(f9, g8));
+        long h8 = Wide(f0, g8) + Wide(f1_2, g7) + Wide(f2, g6) + Wide(f3_2, g5) + Wide(f4, g4) + Wide(f5_2, g3) + Wide(f6, g2) + Wide(f7_2, g1) + Wide(f8, g0) + 19 * (Wide(f9_2, g9));
+        long h9 = Wide(f0, g9) + Wide(f1, g8) + Wide(f2, g7) + Wide(f3, g6) + Wide(f4, g5) + Wide(f5, g4) + Wide(f6, g3) + Wide(f7, g2) + Wide(f8, g1) + Wide(f9, g0);
         return Carry(h0, h1, h2, h3, h4, h5, h6, h7, h8, h9);
     }
 
     /// <summary>f² with the 55 distinct products of the symmetric square (doublings folded into an operand).</summary>
-    public static Fe Square<TM>(Fe f)
-        where TM : struct, IWideMultiply
+    public static Fe Square(Fe f)
     {
-        TM m = default;
         int f0 = f.V0, f1 = f.V1, f2 = f.V2, f3 = f.V3, f4 = f.V4, f5 = f.V5, f6 = f.V6, f7 = f.V7, f8 = f.V8, f9 = f.V9;
         int f0_2 = 2 * f0;
         int f1_2 = 2 * f1;
@@ -104,16 +109,16 @@ internal struct Fe
         int f7_4 = 4 * f7;
         int f8_2 = 2 * f8;
         int f9_2 = 2 * f9;
-        long h0 = m.Wide(f0, f0) + 19 * (m.Wide(f1_4, f9) + m.Wide(f2_2, f8) + m.Wide(f3_4, f7) + m.Wide(f4_2, f6) + m.Wide(f5_2, f5));
-        long h1 = m.Wide(f0_2, f1) + 19 * (m.Wide(f2_2, f9) + m.Wide(f3_2, f8) + m.Wide(f4_2, f7) + m.Wide(f5_2, f6));
-        long h2 = m.Wide(f0_2, f2) + m.Wide(f1_2, f1) + 19 * (m.Wide(f3_4, f9) + m.Wide(f4_2, f8) + m.Wide(f5_4, f7) + m.Wide(f6, f6));
-        long h3 = m.Wide(f0_2, f3) + m.Wide(f1_2, f2) + 19 * (m.Wide(f4_2, f9) + m.Wide(f5_2, f8) + m.Wide(f6_2, f7));
-        long h4 = m.Wide(f0_2, f4) + m.Wide(f1_4, f3) + m.Wide(f2, f2) + 19 * (m.Wide(f5_4, f9) + m.Wide(f6_2, f8) + m.Wide(f7_2, f7));
-        long h5 = m.Wide(f0_2, f5) + m.Wide(f1_2, f4) + m.Wide(f2_2, f3) + 19 * (m.Wide(f6_2, f9) + m.Wide(f7_2, f8));
-        long h6 = m.Wide(f0_2, f6) + m.Wide(f1_4, f5) + m.Wide(f2_2, f4) + m.Wide(f3_2, f3) + 19 * (m.Wide(f7_4, f9) + m.Wide(f8, f8));
-        long h7 = m.Wide(f0_2, f7) + m.Wide(f1_2, f6) + m.Wide(f2_2, f5) + m.Wide(f3_2, f4) + 19 * (m.Wide(f8_2, f9));
-        long h8 = m.Wide(f0_2, f8) + m.Wide(f1_4, f7) + m.Wide(f2_2, f6) + m.Wide(f3_4, f5) + m.Wide(f4, f4) + 19 * (m.Wide(f9_2, f9));
-        long h9 = m.Wide(f0_2, f9) + m.Wide(f1_2, f8) + m.Wide(f2_2, f7) + m.Wide(f3_2, f6) + m.Wide(f4_2, f5);
+        long h0 = Wide(f0, f0) + 19 * (Wide(f1_4, f9) + Wide(f2_2, f8) + Wide(f3_4, f7) + Wide(f4_2, f6) + Wide(f5_2, f5));
+        long h1 = Wide(f0_2, f1) + 19 * (Wide(f2_2, f9) + Wide(f3_2, f8) + Wide(f4_2, f7) + Wide(f5_2, f6));
+        long h2 = Wide(f0_2, f2) + Wide(f1_2, f1) + 19 * (Wide(f3_4, f9) + Wide(f4_2, f8) + Wide(f5_4, f7) + Wide(f6, f6));
+        long h3 = Wide(f0_2, f3) + Wide(f1_2, f2) + 19 * (Wide(f4_2, f9) + Wide(f5_2, f8) + Wide(f6_2, f7));
+        long h4 = Wide(f0_2, f4) + Wide(f1_4, f3) + Wide(f2, f2) + 19 * (Wide(f5_4, f9) + Wide(f6_2, f8) + Wide(f7_2, f7));
+        long h5 = Wide(f0_2, f5) + Wide(f1_2, f4) + Wide(f2_2, f3) + 19 * (Wide(f6_2, f9) + Wide(f7_2, f8));
+        long h6 = Wide(f0_2, f6) + Wide(f1_4, f5) + Wide(f2_2, f4) + Wide(f3_2, f3) + 19 * (Wide(f7_4, f9) + Wide(f8, f8));
+        long h7 = Wide(f0_2, f7) + Wide(f1_2, f6) + Wide(f2_2, f5) + Wide(f3_2, f4) + 19 * (Wide(f8_2, f9));
+        long h8 = Wide(f0_2, f8) + Wide(f1_4, f7) + Wide(f2_2, f6) + Wide(f3_4, f5) + Wide(f4, f4) + 19 * (Wide(f9_2, f9));
+        long h9 = Wide(f0_2, f9) + Wide(f1_2, f8) + Wide(f2_2, f7) + Wide(f3_2, f6) + Wide(f4_2, f5);
         return Carry(h0, h1, h2, h3, h4, h5, h6, h7, h8, h9);
     }
 
@@ -276,44 +281,42 @@ internal struct Fe
 
     public static bool Equal(Fe f, Fe g) => IsZero(Sub(f, g));
 
-    public static Fe SquareTimes<TM>(Fe f, int n)
-        where TM : struct, IWideMultiply
+    public static Fe SquareTimes(Fe f, int n)
     {
         Fe r = f;
         for (int i = 0; i < n; i++)
         {
-            r = Square<TM>(r);
+            r = Square(r);
         }
 
         return r;
     }
 
     /// <summary>z^(2^252 − 3).</summary>
-    public static Fe Pow22523<TM>(Fe z)
-        where TM : struct, IWideMultiply
+    public static Fe Pow22523(Fe z)
     {
-        Fe t0 = Square<TM>(z);
-        Fe t1 = SquareTimes<TM>(t0, 2);
-        t1 = Mul<TM>(z, t1);
-        t0 = Mul<TM>(t0, t1);
-        t0 = Square<TM>(t0);
-        t0 = Mul<TM>(t1, t0);
-        t1 = SquareTimes<TM>(t0, 5);
-        t0 = Mul<TM>(t1, t0);
-        t1 = SquareTimes<TM>(t0, 10);
-        t1 = Mul<TM>(t1, t0);
-        Fe t2 = SquareTimes<TM>(t1, 20);
-        t1 = Mul<TM>(t2, t1);
-        t1 = SquareTimes<TM>(t1, 10);
-        t0 = Mul<TM>(t1, t0);
-        t1 = SquareTimes<TM>(t0, 50);
-        t1 = Mul<TM>(t1, t0);
-        t2 = SquareTimes<TM>(t1, 100);
-        t1 = Mul<TM>(t2, t1);
-        t1 = SquareTimes<TM>(t1, 50);
-        t0 = Mul<TM>(t1, t0);
-        t0 = SquareTimes<TM>(t0, 2);
-        return Mul<TM>(t0, z);
+        Fe t0 = Square(z);
+        Fe t1 = SquareTimes(t0, 2);
+        t1 = Mul(z, t1);
+        t0 = Mul(t0, t1);
+        t0 = Square(t0);
+        t0 = Mul(t1, t0);
+        t1 = SquareTimes(t0, 5);
+        t0 = Mul(t1, t0);
+        t1 = SquareTimes(t0, 10);
+        t1 = Mul(t1, t0);
+        Fe t2 = SquareTimes(t1, 20);
+        t1 = Mul(t2, t1);
+        t1 = SquareTimes(t1, 10);
+        t0 = Mul(t1, t0);
+        t1 = SquareTimes(t0, 50);
+        t1 = Mul(t1, t0);
+        t2 = SquareTimes(t1, 100);
+        t1 = Mul(t2, t1);
+        t1 = SquareTimes(t1, 50);
+        t0 = Mul(t1, t0);
+        t0 = SquareTimes(t0, 2);
+        return Mul(t0, z);
     }
 
     private static long Load3(ILGPU.ArrayView<byte> s, int o) => s[o] | ((long)s[o + 1] << 8) | ((long)s[o + 2] << 16);
