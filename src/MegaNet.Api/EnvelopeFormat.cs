@@ -3,6 +3,7 @@ using System.Security.Cryptography;
 using System.Text;
 using Google.Protobuf;
 using MegaNet.Api.V1;
+using MegaNet.Core.Interop;
 using NSec.Cryptography;
 using HashAlgorithm = NSec.Cryptography.HashAlgorithm;
 
@@ -266,7 +267,7 @@ public static class EnvelopeFormat
             Version = Version,
             Recipient = ByteString.CopyFrom(recipient.Address),
             ExpiresUnixMs = expiresAt.ToUnixTimeMilliseconds(),
-            SealedPayload = ByteString.CopyFrom(sealedPayload),
+            SealedPayload = UnsafeByteOperations.UnsafeWrap(sealedPayload), // fresh, and never written again
             SendingKey = ByteString.CopyFrom(sender.SendingPublicKeyFor(recipient.Address)),
         };
         if (powBits > 0)
@@ -282,13 +283,47 @@ public static class EnvelopeFormat
     /// class) to <paramref name="recipient"/>. Tests use it to seal what a well-behaved sender never would.</summary>
     internal static byte[] SealPadded(ContactCard recipient, ReadOnlySpan<byte> padded)
     {
-        var creation = new KeyCreationParameters { ExportPolicy = KeyExportPolicies.AllowPlaintextExport };
-        using Key ephemeral = Key.Create(KeyAgreementAlgorithm.X25519, creation);
-        byte[] ephemeralPublic = ephemeral.PublicKey.Export(KeyBlobFormat.RawPublicKey);
-        using Key aeadKey = DeriveSealKey(ephemeral, recipient.EncryptionKey, ephemeralPublic, recipient.EncryptionKey, recipient.Address);
-        byte[] nonce = RandomNumberGenerator.GetBytes(24);
-        byte[] ciphertext = AeadAlgorithm.XChaCha20Poly1305.Encrypt(aeadKey, nonce, SealAd(recipient.Address), padded);
-        return [.. ephemeralPublic, .. nonce, .. ciphertext];
+        Span<byte> ephemeralSecret = stackalloc byte[32];
+        Span<byte> nonce = stackalloc byte[24];
+        RandomNumberGenerator.Fill(ephemeralSecret);
+        RandomNumberGenerator.Fill(nonce);
+        try
+        {
+            return SealPadded(recipient, padded, ephemeralSecret, nonce);
+        }
+        finally
+        {
+            CryptographicOperations.ZeroMemory(ephemeralSecret);
+        }
+    }
+
+    /// <summary>As <see cref="SealPadded(ContactCard, ReadOnlySpan{byte})"/> with a given ephemeral secret and nonce
+    /// (tests compare it with the same seal done through NSec's keys). The ephemeral secret, the shared secret and the
+    /// derived key stay in caller and stack memory and are zeroed after use: NSec's guarded pages per key (an mmap,
+    /// mprotects and an munmap each, three keys a seal) cost more than the cryptography here.</summary>
+    internal static byte[] SealPadded(ContactCard recipient, ReadOnlySpan<byte> padded, ReadOnlySpan<byte> ephemeralSecret, ReadOnlySpan<byte> nonce)
+    {
+        byte[] sealedPayload = new byte[SealOverhead + padded.Length];
+        Span<byte> ephemeralPublic = sealedPayload.AsSpan(0, 32);
+        Sodium.X25519PublicKey(ephemeralPublic, ephemeralSecret);
+        nonce.CopyTo(sealedPayload.AsSpan(32, 24));
+        Span<byte> secrets = stackalloc byte[64]; // shared secret ‖ derived key
+        try
+        {
+            if (!Sodium.X25519(secrets[..32], ephemeralSecret, recipient.EncryptionKey))
+            {
+                throw new CryptographicException("The X25519 key agreement produced no secret (a small-order public key).");
+            }
+
+            HKDF.DeriveKey(HashAlgorithmName.SHA256, secrets[..32], secrets[32..], SealSalt(ephemeralPublic, recipient.EncryptionKey), SealContext(recipient.Address));
+            Sodium.XChaCha20Poly1305Encrypt(sealedPayload.AsSpan(56), padded, SealContext(recipient.Address), nonce, secrets[32..]);
+        }
+        finally
+        {
+            CryptographicOperations.ZeroMemory(secrets);
+        }
+
+        return sealedPayload;
     }
 
     /// <summary>Opens an envelope addressed to <paramref name="recipient"/> and checks the sender's content signature.</summary>
@@ -311,9 +346,9 @@ public static class EnvelopeFormat
 
         ReadOnlySpan<byte> ephemeralPublic = sealedPayload[..32];
         ReadOnlySpan<byte> nonce = sealedPayload.Slice(32, 24);
-        using Key aeadKey = DeriveSealKey(recipient.EncryptionKey, ephemeralPublic, ephemeralPublic, recipient.Card.EncryptionKey, recipient.Address);
+        using Key aeadKey = DeriveOpenKey(recipient.EncryptionKey, ephemeralPublic, recipient.Card.EncryptionKey, recipient.Address);
         byte[] padded = new byte[sealedPayload.Length - SealOverhead];
-        if (!AeadAlgorithm.XChaCha20Poly1305.Decrypt(aeadKey, nonce, SealAd(recipient.Address), sealedPayload[56..], padded))
+        if (!AeadAlgorithm.XChaCha20Poly1305.Decrypt(aeadKey, nonce, SealContext(recipient.Address), sealedPayload[56..], padded))
         {
             throw new CryptographicException("The sealed payload does not decrypt: it was not sealed to this identity or was altered.");
         }
@@ -387,17 +422,19 @@ public static class EnvelopeFormat
     public static byte[] AuthBytes(ReadOnlySpan<byte> nonce, ReadOnlySpan<byte> nodeId, ReadOnlySpan<byte> address) =>
         [.. AuthDomain, .. nonce, .. nodeId, .. address];
 
-    private static Key DeriveSealKey(Key own, ReadOnlySpan<byte> peerPublic, ReadOnlySpan<byte> ephemeralPublic, ReadOnlySpan<byte> recipientPublic, ReadOnlySpan<byte> address)
+    /// <summary>The recipient's side of the seal key: its long-term key stays in NSec's guarded memory.</summary>
+    private static Key DeriveOpenKey(Key own, ReadOnlySpan<byte> ephemeralPublic, ReadOnlySpan<byte> recipientPublic, ReadOnlySpan<byte> address)
     {
-        var peer = PublicKey.Import(KeyAgreementAlgorithm.X25519, peerPublic, KeyBlobFormat.RawPublicKey);
+        var peer = PublicKey.Import(KeyAgreementAlgorithm.X25519, ephemeralPublic, KeyBlobFormat.RawPublicKey);
         using SharedSecret shared = KeyAgreementAlgorithm.X25519.Agree(own, peer)
             ?? throw new CryptographicException("The X25519 key agreement produced no secret (a small-order public key).");
-        byte[] salt = [.. ephemeralPublic, .. recipientPublic];
-        byte[] info = [.. SealDomain, .. address];
-        return KeyDerivationAlgorithm.HkdfSha256.DeriveKey(shared, salt, info, AeadAlgorithm.XChaCha20Poly1305);
+        return KeyDerivationAlgorithm.HkdfSha256.DeriveKey(shared, SealSalt(ephemeralPublic, recipientPublic), SealContext(address), AeadAlgorithm.XChaCha20Poly1305);
     }
 
-    private static byte[] SealAd(ReadOnlySpan<byte> address) => [.. SealDomain, .. address];
+    private static byte[] SealSalt(ReadOnlySpan<byte> ephemeralPublic, ReadOnlySpan<byte> recipientPublic) => [.. ephemeralPublic, .. recipientPublic];
+
+    /// <summary>"meganet-seal-v1" ‖ address: the seal key's HKDF info and the AEAD's associated data.</summary>
+    private static byte[] SealContext(ReadOnlySpan<byte> address) => [.. SealDomain, .. address];
 
     private static void CopyFixed(ReadOnlySpan<byte> source, Span<byte> destination)
     {

@@ -171,4 +171,45 @@ public sealed class SealedContentTests
         CryptographicException e = Assert.Throws<CryptographicException>(() => EnvelopeFormat.Open(bob, Wrap(mallory, bob.Card, EnvelopeFormat.SealPadded(bob.Card, resealed))));
         Assert.Contains("signature", e.Message);
     }
+
+    [Fact]
+    public void Sealing_outside_NSec_keys_gives_the_bytes_NSec_gives()
+    {
+        // The sender's seal runs libsodium on stack buffers; the recipient opens with NSec's keys. Both must be the one
+        // construction of docs/protocol.md, byte for byte.
+        using Identity bob = Identity.Create();
+        int seed = Environment.TickCount;
+        var random = new Random(seed);
+        byte[] context = [.. Encoding.ASCII.GetBytes("meganet-seal-v1"), .. bob.Card.Address];
+        for (int i = 0; i < 16; i++)
+        {
+            byte[] secret = new byte[32], nonce = new byte[24], padded = new byte[EnvelopeFormat.PayloadClasses[i % 2]];
+            random.NextBytes(secret);
+            random.NextBytes(nonce);
+            random.NextBytes(padded);
+
+            using Key ephemeral = Key.Import(KeyAgreementAlgorithm.X25519, secret, KeyBlobFormat.RawPrivateKey);
+            byte[] ephemeralPublic = ephemeral.PublicKey.Export(KeyBlobFormat.RawPublicKey);
+            var recipient = PublicKey.Import(KeyAgreementAlgorithm.X25519, bob.Card.EncryptionKey, KeyBlobFormat.RawPublicKey);
+            using SharedSecret shared = KeyAgreementAlgorithm.X25519.Agree(ephemeral, recipient)!;
+            using Key key = KeyDerivationAlgorithm.HkdfSha256.DeriveKey(shared, [.. ephemeralPublic, .. bob.Card.EncryptionKey], context, AeadAlgorithm.XChaCha20Poly1305);
+            byte[] expected = [.. ephemeralPublic, .. nonce, .. AeadAlgorithm.XChaCha20Poly1305.Encrypt(key, nonce, context, padded)];
+
+            byte[] actual = EnvelopeFormat.SealPadded(bob.Card, padded, secret, nonce);
+            Assert.True(expected.AsSpan().SequenceEqual(actual), $"seed {seed}, case {i}: the seal differs from NSec's");
+        }
+    }
+
+    [Fact]
+    public void Sealing_to_a_small_order_encryption_key_is_refused()
+    {
+        using Identity alice = Identity.Create();
+        // 0 and 1 are small-order u-coordinates: the shared secret would be all zeros, readable by anyone.
+        foreach (byte[] point in new[] { new byte[32], [1, .. new byte[31]] })
+        {
+            var card = new ContactCard(alice.Card.SigningKey, point);
+            CryptographicException e = Assert.Throws<CryptographicException>(() => EnvelopeFormat.Seal(alice, card, "hi"u8, "text/plain", null, DateTimeOffset.UtcNow.AddDays(1)));
+            Assert.Contains("small-order", e.Message);
+        }
+    }
 }

@@ -41,7 +41,7 @@ public sealed class LoadGenerator(Uri node, int clients, int connections, TextWr
     public const double WarmUpSeconds = 2;
 
     /// <summary>Seals <paramref name="count"/> envelopes from <paramref name="senders"/> sending keys to <paramref name="recipients"/> recipients
-    /// (on every core; stops at <paramref name="ct"/>: sealing 400,000 takes about a minute here).</summary>
+    /// (on every core; stops at <paramref name="ct"/>: about 8,000 a second on this project's 2-core machine).</summary>
     public static List<Envelope> Prepare(int count, int senders = 256, int recipients = 64, CancellationToken ct = default)
     {
         Identity[] from = Enumerable.Range(0, senders).Select(_ => Identity.Create()).ToArray();
