@@ -125,7 +125,7 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
             ValueTask<PutReceipt?> replay = _store.FindAsync(pending.Id, cancellationToken);
             if (!replay.IsCompletedSuccessfully)
             {
-                return AdmitAfterLookupAsync(pending, replay.AsTask());
+                return AdmitAfterLookupAsync(pending, envelope, replay.AsTask());
             }
 
             if (replay.Result is { } existing)
@@ -134,7 +134,7 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
                 return Task.FromResult(ToProto(existing));
             }
 
-            return Admit(pending);
+            return Admit(pending, envelope);
         }
         catch (Exception e)
         {
@@ -157,7 +157,7 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
         return Reject("internal", StatusCode.Internal, "The node failed to admit the envelope (logged); nothing was stored. Retry.");
     }
 
-    private async Task<Receipt> AdmitAfterLookupAsync(Pending pending, Task<PutReceipt?> lookup)
+    private async Task<Receipt> AdmitAfterLookupAsync(Pending pending, Envelope envelope, Task<PutReceipt?> lookup)
     {
         PutReceipt? existing;
         try
@@ -176,21 +176,22 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
             return ToProto(existing);
         }
 
-        return await Admit(pending).ConfigureAwait(false);
+        return await Admit(pending, envelope).ConfigureAwait(false);
     }
 
-    /// <summary>Token bucket, proof of work, then the queue; a refusal releases the submission's buffer.</summary>
-    private Task<Receipt> Admit(Pending pending)
+    /// <summary>Token bucket, proof of work, then the queue; a refusal releases the submission's buffer. From the queue
+    /// on only the submission's buffer is kept, not the parsed envelope.</summary>
+    private Task<Receipt> Admit(Pending pending, Envelope envelope)
     {
         RpcException refusal;
         int bits;
         // Only a look: the token is taken once the signature verifies, so envelopes forged under someone's sending key
         // (relays and recipients see it) cannot spend that key's budget, and refusals cost nothing.
-        if (!HasToken(pending.Envelope.SendingKey.Span))
+        if (!HasToken(pending.SendingKey))
         {
             refusal = RateLimited();
         }
-        else if (!EnvelopeFormat.HasValidPow(pending.SigningBytes[..EnvelopeFormat.CoreLength], pending.Envelope, bits = PowBitsRequired))
+        else if (!EnvelopeFormat.HasValidPow(pending.SigningBytes[..EnvelopeFormat.CoreLength], envelope, bits = PowBitsRequired))
         {
             refusal = Reject("pow", StatusCode.FailedPrecondition,
                 $"The node is under load and requires a proof-of-work stamp of at least {bits} bits (see Status.pow_bits_required).", powBits: bits);
@@ -416,7 +417,7 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
                             else
                             {
                                 items[clean++] = p;
-                                batch.Add(p.Envelope.SendingKey.Span, p.Envelope.Signature.Span, p.SigningBytes);
+                                batch.Add(p.SendingKey, p.Signature, p.SigningBytes);
                             }
 
                             break;
@@ -442,7 +443,7 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
                 foreach (Pending p in overflow.Concat(suspect))
                 {
                     items.Add(p);
-                    batch.Add(p.Envelope.SendingKey.Span, p.Envelope.Signature.Span, p.SigningBytes);
+                    batch.Add(p.SendingKey, p.Signature, p.SigningBytes);
                 }
 
                 Interlocked.Add(ref _signatures, items.Count);
@@ -496,7 +497,7 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
                     p.TrySetException(Reject("signature", StatusCode.InvalidArgument,
                         "The envelope signature does not verify under MegaNet's rule (docs/verification.md)."));
                 }
-                else if (!TakeToken(p.Envelope.SendingKey.Span))
+                else if (!TakeToken(p.SendingKey))
                 {
                     p.Release();
                     p.TrySetException(RateLimited());
@@ -536,7 +537,7 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
             for (int i = 0; i < requests.Length; i++)
             {
                 Pending p = accepted[i];
-                requests[i] = new PutRequest(p.Canonical, p.Envelope.Recipient.Memory, DateTimeOffset.FromUnixTimeMilliseconds(p.Envelope.ExpiresUnixMs))
+                requests[i] = new PutRequest(p.Canonical, p.Recipient, DateTimeOffset.FromUnixTimeMilliseconds(p.ExpiresUnixMs))
                 {
                     EnvelopeId = p.Id, // hashed on arrival for the replay check; the store need not hash it again
                 };
@@ -551,8 +552,13 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
             for (int i = 0; i < accepted.Count; i++)
             {
                 Pending p = accepted[i];
-                p.Release();
                 PutResult r = results[i];
+                if (r.Receipt is null)
+                {
+                    ReturnToken(p.SendingKey);
+                }
+
+                p.Release();
                 if (r.Receipt is { } receipt)
                 {
                     // A group's receipts share one head; convert it once.
@@ -568,7 +574,6 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
                 }
                 else
                 {
-                    ReturnToken(p.Envelope.SendingKey.Span);
                     p.TrySetException(r.Error switch
                     {
                         DiskSpaceLowException d => Reject("disk_low", StatusCode.ResourceExhausted, d.Message, retryAfterMs: 60_000),
@@ -646,30 +651,45 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
     /// reuses) and the id hashed from them.</summary>
     private sealed class Pending : TaskCompletionSource<Receipt>
     {
+        // Buffers up to the size a 1 KiB-class envelope needs come from a pool of their own: ArrayPool.Shared keeps 32
+        // arrays a size per core, and with thousands of submissions in flight nearly every rent missed it and allocated
+        // (2 KiB of garbage per envelope, a third of the node's allocations while streaming). At most 4,096 are kept
+        // (8 MiB); bigger envelopes, rarer, use the shared pool.
+        private const int SmallBuffer = 2048;
+        private const int Tail = 32 + 64 + 32 + 32; // id, signature, sending key, recipient
+        private static readonly ArrayPool<byte> SmallBuffers = ArrayPool<byte>.Create(SmallBuffer, 4096);
+
         private readonly int _length;
         private byte[]? _buffer;
 
         public Pending(Envelope envelope, int length, long start)
             : base(TaskCreationOptions.RunContinuationsAsynchronously)
         {
-            Envelope = envelope;
             Start = start;
+            ExpiresUnixMs = envelope.ExpiresUnixMs;
             _length = length;
-            // canonical bytes ‖ signing bytes ‖ id.
-            _buffer = ArrayPool<byte>.Shared.Rent(length + EnvelopeFormat.SigningLength + 32);
+            // canonical bytes ‖ signing bytes ‖ id ‖ signature ‖ sending key ‖ recipient: all the pipeline reads after
+            // the queue, so the parsed envelope dies young instead of living, like the submission, for a verification
+            // batch and a store group (long enough to be promoted, then collected in an older generation).
+            int size = length + EnvelopeFormat.SigningLength + Tail;
+            _buffer = size <= SmallBuffer ? SmallBuffers.Rent(size) : ArrayPool<byte>.Shared.Rent(size);
             envelope.WriteTo(_buffer.AsSpan(0, length));
             Span<byte> signing = _buffer.AsSpan(length, EnvelopeFormat.SigningLength);
             EnvelopeFormat.WriteSigningBytes(envelope, signing);
-            EnvelopeFormat.EnvelopeId(signing, _buffer.AsSpan(length + EnvelopeFormat.SigningLength, 32));
+            Span<byte> tail = _buffer.AsSpan(length + EnvelopeFormat.SigningLength, Tail);
+            EnvelopeFormat.EnvelopeId(signing, tail[..32]);
+            envelope.Signature.Span.CopyTo(tail.Slice(32, 64));
+            envelope.SendingKey.Span.CopyTo(tail.Slice(96, 32));
+            envelope.Recipient.Span.CopyTo(tail.Slice(128, 32));
         }
-
-        public Envelope Envelope { get; }
 
         /// <summary>The submitting client's address, when known.</summary>
         public ClientAddress? Source { get; init; }
 
         /// <summary><see cref="Stopwatch"/> timestamp of arrival.</summary>
         public long Start { get; }
+
+        public long ExpiresUnixMs { get; }
 
         /// <summary>The envelope re-encoded: what the store keeps.</summary>
         public ReadOnlyMemory<byte> Canonical => Buffer.AsMemory(0, _length);
@@ -678,6 +698,12 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
         public ReadOnlyMemory<byte> Id => Buffer.AsMemory(_length + EnvelopeFormat.SigningLength, 32);
 
         public ReadOnlySpan<byte> SigningBytes => Buffer.AsSpan(_length, EnvelopeFormat.SigningLength);
+
+        public ReadOnlySpan<byte> Signature => Buffer.AsSpan(_length + EnvelopeFormat.SigningLength + 32, 64);
+
+        public ReadOnlySpan<byte> SendingKey => Buffer.AsSpan(_length + EnvelopeFormat.SigningLength + 96, 32);
+
+        public ReadOnlyMemory<byte> Recipient => Buffer.AsMemory(_length + EnvelopeFormat.SigningLength + 128, 32);
 
         private byte[] Buffer => _buffer ?? throw new InvalidOperationException("The submission's buffer was already released.");
 
@@ -690,7 +716,7 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
         {
             if (Interlocked.Exchange(ref _buffer, null) is { } buffer)
             {
-                ArrayPool<byte>.Shared.Return(buffer);
+                (buffer.Length <= SmallBuffer ? SmallBuffers : ArrayPool<byte>.Shared).Return(buffer);
             }
         }
     }
