@@ -648,12 +648,12 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
 
     /// <summary>A submission on its way through admission, and the task its caller awaits. One pooled buffer holds
     /// the canonical envelope bytes (what the store keeps), the signing bytes (whose core bytes the proof-of-work check
-    /// reuses) and the id hashed from them.</summary>
+    /// reuses), the id hashed from them, and the fields verification, rate limiting and the store read.</summary>
     private sealed class Pending : TaskCompletionSource<Receipt>
     {
         // Buffers up to the size a 1 KiB-class envelope needs come from a pool of their own: ArrayPool.Shared keeps 32
         // arrays a size per core, and with thousands of submissions in flight nearly every rent missed it and allocated
-        // (2 KiB of garbage per envelope, a third of the node's allocations while streaming). At most 4,096 are kept
+        // (2 KiB of garbage per envelope, about 30 % of the node's allocations while streaming). At most 4,096 are kept
         // (8 MiB); bigger envelopes, rarer, use the shared pool.
         private const int SmallBuffer = 2048;
         private const int Tail = 32 + 64 + 32 + 32; // id, signature, sending key, recipient
