@@ -11,6 +11,8 @@
 # BACKEND=gpu-cpu runs the same steps here, without a GPU, to try the script. MODES="1" checks only the default
 # multiply path and PTXAS=0 skips the ptxas report, for a call that must be short.
 # Both modes hash on the device (the default); MEGANET_GPU_HOST_HASH=1 in the environment hashes on the host.
+# CHUNKS="32768 65536" then times batches of CHUNK_SIZES (default 32768,65536,131072) again with each of those items
+# per launch (MEGANET_GPU_CHUNK; the default split is a quarter of the batch, at least 8,192), verdicts checked first.
 set -uo pipefail
 out=${OUT:-/tmp/gpu-out}
 mkdir -p "$out"
@@ -77,6 +79,14 @@ PY
   [ "$bench" = 0 ] || { echo "bench FAILED (exit $bench)"; status=1; }
 done
 unset MEGANET_GPU_INLINE_PTX
+
+for chunk in ${CHUNKS:-}; do
+  step "MEGANET_GPU_CHUNK=$chunk: $backend at ${CHUNK_SIZES:-32768,65536,131072} with $chunk items per launch"
+  MEGANET_GPU_CHUNK=$chunk timeout 300 "${meganet[@]}" bench --backend "$backend" --batch "${CHUNK_SIZES:-32768,65536,131072}" --seconds "$seconds" \
+    --check --check-items 16384 --json "$out/bench-chunk-$chunk.json" 2>&1 | tee "$out/bench-chunk-$chunk.txt" | grep -v "^  batch"
+  bench=${PIPESTATUS[0]}
+  [ "$bench" = 0 ] || { echo "bench FAILED (exit $bench)"; status=1; }
+done
 
 [ "${PTXAS:-1}" = 1 ] && step "ptxas for sm_90"
 [ "${PTXAS:-1}" = 1 ] && for p in .gpu-check/*.ptx perf/gpu/*.ptx; do

@@ -36,8 +36,8 @@ public enum GpuDeviceKind
 /// <remarks>
 /// Two launch slots, each with its own stream, page-locked host buffers and device buffers, allocated on first use,
 /// grown on demand up to <see cref="VerifierOptions.GpuMaxBatch"/> items and reused (no allocation per batch). Batches
-/// up to <see cref="OverlapChunk"/> × 2 items are one launch; larger ones are cut into chunks that alternate between the
-/// slots, so the host prepares chunk j + 1 while the device copies in, verifies and copies out chunk j. Verdicts come
+/// up to <see cref="OverlapChunk"/> × 2 items are one launch; larger ones are cut into chunks (<see cref="ChunkItems"/>)
+/// that alternate between the slots, so the host prepares chunk j + 1 while the device copies in, verifies and copies out chunk j. Verdicts come
 /// back as one byte per item. One batch at a time per instance (calls from several threads queue on the instance).
 /// </remarks>
 public sealed class GpuBatchVerifier : BatchVerifierBase
@@ -64,6 +64,7 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
     private readonly Action<AcceleratorStream, KernelConfig, int, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<int>, int, ArrayView<ulong>, ArrayView<byte>, ArrayView<uint>, ArrayView<byte>> _prepare;
     private readonly MemoryBuffer1D<ulong, Stride1D.Dense> _shaConstants;
     private readonly int _maxBatch;
+    private readonly int _chunkItems;
     private readonly object _gate = new();
     private readonly LaunchSlot[] _slots;
 
@@ -82,6 +83,7 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
         options.Validate();
         _kind = kind;
         _maxBatch = options.GpuMaxBatch;
+        _chunkItems = options.GpuChunkItems;
         if (kind == GpuDeviceKind.Device && DeviceProbe.Value is { } reason)
         {
             throw new BackendUnavailableException(DeviceBackendName, reason);
@@ -157,12 +159,12 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
 
     /// <inheritdoc />
     public override string Description =>
-        $"ILGPU {_accelerator.AcceleratorType} '{DeviceName}' ({_accelerator.NumMultiprocessors} multiprocessors), one thread per signature in groups of up to {_occupancyGroup}{(_inlinePtx ? $", {WidenedMultiplies} limb products as PTX mul.wide.s32" : "")}, SHA-512 on the {(_hashOnHost ? "host" : "device")}, kernel ready in {CompileMilliseconds:F0} ms";
+        $"ILGPU {_accelerator.AcceleratorType} '{DeviceName}' ({_accelerator.NumMultiprocessors} multiprocessors), one thread per signature in groups of up to {_occupancyGroup}{(_inlinePtx ? $", {WidenedMultiplies} limb products as PTX mul.wide.s32" : "")}, SHA-512 on the {(_hashOnHost ? "host" : "device")}{(_chunkItems > 0 ? $", {_chunkItems:N0} items per launch" : "")}, kernel ready in {CompileMilliseconds:F0} ms";
 
     /// <inheritdoc />
     protected override void VerifyCore(SignatureBatch batch, int start, int count, Span<bool> verdicts)
     {
-        int chunk = Math.Min(_maxBatch, count <= 2 * OverlapChunk ? count : Math.Max(OverlapChunk, (count + 3) / 4));
+        int chunk = ChunkItems(count, _maxBatch, _chunkItems);
         lock (_gate)
         {
             // Again under the lock: a caller that waited here while Dispose freed the buffers would launch on freed
@@ -276,6 +278,12 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
             throw;
         }
     }
+
+    /// <summary>Items per launch for a batch of <paramref name="count"/>: <paramref name="configured"/> when set
+    /// (<see cref="VerifierOptions.GpuChunkItems"/>), else one launch up to <see cref="OverlapChunk"/> × 2 items and
+    /// quarters of at least <see cref="OverlapChunk"/> above; never more than <paramref name="maxBatch"/>.</summary>
+    internal static int ChunkItems(int count, int maxBatch, int configured) =>
+        Math.Min(maxBatch, configured > 0 ? configured : count <= 2 * OverlapChunk ? count : Math.Max(OverlapChunk, (count + 3) / 4));
 
     /// <summary>
     /// Groups for <paramref name="n"/> items: the occupancy group size for large launches (throughput), smaller groups

@@ -215,6 +215,34 @@ public sealed class GpuKernelTests(ITestOutputHelper output)
     }
 
     [Theory]
+    [InlineData(1, 1 << 20, 0, 1)]
+    [InlineData(16_384, 1 << 20, 0, 16_384)] // one launch up to twice the overlap chunk
+    [InlineData(16_385, 1 << 20, 0, 8_192)] // then quarters, at least 8,192
+    [InlineData(65_536, 1 << 20, 0, 16_384)]
+    [InlineData(1 << 20, 1 << 20, 0, 262_144)]
+    [InlineData(65_536, 1 << 20, 32_768, 32_768)] // GpuChunkItems set
+    [InlineData(1_000, 1 << 20, 32_768, 32_768)] // a chunk larger than the batch: one launch
+    [InlineData(65_536, 1_000, 0, 1_000)] // never beyond GpuMaxBatch
+    [InlineData(65_536, 1_000, 4_000, 1_000)]
+    public void Chunk_size_follows_the_batch_the_setting_and_the_cap(int count, int maxBatch, int configured, int expected) =>
+        Assert.Equal(expected, MegaNet.Verify.Gpu.GpuBatchVerifier.ChunkItems(count, maxBatch, configured));
+
+    [Fact]
+    public void A_configured_chunk_size_cuts_batches_and_keeps_the_reference_verdicts()
+    {
+        output.WriteLine($"seed {Seed} (replay with MEGANET_TEST_SEED={Seed})");
+        using MegaNet.Verify.Gpu.GpuBatchVerifier gpu = new(MegaNet.Verify.Gpu.GpuDeviceKind.CpuAccelerator, new VerifierOptions { GpuChunkItems = 50 });
+        Assert.Contains("50 items per launch", gpu.Description);
+        (SignatureCase[] cases, bool[] expected) = Backends.Mixed(Seed, 301); // seven launches, the last of one item
+        using SignatureBatch batch = Backends.ToBatch(cases);
+        Assert.Equal(expected, gpu.Verify(batch));
+        Assert.Contains(false, expected);
+
+        ArgumentOutOfRangeException e = Assert.Throws<ArgumentOutOfRangeException>(() => new VerifierOptions { GpuChunkItems = -1 }.Validate());
+        Assert.Contains("MEGANET_GPU_CHUNK", e.Message);
+    }
+
+    [Theory]
     [InlineData(32, 132, 256)] // an H100 SXM, with a kernel whose occupancy group is 256
     [InlineData(32, 132, 1024)]
     [InlineData(4, 2, 16)] // ILGPU's CPU accelerator here

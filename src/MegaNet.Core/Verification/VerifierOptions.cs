@@ -29,6 +29,14 @@ public sealed class VerifierOptions
     /// </summary>
     public bool GpuHashOnHost { get; set; } = Environment.GetEnvironmentVariable("MEGANET_GPU_HOST_HASH") == "1";
 
+    /// <summary>
+    /// Items per launch when a GPU backend cuts a large batch into chunks over its two streams; 0 (the default) lets it
+    /// choose: a batch of up to 16,384 items is one launch, a larger one goes in quarters of at least 8,192. For
+    /// measuring other splits on a given GPU (perf/gpu/device-check.sh, <c>CHUNKS</c>); also set by the environment
+    /// variable <c>MEGANET_GPU_CHUNK</c>.
+    /// </summary>
+    public int GpuChunkItems { get; set; } = ChunkFromEnvironment();
+
     /// <summary>Throws <see cref="ArgumentOutOfRangeException"/> naming the first setting out of range.</summary>
     public void Validate()
     {
@@ -51,7 +59,17 @@ public sealed class VerifierOptions
         {
             throw new ArgumentOutOfRangeException(nameof(GpuMaxBatch), GpuMaxBatch, "GpuMaxBatch must be at least 1.");
         }
+
+        if (GpuChunkItems < 0)
+        {
+            throw new ArgumentOutOfRangeException(nameof(GpuChunkItems), GpuChunkItems,
+                "GpuChunkItems (MEGANET_GPU_CHUNK) must be 0 (the backend chooses) or a whole number of items per launch.");
+        }
     }
+
+    // A value that is not a whole number reads as -1, so Validate names it instead of the default hiding the typo.
+    private static int ChunkFromEnvironment() =>
+        Environment.GetEnvironmentVariable("MEGANET_GPU_CHUNK") is { } text ? (int.TryParse(text, out int items) && items >= 0 ? items : -1) : 0;
 
     /// <summary>A copy with the same settings.</summary>
     public VerifierOptions Clone() => (VerifierOptions)MemberwiseClone();
