@@ -62,6 +62,12 @@ public static class EnvelopeFormat
     /// <summary>Length of <see cref="CoreBytes"/>.</summary>
     public const int CoreLength = 19 + 4 + 32 + 8 + 32 + 32; // 19 = "meganet-envelope-v1" (a string's length is not a C# constant)
 
+    /// <summary>Where the recipient address lies in the core bytes (after the domain and the version).</summary>
+    public const int CoreRecipientOffset = 19 + 4;
+
+    /// <summary>Where the sending key lies in the core bytes: their last 32 bytes.</summary>
+    public const int CoreSendingKeyOffset = CoreLength - 32;
+
     /// <summary>Length of <see cref="SigningBytes(Envelope)"/>.</summary>
     public const int SigningLength = CoreLength + 4 + 8;
 
@@ -315,8 +321,9 @@ public static class EnvelopeFormat
                 throw new CryptographicException("The X25519 key agreement produced no secret (a small-order public key).");
             }
 
-            HKDF.DeriveKey(HashAlgorithmName.SHA256, secrets[..32], secrets[32..], SealSalt(ephemeralPublic, recipient.EncryptionKey), SealContext(recipient.Address));
-            Sodium.XChaCha20Poly1305Encrypt(sealedPayload.AsSpan(56), padded, SealContext(recipient.Address), nonce, secrets[32..]);
+            byte[] context = SealContext(recipient.Address);
+            HKDF.DeriveKey(HashAlgorithmName.SHA256, secrets[..32], secrets[32..], SealSalt(ephemeralPublic, recipient.EncryptionKey), context);
+            Sodium.XChaCha20Poly1305Encrypt(sealedPayload.AsSpan(56), padded, context, nonce, secrets[32..]);
         }
         finally
         {

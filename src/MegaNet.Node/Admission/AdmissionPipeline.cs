@@ -648,7 +648,7 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
 
     /// <summary>A submission on its way through admission, and the task its caller awaits. One pooled buffer holds
     /// the canonical envelope bytes (what the store keeps), the signing bytes (whose core bytes the proof-of-work check
-    /// reuses), the id hashed from them, and the fields verification, rate limiting and the store read.</summary>
+    /// reuses, and where the sending key and the recipient are read), the id hashed from them, and the signature.</summary>
     private sealed class Pending : TaskCompletionSource<Receipt>
     {
         // Buffers up to the size a 1 KiB-class envelope needs come from a pool of their own: ArrayPool.Shared keeps 32
@@ -656,7 +656,7 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
         // (2 KiB of garbage per envelope, about 30 % of the node's allocations while streaming). At most 4,096 are kept
         // (8 MiB); bigger envelopes, rarer, use the shared pool.
         private const int SmallBuffer = 2048;
-        private const int Tail = 32 + 64 + 32 + 32; // id, signature, sending key, recipient
+        private const int Tail = 32 + 64; // id, signature
         private static readonly ArrayPool<byte> SmallBuffers = ArrayPool<byte>.Create(SmallBuffer, 4096);
 
         private readonly int _length;
@@ -668,8 +668,8 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
             Start = start;
             ExpiresUnixMs = envelope.ExpiresUnixMs;
             _length = length;
-            // canonical bytes ‖ signing bytes ‖ id ‖ signature ‖ sending key ‖ recipient: all the pipeline reads after
-            // the queue, so the parsed envelope dies young instead of living, like the submission, for a verification
+            // canonical bytes ‖ signing bytes ‖ id ‖ signature: all the pipeline reads after the queue (the sending key
+            // and the recipient are in the signing bytes), so the parsed envelope dies young instead of living, like the submission, for a verification
             // batch and a store group (long enough to be promoted, then collected in an older generation).
             int size = length + EnvelopeFormat.SigningLength + Tail;
             _buffer = size <= SmallBuffer ? SmallBuffers.Rent(size) : ArrayPool<byte>.Shared.Rent(size);
@@ -678,9 +678,7 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
             EnvelopeFormat.WriteSigningBytes(envelope, signing);
             Span<byte> tail = _buffer.AsSpan(length + EnvelopeFormat.SigningLength, Tail);
             EnvelopeFormat.EnvelopeId(signing, tail[..32]);
-            envelope.Signature.Span.CopyTo(tail.Slice(32, 64));
-            envelope.SendingKey.Span.CopyTo(tail.Slice(96, 32));
-            envelope.Recipient.Span.CopyTo(tail.Slice(128, 32));
+            envelope.Signature.Span.CopyTo(tail[32..]);
         }
 
         /// <summary>The submitting client's address, when known.</summary>
@@ -701,9 +699,9 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
 
         public ReadOnlySpan<byte> Signature => Buffer.AsSpan(_length + EnvelopeFormat.SigningLength + 32, 64);
 
-        public ReadOnlySpan<byte> SendingKey => Buffer.AsSpan(_length + EnvelopeFormat.SigningLength + 96, 32);
+        public ReadOnlySpan<byte> SendingKey => Buffer.AsSpan(_length + EnvelopeFormat.CoreSendingKeyOffset, 32);
 
-        public ReadOnlyMemory<byte> Recipient => Buffer.AsMemory(_length + EnvelopeFormat.SigningLength + 128, 32);
+        public ReadOnlyMemory<byte> Recipient => Buffer.AsMemory(_length + EnvelopeFormat.CoreRecipientOffset, 32);
 
         private byte[] Buffer => _buffer ?? throw new InvalidOperationException("The submission's buffer was already released.");
 
