@@ -322,6 +322,12 @@ public sealed class CliErrorTests : IDisposable
     public async Task Load_names_the_option_out_of_range(string option, string value, string expected) =>
         AssertClearError(await Meganet("load", option, value), expected);
 
+    [Theory]
+    [InlineData("stream", "0", "--floor follows a unary phase; use it with --mode unary or both.")]
+    [InlineData("unary", "0", "--floor needs an open loop: give --rate with --mode unary.")]
+    public async Task Load_refuses_a_floor_without_an_open_loop_unary_phase(string mode, string rate, string expected) =>
+        AssertClearError(await Meganet("load", "--floor", "--mode", mode, "--rate", rate), expected);
+
     [Fact]
     public async Task Load_refuses_a_backend_or_an_unreachable_node_before_sealing_and_leaves_no_directory()
     {

@@ -41,6 +41,25 @@ public sealed class LoadGeneratorTests
     }
 
     [Fact]
+    public async Task The_floor_phase_makes_status_calls_on_the_same_schedule_and_stores_and_verifies_nothing()
+    {
+        await using TestNode node = await TestNode.StartAsync();
+        using var client = node.Client();
+        StatusResponse before = await client.Relay.StatusAsync(new StatusRequest());
+        var progress = new StringWriter();
+
+        LoadReport floor = await new LoadGenerator(node.Address, clients: 4, connections: 2, progress)
+            .RunUnaryAsync(LoadGenerator.Prepare(300, senders: 4, recipients: 4), targetRate: 2_000, floor: true);
+
+        Assert.Equal((300, 300, 0), (floor.Sent, floor.Accepted, floor.Refused));
+        Assert.StartsWith("floor (Status calls, nothing verified or stored) (open loop at 2,000/s)", progress.ToString(), StringComparison.Ordinal);
+        Assert.True(floor.OfferedPerSecond > 0 && floor.P99Ms >= floor.P50Ms && floor.P50Ms > 0, progress.ToString());
+        StatusResponse after = await client.Relay.StatusAsync(new StatusRequest());
+        Assert.Equal((0L, before.SignaturesVerified), (after.TreeSize, after.SignaturesVerified));
+        node.AssertNoServerErrors();
+    }
+
+    [Fact]
     public async Task Forged_load_is_refused_every_time_and_stores_nothing_beside_the_honest_load()
     {
         await using TestNode node = await TestNode.StartAsync(o =>

@@ -75,8 +75,11 @@ public sealed class LoadGenerator(Uri node, int clients, int connections, TextWr
     /// its latency counts from then, not from when this client got round to sending it: a client (or node) that falls
     /// behind shows up in the latency instead of slowing the offered load and hiding itself. How late this client
     /// started each call is reported apart (<see cref="LoadReport.StartLateP99Ms"/>), so its own lag can be told from the
-    /// node's. The report gives the rate calls really started at.</summary>
-    public async Task<LoadReport> RunUnaryAsync(IReadOnlyList<Envelope> envelopes, double targetRate = 0, CancellationToken ct = default)
+    /// node's. The report gives the rate calls really started at. With <paramref name="floor"/> each call is a
+    /// <c>Status</c> call instead of a submission (the envelopes only set the count): the same clients, connections and
+    /// schedule through the same gRPC client and server with nothing verified or stored, so its latency is what this
+    /// machine's gRPC plumbing alone gives at that rate, a floor under the submissions'.</summary>
+    public async Task<LoadReport> RunUnaryAsync(IReadOnlyList<Envelope> envelopes, double targetRate = 0, CancellationToken ct = default, bool floor = false)
     {
         using Connections channels = await Connections.OpenAsync(node, Math.Clamp(connections, 1, clients), ct);
         MegaNetClient client = channels[0];
@@ -99,7 +102,15 @@ public sealed class LoadGenerator(Uri node, int clients, int connections, TextWr
 
             try
             {
-                await channels[i % clients].Relay.SubmitAsync(new SubmitRequest { Envelope = envelopes[i] }, cancellationToken: ct);
+                if (floor)
+                {
+                    await channels[i % clients].Relay.StatusAsync(EmptyStatusRequest, cancellationToken: ct);
+                }
+                else
+                {
+                    await channels[i % clients].Relay.SubmitAsync(new SubmitRequest { Envelope = envelopes[i] }, cancellationToken: ct);
+                }
+
                 calls.Ok[i] = true;
                 Interlocked.Increment(ref accepted);
             }
@@ -133,9 +144,11 @@ public sealed class LoadGenerator(Uri node, int clients, int connections, TextWr
         }
 
         double seconds = watch.Elapsed.TotalSeconds;
-        string mode = targetRate > 0 ? $"unary (open loop at {targetRate:N0}/s)" : "unary";
+        string mode = (floor ? "floor (Status calls, nothing verified or stored)" : "unary") + (targetRate > 0 ? $" (open loop at {targetRate:N0}/s)" : string.Empty);
         return await Report(mode, envelopes.Count, accepted, refused, seconds, calls, client, before, ct);
     }
+
+    private static readonly StatusRequest EmptyStatusRequest = new();
 
     /// <summary>Starts call i at i / <paramref name="rate"/> seconds on <paramref name="watch"/>, in order, without waiting
     /// for earlier calls; returns the calls in flight.</summary>

@@ -56,9 +56,14 @@ internal static class LoadCommand
                 $"(batch {LoadBaseline.Batch:N0}, one thread per core, key cache off, libsodium beside it) just before the streaming phase, with the node idle, " +
                 "and gives the streaming rate (and with --mode both the unary rate after it) as a share of it. About 5 s.",
         };
+        var floor = new Option<bool>("--floor")
+        {
+            Description = "After the unary phase, offer the same open loop (rate, clients, connections) of Status calls, which neither verify nor store: " +
+                "the latency this machine's gRPC client and server alone give at that rate, printed as 'floor'. The unary latency cannot be below it.",
+        };
         var command = new Command("load", "Drive concurrent clients at a node and report accepted envelopes/s, p50/p99 latency and the verifier batch sizes achieved.")
         {
-            node, clients, connections, count, mode, rate, warmup, forged, backend, noBaseline,
+            node, clients, connections, count, mode, rate, warmup, forged, backend, noBaseline, floor,
         };
         command.SetAction(async (parse, ct) =>
         {
@@ -67,7 +72,8 @@ internal static class LoadCommand
             string m = parse.GetValue(mode)!;
             double offered = parse.GetValue(rate);
             double forgedRate = parse.GetValue(forged);
-            if (Problem(n, c, k, w, m, offered, forgedRate) is { } problem)
+            bool floorToo = parse.GetValue(floor);
+            if (Problem(n, c, k, w, m, offered, forgedRate, floorToo) is { } problem)
             {
                 Console.Error.WriteLine($"meganet load: {problem}");
                 return 1;
@@ -162,6 +168,12 @@ internal static class LoadCommand
                     {
                         Console.WriteLine(LoadBaseline.DescribeShare(unary, raw));
                     }
+
+                    if (floorToo)
+                    {
+                        // The rate the unary phase was offered at, so the two lines compare like with like.
+                        await generator.RunUnaryAsync(envelopes, offered > 0 ? offered : streamRate / 2, ct, floor: true);
+                    }
                 }
 
                 return 0;
@@ -204,7 +216,7 @@ internal static class LoadCommand
     }
 
     /// <summary>The first option out of range, said in one line; null when all are fine.</summary>
-    private static string? Problem(int envelopes, int clients, int connections, int warmup, string mode, double rate, double forged) =>
+    private static string? Problem(int envelopes, int clients, int connections, int warmup, string mode, double rate, double forged, bool floor) =>
         envelopes < 1 ? $"--envelopes must be at least 1 (got {envelopes})." :
         clients < 1 ? $"--clients must be at least 1 (got {clients})." :
         connections < 1 || connections > clients ? $"--connections must be between 1 and --clients ({clients}); got {connections}." :
@@ -212,6 +224,8 @@ internal static class LoadCommand
         mode is not ("both" or "stream" or "unary") ? $"--mode must be stream, unary or both (got '{mode}')." :
         rate < 0 || !double.IsFinite(rate) ? $"--rate must be a finite number of envelopes/s, 0 or more (got {rate}); 0 means half the streaming rate, or closed loop with --mode unary." :
         forged < 0 || !double.IsFinite(forged) ? $"--forged must be a finite number of envelopes/s, 0 or more (got {forged})." :
+        floor && mode == "stream" ? "--floor follows a unary phase; use it with --mode unary or both." :
+        floor && mode == "unary" && rate == 0 ? "--floor needs an open loop: give --rate with --mode unary." :
         null;
 
     /// <summary>Seals <paramref name="count"/> envelopes on the thread pool, saying every 5 s how far it got (a million
