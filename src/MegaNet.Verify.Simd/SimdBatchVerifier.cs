@@ -30,8 +30,6 @@ public sealed class SimdBatchVerifier : BatchVerifierBase
     // At or below this size a failing group whose sibling also failed is settled item by item.
     private const int DenseSingleCheckSize = 32;
 
-    private static readonly AffineNielsPoint BasePoint = DecodeBase();
-
     private readonly int _threads;
     private readonly KeyCache? _cache;
     private readonly int _cacheCapacity;
@@ -343,9 +341,9 @@ public sealed class SimdBatchVerifier : BatchVerifierBase
     private static bool CheckOne(in AffineNielsPoint negA, in AffineNielsPoint negR, in Scalar256 k, in Scalar256 s)
     {
         // −R has coefficient 1: one addition at the end instead of a Straus table of its multiples.
-        ReadOnlySpan<AffineNielsPoint> points = [BasePoint, negA];
-        ReadOnlySpan<Scalar256> scalars = [s, k];
-        return EdwardsPoint.MulByCofactor(EdwardsPoint.AddAffine(MultiScalar.Straus(points, scalars), negR)).IsIdentity();
+        ReadOnlySpan<AffineNielsPoint> points = [negA];
+        ReadOnlySpan<Scalar256> scalars = [k];
+        return EdwardsPoint.MulByCofactor(EdwardsPoint.AddAffine(MultiScalar.StrausNaf(s, points, scalars), negR)).IsIdentity();
     }
 
     /// <summary>[8]([Σ zᵢsᵢ]B + Σ[zᵢ](−Rᵢ) + Σ[zᵢkᵢ](−Aᵢ)) = 𝒪 with fresh random 128-bit zᵢ.</summary>
@@ -376,9 +374,12 @@ public sealed class SimdBatchVerifier : BatchVerifierBase
                 scalars[2 + 2 * t] = ScalarMath.MulMod(z, k[j]);
             }
 
-            points[0] = BasePoint;
+            points[0] = BasePoint.Niels;
             scalars[0] = ScalarMath.Reduce(zsSum);
-            EdwardsPoint q = MultiScalar.Compute(points.AsSpan(0, total), scalars.AsSpan(0, total));
+            // Few points: Straus, with B apart for its precomputed table.
+            EdwardsPoint q = MultiScalar.UsesStraus(total)
+                ? MultiScalar.StrausNaf(scalars[0], points.AsSpan(1, total - 1), scalars.AsSpan(1, total - 1))
+                : MultiScalar.Compute(points.AsSpan(0, total), scalars.AsSpan(0, total));
             return EdwardsPoint.MulByCofactor(q).IsIdentity();
         }
         finally
@@ -387,17 +388,6 @@ public sealed class SimdBatchVerifier : BatchVerifierBase
             ArrayPool<Scalar256>.Shared.Return(scalars);
             ArrayPool<byte>.Shared.Return(random);
         }
-    }
-
-    private static AffineNielsPoint DecodeBase()
-    {
-        byte[] encoding = Convert.FromHexString("5866666666666666666666666666666666666666666666666666666666666666");
-        if (!EdwardsPoint.TryDecode(encoding, out EdwardsPoint b))
-        {
-            throw new InvalidOperationException("The base point failed to decode.");
-        }
-
-        return AffineNielsPoint.FromAffine(b);
     }
 }
 

@@ -204,6 +204,54 @@ public sealed class SimdArithmeticTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void Non_adjacent_forms_sum_to_the_scalar_with_odd_spaced_digits_in_range()
+    {
+        output.WriteLine($"seed {Seed}");
+        var random = new Random(Seed);
+        byte[] wide = new byte[64];
+        sbyte[] naf = new sbyte[ScalarMath.NafLength];
+        for (int i = 0; i < 400; i++)
+        {
+            random.NextBytes(wide);
+            Scalar256 s = ScalarMath.ReduceBytes(wide);
+            if (i == 0)
+            {
+                s = ScalarMath.ReduceBytes(new byte[64]); // zero
+            }
+            else if (i == 1)
+            {
+                // 2^253 − 1: every bit set, so carries ripple to the top.
+                s = new Scalar256 { S0 = ulong.MaxValue, S1 = ulong.MaxValue, S2 = ulong.MaxValue, S3 = (1UL << 61) - 1 };
+            }
+            else if (i % 4 == 2)
+            {
+                s.S2 = s.S3 = 0; // a 128-bit batch coefficient
+            }
+
+            foreach (int w in new[] { 2, 5, 8 })
+            {
+                ScalarMath.NonAdjacentForm(s, w, naf);
+                BigInteger sum = BigInteger.Zero;
+                int lastNonZero = -w;
+                for (int j = 0; j < naf.Length; j++)
+                {
+                    if (naf[j] == 0)
+                    {
+                        continue;
+                    }
+
+                    Assert.True((naf[j] & 1) == 1 && Math.Abs((int)naf[j]) < 1 << (w - 1), $"digit {naf[j]} at {j}, width {w}");
+                    Assert.True(j - lastNonZero >= w, $"digits at {lastNonZero} and {j}, width {w}");
+                    lastNonZero = j;
+                    sum += naf[j] * BigInteger.Pow(2, j);
+                }
+
+                Assert.Equal(Big(s), sum);
+            }
+        }
+    }
+
+    [Fact]
     public void Multi_scalar_multiplication_matches_a_naive_sum()
     {
         output.WriteLine($"seed {Seed}");
@@ -243,7 +291,7 @@ public sealed class SimdArithmeticTests(ITestOutputHelper output)
             }
 
             byte[] want = R.Encode(expected);
-            var results = new List<EdwardsPoint> { MultiScalar.Straus(points, scalars), MultiScalar.Pippenger(points, scalars, 5), MultiScalar.Pippenger(points, scalars, 8), MultiScalar.Compute(points, scalars) };
+            var results = new List<EdwardsPoint> { MultiScalar.StrausNaf(default, points, scalars), MultiScalar.Pippenger(points, scalars, 5), MultiScalar.Pippenger(points, scalars, 8), MultiScalar.Compute(points, scalars) };
             if (System.Runtime.Intrinsics.X86.Avx512F.IsSupported)
             {
                 results.Add(LaneMultiScalar<Avx512Lanes, System.Runtime.Intrinsics.Vector512<ulong>>.Compute(points, scalars));
@@ -252,6 +300,19 @@ public sealed class SimdArithmeticTests(ITestOutputHelper output)
             if (System.Runtime.Intrinsics.X86.Avx2.IsSupported)
             {
                 results.Add(LaneMultiScalar<Avx2Lanes, System.Runtime.Intrinsics.Vector256<ulong>>.Compute(points, scalars));
+            }
+
+            // Straus with non-adjacent forms takes the base point apart, against its own table: [b]B + the rest.
+            if (n <= 65)
+            {
+                random.NextBytes(wide);
+                Scalar256 b = ScalarMath.ReduceBytes(wide);
+                byte[] withBase = R.Encode(R.Add(expected, R.ScalarMultiply(Big(b), R.B)));
+                byte[] got = new byte[32];
+                MultiScalar.StrausNaf(b, points, scalars).Encode(got);
+                Assert.Equal(withBase, got);
+                MultiScalar.StrausNaf(default, points, scalars).Encode(got);
+                Assert.Equal(want, got);
             }
 
             output.WriteLine($"n = {n}: {results.Count} methods compared");

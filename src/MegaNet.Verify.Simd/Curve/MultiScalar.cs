@@ -7,23 +7,32 @@ using F = MegaNet.Verify.Simd.Field.FieldElement;
 namespace MegaNet.Verify.Simd.Curve;
 
 /// <summary>
-/// Multi-scalar multiplication Σ [sᵢ]Pᵢ over affine points: Straus (interleaved signed windows, one shared doubling
-/// chain) for a few points, Pippenger (signed-digit buckets) for many — on vector lanes (one window per lane) where
+/// Multi-scalar multiplication Σ [sᵢ]Pᵢ over affine points: Straus (interleaved non-adjacent forms, one shared
+/// doubling chain) for a few points, Pippenger (signed-digit buckets) for many — on vector lanes (one window per lane) where
 /// AVX-512F or AVX2 exists, else scalar. Scalars are &lt; 2^253.
 /// </summary>
 internal static class MultiScalar
 {
-    private const int StrausWindow = 5;
-    private const int StrausWindows = 252 / StrausWindow + 2;
-    private const int StrausTable = 1 << (StrausWindow - 1);
-
     /// <summary>Below this many points Straus is cheaper than Pippenger (measured: bucket aggregation dominates small inputs).</summary>
     public const int PippengerThreshold = 190;
 
-    /// <summary>From this many points the lane-parallel bucket method (<see cref="LaneMultiScalar{TOps, TVec}"/>) beats
-    /// Straus where vector lanes exist (measured per signature: 17 points 29 µs on AVX-512 and 36 µs on AVX2 against
-    /// 55 µs for Straus; 9 points 53 and 61 against 55).</summary>
-    public const int LaneThreshold = 12;
+    /// <summary>From this many points the lane-parallel bucket method (<see cref="LaneMultiScalar{TOps, TVec}"/>) on AVX2 beats
+    /// <see cref="StrausNaf"/>. Measured with <c>meganet bench</c> on one thread, key cache on (2026-11-30, AMD EPYC, AVX2):
+    /// as a ratio to libsodium, Straus did 1.5–1.9× the lanes' at batch 6 and 8 (13 and 17 points), 1.2–1.4× at 12 and
+    /// 1.2–1.4× at 16; at 24–48 (49–97 points) the two were within noise (±15 % between runs of the same code); the lanes
+    /// did 1.05–1.3× Straus's at 64 and 1.4–1.5× at 96. So Straus up to batch 23, where it was clearly ahead.</summary>
+    public const int Avx2LaneThreshold = 48;
+
+    /// <summary>The same for AVX-512F's eight lanes, which ran the bucket method 1.24× as fast as AVX2 at 17 points. Not
+    /// measured against <see cref="StrausNaf"/> (no AVX-512 on the machine that measured the AVX2 threshold): from those two
+    /// ratios the crossover lies at about 25–40 points.</summary>
+    public const int Avx512LaneThreshold = 32;
+
+    /// <summary>The lane threshold of this process's ISA tier; <see cref="int.MaxValue"/> without vector lanes.</summary>
+    public static int LaneThreshold { get; } =
+        Avx512F.IsSupported && Vector512.IsHardwareAccelerated ? Avx512LaneThreshold :
+        Avx2.IsSupported ? Avx2LaneThreshold :
+        int.MaxValue;
 
     /// <summary>Σ [sᵢ]Pᵢ by the fastest method for this size and ISA tier; every method gives the same group element.</summary>
     public static EdwardsPoint Compute(ReadOnlySpan<AffineNielsPoint> points, ReadOnlySpan<Scalar256> scalars)
@@ -41,8 +50,12 @@ internal static class MultiScalar
             }
         }
 
-        return points.Length < PippengerThreshold ? Straus(points, scalars) : Pippenger(points, scalars, WindowFor(points.Length));
+        return points.Length < PippengerThreshold ? StrausNaf(default, points, scalars) : Pippenger(points, scalars, WindowFor(points.Length));
     }
+
+    /// <summary>True when <see cref="Compute"/> takes Straus for <paramref name="n"/> points on this ISA tier: then a caller
+    /// whose first point is B should call <see cref="StrausNaf"/> with B's scalar apart, for B's precomputed table.</summary>
+    public static bool UsesStraus(int n) => n < Math.Min(LaneThreshold, PippengerThreshold);
 
     /// <summary>Bucket width for n points: about log2(n) − 2, which balances n additions per window against 2^w bucket sums.</summary>
     public static int WindowFor(int n) => n switch
@@ -56,64 +69,115 @@ internal static class MultiScalar
         _ => 12,
     };
 
-    public static EdwardsPoint Straus(ReadOnlySpan<AffineNielsPoint> points, ReadOnlySpan<Scalar256> scalars)
+    /// <summary>NAF width for the points of <see cref="StrausNaf"/>: a table of 8 odd multiples each.</summary>
+    private const int NafWidth = 5;
+    private const int NafTable = 1 << (NafWidth - 2);
+
+    /// <summary>NAF width for the base point, whose 64 odd multiples are computed once: about one addition in 9 bits.</summary>
+    private const int BaseNafWidth = 8;
+
+    // Before BaseOddMultiples: static fields are initialised in textual order, and that table's computation reads it.
+    private static readonly F Half = F.Invert(F.Add(F.One, F.One));
+
+    /// <summary>[1]B, [3]B, …, [127]B, affine.</summary>
+    private static readonly AffineNielsPoint[] BaseOddMultiples = OddMultiples(BasePoint.Niels, 1 << (BaseNafWidth - 2));
+
+    /// <summary>
+    /// [<paramref name="baseScalar"/>]B + Σ [sᵢ]Pᵢ by Straus with width-5 non-adjacent forms (a table of 8 odd multiples
+    /// per point, about one addition per 6 bits) and a width-8 form for the base point against a table computed once
+    /// (about one per 9 bits), the additions placed by one shared doubling chain. For a handful of points: a single
+    /// signature and the smallest batches. Scalars &lt; 2^253.
+    /// </summary>
+    public static EdwardsPoint StrausNaf(in Scalar256 baseScalar, ReadOnlySpan<AffineNielsPoint> points, ReadOnlySpan<Scalar256> scalars)
     {
+        const int Length = ScalarMath.NafLength;
         int n = points.Length;
-        CachedPoint[] table = ArrayPool<CachedPoint>.Shared.Rent(n * StrausTable);
-        short[] digits = ArrayPool<short>.Shared.Rent(n * StrausWindows);
+        sbyte[] digits = ArrayPool<sbyte>.Shared.Rent((n + 1) * Length);
+        CachedPoint[] table = ArrayPool<CachedPoint>.Shared.Rent(Math.Max(1, n * NafTable));
         try
         {
-            int top = 0;
+            ScalarMath.NonAdjacentForm(baseScalar, BaseNafWidth, digits.AsSpan(0, Length));
             for (int i = 0; i < n; i++)
             {
-                Span<short> d = digits.AsSpan(i * StrausWindows, StrausWindows);
-                ScalarMath.SignedDigits(scalars[i], StrausWindow, d);
-                int last = d.LastIndexOfAnyExcept((short)0);
-                top = Math.Max(top, last);
+                ScalarMath.NonAdjacentForm(scalars[i], NafWidth, digits.AsSpan((i + 1) * Length, Length));
 
-                // table[k − 1] = [k]P for k = 1 .. 16.
-                Span<CachedPoint> t = table.AsSpan(i * StrausTable, StrausTable);
+                // table[k] = [2k + 1]P for k = 0 .. 7.
+                Span<CachedPoint> t = table.AsSpan(i * NafTable, NafTable);
                 EdwardsPoint p = FromAffineNiels(points[i]);
                 t[0] = CachedPoint.From(p);
-                EdwardsPoint p2 = EdwardsPoint.Double(p);
-                t[1] = CachedPoint.From(p2);
-                EdwardsPoint acc = p2;
-                for (int k = 2; k < StrausTable; k++)
+                CachedPoint p2 = CachedPoint.From(EdwardsPoint.Double(p));
+                for (int k = 1; k < NafTable; k++)
                 {
-                    acc = EdwardsPoint.Add(acc, t[0]);
-                    t[k] = CachedPoint.From(acc);
+                    p = EdwardsPoint.Add(p, p2);
+                    t[k] = CachedPoint.From(p);
                 }
             }
 
             EdwardsPoint q = EdwardsPoint.Identity;
-            for (int j = top; j >= 0; j--)
+            int last = -1; // the bit position of the last additions, −1 before the first
+            for (int j = Length - 1; j >= 0; j--)
             {
-                if (j != top)
+                bool any = false;
+                for (int i = 0; i <= n; i++)
                 {
-                    q = EdwardsPoint.DoubleTimes(q, StrausWindow);
+                    int d = digits[i * Length + j];
+                    if (d == 0)
+                    {
+                        continue;
+                    }
+
+                    if (!any && last >= 0)
+                    {
+                        // The doublings since the last additions, at once: only the last of them computes T.
+                        q = EdwardsPoint.DoubleTimes(q, last - j);
+                    }
+
+                    any = true;
+                    if (i == 0)
+                    {
+                        q = d > 0 ? EdwardsPoint.AddAffine(q, BaseOddMultiples[d >> 1]) : EdwardsPoint.SubAffine(q, BaseOddMultiples[-d >> 1]);
+                    }
+                    else
+                    {
+                        int row = (i - 1) * NafTable;
+                        q = d > 0 ? EdwardsPoint.Add(q, table[row + (d >> 1)]) : EdwardsPoint.Sub(q, table[row + (-d >> 1)]);
+                    }
                 }
 
-                for (int i = 0; i < n; i++)
+                if (any)
                 {
-                    int d = digits[i * StrausWindows + j];
-                    if (d > 0)
-                    {
-                        q = EdwardsPoint.Add(q, table[i * StrausTable + d - 1]);
-                    }
-                    else if (d < 0)
-                    {
-                        q = EdwardsPoint.Sub(q, table[i * StrausTable - d - 1]);
-                    }
+                    last = j;
                 }
             }
 
-            return q;
+            return last > 0 ? EdwardsPoint.DoubleTimes(q, last) : q;
         }
         finally
         {
+            ArrayPool<sbyte>.Shared.Return(digits);
             ArrayPool<CachedPoint>.Shared.Return(table);
-            ArrayPool<short>.Shared.Return(digits);
         }
+    }
+
+    /// <summary>[1]P, [3]P, …, [2·count − 1]P as affine points (one inversion each: for tables computed once).</summary>
+    private static AffineNielsPoint[] OddMultiples(in AffineNielsPoint point, int count)
+    {
+        var result = new AffineNielsPoint[count];
+        EdwardsPoint p = FromAffineNiels(point);
+        CachedPoint p2 = CachedPoint.From(EdwardsPoint.Double(p));
+        for (int k = 0; k < count; k++)
+        {
+            if (k > 0)
+            {
+                p = EdwardsPoint.Add(p, p2);
+            }
+
+            F zInverse = F.Invert(p.Z);
+            F x = F.Mul(p.X, zInverse), y = F.Mul(p.Y, zInverse);
+            result[k] = AffineNielsPoint.FromAffine(new EdwardsPoint { X = x, Y = y, Z = F.One, T = F.Mul(x, y) });
+        }
+
+        return result;
     }
 
     public static EdwardsPoint Pippenger(ReadOnlySpan<AffineNielsPoint> points, ReadOnlySpan<Scalar256> scalars, int w)
@@ -208,5 +272,4 @@ internal static class MultiScalar
         return new EdwardsPoint { X = x2, Y = y2, Z = two, T = t };
     }
 
-    private static readonly F Half = F.Invert(F.Add(F.One, F.One));
 }

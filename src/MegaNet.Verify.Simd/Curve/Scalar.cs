@@ -131,6 +131,47 @@ internal static class ScalarMath
         System.Diagnostics.Debug.Assert(carry == 0, "scalar too large for the window count");
     }
 
+    /// <summary>Length of a <see cref="NonAdjacentForm"/> digit array: a scalar &lt; 2^253 has no digit above bit 253.</summary>
+    public const int NafLength = 256;
+
+    /// <summary>
+    /// Width-<paramref name="w"/> non-adjacent form: digits d_j, each 0 or odd with |d_j| &lt; 2^(w−1), at least w − 1 zeros
+    /// after every non-zero one, and s = Σ d_j·2^j. About one digit in w + 1 is non-zero, against one in w for
+    /// <see cref="SignedDigits"/>, and only odd multiples need a table. s must be &lt; 2^253; 2 ≤ w ≤ 8.
+    /// </summary>
+    public static void NonAdjacentForm(in Scalar256 s, int w, Span<sbyte> naf)
+    {
+        naf[..NafLength].Clear();
+        int width = 1 << w;
+        ulong mask = (ulong)width - 1;
+        int carry = 0;
+        int pos = 0;
+        while (pos < NafLength)
+        {
+            // The w bits from pos, plus the carry a negative digit below left at pos.
+            int window = carry + (int)(ExtractBits(s, pos, w) & mask);
+            if ((window & 1) == 0)
+            {
+                // No digit here. The carry stays: it is 1 only when it met a set bit, and then it moves up with pos.
+                pos++;
+                continue;
+            }
+
+            if (window < width / 2)
+            {
+                carry = 0;
+                naf[pos] = (sbyte)window;
+            }
+            else
+            {
+                carry = 1;
+                naf[pos] = (sbyte)(window - width);
+            }
+
+            pos += w;
+        }
+    }
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static ulong ExtractBits(in Scalar256 s, int bit, int count)
     {
