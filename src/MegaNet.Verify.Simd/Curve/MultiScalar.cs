@@ -271,5 +271,4 @@ internal static class MultiScalar
         F t = F.Mul(F.Mul(x2, y2), Half);
         return new EdwardsPoint { X = x2, Y = y2, Z = two, T = t };
     }
-
 }
