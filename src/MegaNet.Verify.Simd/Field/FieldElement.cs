@@ -151,8 +151,8 @@ internal struct FieldElement : IFieldArithmetic<FieldElement>
     }
 
     // Not inlined: inlined into the point formulas, a doubling's seven multiplications and squarings shared one register
-    // allocation over ~40 live limbs and spilled ~700 times a doubling; called, each allocates its own 16 registers
-    // (a single signature 0.54x -> 0.70x libsodium, measured alternately, AVX2 machine, 2026-11-30).
+    // allocation over ~40 live limbs, about 700 stack accesses a doubling; called, each allocates its own 16 registers
+    // (a single signature 0.53-0.54x -> 0.68-0.72x libsodium, measured alternately, AVX2 machine, 2026-11-30).
     [MethodImpl(MethodImplOptions.NoInlining)]
     public static FieldElement Mul(in FieldElement a, in FieldElement b)
     {
