@@ -186,8 +186,9 @@ public sealed class TableWriteFailureTests(ITestOutputHelper output) : IDisposab
     public async Task Recovering_a_table_whose_pages_cannot_be_written_fails_at_once_instead_of_waiting()
     {
         // A checkpoint taken while the writer goes on holds records of the next version, which recovery rewrites. Not
-        // every checkpoint catches such records (on a busy machine the writer may not cross the version change), so
-        // the scene is set up to three times, until recovery has something to write.
+        // every checkpoint catches such records (on a busy machine the writer may not cross the version change: in a
+        // CI run beside the other test assemblies, three scenes in a row caught none), so the scene is set up to ten
+        // times, until recovery has something to write.
         for (int scene = 0; ; scene++)
         {
             string table = Path.Combine(_dir, $"kv{scene}");
@@ -226,12 +227,12 @@ public sealed class TableWriteFailureTests(ITestOutputHelper output) : IDisposab
             Assert.True(await Task.WhenAny(recover, Task.Delay(TimeSpan.FromSeconds(60))) == recover,
                 $"recovery still waiting after 60 s ({Volatile.Read(ref attempts)} failed writes)");
             output.WriteLine($"scene {scene}: recovery {recover.Status} after {attempts} failed writes: {recover.Exception?.InnerException?.Message}");
-            if (attempts == 0 && scene < 2)
+            if (attempts == 0 && scene < 9)
             {
                 continue;
             }
 
-            Assert.True(attempts > 0, "recovery wrote nothing in three scenes: the test proved nothing");
+            Assert.True(attempts > 0, "recovery wrote nothing in ten scenes: the test proved nothing");
             Assert.True(recover.IsFaulted);
             return;
         }
