@@ -59,11 +59,11 @@ public static class EnvelopeFormat
         return PayloadClasses[^1] - 4 - fields.CalculateSize() - 1 - 3;
     }
 
-    /// <summary>Length of <see cref="CoreBytes"/>.</summary>
-    public const int CoreLength = 19 + 4 + 32 + 8 + 32 + 32; // 19 = "meganet-envelope-v1" (a string's length is not a C# constant)
-
     /// <summary>Where the recipient address lies in the core bytes (after the domain and the version).</summary>
-    public const int CoreRecipientOffset = 19 + 4;
+    public const int CoreRecipientOffset = 19 + 4; // 19 = "meganet-envelope-v1" (a string's length is not a C# constant)
+
+    /// <summary>Length of <see cref="CoreBytes"/>.</summary>
+    public const int CoreLength = CoreRecipientOffset + 32 + 8 + 32 + 32;
 
     /// <summary>Where the sending key lies in the core bytes: their last 32 bytes.</summary>
     public const int CoreSendingKeyOffset = CoreLength - 32;

@@ -376,10 +376,7 @@ public sealed class SimdBatchVerifier : BatchVerifierBase
 
             points[0] = BasePoint.Niels;
             scalars[0] = ScalarMath.Reduce(zsSum);
-            // Few points: Straus, with B apart for its precomputed table.
-            EdwardsPoint q = MultiScalar.UsesStraus(total)
-                ? MultiScalar.StrausNaf(scalars[0], points.AsSpan(1, total - 1), scalars.AsSpan(1, total - 1))
-                : MultiScalar.Compute(points.AsSpan(0, total), scalars.AsSpan(0, total));
+            EdwardsPoint q = MultiScalar.ComputeBaseFirst(points.AsSpan(0, total), scalars.AsSpan(0, total));
             return EdwardsPoint.MulByCofactor(q).IsIdentity();
         }
         finally

@@ -315,6 +315,16 @@ public sealed class SimdArithmeticTests(ITestOutputHelper output)
                 Assert.Equal(want, got);
             }
 
+            // With B first, whichever method this size and tier takes.
+            {
+                random.NextBytes(wide);
+                Scalar256 b = ScalarMath.ReduceBytes(wide);
+                byte[] withBase = R.Encode(R.Add(expected, R.ScalarMultiply(Big(b), R.B)));
+                byte[] got = new byte[32];
+                MultiScalar.ComputeBaseFirst([BasePoint.Niels, .. points], [b, .. scalars]).Encode(got);
+                Assert.Equal(withBase, got);
+            }
+
             output.WriteLine($"n = {n}: {results.Count} methods compared");
             foreach (EdwardsPoint result in results)
             {

@@ -669,8 +669,9 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
             ExpiresUnixMs = envelope.ExpiresUnixMs;
             _length = length;
             // canonical bytes ‖ signing bytes ‖ id ‖ signature: all the pipeline reads after the queue (the sending key
-            // and the recipient are in the signing bytes), so the parsed envelope dies young instead of living, like the submission, for a verification
-            // batch and a store group (long enough to be promoted, then collected in an older generation).
+            // and the recipient are in the signing bytes), so the parsed envelope dies young instead of living, like
+            // the submission, for a verification batch and a store group (long enough to be promoted, then collected in
+            // an older generation).
             int size = length + EnvelopeFormat.SigningLength + Tail;
             _buffer = size <= SmallBuffer ? SmallBuffers.Rent(size) : ArrayPool<byte>.Shared.Rent(size);
             envelope.WriteTo(_buffer.AsSpan(0, length));

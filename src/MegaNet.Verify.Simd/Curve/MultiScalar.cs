@@ -37,6 +37,11 @@ internal static class MultiScalar
     /// <summary>Σ [sᵢ]Pᵢ by the fastest method for this size and ISA tier; every method gives the same group element.</summary>
     public static EdwardsPoint Compute(ReadOnlySpan<AffineNielsPoint> points, ReadOnlySpan<Scalar256> scalars)
     {
+        if (UsesStraus(points.Length))
+        {
+            return StrausNaf(default, points, scalars);
+        }
+
         if (points.Length >= LaneThreshold)
         {
             if (Avx512F.IsSupported && Vector512.IsHardwareAccelerated)
@@ -50,12 +55,16 @@ internal static class MultiScalar
             }
         }
 
-        return points.Length < PippengerThreshold ? StrausNaf(default, points, scalars) : Pippenger(points, scalars, WindowFor(points.Length));
+        return Pippenger(points, scalars, WindowFor(points.Length));
     }
 
-    /// <summary>True when <see cref="Compute"/> takes Straus for <paramref name="n"/> points on this ISA tier: then a caller
-    /// whose first point is B should call <see cref="StrausNaf"/> with B's scalar apart, for B's precomputed table.</summary>
-    public static bool UsesStraus(int n) => n < Math.Min(LaneThreshold, PippengerThreshold);
+    /// <summary><see cref="Compute"/> for points whose first is B: where that takes Straus, B's scalar goes apart to
+    /// <see cref="StrausNaf"/>, against B's table computed once.</summary>
+    public static EdwardsPoint ComputeBaseFirst(ReadOnlySpan<AffineNielsPoint> points, ReadOnlySpan<Scalar256> scalars) =>
+        UsesStraus(points.Length) ? StrausNaf(scalars[0], points[1..], scalars[1..]) : Compute(points, scalars);
+
+    /// <summary>True when Straus is the fastest method for <paramref name="n"/> points on this ISA tier.</summary>
+    private static bool UsesStraus(int n) => n < Math.Min(LaneThreshold, PippengerThreshold);
 
     /// <summary>Bucket width for n points: about log2(n) − 2, which balances n additions per window against 2^w bucket sums.</summary>
     public static int WindowFor(int n) => n switch
