@@ -1,4 +1,6 @@
 using System.Buffers;
+using System.Buffers.Binary;
+using System.Numerics;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
 using System.Security.Cryptography;
@@ -13,8 +15,9 @@ namespace MegaNet.Verify.Simd;
 /// Backend <c>simd</c>: CPU batch verification under the MegaNet rule. Cheap checks (S &lt; L, strict decoding,
 /// small order) run per item; the survivors are checked together with one random linear combination
 /// [8]([Σzᵢsᵢ]B − Σ[zᵢ]Rᵢ − Σ[zᵢkᵢ]Aᵢ) = 𝒪 (128-bit zᵢ from a CSPRNG) by multi-scalar multiplication (Straus for small
-/// inputs, Pippenger for large ones); when the combination fails the batch is bisected down to single-item
-/// checks, so every verdict equals the reference's. Decoded keys are cached; batches are split across threads.
+/// inputs, Pippenger for large ones), in which the items of one key share a single term [Σzᵢkᵢ]A; when the combination
+/// fails the batch is bisected down to single-item checks, so every verdict equals the reference's. Decoded keys are
+/// cached; batches are split across threads.
 /// </summary>
 public sealed class SimdBatchVerifier : BatchVerifierBase
 {
@@ -33,6 +36,8 @@ public sealed class SimdBatchVerifier : BatchVerifierBase
     private readonly int _threads;
     private readonly KeyCache? _cache;
     private readonly int _cacheCapacity;
+    private long _combinedChecks;
+    private long _singleChecks;
 
     /// <summary>Creates the verifier.</summary>
     public SimdBatchVerifier(VerifierOptions options)
@@ -43,6 +48,12 @@ public sealed class SimdBatchVerifier : BatchVerifierBase
         _cacheCapacity = options.KeyCacheCapacity;
         _cache = options.KeyCacheCapacity > 0 ? new KeyCache(options.KeyCacheCapacity) : null;
     }
+
+    /// <summary>Combined checks (one random linear combination of a group of items) made so far.</summary>
+    internal long CombinedChecks => Interlocked.Read(ref _combinedChecks);
+
+    /// <summary>Items checked on their own so far (small groups, and bisection's last steps).</summary>
+    internal long SingleChecks => Interlocked.Read(ref _singleChecks);
 
     /// <summary>Null: the scalar fallback runs on every machine.</summary>
     public static string? Probe() => null;
@@ -101,36 +112,44 @@ public sealed class SimdBatchVerifier : BatchVerifierBase
 
     private void VerifyChunk(SignatureBatch batch, int start, int count, Span<bool> verdicts)
     {
-        AffineNielsPoint[] negA = ArrayPool<AffineNielsPoint>.Shared.Rent(count);
-        AffineNielsPoint[] negR = ArrayPool<AffineNielsPoint>.Shared.Rent(count);
-        Scalar256[] k = ArrayPool<Scalar256>.Shared.Rent(count);
-        Scalar256[] s = ArrayPool<Scalar256>.Shared.Rent(count);
-        int[] pending = ArrayPool<int>.Shared.Rent(count);
+        var items = new ChunkItems(count);
         // Decode jobs: item index, and whether the job is the key (else R). Up to two per item.
         int[] jobs = ArrayPool<int>.Shared.Rent(2 * count);
         byte[] jobBytes = ArrayPool<byte>.Shared.Rent(64 * count);
         bool[] okA = ArrayPool<bool>.Shared.Rent(count);
         bool[] okR = ArrayPool<bool>.Shared.Rent(count);
+        var keys = new ChunkKeys(count);
         try
         {
-            ReadOnlySpan<byte> keys = batch.PublicKeys;
+            ReadOnlySpan<byte> publicKeys = batch.PublicKeys;
             ReadOnlySpan<byte> signatures = batch.Signatures;
+            AffineNielsPoint[] negA = items.NegA;
+            AffineNielsPoint[] negR = items.NegR;
+            int[] firstWithKey = items.FirstWithKey;
 
-            // Pass 1: rule 2 (S < L) and the key cache; queue the square roots still needed.
+            // Pass 1: rule 2 (S < L), the chunk's earlier items with the same key, then the key cache; queue the
+            // square roots still needed.
             int jobCount = 0;
             for (int j = 0; j < count; j++)
             {
                 int i = start + j;
                 verdicts[j] = false;
                 okA[j] = okR[j] = false;
+                firstWithKey[j] = j;
                 ReadOnlySpan<byte> sig = signatures.Slice(i * SignatureBatch.SignatureSize, SignatureBatch.SignatureSize);
                 if (!Ed25519Constants.IsCanonicalScalar(sig[32..]))
                 {
                     continue;
                 }
 
-                ReadOnlySpan<byte> pk = keys.Slice(i * SignatureBatch.PublicKeySize, SignatureBatch.PublicKeySize);
-                if (_cache is not null && _cache.TryGet(pk, out bool cachedValid, out negA[j]))
+                ReadOnlySpan<byte> pk = publicKeys.Slice(i * SignatureBatch.PublicKeySize, SignatureBatch.PublicKeySize);
+                int first = keys.FirstWith(pk, j, publicKeys, start);
+                if (first != j)
+                {
+                    // Decoded (or refused) with its first item, after pass 2.
+                    firstWithKey[j] = first;
+                }
+                else if (_cache is not null && _cache.TryGet(pk, out bool cachedValid, out negA[j]))
                 {
                     if (!cachedValid)
                     {
@@ -176,12 +195,20 @@ public sealed class SimdBatchVerifier : BatchVerifierBase
                 }
             }
 
-            // Pass 3: rule 5 for the survivors.
+            // Pass 3: rule 5 for the survivors (an item whose key an earlier item decoded takes that verdict and point).
             ReadOnlySpan<byte> messages = batch.MessageData;
             ReadOnlySpan<int> offsets = batch.MessageOffsets;
+            int[] pending = items.Pending;
             int pendingCount = 0;
             for (int j = 0; j < count; j++)
             {
+                int first = firstWithKey[j];
+                if (first != j)
+                {
+                    okA[j] = okA[first];
+                    negA[j] = negA[first];
+                }
+
                 if (!okA[j] || !okR[j])
                 {
                     continue;
@@ -189,9 +216,9 @@ public sealed class SimdBatchVerifier : BatchVerifierBase
 
                 int i = start + j;
                 ReadOnlySpan<byte> sig = signatures.Slice(i * SignatureBatch.SignatureSize, SignatureBatch.SignatureSize);
-                ReadOnlySpan<byte> key = keys.Slice(i * SignatureBatch.PublicKeySize, SignatureBatch.PublicKeySize);
-                k[j] = ChallengeScalar.Compute(sig, key, messages[offsets[i]..offsets[i + 1]]);
-                s[j] = Scalar256.FromBytes(sig[32..]);
+                ReadOnlySpan<byte> key = publicKeys.Slice(i * SignatureBatch.PublicKeySize, SignatureBatch.PublicKeySize);
+                items.K[j] = ChallengeScalar.Compute(sig, key, messages[offsets[i]..offsets[i + 1]]);
+                items.S[j] = Scalar256.FromBytes(sig[32..]);
                 pending[pendingCount++] = j;
             }
 
@@ -201,27 +228,24 @@ public sealed class SimdBatchVerifier : BatchVerifierBase
             {
                 // A whole small batch is most likely valid: one combined check costs less than its single checks
                 // (settling batches of 3 and 4 item by item halved their rate).
-                if (CheckCombined(survivors, negA, negR, k, s))
+                if (CheckCombined(survivors, items))
                 {
                     SetValid(survivors, verdicts);
                 }
                 else
                 {
-                    CheckEach(survivors, negA, negR, k, s, verdicts);
+                    CheckEach(survivors, items, verdicts);
                 }
             }
             else if (pendingCount > 0)
             {
-                Resolve(survivors, knownToFail: false, negA, negR, k, s, verdicts);
+                Resolve(survivors, knownToFail: false, items, verdicts);
             }
         }
         finally
         {
-            ArrayPool<AffineNielsPoint>.Shared.Return(negA);
-            ArrayPool<AffineNielsPoint>.Shared.Return(negR);
-            ArrayPool<Scalar256>.Shared.Return(k);
-            ArrayPool<Scalar256>.Shared.Return(s);
-            ArrayPool<int>.Shared.Return(pending);
+            items.Return();
+            keys.Return();
             ArrayPool<int>.Shared.Return(jobs);
             ArrayPool<byte>.Shared.Return(jobBytes);
             ArrayPool<bool>.Shared.Return(okA);
@@ -230,7 +254,7 @@ public sealed class SimdBatchVerifier : BatchVerifierBase
     }
 
     /// <summary>
-    /// Settles the verdicts of <paramref name="items"/> (rule 6) by bisection: a group whose combined check fails is
+    /// Settles the verdicts of <paramref name="group"/> (rule 6) by bisection: a group whose combined check fails is
     /// halved and each half checked, except that when the first half passes the second is known to fail and is halved
     /// without a check of its own. That saves a quarter of the work for one bad item, the case that costs the most per
     /// bad item (about one more check of the whole batch).
@@ -241,32 +265,32 @@ public sealed class SimdBatchVerifier : BatchVerifierBase
     /// dearer, as a single check costs about ten combined items here. So single checks take over only in groups of at
     /// most <see cref="DenseSingleCheckSize"/> whose sibling failed too; larger groups are halved further.
     /// </remarks>
-    private static void Resolve(Span<int> items, bool knownToFail, AffineNielsPoint[] negA, AffineNielsPoint[] negR, Scalar256[] k, Scalar256[] s, Span<bool> verdicts)
+    private void Resolve(Span<int> group, bool knownToFail, in ChunkItems items, Span<bool> verdicts)
     {
-        if (items.Length <= SingleCheckSize)
+        if (group.Length <= SingleCheckSize)
         {
-            CheckEach(items, negA, negR, k, s, verdicts);
+            CheckEach(group, items, verdicts);
             return;
         }
 
-        if (!knownToFail && CheckCombined(items, negA, negR, k, s))
+        if (!knownToFail && CheckCombined(group, items))
         {
-            SetValid(items, verdicts);
+            SetValid(group, verdicts);
             return;
         }
 
-        int half = items.Length / 2;
-        Span<int> first = items[..half];
-        Span<int> second = items[half..];
-        if (CheckGroup(first, negA, negR, k, s, verdicts))
+        int half = group.Length / 2;
+        Span<int> first = group[..half];
+        Span<int> second = group[half..];
+        if (CheckGroup(first, items, verdicts))
         {
             // The group fails and its first half does not: the bad items are all in the second half.
-            Resolve(second, knownToFail: true, negA, negR, k, s, verdicts);
+            Resolve(second, knownToFail: true, items, verdicts);
         }
-        else if (CheckGroup(second, negA, negR, k, s, verdicts))
+        else if (CheckGroup(second, items, verdicts))
         {
             // Only the first half holds bad items.
-            ResolveFailed(first, singlesBelow: SingleCheckSize, negA, negR, k, s, verdicts);
+            ResolveFailed(first, singlesBelow: SingleCheckSize, items, verdicts);
         }
         else
         {
@@ -275,63 +299,64 @@ public sealed class SimdBatchVerifier : BatchVerifierBase
             // halved to the end, 152 ms so; every second 347 → 234 ms; every eighth 314 → 271 ms; every 64th and a
             // single forgery unchanged (144 → 148, 24 → 25 ms). A cut-off of 128 did better on the densest batches but
             // cost every 64th one a fifth more.
-            ResolveFailed(first, singlesBelow: DenseSingleCheckSize, negA, negR, k, s, verdicts);
-            ResolveFailed(second, singlesBelow: DenseSingleCheckSize, negA, negR, k, s, verdicts);
+            ResolveFailed(first, singlesBelow: DenseSingleCheckSize, items, verdicts);
+            ResolveFailed(second, singlesBelow: DenseSingleCheckSize, items, verdicts);
         }
     }
 
     /// <summary>Settles a group whose check failed: nothing left to do for one of at most
     /// <see cref="SingleCheckSize"/> (its single checks settled it), single checks at or below
     /// <paramref name="singlesBelow"/>, halving above.</summary>
-    private static void ResolveFailed(Span<int> items, int singlesBelow, AffineNielsPoint[] negA, AffineNielsPoint[] negR, Scalar256[] k, Scalar256[] s, Span<bool> verdicts)
+    private void ResolveFailed(Span<int> group, int singlesBelow, in ChunkItems items, Span<bool> verdicts)
     {
-        if (items.Length <= SingleCheckSize)
+        if (group.Length <= SingleCheckSize)
         {
             return;
         }
 
-        if (items.Length <= singlesBelow)
+        if (group.Length <= singlesBelow)
         {
-            CheckEach(items, negA, negR, k, s, verdicts);
+            CheckEach(group, items, verdicts);
             return;
         }
 
-        Resolve(items, knownToFail: true, negA, negR, k, s, verdicts);
+        Resolve(group, knownToFail: true, items, verdicts);
     }
 
     /// <summary>True when every item of the group passes: one combined check, or single checks (their verdicts
     /// then settled) for a group of at most <see cref="SingleCheckSize"/>.</summary>
-    private static bool CheckGroup(Span<int> items, AffineNielsPoint[] negA, AffineNielsPoint[] negR, Scalar256[] k, Scalar256[] s, Span<bool> verdicts)
+    private bool CheckGroup(Span<int> group, in ChunkItems items, Span<bool> verdicts)
     {
-        if (items.Length <= SingleCheckSize)
+        if (group.Length <= SingleCheckSize)
         {
-            return CheckEach(items, negA, negR, k, s, verdicts);
+            return CheckEach(group, items, verdicts);
         }
 
-        if (!CheckCombined(items, negA, negR, k, s))
+        if (!CheckCombined(group, items))
         {
             return false;
         }
 
-        SetValid(items, verdicts);
+        SetValid(group, verdicts);
         return true;
     }
 
     /// <summary>Checks each item on its own; true when all pass.</summary>
-    private static bool CheckEach(Span<int> items, AffineNielsPoint[] negA, AffineNielsPoint[] negR, Scalar256[] k, Scalar256[] s, Span<bool> verdicts)
+    private bool CheckEach(Span<int> group, in ChunkItems items, Span<bool> verdicts)
     {
         bool all = true;
-        foreach (int j in items)
+        Interlocked.Add(ref _singleChecks, group.Length);
+        foreach (int j in group)
         {
-            all &= verdicts[j] = CheckOne(negA[j], negR[j], k[j], s[j]);
+            all &= verdicts[j] = CheckOne(items.NegA[j], items.NegR[j], items.K[j], items.S[j]);
         }
 
         return all;
     }
 
-    private static void SetValid(Span<int> items, Span<bool> verdicts)
+    private static void SetValid(Span<int> group, Span<bool> verdicts)
     {
-        foreach (int j in items)
+        foreach (int j in group)
         {
             verdicts[j] = true;
         }
@@ -346,34 +371,66 @@ public sealed class SimdBatchVerifier : BatchVerifierBase
         return EdwardsPoint.MulByCofactor(EdwardsPoint.AddAffine(MultiScalar.StrausNaf(s, points, scalars), negR)).IsIdentity();
     }
 
-    /// <summary>[8]([Σ zᵢsᵢ]B + Σ[zᵢ](−Rᵢ) + Σ[zᵢkᵢ](−Aᵢ)) = 𝒪 with fresh random 128-bit zᵢ.</summary>
-    private static bool CheckCombined(ReadOnlySpan<int> items, AffineNielsPoint[] negA, AffineNielsPoint[] negR, Scalar256[] k, Scalar256[] s)
+    /// <summary>
+    /// [8]([Σ zᵢsᵢ]B + Σ[zᵢ](−Rᵢ) + Σ[zᵢkᵢ](−Aᵢ)) = 𝒪 with fresh random 128-bit zᵢ, the items of one key summed into
+    /// one term [Σ zᵢkᵢ mod L](−A).
+    /// </summary>
+    /// <remarks>
+    /// The merged sum is the same group element up to [L·m](−A) for some integer m, a point of small order (−A may have
+    /// a torsion component), which the cofactor removes: the verdict is the one the unmerged equation gives. A repeat
+    /// sender's items then cost one full-length scalar between them, where each item costs one (kᵢ, 253 bits) and a
+    /// half (zᵢ, 128 bits) unmerged: a node's batches hold many items of few keys.
+    /// </remarks>
+    private bool CheckCombined(ReadOnlySpan<int> group, in ChunkItems items)
     {
-        int n = items.Length;
-        int total = 2 * n + 1;
-        AffineNielsPoint[] points = ArrayPool<AffineNielsPoint>.Shared.Rent(total);
-        Scalar256[] scalars = ArrayPool<Scalar256>.Shared.Rent(total);
+        int n = group.Length;
+        Interlocked.Increment(ref _combinedChecks);
+        AffineNielsPoint[] points = ArrayPool<AffineNielsPoint>.Shared.Rent(2 * n + 1);
+        Scalar256[] scalars = ArrayPool<Scalar256>.Shared.Rent(2 * n + 1);
         byte[] random = ArrayPool<byte>.Shared.Rent(16 * n);
+        // Per distinct key, Σ zᵢkᵢ unreduced (8 limbs: at most 2^20 products below 2^381 each), reduced once.
+        ulong[] keySums = ArrayPool<ulong>.Shared.Rent(8 * n);
         try
         {
             RandomNumberGenerator.Fill(random.AsSpan(0, 16 * n));
+            int[] termOf = items.TermOfKey;
+            foreach (int j in group)
+            {
+                termOf[items.FirstWithKey[j]] = -1;
+            }
+
             Span<ulong> zsSum = stackalloc ulong[8];
             zsSum.Clear();
+            int distinct = 0;
             for (int t = 0; t < n; t++)
             {
-                int j = items[t];
+                int j = group[t];
                 var z = new Scalar256
                 {
                     S0 = BitConverter.ToUInt64(random, 16 * t),
                     S1 = BitConverter.ToUInt64(random, 16 * t + 8),
                 };
-                ScalarMath.MulAdd(z, s[j], zsSum);
-                points[1 + 2 * t] = negR[j];
-                scalars[1 + 2 * t] = z;
-                points[2 + 2 * t] = negA[j];
-                scalars[2 + 2 * t] = ScalarMath.MulMod(z, k[j]);
+                ScalarMath.MulAdd(z, items.S[j], zsSum);
+                points[1 + t] = items.NegR[j];
+                scalars[1 + t] = z;
+
+                ref int term = ref termOf[items.FirstWithKey[j]];
+                if (term < 0)
+                {
+                    term = distinct++;
+                    points[1 + n + term] = items.NegA[j];
+                    keySums.AsSpan(8 * term, 8).Clear();
+                }
+
+                ScalarMath.MulAdd(z, items.K[j], keySums.AsSpan(8 * term, 8));
             }
 
+            for (int term = 0; term < distinct; term++)
+            {
+                scalars[1 + n + term] = ScalarMath.Reduce(keySums.AsSpan(8 * term, 8));
+            }
+
+            int total = 1 + n + distinct;
             points[0] = BasePoint.Niels;
             scalars[0] = ScalarMath.Reduce(zsSum);
             EdwardsPoint q = MultiScalar.ComputeBaseFirst(points.AsSpan(0, total), scalars.AsSpan(0, total));
@@ -384,10 +441,96 @@ public sealed class SimdBatchVerifier : BatchVerifierBase
             ArrayPool<AffineNielsPoint>.Shared.Return(points);
             ArrayPool<Scalar256>.Shared.Return(scalars);
             ArrayPool<byte>.Shared.Return(random);
+            ArrayPool<ulong>.Shared.Return(keySums);
         }
     }
-}
 
+    /// <summary>What the checks of one chunk read, indexed by the item's position in the chunk (pooled arrays).</summary>
+    private readonly struct ChunkItems
+    {
+        public ChunkItems(int count)
+        {
+            NegA = ArrayPool<AffineNielsPoint>.Shared.Rent(count);
+            NegR = ArrayPool<AffineNielsPoint>.Shared.Rent(count);
+            K = ArrayPool<Scalar256>.Shared.Rent(count);
+            S = ArrayPool<Scalar256>.Shared.Rent(count);
+            Pending = ArrayPool<int>.Shared.Rent(count);
+            FirstWithKey = ArrayPool<int>.Shared.Rent(count);
+            TermOfKey = ArrayPool<int>.Shared.Rent(count);
+        }
+
+        /// <summary>−A and −R in mixed-addition form.</summary>
+        public AffineNielsPoint[] NegA { get; }
+
+        public AffineNielsPoint[] NegR { get; }
+
+        /// <summary>k = SHA-512(R ‖ A ‖ M) mod L, and S.</summary>
+        public Scalar256[] K { get; }
+
+        public Scalar256[] S { get; }
+
+        /// <summary>The items left for rule 6.</summary>
+        public int[] Pending { get; }
+
+        /// <summary>The first item of the chunk with the same key bytes (the item itself when it is the first, or when
+        /// its key's slot in <see cref="ChunkKeys"/> was taken by another key).</summary>
+        public int[] FirstWithKey { get; }
+
+        /// <summary>Scratch of <see cref="CheckCombined"/>: the term of a key (by its first item) in the combination.</summary>
+        public int[] TermOfKey { get; }
+
+        public void Return()
+        {
+            ArrayPool<AffineNielsPoint>.Shared.Return(NegA);
+            ArrayPool<AffineNielsPoint>.Shared.Return(NegR);
+            ArrayPool<Scalar256>.Shared.Return(K);
+            ArrayPool<Scalar256>.Shared.Return(S);
+            ArrayPool<int>.Shared.Return(Pending);
+            ArrayPool<int>.Shared.Return(FirstWithKey);
+            ArrayPool<int>.Shared.Return(TermOfKey);
+        }
+    }
+
+    /// <summary>
+    /// Finds the first item of a chunk with the same key bytes: a direct-mapped table of twice the chunk's size, its
+    /// slot from <see cref="HashCode"/> (seeded per process, so attacker-chosen keys cannot be made to share slots
+    /// offline). A key whose slot another key holds is simply not merged: slower, never a different verdict.
+    /// </summary>
+    private readonly struct ChunkKeys
+    {
+        private readonly int[] _slots;
+        private readonly int _mask;
+
+        public ChunkKeys(int count)
+        {
+            int size = (int)BitOperations.RoundUpToPowerOf2((uint)Math.Max(16, 2 * count));
+            _slots = ArrayPool<int>.Shared.Rent(size);
+            _slots.AsSpan(0, size).Fill(-1);
+            _mask = size - 1;
+        }
+
+        /// <summary>The first item (chunk position) seen with <paramref name="key"/>; <paramref name="item"/> itself when
+        /// none was, and then it is recorded when its slot is free.</summary>
+        public int FirstWith(ReadOnlySpan<byte> key, int item, ReadOnlySpan<byte> publicKeys, int start)
+        {
+            ulong k0 = BinaryPrimitives.ReadUInt64LittleEndian(key);
+            ulong k1 = BinaryPrimitives.ReadUInt64LittleEndian(key[8..]);
+            ulong k2 = BinaryPrimitives.ReadUInt64LittleEndian(key[16..]);
+            ulong k3 = BinaryPrimitives.ReadUInt64LittleEndian(key[24..]);
+            ref int slot = ref _slots[HashCode.Combine(k0, k1, k2, k3) & _mask];
+            if (slot < 0)
+            {
+                slot = item;
+                return item;
+            }
+
+            ReadOnlySpan<byte> other = publicKeys.Slice((start + slot) * SignatureBatch.PublicKeySize, SignatureBatch.PublicKeySize);
+            return other.SequenceEqual(key) ? slot : item;
+        }
+
+        public void Return() => ArrayPool<int>.Shared.Return(_slots);
+    }
+}
 /// <summary>The vector instruction tier <see cref="SimdBatchVerifier"/> runs its field arithmetic on.</summary>
 public enum SimdTier
 {

@@ -1,5 +1,6 @@
 using MegaNet.Core.Ed25519;
 using MegaNet.Core.Verification;
+using MegaNet.Verify.Simd;
 using Xunit.Abstractions;
 
 namespace MegaNet.Verify.Tests;
@@ -40,6 +41,21 @@ public sealed class BackendSuiteTests(ITestOutputHelper output)
                 {
                     data.Add(backend, size);
                 }
+            }
+        }
+
+        return data;
+    }
+
+    // Straus, vector-lane buckets and Pippenger take the combined checks of these sizes (at most four keys: up to 29, 105 and 405 points).
+    public static TheoryData<string, int> BackendsAndFewKeySizes()
+    {
+        var data = new TheoryData<string, int>();
+        foreach (string backend in Backends.RuleBackends)
+        {
+            foreach (int size in new[] { 24, 100, 400 })
+            {
+                data.Add(backend, size);
             }
         }
 
@@ -104,6 +120,60 @@ public sealed class BackendSuiteTests(ITestOutputHelper output)
         using SignatureBatch batch = Backends.ToBatch(cases);
         bool[] verdicts = Backends.Get(backend).Verify(batch);
         AssertSame(backend, cases, expected, verdicts);
+    }
+
+    [Theory]
+    [MemberData(nameof(BackendsAndFewKeySizes))]
+    public void Batches_of_few_keys_agree_with_the_reference(string backend, int size)
+    {
+        output.WriteLine($"seed {Seed} (replay with MEGANET_TEST_SEED={Seed}), backend {backend}, batch {size}");
+        (SignatureCase[] cases, bool[] expected) = Backends.FewKeys(Seed, size);
+        Assert.InRange(cases.Select(c => Convert.ToHexString(c.PublicKey)).Distinct().Count(), 2, 4);
+        Assert.Contains(false, expected);
+        Assert.Contains(true, expected);
+        using SignatureBatch batch = Backends.ToBatch(cases);
+        AssertSame(backend, cases, expected, Backends.Get(backend).Verify(batch));
+    }
+
+    [Theory]
+    [InlineData(0, 1)]
+    [InlineData(0, 2)]
+    [InlineData(65_536, 1)]
+    public void Simd_settles_few_key_batches_with_a_cold_cache_a_warm_one_or_none(int keyCacheCapacity, int threads)
+    {
+        output.WriteLine($"seed {Seed} (replay with MEGANET_TEST_SEED={Seed}), key cache {keyCacheCapacity}, {threads} thread(s)");
+        (SignatureCase[] cases, bool[] expected) = Backends.FewKeys(Seed, 400);
+        using SignatureBatch batch = Backends.ToBatch(cases);
+        using var verifier = new SimdBatchVerifier(new VerifierOptions { Threads = threads, KeyCacheCapacity = keyCacheCapacity });
+        AssertSame(SimdBatchVerifier.BackendName, cases, expected, verifier.Verify(batch));
+        AssertSame(SimdBatchVerifier.BackendName, cases, expected, verifier.Verify(batch));
+    }
+
+    /// <summary>
+    /// The items of one key share a term of the combination, its scalar Σzᵢkᵢ reduced mod L: a valid batch of few keys,
+    /// one of them of mixed order (where that reduction moves the term by a torsion point, which the cofactor removes),
+    /// must pass its one combined check. A wrong merged term would still give the reference's verdicts, through
+    /// bisection and single checks, so the test counts the checks.
+    /// </summary>
+    [Theory]
+    [InlineData(24)]
+    [InlineData(100)]
+    [InlineData(400)]
+    public void Simd_passes_a_valid_batch_of_few_keys_in_one_combined_check(int size)
+    {
+        output.WriteLine($"seed {Seed} (replay with MEGANET_TEST_SEED={Seed}), batch {size}");
+        var generator = new SignatureCaseGenerator(Seed, distinctKeys: 2);
+        SignatureCaseKind[] pattern = [SignatureCaseKind.Valid, SignatureCaseKind.SharedMixedOrderA, SignatureCaseKind.DuplicateKeyValid];
+        SignatureCase[] cases = Enumerable.Range(0, size).Select(i => generator.Next(pattern[i % pattern.Length])).ToArray();
+        Assert.InRange(cases.Select(c => Convert.ToHexString(c.PublicKey)).Distinct().Count(), 2, 3);
+        using SignatureBatch batch = Backends.ToBatch(cases);
+        foreach (int cache in new[] { 0, 65_536 })
+        {
+            using var verifier = new SimdBatchVerifier(new VerifierOptions { Threads = 1, KeyCacheCapacity = cache });
+            Assert.All(verifier.Verify(batch), Assert.True);
+            Assert.Equal(1, verifier.CombinedChecks);
+            Assert.Equal(0, verifier.SingleChecks);
+        }
     }
 
     [Theory]

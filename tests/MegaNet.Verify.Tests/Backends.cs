@@ -60,8 +60,34 @@ public static class Backends
             cases[i] = generator.NextMixed(invalidShare: 0.2);
         }
 
+        return (cases, ReferenceVerdicts(cases));
+    });
+
+    /// <summary>
+    /// A seeded batch whose items come from three keys of the generator and one shared mixed-order key, four in ten of
+    /// them invalid (a flipped bit of S or of the message, S + L, a wrong signature by the first key), with the
+    /// reference's verdicts: batch equations that give the items of one key a single term meet every combination of
+    /// valid and invalid items of a key, and bisection splits the keys' items across groups.
+    /// </summary>
+    public static (SignatureCase[] Cases, bool[] Expected) FewKeys(int seed, int size) => FewKeyExpectations.GetOrAdd((seed, size), key =>
+    {
+        var generator = new SignatureCaseGenerator(key.Seed, distinctKeys: 3);
+        SignatureCaseKind[] pattern =
+        [
+            SignatureCaseKind.SPlusL, SignatureCaseKind.Valid, SignatureCaseKind.SharedMixedOrderA, SignatureCaseKind.Valid,
+            SignatureCaseKind.FlipS, SignatureCaseKind.DuplicateKeyValid, SignatureCaseKind.Valid, SignatureCaseKind.FlipM,
+            SignatureCaseKind.SharedMixedOrderA, SignatureCaseKind.DuplicateKeyInvalid,
+        ];
+        SignatureCase[] cases = Enumerable.Range(0, key.Size).Select(i => generator.Next(pattern[i % pattern.Length])).ToArray();
+        return (cases, ReferenceVerdicts(cases));
+    });
+
+    private static readonly ConcurrentDictionary<(int Seed, int Size), (SignatureCase[] Cases, bool[] Expected)> FewKeyExpectations = new();
+
+    private static bool[] ReferenceVerdicts(SignatureCase[] cases)
+    {
         bool[] expected = new bool[cases.Length];
         Parallel.For(0, cases.Length, i => expected[i] = Ed25519Reference.Verify(cases[i].PublicKey, cases[i].Signature, cases[i].Message));
-        return (cases, expected);
-    });
+        return expected;
+    }
 }

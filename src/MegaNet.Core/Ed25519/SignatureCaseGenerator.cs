@@ -37,6 +37,10 @@ public enum SignatureCaseKind
     DuplicateKeyValid,
     /// <summary>An invalid signature by the generator's first key.</summary>
     DuplicateKeyInvalid,
+    /// <summary>A = aB + T with T a torsion point, the same A for every item of this kind from one generator, with or
+    /// without a torsion residue: the cofactored rule accepts each (batch equations that merge one key's items into one
+    /// term reduce that term's scalar mod L, which moves it by a torsion point only).</summary>
+    SharedMixedOrderA,
 }
 
 /// <summary>One generated item and what it exercises.</summary>
@@ -53,6 +57,7 @@ public sealed class SignatureCaseGenerator
     private static readonly Lazy<Point[]> TorsionPoints = new(BuildTorsion);
     private readonly Random _random;
     private readonly List<(byte[] Pk, byte[] Sk)> _keys = [];
+    private (BigInteger A, int TorsionA)? _sharedMixedOrderKey;
 
     /// <summary>Creates a generator whose items depend only on <paramref name="seed"/>.</summary>
     public SignatureCaseGenerator(int seed, int distinctKeys = 64)
@@ -138,6 +143,13 @@ public sealed class SignatureCaseGenerator
                 return Torsioned(kind, torsionA: 1 + _random.Next(7), torsionR: 0, cancel: true);
             case SignatureCaseKind.TorsionResidue:
                 return Torsioned(kind, torsionA: _random.Next(8), torsionR: 1 + _random.Next(7), cancel: false);
+            case SignatureCaseKind.SharedMixedOrderA:
+            {
+                _sharedMixedOrderKey ??= (RandomScalar(), 1 + _random.Next(7));
+                bool cancel = _random.Next(2) == 0;
+                return Torsioned(kind, _sharedMixedOrderKey.Value.TorsionA, torsionR: cancel ? 0 : 1 + _random.Next(7), cancel, _sharedMixedOrderKey.Value.A);
+            }
+
             case SignatureCaseKind.NotOnCurveR:
             {
                 SignatureCase c = Valid(kind, RandomKey());
@@ -191,12 +203,13 @@ public sealed class SignatureCaseGenerator
 
     /// <summary>A = aB + [ta]T8, R = rB + [tr]T8, S = r + k·a mod L. With <paramref name="cancel"/> the residue is
     /// made to vanish without the cofactor when possible, so libsodium also accepts; otherwise the residue is a
-    /// torsion point: MegaNet's rule accepts, the cofactorless rule rejects unless the residue happens to be zero.</summary>
-    private SignatureCase Torsioned(SignatureCaseKind kind, int torsionA, int torsionR, bool cancel)
+    /// torsion point: MegaNet's rule accepts, the cofactorless rule rejects unless the residue happens to be zero.
+    /// <paramref name="secret"/> is a, when the key is given (else drawn).</summary>
+    private SignatureCase Torsioned(SignatureCaseKind kind, int torsionA, int torsionR, bool cancel, BigInteger? secret = null)
     {
         byte[] message = new byte[_random.Next(0, 64)];
         _random.NextBytes(message);
-        BigInteger a = RandomScalar();
+        BigInteger a = secret ?? RandomScalar();
         BigInteger r = RandomScalar();
         Point aPoint = Add(ScalarMultiply(a, B), Torsion[torsionA]);
         byte[] aEnc = Encode(aPoint);
