@@ -34,11 +34,25 @@ public static class LoadBaseline
 
     /// <summary>The streaming rate as a share of <paramref name="raw"/>: after the first seconds when the report has
     /// that figure, else over the whole phase (and says which).</summary>
-    public static string DescribeShare(LoadReport stream, VerifyBenchmarkResult raw)
+    public static string DescribeShare(LoadReport stream, VerifyBenchmarkResult raw) => DescribeShare(stream, raw, after: null);
+
+    /// <summary>
+    /// The rate as a share of the raw rate timed before the streaming phase and, when given, again after it: of their
+    /// mean then. This machine's speed drifts by a fifth within minutes (neighbours on the same host), so one timing
+    /// taken before the phase can be off by that much; two taken around it bracket the phase.
+    /// </summary>
+    public static string DescribeShare(LoadReport report, VerifyBenchmarkResult before, VerifyBenchmarkResult? after)
     {
-        bool steady = !double.IsNaN(stream.SteadyAcceptedPerSecond);
-        double rate = steady ? stream.SteadyAcceptedPerSecond : stream.AcceptedPerSecond;
+        bool steady = !double.IsNaN(report.SteadyAcceptedPerSecond);
+        double rate = steady ? report.SteadyAcceptedPerSecond : report.AcceptedPerSecond;
         string when = steady ? $"after the first {LoadGenerator.WarmUpSeconds:0} s" : "over the whole phase (too short for a figure after the first seconds)";
-        return $"{stream.Mode} accepted {rate:N0}/s {when}: {rate / raw.VerifiesPerSecond:P1} of the raw simd verifier's {raw.VerifiesPerSecond:N0}/s measured in this run";
+        if (after is null)
+        {
+            return $"{report.Mode} accepted {rate:N0}/s {when}: {rate / before.VerifiesPerSecond:P1} of the raw simd verifier's {before.VerifiesPerSecond:N0}/s measured in this run";
+        }
+
+        double mean = (before.VerifiesPerSecond + after.VerifiesPerSecond) / 2;
+        return $"{report.Mode} accepted {rate:N0}/s {when}: {rate / mean:P1} of the raw simd verifier's {mean:N0}/s measured in this run " +
+            $"(mean of {before.VerifiesPerSecond:N0}/s before the streaming phase and {after.VerifiesPerSecond:N0}/s after it)";
     }
 }
