@@ -12,7 +12,7 @@ public sealed class NodeOptionsTests
     {
         var options = new NodeOptions();
         options.Validate();
-        Assert.Equal(256, options.StreamWindow);
+        Assert.Equal(512, options.StreamWindow);
         Assert.Equal(300, options.StreamIdleSeconds);
         Assert.Equal(256, options.ArrivingMessageMiB);
         Assert.Equal("127.0.0.1:7700", options.Listen);
