@@ -48,6 +48,37 @@ public sealed class DelegatedVerificationGateTests
         }, midway.Token));
     }
 
+    [Fact]
+    public void WouldRefuse_answers_as_TryEnter_would_and_takes_no_slot()
+    {
+        using var gate = new DelegatedVerificationGate(new ReferenceBatchVerifier(), ownsVerifier: true, slots: 2);
+        ClientAddress a = Site("127.0.0.2"), b = Site("127.0.0.3");
+        Assert.Equal(DelegatedVerificationGate.Refusal.None, gate.WouldRefuse(a, out _));
+        Assert.Equal(0, gate.InUse);
+
+        using DelegatedVerificationGate.Call? first = gate.TryEnter(a, 10, out _, out _);
+        Assert.NotNull(first);
+        // Site a holds its share (one of two slots); b may still come in, and asking took nothing.
+        Assert.Equal(DelegatedVerificationGate.Refusal.SiteShare, gate.WouldRefuse(a, out int shareRetry));
+        Assert.True(shareRetry > 0);
+        Assert.Equal(DelegatedVerificationGate.Refusal.None, gate.WouldRefuse(b, out _));
+        Assert.Equal(1, gate.InUse);
+
+        using DelegatedVerificationGate.Call? second = gate.TryEnter(b, 10, out _, out _);
+        Assert.NotNull(second);
+        Assert.Equal(DelegatedVerificationGate.Refusal.Busy, gate.WouldRefuse(Site("127.0.0.4"), out _));
+        Assert.Null(gate.TryEnter(Site("127.0.0.4"), 10, out DelegatedVerificationGate.Refusal refusal, out _));
+        Assert.Equal(DelegatedVerificationGate.Refusal.Busy, refusal);
+        Assert.Contains("already answering 2 VerifyBatch call(s)", gate.RefusalText(refusal), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Early_refusals_percent_encode_their_message_as_grpc_message_requires()
+    {
+        Assert.Equal("plain text, retry after retry-after-ms.", EarlyVerifyBatchRefusal.PercentEncode("plain text, retry after retry-after-ms."));
+        Assert.Equal("50 %25 %C3%BC%0A", EarlyVerifyBatchRefusal.PercentEncode("50 % ü\n"));
+    }
+
     private static readonly long Second = Stopwatch.Frequency;
 
     private static ClientAddress Site(string ip) => ClientAddress.From(IPAddress.Parse(ip))!.Value;

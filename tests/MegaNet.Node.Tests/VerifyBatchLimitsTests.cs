@@ -121,11 +121,24 @@ public sealed class VerifyBatchLimitsTests
         Assert.Contains("were invalid lately", refused.Status.Detail, StringComparison.Ordinal);
         Assert.InRange(refused.RetryAfter()!.Value.TotalMilliseconds, 1, 60_000);
 
+        // Refused before its request is read: a body that is no protobuf at all gets the same answer from that site,
+        // where it would fail to parse (as another site's does, below).
+        byte[] garbage = [0x0A, 0xFF, 0xFF, 0xFF, 0xFF, 0x0F, 0x01, 0x02];
+        RpcException early = await Assert.ThrowsAsync<RpcException>(() => RawVerifyBatch(node.Address, System.Net.IPAddress.Parse("127.0.0.2"), garbage));
+        Assert.Equal(StatusCode.ResourceExhausted, early.StatusCode);
+        Assert.Equal(refused.Status.Detail, early.Status.Detail);
+        Assert.InRange(early.RetryAfter()!.Value.TotalMilliseconds, 1, 60_000);
+
         // Another site verifies as before.
         var few = new VerifyBatchRequest();
         few.Signatures.Add(heavy.Signatures.Take(3));
         Assert.Equal([false, false, false], (await honest.Relay.VerifyBatchAsync(few)).SignatureValid);
         node.AssertNoServerErrors();
+
+        // The same garbage from a site the gate lets through is read, and fails to parse (Grpc.AspNetCore logs that as
+        // a server error, hence after the check above).
+        RpcException parsed = await Assert.ThrowsAsync<RpcException>(() => RawVerifyBatch(node.Address, System.Net.IPAddress.Parse("127.0.0.3"), garbage));
+        Assert.NotEqual(StatusCode.ResourceExhausted, parsed.StatusCode);
     }
 
     [Fact]
@@ -207,5 +220,32 @@ public sealed class VerifyBatchLimitsTests
                 c.Dispose();
             }
         }
+    }
+
+    /// <summary>A VerifyBatch call whose request body is <paramref name="body"/>, from <paramref name="local"/>.</summary>
+    private static async Task RawVerifyBatch(Uri node, System.Net.IPAddress local, byte[] body)
+    {
+        var handler = new System.Net.Http.SocketsHttpHandler
+        {
+            ConnectCallback = async (context, ct) =>
+            {
+                var socket = new System.Net.Sockets.Socket(local.AddressFamily, System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Tcp);
+                try
+                {
+                    socket.Bind(new System.Net.IPEndPoint(local, 0));
+                    await socket.ConnectAsync(context.DnsEndPoint, ct);
+                    return new System.Net.Sockets.NetworkStream(socket, ownsSocket: true);
+                }
+                catch
+                {
+                    socket.Dispose();
+                    throw;
+                }
+            },
+        };
+        using var channel = Grpc.Net.Client.GrpcChannel.ForAddress(node, new Grpc.Net.Client.GrpcChannelOptions { HttpHandler = handler });
+        var raw = Marshallers.Create<byte[]>(b => b, b => b);
+        var method = new Method<byte[], byte[]>(MethodType.Unary, "meganet.v1.Relay", "VerifyBatch", raw, raw);
+        await channel.CreateCallInvoker().AsyncUnaryCall(method, null, new CallOptions(deadline: DateTime.UtcNow.AddSeconds(30)), body);
     }
 }

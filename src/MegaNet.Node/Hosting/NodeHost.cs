@@ -267,6 +267,9 @@ public static partial class NodeHost
         WebApplication app = builder.Build();
         // Before the gRPC endpoints, so that every request message is held to its method's limit as it arrives.
         RequestMessageGuard guard = app.Services.GetRequiredService<RequestMessageGuard>();
+        // First: a VerifyBatch call the gate would refuse is answered before any of its message is read.
+        var earlyRefusal = new EarlyVerifyBatchRefusal(app.Services.GetRequiredService<DelegatedVerificationGate>());
+        app.Use(earlyRefusal.InvokeAsync);
         app.Use(guard.InvokeAsync);
         app.MapGrpcService<RelayService>();
         app.MapGrpcReflectionService();

@@ -121,29 +121,9 @@ public sealed class DelegatedVerificationGate : IDisposable
         site = site?.Site;
         lock (_lock)
         {
-            _sites.Sweep(now);
-            ref Site s = ref Unsafe.NullRef<Site>();
-            if (site is { } key)
+            ref Site s = ref Check(site, now, out refusal, out retryAfterMs);
+            if (refusal != Refusal.None)
             {
-                s = ref _sites.Find(key);
-                if (!Unsafe.IsNullRef(ref s) && !s.Budget.Available(now, BadPerSecond, BadBurst, out retryAfterMs))
-                {
-                    refusal = Refusal.BadBudget;
-                    return null;
-                }
-            }
-
-            if (_inUse == Capacity)
-            {
-                refusal = Refusal.Busy;
-                retryAfterMs = SoonestEnd(null, now);
-                return null;
-            }
-
-            if (!Unsafe.IsNullRef(ref s) && s.Holding >= PerSite)
-            {
-                refusal = Refusal.SiteShare;
-                retryAfterMs = SoonestEnd(site, now);
                 return null;
             }
 
@@ -162,10 +142,72 @@ public sealed class DelegatedVerificationGate : IDisposable
             var call = new Call(this, site, signatures, now, slot);
             _calls[slot] = call;
             _inUse++;
-            refusal = Refusal.None;
-            retryAfterMs = 0;
             return call;
         }
+    }
+
+    /// <summary>
+    /// Whether a call from <paramref name="site"/> would be refused now, and why, without taking a slot: the node asks
+    /// before it reads a request (up to 16 MiB, parsed whole before the service sees it), so a site past its budget or
+    /// share, or a full gate, costs it no parsing. A call let through here is still checked by
+    /// <see cref="TryEnter(ClientAddress?, int, out Refusal, out int)"/>.
+    /// </summary>
+    public Refusal WouldRefuse(ClientAddress? site, out int retryAfterMs)
+    {
+        long now = Stopwatch.GetTimestamp();
+        lock (_lock)
+        {
+            Check(site?.Site, now, out Refusal refusal, out retryAfterMs);
+            return refusal;
+        }
+    }
+
+    /// <summary>What a refused caller is told.</summary>
+    public string RefusalText(Refusal refusal) => refusal switch
+    {
+        Refusal.BadBudget => BadBudgetText("Too many signatures sent to VerifyBatch from this network address were invalid lately"),
+        Refusal.SiteShare =>
+            $"This network address has {PerSite} VerifyBatch call(s) running already, the most one client site may have of the node's {Capacity}; send the next when one ends (retry-after-ms estimates when).",
+        Refusal.Busy => $"The node is already answering {Capacity} VerifyBatch call(s), all it answers at once; retry after retry-after-ms (when the first should end).",
+        _ => throw new ArgumentOutOfRangeException(nameof(refusal), refusal, "Not a refusal."),
+    };
+
+    /// <summary>The text of a refusal for invalid verdicts: <paramref name="what"/>, and the budget.</summary>
+    public static string BadBudgetText(string what) =>
+        $"{what} (each site gets {BadBurst:N0} invalid verdicts, then {BadPerSecond:N0} a second: an invalid signature costs the node about 16 valid ones); retry after retry-after-ms.";
+
+    // Under the lock: the site's entry (a null ref when it has none) and whether a call from it is refused now.
+    private ref Site Check(ClientAddress? site, long now, out Refusal refusal, out int retryAfterMs)
+    {
+        _sites.Sweep(now);
+        ref Site s = ref Unsafe.NullRef<Site>();
+        if (site is { } key)
+        {
+            s = ref _sites.Find(key);
+            if (!Unsafe.IsNullRef(ref s) && !s.Budget.Available(now, BadPerSecond, BadBurst, out retryAfterMs))
+            {
+                refusal = Refusal.BadBudget;
+                return ref s;
+            }
+        }
+
+        if (_inUse == Capacity)
+        {
+            refusal = Refusal.Busy;
+            retryAfterMs = SoonestEnd(null, now);
+            return ref s;
+        }
+
+        if (!Unsafe.IsNullRef(ref s) && s.Holding >= PerSite)
+        {
+            refusal = Refusal.SiteShare;
+            retryAfterMs = SoonestEnd(site, now);
+            return ref s;
+        }
+
+        refusal = Refusal.None;
+        retryAfterMs = 0;
+        return ref s;
     }
 
     /// <summary>Runs <paramref name="work"/> on one of the gate's threads (call it while holding a slot, so one is

@@ -375,14 +375,7 @@ public sealed class RelayService(
         DelegatedVerificationGate.Call? call = verifyGate.TryEnter(Source(context), request.Signatures.Count, out DelegatedVerificationGate.Refusal refusal, out int retryAfterMs);
         if (call is null)
         {
-            string why = refusal switch
-            {
-                DelegatedVerificationGate.Refusal.BadBudget => BadBudgetText("Too many signatures sent to VerifyBatch from this network address were invalid lately"),
-                DelegatedVerificationGate.Refusal.SiteShare =>
-                    $"This network address has {verifyGate.PerSite} VerifyBatch call(s) running already, the most one client site may have of the node's {verifyGate.Capacity}; send the next when one ends (retry-after-ms estimates when).",
-                _ => $"The node is already answering {verifyGate.Capacity} VerifyBatch call(s), all it answers at once; retry after retry-after-ms (when the first should end).",
-            };
-            throw new RpcException(new Status(StatusCode.ResourceExhausted, why), NodeRefusals.Trailers(retryAfterMs));
+            throw new RpcException(new Status(StatusCode.ResourceExhausted, verifyGate.RefusalText(refusal)), NodeRefusals.Trailers(retryAfterMs));
         }
 
         using (call)
@@ -392,9 +385,6 @@ public sealed class RelayService(
             return await verifyGate.RunAsync(() => Verify(request, call, ct), ct).ConfigureAwait(false);
         }
     }
-
-    private static string BadBudgetText(string what) =>
-        $"{what} (each site gets {DelegatedVerificationGate.BadBurst:N0} invalid verdicts, then {DelegatedVerificationGate.BadPerSecond:N0} a second: an invalid signature costs the node about 16 valid ones); retry after retry-after-ms.";
 
     private VerifyBatchResponse Verify(VerifyBatchRequest request, DelegatedVerificationGate.Call call, CancellationToken cancellationToken)
     {
@@ -420,7 +410,7 @@ public sealed class RelayService(
                 // stops here rather than holding the slot for the rest (an all-invalid call of 65,536 took 12 s).
                 if (!call.Stepped(start + length, length - step.Count(true), out int retryAfterMs) && start + length < count)
                 {
-                    throw new RpcException(new Status(StatusCode.ResourceExhausted, BadBudgetText(
+                    throw new RpcException(new Status(StatusCode.ResourceExhausted, DelegatedVerificationGate.BadBudgetText(
                         $"VerifyBatch stopped after {start + length:N0} of {count:N0} signatures: too many signatures sent from this network address were invalid")), NodeRefusals.Trailers(retryAfterMs));
                 }
             }
