@@ -388,7 +388,8 @@ public sealed class SimdBatchVerifier : BatchVerifierBase
         AffineNielsPoint[] points = ArrayPool<AffineNielsPoint>.Shared.Rent(2 * n + 1);
         Scalar256[] scalars = ArrayPool<Scalar256>.Shared.Rent(2 * n + 1);
         byte[] random = ArrayPool<byte>.Shared.Rent(16 * n);
-        // Per distinct key, Σ zᵢkᵢ unreduced (8 limbs: at most 2^20 products below 2^381 each), reduced once.
+        // Per distinct key, Σ zᵢkᵢ unreduced, reduced once: fewer than 2^31 products below 2^381 each stay below 2^412,
+        // far inside 8 limbs (as zsSum does).
         ulong[] keySums = ArrayPool<ulong>.Shared.Rent(8 * n);
         try
         {

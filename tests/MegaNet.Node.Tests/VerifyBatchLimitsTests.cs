@@ -128,6 +128,12 @@ public sealed class VerifyBatchLimitsTests
         Assert.Equal(StatusCode.ResourceExhausted, early.StatusCode);
         Assert.Equal(refused.Status.Detail, early.Status.Detail);
         Assert.InRange(early.RetryAfter()!.Value.TotalMilliseconds, 1, 60_000);
+        // Also while a large request is still being sent: the client gets the answer, not a reset stream.
+        byte[] large = new byte[8 << 20];
+        Array.Fill(large, (byte)0xFF);
+        RpcException earlyLarge = await Assert.ThrowsAsync<RpcException>(() => RawVerifyBatch(node.Address, System.Net.IPAddress.Parse("127.0.0.2"), large));
+        Assert.Equal(StatusCode.ResourceExhausted, earlyLarge.StatusCode);
+        Assert.Equal(refused.Status.Detail, earlyLarge.Status.Detail);
 
         // Another site verifies as before.
         var few = new VerifyBatchRequest();
