@@ -2,6 +2,11 @@ using System.Diagnostics;
 using System.Text;
 using MegaNet.Api;
 using MegaNet.Api.V1;
+using MegaNet.Core.Verification;
+using MegaNet.Node.Admission;
+using MegaNet.Node.Hosting;
+using MegaNet.Node.Verification;
+using Microsoft.Extensions.Logging.Abstractions;
 
 namespace MegaNet.Node.Tests;
 
@@ -44,6 +49,80 @@ public sealed class AdmissionBatchingTests
         Assert.Equal(1ul, status.BatchesVerified);
         // The batch was not full, so it waited out its window (sleeping in slices, not ending at the first one).
         Assert.True(took >= TimeSpan.FromSeconds(0.95), $"the batch flushed after {took.TotalMilliseconds:F0} ms, before its 1 s window");
+    }
+
+    [Fact]
+    public async Task Submissions_that_waited_behind_a_batch_are_not_held_for_another_window()
+    {
+        // A one-second window. The first submission's batch blocks in the verifier; three more arrive meanwhile and wait
+        // longer than a window. Once the verifier is free they go at once: before, their batch waited another full
+        // window, counted from when the verifier came back for it. A run only shows that when it is fast (load adds
+        // time, never removes it), so a slow one is done again, at most three in all.
+        var slow = new List<string>();
+        for (int run = 1; ; run++)
+        {
+            using IBatchVerifier simd = VerifierCatalog.Create().Create("simd", new VerifierOptions { Threads = 1 });
+            using var verifier = new BlockingFirstCall(simd);
+            var store = new HeldStore();
+            store.Commit();
+            var options = new NodeOptions { FlushMicroseconds = 1_000_000, MaxBatch = 4_096 };
+            await using var admission = new AdmissionPipeline(verifier, store, options, TimeProvider.System, NullLogger<AdmissionPipeline>.Instance);
+            Envelope[] envelopes = Seal(4);
+
+            Task<Receipt> firstCall = admission.SubmitAsync(envelopes[0], null, CancellationToken.None);
+            Assert.True(verifier.Entered.Wait(TimeSpan.FromMinutes(1)), "the first batch never reached the verifier");
+            Task<Receipt>[] waiting = envelopes[1..].Select(e => admission.SubmitAsync(e, null, CancellationToken.None)).ToArray();
+            await Task.Delay(1_200);
+
+            var clock = Stopwatch.StartNew();
+            verifier.Release.Set();
+            await firstCall.WaitAsync(TimeSpan.FromMinutes(1));
+            await Task.WhenAll(waiting).WaitAsync(TimeSpan.FromMinutes(1));
+            TimeSpan took = clock.Elapsed;
+            Assert.Equal(2, verifier.Calls);
+            if (took < TimeSpan.FromSeconds(0.9))
+            {
+                return;
+            }
+
+            slow.Add($"{took.TotalMilliseconds:F0} ms");
+            Assert.True(run < 3, $"the waiting submissions took {string.Join(", ", slow)} after the verifier was free, in {run} runs: they waited for another window");
+        }
+    }
+
+    /// <summary>The real backend, except that its first call waits for <see cref="Release"/>.</summary>
+    private sealed class BlockingFirstCall(IBatchVerifier inner) : IBatchVerifier
+    {
+        private int _calls;
+
+        public ManualResetEventSlim Entered { get; } = new();
+
+        public ManualResetEventSlim Release { get; } = new();
+
+        public int Calls => Volatile.Read(ref _calls);
+
+        public string Name => inner.Name;
+
+        public string Description => inner.Description;
+
+        public VerificationRule Rule => inner.Rule;
+
+        public void Verify(SignatureBatch batch, int start, int count, Span<bool> verdicts)
+        {
+            if (Interlocked.Increment(ref _calls) == 1)
+            {
+                Entered.Set();
+                Release.Wait(TimeSpan.FromMinutes(2));
+            }
+
+            inner.Verify(batch, start, count, verdicts);
+        }
+
+        public void Dispose()
+        {
+            Entered.Dispose();
+            Release.Dispose();
+        }
     }
 
     /// <summary>Submits <paramref name="count"/> envelopes from distinct senders at once to a node whose flush window is

@@ -370,6 +370,15 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
             {
                 if (reader.TryRead(out Pending? p))
                 {
+                    if (items.Count == 0)
+                    {
+                        // The window counts from the oldest submission's arrival, not from now: under load it arrived
+                        // while the previous batch was verified, has waited a window or more already, and goes at once
+                        // with everything queued behind it. (Counted from now, the verifier slept a window per batch
+                        // and those submissions waited twice.)
+                        first = Math.Min(first, p.Start);
+                    }
+
                     items.Add(p);
                     continue;
                 }

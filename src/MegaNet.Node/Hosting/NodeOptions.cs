@@ -45,7 +45,8 @@ public sealed class NodeOptions
     /// <summary>Most signatures per verification batch. Default 4,096.</summary>
     public int MaxBatch { get; set; } = 4_096;
 
-    /// <summary>Longest a submission waits for others to fill its batch, in microseconds. Default 500.</summary>
+    /// <summary>Longest a submission waits for others to fill its batch, in microseconds, counted from its arrival (one
+    /// that waited behind a batch being verified goes in the next at once). Default 500.</summary>
     public int FlushMicroseconds { get; set; } = 500;
 
     /// <summary>Submissions waiting for verification before new ones are refused with RESOURCE_EXHAUSTED. Default 65,536.</summary>
