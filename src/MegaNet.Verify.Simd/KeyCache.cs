@@ -62,12 +62,21 @@ internal sealed class KeyCache
         }
     }
 
-    private int Slot(ulong k0, ulong k1, ulong k2, ulong k3) =>
-        // Keys are attacker-chosen: HashCode mixes every bit of every word under a seed drawn per process, so which
-        // keys share a slot (and evict each other: a square root and a small-order check per item, never a wrong
-        // verdict, since all 32 bytes are compared) cannot be worked out offline. A fixed multiply-and-shift left the
-        // top bits of each word out of the slot: A and -A (bit 255) always collided.
-        HashCode.Combine(k0, k1, k2, k3) & _mask;
+    /// <summary>A hash of a 32-byte key for direct-mapped tables of attacker-chosen keys (this cache, and the
+    /// verifier's per-chunk table of repeated keys).</summary>
+    public static int Hash(ReadOnlySpan<byte> key)
+    {
+        (ulong k0, ulong k1, ulong k2, ulong k3) = Words(key);
+        return Hash(k0, k1, k2, k3);
+    }
+
+    private int Slot(ulong k0, ulong k1, ulong k2, ulong k3) => Hash(k0, k1, k2, k3) & _mask;
+
+    // Keys are attacker-chosen: HashCode mixes every bit of every word under a seed drawn per process, so which keys
+    // share a slot (and evict each other: a square root and a small-order check per item, never a wrong verdict, since
+    // all 32 bytes are compared) cannot be worked out offline. A fixed multiply-and-shift left the top bits of each word
+    // out of the slot: A and -A (bit 255) always collided.
+    private static int Hash(ulong k0, ulong k1, ulong k2, ulong k3) => HashCode.Combine(k0, k1, k2, k3);
 
     private static (ulong, ulong, ulong, ulong) Words(ReadOnlySpan<byte> key) => (
         BinaryPrimitives.ReadUInt64LittleEndian(key),

@@ -1,5 +1,4 @@
 using System.Buffers;
-using System.Buffers.Binary;
 using System.Numerics;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
@@ -494,8 +493,8 @@ public sealed class SimdBatchVerifier : BatchVerifierBase
 
     /// <summary>
     /// Finds the first item of a chunk with the same key bytes: a direct-mapped table of twice the chunk's size, its
-    /// slot from <see cref="HashCode"/> (seeded per process, so attacker-chosen keys cannot be made to share slots
-    /// offline). A key whose slot another key holds is simply not merged: slower, never a different verdict.
+    /// slot from <see cref="KeyCache.Hash(ReadOnlySpan{byte})"/> (seeded per process, so attacker-chosen keys cannot be
+    /// made to share slots offline). A key whose slot another key holds is simply not merged: slower, never a different verdict.
     /// </summary>
     private readonly struct ChunkKeys
     {
@@ -514,11 +513,7 @@ public sealed class SimdBatchVerifier : BatchVerifierBase
         /// none was, and then it is recorded when its slot is free.</summary>
         public int FirstWith(ReadOnlySpan<byte> key, int item, ReadOnlySpan<byte> publicKeys, int start)
         {
-            ulong k0 = BinaryPrimitives.ReadUInt64LittleEndian(key);
-            ulong k1 = BinaryPrimitives.ReadUInt64LittleEndian(key[8..]);
-            ulong k2 = BinaryPrimitives.ReadUInt64LittleEndian(key[16..]);
-            ulong k3 = BinaryPrimitives.ReadUInt64LittleEndian(key[24..]);
-            ref int slot = ref _slots[HashCode.Combine(k0, k1, k2, k3) & _mask];
+            ref int slot = ref _slots[KeyCache.Hash(key) & _mask];
             if (slot < 0)
             {
                 slot = item;

@@ -32,16 +32,13 @@ public static class LoadBaseline
         $"raw simd verifier in this process: {raw.VerifiesPerSecond:N0}/s at batch {raw.Batch:N0} on {raw.Threads} thread{(raw.Threads == 1 ? "" : "s")}, " +
         $"key cache off ({raw.RatioToLibsodium:F2}x libsodium's {raw.LibsodiumPairedPerSecond:N0}/s beside it)";
 
-    /// <summary>The streaming rate as a share of <paramref name="raw"/>: after the first seconds when the report has
-    /// that figure, else over the whole phase (and says which).</summary>
-    public static string DescribeShare(LoadReport stream, VerifyBenchmarkResult raw) => DescribeShare(stream, raw, after: null);
-
     /// <summary>
-    /// The rate as a share of the raw rate timed before the streaming phase and, when given, again after it: of their
-    /// mean then. This machine's speed drifts by a fifth within minutes (neighbours on the same host), so one timing
-    /// taken before the phase can be off by that much; two taken around it bracket the phase.
+    /// The rate (after the first seconds when the report has that figure, else over the whole phase, and it says which)
+    /// as a share of the raw rate timed before the streaming phase and, when given, again after it: of their mean then.
+    /// This machine's speed drifts by a fifth within minutes (neighbours on the same host), so one timing taken before
+    /// the phase can be off by that much; two taken around it bracket the phase.
     /// </summary>
-    public static string DescribeShare(LoadReport report, VerifyBenchmarkResult before, VerifyBenchmarkResult? after)
+    public static string DescribeShare(LoadReport report, VerifyBenchmarkResult before, VerifyBenchmarkResult? after = null)
     {
         bool steady = !double.IsNaN(report.SteadyAcceptedPerSecond);
         double rate = steady ? report.SteadyAcceptedPerSecond : report.AcceptedPerSecond;

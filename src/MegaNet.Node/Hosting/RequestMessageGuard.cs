@@ -83,7 +83,7 @@ internal sealed class RequestMessageGuard(NodeOptions options, TimeProvider cloc
         // framing; one over this node's MaxEnvelopeBytes but under that reaches admission, which refuses it with
         // INVALID_ARGUMENT and the node's limit, as it refuses any envelope too large for the node.
         "/meganet.v1.Relay/Submit" or "/meganet.v1.Relay/SubmitStream" => EnvelopeMessageBytes,
-        "/meganet.v1.Relay/VerifyBatch" => VerifyBatchMessageBytes,
+        EarlyVerifyBatchRefusal.Path => VerifyBatchMessageBytes,
         _ => SmallMessageBytes,
     };
 
