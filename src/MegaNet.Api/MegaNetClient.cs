@@ -73,7 +73,8 @@ public sealed class MegaNetClientOptions
 /// <para>Every unary call has a deadline (<see cref="MegaNetClientOptions.DefaultDeadline"/>, 30 s unless set) and
 /// every method takes a cancellation token. Refusals by the node arrive as <see cref="RpcException"/> with the node's
 /// status and a message that says why; <see cref="NodeRefusals.RetryAfter"/> and
-/// <see cref="NodeRefusals.RequiredPowBits"/> read the waits and stamps they ask for. A cancelled token ends a call
+/// <see cref="NodeRefusals.RequiredPowBits"/> read the waits and stamps they ask for; a call the node did not take
+/// because it was closing the connection (stopping, restarting) ends <see cref="StatusCode.Unavailable"/>. A cancelled token ends a call
 /// with <see cref="RpcException"/> (<see cref="StatusCode.Cancelled"/>), as gRPC does, and the proof of work of
 /// <see cref="SendAsync"/> with <see cref="OperationCanceledException"/>.</para>
 /// </remarks>
@@ -145,11 +146,12 @@ public sealed class MegaNetClient : IDisposable
         }
 
         _channel = GrpcChannel.ForAddress(address, new GrpcChannelOptions { MaxReceiveMessageSize = 64 << 20, HttpHandler = handler, DisposeHttpClient = true });
-        // The first interceptor in the list is the outermost: the caller's run outside the default deadline's.
+        // The first interceptor in the list is the outermost: the caller's run outside the default deadline's, and
+        // both see a graceful close by the node as UNAVAILABLE.
         Interceptor[] interceptors = options.DefaultDeadline is { } deadline
-            ? [.. options.Interceptors, new DefaultDeadlineInterceptor(deadline)]
-            : [.. options.Interceptors];
-        Relay = new Relay.RelayClient(interceptors.Length == 0 ? _channel.CreateCallInvoker() : _channel.Intercept(interceptors));
+            ? [.. options.Interceptors, new DefaultDeadlineInterceptor(deadline), new GracefulCloseInterceptor()]
+            : [.. options.Interceptors, new GracefulCloseInterceptor()];
+        Relay = new Relay.RelayClient(_channel.Intercept(interceptors));
     }
 
     /// <summary>How long a connection with an open call may be silent before the client pings the node.</summary>

@@ -1,0 +1,139 @@
+using Grpc.Core;
+using Grpc.Core.Interceptors;
+
+namespace MegaNet.Api;
+
+/// <summary>
+/// Reports a call that failed because the node closed its connection gracefully (an HTTP/2 GOAWAY with NO_ERROR, as a
+/// node sends when it stops or restarts) as <c>UNAVAILABLE</c>, which it is, instead of the <c>INTERNAL</c> that
+/// Grpc.Net.Client makes of it.
+/// </summary>
+/// <remarks>
+/// SocketsHttpHandler retries a request the node never took on a new connection, but not all of them: one still
+/// waiting to send its headers when the node's GOAWAY and FIN arrive fails with the GOAWAY's error (seen under load in
+/// CI), and one that met closing connections four times in a row fails with it too. Grpc.Net.Client maps an HTTP/2
+/// error code to a status by the gRPC spec's RST_STREAM table, where NO_ERROR is <c>INTERNAL</c>: "do not retry".
+/// But a node only sends NO_ERROR when it closes on purpose, after answering every call it took, so such a call was
+/// not processed; the gRPC spec itself says a stream the server did not take ends <c>UNAVAILABLE</c>. A retry is
+/// safe either way: a Submit sent again gets the original receipt. Innermost of the client's interceptors, so the
+/// caller's own (retries, logging) see the mapped status.
+/// </remarks>
+internal sealed class GracefulCloseInterceptor : Interceptor
+{
+    public override AsyncUnaryCall<TResponse> AsyncUnaryCall<TRequest, TResponse>(TRequest request, ClientInterceptorContext<TRequest, TResponse> context,
+        AsyncUnaryCallContinuation<TRequest, TResponse> continuation)
+    {
+        AsyncUnaryCall<TResponse> call = continuation(request, context);
+        return new AsyncUnaryCall<TResponse>(Mapped(call.ResponseAsync), Mapped(call.ResponseHeadersAsync), () => Mapped(call.GetStatus()), call.GetTrailers, call.Dispose);
+    }
+
+    public override TResponse BlockingUnaryCall<TRequest, TResponse>(TRequest request, ClientInterceptorContext<TRequest, TResponse> context,
+        BlockingUnaryCallContinuation<TRequest, TResponse> continuation)
+    {
+        try
+        {
+            return continuation(request, context);
+        }
+        catch (RpcException e) when (IsGracefulClose(e.Status))
+        {
+            throw Unavailable(e);
+        }
+    }
+
+    public override AsyncServerStreamingCall<TResponse> AsyncServerStreamingCall<TRequest, TResponse>(TRequest request, ClientInterceptorContext<TRequest, TResponse> context,
+        AsyncServerStreamingCallContinuation<TRequest, TResponse> continuation)
+    {
+        AsyncServerStreamingCall<TResponse> call = continuation(request, context);
+        return new AsyncServerStreamingCall<TResponse>(new MappedReader<TResponse>(call.ResponseStream), Mapped(call.ResponseHeadersAsync),
+            () => Mapped(call.GetStatus()), call.GetTrailers, call.Dispose);
+    }
+
+    public override AsyncClientStreamingCall<TRequest, TResponse> AsyncClientStreamingCall<TRequest, TResponse>(ClientInterceptorContext<TRequest, TResponse> context,
+        AsyncClientStreamingCallContinuation<TRequest, TResponse> continuation)
+    {
+        AsyncClientStreamingCall<TRequest, TResponse> call = continuation(context);
+        return new AsyncClientStreamingCall<TRequest, TResponse>(new MappedWriter<TRequest>(call.RequestStream), Mapped(call.ResponseAsync),
+            Mapped(call.ResponseHeadersAsync), () => Mapped(call.GetStatus()), call.GetTrailers, call.Dispose);
+    }
+
+    public override AsyncDuplexStreamingCall<TRequest, TResponse> AsyncDuplexStreamingCall<TRequest, TResponse>(ClientInterceptorContext<TRequest, TResponse> context,
+        AsyncDuplexStreamingCallContinuation<TRequest, TResponse> continuation)
+    {
+        AsyncDuplexStreamingCall<TRequest, TResponse> call = continuation(context);
+        return new AsyncDuplexStreamingCall<TRequest, TResponse>(new MappedWriter<TRequest>(call.RequestStream), new MappedReader<TResponse>(call.ResponseStream),
+            Mapped(call.ResponseHeadersAsync), () => Mapped(call.GetStatus()), call.GetTrailers, call.Dispose);
+    }
+
+    /// <summary>An <c>INTERNAL</c> status whose cause is an HTTP/2 NO_ERROR from the node.</summary>
+    internal static bool IsGracefulClose(Status status)
+    {
+        if (status.StatusCode != StatusCode.Internal)
+        {
+            return false;
+        }
+
+        for (Exception? e = status.DebugException; e is not null; e = e.InnerException)
+        {
+            if (e is HttpProtocolException { ErrorCode: 0 })
+            {
+                return true;
+            }
+        }
+
+        return false;
+    }
+
+    private static Status Mapped(Status status) => IsGracefulClose(status) ? UnavailableStatus(status) : status;
+
+    private static Status UnavailableStatus(Status status) => new(StatusCode.Unavailable,
+        "The node closed the connection before answering this call (an HTTP/2 graceful close: it is stopping or restarting). " +
+        $"Retry later or through another node. ({status.Detail})", status.DebugException);
+
+    private static RpcException Unavailable(RpcException e) => new(UnavailableStatus(e.Status), e.Trailers);
+
+    private static async Task<T> Mapped<T>(Task<T> task)
+    {
+        try
+        {
+            return await task.ConfigureAwait(false);
+        }
+        catch (RpcException e) when (IsGracefulClose(e.Status))
+        {
+            throw Unavailable(e);
+        }
+    }
+
+    private sealed class MappedReader<T>(IAsyncStreamReader<T> inner) : IAsyncStreamReader<T>
+    {
+        public T Current => inner.Current;
+
+        public Task<bool> MoveNext(CancellationToken cancellationToken) => Mapped(inner.MoveNext(cancellationToken));
+    }
+
+    private sealed class MappedWriter<T>(IClientStreamWriter<T> inner) : IClientStreamWriter<T>
+    {
+        public WriteOptions? WriteOptions
+        {
+            get => inner.WriteOptions;
+            set => inner.WriteOptions = value;
+        }
+
+        public Task WriteAsync(T message) => Mapped(inner.WriteAsync(message));
+
+        public Task WriteAsync(T message, CancellationToken cancellationToken) => Mapped(inner.WriteAsync(message, cancellationToken));
+
+        public Task CompleteAsync() => Mapped(inner.CompleteAsync());
+
+        private static async Task Mapped(Task task)
+        {
+            try
+            {
+                await task.ConfigureAwait(false);
+            }
+            catch (RpcException e) when (IsGracefulClose(e.Status))
+            {
+                throw Unavailable(e);
+            }
+        }
+    }
+}
