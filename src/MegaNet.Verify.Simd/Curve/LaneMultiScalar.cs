@@ -221,9 +221,9 @@ internal static class LaneMultiScalar<TOps, TVec>
     [SkipLocalsInit]
     private static void AddNiels(ref LanePoint p, in LaneNiels q)
     {
-        LaneField<TOps, TVec> a = LaneField<TOps, TVec>.Mul(LaneField<TOps, TVec>.Sub(p.Y, p.X), q.YminusX);
-        LaneField<TOps, TVec> b = LaneField<TOps, TVec>.Mul(LaneField<TOps, TVec>.Add(p.Y, p.X), q.YplusX);
-        LaneField<TOps, TVec> c = LaneField<TOps, TVec>.Mul(p.T, q.XY2d);
+        LaneField<TOps, TVec>.MulInto(LaneField<TOps, TVec>.Sub(p.Y, p.X), q.YminusX, out LaneField<TOps, TVec> a);
+        LaneField<TOps, TVec>.MulInto(LaneField<TOps, TVec>.Add(p.Y, p.X), q.YplusX, out LaneField<TOps, TVec> b);
+        LaneField<TOps, TVec>.MulInto(p.T, q.XY2d, out LaneField<TOps, TVec> c);
         // Carried so that d − c below starts from carried limbs (the Sub bound).
         LaneField<TOps, TVec> d = LaneField<TOps, TVec>.Reduce(LaneField<TOps, TVec>.Add(p.Z, p.Z));
         Finish(ref p, a, b, c, d);
@@ -234,10 +234,10 @@ internal static class LaneMultiScalar<TOps, TVec>
     [SkipLocalsInit]
     private static void AddCached(ref LanePoint p, in LaneCached q)
     {
-        LaneField<TOps, TVec> a = LaneField<TOps, TVec>.Mul(LaneField<TOps, TVec>.Sub(p.Y, p.X), q.YminusX);
-        LaneField<TOps, TVec> b = LaneField<TOps, TVec>.Mul(LaneField<TOps, TVec>.Add(p.Y, p.X), q.YplusX);
-        LaneField<TOps, TVec> c = LaneField<TOps, TVec>.Mul(p.T, q.T2d);
-        LaneField<TOps, TVec> d = LaneField<TOps, TVec>.Mul(p.Z, q.Z2);
+        LaneField<TOps, TVec>.MulInto(LaneField<TOps, TVec>.Sub(p.Y, p.X), q.YminusX, out LaneField<TOps, TVec> a);
+        LaneField<TOps, TVec>.MulInto(LaneField<TOps, TVec>.Add(p.Y, p.X), q.YplusX, out LaneField<TOps, TVec> b);
+        LaneField<TOps, TVec>.MulInto(p.T, q.T2d, out LaneField<TOps, TVec> c);
+        LaneField<TOps, TVec>.MulInto(p.Z, q.Z2, out LaneField<TOps, TVec> d);
         Finish(ref p, a, b, c, d);
     }
 
@@ -249,10 +249,10 @@ internal static class LaneMultiScalar<TOps, TVec>
         LaneField<TOps, TVec> f = LaneField<TOps, TVec>.Sub(d, c);
         LaneField<TOps, TVec> g = LaneField<TOps, TVec>.Add(d, c);
         LaneField<TOps, TVec> h = LaneField<TOps, TVec>.Add(b, a);
-        r.X = LaneField<TOps, TVec>.Mul(e, f);
-        r.Y = LaneField<TOps, TVec>.Mul(g, h);
-        r.T = LaneField<TOps, TVec>.Mul(e, h);
-        r.Z = LaneField<TOps, TVec>.Mul(f, g);
+        LaneField<TOps, TVec>.MulInto(e, f, out r.X);
+        LaneField<TOps, TVec>.MulInto(g, h, out r.Y);
+        LaneField<TOps, TVec>.MulInto(e, h, out r.T);
+        LaneField<TOps, TVec>.MulInto(f, g, out r.Z);
     }
 
     [MethodImpl(MethodImplOptions.NoInlining)]
@@ -262,7 +262,7 @@ internal static class LaneMultiScalar<TOps, TVec>
         r.YplusX = LaneField<TOps, TVec>.Reduce(LaneField<TOps, TVec>.Add(p.Y, p.X));
         r.YminusX = LaneField<TOps, TVec>.Reduce(LaneField<TOps, TVec>.Sub(p.Y, p.X));
         r.Z2 = LaneField<TOps, TVec>.Reduce(LaneField<TOps, TVec>.Add(p.Z, p.Z));
-        r.T2d = LaneField<TOps, TVec>.Mul(p.T, d2);
+        LaneField<TOps, TVec>.MulInto(p.T, d2, out r.T2d);
     }
 
     private static ulong[] Limbs(in F value)
