@@ -24,7 +24,10 @@ internal sealed class GracefulCloseInterceptor : Interceptor
         AsyncUnaryCallContinuation<TRequest, TResponse> continuation)
     {
         AsyncUnaryCall<TResponse> call = continuation(request, context);
-        return new AsyncUnaryCall<TResponse>(Mapped(call.ResponseAsync), Mapped(call.ResponseHeadersAsync), () => Mapped(call.GetStatus()), call.GetTrailers, call.Dispose);
+        // The state-taking constructor keeps the headers task lazy, as Grpc.Net.Client's own calls make it.
+        return new AsyncUnaryCall<TResponse>(Mapped(call.ResponseAsync), static s => Mapped(((AsyncUnaryCall<TResponse>)s).ResponseHeadersAsync),
+            static s => Mapped(((AsyncUnaryCall<TResponse>)s).GetStatus()), static s => ((AsyncUnaryCall<TResponse>)s).GetTrailers(),
+            static s => ((AsyncUnaryCall<TResponse>)s).Dispose(), call);
     }
 
     public override TResponse BlockingUnaryCall<TRequest, TResponse>(TRequest request, ClientInterceptorContext<TRequest, TResponse> context,
@@ -44,8 +47,9 @@ internal sealed class GracefulCloseInterceptor : Interceptor
         AsyncServerStreamingCallContinuation<TRequest, TResponse> continuation)
     {
         AsyncServerStreamingCall<TResponse> call = continuation(request, context);
-        return new AsyncServerStreamingCall<TResponse>(new MappedReader<TResponse>(call.ResponseStream), Mapped(call.ResponseHeadersAsync),
-            () => Mapped(call.GetStatus()), call.GetTrailers, call.Dispose);
+        return new AsyncServerStreamingCall<TResponse>(new MappedReader<TResponse>(call.ResponseStream),
+            static s => Mapped(((AsyncServerStreamingCall<TResponse>)s).ResponseHeadersAsync), static s => Mapped(((AsyncServerStreamingCall<TResponse>)s).GetStatus()),
+            static s => ((AsyncServerStreamingCall<TResponse>)s).GetTrailers(), static s => ((AsyncServerStreamingCall<TResponse>)s).Dispose(), call);
     }
 
     public override AsyncClientStreamingCall<TRequest, TResponse> AsyncClientStreamingCall<TRequest, TResponse>(ClientInterceptorContext<TRequest, TResponse> context,
@@ -53,7 +57,9 @@ internal sealed class GracefulCloseInterceptor : Interceptor
     {
         AsyncClientStreamingCall<TRequest, TResponse> call = continuation(context);
         return new AsyncClientStreamingCall<TRequest, TResponse>(new MappedWriter<TRequest>(call.RequestStream), Mapped(call.ResponseAsync),
-            Mapped(call.ResponseHeadersAsync), () => Mapped(call.GetStatus()), call.GetTrailers, call.Dispose);
+            static s => Mapped(((AsyncClientStreamingCall<TRequest, TResponse>)s).ResponseHeadersAsync),
+            static s => Mapped(((AsyncClientStreamingCall<TRequest, TResponse>)s).GetStatus()),
+            static s => ((AsyncClientStreamingCall<TRequest, TResponse>)s).GetTrailers(), static s => ((AsyncClientStreamingCall<TRequest, TResponse>)s).Dispose(), call);
     }
 
     public override AsyncDuplexStreamingCall<TRequest, TResponse> AsyncDuplexStreamingCall<TRequest, TResponse>(ClientInterceptorContext<TRequest, TResponse> context,
@@ -61,7 +67,9 @@ internal sealed class GracefulCloseInterceptor : Interceptor
     {
         AsyncDuplexStreamingCall<TRequest, TResponse> call = continuation(context);
         return new AsyncDuplexStreamingCall<TRequest, TResponse>(new MappedWriter<TRequest>(call.RequestStream), new MappedReader<TResponse>(call.ResponseStream),
-            Mapped(call.ResponseHeadersAsync), () => Mapped(call.GetStatus()), call.GetTrailers, call.Dispose);
+            static s => Mapped(((AsyncDuplexStreamingCall<TRequest, TResponse>)s).ResponseHeadersAsync),
+            static s => Mapped(((AsyncDuplexStreamingCall<TRequest, TResponse>)s).GetStatus()),
+            static s => ((AsyncDuplexStreamingCall<TRequest, TResponse>)s).GetTrailers(), static s => ((AsyncDuplexStreamingCall<TRequest, TResponse>)s).Dispose(), call);
     }
 
     /// <summary>An <c>INTERNAL</c> status whose cause is an HTTP/2 NO_ERROR from the node.</summary>

@@ -626,7 +626,10 @@ internal sealed class DefaultDeadlineInterceptor(TimeSpan deadline) : Intercepto
         }
 
         AsyncUnaryCall<TResponse> call = continuation(request, WithDeadline(context));
-        return new AsyncUnaryCall<TResponse>(Explain(call.ResponseAsync), call.ResponseHeadersAsync, call.GetStatus, call.GetTrailers, call.Dispose);
+        // The state-taking constructor keeps the headers task lazy, as Grpc.Net.Client's own calls make it.
+        return new AsyncUnaryCall<TResponse>(Explain(call.ResponseAsync), static s => ((AsyncUnaryCall<TResponse>)s).ResponseHeadersAsync,
+            static s => ((AsyncUnaryCall<TResponse>)s).GetStatus(), static s => ((AsyncUnaryCall<TResponse>)s).GetTrailers(),
+            static s => ((AsyncUnaryCall<TResponse>)s).Dispose(), call);
     }
 
     public override TResponse BlockingUnaryCall<TRequest, TResponse>(TRequest request, ClientInterceptorContext<TRequest, TResponse> context,

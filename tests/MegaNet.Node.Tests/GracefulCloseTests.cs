@@ -26,8 +26,10 @@ public sealed class GracefulCloseTests
         using var client = new MegaNetClient(new Uri($"http://127.0.0.1:{((IPEndPoint)listener.LocalEndpoint).Port}"),
             options: new MegaNetClientOptions { DefaultDeadline = TimeSpan.FromSeconds(30) });
 
-        RpcException unary = await Assert.ThrowsAsync<RpcException>(() => client.Relay.StatusAsync(new StatusRequest()).ResponseAsync);
-        AssertGracefulClose(unary);
+        using AsyncUnaryCall<StatusResponse> unary = client.Relay.StatusAsync(new StatusRequest());
+        AssertGracefulClose(await Assert.ThrowsAsync<RpcException>(() => unary.ResponseAsync));
+        AssertGracefulClose(await Assert.ThrowsAsync<RpcException>(() => unary.ResponseHeadersAsync));
+        Assert.Equal(StatusCode.Unavailable, unary.GetStatus().StatusCode);
         // The HTTP client did send the call and retry it on new connections before giving up: the status comes from
         // the GOAWAYs, not from a connection that never opened.
         Assert.True(server.HeadersSeen >= 2, $"the server saw {server.HeadersSeen} requests");
