@@ -14,8 +14,8 @@ namespace MegaNet.Api;
 /// CI), and one that met closing connections four times in a row fails with it too. Grpc.Net.Client maps an HTTP/2
 /// error code to a status by the gRPC spec's RST_STREAM table, where NO_ERROR is <c>INTERNAL</c>: "do not retry".
 /// But a node only sends NO_ERROR when it closes on purpose, after answering every call it took, so such a call was
-/// not processed; the gRPC spec itself says a stream the server did not take ends <c>UNAVAILABLE</c>. A retry is
-/// safe either way: a Submit sent again gets the original receipt. Innermost of the client's interceptors, so the
+/// not processed, and "try again" is the right answer (grpc-java made the same change: grpc/grpc-java#1355, "GOAWAY
+/// with OK maps to INTERNAL"). A retry is safe either way: a Submit sent again gets the original receipt. Innermost of the client's interceptors, so the
 /// caller's own (retries, logging) see the mapped status.
 /// </remarks>
 internal sealed class GracefulCloseInterceptor : Interceptor

@@ -173,8 +173,8 @@ internal struct LaneField<TOps, TVec> : IFieldArithmetic<LaneField<TOps, TVec>>
     }
 
     /// <summary>a·b into <paramref name="r"/>, which may be a field of a point behind a reference: the JIT copies a
-    /// returned value into such a place through a temporary (a 320-byte memmove per product with AVX2, 3 % of the
-    /// lane path's time). <paramref name="r"/> may alias an operand: it is written only after both are read.</summary>
+    /// returned value into such a place through a temporary (a 320-byte memmove per product with AVX2: 1.5 % of a
+    /// batch-1,024 profile, 0.24 % with this). <paramref name="r"/> may alias an operand: it is written only after both are read.</summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
     [SkipLocalsInit]
     public static void MulInto(in LaneField<TOps, TVec> a, in LaneField<TOps, TVec> b, out LaneField<TOps, TVec> r)
