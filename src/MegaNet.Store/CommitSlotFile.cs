@@ -15,7 +15,8 @@ namespace MegaNet.Store;
 /// <remarks>
 /// A slot holds magic, payload length, commit number, FASTER's commit metadata and a SHA-256 prefix over all of it, so a
 /// write torn by a crash reads as no record and recovery falls back to an older slot (whose commit covers everything
-/// acknowledged: a commit is acknowledged only after its record is written). <see cref="Commit"/> never throws (FASTER
+/// acknowledged: a commit is acknowledged only after its record is written; with <see cref="CommitsInLog"/>, from
+/// which recovery scans the log forward to its newest commit). <see cref="Commit"/> never throws (FASTER
 /// calls it on its flush-completion path, which has no way to report an exception): a failed write is kept, and
 /// <see cref="Wrote"/> tells the store before it acknowledges anything.
 /// </remarks>
@@ -53,6 +54,15 @@ internal sealed class CommitSlotFile : ILogCommitManager
 
     /// <summary>Full path of the file.</summary>
     public string Path { get; }
+
+    /// <summary>
+    /// Whether the log holds every commit itself (FASTER's fast commit mode, set by the store before the log opens).
+    /// Then this file only gives recovery its starting point for a forward scan over the log's commit records, and a
+    /// commit writes a record here only when FASTER asks for one (the log's begin address moved: a checkpoint
+    /// truncated it, and the scan must not start in deleted segments) or when the file holds none yet: the other
+    /// commits skip the second synchronous write that used to follow every log write.
+    /// </summary>
+    public bool CommitsInLog { get; set; }
 
     /// <summary>The commit metadata's begin and until addresses of record <paramref name="commitNum"/>, or null when there is none.</summary>
     public (long Begin, long Until)? Range(long commitNum)
@@ -137,7 +147,8 @@ internal sealed class CommitSlotFile : ILogCommitManager
         }
     }
 
-    /// <summary>Whether the record of <paramref name="commitNum"/> was written (and no write failed since the file opened).</summary>
+    /// <summary>Whether recovery can find the commit <paramref name="commitNum"/> (and no write failed since the file
+    /// opened): its record was written, or with <see cref="CommitsInLog"/> the file holds any record to scan from.</summary>
     /// <exception cref="IOException">A record write failed; the message has the reason.</exception>
     public bool Wrote(long commitNum)
     {
@@ -148,7 +159,7 @@ internal sealed class CommitSlotFile : ILogCommitManager
                 throw new IOException($"writing the commit record to '{Path}' failed ({failure.Message})", failure);
             }
 
-            return commitNum <= _newestWritten;
+            return CommitsInLog ? _newestWritten >= 0 : commitNum <= _newestWritten;
         }
     }
 
@@ -159,6 +170,11 @@ internal sealed class CommitSlotFile : ILogCommitManager
         {
             try
             {
+                if (CommitsInLog && !forceWriteMetadata && _newestWritten >= 0)
+                {
+                    return;
+                }
+
                 if (commitMetadata.Length > MaxPayload)
                 {
                     throw new InvalidOperationException($"commit metadata of {commitMetadata.Length} bytes exceeds a slot's {MaxPayload}");

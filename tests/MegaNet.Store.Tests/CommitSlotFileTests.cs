@@ -84,6 +84,101 @@ public sealed class CommitSlotFileTests : IDisposable
     }
 
     [Fact]
+    public void With_the_commits_in_the_log_only_the_first_record_and_those_FASTER_asks_for_are_written()
+    {
+        Directory.CreateDirectory(_dir);
+        using CommitSlotFile file = CommitSlotFile.Open(_dir, walBytes: 0);
+        file.CommitsInLog = true;
+        Assert.False(file.Wrote(1)); // nothing to scan from yet
+        file.Commit(0, 100, Metadata(1), 1, forceWriteMetadata: false);
+        file.Commit(0, 200, Metadata(2), 2, forceWriteMetadata: false);
+        file.Commit(100, 300, Metadata(3), 3, forceWriteMetadata: true); // the begin address moved
+        file.Commit(100, 400, Metadata(4), 4, forceWriteMetadata: false);
+        Assert.Equal([3L, 1], file.Commits);
+        Assert.True(file.Wrote(4)); // recovery finds 4 by scanning the log from 3
+    }
+
+    [Fact]
+    public async Task With_the_commits_in_the_log_a_crash_keeps_every_acknowledged_put_while_the_file_holds_one_record()
+    {
+        StoreOptions options = Options(_dir);
+        byte[] recipient = Bytes(_random, 32);
+        string copy = NewDirectory();
+        try
+        {
+            List<PutReceipt> receipts;
+            await using (FasterEnvelopeStore store = await FasterEnvelopeStore.OpenAsync(options))
+            {
+                receipts = await PutAsync(store, recipient, 20);
+
+                // What a kill -9 leaves: the table starts over and the log replays from its start.
+                string from = store.StoreDirectory;
+                CopyStoreFiles(from, Path.Combine(copy, "store"), f => !f.StartsWith(Path.Combine(from, "kv"), StringComparison.Ordinal));
+            }
+
+            Assert.Equal("log", File.ReadAllText(Path.Combine(copy, "store", "wal.commit-mode")).Trim());
+            using (CommitSlotFile file = CommitSlotFile.Open(Path.Combine(copy, "store", "commits"), walBytes: 1))
+            {
+                // Each put was its own commit (20 of them); only the first wrote a record here.
+                Assert.Single(file.Commits);
+            }
+
+            await using FasterEnvelopeStore recovered = await FasterEnvelopeStore.OpenAsync(Options(copy));
+            await AssertHoldsAsync(recovered, receipts);
+            receipts.AddRange(await PutAsync(recovered, recipient, 1));
+            Assert.Equal(20, receipts[^1].LogIndex);
+        }
+        finally
+        {
+            Directory.Delete(copy, recursive: true);
+        }
+    }
+
+    [Fact]
+    public async Task A_store_from_before_commits_in_the_log_keeps_a_record_per_commit_in_the_file()
+    {
+        StoreOptions options = Options(_dir);
+        byte[] recipient = Bytes(_random, 32);
+        var receipts = new List<PutReceipt>();
+        CreateWithCommitsInFile();
+        await using (FasterEnvelopeStore store = await FasterEnvelopeStore.OpenAsync(options))
+        {
+            receipts.AddRange(await PutAsync(store, recipient, 5));
+            using CommitSlotFile file = CommitSlotFile.Open(CommitDir, walBytes: 1);
+            Assert.Equal(5, file.Commits.Length);
+        }
+
+        // A store written before the mode file existed: it has data, so its commits stay in the file.
+        string mode = Path.Combine(_dir, "store", "wal.commit-mode");
+        File.Delete(mode);
+        await using (FasterEnvelopeStore reopened = await FasterEnvelopeStore.OpenAsync(options))
+        {
+            Assert.Equal("file", File.ReadAllText(mode).Trim());
+            await AssertHoldsAsync(reopened, receipts);
+            receipts.AddRange(await PutAsync(reopened, recipient, 2));
+        }
+
+        await using FasterEnvelopeStore again = await FasterEnvelopeStore.OpenAsync(options);
+        await AssertHoldsAsync(again, receipts);
+    }
+
+    [Fact]
+    public async Task A_mode_file_that_says_neither_is_an_error_naming_it()
+    {
+        StoreOptions options = Options(_dir);
+        await using (FasterEnvelopeStore store = await FasterEnvelopeStore.OpenAsync(options))
+        {
+            await PutAsync(store, Bytes(_random, 32), 1);
+        }
+
+        string mode = Path.Combine(_dir, "store", "wal.commit-mode");
+        File.WriteAllText(mode, "fast\n");
+        StoreCorruptException e = await Assert.ThrowsAsync<StoreCorruptException>(async () => await FasterEnvelopeStore.OpenAsync(options));
+        Assert.Contains(mode, e.Message, StringComparison.Ordinal);
+        Assert.Contains("'fast'", e.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task Clean_restarts_in_a_row_keep_everything()
     {
         StoreOptions options = Options(_dir);
@@ -134,6 +229,7 @@ public sealed class CommitSlotFileTests : IDisposable
         StoreOptions options = Options(_dir);
         byte[] recipient = Bytes(_random, 32);
         var receipts = new List<PutReceipt>();
+        CreateWithCommitsInFile(); // as every store was when it had those files
         await using (FasterEnvelopeStore store = await FasterEnvelopeStore.OpenAsync(options))
         {
             receipts.AddRange(await PutAsync(store, recipient, 6));
@@ -197,6 +293,13 @@ public sealed class CommitSlotFileTests : IDisposable
         {
             Assert.Equal(receipt.LogIndex, (await store.FindAsync(receipt.EnvelopeId))?.LogIndex);
         }
+    }
+
+    // A new store as stores were before their logs held their commits (wal.commit-mode 'file').
+    private void CreateWithCommitsInFile()
+    {
+        Directory.CreateDirectory(Path.Combine(_dir, "store"));
+        File.WriteAllText(Path.Combine(_dir, "store", "wal.commit-mode"), "file\n");
     }
 
     private static byte[] Metadata(long n) => [.. BitConverter.GetBytes(n), .. Enumerable.Repeat((byte)n, 40)];
