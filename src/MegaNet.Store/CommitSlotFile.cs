@@ -1,4 +1,5 @@
 using System.Buffers.Binary;
+using System.Diagnostics;
 using System.Security.Cryptography;
 using FASTER.core;
 using Microsoft.Win32.SafeHandles;
@@ -43,6 +44,7 @@ internal sealed class CommitSlotFile : ILogCommitManager
     private readonly byte[]?[] _payloads = new byte[Slots][];
     private readonly byte[] _slot = new byte[SlotSize];
     private long _newestWritten = -1;
+    private long _lastWrite;
     private Exception? _failure;
 
     private CommitSlotFile(string path, SafeFileHandle file)
@@ -59,10 +61,20 @@ internal sealed class CommitSlotFile : ILogCommitManager
     /// Whether the log holds every commit itself (FASTER's fast commit mode, set by the store before the log opens).
     /// Then this file only gives recovery its starting point for a forward scan over the log's commit records, and a
     /// commit writes a record here only when FASTER asks for one (the log's begin address moved: a checkpoint
-    /// truncated it, and the scan must not start in deleted segments) or when the file holds none yet: the other
-    /// commits skip the second synchronous write that used to follow every log write.
+    /// truncated it, and the scan must not start in deleted segments), when the file holds none yet, or when the last
+    /// was written <see cref="RecordInterval"/> ago: the other commits skip the second synchronous write that used to
+    /// follow every log write.
     /// </summary>
     public bool CommitsInLog { get; set; }
+
+    /// <summary>
+    /// With <see cref="CommitsInLog"/>, the longest a commit goes without a record here. Recovery's forward scan
+    /// starts at the newest record and stops at the first entry that fails its checksum: it cannot tell a damaged
+    /// entry from the log's end, so the commits after one would be cut off without a word. A record at least this
+    /// often keeps what the scan covers, and so what such damage could cut off, to the last interval's commits. One
+    /// more synchronous write a second is nothing to the committer.
+    /// </summary>
+    public static readonly TimeSpan RecordInterval = TimeSpan.FromSeconds(1);
 
     /// <summary>The commit metadata's begin and until addresses of record <paramref name="commitNum"/>, or null when there is none.</summary>
     public (long Begin, long Until)? Range(long commitNum)
@@ -170,7 +182,7 @@ internal sealed class CommitSlotFile : ILogCommitManager
         {
             try
             {
-                if (CommitsInLog && !forceWriteMetadata && _newestWritten >= 0)
+                if (CommitsInLog && !forceWriteMetadata && _newestWritten >= 0 && Stopwatch.GetElapsedTime(_lastWrite) < RecordInterval)
                 {
                     return;
                 }
@@ -190,6 +202,7 @@ internal sealed class CommitSlotFile : ILogCommitManager
                 _numbers[slot] = commitNum;
                 _payloads[slot] = commitMetadata;
                 _newestWritten = Math.Max(_newestWritten, commitNum);
+                _lastWrite = Stopwatch.GetTimestamp();
             }
             catch (Exception e)
             {
