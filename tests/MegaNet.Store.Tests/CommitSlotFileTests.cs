@@ -146,31 +146,72 @@ public sealed class CommitSlotFileTests : IDisposable
     }
 
     [Fact]
-    public async Task A_store_from_before_commits_in_the_log_keeps_a_record_per_commit_in_the_file()
+    public async Task A_store_from_before_commits_in_the_log_keeps_them_in_the_file_until_a_clean_shutdown_empties_its_log()
     {
         StoreOptions options = Options(_dir);
         byte[] recipient = Bytes(_random, 32);
         var receipts = new List<PutReceipt>();
-        CreateWithCommitsInFile();
-        await using (FasterEnvelopeStore store = await FasterEnvelopeStore.OpenAsync(options))
+        string crashed = NewDirectory(), again = NewDirectory();
+        try
         {
-            receipts.AddRange(await PutAsync(store, recipient, 5));
-            using CommitSlotFile file = CommitSlotFile.Open(CommitDir, walBytes: 1);
-            Assert.Equal(5, file.Commits.Length);
-        }
+            CreateWithCommitsInFile();
+            await using (FasterEnvelopeStore store = await FasterEnvelopeStore.OpenAsync(options))
+            {
+                receipts.AddRange(await PutAsync(store, recipient, 5));
+                using (CommitSlotFile file = CommitSlotFile.Open(CommitDir, walBytes: 1))
+                {
+                    Assert.Equal(5, file.Commits.Length); // a record per commit
+                }
 
-        // A store written before the mode file existed: it has data, so its commits stay in the file.
-        string mode = Path.Combine(_dir, "store", "wal.commit-mode");
-        File.Delete(mode);
-        await using (FasterEnvelopeStore reopened = await FasterEnvelopeStore.OpenAsync(options))
+                // What a kill -9 leaves (the table starts over), from a store written before the mode file existed.
+                CopyStoreFiles(store.StoreDirectory, Path.Combine(crashed, "store"), f => !f.StartsWith(store.TableDirectory, StringComparison.Ordinal));
+            }
+
+            // Its log holds entries without checksums: the commits stay in the file.
+            string mode = Path.Combine(crashed, "store", "wal.commit-mode");
+            File.Delete(mode);
+            await using (FasterEnvelopeStore reopened = await FasterEnvelopeStore.OpenAsync(Options(crashed)))
+            {
+                Assert.Equal("file", File.ReadAllText(mode).Trim());
+                await AssertHoldsAsync(reopened, receipts);
+                receipts.AddRange(await PutAsync(reopened, recipient, 2));
+                using CommitSlotFile file = CommitSlotFile.Open(Path.Combine(crashed, "store", "commits"), walBytes: 1);
+                Assert.Equal(7, file.Commits.Length);
+            }
+
+            // The clean shutdown's checkpoint emptied the log: the next open goes on with the commits in the log.
+            await using (FasterEnvelopeStore emptied = await FasterEnvelopeStore.OpenAsync(Options(crashed)))
+            {
+                Assert.Equal("log", File.ReadAllText(mode).Trim());
+                await AssertHoldsAsync(emptied, receipts);
+                long[] before;
+                using (CommitSlotFile file = CommitSlotFile.Open(Path.Combine(crashed, "store", "commits"), walBytes: 1))
+                {
+                    before = file.Commits;
+                }
+
+                long start = Stopwatch.GetTimestamp();
+                receipts.AddRange(await PutAsync(emptied, recipient, 6));
+                TimeSpan putting = Stopwatch.GetElapsedTime(start);
+                using (CommitSlotFile file = CommitSlotFile.Open(Path.Combine(crashed, "store", "commits"), walBytes: 1))
+                {
+                    // Six commits, and at most one record a RecordInterval (the file keeps 8: count the new numbers).
+                    Assert.InRange(file.Commits.Count(c => c > before.Max()), 0, 1 + (int)(putting / CommitSlotFile.RecordInterval));
+                }
+
+                // (The table with it this time: the clean shutdown's checkpoint of it is what the truncated log follows.)
+                CopyStoreFiles(emptied.StoreDirectory, Path.Combine(again, "store"));
+            }
+
+            // A crash now: recovery scans the log forward from the newest record, across the entries in the new format.
+            await using FasterEnvelopeStore recovered = await FasterEnvelopeStore.OpenAsync(Options(again));
+            await AssertHoldsAsync(recovered, receipts);
+        }
+        finally
         {
-            Assert.Equal("file", File.ReadAllText(mode).Trim());
-            await AssertHoldsAsync(reopened, receipts);
-            receipts.AddRange(await PutAsync(reopened, recipient, 2));
+            Directory.Delete(crashed, recursive: true);
+            Directory.Delete(again, recursive: true);
         }
-
-        await using FasterEnvelopeStore again = await FasterEnvelopeStore.OpenAsync(options);
-        await AssertHoldsAsync(again, receipts);
     }
 
     [Fact]
