@@ -350,14 +350,7 @@ internal sealed class CommitSlotFile : ILogCommitManager
             }
         }
 
-        string temp = path + ".tmp";
-        using (var file = new FileStream(temp, FileMode.Create, FileAccess.Write, FileShare.None))
-        {
-            file.Write(content);
-            file.Flush(flushToDisk: true);
-        }
-
-        DurableRename.Replace(temp, path);
+        DurableRename.WriteAllBytes(path, content);
     }
 
     /// <summary>The records FASTER's own commit manager left (files commit.N.0), read with that manager; a record it

@@ -18,4 +18,19 @@ internal static class DurableRename
         File.Move(temp, path, overwrite: true);
         DirectoryFlush.Flush(Path.GetDirectoryName(Path.GetFullPath(path))!);
     }
+
+    /// <summary>Writes <paramref name="content"/> whole to <paramref name="path"/>: into a temporary file beside it,
+    /// flushed, then <see cref="Replace"/>.</summary>
+    /// <exception cref="IOException">A write, the rename or the directory flush failed.</exception>
+    public static void WriteAllBytes(string path, ReadOnlySpan<byte> content)
+    {
+        string temp = path + ".tmp";
+        using (var file = new FileStream(temp, FileMode.Create, FileAccess.Write, FileShare.None))
+        {
+            file.Write(content);
+            file.Flush(flushToDisk: true);
+        }
+
+        Replace(temp, path);
+    }
 }

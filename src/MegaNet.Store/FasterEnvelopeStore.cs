@@ -255,8 +255,8 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     {
         // Recovery falls back from the newest commit record to older ones (the file keeps several), so a record that
         // does not read back does not make a log with intact data unrecoverable.
-        long[] commits = commitFile.Commits;
-        commitFile.CommitsInLog = CommitsInLog(dir, holdsData: walBytes > 0 || commits.Length > 0, emptied: commits.Length > 0 && Emptied(commitFile, commits.Max()));
+        long[] commits = commitFile.Commits; // newest first
+        commitFile.CommitsInLog = CommitsInLog(dir, holdsData: walBytes > 0 || commits.Length > 0, emptied: commits.Length > 0 && Emptied(commitFile, commits[0]));
         int pageBits = WalPageBits(dir, options);
         FasterLog? log = null;
         IDevice? device = null;
@@ -264,7 +264,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         long recovered = -1;
         // With the commits in the log FASTER itself falls back from the newest readable record and scans forward from
         // it: one attempt.
-        long[] attempts = commits.Length == 0 ? [-1L] : commitFile.CommitsInLog ? [commits.Max()] : commits.OrderDescending().ToArray();
+        long[] attempts = commits.Length == 0 ? [-1L] : commitFile.CommitsInLog ? [commits[0]] : commits;
         foreach (long commit in attempts)
         {
             // Commits write straight to disk where the file system allows (see DirectFileDevice).
@@ -397,14 +397,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         }
 
         int chosen = Math.Min(22, LogMemoryBits(options) - 1);
-        string temp = path + ".tmp";
-        using (var file = new FileStream(temp, FileMode.Create, FileAccess.Write, FileShare.None))
-        {
-            file.Write(System.Text.Encoding.ASCII.GetBytes(chosen.ToString(System.Globalization.CultureInfo.InvariantCulture) + "\n"));
-            file.Flush(flushToDisk: true);
-        }
-
-        DurableRename.Replace(temp, path);
+        DurableRename.WriteAllBytes(path, System.Text.Encoding.ASCII.GetBytes(chosen.ToString(System.Globalization.CultureInfo.InvariantCulture) + "\n"));
         return chosen;
     }
 
@@ -429,21 +422,19 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
                 $"Restore it from a backup, or write 'file' if its log holds entries written before 2026-11-30 (its '{CommitSlotFile.FileName}' then has a record for every commit), 'log' otherwise.");
         }
 
-        if (mode == "log" || (mode == "file" && !emptied))
+        if (mode == "log")
         {
-            return mode == "log";
+            return true;
+        }
+
+        if (mode == "file" && !emptied)
+        {
+            return false;
         }
 
         // Written before the log opens: once an entry in the new format may be on disk, the file says so.
         bool inLog = !holdsData || emptied;
-        string temp = path + ".tmp";
-        using (var file = new FileStream(temp, FileMode.Create, FileAccess.Write, FileShare.None))
-        {
-            file.Write(System.Text.Encoding.ASCII.GetBytes(inLog ? "log\n" : "file\n"));
-            file.Flush(flushToDisk: true);
-        }
-
-        DurableRename.Replace(temp, path);
+        DurableRename.WriteAllBytes(path, inLog ? "log\n"u8 : "file\n"u8);
         return inLog;
     }
 
