@@ -42,28 +42,11 @@ public sealed class BenchSweepTests
             StringComparison.Ordinal);
 
         // Through the command line, before any work: one line, exit 1.
-        var error = new StringWriter();
-        var output = new StringWriter();
-        int rc;
-        lock (ConsoleLock.Gate)
-        {
-            TextWriter previousError = Console.Error, previousOut = Console.Out;
-            Console.SetError(error);
-            Console.SetOut(output);
-            try
-            {
-                rc = MeganetCommand.Run(["bench", "--backend", "simd,simd", "--batch", "8", "--seconds", "0.3"]);
-            }
-            finally
-            {
-                Console.SetError(previousError);
-                Console.SetOut(previousOut);
-            }
-        }
+        (int rc, string output, string error) = ConsoleLock.Run(["bench", "--backend", "simd,simd", "--batch", "8", "--seconds", "0.3"]);
 
         Assert.Equal(1, rc);
-        Assert.Equal("meganet bench: --backend: simd is given twice; name each backend once.", error.ToString().Trim());
-        Assert.DoesNotContain("/s", output.ToString(), StringComparison.Ordinal);
+        Assert.Equal("meganet bench: --backend: simd is given twice; name each backend once.", error.Trim());
+        Assert.DoesNotContain("/s", output, StringComparison.Ordinal);
     }
 
     [Fact]

@@ -27,7 +27,8 @@ public sealed class VerifyCommandTests : IDisposable
             msg = Convert.ToHexString(v.Message),
         })));
 
-        int rc = MeganetCommand.Run(["verify", "--backend", backend, "--in", input, "--out", output, "--batch", "50"]);
+        // Through the console lock: the command's summary line goes to stderr, which another test may have swapped.
+        (int rc, _, _) = ConsoleLock.Run(["verify", "--backend", backend, "--in", input, "--out", output, "--batch", "50"]);
 
         Assert.Equal(0, rc);
         string[] lines = File.ReadAllLines(output);
@@ -47,24 +48,10 @@ public sealed class VerifyCommandTests : IDisposable
     {
         string input = Path.Combine(_dir, "bad.jsonl"), output = Path.Combine(_dir, "bad.out");
         File.WriteAllLines(input, ["{\"pk\":\"00\",\"sig\":\"00\",\"msg\":\"\"}", badLine]);
-        var error = new StringWriter();
-        TextWriter previous = Console.Error;
-        int rc;
-        lock (ConsoleLock.Gate)
-        {
-            Console.SetError(error);
-            try
-            {
-                rc = MeganetCommand.Run(["verify", "--backend", "reference", "--in", input, "--out", output]);
-            }
-            finally
-            {
-                Console.SetError(previous);
-            }
-        }
+        (int rc, _, string error) = ConsoleLock.Run(["verify", "--backend", "reference", "--in", input, "--out", output]);
 
         Assert.Equal(1, rc);
-        Assert.Contains("line 2", error.ToString());
+        Assert.Contains("line 2", error);
         Assert.False(File.Exists(output));
     }
 
@@ -200,10 +187,34 @@ public sealed class VerifyCommandTests : IDisposable
     }
 }
 
-/// <summary>Serialises tests that swap the process-wide console writers.</summary>
+/// <summary>Serialises tests that run <c>meganet</c> commands, which write to the process-wide console.</summary>
 internal static class ConsoleLock
 {
-    public static readonly object Gate = new();
+    private static readonly object Gate = new();
+
+    /// <summary>Runs a command with its stdout and stderr captured. Every test that runs a command goes through here:
+    /// one that ran outside the lock wrote its stderr line into another test's captured writer (CI, 2026-11-30), and
+    /// one that read the previous writers outside the lock could restore another test's writer for good.</summary>
+    public static (int ExitCode, string Out, string Error) Run(string[] args)
+    {
+        var output = new StringWriter();
+        var error = new StringWriter();
+        lock (Gate)
+        {
+            TextWriter previousOut = Console.Out, previousError = Console.Error;
+            Console.SetOut(output);
+            Console.SetError(error);
+            try
+            {
+                return (MeganetCommand.Run(args), output.ToString(), error.ToString());
+            }
+            finally
+            {
+                Console.SetOut(previousOut);
+                Console.SetError(previousError);
+            }
+        }
+    }
 }
 
 /// <summary>Option errors are reported, not thrown.</summary>
@@ -217,25 +228,9 @@ public sealed class CommandLineErrorTests
     [InlineData("verify", "--in")]
     public void A_bad_option_value_exits_1_with_a_message(params string[] args)
     {
-        TextWriter previousOut = Console.Out, previousError = Console.Error;
-        var error = new StringWriter();
-        int rc;
-        lock (ConsoleLock.Gate)
-        {
-            Console.SetOut(new StringWriter());
-            Console.SetError(error);
-            try
-            {
-                rc = MeganetCommand.Run(args);
-            }
-            finally
-            {
-                Console.SetOut(previousOut);
-                Console.SetError(previousError);
-            }
-        }
+        (int rc, _, string error) = ConsoleLock.Run(args);
 
         Assert.Equal(1, rc);
-        Assert.False(string.IsNullOrWhiteSpace(error.ToString()));
+        Assert.False(string.IsNullOrWhiteSpace(error));
     }
 }
