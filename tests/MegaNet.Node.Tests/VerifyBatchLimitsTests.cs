@@ -4,6 +4,7 @@ using Grpc.Core;
 using MegaNet.Api;
 using MegaNet.Api.V1;
 using MegaNet.Core.Ed25519;
+using MegaNet.Node.Hosting;
 using MegaNet.Node.Services;
 using Microsoft.Extensions.DependencyInjection;
 
@@ -120,6 +121,26 @@ public sealed class VerifyBatchLimitsTests
         Assert.NotNull(refused);
         Assert.Contains("were invalid lately", refused.Status.Detail, StringComparison.Ordinal);
         Assert.InRange(refused.RetryAfter()!.Value.TotalMilliseconds, 1, 60_000);
+
+        // The budget refills at BadPerSecond, so that refusal lasts only as long as the last step overshot it (its
+        // retry-after): a loaded machine took longer than that to send the large request below, which was then let
+        // through and failed to parse (UNKNOWN; CI, 2026-11-30). So once the budget allows a call again, the site is
+        // charged two minutes' worth more through the gate itself, and the early refusals below cannot outlast it.
+        DelegatedVerificationGate gate = node.Services.GetRequiredService<DelegatedVerificationGate>();
+        ClientAddress forgerSite = ClientAddress.From(System.Net.IPAddress.Parse("127.0.0.2"))!.Value;
+        DelegatedVerificationGate.Call? charge = null;
+        for (int i = 0; i < 6_000 && (charge = gate.TryEnter(forgerSite, 0, out _, out _)) is null; i++)
+        {
+            await Task.Delay(10);
+        }
+
+        Assert.NotNull(charge);
+        using (charge)
+        {
+            Assert.False(charge.Stepped(0, DelegatedVerificationGate.BadBurst + (120 * DelegatedVerificationGate.BadPerSecond), out _));
+        }
+
+        Assert.Equal(DelegatedVerificationGate.Refusal.BadBudget, gate.WouldRefuse(forgerSite, out _));
 
         // Refused before its request is read: a body that is no protobuf at all gets the same answer from that site,
         // where it would fail to parse (as another site's does, below).
