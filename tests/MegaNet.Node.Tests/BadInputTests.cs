@@ -190,9 +190,60 @@ public sealed class BadInputTests
         var submit = new Method<byte[], byte[]>(MethodType.Unary, "meganet.v1.Relay", "Submit", raw, raw);
         byte[] garbage = [0x0A, 0xFF, 0xFF, 0xFF, 0xFF, 0x0F, 0x01, 0x02];
         RpcException e = await Assert.ThrowsAsync<RpcException>(async () => await channel.CreateCallInvoker().AsyncUnaryCall(submit, null, new CallOptions(), garbage));
-        Assert.NotEqual(StatusCode.OK, e.StatusCode);
+        Assert.Equal(StatusCode.InvalidArgument, e.StatusCode);
+        Assert.StartsWith("The Submit request is not a valid SubmitRequest message (", e.Status.Detail, StringComparison.Ordinal);
         using MegaNetClient client = node.Client();
         Assert.Equal(0, await TreeSize(client));
+        node.AssertNoServerErrors();
+    }
+
+    /// <summary>Every method the node serves, whichever way it streams and whichever service it belongs to, answers a
+    /// request that is not protobuf with INVALID_ARGUMENT and logs no error (Grpc.AspNetCore's answer was UNKNOWN,
+    /// "Exception was thrown by handler.", and an error in the node's log).</summary>
+    [Theory]
+    [InlineData(MethodType.Unary, "meganet.v1.Relay", "VerifyBatch", "VerifyBatchRequest")]
+    [InlineData(MethodType.Unary, "meganet.v1.Relay", "Challenge", "ChallengeRequest")]
+    [InlineData(MethodType.ServerStreaming, "meganet.v1.Relay", "Subscribe", "SubscribeRequest")]
+    [InlineData(MethodType.Unary, "grpc.health.v1.Health", "Check", "HealthCheckRequest")]
+    [InlineData(MethodType.DuplexStreaming, "grpc.reflection.v1alpha.ServerReflection", "ServerReflectionInfo", "ServerReflectionRequest")]
+    public async Task A_request_that_is_not_protobuf_is_invalid_argument_on_every_service(MethodType type, string service, string name, string requestType)
+    {
+        await using TestNode node = await TestNode.StartAsync();
+        using GrpcChannel channel = GrpcChannel.ForAddress(node.Address);
+        var raw = Marshallers.Create<byte[]>(b => b, b => b);
+        var method = new Method<byte[], byte[]>(type, service, name, raw, raw);
+        byte[] garbage = [0x0A, 0xFF, 0xFF, 0xFF, 0xFF, 0x0F, 0x01, 0x02];
+        CallInvoker invoker = channel.CreateCallInvoker();
+        var options = new CallOptions(deadline: DateTime.UtcNow.AddSeconds(30));
+        RpcException e = await Assert.ThrowsAsync<RpcException>(async () =>
+        {
+            switch (type)
+            {
+                case MethodType.Unary:
+                    await invoker.AsyncUnaryCall(method, null, options, garbage);
+                    break;
+                case MethodType.ServerStreaming:
+                    using (AsyncServerStreamingCall<byte[]> call = invoker.AsyncServerStreamingCall(method, null, options, garbage))
+                    {
+                        await call.ResponseStream.MoveNext();
+                    }
+
+                    break;
+                default:
+                    using (AsyncDuplexStreamingCall<byte[], byte[]> call = invoker.AsyncDuplexStreamingCall(method, null, options))
+                    {
+                        await call.RequestStream.WriteAsync(garbage);
+                        await call.RequestStream.CompleteAsync();
+                        await call.ResponseStream.MoveNext();
+                    }
+
+                    break;
+            }
+        });
+
+        Assert.Equal(StatusCode.InvalidArgument, e.StatusCode);
+        Assert.StartsWith($"The {name} request is not a valid {requestType} message (", e.Status.Detail, StringComparison.Ordinal);
+        node.AssertNoServerErrors();
     }
 
     [Fact]

@@ -188,6 +188,7 @@ public static partial class NodeServiceCollectionExtensions
             o.CompressionProviders = [];
             o.EnableDetailedErrors = false;
         });
+        services.RefuseMalformedRequests();
         services.AddGrpcReflection();
         services.AddGrpcHealthChecks().AddCheck<StoreHealthCheck>("store");
         return services;

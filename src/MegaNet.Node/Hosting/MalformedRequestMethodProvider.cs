@@ -1,0 +1,143 @@
+using System.Diagnostics.CodeAnalysis;
+using System.Reflection;
+using Google.Protobuf;
+using Grpc.AspNetCore.Server.Model;
+using Grpc.Core;
+using Microsoft.AspNetCore.Routing;
+using Microsoft.Extensions.DependencyInjection;
+
+namespace MegaNet.Node.Hosting;
+
+/// <summary>
+/// Binds each gRPC service the node maps as Grpc.AspNetCore's own binder does (the generated <c>BindService</c>, and
+/// the service type's overrides as handlers), except that a request message that is not valid protobuf is refused
+/// with INVALID_ARGUMENT and a detail that says so. Grpc.AspNetCore parses a unary or server-streaming request before
+/// any interceptor or handler runs; a parse failure there was answered UNKNOWN ("Exception was thrown by handler.") and
+/// logged by the node as a server error, so any client could fill the operator's log by sending garbage.
+/// </summary>
+internal sealed class MalformedRequestMethodProvider<[DynamicallyAccessedMembers(ServiceMembers)] TService> : IServiceMethodProvider<TService>
+    where TService : class
+{
+    // What the binding reads of a service type by reflection (as Grpc.AspNetCore's binder declares).
+    internal const DynamicallyAccessedMemberTypes ServiceMembers = DynamicallyAccessedMemberTypes.PublicConstructors | DynamicallyAccessedMemberTypes.PublicMethods;
+
+    /// <inheritdoc/>
+    public void OnServiceMethodDiscovery(ServiceMethodProviderContext<TService> context)
+    {
+        // The generated base class names its binder: [BindServiceMethod(typeof(Relay), "BindService")], a static
+        // BindService(ServiceBinderBase, RelayBase) that calls AddMethod once per method, with no handlers when given
+        // no service instance (the handler is the service type's override, on a per-call instance).
+        for (Type? type = typeof(TService); type is not null; type = type.BaseType)
+        {
+            // Not inherited: the generated base is the type that carries it.
+            if (type.GetCustomAttribute<BindServiceMethodAttribute>(inherit: false) is { } bind)
+            {
+                MethodInfo method = bind.BindType.GetMethod(bind.BindMethodName, BindingFlags.Public | BindingFlags.Static, [typeof(ServiceBinderBase), type])
+                    ?? throw new InvalidOperationException($"{bind.BindType}.{bind.BindMethodName}(ServiceBinderBase, {type.Name}) named by {type} was not found.");
+                method.Invoke(null, [new Binder(context, type), null]);
+                return;
+            }
+        }
+    }
+
+    private sealed class Binder(ServiceMethodProviderContext<TService> context, Type generatedBase) : ServiceBinderBase
+    {
+        public override void AddMethod<TRequest, TResponse>(Method<TRequest, TResponse> method, UnaryServerMethod<TRequest, TResponse>? handler) =>
+            context.AddUnaryMethod(Refusing(method), Metadata(method.Name, out MethodInfo m, typeof(TRequest), typeof(ServerCallContext)),
+                m.CreateDelegate<UnaryServerMethod<TService, TRequest, TResponse>>());
+
+        public override void AddMethod<TRequest, TResponse>(Method<TRequest, TResponse> method, ServerStreamingServerMethod<TRequest, TResponse>? handler) =>
+            context.AddServerStreamingMethod(Refusing(method), Metadata(method.Name, out MethodInfo m, typeof(TRequest), typeof(IServerStreamWriter<TResponse>), typeof(ServerCallContext)),
+                m.CreateDelegate<ServerStreamingServerMethod<TService, TRequest, TResponse>>());
+
+        public override void AddMethod<TRequest, TResponse>(Method<TRequest, TResponse> method, ClientStreamingServerMethod<TRequest, TResponse>? handler) =>
+            context.AddClientStreamingMethod(Refusing(method), Metadata(method.Name, out MethodInfo m, typeof(IAsyncStreamReader<TRequest>), typeof(ServerCallContext)),
+                m.CreateDelegate<ClientStreamingServerMethod<TService, TRequest, TResponse>>());
+
+        public override void AddMethod<TRequest, TResponse>(Method<TRequest, TResponse> method, DuplexStreamingServerMethod<TRequest, TResponse>? handler) =>
+            context.AddDuplexStreamingMethod(Refusing(method), Metadata(method.Name, out MethodInfo m, typeof(IAsyncStreamReader<TRequest>), typeof(IServerStreamWriter<TResponse>), typeof(ServerCallContext)),
+                m.CreateDelegate<DuplexStreamingServerMethod<TService, TRequest, TResponse>>());
+
+        /// <summary>The service type's override of the generated method, and the endpoint metadata Grpc.AspNetCore's
+        /// binder gives it (the type's attributes, then the method's, then POST with CORS preflight).</summary>
+        private List<object> Metadata(string name, out MethodInfo handler, params Type[] parameters)
+        {
+            handler = Override(name, parameters) ?? throw new InvalidOperationException($"{typeof(TService)} does not override {generatedBase}.{name}.");
+            var metadata = new List<object>();
+            metadata.AddRange(typeof(TService).GetCustomAttributes(inherit: true));
+            metadata.AddRange(handler.GetCustomAttributes(inherit: true));
+            metadata.Add(new HttpMethodMetadata(["POST"], acceptCorsPreflight: true));
+            return metadata;
+        }
+
+        private MethodInfo? Override(string name, Type[] parameters)
+        {
+            // A method that hides the generated one (same name, not an override) is not the handler: look further down.
+            for (Type? type = typeof(TService); type is not null; type = type.BaseType)
+            {
+                MethodInfo? candidate = type.GetMethod(name, BindingFlags.Public | BindingFlags.Instance, parameters);
+                if (candidate is null)
+                {
+                    return null;
+                }
+
+                if (candidate.IsVirtual && candidate.GetBaseDefinition().DeclaringType == generatedBase)
+                {
+                    return candidate;
+                }
+            }
+
+            return null;
+        }
+    }
+
+    /// <summary>The method with a request deserializer that turns a protobuf parse failure into INVALID_ARGUMENT: an
+    /// <see cref="RpcException"/> thrown while the request is read is the call's status, and is not logged as a
+    /// server error. (In a client-streaming call the handler sees it on its read, as it saw the parse error.)</summary>
+    private static Method<TRequest, TResponse> Refusing<TRequest, TResponse>(Method<TRequest, TResponse> method)
+    {
+        Func<DeserializationContext, TRequest> parse = method.RequestMarshaller.ContextualDeserializer;
+        string detail = $"The {method.Name} request is not a valid {typeof(TRequest).Name} message";
+        var marshaller = new Marshaller<TRequest>(method.RequestMarshaller.ContextualSerializer, context =>
+        {
+            try
+            {
+                return parse(context);
+            }
+            catch (InvalidProtocolBufferException e)
+            {
+                throw new RpcException(new Status(StatusCode.InvalidArgument, $"{detail} ({e.Message.TrimEnd('.')}); nothing was done with it."));
+            }
+        });
+        return new Method<TRequest, TResponse>(method.Type, method.ServiceName, method.Name, marshaller, method.ResponseMarshaller);
+    }
+}
+
+/// <summary>Puts <see cref="MalformedRequestMethodProvider{TService}"/> in place of Grpc.AspNetCore's binder.</summary>
+internal static class MalformedRequestRegistration
+{
+    private const string GrpcBinder = "Grpc.AspNetCore.Server.Model.Internal.BinderServiceMethodProvider`1";
+
+    /// <summary>Call after <c>AddGrpc</c>. Both binders registered would map every method twice, so a Grpc.AspNetCore
+    /// whose binder has another name stops the node here instead.</summary>
+    public static IServiceCollection RefuseMalformedRequests(this IServiceCollection services)
+    {
+        int removed = 0;
+        for (int i = services.Count - 1; i >= 0; i--)
+        {
+            if (services[i].ServiceType == typeof(IServiceMethodProvider<>) && services[i].ImplementationType?.FullName == GrpcBinder)
+            {
+                services.RemoveAt(i);
+                removed++;
+            }
+        }
+
+        if (removed != 1)
+        {
+            throw new InvalidOperationException($"Grpc.AspNetCore's {GrpcBinder} was registered {removed} times, not once: this Grpc.AspNetCore binds services differently from 2.85, and MalformedRequestMethodProvider must be brought up to date with it.");
+        }
+
+        services.AddSingleton(typeof(IServiceMethodProvider<>), typeof(MalformedRequestMethodProvider<>));
+        return services;
+    }
+}
