@@ -270,9 +270,17 @@ public sealed class RelayService(
         CancellationToken ct = streaming.Token;
         using var writes = new WriteDeadline(context.CancellationToken, lifetime.ApplicationStopping);
         using MailboxNotifier.Subscription subscription = notifier.Subscribe(address);
-        // A keepalive now (it carries the headers), not only after the first interval: the client learns at once that
-        // it is subscribed (a refusal ends the call instead, and response headers alone do not tell which it got).
-        await responseStream.WriteAsync(new MailEvent { KeepaliveUnixMs = clock.GetUtcNow().ToUnixTimeMilliseconds() }, writes.Token).ConfigureAwait(false);
+        try
+        {
+            // A keepalive now (it carries the headers), not only after the first interval: the client learns at once
+            // that it is subscribed (a refusal ends the call instead, and response headers alone do not tell which).
+            await responseStream.WriteAsync(new MailEvent { KeepaliveUnixMs = clock.GetUtcNow().ToUnixTimeMilliseconds() }, writes.Token).ConfigureAwait(false);
+        }
+        catch (InvalidOperationException) when (ClientGone(context))
+        {
+            return;
+        }
+
         MegaNetMetrics.ActiveSubscriptions.Add(1);
         ulong sent = request.AfterSeq; // the last sequence number written to the client
         try
@@ -323,11 +331,21 @@ public sealed class RelayService(
 
             // The client went away.
         }
+        catch (InvalidOperationException) when (ClientGone(context))
+        {
+            // The client went away during a write: Grpc.AspNetCore refuses writes to an aborted request with this
+            // ("Can't write the message because the request is complete."), which went to the log as a server error.
+        }
         finally
         {
             MegaNetMetrics.ActiveSubscriptions.Add(-1);
         }
     }
+
+    /// <summary>True once the client has gone (reset the stream or closed the connection). The request's abort token is
+    /// read as well as the call's, which is linked to it (and to the deadline) and may be cancelled a moment later.</summary>
+    private static bool ClientGone(ServerCallContext context) =>
+        context.CancellationToken.IsCancellationRequested || context.GetHttpContext().RequestAborted.IsCancellationRequested;
 
     /// <inheritdoc/>
     public override Task<Api.V1.SignedTreeHead> GetTreeHead(GetTreeHeadRequest request, ServerCallContext context) =>

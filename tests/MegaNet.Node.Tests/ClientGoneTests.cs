@@ -1,0 +1,74 @@
+using System.Text;
+using Grpc.Core;
+using MegaNet.Api;
+using MegaNet.Api.V1;
+
+namespace MegaNet.Node.Tests;
+
+/// <summary>A client that goes away in the middle of a stream is routine (a phone loses its network): the node ends the
+/// call quietly, with no error in its log.</summary>
+public sealed class ClientGoneTests
+{
+    [Fact]
+    public async Task A_subscriber_that_leaves_while_its_mail_is_written_logs_no_error()
+    {
+        await using TestNode node = await TestNode.StartAsync();
+        using MegaNetClient client = node.Client();
+        using Identity alice = Identity.Create(), bob = Identity.Create();
+        for (int i = 0; i < 200; i++)
+        {
+            await client.SendAsync(alice, bob.Card, Encoding.UTF8.GetBytes(new string('x', 2_000)), "text/plain");
+        }
+
+        // Each round leaves after the first event, while the node writes the 200 waiting messages; a write that found
+        // the request aborted threw InvalidOperationException, logged as "Error when executing service method".
+        for (int round = 0; round < 20; round++)
+        {
+            using var leave = new CancellationTokenSource();
+            using (AsyncServerStreamingCall<MailEvent> call = client.Relay.Subscribe(new SubscribeRequest { Auth = await client.AuthenticateAsync(bob) }, cancellationToken: leave.Token))
+            {
+                Assert.True(await call.ResponseStream.MoveNext());
+                Assert.Equal(MailEvent.KindOneofCase.KeepaliveUnixMs, call.ResponseStream.Current.KindCase);
+                await leave.CancelAsync();
+            }
+
+            await Task.Delay(round % 5);
+        }
+
+        // The node ends each subscription once it sees the reset; give it a moment before reading its log.
+        await Task.Delay(1_000);
+        node.AssertNoServerErrors();
+        Assert.Equal(200, (await client.Relay.GetTreeHeadAsync(new GetTreeHeadRequest())).TreeSize);
+        Assert.NotEmpty((await client.FetchAsync(bob)).Messages); // the mail is still there for the next reader
+    }
+
+    [Fact]
+    public async Task A_streaming_sender_that_leaves_with_answers_unread_logs_no_error()
+    {
+        await using TestNode node = await TestNode.StartAsync();
+        using MegaNetClient client = node.Client();
+        using Identity alice = Identity.Create(), bob = Identity.Create();
+        for (int round = 0; round < 5; round++)
+        {
+            using var leave = new CancellationTokenSource();
+            using (AsyncDuplexStreamingCall<SubmitRequest, SubmitResult> call = client.Relay.SubmitStream(cancellationToken: leave.Token))
+            {
+                for (int i = 0; i < 100; i++)
+                {
+                    await call.RequestStream.WriteAsync(new SubmitRequest
+                    {
+                        Envelope = EnvelopeFormat.Seal(alice, bob.Card, Encoding.UTF8.GetBytes($"{round}/{i}"), "text/plain; charset=utf-8", null, DateTimeOffset.UtcNow.AddDays(1), 0),
+                    });
+                }
+
+                Assert.True(await call.ResponseStream.MoveNext());
+                await leave.CancelAsync();
+            }
+        }
+
+        // Whatever was taken is stored whole; nothing the node did for the gone clients was an error.
+        await Task.Delay(500);
+        node.AssertNoServerErrors();
+        Assert.InRange((await client.FetchAsync(bob, limit: 1000)).Messages.Count, 5, 500);
+    }
+}
