@@ -69,6 +69,7 @@ public sealed class RelayService(
         using var writes = new WriteDeadline(context.CancellationToken, lifetime.ApplicationStopping);
         int answered = 0;
         Exception? unreadable = null;
+        bool gone = false;
         ClientAddress? source = Source(context);
         // Idle: no request read and every one read answered for StreamIdleSeconds; then waiting for the next request
         // stops (a request already read is still admitted and answered). Checked by a timer that compares counters,
@@ -116,6 +117,13 @@ public sealed class RelayService(
                 await inFlight.Writer.WriteAsync(admission.SubmitAsync(request.Envelope, source, context.CancellationToken), reading.Token).ConfigureAwait(false);
             }
         }
+        catch (Exception e) when (e is InvalidOperationException or IOException or OperationCanceledException && ClientGone(context))
+        {
+            // The client went away. Grpc.AspNetCore ends a read of an aborted request with an IOException, a
+            // cancellation, or "Can't read messages after the request is complete" (an InvalidOperationException, which
+            // went to the log as a server error); whichever comes, there is nobody left to answer.
+            gone = true;
+        }
         catch (OperationCanceledException) when (waiting.IsCancellationRequested && !context.CancellationToken.IsCancellationRequested && !writer.IsFaulted)
         {
             // The node is shutting down, or the stream went idle: answer what was read, then say so.
@@ -133,7 +141,21 @@ public sealed class RelayService(
             idleCheck.Dispose(); // reading is over: answering what was read is not idleness
         }
 
-        await writer.ConfigureAwait(false);
+        try
+        {
+            await writer.ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is InvalidOperationException or IOException or OperationCanceledException && ClientGone(context))
+        {
+            // The client went away while its answers were written (see Subscribe): nobody is left to tell.
+            return;
+        }
+
+        if (gone)
+        {
+            return;
+        }
+
         if (unreadable is not null)
         {
             (StatusCode code, string what) = unreadable is RpcException { StatusCode: StatusCode.ResourceExhausted or StatusCode.DeadlineExceeded } rpc
