@@ -124,8 +124,9 @@ public sealed class VerifyBatchLimitsTests
 
         // The budget refills at BadPerSecond, so that refusal lasts only as long as the last step overshot it (its
         // retry-after): a loaded machine took longer than that to send the large request below, which was then let
-        // through and failed to parse (UNKNOWN; CI, 2026-11-30). So once the budget allows a call again, the site is
-        // charged two minutes' worth more through the gate itself, and the early refusals below cannot outlast it.
+        // through and failed to parse (then UNKNOWN, now INVALID_ARGUMENT; CI, 2026-11-30). So once the budget allows a
+        // call again, the site is charged two minutes' worth more through the gate itself, and the early refusals below
+        // cannot outlast it.
         DelegatedVerificationGate gate = node.Services.GetRequiredService<DelegatedVerificationGate>();
         ClientAddress forgerSite = ClientAddress.From(System.Net.IPAddress.Parse("127.0.0.2"))!.Value;
         DelegatedVerificationGate.Call? charge = null;
