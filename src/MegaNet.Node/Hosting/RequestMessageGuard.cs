@@ -152,86 +152,114 @@ internal sealed class RequestMessageGuard(NodeOptions options, TimeProvider cloc
         [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
         public override async ValueTask<ReadResult> ReadAsync(CancellationToken cancellationToken = default)
         {
-            ReadResult result;
-            if (_arrivingEnd == 0 || _arrivingStart != _start)
+            try
             {
-                result = await inner.ReadAsync(cancellationToken).ConfigureAwait(false);
-            }
-            else
-            {
-                // The reader waits for the message still arriving: it has until its deadline, counted from the first
-                // such wait (time the reader spent elsewhere, e.g. a stream waiting for answers, is not the client's).
-                long now = guard._clock.GetTimestamp();
-                if (_waitingSince == 0)
+                ReadResult result;
+                if (_arrivingEnd == 0 || _arrivingStart != _start)
                 {
-                    _waitingSince = now;
-                }
-
-                TimeSpan allowed = Grace + TimeSpan.FromSeconds((double)_arrivingLength / MinimumBytesPerSecond);
-                TimeSpan left = allowed - guard._clock.GetElapsedTime(_waitingSince, now);
-                if (left <= TimeSpan.Zero)
-                {
-                    // Past it: what has come since is still looked at (the message may be whole now), but no waiting.
-                    // TryRead returns the unconsumed bytes even when nothing new came, so only a whole message or the
-                    // end of the body is an answer here.
-                    if (!inner.TryRead(out result) || (_start + result.Buffer.Length < _arrivingEnd && !result.IsCompleted))
-                    {
-                        if (result.Buffer.Length > 0)
-                        {
-                            inner.AdvanceTo(result.Buffer.Start, result.Buffer.End);
-                        }
-
-                        throw Stalled();
-                    }
+                    result = await inner.ReadAsync(cancellationToken).ConfigureAwait(false);
                 }
                 else
                 {
-                    // One token source per arriving message (reset for each wait), not one per read: a 16 MiB message
-                    // can arrive in a thousand reads.
-                    if (_deadline is null || _deadlineLinkedTo != cancellationToken)
+                    // The reader waits for the message still arriving: it has until its deadline, counted from the first
+                    // such wait (time the reader spent elsewhere, e.g. a stream waiting for answers, is not the client's).
+                    long now = guard._clock.GetTimestamp();
+                    if (_waitingSince == 0)
                     {
-                        _deadline?.Dispose();
-                        _deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-                        _deadlineLinkedTo = cancellationToken;
+                        _waitingSince = now;
                     }
 
-                    _deadline.CancelAfter(left);
-                    try
+                    TimeSpan allowed = Grace + TimeSpan.FromSeconds((double)_arrivingLength / MinimumBytesPerSecond);
+                    TimeSpan left = allowed - guard._clock.GetElapsedTime(_waitingSince, now);
+                    if (left <= TimeSpan.Zero)
                     {
-                        result = await inner.ReadAsync(_deadline.Token).ConfigureAwait(false);
+                        // Past it: what has come since is still looked at (the message may be whole now), but no waiting.
+                        // TryRead returns the unconsumed bytes even when nothing new came, so only a whole message or the
+                        // end of the body is an answer here.
+                        if (!inner.TryRead(out result) || (_start + result.Buffer.Length < _arrivingEnd && !result.IsCompleted))
+                        {
+                            if (result.Buffer.Length > 0)
+                            {
+                                inner.AdvanceTo(result.Buffer.Start, result.Buffer.End);
+                            }
+
+                            throw Stalled();
+                        }
                     }
-                    catch (OperationCanceledException) when (_deadline.IsCancellationRequested && !cancellationToken.IsCancellationRequested)
+                    else
                     {
-                        throw Stalled();
+                        // One token source per arriving message (reset for each wait), not one per read: a 16 MiB message
+                        // can arrive in a thousand reads.
+                        if (_deadline is null || _deadlineLinkedTo != cancellationToken)
+                        {
+                            _deadline?.Dispose();
+                            _deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+                            _deadlineLinkedTo = cancellationToken;
+                        }
+
+                        _deadline.CancelAfter(left);
+                        try
+                        {
+                            result = await inner.ReadAsync(_deadline.Token).ConfigureAwait(false);
+                        }
+                        catch (OperationCanceledException) when (_deadline.IsCancellationRequested && !cancellationToken.IsCancellationRequested)
+                        {
+                            throw Stalled();
+                        }
                     }
                 }
-            }
 
-            Inspect(result.Buffer);
-            return result;
+                Inspect(result.Buffer);
+                return result;
+            }
+            catch (IOException e)
+            {
+                throw Unreadable(e);
+            }
         }
 
         public override bool TryRead(out ReadResult result)
         {
-            if (!inner.TryRead(out result))
+            try
             {
-                return false;
-            }
+                if (!inner.TryRead(out result))
+                {
+                    return false;
+                }
 
-            Inspect(result.Buffer);
-            return true;
+                Inspect(result.Buffer);
+                return true;
+            }
+            catch (IOException e)
+            {
+                throw Unreadable(e);
+            }
         }
 
         public override void AdvanceTo(SequencePosition consumed)
         {
             _start += _last.Slice(_last.Start, consumed).Length;
-            inner.AdvanceTo(consumed);
+            try
+            {
+                inner.AdvanceTo(consumed);
+            }
+            catch (IOException e)
+            {
+                throw Unreadable(e);
+            }
         }
 
         public override void AdvanceTo(SequencePosition consumed, SequencePosition examined)
         {
             _start += _last.Slice(_last.Start, consumed).Length;
-            inner.AdvanceTo(consumed, examined);
+            try
+            {
+                inner.AdvanceTo(consumed, examined);
+            }
+            catch (IOException e)
+            {
+                throw Unreadable(e);
+            }
         }
 
         public override void CancelPendingRead() => inner.CancelPendingRead();
@@ -339,6 +367,14 @@ internal sealed class RequestMessageGuard(NodeOptions options, TimeProvider cloc
                     NodeRefusals.Trailers(1000));
             }
         }
+
+        /// <summary>The request's body failed under the reader (on a read or an advance): the client reset the stream or
+        /// closed the connection (Kestrel's "The client reset the request stream."), or broke HTTP/2's rules for it. Kestrel cancels the
+        /// request's abort token on the thread pool, so Grpc.AspNetCore, which takes an IOException for a server error
+        /// unless that token is already cancelled, logged most client resets during a read as errors. As an
+        /// <see cref="RpcException"/> it is the call's status (which no client is left to read) and an information line.</summary>
+        private static RpcException Unreadable(IOException e) =>
+            new(new Status(StatusCode.Cancelled, $"The request could not be read: {e.Message}"));
 
         private RpcException Stalled() => new(new Status(StatusCode.DeadlineExceeded, string.Create(CultureInfo.InvariantCulture,
             $"A request message of {_arrivingLength:N0} bytes began to arrive but was not whole within {Grace.TotalSeconds:0} s plus 1 s per {MinimumBytesPerSecond >> 10} KiB; the node ends calls that stall in the middle of a message. Send each message without pausing inside it.")));

@@ -117,11 +117,12 @@ public sealed class RelayService(
                 await inFlight.Writer.WriteAsync(admission.SubmitAsync(request.Envelope, source, context.CancellationToken), reading.Token).ConfigureAwait(false);
             }
         }
-        catch (Exception e) when (e is InvalidOperationException or IOException or OperationCanceledException && ClientGone(context))
+        catch (Exception e) when ((e is InvalidOperationException or IOException or OperationCanceledException && ClientGone(context)) || e is RpcException { StatusCode: StatusCode.Cancelled })
         {
-            // The client went away. Grpc.AspNetCore ends a read of an aborted request with an IOException, a
-            // cancellation, or "Can't read messages after the request is complete" (an InvalidOperationException, which
-            // went to the log as a server error); whichever comes, there is nobody left to answer.
+            // The client went away. A read of an aborted request ends in CANCELLED from RequestMessageGuard (the body
+            // failed under it), a cancellation, or Grpc.AspNetCore's "Can't read messages after the request is
+            // complete" (an InvalidOperationException, which went to the log as a server error); whichever comes,
+            // there is nobody left to answer.
             gone = true;
         }
         catch (OperationCanceledException) when (waiting.IsCancellationRequested && !context.CancellationToken.IsCancellationRequested && !writer.IsFaulted)
