@@ -24,7 +24,8 @@ namespace MegaNet.Node.Hosting;
 /// to a budget (<see cref="NodeOptions.ArrivingMessageMiB"/>, a quarter of it per site).</item>
 /// </list>
 /// A message that arrives whole in one read (almost every one) costs a look at its prefix and nothing else; the
-/// request costs the reader wrapper.
+/// request costs the reader wrapper. The wrapper also reports a body that fails under it (the client reset the call) as
+/// CANCELLED rather than as the IOException Grpc.AspNetCore would log as a server error.
 /// </summary>
 internal sealed class RequestMessageGuard(NodeOptions options, TimeProvider clock)
 {
