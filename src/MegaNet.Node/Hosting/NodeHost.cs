@@ -187,7 +187,10 @@ public static partial class NodeServiceCollectionExtensions
             // inflate to 16 MiB. (MegaNet's payloads are sealed, so compression gains nothing.)
             o.CompressionProviders = [];
             o.EnableDetailedErrors = false;
+            o.Interceptors.Add<ClientGoneInterceptor>();
         });
+        // One instance for every call (it holds no state), not one activated per call.
+        services.TryAddSingleton<ClientGoneInterceptor>();
         services.RefuseMalformedRequests();
         services.AddGrpcReflection();
         services.AddGrpcHealthChecks().AddCheck<StoreHealthCheck>("store");
