@@ -55,9 +55,13 @@ internal sealed class ClientGoneInterceptor : Interceptor
         }
     }
 
-    private static bool Gone(Exception e, ServerCallContext context) =>
-        e is InvalidOperationException or IOException
-        && (context.CancellationToken.IsCancellationRequested || context.GetHttpContext().RequestAborted.IsCancellationRequested);
+    private static bool Gone(Exception e, ServerCallContext context) => e is InvalidOperationException or IOException && ClientGone(context);
+
+    /// <summary>True once the client has gone (reset the stream or closed the connection) or the call's deadline has
+    /// passed (Grpc.AspNetCore has then answered DEADLINE_EXCEEDED itself). The request's abort token is read as well as
+    /// the call's, which is linked to it and may be cancelled a moment later.</summary>
+    internal static bool ClientGone(ServerCallContext context) =>
+        context.CancellationToken.IsCancellationRequested || context.GetHttpContext().RequestAborted.IsCancellationRequested;
 
     private static RpcException Cancelled() => new(new Status(StatusCode.Cancelled, "The client went away during the call."));
 }

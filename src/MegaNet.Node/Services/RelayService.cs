@@ -365,11 +365,7 @@ public sealed class RelayService(
         }
     }
 
-    /// <summary>True once the client has gone (reset the stream or closed the connection) or the call's deadline has
-    /// passed (Grpc.AspNetCore has then answered DEADLINE_EXCEEDED itself). The request's abort token is read as well as
-    /// the call's, which is linked to it and may be cancelled a moment later.</summary>
-    private static bool ClientGone(ServerCallContext context) =>
-        context.CancellationToken.IsCancellationRequested || context.GetHttpContext().RequestAborted.IsCancellationRequested;
+    private static bool ClientGone(ServerCallContext context) => ClientGoneInterceptor.ClientGone(context);
 
     /// <inheritdoc/>
     public override Task<Api.V1.SignedTreeHead> GetTreeHead(GetTreeHeadRequest request, ServerCallContext context) =>
