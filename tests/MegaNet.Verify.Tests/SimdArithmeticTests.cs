@@ -227,6 +227,12 @@ public sealed class SimdArithmeticTests(ITestOutputHelper output)
             {
                 s.S2 = s.S3 = 0; // a 128-bit batch coefficient
             }
+            else if (i % 8 == 3)
+            {
+                // 2^n − 1 for n up to 127: a short scalar whose carry goes past its top bit (a split single check's).
+                int n = 1 + (i % 127);
+                s = new Scalar256 { S0 = n >= 64 ? ulong.MaxValue : (1UL << n) - 1, S1 = n > 64 ? ulong.MaxValue >> (128 - n) : 0 };
+            }
 
             foreach (int w in new[] { 2, 5, 8 })
             {
@@ -248,6 +254,45 @@ public sealed class SimdArithmeticTests(ITestOutputHelper output)
 
                 Assert.Equal(Big(s), sum);
             }
+        }
+    }
+
+    [Fact]
+    public void Lattice_split_gives_short_c_and_d_with_c_congruent_to_d_times_k()
+    {
+        output.WriteLine($"seed {Seed}");
+        var random = new Random(Seed);
+        byte[] wide = new byte[64];
+        var edges = new List<BigInteger>
+        {
+            0, 1, 2, R.L - 1, R.L - 2, (BigInteger.One << 126) - 1, BigInteger.One << 126, (BigInteger.One << 126) + 1,
+            BigInteger.One << 127, BigInteger.One << 252, (R.L - 1) / 2, (R.L + 1) / 2, R.L - (BigInteger.One << 126),
+        };
+        for (int i = 0; i < 2000 + edges.Count; i++)
+        {
+            BigInteger k;
+            if (i < edges.Count)
+            {
+                k = edges[i];
+            }
+            else
+            {
+                random.NextBytes(wide);
+                k = R.FromLittleEndian(wide) % R.L;
+                if (i % 5 == 0)
+                {
+                    k >>= random.Next(1, 250); // short ones too
+                }
+            }
+
+            byte[] kBytes = new byte[32];
+            k.TryWriteBytes(kBytes, out _, isUnsigned: true);
+            Assert.True(LatticeSplit.TrySplit(Scalar256.FromBytes(kBytes), out Scalar256 c, out bool cNegative, out Scalar256 d, out bool dNegative), $"k = {k}");
+            BigInteger cValue = cNegative ? -Big(c) : Big(c);
+            BigInteger dValue = dNegative ? -Big(d) : Big(d);
+            Assert.True(BigInteger.Abs(cValue) < BigInteger.One << 127 && BigInteger.Abs(dValue) < BigInteger.One << 127, $"k = {k}: c = {cValue}, d = {dValue}");
+            Assert.NotEqual(BigInteger.Zero, dValue);
+            Assert.Equal(BigInteger.Zero, (cValue - dValue * k) % R.L);
         }
     }
 
@@ -313,6 +358,23 @@ public sealed class SimdArithmeticTests(ITestOutputHelper output)
                 Assert.Equal(withBase, got);
                 MultiScalar.StrausNaf(default, points, scalars).Encode(got);
                 Assert.Equal(want, got);
+            }
+
+            // The base scalar in halves against B and [2^128]B (a split single check's).
+            if (n <= 65)
+            {
+                random.NextBytes(wide);
+                Scalar256 low = ScalarMath.ReduceBytes(wide);
+                random.NextBytes(wide);
+                Scalar256 high = ScalarMath.ReduceBytes(wide);
+                low.S2 = low.S3 = 0;
+                high.S2 = high.S3 = 0;
+                high.S1 >>= 3; // below 2^125, as the upper half of a scalar mod L
+                BigInteger baseScalar = Big(low) + (Big(high) << 128);
+                byte[] withBase = R.Encode(R.Add(expected, R.ScalarMultiply(baseScalar, R.B)));
+                byte[] got = new byte[32];
+                MultiScalar.StrausNafSplitBase(low, high, points, scalars).Encode(got);
+                Assert.Equal(withBase, got);
             }
 
             // With B first, whichever method this size and tier takes.

@@ -91,24 +91,49 @@ internal static class MultiScalar
     /// <summary>[1]B, [3]B, …, [127]B, affine.</summary>
     private static readonly AffineNielsPoint[] BaseOddMultiples = OddMultiples(BasePoint.Niels, 1 << (BaseNafWidth - 2));
 
+    /// <summary>The same for B' = [2^128]B, the base of the upper half of a split single check's base scalar.</summary>
+    private static readonly AffineNielsPoint[] HighBaseOddMultiples =
+        OddMultiples(ToAffineNiels(EdwardsPoint.DoubleTimes(FromAffineNiels(BasePoint.Niels), 128)), 1 << (BaseNafWidth - 2));
+
     /// <summary>
     /// [<paramref name="baseScalar"/>]B + Σ [sᵢ]Pᵢ by Straus with width-5 non-adjacent forms (a table of 8 odd multiples
     /// per point, about one addition per 6 bits) and a width-8 form for the base point against a table computed once
     /// (about one per 9 bits), the additions placed by one shared doubling chain. For a handful of points: a single
     /// signature and the smallest batches. Scalars &lt; 2^253.
     /// </summary>
-    public static EdwardsPoint StrausNaf(in Scalar256 baseScalar, ReadOnlySpan<AffineNielsPoint> points, ReadOnlySpan<Scalar256> scalars)
+    public static EdwardsPoint StrausNaf(in Scalar256 baseScalar, ReadOnlySpan<AffineNielsPoint> points, ReadOnlySpan<Scalar256> scalars) =>
+        Straus(baseScalar, default, split: false, points, scalars);
+
+    /// <summary>
+    /// [<paramref name="baseLow"/>]B + [<paramref name="baseHigh"/>][2^128]B + Σ [sᵢ]Pᵢ: <see cref="StrausNaf"/> for a base
+    /// scalar cut in halves (each &lt; 2^128), both against tables computed once, so that a chain of short scalars stays
+    /// short (<see cref="LatticeSplit"/>).
+    /// </summary>
+    public static EdwardsPoint StrausNafSplitBase(in Scalar256 baseLow, in Scalar256 baseHigh, ReadOnlySpan<AffineNielsPoint> points, ReadOnlySpan<Scalar256> scalars) =>
+        Straus(baseLow, baseHigh, split: true, points, scalars);
+
+    private static EdwardsPoint Straus(in Scalar256 baseScalar, in Scalar256 highBaseScalar, bool split, ReadOnlySpan<AffineNielsPoint> points, ReadOnlySpan<Scalar256> scalars)
     {
         const int Length = ScalarMath.NafLength;
+        const int FirstPoint = 2; // digit rows: B, then [2^128]B (all zero unless split), then the points
         int n = points.Length;
-        sbyte[] digits = ArrayPool<sbyte>.Shared.Rent((n + 1) * Length);
+        sbyte[] digits = ArrayPool<sbyte>.Shared.Rent((n + FirstPoint) * Length);
         CachedPoint[] table = ArrayPool<CachedPoint>.Shared.Rent(Math.Max(1, n * NafTable));
         try
         {
             ScalarMath.NonAdjacentForm(baseScalar, BaseNafWidth, digits.AsSpan(0, Length));
+            if (split)
+            {
+                ScalarMath.NonAdjacentForm(highBaseScalar, BaseNafWidth, digits.AsSpan(Length, Length));
+            }
+            else
+            {
+                digits.AsSpan(Length, Length).Clear();
+            }
+
             for (int i = 0; i < n; i++)
             {
-                ScalarMath.NonAdjacentForm(scalars[i], NafWidth, digits.AsSpan((i + 1) * Length, Length));
+                ScalarMath.NonAdjacentForm(scalars[i], NafWidth, digits.AsSpan((i + FirstPoint) * Length, Length));
 
                 // table[k] = [2k + 1]P for k = 0 .. 7.
                 Span<CachedPoint> t = table.AsSpan(i * NafTable, NafTable);
@@ -127,7 +152,7 @@ internal static class MultiScalar
             for (int j = Length - 1; j >= 0; j--)
             {
                 bool any = false;
-                for (int i = 0; i <= n; i++)
+                for (int i = 0; i < n + FirstPoint; i++)
                 {
                     int d = digits[i * Length + j];
                     if (d == 0)
@@ -142,13 +167,14 @@ internal static class MultiScalar
                     }
 
                     any = true;
-                    if (i == 0)
+                    if (i < FirstPoint)
                     {
-                        q = d > 0 ? EdwardsPoint.AddAffine(q, BaseOddMultiples[d >> 1]) : EdwardsPoint.SubAffine(q, BaseOddMultiples[-d >> 1]);
+                        AffineNielsPoint[] odd = i == 0 ? BaseOddMultiples : HighBaseOddMultiples;
+                        q = d > 0 ? EdwardsPoint.AddAffine(q, odd[d >> 1]) : EdwardsPoint.SubAffine(q, odd[-d >> 1]);
                     }
                     else
                     {
-                        int row = (i - 1) * NafTable;
+                        int row = (i - FirstPoint) * NafTable;
                         q = d > 0 ? EdwardsPoint.Add(q, table[row + (d >> 1)]) : EdwardsPoint.Sub(q, table[row + (-d >> 1)]);
                     }
                 }
@@ -181,12 +207,18 @@ internal static class MultiScalar
                 p = EdwardsPoint.Add(p, p2);
             }
 
-            F zInverse = F.Invert(p.Z);
-            F x = F.Mul(p.X, zInverse), y = F.Mul(p.Y, zInverse);
-            result[k] = AffineNielsPoint.FromAffine(new EdwardsPoint { X = x, Y = y, Z = F.One, T = F.Mul(x, y) });
+            result[k] = ToAffineNiels(p);
         }
 
         return result;
+    }
+
+    /// <summary>P prepared for mixed addition (one inversion: for points computed once).</summary>
+    private static AffineNielsPoint ToAffineNiels(in EdwardsPoint p)
+    {
+        F zInverse = F.Invert(p.Z);
+        F x = F.Mul(p.X, zInverse), y = F.Mul(p.Y, zInverse);
+        return AffineNielsPoint.FromAffine(new EdwardsPoint { X = x, Y = y, Z = F.One, T = F.Mul(x, y) });
     }
 
     public static EdwardsPoint Pippenger(ReadOnlySpan<AffineNielsPoint> points, ReadOnlySpan<Scalar256> scalars, int w)

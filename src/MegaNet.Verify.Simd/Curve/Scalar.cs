@@ -1,4 +1,5 @@
 using System.Buffers.Binary;
+using System.Numerics;
 using System.Runtime.CompilerServices;
 
 namespace MegaNet.Verify.Simd.Curve;
@@ -78,6 +79,19 @@ internal static class ScalarMath
         return new Scalar256 { S0 = r[0], S1 = r[1], S2 = r[2], S3 = r[3] };
     }
 
+    /// <summary>(L − a) mod L for a fully reduced a.</summary>
+    public static Scalar256 NegateMod(in Scalar256 a)
+    {
+        if (a.IsZero)
+        {
+            return a;
+        }
+
+        Span<ulong> r = [C0, C1, 0, 1UL << 60, 0];
+        SubInPlace(r, [a.S0, a.S1, a.S2, a.S3]);
+        return new Scalar256 { S0 = r[0], S1 = r[1], S2 = r[2], S3 = r[3] };
+    }
+
     /// <summary>(a · b) mod L where a has up to 4 limbs.</summary>
     public static Scalar256 MulMod(in Scalar256 a, in Scalar256 b)
     {
@@ -146,7 +160,13 @@ internal static class ScalarMath
         ulong mask = (ulong)width - 1;
         int carry = 0;
         int pos = 0;
-        while (pos < NafLength)
+        // Above the scalar's top bit only a pending carry can still place a digit: half-length scalars (the batch
+        // equation's zᵢ, a split single check's) stop half way.
+        int bits = s.S3 != 0 ? 256 - BitOperations.LeadingZeroCount(s.S3) :
+            s.S2 != 0 ? 192 - BitOperations.LeadingZeroCount(s.S2) :
+            s.S1 != 0 ? 128 - BitOperations.LeadingZeroCount(s.S1) :
+            64 - BitOperations.LeadingZeroCount(s.S0);
+        while (pos < NafLength && (pos < bits || carry != 0))
         {
             // The w bits from pos, plus the carry a negative digit below left at pos.
             int window = carry + (int)(ExtractBits(s, pos, w) & mask);
