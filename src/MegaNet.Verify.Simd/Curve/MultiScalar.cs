@@ -98,8 +98,8 @@ internal static class MultiScalar
     /// <summary>
     /// [<paramref name="baseScalar"/>]B + Σ [sᵢ]Pᵢ by Straus with width-5 non-adjacent forms (a table of 8 odd multiples
     /// per point, about one addition per 6 bits) and a width-8 form for the base point against a table computed once
-    /// (about one per 9 bits), the additions placed by one shared doubling chain. For a handful of points: a single
-    /// signature and the smallest batches. Scalars &lt; 2^253.
+    /// (about one per 9 bits), the additions placed by one shared doubling chain. For a handful of points: the smallest
+    /// batches (a single signature takes <see cref="StrausNafSplitBase"/>). Scalars &lt; 2^253.
     /// </summary>
     public static EdwardsPoint StrausNaf(in Scalar256 baseScalar, ReadOnlySpan<AffineNielsPoint> points, ReadOnlySpan<Scalar256> scalars) =>
         Straus(baseScalar, default, split: false, points, scalars);
