@@ -23,10 +23,13 @@ internal static class MultiScalar
     /// did 1.05–1.3× Straus's at 64 and 1.4–1.5× at 96. So Straus up to batch 23, where it was clearly ahead.</summary>
     public const int Avx2LaneThreshold = 48;
 
-    /// <summary>The same for AVX-512F's eight lanes, which ran the bucket method 1.24× as fast as AVX2 at 17 points. Not
-    /// measured against <see cref="StrausNaf"/> (no AVX-512 on the machine that measured the AVX2 threshold): from those two
-    /// ratios the crossover lies at about 25–40 points.</summary>
-    public const int Avx512LaneThreshold = 32;
+    /// <summary>The same for AVX-512F's eight lanes. Measured with <c>meganet bench</c> on one thread (2026-11-30, AMD EPYC
+    /// with AVX-512F, quiet), each run against a build that used Straus up to the size in question, in turn: at 9
+    /// points (batch 4, key cache on) the lanes did 1.26× libsodium against Straus's 1.31–1.32×; at 11 (batch 5)
+    /// 1.48–1.49× against 1.42–1.43×; at 13 (batch 6) 1.68–1.70× against 1.49–1.53×; at 17 (batch 8, key cache off)
+    /// 1.91–1.93× against 1.58–1.59×; at 25 (batch 12) 2.31–2.33× against 1.70–1.71×. So the lanes from 10 points.
+    /// (32, the estimate this replaced, left batches 5 to 15 on Straus.)</summary>
+    public const int Avx512LaneThreshold = 10;
 
     /// <summary>The lane threshold of this process's ISA tier; <see cref="int.MaxValue"/> without vector lanes.</summary>
     public static int LaneThreshold { get; } =
