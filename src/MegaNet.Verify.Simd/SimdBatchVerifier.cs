@@ -363,16 +363,14 @@ public sealed class SimdBatchVerifier : BatchVerifierBase
 
     /// <summary>[8]([s]B + [k](−A) + (−R)) = 𝒪 for one item, checked as [8]([d·s]B + [c](−A) + [d](−R)) = 𝒪 with
     /// c ≡ d·k (mod L) both below 2^127 (<see cref="LatticeSplit"/>): the same verdict, half the doublings.</summary>
-    private static bool CheckOne(in AffineNielsPoint negA, in AffineNielsPoint negR, in Scalar256 k, in Scalar256 s)
-    {
-        if (!LatticeSplit.TrySplit(k, out Scalar256 c, out bool cNegative, out Scalar256 d, out bool dNegative))
-        {
-            // −R has coefficient 1: one addition at the end instead of a Straus table of its multiples.
-            ReadOnlySpan<AffineNielsPoint> point = [negA];
-            ReadOnlySpan<Scalar256> scalar = [k];
-            return EdwardsPoint.MulByCofactor(EdwardsPoint.AddAffine(MultiScalar.StrausNaf(s, point, scalar), negR)).IsIdentity();
-        }
+    internal static bool CheckOne(in AffineNielsPoint negA, in AffineNielsPoint negR, in Scalar256 k, in Scalar256 s) =>
+        LatticeSplit.TrySplit(k, out Scalar256 c, out bool cNegative, out Scalar256 d, out bool dNegative)
+            ? CheckOneSplit(negA, negR, s, c, cNegative, d, dNegative)
+            : CheckOneUnsplit(negA, negR, k, s);
 
+    /// <summary>[8]([d·s mod L]B + [c](−A) + [d](−R)) = 𝒪 for a split of k (c ≡ d·k mod L).</summary>
+    internal static bool CheckOneSplit(in AffineNielsPoint negA, in AffineNielsPoint negR, in Scalar256 s, in Scalar256 c, bool cNegative, in Scalar256 d, bool dNegative)
+    {
         // A negative coefficient goes on the point: [−c](−A) = [c]A.
         Scalar256 ds = ScalarMath.MulMod(d, s);
         if (dNegative)
@@ -385,6 +383,16 @@ public sealed class SimdBatchVerifier : BatchVerifierBase
         var low = new Scalar256 { S0 = ds.S0, S1 = ds.S1 };
         var high = new Scalar256 { S0 = ds.S2, S1 = ds.S3 };
         return EdwardsPoint.MulByCofactor(MultiScalar.StrausNafSplitBase(low, high, points, scalars)).IsIdentity();
+    }
+
+    /// <summary>The equation as written, for a k whose split failed its check (not seen; kept so that such a k still
+    /// gets its verdict).</summary>
+    internal static bool CheckOneUnsplit(in AffineNielsPoint negA, in AffineNielsPoint negR, in Scalar256 k, in Scalar256 s)
+    {
+        // −R has coefficient 1: one addition at the end instead of a Straus table of its multiples.
+        ReadOnlySpan<AffineNielsPoint> point = [negA];
+        ReadOnlySpan<Scalar256> scalar = [k];
+        return EdwardsPoint.MulByCofactor(EdwardsPoint.AddAffine(MultiScalar.StrausNaf(s, point, scalar), negR)).IsIdentity();
     }
 
     /// <summary>

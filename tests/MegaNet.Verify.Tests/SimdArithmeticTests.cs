@@ -1,5 +1,6 @@
 using System.Numerics;
 using MegaNet.Core.Ed25519;
+using MegaNet.Verify.Simd;
 using MegaNet.Verify.Simd.Curve;
 using MegaNet.Verify.Simd.Field;
 using Xunit.Abstractions;
@@ -255,6 +256,46 @@ public sealed class SimdArithmeticTests(ITestOutputHelper output)
                 Assert.Equal(Big(s), sum);
             }
         }
+    }
+
+    [Fact]
+    public void A_split_single_check_gives_the_unsplit_check_s_verdict_and_the_reference_s_on_every_kind_of_input()
+    {
+        output.WriteLine($"seed {Seed}");
+        int checkedItems = 0, total = 0, valid = 0;
+        foreach (SignatureCaseKind kind in Enum.GetValues<SignatureCaseKind>())
+        {
+            var generator = new SignatureCaseGenerator(Seed ^ (int)kind ^ 0x5eed);
+            for (int i = 0; i < 12; i++)
+            {
+                total++;
+                SignatureCase c = generator.Next(kind);
+                byte[] r = c.Signature[..32];
+                // Rules 2 to 4 first, as the verifier applies them; the equation is what the two checks differ in.
+                if (!Ed25519Constants.IsCanonicalScalar(c.Signature.AsSpan(32))
+                    || !EdwardsPoint.TryDecode(c.PublicKey, out EdwardsPoint a) || EdwardsPoint.IsSmallOrderEncoding(c.PublicKey)
+                    || !EdwardsPoint.TryDecode(r, out EdwardsPoint rPoint) || EdwardsPoint.IsSmallOrderEncoding(r))
+                {
+                    continue;
+                }
+
+                checkedItems++;
+                AffineNielsPoint negA = AffineNielsPoint.FromAffine(a).Negate();
+                AffineNielsPoint negR = AffineNielsPoint.FromAffine(rPoint).Negate();
+                Scalar256 k = ChallengeScalar.Compute(c.Signature, c.PublicKey, c.Message);
+                Scalar256 sScalar = Scalar256.FromBytes(c.Signature.AsSpan(32));
+                bool expected = R.Verify(c.PublicKey, c.Signature, c.Message);
+                valid += expected ? 1 : 0;
+                Assert.True(LatticeSplit.TrySplit(k, out Scalar256 cs, out bool cNegative, out Scalar256 d, out bool dNegative));
+                Assert.Equal(expected, SimdBatchVerifier.CheckOneSplit(negA, negR, sScalar, cs, cNegative, d, dNegative));
+                Assert.Equal(expected, SimdBatchVerifier.CheckOneUnsplit(negA, negR, k, sScalar));
+                Assert.Equal(expected, SimdBatchVerifier.CheckOne(negA, negR, k, sScalar));
+            }
+        }
+
+        output.WriteLine($"{checkedItems} of {total} items reached the equation, {valid} of them valid");
+        Assert.True(checkedItems >= total / 2, $"only {checkedItems} of {total} items reached the equation");
+        Assert.True(valid > 0 && valid < checkedItems, $"{valid} of {checkedItems} valid: both verdicts must be tested");
     }
 
     [Fact]
