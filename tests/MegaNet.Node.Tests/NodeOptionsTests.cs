@@ -15,6 +15,7 @@ public sealed class NodeOptionsTests
         Assert.Equal(512, options.StreamWindow);
         Assert.Equal(300, options.StreamIdleSeconds);
         Assert.Equal(256, options.ArrivingMessageMiB);
+        Assert.Equal(256, options.CheckpointLogMiB);
         Assert.Equal("127.0.0.1:7700", options.Listen);
     }
 
@@ -33,6 +34,8 @@ public sealed class NodeOptionsTests
         { "StreamIdleSeconds", o => o.StreamIdleSeconds = 86_401 },
         { "PowMinBits", o => o.PowMinBits = 17 },
         { "StoreMemoryMiB", o => o.StoreMemoryMiB = 4 },
+        { "CheckpointLogMiB", o => o.CheckpointLogMiB = 15 },
+        { "CheckpointLogMiB", o => o.CheckpointLogMiB = 16_385 },
         { "MaxConnections", o => o.MaxConnections = 0 },
         { "MaxConnectionsPerAddress", o => o.MaxConnectionsPerAddress = 0 },
         { "KeepaliveSeconds", o => o.KeepaliveSeconds = 0 },

@@ -108,6 +108,12 @@ public sealed class NodeOptions
     /// <summary>Memory the store (envelope table and write-ahead log) may use before paging to disk, in MiB. Default 256, at least 8.</summary>
     public int StoreMemoryMiB { get; set; } = 256;
 
+    /// <summary>Write-ahead log, in MiB, after which the store checkpoints (besides once a minute and at shutdown). More
+    /// means fewer checkpoints under heavy load (on a 2-core machine streaming about 75,000 envelopes a second, a run
+    /// with none carried about a tenth more) and a longer replay when the node restarts after <c>kill -9</c> (about
+    /// 1 s per 100 MiB). 16 to 16,384; default 256.</summary>
+    public int CheckpointLogMiB { get; set; } = 256;
+
     /// <summary>Free disk space, in MiB, the store keeps on the data directory's file system: below it new mail is refused
     /// with <c>RESOURCE_EXHAUSTED</c> (retryable) until space is back, while acks and checkpoints go on. 0 turns it off.
     /// Default 1,024.</summary>
@@ -228,6 +234,7 @@ public sealed class NodeOptions
         Check(MailboxMaxBytes >= 1, nameof(MailboxMaxBytes), "at least 1");
         Check(StoreMemoryMiB >= 8, nameof(StoreMemoryMiB), "at least 8");
         Check(StoreMinFreeDiskMiB >= 0, nameof(StoreMinFreeDiskMiB), "0 (off) or more");
+        Check(CheckpointLogMiB is >= 16 and <= 16_384, nameof(CheckpointLogMiB), "16 to 16,384 (MiB of write-ahead log between checkpoints)");
         Check(MaxConnections is >= 1 and <= 1_000_000, nameof(MaxConnections), "1 to 1,000,000");
         Check(MaxConnectionsPerAddress is >= 1 and <= 1_000_000, nameof(MaxConnectionsPerAddress), "1 to 1,000,000");
         Check(KeepaliveSeconds is >= 1 and <= MaxKeepaliveSeconds, nameof(KeepaliveSeconds), $"1 to {MaxKeepaliveSeconds:N0} (a day)");
