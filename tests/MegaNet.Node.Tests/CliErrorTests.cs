@@ -390,6 +390,12 @@ public sealed class CliErrorTests : IDisposable
             .SelectMany(row => row.Split('|')[1].Split(',').Select(name => name.Trim().Trim('`')))
             .ToArray();
         Assert.True(documented.Length > 20, table);
+        string[] undocumented = typeof(NodeOptions).GetProperties(System.Reflection.BindingFlags.Public | System.Reflection.BindingFlags.Instance)
+            .Where(p => p.SetMethod is { IsPublic: true })
+            .Select(p => p.Name)
+            .Except(documented)
+            .ToArray();
+        Assert.True(undocumented.Length == 0, $"Node options missing from README's table: {string.Join(", ", undocumented)}");
         var values = documented.ToDictionary(name => $"MegaNet:{name}", name => (string?)(name switch
         {
             "DataDirectory" or "TlsCertificate" or "TlsKey" or "Backend" => "x",
