@@ -7,9 +7,9 @@ namespace MegaNet.Node.Hosting;
 /// Ends a streaming call whose client has gone with CANCELLED (an information line) instead of the exception the
 /// stream threw: Grpc.AspNetCore refuses reads and writes of an aborted request with InvalidOperationException ("Can't
 /// read messages after the request is complete") or IOException, and logs those as server errors unless the request's
-/// abort token is already cancelled, which Kestrel does on the thread pool. The relay's own streams handle this
-/// themselves; this covers every other service the node maps (reflection's stream logged it in 2 of 3 probe runs of
-/// 150 cancelled calls).
+/// abort token is already cancelled, which Kestrel does on the thread pool. It covers every service the node maps:
+/// the relay's Subscribe (a write to a subscriber that left), Grpc's reflection (logged in 2 of 3 probe runs of 150
+/// cancelled calls) and health Watch. SubmitStream also catches it itself, since it still answers what it had read.
 /// </summary>
 internal sealed class ClientGoneInterceptor : Interceptor
 {

@@ -293,16 +293,10 @@ public sealed class RelayService(
         CancellationToken ct = streaming.Token;
         using var writes = new WriteDeadline(context.CancellationToken, lifetime.ApplicationStopping);
         using MailboxNotifier.Subscription subscription = notifier.Subscribe(address);
-        try
-        {
-            // A keepalive now (it carries the headers), not only after the first interval: the client learns at once
-            // that it is subscribed (a refusal ends the call instead, and response headers alone do not tell which).
-            await responseStream.WriteAsync(new MailEvent { KeepaliveUnixMs = clock.GetUtcNow().ToUnixTimeMilliseconds() }, writes.Token).ConfigureAwait(false);
-        }
-        catch (InvalidOperationException) when (ClientGone(context))
-        {
-            return;
-        }
+        // A keepalive now (it carries the headers), not only after the first interval: the client learns at once that
+        // it is subscribed (a refusal ends the call instead, and response headers alone do not tell which it got). A
+        // write the client went away from throws InvalidOperationException; ClientGoneInterceptor makes it CANCELLED.
+        await responseStream.WriteAsync(new MailEvent { KeepaliveUnixMs = clock.GetUtcNow().ToUnixTimeMilliseconds() }, writes.Token).ConfigureAwait(false);
 
         MegaNetMetrics.ActiveSubscriptions.Add(1);
         ulong sent = request.AfterSeq; // the last sequence number written to the client
@@ -353,11 +347,6 @@ public sealed class RelayService(
             }
 
             // The client went away.
-        }
-        catch (InvalidOperationException) when (ClientGone(context))
-        {
-            // The client went away during a write: Grpc.AspNetCore refuses writes to an aborted request with this
-            // ("Can't write the message because the request is complete."), which went to the log as a server error.
         }
         finally
         {

@@ -22,8 +22,6 @@ internal static class LatticeSplit
     /// <summary>The remainder bound: the first remainder below 2^126 ends the algorithm.</summary>
     private const int RemainderBits = 126;
 
-    private static ReadOnlySpan<ulong> L => [0x5812631a5cf5d3edUL, 0x14def9dea2f79cd6UL, 0, 0x1000000000000000UL];
-
     /// <summary>
     /// Finds c and d with c ≡ d·k (mod L), both below 2^127 in size and d ≠ 0, returned as magnitudes and signs. Always
     /// true for k &lt; L; false, for the caller to check the unsplit equation, only if the result failed its own check.
@@ -33,7 +31,7 @@ internal static class LatticeSplit
         // Two rows (r, |t|): r in 4 limbs at offset 0 or 6, |t| (below 2^127) in 2 limbs right after it. The rows swap
         // by offset. Remainders only shrink, so their arithmetic runs on the limbs the larger one still needs.
         Span<ulong> rows = stackalloc ulong[12];
-        L.CopyTo(rows);
+        ScalarMath.LLimbs[..4].CopyTo(rows);
         rows[6] = k.S0;
         rows[7] = k.S1;
         rows[8] = k.S2;

@@ -30,7 +30,8 @@ internal static class ScalarMath
     private const ulong C1 = 0x14def9dea2f79cd6UL;
     private const ulong Mask60 = (1UL << 60) - 1;
 
-    private static ReadOnlySpan<ulong> LLimbs => [C0, C1, 0, 1UL << 60, 0];
+    /// <summary>L in five limbs (the fifth, zero, for sums past 2^256).</summary>
+    internal static ReadOnlySpan<ulong> LLimbs => [C0, C1, 0, 1UL << 60, 0];
 
     /// <summary>x mod L for a 512-bit little-endian <paramref name="x"/> (8 limbs).</summary>
     public static Scalar256 Reduce(ReadOnlySpan<ulong> x)
@@ -87,7 +88,8 @@ internal static class ScalarMath
             return a;
         }
 
-        Span<ulong> r = [C0, C1, 0, 1UL << 60, 0];
+        Span<ulong> r = stackalloc ulong[5];
+        LLimbs.CopyTo(r);
         SubInPlace(r, [a.S0, a.S1, a.S2, a.S3]);
         return new Scalar256 { S0 = r[0], S1 = r[1], S2 = r[2], S3 = r[3] };
     }
