@@ -24,6 +24,10 @@ internal sealed partial class DirectFileDevice : StorageDeviceBase
     // would wait for thread injection (seen: 1,700 blocked pool threads, the node stalled).
     private const int IoThreads = 8;
 
+    /// <summary>I/O threads of a checkpoint file's device (see <see cref="CheckpointFileFactory"/>): a checkpoint
+    /// opens a few such devices for one burst of writes each.</summary>
+    internal const int CheckpointIoThreads = 4;
+
     private readonly ConcurrentDictionary<int, SafeFileHandle> _segments = new();
     private readonly IoQueue _io = new();
     private readonly Thread[] _workers;
@@ -34,12 +38,12 @@ internal sealed partial class DirectFileDevice : StorageDeviceBase
     private int _retrying;
     private int _abandoned;
 
-    private DirectFileDevice(string filename, int directFlag, bool buffered = false)
+    private DirectFileDevice(string filename, int directFlag, bool buffered = false, int ioThreads = IoThreads)
         : base(filename, Sector, Devices.CAPACITY_UNSPECIFIED)
     {
         _flags = ORdWr | OCreat | ODsync | OCloexec | directFlag;
         _buffered = buffered;
-        _workers = new Thread[IoThreads];
+        _workers = new Thread[ioThreads];
         for (int i = 0; i < _workers.Length; i++)
         {
             _workers[i] = new Thread(() =>
@@ -110,10 +114,13 @@ internal sealed partial class DirectFileDevice : StorageDeviceBase
 
     /// <summary>The same device without direct I/O (the page cache, written through), on any OS and file system: for
     /// where <see cref="TryCreate"/> says no and <see cref="DeferRemovals"/> is still needed.</summary>
-    public static DirectFileDevice CreateBuffered(string filename)
+    public static DirectFileDevice CreateBuffered(string filename) => CreateBuffered(filename, IoThreads);
+
+    /// <summary><see cref="CreateBuffered(string)"/> with <paramref name="ioThreads"/> I/O threads.</summary>
+    public static DirectFileDevice CreateBuffered(string filename, int ioThreads)
     {
         Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(filename))!);
-        return new DirectFileDevice(filename, 0, buffered: true);
+        return new DirectFileDevice(filename, 0, buffered: true, ioThreads);
     }
 
     /// <summary>
@@ -315,7 +322,11 @@ internal sealed partial class DirectFileDevice : StorageDeviceBase
         {
             foreach (Thread worker in _workers)
             {
-                worker.Join();
+                // Not itself: a completion callback on an I/O thread may be what disposes the device.
+                if (worker != Thread.CurrentThread)
+                {
+                    worker.Join();
+                }
             }
         }
 

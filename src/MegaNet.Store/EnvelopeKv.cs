@@ -43,8 +43,8 @@ internal sealed class EnvelopeKv : IDisposable
     /// <param name="memoryBytes">Memory for the hybrid log (rounded down to a power of two).</param>
     /// <param name="indexBytes">Size of the hash index (see <see cref="IndexBytesFor"/>); a checkpoint recovers only
     /// into the size it was taken with.</param>
-    /// <param name="checkpointFiles">Devices for the checkpoint files (tests inject failures); default FASTER's local
-    /// files.</param>
+    /// <param name="checkpointFiles">Devices for the checkpoint files (tests inject failures); default
+    /// <see cref="CheckpointFileFactory"/>.</param>
     public EnvelopeKv(string directory, long memoryBytes, long indexBytes, INamedDeviceFactory? checkpointFiles = null)
     {
         int memoryBits = Math.Clamp((int)Math.Floor(Math.Log2(memoryBytes)), 20, 40);
@@ -66,8 +66,9 @@ internal sealed class EnvelopeKv : IDisposable
         settings.LogDevice.Dispose();
         settings.LogDevice = _device;
 
-        // FASTER's own checkpoint manager, on devices that record failed writes (see CheckpointDeviceFactory).
-        _checkpointFiles = new CheckpointDeviceFactory(checkpointFiles ?? new LocalStorageNamedDeviceFactory());
+        // FASTER's own checkpoint manager, on devices that record failed writes (see CheckpointDeviceFactory) and write
+        // on threads of their own (see CheckpointFileFactory).
+        _checkpointFiles = new CheckpointDeviceFactory(checkpointFiles ?? new CheckpointFileFactory());
         _checkpointManager = new DeviceLogCommitCheckpointManager(_checkpointFiles,
             new DefaultCheckpointNamingScheme(new DirectoryInfo(Path.Combine(directory, "checkpoints")).FullName), removeOutdated: false);
         settings.CheckpointManager = _checkpointManager;

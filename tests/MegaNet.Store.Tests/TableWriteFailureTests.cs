@@ -238,11 +238,11 @@ public sealed class TableWriteFailureTests(ITestOutputHelper output) : IDisposab
         }
     }
 
-    /// <summary>FASTER's local checkpoint files, except that the files <c>fail</c> picks fail every write with errno 28
+    /// <summary>The store's checkpoint files, except that the files <c>fail</c> picks fail every write with errno 28
     /// (what a full disk gives) while it says so.</summary>
     private sealed class FailingFiles(Func<FileDescriptor, bool> fail) : INamedDeviceFactory
     {
-        private readonly LocalStorageNamedDeviceFactory _files = new();
+        private readonly CheckpointFileFactory _files = new();
 
         public void Initialize(string baseName) => _files.Initialize(baseName);
 
