@@ -41,6 +41,33 @@ public sealed class LoadGeneratorTests
     }
 
     [Fact]
+    public async Task Refused_calls_are_reported_with_their_status_and_the_nodes_reason_in_both_modes()
+    {
+        // Four sending keys with a burst of 5 and a token a minute: the first 20 of each phase's envelopes are accepted,
+        // the rest refused by the token bucket.
+        await using TestNode node = await TestNode.StartAsync(o =>
+        {
+            o.SubmitRatePerKey = 1.0 / 60;
+            o.SubmitBurst = 5;
+        });
+        var progress = new StringWriter();
+        var generator = new LoadGenerator(node.Address, clients: 2, connections: 1, progress);
+
+        LoadReport stream = await generator.RunStreamingAsync(LoadGenerator.Prepare(60, senders: 4, recipients: 4));
+        LoadReport unary = await generator.RunUnaryAsync(LoadGenerator.Prepare(60, senders: 4, recipients: 4));
+
+        string text = progress.ToString();
+        foreach (LoadReport report in new[] { stream, unary })
+        {
+            Assert.Equal((60, 20, 40), (report.Sent, report.Accepted, report.Refused));
+            Assert.StartsWith("40 ResourceExhausted (first: Too many submissions from this sending key", report.Refusals, StringComparison.Ordinal);
+        }
+
+        Assert.Equal(2, text.Split("  refused: 40 ResourceExhausted (first: Too many submissions from this sending key").Length - 1);
+        node.AssertNoServerErrors();
+    }
+
+    [Fact]
     public async Task The_floor_phase_makes_status_calls_on_the_same_schedule_and_stores_and_verifies_nothing()
     {
         await using TestNode node = await TestNode.StartAsync();

@@ -13,10 +13,11 @@ namespace MegaNet.Node.Benchmarking;
 /// started after that. <paramref name="OfferedPerSecond"/> is the rate calls were started at.
 /// <paramref name="StartLateP50Ms"/> and <paramref name="StartLateP99Ms"/> (open loop only, else NaN) say how late this
 /// load client itself started the accepted calls past their due times: that lag is the client's, not the node's, and
-/// is included in the latency (which counts from the due time), so a reader can tell the two apart.</summary>
+/// is included in the latency (which counts from the due time), so a reader can tell the two apart.
+/// <paramref name="Refusals"/> says why calls were refused: a count per gRPC status with its first error text.</summary>
 public sealed record LoadReport(string Mode, int Clients, int Sent, int Accepted, int Refused, double Seconds, double P50Ms, double P99Ms,
     double SteadyP50Ms, double SteadyP99Ms, double SteadyAcceptedPerSecond, double MeanServerBatch, string Backend, double OfferedPerSecond = double.NaN,
-    double StartLateP50Ms = double.NaN, double StartLateP99Ms = double.NaN)
+    double StartLateP50Ms = double.NaN, double StartLateP99Ms = double.NaN, string Refusals = "")
 {
     /// <summary>The client's start lateness, at p99, at or above this share of the latency p99 is worth a warning: that much
     /// of the latency is the client's own lag.</summary>
@@ -40,10 +41,18 @@ public sealed class LoadGenerator(Uri node, int clients, int connections, TextWr
     /// <summary>Calls started this long after a phase began count towards the steady-state percentiles.</summary>
     public const double WarmUpSeconds = 2;
 
+    /// <summary>Sending keys of <see cref="Prepare"/>: with the node's default token bucket (200 envelopes/s per sending
+    /// key) 1,024 keys carry up to 204,800/s, so the load measures the node's capacity, not its anti-spam limit (256 keys
+    /// capped it at 51,200/s, and two-core runs that streamed 80,000/s had a tenth of their envelopes refused).</summary>
+    public const int DefaultSenders = 1024;
+
+    /// <summary>Recipients of <see cref="Prepare"/>.</summary>
+    public const int DefaultRecipients = 64;
+
     /// <summary>Seals <paramref name="count"/> envelopes from <paramref name="senders"/> sending keys to <paramref name="recipients"/> recipients
     /// (on every core; stops at <paramref name="ct"/>: about 8,000 a second on this project's 2-core machine).
     /// <paramref name="sealedOne"/>, when given, is called after each envelope, from the sealing threads.</summary>
-    public static List<Envelope> Prepare(int count, int senders = 256, int recipients = 64, Action? sealedOne = null, CancellationToken ct = default)
+    public static List<Envelope> Prepare(int count, int senders = DefaultSenders, int recipients = DefaultRecipients, Action? sealedOne = null, CancellationToken ct = default)
     {
         Identity[] from = Enumerable.Range(0, senders).Select(_ => Identity.Create()).ToArray();
         Identity[] to = Enumerable.Range(0, recipients).Select(_ => Identity.Create()).ToArray();
@@ -85,6 +94,7 @@ public sealed class LoadGenerator(Uri node, int clients, int connections, TextWr
         MegaNetClient client = channels[0];
         StatusResponse before = await client.Relay.StatusAsync(new StatusRequest(), cancellationToken: ct);
         var calls = new CallSamples(envelopes.Count);
+        var refusals = new RefusalTally();
         int accepted = 0, refused = 0;
         var watch = Stopwatch.StartNew();
 
@@ -114,8 +124,9 @@ public sealed class LoadGenerator(Uri node, int clients, int connections, TextWr
                 calls.Ok[i] = true;
                 Interlocked.Increment(ref accepted);
             }
-            catch (RpcException)
+            catch (RpcException e)
             {
+                refusals.Add(e.StatusCode, e.Status.Detail);
                 Interlocked.Increment(ref refused);
             }
 
@@ -145,7 +156,7 @@ public sealed class LoadGenerator(Uri node, int clients, int connections, TextWr
 
         double seconds = watch.Elapsed.TotalSeconds;
         string mode = (floor ? "floor (Status calls, nothing verified or stored)" : "unary") + (targetRate > 0 ? $" (open loop at {targetRate:N0}/s)" : string.Empty);
-        return await Report(mode, envelopes.Count, accepted, refused, seconds, calls, client, before, ct);
+        return await Report(mode, envelopes.Count, accepted, refused, refusals, seconds, calls, client, before, ct);
     }
 
     private static readonly StatusRequest EmptyStatusRequest = new();
@@ -215,6 +226,7 @@ public sealed class LoadGenerator(Uri node, int clients, int connections, TextWr
         MegaNetClient client = channels[0];
         StatusResponse before = await client.Relay.StatusAsync(new StatusRequest(), cancellationToken: ct);
         var calls = new CallSamples(envelopes.Count);
+        var refusals = new RefusalTally();
         int accepted = 0, refused = 0;
         var watch = Stopwatch.StartNew();
         await Task.WhenAll(Enumerable.Range(0, clients).Select(c => Task.Run(async () =>
@@ -237,6 +249,7 @@ public sealed class LoadGenerator(Uri node, int clients, int connections, TextWr
                     }
                     else
                     {
+                        refusals.Add((StatusCode)r.StatusCode, r.Error);
                         Interlocked.Increment(ref refused);
                     }
                 }
@@ -251,16 +264,19 @@ public sealed class LoadGenerator(Uri node, int clients, int connections, TextWr
             await reader;
         }, ct)));
         double seconds = watch.Elapsed.TotalSeconds;
-        return await Report("stream", envelopes.Count, accepted, refused, seconds, calls, client, before, ct);
+        return await Report("stream", envelopes.Count, accepted, refused, refusals, seconds, calls, client, before, ct);
     }
 
-    private async Task<LoadReport> Report(string mode, int sent, int accepted, int refused, double seconds, CallSamples calls,
+    private async Task<LoadReport> Report(string mode, int sent, int accepted, int refused, RefusalTally refusals, double seconds, CallSamples calls,
         MegaNetClient client, StatusResponse before, CancellationToken ct)
     {
         StatusResponse after = await client.Relay.StatusAsync(new StatusRequest(), cancellationToken: ct);
         double batches = after.BatchesVerified - before.BatchesVerified;
         double signatures = after.SignaturesVerified - before.SignaturesVerified;
-        LoadReport report = Summarize(mode, clients, sent, accepted, refused, seconds, calls, batches == 0 ? 0 : signatures / batches, after.VerifierBackend);
+        LoadReport report = Summarize(mode, clients, sent, accepted, refused, seconds, calls, batches == 0 ? 0 : signatures / batches, after.VerifierBackend) with
+        {
+            Refusals = refusals.ToString(),
+        };
         progress?.Write(Describe(report));
         return report;
     }
@@ -299,6 +315,10 @@ public sealed class LoadGenerator(Uri node, int clients, int connections, TextWr
         string text = $"{report.Mode,-6} clients {report.Clients}: {report.AcceptedPerSecond,10:N0} accepted/s ({report.Accepted}/{report.Sent}, {report.Refused} refused; " +
             $"started at {report.OfferedPerSecond:N0}/s), p50 {report.P50Ms:F2} ms, p99 {report.P99Ms:F2} ms{steadyText}{lateText}, " +
             $"mean verifier batch {report.MeanServerBatch:F1} ({report.Backend}){Environment.NewLine}";
+        if (report.Refused > 0 && report.Refusals.Length > 0)
+        {
+            text += $"  refused: {report.Refusals}{Environment.NewLine}";
+        }
         if (report.ClientLagWarning)
         {
             text += $"warning: this load client started calls up to {report.StartLateP99Ms:F2} ms late (p99), {report.StartLateP99Ms / report.P99Ms:P0} of the latency p99: " +
@@ -306,6 +326,19 @@ public sealed class LoadGenerator(Uri node, int clients, int connections, TextWr
         }
 
         return text;
+    }
+
+    /// <summary>Why calls were refused: a count per gRPC status and the first error text of each, most frequent first.</summary>
+    internal sealed class RefusalTally
+    {
+        private readonly System.Collections.Concurrent.ConcurrentDictionary<StatusCode, (int Count, string First)> _byStatus = new();
+
+        public void Add(StatusCode status, string error) =>
+            _byStatus.AddOrUpdate(status, static (_, e) => (1, e), static (_, seen, _) => (seen.Count + 1, seen.First), error);
+
+        public override string ToString() => string.Join("; ", _byStatus
+            .OrderByDescending(p => p.Value.Count)
+            .Select(p => $"{p.Value.Count:N0} {p.Key}{(string.IsNullOrEmpty(p.Value.First) ? string.Empty : $" (first: {p.Value.First})")}"));
     }
 
     /// <summary>What each call of a phase recorded, by envelope index; times in seconds since the phase began.</summary>

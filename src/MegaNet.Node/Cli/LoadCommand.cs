@@ -136,7 +136,7 @@ internal static class LoadCommand
                     }
                 }
 
-                Console.WriteLine($"sealing {n} envelopes from 256 sending keys to 64 recipients ...");
+                Console.WriteLine($"sealing {n} envelopes from {LoadGenerator.DefaultSenders:N0} sending keys to {LoadGenerator.DefaultRecipients} recipients ...");
 
                 var generator = new LoadGenerator(target, c, k, Console.Out);
                 List<Envelope>? forgeries = forgedRate > 0 ? await Task.Run(() => ForgedLoad.Prepare(2_000), ct).WaitAsync(ct) : null;
