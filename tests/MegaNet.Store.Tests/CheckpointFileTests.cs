@@ -129,6 +129,29 @@ public sealed class CheckpointFileTests(ITestOutputHelper output) : IDisposable
         }
     }
 
+    [Fact]
+    public async Task The_checkpoint_files_after_the_table_are_written_off_the_thread_pool()
+    {
+        StoreOptions options = Options(_dir);
+        options.CheckpointInterval = TimeSpan.FromHours(1);
+        await using FasterEnvelopeStore store = await FasterEnvelopeStore.OpenAsync(options);
+        for (int i = 0; i < 20; i++)
+        {
+            await store.PutAsync(new PutRequest(Bytes(_random, 1000), Bytes(_random, 32), DateTimeOffset.UtcNow.AddDays(1)));
+        }
+
+        // The hook runs where leaves.bin and the manifest are then written and flushed.
+        bool? onPool = null;
+        store.AfterTableCheckpointForTests = () =>
+        {
+            onPool = Thread.CurrentThread.IsThreadPoolThread;
+            return Task.CompletedTask;
+        };
+        await store.CheckpointAsync();
+        store.AfterTableCheckpointForTests = null;
+        Assert.False(onPool ?? throw new InvalidOperationException("the checkpoint never reached its files"), "the manifest was written on a thread-pool thread");
+    }
+
     /// <summary>Starts one request and waits for its callback: error, bytes, and whether it ran on a pool thread.</summary>
     private static (uint Error, uint Bytes, bool OnPool, string? Thread) Io(Action<DeviceIOCompletionCallback> start)
     {
