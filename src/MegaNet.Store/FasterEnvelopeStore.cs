@@ -5,6 +5,7 @@ using System.Threading.Channels;
 using FASTER.core;
 using MegaNet.Core.Diagnostics;
 using MegaNet.Core.Interop;
+using MegaNet.Core.Threading;
 using MegaNet.Core.Transparency;
 using NSec.Cryptography;
 
@@ -838,7 +839,8 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         int lastGroup = 0, items = 0;
         // Reused: Prepare and the apply stage copy what they keep, and nothing holds the list past its iteration.
         var group = new List<Request>();
-        while (reader.WaitToReadAsync().AsTask().GetAwaiter().GetResult())
+        using var thread = new StageThread();
+        while (thread.Wait(reader.WaitToReadAsync()))
         {
             group.Clear();
             items = 0;
@@ -885,13 +887,13 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
                 Task commit = prepared.NeedsCommit ? CommitAndCheckAsync() : Task.CompletedTask;
                 Task previous = applying;
                 applying = ApplyAfterCommitAsync(previous, prepared, commit);
-                previous.GetAwaiter().GetResult();
+                thread.Wait(previous);
                 bool asked = group.Exists(r => r.Checkpoint);
                 if (asked || (_writing is null && (Stopwatch.GetElapsedTime(_lastCheckpoint) >= _options.CheckpointInterval
                     || _log.TailAddress - _checkpointedWal >= _options.CheckpointLogBytes)))
                 {
                     // The snapshot is of the indexes against the log's tail: nothing may be in flight.
-                    applying.GetAwaiter().GetResult();
+                    thread.Wait(applying);
                     if (_fault is null)
                     {
                         if (asked)

@@ -10,6 +10,7 @@ using MegaNet.Api;
 using MegaNet.Api.V1;
 using MegaNet.Core.Diagnostics;
 using MegaNet.Core.Interop;
+using MegaNet.Core.Threading;
 using MegaNet.Core.Verification;
 using MegaNet.Node.Hosting;
 using MegaNet.Store;
@@ -362,7 +363,8 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
         using var batch = new SignatureBatch(Math.Min(_options.MaxBatch, 65_536), Math.Min(_options.MaxBatch, 65_536) * 160);
         bool[] verdicts = new bool[_options.MaxBatch];
         var stores = new List<Task>();
-        while (reader.WaitToReadAsync().AsTask().GetAwaiter().GetResult())
+        using var thread = new StageThread();
+        while (thread.Wait(reader.WaitToReadAsync()))
         {
             items.Clear();
             long first = Stopwatch.GetTimestamp();
@@ -483,7 +485,7 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
             }
         }
 
-        Task.WhenAll(stores).GetAwaiter().GetResult();
+        thread.Wait(Task.WhenAll(stores));
 
         // Verifies items[from..to) as one batch, answers them by their verdicts and hands the accepted ones to the store.
         void VerifyAndSettle(int from, int to, bool suspectLane, long now)
@@ -524,7 +526,7 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
                 {
                     // A slow store holds the batcher, so the queue fills and pushes back (RESOURCE_EXHAUSTED,
                     // proof of work) instead of verified envelopes piling up in memory behind the store.
-                    Task.WhenAny(stores).GetAwaiter().GetResult();
+                    thread.Wait(Task.WhenAny(stores));
                     stores.RemoveAll(t => t.IsCompleted);
                 }
 

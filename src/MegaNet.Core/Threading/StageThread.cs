@@ -1,0 +1,49 @@
+namespace MegaNet.Core.Threading;
+
+/// <summary>
+/// Waits for the stage threads of the node's pipeline (the admission batcher, the store's committer): dedicated threads
+/// that block until a task completes. <c>task.GetAwaiter().GetResult()</c> on an incomplete task spins first (Task's
+/// spin-then-block wait, mostly <c>sched_yield</c>), which at 10,000 unary submissions/s was 3.4 % of the node's CPU
+/// samples on two cores, taken from the work it waits for; these waits block at once.
+/// </summary>
+public sealed class StageThread : IDisposable
+{
+    private readonly ManualResetEventSlim _done = new(false, spinCount: 0);
+    private readonly Action _set;
+
+    /// <summary>A waiter for one thread, reused for each of its waits (not thread-safe).</summary>
+    public StageThread() => _set = _done.Set;
+
+    /// <summary>Blocks until <paramref name="task"/> completes, then rethrows its exception, if any.</summary>
+    public void Wait(Task task)
+    {
+        Block(task);
+        task.GetAwaiter().GetResult();
+    }
+
+    /// <summary>Blocks until <paramref name="task"/> completes and returns its result (or rethrows its exception).</summary>
+    public T Wait<T>(Task<T> task)
+    {
+        Block(task);
+        return task.GetAwaiter().GetResult();
+    }
+
+    /// <summary>Blocks until <paramref name="task"/> completes and returns its result (or rethrows its exception).</summary>
+    public T Wait<T>(ValueTask<T> task) => task.IsCompletedSuccessfully ? task.Result : Wait(task.AsTask());
+
+    /// <inheritdoc/>
+    public void Dispose() => _done.Dispose();
+
+    private void Block(Task task)
+    {
+        if (task.IsCompleted)
+        {
+            return;
+        }
+
+        _done.Reset();
+        // Called once, after the task completes (inline on the completing thread, or queued): each wait gets its own Set.
+        task.ConfigureAwait(false).GetAwaiter().UnsafeOnCompleted(_set);
+        _done.Wait();
+    }
+}
