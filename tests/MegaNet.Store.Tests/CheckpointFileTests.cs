@@ -1,4 +1,3 @@
-using System.Runtime.InteropServices;
 using FASTER.core;
 using MegaNet.Store;
 using Xunit.Abstractions;
@@ -159,10 +158,4 @@ public sealed class CheckpointFileTests(ITestOutputHelper output) : IDisposable
         start((e, n, _) => done.SetResult((e, n, Thread.CurrentThread.IsThreadPoolThread, Thread.CurrentThread.Name)));
         return done.Task.Wait(TimeSpan.FromSeconds(30)) ? done.Task.Result : throw new TimeoutException("no callback");
     }
-
-    private static unsafe IntPtr Aligned(int length) => (IntPtr)NativeMemory.AlignedAlloc((nuint)length, 4096);
-
-    private static unsafe void Free(IntPtr p) => NativeMemory.AlignedFree((void*)p);
-
-    private static unsafe Span<byte> View(IntPtr p, int length) => new((void*)p, length);
 }

@@ -1,5 +1,5 @@
-using System.Runtime.InteropServices;
 using FASTER.core;
+using static MegaNet.Store.Tests.StoreTestKit;
 
 namespace MegaNet.Store.Tests;
 
@@ -25,14 +25,14 @@ public sealed class DirectFileDeviceTests
         IntPtr back = Aligned(8192);
         try
         {
-            Span<byte> data = Bytes(buffer, 8192);
+            Span<byte> data = View(buffer, 8192);
             new Random(7).NextBytes(data);
             (uint error, uint bytes) = Write(device, buffer, 0, 4096, 8192);
             Assert.Equal((0u, 8192u), (error, bytes));
 
             (error, bytes) = Read(device, 0, 4096, back, 8192);
             Assert.Equal((0u, 8192u), (error, bytes));
-            Assert.True(data.SequenceEqual(Bytes(back, 8192)));
+            Assert.True(data.SequenceEqual(View(back, 8192)));
             Assert.Equal(4096 + 8192, new FileInfo(Path.Combine(dir, "d.log.0")).Length);
 
             // O_DIRECT refuses an offset off the sector grid: FASTER must hear of it.
@@ -68,7 +68,7 @@ public sealed class DirectFileDeviceTests
         IntPtr back = Aligned(Block);
         try
         {
-            Span<byte> data = Bytes(buffer, Writers * PerWriter * Block);
+            Span<byte> data = View(buffer, Writers * PerWriter * Block);
             new Random(11).NextBytes(data);
             int[] calls = new int[Writers * PerWriter];
             var results = new (uint Error, uint Bytes)[calls.Length];
@@ -95,7 +95,7 @@ public sealed class DirectFileDeviceTests
             for (int n = 0; n < calls.Length; n += 37)
             {
                 Assert.Equal((0u, (uint)Block), Read(device, 0, (ulong)(n * Block), back, Block));
-                Assert.True(data.Slice(n * Block, Block).SequenceEqual(Bytes(back, Block)), $"block {n} differs");
+                Assert.True(data.Slice(n * Block, Block).SequenceEqual(View(back, Block)), $"block {n} differs");
             }
 
             // Dispose returns only after its I/O threads ended; a request after it is refused, not lost silently.
@@ -126,9 +126,4 @@ public sealed class DirectFileDeviceTests
         return done.Task.Wait(TimeSpan.FromSeconds(30)) ? done.Task.Result : throw new TimeoutException("no read callback");
     }
 
-    private static unsafe IntPtr Aligned(int length) => (IntPtr)NativeMemory.AlignedAlloc((nuint)length, 4096);
-
-    private static unsafe void Free(IntPtr p) => NativeMemory.AlignedFree((void*)p);
-
-    private static unsafe Span<byte> Bytes(IntPtr p, int length) => new((void*)p, length);
 }

@@ -66,4 +66,12 @@ public static class StoreTestKit
         random.NextBytes(b);
         return b;
     }
+
+    /// <summary>Native memory aligned for direct I/O (4 KiB); free it with <see cref="Free"/>.</summary>
+    public static unsafe IntPtr Aligned(int length) => (IntPtr)System.Runtime.InteropServices.NativeMemory.AlignedAlloc((nuint)length, 4096);
+
+    public static unsafe void Free(IntPtr p) => System.Runtime.InteropServices.NativeMemory.AlignedFree((void*)p);
+
+    /// <summary>The bytes at <paramref name="p"/>.</summary>
+    public static unsafe Span<byte> View(IntPtr p, int length) => new((void*)p, length);
 }

@@ -273,17 +273,14 @@ public sealed class LoadGenerator(Uri node, int clients, int connections, TextWr
         StatusResponse after = await client.Relay.StatusAsync(new StatusRequest(), cancellationToken: ct);
         double batches = after.BatchesVerified - before.BatchesVerified;
         double signatures = after.SignaturesVerified - before.SignaturesVerified;
-        LoadReport report = Summarize(mode, clients, sent, accepted, refused, seconds, calls, batches == 0 ? 0 : signatures / batches, after.VerifierBackend) with
-        {
-            Refusals = refusals.ToString(),
-        };
+        LoadReport report = Summarize(mode, clients, sent, accepted, refused, seconds, calls, batches == 0 ? 0 : signatures / batches, after.VerifierBackend, refusals.ToString());
         progress?.Write(Describe(report));
         return report;
     }
 
     /// <summary>The report over what each call recorded (times in seconds since the phase began).</summary>
     internal static LoadReport Summarize(string mode, int clients, int sent, int accepted, int refused, double seconds, CallSamples calls,
-        double meanServerBatch, string backend)
+        double meanServerBatch, string backend, string refusals = "")
     {
         bool[] ok = calls.Ok;
         // Latency of accepted calls only: a refusal (queue full, rate limit) is answered fast and would flatter them.
@@ -300,7 +297,7 @@ public sealed class LoadGenerator(Uri node, int clients, int connections, TextWr
             hasSteady ? Percentile(steady, 0.50) : double.NaN, hasSteady ? Percentile(steady, 0.99) : double.NaN,
             hasSteady ? acceptedLater / (seconds - WarmUpSeconds) : double.NaN,
             meanServerBatch, backend, startSpan > 0 ? (sent - 1) / startSpan : double.NaN,
-            Percentile(late, 0.50), Percentile(late, 0.99));
+            Percentile(late, 0.50), Percentile(late, 0.99), refusals);
     }
 
     /// <summary>The printed line (and, when the client's own lag is a large part of the latency, a warning line).</summary>
