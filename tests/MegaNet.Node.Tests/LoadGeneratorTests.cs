@@ -41,6 +41,29 @@ public sealed class LoadGeneratorTests
     }
 
     [Fact]
+    public async Task Batched_streaming_load_counts_every_envelope_and_cuts_requests_by_count()
+    {
+        await using TestNode node = await TestNode.StartAsync(o =>
+        {
+            o.SubmitRatePerKey = 1e6;
+            o.SubmitBurst = 1_000_000;
+        });
+        var progress = new StringWriter();
+
+        // 250 envelopes over 3 clients in requests of up to 16: uneven shares and short last requests.
+        LoadReport stream = await new LoadGenerator(node.Address, clients: 3, connections: 1, progress)
+            .RunStreamingAsync(LoadGenerator.Prepare(250, senders: 16, recipients: 8), perRequest: 16);
+
+        Assert.Equal((250, 250, 0), (stream.Sent, stream.Accepted, stream.Refused));
+        Assert.Equal("stream x16", stream.Mode);
+        Assert.Contains("stream x16 clients 3:", progress.ToString(), StringComparison.Ordinal);
+        Assert.True(stream.P99Ms >= stream.P50Ms && stream.P50Ms > 0);
+        using var client = node.Client();
+        Assert.Equal(250, (await client.Relay.GetTreeHeadAsync(new GetTreeHeadRequest())).TreeSize);
+        node.AssertNoServerErrors();
+    }
+
+    [Fact]
     public async Task Refused_calls_are_reported_with_their_status_and_the_nodes_reason_in_both_modes()
     {
         // Four sending keys with a burst of 5 and a token a minute: the first 20 of each phase's envelopes are accepted,

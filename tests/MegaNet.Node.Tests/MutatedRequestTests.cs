@@ -41,6 +41,7 @@ public sealed class MutatedRequestTests(ITestOutputHelper output)
         {
             ["Submit"] = () => Task.FromResult<IMessage>(new SubmitRequest { Envelope = Seal(alice, bob) }),
             ["SubmitStream"] = () => Task.FromResult<IMessage>(new SubmitRequest { Envelope = Seal(alice, bob) }),
+            ["SubmitBatchStream"] = () => Task.FromResult<IMessage>(new SubmitBatchRequest { Envelopes = { Seal(alice, bob), Seal(alice, bob) } }),
             ["Challenge"] = () => Task.FromResult<IMessage>(new ChallengeRequest { Address = ByteString.CopyFrom(bob.Address) }),
             ["Fetch"] = async () => new FetchRequest { Auth = await client.AuthenticateAsync(bob), Limit = 10 },
             ["Ack"] = async () => new AckRequest { Auth = await client.AuthenticateAsync(bob), Seqs = { 1 } },

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using Google.Protobuf;
 using Grpc.Core;
 using MegaNet.Api;
 using MegaNet.Api.V1;
@@ -45,6 +46,10 @@ public sealed class LoadGenerator(Uri node, int clients, int connections, TextWr
     /// key) 1,024 keys carry up to 204,800/s, so the load measures the node's capacity, not its anti-spam limit (256 keys
     /// capped it at 51,200/s, and two-core runs that streamed 80,000/s had a tenth of their envelopes refused).</summary>
     public const int DefaultSenders = 1024;
+
+    /// <summary>The most bytes a <c>SubmitBatchRequest</c> of the load holds: under the node's limit on a submit request
+    /// (<see cref="Hosting.RequestMessageGuard.EnvelopeMessageBytes"/>).</summary>
+    public const int MaxBatchRequestBytes = 256 << 10;
 
     /// <summary>Recipients of <see cref="Prepare"/>.</summary>
     public const int DefaultRecipients = 64;
@@ -219,9 +224,12 @@ public sealed class LoadGenerator(Uri node, int clients, int connections, TextWr
         }
     }
 
-    /// <summary>Streaming submits: each client opens one SubmitStream and pipelines its share.</summary>
-    public async Task<LoadReport> RunStreamingAsync(IReadOnlyList<Envelope> envelopes, CancellationToken ct = default)
+    /// <summary>Streaming submits: each client opens one stream and pipelines its share, one envelope per request on
+    /// <c>SubmitStream</c> when <paramref name="perRequest"/> is 1, else up to that many per request on
+    /// <c>SubmitBatchStream</c>. An envelope's latency runs from when its request was written to when its answer came.</summary>
+    public async Task<LoadReport> RunStreamingAsync(IReadOnlyList<Envelope> envelopes, CancellationToken ct = default, int perRequest = 1)
     {
+        ArgumentOutOfRangeException.ThrowIfLessThan(perRequest, 1);
         using Connections channels = await Connections.OpenAsync(node, Math.Clamp(connections, 1, clients), ct);
         MegaNetClient client = channels[0];
         StatusResponse before = await client.Relay.StatusAsync(new StatusRequest(), cancellationToken: ct);
@@ -229,42 +237,89 @@ public sealed class LoadGenerator(Uri node, int clients, int connections, TextWr
         var refusals = new RefusalTally();
         int accepted = 0, refused = 0;
         var watch = Stopwatch.StartNew();
+
+        void Record(int i, SubmitResult r, double completed)
+        {
+            calls.CompletedAt[i] = completed;
+            calls.LatencyMs[i] = (completed - calls.StartedAt[i]) * 1000;
+            if (r.StatusCode == 0)
+            {
+                calls.Ok[i] = true;
+                Interlocked.Increment(ref accepted);
+            }
+            else
+            {
+                refusals.Add((StatusCode)r.StatusCode, r.Error);
+                Interlocked.Increment(ref refused);
+            }
+        }
+
         await Task.WhenAll(Enumerable.Range(0, clients).Select(c => Task.Run(async () =>
         {
-            using AsyncDuplexStreamingCall<SubmitRequest, SubmitResult> call = channels[c].Relay.SubmitStream(cancellationToken: ct);
             var mine = Enumerable.Range(0, envelopes.Count).Where(i => i % clients == c).ToList();
-            Task reader = Task.Run(async () =>
+            if (perRequest == 1)
             {
-                int k = 0;
-                await foreach (SubmitResult r in call.ResponseStream.ReadAllAsync(ct))
+                using AsyncDuplexStreamingCall<SubmitRequest, SubmitResult> call = channels[c].Relay.SubmitStream(cancellationToken: ct);
+                Task reader = Task.Run(async () =>
                 {
-                    int i = mine[k++];
-                    double completed = watch.Elapsed.TotalSeconds;
-                    calls.CompletedAt[i] = completed;
-                    calls.LatencyMs[i] = (completed - calls.StartedAt[i]) * 1000;
-                    if (r.StatusCode == 0)
+                    int k = 0;
+                    await foreach (SubmitResult r in call.ResponseStream.ReadAllAsync(ct))
                     {
-                        calls.Ok[i] = true;
-                        Interlocked.Increment(ref accepted);
+                        Record(mine[k++], r, watch.Elapsed.TotalSeconds);
                     }
-                    else
-                    {
-                        refusals.Add((StatusCode)r.StatusCode, r.Error);
-                        Interlocked.Increment(ref refused);
-                    }
+                }, ct);
+                foreach (int i in mine)
+                {
+                    calls.StartedAt[i] = watch.Elapsed.TotalSeconds;
+                    await call.RequestStream.WriteAsync(new SubmitRequest { Envelope = envelopes[i] }, ct);
                 }
-            }, ct);
-            foreach (int i in mine)
-            {
-                calls.StartedAt[i] = watch.Elapsed.TotalSeconds;
-                await call.RequestStream.WriteAsync(new SubmitRequest { Envelope = envelopes[i] }, ct);
-            }
 
-            await call.RequestStream.CompleteAsync();
-            await reader;
+                await call.RequestStream.CompleteAsync();
+                await reader;
+            }
+            else
+            {
+                using AsyncDuplexStreamingCall<SubmitBatchRequest, SubmitBatchResult> call = channels[c].Relay.SubmitBatchStream(cancellationToken: ct);
+                Task reader = Task.Run(async () =>
+                {
+                    int k = 0;
+                    await foreach (SubmitBatchResult batch in call.ResponseStream.ReadAllAsync(ct))
+                    {
+                        double completed = watch.Elapsed.TotalSeconds;
+                        foreach (SubmitResult r in batch.Results)
+                        {
+                            Record(mine[k++], r, completed);
+                        }
+                    }
+                }, ct);
+                for (int next = 0; next < mine.Count;)
+                {
+                    var request = new SubmitBatchRequest();
+                    double started = watch.Elapsed.TotalSeconds;
+                    int bytes = 0;
+                    for (; next < mine.Count && request.Envelopes.Count < perRequest; next++)
+                    {
+                        Envelope envelope = envelopes[mine[next]];
+                        int size = CodedOutputStream.ComputeMessageSize(envelope);
+                        if (request.Envelopes.Count > 0 && bytes + size > MaxBatchRequestBytes)
+                        {
+                            break;
+                        }
+
+                        bytes += size + 1;
+                        calls.StartedAt[mine[next]] = started;
+                        request.Envelopes.Add(envelope);
+                    }
+
+                    await call.RequestStream.WriteAsync(request, ct);
+                }
+
+                await call.RequestStream.CompleteAsync();
+                await reader;
+            }
         }, ct)));
         double seconds = watch.Elapsed.TotalSeconds;
-        return await Report("stream", envelopes.Count, accepted, refused, refusals, seconds, calls, client, before, ct);
+        return await Report(perRequest == 1 ? "stream" : $"stream x{perRequest}", envelopes.Count, accepted, refused, refusals, seconds, calls, client, before, ct);
     }
 
     private async Task<LoadReport> Report(string mode, int sent, int accepted, int refused, RefusalTally refusals, double seconds, CallSamples calls,

@@ -5,6 +5,7 @@ using MegaNet.Api.V1;
 using MegaNet.Core.Verification;
 using MegaNet.Node.Benchmarking;
 using MegaNet.Node.Hosting;
+using MegaNet.Node.Services;
 using MegaNet.Node.Verification;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.Extensions.DependencyInjection;
@@ -61,19 +62,26 @@ internal static class LoadCommand
             Description = "After the unary phase, offer the same open loop (rate, clients, connections) of Status calls, which neither verify nor store: " +
                 "the latency this machine's gRPC client and server alone give at that rate, printed as 'floor'. The unary latency cannot be below it.",
         };
+        var perRequest = new Option<int>("--per-request")
+        {
+            Description = $"Envelopes per streamed request: 1 streams them one a request on SubmitStream, as the README figures do; 2 to {RelayService.MaxBatchEnvelopes} " +
+                "send them in batches on SubmitBatchStream (a request also stops short of 256 KiB), as a gateway or a bulk sender would. The warm-up streams the same way.",
+            DefaultValueFactory = _ => 1,
+        };
         var command = new Command("load", "Drive concurrent clients at a node and report accepted envelopes/s, p50/p99 latency and the verifier batch sizes achieved.")
         {
-            node, clients, connections, count, mode, rate, warmup, forged, backend, noBaseline, floor,
+            node, clients, connections, count, mode, perRequest, rate, warmup, forged, backend, noBaseline, floor,
         };
         command.SetAction(async (parse, ct) =>
         {
             int n = parse.GetValue(count), c = parse.GetValue(clients), w = parse.GetValue(warmup);
             int k = parse.GetValue(connections);
+            int per = parse.GetValue(perRequest);
             string m = parse.GetValue(mode)!;
             double offered = parse.GetValue(rate);
             double forgedRate = parse.GetValue(forged);
             bool floorToo = parse.GetValue(floor);
-            if (Problem(n, c, k, w, m, offered, forgedRate, floorToo) is { } problem)
+            if (Problem(n, c, k, w, m, per, offered, forgedRate, floorToo) is { } problem)
             {
                 Console.Error.WriteLine($"meganet load: {problem}");
                 return 1;
@@ -129,7 +137,7 @@ internal static class LoadCommand
                 {
                     Console.WriteLine($"warm-up: {w} envelopes, not counted ...");
                     var quiet = new LoadGenerator(target, c, k);
-                    await quiet.RunStreamingAsync(await PrepareAsync(w - (w / 2), ct), ct);
+                    await quiet.RunStreamingAsync(await PrepareAsync(w - (w / 2), ct), ct, per);
                     if (w / 2 > 0)
                     {
                         await quiet.RunUnaryAsync(await PrepareAsync(w / 2, ct), 0, ct);
@@ -152,7 +160,7 @@ internal static class LoadCommand
                         Console.WriteLine(LoadBaseline.DescribeBaseline(raw));
                     }
 
-                    LoadReport stream = await WithForgeriesAsync(target, forgeries, forgedRate, () => generator.RunStreamingAsync(envelopes, ct), ct);
+                    LoadReport stream = await WithForgeriesAsync(target, forgeries, forgedRate, () => generator.RunStreamingAsync(envelopes, ct, per), ct);
                     streamRate = stream.AcceptedPerSecond;
                     if (raw is not null)
                     {
@@ -219,12 +227,14 @@ internal static class LoadCommand
     }
 
     /// <summary>The first option out of range, said in one line; null when all are fine.</summary>
-    private static string? Problem(int envelopes, int clients, int connections, int warmup, string mode, double rate, double forged, bool floor) =>
+    private static string? Problem(int envelopes, int clients, int connections, int warmup, string mode, int perRequest, double rate, double forged, bool floor) =>
         envelopes < 1 ? $"--envelopes must be at least 1 (got {envelopes})." :
         clients < 1 ? $"--clients must be at least 1 (got {clients})." :
         connections < 1 || connections > clients ? $"--connections must be between 1 and --clients ({clients}); got {connections}." :
         warmup < 0 ? $"--warmup must be 0 or more (got {warmup})." :
         mode is not ("both" or "stream" or "unary") ? $"--mode must be stream, unary or both (got '{mode}')." :
+        perRequest is < 1 or > RelayService.MaxBatchEnvelopes ? $"--per-request must be 1 to {RelayService.MaxBatchEnvelopes} (got {perRequest})." :
+        perRequest > 1 && mode == "unary" ? "--per-request batches streamed requests; use it with --mode stream or both." :
         rate < 0 || !double.IsFinite(rate) ? $"--rate must be a finite number of envelopes/s, 0 or more (got {rate}); 0 means half the streaming rate, or closed loop with --mode unary." :
         forged < 0 || !double.IsFinite(forged) ? $"--forged must be a finite number of envelopes/s, 0 or more (got {forged})." :
         floor && mode == "stream" ? "--floor follows a unary phase; use it with --mode unary or both." :

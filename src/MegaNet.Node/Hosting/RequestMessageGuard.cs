@@ -17,7 +17,7 @@ namespace MegaNet.Node.Hosting;
 /// that memory for good (a review measured 1.8 GB for one connection of 100 streams). So, from each message's 5-byte
 /// prefix, before its bytes are buffered:
 /// <list type="bullet">
-/// <item>a limit per method: 257 KiB for Submit and SubmitStream (the largest envelope a node may take), 16 MiB for
+/// <item>a limit per method: 257 KiB for Submit, SubmitStream and SubmitBatchStream (the largest envelope a node may take), 16 MiB for
 /// VerifyBatch, 64 KiB for the rest;</item>
 /// <item>a message still arriving must be whole within 10 s plus 1 s per 64 KiB of its size once the reader waits for it;</item>
 /// <item>the bytes received of messages still arriving, node-wide and per site (an IPv4 address or IPv6 /48), are held
@@ -29,7 +29,7 @@ namespace MegaNet.Node.Hosting;
 /// </summary>
 internal sealed class RequestMessageGuard(NodeOptions options, TimeProvider clock)
 {
-    /// <summary>Largest Submit or SubmitStream request: the largest <see cref="NodeOptions.MaxEnvelopeBytes"/> allowed, plus 1 KiB.</summary>
+    /// <summary>Largest Submit, SubmitStream or SubmitBatchStream request: the largest <see cref="NodeOptions.MaxEnvelopeBytes"/> allowed, plus 1 KiB.</summary>
     public const int EnvelopeMessageBytes = NodeOptions.MaxEnvelopeBytesLimit + 1024;
 
     /// <summary>Largest VerifyBatch request (65,536 items of key, signature and a short message or digest).</summary>
@@ -83,7 +83,7 @@ internal sealed class RequestMessageGuard(NodeOptions options, TimeProvider cloc
         // SubmitRequest { envelope }: the largest envelope any node may be configured to take, and a few bytes of
         // framing; one over this node's MaxEnvelopeBytes but under that reaches admission, which refuses it with
         // INVALID_ARGUMENT and the node's limit, as it refuses any envelope too large for the node.
-        "/meganet.v1.Relay/Submit" or "/meganet.v1.Relay/SubmitStream" => EnvelopeMessageBytes,
+        "/meganet.v1.Relay/Submit" or "/meganet.v1.Relay/SubmitStream" or "/meganet.v1.Relay/SubmitBatchStream" => EnvelopeMessageBytes,
         EarlyVerifyBatchRefusal.Path => VerifyBatchMessageBytes,
         _ => SmallMessageBytes,
     };

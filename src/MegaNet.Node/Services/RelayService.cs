@@ -27,6 +27,10 @@ public sealed class RelayService(
 {
     private const int MaxVerifyItems = 65_536;
 
+    /// <summary>Most envelopes in one <c>SubmitBatchStream</c> request (its bytes are bounded as a Submit request's
+    /// are, by <see cref="RequestMessageGuard.EnvelopeMessageBytes"/>).</summary>
+    public const int MaxBatchEnvelopes = 256;
+
     // Signatures verified per step of a VerifyBatch call, with a look at the client's cancellation between steps.
     private const int VerifyChunk = 4_096;
 
@@ -58,11 +62,54 @@ public sealed class RelayService(
     private static ClientAddress? Source(ServerCallContext context) => ClientAddress.From(context.GetHttpContext().Connection.RemoteIpAddress);
 
     /// <inheritdoc/>
-    public override async Task SubmitStream(IAsyncStreamReader<SubmitRequest> requestStream, IServerStreamWriter<SubmitResult> responseStream, ServerCallContext context)
+    public override Task SubmitStream(IAsyncStreamReader<SubmitRequest> requestStream, IServerStreamWriter<SubmitResult> responseStream, ServerCallContext context) =>
+        RunSubmitStream(requestStream, responseStream, context,
+            (request, source, ct) => new InFlight(admission.SubmitAsync(request.Envelope, source, ct), null),
+            item => ResultOf(item.One!));
+
+    /// <inheritdoc/>
+    public override Task SubmitBatchStream(IAsyncStreamReader<SubmitBatchRequest> requestStream, IServerStreamWriter<SubmitBatchResult> responseStream, ServerCallContext context) =>
+        RunSubmitStream(requestStream, responseStream, context, AdmitBatch, item =>
+        {
+            var result = new SubmitBatchResult();
+            foreach (Task<Receipt> task in item.Many!)
+            {
+                result.Results.Add(ResultOf(task));
+            }
+
+            return result;
+        });
+
+    private InFlight AdmitBatch(SubmitBatchRequest request, ClientAddress? source, CancellationToken cancellationToken)
     {
-        // Submissions run concurrently (so they share verification batches); results go back in request order. The
-        // window bounds one stream's share of the admission queue and with it the latency of every submission behind it.
-        var inFlight = Channel.CreateBounded<Task<Receipt>>(options.StreamWindow);
+        int count = request.Envelopes.Count;
+        if (count > MaxBatchEnvelopes)
+        {
+            // Read but not admitted: the stream ends as for an unreadable request, after the answers before it.
+            throw new RpcException(new Status(StatusCode.InvalidArgument, $"it holds {count:N0} envelopes, and a SubmitBatchRequest may hold at most {MaxBatchEnvelopes} (Status.limits.max_batch_envelopes)"));
+        }
+
+        var tasks = new Task<Receipt>[count];
+        for (int i = 0; i < tasks.Length; i++)
+        {
+            tasks[i] = admission.SubmitAsync(request.Envelopes[i], source, cancellationToken);
+        }
+
+        return new InFlight(null, tasks);
+    }
+
+    /// <summary>
+    /// Both submit streams: requests are admitted as they are read (so their envelopes share verification batches with
+    /// everyone else's) and answered in request order, each answer once all its envelopes are settled.
+    /// </summary>
+    private async Task RunSubmitStream<TRequest, TResult>(IAsyncStreamReader<TRequest> requestStream, IServerStreamWriter<TResult> responseStream, ServerCallContext context,
+        Func<TRequest, ClientAddress?, CancellationToken, InFlight> admit, Func<InFlight, TResult> answer)
+    {
+        // The window bounds one stream's envelopes in admission, and with it the latency of every submission behind
+        // them: the stream reads its next request only while fewer than StreamWindow envelopes it read are unanswered
+        // (a batch counts each of its envelopes, so it may go over by one batch less one envelope).
+        var window = new EnvelopeWindow(options.StreamWindow);
+        var inFlight = Channel.CreateUnbounded<InFlight>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
         // Reading stops when the client goes, when the writer fails (nobody would take the answers), or when the node
         // begins to shut down (then what was read is still answered).
         using var reading = CancellationTokenSource.CreateLinkedTokenSource(context.CancellationToken, lifetime.ApplicationStopping);
@@ -81,21 +128,32 @@ public sealed class RelayService(
         {
             try
             {
-                await foreach (Task<Receipt> task in inFlight.Reader.ReadAllAsync(context.CancellationToken))
+                await foreach (InFlight item in inFlight.Reader.ReadAllAsync(context.CancellationToken))
                 {
                     // Refusals come back as faulted tasks, and come exactly when the node is saturated: an await
                     // would rethrow each one (a stack trace captured per refused envelope), so wait without throwing
                     // and read the outcome off the task.
-                    if (!task.IsCompleted)
+                    if (item.One is { IsCompleted: false } one)
                     {
-                        await ((Task)task).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+                        await ((Task)one).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+                    }
+                    else if (item.Many is not null)
+                    {
+                        foreach (Task task in item.Many)
+                        {
+                            if (!task.IsCompleted)
+                            {
+                                await task.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+                            }
+                        }
                     }
 
-                    SubmitResult result = ResultOf(task);
+                    TResult result = answer(item);
+                    window.Exit(item.Count);
 
-                    // Receipts complete a store group at a time: while the next one is ready too, this one is only
-                    // buffered, so a run of receipts leaves in one flush (one HTTP/2 frame, one socket write), not one each.
-                    bool nextReady = inFlight.Reader.TryPeek(out Task<Receipt>? next) && next.IsCompleted;
+                    // Receipts complete a store group at a time: while the next answer is ready too, this one is only
+                    // buffered, so a run of answers leaves in one flush (one HTTP/2 frame, one socket write), not one each.
+                    bool nextReady = inFlight.Reader.TryPeek(out InFlight next) && next.IsCompleted;
                     responseStream.WriteOptions = nextReady ? BufferedWrite : null;
                     await responseStream.WriteAsync(result, writes.Token).ConfigureAwait(false);
                     answered++;
@@ -111,10 +169,13 @@ public sealed class RelayService(
 
         try
         {
-            await foreach (SubmitRequest request in requestStream.ReadAllAsync(waiting.Token))
+            await foreach (TRequest request in requestStream.ReadAllAsync(waiting.Token))
             {
                 idle.Read();
-                await inFlight.Writer.WriteAsync(admission.SubmitAsync(request.Envelope, source, context.CancellationToken), reading.Token).ConfigureAwait(false);
+                InFlight item = admit(request, source, context.CancellationToken);
+                window.Add(item.Count);
+                inFlight.Writer.TryWrite(item);
+                await window.WaitForRoomAsync(reading.Token).ConfigureAwait(false);
             }
         }
         catch (Exception e) when ((e is InvalidOperationException or IOException or OperationCanceledException && ClientGone(context)) || e is RpcException { StatusCode: StatusCode.Cancelled })
@@ -131,9 +192,9 @@ public sealed class RelayService(
         }
         catch (Exception e) when (e is RpcException or InvalidProtocolBufferException or IOException && !context.CancellationToken.IsCancellationRequested)
         {
-            // A request that cannot be read (over the size limit, not protobuf) ends the stream, but only after every
-            // request before it is answered: those may be stored already, and their receipts are the client's only
-            // word of it. Thrown from here, the answers still queued were dropped.
+            // A request that cannot be read (over the size limit, not protobuf) or admitted (a batch over its limit)
+            // ends the stream, but only after every request before it is answered: those may be stored already, and
+            // their receipts are the client's only word of it. Thrown from here, the answers still queued were dropped.
             unreadable = e;
         }
         finally
@@ -161,7 +222,7 @@ public sealed class RelayService(
         {
             (StatusCode code, string what) = unreadable is RpcException { StatusCode: StatusCode.ResourceExhausted or StatusCode.DeadlineExceeded } rpc
                 ? (rpc.StatusCode, rpc.Status.Detail)
-                : (StatusCode.InvalidArgument, unreadable is RpcException other ? other.Status.Detail : $"it is not a SubmitRequest ({unreadable.Message})");
+                : (StatusCode.InvalidArgument, unreadable is RpcException other ? other.Status.Detail : $"it is not a {typeof(TRequest).Name} ({unreadable.Message})");
             throw new RpcException(new Status(code,
                 $"Request {answered + 1} of this stream could not be read: {what.TrimEnd('.')}. The {answered} before it were answered; send the rest on a new stream."));
         }
@@ -206,6 +267,102 @@ public sealed class RelayService(
                 throw new UnreachableException();
             default:
                 return new SubmitResult { StatusCode = (int)StatusCode.Internal, Error = $"The node failed to admit the envelope: {error.Message}" };
+        }
+    }
+
+    /// <summary>What one request of a submit stream put in admission: one submission (<c>SubmitStream</c>) or a
+    /// batch's (<c>SubmitBatchStream</c>).</summary>
+    private readonly record struct InFlight(Task<Receipt>? One, Task<Receipt>[]? Many)
+    {
+        public int Count => Many?.Length ?? 1;
+
+        public bool IsCompleted
+        {
+            get
+            {
+                if (One is not null)
+                {
+                    return One.IsCompleted;
+                }
+
+                foreach (Task<Receipt> task in Many!)
+                {
+                    if (!task.IsCompleted)
+                    {
+                        return false;
+                    }
+                }
+
+                return true;
+            }
+        }
+    }
+
+    /// <summary>A submit stream's envelopes read and not yet answered; its reader waits while they fill the window.
+    /// One reader adds and waits, one writer takes away.</summary>
+    private sealed class EnvelopeWindow(int size)
+    {
+        private readonly Lock _lock = new();
+        private int _unanswered;
+        private TaskCompletionSource? _room;
+
+        public void Add(int envelopes)
+        {
+            lock (_lock)
+            {
+                _unanswered += envelopes;
+            }
+        }
+
+        public void Exit(int envelopes)
+        {
+            TaskCompletionSource? room = null;
+            lock (_lock)
+            {
+                _unanswered -= envelopes;
+                if (_unanswered < size)
+                {
+                    (room, _room) = (_room, null);
+                }
+            }
+
+            room?.TrySetResult();
+        }
+
+        /// <summary>Completes once fewer than the window's envelopes are unanswered.</summary>
+        public ValueTask WaitForRoomAsync(CancellationToken cancellationToken)
+        {
+            Task wait;
+            lock (_lock)
+            {
+                if (_unanswered < size)
+                {
+                    return ValueTask.CompletedTask;
+                }
+
+                _room ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+                wait = _room.Task;
+            }
+
+            return new ValueTask(WaitSlowAsync(wait, cancellationToken));
+        }
+
+        private async Task WaitSlowAsync(Task wait, CancellationToken cancellationToken)
+        {
+            while (true)
+            {
+                await wait.WaitAsync(cancellationToken).ConfigureAwait(false);
+                lock (_lock)
+                {
+                    if (_unanswered < size)
+                    {
+                        return;
+                    }
+
+                    _room ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+                    wait = _room.Task;
+                }
+            }
         }
     }
 
@@ -468,6 +625,7 @@ public sealed class RelayService(
             SubmitRatePerKey = options.SubmitRatePerKey,
             SubmitBurst = options.SubmitBurst,
             MaxVerifyBatch = MaxVerifyItems,
+            MaxBatchEnvelopes = MaxBatchEnvelopes,
         };
         limits.PayloadClasses.AddRange(Api.EnvelopeFormat.PayloadClasses);
         return Task.FromResult(new StatusResponse

@@ -1,0 +1,162 @@
+using System.Text;
+using Google.Protobuf;
+using Grpc.Core;
+using MegaNet.Api;
+using MegaNet.Api.V1;
+using MegaNet.Node.Services;
+
+namespace MegaNet.Node.Tests;
+
+/// <summary>
+/// <c>SubmitBatchStream</c>: many envelopes per request, a result per envelope in the request's order, requests
+/// answered in order; each envelope is admitted as a <c>Submit</c> of its own would be (its signature, expiry, replay
+/// and token bucket), and a request the node will not take ends the stream after every request before it is answered.
+/// </summary>
+public sealed class SubmitBatchStreamTests
+{
+    [Fact]
+    public async Task Every_envelope_gets_its_own_answer_in_order_and_only_the_good_ones_are_stored()
+    {
+        await using TestNode node = await TestNode.StartAsync();
+        using MegaNetClient client = node.Client();
+        using Identity alice = Identity.Create(), bob = Identity.Create();
+
+        Envelope good0 = Seal(alice, bob, 0), good1 = Seal(alice, bob, 1), good2 = Seal(alice, bob, 2);
+        Envelope badSignature = Seal(alice, bob, 3);
+        byte[] signature = badSignature.Signature.ToByteArray();
+        signature[5] ^= 1;
+        badSignature.Signature = ByteString.CopyFrom(signature);
+        Envelope expired = Seal(alice, bob, 4);
+        expired.ExpiresUnixMs = DateTimeOffset.UtcNow.AddMinutes(-1).ToUnixTimeMilliseconds();
+        expired.Signature = ByteString.CopyFrom(alice.SignWithSendingKeyFor(expired.Recipient.Span, EnvelopeFormat.SigningBytes(expired)));
+
+        // Three requests: a mixed one, an empty one, and one that replays the first request's first envelope.
+        List<SubmitBatchResult> answers = await SubmitBatchesAsync(client, [[good0, badSignature, good1, expired], [], [good2, good0]]);
+
+        Assert.Equal([4, 0, 2], answers.Select(a => a.Results.Count));
+        SubmitResult[] first = [.. answers[0].Results];
+        Assert.NotNull(first[0].Receipt);
+        Assert.Equal(EnvelopeFormat.EnvelopeId(good0), first[0].Receipt.EnvelopeId.ToByteArray());
+        Assert.Equal((int)StatusCode.InvalidArgument, first[1].StatusCode);
+        Assert.Null(first[1].Receipt);
+        Assert.Equal(EnvelopeFormat.EnvelopeId(good1), first[2].Receipt.EnvelopeId.ToByteArray());
+        Assert.Equal((int)StatusCode.InvalidArgument, first[3].StatusCode);
+        Assert.Contains("expired", first[3].Error, StringComparison.Ordinal);
+
+        SubmitResult[] third = [.. answers[2].Results];
+        Assert.Equal(EnvelopeFormat.EnvelopeId(good2), third[0].Receipt.EnvelopeId.ToByteArray());
+        Assert.False(third[0].Receipt.Duplicate);
+        Assert.True(third[1].Receipt.Duplicate);
+        Assert.Equal(first[0].Receipt.LogIndex, third[1].Receipt.LogIndex);
+
+        // Three envelopes stored, each once.
+        Assert.Equal(3, (await client.Relay.GetTreeHeadAsync(new GetTreeHeadRequest())).TreeSize);
+        node.AssertNoServerErrors();
+    }
+
+    [Fact]
+    public async Task Batches_larger_than_the_stream_window_are_all_answered()
+    {
+        // A window of 4 envelopes and requests of 10: each request alone is over it, and the stream must still move
+        // (one request at a time) rather than wait for room that never comes.
+        await using TestNode node = await TestNode.StartAsync(o => o.StreamWindow = 4);
+        using MegaNetClient client = node.Client();
+        using Identity alice = Identity.Create(), bob = Identity.Create();
+        List<List<Envelope>> requests = [.. Enumerable.Range(0, 6).Select(r => Enumerable.Range(0, 10).Select(i => Seal(alice, bob, (r * 10) + i)).ToList())];
+
+        List<SubmitBatchResult> answers = await SubmitBatchesAsync(client, requests);
+
+        Assert.Equal(6, answers.Count);
+        Assert.All(answers.SelectMany(a => a.Results), r => Assert.NotNull(r.Receipt));
+        Assert.Equal(
+            requests.SelectMany(r => r).Select(e => Convert.ToHexString(EnvelopeFormat.EnvelopeId(e))),
+            answers.SelectMany(a => a.Results).Select(r => Convert.ToHexString(r.Receipt.EnvelopeId.Span)));
+        Assert.Equal(60, (await client.Relay.GetTreeHeadAsync(new GetTreeHeadRequest())).TreeSize);
+    }
+
+    [Fact]
+    public async Task A_request_over_the_envelope_limit_ends_the_stream_after_the_earlier_ones_and_stores_none_of_it()
+    {
+        await using TestNode node = await TestNode.StartAsync(o =>
+        {
+            o.SubmitRatePerKey = 1e6;
+            o.SubmitBurst = 1_000_000;
+        });
+        using MegaNetClient client = node.Client();
+        Assert.Equal(RelayService.MaxBatchEnvelopes, (await client.Relay.StatusAsync(new StatusRequest())).Limits.MaxBatchEnvelopes);
+        using Identity alice = Identity.Create(), bob = Identity.Create();
+        List<Envelope> fine = [.. Enumerable.Range(0, 3).Select(i => Seal(alice, bob, i))];
+        // Real envelopes are at least 1 KiB, so the byte limit stops a request long before this many; the count
+        // limit is for small junk, which would otherwise cost an admission each. One over it, of empty envelopes.
+        List<Envelope> tooMany = [.. Enumerable.Range(0, RelayService.MaxBatchEnvelopes + 1).Select(_ => new Envelope { Version = 1 })];
+
+        var answers = new List<SubmitBatchResult>();
+        RpcException ended = await Assert.ThrowsAsync<RpcException>(() => SubmitBatchesAsync(client, [fine, tooMany, fine], answers));
+
+        Assert.Equal(StatusCode.InvalidArgument, ended.StatusCode);
+        Assert.Contains("Request 2 of this stream could not be read", ended.Status.Detail, StringComparison.Ordinal);
+        Assert.Contains($"at most {RelayService.MaxBatchEnvelopes}", ended.Status.Detail, StringComparison.Ordinal);
+        Assert.Contains("The 1 before it were answered", ended.Status.Detail, StringComparison.Ordinal);
+        SubmitBatchResult answered = Assert.Single(answers);
+        Assert.All(answered.Results, r => Assert.NotNull(r.Receipt));
+        Assert.Equal(3, (await client.Relay.GetTreeHeadAsync(new GetTreeHeadRequest())).TreeSize);
+        node.AssertNoServerErrors();
+    }
+
+    [Fact]
+    public async Task A_request_over_the_byte_limit_is_refused_before_it_is_buffered()
+    {
+        await using TestNode node = await TestNode.StartAsync();
+        using MegaNetClient client = node.Client();
+        using Identity alice = Identity.Create(), bob = Identity.Create();
+        // Five envelopes of the 64 KiB class: about 320 KiB, over the 257 KiB a submit request may hold.
+        byte[] big = new byte[60_000];
+        List<Envelope> heavy = [.. Enumerable.Range(0, 5).Select(i => EnvelopeFormat.Seal(alice, bob.Card, big, "application/octet-stream", null, DateTimeOffset.UtcNow.AddDays(1), 0))];
+        List<Envelope> fine = [Seal(alice, bob, 0)];
+
+        var answers = new List<SubmitBatchResult>();
+        RpcException ended = await Assert.ThrowsAsync<RpcException>(() => SubmitBatchesAsync(client, [fine, heavy], answers));
+
+        Assert.Equal(StatusCode.ResourceExhausted, ended.StatusCode);
+        Assert.Contains("Request 2 of this stream could not be read", ended.Status.Detail, StringComparison.Ordinal);
+        Assert.NotNull(Assert.Single(Assert.Single(answers).Results).Receipt);
+        Assert.Equal(1, (await client.Relay.GetTreeHeadAsync(new GetTreeHeadRequest())).TreeSize);
+        node.AssertNoServerErrors();
+    }
+
+    /// <summary>Writes each request on one stream and reads every answer; <paramref name="answers"/> collects them as
+    /// they come, so a test sees what arrived before the stream failed.</summary>
+    private static async Task<List<SubmitBatchResult>> SubmitBatchesAsync(MegaNetClient client, IEnumerable<IEnumerable<Envelope>> requests, List<SubmitBatchResult>? answers = null)
+    {
+        answers ??= [];
+        using var deadline = new CancellationTokenSource(TimeSpan.FromMinutes(2));
+        using AsyncDuplexStreamingCall<SubmitBatchRequest, SubmitBatchResult> call = client.Relay.SubmitBatchStream(cancellationToken: deadline.Token);
+        List<SubmitBatchResult> collected = answers;
+        Task reader = Task.Run(async () =>
+        {
+            await foreach (SubmitBatchResult answer in call.ResponseStream.ReadAllAsync(deadline.Token))
+            {
+                collected.Add(answer);
+            }
+        });
+        try
+        {
+            foreach (IEnumerable<Envelope> envelopes in requests)
+            {
+                await call.RequestStream.WriteAsync(new SubmitBatchRequest { Envelopes = { envelopes } }, deadline.Token);
+            }
+
+            await call.RequestStream.CompleteAsync();
+        }
+        catch (Exception e) when (e is RpcException or IOException or InvalidOperationException)
+        {
+            // The node ended the call while requests were still going out: the reader has its status.
+        }
+
+        await reader;
+        return answers;
+    }
+
+    private static Envelope Seal(Identity from, Identity to, int i) =>
+        EnvelopeFormat.Seal(from, to.Card, Encoding.UTF8.GetBytes($"message {i}"), "text/plain; charset=utf-8", null, DateTimeOffset.UtcNow.AddDays(1), 0);
+}
