@@ -319,6 +319,8 @@ public sealed class CliErrorTests : IDisposable
     [InlineData("--forged", "-1", "--forged must be a finite number")]
     [InlineData("--mode", "fast", "--mode must be stream, unary or both (got 'fast').")]
     [InlineData("--envelopes", "0", "--envelopes must be at least 1")]
+    [InlineData("--per-request", "257", "--per-request must be 1 to 256 (got 257).")]
+    [InlineData("--per-request", "0", "--per-request must be 1 to 256 (got 0).")]
     public async Task Load_names_the_option_out_of_range(string option, string value, string expected) =>
         AssertClearError(await Meganet("load", option, value), expected);
 
@@ -327,6 +329,10 @@ public sealed class CliErrorTests : IDisposable
     [InlineData("unary", "0", "--floor needs an open loop: give --rate with --mode unary.")]
     public async Task Load_refuses_a_floor_without_an_open_loop_unary_phase(string mode, string rate, string expected) =>
         AssertClearError(await Meganet("load", "--floor", "--mode", mode, "--rate", rate), expected);
+
+    [Fact]
+    public async Task Load_refuses_batched_requests_without_a_streaming_phase() =>
+        AssertClearError(await Meganet("load", "--mode", "unary", "--per-request", "64"), "--per-request batches streamed requests; use it with --mode stream or both.");
 
     [Fact]
     public async Task Load_refuses_a_backend_or_an_unreachable_node_before_sealing_and_leaves_no_directory()
