@@ -56,6 +56,9 @@ public sealed class NodeDurabilityTests(ITestOutputHelper output)
         {
             o.SubmitRatePerKey = 1_000_000;
             o.SubmitBurst = 1_000_000;
+            // Two bulk streams fill bob's mailbox far faster than the unary senders: room for all of it.
+            o.MailboxMaxCount = 1_000_000;
+            o.MailboxMaxBytes = 1L << 32;
         }, dataDirectory: data);
         using MegaNetClient client = node.Client();
         using Identity alice = Identity.Create(), bob = Identity.Create();
@@ -119,6 +122,53 @@ public sealed class NodeDurabilityTests(ITestOutputHelper output)
             throw new InvalidOperationException("the stream ended without a status");
         });
 
+        // The same through SubmitBatchStream, 16 envelopes a request: the node answers whole requests, then says how many.
+        using Identity dave = Identity.Create();
+        var batched = new ConcurrentQueue<Receipt>();
+        int batchesAnswered = 0;
+        Task<RpcException> batchBulk = Task.Run(async () =>
+        {
+            using AsyncDuplexStreamingCall<SubmitBatchRequest, SubmitBatchResult> call = client.Relay.SubmitBatchStream();
+            Task sending = Task.Run(async () =>
+            {
+                try
+                {
+                    for (int i = 0; ; i += 16)
+                    {
+                        var request = new SubmitBatchRequest();
+                        request.Envelopes.Add(Enumerable.Range(i, 16).Select(k =>
+                            EnvelopeFormat.Seal(dave, bob.Card, BitConverter.GetBytes(k), "application/octet-stream", null, DateTimeOffset.UtcNow.AddDays(1))));
+                        await call.RequestStream.WriteAsync(request);
+                    }
+                }
+                catch (Exception e) when (e is RpcException or InvalidOperationException or IOException)
+                {
+                    // The call ended.
+                }
+            });
+            try
+            {
+                await foreach (SubmitBatchResult answer in call.ResponseStream.ReadAllAsync())
+                {
+                    Assert.Equal(16, answer.Results.Count);
+                    Assert.All(answer.Results, r => Assert.Equal(0, r.StatusCode));
+                    foreach (SubmitResult r in answer.Results)
+                    {
+                        batched.Enqueue(r.Receipt);
+                    }
+
+                    batchesAnswered++;
+                }
+            }
+            catch (RpcException e)
+            {
+                await sending;
+                return e;
+            }
+
+            throw new InvalidOperationException("the batch stream ended without a status");
+        });
+
         // A live subscription, which would hold a graceful stop for its whole timeout unless the node ends it.
         using var listener = new MegaNetClient(node.Address);
         var live = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -163,6 +213,20 @@ public sealed class NodeDurabilityTests(ITestOutputHelper output)
             Assert.NotEqual(StatusCode.OK, bulkEnded.StatusCode);
         }
 
+        RpcException batchEnded = await batchBulk;
+        output.WriteLine($"the batch stream ended with {batchEnded.StatusCode} after {batchesAnswered} answers: {batchEnded.Status.Detail}");
+        if (batchEnded.Status.DebugException is null)
+        {
+            Assert.Equal(StatusCode.Unavailable, batchEnded.StatusCode);
+            Assert.Contains($"shutting down; the first {batchesAnswered} requests", batchEnded.Status.Detail, StringComparison.Ordinal);
+        }
+        else
+        {
+            Assert.NotEqual(StatusCode.OK, batchEnded.StatusCode);
+        }
+
+        Assert.True(batchesAnswered > 0, "the batch stream got no answer before the stop; the test proved little");
+
         RpcException ended = await subscription;
         Assert.True(ended.StatusCode == StatusCode.Unavailable, $"the subscription ended with {ended.StatusCode}: {ended.Status.Detail}");
         // Shutting down is UNAVAILABLE, never "queue full" (a retry there is pointless) or UNKNOWN.
@@ -185,15 +249,15 @@ public sealed class NodeDurabilityTests(ITestOutputHelper output)
             cursor = page.NextCursor;
         }
 
-        Receipt[] all = receipts.Concat(streamed).ToArray();
+        Receipt[] all = receipts.Concat(streamed).Concat(batched).ToArray();
         Assert.All(all, r => Assert.Contains(Convert.ToHexString(r.EnvelopeId.Span), held));
         // Every receipt's proof, for the unary ones; a sample of the streamed ones (each check is a round trip).
-        foreach (Receipt r in receipts.Concat(streamed.Where((_, i) => i % 50 == 0)))
+        foreach (Receipt r in receipts.Concat(streamed.Where((_, i) => i % 50 == 0)).Concat(batched.Where((_, i) => i % 50 == 0)))
         {
             Assert.Null(await after.VerifyReceiptAsync(r));
         }
 
-        output.WriteLine($"{streamed.Count} streamed receipts; all {all.Length} receipts' messages are in the mailbox after the restart");
+        output.WriteLine($"{streamed.Count} streamed and {batched.Count} batched receipts; all {all.Length} receipts' messages are in the mailbox after the restart");
     }
 
     [Fact]
