@@ -161,7 +161,7 @@ public sealed class MegaNetClient : IDisposable
     public static readonly TimeSpan KeepAlivePingTimeout = TimeSpan.FromSeconds(20);
 
     /// <summary>The generated client, for the calls this class does not wrap (<c>Submit</c>, <c>SubmitStream</c>,
-    /// <c>VerifyBatch</c>, <c>Status</c>, the log's proofs). Its calls go through the client's interceptors and get
+    /// <c>SubmitBatchStream</c> beyond <see cref="SubmitBatchesAsync"/>, <c>VerifyBatch</c>, <c>Status</c>, the log's proofs). Its calls go through the client's interceptors and get
     /// its default deadline.</summary>
     public Relay.RelayClient Relay { get; }
 
@@ -215,6 +215,98 @@ public sealed class MegaNetClient : IDisposable
         }
 
         return receipt;
+    }
+
+    /// <summary>Most envelopes in one <c>SubmitBatchStream</c> request (<c>Status.limits.max_batch_envelopes</c>).</summary>
+    public const int MaxBatchEnvelopes = 256;
+
+    /// <summary>Most bytes <see cref="SubmitBatchesAsync"/> puts in one request: under the 257 KiB a node takes in a
+    /// submit request (docs/protocol.md).</summary>
+    public const int MaxBatchRequestBytes = 256 << 10;
+
+    /// <summary>
+    /// Submits sealed <paramref name="envelopes"/> in bulk on one <c>SubmitBatchStream</c> call: up to
+    /// <paramref name="perRequest"/> envelopes a request (fewer where the next would take a request past
+    /// <see cref="MaxBatchRequestBytes"/>), written while the answers are read, so the node's stream window keeps the
+    /// pace. Yields one <see cref="SubmitResult"/> per envelope, in the order given: a receipt, or the refusal of that
+    /// envelope alone (<c>status_code</c>, <c>error</c>, and <c>retry_after_ms</c> or <c>pow_bits</c> where a unary
+    /// call's trailers would carry them).
+    /// </summary>
+    /// <exception cref="RpcException">The stream itself ended (the node is stopping, a request it could not take, the
+    /// connection failed): the results yielded before it stand, the envelopes after them were not answered.</exception>
+    public async IAsyncEnumerable<SubmitResult> SubmitBatchesAsync(IEnumerable<Envelope> envelopes, int perRequest = 64,
+        [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(envelopes);
+        ArgumentOutOfRangeException.ThrowIfLessThan(perRequest, 1);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(perRequest, MaxBatchEnvelopes);
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        using AsyncDuplexStreamingCall<SubmitBatchRequest, SubmitBatchResult> call = Relay.SubmitBatchStream(cancellationToken: stop.Token);
+        Task writing = Task.Run(async () =>
+        {
+            try
+            {
+                await WriteBatchesAsync(call.RequestStream, envelopes, perRequest, stop.Token);
+            }
+            catch (Exception e) when (e is not (OperationCanceledException or RpcException or InvalidOperationException or IOException))
+            {
+                // The caller's sequence failed (a null envelope, its own exception): end the call, so the reader stops
+                // waiting for answers to requests that will never come, and let the caller see why.
+                await stop.CancelAsync();
+                throw;
+            }
+        }, CancellationToken.None);
+        try
+        {
+            await foreach (SubmitBatchResult answer in call.ResponseStream.ReadAllAsync(stop.Token))
+            {
+                foreach (SubmitResult result in answer.Results)
+                {
+                    yield return result;
+                }
+            }
+        }
+        finally
+        {
+            // Also when the caller stops early or the stream failed: the writer must not outlive the call.
+            await stop.CancelAsync();
+            try
+            {
+                await writing;
+            }
+            catch (Exception e) when (e is OperationCanceledException or RpcException or InvalidOperationException or IOException)
+            {
+                // The call ended under the writer; the reader's outcome is what the caller gets.
+            }
+        }
+    }
+
+    private static async Task WriteBatchesAsync(IClientStreamWriter<SubmitBatchRequest> requests, IEnumerable<Envelope> envelopes, int perRequest,
+        CancellationToken cancellationToken)
+    {
+        var request = new SubmitBatchRequest();
+        int bytes = 0;
+        foreach (Envelope envelope in envelopes)
+        {
+            ArgumentNullException.ThrowIfNull(envelope, nameof(envelopes));
+            int size = 1 + CodedOutputStream.ComputeMessageSize(envelope);
+            if (request.Envelopes.Count == perRequest || (request.Envelopes.Count > 0 && bytes + size > MaxBatchRequestBytes))
+            {
+                await requests.WriteAsync(request, cancellationToken);
+                request = new SubmitBatchRequest();
+                bytes = 0;
+            }
+
+            request.Envelopes.Add(envelope);
+            bytes += size;
+        }
+
+        if (request.Envelopes.Count > 0)
+        {
+            await requests.WriteAsync(request, cancellationToken);
+        }
+
+        await requests.CompleteAsync();
     }
 
     /// <summary>7 days, or less on a node whose maximum TTL is shorter (it refuses an expiry beyond it): a little less

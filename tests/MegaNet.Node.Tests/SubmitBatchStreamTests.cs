@@ -124,6 +124,59 @@ public sealed class SubmitBatchStreamTests
         node.AssertNoServerErrors();
     }
 
+    [Fact]
+    public async Task The_client_library_submits_in_batches_and_yields_a_result_per_envelope_in_order()
+    {
+        await using TestNode node = await TestNode.StartAsync(o =>
+        {
+            o.SubmitRatePerKey = 1e6;
+            o.SubmitBurst = 1_000_000;
+        });
+        using MegaNetClient client = node.Client();
+        using Identity alice = Identity.Create(), bob = Identity.Create();
+        List<Envelope> envelopes = [.. Enumerable.Range(0, 300).Select(i => Seal(alice, bob, i))];
+        Envelope forged = Seal(alice, bob, 1000);
+        forged.Signature = ByteString.CopyFrom(new byte[64]);
+        envelopes.Insert(150, forged);
+        using var deadline = new CancellationTokenSource(TimeSpan.FromMinutes(2));
+
+        var results = new List<SubmitResult>();
+        await foreach (SubmitResult r in client.SubmitBatchesAsync(envelopes, perRequest: 64, deadline.Token))
+        {
+            results.Add(r);
+        }
+
+        Assert.Equal(envelopes.Count, results.Count);
+        Assert.Equal((int)StatusCode.InvalidArgument, results[150].StatusCode);
+        Assert.Equal(
+            envelopes.Where((_, i) => i != 150).Select(e => Convert.ToHexString(EnvelopeFormat.EnvelopeId(e))),
+            results.Where((_, i) => i != 150).Select(r => Convert.ToHexString(r.Receipt.EnvelopeId.Span)));
+        Assert.Equal(300, (await client.Relay.GetTreeHeadAsync(new GetTreeHeadRequest())).TreeSize);
+
+        // A caller that stops reading early ends the call; nothing hangs, and the client stays usable.
+        await foreach (SubmitResult r in client.SubmitBatchesAsync(envelopes.Take(10), perRequest: 4, deadline.Token))
+        {
+            Assert.True(r.Receipt.Duplicate);
+            break;
+        }
+
+        // A sequence that fails (here: a null envelope) ends the call and surfaces its own exception, not a hang.
+        await Assert.ThrowsAsync<ArgumentNullException>(async () =>
+        {
+            await foreach (SubmitResult _ in client.SubmitBatchesAsync([envelopes[0], null!], perRequest: 1, deadline.Token))
+            {
+            }
+        });
+        await Assert.ThrowsAsync<ArgumentOutOfRangeException>(async () =>
+        {
+            await foreach (SubmitResult _ in client.SubmitBatchesAsync(envelopes, perRequest: MegaNetClient.MaxBatchEnvelopes + 1, deadline.Token))
+            {
+            }
+        });
+        Assert.Equal(RelayService.MaxBatchEnvelopes, MegaNetClient.MaxBatchEnvelopes);
+        node.AssertNoServerErrors();
+    }
+
     /// <summary>Writes each request on one stream and reads every answer; <paramref name="answers"/> collects them as
     /// they come, so a test sees what arrived before the stream failed.</summary>
     private static async Task<List<SubmitBatchResult>> SubmitBatchesAsync(MegaNetClient client, IEnumerable<IEnumerable<Envelope>> requests, List<SubmitBatchResult>? answers = null)
