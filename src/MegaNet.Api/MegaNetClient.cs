@@ -284,29 +284,47 @@ public sealed class MegaNetClient : IDisposable
     private static async Task WriteBatchesAsync(IClientStreamWriter<SubmitBatchRequest> requests, IEnumerable<Envelope> envelopes, int perRequest,
         CancellationToken cancellationToken)
     {
-        var request = new SubmitBatchRequest();
-        int bytes = 0;
-        foreach (Envelope envelope in envelopes)
-        {
-            ArgumentNullException.ThrowIfNull(envelope, nameof(envelopes));
-            int size = 1 + CodedOutputStream.ComputeMessageSize(envelope);
-            if (request.Envelopes.Count == perRequest || (request.Envelopes.Count > 0 && bytes + size > MaxBatchRequestBytes))
-            {
-                await requests.WriteAsync(request, cancellationToken);
-                request = new SubmitBatchRequest();
-                bytes = 0;
-            }
-
-            request.Envelopes.Add(envelope);
-            bytes += size;
-        }
-
-        if (request.Envelopes.Count > 0)
+        foreach (SubmitBatchRequest request in BatchRequests(envelopes, perRequest))
         {
             await requests.WriteAsync(request, cancellationToken);
         }
 
         await requests.CompleteAsync();
+    }
+
+    /// <summary>Cuts <paramref name="envelopes"/> into <c>SubmitBatchStream</c> requests, in order, lazily: up to
+    /// <paramref name="perRequest"/> envelopes each, and fewer where the next would take a request past
+    /// <see cref="MaxBatchRequestBytes"/> (an envelope larger than that goes alone).</summary>
+    public static IEnumerable<SubmitBatchRequest> BatchRequests(IEnumerable<Envelope> envelopes, int perRequest)
+    {
+        ArgumentNullException.ThrowIfNull(envelopes);
+        ArgumentOutOfRangeException.ThrowIfLessThan(perRequest, 1);
+        return Cut(envelopes, perRequest);
+
+        static IEnumerable<SubmitBatchRequest> Cut(IEnumerable<Envelope> envelopes, int perRequest)
+        {
+            var request = new SubmitBatchRequest();
+            int bytes = 0;
+            foreach (Envelope envelope in envelopes)
+            {
+                ArgumentNullException.ThrowIfNull(envelope, nameof(envelopes));
+                int size = 1 + CodedOutputStream.ComputeMessageSize(envelope);
+                if (request.Envelopes.Count == perRequest || (request.Envelopes.Count > 0 && bytes + size > MaxBatchRequestBytes))
+                {
+                    yield return request;
+                    request = new SubmitBatchRequest();
+                    bytes = 0;
+                }
+
+                request.Envelopes.Add(envelope);
+                bytes += size;
+            }
+
+            if (request.Envelopes.Count > 0)
+            {
+                yield return request;
+            }
+        }
     }
 
     /// <summary>7 days, or less on a node whose maximum TTL is shorter (it refuses an expiry beyond it): a little less

@@ -177,6 +177,25 @@ public sealed class SubmitBatchStreamTests
         node.AssertNoServerErrors();
     }
 
+    [Fact]
+    public void Requests_are_cut_by_count_and_by_bytes_in_order()
+    {
+        using Identity alice = Identity.Create(), bob = Identity.Create();
+        List<Envelope> small = [.. Enumerable.Range(0, 10).Select(i => Seal(alice, bob, i))];
+        Assert.Equal([4, 4, 2], MegaNetClient.BatchRequests(small, 4).Select(r => r.Envelopes.Count));
+
+        // 60 KB payloads, padded to the 64 KiB class: three fit under 256 KiB with their framing, a fourth would not.
+        byte[] big = new byte[60_000];
+        List<Envelope> heavy = [.. Enumerable.Range(0, 9).Select(_ => EnvelopeFormat.Seal(alice, bob.Card, big, "application/octet-stream", null, DateTimeOffset.UtcNow.AddDays(1), 0))];
+        List<SubmitBatchRequest> cut = [.. MegaNetClient.BatchRequests(heavy, 64)];
+        Assert.Equal([3, 3, 3], cut.Select(r => r.Envelopes.Count));
+        Assert.All(cut, r => Assert.True(r.CalculateSize() <= MegaNetClient.MaxBatchRequestBytes, $"{r.CalculateSize()} bytes"));
+        Assert.Equal(heavy, cut.SelectMany(r => r.Envelopes));
+
+        Assert.Throws<ArgumentNullException>(() => MegaNetClient.BatchRequests([small[0], null!], 4).ToList());
+        Assert.Throws<ArgumentOutOfRangeException>(() => MegaNetClient.BatchRequests(small, 0));
+    }
+
     /// <summary>Writes each request on one stream and reads every answer; <paramref name="answers"/> collects them as
     /// they come, so a test sees what arrived before the stream failed.</summary>
     private static async Task<List<SubmitBatchResult>> SubmitBatchesAsync(MegaNetClient client, IEnumerable<IEnumerable<Envelope>> requests, List<SubmitBatchResult>? answers = null)

@@ -1,5 +1,4 @@
 using System.Diagnostics;
-using Google.Protobuf;
 using Grpc.Core;
 using MegaNet.Api;
 using MegaNet.Api.V1;
@@ -46,10 +45,6 @@ public sealed class LoadGenerator(Uri node, int clients, int connections, TextWr
     /// key) 1,024 keys carry up to 204,800/s, so the load measures the node's capacity, not its anti-spam limit (256 keys
     /// capped it at 51,200/s, and two-core runs that streamed 80,000/s had a tenth of their envelopes refused).</summary>
     public const int DefaultSenders = 1024;
-
-    /// <summary>The most bytes a <c>SubmitBatchRequest</c> of the load holds: under the node's limit on a submit request
-    /// (<see cref="Hosting.RequestMessageGuard.EnvelopeMessageBytes"/>).</summary>
-    public const int MaxBatchRequestBytes = 256 << 10;
 
     /// <summary>Recipients of <see cref="Prepare"/>.</summary>
     public const int DefaultRecipients = 64;
@@ -292,23 +287,13 @@ public sealed class LoadGenerator(Uri node, int clients, int connections, TextWr
                         }
                     }
                 }, ct);
-                for (int next = 0; next < mine.Count;)
+                int written = 0;
+                foreach (SubmitBatchRequest request in MegaNetClient.BatchRequests(mine.Select(i => envelopes[i]), perRequest))
                 {
-                    var request = new SubmitBatchRequest();
                     double started = watch.Elapsed.TotalSeconds;
-                    int bytes = 0;
-                    for (; next < mine.Count && request.Envelopes.Count < perRequest; next++)
+                    for (int j = 0; j < request.Envelopes.Count; j++)
                     {
-                        Envelope envelope = envelopes[mine[next]];
-                        int size = CodedOutputStream.ComputeMessageSize(envelope);
-                        if (request.Envelopes.Count > 0 && bytes + size > MaxBatchRequestBytes)
-                        {
-                            break;
-                        }
-
-                        bytes += size + 1;
-                        calls.StartedAt[mine[next]] = started;
-                        request.Envelopes.Add(envelope);
+                        calls.StartedAt[mine[written++]] = started;
                     }
 
                     await call.RequestStream.WriteAsync(request, ct);
