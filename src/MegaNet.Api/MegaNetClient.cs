@@ -161,8 +161,8 @@ public sealed class MegaNetClient : IDisposable
     public static readonly TimeSpan KeepAlivePingTimeout = TimeSpan.FromSeconds(20);
 
     /// <summary>The generated client, for the calls this class does not wrap (<c>Submit</c>, <c>SubmitStream</c>,
-    /// <c>SubmitBatchStream</c> beyond <see cref="SubmitBatchesAsync"/>, <c>VerifyBatch</c>, <c>Status</c>, the log's proofs). Its calls go through the client's interceptors and get
-    /// its default deadline.</summary>
+    /// <c>SubmitBatchStream</c> beyond <see cref="SubmitBatchesAsync"/>, <c>VerifyBatch</c>, <c>Status</c>, the log's
+    /// proofs). Its calls go through the client's interceptors and get its default deadline.</summary>
     public Relay.RelayClient Relay { get; }
 
     /// <summary>Seals <paramref name="content"/> to <paramref name="recipient"/>, stamps it if the node asks for proof
@@ -242,20 +242,7 @@ public sealed class MegaNetClient : IDisposable
         ArgumentOutOfRangeException.ThrowIfGreaterThan(perRequest, MaxBatchEnvelopes);
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         using AsyncDuplexStreamingCall<SubmitBatchRequest, SubmitBatchResult> call = Relay.SubmitBatchStream(cancellationToken: stop.Token);
-        Task writing = Task.Run(async () =>
-        {
-            try
-            {
-                await WriteBatchesAsync(call.RequestStream, envelopes, perRequest, stop.Token);
-            }
-            catch (Exception e) when (e is not (OperationCanceledException or RpcException or InvalidOperationException or IOException))
-            {
-                // The caller's sequence failed (a null envelope, its own exception): end the call, so the reader stops
-                // waiting for answers to requests that will never come, and let the caller see why.
-                await stop.CancelAsync();
-                throw;
-            }
-        }, CancellationToken.None);
+        Task writing = Task.Run(() => WriteBatchesAsync(call.RequestStream, envelopes, perRequest, stop), CancellationToken.None);
         try
         {
             await foreach (SubmitBatchResult answer in call.ResponseStream.ReadAllAsync(stop.Token))
@@ -276,17 +263,35 @@ public sealed class MegaNetClient : IDisposable
             }
             catch (Exception e) when (e is OperationCanceledException or RpcException or InvalidOperationException or IOException)
             {
-                // The call ended under the writer; the reader's outcome is what the caller gets.
+                // A write the ended call refused: the reader's outcome is what the caller gets. (A failure of the
+                // caller's own sequence is none of these, unless the sequence itself threw one: then the caller sees
+                // the cancelled call.)
             }
         }
     }
 
     private static async Task WriteBatchesAsync(IClientStreamWriter<SubmitBatchRequest> requests, IEnumerable<Envelope> envelopes, int perRequest,
-        CancellationToken cancellationToken)
+        CancellationTokenSource stop)
     {
-        foreach (SubmitBatchRequest request in BatchRequests(envelopes, perRequest))
+        using IEnumerator<SubmitBatchRequest> cut = BatchRequests(envelopes, perRequest).GetEnumerator();
+        while (true)
         {
-            await requests.WriteAsync(request, cancellationToken);
+            try
+            {
+                if (!cut.MoveNext())
+                {
+                    break;
+                }
+            }
+            catch
+            {
+                // The caller's sequence failed (a null envelope, its own exception): end the call, so the reader stops
+                // waiting for answers to requests that will never come, and let the caller see why.
+                await stop.CancelAsync();
+                throw;
+            }
+
+            await requests.WriteAsync(cut.Current, stop.Token);
         }
 
         await requests.CompleteAsync();

@@ -167,6 +167,14 @@ public sealed class SubmitBatchStreamTests
             {
             }
         });
+        // Even when what it throws looks like a call that ended (it is then reported as the cancelled call).
+        Exception failed = await Assert.ThrowsAnyAsync<Exception>(async () =>
+        {
+            await foreach (SubmitResult _ in client.SubmitBatchesAsync(Failing(envelopes[0]), perRequest: 1, deadline.Token))
+            {
+            }
+        });
+        Assert.False(deadline.IsCancellationRequested, $"the call hung until the test's deadline: {failed}");
         await Assert.ThrowsAsync<ArgumentOutOfRangeException>(async () =>
         {
             await foreach (SubmitResult _ in client.SubmitBatchesAsync(envelopes, perRequest: MegaNetClient.MaxBatchEnvelopes + 1, deadline.Token))
@@ -227,6 +235,12 @@ public sealed class SubmitBatchStreamTests
 
         await reader;
         return answers;
+    }
+
+    private static IEnumerable<Envelope> Failing(Envelope first)
+    {
+        yield return first;
+        throw new InvalidOperationException("the sender's own source failed");
     }
 
     private static Envelope Seal(Identity from, Identity to, int i) =>
