@@ -198,33 +198,10 @@ public sealed class NodeDurabilityTests(ITestOutputHelper output)
         Assert.True(stopping.Elapsed < TimeSpan.FromSeconds(20), "the stop waited for the subscription's timeout");
         RpcException bulkEnded = await bulk;
         output.WriteLine($"the bulk stream ended with {bulkEnded.StatusCode}: {bulkEnded.Status.Detail}");
-        if (bulkEnded.Status.DebugException is null)
-        {
-            // The node's own answer: what it read was answered, and it says how much.
-            Assert.Equal(StatusCode.Unavailable, bulkEnded.StatusCode);
-            Assert.Contains($"shutting down; the first {streamed.Count} requests", bulkEnded.Status.Detail, StringComparison.Ordinal);
-        }
-        else
-        {
-            // The client was still sending when the node closed the connection once every call was answered; the
-            // kernel then resets the connection and the client can lose the tail of what it had not read yet,
-            // status included (the client sees a transport error, whose words vary). The receipts it did read must
-            // still hold (below).
-            Assert.NotEqual(StatusCode.OK, bulkEnded.StatusCode);
-        }
-
+        AssertEndedAfter(bulkEnded, streamed.Count);
         RpcException batchEnded = await batchBulk;
         output.WriteLine($"the batch stream ended with {batchEnded.StatusCode} after {batchesAnswered} answers: {batchEnded.Status.Detail}");
-        if (batchEnded.Status.DebugException is null)
-        {
-            Assert.Equal(StatusCode.Unavailable, batchEnded.StatusCode);
-            Assert.Contains($"shutting down; the first {batchesAnswered} requests", batchEnded.Status.Detail, StringComparison.Ordinal);
-        }
-        else
-        {
-            Assert.NotEqual(StatusCode.OK, batchEnded.StatusCode);
-        }
-
+        AssertEndedAfter(batchEnded, batchesAnswered);
         Assert.True(batchesAnswered > 0, "the batch stream got no answer before the stop; the test proved little");
 
         RpcException ended = await subscription;
@@ -258,6 +235,24 @@ public sealed class NodeDurabilityTests(ITestOutputHelper output)
         }
 
         output.WriteLine($"{streamed.Count} streamed and {batched.Count} batched receipts; all {all.Length} receipts' messages are in the mailbox after the restart");
+
+        static void AssertEndedAfter(RpcException ended, int answered)
+        {
+            if (ended.Status.DebugException is null)
+            {
+                // The node's own answer: what it read was answered, and it says how much.
+                Assert.Equal(StatusCode.Unavailable, ended.StatusCode);
+                Assert.Contains($"shutting down; the first {answered} requests", ended.Status.Detail, StringComparison.Ordinal);
+            }
+            else
+            {
+                // The client was still sending when the node closed the connection once every call was answered; the
+                // kernel then resets the connection and the client can lose the tail of what it had not read yet,
+                // status included (the client sees a transport error, whose words vary). The receipts it did read must
+                // still hold (below).
+                Assert.NotEqual(StatusCode.OK, ended.StatusCode);
+            }
+        }
     }
 
     [Fact]
