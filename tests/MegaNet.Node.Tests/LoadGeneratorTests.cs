@@ -12,11 +12,7 @@ public sealed class LoadGeneratorTests
     [Fact]
     public async Task Streaming_and_unary_load_count_every_envelope_and_read_the_node_batches()
     {
-        await using TestNode node = await TestNode.StartAsync(o =>
-        {
-            o.SubmitRatePerKey = 1e6;
-            o.SubmitBurst = 1_000_000;
-        });
+        await using TestNode node = await TestNode.StartAsync(TestNode.Unthrottled);
         var progress = new StringWriter();
         var generator = new LoadGenerator(node.Address, clients: 4, connections: 4, progress);
 
@@ -43,11 +39,7 @@ public sealed class LoadGeneratorTests
     [Fact]
     public async Task Batched_streaming_load_counts_every_envelope_and_cuts_requests_by_count()
     {
-        await using TestNode node = await TestNode.StartAsync(o =>
-        {
-            o.SubmitRatePerKey = 1e6;
-            o.SubmitBurst = 1_000_000;
-        });
+        await using TestNode node = await TestNode.StartAsync(TestNode.Unthrottled);
         var progress = new StringWriter();
 
         // 250 envelopes over 3 clients in requests of up to 16: uneven shares and short last requests.
@@ -112,11 +104,7 @@ public sealed class LoadGeneratorTests
     [Fact]
     public async Task Forged_load_is_refused_every_time_and_stores_nothing_beside_the_honest_load()
     {
-        await using TestNode node = await TestNode.StartAsync(o =>
-        {
-            o.SubmitRatePerKey = 1e6;
-            o.SubmitBurst = 1_000_000;
-        });
+        await using TestNode node = await TestNode.StartAsync(TestNode.Unthrottled);
         Assert.Equal(System.Net.IPAddress.Parse("127.0.0.2"), ForgedLoad.DefaultFrom(node.Address));
         await using ForgedLoad forged = await ForgedLoad.StartAsync(node.Address, ForgedLoad.Prepare(50), rate: 200, ForgedLoad.DefaultFrom(node.Address), CancellationToken.None);
         LoadReport stream = await new LoadGenerator(node.Address, clients: 4, connections: 4).RunStreamingAsync(LoadGenerator.Prepare(400, senders: 16, recipients: 8));
@@ -137,11 +125,7 @@ public sealed class LoadGeneratorTests
     [Fact]
     public async Task Open_loop_starts_calls_on_schedule_and_reports_the_clients_own_lateness()
     {
-        await using TestNode node = await TestNode.StartAsync(o =>
-        {
-            o.SubmitRatePerKey = 1e6;
-            o.SubmitBurst = 1_000_000;
-        });
+        await using TestNode node = await TestNode.StartAsync(TestNode.Unthrottled);
         // A wait that wakes late by design (Task.Delay, ~1 ms) is late in every run; a busy machine makes a precise
         // one late now and then. So a run whose median lateness is over the bound is done again (fresh envelopes, the
         // same node), at most three runs in all, each held to every other check; load only adds lateness.

@@ -197,11 +197,7 @@ public sealed class MailboxAccessTests(ITestOutputHelper output)
     [Fact]
     public async Task Subscriptions_that_come_and_go_during_deliveries_never_fail_the_store()
     {
-        await using TestNode node = await TestNode.StartAsync(o =>
-        {
-            o.SubmitRatePerKey = 1_000_000;
-            o.SubmitBurst = 1_000_000;
-        });
+        await using TestNode node = await TestNode.StartAsync(TestNode.Unthrottled);
         var notifier = (MailboxNotifier)node.Services.GetService(typeof(MailboxNotifier))!;
         using MegaNetClient client = node.Client();
         using Identity alice = Identity.Create(), bob = Identity.Create();

@@ -54,8 +54,7 @@ public sealed class NodeDurabilityTests(ITestOutputHelper output)
         string data = Directory.CreateTempSubdirectory("meganet-stop-").FullName;
         await using TestNode node = await TestNode.StartAsync(o =>
         {
-            o.SubmitRatePerKey = 1_000_000;
-            o.SubmitBurst = 1_000_000;
+            TestNode.Unthrottled(o);
             // Two bulk streams fill bob's mailbox far faster than the unary senders: room for all of it.
             o.MailboxMaxCount = 1_000_000;
             o.MailboxMaxBytes = 1L << 32;

@@ -31,7 +31,7 @@ public sealed class SubmitBatchStreamTests
         expired.Signature = ByteString.CopyFrom(alice.SignWithSendingKeyFor(expired.Recipient.Span, EnvelopeFormat.SigningBytes(expired)));
 
         // Three requests: a mixed one, an empty one, and one that replays the first request's first envelope.
-        List<SubmitBatchResult> answers = await SubmitBatchesAsync(client, [[good0, badSignature, good1, expired], [], [good2, good0]]);
+        List<SubmitBatchResult> answers = await StreamRequestsAsync(client, [[good0, badSignature, good1, expired], [], [good2, good0]]);
 
         Assert.Equal([4, 0, 2], answers.Select(a => a.Results.Count));
         SubmitResult[] first = [.. answers[0].Results];
@@ -64,7 +64,7 @@ public sealed class SubmitBatchStreamTests
         using Identity alice = Identity.Create(), bob = Identity.Create();
         List<List<Envelope>> requests = [.. Enumerable.Range(0, 6).Select(r => Enumerable.Range(0, 10).Select(i => Seal(alice, bob, (r * 10) + i)).ToList())];
 
-        List<SubmitBatchResult> answers = await SubmitBatchesAsync(client, requests);
+        List<SubmitBatchResult> answers = await StreamRequestsAsync(client, requests);
 
         Assert.Equal(6, answers.Count);
         Assert.All(answers.SelectMany(a => a.Results), r => Assert.NotNull(r.Receipt));
@@ -77,11 +77,7 @@ public sealed class SubmitBatchStreamTests
     [Fact]
     public async Task A_request_over_the_envelope_limit_ends_the_stream_after_the_earlier_ones_and_stores_none_of_it()
     {
-        await using TestNode node = await TestNode.StartAsync(o =>
-        {
-            o.SubmitRatePerKey = 1e6;
-            o.SubmitBurst = 1_000_000;
-        });
+        await using TestNode node = await TestNode.StartAsync(TestNode.Unthrottled);
         using MegaNetClient client = node.Client();
         Assert.Equal(RelayService.MaxBatchEnvelopes, (await client.Relay.StatusAsync(new StatusRequest())).Limits.MaxBatchEnvelopes);
         using Identity alice = Identity.Create(), bob = Identity.Create();
@@ -91,7 +87,7 @@ public sealed class SubmitBatchStreamTests
         List<Envelope> tooMany = [.. Enumerable.Range(0, RelayService.MaxBatchEnvelopes + 1).Select(_ => new Envelope { Version = 1 })];
 
         var answers = new List<SubmitBatchResult>();
-        RpcException ended = await Assert.ThrowsAsync<RpcException>(() => SubmitBatchesAsync(client, [fine, tooMany, fine], answers));
+        RpcException ended = await Assert.ThrowsAsync<RpcException>(() => StreamRequestsAsync(client, [fine, tooMany, fine], answers));
 
         Assert.Equal(StatusCode.InvalidArgument, ended.StatusCode);
         Assert.Contains("Request 2 of this stream could not be read", ended.Status.Detail, StringComparison.Ordinal);
@@ -115,7 +111,7 @@ public sealed class SubmitBatchStreamTests
         List<Envelope> fine = [Seal(alice, bob, 0)];
 
         var answers = new List<SubmitBatchResult>();
-        RpcException ended = await Assert.ThrowsAsync<RpcException>(() => SubmitBatchesAsync(client, [fine, heavy], answers));
+        RpcException ended = await Assert.ThrowsAsync<RpcException>(() => StreamRequestsAsync(client, [fine, heavy], answers));
 
         Assert.Equal(StatusCode.ResourceExhausted, ended.StatusCode);
         Assert.Contains("Request 2 of this stream could not be read", ended.Status.Detail, StringComparison.Ordinal);
@@ -127,11 +123,7 @@ public sealed class SubmitBatchStreamTests
     [Fact]
     public async Task The_client_library_submits_in_batches_and_yields_a_result_per_envelope_in_order()
     {
-        await using TestNode node = await TestNode.StartAsync(o =>
-        {
-            o.SubmitRatePerKey = 1e6;
-            o.SubmitBurst = 1_000_000;
-        });
+        await using TestNode node = await TestNode.StartAsync(TestNode.Unthrottled);
         using MegaNetClient client = node.Client();
         using Identity alice = Identity.Create(), bob = Identity.Create();
         List<Envelope> envelopes = [.. Enumerable.Range(0, 300).Select(i => Seal(alice, bob, i))];
@@ -206,7 +198,7 @@ public sealed class SubmitBatchStreamTests
 
     /// <summary>Writes each request on one stream and reads every answer; <paramref name="answers"/> collects them as
     /// they come, so a test sees what arrived before the stream failed.</summary>
-    private static async Task<List<SubmitBatchResult>> SubmitBatchesAsync(MegaNetClient client, IEnumerable<IEnumerable<Envelope>> requests, List<SubmitBatchResult>? answers = null)
+    private static async Task<List<SubmitBatchResult>> StreamRequestsAsync(MegaNetClient client, IEnumerable<IEnumerable<Envelope>> requests, List<SubmitBatchResult>? answers = null)
     {
         answers ??= [];
         using var deadline = new CancellationTokenSource(TimeSpan.FromMinutes(2));

@@ -22,6 +22,13 @@ public sealed class TestNode : IAsyncDisposable
 
     public ConcurrentQueue<string> Errors { get; } = new();
 
+    /// <summary>Options for load that the per-key token bucket must not refuse (a million a second, a million burst).</summary>
+    public static void Unthrottled(NodeOptions options)
+    {
+        options.SubmitRatePerKey = 1_000_000;
+        options.SubmitBurst = 1_000_000;
+    }
+
     public static async Task<TestNode> StartAsync(Action<NodeOptions>? configure = null, string? dataDirectory = null)
     {
         var options = new NodeOptions

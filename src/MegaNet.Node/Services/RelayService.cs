@@ -27,9 +27,9 @@ public sealed class RelayService(
 {
     private const int MaxVerifyItems = 65_536;
 
-    /// <summary>Most envelopes in one <c>SubmitBatchStream</c> request (its bytes are bounded as a Submit request's
-    /// are, by <see cref="RequestMessageGuard.EnvelopeMessageBytes"/>).</summary>
-    public const int MaxBatchEnvelopes = 256;
+    /// <summary>Most envelopes in one <c>SubmitBatchStream</c> request: the protocol's limit, defined once with the client
+    /// library (its bytes are bounded as a Submit request's are, by <see cref="RequestMessageGuard.EnvelopeMessageBytes"/>).</summary>
+    public const int MaxBatchEnvelopes = MegaNetClient.MaxBatchEnvelopes;
 
     // Signatures verified per step of a VerifyBatch call, with a look at the client's cancellation between steps.
     private const int VerifyChunk = 4_096;
