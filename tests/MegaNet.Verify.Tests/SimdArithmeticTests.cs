@@ -13,6 +13,66 @@ public sealed class SimdArithmeticTests(ITestOutputHelper output)
 {
     private static readonly int Seed = TestSeed.Next();
 
+    [Fact]
+    public unsafe void Lane_row_transposes_move_each_limb_to_its_lane_and_back()
+    {
+        // The bucket method moves one 40-limb row per lane in and out of a lane point with these (LaneMultiScalar).
+        const int Count = 40;
+        var random = new Random(Seed);
+        output.WriteLine($"seed {Seed}");
+        if (System.Runtime.Intrinsics.X86.Avx512F.IsSupported)
+        {
+            Check<Avx512Lanes, System.Runtime.Intrinsics.Vector512<ulong>>(random);
+        }
+
+        if (System.Runtime.Intrinsics.X86.Avx2.IsSupported)
+        {
+            Check<Avx2Lanes, System.Runtime.Intrinsics.Vector256<ulong>>(random);
+        }
+
+        static void Check<TOps, TVec>(Random random)
+            where TOps : struct, ILaneOps<TVec>
+            where TVec : struct
+        {
+            int lanes = TOps.Lanes;
+            // Rows scattered through one buffer, out of order and unaligned, as buckets of different lanes are.
+            ulong[] buffer = new ulong[(lanes * (Count + 3)) + 1];
+            ulong[] vectors = new ulong[Count * lanes];
+            ulong[] back = new ulong[buffer.Length];
+            fixed (ulong* b = buffer, v = vectors, k = back)
+            {
+                ulong** rows = stackalloc ulong*[lanes];
+                ulong** rowsBack = stackalloc ulong*[lanes];
+                for (int j = 0; j < lanes; j++)
+                {
+                    int offset = 1 + (((lanes - 1 - j) * (Count + 3)) + (j % 3));
+                    rows[j] = b + offset;
+                    rowsBack[j] = k + offset;
+                }
+
+                for (int i = 0; i < buffer.Length; i++)
+                {
+                    buffer[i] = (ulong)random.NextInt64();
+                }
+
+                TOps.LoadRows(rows, v, Count);
+                for (int c = 0; c < Count; c++)
+                {
+                    for (int j = 0; j < lanes; j++)
+                    {
+                        Assert.Equal(rows[j][c], vectors[(c * lanes) + j]);
+                    }
+                }
+
+                TOps.StoreRows(v, rowsBack, Count);
+                for (int j = 0; j < lanes; j++)
+                {
+                    Assert.Equal(new ReadOnlySpan<ulong>(rows[j], Count).ToArray(), new ReadOnlySpan<ulong>(rowsBack[j], Count).ToArray());
+                }
+            }
+        }
+    }
+
     private static BigInteger ToBig(in FieldElement f)
     {
         Span<byte> s = stackalloc byte[32];

@@ -10,8 +10,8 @@ namespace MegaNet.Verify.Simd.Curve;
 /// Pippenger's bucket method with the windows spread over vector lanes: lane j of group g accumulates window
 /// g·Lanes + j, so one vector point addition adds a point into <c>Lanes</c> different buckets (one per window) at once
 /// and lanes never contend for a bucket. The point is the same in every lane (broadcast, negated per lane by the digit's
-/// sign); each lane's bucket is moved in and out of the vector registers by a strided copy (no AVX-512 gather/scatter in
-/// .NET 10). The window sums are then combined with scalar doublings.
+/// sign); each lane's bucket is moved in and out of the vector registers by a transpose of whole bucket rows (no AVX-512
+/// gather/scatter in .NET 10). The window sums are then combined with scalar doublings.
 /// </summary>
 /// <remarks>
 /// Every addition is the complete extended-coordinates formula, so buckets start at the identity, empty buckets need
@@ -117,21 +117,26 @@ internal static class LaneMultiScalar<TOps, TVec>
     private static unsafe void AccumulateGroup(int g, int n, int slots, short[] digits, ulong[] niels, ulong[] store, int bucketCount, Span<EdwardsPoint> sums)
     {
         int lanes = TOps.Lanes;
-        int rowStride = Coordinates * lanes;
+        // Each lane's buckets lie together, a row of 40 limbs each, so that moving one bucket per lane in or out of the
+        // vector point is a transpose of whole rows (see ILaneOps.LoadRows), not 40 strided copies per lane.
+        int laneStride = (bucketCount + 1) * Coordinates;
 
-        // Every bucket (and spare bucket 0) starts at the identity (0 : 1 : 1 : 0).
-        Span<ulong> all = store.AsSpan(0, (bucketCount + 1) * rowStride);
+        // Every bucket (and each lane's spare bucket 0) starts at the identity (0 : 1 : 1 : 0).
+        Span<ulong> all = store.AsSpan(0, lanes * laneStride);
         all.Clear();
-        for (int b = 0; b <= bucketCount; b++)
+        for (int row = 0; row < lanes * (bucketCount + 1); row++)
         {
-            all.Slice((b * rowStride) + (10 * lanes), lanes).Fill(1);   // Y limb 0
-            all.Slice((b * rowStride) + (20 * lanes), lanes).Fill(1);   // Z limb 0
+            all[(row * Coordinates) + 10] = 1;   // Y limb 0
+            all[(row * Coordinates) + 20] = 1;   // Z limb 0
         }
 
-        Span<int> offsets = stackalloc int[lanes];
+        ulong** rows = stackalloc ulong*[lanes];
         Span<ulong> signs = stackalloc ulong[lanes];
         LanePoint p = default;
         LaneNiels q;
+        LaneField<TOps, TVec> d2 = LaneField<TOps, TVec>.Broadcast(D2Limbs);
+        LanePoint running = Identity(), sum = Identity();
+        LaneCached cached;
         fixed (ulong* buckets = store)
         {
             ulong* point = (ulong*)Unsafe.AsPointer(ref p);
@@ -143,23 +148,15 @@ internal static class LaneMultiScalar<TOps, TVec>
                     continue;
                 }
 
+                // |digit| ≤ bucketCount (SignedDigits), so every row lies inside its lane's buckets.
                 for (int j = 0; j < lanes; j++)
                 {
                     int digit = d[j];
-                    offsets[j] = ((digit < 0 ? -digit : digit) * rowStride) + j;
+                    rows[j] = buckets + (j * laneStride) + ((digit < 0 ? -digit : digit) * Coordinates);
                     signs[j] = digit < 0 ? ulong.MaxValue : 0;
                 }
 
-                // Strided copy of each lane's bucket into the vector point (indices checked above: |digit| ≤ bucketCount).
-                for (int j = 0; j < lanes; j++)
-                {
-                    ulong* from = buckets + offsets[j];
-                    for (int c = 0; c < Coordinates; c++)
-                    {
-                        point[(c * lanes) + j] = from[c * lanes];
-                    }
-                }
-
+                TOps.LoadRows(rows, point, Coordinates);
                 ReadOnlySpan<ulong> limbs = niels.AsSpan(i * NielsLimbs, NielsLimbs);
                 TVec negative = TOps.Load(signs);
                 LaneField<TOps, TVec> yPlusX = LaneField<TOps, TVec>.Broadcast(limbs[..10]);
@@ -169,28 +166,23 @@ internal static class LaneMultiScalar<TOps, TVec>
                 q.YminusX = LaneField<TOps, TVec>.Select(negative, yPlusX, yMinusX);
                 q.XY2d = LaneField<TOps, TVec>.Select(negative, LaneField<TOps, TVec>.Broadcast(limbs[30..40]), LaneField<TOps, TVec>.Broadcast(limbs[20..30]));
                 AddNiels(ref p, q);
+                TOps.StoreRows(point, rows, Coordinates);
+            }
 
+            // Per lane Σ b·bucket[b] with a running sum from the top bucket down.
+            for (int b = bucketCount; b >= 1; b--)
+            {
                 for (int j = 0; j < lanes; j++)
                 {
-                    ulong* to = buckets + offsets[j];
-                    for (int c = 0; c < Coordinates; c++)
-                    {
-                        to[c * lanes] = point[(c * lanes) + j];
-                    }
+                    rows[j] = buckets + (j * laneStride) + (b * Coordinates);
                 }
-            }
-        }
 
-        // Per lane Σ b·bucket[b] with a running sum from the top bucket down; the rows are already lane-interleaved.
-        LaneField<TOps, TVec> d2 = LaneField<TOps, TVec>.Broadcast(D2Limbs);
-        LanePoint running = Identity(), sum = Identity();
-        LaneCached cached;
-        for (int b = bucketCount; b >= 1; b--)
-        {
-            ToCached(MemoryMarshal.Cast<ulong, LanePoint>(store.AsSpan(b * rowStride, rowStride))[0], d2, out cached);
-            AddCached(ref running, cached);
-            ToCached(running, d2, out cached);
-            AddCached(ref sum, cached);
+                TOps.LoadRows(rows, point, Coordinates);
+                ToCached(p, d2, out cached);
+                AddCached(ref running, cached);
+                ToCached(running, d2, out cached);
+                AddCached(ref sum, cached);
+            }
         }
 
         Span<F> lane = stackalloc F[lanes];

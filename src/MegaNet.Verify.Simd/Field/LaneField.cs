@@ -32,6 +32,16 @@ internal interface ILaneOps<TVec>
     static abstract TVec Load(ReadOnlySpan<ulong> values);
 
     static abstract void Store(TVec value, Span<ulong> destination);
+
+    /// <summary>
+    /// A transpose from rows to lanes: limb c of row j (<c>rows[j][c]</c>, <c>c &lt; count</c>) goes to lane j of vector c
+    /// at <paramref name="vectors"/> (<paramref name="count"/> vectors, limb-major, as a lane field lays them out).
+    /// <paramref name="count"/> is a multiple of <see cref="Lanes"/>; rows need no alignment.
+    /// </summary>
+    static abstract unsafe void LoadRows(ulong** rows, ulong* vectors, int count);
+
+    /// <summary>The inverse of <see cref="LoadRows"/>: lane j of vector c goes to <c>rows[j][c]</c>.</summary>
+    static abstract unsafe void StoreRows(ulong* vectors, ulong** rows, int count);
 }
 
 /// <summary>AVX-512F: 8 lanes of <c>Avx512F.Multiply</c>.</summary>
@@ -65,6 +75,65 @@ internal readonly struct Avx512Lanes : ILaneOps<Vector512<ulong>>
     public static Vector512<ulong> Load(ReadOnlySpan<ulong> values) => Vector512.Create(values);
 
     public static void Store(Vector512<ulong> value, Span<ulong> destination) => value.CopyTo(destination);
+
+    // Second and third stages of an 8×8 transpose (vpermt2q): pairs of elements, then halves.
+    private static readonly Vector512<ulong> PairsLow = Vector512.Create(0UL, 1, 8, 9, 4, 5, 12, 13);
+    private static readonly Vector512<ulong> PairsHigh = Vector512.Create(2UL, 3, 10, 11, 6, 7, 14, 15);
+    private static readonly Vector512<ulong> HalvesLow = Vector512.Create(0UL, 1, 2, 3, 8, 9, 10, 11);
+    private static readonly Vector512<ulong> HalvesHigh = Vector512.Create(4UL, 5, 6, 7, 12, 13, 14, 15);
+
+    public static unsafe void LoadRows(ulong** rows, ulong* vectors, int count)
+    {
+        for (int k = 0; k < count; k += 8)
+        {
+            Transpose(
+                Vector512.Load(rows[0] + k), Vector512.Load(rows[1] + k), Vector512.Load(rows[2] + k), Vector512.Load(rows[3] + k),
+                Vector512.Load(rows[4] + k), Vector512.Load(rows[5] + k), Vector512.Load(rows[6] + k), Vector512.Load(rows[7] + k),
+                vectors + (k * 8), vectors + ((k + 1) * 8), vectors + ((k + 2) * 8), vectors + ((k + 3) * 8),
+                vectors + ((k + 4) * 8), vectors + ((k + 5) * 8), vectors + ((k + 6) * 8), vectors + ((k + 7) * 8));
+        }
+    }
+
+    public static unsafe void StoreRows(ulong* vectors, ulong** rows, int count)
+    {
+        for (int k = 0; k < count; k += 8)
+        {
+            Transpose(
+                Vector512.Load(vectors + (k * 8)), Vector512.Load(vectors + ((k + 1) * 8)), Vector512.Load(vectors + ((k + 2) * 8)), Vector512.Load(vectors + ((k + 3) * 8)),
+                Vector512.Load(vectors + ((k + 4) * 8)), Vector512.Load(vectors + ((k + 5) * 8)), Vector512.Load(vectors + ((k + 6) * 8)), Vector512.Load(vectors + ((k + 7) * 8)),
+                rows[0] + k, rows[1] + k, rows[2] + k, rows[3] + k, rows[4] + k, rows[5] + k, rows[6] + k, rows[7] + k);
+        }
+    }
+
+    // out_c[r] = a_r[c]: 24 shuffles instead of 64 scalar loads and stores per 8×8 block (and no store-to-load
+    // forwarding stall from eight narrow stores read back as one vector).
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static unsafe void Transpose(
+        Vector512<ulong> a0, Vector512<ulong> a1, Vector512<ulong> a2, Vector512<ulong> a3,
+        Vector512<ulong> a4, Vector512<ulong> a5, Vector512<ulong> a6, Vector512<ulong> a7,
+        ulong* o0, ulong* o1, ulong* o2, ulong* o3, ulong* o4, ulong* o5, ulong* o6, ulong* o7)
+    {
+        // s0 = a0[0] a1[0] a0[2] a1[2] …, s1 = a0[1] a1[1] a0[3] a1[3] …
+        Vector512<ulong> s0 = Avx512F.UnpackLow(a0, a1), s1 = Avx512F.UnpackHigh(a0, a1);
+        Vector512<ulong> s2 = Avx512F.UnpackLow(a2, a3), s3 = Avx512F.UnpackHigh(a2, a3);
+        Vector512<ulong> s4 = Avx512F.UnpackLow(a4, a5), s5 = Avx512F.UnpackHigh(a4, a5);
+        Vector512<ulong> s6 = Avx512F.UnpackLow(a6, a7), s7 = Avx512F.UnpackHigh(a6, a7);
+
+        // u0 = column 0 of rows 0–3, then column 4 of rows 0–3; u2 columns 2 and 6; u1 columns 1 and 5; u3 columns 3 and 7.
+        Vector512<ulong> u0 = Avx512F.PermuteVar8x64x2(s0, PairsLow, s2), u2 = Avx512F.PermuteVar8x64x2(s0, PairsHigh, s2);
+        Vector512<ulong> u1 = Avx512F.PermuteVar8x64x2(s1, PairsLow, s3), u3 = Avx512F.PermuteVar8x64x2(s1, PairsHigh, s3);
+        Vector512<ulong> u4 = Avx512F.PermuteVar8x64x2(s4, PairsLow, s6), u6 = Avx512F.PermuteVar8x64x2(s4, PairsHigh, s6);
+        Vector512<ulong> u5 = Avx512F.PermuteVar8x64x2(s5, PairsLow, s7), u7 = Avx512F.PermuteVar8x64x2(s5, PairsHigh, s7);
+
+        Avx512F.PermuteVar8x64x2(u0, HalvesLow, u4).Store(o0);
+        Avx512F.PermuteVar8x64x2(u1, HalvesLow, u5).Store(o1);
+        Avx512F.PermuteVar8x64x2(u2, HalvesLow, u6).Store(o2);
+        Avx512F.PermuteVar8x64x2(u3, HalvesLow, u7).Store(o3);
+        Avx512F.PermuteVar8x64x2(u0, HalvesHigh, u4).Store(o4);
+        Avx512F.PermuteVar8x64x2(u1, HalvesHigh, u5).Store(o5);
+        Avx512F.PermuteVar8x64x2(u2, HalvesHigh, u6).Store(o6);
+        Avx512F.PermuteVar8x64x2(u3, HalvesHigh, u7).Store(o7);
+    }
 }
 
 /// <summary>AVX2: 4 lanes of <c>Avx2.Multiply</c>.</summary>
@@ -98,6 +167,40 @@ internal readonly struct Avx2Lanes : ILaneOps<Vector256<ulong>>
     public static Vector256<ulong> Load(ReadOnlySpan<ulong> values) => Vector256.Create(values);
 
     public static void Store(Vector256<ulong> value, Span<ulong> destination) => value.CopyTo(destination);
+
+    public static unsafe void LoadRows(ulong** rows, ulong* vectors, int count)
+    {
+        for (int k = 0; k < count; k += 4)
+        {
+            Transpose(
+                Vector256.Load(rows[0] + k), Vector256.Load(rows[1] + k), Vector256.Load(rows[2] + k), Vector256.Load(rows[3] + k),
+                vectors + (k * 4), vectors + ((k + 1) * 4), vectors + ((k + 2) * 4), vectors + ((k + 3) * 4));
+        }
+    }
+
+    public static unsafe void StoreRows(ulong* vectors, ulong** rows, int count)
+    {
+        for (int k = 0; k < count; k += 4)
+        {
+            Transpose(
+                Vector256.Load(vectors + (k * 4)), Vector256.Load(vectors + ((k + 1) * 4)), Vector256.Load(vectors + ((k + 2) * 4)), Vector256.Load(vectors + ((k + 3) * 4)),
+                rows[0] + k, rows[1] + k, rows[2] + k, rows[3] + k);
+        }
+    }
+
+    // out_c[r] = a_r[c] for a 4×4 block: 8 shuffles.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static unsafe void Transpose(Vector256<ulong> a0, Vector256<ulong> a1, Vector256<ulong> a2, Vector256<ulong> a3,
+        ulong* o0, ulong* o1, ulong* o2, ulong* o3)
+    {
+        // s0 = a0[0] a1[0] a0[2] a1[2], s1 = a0[1] a1[1] a0[3] a1[3]; the same for rows 2 and 3.
+        Vector256<ulong> s0 = Avx2.UnpackLow(a0, a1), s1 = Avx2.UnpackHigh(a0, a1);
+        Vector256<ulong> s2 = Avx2.UnpackLow(a2, a3), s3 = Avx2.UnpackHigh(a2, a3);
+        Avx2.Permute2x128(s0, s2, 0x20).Store(o0);
+        Avx2.Permute2x128(s1, s3, 0x20).Store(o1);
+        Avx2.Permute2x128(s0, s2, 0x31).Store(o2);
+        Avx2.Permute2x128(s1, s3, 0x31).Store(o3);
+    }
 }
 
 /// <summary>
