@@ -17,18 +17,21 @@ internal static class MultiScalar
     public const int PippengerThreshold = 190;
 
     /// <summary>From this many points the lane-parallel bucket method (<see cref="LaneMultiScalar{TOps, TVec}"/>) on AVX2 beats
-    /// <see cref="StrausNaf"/>. Measured with <c>meganet bench</c> on one thread, key cache on (2026-11-30, AMD EPYC, AVX2):
-    /// as a ratio to libsodium, Straus did 1.5–1.9× the lanes' at batch 6 and 8 (13 and 17 points), 1.2–1.4× at 12 and
-    /// 1.2–1.4× at 16; at 24–48 (49–97 points) the two were within noise (±15 % between runs of the same code); the lanes
-    /// did 1.05–1.3× Straus's at 64 and 1.4–1.5× at 96. So Straus up to batch 23, where it was clearly ahead.</summary>
-    public const int Avx2LaneThreshold = 48;
+    /// <see cref="StrausNaf"/>. Measured with <c>meganet bench</c> on one thread, key cache off, alternating two builds
+    /// (2026-12-01, AMD EPYC at the AVX2 tier, after the lanes' buckets moved by row transposes): as a ratio to libsodium,
+    /// Straus did 1.38–1.41× against the lanes' 1.26× at batch 6 (13 points), the two were even at batch 8 (17 points:
+    /// 1.49–1.50× and 1.50–1.52×), and the lanes did 1.84–1.88× against 1.59–1.60× at batch 12 and 2.09–2.11× against
+    /// 1.66–1.68× at batch 16. (48, measured before the transposes, left batches up to 23 on Straus.)</summary>
+    public const int Avx2LaneThreshold = 18;
 
     /// <summary>The same for AVX-512F's eight lanes. Measured with <c>meganet bench</c> on one thread (2026-11-30, AMD EPYC
     /// with AVX-512F, quiet), each run against a build that used Straus up to the size in question, in turn: at 9
     /// points (batch 4, key cache on) the lanes did 1.26× libsodium against Straus's 1.31–1.32×; at 11 (batch 5)
     /// 1.48–1.49× against 1.42–1.43×; at 13 (batch 6) 1.68–1.70× against 1.49–1.53×; at 17 (batch 8, key cache off)
     /// 1.91–1.93× against 1.58–1.59×; at 25 (batch 12) 2.31–2.33× against 1.70–1.71×. So the lanes from 10 points.
-    /// (32, the estimate this replaced, left batches 5 to 15 on Straus.)</summary>
+    /// (32, the estimate this replaced, left batches 5 to 15 on Straus.) Checked again after the row transposes
+    /// (2026-12-01, key cache off): Straus 1.14–1.16× against the lanes' 1.04–1.05× at batch 3 (7 points), even at batch 4
+    /// (1.30–1.31× and 1.32×).</summary>
     public const int Avx512LaneThreshold = 10;
 
     /// <summary>The lane threshold of this process's ISA tier; <see cref="int.MaxValue"/> without vector lanes.</summary>
