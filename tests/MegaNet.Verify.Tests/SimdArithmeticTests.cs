@@ -14,6 +14,50 @@ public sealed class SimdArithmeticTests(ITestOutputHelper output)
     private static readonly int Seed = TestSeed.Next();
 
     [Fact]
+    public void Lane_doubling_runs_give_the_scalar_chain_coordinates()
+    {
+        if (!LaneDoubling.IsSupported)
+        {
+            output.WriteLine("no AVX2 at this ISA tier: EdwardsPoint.DoubleTimes keeps the scalar formulas, which the other tests cover");
+            return;
+        }
+
+        var random = new Random(Seed);
+        output.WriteLine($"seed {Seed}");
+        byte[] wide = new byte[64];
+        Span<byte> got = stackalloc byte[32], want = stackalloc byte[32];
+        for (int trial = 0; trial < 40; trial++)
+        {
+            random.NextBytes(wide);
+            R.Point reference = R.ScalarMultiply(R.FromLittleEndian(wide) % R.L, R.B);
+            Assert.True(EdwardsPoint.TryDecode(R.Encode(reference), out EdwardsPoint p));
+            if (trial % 4 == 1)
+            {
+                // Not affine: Z ≠ 1 and limbs as an addition leaves them.
+                p = EdwardsPoint.Add(p, CachedPoint.From(EdwardsPoint.Double(p)));
+                reference = R.ScalarMultiply(3, reference);
+            }
+
+            int n = 1 + (trial % 12);
+            EdwardsPoint chain = p;
+            for (int i = 0; i < n; i++)
+            {
+                chain = EdwardsPoint.Double(chain);
+            }
+
+            EdwardsPoint lanes = LaneDoubling.DoubleTimes(p, n);
+            foreach ((FieldElement a, FieldElement b) in new[] { (lanes.X, chain.X), (lanes.Y, chain.Y), (lanes.Z, chain.Z), (lanes.T, chain.T) })
+            {
+                Assert.Equal(ToBig(b), ToBig(a));
+            }
+
+            lanes.Encode(got);
+            R.Encode(R.ScalarMultiply(BigInteger.One << n, reference)).CopyTo(want);
+            Assert.True(want.SequenceEqual(got), $"[2^{n}]P differs from the reference (trial {trial})");
+        }
+    }
+
+    [Fact]
     public unsafe void Lane_row_transposes_move_each_limb_to_its_lane_and_back()
     {
         // The bucket method moves one 40-limb row per lane in and out of a lane point with these (LaneMultiScalar).

@@ -180,9 +180,15 @@ internal struct EdwardsPoint
         return r;
     }
 
-    /// <summary>[2^n]P; only the last doubling computes T.</summary>
+    /// <summary>[2^n]P in AVX2 lanes where there are some (<see cref="LaneDoubling"/>), else with scalar formulas of which
+    /// only the last doubling computes T.</summary>
     public static EdwardsPoint DoubleTimes(in EdwardsPoint p, int n)
     {
+        if (n >= 1 && LaneDoubling.IsSupported)
+        {
+            return LaneDoubling.DoubleTimes(p, n);
+        }
+
         EdwardsPoint r = p;
         for (int i = 1; i < n; i++)
         {
