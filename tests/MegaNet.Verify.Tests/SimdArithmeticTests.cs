@@ -14,9 +14,9 @@ public sealed class SimdArithmeticTests(ITestOutputHelper output)
     private static readonly int Seed = TestSeed.Next();
 
     [Fact]
-    public void Lane_doubling_runs_give_the_scalar_chain_coordinates()
+    public void Points_in_lanes_double_and_add_to_the_scalar_coordinates()
     {
-        if (!LaneDoubling.IsSupported)
+        if (!PointInLanes.IsSupported)
         {
             output.WriteLine("no AVX2 at this ISA tier: EdwardsPoint.DoubleTimes keeps the scalar formulas, which the other tests cover");
             return;
@@ -45,7 +45,7 @@ public sealed class SimdArithmeticTests(ITestOutputHelper output)
                 chain = EdwardsPoint.Double(chain);
             }
 
-            EdwardsPoint lanes = LaneDoubling.DoubleTimes(p, n);
+            EdwardsPoint lanes = PointInLanes.DoubleTimes(p, n);
             foreach ((FieldElement a, FieldElement b) in new[] { (lanes.X, chain.X), (lanes.Y, chain.Y), (lanes.Z, chain.Z), (lanes.T, chain.T) })
             {
                 Assert.Equal(ToBig(b), ToBig(a));
@@ -54,6 +54,26 @@ public sealed class SimdArithmeticTests(ITestOutputHelper output)
             lanes.Encode(got);
             R.Encode(R.ScalarMultiply(BigInteger.One << n, reference)).CopyTo(want);
             Assert.True(want.SequenceEqual(got), $"[2^{n}]P differs from the reference (trial {trial})");
+
+            // P ± Q for a cached Q (not affine) and an affine one, against the scalar formulas.
+            CachedPoint cached = CachedPoint.From(chain);
+            Assert.True(EdwardsPoint.TryDecode(R.Encode(R.ScalarMultiply(trial + 2, R.B)), out EdwardsPoint q));
+            AffineNielsPoint affine = AffineNielsPoint.FromAffine(q);
+            var inLanes = PointInLanes.From(p);
+            var sums = new[]
+            {
+                (PointInLanes.Unpack(PointInLanes.Add(inLanes, PointInLanes.Cached(cached, negate: false))), EdwardsPoint.Add(p, cached)),
+                (PointInLanes.Unpack(PointInLanes.Add(inLanes, PointInLanes.Cached(cached, negate: true))), EdwardsPoint.Sub(p, cached)),
+                (PointInLanes.Unpack(PointInLanes.Add(inLanes, PointInLanes.Cached(affine, negate: false))), EdwardsPoint.AddAffine(p, affine)),
+                (PointInLanes.Unpack(PointInLanes.Add(inLanes, PointInLanes.Cached(affine, negate: true))), EdwardsPoint.SubAffine(p, affine)),
+            };
+            foreach ((EdwardsPoint fromLanes, EdwardsPoint scalar) in sums)
+            {
+                Assert.Equal(ToBig(scalar.X), ToBig(fromLanes.X));
+                Assert.Equal(ToBig(scalar.Y), ToBig(fromLanes.Y));
+                Assert.Equal(ToBig(scalar.Z), ToBig(fromLanes.Z));
+                Assert.Equal(ToBig(scalar.T), ToBig(fromLanes.T));
+            }
         }
     }
 

@@ -180,13 +180,13 @@ internal struct EdwardsPoint
         return r;
     }
 
-    /// <summary>[2^n]P in AVX2 lanes where there are some (<see cref="LaneDoubling"/>), else with scalar formulas of which
+    /// <summary>[2^n]P in AVX2 lanes where there are some (<see cref="PointInLanes"/>), else with scalar formulas of which
     /// only the last doubling computes T.</summary>
     public static EdwardsPoint DoubleTimes(in EdwardsPoint p, int n)
     {
-        if (n >= 1 && LaneDoubling.IsSupported)
+        if (n >= 1 && PointInLanes.IsSupported)
         {
-            return LaneDoubling.DoubleTimes(p, n);
+            return PointInLanes.DoubleTimes(p, n);
         }
 
         EdwardsPoint r = p;

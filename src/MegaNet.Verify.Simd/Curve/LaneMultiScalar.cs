@@ -1,6 +1,7 @@
 using System.Buffers;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
 using MegaNet.Verify.Simd.Field;
 using F = MegaNet.Verify.Simd.Field.FieldElement;
 
@@ -71,14 +72,15 @@ internal static class LaneMultiScalar<TOps, TVec>
             }
 
             // Σ_j 2^(w·j)·S_j, Horner from the top window down.
-            EdwardsPoint q = windowSums[windows - 1];
+            // In four AVX2 lanes (PointInLanes; every tier with these vector lanes has AVX2), the same formulas.
+            LaneField<Avx2Lanes, Vector256<ulong>> q = PointInLanes.From(windowSums[windows - 1]);
             for (int j = windows - 2; j >= 0; j--)
             {
-                q = EdwardsPoint.DoubleTimes(q, w);
-                q = EdwardsPoint.Add(q, CachedPoint.From(windowSums[j]));
+                q = PointInLanes.DoubleTimes(q, w);
+                q = PointInLanes.Add(q, PointInLanes.Cached(CachedPoint.From(windowSums[j]), negate: false));
             }
 
-            return q;
+            return PointInLanes.Unpack(q);
         }
         finally
         {

@@ -3,6 +3,7 @@ using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
 using MegaNet.Verify.Simd.Field;
 using F = MegaNet.Verify.Simd.Field.FieldElement;
+using V = MegaNet.Verify.Simd.Field.LaneField<MegaNet.Verify.Simd.Field.Avx2Lanes, System.Runtime.Intrinsics.Vector256<ulong>>;
 
 namespace MegaNet.Verify.Simd.Curve;
 
@@ -17,22 +18,19 @@ internal static class MultiScalar
     public const int PippengerThreshold = 190;
 
     /// <summary>From this many points the lane-parallel bucket method (<see cref="LaneMultiScalar{TOps, TVec}"/>) on AVX2 beats
-    /// <see cref="StrausNaf"/>. Measured with <c>meganet bench</c> on one thread, key cache off, alternating two builds
-    /// (2026-12-01, AMD EPYC at the AVX2 tier, after the lanes' buckets moved by row transposes): as a ratio to libsodium,
-    /// Straus did 1.38–1.41× against the lanes' 1.26× at batch 6 (13 points), the two were even at batch 8 (17 points:
-    /// 1.49–1.50× and 1.50–1.52×), and the lanes did 1.84–1.88× against 1.59–1.60× at batch 12 and 2.09–2.11× against
-    /// 1.66–1.68× at batch 16. (48, measured before the transposes, left batches up to 23 on Straus.)</summary>
-    public const int Avx2LaneThreshold = 18;
+    /// <see cref="StrausNaf"/>. Measured with <c>meganet bench</c> on one thread, key cache off, at the AVX2 tier of an AMD
+    /// EPYC (2026-12-01, once Straus's chain ran in four lanes, <see cref="PointInLanes"/>), against the previous threshold
+    /// of 18 in turn: as a ratio to libsodium, Straus did 1.90–1.93× against the lanes' 1.75–1.87× at batch 8 (17
+    /// points), 2.06–2.09× against 1.92× at batch 12, and the two were even at batch 16 (33 points: 2.14–2.17× and
+    /// 2.09–2.19×). (Before the lane chain the lanes won from batch 9; before their row transposes, from batch 24.)</summary>
+    public const int Avx2LaneThreshold = 34;
 
-    /// <summary>The same for AVX-512F's eight lanes. Measured with <c>meganet bench</c> on one thread (2026-11-30, AMD EPYC
-    /// with AVX-512F, quiet), each run against a build that used Straus up to the size in question, in turn: at 9
-    /// points (batch 4, key cache on) the lanes did 1.26× libsodium against Straus's 1.31–1.32×; at 11 (batch 5)
-    /// 1.48–1.49× against 1.42–1.43×; at 13 (batch 6) 1.68–1.70× against 1.49–1.53×; at 17 (batch 8, key cache off)
-    /// 1.91–1.93× against 1.58–1.59×; at 25 (batch 12) 2.31–2.33× against 1.70–1.71×. So the lanes from 10 points.
-    /// (32, the estimate this replaced, left batches 5 to 15 on Straus.) Checked again after the row transposes
-    /// (2026-12-01, key cache off): Straus 1.14–1.16× against the lanes' 1.04–1.05× at batch 3 (7 points), even at batch 4
-    /// (1.30–1.31× and 1.32×).</summary>
-    public const int Avx512LaneThreshold = 10;
+    /// <summary>The same for AVX-512F's eight lanes. Measured with <c>meganet bench</c> on one thread, key cache off
+    /// (2026-12-01, AMD EPYC with AVX-512F, once Straus's chain ran in four lanes), against thresholds of 10 and 34 in
+    /// turn: Straus did 2.00–2.04× libsodium against the lanes' 1.72–1.74× at batch 5 (11 points), the two were even at
+    /// batch 8 (17 points, 2.37× and 2.36–2.39×), and the lanes did 2.88–2.90× against Straus's 2.52× at batch 12 and
+    /// 3.26–3.28× against 2.67–2.81× at 16. (The threshold was 10 points before the lane chain, when Straus was scalar.)</summary>
+    public const int Avx512LaneThreshold = 18;
 
     /// <summary>The lane threshold of this process's ISA tier; <see cref="int.MaxValue"/> without vector lanes.</summary>
     public static int LaneThreshold { get; } =
@@ -88,6 +86,9 @@ internal static class MultiScalar
     private const int NafWidth = 5;
     private const int NafTable = 1 << (NafWidth - 2);
 
+    /// <summary>Straus's digit rows: B, then [2^128]B (all zero unless split), then the points.</summary>
+    private const int FirstPoint = 2;
+
     /// <summary>NAF width for the base point, whose 64 odd multiples are computed once: about one addition in 9 bits.</summary>
     private const int BaseNafWidth = 8;
 
@@ -100,6 +101,11 @@ internal static class MultiScalar
     /// <summary>The same for B' = [2^128]B, the base of the upper half of a split single check's base scalar.</summary>
     private static readonly AffineNielsPoint[] HighBaseOddMultiples =
         OddMultiples(ToAffineNiels(EdwardsPoint.DoubleTimes(FromAffineNiels(BasePoint.Niels), 128)), 1 << (BaseNafWidth - 2));
+
+    /// <summary>Both tables for <see cref="PointInLanes.Add"/>: entry k at 2k, its negation at 2k + 1.</summary>
+    private static readonly V[] BaseOddMultiplesInLanes = InLanes(BaseOddMultiples);
+
+    private static readonly V[] HighBaseOddMultiplesInLanes = InLanes(HighBaseOddMultiples);
 
     /// <summary>
     /// [<paramref name="baseScalar"/>]B + Σ [sᵢ]Pᵢ by Straus with width-5 non-adjacent forms (a table of 8 odd multiples
@@ -121,10 +127,10 @@ internal static class MultiScalar
     private static EdwardsPoint Straus(in Scalar256 baseScalar, in Scalar256 highBaseScalar, bool split, ReadOnlySpan<AffineNielsPoint> points, ReadOnlySpan<Scalar256> scalars)
     {
         const int Length = ScalarMath.NafLength;
-        const int FirstPoint = 2; // digit rows: B, then [2^128]B (all zero unless split), then the points
         int n = points.Length;
         sbyte[] digits = ArrayPool<sbyte>.Shared.Rent((n + FirstPoint) * Length);
         CachedPoint[] table = ArrayPool<CachedPoint>.Shared.Rent(Math.Max(1, n * NafTable));
+        V[]? lanes = null;
         try
         {
             ScalarMath.NonAdjacentForm(baseScalar, BaseNafWidth, digits.AsSpan(0, Length));
@@ -153,51 +159,144 @@ internal static class MultiScalar
                 }
             }
 
-            EdwardsPoint q = EdwardsPoint.Identity;
-            int last = -1; // the bit position of the last additions, −1 before the first
-            for (int j = Length - 1; j >= 0; j--)
+            // The same additions in the same order on either representation of the running point.
+            if (!PointInLanes.IsSupported)
             {
-                bool any = false;
-                for (int i = 0; i < n + FirstPoint; i++)
-                {
-                    int d = digits[i * Length + j];
-                    if (d == 0)
-                    {
-                        continue;
-                    }
-
-                    if (!any && last >= 0)
-                    {
-                        // The doublings since the last additions, at once: only the last of them computes T.
-                        q = EdwardsPoint.DoubleTimes(q, last - j);
-                    }
-
-                    any = true;
-                    if (i < FirstPoint)
-                    {
-                        AffineNielsPoint[] odd = i == 0 ? BaseOddMultiples : HighBaseOddMultiples;
-                        q = d > 0 ? EdwardsPoint.AddAffine(q, odd[d >> 1]) : EdwardsPoint.SubAffine(q, odd[-d >> 1]);
-                    }
-                    else
-                    {
-                        int row = (i - FirstPoint) * NafTable;
-                        q = d > 0 ? EdwardsPoint.Add(q, table[row + (d >> 1)]) : EdwardsPoint.Sub(q, table[row + (-d >> 1)]);
-                    }
-                }
-
-                if (any)
-                {
-                    last = j;
-                }
+                return Chain(new ScalarChain(table), digits, n + FirstPoint);
             }
 
-            return last > 0 ? EdwardsPoint.DoubleTimes(q, last) : q;
+            lanes = ArrayPool<V>.Shared.Rent(Math.Max(1, 2 * n * NafTable));
+            for (int k = 0; k < n * NafTable; k++)
+            {
+                lanes[2 * k] = PointInLanes.Cached(table[k], negate: false);
+                lanes[(2 * k) + 1] = PointInLanes.Cached(table[k], negate: true);
+            }
+
+            return Chain(new LaneChain(lanes), digits, n + FirstPoint);
         }
         finally
         {
             ArrayPool<sbyte>.Shared.Return(digits);
             ArrayPool<CachedPoint>.Shared.Return(table);
+            if (lanes is not null)
+            {
+                ArrayPool<V>.Shared.Return(lanes);
+            }
         }
+    }
+
+    /// <summary>Straus's doublings and additions from the top digit down: a run of doublings at once before the first
+    /// addition at each digit position that has any, and the doublings below the last at the end.</summary>
+    private static EdwardsPoint Chain<TChain>(TChain chain, sbyte[] digits, int rows)
+        where TChain : struct, IStrausChain
+    {
+        const int Length = ScalarMath.NafLength;
+        int last = -1; // the bit position of the last additions, −1 before the first
+        for (int j = Length - 1; j >= 0; j--)
+        {
+            bool any = false;
+            for (int i = 0; i < rows; i++)
+            {
+                int d = digits[(i * Length) + j];
+                if (d == 0)
+                {
+                    continue;
+                }
+
+                if (!any && last >= 0)
+                {
+                    chain.DoubleTimes(last - j);
+                }
+
+                any = true;
+                if (i < FirstPoint)
+                {
+                    chain.AddBase(high: i == 1, d);
+                }
+                else
+                {
+                    chain.AddPoint(i - FirstPoint, d);
+                }
+            }
+
+            if (any)
+            {
+                last = j;
+            }
+        }
+
+        if (last > 0)
+        {
+            chain.DoubleTimes(last);
+        }
+
+        return chain.Result;
+    }
+
+    /// <summary>The running point of a Straus chain and the additions it takes (digits odd, of either sign).</summary>
+    private interface IStrausChain
+    {
+        EdwardsPoint Result { get; }
+
+        void DoubleTimes(int n);
+
+        /// <summary>± [|d|]B, or [|d|]B' for <paramref name="high"/>, from the odd multiples computed once.</summary>
+        void AddBase(bool high, int d);
+
+        /// <summary>± [|d|]Pᵢ from point i's table.</summary>
+        void AddPoint(int i, int d);
+    }
+
+    /// <summary>Scalar formulas: where there are no AVX2 lanes.</summary>
+    private struct ScalarChain(CachedPoint[] table) : IStrausChain
+    {
+        private EdwardsPoint _q = EdwardsPoint.Identity;
+
+        public readonly EdwardsPoint Result => _q;
+
+        public void DoubleTimes(int n) => _q = EdwardsPoint.DoubleTimes(_q, n);
+
+        public void AddBase(bool high, int d)
+        {
+            AffineNielsPoint[] odd = high ? HighBaseOddMultiples : BaseOddMultiples;
+            _q = d > 0 ? EdwardsPoint.AddAffine(_q, odd[d >> 1]) : EdwardsPoint.SubAffine(_q, odd[-d >> 1]);
+        }
+
+        public void AddPoint(int i, int d)
+        {
+            int row = i * NafTable;
+            _q = d > 0 ? EdwardsPoint.Add(_q, table[row + (d >> 1)]) : EdwardsPoint.Sub(_q, table[row + (-d >> 1)]);
+        }
+    }
+
+    /// <summary>The running point in four AVX2 lanes (<see cref="PointInLanes"/>); each table entry twice, + then −.</summary>
+    private struct LaneChain(V[] table) : IStrausChain
+    {
+        private V _q = PointInLanes.Identity;
+
+        public readonly EdwardsPoint Result => PointInLanes.Unpack(_q);
+
+        public void DoubleTimes(int n) => _q = PointInLanes.DoubleTimes(_q, n);
+
+        public void AddBase(bool high, int d) =>
+            _q = PointInLanes.Add(_q, (high ? HighBaseOddMultiplesInLanes : BaseOddMultiplesInLanes)[Signed(d)]);
+
+        public void AddPoint(int i, int d) => _q = PointInLanes.Add(_q, table[(2 * i * NafTable) + Signed(d)]);
+
+        // Entry k (for ±(2k + 1)) at 2k, its negation at 2k + 1.
+        private static int Signed(int d) => d > 0 ? d & ~1 : (-d & ~1) + 1;
+    }
+
+    private static V[] InLanes(AffineNielsPoint[] points)
+    {
+        var result = new V[2 * points.Length];
+        for (int k = 0; k < points.Length; k++)
+        {
+            result[2 * k] = PointInLanes.Cached(points[k], negate: false);
+            result[(2 * k) + 1] = PointInLanes.Cached(points[k], negate: true);
+        }
+
+        return result;
     }
 
     /// <summary>[1]P, [3]P, …, [2·count − 1]P as affine points (one inversion each: for tables computed once).</summary>
