@@ -67,8 +67,8 @@ public sealed class SimdBatchVerifier : BatchVerifierBase
     /// <summary>The instruction set tier the field arithmetic runs on in this process, in words.</summary>
     public static string IsaTier => Tier switch
     {
-        SimdTier.Avx512 => "AVX-512F x8 lanes (square roots, bucket sums), scalar radix 2^51 elsewhere",
-        SimdTier.Avx2 => "AVX2 x4 lanes (square roots, bucket sums), scalar radix 2^51 elsewhere",
+        SimdTier.Avx512 => "AVX-512F x8 lanes (square roots, bucket sums), AVX2 x4 lanes for one point's chain (X, Y, Z, T), scalar radix 2^51 elsewhere",
+        SimdTier.Avx2 => "AVX2 x4 lanes (square roots, bucket sums; one point's chain as X, Y, Z, T), scalar radix 2^51 elsewhere",
         _ => "scalar 64-bit radix 2^51",
     };
 
