@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using System.Diagnostics;
+using System.Diagnostics.CodeAnalysis;
 using System.Threading.Channels;
 using Google.Protobuf;
 using Grpc.Core;
@@ -330,38 +331,33 @@ public sealed class RelayService(
         }
 
         /// <summary>Completes once fewer than the window's envelopes are unanswered.</summary>
-        public ValueTask WaitForRoomAsync(CancellationToken cancellationToken)
+        public ValueTask WaitForRoomAsync(CancellationToken cancellationToken) =>
+            HasRoom(out Task? wait) ? ValueTask.CompletedTask : new ValueTask(WaitSlowAsync(wait, cancellationToken));
+
+        private async Task WaitSlowAsync(Task wait, CancellationToken cancellationToken)
         {
-            Task wait;
+            Task? next = wait;
+            do
+            {
+                await next.WaitAsync(cancellationToken).ConfigureAwait(false);
+            }
+            while (!HasRoom(out next));
+        }
+
+        // True if there is room now; else the task that Exit completes when there may be.
+        private bool HasRoom([NotNullWhen(false)] out Task? wait)
+        {
             lock (_lock)
             {
                 if (_unanswered < size)
                 {
-                    return ValueTask.CompletedTask;
+                    wait = null;
+                    return true;
                 }
 
                 _room ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
                 wait = _room.Task;
-            }
-
-            return new ValueTask(WaitSlowAsync(wait, cancellationToken));
-        }
-
-        private async Task WaitSlowAsync(Task wait, CancellationToken cancellationToken)
-        {
-            while (true)
-            {
-                await wait.WaitAsync(cancellationToken).ConfigureAwait(false);
-                lock (_lock)
-                {
-                    if (_unanswered < size)
-                    {
-                        return;
-                    }
-
-                    _room ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-                    wait = _room.Task;
-                }
+                return false;
             }
         }
     }

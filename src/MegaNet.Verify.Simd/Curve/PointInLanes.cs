@@ -26,10 +26,12 @@ internal static class PointInLanes
     public static bool IsSupported => Avx2.IsSupported;
 
     /// <summary>The identity (0 : 1 : 1 : 0).</summary>
-    public static V Identity => Pack(F.Zero, F.One, F.One, F.Zero);
+    public static readonly V Identity = Pack(F.Zero, F.One, F.One, F.Zero);
+
+    // 2Z of an affine point.
+    private static readonly F Two = F.Carry(F.Add(F.One, F.One));
 
     /// <summary>[2^n]P, n ≥ 1, T included.</summary>
-    [SkipLocalsInit]
     public static EdwardsPoint DoubleTimes(in EdwardsPoint p, int n) => Unpack(DoubleTimes(From(p), n));
 
     /// <summary>[2^n]P in lanes, n ≥ 1.</summary>
@@ -54,8 +56,8 @@ internal static class PointInLanes
 
     /// <summary>An affine Q (Z = 1) the same way, with 2Z = 2.</summary>
     public static V Cached(in AffineNielsPoint q, bool negate) => negate
-        ? Pack(F.Carry(q.YplusX), F.Carry(q.YminusX), F.Carry(F.Negate(q.XY2d)), F.Carry(F.Add(F.One, F.One)))
-        : Pack(F.Carry(q.YminusX), F.Carry(q.YplusX), F.Carry(q.XY2d), F.Carry(F.Add(F.One, F.One)));
+        ? Pack(F.Carry(q.YplusX), F.Carry(q.YminusX), F.Carry(F.Negate(q.XY2d)), Two)
+        : Pack(F.Carry(q.YminusX), F.Carry(q.YplusX), F.Carry(q.XY2d), Two);
 
     /// <summary>Back to a scalar point, carried.</summary>
     public static EdwardsPoint Unpack(in V v)
