@@ -29,6 +29,7 @@ internal sealed partial class DirectFileDevice : StorageDeviceBase
     internal const int CheckpointIoThreads = 4;
 
     private readonly ConcurrentDictionary<int, SafeFileHandle> _segments = new();
+    private readonly ConcurrentDictionary<int, SafeFileHandle> _unaligned = new();
     private readonly IoQueue _io = new();
     private readonly Thread[] _workers;
     private readonly int _flags;
@@ -62,6 +63,23 @@ internal sealed partial class DirectFileDevice : StorageDeviceBase
     /// available for that directory (checked by writing and reading back one aligned sector in a probe file).</summary>
     public static DirectFileDevice? TryCreate(string filename)
     {
+        int direct = DirectFlagFor(Path.GetDirectoryName(Path.GetFullPath(filename))!);
+        return direct == 0 ? null : new DirectFileDevice(filename, direct);
+    }
+
+    /// <summary>A direct-I/O device on a directory that <see cref="DirectFlagFor"/> already said takes it (one probe for
+    /// many files).</summary>
+    internal static DirectFileDevice CreateDirect(string filename, int directFlag, int ioThreads)
+    {
+        Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(filename))!);
+        return new DirectFileDevice(filename, directFlag, ioThreads: ioThreads);
+    }
+
+    /// <summary>The <c>O_DIRECT</c> flag to open files in <paramref name="directory"/> with (created if missing), or 0
+    /// where the platform or its file system does not take direct I/O: a probe file there gets one aligned sector written
+    /// and read back.</summary>
+    internal static int DirectFlagFor(string directory)
+    {
         // O_DIRECT's value differs between architectures; elsewhere stay with the managed device.
         int direct = RuntimeInformation.ProcessArchitecture switch
         {
@@ -71,10 +89,9 @@ internal sealed partial class DirectFileDevice : StorageDeviceBase
         };
         if (!OperatingSystem.IsLinux() || direct == 0)
         {
-            return null;
+            return 0;
         }
 
-        string directory = Path.GetDirectoryName(Path.GetFullPath(filename))!;
         Directory.CreateDirectory(directory);
         string probe = Path.Combine(directory, ".direct-io-probe");
         try
@@ -91,7 +108,7 @@ internal sealed partial class DirectFileDevice : StorageDeviceBase
                     span.Clear();
                     if (RandomAccess.Read(handle, span, Sector) != Sector || span[^1] != 0x5A)
                     {
-                        return null;
+                        return 0;
                     }
                 }
                 finally
@@ -102,14 +119,14 @@ internal sealed partial class DirectFileDevice : StorageDeviceBase
         }
         catch (IOException)
         {
-            return null;
+            return 0;
         }
         finally
         {
             File.Delete(probe);
         }
 
-        return new DirectFileDevice(filename, direct);
+        return direct;
     }
 
     /// <summary>The same device without direct I/O (the page cache, written through), on any OS and file system: for
@@ -122,6 +139,9 @@ internal sealed partial class DirectFileDevice : StorageDeviceBase
         Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(filename))!);
         return new DirectFileDevice(filename, 0, buffered: true, ioThreads);
     }
+
+    /// <summary>True when the files are opened with <c>O_DIRECT</c> (false for <see cref="CreateBuffered(string)"/>).</summary>
+    public bool IsDirect => !_buffered;
 
     /// <summary>
     /// When set, segments FASTER removes stay on disk until <see cref="RemoveHeldSegments"/>. FASTER deletes the table's
@@ -222,7 +242,7 @@ internal sealed partial class DirectFileDevice : StorageDeviceBase
                 throw new IOException("No space left on device (injected)", 28);
             }
 
-            RandomAccess.Write(Segment(segmentId), new ReadOnlySpan<byte>((void*)sourceAddress, (int)numBytesToWrite), (long)destinationAddress);
+            RandomAccess.Write(Segment(segmentId, sourceAddress, numBytesToWrite, destinationAddress), new ReadOnlySpan<byte>((void*)sourceAddress, (int)numBytesToWrite), (long)destinationAddress);
         }
         catch (Exception e)
         {
@@ -264,7 +284,7 @@ internal sealed partial class DirectFileDevice : StorageDeviceBase
             uint error = 0, read = 0;
             try
             {
-                read = (uint)RandomAccess.Read(Segment(segmentId), new Span<byte>((void*)destinationAddress, (int)readLength), (long)sourceAddress);
+                read = (uint)RandomAccess.Read(Segment(segmentId, destinationAddress, readLength, sourceAddress), new Span<byte>((void*)destinationAddress, (int)readLength), (long)sourceAddress);
             }
             catch (Exception e)
             {
@@ -299,6 +319,11 @@ internal sealed partial class DirectFileDevice : StorageDeviceBase
             handle.Dispose();
         }
 
+        if (_unaligned.TryRemove(segment, out SafeFileHandle? unaligned))
+        {
+            unaligned.Dispose();
+        }
+
         File.Delete(GetSegmentFilename(FileName, segment));
     }
 
@@ -330,12 +355,13 @@ internal sealed partial class DirectFileDevice : StorageDeviceBase
             }
         }
 
-        foreach (SafeFileHandle handle in _segments.Values)
+        foreach (SafeFileHandle handle in _segments.Values.Concat(_unaligned.Values))
         {
             handle.Dispose();
         }
 
         _segments.Clear();
+        _unaligned.Clear();
     }
 
     // A request refused by a disposed device was never pending: TryComplete must not wait for it forever.
@@ -354,8 +380,20 @@ internal sealed partial class DirectFileDevice : StorageDeviceBase
 
     private SafeFileHandle Segment(int segmentId) =>
         _segments.GetOrAdd(segmentId, static (id, device) => device._buffered
-            ? File.OpenHandle(device.GetSegmentFilename(device.FileName, id), FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.ReadWrite | FileShare.Delete, FileOptions.WriteThrough)
+            ? OpenBuffered(device.GetSegmentFilename(device.FileName, id))
             : Open(device.GetSegmentFilename(device.FileName, id), device._flags), this);
+
+    // Direct I/O takes only sector-aligned buffers, lengths and offsets (anything else fails with EINVAL). FASTER aligns
+    // its page flushes and checkpoint files (it writes them unbuffered on Windows), but a request that is not aligned
+    // goes through the page cache on a second handle of the same file (written through, so as durable) instead of
+    // failing; Linux keeps the two coherent (a direct write drops the cached pages it overlaps).
+    private SafeFileHandle Segment(int segmentId, IntPtr buffer, uint length, ulong offset) =>
+        _buffered || (((ulong)buffer | length | offset) & (Sector - 1)) == 0
+            ? Segment(segmentId)
+            : _unaligned.GetOrAdd(segmentId, static (id, device) => OpenBuffered(device.GetSegmentFilename(device.FileName, id)), this);
+
+    private static SafeFileHandle OpenBuffered(string path) =>
+        File.OpenHandle(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.ReadWrite | FileShare.Delete, FileOptions.WriteThrough);
 
     private static SafeFileHandle Open(string path, int flags)
     {

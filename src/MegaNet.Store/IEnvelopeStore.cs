@@ -21,6 +21,11 @@ public interface IEnvelopeStore : IAsyncDisposable
     /// group is still being applied, so every receipt handed out has a tree head that covers its leaf.</summary>
     ValueTask<PutReceipt?> FindAsync(ReadOnlyMemory<byte> envelopeId, CancellationToken cancellationToken = default);
 
+    /// <summary>A point in the store's history for <see cref="PutRequest.NotFoundAtMark"/>: read it just before a
+    /// <see cref="FindAsync"/>; when that finds nothing, a put of the same id carrying the mark lets the store skip its
+    /// own lookup of the id.</summary>
+    long LookupMark { get; }
+
     /// <summary>Mailbox entries of <paramref name="recipient"/> with sequence number greater than <paramref name="afterSeq"/>,
     /// oldest first, at most <paramref name="limit"/> and, past the first, at most <paramref name="maxBytes"/> of
     /// envelopes in all. Expired entries are never returned.</summary>
@@ -51,10 +56,16 @@ public interface IEnvelopeStore : IAsyncDisposable
 /// <param name="ExpiresAt">When the envelope may be dropped; within the node's maximum TTL.</param>
 public sealed record PutRequest(ReadOnlyMemory<byte> Envelope, ReadOnlyMemory<byte> Recipient, DateTimeOffset ExpiresAt)
 {
-    /// <summary>The envelope's 32-byte id as its format defines it (for MegaNet envelopes BLAKE2b-256 of signing bytes ‖
-    /// signature, docs/protocol.md; admission computes it for the replay check). Trusted as given: a wrong id would file
-    /// the envelope under another name. Empty (the default): the store uses BLAKE2b-256 of <see cref="Envelope"/>.</summary>
+    /// <summary>The envelope's 32-byte id as its format defines it (for MegaNet envelopes BLAKE2b-256 of the signing bytes,
+    /// docs/protocol.md; admission computes it for the replay check). Trusted as given: a wrong id would file the
+    /// envelope under another name. Empty (the default): the store uses BLAKE2b-256 of <see cref="Envelope"/>.</summary>
     public ReadOnlyMemory<byte> EnvelopeId { get; init; }
+
+    /// <summary>The <see cref="IEnvelopeStore.LookupMark"/> its caller read just before a <see cref="IEnvelopeStore.FindAsync"/>
+    /// of <see cref="EnvelopeId"/> that found nothing. The store then decides whether the id is a duplicate from what it
+    /// wrote since the mark, without reading its table, where it still remembers all of that. Trusted as given, like the
+    /// id: a wrong mark could store a replay twice. Null (the default): the store looks the id up itself.</summary>
+    public long? NotFoundAtMark { get; init; }
 }
 
 /// <summary>Proof that the node accepted an envelope.</summary>

@@ -26,6 +26,8 @@ internal sealed class HeldStore : IEnvelopeStore
 
     public ValueTask<PutReceipt?> FindAsync(ReadOnlyMemory<byte> envelopeId, CancellationToken cancellationToken = default) => ValueTask.FromResult<PutReceipt?>(null);
 
+    public long LookupMark => 0;
+
     public ValueTask<PutReceipt> PutAsync(PutRequest request, CancellationToken cancellationToken = default) => throw new NotSupportedException();
 
     public ValueTask<MailboxPage> ListAsync(ReadOnlyMemory<byte> recipient, ulong afterSeq, int limit, long maxBytes = long.MaxValue, CancellationToken cancellationToken = default) => throw new NotSupportedException();

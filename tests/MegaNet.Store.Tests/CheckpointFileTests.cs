@@ -34,6 +34,8 @@ public sealed class CheckpointFileTests(ITestOutputHelper output) : IDisposable
             (uint error, uint written, bool onPool, string? thread) result;
             using (IDevice device = ours.Get(file))
             {
+                // Without the page cache where the file system takes direct I/O, as the table's own log.
+                Assert.Equal(DirectFileDevice.DirectFlagFor(_dir) != 0, ((DirectFileDevice)device).IsDirect);
                 result = Io(callback => device.WriteAsync(buffer, 0, 0, Length, callback, new object()));
             }
 

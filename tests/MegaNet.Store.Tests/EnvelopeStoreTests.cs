@@ -73,6 +73,43 @@ public sealed class EnvelopeStoreTests : IDisposable
     }
 
     [Fact]
+    public async Task A_put_whose_caller_looked_it_up_is_still_a_duplicate_of_every_earlier_put()
+    {
+        // Admission reads LookupMark, finds nothing, and passes the mark on; meanwhile the same envelope may be stored
+        // (a concurrent copy). The store must answer every later copy as a duplicate: from the ids it still remembers
+        // since the mark, and from its table once it has forgotten them (after RetainedIds more puts, or a checkpoint).
+        await using FasterEnvelopeStore store = await FasterEnvelopeStore.OpenAsync(Options(_dir));
+        byte[] recipient = Bytes(_random, 32), envelope = Bytes(_random, 300);
+        byte[] id = NSec.Cryptography.HashAlgorithm.Blake2b_256.Hash(envelope);
+        long mark = store.LookupMark;
+        Assert.Null(await store.FindAsync(id));
+        var request = new PutRequest(envelope, recipient, DateTimeOffset.UtcNow.AddDays(1)) { EnvelopeId = id, NotFoundAtMark = mark };
+        PutReceipt first = await store.PutAsync(request);
+        Assert.False(first.Duplicate);
+
+        PutReceipt remembered = await store.PutAsync(request);
+        Assert.True(remembered.Duplicate, "a copy looked up before the first was stored was stored again");
+        Assert.Equal(first.LogIndex, remembered.LogIndex);
+
+        for (int done = 0; done <= FasterEnvelopeStore.RetainedIds; done += 1000)
+        {
+            await store.PutManyAsync(Enumerable.Range(0, 1000)
+                .Select(_ => new PutRequest(Bytes(_random, 64), Bytes(_random, 32), DateTimeOffset.UtcNow.AddDays(1))).ToList());
+        }
+
+        long size = store.GetTreeHead().TreeSize;
+        PutReceipt fromTable = await store.PutAsync(request);
+        Assert.True(fromTable.Duplicate, "once the store forgot the ids since the mark, it must read its table");
+        Assert.Equal(first.LogIndex, fromTable.LogIndex);
+
+        await store.CheckpointAsync();
+        PutReceipt afterCheckpoint = await store.PutAsync(request);
+        Assert.True(afterCheckpoint.Duplicate);
+        Assert.Equal(size, store.GetTreeHead().TreeSize);
+        Assert.Single((await store.ListAsync(recipient, 0, 10)).Entries);
+    }
+
+    [Fact]
     public async Task A_mailbox_pages_from_a_cursor_and_ack_deletes()
     {
         await using FasterEnvelopeStore store = await FasterEnvelopeStore.OpenAsync(Options(_dir));

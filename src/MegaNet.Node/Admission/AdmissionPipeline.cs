@@ -122,11 +122,13 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
             // Bad signatures are held against the site (an IPv6 /48), so hopping /64s gives a forger no fresh start.
             pending = new Pending(envelope, length, Stopwatch.GetTimestamp()) { Source = source?.Site };
 
-            // Replays return the original receipt and cost no verification.
+            // Replays return the original receipt and cost no verification. The mark, read first, tells the store
+            // that this lookup found nothing (set below), so its duplicate check need not read the table again.
+            long mark = _store.LookupMark;
             ValueTask<PutReceipt?> replay = _store.FindAsync(pending.Id, cancellationToken);
             if (!replay.IsCompletedSuccessfully)
             {
-                return AdmitAfterLookupAsync(pending, envelope, replay.AsTask());
+                return AdmitAfterLookupAsync(pending, envelope, replay.AsTask(), mark);
             }
 
             if (replay.Result is { } existing)
@@ -135,6 +137,7 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
                 return Task.FromResult(ToProto(existing));
             }
 
+            pending.NotFoundAtMark = mark;
             return Admit(pending, envelope);
         }
         catch (Exception e)
@@ -158,7 +161,7 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
         return Reject("internal", StatusCode.Internal, "The node failed to admit the envelope (logged); nothing was stored. Retry.");
     }
 
-    private async Task<Receipt> AdmitAfterLookupAsync(Pending pending, Envelope envelope, Task<PutReceipt?> lookup)
+    private async Task<Receipt> AdmitAfterLookupAsync(Pending pending, Envelope envelope, Task<PutReceipt?> lookup, long mark)
     {
         PutReceipt? existing;
         try
@@ -177,6 +180,7 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
             return ToProto(existing);
         }
 
+        pending.NotFoundAtMark = mark;
         return await Admit(pending, envelope).ConfigureAwait(false);
     }
 
@@ -551,6 +555,7 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
                 requests[i] = new PutRequest(p.Canonical, p.Recipient, DateTimeOffset.FromUnixTimeMilliseconds(p.ExpiresUnixMs))
                 {
                     EnvelopeId = p.Id, // hashed on arrival for the replay check; the store need not hash it again
+                    NotFoundAtMark = p.NotFoundAtMark,
                 };
             }
 
@@ -695,6 +700,9 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
 
         /// <summary>The submitting client's address, when known.</summary>
         public ClientAddress? Source { get; init; }
+
+        /// <summary>The store's <see cref="IEnvelopeStore.LookupMark"/> before the replay lookup that found nothing.</summary>
+        public long? NotFoundAtMark { get; set; }
 
         /// <summary><see cref="Stopwatch"/> timestamp of arrival.</summary>
         public long Start { get; }
