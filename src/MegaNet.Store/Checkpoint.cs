@@ -12,13 +12,19 @@ namespace MegaNet.Store;
 internal static class Checkpoint
 {
     private const uint Magic = 0x4B43_4E4D; // "MNCK"
-    private const int Version = 2;
+    private const int Version = 3;
+
+    // Version 3's flags.
+    private const int SeparateEnvelopeRecordsFlag = 1;
 
     /// <summary>A parsed manifest. <paramref name="IndexBytes"/> is the size of the envelope table's hash index, which a
     /// FASTER checkpoint can only be recovered into (version 1 manifests predate the field: their index was 4 MiB).
+    /// <paramref name="SeparateEnvelopeRecords"/>: the table may hold envelope bytes in records of their own (see
+    /// <see cref="EnvelopeKv.SeparateEnvelopeRecords"/>); always so before version 3, and kept from then on.
     /// Each mailbox's <c>NextSeq</c> is no longer used (sequence numbers come from log indexes since 2026-11-29): written
     /// as 0 and ignored on reading, so manifests of either age read the same.</summary>
-    public sealed record Manifest(Guid Token, long WalAddress, long LeafCount, long IndexBytes, List<(byte[] Address, ulong NextSeq, ArraySegment<IndexEntry> Entries)> Mailboxes);
+    public sealed record Manifest(Guid Token, long WalAddress, long LeafCount, long IndexBytes, bool SeparateEnvelopeRecords,
+        List<(byte[] Address, ulong NextSeq, ArraySegment<IndexEntry> Entries)> Mailboxes);
 
     public static string ManifestPath(string storeDirectory) => Path.Combine(storeDirectory, "checkpoint.manifest");
 
@@ -42,9 +48,9 @@ internal static class Checkpoint
 
         var r = new Reader(bytes.AsMemory(0, bytes.Length - 32));
         int version = r.U32() == Magic ? r.I32() : 0;
-        if (version is not (1 or Version))
+        if (version is < 1 or > Version)
         {
-            throw Damaged(path, $"it is not a MegaNet checkpoint manifest of version 1 or {Version}");
+            throw Damaged(path, $"it is not a MegaNet checkpoint manifest of versions 1 to {Version}");
         }
 
         var token = new Guid(r.Bytes(16));
@@ -55,6 +61,8 @@ internal static class Checkpoint
         {
             throw Damaged(path, $"it gives {indexBytes} bytes for the table's hash index, not a power of two from 64 bytes to 1 GiB");
         }
+
+        bool separateEnvelopeRecords = version < 3 || (r.I32() & SeparateEnvelopeRecordsFlag) != 0;
 
         int boxes = r.I32();
         var mailboxes = new List<(byte[], ulong, ArraySegment<IndexEntry>)>(boxes);
@@ -77,7 +85,7 @@ internal static class Checkpoint
             mailboxes.Add((address, next, entries));
         }
 
-        return new Manifest(token, wal, leaves, indexBytes, mailboxes);
+        return new Manifest(token, wal, leaves, indexBytes, separateEnvelopeRecords, mailboxes);
     }
 
     /// <summary>Writes the manifest to a temporary file, flushes it and renames it over the old one.</summary>
@@ -114,6 +122,7 @@ internal static class Checkpoint
             I64(manifest.WalAddress);
             I64(manifest.LeafCount);
             I64(manifest.IndexBytes);
+            I32(manifest.SeparateEnvelopeRecords ? SeparateEnvelopeRecordsFlag : 0);
             I32(manifest.Mailboxes.Count);
             Span<byte> id = stackalloc byte[32];
             foreach ((byte[] address, ulong next, ArraySegment<IndexEntry> entries) in manifest.Mailboxes)

@@ -5,10 +5,16 @@ namespace MegaNet.Store;
 
 /// <summary>
 /// The envelope table on a FASTER <see cref="FasterKV{Key, Value}"/> with byte-string keys and values: for every
-/// stored envelope a metadata record (<c>'E' ‖ id</c> → recipient, mailbox seq, expiry, log index, length) that
-/// outlives an ack so replays keep their receipt, and the envelope bytes (<c>'B' ‖ id</c>) until ack or expiry.
-/// The hybrid log keeps the newest records within the memory budget and pages the rest to disk.
+/// stored envelope one record, <c>'E' ‖ id</c> → metadata (recipient, mailbox seq, expiry, log index, length;
+/// <see cref="MetaLength"/> bytes) followed by the envelope bytes until ack or expiry. An ack leaves the metadata alone,
+/// which outlives it so that replays keep their receipt. The hybrid log keeps the newest records within the memory
+/// budget and pages the rest to disk.
 /// </summary>
+/// <remarks>
+/// Stores written before manifest version 3 (2026-12-01) kept the bytes in a record of their own, <c>'B' ‖ id</c> →
+/// expiry ‖ envelope; <see cref="SeparateEnvelopeRecords"/> says such records may still be there. One record per put
+/// instead of two saves a FASTER upsert per envelope, most of it a cache miss on its hash bucket.
+/// </remarks>
 /// <remarks>
 /// Not durable by itself: FasterKV comes back as of its last checkpoint after <c>kill -9</c>, so the store replays its
 /// write-ahead log on top of the checkpoint. FASTER sessions are single-threaded and spin: writes use one session
@@ -116,7 +122,7 @@ internal sealed class EnvelopeKv : IDisposable
 
     /// <summary>
     /// The hash index for a new table under a store memory budget: an eighth of it (a power of two, 1 MiB to 1 GiB).
-    /// Each envelope takes two index entries (its metadata and bytes records) and a 64-byte bucket holds seven before
+    /// Each envelope takes one index entry (two in stores with separate byte records) and a 64-byte bucket holds seven before
     /// FASTER chains overflow buckets, which every later lookup in that bucket walks: with the fixed 4 MiB index of
     /// version 1 a store of 3,000,000 envelopes spent 14.4 µs of CPU per put instead of 10.8 µs with 32 MiB.
     /// </summary>
@@ -152,10 +158,40 @@ internal sealed class EnvelopeKv : IDisposable
     /// compaction (until then the previous checkpoint, which a crash would recover, still reads them).</summary>
     public void ReleaseFreedSegments() => _device.RemoveHeldSegments();
 
+    /// <summary>
+    /// True while the table may hold envelope bytes in separate <c>'B'</c> records (a store written before manifest
+    /// version 3): acks and expiry delete those too, and bytes not found in the metadata record are looked for there.
+    /// </summary>
+    public bool SeparateEnvelopeRecords { get; set; }
+
+    /// <summary>Tests: puts write the layout of stores before manifest version 3 (metadata and bytes apart).</summary>
+    internal bool WriteSeparateRecordsForTests { get; set; }
+
     /// <summary>Writer session only (the store's committer). <paramref name="meta"/> is <see cref="MetaLength"/> bytes
-    /// with the expiry (Unix ms) at offset 40; the envelope record carries the same expiry in front of the bytes so that
-    /// compaction can drop both once expired.</summary>
+    /// with the expiry (Unix ms) at offset 40, which compaction reads to drop the record once expired.</summary>
     public void Put(ReadOnlySpan<byte> id, ReadOnlySpan<byte> meta, ReadOnlySpan<byte> envelope)
+    {
+        if (WriteSeparateRecordsForTests)
+        {
+            PutSeparate(id, meta, envelope);
+            return;
+        }
+
+        byte[] value = System.Buffers.ArrayPool<byte>.Shared.Rent(MetaLength + envelope.Length);
+        try
+        {
+            meta.CopyTo(value);
+            envelope.CopyTo(value.AsSpan(MetaLength));
+            Upsert('E', id, value.AsSpan(0, MetaLength + envelope.Length));
+        }
+        finally
+        {
+            System.Buffers.ArrayPool<byte>.Shared.Return(value);
+        }
+    }
+
+    // The layout before manifest version 3: the metadata alone, and the bytes under 'B' behind the expiry.
+    private void PutSeparate(ReadOnlySpan<byte> id, ReadOnlySpan<byte> meta, ReadOnlySpan<byte> envelope)
     {
         Upsert('E', id, meta);
         byte[] value = System.Buffers.ArrayPool<byte>.Shared.Rent(8 + envelope.Length);
@@ -171,17 +207,29 @@ internal sealed class EnvelopeKv : IDisposable
         }
     }
 
-    /// <summary>Writer session only: drops the envelope bytes and keeps the metadata (an ack).</summary>
-    public void DeleteBytes(ReadOnlySpan<byte> id) => Delete('B', id);
+    /// <summary>Writer session only: drops the envelope bytes and keeps the metadata (an ack); <paramref name="meta"/>
+    /// as for <see cref="Put"/>.</summary>
+    public void DeleteBytes(ReadOnlySpan<byte> id, ReadOnlySpan<byte> meta)
+    {
+        Upsert('E', id, meta);
+        if (SeparateEnvelopeRecords)
+        {
+            Delete('B', id);
+        }
+    }
 
-    /// <summary>Writer session only: drops both records (expiry).</summary>
+    /// <summary>Writer session only: drops the envelope, metadata and bytes (expiry).</summary>
     public void DeleteAll(ReadOnlySpan<byte> id)
     {
-        Delete('B', id);
+        if (SeparateEnvelopeRecords)
+        {
+            Delete('B', id);
+        }
+
         Delete('E', id);
     }
 
-    /// <summary>Metadata of an envelope, or null, for the store's prepare stage: on its own session (one thread at a
+    /// <summary>Metadata of an envelope (as <see cref="GetMetaAsync"/>), or null, for the store's prepare stage: on its own session (one thread at a
     /// time; it runs while the writer session applies an earlier group), waiting for a read from disk.</summary>
     public byte[]? GetMetaForPrepare(ReadOnlySpan<byte> id)
     {
@@ -199,12 +247,22 @@ internal sealed class EnvelopeKv : IDisposable
         return status.Found ? output : null;
     }
 
-    /// <summary>Metadata of an envelope, or null.</summary>
+    /// <summary>Metadata of an envelope (the first <see cref="MetaLength"/> bytes; the envelope may follow), or null.</summary>
     public ValueTask<byte[]?> GetMetaAsync(ReadOnlyMemory<byte> id) => ReadAsync('E', id);
 
     /// <summary>The envelope bytes, or null once acknowledged or expired.</summary>
-    public async ValueTask<byte[]?> GetEnvelopeAsync(ReadOnlyMemory<byte> id) =>
-        await ReadAsync('B', id).ConfigureAwait(false) is { Length: >= 8 } value ? value[8..] : null;
+    public async ValueTask<byte[]?> GetEnvelopeAsync(ReadOnlyMemory<byte> id)
+    {
+        byte[]? record = await ReadAsync('E', id).ConfigureAwait(false);
+        if (record is { Length: > MetaLength })
+        {
+            return record[MetaLength..];
+        }
+
+        return record is not null && SeparateEnvelopeRecords && await ReadAsync('B', id).ConfigureAwait(false) is { Length: >= 8 } value
+            ? value[8..]
+            : null;
+    }
 
     /// <summary>
     /// Writer session only: copies the live, unexpired records of the read-only part of the log to its tail and moves the

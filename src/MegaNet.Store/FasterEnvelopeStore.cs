@@ -329,7 +329,12 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
             // A table checkpoint recovers only into an index of the size it was taken with, so the size is chosen
             // when the table is new and the manifest carries it from then on.
             long indexBytes = manifest?.IndexBytes ?? EnvelopeKv.IndexBytesFor(options.MemoryBudgetBytes);
-            kv = new EnvelopeKv(kvDir, options.MemoryBudgetBytes - (options.MemoryBudgetBytes / 8), indexBytes, options.CheckpointFilesForTests);
+            kv = new EnvelopeKv(kvDir, options.MemoryBudgetBytes - (options.MemoryBudgetBytes / 8), indexBytes, options.CheckpointFilesForTests)
+            {
+                // Without a manifest the table starts empty (everything comes from the log), so in today's layout.
+                SeparateEnvelopeRecords = manifest?.SeparateEnvelopeRecords == true || options.SeparateEnvelopeRecordsForTests,
+                WriteSeparateRecordsForTests = options.SeparateEnvelopeRecordsForTests,
+            };
         }
         catch (Exception e)
         {
@@ -1076,7 +1081,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
                 _mailboxes.Remove(address);
             }
 
-            manifest = new Checkpoint.Manifest(Guid.Empty, _log.TailAddress, _merkle.Size, _kv.IndexBytes, boxes);
+            manifest = new Checkpoint.Manifest(Guid.Empty, _log.TailAddress, _merkle.Size, _kv.IndexBytes, _kv.SeparateEnvelopeRecords, boxes);
         }
 
         // Table records of swept entries, outside the index lock (a record may have to be read from disk; nothing else
@@ -1494,7 +1499,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
 
         long size;
         byte[] root;
-        List<Key32>? acked = prepared.Acks.Count > 0 ? [] : null;
+        List<(Key32 Recipient, IndexEntry Entry)>? acked = prepared.Acks.Count > 0 ? [] : null;
         lock (_state)
         {
             foreach ((Request _, int _, Stored stored, bool isNew) in prepared.Accepted)
@@ -1646,42 +1651,45 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
 
     // Under the index lock: removes the acknowledged entries and adds their ids to removedIds, whose bytes the caller
     // deletes from the table after letting go of the lock (DeleteAckedBytes).
-    private int ApplyAck(AckRequest ack, List<Key32>? removedIds)
+    private int ApplyAck(AckRequest ack, List<(Key32 Recipient, IndexEntry Entry)>? removed)
     {
-        if (!_mailboxes.TryGetValue(new Key32(ack.Recipient), out Mailbox? box))
+        var recipient = new Key32(ack.Recipient);
+        if (!_mailboxes.TryGetValue(recipient, out Mailbox? box))
         {
             return 0;
         }
 
-        int removed = 0;
+        int count = 0;
         foreach (ulong seq in ack.Seqs)
         {
             if (RemoveEntry(box, seq, out IndexEntry entry))
             {
-                removedIds!.Add(entry.Id);
-                removed++;
+                removed!.Add((recipient, entry));
+                count++;
             }
         }
 
-        ForgetIfEmpty(new Key32(ack.Recipient), box);
-        return removed;
+        ForgetIfEmpty(recipient, box);
+        return count;
     }
 
     // The bytes go; the metadata stays until expiry so a replay still gets its original receipt. Apply stage (or
     // replay) only, outside the index lock.
-    private void DeleteAckedBytes(List<Key32>? ids)
+    private void DeleteAckedBytes(List<(Key32 Recipient, IndexEntry Entry)>? acked)
     {
-        if (ids is null)
+        if (acked is null)
         {
             return;
         }
 
         Span<byte> id = stackalloc byte[32];
-        foreach (Key32 key in ids)
+        Span<byte> meta = stackalloc byte[EnvelopeKv.MetaLength];
+        foreach ((Key32 recipient, IndexEntry entry) in acked)
         {
             BeforeAckDeleteForTests?.Invoke();
-            key.CopyTo(id);
-            _kv.DeleteBytes(id);
+            entry.Id.CopyTo(id);
+            EncodeMeta(recipient, entry, meta);
+            _kv.DeleteBytes(id, meta);
         }
     }
 
@@ -1765,7 +1773,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
                         }
 
                         // Nothing else runs during replay: the bytes go at once.
-                        var acked = new List<Key32>();
+                        var acked = new List<(Key32, IndexEntry)>();
                         ApplyAck(new AckRequest(recipient, seqs), acked);
                         DeleteAckedBytes(acked);
                         break;
@@ -1795,13 +1803,17 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     private static byte[] EnvelopeId(ReadOnlySpan<byte> envelope) => HashAlgorithm.Blake2b_256.Hash(envelope);
 
     // Table metadata: recipient(32) ‖ mailbox seq(8) ‖ expiry Unix ms(8, offset 40) ‖ log index(8) ‖ length(4).
-    private static void EncodeMeta(in Stored stored, Span<byte> meta)
+    private static void EncodeMeta(in Stored stored, Span<byte> meta) => EncodeMeta(stored.Recipient, new IndexEntry(
+        stored.MailboxSeq, default, stored.ExpiresAt.ToUnixTimeMilliseconds(), stored.LogIndex, stored.Length), meta);
+
+    // The table's metadata: recipient, mailbox seq, expiry (Unix ms, where compaction reads it), log index, length.
+    private static void EncodeMeta(Key32 recipient, in IndexEntry entry, Span<byte> meta)
     {
-        stored.Recipient.CopyTo(meta);
-        BinaryPrimitives.WriteUInt64LittleEndian(meta[32..], stored.MailboxSeq);
-        BinaryPrimitives.WriteInt64LittleEndian(meta[40..], stored.ExpiresAt.ToUnixTimeMilliseconds());
-        BinaryPrimitives.WriteInt64LittleEndian(meta[48..], stored.LogIndex);
-        BinaryPrimitives.WriteInt32LittleEndian(meta[56..], stored.Length);
+        recipient.CopyTo(meta);
+        BinaryPrimitives.WriteUInt64LittleEndian(meta[32..], entry.Seq);
+        BinaryPrimitives.WriteInt64LittleEndian(meta[40..], entry.ExpiresUnixMs);
+        BinaryPrimitives.WriteInt64LittleEndian(meta[48..], entry.LogIndex);
+        BinaryPrimitives.WriteInt32LittleEndian(meta[56..], entry.Length);
     }
 
     private static Stored StoredFromMeta(byte[] id, byte[] meta)

@@ -72,6 +72,10 @@ public sealed class StoreOptions
     /// <summary>Tests: devices for the envelope table's checkpoint files (to make their writes fail).</summary>
     internal FASTER.core.INamedDeviceFactory? CheckpointFilesForTests { get; set; }
 
+    /// <summary>Tests: the table is written as by stores before manifest version 3, metadata and envelope bytes in
+    /// records of their own (an upgraded store).</summary>
+    internal bool SeparateEnvelopeRecordsForTests { get; set; }
+
     /// <summary>Throws <see cref="ArgumentOutOfRangeException"/> or <see cref="ArgumentException"/> naming the first bad setting.</summary>
     public void Validate()
     {

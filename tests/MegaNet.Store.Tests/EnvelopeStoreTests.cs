@@ -628,9 +628,10 @@ public sealed class EnvelopeStoreTests : IDisposable
         Assert.Equal(4L << 20, Checkpoint.Read(storeDir)!.IndexBytes);
         if (asVersion1Manifest)
         {
-            // Version 1 layout: magic, version, token, WAL address, leaf count, mailboxes (no index size), SHA-256.
-            byte[] v2 = File.ReadAllBytes(Checkpoint.ManifestPath(storeDir));
-            byte[] body = [.. v2.AsSpan(0, 40), .. v2.AsSpan(48, v2.Length - 48 - 32)];
+            // Version 1 layout: magic, version, token, WAL address, leaf count, mailboxes (no index size, no flags),
+            // SHA-256.
+            byte[] v3 = File.ReadAllBytes(Checkpoint.ManifestPath(storeDir));
+            byte[] body = [.. v3.AsSpan(0, 40), .. v3.AsSpan(52, v3.Length - 52 - 32)];
             BitConverter.TryWriteBytes(body.AsSpan(4), 1);
             File.WriteAllBytes(Checkpoint.ManifestPath(storeDir), [.. body, .. System.Security.Cryptography.SHA256.HashData(body)]);
         }
@@ -649,6 +650,72 @@ public sealed class EnvelopeStoreTests : IDisposable
         }
 
         Assert.Equal(4L << 20, Checkpoint.Read(storeDir)!.IndexBytes);
+    }
+
+    [Fact]
+    public async Task A_store_with_envelope_bytes_in_records_of_their_own_serves_acks_and_sweeps_them_after_the_upgrade()
+    {
+        // Before manifest version 3 the table kept an envelope's bytes apart from its metadata. An upgraded store reads,
+        // acknowledges and expires those envelopes as before, stores new ones in one record, and its manifest keeps
+        // saying that old records may be there.
+        StoreOptions options = Options(_dir);
+        options.SeparateEnvelopeRecordsForTests = true;
+        byte[] recipient = Bytes(_random, 32);
+        var clock = new ManualClock(DateTimeOffset.UtcNow);
+        options.Clock = clock;
+        var old = Enumerable.Range(0, 6).Select(i => new PutRequest(Bytes(_random, 200 + i), recipient, clock.GetUtcNow().AddHours(i < 3 ? 1 : 48))).ToList();
+        var oldReceipts = new List<PutReceipt>();
+        await using (FasterEnvelopeStore store = await FasterEnvelopeStore.OpenAsync(options))
+        {
+            oldReceipts.AddRange((await store.PutManyAsync(old)).Select(r => r.Receipt!));
+        }
+
+        string storeDir = Path.Combine(_dir, "store");
+        Assert.True(Checkpoint.Read(storeDir)!.SeparateEnvelopeRecords);
+        options.SeparateEnvelopeRecordsForTests = false;
+        await using (FasterEnvelopeStore store = await FasterEnvelopeStore.OpenAsync(options))
+        {
+            var fresh = Enumerable.Range(0, 3).Select(i => new PutRequest(Bytes(_random, 300 + i), recipient, clock.GetUtcNow().AddHours(48))).ToList();
+            List<PutReceipt> freshReceipts = (await store.PutManyAsync(fresh)).Select(r => r.Receipt!).ToList();
+            MailboxPage page = await store.ListAsync(recipient, 0, 100);
+            Assert.Equal(old.Concat(fresh).Select(r => r.Envelope.ToArray()), page.Entries.Select(e => e.Envelope));
+
+            // Acks of an old and a new envelope: both gone from the mailbox, both still replays with their receipts.
+            Assert.Equal(2, await store.AckAsync(recipient, [oldReceipts[4].MailboxSeq, freshReceipts[0].MailboxSeq]));
+            foreach (PutReceipt acked in new[] { oldReceipts[4], freshReceipts[0] })
+            {
+                Assert.Equal(acked.LogIndex, (await store.FindAsync(acked.EnvelopeId))!.LogIndex);
+            }
+
+            // The first three old envelopes expire and a checkpoint sweeps them: no receipt, no bytes, no entry.
+            clock.Now += TimeSpan.FromHours(2);
+            await store.CheckpointAsync();
+            foreach (PutReceipt swept in oldReceipts.Take(3))
+            {
+                Assert.Null(await store.FindAsync(swept.EnvelopeId));
+            }
+
+            page = await store.ListAsync(recipient, 0, 100);
+            Assert.Equal(new[] { old[3], old[5], fresh[1], fresh[2] }.Select(r => r.Envelope.ToArray()), page.Entries.Select(e => e.Envelope));
+        }
+
+        Assert.True(Checkpoint.Read(storeDir)!.SeparateEnvelopeRecords, "old records may remain: the manifest must keep saying so");
+
+        // A new store writes one record per envelope and says so.
+        string fresher = NewDirectory();
+        try
+        {
+            await using (FasterEnvelopeStore store = await FasterEnvelopeStore.OpenAsync(Options(fresher)))
+            {
+                await store.PutAsync(new PutRequest(Bytes(_random, 100), recipient, DateTimeOffset.UtcNow.AddDays(1)));
+            }
+
+            Assert.False(Checkpoint.Read(Path.Combine(fresher, "store"))!.SeparateEnvelopeRecords);
+        }
+        finally
+        {
+            Directory.Delete(fresher, recursive: true);
+        }
     }
 
     [Fact]
