@@ -6,16 +6,15 @@ namespace MegaNet.Store;
 /// <summary>
 /// The envelope table on a FASTER <see cref="FasterKV{Key, Value}"/> with byte-string keys and values: for every
 /// stored envelope one record, <c>'E' ‖ id</c> → metadata (recipient, mailbox seq, expiry, log index, length;
-/// <see cref="MetaLength"/> bytes) followed by the envelope bytes until ack or expiry. An ack leaves the metadata alone,
-/// which outlives it so that replays keep their receipt. The hybrid log keeps the newest records within the memory
-/// budget and pages the rest to disk.
+/// <see cref="MetaLength"/> bytes) followed by the envelope bytes until ack or expiry. An ack rewrites the record
+/// without the bytes: the metadata outlives it so that replays keep their receipt. The hybrid log keeps the newest
+/// records within the memory budget and pages the rest to disk.
 /// </summary>
 /// <remarks>
 /// Stores written before manifest version 3 (2026-12-01) kept the bytes in a record of their own, <c>'B' ‖ id</c> →
 /// expiry ‖ envelope; <see cref="SeparateEnvelopeRecords"/> says such records may still be there. One record per put
 /// instead of two saves a FASTER upsert per envelope, most of it a cache miss on its hash bucket.
-/// </remarks>
-/// <remarks>
+///
 /// Not durable by itself: FasterKV comes back as of its last checkpoint after <c>kill -9</c>, so the store replays its
 /// write-ahead log on top of the checkpoint. FASTER sessions are single-threaded and spin: writes use one session
 /// (the store's apply stage), the duplicate checks of the store's prepare stage another, and other reads borrow one of

@@ -1651,8 +1651,8 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         }
     }
 
-    // Under the index lock: removes the acknowledged entries and adds their ids to removedIds, whose bytes the caller
-    // deletes from the table after letting go of the lock (DeleteAckedBytes).
+    // Under the index lock: removes the acknowledged entries and adds them to removed, with the recipient, whose bytes
+    // the caller deletes from the table after letting go of the lock (DeleteAckedBytes).
     private int ApplyAck(AckRequest ack, List<(Key32 Recipient, IndexEntry Entry)>? removed)
     {
         var recipient = new Key32(ack.Recipient);
@@ -1804,11 +1804,11 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
 
     private static byte[] EnvelopeId(ReadOnlySpan<byte> envelope) => HashAlgorithm.Blake2b_256.Hash(envelope);
 
-    // Table metadata: recipient(32) ‖ mailbox seq(8) ‖ expiry Unix ms(8, offset 40) ‖ log index(8) ‖ length(4).
+    // Table metadata: recipient(32) ‖ mailbox seq(8) ‖ expiry Unix ms(8, offset 40, where compaction reads it) ‖
+    // log index(8) ‖ length(4).
     private static void EncodeMeta(in Stored stored, Span<byte> meta) => EncodeMeta(stored.Recipient, new IndexEntry(
         stored.MailboxSeq, default, stored.ExpiresAt.ToUnixTimeMilliseconds(), stored.LogIndex, stored.Length), meta);
 
-    // The table's metadata: recipient, mailbox seq, expiry (Unix ms, where compaction reads it), log index, length.
     private static void EncodeMeta(Key32 recipient, in IndexEntry entry, Span<byte> meta)
     {
         recipient.CopyTo(meta);
@@ -1827,7 +1827,6 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
 
     private static PutReceipt ReceiptFromMeta(byte[] id, byte[] meta, SignedTreeHead head) => StoredFromMeta(id, meta).Receipt(head, duplicate: true);
 
-    // The log copies the record, so callers pass a pooled buffer (a put allocated about 5 KB before; profiled).
     /// <summary>A put's log record: kind, id, recipient, seq, expiry, log index (little-endian), then the envelope.</summary>
     private readonly struct PutLogEntry(byte[] id, PutRequest put, ulong seq, long logIndex) : ILogEnqueueEntry
     {
