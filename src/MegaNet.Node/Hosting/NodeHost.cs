@@ -241,6 +241,10 @@ public static partial class NodeHost
         });
         builder.Logging.SetMinimumLevel(LogLevel.Information);
         builder.Logging.AddFilter("Microsoft.AspNetCore", LogLevel.Warning);
+        // Hosting starts an Activity and a logging scope for every request whenever this category logs at all (even
+        // at Critical), and it logs nothing above Information (request start and finish); unhandled exceptions come
+        // from Kestrel's category. Off: 1.1 % of the node's CPU samples at 10,000 unary Submits/s went there (2026-12-01).
+        builder.Logging.AddFilter("Microsoft.AspNetCore.Hosting.Diagnostics", LogLevel.None);
         builder.Logging.AddFilter("Grpc", LogLevel.Warning);
         logging?.Invoke(builder.Logging);
         builder.WebHost.ConfigureKestrel(kestrel =>
