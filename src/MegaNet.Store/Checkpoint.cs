@@ -48,7 +48,15 @@ internal static class Checkpoint
 
         var r = new Reader(bytes.AsMemory(0, bytes.Length - 32));
         int version = r.U32() == Magic ? r.I32() : 0;
-        if (version is < 1 or > Version)
+        if (version > Version)
+        {
+            // Intact (the checksum held), only newer: not damage, and restoring a backup is not the fix.
+            throw new StoreCorruptException(
+                $"The store in '{storeDirectory}' was written by a newer MegaNet build (checkpoint manifest version {version}; this build reads versions 1 to {Version}). " +
+                "Nothing was changed. Run that build or a newer one on it; an older build cannot open it.");
+        }
+
+        if (version < 1)
         {
             throw Damaged(path, $"it is not a MegaNet checkpoint manifest of versions 1 to {Version}");
         }

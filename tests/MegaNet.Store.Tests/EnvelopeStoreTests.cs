@@ -653,6 +653,31 @@ public sealed class EnvelopeStoreTests : IDisposable
     }
 
     [Fact]
+    public async Task A_manifest_from_a_newer_build_is_refused_as_newer_not_as_damaged_and_left_as_it_was()
+    {
+        StoreOptions options = Options(_dir);
+        await using (FasterEnvelopeStore store = await FasterEnvelopeStore.OpenAsync(options))
+        {
+            await store.PutAsync(new PutRequest(Bytes(_random, 100), Bytes(_random, 32), DateTimeOffset.UtcNow.AddDays(1)));
+        }
+
+        // The same manifest under the next version number, checksum intact: what a later build would write.
+        string path = Checkpoint.ManifestPath(Path.Combine(_dir, "store"));
+        byte[] manifest = File.ReadAllBytes(path);
+        byte[] body = manifest[..^32];
+        int version = BitConverter.ToInt32(body, 4);
+        BitConverter.TryWriteBytes(body.AsSpan(4), version + 1);
+        byte[] newer = [.. body, .. System.Security.Cryptography.SHA256.HashData(body)];
+        File.WriteAllBytes(path, newer);
+
+        StoreCorruptException e = await Assert.ThrowsAsync<StoreCorruptException>(async () => await FasterEnvelopeStore.OpenAsync(options));
+        Assert.Contains($"manifest version {version + 1}", e.Message, StringComparison.Ordinal);
+        Assert.Contains("newer MegaNet build", e.Message, StringComparison.Ordinal);
+        Assert.DoesNotContain("damaged", e.Message, StringComparison.Ordinal);
+        Assert.Equal(newer, File.ReadAllBytes(path));
+    }
+
+    [Fact]
     public async Task A_store_with_envelope_bytes_in_records_of_their_own_serves_acks_and_sweeps_them_after_the_upgrade()
     {
         // Before manifest version 3 the table kept an envelope's bytes apart from its metadata. An upgraded store reads,
