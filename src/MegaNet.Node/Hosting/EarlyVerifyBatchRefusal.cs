@@ -20,7 +20,9 @@ internal sealed class EarlyVerifyBatchRefusal(DelegatedVerificationGate gate)
     public const string Path = "/meganet.v1.Relay/VerifyBatch";
 
     /// <summary>Answers a VerifyBatch call the gate would refuse; passes everything else on.</summary>
-    public async Task InvokeAsync(HttpContext context, RequestDelegate next)
+    /// <remarks>Not async: every call passes through here, and an await would cost each one a state machine and a
+    /// continuation for nothing.</remarks>
+    public Task InvokeAsync(HttpContext context, RequestDelegate next)
     {
         if (context.Request.Path.Value == Path
             && context.Request.ContentType is { } type && type.StartsWith("application/grpc", StringComparison.OrdinalIgnoreCase)
@@ -33,10 +35,10 @@ internal sealed class EarlyVerifyBatchRefusal(DelegatedVerificationGate gate)
             response.Headers["grpc-status"] = ((int)StatusCode.ResourceExhausted).ToString(CultureInfo.InvariantCulture);
             response.Headers["grpc-message"] = PercentEncode(gate.RefusalText(refusal));
             response.Headers[NodeRefusals.RetryAfterTrailer] = retryAfterMs.ToString(CultureInfo.InvariantCulture);
-            return;
+            return Task.CompletedTask;
         }
 
-        await next(context).ConfigureAwait(false);
+        return next(context);
     }
 
     /// <summary>grpc-message's encoding: UTF-8, with every byte outside printable ASCII, and '%', as %XX.</summary>
