@@ -172,33 +172,24 @@ internal sealed class EnvelopeKv : IDisposable
     {
         if (WriteSeparateRecordsForTests)
         {
-            PutSeparate(id, meta, envelope);
+            // The layout before manifest version 3: the metadata alone, and the bytes under 'B' behind the expiry.
+            Upsert('E', id, meta);
+            Upsert('B', id, meta.Slice(40, 8), envelope);
             return;
         }
 
-        byte[] value = System.Buffers.ArrayPool<byte>.Shared.Rent(MetaLength + envelope.Length);
-        try
-        {
-            meta.CopyTo(value);
-            envelope.CopyTo(value.AsSpan(MetaLength));
-            Upsert('E', id, value.AsSpan(0, MetaLength + envelope.Length));
-        }
-        finally
-        {
-            System.Buffers.ArrayPool<byte>.Shared.Return(value);
-        }
+        Upsert('E', id, meta, envelope);
     }
 
-    // The layout before manifest version 3: the metadata alone, and the bytes under 'B' behind the expiry.
-    private void PutSeparate(ReadOnlySpan<byte> id, ReadOnlySpan<byte> meta, ReadOnlySpan<byte> envelope)
+    // A record whose value is prefix ‖ envelope, assembled in a pooled buffer (FASTER takes one contiguous value).
+    private void Upsert(char kind, ReadOnlySpan<byte> id, ReadOnlySpan<byte> prefix, ReadOnlySpan<byte> envelope)
     {
-        Upsert('E', id, meta);
-        byte[] value = System.Buffers.ArrayPool<byte>.Shared.Rent(8 + envelope.Length);
+        byte[] value = System.Buffers.ArrayPool<byte>.Shared.Rent(prefix.Length + envelope.Length);
         try
         {
-            meta.Slice(40, 8).CopyTo(value);
-            envelope.CopyTo(value.AsSpan(8));
-            Upsert('B', id, value.AsSpan(0, 8 + envelope.Length));
+            prefix.CopyTo(value);
+            envelope.CopyTo(value.AsSpan(prefix.Length));
+            Upsert(kind, id, value.AsSpan(0, prefix.Length + envelope.Length));
         }
         finally
         {

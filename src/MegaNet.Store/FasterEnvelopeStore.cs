@@ -1614,8 +1614,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         _merkle.Append(stored.EnvelopeId);
     }
 
-    private void AddEntry(in Stored stored) => AddEntry(stored.Recipient, new IndexEntry(
-        stored.MailboxSeq, new Key32(stored.EnvelopeId), stored.ExpiresAt.ToUnixTimeMilliseconds(), stored.LogIndex, stored.Length));
+    private void AddEntry(in Stored stored) => AddEntry(stored.Recipient, stored.Entry);
 
     private void AddEntry(Key32 recipient, in IndexEntry entry)
     {
@@ -1806,8 +1805,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
 
     // Table metadata: recipient(32) ‖ mailbox seq(8) ‖ expiry Unix ms(8, offset 40, where compaction reads it) ‖
     // log index(8) ‖ length(4).
-    private static void EncodeMeta(in Stored stored, Span<byte> meta) => EncodeMeta(stored.Recipient, new IndexEntry(
-        stored.MailboxSeq, default, stored.ExpiresAt.ToUnixTimeMilliseconds(), stored.LogIndex, stored.Length), meta);
+    private static void EncodeMeta(in Stored stored, Span<byte> meta) => EncodeMeta(stored.Recipient, stored.Entry, meta);
 
     private static void EncodeMeta(Key32 recipient, in IndexEntry entry, Span<byte> meta)
     {
@@ -1915,6 +1913,9 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     {
         /// <summary>Its receipt under <paramref name="head"/>.</summary>
         public PutReceipt Receipt(SignedTreeHead head, bool duplicate) => new(EnvelopeId, LogIndex, MailboxSeq, head, duplicate);
+
+        /// <summary>Its mailbox index entry (also what the table's metadata holds, with the recipient).</summary>
+        public IndexEntry Entry => new(MailboxSeq, new Key32(EnvelopeId), ExpiresAt.ToUnixTimeMilliseconds(), LogIndex, Length);
     }
 
     internal readonly struct Key32 : IEquatable<Key32>
