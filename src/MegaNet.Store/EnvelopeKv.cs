@@ -81,6 +81,7 @@ internal sealed class EnvelopeKv : IDisposable
         Directory = directory;
         IndexBytes = indexBytes;
         _kv = new FasterKV<SpanByte, SpanByte>(settings);
+        IndexPages = HugePageAdvice.AdviseIndex(_kv);
         _writer = NewSession();
         _lookup = NewSession();
     }
@@ -118,6 +119,9 @@ internal sealed class EnvelopeKv : IDisposable
 
     /// <summary>Size of the hash index in bytes.</summary>
     public long IndexBytes { get; }
+
+    /// <summary>Whether the hash index asked for huge pages, and how much of it (see <see cref="HugePageAdvice"/>).</summary>
+    public HugePageAdvice.Outcome IndexPages { get; }
 
     /// <summary>
     /// The hash index for a new table under a store memory budget: an eighth of it (a power of two, 1 MiB to 1 GiB).

@@ -1,0 +1,88 @@
+using System.Globalization;
+using MegaNet.Store;
+using Xunit.Abstractions;
+using static MegaNet.Store.Tests.StoreTestKit;
+
+namespace MegaNet.Store.Tests;
+
+/// <summary>
+/// The envelope table's hash index asks Linux for huge pages (see HugePageAdvice). It finds the index by reflection into
+/// FASTER, so these tests are what notices a FASTER version that moved it.
+/// </summary>
+public sealed class HugePageAdviceTests(ITestOutputHelper output) : IDisposable
+{
+    private readonly string _dir = NewDirectory();
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    [Fact]
+    public void The_hash_index_is_found_and_its_whole_huge_pages_are_advised()
+    {
+        long index = EnvelopeKv.IndexBytesFor(256L << 20);
+        using var kv = new EnvelopeKv(_dir, 64L << 20, index);
+        HugePageAdvice.Outcome outcome = kv.IndexPages;
+        output.WriteLine($"index {index >> 20} MiB: {outcome}");
+        if (!OperatingSystem.IsLinux())
+        {
+            Assert.Equal(0, outcome.Bytes);
+            Assert.Equal("not Linux", outcome.WhyNot);
+            return;
+        }
+
+        if (!Directory.Exists("/sys/kernel/mm/transparent_hugepage"))
+        {
+            // A kernel without transparent huge pages refuses the advice; the index works on small pages.
+            Assert.StartsWith("madvise(MADV_HUGEPAGE) failed", outcome.WhyNot, StringComparison.Ordinal);
+            return;
+        }
+
+        Assert.Null(outcome.WhyNot);
+        // At most the partial 2 MiB page at each end is left out.
+        Assert.InRange(outcome.Bytes, index - (4L << 20), index);
+        Assert.Equal(0, outcome.Start % (2L << 20));
+
+        // The kernel's view: the mapping that holds the advised range carries the huge-page flag ("hg").
+        string? flags = MappingFlags(outcome.Start);
+        output.WriteLine($"VmFlags of the mapping at {outcome.Start:x}: {flags}");
+        Assert.NotNull(flags);
+        Assert.Contains("hg", flags.Split(' '));
+    }
+
+    [Fact]
+    public async Task An_index_smaller_than_a_huge_page_is_left_alone_and_the_table_works()
+    {
+        using var kv = new EnvelopeKv(_dir, 8L << 20, 1L << 20);
+        Assert.Equal(0, kv.IndexPages.Bytes);
+        Assert.Equal(OperatingSystem.IsLinux() ? "the index is smaller than a huge page" : "not Linux", kv.IndexPages.WhyNot);
+
+        var random = new Random(5);
+        byte[] id = Bytes(random, 32), meta = Bytes(random, EnvelopeKv.MetaLength);
+        byte[] envelope = Bytes(random, 100);
+        kv.Put(id, meta, envelope);
+        // One record: the metadata, then the envelope.
+        byte[]? record = await kv.GetMetaAsync(id);
+        Assert.NotNull(record);
+        Assert.Equal([.. meta, .. envelope], record);
+    }
+
+    private static string? MappingFlags(nint address)
+    {
+        bool inside = false;
+        foreach (string line in File.ReadLines("/proc/self/smaps"))
+        {
+            int dash = line.IndexOf('-', StringComparison.Ordinal);
+            int space = line.IndexOf(' ', StringComparison.Ordinal);
+            if (dash > 0 && space > dash && ulong.TryParse(line.AsSpan(0, dash), NumberStyles.HexNumber, CultureInfo.InvariantCulture, out ulong start)
+                && ulong.TryParse(line.AsSpan(dash + 1, space - dash - 1), NumberStyles.HexNumber, CultureInfo.InvariantCulture, out ulong end))
+            {
+                inside = (ulong)address >= start && (ulong)address < end;
+            }
+            else if (inside && line.StartsWith("VmFlags:", StringComparison.Ordinal))
+            {
+                return line["VmFlags:".Length..].Trim();
+            }
+        }
+
+        return null;
+    }
+}
