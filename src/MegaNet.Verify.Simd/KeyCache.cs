@@ -1,4 +1,5 @@
 using System.Buffers.Binary;
+using System.Runtime.CompilerServices;
 using MegaNet.Verify.Simd.Curve;
 
 namespace MegaNet.Verify.Simd;
@@ -32,6 +33,7 @@ internal sealed class KeyCache
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public bool TryGet(ReadOnlySpan<byte> key, out bool valid, out AffineNielsPoint negatedKey)
     {
         (ulong k0, ulong k1, ulong k2, ulong k3) = Words(key);
@@ -52,6 +54,7 @@ internal sealed class KeyCache
         return false;
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public void Add(ReadOnlySpan<byte> key, bool valid, in AffineNielsPoint negatedKey)
     {
         (ulong k0, ulong k1, ulong k2, ulong k3) = Words(key);
@@ -64,6 +67,7 @@ internal sealed class KeyCache
 
     /// <summary>A hash of a 32-byte key for direct-mapped tables of attacker-chosen keys (this cache, and the
     /// verifier's per-chunk table of repeated keys).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static int Hash(ReadOnlySpan<byte> key)
     {
         (ulong k0, ulong k1, ulong k2, ulong k3) = Words(key);

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 namespace MegaNet.Verify.Simd.Curve;
 
 /// <summary>The Ed25519 base point B (RFC 8032), decoded once.</summary>
@@ -6,6 +7,7 @@ internal static class BasePoint
     /// <summary>B prepared for mixed addition.</summary>
     public static readonly AffineNielsPoint Niels = Decode();
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static AffineNielsPoint Decode()
     {
         byte[] encoding = Convert.FromHexString("5866666666666666666666666666666666666666666666666666666666666666");

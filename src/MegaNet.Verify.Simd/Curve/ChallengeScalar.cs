@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using MegaNet.Core.Verification;
 using NSec.Cryptography;
 
@@ -13,6 +14,7 @@ internal static class ChallengeScalar
 {
     /// <summary>k for <paramref name="signature"/> (64 bytes, R then S), <paramref name="publicKey"/> (32 bytes) and
     /// <paramref name="message"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static Scalar256 Compute(ReadOnlySpan<byte> signature, ReadOnlySpan<byte> publicKey, ReadOnlySpan<byte> message)
     {
         Span<byte> digest = stackalloc byte[64];

@@ -15,6 +15,7 @@ internal struct EdwardsPoint
     /// Strict decoding (docs/verification.md rule 3): y &lt; p, x² = (y² − 1)/(d·y² + 1) has a root, and not x = 0 with
     /// the sign bit set. The result is affine (Z = 1).
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static bool TryDecode(ReadOnlySpan<byte> s, out EdwardsPoint p)
     {
         p = Identity;
@@ -63,6 +64,7 @@ internal struct EdwardsPoint
     /// <see cref="TryDecode"/> for up to 8 encodings (32 bytes each, back to back) with the square-root exponentiations
     /// computed together (<see cref="F.Pow22523Many"/>: AVX-512F/AVX2 lanes); verdicts and points are identical to decoding one at a time.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void TryDecodeMany(ReadOnlySpan<byte> encodings, Span<EdwardsPoint> points, Span<bool> ok)
     {
         int n = points.Length;
@@ -121,6 +123,7 @@ internal struct EdwardsPoint
     }
 
     /// <summary>The canonical encoding (for tests and diagnostics; verification never encodes).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public readonly void Encode(Span<byte> s)
     {
         F zInv = F.Invert(Z);
@@ -182,6 +185,7 @@ internal struct EdwardsPoint
 
     /// <summary>[2^n]P in AVX2 lanes where there are some (<see cref="PointInLanes"/>), else with scalar formulas of which
     /// only the last doubling computes T.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static EdwardsPoint DoubleTimes(in EdwardsPoint p, int n)
     {
         if (n >= 1 && PointInLanes.IsSupported)
@@ -293,6 +297,7 @@ internal struct EdwardsPoint
     /// exactly eight elements and each has one canonical encoding, so for canonical input this equals
     /// <see cref="IsSmallOrder"/> at the cost of a few comparisons instead of three doublings.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static bool IsSmallOrderEncoding(ReadOnlySpan<byte> canonicalEncoding)
     {
         foreach (byte[] e in SmallOrderEncodings)
@@ -310,6 +315,7 @@ internal struct EdwardsPoint
     // the reference's torsion points.
     private static readonly byte[][] SmallOrderEncodings = BuildSmallOrderEncodings();
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static byte[][] BuildSmallOrderEncodings()
     {
         if (!TryDecode(Convert.FromHexString("26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05"), out EdwardsPoint t8))

@@ -29,6 +29,7 @@ internal static class LaneMultiScalar<TOps, TVec>
     private static readonly ulong[] D2Limbs = Limbs(F.D2);
 
     /// <summary>Σ [sᵢ]Pᵢ; scalars &lt; 2^253.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static EdwardsPoint Compute(ReadOnlySpan<AffineNielsPoint> points, ReadOnlySpan<Scalar256> scalars)
     {
         int n = points.Length;
@@ -96,6 +97,7 @@ internal static class LaneMultiScalar<TOps, TVec>
     /// short (≤ 128-bit, the random coefficients of the batch equation) one per group its digits reach, and each group
     /// sums its 2^(w−1) buckets with two full additions each (about 1.3 mixed additions).
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     internal static int WindowFor(int longScalars, int shortScalars, int lanes)
     {
         int best = 4;
@@ -116,6 +118,7 @@ internal static class LaneMultiScalar<TOps, TVec>
     }
 
     [SkipLocalsInit]
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static unsafe void AccumulateGroup(int g, int n, int slots, short[] digits, ulong[] niels, ulong[] store, int bucketCount, Span<EdwardsPoint> sums)
     {
         int lanes = TOps.Lanes;
@@ -199,6 +202,7 @@ internal static class LaneMultiScalar<TOps, TVec>
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static LanePoint Identity()
     {
         Span<ulong> one = stackalloc ulong[10];
@@ -211,7 +215,7 @@ internal static class LaneMultiScalar<TOps, TVec>
     }
 
     /// <summary>P + Q for an affine Q as (y+x, y−x, 2dxy): 7 multiplications per lane (as <see cref="EdwardsPoint.AddAffine"/>).</summary>
-    [MethodImpl(MethodImplOptions.NoInlining)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     [SkipLocalsInit]
     private static void AddNiels(ref LanePoint p, in LaneNiels q)
     {
@@ -224,7 +228,7 @@ internal static class LaneMultiScalar<TOps, TVec>
     }
 
     /// <summary>P + Q for a cached Q: 8 multiplications per lane (as <see cref="EdwardsPoint.Add"/>).</summary>
-    [MethodImpl(MethodImplOptions.NoInlining)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     [SkipLocalsInit]
     private static void AddCached(ref LanePoint p, in LaneCached q)
     {
@@ -235,7 +239,7 @@ internal static class LaneMultiScalar<TOps, TVec>
         Finish(ref p, a, b, c, d);
     }
 
-    [MethodImpl(MethodImplOptions.NoInlining)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     [SkipLocalsInit]
     private static void Finish(ref LanePoint r, in LaneField<TOps, TVec> a, in LaneField<TOps, TVec> b, in LaneField<TOps, TVec> c, in LaneField<TOps, TVec> d)
     {
@@ -249,7 +253,7 @@ internal static class LaneMultiScalar<TOps, TVec>
         LaneField<TOps, TVec>.MulInto(f, g, out r.Z);
     }
 
-    [MethodImpl(MethodImplOptions.NoInlining)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     [SkipLocalsInit]
     private static void ToCached(in LanePoint p, in LaneField<TOps, TVec> d2, out LaneCached r)
     {
@@ -259,6 +263,7 @@ internal static class LaneMultiScalar<TOps, TVec>
         LaneField<TOps, TVec>.MulInto(p.T, d2, out r.T2d);
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static ulong[] Limbs(in F value)
     {
         ulong[] limbs = new ulong[10];

@@ -26,6 +26,7 @@ internal static class LatticeSplit
     /// Finds c and d with c ≡ d·k (mod L), both below 2^127 in size and d ≠ 0, returned as magnitudes and signs. Always
     /// true for k &lt; L; false, for the caller to check the unsplit equation, only if the result failed its own check.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static bool TrySplit(in Scalar256 k, out Scalar256 c, out bool cNegative, out Scalar256 d, out bool dNegative)
     {
         // Two rows (r, |t|): r in 4 limbs at offset 0 or 6, |t| (below 2^127) in 2 limbs right after it. The rows swap
@@ -100,6 +101,7 @@ internal static class LatticeSplit
     }
 
     /// <summary>x ± (y &lt;&lt; shift) modulo 2^(64·x.Length), y no longer than x; returns the carry (or borrow) out.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static ulong AddShifted(Span<ulong> x, ReadOnlySpan<ulong> y, int shift, bool subtract)
     {
         int words = shift >> 6, bits = shift & 63;
@@ -134,6 +136,7 @@ internal static class LatticeSplit
     }
 
     /// <summary>The 64 bits of x from bit <paramref name="bits"/> − 1 down (its top bits, for its bit length).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static ulong Top64(ReadOnlySpan<ulong> x, int bits)
     {
         if (bits <= 64)
@@ -153,6 +156,7 @@ internal static class LatticeSplit
     }
 
     /// <summary>The bit length of an unsigned x.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static int BitLength(ReadOnlySpan<ulong> x)
     {
         for (int i = x.Length - 1; i >= 0; i--)
@@ -171,6 +175,7 @@ internal static class LatticeSplit
     /// below 2^128, so d is not a multiple of L) gives an equation with the same verdict, so a split that passes this
     /// can make a check slower but never wrong.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static bool Holds(in Scalar256 k, in Scalar256 c, bool cNegative, in Scalar256 d, bool dNegative)
     {
         if (d.IsZero)

@@ -1,4 +1,5 @@
 using System.Buffers;
+using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
 using MegaNet.Verify.Simd.Field;
@@ -39,6 +40,7 @@ internal static class MultiScalar
         int.MaxValue;
 
     /// <summary>Σ [sᵢ]Pᵢ by the fastest method for this size and ISA tier; every method gives the same group element.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static EdwardsPoint Compute(ReadOnlySpan<AffineNielsPoint> points, ReadOnlySpan<Scalar256> scalars)
     {
         if (UsesStraus(points.Length))
@@ -124,6 +126,7 @@ internal static class MultiScalar
     public static EdwardsPoint StrausNafSplitBase(in Scalar256 baseLow, in Scalar256 baseHigh, ReadOnlySpan<AffineNielsPoint> points, ReadOnlySpan<Scalar256> scalars) =>
         Straus(baseLow, baseHigh, split: true, points, scalars);
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static EdwardsPoint Straus(in Scalar256 baseScalar, in Scalar256 highBaseScalar, bool split, ReadOnlySpan<AffineNielsPoint> points, ReadOnlySpan<Scalar256> scalars)
     {
         const int Length = ScalarMath.NafLength;
@@ -187,6 +190,7 @@ internal static class MultiScalar
 
     /// <summary>Straus's doublings and additions from the top digit down: a run of doublings at once before the first
     /// addition at each digit position that has any, and the doublings below the last at the end.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static EdwardsPoint Chain<TChain>(TChain chain, sbyte[] digits, int rows)
         where TChain : struct, IStrausChain
     {
@@ -256,12 +260,14 @@ internal static class MultiScalar
 
         public void DoubleTimes(int n) => _q = EdwardsPoint.DoubleTimes(_q, n);
 
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public void AddBase(bool high, int d)
         {
             AffineNielsPoint[] odd = high ? HighBaseOddMultiples : BaseOddMultiples;
             _q = d > 0 ? EdwardsPoint.AddAffine(_q, odd[d >> 1]) : EdwardsPoint.SubAffine(_q, odd[-d >> 1]);
         }
 
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public void AddPoint(int i, int d)
         {
             int row = i * NafTable;
@@ -287,6 +293,7 @@ internal static class MultiScalar
         private static int Signed(int d) => d > 0 ? d & ~1 : (-d & ~1) + 1;
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static V[] InLanes(AffineNielsPoint[] points)
     {
         var result = new V[2 * points.Length];
@@ -300,6 +307,7 @@ internal static class MultiScalar
     }
 
     /// <summary>[1]P, [3]P, …, [2·count − 1]P as affine points (one inversion each: for tables computed once).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static AffineNielsPoint[] OddMultiples(in AffineNielsPoint point, int count)
     {
         var result = new AffineNielsPoint[count];
@@ -319,6 +327,7 @@ internal static class MultiScalar
     }
 
     /// <summary>P prepared for mixed addition (one inversion: for points computed once).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static AffineNielsPoint ToAffineNiels(in EdwardsPoint p)
     {
         F zInverse = F.Invert(p.Z);
@@ -326,6 +335,7 @@ internal static class MultiScalar
         return AffineNielsPoint.FromAffine(new EdwardsPoint { X = x, Y = y, Z = F.One, T = F.Mul(x, y) });
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static EdwardsPoint Pippenger(ReadOnlySpan<AffineNielsPoint> points, ReadOnlySpan<Scalar256> scalars, int w)
     {
         int n = points.Length;
@@ -408,6 +418,7 @@ internal static class MultiScalar
 
     /// <summary>Recovers the extended point from (y+x, y−x, 2dxy): x = ((y+x) − (y−x))/2, y = ((y+x) + (y−x))/2, computed
     /// projectively as X = (y+x) − (y−x), Y = (y+x) + (y−x), Z = 2, T = X·Y/2.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static EdwardsPoint FromAffineNiels(in AffineNielsPoint p)
     {
         F x2 = F.Carry(F.Sub(p.YplusX, p.YminusX));   // 2x

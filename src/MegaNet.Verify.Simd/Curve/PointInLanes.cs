@@ -35,6 +35,7 @@ internal static class PointInLanes
     public static EdwardsPoint DoubleTimes(in EdwardsPoint p, int n) => Unpack(DoubleTimes(From(p), n));
 
     /// <summary>[2^n]P in lanes, n ≥ 1.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static V DoubleTimes(V p, int n)
     {
         for (int i = 0; i < n; i++)
@@ -60,6 +61,7 @@ internal static class PointInLanes
         : Pack(F.Carry(q.YminusX), F.Carry(q.YplusX), F.Carry(q.XY2d), Two);
 
     /// <summary>Back to a scalar point, carried.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static EdwardsPoint Unpack(in V v)
     {
         // Limb k of lane j is even + odd·2^26 of that lane's pair.
@@ -76,7 +78,7 @@ internal static class PointInLanes
     /// <summary>P + Q for P in lanes and Q from <see cref="Cached(in CachedPoint, bool)"/>: (a, b, c, d) =
     /// (Y1−X1, Y1+X1, T1, Z1)·(Y2−X2, Y2+X2, 2dT2, 2Z2) in one lane multiplication, then e = b − a, f = d − c,
     /// g = d + c, h = b + a and (e·f, g·h, f·g, e·h) in another.</summary>
-    [MethodImpl(MethodImplOptions.NoInlining)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     [SkipLocalsInit]
     public static V Add(in V p, in V q)
     {
@@ -94,6 +96,7 @@ internal static class PointInLanes
     }
 
     // Radix 2^51 → 2^25.5 for four carried elements at once (LaneField.Pack carries every element once per limb).
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static V Pack(in F x, in F y, in F z, in F t)
     {
         const ulong Mask26 = (1UL << 26) - 1;
@@ -112,7 +115,7 @@ internal static class PointInLanes
     }
 
     /// <summary>2P for P = (X, Y, Z, ·) in lanes 0–2 (carried limbs); the result has T in lane 3.</summary>
-    [MethodImpl(MethodImplOptions.NoInlining)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     [SkipLocalsInit]
     public static V Double(in V p)
     {

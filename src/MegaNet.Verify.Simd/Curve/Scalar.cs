@@ -34,6 +34,7 @@ internal static class ScalarMath
     internal static ReadOnlySpan<ulong> LLimbs => [C0, C1, 0, 1UL << 60, 0];
 
     /// <summary>x mod L for a 512-bit little-endian <paramref name="x"/> (8 limbs).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static Scalar256 Reduce(ReadOnlySpan<ulong> x)
     {
         // 2^252 ≡ −c (mod L). Write x = a0 + b0·2^252 ⇒ x ≡ a0 − b0·c; fold b0·c the same way twice more:
@@ -81,6 +82,7 @@ internal static class ScalarMath
     }
 
     /// <summary>(L − a) mod L for a fully reduced a.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static Scalar256 NegateMod(in Scalar256 a)
     {
         if (a.IsZero)
@@ -95,6 +97,7 @@ internal static class ScalarMath
     }
 
     /// <summary>(a · b) mod L where a has up to 4 limbs.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static Scalar256 MulMod(in Scalar256 a, in Scalar256 b)
     {
         Span<ulong> x = stackalloc ulong[8];
@@ -103,6 +106,7 @@ internal static class ScalarMath
     }
 
     /// <summary>acc += a · b (full 512-bit product, no reduction); acc has 8 limbs and must not overflow.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void MulAdd(in Scalar256 a, in Scalar256 b, Span<ulong> acc)
     {
         Span<ulong> av = [a.S0, a.S1, a.S2, a.S3];
@@ -113,6 +117,7 @@ internal static class ScalarMath
     }
 
     /// <summary>Reads 64 little-endian bytes (a SHA-512 digest) and reduces mod L.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static Scalar256 ReduceBytes(ReadOnlySpan<byte> digest64)
     {
         Span<ulong> x = stackalloc ulong[8];
@@ -128,6 +133,7 @@ internal static class ScalarMath
     /// Signed radix-2^w digits d_j ∈ [−2^(w−1), 2^(w−1)] with s = Σ d_j·2^(w·j); fills <paramref name="digits"/>.
     /// s must be &lt; 2^(w·digits.Length − 1).
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void SignedDigits(in Scalar256 s, int w, Span<short> digits)
     {
         int windows = digits.Length;
@@ -155,6 +161,7 @@ internal static class ScalarMath
     /// after every non-zero one, and s = Σ d_j·2^j. About one digit in w + 1 is non-zero, against one in w for
     /// <see cref="SignedDigits"/>, and only odd multiples need a table. s must be &lt; 2^253; 2 ≤ w ≤ 8.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void NonAdjacentForm(in Scalar256 s, int w, Span<sbyte> naf)
     {
         naf[..NafLength].Clear();
@@ -208,6 +215,7 @@ internal static class ScalarMath
         return lo;
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void ShiftRight252(ReadOnlySpan<ulong> x, Span<ulong> result)
     {
         result.Clear();
@@ -224,6 +232,7 @@ internal static class ScalarMath
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Low252(ReadOnlySpan<ulong> x, Span<ulong> result)
     {
         result.Clear();
@@ -234,6 +243,7 @@ internal static class ScalarMath
     }
 
     /// <summary>r = a · b (schoolbook); r.Length ≥ a.Length + b.Length is cleared first.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Multiply(ReadOnlySpan<ulong> a, ReadOnlySpan<ulong> b, Span<ulong> r)
     {
         r.Clear();
@@ -254,6 +264,7 @@ internal static class ScalarMath
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void AddInPlace(Span<ulong> r, ReadOnlySpan<ulong> a)
     {
         ulong carry = 0;
@@ -266,6 +277,7 @@ internal static class ScalarMath
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void SubInPlace(Span<ulong> r, ReadOnlySpan<ulong> a)
     {
         ulong borrow = 0;
@@ -278,6 +290,7 @@ internal static class ScalarMath
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static bool LessThan(ReadOnlySpan<ulong> a, ReadOnlySpan<ulong> b)
     {
         for (int i = a.Length - 1; i >= 0; i--)

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 namespace MegaNet.Verify.Simd.Field;
 
 /// <summary>Field arithmetic an addition chain needs; implemented by the scalar and the lane representations.</summary>
@@ -14,6 +15,7 @@ internal interface IFieldArithmetic<TSelf>
 internal static class AdditionChains
 {
     /// <summary>z^((p − 5) / 8) = z^(2^252 − 3), the exponent of square-root recovery (ref10's chain: 250 squarings, 11 multiplications).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static T Pow22523<T>(in T z)
         where T : struct, IFieldArithmetic<T>
     {

@@ -53,6 +53,7 @@ internal struct FieldElement : IFieldArithmetic<FieldElement>
     public static readonly FieldElement SqrtM1 = FromHex("b0a00e4a271beec478e42fad0618432fa7d7fb3d99004d2b0bdfc14f8024832b");
 
     /// <summary>Reads 32 little-endian bytes, ignoring the top bit (the caller handles sign and canonicity).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static FieldElement FromBytes(ReadOnlySpan<byte> s)
     {
         ulong w0 = BinaryPrimitives.ReadUInt64LittleEndian(s);
@@ -68,6 +69,7 @@ internal struct FieldElement : IFieldArithmetic<FieldElement>
     }
 
     /// <summary>True if the 255-bit little-endian value in <paramref name="s"/> (top bit ignored) is below p.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static bool IsCanonicalEncoding(ReadOnlySpan<byte> s)
     {
         // y ≥ p iff y ∈ [2^255 − 19, 2^255 − 1]: bytes 1..30 are 0xFF, byte 31 (without sign) is 0x7F, byte 0 ≥ 0xED.
@@ -88,6 +90,7 @@ internal struct FieldElement : IFieldArithmetic<FieldElement>
     }
 
     /// <summary>Writes the canonical 32-byte encoding (fully reduced mod p).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public readonly void ToBytes(Span<byte> s)
     {
         FieldElement t = Carry(this);
@@ -153,7 +156,7 @@ internal struct FieldElement : IFieldArithmetic<FieldElement>
     // Not inlined: inlined into the point formulas, a doubling's seven multiplications and squarings shared one register
     // allocation over ~40 live limbs, about 700 stack accesses a doubling; called, each allocates its own 16 registers
     // (a single signature 0.53-0.54x -> 0.68-0.72x libsodium, measured alternately, AVX2 machine, 2026-11-30).
-    [MethodImpl(MethodImplOptions.NoInlining)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     public static FieldElement Mul(in FieldElement a, in FieldElement b)
     {
         ulong a0 = a.L0, a1 = a.L1, a2 = a.L2, a3 = a.L3, a4 = a.L4;
@@ -199,7 +202,7 @@ internal struct FieldElement : IFieldArithmetic<FieldElement>
     }
 
     // Not inlined, as Mul.
-    [MethodImpl(MethodImplOptions.NoInlining)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     public static FieldElement Square(in FieldElement a)
     {
         ulong a0 = a.L0, a1 = a.L1, a2 = a.L2, a3 = a.L3, a4 = a.L4;
@@ -249,6 +252,7 @@ internal struct FieldElement : IFieldArithmetic<FieldElement>
     }
 
     /// <summary>a^(2^n) by repeated squaring.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static FieldElement SquareTimes(in FieldElement a, int n)
     {
         FieldElement r = Square(a);
@@ -271,6 +275,7 @@ internal struct FieldElement : IFieldArithmetic<FieldElement>
     /// <see cref="Pow22523"/> for many independent elements: eight per AVX-512F vector, four per AVX2 vector, else one
     /// at a time. Results are identical on every tier.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Pow22523Many(Span<FieldElement> z)
     {
         if (Avx512F.IsSupported && Vector512.IsHardwareAccelerated)
@@ -299,6 +304,7 @@ internal struct FieldElement : IFieldArithmetic<FieldElement>
     }
 
     /// <summary>The scalar tier of <see cref="Pow22523Many"/>: one chain per element.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     internal static void Pow22523Scalar(Span<FieldElement> z)
     {
         for (int i = 0; i < z.Length; i++)
@@ -308,6 +314,7 @@ internal struct FieldElement : IFieldArithmetic<FieldElement>
     }
 
     /// <summary>a^(p − 2) = a^−1 (0 maps to 0).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static FieldElement Invert(in FieldElement z)
     {
         FieldElement t0 = Square(z);
@@ -335,6 +342,7 @@ internal struct FieldElement : IFieldArithmetic<FieldElement>
     }
 
     /// <summary>True if the element is 0 mod p.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public readonly bool IsZero()
     {
         Span<byte> s = stackalloc byte[32];
@@ -343,6 +351,7 @@ internal struct FieldElement : IFieldArithmetic<FieldElement>
     }
 
     /// <summary>True if the canonical value is odd (the "negative" root).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public readonly bool IsOdd()
     {
         Span<byte> s = stackalloc byte[32];

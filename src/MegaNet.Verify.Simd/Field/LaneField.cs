@@ -82,6 +82,7 @@ internal readonly struct Avx512Lanes : ILaneOps<Vector512<ulong>>
     private static readonly Vector512<ulong> HalvesLow = Vector512.Create(0UL, 1, 2, 3, 8, 9, 10, 11);
     private static readonly Vector512<ulong> HalvesHigh = Vector512.Create(4UL, 5, 6, 7, 12, 13, 14, 15);
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static unsafe void LoadRows(ulong** rows, ulong* vectors, int count)
     {
         for (int k = 0; k < count; k += 8)
@@ -94,6 +95,7 @@ internal readonly struct Avx512Lanes : ILaneOps<Vector512<ulong>>
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static unsafe void StoreRows(ulong* vectors, ulong** rows, int count)
     {
         for (int k = 0; k < count; k += 8)
@@ -168,6 +170,7 @@ internal readonly struct Avx2Lanes : ILaneOps<Vector256<ulong>>
 
     public static void Store(Vector256<ulong> value, Span<ulong> destination) => value.CopyTo(destination);
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static unsafe void LoadRows(ulong** rows, ulong* vectors, int count)
     {
         for (int k = 0; k < count; k += 4)
@@ -178,6 +181,7 @@ internal readonly struct Avx2Lanes : ILaneOps<Vector256<ulong>>
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static unsafe void StoreRows(ulong* vectors, ulong** rows, int count)
     {
         for (int k = 0; k < count; k += 4)
@@ -220,6 +224,7 @@ internal struct LaneField<TOps, TVec> : IFieldArithmetic<LaneField<TOps, TVec>>
     public TVec L0, L1, L2, L3, L4, L5, L6, L7, L8, L9;
 
     /// <summary>Packs up to <c>TOps.Lanes</c> radix-2^51 elements (carried) into lanes; missing lanes are zero.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static LaneField<TOps, TVec> Pack(ReadOnlySpan<FieldElement> values)
     {
         int lanes = TOps.Lanes;
@@ -246,6 +251,7 @@ internal struct LaneField<TOps, TVec> : IFieldArithmetic<LaneField<TOps, TVec>>
     }
 
     /// <summary>Writes the lanes back as radix-2^51 elements (carried).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public readonly void Unpack(Span<FieldElement> values)
     {
         int lanes = TOps.Lanes;
@@ -268,7 +274,7 @@ internal struct LaneField<TOps, TVec> : IFieldArithmetic<LaneField<TOps, TVec>>
         }
     }
 
-    [MethodImpl(MethodImplOptions.NoInlining)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     [SkipLocalsInit]
     public static LaneField<TOps, TVec> Mul(in LaneField<TOps, TVec> a, in LaneField<TOps, TVec> b)
     {
@@ -282,7 +288,7 @@ internal struct LaneField<TOps, TVec> : IFieldArithmetic<LaneField<TOps, TVec>>
     /// returned value into such a place through a temporary (a 320-byte memmove per product with AVX2: 1.5 % of a
     /// batch-1,024 profile, 0.24 % with this). <paramref name="r"/> may alias an operand: it is written only after
     /// both are read.</summary>
-    [MethodImpl(MethodImplOptions.NoInlining)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     [SkipLocalsInit]
     public static void MulInto(in LaneField<TOps, TVec> a, in LaneField<TOps, TVec> b, out LaneField<TOps, TVec> r) => MulCore(a, b, out r);
 
@@ -422,7 +428,7 @@ internal struct LaneField<TOps, TVec> : IFieldArithmetic<LaneField<TOps, TVec>>
     }
 
     /// <summary>a² in every lane (ref10's 55-product schoolbook square; inputs as for <see cref="Mul"/>).</summary>
-    [MethodImpl(MethodImplOptions.NoInlining)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     [SkipLocalsInit]
     public static LaneField<TOps, TVec> Square(in LaneField<TOps, TVec> a)
     {
@@ -604,6 +610,7 @@ internal struct LaneField<TOps, TVec> : IFieldArithmetic<LaneField<TOps, TVec>>
     }
 
     /// <summary>Ten carried radix-2^25.5 limbs of a radix-2^51 element (the layout of one lane).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void ToLimbs(in FieldElement value, Span<ulong> limbs)
     {
         const ulong Mask26 = (1UL << 26) - 1;
@@ -668,6 +675,7 @@ internal struct LaneField<TOps, TVec> : IFieldArithmetic<LaneField<TOps, TVec>>
 
     private readonly TVec Get(int i) => i switch { 0 => L0, 1 => L1, 2 => L2, 3 => L3, 4 => L4, 5 => L5, 6 => L6, 7 => L7, 8 => L8, _ => L9 };
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void Set(int i, TVec v)
     {
         switch (i)
