@@ -119,6 +119,9 @@ public sealed class RelayService(
         Exception? unreadable = null;
         bool gone = false;
         ClientAddress? source = Source(context);
+        // Read once: Kestrel takes a lock for each read of the request's abort token (0.2 % of a streaming node's
+        // samples when read per envelope).
+        CancellationToken aborted = context.CancellationToken;
         // Idle: no request read and every one read answered for StreamIdleSeconds; then waiting for the next request
         // stops (a request already read is still admitted and answered). Checked by a timer that compares counters,
         // rather than a deadline reset per request, which would cost a timer update per envelope.
@@ -173,7 +176,7 @@ public sealed class RelayService(
             await foreach (TRequest request in requestStream.ReadAllAsync(waiting.Token))
             {
                 idle.Read();
-                InFlight item = admit(request, source, context.CancellationToken);
+                InFlight item = admit(request, source, aborted);
                 window.Add(item.Count);
                 inFlight.Writer.TryWrite(item);
                 await window.WaitForRoomAsync(reading.Token).ConfigureAwait(false);
