@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using System.Runtime.Intrinsics.X86;
 using FASTER.core;
 
 namespace MegaNet.Store;
@@ -43,6 +44,9 @@ internal sealed class EnvelopeKv : IDisposable
     private const int SegmentBits = 26;
     private long _diskReads;
     private long _compactionRetries;
+    // FASTER's hash index, for PrefetchPut (0 when it was not found).
+    private readonly nint _indexBuckets;
+    private readonly long _indexMask;
 
     /// <param name="directory">Directory of the hybrid log and its checkpoints.</param>
     /// <param name="memoryBytes">Memory for the hybrid log (rounded down to a power of two).</param>
@@ -81,7 +85,13 @@ internal sealed class EnvelopeKv : IDisposable
         Directory = directory;
         IndexBytes = indexBytes;
         _kv = new FasterKV<SpanByte, SpanByte>(settings);
-        IndexPages = HugePageAdvice.AdviseIndex(_kv);
+        IndexPages = FasterHashIndex.AdviseHugePages(_kv);
+        if (FasterHashIndex.TryFind(_kv, out nint buckets, out long count))
+        {
+            _indexBuckets = buckets;
+            _indexMask = count - 1;
+        }
+
         _writer = NewSession();
         _lookup = NewSession();
     }
@@ -120,8 +130,8 @@ internal sealed class EnvelopeKv : IDisposable
     /// <summary>Size of the hash index in bytes.</summary>
     public long IndexBytes { get; }
 
-    /// <summary>Whether the hash index asked for huge pages, and how much of it (see <see cref="HugePageAdvice"/>).</summary>
-    public HugePageAdvice.Outcome IndexPages { get; }
+    /// <summary>Whether the hash index asked for huge pages, and how much of it (see <see cref="FasterHashIndex"/>).</summary>
+    public FasterHashIndex.Outcome IndexPages { get; }
 
     /// <summary>
     /// The hash index for a new table under a store memory budget: an eighth of it (a power of two, 1 MiB to 1 GiB).
@@ -183,6 +193,37 @@ internal sealed class EnvelopeKv : IDisposable
         }
 
         Upsert('E', id, meta, envelope);
+    }
+
+    /// <summary>
+    /// Starts loading into the cache the hash bucket that <see cref="Put"/> of <paramref name="id"/> will read. Each put's
+    /// bucket lies at a random place in an index larger than the cache, and its load was the costliest instruction of an
+    /// upsert (0.9 % of a streaming node's samples); a writer that knows its next put prefetches it while it writes this
+    /// one. Only a hint: it changes nothing, and does nothing where the index was not found.
+    /// </summary>
+    public unsafe void PrefetchPut(ReadOnlySpan<byte> id)
+    {
+        if (_indexBuckets != 0 && Sse.IsSupported)
+        {
+            Sse.Prefetch0((void*)BucketOf(id, out _));
+        }
+    }
+
+    /// <summary>The address of the index bucket FASTER files the <see cref="Put"/> record of <paramref name="id"/> under
+    /// (0 where the index was not found), and the 14-bit tag its entry carries there.</summary>
+    internal unsafe nint BucketOf(ReadOnlySpan<byte> id, out ushort tag)
+    {
+        Span<byte> keyBytes = stackalloc byte[33];
+        MakeKey(keyBytes, 'E', id);
+        fixed (byte* k = keyBytes)
+        {
+            // The hash FASTER's upsert computes for the same key (SpanByte keys hash through SpanByteComparer): the low
+            // bits pick the bucket, the top 14 are the tag.
+            var key = SpanByte.FromFixedSpan(keyBytes);
+            long hash = SpanByteComparer.StaticGetHashCode64(ref key);
+            tag = (ushort)((ulong)hash >> 50);
+            return _indexBuckets == 0 ? 0 : _indexBuckets + (nint)((hash & _indexMask) * FasterHashIndex.BucketBytes);
+        }
     }
 
     // A record whose value is prefix ‖ envelope, assembled in a pooled buffer (FASTER takes one contiguous value).

@@ -1489,10 +1489,18 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         // entry without its envelope. Leaf hashes too, so the lock covers only the index and tree updates.
         Span<byte> meta = stackalloc byte[EnvelopeKv.MetaLength];
         int leafCount = 0;
-        foreach ((Request r, int item, Stored stored, bool isNew) in prepared.Accepted)
+        List<(Request Request, int Item, Stored Stored, bool IsNew)> accepted = prepared.Accepted;
+        for (int i = 0; i < accepted.Count; i++)
         {
+            (Request r, int item, Stored stored, bool isNew) = accepted[i];
             if (isNew)
             {
+                // The next put's index bucket comes into the cache while this one is written.
+                if (i + 1 < accepted.Count && accepted[i + 1].IsNew)
+                {
+                    _kv.PrefetchPut(accepted[i + 1].Stored.EnvelopeId);
+                }
+
                 EncodeMeta(stored, meta);
                 _kv.Put(stored.EnvelopeId, meta, r.Puts![item]!.Envelope.Span);
                 MerkleTree.LeafHash(stored.EnvelopeId, leafBuffer.AsSpan(leafCount++ * MerkleTree.HashSize, MerkleTree.HashSize));

@@ -6,10 +6,10 @@ using static MegaNet.Store.Tests.StoreTestKit;
 namespace MegaNet.Store.Tests;
 
 /// <summary>
-/// The envelope table's hash index asks Linux for huge pages (see HugePageAdvice). It finds the index by reflection into
-/// FASTER, so these tests are what notices a FASTER version that moved it.
+/// The envelope table's hash index, found by reflection into FASTER (see FasterHashIndex): it asks Linux for huge pages,
+/// and a put's bucket is prefetched. Nothing else notices a FASTER version that moved the index or changed its hash.
 /// </summary>
-public sealed class HugePageAdviceTests(ITestOutputHelper output) : IDisposable
+public sealed class FasterHashIndexTests(ITestOutputHelper output) : IDisposable
 {
     private readonly string _dir = NewDirectory();
 
@@ -20,7 +20,7 @@ public sealed class HugePageAdviceTests(ITestOutputHelper output) : IDisposable
     {
         long index = EnvelopeKv.IndexBytesFor(256L << 20);
         using var kv = new EnvelopeKv(_dir, 64L << 20, index);
-        HugePageAdvice.Outcome outcome = kv.IndexPages;
+        FasterHashIndex.Outcome outcome = kv.IndexPages;
         output.WriteLine($"index {index >> 20} MiB: {outcome}");
         if (!OperatingSystem.IsLinux())
         {
@@ -63,6 +63,36 @@ public sealed class HugePageAdviceTests(ITestOutputHelper output) : IDisposable
         byte[]? record = await kv.GetMetaAsync(id);
         Assert.NotNull(record);
         Assert.Equal([.. meta, .. envelope], record);
+    }
+
+    [Fact]
+    public unsafe void The_prefetched_bucket_is_the_one_FASTER_files_each_put_under()
+    {
+        // PrefetchPut computes FASTER's hash and bucket itself: were they to differ from FASTER's (another version),
+        // every prefetch would load a useless line and nothing else would show it.
+        using var kv = new EnvelopeKv(_dir, 8L << 20, 1L << 20);
+        var random = new Random(9);
+        byte[] meta = Bytes(random, EnvelopeKv.MetaLength);
+        int found = 0;
+        for (int i = 0; i < 200; i++)
+        {
+            byte[] id = Bytes(random, 32);
+            kv.Put(id, meta, Bytes(random, 100));
+            nint bucket = kv.BucketOf(id, out ushort tag);
+            Assert.NotEqual(0, bucket);
+            // Seven entries a bucket (the eighth links an overflow bucket): [48-bit address][14-bit tag][2 flag bits].
+            long* entries = (long*)bucket;
+            bool here = false;
+            for (int e = 0; e < 7 && !here; e++)
+            {
+                here = entries[e] != 0 && (ushort)((entries[e] >> 48) & 0x3FFF) == tag;
+            }
+
+            found += here ? 1 : 0;
+        }
+
+        // 200 keys in 16,384 buckets: none should need an overflow bucket, so every one is found in its own.
+        Assert.Equal(200, found);
     }
 
     private static string? MappingFlags(nint address)

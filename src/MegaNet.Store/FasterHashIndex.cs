@@ -5,7 +5,8 @@ using FASTER.core;
 namespace MegaNet.Store;
 
 /// <summary>
-/// Puts FASTER's hash index on 2 MiB pages (Linux transparent huge pages) where the kernel allows it.
+/// FASTER's hash index, found by reflection: put on 2 MiB pages (Linux transparent huge pages) where the kernel allows
+/// it, and located so that a writer can prefetch the bucket of its next put (<see cref="EnvelopeKv.PrefetchPut"/>).
 /// </summary>
 /// <remarks>
 /// Every put and lookup loads one 64-byte bucket at a random place in the index (32 MiB by default). On 4 KiB pages
@@ -13,32 +14,34 @@ namespace MegaNet.Store;
 /// (the admission lookup and the put's upsert) held 6 % of the samples, and with huge pages forced on for the whole
 /// machine 1.9 %. Most machines leave huge pages to <c>madvise</c>, so the index asks for them itself:
 /// <c>MADV_HUGEPAGE</c> for pages touched later and <c>MADV_COLLAPSE</c> (Linux 6.1) for those already in memory.
-/// FASTER keeps the index in a private field, read here by reflection; when that field is not there (another FASTER
-/// version) or the kernel says no, the index stays on small pages and works as before: this is a speed-up, never a
-/// condition of running.
+/// FASTER keeps the index in a private field; when that field is not there (another FASTER version) or the kernel
+/// says no, the index stays on small pages and nothing is prefetched, and it works as before: both are speed-ups,
+/// never conditions of running (FasterHashIndexTests fails when a FASTER upgrade moves the index).
 /// </remarks>
-internal static unsafe partial class HugePageAdvice
+internal static unsafe partial class FasterHashIndex
 {
     private const int MadvHugepage = 14;
     private const int MadvCollapse = 25;
     private const long HugePage = 2L << 20;
 
-    /// <summary>What <see cref="AdviseIndex"/> did: the range advised (<paramref name="Bytes"/> 0 when nothing was) and,
+    /// <summary>What <see cref="AdviseHugePages"/> did: the range advised (<paramref name="Bytes"/> 0 when nothing was) and,
     /// when it could not, why.</summary>
     public readonly record struct Outcome(nint Start, long Bytes, string? WhyNot);
 
     /// <summary>Advises the 2 MiB pages that lie wholly inside <paramref name="kv"/>'s hash index.</summary>
-    public static Outcome AdviseIndex(FasterKV<SpanByte, SpanByte> kv)
+    public static Outcome AdviseHugePages(FasterKV<SpanByte, SpanByte> kv)
     {
         if (!OperatingSystem.IsLinux())
         {
             return new(0, 0, "not Linux");
         }
 
-        if (!TryFindIndex(kv, out nint start, out long length))
+        if (!TryFind(kv, out nint start, out long buckets))
         {
             return new(0, 0, "FASTER's index was not found where this build looks for it");
         }
+
+        long length = buckets * BucketBytes;
 
         // Only whole huge pages: the index sits inside a larger heap block the advice must not spill over.
         long first = (start + HugePage - 1) & ~(HugePage - 1);
@@ -62,12 +65,19 @@ internal static unsafe partial class HugePageAdvice
         return new((nint)first, (long)bytes, null);
     }
 
-    // FasterBase.state[resizeInfo.version] is the live table (FASTER 2.x): an InternalHashTable with the bucket count
-    // in `size` and the aligned start of the buckets in `tableAligned`.
-    private static bool TryFindIndex(FasterKV<SpanByte, SpanByte> kv, out nint start, out long length)
+    /// <summary>Size of one FASTER hash bucket (a cache line of eight entries).</summary>
+    public const int BucketBytes = 64;
+
+    /// <summary>
+    /// Finds <paramref name="kv"/>'s hash index: the address of its first bucket and the number of buckets (a power of
+    /// two; a key's bucket is its FASTER hash masked to that count). FASTER 2.x keeps the live table in
+    /// <c>FasterBase.state[resizeInfo.version]</c>, an InternalHashTable with the bucket count in <c>size</c> and the
+    /// aligned start in <c>tableAligned</c>; it moves only when the index is resized, which this store never asks for.
+    /// </summary>
+    public static bool TryFind(FasterKV<SpanByte, SpanByte> kv, out nint start, out long buckets)
     {
         start = 0;
-        length = 0;
+        buckets = 0;
         const BindingFlags Flags = BindingFlags.Instance | BindingFlags.NonPublic | BindingFlags.Public;
         try
         {
@@ -85,15 +95,15 @@ internal static unsafe partial class HugePageAdvice
 
             object? table = state.GetValue(version);
             Type? type = table?.GetType();
-            if (type?.GetField("size", Flags)?.GetValue(table) is not long buckets
+            if (type?.GetField("size", Flags)?.GetValue(table) is not long size
                 || type.GetField("tableAligned", Flags)?.GetValue(table) is not Pointer pointer)
             {
                 return false;
             }
 
             start = (nint)Pointer.Unbox(pointer);
-            length = buckets * 64;
-            return start != 0 && buckets > 0;
+            buckets = size;
+            return start != 0 && long.IsPow2(buckets);
         }
         catch (Exception e) when (e is TargetException or FieldAccessException or ArgumentException or NotSupportedException)
         {
