@@ -637,6 +637,15 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     public long LookupMark => Volatile.Read(ref _appliedGeneration);
 
     /// <inheritdoc />
+    public void PrefetchFind(ReadOnlySpan<byte> envelopeId)
+    {
+        if (envelopeId.Length == 32)
+        {
+            _kv.Prefetch(envelopeId);
+        }
+    }
+
+    /// <inheritdoc />
     public async ValueTask<PutReceipt?> FindAsync(ReadOnlyMemory<byte> envelopeId, CancellationToken cancellationToken = default)
     {
         if (envelopeId.Length != 32)
@@ -1498,7 +1507,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
                 // The next put's index bucket comes into the cache while this one is written.
                 if (i + 1 < accepted.Count && accepted[i + 1].IsNew)
                 {
-                    _kv.PrefetchPut(accepted[i + 1].Stored.EnvelopeId);
+                    _kv.Prefetch(accepted[i + 1].Stored.EnvelopeId);
                 }
 
                 EncodeMeta(stored, meta);

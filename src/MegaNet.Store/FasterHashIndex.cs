@@ -6,7 +6,7 @@ namespace MegaNet.Store;
 
 /// <summary>
 /// FASTER's hash index, found by reflection: put on 2 MiB pages (Linux transparent huge pages) where the kernel allows
-/// it, and located so that a writer can prefetch the bucket of its next put (<see cref="EnvelopeKv.PrefetchPut"/>).
+/// it, and located so that a writer can prefetch the bucket of its next put (<see cref="EnvelopeKv.Prefetch"/>).
 /// </summary>
 /// <remarks>
 /// Every put and lookup loads one 64-byte bucket at a random place in the index (32 MiB by default). On 4 KiB pages

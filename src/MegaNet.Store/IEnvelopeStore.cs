@@ -21,6 +21,12 @@ public interface IEnvelopeStore : IAsyncDisposable
     /// group is still being applied, so every receipt handed out has a tree head that covers its leaf.</summary>
     ValueTask<PutReceipt?> FindAsync(ReadOnlyMemory<byte> envelopeId, CancellationToken cancellationToken = default);
 
+    /// <summary>A hint that <see cref="FindAsync"/> of <paramref name="envelopeId"/> follows shortly: the store may start
+    /// bringing what that lookup reads into the cache. It changes nothing.</summary>
+    void PrefetchFind(ReadOnlySpan<byte> envelopeId)
+    {
+    }
+
     /// <summary>A point in the store's history for <see cref="PutRequest.NotFoundAtMark"/>: read it just before a
     /// <see cref="FindAsync"/>; when that finds nothing, a put of the same id carrying the mark lets the store skip its
     /// own lookup of the id.</summary>

@@ -68,7 +68,7 @@ public sealed class FasterHashIndexTests(ITestOutputHelper output) : IDisposable
     [Fact]
     public unsafe void The_prefetched_bucket_is_the_one_FASTER_files_each_put_under()
     {
-        // PrefetchPut computes FASTER's hash and bucket itself: were they to differ from FASTER's (another version),
+        // Prefetch computes FASTER's hash and bucket itself: were they to differ from FASTER's (another version),
         // every prefetch would load a useless line and nothing else would show it.
         using var kv = new EnvelopeKv(_dir, 8L << 20, 1L << 20);
         var random = new Random(9);

@@ -122,6 +122,11 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
             // Bad signatures are held against the site (an IPv6 /48), so hopping /64s gives a forger no fresh start.
             pending = new Pending(envelope, length, Stopwatch.GetTimestamp()) { Source = source?.Site };
 
+            // The lookup below reads the id's bucket at a random place in the store's index, larger than the cache: it
+            // is fetched while the envelope is re-encoded.
+            _store.PrefetchFind(pending.Id.Span);
+            pending.WriteCanonical(envelope);
+
             // Replays return the original receipt and cost no verification. The mark, read first, tells the store
             // that this lookup found nothing (set below), so its duplicate check need not read the table again.
             long mark = _store.LookupMark;
@@ -702,13 +707,16 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
             // an older generation).
             int size = length + EnvelopeFormat.SigningLength + Tail;
             _buffer = size <= SmallBuffer ? SmallBuffers.Rent(size) : ArrayPool<byte>.Shared.Rent(size);
-            envelope.WriteTo(_buffer.AsSpan(0, length));
             Span<byte> signing = _buffer.AsSpan(length, EnvelopeFormat.SigningLength);
             EnvelopeFormat.WriteSigningBytes(envelope, signing);
             Span<byte> tail = _buffer.AsSpan(length + EnvelopeFormat.SigningLength, Tail);
             EnvelopeFormat.EnvelopeId(signing, tail[..32]);
             envelope.Signature.Span.CopyTo(tail[32..]);
         }
+
+        /// <summary>Writes <see cref="Canonical"/> (the constructor leaves it for later, so that the id is known
+        /// first).</summary>
+        public void WriteCanonical(Envelope envelope) => envelope.WriteTo(Buffer.AsSpan(0, _length));
 
         /// <summary>The submitting client's address, when known.</summary>
         public ClientAddress? Source { get; init; }
