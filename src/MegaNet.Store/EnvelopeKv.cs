@@ -44,7 +44,7 @@ internal sealed class EnvelopeKv : IDisposable
     private const int SegmentBits = 26;
     private long _diskReads;
     private long _compactionRetries;
-    // FASTER's hash index, for PrefetchPut (0 when it was not found).
+    // FASTER's hash index, for Prefetch (0 when it was not found).
     private readonly nint _indexBuckets;
     private readonly long _indexMask;
 
