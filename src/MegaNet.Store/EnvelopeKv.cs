@@ -85,12 +85,14 @@ internal sealed class EnvelopeKv : IDisposable
         Directory = directory;
         IndexBytes = indexBytes;
         _kv = new FasterKV<SpanByte, SpanByte>(settings);
-        IndexPages = FasterHashIndex.AdviseHugePages(_kv);
+        // One reflection into FASTER for both uses of its index: huge pages now, prefetches later.
         if (FasterHashIndex.TryFind(_kv, out nint buckets, out long count))
         {
             _indexBuckets = buckets;
             _indexMask = count - 1;
         }
+
+        IndexPages = FasterHashIndex.AdviseHugePages(_indexBuckets, count);
 
         _writer = NewSession();
         _lookup = NewSession();

@@ -1822,15 +1822,21 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
 
     // Table metadata: recipient(32) ‖ mailbox seq(8) ‖ expiry Unix ms(8, offset 40, where compaction reads it) ‖
     // log index(8) ‖ length(4).
-    private static void EncodeMeta(in Stored stored, Span<byte> meta) => EncodeMeta(stored.Recipient, stored.Entry, meta);
+    // (From the fields, not through Stored.Entry, which copies the id into a Key32 the metadata does not hold: once per
+    // put on the apply stage.)
+    private static void EncodeMeta(in Stored stored, Span<byte> meta) =>
+        EncodeMeta(stored.Recipient, stored.MailboxSeq, stored.ExpiresAt.ToUnixTimeMilliseconds(), stored.LogIndex, stored.Length, meta);
 
-    private static void EncodeMeta(Key32 recipient, in IndexEntry entry, Span<byte> meta)
+    private static void EncodeMeta(Key32 recipient, in IndexEntry entry, Span<byte> meta) =>
+        EncodeMeta(recipient, entry.Seq, entry.ExpiresUnixMs, entry.LogIndex, entry.Length, meta);
+
+    private static void EncodeMeta(Key32 recipient, ulong seq, long expiresUnixMs, long logIndex, int length, Span<byte> meta)
     {
         recipient.CopyTo(meta);
-        BinaryPrimitives.WriteUInt64LittleEndian(meta[32..], entry.Seq);
-        BinaryPrimitives.WriteInt64LittleEndian(meta[40..], entry.ExpiresUnixMs);
-        BinaryPrimitives.WriteInt64LittleEndian(meta[48..], entry.LogIndex);
-        BinaryPrimitives.WriteInt32LittleEndian(meta[56..], entry.Length);
+        BinaryPrimitives.WriteUInt64LittleEndian(meta[32..], seq);
+        BinaryPrimitives.WriteInt64LittleEndian(meta[40..], expiresUnixMs);
+        BinaryPrimitives.WriteInt64LittleEndian(meta[48..], logIndex);
+        BinaryPrimitives.WriteInt32LittleEndian(meta[56..], length);
     }
 
     private static Stored StoredFromMeta(byte[] id, byte[] meta)

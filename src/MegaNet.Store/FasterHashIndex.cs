@@ -28,15 +28,16 @@ internal static unsafe partial class FasterHashIndex
     /// when it could not, why.</summary>
     public readonly record struct Outcome(nint Start, long Bytes, string? WhyNot);
 
-    /// <summary>Advises the 2 MiB pages that lie wholly inside <paramref name="kv"/>'s hash index.</summary>
-    public static Outcome AdviseHugePages(FasterKV<SpanByte, SpanByte> kv)
+    /// <summary>Advises the 2 MiB pages that lie wholly inside the hash index <see cref="TryFind"/> found at
+    /// <paramref name="start"/> (0 when it found none) with <paramref name="buckets"/> buckets.</summary>
+    public static Outcome AdviseHugePages(nint start, long buckets)
     {
         if (!OperatingSystem.IsLinux())
         {
             return new(0, 0, "not Linux");
         }
 
-        if (!TryFind(kv, out nint start, out long buckets))
+        if (start == 0)
         {
             return new(0, 0, "FASTER's index was not found where this build looks for it");
         }
