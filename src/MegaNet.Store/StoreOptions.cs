@@ -35,7 +35,8 @@ public sealed class StoreOptions
     /// </summary>
     public long CheckpointLogBytes { get; set; } = 256L << 20;
 
-    /// <summary>Envelope lifetime when the sender asks for none. Default 14 days.</summary>
+    /// <summary>The lifetime the node suggests in <c>Status</c> (<c>Limits.default_ttl_seconds</c>); every envelope
+    /// carries its own expiry, so nothing here applies it. Default 14 days.</summary>
     public TimeSpan DefaultTtl { get; set; } = TimeSpan.FromDays(14);
 
     /// <summary>Longest lifetime a sender may ask for. Default 30 days.</summary>

@@ -13,6 +13,101 @@ public sealed class EnvelopeIdTests
         return EnvelopeFormat.Seal(alice, bob.Card, "hello"u8.ToArray(), "text/plain", null, DateTimeOffset.UtcNow.AddDays(1));
     }
 
+    // The test vector of docs/protocol.md ("Test vectors"), computed outside this code base (Python's hashlib.blake2b
+    // over the bytes concatenated by hand), so a change of layout, byte order or domain string fails here.
+    private const string VectorPayloadHash = "1857e8573a4693833918682056fae27d32f399b3fffeff2b800e147f361fea6d";
+    private const string VectorCoreDigest = "3c5f40cc0d880eaa3f2a78cf4cd6d9175a92b9ff2eeb7fe022690306f53302b9";
+    private const string VectorId = "ccdd7a8a3cd5e15c2593c65c684cd443bd9dcd5b96ee79bf401d912356dad0a6";
+    private const string VectorIdUnstamped = "1e0846003a450e0acf116bd3cc08f22cc84a27777b616db28b0ffaffa64ad650";
+    private const string VectorPowHash = "003698bc503d5f27d5c38d29897ba5d2dbeedcd0ba783a75d22fc1f16dbb5bb2";
+    private const string VectorSenderAddress = "71fcb02eb7805403e1c341cec69d788e037112875051cebedae094080ee65190";
+    private const string VectorContentDigest = "a6fabce6dd85a54ddf0e8de112f4ab96572073fc233841dad8603806f4650f0f";
+
+    private static byte[] Range(int start, int count) => Enumerable.Range(start, count).Select(i => (byte)i).ToArray();
+
+    /// <summary>The vector's envelope: recipient 00..1f, sending key 20..3f, expiry 1893456000000, payload byte i =
+    /// i mod 251 over 1 KiB + 72, stamp 8 bits with nonce 439, signature zeros (outside the id).</summary>
+    private static Envelope Vector() => new()
+    {
+        Version = 1,
+        Recipient = ByteString.CopyFrom(Range(0, 32)),
+        ExpiresUnixMs = 1_893_456_000_000,
+        SealedPayload = ByteString.CopyFrom(Enumerable.Range(0, 1024 + EnvelopeFormat.SealOverhead).Select(i => (byte)(i % 251)).ToArray()),
+        SendingKey = ByteString.CopyFrom(Range(32, 32)),
+        Pow = new ProofOfWork { Bits = 8, Nonce = 439 },
+        Signature = ByteString.CopyFrom(new byte[64]),
+    };
+
+    [Fact]
+    public void The_signing_bytes_id_and_stamp_match_the_protocol_documents_test_vector()
+    {
+        Envelope envelope = Vector();
+        byte[] expectedCore =
+        [
+            .. "meganet-envelope-v1"u8, 0, 0, 0, 1, .. Range(0, 32),
+            0x00, 0x00, 0x01, 0xB8, 0xDA, 0xC5, 0xB4, 0x00, // 1,893,456,000,000 big-endian
+            .. Convert.FromHexString(VectorPayloadHash), .. Range(32, 32),
+        ];
+        byte[] core = EnvelopeFormat.CoreBytes(envelope);
+        Assert.Equal(Convert.ToHexStringLower(expectedCore), Convert.ToHexStringLower(core));
+        Assert.Equal(VectorCoreDigest, Convert.ToHexStringLower(NSec.Cryptography.HashAlgorithm.Blake2b_256.Hash(core)));
+        Assert.Equal(Convert.ToHexStringLower([.. expectedCore, 0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0x01, 0xB7]), Convert.ToHexStringLower(EnvelopeFormat.SigningBytes(envelope)));
+        Assert.Equal(VectorId, Convert.ToHexStringLower(EnvelopeFormat.EnvelopeId(envelope)));
+
+        // The stamp: BLAKE2b-256("meganet-pow-v1" ‖ core digest ‖ nonce) = 00 36 ..: 10 leading zero bits.
+        Assert.Equal(VectorPowHash, Convert.ToHexStringLower(NSec.Cryptography.HashAlgorithm.Blake2b_256.Hash([.. "meganet-pow-v1"u8, .. Convert.FromHexString(VectorCoreDigest), 0, 0, 0, 0, 0, 0, 0x01, 0xB7])));
+        Assert.Equal(10, EnvelopeFormat.PowZeroBits(Convert.FromHexString(VectorCoreDigest), 439));
+        Assert.True(EnvelopeFormat.HasValidPow(envelope, 8));
+        Assert.False(EnvelopeFormat.HasValidPow(envelope, 9)); // the stamp claims 8: a node demanding 9 refuses it
+        envelope.Pow.Nonce = 438; // the nonce before it has fewer than 8
+        Assert.False(EnvelopeFormat.HasValidPow(envelope, 8));
+
+        // Without a stamp the signing bytes end in twelve zero bytes.
+        envelope.Pow = null;
+        Assert.Equal(VectorIdUnstamped, Convert.ToHexStringLower(EnvelopeFormat.EnvelopeId(envelope)));
+    }
+
+    [Fact]
+    public void The_address_and_content_digest_match_the_protocol_documents_test_vector()
+    {
+        byte[] address = ContactCard.ComputeAddress(Range(64, 32), Range(96, 32));
+        Assert.Equal(VectorSenderAddress, Convert.ToHexStringLower(address));
+        var inner = new SealedContent
+        {
+            SenderSigningKey = ByteString.CopyFrom(Range(64, 32)),
+            SenderEncryptionKey = ByteString.CopyFrom(Range(96, 32)),
+            SentUnixMs = 1_767_225_600_000,
+            ContentType = "text/plain",
+            Content = ByteString.CopyFromUtf8("h\u00e9llo, MegaNet"),
+        };
+        Assert.Equal(VectorContentDigest, Convert.ToHexStringLower(EnvelopeFormat.ContentDigest(Range(0, 32), inner)));
+    }
+
+    [Fact]
+    public void The_protocol_document_carries_the_vector_this_test_checks()
+    {
+        string doc = File.ReadAllText(ProtocolDocument());
+        foreach (string hex in new[] { VectorPayloadHash, VectorCoreDigest, VectorId, VectorIdUnstamped, VectorPowHash, VectorSenderAddress, VectorContentDigest })
+        {
+            Assert.Contains(hex, doc, StringComparison.Ordinal);
+        }
+    }
+
+    /// <summary>docs/protocol.md of the checkout the tests were built from (an ancestor of the test binaries).</summary>
+    private static string ProtocolDocument()
+    {
+        for (var d = new DirectoryInfo(AppContext.BaseDirectory); d is not null; d = d.Parent)
+        {
+            string candidate = Path.Combine(d.FullName, "docs", "protocol.md");
+            if (File.Exists(candidate) && File.Exists(Path.Combine(d.FullName, "MegaNet.sln")))
+            {
+                return candidate;
+            }
+        }
+
+        throw new FileNotFoundException($"No docs/protocol.md beside MegaNet.sln above {AppContext.BaseDirectory}.");
+    }
+
     [Fact]
     public void The_id_hashes_the_signing_bytes()
     {
