@@ -1743,7 +1743,17 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
             _checkpointedWal = manifest.WalAddress;
         }
 
-        Replay(from, cancellationToken);
+        try
+        {
+            Replay(from, cancellationToken);
+        }
+        catch (FasterException e)
+        {
+            // An entry in a page read from disk whose checksum fails (damage after the commit that covers it: a bad
+            // disk, a hand): FASTER's own words ("Invalid checksum found during scan, skipping") name neither the file
+            // nor what to do, and the open must stop, not go on without what follows.
+            throw Corrupt($"replaying it from address {from} (the {(manifest is null ? "log's start" : "checkpoint")}) to {_log.CommittedUntilAddress} failed: {e.Message}");
+        }
     }
 
     private void Replay(long from, CancellationToken cancellationToken)

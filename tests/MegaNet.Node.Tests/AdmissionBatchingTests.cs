@@ -91,7 +91,7 @@ public sealed class AdmissionBatchingTests
     }
 
     /// <summary>The real backend, except that its first call waits for <see cref="Release"/>.</summary>
-    private sealed class BlockingFirstCall(IBatchVerifier inner) : IBatchVerifier
+    internal sealed class BlockingFirstCall(IBatchVerifier inner) : IBatchVerifier
     {
         private int _calls;
 

@@ -182,6 +182,39 @@ public sealed class BadInputTests
     }
 
     [Fact]
+    public async Task A_mailbox_over_its_byte_quota_refuses_with_a_retry_hint_and_stores_nothing()
+    {
+        // Room for one 1 KiB-class envelope (1,096 sealed bytes and the envelope's other fields), not two.
+        await using TestNode node = await TestNode.StartAsync(o => o.MailboxMaxBytes = 2_000);
+        using MegaNetClient client = node.Client();
+        using Identity alice = Identity.Create(), bob = Identity.Create();
+        await client.Relay.SubmitAsync(new SubmitRequest { Envelope = Valid(alice, bob, "first") });
+        RpcException full = await Refused(client, Valid(alice, bob, "second"));
+        Assert.Equal(StatusCode.ResourceExhausted, full.StatusCode);
+        Assert.Contains("2,000 bytes", full.Status.Detail, StringComparison.Ordinal);
+        Assert.Equal(TimeSpan.FromSeconds(60), full.RetryAfter());
+        Assert.Equal(1, await TreeSize(client));
+        node.AssertNoServerErrors();
+    }
+
+    [Fact]
+    public async Task A_node_short_of_disk_space_refuses_new_mail_with_a_retry_hint_and_stores_nothing()
+    {
+        // A free-space mark no file system reaches (2 PiB): every put is below it.
+        await using TestNode node = await TestNode.StartAsync(o => o.StoreMinFreeDiskMiB = int.MaxValue);
+        using MegaNetClient client = node.Client();
+        using Identity alice = Identity.Create(), bob = Identity.Create();
+        RpcException low = await Refused(client, Valid(alice, bob));
+        Assert.Equal(StatusCode.ResourceExhausted, low.StatusCode);
+        Assert.Contains("disk", low.Status.Detail, StringComparison.OrdinalIgnoreCase);
+        Assert.Equal(TimeSpan.FromSeconds(60), low.RetryAfter());
+        Assert.Equal(0, await TreeSize(client));
+        // Reading mail goes on.
+        Assert.Empty((await client.FetchAsync(bob)).Messages);
+        node.AssertNoServerErrors();
+    }
+
+    [Fact]
     public async Task Malformed_protobuf_is_refused_and_stores_nothing()
     {
         await using TestNode node = await TestNode.StartAsync();

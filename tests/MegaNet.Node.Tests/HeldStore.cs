@@ -15,8 +15,14 @@ internal sealed class HeldStore : IEnvelopeStore
 
     public void Commit() => _commit.TrySetResult();
 
+    private int _puts;
+
+    /// <summary>Envelopes handed to <see cref="PutManyAsync"/> so far.</summary>
+    public int Puts => Volatile.Read(ref _puts);
+
     public async ValueTask<IReadOnlyList<PutResult>> PutManyAsync(IReadOnlyList<PutRequest> requests, CancellationToken cancellationToken = default)
     {
+        Interlocked.Add(ref _puts, requests.Count);
         Requested.TrySetResult(requests);
         await _commit.Task;
         var head = new SignedTreeHead(requests.Count, new byte[32], 0, new byte[32], new byte[64]);

@@ -358,7 +358,12 @@ public sealed class EnvelopeStoreTests : IDisposable
                 // is on disk then is what the next start recovers from (the previous manifest and its checkpoint).
                 store.AfterTableCheckpointForTests = async () =>
                 {
-                    await Task.Delay(500); // FASTER removes freed segments in the background
+                    // FASTER removes the freed segments (64 MiB each) in the background as it commits the checkpoint;
+                    // the table device holds those deletions until the manifest is written. Time for an unheld delete
+                    // to happen, then the segment the previous checkpoint needs must still be there.
+                    await Task.Delay(500);
+                    string freed = Path.Combine(store.StoreDirectory, "kv", $"hlog.log.{(store.TableExtent.Begin >> 26) - 1}");
+                    Assert.True(File.Exists(freed), $"{freed}, which the previous checkpoint needs, was removed before the manifest named the new one");
                     CopyStoreFiles(store.StoreDirectory, Path.Combine(crash, "store"));
                 };
                 await store.CheckpointAsync();

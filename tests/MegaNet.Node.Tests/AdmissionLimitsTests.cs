@@ -1,0 +1,139 @@
+using System.Diagnostics;
+using System.Text;
+using Grpc.Core;
+using MegaNet.Api;
+using MegaNet.Api.V1;
+using MegaNet.Core.Verification;
+using MegaNet.Node.Admission;
+using MegaNet.Node.Hosting;
+using MegaNet.Node.Verification;
+using Microsoft.Extensions.Logging.Abstractions;
+
+namespace MegaNet.Node.Tests;
+
+/// <summary>Admission's bounds: the proof of work it demands rises with the queue's fill, a full queue refuses with a
+/// retry hint and stores nothing, and a sending key's bucket refills at <c>SubmitRatePerKey</c>.</summary>
+public sealed class AdmissionLimitsTests
+{
+    [Fact]
+    public async Task The_work_demanded_rises_with_the_queue_and_a_full_queue_refuses_with_a_retry_hint()
+    {
+        // The first submission's batch blocks in the verifier, so every later one stays queued: the fill, and with it
+        // the demand, is set by the test, not by timing.
+        using IBatchVerifier simd = VerifierCatalog.Create().Create("simd", new VerifierOptions { Threads = 1 });
+        using var verifier = new AdmissionBatchingTests.BlockingFirstCall(simd);
+        var store = new HeldStore();
+        store.Commit();
+        var options = new NodeOptions { QueueCapacity = 8, PowMaxBits = 8, FlushMicroseconds = 0 };
+        await using var admission = new AdmissionPipeline(verifier, store, options, TimeProvider.System, NullLogger<AdmissionPipeline>.Instance);
+        Envelope[] stamped = Seal(10, powBits: 8);
+        Envelope bare = Seal(1, powBits: 0)[0];
+
+        Task<Receipt> first = admission.SubmitAsync(stamped[0], null, CancellationToken.None);
+        Assert.True(verifier.Entered.Wait(TimeSpan.FromMinutes(1)), "the first batch never reached the verifier");
+
+        // docs/protocol.md: 0 bits up to a quarter full, then ceil(PowMaxBits x (fill - 1/4) x 2) up to PowMaxBits.
+        int[] expected = [0, 0, 0, 2, 4, 6, 8, 8, 8];
+        var queued = new List<Task<Receipt>>();
+        for (int depth = 0; depth < options.QueueCapacity; depth++)
+        {
+            Assert.Equal(expected[depth], admission.PowBitsRequired);
+            if (admission.PowBitsRequired > 0)
+            {
+                RpcException unstamped = await Assert.ThrowsAsync<RpcException>(() => admission.SubmitAsync(bare, null, CancellationToken.None));
+                Assert.Equal(StatusCode.FailedPrecondition, unstamped.StatusCode);
+                Assert.Equal(admission.PowBitsRequired, unstamped.RequiredPowBits());
+            }
+
+            Task<Receipt> call = admission.SubmitAsync(stamped[1 + depth], null, CancellationToken.None);
+            Assert.False(call.IsCompleted, $"submission {depth + 1} was answered while the verifier was held: {call.Exception?.InnerException?.Message}");
+            queued.Add(call);
+        }
+
+        Assert.Equal(options.QueueCapacity, admission.QueueDepth);
+        Assert.Equal(expected[^1], admission.PowBitsRequired);
+        RpcException full = await Assert.ThrowsAsync<RpcException>(() => admission.SubmitAsync(stamped[9], null, CancellationToken.None));
+        Assert.Equal(StatusCode.ResourceExhausted, full.StatusCode);
+        Assert.Contains("admission queue is full", full.Status.Detail, StringComparison.Ordinal);
+        Assert.Equal(TimeSpan.FromMilliseconds(50), full.RetryAfter());
+
+        verifier.Release.Set();
+        Receipt[] receipts = await Task.WhenAll([first, .. queued]).WaitAsync(TimeSpan.FromMinutes(1));
+        Assert.Equal(9, receipts.Length);
+        Assert.Equal(9, store.Puts); // the refused one never reached the store
+        Assert.Equal(0, admission.QueueDepth);
+        Assert.Equal(0, admission.PowBitsRequired);
+        // Sent again once there is room, it is taken.
+        await admission.SubmitAsync(stamped[9], null, CancellationToken.None).WaitAsync(TimeSpan.FromMinutes(1));
+        Assert.Equal(10, store.Puts);
+    }
+
+    [Fact]
+    public async Task A_sending_keys_bucket_refills_at_its_rate()
+    {
+        using IBatchVerifier simd = VerifierCatalog.Create().Create("simd", new VerifierOptions { Threads = 1 });
+        var store = new HeldStore();
+        store.Commit();
+        // One token, one a second: the second envelope is refused with a hint of a second; after the hint, one more is
+        // taken. (A machine that stalls for a second between the first two would refill early: the hint is checked
+        // only when the refusal came.)
+        var options = new NodeOptions { SubmitRatePerKey = 1, SubmitBurst = 1, FlushMicroseconds = 0 };
+        await using var admission = new AdmissionPipeline(simd, store, options, TimeProvider.System, NullLogger<AdmissionPipeline>.Instance);
+        using Identity sender = Identity.Create(), recipient = Identity.Create();
+        Envelope[] envelopes = Enumerable.Range(0, 3).Select(i => EnvelopeFormat.Seal(sender, recipient.Card, Encoding.UTF8.GetBytes($"message {i}"),
+            "text/plain", null, DateTimeOffset.UtcNow.AddDays(1))).ToArray();
+
+        await admission.SubmitAsync(envelopes[0], null, CancellationToken.None).WaitAsync(TimeSpan.FromMinutes(1));
+        var sinceFirst = Stopwatch.StartNew();
+        Task<Receipt> second = admission.SubmitAsync(envelopes[1], null, CancellationToken.None);
+        if (second.IsFaulted)
+        {
+            RpcException limited = await Assert.ThrowsAsync<RpcException>(() => second);
+            Assert.Equal(StatusCode.ResourceExhausted, limited.StatusCode);
+            Assert.Contains("limit 1/s, burst 1", limited.Status.Detail, StringComparison.Ordinal);
+            Assert.Equal(TimeSpan.FromSeconds(1), limited.RetryAfter());
+        }
+        else
+        {
+            Assert.True(sinceFirst.Elapsed >= TimeSpan.FromSeconds(0.9), "a second envelope within the second was taken past a burst of one");
+        }
+
+        // Waiting out the hint (and a little) gives the key its token back.
+        await Task.Delay(TimeSpan.FromSeconds(1.1));
+        await admission.SubmitAsync(envelopes[2], null, CancellationToken.None).WaitAsync(TimeSpan.FromMinutes(1));
+        Assert.Equal(second.IsFaulted ? 2 : 3, store.Puts);
+    }
+
+    [Fact]
+    public void A_token_count_refills_by_elapsed_time_up_to_its_burst_and_ignores_an_older_reading()
+    {
+        long second = Stopwatch.Frequency;
+        var count = new TokenCount(0, 10 * second);
+        Assert.False(count.Available(10 * second, perSecond: 4, burst: 3, out int retryMs));
+        Assert.Equal(250, retryMs);
+        Assert.Equal(2, count.At(10 * second + (second / 2), 4, 3), precision: 9); // half a second at 4/s
+        Assert.Equal(3, count.At(20 * second, 4, 3)); // never above the burst
+        count.Refill(10 * second + (second / 4), 4, 3);
+        Assert.Equal(1, count.Tokens, precision: 9);
+        // A thread that read the clock before the last count adds nothing and does not move the stamp back.
+        count.Refill(10 * second, 4, 3);
+        Assert.Equal((1, 10 * second + (second / 4)), (count.Tokens, count.Stamp));
+        Assert.True(count.Available(10 * second + (second / 4), 4, 3, out retryMs));
+        Assert.Equal(0, retryMs);
+        count.Return(burst: 1.5);
+        Assert.Equal(1.5, count.Tokens);
+    }
+
+    private static Envelope[] Seal(int count, int powBits)
+    {
+        using Identity recipient = Identity.Create();
+        var envelopes = new Envelope[count];
+        for (int i = 0; i < count; i++)
+        {
+            using Identity sender = Identity.Create();
+            envelopes[i] = EnvelopeFormat.Seal(sender, recipient.Card, Encoding.UTF8.GetBytes($"message {i}"), "text/plain", null, DateTimeOffset.UtcNow.AddDays(1), powBits);
+        }
+
+        return envelopes;
+    }
+}

@@ -1,0 +1,138 @@
+using System.Security.Cryptography;
+using MegaNet.Store;
+using static MegaNet.Store.Tests.StoreTestKit;
+
+namespace MegaNet.Store.Tests;
+
+/// <summary>Damage a bad disk or a hand can leave in the store's files (a kill -9 leaves none: CrashTests): an open
+/// that cannot trust what it reads stops with an error naming the file and changes nothing; damage where the log's
+/// end is looked for costs at most what came after the newest commit record (docs/store.md).</summary>
+public sealed class StoreDamageTests : IDisposable
+{
+    private readonly string _dir = NewDirectory();
+    private readonly Random _random = new(7);
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    /// <summary>What a crash leaves after 1,100 acknowledged puts in 11 groups, no checkpoint: the store writes a commit
+    /// record to its commit file at the log's start and again at the sixth group's commit (the first a second or more
+    /// after the one before), so recovery starts from the sixth group's end.</summary>
+    private async Task<(string Copy, List<PutReceipt> Receipts)> CrashImageAsync()
+    {
+        StoreOptions options = Options(_dir);
+        options.CheckpointInterval = TimeSpan.FromDays(1);
+        options.CheckpointLogBytes = 1L << 30;
+        byte[] recipient = Bytes(_random, 32);
+        var receipts = new List<PutReceipt>();
+        string copy = NewDirectory();
+        await using FasterEnvelopeStore store = await FasterEnvelopeStore.OpenAsync(options);
+        for (int group = 0; group < 11; group++)
+        {
+            if (group == 5)
+            {
+                await Task.Delay(TimeSpan.FromSeconds(1.5));
+            }
+
+            var puts = Enumerable.Range(0, 100).Select(_ => new PutRequest(Bytes(_random, 1000), recipient, DateTimeOffset.UtcNow.AddDays(1))).ToList();
+            receipts.AddRange((await store.PutManyAsync(puts)).Select(r => r.Receipt!));
+        }
+
+        CopyStoreFiles(store.StoreDirectory, Path.Combine(copy, "store"));
+        return (copy, receipts);
+    }
+
+    private void Garble(string file, long at)
+    {
+        using var stream = new FileStream(file, FileMode.Open);
+        stream.Position = at;
+        stream.Write(Bytes(_random, 64));
+    }
+
+    [Fact]
+    public async Task Damage_in_the_log_before_its_newest_commit_record_stops_the_open_naming_the_log()
+    {
+        (string copy, _) = await CrashImageAsync();
+        try
+        {
+            // Inside the first group, long before the sixth group's record: replay reads that page from disk and checks
+            // every entry's checksum.
+            string wal = Path.Combine(copy, "store", "wal.log.0");
+            Garble(wal, 100_000);
+            byte[] before = SHA256.HashData(File.ReadAllBytes(wal));
+
+            StoreCorruptException e = await Assert.ThrowsAsync<StoreCorruptException>(async () => await FasterEnvelopeStore.OpenAsync(Options(copy)));
+            Assert.Contains($"'{Path.Combine(copy, "store", "wal.log")}' is corrupt", e.Message, StringComparison.Ordinal);
+            Assert.Contains("checksum", e.Message, StringComparison.Ordinal);
+            Assert.Contains("Nothing was changed", e.Message, StringComparison.Ordinal);
+            Assert.Equal(before, SHA256.HashData(File.ReadAllBytes(wal)));
+        }
+        finally
+        {
+            Directory.Delete(copy, recursive: true);
+        }
+    }
+
+    [Fact]
+    public async Task Damage_after_the_newest_commit_record_loses_at_most_what_came_after_that_record()
+    {
+        (string copy, List<PutReceipt> receipts) = await CrashImageAsync();
+        try
+        {
+            // Inside the ninth or tenth group, after the sixth group's record: recovery's forward scan from that record
+            // takes the damaged entry for the log's end.
+            string wal = Path.Combine(copy, "store", "wal.log.0");
+            Assert.True(new FileInfo(wal).Length > 1_000_064, "the log should reach past the damage");
+            Garble(wal, 1_000_000);
+
+            await using FasterEnvelopeStore reopened = await FasterEnvelopeStore.OpenAsync(Options(copy));
+            Assert.InRange(reopened.TreeSize, 600, receipts.Count - 1);
+            foreach (PutReceipt receipt in receipts.Take((int)reopened.TreeSize))
+            {
+                Assert.Equal(receipt.LogIndex, (await reopened.FindAsync(receipt.EnvelopeId))!.LogIndex);
+            }
+        }
+        finally
+        {
+            Directory.Delete(copy, recursive: true);
+        }
+    }
+
+    [Fact]
+    public async Task A_damaged_page_size_file_is_refused_naming_it_and_left_as_it_was()
+    {
+        StoreOptions options = Options(_dir);
+        await using (FasterEnvelopeStore store = await FasterEnvelopeStore.OpenAsync(options))
+        {
+            await store.PutAsync(new PutRequest(Bytes(_random, 200), Bytes(_random, 32), DateTimeOffset.UtcNow.AddDays(1)));
+        }
+
+        string path = Path.Combine(_dir, "store", "wal.page-bits");
+        Assert.Equal("19", File.ReadAllText(path).Trim()); // an 8 MiB budget's 512 KiB pages
+        File.WriteAllText(path, "nineteen\n");
+
+        StoreCorruptException e = await Assert.ThrowsAsync<StoreCorruptException>(async () => await FasterEnvelopeStore.OpenAsync(options));
+        Assert.Contains($"'{path}' should hold the write-ahead log's page size", e.Message, StringComparison.Ordinal);
+        Assert.Contains("holds 'nineteen'", e.Message, StringComparison.Ordinal);
+        Assert.Equal("nineteen\n", File.ReadAllText(path));
+    }
+
+    [Fact]
+    public async Task A_damaged_table_checkpoint_is_refused_naming_it()
+    {
+        StoreOptions options = Options(_dir);
+        await using (FasterEnvelopeStore store = await FasterEnvelopeStore.OpenAsync(options))
+        {
+            await store.PutAsync(new PutRequest(Bytes(_random, 200), Bytes(_random, 32), DateTimeOffset.UtcNow.AddDays(1)));
+        }
+
+        // The close took a checkpoint; its table half is FASTER's: garble the description of its log.
+        string kv = Path.Combine(_dir, "store", "kv");
+        string info = Assert.Single(Directory.GetFiles(Path.Combine(kv, "checkpoints", "cpr-checkpoints"), "info.dat*", SearchOption.AllDirectories));
+        File.WriteAllBytes(info, Bytes(_random, (int)new FileInfo(info).Length));
+
+        StoreCorruptException e = await Assert.ThrowsAsync<StoreCorruptException>(async () => await FasterEnvelopeStore.OpenAsync(options));
+        Assert.Contains($"in '{kv}'", e.Message, StringComparison.Ordinal);
+        Assert.Contains("cannot be recovered", e.Message, StringComparison.Ordinal);
+        Assert.Contains("Nothing was changed", e.Message, StringComparison.Ordinal);
+    }
+}
