@@ -347,14 +347,11 @@ public sealed class CliErrorTests : IDisposable
         Assert.DoesNotContain("sealing", r.Stdout, StringComparison.Ordinal);
     }
 
-    [Fact]
+    [SkippableFact]
     public void Profiler_keeps_processes_not_threads()
     {
         Assert.True(NodeProfiler.IsLiveProcess(Environment.ProcessId));
-        if (!OperatingSystem.IsLinux())
-        {
-            return;
-        }
+        Skip.IfNot(OperatingSystem.IsLinux(), "threads have /proc entries of their own on Linux only");
 
         // Another thread of this process: its id has a /proc entry, but it is no process.
         using var started = new ManualResetEventSlim();

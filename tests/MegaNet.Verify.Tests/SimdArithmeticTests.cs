@@ -13,14 +13,10 @@ public sealed class SimdArithmeticTests(ITestOutputHelper output)
 {
     private static readonly int Seed = TestSeed.Next();
 
-    [Fact]
+    [SkippableFact]
     public void Points_in_lanes_double_and_add_to_the_scalar_coordinates()
     {
-        if (!PointInLanes.IsSupported)
-        {
-            output.WriteLine("no AVX2 at this ISA tier: EdwardsPoint.DoubleTimes keeps the scalar formulas, which the other tests cover");
-            return;
-        }
+        Skip.IfNot(PointInLanes.IsSupported, "no AVX2 at this ISA tier: EdwardsPoint.DoubleTimes keeps the scalar formulas, which the other tests cover");
 
         var random = new Random(Seed);
         output.WriteLine($"seed {Seed}");
@@ -77,9 +73,10 @@ public sealed class SimdArithmeticTests(ITestOutputHelper output)
         }
     }
 
-    [Fact]
+    [SkippableFact]
     public unsafe void Lane_row_transposes_move_each_limb_to_its_lane_and_back()
     {
+        Skip.IfNot(System.Runtime.Intrinsics.X86.Avx2.IsSupported, "no lane types below AVX2 at this ISA tier");
         // The bucket method moves one 40-limb row per lane in and out of a lane point with these (LaneMultiScalar).
         const int Count = 40;
         var random = new Random(Seed);
@@ -218,9 +215,10 @@ public sealed class SimdArithmeticTests(ITestOutputHelper output)
         }
     }
 
-    [Fact]
+    [SkippableFact]
     public void Lane_field_tiers_match_BigInteger_including_extreme_limbs()
     {
+        Skip.IfNot(System.Runtime.Intrinsics.X86.Avx2.IsSupported, "no lane types below AVX2 at this ISA tier");
         output.WriteLine($"seed {Seed}");
         var random = new Random(Seed);
         var values = new FieldElement[8];
