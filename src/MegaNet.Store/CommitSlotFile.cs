@@ -76,6 +76,10 @@ internal sealed class CommitSlotFile : ILogCommitManager
     /// </summary>
     public static readonly TimeSpan RecordInterval = TimeSpan.FromSeconds(1);
 
+    /// <summary><see cref="RecordInterval"/>, which tests set so that which commit writes a record does not depend on
+    /// how fast the machine runs.</summary>
+    internal TimeSpan RecordEvery { get; set; } = RecordInterval;
+
     /// <summary>The commit metadata's begin and until addresses of record <paramref name="commitNum"/>, or null when there is none.</summary>
     public (long Begin, long Until)? Range(long commitNum)
     {
@@ -182,7 +186,7 @@ internal sealed class CommitSlotFile : ILogCommitManager
         {
             try
             {
-                if (CommitsInLog && !forceWriteMetadata && _newestWritten >= 0 && Stopwatch.GetElapsedTime(_lastWrite) < RecordInterval)
+                if (CommitsInLog && !forceWriteMetadata && _newestWritten >= 0 && Stopwatch.GetElapsedTime(_lastWrite) < RecordEvery)
                 {
                     return;
                 }

@@ -53,11 +53,11 @@ public sealed class AdmissionLaneFailureTests
         IReadOnlyList<PutRequest> held = await store.Requested.Task.WaitAsync(TimeSpan.FromMinutes(1));
         Assert.Equal(1 + AdmissionPipeline.MainBatchPerSite, held.Count);
         byte[][] heldBytes = held.Select(r => r.Envelope.ToArray()).ToArray();
-        // The overflow lane is answered with the failure.
-        Task<Receipt>[] overflowCalls = calls.Where(c => c.IsCompleted).ToArray();
+        // The overflow lane (B's last four) is answered with the failure; the main lane, held by the store, is not.
+        Task<Receipt>[] overflowCalls = calls[^4..];
+        await Task.WhenAll(overflowCalls.Select(c => c.ContinueWith(_ => { }, TaskScheduler.Default))).WaitAsync(TimeSpan.FromMinutes(1));
         await Task.Delay(200); // time for a wrongly answered main lane to show
         Assert.Equal(4, calls.Count(c => c.IsCompleted));
-        overflowCalls = calls.Where(c => c.IsCompleted).ToArray();
         foreach (Task<Receipt> c in overflowCalls)
         {
             RpcException e = await Assert.ThrowsAsync<RpcException>(() => c);

@@ -395,9 +395,17 @@ public sealed class ClientCliTests : IDisposable
         await listen.WaitForAsync(": one");
 
         // The connection goes half-open once keepalives were seen (two in a row, one a second, tell listen the node's
-        // interval; before that its watchdog does not run): the watchdog notices, listen subscribes again. Nothing
-        // outside listen shows when it read them, so the wait is long enough for several (2.5 s allowed only two).
-        await Task.Delay(5000);
+        // interval; before that its watchdog does not run): the watchdog notices, listen subscribes again. The proxy
+        // counts what it carried to listen: three reads (keepalives; listen's own pings come every 30 s), then a second
+        // for listen to take them in. (A fixed 5 s wait failed once on a loaded machine.)
+        int carried = proxy.ToClientReads;
+        for (int waited = 0; waited < 600 && proxy.ToClientReads < carried + 3; waited++)
+        {
+            await Task.Delay(100);
+        }
+
+        Assert.True(proxy.ToClientReads >= carried + 3, $"the node sent listen {proxy.ToClientReads - carried} keepalives in a minute, not one a second");
+        await Task.Delay(1000);
         proxy.Freeze();
         await listen.WaitForAsync("No mail and no keepalive", stderr: true);
         using (MegaNetClient sender = node.Client())

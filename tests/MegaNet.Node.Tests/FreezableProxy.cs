@@ -31,6 +31,11 @@ public sealed class FreezableProxy : IAsyncDisposable
     /// <summary>Connections accepted so far.</summary>
     public int Connections { get; private set; }
 
+    private int _toClientReads;
+
+    /// <summary>Reads carried from the node to its clients so far (a keepalive on an idle subscription is one).</summary>
+    public int ToClientReads => Volatile.Read(ref _toClientReads);
+
     /// <summary>Stops carrying bytes on every connection open now; their sockets stay open.</summary>
     public void Freeze()
     {
@@ -85,8 +90,8 @@ public sealed class FreezableProxy : IAsyncDisposable
                     Connections++;
                 }
 
-                _ = PumpAsync(client, server, frozen);
-                _ = PumpAsync(server, client, frozen);
+                _ = PumpAsync(client, server, frozen, toClient: false);
+                _ = PumpAsync(server, client, frozen, toClient: true);
             }
         }
         catch (Exception e) when (e is OperationCanceledException or SocketException or ObjectDisposedException)
@@ -94,7 +99,7 @@ public sealed class FreezableProxy : IAsyncDisposable
         }
     }
 
-    private async Task PumpAsync(Socket from, Socket to, CancellationToken frozen)
+    private async Task PumpAsync(Socket from, Socket to, CancellationToken frozen, bool toClient)
     {
         byte[] buffer = new byte[64 << 10];
         try
@@ -118,6 +123,10 @@ public sealed class FreezableProxy : IAsyncDisposable
                 }
 
                 await to.SendAsync(buffer.AsMemory(0, n), SocketFlags.None, _stop.Token);
+                if (toClient)
+                {
+                    Interlocked.Increment(ref _toClientReads);
+                }
             }
 
             // Frozen: nothing more is carried, and nothing is closed.

@@ -90,6 +90,7 @@ public sealed class CommitSlotFileTests : IDisposable
         Directory.CreateDirectory(_dir);
         using CommitSlotFile file = CommitSlotFile.Open(_dir, walBytes: 0);
         file.CommitsInLog = true;
+        file.RecordEvery = TimeSpan.FromHours(1); // no commit below comes a whole interval after a record
         Assert.False(file.Wrote(1)); // nothing to scan from yet
         file.Commit(0, 100, Metadata(1), 1, forceWriteMetadata: false);
         file.Commit(0, 200, Metadata(2), 2, forceWriteMetadata: false);
@@ -99,8 +100,10 @@ public sealed class CommitSlotFileTests : IDisposable
         Assert.True(file.Wrote(4)); // recovery finds 4 by scanning the log from 3
 
         // And one at least every RecordInterval: recovery's forward scan starts at the newest, so it covers at most that long.
-        Thread.Sleep(CommitSlotFile.RecordInterval + TimeSpan.FromMilliseconds(100));
+        file.RecordEvery = TimeSpan.FromMilliseconds(20);
+        Thread.Sleep(100);
         file.Commit(100, 500, Metadata(5), 5, forceWriteMetadata: false);
+        file.RecordEvery = TimeSpan.FromHours(1);
         file.Commit(100, 600, Metadata(6), 6, forceWriteMetadata: false);
         Assert.Equal([5L, 3, 1], file.Commits);
     }
