@@ -127,6 +127,21 @@ public sealed class CliErrorTests : IDisposable
         await File.WriteAllTextAsync(config, """{ "MegaNet": { "KeepAliveSecs": 5 } }""");
         AssertClearError(await Meganet("node", "--config", config), "Unknown setting MegaNet:KeepAliveSecs");
 
+        // Shapes binding would skip without a word, starting the node on its defaults.
+        foreach ((string json, string expected) in new[]
+        {
+            ("{ \"MegaNet\": 5 }", "\"MegaNet\" in " + config + " must be an object of settings"),
+            ("{ \"MegaNet\": [] }", "must be an object of settings"),
+            ("{ \"MegaNet\": { \"Threads\": [1, 2] } }", "Setting MegaNet:Threads (from " + config + ") must be a single value"),
+            ("{ \"MegaNet\": { \"Backend\": { \"name\": \"simd\" } } }", "Setting MegaNet:Backend (from " + config + ") must be a single value"),
+            ("{ \"MegaNet\": { \"Backend\": [] } }", "MegaNet option Backend must be one of auto, simd, gpu, gpu-cpu, reference (got '')"), // an empty list reads as ""
+
+        })
+        {
+            await File.WriteAllTextAsync(config, json);
+            AssertClearError(await Meganet("node", "--config", config), expected);
+        }
+
         AssertClearError(await Meganet(new Dictionary<string, string> { ["MEGANET_MegaNet__Bogus"] = "1" }, "node"), "MEGANET_MegaNet__Bogus");
         // A known setting still binds from the environment (and its range is checked).
         AssertClearError(await Meganet(new Dictionary<string, string> { ["MEGANET_MegaNet__KeepaliveSeconds"] = "5000000" }, "node"), "KeepaliveSeconds must be 1 to");
@@ -329,6 +344,58 @@ public sealed class CliErrorTests : IDisposable
     [InlineData("unary", "0", "--floor needs an open loop: give --rate with --mode unary.")]
     public async Task Load_refuses_a_floor_without_an_open_loop_unary_phase(string mode, string rate, string expected) =>
         AssertClearError(await Meganet("load", "--floor", "--mode", mode, "--rate", rate), expected);
+
+    [Theory]
+    [InlineData("--backend picks the embedded node's verifier; a node given with --node uses its own", "load", "--node", "http://127.0.0.1:1", "--backend", "simd")]
+    [InlineData("--rate sets the unary phase's offered load; use it with --mode unary or both.", "load", "--mode", "stream", "--rate", "100")]
+    [InlineData("--check-items sizes the check that --check runs", "bench", "--check-items", "10")]
+    [InlineData("'sned' is not a command; did you mean 'send'?", "sned", "--to", "x")]
+    [InlineData("--ttl-days: 'abc' is not a number, such as 7 or 0.5.", "send", "--to", "x", "--text", "hi", "--ttl-days", "abc")]
+    [InlineData("--refresh: 'abc' is not a whole number.", "profile", "--refresh", "abc")]
+    [InlineData("--duration '10' has no unit: write 10s, 10m, 10h or 10d.", "profile", "--trace", "x.nettrace", "--duration", "10")]
+    [InlineData("--retry-for '30' has no unit: write 30s, 30m, 30h or 30d.", "listen", "--retry-for", "30")]
+    [InlineData("a node URL is a scheme, host and port only", "fetch", "--node", "http://127.0.0.1:7700/some/path")]
+    [InlineData("MegaNet option Backend must be one of auto, simd, gpu, gpu-cpu, reference (got '')", "node", "--backend", "")]
+    public async Task Options_that_would_be_ignored_or_misread_are_refused_in_words(string expected, params string[] args) =>
+        AssertClearError(await Meganet(args), expected);
+
+    [Fact]
+    public async Task Verify_says_when_its_output_was_lost_and_refuses_a_directory_as_input_or_a_missing_output_directory()
+    {
+        // Before, `verify | head -1` exited 0 saying every item was verified, with the verdicts lost in a closed pipe.
+        string input = Path.Combine(_dir, "items.jsonl");
+        string item = "{\"pk\":\"" + new string('0', 64) + "\",\"sig\":\"" + new string('0', 128) + "\",\"msg\":\"\"}";
+        await File.WriteAllLinesAsync(input, Enumerable.Repeat(item, 20_000));
+        Result closed = await MeganetProcess.RunAsync(_dir, null, closeStdout: true, "verify", "--in", input, "--backend", "reference");
+        AssertClearError(closed, "standard output failed");
+        Assert.DoesNotContain("items verified", closed.Stderr, StringComparison.Ordinal);
+
+        AssertClearError(await Meganet("verify", "--in", _dir), $"--in {_dir} is a directory");
+        string missing = Path.Combine(_dir, "missing", "x.out");
+        AssertClearError(await Meganet("verify", "--in", input, "--out", missing), $"the directory {Path.Combine(_dir, "missing")} does not exist");
+        Assert.False(Directory.Exists(Path.Combine(_dir, "missing")));
+    }
+
+    [Fact]
+    public async Task Id_new_force_replaces_a_file_but_not_a_symbolic_link_or_a_directory()
+    {
+        // Replacing renames over the name: a link (or a device such as /dev/full, when run as root) was swapped for a
+        // plain file instead of being written through.
+        string target = Path.Combine(_dir, "target.json"), link = Path.Combine(_dir, "link.json");
+        await File.WriteAllTextAsync(target, "keep");
+        File.CreateSymbolicLink(link, target);
+        AssertClearError(await Meganet("id", "new", "--identity", link, "--force"), "is not a regular file");
+        Assert.Equal(target, new FileInfo(link).LinkTarget);
+        Assert.Equal("keep", await File.ReadAllTextAsync(target));
+
+        AssertClearError(await Meganet("id", "new", "--identity", _dir, "--force"), "is a directory");
+
+        string plain = Path.Combine(_dir, "plain.json");
+        await File.WriteAllTextAsync(plain, "old");
+        Result replaced = await Meganet("id", "new", "--identity", plain, "--force");
+        Assert.True(replaced.ExitCode == 0, replaced.Stderr);
+        Assert.NotEqual("old", await File.ReadAllTextAsync(plain));
+    }
 
     [Fact]
     public async Task Load_refuses_batched_requests_without_a_streaming_phase() =>

@@ -21,6 +21,18 @@ public static partial class PrivateFile
     {
         ArgumentNullException.ThrowIfNull(path);
         ArgumentNullException.ThrowIfNull(write);
+        if (Directory.Exists(path))
+        {
+            throw new IOException($"'{path}' is a directory; give the path of a file.");
+        }
+
+        if (replace && !IsRegularFileOrNothing(path))
+        {
+            // Replacing renames over the name: a device (/dev/full), a pipe or a symbolic link there would be
+            // swapped for a plain file, not written through.
+            throw new IOException($"'{path}' is not a regular file (a device, a pipe or a symbolic link); it is left as it is. Give the path of a file.");
+        }
+
         string? directory = Path.GetDirectoryName(Path.GetFullPath(path));
         if (directory is not null)
         {
@@ -38,10 +50,16 @@ public static partial class PrivateFile
 
         try
         {
-            using (var stream = new FileStream(temp, options))
+            try
             {
+                using var stream = new FileStream(temp, options);
                 write(stream);
                 stream.Flush(flushToDisk: true);
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                // The message names the temporary file ('x.json.9f3c….tmp'), which the user never asked for.
+                throw new IOException(e.Message.Replace(temp, path, StringComparison.Ordinal), e);
             }
 
             if (replace)
@@ -64,6 +82,30 @@ public static partial class PrivateFile
             File.Delete(temp);
         }
     }
+
+    /// <summary>True when nothing is at <paramref name="path"/> or a regular file is (not following a symbolic link).
+    /// .NET's file information does not tell a device or a pipe from a file, so on Linux statx(2) gives the type; its
+    /// layout is the same on every architecture.</summary>
+    private static unsafe bool IsRegularFileOrNothing(string path)
+    {
+        var info = new FileInfo(path);
+        if (info.LinkTarget is not null)
+        {
+            return false;
+        }
+
+        if (!info.Exists || !OperatingSystem.IsLinux())
+        {
+            return true;
+        }
+
+        const int AtFdCwd = -100, AtSymlinkNoFollow = 0x100, StatxType = 1, ModeOffset = 28, TypeMask = 0xF000, Regular = 0x8000;
+        byte* statx = stackalloc byte[256];
+        return Statx(AtFdCwd, path, AtSymlinkNoFollow, StatxType, statx) != 0 || (*(ushort*)(statx + ModeOffset) & TypeMask) == Regular;
+    }
+
+    [LibraryImport("libc", EntryPoint = "statx", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    private static unsafe partial int Statx(int directory, string path, int flags, uint mask, byte* buffer);
 
     private static void MoveNoReplace(string temp, string path)
     {

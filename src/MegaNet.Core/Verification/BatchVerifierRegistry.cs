@@ -58,7 +58,7 @@ public sealed class BatchVerifierRegistry
     /// <summary>Resolves <c>auto</c> to the available backend with the highest priority; other names pass through.</summary>
     public string Resolve(string name)
     {
-        ArgumentException.ThrowIfNullOrWhiteSpace(name);
+        ArgumentNullException.ThrowIfNull(name);
         if (!string.Equals(name, Auto, StringComparison.OrdinalIgnoreCase))
         {
             return Find(name)?.Name ?? throw UnknownBackend(name);
@@ -96,5 +96,5 @@ public sealed class BatchVerifierRegistry
     }
 
     private ArgumentException UnknownBackend(string name) =>
-        new($"Unknown verifier backend '{name}'. Known: {string.Join(", ", _backends.Select(b => b.Name))}, auto.", nameof(name));
+        new($"{(string.IsNullOrWhiteSpace(name) ? "The verifier backend name is empty" : $"Unknown verifier backend '{name}'")}. Known: {string.Join(", ", _backends.Select(b => b.Name))}, auto.", nameof(name));
 }

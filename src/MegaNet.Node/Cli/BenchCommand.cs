@@ -95,6 +95,11 @@ internal static class BenchCommand
                     throw new ArgumentException("--check-items must be positive.");
                 }
 
+                if (parse.GetResult(checkItems) is { Implicit: false } && !parse.GetValue(check))
+                {
+                    throw new ArgumentException("--check-items sizes the check that --check runs; give --check too, or drop --check-items.");
+                }
+
                 BatchVerifierRegistry registry = VerifierCatalog.Create();
                 string? requested = parse.GetValue(backends);
                 IReadOnlyList<string> names = requested is null

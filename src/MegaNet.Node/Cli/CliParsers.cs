@@ -15,6 +15,13 @@ internal static class CliParsers
         string text = result.Tokens.Single().Value;
         if (Uri.TryCreate(text, UriKind.Absolute, out Uri? uri) && uri.Scheme is "http" or "https")
         {
+            if (uri.AbsolutePath != "/" || uri.Query.Length > 0 || uri.Fragment.Length > 0)
+            {
+                // gRPC calls go to /meganet.v1.Relay/..., whatever path the URL has: a path would be dropped unseen.
+                result.AddError($"'{text}': a node URL is a scheme, host and port only, such as http://127.0.0.1:7700 (gRPC has no path to add).");
+                return null;
+            }
+
             return uri;
         }
 
@@ -51,13 +58,23 @@ internal static class CliParsers
         return 0;
     }
 
-    /// <summary>A duration such as 30s, 2m or 00:01:30.</summary>
+    /// <summary>A duration such as 30s, 2m, 1h, 1d or 00:01:30.</summary>
     public static TimeSpan Duration(ArgumentResult result)
     {
         string text = result.Tokens.Single().Value.Trim();
+        if (double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out _))
+        {
+            // TimeSpan.Parse reads a bare number as days: "--duration 10" meant 10 s and traced for 10 days.
+            string name = (result.Parent as OptionResult)?.Option.Name ?? "The duration";
+            result.AddError($"{name} '{text}' has no unit: write {text}s, {text}m, {text}h or {text}d.");
+            return TimeSpan.Zero;
+        }
+
         TimeSpan? parsed =
-            text.EndsWith('s') && double.TryParse(text[..^1], NumberStyles.Float, CultureInfo.InvariantCulture, out double s) && double.IsFinite(s) ? TimeSpan.FromSeconds(Math.Clamp(s, -1, 1e9)) :
-            text.EndsWith('m') && double.TryParse(text[..^1], NumberStyles.Float, CultureInfo.InvariantCulture, out double m) && double.IsFinite(m) ? TimeSpan.FromMinutes(Math.Clamp(m, -1, 1e7)) :
+            Unit(text, 's') is { } s ? TimeSpan.FromSeconds(Math.Clamp(s, -1, 1e9)) :
+            Unit(text, 'm') is { } m ? TimeSpan.FromMinutes(Math.Clamp(m, -1, 1e7)) :
+            Unit(text, 'h') is { } h ? TimeSpan.FromHours(Math.Clamp(h, -1, 1e6)) :
+            Unit(text, 'd') is { } d ? TimeSpan.FromDays(Math.Clamp(d, -1, 1e5)) :
             TimeSpan.TryParse(text, CultureInfo.InvariantCulture, out TimeSpan t) ? t : null;
         if (parsed > TimeSpan.Zero && parsed <= MaxDuration)
         {
@@ -73,7 +90,11 @@ internal static class CliParsers
             return TimeSpan.Zero;
         }
 
-        result.AddError($"'{text}' is not a duration such as 30s, 2m or 00:01:30.");
+        result.AddError($"'{text}' is not a duration such as 30s, 2m, 1h, 1d or 00:01:30.");
         return TimeSpan.Zero;
     }
+
+    /// <summary>The number before <paramref name="unit"/> at the end of <paramref name="text"/>, if that is the form.</summary>
+    private static double? Unit(string text, char unit) =>
+        text.Length > 1 && text[^1] == unit && double.TryParse(text[..^1], NumberStyles.Float, CultureInfo.InvariantCulture, out double value) && double.IsFinite(value) ? value : null;
 }

@@ -374,6 +374,11 @@ internal static class ClientCommands
         command.SetAction((parse, ct) => Run(async () =>
         {
             string path = parse.GetValue(receiptFile)!;
+            if (path != "-" && Directory.Exists(path))
+            {
+                throw new CliException($"--receipt {path} is a directory; give the file 'send --json' wrote.");
+            }
+
             string text = path == "-" ? await Console.In.ReadToEndAsync(ct) : await File.ReadAllTextAsync(path, ct);
             Receipt receipt = ReceiptFromJson(text);
             Uri address = parse.GetValue(node)!;
@@ -443,7 +448,7 @@ internal static class ClientCommands
     /// writes at its own offset with pwrite(2), so with <c>&gt; file 2&gt;&amp;1</c> the stderr lines overwrote the
     /// messages (tried: all of stdout was lost). Here every failed write throws, and the shared file offset moves.
     /// </summary>
-    private static TextWriter StandardOutput() => new StreamWriter(
+    internal static TextWriter StandardOutput() => new StreamWriter(
         OperatingSystem.IsWindows() ? Console.OpenStandardOutput() : new StandardOutputStream(), new UTF8Encoding(false), 16 << 10, leaveOpen: false)
     {
         AutoFlush = false,

@@ -81,7 +81,12 @@ internal static class LoadCommand
             double offered = parse.GetValue(rate);
             double forgedRate = parse.GetValue(forged);
             bool floorToo = parse.GetValue(floor);
-            if (Problem(n, c, k, w, m, per, offered, forgedRate, floorToo) is { } problem)
+            // Options that would be ignored are refused: the run would not be the one asked for.
+            bool backendGiven = parse.GetResult(backend) is { Implicit: false }, rateGiven = parse.GetResult(rate) is { Implicit: false };
+            string? ignored = backendGiven && parse.GetValue(node) is not null ? "--backend picks the embedded node's verifier; a node given with --node uses its own (drop one of them)." :
+                rateGiven && m == "stream" ? "--rate sets the unary phase's offered load; use it with --mode unary or both." :
+                null;
+            if ((Problem(n, c, k, w, m, per, offered, forgedRate, floorToo) ?? ignored) is { } problem)
             {
                 Console.Error.WriteLine($"meganet load: {problem}");
                 return 1;

@@ -26,10 +26,21 @@ internal static class MeganetCommand
     public static int Run(string[] args)
     {
         // Bare 'meganet': the overview, as --help gives it (exit 1: nothing was done).
-        ParseResult parse = Build().Parse(args.Length == 0 ? ["--help"] : args);
+        RootCommand root = Build();
+        ParseResult parse = root.Parse(args.Length == 0 ? ["--help"] : args);
         if (args.Length == 0)
         {
             parse.Invoke();
+            return 1;
+        }
+
+        if (!args[0].StartsWith('-') && !root.Subcommands.Any(c => c.Name == args[0]))
+        {
+            // System.CommandLine says "Required command was not provided" and lists every token as unrecognized.
+            string? near = root.Subcommands.Select(c => c.Name).FirstOrDefault(n => EditDistance(n, args[0]) <= 2);
+            Console.Error.WriteLine($"meganet: '{args[0]}' is not a command{(near is null ? "" : $"; did you mean '{near}'?")} " +
+                $"Commands: {string.Join(", ", root.Subcommands.Select(c => c.Name))}.");
+            Console.Error.WriteLine("Run 'meganet --help' for usage.");
             return 1;
         }
 
@@ -39,7 +50,7 @@ internal static class MeganetCommand
             // stdout, where a script reading --json output gets it instead of an empty stream.
             foreach (System.CommandLine.Parsing.ParseError error in parse.Errors)
             {
-                Console.Error.WriteLine($"meganet: {error.Message}");
+                Console.Error.WriteLine($"meganet: {Plain(error.Message)}");
             }
 
             Console.Error.WriteLine($"Run '{CommandPath(parse.CommandResult)} --help' for usage.");
@@ -59,6 +70,46 @@ internal static class MeganetCommand
         // On the thread pool, as System.CommandLine runs it when it handles signals: a command busy on this thread (bench
         // runs synchronously) would otherwise outlast its grace period.
         return interruption.WaitAsync(Task.Run(() => parse.InvokeAsync(configuration, interruption.Token))).GetAwaiter().GetResult();
+    }
+
+    /// <summary>System.CommandLine's parse error for a number option names a .NET type ("as expected type
+    /// 'System.Double'"); this says what kind of number instead. Other messages pass unchanged.</summary>
+    internal static string Plain(string message)
+    {
+        System.Text.RegularExpressions.Match m = System.Text.RegularExpressions.Regex.Match(message,
+            "^Cannot parse argument '(?<value>.*)' for option '(?<option>[^']*)' as expected type 'System\\.(?<type>\\w+)'\\.?$");
+        if (!m.Success)
+        {
+            return message;
+        }
+
+        string kind = m.Groups["type"].Value switch
+        {
+            "Int32" or "Int64" or "Int16" => "a whole number",
+            "UInt32" or "UInt64" or "UInt16" or "Byte" => "a whole number, 0 or more",
+            "Double" or "Single" or "Decimal" => "a number, such as 7 or 0.5",
+            _ => "a value of the kind its --help gives",
+        };
+        return $"{m.Groups["option"].Value}: '{m.Groups["value"].Value}' is not {kind}.";
+    }
+
+    /// <summary>Levenshtein distance, for suggesting a command name.</summary>
+    private static int EditDistance(string a, string b)
+    {
+        int[] row = Enumerable.Range(0, b.Length + 1).ToArray();
+        for (int i = 1; i <= a.Length; i++)
+        {
+            int diagonal = row[0];
+            row[0] = i;
+            for (int j = 1; j <= b.Length; j++)
+            {
+                int above = row[j];
+                row[j] = Math.Min(Math.Min(row[j] + 1, row[j - 1] + 1), diagonal + (a[i - 1] == b[j - 1] ? 0 : 1));
+                diagonal = above;
+            }
+        }
+
+        return row[b.Length];
     }
 
     private static string CommandPath(System.CommandLine.Parsing.CommandResult result)

@@ -157,14 +157,27 @@ internal static partial class NodeCommand
             .Select(p => p.Name)
             .Order(StringComparer.Ordinal)
             .ToArray();
-        foreach (IConfigurationSection setting in configuration.GetSection(Section).GetChildren())
+        // Binding skips what has the wrong shape without a word: {"MegaNet": 5}, or "Threads": [1, 2], started the node
+        // on its defaults.
+        IConfigurationSection section = configuration.GetSection(Section);
+        if (section.Value is not null)
         {
+            throw new ArgumentException($"\"{Section}\" in {configPath} must be an object of settings, e.g. {{ \"{Section}\": {{ \"Threads\": 2 }} }}, not a single value.");
+        }
+
+        foreach (IConfigurationSection setting in section.GetChildren())
+        {
+            string where = configuration is IConfigurationRoot root && root.Providers.Any(p => p is EnvironmentVariablesConfigurationProvider && p.GetChildKeys([], Section).Contains(setting.Key))
+                ? $"environment variable MEGANET_{Section}__{setting.Key}"
+                : configPath;
             if (!known.Contains(setting.Key, StringComparer.OrdinalIgnoreCase))
             {
-                string where = configuration is IConfigurationRoot root && root.Providers.Any(p => p is EnvironmentVariablesConfigurationProvider && p.GetChildKeys([], Section).Contains(setting.Key))
-                    ? $"environment variable MEGANET_{Section}__{setting.Key}"
-                    : configPath;
                 throw new ArgumentException($"Unknown setting {Section}:{setting.Key} (from {where}). Settings: {string.Join(", ", known)}.");
+            }
+
+            if (setting.Value is null)
+            {
+                throw new ArgumentException($"Setting {Section}:{setting.Key} (from {where}) must be a single value (a number, a string, true or false), not a list or an object.");
             }
         }
     }

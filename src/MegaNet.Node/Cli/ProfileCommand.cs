@@ -128,7 +128,7 @@ internal static class ProfileCommand
 
                     Console.WriteLine(parse.GetValue(json)
                         ? JsonSerializer.Serialize(new { pid = node.ProcessId, instruments = snapshot }, new JsonSerializerOptions { WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower })
-                        : NodeProfiler.Render(snapshot, node, seconds));
+                        : NodeProfiler.Render(snapshot, node, seconds, live: false));
                     return 0;
                 }
 

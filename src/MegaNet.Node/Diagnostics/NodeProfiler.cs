@@ -373,10 +373,10 @@ public static class NodeProfiler
 
     /// <summary>Formats the table for a terminal: what each column holds depends on the kind, so the kind is a column
     /// and a legend under the header says what "per s" and "value" mean for each.</summary>
-    public static string Render(IReadOnlyList<InstrumentReading> readings, NodeProcess node, int refreshSeconds = 1)
+    public static string Render(IReadOnlyList<InstrumentReading> readings, NodeProcess node, int refreshSeconds = 1, bool live = true)
     {
         var sb = new StringBuilder();
-        sb.AppendLine(CultureInfo.InvariantCulture, $"MegaNet node pid {node.ProcessId}  {DateTime.Now:HH:mm:ss}   (Ctrl+C to stop)");
+        sb.AppendLine(CultureInfo.InvariantCulture, $"MegaNet node pid {node.ProcessId}  {DateTime.Now:HH:mm:ss}{(live ? "   (Ctrl+C to stop)" : "")}");
         sb.AppendLine(CultureInfo.InvariantCulture, $"per s: per second over the last {refreshSeconds} s (counters: change; histograms: recordings).");
         sb.AppendLine("value: counters: running total (since metrics collection began); gauges, up-down counters: now; histograms: recordings in the interval.");
         // Size the instrument column to the longest name so runtime names such as

@@ -233,6 +233,10 @@ public static partial class NodeHost
         // past the TLS rule and the connection caps. The node's settings come from NodeOptions (meganet.json, MEGANET_
         // variables, flags) only, so the listeners are the two configured below and nothing else.
         builder.Configuration.Sources.Clear();
+        // The host's own start lines named the content root (the install directory, which holds no setting or data:
+        // meganet.json and --data are read from the working directory) and "Hosting environment: Production", which
+        // means nothing here; the node's "listening on" line says what is true.
+        builder.Services.Configure<Microsoft.Extensions.Hosting.ConsoleLifetimeOptions>(o => o.SuppressStatusMessages = true);
         builder.Logging.ClearProviders();
         builder.Logging.AddSimpleConsole(o =>
         {

@@ -216,6 +216,10 @@ public sealed class NodeOptions
             using X509Certificate2 certificate = LoadTlsCertificate();
         }
 
+        // Named here so an empty or unknown name is refused as this option, and libsodium (another rule) is not offered.
+        Check(NodeBackends.Contains(Backend ?? "", StringComparer.OrdinalIgnoreCase), nameof(Backend),
+            $"one of {string.Join(", ", NodeBackends)} (got '{Backend}'" +
+            (string.Equals(Backend, "libsodium", StringComparison.OrdinalIgnoreCase) ? ", which applies libsodium's rule: the node admits only under MegaNet's, docs/verification.md)" : ")"));
         Check(Threads is >= 1 and <= 1024, nameof(Threads), "1 to 1024");
         Check(GpuThreshold >= 1, nameof(GpuThreshold), "at least 1");
         Check(GpuMaxBatch is >= 1 and <= 1 << 24, nameof(GpuMaxBatch), "1 to 16,777,216");
@@ -278,6 +282,9 @@ public sealed class NodeOptions
         path.EndsWith(".pfx", StringComparison.OrdinalIgnoreCase) || path.EndsWith(".p12", StringComparison.OrdinalIgnoreCase);
 
     private static bool IsWildcard(IPAddress address) => address.Equals(IPAddress.Any) || address.Equals(IPAddress.IPv6Any);
+
+    /// <summary>The backends a node can run: MegaNet's rule (docs/verification.md) on each.</summary>
+    internal static readonly string[] NodeBackends = ["auto", "simd", "gpu", "gpu-cpu", "reference"];
 
     private static void Check(bool ok, string name, string range)
     {
