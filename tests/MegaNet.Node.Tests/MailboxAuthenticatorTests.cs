@@ -15,7 +15,8 @@ public sealed class MailboxAuthenticatorTests : IDisposable
 
     private readonly string _dir = Directory.CreateTempSubdirectory("meganet-auth-").FullName;
     private readonly Clock _clock = new(T0);
-    private readonly CountingVerifier _verifier = new(new LibsodiumBatchVerifier());
+    // The backend a node gives its authenticator (NodeHost): MegaNet's rule, never libsodium's.
+    private readonly CountingVerifier _verifier = new(MegaNet.Node.Verification.VerifierCatalog.Create().Create("simd", new VerifierOptions { Threads = 1 }));
     private readonly MailboxAuthenticator _authenticator;
 
     public MailboxAuthenticatorTests() => _authenticator = new MailboxAuthenticator(NodeKey.LoadOrCreate(_dir), _verifier, _clock);

@@ -67,10 +67,10 @@ public sealed class GpuLifecycleTests
         {
             caller = new Thread(() => error = Record.Exception(() => gpu.Verify(batch)));
             caller.Start();
-            Thread.Sleep(200);
+            BlockedOnTheGate(caller);
             disposer = new Thread(gpu.Dispose);
             disposer.Start();
-            Thread.Sleep(200);
+            BlockedOnTheGate(disposer);
         }
         finally
         {
@@ -80,5 +80,17 @@ public sealed class GpuLifecycleTests
         caller.Join();
         disposer.Join();
         Assert.IsType<ObjectDisposedException>(error);
+    }
+
+    /// <summary>Waits until <paramref name="thread"/> blocks (on the launch lock the test holds): a fixed sleep could
+    /// let the test go on before the caller was past its entry check, and cover nothing.</summary>
+    private static void BlockedOnTheGate(Thread thread)
+    {
+        var waited = System.Diagnostics.Stopwatch.StartNew();
+        while ((thread.ThreadState & ThreadState.WaitSleepJoin) == 0)
+        {
+            Assert.True(waited.Elapsed < TimeSpan.FromMinutes(1), $"thread {thread.ManagedThreadId} never blocked on the launch lock ({thread.ThreadState})");
+            Thread.Sleep(1);
+        }
     }
 }
