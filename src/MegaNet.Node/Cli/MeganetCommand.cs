@@ -38,7 +38,7 @@ internal static class MeganetCommand
         {
             // System.CommandLine says "Required command was not provided" and lists every token as unrecognized.
             string? near = root.Subcommands.Select(c => c.Name).FirstOrDefault(n => EditDistance(n, args[0]) <= 2);
-            Console.Error.WriteLine($"meganet: '{args[0]}' is not a command{(near is null ? "" : $"; did you mean '{near}'?")} " +
+            Console.Error.WriteLine($"meganet: '{args[0]}' is not a command{(near is null ? "." : $"; did you mean '{near}'?")} " +
                 $"Commands: {string.Join(", ", root.Subcommands.Select(c => c.Name))}.");
             Console.Error.WriteLine("Run 'meganet --help' for usage.");
             return 1;
