@@ -53,6 +53,10 @@ public sealed class MegaNetClientOptions
     /// (<see cref="DateTime.MaxValue"/>: none). Null: no default. Default 30 s.</summary>
     public TimeSpan? DefaultDeadline { get; init; } = TimeSpan.FromSeconds(30);
 
+    /// <summary>What the message of an expired default deadline names as the setting to raise: this class's
+    /// <see cref="DefaultDeadline"/> for a library caller; a command-line client names its own option.</summary>
+    public string DeadlineSettingName { get; init; } = "MegaNetClientOptions.DefaultDeadline";
+
     /// <summary>The most proof-of-work bits <see cref="MegaNetClient.SendAsync"/> computes when the node demands a
     /// stamp (about 2^bits hashes: 24 take seconds to a minute); a node that demands more is refused with
     /// <see cref="PowDemandTooHighException"/>. Nodes demand at most 16 by default. 0 to 32; default 24.</summary>
@@ -149,7 +153,7 @@ public sealed class MegaNetClient : IDisposable
         // The first interceptor in the list is the outermost: the caller's run outside the default deadline's, and
         // both see a graceful close by the node as UNAVAILABLE.
         Interceptor[] interceptors = options.DefaultDeadline is { } deadline
-            ? [.. options.Interceptors, new DefaultDeadlineInterceptor(deadline), new GracefulCloseInterceptor()]
+            ? [.. options.Interceptors, new DefaultDeadlineInterceptor(deadline, options.DeadlineSettingName), new GracefulCloseInterceptor()]
             : [.. options.Interceptors, new GracefulCloseInterceptor()];
         Relay = new Relay.RelayClient(_channel.Intercept(interceptors));
     }
@@ -730,7 +734,7 @@ public static class NodeRefusals
 }
 
 /// <summary>Gives unary calls made without a deadline the client's default, and says so when it expires.</summary>
-internal sealed class DefaultDeadlineInterceptor(TimeSpan deadline) : Interceptor
+internal sealed class DefaultDeadlineInterceptor(TimeSpan deadline, string settingName) : Interceptor
 {
     public override AsyncUnaryCall<TResponse> AsyncUnaryCall<TRequest, TResponse>(TRequest request, ClientInterceptorContext<TRequest, TResponse> context,
         AsyncUnaryCallContinuation<TRequest, TResponse> continuation)
@@ -783,7 +787,7 @@ internal sealed class DefaultDeadlineInterceptor(TimeSpan deadline) : Intercepto
 
     private RpcException Explained(RpcException e) => new(
         new Status(StatusCode.DeadlineExceeded,
-            $"No answer from the node within {deadline.TotalSeconds:0.###} s (the client's default deadline, MegaNetClientOptions.DefaultDeadline): " +
-            "the node is overloaded or unreachable. Retry, or give the call a longer deadline.", e.Status.DebugException),
+            $"No answer from the node within {deadline.TotalSeconds:0.###} s (the client's default deadline, {settingName}): " +
+            $"the node is overloaded or unreachable. Retry, or give {settingName} more time.", e.Status.DebugException),
         e.Trailers);
 }

@@ -360,6 +360,26 @@ public sealed class CliErrorTests : IDisposable
         AssertClearError(await Meganet(args), expected);
 
     [Fact]
+    public async Task A_node_that_never_answers_ends_a_client_command_at_its_timeout_which_the_error_names()
+    {
+        // Accepts connections and never answers: the advice used to be "give the call a longer deadline", which the
+        // command line had no way to do.
+        using var silent = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
+        silent.Start();
+        string address = $"http://127.0.0.1:{((System.Net.IPEndPoint)silent.LocalEndpoint).Port}";
+        string alice = NewIdentity("alice"), bob = NewIdentity("bob");
+        string card = Card();
+
+        var waited = System.Diagnostics.Stopwatch.StartNew();
+        Result r = await Meganet("send", "--identity", alice, "--node", address, "--to", card, "--text", "hi", "--timeout", "1s");
+        AssertClearError(r, "No answer from the node within 1 s (the client's default deadline, --timeout)", exitCode: 2);
+        Assert.Contains("give --timeout more time", r.Stderr, StringComparison.Ordinal);
+        Assert.True(waited.Elapsed < TimeSpan.FromSeconds(25), $"send took {waited.Elapsed.TotalSeconds:F1} s with --timeout 1s");
+
+        AssertClearError(await Meganet("fetch", "--identity", bob, "--node", address, "--timeout", "1s"), "(the client's default deadline, --timeout)", exitCode: 2);
+    }
+
+    [Fact]
     public async Task Verify_says_when_its_output_was_lost_and_refuses_a_directory_as_input_or_a_missing_output_directory()
     {
         // Before, `verify | head -1` exited 0 saying every item was verified, with the verdicts lost in a closed pipe.

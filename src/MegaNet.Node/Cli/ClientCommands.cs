@@ -32,6 +32,16 @@ internal static class ClientCommands
 
     private static Option<bool> JsonOption(string what) => new("--json") { Description = what };
 
+    private static Option<TimeSpan> TimeoutOption() => new("--timeout")
+    {
+        Description = "How long to wait for each of the node's answers before giving up (e.g. 30s, 2m).",
+        DefaultValueFactory = _ => TimeSpan.FromSeconds(30),
+        CustomParser = CliParsers.Duration,
+    };
+
+    /// <summary>The client settings of a command with <c>--timeout</c>: an expired deadline names that option.</summary>
+    private static MegaNetClientOptions ClientOptions(TimeSpan timeout) => new() { DefaultDeadline = timeout, DeadlineSettingName = "--timeout" };
+
     private static Option<string?> NodeIdOption() => new("--node-id")
     {
         Description = "The node id (64 hex digits, printed when the node starts) to sign mailbox challenges for. " +
@@ -97,7 +107,8 @@ internal static class ClientCommands
         var file = new Option<FileInfo?>("--file") { Description = "File to send (up to about 64 KiB)." };
         var ttl = new Option<double>("--ttl-days") { Description = "Days relays keep it (more than 0, at most 3,650; the node's MaxTtlDays applies).", DefaultValueFactory = _ => 7 };
         var json = JsonOption("Print the receipt as one JSON object.");
-        var command = new Command("send", "Seal a message to a contact card and submit it to the node; prints the receipt.") { identity, node, to, text, file, ttl, json };
+        var timeout = TimeoutOption();
+        var command = new Command("send", "Seal a message to a contact card and submit it to the node; prints the receipt.") { identity, node, to, text, file, ttl, json, timeout };
         command.SetAction((parse, ct) => Run(async () =>
         {
             // Every check that needs neither the node nor the file's contents comes first.
@@ -129,7 +140,7 @@ internal static class ClientCommands
             using Identity id = LoadIdentity(parse.GetValue(identity)!);
             ContactCard recipient = ParseCard(parse.GetValue(to)!);
             byte[] content = message is not null ? Encoding.UTF8.GetBytes(message) : await File.ReadAllBytesAsync(attachment!.FullName, ct);
-            using var client = new MegaNetClient(parse.GetValue(node)!);
+            using var client = new MegaNetClient(parse.GetValue(node)!, options: ClientOptions(parse.GetValue(timeout)));
             Receipt receipt = await client.SendAsync(id, recipient, content, contentType, attachment?.Name, TimeSpan.FromDays(ttlDays), ct);
             if (parse.GetValue(json))
             {
@@ -153,12 +164,13 @@ internal static class ClientCommands
         var ack = new Option<bool>("--ack") { Description = "Delete the fetched messages from the node afterwards." };
         var json = JsonOption("One JSON object per message.");
         var nodeId = NodeIdOption();
-        var command = new Command("fetch", "Fetch, open and print the messages waiting in your mailbox.") { identity, node, nodeId, after, ack, json };
+        var timeout = TimeoutOption();
+        var command = new Command("fetch", "Fetch, open and print the messages waiting in your mailbox.") { identity, node, nodeId, after, ack, json, timeout };
         command.SetAction((parse, ct) => Run(async () =>
         {
             using Identity id = LoadIdentity(parse.GetValue(identity)!);
             SeenMessages seen = OpenSeen(parse.GetValue(identity)!);
-            return await KnownNodes.RunAsync(parse.GetValue(identity)!, parse.GetValue(node)!, parse.GetValue(nodeId), client => FetchAsync(client, id, seen, parse.GetValue(after), parse.GetValue(ack), parse.GetValue(json), ct));
+            return await KnownNodes.RunAsync(parse.GetValue(identity)!, parse.GetValue(node)!, parse.GetValue(nodeId), client => FetchAsync(client, id, seen, parse.GetValue(after), parse.GetValue(ack), parse.GetValue(json), ct), ClientOptions(parse.GetValue(timeout)));
         }));
         return command;
     }
@@ -368,9 +380,10 @@ internal static class ClientCommands
                 "Default: the id pinned for this node address in 'known-nodes' beside --identity, else the key the node signs with now.",
         };
         var receiptFile = new Option<string>("--receipt") { Description = "Receipt JSON as printed by 'send --json'; '-' reads standard input.", DefaultValueFactory = _ => "-" };
+        var timeout = TimeoutOption();
         var command = new Command("verify-receipt",
             "Check a receipt against the node: its tree head is signed by that node (the id given with --node-id, else the one pinned in known-nodes beside --identity, else the node's own), the envelope's inclusion proof leads to it, and the node's log still extends it.")
-            { node, identity, nodeId, receiptFile };
+            { node, identity, nodeId, receiptFile, timeout };
         command.SetAction((parse, ct) => Run(async () =>
         {
             string path = parse.GetValue(receiptFile)!;
@@ -384,7 +397,7 @@ internal static class ClientCommands
             Uri address = parse.GetValue(node)!;
             string? idHex = parse.GetValue(nodeId);
             byte[]? expected = idHex is not null ? KnownNodes.ParseNodeId(idHex, "--node-id") : KnownNodes.Beside(parse.GetValue(identity)!).Find(address);
-            using var client = new MegaNetClient(address, expected);
+            using var client = new MegaNetClient(address, expected, options: ClientOptions(parse.GetValue(timeout)));
             string? problem = await client.VerifyReceiptAsync(receipt, ct);
             if (problem is not null)
             {

@@ -54,18 +54,18 @@ internal sealed class KnownNodes
     /// pins the id on first contact once the node answered a challenge with it (not a --node-id the node never
     /// confirmed: a typo, or a node that could not be reached, stayed pinned for good), and turns a mismatch into an
     /// error that says what to do.</summary>
-    public static Task<int> RunAsync(string identityPath, Uri node, string? nodeIdHex, Func<MegaNetClient, Task<int>> body) =>
-        RunAsync(identityPath, node, nodeIdHex, (client, _) => body(client));
+    public static Task<int> RunAsync(string identityPath, Uri node, string? nodeIdHex, Func<MegaNetClient, Task<int>> body, MegaNetClientOptions? options = null) =>
+        RunAsync(identityPath, node, nodeIdHex, (client, _) => body(client), options);
 
-    /// <summary><see cref="RunAsync(string, Uri, string?, Func{MegaNetClient, Task{int}})"/> for a command that runs
+    /// <summary><see cref="RunAsync(string, Uri, string?, Func{MegaNetClient, Task{int}}, MegaNetClientOptions?)"/> for a command that runs
     /// until stopped (<c>listen</c>): <paramref name="body"/> gets an action that pins the confirmed id at once, so a
     /// first contact is remembered even if the command is then killed.</summary>
-    public static async Task<int> RunAsync(string identityPath, Uri node, string? nodeIdHex, Func<MegaNetClient, Action, Task<int>> body)
+    public static async Task<int> RunAsync(string identityPath, Uri node, string? nodeIdHex, Func<MegaNetClient, Action, Task<int>> body, MegaNetClientOptions? options = null)
     {
         KnownNodes known = Beside(identityPath);
         byte[]? pinned = known.Find(node);
         byte[]? expected = nodeIdHex is null ? pinned : ParseNodeId(nodeIdHex, "--node-id");
-        using var client = new MegaNetClient(node, expected);
+        using var client = new MegaNetClient(node, expected, options: options);
         void PinNow()
         {
             if (pinned is null && client.ConfirmedNodeId is { } seen)
