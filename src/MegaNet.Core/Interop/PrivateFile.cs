@@ -101,7 +101,15 @@ public static partial class PrivateFile
 
         const int AtFdCwd = -100, AtSymlinkNoFollow = 0x100, StatxType = 1, ModeOffset = 28, TypeMask = 0xF000, Regular = 0x8000;
         byte* statx = stackalloc byte[256];
-        return Statx(AtFdCwd, path, AtSymlinkNoFollow, StatxType, statx) != 0 || (*(ushort*)(statx + ModeOffset) & TypeMask) == Regular;
+        try
+        {
+            // A failed call (a kernel before 4.11) tells nothing: the file is taken as the regular one it nearly always is.
+            return Statx(AtFdCwd, path, AtSymlinkNoFollow, StatxType, statx) != 0 || (*(ushort*)(statx + ModeOffset) & TypeMask) == Regular;
+        }
+        catch (EntryPointNotFoundException)
+        {
+            return true; // a C library without statx (glibc before 2.28): as above
+        }
     }
 
     [LibraryImport("libc", EntryPoint = "statx", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]

@@ -162,7 +162,10 @@ internal static partial class NodeCommand
         IConfigurationSection section = configuration.GetSection(Section);
         if (section.Value is not null)
         {
-            throw new ArgumentException($"\"{Section}\" in {configPath} must be an object of settings, e.g. {{ \"{Section}\": {{ \"Threads\": 2 }} }}, not a single value.");
+            string source = configuration is IConfigurationRoot sources && sources.Providers.OfType<EnvironmentVariablesConfigurationProvider>().Any(p => p.TryGet(Section, out _))
+                ? $"the environment variable MEGANET_{Section}"
+                : configPath;
+            throw new ArgumentException($"\"{Section}\" in {source} must be an object of settings, e.g. {{ \"{Section}\": {{ \"Threads\": 2 }} }}, not a single value.");
         }
 
         foreach (IConfigurationSection setting in section.GetChildren())
