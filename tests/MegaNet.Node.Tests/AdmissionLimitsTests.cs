@@ -26,8 +26,8 @@ public sealed class AdmissionLimitsTests
         store.Commit();
         var options = new NodeOptions { QueueCapacity = 8, PowMaxBits = 8, FlushMicroseconds = 0 };
         await using var admission = new AdmissionPipeline(verifier, store, options, TimeProvider.System, NullLogger<AdmissionPipeline>.Instance);
-        Envelope[] stamped = Seal(10, powBits: 8);
-        Envelope bare = Seal(1, powBits: 0)[0];
+        Envelope[] stamped = AdmissionBatchingTests.Seal(10, powBits: 8);
+        Envelope bare = AdmissionBatchingTests.Seal(1)[0];
 
         Task<Receipt> first = admission.SubmitAsync(stamped[0], null, CancellationToken.None);
         Assert.True(verifier.Entered.Wait(TimeSpan.FromMinutes(1)), "the first batch never reached the verifier");
@@ -122,18 +122,5 @@ public sealed class AdmissionLimitsTests
         Assert.Equal(0, retryMs);
         count.Return(burst: 1.5);
         Assert.Equal(1.5, count.Tokens);
-    }
-
-    private static Envelope[] Seal(int count, int powBits)
-    {
-        using Identity recipient = Identity.Create();
-        var envelopes = new Envelope[count];
-        for (int i = 0; i < count; i++)
-        {
-            using Identity sender = Identity.Create();
-            envelopes[i] = EnvelopeFormat.Seal(sender, recipient.Card, Encoding.UTF8.GetBytes($"message {i}"), "text/plain", null, DateTimeOffset.UtcNow.AddDays(1), powBits);
-        }
-
-        return envelopes;
     }
 }

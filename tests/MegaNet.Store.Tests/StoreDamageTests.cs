@@ -97,8 +97,8 @@ public sealed class StoreDamageTests : IDisposable
         }
     }
 
-    [Fact]
-    public async Task A_damaged_page_size_file_is_refused_naming_it_and_left_as_it_was()
+    /// <summary>A store with one envelope, closed (so its shutdown checkpoint wrote every file); its options.</summary>
+    private async Task<StoreOptions> ClosedStoreAsync()
     {
         StoreOptions options = Options(_dir);
         await using (FasterEnvelopeStore store = await FasterEnvelopeStore.OpenAsync(options))
@@ -106,6 +106,13 @@ public sealed class StoreDamageTests : IDisposable
             await store.PutAsync(new PutRequest(Bytes(_random, 200), Bytes(_random, 32), DateTimeOffset.UtcNow.AddDays(1)));
         }
 
+        return options;
+    }
+
+    [Fact]
+    public async Task A_damaged_page_size_file_is_refused_naming_it_and_left_as_it_was()
+    {
+        StoreOptions options = await ClosedStoreAsync();
         string path = Path.Combine(_dir, "store", "wal.page-bits");
         Assert.Equal("19", File.ReadAllText(path).Trim()); // an 8 MiB budget's 512 KiB pages
         File.WriteAllText(path, "nineteen\n");
@@ -119,13 +126,8 @@ public sealed class StoreDamageTests : IDisposable
     [Fact]
     public async Task A_damaged_table_checkpoint_is_refused_naming_it()
     {
-        StoreOptions options = Options(_dir);
-        await using (FasterEnvelopeStore store = await FasterEnvelopeStore.OpenAsync(options))
-        {
-            await store.PutAsync(new PutRequest(Bytes(_random, 200), Bytes(_random, 32), DateTimeOffset.UtcNow.AddDays(1)));
-        }
-
         // The close took a checkpoint; its table half is FASTER's: garble the description of its log.
+        StoreOptions options = await ClosedStoreAsync();
         string kv = Path.Combine(_dir, "store", "kv");
         string info = Assert.Single(Directory.GetFiles(Path.Combine(kv, "checkpoints", "cpr-checkpoints"), "info.dat*", SearchOption.AllDirectories));
         File.WriteAllBytes(info, Bytes(_random, (int)new FileInfo(info).Length));
@@ -134,5 +136,31 @@ public sealed class StoreDamageTests : IDisposable
         Assert.Contains($"in '{kv}'", e.Message, StringComparison.Ordinal);
         Assert.Contains("cannot be recovered", e.Message, StringComparison.Ordinal);
         Assert.Contains("Nothing was changed", e.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task A_damaged_checkpoint_manifest_is_an_error_naming_it()
+    {
+        StoreOptions options = await ClosedStoreAsync();
+        string manifest = Path.Combine(_dir, "store", "checkpoint.manifest");
+        byte[] bytes = File.ReadAllBytes(manifest);
+        bytes[bytes.Length / 2] ^= 0xFF;
+        File.WriteAllBytes(manifest, bytes);
+
+        StoreCorruptException e = await Assert.ThrowsAsync<StoreCorruptException>(async () => await FasterEnvelopeStore.OpenAsync(options));
+        Assert.Contains(manifest, e.Message);
+    }
+
+    [Fact]
+    public async Task A_corrupt_commit_directory_is_an_error_naming_the_store()
+    {
+        StoreOptions options = await ClosedStoreAsync();
+        foreach (string file in Directory.EnumerateFiles(Path.Combine(_dir, "store", "commits"), "*", SearchOption.AllDirectories))
+        {
+            File.WriteAllBytes(file, Bytes(_random, (int)Math.Max(8, new FileInfo(file).Length)));
+        }
+
+        StoreCorruptException e = await Assert.ThrowsAsync<StoreCorruptException>(async () => await FasterEnvelopeStore.OpenAsync(options));
+        Assert.Contains(Path.Combine(_dir, "store"), e.Message);
     }
 }
