@@ -6,6 +6,7 @@ using static MegaNet.Store.Tests.StoreTestKit;
 namespace MegaNet.Store.Tests;
 
 /// <summary>A <c>MailArrived</c> listener that throws fails no put and is counted, so a broken live delivery shows.</summary>
+[Collection(AloneCollection.Name)]
 public sealed class MailListenerTests : IDisposable
 {
     private readonly string _dir = NewDirectory();
