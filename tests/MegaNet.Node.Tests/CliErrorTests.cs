@@ -213,6 +213,18 @@ public sealed class CliErrorTests : IDisposable
     }
 
     [Fact]
+    public async Task A_node_whose_port_is_taken_says_so_and_creates_nothing()
+    {
+        // The data directory was made, with a new node key and store, before the port turned out to be taken.
+        using var taken = new TcpListener(IPAddress.Loopback, 0);
+        taken.Start();
+        string listen = taken.LocalEndpoint.ToString()!, data = Path.Combine(_dir, "fresh");
+        Result r = await Meganet("node", "--data", data, "--backend", "simd", "--listen", listen);
+        AssertClearError(r, $"--listen {listen}: address already in use. Another node (or program) listens there");
+        Assert.False(Directory.Exists(data), "a node that could not listen created its data directory");
+    }
+
+    [Fact]
     public async Task Node_stops_cleanly_on_sigterm_after_its_checkpoint()
     {
         var psi = new ProcessStartInfo("dotnet", [ExternalNode.MeganetPath(), "node", "--data", Path.Combine(_dir, "data"), "--backend", "simd", "--listen", "127.0.0.1:0"])

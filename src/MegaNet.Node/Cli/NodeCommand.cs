@@ -83,6 +83,18 @@ internal static partial class NodeCommand
                 return 1;
             }
 
+            // Before the data directory is touched: a first start on a taken port left a new node key and store behind.
+            foreach ((IPEndPoint? endpoint, string option) in new[] { ((IPEndPoint?)options.ListenEndPoint, "--listen"), (options.MetricsEndPoint, "--metrics-listen") })
+            {
+                if (endpoint is { Port: not 0 } && BindProblem(endpoint) is { } problem)
+                {
+                    Console.Error.WriteLine(problem.SocketErrorCode == SocketError.AddressAlreadyInUse
+                        ? $"meganet node: {option} {endpoint}: address already in use. Another node (or program) listens there: stop it, or choose another address with {option}."
+                        : $"meganet node: {BindFailure(problem, options, option == "--metrics-listen")}");
+                    return 1;
+                }
+            }
+
             try
             {
                 // The host's own "Hosting failed to start" error repeats, with a stack trace, the start failure this
@@ -194,9 +206,9 @@ internal static partial class NodeCommand
     /// One line for a listener the OS would not bind. Kestrel's <see cref="SocketException"/> names neither the address
     /// nor the option; it binds <c>--listen</c> first, so if that address can be bound here the metrics listener failed.
     /// </summary>
-    internal static string BindFailure(SocketException e, NodeOptions options)
+    internal static string BindFailure(SocketException e, NodeOptions options, bool? metricsListener = null)
     {
-        bool metrics = !string.IsNullOrEmpty(options.MetricsListen) && CanBind(options.ListenEndPoint);
+        bool metrics = metricsListener ?? (!string.IsNullOrEmpty(options.MetricsListen) && BindProblem(options.ListenEndPoint) is null);
         string option = metrics ? "--metrics-listen" : "--listen";
         string address = metrics ? options.MetricsListen! : options.Listen;
         string fix = e.SocketErrorCode switch
@@ -208,17 +220,21 @@ internal static partial class NodeCommand
         return $"{option} {address}: cannot listen there ({e.Message}): {fix}.";
     }
 
-    private static bool CanBind(IPEndPoint endpoint)
+    /// <summary>Why <paramref name="endpoint"/> cannot be listened on now, or null when it can (checked by binding a
+    /// socket and closing it).</summary>
+    private static SocketException? BindProblem(IPEndPoint endpoint)
     {
         try
         {
             using var socket = new Socket(endpoint.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
+            // As Kestrel binds: connections of a node that just stopped (TIME_WAIT) do not hold the port, a listener does.
+            socket.SetSocketOption(SocketOptionLevel.Socket, SocketOptionName.ReuseAddress, true);
             socket.Bind(endpoint);
-            return true;
+            return null;
         }
-        catch (SocketException)
+        catch (SocketException e)
         {
-            return false;
+            return e;
         }
     }
 
