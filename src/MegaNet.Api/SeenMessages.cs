@@ -116,12 +116,15 @@ public sealed class SeenMessages
                     : $"not shown: a copy of the message received before in envelope {first.IdPrefix}…, wrapped in a new envelope (a relay replayed it)";
             }
 
-            _seen[digest] = (id, sentUnixMs);
+            // Remembered by its send time, but never later than a day from now: a sender's clock set to year 9999 (or
+            // a sender filling the record on purpose) kept each such line, loaded on every fetch, for good.
+            long recorded = Math.Min(sentUnixMs, (_clock.GetUtcNow() + TimeSpan.FromDays(1)).ToUnixTimeMilliseconds());
+            _seen[digest] = (id, recorded);
             // One sent before the window would be pruned at the next open anyway: remembered for this session only,
             // so the file is not rewritten on every open for it.
-            if (Path is not null && !IsOld(sentUnixMs))
+            if (Path is not null && !IsOld(recorded))
             {
-                Append($"{digest} {id} {sentUnixMs.ToString(CultureInfo.InvariantCulture)}\n");
+                Append($"{digest} {id} {recorded.ToString(CultureInfo.InvariantCulture)}\n");
             }
 
             return null;

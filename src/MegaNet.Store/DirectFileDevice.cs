@@ -397,7 +397,7 @@ internal sealed partial class DirectFileDevice : StorageDeviceBase
 
     private static SafeFileHandle Open(string path, int flags)
     {
-        int fd = NativeOpen(path, flags, Convert.ToInt32("644", 8));
+        int fd = NativeOpen(path, flags, Convert.ToInt32("600", 8)); // owner-only, as the data directory
         if (fd < 0)
         {
             int errno = Marshal.GetLastPInvokeError();

@@ -372,6 +372,18 @@ public sealed class CliErrorTests : IDisposable
         AssertClearError(await Meganet(args), expected);
 
     [Fact]
+    public void A_nodes_error_text_is_printed_with_its_control_characters_shown_not_obeyed()
+    {
+        // A node (or anyone on the path of plain http) chooses grpc-message: escape sequences in it rewrote the screen
+        // or set the clipboard (OSC 52) when printed raw.
+        var e = new Grpc.Core.RpcException(new Grpc.Core.Status(Grpc.Core.StatusCode.ResourceExhausted, "full\u001b]52;c;ZXZpbA==\u0007\u001b[2J"));
+        string line = MegaNet.Node.Cli.ClientCommands.Describe(e);
+        Assert.DoesNotContain('\u001b', line);
+        Assert.DoesNotContain('\u0007', line);
+        Assert.Contains("the node said ResourceExhausted: full\\u001b]52;c;ZXZpbA==\\u0007", line, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task A_node_that_never_answers_ends_a_client_command_at_its_timeout_which_the_error_names()
     {
         // Accepts connections and never answers: the advice used to be "give the call a longer deadline", which the

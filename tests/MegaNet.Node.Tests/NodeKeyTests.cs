@@ -22,6 +22,26 @@ public sealed class NodeKeyTests : IDisposable
         }
     }
 
+    [SkippableFact]
+    [System.Runtime.Versioning.UnsupportedOSPlatform("windows")]
+    public async Task A_data_directory_the_node_creates_is_owner_only_and_so_are_its_store_files()
+    {
+        Skip.If(OperatingSystem.IsWindows(), "Unix file modes");
+        // The store holds every envelope, recipient address and sending key: the directory was made with the umask's
+        // mode (world-readable) and the direct-I/O files with 0644.
+        string data = Path.Combine(_dir, "new", "data");
+        await using TestNode node = await TestNode.StartAsync(dataDirectory: data);
+        using MegaNet.Api.MegaNetClient client = node.Client();
+        using MegaNet.Api.Identity alice = MegaNet.Api.Identity.Create(), bob = MegaNet.Api.Identity.Create();
+        await client.SendAsync(alice, bob.Card, "x"u8.ToArray(), "text/plain");
+
+        const UnixFileMode OwnerOnly = UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute;
+        Assert.Equal(OwnerOnly, File.GetUnixFileMode(data));
+        string wal = Path.Combine(data, "store", "wal.log.0");
+        Assert.True(File.Exists(wal), "no write-ahead log segment was written");
+        Assert.Equal(UnixFileMode.None, File.GetUnixFileMode(wal) & (UnixFileMode.GroupRead | UnixFileMode.OtherRead | UnixFileMode.GroupWrite | UnixFileMode.OtherWrite));
+    }
+
     [Fact]
     public async Task Nodes_starting_at_once_on_a_fresh_directory_all_get_the_one_whole_key()
     {

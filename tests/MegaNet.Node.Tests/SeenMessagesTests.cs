@@ -99,6 +99,24 @@ public sealed class SeenMessagesTests : IDisposable
     }
 
     [Fact]
+    public void A_message_dated_far_ahead_is_forgotten_a_window_after_it_arrived_not_after_its_date()
+    {
+        // A sender's clock (or a sender filling the record on purpose) at year 9999 kept the line for good, and every
+        // fetch loaded it.
+        var clock = new Clock(DateTimeOffset.UtcNow);
+        string file = Path.Combine(_dir, "ahead.seen");
+        long farAhead = new DateTimeOffset(9999, 1, 1, 0, 0, 0, TimeSpan.Zero).ToUnixTimeMilliseconds();
+        SeenMessages seen = SeenMessages.Open(file, clock);
+        Assert.Null(seen.Check(Bytes(32, 7), Bytes(32, 0x7), farAhead));
+        Assert.Contains("copy", seen.Check(Bytes(32, 7), Bytes(32, 0x8), farAhead)); // still a copy while remembered
+        Assert.Equal(1, SeenMessages.Open(file, clock).Count);
+
+        clock.Now = clock.Now.AddDays(33); // the window (31 days) after a day ahead of its arrival
+        Assert.Equal(0, SeenMessages.Open(file, clock).Count);
+        Assert.Empty(File.ReadAllLines(file));
+    }
+
+    [Fact]
     public void The_record_survives_a_reopen_forgets_after_the_window_and_shows_what_is_older_marked()
     {
         var clock = new Clock(DateTimeOffset.UtcNow);

@@ -612,7 +612,9 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
                         DiskSpaceLowException d => Reject("disk_low", StatusCode.ResourceExhausted, d.Message, retryAfterMs: 60_000),
                         QuotaExceededException q => Reject("quota", StatusCode.ResourceExhausted, q.Message, retryAfterMs: 60_000),
                         ArgumentException a => Reject("invalid", StatusCode.InvalidArgument, a.Message),
-                        _ => Reject("store", StatusCode.Unavailable, r.Error?.Message ?? "The store refused the envelope."),
+                        // What the store says names its directory and the OS error: the operator's to read (logged with
+                        // the batch's failure), more than a submitter may learn (docs/protocol.md).
+                        _ => Reject("store", StatusCode.Unavailable, StoreRefusesText),
                     });
                 }
             }
@@ -632,12 +634,17 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
 
             foreach (Pending p in accepted)
             {
+                // Fixed words: the exception names the store's directory and the OS error, logged above for the operator.
                 p.TrySetException(Reject("store", StatusCode.Unavailable, e is StoreUnavailableException
-                    ? $"The node could not store the envelope: {e.Message} Until then it accepts no mail: send through another node or retry later."
-                    : $"The node could not store the envelope: {e.Message.TrimEnd('.')}. Nothing was acknowledged; retry later."));
+                    ? StoreRefusesText
+                    : "The node could not store the envelope (an error its log records); nothing was acknowledged. Retry later."));
             }
         }
     }
+
+    private const string StoreRefusesText =
+        "The node cannot store mail until its operator frees disk space or fixes the device and restarts it (its log says which); " +
+        "nothing was acknowledged. Send through another node or retry later.";
 
     internal static Receipt ToProto(PutReceipt receipt) => ToProto(receipt, ToProto(receipt.TreeHead));
 

@@ -356,12 +356,13 @@ internal static class ClientCommands
 
     /// <summary>What went wrong, as one line after "meganet: " (transport details can hold line breaks, e.g. an
     /// ObjectDisposedException's "Object name:" line).</summary>
-    private static string Describe(Exception e) => OneLine(e switch
+    internal static string Describe(Exception e) => OneLine(e switch
     {
         // The client's own deadline (MegaNetClient says how long it waited), whether or not the transport saw why.
         RpcException { StatusCode: StatusCode.DeadlineExceeded } r when r.Status.Detail.StartsWith("No answer from the node", StringComparison.Ordinal) => r.Status.Detail,
         // A status the node sent has no DebugException; one made by the client's transport does.
-        RpcException r when r.Status.DebugException is null => $"the node said {r.StatusCode}: {r.Status.Detail}",
+        // The node's words are the node's: control characters (terminal escapes) are shown, not obeyed.
+        RpcException r when r.Status.DebugException is null => $"the node said {r.StatusCode}: {Printable(r.Status.Detail, multiline: false)}",
         RpcException r when r.StatusCode == StatusCode.Unavailable => $"cannot reach the node ({r.Status.Detail}); is 'meganet node' running at that address?",
         // E.g. Internal for a connection whose pings went unanswered: the node said nothing.
         RpcException r => $"the connection to the node failed ({r.Status.Detail}).",

@@ -270,7 +270,8 @@ public sealed class RelayService(
                 task.GetAwaiter().GetResult();
                 throw new UnreachableException();
             default:
-                return new SubmitResult { StatusCode = (int)StatusCode.Internal, Error = $"The node failed to admit the envelope: {error.Message}" };
+                // Admission logged it (an unexpected fault); its text is the operator's, not the submitter's.
+                return new SubmitResult { StatusCode = (int)StatusCode.Internal, Error = "The node failed to admit the envelope (an internal error, in its log); nothing was stored." };
         }
     }
 
