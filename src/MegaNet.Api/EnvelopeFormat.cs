@@ -31,7 +31,7 @@ public static class EnvelopeFormat
     private static readonly byte[] PowDomain = Encoding.ASCII.GetBytes("meganet-pow-v1");
     private static readonly byte[] SealDomain = Encoding.ASCII.GetBytes("meganet-seal-v1");
     private static readonly byte[] ContentDomain = Encoding.ASCII.GetBytes("meganet-content-v2");
-    private static readonly byte[] AuthDomain = Encoding.ASCII.GetBytes("meganet-auth-v1");
+    private static readonly byte[] AuthDomain = Encoding.ASCII.GetBytes("meganet-auth-v2");
 
     /// <summary>True if <paramref name="sealedLength"/> is a legal sealed payload size.</summary>
     public static bool IsPaddedSize(int sealedLength) => Array.IndexOf(Classes, sealedLength - SealOverhead) >= 0;
@@ -425,9 +425,10 @@ public static class EnvelopeFormat
         return HashAlgorithm.Blake2b_256.Hash(stream.ToArray());
     }
 
-    /// <summary>"meganet-auth-v1" ‖ nonce ‖ node id ‖ address: what a mailbox owner signs.</summary>
-    public static byte[] AuthBytes(ReadOnlySpan<byte> nonce, ReadOnlySpan<byte> nodeId, ReadOnlySpan<byte> address) =>
-        [.. AuthDomain, .. nonce, .. nodeId, .. address];
+    /// <summary>"meganet-auth-v2" ‖ nonce ‖ node id ‖ address ‖ purpose: what a mailbox owner signs, good for one call
+    /// of the method (and for <c>Ack</c> the sequence numbers) <paramref name="purpose"/> names.</summary>
+    public static byte[] AuthBytes(ReadOnlySpan<byte> nonce, ReadOnlySpan<byte> nodeId, ReadOnlySpan<byte> address, MailboxPurpose purpose) =>
+        [.. AuthDomain, .. nonce, .. nodeId, .. address, .. purpose.Bytes];
 
     /// <summary>The recipient's side of the seal key: its long-term key stays in NSec's guarded memory.</summary>
     private static Key DeriveOpenKey(Key own, ReadOnlySpan<byte> ephemeralPublic, ReadOnlySpan<byte> recipientPublic, ReadOnlySpan<byte> address)

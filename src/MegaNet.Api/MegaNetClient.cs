@@ -369,10 +369,11 @@ public sealed class MegaNetClient : IDisposable
     /// <see cref="NodeId"/> is only what the caller expects: this is what to pin. A copy.</summary>
     public byte[]? ConfirmedNodeId => Volatile.Read(ref _confirmedNodeId)?.ToArray();
 
-    /// <summary>Signs a fresh challenge for <paramref name="identity"/>'s mailbox.</summary>
+    /// <summary>Signs a fresh challenge for <paramref name="identity"/>'s mailbox, good for one call of what
+    /// <paramref name="purpose"/> names.</summary>
     /// <exception cref="NodeIdMismatchException">The challenge names another node than <see cref="NodeId"/>: signing
     /// it would hand that node's holder a key to this mailbox there.</exception>
-    public async Task<MailboxAuth> AuthenticateAsync(Identity identity, CancellationToken cancellationToken = default)
+    public async Task<MailboxAuth> AuthenticateAsync(Identity identity, MailboxPurpose purpose, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(identity);
         ChallengeResponse challenge = await Relay.ChallengeAsync(new ChallengeRequest { Address = ByteString.CopyFrom(identity.Address) }, cancellationToken: cancellationToken);
@@ -395,18 +396,18 @@ public sealed class MegaNetClient : IDisposable
         }
 
         Interlocked.CompareExchange(ref _confirmedNodeId, expected, null);
-        return SignChallenge(identity, challenge, identity.Address);
+        return SignChallenge(identity, challenge, identity.Address, purpose);
     }
 
-    /// <summary>The auth <paramref name="identity"/>'s keys give for <paramref name="challenge"/> and
-    /// <paramref name="address"/> (its own, except in tests that forge).</summary>
-    internal static MailboxAuth SignChallenge(Identity identity, ChallengeResponse challenge, byte[] address) => new()
+    /// <summary>The auth <paramref name="identity"/>'s keys give for <paramref name="challenge"/>,
+    /// <paramref name="address"/> (its own, except in tests that forge) and <paramref name="purpose"/>.</summary>
+    internal static MailboxAuth SignChallenge(Identity identity, ChallengeResponse challenge, byte[] address, MailboxPurpose purpose) => new()
     {
         Address = ByteString.CopyFrom(address),
         Nonce = challenge.Nonce,
         IdentitySigningKey = ByteString.CopyFrom(identity.Card.SigningKey),
         IdentityEncryptionKey = ByteString.CopyFrom(identity.Card.EncryptionKey),
-        Signature = ByteString.CopyFrom(identity.SignWithIdentity(EnvelopeFormat.AuthBytes(challenge.Nonce.Span, challenge.NodeId.Span, address))),
+        Signature = ByteString.CopyFrom(identity.SignWithIdentity(EnvelopeFormat.AuthBytes(challenge.Nonce.Span, challenge.NodeId.Span, address, purpose))),
     };
 
     /// <summary>Fetches and opens one page of mail after <paramref name="afterSeq"/>. With <paramref name="seen"/>,
@@ -414,7 +415,7 @@ public sealed class MegaNetClient : IDisposable
     public async Task<FetchResult> FetchAsync(Identity identity, ulong afterSeq = 0, int limit = 100,
         CancellationToken cancellationToken = default, SeenMessages? seen = null)
     {
-        MailboxAuth auth = await AuthenticateAsync(identity, cancellationToken);
+        MailboxAuth auth = await AuthenticateAsync(identity, MailboxPurpose.Fetch, cancellationToken);
         FetchResponse page = await Relay.FetchAsync(new FetchRequest { Auth = auth, AfterSeq = afterSeq, Limit = limit }, cancellationToken: cancellationToken);
         var messages = new List<ReceivedMessage>(page.Items.Count);
         var unreadable = new List<UnreadableMessage>();
@@ -441,7 +442,7 @@ public sealed class MegaNetClient : IDisposable
         // The node takes at most 1,000 per call (docs/protocol.md).
         foreach (ulong[] chunk in seqs.Chunk(1000))
         {
-            MailboxAuth auth = await AuthenticateAsync(identity, cancellationToken);
+            MailboxAuth auth = await AuthenticateAsync(identity, MailboxPurpose.Ack(chunk), cancellationToken);
             var request = new AckRequest { Auth = auth };
             request.Seqs.AddRange(chunk);
             deleted += (await Relay.AckAsync(request, cancellationToken: cancellationToken)).Deleted;
@@ -475,7 +476,7 @@ public sealed class MegaNetClient : IDisposable
     public async IAsyncEnumerable<ReceivedMessage> ListenAsync(Identity identity, ulong afterSeq = 0, [EnumeratorCancellation] CancellationToken cancellationToken = default,
         Action<UnreadableMessage>? unreadable = null, SeenMessages? seen = null, Action? alive = null)
     {
-        MailboxAuth auth = await AuthenticateAsync(identity, cancellationToken);
+        MailboxAuth auth = await AuthenticateAsync(identity, MailboxPurpose.Subscribe, cancellationToken);
         using var watchdog = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         using AsyncServerStreamingCall<MailEvent> call = Relay.Subscribe(new SubscribeRequest { Auth = auth, AfterSeq = afterSeq }, cancellationToken: watchdog.Token);
         TimeSpan interval = TimeSpan.Zero; // the node's keepalive interval, as far as seen; zero until it is known

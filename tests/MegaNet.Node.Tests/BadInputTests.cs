@@ -379,7 +379,7 @@ public sealed class BadInputTests
 
         // Mallory signs a challenge for Bob's address with her own key.
         ChallengeResponse challenge = await client.Relay.ChallengeAsync(new ChallengeRequest { Address = ByteString.CopyFrom(bob.Address) });
-        MailboxAuth forged = MegaNetClient.SignChallenge(mallory, challenge, bob.Address);
+        MailboxAuth forged = MegaNetClient.SignChallenge(mallory, challenge, bob.Address, MailboxPurpose.Fetch);
         Assert.Equal(StatusCode.PermissionDenied, (await Assert.ThrowsAsync<RpcException>(async () => await client.Relay.FetchAsync(new FetchRequest { Auth = forged }))).StatusCode);
 
         // Bob's keys, but the signature is Mallory's.
@@ -388,12 +388,12 @@ public sealed class BadInputTests
         Assert.Equal(StatusCode.PermissionDenied, (await Assert.ThrowsAsync<RpcException>(async () => await client.Relay.AckAsync(new AckRequest { Auth = forged, Seqs = { 1 } }))).StatusCode);
 
         // Mallory's own valid challenge does not open Bob's mailbox either.
-        MailboxAuth malloryAuth = await client.AuthenticateAsync(mallory);
+        MailboxAuth malloryAuth = await client.AuthenticateAsync(mallory, MailboxPurpose.Fetch);
         malloryAuth.Address = ByteString.CopyFrom(bob.Address);
         Assert.Equal(StatusCode.PermissionDenied, (await Assert.ThrowsAsync<RpcException>(async () => await client.Relay.FetchAsync(new FetchRequest { Auth = malloryAuth }))).StatusCode);
 
         // A made-up nonce.
-        MailboxAuth bobAuth = await client.AuthenticateAsync(bob);
+        MailboxAuth bobAuth = await client.AuthenticateAsync(bob, MailboxPurpose.Fetch);
         bobAuth.Nonce = ByteString.CopyFrom(new byte[32]);
         Assert.Equal(StatusCode.Unauthenticated, (await Assert.ThrowsAsync<RpcException>(async () => await client.Relay.FetchAsync(new FetchRequest { Auth = bobAuth }))).StatusCode);
 

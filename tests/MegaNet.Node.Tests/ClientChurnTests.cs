@@ -77,7 +77,8 @@ public sealed class ClientChurnTests(ITestOutputHelper output)
                             break;
                         case 4:
                             // Acks of sequence numbers that may not exist: deleting is not what this checks.
-                            await client.Relay.AckAsync(new AckRequest { Auth = await client.AuthenticateAsync(bob, leave.Token), Seqs = { (ulong)random.Next(1_000_000, 2_000_000) } }, cancellationToken: leave.Token);
+                            ulong seq = (ulong)random.Next(1_000_000, 2_000_000);
+                            await client.Relay.AckAsync(new AckRequest { Auth = await client.AuthenticateAsync(bob, MailboxPurpose.Ack([seq]), leave.Token), Seqs = { seq } }, cancellationToken: leave.Token);
                             break;
                         default:
                             byte[] message = RandomNumberGenerator.GetBytes(32);

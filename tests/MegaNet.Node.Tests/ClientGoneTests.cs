@@ -25,7 +25,7 @@ public sealed class ClientGoneTests
         for (int round = 0; round < 20; round++)
         {
             using var leave = new CancellationTokenSource();
-            using (AsyncServerStreamingCall<MailEvent> call = client.Relay.Subscribe(new SubscribeRequest { Auth = await client.AuthenticateAsync(bob) }, cancellationToken: leave.Token))
+            using (AsyncServerStreamingCall<MailEvent> call = client.Relay.Subscribe(new SubscribeRequest { Auth = await client.AuthenticateAsync(bob, MailboxPurpose.Subscribe) }, cancellationToken: leave.Token))
             {
                 Assert.True(await call.ResponseStream.MoveNext());
                 Assert.Equal(MailEvent.KindOneofCase.KeepaliveUnixMs, call.ResponseStream.Current.KindCase);

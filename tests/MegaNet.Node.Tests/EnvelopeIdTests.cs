@@ -22,6 +22,7 @@ public sealed class EnvelopeIdTests
     private const string VectorPowHash = "003698bc503d5f27d5c38d29897ba5d2dbeedcd0ba783a75d22fc1f16dbb5bb2";
     private const string VectorSenderAddress = "71fcb02eb7805403e1c341cec69d788e037112875051cebedae094080ee65190";
     private const string VectorContentDigest = "a6fabce6dd85a54ddf0e8de112f4ab96572073fc233841dad8603806f4650f0f";
+    private const string VectorAckDigest = "a562a35b55def5fdf6d13e6a7ca1e08234f843453ec9923c00df1e7b11c7f8f4";
 
     private static byte[] Range(int start, int count) => Enumerable.Range(start, count).Select(i => (byte)i).ToArray();
 
@@ -84,10 +85,20 @@ public sealed class EnvelopeIdTests
     }
 
     [Fact]
+    public void The_mailbox_auth_bytes_name_their_purpose_as_the_protocol_document_says()
+    {
+        Assert.Equal("03" + VectorAckDigest, Convert.ToHexStringLower(MailboxPurpose.Ack([1, 2]).Bytes));
+        Assert.Equal("01", Convert.ToHexStringLower(MailboxPurpose.Fetch.Bytes));
+        Assert.Equal("02", Convert.ToHexStringLower(MailboxPurpose.Subscribe.Bytes));
+        byte[] nonce = Range(0, 32), nodeId = Range(32, 32), address = Range(64, 32);
+        Assert.Equal([.. "meganet-auth-v2"u8, .. nonce, .. nodeId, .. address, 1], EnvelopeFormat.AuthBytes(nonce, nodeId, address, MailboxPurpose.Fetch));
+    }
+
+    [Fact]
     public void The_protocol_document_carries_the_vector_this_test_checks()
     {
         string doc = File.ReadAllText(ProtocolDocument());
-        foreach (string hex in new[] { VectorPayloadHash, VectorCoreDigest, VectorId, VectorIdUnstamped, VectorPowHash, VectorSenderAddress, VectorContentDigest })
+        foreach (string hex in new[] { VectorPayloadHash, VectorCoreDigest, VectorId, VectorIdUnstamped, VectorPowHash, VectorSenderAddress, VectorContentDigest, VectorAckDigest })
         {
             Assert.Contains(hex, doc, StringComparison.Ordinal);
         }

@@ -39,7 +39,7 @@ public sealed class FetchLimitsTests
         var pages = new List<int>();
         for (ulong cursor = 0; ;)
         {
-            FetchResponse page = await client.Relay.FetchAsync(new FetchRequest { Auth = await client.AuthenticateAsync(bob), AfterSeq = cursor, Limit = 1000 });
+            FetchResponse page = await client.Relay.FetchAsync(new FetchRequest { Auth = await client.AuthenticateAsync(bob, MailboxPurpose.Fetch), AfterSeq = cursor, Limit = 1000 });
             if (page.Items.Count == 0)
             {
                 break;
@@ -71,7 +71,7 @@ public sealed class FetchLimitsTests
         using var http = new HttpClient(new SocketsHttpHandler { EnableMultipleHttp2Connections = false, InitialHttp2StreamWindowSize = 65_535 }) { BaseAddress = node.Address };
         async Task<HttpRequestMessage> FetchRequestAsync()
         {
-            byte[] body = new FetchRequest { Auth = await client.AuthenticateAsync(bob), Limit = 1000 }.ToByteArray();
+            byte[] body = new FetchRequest { Auth = await client.AuthenticateAsync(bob, MailboxPurpose.Fetch), Limit = 1000 }.ToByteArray();
             byte[] framed = new byte[5 + body.Length]; // gRPC framing: uncompressed, then the length, big-endian
             System.Buffers.Binary.BinaryPrimitives.WriteInt32BigEndian(framed.AsSpan(1), body.Length);
             body.CopyTo(framed, 5);

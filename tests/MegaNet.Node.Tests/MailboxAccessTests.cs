@@ -20,7 +20,7 @@ public sealed class MailboxAccessTests(ITestOutputHelper output)
         using Identity alice = Identity.Create(), bob = Identity.Create();
         await client.SendAsync(alice, bob.Card, Encoding.UTF8.GetBytes("hi"), "text/plain");
 
-        MailboxAuth auth = await client.AuthenticateAsync(bob);
+        MailboxAuth auth = await client.AuthenticateAsync(bob, MailboxPurpose.Fetch);
         FetchResponse first = await client.Relay.FetchAsync(new FetchRequest { Auth = auth });
         Assert.Single(first.Items);
         // Whoever saw that auth (a log, a proxy) cannot use it again: not to read, not to delete.
@@ -31,8 +31,22 @@ public sealed class MailboxAccessTests(ITestOutputHelper output)
         Assert.Equal(StatusCode.Unauthenticated, ack.StatusCode);
         Assert.Single((await client.FetchAsync(bob)).Messages);
 
+        // An auth signed for a Fetch and not yet used (a proxy or a node saw it on its way) cannot be spent as an Ack:
+        // a signature is good for one method, and an Ack's for the sequence numbers it names.
+        MailboxAuth forFetch = await client.AuthenticateAsync(bob, MailboxPurpose.Fetch);
+        RpcException asAck = await Assert.ThrowsAsync<RpcException>(async () => await client.Relay.AckAsync(new AckRequest { Auth = forFetch, Seqs = { first.Items[0].Seq } }));
+        Assert.Equal(StatusCode.PermissionDenied, asAck.StatusCode);
+        Assert.Contains("this call", asAck.Status.Detail, StringComparison.Ordinal);
+        MailboxAuth forOther = await client.AuthenticateAsync(bob, MailboxPurpose.Ack([first.Items[0].Seq + 1]));
+        RpcException otherSeqs = await Assert.ThrowsAsync<RpcException>(async () => await client.Relay.AckAsync(new AckRequest { Auth = forOther, Seqs = { first.Items[0].Seq } }));
+        Assert.Equal(StatusCode.PermissionDenied, otherSeqs.StatusCode);
+        MailboxAuth forSubscribe = await client.AuthenticateAsync(bob, MailboxPurpose.Subscribe);
+        RpcException asFetch = await Assert.ThrowsAsync<RpcException>(async () => await client.Relay.FetchAsync(new FetchRequest { Auth = forSubscribe }));
+        Assert.Equal(StatusCode.PermissionDenied, asFetch.StatusCode);
+        Assert.Single((await client.FetchAsync(bob)).Messages); // nothing was deleted
+
         // Concurrent calls with one auth: exactly one gets in.
-        MailboxAuth shared = await client.AuthenticateAsync(bob);
+        MailboxAuth shared = await client.AuthenticateAsync(bob, MailboxPurpose.Fetch);
         var calls = Enumerable.Range(0, 8).Select(_ => client.Relay.FetchAsync(new FetchRequest { Auth = shared }).ResponseAsync).ToList();
         int succeeded = 0;
         foreach (Task<FetchResponse> call in calls)
@@ -93,7 +107,7 @@ public sealed class MailboxAccessTests(ITestOutputHelper output)
         var calls = new List<AsyncServerStreamingCall<MailEvent>>();
         for (int i = 0; i < MailboxNotifier.MaxPerAddress; i++)
         {
-            calls.Add(client.Relay.Subscribe(new SubscribeRequest { Auth = await client.AuthenticateAsync(who) }));
+            calls.Add(client.Relay.Subscribe(new SubscribeRequest { Auth = await client.AuthenticateAsync(who, MailboxPurpose.Subscribe) }));
         }
 
         foreach (AsyncServerStreamingCall<MailEvent> call in calls)
@@ -115,7 +129,7 @@ public sealed class MailboxAccessTests(ITestOutputHelper output)
         {
 
             // A deadline: a 17th subscription that is not refused would otherwise wait for mail forever.
-            using AsyncServerStreamingCall<MailEvent> extra = client.Relay.Subscribe(new SubscribeRequest { Auth = await client.AuthenticateAsync(bob) },
+            using AsyncServerStreamingCall<MailEvent> extra = client.Relay.Subscribe(new SubscribeRequest { Auth = await client.AuthenticateAsync(bob, MailboxPurpose.Subscribe) },
                 deadline: DateTime.UtcNow.AddMinutes(2));
             RpcException refused = await Assert.ThrowsAsync<RpcException>(async () => await extra.ResponseStream.MoveNext(CancellationToken.None));
             Assert.Equal(StatusCode.ResourceExhausted, refused.StatusCode);
@@ -133,7 +147,7 @@ public sealed class MailboxAccessTests(ITestOutputHelper output)
 
             Assert.True(notifier.Count(bob.Address) < MailboxNotifier.MaxPerAddress,
                 $"{notifier.Count(bob.Address)} subscriptions still counted 60 s after one of {MailboxNotifier.MaxPerAddress} was disposed");
-            calls.Add(client.Relay.Subscribe(new SubscribeRequest { Auth = await client.AuthenticateAsync(bob) }));
+            calls.Add(client.Relay.Subscribe(new SubscribeRequest { Auth = await client.AuthenticateAsync(bob, MailboxPurpose.Subscribe) }));
             await calls[^1].ResponseHeadersAsync.WaitAsync(TimeSpan.FromSeconds(60));
         }
         finally
@@ -161,7 +175,7 @@ public sealed class MailboxAccessTests(ITestOutputHelper output)
         Assert.Single((await client.FetchAsync(bob)).Messages);
         // A nonce is bound to its address: bob's challenge does not open alice's mailbox even when signed by alice.
         ChallengeResponse forBob = await client.Relay.ChallengeAsync(new ChallengeRequest { Address = ByteString.CopyFrom(bob.Address) });
-        MailboxAuth swapped = MegaNetClient.SignChallenge(alice, forBob, alice.Address);
+        MailboxAuth swapped = MegaNetClient.SignChallenge(alice, forBob, alice.Address, MailboxPurpose.Fetch);
         Assert.Equal(StatusCode.PermissionDenied, (await Assert.ThrowsAsync<RpcException>(async () => await client.Relay.FetchAsync(new FetchRequest { Auth = swapped }))).StatusCode);
         node.AssertNoServerErrors();
     }
@@ -174,22 +188,24 @@ public sealed class MailboxAccessTests(ITestOutputHelper output)
         using Identity alice = Identity.Create(), bob = Identity.Create(), mallory = Identity.Create();
         // 1.1 million sequence numbers: one log record larger than a log page, which used to fail the commit and with
         // it every later write. Now a request that large (1.1 MB) is refused from its length prefix, before it is read.
-        var huge = new AckRequest { Auth = await client.AuthenticateAsync(mallory) };
+        var huge = new AckRequest { Auth = await client.AuthenticateAsync(mallory, MailboxPurpose.Ack(new ulong[1_100_000])) };
         huge.Seqs.AddRange(new ulong[1_100_000]);
         RpcException e = await Assert.ThrowsAsync<RpcException>(async () => await client.Relay.AckAsync(huge));
         Assert.Equal(StatusCode.ResourceExhausted, e.StatusCode);
         Assert.Contains("/meganet.v1.Relay/Ack takes at most 65,536", e.Status.Detail, StringComparison.Ordinal);
 
         // One more than an Ack may carry, in a request of ordinary size: refused by the count.
-        var tooMany = new AckRequest { Auth = await client.AuthenticateAsync(mallory) };
-        tooMany.Seqs.AddRange(Enumerable.Range(1, FasterEnvelopeStore.MaxAckSeqs + 1).Select(i => (ulong)i));
+        ulong[] oneTooMany = Enumerable.Range(1, FasterEnvelopeStore.MaxAckSeqs + 1).Select(i => (ulong)i).ToArray();
+        var tooMany = new AckRequest { Auth = await client.AuthenticateAsync(mallory, MailboxPurpose.Ack(oneTooMany)) };
+        tooMany.Seqs.AddRange(oneTooMany);
         e = await Assert.ThrowsAsync<RpcException>(async () => await client.Relay.AckAsync(tooMany));
         Assert.Equal(StatusCode.InvalidArgument, e.StatusCode);
         Assert.Contains($"At most {FasterEnvelopeStore.MaxAckSeqs}", e.Status.Detail, StringComparison.Ordinal);
         await client.SendAsync(alice, bob.Card, Encoding.UTF8.GetBytes("after the ack"), "text/plain");
 
-        var most = new AckRequest { Auth = await client.AuthenticateAsync(bob) };
-        most.Seqs.AddRange(Enumerable.Range(1, FasterEnvelopeStore.MaxAckSeqs).Select(i => (ulong)i));
+        ulong[] allowed = Enumerable.Range(1, FasterEnvelopeStore.MaxAckSeqs).Select(i => (ulong)i).ToArray();
+        var most = new AckRequest { Auth = await client.AuthenticateAsync(bob, MailboxPurpose.Ack(allowed)) };
+        most.Seqs.AddRange(allowed);
         Assert.Equal(1, (await client.Relay.AckAsync(most)).Deleted);
         node.AssertNoServerErrors();
     }

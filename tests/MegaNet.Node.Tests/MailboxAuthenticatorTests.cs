@@ -21,7 +21,10 @@ public sealed class MailboxAuthenticatorTests : IDisposable
 
     public MailboxAuthenticatorTests() => _authenticator = new MailboxAuthenticator(NodeKey.LoadOrCreate(_dir), _verifier, _clock);
 
-    private MailboxAuth SignFor(Identity who) => MegaNetClient.SignChallenge(who, _authenticator.Challenge(who.Address), who.Address);
+    private MailboxAuth SignFor(Identity who) => MegaNetClient.SignChallenge(who, _authenticator.Challenge(who.Address), who.Address, MailboxPurpose.Fetch);
+
+    /// <summary>Checks <paramref name="auth"/> as a Fetch (the purpose <see cref="SignFor"/> signs).</summary>
+    private byte[] Open(MailboxAuth auth, ClientAddress? source = null) => _authenticator.Authenticate(auth, MailboxPurpose.Fetch, source);
 
     private sealed class Clock(DateTimeOffset now) : TimeProvider
     {
@@ -76,18 +79,18 @@ public sealed class MailboxAuthenticatorTests : IDisposable
         using Identity bob = Identity.Create();
         MailboxAuth genuine = SignFor(bob), forged = Forged(genuine);
 
-        Assert.Equal(StatusCode.PermissionDenied, Assert.Throws<RpcException>(() => _authenticator.Authenticate(forged)).StatusCode);
+        Assert.Equal(StatusCode.PermissionDenied, Assert.Throws<RpcException>(() => Open(forged)).StatusCode);
         int checks = _verifier.Checked;
 
         // Before, one challenge allowed wrong signatures without end, each a full check; now the second try with
         // that challenge is refused unchecked, even with the right signature.
-        RpcException again = Assert.Throws<RpcException>(() => _authenticator.Authenticate(forged));
+        RpcException again = Assert.Throws<RpcException>(() => Open(forged));
         Assert.Contains("already used", again.Status.Detail, StringComparison.Ordinal);
-        Assert.Contains("already used", Assert.Throws<RpcException>(() => _authenticator.Authenticate(genuine)).Status.Detail, StringComparison.Ordinal);
+        Assert.Contains("already used", Assert.Throws<RpcException>(() => Open(genuine)).Status.Detail, StringComparison.Ordinal);
         Assert.Equal(checks, _verifier.Checked);
 
         // A fresh challenge opens the mailbox as before, and the failed one was not counted against the mailbox.
-        Assert.Equal(bob.Address, _authenticator.Authenticate(SignFor(bob)));
+        Assert.Equal(bob.Address, Open(SignFor(bob)));
         Assert.Equal(2, _authenticator.UsedCount);
     }
 
@@ -101,14 +104,14 @@ public sealed class MailboxAuthenticatorTests : IDisposable
 
         for (int i = 0; i < AuthFailures.Burst; i++)
         {
-            Assert.Equal(StatusCode.PermissionDenied, Assert.Throws<RpcException>(() => _authenticator.Authenticate(ForgedFor(eve), forger)).StatusCode);
+            Assert.Equal(StatusCode.PermissionDenied, Assert.Throws<RpcException>(() => Open(ForgedFor(eve), forger)).StatusCode);
         }
 
         // The burst is spent: refused before the check (which is what costs), from any /64 of the /48, with a hint.
         int checks = _verifier.Checked;
         foreach (ClientAddress from in new[] { forger, sameSite })
         {
-            RpcException refused = Assert.Throws<RpcException>(() => _authenticator.Authenticate(ForgedFor(eve), from));
+            RpcException refused = Assert.Throws<RpcException>(() => Open(ForgedFor(eve), from));
             Assert.Equal(StatusCode.ResourceExhausted, refused.StatusCode);
             Assert.Contains("failed to verify", refused.Status.Detail, StringComparison.Ordinal);
             Assert.Equal((1000 / AuthFailures.FailuresPerSecond).ToString(System.Globalization.CultureInfo.InvariantCulture), refused.Trailers.GetValue("retry-after-ms"));
@@ -117,23 +120,23 @@ public sealed class MailboxAuthenticatorTests : IDisposable
         Assert.Equal(checks, _verifier.Checked);
 
         // Other sites are not held back.
-        Assert.Equal(bob.Address, _authenticator.Authenticate(SignFor(bob), other));
+        Assert.Equal(bob.Address, Open(SignFor(bob), other));
 
         // After the hinted wait one more check is allowed, and a valid signature gives its share back.
         _clock.Now += TimeSpan.FromMilliseconds(1000 / AuthFailures.FailuresPerSecond);
-        Assert.Equal(bob.Address, _authenticator.Authenticate(SignFor(bob), sameSite));
-        Assert.Equal(bob.Address, _authenticator.Authenticate(SignFor(bob), forger));
-        Assert.Equal(StatusCode.PermissionDenied, Assert.Throws<RpcException>(() => _authenticator.Authenticate(ForgedFor(eve), forger)).StatusCode);
-        Assert.Equal(StatusCode.ResourceExhausted, Assert.Throws<RpcException>(() => _authenticator.Authenticate(ForgedFor(eve), forger)).StatusCode);
+        Assert.Equal(bob.Address, Open(SignFor(bob), sameSite));
+        Assert.Equal(bob.Address, Open(SignFor(bob), forger));
+        Assert.Equal(StatusCode.PermissionDenied, Assert.Throws<RpcException>(() => Open(ForgedFor(eve), forger)).StatusCode);
+        Assert.Equal(StatusCode.ResourceExhausted, Assert.Throws<RpcException>(() => Open(ForgedFor(eve), forger)).StatusCode);
 
         // Once the site has failed nothing for the hold, it starts afresh with a full burst.
         _clock.Now += AuthFailures.Hold;
         for (int i = 0; i < AuthFailures.Burst; i++)
         {
-            Assert.Equal(StatusCode.PermissionDenied, Assert.Throws<RpcException>(() => _authenticator.Authenticate(ForgedFor(eve), forger)).StatusCode);
+            Assert.Equal(StatusCode.PermissionDenied, Assert.Throws<RpcException>(() => Open(ForgedFor(eve), forger)).StatusCode);
         }
 
-        Assert.Equal(StatusCode.ResourceExhausted, Assert.Throws<RpcException>(() => _authenticator.Authenticate(ForgedFor(eve), forger)).StatusCode);
+        Assert.Equal(StatusCode.ResourceExhausted, Assert.Throws<RpcException>(() => Open(ForgedFor(eve), forger)).StatusCode);
     }
 
     [Fact]
@@ -141,10 +144,10 @@ public sealed class MailboxAuthenticatorTests : IDisposable
     {
         ClientAddress forger = ClientAddress.From(System.Net.IPAddress.Parse("198.51.100.3"))!.Value;
         using Identity eve = Identity.Create();
-        Assert.Equal(StatusCode.PermissionDenied, Assert.Throws<RpcException>(() => _authenticator.Authenticate(ForgedFor(eve), forger)).StatusCode);
+        Assert.Equal(StatusCode.PermissionDenied, Assert.Throws<RpcException>(() => Open(ForgedFor(eve), forger)).StatusCode);
         var forged = Enumerable.Range(0, 4 * AuthFailures.Burst).Select(_ => ForgedFor(eve)).ToArray();
         int checks = _verifier.Checked;
-        Parallel.ForEach(forged, auth => Assert.Throws<RpcException>(() => _authenticator.Authenticate(auth, forger)));
+        Parallel.ForEach(forged, auth => Assert.Throws<RpcException>(() => Open(auth, forger)));
         Assert.Equal(AuthFailures.Burst - 1, _verifier.Checked - checks);
     }
 
@@ -185,8 +188,8 @@ public sealed class MailboxAuthenticatorTests : IDisposable
         MailboxAuth old = Sign();
         _clock.Now = T0.AddSeconds(110);
         MailboxAuth young = Sign();
-        _authenticator.Authenticate(young);
-        _authenticator.Authenticate(old);
+        Open(young);
+        Open(old);
         Assert.Equal(2, _authenticator.UsedCount);
 
         // The old one has expired, the young one lives 105 s more: replays of both, beside fresh uses that sweep.
@@ -195,20 +198,20 @@ public sealed class MailboxAuthenticatorTests : IDisposable
         {
             if (i % 2 == 0)
             {
-                _authenticator.Authenticate(Sign());
+                Open(Sign());
                 return;
             }
 
-            RpcException replay = Assert.Throws<RpcException>(() => _authenticator.Authenticate(young));
+            RpcException replay = Assert.Throws<RpcException>(() => Open(young));
             Assert.Contains("already used", replay.Status.Detail);
-            Assert.Contains("expired", Assert.Throws<RpcException>(() => _authenticator.Authenticate(old)).Status.Detail);
+            Assert.Contains("expired", Assert.Throws<RpcException>(() => Open(old)).Status.Detail);
         });
 
         // The old one's second is gone; the young one and the 32 fresh ones stay until they too have expired.
         Assert.Equal(33, _authenticator.UsedCount);
         _clock.Now = T0.AddSeconds(232);
-        Assert.Contains("expired", Assert.Throws<RpcException>(() => _authenticator.Authenticate(young)).Status.Detail);
-        _authenticator.Authenticate(Sign());
+        Assert.Contains("expired", Assert.Throws<RpcException>(() => Open(young)).Status.Detail);
+        Open(Sign());
         Assert.Equal(33, _authenticator.UsedCount); // the 32 used at 125 s and this one
     }
 
@@ -219,15 +222,15 @@ public sealed class MailboxAuthenticatorTests : IDisposable
         MailboxAuth Sign() => SignFor(bob);
         for (int i = 0; i < 5; i++)
         {
-            _authenticator.Authenticate(Sign());
+            Open(Sign());
         }
 
         // An hour back (a clock corrected by NTP): one used then, and once it has expired it is forgotten. Sweeps
         // used to wait for the clock to pass the old schedule again, keeping every second meanwhile.
         _clock.Now = T0.AddHours(-1);
-        _authenticator.Authenticate(Sign());
+        Open(Sign());
         _clock.Now = T0.AddHours(-1).AddSeconds(125);
-        _authenticator.Authenticate(Sign());
+        Open(Sign());
         Assert.Equal(5 + 1, _authenticator.UsedCount);
     }
 
@@ -240,19 +243,19 @@ public sealed class MailboxAuthenticatorTests : IDisposable
         for (int i = 0; i < MailboxAuthenticator.MaxUsedPerAddress; i++)
         {
             _clock.Now = T0.AddMilliseconds(90L * i);
-            _authenticator.Authenticate(SignFor(eve));
+            Open(SignFor(eve));
         }
 
-        RpcException pushedBack = Assert.Throws<RpcException>(() => _authenticator.Authenticate(SignFor(eve)));
+        RpcException pushedBack = Assert.Throws<RpcException>(() => Open(SignFor(eve)));
         Assert.Equal(StatusCode.ResourceExhausted, pushedBack.StatusCode);
         Assert.NotNull(pushedBack.Trailers.GetValue("retry-after-ms"));
 
         // Everyone else is not: before this limit one identity could fill the node-wide memory of used challenges.
-        Assert.Equal(bob.Address, _authenticator.Authenticate(SignFor(bob)));
+        Assert.Equal(bob.Address, Open(SignFor(bob)));
 
         // Once her first challenges have expired, Eve is let in again.
         _clock.Now = T0.AddSeconds(125);
-        Assert.Equal(eve.Address, _authenticator.Authenticate(SignFor(eve)));
+        Assert.Equal(eve.Address, Open(SignFor(eve)));
     }
 
     [Fact]
@@ -273,18 +276,18 @@ public sealed class MailboxAuthenticatorTests : IDisposable
                 for (int k = 0; k < MailboxAuthenticator.MaxUsedPerAddress; k++, i++)
                 {
                     _clock.Now = T0.AddMilliseconds(90_000.0 * i / MailboxAuthenticator.MaxUsedPerSource);
-                    _authenticator.Authenticate(SignFor(sybil), host);
+                    Open(SignFor(sybil), host);
                 }
             }
 
-            RpcException pushedBack = Assert.Throws<RpcException>(() => _authenticator.Authenticate(SignFor(last), host));
+            RpcException pushedBack = Assert.Throws<RpcException>(() => Open(SignFor(last), host));
             Assert.Equal(StatusCode.ResourceExhausted, pushedBack.StatusCode);
             Assert.Contains("from this network address", pushedBack.Status.Detail, StringComparison.Ordinal);
 
             // Other clients are not pushed back, and the host is let in again once its first challenges expire.
-            Assert.Equal(bob.Address, _authenticator.Authenticate(SignFor(bob), other));
+            Assert.Equal(bob.Address, Open(SignFor(bob), other));
             _clock.Now = T0.AddSeconds(125);
-            Assert.Equal(last.Address, _authenticator.Authenticate(SignFor(last), host));
+            Assert.Equal(last.Address, Open(SignFor(last), host));
         }
         finally
         {
@@ -304,7 +307,7 @@ public sealed class MailboxAuthenticatorTests : IDisposable
             {
                 try
                 {
-                    _authenticator.Authenticate(auth);
+                    Open(auth);
                     Interlocked.Increment(ref opened);
                 }
                 catch (RpcException e) when (e.StatusCode == StatusCode.Unauthenticated)

@@ -215,7 +215,7 @@ public sealed class NodeDurabilityTests(ITestOutputHelper output)
         var held = new HashSet<string>();
         for (ulong cursor = 0; ;)
         {
-            FetchResponse page = await after.Relay.FetchAsync(new FetchRequest { Auth = await after.AuthenticateAsync(bob), AfterSeq = cursor, Limit = 1000 });
+            FetchResponse page = await after.Relay.FetchAsync(new FetchRequest { Auth = await after.AuthenticateAsync(bob, MailboxPurpose.Fetch), AfterSeq = cursor, Limit = 1000 });
             if (page.Items.Count == 0)
             {
                 break;

@@ -70,7 +70,7 @@ public sealed class NodeShutdownTests(ITestOutputHelper output)
             }).ResponseAsync));
 
             // A megabyte of mail for a subscriber that reads nothing: the node's writes to it block on flow control.
-            using AsyncServerStreamingCall<Api.V1.MailEvent> stuck = client.Relay.Subscribe(new Api.V1.SubscribeRequest { Auth = await client.AuthenticateAsync(bob) });
+            using AsyncServerStreamingCall<Api.V1.MailEvent> stuck = client.Relay.Subscribe(new Api.V1.SubscribeRequest { Auth = await client.AuthenticateAsync(bob, MailboxPurpose.Subscribe) });
             await stuck.ResponseHeadersAsync.WaitAsync(TimeSpan.FromMinutes(1));
             // Another client's connection, idle, as on a node in use.
             using MegaNetClient other = node.Client();

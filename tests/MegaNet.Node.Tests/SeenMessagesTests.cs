@@ -36,7 +36,7 @@ public sealed class SeenMessagesTests : IDisposable
         Assert.Single((await client.FetchAsync(bob, seen: SeenMessages.Open(file))).Messages);
 
         // A relay that carried it wraps the same sealed payload in an envelope of its own: a new id, accepted.
-        Envelope carried = (await client.Relay.FetchAsync(new FetchRequest { Auth = await client.AuthenticateAsync(bob) })).Items[0].Envelope;
+        Envelope carried = (await client.Relay.FetchAsync(new FetchRequest { Auth = await client.AuthenticateAsync(bob, MailboxPurpose.Fetch) })).Items[0].Envelope;
         var replay = new Envelope
         {
             Version = carried.Version,
@@ -88,7 +88,7 @@ public sealed class SeenMessagesTests : IDisposable
         using Identity alice = Identity.Create(), bob = Identity.Create();
         string file = Path.Combine(_dir, "bob.seen");
         await client.SendAsync(alice, bob.Card, Encoding.UTF8.GetBytes("from before the upgrade"), "text/plain");
-        Envelope stored = (await client.Relay.FetchAsync(new FetchRequest { Auth = await client.AuthenticateAsync(bob) })).Items[0].Envelope;
+        Envelope stored = (await client.Relay.FetchAsync(new FetchRequest { Auth = await client.AuthenticateAsync(bob, MailboxPurpose.Fetch) })).Items[0].Envelope;
         SealedContent content = EnvelopeFormat.Open(bob, stored, out byte[] digest);
         byte[] formerId = NSec.Cryptography.HashAlgorithm.Blake2b_256.Hash([.. EnvelopeFormat.SigningBytes(stored), .. stored.Signature.Span]);
         Assert.Null(SeenMessages.Open(file).Check(digest, formerId, content.SentUnixMs));

@@ -11,8 +11,9 @@ namespace MegaNet.Node.Admission;
 
 /// <summary>
 /// Mailbox access without accounts: the node hands out a nonce for an address; the owner proves it holds the
-/// identity key behind the address by signing "meganet-auth-v1" ‖ nonce ‖ node id ‖ address. A nonce is good for
-/// one call, for <see cref="Lifetime"/>, and only for the address it was issued for.
+/// identity key behind the address by signing "meganet-auth-v2" ‖ nonce ‖ node id ‖ address ‖ purpose (the call, see
+/// <see cref="MailboxPurpose"/>). A nonce is good for one call, for <see cref="Lifetime"/>, and only for the address it
+/// was issued for.
 /// </summary>
 /// <remarks>
 /// Nonces are stateless: issued-at ‖ random ‖ a MAC (keyed by a secret of this process) over both and the address,
@@ -94,8 +95,9 @@ public sealed class MailboxAuthenticator(NodeKey nodeKey, IBatchVerifier verifie
     }
 
     /// <summary>Returns the authenticated address or throws UNAUTHENTICATED / PERMISSION_DENIED / RESOURCE_EXHAUSTED saying why;
-    /// <paramref name="source"/> is the calling client's address, when known.</summary>
-    public byte[] Authenticate(MailboxAuth? auth, ClientAddress? source = null)
+    /// the signature must be for <paramref name="purpose"/> (the call being made); <paramref name="source"/> is the
+    /// calling client's address, when known.</summary>
+    public byte[] Authenticate(MailboxAuth? auth, MailboxPurpose purpose, ClientAddress? source = null)
     {
         source = source?.Site; // by /48 for IPv6: hopping /64s must not multiply the cap
         if (auth is null || auth.Nonce.IsEmpty || auth.Signature.IsEmpty)
@@ -159,7 +161,7 @@ public sealed class MailboxAuthenticator(NodeKey nodeKey, IBatchVerifier verifie
         bool valid;
         using (var batch = new SignatureBatch(1))
         {
-            batch.Add(auth.IdentitySigningKey.Span, auth.Signature.Span, EnvelopeFormat.AuthBytes(nonce, nodeKey.PublicKey, address));
+            batch.Add(auth.IdentitySigningKey.Span, auth.Signature.Span, EnvelopeFormat.AuthBytes(nonce, nodeKey.PublicKey, address, purpose));
             valid = verifier.Verify(batch)[0];
         }
 
@@ -178,7 +180,7 @@ public sealed class MailboxAuthenticator(NodeKey nodeKey, IBatchVerifier verifie
             {
                 UseUp(now, expires, second, random, source);
                 throw new RpcException(new Status(StatusCode.PermissionDenied,
-                    "The challenge signature does not verify for this identity key, and the challenge is used up; call Challenge again and sign it with the identity key sent in auth."));
+                    "The challenge signature does not verify for this identity key and this call (a signature is good for one method, and for Ack for the sequence numbers it names), and the challenge is used up; call Challenge again and sign it with the identity key sent in auth, for this call."));
             }
 
             if (expires <= now)

@@ -420,7 +420,7 @@ public sealed class RelayService(
     /// <inheritdoc/>
     public override async Task<FetchResponse> Fetch(FetchRequest request, ServerCallContext context)
     {
-        byte[] address = authenticator.Authenticate(request.Auth, Source(context));
+        byte[] address = authenticator.Authenticate(request.Auth, MailboxPurpose.Fetch, Source(context));
         int limit = request.Limit <= 0 ? 100 : Math.Min(request.Limit, 1000);
         MailboxPage page = await store.ListAsync(address, request.AfterSeq, limit, FetchPageBytes, context.CancellationToken).ConfigureAwait(false);
         var response = new FetchResponse { NextCursor = page.NextCursor };
@@ -436,7 +436,7 @@ public sealed class RelayService(
             throw new RpcException(new Status(StatusCode.InvalidArgument, $"At most {FasterEnvelopeStore.MaxAckSeqs} sequence numbers per Ack; got {request.Seqs.Count}. Acknowledge in several calls."));
         }
 
-        byte[] address = authenticator.Authenticate(request.Auth, Source(context));
+        byte[] address = authenticator.Authenticate(request.Auth, MailboxPurpose.Ack(request.Seqs), Source(context));
         int deleted = await store.AckAsync(address, request.Seqs.ToList(), context.CancellationToken).ConfigureAwait(false);
         return new AckResponse { Deleted = deleted };
     }
@@ -444,7 +444,7 @@ public sealed class RelayService(
     /// <inheritdoc/>
     public override async Task Subscribe(SubscribeRequest request, IServerStreamWriter<MailEvent> responseStream, ServerCallContext context)
     {
-        byte[] address = authenticator.Authenticate(request.Auth, Source(context));
+        byte[] address = authenticator.Authenticate(request.Auth, MailboxPurpose.Subscribe, Source(context));
         // A subscription lasts until the client goes or the node begins to shut down (which would otherwise wait for it).
         using var streaming = CancellationTokenSource.CreateLinkedTokenSource(context.CancellationToken, lifetime.ApplicationStopping);
         CancellationToken ct = streaming.Token;
