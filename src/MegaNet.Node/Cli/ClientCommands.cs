@@ -175,12 +175,16 @@ internal static class ClientCommands
         return command;
     }
 
+    /// <summary>Pages one <c>fetch</c> reads at most (100,000 messages): a node that never ends a mailbox gets a bounded
+    /// number of signed challenges.</summary>
+    private const int MaxFetchPages = 1_000;
+
     private static async Task<int> FetchAsync(MegaNetClient client, Identity id, SeenMessages received, ulong cursor, bool ack, bool json, CancellationToken ct)
     {
         // Not disposed: disposing flushes, and after a failed write that would throw again over the clear error.
         TextWriter output = StandardOutput();
         var seen = new List<ulong>();
-        while (true)
+        for (int pages = 1; ; pages++)
         {
             (IReadOnlyList<ReceivedMessage> messages, IReadOnlyList<UnreadableMessage> unreadable, ulong next) = await client.FetchAsync(id, cursor, 100, ct, received);
             foreach (ReceivedMessage m in messages)
@@ -196,13 +200,20 @@ internal static class ClientCommands
                 seen.Add(m.Seq);
             }
 
-            // A page can be short before the end (entries acked or expired meanwhile): the cursor says when it is.
-            if (next <= cursor)
+            // A page can be short before the end (entries acked or expired meanwhile): the cursor says when it is, and an
+            // empty page is the end (docs/protocol.md), whatever cursor comes with it: a node that kept raising the
+            // cursor on empty pages had this loop sign a challenge for each, without end.
+            if (next <= cursor || messages.Count + unreadable.Count == 0)
             {
                 break;
             }
 
             cursor = next;
+            if (pages == MaxFetchPages)
+            {
+                Console.Error.WriteLine($"fetched {MaxFetchPages:N0} pages; more mail may wait after {cursor}: run fetch again (with --after {cursor} to go on from here)");
+                break;
+            }
         }
 
         // Everything shown must have reached the reader before the node deletes it: the buffer is written out, and a
