@@ -65,6 +65,22 @@ public sealed class MegaNetClientOptions
     /// <summary>Interceptors every call goes through (logging, metrics, headers, retries), the first outermost; the
     /// default deadline is set inside them, so one that sets a deadline wins.</summary>
     public IReadOnlyList<Interceptor> Interceptors { get; init; } = [];
+
+    /// <summary>Asked, on first contact (no node id expected), about the id the node shows, before anything is signed
+    /// for it: a text refuses it (<see cref="FirstContactRefusedException"/> with that text), null accepts it. A client
+    /// that pins ids per address refuses one pinned under another address, so a node cannot collect signatures for a
+    /// node it impersonates. Default: none.</summary>
+    public Func<byte[], string?>? FirstContactCheck { get => _firstContactCheck; init => _firstContactCheck = value; }
+
+    private Func<byte[], string?>? _firstContactCheck;
+
+    /// <summary>These settings with <paramref name="check"/> as <see cref="FirstContactCheck"/>.</summary>
+    public MegaNetClientOptions WithFirstContactCheck(Func<byte[], string?> check)
+    {
+        var copy = (MegaNetClientOptions)MemberwiseClone();
+        copy._firstContactCheck = check;
+        return copy;
+    }
 }
 
 /// <summary>
@@ -88,6 +104,7 @@ public sealed class MegaNetClient : IDisposable
     private readonly int _maxPowBits;
     private byte[]? _nodeId;
     private byte[]? _confirmedNodeId;
+    private readonly Func<byte[], string?>? _firstContactCheck;
 
     /// <summary>Connects to a node at <paramref name="address"/> (e.g. http://127.0.0.1:7700).</summary>
     /// <param name="address">The node's gRPC address.</param>
@@ -105,6 +122,7 @@ public sealed class MegaNetClient : IDisposable
         }
 
         options ??= new MegaNetClientOptions();
+        _firstContactCheck = options.FirstContactCheck;
         if (options.DefaultDeadline is { } d && d <= TimeSpan.Zero)
         {
             throw new ArgumentOutOfRangeException(nameof(options), d, "The default deadline must be positive, or null for none.");
@@ -385,8 +403,13 @@ public sealed class MegaNetClient : IDisposable
                 throw new NodeIdMismatchException(new byte[32], challenge.NodeId.ToByteArray());
             }
 
-            // One first contact wins, also among concurrent calls: the others are held to it.
             byte[] shown = challenge.NodeId.ToByteArray();
+            if (_firstContactCheck?.Invoke(shown) is { } refusal)
+            {
+                throw new FirstContactRefusedException(refusal);
+            }
+
+            // One first contact wins, also among concurrent calls: the others are held to it.
             expected = Interlocked.CompareExchange(ref _nodeId, shown, null) ?? shown;
         }
 
@@ -666,6 +689,10 @@ public sealed class NodeIdMismatchException(byte[] expected, byte[] actual)
     /// <summary>The node id the node showed.</summary>
     public byte[] Actual { get; } = actual;
 }
+
+/// <summary>On first contact the node showed an id <see cref="MegaNetClientOptions.FirstContactCheck"/> refused; nothing
+/// was signed.</summary>
+public sealed class FirstContactRefusedException(string message) : Exception(message);
 
 /// <summary>The node demands a proof-of-work stamp of more bits than the client computes
 /// (<see cref="MegaNetClientOptions.MaxPowBits"/>); nothing was sent.</summary>

@@ -91,6 +91,27 @@ public sealed class ClientCliTests : IDisposable
     }
 
     [Fact]
+    public async Task A_node_id_pinned_for_one_address_is_not_signed_for_at_another_without_node_id()
+    {
+        // A node at another address showing the id of a node this identity uses would collect signatures good there.
+        await using TestNode node = await TestNode.StartAsync();
+        await using var elsewhere = new FreezableProxy(node.Address); // the same node, at another address
+        string bobPath = NewIdentity("bob.json");
+        string pinnedAt = node.Address.GetLeftPart(UriPartial.Authority), other = elsewhere.Address.GetLeftPart(UriPartial.Authority);
+        AssertExit(await Meganet("fetch", "-i", bobPath, "--node", pinnedAt), 0, "first contact with " + pinnedAt);
+
+        Result refused = await Meganet("fetch", "-i", bobPath, "--node", other);
+        AssertExit(refused, 1, $"The node at {other} shows node id");
+        Assert.Contains($"which this identity pinned for {pinnedAt}", refused.Stderr, StringComparison.Ordinal);
+        Assert.DoesNotContain(other, File.ReadAllText(Path.Combine(_dir, KnownNodes.FileName)), StringComparison.Ordinal);
+
+        // Said to be the same node, it is.
+        string id = File.ReadAllText(Path.Combine(_dir, KnownNodes.FileName)).Split(' ', StringSplitOptions.RemoveEmptyEntries)[1].Trim();
+        AssertExit(await Meganet("fetch", "-i", bobPath, "--node", other, "--node-id", id), 0, "");
+        node.AssertNoServerErrors();
+    }
+
+    [Fact]
     public async Task A_message_sent_long_ago_is_shown_marked_old_and_never_deleted_unseen()
     {
         await using TestNode node = await TestNode.StartAsync();

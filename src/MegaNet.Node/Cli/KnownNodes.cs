@@ -43,6 +43,22 @@ internal sealed class KnownNodes
         return null;
     }
 
+    /// <summary>The node addresses <paramref name="id"/> is pinned for.</summary>
+    public IReadOnlyList<string> AddressesOf(byte[] id)
+    {
+        if (!File.Exists(Path))
+        {
+            return [];
+        }
+
+        string hex = Convert.ToHexStringLower(id);
+        return File.ReadLines(Path)
+            .Select(line => line.Split(' ', StringSplitOptions.RemoveEmptyEntries))
+            .Where(parts => parts.Length == 2 && string.Equals(parts[1], hex, StringComparison.OrdinalIgnoreCase))
+            .Select(parts => parts[0])
+            .ToList();
+    }
+
     /// <summary>Pins <paramref name="id"/> for <paramref name="node"/>; says so on standard error.</summary>
     public void Remember(Uri node, byte[] id)
     {
@@ -65,7 +81,14 @@ internal sealed class KnownNodes
         KnownNodes known = Beside(identityPath);
         byte[]? pinned = known.Find(node);
         byte[]? expected = nodeIdHex is null ? pinned : ParseNodeId(nodeIdHex, "--node-id");
-        using var client = new MegaNetClient(node, expected, options: options);
+        // On first contact, an id pinned for another address is not signed for: a node that shows the id of one this
+        // identity uses elsewhere would collect signatures good there (a Fetch of its sealed mail, a Subscribe).
+        MegaNetClientOptions checkedOptions = (options ?? new MegaNetClientOptions()).WithFirstContactCheck(id =>
+            known.AddressesOf(id).Where(a => a != Key(node)).ToList() is [string other, ..]
+                ? $"The node at {Key(node)} shows node id {Convert.ToHexStringLower(id)}, which this identity pinned for {other} in {known.Path}; nothing was signed. " +
+                  $"If it is the same node at another address, pass --node-id {Convert.ToHexStringLower(id)}; otherwise the node at {Key(node)} is impersonating it."
+                : null);
+        using var client = new MegaNetClient(node, expected, options: checkedOptions);
         void PinNow()
         {
             if (pinned is null && client.ConfirmedNodeId is { } seen)
@@ -78,6 +101,10 @@ internal sealed class KnownNodes
         try
         {
             return await body(client, PinNow).ConfigureAwait(false);
+        }
+        catch (FirstContactRefusedException e)
+        {
+            throw new CliException(e.Message);
         }
         catch (NodeIdMismatchException e)
         {
