@@ -79,7 +79,7 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
     {
         if (verifier.Rule != VerificationRule.MegaNet)
         {
-            throw new ArgumentException($"Backend '{verifier.Name}' applies libsodium's rule, not MegaNet's; the node admits only under MegaNet's rule (docs/verification.md). Choose auto, simd, gpu or reference.");
+            throw new ArgumentException($"Backend '{verifier.Name}' applies libsodium's rule, not MegaNet's; the node admits only under MegaNet's rule (docs/verification.md). Choose one of {string.Join(", ", NodeOptions.NodeBackends)}.");
         }
     }
 

@@ -25,39 +25,25 @@ internal sealed class KnownNodes
     /// <summary>The pinned id of <paramref name="node"/>, or null when this identity never signed for it.</summary>
     public byte[]? Find(Uri node)
     {
-        if (!File.Exists(Path))
-        {
-            return null;
-        }
-
         string key = Key(node);
-        foreach (string line in File.ReadLines(Path))
-        {
-            string[] parts = line.Split(' ', StringSplitOptions.RemoveEmptyEntries);
-            if (parts.Length == 2 && parts[0] == key)
-            {
-                return ParseNodeId(parts[1], $"{Path} ({key})");
-            }
-        }
-
-        return null;
+        return Entries().FirstOrDefault(e => e.Address == key).IdHex is { } hex ? ParseNodeId(hex, $"{Path} ({key})") : null;
     }
 
     /// <summary>The node addresses <paramref name="id"/> is pinned for.</summary>
     public IReadOnlyList<string> AddressesOf(byte[] id)
     {
-        if (!File.Exists(Path))
-        {
-            return [];
-        }
-
         string hex = Convert.ToHexStringLower(id);
-        return File.ReadLines(Path)
-            .Select(line => line.Split(' ', StringSplitOptions.RemoveEmptyEntries))
-            .Where(parts => parts.Length == 2 && string.Equals(parts[1], hex, StringComparison.OrdinalIgnoreCase))
-            .Select(parts => parts[0])
-            .ToList();
+        return Entries().Where(e => string.Equals(e.IdHex, hex, StringComparison.OrdinalIgnoreCase)).Select(e => e.Address).ToList();
     }
+
+    /// <summary>The file's "ADDRESS NODE-ID-HEX" lines (none when it does not exist yet).</summary>
+    private IEnumerable<(string Address, string? IdHex)> Entries() =>
+        !File.Exists(Path)
+            ? []
+            : File.ReadLines(Path)
+                .Select(line => line.Split(' ', StringSplitOptions.RemoveEmptyEntries))
+                .Where(parts => parts.Length == 2)
+                .Select(parts => (parts[0], (string?)parts[1]));
 
     /// <summary>Pins <paramref name="id"/> for <paramref name="node"/>; says so on standard error.</summary>
     public void Remember(Uri node, byte[] id)

@@ -284,7 +284,7 @@ internal static class LoadCommand
         string resolved = VerifierCatalog.Create().EnsureAvailable(name).Name;
         if (resolved == LibsodiumBatchVerifier.BackendName)
         {
-            throw new ArgumentException($"--backend {resolved} applies libsodium's rule, which a node refuses; choose auto, simd, gpu or reference.");
+            throw new ArgumentException($"--backend {resolved} applies libsodium's rule, which a node refuses; choose one of {string.Join(", ", NodeOptions.NodeBackends)}.");
         }
     }
 }

@@ -89,7 +89,7 @@ internal static partial class NodeCommand
                 if (endpoint is { Port: not 0 } && BindProblem(endpoint) is { } problem)
                 {
                     Console.Error.WriteLine(problem.SocketErrorCode == SocketError.AddressAlreadyInUse
-                        ? $"meganet node: {option} {endpoint}: address already in use. Another node (or program) listens there: stop it, or choose another address with {option}."
+                        ? $"meganet node: {option} {endpoint}: address already in use. {InUseAdvice(metrics: option == "--metrics-listen")}"
                         : $"meganet node: {BindFailure(problem, options, option == "--metrics-listen")}");
                     return 1;
                 }
@@ -238,6 +238,11 @@ internal static partial class NodeCommand
         }
     }
 
+    /// <summary>What to do about a taken address, for the option that chose it.</summary>
+    private static string InUseAdvice(bool metrics) => metrics
+        ? "Another program listens there: stop it, or choose another metrics address with --metrics-listen."
+        : "Another node (or program) listens there: stop it, or choose another address with --listen.";
+
     /// <summary>What to do about a start failure whose message alone does not say.</summary>
     private static string Hint(Exception e, NodeOptions options)
     {
@@ -246,9 +251,7 @@ internal static partial class NodeCommand
             // Kestrel's message names the address that is taken; name the option that chose it.
             bool metrics = options.MetricsEndPoint is { } metricsEndPoint && e.Message.Contains(metricsEndPoint.ToString(), StringComparison.Ordinal)
                 && !e.Message.Contains(options.ListenEndPoint.ToString(), StringComparison.Ordinal);
-            return metrics
-                ? " Another program listens there: stop it, or choose another metrics address with --metrics-listen."
-                : " Another node (or program) listens there: stop it, or choose another address with --listen.";
+            return " " + InUseAdvice(metrics);
         }
 
         if (e is IOException { HResult: ReadOnlyFileSystem } || e.InnerException is IOException { HResult: ReadOnlyFileSystem })

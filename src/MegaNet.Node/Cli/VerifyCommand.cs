@@ -116,58 +116,17 @@ internal static class VerifyCommand
         return 0;
     }
 
-    /// <summary>Standard output whose write failures say so: "Broken pipe" alone read as a problem with the input.</summary>
-    private sealed class GuardedOutput(TextWriter inner) : TextWriter
-    {
-        public override Encoding Encoding => inner.Encoding;
-
-        public override void Write(char value) => Guard(() => inner.Write(value));
-
-        public override void Write(string? value) => Guard(() => inner.Write(value));
-
-        public override void WriteLine(string? value) => Guard(() => inner.WriteLine(value));
-
-        public override void Flush() => Guard(inner.Flush);
-
-        protected override void Dispose(bool disposing)
-        {
-            if (disposing)
-            {
-                try
-                {
-                    inner.Dispose();
-                }
-                catch (IOException)
-                {
-                    // Already reported by the flush that failed; the verdicts after it were not written.
-                }
-            }
-
-            base.Dispose(disposing);
-        }
-
-        private static void Guard(Action write)
-        {
-            try
-            {
-                write();
-            }
-            catch (IOException e)
-            {
-                throw new IOException($"standard output failed ({e.Message}): the verdicts from there on were not written.", e);
-            }
-        }
-    }
-
     private static void WriteVerdicts(IBatchVerifier verifier, TextReader reader, string? temp, int batchSize)
     {
         // Standard output through write(2) (ClientCommands.StandardOutput): Console's stream drops EPIPE, so
         // `verify | head -1` reported every item verified and exited 0 with the verdicts lost.
-        using (TextWriter writer = temp is null ? new GuardedOutput(ClientCommands.StandardOutput()) : new StreamWriter(temp, false, new UTF8Encoding(false)))
+        TextWriter writer = temp is null ? ClientCommands.StandardOutput() : new StreamWriter(temp, false, new UTF8Encoding(false));
+        long total = 0;
+        try
         {
             using var batch = new SignatureBatch(Math.Min(batchSize, 65_536));
             bool[] verdicts = new bool[batchSize];
-            long lineNumber = 0, total = 0;
+            long lineNumber = 0;
             string? line;
             while ((line = reader.ReadLine()) is not null)
             {
@@ -186,8 +145,34 @@ internal static class VerifyCommand
 
             total += Flush(verifier, batch, verdicts, writer);
             writer.Flush();
-            Console.Error.WriteLine($"meganet verify: {total} items verified with {verifier.Name} ({verifier.Description}).");
         }
+        catch (IOException e) when (temp is null)
+        {
+            // "Broken pipe" alone read as a problem with the input.
+            throw new IOException($"standard output failed ({e.Message}): the verdicts from there on were not written.", e);
+        }
+        finally
+        {
+            // Standard output is flushed, not disposed: after a failed write, disposing would throw again over the
+            // error above (as fetch does). The verdicts before a bad input line still go out.
+            if (temp is not null)
+            {
+                writer.Dispose();
+            }
+            else
+            {
+                try
+                {
+                    writer.Flush();
+                }
+                catch (IOException)
+                {
+                    // Reported above, or about to be by the input error this finally runs for.
+                }
+            }
+        }
+
+        Console.Error.WriteLine($"meganet verify: {total} items verified with {verifier.Name} ({verifier.Description}).");
     }
 
     private static int Flush(IBatchVerifier verifier, SignatureBatch batch, bool[] verdicts, TextWriter writer)
