@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.Buffers.Binary;
+using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Threading.Channels;
 using FASTER.core;
@@ -50,6 +51,15 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     private readonly EnvelopeKv _kv;
     private readonly Dictionary<Key32, Mailbox> _mailboxes = [];
     private readonly MerkleLog _merkle = new();
+
+    // The mailboxes at least MailboxFillReportedFrom full, with their fill (MailboxFill): written under the index lock
+    // (NoteFill), read without it, per envelope, by admission. Most mailboxes are far from their quotas, so the table
+    // is small and usually empty, which the count says without a lookup (ConcurrentDictionary.IsEmpty takes every lock
+    // when it is).
+    private readonly ConcurrentDictionary<Key32, double> _fullMailboxes = new();
+    private int _fullMailboxCount;
+    private readonly int _fullFromCount;
+    private readonly long _fullFromBytes;
     private readonly byte[] _nodePublicKey;
 
     // Replaced whole by the apply stage (and replay) after the tree grew; read without the index lock.
@@ -115,6 +125,8 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         _log = log;
         _kv = kv;
         _nodePublicKey = options.NodeSecretKey.AsSpan(32, 32).ToArray();
+        _fullFromCount = (int)Math.Max(1, Math.Ceiling(options.MailboxFillReportedFrom * options.MailboxMaxCount));
+        _fullFromBytes = (long)Math.Max(1, Math.Ceiling(options.MailboxFillReportedFrom * options.MailboxMaxBytes));
         // The table retries a failed write until it succeeds (see DirectFileDevice.RetryFailedWrites); meanwhile its
         // flushes, checkpoints and, once memory fills, puts wait. Refuse writes from the first failure, with its reason,
         // instead of letting callers wait without one.
@@ -1078,6 +1090,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
                     }
                 }
 
+                NoteFill(address, box);
                 if (used == first)
                 {
                     emptied.Add(address);
@@ -1644,6 +1657,39 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         long before = box.Bytes;
         box.Add(entry);
         _liveBytes += box.Bytes - before;
+        NoteFill(recipient, box);
+    }
+
+    /// <inheritdoc/>
+    public double MailboxFill(ReadOnlySpan<byte> recipient) =>
+        recipient.Length == 32 && Volatile.Read(ref _fullMailboxCount) > 0 && _fullMailboxes.TryGetValue(new Key32(recipient), out double fill)
+            ? fill
+            : 0;
+
+    // Under the index lock, after the recipient's mailbox changed (null: it is gone): keeps _fullMailboxes current.
+    private void NoteFill(Key32 recipient, Mailbox? box)
+    {
+        int count = box?.Count ?? 0;
+        long bytes = box?.Bytes ?? 0;
+        if (count < _fullFromCount && bytes < _fullFromBytes)
+        {
+            if (_fullMailboxCount > 0 && _fullMailboxes.TryRemove(recipient, out _))
+            {
+                Volatile.Write(ref _fullMailboxCount, _fullMailboxCount - 1);
+            }
+
+            return;
+        }
+
+        double fill = Math.Min(1, Math.Max((double)count / _options.MailboxMaxCount, (double)bytes / _options.MailboxMaxBytes));
+        if (_fullMailboxes.TryAdd(recipient, fill))
+        {
+            Volatile.Write(ref _fullMailboxCount, _fullMailboxCount + 1);
+        }
+        else
+        {
+            _fullMailboxes[recipient] = fill;
+        }
     }
 
     private bool RemoveEntry(Mailbox box, ulong seq, out IndexEntry removed)
@@ -1687,6 +1733,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
             }
         }
 
+        NoteFill(recipient, box);
         ForgetIfEmpty(recipient, box);
         return count;
     }

@@ -27,6 +27,12 @@ public interface IEnvelopeStore : IAsyncDisposable
     {
     }
 
+    /// <summary>How full <paramref name="recipient"/>'s mailbox is, the fuller of its count and byte quotas (0 to 1),
+    /// once it is at least <see cref="StoreOptions.MailboxFillReportedFrom"/> full; 0 below that. As of the last applied
+    /// group, and expired mail counts until the next sweep; the quota check itself is exact. Cheap and lock-free, for
+    /// a decision per envelope before one is stored.</summary>
+    double MailboxFill(ReadOnlySpan<byte> recipient);
+
     /// <summary>A point in the store's history for <see cref="PutRequest.NotFoundAtMark"/>: read it just before a
     /// <see cref="FindAsync"/>; when that finds nothing, a put of the same id carrying the mark lets the store skip its
     /// own lookup of the id.</summary>

@@ -48,6 +48,11 @@ public sealed class StoreOptions
     /// <summary>Most envelope bytes one mailbox holds. Default 64 MiB.</summary>
     public long MailboxMaxBytes { get; set; } = 64L << 20;
 
+    /// <summary>From how full (the fuller of the two quotas, above 0 and at most 1) <see cref="IEnvelopeStore.MailboxFill"/>
+    /// reports a mailbox; an emptier one reads 0, so the store keeps a fill only for the few mailboxes near their quotas.
+    /// Default 0.5.</summary>
+    public double MailboxFillReportedFrom { get; set; } = 0.5;
+
     /// <summary>Largest envelope accepted, in bytes. Default 69,632 (64 KiB payload class plus headers).</summary>
     public int MaxEnvelopeBytes { get; set; } = 65_536 + 4_096;
 
@@ -123,6 +128,11 @@ public sealed class StoreOptions
         if (MailboxMaxCount < 1 || MailboxMaxBytes < 1)
         {
             throw new ArgumentOutOfRangeException(nameof(MailboxMaxCount), MailboxMaxCount, "Mailbox quotas must be positive.");
+        }
+
+        if (!(MailboxFillReportedFrom is > 0 and <= 1))
+        {
+            throw new ArgumentOutOfRangeException(nameof(MailboxFillReportedFrom), MailboxFillReportedFrom, "MailboxFillReportedFrom must be above 0 and at most 1.");
         }
 
         if (MaxEnvelopeBytes < 64 || MaxEnvelopeBytes > 256 << 10)

@@ -185,7 +185,12 @@ public sealed class BadInputTests
     public async Task A_mailbox_over_its_byte_quota_refuses_with_a_retry_hint_and_stores_nothing()
     {
         // Room for one 1 KiB-class envelope (1,096 sealed bytes and the envelope's other fields), not two.
-        await using TestNode node = await TestNode.StartAsync(o => o.MailboxMaxBytes = 2_000);
+        // The quota alone: with one envelope waiting the mailbox is past half of it, where stamps would be asked first.
+        await using TestNode node = await TestNode.StartAsync(o =>
+        {
+            o.MailboxMaxBytes = 2_000;
+            o.MailboxPowFromPercent = 0;
+        });
         using MegaNetClient client = node.Client();
         using Identity alice = Identity.Create(), bob = Identity.Create();
         await client.Relay.SubmitAsync(new SubmitRequest { Envelope = Valid(alice, bob, "first") });

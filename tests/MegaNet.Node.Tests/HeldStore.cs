@@ -34,6 +34,8 @@ internal sealed class HeldStore : IEnvelopeStore
 
     public long LookupMark => 0;
 
+    public double MailboxFill(ReadOnlySpan<byte> recipient) => 0;
+
     public ValueTask<PutReceipt> PutAsync(PutRequest request, CancellationToken cancellationToken = default) => throw new NotSupportedException();
 
     public ValueTask<MailboxPage> ListAsync(ReadOnlyMemory<byte> recipient, ulong afterSeq, int limit, long maxBytes = long.MaxValue, CancellationToken cancellationToken = default) => throw new NotSupportedException();

@@ -33,6 +33,8 @@ public sealed class NodeOptionsTests
         { "ArrivingMessageMiB", o => o.ArrivingMessageMiB = 127 },
         { "StreamIdleSeconds", o => o.StreamIdleSeconds = 86_401 },
         { "PowMinBits", o => o.PowMinBits = 17 },
+        { "MailboxPowFromPercent", o => o.MailboxPowFromPercent = 100 },
+        { "MailboxPowFromPercent", o => o.MailboxPowFromPercent = -1 },
         { "StoreMemoryMiB", o => o.StoreMemoryMiB = 4 },
         { "CheckpointLogMiB", o => o.CheckpointLogMiB = 15 },
         { "CheckpointLogMiB", o => o.CheckpointLogMiB = 16_385 },

@@ -162,6 +162,7 @@ public sealed class ProfileCommandTests(ITestOutputHelper output) : IDisposable
         {
             using Process kill = Process.Start("kill", [$"-{signal}", _process.Id.ToString(CultureInfo.InvariantCulture)]);
             kill.WaitForExit();
+            Assert.True(kill.ExitCode == 0, $"kill -{signal} {_process.Id} exited {kill.ExitCode}");
         }
 
         /// <summary>Its exit code; fails (killing it) when it has not exited within 2 minutes.</summary>
@@ -174,8 +175,11 @@ public sealed class ProfileCommandTests(ITestOutputHelper output) : IDisposable
             }
             catch (OperationCanceledException) when (timeout.IsCancellationRequested)
             {
+                // Seen once (2026-12-01, a test run started in the background, so with SIGINT ignored from the start):
+                // the live table went on after SIGINT. How the process held its signals says which side lost it.
+                string signals = string.Join("; ", File.ReadLines($"/proc/{_process.Id}/status").Where(l => l.StartsWith("Sig", StringComparison.Ordinal)));
                 _process.Kill(entireProcessTree: true);
-                Assert.Fail($"meganet profile had not exited after 2 minutes (killed); stdout: {Stdout}\nstderr: {Stderr}");
+                Assert.Fail($"meganet profile had not exited after 2 minutes (killed; {signals}); stdout: {Stdout}\nstderr: {Stderr}");
             }
 
             _output.WriteLine($"exit {_process.ExitCode}; stdout (end): {Tail(Stdout)}\nstderr: {Stderr}");

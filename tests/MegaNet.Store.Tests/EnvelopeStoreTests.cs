@@ -181,6 +181,58 @@ public sealed class EnvelopeStoreTests : IDisposable
     }
 
     [Fact]
+    public async Task MailboxFill_reports_the_fuller_quota_from_its_mark_and_follows_acks_sweeps_and_reopens()
+    {
+        var clock = new ManualClock(DateTimeOffset.UtcNow);
+        StoreOptions options = Options(_dir, clock);
+        options.MailboxMaxCount = 8;
+        options.MailboxMaxBytes = 2_000;
+        options.MailboxFillReportedFrom = 0.5;
+        byte[] counted = Bytes(_random, 32), weighed = Bytes(_random, 32), quiet = Bytes(_random, 32);
+        await using (FasterEnvelopeStore store = await FasterEnvelopeStore.OpenAsync(options))
+        {
+            var seqs = new List<ulong>();
+            for (int i = 0; i < 3; i++)
+            {
+                seqs.Add((await store.PutAsync(new PutRequest(Bytes(_random, 10), counted, clock.Now.AddDays(1)))).MailboxSeq);
+            }
+
+            Assert.Equal(0, store.MailboxFill(counted)); // 3 of 8: under the mark
+            seqs.Add((await store.PutAsync(new PutRequest(Bytes(_random, 10), counted, clock.Now.AddMinutes(5)))).MailboxSeq);
+            Assert.Equal(0.5, store.MailboxFill(counted)); // 4 of 8
+            await store.PutAsync(new PutRequest(Bytes(_random, 10), counted, clock.Now.AddDays(1)));
+            Assert.Equal(5 / 8.0, store.MailboxFill(counted));
+
+            // Bytes: one envelope of 1,500 is three quarters of 2,000, though one of 8 by count.
+            await store.PutAsync(new PutRequest(Bytes(_random, 1_500), weighed, clock.Now.AddDays(1)));
+            Assert.Equal(0.75, store.MailboxFill(weighed));
+            await store.PutAsync(new PutRequest(Bytes(_random, 10), quiet, clock.Now.AddDays(1)));
+            Assert.Equal(0, store.MailboxFill(quiet));
+            Assert.Equal(0, store.MailboxFill(new byte[31]));
+
+            Assert.Equal(1, await store.AckAsync(counted, [seqs[0]]));
+            Assert.Equal(0.5, store.MailboxFill(counted));
+            clock.Now = clock.Now.AddMinutes(10); // the fourth one expires; the sweep takes it out
+            Assert.Equal(0.5, store.MailboxFill(counted));
+            await store.CheckpointAsync();
+            Assert.Equal(0, store.MailboxFill(counted)); // 3 of 8
+            await store.PutAsync(new PutRequest(Bytes(_random, 10), counted, clock.Now.AddDays(1)));
+            Assert.Equal(0.5, store.MailboxFill(counted));
+        }
+
+        // Reopened: from the checkpoint and the log after it.
+        await using (FasterEnvelopeStore store = await FasterEnvelopeStore.OpenAsync(options))
+        {
+            Assert.Equal(0.5, store.MailboxFill(counted));
+            Assert.Equal(0.75, store.MailboxFill(weighed));
+            Assert.Equal(0, store.MailboxFill(quiet));
+            ulong seq = (await store.ListAsync(weighed, 0, 10)).Entries.Single().Seq;
+            Assert.Equal(1, await store.AckAsync(weighed, [seq]));
+            Assert.Equal(0, store.MailboxFill(weighed)); // emptied and forgotten
+        }
+    }
+
+    [Fact]
     public async Task Expired_mail_does_not_count_against_the_quota_before_the_sweep()
     {
         var clock = new ManualClock(DateTimeOffset.UtcNow);

@@ -101,6 +101,34 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
         }
     }
 
+    /// <summary>Proof-of-work bits demanded of an envelope to <paramref name="recipient"/>: the larger of
+    /// <see cref="PowBitsRequired"/> and what the mailbox's fill asks for (<see cref="NodeOptions.MailboxPowFromPercent"/>),
+    /// and whether the mailbox's is the larger.</summary>
+    /// <remarks>In quarters of <see cref="NodeOptions.PowMaxBits"/>, not in proportion to the fill: any sender sees the
+    /// demand, and steps say less about how much mail waits (docs/protocol.md).</remarks>
+    internal int PowBitsFor(ReadOnlySpan<byte> recipient, out bool forMailbox)
+    {
+        int load = PowBitsRequired;
+        forMailbox = false;
+        if (_options.MailboxPowFromPercent == 0)
+        {
+            return load;
+        }
+
+        // A full mailbox asks for no stamp: the store refuses for the quota (unless expired mail made room), and work
+        // paid for a refusal would be wasted.
+        double fill = _store.MailboxFill(recipient), from = _options.MailboxPowFromPercent / 100.0;
+        if (fill < from || fill >= 1)
+        {
+            return load;
+        }
+
+        int quarters = Math.Min(4, 1 + (int)(4 * (fill - from) / (1 - from)));
+        int mailbox = (int)Math.Ceiling(_options.PowMaxBits * quarters / 4.0);
+        forMailbox = mailbox > load;
+        return Math.Max(load, mailbox);
+    }
+
     /// <summary>Admits one envelope from <paramref name="source"/> (the client's address, when known). The task faults
     /// with an <see cref="RpcException"/> whose status says why not.</summary>
     /// <remarks>No per-call state machine: the checks run synchronously (the replay lookup completes synchronously when
@@ -201,10 +229,13 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
         {
             refusal = RateLimited();
         }
-        else if (!EnvelopeFormat.HasValidPow(pending.SigningBytes[..EnvelopeFormat.CoreLength], envelope, bits = PowBitsRequired))
+        else if (!EnvelopeFormat.HasValidPow(pending.SigningBytes[..EnvelopeFormat.CoreLength], envelope, bits = PowBitsFor(pending.Recipient.Span, out bool forMailbox)))
         {
-            refusal = Reject("pow", StatusCode.FailedPrecondition,
-                $"The node is under load and requires a proof-of-work stamp of at least {bits} bits (see Status.pow_bits_required).", powBits: bits);
+            refusal = forMailbox
+                ? Reject("mailbox_pow", StatusCode.FailedPrecondition,
+                    $"The recipient's mailbox is nearly full, so mail to it needs a proof-of-work stamp of at least {bits} bits until its owner collects mail (see Status.limits.mailbox_pow_from_percent).", powBits: bits)
+                : Reject("pow", StatusCode.FailedPrecondition,
+                    $"The node is under load and requires a proof-of-work stamp of at least {bits} bits (see Status.pow_bits_required).", powBits: bits);
         }
         else
         {

@@ -77,9 +77,17 @@ public sealed class NodeOptions
     /// <summary>Burst allowance per sending key. Default 400.</summary>
     public int SubmitBurst { get; set; } = 400;
 
-    /// <summary>Proof-of-work bits demanded from three quarters full; 0 turns stamps off. Demand is 0 below a quarter full and
-    /// rises linearly in between: ceil(PowMaxBits * (fill - 1/4) * 2). Default 16.</summary>
+    /// <summary>Proof-of-work bits demanded once the admission queue is three quarters full, or of mail to a mailbox
+    /// nearly at its quota (<see cref="MailboxPowFromPercent"/>); 0 turns stamps off. The queue's demand is 0 below a
+    /// quarter full and rises linearly in between: ceil(PowMaxBits * (fill - 1/4) * 2). Default 16.</summary>
     public int PowMaxBits { get; set; } = 16;
+
+    /// <summary>From how full a recipient's mailbox is (percent of the fuller of its two quotas) mail to it needs a
+    /// proof-of-work stamp, so that sending keys made up on the spot, each with a fresh token bucket, cannot fill it for
+    /// free. The demand is a quarter of <see cref="PowMaxBits"/> from there, rising by a quarter at each further quarter
+    /// of the way to full, whatever the node's load (a full mailbox is refused for its quota, with no stamp asked); 0 turns
+    /// it off. 0 to 99; default 50.</summary>
+    public int MailboxPowFromPercent { get; set; } = 50;
 
     /// <summary>Proof-of-work bits demanded even when idle (a floor under the load-driven demand). Default 0: stamps dormant when idle.</summary>
     public int PowMinBits { get; set; }
@@ -232,6 +240,7 @@ public sealed class NodeOptions
         Check(SubmitRatePerKey > 0 && SubmitBurst >= 1, nameof(SubmitRatePerKey), "positive (and SubmitBurst at least 1)");
         Check(PowMaxBits is >= 0 and <= 32, nameof(PowMaxBits), "0 to 32");
         Check(PowMinBits >= 0 && PowMinBits <= PowMaxBits, nameof(PowMinBits), "0 to PowMaxBits");
+        Check(MailboxPowFromPercent is >= 0 and <= 99, nameof(MailboxPowFromPercent), "0 (off) to 99");
         Check(MaxEnvelopeBytes is >= 1024 and <= MaxEnvelopeBytesLimit, nameof(MaxEnvelopeBytes), "between 1024 and 262144 (256 KiB; a log record must fit in a log page)");
         Check(MaxTtlDays > 0 && MaxTtlDays <= MaxTtlDaysLimit, nameof(MaxTtlDays), $"above 0 and at most {MaxTtlDaysLimit}");
         Check(MailboxMaxCount >= 1, nameof(MailboxMaxCount), "at least 1");

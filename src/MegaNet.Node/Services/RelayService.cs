@@ -626,6 +626,7 @@ public sealed class RelayService(
             SubmitBurst = options.SubmitBurst,
             MaxVerifyBatch = MaxVerifyItems,
             MaxBatchEnvelopes = MaxBatchEnvelopes,
+            MailboxPowFromPercent = options.PowMaxBits == 0 ? 0 : options.MailboxPowFromPercent,
         };
         limits.PayloadClasses.AddRange(Api.EnvelopeFormat.PayloadClasses);
         return Task.FromResult(new StatusResponse

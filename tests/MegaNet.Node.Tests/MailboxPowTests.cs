@@ -1,0 +1,96 @@
+using System.Text;
+using Grpc.Core;
+using MegaNet.Api;
+using MegaNet.Api.V1;
+
+namespace MegaNet.Node.Tests;
+
+/// <summary>Mail to a mailbox nearly at its quota needs a proof-of-work stamp whatever the node's load, in quarters of
+/// <c>PowMaxBits</c> (docs/protocol.md), so sending keys made up on the spot cannot fill it for free; the demand falls
+/// once the owner acknowledges, and other mailboxes are not touched by it.</summary>
+public sealed class MailboxPowTests
+{
+    [Fact]
+    public async Task A_nearly_full_mailbox_demands_work_in_steps_until_its_owner_acknowledges()
+    {
+        // Quota 8 from 50 %: with 4 waiting a quarter of PowMaxBits 8, then another quarter per waiting envelope.
+        await using TestNode node = await TestNode.StartAsync(o =>
+        {
+            o.MailboxMaxCount = 8;
+            o.PowMaxBits = 8;
+        });
+        using Identity alice = Identity.Create(), bob = Identity.Create(), carol = Identity.Create();
+        using MegaNetClient client = node.Client();
+        StatusResponse status = await client.Relay.StatusAsync(new StatusRequest());
+        Assert.Equal(50, status.Limits.MailboxPowFromPercent);
+
+        int sent = 0;
+        for (; sent < 4; sent++)
+        {
+            await client.Relay.SubmitAsync(new SubmitRequest { Envelope = Seal(alice, bob, sent, 0) });
+        }
+
+        int[] demanded = [2, 4, 6, 8];
+        for (int waiting = 4; waiting < 8; waiting++)
+        {
+            int bits = demanded[waiting - 4];
+            RpcException bare = await Assert.ThrowsAsync<RpcException>(async () =>
+                await client.Relay.SubmitAsync(new SubmitRequest { Envelope = Seal(alice, bob, sent++, 0) }));
+            Assert.Equal(StatusCode.FailedPrecondition, bare.StatusCode);
+            Assert.Equal(bits, bare.RequiredPowBits());
+            Assert.Contains("mailbox is nearly full", bare.Status.Detail, StringComparison.Ordinal);
+
+            RpcException weak = await Assert.ThrowsAsync<RpcException>(async () =>
+                await client.Relay.SubmitAsync(new SubmitRequest { Envelope = Seal(alice, bob, sent++, bits - 1) }));
+            Assert.Equal(bits, weak.RequiredPowBits());
+
+            if (waiting == 7)
+            {
+                // The client stamps again when refused and resubmits.
+                await client.SendAsync(alice, bob.Card, Encoding.UTF8.GetBytes("stamped by the client"), "text/plain; charset=utf-8");
+            }
+            else
+            {
+                await client.Relay.SubmitAsync(new SubmitRequest { Envelope = Seal(alice, bob, sent++, bits) });
+            }
+        }
+
+        // Full: refused for the quota, with no stamp asked (work paid for a refusal would be wasted). Another mailbox,
+        // and the node's load, are not affected.
+        RpcException full = await Assert.ThrowsAsync<RpcException>(async () =>
+            await client.Relay.SubmitAsync(new SubmitRequest { Envelope = Seal(alice, bob, sent++, 0) }));
+        Assert.Equal(StatusCode.ResourceExhausted, full.StatusCode);
+        Assert.Contains("mailbox is full", full.Status.Detail, StringComparison.Ordinal);
+        await client.Relay.SubmitAsync(new SubmitRequest { Envelope = Seal(alice, carol, sent++, 0) });
+        Assert.Equal(0u, (await client.Relay.StatusAsync(new StatusRequest())).PowBitsRequired);
+
+        FetchResult mail = await client.FetchAsync(bob);
+        Assert.Equal(8, mail.Messages.Count);
+        Assert.Equal(5, await client.AckAsync(bob, mail.Messages.Take(5).Select(m => m.Seq)));
+        await client.Relay.SubmitAsync(new SubmitRequest { Envelope = Seal(alice, bob, sent++, 0) }); // 3 were waiting
+    }
+
+    [Fact]
+    public async Task Off_no_mailbox_demands_work()
+    {
+        await using TestNode node = await TestNode.StartAsync(o =>
+        {
+            o.MailboxMaxCount = 4;
+            o.MailboxPowFromPercent = 0;
+        });
+        using Identity alice = Identity.Create(), bob = Identity.Create();
+        using MegaNetClient client = node.Client();
+        Assert.Equal(0, (await client.Relay.StatusAsync(new StatusRequest())).Limits.MailboxPowFromPercent);
+        for (int i = 0; i < 4; i++)
+        {
+            await client.Relay.SubmitAsync(new SubmitRequest { Envelope = Seal(alice, bob, i, 0) });
+        }
+
+        RpcException full = await Assert.ThrowsAsync<RpcException>(async () =>
+            await client.Relay.SubmitAsync(new SubmitRequest { Envelope = Seal(alice, bob, 4, 0) }));
+        Assert.Equal(StatusCode.ResourceExhausted, full.StatusCode);
+    }
+
+    private static Envelope Seal(Identity from, Identity to, int i, int powBits) =>
+        EnvelopeFormat.Seal(from, to.Card, Encoding.UTF8.GetBytes($"message {i}"), "text/plain; charset=utf-8", null, DateTimeOffset.UtcNow.AddDays(1), powBits);
+}
