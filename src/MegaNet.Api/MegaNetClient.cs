@@ -35,6 +35,13 @@ public sealed record UnreadableMessage(ulong Seq, byte[] EnvelopeId, string Reas
 /// <param name="NextCursor">The cursor for the next page; the page was the last when it did not move.</param>
 public sealed record FetchResult(IReadOnlyList<ReceivedMessage> Messages, IReadOnlyList<UnreadableMessage> Unreadable, ulong NextCursor)
 {
+    /// <summary>Envelopes waiting in the whole mailbox when the page was read, as the node's count quota counts them
+    /// (<c>Status.limits.mailbox_max_count</c>).</summary>
+    public int WaitingCount { get; init; }
+
+    /// <summary>Their bytes, as the byte quota counts them (<c>Status.limits.mailbox_max_bytes</c>).</summary>
+    public long WaitingBytes { get; init; }
+
     /// <summary>(Messages, NextCursor), for callers that only read.</summary>
     public void Deconstruct(out IReadOnlyList<ReceivedMessage> messages, out ulong nextCursor)
     {
@@ -454,7 +461,7 @@ public sealed class MegaNetClient : IDisposable
             }
         }
 
-        return new FetchResult(messages, unreadable, page.NextCursor);
+        return new FetchResult(messages, unreadable, page.NextCursor) { WaitingCount = page.WaitingCount, WaitingBytes = page.WaitingBytes };
     }
 
     /// <summary>Deletes messages from the mailbox.</summary>

@@ -691,11 +691,14 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         var picked = new List<IndexEntry>(Math.Min(limit, 1024));
         ulong next = afterSeq;
         long now = _options.Clock.GetUtcNow().ToUnixTimeMilliseconds();
+        (int Count, long Bytes) waiting = (0, 0);
         lock (_state)
         {
-            if (_mailboxes.TryGetValue(new Key32(recipient.Span), out Mailbox? box))
+            var key = new Key32(recipient.Span);
+            if (_mailboxes.TryGetValue(key, out Mailbox? box))
             {
                 next = box.CopyAfter(afterSeq, limit, maxBytes, picked, e => e.ExpiresUnixMs <= now);
+                waiting = Usage(key, now);
             }
         }
 
@@ -712,7 +715,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
             }
         }
 
-        return new MailboxPage(entries, next);
+        return new MailboxPage(entries, next) { WaitingCount = waiting.Count, WaitingBytes = waiting.Bytes };
     }
 
     /// <inheritdoc />

@@ -100,7 +100,15 @@ public readonly record struct PutResult(PutReceipt? Receipt, Exception? Error);
 public sealed record SignedTreeHead(long TreeSize, byte[] RootHash, long TimestampUnixMs, byte[] NodePublicKey, byte[] Signature);
 
 /// <summary>A page of mailbox entries and the cursor to continue from.</summary>
-public sealed record MailboxPage(IReadOnlyList<MailboxEntry> Entries, ulong NextCursor);
+public sealed record MailboxPage(IReadOnlyList<MailboxEntry> Entries, ulong NextCursor)
+{
+    /// <summary>Envelopes in the whole mailbox when the page was read, as its count quota counts them (expired mail
+    /// may count until the next sweep, except near a limit, where the quota check leaves it out too).</summary>
+    public int WaitingCount { get; init; }
+
+    /// <summary>Their bytes, as the byte quota counts them.</summary>
+    public long WaitingBytes { get; init; }
+}
 
 /// <summary>One message waiting in a mailbox.</summary>
 public sealed record MailboxEntry(ulong Seq, byte[] EnvelopeId, byte[] Envelope, DateTimeOffset ExpiresAt, long LogIndex);

@@ -91,6 +91,39 @@ public sealed class ClientCliTests : IDisposable
     }
 
     [Fact]
+    public async Task Fetch_tells_the_owner_when_senders_must_add_proof_of_work_for_a_mailbox_left_unacknowledged()
+    {
+        // Quota 8, stamps from 50 %: a mailbox nobody acknowledges fills, costs its senders work, then refuses mail.
+        await using TestNode node = await TestNode.StartAsync(o => o.MailboxMaxCount = 8);
+        using MegaNetClient client = node.Client();
+        string bobPath = NewIdentity("bob.json");
+        using Identity alice = Identity.Create(), bob = Identity.Load(bobPath);
+        string address = node.Address.ToString();
+        for (int i = 0; i < 3; i++)
+        {
+            await client.SendAsync(alice, bob.Card, Text($"message {i}"), "text/plain; charset=utf-8");
+        }
+
+        Result under = await Meganet("fetch", "-i", bobPath, "--node", address);
+        AssertExit(under, 0);
+        Assert.DoesNotContain("note:", under.Stderr, StringComparison.Ordinal);
+
+        for (int i = 3; i < 6; i++)
+        {
+            await client.SendAsync(alice, bob.Card, Text($"message {i}"), "text/plain; charset=utf-8"); // stamped from the fifth
+        }
+
+        Result over = await Meganet("fetch", "-i", bobPath, "--node", address);
+        AssertExit(over, 0, "note: your mailbox on this node holds 6 of 8 messages");
+        Assert.Contains("(75 % full): from 50 % senders must add proof of work", over.Stderr, StringComparison.Ordinal);
+
+        Result acked = await Meganet("fetch", "-i", bobPath, "--node", address, "--ack");
+        AssertExit(acked, 0, "acknowledged 6 message(s)");
+        Assert.DoesNotContain("note:", acked.Stderr, StringComparison.Ordinal);
+        Assert.Equal(0, (await client.FetchAsync(bob)).WaitingCount);
+    }
+
+    [Fact]
     public async Task A_node_id_pinned_for_one_address_is_not_signed_for_at_another_without_node_id()
     {
         // A node at another address showing the id of a node this identity uses would collect signatures good there.

@@ -64,7 +64,11 @@ public sealed class MailboxPowTests
         await client.Relay.SubmitAsync(new SubmitRequest { Envelope = Seal(alice, carol, sent++, 0) });
         Assert.Equal(0u, (await client.Relay.StatusAsync(new StatusRequest())).PowBitsRequired);
 
-        FetchResult mail = await client.FetchAsync(bob);
+        FetchResult mail = await client.FetchAsync(bob, limit: 3);
+        Assert.Equal(3, mail.Messages.Count);
+        Assert.Equal(8, mail.WaitingCount); // the whole mailbox, for its owner
+        Assert.InRange(mail.WaitingBytes, 8 * 1_024, 8 * 2_048);
+        mail = await client.FetchAsync(bob);
         Assert.Equal(8, mail.Messages.Count);
         Assert.Equal(5, await client.AckAsync(bob, mail.Messages.Take(5).Select(m => m.Seq)));
         await client.Relay.SubmitAsync(new SubmitRequest { Envelope = Seal(alice, bob, sent++, 0) }); // 3 were waiting

@@ -106,7 +106,7 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
     /// and whether the mailbox's is the larger.</summary>
     /// <remarks>In quarters of <see cref="NodeOptions.PowMaxBits"/>, not in proportion to the fill: any sender sees the
     /// demand, and steps say less about how much mail waits (docs/protocol.md).</remarks>
-    internal int PowBitsFor(ReadOnlySpan<byte> recipient, out bool forMailbox)
+    private int PowBitsFor(ReadOnlySpan<byte> recipient, out bool forMailbox)
     {
         int load = PowBitsRequired;
         forMailbox = false;

@@ -184,9 +184,11 @@ internal static class ClientCommands
         // Not disposed: disposing flushes, and after a failed write that would throw again over the clear error.
         TextWriter output = StandardOutput();
         var seen = new List<ulong>();
+        FetchResult page;
         for (int pages = 1; ; pages++)
         {
-            (IReadOnlyList<ReceivedMessage> messages, IReadOnlyList<UnreadableMessage> unreadable, ulong next) = await client.FetchAsync(id, cursor, 100, ct, received);
+            page = await client.FetchAsync(id, cursor, 100, ct, received);
+            (IReadOnlyList<ReceivedMessage> messages, IReadOnlyList<UnreadableMessage> unreadable, ulong next) = page;
             foreach (ReceivedMessage m in messages)
             {
                 Print(output, m, json, ack ? "no message was acknowledged" : null);
@@ -219,13 +221,55 @@ internal static class ClientCommands
         // Everything shown must have reached the reader before the node deletes it: the buffer is written out, and a
         // failed write (a reader that went away) has thrown above, before this point.
         Flush(output, ack ? "no message was acknowledged" : null);
+        int waiting = page.WaitingCount;
+        long waitingBytes = page.WaitingBytes;
         if (ack && seen.Count > 0)
         {
             int deleted = await client.AckAsync(id, seen, ct);
             Console.Error.WriteLine($"acknowledged {deleted} message(s)");
+            // The bytes the acknowledged ones took are not known here: after an ack the count alone says how full it is.
+            waiting -= deleted;
+        }
+
+        if (waiting > 0)
+        {
+            await WarnIfNearlyFullAsync(client, waiting, ack ? null : waitingBytes, ct);
         }
 
         return 0;
+    }
+
+    /// <summary>Tells the owner when mail waiting on the node has reached the point where senders must add proof of work
+    /// (or, with that off, nine tenths of a quota): a mailbox nobody acknowledges fills, and then refuses mail.</summary>
+    private static async Task WarnIfNearlyFullAsync(MegaNetClient client, int waiting, long? waitingBytes, CancellationToken ct)
+    {
+        Limits limits;
+        try
+        {
+            limits = (await client.Relay.StatusAsync(new StatusRequest(), cancellationToken: ct)).Limits;
+        }
+        catch (RpcException) when (!ct.IsCancellationRequested)
+        {
+            // The mail was shown (and acknowledged); a node gone since costs only this note, not the command's success.
+            return;
+        }
+
+        if (limits.MailboxMaxCount <= 0 || limits.MailboxMaxBytes <= 0)
+        {
+            return;
+        }
+
+        double fill = Math.Max((double)waiting / limits.MailboxMaxCount, (double)(waitingBytes ?? 0) / limits.MailboxMaxBytes);
+        int mark = limits.MailboxPowFromPercent > 0 ? limits.MailboxPowFromPercent : 90;
+        if (fill * 100 < mark)
+        {
+            return;
+        }
+
+        string bytes = waitingBytes is { } b ? $", {b:N0} of {limits.MailboxMaxBytes:N0} bytes" : "";
+        string stamps = limits.MailboxPowFromPercent > 0 ? $"from {limits.MailboxPowFromPercent} % senders must add proof of work, and " : "";
+        Console.Error.WriteLine($"note: your mailbox on this node holds {waiting:N0} of {limits.MailboxMaxCount:N0} messages{bytes} ({Math.Min(100, fill * 100):0} % full): " +
+            $"{stamps}a full mailbox refuses new mail. 'meganet fetch --ack' deletes what it shows.");
     }
 
 

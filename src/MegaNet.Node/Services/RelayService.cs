@@ -423,7 +423,7 @@ public sealed class RelayService(
         byte[] address = authenticator.Authenticate(request.Auth, MailboxPurpose.Fetch, Source(context));
         int limit = request.Limit <= 0 ? 100 : Math.Min(request.Limit, 1000);
         MailboxPage page = await store.ListAsync(address, request.AfterSeq, limit, FetchPageBytes, context.CancellationToken).ConfigureAwait(false);
-        var response = new FetchResponse { NextCursor = page.NextCursor };
+        var response = new FetchResponse { NextCursor = page.NextCursor, WaitingCount = page.WaitingCount, WaitingBytes = page.WaitingBytes };
         response.Items.AddRange(page.Entries.Select(ToItem));
         return response;
     }
