@@ -124,6 +124,39 @@ public sealed class ClientCliTests : IDisposable
     }
 
     [Fact]
+    public async Task Status_says_what_the_node_is_and_demands_in_text_and_json()
+    {
+        await using TestNode node = await TestNode.StartAsync(o =>
+        {
+            o.PowMinBits = 3;
+            o.MailboxMaxCount = 8;
+            o.MailboxPowFromPercent = 75;
+        });
+        string address = node.Address.ToString();
+        using MegaNetClient client = node.Client();
+        string nodeId = Convert.ToHexStringLower((await client.Relay.GetTreeHeadAsync(new GetTreeHeadRequest())).NodeKey.Span);
+
+        Result text = await Meganet("status", "--node", address);
+        AssertExit(text, 0);
+        Assert.Contains($"node id   {nodeId}", text.Stdout, StringComparison.Ordinal);
+        Assert.Contains("verifier  simd (", text.Stdout, StringComparison.Ordinal);
+        Assert.Contains("proof of work demanded now: 3 bits", text.Stdout, StringComparison.Ordinal);
+        Assert.Contains("at most 8 envelopes and 67,108,864 bytes, stamps from 75 % full", text.Stdout, StringComparison.Ordinal);
+        Assert.Contains("payload classes 1 KiB, 4 KiB, 16 KiB, 64 KiB", text.Stdout, StringComparison.Ordinal);
+
+        Result json = await Meganet("status", "--node", address, "--json");
+        AssertExit(json, 0);
+        JsonNode o = JsonNode.Parse(json.Stdout)!;
+        Assert.Equal(nodeId, (string)o["node_id"]!);
+        Assert.Equal(3, (int)o["status"]!["powBitsRequired"]!);
+        Assert.Equal(0, (int)o["status"]!["queueDepth"]!); // a zero is written out, not left for the reader to assume
+        Assert.Equal(8, (int)o["status"]!["limits"]!["mailboxMaxCount"]!);
+        Assert.Equal(75, (int)o["status"]!["limits"]!["mailboxPowFromPercent"]!);
+
+        AssertExit(await Meganet("status", "--node", NoNode), 2, "cannot reach the node");
+    }
+
+    [Fact]
     public async Task A_node_id_pinned_for_one_address_is_not_signed_for_at_another_without_node_id()
     {
         // A node at another address showing the id of a node this identity uses would collect signatures good there.

@@ -55,6 +55,7 @@ internal static class ClientCommands
         yield return FetchCommand();
         yield return ListenCommand();
         yield return VerifyReceiptCommand();
+        yield return StatusCommand();
     }
 
     private static Command IdCommand()
@@ -425,6 +426,62 @@ internal static class ClientCommands
     });
 
     private static string OneLine(string text) => text.ReplaceLineEndings(" ");
+
+    private static Command StatusCommand()
+    {
+        var node = NodeOption();
+        var json = JsonOption("Print one JSON object: node_id (hex) and status (Relay.Status's answer in the proto's JSON mapping).");
+        var timeout = TimeoutOption();
+        var command = new Command("status",
+            "Ask a node what it is and what it demands: version, verifier backend, node id, log size, admission queue, the proof of work it wants now, and its limits.")
+            { node, json, timeout };
+        command.SetAction((parse, ct) => Run(async () =>
+        {
+            using var client = new MegaNetClient(parse.GetValue(node)!, options: ClientOptions(parse.GetValue(timeout)));
+            StatusResponse status = await client.Relay.StatusAsync(new StatusRequest(), cancellationToken: ct);
+            // The node id is the key that signs its tree heads: what known-nodes pins and --node-id names.
+            Api.V1.SignedTreeHead head = await client.Relay.GetTreeHeadAsync(new GetTreeHeadRequest(), cancellationToken: ct);
+            TextWriter output = StandardOutput();
+            if (parse.GetValue(json))
+            {
+                var o = new JsonObject
+                {
+                    ["node_id"] = Hex(head.NodeKey),
+                    // Zeros too (proto3's JSON mapping leaves them out by default): a script reads every field.
+                    ["status"] = JsonNode.Parse(StatusJson.Format(status)),
+                };
+                output.WriteLine(o.ToJsonString());
+            }
+            else
+            {
+                output.Write(DescribeStatus(parse.GetValue(node)!, status, head));
+            }
+
+            Flush(output, null);
+            return 0;
+        }));
+        return command;
+    }
+
+    private static readonly JsonFormatter StatusJson = new(JsonFormatter.Settings.Default.WithFormatDefaultValues(true));
+
+    /// <summary>What <c>meganet status</c> prints: one line per subject, every figure with its unit.</summary>
+    internal static string DescribeStatus(Uri node, StatusResponse s, Api.V1.SignedTreeHead head)
+    {
+        Limits l = s.Limits ?? new Limits();
+        string classes = string.Join(", ", l.PayloadClasses.Select(c => c % 1024 == 0 ? $"{c / 1024} KiB" : $"{c} B"));
+        string stamps = l.MailboxPowFromPercent > 0 ? $", stamps from {l.MailboxPowFromPercent} % full" : ", no stamps for full mailboxes";
+        var text = new StringBuilder();
+        text.AppendLine($"node      {node.GetLeftPart(UriPartial.Authority)}: MegaNet {s.Version}");
+        text.AppendLine($"node id   {Hex(head.NodeKey)}");
+        text.AppendLine($"verifier  {s.VerifierBackend} ({s.VerifierDescription}); {s.BatchesVerified:N0} batches, {s.SignaturesVerified:N0} signatures, mean batch {s.MeanBatchSize:N1}");
+        text.AppendLine($"log       {s.TreeSize:N0} envelopes");
+        text.AppendLine($"load      {s.QueueDepth:N0} queued for verification; proof of work demanded now: {(s.PowBitsRequired == 0 ? "none" : $"{s.PowBitsRequired} bits")}");
+        text.AppendLine($"envelopes at most {l.MaxEnvelopeBytes:N0} bytes, payload classes {classes}, expiry at most {TimeSpan.FromSeconds(l.MaxTtlSeconds).TotalDays:0.##} days (suggested {TimeSpan.FromSeconds(l.DefaultTtlSeconds).TotalDays:0.##})");
+        text.AppendLine($"mailbox   at most {l.MailboxMaxCount:N0} envelopes and {l.MailboxMaxBytes:N0} bytes{stamps}");
+        text.AppendLine($"senders   {l.SubmitRatePerKey:0.##} envelopes/s per sending key, burst {l.SubmitBurst:N0}; at most {l.MaxBatchEnvelopes:N0} envelopes per batch request, {l.MaxVerifyBatch:N0} items per VerifyBatch");
+        return text.ToString();
+    }
 
     private static Command VerifyReceiptCommand()
     {
