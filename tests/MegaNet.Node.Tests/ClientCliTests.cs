@@ -338,6 +338,56 @@ public sealed class ClientCliTests : IDisposable
     }
 
     [Fact]
+    public async Task Listen_with_ack_deletes_what_it_wrote_out_and_without_it_deletes_nothing()
+    {
+        // A mailbox read only through listen filled up: its senders then paid proof of work, and a full one refused mail.
+        await using TestNode node = await TestNode.StartAsync();
+        string bobPath = NewIdentity("bob.json");
+        using Identity alice = Identity.Create(), bob = Identity.Load(bobPath);
+        using MegaNetClient client = node.Client();
+        for (int i = 0; i < 3; i++)
+        {
+            await client.SendAsync(alice, bob.Card, Text($"waiting {i}"), "text/plain; charset=utf-8");
+        }
+
+        using (var plain = new Running(_dir, "listen", "-i", bobPath, "--node", node.Address.ToString()))
+        {
+            await plain.WaitForAsync(": waiting 2");
+            Assert.Equal(0, await Stop(plain));
+            Assert.DoesNotContain(plain.Stderr, l => l.Contains("acknowledged", StringComparison.Ordinal));
+        }
+
+        Assert.Equal(3, (await client.FetchAsync(bob)).WaitingCount);
+
+        using var acking = new Running(_dir, "listen", "-i", bobPath, "--node", node.Address.ToString(), "--ack");
+        await acking.WaitForAsync(": waiting 2"); // the three again: nothing deleted them
+        await client.SendAsync(alice, bob.Card, Text("live"), "text/plain; charset=utf-8");
+        await acking.WaitForAsync(": live");
+        var clock = Stopwatch.StartNew();
+        while ((await client.FetchAsync(bob)).WaitingCount > 0)
+        {
+            Assert.True(clock.Elapsed < TimeSpan.FromMinutes(1), $"still waiting after a minute: {string.Join('\n', acking.Stderr)}");
+            await Task.Delay(50);
+        }
+
+        Assert.Equal(0, await Stop(acking));
+        Assert.Contains("acknowledged 4 message(s)", acking.Stderr);
+        node.AssertNoServerErrors();
+
+        static async Task<int> Stop(Running listen)
+        {
+            // SIGTERM: listen ends with 0 on it as on Ctrl+C (a test run in the background has SIGINT ignored).
+            using (Process kill = Process.Start("kill", ["-TERM", listen.Process.Id.ToString(CultureInfo.InvariantCulture)]))
+            {
+                await kill.WaitForExitAsync();
+            }
+
+            await listen.Process.WaitForExitAsync().WaitAsync(TimeSpan.FromMinutes(1));
+            return listen.Process.ExitCode;
+        }
+    }
+
+    [Fact]
     public async Task An_identity_is_never_replaced_without_force_not_even_by_a_save_racing_the_check()
     {
         // Library: a save over an existing file fails and leaves it (and no temporary copy of the keys) as it was.

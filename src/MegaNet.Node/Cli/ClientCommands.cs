@@ -288,14 +288,19 @@ internal static class ClientCommands
             DefaultValueFactory = _ => DefaultRetryFor,
             CustomParser = CliParsers.Duration,
         };
-        var command = new Command("listen", "Print messages as they arrive (and those already waiting), until Ctrl+C.") { identity, node, nodeId, after, json, retryFor };
+        var ack = new Option<bool>("--ack")
+        {
+            Description = "Delete each message from the node once it has been written to standard output (as fetch --ack does), " +
+                "so a mailbox read only through listen does not fill up.",
+        };
+        var command = new Command("listen", "Print messages as they arrive (and those already waiting), until Ctrl+C.") { identity, node, nodeId, after, ack, json, retryFor };
         command.SetAction((parse, ct) => Run(async () =>
         {
             using Identity id = LoadIdentity(parse.GetValue(identity)!);
             SeenMessages seen = OpenSeen(parse.GetValue(identity)!);
             Uri address = parse.GetValue(node)!;
             return await KnownNodes.RunAsync(parse.GetValue(identity)!, address, parse.GetValue(nodeId),
-                (client, pin) => ListenAsync(client, pin, address, id, seen, parse.GetValue(after), parse.GetValue(json), parse.GetValue(retryFor), ct));
+                (client, pin) => ListenAsync(client, pin, address, id, seen, parse.GetValue(after), parse.GetValue(ack), parse.GetValue(json), parse.GetValue(retryFor), ct));
         }));
         return command;
     }
@@ -306,10 +311,13 @@ internal static class ClientCommands
     /// <summary>The longest wait between two tries to subscribe again.</summary>
     private static readonly TimeSpan MaxRetryDelay = TimeSpan.FromSeconds(30);
 
-    private static async Task<int> ListenAsync(MegaNetClient client, Action pin, Uri address, Identity id, SeenMessages seen, ulong after, bool json, TimeSpan retryFor, CancellationToken ct)
+    private static async Task<int> ListenAsync(MegaNetClient client, Action pin, Uri address, Identity id, SeenMessages seen, ulong after, bool ack, bool json,
+        TimeSpan retryFor, CancellationToken ct)
     {
         // Not disposed: disposing flushes, and after a failed write that would throw again over the clear error.
         TextWriter output = StandardOutput();
+        // The node id is known by the first message: the subscription that brought it was signed for that node.
+        ListenAcknowledger? acknowledger = ack ? new ListenAcknowledger(id, () => new MegaNetClient(address, client.NodeId)) : null;
         ulong cursor = after; // the last sequence number printed or reported: a new subscription resumes after it
         bool subscribed = false; // since the last failure
         bool everSubscribed = false;
@@ -342,15 +350,19 @@ internal static class ClientCommands
 
                     void Skipped(UnreadableMessage m)
                     {
+                        // Junk and copies are deleted under --ack too, as fetch --ack deletes them.
                         Warn(m);
                         cursor = m.Seq;
+                        acknowledger?.Add(m.Seq);
                     }
 
                     await foreach (ReceivedMessage m in current.ListenAsync(id, cursor, ct, Skipped, seen, Alive))
                     {
                         // Each message as it comes (a reader waits for it), and listening ends when no one reads any more.
+                        // Print flushes: a message is acknowledged only once it has been written out.
                         Print(output, m, json, "stopped listening");
                         cursor = m.Seq;
+                        acknowledger?.Add(m.Seq);
                     }
 
                     // The node ends a subscription only with an error; an end without one is resumed the same way.
@@ -395,6 +407,12 @@ internal static class ClientCommands
             if (current != client)
             {
                 current.Dispose();
+            }
+
+            if (acknowledger is not null)
+            {
+                await acknowledger.DisposeAsync();
+                Console.Error.WriteLine($"acknowledged {acknowledger.Acknowledged} message(s)");
             }
         }
 
