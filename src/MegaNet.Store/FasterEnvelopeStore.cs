@@ -52,14 +52,14 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     private readonly Dictionary<Key32, Mailbox> _mailboxes = [];
     private readonly MerkleLog _merkle = new();
 
-    // The mailboxes at least MailboxFillReportedFrom full, with their fill (MailboxFill): written under the index lock
-    // (NoteFill), read without it, per envelope, by admission. Most mailboxes are far from their quotas, so the table
+    // What the mailboxes at least MailboxReportedFromPercent full hold (ReportedUsage): written under the index lock
+    // (NoteUsage), read without it, per envelope, by admission. Most mailboxes are far from their quotas, so the table
     // is small and usually empty, which the count says without a lookup (ConcurrentDictionary.IsEmpty takes every lock
-    // when it is).
-    private readonly ConcurrentDictionary<Key32, double> _fullMailboxes = new();
-    private int _fullMailboxCount;
-    private readonly int _fullFromCount;
-    private readonly long _fullFromBytes;
+    // when it is). A mailbox's Reported flag says whether it is in the table, so the others cost no table access.
+    private readonly ConcurrentDictionary<Key32, MailboxUsage> _reported = new();
+    private int _reportedCount;
+    private readonly int _reportFromCount;
+    private readonly long _reportFromBytes;
     private readonly byte[] _nodePublicKey;
 
     // Replaced whole by the apply stage (and replay) after the tree grew; read without the index lock.
@@ -125,8 +125,9 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         _log = log;
         _kv = kv;
         _nodePublicKey = options.NodeSecretKey.AsSpan(32, 32).ToArray();
-        _fullFromCount = (int)Math.Max(1, Math.Ceiling(options.MailboxFillReportedFrom * options.MailboxMaxCount));
-        _fullFromBytes = (long)Math.Max(1, Math.Ceiling(options.MailboxFillReportedFrom * options.MailboxMaxBytes));
+        // Integers, as admission compares them: a mailbox is reported once 100 x held >= percent x quota.
+        _reportFromCount = (int)Math.Max(1, CeilingPercent(options.MailboxReportedFromPercent, options.MailboxMaxCount));
+        _reportFromBytes = Math.Max(1, CeilingPercent(options.MailboxReportedFromPercent, options.MailboxMaxBytes));
         // The table retries a failed write until it succeeds (see DirectFileDevice.RetryFailedWrites); meanwhile its
         // flushes, checkpoints and, once memory fills, puts wait. Refuse writes from the first failure, with its reason,
         // instead of letting callers wait without one.
@@ -1093,7 +1094,11 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
                     }
                 }
 
-                NoteFill(address, box);
+                if (box.Reported)
+                {
+                    NoteUsage(address, box);
+                }
+
                 if (used == first)
                 {
                     emptied.Add(address);
@@ -1660,40 +1665,40 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         long before = box.Bytes;
         box.Add(entry);
         _liveBytes += box.Bytes - before;
-        NoteFill(recipient, box);
+        NoteUsage(recipient, box);
     }
 
     /// <inheritdoc/>
-    public double MailboxFill(ReadOnlySpan<byte> recipient) =>
-        recipient.Length == 32 && Volatile.Read(ref _fullMailboxCount) > 0 && _fullMailboxes.TryGetValue(new Key32(recipient), out double fill)
-            ? fill
-            : 0;
+    public MailboxUsage ReportedUsage(ReadOnlySpan<byte> recipient) =>
+        recipient.Length == 32 && Volatile.Read(ref _reportedCount) > 0 && _reported.TryGetValue(new Key32(recipient), out MailboxUsage usage)
+            ? usage
+            : default;
 
-    // Under the index lock, after the recipient's mailbox changed (null: it is gone): keeps _fullMailboxes current.
-    private void NoteFill(Key32 recipient, Mailbox? box)
+    // Under the index lock, after the recipient's mailbox grew, or shrank while reported: keeps _reported current.
+    private void NoteUsage(Key32 recipient, Mailbox box)
     {
-        int count = box?.Count ?? 0;
-        long bytes = box?.Bytes ?? 0;
-        if (count < _fullFromCount && bytes < _fullFromBytes)
+        if (box.Count < _reportFromCount && box.Bytes < _reportFromBytes)
         {
-            if (_fullMailboxCount > 0 && _fullMailboxes.TryRemove(recipient, out _))
+            if (box.Reported)
             {
-                Volatile.Write(ref _fullMailboxCount, _fullMailboxCount - 1);
+                _reported.TryRemove(recipient, out _);
+                box.Reported = false;
+                Volatile.Write(ref _reportedCount, _reportedCount - 1);
             }
 
             return;
         }
 
-        double fill = Math.Min(1, Math.Max((double)count / _options.MailboxMaxCount, (double)bytes / _options.MailboxMaxBytes));
-        if (_fullMailboxes.TryAdd(recipient, fill))
+        _reported[recipient] = new MailboxUsage(box.Count, box.Bytes);
+        if (!box.Reported)
         {
-            Volatile.Write(ref _fullMailboxCount, _fullMailboxCount + 1);
-        }
-        else
-        {
-            _fullMailboxes[recipient] = fill;
+            box.Reported = true;
+            Volatile.Write(ref _reportedCount, _reportedCount + 1);
         }
     }
+
+    // ceil(percent x quota / 100), exact for any quota.
+    private static long CeilingPercent(int percent, long quota) => (long)(((Int128)percent * quota + 99) / 100);
 
     private bool RemoveEntry(Mailbox box, ulong seq, out IndexEntry removed)
     {
@@ -1736,7 +1741,11 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
             }
         }
 
-        NoteFill(recipient, box);
+        if (box.Reported)
+        {
+            NoteUsage(recipient, box);
+        }
+
         ForgetIfEmpty(recipient, box);
         return count;
     }

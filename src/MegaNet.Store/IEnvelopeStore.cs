@@ -27,11 +27,11 @@ public interface IEnvelopeStore : IAsyncDisposable
     {
     }
 
-    /// <summary>How full <paramref name="recipient"/>'s mailbox is, the fuller of its count and byte quotas (0 to 1),
-    /// once it is at least <see cref="StoreOptions.MailboxFillReportedFrom"/> full; 0 below that. As of the last applied
-    /// group, and expired mail counts until the next sweep; the quota check itself is exact. Cheap and lock-free, for
-    /// a decision per envelope before one is stored.</summary>
-    double MailboxFill(ReadOnlySpan<byte> recipient);
+    /// <summary>What <paramref name="recipient"/>'s mailbox holds, as its quotas count it, once that is at least
+    /// <see cref="StoreOptions.MailboxReportedFromPercent"/> of either quota; (0, 0) below that. As of the last applied
+    /// group, and expired mail counts until the next sweep; the quota check itself is exact. Cheap and lock-free, for a
+    /// decision per envelope before one is stored.</summary>
+    MailboxUsage ReportedUsage(ReadOnlySpan<byte> recipient);
 
     /// <summary>A point in the store's history for <see cref="PutRequest.NotFoundAtMark"/>: read it just before a
     /// <see cref="FindAsync"/>; when that finds nothing, a put of the same id carrying the mark lets the store skip its
@@ -98,6 +98,9 @@ public readonly record struct PutResult(PutReceipt? Receipt, Exception? Error);
 /// <param name="NodePublicKey">The node's 32-byte Ed25519 public key.</param>
 /// <param name="Signature">64-byte Ed25519 signature over the tree head bytes documented in docs/protocol.md.</param>
 public sealed record SignedTreeHead(long TreeSize, byte[] RootHash, long TimestampUnixMs, byte[] NodePublicKey, byte[] Signature);
+
+/// <summary>Envelopes waiting in a mailbox and their bytes, as its quotas count them.</summary>
+public readonly record struct MailboxUsage(int Count, long Bytes);
 
 /// <summary>A page of mailbox entries and the cursor to continue from.</summary>
 public sealed record MailboxPage(IReadOnlyList<MailboxEntry> Entries, ulong NextCursor)

@@ -24,6 +24,9 @@ internal sealed class Mailbox
     /// <summary>Live (waiting) entries.</summary>
     public int Count { get; private set; }
 
+    /// <summary>Whether the store reports this mailbox's usage (<see cref="FasterEnvelopeStore.ReportedUsage"/>).</summary>
+    public bool Reported { get; set; }
+
     /// <summary>Bytes of the live entries' envelopes.</summary>
     public long Bytes { get; private set; }
 

@@ -48,10 +48,9 @@ public sealed class StoreOptions
     /// <summary>Most envelope bytes one mailbox holds. Default 64 MiB.</summary>
     public long MailboxMaxBytes { get; set; } = 64L << 20;
 
-    /// <summary>From how full (the fuller of the two quotas, above 0 and at most 1) <see cref="IEnvelopeStore.MailboxFill"/>
-    /// reports a mailbox; an emptier one reads 0, so the store keeps a fill only for the few mailboxes near their quotas.
-    /// Default 0.5.</summary>
-    public double MailboxFillReportedFrom { get; set; } = 0.5;
+    /// <summary>From what percent of either quota <see cref="IEnvelopeStore.ReportedUsage"/> reports a mailbox (1 to
+    /// 100); an emptier one reads (0, 0), so the store tracks only the few mailboxes near their quotas. Default 50.</summary>
+    public int MailboxReportedFromPercent { get; set; } = 50;
 
     /// <summary>Largest envelope accepted, in bytes. Default 69,632 (64 KiB payload class plus headers).</summary>
     public int MaxEnvelopeBytes { get; set; } = 65_536 + 4_096;
@@ -130,9 +129,9 @@ public sealed class StoreOptions
             throw new ArgumentOutOfRangeException(nameof(MailboxMaxCount), MailboxMaxCount, "Mailbox quotas must be positive.");
         }
 
-        if (!(MailboxFillReportedFrom is > 0 and <= 1))
+        if (MailboxReportedFromPercent is < 1 or > 100)
         {
-            throw new ArgumentOutOfRangeException(nameof(MailboxFillReportedFrom), MailboxFillReportedFrom, "MailboxFillReportedFrom must be above 0 and at most 1.");
+            throw new ArgumentOutOfRangeException(nameof(MailboxReportedFromPercent), MailboxReportedFromPercent, "MailboxReportedFromPercent must be 1 to 100.");
         }
 
         if (MaxEnvelopeBytes < 64 || MaxEnvelopeBytes > 256 << 10)

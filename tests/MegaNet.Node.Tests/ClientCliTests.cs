@@ -148,10 +148,11 @@ public sealed class ClientCliTests : IDisposable
         AssertExit(json, 0);
         JsonNode o = JsonNode.Parse(json.Stdout)!;
         Assert.Equal(nodeId, (string)o["node_id"]!);
-        Assert.Equal(3, (int)o["status"]!["powBitsRequired"]!);
-        Assert.Equal(0, (int)o["status"]!["queueDepth"]!); // a zero is written out, not left for the reader to assume
-        Assert.Equal(8, (int)o["status"]!["limits"]!["mailboxMaxCount"]!);
-        Assert.Equal(75, (int)o["status"]!["limits"]!["mailboxPowFromPercent"]!);
+        Assert.Equal(3, (int)o["status"]!["pow_bits_required"]!);
+        Assert.Equal(0, (int)o["status"]!["queue_depth"]!); // a zero is written out, not left for the reader to assume
+        Assert.Equal(8, (int)o["status"]!["limits"]!["mailbox_max_count"]!);
+        Assert.Equal(75, (int)o["status"]!["limits"]!["mailbox_pow_from_percent"]!);
+        Assert.Equal("67108864", (string)o["status"]!["limits"]!["mailbox_max_bytes"]!); // int64: a string in the proto's JSON mapping
 
         AssertExit(await Meganet("status", "--node", NoNode), 2, "cannot reach the node");
     }

@@ -34,7 +34,7 @@ internal sealed class HeldStore : IEnvelopeStore
 
     public long LookupMark => 0;
 
-    public double MailboxFill(ReadOnlySpan<byte> recipient) => 0;
+    public MailboxUsage ReportedUsage(ReadOnlySpan<byte> recipient) => default;
 
     public ValueTask<PutReceipt> PutAsync(PutRequest request, CancellationToken cancellationToken = default) => throw new NotSupportedException();
 

@@ -181,14 +181,15 @@ public sealed class EnvelopeStoreTests : IDisposable
     }
 
     [Fact]
-    public async Task MailboxFill_reports_the_fuller_quota_from_its_mark_and_follows_acks_sweeps_and_reopens()
+    public async Task ReportedUsage_from_its_mark_follows_puts_acks_sweeps_and_reopens()
     {
         var clock = new ManualClock(DateTimeOffset.UtcNow);
         StoreOptions options = Options(_dir, clock);
         options.MailboxMaxCount = 8;
         options.MailboxMaxBytes = 2_000;
-        options.MailboxFillReportedFrom = 0.5;
+        options.MailboxReportedFromPercent = 50;
         byte[] counted = Bytes(_random, 32), weighed = Bytes(_random, 32), quiet = Bytes(_random, 32);
+        string crashed = NewDirectory();
         await using (FasterEnvelopeStore store = await FasterEnvelopeStore.OpenAsync(options))
         {
             var seqs = new List<ulong>();
@@ -197,39 +198,53 @@ public sealed class EnvelopeStoreTests : IDisposable
                 seqs.Add((await store.PutAsync(new PutRequest(Bytes(_random, 10), counted, clock.Now.AddDays(1)))).MailboxSeq);
             }
 
-            Assert.Equal(0, store.MailboxFill(counted)); // 3 of 8: under the mark
+            Assert.Equal(default, store.ReportedUsage(counted)); // 3 of 8: under the mark
             seqs.Add((await store.PutAsync(new PutRequest(Bytes(_random, 10), counted, clock.Now.AddMinutes(5)))).MailboxSeq);
-            Assert.Equal(0.5, store.MailboxFill(counted)); // 4 of 8
+            Assert.Equal(new MailboxUsage(4, 40), store.ReportedUsage(counted)); // 4 of 8: at the mark
             await store.PutAsync(new PutRequest(Bytes(_random, 10), counted, clock.Now.AddDays(1)));
-            Assert.Equal(5 / 8.0, store.MailboxFill(counted));
+            Assert.Equal(new MailboxUsage(5, 50), store.ReportedUsage(counted));
 
-            // Bytes: one envelope of 1,500 is three quarters of 2,000, though one of 8 by count.
-            await store.PutAsync(new PutRequest(Bytes(_random, 1_500), weighed, clock.Now.AddDays(1)));
-            Assert.Equal(0.75, store.MailboxFill(weighed));
+            // Bytes: 999 of 2,000 is under the mark, 1,000 at it, though one envelope of 8 by count.
+            await store.PutAsync(new PutRequest(Bytes(_random, 999), weighed, clock.Now.AddDays(1)));
+            Assert.Equal(default, store.ReportedUsage(weighed));
+            await store.PutAsync(new PutRequest(Bytes(_random, 1), weighed, clock.Now.AddDays(1)));
+            Assert.Equal(new MailboxUsage(2, 1_000), store.ReportedUsage(weighed));
             await store.PutAsync(new PutRequest(Bytes(_random, 10), quiet, clock.Now.AddDays(1)));
-            Assert.Equal(0, store.MailboxFill(quiet));
-            Assert.Equal(0, store.MailboxFill(new byte[31]));
+            Assert.Equal(default, store.ReportedUsage(quiet));
+            Assert.Equal(default, store.ReportedUsage(new byte[31]));
 
             Assert.Equal(1, await store.AckAsync(counted, [seqs[0]]));
-            Assert.Equal(0.5, store.MailboxFill(counted));
+            Assert.Equal(new MailboxUsage(4, 40), store.ReportedUsage(counted));
             clock.Now = clock.Now.AddMinutes(10); // the fourth one expires; the sweep takes it out
-            Assert.Equal(0.5, store.MailboxFill(counted));
+            Assert.Equal(new MailboxUsage(4, 40), store.ReportedUsage(counted));
             await store.CheckpointAsync();
-            Assert.Equal(0, store.MailboxFill(counted)); // 3 of 8
+            Assert.Equal(default, store.ReportedUsage(counted)); // 3 of 8
             await store.PutAsync(new PutRequest(Bytes(_random, 10), counted, clock.Now.AddDays(1)));
-            Assert.Equal(0.5, store.MailboxFill(counted));
+            Assert.Equal(new MailboxUsage(4, 40), store.ReportedUsage(counted));
+            await store.CheckpointAsync();
+            // After the checkpoint, so the crashed copy below replays these from the log: under the mark and back.
+            ulong second = (await store.ListAsync(counted, 0, 10)).Entries[0].Seq;
+            Assert.Equal(1, await store.AckAsync(counted, [second]));
+            Assert.Equal(default, store.ReportedUsage(counted));
+            await store.PutAsync(new PutRequest(Bytes(_random, 10), counted, clock.Now.AddDays(1)));
+            Assert.Equal(new MailboxUsage(4, 40), store.ReportedUsage(counted));
+            CopyStoreFiles(store.StoreDirectory, Path.Combine(crashed, "store")); // what kill -9 now would leave
         }
 
-        // Reopened: from the checkpoint and the log after it.
-        await using (FasterEnvelopeStore store = await FasterEnvelopeStore.OpenAsync(options))
+        // Reopened after a crash (the checkpoint, then the log after it) and after the clean close (its checkpoint).
+        foreach (string directory in new[] { crashed, _dir })
         {
-            Assert.Equal(0.5, store.MailboxFill(counted));
-            Assert.Equal(0.75, store.MailboxFill(weighed));
-            Assert.Equal(0, store.MailboxFill(quiet));
-            ulong seq = (await store.ListAsync(weighed, 0, 10)).Entries.Single().Seq;
-            Assert.Equal(1, await store.AckAsync(weighed, [seq]));
-            Assert.Equal(0, store.MailboxFill(weighed)); // emptied and forgotten
+            options.DataDirectory = directory;
+            await using FasterEnvelopeStore store = await FasterEnvelopeStore.OpenAsync(options);
+            Assert.Equal(new MailboxUsage(4, 40), store.ReportedUsage(counted));
+            Assert.Equal(new MailboxUsage(2, 1_000), store.ReportedUsage(weighed));
+            Assert.Equal(default, store.ReportedUsage(quiet));
+            ulong[] held = [.. (await store.ListAsync(weighed, 0, 10)).Entries.Select(e => e.Seq)];
+            Assert.Equal(2, await store.AckAsync(weighed, held));
+            Assert.Equal(default, store.ReportedUsage(weighed)); // emptied and forgotten
         }
+
+        Directory.Delete(crashed, recursive: true);
     }
 
     [Fact]

@@ -10,9 +10,8 @@ public sealed class StoreOptionsTests
         { nameof(StoreOptions.CheckpointInterval), o => o.CheckpointInterval = TimeSpan.FromMilliseconds(1) },
         { nameof(StoreOptions.NodeSecretKey), o => o.NodeSecretKey = new byte[32] },
         { nameof(StoreOptions.MinFreeDiskBytes), o => o.MinFreeDiskBytes = -1 },
-        { nameof(StoreOptions.MailboxFillReportedFrom), o => o.MailboxFillReportedFrom = 0 },
-        { nameof(StoreOptions.MailboxFillReportedFrom), o => o.MailboxFillReportedFrom = 1.01 },
-        { nameof(StoreOptions.MailboxFillReportedFrom), o => o.MailboxFillReportedFrom = double.NaN },
+        { nameof(StoreOptions.MailboxReportedFromPercent), o => o.MailboxReportedFromPercent = 0 },
+        { nameof(StoreOptions.MailboxReportedFromPercent), o => o.MailboxReportedFromPercent = 101 },
     };
 
     [Fact]

@@ -101,32 +101,42 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
         }
     }
 
-    /// <summary>Proof-of-work bits demanded of an envelope to <paramref name="recipient"/>: the larger of
-    /// <see cref="PowBitsRequired"/> and what the mailbox's fill asks for (<see cref="NodeOptions.MailboxPowFromPercent"/>),
-    /// and whether the mailbox's is the larger.</summary>
+    /// <summary>Proof-of-work bits demanded of an envelope of <paramref name="length"/> bytes to
+    /// <paramref name="recipient"/>: the larger of <see cref="PowBitsRequired"/> and what the mailbox asks for
+    /// (<see cref="NodeOptions.MailboxPowFromPercent"/>), and whether the mailbox's is the larger.</summary>
     /// <remarks>In quarters of <see cref="NodeOptions.PowMaxBits"/>, not in proportion to the fill: any sender sees the
-    /// demand, and steps say less about how much mail waits (docs/protocol.md).</remarks>
-    private int PowBitsFor(ReadOnlySpan<byte> recipient, out bool forMailbox)
+    /// demand, and steps say less about how much mail waits (docs/protocol.md). Integers throughout, as the store
+    /// decides which mailboxes it reports, so the two agree at every boundary.</remarks>
+    private int PowBitsFor(ReadOnlySpan<byte> recipient, int length, out bool forMailbox)
     {
         int load = PowBitsRequired;
         forMailbox = false;
-        if (_options.MailboxPowFromPercent == 0)
+        int from = _options.MailboxPowFromPercent;
+        if (from == 0)
         {
             return load;
         }
 
-        // A full mailbox asks for no stamp: the store refuses for the quota (unless expired mail made room), and work
-        // paid for a refusal would be wasted.
-        double fill = _store.MailboxFill(recipient), from = _options.MailboxPowFromPercent / 100.0;
-        if (fill < from || fill >= 1)
+        MailboxUsage held = _store.ReportedUsage(recipient);
+        // Under the mark (not reported), or full, or too full for this envelope: no stamp. The store refuses the last
+        // two for the quota (unless expired mail made room), and work paid for a refusal would be wasted.
+        if ((held.Count == 0 && held.Bytes == 0) || held.Count >= _options.MailboxMaxCount || held.Bytes + length > _options.MailboxMaxBytes)
         {
             return load;
         }
 
-        int quarters = Math.Min(4, 1 + (int)(4 * (fill - from) / (1 - from)));
-        int mailbox = (int)Math.Ceiling(_options.PowMaxBits * quarters / 4.0);
+        int quarters = Math.Max(Quarters(held.Count, _options.MailboxMaxCount, from), Quarters(held.Bytes, _options.MailboxMaxBytes, from));
+        int mailbox = (_options.PowMaxBits * quarters + 3) / 4;
         forMailbox = mailbox > load;
         return Math.Max(load, mailbox);
+    }
+
+    /// <summary>0 under <paramref name="from"/> % of <paramref name="quota"/>; from there 1, then one more at each further
+    /// quarter of the way to full, at most 4: 1 + floor(4 (100 held - from quota) / ((100 - from) quota)).</summary>
+    internal static int Quarters(long held, long quota, int from)
+    {
+        Int128 over = (Int128)held * 100 - (Int128)from * quota;
+        return over < 0 ? 0 : (int)Int128.Min(4, 1 + 4 * over / ((Int128)(100 - from) * quota));
     }
 
     /// <summary>Admits one envelope from <paramref name="source"/> (the client's address, when known). The task faults
@@ -229,7 +239,7 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
         {
             refusal = RateLimited();
         }
-        else if (!EnvelopeFormat.HasValidPow(pending.SigningBytes[..EnvelopeFormat.CoreLength], envelope, bits = PowBitsFor(pending.Recipient.Span, out bool forMailbox)))
+        else if (!EnvelopeFormat.HasValidPow(pending.SigningBytes[..EnvelopeFormat.CoreLength], envelope, bits = PowBitsFor(pending.Recipient.Span, pending.Canonical.Length, out bool forMailbox)))
         {
             refusal = forMailbox
                 ? Reject("mailbox_pow", StatusCode.FailedPrecondition,

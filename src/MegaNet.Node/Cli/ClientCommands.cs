@@ -260,16 +260,18 @@ internal static class ClientCommands
             return;
         }
 
-        double fill = Math.Max((double)waiting / limits.MailboxMaxCount, (double)(waitingBytes ?? 0) / limits.MailboxMaxBytes);
+        // In integers, as the node decides (100 x held >= mark x quota), so the note comes exactly when stamps do.
+        long percent = Math.Max(100L * waiting / limits.MailboxMaxCount, 100 * (waitingBytes ?? 0) / limits.MailboxMaxBytes);
         int mark = limits.MailboxPowFromPercent > 0 ? limits.MailboxPowFromPercent : 90;
-        if (fill * 100 < mark)
+        if (100L * waiting < (long)mark * limits.MailboxMaxCount && (Int128)100 * (waitingBytes ?? 0) < (Int128)mark * limits.MailboxMaxBytes)
         {
             return;
         }
 
+        // After --ack only the count is known: the bytes the acknowledged messages took are not.
         string bytes = waitingBytes is { } b ? $", {b:N0} of {limits.MailboxMaxBytes:N0} bytes" : "";
         string stamps = limits.MailboxPowFromPercent > 0 ? $"from {limits.MailboxPowFromPercent} % senders must add proof of work, and " : "";
-        Console.Error.WriteLine($"note: your mailbox on this node holds {waiting:N0} of {limits.MailboxMaxCount:N0} messages{bytes} ({Math.Min(100, fill * 100):0} % full): " +
+        Console.Error.WriteLine($"note: your mailbox on this node holds {waiting:N0} of {limits.MailboxMaxCount:N0} messages{bytes} ({percent} % full): " +
             $"{stamps}a full mailbox refuses new mail. 'meganet fetch --ack' deletes what it shows.");
     }
 
@@ -448,7 +450,7 @@ internal static class ClientCommands
     private static Command StatusCommand()
     {
         var node = NodeOption();
-        var json = JsonOption("Print one JSON object: node_id (hex) and status (Relay.Status's answer in the proto's JSON mapping).");
+        var json = JsonOption("Print one JSON object: node_id (hex) and status (Relay.Status's answer in the proto's JSON mapping with its field names; 64-bit numbers are strings).");
         var timeout = TimeoutOption();
         var command = new Command("status",
             "Ask a node what it is and what it demands: version, verifier backend, node id, log size, admission queue, the proof of work it wants now, and its limits.")
@@ -481,14 +483,15 @@ internal static class ClientCommands
         return command;
     }
 
-    private static readonly JsonFormatter StatusJson = new(JsonFormatter.Settings.Default.WithFormatDefaultValues(true));
+    // The proto's field names (snake_case, as every other --json of this CLI), and zeros written out.
+    private static readonly JsonFormatter StatusJson = new(JsonFormatter.Settings.Default.WithFormatDefaultValues(true).WithPreserveProtoFieldNames(true));
 
     /// <summary>What <c>meganet status</c> prints: one line per subject, every figure with its unit.</summary>
     internal static string DescribeStatus(Uri node, StatusResponse s, Api.V1.SignedTreeHead head)
     {
         Limits l = s.Limits ?? new Limits();
         string classes = string.Join(", ", l.PayloadClasses.Select(c => c % 1024 == 0 ? $"{c / 1024} KiB" : $"{c} B"));
-        string stamps = l.MailboxPowFromPercent > 0 ? $", stamps from {l.MailboxPowFromPercent} % full" : ", no stamps for full mailboxes";
+        string stamps = l.MailboxPowFromPercent > 0 ? $", stamps from {l.MailboxPowFromPercent} % full" : ", no stamps asked for nearly full mailboxes (off)";
         var text = new StringBuilder();
         text.AppendLine($"node      {node.GetLeftPart(UriPartial.Authority)}: MegaNet {s.Version}");
         text.AppendLine($"node id   {Hex(head.NodeKey)}");

@@ -171,7 +171,7 @@ public static partial class NodeServiceCollectionExtensions
                 DefaultTtl = TimeSpan.FromDays(Math.Min(14, options.MaxTtlDays)),
                 MailboxMaxCount = options.MailboxMaxCount,
                 MailboxMaxBytes = options.MailboxMaxBytes,
-                MailboxFillReportedFrom = options.MailboxPowFromPercent == 0 ? 1 : options.MailboxPowFromPercent / 100.0,
+                MailboxReportedFromPercent = options.MailboxPowFromPercent == 0 ? 100 : options.MailboxPowFromPercent,
                 MaxEnvelopeBytes = options.MaxEnvelopeBytes,
                 Clock = sp.GetRequiredService<TimeProvider>(),
             }).GetAwaiter().GetResult();

@@ -85,7 +85,7 @@ public sealed class NodeOptions
     /// <summary>From how full a recipient's mailbox is (percent of the fuller of its two quotas) mail to it needs a
     /// proof-of-work stamp, so that sending keys made up on the spot, each with a fresh token bucket, cannot fill it for
     /// free. The demand is a quarter of <see cref="PowMaxBits"/> from there, rising by a quarter at each further quarter
-    /// of the way to full, whatever the node's load (a full mailbox is refused for its quota, with no stamp asked); 0 turns
+    /// of the way to full, whatever the node's load (a full mailbox, or one without room for the envelope, is refused for its quota with no stamp asked); 0 turns
     /// it off. 0 to 99; default 50.</summary>
     public int MailboxPowFromPercent { get; set; } = 50;
 
