@@ -384,6 +384,25 @@ public sealed class CliErrorTests : IDisposable
     }
 
     [Fact]
+    public void A_nodes_status_is_printed_with_its_control_characters_shown_not_obeyed()
+    {
+        // 'meganet status' prints the node's version and backend description, which the node chooses.
+        var status = new MegaNet.Api.V1.StatusResponse
+        {
+            Version = "1.0\u001b]52;c;ZXZpbA==\u0007",
+            VerifierBackend = "simd\u001b[2J",
+            VerifierDescription = "lanes\nnode id   forged",
+            Limits = new MegaNet.Api.V1.Limits { MailboxMaxCount = 10, MailboxMaxBytes = 100 },
+        };
+        var head = new MegaNet.Api.V1.SignedTreeHead { NodeKey = Google.Protobuf.ByteString.CopyFrom(new byte[32]) };
+        string text = MegaNet.Node.Cli.ClientCommands.DescribeStatus(new Uri("http://127.0.0.1:7700"), status, head);
+        Assert.DoesNotContain('\u001b', text);
+        Assert.DoesNotContain('\u0007', text);
+        Assert.Contains("MegaNet 1.0\\u001b]52;c;ZXZpbA==\\u0007", text, StringComparison.Ordinal);
+        Assert.Single(text.Split('\n'), l => l.StartsWith("node id", StringComparison.Ordinal)); // no line of the node's making
+    }
+
+    [Fact]
     public async Task A_node_that_never_answers_ends_a_client_command_at_its_timeout_which_the_error_names()
     {
         // Accepts connections and never answers: the advice used to be "give the call a longer deadline", which the

@@ -486,16 +486,17 @@ internal static class ClientCommands
     // The proto's field names (snake_case, as every other --json of this CLI), and zeros written out.
     private static readonly JsonFormatter StatusJson = new(JsonFormatter.Settings.Default.WithFormatDefaultValues(true).WithPreserveProtoFieldNames(true));
 
-    /// <summary>What <c>meganet status</c> prints: one line per subject, every figure with its unit.</summary>
+    /// <summary>What <c>meganet status</c> prints: one line per subject, every figure with its unit. The node's own words
+    /// (version, backend) are made safe to print first: a node could send terminal escapes.</summary>
     internal static string DescribeStatus(Uri node, StatusResponse s, Api.V1.SignedTreeHead head)
     {
         Limits l = s.Limits ?? new Limits();
         string classes = string.Join(", ", l.PayloadClasses.Select(c => c % 1024 == 0 ? $"{c / 1024} KiB" : $"{c} B"));
         string stamps = l.MailboxPowFromPercent > 0 ? $", stamps from {l.MailboxPowFromPercent} % full" : ", no stamps asked for nearly full mailboxes (off)";
         var text = new StringBuilder();
-        text.AppendLine($"node      {node.GetLeftPart(UriPartial.Authority)}: MegaNet {s.Version}");
+        text.AppendLine($"node      {node.GetLeftPart(UriPartial.Authority)}: MegaNet {Printable(s.Version, multiline: false)}");
         text.AppendLine($"node id   {Hex(head.NodeKey)}");
-        text.AppendLine($"verifier  {s.VerifierBackend} ({s.VerifierDescription}); {s.BatchesVerified:N0} batches, {s.SignaturesVerified:N0} signatures, mean batch {s.MeanBatchSize:N1}");
+        text.AppendLine($"verifier  {Printable(s.VerifierBackend, multiline: false)} ({Printable(s.VerifierDescription, multiline: false)}); {s.BatchesVerified:N0} batches, {s.SignaturesVerified:N0} signatures, mean batch {s.MeanBatchSize:N1}");
         text.AppendLine($"log       {s.TreeSize:N0} envelopes");
         text.AppendLine($"load      {s.QueueDepth:N0} queued for verification; proof of work demanded now: {(s.PowBitsRequired == 0 ? "none" : $"{s.PowBitsRequired} bits")}");
         text.AppendLine($"envelopes at most {l.MaxEnvelopeBytes:N0} bytes, payload classes {classes}, expiry at most {TimeSpan.FromSeconds(l.MaxTtlSeconds).TotalDays:0.##} days (suggested {TimeSpan.FromSeconds(l.DefaultTtlSeconds).TotalDays:0.##})");
