@@ -124,7 +124,10 @@ public sealed class ProfileCommandTests(ITestOutputHelper output) : IDisposable
         public RunningProfile(string directory, ITestOutputHelper output, string[] args)
         {
             _output = output;
-            var psi = new ProcessStartInfo("dotnet", [ExternalNode.MeganetPath(), "profile", .. args])
+            // Through env --default-signal=INT (GNU coreutils 8.31 or later): a test run started in the background by a
+            // non-interactive shell has SIGINT ignored, every child inherits that, and the runtime rightly keeps an
+            // inherited ignore (a background job is not for the terminal's Ctrl+C), so Ctrl+C below never arrived.
+            var psi = new ProcessStartInfo("env", ["--default-signal=INT", "dotnet", ExternalNode.MeganetPath(), "profile", .. args])
             {
                 RedirectStandardOutput = true,
                 RedirectStandardError = true,
@@ -175,8 +178,7 @@ public sealed class ProfileCommandTests(ITestOutputHelper output) : IDisposable
             }
             catch (OperationCanceledException) when (timeout.IsCancellationRequested)
             {
-                // Seen once (2026-12-01, a test run started in the background, so with SIGINT ignored from the start):
-                // the live table went on after SIGINT. How the process held its signals says which side lost it.
+                // How the process held its signals says which side lost one (SigIgn: ignored, SigCgt: caught).
                 string signals = string.Join("; ", File.ReadLines($"/proc/{_process.Id}/status").Where(l => l.StartsWith("Sig", StringComparison.Ordinal)));
                 _process.Kill(entireProcessTree: true);
                 Assert.Fail($"meganet profile had not exited after 2 minutes (killed; {signals}); stdout: {Stdout}\nstderr: {Stderr}");
