@@ -90,7 +90,12 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     // but not applied yet, so that the next group's duplicate, quota and sequence decisions see them.
     private readonly Dictionary<Key32, (Stored Stored, long Generation)> _pendingIds = [];
     private readonly Dictionary<Key32, (int Count, long Bytes, long Generation)> _pendingUsage = [];
-    private readonly Queue<(long Generation, List<Key32> Ids, List<Key32> Recipients)> _pendingByGeneration = new();
+    private readonly Queue<(long Generation, List<Key32> Ids, List<Key32> Recipients, long PutBytes)> _pendingByGeneration = new();
+
+    // Envelope bytes of the puts in _pendingByGeneration (committer loop only): with _liveBytes, what the store holds
+    // once they are applied, for MaxHeldBytes. Counted until DropAppliedPending, after the apply stage has added them to
+    // _liveBytes, so the sum is never short.
+    private long _pendingPutBytes;
 
     // Ids of applied groups, kept in _pendingIds a while longer (the newest RetainedIds of them, about 50 ms of
     // streaming) for puts whose caller looked them up before that group was applied (see PutRequest.NotFoundAtMark);
@@ -135,7 +140,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
             new IOException($"Writing the envelope table in '{kv.Directory}' failed ({e.Message}); the write is retried, and everything acknowledged is in the write-ahead log.", e), null);
         kv.RetryFailedWrites = true;
         _head = SignHead();
-        _metricSources = [MegaNetMetrics.ObserveLogSize(() => TreeSize), MegaNetMetrics.ObserveTableDiskReads(() => TableDiskReads)];
+        _metricSources = [MegaNetMetrics.ObserveLogSize(() => TreeSize), MegaNetMetrics.ObserveTableDiskReads(() => TableDiskReads), MegaNetMetrics.ObserveHeldBytes(() => HeldBytes)];
     }
 
     // After Restore: the committer's log index and sequence decisions start from the recovered state.
@@ -1359,7 +1364,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
             }
         }
 
-        _pendingByGeneration.Enqueue((prepared.Generation, ids, recipients));
+        _pendingByGeneration.Enqueue((prepared.Generation, ids, recipients, prepared.PutBytes));
         return prepared;
     }
 
@@ -1401,6 +1406,13 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
             return;
         }
 
+        if (_options.MaxHeldBytes > 0 && Interlocked.Read(ref _liveBytes) + _pendingPutBytes + put.Envelope.Length > _options.MaxHeldBytes)
+        {
+            r.Results![r.ResultStart + item] = new PutResult(null, new StoreFullException(
+                $"The node holds as much mail as its operator allows ({_options.MaxHeldBytes:N0} bytes). Nothing was stored; retry later or send through another node."));
+            return;
+        }
+
         long logIndex = _nextLogIndex++;
         ulong seq = SeqFor(logIndex);
         // Serialized straight into the log's page (a staging copy of each envelope was 1-2 % of the node's CPU).
@@ -1409,6 +1421,8 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         var stored = new Stored(recipient, put.ExpiresAt, put.Envelope.Length, id, logIndex, seq);
         _pendingIds[key] = (stored, prepared.Generation);
         _pendingUsage[recipient] = (count + 1, bytes + put.Envelope.Length, prepared.Generation);
+        _pendingPutBytes += put.Envelope.Length;
+        prepared.PutBytes += put.Envelope.Length;
         ids.Add(key);
         recipients.Add(recipient);
         prepared.Accepted.Add((r, item, stored, true));
@@ -1433,6 +1447,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         while (_pendingByGeneration.TryPeek(out var oldest) && oldest.Generation <= applied)
         {
             _pendingByGeneration.Dequeue();
+            _pendingPutBytes -= oldest.PutBytes;
             foreach (Key32 recipient in oldest.Recipients)
             {
                 if (_pendingUsage.TryGetValue(recipient, out var u) && u.Generation <= applied)
@@ -1667,6 +1682,9 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         _liveBytes += box.Bytes - before;
         NoteUsage(recipient, box);
     }
+
+    /// <inheritdoc/>
+    public long HeldBytes => Interlocked.Read(ref _liveBytes);
 
     /// <inheritdoc/>
     public MailboxUsage ReportedUsage(ReadOnlySpan<byte> recipient) =>
@@ -1965,6 +1983,9 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         public List<Request> Acks { get; } = [];
 
         public bool NeedsCommit { get; set; }
+
+        /// <summary>Envelope bytes of the group's new puts.</summary>
+        public long PutBytes { get; set; }
     }
 
     /// <summary>A slice of one PutManyAsync call (puts, with null where the caller's put was refused before the

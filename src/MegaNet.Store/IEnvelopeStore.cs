@@ -27,6 +27,10 @@ public interface IEnvelopeStore : IAsyncDisposable
     {
     }
 
+    /// <summary>Envelope bytes waiting in all mailboxes, as the mailbox quotas and <see cref="StoreOptions.MaxHeldBytes"/>
+    /// count them (expired mail until the next sweep). As of the last applied group; lock-free.</summary>
+    long HeldBytes { get; }
+
     /// <summary>What <paramref name="recipient"/>'s mailbox holds, as its quotas count it, once that is at least
     /// <see cref="StoreOptions.MailboxReportedFromPercent"/> of either quota; (0, 0) below that. As of the last applied
     /// group, and expired mail counts until the next sweep; the quota check itself is exact. Cheap and lock-free, for a
@@ -124,3 +128,8 @@ public class QuotaExceededException(string message) : Exception(message);
 /// envelope is stored until space is freed (the store notices by itself). Nothing was written; retry later. A
 /// <see cref="QuotaExceededException"/>, so the node answers <c>RESOURCE_EXHAUSTED</c> with a retry delay.</summary>
 public sealed class DiskSpaceLowException(string message) : QuotaExceededException(message);
+
+/// <summary>The store holds <see cref="StoreOptions.MaxHeldBytes"/> of mail: no new envelope is stored until owners
+/// acknowledge mail or it expires. Nothing was written; retry later. A <see cref="QuotaExceededException"/>, so the node
+/// answers <c>RESOURCE_EXHAUSTED</c> with a retry delay.</summary>
+public sealed class StoreFullException(string message) : QuotaExceededException(message);

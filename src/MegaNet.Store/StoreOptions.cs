@@ -48,6 +48,11 @@ public sealed class StoreOptions
     /// <summary>Most envelope bytes one mailbox holds. Default 64 MiB.</summary>
     public long MailboxMaxBytes { get; set; } = 64L << 20;
 
+    /// <summary>The most envelope bytes all mailboxes together may hold (as the mailbox quotas count them); a put beyond
+    /// it is refused with <see cref="StoreFullException"/> until mail is acknowledged or expires. The store's files take
+    /// more than this (docs/store.md). 0 (the default): no cap but the free-space mark.</summary>
+    public long MaxHeldBytes { get; set; }
+
     /// <summary>From what percent of either quota <see cref="IEnvelopeStore.ReportedUsage"/> reports a mailbox (1 to
     /// 100); an emptier one reads (0, 0), so the store tracks only the few mailboxes near their quotas. Default 50.</summary>
     public int MailboxReportedFromPercent { get; set; } = 50;
@@ -127,6 +132,11 @@ public sealed class StoreOptions
         if (MailboxMaxCount < 1 || MailboxMaxBytes < 1)
         {
             throw new ArgumentOutOfRangeException(nameof(MailboxMaxCount), MailboxMaxCount, "Mailbox quotas must be positive.");
+        }
+
+        if (MaxHeldBytes < 0)
+        {
+            throw new ArgumentOutOfRangeException(nameof(MaxHeldBytes), MaxHeldBytes, "MaxHeldBytes must be 0 (no cap) or more.");
         }
 
         if (MailboxReportedFromPercent is < 1 or > 100)

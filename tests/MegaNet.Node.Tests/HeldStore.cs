@@ -36,6 +36,8 @@ internal sealed class HeldStore : IEnvelopeStore
 
     public MailboxUsage ReportedUsage(ReadOnlySpan<byte> recipient) => default;
 
+    public long HeldBytes => 0;
+
     public ValueTask<PutReceipt> PutAsync(PutRequest request, CancellationToken cancellationToken = default) => throw new NotSupportedException();
 
     public ValueTask<MailboxPage> ListAsync(ReadOnlyMemory<byte> recipient, ulong afterSeq, int limit, long maxBytes = long.MaxValue, CancellationToken cancellationToken = default) => throw new NotSupportedException();

@@ -79,6 +79,8 @@ public sealed class MetricsTests
         // Observable counters too, as counters.
         Assert.Contains("# TYPE meganet_store_table_disk_reads_total counter", text);
         Assert.Contains("\nmeganet_store_table_disk_reads_total ", text);
+        // Bytes in the name once, from the unit.
+        Assert.Contains("# HELP meganet_store_held_bytes Envelope bytes waiting in all mailboxes (bytes)\n# TYPE meganet_store_held_bytes gauge\n", text);
     }
 
     [Fact]

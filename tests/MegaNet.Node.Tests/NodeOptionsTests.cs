@@ -35,6 +35,8 @@ public sealed class NodeOptionsTests
         { "PowMinBits", o => o.PowMinBits = 17 },
         { "MailboxPowFromPercent", o => o.MailboxPowFromPercent = 100 },
         { "MailboxPowFromPercent", o => o.MailboxPowFromPercent = -1 },
+        { "StoreMaxMiB", o => o.StoreMaxMiB = -1 },
+        { "StoreMaxMiB", o => o.StoreMaxMiB = (1L << 40) + 1 },
         { "StoreMemoryMiB", o => o.StoreMemoryMiB = 4 },
         { "CheckpointLogMiB", o => o.CheckpointLogMiB = 15 },
         { "CheckpointLogMiB", o => o.CheckpointLogMiB = 16_385 },

@@ -248,6 +248,47 @@ public sealed class EnvelopeStoreTests : IDisposable
     }
 
     [Fact]
+    public async Task MaxHeldBytes_caps_all_mailboxes_together_across_groups_in_flight_and_acks_make_room()
+    {
+        StoreOptions options = Options(_dir);
+        options.MaxHeldBytes = 10_000;
+        options.GroupCommitWindow = TimeSpan.Zero; // many small groups, so a group's decision meets groups still in flight
+        DateTimeOffset expiry = DateTimeOffset.UtcNow.AddDays(1);
+        byte[][] recipients = [.. Enumerable.Range(0, 8).Select(_ => Bytes(_random, 32))];
+        await using (FasterEnvelopeStore store = await FasterEnvelopeStore.OpenAsync(options))
+        {
+            // 160 envelopes of 100 bytes from 16 senders at once, to 8 mailboxes: exactly 100 fit.
+            PutResult[][] results = await Task.WhenAll(Enumerable.Range(0, 16).Select(async sender =>
+            {
+                var mine = new List<PutResult>();
+                for (int i = 0; i < 10; i++)
+                {
+                    mine.AddRange(await store.PutManyAsync([new PutRequest(Bytes(_random, 100), recipients[(sender + i) % 8], expiry)]));
+                }
+
+                return mine.ToArray();
+            }));
+            PutResult[] all = [.. results.SelectMany(r => r)];
+            Assert.Equal(100, all.Count(r => r.Receipt is not null));
+            Assert.All(all.Where(r => r.Receipt is null), r => Assert.IsType<StoreFullException>(r.Error));
+            Assert.Equal(10_000, store.HeldBytes);
+
+            ulong[] first = [.. (await store.ListAsync(recipients[0], 0, 3)).Entries.Select(e => e.Seq)];
+            Assert.Equal(3, await store.AckAsync(recipients[0], first));
+            Assert.Equal(9_700, store.HeldBytes);
+            IReadOnlyList<PutResult> more = await store.PutManyAsync([.. Enumerable.Range(0, 4).Select(_ => new PutRequest(Bytes(_random, 100), recipients[1], expiry))]);
+            Assert.Equal(3, more.Count(r => r.Receipt is not null));
+            Assert.IsType<StoreFullException>(more[3].Error);
+        }
+
+        await using (FasterEnvelopeStore store = await FasterEnvelopeStore.OpenAsync(options))
+        {
+            Assert.Equal(10_000, store.HeldBytes);
+            await Assert.ThrowsAsync<StoreFullException>(async () => await store.PutAsync(new PutRequest(Bytes(_random, 1), recipients[2], expiry)));
+        }
+    }
+
+    [Fact]
     public async Task Expired_mail_does_not_count_against_the_quota_before_the_sweep()
     {
         var clock = new ManualClock(DateTimeOffset.UtcNow);

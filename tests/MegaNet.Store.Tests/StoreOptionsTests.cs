@@ -11,6 +11,7 @@ public sealed class StoreOptionsTests
         { nameof(StoreOptions.NodeSecretKey), o => o.NodeSecretKey = new byte[32] },
         { nameof(StoreOptions.MinFreeDiskBytes), o => o.MinFreeDiskBytes = -1 },
         { nameof(StoreOptions.MailboxReportedFromPercent), o => o.MailboxReportedFromPercent = 0 },
+        { nameof(StoreOptions.MaxHeldBytes), o => o.MaxHeldBytes = -1 },
         { nameof(StoreOptions.MailboxReportedFromPercent), o => o.MailboxReportedFromPercent = 101 },
     };
 

@@ -92,12 +92,17 @@ public static class MegaNetMetrics
     private static readonly ObservedSource LogSizeSource = new();
     private static readonly ObservedSource PeersSource = new();
     private static readonly ObservedSource TableDiskReadsSource = new();
+    private static readonly ObservedSource HeldBytesSource = new();
 
     /// <summary>Admission queue depth (observable; the pipeline supplies the source).</summary>
     public static readonly ObservableGauge<long> AdmissionQueueDepth = Meter.CreateObservableGauge("meganet.admission.queue_depth", QueueDepthSource.Read, "{envelope}", "Envelopes waiting for verification");
 
     /// <summary>Leaves in the transparency log (observable; the store supplies the source).</summary>
     public static readonly ObservableGauge<long> LogSize = Meter.CreateObservableGauge("meganet.store.log_size", LogSizeSource.Read, "{leaf}", "Transparency log size");
+
+    /// <summary>Envelope bytes waiting in all mailboxes, what the node option <c>StoreMaxMiB</c> caps (observable; the
+    /// store supplies the source).</summary>
+    public static readonly ObservableGauge<long> HeldBytes = Meter.CreateObservableGauge("meganet.store.held", HeldBytesSource.Read, "By", "Envelope bytes waiting in all mailboxes");
 
     /// <summary>Envelope-table reads that had to go to disk (observable; the store supplies the source). When it climbs
     /// with every mailbox read or replay check, the memory budget holds less than the mail being read.</summary>
@@ -111,6 +116,9 @@ public static class MegaNetMetrics
 
     /// <summary>Sets the source of the log size gauge until the returned registration is disposed.</summary>
     public static IDisposable ObserveLogSize(Func<long> source) => LogSizeSource.Set(source);
+
+    /// <summary>Sets the source of the held bytes gauge until the returned registration is disposed.</summary>
+    public static IDisposable ObserveHeldBytes(Func<long> source) => HeldBytesSource.Set(source);
 
     /// <summary>Sets the source of the table disk reads counter until the returned registration is disposed.</summary>
     public static IDisposable ObserveTableDiskReads(Func<long> source) => TableDiskReadsSource.Set(source);

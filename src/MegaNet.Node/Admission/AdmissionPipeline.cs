@@ -89,15 +89,18 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
     /// <summary>The backend in use.</summary>
     public IBatchVerifier Verifier => _verifier;
 
-    /// <summary>Proof-of-work bits demanded right now: 0 while the queue is under a quarter full, rising to
-    /// <see cref="NodeOptions.PowMaxBits"/> as it fills.</summary>
+    /// <summary>Proof-of-work bits demanded right now of every envelope: 0 while the queue is under a quarter full, rising
+    /// to <see cref="NodeOptions.PowMaxBits"/> as it fills; with <see cref="NodeOptions.StoreMaxMiB"/>, also a quarter of
+    /// that from half the mail the node may hold, another at each further quarter of the way to full; at least
+    /// <see cref="NodeOptions.PowMinBits"/>.</summary>
     public int PowBitsRequired
     {
         get
         {
             double fill = (double)QueueDepth / _options.QueueCapacity;
             int load = fill < 0.25 ? 0 : (int)Math.Ceiling(_options.PowMaxBits * Math.Min(1.0, (fill - 0.25) / 0.5));
-            return Math.Max(_options.PowMinBits, load);
+            int held = _options.StoreMaxMiB == 0 ? 0 : (_options.PowMaxBits * Quarters(_store.HeldBytes, _options.StoreMaxMiB << 20, 50) + 3) / 4;
+            return Math.Max(_options.PowMinBits, Math.Max(load, held));
         }
     }
 
@@ -245,7 +248,7 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
                 ? Reject("mailbox_pow", StatusCode.FailedPrecondition,
                     $"The recipient's mailbox is nearly full, so mail to it needs a proof-of-work stamp of at least {bits} bits until its owner collects mail (see Status.limits.mailbox_pow_from_percent).", powBits: bits)
                 : Reject("pow", StatusCode.FailedPrecondition,
-                    $"The node is under load and requires a proof-of-work stamp of at least {bits} bits (see Status.pow_bits_required).", powBits: bits);
+                    $"The node is under load (or holds much mail) and requires a proof-of-work stamp of at least {bits} bits (see Status.pow_bits_required).", powBits: bits);
         }
         else
         {
@@ -651,6 +654,7 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
                     p.TrySetException(r.Error switch
                     {
                         DiskSpaceLowException d => Reject("disk_low", StatusCode.ResourceExhausted, d.Message, retryAfterMs: 60_000),
+                        StoreFullException f => Reject("store_full", StatusCode.ResourceExhausted, f.Message, retryAfterMs: 60_000),
                         QuotaExceededException q => Reject("quota", StatusCode.ResourceExhausted, q.Message, retryAfterMs: 60_000),
                         ArgumentException a => Reject("invalid", StatusCode.InvalidArgument, a.Message),
                         // What the store says names its directory and the OS error: the operator's to read (logged with

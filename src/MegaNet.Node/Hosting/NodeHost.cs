@@ -166,6 +166,7 @@ public static partial class NodeServiceCollectionExtensions
                 NodeSecretKey = key.SecretKey,
                 MemoryBudgetBytes = (long)options.StoreMemoryMiB << 20,
                 MinFreeDiskBytes = (long)options.StoreMinFreeDiskMiB << 20,
+                MaxHeldBytes = options.StoreMaxMiB << 20,
                 CheckpointLogBytes = (long)options.CheckpointLogMiB << 20,
                 MaxTtl = TimeSpan.FromDays(options.MaxTtlDays),
                 DefaultTtl = TimeSpan.FromDays(Math.Min(14, options.MaxTtlDays)),

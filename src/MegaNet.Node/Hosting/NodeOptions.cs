@@ -92,6 +92,9 @@ public sealed class NodeOptions
     /// <summary>Proof-of-work bits demanded even when idle (a floor under the load-driven demand). Default 0: stamps dormant when idle.</summary>
     public int PowMinBits { get; set; }
 
+    /// <summary>The most <see cref="StoreMaxMiB"/> may be set to: 1 EiB, so its bytes fit in a long.</summary>
+    public const long MaxStoreMaxMiB = 1L << 40;
+
     /// <summary>The most <see cref="MaxEnvelopeBytes"/> may be set to: 256 KiB (a log record must fit in a log page).</summary>
     public const int MaxEnvelopeBytesLimit = 256 << 10;
 
@@ -126,6 +129,12 @@ public sealed class NodeOptions
     /// with <c>RESOURCE_EXHAUSTED</c> (retryable) until space is back, while acks and checkpoints go on. 0 turns it off.
     /// Default 1,024.</summary>
     public int StoreMinFreeDiskMiB { get; set; } = 1024;
+
+    /// <summary>The most mail the node holds, in MiB of envelopes waiting in all mailboxes (as the mailbox quotas count
+    /// them): from half of it senders must add proof of work, rising like a mailbox's demand to <see cref="PowMaxBits"/>,
+    /// and beyond it new mail is refused with <c>RESOURCE_EXHAUSTED</c> until owners acknowledge mail or it expires. The
+    /// store's files take more than this (docs/store.md). 0 (the default): no cap but the free-space mark.</summary>
+    public long StoreMaxMiB { get; set; }
 
     /// <summary>ADDRESS:PORT of an HTTP/1.1 listener serving Prometheus text at <c>/metrics</c>, not the gRPC port; a
     /// non-loopback address is logged as a warning (plaintext, no authentication). Default empty: off.</summary>
@@ -247,6 +256,7 @@ public sealed class NodeOptions
         Check(MailboxMaxBytes >= 1, nameof(MailboxMaxBytes), "at least 1");
         Check(StoreMemoryMiB >= 8, nameof(StoreMemoryMiB), "at least 8");
         Check(StoreMinFreeDiskMiB >= 0, nameof(StoreMinFreeDiskMiB), "0 (off) or more");
+        Check(StoreMaxMiB is >= 0 and <= MaxStoreMaxMiB, nameof(StoreMaxMiB), $"0 (no cap) to {MaxStoreMaxMiB:N0}");
         Check(CheckpointLogMiB is >= 16 and <= 16_384, nameof(CheckpointLogMiB), "16 to 16,384 (MiB of write-ahead log between checkpoints)");
         Check(MaxConnections is >= 1 and <= 1_000_000, nameof(MaxConnections), "1 to 1,000,000");
         Check(MaxConnectionsPerAddress is >= 1 and <= 1_000_000, nameof(MaxConnectionsPerAddress), "1 to 1,000,000");
