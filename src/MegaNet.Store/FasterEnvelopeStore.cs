@@ -92,10 +92,13 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     private readonly Dictionary<Key32, (int Count, long Bytes, long Generation)> _pendingUsage = [];
     private readonly Queue<(long Generation, List<Key32> Ids, List<Key32> Recipients, long PutBytes)> _pendingByGeneration = new();
 
-    // Envelope bytes of the puts in _pendingByGeneration (committer loop only): with _liveBytes, what the store holds
-    // once they are applied, for MaxHeldBytes. Counted until DropAppliedPending, after the apply stage has added them to
-    // _liveBytes, so the sum is never short.
-    private long _pendingPutBytes;
+    // What the store holds once the groups in flight and the one being prepared are applied, for MaxHeldBytes (committer
+    // loop only): read at each group's start as _liveBytes plus the put bytes of the groups the apply stage had not added
+    // to it (after _liveGeneration), then grown by each put taken.
+    private long _heldForPrepare;
+
+    // The newest group whose puts _liveBytes counts (written with it, under the index lock, by the apply stage).
+    private long _liveGeneration;
 
     // Ids of applied groups, kept in _pendingIds a while longer (the newest RetainedIds of them, about 50 ms of
     // streaming) for puts whose caller looked them up before that group was applied (see PutRequest.NotFoundAtMark);
@@ -1306,8 +1309,11 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         Dictionary<Key32, (int Count, long Bytes)> baseUsage = _baseUsage;
         baseUsage.Clear();
         long now = _options.Clock.GetUtcNow().ToUnixTimeMilliseconds();
+        long live, liveGeneration;
         lock (_state)
         {
+            live = _liveBytes;
+            liveGeneration = _liveGeneration;
             foreach (Request r in group)
             {
                 foreach (PutRequest? put in r.Puts ?? [])
@@ -1322,6 +1328,16 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
                         }
                     }
                 }
+            }
+        }
+
+        // Groups applied since are in live already: counting them again refused puts there was room for.
+        _heldForPrepare = live;
+        foreach ((long generation, _, _, long putBytes) in _pendingByGeneration)
+        {
+            if (generation > liveGeneration)
+            {
+                _heldForPrepare += putBytes;
             }
         }
 
@@ -1406,7 +1422,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
             return;
         }
 
-        if (_options.MaxHeldBytes > 0 && Interlocked.Read(ref _liveBytes) + _pendingPutBytes + put.Envelope.Length > _options.MaxHeldBytes)
+        if (_options.MaxHeldBytes > 0 && _heldForPrepare + put.Envelope.Length > _options.MaxHeldBytes)
         {
             r.Results![r.ResultStart + item] = new PutResult(null, new StoreFullException(
                 $"The node holds as much mail as its operator allows ({_options.MaxHeldBytes:N0} bytes). Nothing was stored; retry later or send through another node."));
@@ -1421,7 +1437,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         var stored = new Stored(recipient, put.ExpiresAt, put.Envelope.Length, id, logIndex, seq);
         _pendingIds[key] = (stored, prepared.Generation);
         _pendingUsage[recipient] = (count + 1, bytes + put.Envelope.Length, prepared.Generation);
-        _pendingPutBytes += put.Envelope.Length;
+        _heldForPrepare += put.Envelope.Length;
         prepared.PutBytes += put.Envelope.Length;
         ids.Add(key);
         recipients.Add(recipient);
@@ -1447,7 +1463,6 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         while (_pendingByGeneration.TryPeek(out var oldest) && oldest.Generation <= applied)
         {
             _pendingByGeneration.Dequeue();
-            _pendingPutBytes -= oldest.PutBytes;
             foreach (Key32 recipient in oldest.Recipients)
             {
                 if (_pendingUsage.TryGetValue(recipient, out var u) && u.Generation <= applied)
@@ -1564,6 +1579,8 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
                     AddEntry(stored);
                 }
             }
+
+            _liveGeneration = prepared.Generation;
 
             for (int i = 0; i < leafCount; i++)
             {
@@ -1684,7 +1701,9 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     }
 
     /// <inheritdoc/>
-    public long HeldBytes => Interlocked.Read(ref _liveBytes);
+    // Written under the index lock; an aligned long is read whole (FASTER runs on 64-bit only), and a locked read on
+    // every admitted envelope would cost a cache line's ownership.
+    public long HeldBytes => Volatile.Read(ref _liveBytes);
 
     /// <inheritdoc/>
     public MailboxUsage ReportedUsage(ReadOnlySpan<byte> recipient) =>

@@ -57,6 +57,11 @@ public sealed class StoreCapTests
         Assert.Equal(4, previous);
         Assert.InRange(sent, 15, 16); // about 65.6 KB each against 1 MiB
         Assert.True(store.HeldBytes + big.Length > Cap);
+        // Sent bare, an envelope that would pass the cap is refused for it at once, not asked for work first.
+        Envelope bare = EnvelopeFormat.Seal(alice, bob.Card, big, TextType, null, DateTimeOffset.UtcNow.AddDays(1));
+        RpcException refused = await Assert.ThrowsAsync<RpcException>(async () => await client.Relay.SubmitAsync(new SubmitRequest { Envelope = bare }));
+        Assert.Equal(StatusCode.ResourceExhausted, refused.StatusCode);
+        Assert.Contains("holds as much mail as its operator allows", refused.Status.Detail, StringComparison.Ordinal);
 
         // Pages of at most 256 KiB: a few of these each.
         var seqs = new List<ulong>();

@@ -93,15 +93,23 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
     /// to <see cref="NodeOptions.PowMaxBits"/> as it fills; with <see cref="NodeOptions.StoreMaxMiB"/>, also a quarter of
     /// that from half the mail the node may hold, another at each further quarter of the way to full; at least
     /// <see cref="NodeOptions.PowMinBits"/>.</summary>
-    public int PowBitsRequired
+    public int PowBitsRequired => NodeBitsFor(0);
+
+    /// <summary><see cref="PowBitsRequired"/> for an envelope of <paramref name="length"/> bytes: without the held mail's
+    /// part when the envelope would take the node past <see cref="NodeOptions.StoreMaxMiB"/>, which the store refuses
+    /// (work paid for a refusal would be wasted).</summary>
+    private int NodeBitsFor(int length)
     {
-        get
+        double fill = (double)QueueDepth / _options.QueueCapacity;
+        int load = fill < 0.25 ? 0 : (int)Math.Ceiling(_options.PowMaxBits * Math.Min(1.0, (fill - 0.25) / 0.5));
+        int held = 0;
+        if (_options.StoreMaxMiB > 0)
         {
-            double fill = (double)QueueDepth / _options.QueueCapacity;
-            int load = fill < 0.25 ? 0 : (int)Math.Ceiling(_options.PowMaxBits * Math.Min(1.0, (fill - 0.25) / 0.5));
-            int held = _options.StoreMaxMiB == 0 ? 0 : (_options.PowMaxBits * Quarters(_store.HeldBytes, _options.StoreMaxMiB << 20, 50) + 3) / 4;
-            return Math.Max(_options.PowMinBits, Math.Max(load, held));
+            long heldBytes = _store.HeldBytes, cap = _options.StoreMaxMiB << 20;
+            held = heldBytes + length > cap ? 0 : (_options.PowMaxBits * Quarters(heldBytes, cap, 50) + 3) / 4;
         }
+
+        return Math.Max(_options.PowMinBits, Math.Max(load, held));
     }
 
     /// <summary>Proof-of-work bits demanded of an envelope of <paramref name="length"/> bytes to
@@ -112,7 +120,7 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
     /// decides which mailboxes it reports, so the two agree at every boundary.</remarks>
     private int PowBitsFor(ReadOnlySpan<byte> recipient, int length, out bool forMailbox)
     {
-        int load = PowBitsRequired;
+        int load = NodeBitsFor(length);
         forMailbox = false;
         int from = _options.MailboxPowFromPercent;
         if (from == 0)

@@ -34,8 +34,15 @@ internal sealed class ListenAcknowledger : IAsyncDisposable
     /// <summary>Messages the node confirmed deleted so far.</summary>
     public int Acknowledged => Volatile.Read(ref _acknowledged);
 
-    /// <summary>Queues a message that has been written out (and flushed) for deletion.</summary>
-    public void Add(ulong seq) => _seqs.Writer.TryWrite(seq);
+    /// <summary>Queues a message that has been written out (and flushed) for deletion (nothing, once acknowledging has
+    /// stopped on a refusal).</summary>
+    public void Add(ulong seq)
+    {
+        if (!Volatile.Read(ref _stopped))
+        {
+            _seqs.Writer.TryWrite(seq);
+        }
+    }
 
     /// <summary>Acknowledges what is still queued, waiting at most <see cref="Grace"/>, and says on stderr what was left.</summary>
     public async ValueTask DisposeAsync()
@@ -46,18 +53,29 @@ internal sealed class ListenAcknowledger : IAsyncDisposable
         _stop.Dispose();
     }
 
+    private bool _stopped;
+
     private async Task LoopAsync()
     {
         MegaNetClient? client = null;
         var batch = new List<ulong>();
+        TimeSpan delay = FirstRetryDelay;
         try
         {
-            while (await _seqs.Reader.WaitToReadAsync(_stop.Token).ConfigureAwait(false))
+            while (true)
             {
-                batch.Clear();
-                while (batch.Count < MaxPerCall && _seqs.Reader.TryRead(out ulong seq))
+                // A batch that failed on a passing fault is sent again before any new one is taken.
+                if (batch.Count == 0)
                 {
-                    batch.Add(seq);
+                    if (!await _seqs.Reader.WaitToReadAsync(_stop.Token).ConfigureAwait(false))
+                    {
+                        break;
+                    }
+
+                    while (batch.Count < MaxPerCall && _seqs.Reader.TryRead(out ulong seq))
+                    {
+                        batch.Add(seq);
+                    }
                 }
 
                 try
@@ -65,35 +83,60 @@ internal sealed class ListenAcknowledger : IAsyncDisposable
                     client ??= _connect();
                     Interlocked.Add(ref _acknowledged, await client.AckAsync(_identity, batch, _stop.Token).ConfigureAwait(false));
                     batch.Clear();
+                    delay = FirstRetryDelay;
                 }
-                catch (Exception e) when (!_stop.IsCancellationRequested && e is RpcException or NodeSilentException)
+                catch (Exception e) when (!_stop.IsCancellationRequested && IsPassing(e))
                 {
-                    // The messages stay on the node; the next fetch or listen recognises them (.seen) and says so.
-                    Console.Error.WriteLine($"meganet: could not acknowledge {batch.Count} message(s) ({ClientCommands.Describe(e)}); " +
-                        "they stay on the node, and the next fetch or listen reports them as already received.");
+                    // The node restarting, the connection gone (listen itself subscribes again meanwhile): the same
+                    // messages again, on a fresh connection, after a wait.
+                    Console.Error.WriteLine($"meganet: acknowledging {batch.Count} message(s) failed ({ClientCommands.Describe(e)}); trying again in {delay.TotalSeconds:0} s.");
                     client?.Dispose();
                     client = null;
+                    await Task.Delay(delay, _stop.Token).ConfigureAwait(false);
+                    delay = TimeSpan.FromTicks(Math.Min(2 * delay.Ticks, MaxRetryDelay.Ticks));
                 }
             }
         }
         catch (Exception e) when (_stop.IsCancellationRequested && e is OperationCanceledException or RpcException)
         {
-            int left = batch.Count;
-            while (_seqs.Reader.TryRead(out _))
-            {
-                left++;
-            }
-
+            int left = batch.Count + Drain();
             if (left > 0)
             {
-                Console.Error.WriteLine($"meganet: {left} message(s) shown were not acknowledged before listen ended; they stay on the node.");
+                Console.Error.WriteLine($"meganet: {left} message(s) shown were not acknowledged before listen ended; they stay on the node, and the next fetch or listen shows them again.");
             }
+        }
+        catch (Exception e)
+        {
+            // A refusal that trying again would meet again (the node does not take this identity's signature, another
+            // node answers at the address): acknowledging stops, listening goes on.
+            Volatile.Write(ref _stopped, true);
+            int left = batch.Count + Drain();
+            Console.Error.WriteLine($"meganet: acknowledging stopped ({ClientCommands.Describe(e)}); {left} message(s) shown stay on the node, " +
+                "and so will the ones shown from now on: the next fetch or listen shows them again.");
         }
         finally
         {
             client?.Dispose();
         }
     }
+
+    private int Drain()
+    {
+        int count = 0;
+        while (_seqs.Reader.TryRead(out _))
+        {
+            count++;
+        }
+
+        return count;
+    }
+
+    /// <summary>Failures a later try may not meet: the node unreachable, going down or slow, or the connection broken.</summary>
+    private static bool IsPassing(Exception e) => e is RpcException r
+        && (r.StatusCode is StatusCode.Unavailable or StatusCode.DeadlineExceeded || (r.Status.DebugException is not null && r.StatusCode != StatusCode.Cancelled));
+
+    private static readonly TimeSpan FirstRetryDelay = TimeSpan.FromSeconds(1);
+    private static readonly TimeSpan MaxRetryDelay = TimeSpan.FromSeconds(30);
 
     /// <summary>The most sequence numbers a node takes in one Ack (docs/protocol.md).</summary>
     private const int MaxPerCall = 1_000;
