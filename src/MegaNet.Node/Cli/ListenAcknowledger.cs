@@ -55,6 +55,9 @@ internal sealed class ListenAcknowledger : IAsyncDisposable
 
     private bool _stopped;
 
+    /// <summary>Whether acknowledging stopped on a refusal that trying again would meet again.</summary>
+    public bool Stopped => Volatile.Read(ref _stopped);
+
     private async Task LoopAsync()
     {
         MegaNetClient? client = null;
