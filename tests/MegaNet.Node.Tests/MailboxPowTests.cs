@@ -10,6 +10,8 @@ namespace MegaNet.Node.Tests;
 /// once the owner acknowledges, and other mailboxes are not touched by it.</summary>
 public sealed class MailboxPowTests
 {
+    private static Envelope Seal(Identity from, Identity to, int i, int powBits) => SubmitStreamRefusalTests.Seal(from, to, i, powBits);
+
     [Fact]
     public async Task A_nearly_full_mailbox_demands_work_in_steps_until_its_owner_acknowledges()
     {
@@ -169,7 +171,4 @@ public sealed class MailboxPowTests
         Assert.Equal(8, mailbox.RequiredPowBits()); // 7 waiting: the last quarter
         Assert.Contains("mailbox is nearly full", mailbox.Status.Detail, StringComparison.Ordinal);
     }
-
-    private static Envelope Seal(Identity from, Identity to, int i, int powBits) =>
-        EnvelopeFormat.Seal(from, to.Card, Encoding.UTF8.GetBytes($"message {i}"), "text/plain; charset=utf-8", null, DateTimeOffset.UtcNow.AddDays(1), powBits);
 }
