@@ -77,16 +77,17 @@ public sealed class NodeOptions
     /// <summary>Burst allowance per sending key. Default 400.</summary>
     public int SubmitBurst { get; set; } = 400;
 
-    /// <summary>Proof-of-work bits demanded once the admission queue is three quarters full, or of mail to a mailbox
-    /// nearly at its quota (<see cref="MailboxPowFromPercent"/>); 0 turns stamps off. The queue's demand is 0 below a
+    /// <summary>Proof-of-work bits demanded once the admission queue is three quarters full, of mail to a mailbox nearly
+    /// at its quota (<see cref="MailboxPowFromPercent"/>), or once the node holds nearly <see cref="StoreMaxMiB"/> of
+    /// mail; 0 turns stamps off. The queue's demand is 0 below a
     /// quarter full and rises linearly in between: ceil(PowMaxBits * (fill - 1/4) * 2). Default 16.</summary>
     public int PowMaxBits { get; set; } = 16;
 
     /// <summary>From how full a recipient's mailbox is (percent of the fuller of its two quotas) mail to it needs a
     /// proof-of-work stamp, so that sending keys made up on the spot, each with a fresh token bucket, cannot fill it for
     /// free. The demand is a quarter of <see cref="PowMaxBits"/> from there, rising by a quarter at each further quarter
-    /// of the way to full, whatever the node's load (a full mailbox, or one without room for the envelope, is refused for its quota with no stamp asked); 0 turns
-    /// it off. 0 to 99; default 50.</summary>
+    /// of the way to full, whatever the node's load (a full mailbox, or one without room for the envelope, is refused
+    /// for its quota with no stamp asked); 0 turns it off. 0 to 99; default 50.</summary>
     public int MailboxPowFromPercent { get; set; } = 50;
 
     /// <summary>Proof-of-work bits demanded even when idle (a floor under the load-driven demand). Default 0: stamps dormant when idle.</summary>
@@ -130,10 +131,11 @@ public sealed class NodeOptions
     /// Default 1,024.</summary>
     public int StoreMinFreeDiskMiB { get; set; } = 1024;
 
-    /// <summary>The most mail the node holds, in MiB of envelopes waiting in all mailboxes (as the mailbox quotas count
-    /// them): from half of it senders must add proof of work, rising like a mailbox's demand to <see cref="PowMaxBits"/>,
-    /// and beyond it new mail is refused with <c>RESOURCE_EXHAUSTED</c> until owners acknowledge mail or it expires. The
-    /// store's files take more than this (docs/store.md). 0 (the default): no cap but the free-space mark.</summary>
+    /// <summary>The most mail the node holds, in MiB of envelopes waiting in all mailboxes (expired mail counts until the
+    /// expiry sweep): from half of it senders must add proof of work, rising like a mailbox's demand to
+    /// <see cref="PowMaxBits"/>, and beyond it new mail is refused with <c>RESOURCE_EXHAUSTED</c> until owners acknowledge
+    /// mail or the sweep removes expired mail. The store's files take more than this (docs/store.md). 0 (the default): no
+    /// cap but the free-space mark.</summary>
     public long StoreMaxMiB { get; set; }
 
     /// <summary>ADDRESS:PORT of an HTTP/1.1 listener serving Prometheus text at <c>/metrics</c>, not the gRPC port; a
