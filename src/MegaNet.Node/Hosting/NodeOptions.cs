@@ -134,9 +134,10 @@ public sealed class NodeOptions
     /// <summary>The most mail the node holds, in MiB of envelopes waiting in all mailboxes (expired mail counts until the
     /// expiry sweep): from half of it senders must add proof of work, rising like a mailbox's demand to
     /// <see cref="PowMaxBits"/>, and beyond it new mail is refused with <c>RESOURCE_EXHAUSTED</c> until owners acknowledge
-    /// mail or the sweep removes expired mail. The store's files take more than this (docs/store.md). 0 (the default): no
-    /// cap but the free-space mark.</summary>
-    public long StoreMaxMiB { get; set; }
+    /// mail or the sweep removes expired mail. The store's files take more than this (2.5 times as much in one
+    /// measurement, docs/store.md). 0: no cap but the free-space mark. Default 10,240 (10 GiB of mail), so a node on a
+    /// desktop's disk stays within bounds its operator can see.</summary>
+    public long StoreMaxMiB { get; set; } = 10_240;
 
     /// <summary>ADDRESS:PORT of an HTTP/1.1 listener serving Prometheus text at <c>/metrics</c>, not the gRPC port; a
     /// non-loopback address is logged as a warning (plaintext, no authentication). Default empty: off.</summary>
