@@ -703,11 +703,10 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         (int Count, long Bytes) waiting = (0, 0);
         lock (_state)
         {
-            var key = new Key32(recipient.Span);
-            if (_mailboxes.TryGetValue(key, out Mailbox? box))
+            if (_mailboxes.TryGetValue(new Key32(recipient.Span), out Mailbox? box))
             {
                 next = box.CopyAfter(afterSeq, limit, maxBytes, picked, e => e.ExpiresUnixMs <= now);
-                waiting = Usage(key, now);
+                waiting = Usage(box, now);
             }
         }
 
@@ -1332,14 +1331,16 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         }
 
         // Groups applied since are in live already: counting them again refused puts there was room for.
-        _heldForPrepare = live;
+        long heldBefore = live;
         foreach ((long generation, _, _, long putBytes) in _pendingByGeneration)
         {
             if (generation > liveGeneration)
             {
-                _heldForPrepare += putBytes;
+                heldBefore += putBytes;
             }
         }
+
+        _heldForPrepare = heldBefore;
 
         // Kept until the group is applied, then reused (DropAppliedPending).
         List<Key32> ids = _keyLists.TryPop(out List<Key32>? idList) ? idList : new List<Key32>(items);
@@ -1380,7 +1381,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
             }
         }
 
-        _pendingByGeneration.Enqueue((prepared.Generation, ids, recipients, prepared.PutBytes));
+        _pendingByGeneration.Enqueue((prepared.Generation, ids, recipients, _heldForPrepare - heldBefore));
         return prepared;
     }
 
@@ -1438,7 +1439,6 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         _pendingIds[key] = (stored, prepared.Generation);
         _pendingUsage[recipient] = (count + 1, bytes + put.Envelope.Length, prepared.Generation);
         _heldForPrepare += put.Envelope.Length;
-        prepared.PutBytes += put.Envelope.Length;
         ids.Add(key);
         recipients.Add(recipient);
         prepared.Accepted.Add((r, item, stored, true));
@@ -1662,17 +1662,13 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
 
     // What counts against the quota: live, unexpired mail. Expired mail stays in the index until the next sweep (up to
     // a checkpoint interval), so it is counted out here, but only when the mailbox is near a limit (a scan).
-    private (int Count, long Bytes) Usage(Key32 recipient, long nowUnixMs)
-    {
-        if (!_mailboxes.TryGetValue(recipient, out Mailbox? box))
-        {
-            return (0, 0);
-        }
+    private (int Count, long Bytes) Usage(Key32 recipient, long nowUnixMs) =>
+        _mailboxes.TryGetValue(recipient, out Mailbox? box) ? Usage(box, nowUnixMs) : (0, 0);
 
-        return box.Count < _options.MailboxMaxCount && box.Bytes + _options.MaxEnvelopeBytes <= _options.MailboxMaxBytes
+    private (int Count, long Bytes) Usage(Mailbox box, long nowUnixMs) =>
+        box.Count < _options.MailboxMaxCount && box.Bytes + _options.MaxEnvelopeBytes <= _options.MailboxMaxBytes
             ? (box.Count, box.Bytes)
             : box.Unexpired(nowUnixMs);
-    }
 
     // Replay: one logged put, under the index lock.
     private void Apply(Stored stored, ReadOnlySpan<byte> envelope)
@@ -1697,7 +1693,10 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         long before = box.Bytes;
         box.Add(entry);
         _liveBytes += box.Bytes - before;
-        NoteUsage(recipient, box);
+        if (!_restoring)
+        {
+            NoteUsage(recipient, box);
+        }
     }
 
     /// <inheritdoc/>
@@ -1813,6 +1812,8 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     /// <summary>Loads the checkpoint's indexes and leaves (if any), then replays the log after it.</summary>
     private void Restore(Checkpoint.Manifest? manifest, CancellationToken cancellationToken)
     {
+        // Mailboxes are reported once, when whole, rather than at each of their entries (ReportUsageAfterRestore).
+        _restoring = true;
         long from = _log.BeginAddress;
         if (manifest is not null)
         {
@@ -1850,7 +1851,19 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
             // nor what to do, and the open must stop, not go on without what follows.
             throw Corrupt($"replaying it from address {from} (the {(manifest is null ? "log's start" : "checkpoint")}) to {_log.CommittedUntilAddress} failed: {e.Message}");
         }
+
+        lock (_state)
+        {
+            _restoring = false;
+            foreach ((Key32 address, Mailbox box) in _mailboxes)
+            {
+                NoteUsage(address, box);
+            }
+        }
     }
+
+    // Set while Restore loads and replays (open only): AddEntry leaves the reporting to its end.
+    private bool _restoring;
 
     private void Replay(long from, CancellationToken cancellationToken)
     {
@@ -2002,9 +2015,6 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         public List<Request> Acks { get; } = [];
 
         public bool NeedsCommit { get; set; }
-
-        /// <summary>Envelope bytes of the group's new puts.</summary>
-        public long PutBytes { get; set; }
     }
 
     /// <summary>A slice of one PutManyAsync call (puts, with null where the caller's put was refused before the

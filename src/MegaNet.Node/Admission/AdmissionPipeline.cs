@@ -100,17 +100,25 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
     /// (work paid for a refusal would be wasted).</summary>
     private int NodeBitsFor(int length)
     {
+        if (_options.PowMaxBits == 0)
+        {
+            return 0; // stamps off (PowMinBits is at most PowMaxBits)
+        }
+
         double fill = (double)QueueDepth / _options.QueueCapacity;
         int load = fill < 0.25 ? 0 : (int)Math.Ceiling(_options.PowMaxBits * Math.Min(1.0, (fill - 0.25) / 0.5));
         int held = 0;
-        if (_options.StoreMaxMiB > 0)
+        if (_options.StoreMaxBytes > 0)
         {
-            long heldBytes = _store.HeldBytes, cap = _options.StoreMaxMiB << 20;
-            held = heldBytes + length > cap ? 0 : (_options.PowMaxBits * Quarters(heldBytes, cap, 50) + 3) / 4;
+            long heldBytes = _store.HeldBytes, cap = _options.StoreMaxBytes;
+            held = heldBytes + length > cap ? 0 : QuarterBits(Quarters(heldBytes, cap, 50));
         }
 
         return Math.Max(_options.PowMinBits, Math.Max(load, held));
     }
+
+    /// <summary>Bits for a demand of <paramref name="quarters"/> quarters of <see cref="NodeOptions.PowMaxBits"/>, rounded up.</summary>
+    private int QuarterBits(int quarters) => (_options.PowMaxBits * quarters + 3) / 4;
 
     /// <summary>Proof-of-work bits demanded of an envelope of <paramref name="length"/> bytes to
     /// <paramref name="recipient"/>: the larger of <see cref="PowBitsRequired"/> and what the mailbox asks for
@@ -122,7 +130,7 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
     {
         int load = NodeBitsFor(length);
         forMailbox = false;
-        int from = _options.MailboxPowFromPercent;
+        int from = _options.MailboxPowFrom;
         if (from == 0)
         {
             return load;
@@ -137,7 +145,7 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
         }
 
         int quarters = Math.Max(Quarters(held.Count, _options.MailboxMaxCount, from), Quarters(held.Bytes, _options.MailboxMaxBytes, from));
-        int mailbox = (_options.PowMaxBits * quarters + 3) / 4;
+        int mailbox = QuarterBits(quarters);
         forMailbox = mailbox > load;
         return Math.Max(load, mailbox);
     }

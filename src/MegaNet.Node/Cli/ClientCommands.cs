@@ -311,7 +311,10 @@ internal static class ClientCommands
     internal static readonly TimeSpan DefaultRetryFor = TimeSpan.FromMinutes(5);
 
     /// <summary>The longest wait between two tries to subscribe again.</summary>
-    private static readonly TimeSpan MaxRetryDelay = TimeSpan.FromSeconds(30);
+    internal static readonly TimeSpan MaxRetryDelay = TimeSpan.FromSeconds(30);
+
+    /// <summary>The first wait before trying again after a passing failure; it doubles up to <see cref="MaxRetryDelay"/>.</summary>
+    internal static readonly TimeSpan FirstRetryDelay = TimeSpan.FromSeconds(1);
 
     private static async Task<int> ListenAsync(MegaNetClient client, Action pin, Uri address, Identity id, SeenMessages seen, ulong after, bool ack, bool json,
         TimeSpan retryFor, CancellationToken ct)
@@ -324,7 +327,7 @@ internal static class ClientCommands
         bool subscribed = false; // since the last failure
         bool everSubscribed = false;
         long? failingSince = null; // Environment.TickCount64 of the first failure since the node last answered
-        TimeSpan delay = TimeSpan.FromSeconds(1);
+        TimeSpan delay = FirstRetryDelay;
         MegaNetClient current = client;
         try
         {
@@ -347,7 +350,7 @@ internal static class ClientCommands
 
                         subscribed = everSubscribed = true;
                         failingSince = null;
-                        delay = TimeSpan.FromSeconds(1);
+                        delay = FirstRetryDelay;
                     }
 
                     void Skipped(UnreadableMessage m)
@@ -423,7 +426,7 @@ internal static class ClientCommands
 
     /// <summary>Failures that a later subscription may not meet: the node unreachable or going down (Unavailable),
     /// a connection that broke (a transport error, which carries a DebugException), or a node gone silent.</summary>
-    private static bool IsTransient(Exception e) => e switch
+    internal static bool IsTransient(Exception e) => e switch
     {
         NodeSilentException => true,
         RpcException r => r.StatusCode == StatusCode.Unavailable || (r.Status.DebugException is not null && r.StatusCode != StatusCode.Cancelled),

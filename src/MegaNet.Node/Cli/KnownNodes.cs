@@ -70,7 +70,7 @@ internal sealed class KnownNodes
         // On first contact, an id pinned for another address is not signed for: a node that shows the id of one this
         // identity uses elsewhere would collect signatures good there (a Fetch of its sealed mail, a Subscribe).
         MegaNetClientOptions checkedOptions = (options ?? new MegaNetClientOptions()).WithFirstContactCheck(id =>
-            known.AddressesOf(id).Where(a => a != Key(node)).ToList() is [string other, ..]
+            known.AddressesOf(id).FirstOrDefault(a => a != Key(node)) is { } other
                 ? $"The node at {Key(node)} shows node id {Convert.ToHexStringLower(id)}, which this identity pinned for {other} in {known.Path}; nothing was signed. " +
                   $"If it is the same node at another address, pass --node-id {Convert.ToHexStringLower(id)}; otherwise the node at {Key(node)} is impersonating it."
                 : null);

@@ -62,7 +62,7 @@ internal sealed class ListenAcknowledger : IAsyncDisposable
     {
         MegaNetClient? client = null;
         var batch = new List<ulong>();
-        TimeSpan delay = FirstRetryDelay;
+        TimeSpan delay = ClientCommands.FirstRetryDelay;
         try
         {
             while (true)
@@ -75,7 +75,7 @@ internal sealed class ListenAcknowledger : IAsyncDisposable
                         break;
                     }
 
-                    while (batch.Count < MaxPerCall && _seqs.Reader.TryRead(out ulong seq))
+                    while (batch.Count < MegaNet.Store.FasterEnvelopeStore.MaxAckSeqs && _seqs.Reader.TryRead(out ulong seq))
                     {
                         batch.Add(seq);
                     }
@@ -86,7 +86,7 @@ internal sealed class ListenAcknowledger : IAsyncDisposable
                     client ??= _connect();
                     Interlocked.Add(ref _acknowledged, await client.AckAsync(_identity, batch, _stop.Token).ConfigureAwait(false));
                     batch.Clear();
-                    delay = FirstRetryDelay;
+                    delay = ClientCommands.FirstRetryDelay;
                 }
                 catch (Exception e) when (!_stop.IsCancellationRequested && IsPassing(e))
                 {
@@ -96,7 +96,7 @@ internal sealed class ListenAcknowledger : IAsyncDisposable
                     client?.Dispose();
                     client = null;
                     await Task.Delay(delay, _stop.Token).ConfigureAwait(false);
-                    delay = TimeSpan.FromTicks(Math.Min(2 * delay.Ticks, MaxRetryDelay.Ticks));
+                    delay = TimeSpan.FromTicks(Math.Min(2 * delay.Ticks, ClientCommands.MaxRetryDelay.Ticks));
                 }
             }
         }
@@ -134,13 +134,6 @@ internal sealed class ListenAcknowledger : IAsyncDisposable
         return count;
     }
 
-    /// <summary>Failures a later try may not meet: the node unreachable, going down or slow, or the connection broken.</summary>
-    private static bool IsPassing(Exception e) => e is RpcException r
-        && (r.StatusCode is StatusCode.Unavailable or StatusCode.DeadlineExceeded || (r.Status.DebugException is not null && r.StatusCode != StatusCode.Cancelled));
-
-    private static readonly TimeSpan FirstRetryDelay = TimeSpan.FromSeconds(1);
-    private static readonly TimeSpan MaxRetryDelay = TimeSpan.FromSeconds(30);
-
-    /// <summary>The most sequence numbers a node takes in one Ack (docs/protocol.md).</summary>
-    private const int MaxPerCall = 1_000;
+    /// <summary>Failures a later try may not meet: those listen subscribes again after, and a node too slow to answer.</summary>
+    private static bool IsPassing(Exception e) => ClientCommands.IsTransient(e) || e is RpcException { StatusCode: StatusCode.DeadlineExceeded };
 }

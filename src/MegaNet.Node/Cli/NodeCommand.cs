@@ -152,8 +152,7 @@ internal static partial class NodeCommand
                 continue;
             }
 
-            bool fromEnvironment = configuration is IConfigurationRoot envRoot
-                && envRoot.Providers.Any(p => p is EnvironmentVariablesConfigurationProvider && p.GetChildKeys([], null).Contains(top.Key, StringComparer.OrdinalIgnoreCase));
+            bool fromEnvironment = FromEnvironment(configuration, null, top.Key);
             if (fromEnvironment && OtherVariables.Contains(top.Key, StringComparer.OrdinalIgnoreCase))
             {
                 continue;
@@ -182,20 +181,25 @@ internal static partial class NodeCommand
 
         foreach (IConfigurationSection setting in section.GetChildren())
         {
-            string where = configuration is IConfigurationRoot root && root.Providers.Any(p => p is EnvironmentVariablesConfigurationProvider && p.GetChildKeys([], Section).Contains(setting.Key))
-                ? $"environment variable MEGANET_{Section}__{setting.Key}"
-                : configPath;
+            // Where a bad setting came from, worked out only for the error (it walks every provider).
+            string Where() => FromEnvironment(configuration, Section, setting.Key) ? $"environment variable MEGANET_{Section}__{setting.Key}" : configPath;
             if (!known.Contains(setting.Key, StringComparer.OrdinalIgnoreCase))
             {
-                throw new ArgumentException($"Unknown setting {Section}:{setting.Key} (from {where}). Settings: {string.Join(", ", known)}.");
+                throw new ArgumentException($"Unknown setting {Section}:{setting.Key} (from {Where()}). Settings: {string.Join(", ", known)}.");
             }
 
             if (setting.Value is null)
             {
-                throw new ArgumentException($"Setting {Section}:{setting.Key} (from {where}) must be a single value (a number, a string, true or false), not a list or an object.");
+                throw new ArgumentException($"Setting {Section}:{setting.Key} (from {Where()}) must be a single value (a number, a string, true or false), not a list or an object.");
             }
         }
     }
+
+    /// <summary>Whether an environment variable gave <paramref name="key"/> under <paramref name="parentPath"/> (null:
+    /// the top level).</summary>
+    private static bool FromEnvironment(IConfiguration configuration, string? parentPath, string key) =>
+        configuration is IConfigurationRoot root
+        && root.Providers.Any(p => p is EnvironmentVariablesConfigurationProvider && p.GetChildKeys([], parentPath).Contains(key, StringComparer.OrdinalIgnoreCase));
 
     private static string Message(Exception e) => ErrorText.Plain(e);
 

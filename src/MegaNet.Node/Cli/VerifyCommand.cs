@@ -73,12 +73,7 @@ internal static class VerifyCommand
             throw new ArgumentException("--threads must be 1 to 1024.");
         }
 
-        using IBatchVerifier verifier = VerifierCatalog.Create().Create(backendName, new VerifierOptions { Threads = threads });
-        if (verifier.Rule != VerificationRule.MegaNet)
-        {
-            Console.Error.WriteLine($"meganet verify: note: backend '{verifier.Name}' applies libsodium's rule, not MegaNet's (docs/verification.md).");
-        }
-
+        // The paths first: a backend (a GPU's context and kernels) is not set up only to report a bad path.
         if (outputPath != "-" && Directory.Exists(outputPath))
         {
             throw new ArgumentException($"--out {outputPath} is a directory; give a file name.");
@@ -93,6 +88,12 @@ internal static class VerifyCommand
         if (outputPath != "-" && Path.GetDirectoryName(Path.GetFullPath(outputPath)) is { } outDir && !Directory.Exists(outDir))
         {
             throw new ArgumentException($"--out {outputPath}: the directory {outDir} does not exist.");
+        }
+
+        using IBatchVerifier verifier = VerifierCatalog.Create().Create(backendName, new VerifierOptions { Threads = threads });
+        if (verifier.Rule != VerificationRule.MegaNet)
+        {
+            Console.Error.WriteLine($"meganet verify: note: backend '{verifier.Name}' applies libsodium's rule, not MegaNet's (docs/verification.md).");
         }
 
         using TextReader reader = inputPath == "-" ? Console.In : new StreamReader(inputPath, Encoding.UTF8);

@@ -90,6 +90,12 @@ public sealed class NodeOptions
     /// for its quota with no stamp asked); 0 turns it off. 0 to 99; default 50.</summary>
     public int MailboxPowFromPercent { get; set; } = 50;
 
+    /// <summary><see cref="MailboxPowFromPercent"/> as it acts: 0 (off) also when <see cref="PowMaxBits"/> turns stamps off.</summary>
+    internal int MailboxPowFrom => PowMaxBits == 0 ? 0 : MailboxPowFromPercent;
+
+    /// <summary><see cref="StoreMaxMiB"/> in bytes (0: no cap).</summary>
+    internal long StoreMaxBytes => StoreMaxMiB << 20;
+
     /// <summary>Proof-of-work bits demanded even when idle (a floor under the load-driven demand). Default 0: stamps dormant when idle.</summary>
     public int PowMinBits { get; set; }
 
@@ -239,7 +245,7 @@ public sealed class NodeOptions
         // Named here so an empty or unknown name is refused as this option, and libsodium (another rule) is not offered.
         Check(NodeBackends.Contains(Backend ?? "", StringComparer.OrdinalIgnoreCase), nameof(Backend),
             $"one of {string.Join(", ", NodeBackends)} (got '{Backend}'" +
-            (string.Equals(Backend, "libsodium", StringComparison.OrdinalIgnoreCase) ? ", which applies libsodium's rule: the node admits only under MegaNet's, docs/verification.md)" : ")"));
+            (string.Equals(Backend, Core.Verification.LibsodiumBatchVerifier.BackendName, StringComparison.OrdinalIgnoreCase) ? ", which applies libsodium's rule: the node admits only under MegaNet's, docs/verification.md)" : ")"));
         Check(Threads is >= 1 and <= 1024, nameof(Threads), "1 to 1024");
         Check(GpuThreshold >= 1, nameof(GpuThreshold), "at least 1");
         Check(GpuMaxBatch is >= 1 and <= 1 << 24, nameof(GpuMaxBatch), "1 to 16,777,216");
@@ -306,7 +312,11 @@ public sealed class NodeOptions
     private static bool IsWildcard(IPAddress address) => address.Equals(IPAddress.Any) || address.Equals(IPAddress.IPv6Any);
 
     /// <summary>The backends a node can run: MegaNet's rule (docs/verification.md) on each.</summary>
-    internal static readonly string[] NodeBackends = ["auto", "simd", "gpu", "gpu-cpu", "reference"];
+    internal static readonly string[] NodeBackends =
+    [
+        Core.Verification.BatchVerifierRegistry.Auto, Verify.Simd.SimdBatchVerifier.BackendName, Verify.Gpu.GpuBatchVerifier.DeviceBackendName,
+        Verify.Gpu.GpuBatchVerifier.CpuBackendName, Core.Verification.ReferenceBatchVerifier.BackendName,
+    ];
 
     private static void Check(bool ok, string name, string range)
     {

@@ -626,7 +626,7 @@ public sealed class RelayService(
             SubmitBurst = options.SubmitBurst,
             MaxVerifyBatch = MaxVerifyItems,
             MaxBatchEnvelopes = MaxBatchEnvelopes,
-            MailboxPowFromPercent = options.PowMaxBits == 0 ? 0 : options.MailboxPowFromPercent,
+            MailboxPowFromPercent = options.MailboxPowFrom,
         };
         limits.PayloadClasses.AddRange(Api.EnvelopeFormat.PayloadClasses);
         return Task.FromResult(new StatusResponse
