@@ -163,9 +163,24 @@ public sealed class RelayEndToEndTests
         bad.Leaf = ByteString.CopyFrom(new byte[32]);
         request.Inclusions.Add(bad);
 
+        // The receipt's head against a later one: the log grew by bob's reply.
+        await client.SendAsync(bob, alice.Card, Text("y"), "text/plain");
+        SignedTreeHead later = await client.Relay.GetTreeHeadAsync(new GetTreeHeadRequest());
+        ConsistencyProof consistency = await client.Relay.GetConsistencyProofAsync(new ConsistencyProofRequest { First = receipt.TreeHead.TreeSize, Second = later.TreeSize });
+        var extends = new ConsistencyItem { FirstSize = receipt.TreeHead.TreeSize, FirstRoot = receipt.TreeHead.RootHash, SecondSize = later.TreeSize, SecondRoot = later.RootHash };
+        extends.Path.AddRange(consistency.Path);
+        request.Consistencies.Add(extends);
+        ConsistencyItem swapped = extends.Clone();
+        (swapped.FirstRoot, swapped.SecondRoot) = (extends.SecondRoot, extends.FirstRoot);
+        request.Consistencies.Add(swapped);
+        ConsistencyItem shortHash = extends.Clone();
+        shortHash.Path[0] = ByteString.CopyFrom(shortHash.Path[0].Span[1..]);
+        request.Consistencies.Add(shortHash);
+
         VerifyBatchResponse response = await client.Relay.VerifyBatchAsync(request);
         Assert.Equal([true, false, false], response.SignatureValid);
         Assert.Equal([true, false], response.InclusionValid);
+        Assert.Equal([true, false, false], response.ConsistencyValid);
         Assert.Equal(backend, response.Backend);
         // The receipt's mailbox side: bob reads the envelope alice sent, signing a challenge the same backend checks.
         Assert.Single((await client.FetchAsync(bob)).Messages);

@@ -194,7 +194,7 @@ public sealed class VerifyBatchLimitsTests
     }
 
     [Fact]
-    public async Task An_overlong_inclusion_path_is_false_and_proof_errors_speak_plainly()
+    public async Task Overlong_proof_paths_are_false_and_proof_errors_speak_plainly()
     {
         await using TestNode node = await TestNode.StartAsync(o => o.MaxTtlDays = 7);
         using MegaNetClient client = node.Client();
@@ -202,9 +202,24 @@ public sealed class VerifyBatchLimitsTests
         Receipt receipt = await client.SendAsync(alice, bob.Card, Encoding.UTF8.GetBytes("x"), "text/plain", ttl: TimeSpan.FromDays(1));
         var overlong = new InclusionItem { Leaf = receipt.EnvelopeId, LeafIndex = receipt.LogIndex, TreeSize = receipt.TreeHead.TreeSize, RootHash = receipt.TreeHead.RootHash };
         overlong.Path.AddRange(Enumerable.Repeat(ByteString.CopyFrom(new byte[32]), 65));
+        var overlongConsistency = new ConsistencyItem { FirstSize = 1, FirstRoot = receipt.TreeHead.RootHash, SecondSize = 2, SecondRoot = receipt.TreeHead.RootHash };
+        overlongConsistency.Path.AddRange(overlong.Path);
         var request = new VerifyBatchRequest();
         request.Inclusions.Add(overlong);
-        Assert.Equal([false], (await client.Relay.VerifyBatchAsync(request)).InclusionValid);
+        request.Consistencies.Add(overlongConsistency);
+        VerifyBatchResponse verdicts = await client.Relay.VerifyBatchAsync(request);
+        Assert.Equal([false], verdicts.InclusionValid);
+        Assert.Equal([false], verdicts.ConsistencyValid);
+
+        // Items of every kind count against the one limit.
+        var tooMany = new VerifyBatchRequest();
+        tooMany.Inclusions.Add(Enumerable.Range(0, 65_536).Select(_ => new InclusionItem()));
+        tooMany.Consistencies.Add(new ConsistencyItem());
+        RpcException over = await Assert.ThrowsAsync<RpcException>(async () => await client.Relay.VerifyBatchAsync(tooMany));
+        Assert.Equal(StatusCode.InvalidArgument, over.StatusCode);
+        Assert.Contains("has 65,537 items; at most 65,536", over.Status.Detail, StringComparison.Ordinal);
+        tooMany.Consistencies.Clear();
+        Assert.Equal(65_536, (await client.Relay.VerifyBatchAsync(tooMany)).InclusionValid.Count(valid => !valid));
 
         // Wrong whatever the log holds: INVALID_ARGUMENT; beyond what it holds now: OUT_OF_RANGE.
         foreach ((InclusionProofRequest bad, StatusCode code) in new[]

@@ -92,6 +92,7 @@ public sealed class MerkleProofTests(ITestOutputHelper output)
                 List<byte[]> proof = log.InclusionProof(m, size);
                 Assert.Equal(NaivePath(m, d), proof);
                 Assert.True(MerkleTree.VerifyInclusion(MerkleTree.LeafHash(d[m]), m, size, proof, root));
+                Assert.True(MerkleTree.VerifyInclusion(MerkleTree.LeafHash(d[m]), m, size, Concatenated(proof), root));
                 Assert.False(MerkleTree.VerifyInclusion(MerkleTree.LeafHash(d[(m + 1) % size]), m, size, proof, root) && size > 1);
             }
 
@@ -100,6 +101,7 @@ public sealed class MerkleProofTests(ITestOutputHelper output)
                 List<byte[]> proof = log.ConsistencyProof(first, size);
                 Assert.Equal(first == size ? [] : NaiveSubProof(first, d, true), proof);
                 Assert.True(MerkleTree.VerifyConsistency(first, size, Mth(leaves[..first]), root, proof), $"consistency {first} → {size}");
+                Assert.True(MerkleTree.VerifyConsistency(first, size, Mth(leaves[..first]), root, Concatenated(proof)), $"consistency {first} → {size}, concatenated");
                 if (first < size && first > 0)
                 {
                     byte[] wrong = (byte[])root.Clone();
@@ -111,11 +113,60 @@ public sealed class MerkleProofTests(ITestOutputHelper output)
             // Every tree extends the empty one, but only a size-0 head with the empty tree's root is that one.
             byte[] notEmpty = MerkleTree.EmptyRoot();
             notEmpty[0] ^= 1;
-            Assert.True(MerkleTree.VerifyConsistency(0, size, MerkleTree.EmptyRoot(), root, []));
-            Assert.False(MerkleTree.VerifyConsistency(0, size, notEmpty, root, []));
-            Assert.False(MerkleTree.VerifyConsistency(0, 0, notEmpty, notEmpty, []));
+            Assert.True(MerkleTree.VerifyConsistency(0, size, MerkleTree.EmptyRoot(), root, Array.Empty<byte[]>()));
+            Assert.False(MerkleTree.VerifyConsistency(0, size, notEmpty, root, Array.Empty<byte[]>()));
+            Assert.False(MerkleTree.VerifyConsistency(0, 0, notEmpty, notEmpty, ReadOnlySpan<byte>.Empty));
         }
     }
+
+    /// <summary>Every byte of a proof counts: a flipped bit anywhere, a hash dropped, added or cut short, a path that is
+    /// not whole hashes or longer than any tree allows, each gives false (and no exception), in both forms of the path.</summary>
+    [Fact]
+    public void Any_change_to_a_proof_makes_it_false()
+    {
+        int seed = RandomNumberGenerator.GetInt32(int.MaxValue);
+        output.WriteLine($"seed {seed}");
+        var random = new Random(seed);
+        var log = new MerkleLog();
+        var leaves = new List<byte[]>();
+        for (int i = 0; i < 1_500; i++)
+        {
+            byte[] leaf = new byte[32];
+            random.NextBytes(leaf);
+            leaves.Add(leaf);
+            log.Append(leaf);
+        }
+
+        for (int round = 0; round < 20; round++)
+        {
+            int size = random.Next(2, leaves.Count + 1), m = random.Next(size), first = random.Next(1, size);
+            byte[] root = log.Root(size), firstRoot = log.Root(first), leafHash = MerkleTree.LeafHash(leaves[m]);
+            List<byte[]> inclusion = log.InclusionProof(m, size), consistency = log.ConsistencyProof(first, size);
+            bool Includes(List<byte[]> proof) =>
+                MerkleTree.VerifyInclusion(leafHash, m, size, proof, root) | MerkleTree.VerifyInclusion(leafHash, m, size, Concatenated(proof), root);
+            bool Extends(List<byte[]> proof) =>
+                MerkleTree.VerifyConsistency(first, size, firstRoot, root, proof) | MerkleTree.VerifyConsistency(first, size, firstRoot, root, Concatenated(proof));
+
+            Assert.True(Includes(inclusion) & Extends(consistency), $"leaf {m}, heads {first} → {size}");
+            foreach ((List<byte[]> proof, Func<List<byte[]>, bool> holds) in new[] { (inclusion, (Func<List<byte[]>, bool>)Includes), (consistency, Extends) })
+            {
+                int at = random.Next(proof.Count), bit = random.Next(8 * MerkleTree.HashSize);
+                List<byte[]> flipped = [.. proof.Select(h => (byte[])h.Clone())];
+                flipped[at][bit / 8] ^= (byte)(1 << (bit % 8));
+                Assert.False(holds(flipped), $"bit {bit} of hash {at} flipped");
+                Assert.False(holds(proof[..^1]), "last hash dropped");
+                Assert.False(holds([.. proof, proof[0]]), "a hash added");
+                Assert.False(holds([.. proof[..at], proof[at][..31], .. proof[(at + 1)..]]), $"hash {at} cut short");
+                Assert.False(holds([.. proof[..at], null!, .. proof[(at + 1)..]]), $"hash {at} missing");
+                Assert.False(holds([.. proof, .. Enumerable.Repeat(proof[0], MerkleTree.MaxPathHashes + 1 - proof.Count)]), "longer than any tree allows");
+            }
+
+            Assert.False(MerkleTree.VerifyInclusion(leafHash, m, size, [.. Concatenated(inclusion), 0], root), "a path of whole hashes and a byte");
+            Assert.False(MerkleTree.VerifyConsistency(first, size, firstRoot, root, Concatenated(consistency)[..^1]), "a path a byte short of whole hashes");
+        }
+    }
+
+    private static byte[] Concatenated(List<byte[]> proof) => [.. proof.SelectMany(hash => hash ?? [])];
 
     [Fact]
     public async Task Proofs_read_without_the_writers_lock_verify_while_leaves_are_appended()

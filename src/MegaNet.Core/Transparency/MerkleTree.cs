@@ -11,6 +11,8 @@ public static class MerkleTree
 {
     private static readonly NSec.Cryptography.HashAlgorithm Sha256 = NSec.Cryptography.HashAlgorithm.Sha256;
 
+    private static readonly byte[] EmptyRootHash = SHA256.HashData(ReadOnlySpan<byte>.Empty);
+
     /// <summary>Hash size (SHA-256).</summary>
     public const int HashSize = 32;
 
@@ -80,33 +82,46 @@ public static class MerkleTree
     }
 
     /// <summary>The root of the empty tree, SHA-256 of nothing.</summary>
-    public static byte[] EmptyRoot() => SHA256.HashData(ReadOnlySpan<byte>.Empty);
+    public static byte[] EmptyRoot() => EmptyRootHash.ToArray();
 
     /// <summary>Largest power of two strictly below <paramref name="n"/> (n ≥ 2).</summary>
     public static long SplitPoint(long n) => (long)BitOperations.RoundUpToPowerOf2((ulong)n) >> 1;
+
+    /// <summary>Most hashes in a proof for any tree a signed size (below 2^63) can describe: each hash of an inclusion
+    /// or consistency path at least halves what is left of the tree, so a longer path is wrong whatever it holds.</summary>
+    public const int MaxPathHashes = 64;
 
     /// <summary>RFC 9162 §2.1.3.2: checks that <paramref name="leafHash"/> is leaf <paramref name="index"/> of the tree
     /// of size <paramref name="treeSize"/> whose root is <paramref name="root"/>.</summary>
     public static bool VerifyInclusion(ReadOnlySpan<byte> leafHash, long index, long treeSize, IReadOnlyList<byte[]> proof, ReadOnlySpan<byte> root)
     {
-        ArgumentNullException.ThrowIfNull(proof);
-        if (index < 0 || index >= treeSize || leafHash.Length != HashSize || root.Length != HashSize)
+        Span<byte> path = stackalloc byte[MaxPathHashes * HashSize];
+        return TryConcatenate(proof, static hash => hash, path, out int length) && VerifyInclusion(leafHash, index, treeSize, path[..length], root);
+    }
+
+    /// <summary>RFC 9162 §2.1.3.2, with the proof's hashes one after another in <paramref name="path"/> (see
+    /// <see cref="TryConcatenate"/>); allocates nothing, for callers that check proofs by the thousand.</summary>
+    public static bool VerifyInclusion(ReadOnlySpan<byte> leafHash, long index, long treeSize, ReadOnlySpan<byte> path, ReadOnlySpan<byte> root)
+    {
+        if (index < 0 || index >= treeSize || leafHash.Length != HashSize || root.Length != HashSize || !IsPath(path))
         {
             return false;
         }
 
         long fn = index, sn = treeSize - 1;
-        byte[] r = leafHash.ToArray();
-        foreach (byte[] p in proof)
+        Span<byte> r = stackalloc byte[HashSize];
+        leafHash.CopyTo(r);
+        for (int offset = 0; offset < path.Length; offset += HashSize)
         {
-            if (sn == 0 || p is null || p.Length != HashSize)
+            if (sn == 0)
             {
                 return false;
             }
 
+            ReadOnlySpan<byte> p = path.Slice(offset, HashSize);
             if ((fn & 1) == 1 || fn == sn)
             {
-                r = NodeHash(p, r);
+                NodeHash(p, r, r);
                 if ((fn & 1) == 0)
                 {
                     while ((fn & 1) == 0 && fn != 0)
@@ -118,27 +133,34 @@ public static class MerkleTree
             }
             else
             {
-                r = NodeHash(r, p);
+                NodeHash(r, p, r);
             }
 
             fn >>= 1;
             sn >>= 1;
         }
 
-        return sn == 0 && r.AsSpan().SequenceEqual(root);
+        return sn == 0 && r.SequenceEqual(root);
     }
 
     /// <summary>RFC 9162 §2.1.4.2: checks that the tree of size <paramref name="size2"/> with root <paramref name="root2"/>
     /// extends the tree of size <paramref name="size1"/> with root <paramref name="root1"/>.</summary>
     public static bool VerifyConsistency(long size1, long size2, ReadOnlySpan<byte> root1, ReadOnlySpan<byte> root2, IReadOnlyList<byte[]> proof)
     {
-        ArgumentNullException.ThrowIfNull(proof);
-        if (size1 < 0 || size2 < size1 || root1.Length != HashSize || root2.Length != HashSize)
+        Span<byte> path = stackalloc byte[MaxPathHashes * HashSize];
+        return TryConcatenate(proof, static hash => hash, path, out int length) && VerifyConsistency(size1, size2, root1, root2, path[..length]);
+    }
+
+    /// <summary>RFC 9162 §2.1.4.2, with the proof's hashes one after another in <paramref name="path"/> (see
+    /// <see cref="TryConcatenate"/>); allocates nothing, for callers that check proofs by the thousand.</summary>
+    public static bool VerifyConsistency(long size1, long size2, ReadOnlySpan<byte> root1, ReadOnlySpan<byte> root2, ReadOnlySpan<byte> path)
+    {
+        if (size1 < 0 || size2 < size1 || root1.Length != HashSize || root2.Length != HashSize || !IsPath(path))
         {
             return false;
         }
 
-        if (size1 == 0 && !root1.SequenceEqual(EmptyRoot()))
+        if (size1 == 0 && !root1.SequenceEqual(EmptyRootHash))
         {
             // A size-0 head with another root than the empty tree's is no head of this log.
             return false;
@@ -146,27 +168,33 @@ public static class MerkleTree
 
         if (size1 == size2)
         {
-            return proof.Count == 0 && root1.SequenceEqual(root2);
+            return path.IsEmpty && root1.SequenceEqual(root2);
         }
 
         if (size1 == 0)
         {
             // Every tree extends the empty one.
-            return proof.Count == 0;
+            return path.IsEmpty;
         }
 
-        if (proof.Count == 0 || proof.Any(p => p is null || p.Length != HashSize))
+        if (path.IsEmpty)
         {
             return false;
         }
 
-        var path = new List<byte[]>(proof.Count + 1);
-        if (BitOperations.IsPow2(size1))
+        // The RFC prepends root1 to the path when size1 is a power of two and starts both running hashes from the
+        // path's first entry: here that entry seeds them without being copied in front.
+        int offset = 0;
+        ReadOnlySpan<byte> seed = root1;
+        if (!BitOperations.IsPow2(size1))
         {
-            path.Add(root1.ToArray());
+            seed = path[..HashSize];
+            offset = HashSize;
         }
 
-        path.AddRange(proof);
+        Span<byte> fr = stackalloc byte[HashSize], sr = stackalloc byte[HashSize];
+        seed.CopyTo(fr);
+        seed.CopyTo(sr);
         long fn = size1 - 1, sn = size2 - 1;
         while ((fn & 1) == 1)
         {
@@ -174,19 +202,18 @@ public static class MerkleTree
             sn >>= 1;
         }
 
-        byte[] fr = path[0], sr = path[0];
-        for (int i = 1; i < path.Count; i++)
+        for (; offset < path.Length; offset += HashSize)
         {
-            byte[] c = path[i];
             if (sn == 0)
             {
                 return false;
             }
 
+            ReadOnlySpan<byte> c = path.Slice(offset, HashSize);
             if ((fn & 1) == 1 || fn == sn)
             {
-                fr = NodeHash(c, fr);
-                sr = NodeHash(c, sr);
+                NodeHash(c, fr, fr);
+                NodeHash(c, sr, sr);
                 if ((fn & 1) == 0)
                 {
                     while ((fn & 1) == 0 && fn != 0)
@@ -198,13 +225,50 @@ public static class MerkleTree
             }
             else
             {
-                sr = NodeHash(sr, c);
+                NodeHash(sr, c, sr);
             }
 
             fn >>= 1;
             sn >>= 1;
         }
 
-        return sn == 0 && fr.AsSpan().SequenceEqual(root1) && sr.AsSpan().SequenceEqual(root2);
+        return sn == 0 && fr.SequenceEqual(root1) && sr.SequenceEqual(root2);
     }
+
+    /// <summary>Writes a proof's hashes one after another into <paramref name="destination"/> (room for
+    /// <see cref="MaxPathHashes"/> hashes suffices), reading each through <paramref name="bytes"/>. False, with nothing
+    /// to verify, when a hash is not <see cref="HashSize"/> bytes or there are more than <see cref="MaxPathHashes"/>:
+    /// no such proof verifies.</summary>
+    public static bool TryConcatenate<THash>(IReadOnlyList<THash> proof, Func<THash, ReadOnlyMemory<byte>> bytes, Span<byte> destination, out int length)
+    {
+        ArgumentNullException.ThrowIfNull(proof);
+        ArgumentNullException.ThrowIfNull(bytes);
+        length = 0;
+        int count = proof.Count;
+        if (count > MaxPathHashes)
+        {
+            return false;
+        }
+
+        if (count * HashSize > destination.Length)
+        {
+            throw new ArgumentException($"The destination holds {destination.Length} bytes; this proof needs {count * HashSize}.", nameof(destination));
+        }
+
+        for (int i = 0; i < count; i++)
+        {
+            ReadOnlySpan<byte> hash = bytes(proof[i]).Span;
+            if (hash.Length != HashSize)
+            {
+                return false;
+            }
+
+            hash.CopyTo(destination[length..]);
+            length += HashSize;
+        }
+
+        return true;
+    }
+
+    private static bool IsPath(ReadOnlySpan<byte> path) => path.Length % HashSize == 0 && path.Length <= MaxPathHashes * HashSize;
 }

@@ -32,11 +32,8 @@ public sealed class RelayService(
     /// library (its bytes are bounded as a Submit request's are, by <see cref="RequestMessageGuard.EnvelopeMessageBytes"/>).</summary>
     public const int MaxBatchEnvelopes = MegaNetClient.MaxBatchEnvelopes;
 
-    // Signatures verified per step of a VerifyBatch call, with a look at the client's cancellation between steps.
+    // Signatures (or proofs) verified per step of a VerifyBatch call, with a look at the client's cancellation between steps.
     private const int VerifyChunk = 4_096;
-
-    // RFC 9162 paths are at most 64 hashes for any tree a signed size can describe: a longer one is refused uncopied.
-    private const int MaxInclusionPath = 64;
 
     /// <summary>Most envelope bytes in one <c>Fetch</c> page (the first envelope is always included). A reply stays in
     /// the node's memory until the client reads it, and HTTP/2 flow control lets a client simply not read: the call
@@ -551,9 +548,11 @@ public sealed class RelayService(
     /// <inheritdoc/>
     public override async Task<VerifyBatchResponse> VerifyBatch(VerifyBatchRequest request, ServerCallContext context)
     {
-        if (request.Signatures.Count + request.Inclusions.Count > MaxVerifyItems)
+        int items = request.Signatures.Count + request.Inclusions.Count + request.Consistencies.Count;
+        if (items > MaxVerifyItems)
         {
-            throw new RpcException(new Status(StatusCode.InvalidArgument, $"At most {MaxVerifyItems} items per VerifyBatch call."));
+            throw new RpcException(new Status(StatusCode.InvalidArgument,
+                $"This VerifyBatch call has {items:N0} items; at most {MaxVerifyItems:N0} (signatures, inclusion and consistency proofs together, Status.limits.max_verify_batch) are taken in one call."));
         }
 
         DelegatedVerificationGate.Call? call = verifyGate.TryEnter(Source(context), request.Signatures.Count, out DelegatedVerificationGate.Refusal refusal, out int retryAfterMs);
@@ -567,6 +566,14 @@ public sealed class RelayService(
             // Up to seconds of CPU: on the gate's own thread, not on one of the thread pool's.
             CancellationToken ct = context.CancellationToken;
             return await verifyGate.RunAsync(() => Verify(request, call, ct), ct).ConfigureAwait(false);
+        }
+    }
+
+    private static void CheckStep(int item, CancellationToken cancellationToken)
+    {
+        if (item % VerifyChunk == 0)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
         }
     }
 
@@ -602,10 +609,25 @@ public sealed class RelayService(
             response.SignatureValid.AddRange(verdicts);
         }
 
-        foreach (InclusionItem item in request.Inclusions)
+        // Proofs cost up to 64 (inclusion) or 128 (consistency) SHA-256 hashes each, microseconds, and allocate nothing:
+        // the cancellation is looked at once per step as for signatures.
+        Span<byte> path = stackalloc byte[MerkleTree.MaxPathHashes * MerkleTree.HashSize];
+        Span<byte> leafHash = stackalloc byte[MerkleTree.HashSize];
+        for (int i = 0; i < request.Inclusions.Count; i++)
         {
-            response.InclusionValid.Add(item.Path.Count <= MaxInclusionPath && MerkleTree.VerifyInclusion(MerkleTree.LeafHash(item.Leaf.Span),
-                item.LeafIndex, item.TreeSize, item.Path.Select(p => p.ToByteArray()).ToList(), item.RootHash.Span));
+            CheckStep(i, cancellationToken);
+            InclusionItem item = request.Inclusions[i];
+            MerkleTree.LeafHash(item.Leaf.Span, leafHash);
+            response.InclusionValid.Add(MerkleTree.TryConcatenate(item.Path, static hash => hash.Memory, path, out int length)
+                && MerkleTree.VerifyInclusion(leafHash, item.LeafIndex, item.TreeSize, path[..length], item.RootHash.Span));
+        }
+
+        for (int i = 0; i < request.Consistencies.Count; i++)
+        {
+            CheckStep(i, cancellationToken);
+            ConsistencyItem item = request.Consistencies[i];
+            response.ConsistencyValid.Add(MerkleTree.TryConcatenate(item.Path, static hash => hash.Memory, path, out int length)
+                && MerkleTree.VerifyConsistency(item.FirstSize, item.SecondSize, item.FirstRoot.Span, item.SecondRoot.Span, path[..length]));
         }
 
         return response;
