@@ -1,0 +1,369 @@
+#!/usr/bin/env node
+// A MegaNet client in JavaScript, written from docs/protocol.md against the unmodified .proto files: identities,
+// sealing, proof of work, the envelope's signing bytes and id, receipts with their tree head and inclusion proof, and
+// the mailbox's signed challenges. The repository's tests drive it against a real node and the C# client
+// (tests/MegaNet.Node.Tests/JavaScriptClientTests.cs), so the protocol document is checked by a second implementation.
+//
+//   node meganet.mjs id new FILE                  create an identity (the same file format as `meganet id new`)
+//   node meganet.mjs id show FILE                 print its contact card
+//   node meganet.mjs status [--node URL]          the node's Status as JSON
+//   node meganet.mjs send -i FILE --to CARD --text TEXT [--node URL] [--node-id HEX]
+//   node meganet.mjs fetch -i FILE --node-id HEX [--node URL] [--ack]
+//
+// Crypto: libsodium (libsodium-wrappers) for Ed25519, X25519, BLAKE2b and XChaCha20-Poly1305; Node's crypto for
+// HKDF-SHA256 and SHA-256. Protobuf: @grpc/proto-loader for the service, protobufjs for the sealed inner message.
+
+import { createHash, hkdfSync } from 'node:crypto';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import grpc from '@grpc/grpc-js';
+import protoLoader from '@grpc/proto-loader';
+import protobuf from 'protobufjs';
+import _sodium from 'libsodium-wrappers';
+
+await _sodium.ready;
+const sodium = _sodium;
+
+const protos = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'src', 'MegaNet.Api', 'Protos');
+const CLASSES = [1024, 4096, 16384, 65536];
+const TEXT = 'text/plain; charset=utf-8';
+const utf8 = (s) => Buffer.from(s, 'utf8');
+const blake2b256 = (...parts) => Buffer.from(sodium.crypto_generichash(32, Buffer.concat(parts)));
+const u32be = (n) => { const b = Buffer.alloc(4); b.writeUInt32BE(n); return b; };
+const u64be = (n) => { const b = Buffer.alloc(8); b.writeBigUInt64BE(BigInt(n)); return b; };
+const i64be = (n) => { const b = Buffer.alloc(8); b.writeBigInt64BE(BigInt(n)); return b; };
+const hkdf = (ikm, salt, info) => Buffer.from(hkdfSync('sha256', ikm, salt, info, 32));
+
+class UsageError extends Error {}
+
+// ---- identities and cards (protocol.md, "Identities and addresses") ----
+
+function identityFrom(file) {
+  const signing = sodium.crypto_sign_seed_keypair(Buffer.from(file.signing_seed, 'hex'));
+  const encryptionSecret = Buffer.from(file.encryption_key, 'hex');
+  return {
+    signingPublic: Buffer.from(signing.publicKey),
+    signingSecret: signing.privateKey,
+    encryptionSecret,
+    encryptionPublic: Buffer.from(sodium.crypto_scalarmult_base(encryptionSecret)),
+    sendingSeed: Buffer.from(file.sending_seed, 'hex'),
+  };
+}
+
+function loadIdentity(path) {
+  if (!path) throw new UsageError('pass the identity file with -i FILE');
+  const file = JSON.parse(readFileSync(path, 'utf8'));
+  if (file.version !== 1) throw new UsageError(`${path} is not a version 1 MegaNet identity file`);
+  return identityFrom(file);
+}
+
+const addressOf = (signingPublic, encryptionPublic) => blake2b256(signingPublic, encryptionPublic);
+
+function cardText(signingPublic, encryptionPublic) {
+  const raw = Buffer.concat([signingPublic, encryptionPublic, addressOf(signingPublic, encryptionPublic).subarray(0, 4)]);
+  return 'mn1' + raw.toString('base64url');
+}
+
+function parseCard(text) {
+  const compact = text.replace(/\s+/g, '');
+  if (!compact.startsWith('mn1')) throw new UsageError('a MegaNet contact card starts with mn1');
+  const raw = Buffer.from(compact.slice(3), 'base64url');
+  if (raw.length !== 68) throw new UsageError('the contact card is not 68 bytes of base64url');
+  const signingPublic = raw.subarray(0, 32), encryptionPublic = raw.subarray(32, 64);
+  if (!addressOf(signingPublic, encryptionPublic).subarray(0, 4).equals(raw.subarray(64))) {
+    throw new UsageError('the contact card has a typo (its checksum does not match)');
+  }
+  return { signingPublic, encryptionPublic, address: addressOf(signingPublic, encryptionPublic) };
+}
+
+// Envelopes to one recipient are signed by a key derived for it: one pseudonym per pair.
+function sendingKeyFor(identity, recipientAddress) {
+  const seed = hkdf(identity.sendingSeed, Buffer.alloc(0), Buffer.concat([utf8('meganet-sending-v1'), recipientAddress]));
+  const pair = sodium.crypto_sign_seed_keypair(seed);
+  return { publicKey: Buffer.from(pair.publicKey), secretKey: pair.privateKey };
+}
+
+// ---- sealing (protocol.md, "Sealing") ----
+
+// keepCase: the proto's own field names, as @grpc/proto-loader is told below (protobufjs would camel-case them).
+const inner = new protobuf.Root().loadSync(join(protos, 'meganet', 'v1', 'envelope.proto'), { keepCase: true }).lookupType('meganet.v1.SealedContent');
+
+function contentDigest(recipientAddress, senderAddress, sentUnixMs, contentType, fileName, content) {
+  const field = (bytes) => Buffer.concat([u32be(bytes.length), bytes]);
+  return blake2b256(utf8('meganet-content-v2'), recipientAddress, senderAddress, i64be(sentUnixMs),
+    field(utf8(contentType)), field(utf8(fileName)), field(content));
+}
+
+function seal(sender, recipient, content, contentType) {
+  const sentUnixMs = Date.now();
+  const digest = contentDigest(recipient.address, addressOf(sender.signingPublic, sender.encryptionPublic), sentUnixMs, contentType, '', content);
+  const message = inner.encode(inner.fromObject({
+    sender_signing_key: sender.signingPublic,
+    sender_encryption_key: sender.encryptionPublic,
+    sent_unix_ms: sentUnixMs,
+    content_type: contentType,
+    content,
+    content_signature: Buffer.from(sodium.crypto_sign_detached(digest, sender.signingSecret)),
+  })).finish();
+  const size = CLASSES.find((c) => 4 + message.length <= c);
+  if (size === undefined) throw new UsageError(`the message is ${message.length} bytes sealed; the largest size class is 64 KiB`);
+  const padded = Buffer.alloc(size);
+  padded.writeUInt32LE(message.length, 0);
+  Buffer.from(message).copy(padded, 4);
+
+  const ephemeralSecret = Buffer.from(sodium.randombytes_buf(32));
+  const ephemeralPublic = Buffer.from(sodium.crypto_scalarmult_base(ephemeralSecret));
+  const shared = Buffer.from(sodium.crypto_scalarmult(ephemeralSecret, recipient.encryptionPublic));
+  const domain = Buffer.concat([utf8('meganet-seal-v1'), recipient.address]);
+  const key = hkdf(shared, Buffer.concat([ephemeralPublic, recipient.encryptionPublic]), domain);
+  const nonce = Buffer.from(sodium.randombytes_buf(24));
+  const ciphertext = sodium.crypto_aead_xchacha20poly1305_ietf_encrypt(padded, domain, null, nonce, key);
+  return Buffer.concat([ephemeralPublic, nonce, Buffer.from(ciphertext)]);
+}
+
+function open(identity, envelope) {
+  const sealed = envelope.sealed_payload;
+  const ephemeralPublic = sealed.subarray(0, 32), nonce = sealed.subarray(32, 56);
+  const address = addressOf(identity.signingPublic, identity.encryptionPublic);
+  const shared = Buffer.from(sodium.crypto_scalarmult(identity.encryptionSecret, ephemeralPublic));
+  const domain = Buffer.concat([utf8('meganet-seal-v1'), address]);
+  const key = hkdf(shared, Buffer.concat([ephemeralPublic, identity.encryptionPublic]), domain);
+  const padded = Buffer.from(sodium.crypto_aead_xchacha20poly1305_ietf_decrypt(null, sealed.subarray(56), domain, nonce, key));
+  const length = padded.readUInt32LE(0);
+  if (length > padded.length - 4 || padded.subarray(4 + length).some((b) => b !== 0)) throw new Error('bad padding');
+  const m = inner.toObject(inner.decode(padded.subarray(4, 4 + length)), { longs: String, bytes: Buffer, defaults: true });
+  const signingKey = Buffer.from(m.sender_signing_key), encryptionKey = Buffer.from(m.sender_encryption_key);
+  if (signingKey.length !== 32 || encryptionKey.length !== 32) throw new Error('sender keys are not 32 bytes');
+  const digest = contentDigest(address, addressOf(signingKey, encryptionKey), m.sent_unix_ms, m.content_type, m.file_name, Buffer.from(m.content));
+  if (!sodium.crypto_sign_verify_detached(Buffer.from(m.content_signature), digest, signingKey)) throw new Error('the content signature does not verify');
+  return { sender: cardText(signingKey, encryptionKey), sentUnixMs: m.sent_unix_ms, contentType: m.content_type, fileName: m.file_name, content: Buffer.from(m.content) };
+}
+
+// ---- envelopes (protocol.md, "Envelope") ----
+
+function coreBytes(e) {
+  return Buffer.concat([utf8('meganet-envelope-v1'), u32be(e.version), e.recipient, i64be(e.expires_unix_ms),
+    blake2b256(e.sealed_payload), e.sending_key]);
+}
+
+function signingBytes(e) {
+  return Buffer.concat([coreBytes(e), u32be(e.pow ? e.pow.bits : 0), u64be(e.pow ? e.pow.nonce : 0)]);
+}
+
+const envelopeId = (e) => blake2b256(signingBytes(e));
+
+function leadingZeroBits(hash) {
+  let bits = 0;
+  for (const byte of hash) {
+    if (byte === 0) { bits += 8; continue; }
+    return bits + Math.clz32(byte) - 24;
+  }
+  return bits;
+}
+
+function stamp(e, bits) {
+  if (bits === 0) { delete e.pow; return; }
+  const coreDigest = blake2b256(coreBytes(e));
+  for (let nonce = 0n; ; nonce++) {
+    if (leadingZeroBits(blake2b256(utf8('meganet-pow-v1'), coreDigest, u64be(nonce))) >= bits) {
+      e.pow = { bits, nonce: nonce.toString() };
+      return;
+    }
+  }
+}
+
+function sign(e, sendingKey) {
+  e.signature = Buffer.from(sodium.crypto_sign_detached(signingBytes(e), sendingKey.secretKey));
+}
+
+// ---- transparency (protocol.md, "Receipts and tree heads"; RFC 9162) ----
+
+const sha256 = (...parts) => createHash('sha256').update(Buffer.concat(parts)).digest();
+
+function verifyTreeHead(head, nodeId) {
+  if (nodeId && !Buffer.from(head.node_key).equals(nodeId)) throw new Error('the tree head is signed by another key than the node id given');
+  const signed = Buffer.concat([utf8('meganet-sth-v1'), u64be(head.tree_size), head.root_hash, u64be(head.timestamp_unix_ms)]);
+  if (!sodium.crypto_sign_verify_detached(head.signature, signed, head.node_key)) throw new Error("the tree head's signature does not verify");
+}
+
+function verifyInclusion(leaf, index, size, path, root) {
+  let fn = BigInt(index), sn = BigInt(size) - 1n;
+  if (fn < 0n || fn > sn) return false;
+  let r = sha256(Buffer.from([0]), leaf);
+  for (const p of path) {
+    if (sn === 0n || p.length !== 32) return false;
+    if ((fn & 1n) === 1n || fn === sn) {
+      r = sha256(Buffer.from([1]), p, r);
+      while ((fn & 1n) === 0n && fn !== 0n) { fn >>= 1n; sn >>= 1n; }
+    } else {
+      r = sha256(Buffer.from([1]), r, p);
+    }
+    fn >>= 1n; sn >>= 1n;
+  }
+  return sn === 0n && r.equals(root);
+}
+
+// ---- the node ----
+
+function relay(url) {
+  const definition = protoLoader.loadSync(['meganet/v1/relay.proto'], { includeDirs: [protos], keepCase: true, longs: String, defaults: true });
+  const Relay = grpc.loadPackageDefinition(definition).meganet.v1.Relay;
+  const target = new URL(url);
+  const credentials = target.protocol === 'https:' ? grpc.credentials.createSsl() : grpc.credentials.createInsecure();
+  const client = new Relay(target.host, credentials);
+  const call = (method, request) => new Promise((resolve, reject) =>
+    client[method](request, { deadline: Date.now() + 30_000 }, (error, response) => (error ? reject(error) : resolve(response))));
+  return { call, close: () => client.close() };
+}
+
+async function mailboxAuth(node, identity, nodeId, purpose) {
+  const address = addressOf(identity.signingPublic, identity.encryptionPublic);
+  const challenge = await node.call('Challenge', { address });
+  // The signature is good only at the node it names: sign for the node we mean to talk to, never for whatever it says.
+  if (!Buffer.from(challenge.node_id).equals(nodeId)) throw new Error(`the node's id is ${Buffer.from(challenge.node_id).toString('hex')}, not the one given with --node-id`);
+  const signed = Buffer.concat([utf8('meganet-auth-v2'), challenge.nonce, nodeId, address, purpose]);
+  return {
+    address,
+    nonce: challenge.nonce,
+    identity_signing_key: identity.signingPublic,
+    identity_encryption_key: identity.encryptionPublic,
+    signature: Buffer.from(sodium.crypto_sign_detached(signed, identity.signingSecret)),
+  };
+}
+
+async function send(node, sender, recipient, text, nodeId) {
+  const status = await node.call('Status', {});
+  const ttlSeconds = Math.min(7 * 86400, Number(status.limits.max_ttl_seconds) - 3600);
+  const sendingKey = sendingKeyFor(sender, recipient.address);
+  const envelope = {
+    version: 1,
+    recipient: recipient.address,
+    expires_unix_ms: String(Date.now() + ttlSeconds * 1000),
+    sealed_payload: seal(sender, recipient, utf8(text), TEXT),
+    sending_key: sendingKey.publicKey,
+  };
+  let bits = status.pow_bits_required;
+  for (let attempt = 0; ; attempt++) {
+    stamp(envelope, bits);
+    sign(envelope, sendingKey);
+    try {
+      const receipt = await node.call('Submit', { envelope });
+      const id = envelopeId(envelope);
+      if (!Buffer.from(receipt.envelope_id).equals(id)) throw new Error('the receipt names another envelope than the one sent');
+      verifyTreeHead(receipt.tree_head, nodeId);
+      if (!nodeId) console.error(`note: the receipt is signed by ${Buffer.from(receipt.tree_head.node_key).toString('hex')}; pass --node-id to check that this is the node you mean`);
+      const proof = await node.call('GetInclusionProof', { leaf_index: receipt.log_index, tree_size: receipt.tree_head.tree_size });
+      if (!verifyInclusion(id, receipt.log_index, receipt.tree_head.tree_size, proof.path.map((p) => Buffer.from(p)), Buffer.from(receipt.tree_head.root_hash))) {
+        throw new Error("the inclusion proof does not lead to the tree head's root");
+      }
+      return { envelope_id: id.toString('hex'), log_index: Number(receipt.log_index), tree_size: Number(receipt.tree_head.tree_size), duplicate: receipt.duplicate, pow_bits: bits };
+    } catch (error) {
+      // FAILED_PRECONDITION with a pow-bits trailer: the node (or the recipient's nearly full mailbox) wants a stamp.
+      const wanted = error.code === grpc.status.FAILED_PRECONDITION && error.metadata?.get('pow-bits')[0];
+      if (!wanted || attempt >= 2) throw error;
+      bits = Number(wanted);
+    }
+  }
+}
+
+async function fetch(node, identity, nodeId, ack) {
+  const messages = [];
+  const seqs = [];
+  for (let after = '0'; ;) {
+    const page = await node.call('Fetch', { auth: await mailboxAuth(node, identity, nodeId, Buffer.from([1])), after_seq: after, limit: 100 });
+    if (page.items.length === 0) break;
+    for (const item of page.items) {
+      seqs.push(item.seq);
+      const e = item.envelope;
+      if (!envelopeId(e).equals(Buffer.from(item.envelope_id))) throw new Error(`message ${item.seq}: the node's envelope id is not the envelope's`);
+      try {
+        const m = open(identity, e);
+        // The keys `meganet fetch --json` prints, so a script reads either client's output.
+        const body = m.contentType.startsWith('text/') ? { text: m.content.toString('utf8') } : { file_name: m.fileName, file_base64: m.content.toString('base64') };
+        messages.push({ seq: Number(item.seq), id: envelopeId(e).toString('hex'), sender: m.sender, timestamp_unix_ms: Number(m.sentUnixMs), log_index: Number(item.log_index), ...body });
+      } catch (error) {
+        messages.push({ seq: Number(item.seq), id: envelopeId(e).toString('hex'), unreadable: error.message });
+      }
+    }
+    after = page.next_cursor;
+  }
+  for (const m of messages) console.log(JSON.stringify(m));
+  if (ack && seqs.length > 0) {
+    const list = Buffer.concat(seqs.map((s) => u64be(s)));
+    const auth = await mailboxAuth(node, identity, nodeId, Buffer.concat([Buffer.from([3]), blake2b256(list)]));
+    const answer = await node.call('Ack', { auth, seqs });
+    console.error(`acknowledged ${answer.deleted} message(s)`);
+  }
+}
+
+// ---- command line ----
+
+function options(args) {
+  const named = {};
+  const positional = [];
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i];
+    if (a === '--ack') named.ack = true;
+    else if (a.startsWith('-')) {
+      if (i + 1 >= args.length) throw new UsageError(`${a} needs a value`);
+      named[{ '-i': 'identity', '--identity': 'identity', '--to': 'to', '--text': 'text', '--node': 'node', '--node-id': 'nodeId' }[a] ?? fail(a)] = args[++i];
+    } else positional.push(a);
+  }
+  return { named, positional };
+}
+
+function fail(option) {
+  throw new UsageError(`unknown option ${option}`);
+}
+
+async function main(argv) {
+  const [command, ...rest] = argv;
+  const { named, positional } = options(rest);
+  const nodeId = named.nodeId ? Buffer.from(named.nodeId, 'hex') : undefined;
+  if (nodeId && nodeId.length !== 32) throw new UsageError('--node-id is the node\'s 32-byte key in hex');
+  if (command === 'id' && positional[0] === 'new' && positional[1]) {
+    if (existsSync(positional[1])) throw new UsageError(`${positional[1]} exists; its keys would be lost`);
+    const file = {
+      version: 1,
+      signing_seed: Buffer.from(sodium.randombytes_buf(32)).toString('hex'),
+      encryption_key: Buffer.from(sodium.randombytes_buf(32)).toString('hex'),
+      sending_seed: Buffer.from(sodium.randombytes_buf(32)).toString('hex'),
+    };
+    const identity = identityFrom(file);
+    file.card = cardText(identity.signingPublic, identity.encryptionPublic);
+    writeFileSync(positional[1], JSON.stringify(file, null, 2), { mode: 0o600, flag: 'wx' });
+    console.log(file.card);
+    return;
+  }
+  if (command === 'id' && positional[0] === 'show' && positional[1]) {
+    const identity = loadIdentity(positional[1]);
+    console.log(cardText(identity.signingPublic, identity.encryptionPublic));
+    return;
+  }
+  if (!['status', 'send', 'fetch'].includes(command)) {
+    throw new UsageError('usage: meganet.mjs id new FILE | id show FILE | status | send -i FILE --to CARD --text TEXT | fetch -i FILE --node-id HEX [--ack]  (each with [--node URL])');
+  }
+  const node = relay(named.node ?? 'http://127.0.0.1:7700');
+  try {
+    if (command === 'status') {
+      console.log(JSON.stringify(await node.call('Status', {})));
+    } else if (command === 'send') {
+      if (!named.to || named.text === undefined) throw new UsageError('send needs --to CARD and --text TEXT');
+      console.log(JSON.stringify(await send(node, loadIdentity(named.identity), parseCard(named.to), named.text, nodeId)));
+    } else {
+      if (!nodeId) throw new UsageError("fetch needs --node-id HEX (see 'meganet status'): a client signs a challenge only for the node it means");
+      await fetch(node, loadIdentity(named.identity), nodeId, named.ack === true);
+    }
+  } finally {
+    node.close();
+  }
+}
+
+try {
+  await main(process.argv.slice(2));
+} catch (error) {
+  const grpcError = error.code !== undefined && error.details !== undefined ? ` (gRPC ${grpc.status[error.code] ?? error.code})` : '';
+  console.error(`meganet.mjs: ${error.details ?? error.message}${grpcError}`);
+  process.exitCode = error instanceof UsageError ? 2 : 1;
+}

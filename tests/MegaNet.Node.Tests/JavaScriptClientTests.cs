@@ -1,0 +1,117 @@
+using System.Diagnostics;
+using System.Text;
+using System.Text.Json.Nodes;
+using Google.Protobuf;
+using MegaNet.Api;
+using MegaNet.Api.V1;
+using static MegaNet.Node.Tests.MeganetProcess;
+
+namespace MegaNet.Node.Tests;
+
+/// <summary>
+/// The JavaScript client in examples/javascript, written from docs/protocol.md and the unmodified .proto files (with
+/// libsodium and gRPC's own Node.js libraries), exchanges mail with the C# client through a real node on 127.0.0.1: the
+/// protocol document is checked by a second implementation in another language, byte for byte (signing bytes,
+/// envelope ids, proof of work, sealing, content signatures, mailbox challenges, tree heads and inclusion proofs).
+/// Needs Node.js 18 or later and <c>npm ci</c> in examples/javascript, which <c>.ci/run</c> does.
+/// </summary>
+public sealed class JavaScriptClientTests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("meganet-js-").FullName;
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    [Fact]
+    public async Task The_javascript_client_and_the_csharp_client_exchange_mail_through_a_node()
+    {
+        // A quota of 4: alice's mailbox asks for a stamp once 2 messages wait (MailboxPowFromPercent 50), which the
+        // JavaScript client learns only from the refusal's pow-bits trailer.
+        await using TestNode node = await TestNode.StartAsync(o => o.MailboxMaxCount = 4);
+        using MegaNetClient client = node.Client();
+        using Identity alice = Identity.Create();
+        string url = node.Address.ToString();
+        string nodeId = Convert.ToHexString((await client.Relay.ChallengeAsync(new ChallengeRequest { Address = ByteString.CopyFrom(alice.Address) })).NodeId.Span).ToLowerInvariant();
+
+        // Identity files are one format: each client reads the other's.
+        string alicePath = Path.Combine(_dir, "alice.json"), bobPath = Path.Combine(_dir, "bob.json");
+        alice.Save(alicePath);
+        Assert.Equal(alice.Card.ToString(), Line(await Js("id", "show", alicePath)));
+        string bobCard = Line(await Js("id", "new", bobPath));
+        using Identity bob = Identity.Load(bobPath);
+        Assert.Equal(bobCard, bob.Card.ToString());
+
+        // JavaScript → C#: three texts; the third needs the mailbox's stamp.
+        string[] texts = ["hello from JavaScript", "Grüße ✓ — 🎉", "the third, stamped"];
+        var receipts = new List<JsonObject>();
+        foreach (string message in texts)
+        {
+            receipts.Add(JsonNode.Parse(Line(await Js("send", "-i", bobPath, "--to", alice.Card.ToString(), "--text", message, "--node", url, "--node-id", nodeId)))!.AsObject());
+        }
+
+        Assert.Equal([0, 0], receipts.Take(2).Select(r => (int)r["pow_bits"]!));
+        Assert.True((int)receipts[2]["pow_bits"]! > 0, receipts[2].ToJsonString());
+        IReadOnlyList<ReceivedMessage> received = (await client.FetchAsync(alice)).Messages;
+        Assert.Equal(texts, received.Select(m => m.Content.Content.ToStringUtf8()));
+        Assert.All(received, m => Assert.Equal(bobCard, m.Sender.ToString()));
+        Assert.Equal(receipts.Select(r => (string)r["envelope_id"]!), received.Select(m => Convert.ToHexString(m.EnvelopeId).ToLowerInvariant()));
+        Assert.Equal(receipts.Select(r => (long)r["log_index"]!), received.Select(m => m.LogIndex));
+
+        // C# → JavaScript: a text and a file, read and acknowledged by the JavaScript client.
+        byte[] file = [0, 1, 2, 250, 255];
+        Receipt text = await client.SendAsync(alice, bob.Card, Encoding.UTF8.GetBytes("hello from C# ✓"), "text/plain; charset=utf-8");
+        Receipt attachment = await client.SendAsync(alice, bob.Card, file, "application/octet-stream", "data.bin");
+        Result fetched = await Js("fetch", "-i", bobPath, "--node", url, "--node-id", nodeId, "--ack");
+        JsonObject[] lines = [.. fetched.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => JsonNode.Parse(l)!.AsObject())];
+        Assert.Equal(2, lines.Length);
+        Assert.Equal("hello from C# ✓", (string)lines[0]["text"]!);
+        Assert.Equal(("data.bin", Convert.ToBase64String(file)), ((string)lines[1]["file_name"]!, (string)lines[1]["file_base64"]!));
+        Assert.All(lines, l => Assert.Equal(alice.Card.ToString(), (string)l["sender"]!));
+        Assert.Equal([text.EnvelopeId, attachment.EnvelopeId], lines.Select(l => ByteString.CopyFrom(Convert.FromHexString((string)l["id"]!))));
+        Assert.Contains("acknowledged 2 message(s)", fetched.Stderr, StringComparison.Ordinal);
+        Assert.Empty((await Js("fetch", "-i", bobPath, "--node", url, "--node-id", nodeId)).Stdout.Trim());
+
+        // The JavaScript client signs a challenge only for the node it was told of.
+        await client.SendAsync(alice, bob.Card, Encoding.UTF8.GetBytes("unread"), "text/plain; charset=utf-8");
+        string otherNode = new('0', 64);
+        Result refused = await RunAsync(Psi("fetch", "-i", bobPath, "--node", url, "--node-id", otherNode));
+        Assert.Equal(1, refused.ExitCode);
+        Assert.Contains("not the one given with --node-id", refused.Stderr, StringComparison.Ordinal);
+        Assert.Equal("unread", Assert.Single((await client.FetchAsync(bob)).Messages).Content.Content.ToStringUtf8());
+        node.AssertNoServerErrors();
+    }
+
+    private static string Line(Result result) => result.Stdout.Trim();
+
+    /// <summary>Runs the JavaScript client to a successful end.</summary>
+    private async Task<Result> Js(params string[] args)
+    {
+        Result result = await RunAsync(Psi(args));
+        Assert.True(result.ExitCode == 0, $"meganet.mjs {string.Join(' ', args)} exited {result.ExitCode}: {result.Stderr}{result.Stdout}");
+        return result;
+    }
+
+    private ProcessStartInfo Psi(params string[] args)
+    {
+        string client = Path.Combine(Example(), "meganet.mjs");
+        if (!Directory.Exists(Path.Combine(Example(), "node_modules")))
+        {
+            throw new InvalidOperationException($"{Example()}/node_modules is missing: run 'npm ci --prefix examples/javascript' (the README's test command, .ci/run, does).");
+        }
+
+        return new ProcessStartInfo("node", [client, .. args]) { WorkingDirectory = _dir };
+    }
+
+    private static string Example()
+    {
+        for (var d = new DirectoryInfo(AppContext.BaseDirectory); d is not null; d = d.Parent)
+        {
+            string candidate = Path.Combine(d.FullName, "examples", "javascript");
+            if (Directory.Exists(candidate) && File.Exists(Path.Combine(d.FullName, "MegaNet.sln")))
+            {
+                return candidate;
+            }
+        }
+
+        throw new DirectoryNotFoundException($"No examples/javascript beside MegaNet.sln above {AppContext.BaseDirectory}.");
+    }
+}
