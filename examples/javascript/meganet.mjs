@@ -9,6 +9,7 @@
 //   node meganet.mjs status [--node URL]          the node's Status as JSON
 //   node meganet.mjs send -i FILE --to CARD --text TEXT [--node URL] [--node-id HEX]
 //   node meganet.mjs fetch -i FILE --node-id HEX [--node URL] [--ack]
+//   node meganet.mjs listen -i FILE --node-id HEX [--node URL] [--after SEQ] [--count N]
 //
 // Crypto: libsodium (libsodium-wrappers) for Ed25519, X25519, BLAKE2b and XChaCha20-Poly1305; Node's crypto for
 // HKDF-SHA256 and SHA-256. Protobuf: @grpc/proto-loader for the service, protobufjs for the sealed inner message.
@@ -207,14 +208,15 @@ function verifyInclusion(leaf, index, size, path, root) {
 // ---- the node ----
 
 function relay(url) {
-  const definition = protoLoader.loadSync(['meganet/v1/relay.proto'], { includeDirs: [protos], keepCase: true, longs: String, defaults: true });
+  const definition = protoLoader.loadSync(['meganet/v1/relay.proto'], { includeDirs: [protos], keepCase: true, longs: String, defaults: true, oneofs: true });
   const Relay = grpc.loadPackageDefinition(definition).meganet.v1.Relay;
   const target = new URL(url);
   const credentials = target.protocol === 'https:' ? grpc.credentials.createSsl() : grpc.credentials.createInsecure();
   const client = new Relay(target.host, credentials);
   const call = (method, request) => new Promise((resolve, reject) =>
     client[method](request, { deadline: Date.now() + 30_000 }, (error, response) => (error ? reject(error) : resolve(response))));
-  return { call, close: () => client.close() };
+  const stream = (method, request) => client[method](request);
+  return { call, stream, close: () => client.close() };
 }
 
 async function mailboxAuth(node, identity, nodeId, purpose) {
@@ -267,6 +269,21 @@ async function send(node, sender, recipient, text, nodeId) {
   }
 }
 
+// One mailbox item as the JSON object `meganet fetch --json` prints (the same keys, so a script reads either client),
+// or, for mail that does not open (anyone can seal junk to an address), why not.
+function messageLine(identity, item) {
+  const e = item.envelope;
+  const id = envelopeId(e);
+  if (!id.equals(Buffer.from(item.envelope_id))) throw new Error(`message ${item.seq}: the node's envelope id is not the envelope's`);
+  try {
+    const m = open(identity, e);
+    const body = m.contentType.startsWith('text/') ? { text: m.content.toString('utf8') } : { file_name: m.fileName, file_base64: m.content.toString('base64') };
+    return { seq: Number(item.seq), id: id.toString('hex'), sender: m.sender, timestamp_unix_ms: Number(m.sentUnixMs), log_index: Number(item.log_index), ...body };
+  } catch (error) {
+    return { seq: Number(item.seq), id: id.toString('hex'), unreadable: error.message };
+  }
+}
+
 async function fetch(node, identity, nodeId, ack) {
   const messages = [];
   const seqs = [];
@@ -275,16 +292,7 @@ async function fetch(node, identity, nodeId, ack) {
     if (page.items.length === 0) break;
     for (const item of page.items) {
       seqs.push(item.seq);
-      const e = item.envelope;
-      if (!envelopeId(e).equals(Buffer.from(item.envelope_id))) throw new Error(`message ${item.seq}: the node's envelope id is not the envelope's`);
-      try {
-        const m = open(identity, e);
-        // The keys `meganet fetch --json` prints, so a script reads either client's output.
-        const body = m.contentType.startsWith('text/') ? { text: m.content.toString('utf8') } : { file_name: m.fileName, file_base64: m.content.toString('base64') };
-        messages.push({ seq: Number(item.seq), id: envelopeId(e).toString('hex'), sender: m.sender, timestamp_unix_ms: Number(m.sentUnixMs), log_index: Number(item.log_index), ...body });
-      } catch (error) {
-        messages.push({ seq: Number(item.seq), id: envelopeId(e).toString('hex'), unreadable: error.message });
-      }
+      messages.push(messageLine(identity, item));
     }
     after = page.next_cursor;
   }
@@ -297,6 +305,33 @@ async function fetch(node, identity, nodeId, ack) {
   }
 }
 
+// Mail as it arrives (and what already waits after `after`), one JSON line each. The node sends a keepalive as soon
+// as the subscription is registered: that is when "subscribed" goes to stderr. Ends after `count` messages when given,
+// else when the node ends the stream (an error says why) or on Ctrl+C.
+async function listen(node, identity, nodeId, after, count) {
+  const auth = await mailboxAuth(node, identity, nodeId, Buffer.from([2]));
+  await new Promise((resolve, reject) => {
+    const stream = node.stream('Subscribe', { auth, after_seq: after });
+    let seen = 0, subscribed = false;
+    stream.on('data', (event) => {
+      try {
+        if (event.kind !== 'item') {
+          if (!subscribed) console.error('subscribed');
+          subscribed = true;
+          return;
+        }
+        console.log(JSON.stringify(messageLine(identity, event.item)));
+        if (count !== undefined && ++seen >= count) { stream.cancel(); resolve(); }
+      } catch (error) {
+        stream.cancel();
+        reject(error);
+      }
+    });
+    stream.on('error', (error) => (error.code === grpc.status.CANCELLED ? resolve() : reject(error)));
+    stream.on('end', resolve);
+  });
+}
+
 // ---- command line ----
 
 function options(args) {
@@ -307,7 +342,7 @@ function options(args) {
     if (a === '--ack') named.ack = true;
     else if (a.startsWith('-')) {
       if (i + 1 >= args.length) throw new UsageError(`${a} needs a value`);
-      named[{ '-i': 'identity', '--identity': 'identity', '--to': 'to', '--text': 'text', '--node': 'node', '--node-id': 'nodeId' }[a] ?? fail(a)] = args[++i];
+      named[{ '-i': 'identity', '--identity': 'identity', '--to': 'to', '--text': 'text', '--node': 'node', '--node-id': 'nodeId', '--after': 'after', '--count': 'count' }[a] ?? fail(a)] = args[++i];
     } else positional.push(a);
   }
   return { named, positional };
@@ -341,8 +376,9 @@ async function main(argv) {
     console.log(cardText(identity.signingPublic, identity.encryptionPublic));
     return;
   }
-  if (!['status', 'send', 'fetch'].includes(command)) {
-    throw new UsageError('usage: meganet.mjs id new FILE | id show FILE | status | send -i FILE --to CARD --text TEXT | fetch -i FILE --node-id HEX [--ack]  (each with [--node URL])');
+  if (!['status', 'send', 'fetch', 'listen'].includes(command)) {
+    throw new UsageError('usage: meganet.mjs id new FILE | id show FILE | status | send -i FILE --to CARD --text TEXT [--node-id HEX]'
+      + ' | fetch -i FILE --node-id HEX [--ack] | listen -i FILE --node-id HEX [--after SEQ] [--count N]  (each with [--node URL], default http://127.0.0.1:7700)');
   }
   const node = relay(named.node ?? 'http://127.0.0.1:7700');
   try {
@@ -352,8 +388,13 @@ async function main(argv) {
       if (!named.to || named.text === undefined) throw new UsageError('send needs --to CARD and --text TEXT');
       console.log(JSON.stringify(await send(node, loadIdentity(named.identity), parseCard(named.to), named.text, nodeId)));
     } else {
-      if (!nodeId) throw new UsageError("fetch needs --node-id HEX (see 'meganet status'): a client signs a challenge only for the node it means");
-      await fetch(node, loadIdentity(named.identity), nodeId, named.ack === true);
+      if (!nodeId) throw new UsageError(`${command} needs --node-id HEX (see 'meganet status'): a client signs a challenge only for the node it means`);
+      if (command === 'fetch') await fetch(node, loadIdentity(named.identity), nodeId, named.ack === true);
+      else {
+        const count = named.count === undefined ? undefined : Number(named.count);
+        if (count !== undefined && !(Number.isInteger(count) && count > 0)) throw new UsageError('--count is a number of messages, 1 or more');
+        await listen(node, loadIdentity(named.identity), nodeId, named.after ?? '0', count);
+      }
     }
   } finally {
     node.close();

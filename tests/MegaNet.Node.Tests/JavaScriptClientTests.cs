@@ -70,6 +70,38 @@ public sealed class JavaScriptClientTests : IDisposable
         Assert.Contains("acknowledged 2 message(s)", fetched.Stderr, StringComparison.Ordinal);
         Assert.Empty((await Js("fetch", "-i", bobPath, "--node", url, "--node-id", nodeId)).Stdout.Trim());
 
+        // Subscribe: one message waiting, one sent once the subscription is registered (the first keepalive).
+        await client.SendAsync(alice, bob.Card, Encoding.UTF8.GetBytes("waiting"), "text/plain; charset=utf-8");
+        var listening = new ProcessStartInfo("node", [Path.Combine(Example(), "meganet.mjs"), "listen", "-i", bobPath, "--node", url, "--node-id", nodeId, "--after", lines[1]["seq"]!.ToString(), "--count", "2"])
+        {
+            WorkingDirectory = _dir,
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+        };
+        using (Process listen = Process.Start(listening)!)
+        {
+            try
+            {
+                Task<string> output = listen.StandardOutput.ReadToEndAsync();
+                string? first = await listen.StandardError.ReadLineAsync().WaitAsync(TimeSpan.FromMinutes(1));
+                Assert.Equal("subscribed", first);
+                await client.SendAsync(alice, bob.Card, Encoding.UTF8.GetBytes("live"), "text/plain; charset=utf-8");
+                await listen.WaitForExitAsync().WaitAsync(TimeSpan.FromMinutes(1));
+                Assert.True(listen.ExitCode == 0, await listen.StandardError.ReadToEndAsync());
+                Assert.Equal(["waiting", "live"], (await output).Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => (string)JsonNode.Parse(l)!["text"]!));
+            }
+            finally
+            {
+                if (!listen.HasExited)
+                {
+                    listen.Kill(entireProcessTree: true);
+                }
+            }
+        }
+
+        Assert.Equal(2, (await client.FetchAsync(bob)).Messages.Count);
+        await client.AckAsync(bob, [.. (await client.FetchAsync(bob)).Messages.Select(m => m.Seq)]);
+
         // The JavaScript client signs a challenge only for the node it was told of.
         await client.SendAsync(alice, bob.Card, Encoding.UTF8.GetBytes("unread"), "text/plain; charset=utf-8");
         string otherNode = new('0', 64);
