@@ -29,6 +29,11 @@ const sodium = _sodium;
 const protos = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'src', 'MegaNet.Api', 'Protos');
 const CLASSES = [1024, 4096, 16384, 65536];
 const TEXT = 'text/plain; charset=utf-8';
+// The most proof-of-work bits this client pays for (as MegaNetClientOptions.MaxPowBits): 2^24 hashes take seconds;
+// a node that asks for more is refused rather than left spinning for hours.
+const MAX_POW_BITS = 24;
+// The most sequence numbers one Ack takes (docs/protocol.md).
+const MAX_ACK_SEQS = 1000;
 const utf8 = (s) => Buffer.from(s, 'utf8');
 const blake2b256 = (...parts) => Buffer.from(sodium.crypto_generichash(32, Buffer.concat(parts)));
 const u32be = (n) => { const b = Buffer.alloc(4); b.writeUInt32BE(n); return b; };
@@ -136,6 +141,8 @@ function open(identity, envelope) {
   const m = inner.toObject(inner.decode(padded.subarray(4, 4 + length)), { longs: String, bytes: Buffer, defaults: true });
   const signingKey = Buffer.from(m.sender_signing_key), encryptionKey = Buffer.from(m.sender_encryption_key);
   if (signingKey.length !== 32 || encryptionKey.length !== 32) throw new Error('sender keys are not 32 bytes');
+  const sent = BigInt(m.sent_unix_ms);
+  if (sent < 0n || sent > 8_640_000_000_000_000n) throw new Error(`the sending time (${m.sent_unix_ms} ms) is not a date`);
   const digest = contentDigest(address, addressOf(signingKey, encryptionKey), m.sent_unix_ms, m.content_type, m.file_name, Buffer.from(m.content));
   if (!sodium.crypto_sign_verify_detached(Buffer.from(m.content_signature), digest, signingKey)) throw new Error('the content signature does not verify');
   return { sender: cardText(signingKey, encryptionKey), sentUnixMs: m.sent_unix_ms, contentType: m.content_type, fileName: m.file_name, content: Buffer.from(m.content) };
@@ -164,6 +171,9 @@ function leadingZeroBits(hash) {
 }
 
 function stamp(e, bits) {
+  if (!Number.isInteger(bits) || bits < 0 || bits > MAX_POW_BITS) {
+    throw new Error(`the node asks for a ${bits}-bit proof-of-work stamp; this client pays for at most ${MAX_POW_BITS} bits (try later, or another node)`);
+  }
   if (bits === 0) { delete e.pow; return; }
   const coreDigest = blake2b256(coreBytes(e));
   for (let nonce = 0n; ; nonce++) {
@@ -212,7 +222,7 @@ function relay(url) {
   const Relay = grpc.loadPackageDefinition(definition).meganet.v1.Relay;
   const target = new URL(url);
   const credentials = target.protocol === 'https:' ? grpc.credentials.createSsl() : grpc.credentials.createInsecure();
-  const client = new Relay(target.host, credentials);
+  const client = new Relay(`${target.hostname}:${target.port || (target.protocol === 'https:' ? 443 : 80)}`, credentials);
   const call = (method, request) => new Promise((resolve, reject) =>
     client[method](request, { deadline: Date.now() + 30_000 }, (error, response) => (error ? reject(error) : resolve(response))));
   const stream = (method, request) => client[method](request);
@@ -236,7 +246,9 @@ async function mailboxAuth(node, identity, nodeId, purpose) {
 
 async function send(node, sender, recipient, text, nodeId) {
   const status = await node.call('Status', {});
-  const ttlSeconds = Math.min(7 * 86400, Number(status.limits.max_ttl_seconds) - 3600);
+  // A week, or a little under the node's maximum where that is shorter (a clock ahead of the node's is no refusal).
+  const maxTtl = Number(status.limits.max_ttl_seconds);
+  const ttlSeconds = Math.min(7 * 86400, maxTtl > 7200 ? maxTtl - 3600 : Math.floor(maxTtl / 2));
   const sendingKey = sendingKeyFor(sender, recipient.address);
   const envelope = {
     version: 1,
@@ -298,10 +310,15 @@ async function fetch(node, identity, nodeId, ack) {
   }
   for (const m of messages) console.log(JSON.stringify(m));
   if (ack && seqs.length > 0) {
-    const list = Buffer.concat(seqs.map((s) => u64be(s)));
-    const auth = await mailboxAuth(node, identity, nodeId, Buffer.concat([Buffer.from([3]), blake2b256(list)]));
-    const answer = await node.call('Ack', { auth, seqs });
-    console.error(`acknowledged ${answer.deleted} message(s)`);
+    let deleted = 0;
+    for (let start = 0; start < seqs.length; start += MAX_ACK_SEQS) {
+      const chunk = seqs.slice(start, start + MAX_ACK_SEQS);
+      const list = Buffer.concat(chunk.map((s) => u64be(s)));
+      // A challenge a call: the signature names these sequence numbers and no others.
+      const auth = await mailboxAuth(node, identity, nodeId, Buffer.concat([Buffer.from([3]), blake2b256(list)]));
+      deleted += (await node.call('Ack', { auth, seqs: chunk })).deleted;
+    }
+    console.error(`acknowledged ${deleted} message(s)`);
   }
 }
 
@@ -340,6 +357,7 @@ function options(args) {
   for (let i = 0; i < args.length; i++) {
     const a = args[i];
     if (a === '--ack') named.ack = true;
+    else if (a === '-h' || a === '--help') named.help = true;
     else if (a.startsWith('-')) {
       if (i + 1 >= args.length) throw new UsageError(`${a} needs a value`);
       named[{ '-i': 'identity', '--identity': 'identity', '--to': 'to', '--text': 'text', '--node': 'node', '--node-id': 'nodeId', '--after': 'after', '--count': 'count' }[a] ?? fail(a)] = args[++i];
@@ -352,9 +370,17 @@ function fail(option) {
   throw new UsageError(`unknown option ${option}`);
 }
 
+const USAGE = 'usage: meganet.mjs id new FILE | id show FILE | status | send -i FILE --to CARD --text TEXT [--node-id HEX]'
+  + ' | fetch -i FILE --node-id HEX [--ack] | listen -i FILE --node-id HEX [--after SEQ] [--count N]'
+  + '  (each but id with [--node URL], default http://127.0.0.1:7700)';
+
 async function main(argv) {
   const [command, ...rest] = argv;
   const { named, positional } = options(rest);
+  if (named.help || command === '-h' || command === '--help' || command === undefined) {
+    console.log(USAGE);
+    return;
+  }
   const nodeId = named.nodeId ? Buffer.from(named.nodeId, 'hex') : undefined;
   if (nodeId && nodeId.length !== 32) throw new UsageError('--node-id is the node\'s 32-byte key in hex');
   if (command === 'id' && positional[0] === 'new' && positional[1]) {
@@ -376,19 +402,20 @@ async function main(argv) {
     console.log(cardText(identity.signingPublic, identity.encryptionPublic));
     return;
   }
-  if (!['status', 'send', 'fetch', 'listen'].includes(command)) {
-    throw new UsageError('usage: meganet.mjs id new FILE | id show FILE | status | send -i FILE --to CARD --text TEXT [--node-id HEX]'
-      + ' | fetch -i FILE --node-id HEX [--ack] | listen -i FILE --node-id HEX [--after SEQ] [--count N]  (each with [--node URL], default http://127.0.0.1:7700)');
-  }
+  if (!['status', 'send', 'fetch', 'listen'].includes(command)) throw new UsageError(USAGE);
+  if (named.ack && command !== 'fetch') throw new UsageError('--ack belongs to fetch');
+  if (named.after !== undefined && !/^[0-9]+$/.test(named.after)) throw new UsageError('--after is a mailbox sequence number (0 or more)');
   const node = relay(named.node ?? 'http://127.0.0.1:7700');
   try {
     if (command === 'status') {
-      console.log(JSON.stringify(await node.call('Status', {})));
+      // The node id is the key its tree heads are signed with (Status itself does not carry it).
+      const head = await node.call('GetTreeHead', {});
+      console.log(JSON.stringify({ node_id: Buffer.from(head.node_key).toString('hex'), status: await node.call('Status', {}) }));
     } else if (command === 'send') {
       if (!named.to || named.text === undefined) throw new UsageError('send needs --to CARD and --text TEXT');
       console.log(JSON.stringify(await send(node, loadIdentity(named.identity), parseCard(named.to), named.text, nodeId)));
     } else {
-      if (!nodeId) throw new UsageError(`${command} needs --node-id HEX (see 'meganet status'): a client signs a challenge only for the node it means`);
+      if (!nodeId) throw new UsageError(`${command} needs --node-id HEX (the node_id 'status' prints; check it with the node's operator): a client signs a challenge only for the node it means`);
       if (command === 'fetch') await fetch(node, loadIdentity(named.identity), nodeId, named.ack === true);
       else {
         const count = named.count === undefined ? undefined : Number(named.count);

@@ -621,7 +621,7 @@ public sealed class MegaNetClient : IDisposable
         }
 
         InclusionProof proof = await Relay.GetInclusionProofAsync(new InclusionProofRequest { LeafIndex = receipt.LogIndex, TreeSize = head.TreeSize }, cancellationToken: cancellationToken);
-        if (!MerkleTree.VerifyInclusion(MerkleTree.LeafHash(receipt.EnvelopeId.Span), receipt.LogIndex, head.TreeSize, proof.Path.Select(p => p.ToByteArray()).ToList(), head.RootHash.Span))
+        if (!Includes(receipt.EnvelopeId.Span, receipt.LogIndex, head, proof.Path))
         {
             return "the inclusion proof does not lead to the tree head's root";
         }
@@ -629,9 +629,23 @@ public sealed class MegaNetClient : IDisposable
         ConsistencyProof consistency = current.TreeSize == head.TreeSize
             ? new ConsistencyProof { First = head.TreeSize, Second = current.TreeSize }
             : await Relay.GetConsistencyProofAsync(new ConsistencyProofRequest { First = head.TreeSize, Second = current.TreeSize }, cancellationToken: cancellationToken);
-        return MerkleTree.VerifyConsistency(head.TreeSize, current.TreeSize, head.RootHash.Span, current.RootHash.Span, consistency.Path.Select(p => p.ToByteArray()).ToList())
+        return Extends(current, head, consistency.Path)
             ? null
             : $"the node's current log (size {current.TreeSize}) does not extend the log the receipt was signed in (size {head.TreeSize}): it forked or rewrote its log";
+    }
+
+    private static bool Includes(ReadOnlySpan<byte> envelopeId, long index, SignedTreeHead head, Google.Protobuf.Collections.RepeatedField<ByteString> proof)
+    {
+        Span<byte> path = stackalloc byte[MerkleTree.MaxPathHashes * MerkleTree.HashSize];
+        return MerkleTree.TryConcatenate(proof, static hash => hash.Memory, path, out int length)
+            && MerkleTree.VerifyInclusion(MerkleTree.LeafHash(envelopeId), index, head.TreeSize, path[..length], head.RootHash.Span);
+    }
+
+    private static bool Extends(SignedTreeHead current, SignedTreeHead earlier, Google.Protobuf.Collections.RepeatedField<ByteString> proof)
+    {
+        Span<byte> path = stackalloc byte[MerkleTree.MaxPathHashes * MerkleTree.HashSize];
+        return MerkleTree.TryConcatenate(proof, static hash => hash.Memory, path, out int length)
+            && MerkleTree.VerifyConsistency(earlier.TreeSize, current.TreeSize, earlier.RootHash.Span, current.RootHash.Span, path[..length]);
     }
 
     private static bool TryOpen(Identity identity, MailItem item, SeenMessages? seen, [System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out ReceivedMessage? message,

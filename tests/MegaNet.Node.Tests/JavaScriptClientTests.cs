@@ -31,6 +31,9 @@ public sealed class JavaScriptClientTests : IDisposable
         using Identity alice = Identity.Create();
         string url = node.Address.ToString();
         string nodeId = Convert.ToHexString((await client.Relay.ChallengeAsync(new ChallengeRequest { Address = ByteString.CopyFrom(alice.Address) })).NodeId.Span).ToLowerInvariant();
+        JsonNode status = JsonNode.Parse(Line(await Js("status", "--node", url)))!;
+        Assert.Equal(nodeId, (string)status["node_id"]!);
+        Assert.Equal(4, (int)status["status"]!["limits"]!["mailbox_max_count"]!);
 
         // Identity files are one format: each client reads the other's.
         string alicePath = Path.Combine(_dir, "alice.json"), bobPath = Path.Combine(_dir, "bob.json");
@@ -83,8 +86,16 @@ public sealed class JavaScriptClientTests : IDisposable
             try
             {
                 Task<string> output = listen.StandardOutput.ReadToEndAsync();
-                string? first = await listen.StandardError.ReadLineAsync().WaitAsync(TimeSpan.FromMinutes(1));
-                Assert.Equal("subscribed", first);
+                // Read up to that line (a warning from Node.js itself may come first).
+                using var subscribing = new CancellationTokenSource(TimeSpan.FromMinutes(1));
+                while (await listen.StandardError.ReadLineAsync(subscribing.Token) is { } line && line != "subscribed")
+                {
+                }
+
+                if (listen.HasExited)
+                {
+                    Assert.Fail($"listen exited {listen.ExitCode} before subscribing");
+                }
                 await client.SendAsync(alice, bob.Card, Encoding.UTF8.GetBytes("live"), "text/plain; charset=utf-8");
                 await listen.WaitForExitAsync().WaitAsync(TimeSpan.FromMinutes(1));
                 Assert.True(listen.ExitCode == 0, await listen.StandardError.ReadToEndAsync());
@@ -109,6 +120,11 @@ public sealed class JavaScriptClientTests : IDisposable
         Assert.Equal(1, refused.ExitCode);
         Assert.Contains("not the one given with --node-id", refused.Stderr, StringComparison.Ordinal);
         Assert.Equal("unread", Assert.Single((await client.FetchAsync(bob)).Messages).Content.Content.ToStringUtf8());
+
+        // And takes a receipt only from the node it was told of (after submitting: a receipt comes with the answer).
+        Result foreign = await RunAsync(Psi("send", "-i", bobPath, "--to", alice.Card.ToString(), "--text", "x", "--node", url, "--node-id", otherNode));
+        Assert.Equal(1, foreign.ExitCode);
+        Assert.Contains("signed by another key than the node id given", foreign.Stderr, StringComparison.Ordinal);
         node.AssertNoServerErrors();
     }
 

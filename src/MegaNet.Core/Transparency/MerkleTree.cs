@@ -144,7 +144,9 @@ public static class MerkleTree
     }
 
     /// <summary>RFC 9162 §2.1.4.2: checks that the tree of size <paramref name="size2"/> with root <paramref name="root2"/>
-    /// extends the tree of size <paramref name="size1"/> with root <paramref name="root1"/>.</summary>
+    /// extends the tree of size <paramref name="size1"/> with root <paramref name="root1"/>. Two heads of one size
+    /// are consistent with an empty proof when their roots are equal (the RFC's step 1 fails every empty path; the
+    /// node answers such a request with one, as other RFC 9162 logs do).</summary>
     public static bool VerifyConsistency(long size1, long size2, ReadOnlySpan<byte> root1, ReadOnlySpan<byte> root2, IReadOnlyList<byte[]> proof)
     {
         Span<byte> path = stackalloc byte[MaxPathHashes * HashSize];
@@ -260,6 +262,7 @@ public static class MerkleTree
             ReadOnlySpan<byte> hash = bytes(proof[i]).Span;
             if (hash.Length != HashSize)
             {
+                length = 0;
                 return false;
             }
 
