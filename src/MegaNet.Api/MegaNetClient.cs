@@ -592,32 +592,10 @@ public sealed class MegaNetClient : IDisposable
             return $"the receipt's log index {receipt.LogIndex} is outside its tree head's log (size {head.TreeSize})";
         }
 
-        // A signature only says which key signed: anyone can sign a head over a log of their own. The key must be the
-        // node's.
-        V1.SignedTreeHead current = await Relay.GetTreeHeadAsync(new GetTreeHeadRequest(), cancellationToken: cancellationToken);
-        byte[]? pinned = Volatile.Read(ref _nodeId);
-        byte[] nodeKey = pinned ?? current.NodeKey.ToByteArray();
-        if (!head.NodeKey.Span.SequenceEqual(nodeKey))
+        (V1.SignedTreeHead? current, string? problem) = await NodeHeadAsync(head, "for the receipt", cancellationToken).ConfigureAwait(false);
+        if (problem is not null)
         {
-            return $"the tree head is signed by key {Convert.ToHexStringLower(head.NodeKey.Span)}, not by {(pinned is null ? "the node at this address" : "the expected node")} ({Convert.ToHexStringLower(nodeKey)})";
-        }
-
-        if (!current.NodeKey.Span.SequenceEqual(nodeKey) ||
-            !TreeHeadSignature.Verify(current.NodeKey.Span, current.TreeSize, current.RootHash.Span, current.TimestampUnixMs, current.Signature.Span))
-        {
-            return $"the node's current tree head is not signed by {Convert.ToHexStringLower(nodeKey)}";
-        }
-
-        if (pinned is null && Interlocked.CompareExchange(ref _nodeId, nodeKey, null) is { } other && !other.AsSpan().SequenceEqual(nodeKey))
-        {
-            return $"the node at this address showed node id {Convert.ToHexStringLower(other)} to a concurrent call, and signs its log with {Convert.ToHexStringLower(nodeKey)}";
-        }
-
-        // Before any proof request: the node cannot prove anything about a tree larger than its log (it would answer
-        // OUT_OF_RANGE), and a signed log that shrank is the answer.
-        if (current.TreeSize < head.TreeSize)
-        {
-            return $"the node's log has {current.TreeSize} entries now, fewer than the {head.TreeSize} it signed for the receipt: it lost or rewrote its log";
+            return problem;
         }
 
         InclusionProof proof = await Relay.GetInclusionProofAsync(new InclusionProofRequest { LeafIndex = receipt.LogIndex, TreeSize = head.TreeSize }, cancellationToken: cancellationToken);
@@ -626,12 +604,79 @@ public sealed class MegaNetClient : IDisposable
             return "the inclusion proof does not lead to the tree head's root";
         }
 
-        ConsistencyProof consistency = current.TreeSize == head.TreeSize
-            ? new ConsistencyProof { First = head.TreeSize, Second = current.TreeSize }
-            : await Relay.GetConsistencyProofAsync(new ConsistencyProofRequest { First = head.TreeSize, Second = current.TreeSize }, cancellationToken: cancellationToken);
-        return Extends(current, head, consistency.Path)
+        return await ExtendsAsync(current!, head, "the log the receipt was signed in", cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Checks that the node at this address still extends a tree head it signed earlier: a monitor's remembered head,
+    /// or one somebody else was given (comparing heads across clients is how a log that shows different histories to
+    /// different people is caught). <paramref name="earlier"/> and the node's current head must be signed by this node
+    /// (<see cref="NodeId"/>, else the key of the node's current head, which then becomes <see cref="NodeId"/>), the
+    /// log must be no smaller, and a consistency proof must lead from the earlier root to the current one.
+    /// </summary>
+    /// <returns>The node's current head (null when it could not be checked) and null, or what failed.</returns>
+    public async Task<(V1.SignedTreeHead? Current, string? Problem)> CheckLogAsync(V1.SignedTreeHead earlier, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(earlier);
+        if (!TreeHeadSignature.Verify(earlier.NodeKey.Span, earlier.TreeSize, earlier.RootHash.Span, earlier.TimestampUnixMs, earlier.Signature.Span))
+        {
+            return (null, "the earlier tree head's signature does not verify with its node key");
+        }
+
+        (V1.SignedTreeHead? current, string? problem) = await NodeHeadAsync(earlier, "in the earlier head", cancellationToken).ConfigureAwait(false);
+        if (problem is not null)
+        {
+            return (current, problem);
+        }
+
+        return (current, await ExtendsAsync(current!, earlier, "the log of the earlier head", cancellationToken).ConfigureAwait(false));
+    }
+
+    /// <summary>The node's current tree head, checked to be signed by the node that signed <paramref name="head"/>
+    /// (whose own signature the caller checked) and to be no smaller; else what failed.</summary>
+    private async Task<(V1.SignedTreeHead? Current, string? Problem)> NodeHeadAsync(V1.SignedTreeHead head, string signedFor, CancellationToken cancellationToken)
+    {
+        // A signature only says which key signed: anyone can sign a head over a log of their own. The key must be the
+        // node's.
+        V1.SignedTreeHead current = await Relay.GetTreeHeadAsync(new GetTreeHeadRequest(), cancellationToken: cancellationToken);
+        byte[]? pinned = Volatile.Read(ref _nodeId);
+        byte[] nodeKey = pinned ?? current.NodeKey.ToByteArray();
+        if (!head.NodeKey.Span.SequenceEqual(nodeKey))
+        {
+            return (null, $"the tree head is signed by key {Convert.ToHexStringLower(head.NodeKey.Span)}, not by {(pinned is null ? "the node at this address" : "the expected node")} ({Convert.ToHexStringLower(nodeKey)})");
+        }
+
+        if (!current.NodeKey.Span.SequenceEqual(nodeKey) ||
+            !TreeHeadSignature.Verify(current.NodeKey.Span, current.TreeSize, current.RootHash.Span, current.TimestampUnixMs, current.Signature.Span))
+        {
+            return (null, $"the node's current tree head is not signed by {Convert.ToHexStringLower(nodeKey)}");
+        }
+
+        if (pinned is null && Interlocked.CompareExchange(ref _nodeId, nodeKey, null) is { } other && !other.AsSpan().SequenceEqual(nodeKey))
+        {
+            return (null, $"the node at this address showed node id {Convert.ToHexStringLower(other)} to a concurrent call, and signs its log with {Convert.ToHexStringLower(nodeKey)}");
+        }
+
+        // Before any proof request: the node cannot prove anything about a tree larger than its log (it would answer
+        // OUT_OF_RANGE), and a signed log that shrank is the answer.
+        if (current.TreeSize < head.TreeSize)
+        {
+            return (current, $"the node's log has {current.TreeSize} entries now, fewer than the {head.TreeSize} it signed {signedFor}: it lost or rewrote its log");
+        }
+
+        return (current, null);
+    }
+
+    /// <summary>Null when the node proves that <paramref name="current"/> extends <paramref name="earlier"/> (no
+    /// smaller, both signed by the node), else what failed.</summary>
+    private async Task<string?> ExtendsAsync(V1.SignedTreeHead current, V1.SignedTreeHead earlier, string what, CancellationToken cancellationToken)
+    {
+        ConsistencyProof consistency = current.TreeSize == earlier.TreeSize
+            ? new ConsistencyProof { First = earlier.TreeSize, Second = current.TreeSize }
+            : await Relay.GetConsistencyProofAsync(new ConsistencyProofRequest { First = earlier.TreeSize, Second = current.TreeSize }, cancellationToken: cancellationToken);
+        return Extends(current, earlier, consistency.Path)
             ? null
-            : $"the node's current log (size {current.TreeSize}) does not extend the log the receipt was signed in (size {head.TreeSize}): it forked or rewrote its log";
+            : $"the node's current log (size {current.TreeSize}) does not extend {what} (size {earlier.TreeSize}): it forked or rewrote its log";
     }
 
     private static bool Includes(ReadOnlySpan<byte> envelopeId, long index, SignedTreeHead head, Google.Protobuf.Collections.RepeatedField<ByteString> proof)

@@ -11,8 +11,8 @@ using MegaNet.Node.Hosting;
 
 namespace MegaNet.Node.Cli;
 
-/// <summary>The client side of the CLI: identities, send, fetch, listen, verify-receipt.</summary>
-internal static class ClientCommands
+/// <summary>The client side of the CLI: identities, send, fetch, listen, verify-receipt, status, audit.</summary>
+internal static partial class ClientCommands
 {
     private static readonly string DefaultIdentity = Path.Combine(
         Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".meganet", "identity.json");
@@ -56,6 +56,7 @@ internal static class ClientCommands
         yield return ListenCommand();
         yield return VerifyReceiptCommand();
         yield return StatusCommand();
+        yield return AuditCommand();
     }
 
     private static Command IdCommand()
@@ -555,14 +556,27 @@ internal static class ClientCommands
         ["envelope_id"] = Hex(r.EnvelopeId),
         ["log_index"] = r.LogIndex,
         ["duplicate"] = r.Duplicate,
-        ["tree_head"] = new JsonObject
-        {
-            ["tree_size"] = r.TreeHead.TreeSize,
-            ["root_hash"] = Hex(r.TreeHead.RootHash),
-            ["timestamp_unix_ms"] = r.TreeHead.TimestampUnixMs,
-            ["node_key"] = Hex(r.TreeHead.NodeKey),
-            ["signature"] = Hex(r.TreeHead.Signature),
-        },
+        ["tree_head"] = HeadJson(r.TreeHead),
+    };
+
+    /// <summary>A signed tree head as JSON (hex bytes), as receipts print it: anyone can check it with the node id.</summary>
+    internal static JsonObject HeadJson(MegaNet.Api.V1.SignedTreeHead head) => new()
+    {
+        ["tree_size"] = head.TreeSize,
+        ["root_hash"] = Hex(head.RootHash),
+        ["timestamp_unix_ms"] = head.TimestampUnixMs,
+        ["node_key"] = Hex(head.NodeKey),
+        ["signature"] = Hex(head.Signature),
+    };
+
+    /// <summary>The head <see cref="HeadJson"/> wrote (throws on a missing or malformed field).</summary>
+    private static MegaNet.Api.V1.SignedTreeHead HeadFromJson(JsonNode head) => new()
+    {
+        TreeSize = head["tree_size"]!.GetValue<long>(),
+        RootHash = FromHex(head["root_hash"]),
+        TimestampUnixMs = head["timestamp_unix_ms"]!.GetValue<long>(),
+        NodeKey = FromHex(head["node_key"]),
+        Signature = FromHex(head["signature"]),
     };
 
     internal static Receipt ReceiptFromJson(string text)
@@ -576,14 +590,7 @@ internal static class ClientCommands
                 EnvelopeId = FromHex(node["envelope_id"]),
                 LogIndex = node["log_index"]!.GetValue<long>(),
                 Duplicate = node["duplicate"]?.GetValue<bool>() ?? false,
-                TreeHead = new MegaNet.Api.V1.SignedTreeHead
-                {
-                    TreeSize = head["tree_size"]!.GetValue<long>(),
-                    RootHash = FromHex(head["root_hash"]),
-                    TimestampUnixMs = head["timestamp_unix_ms"]!.GetValue<long>(),
-                    NodeKey = FromHex(head["node_key"]),
-                    Signature = FromHex(head["signature"]),
-                },
+                TreeHead = HeadFromJson(head),
             };
         }
         catch (Exception e) when (e is JsonException or FormatException or InvalidOperationException or NullReferenceException)
