@@ -385,7 +385,8 @@ public sealed class MegaNetClient : IDisposable
         Task.Run(() => EnvelopeFormat.Stamp(sender, envelope, bits, cancellationToken), cancellationToken);
 
     /// <summary>The node id this client signs mailbox challenges for: the one it was given, else the one the node
-    /// showed at the first challenge (or, by <see cref="VerifyReceiptAsync"/>, signs its log with); null before that.
+    /// showed at the first challenge (or, by <see cref="VerifyReceiptAsync"/> or <see cref="CheckLogAsync"/>, signs its
+    /// log with); null before that.
     /// A copy.</summary>
     public byte[]? NodeId => Volatile.Read(ref _nodeId)?.ToArray();
 
@@ -671,9 +672,20 @@ public sealed class MegaNetClient : IDisposable
     /// smaller, both signed by the node), else what failed.</summary>
     private async Task<string?> ExtendsAsync(V1.SignedTreeHead current, V1.SignedTreeHead earlier, string what, CancellationToken cancellationToken)
     {
-        ConsistencyProof consistency = current.TreeSize == earlier.TreeSize
-            ? new ConsistencyProof { First = earlier.TreeSize, Second = current.TreeSize }
-            : await Relay.GetConsistencyProofAsync(new ConsistencyProofRequest { First = earlier.TreeSize, Second = current.TreeSize }, cancellationToken: cancellationToken);
+        ConsistencyProof consistency;
+        try
+        {
+            consistency = current.TreeSize == earlier.TreeSize
+                ? new ConsistencyProof { First = earlier.TreeSize, Second = current.TreeSize }
+                : await Relay.GetConsistencyProofAsync(new ConsistencyProofRequest { First = earlier.TreeSize, Second = current.TreeSize }, cancellationToken: cancellationToken);
+        }
+        catch (RpcException e) when (e.StatusCode is not (StatusCode.Unavailable or StatusCode.DeadlineExceeded or StatusCode.Cancelled or StatusCode.ResourceExhausted))
+        {
+            // The node signed both sizes, so it holds both trees: refusing the proof between them is no outage (which
+            // a monitor would shrug off) but an answer.
+            return $"the node refused a consistency proof between two sizes it signed, {earlier.TreeSize} and {current.TreeSize} ({e.StatusCode}: {e.Status.Detail})";
+        }
+
         return Extends(current, earlier, consistency.Path)
             ? null
             : $"the node's current log (size {current.TreeSize}) does not extend {what} (size {earlier.TreeSize}): it forked or rewrote its log";

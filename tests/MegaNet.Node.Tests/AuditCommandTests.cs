@@ -1,5 +1,3 @@
-using System.Net;
-using System.Net.Sockets;
 using System.Text;
 using System.Text.Json.Nodes;
 using MegaNet.Api;
@@ -11,9 +9,9 @@ using static MegaNet.Node.Tests.MeganetProcess;
 
 namespace MegaNet.Node.Tests;
 
-/// <summary><c>meganet audit</c> against real nodes on one loopback address: a log that grows passes and is
-/// remembered; a node that rewrote its log under the same key (its data directory replaced, its key kept) is caught,
-/// and the remembered head stays as evidence.</summary>
+/// <summary><c>meganet audit</c> against real nodes: a log that grows passes and is remembered; a node that rewrote its
+/// log under the same key (its data directory replaced, its key kept) is caught, and the remembered head stays as
+/// evidence; another key at the address, or a damaged heads file, is an error that says what to do.</summary>
 public sealed class AuditCommandTests : IDisposable
 {
     private readonly string _dir = Directory.CreateTempSubdirectory("meganet-audit-").FullName;
@@ -24,15 +22,16 @@ public sealed class AuditCommandTests : IDisposable
 
     private Task<Result> Audit(Uri node, params string[] args) => RunAsync(_dir, null, false, ["audit", "--node", node.ToString(), "--heads", Heads, .. args]);
 
+    private static string Key(Uri node) => node.GetLeftPart(UriPartial.Authority);
+
     [Fact]
     public async Task A_growing_log_passes_and_a_rewritten_one_is_caught_with_the_evidence_kept()
     {
-        int port = FreePort();
         string firstData = Path.Combine(_dir, "first"), secondData = Path.Combine(_dir, "second"), thirdData = Path.Combine(_dir, "third");
-        // Heads are remembered by node address: every node here listens on the same port.
-        await using (TestNode node = await TestNode.StartAsync(o => o.Listen = $"127.0.0.1:{port}", firstData))
+        Uri address;
+        await using (TestNode node = await TestNode.StartAsync(dataDirectory: firstData))
         {
-            Uri address = node.Address;
+            address = node.Address;
             // The key, for the nodes below (a test node's data directory goes with it).
             foreach (string data in new[] { secondData, thirdData })
             {
@@ -43,7 +42,7 @@ public sealed class AuditCommandTests : IDisposable
             Result first = await Audit(address);
             Assert.True(first.ExitCode == 0, first.Stderr + first.Stdout);
             Assert.Contains("first audit of", first.Stdout, StringComparison.Ordinal);
-            Assert.Equal(0, (long)Remembered()["tree_size"]!);
+            Assert.Equal(0, (long)Remembered(address)["tree_size"]!);
 
             using MegaNetClient client = node.Client();
             using Identity alice = Identity.Create(), bob = Identity.Create();
@@ -53,7 +52,9 @@ public sealed class AuditCommandTests : IDisposable
             Assert.True(grown.ExitCode == 0, grown.Stderr + grown.Stdout);
             Assert.Contains("grew from 0 entries", grown.Stdout, StringComparison.Ordinal);
             Assert.Contains("to 2 entries", grown.Stdout, StringComparison.Ordinal);
-            Assert.Equal(2, (long)Remembered()["tree_size"]!);
+            Assert.Equal(2, (long)Remembered(address)["tree_size"]!);
+            Result again = await Audit(address);
+            Assert.Contains("is unchanged at 2 entries", again.Stdout, StringComparison.Ordinal);
 
             // A head somebody else was given (here a receipt's) is checked, and nothing is remembered from it.
             string receiptPath = Path.Combine(_dir, "receipt.json");
@@ -65,9 +66,10 @@ public sealed class AuditCommandTests : IDisposable
             Assert.Equal(before, await File.ReadAllTextAsync(Heads));
         }
 
-        // The same node key over a new log of three other envelopes, at the same address.
-        await using (TestNode node = await TestNode.StartAsync(o => o.Listen = $"127.0.0.1:{port}", secondData))
+        // The same node key over a new log of three other envelopes (its address moves: the heads file follows it).
+        await using (TestNode node = await TestNode.StartAsync(dataDirectory: secondData))
         {
+            MoveEntry(address, address = node.Address);
             using MegaNetClient client = node.Client();
             using Identity carol = Identity.Create(), dave = Identity.Create();
             foreach (string text in new[] { "x", "y", "z" })
@@ -76,16 +78,20 @@ public sealed class AuditCommandTests : IDisposable
             }
 
             string before = await File.ReadAllTextAsync(Heads);
-            Result forked = await Audit(node.Address);
+            Result forked = await Audit(address);
             Assert.Equal(3, forked.ExitCode);
             Assert.Contains("INVALID: the node's current log (size 3) does not extend the log of the earlier head (size 2)", forked.Stdout, StringComparison.Ordinal);
+            Assert.Contains("The remembered head stays in", forked.Stdout, StringComparison.Ordinal);
             Assert.Equal(before, await File.ReadAllTextAsync(Heads));
 
-            // The JSON report carries both signed heads: each verifies with the node's key, so together they prove it.
-            Result report = await Audit(node.Address, "--json");
+            // The JSON report carries both signed heads, the remembered one and the node's new one, under one key.
+            Result report = await Audit(address, "--json");
             Assert.Equal(3, report.ExitCode);
             JsonNode json = JsonNode.Parse(report.Stdout)!;
             Assert.False((bool)json["consistent"]!);
+            Assert.Equal(Remembered(address)["root_hash"]!.ToString(), (string)json["earlier"]!["root_hash"]!);
+            Assert.Equal((2L, 3L), ((long)json["earlier"]!["tree_size"]!, (long)json["current"]!["tree_size"]!));
+            Assert.Equal((string)json["earlier"]!["node_key"]!, (string)json["current"]!["node_key"]!);
             foreach (string which in new[] { "earlier", "current" })
             {
                 JsonNode head = json[which]!;
@@ -95,53 +101,97 @@ public sealed class AuditCommandTests : IDisposable
 
             // The receipt's head too: the node no longer holds the envelope it signed for. And a report's current head
             // (someone else's audit, handed over) agrees with the node that signed it.
-            Result receipt = await Audit(node.Address, "--head", Path.Combine(_dir, "receipt.json"));
+            Result receipt = await Audit(address, "--head", Path.Combine(_dir, "receipt.json"));
             Assert.Equal(3, receipt.ExitCode);
+            Assert.Contains("does not extend the log of the earlier head (size 1)", receipt.Stdout, StringComparison.Ordinal);
             string reportPath = Path.Combine(_dir, "report.json");
             await File.WriteAllTextAsync(reportPath, report.Stdout);
-            Result handed = await Audit(node.Address, "--head", reportPath);
+            Result handed = await Audit(address, "--head", reportPath);
             Assert.True(handed.ExitCode == 0, handed.Stderr + handed.Stdout);
-            Assert.Contains("grew from 3 entries (signed", handed.Stdout, StringComparison.Ordinal);
+            Assert.Contains("is unchanged at 3 entries", handed.Stdout, StringComparison.Ordinal);
         }
 
         // A log that shrank, under the same key, is refused before any proof is asked for.
-        await using (TestNode node = await TestNode.StartAsync(o => o.Listen = $"127.0.0.1:{port}", thirdData))
+        await using (TestNode node = await TestNode.StartAsync(dataDirectory: thirdData))
         {
-            Result shrunk = await Audit(node.Address);
+            MoveEntry(address, address = node.Address);
+            Result shrunk = await Audit(address);
             Assert.Equal(3, shrunk.ExitCode);
             Assert.Contains("the node's log has 0 entries now, fewer than the 2 it signed in the earlier head", shrunk.Stdout, StringComparison.Ordinal);
         }
     }
 
     [Fact]
-    public async Task A_first_audit_checks_the_node_id_given_and_bad_files_are_named()
+    public async Task Another_node_id_or_a_damaged_file_is_an_error_that_says_what_to_do()
     {
         await using TestNode node = await TestNode.StartAsync();
-        Result wrongId = await Audit(node.Address, "--node-id", new string('a', 64));
-        Assert.Equal(3, wrongId.ExitCode);
-        Assert.Contains("not by the node id given", wrongId.Stdout, StringComparison.Ordinal);
+        string other = new('a', 64);
+        Result wrongId = await Audit(node.Address, "--node-id", other);
+        Assert.Equal(1, wrongId.ExitCode);
+        Assert.Contains("not with the node id given", wrongId.Stderr, StringComparison.Ordinal);
         Assert.False(File.Exists(Heads));
+
+        // A node set up anew at the address: another key than the remembered head's.
+        Assert.Equal(0, (await Audit(node.Address)).ExitCode);
+        await using (TestNode renewed = await TestNode.StartAsync())
+        {
+            MoveEntry(node.Address, renewed.Address);
+            string before = await File.ReadAllTextAsync(Heads);
+            Result rekeyed = await Audit(renewed.Address);
+            Assert.Equal(1, rekeyed.ExitCode);
+            Assert.Contains("If that node was really set up anew", rekeyed.Stderr, StringComparison.Ordinal);
+            Assert.Equal(before, await File.ReadAllTextAsync(Heads));
+            Result pinnedElsewhere = await Audit(renewed.Address, "--node-id", Convert.ToHexStringLower(await NodeIdOf(renewed)));
+            Assert.Equal(1, pinnedElsewhere.ExitCode);
+            Assert.Contains("remembered head for", pinnedElsewhere.Stderr, StringComparison.Ordinal);
+            MoveEntry(renewed.Address, node.Address);
+        }
+
+        // A remembered head altered (its signature fails), or an entry that is no head: the file is named, not trusted.
+        JsonObject heads = JsonNode.Parse(await File.ReadAllTextAsync(Heads))!.AsObject();
+        heads[Key(node.Address)]!["tree_size"] = 7;
+        await File.WriteAllTextAsync(Heads, heads.ToJsonString());
+        Result altered = await Audit(node.Address);
+        Assert.Equal(1, altered.ExitCode);
+        Assert.Contains("signature does not verify", altered.Stderr, StringComparison.Ordinal);
+        heads[Key(node.Address)] = "gone";
+        await File.WriteAllTextAsync(Heads, heads.ToJsonString());
+        Result notAHead = await Audit(node.Address);
+        Assert.Equal(1, notAHead.ExitCode);
+        Assert.Contains("is not a tree head", notAHead.Stderr, StringComparison.Ordinal);
 
         await File.WriteAllTextAsync(Heads, "[1, 2]");
         Result badHeads = await Audit(node.Address);
         Assert.Equal(1, badHeads.ExitCode);
         Assert.Contains($"{Heads} is not a file of tree heads", badHeads.Stderr, StringComparison.Ordinal);
 
-        File.Delete(Heads);
         string garbage = Path.Combine(_dir, "garbage.json");
-        await File.WriteAllTextAsync(garbage, "{\"tree_size\": \"many\"}");
-        Result badHead = await Audit(node.Address, "--head", garbage);
-        Assert.Equal(1, badHead.ExitCode);
-        Assert.Contains($"--head {garbage} is not a signed tree head", badHead.Stderr, StringComparison.Ordinal);
+        foreach (string text in new[] { "{\"tree_size\": \"many\"}", "[1, 2]" })
+        {
+            await File.WriteAllTextAsync(garbage, text);
+            Result badHead = await Audit(node.Address, "--head", garbage);
+            Assert.Equal(1, badHead.ExitCode);
+            Assert.Contains($"--head {garbage} is not", badHead.Stderr, StringComparison.Ordinal);
+        }
+
         node.AssertNoServerErrors();
     }
 
-    private JsonObject Remembered() => (JsonObject)JsonNode.Parse(File.ReadAllText(Heads))!.AsObject().Single().Value!;
+    private JsonObject Remembered(Uri node) => JsonNode.Parse(File.ReadAllText(Heads))![Key(node)]!.AsObject();
 
-    private static int FreePort()
+    /// <summary>Files the head remembered for one address under another (a test node listens on a port of its own).</summary>
+    private void MoveEntry(Uri from, Uri to)
     {
-        using var listener = new TcpListener(IPAddress.Loopback, 0);
-        listener.Start();
-        return ((IPEndPoint)listener.LocalEndpoint).Port;
+        JsonObject heads = JsonNode.Parse(File.ReadAllText(Heads))!.AsObject();
+        JsonNode entry = heads[Key(from)]!;
+        heads.Remove(Key(from));
+        heads[Key(to)] = entry;
+        File.WriteAllText(Heads, heads.ToJsonString());
+    }
+
+    private static async Task<byte[]> NodeIdOf(TestNode node)
+    {
+        using MegaNetClient client = node.Client();
+        return (await client.Relay.GetTreeHeadAsync(new GetTreeHeadRequest())).NodeKey.ToByteArray();
     }
 }

@@ -1,7 +1,9 @@
 using System.CommandLine;
+using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using MegaNet.Api;
+using MegaNet.Core.Transparency;
 using SignedTreeHead = MegaNet.Api.V1.SignedTreeHead;
 
 namespace MegaNet.Node.Cli;
@@ -9,11 +11,11 @@ namespace MegaNet.Node.Cli;
 /// <summary><c>meganet audit</c>: the transparency log's monitor.</summary>
 internal static partial class ClientCommands
 {
-    // A property: static fields of the two halves of this class initialise in no set order.
-    private static string DefaultHeads => Path.Combine(Path.GetDirectoryName(DefaultIdentity)!, "tree-heads.json");
-
     // Exit code of a log that does not extend a head its node signed (as verify-receipt's INVALID).
     private const int Forked = 3;
+
+    // A property: static fields of the two halves of this class initialise in no set order.
+    private static string DefaultHeads => Path.Combine(Path.GetDirectoryName(DefaultIdentity)!, "tree-heads.json");
 
     private static Command AuditCommand()
     {
@@ -21,18 +23,20 @@ internal static partial class ClientCommands
         var nodeId = new Option<string?>("--node-id")
         {
             Description = "The node id (64 hex digits, printed when the node starts) its tree heads must be signed by. " +
-                "Default: the key of the head remembered for this node address, else (first audit) the key the node signs with now.",
+                "Default: the key of the head remembered for this node address (so later audits stay pinned to the first), " +
+                "else (first audit) the key the node signs with now. This pin is audit's own, apart from known-nodes.",
         };
         var heads = new Option<string>("--heads")
         {
-            Description = "The file of remembered tree heads, one per node address (JSON, written anew after each consistent audit).",
+            Description = "The file of remembered tree heads, one per node address (JSON, rewritten whole after each consistent audit). " +
+                "A node set up anew (a new data directory gives a new id) is refused until its entry is deleted from this file.",
             DefaultValueFactory = _ => DefaultHeads,
         };
         var head = new Option<string?>("--head")
         {
             Description = "Check this signed head instead of the remembered one, and remember nothing: a receipt as 'send --json' prints it, " +
-                "or the current head of a report 'audit --json' printed, or a bare head (for example one somebody else was given: comparing heads is how a node showing " +
-                "different logs to different people is caught); '-' reads standard input.",
+                "the current head of a report 'audit --json' printed, or a bare head (for example one somebody else was given: comparing " +
+                "heads is how a node showing different logs to different people is caught); '-' reads standard input.",
         };
         var json = JsonOption("Print one JSON object: node, node_id, consistent, problem, and the earlier and current signed heads (the evidence, should they disagree).");
         var timeout = TimeoutOption();
@@ -48,125 +52,155 @@ internal static partial class ClientCommands
             string key = address.GetLeftPart(UriPartial.Authority);
             string headsPath = parse.GetValue(heads)!;
             string? headPath = parse.GetValue(head);
-            JsonObject remembered = ReadHeads(headsPath);
-            SignedTreeHead? earlier = headPath is not null
-                ? await ReadHeadAsync(headPath, ct)
-                : remembered[key] is JsonObject stored ? HeadFrom(stored, $"{headsPath} ({key})") : null;
             string? idHex = parse.GetValue(nodeId);
-            byte[]? expected = idHex is not null ? KnownNodes.ParseNodeId(idHex, "--node-id") : earlier?.NodeKey.ToByteArray();
-            using var client = new MegaNetClient(address, expected, options: ClientOptions(parse.GetValue(timeout)));
+            byte[]? given = idHex is not null ? KnownNodes.ParseNodeId(idHex, "--node-id") : null;
+            bool asJson = parse.GetValue(json);
+            TimeSpan deadline = parse.GetValue(timeout);
 
-            SignedTreeHead? current;
-            string? problem;
-            if (earlier is null)
+            // A head given is checked and forgotten.
+            if (headPath is not null)
             {
-                // First audit: nothing to compare yet; the head is checked against the node id (given, or its own).
-                current = await client.Relay.GetTreeHeadAsync(new MegaNet.Api.V1.GetTreeHeadRequest(), cancellationToken: ct);
-                problem = expected is not null && !current.NodeKey.Span.SequenceEqual(expected)
-                    ? $"the node's tree head is signed by key {Hex(current.NodeKey)}, not by the node id given ({Convert.ToHexStringLower(expected)})"
-                    : !Core.Transparency.TreeHeadSignature.Verify(current.NodeKey.Span, current.TreeSize, current.RootHash.Span, current.TimestampUnixMs, current.Signature.Span)
-                        ? "the node's tree head does not verify with its own key"
-                        : null;
-            }
-            else
-            {
-                (current, problem) = await client.CheckLogAsync(earlier, ct);
+                SignedTreeHead other = CheckedHead(await ReadHeadAsync(headPath, ct), $"--head {headPath}");
+                return PrintAudit(await AuditAsync(address, key, other, given, "given", deadline, ct), asJson, given is not null, headsPath, keptIn: null);
             }
 
-            if (problem is null && headPath is null)
+            // The remembered heads are read and written under a lock, so two audits at once (two cron lines) cannot
+            // put back an older head or drop one.
+            using HeadsFile file = await HeadsFile.OpenAsync(headsPath, ct);
+            SignedTreeHead? remembered = file.Find(key);
+            AuditResult result = await AuditAsync(address, key, remembered, given, "remembered", deadline, ct);
+            int exit = PrintAudit(result, asJson, given is not null, headsPath, keptIn: remembered is null ? null : headsPath);
+            if (result.Problem is null)
             {
-                // Only a head that extends the one remembered replaces it; a failed audit keeps the evidence.
-                JsonObject entry = HeadJson(current!);
-                entry["audited_unix_ms"] = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
-                remembered[key] = entry;
-                WriteHeads(headsPath, remembered);
+                // Printed first: a write that fails (a full disk) still leaves the finding on the screen.
+                file.Remember(key, result.Current!);
+                file.Save();
             }
 
-            if (parse.GetValue(json))
-            {
-                var report = new JsonObject
-                {
-                    ["node"] = key,
-                    ["node_id"] = current is not null ? Hex(current.NodeKey) : earlier is not null ? Hex(earlier.NodeKey) : null,
-                    ["consistent"] = problem is null,
-                    ["problem"] = problem,
-                    ["earlier"] = earlier is not null ? HeadJson(earlier) : null,
-                    ["current"] = current is not null ? HeadJson(current) : null,
-                };
-                Console.WriteLine(report.ToJsonString());
-                return problem is null ? 0 : Forked;
-            }
-
-            if (problem is not null)
-            {
-                Console.WriteLine($"INVALID: {problem}.");
-                Console.WriteLine($"evidence (signed by the node; anyone can check both against its id): earlier {HeadJson(earlier ?? current!).ToJsonString()}" +
-                    (current is not null && earlier is not null ? $" current {HeadJson(current).ToJsonString()}" : string.Empty));
-                if (headPath is null && earlier is not null)
-                {
-                    Console.WriteLine($"The remembered head stays in {headsPath}.");
-                }
-
-                return Forked;
-            }
-
-            string id = Hex(current!.NodeKey);
-            string when = DateTimeOffset.FromUnixTimeMilliseconds(current.TimestampUnixMs).ToString("u", System.Globalization.CultureInfo.InvariantCulture);
-            if (earlier is null)
-            {
-                string whose = idHex is not null ? "the node id given" : "not pinned: pass --node-id to check it against an id you know";
-                Console.WriteLine($"first audit of {key}: its log of {Entries(current.TreeSize)}, signed {when} by node {id} ({whose}), remembered in {headsPath}");
-                return 0;
-            }
-
-            string since = DateTimeOffset.FromUnixTimeMilliseconds(earlier.TimestampUnixMs).ToString("u", System.Globalization.CultureInfo.InvariantCulture);
-            Console.WriteLine($"consistent: the log of {key} (node {id}) grew from {Entries(earlier.TreeSize)} (signed {since}) to {Entries(current.TreeSize)} (signed {when})" +
-                (headPath is null ? $"; remembered in {headsPath}" : string.Empty));
-            if (current.TimestampUnixMs < earlier.TimestampUnixMs)
-            {
-                // Not proof of anything (the node's clock may have been set back), but worth a look.
-                Console.Error.WriteLine($"note: the current head is dated before the earlier one ({when} < {since}): the node's clock went back");
-            }
-
-            return 0;
+            return exit;
         }));
         return command;
     }
 
+    /// <summary>What one audit found: the earlier head (null on a first audit), the node's current head (null when
+    /// the node could not be held to it), and what failed.</summary>
+    private sealed record AuditResult(string Node, SignedTreeHead? Earlier, string EarlierWhat, SignedTreeHead? Current, string? Problem);
+
+    private static async Task<AuditResult> AuditAsync(Uri address, string key, SignedTreeHead? earlier, byte[]? given, string earlierWhat, TimeSpan deadline, CancellationToken ct)
+    {
+        // Pinned to the id given, else to the earlier head's key: the client holds the node's heads to it.
+        byte[]? pin = given ?? earlier?.NodeKey.ToByteArray();
+        using var client = new MegaNetClient(address, pin, options: ClientOptions(deadline));
+        SignedTreeHead current = await client.Relay.GetTreeHeadAsync(new MegaNet.Api.V1.GetTreeHeadRequest(), cancellationToken: ct);
+
+        // Which node this is, settled before any log is compared: another id is a matter of who answers at this
+        // address (a node set up anew, or a typo), not evidence about one node's log, so it is an error to fix.
+        if (earlier is not null && given is not null && !earlier.NodeKey.Span.SequenceEqual(given))
+        {
+            throw new CliException($"The {earlierWhat} head for {key} is signed by {Hex(earlier.NodeKey)}, not by the node id given ({Convert.ToHexStringLower(given)}); nothing was compared.");
+        }
+
+        if (pin is not null && !current.NodeKey.Span.SequenceEqual(pin))
+        {
+            throw new CliException(given is not null
+                ? $"The node at {key} signs its log with {Hex(current.NodeKey)}, not with the node id given ({Convert.ToHexStringLower(given)}); nothing was compared."
+                : $"The node at {key} signs its log with {Hex(current.NodeKey)}, not with {Convert.ToHexStringLower(pin)}, the key of the {earlierWhat} head. " +
+                  "If that node was really set up anew (a new data directory gives a new id), delete its entry from the heads file; otherwise another node answers at that address.");
+        }
+
+        if (!TreeHeadSignature.Verify(current.NodeKey.Span, current.TreeSize, current.RootHash.Span, current.TimestampUnixMs, current.Signature.Span))
+        {
+            return new AuditResult(key, earlier, earlierWhat, current, "the node's current tree head does not verify with its own key");
+        }
+
+        if (earlier is null)
+        {
+            return new AuditResult(key, null, earlierWhat, current, null);
+        }
+
+        (SignedTreeHead? checkedCurrent, string? problem) = await client.CheckLogAsync(earlier, ct);
+        return new AuditResult(key, earlier, earlierWhat, checkedCurrent ?? current, problem);
+    }
+
+    private static int PrintAudit(AuditResult r, bool json, bool idGiven, string headsPath, string? keptIn)
+    {
+        if (json)
+        {
+            var report = new JsonObject
+            {
+                ["node"] = r.Node,
+                ["node_id"] = r.Current is not null ? Hex(r.Current.NodeKey) : null,
+                ["consistent"] = r.Problem is null,
+                ["problem"] = r.Problem,
+                ["earlier"] = r.Earlier is not null ? HeadJson(r.Earlier) : null,
+                ["current"] = r.Current is not null ? HeadJson(r.Current) : null,
+            };
+            Console.WriteLine(report.ToJsonString());
+            return r.Problem is null ? 0 : Forked;
+        }
+
+        if (r.Problem is not null)
+        {
+            Console.WriteLine($"INVALID: {r.Problem}");
+            // The earlier head verifies with the node's key (checked when it was read); the current one is shown as the
+            // node gave it. Two heads of different sizes prove a fork only with the node's answer about them, so a
+            // node that refuses the proof between them is reported as such (MegaNetClient.CheckLogAsync).
+            if (r.Earlier is not null)
+            {
+                Console.WriteLine($"{r.EarlierWhat} head, signed by the node: {HeadJson(r.Earlier).ToJsonString()}");
+            }
+
+            if (r.Current is not null)
+            {
+                Console.WriteLine($"current head, as the node gave it: {HeadJson(r.Current).ToJsonString()}");
+            }
+
+            if (keptIn is not null)
+            {
+                Console.WriteLine($"The remembered head stays in {keptIn}.");
+            }
+
+            return Forked;
+        }
+
+        SignedTreeHead current = r.Current!;
+        string id = Hex(current.NodeKey);
+        string when = Date(current.TimestampUnixMs);
+        if (r.Earlier is null)
+        {
+            string whose = idGiven ? "the node id given" : "not pinned: pass --node-id to check it against an id you know";
+            Console.WriteLine($"first audit of {r.Node}: its log of {Entries(current.TreeSize)}, signed {when} by node {id} ({whose}), remembered in {headsPath}");
+            return 0;
+        }
+
+        string since = Date(r.Earlier.TimestampUnixMs);
+        string change = current.TreeSize == r.Earlier.TreeSize
+            ? $"is unchanged at {Entries(current.TreeSize)} (signed {since} and {when})"
+            : $"grew from {Entries(r.Earlier.TreeSize)} (signed {since}) to {Entries(current.TreeSize)} (signed {when})";
+        Console.WriteLine($"consistent: the log of {r.Node} (node {id}) {change}" + (keptIn is not null ? $"; remembered in {headsPath}" : string.Empty));
+        if (current.TimestampUnixMs < r.Earlier.TimestampUnixMs)
+        {
+            // Not proof of anything (the node's clock may have been set back), but worth a look.
+            Console.Error.WriteLine($"note: the current head is dated earlier than the {r.EarlierWhat} one ({when} < {since})");
+        }
+
+        return 0;
+    }
+
     private static string Entries(long count) => count == 1 ? "1 entry" : $"{count:N0} entries";
 
-    private static JsonObject ReadHeads(string path)
-    {
-        if (Directory.Exists(path))
-        {
-            throw new CliException($"--heads {path} is a directory; give a file (it is created on the first audit).");
-        }
+    /// <summary>A head's time as a date, or as milliseconds when it is none (it is the node's word, signed or not).</summary>
+    private static string Date(long unixMs) =>
+        unixMs >= 0 && unixMs <= DateTimeOffset.MaxValue.ToUnixTimeMilliseconds()
+            ? DateTimeOffset.FromUnixTimeMilliseconds(unixMs).ToString("u", CultureInfo.InvariantCulture)
+            : $"at {unixMs} ms (not a date)";
 
-        if (!File.Exists(path))
-        {
-            return [];
-        }
-
-        try
-        {
-            return JsonNode.Parse(File.ReadAllText(path)) as JsonObject
-                ?? throw new CliException($"{path} is not a file of tree heads (a JSON object by node address); move it aside.");
-        }
-        catch (JsonException e)
-        {
-            throw new CliException($"{path} is not a file of tree heads ({e.Message}); move it aside.");
-        }
-    }
-
-    private static void WriteHeads(string path, JsonObject heads)
-    {
-        // Whole or not at all: a file cut short by a crash would lose every node's remembered head.
-        string full = Path.GetFullPath(path);
-        Directory.CreateDirectory(Path.GetDirectoryName(full)!);
-        string temporary = $"{full}.{Environment.ProcessId}.tmp";
-        File.WriteAllText(temporary, heads.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
-        File.Move(temporary, full, overwrite: true);
-    }
+    /// <summary>A head read from a file, refused unless it verifies with the key it names: a head whose signature
+    /// fails is a damaged file, not evidence about any node.</summary>
+    private static SignedTreeHead CheckedHead(SignedTreeHead head, string where) =>
+        TreeHeadSignature.Verify(head.NodeKey.Span, head.TreeSize, head.RootHash.Span, head.TimestampUnixMs, head.Signature.Span)
+            ? head
+            : throw new CliException($"{where}: the tree head's signature does not verify with its node key ({Hex(head.NodeKey)}); the file is damaged or the head was altered.");
 
     private static async Task<SignedTreeHead> ReadHeadAsync(string path, CancellationToken cancellationToken)
     {
@@ -176,10 +210,10 @@ internal static partial class ClientCommands
         }
 
         string text = path == "-" ? await Console.In.ReadToEndAsync(cancellationToken) : await File.ReadAllTextAsync(path, cancellationToken);
-        JsonNode? node;
+        JsonObject node;
         try
         {
-            node = JsonNode.Parse(text);
+            node = JsonNode.Parse(text) as JsonObject ?? throw new CliException($"--head {path} is not a JSON object.");
         }
         catch (JsonException e)
         {
@@ -187,7 +221,7 @@ internal static partial class ClientCommands
         }
 
         // A receipt carries its head under tree_head, an audit's report under current; a head stands alone.
-        return HeadFrom(node?["tree_head"] ?? node?["current"] ?? node, $"--head {path}");
+        return HeadFrom(node["tree_head"] ?? node["current"] ?? node, $"--head {path}");
     }
 
     private static SignedTreeHead HeadFrom(JsonNode? node, string where)
@@ -200,5 +234,117 @@ internal static partial class ClientCommands
         {
             throw new CliException($"{where} is not a signed tree head as 'send --json' or 'audit --json' print them ({e.Message}).");
         }
+    }
+
+    /// <summary>The remembered heads, held under an exclusive lock file beside them from reading to saving.</summary>
+    private sealed class HeadsFile : IDisposable
+    {
+        private readonly string _path;
+        private readonly FileStream _lock;
+        private readonly JsonObject _heads;
+
+        private HeadsFile(string path, FileStream lockFile, JsonObject heads) => (_path, _lock, _heads) = (path, lockFile, heads);
+
+        public static async Task<HeadsFile> OpenAsync(string path, CancellationToken cancellationToken)
+        {
+            string full = Path.GetFullPath(path);
+            if (Directory.Exists(full))
+            {
+                throw new CliException($"--heads {path} is a directory; give a file (it is created on the first audit).");
+            }
+
+            Directory.CreateDirectory(Path.GetDirectoryName(full)!);
+            FileStream? held = null;
+            for (int attempt = 0; held is null; attempt++)
+            {
+                try
+                {
+                    held = new FileStream(full + ".lock", FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None);
+                }
+                catch (IOException) when (attempt < 300)
+                {
+                    // Another audit holds it for the second or so one takes.
+                    await Task.Delay(100, cancellationToken);
+                }
+                catch (IOException e)
+                {
+                    throw new CliException($"{full}.lock stayed locked for 30 s: another 'meganet audit' is using {path} ({e.Message}).");
+                }
+            }
+
+            try
+            {
+                return new HeadsFile(full, held, Read(full, path));
+            }
+            catch
+            {
+                held.Dispose();
+                throw;
+            }
+        }
+
+        private static JsonObject Read(string full, string path)
+        {
+            if (!File.Exists(full))
+            {
+                return [];
+            }
+
+            try
+            {
+                return JsonNode.Parse(File.ReadAllText(full)) as JsonObject
+                    ?? throw new CliException($"{path} is not a file of tree heads (a JSON object by node address); move it aside.");
+            }
+            catch (JsonException e)
+            {
+                throw new CliException($"{path} is not a file of tree heads ({e.Message}); move it aside.");
+            }
+        }
+
+        /// <summary>The head remembered for <paramref name="key"/>, checked to verify with its key; null when none.</summary>
+        public SignedTreeHead? Find(string key)
+        {
+            if (!_heads.TryGetPropertyValue(key, out JsonNode? entry))
+            {
+                return null;
+            }
+
+            // An entry that is not a head is a damaged file: treating it as none would make this a first audit and
+            // accept whatever log the node shows now.
+            string where = $"{_path} ({key})";
+            return entry is JsonObject head
+                ? CheckedHead(HeadFrom(head, where), where)
+                : throw new CliException($"{where} is not a tree head; move the file aside (or delete that entry to start this node's audits anew).");
+        }
+
+        public void Remember(string key, SignedTreeHead head)
+        {
+            JsonObject entry = HeadJson(head);
+            entry["audited_unix_ms"] = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
+            _heads[key] = entry;
+        }
+
+        /// <summary>Writes the file whole (a temporary file flushed to disk, then renamed over it): a crash leaves the
+        /// old file or the new, never one cut short that would lose every node's head.</summary>
+        public void Save()
+        {
+            string temporary = $"{_path}.{Environment.ProcessId}.tmp";
+            try
+            {
+                using (var stream = new FileStream(temporary, FileMode.Create, FileAccess.Write, FileShare.None))
+                {
+                    stream.Write(System.Text.Encoding.UTF8.GetBytes(_heads.ToJsonString(new JsonSerializerOptions { WriteIndented = true })));
+                    stream.Flush(flushToDisk: true);
+                }
+
+                File.Move(temporary, _path, overwrite: true);
+            }
+            finally
+            {
+                File.Delete(temporary);
+            }
+        }
+
+        public void Dispose() => _lock.Dispose();
     }
 }
