@@ -516,7 +516,7 @@ public sealed class CliErrorTests : IDisposable
     [Fact]
     public void Every_setting_in_the_readme_table_binds_and_no_other_key_is_accepted()
     {
-        string readme = File.ReadAllText(Path.Combine(RepositoryRoot(), "README.md"));
+        string readme = File.ReadAllText(Checkout.Path("README.md"));
         string table = readme[readme.IndexOf("| option | default | meaning |", StringComparison.Ordinal)..];
         table = table[..table.IndexOf("\n\n", StringComparison.Ordinal)];
         string[] documented = table.Split('\n').Skip(2)
@@ -671,18 +671,5 @@ public sealed class CliErrorTests : IDisposable
         }
 
         await reading.WaitAsync(TimeSpan.FromSeconds(30));
-    }
-
-    private static string RepositoryRoot()
-    {
-        for (string? dir = AppContext.BaseDirectory; dir is not null; dir = Path.GetDirectoryName(dir))
-        {
-            if (File.Exists(Path.Combine(dir, "README.md")) && Directory.Exists(Path.Combine(dir, "src")))
-            {
-                return dir;
-            }
-        }
-
-        throw new InvalidOperationException("README.md not found above the test output.");
     }
 }

@@ -97,26 +97,11 @@ public sealed class EnvelopeIdTests
     [Fact]
     public void The_protocol_document_carries_the_vector_this_test_checks()
     {
-        string doc = File.ReadAllText(ProtocolDocument());
+        string doc = File.ReadAllText(Checkout.Path("docs/protocol.md"));
         foreach (string hex in new[] { VectorPayloadHash, VectorCoreDigest, VectorId, VectorIdUnstamped, VectorPowHash, VectorSenderAddress, VectorContentDigest, VectorAckDigest })
         {
             Assert.Contains(hex, doc, StringComparison.Ordinal);
         }
-    }
-
-    /// <summary>docs/protocol.md of the checkout the tests were built from (an ancestor of the test binaries).</summary>
-    private static string ProtocolDocument()
-    {
-        for (var d = new DirectoryInfo(AppContext.BaseDirectory); d is not null; d = d.Parent)
-        {
-            string candidate = Path.Combine(d.FullName, "docs", "protocol.md");
-            if (File.Exists(candidate) && File.Exists(Path.Combine(d.FullName, "MegaNet.sln")))
-            {
-                return candidate;
-            }
-        }
-
-        throw new FileNotFoundException($"No docs/protocol.md beside MegaNet.sln above {AppContext.BaseDirectory}.");
     }
 
     [Fact]

@@ -149,17 +149,5 @@ public sealed class JavaScriptClientTests : IDisposable
         return new ProcessStartInfo("node", [client, .. args]) { WorkingDirectory = _dir };
     }
 
-    private static string Example()
-    {
-        for (var d = new DirectoryInfo(AppContext.BaseDirectory); d is not null; d = d.Parent)
-        {
-            string candidate = Path.Combine(d.FullName, "examples", "javascript");
-            if (Directory.Exists(candidate) && File.Exists(Path.Combine(d.FullName, "MegaNet.sln")))
-            {
-                return candidate;
-            }
-        }
-
-        throw new DirectoryNotFoundException($"No examples/javascript beside MegaNet.sln above {AppContext.BaseDirectory}.");
-    }
+    private static string Example() => Checkout.Path("examples/javascript");
 }
