@@ -1,0 +1,94 @@
+using Google.Protobuf;
+using Grpc.Core;
+using MegaNet.Api;
+using MegaNet.Api.V1;
+using MegaNet.Core.Ed25519;
+using MegaNet.Core.Transparency;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Server.Kestrel.Core;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+
+namespace MegaNet.Node.Tests;
+
+/// <summary>A node that signs a head of 1 leaf, then one of 2, and refuses the consistency proof between them: it
+/// holds both trees (it signed both), so the refusal is no outage a monitor may shrug off; <c>audit</c> and
+/// <c>CheckLogAsync</c> report it as a failed check (exit 3), and an outage stays an outage (exit 2).</summary>
+public sealed class RefusedProofTests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("meganet-refused-").FullName;
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    [Theory]
+    [InlineData(StatusCode.Internal, 3)]
+    [InlineData(StatusCode.OutOfRange, 3)]
+    [InlineData(StatusCode.Unavailable, 2)]
+    public async Task A_refused_consistency_proof_fails_the_check_and_an_outage_does_not(StatusCode refusal, int exitCode)
+    {
+        var relay = new RefusingRelay(refusal);
+        WebApplicationBuilder builder = WebApplication.CreateSlimBuilder();
+        builder.Logging.ClearProviders();
+        builder.WebHost.ConfigureKestrel(k => k.Listen(System.Net.IPAddress.Loopback, 0, l => l.Protocols = HttpProtocols.Http2));
+        builder.Services.AddGrpc();
+        builder.Services.AddSingleton(relay);
+        await using WebApplication app = builder.Build();
+        app.MapGrpcService<RefusingRelay>();
+        await app.StartAsync();
+        var address = new Uri(app.Urls.First());
+        string heads = Path.Combine(_dir, "heads.json");
+
+        MeganetProcess.Result first = await MeganetProcess.RunAsync(_dir, null, false, "audit", "--node", address.ToString(), "--heads", heads);
+        Assert.True(first.ExitCode == 0, first.Stderr + first.Stdout);
+        MeganetProcess.Result second = await MeganetProcess.RunAsync(_dir, null, false, "audit", "--node", address.ToString(), "--heads", heads);
+        Assert.True(second.ExitCode == exitCode, second.Stderr + second.Stdout);
+        if (exitCode == 3)
+        {
+            Assert.Contains($"INVALID: the node refused a consistency proof between two sizes it signed, 1 and 2 ({refusal}", second.Stdout, StringComparison.Ordinal);
+        }
+
+        // The library says the same to its callers; an outage is thrown, as any failed call is.
+        using var client = new MegaNetClient(address);
+        SignedTreeHead earlier = RefusingRelay.Head(1);
+        if (exitCode == 3)
+        {
+            (SignedTreeHead? current, string? problem) = await client.CheckLogAsync(earlier);
+            Assert.Equal(2, current!.TreeSize);
+            Assert.StartsWith("the node refused a consistency proof", problem, StringComparison.Ordinal);
+        }
+        else
+        {
+            Assert.Equal(refusal, (await Assert.ThrowsAsync<RpcException>(() => client.CheckLogAsync(earlier))).StatusCode);
+        }
+    }
+
+    /// <summary>Signs real heads (of 1 leaf at first, then of 2) and refuses every consistency proof.</summary>
+    private sealed class RefusingRelay(StatusCode refusal) : Relay.RelayBase
+    {
+        private static readonly byte[] PublicKey = new byte[32], SecretKey = new byte[64];
+        private int _heads;
+
+        static RefusingRelay() => Ed25519Signer.KeyPairFromSeed(new byte[32], PublicKey, SecretKey);
+
+        public static SignedTreeHead Head(long size)
+        {
+            byte[] root = MerkleTree.LeafHash(BitConverter.GetBytes(size));
+            long timestamp = 1_800_000_000_000 + size;
+            return new SignedTreeHead
+            {
+                TreeSize = size,
+                RootHash = ByteString.CopyFrom(root),
+                TimestampUnixMs = timestamp,
+                NodeKey = ByteString.CopyFrom(PublicKey),
+                Signature = ByteString.CopyFrom(TreeHeadSignature.Sign(SecretKey, size, root, timestamp)),
+            };
+        }
+
+        public override Task<SignedTreeHead> GetTreeHead(GetTreeHeadRequest request, ServerCallContext context) =>
+            Task.FromResult(Head(Interlocked.Increment(ref _heads) == 1 ? 1 : 2));
+
+        public override Task<ConsistencyProof> GetConsistencyProof(ConsistencyProofRequest request, ServerCallContext context) =>
+            throw new RpcException(new Status(refusal, "not today"));
+    }
+}
