@@ -572,6 +572,9 @@ public sealed class MegaNetClient : IDisposable
     /// extends the one the receipt was signed in (a consistency proof; a node that forked or rewrote its log fails it).
     /// Returns null when valid, else what failed.
     /// </summary>
+    /// <exception cref="RpcException">A call failed as outages do (any code for <c>GetTreeHead</c>; for a proof, any
+    /// but the refusals <see cref="IsRefusal"/> names, which are returned as what failed: the node signed the tree the
+    /// proof is about, so it holds it).</exception>
     public async Task<string?> VerifyReceiptAsync(Receipt receipt, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(receipt);
@@ -593,13 +596,22 @@ public sealed class MegaNetClient : IDisposable
             return $"the receipt's log index {receipt.LogIndex} is outside its tree head's log (size {head.TreeSize})";
         }
 
-        (V1.SignedTreeHead? current, string? problem) = await NodeHeadAsync(head, "for the receipt", cancellationToken).ConfigureAwait(false);
+        (V1.SignedTreeHead? current, string? problem) = await NodeHeadAsync(head, null, "for the receipt", cancellationToken).ConfigureAwait(false);
         if (problem is not null)
         {
             return problem;
         }
 
-        InclusionProof proof = await Relay.GetInclusionProofAsync(new InclusionProofRequest { LeafIndex = receipt.LogIndex, TreeSize = head.TreeSize }, cancellationToken: cancellationToken);
+        InclusionProof proof;
+        try
+        {
+            proof = await Relay.GetInclusionProofAsync(new InclusionProofRequest { LeafIndex = receipt.LogIndex, TreeSize = head.TreeSize }, cancellationToken: cancellationToken);
+        }
+        catch (RpcException e) when (IsRefusal(e.StatusCode))
+        {
+            return $"the node refused the inclusion proof of leaf {receipt.LogIndex} in the tree of size {head.TreeSize} it signed ({e.StatusCode}: {e.Status.Detail})";
+        }
+
         if (!Includes(receipt.EnvelopeId.Span, receipt.LogIndex, head, proof.Path))
         {
             return "the inclusion proof does not lead to the tree head's root";
@@ -615,8 +627,13 @@ public sealed class MegaNetClient : IDisposable
     /// (<see cref="NodeId"/>, else the key of the node's current head, which then becomes <see cref="NodeId"/>), the
     /// log must be no smaller, and a consistency proof must lead from the earlier root to the current one.
     /// </summary>
+    /// <param name="earlier">The head to hold the node to.</param>
+    /// <param name="current">The node's current head when the caller already asked for it (this client's node), else
+    /// null: it is asked for here.</param>
+    /// <param name="cancellationToken">Cancels the calls.</param>
     /// <returns>The node's current head (null when it could not be checked) and null, or what failed.</returns>
-    public async Task<(V1.SignedTreeHead? Current, string? Problem)> CheckLogAsync(V1.SignedTreeHead earlier, CancellationToken cancellationToken = default)
+    /// <exception cref="RpcException">A call failed as outages do (see <see cref="VerifyReceiptAsync"/>).</exception>
+    public async Task<(V1.SignedTreeHead? Current, string? Problem)> CheckLogAsync(V1.SignedTreeHead earlier, V1.SignedTreeHead? current = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(earlier);
         if (!TreeHeadSignature.Verify(earlier.NodeKey.Span, earlier.TreeSize, earlier.RootHash.Span, earlier.TimestampUnixMs, earlier.Signature.Span))
@@ -624,7 +641,8 @@ public sealed class MegaNetClient : IDisposable
             return (null, "the earlier tree head's signature does not verify with its node key");
         }
 
-        (V1.SignedTreeHead? current, string? problem) = await NodeHeadAsync(earlier, "in the earlier head", cancellationToken).ConfigureAwait(false);
+        string? problem;
+        (current, problem) = await NodeHeadAsync(earlier, current, "in the earlier head", cancellationToken).ConfigureAwait(false);
         if (problem is not null)
         {
             return (current, problem);
@@ -635,11 +653,11 @@ public sealed class MegaNetClient : IDisposable
 
     /// <summary>The node's current tree head, checked to be signed by the node that signed <paramref name="head"/>
     /// (whose own signature the caller checked) and to be no smaller; else what failed.</summary>
-    private async Task<(V1.SignedTreeHead? Current, string? Problem)> NodeHeadAsync(V1.SignedTreeHead head, string signedFor, CancellationToken cancellationToken)
+    private async Task<(V1.SignedTreeHead? Current, string? Problem)> NodeHeadAsync(V1.SignedTreeHead head, V1.SignedTreeHead? fetched, string signedFor, CancellationToken cancellationToken)
     {
         // A signature only says which key signed: anyone can sign a head over a log of their own. The key must be the
         // node's.
-        V1.SignedTreeHead current = await Relay.GetTreeHeadAsync(new GetTreeHeadRequest(), cancellationToken: cancellationToken);
+        V1.SignedTreeHead current = fetched ?? await Relay.GetTreeHeadAsync(new GetTreeHeadRequest(), cancellationToken: cancellationToken);
         byte[]? pinned = Volatile.Read(ref _nodeId);
         byte[] nodeKey = pinned ?? current.NodeKey.ToByteArray();
         if (!head.NodeKey.Span.SequenceEqual(nodeKey))
@@ -679,7 +697,7 @@ public sealed class MegaNetClient : IDisposable
                 ? new ConsistencyProof { First = earlier.TreeSize, Second = current.TreeSize }
                 : await Relay.GetConsistencyProofAsync(new ConsistencyProofRequest { First = earlier.TreeSize, Second = current.TreeSize }, cancellationToken: cancellationToken);
         }
-        catch (RpcException e) when (e.StatusCode is not (StatusCode.Unavailable or StatusCode.DeadlineExceeded or StatusCode.Cancelled or StatusCode.ResourceExhausted))
+        catch (RpcException e) when (IsRefusal(e.StatusCode))
         {
             // The node signed both sizes, so it holds both trees: refusing the proof between them is no outage (which
             // a monitor would shrug off) but an answer.
@@ -690,6 +708,14 @@ public sealed class MegaNetClient : IDisposable
             ? null
             : $"the node's current log (size {current.TreeSize}) does not extend {what} (size {earlier.TreeSize}): it forked or rewrote its log";
     }
+
+    /// <summary>The answers that say "no" about a proof of a tree the node signed, rather than that the call did not get
+    /// through: a transport fault is reported as <c>Internal</c> or <c>Unknown</c> by gRPC libraries, and the rest
+    /// (unavailable, busy, late, aborted) are outages. A node can always feign an outage instead: a monitor should also
+    /// raise an alarm over one node that stays unreachable for its proofs.</summary>
+    public static bool IsRefusal(StatusCode code) =>
+        code is StatusCode.InvalidArgument or StatusCode.OutOfRange or StatusCode.NotFound or StatusCode.FailedPrecondition
+            or StatusCode.Unimplemented or StatusCode.DataLoss;
 
     private static bool Includes(ReadOnlySpan<byte> envelopeId, long index, SignedTreeHead head, Google.Protobuf.Collections.RepeatedField<ByteString> proof)
     {

@@ -119,6 +119,9 @@ public sealed class AuditCommandTests : IDisposable
             Assert.Equal(3, shrunk.ExitCode);
             Assert.Contains("the node's log has 0 entries now, fewer than the 2 it signed in the earlier head", shrunk.Stdout, StringComparison.Ordinal);
         }
+
+        // Every rewrite of the heads file went through a temporary file renamed over it, and none is left behind.
+        Assert.Empty(Directory.GetFiles(_dir, "heads.json.*.tmp"));
     }
 
     [Fact]

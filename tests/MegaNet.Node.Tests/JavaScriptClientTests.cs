@@ -88,14 +88,14 @@ public sealed class JavaScriptClientTests : IDisposable
                 Task<string> output = listen.StandardOutput.ReadToEndAsync();
                 // Read up to that line (a warning from Node.js itself may come first).
                 using var subscribing = new CancellationTokenSource(TimeSpan.FromMinutes(1));
-                while (await listen.StandardError.ReadLineAsync(subscribing.Token) is { } line && line != "subscribed")
+                var before = new StringBuilder();
+                string? line;
+                while ((line = await listen.StandardError.ReadLineAsync(subscribing.Token)) is not null && line != "subscribed")
                 {
+                    before.AppendLine(line);
                 }
 
-                if (listen.HasExited)
-                {
-                    Assert.Fail($"listen exited {listen.ExitCode} before subscribing");
-                }
+                Assert.True(line is not null, $"listen ended its stderr before subscribing: {before}");
                 await client.SendAsync(alice, bob.Card, Encoding.UTF8.GetBytes("live"), "text/plain; charset=utf-8");
                 await listen.WaitForExitAsync().WaitAsync(TimeSpan.FromMinutes(1));
                 Assert.True(listen.ExitCode == 0, await listen.StandardError.ReadToEndAsync());
@@ -141,6 +141,11 @@ public sealed class JavaScriptClientTests : IDisposable
     private ProcessStartInfo Psi(params string[] args)
     {
         string client = Path.Combine(Example(), "meganet.mjs");
+        if (!Environment.GetEnvironmentVariable("PATH")!.Split(':').Any(d => File.Exists(Path.Combine(d, "node"))))
+        {
+            throw new InvalidOperationException("Node.js ('node') is not on PATH: install Node.js 18 or later with npm; .ci/run then installs the client's packages.");
+        }
+
         if (!Directory.Exists(Path.Combine(Example(), "node_modules")))
         {
             throw new InvalidOperationException($"{Example()}/node_modules is missing: run 'npm ci --prefix examples/javascript' (the README's test command, .ci/run, does).");

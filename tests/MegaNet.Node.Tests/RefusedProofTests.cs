@@ -14,7 +14,8 @@ namespace MegaNet.Node.Tests;
 
 /// <summary>A node that signs a head of 1 leaf, then one of 2, and refuses the consistency proof between them: it
 /// holds both trees (it signed both), so the refusal is no outage a monitor may shrug off; <c>audit</c> and
-/// <c>CheckLogAsync</c> report it as a failed check (exit 3), and an outage stays an outage (exit 2).</summary>
+/// <c>CheckLogAsync</c> report it as a failed check (exit 3), and an outage (or a transport fault, which gRPC clients
+/// report as INTERNAL) stays an outage (exit 2).</summary>
 public sealed class RefusedProofTests : IDisposable
 {
     private readonly string _dir = Directory.CreateTempSubdirectory("meganet-refused-").FullName;
@@ -22,9 +23,10 @@ public sealed class RefusedProofTests : IDisposable
     public void Dispose() => Directory.Delete(_dir, recursive: true);
 
     [Theory]
-    [InlineData(StatusCode.Internal, 3)]
     [InlineData(StatusCode.OutOfRange, 3)]
+    [InlineData(StatusCode.InvalidArgument, 3)]
     [InlineData(StatusCode.Unavailable, 2)]
+    [InlineData(StatusCode.Internal, 2)] // what gRPC clients report transport faults as
     public async Task A_refused_consistency_proof_fails_the_check_and_an_outage_does_not(StatusCode refusal, int exitCode)
     {
         var relay = new RefusingRelay(refusal);

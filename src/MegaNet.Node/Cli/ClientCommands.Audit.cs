@@ -61,26 +61,62 @@ internal static partial class ClientCommands
             if (headPath is not null)
             {
                 SignedTreeHead other = CheckedHead(await ReadHeadAsync(headPath, ct), $"--head {headPath}");
-                return PrintAudit(await AuditAsync(address, key, other, given, "given", deadline, ct), asJson, given is not null, headsPath, keptIn: null);
+                return PrintAudit(await AuditAsync(address, key, other, given, "given", deadline, ct), asJson, given is not null, headsPath, Remembering.NotAsked);
             }
 
-            // The remembered heads are read and written under a lock, so two audits at once (two cron lines) cannot
-            // put back an older head or drop one.
-            using HeadsFile file = await HeadsFile.OpenAsync(headsPath, ct);
-            SignedTreeHead? remembered = file.Find(key);
+            // The remembered heads are read, and later rewritten, each time under a lock held only for that, not while
+            // the node answers (a slow node would hold up the audits of every other): two audits at once (two cron
+            // lines) cannot put back an older head or drop one.
+            SignedTreeHead? remembered;
+            using (HeadsFile file = await HeadsFile.OpenAsync(headsPath, ct))
+            {
+                remembered = file.Find(key);
+            }
+
             AuditResult result = await AuditAsync(address, key, remembered, given, "remembered", deadline, ct);
-            int exit = PrintAudit(result, asJson, given is not null, headsPath, keptIn: remembered is null ? null : headsPath);
+            Remembering outcome = Remembering.NotAsked;
+            IOException? failure = null;
             if (result.Problem is null)
             {
-                // Printed first: a write that fails (a full disk) still leaves the finding on the screen.
-                file.Remember(key, result.Current!);
-                file.Save();
+                using HeadsFile file = await HeadsFile.OpenAsync(headsPath, ct);
+                if (!SameHead(file.Find(key), remembered))
+                {
+                    // Another audit of this address got there first: its head stays (this one proved nothing against it).
+                    outcome = Remembering.Overtaken;
+                }
+                else
+                {
+                    file.Remember(key, result.Current!);
+                    try
+                    {
+                        file.Save();
+                        outcome = Remembering.Saved;
+                    }
+                    catch (IOException e)
+                    {
+                        // Reported after the finding, which stands whatever the disk does.
+                        failure = e;
+                    }
+                }
             }
 
-            return exit;
+            int exit = PrintAudit(result, asJson, given is not null, headsPath, outcome);
+            return failure is null ? exit : throw new CliException($"the head could not be remembered in {headsPath}: {failure.Message}");
         }));
         return command;
     }
+
+    /// <summary>What became of a consistent head: not to be remembered (a head given), remembered, or not written
+    /// because another audit of the address changed the remembered head meanwhile.</summary>
+    private enum Remembering
+    {
+        NotAsked,
+        Saved,
+        Overtaken,
+    }
+
+    private static bool SameHead(SignedTreeHead? a, SignedTreeHead? b) =>
+        a is null ? b is null : b is not null && a.TreeSize == b.TreeSize && a.RootHash == b.RootHash && a.Signature == b.Signature;
 
     /// <summary>What one audit found: the earlier head (null on a first audit), the node's current head (null when
     /// the node could not be held to it), and what failed.</summary>
@@ -88,22 +124,23 @@ internal static partial class ClientCommands
 
     private static async Task<AuditResult> AuditAsync(Uri address, string key, SignedTreeHead? earlier, byte[]? given, string earlierWhat, TimeSpan deadline, CancellationToken ct)
     {
-        // Pinned to the id given, else to the earlier head's key: the client holds the node's heads to it.
-        byte[]? pin = given ?? earlier?.NodeKey.ToByteArray();
-        using var client = new MegaNetClient(address, pin, options: ClientOptions(deadline));
-        SignedTreeHead current = await client.Relay.GetTreeHeadAsync(new MegaNet.Api.V1.GetTreeHeadRequest(), cancellationToken: ct);
-
         // Which node this is, settled before any log is compared: another id is a matter of who answers at this
-        // address (a node set up anew, or a typo), not evidence about one node's log, so it is an error to fix.
+        // address (a node set up anew, a head from another node, or a typo), not evidence about one node's log, so it
+        // is an error to fix.
         if (earlier is not null && given is not null && !earlier.NodeKey.Span.SequenceEqual(given))
         {
             throw new CliException($"The {earlierWhat} head for {key} is signed by {Hex(earlier.NodeKey)}, not by the node id given ({Convert.ToHexStringLower(given)}); nothing was compared.");
         }
 
+        // Pinned to the id given, else to the earlier head's key: the client holds the node's heads to it.
+        byte[]? pin = given ?? earlier?.NodeKey.ToByteArray();
+        using var client = new MegaNetClient(address, pin, options: ClientOptions(deadline));
+        SignedTreeHead current = await client.Relay.GetTreeHeadAsync(new MegaNet.Api.V1.GetTreeHeadRequest(), cancellationToken: ct);
         if (pin is not null && !current.NodeKey.Span.SequenceEqual(pin))
         {
-            throw new CliException(given is not null
-                ? $"The node at {key} signs its log with {Hex(current.NodeKey)}, not with the node id given ({Convert.ToHexStringLower(given)}); nothing was compared."
+            throw new CliException(
+                given is not null ? $"The node at {key} signs its log with {Hex(current.NodeKey)}, not with the node id given ({Convert.ToHexStringLower(given)}); nothing was compared."
+                : earlierWhat == "given" ? $"The head given is signed by {Convert.ToHexStringLower(pin)}, but the node at {key} signs its log with {Hex(current.NodeKey)}: the head is another node's (or this node was set up anew); nothing was compared."
                 : $"The node at {key} signs its log with {Hex(current.NodeKey)}, not with {Convert.ToHexStringLower(pin)}, the key of the {earlierWhat} head. " +
                   "If that node was really set up anew (a new data directory gives a new id), delete its entry from the heads file; otherwise another node answers at that address.");
         }
@@ -118,11 +155,12 @@ internal static partial class ClientCommands
             return new AuditResult(key, null, earlierWhat, current, null);
         }
 
-        (SignedTreeHead? checkedCurrent, string? problem) = await client.CheckLogAsync(earlier, ct);
+        // The head just fetched is the one held to the earlier: one answer, one verdict.
+        (SignedTreeHead? checkedCurrent, string? problem) = await client.CheckLogAsync(earlier, current, ct);
         return new AuditResult(key, earlier, earlierWhat, checkedCurrent ?? current, problem);
     }
 
-    private static int PrintAudit(AuditResult r, bool json, bool idGiven, string headsPath, string? keptIn)
+    private static int PrintAudit(AuditResult r, bool json, bool idGiven, string headsPath, Remembering remembering)
     {
         if (json)
         {
@@ -134,6 +172,7 @@ internal static partial class ClientCommands
                 ["problem"] = r.Problem,
                 ["earlier"] = r.Earlier is not null ? HeadJson(r.Earlier) : null,
                 ["current"] = r.Current is not null ? HeadJson(r.Current) : null,
+                ["remembered"] = remembering == Remembering.Saved,
             };
             Console.WriteLine(report.ToJsonString());
             return r.Problem is null ? 0 : Forked;
@@ -155,9 +194,9 @@ internal static partial class ClientCommands
                 Console.WriteLine($"current head, as the node gave it: {HeadJson(r.Current).ToJsonString()}");
             }
 
-            if (keptIn is not null)
+            if (r.EarlierWhat == "remembered" && r.Earlier is not null)
             {
-                Console.WriteLine($"The remembered head stays in {keptIn}.");
+                Console.WriteLine($"The remembered head stays in {headsPath}.");
             }
 
             return Forked;
@@ -169,7 +208,7 @@ internal static partial class ClientCommands
         if (r.Earlier is null)
         {
             string whose = idGiven ? "the node id given" : "not pinned: pass --node-id to check it against an id you know";
-            Console.WriteLine($"first audit of {r.Node}: its log of {Entries(current.TreeSize)}, signed {when} by node {id} ({whose}), remembered in {headsPath}");
+            Console.WriteLine($"first audit of {r.Node}: its log of {Entries(current.TreeSize)}, signed {when} by node {id} ({whose}){Kept(remembering, headsPath)}");
             return 0;
         }
 
@@ -177,7 +216,7 @@ internal static partial class ClientCommands
         string change = current.TreeSize == r.Earlier.TreeSize
             ? $"is unchanged at {Entries(current.TreeSize)} (signed {since} and {when})"
             : $"grew from {Entries(r.Earlier.TreeSize)} (signed {since}) to {Entries(current.TreeSize)} (signed {when})";
-        Console.WriteLine($"consistent: the log of {r.Node} (node {id}) {change}" + (keptIn is not null ? $"; remembered in {headsPath}" : string.Empty));
+        Console.WriteLine($"consistent: the log of {r.Node} (node {id}) {change}{Kept(remembering, headsPath)}");
         if (current.TimestampUnixMs < r.Earlier.TimestampUnixMs)
         {
             // Not proof of anything (the node's clock may have been set back), but worth a look.
@@ -186,6 +225,13 @@ internal static partial class ClientCommands
 
         return 0;
     }
+
+    private static string Kept(Remembering remembering, string headsPath) => remembering switch
+    {
+        Remembering.Saved => $", remembered in {headsPath}",
+        Remembering.Overtaken => $"; not remembered: another audit changed this address's head in {headsPath} meanwhile",
+        _ => string.Empty,
+    };
 
     private static string Entries(long count) => count == 1 ? "1 entry" : $"{count:N0} entries";
 
@@ -261,12 +307,12 @@ internal static partial class ClientCommands
                 {
                     held = new FileStream(full + ".lock", FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None);
                 }
-                catch (IOException) when (attempt < 300)
+                catch (IOException e) when (IsLocked(e) && attempt < 300)
                 {
-                    // Another audit holds it for the second or so one takes.
+                    // Another audit holds it while it reads or rewrites the file: milliseconds.
                     await Task.Delay(100, cancellationToken);
                 }
-                catch (IOException e)
+                catch (IOException e) when (IsLocked(e))
                 {
                     throw new CliException($"{full}.lock stayed locked for 30 s: another 'meganet audit' is using {path} ({e.Message}).");
                 }
@@ -282,6 +328,10 @@ internal static partial class ClientCommands
                 throw;
             }
         }
+
+        // .NET takes FileShare.None as flock(LOCK_EX) on Unix (EWOULDBLOCK, 11, when held elsewhere; advisory: it binds
+        // programs that lock the file too, as every audit does) and as a sharing violation on Windows.
+        private static bool IsLocked(IOException e) => e.HResult is 11 or unchecked((int)0x80070020);
 
         private static JsonObject Read(string full, string path)
         {
