@@ -79,6 +79,12 @@ public sealed class MegaNetClientOptions
     /// node it impersonates. Default: none.</summary>
     public Func<byte[], string?>? FirstContactCheck { get => _firstContactCheck; init => _firstContactCheck = value; }
 
+    /// <summary>For an <c>https://</c> node whose certificate this system's certificate authorities do not vouch for (a
+    /// self-signed one, as a node at home would have): exactly this certificate is accepted too, compared by its
+    /// SHA-256 fingerprint, whatever name or dates it carries (the node's operator hands it out, as they hand out the
+    /// node id). Certificates the system accepts stay accepted. Default: none.</summary>
+    public System.Security.Cryptography.X509Certificates.X509Certificate2? TrustedCertificate { get; init; }
+
     private Func<byte[], string?>? _firstContactCheck;
 
     /// <summary>These settings with <paramref name="check"/> as <see cref="FirstContactCheck"/>.</summary>
@@ -155,6 +161,14 @@ public sealed class MegaNetClient : IDisposable
             // The default waits as long as the operating system (minutes, for a host that drops the SYNs).
             ConnectTimeout = TimeSpan.FromSeconds(15),
         };
+        if (options.TrustedCertificate is { } trusted)
+        {
+            byte[] fingerprint = trusted.GetCertHash(System.Security.Cryptography.HashAlgorithmName.SHA256);
+            handler.SslOptions.RemoteCertificateValidationCallback = (_, certificate, _, errors) =>
+                errors == System.Net.Security.SslPolicyErrors.None
+                || (certificate is not null && certificate.GetCertHash(System.Security.Cryptography.HashAlgorithmName.SHA256).AsSpan().SequenceEqual(fingerprint));
+        }
+
         if (localAddress is not null)
         {
             handler.ConnectCallback = async (context, ct) =>

@@ -40,12 +40,13 @@ internal static partial class ClientCommands
         };
         var json = JsonOption("Print one JSON object: node, node_id, consistent, problem, and the earlier and current signed heads (the evidence, should they disagree).");
         var timeout = TimeoutOption();
+        var tlsCert = TlsCertOption();
         var command = new Command("audit",
             "Check that a node's transparency log only grows: its current signed tree head must extend, by a consistency proof, the head " +
             $"remembered from the last audit of that node address (in --heads, {DefaultHeads} by default), which it then replaces. The first " +
             "audit of an address remembers its head. A log that shrank, forked or was rewritten exits 3 and keeps the old head as evidence. " +
             "Run it now and then, e.g. from cron.")
-            { node, nodeId, heads, head, json, timeout };
+            { node, nodeId, heads, head, json, timeout, tlsCert };
         command.SetAction((parse, ct) => Run(async () =>
         {
             Uri address = parse.GetValue(node)!;
@@ -55,13 +56,13 @@ internal static partial class ClientCommands
             string? idHex = parse.GetValue(nodeId);
             byte[]? given = idHex is not null ? KnownNodes.ParseNodeId(idHex, "--node-id") : null;
             bool asJson = parse.GetValue(json);
-            TimeSpan deadline = parse.GetValue(timeout);
+            MegaNetClientOptions connection = ClientOptions(parse.GetValue(timeout), parse.GetValue(tlsCert));
 
             // A head given is checked and forgotten.
             if (headPath is not null)
             {
                 SignedTreeHead other = CheckedHead(await ReadHeadAsync(headPath, ct), $"--head {headPath}");
-                return PrintAudit(await AuditAsync(address, key, other, given, "given", deadline, ct), asJson, given is not null, headsPath, Remembering.NotAsked);
+                return PrintAudit(await AuditAsync(address, key, other, given, "given", connection, ct), asJson, given is not null, headsPath, Remembering.NotAsked);
             }
 
             // The remembered heads are read, and later rewritten, each time under a lock held only for that, not while
@@ -73,7 +74,7 @@ internal static partial class ClientCommands
                 remembered = file.Find(key);
             }
 
-            AuditResult result = await AuditAsync(address, key, remembered, given, "remembered", deadline, ct);
+            AuditResult result = await AuditAsync(address, key, remembered, given, "remembered", connection, ct);
             Remembering outcome = Remembering.NotAsked;
             IOException? failure = null;
             if (result.Problem is null)
@@ -122,7 +123,7 @@ internal static partial class ClientCommands
     /// the node could not be held to it), and what failed.</summary>
     private sealed record AuditResult(string Node, SignedTreeHead? Earlier, string EarlierWhat, SignedTreeHead? Current, string? Problem);
 
-    private static async Task<AuditResult> AuditAsync(Uri address, string key, SignedTreeHead? earlier, byte[]? given, string earlierWhat, TimeSpan deadline, CancellationToken ct)
+    private static async Task<AuditResult> AuditAsync(Uri address, string key, SignedTreeHead? earlier, byte[]? given, string earlierWhat, MegaNetClientOptions connection, CancellationToken ct)
     {
         // Which node this is, settled before any log is compared: another id is a matter of who answers at this
         // address (a node set up anew, a head from another node, or a typo), not evidence about one node's log, so it
@@ -134,7 +135,7 @@ internal static partial class ClientCommands
 
         // Pinned to the id given, else to the earlier head's key: the client holds the node's heads to it.
         byte[]? pin = given ?? earlier?.NodeKey.ToByteArray();
-        using var client = new MegaNetClient(address, pin, options: ClientOptions(deadline));
+        using var client = new MegaNetClient(address, pin, options: connection);
         SignedTreeHead current = await client.Relay.GetTreeHeadAsync(new MegaNet.Api.V1.GetTreeHeadRequest(), cancellationToken: ct);
         if (pin is not null && !current.NodeKey.Span.SequenceEqual(pin))
         {

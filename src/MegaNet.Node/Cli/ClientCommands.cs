@@ -39,8 +39,37 @@ internal static partial class ClientCommands
         CustomParser = CliParsers.Duration,
     };
 
-    /// <summary>The client settings of a command with <c>--timeout</c>: an expired deadline names that option.</summary>
-    private static MegaNetClientOptions ClientOptions(TimeSpan timeout) => new() { DefaultDeadline = timeout, DeadlineSettingName = "--timeout" };
+    private static Option<string?> TlsCertOption() => new("--tls-cert")
+    {
+        Description = "For an https:// node with a certificate this system does not trust (a self-signed one): the node's certificate " +
+            "(PEM or DER, as its operator hands it out), trusted exactly. Certificates the system trusts are accepted as ever.",
+    };
+
+    /// <summary>The client settings of a command with <c>--timeout</c> (an expired deadline names that option) and
+    /// <c>--tls-cert</c>.</summary>
+    private static MegaNetClientOptions ClientOptions(TimeSpan timeout, string? tlsCert) => new()
+    {
+        DefaultDeadline = timeout,
+        DeadlineSettingName = "--timeout",
+        TrustedCertificate = LoadTlsCertificate(tlsCert),
+    };
+
+    private static System.Security.Cryptography.X509Certificates.X509Certificate2? LoadTlsCertificate(string? path)
+    {
+        if (path is null)
+        {
+            return null;
+        }
+
+        try
+        {
+            return System.Security.Cryptography.X509Certificates.X509CertificateLoader.LoadCertificateFromFile(path);
+        }
+        catch (CryptographicException e)
+        {
+            throw new CliException($"--tls-cert {path} is not a certificate in PEM or DER form ({e.Message.TrimEnd('.')}).");
+        }
+    }
 
     private static Option<string?> NodeIdOption() => new("--node-id")
     {
@@ -110,7 +139,8 @@ internal static partial class ClientCommands
         var ttl = new Option<double>("--ttl-days") { Description = "Days relays keep it (more than 0, at most 3,650; the node's MaxTtlDays applies).", DefaultValueFactory = _ => 7 };
         var json = JsonOption("Print the receipt as one JSON object.");
         var timeout = TimeoutOption();
-        var command = new Command("send", "Seal a message to a contact card and submit it to the node; prints the receipt.") { identity, node, to, text, file, ttl, json, timeout };
+        var tlsCert = TlsCertOption();
+        var command = new Command("send", "Seal a message to a contact card and submit it to the node; prints the receipt.") { identity, node, to, text, file, ttl, json, timeout, tlsCert };
         command.SetAction((parse, ct) => Run(async () =>
         {
             // Every check that needs neither the node nor the file's contents comes first.
@@ -142,7 +172,7 @@ internal static partial class ClientCommands
             using Identity id = LoadIdentity(parse.GetValue(identity)!);
             ContactCard recipient = ParseCard(parse.GetValue(to)!);
             byte[] content = message is not null ? Encoding.UTF8.GetBytes(message) : await File.ReadAllBytesAsync(attachment!.FullName, ct);
-            using var client = new MegaNetClient(parse.GetValue(node)!, options: ClientOptions(parse.GetValue(timeout)));
+            using var client = new MegaNetClient(parse.GetValue(node)!, options: ClientOptions(parse.GetValue(timeout), parse.GetValue(tlsCert)));
             Receipt receipt = await client.SendAsync(id, recipient, content, contentType, attachment?.Name, TimeSpan.FromDays(ttlDays), ct);
             if (parse.GetValue(json))
             {
@@ -167,12 +197,13 @@ internal static partial class ClientCommands
         var json = JsonOption("One JSON object per message.");
         var nodeId = NodeIdOption();
         var timeout = TimeoutOption();
-        var command = new Command("fetch", "Fetch, open and print the messages waiting in your mailbox.") { identity, node, nodeId, after, ack, json, timeout };
+        var tlsCert = TlsCertOption();
+        var command = new Command("fetch", "Fetch, open and print the messages waiting in your mailbox.") { identity, node, nodeId, after, ack, json, timeout, tlsCert };
         command.SetAction((parse, ct) => Run(async () =>
         {
             using Identity id = LoadIdentity(parse.GetValue(identity)!);
             SeenMessages seen = OpenSeen(parse.GetValue(identity)!);
-            return await KnownNodes.RunAsync(parse.GetValue(identity)!, parse.GetValue(node)!, parse.GetValue(nodeId), client => FetchAsync(client, id, seen, parse.GetValue(after), parse.GetValue(ack), parse.GetValue(json), ct), ClientOptions(parse.GetValue(timeout)));
+            return await KnownNodes.RunAsync(parse.GetValue(identity)!, parse.GetValue(node)!, parse.GetValue(nodeId), client => FetchAsync(client, id, seen, parse.GetValue(after), parse.GetValue(ack), parse.GetValue(json), ct), ClientOptions(parse.GetValue(timeout), parse.GetValue(tlsCert)));
         }));
         return command;
     }
@@ -296,14 +327,17 @@ internal static partial class ClientCommands
             Description = "Delete each message from the node once it has been written to standard output (as fetch --ack does), " +
                 "so a mailbox read only through listen does not fill up.",
         };
-        var command = new Command("listen", "Print messages as they arrive (and those already waiting), until Ctrl+C.") { identity, node, nodeId, after, ack, json, retryFor };
+        var tlsCert = TlsCertOption();
+        var command = new Command("listen", "Print messages as they arrive (and those already waiting), until Ctrl+C.") { identity, node, nodeId, after, ack, json, retryFor, tlsCert };
         command.SetAction((parse, ct) => Run(async () =>
         {
             using Identity id = LoadIdentity(parse.GetValue(identity)!);
             SeenMessages seen = OpenSeen(parse.GetValue(identity)!);
             Uri address = parse.GetValue(node)!;
+            // Every connection listen makes (subscriptions again after a loss, acknowledgements) trusts the same.
+            var connection = new MegaNetClientOptions { TrustedCertificate = LoadTlsCertificate(parse.GetValue(tlsCert)) };
             return await KnownNodes.RunAsync(parse.GetValue(identity)!, address, parse.GetValue(nodeId),
-                (client, pin) => ListenAsync(client, pin, address, id, seen, parse.GetValue(after), parse.GetValue(ack), parse.GetValue(json), parse.GetValue(retryFor), ct));
+                (client, pin) => ListenAsync(client, pin, address, connection, id, seen, parse.GetValue(after), parse.GetValue(ack), parse.GetValue(json), parse.GetValue(retryFor), ct), connection);
         }));
         return command;
     }
@@ -317,13 +351,13 @@ internal static partial class ClientCommands
     /// <summary>The first wait before trying again after a passing failure; it doubles up to <see cref="MaxRetryDelay"/>.</summary>
     internal static readonly TimeSpan FirstRetryDelay = TimeSpan.FromSeconds(1);
 
-    private static async Task<int> ListenAsync(MegaNetClient client, Action pin, Uri address, Identity id, SeenMessages seen, ulong after, bool ack, bool json,
+    private static async Task<int> ListenAsync(MegaNetClient client, Action pin, Uri address, MegaNetClientOptions connection, Identity id, SeenMessages seen, ulong after, bool ack, bool json,
         TimeSpan retryFor, CancellationToken ct)
     {
         // Not disposed: disposing flushes, and after a failed write that would throw again over the clear error.
         TextWriter output = StandardOutput();
         // The node id is known by the first message: the subscription that brought it was signed for that node.
-        ListenAcknowledger? acknowledger = ack ? new ListenAcknowledger(id, () => new MegaNetClient(address, client.NodeId)) : null;
+        ListenAcknowledger? acknowledger = ack ? new ListenAcknowledger(id, () => new MegaNetClient(address, client.NodeId, options: connection)) : null;
         ulong cursor = after; // the last sequence number printed or reported: a new subscription resumes after it
         bool subscribed = false; // since the last failure
         bool everSubscribed = false;
@@ -398,7 +432,7 @@ internal static partial class ClientCommands
                         current.Dispose();
                     }
 
-                    current = new MegaNetClient(address, client.NodeId);
+                    current = new MegaNetClient(address, client.NodeId, options: connection);
                 }
             }
         }
@@ -444,6 +478,10 @@ internal static partial class ClientCommands
         // The node's words are the node's: control characters (terminal escapes) are shown, not obeyed.
         RpcException r when r.Status.DebugException is null => $"the node said {r.StatusCode}: {Printable(r.Status.Detail, multiline: false)}",
         RpcException r when r.StatusCode == StatusCode.Unavailable => $"cannot reach the node ({r.Status.Detail}); is 'meganet node' running at that address?",
+        // Grpc.Net.Client reports a refused TLS handshake as Internal; a node with a self-signed certificate is the
+        // usual cause, and there is an option for it.
+        RpcException r when Inner<System.Security.Authentication.AuthenticationException>(r.Status.DebugException) is { } tls =>
+            $"the node's TLS certificate was refused ({tls.Message.TrimEnd('.')}); if the node uses a certificate of its own (self-signed), pass it with --tls-cert FILE, as its operator hands it out.",
         // E.g. Internal for a connection whose pings went unanswered: the node said nothing.
         RpcException r => $"the connection to the node failed ({r.Status.Detail}).",
         _ => e.Message,
@@ -451,17 +489,32 @@ internal static partial class ClientCommands
 
     private static string OneLine(string text) => text.ReplaceLineEndings(" ");
 
+    private static T? Inner<T>(Exception? e)
+        where T : Exception
+    {
+        for (; e is not null; e = e.InnerException)
+        {
+            if (e is T found)
+            {
+                return found;
+            }
+        }
+
+        return null;
+    }
+
     private static Command StatusCommand()
     {
         var node = NodeOption();
         var json = JsonOption("Print one JSON object: node_id (hex) and status (Relay.Status's answer in the proto's JSON mapping with its field names; 64-bit numbers are strings).");
         var timeout = TimeoutOption();
+        var tlsCert = TlsCertOption();
         var command = new Command("status",
             "Ask a node what it is and what it demands: version, verifier backend, node id, log size, admission queue, the proof of work it wants now, and its limits.")
-            { node, json, timeout };
+            { node, json, timeout, tlsCert };
         command.SetAction((parse, ct) => Run(async () =>
         {
-            using var client = new MegaNetClient(parse.GetValue(node)!, options: ClientOptions(parse.GetValue(timeout)));
+            using var client = new MegaNetClient(parse.GetValue(node)!, options: ClientOptions(parse.GetValue(timeout), parse.GetValue(tlsCert)));
             StatusResponse status = await client.Relay.StatusAsync(new StatusRequest(), cancellationToken: ct);
             // The node id is the key that signs its tree heads: what known-nodes pins and --node-id names.
             Api.V1.SignedTreeHead head = await client.Relay.GetTreeHeadAsync(new GetTreeHeadRequest(), cancellationToken: ct);
@@ -520,9 +573,10 @@ internal static partial class ClientCommands
         };
         var receiptFile = new Option<string>("--receipt") { Description = "Receipt JSON as printed by 'send --json'; '-' reads standard input.", DefaultValueFactory = _ => "-" };
         var timeout = TimeoutOption();
+        var tlsCert = TlsCertOption();
         var command = new Command("verify-receipt",
             "Check a receipt against the node: its tree head is signed by that node (the id given with --node-id, else the one pinned in known-nodes beside --identity, else the node's own), the envelope's inclusion proof leads to it, and the node's log still extends it.")
-            { node, identity, nodeId, receiptFile, timeout };
+            { node, identity, nodeId, receiptFile, timeout, tlsCert };
         command.SetAction((parse, ct) => Run(async () =>
         {
             string path = parse.GetValue(receiptFile)!;
@@ -536,7 +590,7 @@ internal static partial class ClientCommands
             Uri address = parse.GetValue(node)!;
             string? idHex = parse.GetValue(nodeId);
             byte[]? expected = idHex is not null ? KnownNodes.ParseNodeId(idHex, "--node-id") : KnownNodes.Beside(parse.GetValue(identity)!).Find(address);
-            using var client = new MegaNetClient(address, expected, options: ClientOptions(parse.GetValue(timeout)));
+            using var client = new MegaNetClient(address, expected, options: ClientOptions(parse.GetValue(timeout), parse.GetValue(tlsCert)));
             string? problem = await client.VerifyReceiptAsync(receipt, ct);
             if (problem is not null)
             {
