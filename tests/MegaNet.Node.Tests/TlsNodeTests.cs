@@ -9,9 +9,11 @@ using static MegaNet.Node.Tests.MeganetProcess;
 namespace MegaNet.Node.Tests;
 
 /// <summary>A node serving TLS from its certificate file (as it must beyond loopback; here on 127.0.0.1) with a
-/// self-signed certificate, as a node at home would have: a client that does not trust it is refused before any call,
-/// one given the node's certificate (<see cref="MegaNetClientOptions.TrustedCertificate"/>, <c>--tls-cert</c>) talks to
-/// it, and another self-signed certificate does not stand in for it.</summary>
+/// self-signed certificate for a name that is not the address dialled, as a node at home may have: a client that does
+/// not trust it is refused before any call, one given the node's certificate
+/// (<see cref="MegaNetClientOptions.TrustedCertificate"/>, <c>--tls-cert</c>, as PEM, PEM with the key, or DER) talks
+/// to it whatever name it carries, and a certificate with the same subject and name but another key does not stand in
+/// for it.</summary>
 public sealed class TlsNodeTests : IDisposable
 {
     private readonly string _dir = Directory.CreateTempSubdirectory("meganet-tls-").FullName;
@@ -23,6 +25,10 @@ public sealed class TlsNodeTests : IDisposable
     {
         (string certificate, string key) = SelfSigned("node");
         (string impostor, _) = SelfSigned("impostor");
+        // The same file forms an operator may hand out: DER, and PEM with the key in it too.
+        string der = Path.Combine(_dir, "node.der"), withKey = Path.Combine(_dir, "node-and-key.pem");
+        await File.WriteAllBytesAsync(der, X509CertificateLoader.LoadCertificateFromFile(certificate).RawData);
+        await File.WriteAllTextAsync(withKey, await File.ReadAllTextAsync(key) + "\n" + await File.ReadAllTextAsync(certificate));
         await using TestNode node = await TestNode.StartAsync(o =>
         {
             o.TlsCertificate = certificate;
@@ -34,7 +40,8 @@ public sealed class TlsNodeTests : IDisposable
         {
             // Grpc.Net.Client reports the refused handshake as INTERNAL, with the reason inside.
             RpcException refused = await Assert.ThrowsAsync<RpcException>(async () => await untrusting.Relay.StatusAsync(new StatusRequest()));
-            Assert.Contains("UntrustedRoot", refused.Status.Detail, StringComparison.Ordinal);
+            Assert.Contains("RemoteCertificateNameMismatch", refused.Status.Detail, StringComparison.Ordinal);
+            Assert.Contains("RemoteCertificateChainErrors", refused.Status.Detail, StringComparison.Ordinal);
         }
 
         using (var wrong = new MegaNetClient(node.Address, options: new MegaNetClientOptions { TrustedCertificate = X509CertificateLoader.LoadCertificateFromFile(impostor) }))
@@ -52,28 +59,48 @@ public sealed class TlsNodeTests : IDisposable
         // The command line: --tls-cert on a client command, and a file that is no certificate named.
         string bobPath = Path.Combine(_dir, "bob.json");
         bob.Save(bobPath);
-        Result status = await RunAsync(_dir, null, false, "status", "--node", node.Address.ToString(), "--tls-cert", certificate);
+        string alicePath = Path.Combine(_dir, "alice.json"), url = node.Address.ToString();
+        alice.Save(alicePath);
+        Result status = await RunAsync(_dir, null, false, "status", "--node", url, "--tls-cert", certificate);
         Assert.True(status.ExitCode == 0, status.Stderr);
-        Result fetched = await RunAsync(_dir, null, false, "fetch", "-i", bobPath, "--node", node.Address.ToString(), "--tls-cert", certificate);
+        Result sent = await RunAsync(_dir, null, false, "send", "-i", alicePath, "--to", bob.Card.ToString(), "--text", "by the command line", "--node", url, "--tls-cert", der, "--json");
+        Assert.True(sent.ExitCode == 0, sent.Stderr);
+        string receiptPath = Path.Combine(_dir, "receipt.json");
+        await File.WriteAllTextAsync(receiptPath, sent.Stdout);
+        Result verified = await RunAsync(_dir, null, false, "verify-receipt", "-i", alicePath, "--receipt", receiptPath, "--node", url, "--tls-cert", withKey);
+        Assert.True(verified.ExitCode == 0, verified.Stderr + verified.Stdout);
+        Result fetched = await RunAsync(_dir, null, false, "fetch", "-i", bobPath, "--node", url, "--tls-cert", withKey);
         Assert.True(fetched.ExitCode == 0, fetched.Stderr);
         Assert.Contains("over TLS", fetched.Stdout, StringComparison.Ordinal);
-        Result untrusted = await RunAsync(_dir, null, false, "status", "--node", node.Address.ToString());
+        Assert.Contains("by the command line", fetched.Stdout, StringComparison.Ordinal);
+        Result audited = await RunAsync(_dir, null, false, "audit", "--heads", Path.Combine(_dir, "heads.json"), "--node", url, "--tls-cert", certificate);
+        Assert.True(audited.ExitCode == 0, audited.Stderr + audited.Stdout);
+
+        Result untrusted = await RunAsync(_dir, null, false, "status", "--node", url);
         Assert.Equal(2, untrusted.ExitCode);
         Assert.Contains("the node's TLS certificate was refused", untrusted.Stderr, StringComparison.Ordinal);
         Assert.Contains("pass it with --tls-cert FILE", untrusted.Stderr, StringComparison.Ordinal);
+        Result mistrusted = await RunAsync(_dir, null, false, "status", "--node", url, "--tls-cert", impostor);
+        Assert.Equal(2, mistrusted.ExitCode);
+        Assert.Contains("neither the one given with --tls-cert nor one this system trusts", mistrusted.Stderr, StringComparison.Ordinal);
+        Result missing = await RunAsync(_dir, null, false, "status", "--node", url, "--tls-cert", Path.Combine(_dir, "nothing.crt"));
+        Assert.Equal(1, missing.ExitCode);
+        Assert.Contains("nothing.crt", missing.Stderr, StringComparison.Ordinal);
+        Assert.DoesNotContain("not a certificate", missing.Stderr, StringComparison.Ordinal);
         Result notACertificate = await RunAsync(_dir, null, false, "status", "--node", node.Address.ToString(), "--tls-cert", bobPath);
         Assert.Equal(1, notACertificate.ExitCode);
         Assert.Contains($"--tls-cert {bobPath} is not a certificate", notACertificate.Stderr, StringComparison.Ordinal);
         node.AssertNoServerErrors();
     }
 
-    /// <summary>A self-signed certificate for 127.0.0.1 and its key, as PEM files.</summary>
+    /// <summary>A self-signed certificate and its key, as PEM files: every one for the same subject and name (not the
+    /// address the tests dial), each with a key of its own.</summary>
     private (string Certificate, string Key) SelfSigned(string name)
     {
         using var key = ECDsa.Create(ECCurve.NamedCurves.nistP256);
-        var request = new CertificateRequest($"CN=meganet-{name}", key, HashAlgorithmName.SHA256);
+        var request = new CertificateRequest("CN=meganet-node", key, HashAlgorithmName.SHA256);
         var names = new SubjectAlternativeNameBuilder();
-        names.AddIpAddress(System.Net.IPAddress.Loopback);
+        names.AddDnsName("node.meganet.invalid");
         request.CertificateExtensions.Add(names.Build());
         using X509Certificate2 certificate = request.CreateSelfSigned(DateTimeOffset.UtcNow.AddDays(-1), DateTimeOffset.UtcNow.AddDays(30));
         string certificatePath = Path.Combine(_dir, $"{name}.crt"), keyPath = Path.Combine(_dir, $"{name}.key");

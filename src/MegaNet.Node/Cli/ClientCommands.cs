@@ -61,13 +61,37 @@ internal static partial class ClientCommands
             return null;
         }
 
+        if (path.Length == 0)
+        {
+            throw new CliException("--tls-cert needs the node's certificate file.");
+        }
+
+        // Read here, so a missing or unreadable file is named as such (OpenSSL's loader calls it "not a certificate").
+        byte[] bytes = File.ReadAllBytes(path);
         try
         {
-            return System.Security.Cryptography.X509Certificates.X509CertificateLoader.LoadCertificateFromFile(path);
+            // PEM: the first CERTIFICATE block, whatever else the file holds (an operator's file may hold the key too,
+            // before it: X509Certificate2.CreateFromPem looks at the first block only).
+            string text = System.Text.Encoding.ASCII.GetString(bytes);
+            if (!text.Contains("-----BEGIN", StringComparison.Ordinal))
+            {
+                return System.Security.Cryptography.X509Certificates.X509CertificateLoader.LoadCertificate(bytes);
+            }
+
+            for (ReadOnlySpan<char> rest = text; PemEncoding.TryFind(rest, out PemFields fields); rest = rest[fields.Location.End..])
+            {
+                if (rest[fields.Label].SequenceEqual("CERTIFICATE"))
+                {
+                    return System.Security.Cryptography.X509Certificates.X509CertificateLoader.LoadCertificate(Convert.FromBase64String(rest[fields.Base64Data].ToString()));
+                }
+            }
+
+            throw new CryptographicException("it holds no PEM block labelled CERTIFICATE");
         }
         catch (CryptographicException e)
         {
-            throw new CliException($"--tls-cert {path} is not a certificate in PEM or DER form ({e.Message.TrimEnd('.')}).");
+            throw new CliException($"--tls-cert {path} is not a certificate in PEM or DER form ({e.Message.TrimEnd('.')}); " +
+                "give the node's own certificate (from a PFX/P12: openssl pkcs12 -in node.pfx -nokeys -clcerts -out node.crt).");
         }
     }
 
@@ -480,14 +504,20 @@ internal static partial class ClientCommands
         RpcException r when r.StatusCode == StatusCode.Unavailable => $"cannot reach the node ({r.Status.Detail}); is 'meganet node' running at that address?",
         // Grpc.Net.Client reports a refused TLS handshake as Internal; a node with a self-signed certificate is the
         // usual cause, and there is an option for it.
-        RpcException r when Inner<System.Security.Authentication.AuthenticationException>(r.Status.DebugException) is { } tls =>
-            $"the node's TLS certificate was refused ({tls.Message.TrimEnd('.')}); if the node uses a certificate of its own (self-signed), pass it with --tls-cert FILE, as its operator hands it out.",
+        RpcException r when Inner<System.Security.Authentication.AuthenticationException>(r.Status.DebugException) is { } tls => TlsProblem(tls.Message),
         // E.g. Internal for a connection whose pings went unanswered: the node said nothing.
         RpcException r => $"the connection to the node failed ({r.Status.Detail}).",
         _ => e.Message,
     });
 
     private static string OneLine(string text) => text.ReplaceLineEndings(" ");
+
+    private static string TlsProblem(string reason) =>
+        reason.Contains("RemoteCertificateValidationCallback", StringComparison.Ordinal)
+            ? "the node's TLS certificate is neither the one given with --tls-cert nor one this system trusts; get the node's current certificate from its operator."
+            : reason.Contains("remote certificate", StringComparison.OrdinalIgnoreCase)
+                ? $"the node's TLS certificate was refused ({reason.TrimEnd('.')}); if the node uses a certificate of its own (self-signed), pass it with --tls-cert FILE, as its operator hands it out."
+                : $"the TLS handshake with the node failed ({reason.TrimEnd('.')}); is it a TLS (https://) endpoint?";
 
     private static T? Inner<T>(Exception? e)
         where T : Exception
