@@ -3,11 +3,6 @@ using Google.Protobuf;
 using Grpc.Core;
 using MegaNet.Api;
 using MegaNet.Api.V1;
-using Microsoft.AspNetCore.Builder;
-using Microsoft.AspNetCore.Hosting;
-using Microsoft.AspNetCore.Server.Kestrel.Core;
-using Microsoft.Extensions.DependencyInjection;
-using Microsoft.Extensions.Logging;
 
 namespace MegaNet.Node.Tests;
 
@@ -24,15 +19,8 @@ public sealed class EndlessMailboxTests : IDisposable
     public async Task Fetch_stops_at_an_empty_page_whatever_cursor_comes_with_it()
     {
         var relay = new EmptyPagesRelay();
-        WebApplicationBuilder builder = WebApplication.CreateSlimBuilder();
-        builder.Logging.ClearProviders();
-        builder.WebHost.ConfigureKestrel(k => k.Listen(System.Net.IPAddress.Loopback, 0, l => l.Protocols = HttpProtocols.Http2));
-        builder.Services.AddGrpc();
-        builder.Services.AddSingleton(relay);
-        await using WebApplication app = builder.Build();
-        app.MapGrpcService<EmptyPagesRelay>();
-        await app.StartAsync();
-        string address = app.Urls.First();
+        await using var fake = await FakeRelay<EmptyPagesRelay>.StartAsync(relay);
+        string address = fake.Address.ToString();
 
         string bob = Path.Combine(_dir, "bob.json");
         using (Identity id = Identity.Create())

@@ -4,11 +4,6 @@ using MegaNet.Api;
 using MegaNet.Api.V1;
 using MegaNet.Core.Ed25519;
 using MegaNet.Core.Transparency;
-using Microsoft.AspNetCore.Builder;
-using Microsoft.AspNetCore.Hosting;
-using Microsoft.AspNetCore.Server.Kestrel.Core;
-using Microsoft.Extensions.DependencyInjection;
-using Microsoft.Extensions.Logging;
 
 namespace MegaNet.Node.Tests;
 
@@ -30,15 +25,8 @@ public sealed class RefusedProofTests : IDisposable
     public async Task A_refused_consistency_proof_fails_the_check_and_an_outage_does_not(StatusCode refusal, int exitCode)
     {
         var relay = new RefusingRelay(refusal);
-        WebApplicationBuilder builder = WebApplication.CreateSlimBuilder();
-        builder.Logging.ClearProviders();
-        builder.WebHost.ConfigureKestrel(k => k.Listen(System.Net.IPAddress.Loopback, 0, l => l.Protocols = HttpProtocols.Http2));
-        builder.Services.AddGrpc();
-        builder.Services.AddSingleton(relay);
-        await using WebApplication app = builder.Build();
-        app.MapGrpcService<RefusingRelay>();
-        await app.StartAsync();
-        var address = new Uri(app.Urls.First());
+        await using var fake = await FakeRelay<RefusingRelay>.StartAsync(relay);
+        Uri address = fake.Address;
         string heads = Path.Combine(_dir, "heads.json");
 
         MeganetProcess.Result first = await MeganetProcess.RunAsync(_dir, null, false, "audit", "--node", address.ToString(), "--heads", heads);
