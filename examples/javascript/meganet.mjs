@@ -14,7 +14,8 @@
 // Crypto: libsodium (libsodium-wrappers) for Ed25519, X25519, BLAKE2b and XChaCha20-Poly1305; Node's crypto for
 // HKDF-SHA256 and SHA-256. Protobuf: @grpc/proto-loader for the service, protobufjs for the sealed inner message.
 
-import { createHash, hkdfSync } from 'node:crypto';
+import { createHash, hkdfSync, X509Certificate } from 'node:crypto';
+import { checkServerIdentity, rootCertificates } from 'node:tls';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -217,11 +218,30 @@ function verifyInclusion(leaf, index, size, path, root) {
 
 // ---- the node ----
 
-function relay(url) {
+// For a node whose TLS certificate the system does not trust (a self-signed one): exactly that certificate is also
+// accepted, by its SHA-256 fingerprint, whatever name it carries (as the C# client's --tls-cert).
+function credentialsFor(target, tlsCert) {
+  if (target.protocol !== 'https:') {
+    if (tlsCert) throw new UsageError('--tls-cert is for an https:// node');
+    return grpc.credentials.createInsecure();
+  }
+  if (!tlsCert) return grpc.credentials.createSsl();
+  const pem = readFileSync(tlsCert, 'utf8');
+  const block = pem.match(/-----BEGIN CERTIFICATE-----[^-]+-----END CERTIFICATE-----/);
+  if (!block) throw new UsageError(`--tls-cert ${tlsCert} holds no PEM certificate`);
+  const pinned = new X509Certificate(block[0]).fingerprint256;
+  // The system's authorities and the node's own certificate as roots; the name is checked unless the pin matches.
+  return grpc.credentials.createSsl(Buffer.concat([Buffer.from(rootCertificates.join('\n') + '\n'), Buffer.from(block[0])]), null, null, {
+    checkServerIdentity: (host, certificate) =>
+      certificate.fingerprint256 === pinned ? undefined : checkServerIdentity(host, certificate),
+  });
+}
+
+function relay(url, tlsCert) {
   const definition = protoLoader.loadSync(['meganet/v1/relay.proto'], { includeDirs: [protos], keepCase: true, longs: String, defaults: true, oneofs: true });
   const Relay = grpc.loadPackageDefinition(definition).meganet.v1.Relay;
   const target = new URL(url);
-  const credentials = target.protocol === 'https:' ? grpc.credentials.createSsl() : grpc.credentials.createInsecure();
+  const credentials = credentialsFor(target, tlsCert);
   const client = new Relay(`${target.hostname}:${target.port || (target.protocol === 'https:' ? 443 : 80)}`, credentials);
   const call = (method, request) => new Promise((resolve, reject) =>
     client[method](request, { deadline: Date.now() + 30_000 }, (error, response) => (error ? reject(error) : resolve(response))));
@@ -360,7 +380,7 @@ function options(args) {
     else if (a === '-h' || a === '--help') named.help = true;
     else if (a.startsWith('-')) {
       if (i + 1 >= args.length) throw new UsageError(`${a} needs a value`);
-      named[{ '-i': 'identity', '--identity': 'identity', '--to': 'to', '--text': 'text', '--node': 'node', '--node-id': 'nodeId', '--after': 'after', '--count': 'count' }[a] ?? fail(a)] = args[++i];
+      named[{ '-i': 'identity', '--identity': 'identity', '--to': 'to', '--text': 'text', '--node': 'node', '--node-id': 'nodeId', '--after': 'after', '--count': 'count', '--tls-cert': 'tlsCert' }[a] ?? fail(a)] = args[++i];
     } else positional.push(a);
   }
   return { named, positional };
@@ -372,7 +392,7 @@ function fail(option) {
 
 const USAGE = 'usage: meganet.mjs id new FILE | id show FILE | status | send -i FILE --to CARD --text TEXT [--node-id HEX]'
   + ' | fetch -i FILE --node-id HEX [--ack] | listen -i FILE --node-id HEX [--after SEQ] [--count N]'
-  + '  (each but id with [--node URL], default http://127.0.0.1:7700)';
+  + '  (each but id with [--node URL], default http://127.0.0.1:7700, and [--tls-cert FILE] for an https:// node with a self-signed certificate)';
 
 async function main(argv) {
   const [command, ...rest] = argv;
@@ -405,7 +425,7 @@ async function main(argv) {
   if (!['status', 'send', 'fetch', 'listen'].includes(command)) throw new UsageError(USAGE);
   if (named.ack && command !== 'fetch') throw new UsageError('--ack belongs to fetch');
   if (named.after !== undefined && !/^[0-9]+$/.test(named.after)) throw new UsageError('--after is a mailbox sequence number (0 or more)');
-  const node = relay(named.node ?? 'http://127.0.0.1:7700');
+  const node = relay(named.node ?? 'http://127.0.0.1:7700', named.tlsCert);
   try {
     if (command === 'status') {
       // The node id is the key its tree heads are signed with (Status itself does not carry it).

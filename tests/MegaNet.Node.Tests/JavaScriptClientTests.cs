@@ -128,6 +128,29 @@ public sealed class JavaScriptClientTests : IDisposable
         node.AssertNoServerErrors();
     }
 
+    [Fact]
+    public async Task The_javascript_client_reaches_a_self_signed_node_only_given_its_certificate()
+    {
+        (string certificate, string key) = TlsNodeTests.SelfSigned(_dir, "node");
+        (string impostor, _) = TlsNodeTests.SelfSigned(_dir, "impostor");
+        await using TestNode node = await TestNode.StartAsync(o =>
+        {
+            o.TlsCertificate = certificate;
+            o.TlsKey = key;
+        });
+        string url = node.Address.ToString();
+        JsonNode status = JsonNode.Parse(Line(await Js("status", "--node", url, "--tls-cert", certificate)))!;
+        Assert.Equal(64, ((string)status["node_id"]!).Length);
+        foreach (string[] refused in new[] { new[] { "status", "--node", url }, ["status", "--node", url, "--tls-cert", impostor] })
+        {
+            Result r = await RunAsync(Psi(refused));
+            Assert.True(r.ExitCode == 1, $"{string.Join(' ', refused)} exited {r.ExitCode}: {r.Stderr}{r.Stdout}");
+            Assert.Contains("UNAVAILABLE", r.Stderr, StringComparison.Ordinal);
+        }
+
+        node.AssertNoServerErrors();
+    }
+
     private static string Line(Result result) => result.Stdout.Trim();
 
     /// <summary>Runs the JavaScript client to a successful end.</summary>

@@ -23,8 +23,8 @@ public sealed class TlsNodeTests : IDisposable
     [Fact]
     public async Task A_self_signed_node_is_reached_only_by_clients_given_its_certificate()
     {
-        (string certificate, string key) = SelfSigned("node");
-        (string impostor, _) = SelfSigned("impostor");
+        (string certificate, string key) = SelfSigned(_dir, "node");
+        (string impostor, _) = SelfSigned(_dir, "impostor");
         // The same file forms an operator may hand out: DER, and PEM with the key in it too.
         string der = Path.Combine(_dir, "node.der"), withKey = Path.Combine(_dir, "node-and-key.pem");
         await File.WriteAllBytesAsync(der, X509CertificateLoader.LoadCertificateFromFile(certificate).RawData);
@@ -95,7 +95,7 @@ public sealed class TlsNodeTests : IDisposable
 
     /// <summary>A self-signed certificate and its key, as PEM files: every one for the same subject and name (not the
     /// address the tests dial), each with a key of its own.</summary>
-    private (string Certificate, string Key) SelfSigned(string name)
+    internal static (string Certificate, string Key) SelfSigned(string directory, string name)
     {
         using var key = ECDsa.Create(ECCurve.NamedCurves.nistP256);
         var request = new CertificateRequest("CN=meganet-node", key, HashAlgorithmName.SHA256);
@@ -103,7 +103,7 @@ public sealed class TlsNodeTests : IDisposable
         names.AddDnsName("node.meganet.invalid");
         request.CertificateExtensions.Add(names.Build());
         using X509Certificate2 certificate = request.CreateSelfSigned(DateTimeOffset.UtcNow.AddDays(-1), DateTimeOffset.UtcNow.AddDays(30));
-        string certificatePath = Path.Combine(_dir, $"{name}.crt"), keyPath = Path.Combine(_dir, $"{name}.key");
+        string certificatePath = Path.Combine(directory, $"{name}.crt"), keyPath = Path.Combine(directory, $"{name}.key");
         File.WriteAllText(certificatePath, certificate.ExportCertificatePem());
         File.WriteAllText(keyPath, key.ExportPkcs8PrivateKeyPem());
         return (certificatePath, keyPath);
