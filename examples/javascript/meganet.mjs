@@ -49,12 +49,15 @@ class UsageError extends Error {}
 function identityFrom(file) {
   const signing = sodium.crypto_sign_seed_keypair(Buffer.from(file.signing_seed, 'hex'));
   const encryptionSecret = Buffer.from(file.encryption_key, 'hex');
+  const signingPublic = Buffer.from(signing.publicKey), encryptionPublic = Buffer.from(sodium.crypto_scalarmult_base(encryptionSecret));
   return {
-    signingPublic: Buffer.from(signing.publicKey),
+    signingPublic,
     signingSecret: signing.privateKey,
     encryptionSecret,
-    encryptionPublic: Buffer.from(sodium.crypto_scalarmult_base(encryptionSecret)),
+    encryptionPublic,
     sendingSeed: Buffer.from(file.sending_seed, 'hex'),
+    address: addressOf(signingPublic, encryptionPublic),
+    card: cardText(signingPublic, encryptionPublic),
   };
 }
 
@@ -78,10 +81,11 @@ function parseCard(text) {
   const raw = Buffer.from(compact.slice(3), 'base64url');
   if (raw.length !== 68) throw new UsageError('the contact card is not 68 bytes of base64url');
   const signingPublic = raw.subarray(0, 32), encryptionPublic = raw.subarray(32, 64);
-  if (!addressOf(signingPublic, encryptionPublic).subarray(0, 4).equals(raw.subarray(64))) {
+  const address = addressOf(signingPublic, encryptionPublic);
+  if (!address.subarray(0, 4).equals(raw.subarray(64))) {
     throw new UsageError('the contact card has a typo (its checksum does not match)');
   }
-  return { signingPublic, encryptionPublic, address: addressOf(signingPublic, encryptionPublic) };
+  return { signingPublic, encryptionPublic, address };
 }
 
 // Envelopes to one recipient are signed by a key derived for it: one pseudonym per pair.
@@ -102,9 +106,15 @@ function contentDigest(recipientAddress, senderAddress, sentUnixMs, contentType,
     field(utf8(contentType)), field(utf8(fileName)), field(content));
 }
 
+// The sealing key and the associated data, from the X25519 secret the two sides share (protocol.md, "Sealing", 3).
+function sealKey(shared, ephemeralPublic, recipientEncryptionPublic, recipientAddress) {
+  const domain = Buffer.concat([utf8('meganet-seal-v1'), recipientAddress]);
+  return { key: hkdf(shared, Buffer.concat([ephemeralPublic, recipientEncryptionPublic]), domain), domain };
+}
+
 function seal(sender, recipient, content, contentType) {
   const sentUnixMs = Date.now();
-  const digest = contentDigest(recipient.address, addressOf(sender.signingPublic, sender.encryptionPublic), sentUnixMs, contentType, '', content);
+  const digest = contentDigest(recipient.address, sender.address, sentUnixMs, contentType, '', content);
   const message = inner.encode(inner.fromObject({
     sender_signing_key: sender.signingPublic,
     sender_encryption_key: sender.encryptionPublic,
@@ -122,8 +132,7 @@ function seal(sender, recipient, content, contentType) {
   const ephemeralSecret = Buffer.from(sodium.randombytes_buf(32));
   const ephemeralPublic = Buffer.from(sodium.crypto_scalarmult_base(ephemeralSecret));
   const shared = Buffer.from(sodium.crypto_scalarmult(ephemeralSecret, recipient.encryptionPublic));
-  const domain = Buffer.concat([utf8('meganet-seal-v1'), recipient.address]);
-  const key = hkdf(shared, Buffer.concat([ephemeralPublic, recipient.encryptionPublic]), domain);
+  const { key, domain } = sealKey(shared, ephemeralPublic, recipient.encryptionPublic, recipient.address);
   const nonce = Buffer.from(sodium.randombytes_buf(24));
   const ciphertext = sodium.crypto_aead_xchacha20poly1305_ietf_encrypt(padded, domain, null, nonce, key);
   return Buffer.concat([ephemeralPublic, nonce, Buffer.from(ciphertext)]);
@@ -132,10 +141,8 @@ function seal(sender, recipient, content, contentType) {
 function open(identity, envelope) {
   const sealed = envelope.sealed_payload;
   const ephemeralPublic = sealed.subarray(0, 32), nonce = sealed.subarray(32, 56);
-  const address = addressOf(identity.signingPublic, identity.encryptionPublic);
   const shared = Buffer.from(sodium.crypto_scalarmult(identity.encryptionSecret, ephemeralPublic));
-  const domain = Buffer.concat([utf8('meganet-seal-v1'), address]);
-  const key = hkdf(shared, Buffer.concat([ephemeralPublic, identity.encryptionPublic]), domain);
+  const { key, domain } = sealKey(shared, ephemeralPublic, identity.encryptionPublic, identity.address);
   const padded = Buffer.from(sodium.crypto_aead_xchacha20poly1305_ietf_decrypt(null, sealed.subarray(56), domain, nonce, key));
   const length = padded.readUInt32LE(0);
   if (length > padded.length - 4 || padded.subarray(4 + length).some((b) => b !== 0)) throw new Error('bad padding');
@@ -144,7 +151,7 @@ function open(identity, envelope) {
   if (signingKey.length !== 32 || encryptionKey.length !== 32) throw new Error('sender keys are not 32 bytes');
   const sent = BigInt(m.sent_unix_ms);
   if (sent < 0n || sent > 8_640_000_000_000_000n) throw new Error(`the sending time (${m.sent_unix_ms} ms) is not a date`);
-  const digest = contentDigest(address, addressOf(signingKey, encryptionKey), m.sent_unix_ms, m.content_type, m.file_name, Buffer.from(m.content));
+  const digest = contentDigest(identity.address, addressOf(signingKey, encryptionKey), m.sent_unix_ms, m.content_type, m.file_name, Buffer.from(m.content));
   if (!sodium.crypto_sign_verify_detached(Buffer.from(m.content_signature), digest, signingKey)) throw new Error('the content signature does not verify');
   return { sender: cardText(signingKey, encryptionKey), sentUnixMs: m.sent_unix_ms, contentType: m.content_type, fileName: m.file_name, content: Buffer.from(m.content) };
 }
@@ -156,8 +163,9 @@ function coreBytes(e) {
     blake2b256(e.sealed_payload), e.sending_key]);
 }
 
-function signingBytes(e) {
-  return Buffer.concat([coreBytes(e), u32be(e.pow ? e.pow.bits : 0), u64be(e.pow ? e.pow.nonce : 0)]);
+// `core` when the caller has it: it hashes the whole sealed payload, and only the stamp changes between tries.
+function signingBytes(e, core = coreBytes(e)) {
+  return Buffer.concat([core, u32be(e.pow ? e.pow.bits : 0), u64be(e.pow ? e.pow.nonce : 0)]);
 }
 
 const envelopeId = (e) => blake2b256(signingBytes(e));
@@ -171,12 +179,12 @@ function leadingZeroBits(hash) {
   return bits;
 }
 
-function stamp(e, bits) {
+function stamp(e, bits, core) {
   if (!Number.isInteger(bits) || bits < 0 || bits > MAX_POW_BITS) {
     throw new Error(`the node asks for a ${bits}-bit proof-of-work stamp; this client pays for at most ${MAX_POW_BITS} bits (try later, or another node)`);
   }
   if (bits === 0) { delete e.pow; return; }
-  const coreDigest = blake2b256(coreBytes(e));
+  const coreDigest = blake2b256(core);
   for (let nonce = 0n; ; nonce++) {
     if (leadingZeroBits(blake2b256(utf8('meganet-pow-v1'), coreDigest, u64be(nonce))) >= bits) {
       e.pow = { bits, nonce: nonce.toString() };
@@ -185,8 +193,11 @@ function stamp(e, bits) {
   }
 }
 
-function sign(e, sendingKey) {
-  e.signature = Buffer.from(sodium.crypto_sign_detached(signingBytes(e), sendingKey.secretKey));
+// Signs the envelope; returns its id (both over the same signing bytes).
+function sign(e, sendingKey, core) {
+  const signed = signingBytes(e, core);
+  e.signature = Buffer.from(sodium.crypto_sign_detached(signed, sendingKey.secretKey));
+  return blake2b256(signed);
 }
 
 // ---- transparency (protocol.md, "Receipts and tree heads"; RFC 9162) ----
@@ -250,7 +261,7 @@ function relay(url, tlsCert) {
 }
 
 async function mailboxAuth(node, identity, nodeId, purpose) {
-  const address = addressOf(identity.signingPublic, identity.encryptionPublic);
+  const address = identity.address;
   const challenge = await node.call('Challenge', { address });
   // The signature is good only at the node it names: sign for the node we mean to talk to, never for whatever it says.
   if (!Buffer.from(challenge.node_id).equals(nodeId)) throw new Error(`the node's id is ${Buffer.from(challenge.node_id).toString('hex')}, not the one given with --node-id`);
@@ -277,13 +288,13 @@ async function send(node, sender, recipient, text, nodeId) {
     sealed_payload: seal(sender, recipient, utf8(text), TEXT),
     sending_key: sendingKey.publicKey,
   };
+  const core = coreBytes(envelope);
   let bits = status.pow_bits_required;
   for (let attempt = 0; ; attempt++) {
-    stamp(envelope, bits);
-    sign(envelope, sendingKey);
+    stamp(envelope, bits, core);
+    const id = sign(envelope, sendingKey, core);
     try {
       const receipt = await node.call('Submit', { envelope });
-      const id = envelopeId(envelope);
       if (!Buffer.from(receipt.envelope_id).equals(id)) throw new Error('the receipt names another envelope than the one sent');
       verifyTreeHead(receipt.tree_head, nodeId);
       if (!nodeId) console.error(`note: the receipt is signed by ${Buffer.from(receipt.tree_head.node_key).toString('hex')}; pass --node-id to check that this is the node you mean`);
@@ -412,14 +423,14 @@ async function main(argv) {
       sending_seed: Buffer.from(sodium.randombytes_buf(32)).toString('hex'),
     };
     const identity = identityFrom(file);
-    file.card = cardText(identity.signingPublic, identity.encryptionPublic);
+    file.card = identity.card;
     writeFileSync(positional[1], JSON.stringify(file, null, 2), { mode: 0o600, flag: 'wx' });
     console.log(file.card);
     return;
   }
   if (command === 'id' && positional[0] === 'show' && positional[1]) {
     const identity = loadIdentity(positional[1]);
-    console.log(cardText(identity.signingPublic, identity.encryptionPublic));
+    console.log(identity.card);
     return;
   }
   if (!['status', 'send', 'fetch', 'listen'].includes(command)) throw new UsageError(USAGE);

@@ -1,6 +1,8 @@
 using System.Net;
 using System.Net.Sockets;
 using System.Runtime.CompilerServices;
+using System.Security.Cryptography;
+using System.Security.Cryptography.X509Certificates;
 using Google.Protobuf;
 using Grpc.Core;
 using Grpc.Core.Interceptors;
@@ -83,7 +85,7 @@ public sealed class MegaNetClientOptions
     /// self-signed one, as a node at home would have): exactly this certificate is accepted too, compared by its
     /// SHA-256 fingerprint, whatever name or dates it carries (the node's operator hands it out, as they hand out the
     /// node id). Certificates the system accepts stay accepted. Default: none.</summary>
-    public System.Security.Cryptography.X509Certificates.X509Certificate2? TrustedCertificate { get; init; }
+    public X509Certificate2? TrustedCertificate { get; init; }
 
     private Func<byte[], string?>? _firstContactCheck;
 
@@ -163,10 +165,10 @@ public sealed class MegaNetClient : IDisposable
         };
         if (options.TrustedCertificate is { } trusted)
         {
-            byte[] fingerprint = trusted.GetCertHash(System.Security.Cryptography.HashAlgorithmName.SHA256);
+            byte[] fingerprint = trusted.GetCertHash(HashAlgorithmName.SHA256);
             handler.SslOptions.RemoteCertificateValidationCallback = (_, certificate, _, errors) =>
                 errors == System.Net.Security.SslPolicyErrors.None
-                || (certificate is not null && certificate.GetCertHash(System.Security.Cryptography.HashAlgorithmName.SHA256).AsSpan().SequenceEqual(fingerprint));
+                || (certificate is not null && certificate.GetCertHash(HashAlgorithmName.SHA256).AsSpan().SequenceEqual(fingerprint));
         }
 
         if (localAddress is not null)
@@ -598,7 +600,7 @@ public sealed class MegaNetClient : IDisposable
             return "the receipt has no tree head";
         }
 
-        if (!TreeHeadSignature.Verify(head.NodeKey.Span, head.TreeSize, head.RootHash.Span, head.TimestampUnixMs, head.Signature.Span))
+        if (!head.SignatureVerifies)
         {
             return "the tree head's signature does not verify with its node key";
         }
@@ -626,7 +628,7 @@ public sealed class MegaNetClient : IDisposable
             return $"the node refused the inclusion proof of leaf {receipt.LogIndex} in the tree of size {head.TreeSize} it signed ({e.StatusCode}: {e.Status.Detail})";
         }
 
-        if (!Includes(receipt.EnvelopeId.Span, receipt.LogIndex, head, proof.Path))
+        if (!MerkleTree.VerifyInclusion(MerkleTree.LeafHash(receipt.EnvelopeId.Span), receipt.LogIndex, head.TreeSize, proof.Path, static hash => hash.Memory, head.RootHash.Span))
         {
             return "the inclusion proof does not lead to the tree head's root";
         }
@@ -650,7 +652,7 @@ public sealed class MegaNetClient : IDisposable
     public async Task<(V1.SignedTreeHead? Current, string? Problem)> CheckLogAsync(V1.SignedTreeHead earlier, V1.SignedTreeHead? current = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(earlier);
-        if (!TreeHeadSignature.Verify(earlier.NodeKey.Span, earlier.TreeSize, earlier.RootHash.Span, earlier.TimestampUnixMs, earlier.Signature.Span))
+        if (!earlier.SignatureVerifies)
         {
             return (null, "the earlier tree head's signature does not verify with its node key");
         }
@@ -680,7 +682,7 @@ public sealed class MegaNetClient : IDisposable
         }
 
         if (!current.NodeKey.Span.SequenceEqual(nodeKey) ||
-            !TreeHeadSignature.Verify(current.NodeKey.Span, current.TreeSize, current.RootHash.Span, current.TimestampUnixMs, current.Signature.Span))
+            !current.SignatureVerifies)
         {
             return (null, $"the node's current tree head is not signed by {Convert.ToHexStringLower(nodeKey)}");
         }
@@ -718,7 +720,7 @@ public sealed class MegaNetClient : IDisposable
             return $"the node refused a consistency proof between two sizes it signed, {earlier.TreeSize} and {current.TreeSize} ({e.StatusCode}: {e.Status.Detail})";
         }
 
-        return Extends(current, earlier, consistency.Path)
+        return MerkleTree.VerifyConsistency(earlier.TreeSize, current.TreeSize, earlier.RootHash.Span, current.RootHash.Span, consistency.Path, static hash => hash.Memory)
             ? null
             : $"the node's current log (size {current.TreeSize}) does not extend {what} (size {earlier.TreeSize}): it forked or rewrote its log";
     }
@@ -730,20 +732,6 @@ public sealed class MegaNetClient : IDisposable
     public static bool IsRefusal(StatusCode code) =>
         code is StatusCode.InvalidArgument or StatusCode.OutOfRange or StatusCode.NotFound or StatusCode.FailedPrecondition
             or StatusCode.Unimplemented or StatusCode.DataLoss;
-
-    private static bool Includes(ReadOnlySpan<byte> envelopeId, long index, SignedTreeHead head, Google.Protobuf.Collections.RepeatedField<ByteString> proof)
-    {
-        Span<byte> path = stackalloc byte[MerkleTree.MaxPathHashes * MerkleTree.HashSize];
-        return MerkleTree.TryConcatenate(proof, static hash => hash.Memory, path, out int length)
-            && MerkleTree.VerifyInclusion(MerkleTree.LeafHash(envelopeId), index, head.TreeSize, path[..length], head.RootHash.Span);
-    }
-
-    private static bool Extends(SignedTreeHead current, SignedTreeHead earlier, Google.Protobuf.Collections.RepeatedField<ByteString> proof)
-    {
-        Span<byte> path = stackalloc byte[MerkleTree.MaxPathHashes * MerkleTree.HashSize];
-        return MerkleTree.TryConcatenate(proof, static hash => hash.Memory, path, out int length)
-            && MerkleTree.VerifyConsistency(earlier.TreeSize, current.TreeSize, earlier.RootHash.Span, current.RootHash.Span, path[..length]);
-    }
 
     private static bool TryOpen(Identity identity, MailItem item, SeenMessages? seen, [System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out ReceivedMessage? message,
         [System.Diagnostics.CodeAnalysis.NotNullWhen(false)] out UnreadableMessage? unreadable)

@@ -1137,7 +1137,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         // Compaction rewrites the live part of the table's oldest region, so only when garbage dominates. It runs
         // outside the index lock (readers go on); only this committer writes the table.
         (long begin, long tail) = TableExtent;
-        if (tail - begin > (2 * Interlocked.Read(ref _liveBytes)) + (_options.MemoryBudgetBytes / 2))
+        if (tail - begin > (2 * HeldBytes) + (_options.MemoryBudgetBytes / 2))
         {
             _kv.Compact(now);
         }
@@ -1576,7 +1576,8 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
             {
                 if (isNew)
                 {
-                    AddEntry(stored);
+                    // Reported here only: an open reports each mailbox once, when whole (end of Restore).
+                    NoteUsage(stored.Recipient, AddEntry(stored));
                 }
             }
 
@@ -1680,9 +1681,9 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         _merkle.Append(stored.EnvelopeId);
     }
 
-    private void AddEntry(in Stored stored) => AddEntry(stored.Recipient, stored.Entry);
+    private Mailbox AddEntry(in Stored stored) => AddEntry(stored.Recipient, stored.Entry);
 
-    private void AddEntry(Key32 recipient, in IndexEntry entry)
+    private Mailbox AddEntry(Key32 recipient, in IndexEntry entry)
     {
         if (!_mailboxes.TryGetValue(recipient, out Mailbox? box))
         {
@@ -1693,10 +1694,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         long before = box.Bytes;
         box.Add(entry);
         _liveBytes += box.Bytes - before;
-        if (!_restoring)
-        {
-            NoteUsage(recipient, box);
-        }
+        return box;
     }
 
     /// <inheritdoc/>
@@ -1812,8 +1810,6 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     /// <summary>Loads the checkpoint's indexes and leaves (if any), then replays the log after it.</summary>
     private void Restore(Checkpoint.Manifest? manifest, CancellationToken cancellationToken)
     {
-        // Mailboxes are reported once, when whole, rather than at each of their entries (ReportUsageAfterRestore).
-        _restoring = true;
         long from = _log.BeginAddress;
         if (manifest is not null)
         {
@@ -1852,18 +1848,15 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
             throw Corrupt($"replaying it from address {from} (the {(manifest is null ? "log's start" : "checkpoint")}) to {_log.CommittedUntilAddress} failed: {e.Message}");
         }
 
+        // Mailboxes are reported once, when whole, rather than at each of their entries.
         lock (_state)
         {
-            _restoring = false;
             foreach ((Key32 address, Mailbox box) in _mailboxes)
             {
                 NoteUsage(address, box);
             }
         }
     }
-
-    // Set while Restore loads and replays (open only): AddEntry leaves the reporting to its end.
-    private bool _restoring;
 
     private void Replay(long from, CancellationToken cancellationToken)
     {

@@ -75,12 +75,8 @@ public sealed class JavaScriptClientTests : IDisposable
 
         // Subscribe: one message waiting, one sent once the subscription is registered (the first keepalive).
         await client.SendAsync(alice, bob.Card, Encoding.UTF8.GetBytes("waiting"), "text/plain; charset=utf-8");
-        var listening = new ProcessStartInfo("node", [Path.Combine(Example(), "meganet.mjs"), "listen", "-i", bobPath, "--node", url, "--node-id", nodeId, "--after", lines[1]["seq"]!.ToString(), "--count", "2"])
-        {
-            WorkingDirectory = _dir,
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-        };
+        ProcessStartInfo listening = Psi("listen", "-i", bobPath, "--node", url, "--node-id", nodeId, "--after", lines[1]["seq"]!.ToString(), "--count", "2");
+        listening.RedirectStandardOutput = listening.RedirectStandardError = true;
         using (Process listen = Process.Start(listening)!)
         {
             try

@@ -2,7 +2,6 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Text;
 using MegaNet.Api;
-using MegaNet.Api.V1;
 using MegaNet.Node.Cli;
 
 namespace MegaNet.Node.Tests;

@@ -93,10 +93,15 @@ public static class MerkleTree
 
     /// <summary>RFC 9162 §2.1.3.2: checks that <paramref name="leafHash"/> is leaf <paramref name="index"/> of the tree
     /// of size <paramref name="treeSize"/> whose root is <paramref name="root"/>.</summary>
-    public static bool VerifyInclusion(ReadOnlySpan<byte> leafHash, long index, long treeSize, IReadOnlyList<byte[]> proof, ReadOnlySpan<byte> root)
+    public static bool VerifyInclusion(ReadOnlySpan<byte> leafHash, long index, long treeSize, IReadOnlyList<byte[]> proof, ReadOnlySpan<byte> root) =>
+        VerifyInclusion(leafHash, index, treeSize, proof, static hash => hash, root);
+
+    /// <summary>RFC 9162 §2.1.3.2 over a proof whose hashes <paramref name="bytes"/> reads (a protobuf message's
+    /// repeated bytes, say), copied into a stack buffer rather than into arrays.</summary>
+    public static bool VerifyInclusion<THash>(ReadOnlySpan<byte> leafHash, long index, long treeSize, IReadOnlyList<THash> proof, Func<THash, ReadOnlyMemory<byte>> bytes, ReadOnlySpan<byte> root)
     {
         Span<byte> path = stackalloc byte[MaxPathHashes * HashSize];
-        return TryConcatenate(proof, static hash => hash, path, out int length) && VerifyInclusion(leafHash, index, treeSize, path[..length], root);
+        return TryConcatenate(proof, bytes, path, out int length) && VerifyInclusion(leafHash, index, treeSize, path[..length], root);
     }
 
     /// <summary>RFC 9162 §2.1.3.2, with the proof's hashes one after another in <paramref name="path"/> (see
@@ -147,10 +152,15 @@ public static class MerkleTree
     /// extends the tree of size <paramref name="size1"/> with root <paramref name="root1"/>. Two heads of one size
     /// are consistent with an empty proof when their roots are equal (the RFC's step 1 fails every empty path; the
     /// node answers such a request with one, as other RFC 9162 logs do).</summary>
-    public static bool VerifyConsistency(long size1, long size2, ReadOnlySpan<byte> root1, ReadOnlySpan<byte> root2, IReadOnlyList<byte[]> proof)
+    public static bool VerifyConsistency(long size1, long size2, ReadOnlySpan<byte> root1, ReadOnlySpan<byte> root2, IReadOnlyList<byte[]> proof) =>
+        VerifyConsistency(size1, size2, root1, root2, proof, static hash => hash);
+
+    /// <summary>RFC 9162 §2.1.4.2 over a proof whose hashes <paramref name="bytes"/> reads, copied into a stack buffer
+    /// rather than into arrays.</summary>
+    public static bool VerifyConsistency<THash>(long size1, long size2, ReadOnlySpan<byte> root1, ReadOnlySpan<byte> root2, IReadOnlyList<THash> proof, Func<THash, ReadOnlyMemory<byte>> bytes)
     {
         Span<byte> path = stackalloc byte[MaxPathHashes * HashSize];
-        return TryConcatenate(proof, static hash => hash, path, out int length) && VerifyConsistency(size1, size2, root1, root2, path[..length]);
+        return TryConcatenate(proof, bytes, path, out int length) && VerifyConsistency(size1, size2, root1, root2, path[..length]);
     }
 
     /// <summary>RFC 9162 §2.1.4.2, with the proof's hashes one after another in <paramref name="path"/> (see

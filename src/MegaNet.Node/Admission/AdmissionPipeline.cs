@@ -108,9 +108,10 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
         double fill = (double)QueueDepth / _options.QueueCapacity;
         int load = fill < 0.25 ? 0 : (int)Math.Ceiling(_options.PowMaxBits * Math.Min(1.0, (fill - 0.25) / 0.5));
         int held = 0;
-        if (_options.StoreMaxBytes > 0)
+        long cap = _options.StoreMaxBytes;
+        if (cap > 0)
         {
-            long heldBytes = _store.HeldBytes, cap = _options.StoreMaxBytes;
+            long heldBytes = _store.HeldBytes;
             held = heldBytes + length > cap ? 0 : QuarterBits(Quarters(heldBytes, cap, 50));
         }
 
@@ -139,7 +140,7 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
         MailboxUsage held = _store.ReportedUsage(recipient);
         // Under the mark (not reported), or full, or too full for this envelope: no stamp. The store refuses the last
         // two for the quota (unless expired mail made room), and work paid for a refusal would be wasted.
-        if ((held.Count == 0 && held.Bytes == 0) || held.Count >= _options.MailboxMaxCount || held.Bytes + length > _options.MailboxMaxBytes)
+        if (held == default || held.Count >= _options.MailboxMaxCount || held.Bytes + length > _options.MailboxMaxBytes)
         {
             return load;
         }

@@ -80,7 +80,7 @@ internal static partial class ClientCommands
             if (result.Problem is null)
             {
                 using HeadsFile file = await HeadsFile.OpenAsync(headsPath, ct);
-                if (!SameHead(file.Find(key), remembered))
+                if (!Equals(file.Find(key), remembered))
                 {
                     // Another audit of this address got there first: its head stays (this one proved nothing against it).
                     outcome = Remembering.Overtaken;
@@ -116,9 +116,6 @@ internal static partial class ClientCommands
         Overtaken,
     }
 
-    private static bool SameHead(SignedTreeHead? a, SignedTreeHead? b) =>
-        a is null ? b is null : b is not null && a.TreeSize == b.TreeSize && a.RootHash == b.RootHash && a.Signature == b.Signature;
-
     /// <summary>What one audit found: the earlier head (null on a first audit), the node's current head (null when
     /// the node could not be held to it), and what failed.</summary>
     private sealed record AuditResult(string Node, SignedTreeHead? Earlier, string EarlierWhat, SignedTreeHead? Current, string? Problem);
@@ -146,7 +143,7 @@ internal static partial class ClientCommands
                   "If that node was really set up anew (a new data directory gives a new id), delete its entry from the heads file; otherwise another node answers at that address.");
         }
 
-        if (!TreeHeadSignature.Verify(current.NodeKey.Span, current.TreeSize, current.RootHash.Span, current.TimestampUnixMs, current.Signature.Span))
+        if (!current.SignatureVerifies)
         {
             return new AuditResult(key, earlier, earlierWhat, current, "the node's current tree head does not verify with its own key");
         }
@@ -245,18 +242,13 @@ internal static partial class ClientCommands
     /// <summary>A head read from a file, refused unless it verifies with the key it names: a head whose signature
     /// fails is a damaged file, not evidence about any node.</summary>
     private static SignedTreeHead CheckedHead(SignedTreeHead head, string where) =>
-        TreeHeadSignature.Verify(head.NodeKey.Span, head.TreeSize, head.RootHash.Span, head.TimestampUnixMs, head.Signature.Span)
+        head.SignatureVerifies
             ? head
             : throw new CliException($"{where}: the tree head's signature does not verify with its node key ({Hex(head.NodeKey)}); the file is damaged or the head was altered.");
 
     private static async Task<SignedTreeHead> ReadHeadAsync(string path, CancellationToken cancellationToken)
     {
-        if (path != "-" && Directory.Exists(path))
-        {
-            throw new CliException($"--head {path} is a directory; give a receipt or tree head file.");
-        }
-
-        string text = path == "-" ? await Console.In.ReadToEndAsync(cancellationToken) : await File.ReadAllTextAsync(path, cancellationToken);
+        string text = await ReadInputAsync("--head", path, "give a receipt or tree head file", cancellationToken);
         JsonObject node;
         try
         {

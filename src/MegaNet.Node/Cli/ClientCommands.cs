@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Security.Cryptography;
+using System.Security.Cryptography.X509Certificates;
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
@@ -54,7 +55,7 @@ internal static partial class ClientCommands
         TrustedCertificate = LoadTlsCertificate(tlsCert),
     };
 
-    private static System.Security.Cryptography.X509Certificates.X509Certificate2? LoadTlsCertificate(string? path)
+    private static X509Certificate2? LoadTlsCertificate(string? path)
     {
         if (path is null)
         {
@@ -75,14 +76,14 @@ internal static partial class ClientCommands
             string text = System.Text.Encoding.ASCII.GetString(bytes);
             if (!text.Contains("-----BEGIN", StringComparison.Ordinal))
             {
-                return System.Security.Cryptography.X509Certificates.X509CertificateLoader.LoadCertificate(bytes);
+                return X509CertificateLoader.LoadCertificate(bytes);
             }
 
             for (ReadOnlySpan<char> rest = text; PemEncoding.TryFind(rest, out PemFields fields); rest = rest[fields.Location.End..])
             {
                 if (rest[fields.Label].SequenceEqual("CERTIFICATE"))
                 {
-                    return System.Security.Cryptography.X509Certificates.X509CertificateLoader.LoadCertificate(Convert.FromBase64String(rest[fields.Base64Data].ToString()));
+                    return X509CertificateLoader.LoadCertificate(Convert.FromBase64String(rest[fields.Base64Data].ToString()));
                 }
             }
 
@@ -316,10 +317,11 @@ internal static partial class ClientCommands
             return;
         }
 
-        // In integers, as the node decides (100 x held >= mark x quota), so the note comes exactly when stamps do.
-        long percent = Math.Max(100L * waiting / limits.MailboxMaxCount, 100 * (waitingBytes ?? 0) / limits.MailboxMaxBytes);
+        // In integers, as the node decides (100 x held >= mark x quota): for a whole mark, the rounded-down percent
+        // reaches it exactly when that holds, so the note comes exactly when stamps do.
+        long percent = (long)Int128.Max((Int128)100 * waiting / limits.MailboxMaxCount, (Int128)100 * (waitingBytes ?? 0) / limits.MailboxMaxBytes);
         int mark = limits.MailboxPowFromPercent > 0 ? limits.MailboxPowFromPercent : 90;
-        if (100L * waiting < (long)mark * limits.MailboxMaxCount && (Int128)100 * (waitingBytes ?? 0) < (Int128)mark * limits.MailboxMaxBytes)
+        if (percent < mark)
         {
             return;
         }
@@ -370,10 +372,13 @@ internal static partial class ClientCommands
     internal static readonly TimeSpan DefaultRetryFor = TimeSpan.FromMinutes(5);
 
     /// <summary>The longest wait between two tries to subscribe again.</summary>
-    internal static readonly TimeSpan MaxRetryDelay = TimeSpan.FromSeconds(30);
+    private static readonly TimeSpan MaxRetryDelay = TimeSpan.FromSeconds(30);
 
     /// <summary>The first wait before trying again after a passing failure; it doubles up to <see cref="MaxRetryDelay"/>.</summary>
     internal static readonly TimeSpan FirstRetryDelay = TimeSpan.FromSeconds(1);
+
+    /// <summary>The wait after <paramref name="delay"/>: twice as long, up to <see cref="MaxRetryDelay"/>.</summary>
+    internal static TimeSpan NextRetryDelay(TimeSpan delay) => TimeSpan.FromTicks(Math.Min(2 * delay.Ticks, MaxRetryDelay.Ticks));
 
     private static async Task<int> ListenAsync(MegaNetClient client, Action pin, Uri address, MegaNetClientOptions connection, Identity id, SeenMessages seen, ulong after, bool ack, bool json,
         TimeSpan retryFor, CancellationToken ct)
@@ -381,7 +386,9 @@ internal static partial class ClientCommands
         // Not disposed: disposing flushes, and after a failed write that would throw again over the clear error.
         TextWriter output = StandardOutput();
         // The node id is known by the first message: the subscription that brought it was signed for that node.
-        ListenAcknowledger? acknowledger = ack ? new ListenAcknowledger(id, () => new MegaNetClient(address, client.NodeId, options: connection)) : null;
+        // Every later connection (a subscription again, the acknowledgements) is held to the node id the first one saw.
+        MegaNetClient Reconnect() => new(address, client.NodeId, options: connection);
+        ListenAcknowledger? acknowledger = ack ? new ListenAcknowledger(id, Reconnect) : null;
         ulong cursor = after; // the last sequence number printed or reported: a new subscription resumes after it
         bool subscribed = false; // since the last failure
         bool everSubscribed = false;
@@ -447,7 +454,7 @@ internal static partial class ClientCommands
 
                     Console.Error.WriteLine($"meganet: subscription lost ({Describe(e)}); subscribing again after seq {cursor} in {delay.TotalSeconds:0} s.");
                     await Task.Delay(delay, ct);
-                    delay = TimeSpan.FromTicks(Math.Min(2 * delay.Ticks, MaxRetryDelay.Ticks));
+                    delay = NextRetryDelay(delay);
 
                     // A fresh connection: the old one may be the dead one, and the client would reuse it. Held to the
                     // node id the first subscription signed for, so another node at that address is refused.
@@ -456,7 +463,7 @@ internal static partial class ClientCommands
                         current.Dispose();
                     }
 
-                    current = new MegaNetClient(address, client.NodeId, options: connection);
+                    current = Reconnect();
                 }
             }
         }
@@ -609,14 +616,7 @@ internal static partial class ClientCommands
             { node, identity, nodeId, receiptFile, timeout, tlsCert };
         command.SetAction((parse, ct) => Run(async () =>
         {
-            string path = parse.GetValue(receiptFile)!;
-            if (path != "-" && Directory.Exists(path))
-            {
-                throw new CliException($"--receipt {path} is a directory; give the file 'send --json' wrote.");
-            }
-
-            string text = path == "-" ? await Console.In.ReadToEndAsync(ct) : await File.ReadAllTextAsync(path, ct);
-            Receipt receipt = ReceiptFromJson(text);
+            Receipt receipt = ReceiptFromJson(await ReadInputAsync("--receipt", parse.GetValue(receiptFile)!, "give the file 'send --json' wrote", ct));
             Uri address = parse.GetValue(node)!;
             string? idHex = parse.GetValue(nodeId);
             byte[]? expected = idHex is not null ? KnownNodes.ParseNodeId(idHex, "--node-id") : KnownNodes.Beside(parse.GetValue(identity)!).Find(address);
@@ -635,6 +635,18 @@ internal static partial class ClientCommands
         return command;
     }
 
+    /// <summary>The text of a file option's file, or of standard input for '-'; a directory is refused with
+    /// <paramref name="hint"/>.</summary>
+    private static async Task<string> ReadInputAsync(string option, string path, string hint, CancellationToken ct)
+    {
+        if (path != "-" && Directory.Exists(path))
+        {
+            throw new CliException($"{option} {path} is a directory; {hint}.");
+        }
+
+        return path == "-" ? await Console.In.ReadToEndAsync(ct) : await File.ReadAllTextAsync(path, ct);
+    }
+
     internal static JsonObject ReceiptJson(Receipt r) => new()
     {
         ["envelope_id"] = Hex(r.EnvelopeId),
@@ -644,7 +656,7 @@ internal static partial class ClientCommands
     };
 
     /// <summary>A signed tree head as JSON (hex bytes), as receipts print it: anyone can check it with the node id.</summary>
-    internal static JsonObject HeadJson(MegaNet.Api.V1.SignedTreeHead head) => new()
+    private static JsonObject HeadJson(MegaNet.Api.V1.SignedTreeHead head) => new()
     {
         ["tree_size"] = head.TreeSize,
         ["root_hash"] = Hex(head.RootHash),

@@ -96,7 +96,7 @@ internal sealed class ListenAcknowledger : IAsyncDisposable
                     client?.Dispose();
                     client = null;
                     await Task.Delay(delay, _stop.Token).ConfigureAwait(false);
-                    delay = TimeSpan.FromTicks(Math.Min(2 * delay.Ticks, ClientCommands.MaxRetryDelay.Ticks));
+                    delay = ClientCommands.NextRetryDelay(delay);
                 }
             }
         }
