@@ -143,15 +143,53 @@ internal static partial class ClientCommands
             return Task.FromResult(0);
         }));
         var showIdentity = IdentityOption();
-        var show = new Command("show", "Print the contact card (share it so others can send to you) and the address.") { showIdentity };
+        var qr = new Option<string?>("--qr")
+        {
+            Description = "Also draw the card as a QR code for a phone to scan, above the card: 'dark' (the default) for a terminal with a dark background, " +
+                "'light' for a light one (the code must show dark on light; a phone that does not read it may be getting it inverted).",
+            Arity = ArgumentArity.ZeroOrOne,
+        };
+        qr.AcceptOnlyFromAmong("dark", "light");
+        var qrPng = new Option<string?>("--qr-png")
+        {
+            Description = $"Also write the card as a QR code to this PNG file (black on white, {QrPngPixelsPerModule} pixels a module), to print or to send as a picture.",
+        };
+        var show = new Command("show", "Print the contact card (share it so others can send to you) and the address.") { showIdentity, qr, qrPng };
         show.SetAction(parse => Run(() =>
         {
             using Identity id = LoadIdentity(parse.GetValue(showIdentity)!);
-            Console.WriteLine(id.Card);
+            string card = id.Card.ToString();
+            if (parse.GetValue(qrPng) is { } png)
+            {
+                WriteQrPng(png, card);
+            }
+
+            if (parse.GetResult(qr) is not null)
+            {
+                Console.Write(CardQrCode.ToTerminal(card, darkBackground: parse.GetValue(qr) != "light"));
+            }
+
+            Console.WriteLine(card);
             Console.Error.WriteLine($"address {Convert.ToHexString(id.Address).ToLowerInvariant()}");
             return Task.FromResult(0);
         }));
         return new Command("id", "Manage your identity.") { create, show };
+    }
+
+    private const int QrPngPixelsPerModule = 8;
+
+    private static void WriteQrPng(string path, string card)
+    {
+        try
+        {
+            File.WriteAllBytes(path, CardQrCode.ToPng(card, QrPngPixelsPerModule));
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new CliException($"Cannot write the QR code to {path}: {e.Message}");
+        }
+
+        Console.Error.WriteLine($"QR code written to {path}");
     }
 
     private static Command SendCommand()

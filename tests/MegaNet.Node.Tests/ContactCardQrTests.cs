@@ -1,0 +1,125 @@
+using MegaNet.Api;
+using SkiaSharp;
+using ZXing;
+using ZXing.Common;
+using ZXing.QrCode;
+
+using Result = MegaNet.Node.Tests.MeganetProcess.Result;
+
+namespace MegaNet.Node.Tests;
+
+/// <summary>
+/// <c>meganet id show --qr</c> and <c>--qr-png</c>: what a phone's scanner reads from the drawing is the card, on
+/// either terminal background and from the PNG (decoded here by ZXing, an independent QR reader).
+/// </summary>
+public sealed class ContactCardQrTests : IDisposable
+{
+    private const int PixelsPerModule = 4;
+
+    private readonly string _dir = Directory.CreateTempSubdirectory("meganet-qr-").FullName;
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    private (string Card, string Identity) NewIdentity()
+    {
+        using Identity id = Identity.Create();
+        string path = Path.Combine(_dir, "id.json");
+        id.Save(path);
+        return (id.Card.ToString(), path);
+    }
+
+    [Theory]
+    [InlineData(new string[0], true)]
+    [InlineData(new[] { "dark" }, true)]
+    [InlineData(new[] { "light" }, false)]
+    public async Task A_scanner_reads_the_card_from_the_terminal_drawing(string[] background, bool darkBackground)
+    {
+        (string card, string identity) = NewIdentity();
+        Result r = await MeganetProcess.RunAsync(_dir, null, false, ["id", "show", "--identity", identity, "--qr", .. background]);
+        Assert.True(r.ExitCode == 0, r.Stderr);
+
+        string[] lines = r.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        // The card stays on the last line, as without --qr, for copy and paste and for scripts.
+        Assert.Equal(card, lines[^1]);
+        string[] drawing = lines[..^1];
+        Assert.All(drawing, line => Assert.Equal(drawing[0].Length, line.Length));
+
+        // Each character is two modules, top and bottom; a painted half shows the terminal's text colour.
+        int width = drawing[0].Length, height = drawing.Length * 2;
+        var dark = new bool[height, width];
+        for (int line = 0; line < drawing.Length; line++)
+        {
+            for (int x = 0; x < width; x++)
+            {
+                (bool top, bool bottom) = drawing[line][x] switch
+                {
+                    '█' => (true, true),
+                    '▀' => (true, false),
+                    '▄' => (false, true),
+                    ' ' => (false, false),
+                    char other => throw new Xunit.Sdk.XunitException($"unexpected character U+{(int)other:X4} in the drawing"),
+                };
+                dark[2 * line, x] = top != darkBackground;
+                dark[2 * line + 1, x] = bottom != darkBackground;
+            }
+        }
+
+        // The standard's margin of four light modules on every side (the half row past an odd size is background).
+        for (int i = 0; i < width; i++)
+        {
+            for (int m = 0; m < 4; m++)
+            {
+                Assert.False(dark[m, i] || dark[i, m] || dark[width - 1 - m, i] || dark[i, width - 1 - m], $"a dark module in the margin near {i}");
+            }
+        }
+
+        byte[] gray = new byte[width * PixelsPerModule * height * PixelsPerModule];
+        for (int y = 0; y < height * PixelsPerModule; y++)
+        {
+            for (int x = 0; x < width * PixelsPerModule; x++)
+            {
+                gray[y * width * PixelsPerModule + x] = dark[y / PixelsPerModule, x / PixelsPerModule] ? (byte)0 : (byte)255;
+            }
+        }
+
+        Assert.Equal(card, Scan(gray, width * PixelsPerModule, height * PixelsPerModule));
+    }
+
+    [Fact]
+    public async Task A_scanner_reads_the_card_from_the_png_and_a_bad_path_is_an_error()
+    {
+        (string card, string identity) = NewIdentity();
+        string png = Path.Combine(_dir, "card.png");
+        Result r = await MeganetProcess.RunAsync(_dir, null, false, "id", "show", "--identity", identity, "--qr-png", png);
+        Assert.True(r.ExitCode == 0, r.Stderr);
+        Assert.Equal(card, r.Stdout.Trim());
+        Assert.Contains($"QR code written to {png}", r.Stderr, StringComparison.Ordinal);
+
+        using SKBitmap bitmap = SKBitmap.Decode(png);
+        byte[] gray = new byte[bitmap.Width * bitmap.Height];
+        for (int y = 0; y < bitmap.Height; y++)
+        {
+            for (int x = 0; x < bitmap.Width; x++)
+            {
+                SKColor c = bitmap.GetPixel(x, y);
+                gray[y * bitmap.Width + x] = (byte)((c.Red + c.Green + c.Blue) / 3);
+            }
+        }
+
+        Assert.Equal(card, Scan(gray, bitmap.Width, bitmap.Height));
+        Assert.Equal(card, ContactCard.Parse(card).ToString());
+
+        Result bad = await MeganetProcess.RunAsync(_dir, null, false, "id", "show", "--identity", identity, "--qr-png", Path.Combine(_dir, "missing", "card.png"));
+        Assert.Equal(1, bad.ExitCode);
+        Assert.Contains("Cannot write the QR code to", bad.Stderr, StringComparison.Ordinal);
+        Assert.DoesNotContain("   at ", bad.Stderr, StringComparison.Ordinal);
+    }
+
+    private static string Scan(byte[] gray, int width, int height)
+    {
+        var source = new RGBLuminanceSource(gray, width, height, RGBLuminanceSource.BitmapFormat.Gray8);
+        ZXing.Result? read = new QRCodeReader().decode(new BinaryBitmap(new HybridBinarizer(source)), new Dictionary<DecodeHintType, object> { [DecodeHintType.TRY_HARDER] = true });
+        Assert.True(read is not null, "ZXing found no QR code");
+        return read.Text;
+    }
+}
