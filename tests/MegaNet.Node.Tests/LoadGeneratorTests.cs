@@ -105,7 +105,7 @@ public sealed class LoadGeneratorTests
     {
         await using TestNode node = await TestNode.StartAsync(TestNode.Unthrottled);
         Assert.Equal(System.Net.IPAddress.Parse("127.0.0.2"), ForgedLoad.DefaultFrom(node.Address));
-        await using ForgedLoad forged = await ForgedLoad.StartAsync(node.Address, ForgedLoad.Prepare(50), rate: 200, ForgedLoad.DefaultFrom(node.Address), CancellationToken.None);
+        await using ForgedLoad forged = await ForgedLoad.StartAsync(node.Address, ForgedLoad.Prepare(50), rate: 200, ForgedLoad.DefaultFrom(node.Address), null, CancellationToken.None);
         LoadReport stream = await new LoadGenerator(node.Address, clients: 4, connections: 4).RunStreamingAsync(LoadGenerator.Prepare(400, senders: 16, recipients: 8));
         await Task.Delay(500); // a hundred forgeries, at least
         ForgedReport report = await forged.StopAsync();

@@ -93,6 +93,38 @@ public sealed class TlsNodeTests : IDisposable
         node.AssertNoServerErrors();
     }
 
+    [Fact]
+    public async Task Load_reaches_a_self_signed_node_given_its_certificate()
+    {
+        (string certificate, string key) = SelfSigned(_dir, "node");
+        await using TestNode node = await TestNode.StartAsync(o =>
+        {
+            o.TlsCertificate = certificate;
+            o.TlsKey = key;
+        });
+        string url = node.Address.ToString();
+        using var client = new MegaNetClient(node.Address, options: new MegaNetClientOptions { TrustedCertificate = X509CertificateLoader.LoadCertificateFromFile(certificate) });
+        long before = (await client.Relay.GetTreeHeadAsync(new GetTreeHeadRequest())).TreeSize;
+
+        // Every connection it opens trusts the certificate: the clients', the probe's and the forger's.
+        Result load = await RunAsync(_dir, null, false, "load", "--node", url, "--tls-cert", certificate, "--mode", "both", "--envelopes", "200",
+            "--warmup", "0", "--clients", "2", "--connections", "2", "--forged", "20", "--rate", "200", "--no-baseline");
+        Assert.True(load.ExitCode == 0, load.Stderr + load.Stdout);
+        Assert.Contains("(200/200, 0 refused", load.Stdout, StringComparison.Ordinal);
+        Assert.Contains("refused as bad signatures, 0 otherwise refused or unanswered", load.Stdout, StringComparison.Ordinal);
+        long after = (await client.Relay.GetTreeHeadAsync(new GetTreeHeadRequest())).TreeSize;
+        // The streaming phase's envelopes and the unary phase's (half as many), none of the forged.
+        Assert.True(before + 300 == after, $"log grew from {before} to {after}; {load.Stdout}");
+
+        Result untrusted = await RunAsync(_dir, null, false, "load", "--node", url, "--envelopes", "10", "--warmup", "0");
+        Assert.Equal(2, untrusted.ExitCode);
+        Assert.Contains("pass it with --tls-cert FILE", untrusted.Stderr, StringComparison.Ordinal);
+        Result embedded = await RunAsync(_dir, null, false, "load", "--tls-cert", certificate, "--envelopes", "10");
+        Assert.Equal(1, embedded.ExitCode);
+        Assert.Contains("--tls-cert is the certificate of a node given with --node https://", embedded.Stderr, StringComparison.Ordinal);
+        node.AssertNoServerErrors();
+    }
+
     /// <summary>A self-signed certificate and its key, as PEM files: every one for the same subject and name (not the
     /// address the tests dial), each with a key of its own.</summary>
     internal static (string Certificate, string Key) SelfSigned(string directory, string name)

@@ -33,9 +33,9 @@ public sealed class ForgedLoad : IAsyncDisposable
     private Task<List<Task>>? _pacer;
     private int _sent, _refused, _other, _accepted, _inFlight;
 
-    private ForgedLoad(Uri node, IReadOnlyList<Envelope> forged, double rate, IPAddress? from)
+    private ForgedLoad(Uri node, IReadOnlyList<Envelope> forged, double rate, IPAddress? from, MegaNetClientOptions? options)
     {
-        _client = new MegaNetClient(node, localAddress: from);
+        _client = new MegaNetClient(node, localAddress: from, options: options);
         _forged = forged;
         _rate = rate;
     }
@@ -53,12 +53,12 @@ public sealed class ForgedLoad : IAsyncDisposable
     }
 
     /// <summary>Starts sending <paramref name="forged"/> (round and round) at <paramref name="rate"/> per second, from
-    /// the local address <paramref name="from"/> (default: the one the operating system picks).</summary>
-    public static async Task<ForgedLoad> StartAsync(Uri node, IReadOnlyList<Envelope> forged, double rate, IPAddress? from, CancellationToken ct)
+    /// the local address <paramref name="from"/> (default: the one the operating system picks), with the honest clients' <paramref name="options"/>.</summary>
+    public static async Task<ForgedLoad> StartAsync(Uri node, IReadOnlyList<Envelope> forged, double rate, IPAddress? from, MegaNetClientOptions? options, CancellationToken ct)
     {
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(rate);
         ArgumentOutOfRangeException.ThrowIfZero(forged.Count);
-        var load = new ForgedLoad(node, forged, rate, from);
+        var load = new ForgedLoad(node, forged, rate, from, options);
         // Connected before the clock starts, like the honest clients.
         await load._client.Relay.StatusAsync(new StatusRequest(), cancellationToken: ct);
         CancellationToken stop = load._stop.Token;

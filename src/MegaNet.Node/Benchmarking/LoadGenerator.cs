@@ -36,7 +36,7 @@ public sealed record LoadReport(string Mode, int Clients, int Sent, int Accepted
 /// the node achieved (from Status). The clients spread over <c>connections</c> HTTP/2 connections (client i uses
 /// connection i mod connections).
 /// </summary>
-public sealed class LoadGenerator(Uri node, int clients, int connections, TextWriter? progress = null)
+public sealed class LoadGenerator(Uri node, int clients, int connections, TextWriter? progress = null, MegaNetClientOptions? clientOptions = null)
 {
     /// <summary>Calls started this long after a phase began count towards the steady-state percentiles.</summary>
     public const double WarmUpSeconds = 2;
@@ -90,7 +90,7 @@ public sealed class LoadGenerator(Uri node, int clients, int connections, TextWr
     /// machine's gRPC plumbing alone gives at that rate, a floor under the submissions'.</summary>
     public async Task<LoadReport> RunUnaryAsync(IReadOnlyList<Envelope> envelopes, double targetRate = 0, CancellationToken ct = default, bool floor = false)
     {
-        using Connections channels = await Connections.OpenAsync(node, Math.Clamp(connections, 1, clients), ct);
+        using Connections channels = await Connections.OpenAsync(node, Math.Clamp(connections, 1, clients), clientOptions, ct);
         MegaNetClient client = channels[0];
         StatusResponse before = await client.Relay.StatusAsync(new StatusRequest(), cancellationToken: ct);
         var calls = new CallSamples(envelopes.Count);
@@ -225,7 +225,7 @@ public sealed class LoadGenerator(Uri node, int clients, int connections, TextWr
     public async Task<LoadReport> RunStreamingAsync(IReadOnlyList<Envelope> envelopes, CancellationToken ct = default, int perRequest = 1)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(perRequest, 1);
-        using Connections channels = await Connections.OpenAsync(node, Math.Clamp(connections, 1, clients), ct);
+        using Connections channels = await Connections.OpenAsync(node, Math.Clamp(connections, 1, clients), clientOptions, ct);
         MegaNetClient client = channels[0];
         StatusResponse before = await client.Relay.StatusAsync(new StatusRequest(), cancellationToken: ct);
         var calls = new CallSamples(envelopes.Count);
@@ -406,9 +406,9 @@ public sealed class LoadGenerator(Uri node, int clients, int connections, TextWr
 
         public MegaNetClient this[int client] => _clients[client % _clients.Length];
 
-        public static async Task<Connections> OpenAsync(Uri node, int count, CancellationToken ct)
+        public static async Task<Connections> OpenAsync(Uri node, int count, MegaNetClientOptions? options, CancellationToken ct)
         {
-            var connections = new Connections(Enumerable.Range(0, count).Select(_ => new MegaNetClient(node)).ToArray());
+            var connections = new Connections(Enumerable.Range(0, count).Select(_ => new MegaNetClient(node, options: options)).ToArray());
             try
             {
                 await Task.WhenAll(connections._clients.Select(c => c.Relay.StatusAsync(new StatusRequest(), cancellationToken: ct).ResponseAsync));

@@ -40,7 +40,7 @@ internal static partial class ClientCommands
         CustomParser = CliParsers.Duration,
     };
 
-    private static Option<string?> TlsCertOption() => new("--tls-cert")
+    internal static Option<string?> TlsCertOption() => new("--tls-cert")
     {
         Description = "For an https:// node with a certificate this system does not trust (a self-signed one): the node's certificate " +
             "(PEM or DER, as its operator hands it out), trusted exactly. Certificates the system trusts are accepted as ever.",
@@ -55,7 +55,7 @@ internal static partial class ClientCommands
         TrustedCertificate = LoadTlsCertificate(tlsCert),
     };
 
-    private static X509Certificate2? LoadTlsCertificate(string? path)
+    internal static X509Certificate2? LoadTlsCertificate(string? path)
     {
         if (path is null)
         {

@@ -70,9 +70,10 @@ internal static class LoadCommand
                 "send them in batches on SubmitBatchStream (a request also stops short of 256 KiB), as a gateway or a bulk sender would. The warm-up streams the same way.",
             DefaultValueFactory = _ => 1,
         };
+        var tlsCert = ClientCommands.TlsCertOption();
         var command = new Command("load", "Drive concurrent clients at a node and report accepted envelopes/s, p50/p99 latency and the verifier batch sizes achieved.")
         {
-            node, clients, connections, count, mode, perRequest, rate, warmup, forged, backend, noBaseline, floor,
+            node, clients, connections, count, mode, perRequest, rate, warmup, forged, backend, noBaseline, floor, tlsCert,
         };
         command.SetAction(async (parse, ct) =>
         {
@@ -87,6 +88,7 @@ internal static class LoadCommand
             bool backendGiven = parse.GetResult(backend) is { Implicit: false }, rateGiven = parse.GetResult(rate) is { Implicit: false };
             string? ignored = backendGiven && parse.GetValue(node) is not null ? "--backend picks the embedded node's verifier; a node given with --node uses its own (drop one of them)." :
                 rateGiven && m == "stream" ? "--rate sets the unary phase's offered load; use it with --mode unary or both." :
+                parse.GetValue(tlsCert) is not null && parse.GetValue(node)?.Scheme != Uri.UriSchemeHttps ? "--tls-cert is the certificate of a node given with --node https://...; the embedded node and an http:// node have none." :
                 null;
             if ((Problem(n, c, k, w, m, per, offered, forgedRate, floorToo) ?? ignored) is { } problem)
             {
@@ -103,13 +105,14 @@ internal static class LoadCommand
             {
                 Uri target;
                 Uri? given = parse.GetValue(node);
+                var clientOptions = new MegaNetClientOptions { TrustedCertificate = ClientCommands.LoadTlsCertificate(parse.GetValue(tlsCert)) };
                 // A baseline timed here says nothing about a node on another machine.
                 bool baseline = !parse.GetValue(noBaseline) && m is ("both" or "stream") && (given is null || given.IsLoopback);
                 if (given is not null)
                 {
                     target = given;
                     // Before sealing anything: a wrong address should fail in a second, not after the sealing.
-                    using var probe = new MegaNetClient(target);
+                    using var probe = new MegaNetClient(target, options: clientOptions);
                     StatusResponse status = await probe.Relay.StatusAsync(new StatusRequest(), deadline: DateTime.UtcNow.AddSeconds(10), cancellationToken: ct);
                     Console.WriteLine($"node at {target}: {status.VerifierDescription}");
                 }
@@ -143,7 +146,7 @@ internal static class LoadCommand
                 if (w > 0)
                 {
                     Console.WriteLine($"warm-up: {w} envelopes, not counted ...");
-                    var quiet = new LoadGenerator(target, c, k);
+                    var quiet = new LoadGenerator(target, c, k, clientOptions: clientOptions);
                     await quiet.RunStreamingAsync(await PrepareAsync(w - (w / 2), ct), ct, per);
                     if (w / 2 > 0)
                     {
@@ -153,7 +156,7 @@ internal static class LoadCommand
 
                 Console.WriteLine($"sealing {n} envelopes from {LoadGenerator.DefaultSenders:N0} sending keys to {LoadGenerator.DefaultRecipients} recipients ...");
 
-                var generator = new LoadGenerator(target, c, k, Console.Out);
+                var generator = new LoadGenerator(target, c, k, Console.Out, clientOptions);
                 List<Envelope>? forgeries = forgedRate > 0 ? await Task.Run(() => ForgedLoad.Prepare(2_000), ct).WaitAsync(ct) : null;
                 double streamRate = 0;
                 VerifyBenchmarkResult? raw = null, rawAfter = null;
@@ -167,7 +170,7 @@ internal static class LoadCommand
                         Console.WriteLine(LoadBaseline.DescribeBaseline(raw));
                     }
 
-                    LoadReport stream = await WithForgeriesAsync(target, forgeries, forgedRate, () => generator.RunStreamingAsync(envelopes, ct, per), ct);
+                    LoadReport stream = await WithForgeriesAsync(target, clientOptions, forgeries, forgedRate, () => generator.RunStreamingAsync(envelopes, ct, per), ct);
                     streamRate = stream.AcceptedPerSecond;
                     if (raw is not null)
                     {
@@ -181,7 +184,7 @@ internal static class LoadCommand
                 if (m is "both" or "unary")
                 {
                     List<Envelope> envelopes = await PrepareAsync(m == "both" ? Math.Max(1, n / 2) : n, ct);
-                    LoadReport unary = await WithForgeriesAsync(target, forgeries, forgedRate, () => generator.RunUnaryAsync(envelopes, offered > 0 ? offered : streamRate / 2, ct), ct);
+                    LoadReport unary = await WithForgeriesAsync(target, clientOptions, forgeries, forgedRate, () => generator.RunUnaryAsync(envelopes, offered > 0 ? offered : streamRate / 2, ct), ct);
                     if (raw is not null)
                     {
                         Console.WriteLine(LoadBaseline.DescribeShare(unary, raw, rawAfter));
@@ -208,10 +211,10 @@ internal static class LoadCommand
                 bool unreachable = (e.StatusCode == StatusCode.Unavailable && e.Status.DebugException is not null) || e.StatusCode == StatusCode.DeadlineExceeded;
                 Console.Error.WriteLine(unreachable
                     ? $"meganet load: cannot reach the node ({e.StatusCode}: {e.Status.Detail}); is 'meganet node' running at that address?"
-                    : $"meganet load: the node said {e.StatusCode}: {e.Status.Detail}");
+                    : $"meganet load: {ClientCommands.Describe(e)}");
                 return 2;
             }
-            catch (Exception e) when (e is BackendUnavailableException or ArgumentException or IOException or UnauthorizedAccessException)
+            catch (Exception e) when (e is BackendUnavailableException or ArgumentException or IOException or UnauthorizedAccessException or CliException)
             {
                 Console.Error.WriteLine($"meganet load: {ErrorText.Plain(e)}");
                 return 1;
@@ -267,14 +270,14 @@ internal static class LoadCommand
     }
 
     /// <summary>Runs a phase with forged submissions beside it (when asked for) and prints what became of them.</summary>
-    private static async Task<LoadReport> WithForgeriesAsync(Uri node, List<Envelope>? forgeries, double rate, Func<Task<LoadReport>> phase, CancellationToken ct)
+    private static async Task<LoadReport> WithForgeriesAsync(Uri node, MegaNetClientOptions clientOptions, List<Envelope>? forgeries, double rate, Func<Task<LoadReport>> phase, CancellationToken ct)
     {
         if (forgeries is null)
         {
             return await phase();
         }
 
-        await using ForgedLoad forged = await ForgedLoad.StartAsync(node, forgeries, rate, ForgedLoad.DefaultFrom(node), ct);
+        await using ForgedLoad forged = await ForgedLoad.StartAsync(node, forgeries, rate, ForgedLoad.DefaultFrom(node), clientOptions, ct);
         LoadReport report = await phase();
         Console.WriteLine(ForgedLoad.Describe(await forged.StopAsync()));
         return report;
