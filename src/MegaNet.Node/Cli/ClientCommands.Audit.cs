@@ -278,42 +278,22 @@ internal static partial class ClientCommands
     /// <summary>The remembered heads, held under an exclusive lock file beside them from reading to saving.</summary>
     private sealed class HeadsFile : IDisposable
     {
-        private readonly string _path;
-        private readonly FileStream _lock;
+        private readonly LockedFile _file;
         private readonly JsonObject _heads;
 
-        private HeadsFile(string path, FileStream lockFile, JsonObject heads) => (_path, _lock, _heads) = (path, lockFile, heads);
+        private HeadsFile(LockedFile file, JsonObject heads) => (_file, _heads) = (file, heads);
 
         public static async Task<HeadsFile> OpenAsync(string path, CancellationToken cancellationToken)
         {
-            string full = Path.GetFullPath(path);
-            if (Directory.Exists(full))
+            if (Directory.Exists(path))
             {
                 throw new CliException($"--heads {path} is a directory; give a file (it is created on the first audit).");
             }
 
-            Directory.CreateDirectory(Path.GetDirectoryName(full)!);
-            FileStream? held = null;
-            for (int attempt = 0; held is null; attempt++)
-            {
-                try
-                {
-                    held = new FileStream(full + ".lock", FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None);
-                }
-                catch (IOException e) when (IsLocked(e) && attempt < 300)
-                {
-                    // Another audit holds it while it reads or rewrites the file: milliseconds.
-                    await Task.Delay(100, cancellationToken);
-                }
-                catch (IOException e) when (IsLocked(e))
-                {
-                    throw new CliException($"{full}.lock stayed locked for 30 s: another 'meganet audit' is using {path} ({e.Message}).");
-                }
-            }
-
+            LockedFile held = await LockedFile.OpenAsync(path, "another 'meganet audit'", cancellationToken);
             try
             {
-                return new HeadsFile(full, held, Read(full, path));
+                return new HeadsFile(held, Read(held, path));
             }
             catch
             {
@@ -322,20 +302,16 @@ internal static partial class ClientCommands
             }
         }
 
-        // .NET takes FileShare.None as flock(LOCK_EX) on Unix (EWOULDBLOCK, 11, when held elsewhere; advisory: it binds
-        // programs that lock the file too, as every audit does) and as a sharing violation on Windows.
-        private static bool IsLocked(IOException e) => e.HResult is 11 or unchecked((int)0x80070020);
-
-        private static JsonObject Read(string full, string path)
+        private static JsonObject Read(LockedFile file, string path)
         {
-            if (!File.Exists(full))
+            if (file.ReadText() is not { } text)
             {
                 return [];
             }
 
             try
             {
-                return JsonNode.Parse(File.ReadAllText(full)) as JsonObject
+                return JsonNode.Parse(text) as JsonObject
                     ?? throw new CliException($"{path} is not a file of tree heads (a JSON object by node address); move it aside.");
             }
             catch (JsonException e)
@@ -354,7 +330,7 @@ internal static partial class ClientCommands
 
             // An entry that is not a head is a damaged file: treating it as none would make this a first audit and
             // accept whatever log the node shows now.
-            string where = $"{_path} ({key})";
+            string where = $"{_file.Path} ({key})";
             return entry is JsonObject head
                 ? CheckedHead(HeadFrom(head, where), where)
                 : throw new CliException($"{where} is not a tree head; move the file aside (or delete that entry to start this node's audits anew).");
@@ -367,27 +343,10 @@ internal static partial class ClientCommands
             _heads[key] = entry;
         }
 
-        /// <summary>Writes the file whole (a temporary file flushed to disk, then renamed over it): a crash leaves the
-        /// old file or the new, never one cut short that would lose every node's head.</summary>
-        public void Save()
-        {
-            string temporary = $"{_path}.{Environment.ProcessId}.tmp";
-            try
-            {
-                using (var stream = new FileStream(temporary, FileMode.Create, FileAccess.Write, FileShare.None))
-                {
-                    stream.Write(System.Text.Encoding.UTF8.GetBytes(_heads.ToJsonString(new JsonSerializerOptions { WriteIndented = true })));
-                    stream.Flush(flushToDisk: true);
-                }
+        /// <summary>Writes the file whole (<see cref="LockedFile.Save"/>): a crash leaves the old file or the new, never
+        /// one cut short that would lose every node's head.</summary>
+        public void Save() => _file.Save(_heads.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
 
-                File.Move(temporary, _path, overwrite: true);
-            }
-            finally
-            {
-                File.Delete(temporary);
-            }
-        }
-
-        public void Dispose() => _lock.Dispose();
+        public void Dispose() => _file.Dispose();
     }
 }

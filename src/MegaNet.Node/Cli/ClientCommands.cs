@@ -105,6 +105,7 @@ internal static partial class ClientCommands
     public static IEnumerable<Command> Build()
     {
         yield return IdCommand();
+        yield return ContactCommand();
         yield return SendCommand();
         yield return FetchCommand();
         yield return ListenCommand();
@@ -196,7 +197,7 @@ internal static partial class ClientCommands
     {
         var identity = IdentityOption();
         var node = NodeOption();
-        var to = new Option<string>("--to") { Description = "Recipient's contact card (mn1...).", Required = true };
+        var to = new Option<string>("--to") { Description = "Recipient: a contact card (mn1...), or the name of one of your contacts ('meganet contact add').", Required = true };
         var text = new Option<string?>("--text") { Description = "Text to send." };
         var file = new Option<FileInfo?>("--file") { Description = "File to send (up to about 64 KiB)." };
         var ttl = new Option<double>("--ttl-days") { Description = "Days relays keep it (more than 0, at most 3,650; the node's MaxTtlDays applies).", DefaultValueFactory = _ => 7 };
@@ -233,7 +234,7 @@ internal static partial class ClientCommands
             }
 
             using Identity id = LoadIdentity(parse.GetValue(identity)!);
-            ContactCard recipient = ParseCard(parse.GetValue(to)!);
+            ContactCard recipient = Recipient(parse.GetValue(to)!, parse.GetValue(identity)!);
             byte[] content = message is not null ? Encoding.UTF8.GetBytes(message) : await File.ReadAllBytesAsync(attachment!.FullName, ct);
             using var client = new MegaNetClient(parse.GetValue(node)!, options: ClientOptions(parse.GetValue(timeout), parse.GetValue(tlsCert)));
             Receipt receipt = await client.SendAsync(id, recipient, content, contentType, attachment?.Name, TimeSpan.FromDays(ttlDays), ct);
@@ -266,7 +267,8 @@ internal static partial class ClientCommands
         {
             using Identity id = LoadIdentity(parse.GetValue(identity)!);
             SeenMessages seen = OpenSeen(parse.GetValue(identity)!);
-            return await KnownNodes.RunAsync(parse.GetValue(identity)!, parse.GetValue(node)!, parse.GetValue(nodeId), client => FetchAsync(client, id, seen, parse.GetValue(after), parse.GetValue(ack), parse.GetValue(json), ct), ClientOptions(parse.GetValue(timeout), parse.GetValue(tlsCert)));
+            var contacts = new ContactsFollower(parse.GetValue(identity)!);
+            return await KnownNodes.RunAsync(parse.GetValue(identity)!, parse.GetValue(node)!, parse.GetValue(nodeId), client => FetchAsync(client, id, seen, contacts, parse.GetValue(after), parse.GetValue(ack), parse.GetValue(json), ct), ClientOptions(parse.GetValue(timeout), parse.GetValue(tlsCert)));
         }));
         return command;
     }
@@ -275,7 +277,7 @@ internal static partial class ClientCommands
     /// number of signed challenges.</summary>
     private const int MaxFetchPages = 1_000;
 
-    private static async Task<int> FetchAsync(MegaNetClient client, Identity id, SeenMessages received, ulong cursor, bool ack, bool json, CancellationToken ct)
+    private static async Task<int> FetchAsync(MegaNetClient client, Identity id, SeenMessages received, ContactsFollower contacts, ulong cursor, bool ack, bool json, CancellationToken ct)
     {
         // Not disposed: disposing flushes, and after a failed write that would throw again over the clear error.
         TextWriter output = StandardOutput();
@@ -287,7 +289,7 @@ internal static partial class ClientCommands
             (IReadOnlyList<ReceivedMessage> messages, IReadOnlyList<UnreadableMessage> unreadable, ulong next) = page;
             foreach (ReceivedMessage m in messages)
             {
-                Print(output, m, json, ack ? "no message was acknowledged" : null);
+                Print(output, m, json, contacts, ack ? "no message was acknowledged" : null);
                 seen.Add(m.Seq);
             }
 
@@ -397,11 +399,12 @@ internal static partial class ClientCommands
         {
             using Identity id = LoadIdentity(parse.GetValue(identity)!);
             SeenMessages seen = OpenSeen(parse.GetValue(identity)!);
+            var contacts = new ContactsFollower(parse.GetValue(identity)!);
             Uri address = parse.GetValue(node)!;
             // Every connection listen makes (subscriptions again after a loss, acknowledgements) trusts the same.
             var connection = new MegaNetClientOptions { TrustedCertificate = LoadTlsCertificate(parse.GetValue(tlsCert)) };
             return await KnownNodes.RunAsync(parse.GetValue(identity)!, address, parse.GetValue(nodeId),
-                (client, pin) => ListenAsync(client, pin, address, connection, id, seen, parse.GetValue(after), parse.GetValue(ack), parse.GetValue(json), parse.GetValue(retryFor), ct), connection);
+                (client, pin) => ListenAsync(client, pin, address, connection, id, seen, contacts, parse.GetValue(after), parse.GetValue(ack), parse.GetValue(json), parse.GetValue(retryFor), ct), connection);
         }));
         return command;
     }
@@ -418,7 +421,7 @@ internal static partial class ClientCommands
     /// <summary>The wait after <paramref name="delay"/>: twice as long, up to <see cref="MaxRetryDelay"/>.</summary>
     internal static TimeSpan NextRetryDelay(TimeSpan delay) => TimeSpan.FromTicks(Math.Min(2 * delay.Ticks, MaxRetryDelay.Ticks));
 
-    private static async Task<int> ListenAsync(MegaNetClient client, Action pin, Uri address, MegaNetClientOptions connection, Identity id, SeenMessages seen, ulong after, bool ack, bool json,
+    private static async Task<int> ListenAsync(MegaNetClient client, Action pin, Uri address, MegaNetClientOptions connection, Identity id, SeenMessages seen, ContactsFollower contacts, ulong after, bool ack, bool json,
         TimeSpan retryFor, CancellationToken ct)
     {
         // Not disposed: disposing flushes, and after a failed write that would throw again over the clear error.
@@ -469,7 +472,7 @@ internal static partial class ClientCommands
                     {
                         // Each message as it comes (a reader waits for it), and listening ends when no one reads any more.
                         // Print flushes: a message is acknowledged only once it has been written out.
-                        Print(output, m, json, "stopped listening");
+                        Print(output, m, json, contacts, "stopped listening");
                         cursor = m.Seq;
                         acknowledger?.Add(m.Seq);
                     }
@@ -760,11 +763,11 @@ internal static partial class ClientCommands
         }
     }
 
-    private static void Print(TextWriter output, ReceivedMessage m, bool json, string? consequence)
+    private static void Print(TextWriter output, ReceivedMessage m, bool json, ContactsFollower contacts, string? consequence)
     {
         try
         {
-            Print(output, m, json);
+            Print(output, m, json, contacts.NameOf(m.Sender));
         }
         catch (IOException e)
         {
@@ -774,7 +777,9 @@ internal static partial class ClientCommands
         Flush(output, consequence);
     }
 
-    private static void Print(TextWriter output, ReceivedMessage m, bool json)
+    /// <summary>Prints a message; <paramref name="senderName"/> is the name the sender's card has in the identity's
+    /// contacts, if any.</summary>
+    private static void Print(TextWriter output, ReceivedMessage m, bool json, string? senderName)
     {
         SealedContent c = m.Content;
         bool isText = c.ContentType.StartsWith("text/", StringComparison.Ordinal);
@@ -799,6 +804,11 @@ internal static partial class ClientCommands
                 o["file_base64"] = c.Content.ToBase64();
             }
 
+            if (senderName is not null)
+            {
+                o["sender_name"] = senderName;
+            }
+
             output.WriteLine(o.ToJsonString());
             return;
         }
@@ -809,9 +819,12 @@ internal static partial class ClientCommands
             when += $" (old: sent over {SeenMessages.Window.TotalDays:0} days ago, so possibly a replay of a message received before, or the sender's clock is wrong)";
         }
 
+        // A name only for a card in the contacts: the card came sealed, under the sender's signature (unknown senders
+        // are shown by their card, which no one else can sign for).
+        string from = senderName is not null ? Printable(senderName, multiline: false) : m.Sender.ToString();
         output.WriteLine(isText
-            ? $"[{m.Seq}] {when} from {m.Sender}: {Printable(c.Content.ToStringUtf8(), multiline: true)}"
-            : $"[{m.Seq}] {when} from {m.Sender}: file '{Printable(c.FileName, multiline: false)}' ({c.Content.Length} bytes; use --json to get its contents)");
+            ? $"[{m.Seq}] {when} from {from}: {Printable(c.Content.ToStringUtf8(), multiline: true)}"
+            : $"[{m.Seq}] {when} from {from}: file '{Printable(c.FileName, multiline: false)}' ({c.Content.Length} bytes; use --json to get its contents)");
     }
 
     /// <summary>Begins every further line of a message's text: a header line ("[seq] ...") never starts with a space, so
@@ -902,18 +915,20 @@ internal static partial class ClientCommands
 
     /// <summary>
     /// Refuses an identity path that is the name of a file the client keeps beside identities: <c>NAME.seen</c> (the
-    /// received-message record of the identity NAME.*, and of this one if it were named so) and <c>known-nodes</c>
-    /// (pinned node ids). fetch rewrote an identity named <c>x.seen</c> as its record, and pins were appended to one
+    /// received-message record of the identity NAME.*, and of this one if it were named so), <c>NAME.contacts</c> (its
+    /// contacts, likewise) and <c>known-nodes</c> (pinned node ids). fetch rewrote an identity named <c>x.seen</c> as its record, and pins were appended to one
     /// named <c>known-nodes</c>: the keys were lost. Case is ignored, for file systems that ignore it.
     /// </summary>
     private static void CheckNotASideFile(string path)
     {
         string name = Path.GetFileName(path);
-        if (name.Equals(KnownNodes.FileName, StringComparison.OrdinalIgnoreCase) || Path.GetExtension(name).Equals(SeenExtension, StringComparison.OrdinalIgnoreCase))
+        string extension = Path.GetExtension(name);
+        if (name.Equals(KnownNodes.FileName, StringComparison.OrdinalIgnoreCase) || extension.Equals(SeenExtension, StringComparison.OrdinalIgnoreCase)
+            || extension.Equals(Contacts.Extension, StringComparison.OrdinalIgnoreCase))
         {
             throw new CliException(
-                $"--identity {path}: an identity file cannot be named '{KnownNodes.FileName}' or end in '{SeenExtension}'; those names are the pinned node ids and the " +
-                $"received-message records kept beside identity files, and writing them would destroy the keys. Rename it (e.g. to {Path.ChangeExtension(name, ".json")}).");
+                $"--identity {path}: an identity file cannot be named '{KnownNodes.FileName}' or end in '{SeenExtension}' or '{Contacts.Extension}'; those names are the pinned node ids, the " +
+                $"received-message records and the contacts kept beside identity files, and writing them would destroy the keys. Rename it (e.g. to {Path.ChangeExtension(name, ".json")}).");
         }
     }
 
@@ -945,7 +960,21 @@ internal static partial class ClientCommands
         }
     }
 
-    private static ContactCard ParseCard(string text)
+    /// <summary>The card <c>--to</c> names: a card itself, or the name of a contact (a name never begins with mn1).</summary>
+    private static ContactCard Recipient(string to, string identityPath)
+    {
+        if (to.TrimStart().StartsWith("mn1", StringComparison.OrdinalIgnoreCase))
+        {
+            return ParseCard(to, "--to");
+        }
+
+        Contacts contacts = Contacts.Load(identityPath);
+        return contacts.Find(to.Trim())
+            ?? throw new CliException($"--to: '{Printable(to, multiline: false)}' is neither a contact card (mn1...) nor the name of a contact in {contacts.Path}; " +
+                "save one with 'meganet contact add NAME CARD' ('meganet contact list' shows them).");
+    }
+
+    private static ContactCard ParseCard(string text, string option)
     {
         try
         {
@@ -953,7 +982,7 @@ internal static partial class ClientCommands
         }
         catch (FormatException e)
         {
-            throw new CliException($"--to: {e.Message}");
+            throw new CliException($"{option}: {e.Message}");
         }
     }
 

@@ -1,0 +1,74 @@
+using System.CommandLine;
+using System.Text.Json.Nodes;
+using MegaNet.Api;
+
+namespace MegaNet.Node.Cli;
+
+/// <summary><c>meganet contact</c>: names for contact cards, kept beside the identity file.</summary>
+internal static partial class ClientCommands
+{
+    private static Command ContactCommand()
+    {
+        var addIdentity = IdentityOption();
+        var name = new Argument<string>("name") { Description = $"The contact's name (1 to {Contacts.MaxNameLength} characters, not beginning with mn1; quote one with spaces)." };
+        var card = new Argument<string>("card") { Description = "The contact's card (mn1...), as 'meganet id show' prints it or a QR code holds it." };
+        var force = new Option<bool>("--force") { Description = "Give the name to this card even if it names another one now." };
+        var add = new Command("add", "Save a contact card under a name: 'send --to NAME' then sends to it, and fetch and listen show the name for mail signed by that card.")
+        {
+            addIdentity, name, card, force,
+        };
+        add.SetAction((parse, ct) => Run(async () =>
+        {
+            string identityPath = CheckedIdentityPath(parse.GetValue(addIdentity)!);
+            ContactCard parsed = ParseCard(parse.GetValue(card)!, "card");
+            string saved = Contacts.CheckName(parse.GetValue(name)!);
+            await Contacts.ChangeAsync(identityPath, c => c.Add(saved, parsed, parse.GetValue(force)), ct);
+            Console.Error.WriteLine($"saved '{Printable(saved, multiline: false)}' in {Contacts.PathOf(identityPath)}");
+            return 0;
+        }));
+
+        var removeIdentity = IdentityOption();
+        var removeName = new Argument<string>("name") { Description = "The contact's name (case is ignored)." };
+        var remove = new Command("remove", "Forget a contact: its mail is shown by its card again.") { removeIdentity, removeName };
+        remove.SetAction((parse, ct) => Run(async () =>
+        {
+            string identityPath = CheckedIdentityPath(parse.GetValue(removeIdentity)!);
+            string removed = string.Empty;
+            await Contacts.ChangeAsync(identityPath, c => removed = c.Remove(parse.GetValue(removeName)!), ct);
+            Console.Error.WriteLine($"removed '{Printable(removed, multiline: false)}' from {Contacts.PathOf(identityPath)}");
+            return 0;
+        }));
+
+        var listIdentity = IdentityOption();
+        var json = JsonOption("One JSON object per contact: {name, card, address}.");
+        var list = new Command("list", "Print your contacts, one 'NAME  CARD' line each.") { listIdentity, json };
+        list.SetAction(parse => Run(() =>
+        {
+            Contacts contacts = Contacts.Load(CheckedIdentityPath(parse.GetValue(listIdentity)!));
+            int width = contacts.Entries.Count == 0 ? 0 : contacts.Entries.Max(e => e.Name.Length);
+            foreach ((string contactName, ContactCard contactCard) in contacts.Entries)
+            {
+                Console.WriteLine(parse.GetValue(json)
+                    ? new JsonObject { ["name"] = contactName, ["card"] = contactCard.ToString(), ["address"] = Convert.ToHexStringLower(contactCard.Address) }.ToJsonString()
+                    : $"{Printable(contactName, multiline: false).PadRight(width)}  {contactCard}");
+            }
+
+            if (contacts.Entries.Count == 0)
+            {
+                Console.Error.WriteLine($"no contacts in {contacts.Path}; save one with 'meganet contact add NAME CARD'");
+            }
+
+            return Task.FromResult(0);
+        }));
+
+        return new Command("contact", $"Your contacts: names for contact cards, kept in the file beside the identity file ending in {Contacts.Extension}.") { add, remove, list };
+    }
+
+    /// <summary>An identity path whose contacts may be read or written: the identity need not exist (contacts can be
+    /// saved before it is made), but the path must not name a file kept beside identities.</summary>
+    private static string CheckedIdentityPath(string path)
+    {
+        CheckNotASideFile(path);
+        return path;
+    }
+}

@@ -1,0 +1,220 @@
+using System.Globalization;
+using System.Text;
+using MegaNet.Api;
+
+namespace MegaNet.Node.Cli;
+
+/// <summary>
+/// An identity's address book: names for contact cards, in the file beside the identity file with the extension
+/// <c>.contacts</c> (<c>bob.json</c> → <c>bob.contacts</c>), one "CARD NAME" line per contact, so it can be read and
+/// edited by hand. <c>send --to NAME</c> finds the card by name, and <c>fetch</c> and <c>listen</c> name a sender
+/// whose card (both keys, from inside the sealed payload, under the sender's signature) is in it.
+/// </summary>
+internal sealed class Contacts
+{
+    /// <summary>The extension of the file beside an identity file (identity files may not have it).</summary>
+    public const string Extension = ".contacts";
+
+    /// <summary>The longest name, in characters.</summary>
+    public const int MaxNameLength = 64;
+
+    private readonly List<(string Name, ContactCard Card)> _entries;
+
+    private Contacts(string path, List<(string Name, ContactCard Card)> entries) => (Path, _entries) = (path, entries);
+
+    /// <summary>The file.</summary>
+    public string Path { get; }
+
+    /// <summary>The contacts, in the file's order.</summary>
+    public IReadOnlyList<(string Name, ContactCard Card)> Entries => _entries;
+
+    /// <summary>The contacts file of the identity at <paramref name="identityPath"/>.</summary>
+    public static string PathOf(string identityPath) => System.IO.Path.ChangeExtension(System.IO.Path.GetFullPath(identityPath), Extension);
+
+    /// <summary>The contacts of the identity at <paramref name="identityPath"/> (none when it has no file yet).</summary>
+    public static Contacts Load(string identityPath)
+    {
+        string path = PathOf(identityPath);
+        return Parse(path, File.Exists(path) ? File.ReadAllText(path) : null);
+    }
+
+    /// <summary>Runs <paramref name="change"/> on the contacts under the file's lock and saves what it leaves.</summary>
+    public static async Task ChangeAsync(string identityPath, Action<Contacts> change, CancellationToken cancellationToken)
+    {
+        using LockedFile file = await LockedFile.OpenAsync(PathOf(identityPath), "another 'meganet contact' command", cancellationToken);
+        Contacts contacts = Parse(file.Path, file.ReadText());
+        change(contacts);
+        file.Save(contacts.ToText());
+    }
+
+    /// <summary>The name saved for <paramref name="card"/> (both keys equal), or null.</summary>
+    public string? NameOf(ContactCard card) =>
+        _entries.FirstOrDefault(e => e.Card.SigningKey.AsSpan().SequenceEqual(card.SigningKey) && e.Card.EncryptionKey.AsSpan().SequenceEqual(card.EncryptionKey)).Name;
+
+    /// <summary>The card saved as <paramref name="name"/> (case ignored), or null.</summary>
+    public ContactCard? Find(string name) => _entries.FirstOrDefault(e => SameName(e.Name, name)).Card;
+
+    /// <summary>Saves <paramref name="card"/> as <paramref name="name"/>; with <paramref name="replace"/> in place of
+    /// the card of that name. A card is saved under one name only, so a sender is always shown the same way.</summary>
+    public void Add(string name, ContactCard card, bool replace)
+    {
+        name = CheckName(name);
+        if (NameOf(card) is { } other && !(replace && SameName(other, name)))
+        {
+            throw new CliException($"That card is already saved as '{other}' in {Path}; remove it first ('meganet contact remove {Quoted(other)}') to save it under another name.");
+        }
+
+        int existing = _entries.FindIndex(e => SameName(e.Name, name));
+        if (existing >= 0 && !replace)
+        {
+            throw new CliException($"'{_entries[existing].Name}' is already a contact in {Path} (card {_entries[existing].Card}); pass --force to give that name to the new card.");
+        }
+
+        if (existing >= 0)
+        {
+            _entries[existing] = (name, card);
+        }
+        else
+        {
+            _entries.Add((name, card));
+        }
+    }
+
+    /// <summary>Removes the contact named <paramref name="name"/> (case ignored); returns its name as it was saved.</summary>
+    public string Remove(string name)
+    {
+        int index = _entries.FindIndex(e => SameName(e.Name, name.Trim()));
+        if (index < 0)
+        {
+            throw new CliException($"No contact named '{ClientCommands.Printable(name, multiline: false)}' in {Path} ('meganet contact list' shows them).");
+        }
+
+        string saved = _entries[index].Name;
+        _entries.RemoveAt(index);
+        return saved;
+    }
+
+    /// <summary>
+    /// A name as saved: trimmed, 1 to <see cref="MaxNameLength"/> characters, no control, format or line-separator
+    /// characters (a name is printed in front of what others wrote, so it must not drive the terminal either), and not
+    /// beginning with <c>mn1</c>, so <c>--to</c> never takes a card for a name or a name for a card.
+    /// </summary>
+    public static string CheckName(string name)
+    {
+        name = name.Trim();
+        if (name.Length is 0 or > MaxNameLength)
+        {
+            throw new CliException($"A contact name has 1 to {MaxNameLength} characters (got {name.Length}).");
+        }
+
+        if (name.StartsWith("mn1", StringComparison.OrdinalIgnoreCase))
+        {
+            throw new CliException($"A contact name may not begin with 'mn1', as contact cards do (got '{ClientCommands.Printable(name, multiline: false)}').");
+        }
+
+        foreach (Rune rune in name.EnumerateRunes())
+        {
+            if (Rune.GetUnicodeCategory(rune) is UnicodeCategory.Control or UnicodeCategory.Format or UnicodeCategory.LineSeparator or UnicodeCategory.ParagraphSeparator
+                || rune == Rune.ReplacementChar)
+            {
+                throw new CliException($"A contact name may not hold control or invisible characters (got '{ClientCommands.Printable(name, multiline: false)}').");
+            }
+        }
+
+        return name;
+    }
+
+    private static bool SameName(string a, string b) => string.Equals(a, b, StringComparison.OrdinalIgnoreCase);
+
+    private static string Quoted(string name) => name.Contains(' ', StringComparison.Ordinal) ? $"\"{name}\"" : name;
+
+    private static Contacts Parse(string path, string? text)
+    {
+        var entries = new List<(string Name, ContactCard Card)>();
+        var contacts = new Contacts(path, entries);
+        if (text is null)
+        {
+            return contacts;
+        }
+
+        int number = 0;
+        foreach (string raw in text.Split('\n'))
+        {
+            number++;
+            string line = raw.TrimEnd('\r').Trim();
+            if (line.Length == 0 || line.StartsWith('#'))
+            {
+                continue;
+            }
+
+            int space = line.IndexOfAny([' ', '\t']);
+            try
+            {
+                if (space < 0)
+                {
+                    throw new CliException("a line is a contact card, a space and a name");
+                }
+
+                contacts.Add(line[(space + 1)..], ContactCard.Parse(line[..space]), replace: false);
+            }
+            catch (Exception e) when (e is CliException or FormatException)
+            {
+                // Never skipped: a sender would be shown without the name, or another card used for it.
+                throw new CliException($"{path} line {number}: {e.Message.TrimEnd('.')}; fix or delete that line.");
+            }
+        }
+
+        return contacts;
+    }
+
+    private string ToText()
+    {
+        var text = new StringBuilder("# MegaNet contacts: one 'CARD NAME' a line ('meganet contact add' and 'remove' keep it; edits by hand are fine).\n");
+        foreach ((string name, ContactCard card) in _entries)
+        {
+            text.Append(CultureInfo.InvariantCulture, $"{card} {name}\n");
+        }
+
+        return text.ToString();
+    }
+}
+
+/// <summary>
+/// An identity's contacts as its file is now, for naming senders: read at start (a damaged file is an error before
+/// anything is fetched), and read again when the file has changed since (a contact saved while <c>listen</c> runs is
+/// named from its next message on; a file damaged meanwhile is reported once and the names read before stay).
+/// </summary>
+internal sealed class ContactsFollower
+{
+    private readonly string _identityPath;
+    private Contacts _contacts;
+    private DateTime _written;
+
+    public ContactsFollower(string identityPath)
+    {
+        _identityPath = identityPath;
+        _written = File.GetLastWriteTimeUtc(Contacts.PathOf(identityPath));
+        _contacts = Contacts.Load(identityPath);
+    }
+
+    /// <summary>The name of <paramref name="card"/> in the contacts, or null.</summary>
+    public string? NameOf(ContactCard card)
+    {
+        // A missing file reads as 1601-01-01, so its deletion counts as a change too.
+        DateTime written = File.GetLastWriteTimeUtc(Contacts.PathOf(_identityPath));
+        if (written != _written)
+        {
+            _written = written;
+            try
+            {
+                _contacts = Contacts.Load(_identityPath);
+            }
+            catch (Exception e) when (e is CliException or IOException or UnauthorizedAccessException)
+            {
+                Console.Error.WriteLine($"meganet: {e.Message} (senders are named as before it changed until it is fixed)");
+            }
+        }
+
+        return _contacts.NameOf(card);
+    }
+}

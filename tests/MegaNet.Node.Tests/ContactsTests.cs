@@ -1,0 +1,165 @@
+using System.Text.Json.Nodes;
+using MegaNet.Api;
+using MegaNet.Node.Cli;
+
+using Result = MegaNet.Node.Tests.MeganetProcess.Result;
+
+namespace MegaNet.Node.Tests;
+
+/// <summary>
+/// <c>meganet contact</c>: a name saved for a card sends to it (<c>send --to NAME</c>) and names mail signed by that card
+/// in <c>fetch</c> and <c>listen</c>; mistakes in names, cards and the file are errors that say what to fix, and the
+/// file is changed under its lock.
+/// </summary>
+public sealed class ContactsTests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("meganet-contacts-").FullName;
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    private Task<Result> Meganet(params string[] args) => MeganetProcess.RunAsync(_dir, null, false, args);
+
+    private static void AssertExit(Result r, int exitCode, string? stderr = null)
+    {
+        Assert.True(r.ExitCode == exitCode, $"exit code {r.ExitCode}, expected {exitCode}; stderr: {r.Stderr}; stdout: {r.Stdout}");
+        if (stderr is not null)
+        {
+            Assert.Contains(stderr, r.Stderr, StringComparison.Ordinal);
+        }
+
+        Assert.DoesNotContain("   at ", r.Stderr, StringComparison.Ordinal);
+    }
+
+    private (string Path, ContactCard Card) NewIdentity(string name)
+    {
+        using Identity id = Identity.Create();
+        string path = Path.Combine(_dir, name);
+        id.Save(path);
+        return (path, id.Card);
+    }
+
+    [Fact]
+    public async Task A_saved_name_sends_to_its_card_and_names_mail_signed_by_it()
+    {
+        await using TestNode node = await TestNode.StartAsync();
+        string url = node.Address.ToString();
+        (string alice, ContactCard aliceCard) = NewIdentity("alice.json");
+        (string bob, ContactCard bobCard) = NewIdentity("bob.json");
+        (string mallory, _) = NewIdentity("mallory.json");
+
+        AssertExit(await Meganet("contact", "add", "Bob Jones", bobCard.ToString(), "-i", alice), 0, $"saved 'Bob Jones' in {Path.Combine(_dir, "alice.contacts")}");
+        AssertExit(await Meganet("contact", "add", "alice", aliceCard.ToString(), "-i", bob), 0);
+        // Case is ignored in names; the name is sent to, not a card.
+        AssertExit(await Meganet("send", "-i", alice, "--to", "bob jones", "--text", "by name", "--node", url), 0);
+        AssertExit(await Meganet("send", "-i", mallory, "--to", bobCard.ToString(), "--text", "from a stranger", "--node", url), 0);
+
+        Result text = await Meganet("fetch", "-i", bob, "--node", url);
+        AssertExit(text, 0);
+        string[] lines = text.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.Contains(lines, l => l.EndsWith(" from alice: by name", StringComparison.Ordinal));
+        // Mail from a card not in the contacts is shown by its card, whatever it says.
+        Assert.Contains(lines, l => l.Contains(" from mn1", StringComparison.Ordinal) && l.EndsWith(": from a stranger", StringComparison.Ordinal));
+
+        Result json = await Meganet("fetch", "-i", bob, "--node", url, "--json");
+        AssertExit(json, 0);
+        JsonObject[] messages = json.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => JsonNode.Parse(l)!.AsObject()).ToArray();
+        JsonObject named = Assert.Single(messages, m => m["text"]!.GetValue<string>() == "by name");
+        Assert.Equal("alice", named["sender_name"]!.GetValue<string>());
+        Assert.Equal(aliceCard.ToString(), named["sender"]!.GetValue<string>());
+        Assert.False(Assert.Single(messages, m => m["text"]!.GetValue<string>() == "from a stranger").ContainsKey("sender_name"));
+
+        // Forgotten: shown by the card again, and no longer a recipient by name.
+        AssertExit(await Meganet("contact", "remove", "ALICE", "-i", bob), 0, "removed 'alice'");
+        Result after = await Meganet("fetch", "-i", bob, "--node", url);
+        Assert.DoesNotContain(" from alice:", after.Stdout, StringComparison.Ordinal);
+        Assert.Contains($" from {aliceCard}: by name", after.Stdout, StringComparison.Ordinal);
+        AssertExit(await Meganet("send", "-i", bob, "--to", "alice", "--text", "x", "--node", url), 1, "is neither a contact card (mn1...) nor the name of a contact in");
+        node.AssertNoServerErrors();
+    }
+
+    [Fact]
+    public async Task Names_and_cards_are_checked_and_each_card_has_one_name()
+    {
+        (string alice, _) = NewIdentity("alice.json");
+        (_, ContactCard bob) = NewIdentity("bob.json");
+        (_, ContactCard carol) = NewIdentity("carol.json");
+        AssertExit(await Meganet("contact", "add", "bob", bob.ToString(), "-i", alice), 0);
+
+        AssertExit(await Meganet("contact", "add", "Bob", carol.ToString(), "-i", alice), 1, "'bob' is already a contact in");
+        AssertExit(await Meganet("contact", "add", "robert", bob.ToString(), "-i", alice), 1, "That card is already saved as 'bob'");
+        AssertExit(await Meganet("contact", "add", "mn1bob", carol.ToString(), "-i", alice), 1, "may not begin with 'mn1'");
+        AssertExit(await Meganet("contact", "add", "car\u001b[2Jol", carol.ToString(), "-i", alice), 1, "may not hold control or invisible characters");
+        AssertExit(await Meganet("contact", "add", "car\u202eol", carol.ToString(), "-i", alice), 1, "may not hold control or invisible characters");
+        AssertExit(await Meganet("contact", "add", new string('c', Contacts.MaxNameLength + 1), carol.ToString(), "-i", alice), 1, $"1 to {Contacts.MaxNameLength} characters");
+        AssertExit(await Meganet("contact", "add", "   ", carol.ToString(), "-i", alice), 1, $"1 to {Contacts.MaxNameLength} characters");
+        string typo = carol.ToString()[..^1] + (carol.ToString()[^1] == 'A' ? 'B' : 'A');
+        AssertExit(await Meganet("contact", "add", "carol", typo, "-i", alice), 1, "card: The contact card is damaged");
+        AssertExit(await Meganet("contact", "remove", "carol", "-i", alice), 1, "No contact named 'carol'");
+        AssertExit(await Meganet("contact", "list", "-i", Path.Combine(_dir, "x.contacts")), 1, "cannot be named");
+
+        // --force gives the name to another card; the list shows what is saved.
+        AssertExit(await Meganet("contact", "add", "bob", carol.ToString(), "-i", alice, "--force"), 0);
+        Result list = await Meganet("contact", "list", "-i", alice, "--json");
+        AssertExit(list, 0);
+        JsonObject only = JsonNode.Parse(Assert.Single(list.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries)))!.AsObject();
+        Assert.Equal("bob", only["name"]!.GetValue<string>());
+        Assert.Equal(carol.ToString(), only["card"]!.GetValue<string>());
+        Assert.Equal(Convert.ToHexStringLower(carol.Address), only["address"]!.GetValue<string>());
+    }
+
+    [Fact]
+    public async Task A_damaged_contacts_file_is_named_with_its_line_before_any_mail_is_fetched()
+    {
+        await using TestNode node = await TestNode.StartAsync();
+        string url = node.Address.ToString();
+        (string alice, ContactCard aliceCard) = NewIdentity("alice.json");
+        (string bob, ContactCard bobCard) = NewIdentity("bob.json");
+        AssertExit(await Meganet("send", "-i", alice, "--to", bobCard.ToString(), "--text", "kept", "--node", url), 0);
+        string file = Path.Combine(_dir, "bob.contacts");
+        await File.WriteAllTextAsync(file, $"# by hand\n{aliceCard} alice\n\n{aliceCard.ToString()[..20]} broken\n");
+
+        AssertExit(await Meganet("fetch", "-i", bob, "--node", url, "--ack"), 1, $"{file} line 4:");
+        // The same card twice is a damaged file too: one of the names would be ignored.
+        await File.WriteAllTextAsync(file, $"{aliceCard} alice\n{aliceCard} eve\n");
+        AssertExit(await Meganet("contact", "list", "-i", bob), 1, $"{file} line 2: That card is already saved as 'alice'");
+
+        // Nothing was fetched or acknowledged: the mail is still there once the file is mended.
+        await File.WriteAllTextAsync(file, $"{aliceCard} alice\n");
+        Result fetched = await Meganet("fetch", "-i", bob, "--node", url);
+        AssertExit(fetched, 0);
+        Assert.Contains(" from alice: kept", fetched.Stdout, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Concurrent_changes_are_all_kept_and_a_follower_sees_them()
+    {
+        string identity = Path.Combine(_dir, "alice.json");
+        ContactCard[] cards = Enumerable.Range(0, 16).Select(_ => { using Identity i = Identity.Create(); return i.Card; }).ToArray();
+        var follower = new ContactsFollower(identity);
+        Assert.Null(follower.NameOf(cards[0]));
+
+        // Each change reads, changes and rewrites the whole file: without the lock, changes made at once are lost (the
+        // pause, as a slow disk would, lets the others read the file meanwhile).
+        // A thread each, so all start at once whatever the thread pool's size.
+        await Task.WhenAll(cards.Select((card, i) => Task.Factory.StartNew(() => Contacts.ChangeAsync(identity, c =>
+        {
+            c.Add($"friend {i}", card, replace: false);
+            Thread.Sleep(5);
+        }, CancellationToken.None), CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default).Unwrap()));
+        Contacts saved = Contacts.Load(identity);
+        Assert.Equal(cards.Length, saved.Entries.Count);
+        for (int i = 0; i < cards.Length; i++)
+        {
+            Assert.Equal($"friend {i}", saved.NameOf(cards[i]));
+        }
+
+        // A listen that started before sees the names saved since, and keeps them when the file is damaged meanwhile.
+        Assert.Equal("friend 3", follower.NameOf(cards[3]));
+        string path = Contacts.PathOf(identity);
+        await File.AppendAllTextAsync(path, "not a card\n");
+        File.SetLastWriteTimeUtc(path, DateTime.UtcNow.AddSeconds(5));
+        Assert.Equal("friend 3", follower.NameOf(cards[3]));
+        File.Delete(path);
+        Assert.Null(follower.NameOf(cards[3]));
+    }
+}
