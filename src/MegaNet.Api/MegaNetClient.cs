@@ -262,6 +262,51 @@ public sealed class MegaNetClient : IDisposable
         return receipt;
     }
 
+    /// <summary>Parts <see cref="SendFileInPartsAsync"/> has in flight at once.</summary>
+    private const int PartsInFlight = 4;
+
+    /// <summary>Times <see cref="SendFileInPartsAsync"/> sends a part again that the node put off with
+    /// <c>RESOURCE_EXHAUSTED</c> and a retry hint (the sending key's token bucket runs dry after its burst).</summary>
+    private const int PartRetries = 20;
+
+    /// <summary>
+    /// Sends a file too large for one envelope as <see cref="FileParts"/>: each part sealed, stamped and submitted as
+    /// <see cref="SendAsync"/> does, <see cref="PartsInFlight"/> at a time, and a part the node puts off with a retry hint
+    /// (<c>RESOURCE_EXHAUSTED</c>, e.g. the token bucket of the sending key) sent again after that wait.
+    /// <paramref name="progress"/> hears how many parts the node has accepted so far.
+    /// </summary>
+    /// <returns>Each part's receipt, in part order.</returns>
+    /// <exception cref="ArgumentException">The file is too large for <see cref="FileParts"/>.</exception>
+    /// <exception cref="RpcException">The node refused a part, or could not be reached: the parts accepted before it
+    /// stay in the mailbox, but the recipient cannot put the file together without the rest (send it again).</exception>
+    public async Task<IReadOnlyList<Receipt>> SendFileInPartsAsync(Identity sender, ContactCard recipient, byte[] file, string fileName, TimeSpan? ttl = null,
+        IProgress<int>? progress = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(file);
+        IReadOnlyList<byte[]> parts = FileParts.Split(file, fileName);
+        var receipts = new Receipt[parts.Count];
+        int accepted = 0;
+        var options = new ParallelOptions { MaxDegreeOfParallelism = PartsInFlight, CancellationToken = cancellationToken };
+        await Parallel.ForEachAsync(Enumerable.Range(0, parts.Count), options, async (index, ct) =>
+        {
+            for (int attempt = 0; ; attempt++)
+            {
+                try
+                {
+                    receipts[index] = await SendAsync(sender, recipient, parts[index], FileParts.ContentType, fileName, ttl, ct).ConfigureAwait(false);
+                    break;
+                }
+                catch (RpcException e) when (e.StatusCode == StatusCode.ResourceExhausted && attempt < PartRetries && e.RetryAfter() is { } wait)
+                {
+                    await Task.Delay(wait, ct).ConfigureAwait(false);
+                }
+            }
+
+            progress?.Report(Interlocked.Increment(ref accepted));
+        }).ConfigureAwait(false);
+        return receipts;
+    }
+
     /// <summary>Most envelopes in one <c>SubmitBatchStream</c> request (<c>Status.limits.max_batch_envelopes</c>).</summary>
     public const int MaxBatchEnvelopes = 256;
 

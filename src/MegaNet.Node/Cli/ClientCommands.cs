@@ -199,7 +199,10 @@ internal static partial class ClientCommands
         var node = NodeOption();
         var to = new Option<string>("--to") { Description = "Recipient: a contact card (mn1...), or the name of one of your contacts ('meganet contact add').", Required = true };
         var text = new Option<string?>("--text") { Description = "Text to send." };
-        var file = new Option<FileInfo?>("--file") { Description = "File to send (up to about 64 KiB)." };
+        var file = new Option<FileInfo?>("--file")
+        {
+            Description = $"File to send: one envelope holds up to about 64 KiB; a larger one, up to {FileParts.MaxFileLength >> 20} MiB, goes in parts the recipient's fetch or listen puts together.",
+        };
         var ttl = new Option<double>("--ttl-days") { Description = "Days relays keep it (more than 0, at most 3,650; the node's MaxTtlDays applies).", DefaultValueFactory = _ => 7 };
         var json = JsonOption("Print the receipt as one JSON object.");
         var timeout = TimeoutOption();
@@ -228,15 +231,22 @@ internal static partial class ClientCommands
                 throw new CliException($"--text is {length:N0} bytes (UTF-8); at most {maxContent:N0} fit in one envelope.");
             }
 
+            // A file larger than one envelope goes in parts (FileParts), each in an envelope of the largest class.
+            bool inParts = attachment is not null && attachment.Exists && attachment.Length > maxContent;
             if (attachment is not null)
             {
-                CheckAttachment(attachment, maxContent);
+                CheckAttachment(attachment, inParts ? FileParts.MaxFileLength : maxContent);
             }
 
             using Identity id = LoadIdentity(parse.GetValue(identity)!);
             ContactCard recipient = Recipient(parse.GetValue(to)!, parse.GetValue(identity)!);
             byte[] content = message is not null ? Encoding.UTF8.GetBytes(message) : await File.ReadAllBytesAsync(attachment!.FullName, ct);
             using var client = new MegaNetClient(parse.GetValue(node)!, options: ClientOptions(parse.GetValue(timeout), parse.GetValue(tlsCert)));
+            if (inParts)
+            {
+                return await SendInPartsAsync(client, id, recipient, content, attachment!.Name, TimeSpan.FromDays(ttlDays), parse.GetValue(json), ct);
+            }
+
             Receipt receipt = await client.SendAsync(id, recipient, content, contentType, attachment?.Name, TimeSpan.FromDays(ttlDays), ct);
             if (parse.GetValue(json))
             {
@@ -268,7 +278,8 @@ internal static partial class ClientCommands
             using Identity id = LoadIdentity(parse.GetValue(identity)!);
             SeenMessages seen = OpenSeen(parse.GetValue(identity)!);
             var contacts = new ContactsFollower(parse.GetValue(identity)!);
-            return await KnownNodes.RunAsync(parse.GetValue(identity)!, parse.GetValue(node)!, parse.GetValue(nodeId), client => FetchAsync(client, id, seen, contacts, parse.GetValue(after), parse.GetValue(ack), parse.GetValue(json), ct), ClientOptions(parse.GetValue(timeout), parse.GetValue(tlsCert)));
+            ReceivedParts parts = ReceivedParts.Beside(parse.GetValue(identity)!);
+            return await KnownNodes.RunAsync(parse.GetValue(identity)!, parse.GetValue(node)!, parse.GetValue(nodeId), client => FetchAsync(client, id, seen, contacts, parts, parse.GetValue(after), parse.GetValue(ack), parse.GetValue(json), ct), ClientOptions(parse.GetValue(timeout), parse.GetValue(tlsCert)));
         }));
         return command;
     }
@@ -277,7 +288,7 @@ internal static partial class ClientCommands
     /// number of signed challenges.</summary>
     private const int MaxFetchPages = 1_000;
 
-    private static async Task<int> FetchAsync(MegaNetClient client, Identity id, SeenMessages received, ContactsFollower contacts, ulong cursor, bool ack, bool json, CancellationToken ct)
+    private static async Task<int> FetchAsync(MegaNetClient client, Identity id, SeenMessages received, ContactsFollower contacts, ReceivedParts parts, ulong cursor, bool ack, bool json, CancellationToken ct)
     {
         // Not disposed: disposing flushes, and after a failed write that would throw again over the clear error.
         TextWriter output = StandardOutput();
@@ -289,7 +300,7 @@ internal static partial class ClientCommands
             (IReadOnlyList<ReceivedMessage> messages, IReadOnlyList<UnreadableMessage> unreadable, ulong next) = page;
             foreach (ReceivedMessage m in messages)
             {
-                Print(output, m, json, contacts, ack ? "no message was acknowledged" : null);
+                Deliver(output, m, json, contacts, parts, ack ? "no message was acknowledged" : null);
                 seen.Add(m.Seq);
             }
 
@@ -400,11 +411,12 @@ internal static partial class ClientCommands
             using Identity id = LoadIdentity(parse.GetValue(identity)!);
             SeenMessages seen = OpenSeen(parse.GetValue(identity)!);
             var contacts = new ContactsFollower(parse.GetValue(identity)!);
+            ReceivedParts parts = ReceivedParts.Beside(parse.GetValue(identity)!);
             Uri address = parse.GetValue(node)!;
             // Every connection listen makes (subscriptions again after a loss, acknowledgements) trusts the same.
             var connection = new MegaNetClientOptions { TrustedCertificate = LoadTlsCertificate(parse.GetValue(tlsCert)) };
             return await KnownNodes.RunAsync(parse.GetValue(identity)!, address, parse.GetValue(nodeId),
-                (client, pin) => ListenAsync(client, pin, address, connection, id, seen, contacts, parse.GetValue(after), parse.GetValue(ack), parse.GetValue(json), parse.GetValue(retryFor), ct), connection);
+                (client, pin) => ListenAsync(client, pin, address, connection, id, seen, contacts, parts, parse.GetValue(after), parse.GetValue(ack), parse.GetValue(json), parse.GetValue(retryFor), ct), connection);
         }));
         return command;
     }
@@ -421,7 +433,7 @@ internal static partial class ClientCommands
     /// <summary>The wait after <paramref name="delay"/>: twice as long, up to <see cref="MaxRetryDelay"/>.</summary>
     internal static TimeSpan NextRetryDelay(TimeSpan delay) => TimeSpan.FromTicks(Math.Min(2 * delay.Ticks, MaxRetryDelay.Ticks));
 
-    private static async Task<int> ListenAsync(MegaNetClient client, Action pin, Uri address, MegaNetClientOptions connection, Identity id, SeenMessages seen, ContactsFollower contacts, ulong after, bool ack, bool json,
+    private static async Task<int> ListenAsync(MegaNetClient client, Action pin, Uri address, MegaNetClientOptions connection, Identity id, SeenMessages seen, ContactsFollower contacts, ReceivedParts parts, ulong after, bool ack, bool json,
         TimeSpan retryFor, CancellationToken ct)
     {
         // Not disposed: disposing flushes, and after a failed write that would throw again over the clear error.
@@ -472,7 +484,7 @@ internal static partial class ClientCommands
                     {
                         // Each message as it comes (a reader waits for it), and listening ends when no one reads any more.
                         // Print flushes: a message is acknowledged only once it has been written out.
-                        Print(output, m, json, contacts, "stopped listening");
+                        Deliver(output, m, json, contacts, parts, "stopped listening");
                         cursor = m.Seq;
                         acknowledger?.Add(m.Seq);
                     }
@@ -763,11 +775,38 @@ internal static partial class ClientCommands
         }
     }
 
-    private static void Print(TextWriter output, ReceivedMessage m, bool json, ContactsFollower contacts, string? consequence)
+    /// <summary>Prints a message, or keeps a file part until its file is whole (<see cref="ReceivedParts"/>) and then
+    /// prints the file; a part that cannot be used is reported like junk. Parts kept are on disk when this returns, so
+    /// the message may be acknowledged either way.</summary>
+    private static void Deliver(TextWriter output, ReceivedMessage m, bool json, ContactsFollower contacts, ReceivedParts parts, string? consequence)
+    {
+        if (m.Content.ContentType != FileParts.ContentType)
+        {
+            Print(output, m, json, contacts, consequence);
+            return;
+        }
+
+        switch (parts.Add(m))
+        {
+            case ReceivedParts.Whole whole:
+                Print(output, whole.File, json, contacts, consequence, whole.Count);
+                break;
+            case ReceivedParts.Waiting w when w.Have == 1 || w.Have * 4 / w.Count != (w.Have - 1) * 4 / w.Count:
+                // A few lines for a file of any size: at its first part and at each quarter.
+                string from = contacts.NameOf(m.Sender) is { } name ? Printable(name, multiline: false) : m.Sender.ToString();
+                Console.Error.WriteLine($"[{m.Seq}] part {w.Index + 1} of file '{Printable(m.Content.FileName, multiline: false)}' from {from}: {w.Have} of {w.Count} parts here, kept in {parts.Directory} until the file is whole");
+                break;
+            case ReceivedParts.Refused r:
+                Warn(new UnreadableMessage(m.Seq, m.EnvelopeId, r.Reason));
+                break;
+        }
+    }
+
+    private static void Print(TextWriter output, ReceivedMessage m, bool json, ContactsFollower contacts, string? consequence, int parts = 1)
     {
         try
         {
-            Print(output, m, json, contacts.NameOf(m.Sender));
+            Print(output, m, json, contacts.NameOf(m.Sender), parts);
         }
         catch (IOException e)
         {
@@ -778,8 +817,8 @@ internal static partial class ClientCommands
     }
 
     /// <summary>Prints a message; <paramref name="senderName"/> is the name the sender's card has in the identity's
-    /// contacts, if any.</summary>
-    private static void Print(TextWriter output, ReceivedMessage m, bool json, string? senderName)
+    /// contacts, if any, and <paramref name="parts"/> the number of parts a file came in.</summary>
+    private static void Print(TextWriter output, ReceivedMessage m, bool json, string? senderName, int parts)
     {
         SealedContent c = m.Content;
         bool isText = c.ContentType.StartsWith("text/", StringComparison.Ordinal);
@@ -802,6 +841,10 @@ internal static partial class ClientCommands
             {
                 o["file_name"] = c.FileName;
                 o["file_base64"] = c.Content.ToBase64();
+                if (parts > 1)
+                {
+                    o["parts"] = parts;
+                }
             }
 
             if (senderName is not null)
@@ -824,7 +867,7 @@ internal static partial class ClientCommands
         string from = senderName is not null ? Printable(senderName, multiline: false) : m.Sender.ToString();
         output.WriteLine(isText
             ? $"[{m.Seq}] {when} from {from}: {Printable(c.Content.ToStringUtf8(), multiline: true)}"
-            : $"[{m.Seq}] {when} from {from}: file '{Printable(c.FileName, multiline: false)}' ({c.Content.Length} bytes; use --json to get its contents)");
+            : $"[{m.Seq}] {when} from {from}: file '{Printable(c.FileName, multiline: false)}' ({c.Content.Length} bytes{(parts > 1 ? $" in {parts} parts" : string.Empty)}; use --json to get its contents)");
     }
 
     /// <summary>Begins every further line of a message's text: a header line ("[seq] ...") never starts with a space, so
@@ -894,8 +937,79 @@ internal static partial class ClientCommands
         return Identity.Load(path);
     }
 
-    /// <summary>Refuses a --file that is missing, a directory, or larger than one envelope holds, before it is read.</summary>
-    private static void CheckAttachment(FileInfo attachment, int maxContent)
+    /// <summary>Sends a file larger than one envelope in parts, saying how far it got on stderr; prints a receipt per part
+    /// (with --json one object a line, in part order).</summary>
+    private static async Task<int> SendInPartsAsync(MegaNetClient client, Identity id, ContactCard recipient, byte[] file, string name, TimeSpan ttl, bool json, CancellationToken ct)
+    {
+        IReadOnlyList<byte[]> parts;
+        try
+        {
+            parts = FileParts.Split(file, name);
+        }
+        catch (ArgumentException e)
+        {
+            throw new CliException($"--file {name}: {e.Message}");
+        }
+
+        int count = parts.Count;
+        Console.Error.WriteLine($"sending '{name}' ({file.Length:N0} bytes) in {count} parts");
+        var progress = new CountProgress(accepted =>
+        {
+            // About ten lines for a file of any size: how far it got is clear if it stops half way.
+            if (accepted * 10 / count != (accepted - 1) * 10 / count)
+            {
+                Console.Error.WriteLine($"sent {accepted} of {count} parts");
+            }
+        });
+        IReadOnlyList<Receipt> receipts;
+        try
+        {
+            receipts = await client.SendFileInPartsAsync(id, recipient, file, name, ttl, progress, ct);
+        }
+        catch (RpcException) when (progress.Count > 0)
+        {
+            Console.Error.WriteLine($"meganet: only {progress.Count} of {count} parts were accepted; the recipient cannot put '{name}' together without the rest: send it again.");
+            throw;
+        }
+
+        foreach (Receipt receipt in receipts)
+        {
+            if (json)
+            {
+                Console.WriteLine(ReceiptJson(receipt).ToJsonString());
+            }
+        }
+
+        if (!json)
+        {
+            Console.WriteLine($"accepted: file '{name}' in {count} parts, envelopes {Hex(receipts[0].EnvelopeId)} to {Hex(receipts[^1].EnvelopeId)}, " +
+                $"log indices {receipts.Min(r => r.LogIndex)} to {receipts.Max(r => r.LogIndex)}, tree size {receipts.Max(r => r.TreeHead.TreeSize)}");
+        }
+
+        return 0;
+    }
+
+    /// <summary>Reports each count to an action at once, on the reporting thread (<see cref="Progress{T}"/> posts them
+    /// to the thread pool, where they may run out of order).</summary>
+    private sealed class CountProgress(Action<int> report) : IProgress<int>
+    {
+        private int _count;
+
+        /// <summary>The highest count reported.</summary>
+        public int Count => Volatile.Read(ref _count);
+
+        public void Report(int value)
+        {
+            lock (report)
+            {
+                _count = Math.Max(_count, value);
+                report(value);
+            }
+        }
+    }
+
+    /// <summary>Refuses a --file that is missing, a directory, or larger than can be sent, before it is read.</summary>
+    private static void CheckAttachment(FileInfo attachment, long maxContent)
     {
         if (Directory.Exists(attachment.FullName))
         {
@@ -909,14 +1023,14 @@ internal static partial class ClientCommands
 
         if (attachment.Length > maxContent)
         {
-            throw new CliException($"--file {attachment.FullName} is {attachment.Length:N0} bytes; at most {maxContent:N0} bytes fit in one envelope.");
+            throw new CliException($"--file {attachment.FullName} is {attachment.Length:N0} bytes; at most {maxContent:N0} bytes can be sent (in parts, one file).");
         }
     }
 
     /// <summary>
     /// Refuses an identity path that is the name of a file the client keeps beside identities: <c>NAME.seen</c> (the
-    /// received-message record of the identity NAME.*, and of this one if it were named so), <c>NAME.contacts</c> (its
-    /// contacts, likewise) and <c>known-nodes</c> (pinned node ids). fetch rewrote an identity named <c>x.seen</c> as its record, and pins were appended to one
+    /// received-message record of the identity NAME.*, and of this one if it were named so), <c>NAME.contacts</c> and
+    /// <c>NAME.parts</c> (its contacts and the parts of files it is receiving, likewise) and <c>known-nodes</c> (pinned node ids). fetch rewrote an identity named <c>x.seen</c> as its record, and pins were appended to one
     /// named <c>known-nodes</c>: the keys were lost. Case is ignored, for file systems that ignore it.
     /// </summary>
     private static void CheckNotASideFile(string path)
@@ -924,11 +1038,11 @@ internal static partial class ClientCommands
         string name = Path.GetFileName(path);
         string extension = Path.GetExtension(name);
         if (name.Equals(KnownNodes.FileName, StringComparison.OrdinalIgnoreCase) || extension.Equals(SeenExtension, StringComparison.OrdinalIgnoreCase)
-            || extension.Equals(Contacts.Extension, StringComparison.OrdinalIgnoreCase))
+            || extension.Equals(Contacts.Extension, StringComparison.OrdinalIgnoreCase) || extension.Equals(ReceivedParts.Extension, StringComparison.OrdinalIgnoreCase))
         {
             throw new CliException(
-                $"--identity {path}: an identity file cannot be named '{KnownNodes.FileName}' or end in '{SeenExtension}' or '{Contacts.Extension}'; those names are the pinned node ids, the " +
-                $"received-message records and the contacts kept beside identity files, and writing them would destroy the keys. Rename it (e.g. to {Path.ChangeExtension(name, ".json")}).");
+                $"--identity {path}: an identity file cannot be named '{KnownNodes.FileName}' or end in '{SeenExtension}', '{Contacts.Extension}' or '{ReceivedParts.Extension}'; those names are the pinned node ids, the " +
+                $"received-message records, the contacts and the parts of files being received kept beside identity files, and writing them would destroy the keys. Rename it (e.g. to {Path.ChangeExtension(name, ".json")}).");
         }
     }
 

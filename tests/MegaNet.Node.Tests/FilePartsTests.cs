@@ -1,0 +1,209 @@
+using System.Buffers.Binary;
+using System.Security.Cryptography;
+using System.Text.Json.Nodes;
+using MegaNet.Api;
+using MegaNet.Api.V1;
+using Xunit.Abstractions;
+
+using Result = MegaNet.Node.Tests.MeganetProcess.Result;
+
+namespace MegaNet.Node.Tests;
+
+/// <summary>
+/// Files larger than one envelope (<see cref="FileParts"/>): the format's checks, and <c>send --file</c> with
+/// <c>fetch</c> through a real node: the file comes out whole once every part is here (also across fetches that
+/// acknowledged some parts), and parts that do not make the file they announce are reported, never printed as it.
+/// </summary>
+public sealed class FilePartsTests(ITestOutputHelper output) : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("meganet-parts-").FullName;
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    private Task<Result> Meganet(params string[] args) => MeganetProcess.RunAsync(_dir, null, false, args);
+
+    private static void AssertExit(Result r, int exitCode)
+    {
+        Assert.True(r.ExitCode == exitCode, $"exit code {r.ExitCode}, expected {exitCode}; stderr: {r.Stderr}; stdout: {r.Stdout}");
+        Assert.DoesNotContain("   at ", r.Stderr, StringComparison.Ordinal);
+    }
+
+    private byte[] RandomFile(int length)
+    {
+        int seed = RandomNumberGenerator.GetInt32(int.MaxValue);
+        output.WriteLine($"file of {length} bytes from seed {seed}");
+        byte[] file = new byte[length];
+        new Random(seed).NextBytes(file);
+        return file;
+    }
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    [InlineData(3)]
+    public void Split_parts_join_to_the_file_and_any_change_is_refused(int parts)
+    {
+        int slice = FileParts.SliceLength("photo.jpg");
+        byte[] file = RandomFile(slice * (parts - 1) + 1 + RandomNumberGenerator.GetInt32(slice - 1));
+        IReadOnlyList<byte[]> split = FileParts.Split(file, "photo.jpg");
+        Assert.Equal(parts, split.Count);
+        Assert.All(split, p => Assert.True(p.Length <= EnvelopeFormat.MaxContentLength(FileParts.ContentType, "photo.jpg")));
+        Assert.True(FileParts.TryJoin(split, out byte[]? joined, out string? problem), problem);
+        Assert.Equal(file, joined);
+
+        // One bit of a slice, the order, a part missing or one too many: never the file.
+        byte[][] flipped = split.Select(p => p.ToArray()).ToArray();
+        flipped[^1][^1] ^= 1;
+        Assert.False(FileParts.TryJoin(flipped, out _, out problem));
+        Assert.Contains("hash differs", problem, StringComparison.Ordinal);
+        if (parts > 1)
+        {
+            Assert.False(FileParts.TryJoin(split.Reverse().ToArray(), out _, out problem));
+            Assert.False(FileParts.TryJoin(split.Skip(1).ToArray(), out _, out problem));
+        }
+
+        Assert.False(FileParts.TryJoin([.. split, split[0]], out _, out _));
+        Assert.False(FileParts.TryJoin([], out _, out _));
+    }
+
+    [Fact]
+    public void Headers_out_of_bounds_are_refused()
+    {
+        byte[] part = FileParts.Split(new byte[100], "f")[0];
+        Assert.True(FileParts.TryReadHeader(part, out FilePartHeader header, out _));
+        Assert.Equal((0, 1, 100L), (header.Index, header.Count, header.FileLength));
+
+        static byte[] With(byte[] part, Action<byte[]> write)
+        {
+            byte[] copy = part.ToArray();
+            write(copy);
+            return copy;
+        }
+
+        Assert.False(FileParts.TryReadHeader(part.AsSpan(0, FileParts.HeaderLength - 1), out _, out string? problem));
+        Assert.Contains("shorter than its", problem, StringComparison.Ordinal);
+        Assert.False(FileParts.TryReadHeader(With(part, p => BinaryPrimitives.WriteUInt32BigEndian(p.AsSpan(20), 0)), out _, out problem));
+        Assert.Contains("has 0 parts", problem, StringComparison.Ordinal);
+        Assert.False(FileParts.TryReadHeader(With(part, p => BinaryPrimitives.WriteUInt32BigEndian(p.AsSpan(20), FileParts.MaxParts + 1)), out _, out problem));
+        Assert.False(FileParts.TryReadHeader(With(part, p => BinaryPrimitives.WriteUInt32BigEndian(p.AsSpan(16), 1)), out _, out problem));
+        Assert.Contains("part 1 of 1", problem, StringComparison.Ordinal);
+        Assert.False(FileParts.TryReadHeader(With(part, p => BinaryPrimitives.WriteUInt64BigEndian(p.AsSpan(24), FileParts.MaxFileLength + 1)), out _, out problem));
+        Assert.False(FileParts.TryReadHeader(With(part, p => BinaryPrimitives.WriteUInt64BigEndian(p.AsSpan(24), 99)), out _, out problem));
+        Assert.Contains("holds 100 bytes of a file of 99", problem, StringComparison.Ordinal);
+
+        Assert.Throws<ArgumentException>(() => FileParts.Split(new byte[FileParts.MaxFileLength + 1], "f"));
+    }
+
+    [Fact]
+    public async Task A_file_larger_than_an_envelope_is_sent_in_parts_and_fetched_whole()
+    {
+        await using TestNode node = await TestNode.StartAsync();
+        string url = node.Address.ToString();
+        using Identity alice = Identity.Create(), bob = Identity.Create();
+        string alicePath = Path.Combine(_dir, "alice.json"), bobPath = Path.Combine(_dir, "bob.json");
+        alice.Save(alicePath);
+        bob.Save(bobPath);
+        byte[] file = RandomFile((3 * FileParts.SliceLength("big.bin")) + 1234);
+        string filePath = Path.Combine(_dir, "big.bin");
+        await File.WriteAllBytesAsync(filePath, file);
+
+        Result sent = await Meganet("send", "-i", alicePath, "--to", bob.Card.ToString(), "--file", filePath, "--node", url, "--json");
+        AssertExit(sent, 0);
+        Assert.Contains("sending 'big.bin' (", sent.Stderr, StringComparison.Ordinal);
+        Assert.Contains("sent 4 of 4 parts", sent.Stderr, StringComparison.Ordinal);
+        // A receipt a line, each one verify-receipt checks.
+        string[] receipts = sent.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.Equal(4, receipts.Length);
+        string receiptPath = Path.Combine(_dir, "receipt.json");
+        await File.WriteAllTextAsync(receiptPath, receipts[2]);
+        AssertExit(await Meganet("verify-receipt", "-i", alicePath, "--receipt", receiptPath, "--node", url), 0);
+
+        Result fetched = await Meganet("fetch", "-i", bobPath, "--node", url, "--json");
+        AssertExit(fetched, 0);
+        JsonObject message = JsonNode.Parse(Assert.Single(fetched.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries)))!.AsObject();
+        Assert.Equal("big.bin", message["file_name"]!.GetValue<string>());
+        Assert.Equal(4, message["parts"]!.GetValue<int>());
+        Assert.Equal(alice.Card.ToString(), message["sender"]!.GetValue<string>());
+        Assert.Equal(file, Convert.FromBase64String(message["file_base64"]!.GetValue<string>()));
+
+        // Not acknowledged: shown again whole, then deleted with --ack; no part is left behind.
+        Result again = await Meganet("fetch", "-i", bobPath, "--node", url, "--ack");
+        AssertExit(again, 0);
+        Assert.Contains($"file 'big.bin' ({file.Length} bytes in 4 parts;", again.Stdout, StringComparison.Ordinal);
+        Assert.Contains("acknowledged 4 message(s)", again.Stderr, StringComparison.Ordinal);
+        Assert.Empty(Directory.GetFileSystemEntries(Path.Combine(_dir, "bob.parts")));
+
+        string tooLarge = Path.Combine(_dir, "huge.bin");
+        await using (FileStream huge = File.Create(tooLarge))
+        {
+            huge.SetLength(FileParts.MaxFileLength + 1);
+        }
+
+        Result refused = await Meganet("send", "-i", alicePath, "--to", bob.Card.ToString(), "--file", tooLarge, "--node", url);
+        AssertExit(refused, 1);
+        Assert.Contains($"at most {FileParts.MaxFileLength:N0} bytes can be sent", refused.Stderr, StringComparison.Ordinal);
+        node.AssertNoServerErrors();
+    }
+
+    [Fact]
+    public async Task Parts_acknowledged_in_one_fetch_wait_for_the_rest_and_parts_that_do_not_make_the_file_are_reported()
+    {
+        await using TestNode node = await TestNode.StartAsync();
+        string url = node.Address.ToString();
+        using MegaNetClient client = node.Client();
+        using Identity alice = Identity.Create(), bob = Identity.Create();
+        string bobPath = Path.Combine(_dir, "bob.json");
+        bob.Save(bobPath);
+        byte[] file = RandomFile((2 * FileParts.SliceLength("a.bin")) + 10);
+        IReadOnlyList<byte[]> parts = FileParts.Split(file, "a.bin");
+        Task Send(Identity from, byte[] part, string name = "a.bin") => client.SendAsync(from, bob.Card, part, FileParts.ContentType, name);
+
+        // Two of three parts: kept (on disk before the ack), nothing printed.
+        await Send(alice, parts[2]);
+        await Send(alice, parts[0]);
+        Result first = await Meganet("fetch", "-i", bobPath, "--node", url, "--ack");
+        AssertExit(first, 0);
+        Assert.Equal(string.Empty, first.Stdout);
+        Assert.Contains("2 of 3 parts here, kept in", first.Stderr, StringComparison.Ordinal);
+        Assert.Contains("acknowledged 2 message(s)", first.Stderr, StringComparison.Ordinal);
+
+        // Someone else's part with the same file id cannot complete alice's file, nor can one that says another count.
+        using Identity mallory = Identity.Create();
+        await Send(mallory, parts[1]);
+        byte[] recounted = parts[1].ToArray();
+        BinaryPrimitives.WriteUInt32BigEndian(recounted.AsSpan(20), 4);
+        await Send(alice, recounted);
+        Result mixed = await Meganet("fetch", "-i", bobPath, "--node", url, "--ack");
+        AssertExit(mixed, 0);
+        Assert.Equal(string.Empty, mixed.Stdout);
+        Assert.Contains("does not match the parts of that file received before", mixed.Stderr, StringComparison.Ordinal);
+
+        // The last part: the file, whole.
+        await Send(alice, parts[1]);
+        Result last = await Meganet("fetch", "-i", bobPath, "--node", url, "--json", "--ack");
+        AssertExit(last, 0);
+        JsonObject message = JsonNode.Parse(Assert.Single(last.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries)))!.AsObject();
+        Assert.Equal(file, Convert.FromBase64String(message["file_base64"]!.GetValue<string>()));
+        Assert.Equal(alice.Card.ToString(), message["sender"]!.GetValue<string>());
+
+        // Parts whose slices were changed (by their sender: a relay cannot) make no file: reported, and all acknowledged.
+        IReadOnlyList<byte[]> other = FileParts.Split(file, "b.bin");
+        byte[] altered = other[1].ToArray();
+        altered[^1] ^= 1;
+        foreach (byte[] part in new[] { other[0], altered, other[2] })
+        {
+            await Send(alice, part, "b.bin");
+        }
+
+        Result spoilt = await Meganet("fetch", "-i", bobPath, "--node", url, "--ack");
+        AssertExit(spoilt, 0);
+        Assert.Equal(string.Empty, spoilt.Stdout);
+        Assert.Contains("file 'b.bin' in 3 parts: the parts do not make the file they announce (its hash differs); its parts were dropped", spoilt.Stderr, StringComparison.Ordinal);
+        Assert.Contains("acknowledged 3 message(s)", spoilt.Stderr, StringComparison.Ordinal);
+        Assert.Empty((await client.FetchAsync(bob)).Messages);
+
+        // Mallory's lone part is all that waits (until it is older than the seen window).
+        Assert.Single(Directory.GetDirectories(Path.Combine(_dir, "bob.parts")));
+        node.AssertNoServerErrors();
+    }
+}
