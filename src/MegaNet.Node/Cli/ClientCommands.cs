@@ -272,14 +272,14 @@ internal static partial class ClientCommands
         var nodeId = NodeIdOption();
         var timeout = TimeoutOption();
         var tlsCert = TlsCertOption();
-        var command = new Command("fetch", "Fetch, open and print the messages waiting in your mailbox.") { identity, node, nodeId, after, ack, json, timeout, tlsCert };
+        var save = SaveFilesOption();
+        var command = new Command("fetch", "Fetch, open and print the messages waiting in your mailbox.") { identity, node, nodeId, after, ack, json, save, timeout, tlsCert };
         command.SetAction((parse, ct) => Run(async () =>
         {
             using Identity id = LoadIdentity(parse.GetValue(identity)!);
             SeenMessages seen = OpenSeen(parse.GetValue(identity)!);
-            var contacts = new ContactsFollower(parse.GetValue(identity)!);
-            ReceivedParts parts = ReceivedParts.Beside(parse.GetValue(identity)!);
-            return await KnownNodes.RunAsync(parse.GetValue(identity)!, parse.GetValue(node)!, parse.GetValue(nodeId), client => FetchAsync(client, id, seen, contacts, parts, parse.GetValue(after), parse.GetValue(ack), parse.GetValue(json), ct), ClientOptions(parse.GetValue(timeout), parse.GetValue(tlsCert)));
+            Inbox inbox = OpenInbox(parse.GetValue(identity)!, parse.GetValue(json), parse.GetValue(save));
+            return await KnownNodes.RunAsync(parse.GetValue(identity)!, parse.GetValue(node)!, parse.GetValue(nodeId), client => FetchAsync(client, id, seen, inbox, parse.GetValue(after), parse.GetValue(ack), ct), ClientOptions(parse.GetValue(timeout), parse.GetValue(tlsCert)));
         }));
         return command;
     }
@@ -288,10 +288,8 @@ internal static partial class ClientCommands
     /// number of signed challenges.</summary>
     private const int MaxFetchPages = 1_000;
 
-    private static async Task<int> FetchAsync(MegaNetClient client, Identity id, SeenMessages received, ContactsFollower contacts, ReceivedParts parts, ulong cursor, bool ack, bool json, CancellationToken ct)
+    private static async Task<int> FetchAsync(MegaNetClient client, Identity id, SeenMessages received, Inbox inbox, ulong cursor, bool ack, CancellationToken ct)
     {
-        // Not disposed: disposing flushes, and after a failed write that would throw again over the clear error.
-        TextWriter output = StandardOutput();
         var seen = new List<ulong>();
         FetchResult page;
         for (int pages = 1; ; pages++)
@@ -300,14 +298,14 @@ internal static partial class ClientCommands
             (IReadOnlyList<ReceivedMessage> messages, IReadOnlyList<UnreadableMessage> unreadable, ulong next) = page;
             foreach (ReceivedMessage m in messages)
             {
-                Deliver(output, m, json, contacts, parts, ack ? "no message was acknowledged" : null);
+                inbox.Deliver(m, ack ? "no message was acknowledged" : null);
                 seen.Add(m.Seq);
             }
 
             // Junk anyone sealed to this address, and copies a relay replayed: reported, and deleted with the rest under --ack.
             foreach (UnreadableMessage m in unreadable)
             {
-                Warn(m);
+                Inbox.Warn(m);
                 seen.Add(m.Seq);
             }
 
@@ -329,7 +327,7 @@ internal static partial class ClientCommands
 
         // Everything shown must have reached the reader before the node deletes it: the buffer is written out, and a
         // failed write (a reader that went away) has thrown above, before this point.
-        Flush(output, ack ? "no message was acknowledged" : null);
+        inbox.Flush(ack ? "no message was acknowledged" : null);
         int waiting = page.WaitingCount;
         long waitingBytes = page.WaitingBytes;
         if (ack && seen.Count > 0)
@@ -405,21 +403,31 @@ internal static partial class ClientCommands
                 "so a mailbox read only through listen does not fill up.",
         };
         var tlsCert = TlsCertOption();
-        var command = new Command("listen", "Print messages as they arrive (and those already waiting), until Ctrl+C.") { identity, node, nodeId, after, ack, json, retryFor, tlsCert };
+        var save = SaveFilesOption();
+        var command = new Command("listen", "Print messages as they arrive (and those already waiting), until Ctrl+C.") { identity, node, nodeId, after, ack, json, save, retryFor, tlsCert };
         command.SetAction((parse, ct) => Run(async () =>
         {
             using Identity id = LoadIdentity(parse.GetValue(identity)!);
             SeenMessages seen = OpenSeen(parse.GetValue(identity)!);
-            var contacts = new ContactsFollower(parse.GetValue(identity)!);
-            ReceivedParts parts = ReceivedParts.Beside(parse.GetValue(identity)!);
+            Inbox inbox = OpenInbox(parse.GetValue(identity)!, parse.GetValue(json), parse.GetValue(save));
             Uri address = parse.GetValue(node)!;
             // Every connection listen makes (subscriptions again after a loss, acknowledgements) trusts the same.
             var connection = new MegaNetClientOptions { TrustedCertificate = LoadTlsCertificate(parse.GetValue(tlsCert)) };
             return await KnownNodes.RunAsync(parse.GetValue(identity)!, address, parse.GetValue(nodeId),
-                (client, pin) => ListenAsync(client, pin, address, connection, id, seen, contacts, parts, parse.GetValue(after), parse.GetValue(ack), parse.GetValue(json), parse.GetValue(retryFor), ct), connection);
+                (client, pin) => ListenAsync(client, pin, address, connection, id, seen, inbox, parse.GetValue(after), parse.GetValue(ack), parse.GetValue(retryFor), ct), connection);
         }));
         return command;
     }
+
+    private static Option<string?> SaveFilesOption() => new("--save-files")
+    {
+        Description = "Write each file received into this directory (created if missing), under the name the sender gave, made safe (no path, no control characters) " +
+            "and never over a file there (\"name (2).ext\"); the output then says where, and JSON gives saved_as instead of file_base64.",
+    };
+
+    /// <summary>The inbox of <c>fetch</c> and <c>listen</c> for the identity at <paramref name="identityPath"/>.</summary>
+    private static Inbox OpenInbox(string identityPath, bool json, string? saveFiles) =>
+        new(json, new ContactsFollower(identityPath), ReceivedParts.Beside(identityPath), Inbox.SaveDirectory(saveFiles));
 
     /// <summary>How long <c>listen</c> tries to subscribe again by default (README).</summary>
     internal static readonly TimeSpan DefaultRetryFor = TimeSpan.FromMinutes(5);
@@ -433,11 +441,9 @@ internal static partial class ClientCommands
     /// <summary>The wait after <paramref name="delay"/>: twice as long, up to <see cref="MaxRetryDelay"/>.</summary>
     internal static TimeSpan NextRetryDelay(TimeSpan delay) => TimeSpan.FromTicks(Math.Min(2 * delay.Ticks, MaxRetryDelay.Ticks));
 
-    private static async Task<int> ListenAsync(MegaNetClient client, Action pin, Uri address, MegaNetClientOptions connection, Identity id, SeenMessages seen, ContactsFollower contacts, ReceivedParts parts, ulong after, bool ack, bool json,
+    private static async Task<int> ListenAsync(MegaNetClient client, Action pin, Uri address, MegaNetClientOptions connection, Identity id, SeenMessages seen, Inbox inbox, ulong after, bool ack,
         TimeSpan retryFor, CancellationToken ct)
     {
-        // Not disposed: disposing flushes, and after a failed write that would throw again over the clear error.
-        TextWriter output = StandardOutput();
         // The node id is known by the first message: the subscription that brought it was signed for that node.
         // Every later connection (a subscription again, the acknowledgements) is held to the node id the first one saw.
         MegaNetClient Reconnect() => new(address, client.NodeId, options: connection);
@@ -475,7 +481,7 @@ internal static partial class ClientCommands
                     void Skipped(UnreadableMessage m)
                     {
                         // Junk and copies are deleted under --ack too, as fetch --ack deletes them.
-                        Warn(m);
+                        Inbox.Warn(m);
                         cursor = m.Seq;
                         acknowledger?.Add(m.Seq);
                     }
@@ -484,7 +490,7 @@ internal static partial class ClientCommands
                     {
                         // Each message as it comes (a reader waits for it), and listening ends when no one reads any more.
                         // Print flushes: a message is acknowledged only once it has been written out.
-                        Deliver(output, m, json, contacts, parts, "stopped listening");
+                        inbox.Deliver(m, "stopped listening");
                         cursor = m.Seq;
                         acknowledger?.Add(m.Seq);
                     }
@@ -763,7 +769,7 @@ internal static partial class ClientCommands
 
     /// <summary>Writes out what <paramref name="output"/> holds; a failure becomes a one-line error that says what
     /// happened to the mail (<paramref name="consequence"/>).</summary>
-    private static void Flush(TextWriter output, string? consequence)
+    internal static void Flush(TextWriter output, string? consequence)
     {
         try
         {
@@ -773,101 +779,6 @@ internal static partial class ClientCommands
         {
             throw new CliException($"cannot write to standard output ({e.Message}){(consequence is null ? "." : $"; {consequence}.")}");
         }
-    }
-
-    /// <summary>Prints a message, or keeps a file part until its file is whole (<see cref="ReceivedParts"/>) and then
-    /// prints the file; a part that cannot be used is reported like junk. Parts kept are on disk when this returns, so
-    /// the message may be acknowledged either way.</summary>
-    private static void Deliver(TextWriter output, ReceivedMessage m, bool json, ContactsFollower contacts, ReceivedParts parts, string? consequence)
-    {
-        if (m.Content.ContentType != FileParts.ContentType)
-        {
-            Print(output, m, json, contacts, consequence);
-            return;
-        }
-
-        switch (parts.Add(m))
-        {
-            case ReceivedParts.Whole whole:
-                Print(output, whole.File, json, contacts, consequence, whole.Count);
-                break;
-            case ReceivedParts.Waiting w when w.Have == 1 || w.Have * 4 / w.Count != (w.Have - 1) * 4 / w.Count:
-                // A few lines for a file of any size: at its first part and at each quarter.
-                string from = contacts.NameOf(m.Sender) is { } name ? Printable(name, multiline: false) : m.Sender.ToString();
-                Console.Error.WriteLine($"[{m.Seq}] part {w.Index + 1} of file '{Printable(m.Content.FileName, multiline: false)}' from {from}: {w.Have} of {w.Count} parts here, kept in {parts.Directory} until the file is whole");
-                break;
-            case ReceivedParts.Refused r:
-                Warn(new UnreadableMessage(m.Seq, m.EnvelopeId, r.Reason));
-                break;
-        }
-    }
-
-    private static void Print(TextWriter output, ReceivedMessage m, bool json, ContactsFollower contacts, string? consequence, int parts = 1)
-    {
-        try
-        {
-            Print(output, m, json, contacts.NameOf(m.Sender), parts);
-        }
-        catch (IOException e)
-        {
-            throw new CliException($"cannot write to standard output ({e.Message}){(consequence is null ? "." : $"; {consequence}.")}");
-        }
-
-        Flush(output, consequence);
-    }
-
-    /// <summary>Prints a message; <paramref name="senderName"/> is the name the sender's card has in the identity's
-    /// contacts, if any, and <paramref name="parts"/> the number of parts a file came in.</summary>
-    private static void Print(TextWriter output, ReceivedMessage m, bool json, string? senderName, int parts)
-    {
-        SealedContent c = m.Content;
-        bool isText = c.ContentType.StartsWith("text/", StringComparison.Ordinal);
-        if (json)
-        {
-            var o = new JsonObject
-            {
-                ["seq"] = m.Seq,
-                ["id"] = Convert.ToHexString(m.EnvelopeId).ToLowerInvariant(),
-                ["sender"] = m.Sender.ToString(),
-                ["timestamp_unix_ms"] = c.SentUnixMs,
-                ["log_index"] = m.LogIndex,
-                ["old"] = m.Old,
-            };
-            if (isText)
-            {
-                o["text"] = c.Content.ToStringUtf8();
-            }
-            else
-            {
-                o["file_name"] = c.FileName;
-                o["file_base64"] = c.Content.ToBase64();
-                if (parts > 1)
-                {
-                    o["parts"] = parts;
-                }
-            }
-
-            if (senderName is not null)
-            {
-                o["sender_name"] = senderName;
-            }
-
-            output.WriteLine(o.ToJsonString());
-            return;
-        }
-
-        string when = DateTimeOffset.FromUnixTimeMilliseconds(c.SentUnixMs).ToString("u", System.Globalization.CultureInfo.InvariantCulture);
-        if (m.Old)
-        {
-            when += $" (old: sent over {SeenMessages.Window.TotalDays:0} days ago, so possibly a replay of a message received before, or the sender's clock is wrong)";
-        }
-
-        // A name only for a card in the contacts: the card came sealed, under the sender's signature (unknown senders
-        // are shown by their card, which no one else can sign for).
-        string from = senderName is not null ? Printable(senderName, multiline: false) : m.Sender.ToString();
-        output.WriteLine(isText
-            ? $"[{m.Seq}] {when} from {from}: {Printable(c.Content.ToStringUtf8(), multiline: true)}"
-            : $"[{m.Seq}] {when} from {from}: file '{Printable(c.FileName, multiline: false)}' ({c.Content.Length} bytes{(parts > 1 ? $" in {parts} parts" : string.Empty)}; use --json to get its contents)");
     }
 
     /// <summary>Begins every further line of a message's text: a header line ("[seq] ...") never starts with a space, so
@@ -919,9 +830,6 @@ internal static partial class ClientCommands
 
         return b.ToString();
     }
-
-    private static void Warn(UnreadableMessage m) =>
-        Console.Error.WriteLine($"[{m.Seq}] skipped (envelope {Convert.ToHexStringLower(m.EnvelopeId)}): {m.Reason}");
 
     /// <summary>The messages this identity received (identity file name with <c>.seen</c>), so replays show once.</summary>
     private static SeenMessages OpenSeen(string identityPath) => SeenMessages.Open(Path.ChangeExtension(Path.GetFullPath(identityPath), SeenExtension));

@@ -10,7 +10,7 @@ namespace MegaNet.Node.Cli;
 /// whole: the directory with the extension <c>.parts</c> (<c>bob.json</c> → <c>bob.parts</c>, mode 0700), one
 /// directory per file (sender address and file id), each part's opened content in a file of its own. A part is on disk
 /// (flushed, and its directory entry too) before <c>Add</c> returns, so <c>--ack</c> may delete it from the node; once
-/// the file is whole and checked, its parts are deleted here. Parts of a file that never becomes whole are deleted after
+/// the file is whole, checked and shown, its parts are deleted here. Parts of a file that never becomes whole are deleted after
 /// <see cref="SeenMessages.Window"/>.
 /// </summary>
 internal sealed class ReceivedParts
@@ -40,8 +40,10 @@ internal sealed class ReceivedParts
     /// <summary>Kept; the file is not whole yet.</summary>
     public sealed record Waiting(int Index, int Have, int Count) : Outcome;
 
-    /// <summary>The file is whole: <paramref name="File"/> is the part's message with the whole file as its content.</summary>
-    public sealed record Whole(ReceivedMessage File, int Count) : Outcome;
+    /// <summary>The file is whole: <paramref name="File"/> is the part's message with the whole file as its content. Its
+    /// parts stay here until <see cref="Forget"/>, so a file that could not be shown or saved is put together again when
+    /// one of its parts comes again.</summary>
+    public sealed record Whole(ReceivedMessage File, int Count, string Directory) : Outcome;
 
     /// <summary>Not a part that can be used (said why); like junk, it is reported and may be acknowledged.</summary>
     public sealed record Refused(string Reason) : Outcome;
@@ -99,16 +101,18 @@ internal sealed class ReceivedParts
             slices[i] = SealedContent.Parser.ParseFrom(File.ReadAllBytes(Path.Combine(file, i.ToString(System.Globalization.CultureInfo.InvariantCulture) + PartExtension))).Content.ToByteArray();
         }
 
-        bool joined = FileParts.TryJoin(slices, out byte[]? whole, out problem);
-        System.IO.Directory.Delete(file, recursive: true);
-        if (!joined)
+        if (!FileParts.TryJoin(slices, out byte[]? whole, out problem))
         {
+            System.IO.Directory.Delete(file, recursive: true);
             return new Refused($"file '{content.FileName}' in {header.Count} parts: {problem}; its parts were dropped");
         }
 
-        var opened = new SealedContent(content) { ContentType = "application/octet-stream", Content = UnsafeByteOperations.UnsafeWrap(whole!) };
-        return new Whole(part with { Content = opened }, header.Count);
+        var opened = new SealedContent(content) { ContentType = "application/octet-stream", Content = UnsafeByteOperations.UnsafeWrap(whole) };
+        return new Whole(part with { Content = opened }, header.Count, file);
     }
+
+    /// <summary>Deletes the parts of a file that has been shown (and saved).</summary>
+    public static void Forget(Whole whole) => System.IO.Directory.Delete(whole.Directory, recursive: true);
 
     /// <summary>Deletes the parts of files whose newest part is older than <paramref name="before"/>.</summary>
     private void Prune(DateTime before)

@@ -1,0 +1,236 @@
+using System.Text.Json.Nodes;
+using MegaNet.Api;
+using MegaNet.Api.V1;
+using MegaNet.Core.Interop;
+
+namespace MegaNet.Node.Cli;
+
+/// <summary>
+/// What <c>fetch</c> and <c>listen</c> do with each message: print it on standard output (text, or a JSON object a
+/// line), naming a sender that is in the contacts; keep a file part until its file is whole; and with
+/// <c>--save-files</c> write each file into a directory. When <see cref="Deliver"/> returns, what it printed has reached
+/// the reader and what it kept or saved is on disk, so the message may be acknowledged.
+/// </summary>
+internal sealed class Inbox(bool json, ContactsFollower contacts, ReceivedParts parts, string? saveDirectory)
+{
+    /// <summary>Attempts at a free name in <c>--save-files</c> ("name (2).ext", ...).</summary>
+    private const int MaxNameAttempts = 1_000;
+
+    /// <summary>Characters of a saved file's name at most (file systems allow 255 bytes; UTF-8 may need 3 a character).</summary>
+    private const int MaxSavedNameLength = 80;
+
+    // Not disposed: disposing flushes, and after a failed write that would throw again over the clear error.
+    private readonly TextWriter _output = ClientCommands.StandardOutput();
+
+    /// <summary>The directory of <c>--save-files</c>, created if missing; null without the option.</summary>
+    public static string? SaveDirectory(string? path)
+    {
+        if (path is null)
+        {
+            return null;
+        }
+
+        if (File.Exists(path))
+        {
+            throw new CliException($"--save-files {path} is a file; give a directory (it is created if missing).");
+        }
+
+        return Directory.CreateDirectory(path).FullName;
+    }
+
+    /// <summary>Prints <paramref name="m"/>, or keeps it if it is a file part and prints its file once whole; a part that
+    /// cannot be used is reported like junk. <paramref name="consequence"/> says, in an error, what became of the mail.</summary>
+    public void Deliver(ReceivedMessage m, string? consequence)
+    {
+        if (m.Content.ContentType != FileParts.ContentType)
+        {
+            Show(m, consequence, parts: 1);
+            return;
+        }
+
+        switch (parts.Add(m))
+        {
+            case ReceivedParts.Whole whole:
+                Show(whole.File, consequence, whole.Count);
+                ReceivedParts.Forget(whole);
+                break;
+            case ReceivedParts.Waiting w when w.Have == 1 || w.Have * 4 / w.Count != (w.Have - 1) * 4 / w.Count:
+                // A few lines for a file of any size: at its first part and at each quarter.
+                Console.Error.WriteLine($"[{m.Seq}] part {w.Index + 1} of file '{ClientCommands.Printable(m.Content.FileName, multiline: false)}' from {From(m.Sender)}: " +
+                    $"{w.Have} of {w.Count} parts here, kept in {parts.Directory} until the file is whole");
+                break;
+            case ReceivedParts.Refused r:
+                Warn(new UnreadableMessage(m.Seq, m.EnvelopeId, r.Reason));
+                break;
+        }
+    }
+
+    /// <summary>Reports mail that is not shown (junk, a copy, an unusable part) on standard error.</summary>
+    public static void Warn(UnreadableMessage m) =>
+        Console.Error.WriteLine($"[{m.Seq}] skipped (envelope {Convert.ToHexStringLower(m.EnvelopeId)}): {m.Reason}");
+
+    /// <summary>Writes out what is buffered; a failure becomes a one-line error that says what happened to the mail.</summary>
+    public void Flush(string? consequence) => ClientCommands.Flush(_output, consequence);
+
+    private void Show(ReceivedMessage m, string? consequence, int parts)
+    {
+        bool isText = m.Content.ContentType.StartsWith("text/", StringComparison.Ordinal);
+        string? saved = null;
+        if (!isText && saveDirectory is not null)
+        {
+            try
+            {
+                saved = Save(saveDirectory, m.Content);
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                throw new CliException($"cannot save file '{ClientCommands.Printable(m.Content.FileName, multiline: false)}' in {saveDirectory} ({e.Message}){(consequence is null ? "." : $"; {consequence}.")}");
+            }
+        }
+
+        try
+        {
+            Print(m, contacts.NameOf(m.Sender), parts, saved);
+        }
+        catch (IOException e)
+        {
+            throw new CliException($"cannot write to standard output ({e.Message}){(consequence is null ? "." : $"; {consequence}.")}");
+        }
+
+        Flush(consequence);
+    }
+
+    private string From(ContactCard sender) =>
+        // A name only for a card in the contacts: the card came sealed, under the sender's signature (unknown senders
+        // are shown by their card, which no one else can sign for).
+        contacts.NameOf(sender) is { } name ? ClientCommands.Printable(name, multiline: false) : sender.ToString();
+
+    private void Print(ReceivedMessage m, string? senderName, int parts, string? saved)
+    {
+        SealedContent c = m.Content;
+        bool isText = c.ContentType.StartsWith("text/", StringComparison.Ordinal);
+        if (json)
+        {
+            var o = new JsonObject
+            {
+                ["seq"] = m.Seq,
+                ["id"] = Convert.ToHexStringLower(m.EnvelopeId),
+                ["sender"] = m.Sender.ToString(),
+                ["timestamp_unix_ms"] = c.SentUnixMs,
+                ["log_index"] = m.LogIndex,
+                ["old"] = m.Old,
+            };
+            if (isText)
+            {
+                o["text"] = c.Content.ToStringUtf8();
+            }
+            else
+            {
+                o["file_name"] = c.FileName;
+                o["file_length"] = c.Content.Length;
+                if (saved is not null)
+                {
+                    o["saved_as"] = saved;
+                }
+                else
+                {
+                    o["file_base64"] = c.Content.ToBase64();
+                }
+
+                if (parts > 1)
+                {
+                    o["parts"] = parts;
+                }
+            }
+
+            if (senderName is not null)
+            {
+                o["sender_name"] = senderName;
+            }
+
+            _output.WriteLine(o.ToJsonString());
+            return;
+        }
+
+        string when = DateTimeOffset.FromUnixTimeMilliseconds(c.SentUnixMs).ToString("u", System.Globalization.CultureInfo.InvariantCulture);
+        if (m.Old)
+        {
+            when += $" (old: sent over {SeenMessages.Window.TotalDays:0} days ago, so possibly a replay of a message received before, or the sender's clock is wrong)";
+        }
+
+        string from = senderName is not null ? ClientCommands.Printable(senderName, multiline: false) : m.Sender.ToString();
+        string inParts = parts > 1 ? $" in {parts} parts" : string.Empty;
+        string where = saved is not null ? $"saved as {ClientCommands.Printable(saved, multiline: false)}" : "use --json or --save-files DIR to get its contents";
+        _output.WriteLine(isText
+            ? $"[{m.Seq}] {when} from {from}: {ClientCommands.Printable(c.Content.ToStringUtf8(), multiline: true)}"
+            : $"[{m.Seq}] {when} from {from}: file '{ClientCommands.Printable(c.FileName, multiline: false)}' ({c.Content.Length} bytes{inParts}; {where})");
+    }
+
+    /// <summary>Writes a received file into <paramref name="directory"/> under <see cref="SavedName"/>, never over a file
+    /// that is there ("name (2).ext" and so on), flushed to disk with its directory entry; returns its path.</summary>
+    private static string Save(string directory, SealedContent content)
+    {
+        string name = SavedName(content.FileName);
+        string stem = Path.GetFileNameWithoutExtension(name), extension = Path.GetExtension(name);
+        for (int attempt = 1; attempt <= MaxNameAttempts; attempt++)
+        {
+            string path = Path.Combine(directory, attempt == 1 ? name : $"{stem} ({attempt}){extension}");
+            FileStream stream;
+            try
+            {
+                // CreateNew (O_EXCL): never over a file, and never through a link someone placed there.
+                stream = new FileStream(path, FileMode.CreateNew, FileAccess.Write, FileShare.None);
+            }
+            catch (IOException) when (Path.Exists(path))
+            {
+                continue;
+            }
+
+            using (stream)
+            {
+                stream.Write(content.Content.Span);
+                stream.Flush(flushToDisk: true);
+            }
+
+            DirectoryFlush.Flush(directory);
+            return path;
+        }
+
+        throw new IOException($"{MaxNameAttempts} files named like '{name}' are there already");
+    }
+
+    /// <summary>
+    /// The name a received file is saved under: the sender chose it, so it is made one plain name in the directory: path
+    /// separators and drive colons become '_', as do control, format and separator characters (which could hide what the
+    /// name is); "", "." and ".." become "file"; and a long name is cut, keeping its extension.
+    /// </summary>
+    internal static string SavedName(string fileName)
+    {
+        var b = new System.Text.StringBuilder(fileName.Length);
+        foreach (System.Text.Rune rune in fileName.EnumerateRunes())
+        {
+            bool replace = rune.Value is '/' or '\\' or ':' || System.Text.Rune.GetUnicodeCategory(rune) is System.Globalization.UnicodeCategory.Control
+                or System.Globalization.UnicodeCategory.Format or System.Globalization.UnicodeCategory.LineSeparator or System.Globalization.UnicodeCategory.ParagraphSeparator
+                || rune == System.Text.Rune.ReplacementChar;
+            b.Append(replace ? "_" : rune.ToString());
+        }
+
+        string name = b.ToString().Trim();
+        if (name is "" or "." or "..")
+        {
+            return "file";
+        }
+
+        if (name.Length > MaxSavedNameLength)
+        {
+            string extension = Path.GetExtension(name);
+            extension = extension.Length <= 16 ? extension : string.Empty;
+            int keep = MaxSavedNameLength - extension.Length;
+            // Never half of a surrogate pair: that is no character, and no file system name.
+            keep -= char.IsHighSurrogate(name[keep - 1]) ? 1 : 0;
+            name = name[..keep] + extension;
+        }
+
+        return name;
+    }
+}

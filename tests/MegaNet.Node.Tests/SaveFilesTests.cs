@@ -1,0 +1,93 @@
+using System.Text;
+using System.Text.Json.Nodes;
+using MegaNet.Api;
+using MegaNet.Node.Cli;
+
+using Result = MegaNet.Node.Tests.MeganetProcess.Result;
+
+namespace MegaNet.Node.Tests;
+
+/// <summary>
+/// <c>fetch --save-files DIR</c>: each file received (in one envelope or in parts) is written into DIR under a name made
+/// safe from what the sender chose, never over a file there, and the output says where.
+/// </summary>
+public sealed class SaveFilesTests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("meganet-save-").FullName;
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    private Task<Result> Meganet(params string[] args) => MeganetProcess.RunAsync(_dir, null, false, args);
+
+    [Theory]
+    [InlineData("photo.jpg", "photo.jpg")]
+    [InlineData("../../.bashrc", ".._.._.bashrc")]
+    [InlineData("C:\\Windows\\x.dll", "C__Windows_x.dll")]
+    [InlineData("..", "file")]
+    [InlineData(" . ", "file")]
+    [InlineData("", "file")]
+    [InlineData("a\u001b]0;title\u0007b\u202etxt.exe", "a_]0;title_b_txt.exe")]
+    [InlineData("line\nbreak", "line_break")]
+    public void Saved_names_are_one_plain_name(string sent, string saved) => Assert.Equal(saved, Inbox.SavedName(sent));
+
+    [Fact]
+    public void A_long_name_is_cut_keeping_its_extension_and_whole_characters()
+    {
+        string name = Inbox.SavedName(new string('x', 200) + ".tar.gz");
+        Assert.EndsWith(".gz", name, StringComparison.Ordinal);
+        Assert.True(name.Length <= 80, name);
+        // A cut through a surrogate pair would leave half a character, which no file system takes.
+        string emoji = Inbox.SavedName(string.Concat(Enumerable.Repeat("\U0001F600", 100)) + ".png");
+        Assert.True(Encoding.UTF8.GetString(Encoding.UTF8.GetBytes(emoji)) == emoji, "the name is not valid UTF-16");
+        Assert.EndsWith(".png", emoji, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Files_are_saved_whole_never_over_another_and_the_output_says_where()
+    {
+        await using TestNode node = await TestNode.StartAsync();
+        string url = node.Address.ToString();
+        using MegaNetClient client = node.Client();
+        using Identity alice = Identity.Create(), bob = Identity.Create();
+        string bobPath = Path.Combine(_dir, "bob.json");
+        bob.Save(bobPath);
+        byte[] small = Encoding.UTF8.GetBytes("a small file"), large = new byte[(2 * FileParts.SliceLength("notes.txt")) + 5];
+        new Random(7).NextBytes(large);
+        await client.SendAsync(alice, bob.Card, small, "application/octet-stream", "notes.txt");
+        await client.SendFileInPartsAsync(alice, bob.Card, large, "notes.txt");
+        await client.SendAsync(alice, bob.Card, small, "application/octet-stream", "../escape.txt");
+        await client.SendAsync(alice, bob.Card, Encoding.UTF8.GetBytes("just text"), "text/plain; charset=utf-8");
+        string saveDir = Path.Combine(_dir, "received");
+
+        Result json = await Meganet("fetch", "-i", bobPath, "--node", url, "--json", "--save-files", saveDir);
+        Assert.True(json.ExitCode == 0, json.Stderr);
+        JsonObject[] messages = json.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => JsonNode.Parse(l)!.AsObject()).ToArray();
+        Assert.Equal(4, messages.Length);
+        Assert.All(messages, m => Assert.False(m.ContainsKey("file_base64")));
+        Assert.Equal("just text", Assert.Single(messages, m => m.ContainsKey("text"))["text"]!.GetValue<string>());
+        JsonObject[] files = messages.Where(m => m.ContainsKey("file_name")).ToArray();
+        Assert.Equal(
+            new[] { Path.Combine(saveDir, "notes.txt"), Path.Combine(saveDir, "notes (2).txt"), Path.Combine(saveDir, ".._escape.txt") }.Order(StringComparer.Ordinal),
+            files.Select(m => m["saved_as"]!.GetValue<string>()).Order(StringComparer.Ordinal));
+        foreach (JsonObject file in files)
+        {
+            byte[] written = await File.ReadAllBytesAsync(file["saved_as"]!.GetValue<string>());
+            Assert.Equal(file["file_length"]!.GetValue<int>(), written.Length);
+            Assert.Equal(file.ContainsKey("parts") ? large : small, written);
+        }
+
+        Assert.False(File.Exists(Path.Combine(_dir, "escape.txt")));
+
+        // Fetched again (not acknowledged): saved again beside the first copies, never over them; text says where.
+        Result text = await Meganet("fetch", "-i", bobPath, "--node", url, "--save-files", saveDir);
+        Assert.True(text.ExitCode == 0, text.Stderr);
+        Assert.Contains($"file 'notes.txt' ({large.Length} bytes in 3 parts; saved as {Path.Combine(saveDir, "notes (")}", text.Stdout, StringComparison.Ordinal);
+        Assert.Equal(6, Directory.GetFiles(saveDir).Length);
+        Assert.Equal(small, await File.ReadAllBytesAsync(Path.Combine(saveDir, "notes.txt")));
+
+        Result onFile = await Meganet("fetch", "-i", bobPath, "--node", url, "--save-files", bobPath);
+        Assert.Equal(1, onFile.ExitCode);
+        Assert.Contains("is a file; give a directory", onFile.Stderr, StringComparison.Ordinal);
+        node.AssertNoServerErrors();
+    }
+}
