@@ -7,7 +7,7 @@ namespace MegaNet.Api;
 /// A file too large for one envelope, sent as parts (docs/protocol.md, "Files larger than one envelope"): each part is
 /// a sealed message of its own with content type <see cref="ContentType"/>, the file's name, and as content a
 /// <see cref="HeaderLength"/>-byte header (<c>file_id (16) ‖ index (u32) ‖ count (u32) ‖ file_length (u64) ‖
-/// BLAKE2b-256(file) (32)</c>, big-endian) followed by the part's slice of the file. Relays see only envelopes of the
+/// BLAKE2b-256(file) (32)</c>, big-endian) followed by the part's slice of the file. Every part but the last fills the
 /// largest size class; the recipient puts the slices together in index order and checks the length and the hash.
 /// </summary>
 public static class FileParts
@@ -51,8 +51,8 @@ public static class FileParts
             throw new ArgumentException($"The file needs {count:N0} parts of {slice:N0} bytes; at most {MaxParts:N0} are allowed (shorten the file name).", nameof(fileName));
         }
 
-        byte[] fileId = System.Security.Cryptography.RandomNumberGenerator.GetBytes(16);
         byte[] hash = HashAlgorithm.Blake2b_256.Hash(file);
+        byte[] fileId = FileId(hash, fileName);
         var parts = new byte[count][];
         for (int index = 0; index < count; index++)
         {
@@ -70,6 +70,19 @@ public static class FileParts
         return parts;
     }
 
+    /// <summary>
+    /// The id of a file: the first 16 bytes of <c>BLAKE2b-256("meganet-file-v1" ‖ BLAKE2b-256(file) ‖ name)</c>. The
+    /// same file under the same name always has the same id, so sending it again after a failure half way completes the
+    /// parts the recipient kept from the first try instead of starting another set.
+    /// </summary>
+    private static byte[] FileId(byte[] fileHash, string fileName)
+    {
+        byte[] input = [.. FileIdDomain, .. fileHash, .. System.Text.Encoding.UTF8.GetBytes(fileName)];
+        return HashAlgorithm.Blake2b_256.Hash(input)[..16];
+    }
+
+    private static readonly byte[] FileIdDomain = System.Text.Encoding.ASCII.GetBytes("meganet-file-v1");
+
     /// <summary>Reads a part's header; <paramref name="problem"/> says what is wrong with one that does not hold.</summary>
     public static bool TryReadHeader(ReadOnlySpan<byte> content, out FilePartHeader header, [System.Diagnostics.CodeAnalysis.NotNullWhen(false)] out string? problem)
     {
@@ -84,7 +97,7 @@ public static class FileParts
         ulong length = BinaryPrimitives.ReadUInt64BigEndian(content[24..]);
         int slice = content.Length - HeaderLength;
         problem = count is 0 or > MaxParts ? $"a file part says the file has {count} parts (1 to {MaxParts} are allowed)"
-            : index >= count ? $"a file part says it is part {index} of {count} (numbered from 0)"
+            : index >= count ? $"a file part says it is part {(ulong)index + 1} of {count}"
             : length > MaxFileLength ? $"a file part says the file has {length:N0} bytes (at most {MaxFileLength:N0} are allowed)"
             : (ulong)slice > length ? $"a file part holds {slice:N0} bytes of a file of {length:N0}"
             : null;
@@ -101,72 +114,79 @@ public static class FileParts
     /// Puts a file together from the contents of all its parts, given in index order: the slices must make exactly the
     /// length and the hash every header announces. <paramref name="problem"/> says what is wrong when they do not.
     /// </summary>
-    public static bool TryJoin(IReadOnlyList<byte[]> parts, [System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out byte[]? file, [System.Diagnostics.CodeAnalysis.NotNullWhen(false)] out string? problem)
+    public static bool TryJoin(IReadOnlyList<ReadOnlyMemory<byte>> parts, [System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out byte[]? file, [System.Diagnostics.CodeAnalysis.NotNullWhen(false)] out string? problem)
     {
         ArgumentNullException.ThrowIfNull(parts);
         file = null;
-        if (parts.Count == 0)
-        {
-            problem = "no parts";
-            return false;
-        }
-
-        if (!TryReadHeader(parts[0], out FilePartHeader first, out problem))
-        {
-            return false;
-        }
-
+        FilePartHeader first = default;
         long total = 0;
         for (int i = 0; i < parts.Count; i++)
         {
-            if (!TryReadHeader(parts[i], out FilePartHeader header, out problem))
+            if (!TryReadHeader(parts[i].Span, out FilePartHeader header, out problem))
             {
                 return false;
             }
 
+            first = i == 0 ? header : first;
             if (!header.SameFile(first) || header.Index != i || header.Count != parts.Count)
             {
-                problem = $"part {i} does not belong with the others (another file id, count, length or hash, or out of order)";
+                problem = $"part {i + 1} does not belong with the others (another file id, count, length or hash, or out of order)";
                 return false;
             }
 
             total += parts[i].Length - HeaderLength;
         }
 
-        if (total != first.FileLength)
+        if (parts.Count == 0 || total != first.FileLength)
         {
-            problem = $"the parts hold {total:N0} bytes, not the {first.FileLength:N0} they announce";
+            problem = parts.Count == 0 ? "no parts" : $"the parts hold {total:N0} bytes, not the {first.FileLength:N0} they announce";
             return false;
         }
 
-        file = new byte[total];
+        // Each slice copied once, straight into the file.
+        byte[] joined = new byte[total];
         int at = 0;
-        foreach (byte[] part in parts)
+        foreach (ReadOnlyMemory<byte> part in parts)
         {
-            part.AsSpan(HeaderLength).CopyTo(file.AsSpan(at));
+            part.Span[HeaderLength..].CopyTo(joined.AsSpan(at));
             at += part.Length - HeaderLength;
         }
 
-        if (!HashAlgorithm.Blake2b_256.Hash(file).AsSpan().SequenceEqual(first.FileHash))
+        if (!HashAlgorithm.Blake2b_256.Hash(joined).AsSpan().SequenceEqual(first.FileHash))
         {
-            file = null;
             problem = "the parts do not make the file they announce (its hash differs)";
             return false;
         }
 
+        file = joined;
         problem = null;
         return true;
     }
 }
 
-/// <summary>The header of a file part (<see cref="FileParts"/>).</summary>
-/// <param name="FileId">16 random bytes the sender chose for the file.</param>
-/// <param name="Index">This part's number, from 0.</param>
-/// <param name="Count">How many parts the file has.</param>
-/// <param name="FileLength">The whole file's length in bytes.</param>
-/// <param name="FileHash">BLAKE2b-256 of the whole file.</param>
-public readonly record struct FilePartHeader(byte[] FileId, int Index, int Count, long FileLength, byte[] FileHash)
+/// <summary>The header of a file part (<see cref="FileParts"/>). Compare headers with <see cref="SameFile"/>: they hold
+/// arrays, so the type has no equality of its own.</summary>
+public readonly struct FilePartHeader
 {
+    /// <summary>Creates a header.</summary>
+    public FilePartHeader(byte[] fileId, int index, int count, long fileLength, byte[] fileHash) =>
+        (FileId, Index, Count, FileLength, FileHash) = (fileId, index, count, fileLength, fileHash);
+
+    /// <summary>16 bytes naming the file (<see cref="FileParts"/>).</summary>
+    public byte[] FileId { get; }
+
+    /// <summary>This part's number, from 0.</summary>
+    public int Index { get; }
+
+    /// <summary>How many parts the file has.</summary>
+    public int Count { get; }
+
+    /// <summary>The whole file's length in bytes.</summary>
+    public long FileLength { get; }
+
+    /// <summary>BLAKE2b-256 of the whole file.</summary>
+    public byte[] FileHash { get; }
+
     /// <summary>True when <paramref name="other"/> announces the same file (id, count, length and hash).</summary>
     public bool SameFile(FilePartHeader other) =>
         FileId.AsSpan().SequenceEqual(other.FileId) && Count == other.Count && FileLength == other.FileLength && FileHash.AsSpan().SequenceEqual(other.FileHash);

@@ -265,14 +265,19 @@ public sealed class MegaNetClient : IDisposable
     /// <summary>Parts <see cref="SendFileInPartsAsync"/> has in flight at once.</summary>
     private const int PartsInFlight = 4;
 
-    /// <summary>Times <see cref="SendFileInPartsAsync"/> sends a part again that the node put off with
-    /// <c>RESOURCE_EXHAUSTED</c> and a retry hint (the sending key's token bucket runs dry after its burst).</summary>
-    private const int PartRetries = 20;
+    /// <summary>The longest retry hint <see cref="SendFileInPartsAsync"/> waits out: a sending key's token bucket or a
+    /// full admission queue asks for milliseconds; a full mailbox or store asks for a minute, and is no wait for a person
+    /// watching a send.</summary>
+    private static readonly TimeSpan MaxPartRetryHint = TimeSpan.FromSeconds(5);
+
+    /// <summary>How long <see cref="SendFileInPartsAsync"/> waits in all for one part the node keeps putting off.</summary>
+    private static readonly TimeSpan MaxPartRetryWait = TimeSpan.FromMinutes(2);
 
     /// <summary>
     /// Sends a file too large for one envelope as <see cref="FileParts"/>: each part sealed, stamped and submitted as
-    /// <see cref="SendAsync"/> does, <see cref="PartsInFlight"/> at a time, and a part the node puts off with a retry hint
-    /// (<c>RESOURCE_EXHAUSTED</c>, e.g. the token bucket of the sending key) sent again after that wait.
+    /// <see cref="SendAsync"/> does, <see cref="PartsInFlight"/> at a time, and a part the node puts off for a moment
+    /// (<c>RESOURCE_EXHAUSTED</c> with a retry hint of at most 5 s: the sending key's token bucket runs dry after its
+    /// burst) sent again after that wait, for up to 2 minutes.
     /// <paramref name="progress"/> hears how many parts the node has accepted so far.
     /// </summary>
     /// <returns>Each part's receipt, in part order.</returns>
@@ -289,16 +294,18 @@ public sealed class MegaNetClient : IDisposable
         var options = new ParallelOptions { MaxDegreeOfParallelism = PartsInFlight, CancellationToken = cancellationToken };
         await Parallel.ForEachAsync(Enumerable.Range(0, parts.Count), options, async (index, ct) =>
         {
-            for (int attempt = 0; ; attempt++)
+            for (TimeSpan waited = TimeSpan.Zero; ;)
             {
                 try
                 {
                     receipts[index] = await SendAsync(sender, recipient, parts[index], FileParts.ContentType, fileName, ttl, ct).ConfigureAwait(false);
                     break;
                 }
-                catch (RpcException e) when (e.StatusCode == StatusCode.ResourceExhausted && attempt < PartRetries && e.RetryAfter() is { } wait)
+                catch (RpcException e) when (e.StatusCode == StatusCode.ResourceExhausted && e.RetryAfter() is { } wait
+                    && wait <= MaxPartRetryHint && waited + wait <= MaxPartRetryWait)
                 {
                     await Task.Delay(wait, ct).ConfigureAwait(false);
+                    waited += wait;
                 }
             }
 

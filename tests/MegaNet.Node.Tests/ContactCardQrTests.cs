@@ -107,7 +107,14 @@ public sealed class ContactCardQrTests : IDisposable
         }
 
         Assert.Equal(card, Scan(gray, bitmap.Width, bitmap.Height));
-        Assert.Equal(card, ContactCard.Parse(card).ToString());
+
+        // Again over the PNG: replaced; over anything else (the identity file, by a slip): refused, the file kept.
+        Assert.Equal(0, (await MeganetProcess.RunAsync(_dir, null, false, "id", "show", "--identity", identity, "--qr-png", png)).ExitCode);
+        byte[] keys = await File.ReadAllBytesAsync(identity);
+        Result slip = await MeganetProcess.RunAsync(_dir, null, false, "id", "show", "--identity", identity, "--qr-png", identity);
+        Assert.Equal(1, slip.ExitCode);
+        Assert.Contains("exists and is not a PNG", slip.Stderr, StringComparison.Ordinal);
+        Assert.Equal(keys, await File.ReadAllBytesAsync(identity));
 
         Result bad = await MeganetProcess.RunAsync(_dir, null, false, "id", "show", "--identity", identity, "--qr-png", Path.Combine(_dir, "missing", "card.png"));
         Assert.Equal(1, bad.ExitCode);

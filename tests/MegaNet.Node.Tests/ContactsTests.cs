@@ -97,6 +97,18 @@ public sealed class ContactsTests : IDisposable
         AssertExit(await Meganet("contact", "remove", "carol", "-i", alice), 1, "No contact named 'carol'");
         AssertExit(await Meganet("contact", "list", "-i", Path.Combine(_dir, "x.contacts")), 1, "cannot be named");
 
+        // The same again changes nothing; the file is its owner's alone.
+        AssertExit(await Meganet("contact", "add", "bob", bob.ToString(), "-i", alice), 0, "already saved so in");
+        if (!OperatingSystem.IsWindows())
+        {
+            Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(Path.Combine(_dir, "alice.contacts")));
+        }
+
+        // A name a shell would split or expand is quoted in the command an error suggests.
+        AssertExit(await Meganet("contact", "add", "it's $me", carol.ToString(), "-i", alice), 0);
+        AssertExit(await Meganet("contact", "add", "other", carol.ToString(), "-i", alice), 1, "meganet contact remove 'it'\\''s $me'");
+        AssertExit(await Meganet("contact", "remove", "IT'S $ME", "-i", alice), 0, "removed 'it's $me'");
+
         // --force gives the name to another card; the list shows what is saved.
         AssertExit(await Meganet("contact", "add", "bob", carol.ToString(), "-i", alice, "--force"), 0);
         Result list = await Meganet("contact", "list", "-i", alice, "--json");
@@ -119,15 +131,31 @@ public sealed class ContactsTests : IDisposable
         await File.WriteAllTextAsync(file, $"# by hand\n{aliceCard} alice\n\n{aliceCard.ToString()[..20]} broken\n");
 
         AssertExit(await Meganet("fetch", "-i", bob, "--node", url, "--ack"), 1, $"{file} line 4:");
-        // The same card twice is a damaged file too: one of the names would be ignored.
+        // The same card or name twice is a damaged file too: one of them would be ignored.
         await File.WriteAllTextAsync(file, $"{aliceCard} alice\n{aliceCard} eve\n");
-        AssertExit(await Meganet("contact", "list", "-i", bob), 1, $"{file} line 2: That card is already saved as 'alice'");
+        AssertExit(await Meganet("contact", "list", "-i", bob), 1, $"{file} line 2: the card is on line 1 too; fix or delete that line");
+        await File.WriteAllTextAsync(file, $"{aliceCard} alice\n\n{bobCard} ALICE\n");
+        AssertExit(await Meganet("contact", "list", "-i", bob), 1, $"{file} line 3: the name is on line 1 too");
 
         // Nothing was fetched or acknowledged: the mail is still there once the file is mended.
         await File.WriteAllTextAsync(file, $"{aliceCard} alice\n");
         Result fetched = await Meganet("fetch", "-i", bob, "--node", url);
         AssertExit(fetched, 0);
         Assert.Contains(" from alice: kept", fetched.Stdout, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task A_name_is_given_only_to_a_card_with_both_keys_saved()
+    {
+        string identity = Path.Combine(_dir, "bob.json");
+        using Identity alice = Identity.Create(), mallory = Identity.Create();
+        await Contacts.ChangeAsync(identity, c => c.Add("alice", alice.Card, replace: false), CancellationToken.None);
+        Contacts contacts = Contacts.Load(identity);
+        Assert.Equal("alice", contacts.NameOf(alice.Card));
+        // A card with one of alice's keys and one of another's is not alice (her address is the hash of both).
+        Assert.Null(contacts.NameOf(new ContactCard(alice.Card.SigningKey, mallory.Card.EncryptionKey)));
+        Assert.Null(contacts.NameOf(new ContactCard(mallory.Card.SigningKey, alice.Card.EncryptionKey)));
+        Assert.Null(contacts.NameOf(mallory.Card));
     }
 
     [Fact]

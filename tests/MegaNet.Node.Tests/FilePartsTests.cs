@@ -1,8 +1,10 @@
 using System.Buffers.Binary;
 using System.Security.Cryptography;
 using System.Text.Json.Nodes;
+using Google.Protobuf;
 using MegaNet.Api;
 using MegaNet.Api.V1;
+using MegaNet.Node.Cli;
 using Xunit.Abstractions;
 
 using Result = MegaNet.Node.Tests.MeganetProcess.Result;
@@ -38,32 +40,89 @@ public sealed class FilePartsTests(ITestOutputHelper output) : IDisposable
     }
 
     [Theory]
-    [InlineData(1)]
-    [InlineData(2)]
-    [InlineData(3)]
-    public void Split_parts_join_to_the_file_and_any_change_is_refused(int parts)
+    [InlineData(1, 0)]
+    [InlineData(2, 0)]
+    [InlineData(3, 0)]
+    [InlineData(2, 1)] // exactly two full slices
+    [InlineData(3, 2)] // one byte more than two
+    [InlineData(2, 3)] // one byte less than two
+    public void Split_parts_join_to_the_file_and_any_change_is_refused(int parts, int boundary)
     {
         int slice = FileParts.SliceLength("photo.jpg");
-        byte[] file = RandomFile(slice * (parts - 1) + 1 + RandomNumberGenerator.GetInt32(slice - 1));
+        int length = boundary switch
+        {
+            1 => 2 * slice,
+            2 => (2 * slice) + 1,
+            3 => (2 * slice) - 1,
+            _ => (slice * (parts - 1)) + 1 + RandomNumberGenerator.GetInt32(slice - 1),
+        };
+        byte[] file = RandomFile(length);
         IReadOnlyList<byte[]> split = FileParts.Split(file, "photo.jpg");
         Assert.Equal(parts, split.Count);
         Assert.All(split, p => Assert.True(p.Length <= EnvelopeFormat.MaxContentLength(FileParts.ContentType, "photo.jpg")));
-        Assert.True(FileParts.TryJoin(split, out byte[]? joined, out string? problem), problem);
+        Assert.True(FileParts.TryJoin(Slices(split), out byte[]? joined, out string? problem), problem);
         Assert.Equal(file, joined);
 
         // One bit of a slice, the order, a part missing or one too many: never the file.
         byte[][] flipped = split.Select(p => p.ToArray()).ToArray();
         flipped[^1][^1] ^= 1;
-        Assert.False(FileParts.TryJoin(flipped, out _, out problem));
+        Assert.False(FileParts.TryJoin(Slices(flipped), out _, out problem));
         Assert.Contains("hash differs", problem, StringComparison.Ordinal);
         if (parts > 1)
         {
-            Assert.False(FileParts.TryJoin(split.Reverse().ToArray(), out _, out problem));
-            Assert.False(FileParts.TryJoin(split.Skip(1).ToArray(), out _, out problem));
+            Assert.False(FileParts.TryJoin(Slices(split.Reverse()), out _, out problem));
+            Assert.False(FileParts.TryJoin(Slices(split.Skip(1)), out _, out problem));
         }
 
-        Assert.False(FileParts.TryJoin([.. split, split[0]], out _, out _));
+        Assert.False(FileParts.TryJoin(Slices([.. split, split[0]]), out _, out _));
         Assert.False(FileParts.TryJoin([], out _, out _));
+    }
+
+    private static ReadOnlyMemory<byte>[] Slices(IEnumerable<byte[]> parts) => parts.Select(p => new ReadOnlyMemory<byte>(p)).ToArray();
+
+    private static ReceivedMessage Part(Identity from, byte[] content, string name, ulong seq = 1) => new(seq, new byte[32], from.Card, new SealedContent
+    {
+        SenderSigningKey = ByteString.CopyFrom(from.Card.SigningKey),
+        SenderEncryptionKey = ByteString.CopyFrom(from.Card.EncryptionKey),
+        ContentType = FileParts.ContentType,
+        FileName = name,
+        Content = ByteString.CopyFrom(content),
+    }, LogIndex: 0);
+
+    [Fact]
+    public void The_kept_parts_are_capped_per_sender_and_in_all_and_two_processes_finish_a_file_once()
+    {
+        string identity = Path.Combine(_dir, "bob.json");
+        using Identity alice = Identity.Create(), carol = Identity.Create();
+        int slice = FileParts.SliceLength("a.bin");
+        IReadOnlyList<byte[]> a = FileParts.Split(RandomFile(3 * slice), "a.bin"), c = FileParts.Split(RandomFile(3 * slice), "c.bin");
+        // Room for two parts from one sender and three in all (a part's file is its sealed content: a little more).
+        ReceivedParts parts = ReceivedParts.Beside(identity, maxBytesPerSender: (2 * slice) + 4096, maxBytes: (3 * slice) + 4096);
+        Assert.IsType<ReceivedParts.Waiting>(parts.Add(Part(alice, a[0], "a.bin")));
+        Assert.IsType<ReceivedParts.Waiting>(parts.Add(Part(alice, a[1], "a.bin")));
+        var refused = Assert.IsType<ReceivedParts.Refused>(parts.Add(Part(alice, a[2], "a.bin")));
+        Assert.Contains("from this sender waiting here already take", refused.Reason, StringComparison.Ordinal);
+        Assert.IsType<ReceivedParts.Waiting>(parts.Add(Part(carol, c[0], "c.bin")));
+        refused = Assert.IsType<ReceivedParts.Refused>(parts.Add(Part(carol, c[1], "c.bin")));
+        Assert.Contains("the most kept is", refused.Reason, StringComparison.Ordinal);
+
+        // The same index with other contents is refused; the same part again is not counted twice.
+        byte[] other = a[1].ToArray();
+        other[^1] ^= 1;
+        Assert.Contains("came twice with different contents", Assert.IsType<ReceivedParts.Refused>(parts.Add(Part(alice, other, "a.bin"))).Reason, StringComparison.Ordinal);
+        Assert.Equal(2, Assert.IsType<ReceivedParts.Waiting>(parts.Add(Part(alice, a[0], "a.bin"))).Have);
+
+        // Two processes of one identity (a listen and a fetch), each storing one of a file's last two parts at once:
+        // exactly one of them sees the file whole.
+        using Identity dave = Identity.Create();
+        IReadOnlyList<byte[]> d = FileParts.Split(RandomFile(2 * slice), "d.bin");
+        string other2 = Path.Combine(_dir, "erin.json");
+        ReceivedParts first = ReceivedParts.Beside(other2), second = ReceivedParts.Beside(other2);
+        var outcomes = new ReceivedParts.Outcome[2];
+        Parallel.Invoke(() => outcomes[0] = first.Add(Part(dave, d[0], "d.bin")), () => outcomes[1] = second.Add(Part(dave, d[1], "d.bin")));
+        var whole = Assert.Single(outcomes.OfType<ReceivedParts.Whole>());
+        Assert.Single(outcomes.OfType<ReceivedParts.Waiting>());
+        Assert.Equal(FileParts.TryJoin(Slices(d), out byte[]? expected, out _) ? expected : null, whole.File.Content.Content.ToByteArray());
     }
 
     [Fact]
@@ -86,7 +145,7 @@ public sealed class FilePartsTests(ITestOutputHelper output) : IDisposable
         Assert.Contains("has 0 parts", problem, StringComparison.Ordinal);
         Assert.False(FileParts.TryReadHeader(With(part, p => BinaryPrimitives.WriteUInt32BigEndian(p.AsSpan(20), FileParts.MaxParts + 1)), out _, out problem));
         Assert.False(FileParts.TryReadHeader(With(part, p => BinaryPrimitives.WriteUInt32BigEndian(p.AsSpan(16), 1)), out _, out problem));
-        Assert.Contains("part 1 of 1", problem, StringComparison.Ordinal);
+        Assert.Contains("part 2 of 1", problem, StringComparison.Ordinal);
         Assert.False(FileParts.TryReadHeader(With(part, p => BinaryPrimitives.WriteUInt64BigEndian(p.AsSpan(24), FileParts.MaxFileLength + 1)), out _, out problem));
         Assert.False(FileParts.TryReadHeader(With(part, p => BinaryPrimitives.WriteUInt64BigEndian(p.AsSpan(24), 99)), out _, out problem));
         Assert.Contains("holds 100 bytes of a file of 99", problem, StringComparison.Ordinal);
@@ -146,6 +205,60 @@ public sealed class FilePartsTests(ITestOutputHelper output) : IDisposable
     }
 
     [Fact]
+    public async Task Parts_put_off_by_the_token_bucket_are_sent_again()
+    {
+        // Two envelopes at once per sending key, then 20 a second: six parts outrun the bucket.
+        await using TestNode node = await TestNode.StartAsync(o =>
+        {
+            o.SubmitBurst = 2;
+            o.SubmitRatePerKey = 20;
+        });
+        using Identity alice = Identity.Create(), bob = Identity.Create();
+        string alicePath = Path.Combine(_dir, "alice.json"), bobPath = Path.Combine(_dir, "bob.json");
+        alice.Save(alicePath);
+        bob.Save(bobPath);
+        byte[] file = RandomFile((5 * FileParts.SliceLength("six.bin")) + 1);
+        await File.WriteAllBytesAsync(Path.Combine(_dir, "six.bin"), file);
+        Result sent = await Meganet("send", "-i", alicePath, "--to", bob.Card.ToString(), "--file", Path.Combine(_dir, "six.bin"), "--node", node.Address.ToString());
+        AssertExit(sent, 0);
+        Assert.Contains("sent 6 of 6 parts", sent.Stderr, StringComparison.Ordinal);
+        Result fetched = await Meganet("fetch", "-i", bobPath, "--node", node.Address.ToString(), "--save-files", Path.Combine(_dir, "in"));
+        AssertExit(fetched, 0);
+        Assert.Equal(file, await File.ReadAllBytesAsync(Path.Combine(_dir, "in", "six.bin")));
+        node.AssertNoServerErrors();
+    }
+
+    [Fact]
+    public async Task A_file_that_could_not_be_shown_keeps_its_parts_for_the_next_fetch()
+    {
+        await using TestNode node = await TestNode.StartAsync();
+        string url = node.Address.ToString();
+        using MegaNetClient client = node.Client();
+        using Identity alice = Identity.Create(), bob = Identity.Create();
+        string bobPath = Path.Combine(_dir, "bob.json");
+        bob.Save(bobPath);
+        byte[] file = RandomFile((2 * FileParts.SliceLength("a.bin")) + 10);
+        IReadOnlyList<byte[]> parts = FileParts.Split(file, "a.bin");
+        await client.SendAsync(alice, bob.Card, parts[0], FileParts.ContentType, "a.bin");
+        await client.SendAsync(alice, bob.Card, parts[1], FileParts.ContentType, "a.bin");
+        AssertExit(await Meganet("fetch", "-i", bobPath, "--node", url, "--ack"), 0);
+
+        // The last part comes, but the reader has gone: nothing acknowledged, and the two parts deleted from the node
+        // are still kept here.
+        await client.SendAsync(alice, bob.Card, parts[2], FileParts.ContentType, "a.bin");
+        Result closed = await MeganetProcess.RunAsync(_dir, null, true, "fetch", "-i", bobPath, "--node", url, "--ack");
+        Assert.Equal(1, closed.ExitCode);
+        Assert.Contains("cannot write to standard output", closed.Stderr, StringComparison.Ordinal);
+        Assert.Contains("no message was acknowledged", closed.Stderr, StringComparison.Ordinal);
+
+        Result fetched = await Meganet("fetch", "-i", bobPath, "--node", url, "--json", "--ack");
+        AssertExit(fetched, 0);
+        JsonObject message = JsonNode.Parse(Assert.Single(fetched.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries)))!.AsObject();
+        Assert.Equal(file, Convert.FromBase64String(message["file_base64"]!.GetValue<string>()));
+        Assert.Empty(Directory.GetFileSystemEntries(Path.Combine(_dir, "bob.parts")));
+    }
+
+    [Fact]
     public async Task Parts_acknowledged_in_one_fetch_wait_for_the_rest_and_parts_that_do_not_make_the_file_are_reported()
     {
         await using TestNode node = await TestNode.StartAsync();
@@ -186,6 +299,14 @@ public sealed class FilePartsTests(ITestOutputHelper output) : IDisposable
         Assert.Equal(file, Convert.FromBase64String(message["file_base64"]!.GetValue<string>()));
         Assert.Equal(alice.Card.ToString(), message["sender"]!.GetValue<string>());
 
+        // A name with a terminal escape in it (no longer than the name the parts were cut for) is shown escaped.
+        await Send(alice, recounted, "x\u001b[J");
+        await Send(alice, parts[0], "x\u001b[J");
+        Result escaped = await Meganet("fetch", "-i", bobPath, "--node", url, "--ack");
+        AssertExit(escaped, 0);
+        Assert.DoesNotContain("\u001b", escaped.Stderr, StringComparison.Ordinal);
+        Assert.Contains("file 'x\\u001b[J' does not match", escaped.Stderr, StringComparison.Ordinal);
+
         // Parts whose slices were changed (by their sender: a relay cannot) make no file: reported, and all acknowledged.
         IReadOnlyList<byte[]> other = FileParts.Split(file, "b.bin");
         byte[] altered = other[1].ToArray();
@@ -202,8 +323,8 @@ public sealed class FilePartsTests(ITestOutputHelper output) : IDisposable
         Assert.Contains("acknowledged 3 message(s)", spoilt.Stderr, StringComparison.Ordinal);
         Assert.Empty((await client.FetchAsync(bob)).Messages);
 
-        // Mallory's lone part is all that waits (until it is older than the seen window).
-        Assert.Single(Directory.GetDirectories(Path.Combine(_dir, "bob.parts")));
+        // Mallory's lone part and the recounted one are all that wait (until they are older than the seen window).
+        Assert.Equal(2, Directory.GetDirectories(Path.Combine(_dir, "bob.parts")).Length);
         node.AssertNoServerErrors();
     }
 }

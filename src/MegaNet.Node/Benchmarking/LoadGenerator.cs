@@ -34,7 +34,7 @@ public sealed record LoadReport(string Mode, int Clients, int Sent, int Accepted
 /// Drives N concurrent clients at a node over unary or streaming Submit with pre-sealed envelopes (so client-side
 /// sealing does not count), and reports accepted envelopes/s, latency percentiles and the verifier batch sizes
 /// the node achieved (from Status). The clients spread over <c>connections</c> HTTP/2 connections (client i uses
-/// connection i mod connections).
+/// connection i mod connections). <c>clientOptions</c> (e.g. a trusted certificate) apply to every connection.
 /// </summary>
 public sealed class LoadGenerator(Uri node, int clients, int connections, TextWriter? progress = null, MegaNetClientOptions? clientOptions = null)
 {

@@ -19,11 +19,14 @@ internal static partial class ClientCommands
         };
         add.SetAction((parse, ct) => Run(async () =>
         {
-            string identityPath = CheckedIdentityPath(parse.GetValue(addIdentity)!);
+            string identityPath = parse.GetValue(addIdentity)!;
+            CheckNotASideFile(identityPath);
             ContactCard parsed = ParseCard(parse.GetValue(card)!, "card");
-            string saved = Contacts.CheckName(parse.GetValue(name)!);
-            await Contacts.ChangeAsync(identityPath, c => c.Add(saved, parsed, parse.GetValue(force)), ct);
-            Console.Error.WriteLine($"saved '{Printable(saved, multiline: false)}' in {Contacts.PathOf(identityPath)}");
+            string? saved = null;
+            await Contacts.ChangeAsync(identityPath, c => saved = c.Add(parse.GetValue(name)!, parsed, parse.GetValue(force)), ct);
+            Console.Error.WriteLine(saved is not null
+                ? $"saved '{Printable(saved, multiline: false)}' in {Contacts.PathOf(identityPath)}"
+                : $"already saved so in {Contacts.PathOf(identityPath)}");
             return 0;
         }));
 
@@ -32,7 +35,8 @@ internal static partial class ClientCommands
         var remove = new Command("remove", "Forget a contact: its mail is shown by its card again.") { removeIdentity, removeName };
         remove.SetAction((parse, ct) => Run(async () =>
         {
-            string identityPath = CheckedIdentityPath(parse.GetValue(removeIdentity)!);
+            string identityPath = parse.GetValue(removeIdentity)!;
+            CheckNotASideFile(identityPath);
             string removed = string.Empty;
             await Contacts.ChangeAsync(identityPath, c => removed = c.Remove(parse.GetValue(removeName)!), ct);
             Console.Error.WriteLine($"removed '{Printable(removed, multiline: false)}' from {Contacts.PathOf(identityPath)}");
@@ -44,7 +48,8 @@ internal static partial class ClientCommands
         var list = new Command("list", "Print your contacts, one 'NAME  CARD' line each.") { listIdentity, json };
         list.SetAction(parse => Run(() =>
         {
-            Contacts contacts = Contacts.Load(CheckedIdentityPath(parse.GetValue(listIdentity)!));
+            CheckNotASideFile(parse.GetValue(listIdentity)!);
+            Contacts contacts = Contacts.Load(parse.GetValue(listIdentity)!);
             int width = contacts.Entries.Count == 0 ? 0 : contacts.Entries.Max(e => e.Name.Length);
             foreach ((string contactName, ContactCard contactCard) in contacts.Entries)
             {
@@ -62,13 +67,5 @@ internal static partial class ClientCommands
         }));
 
         return new Command("contact", $"Your contacts: names for contact cards, kept in the file beside the identity file ending in {Contacts.Extension}.") { add, remove, list };
-    }
-
-    /// <summary>An identity path whose contacts may be read or written: the identity need not exist (contacts can be
-    /// saved before it is made), but the path must not name a file kept beside identities.</summary>
-    private static string CheckedIdentityPath(string path)
-    {
-        CheckNotASideFile(path);
-        return path;
     }
 }

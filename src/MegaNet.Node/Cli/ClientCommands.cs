@@ -181,6 +181,12 @@ internal static partial class ClientCommands
 
     private static void WriteQrPng(string path, string card)
     {
+        // Over a PNG only (an earlier code, say): a slip such as --qr-png id.json must not destroy a file.
+        if (File.Exists(path) && !IsPng(path))
+        {
+            throw new CliException($"--qr-png {path} exists and is not a PNG; give another file name (a PNG there is replaced).");
+        }
+
         try
         {
             File.WriteAllBytes(path, CardQrCode.ToPng(card, QrPngPixelsPerModule));
@@ -191,6 +197,14 @@ internal static partial class ClientCommands
         }
 
         Console.Error.WriteLine($"QR code written to {path}");
+    }
+
+    private static bool IsPng(string path)
+    {
+        ReadOnlySpan<byte> signature = [0x89, (byte)'P', (byte)'N', (byte)'G', 0x0D, 0x0A, 0x1A, 0x0A];
+        using FileStream file = File.OpenRead(path);
+        Span<byte> start = stackalloc byte[8];
+        return file.ReadAtLeast(start, 8, throwOnEndOfStream: false) == 8 && start.SequenceEqual(signature);
     }
 
     private static Command SendCommand()
@@ -874,9 +888,10 @@ internal static partial class ClientCommands
         {
             receipts = await client.SendFileInPartsAsync(id, recipient, file, name, ttl, progress, ct);
         }
-        catch (RpcException) when (progress.Count > 0)
+        catch (Exception) when (progress.Count > 0)
         {
-            Console.Error.WriteLine($"meganet: only {progress.Count} of {count} parts were accepted; the recipient cannot put '{name}' together without the rest: send it again.");
+            Console.Error.WriteLine($"meganet: only {progress.Count} of {count} parts were accepted; the recipient cannot put '{name}' together without the rest: " +
+                "send it again (the same file under the same name completes the parts the recipient kept).");
             throw;
         }
 
@@ -901,6 +916,7 @@ internal static partial class ClientCommands
     /// to the thread pool, where they may run out of order).</summary>
     private sealed class CountProgress(Action<int> report) : IProgress<int>
     {
+        private readonly Lock _lock = new();
         private int _count;
 
         /// <summary>The highest count reported.</summary>
@@ -908,7 +924,7 @@ internal static partial class ClientCommands
 
         public void Report(int value)
         {
-            lock (report)
+            lock (_lock)
             {
                 _count = Math.Max(_count, value);
                 report(value);

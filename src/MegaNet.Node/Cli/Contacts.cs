@@ -55,10 +55,16 @@ internal sealed class Contacts
     public ContactCard? Find(string name) => _entries.FirstOrDefault(e => SameName(e.Name, name)).Card;
 
     /// <summary>Saves <paramref name="card"/> as <paramref name="name"/>; with <paramref name="replace"/> in place of
-    /// the card of that name. A card is saved under one name only, so a sender is always shown the same way.</summary>
-    public void Add(string name, ContactCard card, bool replace)
+    /// the card of that name. A card is saved under one name only, so a sender is always shown the same way. Returns the
+    /// name as saved, or null when exactly that was saved already.</summary>
+    public string? Add(string name, ContactCard card, bool replace)
     {
         name = CheckName(name);
+        if (NameOf(card) is { } same && same == name)
+        {
+            return null;
+        }
+
         if (NameOf(card) is { } other && !(replace && SameName(other, name)))
         {
             throw new CliException($"That card is already saved as '{other}' in {Path}; remove it first ('meganet contact remove {Quoted(other)}') to save it under another name.");
@@ -78,6 +84,8 @@ internal sealed class Contacts
         {
             _entries.Add((name, card));
         }
+
+        return name;
     }
 
     /// <summary>Removes the contact named <paramref name="name"/> (case ignored); returns its name as it was saved.</summary>
@@ -102,9 +110,10 @@ internal sealed class Contacts
     public static string CheckName(string name)
     {
         name = name.Trim();
-        if (name.Length is 0 or > MaxNameLength)
+        int characters = name.EnumerateRunes().Count();
+        if (characters is 0 or > MaxNameLength)
         {
-            throw new CliException($"A contact name has 1 to {MaxNameLength} characters (got {name.Length}).");
+            throw new CliException($"A contact name has 1 to {MaxNameLength} characters (got {characters}).");
         }
 
         if (name.StartsWith("mn1", StringComparison.OrdinalIgnoreCase))
@@ -126,7 +135,9 @@ internal sealed class Contacts
 
     private static bool SameName(string a, string b) => string.Equals(a, b, StringComparison.OrdinalIgnoreCase);
 
-    private static string Quoted(string name) => name.Contains(' ', StringComparison.Ordinal) ? $"\"{name}\"" : name;
+    /// <summary>A name as a POSIX shell reads it back, for commands an error suggests.</summary>
+    private static string Quoted(string name) =>
+        name.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.') ? name : $"'{name.Replace("'", "'\\''", StringComparison.Ordinal)}'";
 
     private static Contacts Parse(string path, string? text)
     {
@@ -138,10 +149,11 @@ internal sealed class Contacts
         }
 
         int number = 0;
+        var lines = new List<int>();
         foreach (string raw in text.Split('\n'))
         {
             number++;
-            string line = raw.TrimEnd('\r').Trim();
+            string line = raw.Trim();
             if (line.Length == 0 || line.StartsWith('#'))
             {
                 continue;
@@ -155,7 +167,17 @@ internal sealed class Contacts
                     throw new CliException("a line is a contact card, a space and a name");
                 }
 
-                contacts.Add(line[(space + 1)..], ContactCard.Parse(line[..space]), replace: false);
+                string name = CheckName(line[(space + 1)..]);
+                ContactCard card = ContactCard.Parse(line[..space]);
+                // Each card and each name once: a second would be ignored, and which one counts would be a guess.
+                int twice = entries.FindIndex(e => SameName(e.Name, name) || e.Card.ToString() == card.ToString());
+                if (twice >= 0)
+                {
+                    throw new CliException($"{(SameName(entries[twice].Name, name) ? "the name" : "the card")} is on line {lines[twice]} too");
+                }
+
+                entries.Add((name, card));
+                lines.Add(number);
             }
             catch (Exception e) when (e is CliException or FormatException)
             {
@@ -186,25 +208,34 @@ internal sealed class Contacts
 /// </summary>
 internal sealed class ContactsFollower
 {
+    /// <summary>A file written this recently may change again within its time stamp's resolution (a second or two on
+    /// some file systems) without its time moving: it is read again until it is older.</summary>
+    private static readonly TimeSpan Racy = TimeSpan.FromSeconds(2);
+
     private readonly string _identityPath;
     private Contacts _contacts;
-    private DateTime _written;
+    private (DateTime Written, long Length) _stamp;
 
     public ContactsFollower(string identityPath)
     {
         _identityPath = identityPath;
-        _written = File.GetLastWriteTimeUtc(Contacts.PathOf(identityPath));
+        _stamp = Stamp();
         _contacts = Contacts.Load(identityPath);
+    }
+
+    private (DateTime Written, long Length) Stamp()
+    {
+        var file = new FileInfo(Contacts.PathOf(_identityPath));
+        return file.Exists ? (file.LastWriteTimeUtc, file.Length) : (default, -1);
     }
 
     /// <summary>The name of <paramref name="card"/> in the contacts, or null.</summary>
     public string? NameOf(ContactCard card)
     {
-        // A missing file reads as 1601-01-01, so its deletion counts as a change too.
-        DateTime written = File.GetLastWriteTimeUtc(Contacts.PathOf(_identityPath));
-        if (written != _written)
+        (DateTime Written, long Length) stamp = Stamp();
+        if (stamp != _stamp || DateTime.UtcNow - stamp.Written < Racy)
         {
-            _written = written;
+            _stamp = stamp;
             try
             {
                 _contacts = Contacts.Load(_identityPath);

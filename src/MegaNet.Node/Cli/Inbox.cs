@@ -52,7 +52,7 @@ internal sealed class Inbox(bool json, ContactsFollower contacts, ReceivedParts 
         {
             case ReceivedParts.Whole whole:
                 Show(whole.File, consequence, whole.Count);
-                ReceivedParts.Forget(whole);
+                parts.Forget(whole);
                 break;
             case ReceivedParts.Waiting w when w.Have == 1 || w.Have * 4 / w.Count != (w.Have - 1) * 4 / w.Count:
                 // A few lines for a file of any size: at its first part and at each quarter.

@@ -105,7 +105,8 @@ internal static class LoadCommand
             {
                 Uri target;
                 Uri? given = parse.GetValue(node);
-                var clientOptions = new MegaNetClientOptions { TrustedCertificate = ClientCommands.LoadTlsCertificate(parse.GetValue(tlsCert)) };
+                using System.Security.Cryptography.X509Certificates.X509Certificate2? trusted = ClientCommands.LoadTlsCertificate(parse.GetValue(tlsCert));
+                var clientOptions = new MegaNetClientOptions { TrustedCertificate = trusted };
                 // A baseline timed here says nothing about a node on another machine.
                 bool baseline = !parse.GetValue(noBaseline) && m is ("both" or "stream") && (given is null || given.IsLoopback);
                 if (given is not null)

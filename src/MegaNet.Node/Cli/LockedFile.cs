@@ -14,27 +14,56 @@ internal sealed class LockedFile : IDisposable
     /// <summary>The file, as a full path.</summary>
     public string Path { get; }
 
+    /// <summary>How long a command waits for another to let go of the lock.</summary>
+    private static readonly TimeSpan RetryDelay = TimeSpan.FromMilliseconds(100);
+
+    private const int Attempts = 300;
+
     /// <summary>Takes the lock of <paramref name="path"/> (its directory created if missing), waiting up to 30 s for a
     /// command that holds it (<paramref name="holder"/>, in the error when it does not let go).</summary>
     public static async Task<LockedFile> OpenAsync(string path, string holder, CancellationToken cancellationToken)
     {
+        for (int attempt = 1; ; attempt++)
+        {
+            if (TryOpen(path, holder, attempt) is { } file)
+            {
+                return file;
+            }
+
+            // Another command holds it while it reads or rewrites the file: milliseconds.
+            await Task.Delay(RetryDelay, cancellationToken);
+        }
+    }
+
+    /// <summary><see cref="OpenAsync"/> for code that cannot wait asynchronously.</summary>
+    public static LockedFile Open(string path, string holder)
+    {
+        for (int attempt = 1; ; attempt++)
+        {
+            if (TryOpen(path, holder, attempt) is { } file)
+            {
+                return file;
+            }
+
+            Thread.Sleep(RetryDelay);
+        }
+    }
+
+    private static LockedFile? TryOpen(string path, string holder, int attempt)
+    {
         string full = System.IO.Path.GetFullPath(path);
         Directory.CreateDirectory(System.IO.Path.GetDirectoryName(full)!);
-        for (int attempt = 0; ; attempt++)
+        try
         {
-            try
-            {
-                return new LockedFile(full, new FileStream(full + ".lock", FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None));
-            }
-            catch (IOException e) when (IsLocked(e) && attempt < 300)
-            {
-                // Another command holds it while it reads or rewrites the file: milliseconds.
-                await Task.Delay(100, cancellationToken);
-            }
-            catch (IOException e) when (IsLocked(e))
-            {
-                throw new CliException($"{full}.lock stayed locked for 30 s: {holder} is using {path} ({e.Message}).");
-            }
+            return new LockedFile(full, new FileStream(full + ".lock", FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None));
+        }
+        catch (IOException e) when (IsLocked(e) && attempt < Attempts)
+        {
+            return null;
+        }
+        catch (IOException e) when (IsLocked(e))
+        {
+            throw new CliException($"{full}.lock stayed locked for 30 s: {holder} is using {path} ({e.Message}).");
         }
     }
 
@@ -52,7 +81,15 @@ internal sealed class LockedFile : IDisposable
         string temporary = $"{Path}.{Environment.ProcessId}.tmp";
         try
         {
-            using (var stream = new FileStream(temporary, FileMode.Create, FileAccess.Write, FileShare.None))
+            // Owner only, as the .seen record: who one's contacts are is one's own business (a rename would otherwise
+            // bring back the umask's mode at each save, whatever the owner set).
+            var options = new FileStreamOptions { Mode = FileMode.Create, Access = FileAccess.Write, Share = FileShare.None };
+            if (!OperatingSystem.IsWindows())
+            {
+                options.UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite;
+            }
+
+            using (var stream = new FileStream(temporary, options))
             {
                 stream.Write(System.Text.Encoding.UTF8.GetBytes(text));
                 stream.Flush(flushToDisk: true);

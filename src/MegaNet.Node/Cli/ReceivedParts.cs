@@ -1,3 +1,4 @@
+using System.Globalization;
 using Google.Protobuf;
 using MegaNet.Api;
 using MegaNet.Api.V1;
@@ -9,35 +10,54 @@ namespace MegaNet.Node.Cli;
 /// Parts of files sent in several envelopes (<see cref="FileParts"/>), kept beside the identity file until each file is
 /// whole: the directory with the extension <c>.parts</c> (<c>bob.json</c> → <c>bob.parts</c>, mode 0700), one
 /// directory per file (sender address and file id), each part's opened content in a file of its own. A part is on disk
-/// (flushed, and its directory entry too) before <c>Add</c> returns, so <c>--ack</c> may delete it from the node; once
-/// the file is whole, checked and shown, its parts are deleted here. Parts of a file that never becomes whole are deleted after
-/// <see cref="SeenMessages.Window"/>.
+/// (flushed, and its directory entry too) before <see cref="Add"/> returns, so <c>--ack</c> may delete it from the
+/// node; once the file is whole, checked and shown, its parts are deleted here. Parts of a file that never becomes whole
+/// are deleted <see cref="SeenMessages.Window"/> after its latest part came (checked at start and hourly). A
+/// <c>fetch</c> and a <c>listen</c> of the same identity take turns through a lock beside the directory.
 /// </summary>
 internal sealed class ReceivedParts
 {
     /// <summary>The extension of the directory beside an identity file (identity files may not have it).</summary>
     public const string Extension = ".parts";
 
+    /// <summary>Bytes of parts kept for one sender at most: two files of the largest size. Identities cost nothing, so
+    /// this alone does not bound the directory; <see cref="MaxBytes"/> does.</summary>
+    public const long MaxBytesPerSender = 2 * FileParts.MaxFileLength;
+
+    /// <summary>Bytes of parts kept in all at most: eight files of the largest size.</summary>
+    public const long MaxBytes = 8 * FileParts.MaxFileLength;
+
     private const string PartExtension = ".part";
 
-    private ReceivedParts(string directory) => Directory = directory;
+    private static readonly TimeSpan PruneInterval = TimeSpan.FromHours(1);
+
+    private readonly long _maxBytesPerSender, _maxBytes;
+    private DateTime _pruned;
+
+    private ReceivedParts(string directory, long maxBytesPerSender, long maxBytes) =>
+        (Directory, _maxBytesPerSender, _maxBytes) = (directory, maxBytesPerSender, maxBytes);
 
     /// <summary>The directory.</summary>
     public string Directory { get; }
 
-    /// <summary>The parts directory of the identity at <paramref name="identityPath"/>; parts waiting longer than
-    /// <see cref="SeenMessages.Window"/> are deleted.</summary>
-    public static ReceivedParts Beside(string identityPath)
+    /// <summary>The parts directory of the identity at <paramref name="identityPath"/>, pruned of parts waiting too long;
+    /// the caps are <see cref="MaxBytesPerSender"/> and <see cref="MaxBytes"/> unless a test sets smaller ones.</summary>
+    public static ReceivedParts Beside(string identityPath, long maxBytesPerSender = MaxBytesPerSender, long maxBytes = MaxBytes)
     {
-        var parts = new ReceivedParts(Path.ChangeExtension(Path.GetFullPath(identityPath), Extension));
-        parts.Prune(DateTime.UtcNow - SeenMessages.Window);
+        var parts = new ReceivedParts(Path.ChangeExtension(Path.GetFullPath(identityPath), Extension), maxBytesPerSender, maxBytes);
+        if (System.IO.Directory.Exists(parts.Directory))
+        {
+            using LockedFile held = parts.Lock();
+            parts.Prune();
+        }
+
         return parts;
     }
 
     /// <summary>What became of a part.</summary>
     public abstract record Outcome;
 
-    /// <summary>Kept; the file is not whole yet.</summary>
+    /// <summary>Kept; the file is not whole yet (<paramref name="Index"/> counts from 0).</summary>
     public sealed record Waiting(int Index, int Have, int Count) : Outcome;
 
     /// <summary>The file is whole: <paramref name="File"/> is the part's message with the whole file as its content. Its
@@ -58,53 +78,65 @@ internal sealed class ReceivedParts
             return new Refused(problem);
         }
 
-        // Keyed by the sender too: a part from anyone else cannot join (or spoil) this sender's file.
-        string file = Path.Combine(Directory, $"{Convert.ToHexStringLower(part.Sender.Address)}-{Convert.ToHexStringLower(header.FileId)}");
-        CreateDirectory(Directory, Path.GetDirectoryName(Directory)!);
-        CreateDirectory(file, Directory);
-        string[] kept = System.IO.Directory.GetFiles(file, "*" + PartExtension);
-        if (kept.Length > 0)
+        string name = ClientCommands.Printable(content.FileName, multiline: false);
+        using LockedFile held = Lock();
+        if (DateTime.UtcNow - _pruned > PruneInterval)
         {
-            SealedContent earlier = SealedContent.Parser.ParseFrom(File.ReadAllBytes(kept[0]));
+            Prune();
+        }
+
+        // Keyed by the sender too: a part from anyone else cannot join (or spoil) this sender's file.
+        string senderHex = Convert.ToHexStringLower(part.Sender.Address);
+        string file = Path.Combine(Directory, $"{senderHex}-{Convert.ToHexStringLower(header.FileId)}");
+        string path = Path.Combine(file, header.Index.ToString(CultureInfo.InvariantCulture) + PartExtension);
+        if (System.IO.Directory.Exists(file) && System.IO.Directory.GetFiles(file, "*" + PartExtension).FirstOrDefault() is { } kept)
+        {
+            SealedContent earlier = SealedContent.Parser.ParseFrom(File.ReadAllBytes(kept));
             if (!FileParts.TryReadHeader(earlier.Content.Span, out FilePartHeader first, out _) || !first.SameFile(header) || earlier.FileName != content.FileName)
             {
-                return new Refused($"part {header.Index} of file '{content.FileName}' does not match the parts of that file received before (another count, length, hash or name)");
+                return new Refused($"part {header.Index + 1} of file '{name}' does not match the parts of that file received before (another count, length, hash or name)");
             }
         }
 
-        string path = Path.Combine(file, header.Index.ToString(System.Globalization.CultureInfo.InvariantCulture) + PartExtension);
-        byte[] bytes = content.ToByteArray();
-        int have = kept.Length;
         if (File.Exists(path))
         {
             // The same part again (fetched again before it was acknowledged): the same slice, or two parts claim it.
-            SealedContent same = SealedContent.Parser.ParseFrom(File.ReadAllBytes(path));
-            if (!same.Content.Equals(content.Content))
+            if (!SealedContent.Parser.ParseFrom(File.ReadAllBytes(path)).Content.Equals(content.Content))
             {
-                return new Refused($"part {header.Index} of file '{content.FileName}' came twice with different contents");
+                return new Refused($"part {header.Index + 1} of file '{name}' came twice with different contents");
             }
         }
         else
         {
+            byte[] bytes = content.ToByteArray();
+            if (Full(senderHex, bytes.Length) is { } full)
+            {
+                return new Refused($"part {header.Index + 1} of file '{name}' was dropped: {full}");
+            }
+
+            CreateDirectory(Directory, Path.GetDirectoryName(Directory)!);
+            CreateDirectory(file, Directory);
             WriteDurably(path, bytes);
-            have++;
         }
 
+        // Counted under the lock, after the write: a listen and a fetch storing the last two parts at once see the file
+        // whole in whichever takes the lock second.
+        int have = System.IO.Directory.GetFiles(file, "*" + PartExtension).Length;
         if (have < header.Count)
         {
             return new Waiting(header.Index, have, header.Count);
         }
 
-        var slices = new byte[header.Count][];
+        var slices = new ReadOnlyMemory<byte>[header.Count];
         for (int i = 0; i < header.Count; i++)
         {
-            slices[i] = SealedContent.Parser.ParseFrom(File.ReadAllBytes(Path.Combine(file, i.ToString(System.Globalization.CultureInfo.InvariantCulture) + PartExtension))).Content.ToByteArray();
+            slices[i] = SealedContent.Parser.ParseFrom(File.ReadAllBytes(Path.Combine(file, i.ToString(CultureInfo.InvariantCulture) + PartExtension))).Content.Memory;
         }
 
         if (!FileParts.TryJoin(slices, out byte[]? whole, out problem))
         {
             System.IO.Directory.Delete(file, recursive: true);
-            return new Refused($"file '{content.FileName}' in {header.Count} parts: {problem}; its parts were dropped");
+            return new Refused($"file '{name}' in {header.Count} parts: {problem}; its parts were dropped");
         }
 
         var opened = new SealedContent(content) { ContentType = "application/octet-stream", Content = UnsafeByteOperations.UnsafeWrap(whole) };
@@ -112,16 +144,49 @@ internal sealed class ReceivedParts
     }
 
     /// <summary>Deletes the parts of a file that has been shown (and saved).</summary>
-    public static void Forget(Whole whole) => System.IO.Directory.Delete(whole.Directory, recursive: true);
-
-    /// <summary>Deletes the parts of files whose newest part is older than <paramref name="before"/>.</summary>
-    private void Prune(DateTime before)
+    public void Forget(Whole whole)
     {
+        using LockedFile held = Lock();
+        if (System.IO.Directory.Exists(whole.Directory))
+        {
+            System.IO.Directory.Delete(whole.Directory, recursive: true);
+        }
+    }
+
+    private LockedFile Lock() => LockedFile.Open(Directory, "another 'meganet fetch' or 'listen' of this identity");
+
+    /// <summary>Why <paramref name="adding"/> more bytes from the sender <paramref name="senderHex"/> would pass a cap,
+    /// or null.</summary>
+    private string? Full(string senderHex, long adding)
+    {
+        if (!System.IO.Directory.Exists(Directory))
+        {
+            return null;
+        }
+
+        long sender = 0, all = 0;
+        foreach (string file in System.IO.Directory.GetDirectories(Directory))
+        {
+            long bytes = System.IO.Directory.GetFiles(file).Sum(f => new FileInfo(f).Length);
+            all += bytes;
+            sender += Path.GetFileName(file).StartsWith(senderHex, StringComparison.Ordinal) ? bytes : 0;
+        }
+
+        return sender + adding > _maxBytesPerSender ? $"parts of files from this sender waiting here already take {sender:N0} bytes, the most kept for one sender is {_maxBytesPerSender:N0}"
+            : all + adding > _maxBytes ? $"parts of files waiting in {Directory} already take {all:N0} bytes, the most kept is {_maxBytes:N0}"
+            : null;
+    }
+
+    /// <summary>Deletes the parts of files whose latest part came longer than <see cref="SeenMessages.Window"/> ago.</summary>
+    private void Prune()
+    {
+        _pruned = DateTime.UtcNow;
         if (!System.IO.Directory.Exists(Directory))
         {
             return;
         }
 
+        DateTime before = _pruned - SeenMessages.Window;
         foreach (string file in System.IO.Directory.GetDirectories(Directory))
         {
             string[] parts = System.IO.Directory.GetFiles(file);
@@ -152,8 +217,8 @@ internal sealed class ReceivedParts
         DirectoryFlush.Flush(parent);
     }
 
-    /// <summary>Writes a part whole (a temporary file of this process's, flushed, renamed) and flushes the directory,
-    /// so the part survives a crash once this returns.</summary>
+    /// <summary>Writes a part whole (a temporary file, flushed, renamed) and flushes the directory, so the part
+    /// survives a crash once this returns.</summary>
     private static void WriteDurably(string path, byte[] bytes)
     {
         string temporary = $"{path}.{Environment.ProcessId}.tmp";
