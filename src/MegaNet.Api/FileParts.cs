@@ -52,7 +52,7 @@ public static class FileParts
         }
 
         byte[] hash = HashAlgorithm.Blake2b_256.Hash(file);
-        byte[] fileId = FileId(hash, fileName);
+        byte[] fileId = FileId(hash, fileName, count, slice);
         var parts = new byte[count][];
         for (int index = 0; index < count; index++)
         {
@@ -71,13 +71,17 @@ public static class FileParts
     }
 
     /// <summary>
-    /// The id of a file: the first 16 bytes of <c>BLAKE2b-256("meganet-file-v1" ‖ BLAKE2b-256(file) ‖ name)</c>. The
-    /// same file under the same name always has the same id, so sending it again after a failure half way completes the
-    /// parts the recipient kept from the first try instead of starting another set.
+    /// The id of a file: the first 16 bytes of <c>BLAKE2b-256("meganet-file-v1" ‖ BLAKE2b-256(file) ‖ count (u32) ‖
+    /// slice length (u32) ‖ name)</c>. The same file cut the same way under the same name always has the same id, so
+    /// sending it again after a failure half way completes the parts the recipient kept from the first try instead of
+    /// starting another set; cut another way (another client), it is another set, not one whose parts disagree.
     /// </summary>
-    private static byte[] FileId(byte[] fileHash, string fileName)
+    private static byte[] FileId(byte[] fileHash, string fileName, int count, int slice)
     {
-        byte[] input = [.. FileIdDomain, .. fileHash, .. System.Text.Encoding.UTF8.GetBytes(fileName)];
+        byte[] sizes = new byte[8];
+        BinaryPrimitives.WriteUInt32BigEndian(sizes, (uint)count);
+        BinaryPrimitives.WriteUInt32BigEndian(sizes.AsSpan(4), (uint)slice);
+        byte[] input = [.. FileIdDomain, .. fileHash, .. sizes, .. System.Text.Encoding.UTF8.GetBytes(fileName)];
         return HashAlgorithm.Blake2b_256.Hash(input)[..16];
     }
 

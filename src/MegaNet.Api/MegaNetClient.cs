@@ -270,8 +270,11 @@ public sealed class MegaNetClient : IDisposable
     /// watching a send.</summary>
     private static readonly TimeSpan MaxPartRetryHint = TimeSpan.FromSeconds(5);
 
-    /// <summary>How long <see cref="SendFileInPartsAsync"/> waits in all for one part the node keeps putting off.</summary>
+    /// <summary>How long <see cref="SendFileInPartsAsync"/> tries in all to send one part the node keeps putting off.</summary>
     private static readonly TimeSpan MaxPartRetryWait = TimeSpan.FromMinutes(2);
+
+    /// <summary>Tries <see cref="SendFileInPartsAsync"/> makes at most to send one part.</summary>
+    private const int MaxPartAttempts = 200;
 
     /// <summary>
     /// Sends a file too large for one envelope as <see cref="FileParts"/>: each part sealed, stamped and submitted as
@@ -294,18 +297,20 @@ public sealed class MegaNetClient : IDisposable
         var options = new ParallelOptions { MaxDegreeOfParallelism = PartsInFlight, CancellationToken = cancellationToken };
         await Parallel.ForEachAsync(Enumerable.Range(0, parts.Count), options, async (index, ct) =>
         {
-            for (TimeSpan waited = TimeSpan.Zero; ;)
+            // Bounded by the clock (sealing and any proof of work count too), and by tries: a 1 ms hint is no reason for
+            // thousands of them.
+            long started = System.Diagnostics.Stopwatch.GetTimestamp();
+            for (int attempt = 1; ; attempt++)
             {
                 try
                 {
                     receipts[index] = await SendAsync(sender, recipient, parts[index], FileParts.ContentType, fileName, ttl, ct).ConfigureAwait(false);
                     break;
                 }
-                catch (RpcException e) when (e.StatusCode == StatusCode.ResourceExhausted && e.RetryAfter() is { } wait
-                    && wait <= MaxPartRetryHint && waited + wait <= MaxPartRetryWait)
+                catch (RpcException e) when (e.StatusCode == StatusCode.ResourceExhausted && e.RetryAfter() is { } wait && wait <= MaxPartRetryHint
+                    && attempt < MaxPartAttempts && System.Diagnostics.Stopwatch.GetElapsedTime(started) + wait <= MaxPartRetryWait)
                 {
                     await Task.Delay(wait, ct).ConfigureAwait(false);
-                    waited += wait;
                 }
             }
 

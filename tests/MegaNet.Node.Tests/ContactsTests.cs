@@ -189,5 +189,18 @@ public sealed class ContactsTests : IDisposable
         Assert.Equal("friend 3", follower.NameOf(cards[3]));
         File.Delete(path);
         Assert.Null(follower.NameOf(cards[3]));
+
+        // Changed within a time stamp's resolution (the same time, the same length): a file written in the last two
+        // seconds is read again all the same.
+        await Contacts.ChangeAsync(identity, c => c.Add("ab", cards[0], replace: false), CancellationToken.None);
+        Assert.Equal("ab", follower.NameOf(cards[0]));
+        DateTime written = File.GetLastWriteTimeUtc(path);
+        await Contacts.ChangeAsync(identity, c =>
+        {
+            c.Remove("ab");
+            c.Add("ba", cards[0], replace: false);
+        }, CancellationToken.None);
+        File.SetLastWriteTimeUtc(path, written);
+        Assert.Equal("ba", follower.NameOf(cards[0]));
     }
 }

@@ -21,7 +21,11 @@ public sealed class SaveFilesTests : IDisposable
 
     [Theory]
     [InlineData("photo.jpg", "photo.jpg")]
-    [InlineData("../../.bashrc", ".._.._.bashrc")]
+    [InlineData("../../.bashrc", "_._.._.bashrc")]
+    [InlineData(".bashrc", "_bashrc")]
+    [InlineData("-rf", "_rf")]
+    [InlineData("a<b>c\"d|e?f*g", "a_b_c_d_e_f_g")]
+    [InlineData("trailing...", "trailing")]
     [InlineData("C:\\Windows\\x.dll", "C__Windows_x.dll")]
     [InlineData("..", "file")]
     [InlineData(" . ", "file")]
@@ -37,7 +41,8 @@ public sealed class SaveFilesTests : IDisposable
         Assert.EndsWith(".gz", name, StringComparison.Ordinal);
         Assert.True(name.Length <= 80, name);
         // A cut through a surrogate pair would leave half a character, which no file system takes.
-        string emoji = Inbox.SavedName(string.Concat(Enumerable.Repeat("\U0001F600", 100)) + ".png");
+        // One ASCII character first, so that the cut falls between the halves of a pair.
+        string emoji = Inbox.SavedName("x" + string.Concat(Enumerable.Repeat("\U0001F600", 100)) + ".png");
         Assert.True(Encoding.UTF8.GetString(Encoding.UTF8.GetBytes(emoji)) == emoji, "the name is not valid UTF-16");
         Assert.EndsWith(".png", emoji, StringComparison.Ordinal);
     }
@@ -67,7 +72,7 @@ public sealed class SaveFilesTests : IDisposable
         Assert.Equal("just text", Assert.Single(messages, m => m.ContainsKey("text"))["text"]!.GetValue<string>());
         JsonObject[] files = messages.Where(m => m.ContainsKey("file_name")).ToArray();
         Assert.Equal(
-            new[] { Path.Combine(saveDir, "notes.txt"), Path.Combine(saveDir, "notes (2).txt"), Path.Combine(saveDir, ".._escape.txt") }.Order(StringComparer.Ordinal),
+            new[] { Path.Combine(saveDir, "notes.txt"), Path.Combine(saveDir, "notes (2).txt"), Path.Combine(saveDir, "_._escape.txt") }.Order(StringComparer.Ordinal),
             files.Select(m => m["saved_as"]!.GetValue<string>()).Order(StringComparer.Ordinal));
         foreach (JsonObject file in files)
         {
@@ -78,12 +83,18 @@ public sealed class SaveFilesTests : IDisposable
 
         Assert.False(File.Exists(Path.Combine(_dir, "escape.txt")));
 
-        // Fetched again (not acknowledged): saved again beside the first copies, never over them; text says where.
+        // Fetched again (not acknowledged): a file in one envelope is saved again beside the first copy, never over it, and
+        // the text says where; the parts of one shown already are reported as copies of it.
         Result text = await Meganet("fetch", "-i", bobPath, "--node", url, "--save-files", saveDir);
         Assert.True(text.ExitCode == 0, text.Stderr);
-        Assert.Contains($"file 'notes.txt' ({large.Length} bytes in 3 parts; saved as {Path.Combine(saveDir, "notes (")}", text.Stdout, StringComparison.Ordinal);
-        Assert.Equal(6, Directory.GetFiles(saveDir).Length);
+        Assert.Contains($"file 'notes.txt' ({small.Length} bytes; saved as {Path.Combine(saveDir, "notes (3).txt")})", text.Stdout, StringComparison.Ordinal);
+        Assert.Contains("of file 'notes.txt', which was shown already", text.Stderr, StringComparison.Ordinal);
+        Assert.Equal(5, Directory.GetFiles(saveDir).Length);
         Assert.Equal(small, await File.ReadAllBytesAsync(Path.Combine(saveDir, "notes.txt")));
+        if (!OperatingSystem.IsWindows())
+        {
+            Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(Path.Combine(saveDir, "notes.txt")));
+        }
 
         Result onFile = await Meganet("fetch", "-i", bobPath, "--node", url, "--save-files", bobPath);
         Assert.Equal(1, onFile.ExitCode);

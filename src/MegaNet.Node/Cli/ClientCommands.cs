@@ -312,8 +312,10 @@ internal static partial class ClientCommands
             (IReadOnlyList<ReceivedMessage> messages, IReadOnlyList<UnreadableMessage> unreadable, ulong next) = page;
             foreach (ReceivedMessage m in messages)
             {
-                inbox.Deliver(m, ack ? "no message was acknowledged" : null);
-                seen.Add(m.Seq);
+                if (inbox.Deliver(m, ack ? "no message was acknowledged" : null))
+                {
+                    seen.Add(m.Seq);
+                }
             }
 
             // Junk anyone sealed to this address, and copies a relay replayed: reported, and deleted with the rest under --ack.
@@ -504,9 +506,12 @@ internal static partial class ClientCommands
                     {
                         // Each message as it comes (a reader waits for it), and listening ends when no one reads any more.
                         // Print flushes: a message is acknowledged only once it has been written out.
-                        inbox.Deliver(m, "stopped listening");
+                        bool delivered = inbox.Deliver(m, "stopped listening");
                         cursor = m.Seq;
-                        acknowledger?.Add(m.Seq);
+                        if (delivered)
+                        {
+                            acknowledger?.Add(m.Seq);
+                        }
                     }
 
                     // The node ends a subscription only with an error; an end without one is resumed the same way.

@@ -19,6 +19,7 @@ internal sealed class Contacts
     public const int MaxNameLength = 64;
 
     private readonly List<(string Name, ContactCard Card)> _entries;
+    private bool _changed;
 
     private Contacts(string path, List<(string Name, ContactCard Card)> entries) => (Path, _entries) = (path, entries);
 
@@ -44,7 +45,10 @@ internal sealed class Contacts
         using LockedFile file = await LockedFile.OpenAsync(PathOf(identityPath), "another 'meganet contact' command", cancellationToken);
         Contacts contacts = Parse(file.Path, file.ReadText());
         change(contacts);
-        file.Save(contacts.ToText());
+        if (contacts._changed)
+        {
+            file.Save(contacts.ToText());
+        }
     }
 
     /// <summary>The name saved for <paramref name="card"/> (both keys equal), or null.</summary>
@@ -67,7 +71,7 @@ internal sealed class Contacts
 
         if (NameOf(card) is { } other && !(replace && SameName(other, name)))
         {
-            throw new CliException($"That card is already saved as '{other}' in {Path}; remove it first ('meganet contact remove {Quoted(other)}') to save it under another name.");
+            throw new CliException($"That card is already saved as '{other}' in {Path}; remove it first ('meganet contact remove {(other.StartsWith('-') ? "-- " : string.Empty)}{Quoted(other)}') to save it under another name.");
         }
 
         int existing = _entries.FindIndex(e => SameName(e.Name, name));
@@ -85,6 +89,7 @@ internal sealed class Contacts
             _entries.Add((name, card));
         }
 
+        _changed = true;
         return name;
     }
 
@@ -99,6 +104,7 @@ internal sealed class Contacts
 
         string saved = _entries[index].Name;
         _entries.RemoveAt(index);
+        _changed = true;
         return saved;
     }
 
@@ -233,7 +239,11 @@ internal sealed class ContactsFollower
     public string? NameOf(ContactCard card)
     {
         (DateTime Written, long Length) stamp = Stamp();
-        if (stamp != _stamp || DateTime.UtcNow - stamp.Written < Racy)
+        // Read again when it changed, or was written so lately that it may change again unseen (a time in the future,
+        // from a skewed clock, is not "lately": that would read it again for every message).
+        DateTime now = DateTime.UtcNow;
+        bool changed = stamp != _stamp;
+        if (changed || (stamp.Written <= now && now - stamp.Written < Racy))
         {
             _stamp = stamp;
             try
@@ -242,7 +252,11 @@ internal sealed class ContactsFollower
             }
             catch (Exception e) when (e is CliException or IOException or UnauthorizedAccessException)
             {
-                Console.Error.WriteLine($"meganet: {e.Message} (senders are named as before it changed until it is fixed)");
+                if (changed)
+                {
+                    // Once a change: a damaged file read again for each message would repeat it for each.
+                    Console.Error.WriteLine($"meganet: {e.Message} (senders are named as before it changed until it is fixed)");
+                }
             }
         }
 

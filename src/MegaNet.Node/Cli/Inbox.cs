@@ -35,17 +35,19 @@ internal sealed class Inbox(bool json, ContactsFollower contacts, ReceivedParts 
             throw new CliException($"--save-files {path} is a file; give a directory (it is created if missing).");
         }
 
-        return Directory.CreateDirectory(path).FullName;
+        return (OperatingSystem.IsWindows() ? Directory.CreateDirectory(path)
+            : Directory.CreateDirectory(path, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute)).FullName;
     }
 
     /// <summary>Prints <paramref name="m"/>, or keeps it if it is a file part and prints its file once whole; a part that
-    /// cannot be used is reported like junk. <paramref name="consequence"/> says, in an error, what became of the mail.</summary>
-    public void Deliver(ReceivedMessage m, string? consequence)
+    /// cannot be used is reported like junk. <paramref name="consequence"/> says, in an error, what became of the mail.
+    /// Returns false for a part that must stay on the node (there was no room to keep it): not to be acknowledged.</summary>
+    public bool Deliver(ReceivedMessage m, string? consequence)
     {
         if (m.Content.ContentType != FileParts.ContentType)
         {
             Show(m, consequence, parts: 1);
-            return;
+            return true;
         }
 
         switch (parts.Add(m))
@@ -54,6 +56,9 @@ internal sealed class Inbox(bool json, ContactsFollower contacts, ReceivedParts 
                 Show(whole.File, consequence, whole.Count);
                 parts.Forget(whole);
                 break;
+            case ReceivedParts.Deferred d:
+                Console.Error.WriteLine($"[{m.Seq}] {d.Reason}");
+                return false;
             case ReceivedParts.Waiting w when w.Have == 1 || w.Have * 4 / w.Count != (w.Have - 1) * 4 / w.Count:
                 // A few lines for a file of any size: at its first part and at each quarter.
                 Console.Error.WriteLine($"[{m.Seq}] part {w.Index + 1} of file '{ClientCommands.Printable(m.Content.FileName, multiline: false)}' from {From(m.Sender)}: " +
@@ -63,6 +68,8 @@ internal sealed class Inbox(bool json, ContactsFollower contacts, ReceivedParts 
                 Warn(new UnreadableMessage(m.Seq, m.EnvelopeId, r.Reason));
                 break;
         }
+
+        return true;
     }
 
     /// <summary>Reports mail that is not shown (junk, a copy, an unusable part) on standard error.</summary>
@@ -80,7 +87,7 @@ internal sealed class Inbox(bool json, ContactsFollower contacts, ReceivedParts 
         {
             try
             {
-                saved = Save(saveDirectory, m.Content);
+                saved = Save(saveDirectory, m);
             }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException)
             {
@@ -166,59 +173,87 @@ internal sealed class Inbox(bool json, ContactsFollower contacts, ReceivedParts 
             : $"[{m.Seq}] {when} from {from}: file '{ClientCommands.Printable(c.FileName, multiline: false)}' ({c.Content.Length} bytes{inParts}; {where})");
     }
 
-    /// <summary>Writes a received file into <paramref name="directory"/> under <see cref="SavedName"/>, never over a file
-    /// that is there ("name (2).ext" and so on), flushed to disk with its directory entry; returns its path.</summary>
-    private static string Save(string directory, SealedContent content)
+    /// <summary>
+    /// Writes a received file into <paramref name="directory"/> under <see cref="SavedName"/>: first into a temporary
+    /// file, flushed, then linked under the first free name ("name (2).ext" and so on; after that many, the envelope id
+    /// makes it unique), never over a file or through a link that is there, and the directory flushed. A write cut short
+    /// never stands under the real name, and no name stops the mailbox. Returns the path.
+    /// </summary>
+    private static string Save(string directory, ReceivedMessage m)
     {
-        string name = SavedName(content.FileName);
+        string name = SavedName(m.Content.FileName);
         string stem = Path.GetFileNameWithoutExtension(name), extension = Path.GetExtension(name);
-        for (int attempt = 1; attempt <= MaxNameAttempts; attempt++)
+        string temporary = Path.Combine(directory, $".meganet-{Convert.ToHexStringLower(m.EnvelopeId)}.{Environment.ProcessId}.tmp");
+        var options = new FileStreamOptions { Mode = FileMode.CreateNew, Access = FileAccess.Write, Share = FileShare.None };
+        if (!OperatingSystem.IsWindows())
         {
-            string path = Path.Combine(directory, attempt == 1 ? name : $"{stem} ({attempt}){extension}");
-            FileStream stream;
-            try
-            {
-                // CreateNew (O_EXCL): never over a file, and never through a link someone placed there.
-                stream = new FileStream(path, FileMode.CreateNew, FileAccess.Write, FileShare.None);
-            }
-            catch (IOException) when (Path.Exists(path))
-            {
-                continue;
-            }
+            // The sender's file is the recipient's own business, as the mail was.
+            options.UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite;
+        }
 
-            using (stream)
+        try
+        {
+            using (var stream = new FileStream(temporary, options))
             {
-                stream.Write(content.Content.Span);
+                stream.Write(m.Content.Content.Span);
                 stream.Flush(flushToDisk: true);
             }
 
-            DirectoryFlush.Flush(directory);
-            return path;
-        }
+            for (int attempt = 1; ; attempt++)
+            {
+                string path = Path.Combine(directory, attempt switch
+                {
+                    1 => name,
+                    <= MaxNameAttempts => $"{stem} ({attempt}){extension}",
+                    _ => $"{stem} ({Convert.ToHexStringLower(m.EnvelopeId)[..16]}){extension}",
+                });
+                try
+                {
+                    // Without overwrite (.NET links, then unlinks the temporary: EEXIST for anything there, links included).
+                    File.Move(temporary, path, overwrite: false);
+                }
+                catch (IOException) when (Path.Exists(path) && attempt <= MaxNameAttempts)
+                {
+                    continue;
+                }
 
-        throw new IOException($"{MaxNameAttempts} files named like '{name}' are there already");
+                DirectoryFlush.Flush(directory);
+                return path;
+            }
+        }
+        finally
+        {
+            File.Delete(temporary);
+        }
     }
 
     /// <summary>
     /// The name a received file is saved under: the sender chose it, so it is made one plain name in the directory: path
-    /// separators and drive colons become '_', as do control, format and separator characters (which could hide what the
-    /// name is); "", "." and ".." become "file"; and a long name is cut, keeping its extension.
+    /// separators, drive colons and characters Windows refuses become '_', as do control, format and separator
+    /// characters (which could hide what the name is) and a leading '.' or '-' (no hidden files such as .bashrc, no name
+    /// a command would take for an option); "", "." and ".." become "file"; and a long name is cut, keeping its extension.
     /// </summary>
     internal static string SavedName(string fileName)
     {
         var b = new System.Text.StringBuilder(fileName.Length);
         foreach (System.Text.Rune rune in fileName.EnumerateRunes())
         {
-            bool replace = rune.Value is '/' or '\\' or ':' || System.Text.Rune.GetUnicodeCategory(rune) is System.Globalization.UnicodeCategory.Control
-                or System.Globalization.UnicodeCategory.Format or System.Globalization.UnicodeCategory.LineSeparator or System.Globalization.UnicodeCategory.ParagraphSeparator
+            bool replace = rune.Value is '/' or '\\' or ':' or '<' or '>' or '"' or '|' or '?' or '*'
+                || System.Text.Rune.GetUnicodeCategory(rune) is System.Globalization.UnicodeCategory.Control or System.Globalization.UnicodeCategory.Format
+                    or System.Globalization.UnicodeCategory.LineSeparator or System.Globalization.UnicodeCategory.ParagraphSeparator
                 || rune == System.Text.Rune.ReplacementChar;
             b.Append(replace ? "_" : rune.ToString());
         }
 
-        string name = b.ToString().Trim();
-        if (name is "" or "." or "..")
+        string name = b.ToString().Trim().TrimEnd('.');
+        if (name.Length == 0)
         {
             return "file";
+        }
+
+        if (name[0] is '.' or '-')
+        {
+            name = "_" + name[1..];
         }
 
         if (name.Length > MaxSavedNameLength)

@@ -11,8 +11,10 @@ namespace MegaNet.Node.Cli;
 /// whole: the directory with the extension <c>.parts</c> (<c>bob.json</c> → <c>bob.parts</c>, mode 0700), one
 /// directory per file (sender address and file id), each part's opened content in a file of its own. A part is on disk
 /// (flushed, and its directory entry too) before <see cref="Add"/> returns, so <c>--ack</c> may delete it from the
-/// node; once the file is whole, checked and shown, its parts are deleted here. Parts of a file that never becomes whole
-/// are deleted <see cref="SeenMessages.Window"/> after its latest part came (checked at start and hourly). A
+/// node; once the file is whole, checked and shown, its parts are deleted here, and the envelope ids that made it are
+/// remembered (<c>KEY.done</c>), so those envelopes, fetched again before they were acknowledged, are copies of a file
+/// shown already rather than the start of another. Parts of a file that never becomes whole, and those records, are
+/// deleted <see cref="SeenMessages.Window"/> after they were last written (checked at start and hourly). A
 /// <c>fetch</c> and a <c>listen</c> of the same identity take turns through a lock beside the directory.
 /// </summary>
 internal sealed class ReceivedParts
@@ -20,14 +22,20 @@ internal sealed class ReceivedParts
     /// <summary>The extension of the directory beside an identity file (identity files may not have it).</summary>
     public const string Extension = ".parts";
 
-    /// <summary>Bytes of parts kept for one sender at most: two files of the largest size. Identities cost nothing, so
-    /// this alone does not bound the directory; <see cref="MaxBytes"/> does.</summary>
-    public const long MaxBytesPerSender = 2 * FileParts.MaxFileLength;
+    /// <summary>Bytes of parts kept for one sender at most: two files of the largest size, each part with up to 1 KiB
+    /// of its sealed content's other fields. Identities cost nothing, so this alone does not bound the directory;
+    /// <see cref="MaxBytes"/> does.</summary>
+    public const long MaxBytesPerSender = 2 * (FileParts.MaxFileLength + (FileParts.MaxParts * 1024L));
 
     /// <summary>Bytes of parts kept in all at most: eight files of the largest size.</summary>
-    public const long MaxBytes = 8 * FileParts.MaxFileLength;
+    public const long MaxBytes = 4 * MaxBytesPerSender;
 
     private const string PartExtension = ".part";
+
+    /// <summary>Beside each file's parts: "INDEX ENVELOPE-ID" a line; renamed to KEY.done once the file is shown.</summary>
+    private const string IdsFile = "envelopes";
+
+    private const string DoneExtension = ".done";
 
     private static readonly TimeSpan PruneInterval = TimeSpan.FromHours(1);
 
@@ -68,6 +76,10 @@ internal sealed class ReceivedParts
     /// <summary>Not a part that can be used (said why); like junk, it is reported and may be acknowledged.</summary>
     public sealed record Refused(string Reason) : Outcome;
 
+    /// <summary>Not kept for now (the caps are reached; said why): reported, and left on the node, not acknowledged, so
+    /// a later fetch gets it once room is made.</summary>
+    public sealed record Deferred(string Reason) : Outcome;
+
     /// <summary>Keeps <paramref name="part"/> (a message of content type <see cref="FileParts.ContentType"/>), and puts
     /// its file together once every part is here.</summary>
     public Outcome Add(ReceivedMessage part)
@@ -88,6 +100,12 @@ internal sealed class ReceivedParts
         // Keyed by the sender too: a part from anyone else cannot join (or spoil) this sender's file.
         string senderHex = Convert.ToHexStringLower(part.Sender.Address);
         string file = Path.Combine(Directory, $"{senderHex}-{Convert.ToHexStringLower(header.FileId)}");
+        string envelope = Convert.ToHexStringLower(part.EnvelopeId);
+        if (File.Exists(file + DoneExtension) && File.ReadLines(file + DoneExtension).Any(line => line.EndsWith(" " + envelope, StringComparison.Ordinal)))
+        {
+            return new Refused($"part {header.Index + 1} of file '{name}', which was shown already (a copy, until it is acknowledged)");
+        }
+
         string path = Path.Combine(file, header.Index.ToString(CultureInfo.InvariantCulture) + PartExtension);
         if (System.IO.Directory.Exists(file) && System.IO.Directory.GetFiles(file, "*" + PartExtension).FirstOrDefault() is { } kept)
         {
@@ -111,12 +129,14 @@ internal sealed class ReceivedParts
             byte[] bytes = content.ToByteArray();
             if (Full(senderHex, bytes.Length) is { } full)
             {
-                return new Refused($"part {header.Index + 1} of file '{name}' was dropped: {full}");
+                return new Deferred($"part {header.Index + 1} of file '{name}' is left on the node for now: {full}");
             }
 
             CreateDirectory(Directory, Path.GetDirectoryName(Directory)!);
             CreateDirectory(file, Directory);
             WriteDurably(path, bytes);
+            // Which envelope brought it (not flushed: losing a line costs only the recognition of a copy).
+            File.AppendAllText(Path.Combine(file, IdsFile), $"{header.Index} {envelope}\n");
         }
 
         // Counted under the lock, after the write: a listen and a fetch storing the last two parts at once see the file
@@ -143,10 +163,16 @@ internal sealed class ReceivedParts
         return new Whole(part with { Content = opened }, header.Count, file);
     }
 
-    /// <summary>Deletes the parts of a file that has been shown (and saved).</summary>
+    /// <summary>Deletes the parts of a file that has been shown (and saved), remembering the envelopes that made it.</summary>
     public void Forget(Whole whole)
     {
         using LockedFile held = Lock();
+        string ids = Path.Combine(whole.Directory, IdsFile);
+        if (File.Exists(ids))
+        {
+            File.Move(ids, whole.Directory + DoneExtension, overwrite: true);
+        }
+
         if (System.IO.Directory.Exists(whole.Directory))
         {
             System.IO.Directory.Delete(whole.Directory, recursive: true);
@@ -167,7 +193,7 @@ internal sealed class ReceivedParts
         long sender = 0, all = 0;
         foreach (string file in System.IO.Directory.GetDirectories(Directory))
         {
-            long bytes = System.IO.Directory.GetFiles(file).Sum(f => new FileInfo(f).Length);
+            long bytes = System.IO.Directory.GetFiles(file, "*" + PartExtension).Sum(f => new FileInfo(f).Length);
             all += bytes;
             sender += Path.GetFileName(file).StartsWith(senderHex, StringComparison.Ordinal) ? bytes : 0;
         }
@@ -193,6 +219,14 @@ internal sealed class ReceivedParts
             if (parts.Length == 0 || parts.Max(File.GetLastWriteTimeUtc) < before)
             {
                 System.IO.Directory.Delete(file, recursive: true);
+            }
+        }
+
+        foreach (string done in System.IO.Directory.GetFiles(Directory, "*" + DoneExtension))
+        {
+            if (File.GetLastWriteTimeUtc(done) < before)
+            {
+                File.Delete(done);
             }
         }
     }
