@@ -28,15 +28,15 @@ public static class FileParts
     /// <summary>The slice of the file each part carries (the last one may carry less), for a file of this name.</summary>
     public static int SliceLength(string fileName) => EnvelopeFormat.MaxContentLength(ContentType, fileName) - HeaderLength;
 
-    /// <summary>The contents of the parts of <paramref name="file"/>, named <paramref name="fileName"/>, in order.</summary>
+    /// <summary>How many parts a file of <paramref name="length"/> bytes named <paramref name="fileName"/> is cut into.</summary>
     /// <exception cref="ArgumentException">The file is larger than <see cref="MaxFileLength"/>, or so large with such a
     /// long name that it needs more than <see cref="MaxParts"/> parts.</exception>
-    public static IReadOnlyList<byte[]> Split(ReadOnlySpan<byte> file, string fileName)
+    public static int PartCount(long length, string fileName)
     {
         ArgumentNullException.ThrowIfNull(fileName);
-        if (file.Length > MaxFileLength)
+        if (length > MaxFileLength)
         {
-            throw new ArgumentException($"A file sent in parts holds at most {MaxFileLength:N0} bytes; this one has {file.Length:N0}.", nameof(file));
+            throw new ArgumentException($"A file sent in parts holds at most {MaxFileLength:N0} bytes; this one has {length:N0}.", nameof(length));
         }
 
         int slice = SliceLength(fileName);
@@ -45,12 +45,16 @@ public static class FileParts
             throw new ArgumentException("The file name is too long to leave room for any of the file in a part.", nameof(fileName));
         }
 
-        int count = Math.Max(1, (file.Length + slice - 1) / slice);
-        if (count > MaxParts)
-        {
-            throw new ArgumentException($"The file needs {count:N0} parts of {slice:N0} bytes; at most {MaxParts:N0} are allowed (shorten the file name).", nameof(fileName));
-        }
+        long count = Math.Max(1, (length + slice - 1) / slice);
+        return count <= MaxParts ? (int)count
+            : throw new ArgumentException($"The file needs {count:N0} parts of {slice:N0} bytes; at most {MaxParts:N0} are allowed (shorten the file name).", nameof(fileName));
+    }
 
+    /// <summary>The contents of the parts of <paramref name="file"/>, named <paramref name="fileName"/>, in order.</summary>
+    /// <exception cref="ArgumentException">As <see cref="PartCount"/>.</exception>
+    public static IReadOnlyList<byte[]> Split(ReadOnlySpan<byte> file, string fileName)
+    {
+        int count = PartCount(file.Length, fileName), slice = SliceLength(fileName);
         byte[] hash = HashAlgorithm.Blake2b_256.Hash(file);
         byte[] fileId = FileId(hash, fileName, count, slice);
         var parts = new byte[count][];
@@ -115,8 +119,8 @@ public static class FileParts
     }
 
     /// <summary>
-    /// Puts a file together from the contents of all its parts, given in index order: the slices must make exactly the
-    /// length and the hash every header announces. <paramref name="problem"/> says what is wrong when they do not.
+    /// Puts a file together from the contents of all its parts (each a header and its slice, as <see cref="Split"/>
+    /// makes them), given in index order: the slices must make exactly the length and the hash every header announces. <paramref name="problem"/> says what is wrong when they do not.
     /// </summary>
     public static bool TryJoin(IReadOnlyList<ReadOnlyMemory<byte>> parts, [System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out byte[]? file, [System.Diagnostics.CodeAnalysis.NotNullWhen(false)] out string? problem)
     {
@@ -156,7 +160,7 @@ public static class FileParts
             at += part.Length - HeaderLength;
         }
 
-        if (!HashAlgorithm.Blake2b_256.Hash(joined).AsSpan().SequenceEqual(first.FileHash))
+        if (!HashAlgorithm.Blake2b_256.Hash(joined).AsSpan().SequenceEqual(first.FileHash.Span))
         {
             problem = "the parts do not make the file they announce (its hash differs)";
             return false;
@@ -172,12 +176,11 @@ public static class FileParts
 /// arrays, so the type has no equality of its own.</summary>
 public readonly struct FilePartHeader
 {
-    /// <summary>Creates a header.</summary>
-    public FilePartHeader(byte[] fileId, int index, int count, long fileLength, byte[] fileHash) =>
+    internal FilePartHeader(ReadOnlyMemory<byte> fileId, int index, int count, long fileLength, ReadOnlyMemory<byte> fileHash) =>
         (FileId, Index, Count, FileLength, FileHash) = (fileId, index, count, fileLength, fileHash);
 
     /// <summary>16 bytes naming the file (<see cref="FileParts"/>).</summary>
-    public byte[] FileId { get; }
+    public ReadOnlyMemory<byte> FileId { get; }
 
     /// <summary>This part's number, from 0.</summary>
     public int Index { get; }
@@ -189,9 +192,9 @@ public readonly struct FilePartHeader
     public long FileLength { get; }
 
     /// <summary>BLAKE2b-256 of the whole file.</summary>
-    public byte[] FileHash { get; }
+    public ReadOnlyMemory<byte> FileHash { get; }
 
     /// <summary>True when <paramref name="other"/> announces the same file (id, count, length and hash).</summary>
     public bool SameFile(FilePartHeader other) =>
-        FileId.AsSpan().SequenceEqual(other.FileId) && Count == other.Count && FileLength == other.FileLength && FileHash.AsSpan().SequenceEqual(other.FileHash);
+        FileId.Span.SequenceEqual(other.FileId.Span) && Count == other.Count && FileLength == other.FileLength && FileHash.Span.SequenceEqual(other.FileHash.Span);
 }

@@ -278,12 +278,13 @@ public sealed class MegaNetClient : IDisposable
 
     /// <summary>
     /// Sends a file too large for one envelope as <see cref="FileParts"/>: each part sealed, stamped and submitted as
-    /// <see cref="SendAsync"/> does, <see cref="PartsInFlight"/> at a time, and a part the node puts off for a moment
-    /// (<c>RESOURCE_EXHAUSTED</c> with a retry hint of at most 5 s: the sending key's token bucket runs dry after its
-    /// burst) sent again after that wait, for up to 2 minutes.
-    /// <paramref name="progress"/> hears how many parts the node has accepted so far.
+    /// <see cref="SendAsync"/> does, four at a time, and a part the node puts off for a moment (<c>RESOURCE_EXHAUSTED</c>
+    /// with a retry hint of at most 5 s: the sending key's token bucket runs dry after its burst) sent again after that
+    /// wait, for up to 2 minutes and 200 tries. <paramref name="progress"/> hears how many parts the node has accepted so
+    /// far, from several threads at once, so counts may arrive out of order.
     /// </summary>
     /// <returns>Each part's receipt, in part order.</returns>
+    /// <exception cref="ArgumentNullException">A required argument is null.</exception>
     /// <exception cref="ArgumentException">The file is too large for <see cref="FileParts"/>.</exception>
     /// <exception cref="RpcException">The node refused a part, or could not be reached: the parts accepted before it
     /// stay in the mailbox, but the recipient cannot put the file together without the rest (send it again).</exception>

@@ -6,6 +6,7 @@ using MegaNet.Api;
 using MegaNet.Api.V1;
 using MegaNet.Node.Cli;
 
+using static MegaNet.Node.Tests.MeganetResults;
 using Result = MegaNet.Node.Tests.MeganetProcess.Result;
 
 namespace MegaNet.Node.Tests;
@@ -25,17 +26,6 @@ public sealed class ClientCliTests : IDisposable
     private Task<Result> Meganet(bool closeStdout, params string[] args) => MeganetProcess.RunAsync(_dir, null, closeStdout, args);
 
     private Task<Result> Meganet(params string[] args) => Meganet(false, args);
-
-    private static void AssertExit(Result r, int exitCode, string? stderr = null)
-    {
-        Assert.True(r.ExitCode == exitCode, $"exit code {r.ExitCode}, expected {exitCode}; stderr: {r.Stderr}; stdout: {r.Stdout}");
-        if (stderr is not null)
-        {
-            Assert.Contains(stderr, r.Stderr, StringComparison.Ordinal);
-        }
-
-        Assert.DoesNotContain("   at ", r.Stderr, StringComparison.Ordinal);
-    }
 
     private string NewIdentity(string name)
     {

@@ -108,8 +108,11 @@ public sealed class ContactCardQrTests : IDisposable
 
         Assert.Equal(card, Scan(gray, bitmap.Width, bitmap.Height));
 
-        // Again over the PNG: replaced; over anything else (the identity file, by a slip): refused, the file kept.
+        // Over a PNG: replaced; over anything else (the identity file, by a slip): refused, the file kept.
+        byte[] otherPng = [0x89, (byte)'P', (byte)'N', (byte)'G', 0x0D, 0x0A, 0x1A, 0x0A, 0, 0, 0, 0];
+        await File.WriteAllBytesAsync(png, otherPng);
         Assert.Equal(0, (await MeganetProcess.RunAsync(_dir, null, false, "id", "show", "--identity", identity, "--qr-png", png)).ExitCode);
+        Assert.NotEqual(otherPng, await File.ReadAllBytesAsync(png));
         byte[] keys = await File.ReadAllBytesAsync(identity);
         Result slip = await MeganetProcess.RunAsync(_dir, null, false, "id", "show", "--identity", identity, "--qr-png", identity);
         Assert.Equal(1, slip.ExitCode);

@@ -2,6 +2,7 @@ using System.Text.Json.Nodes;
 using MegaNet.Api;
 using MegaNet.Node.Cli;
 
+using static MegaNet.Node.Tests.MeganetResults;
 using Result = MegaNet.Node.Tests.MeganetProcess.Result;
 
 namespace MegaNet.Node.Tests;
@@ -18,17 +19,6 @@ public sealed class ContactsTests : IDisposable
     public void Dispose() => Directory.Delete(_dir, recursive: true);
 
     private Task<Result> Meganet(params string[] args) => MeganetProcess.RunAsync(_dir, null, false, args);
-
-    private static void AssertExit(Result r, int exitCode, string? stderr = null)
-    {
-        Assert.True(r.ExitCode == exitCode, $"exit code {r.ExitCode}, expected {exitCode}; stderr: {r.Stderr}; stdout: {r.Stdout}");
-        if (stderr is not null)
-        {
-            Assert.Contains(stderr, r.Stderr, StringComparison.Ordinal);
-        }
-
-        Assert.DoesNotContain("   at ", r.Stderr, StringComparison.Ordinal);
-    }
 
     private (string Path, ContactCard Card) NewIdentity(string name)
     {
@@ -62,7 +52,7 @@ public sealed class ContactsTests : IDisposable
 
         Result json = await Meganet("fetch", "-i", bob, "--node", url, "--json");
         AssertExit(json, 0);
-        JsonObject[] messages = json.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => JsonNode.Parse(l)!.AsObject()).ToArray();
+        JsonObject[] messages = JsonLines(json);
         JsonObject named = Assert.Single(messages, m => m["text"]!.GetValue<string>() == "by name");
         Assert.Equal("alice", named["sender_name"]!.GetValue<string>());
         Assert.Equal(aliceCard.ToString(), named["sender"]!.GetValue<string>());
@@ -71,6 +61,7 @@ public sealed class ContactsTests : IDisposable
         // Forgotten: shown by the card again, and no longer a recipient by name.
         AssertExit(await Meganet("contact", "remove", "ALICE", "-i", bob), 0, "removed 'alice'");
         Result after = await Meganet("fetch", "-i", bob, "--node", url);
+        AssertExit(after, 0);
         Assert.DoesNotContain(" from alice:", after.Stdout, StringComparison.Ordinal);
         Assert.Contains($" from {aliceCard}: by name", after.Stdout, StringComparison.Ordinal);
         AssertExit(await Meganet("send", "-i", bob, "--to", "alice", "--text", "x", "--node", url), 1, "is neither a contact card (mn1...) nor the name of a contact in");
@@ -113,7 +104,7 @@ public sealed class ContactsTests : IDisposable
         AssertExit(await Meganet("contact", "add", "bob", carol.ToString(), "-i", alice, "--force"), 0);
         Result list = await Meganet("contact", "list", "-i", alice, "--json");
         AssertExit(list, 0);
-        JsonObject only = JsonNode.Parse(Assert.Single(list.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries)))!.AsObject();
+        JsonObject only = Assert.Single(JsonLines(list));
         Assert.Equal("bob", only["name"]!.GetValue<string>());
         Assert.Equal(carol.ToString(), only["card"]!.GetValue<string>());
         Assert.Equal(Convert.ToHexStringLower(carol.Address), only["address"]!.GetValue<string>());

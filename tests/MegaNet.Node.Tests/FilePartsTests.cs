@@ -2,11 +2,13 @@ using System.Buffers.Binary;
 using System.Security.Cryptography;
 using System.Text.Json.Nodes;
 using Google.Protobuf;
+using Grpc.Core;
 using MegaNet.Api;
 using MegaNet.Api.V1;
 using MegaNet.Node.Cli;
 using Xunit.Abstractions;
 
+using static MegaNet.Node.Tests.MeganetResults;
 using Result = MegaNet.Node.Tests.MeganetProcess.Result;
 
 namespace MegaNet.Node.Tests;
@@ -23,12 +25,6 @@ public sealed class FilePartsTests(ITestOutputHelper output) : IDisposable
     public void Dispose() => Directory.Delete(_dir, recursive: true);
 
     private Task<Result> Meganet(params string[] args) => MeganetProcess.RunAsync(_dir, null, false, args);
-
-    private static void AssertExit(Result r, int exitCode)
-    {
-        Assert.True(r.ExitCode == exitCode, $"exit code {r.ExitCode}, expected {exitCode}; stderr: {r.Stderr}; stdout: {r.Stdout}");
-        Assert.DoesNotContain("   at ", r.Stderr, StringComparison.Ordinal);
-    }
 
     private byte[] RandomFile(int length)
     {
@@ -71,7 +67,9 @@ public sealed class FilePartsTests(ITestOutputHelper output) : IDisposable
         if (parts > 1)
         {
             Assert.False(FileParts.TryJoin(Slices(split.Reverse()), out _, out problem));
+            Assert.Contains("does not belong with the others", problem, StringComparison.Ordinal);
             Assert.False(FileParts.TryJoin(Slices(split.Skip(1)), out _, out problem));
+            Assert.Contains("does not belong with the others", problem, StringComparison.Ordinal);
         }
 
         Assert.False(FileParts.TryJoin(Slices([.. split, split[0]]), out _, out _));
@@ -116,7 +114,8 @@ public sealed class FilePartsTests(ITestOutputHelper output) : IDisposable
         // Two processes of one identity (a listen and a fetch), each storing one of a file's last two parts at once:
         // exactly one of them sees the file whole.
         using Identity dave = Identity.Create();
-        IReadOnlyList<byte[]> d = FileParts.Split(RandomFile(2 * slice), "d.bin");
+        byte[] dFile = RandomFile(2 * slice);
+        IReadOnlyList<byte[]> d = FileParts.Split(dFile, "d.bin");
         string other2 = Path.Combine(_dir, "erin.json");
         ReceivedParts first = ReceivedParts.Beside(other2), second = ReceivedParts.Beside(other2);
         var outcomes = new ReceivedParts.Outcome[2];
@@ -126,7 +125,7 @@ public sealed class FilePartsTests(ITestOutputHelper output) : IDisposable
         Array.ForEach(threads, t => t.Join());
         var whole = Assert.Single(outcomes.OfType<ReceivedParts.Whole>());
         Assert.Single(outcomes.OfType<ReceivedParts.Waiting>());
-        Assert.Equal(FileParts.TryJoin(Slices(d), out byte[]? expected, out _) ? expected : null, whole.File.Content.Content.ToByteArray());
+        Assert.Equal(dFile, whole.File.Content.Content.ToByteArray());
     }
 
     [Fact]
@@ -148,9 +147,11 @@ public sealed class FilePartsTests(ITestOutputHelper output) : IDisposable
         Assert.False(FileParts.TryReadHeader(With(part, p => BinaryPrimitives.WriteUInt32BigEndian(p.AsSpan(20), 0)), out _, out problem));
         Assert.Contains("has 0 parts", problem, StringComparison.Ordinal);
         Assert.False(FileParts.TryReadHeader(With(part, p => BinaryPrimitives.WriteUInt32BigEndian(p.AsSpan(20), FileParts.MaxParts + 1)), out _, out problem));
+        Assert.Contains($"has {FileParts.MaxParts + 1} parts", problem, StringComparison.Ordinal);
         Assert.False(FileParts.TryReadHeader(With(part, p => BinaryPrimitives.WriteUInt32BigEndian(p.AsSpan(16), 1)), out _, out problem));
         Assert.Contains("part 2 of 1", problem, StringComparison.Ordinal);
         Assert.False(FileParts.TryReadHeader(With(part, p => BinaryPrimitives.WriteUInt64BigEndian(p.AsSpan(24), FileParts.MaxFileLength + 1)), out _, out problem));
+        Assert.Contains($"the file has {FileParts.MaxFileLength + 1:N0} bytes", problem, StringComparison.Ordinal);
         Assert.False(FileParts.TryReadHeader(With(part, p => BinaryPrimitives.WriteUInt64BigEndian(p.AsSpan(24), 99)), out _, out problem));
         Assert.Contains("holds 100 bytes of a file of 99", problem, StringComparison.Ordinal);
 
@@ -183,7 +184,7 @@ public sealed class FilePartsTests(ITestOutputHelper output) : IDisposable
 
         Result fetched = await Meganet("fetch", "-i", bobPath, "--node", url, "--json");
         AssertExit(fetched, 0);
-        JsonObject message = JsonNode.Parse(Assert.Single(fetched.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries)))!.AsObject();
+        JsonObject message = Assert.Single(JsonLines(fetched));
         Assert.Equal("big.bin", message["file_name"]!.GetValue<string>());
         Assert.Equal(4, message["parts"]!.GetValue<int>());
         Assert.Equal(alice.Card.ToString(), message["sender"]!.GetValue<string>());
@@ -218,13 +219,26 @@ public sealed class FilePartsTests(ITestOutputHelper output) : IDisposable
     [Fact]
     public async Task Parts_put_off_by_the_token_bucket_are_sent_again()
     {
-        // Two envelopes at once per sending key, then 20 a second: six parts outrun the bucket.
+        // Two envelopes at once per sending key, then one a second: six parts cannot go through without waiting.
         await using TestNode node = await TestNode.StartAsync(o =>
         {
             o.SubmitBurst = 2;
-            o.SubmitRatePerKey = 20;
+            o.SubmitRatePerKey = 1;
         });
-        using Identity alice = Identity.Create(), bob = Identity.Create();
+        using Identity alice = Identity.Create(), bob = Identity.Create(), carol = Identity.Create();
+        using (MegaNetClient client = node.Client())
+        {
+            // The bucket does put off a third envelope at once (carol's key, so alice's bucket stays full).
+            for (int i = 0; i < 2; i++)
+            {
+                await client.SendAsync(carol, bob.Card, [1], "application/octet-stream", "x");
+            }
+
+            RpcException putOff = await Assert.ThrowsAsync<RpcException>(() => client.SendAsync(carol, bob.Card, [1], "application/octet-stream", "x"));
+            Assert.Equal(StatusCode.ResourceExhausted, putOff.StatusCode);
+            Assert.True(putOff.RetryAfter() <= TimeSpan.FromSeconds(5), $"retry hint {putOff.RetryAfter()}");
+        }
+
         string alicePath = Path.Combine(_dir, "alice.json"), bobPath = Path.Combine(_dir, "bob.json");
         alice.Save(alicePath);
         bob.Save(bobPath);
@@ -236,6 +250,7 @@ public sealed class FilePartsTests(ITestOutputHelper output) : IDisposable
         Result fetched = await Meganet("fetch", "-i", bobPath, "--node", node.Address.ToString(), "--save-files", Path.Combine(_dir, "in"));
         AssertExit(fetched, 0);
         Assert.Equal(file, await File.ReadAllBytesAsync(Path.Combine(_dir, "in", "six.bin")));
+        Assert.Contains("file 'six.bin'", fetched.Stdout, StringComparison.Ordinal);
         node.AssertNoServerErrors();
     }
 
@@ -264,7 +279,7 @@ public sealed class FilePartsTests(ITestOutputHelper output) : IDisposable
 
         Result fetched = await Meganet("fetch", "-i", bobPath, "--node", url, "--json", "--ack");
         AssertExit(fetched, 0);
-        JsonObject message = JsonNode.Parse(Assert.Single(fetched.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries)))!.AsObject();
+        JsonObject message = Assert.Single(JsonLines(fetched));
         Assert.Equal(file, Convert.FromBase64String(message["file_base64"]!.GetValue<string>()));
         Assert.Empty(Directory.GetDirectories(Path.Combine(_dir, "bob.parts")));
     }
@@ -306,7 +321,7 @@ public sealed class FilePartsTests(ITestOutputHelper output) : IDisposable
         await Send(alice, parts[1]);
         Result last = await Meganet("fetch", "-i", bobPath, "--node", url, "--json", "--ack");
         AssertExit(last, 0);
-        JsonObject message = JsonNode.Parse(Assert.Single(last.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries)))!.AsObject();
+        JsonObject message = Assert.Single(JsonLines(last));
         Assert.Equal(file, Convert.FromBase64String(message["file_base64"]!.GetValue<string>()));
         Assert.Equal(alice.Card.ToString(), message["sender"]!.GetValue<string>());
 

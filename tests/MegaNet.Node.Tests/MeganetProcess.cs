@@ -70,3 +70,24 @@ internal static class MeganetProcess
         return new Result(process.ExitCode, await stdout.WaitAsync(TimeSpan.FromMinutes(1)), await stderr.WaitAsync(TimeSpan.FromMinutes(1)));
     }
 }
+
+/// <summary>Checks on what a <c>meganet</c> run left, shared by the tests that run it.</summary>
+internal static class MeganetResults
+{
+    /// <summary>Asserts the exit code, that stderr holds <paramref name="stderr"/> when given, and that no stack trace
+    /// reached the user.</summary>
+    public static void AssertExit(MeganetProcess.Result r, int exitCode, string? stderr = null)
+    {
+        Assert.True(r.ExitCode == exitCode, $"exit code {r.ExitCode}, expected {exitCode}; stderr: {r.Stderr}; stdout: {r.Stdout}");
+        if (stderr is not null)
+        {
+            Assert.Contains(stderr, r.Stderr, StringComparison.Ordinal);
+        }
+
+        Assert.DoesNotContain("   at ", r.Stderr, StringComparison.Ordinal);
+    }
+
+    /// <summary>Standard output as the JSON objects of its lines (<c>--json</c>).</summary>
+    public static System.Text.Json.Nodes.JsonObject[] JsonLines(MeganetProcess.Result r) =>
+        r.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(line => System.Text.Json.Nodes.JsonNode.Parse(line)!.AsObject()).ToArray();
+}

@@ -3,6 +3,7 @@ using System.Text.Json.Nodes;
 using MegaNet.Api;
 using MegaNet.Node.Cli;
 
+using static MegaNet.Node.Tests.MeganetResults;
 using Result = MegaNet.Node.Tests.MeganetProcess.Result;
 
 namespace MegaNet.Node.Tests;
@@ -66,7 +67,7 @@ public sealed class SaveFilesTests : IDisposable
 
         Result json = await Meganet("fetch", "-i", bobPath, "--node", url, "--json", "--save-files", saveDir);
         Assert.True(json.ExitCode == 0, json.Stderr);
-        JsonObject[] messages = json.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => JsonNode.Parse(l)!.AsObject()).ToArray();
+        JsonObject[] messages = JsonLines(json);
         Assert.Equal(4, messages.Length);
         Assert.All(messages, m => Assert.False(m.ContainsKey("file_base64")));
         Assert.Equal("just text", Assert.Single(messages, m => m.ContainsKey("text"))["text"]!.GetValue<string>());

@@ -83,6 +83,32 @@ public static partial class PrivateFile
         }
     }
 
+    /// <summary>Creates the directory <paramref name="path"/> owner-only (0700) if it is missing, and flushes its entry
+    /// in the parent directory so it survives a crash; an existing directory keeps its mode.</summary>
+    public static void CreateDirectory(string path)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        string full = Path.GetFullPath(path);
+        if (Directory.Exists(full))
+        {
+            return;
+        }
+
+        if (OperatingSystem.IsWindows())
+        {
+            Directory.CreateDirectory(full);
+        }
+        else
+        {
+            Directory.CreateDirectory(full, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        }
+
+        if (Path.GetDirectoryName(full) is { } parent)
+        {
+            DirectoryFlush.Flush(parent);
+        }
+    }
+
     /// <summary>True when nothing is at <paramref name="path"/> or a regular file is (not following a symbolic link).
     /// .NET's file information does not tell a device or a pipe from a file, so on Linux statx(2) gives the type; its
     /// layout is the same on every architecture.</summary>

@@ -12,14 +12,14 @@ namespace MegaNet.Node.Cli;
 internal static class CardQrCode
 {
     /// <summary>Modules of light margin around the code, as the QR standard asks: scanners look for it.</summary>
-    public const int QuietZone = 4;
+    private const int QuietZone = 4;
 
     // M recovers from 15 % of the modules damaged (a smudge on paper, a crease) and still fits a card (94 bytes) into
     // version 6: 41 modules a side, 25 lines of a terminal with the margin.
     private const QRCodeGenerator.ECCLevel Correction = QRCodeGenerator.ECCLevel.M;
 
     /// <summary>The code's modules, margin included: <c>true</c> is dark. Row-major, square.</summary>
-    public static bool[,] Modules(string text)
+    private static bool[,] Modules(string text)
     {
         using QRCodeData data = QRCodeGenerator.GenerateQrCode(text, Correction);
         List<BitArray> rows = data.ModuleMatrix;

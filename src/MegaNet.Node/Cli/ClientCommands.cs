@@ -218,7 +218,7 @@ internal static partial class ClientCommands
             Description = $"File to send: one envelope holds up to about 64 KiB; a larger one, up to {FileParts.MaxFileLength >> 20} MiB, goes in parts the recipient's fetch or listen puts together.",
         };
         var ttl = new Option<double>("--ttl-days") { Description = "Days relays keep it (more than 0, at most 3,650; the node's MaxTtlDays applies).", DefaultValueFactory = _ => 7 };
-        var json = JsonOption("Print the receipt as one JSON object.");
+        var json = JsonOption("Print the receipt as one JSON object (a file sent in parts: one receipt a line, in part order).");
         var timeout = TimeoutOption();
         var tlsCert = TlsCertOption();
         var command = new Command("send", "Seal a message to a contact card and submit it to the node; prints the receipt.") { identity, node, to, text, file, ttl, json, timeout, tlsCert };
@@ -281,7 +281,11 @@ internal static partial class ClientCommands
         var identity = IdentityOption();
         var node = NodeOption();
         var after = new Option<ulong>("--after") { Description = "Cursor: only messages after this sequence number. Default 0.", CustomParser = CliParsers.SequenceNumber };
-        var ack = new Option<bool>("--ack") { Description = "Delete the fetched messages from the node afterwards." };
+        var ack = new Option<bool>("--ack")
+        {
+            Description = "Delete the fetched messages from the node afterwards: those written out, the parts of files kept on disk until the file is whole, " +
+                "and junk and copies; not a part left on the node for want of room to keep it.",
+        };
         var json = JsonOption("One JSON object per message.");
         var nodeId = NodeIdOption();
         var timeout = TimeoutOption();
@@ -304,7 +308,7 @@ internal static partial class ClientCommands
 
     private static async Task<int> FetchAsync(MegaNetClient client, Identity id, SeenMessages received, Inbox inbox, ulong cursor, bool ack, CancellationToken ct)
     {
-        var seen = new List<ulong>();
+        var toAcknowledge = new List<ulong>();
         FetchResult page;
         for (int pages = 1; ; pages++)
         {
@@ -314,7 +318,7 @@ internal static partial class ClientCommands
             {
                 if (inbox.Deliver(m, ack ? "no message was acknowledged" : null))
                 {
-                    seen.Add(m.Seq);
+                    toAcknowledge.Add(m.Seq);
                 }
             }
 
@@ -322,7 +326,7 @@ internal static partial class ClientCommands
             foreach (UnreadableMessage m in unreadable)
             {
                 Inbox.Warn(m);
-                seen.Add(m.Seq);
+                toAcknowledge.Add(m.Seq);
             }
 
             // A page can be short before the end (entries acked or expired meanwhile): the cursor says when it is, and an
@@ -346,9 +350,9 @@ internal static partial class ClientCommands
         inbox.Flush(ack ? "no message was acknowledged" : null);
         int waiting = page.WaitingCount;
         long waitingBytes = page.WaitingBytes;
-        if (ack && seen.Count > 0)
+        if (ack && toAcknowledge.Count > 0)
         {
-            int deleted = await client.AckAsync(id, seen, ct);
+            int deleted = await client.AckAsync(id, toAcknowledge, ct);
             Console.Error.WriteLine($"acknowledged {deleted} message(s)");
             // The bytes the acknowledged ones took are not known here: after an ack the count alone says how full it is.
             waiting -= deleted;
@@ -415,8 +419,8 @@ internal static partial class ClientCommands
         };
         var ack = new Option<bool>("--ack")
         {
-            Description = "Delete each message from the node once it has been written to standard output (as fetch --ack does), " +
-                "so a mailbox read only through listen does not fill up.",
+            Description = "Delete each message from the node once it has been written to standard output, or, for a part of a file, kept on disk " +
+                "until the file is whole (as fetch --ack does), so a mailbox read only through listen does not fill up.",
         };
         var tlsCert = TlsCertOption();
         var save = SaveFilesOption();
@@ -437,8 +441,9 @@ internal static partial class ClientCommands
 
     private static Option<string?> SaveFilesOption() => new("--save-files")
     {
-        Description = "Write each file received into this directory (created if missing), under the name the sender gave, made safe (no path, no control characters) " +
-            "and never over a file there (\"name (2).ext\"); the output then says where, and JSON gives saved_as instead of file_base64.",
+        Description = "Write each file received into this directory (created owner-only if missing) as an owner-only file, under the name the sender gave made safe " +
+            "(no path, no control or invisible characters or ones Windows refuses, no leading dot or dash, at most 80 characters) and never over a file there " +
+            "(\"name (2).ext\"); the output then says where, and JSON gives saved_as instead of file_base64.",
     };
 
     /// <summary>The inbox of <c>fetch</c> and <c>listen</c> for the identity at <paramref name="identityPath"/>.</summary>
@@ -505,7 +510,7 @@ internal static partial class ClientCommands
                     await foreach (ReceivedMessage m in current.ListenAsync(id, cursor, ct, Skipped, seen, Alive))
                     {
                         // Each message as it comes (a reader waits for it), and listening ends when no one reads any more.
-                        // Print flushes: a message is acknowledged only once it has been written out.
+                        // Deliver flushes: a message is acknowledged only once it has been written out (or a part kept on disk).
                         bool delivered = inbox.Deliver(m, "stopped listening");
                         cursor = m.Seq;
                         if (delivered)
@@ -796,9 +801,19 @@ internal static partial class ClientCommands
         }
         catch (IOException e)
         {
-            throw new CliException($"cannot write to standard output ({e.Message}){(consequence is null ? "." : $"; {consequence}.")}");
+            throw MailError($"cannot write to standard output ({e.Message})", consequence);
         }
     }
+
+    /// <summary>An error about <paramref name="what"/> failed, ending with what became of the mail
+    /// (<paramref name="consequence"/>, e.g. "no message was acknowledged").</summary>
+    internal static CliException MailError(string what, string? consequence) =>
+        new($"{what}{(consequence is null ? "." : $"; {consequence}.")}");
+
+    /// <summary>Control, format, line- and paragraph-separator characters: they drive a terminal, reorder or hide text
+    /// (bidi overrides, zero-width ones), so what a sender chose never shows them as they are.</summary>
+    internal static bool IsHidden(Rune rune) => Rune.GetUnicodeCategory(rune) is System.Globalization.UnicodeCategory.Control
+        or System.Globalization.UnicodeCategory.Format or System.Globalization.UnicodeCategory.LineSeparator or System.Globalization.UnicodeCategory.ParagraphSeparator;
 
     /// <summary>Begins every further line of a message's text: a header line ("[seq] ...") never starts with a space, so
     /// text cannot print a line that looks like another message from someone else.</summary>
@@ -827,12 +842,7 @@ internal static partial class ClientCommands
             // UTF-8 decoding left no lone surrogates, but a replacement character is printed for one all the same.
             Rune rune = Rune.DecodeFromUtf16(text.AsSpan(i), out Rune decoded, out int used) == System.Buffers.OperationStatus.Done ? decoded : Rune.ReplacementChar;
             i += Math.Max(used, 1);
-            bool escape = Rune.GetUnicodeCategory(rune) switch
-            {
-                System.Globalization.UnicodeCategory.Control => !(multiline && rune.Value == '\t'),
-                System.Globalization.UnicodeCategory.Format or System.Globalization.UnicodeCategory.LineSeparator or System.Globalization.UnicodeCategory.ParagraphSeparator => true,
-                _ => false,
-            };
+            bool escape = IsHidden(rune) && !(multiline && rune.Value == '\t');
             if (!escape)
             {
                 b.Append(rune.ToString());
@@ -868,17 +878,16 @@ internal static partial class ClientCommands
     /// (with --json one object a line, in part order).</summary>
     private static async Task<int> SendInPartsAsync(MegaNetClient client, Identity id, ContactCard recipient, byte[] file, string name, TimeSpan ttl, bool json, CancellationToken ct)
     {
-        IReadOnlyList<byte[]> parts;
+        int count;
         try
         {
-            parts = FileParts.Split(file, name);
+            count = FileParts.PartCount(file.Length, name);
         }
         catch (ArgumentException e)
         {
             throw new CliException($"--file {name}: {e.Message}");
         }
 
-        int count = parts.Count;
         Console.Error.WriteLine($"sending '{name}' ({file.Length:N0} bytes) in {count} parts");
         var progress = new CountProgress(accepted =>
         {
@@ -900,15 +909,14 @@ internal static partial class ClientCommands
             throw;
         }
 
-        foreach (Receipt receipt in receipts)
+        if (json)
         {
-            if (json)
+            foreach (Receipt receipt in receipts)
             {
                 Console.WriteLine(ReceiptJson(receipt).ToJsonString());
             }
         }
-
-        if (!json)
+        else
         {
             Console.WriteLine($"accepted: file '{name}' in {count} parts, envelopes {Hex(receipts[0].EnvelopeId)} to {Hex(receipts[^1].EnvelopeId)}, " +
                 $"log indices {receipts.Min(r => r.LogIndex)} to {receipts.Max(r => r.LogIndex)}, tree size {receipts.Max(r => r.TreeHead.TreeSize)}");

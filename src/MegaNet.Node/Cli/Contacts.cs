@@ -64,12 +64,13 @@ internal sealed class Contacts
     public string? Add(string name, ContactCard card, bool replace)
     {
         name = CheckName(name);
-        if (NameOf(card) is { } same && same == name)
+        string? other = NameOf(card);
+        if (other == name)
         {
             return null;
         }
 
-        if (NameOf(card) is { } other && !(replace && SameName(other, name)))
+        if (other is not null && !(replace && SameName(other, name)))
         {
             throw new CliException($"That card is already saved as '{other}' in {Path}; remove it first ('meganet contact remove {(other.StartsWith('-') ? "-- " : string.Empty)}{Quoted(other)}') to save it under another name.");
         }
@@ -113,7 +114,7 @@ internal sealed class Contacts
     /// characters (a name is printed in front of what others wrote, so it must not drive the terminal either), and not
     /// beginning with <c>mn1</c>, so <c>--to</c> never takes a card for a name or a name for a card.
     /// </summary>
-    public static string CheckName(string name)
+    private static string CheckName(string name)
     {
         name = name.Trim();
         int characters = name.EnumerateRunes().Count();
@@ -129,8 +130,7 @@ internal sealed class Contacts
 
         foreach (Rune rune in name.EnumerateRunes())
         {
-            if (Rune.GetUnicodeCategory(rune) is UnicodeCategory.Control or UnicodeCategory.Format or UnicodeCategory.LineSeparator or UnicodeCategory.ParagraphSeparator
-                || rune == Rune.ReplacementChar)
+            if (ClientCommands.IsHidden(rune) || rune == Rune.ReplacementChar)
             {
                 throw new CliException($"A contact name may not hold control or invisible characters (got '{ClientCommands.Printable(name, multiline: false)}').");
             }

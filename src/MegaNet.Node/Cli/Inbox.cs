@@ -35,8 +35,8 @@ internal sealed class Inbox(bool json, ContactsFollower contacts, ReceivedParts 
             throw new CliException($"--save-files {path} is a file; give a directory (it is created if missing).");
         }
 
-        return (OperatingSystem.IsWindows() ? Directory.CreateDirectory(path)
-            : Directory.CreateDirectory(path, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute)).FullName;
+        PrivateFile.CreateDirectory(path);
+        return Path.GetFullPath(path);
     }
 
     /// <summary>Prints <paramref name="m"/>, or keeps it if it is a file part and prints its file once whole; a part that
@@ -61,7 +61,7 @@ internal sealed class Inbox(bool json, ContactsFollower contacts, ReceivedParts 
                 return false;
             case ReceivedParts.Waiting w when w.Have == 1 || w.Have * 4 / w.Count != (w.Have - 1) * 4 / w.Count:
                 // A few lines for a file of any size: at its first part and at each quarter.
-                Console.Error.WriteLine($"[{m.Seq}] part {w.Index + 1} of file '{ClientCommands.Printable(m.Content.FileName, multiline: false)}' from {From(m.Sender)}: " +
+                Console.Error.WriteLine($"[{m.Seq}] part {w.Index + 1} of file '{ClientCommands.Printable(m.Content.FileName, multiline: false)}' from {Shown(contacts.NameOf(m.Sender), m.Sender)}: " +
                     $"{w.Have} of {w.Count} parts here, kept in {parts.Directory} until the file is whole");
                 break;
             case ReceivedParts.Refused r:
@@ -91,31 +91,30 @@ internal sealed class Inbox(bool json, ContactsFollower contacts, ReceivedParts 
             }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException)
             {
-                throw new CliException($"cannot save file '{ClientCommands.Printable(m.Content.FileName, multiline: false)}' in {saveDirectory} ({e.Message}){(consequence is null ? "." : $"; {consequence}.")}");
+                throw ClientCommands.MailError($"cannot save file '{ClientCommands.Printable(m.Content.FileName, multiline: false)}' in {saveDirectory} ({e.Message})", consequence);
             }
         }
 
         try
         {
-            Print(m, contacts.NameOf(m.Sender), parts, saved);
+            Print(m, isText, contacts.NameOf(m.Sender), parts, saved);
         }
         catch (IOException e)
         {
-            throw new CliException($"cannot write to standard output ({e.Message}){(consequence is null ? "." : $"; {consequence}.")}");
+            throw ClientCommands.MailError($"cannot write to standard output ({e.Message})", consequence);
         }
 
         Flush(consequence);
     }
 
-    private string From(ContactCard sender) =>
-        // A name only for a card in the contacts: the card came sealed, under the sender's signature (unknown senders
-        // are shown by their card, which no one else can sign for).
-        contacts.NameOf(sender) is { } name ? ClientCommands.Printable(name, multiline: false) : sender.ToString();
+    /// <summary>A sender as shown: the name its card has in the contacts, else the card. A name only for a card in the
+    /// contacts: the card came sealed, under the sender's signature (unknown senders are shown by their card, which no
+    /// one else can sign for).</summary>
+    private static string Shown(string? name, ContactCard sender) => name is not null ? ClientCommands.Printable(name, multiline: false) : sender.ToString();
 
-    private void Print(ReceivedMessage m, string? senderName, int parts, string? saved)
+    private void Print(ReceivedMessage m, bool isText, string? senderName, int parts, string? saved)
     {
         SealedContent c = m.Content;
-        bool isText = c.ContentType.StartsWith("text/", StringComparison.Ordinal);
         if (json)
         {
             var o = new JsonObject
@@ -165,7 +164,7 @@ internal sealed class Inbox(bool json, ContactsFollower contacts, ReceivedParts 
             when += $" (old: sent over {SeenMessages.Window.TotalDays:0} days ago, so possibly a replay of a message received before, or the sender's clock is wrong)";
         }
 
-        string from = senderName is not null ? ClientCommands.Printable(senderName, multiline: false) : m.Sender.ToString();
+        string from = Shown(senderName, m.Sender);
         string inParts = parts > 1 ? $" in {parts} parts" : string.Empty;
         string where = saved is not null ? $"saved as {ClientCommands.Printable(saved, multiline: false)}" : "use --json or --save-files DIR to get its contents";
         _output.WriteLine(isText
@@ -174,56 +173,31 @@ internal sealed class Inbox(bool json, ContactsFollower contacts, ReceivedParts 
     }
 
     /// <summary>
-    /// Writes a received file into <paramref name="directory"/> under <see cref="SavedName"/>: first into a temporary
-    /// file, flushed, then linked under the first free name ("name (2).ext" and so on; after that many, the envelope id
-    /// makes it unique), never over a file or through a link that is there, and the directory flushed. A write cut short
-    /// never stands under the real name, and no name stops the mailbox. Returns the path.
+    /// Writes a received file into <paramref name="directory"/> under <see cref="SavedName"/>, owner-only, through
+    /// <see cref="PrivateFile.Write"/> (a temporary file, flushed, then linked under the name, never over a file or a link
+    /// that is there, and the directory flushed: a write cut short never stands under the name), taking the first free
+    /// name: "name (2).ext" and so on, and after that many the envelope id, so no name stops the mailbox. Returns the path.
     /// </summary>
     private static string Save(string directory, ReceivedMessage m)
     {
         string name = SavedName(m.Content.FileName);
         string stem = Path.GetFileNameWithoutExtension(name), extension = Path.GetExtension(name);
-        string temporary = Path.Combine(directory, $".meganet-{Convert.ToHexStringLower(m.EnvelopeId)}.{Environment.ProcessId}.tmp");
-        var options = new FileStreamOptions { Mode = FileMode.CreateNew, Access = FileAccess.Write, Share = FileShare.None };
-        if (!OperatingSystem.IsWindows())
+        for (int attempt = 1; ; attempt++)
         {
-            // The sender's file is the recipient's own business, as the mail was.
-            options.UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite;
-        }
-
-        try
-        {
-            using (var stream = new FileStream(temporary, options))
+            string path = Path.Combine(directory, attempt switch
             {
-                stream.Write(m.Content.Content.Span);
-                stream.Flush(flushToDisk: true);
-            }
-
-            for (int attempt = 1; ; attempt++)
+                1 => name,
+                <= MaxNameAttempts => $"{stem} ({attempt}){extension}",
+                _ => $"{stem} ({Convert.ToHexStringLower(m.EnvelopeId)[..16]}){extension}",
+            });
+            try
             {
-                string path = Path.Combine(directory, attempt switch
-                {
-                    1 => name,
-                    <= MaxNameAttempts => $"{stem} ({attempt}){extension}",
-                    _ => $"{stem} ({Convert.ToHexStringLower(m.EnvelopeId)[..16]}){extension}",
-                });
-                try
-                {
-                    // Without overwrite (.NET links, then unlinks the temporary: EEXIST for anything there, links included).
-                    File.Move(temporary, path, overwrite: false);
-                }
-                catch (IOException) when (Path.Exists(path) && attempt <= MaxNameAttempts)
-                {
-                    continue;
-                }
-
-                DirectoryFlush.Flush(directory);
+                PrivateFile.Write(path, stream => stream.Write(m.Content.Content.Span), replace: false);
                 return path;
             }
-        }
-        finally
-        {
-            File.Delete(temporary);
+            catch (IOException e) when ((e.HResult == PrivateFile.AlreadyExists || Path.Exists(path)) && attempt <= MaxNameAttempts)
+            {
+            }
         }
     }
 
@@ -239,9 +213,7 @@ internal sealed class Inbox(bool json, ContactsFollower contacts, ReceivedParts 
         foreach (System.Text.Rune rune in fileName.EnumerateRunes())
         {
             bool replace = rune.Value is '/' or '\\' or ':' or '<' or '>' or '"' or '|' or '?' or '*'
-                || System.Text.Rune.GetUnicodeCategory(rune) is System.Globalization.UnicodeCategory.Control or System.Globalization.UnicodeCategory.Format
-                    or System.Globalization.UnicodeCategory.LineSeparator or System.Globalization.UnicodeCategory.ParagraphSeparator
-                || rune == System.Text.Rune.ReplacementChar;
+                || ClientCommands.IsHidden(rune) || rune == System.Text.Rune.ReplacementChar;
             b.Append(replace ? "_" : rune.ToString());
         }
 

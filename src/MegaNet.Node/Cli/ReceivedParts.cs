@@ -99,7 +99,7 @@ internal sealed class ReceivedParts
 
         // Keyed by the sender too: a part from anyone else cannot join (or spoil) this sender's file.
         string senderHex = Convert.ToHexStringLower(part.Sender.Address);
-        string file = Path.Combine(Directory, $"{senderHex}-{Convert.ToHexStringLower(header.FileId)}");
+        string file = Path.Combine(Directory, $"{senderHex}-{Convert.ToHexStringLower(header.FileId.Span)}");
         string envelope = Convert.ToHexStringLower(part.EnvelopeId);
         if (File.Exists(file + DoneExtension) && File.ReadLines(file + DoneExtension).Any(line => line.EndsWith(" " + envelope, StringComparison.Ordinal)))
         {
@@ -132,9 +132,9 @@ internal sealed class ReceivedParts
                 return new Deferred($"part {header.Index + 1} of file '{name}' is left on the node for now: {full}");
             }
 
-            CreateDirectory(Directory, Path.GetDirectoryName(Directory)!);
-            CreateDirectory(file, Directory);
-            WriteDurably(path, bytes);
+            PrivateFile.CreateDirectory(Directory);
+            PrivateFile.CreateDirectory(file);
+            PrivateFile.Write(path, stream => stream.Write(bytes), replace: true);
             // Which envelope brought it (not flushed: losing a line costs only the recognition of a copy).
             File.AppendAllText(Path.Combine(file, IdsFile), $"{header.Index} {envelope}\n");
         }
@@ -228,48 +228,6 @@ internal sealed class ReceivedParts
             {
                 File.Delete(done);
             }
-        }
-    }
-
-    /// <summary>Creates <paramref name="directory"/> (owner only) and flushes its entry in <paramref name="parent"/>.</summary>
-    private static void CreateDirectory(string directory, string parent)
-    {
-        if (System.IO.Directory.Exists(directory))
-        {
-            return;
-        }
-
-        if (OperatingSystem.IsWindows())
-        {
-            System.IO.Directory.CreateDirectory(directory);
-        }
-        else
-        {
-            System.IO.Directory.CreateDirectory(directory, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
-        }
-
-        DirectoryFlush.Flush(parent);
-    }
-
-    /// <summary>Writes a part whole (a temporary file, flushed, renamed) and flushes the directory, so the part
-    /// survives a crash once this returns.</summary>
-    private static void WriteDurably(string path, byte[] bytes)
-    {
-        string temporary = $"{path}.{Environment.ProcessId}.tmp";
-        try
-        {
-            using (var stream = new FileStream(temporary, FileMode.Create, FileAccess.Write, FileShare.None))
-            {
-                stream.Write(bytes);
-                stream.Flush(flushToDisk: true);
-            }
-
-            File.Move(temporary, path, overwrite: true);
-            DirectoryFlush.Flush(Path.GetDirectoryName(path)!);
-        }
-        finally
-        {
-            File.Delete(temporary);
         }
     }
 }
