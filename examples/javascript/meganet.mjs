@@ -312,34 +312,89 @@ async function send(node, sender, recipient, text, nodeId) {
   }
 }
 
+// Files larger than one envelope come as parts (docs/protocol.md, "Files larger than one envelope"). This client keeps
+// them in memory until every part of a file has come (in one fetch, or while listening) and then shows the file once;
+// `fetch --ack` leaves the parts of a file still incomplete on the node, for a later fetch.
+const PART_TYPE = 'application/vnd.meganet.file-part';
+const PART_HEADER = 64;
+const MAX_PARTS = 1024;
+const MAX_FILE = 32 * 1024 * 1024;
+
+class Parts {
+  constructor() { this.files = new Map(); }
+
+  // The whole file when `m` (an opened part) completes one, else null; throws for a part that cannot be used.
+  add(m, seq) {
+    const c = m.content;
+    if (c.length < PART_HEADER) throw new Error(`a file part of ${c.length} bytes is shorter than its ${PART_HEADER}-byte header`);
+    const index = c.readUInt32BE(16), count = c.readUInt32BE(20), length = c.readBigUInt64BE(24), hash = c.subarray(32, PART_HEADER);
+    if (count < 1 || count > MAX_PARTS || index >= count || length > BigInt(MAX_FILE) || BigInt(c.length - PART_HEADER) > length) {
+      throw new Error(`a file part with an impossible header (part ${index + 1} of ${count}, ${length} bytes)`);
+    }
+    // Keyed by the sender too: a part from anyone else cannot join this sender's file.
+    const key = `${m.sender} ${c.subarray(0, 16).toString('hex')}`;
+    let file = this.files.get(key);
+    if (!file) this.files.set(key, (file = { count, length, hash, name: m.fileName, slices: new Map(), seqs: [] }));
+    if (file.count !== count || file.length !== length || !file.hash.equals(hash) || file.name !== m.fileName) {
+      throw new Error(`part ${index + 1} of file '${m.fileName}' does not match the parts of that file received before`);
+    }
+    if (!file.slices.has(index)) file.seqs.push(seq);
+    file.slices.set(index, c.subarray(PART_HEADER));
+    if (file.slices.size < count) return null;
+    this.files.delete(key);
+    const whole = Buffer.concat([...Array(count).keys()].map((i) => file.slices.get(i)));
+    if (BigInt(whole.length) !== length || !blake2b256(whole).equals(hash)) {
+      throw new Error(`file '${m.fileName}' in ${count} parts: the parts do not make the file they announce`);
+    }
+    return { content: whole, count, seqs: file.seqs };
+  }
+
+  // The files still missing parts, for a line on stderr.
+  waiting() {
+    return [...this.files.values()].map((f) => `${f.slices.size} of ${f.count} parts of file '${f.name}'`);
+  }
+}
+
 // One mailbox item as the JSON object `meganet fetch --json` prints (the same keys, so a script reads either client),
-// or, for mail that does not open (anyone can seal junk to an address), why not.
-function messageLine(identity, item) {
+// or, for mail that does not open (anyone can seal junk to an address), why not; null for a part of a file not yet
+// whole. `seqs` are the mailbox entries the line stands for (all of a file's parts).
+function messageLine(identity, item, parts) {
   const e = item.envelope;
   const id = envelopeId(e);
   if (!id.equals(Buffer.from(item.envelope_id))) throw new Error(`message ${item.seq}: the node's envelope id is not the envelope's`);
+  const seq = Number(item.seq);
   try {
     const m = open(identity, e);
-    const body = m.contentType.startsWith('text/') ? { text: m.content.toString('utf8') } : { file_name: m.fileName, file_base64: m.content.toString('base64') };
-    return { seq: Number(item.seq), id: id.toString('hex'), sender: m.sender, timestamp_unix_ms: Number(m.sentUnixMs), log_index: Number(item.log_index), ...body };
+    const head = { seq, id: id.toString('hex'), sender: m.sender, timestamp_unix_ms: Number(m.sentUnixMs), log_index: Number(item.log_index) };
+    if (m.contentType === PART_TYPE) {
+      const file = parts.add(m, seq);
+      if (!file) return null;
+      return { line: { ...head, file_name: m.fileName, file_length: file.content.length, file_base64: file.content.toString('base64'), parts: file.count }, seqs: file.seqs };
+    }
+    const body = m.contentType.startsWith('text/') ? { text: m.content.toString('utf8') } : { file_name: m.fileName, file_length: m.content.length, file_base64: m.content.toString('base64') };
+    return { line: { ...head, ...body }, seqs: [seq] };
   } catch (error) {
-    return { seq: Number(item.seq), id: id.toString('hex'), unreadable: error.message };
+    return { line: { seq, id: id.toString('hex'), unreadable: error.message }, seqs: [seq] };
   }
 }
 
 async function fetch(node, identity, nodeId, ack) {
   const messages = [];
   const seqs = [];
+  const parts = new Parts();
   for (let after = '0'; ;) {
     const page = await node.call('Fetch', { auth: await mailboxAuth(node, identity, nodeId, Buffer.from([1])), after_seq: after, limit: 100 });
     if (page.items.length === 0) break;
     for (const item of page.items) {
-      seqs.push(item.seq);
-      messages.push(messageLine(identity, item));
+      const m = messageLine(identity, item, parts);
+      if (!m) continue;
+      seqs.push(...m.seqs);
+      messages.push(m.line);
     }
     after = page.next_cursor;
   }
   for (const m of messages) console.log(JSON.stringify(m));
+  for (const w of parts.waiting()) console.error(`${w} here; left on the node until the rest come`);
   if (ack && seqs.length > 0) {
     let deleted = 0;
     for (let start = 0; start < seqs.length; start += MAX_ACK_SEQS) {
@@ -361,6 +416,7 @@ async function listen(node, identity, nodeId, after, count) {
   await new Promise((resolve, reject) => {
     const stream = node.stream('Subscribe', { auth, after_seq: after });
     let seen = 0, subscribed = false;
+    const parts = new Parts();
     stream.on('data', (event) => {
       try {
         if (event.kind !== 'item') {
@@ -368,7 +424,9 @@ async function listen(node, identity, nodeId, after, count) {
           subscribed = true;
           return;
         }
-        console.log(JSON.stringify(messageLine(identity, event.item)));
+        const m = messageLine(identity, event.item, parts);
+        if (!m) return;
+        console.log(JSON.stringify(m.line));
         if (count !== undefined && ++seen >= count) { stream.cancel(); resolve(); }
       } catch (error) {
         stream.cancel();

@@ -379,6 +379,41 @@ public sealed class ClientCliTests : IDisposable
     }
 
     [Fact]
+    public async Task Listen_names_contacts_saved_while_it_runs_and_saves_a_file_sent_in_parts()
+    {
+        await using TestNode node = await TestNode.StartAsync();
+        string bobPath = NewIdentity("bob.json"), saveDir = Path.Combine(_dir, "received");
+        using Identity alice = Identity.Create(), carol = Identity.Create(), bob = Identity.Load(bobPath);
+        await Contacts.ChangeAsync(bobPath, c => c.Add("alice", alice.Card, replace: false), CancellationToken.None);
+        using MegaNetClient client = node.Client();
+        byte[] file = new byte[(3 * FileParts.SliceLength("pic.bin")) + 7];
+        new Random(11).NextBytes(file);
+
+        using var listen = new Running(_dir, "listen", "-i", bobPath, "--node", node.Address.ToString(), "--ack", "--save-files", saveDir);
+        await listen.WaitForAsync("first contact with", stderr: true); // said once subscribed
+        await client.SendFileInPartsAsync(alice, bob.Card, file, "pic.bin");
+        await listen.WaitForAsync($" from alice: file 'pic.bin' ({file.Length} bytes in 4 parts; saved as {Path.Combine(saveDir, "pic.bin")})");
+        Assert.Equal(file, await File.ReadAllBytesAsync(Path.Combine(saveDir, "pic.bin")));
+
+        // Carol, unknown, is shown by her card; saved as a contact meanwhile, by her name from her next message on.
+        await client.SendAsync(carol, bob.Card, Text("before"), "text/plain; charset=utf-8");
+        await listen.WaitForAsync($" from {carol.Card}: before");
+        await Contacts.ChangeAsync(bobPath, c => c.Add("carol", carol.Card, replace: false), CancellationToken.None);
+        await client.SendAsync(carol, bob.Card, Text("after"), "text/plain; charset=utf-8");
+        await listen.WaitForAsync(" from carol: after");
+
+        // Every part and message acknowledged: the mailbox empties.
+        var clock = Stopwatch.StartNew();
+        while ((await client.FetchAsync(bob)).WaitingCount > 0)
+        {
+            Assert.True(clock.Elapsed < TimeSpan.FromMinutes(1), $"still waiting after a minute: {string.Join('\n', listen.Stderr)}");
+            await Task.Delay(50);
+        }
+
+        node.AssertNoServerErrors();
+    }
+
+    [Fact]
     public async Task An_identity_is_never_replaced_without_force_not_even_by_a_save_racing_the_check()
     {
         // Library: a save over an existing file fails and leaves it (and no temporary copy of the keys) as it was.

@@ -73,6 +73,23 @@ public sealed class JavaScriptClientTests : IDisposable
         Assert.Contains("acknowledged 2 message(s)", fetched.Stderr, StringComparison.Ordinal);
         Assert.Empty((await Js("fetch", "-i", bobPath, "--node", url, "--node-id", nodeId)).Stdout.Trim());
 
+        // A file in parts (docs/protocol.md): the parts of a file not yet whole stay on the node; once the last one has
+        // come, the file shows once, whole, and all its parts are acknowledged.
+        byte[] large = new byte[(2 * FileParts.SliceLength("big.bin")) + 3];
+        new Random(5).NextBytes(large);
+        IReadOnlyList<byte[]> parts = FileParts.Split(large, "big.bin");
+        await client.SendAsync(alice, bob.Card, parts[0], FileParts.ContentType, "big.bin");
+        await client.SendAsync(alice, bob.Card, parts[2], FileParts.ContentType, "big.bin");
+        Result partial = await Js("fetch", "-i", bobPath, "--node", url, "--node-id", nodeId, "--ack");
+        Assert.Empty(partial.Stdout.Trim());
+        Assert.Contains("2 of 3 parts of file 'big.bin' here; left on the node until the rest come", partial.Stderr, StringComparison.Ordinal);
+        Assert.DoesNotContain("acknowledged", partial.Stderr, StringComparison.Ordinal);
+        await client.SendAsync(alice, bob.Card, parts[1], FileParts.ContentType, "big.bin");
+        Result whole = await Js("fetch", "-i", bobPath, "--node", url, "--node-id", nodeId, "--ack");
+        JsonNode joined = JsonNode.Parse(Line(whole))!;
+        Assert.Equal(("big.bin", 3, Convert.ToBase64String(large)), ((string)joined["file_name"]!, (int)joined["parts"]!, (string)joined["file_base64"]!));
+        Assert.Contains("acknowledged 3 message(s)", whole.Stderr, StringComparison.Ordinal);
+
         // Subscribe: one message waiting, one sent once the subscription is registered (the first keepalive).
         await client.SendAsync(alice, bob.Card, Encoding.UTF8.GetBytes("waiting"), "text/plain; charset=utf-8");
         ProcessStartInfo listening = Psi("listen", "-i", bobPath, "--node", url, "--node-id", nodeId, "--after", lines[1]["seq"]!.ToString(), "--count", "2");
