@@ -861,11 +861,11 @@ internal static partial class ClientCommands
     }
 
     /// <summary>The messages this identity received (identity file name with <c>.seen</c>), so replays show once.</summary>
-    private static SeenMessages OpenSeen(string identityPath) => SeenMessages.Open(Path.ChangeExtension(Path.GetFullPath(identityPath), SeenExtension));
+    private static SeenMessages OpenSeen(string identityPath) => SeenMessages.Open(SideFiles.Of(identityPath, SideFiles.Seen));
 
     private static Identity LoadIdentity(string path)
     {
-        CheckNotASideFile(path);
+        SideFiles.CheckNotOne(path);
         if (!File.Exists(path))
         {
             throw new CliException($"No identity at {path}; create one with 'meganet id new' (or pass --identity).");
@@ -964,32 +964,11 @@ internal static partial class ClientCommands
         }
     }
 
-    /// <summary>
-    /// Refuses an identity path that is the name of a file the client keeps beside identities: <c>NAME.seen</c> (the
-    /// received-message record of the identity NAME.*, and of this one if it were named so), <c>NAME.contacts</c> and
-    /// <c>NAME.parts</c> (its contacts and the parts of files it is receiving, likewise) and <c>known-nodes</c> (pinned node ids). fetch rewrote an identity named <c>x.seen</c> as its record, and pins were appended to one
-    /// named <c>known-nodes</c>: the keys were lost. Case is ignored, for file systems that ignore it.
-    /// </summary>
-    private static void CheckNotASideFile(string path)
-    {
-        string name = Path.GetFileName(path);
-        string extension = Path.GetExtension(name);
-        if (name.Equals(KnownNodes.FileName, StringComparison.OrdinalIgnoreCase) || extension.Equals(SeenExtension, StringComparison.OrdinalIgnoreCase)
-            || extension.Equals(Contacts.Extension, StringComparison.OrdinalIgnoreCase) || extension.Equals(ReceivedParts.Extension, StringComparison.OrdinalIgnoreCase))
-        {
-            throw new CliException(
-                $"--identity {path}: an identity file cannot be named '{KnownNodes.FileName}' or end in '{SeenExtension}', '{Contacts.Extension}' or '{ReceivedParts.Extension}'; those names are the pinned node ids, the " +
-                $"received-message records, the contacts and the parts of files being received kept beside identity files, and writing them would destroy the keys. Rename it (e.g. to {Path.ChangeExtension(name, ".json")}).");
-        }
-    }
-
-    private const string SeenExtension = ".seen";
-
     /// <summary>Refuses an identity path that is a directory, lies below a file, or is named like a file kept beside
     /// identities, before anything is written.</summary>
     private static void CheckCanCreate(string path)
     {
-        CheckNotASideFile(path);
+        SideFiles.CheckNotOne(path);
         string full = Path.GetFullPath(path);
         if (Directory.Exists(full))
         {

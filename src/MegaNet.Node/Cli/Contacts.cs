@@ -12,9 +12,6 @@ namespace MegaNet.Node.Cli;
 /// </summary>
 internal sealed class Contacts
 {
-    /// <summary>The extension of the file beside an identity file (identity files may not have it).</summary>
-    public const string Extension = ".contacts";
-
     /// <summary>The longest name, in characters.</summary>
     public const int MaxNameLength = 64;
 
@@ -30,7 +27,7 @@ internal sealed class Contacts
     public IReadOnlyList<(string Name, ContactCard Card)> Entries => _entries;
 
     /// <summary>The contacts file of the identity at <paramref name="identityPath"/>.</summary>
-    public static string PathOf(string identityPath) => System.IO.Path.ChangeExtension(System.IO.Path.GetFullPath(identityPath), Extension);
+    public static string PathOf(string identityPath) => SideFiles.Of(identityPath, SideFiles.Contacts);
 
     /// <summary>The contacts of the identity at <paramref name="identityPath"/> (none when it has no file yet).</summary>
     public static Contacts Load(string identityPath)

@@ -19,9 +19,6 @@ namespace MegaNet.Node.Cli;
 /// </summary>
 internal sealed class ReceivedParts
 {
-    /// <summary>The extension of the directory beside an identity file (identity files may not have it).</summary>
-    public const string Extension = ".parts";
-
     /// <summary>Bytes of parts kept for one sender at most: two files of the largest size, each part with up to 1 KiB
     /// of its sealed content's other fields. Identities cost nothing, so this alone does not bound the directory;
     /// <see cref="MaxBytes"/> does.</summary>
@@ -52,7 +49,7 @@ internal sealed class ReceivedParts
     /// the caps are <see cref="MaxBytesPerSender"/> and <see cref="MaxBytes"/> unless a test sets smaller ones.</summary>
     public static ReceivedParts Beside(string identityPath, long maxBytesPerSender = MaxBytesPerSender, long maxBytes = MaxBytes)
     {
-        var parts = new ReceivedParts(Path.ChangeExtension(Path.GetFullPath(identityPath), Extension), maxBytesPerSender, maxBytes);
+        var parts = new ReceivedParts(SideFiles.Of(identityPath, SideFiles.Parts), maxBytesPerSender, maxBytes);
         if (System.IO.Directory.Exists(parts.Directory))
         {
             using LockedFile held = parts.Lock();

@@ -1,0 +1,42 @@
+namespace MegaNet.Node.Cli;
+
+/// <summary>
+/// What the CLI keeps beside an identity file <c>NAME.json</c>: <c>NAME.seen</c> (the messages it received, so replays
+/// show once), <c>NAME.contacts</c> (names for cards), <c>NAME.parts/</c> (parts of files still arriving) and the
+/// directory's <c>known-nodes</c> (pinned node ids). One list, so a side file added later is also one an identity file
+/// may not be named after.
+/// </summary>
+internal static class SideFiles
+{
+    /// <summary>The received-message record.</summary>
+    public const string Seen = ".seen";
+
+    /// <summary>The contacts.</summary>
+    public const string Contacts = ".contacts";
+
+    /// <summary>The parts of files being received (a directory).</summary>
+    public const string Parts = ".parts";
+
+    private static readonly string[] Extensions = [Seen, Contacts, Parts];
+
+    /// <summary>The side file with <paramref name="extension"/> of the identity at <paramref name="identityPath"/>.</summary>
+    public static string Of(string identityPath, string extension) => Path.ChangeExtension(Path.GetFullPath(identityPath), extension);
+
+    /// <summary>
+    /// Refuses an identity path named like a side file (of the identity NAME.*, or of this one if it were named so): fetch
+    /// rewrote an identity named <c>x.seen</c> as its record, and pins were appended to one named <c>known-nodes</c>: the
+    /// keys were lost. Case is ignored, for file systems that ignore it.
+    /// </summary>
+    public static void CheckNotOne(string path)
+    {
+        string name = Path.GetFileName(path);
+        string extension = Path.GetExtension(name);
+        if (name.Equals(KnownNodes.FileName, StringComparison.OrdinalIgnoreCase) || Extensions.Contains(extension, StringComparer.OrdinalIgnoreCase))
+        {
+            throw new CliException(
+                $"--identity {path}: an identity file cannot be named '{KnownNodes.FileName}' or end in {string.Join(", ", Extensions.Select(e => $"'{e}'"))}; those names are " +
+                $"the pinned node ids, the received-message records, the contacts and the parts of files being received kept beside identity files, and writing them " +
+                $"would destroy the keys. Rename it (e.g. to {Path.ChangeExtension(name, ".json")}).");
+        }
+    }
+}
