@@ -89,7 +89,8 @@ public sealed class SaveFilesTests : IDisposable
         Result text = await Meganet("fetch", "-i", bobPath, "--node", url, "--save-files", saveDir);
         Assert.True(text.ExitCode == 0, text.Stderr);
         Assert.Contains($"file 'notes.txt' ({small.Length} bytes; saved as {Path.Combine(saveDir, "notes (3).txt")})", text.Stdout, StringComparison.Ordinal);
-        Assert.Contains("of file 'notes.txt', which was shown already", text.Stderr, StringComparison.Ordinal);
+        Assert.Contains("parts of file 'notes.txt' from", text.Stderr, StringComparison.Ordinal);
+        Assert.Contains("which was shown already", text.Stderr, StringComparison.Ordinal);
         Assert.Equal(5, Directory.GetFiles(saveDir).Length);
         Assert.Equal(small, await File.ReadAllBytesAsync(Path.Combine(saveDir, "notes.txt")));
         if (!OperatingSystem.IsWindows())

@@ -785,7 +785,7 @@ internal static partial class ClientCommands
     /// writes at its own offset with pwrite(2), so with <c>&gt; file 2&gt;&amp;1</c> the stderr lines overwrote the
     /// messages (tried: all of stdout was lost). Here every failed write throws, and the shared file offset moves.
     /// </summary>
-    internal static TextWriter StandardOutput() => new StreamWriter(
+    internal static StreamWriter StandardOutput() => new(
         OperatingSystem.IsWindows() ? Console.OpenStandardOutput() : new StandardOutputStream(), new UTF8Encoding(false), 16 << 10, leaveOpen: false)
     {
         AutoFlush = false,

@@ -73,6 +73,10 @@ internal sealed class ReceivedParts
     /// <summary>Not a part that can be used (said why); like junk, it is reported and may be acknowledged.</summary>
     public sealed record Refused(string Reason) : Outcome;
 
+    /// <summary>A part of a file shown already, fetched again before it was acknowledged (<paramref name="File"/> names
+    /// the file's parts directory, so copies of one file can be reported once): a copy, to be acknowledged.</summary>
+    public sealed record ShownAlready(string File) : Outcome;
+
     /// <summary>Not kept for now (the caps are reached; said why): reported, and left on the node, not acknowledged, so
     /// a later fetch gets it once room is made.</summary>
     public sealed record Deferred(string Reason) : Outcome;
@@ -100,7 +104,7 @@ internal sealed class ReceivedParts
         string envelope = Convert.ToHexStringLower(part.EnvelopeId);
         if (File.Exists(file + DoneExtension) && File.ReadLines(file + DoneExtension).Any(line => line.EndsWith(" " + envelope, StringComparison.Ordinal)))
         {
-            return new Refused($"part {header.Index + 1} of file '{name}', which was shown already (a copy, until it is acknowledged)");
+            return new ShownAlready(file);
         }
 
         string path = Path.Combine(file, header.Index.ToString(CultureInfo.InvariantCulture) + PartExtension);
