@@ -321,32 +321,47 @@ const MAX_PARTS = 1024;
 const MAX_FILE = 32 * 1024 * 1024;
 
 class Parts {
-  constructor() { this.files = new Map(); }
+  constructor() {
+    this.files = new Map();
+    this.shown = new Set(); // files shown in this run: a part of one that comes again is a copy
+  }
 
-  // The whole file when `m` (an opened part) completes one, else null; throws for a part that cannot be used.
+  // What became of `m` (an opened part) from mailbox entry `seq`: { file, seqs } when it completes a file (the seqs of
+  // all its parts), { seqs: [] } while the file waits for more, { copy: true, seqs } for a part of a file shown already
+  // or one sent again with the same contents. Throws, with the entries to acknowledge in `error.seqs`, for a part that
+  // cannot be used; a set that does not make its file takes all its parts with it, as the C# client drops them.
   add(m, seq) {
     const c = m.content;
-    if (c.length < PART_HEADER) throw new Error(`a file part of ${c.length} bytes is shorter than its ${PART_HEADER}-byte header`);
+    const refuse = (message, seqs = [seq]) => { throw Object.assign(new Error(message), { seqs }); };
+    if (c.length < PART_HEADER) refuse(`a file part of ${c.length} bytes is shorter than its ${PART_HEADER}-byte header`);
     const index = c.readUInt32BE(16), count = c.readUInt32BE(20), length = c.readBigUInt64BE(24), hash = c.subarray(32, PART_HEADER);
     if (count < 1 || count > MAX_PARTS || index >= count || length > BigInt(MAX_FILE) || BigInt(c.length - PART_HEADER) > length) {
-      throw new Error(`a file part with an impossible header (part ${index + 1} of ${count}, ${length} bytes)`);
+      refuse(`a file part with an impossible header (part ${index + 1} of ${count}, ${length} bytes)`);
     }
     // Keyed by the sender too: a part from anyone else cannot join this sender's file.
     const key = `${m.sender} ${c.subarray(0, 16).toString('hex')}`;
+    if (this.shown.has(key)) return { copy: true, seqs: [seq] };
     let file = this.files.get(key);
     if (!file) this.files.set(key, (file = { count, length, hash, name: m.fileName, slices: new Map(), seqs: [] }));
     if (file.count !== count || file.length !== length || !file.hash.equals(hash) || file.name !== m.fileName) {
-      throw new Error(`part ${index + 1} of file '${m.fileName}' does not match the parts of that file received before`);
+      refuse(`part ${index + 1} of file '${m.fileName}' does not match the parts of that file received before (another count, length, hash or name)`);
     }
-    if (!file.slices.has(index)) file.seqs.push(seq);
-    file.slices.set(index, c.subarray(PART_HEADER));
-    if (file.slices.size < count) return null;
+    const slice = c.subarray(PART_HEADER);
+    if (file.slices.has(index)) {
+      if (!file.slices.get(index).equals(slice)) refuse(`part ${index + 1} of file '${m.fileName}' came twice with different contents`);
+      file.seqs.push(seq); // the same part again (a resend): acknowledged with the file
+      return { seqs: [] };
+    }
+    file.seqs.push(seq);
+    file.slices.set(index, slice);
+    if (file.slices.size < count) return { seqs: [] };
     this.files.delete(key);
     const whole = Buffer.concat([...Array(count).keys()].map((i) => file.slices.get(i)));
     if (BigInt(whole.length) !== length || !blake2b256(whole).equals(hash)) {
-      throw new Error(`file '${m.fileName}' in ${count} parts: the parts do not make the file they announce`);
+      refuse(`file '${m.fileName}' in ${count} parts: the parts do not make the file they announce; its parts were dropped`, file.seqs);
     }
-    return { content: whole, count, seqs: file.seqs };
+    this.shown.add(key);
+    return { file: { content: whole, count }, seqs: file.seqs };
   }
 
   // The files still missing parts, for a line on stderr.
@@ -356,8 +371,9 @@ class Parts {
 }
 
 // One mailbox item as the JSON object `meganet fetch --json` prints (the same keys, so a script reads either client),
-// or, for mail that does not open (anyone can seal junk to an address), why not; null for a part of a file not yet
-// whole. `seqs` are the mailbox entries the line stands for (all of a file's parts).
+// or, for mail that does not open (anyone can seal junk to an address), why not. `line` is null for a part of a file
+// not yet whole (and for a copy of a part); `seqs` are the mailbox entries to acknowledge for it (all of a file's parts
+// once it is whole, none while it waits).
 function messageLine(identity, item, parts) {
   const e = item.envelope;
   const id = envelopeId(e);
@@ -367,14 +383,15 @@ function messageLine(identity, item, parts) {
     const m = open(identity, e);
     const head = { seq, id: id.toString('hex'), sender: m.sender, timestamp_unix_ms: Number(m.sentUnixMs), log_index: Number(item.log_index) };
     if (m.contentType === PART_TYPE) {
-      const file = parts.add(m, seq);
-      if (!file) return null;
-      return { line: { ...head, file_name: m.fileName, file_length: file.content.length, file_base64: file.content.toString('base64'), parts: file.count }, seqs: file.seqs };
+      const { file, seqs } = parts.add(m, seq);
+      if (!file) return { line: null, seqs };
+      const counted = file.count > 1 ? { parts: file.count } : {};
+      return { line: { ...head, file_name: m.fileName, file_length: file.content.length, file_base64: file.content.toString('base64'), ...counted }, seqs };
     }
     const body = m.contentType.startsWith('text/') ? { text: m.content.toString('utf8') } : { file_name: m.fileName, file_length: m.content.length, file_base64: m.content.toString('base64') };
     return { line: { ...head, ...body }, seqs: [seq] };
   } catch (error) {
-    return { line: { seq, id: id.toString('hex'), unreadable: error.message }, seqs: [seq] };
+    return { line: { seq, id: id.toString('hex'), unreadable: error.message }, seqs: error.seqs ?? [seq] };
   }
 }
 
@@ -387,9 +404,8 @@ async function fetch(node, identity, nodeId, ack) {
     if (page.items.length === 0) break;
     for (const item of page.items) {
       const m = messageLine(identity, item, parts);
-      if (!m) continue;
       seqs.push(...m.seqs);
-      messages.push(m.line);
+      if (m.line) messages.push(m.line);
     }
     after = page.next_cursor;
   }
@@ -425,7 +441,7 @@ async function listen(node, identity, nodeId, after, count) {
           return;
         }
         const m = messageLine(identity, event.item, parts);
-        if (!m) return;
+        if (!m.line) return;
         console.log(JSON.stringify(m.line));
         if (count !== undefined && ++seen >= count) { stream.cancel(); resolve(); }
       } catch (error) {

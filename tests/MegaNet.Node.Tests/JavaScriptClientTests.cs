@@ -90,6 +90,21 @@ public sealed class JavaScriptClientTests : IDisposable
         Assert.Equal(("big.bin", 3, Convert.ToBase64String(large)), ((string)joined["file_name"]!, (int)joined["parts"]!, (string)joined["file_base64"]!));
         Assert.Contains("acknowledged 3 message(s)", whole.Stderr, StringComparison.Ordinal);
 
+        // A part sent twice goes with its file; a set whose slices do not make the file it announces (changed by its
+        // sender: a relay cannot) is one unreadable line, and every part of it is acknowledged.
+        IReadOnlyList<byte[]> spoilt = FileParts.Split(large, "bad.bin");
+        byte[] altered = spoilt[1].ToArray();
+        altered[^1] ^= 1;
+        foreach (byte[] part in new[] { spoilt[0], spoilt[0], altered, spoilt[2] })
+        {
+            await client.SendAsync(alice, bob.Card, part, FileParts.ContentType, "bad.bin");
+        }
+
+        Result bad = await Js("fetch", "-i", bobPath, "--node", url, "--node-id", nodeId, "--ack");
+        Assert.Contains("the parts do not make the file they announce", (string)JsonNode.Parse(Line(bad))!["unreadable"]!, StringComparison.Ordinal);
+        Assert.Contains("acknowledged 4 message(s)", bad.Stderr, StringComparison.Ordinal);
+        Assert.Equal(0, (await client.FetchAsync(bob)).WaitingCount);
+
         // Subscribe: one message waiting, one sent once the subscription is registered (the first keepalive).
         await client.SendAsync(alice, bob.Card, Encoding.UTF8.GetBytes("waiting"), "text/plain; charset=utf-8");
         ProcessStartInfo listening = Psi("listen", "-i", bobPath, "--node", url, "--node-id", nodeId, "--after", lines[1]["seq"]!.ToString(), "--count", "2");

@@ -34,7 +34,7 @@ internal static class SideFiles
         if (name.Equals(KnownNodes.FileName, StringComparison.OrdinalIgnoreCase) || Extensions.Contains(extension, StringComparer.OrdinalIgnoreCase))
         {
             throw new CliException(
-                $"--identity {path}: an identity file cannot be named '{KnownNodes.FileName}' or end in {string.Join(", ", Extensions.Select(e => $"'{e}'"))}; those names are " +
+                $"--identity {path}: an identity file cannot be named '{KnownNodes.FileName}' or end in {string.Join(", ", Extensions[..^1].Select(e => $"'{e}'"))} or '{Extensions[^1]}'; those names are " +
                 $"the pinned node ids, the received-message records, the contacts and the parts of files being received kept beside identity files, and writing them " +
                 $"would destroy the keys. Rename it (e.g. to {Path.ChangeExtension(name, ".json")}).");
         }
