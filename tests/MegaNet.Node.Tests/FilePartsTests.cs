@@ -258,12 +258,8 @@ public sealed class FilePartsTests(ITestOutputHelper output) : IDisposable
     [Fact]
     public async Task A_file_that_could_not_be_shown_keeps_its_parts_for_the_next_fetch()
     {
-        await using TestNode node = await TestNode.StartAsync();
-        string url = node.Address.ToString();
-        using MegaNetClient client = node.Client();
-        using Identity alice = Identity.Create(), bob = Identity.Create();
-        string bobPath = Path.Combine(_dir, "bob.json");
-        bob.Save(bobPath);
+        await using Mailroom room = await Mailroom.StartAsync(_dir);
+        (TestNode node, string url, MegaNetClient client, Identity alice, Identity bob, string bobPath) = (room.Node, room.Url, room.Client, room.Alice, room.Bob, room.BobPath);
         byte[] file = RandomFile((2 * FileParts.SliceLength("a.bin")) + 10);
         IReadOnlyList<byte[]> parts = FileParts.Split(file, "a.bin");
         await client.SendAsync(alice, bob.Card, parts[0], FileParts.ContentType, "a.bin");
@@ -288,12 +284,8 @@ public sealed class FilePartsTests(ITestOutputHelper output) : IDisposable
     [Fact]
     public async Task Parts_acknowledged_in_one_fetch_wait_for_the_rest_and_parts_that_do_not_make_the_file_are_reported()
     {
-        await using TestNode node = await TestNode.StartAsync();
-        string url = node.Address.ToString();
-        using MegaNetClient client = node.Client();
-        using Identity alice = Identity.Create(), bob = Identity.Create();
-        string bobPath = Path.Combine(_dir, "bob.json");
-        bob.Save(bobPath);
+        await using Mailroom room = await Mailroom.StartAsync(_dir);
+        (TestNode node, string url, MegaNetClient client, Identity alice, Identity bob, string bobPath) = (room.Node, room.Url, room.Client, room.Alice, room.Bob, room.BobPath);
         byte[] file = RandomFile((2 * FileParts.SliceLength("a.bin")) + 10);
         IReadOnlyList<byte[]> parts = FileParts.Split(file, "a.bin");
         Task Send(Identity from, byte[] part, string name = "a.bin") => client.SendAsync(from, bob.Card, part, FileParts.ContentType, name);
