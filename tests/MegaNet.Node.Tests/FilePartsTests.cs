@@ -104,6 +104,8 @@ public sealed class FilePartsTests(ITestOutputHelper output) : IDisposable
         Assert.IsType<ReceivedParts.Waiting>(parts.Add(Part(carol, c[0], "c.bin")));
         deferred = Assert.IsType<ReceivedParts.Deferred>(parts.Add(Part(carol, c[1], "c.bin")));
         Assert.Contains("the most kept is", deferred.Reason, StringComparison.Ordinal);
+        // A contact's part is held to the cap per sender only: strangers filling the directory do not stop it.
+        Assert.IsType<ReceivedParts.Waiting>(parts.Add(Part(carol, c[1], "c.bin"), fromContact: true));
 
         // The same index with other contents is refused; the same part again is not counted twice.
         byte[] other = a[1].ToArray();

@@ -54,7 +54,7 @@ internal sealed class Inbox(bool json, ContactsFollower contacts, ReceivedParts 
             return true;
         }
 
-        switch (parts.Add(m))
+        switch (parts.Add(m, fromContact: contacts.NameOf(m.Sender) is not null))
         {
             case ReceivedParts.Whole whole:
                 Show(whole.File, consequence, whole.Count);

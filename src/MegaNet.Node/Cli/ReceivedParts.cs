@@ -82,8 +82,10 @@ internal sealed class ReceivedParts
     public sealed record Deferred(string Reason) : Outcome;
 
     /// <summary>Keeps <paramref name="part"/> (a message of content type <see cref="FileParts.ContentType"/>), and puts
-    /// its file together once every part is here.</summary>
-    public Outcome Add(ReceivedMessage part)
+    /// its file together once every part is here. A part <paramref name="fromContact"/> (its sender is in the
+    /// identity's contacts) is held only to the cap per sender: strangers filling the directory cannot stop the files of
+    /// people one knows.</summary>
+    public Outcome Add(ReceivedMessage part, bool fromContact = false)
     {
         SealedContent content = part.Content;
         if (!FileParts.TryReadHeader(content.Content.Span, out FilePartHeader header, out string? problem))
@@ -128,7 +130,7 @@ internal sealed class ReceivedParts
         else
         {
             byte[] bytes = content.ToByteArray();
-            if (Full(senderHex, bytes.Length) is { } full)
+            if (Full(senderHex, bytes.Length, fromContact) is { } full)
             {
                 return new Deferred($"part {header.Index + 1} of file '{name}' is left on the node for now: {full}");
             }
@@ -184,7 +186,7 @@ internal sealed class ReceivedParts
 
     /// <summary>Why <paramref name="adding"/> more bytes from the sender <paramref name="senderHex"/> would pass a cap,
     /// or null.</summary>
-    private string? Full(string senderHex, long adding)
+    private string? Full(string senderHex, long adding, bool fromContact)
     {
         if (!System.IO.Directory.Exists(Directory))
         {
@@ -200,7 +202,7 @@ internal sealed class ReceivedParts
         }
 
         return sender + adding > _maxBytesPerSender ? $"parts of files from this sender waiting here already take {sender:N0} bytes, the most kept for one sender is {_maxBytesPerSender:N0}"
-            : all + adding > _maxBytes ? $"parts of files waiting in {Directory} already take {all:N0} bytes, the most kept is {_maxBytes:N0}"
+            : all + adding > _maxBytes && !fromContact ? $"parts of files waiting in {Directory} already take {all:N0} bytes, the most kept is {_maxBytes:N0}"
             : null;
     }
 
