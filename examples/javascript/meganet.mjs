@@ -50,14 +50,15 @@ function identityFrom(file) {
   const signing = sodium.crypto_sign_seed_keypair(Buffer.from(file.signing_seed, 'hex'));
   const encryptionSecret = Buffer.from(file.encryption_key, 'hex');
   const signingPublic = Buffer.from(signing.publicKey), encryptionPublic = Buffer.from(sodium.crypto_scalarmult_base(encryptionSecret));
+  const address = addressOf(signingPublic, encryptionPublic);
   return {
     signingPublic,
     signingSecret: signing.privateKey,
     encryptionSecret,
     encryptionPublic,
     sendingSeed: Buffer.from(file.sending_seed, 'hex'),
-    address: addressOf(signingPublic, encryptionPublic),
-    card: cardText(signingPublic, encryptionPublic),
+    address,
+    card: cardText(signingPublic, encryptionPublic, address),
   };
 }
 
@@ -70,8 +71,9 @@ function loadIdentity(path) {
 
 const addressOf = (signingPublic, encryptionPublic) => blake2b256(signingPublic, encryptionPublic);
 
-function cardText(signingPublic, encryptionPublic) {
-  const raw = Buffer.concat([signingPublic, encryptionPublic, addressOf(signingPublic, encryptionPublic).subarray(0, 4)]);
+// The card's checksum is the first 4 bytes of the address: pass the address when it is at hand.
+function cardText(signingPublic, encryptionPublic, address = addressOf(signingPublic, encryptionPublic)) {
+  const raw = Buffer.concat([signingPublic, encryptionPublic, address.subarray(0, 4)]);
   return 'mn1' + raw.toString('base64url');
 }
 
@@ -151,9 +153,10 @@ function open(identity, envelope) {
   if (signingKey.length !== 32 || encryptionKey.length !== 32) throw new Error('sender keys are not 32 bytes');
   const sent = BigInt(m.sent_unix_ms);
   if (sent < 0n || sent > 8_640_000_000_000_000n) throw new Error(`the sending time (${m.sent_unix_ms} ms) is not a date`);
-  const digest = contentDigest(identity.address, addressOf(signingKey, encryptionKey), m.sent_unix_ms, m.content_type, m.file_name, Buffer.from(m.content));
+  const senderAddress = addressOf(signingKey, encryptionKey);
+  const digest = contentDigest(identity.address, senderAddress, m.sent_unix_ms, m.content_type, m.file_name, Buffer.from(m.content));
   if (!sodium.crypto_sign_verify_detached(Buffer.from(m.content_signature), digest, signingKey)) throw new Error('the content signature does not verify');
-  return { sender: cardText(signingKey, encryptionKey), sentUnixMs: m.sent_unix_ms, contentType: m.content_type, fileName: m.file_name, content: Buffer.from(m.content) };
+  return { sender: cardText(signingKey, encryptionKey, senderAddress), sentUnixMs: m.sent_unix_ms, contentType: m.content_type, fileName: m.file_name, content: Buffer.from(m.content) };
 }
 
 // ---- envelopes (protocol.md, "Envelope") ----

@@ -227,6 +227,14 @@ public sealed class MegaNetClient : IDisposable
         ArgumentNullException.ThrowIfNull(recipient);
         ArgumentNullException.ThrowIfNull(content);
         ArgumentNullException.ThrowIfNull(contentType);
+        Envelope envelope = await SealAndStampAsync(sender, recipient, content, contentType, fileName, ttl, cancellationToken);
+        return await SubmitCheckedAsync(sender, envelope, cancellationToken);
+    }
+
+    /// <summary>Seals <paramref name="content"/> with the expiry and the stamp the node's <c>Status</c> asks for now.</summary>
+    private async Task<Envelope> SealAndStampAsync(Identity sender, ContactCard recipient, byte[] content, string contentType, string? fileName,
+        TimeSpan? ttl, CancellationToken cancellationToken)
+    {
         StatusResponse status = await Relay.StatusAsync(new StatusRequest(), cancellationToken: cancellationToken);
         int bits = PowBitsToSolve(status.PowBitsRequired);
         DateTimeOffset expires = DateTimeOffset.UtcNow + (ttl ?? DefaultTtl(status.Limits));
@@ -236,6 +244,13 @@ public sealed class MegaNetClient : IDisposable
             await StampAsync(sender, envelope, bits, cancellationToken);
         }
 
+        return envelope;
+    }
+
+    /// <summary>Submits <paramref name="envelope"/>, stamping it again when the node asks for more work (twice at
+    /// most), and checks that the receipt names it.</summary>
+    private async Task<Receipt> SubmitCheckedAsync(Identity sender, Envelope envelope, CancellationToken cancellationToken)
+    {
         Receipt receipt;
         for (int attempt = 0; ; attempt++)
         {
@@ -298,14 +313,15 @@ public sealed class MegaNetClient : IDisposable
         var options = new ParallelOptions { MaxDegreeOfParallelism = PartsInFlight, CancellationToken = cancellationToken };
         await Parallel.ForEachAsync(Enumerable.Range(0, parts.Count), options, async (index, ct) =>
         {
-            // Bounded by the clock (sealing and any proof of work count too), and by tries: a 1 ms hint is no reason for
-            // thousands of them.
+            // Sealed and stamped once: a part put off was not stored, so the same envelope is submitted again. Bounded by
+            // the clock (any new stamp counts too), and by tries: a 1 ms hint is no reason for thousands of them.
             long started = System.Diagnostics.Stopwatch.GetTimestamp();
+            Envelope envelope = await SealAndStampAsync(sender, recipient, parts[index], FileParts.ContentType, fileName, ttl, ct).ConfigureAwait(false);
             for (int attempt = 1; ; attempt++)
             {
                 try
                 {
-                    receipts[index] = await SendAsync(sender, recipient, parts[index], FileParts.ContentType, fileName, ttl, ct).ConfigureAwait(false);
+                    receipts[index] = await SubmitCheckedAsync(sender, envelope, ct).ConfigureAwait(false);
                     break;
                 }
                 catch (RpcException e) when (e.StatusCode == StatusCode.ResourceExhausted && e.RetryAfter() is { } wait && wait <= MaxPartRetryHint
@@ -787,7 +803,7 @@ public sealed class MegaNetClient : IDisposable
     /// through: a transport fault is reported as <c>Internal</c> or <c>Unknown</c> by gRPC libraries, and the rest
     /// (unavailable, busy, late, aborted) are outages. A node can always feign an outage instead: a monitor should also
     /// raise an alarm over one node that stays unreachable for its proofs.</summary>
-    public static bool IsRefusal(StatusCode code) =>
+    internal static bool IsRefusal(StatusCode code) =>
         code is StatusCode.InvalidArgument or StatusCode.OutOfRange or StatusCode.NotFound or StatusCode.FailedPrecondition
             or StatusCode.Unimplemented or StatusCode.DataLoss;
 

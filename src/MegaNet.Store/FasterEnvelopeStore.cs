@@ -247,7 +247,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         {
             return new FileStream(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None);
         }
-        catch (IOException e) when (IsLockContention(e))
+        catch (IOException e) when (FileLock.IsContention(e))
         {
             throw new StoreInUseException(
                 $"The store in '{dir}' is open in another process (another meganet node with the same data directory?). " +
@@ -261,12 +261,6 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
                 "mounted read-write, and writable by this user.", e);
         }
     }
-
-    /// <summary>Whether opening the lock file failed because another process holds it: flock's EWOULDBLOCK on Unix
-    /// (which .NET passes on as the HResult), a sharing or lock violation on Windows.</summary>
-    private static bool IsLockContention(IOException e) =>
-        OperatingSystem.IsWindows() ? (e.HResult & 0xFFFF) is 32 or 33 // ERROR_SHARING_VIOLATION, ERROR_LOCK_VIOLATION
-        : e.HResult == (OperatingSystem.IsLinux() ? 11 : 35); // EWOULDBLOCK: 11 on Linux, 35 on macOS and the BSDs
 
     private static async Task<FasterEnvelopeStore> OpenLockedAsync(StoreOptions options, string dir, string commitDir, FileStream lockFile, CancellationToken cancellationToken)
     {

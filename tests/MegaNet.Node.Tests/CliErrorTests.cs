@@ -40,13 +40,7 @@ public sealed class CliErrorTests : IDisposable
         Assert.DoesNotContain("   at ", r.Stdout, StringComparison.Ordinal);
     }
 
-    private string NewIdentity(string name)
-    {
-        using Identity id = Identity.Create();
-        string path = Path.Combine(_dir, name);
-        id.Save(path);
-        return path;
-    }
+    private string NewIdentity(string name) => TestIdentities.Save(_dir, name).Path;
 
     private static string Card()
     {

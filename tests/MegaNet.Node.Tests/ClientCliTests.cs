@@ -27,13 +27,7 @@ public sealed class ClientCliTests : IDisposable
 
     private Task<Result> Meganet(params string[] args) => Meganet(false, args);
 
-    private string NewIdentity(string name)
-    {
-        using Identity id = Identity.Create();
-        string path = Path.Combine(_dir, name);
-        id.Save(path);
-        return path;
-    }
+    private string NewIdentity(string name) => TestIdentities.Save(_dir, name).Path;
 
     private static byte[] Text(string s) => Encoding.UTF8.GetBytes(s);
 
@@ -185,7 +179,7 @@ public sealed class ClientCliTests : IDisposable
         string address = node.Address.ToString();
         Result json = await Meganet("fetch", "-i", bobPath, "--node", address, "--json");
         AssertExit(json, 0);
-        JsonNode[] objects = json.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(line => JsonNode.Parse(line)!).ToArray();
+        JsonObject[] objects = JsonLines(json);
         Assert.Equal(["from the past", "from today"], objects.Select(o => o["text"]!.GetValue<string>()));
         Assert.Equal([true, false], objects.Select(o => o["old"]!.GetValue<bool>()));
 
@@ -232,7 +226,7 @@ public sealed class ClientCliTests : IDisposable
         // --json carries what was sent, byte for byte.
         Result json = await Meganet("fetch", "-i", bobPath, "--node", address, "--json");
         AssertExit(json, 0);
-        JsonNode[] objects = json.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(line => JsonNode.Parse(line)!).ToArray();
+        JsonObject[] objects = JsonLines(json);
         Assert.Equal(forged, objects[0]["text"]!.GetValue<string>());
         Assert.Equal(fileName, objects[1]["file_name"]!.GetValue<string>());
         node.AssertNoServerErrors();

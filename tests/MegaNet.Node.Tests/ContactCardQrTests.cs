@@ -20,12 +20,12 @@ public sealed class ContactCardQrTests : IDisposable
 
     public void Dispose() => Directory.Delete(_dir, recursive: true);
 
+    private Task<MeganetProcess.Result> Meganet(params string[] args) => MeganetProcess.RunAsync(_dir, null, false, args);
+
     private (string Card, string Identity) NewIdentity()
     {
-        using Identity id = Identity.Create();
-        string path = Path.Combine(_dir, "id.json");
-        id.Save(path);
-        return (id.Card.ToString(), path);
+        (string path, ContactCard card) = TestIdentities.Save(_dir, "id.json");
+        return (card.ToString(), path);
     }
 
     [Theory]
@@ -35,7 +35,7 @@ public sealed class ContactCardQrTests : IDisposable
     public async Task A_scanner_reads_the_card_from_the_terminal_drawing(string[] background, bool darkBackground)
     {
         (string card, string identity) = NewIdentity();
-        Result r = await MeganetProcess.RunAsync(_dir, null, false, ["id", "show", "--identity", identity, "--qr", .. background]);
+        Result r = await Meganet(["id", "show", "--identity", identity, "--qr", .. background]);
         Assert.True(r.ExitCode == 0, r.Stderr);
 
         string[] lines = r.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries);
@@ -90,7 +90,7 @@ public sealed class ContactCardQrTests : IDisposable
     {
         (string card, string identity) = NewIdentity();
         string png = Path.Combine(_dir, "card.png");
-        Result r = await MeganetProcess.RunAsync(_dir, null, false, "id", "show", "--identity", identity, "--qr-png", png);
+        Result r = await Meganet("id", "show", "--identity", identity, "--qr-png", png);
         Assert.True(r.ExitCode == 0, r.Stderr);
         Assert.Equal(card, r.Stdout.Trim());
         Assert.Contains($"QR code written to {png}", r.Stderr, StringComparison.Ordinal);
@@ -111,18 +111,16 @@ public sealed class ContactCardQrTests : IDisposable
         // Over a PNG: replaced; over anything else (the identity file, by a slip): refused, the file kept.
         byte[] otherPng = [0x89, (byte)'P', (byte)'N', (byte)'G', 0x0D, 0x0A, 0x1A, 0x0A, 0, 0, 0, 0];
         await File.WriteAllBytesAsync(png, otherPng);
-        Assert.Equal(0, (await MeganetProcess.RunAsync(_dir, null, false, "id", "show", "--identity", identity, "--qr-png", png)).ExitCode);
+        Assert.Equal(0, (await Meganet("id", "show", "--identity", identity, "--qr-png", png)).ExitCode);
         Assert.NotEqual(otherPng, await File.ReadAllBytesAsync(png));
         byte[] keys = await File.ReadAllBytesAsync(identity);
-        Result slip = await MeganetProcess.RunAsync(_dir, null, false, "id", "show", "--identity", identity, "--qr-png", identity);
+        Result slip = await Meganet("id", "show", "--identity", identity, "--qr-png", identity);
         Assert.Equal(1, slip.ExitCode);
         Assert.Contains("exists and is not a PNG", slip.Stderr, StringComparison.Ordinal);
         Assert.Equal(keys, await File.ReadAllBytesAsync(identity));
 
-        Result bad = await MeganetProcess.RunAsync(_dir, null, false, "id", "show", "--identity", identity, "--qr-png", Path.Combine(_dir, "missing", "card.png"));
-        Assert.Equal(1, bad.ExitCode);
-        Assert.Contains("Cannot write the QR code to", bad.Stderr, StringComparison.Ordinal);
-        Assert.DoesNotContain("   at ", bad.Stderr, StringComparison.Ordinal);
+        Result bad = await Meganet("id", "show", "--identity", identity, "--qr-png", Path.Combine(_dir, "missing", "card.png"));
+        MeganetResults.AssertExit(bad, 1, "Cannot write the QR code to");
     }
 
     private static string Scan(byte[] gray, int width, int height)

@@ -20,13 +20,7 @@ public sealed class ContactsTests : IDisposable
 
     private Task<Result> Meganet(params string[] args) => MeganetProcess.RunAsync(_dir, null, false, args);
 
-    private (string Path, ContactCard Card) NewIdentity(string name)
-    {
-        using Identity id = Identity.Create();
-        string path = Path.Combine(_dir, name);
-        id.Save(path);
-        return (path, id.Card);
-    }
+    private (string Path, ContactCard Card) NewIdentity(string name) => TestIdentities.Save(_dir, name);
 
     [Fact]
     public async Task A_saved_name_sends_to_its_card_and_names_mail_signed_by_it()

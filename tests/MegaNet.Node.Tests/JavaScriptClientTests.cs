@@ -64,7 +64,7 @@ public sealed class JavaScriptClientTests : IDisposable
         Receipt text = await client.SendAsync(alice, bob.Card, Encoding.UTF8.GetBytes("hello from C# ✓"), "text/plain; charset=utf-8");
         Receipt attachment = await client.SendAsync(alice, bob.Card, file, "application/octet-stream", "data.bin");
         Result fetched = await Js("fetch", "-i", bobPath, "--node", url, "--node-id", nodeId, "--ack");
-        JsonObject[] lines = [.. fetched.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => JsonNode.Parse(l)!.AsObject())];
+        JsonObject[] lines = MeganetResults.JsonLines(fetched);
         Assert.Equal(2, lines.Length);
         Assert.Equal("hello from C# ✓", (string)lines[0]["text"]!);
         Assert.Equal(("data.bin", Convert.ToBase64String(file)), ((string)lines[1]["file_name"]!, (string)lines[1]["file_base64"]!));

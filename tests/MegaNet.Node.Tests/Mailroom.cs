@@ -1,5 +1,4 @@
 using MegaNet.Api;
-using MegaNet.Node.Hosting;
 
 namespace MegaNet.Node.Tests;
 
@@ -29,8 +28,10 @@ internal sealed class Mailroom : IAsyncDisposable
     /// <summary>Bob's identity file.</summary>
     public string BobPath { get; }
 
-    public static async Task<Mailroom> StartAsync(string directory, Action<NodeOptions>? configure = null) =>
-        new(await TestNode.StartAsync(configure), Path.Combine(directory, "bob.json"));
+    public static async Task<Mailroom> StartAsync(string directory) => new(await TestNode.StartAsync(), Path.Combine(directory, "bob.json"));
+
+    public void Deconstruct(out TestNode node, out string url, out MegaNetClient client, out Identity alice, out Identity bob, out string bobPath) =>
+        (node, url, client, alice, bob, bobPath) = (Node, Url, Client, Alice, Bob, BobPath);
 
     public async ValueTask DisposeAsync()
     {

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using MegaNet.Api;
 
 namespace MegaNet.Node.Tests;
 
@@ -90,4 +91,17 @@ internal static class MeganetResults
     /// <summary>Standard output as the JSON objects of its lines (<c>--json</c>).</summary>
     public static System.Text.Json.Nodes.JsonObject[] JsonLines(MeganetProcess.Result r) =>
         r.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(line => System.Text.Json.Nodes.JsonNode.Parse(line)!.AsObject()).ToArray();
+}
+
+/// <summary>Identity files the tests hand to <c>meganet</c>.</summary>
+internal static class TestIdentities
+{
+    /// <summary>Creates an identity and saves it as <paramref name="name"/> in <paramref name="directory"/>.</summary>
+    public static (string Path, ContactCard Card) Save(string directory, string name)
+    {
+        using Identity id = Identity.Create();
+        string path = System.IO.Path.Combine(directory, name);
+        id.Save(path);
+        return (path, id.Card);
+    }
 }

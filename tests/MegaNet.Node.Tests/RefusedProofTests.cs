@@ -29,9 +29,10 @@ public sealed class RefusedProofTests : IDisposable
         Uri address = fake.Address;
         string heads = Path.Combine(_dir, "heads.json");
 
-        MeganetProcess.Result first = await MeganetProcess.RunAsync(_dir, null, false, "audit", "--node", address.ToString(), "--heads", heads);
+        Task<MeganetProcess.Result> Audit() => MeganetProcess.RunAsync(_dir, null, false, "audit", "--node", address.ToString(), "--heads", heads);
+        MeganetProcess.Result first = await Audit();
         Assert.True(first.ExitCode == 0, first.Stderr + first.Stdout);
-        MeganetProcess.Result second = await MeganetProcess.RunAsync(_dir, null, false, "audit", "--node", address.ToString(), "--heads", heads);
+        MeganetProcess.Result second = await Audit();
         Assert.True(second.ExitCode == exitCode, second.Stderr + second.Stdout);
         if (exitCode == 3)
         {

@@ -52,7 +52,7 @@ public sealed class SaveFilesTests : IDisposable
     public async Task Files_are_saved_whole_never_over_another_and_the_output_says_where()
     {
         await using Mailroom room = await Mailroom.StartAsync(_dir);
-        (TestNode node, string url, MegaNetClient client, Identity alice, Identity bob, string bobPath) = (room.Node, room.Url, room.Client, room.Alice, room.Bob, room.BobPath);
+        (TestNode node, string url, MegaNetClient client, Identity alice, Identity bob, string bobPath) = room;
         byte[] small = Encoding.UTF8.GetBytes("a small file"), large = new byte[(2 * FileParts.SliceLength("notes.txt")) + 5];
         new Random(7).NextBytes(large);
         await client.SendAsync(alice, bob.Card, small, "application/octet-stream", "notes.txt");

@@ -20,6 +20,8 @@ public sealed class TlsNodeTests : IDisposable
 
     public void Dispose() => Directory.Delete(_dir, recursive: true);
 
+    private Task<MeganetProcess.Result> Meganet(params string[] args) => MeganetProcess.RunAsync(_dir, null, false, args);
+
     [Fact]
     public async Task A_self_signed_node_is_reached_only_by_clients_given_its_certificate()
     {
@@ -61,33 +63,33 @@ public sealed class TlsNodeTests : IDisposable
         bob.Save(bobPath);
         string alicePath = Path.Combine(_dir, "alice.json"), url = node.Address.ToString();
         alice.Save(alicePath);
-        Result status = await RunAsync(_dir, null, false, "status", "--node", url, "--tls-cert", certificate);
+        Result status = await Meganet("status", "--node", url, "--tls-cert", certificate);
         Assert.True(status.ExitCode == 0, status.Stderr);
-        Result sent = await RunAsync(_dir, null, false, "send", "-i", alicePath, "--to", bob.Card.ToString(), "--text", "by the command line", "--node", url, "--tls-cert", der, "--json");
+        Result sent = await Meganet("send", "-i", alicePath, "--to", bob.Card.ToString(), "--text", "by the command line", "--node", url, "--tls-cert", der, "--json");
         Assert.True(sent.ExitCode == 0, sent.Stderr);
         string receiptPath = Path.Combine(_dir, "receipt.json");
         await File.WriteAllTextAsync(receiptPath, sent.Stdout);
-        Result verified = await RunAsync(_dir, null, false, "verify-receipt", "-i", alicePath, "--receipt", receiptPath, "--node", url, "--tls-cert", withKey);
+        Result verified = await Meganet("verify-receipt", "-i", alicePath, "--receipt", receiptPath, "--node", url, "--tls-cert", withKey);
         Assert.True(verified.ExitCode == 0, verified.Stderr + verified.Stdout);
-        Result fetched = await RunAsync(_dir, null, false, "fetch", "-i", bobPath, "--node", url, "--tls-cert", withKey);
+        Result fetched = await Meganet("fetch", "-i", bobPath, "--node", url, "--tls-cert", withKey);
         Assert.True(fetched.ExitCode == 0, fetched.Stderr);
         Assert.Contains("over TLS", fetched.Stdout, StringComparison.Ordinal);
         Assert.Contains("by the command line", fetched.Stdout, StringComparison.Ordinal);
-        Result audited = await RunAsync(_dir, null, false, "audit", "--heads", Path.Combine(_dir, "heads.json"), "--node", url, "--tls-cert", certificate);
+        Result audited = await Meganet("audit", "--heads", Path.Combine(_dir, "heads.json"), "--node", url, "--tls-cert", certificate);
         Assert.True(audited.ExitCode == 0, audited.Stderr + audited.Stdout);
 
-        Result untrusted = await RunAsync(_dir, null, false, "status", "--node", url);
+        Result untrusted = await Meganet("status", "--node", url);
         Assert.Equal(2, untrusted.ExitCode);
         Assert.Contains("the node's TLS certificate was refused", untrusted.Stderr, StringComparison.Ordinal);
         Assert.Contains("pass it with --tls-cert FILE", untrusted.Stderr, StringComparison.Ordinal);
-        Result mistrusted = await RunAsync(_dir, null, false, "status", "--node", url, "--tls-cert", impostor);
+        Result mistrusted = await Meganet("status", "--node", url, "--tls-cert", impostor);
         Assert.Equal(2, mistrusted.ExitCode);
         Assert.Contains("neither the one given with --tls-cert nor one this system trusts", mistrusted.Stderr, StringComparison.Ordinal);
-        Result missing = await RunAsync(_dir, null, false, "status", "--node", url, "--tls-cert", Path.Combine(_dir, "nothing.crt"));
+        Result missing = await Meganet("status", "--node", url, "--tls-cert", Path.Combine(_dir, "nothing.crt"));
         Assert.Equal(1, missing.ExitCode);
         Assert.Contains("nothing.crt", missing.Stderr, StringComparison.Ordinal);
         Assert.DoesNotContain("not a certificate", missing.Stderr, StringComparison.Ordinal);
-        Result notACertificate = await RunAsync(_dir, null, false, "status", "--node", node.Address.ToString(), "--tls-cert", bobPath);
+        Result notACertificate = await Meganet("status", "--node", node.Address.ToString(), "--tls-cert", bobPath);
         Assert.Equal(1, notACertificate.ExitCode);
         Assert.Contains($"--tls-cert {bobPath} is not a certificate", notACertificate.Stderr, StringComparison.Ordinal);
         node.AssertNoServerErrors();
@@ -107,7 +109,7 @@ public sealed class TlsNodeTests : IDisposable
         long before = (await client.Relay.GetTreeHeadAsync(new GetTreeHeadRequest())).TreeSize;
 
         // Every connection it opens trusts the certificate: the clients', the probe's and the forger's.
-        Result load = await RunAsync(_dir, null, false, "load", "--node", url, "--tls-cert", certificate, "--mode", "both", "--envelopes", "200",
+        Result load = await Meganet("load", "--node", url, "--tls-cert", certificate, "--mode", "both", "--envelopes", "200",
             "--warmup", "0", "--clients", "2", "--connections", "2", "--forged", "20", "--rate", "200", "--no-baseline");
         Assert.True(load.ExitCode == 0, load.Stderr + load.Stdout);
         Assert.Contains("(200/200, 0 refused", load.Stdout, StringComparison.Ordinal);
@@ -116,10 +118,10 @@ public sealed class TlsNodeTests : IDisposable
         // The streaming phase's envelopes and the unary phase's (half as many), none of the forged.
         Assert.True(before + 300 == after, $"log grew from {before} to {after}; {load.Stdout}");
 
-        Result untrusted = await RunAsync(_dir, null, false, "load", "--node", url, "--envelopes", "10", "--warmup", "0");
+        Result untrusted = await Meganet("load", "--node", url, "--envelopes", "10", "--warmup", "0");
         Assert.Equal(2, untrusted.ExitCode);
         Assert.Contains("pass it with --tls-cert FILE", untrusted.Stderr, StringComparison.Ordinal);
-        Result embedded = await RunAsync(_dir, null, false, "load", "--tls-cert", certificate, "--envelopes", "10");
+        Result embedded = await Meganet("load", "--tls-cert", certificate, "--envelopes", "10");
         Assert.Equal(1, embedded.ExitCode);
         Assert.Contains("--tls-cert is the certificate of a node given with --node https://", embedded.Stderr, StringComparison.Ordinal);
         node.AssertNoServerErrors();

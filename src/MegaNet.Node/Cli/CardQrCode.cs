@@ -18,28 +18,18 @@ internal static class CardQrCode
     // version 6: 41 modules a side, 25 lines of a terminal with the margin.
     private const QRCodeGenerator.ECCLevel Correction = QRCodeGenerator.ECCLevel.M;
 
-    /// <summary>The code's modules, margin included: <c>true</c> is dark. Row-major, square.</summary>
-    private static bool[,] Modules(string text)
+    /// <summary>The code's rows of modules, margin included: <c>true</c> is dark. Square.</summary>
+    private static List<BitArray> Modules(string text)
     {
         using QRCodeData data = QRCodeGenerator.GenerateQrCode(text, Correction);
         List<BitArray> rows = data.ModuleMatrix;
-        int size = rows.Count;
-        var modules = new bool[size, size];
-        for (int y = 0; y < size; y++)
-        {
-            for (int x = 0; x < size; x++)
-            {
-                modules[y, x] = rows[y][x];
-            }
-        }
-
-        if (size < 21 + 2 * QuietZone || modules[0, 0] || modules[QuietZone, QuietZone] is false)
+        if (rows.Count < 21 + 2 * QuietZone || rows[0][0] || rows[QuietZone][QuietZone] is false)
         {
             // The drawing below relies on the generator's margin; a version of it without one would not scan.
-            throw new InvalidOperationException($"The QR generator returned {size} modules a side without the expected {QuietZone}-module margin.");
+            throw new InvalidOperationException($"The QR generator returned {rows.Count} modules a side without the expected {QuietZone}-module margin.");
         }
 
-        return modules;
+        return rows;
     }
 
     /// <summary>
@@ -50,17 +40,17 @@ internal static class CardQrCode
     /// </summary>
     public static string ToTerminal(string text, bool darkBackground)
     {
-        bool[,] modules = Modules(text);
-        int size = modules.GetLength(0);
+        List<BitArray> modules = Modules(text);
+        int size = modules.Count;
         var drawing = new StringBuilder((size + 1) * (size + 1) / 2);
         for (int y = 0; y < size; y += 2)
         {
             for (int x = 0; x < size; x++)
             {
-                bool top = modules[y, x] != darkBackground;
+                bool top = modules[y][x] != darkBackground;
                 // Past the last row (the sizes are odd) is the terminal's background: light on a light terminal, and
                 // on a dark one the margin's last light row above it already ends the code.
-                bool bottom = y + 1 < size && modules[y + 1, x] != darkBackground;
+                bool bottom = y + 1 < size && modules[y + 1][x] != darkBackground;
                 drawing.Append((top, bottom) switch
                 {
                     (true, true) => '█',

@@ -11,8 +11,6 @@ namespace MegaNet.Node.Cli;
 /// <summary><c>meganet audit</c>: the transparency log's monitor.</summary>
 internal static partial class ClientCommands
 {
-    // Exit code of a log that does not extend a head its node signed (as verify-receipt's INVALID).
-    private const int Forked = 3;
 
     // A property: static fields of the two halves of this class initialise in no set order.
     private static string DefaultHeads => Path.Combine(Path.GetDirectoryName(DefaultIdentity)!, "tree-heads.json");
@@ -50,7 +48,7 @@ internal static partial class ClientCommands
         command.SetAction((parse, ct) => Run(async () =>
         {
             Uri address = parse.GetValue(node)!;
-            string key = address.GetLeftPart(UriPartial.Authority);
+            string key = KnownNodes.Key(address);
             string headsPath = parse.GetValue(heads)!;
             string? headPath = parse.GetValue(head);
             string? idHex = parse.GetValue(nodeId);
@@ -173,7 +171,7 @@ internal static partial class ClientCommands
                 ["remembered"] = remembering == Remembering.Saved,
             };
             Console.WriteLine(report.ToJsonString());
-            return r.Problem is null ? 0 : Forked;
+            return r.Problem is null ? 0 : Invalid;
         }
 
         if (r.Problem is not null)
@@ -197,7 +195,7 @@ internal static partial class ClientCommands
                 Console.WriteLine($"The remembered head stays in {headsPath}.");
             }
 
-            return Forked;
+            return Invalid;
         }
 
         SignedTreeHead current = r.Current!;

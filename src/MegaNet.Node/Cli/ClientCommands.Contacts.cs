@@ -20,7 +20,6 @@ internal static partial class ClientCommands
         add.SetAction((parse, ct) => Run(async () =>
         {
             string identityPath = parse.GetValue(addIdentity)!;
-            SideFiles.CheckNotOne(identityPath);
             ContactCard parsed = ParseCard(parse.GetValue(card)!, "card");
             string? saved = null;
             await Contacts.ChangeAsync(identityPath, c => saved = c.Add(parse.GetValue(name)!, parsed, parse.GetValue(force)), ct);
@@ -36,7 +35,6 @@ internal static partial class ClientCommands
         remove.SetAction((parse, ct) => Run(async () =>
         {
             string identityPath = parse.GetValue(removeIdentity)!;
-            SideFiles.CheckNotOne(identityPath);
             string removed = string.Empty;
             await Contacts.ChangeAsync(identityPath, c => removed = c.Remove(parse.GetValue(removeName)!), ct);
             Console.Error.WriteLine($"removed '{Printable(removed, multiline: false)}' from {Contacts.PathOf(identityPath)}");
@@ -48,7 +46,6 @@ internal static partial class ClientCommands
         var list = new Command("list", "Print your contacts, one 'NAME  CARD' line each.") { listIdentity, json };
         list.SetAction(parse => Run(() =>
         {
-            SideFiles.CheckNotOne(parse.GetValue(listIdentity)!);
             Contacts contacts = Contacts.Load(parse.GetValue(listIdentity)!);
             int width = contacts.Entries.Count == 0 ? 0 : contacts.Entries.Max(e => e.Name.Length);
             foreach ((string contactName, ContactCard contactCard) in contacts.Entries)

@@ -708,7 +708,7 @@ internal static partial class ClientCommands
             if (problem is not null)
             {
                 Console.WriteLine($"INVALID: {problem}");
-                return 3;
+                return Invalid;
             }
 
             string whose = idHex is not null ? "the node id given" : expected is not null ? "the node id pinned in known-nodes" : "not pinned: the key this node signs with now; pass --node-id to check against an id you know";
@@ -785,6 +785,14 @@ internal static partial class ClientCommands
     /// writes at its own offset with pwrite(2), so with <c>&gt; file 2&gt;&amp;1</c> the stderr lines overwrote the
     /// messages (tried: all of stdout was lost). Here every failed write throws, and the shared file offset moves.
     /// </summary>
+    /// <summary>Exit code of a check that found the node's word false: a receipt or a log that does not hold
+    /// (<c>verify-receipt</c>, <c>audit</c>).</summary>
+    private const int Invalid = 3;
+
+    /// <summary>True when <paramref name="done"/> of <paramref name="count"/> crosses one of <paramref name="steps"/>
+    /// equal steps: progress lines, a few for any size.</summary>
+    internal static bool CrossesStep(int done, int count, int steps) => done * steps / count != (done - 1) * steps / count;
+
     internal static StreamWriter StandardOutput() => new(
         OperatingSystem.IsWindows() ? Console.OpenStandardOutput() : new StandardOutputStream(), new UTF8Encoding(false), 16 << 10, leaveOpen: false)
     {
@@ -892,7 +900,7 @@ internal static partial class ClientCommands
         var progress = new CountProgress(accepted =>
         {
             // About ten lines for a file of any size: how far it got is clear if it stops half way.
-            if (accepted * 10 / count != (accepted - 1) * 10 / count)
+            if (CrossesStep(accepted, count, 10))
             {
                 Console.Error.WriteLine($"sent {accepted} of {count} parts");
             }

@@ -27,7 +27,13 @@ internal sealed class Contacts
     public IReadOnlyList<(string Name, ContactCard Card)> Entries => _entries;
 
     /// <summary>The contacts file of the identity at <paramref name="identityPath"/>.</summary>
-    public static string PathOf(string identityPath) => SideFiles.Of(identityPath, SideFiles.Contacts);
+    /// <exception cref="CliException">The identity path is named like a file kept beside identities.</exception>
+    public static string PathOf(string identityPath)
+    {
+        // Here, where every contacts path is made, rather than in each command.
+        SideFiles.CheckNotOne(identityPath);
+        return SideFiles.Of(identityPath, SideFiles.Contacts);
+    }
 
     /// <summary>The contacts of the identity at <paramref name="identityPath"/> (none when it has no file yet).</summary>
     public static Contacts Load(string identityPath)
@@ -49,8 +55,11 @@ internal sealed class Contacts
     }
 
     /// <summary>The name saved for <paramref name="card"/> (both keys equal), or null.</summary>
-    public string? NameOf(ContactCard card) =>
-        _entries.FirstOrDefault(e => e.Card.SigningKey.AsSpan().SequenceEqual(card.SigningKey) && e.Card.EncryptionKey.AsSpan().SequenceEqual(card.EncryptionKey)).Name;
+    public string? NameOf(ContactCard card) => _entries.FirstOrDefault(e => SameCard(e.Card, card)).Name;
+
+    /// <summary>Both keys equal (the text forms are equal exactly then, without hashing and encoding each).</summary>
+    private static bool SameCard(ContactCard a, ContactCard b) =>
+        a.SigningKey.AsSpan().SequenceEqual(b.SigningKey) && a.EncryptionKey.AsSpan().SequenceEqual(b.EncryptionKey);
 
     /// <summary>The card saved as <paramref name="name"/> (case ignored), or null.</summary>
     public ContactCard? Find(string name) => _entries.FirstOrDefault(e => SameName(e.Name, name)).Card;
@@ -173,7 +182,7 @@ internal sealed class Contacts
                 string name = CheckName(line[(space + 1)..]);
                 ContactCard card = ContactCard.Parse(line[..space]);
                 // Each card and each name once: a second would be ignored, and which one counts would be a guess.
-                int twice = entries.FindIndex(e => SameName(e.Name, name) || e.Card.ToString() == card.ToString());
+                int twice = entries.FindIndex(e => SameName(e.Name, name) || SameCard(e.Card, card));
                 if (twice >= 0)
                 {
                     throw new CliException($"{(SameName(entries[twice].Name, name) ? "the name" : "the card")} is on line {lines[twice]} too");
@@ -215,20 +224,21 @@ internal sealed class ContactsFollower
     /// some file systems) without its time moving: it is read again until it is older.</summary>
     private static readonly TimeSpan Racy = TimeSpan.FromSeconds(2);
 
-    private readonly string _identityPath;
+    private readonly string _identityPath, _path;
     private Contacts _contacts;
     private (DateTime Written, long Length) _stamp;
 
     public ContactsFollower(string identityPath)
     {
         _identityPath = identityPath;
+        _path = Contacts.PathOf(identityPath);
         _stamp = Stamp();
         _contacts = Contacts.Load(identityPath);
     }
 
     private (DateTime Written, long Length) Stamp()
     {
-        var file = new FileInfo(Contacts.PathOf(_identityPath));
+        var file = new FileInfo(_path);
         return file.Exists ? (file.LastWriteTimeUtc, file.Length) : (default, -1);
     }
 

@@ -48,28 +48,30 @@ internal sealed class Inbox(bool json, ContactsFollower contacts, ReceivedParts 
     /// Returns false for a part that must stay on the node (there was no room to keep it): not to be acknowledged.</summary>
     public bool Deliver(ReceivedMessage m, string? consequence)
     {
+        // Looked up once: it reads the contacts file's time stamp, and re-reads a file written within 2 s.
+        string? senderName = contacts.NameOf(m.Sender);
         if (m.Content.ContentType != FileParts.ContentType)
         {
-            Show(m, consequence, parts: 1);
+            Show(m, senderName, consequence, parts: 1);
             return true;
         }
 
-        switch (parts.Add(m, fromContact: contacts.NameOf(m.Sender) is not null))
+        switch (parts.Add(m, fromContact: senderName is not null))
         {
             case ReceivedParts.Whole whole:
-                Show(whole.File, consequence, whole.Count);
+                Show(whole.File, senderName, consequence, whole.Count);
                 parts.Forget(whole);
                 break;
             case ReceivedParts.ShownAlready copy when _copiesReported.Add(copy.File):
-                Console.Error.WriteLine($"[{m.Seq}] skipped: parts of file '{ClientCommands.Printable(m.Content.FileName, multiline: false)}' from {Shown(contacts.NameOf(m.Sender), m.Sender)}, " +
+                Console.Error.WriteLine($"[{m.Seq}] skipped: parts of file '{ClientCommands.Printable(m.Content.FileName, multiline: false)}' from {Shown(senderName, m.Sender)}, " +
                     "which was shown already: copies until they are acknowledged (the others of this file are not listed)");
                 break;
             case ReceivedParts.Deferred d:
                 Console.Error.WriteLine($"[{m.Seq}] {d.Reason}");
                 return false;
-            case ReceivedParts.Waiting w when w.Have == 1 || w.Have * 4 / w.Count != (w.Have - 1) * 4 / w.Count:
+            case ReceivedParts.Waiting w when w.Have == 1 || ClientCommands.CrossesStep(w.Have, w.Count, 4):
                 // A few lines for a file of any size: at its first part and at each quarter.
-                Console.Error.WriteLine($"[{m.Seq}] part {w.Index + 1} of file '{ClientCommands.Printable(m.Content.FileName, multiline: false)}' from {Shown(contacts.NameOf(m.Sender), m.Sender)}: " +
+                Console.Error.WriteLine($"[{m.Seq}] part {w.Index + 1} of file '{ClientCommands.Printable(m.Content.FileName, multiline: false)}' from {Shown(senderName, m.Sender)}: " +
                     $"{w.Have} of {w.Count} parts here, kept in {parts.Directory} until the file is whole");
                 break;
             case ReceivedParts.Refused r:
@@ -87,7 +89,7 @@ internal sealed class Inbox(bool json, ContactsFollower contacts, ReceivedParts 
     /// <summary>Writes out what is buffered; a failure becomes a one-line error that says what happened to the mail.</summary>
     public void Flush(string? consequence) => ClientCommands.Flush(_output, consequence);
 
-    private void Show(ReceivedMessage m, string? consequence, int parts)
+    private void Show(ReceivedMessage m, string? senderName, string? consequence, int parts)
     {
         bool isText = m.Content.ContentType.StartsWith("text/", StringComparison.Ordinal);
         string? saved = null;
@@ -105,7 +107,7 @@ internal sealed class Inbox(bool json, ContactsFollower contacts, ReceivedParts 
 
         try
         {
-            Print(m, isText, contacts.NameOf(m.Sender), parts, saved);
+            Print(m, isText, senderName, parts, saved);
         }
         catch (IOException e)
         {
@@ -208,6 +210,12 @@ internal sealed class Inbox(bool json, ContactsFollower contacts, ReceivedParts 
                 <= MaxNameAttempts => $"{stem} ({attempt}){extension}",
                 _ => $"{stem} ({Convert.ToHexStringLower(m.EnvelopeId)[..16]}){extension}",
             });
+            if (attempt <= MaxNameAttempts && Path.Exists(path))
+            {
+                // Taken: not worth writing (and flushing) the whole file to learn it; the race is caught below.
+                continue;
+            }
+
             try
             {
                 PrivateFile.Write(path, stream => stream.Write(m.Content.Content.Span), replace: false);

@@ -105,7 +105,8 @@ internal sealed class KnownNodes
         }
     }
 
-    private static string Key(Uri node) => node.GetLeftPart(UriPartial.Authority);
+    /// <summary>A node address as files beside identities key it: scheme, host and port.</summary>
+    internal static string Key(Uri node) => node.GetLeftPart(UriPartial.Authority);
 
     /// <summary>A 32-byte node id from 64 hex digits; <paramref name="where"/> names the source in the error.</summary>
     internal static byte[] ParseNodeId(string hex, string where)

@@ -56,20 +56,15 @@ internal sealed class LockedFile : IDisposable
         {
             return new LockedFile(full, new FileStream(full + ".lock", FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None));
         }
-        catch (IOException e) when (IsLocked(e) && attempt < Attempts)
+        catch (IOException e) when (FileLock.IsContention(e) && attempt < Attempts)
         {
             return null;
         }
-        catch (IOException e) when (IsLocked(e))
+        catch (IOException e) when (FileLock.IsContention(e))
         {
             throw new CliException($"{full}.lock stayed locked for {(Attempts * RetryDelay).TotalSeconds:0} s: {holder} is using {path} ({e.Message}).");
         }
     }
-
-    // .NET takes FileShare.None as flock(LOCK_EX) on Unix (EWOULDBLOCK: 11 on Linux, 35 on macOS, when held elsewhere;
-    // advisory: it binds programs that lock the file too, as every command writing these files does) and as a sharing
-    // violation on Windows.
-    private static bool IsLocked(IOException e) => e.HResult is 11 or 35 or unchecked((int)0x80070020);
 
     /// <summary>The file's text, or null when it does not exist yet.</summary>
     public string? ReadText() => File.Exists(Path) ? File.ReadAllText(Path) : null;

@@ -110,15 +110,17 @@ internal sealed class ReceivedParts
         }
 
         string path = Path.Combine(file, header.Index.ToString(CultureInfo.InvariantCulture) + PartExtension);
-        if (System.IO.Directory.Exists(file) && System.IO.Directory.GetFiles(file, "*" + PartExtension).FirstOrDefault() is { } kept)
+        string[] kept = System.IO.Directory.Exists(file) ? System.IO.Directory.GetFiles(file, "*" + PartExtension) : [];
+        if (kept.Length > 0)
         {
-            SealedContent earlier = SealedContent.Parser.ParseFrom(File.ReadAllBytes(kept));
+            SealedContent earlier = SealedContent.Parser.ParseFrom(File.ReadAllBytes(kept[0]));
             if (!FileParts.TryReadHeader(earlier.Content.Span, out FilePartHeader first, out _) || !first.SameFile(header) || earlier.FileName != content.FileName)
             {
                 return new Refused($"part {header.Index + 1} of file '{name}' does not match the parts of that file received before (another count, length, hash or name)");
             }
         }
 
+        int have = kept.Length;
         if (File.Exists(path))
         {
             // The same part again (fetched again before it was acknowledged): the same slice, or two parts claim it.
@@ -140,11 +142,11 @@ internal sealed class ReceivedParts
             PrivateFile.Write(path, stream => stream.Write(bytes), replace: true);
             // Which envelope brought it (not flushed: losing a line costs only the recognition of a copy).
             File.AppendAllText(Path.Combine(file, IdsFile), $"{header.Index} {envelope}\n");
+            have++;
         }
 
-        // Counted under the lock, after the write: a listen and a fetch storing the last two parts at once see the file
-        // whole in whichever takes the lock second.
-        int have = System.IO.Directory.GetFiles(file, "*" + PartExtension).Length;
+        // Counted under the lock: a listen and a fetch storing the last two parts at once see the file whole in
+        // whichever takes the lock second.
         if (have < header.Count)
         {
             return new Waiting(header.Index, have, header.Count);

@@ -35,16 +35,9 @@ public sealed class NodeKey
     public static NodeKey LoadOrCreate(string dataDirectory)
     {
         ArgumentNullException.ThrowIfNull(dataDirectory);
-        if (OperatingSystem.IsWindows())
-        {
-            Directory.CreateDirectory(dataDirectory);
-        }
-        else
-        {
-            // Owner-only from the start: the store's files hold every envelope, recipient address and sending key,
-            // which other users of the machine have no business reading. (An existing directory keeps its mode.)
-            Directory.CreateDirectory(dataDirectory, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
-        }
+        // Owner-only from the start: the store's files hold every envelope, recipient address and sending key, which
+        // other users of the machine have no business reading. (An existing directory keeps its mode.)
+        PrivateFile.CreateDirectory(dataDirectory);
         string path = Path.Combine(dataDirectory, FileName);
         if (Directory.Exists(path))
         {
