@@ -49,6 +49,24 @@ public sealed class SaveFilesTests : IDisposable
     }
 
     [Fact]
+    public void A_file_counts_as_saved_before_only_as_a_plain_file_with_the_same_bytes()
+    {
+        byte[] bytes = new byte[200_000];
+        new Random(3).NextBytes(bytes);
+        string plain = Path.Combine(_dir, "plain.bin");
+        File.WriteAllBytes(plain, bytes);
+        Assert.True(Inbox.HoldsAlready(plain, bytes));
+        Assert.False(Inbox.HoldsAlready(plain, bytes.AsSpan(0, bytes.Length - 1)));
+        bytes[^1] ^= 1;
+        Assert.False(Inbox.HoldsAlready(plain, bytes));
+        Assert.False(Inbox.HoldsAlready(Path.Combine(_dir, "missing.bin"), bytes));
+        bytes[^1] ^= 1;
+        string link = Path.Combine(_dir, "link.bin");
+        File.CreateSymbolicLink(link, plain);
+        Assert.False(Inbox.HoldsAlready(link, bytes));
+    }
+
+    [Fact]
     public async Task Files_are_saved_whole_never_over_another_and_the_output_says_where()
     {
         await using Mailroom room = await Mailroom.StartAsync(_dir);
@@ -80,14 +98,26 @@ public sealed class SaveFilesTests : IDisposable
 
         Assert.False(File.Exists(Path.Combine(_dir, "escape.txt")));
 
-        // Fetched again (not acknowledged): a file in one envelope is saved again beside the first copy, never over it, and
-        // the text says where; the parts of one shown already are reported as copies of it.
+        // Fetched again (not acknowledged): a file in one envelope whose bytes are there already under one of its names is
+        // not saved again, and the output says where it is; one whose name holds other bytes now (changed by the user) is
+        // saved beside it, never over it; the parts of a file shown already are reported as copies of it.
+        await File.WriteAllTextAsync(Path.Combine(saveDir, "_._escape.txt"), "edited since");
         Result text = await Meganet("fetch", "-i", bobPath, "--node", url, "--save-files", saveDir);
         Assert.True(text.ExitCode == 0, text.Stderr);
-        Assert.Contains($"file 'notes.txt' ({small.Length} bytes; saved as {Path.Combine(saveDir, "notes (3).txt")})", text.Stdout, StringComparison.Ordinal);
+        Assert.Contains($"file 'notes.txt' ({small.Length} bytes; saved as {Path.Combine(saveDir, "notes.txt")} before: the same bytes are there)", text.Stdout, StringComparison.Ordinal);
+        Assert.Contains($"file '../escape.txt' ({small.Length} bytes; saved as {Path.Combine(saveDir, "_._escape (2).txt")})", text.Stdout, StringComparison.Ordinal);
         Assert.Contains("parts of file 'notes.txt' from", text.Stderr, StringComparison.Ordinal);
         Assert.Contains("which was shown already", text.Stderr, StringComparison.Ordinal);
-        Assert.Equal(5, Directory.GetFiles(saveDir).Length);
+        Assert.Equal(4, Directory.GetFiles(saveDir).Length);
+        Assert.Equal("edited since", await File.ReadAllTextAsync(Path.Combine(saveDir, "_._escape.txt")));
+        Assert.Equal(small, await File.ReadAllBytesAsync(Path.Combine(saveDir, "_._escape (2).txt")));
+
+        Result again = await Meganet("fetch", "-i", bobPath, "--node", url, "--json", "--save-files", saveDir);
+        Assert.True(again.ExitCode == 0, again.Stderr);
+        JsonObject[] savedBefore = JsonLines(again).Where(m => m.ContainsKey("saved_as")).ToArray();
+        Assert.Equal(2, savedBefore.Length);
+        Assert.All(savedBefore, m => Assert.True(m["saved_before"]!.GetValue<bool>()));
+        Assert.Equal(4, Directory.GetFiles(saveDir).Length);
         Assert.Equal(small, await File.ReadAllBytesAsync(Path.Combine(saveDir, "notes.txt")));
         if (!OperatingSystem.IsWindows())
         {

@@ -92,7 +92,7 @@ internal sealed class Inbox(bool json, ContactsFollower contacts, ReceivedParts 
     private void Show(ReceivedMessage m, string? senderName, string? consequence, int parts)
     {
         bool isText = m.Content.ContentType.StartsWith("text/", StringComparison.Ordinal);
-        string? saved = null;
+        (string Path, bool There)? saved = null;
         if (!isText && saveDirectory is not null)
         {
             try
@@ -122,7 +122,7 @@ internal sealed class Inbox(bool json, ContactsFollower contacts, ReceivedParts 
     /// one else can sign for).</summary>
     private static string Shown(string? name, ContactCard sender) => name is not null ? ClientCommands.Printable(name, multiline: false) : sender.ToString();
 
-    private void Print(ReceivedMessage m, bool isText, string? senderName, int parts, string? saved)
+    private void Print(ReceivedMessage m, bool isText, string? senderName, int parts, (string Path, bool There)? saved)
     {
         SealedContent c = m.Content;
         if (json)
@@ -149,9 +149,13 @@ internal sealed class Inbox(bool json, ContactsFollower contacts, ReceivedParts 
                 {
                     writer.WriteString("file_name", c.FileName);
                     writer.WriteNumber("file_length", c.Content.Length);
-                    if (saved is not null)
+                    if (saved is { } s)
                     {
-                        writer.WriteString("saved_as", saved);
+                        writer.WriteString("saved_as", s.Path);
+                        if (s.There)
+                        {
+                            writer.WriteBoolean("saved_before", true);
+                        }
                     }
                     else
                     {
@@ -186,7 +190,12 @@ internal sealed class Inbox(bool json, ContactsFollower contacts, ReceivedParts 
 
         string from = Shown(senderName, m.Sender);
         string inParts = parts > 1 ? $" in {parts} parts" : string.Empty;
-        string where = saved is not null ? $"saved as {ClientCommands.Printable(saved, multiline: false)}" : "use --json or --save-files DIR to get its contents";
+        string where = saved switch
+        {
+            { There: true } s => $"saved as {ClientCommands.Printable(s.Path, multiline: false)} before: the same bytes are there",
+            { } s => $"saved as {ClientCommands.Printable(s.Path, multiline: false)}",
+            null => "use --json or --save-files DIR to get its contents",
+        };
         _output.WriteLine(isText
             ? $"[{m.Seq}] {when} from {from}: {ClientCommands.Printable(c.Content.ToStringUtf8(), multiline: true)}"
             : $"[{m.Seq}] {when} from {from}: file '{ClientCommands.Printable(c.FileName, multiline: false)}' ({c.Content.Length} bytes{inParts}; {where})");
@@ -196,9 +205,11 @@ internal sealed class Inbox(bool json, ContactsFollower contacts, ReceivedParts 
     /// Writes a received file into <paramref name="directory"/> under <see cref="SavedName"/>, owner-only, through
     /// <see cref="PrivateFile.Write"/> (a temporary file, flushed, then linked under the name, never over a file or a link
     /// that is there, and the directory flushed: a write cut short never stands under the name), taking the first free
-    /// name: "name (2).ext" and so on, and after that many the envelope id, so no name stops the mailbox. Returns the path.
+    /// name: "name (2).ext" and so on, and after that many the envelope id, so no name stops the mailbox. A plain file
+    /// under one of those names that holds the same bytes already is the file saved before (a fetch without --ack gets
+    /// the same mail again): it is not written again. Returns the path, and whether the file was there before.
     /// </summary>
-    private static string Save(string directory, ReceivedMessage m)
+    private static (string Path, bool There) Save(string directory, ReceivedMessage m)
     {
         string name = SavedName(m.Content.FileName);
         string stem = Path.GetFileNameWithoutExtension(name), extension = Path.GetExtension(name);
@@ -212,6 +223,11 @@ internal sealed class Inbox(bool json, ContactsFollower contacts, ReceivedParts 
             });
             if (attempt <= MaxNameAttempts && Path.Exists(path))
             {
+                if (HoldsAlready(path, m.Content.Content.Span))
+                {
+                    return (path, true);
+                }
+
                 // Taken: not worth writing (and flushing) the whole file to learn it; the race is caught below.
                 continue;
             }
@@ -219,11 +235,56 @@ internal sealed class Inbox(bool json, ContactsFollower contacts, ReceivedParts 
             try
             {
                 PrivateFile.Write(path, stream => stream.Write(m.Content.Content.Span), replace: false);
-                return path;
+                return (path, false);
             }
             catch (IOException e) when ((e.HResult == PrivateFile.AlreadyExists || Path.Exists(path)) && attempt <= MaxNameAttempts)
             {
             }
+        }
+    }
+
+    /// <summary>Whether <paramref name="path"/> is a plain file (not a link, which could name any file) holding exactly
+    /// <paramref name="content"/>.</summary>
+    internal static bool HoldsAlready(string path, ReadOnlySpan<byte> content)
+    {
+        var info = new FileInfo(path);
+        if (!info.Exists || info.LinkTarget is not null || info.Length != content.Length)
+        {
+            return false;
+        }
+
+        FileStream stream;
+        try
+        {
+            stream = new(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite, bufferSize: 0);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            // Unreadable (not ours, or gone): another name is taken instead.
+            return false;
+        }
+
+        using FileStream read = stream;
+        byte[] buffer = ArrayPool<byte>.Shared.Rent(81_920);
+        try
+        {
+            for (int at = 0; at < content.Length;)
+            {
+                int got = read.Read(buffer, 0, Math.Min(buffer.Length, content.Length - at));
+                if (got == 0 || !buffer.AsSpan(0, got).SequenceEqual(content.Slice(at, got)))
+                {
+                    return false;
+                }
+
+                at += got;
+            }
+
+            // Grown since it was measured: not the same file.
+            return read.Read(buffer, 0, 1) == 0;
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(buffer);
         }
     }
 
