@@ -113,6 +113,14 @@ public sealed class FilePartsTests(ITestOutputHelper output) : IDisposable
         Assert.Contains("came twice with different contents", Assert.IsType<ReceivedParts.Refused>(parts.Add(Part(alice, other, "a.bin"))).Reason, StringComparison.Ordinal);
         Assert.Equal(2, Assert.IsType<ReceivedParts.Waiting>(parts.Add(Part(alice, a[0], "a.bin"))).Have);
 
+        // Parts another process of this identity kept count against the caps in this one, which had counted that
+        // file's parts before.
+        string frank = Path.Combine(_dir, "frank.json");
+        ReceivedParts fetching = ReceivedParts.Beside(frank, maxBytesPerSender: (2 * slice) + 4096), listening = ReceivedParts.Beside(frank, maxBytesPerSender: (2 * slice) + 4096);
+        Assert.IsType<ReceivedParts.Waiting>(fetching.Add(Part(alice, a[0], "a.bin")));
+        Assert.IsType<ReceivedParts.Waiting>(listening.Add(Part(alice, a[1], "a.bin")));
+        Assert.IsType<ReceivedParts.Deferred>(fetching.Add(Part(alice, c[0], "c.bin")));
+
         // Two processes of one identity (a listen and a fetch), each storing one of a file's last two parts at once:
         // exactly one of them sees the file whole.
         using Identity dave = Identity.Create();

@@ -37,6 +37,13 @@ internal sealed class ReceivedParts
     private static readonly TimeSpan PruneInterval = TimeSpan.FromHours(1);
 
     private readonly long _maxBytesPerSender, _maxBytes;
+
+    // Bytes of parts in each file's directory, with how many parts there were: summing every part's length for each part
+    // added made a file of 1,024 parts cost half a million stat calls. The name of a file's directory fixes the file
+    // (its sender and id, which is derived from its length, hash and slice), hence each part's length, and parts are only
+    // ever added to it or deleted with it, so the same number of parts is the same bytes, whichever fetch or listen wrote
+    // them; a count that differs is summed again.
+    private readonly Dictionary<string, (int Parts, long Bytes)> _sizes = new(StringComparer.Ordinal);
     private DateTime _pruned;
 
     private ReceivedParts(string directory, long maxBytesPerSender, long maxBytes) =>
@@ -139,7 +146,9 @@ internal sealed class ReceivedParts
 
             PrivateFile.CreateDirectory(Directory);
             PrivateFile.CreateDirectory(file);
+            long before = BytesIn(file);
             PrivateFile.Write(path, stream => stream.Write(bytes), replace: true);
+            _sizes[file] = (kept.Length + 1, before + bytes.Length);
             // Which envelope brought it (not flushed: losing a line costs only the recognition of a copy).
             File.AppendAllText(Path.Combine(file, IdsFile), $"{header.Index} {envelope}\n");
             have++;
@@ -161,6 +170,7 @@ internal sealed class ReceivedParts
         if (!FileParts.TryJoin(slices, out byte[]? whole, out problem))
         {
             System.IO.Directory.Delete(file, recursive: true);
+            _sizes.Remove(file);
             return new Refused($"file '{name}' in {header.Count} parts: {problem}; its parts were dropped");
         }
 
@@ -182,6 +192,8 @@ internal sealed class ReceivedParts
         {
             System.IO.Directory.Delete(whole.Directory, recursive: true);
         }
+
+        _sizes.Remove(whole.Directory);
     }
 
     private LockedFile Lock() => LockedFile.Open(Directory, "another 'meganet fetch' or 'listen' of this identity");
@@ -198,7 +210,7 @@ internal sealed class ReceivedParts
         long sender = 0, all = 0;
         foreach (string file in System.IO.Directory.GetDirectories(Directory))
         {
-            long bytes = System.IO.Directory.GetFiles(file, "*" + PartExtension).Sum(f => new FileInfo(f).Length);
+            long bytes = BytesIn(file);
             all += bytes;
             sender += Path.GetFileName(file).StartsWith(senderHex, StringComparison.Ordinal) ? bytes : 0;
         }
@@ -206,6 +218,21 @@ internal sealed class ReceivedParts
         return sender + adding > _maxBytesPerSender ? $"parts of files from this sender waiting here already take {sender:N0} bytes, the most kept for one sender is {_maxBytesPerSender:N0}"
             : all + adding > _maxBytes && !fromContact ? $"parts of files waiting in {Directory} already take {all:N0} bytes, the most kept is {_maxBytes:N0}"
             : null;
+    }
+
+    /// <summary>Bytes of the parts in the file directory <paramref name="file"/>, summed again only when their number
+    /// changed.</summary>
+    private long BytesIn(string file)
+    {
+        string[] parts = System.IO.Directory.GetFiles(file, "*" + PartExtension);
+        if (_sizes.TryGetValue(file, out (int Parts, long Bytes) known) && known.Parts == parts.Length)
+        {
+            return known.Bytes;
+        }
+
+        long bytes = parts.Sum(f => new FileInfo(f).Length);
+        _sizes[file] = (parts.Length, bytes);
+        return bytes;
     }
 
     /// <summary>Deletes the parts of files whose latest part came longer than <see cref="SeenMessages.Window"/> ago.</summary>
@@ -224,6 +251,7 @@ internal sealed class ReceivedParts
             if (parts.Length == 0 || parts.Max(File.GetLastWriteTimeUtc) < before)
             {
                 System.IO.Directory.Delete(file, recursive: true);
+                _sizes.Remove(file);
             }
         }
 
