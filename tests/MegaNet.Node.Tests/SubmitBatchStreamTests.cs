@@ -74,6 +74,58 @@ public sealed class SubmitBatchStreamTests
         Assert.Equal(60, (await client.Relay.GetTreeHeadAsync(new GetTreeHeadRequest())).TreeSize);
     }
 
+    /// <summary>Empty batch requests (five bytes each on the wire) count against the stream window: while the client
+    /// leaves the answers unread, the node stops reading them once the answers' flow-control window and its own are
+    /// full, instead of queueing an answer for every five bytes without end.</summary>
+    [Fact]
+    public async Task Empty_requests_count_against_the_stream_window()
+    {
+        await using TestNode node = await TestNode.StartAsync(o => o.StreamWindow = 4);
+        // The answers' window stays at its first 64 KiB: this client never reads them.
+        using var http = new HttpClient(new SocketsHttpHandler { EnableMultipleHttp2Connections = false, InitialHttp2StreamWindowSize = 65_535 }) { BaseAddress = node.Address };
+        var body = new System.IO.Pipelines.Pipe();
+        var request = new HttpRequestMessage(HttpMethod.Post, "/meganet.v1.Relay/SubmitBatchStream")
+        {
+            Version = System.Net.HttpVersion.Version20,
+            VersionPolicy = HttpVersionPolicy.RequestVersionExact,
+            Content = new StreamContent(body.Reader.AsStream()),
+        };
+        request.Content.Headers.ContentType = new System.Net.Http.Headers.MediaTypeHeaderValue("application/grpc");
+        request.Headers.TE.Add(new System.Net.Http.Headers.TransferCodingWithQualityHeaderValue("trailers"));
+        using var cancel = new CancellationTokenSource();
+        Task<HttpResponseMessage> call = http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, cancel.Token);
+
+        // 13,107 empty requests a chunk (gRPC framing: not compressed, length 0). Answered without end, 4 MiB of them
+        // would all be read; held to the window, the writes stop after about 1 MiB (the answers' 64 KiB, then what
+        // Kestrel buffers of the request, 768 KiB, and the pipe's 64 KiB).
+        byte[] chunk = new byte[13_107 * 5];
+        int written = 0;
+        bool stalled = false;
+        for (; written < 64 && !stalled; written++)
+        {
+            ValueTask<System.IO.Pipelines.FlushResult> write = body.Writer.WriteAsync(chunk);
+            stalled = !write.IsCompleted && await Task.WhenAny(write.AsTask(), Task.Delay(TimeSpan.FromSeconds(5))) is not Task<System.IO.Pipelines.FlushResult>;
+        }
+
+        Assert.True(stalled, $"all {written * chunk.Length:N0} bytes of empty requests were read while none of their answers was");
+        Assert.InRange(written * chunk.Length, 64 * 1024, 2 << 20);
+
+        // The node serves others meanwhile, and lets the stream go without a server error.
+        using MegaNetClient client = node.Client();
+        Assert.Equal(0L, (await client.Relay.GetTreeHeadAsync(new GetTreeHeadRequest())).TreeSize);
+        await cancel.CancelAsync();
+        await body.Writer.CompleteAsync();
+        try
+        {
+            (await call).Dispose();
+        }
+        catch (OperationCanceledException)
+        {
+        }
+
+        node.AssertNoServerErrors();
+    }
+
     [Fact]
     public async Task A_request_over_the_envelope_limit_ends_the_stream_after_the_earlier_ones_and_stores_none_of_it()
     {

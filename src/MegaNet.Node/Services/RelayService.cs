@@ -105,7 +105,8 @@ public sealed class RelayService(
     {
         // The window bounds one stream's envelopes in admission, and with it the latency of every submission behind
         // them: the stream reads its next request only while fewer than StreamWindow envelopes it read are unanswered
-        // (a batch counts each of its envelopes, so it may go over by one batch less one envelope).
+        // (a batch counts each of its envelopes, an empty one counts one, so it may go over by one batch less one
+        // envelope).
         var window = new EnvelopeWindow(options.StreamWindow);
         var inFlight = Channel.CreateUnbounded<InFlight>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
         // Reading stops when the client goes, when the writer fails (nobody would take the answers), or when the node
@@ -276,7 +277,10 @@ public sealed class RelayService(
     /// batch's (<c>SubmitBatchStream</c>).</summary>
     private readonly record struct InFlight(Task<Receipt>? One, Task<Receipt>[]? Many)
     {
-        public int Count => Many?.Length ?? 1;
+        /// <summary>What it takes of the stream's window: its envelopes, and an empty batch one, since answering it holds
+        /// a slot in the queue of answers as much as an envelope does (counted as none, empty requests of five bytes each
+        /// were read without end while a client left the answers unread).</summary>
+        public int Count => Many is { Length: > 1 } many ? many.Length : 1;
 
         public bool IsCompleted
         {
