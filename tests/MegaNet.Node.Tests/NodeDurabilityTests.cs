@@ -337,6 +337,10 @@ public sealed class NodeDurabilityTests(ITestOutputHelper output)
                 Assert.Equal(StatusCode.Unavailable, again.StatusCode);
                 (IReadOnlyList<ReceivedMessage> page, _) = await client.FetchAsync(bob, 0, 10);
                 Assert.NotEmpty(page);
+                // Deleting is a write too: refused as UNAVAILABLE, saying what to do, not UNKNOWN.
+                RpcException ack = await Assert.ThrowsAsync<RpcException>(() => client.AckAsync(bob, [page[0].Seq]));
+                Assert.Equal(StatusCode.Unavailable, ack.StatusCode);
+                Assert.Contains("Acknowledge again later", ack.Status.Detail, StringComparison.Ordinal);
             }
 
             await node.KillAsync();

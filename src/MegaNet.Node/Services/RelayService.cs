@@ -423,7 +423,16 @@ public sealed class RelayService(
     {
         byte[] address = authenticator.Authenticate(request.Auth, MailboxPurpose.Fetch, Source(context));
         int limit = request.Limit <= 0 ? 100 : Math.Min(request.Limit, 1000);
-        MailboxPage page = await store.ListAsync(address, request.AfterSeq, limit, FetchPageBytes, context.CancellationToken).ConfigureAwait(false);
+        MailboxPage page;
+        try
+        {
+            page = await store.ListAsync(address, request.AfterSeq, limit, FetchPageBytes, context.CancellationToken).ConfigureAwait(false);
+        }
+        catch (ObjectDisposedException)
+        {
+            throw new RpcException(new Status(StatusCode.Unavailable, "The node is shutting down; fetch again from it once it is back, or from another node."));
+        }
+
         var response = new FetchResponse { NextCursor = page.NextCursor, WaitingCount = page.WaitingCount, WaitingBytes = page.WaitingBytes };
         response.Items.AddRange(page.Entries.Select(ToItem));
         return response;
@@ -438,8 +447,19 @@ public sealed class RelayService(
         }
 
         byte[] address = authenticator.Authenticate(request.Auth, MailboxPurpose.Ack(request.Seqs), Source(context));
-        int deleted = await store.AckAsync(address, request.Seqs.ToList(), context.CancellationToken).ConfigureAwait(false);
-        return new AckResponse { Deleted = deleted };
+        try
+        {
+            int deleted = await store.AckAsync(address, request.Seqs.ToList(), context.CancellationToken).ConfigureAwait(false);
+            return new AckResponse { Deleted = deleted };
+        }
+        catch (Exception e) when (e is StoreUnavailableException or ObjectDisposedException or ChannelClosedException)
+        {
+            // Not UNKNOWN: the client should learn that acknowledging again later is safe (an ack deletes what is
+            // still there, and counts what it deleted).
+            throw new RpcException(new Status(StatusCode.Unavailable, e is StoreUnavailableException
+                ? "The node cannot delete mail until its operator frees disk space or fixes the device and restarts it; the mail may still be there. Acknowledge again later."
+                : "The node is shutting down; the mail may still be there. Acknowledge again once it is back."));
+        }
     }
 
     /// <inheritdoc/>
