@@ -1,4 +1,6 @@
+using System.Runtime.InteropServices;
 using MegaNet.Core.Verification;
+using MegaNet.Verify.Simd;
 
 namespace MegaNet.Verify.Tests;
 
@@ -13,5 +15,37 @@ public sealed class SignatureBatchCapacityTests
         var e = Assert.Throws<ArgumentOutOfRangeException>(() => new SignatureBatch(capacity));
         Assert.Equal("capacity", e.ParamName);
         Assert.Contains($"at most {SignatureBatch.MaxItems} items", e.Message, StringComparison.Ordinal);
+    }
+
+    /// <summary>A message within 208 bytes of 2 GiB overflowed the GPU kernel's 32-bit SHA-512 counters, which then
+    /// hashed nothing (the same k for every R, A and M): messages are held to 1 GiB at the batch, for every backend.</summary>
+    [Fact]
+    public unsafe void A_message_over_1_GiB_is_refused_before_it_is_copied()
+    {
+        // Reserved, not touched: the refusal must come before any byte is read.
+        nuint length = (nuint)SignatureBatch.MaxMessageLength + 1;
+        void* huge = NativeMemory.Alloc(length);
+        try
+        {
+            using var batch = new SignatureBatch();
+            var e = Assert.Throws<ArgumentException>(() => batch.Add(new byte[32], new byte[64], new ReadOnlySpan<byte>(huge, (int)length)));
+            Assert.Equal("message", e.ParamName);
+            Assert.Contains("at most 1,073,741,824 bytes", e.Message, StringComparison.Ordinal);
+            Assert.Equal(0, batch.Count);
+        }
+        finally
+        {
+            NativeMemory.Free(huge);
+        }
+    }
+
+    [Theory]
+    [InlineData(VerifierOptions.MaxKeyCacheCapacity + 1)]
+    [InlineData(int.MaxValue)]
+    public void A_key_cache_too_large_is_refused_rather_than_sized_forever(int capacity)
+    {
+        // Above 2^30 the cache's power-of-two rounding overflowed to 0 and looped for good.
+        var e = Assert.Throws<ArgumentOutOfRangeException>(() => new SimdBatchVerifier(new VerifierOptions { KeyCacheCapacity = capacity }));
+        Assert.Equal(nameof(VerifierOptions.KeyCacheCapacity), e.ParamName);
     }
 }

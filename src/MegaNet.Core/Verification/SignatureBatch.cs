@@ -22,6 +22,11 @@ public sealed class SignatureBatch : IDisposable
     /// <summary>Most items one batch holds (its signatures fill one array of at most 2 GiB).</summary>
     public const int MaxItems = (int.MaxValue / SignatureSize) - 1;
 
+    /// <summary>Longest message one item may have: 1 GiB. Every backend counts the bytes of R ‖ A ‖ M and its SHA-512
+    /// padding in 32 bits (the GPU kernel's counters overflowed for a message within 208 bytes of 2 GiB, and hashed
+    /// nothing); a longer message is signed through a digest of it.</summary>
+    public const int MaxMessageLength = 1 << 30;
+
     private byte[] _keys;
     private byte[] _signatures;
     private byte[] _messages;
@@ -85,9 +90,16 @@ public sealed class SignatureBatch : IDisposable
 
     /// <summary>Appends an item and returns its index. A key or signature of the wrong length is accepted and
     /// marked malformed (verdict false), so one bad item never fails a whole batch.</summary>
+    /// <exception cref="ArgumentException"><paramref name="message"/> is longer than <see cref="MaxMessageLength"/>, or
+    /// the batch's messages would pass 2 GiB.</exception>
     public int Add(ReadOnlySpan<byte> publicKey, ReadOnlySpan<byte> signature, ReadOnlySpan<byte> message)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
+        if (message.Length > MaxMessageLength)
+        {
+            throw new ArgumentException($"A message in a batch is at most {MaxMessageLength:N0} bytes (1 GiB); this one has {message.Length:N0}. Sign a digest of a longer message.", nameof(message));
+        }
+
         if (publicKey.Length != PublicKeySize || signature.Length != SignatureSize)
         {
             // 0xFF.. is y = 2^255 − 1 ≥ p: non-canonical, rejected by the rule itself as a second line of defence.

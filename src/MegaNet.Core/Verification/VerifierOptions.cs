@@ -6,8 +6,13 @@ public sealed class VerifierOptions
     /// <summary>Worker threads a CPU backend may use for one batch. Default: all logical processors.</summary>
     public int Threads { get; set; } = Environment.ProcessorCount;
 
-    /// <summary>Decompressed public keys kept in the per-key cache. Default 65,536; 0 turns the cache off.</summary>
+    /// <summary>Decompressed public keys kept in the per-key cache. Default 65,536; 0 turns the cache off; at most
+    /// <see cref="MaxKeyCacheCapacity"/>.</summary>
     public int KeyCacheCapacity { get; set; } = 65_536;
+
+    /// <summary>Most keys <see cref="KeyCacheCapacity"/> may ask for: 4,194,304 (the cache rounds up to a power of two,
+    /// with about 160 bytes a key).</summary>
+    public const int MaxKeyCacheCapacity = 1 << 22;
 
     /// <summary>Smallest batch the router sends to the GPU; smaller ones go to SIMD. Default 1,024.</summary>
     public int GpuThreshold { get; set; } = 1_024;
@@ -45,9 +50,9 @@ public sealed class VerifierOptions
             throw new ArgumentOutOfRangeException(nameof(Threads), Threads, "Threads must be between 1 and 1024.");
         }
 
-        if (KeyCacheCapacity < 0)
+        if (KeyCacheCapacity is < 0 or > MaxKeyCacheCapacity)
         {
-            throw new ArgumentOutOfRangeException(nameof(KeyCacheCapacity), KeyCacheCapacity, "KeyCacheCapacity must be 0 (off) or more.");
+            throw new ArgumentOutOfRangeException(nameof(KeyCacheCapacity), KeyCacheCapacity, $"KeyCacheCapacity must be 0 (off) to {MaxKeyCacheCapacity:N0}.");
         }
 
         if (GpuThreshold < 1)

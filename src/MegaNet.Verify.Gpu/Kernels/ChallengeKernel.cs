@@ -58,6 +58,8 @@ internal static class ChallengeKernel
         }
 
         int messageStart = offsets[i] - messageBase;
+        // In 32 bits: SignatureBatch holds a message to 1 GiB (MaxMessageLength), so the length, the padded block count
+        // and every byte position below stay far from overflow (within 208 bytes of 2 GiB they wrapped, and hashed nothing).
         int length = 64 + offsets[i + 1] - offsets[i];
         ArrayView<ulong> h = LocalMemory.Allocate<ulong>(8);
         ArrayView<ulong> schedule = LocalMemory.Allocate<ulong>(16);
