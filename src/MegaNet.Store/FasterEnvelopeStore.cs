@@ -1828,6 +1828,13 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
 
             from = Math.Max(from, manifest.WalAddress);
             _checkpointedWal = manifest.WalAddress;
+            if (manifest.WalAddress > _log.CommittedUntilAddress)
+            {
+                // The checkpoint was taken with everything before its address committed, so a log that ends earlier lost
+                // committed records (a damaged entry where recovery stopped, or a log older than the manifest). Opened
+                // anyway, new puts would go below the checkpoint's address, be acknowledged, and never be replayed.
+                throw Corrupt($"it ends at address {_log.CommittedUntilAddress}, before address {manifest.WalAddress}, which the checkpoint says was committed");
+            }
         }
 
         try

@@ -97,6 +97,46 @@ public sealed class StoreDamageTests : IDisposable
         }
     }
 
+    [Fact]
+    public async Task A_log_that_ends_before_the_checkpoint_it_should_reach_stops_the_open()
+    {
+        // The log as it was after the first group (a backup taken then, or recovery stopping at damage), beside a
+        // checkpoint that covers three: opened, new puts would go below the checkpoint's address and never be replayed.
+        StoreOptions options = Options(_dir);
+        byte[] recipient = Bytes(_random, 32);
+        string early = NewDirectory();
+        try
+        {
+            await using (FasterEnvelopeStore store = await FasterEnvelopeStore.OpenAsync(options))
+            {
+                for (int group = 0; group < 3; group++)
+                {
+                    await store.PutManyAsync(Enumerable.Range(0, 50).Select(_ => new PutRequest(Bytes(_random, 1000), recipient, DateTimeOffset.UtcNow.AddDays(1))).ToList());
+                    if (group == 0)
+                    {
+                        CopyStoreFiles(store.StoreDirectory, early, file => IsLog(Path.GetRelativePath(store.StoreDirectory, file)));
+                    }
+                }
+            }
+
+            string storeDirectory = Path.Combine(_dir, "store");
+            foreach (string file in Directory.EnumerateFiles(storeDirectory, "*", SearchOption.AllDirectories).Where(f => IsLog(Path.GetRelativePath(storeDirectory, f))))
+            {
+                File.Delete(file);
+            }
+
+            CopyStoreFiles(early, storeDirectory);
+            StoreCorruptException e = await Assert.ThrowsAsync<StoreCorruptException>(async () => await FasterEnvelopeStore.OpenAsync(options));
+            Assert.Contains("which the checkpoint says was committed", e.Message, StringComparison.Ordinal);
+        }
+        finally
+        {
+            Directory.Delete(early, recursive: true);
+        }
+
+        static bool IsLog(string relative) => relative.StartsWith("wal.", StringComparison.Ordinal) || relative.StartsWith("commits", StringComparison.Ordinal);
+    }
+
     /// <summary>A store with one envelope, closed (so its shutdown checkpoint wrote every file); its options.</summary>
     private async Task<StoreOptions> ClosedStoreAsync()
     {
