@@ -8,7 +8,7 @@
 //   node meganet.mjs id show FILE                 print its contact card
 //   node meganet.mjs status [--node URL]          the node's Status as JSON
 //   node meganet.mjs send -i FILE --to CARD --text TEXT [--node URL] [--node-id HEX]
-//   node meganet.mjs fetch -i FILE --node-id HEX [--node URL] [--ack]
+//   node meganet.mjs fetch -i FILE --node-id HEX [--node URL] [--after SEQ] [--ack]
 //   node meganet.mjs listen -i FILE --node-id HEX [--node URL] [--after SEQ] [--count N]
 //
 // Crypto: libsodium (libsodium-wrappers) for Ed25519, X25519, BLAKE2b and XChaCha20-Poly1305; Node's crypto for
@@ -398,11 +398,11 @@ function messageLine(identity, item, parts) {
   }
 }
 
-async function fetch(node, identity, nodeId, ack) {
+async function fetch(node, identity, nodeId, ack, from) {
   const messages = [];
   const seqs = [];
   const parts = new Parts();
-  for (let after = '0'; ;) {
+  for (let after = from; ;) {
     const page = await node.call('Fetch', { auth: await mailboxAuth(node, identity, nodeId, Buffer.from([1])), after_seq: after, limit: 100 });
     if (page.items.length === 0) break;
     for (const item of page.items) {
@@ -459,8 +459,19 @@ async function listen(node, identity, nodeId, after, count) {
 
 // ---- command line ----
 
+const OPTIONS = { '-i': 'identity', '--identity': 'identity', '--to': 'to', '--text': 'text', '--node': 'node', '--node-id': 'nodeId', '--after': 'after', '--count': 'count', '--tls-cert': 'tlsCert' };
+
+// What each command takes: an option it has no use for is refused rather than ignored.
+const TAKES = {
+  status: ['node', 'tlsCert'],
+  send: ['identity', 'to', 'text', 'node', 'nodeId', 'tlsCert'],
+  fetch: ['identity', 'node', 'nodeId', 'after', 'ack', 'tlsCert'],
+  listen: ['identity', 'node', 'nodeId', 'after', 'count', 'tlsCert'],
+};
+
 function options(args) {
   const named = {};
+  const flags = { ack: '--ack', help: '--help' };
   const positional = [];
   for (let i = 0; i < args.length; i++) {
     const a = args[i];
@@ -468,10 +479,11 @@ function options(args) {
     else if (a === '-h' || a === '--help') named.help = true;
     else if (a.startsWith('-')) {
       if (i + 1 >= args.length) throw new UsageError(`${a} needs a value`);
-      named[{ '-i': 'identity', '--identity': 'identity', '--to': 'to', '--text': 'text', '--node': 'node', '--node-id': 'nodeId', '--after': 'after', '--count': 'count', '--tls-cert': 'tlsCert' }[a] ?? fail(a)] = args[++i];
+      named[OPTIONS[a] ?? fail(a)] = args[++i];
+      flags[OPTIONS[a]] = a;
     } else positional.push(a);
   }
-  return { named, positional };
+  return { named, positional, flags };
 }
 
 function fail(option) {
@@ -479,12 +491,12 @@ function fail(option) {
 }
 
 const USAGE = 'usage: meganet.mjs id new FILE | id show FILE | status | send -i FILE --to CARD --text TEXT [--node-id HEX]'
-  + ' | fetch -i FILE --node-id HEX [--ack] | listen -i FILE --node-id HEX [--after SEQ] [--count N]'
+  + ' | fetch -i FILE --node-id HEX [--after SEQ] [--ack] | listen -i FILE --node-id HEX [--after SEQ] [--count N]'
   + '  (each but id with [--node URL], default http://127.0.0.1:7700, and [--tls-cert FILE] for an https:// node with a self-signed certificate)';
 
 async function main(argv) {
   const [command, ...rest] = argv;
-  const { named, positional } = options(rest);
+  const { named, positional, flags } = options(rest);
   if (named.help || command === '-h' || command === '--help' || command === undefined) {
     console.log(USAGE);
     return;
@@ -511,7 +523,8 @@ async function main(argv) {
     return;
   }
   if (!['status', 'send', 'fetch', 'listen'].includes(command)) throw new UsageError(USAGE);
-  if (named.ack && command !== 'fetch') throw new UsageError('--ack belongs to fetch');
+  const stray = Object.keys(named).find((key) => key !== 'help' && !TAKES[command].includes(key));
+  if (stray) throw new UsageError(`${command} does not take ${flags[stray]}`);
   if (named.after !== undefined && !/^[0-9]+$/.test(named.after)) throw new UsageError('--after is a mailbox sequence number (0 or more)');
   const node = relay(named.node ?? 'http://127.0.0.1:7700', named.tlsCert);
   try {
@@ -524,7 +537,7 @@ async function main(argv) {
       console.log(JSON.stringify(await send(node, loadIdentity(named.identity), parseCard(named.to), named.text, nodeId)));
     } else {
       if (!nodeId) throw new UsageError(`${command} needs --node-id HEX (the node_id 'status' prints; check it with the node's operator): a client signs a challenge only for the node it means`);
-      if (command === 'fetch') await fetch(node, loadIdentity(named.identity), nodeId, named.ack === true);
+      if (command === 'fetch') await fetch(node, loadIdentity(named.identity), nodeId, named.ack === true, named.after ?? '0');
       else {
         const count = named.count === undefined ? undefined : Number(named.count);
         if (count !== undefined && !(Number.isInteger(count) && count > 0)) throw new UsageError('--count is a number of messages, 1 or more');
@@ -541,5 +554,6 @@ try {
 } catch (error) {
   const grpcError = error.code !== undefined && error.details !== undefined ? ` (gRPC ${grpc.status[error.code] ?? error.code})` : '';
   console.error(`meganet.mjs: ${error.details ?? error.message}${grpcError}`);
-  process.exitCode = error instanceof UsageError ? 2 : 1;
+  // As meganet's: 1 a mistake in the command, 2 the node failed or refused.
+  process.exitCode = error instanceof UsageError ? 1 : 2;
 }

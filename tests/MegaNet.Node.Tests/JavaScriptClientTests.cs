@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Globalization;
 using System.Text;
 using System.Text.Json.Nodes;
 using Google.Protobuf;
@@ -145,13 +146,21 @@ public sealed class JavaScriptClientTests : IDisposable
         await client.SendAsync(alice, bob.Card, Encoding.UTF8.GetBytes("unread"), "text/plain; charset=utf-8");
         string otherNode = new('0', 64);
         Result refused = await RunAsync(Psi("fetch", "-i", bobPath, "--node", url, "--node-id", otherNode));
-        Assert.Equal(1, refused.ExitCode);
+        Assert.Equal(2, refused.ExitCode);
         Assert.Contains("not the one given with --node-id", refused.Stderr, StringComparison.Ordinal);
         Assert.Equal("unread", Assert.Single((await client.FetchAsync(bob)).Messages).Content.Content.ToStringUtf8());
 
+        // fetch starts after --after; an option a command has no use for is refused, not ignored.
+        ulong unread = Assert.Single((await client.FetchAsync(bob)).Messages).Seq;
+        Assert.Equal("unread", (string)JsonNode.Parse(Line(await Js("fetch", "-i", bobPath, "--node", url, "--node-id", nodeId, "--after", (unread - 1).ToString(CultureInfo.InvariantCulture))))!["text"]!);
+        Assert.Equal(string.Empty, (await Js("fetch", "-i", bobPath, "--node", url, "--node-id", nodeId, "--after", unread.ToString(CultureInfo.InvariantCulture))).Stdout.Trim());
+        Result stray = await RunAsync(Psi("status", "--node", url, "--count", "3"));
+        Assert.Equal(1, stray.ExitCode);
+        Assert.Contains("status does not take --count", stray.Stderr, StringComparison.Ordinal);
+
         // And takes a receipt only from the node it was told of (after submitting: a receipt comes with the answer).
         Result foreign = await RunAsync(Psi("send", "-i", bobPath, "--to", alice.Card.ToString(), "--text", "x", "--node", url, "--node-id", otherNode));
-        Assert.Equal(1, foreign.ExitCode);
+        Assert.Equal(2, foreign.ExitCode);
         Assert.Contains("signed by another key than the node id given", foreign.Stderr, StringComparison.Ordinal);
         node.AssertNoServerErrors();
     }
@@ -172,7 +181,7 @@ public sealed class JavaScriptClientTests : IDisposable
         foreach (string[] refused in new[] { new[] { "status", "--node", url }, ["status", "--node", url, "--tls-cert", impostor] })
         {
             Result r = await RunAsync(Psi(refused));
-            Assert.True(r.ExitCode == 1, $"{string.Join(' ', refused)} exited {r.ExitCode}: {r.Stderr}{r.Stdout}");
+            Assert.True(r.ExitCode == 2, $"{string.Join(' ', refused)} exited {r.ExitCode}: {r.Stderr}{r.Stdout}");
             Assert.Contains("UNAVAILABLE", r.Stderr, StringComparison.Ordinal);
         }
 

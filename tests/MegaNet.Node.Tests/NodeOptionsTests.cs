@@ -57,6 +57,9 @@ public sealed class NodeOptionsTests
         { "MetricsListen 127.0.0.1:7700 is the gRPC address", o => o.MetricsListen = "127.0.0.1:7700" },
         { "MetricsListen 0.0.0.0:7700 is the gRPC address", o => o.MetricsListen = "0.0.0.0:7700" },
         { "MailboxMaxCount must be at least 1", o => o.MailboxMaxCount = 0 },
+        // Below the smallest envelope every submission would be refused as oversize.
+        { "MaxEnvelopeBytes must be between 2048", o => o.MaxEnvelopeBytes = 1_500 },
+        { "SubmitBurst must be at least 1", o => o.SubmitBurst = 0 },
         { "MailboxMaxBytes must be at least 1", o => o.MailboxMaxBytes = -5 },
         { "DataDirectory is empty; give --data", o => o.DataDirectory = "" },
         { "is given without a certificate: give --tls-cert too", o => o.TlsKey = "/nonexistent/key.pem" },

@@ -92,6 +92,14 @@ public sealed class TlsNodeTests : IDisposable
         Result notACertificate = await Meganet("status", "--node", node.Address.ToString(), "--tls-cert", bobPath);
         Assert.Equal(1, notACertificate.ExitCode);
         Assert.Contains($"--tls-cert {bobPath} is not a certificate", notACertificate.Stderr, StringComparison.Ordinal);
+        // A certificate for a plain http:// node would check nothing: refused, not ignored.
+        foreach (string[] command in new[] { ["status"], ["fetch", "-i", bobPath], new[] { "listen", "-i", bobPath } })
+        {
+            Result plain = await Meganet([.. command, "--node", "http://127.0.0.1:9", "--tls-cert", certificate]);
+            Assert.Equal(1, plain.ExitCode);
+            Assert.Contains("is plain http://, which has no certificate to check", plain.Stderr, StringComparison.Ordinal);
+        }
+
         node.AssertNoServerErrors();
     }
 

@@ -54,7 +54,7 @@ internal static partial class ClientCommands
             string? idHex = parse.GetValue(nodeId);
             byte[]? given = idHex is not null ? KnownNodes.ParseNodeId(idHex, "--node-id") : null;
             bool asJson = parse.GetValue(json);
-            MegaNetClientOptions connection = ClientOptions(parse.GetValue(timeout), parse.GetValue(tlsCert));
+            MegaNetClientOptions connection = ClientOptions(address, parse.GetValue(timeout), parse.GetValue(tlsCert));
 
             // A head given is checked and forgotten.
             if (headPath is not null)

@@ -48,14 +48,15 @@ internal static partial class ClientCommands
 
     /// <summary>The client settings of a command with <c>--timeout</c> (an expired deadline names that option) and
     /// <c>--tls-cert</c>.</summary>
-    private static MegaNetClientOptions ClientOptions(TimeSpan timeout, string? tlsCert) => new()
+    private static MegaNetClientOptions ClientOptions(Uri node, TimeSpan timeout, string? tlsCert) => new()
     {
         DefaultDeadline = timeout,
         DeadlineSettingName = "--timeout",
-        TrustedCertificate = LoadTlsCertificate(tlsCert),
+        TrustedCertificate = LoadTlsCertificate(tlsCert, node),
     };
 
-    internal static X509Certificate2? LoadTlsCertificate(string? path)
+    /// <summary>The certificate of <c>--tls-cert</c> for <paramref name="node"/>, or null without the option.</summary>
+    internal static X509Certificate2? LoadTlsCertificate(string? path, Uri node)
     {
         if (path is null)
         {
@@ -65,6 +66,12 @@ internal static partial class ClientCommands
         if (path.Length == 0)
         {
             throw new CliException("--tls-cert needs the node's certificate file.");
+        }
+
+        if (node.Scheme != Uri.UriSchemeHttps)
+        {
+            // Ignored, it would let a user believe the connection checked a certificate.
+            throw new CliException($"--tls-cert is for a node reached over TLS (--node https://...); {node} is plain http://, which has no certificate to check.");
         }
 
         // Read here, so a missing or unreadable file is named as such (OpenSSL's loader calls it "not a certificate").
@@ -255,7 +262,7 @@ internal static partial class ClientCommands
             using Identity id = LoadIdentity(parse.GetValue(identity)!);
             ContactCard recipient = Recipient(parse.GetValue(to)!, parse.GetValue(identity)!);
             byte[] content = message is not null ? Encoding.UTF8.GetBytes(message) : await File.ReadAllBytesAsync(attachment!.FullName, ct);
-            using var client = new MegaNetClient(parse.GetValue(node)!, options: ClientOptions(parse.GetValue(timeout), parse.GetValue(tlsCert)));
+            using var client = new MegaNetClient(parse.GetValue(node)!, options: ClientOptions(parse.GetValue(node)!, parse.GetValue(timeout), parse.GetValue(tlsCert)));
             if (inParts)
             {
                 return await SendInPartsAsync(client, id, recipient, content, attachment!.Name, TimeSpan.FromDays(ttlDays), parse.GetValue(json), ct);
@@ -297,7 +304,7 @@ internal static partial class ClientCommands
             using Identity id = LoadIdentity(parse.GetValue(identity)!);
             SeenMessages seen = OpenSeen(parse.GetValue(identity)!);
             Inbox inbox = OpenInbox(parse.GetValue(identity)!, parse.GetValue(json), parse.GetValue(save));
-            return await KnownNodes.RunAsync(parse.GetValue(identity)!, parse.GetValue(node)!, parse.GetValue(nodeId), client => FetchAsync(client, id, seen, inbox, parse.GetValue(after), parse.GetValue(ack), ct), ClientOptions(parse.GetValue(timeout), parse.GetValue(tlsCert)));
+            return await KnownNodes.RunAsync(parse.GetValue(identity)!, parse.GetValue(node)!, parse.GetValue(nodeId), client => FetchAsync(client, id, seen, inbox, parse.GetValue(after), parse.GetValue(ack), ct), ClientOptions(parse.GetValue(node)!, parse.GetValue(timeout), parse.GetValue(tlsCert)));
         }));
         return command;
     }
@@ -432,7 +439,7 @@ internal static partial class ClientCommands
             Inbox inbox = OpenInbox(parse.GetValue(identity)!, parse.GetValue(json), parse.GetValue(save));
             Uri address = parse.GetValue(node)!;
             // Every connection listen makes (subscriptions again after a loss, acknowledgements) trusts the same.
-            var connection = new MegaNetClientOptions { TrustedCertificate = LoadTlsCertificate(parse.GetValue(tlsCert)) };
+            var connection = new MegaNetClientOptions { TrustedCertificate = LoadTlsCertificate(parse.GetValue(tlsCert), address) };
             return await KnownNodes.RunAsync(parse.GetValue(identity)!, address, parse.GetValue(nodeId),
                 (client, pin) => ListenAsync(client, pin, address, connection, id, seen, inbox, parse.GetValue(after), parse.GetValue(ack), parse.GetValue(retryFor), ct), connection);
         }));
@@ -634,7 +641,7 @@ internal static partial class ClientCommands
             { node, json, timeout, tlsCert };
         command.SetAction((parse, ct) => Run(async () =>
         {
-            using var client = new MegaNetClient(parse.GetValue(node)!, options: ClientOptions(parse.GetValue(timeout), parse.GetValue(tlsCert)));
+            using var client = new MegaNetClient(parse.GetValue(node)!, options: ClientOptions(parse.GetValue(node)!, parse.GetValue(timeout), parse.GetValue(tlsCert)));
             StatusResponse status = await client.Relay.StatusAsync(new StatusRequest(), cancellationToken: ct);
             // The node id is the key that signs its tree heads: what known-nodes pins and --node-id names.
             Api.V1.SignedTreeHead head = await client.Relay.GetTreeHeadAsync(new GetTreeHeadRequest(), cancellationToken: ct);
@@ -703,7 +710,7 @@ internal static partial class ClientCommands
             Uri address = parse.GetValue(node)!;
             string? idHex = parse.GetValue(nodeId);
             byte[]? expected = idHex is not null ? KnownNodes.ParseNodeId(idHex, "--node-id") : KnownNodes.Beside(parse.GetValue(identity)!).Find(address);
-            using var client = new MegaNetClient(address, expected, options: ClientOptions(parse.GetValue(timeout), parse.GetValue(tlsCert)));
+            using var client = new MegaNetClient(address, expected, options: ClientOptions(parse.GetValue(node)!, parse.GetValue(timeout), parse.GetValue(tlsCert)));
             string? problem = await client.VerifyReceiptAsync(receipt, ct);
             if (problem is not null)
             {

@@ -105,7 +105,7 @@ internal static class LoadCommand
             {
                 Uri target;
                 Uri? given = parse.GetValue(node);
-                using System.Security.Cryptography.X509Certificates.X509Certificate2? trusted = ClientCommands.LoadTlsCertificate(parse.GetValue(tlsCert));
+                using System.Security.Cryptography.X509Certificates.X509Certificate2? trusted = parse.GetValue(tlsCert) is { } cert ? ClientCommands.LoadTlsCertificate(cert, given!) : null;
                 var clientOptions = new MegaNetClientOptions { TrustedCertificate = trusted };
                 // A baseline timed here says nothing about a node on another machine.
                 bool baseline = !parse.GetValue(noBaseline) && m is ("both" or "stream") && (given is null || given.IsLoopback);

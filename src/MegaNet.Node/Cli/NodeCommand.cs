@@ -28,8 +28,8 @@ internal static partial class NodeCommand
             Description = "Verifier threads. Default: all cores but one (at least one), leaving a core to the network and the store.",
             CustomParser = CliParsers.OptionalInt32,
         };
-        var tlsCert = new Option<string?>("--tls-cert") { Description = "TLS certificate (PEM or PFX) for non-loopback listening." };
-        var tlsKey = new Option<string?>("--tls-key") { Description = "PEM private key for --tls-cert." };
+        var tlsCert = new Option<string?>("--tls-cert") { Description = "TLS certificate (PEM, or PFX/P12 without a password): gRPC is served over TLS, on loopback too; required for a non-loopback --listen." };
+        var tlsKey = new Option<string?>("--tls-key") { Description = "PEM private key for a PEM --tls-cert whose file does not hold it." };
         var metrics = new Option<string?>("--metrics-listen") { Description = "ADDRESS:PORT serving Prometheus text at /metrics over HTTP/1.1. Default: off." };
         var config = new Option<string>("--config") { Description = "Settings file (section \"MegaNet\"). Default meganet.json if present; a file named here must exist.", DefaultValueFactory = _ => "meganet.json" };
         var command = new Command("node",

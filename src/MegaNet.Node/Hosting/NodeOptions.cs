@@ -20,7 +20,8 @@ public sealed class NodeOptions
     /// <summary>PEM or PFX certificate for TLS; required when <see cref="Listen"/> is not a loopback address.</summary>
     public string? TlsCertificate { get; set; }
 
-    /// <summary>PEM private key for <see cref="TlsCertificate"/> (PEM certificates only: refused without one, or with a .pfx/.p12).</summary>
+    /// <summary>PEM private key for <see cref="TlsCertificate"/> when the certificate's PEM file does not hold it (refused without a
+    /// certificate, or beside a .pfx/.p12).</summary>
     public string? TlsKey { get; set; }
 
     /// <summary>Verifier backend: auto, simd, gpu, reference, or gpu-cpu (the GPU kernels on the CPU; slow, for testing).
@@ -190,7 +191,7 @@ public sealed class NodeOptions
         IPEndPoint ep = ListenEndPoint;
         if (!IPAddress.IsLoopback(ep.Address) && string.IsNullOrEmpty(TlsCertificate))
         {
-            throw new ArgumentException($"Listen {Listen} is reachable beyond this machine: give --tls-cert (and --tls-key for PEM) or listen on 127.0.0.1.");
+            throw new ArgumentException($"Listen {Listen} is reachable beyond this machine: give a certificate (--tls-cert, or TlsCertificate in meganet.json; a PEM certificate's key with --tls-key / TlsKey unless the same file holds it) or listen on 127.0.0.1.");
         }
 
         if (MetricsEndPoint is { } metrics && metrics.Port == ep.Port && ep.Port != 0
@@ -255,11 +256,12 @@ public sealed class NodeOptions
         Check(StreamWindow is >= 1 and <= 65_536, nameof(StreamWindow), "1 to 65,536");
         Check(ArrivingMessageMiB is >= 128 and <= 1 << 20, nameof(ArrivingMessageMiB), "128 to 1,048,576");
         Check(StreamIdleSeconds is >= 1 and <= 86_400, nameof(StreamIdleSeconds), "1 to 86,400 (a day)");
-        Check(SubmitRatePerKey > 0 && SubmitBurst >= 1, nameof(SubmitRatePerKey), "positive (and SubmitBurst at least 1)");
+        Check(SubmitRatePerKey > 0, nameof(SubmitRatePerKey), "positive");
+        Check(SubmitBurst >= 1, nameof(SubmitBurst), "at least 1");
         Check(PowMaxBits is >= 0 and <= 32, nameof(PowMaxBits), "0 to 32");
         Check(PowMinBits >= 0 && PowMinBits <= PowMaxBits, nameof(PowMinBits), "0 to PowMaxBits");
         Check(MailboxPowFromPercent is >= 0 and <= 99, nameof(MailboxPowFromPercent), "0 (off) to 99");
-        Check(MaxEnvelopeBytes is >= 1024 and <= MaxEnvelopeBytesLimit, nameof(MaxEnvelopeBytes), "between 1024 and 262144 (256 KiB; a log record must fit in a log page)");
+        Check(MaxEnvelopeBytes is >= 2048 and <= MaxEnvelopeBytesLimit, nameof(MaxEnvelopeBytes), "between 2048 (an envelope of the smallest size class, 1 KiB, takes about 1,250 bytes) and 262144 (256 KiB; a log record must fit in a log page)");
         Check(MaxTtlDays > 0 && MaxTtlDays <= MaxTtlDaysLimit, nameof(MaxTtlDays), $"above 0 and at most {MaxTtlDaysLimit}");
         Check(MailboxMaxCount >= 1, nameof(MailboxMaxCount), "at least 1");
         Check(MailboxMaxBytes >= 1, nameof(MailboxMaxBytes), "at least 1");
