@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using System.Runtime.InteropServices;
 using FASTER.core;
+using MegaNet.Core.Interop;
 using Microsoft.Win32.SafeHandles;
 
 namespace MegaNet.Store;
@@ -71,7 +72,7 @@ internal sealed partial class DirectFileDevice : StorageDeviceBase
     /// many files).</summary>
     internal static DirectFileDevice CreateDirect(string filename, int directFlag, int ioThreads)
     {
-        Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(filename))!);
+        DirectoryFlush.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(filename))!);
         return new DirectFileDevice(filename, directFlag, ioThreads: ioThreads);
     }
 
@@ -92,7 +93,7 @@ internal sealed partial class DirectFileDevice : StorageDeviceBase
             return 0;
         }
 
-        Directory.CreateDirectory(directory);
+        DirectoryFlush.CreateDirectory(directory);
         string probe = Path.Combine(directory, ".direct-io-probe");
         try
         {
@@ -136,7 +137,7 @@ internal sealed partial class DirectFileDevice : StorageDeviceBase
     /// <summary><see cref="CreateBuffered(string)"/> with <paramref name="ioThreads"/> I/O threads.</summary>
     public static DirectFileDevice CreateBuffered(string filename, int ioThreads)
     {
-        Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(filename))!);
+        DirectoryFlush.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(filename))!);
         return new DirectFileDevice(filename, 0, buffered: true, ioThreads);
     }
 
@@ -379,9 +380,31 @@ internal sealed partial class DirectFileDevice : StorageDeviceBase
     }
 
     private SafeFileHandle Segment(int segmentId) =>
-        _segments.GetOrAdd(segmentId, static (id, device) => device._buffered
-            ? OpenBuffered(device.GetSegmentFilename(device.FileName, id))
-            : Open(device.GetSegmentFilename(device.FileName, id), device._flags), this);
+        _segments.GetOrAdd(segmentId, static (id, device) => Created(device.GetSegmentFilename(device.FileName, id), path => device._buffered ? OpenBuffered(path) : Open(path, device._flags)), this);
+
+    /// <summary>Opens <paramref name="path"/> with <paramref name="open"/>; if that created the file, flushes its
+    /// directory before any write to it can complete: written through (<c>O_DSYNC</c>), a new segment's contents are on
+    /// the disk, but its name is only once the directory is too, and a crash of the machine could otherwise take a
+    /// segment of acknowledged records (or a checkpoint file the manifest names) with it.</summary>
+    private static SafeFileHandle Created(string path, Func<string, SafeFileHandle> open)
+    {
+        bool existed = File.Exists(path);
+        SafeFileHandle handle = open(path);
+        if (!existed)
+        {
+            try
+            {
+                DirectoryFlush.Flush(Path.GetDirectoryName(Path.GetFullPath(path))!);
+            }
+            catch
+            {
+                handle.Dispose();
+                throw;
+            }
+        }
+
+        return handle;
+    }
 
     // Direct I/O takes only sector-aligned buffers, lengths and offsets (anything else fails with EINVAL). FASTER aligns
     // its page flushes and checkpoint files (it writes them unbuffered on Windows), but a request that is not aligned
@@ -390,7 +413,7 @@ internal sealed partial class DirectFileDevice : StorageDeviceBase
     private SafeFileHandle Segment(int segmentId, IntPtr buffer, uint length, ulong offset) =>
         _buffered || (((ulong)buffer | length | offset) & (Sector - 1)) == 0
             ? Segment(segmentId)
-            : _unaligned.GetOrAdd(segmentId, static (id, device) => OpenBuffered(device.GetSegmentFilename(device.FileName, id)), this);
+            : _unaligned.GetOrAdd(segmentId, static (id, device) => Created(device.GetSegmentFilename(device.FileName, id), OpenBuffered), this);
 
     private static SafeFileHandle OpenBuffered(string path) =>
         File.OpenHandle(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.ReadWrite | FileShare.Delete, FileOptions.WriteThrough);

@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using System.Runtime.Intrinsics.X86;
 using FASTER.core;
+using MegaNet.Core.Interop;
 
 namespace MegaNet.Store;
 
@@ -57,6 +58,8 @@ internal sealed class EnvelopeKv : IDisposable
     public EnvelopeKv(string directory, long memoryBytes, long indexBytes, INamedDeviceFactory? checkpointFiles = null)
     {
         int memoryBits = Math.Clamp((int)Math.Floor(Math.Log2(memoryBytes)), 20, 40);
+        // Made here, durably, before FASTER makes them without flushing their parents (see DirectoryFlush).
+        DirectoryFlush.CreateDirectory(Path.Combine(directory, "checkpoints"));
         var settings = new FasterKVSettings<SpanByte, SpanByte>(directory, deleteDirOnDispose: false)
         {
             MemorySize = 1L << memoryBits,

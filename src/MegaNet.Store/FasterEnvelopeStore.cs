@@ -222,7 +222,8 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         options.Validate();
         string dir = Path.Combine(options.DataDirectory, "store");
         string commitDir = Path.Combine(dir, "commits");
-        Directory.CreateDirectory(commitDir);
+        // Durably: the commit records are written through, and a power loss must not take their directory's name.
+        DirectoryFlush.CreateDirectory(commitDir);
         FileStream lockFile = Lock(dir);
         try
         {

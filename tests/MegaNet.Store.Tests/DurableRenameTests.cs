@@ -1,3 +1,4 @@
+using MegaNet.Core.Interop;
 using MegaNet.Store;
 
 namespace MegaNet.Store.Tests;
@@ -29,5 +30,20 @@ public sealed class DurableRenameTests : IDisposable
 
         Assert.ThrowsAny<IOException>(() => DurableRename.Replace(path + ".tmp", path));
         Assert.Equal("old", File.ReadAllText(path));
+    }
+
+    [Fact]
+    public void Directories_are_created_with_their_missing_parents_and_a_file_in_the_way_is_an_error()
+    {
+        string nested = Path.Combine(_dir, "store", "kv", "checkpoints");
+        DirectoryFlush.CreateDirectory(nested);
+        Assert.True(Directory.Exists(nested));
+        File.WriteAllText(Path.Combine(nested, "kept"), "x");
+        DirectoryFlush.CreateDirectory(nested);
+        Assert.True(File.Exists(Path.Combine(nested, "kept")));
+
+        string blocked = Path.Combine(_dir, "file");
+        File.WriteAllText(blocked, "not a directory");
+        Assert.ThrowsAny<IOException>(() => DirectoryFlush.CreateDirectory(Path.Combine(blocked, "below")));
     }
 }

@@ -39,6 +39,31 @@ public static partial class DirectoryFlush
         }
     }
 
+    /// <summary>Creates <paramref name="directory"/> and any missing parents, flushing the parent of each one created (from
+    /// the top down), so that the new names survive a crash of the machine: files made in a directory whose own name
+    /// never reached the disk are lost with it, however well their contents were flushed.</summary>
+    /// <exception cref="IOException">A directory cannot be created or flushed; the message names it.</exception>
+    public static void CreateDirectory(string directory)
+    {
+        ArgumentNullException.ThrowIfNull(directory);
+        var missing = new Stack<string>();
+        for (string? d = Path.GetFullPath(directory); d is not null && !Directory.Exists(d); d = Path.GetDirectoryName(d))
+        {
+            missing.Push(d);
+        }
+
+        if (missing.Count == 0)
+        {
+            return;
+        }
+
+        Directory.CreateDirectory(directory);
+        foreach (string created in missing)
+        {
+            Flush(Path.GetDirectoryName(created)!);
+        }
+    }
+
     private static IOException Error(string what, string directory)
     {
         int errno = Marshal.GetLastPInvokeError();
