@@ -71,6 +71,10 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     // reopen replays exactly what reached the disk.
     private volatile Exception? _fault;
 
+    // Completed at the table's first failed write: an open whose replay waits on such a write (retried until there is
+    // room) fails at once instead of waiting without a word.
+    private readonly TaskCompletionSource _tableWriteFailed = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
     // Why the committer took no checkpoint at shutdown (set before it ends; DisposeAsync reads it after awaiting it).
     private Exception? _noFinalCheckpoint;
     private long _lastCheckpoint = Stopwatch.GetTimestamp();
@@ -139,8 +143,12 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         // The table retries a failed write until it succeeds (see DirectFileDevice.RetryFailedWrites); meanwhile its
         // flushes, checkpoints and, once memory fills, puts wait. Refuse writes from the first failure, with its reason,
         // instead of letting callers wait without one.
-        kv.TableWriteFailed += e => Interlocked.CompareExchange(ref _fault,
-            new IOException($"Writing the envelope table in '{kv.Directory}' failed ({e.Message}); the write is retried, and everything acknowledged is in the write-ahead log.", e), null);
+        kv.TableWriteFailed += e =>
+        {
+            Interlocked.CompareExchange(ref _fault,
+                new IOException($"Writing the envelope table in '{kv.Directory}' failed ({e.Message}); the write is retried, and everything acknowledged is in the write-ahead log.", e), null);
+            _tableWriteFailed.TrySetResult();
+        };
         kv.RetryFailedWrites = true;
         _head = SignHead();
         _metricSources = [MegaNetMetrics.ObserveLogSize(() => TreeSize), MegaNetMetrics.ObserveTableDiskReads(() => TableDiskReads), MegaNetMetrics.ObserveHeldBytes(() => HeldBytes)];
@@ -384,9 +392,28 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         }
 
         var store = new FasterEnvelopeStore(options, device, commitFile, log, kv, lockFile) { RecoveredCommit = recovered };
+        kv.FailTableWriteForTests = options.FailTableWriteForTests;
+        // Replayed on a thread of its own, watched: a table write that fails (a full disk) is retried until it succeeds,
+        // and a replay waiting on one would hold the open, and the node's start, without a word.
+        Task restoring = Task.Factory.StartNew(() => store.Restore(manifest, cancellationToken), CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
+        if (await Task.WhenAny(restoring, store._tableWriteFailed.Task).ConfigureAwait(false) != restoring
+            && await Task.WhenAny(restoring, Task.Delay(TimeSpan.FromSeconds(1))).ConfigureAwait(false) != restoring)
+        {
+            // Stuck behind the retried write: the open fails now; the store closes once the replay ends, if it does
+            // (disposing FASTER's objects under it would hang as well). The process is expected to exit.
+            _ = restoring.ContinueWith(_ => store.DisposeAsync().AsTask(), CancellationToken.None, TaskContinuationOptions.None, TaskScheduler.Default).Unwrap()
+                .ContinueWith(t => _ = t.Exception, CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted, TaskScheduler.Default);
+            throw store.TableUnwritableAtOpen();
+        }
+
         try
         {
-            store.Restore(manifest, cancellationToken);
+            await restoring.ConfigureAwait(false);
+            if (store._fault is not null)
+            {
+                throw store.TableUnwritableAtOpen();
+            }
+
             commitFile.DropMigratedRecords();
             store.StartCommitter();
         }
@@ -1869,6 +1896,11 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
             while (iterator.GetNext(out byte[] entry, out int length, out long address))
             {
                 cancellationToken.ThrowIfCancellationRequested();
+                if (_fault is not null)
+                {
+                    throw TableUnwritableAtOpen();
+                }
+
                 records++;
                 ReadOnlySpan<byte> r = entry.AsSpan(0, length);
                 switch (r.Length > 0 ? r[0] : (byte)0)
@@ -1919,6 +1951,11 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
             _head = SignHead();
         }
     }
+
+    /// <summary>The open's replay could not write the table (see <see cref="_tableWriteFailed"/>).</summary>
+    private StoreUnavailableException TableUnwritableAtOpen() => new(
+        $"The store in '{StoreDirectory}' cannot be opened: replaying its write-ahead log into the envelope table failed ({Describe(_fault!)}). " +
+        "Nothing acknowledged was lost (it is all in the log). Free disk space, then start again.", _fault);
 
     private StoreCorruptException Corrupt(string what) => new(
         $"The store's write-ahead log '{Path.Combine(StoreDirectory, "wal.log")}' is corrupt: {what}. " +

@@ -86,6 +86,10 @@ public sealed class StoreOptions
     /// records of their own (an upgraded store).</summary>
     internal bool SeparateEnvelopeRecordsForTests { get; set; }
 
+    /// <summary>Tests: makes the envelope table's page writes fail as on a full disk, from the open on, while it returns
+    /// true.</summary>
+    internal Func<bool>? FailTableWriteForTests { get; set; }
+
     /// <summary>Throws <see cref="ArgumentOutOfRangeException"/> or <see cref="ArgumentException"/> naming the first bad setting.</summary>
     public void Validate()
     {

@@ -117,7 +117,7 @@ internal static partial class NodeCommand
                 Console.Error.WriteLine($"meganet node: {BindFailure(e, options)}");
                 return 1;
             }
-            catch (Exception e) when (e is BackendUnavailableException or StoreCorruptException or StoreInUseException or InvalidDataException or ArgumentException
+            catch (Exception e) when (e is BackendUnavailableException or StoreCorruptException or StoreInUseException or StoreUnavailableException or InvalidDataException or ArgumentException
                 or IOException or UnauthorizedAccessException or CryptographicException)
             {
                 Console.Error.WriteLine($"meganet node: {Message(e)}{Hint(e, options)}");
