@@ -22,9 +22,12 @@ internal static class Checkpoint
     /// <paramref name="SeparateEnvelopeRecords"/>: the table may hold envelope bytes in records of their own (see
     /// <see cref="EnvelopeKv.SeparateEnvelopeRecords"/>); always so before version 3, and kept from then on.
     /// Each mailbox's <c>NextSeq</c> is no longer used (sequence numbers come from log indexes since 2026-11-29): written
-    /// as 0 and ignored on reading, so manifests of either age read the same.</summary>
+    /// as 0 and ignored on reading, so manifests of either age read the same. <paramref name="LeavesRoot"/>: the Merkle
+    /// root of the first <paramref name="LeafCount"/> leaves, which the leaf hashes read back from leaves.bin must make
+    /// (that file has no checksum of its own); after the mailboxes, where builds before 2026-12-01 stop reading, so it
+    /// needs no new version, and null in the manifests they wrote.</summary>
     public sealed record Manifest(Guid Token, long WalAddress, long LeafCount, long IndexBytes, bool SeparateEnvelopeRecords,
-        List<(byte[] Address, ulong NextSeq, ArraySegment<IndexEntry> Entries)> Mailboxes);
+        List<(byte[] Address, ulong NextSeq, ArraySegment<IndexEntry> Entries)> Mailboxes, byte[]? LeavesRoot = null);
 
     public static string ManifestPath(string storeDirectory) => Path.Combine(storeDirectory, "checkpoint.manifest");
 
@@ -93,7 +96,8 @@ internal static class Checkpoint
             mailboxes.Add((address, next, entries));
         }
 
-        return new Manifest(token, wal, leaves, indexBytes, separateEnvelopeRecords, mailboxes);
+        byte[]? root = r.Remaining >= 32 ? r.Bytes(32).ToArray() : null;
+        return new Manifest(token, wal, leaves, indexBytes, separateEnvelopeRecords, mailboxes, root);
     }
 
     /// <summary>Writes the manifest to a temporary file, flushes it and renames it over the old one.</summary>
@@ -149,6 +153,11 @@ internal static class Checkpoint
                 }
             }
 
+            if (manifest.LeavesRoot is { } root)
+            {
+                Raw(root);
+            }
+
             sha.AppendData(buffer, 0, used);
             file.Write(buffer, 0, used);
             file.Write(sha.GetHashAndReset());
@@ -190,6 +199,10 @@ internal static class Checkpoint
         }
     }
 
+    /// <summary>The error for a leaves.bin whose first <paramref name="count"/> hashes do not make the manifest's root.</summary>
+    public static StoreCorruptException LeavesDamaged(string storeDirectory, long count) =>
+        Damaged(LeavesPath(storeDirectory), $"its first {count} leaf hashes do not make the Merkle root the checkpoint manifest recorded for them");
+
     private static StoreCorruptException Damaged(string path, string why) => new(
         $"The store's checkpoint file '{path}' is damaged: {why}. {StoreCorruptException.Advice}");
 
@@ -209,6 +222,8 @@ internal static class Checkpoint
             _at += n;
             return s;
         }
+
+        public readonly int Remaining => _data.Length - _at;
 
         public uint U32() => BinaryPrimitives.ReadUInt32LittleEndian(Bytes(4));
 

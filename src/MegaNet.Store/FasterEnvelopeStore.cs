@@ -1142,7 +1142,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
                 _mailboxes.Remove(address);
             }
 
-            manifest = new Checkpoint.Manifest(Guid.Empty, _log.TailAddress, _merkle.Size, _kv.IndexBytes, _kv.SeparateEnvelopeRecords, boxes);
+            manifest = new Checkpoint.Manifest(Guid.Empty, _log.TailAddress, _merkle.Size, _kv.IndexBytes, _kv.SeparateEnvelopeRecords, boxes, _merkle.Root(_merkle.Size));
         }
 
         // Table records of swept entries, outside the index lock (a record may have to be read from disk; nothing else
@@ -1849,6 +1849,13 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
                 foreach (byte[] leaf in Checkpoint.ReadLeaves(StoreDirectory, manifest.LeafCount))
                 {
                     _merkle.AppendLeafHash(leaf);
+                }
+
+                // A damaged hash would otherwise become a signed tree head that contradicts the ones handed out, and
+                // every older receipt's proof would stop verifying, without a word.
+                if (manifest.LeavesRoot is { } root && !_merkle.Root(manifest.LeafCount).AsSpan().SequenceEqual(root))
+                {
+                    throw Checkpoint.LeavesDamaged(StoreDirectory, manifest.LeafCount);
                 }
 
                 _savedLeaves = manifest.LeafCount;

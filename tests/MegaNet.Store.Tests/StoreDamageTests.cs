@@ -192,6 +192,36 @@ public sealed class StoreDamageTests : IDisposable
     }
 
     [Fact]
+    public async Task Damaged_leaf_hashes_are_an_error_naming_leaves_bin()
+    {
+        // leaves.bin has no checksum of its own: the manifest's root is what catches a changed hash, which would
+        // otherwise be signed into a tree head contradicting the ones handed out.
+        StoreOptions options = await ClosedStoreAsync();
+        string leaves = Path.Combine(_dir, "store", "leaves.bin");
+        byte[] bytes = File.ReadAllBytes(leaves);
+        bytes[5] ^= 0x01;
+        File.WriteAllBytes(leaves, bytes);
+
+        StoreCorruptException e = await Assert.ThrowsAsync<StoreCorruptException>(async () => await FasterEnvelopeStore.OpenAsync(options));
+        Assert.Contains(leaves, e.Message, StringComparison.Ordinal);
+        Assert.Contains("do not make the Merkle root", e.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task A_manifest_from_before_the_leaves_root_opens_as_before()
+    {
+        StoreOptions options = await ClosedStoreAsync();
+        string storeDirectory = Path.Combine(_dir, "store");
+        Checkpoint.Manifest manifest = Checkpoint.Read(storeDirectory)!;
+        Assert.NotNull(manifest.LeavesRoot);
+        Checkpoint.Write(storeDirectory, manifest with { LeavesRoot = null });
+        Assert.Null(Checkpoint.Read(storeDirectory)!.LeavesRoot);
+
+        await using FasterEnvelopeStore store = await FasterEnvelopeStore.OpenAsync(options);
+        Assert.Equal(1, store.TreeSize);
+    }
+
+    [Fact]
     public async Task A_corrupt_commit_directory_is_an_error_naming_the_store()
     {
         StoreOptions options = await ClosedStoreAsync();
