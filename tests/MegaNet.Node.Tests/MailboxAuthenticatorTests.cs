@@ -235,6 +235,43 @@ public sealed class MailboxAuthenticatorTests : IDisposable
     }
 
     [Fact]
+    public void A_wall_clock_stepped_forward_and_back_does_not_make_a_used_challenge_good_again()
+    {
+        // The wall clock jumps ten minutes ahead (a VM resumed, NTP) and back; the monotonic clock runs on. Timed by the
+        // wall clock, the jump had the sweep forget the used challenge, which the clock, back, then took for alive.
+        var clock = new SteppingClock(T0);
+        var authenticator = new MailboxAuthenticator(NodeKey.LoadOrCreate(_dir), _verifier, clock);
+        using Identity bob = Identity.Create();
+        MailboxAuth Sign() => MegaNetClient.SignChallenge(bob, authenticator.Challenge(bob.Address), bob.Address, MailboxPurpose.Fetch);
+        MailboxAuth used = Sign();
+        authenticator.Authenticate(used, MailboxPurpose.Fetch);
+
+        clock.Step(wall: TimeSpan.FromMinutes(10), monotonic: TimeSpan.FromSeconds(1));
+        authenticator.Authenticate(Sign(), MailboxPurpose.Fetch);
+        clock.Step(wall: TimeSpan.FromMinutes(-10), monotonic: TimeSpan.FromSeconds(1));
+
+        Assert.Contains("already used", Assert.Throws<RpcException>(() => authenticator.Authenticate(used, MailboxPurpose.Fetch)).Status.Detail);
+        // It still expires on time, by the monotonic clock.
+        clock.Step(wall: TimeSpan.Zero, monotonic: MailboxAuthenticator.Lifetime);
+        Assert.Contains("expired", Assert.Throws<RpcException>(() => authenticator.Authenticate(used, MailboxPurpose.Fetch)).Status.Detail);
+    }
+
+    /// <summary>A wall clock that may step either way, beside a monotonic clock that only runs forward.</summary>
+    private sealed class SteppingClock(DateTimeOffset now) : TimeProvider
+    {
+        private DateTimeOffset _now = now;
+        private long _ticks;
+
+        public void Step(TimeSpan wall, TimeSpan monotonic) => (_now, _ticks) = (_now + wall, _ticks + monotonic.Ticks);
+
+        public override DateTimeOffset GetUtcNow() => _now;
+
+        public override long GetTimestamp() => _ticks;
+
+        public override long TimestampFrequency => TimeSpan.TicksPerSecond;
+    }
+
+    [Fact]
     public void One_mailbox_opened_too_often_is_pushed_back_alone_until_its_challenges_expire()
     {
         using Identity eve = Identity.Create(), bob = Identity.Create();

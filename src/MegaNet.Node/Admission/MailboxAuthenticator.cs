@@ -48,6 +48,12 @@ public sealed class MailboxAuthenticator(NodeKey nodeKey, IBatchVerifier verifie
 
     private readonly byte[] _secret = RandomNumberGenerator.GetBytes(32);
 
+    // Nonces are issued and checked by this process alone (the secret dies with it), so their times are the monotonic
+    // clock's, anchored to the wall clock at start: with the wall clock, a step forward (NTP, a VM resumed) had the sweep
+    // forget the nonces used so far, and a step back then took those nonces for alive again, open to one replay each.
+    private readonly long _startUnixMs = clock.GetUtcNow().ToUnixTimeMilliseconds();
+    private readonly long _startTimestamp = clock.GetTimestamp();
+
     // Under _gate. Sites whose signature checks failed lately, held to a budget of failures.
     private readonly AuthFailures _failures = new();
 
@@ -81,7 +87,7 @@ public sealed class MailboxAuthenticator(NodeKey nodeKey, IBatchVerifier verifie
             throw new RpcException(new Status(StatusCode.InvalidArgument, "An address is 32 bytes."));
         }
 
-        long now = clock.GetUtcNow().ToUnixTimeMilliseconds();
+        long now = NowUnixMs();
         byte[] nonce = new byte[NonceLength];
         BinaryPrimitives.WriteInt64BigEndian(nonce, now);
         RandomNumberGenerator.Fill(nonce.AsSpan(8, 8));
@@ -111,7 +117,7 @@ public sealed class MailboxAuthenticator(NodeKey nodeKey, IBatchVerifier verifie
         }
 
         ReadOnlySpan<byte> nonce = auth.Nonce.Span;
-        long now = clock.GetUtcNow().ToUnixTimeMilliseconds();
+        long now = NowUnixMs();
         long issued = nonce.Length == NonceLength ? BinaryPrimitives.ReadInt64BigEndian(nonce) : long.MinValue;
         long expires = issued == long.MinValue ? long.MinValue : issued + (long)Lifetime.TotalMilliseconds;
         if (expires <= now || issued > now + 60_000)
@@ -175,7 +181,7 @@ public sealed class MailboxAuthenticator(NodeKey nodeKey, IBatchVerifier verifie
 
             // The time again, under the lock: a second is swept only once all its nonces expired by some thread's
             // clock, and a reading from before the signature check could be older than that sweep.
-            now = clock.GetUtcNow().ToUnixTimeMilliseconds();
+            now = NowUnixMs();
             if (!valid)
             {
                 UseUp(now, expires, second, random, source);
@@ -270,6 +276,9 @@ public sealed class MailboxAuthenticator(NodeKey nodeKey, IBatchVerifier verifie
         _usedCount++;
         return true;
     }
+
+    /// <summary>Unix milliseconds by the monotonic clock since this authenticator was made (see <c>_startUnixMs</c>).</summary>
+    private long NowUnixMs() => _startUnixMs + (long)((clock.GetTimestamp() - _startTimestamp) * 1000.0 / clock.TimestampFrequency);
 
     // The failure budget counts in Stopwatch ticks; read from the injected clock so tests can move it.
     private long Timestamp() => clock.TimestampFrequency == Stopwatch.Frequency
