@@ -322,6 +322,44 @@ public sealed class ProfilerTests(ITestOutputHelper output)
         };
         using HttpResponseMessage refused = await http.SendAsync(onGrpcPort);
         Assert.Equal(System.Net.HttpStatusCode.NotFound, refused.StatusCode);
+
+        // Idle connections are capped (the listener may face more than loopback): one beyond the cap is closed at once,
+        // and a scrape works again once they go.
+        var idle = new List<System.Net.Sockets.TcpClient>();
+        try
+        {
+            for (int i = 0; i < MegaNet.Node.Hosting.NodeHost.MaxMetricsConnections; i++)
+            {
+                var held = new System.Net.Sockets.TcpClient();
+                await held.ConnectAsync(System.Net.IPAddress.Loopback, metricsPort);
+                idle.Add(held);
+            }
+
+            // Accepted one by one: wait until the listener has taken the held ones before the one too many.
+            await Task.Delay(500);
+            using var extra = new System.Net.Sockets.TcpClient();
+            await extra.ConnectAsync(System.Net.IPAddress.Loopback, metricsPort);
+            using var closing = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+            Assert.Equal(0, await extra.GetStream().ReadAsync(new byte[1], closing.Token));
+        }
+        finally
+        {
+            idle.ForEach(c => c.Dispose());
+        }
+
+        for (int tries = 0; ; tries++)
+        {
+            try
+            {
+                Assert.Contains("meganet_store_log_size", await http.GetStringAsync($"http://127.0.0.1:{metricsPort}/metrics"));
+                break;
+            }
+            catch (HttpRequestException) when (tries < 50)
+            {
+                await Task.Delay(100);
+            }
+        }
+
         node.AssertNoServerErrors();
     }
 

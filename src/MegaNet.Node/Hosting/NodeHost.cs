@@ -220,6 +220,9 @@ internal sealed class NodeVerifiers(IBatchVerifier node, IBatchVerifier delegate
 /// <summary>Builds and runs the node: the Generic Host with Kestrel serving HTTP/2 gRPC.</summary>
 public static partial class NodeHost
 {
+    /// <summary>Connections the metrics listener holds at most; one more is closed at once.</summary>
+    internal const int MaxMetricsConnections = 16;
+
     /// <summary>Builds the node application (not started). Only <paramref name="options"/> configure it: the host's
     /// own configuration sources (environment variables, appsettings.json) are dropped.</summary>
     public static WebApplication Build(NodeOptions options, Action<ILoggingBuilder>? logging = null)
@@ -271,7 +274,27 @@ public static partial class NodeHost
             if (options.MetricsEndPoint is { } metrics)
             {
                 // Prometheus scrapes over HTTP/1.1; the gRPC port speaks HTTP/2 only, so metrics get their own listener.
-                kestrel.Listen(metrics, listen => listen.Protocols = HttpProtocols.Http1);
+                // Outside the gRPC gate (an operator can still see why clients are refused), but capped: it may listen
+                // beyond loopback, and idle connections without end would take the descriptors the node needs.
+                int metricsOpen = 0;
+                kestrel.Listen(metrics, listen =>
+                {
+                    listen.Protocols = HttpProtocols.Http1;
+                    listen.Use(next => async connection =>
+                    {
+                        try
+                        {
+                            if (Interlocked.Increment(ref metricsOpen) <= MaxMetricsConnections)
+                            {
+                                await next(connection).ConfigureAwait(false);
+                            }
+                        }
+                        finally
+                        {
+                            Interlocked.Decrement(ref metricsOpen);
+                        }
+                    });
+                });
             }
 
             kestrel.Limits.MaxRequestBodySize = 64 << 20;
