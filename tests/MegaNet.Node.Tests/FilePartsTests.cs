@@ -212,7 +212,16 @@ public sealed class FilePartsTests(ITestOutputHelper output) : IDisposable
         // Sent again (new envelopes, the same file id): shown again, as a message sent twice is.
         AssertExit(await Meganet("send", "-i", alicePath, "--to", bob.Card.ToString(), "--file", filePath, "--node", url), 0);
         Result resent = await Meganet("fetch", "-i", bobPath, "--node", url, "--ack");
-        Assert.Contains($"file 'big.bin' ({file.Length} bytes in 4 parts;", resent.Stdout, StringComparison.Ordinal);
+        Assert.Contains($"file 'big.bin' ({file.Length} bytes in 4 parts; left on the node: use --json or --save-files DIR to get its contents)", resent.Stdout, StringComparison.Ordinal);
+        // Text output only says it came: the bytes went nowhere, so its last part stays on the node (the others in the
+        // spool), and a fetch that saves gets the file whole. Forgotten, its parts were copies "shown already" for good.
+        Assert.Contains("acknowledged 3 message(s)", resent.Stderr, StringComparison.Ordinal);
+        string inbox = Path.Combine(_dir, "inbox");
+        Result saved = await Meganet("fetch", "-i", bobPath, "--node", url, "--ack", "--save-files", inbox);
+        AssertExit(saved, 0);
+        Assert.Contains("acknowledged 1 message(s)", saved.Stderr, StringComparison.Ordinal);
+        Assert.Equal(file, await File.ReadAllBytesAsync(Path.Combine(inbox, "big.bin")));
+        Assert.Empty(Directory.GetDirectories(Path.Combine(_dir, "bob.parts")));
 
         string tooLarge = Path.Combine(_dir, "huge.bin");
         await using (FileStream huge = File.Create(tooLarge))

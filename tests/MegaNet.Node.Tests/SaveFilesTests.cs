@@ -40,7 +40,11 @@ public sealed class SaveFilesTests : IDisposable
     {
         string name = Inbox.SavedName(new string('x', 200) + ".tar.gz");
         Assert.EndsWith(".gz", name, StringComparison.Ordinal);
-        Assert.True(name.Length <= 80, name);
+        Assert.Equal(140, Encoding.UTF8.GetByteCount(name));
+        // Counted in bytes, not characters: three bytes each, 100 of them made a temporary name over 255 bytes.
+        string chinese = Inbox.SavedName(new string('文', 100) + ".txt");
+        Assert.EndsWith(".txt", chinese, StringComparison.Ordinal);
+        Assert.InRange(Encoding.UTF8.GetByteCount(chinese), 130, 140);
         // A cut through a surrogate pair would leave half a character, which no file system takes.
         // One ASCII character first, so that the cut falls between the halves of a pair.
         string emoji = Inbox.SavedName("x" + string.Concat(Enumerable.Repeat("\U0001F600", 100)) + ".png");
@@ -64,6 +68,24 @@ public sealed class SaveFilesTests : IDisposable
         string link = Path.Combine(_dir, "link.bin");
         File.CreateSymbolicLink(link, plain);
         Assert.False(Inbox.HoldsAlready(link, bytes));
+    }
+
+    [Fact]
+    public async Task A_file_with_a_long_name_in_another_script_is_saved()
+    {
+        await using Mailroom room = await Mailroom.StartAsync(_dir);
+        (TestNode node, string url, MegaNetClient client, Identity alice, Identity bob, string bobPath) = room;
+        byte[] content = Encoding.UTF8.GetBytes("報告");
+        await client.SendAsync(alice, bob.Card, content, "application/octet-stream", new string('文', 100) + ".txt");
+        string saveDir = Path.Combine(_dir, "received");
+
+        Result fetched = await Meganet("fetch", "-i", bobPath, "--node", url, "--json", "--save-files", saveDir, "--ack");
+        Assert.True(fetched.ExitCode == 0, fetched.Stderr);
+        string saved = Assert.Single(JsonLines(fetched))["saved_as"]!.GetValue<string>();
+        Assert.Equal(content, await File.ReadAllBytesAsync(saved));
+        Assert.EndsWith(".txt", saved, StringComparison.Ordinal);
+        Assert.Contains("acknowledged 1 message(s)", fetched.Stderr, StringComparison.Ordinal);
+        node.AssertNoServerErrors();
     }
 
     [Fact]

@@ -17,8 +17,11 @@ internal sealed class Inbox(bool json, ContactsFollower contacts, ReceivedParts 
     /// <summary>Attempts at a free name in <c>--save-files</c> ("name (2).ext", ...).</summary>
     private const int MaxNameAttempts = 1_000;
 
-    /// <summary>Characters of a saved file's name at most (file systems allow 255 bytes; UTF-8 may need 3 a character).</summary>
-    private const int MaxSavedNameLength = 80;
+    /// <summary>UTF-8 bytes of a saved file's name at most: file systems allow 255, and the name may get " (1000)" or
+    /// the envelope id (67 bytes) added, and the temporary file beside it ".{32 hex digits}.tmp" (37 bytes) more.
+    /// Counted in characters (80), a name of Chinese characters came to 240 bytes, and its temporary file's name was
+    /// refused as too long: every fetch with --save-files stopped at that message.</summary>
+    private const int MaxSavedNameBytes = 140;
 
     // Files whose parts came again after the file was shown: reported once a run, not once a part (hundreds).
     private readonly HashSet<string> _copiesReported = [];
@@ -45,7 +48,8 @@ internal sealed class Inbox(bool json, ContactsFollower contacts, ReceivedParts 
 
     /// <summary>Prints <paramref name="m"/>, or keeps it if it is a file part and prints its file once whole; a part that
     /// cannot be used is reported like junk. <paramref name="consequence"/> says, in an error, what became of the mail.
-    /// Returns false for a part that must stay on the node (there was no room to keep it): not to be acknowledged.</summary>
+    /// Returns false for mail that must stay on the node, not to be acknowledged: a part there was no room to keep, and
+    /// a file whose bytes went nowhere (text output without <c>--save-files</c> only says it came).</summary>
     public bool Deliver(ReceivedMessage m, string? consequence)
     {
         // Looked up once: it reads the contacts file's time stamp, and re-reads a file written within 2 s.
@@ -53,13 +57,21 @@ internal sealed class Inbox(bool json, ContactsFollower contacts, ReceivedParts 
         if (m.Content.ContentType != FileParts.ContentType)
         {
             Show(m, senderName, consequence, parts: 1);
-            return true;
+            return KeepsFiles || m.Content.ContentType.StartsWith("text/", StringComparison.Ordinal);
         }
 
         switch (parts.Add(m, fromContact: senderName is not null))
         {
             case ReceivedParts.Whole whole:
                 Show(whole.File, senderName, consequence, whole.Count);
+                if (!KeepsFiles)
+                {
+                    // Its parts stay in the spool and its last part on the node, so that a fetch with --json or
+                    // --save-files puts it together again: forgotten, its parts fetched again were copies of a file
+                    // "shown already", and its bytes were lost.
+                    return false;
+                }
+
                 parts.Forget(whole);
                 break;
             case ReceivedParts.ShownAlready copy when _copiesReported.Add(copy.File):
@@ -81,6 +93,9 @@ internal sealed class Inbox(bool json, ContactsFollower contacts, ReceivedParts 
 
         return true;
     }
+
+    /// <summary>Whether a file's bytes reach the user: in the JSON (base64) or in <c>--save-files</c>' directory.</summary>
+    private bool KeepsFiles => json || saveDirectory is not null;
 
     /// <summary>Reports mail that is not shown (junk, a copy, an unusable part) on standard error.</summary>
     public static void Warn(UnreadableMessage m) =>
@@ -194,7 +209,7 @@ internal sealed class Inbox(bool json, ContactsFollower contacts, ReceivedParts 
         {
             { There: true } s => $"saved as {ClientCommands.Printable(s.Path, multiline: false)} before: the same bytes are there",
             { } s => $"saved as {ClientCommands.Printable(s.Path, multiline: false)}",
-            null => "use --json or --save-files DIR to get its contents",
+            null => "left on the node: use --json or --save-files DIR to get its contents",
         };
         _output.WriteLine(isText
             ? $"[{m.Seq}] {when} from {from}: {ClientCommands.Printable(c.Content.ToStringUtf8(), multiline: true)}"
@@ -213,15 +228,18 @@ internal sealed class Inbox(bool json, ContactsFollower contacts, ReceivedParts 
     {
         string name = SavedName(m.Content.FileName);
         string stem = Path.GetFileNameWithoutExtension(name), extension = Path.GetExtension(name);
-        for (int attempt = 1; ; attempt++)
+        string id = Convert.ToHexStringLower(m.EnvelopeId);
+        for (int attempt = 1; attempt <= MaxNameAttempts + 2; attempt++)
         {
+            // After that many, the envelope id: a name no other envelope's file takes (its first 16 digits, then all).
             string path = Path.Combine(directory, attempt switch
             {
                 1 => name,
                 <= MaxNameAttempts => $"{stem} ({attempt}){extension}",
-                _ => $"{stem} ({Convert.ToHexStringLower(m.EnvelopeId)[..16]}){extension}",
+                MaxNameAttempts + 1 => $"{stem} ({id[..16]}){extension}",
+                _ => $"{stem} ({id}){extension}",
             });
-            if (attempt <= MaxNameAttempts && Path.Exists(path))
+            if (Path.Exists(path))
             {
                 if (HoldsAlready(path, m.Content.Content.Span))
                 {
@@ -237,10 +255,12 @@ internal sealed class Inbox(bool json, ContactsFollower contacts, ReceivedParts 
                 PrivateFile.Write(path, stream => stream.Write(m.Content.Content.Span), replace: false);
                 return (path, false);
             }
-            catch (IOException e) when ((e.HResult == PrivateFile.AlreadyExists || Path.Exists(path)) && attempt <= MaxNameAttempts)
+            catch (IOException e) when (e.HResult == PrivateFile.AlreadyExists || Path.Exists(path))
             {
             }
         }
+
+        throw new IOException($"no free name for it: '{name}' and {MaxNameAttempts + 1:N0} more are taken by other files");
     }
 
     /// <summary>Whether <paramref name="path"/> is a plain file (not a link, which could name any file) holding exactly
@@ -315,14 +335,24 @@ internal sealed class Inbox(bool json, ContactsFollower contacts, ReceivedParts 
             name = "_" + name[1..];
         }
 
-        if (name.Length > MaxSavedNameLength)
+        if (System.Text.Encoding.UTF8.GetByteCount(name) > MaxSavedNameBytes)
         {
             string extension = Path.GetExtension(name);
-            extension = extension.Length <= 16 ? extension : string.Empty;
-            int keep = MaxSavedNameLength - extension.Length;
-            // Never half of a surrogate pair: that is no character, and no file system name.
-            keep -= char.IsHighSurrogate(name[keep - 1]) ? 1 : 0;
-            name = name[..keep] + extension;
+            extension = System.Text.Encoding.UTF8.GetByteCount(extension) <= 24 ? extension : string.Empty;
+            int room = MaxSavedNameBytes - System.Text.Encoding.UTF8.GetByteCount(extension);
+            // Cut between whole characters: half of one is no character, and no file system name.
+            var cut = new System.Text.StringBuilder();
+            foreach (System.Text.Rune rune in name.EnumerateRunes())
+            {
+                if ((room -= rune.Utf8SequenceLength) < 0)
+                {
+                    break;
+                }
+
+                cut.Append(rune.ToString());
+            }
+
+            name = cut + extension;
         }
 
         return name;
