@@ -707,7 +707,7 @@ public sealed class MegaNetClient : IDisposable
             return "the inclusion proof does not lead to the tree head's root";
         }
 
-        return await ExtendsAsync(current!, head, "the log the receipt was signed in", cancellationToken).ConfigureAwait(false);
+        return await ExtendsAsync(current!, head, "the log the receipt was signed in", cancellationToken).ConfigureAwait(false) ?? PinFromLog(head.NodeKey);
     }
 
     /// <summary>
@@ -738,7 +738,24 @@ public sealed class MegaNetClient : IDisposable
             return (current, problem);
         }
 
-        return (current, await ExtendsAsync(current!, earlier, "the log of the earlier head", cancellationToken).ConfigureAwait(false));
+        return (current, await ExtendsAsync(current!, earlier, "the log of the earlier head", cancellationToken).ConfigureAwait(false) ?? PinFromLog(earlier.NodeKey));
+    }
+
+    /// <summary>With no node id expected, pins <paramref name="nodeKey"/>, the key a receipt's or an earlier head's log
+    /// checked out under, as <see cref="NodeId"/> (later challenges are held to it): after the first-contact check, as an
+    /// id shown in a challenge passes it (pinned unchecked, it let every later challenge be signed without the check),
+    /// and only once every check passed. Null, or what refused it.</summary>
+    private string? PinFromLog(ByteString nodeKey)
+    {
+        if (Volatile.Read(ref _nodeId) is null && _firstContactCheck?.Invoke(nodeKey.ToByteArray()) is { } refusal)
+        {
+            return $"the node's key {Convert.ToHexStringLower(nodeKey.Span)} is refused on first contact: {refusal}";
+        }
+
+        byte[] key = nodeKey.ToByteArray();
+        return Interlocked.CompareExchange(ref _nodeId, key, null) is { } other && !other.AsSpan().SequenceEqual(key)
+            ? $"the node at this address showed node id {Convert.ToHexStringLower(other)} to a concurrent call, and signs its log with {Convert.ToHexStringLower(key)}"
+            : null;
     }
 
     /// <summary>The node's current tree head, checked to be signed by the node that signed <paramref name="head"/>
@@ -759,11 +776,6 @@ public sealed class MegaNetClient : IDisposable
             !current.SignatureVerifies)
         {
             return (null, $"the node's current tree head is not signed by {Convert.ToHexStringLower(nodeKey)}");
-        }
-
-        if (pinned is null && Interlocked.CompareExchange(ref _nodeId, nodeKey, null) is { } other && !other.AsSpan().SequenceEqual(nodeKey))
-        {
-            return (null, $"the node at this address showed node id {Convert.ToHexStringLower(other)} to a concurrent call, and signs its log with {Convert.ToHexStringLower(nodeKey)}");
         }
 
         // Before any proof request: the node cannot prove anything about a tree larger than its log (it would answer

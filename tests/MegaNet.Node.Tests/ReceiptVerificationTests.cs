@@ -60,6 +60,15 @@ public sealed class ReceiptVerificationTests
         // Held to another node id, the same receipt is not this node's.
         using var pinnedElsewhere = new MegaNetClient(node.Address, publicKey);
         Assert.Contains("not by the expected node", await pinnedElsewhere.VerifyReceiptAsync(real));
+
+        // The key a receipt checks out under is pinned only past the first-contact check, as an id shown in a challenge
+        // is: pinned unchecked, every later challenge was signed without the check.
+        var refusing = new MegaNetClientOptions().WithFirstContactCheck(id => "pinned for another address");
+        using var careful = new MegaNetClient(node.Address, options: refusing);
+        Assert.Contains("refused on first contact: pinned for another address", await careful.VerifyReceiptAsync(real));
+        Assert.Null(careful.NodeId);
+        FirstContactRefusedException refused = await Assert.ThrowsAsync<FirstContactRefusedException>(() => careful.FetchAsync(bob));
+        Assert.Contains("pinned for another address", refused.Message, StringComparison.Ordinal);
     }
 
     [Fact]
