@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using System.Net;
 using System.Net.Sockets;
 using System.Runtime.CompilerServices;
@@ -353,6 +354,10 @@ public sealed class MegaNetClient : IDisposable
     /// </summary>
     /// <exception cref="RpcException">The stream itself ended (the node is stopping, a request it could not take, the
     /// connection failed): the results yielded before it stand, the envelopes after them were not answered.</exception>
+    /// <exception cref="InvalidOperationException">The node answered a request with another number of results than it
+    /// had envelopes, gave a receipt naming another envelope than the one in its place, or ended the stream without
+    /// answering every request: it is faulty, and what it answered from there on is not to be counted as delivered (the
+    /// results yielded before stand).</exception>
     public async IAsyncEnumerable<SubmitResult> SubmitBatchesAsync(IEnumerable<Envelope> envelopes, int perRequest = 64,
         [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
@@ -361,15 +366,36 @@ public sealed class MegaNetClient : IDisposable
         ArgumentOutOfRangeException.ThrowIfGreaterThan(perRequest, MaxBatchEnvelopes);
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         using AsyncDuplexStreamingCall<SubmitBatchRequest, SubmitBatchResult> call = Relay.SubmitBatchStream(cancellationToken: stop.Token);
-        Task writing = Task.Run(() => WriteBatchesAsync(call.RequestStream, envelopes, perRequest, stop), CancellationToken.None);
+        // Each request, queued before it is written, so that every answer is checked against the envelopes it answers.
+        var sent = new ConcurrentQueue<SubmitBatchRequest>();
+        Task writing = Task.Run(() => WriteBatchesAsync(call.RequestStream, envelopes, perRequest, sent, stop), CancellationToken.None);
         try
         {
             await foreach (SubmitBatchResult answer in call.ResponseStream.ReadAllAsync(stop.Token))
             {
-                foreach (SubmitResult result in answer.Results)
+                if (!sent.TryDequeue(out SubmitBatchRequest? request) || request.Envelopes.Count != answer.Results.Count)
                 {
+                    throw new InvalidOperationException(
+                        $"The node answered a request of {request?.Envelopes.Count ?? 0} envelope(s) with {answer.Results.Count} result(s): it is faulty; do not count what it answers from here on as delivered.");
+                }
+
+                for (int i = 0; i < answer.Results.Count; i++)
+                {
+                    SubmitResult result = answer.Results[i];
+                    if (result.Receipt is { } receipt && !receipt.EnvelopeId.Span.SequenceEqual(EnvelopeFormat.EnvelopeId(request.Envelopes[i])))
+                    {
+                        throw new InvalidOperationException(
+                            $"The node's receipt names envelope {Convert.ToHexStringLower(receipt.EnvelopeId.Span)}, not the one in its place ({Convert.ToHexStringLower(EnvelopeFormat.EnvelopeId(request.Envelopes[i]))}): it is faulty; do not count this as delivered.");
+                    }
+
                     yield return result;
                 }
+            }
+
+            // A node ends the stream only once the client has ended its side: a request still queued was never answered.
+            if (!sent.IsEmpty)
+            {
+                throw new InvalidOperationException($"The node ended the stream with {sent.Count} request(s) unanswered: their envelopes may or may not be stored.");
             }
         }
         finally
@@ -390,7 +416,7 @@ public sealed class MegaNetClient : IDisposable
     }
 
     private static async Task WriteBatchesAsync(IClientStreamWriter<SubmitBatchRequest> requests, IEnumerable<Envelope> envelopes, int perRequest,
-        CancellationTokenSource stop)
+        ConcurrentQueue<SubmitBatchRequest> sent, CancellationTokenSource stop)
     {
         using IEnumerator<SubmitBatchRequest> cut = BatchRequests(envelopes, perRequest).GetEnumerator();
         while (true)
@@ -410,6 +436,7 @@ public sealed class MegaNetClient : IDisposable
                 throw;
             }
 
+            sent.Enqueue(cut.Current);
             await requests.WriteAsync(cut.Current, stop.Token);
         }
 

@@ -281,6 +281,72 @@ public sealed class SubmitBatchStreamTests
         return answers;
     }
 
+    /// <summary>A node that answers wrongly (per <see cref="Lie"/>): the client library must not pass its answers on as
+    /// results for the envelopes in their places.</summary>
+    [Theory]
+    [InlineData(Lie.OneResultShort, "with 2 result(s)")]
+    [InlineData(Lie.SwappedReceipts, "not the one in its place")]
+    [InlineData(Lie.EndsEarly, "request(s) unanswered")]
+    public async Task Answers_that_do_not_match_the_requests_are_an_error(Lie lie, string says)
+    {
+        await using var fake = await FakeRelay<LyingRelay>.StartAsync(new LyingRelay(lie));
+        using var client = new MegaNetClient(fake.Address);
+        using Identity alice = Identity.Create(), bob = Identity.Create();
+        List<Envelope> envelopes = [.. Enumerable.Range(0, 6).Select(i => Seal(alice, bob, i))];
+        var results = new List<SubmitResult>();
+        InvalidOperationException e = await Assert.ThrowsAsync<InvalidOperationException>(async () =>
+        {
+            await foreach (SubmitResult r in client.SubmitBatchesAsync(envelopes, perRequest: 3))
+            {
+                results.Add(r);
+            }
+        });
+        Assert.Contains(says, e.Message, StringComparison.Ordinal);
+        // What came before the lie stands, matched to its envelopes.
+        Assert.All(results, (r, i) => Assert.Equal(EnvelopeFormat.EnvelopeId(envelopes[i]), r.Receipt.EnvelopeId.ToByteArray()));
+    }
+
+    public enum Lie
+    {
+        OneResultShort,
+        SwappedReceipts,
+        EndsEarly,
+    }
+
+    /// <summary>Answers the first request of a stream truly; then lies.</summary>
+    private sealed class LyingRelay(Lie lie) : Relay.RelayBase
+    {
+        public override async Task SubmitBatchStream(IAsyncStreamReader<SubmitBatchRequest> requestStream, IServerStreamWriter<SubmitBatchResult> responseStream, ServerCallContext context)
+        {
+            int request = 0;
+            await foreach (SubmitBatchRequest batch in requestStream.ReadAllAsync(context.CancellationToken))
+            {
+                List<SubmitResult> results = [.. batch.Envelopes.Select(e => new SubmitResult { Receipt = new Receipt { EnvelopeId = ByteString.CopyFrom(EnvelopeFormat.EnvelopeId(e)) } })];
+                if (request++ == 1)
+                {
+                    switch (lie)
+                    {
+                        case Lie.OneResultShort:
+                            results.RemoveAt(2);
+                            break;
+                        case Lie.SwappedReceipts:
+                            (results[0], results[1]) = (results[1], results[0]);
+                            break;
+                        case Lie.EndsEarly:
+                            // Reads the rest without answering it, then ends the call as if all went well.
+                            await foreach (SubmitBatchRequest _ in requestStream.ReadAllAsync(context.CancellationToken))
+                            {
+                            }
+
+                            return;
+                    }
+                }
+
+                await responseStream.WriteAsync(new SubmitBatchResult { Results = { results } });
+            }
+        }
+    }
+
     private static IEnumerable<Envelope> Failing(Envelope first)
     {
         yield return first;
