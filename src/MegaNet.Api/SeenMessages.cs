@@ -65,6 +65,9 @@ public sealed class SeenMessages
             return seen;
         }
 
+        // Read and pruned under the record's lock, which appends take too: a line another process (a listen beside
+        // this fetch) appended between the read and the rewrite was lost with the old file.
+        using FileStream held = seen.LockRecord();
         long oldest = seen.Oldest();
         int lines = 0;
         foreach (string line in File.ReadLines(seen.Path))
@@ -142,12 +145,37 @@ public sealed class SeenMessages
     {
         try
         {
+            using FileStream held = LockRecord();
             using var file = new FileStream(Path!, PrivateFile(FileMode.Append));
             file.Write(Encoding.ASCII.GetBytes(line));
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
             throw new IOException($"Cannot record a received message in '{Path}': {e.Message}", e);
+        }
+    }
+
+    /// <summary>Takes the record's lock (the file <c>.lock</c> beside it, held exclusively; another process of this
+    /// identity holds it for a moment at most), waiting up to 5 s.</summary>
+    /// <exception cref="IOException">Still held after that.</exception>
+    private FileStream LockRecord()
+    {
+        var options = new FileStreamOptions { Mode = FileMode.OpenOrCreate, Access = FileAccess.ReadWrite, Share = FileShare.None };
+        if (!OperatingSystem.IsWindows())
+        {
+            options.UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite;
+        }
+
+        for (int waited = 0; ; waited += 10)
+        {
+            try
+            {
+                return new FileStream(Path + ".lock", options);
+            }
+            catch (IOException e) when (MegaNet.Core.Interop.FileLock.IsContention(e) && waited < 5_000)
+            {
+                Thread.Sleep(10);
+            }
         }
     }
 

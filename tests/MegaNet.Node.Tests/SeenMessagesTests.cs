@@ -99,6 +99,53 @@ public sealed class SeenMessagesTests : IDisposable
     }
 
     [Fact]
+    public void Lines_a_listen_appends_while_a_fetch_prunes_the_record_are_kept()
+    {
+        // A listen records messages while fetches open the record and rewrite it (here: each time, to drop a damaged
+        // line). Unlocked, a line appended between a fetch's read and its rewrite went with the old file.
+        string file = Path.Combine(_dir, "both.seen");
+        SeenMessages listening = SeenMessages.Open(file);
+        long now = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
+        const int Messages = 400;
+        var listen = new Thread(() =>
+        {
+            for (int i = 0; i < Messages; i++)
+            {
+                byte[] digest = new byte[32];
+                BitConverter.TryWriteBytes(digest, i);
+                Assert.Null(listening.Check(digest, digest, now));
+            }
+        });
+        listen.Start();
+        while (listen.IsAlive)
+        {
+            // Under the record's lock, as its writers write (.NET appends at the end it found, not with O_APPEND).
+            Damage(file);
+            SeenMessages.Open(file);
+        }
+
+        listen.Join();
+        Assert.Equal(Messages, SeenMessages.Open(file).Count);
+    }
+
+    private static void Damage(string file)
+    {
+        while (true)
+        {
+            try
+            {
+                using var held = new FileStream(file + ".lock", FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None);
+                File.AppendAllText(file, "damaged\n");
+                return;
+            }
+            catch (IOException e) when (MegaNet.Core.Interop.FileLock.IsContention(e))
+            {
+                Thread.Sleep(1);
+            }
+        }
+    }
+
+    [Fact]
     public void A_message_dated_far_ahead_is_forgotten_a_window_after_it_arrived_not_after_its_date()
     {
         // A sender's clock (or a sender filling the record on purpose) at year 9999 kept the line for good, and every
@@ -179,6 +226,7 @@ public sealed class SeenMessagesTests : IDisposable
             Assert.Equal(lines, await File.ReadAllLinesAsync(file));
         }
 
-        Assert.Equal(["race.seen"], Directory.EnumerateFiles(_dir).Select(Path.GetFileName));
+        // No temporary file left behind; the lock file stays (deleting it would race with the next one to take it).
+        Assert.Equal(["race.seen", "race.seen.lock"], Directory.EnumerateFiles(_dir).Select(Path.GetFileName).Order(StringComparer.Ordinal));
     }
 }

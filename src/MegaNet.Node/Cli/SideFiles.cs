@@ -2,7 +2,7 @@ namespace MegaNet.Node.Cli;
 
 /// <summary>
 /// What the CLI keeps beside an identity file <c>NAME.json</c>: <c>NAME.seen</c> (the messages it received, so replays
-/// show once), <c>NAME.contacts</c> (names for cards), <c>NAME.parts/</c> (parts of files still arriving) and the
+/// show once; <c>NAME.seen.lock</c> serialises its writers), <c>NAME.contacts</c> (names for cards), <c>NAME.parts/</c> (parts of files still arriving) and the
 /// directory's <c>known-nodes</c> (pinned node ids). One list, so a side file added later is also one an identity file
 /// may not be named after.
 /// </summary>
