@@ -64,6 +64,10 @@ public static partial class DirectoryFlush
         }
     }
 
+    /// <summary>fsync(2) on an open descriptor the process was given (standard output): 0, or the errno.</summary>
+    public static int FlushDescriptor(int fd) =>
+        OperatingSystem.IsWindows() ? 0 : Fsync(fd) == 0 ? 0 : Marshal.GetLastPInvokeError();
+
     private static IOException Error(string what, string directory)
     {
         int errno = Marshal.GetLastPInvokeError();

@@ -359,6 +359,7 @@ internal static partial class ClientCommands
         long waitingBytes = page.WaitingBytes;
         if (ack && toAcknowledge.Count > 0)
         {
+            FlushStandardOutputToDisk("no message was acknowledged");
             int deleted = await client.AckAsync(id, toAcknowledge, ct);
             Console.Error.WriteLine($"acknowledged {deleted} message(s)");
             // The bytes the acknowledged ones took are not known here: after an ack the count alone says how full it is.
@@ -1146,5 +1147,29 @@ internal static partial class ClientCommands
 
         [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "write", SetLastError = true)]
         private static extern nint SysWrite(int fd, ref byte buffer, nint count);
+    }
+
+    /// <summary>
+    /// Flushes standard output to the disk when it is a file (<c>fetch --ack &gt; mail.txt</c>): written is not yet
+    /// durable, and the node deletes what is acknowledged, so a crash of the machine right after an ack lost the mail. A
+    /// pipe or a terminal has nothing to flush (fsync says EINVAL), and costs nothing here. <paramref name="consequence"/>
+    /// says, in an error, what became of the mail.
+    /// </summary>
+    internal static void FlushStandardOutputToDisk(string? consequence)
+    {
+        int errno = Core.Interop.DirectoryFlush.FlushDescriptor(1);
+        if (errno == 0)
+        {
+            return;
+        }
+
+        const int EBADF = 9, EROFS = 30, EINVAL = 22, EOPNOTSUPP = 95;
+        if (errno is EINVAL or EROFS or EOPNOTSUPP or EBADF)
+        {
+            // Nothing to flush: a pipe, a terminal, a character device such as /dev/null, or no standard output at all.
+            return;
+        }
+
+        throw MailError($"cannot flush standard output to the disk ({System.Runtime.InteropServices.Marshal.GetPInvokeErrorMessage(errno)})", consequence);
     }
 }

@@ -84,6 +84,8 @@ internal sealed class ListenAcknowledger : IAsyncDisposable
                 try
                 {
                     client ??= _connect();
+                    // Shown is written, not yet durable when standard output is a file: flushed before the node deletes.
+                    ClientCommands.FlushStandardOutputToDisk(null);
                     Interlocked.Add(ref _acknowledged, await client.AckAsync(_identity, batch, _stop.Token).ConfigureAwait(false));
                     batch.Clear();
                     delay = ClientCommands.FirstRetryDelay;
