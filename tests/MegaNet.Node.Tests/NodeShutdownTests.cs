@@ -90,6 +90,36 @@ public sealed class NodeShutdownTests(ITestOutputHelper output)
         }
     }
 
+    [Fact]
+    public async Task An_open_reflection_stream_does_not_hold_up_a_stop()
+    {
+        TestNode node = await TestNode.StartAsync();
+        try
+        {
+            using var channel = Grpc.Net.Client.GrpcChannel.ForAddress(node.Address);
+            var reflection = new Grpc.Reflection.V1Alpha.ServerReflection.ServerReflectionClient(channel);
+            using AsyncDuplexStreamingCall<Grpc.Reflection.V1Alpha.ServerReflectionRequest, Grpc.Reflection.V1Alpha.ServerReflectionResponse> open = reflection.ServerReflectionInfo();
+            await open.RequestStream.WriteAsync(new Grpc.Reflection.V1Alpha.ServerReflectionRequest { ListServices = string.Empty });
+            Assert.True(await open.ResponseStream.MoveNext(CancellationToken.None));
+            Assert.Contains(open.ResponseStream.Current.ListServicesResponse.Service, s => s.Name == "meganet.v1.Relay");
+
+            // The stream stays open, as a tool that browses the API leaves it.
+            Task<bool> next = open.ResponseStream.MoveNext(CancellationToken.None);
+            var stopping = System.Diagnostics.Stopwatch.StartNew();
+            await node.StopAsync().WaitAsync(TimeSpan.FromMinutes(2));
+            output.WriteLine($"stopped in {stopping.Elapsed.TotalSeconds:F1} s");
+            Assert.True(stopping.Elapsed < TimeSpan.FromSeconds(20), $"the stop took {stopping.Elapsed.TotalSeconds:F1} s");
+            // Ended as if the client had finished (status OK), not reset.
+            Assert.False(await next);
+            Assert.Equal(StatusCode.OK, open.GetStatus().StatusCode);
+            node.AssertNoServerErrors();
+        }
+        finally
+        {
+            await node.DisposeAsync();
+        }
+    }
+
     private static bool IsRunning(int pid)
     {
         try

@@ -191,9 +191,11 @@ public static partial class NodeServiceCollectionExtensions
             o.CompressionProviders = [];
             o.EnableDetailedErrors = false;
             o.Interceptors.Add<ClientGoneInterceptor>();
+            o.Interceptors.Add<StopEndsReflectionInterceptor>();
         });
-        // One instance for every call (it holds no state), not one activated per call.
+        // One instance for every call (they hold no state), not one activated per call.
         services.TryAddSingleton<ClientGoneInterceptor>();
+        services.TryAddSingleton<StopEndsReflectionInterceptor>();
         services.RefuseMalformedRequests();
         services.AddGrpcReflection();
         services.AddGrpcHealthChecks().AddCheck<StoreHealthCheck>("store");
