@@ -501,6 +501,9 @@ async function main(argv) {
     console.log(USAGE);
     return;
   }
+  if (command === 'id' && Object.keys(named).some((key) => key !== 'help')) {
+    throw new UsageError(`id takes no options: ${Object.keys(named).filter((key) => key !== 'help').map((key) => flags[key]).join(', ')}`);
+  }
   const nodeId = named.nodeId ? Buffer.from(named.nodeId, 'hex') : undefined;
   if (nodeId && nodeId.length !== 32) throw new UsageError('--node-id is the node\'s 32-byte key in hex');
   if (command === 'id' && positional[0] === 'new' && positional[1]) {
@@ -554,6 +557,7 @@ try {
 } catch (error) {
   const grpcError = error.code !== undefined && error.details !== undefined ? ` (gRPC ${grpc.status[error.code] ?? error.code})` : '';
   console.error(`meganet.mjs: ${error.details ?? error.message}${grpcError}`);
-  // As meganet's: 1 a mistake in the command, 2 the node failed or refused.
-  process.exitCode = error instanceof UsageError ? 1 : 2;
+  // As meganet's: 2 a node that cannot be reached or refuses the call (a gRPC error); 1 anything else: a mistake in the
+  // command, a file that cannot be read, a node that fails a check (another id than --node-id).
+  process.exitCode = grpcError ? 2 : 1;
 }

@@ -373,10 +373,15 @@ public sealed class MegaNetClient : IDisposable
         {
             await foreach (SubmitBatchResult answer in call.ResponseStream.ReadAllAsync(stop.Token))
             {
-                if (!sent.TryDequeue(out SubmitBatchRequest? request) || request.Envelopes.Count != answer.Results.Count)
+                if (!sent.TryDequeue(out SubmitBatchRequest? request))
+                {
+                    throw new InvalidOperationException("The node sent an answer with no request waiting for one: it is faulty; do not count what it answers from here on as delivered.");
+                }
+
+                if (request.Envelopes.Count != answer.Results.Count)
                 {
                     throw new InvalidOperationException(
-                        $"The node answered a request of {request?.Envelopes.Count ?? 0} envelope(s) with {answer.Results.Count} result(s): it is faulty; do not count what it answers from here on as delivered.");
+                        $"The node answered a request of {request.Envelopes.Count} envelope(s) with {answer.Results.Count} result(s): it is faulty; do not count what it answers from here on as delivered.");
                 }
 
                 for (int i = 0; i < answer.Results.Count; i++)
@@ -529,7 +534,7 @@ public sealed class MegaNetClient : IDisposable
             }
 
             byte[] shown = challenge.NodeId.ToByteArray();
-            if (_firstContactCheck?.Invoke(shown) is { } refusal)
+            if (FirstContactRefusal(shown) is { } refusal)
             {
                 throw new FirstContactRefusedException(refusal);
             }
@@ -774,16 +779,20 @@ public sealed class MegaNetClient : IDisposable
     /// and only once every check passed. Null, or what refused it.</summary>
     private string? PinFromLog(ByteString nodeKey)
     {
-        if (Volatile.Read(ref _nodeId) is null && _firstContactCheck?.Invoke(nodeKey.ToByteArray()) is { } refusal)
+        byte[] key = nodeKey.ToByteArray();
+        if (Volatile.Read(ref _nodeId) is null && FirstContactRefusal(key) is { } refusal)
         {
-            return $"the node's key {Convert.ToHexStringLower(nodeKey.Span)} is refused on first contact: {refusal}";
+            return $"the node's key {Convert.ToHexStringLower(key)} is refused on first contact: {refusal}";
         }
 
-        byte[] key = nodeKey.ToByteArray();
         return Interlocked.CompareExchange(ref _nodeId, key, null) is { } other && !other.AsSpan().SequenceEqual(key)
             ? $"the node at this address showed node id {Convert.ToHexStringLower(other)} to a concurrent call, and signs its log with {Convert.ToHexStringLower(key)}"
             : null;
     }
+
+    /// <summary>What <see cref="MegaNetClientOptions.FirstContactCheck"/> says of <paramref name="nodeId"/> (a copy goes to
+    /// it), the one rule for every first contact: a challenge's node id, or the key of a log that checked out.</summary>
+    private string? FirstContactRefusal(byte[] nodeId) => _firstContactCheck?.Invoke(nodeId.ToArray());
 
     /// <summary>The node's current tree head, checked to be signed by the node that signed <paramref name="head"/>
     /// (whose own signature the caller checked) and to be no smaller; else what failed.</summary>

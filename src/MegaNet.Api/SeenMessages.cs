@@ -67,7 +67,17 @@ public sealed class SeenMessages
 
         // Read and pruned under the record's lock, which appends take too: a line another process (a listen beside
         // this fetch) appended between the read and the rewrite was lost with the old file.
-        using FileStream held = seen.LockRecord();
+        FileStream held;
+        try
+        {
+            held = seen.LockRecord();
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new IOException($"Cannot lock the record of received messages '{seen.Path}' ({seen.Path}.lock): {e.Message}", e);
+        }
+
+        using FileStream locked = held;
         long oldest = seen.Oldest();
         int lines = 0;
         foreach (string line in File.ReadLines(seen.Path))

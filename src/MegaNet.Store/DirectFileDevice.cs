@@ -31,6 +31,10 @@ internal sealed partial class DirectFileDevice : StorageDeviceBase
 
     private readonly ConcurrentDictionary<int, SafeFileHandle> _segments = new();
     private readonly ConcurrentDictionary<int, SafeFileHandle> _unaligned = new();
+
+    // Under _opening: segment files this device created whose directory has not been flushed yet (see Opened).
+    private readonly HashSet<string> _unflushedNames = [];
+    private readonly Lock _opening = new();
     private readonly IoQueue _io = new();
     private readonly Thread[] _workers;
     private readonly int _flags;
@@ -380,30 +384,50 @@ internal sealed partial class DirectFileDevice : StorageDeviceBase
     }
 
     private SafeFileHandle Segment(int segmentId) =>
-        _segments.GetOrAdd(segmentId, static (id, device) => Created(device.GetSegmentFilename(device.FileName, id), path => device._buffered ? OpenBuffered(path) : Open(path, device._flags)), this);
+        _segments.TryGetValue(segmentId, out SafeFileHandle? handle) ? handle : Opened(_segments, segmentId, path => _buffered ? OpenBuffered(path) : Open(path, _flags));
 
-    /// <summary>Opens <paramref name="path"/> with <paramref name="open"/>; if that created the file, flushes its
-    /// directory before any write to it can complete: written through (<c>O_DSYNC</c>), a new segment's contents are on
-    /// the disk, but its name is only once the directory is too, and a crash of the machine could otherwise take a
-    /// segment of acknowledged records (or a checkpoint file the manifest names) with it.</summary>
-    private static SafeFileHandle Created(string path, Func<string, SafeFileHandle> open)
+    /// <summary>
+    /// Opens segment <paramref name="segmentId"/> into <paramref name="handles"/>, one opener at a time (two I/O threads
+    /// must not both open it, nor one write to it before the other has flushed its name). A segment this device created
+    /// has its directory flushed before any write to it can complete: written through (<c>O_DSYNC</c>), its contents are
+    /// on the disk, but its name only once the directory is too, and a crash of the machine could otherwise take a
+    /// segment of acknowledged records (or a checkpoint file the manifest names) with it. A flush that failed is tried
+    /// again by the next opener (the name is remembered until one succeeds).
+    /// </summary>
+    private SafeFileHandle Opened(ConcurrentDictionary<int, SafeFileHandle> handles, int segmentId, Func<string, SafeFileHandle> open)
     {
-        bool existed = File.Exists(path);
-        SafeFileHandle handle = open(path);
-        if (!existed)
+        lock (_opening)
         {
-            try
+            if (handles.TryGetValue(segmentId, out SafeFileHandle? handle))
             {
-                DirectoryFlush.Flush(Path.GetDirectoryName(Path.GetFullPath(path))!);
+                return handle;
             }
-            catch
-            {
-                handle.Dispose();
-                throw;
-            }
-        }
 
-        return handle;
+            string path = GetSegmentFilename(FileName, segmentId);
+            if (!File.Exists(path))
+            {
+                _unflushedNames.Add(path);
+            }
+
+            handle = open(path);
+            if (_unflushedNames.Contains(path))
+            {
+                try
+                {
+                    DirectoryFlush.Flush(Path.GetDirectoryName(Path.GetFullPath(path))!);
+                }
+                catch
+                {
+                    handle.Dispose();
+                    throw;
+                }
+
+                _unflushedNames.Remove(path);
+            }
+
+            handles[segmentId] = handle;
+            return handle;
+        }
     }
 
     // Direct I/O takes only sector-aligned buffers, lengths and offsets (anything else fails with EINVAL). FASTER aligns
@@ -413,7 +437,7 @@ internal sealed partial class DirectFileDevice : StorageDeviceBase
     private SafeFileHandle Segment(int segmentId, IntPtr buffer, uint length, ulong offset) =>
         _buffered || (((ulong)buffer | length | offset) & (Sector - 1)) == 0
             ? Segment(segmentId)
-            : _unaligned.GetOrAdd(segmentId, static (id, device) => Created(device.GetSegmentFilename(device.FileName, id), OpenBuffered), this);
+            : _unaligned.TryGetValue(segmentId, out SafeFileHandle? handle) ? handle : Opened(_unaligned, segmentId, OpenBuffered);
 
     private static SafeFileHandle OpenBuffered(string path) =>
         File.OpenHandle(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.ReadWrite | FileShare.Delete, FileOptions.WriteThrough);

@@ -237,7 +237,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         {
             return await OpenLockedAsync(options, dir, commitDir, lockFile, cancellationToken).ConfigureAwait(false);
         }
-        catch
+        catch (Exception e) when (!HandedOver(e))
         {
             lockFile.Dispose();
             throw;
@@ -279,12 +279,19 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         {
             return await RecoverAsync(options, dir, commitFile, walBytes, lockFile, cancellationToken).ConfigureAwait(false);
         }
-        catch
+        catch (Exception e) when (!HandedOver(e))
         {
             commitFile.Dispose(); // (the store, once made, disposed it too; a second Dispose does nothing)
             throw;
         }
     }
+
+    // Marks an open that failed while its replay still runs (see RecoverAsync): the lock and the commit file belong to
+    // the abandoned store, which lets them go once the replay ends. Let go at once, a second open in this process would
+    // have run beside a replay still writing the same table.
+    private const string HandedOverKey = "MegaNet.Store.HandedOver";
+
+    private static bool HandedOver(Exception e) => e.Data.Contains(HandedOverKey);
 
     private static async Task<FasterEnvelopeStore> RecoverAsync(StoreOptions options, string dir, CommitSlotFile commitFile, long walBytes, FileStream lockFile, CancellationToken cancellationToken)
     {
@@ -399,11 +406,19 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         if (await Task.WhenAny(restoring, store._tableWriteFailed.Task).ConfigureAwait(false) != restoring
             && await Task.WhenAny(restoring, Task.Delay(TimeSpan.FromSeconds(1))).ConfigureAwait(false) != restoring)
         {
-            // Stuck behind the retried write: the open fails now; the store closes once the replay ends, if it does
-            // (disposing FASTER's objects under it would hang as well). The process is expected to exit.
-            _ = restoring.ContinueWith(_ => store.DisposeAsync().AsTask(), CancellationToken.None, TaskContinuationOptions.None, TaskScheduler.Default).Unwrap()
+            // Stuck behind the retried write: the open fails now; the store, holding the lock, closes once the replay
+            // ends, if it does (disposing FASTER's objects under it would hang as well). The process is expected to exit.
+            // Its gauges go now: they read the tree under the lock the stuck replay holds.
+            foreach (IDisposable source in store._metricSources)
+            {
+                source.Dispose();
+            }
+
+            _ = restoring.ContinueWith(t => { _ = t.Exception; return store.DisposeAsync().AsTask(); }, CancellationToken.None, TaskContinuationOptions.None, TaskScheduler.Default).Unwrap()
                 .ContinueWith(t => _ = t.Exception, CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted, TaskScheduler.Default);
-            throw store.TableUnwritableAtOpen();
+            StoreUnavailableException abandoned = store.TableUnwritableAtOpen();
+            abandoned.Data[HandedOverKey] = true;
+            throw abandoned;
         }
 
         try
@@ -1833,6 +1848,14 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     private void Restore(Checkpoint.Manifest? manifest, CancellationToken cancellationToken)
     {
         long from = _log.BeginAddress;
+        if (manifest is not null && manifest.WalAddress > _log.CommittedUntilAddress)
+        {
+            // The checkpoint was taken with everything before its address committed, so a log that ends earlier lost
+            // committed records (a damaged entry where recovery stopped, or a log older than the manifest). Opened
+            // anyway, new puts would go below the checkpoint's address, be acknowledged, and never be replayed.
+            throw Corrupt($"it ends at address {_log.CommittedUntilAddress}, before address {manifest.WalAddress}, which the checkpoint says was committed");
+        }
+
         if (manifest is not null)
         {
             lock (_state)
@@ -1863,13 +1886,6 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
 
             from = Math.Max(from, manifest.WalAddress);
             _checkpointedWal = manifest.WalAddress;
-            if (manifest.WalAddress > _log.CommittedUntilAddress)
-            {
-                // The checkpoint was taken with everything before its address committed, so a log that ends earlier lost
-                // committed records (a damaged entry where recovery stopped, or a log older than the manifest). Opened
-                // anyway, new puts would go below the checkpoint's address, be acknowledged, and never be replayed.
-                throw Corrupt($"it ends at address {_log.CommittedUntilAddress}, before address {manifest.WalAddress}, which the checkpoint says was committed");
-            }
         }
 
         try

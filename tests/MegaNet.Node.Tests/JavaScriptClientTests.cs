@@ -146,7 +146,7 @@ public sealed class JavaScriptClientTests : IDisposable
         await client.SendAsync(alice, bob.Card, Encoding.UTF8.GetBytes("unread"), "text/plain; charset=utf-8");
         string otherNode = new('0', 64);
         Result refused = await RunAsync(Psi("fetch", "-i", bobPath, "--node", url, "--node-id", otherNode));
-        Assert.Equal(2, refused.ExitCode);
+        Assert.Equal(1, refused.ExitCode);
         Assert.Contains("not the one given with --node-id", refused.Stderr, StringComparison.Ordinal);
         Assert.Equal("unread", Assert.Single((await client.FetchAsync(bob)).Messages).Content.Content.ToStringUtf8());
 
@@ -160,7 +160,7 @@ public sealed class JavaScriptClientTests : IDisposable
 
         // And takes a receipt only from the node it was told of (after submitting: a receipt comes with the answer).
         Result foreign = await RunAsync(Psi("send", "-i", bobPath, "--to", alice.Card.ToString(), "--text", "x", "--node", url, "--node-id", otherNode));
-        Assert.Equal(2, foreign.ExitCode);
+        Assert.Equal(1, foreign.ExitCode);
         Assert.Contains("signed by another key than the node id given", foreign.Stderr, StringComparison.Ordinal);
         node.AssertNoServerErrors();
     }

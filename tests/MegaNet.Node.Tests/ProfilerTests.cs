@@ -323,20 +323,25 @@ public sealed class ProfilerTests(ITestOutputHelper output)
         using HttpResponseMessage refused = await http.SendAsync(onGrpcPort);
         Assert.Equal(System.Net.HttpStatusCode.NotFound, refused.StatusCode);
 
-        // Idle connections are capped (the listener may face more than loopback): one beyond the cap is closed at once,
-        // and a scrape works again once they go.
-        var idle = new List<System.Net.Sockets.TcpClient>();
+        // Connections are capped (the listener may face more than loopback): the client's pooled one goes first, then 16
+        // are held, each shown to be let in by a scrape over it; one more is closed at once, and once they go, a new
+        // client scrapes again.
+        http.Dispose();
+        var held = new List<System.Net.Sockets.TcpClient>();
         try
         {
+            byte[] request = Encoding.ASCII.GetBytes($"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:{metricsPort}\r\n\r\n");
             for (int i = 0; i < MegaNet.Node.Hosting.NodeHost.MaxMetricsConnections; i++)
             {
-                var held = new System.Net.Sockets.TcpClient();
-                await held.ConnectAsync(System.Net.IPAddress.Loopback, metricsPort);
-                idle.Add(held);
+                var connection = new System.Net.Sockets.TcpClient();
+                held.Add(connection);
+                await connection.ConnectAsync(System.Net.IPAddress.Loopback, metricsPort);
+                await connection.GetStream().WriteAsync(request);
+                byte[] head = new byte[12];
+                await connection.GetStream().ReadExactlyAsync(head);
+                Assert.Equal("HTTP/1.1 200", Encoding.ASCII.GetString(head));
             }
 
-            // Accepted one by one: wait until the listener has taken the held ones before the one too many.
-            await Task.Delay(500);
             using var extra = new System.Net.Sockets.TcpClient();
             await extra.ConnectAsync(System.Net.IPAddress.Loopback, metricsPort);
             using var closing = new CancellationTokenSource(TimeSpan.FromSeconds(30));
@@ -344,14 +349,15 @@ public sealed class ProfilerTests(ITestOutputHelper output)
         }
         finally
         {
-            idle.ForEach(c => c.Dispose());
+            held.ForEach(c => c.Dispose());
         }
 
+        using var again = new HttpClient();
         for (int tries = 0; ; tries++)
         {
             try
             {
-                Assert.Contains("meganet_store_log_size", await http.GetStringAsync($"http://127.0.0.1:{metricsPort}/metrics"));
+                Assert.Contains("meganet_store_log_size", await again.GetStringAsync($"http://127.0.0.1:{metricsPort}/metrics"));
                 break;
             }
             catch (HttpRequestException) when (tries < 50)

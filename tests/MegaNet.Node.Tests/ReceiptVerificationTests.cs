@@ -69,6 +69,10 @@ public sealed class ReceiptVerificationTests
         Assert.Null(careful.NodeId);
         FirstContactRefusedException refused = await Assert.ThrowsAsync<FirstContactRefusedException>(() => careful.FetchAsync(bob));
         Assert.Contains("pinned for another address", refused.Message, StringComparison.Ordinal);
+        // The same through a check of the log alone (audit's path).
+        using var auditing = new MegaNetClient(node.Address, options: refusing);
+        Assert.Contains("refused on first contact", (await auditing.CheckLogAsync(real.TreeHead)).Problem);
+        Assert.Null(auditing.NodeId);
     }
 
     [Fact]

@@ -59,15 +59,35 @@ public sealed class SaveFilesTests : IDisposable
         new Random(3).NextBytes(bytes);
         string plain = Path.Combine(_dir, "plain.bin");
         File.WriteAllBytes(plain, bytes);
+        if (!OperatingSystem.IsWindows())
+        {
+            // Readable by others (or theirs): someone else may have put it there, or may change it after.
+            File.SetUnixFileMode(plain, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.GroupRead | UnixFileMode.OtherRead);
+            Assert.False(Inbox.HoldsAlready(plain, bytes));
+            File.SetUnixFileMode(plain, UnixFileMode.UserRead | UnixFileMode.UserWrite);
+        }
+
         Assert.True(Inbox.HoldsAlready(plain, bytes));
         Assert.False(Inbox.HoldsAlready(plain, bytes.AsSpan(0, bytes.Length - 1)));
         bytes[^1] ^= 1;
         Assert.False(Inbox.HoldsAlready(plain, bytes));
         Assert.False(Inbox.HoldsAlready(Path.Combine(_dir, "missing.bin"), bytes));
         bytes[^1] ^= 1;
-        string link = Path.Combine(_dir, "link.bin");
-        File.CreateSymbolicLink(link, plain);
-        Assert.False(Inbox.HoldsAlready(link, bytes));
+        if (!OperatingSystem.IsWindows())
+        {
+            string link = Path.Combine(_dir, "link.bin");
+            File.CreateSymbolicLink(link, plain);
+            Assert.False(Inbox.HoldsAlready(link, bytes));
+
+            // A pipe of length 0 for an empty file: its open would wait for a writer.
+            string fifo = Path.Combine(_dir, "fifo");
+            using (System.Diagnostics.Process mkfifo = System.Diagnostics.Process.Start("mkfifo", fifo))
+            {
+                mkfifo.WaitForExit();
+            }
+
+            Assert.False(Inbox.HoldsAlready(fifo, []));
+        }
     }
 
     [Fact]
@@ -106,6 +126,7 @@ public sealed class SaveFilesTests : IDisposable
         JsonObject[] messages = JsonLines(json);
         Assert.Equal(4, messages.Length);
         Assert.All(messages, m => Assert.False(m.ContainsKey("file_base64")));
+        Assert.All(messages, m => Assert.False(m.ContainsKey("saved_before")));
         Assert.Equal("just text", Assert.Single(messages, m => m.ContainsKey("text"))["text"]!.GetValue<string>());
         JsonObject[] files = messages.Where(m => m.ContainsKey("file_name")).ToArray();
         Assert.Equal(

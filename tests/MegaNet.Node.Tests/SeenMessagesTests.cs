@@ -99,7 +99,7 @@ public sealed class SeenMessagesTests : IDisposable
     }
 
     [Fact]
-    public void Lines_a_listen_appends_while_a_fetch_prunes_the_record_are_kept()
+    public async Task Lines_a_listen_appends_while_a_fetch_prunes_the_record_are_kept()
     {
         // A listen records messages while fetches open the record and rewrite it (here: each time, to drop a damaged
         // line). Unlocked, a line appended between a fetch's read and its rewrite went with the old file.
@@ -107,7 +107,7 @@ public sealed class SeenMessagesTests : IDisposable
         SeenMessages listening = SeenMessages.Open(file);
         long now = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
         const int Messages = 400;
-        var listen = new Thread(() =>
+        Task listen = Task.Factory.StartNew(() =>
         {
             for (int i = 0; i < Messages; i++)
             {
@@ -115,16 +115,17 @@ public sealed class SeenMessagesTests : IDisposable
                 BitConverter.TryWriteBytes(digest, i);
                 Assert.Null(listening.Check(digest, digest, now));
             }
-        });
-        listen.Start();
-        while (listen.IsAlive)
+        }, CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
+        while (!listen.IsCompleted)
         {
-            // Under the record's lock, as its writers write (.NET appends at the end it found, not with O_APPEND).
+            // Under the record's lock, as its writers write (.NET appends at the end it found, not with O_APPEND); a
+            // pause between rounds, so the listen gets its turns on a busy machine.
             Damage(file);
             SeenMessages.Open(file);
+            Thread.Sleep(1);
         }
 
-        listen.Join();
+        await listen;
         Assert.Equal(Messages, SeenMessages.Open(file).Count);
     }
 

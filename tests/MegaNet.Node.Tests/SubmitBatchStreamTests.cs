@@ -302,7 +302,8 @@ public sealed class SubmitBatchStreamTests
             }
         });
         Assert.Contains(says, e.Message, StringComparison.Ordinal);
-        // What came before the lie stands, matched to its envelopes.
+        // What came before the lie stands (the first request's three), matched to its envelopes.
+        Assert.Equal(3, results.Count);
         Assert.All(results, (r, i) => Assert.Equal(EnvelopeFormat.EnvelopeId(envelopes[i]), r.Receipt.EnvelopeId.ToByteArray()));
     }
 

@@ -138,6 +138,50 @@ public static partial class PrivateFile
         }
     }
 
+    /// <summary>True when <paramref name="path"/> is a regular file (not a link, a pipe or a device) that only its owner
+    /// may read or write, and that owner is this process's user: a file this user wrote for itself, which nobody else
+    /// can have put there or change. (Owner checked on Linux; elsewhere the permissions alone.)</summary>
+    public static unsafe bool IsOwnPrivateFile(string path)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        var info = new FileInfo(path);
+        if (!info.Exists || info.LinkTarget is not null)
+        {
+            return false;
+        }
+
+        if (OperatingSystem.IsWindows())
+        {
+            return true; // access lists, not modes: what the directory lets in is what holds there
+        }
+
+        if (!OperatingSystem.IsLinux())
+        {
+            return (info.UnixFileMode & (UnixFileMode.GroupRead | UnixFileMode.GroupWrite | UnixFileMode.GroupExecute | UnixFileMode.OtherRead | UnixFileMode.OtherWrite | UnixFileMode.OtherExecute)) == 0;
+        }
+
+        const int AtFdCwd = -100, AtSymlinkNoFollow = 0x100, Mask = 1 | 2 | 8; // STATX_TYPE | STATX_MODE | STATX_UID
+        const int UidOffset = 20, ModeOffset = 28, TypeMask = 0xF000, Regular = 0x8000, GroupOrOther = 0x3F;
+        byte* statx = stackalloc byte[256];
+        try
+        {
+            if (Statx(AtFdCwd, path, AtSymlinkNoFollow, Mask, statx) != 0)
+            {
+                return false;
+            }
+        }
+        catch (EntryPointNotFoundException)
+        {
+            return false; // a C library without statx (glibc before 2.28): nothing can be told, so no
+        }
+
+        ushort mode = *(ushort*)(statx + ModeOffset);
+        return (mode & TypeMask) == Regular && (mode & GroupOrOther) == 0 && *(uint*)(statx + UidOffset) == GetEffectiveUserId();
+    }
+
+    [LibraryImport("libc", EntryPoint = "geteuid")]
+    private static partial uint GetEffectiveUserId();
+
     [LibraryImport("libc", EntryPoint = "statx", StringMarshalling = StringMarshalling.Utf8)]
     private static unsafe partial int Statx(int directory, string path, int flags, uint mask, byte* buffer);
 

@@ -290,8 +290,8 @@ internal static partial class ClientCommands
         var after = new Option<ulong>("--after") { Description = "Cursor: only messages after this sequence number. Default 0.", CustomParser = CliParsers.SequenceNumber };
         var ack = new Option<bool>("--ack")
         {
-            Description = "Delete the fetched messages from the node afterwards: those written out, the parts of files kept on disk until the file is whole, " +
-                "and junk and copies; not a part left on the node for want of room to keep it.",
+            Description = "Delete the fetched messages from the node afterwards: those written out (flushed to the disk when standard output is a file), the parts of files kept on disk until the file is whole, " +
+                "and junk and copies; not a part left on the node for want of room to keep it, nor a file in text output without --save-files (it is only announced).",
         };
         var json = JsonOption("One JSON object per message.");
         var nodeId = NodeIdOption();
@@ -407,7 +407,7 @@ internal static partial class ClientCommands
         string bytes = waitingBytes is { } b ? $", {b:N0} of {limits.MailboxMaxBytes:N0} bytes" : "";
         string stamps = limits.MailboxPowFromPercent > 0 ? $"from {limits.MailboxPowFromPercent} % senders must add proof of work, and " : "";
         Console.Error.WriteLine($"note: your mailbox on this node holds {waiting:N0} of {limits.MailboxMaxCount:N0} messages{bytes} ({percent} % full): " +
-            $"{stamps}a full mailbox refuses new mail. 'meganet fetch --ack' deletes what it shows.");
+            $"{stamps}a full mailbox refuses new mail. 'meganet fetch --ack' deletes what it shows (files: with --save-files DIR or --json).");
     }
 
 
@@ -428,7 +428,7 @@ internal static partial class ClientCommands
         var ack = new Option<bool>("--ack")
         {
             Description = "Delete each message from the node once it has been written to standard output, or, for a part of a file, kept on disk " +
-                "until the file is whole (as fetch --ack does), so a mailbox read only through listen does not fill up.",
+                "until the file is whole (as fetch --ack does), so a mailbox read only through listen does not fill up; not a file in text output without --save-files (it is only announced).",
         };
         var tlsCert = TlsCertOption();
         var save = SaveFilesOption();
@@ -450,8 +450,8 @@ internal static partial class ClientCommands
     private static Option<string?> SaveFilesOption() => new("--save-files")
     {
         Description = "Write each file received into this directory (created owner-only if missing) as an owner-only file, under the name the sender gave made safe " +
-            "(no path, no control or invisible characters or ones Windows refuses, no leading dot or dash, at most 80 characters) and never over a file there " +
-            "(\"name (2).ext\"); the output then says where, and JSON gives saved_as instead of file_base64.",
+            "(no path, no control or invisible characters or ones Windows refuses, no leading dot or dash, at most 140 bytes, keeping the extension) and never over a file there " +
+            "(\"name (2).ext\"); a file of its own with the same bytes under one of those names counts as saved before; the output then says where, and JSON gives saved_as instead of file_base64.",
     };
 
     /// <summary>The inbox of <c>fetch</c> and <c>listen</c> for the identity at <paramref name="identityPath"/>.</summary>
@@ -1158,15 +1158,12 @@ internal static partial class ClientCommands
     internal static void FlushStandardOutputToDisk(string? consequence)
     {
         int errno = Core.Interop.DirectoryFlush.FlushDescriptor(1);
-        if (errno == 0)
+        // Only what says the bytes did not reach the disk fails: a pipe, a terminal or /dev/null answer EINVAL on Linux
+        // and ENOTSUP on macOS, each system with numbers of its own, and they have nothing to flush.
+        const int EIO = 5, ENOSPC = 28;
+        int edquot = OperatingSystem.IsLinux() ? 122 : 69;
+        if (errno != EIO && errno != ENOSPC && errno != edquot)
         {
-            return;
-        }
-
-        const int EBADF = 9, EROFS = 30, EINVAL = 22, EOPNOTSUPP = 95;
-        if (errno is EINVAL or EROFS or EOPNOTSUPP or EBADF)
-        {
-            // Nothing to flush: a pipe, a terminal, a character device such as /dev/null, or no standard output at all.
             return;
         }
 

@@ -263,12 +263,13 @@ internal sealed class Inbox(bool json, ContactsFollower contacts, ReceivedParts 
         throw new IOException($"no free name for it: '{name}' and {MaxNameAttempts + 1:N0} more are taken by other files");
     }
 
-    /// <summary>Whether <paramref name="path"/> is a plain file (not a link, which could name any file) holding exactly
-    /// <paramref name="content"/>.</summary>
+    /// <summary>Whether <paramref name="path"/> is this user's own private file (regular, not a link, which could name any
+    /// file, nor a pipe, whose open would wait for a writer; owner-only, as saved files are, so nobody else can have put
+    /// it there or change it after) holding exactly <paramref name="content"/>.</summary>
     internal static bool HoldsAlready(string path, ReadOnlySpan<byte> content)
     {
         var info = new FileInfo(path);
-        if (!info.Exists || info.LinkTarget is not null || info.Length != content.Length)
+        if (!info.Exists || info.Length != content.Length || !PrivateFile.IsOwnPrivateFile(path))
         {
             return false;
         }

@@ -146,7 +146,8 @@ internal sealed class ReceivedParts
 
             PrivateFile.CreateDirectory(Directory);
             PrivateFile.CreateDirectory(file);
-            long before = BytesIn(file);
+            // The bytes there before this part, from the cache when it counted these parts (the listing is fresh).
+            long before = _sizes.TryGetValue(file, out (int Parts, long Bytes) known) && known.Parts == kept.Length ? known.Bytes : kept.Sum(f => new FileInfo(f).Length);
             PrivateFile.Write(path, stream => stream.Write(bytes), replace: true);
             _sizes[file] = (kept.Length + 1, before + bytes.Length);
             // Which envelope brought it (not flushed: losing a line costs only the recognition of a copy).

@@ -191,8 +191,7 @@ public static partial class NodeServiceCollectionExtensions
             o.CompressionProviders = [];
             o.EnableDetailedErrors = false;
             o.Interceptors.Add<ClientGoneInterceptor>();
-            o.Interceptors.Add<StopEndsReflectionInterceptor>();
-        });
+        }).AddServiceOptions<Grpc.Reflection.ReflectionServiceImpl>(o => o.Interceptors.Add<StopEndsReflectionInterceptor>()); // reflection's calls only
         // One instance for every call (they hold no state), not one activated per call.
         services.TryAddSingleton<ClientGoneInterceptor>();
         services.TryAddSingleton<StopEndsReflectionInterceptor>();
@@ -265,8 +264,8 @@ public static partial class NodeHost
             kestrel.Listen(endpoint, listen =>
             {
                 listen.Protocols = HttpProtocols.Http2;
-                // Before TLS: a connection beyond a cap costs no handshake. The metrics listener is not capped, so an
-                // operator can still see why clients are refused.
+                // Before TLS: a connection beyond a cap costs no handshake. The metrics listener has a cap of its own
+                // (below), so an operator can still see why clients are refused.
                 listen.Use(gate.Admit);
                 if (!string.IsNullOrEmpty(options.TlsCertificate))
                 {

@@ -9,15 +9,14 @@ namespace MegaNet.Node.Hosting;
 /// <c>ServerReflectionInfo</c> reads requests until the client ends the stream and does not watch the host, so a
 /// client that kept one open held every stop for the host's whole shutdown timeout (30 s), after which Kestrel aborted
 /// it. The relay's own streams end on <see cref="IHostApplicationLifetime.ApplicationStopping"/> themselves, and health
-/// <c>Watch</c> ends on the host's stop in Grpc.AspNetCore.HealthChecks.
+/// <c>Watch</c> ends on the host's stop in Grpc.AspNetCore.HealthChecks. Registered for the reflection service alone.
 /// </summary>
 internal sealed class StopEndsReflectionInterceptor(IHostApplicationLifetime lifetime) : Interceptor
 {
     /// <inheritdoc/>
     public override Task DuplexStreamingServerHandler<TRequest, TResponse>(IAsyncStreamReader<TRequest> requestStream,
         IServerStreamWriter<TResponse> responseStream, ServerCallContext context, DuplexStreamingServerMethod<TRequest, TResponse> continuation) =>
-        continuation(context.Method.StartsWith("/grpc.reflection.", StringComparison.Ordinal) ? new EndOnStop<TRequest>(requestStream, lifetime.ApplicationStopping) : requestStream,
-            responseStream, context);
+        continuation(new EndOnStop<TRequest>(requestStream, lifetime.ApplicationStopping), responseStream, context);
 
     /// <summary>A request stream that ends (no more requests) once <paramref name="stopping"/> is cancelled.</summary>
     private sealed class EndOnStop<T>(IAsyncStreamReader<T> inner, CancellationToken stopping) : IAsyncStreamReader<T>
