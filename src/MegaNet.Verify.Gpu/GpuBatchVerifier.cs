@@ -227,6 +227,9 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
     private void Launch(LaunchSlot slot, int offset, int n)
     {
         AcceleratorStream stream = slot.Stream;
+        // In flight from the first enqueue: a launch that fails half way is waited out by Abandon before its buffers
+        // may be freed or grown (set only at the end, copies already queued were left running under them).
+        slot.Count = n;
         slot.Marks[0] = stream.AddProfilingMarker();
         slot.DeviceKeys!.View.SubView(0, 32 * n).CopyFrom(stream, slot.Keys!.ArrayView.SubView(0, 32 * n));
         if (_hashOnHost)
@@ -258,7 +261,6 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
         slot.DeviceVerdicts.View.SubView(0, n).CopyTo(stream, slot.Results!.ArrayView.SubView(0, n));
         slot.Marks[3] = stream.AddProfilingMarker();
         slot.Offset = offset;
-        slot.Count = n;
     }
 
     // The plain kernel compiled to PTX by ILGPU, its limb products rewritten to mul.wide.s32, then handed to the
@@ -462,13 +464,27 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
                     slot.Dispose();
                 }
 
-                _widenedKernel?.Dispose();
-                _shaConstants.Dispose();
-                _smallOrder.Dispose();
-                _baseTable.Dispose();
-                _accelerator.Dispose();
-                _context.Dispose();
+                // Each on its own: after a sticky CUDA fault every release reports that fault again, and the first to
+                // throw used to leave the rest, the accelerator and the context too, behind (and fail the node's start
+                // under auto, where the fallback to SIMD is meant to take over).
+                foreach (IDisposable? resource in (IDisposable?[])[_widenedKernel, _shaConstants, _smallOrder, _baseTable, _accelerator, _context])
+                {
+                    DisposeQuietly(resource);
+                }
             }
+        }
+    }
+
+    /// <summary>Releases <paramref name="resource"/>, taking a failure as the faulted device's (nothing else can be done
+    /// with it then).</summary>
+    private static void DisposeQuietly(IDisposable? resource)
+    {
+        try
+        {
+            resource?.Dispose();
+        }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
         }
     }
 
@@ -555,7 +571,8 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
                 _capacity = capacity;
             }
 
-            if (!hashOnHost && (Messages is null || messageBytes > _messageCapacity))
+            // DeviceMessages too: an allocation that failed after Messages left it null with a capacity of 0.
+            if (!hashOnHost && (Messages is null || DeviceMessages is null || messageBytes > _messageCapacity))
             {
                 // Doubling stops at the chunk cap; only a single message longer than that asks for more.
                 int capacity = Math.Max(messageBytes, Math.Min(MaxChunkMessageBytes, Math.Max(64 * 1024, 2 * _messageCapacity)));
@@ -570,58 +587,58 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
             }
         }
 
-        /// <summary>Waits out whatever is in flight and forgets it.</summary>
+        /// <summary>Waits out whatever is in flight and forgets it. After a fault the wait throws (CUDA repeats a sticky
+        /// error on every later call), and the slot is forgotten first, so a second Abandon does not wait again.</summary>
         public void Abandon()
         {
+            int count = Count;
+            ProfilingMarker?[] marks = [.. Marks];
+            Array.Clear(Marks);
+            Count = 0;
             try
             {
-                if (Count != 0)
+                if (count != 0)
                 {
                     Stream.Synchronize();
                 }
             }
             finally
             {
-                foreach (ProfilingMarker? mark in Marks)
+                foreach (ProfilingMarker? mark in marks)
                 {
-                    mark?.Dispose();
+                    DisposeQuietly(mark);
                 }
-
-                Array.Clear(Marks);
-                Count = 0;
             }
         }
 
         public void Dispose()
         {
-            Abandon();
+            try
+            {
+                Abandon();
+            }
+            catch (Exception e) when (e is not OutOfMemoryException)
+            {
+                // A faulted device: nothing in flight will finish; what is left is let go below.
+            }
+
             DisposeBuffers();
-            Stream.Dispose();
+            DisposeQuietly(Stream);
         }
 
         private void DisposeBuffers()
         {
             DisposeItemBuffers();
-            Messages?.Dispose();
-            DeviceMessages?.Dispose();
+            DisposeQuietly(Messages);
+            DisposeQuietly(DeviceMessages);
         }
 
         private void DisposeItemBuffers()
         {
-            Keys?.Dispose();
-            Rs?.Dispose();
-            Scalars?.Dispose();
-            Pre?.Dispose();
-            Results?.Dispose();
-            Signatures?.Dispose();
-            Offsets?.Dispose();
-            DeviceKeys?.Dispose();
-            DeviceRs?.Dispose();
-            DeviceScalars?.Dispose();
-            DevicePre?.Dispose();
-            DeviceVerdicts?.Dispose();
-            DeviceSignatures?.Dispose();
-            DeviceOffsets?.Dispose();
+            foreach (IDisposable? buffer in (IDisposable?[])[Keys, Rs, Scalars, Pre, Results, Signatures, Offsets, DeviceKeys, DeviceRs, DeviceScalars, DevicePre, DeviceVerdicts, DeviceSignatures, DeviceOffsets])
+            {
+                DisposeQuietly(buffer);
+            }
         }
     }
 }

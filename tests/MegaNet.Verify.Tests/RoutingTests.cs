@@ -66,6 +66,23 @@ public sealed class RoutingTests
         Assert.Contains("faulted", router.Description);
     }
 
+    [Fact]
+    public void An_accelerator_disposed_under_a_call_is_no_device_fault()
+    {
+        // The node stopping while a delegated VerifyBatch still runs: the container disposes the shared GPU first. That
+        // was logged as a GPU fault and the backend switched off.
+        var gpu = new Recording("gpu");
+        var faults = new List<Exception>();
+        using var router = new RoutingBatchVerifier(gpu, new Recording("simd"), threshold: 2, faults.Add);
+        gpu.Dispose();
+        (SignatureCase[] cases, _) = Backends.Mixed(13, 4);
+        using SignatureBatch batch = Backends.ToBatch(cases);
+
+        Assert.Throws<ObjectDisposedException>(() => router.Verify(batch));
+        Assert.Empty(faults);
+        Assert.False(router.AcceleratorFailed);
+    }
+
     /// <summary>Faults on its first batch, but only once told to, so a second caller can be made to wait meanwhile.</summary>
     private sealed class HeldFault : BatchVerifierBase
     {

@@ -88,8 +88,9 @@ public sealed class RoutingBatchVerifier : BatchVerifierBase
                         _accelerator.Verify(batch, start, count, verdicts);
                         return;
                     }
-                    catch (Exception e)
+                    catch (Exception e) when (e is not ObjectDisposedException)
                     {
+                        // (Disposed is the node stopping under a call still running, not a device fault to log.)
                         _state.Failed = true;
                         _onFault?.Invoke(e);
                     }

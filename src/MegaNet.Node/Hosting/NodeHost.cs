@@ -70,7 +70,15 @@ public static partial class NodeServiceCollectionExtensions
             ? $"it failed its start-up check on {checkedItems} items ({failure}; {verifier.Description}); report the GPU and driver"
             : $"its verdicts differ from the reference rule on {mismatches} of {checkedItems} start-up check items " +
               $"({verifier.Description}); run `meganet bench --backend gpu --check` for details and report the GPU and driver";
-        verifier.Dispose();
+        try
+        {
+            verifier.Dispose();
+        }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            // A faulted device may fail its release too: the refusal (and under auto the fallback) still stands.
+            reason += $"; releasing it failed too ({e.GetType().Name})";
+        }
         if (!string.Equals(requested, BatchVerifierRegistry.Auto, StringComparison.OrdinalIgnoreCase))
         {
             throw new BackendUnavailableException(GpuBatchVerifier.DeviceBackendName, reason + ", or start with --backend simd.");
