@@ -20,4 +20,16 @@ public sealed class VerifyCommandLimitsTests : IDisposable
         Assert.True(r.ExitCode == 1, $"exit code {r.ExitCode}; stderr: {r.Stderr}");
         Assert.Equal($"meganet verify: {expected}.", r.Stderr.Trim());
     }
+
+    [Fact]
+    public async Task The_verdicts_of_the_lines_before_a_bad_one_go_out_whatever_the_batch()
+    {
+        // Before, only whole batches went out: with the default --batch of 16,384 a bad second line left none.
+        string input = Path.Combine(_dir, "bad.jsonl");
+        await File.WriteAllLinesAsync(input, ["{\"pk\":\"00\",\"sig\":\"00\",\"msg\":\"\"}", "{\"pk\":\"00\",\"sig\":\"00\",\"msg\":\"\"}", "not json"]);
+        MeganetProcess.Result r = await MeganetProcess.RunAsync(_dir, null, closeStdout: false, "verify", "--backend", "reference", "--in", input);
+        Assert.True(r.ExitCode == 1, $"exit code {r.ExitCode}; stderr: {r.Stderr}");
+        Assert.Contains("line 3", r.Stderr, StringComparison.Ordinal);
+        Assert.Equal(["{\"valid\":false}", "{\"valid\":false}"], r.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+    }
 }

@@ -224,7 +224,7 @@ internal static class BenchCommand
             yield return $"warm-up: before the sweep each configuration ran untimed ({string.Join(", ", report.WarmUp.Select(w => $"{w.Configuration} {w.Seconds:F1} s"))})" +
                 (unsettled.Count == 0
                     ? $", each until no method had been JIT-compiled for {VerifyBenchmark.QuietTime.TotalSeconds:0.#} s and its rate held."
-                    : $"; {string.Join(", ", unsettled.Select(w => w.Configuration))} had not settled within the bound (5 x --seconds), so its first points may be low.");
+                    : $"; {string.Join(", ", unsettled.Select(w => w.Configuration))} had not settled within the bound (5 x --seconds, at most 10 s), so its first points may be low.");
         }
     }
 }

@@ -90,18 +90,21 @@ internal static class VerifyCommand
             throw new ArgumentException($"--out {outputPath}: the directory {outDir} does not exist.");
         }
 
-        using IBatchVerifier verifier = VerifierCatalog.Create().Create(backendName, new VerifierOptions { Threads = threads });
-        if (verifier.Rule != VerificationRule.MegaNet)
-        {
-            Console.Error.WriteLine($"meganet verify: note: backend '{verifier.Name}' applies libsodium's rule, not MegaNet's (docs/verification.md).");
-        }
-
+        // Both files open before the backend is set up (a GPU's kernels take seconds to compile): a missing input or an
+        // output that cannot be written is said at once.
         using TextReader reader = inputPath == "-" ? Console.In : new StreamReader(inputPath, Encoding.UTF8);
         // Write to a temporary file and move it into place, so a bad line never leaves a half-written --out file.
         string? temp = outputPath == "-" ? null : outputPath + ".tmp";
         try
         {
-            WriteVerdicts(verifier, reader, temp, batchSize);
+            TextWriter writer = temp is null ? ClientCommands.StandardOutput() : new StreamWriter(temp, false, new UTF8Encoding(false));
+            using IBatchVerifier verifier = CreateVerifier(backendName, threads, writer, temp is not null);
+            if (verifier.Rule != VerificationRule.MegaNet)
+            {
+                Console.Error.WriteLine($"meganet verify: note: backend '{verifier.Name}' applies libsodium's rule, not MegaNet's (docs/verification.md).");
+            }
+
+            WriteVerdicts(verifier, reader, writer, temp, batchSize);
             if (temp is not null)
             {
                 File.Move(temp, outputPath, overwrite: true);
@@ -117,11 +120,25 @@ internal static class VerifyCommand
         return 0;
     }
 
-    private static void WriteVerdicts(IBatchVerifier verifier, TextReader reader, string? temp, int batchSize)
+    /// <summary>The backend; if it cannot be made, the temporary output file opened for it is closed first (so it can be
+    /// deleted).</summary>
+    private static IBatchVerifier CreateVerifier(string backendName, int threads, TextWriter writer, bool ownsWriter)
     {
-        // Standard output through write(2) (ClientCommands.StandardOutput): Console's stream drops EPIPE, so
-        // `verify | head -1` reported every item verified and exited 0 with the verdicts lost.
-        TextWriter writer = temp is null ? ClientCommands.StandardOutput() : new StreamWriter(temp, false, new UTF8Encoding(false));
+        try
+        {
+            return VerifierCatalog.Create().Create(backendName, new VerifierOptions { Threads = threads });
+        }
+        catch when (ownsWriter)
+        {
+            writer.Dispose();
+            throw;
+        }
+    }
+
+    // Standard output goes through write(2) (ClientCommands.StandardOutput): Console's stream drops EPIPE, so
+    // `verify | head -1` reported every item verified and exited 0 with the verdicts lost.
+    private static void WriteVerdicts(IBatchVerifier verifier, TextReader reader, TextWriter writer, string? temp, int batchSize)
+    {
         long total = 0;
         try
         {
@@ -132,12 +149,22 @@ internal static class VerifyCommand
             while ((line = reader.ReadLine()) is not null)
             {
                 lineNumber++;
-                if (string.IsNullOrWhiteSpace(line))
+                try
                 {
-                    throw new InputException($"line {lineNumber}: empty line; every line must be an object {{\"pk\",\"sig\",\"msg\"}}.");
+                    if (string.IsNullOrWhiteSpace(line))
+                    {
+                        throw new InputException($"line {lineNumber}: empty line; every line must be an object {{\"pk\",\"sig\",\"msg\"}}.");
+                    }
+
+                    AddLine(batch, line, lineNumber);
+                }
+                catch (InputException)
+                {
+                    // Every line before the bad one gets its verdict out (on standard output), whatever --batch is.
+                    total += Flush(verifier, batch, verdicts, writer);
+                    throw;
                 }
 
-                AddLine(batch, line, lineNumber);
                 if (batch.Count == batchSize)
                 {
                     total += Flush(verifier, batch, verdicts, writer);

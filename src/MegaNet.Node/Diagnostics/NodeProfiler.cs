@@ -82,7 +82,7 @@ public static class NodeProfiler
 
             if (!IsNode(commandLine))
             {
-                throw new ProfilerException($"Process {p} is not a MegaNet node ('{commandLine}'); 'meganet profile' lists the nodes running.");
+                throw new ProfilerException($"Process {p} is not a MegaNet node ('{commandLine}'); 'meganet profile --list' lists the nodes running.");
             }
 
             if (!DiagnosticsClient.GetPublishedProcesses().Contains(p))

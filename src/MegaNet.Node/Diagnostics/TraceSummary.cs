@@ -28,11 +28,13 @@ public sealed record MethodShare(string Method, double Exclusive, double Inclusi
 public static class TraceSummary
 {
     /// <summary>Hottest methods by exclusive and by inclusive samples.</summary>
-    /// <exception cref="ProfilerException">The trace cannot be read (missing, truncated, not a .nettrace) or the index
-    /// beside it cannot be written; the message says which file and why, in one line.</exception>
+    /// <exception cref="ProfilerException">The trace cannot be read (missing, truncated, not a .nettrace) or its temporary
+    /// index cannot be written; the message says which file and why, in one line.</exception>
     public static (int Samples, IReadOnlyList<MethodShare> ByExclusive, IReadOnlyList<MethodShare> ByInclusive) Summarize(string nettrace, int top)
     {
-        string etlx = Path.ChangeExtension(nettrace, ".etlx");
+        // An index of its own, not the trace's name with .etlx: a trace named x.etlx was its own index, overwritten and
+        // then deleted, and a sibling x.etlx the user kept went the same way.
+        string etlx = Path.Combine(Path.GetTempPath(), $"meganet-trace-{Guid.NewGuid():N}.etlx");
         try
         {
             return Summarize(nettrace, etlx, top);
