@@ -108,13 +108,30 @@ public sealed class ProfileCommandTests(ITestOutputHelper output) : IDisposable
         Assert.True(new FileInfo(trace).Length > 0, "the trace up to the node's exit was not kept");
     }
 
+    [Fact]
+    public async Task Ctrl_c_ends_a_bench_at_once_and_leaves_no_output_file()
+    {
+        // bench ran synchronously without the signal's token: Ctrl+C waited out the 5 s grace period, and the process
+        // ended under the sweep, leaving the empty --json file it had opened at the start.
+        string json = Path.Combine(_dir, "bench.json");
+        await using var bench = new RunningProfile(_dir, output, ["bench", "--backend", "simd", "--json", json]);
+        await bench.WaitForOutputAsync(o => o.Contains("warm-up:", StringComparison.Ordinal), "the warm-up");
+        bench.Signal("INT");
+        Assert.Equal(130, await bench.WaitForExitAsync());
+        // Stopped by itself: the grace period's end would have said it "had not stopped".
+        Assert.Contains("interrupted; nothing was written", bench.Stderr, StringComparison.Ordinal);
+        Assert.DoesNotContain("had not stopped", bench.Stderr, StringComparison.Ordinal);
+        Assert.False(File.Exists(json));
+    }
+
     private static string Pid(ExternalNode node) => node.ProcessId.ToString(CultureInfo.InvariantCulture);
 
     private static int Headers(string stdout) => stdout.Split('\n').Count(l => l.StartsWith("MegaNet node pid ", StringComparison.Ordinal));
 
-    private RunningProfile Profile(params string[] args) => new(_dir, output, args);
+    private RunningProfile Profile(params string[] args) => new(_dir, output, ["profile", .. args]);
 
-    /// <summary><c>meganet profile ARGS</c> in the background, its output collected as it comes.</summary>
+    /// <summary><c>meganet ARGS</c> (a profile, or another long command) in the background, its output collected as it
+    /// comes.</summary>
     private sealed class RunningProfile : IAsyncDisposable
     {
         private readonly Process _process;
@@ -127,7 +144,7 @@ public sealed class ProfileCommandTests(ITestOutputHelper output) : IDisposable
             // Through env --default-signal=INT (GNU coreutils 8.31 or later): a test run started in the background by a
             // non-interactive shell has SIGINT ignored, every child inherits that, and the runtime rightly keeps an
             // inherited ignore (a background job is not for the terminal's Ctrl+C), so Ctrl+C below never arrived.
-            var psi = new ProcessStartInfo("env", ["--default-signal=INT", "dotnet", ExternalNode.MeganetPath(), "profile", .. args])
+            var psi = new ProcessStartInfo("env", ["--default-signal=INT", "dotnet", ExternalNode.MeganetPath(), .. args])
             {
                 RedirectStandardOutput = true,
                 RedirectStandardError = true,

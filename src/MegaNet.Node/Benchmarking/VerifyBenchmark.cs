@@ -37,6 +37,9 @@ public sealed class VerifyBenchmarkOptions
     /// reference judges MegaNet's rule only.</summary>
     public bool Check { get; init; }
 
+    /// <summary>Ends the sweep (with <see cref="OperationCanceledException"/>) between batches.</summary>
+    public CancellationToken Cancellation { get; init; }
+
     /// <summary>Items in that mixed sample.</summary>
     public int CheckItems { get; init; } = 512;
 
@@ -318,7 +321,7 @@ public sealed class VerifyBenchmark(BatchVerifierRegistry registry, VerifyBenchm
         }
     }
 
-    private static (double Seconds, bool Settled) WarmUp(IBatchVerifier verifier, SignatureBatch[] batches, TimeSpan window, TimeSpan limit)
+    private (double Seconds, bool Settled) WarmUp(IBatchVerifier verifier, SignatureBatch[] batches, TimeSpan window, TimeSpan limit)
     {
         double[] best = new double[batches.Length];
         long compiled = System.Runtime.JitInfo.GetCompiledMethodCount();
@@ -400,13 +403,15 @@ public sealed class VerifyBenchmark(BatchVerifierRegistry registry, VerifyBenchm
         return pairs[Rounds / 2];
     }
 
-    private static double TimeSlice(IBatchVerifier verifier, SignatureBatch batch, TimeSpan duration, out long items, out double seconds)
+    private double TimeSlice(IBatchVerifier verifier, SignatureBatch batch, TimeSpan duration, out long items, out double seconds)
     {
         bool[] verdicts = new bool[batch.Count];
         items = 0;
         var watch = Stopwatch.StartNew();
         do
         {
+            // Between batches: Ctrl+C ends the sweep within a batch, not after the command's grace period.
+            options.Cancellation.ThrowIfCancellationRequested();
             verifier.Verify(batch, verdicts);
             items += batch.Count;
         }
@@ -437,6 +442,7 @@ public sealed class VerifyBenchmark(BatchVerifierRegistry registry, VerifyBenchm
         var warm = Stopwatch.StartNew();
         while (warm.Elapsed < options.Duration / 4)
         {
+            options.Cancellation.ThrowIfCancellationRequested();
             verifier.Verify(batch, verdicts);
         }
     }

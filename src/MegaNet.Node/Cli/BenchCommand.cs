@@ -62,7 +62,10 @@ internal static class BenchCommand
         {
             backends, sizes, threads, seconds, keys, keyCache, check, checkItems, json, plot,
         };
-        command.SetAction(parse =>
+        command.SetAction((parse, ct) => Task.FromResult(Execute(parse, ct)));
+        return command;
+
+        int Execute(ParseResult parse, CancellationToken ct)
         {
             try
             {
@@ -138,6 +141,7 @@ internal static class BenchCommand
                     KeyCache = parse.GetValue(keyCache),
                     Check = parse.GetValue(check),
                     CheckItems = parse.GetValue(checkItems),
+                    Cancellation = ct,
                 };
                 MachineInfo machine = MachineInfo.Current();
                 Console.WriteLine($"CPU {machine.Cpu}, {machine.LogicalCores} logical cores, ISA tier {machine.Isa}, {machine.Runtime}, libsodium {machine.Libsodium}");
@@ -175,8 +179,13 @@ internal static class BenchCommand
                 Console.Error.WriteLine($"meganet bench: {ErrorText.Plain(e)}");
                 return 1;
             }
-        });
-        return command;
+            catch (OperationCanceledException) when (ct.IsCancellationRequested)
+            {
+                // The --json and --plot files opened at the start were let go unwritten (removed) on the way out.
+                Console.Error.WriteLine("meganet bench: interrupted; nothing was written.");
+                return Interruption.ExitCode;
+            }
+        }
     }
 
     /// <summary>Shortest --seconds: a point is three paired slices, each after a warm-up; below this they are too

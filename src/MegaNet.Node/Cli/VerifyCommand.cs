@@ -42,16 +42,22 @@ internal static class VerifyCommand
         {
             backend, input, output, threads, batchSize,
         };
-        command.SetAction(parse =>
+        command.SetAction((parse, ct) =>
         {
             try
             {
-                return Run(parse.GetValue(backend)!, parse.GetValue(input)!, parse.GetValue(output)!, parse.GetValue(threads), parse.GetValue(batchSize));
+                return Task.FromResult(Run(parse.GetValue(backend)!, parse.GetValue(input)!, parse.GetValue(output)!, parse.GetValue(threads), parse.GetValue(batchSize), ct));
             }
             catch (Exception e) when (e is InputException or BackendUnavailableException or ArgumentException or IOException or UnauthorizedAccessException)
             {
                 Console.Error.WriteLine($"meganet verify: {ErrorText.Plain(e)}");
-                return 1;
+                return Task.FromResult(1);
+            }
+            catch (OperationCanceledException) when (ct.IsCancellationRequested)
+            {
+                // The temporary --out file was deleted on the way out; standard output has the verdicts written so far.
+                Console.Error.WriteLine("meganet verify: interrupted; no --out file was written.");
+                return Task.FromResult(Interruption.ExitCode);
             }
         });
         return command;
@@ -60,7 +66,7 @@ internal static class VerifyCommand
     /// <summary>The largest <c>--batch</c>: the GPU backend's largest launch, and more than any CPU backend gains from.</summary>
     internal const int MaxBatch = 1 << 20;
 
-    private static int Run(string backendName, string inputPath, string outputPath, int threads, int batchSize)
+    private static int Run(string backendName, string inputPath, string outputPath, int threads, int batchSize, CancellationToken ct)
     {
         // The verdict array is allocated up front: an unchecked --batch 2147483647 died of OutOfMemoryException.
         if (batchSize is < 1 or > MaxBatch)
@@ -104,7 +110,7 @@ internal static class VerifyCommand
                 Console.Error.WriteLine($"meganet verify: note: backend '{verifier.Name}' applies libsodium's rule, not MegaNet's (docs/verification.md).");
             }
 
-            WriteVerdicts(verifier, reader, writer, temp, batchSize);
+            WriteVerdicts(verifier, reader, writer, temp, batchSize, ct);
             if (temp is not null)
             {
                 File.Move(temp, outputPath, overwrite: true);
@@ -137,7 +143,7 @@ internal static class VerifyCommand
 
     // Standard output goes through write(2) (ClientCommands.StandardOutput): Console's stream drops EPIPE, so
     // `verify | head -1` reported every item verified and exited 0 with the verdicts lost.
-    private static void WriteVerdicts(IBatchVerifier verifier, TextReader reader, TextWriter writer, string? temp, int batchSize)
+    private static void WriteVerdicts(IBatchVerifier verifier, TextReader reader, TextWriter writer, string? temp, int batchSize, CancellationToken ct)
     {
         long total = 0;
         try
@@ -148,6 +154,7 @@ internal static class VerifyCommand
             string? line;
             while ((line = reader.ReadLine()) is not null)
             {
+                ct.ThrowIfCancellationRequested();
                 lineNumber++;
                 try
                 {
