@@ -79,9 +79,17 @@ internal static class Program
         // Ctrl+C or SIGTERM ends the fill through this token, so the finally below still removes the directory (the
         // default handling ended the process under it, leaving a store of up to 1.3 GiB behind in /tmp).
         using var stop = new CancellationTokenSource();
+        int exitCode = 130;
         void OnSignal(PosixSignalContext context)
         {
+            // The first signal asks the fill to stop and clean up; a second one ends the process the usual way.
+            if (stop.IsCancellationRequested)
+            {
+                return;
+            }
+
             context.Cancel = true;
+            exitCode = context.Signal == PosixSignal.SIGTERM ? 143 : 130;
             stop.Cancel();
         }
 
@@ -103,6 +111,11 @@ internal static class Program
             var requests = new PutRequest[total];
             for (int i = 0; i < total; i++)
             {
+                if ((i & 0xFFFF) == 0)
+                {
+                    stop.Token.ThrowIfCancellationRequested();
+                }
+
                 byte[] envelope = Bytes(random, 1024);
                 BitConverter.TryWriteBytes(envelope, i);
                 requests[i] = new PutRequest(envelope, recipients[i % recipients.Length], expiry);
@@ -151,17 +164,19 @@ internal static class Program
                 Environment.Exit(0);
             }
 
+            stop.Token.ThrowIfCancellationRequested();
             var closing = Stopwatch.StartNew();
             await store.DisposeAsync().ConfigureAwait(false);
             long size = new DirectoryInfo(dir).EnumerateFiles("*", SearchOption.AllDirectories).Sum(f => f.Length);
             Console.WriteLine($"closed (final checkpoint) in {closing.Elapsed.TotalSeconds:F1} s; store {size >> 20:N0} MiB");
+            stop.Token.ThrowIfCancellationRequested();
             await Reopen(dir, secretKey, "after a clean shutdown").ConfigureAwait(false);
-            return 0;
+            return stop.IsCancellationRequested ? exitCode : 0;
         }
         catch (OperationCanceledException) when (stop.IsCancellationRequested)
         {
             Console.Error.WriteLine($"interrupted; removing {dir}");
-            return 130;
+            return exitCode;
         }
         finally
         {

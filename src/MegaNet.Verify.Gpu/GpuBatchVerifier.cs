@@ -576,11 +576,12 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
             {
                 // Doubling stops at the chunk cap; only a single message longer than that asks for more.
                 int capacity = Math.Max(messageBytes, Math.Min(MaxChunkMessageBytes, Math.Max(64 * 1024, 2 * _messageCapacity)));
-                Messages?.Dispose();
-                DeviceMessages?.Dispose();
+                (PageLockedArray1D<byte>? oldMessages, MemoryBuffer1D<byte, Stride1D.Dense>? oldDevice) = (Messages, DeviceMessages);
                 Messages = null;
                 DeviceMessages = null;
                 _messageCapacity = 0;
+                DisposeQuietly(oldMessages);
+                DisposeQuietly(oldDevice);
                 Messages = accelerator.AllocatePageLocked1D<byte>(capacity);
                 DeviceMessages = accelerator.Allocate1D<byte>(capacity);
                 _messageCapacity = capacity;

@@ -602,35 +602,45 @@ public sealed class CliErrorTests : IDisposable
     [InlineData(1500)] // a second one later: the person means it, ended at once
     public async Task A_command_that_does_not_stop_on_sigterm_is_ended_after_its_grace_period_with_143_saying_so(int secondSignalAfterMs)
     {
-        // bench does not watch for cancellation; SIGTERM ended it after 5 s with 130, as if it were Ctrl+C.
-        var psi = new ProcessStartInfo("dotnet", [ExternalNode.MeganetPath(), "bench", "--backend", "reference", "--batch", "64", "--seconds", "60"])
+        // A command stuck where it cannot watch for cancellation: verify blocked reading a standard input that stays open
+        // (SIGTERM ended such a command after 5 s with 130, as if it were Ctrl+C). libsodium's rule makes it say so on
+        // stderr first, after its signal handling is in place.
+        var psi = new ProcessStartInfo("dotnet", [ExternalNode.MeganetPath(), "verify", "--backend", "libsodium", "--in", "-"])
         {
+            RedirectStandardInput = true,
             RedirectStandardOutput = true,
             RedirectStandardError = true,
             WorkingDirectory = _dir,
         };
         using Process bench = Process.Start(psi)!;
-        Task<string> stderr = bench.StandardError.ReadToEndAsync();
-        var stdout = new StringBuilder();
+        Task<string> stdoutText = bench.StandardOutput.ReadToEndAsync();
+        var errors = new StringBuilder();
         var started = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         Task reading = Task.Run(async () =>
         {
-            while (await bench.StandardOutput.ReadLineAsync() is string line)
+            while (await bench.StandardError.ReadLineAsync() is string line)
             {
-                lock (stdout)
+                lock (errors)
                 {
-                    stdout.AppendLine(line);
+                    errors.AppendLine(line);
                 }
 
-                if (line.Contains("warm-up", StringComparison.Ordinal))
+                if (line.Contains("applies libsodium's rule", StringComparison.Ordinal))
                 {
                     started.TrySetResult();
                 }
             }
         });
+        Task<string> stderr = reading.ContinueWith(_ =>
+        {
+            lock (errors)
+            {
+                return errors.ToString();
+            }
+        }, TaskScheduler.Default);
         try
         {
-            // Its signal handling is in place once it prints (the first line comes after start-up).
+            // Its signal handling is in place once it prints (the line comes after start-up).
             await started.Task.WaitAsync(TimeSpan.FromMinutes(2));
             var clock = Stopwatch.StartNew();
             string pid = bench.Id.ToString(System.Globalization.CultureInfo.InvariantCulture);
@@ -669,5 +679,6 @@ public sealed class CliErrorTests : IDisposable
         }
 
         await reading.WaitAsync(TimeSpan.FromSeconds(30));
+        await stdoutText.WaitAsync(TimeSpan.FromSeconds(30));
     }
 }

@@ -32,4 +32,16 @@ public sealed class VerifyCommandLimitsTests : IDisposable
         Assert.Contains("line 3", r.Stderr, StringComparison.Ordinal);
         Assert.Equal(["{\"valid\":false}", "{\"valid\":false}"], r.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries));
     }
+
+    [Fact]
+    public async Task A_backend_that_cannot_be_made_leaves_no_output_file()
+    {
+        // The output's place is tried before the backend is set up, and nothing is left there when that fails.
+        string input = Path.Combine(_dir, "in.jsonl"), output = Path.Combine(_dir, "out.jsonl");
+        await File.WriteAllTextAsync(input, "");
+        MeganetProcess.Result r = await MeganetProcess.RunAsync(_dir, null, closeStdout: false, "verify", "--backend", "nosuch", "--in", input, "--out", output);
+        Assert.True(r.ExitCode == 1, $"exit code {r.ExitCode}; stderr: {r.Stderr}");
+        Assert.Contains("nosuch", r.Stderr, StringComparison.Ordinal);
+        Assert.Equal(["in.jsonl"], Directory.GetFiles(_dir).Select(Path.GetFileName));
+    }
 }

@@ -72,13 +72,16 @@ public sealed class RoutingTests
         // The node stopping while a delegated VerifyBatch still runs: the container disposes the shared GPU first. That
         // was logged as a GPU fault and the backend switched off.
         var gpu = new Recording("gpu");
+        var cpu = new Recording("simd");
         var faults = new List<Exception>();
-        using var router = new RoutingBatchVerifier(gpu, new Recording("simd"), threshold: 2, faults.Add);
+        using var router = new RoutingBatchVerifier(gpu, cpu, threshold: 2, faults.Add);
         gpu.Dispose();
-        (SignatureCase[] cases, _) = Backends.Mixed(13, 4);
+        (SignatureCase[] cases, bool[] expected) = Backends.Mixed(13, 4);
         using SignatureBatch batch = Backends.ToBatch(cases);
 
-        Assert.Throws<ObjectDisposedException>(() => router.Verify(batch));
+        // The CPU answers the call; nothing is logged, and the accelerator is not switched off.
+        Assert.Equal(expected, router.Verify(batch));
+        Assert.Equal(1, cpu.Calls);
         Assert.Empty(faults);
         Assert.False(router.AcceleratorFailed);
     }

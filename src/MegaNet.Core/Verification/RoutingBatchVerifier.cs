@@ -78,7 +78,7 @@ public sealed class RoutingBatchVerifier : BatchVerifierBase
             // One batch at a time on the accelerator (it reuses its buffers and streams), and the fault flag is read
             // again inside: a caller that waited here while another's batch faulted goes to the CPU, and the fault
             // is reported once. The arguments were checked by Verify before this point, so any exception from the
-            // accelerator is a device fault, whatever its type.
+            // accelerator but its being disposed is a device fault, whatever its type.
             lock (_state.Gate)
             {
                 if (!_state.Failed)
@@ -88,9 +88,13 @@ public sealed class RoutingBatchVerifier : BatchVerifierBase
                         _accelerator.Verify(batch, start, count, verdicts);
                         return;
                     }
-                    catch (Exception e) when (e is not ObjectDisposedException)
+                    catch (ObjectDisposedException)
                     {
-                        // (Disposed is the node stopping under a call still running, not a device fault to log.)
+                        // The node stopping under a call still running (the accelerator is released first): no device
+                        // fault to log or to switch the accelerator off for; the CPU answers this one.
+                    }
+                    catch (Exception e)
+                    {
                         _state.Failed = true;
                         _onFault?.Invoke(e);
                     }

@@ -88,7 +88,7 @@ public sealed class ForgedLoad : IAsyncDisposable
 
     /// <summary>The printed line.</summary>
     public static string Describe(ForgedReport r) =>
-        $"forged: {r.Sent:N0} sent ({(r.Seconds > 0 ? r.Sent / r.Seconds : 0):N0}/s), {r.Refused:N0} refused as bad signatures, {r.Other:N0} otherwise refused or unanswered" +
+        $"forged: {r.Sent:N0} sent ({(r.Seconds > 0 ? $"{r.Sent / r.Seconds:N0}" : "-")}/s), {r.Refused:N0} refused as bad signatures, {r.Other:N0} otherwise refused or unanswered" +
         (r.Accepted > 0 ? $", {r.Accepted:N0} ACCEPTED (a verifier bug)" : "");
 
     /// <summary>Stops sending forgeries and waits for the sender to finish.</summary>

@@ -350,7 +350,7 @@ public sealed class LoadGenerator(Uri node, int clients, int connections, TextWr
             ? string.Empty
             : $"; client start lateness p50 {report.StartLateP50Ms:F2} ms, p99 {report.StartLateP99Ms:F2} ms (in the latency)";
         string text = $"{report.Mode,-6} clients {report.Clients}: {report.AcceptedPerSecond,10:N0} accepted/s ({report.Accepted}/{report.Sent}, {report.Refused} refused; " +
-            $"started at {(double.IsNaN(report.OfferedPerSecond) ? "-" : report.OfferedPerSecond.ToString("N0", System.Globalization.CultureInfo.CurrentCulture))}/s), p50 {report.P50Ms:F2} ms, p99 {report.P99Ms:F2} ms{steadyText}{lateText}, " +
+            $"started at {(double.IsNaN(report.OfferedPerSecond) ? "-" : $"{report.OfferedPerSecond:N0}")}/s), p50 {report.P50Ms:F2} ms, p99 {report.P99Ms:F2} ms{steadyText}{lateText}, " +
             $"mean verifier batch {report.MeanServerBatch:F1} ({report.Backend}){Environment.NewLine}";
         if (report.Refused > 0 && report.Refusals.Length > 0)
         {

@@ -204,6 +204,7 @@ public sealed class VerifyBenchmark(BatchVerifierRegistry registry, VerifyBenchm
                     continue;
                 }
 
+                options.Cancellation.ThrowIfCancellationRequested();
                 var verifierOptions = new VerifierOptions { Threads = threads, KeyCacheCapacity = options.KeyCache ? 65_536 : 0 };
                 IBatchVerifier verifier = registry.Create(backend, verifierOptions);
                 verifiers.Add((backend, threads), verifier);
@@ -218,6 +219,7 @@ public sealed class VerifyBenchmark(BatchVerifierRegistry registry, VerifyBenchm
         WarmUp(warmUp, libsodium, verifiers);
         foreach (int size in options.BatchSizes)
         {
+            options.Cancellation.ThrowIfCancellationRequested();
             using SignatureBatch batch = MakeBatch(size, options.DistinctKeys);
             // libsodium verifies one item at a time, so its rate does not depend on the batch size; timing it on a
             // slice keeps one call short at batch 1,000,000 (a whole batch would take half a minute per call).

@@ -56,7 +56,7 @@ internal static class VerifyCommand
             catch (OperationCanceledException) when (ct.IsCancellationRequested)
             {
                 // The temporary --out file was deleted on the way out; standard output has the verdicts written so far.
-                Console.Error.WriteLine("meganet verify: interrupted; no --out file was written.");
+                Console.Error.WriteLine(parse.GetValue(output) == "-" ? "meganet verify: interrupted." : "meganet verify: interrupted; no --out file was written.");
                 return Task.FromResult(Interruption.ExitCode);
             }
         });
@@ -101,10 +101,18 @@ internal static class VerifyCommand
         using TextReader reader = inputPath == "-" ? Console.In : new StreamReader(inputPath, Encoding.UTF8);
         // Write to a temporary file and move it into place, so a bad line never leaves a half-written --out file.
         string? temp = outputPath == "-" ? null : outputPath + ".tmp";
+        if (temp is not null)
+        {
+            // Written and removed at once: a place that cannot take the output is said before the backend is set up, and
+            // nothing is left there if that set-up (which cannot be interrupted) is cut short by a second Ctrl+C.
+            File.Create(temp).Dispose();
+            File.Delete(temp);
+        }
+
         try
         {
+            using IBatchVerifier verifier = VerifierCatalog.Create().Create(backendName, new VerifierOptions { Threads = threads });
             TextWriter writer = temp is null ? ClientCommands.StandardOutput() : new StreamWriter(temp, false, new UTF8Encoding(false));
-            using IBatchVerifier verifier = CreateVerifier(backendName, threads, writer, temp is not null);
             if (verifier.Rule != VerificationRule.MegaNet)
             {
                 Console.Error.WriteLine($"meganet verify: note: backend '{verifier.Name}' applies libsodium's rule, not MegaNet's (docs/verification.md).");
@@ -124,21 +132,6 @@ internal static class VerifyCommand
         }
 
         return 0;
-    }
-
-    /// <summary>The backend; if it cannot be made, the temporary output file opened for it is closed first (so it can be
-    /// deleted).</summary>
-    private static IBatchVerifier CreateVerifier(string backendName, int threads, TextWriter writer, bool ownsWriter)
-    {
-        try
-        {
-            return VerifierCatalog.Create().Create(backendName, new VerifierOptions { Threads = threads });
-        }
-        catch when (ownsWriter)
-        {
-            writer.Dispose();
-            throw;
-        }
     }
 
     // Standard output goes through write(2) (ClientCommands.StandardOutput): Console's stream drops EPIPE, so
@@ -165,10 +158,18 @@ internal static class VerifyCommand
 
                     AddLine(batch, line, lineNumber);
                 }
-                catch (InputException)
+                catch (InputException) when (temp is null)
                 {
-                    // Every line before the bad one gets its verdict out (on standard output), whatever --batch is.
-                    total += Flush(verifier, batch, verdicts, writer);
+                    // On standard output every line before the bad one gets its verdict out, whatever --batch is (an
+                    // --out file is not written at all). A failure of that last flush does not hide the bad line.
+                    try
+                    {
+                        total += Flush(verifier, batch, verdicts, writer);
+                    }
+                    catch (Exception e) when (e is IOException or BackendUnavailableException or InvalidOperationException)
+                    {
+                    }
+
                     throw;
                 }
 

@@ -27,6 +27,9 @@ public static partial class NodeServiceCollectionExtensions
     [LoggerMessage(EventId = 201, Level = LogLevel.Error, Message = "The GPU verifier was not used: {Reason}; auto chose SIMD instead")]
     private static partial void LogGpuRefused(ILogger logger, string reason);
 
+    [LoggerMessage(EventId = 202, Level = LogLevel.Warning, Message = "Releasing the GPU verifier that failed its start-up check failed too ({Error})")]
+    private static partial void LogGpuReleaseFailed(ILogger logger, string error);
+
     /// <summary>
     /// A GPU backend must agree with the reference on <see cref="VerifierSelfCheck.StartupItems"/> seeded adversarial
     /// items before the node trusts it (a driver's compiler is not ours). Asked for by name, a GPU that disagrees
@@ -76,8 +79,9 @@ public static partial class NodeServiceCollectionExtensions
         }
         catch (Exception e) when (e is not OutOfMemoryException)
         {
-            // A faulted device may fail its release too: the refusal (and under auto the fallback) still stands.
-            reason += $"; releasing it failed too ({e.GetType().Name})";
+            // A faulted device may fail its release too (GpuBatchVerifier releases quietly; this guards any other): the
+            // refusal, and under auto the fallback, still stands.
+            LogGpuReleaseFailed(logger, e.GetType().Name);
         }
         if (!string.Equals(requested, BatchVerifierRegistry.Auto, StringComparison.OrdinalIgnoreCase))
         {
