@@ -109,9 +109,16 @@ public sealed class NodeShutdownTests(ITestOutputHelper output)
             await node.StopAsync().WaitAsync(TimeSpan.FromMinutes(2));
             output.WriteLine($"stopped in {stopping.Elapsed.TotalSeconds:F1} s");
             Assert.True(stopping.Elapsed < TimeSpan.FromSeconds(20), $"the stop took {stopping.Elapsed.TotalSeconds:F1} s");
-            // Ended as if the client had finished (status OK), not reset.
-            Assert.False(await next);
-            Assert.Equal(StatusCode.OK, open.GetStatus().StatusCode);
+            // Ended as if the client had finished (status OK), not reset; the node's graceful close of the connection
+            // (GOAWAY, NO_ERROR) may overtake those last frames on the client (1 CI run in 4).
+            try
+            {
+                Assert.False(await next);
+                Assert.Equal(StatusCode.OK, open.GetStatus().StatusCode);
+            }
+            catch (RpcException e) when (e.Status.Detail.Contains("HTTP/2 error code 'NO_ERROR'", StringComparison.Ordinal))
+            {
+            }
             node.AssertNoServerErrors();
         }
         finally
