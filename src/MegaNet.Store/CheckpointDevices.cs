@@ -145,6 +145,10 @@ internal sealed class CheckpointFileFactory : INamedDeviceFactory
     public IDevice Get(FileDescriptor fileInfo)
     {
         string path = Path.Combine(_baseName, fileInfo.directoryName, fileInfo.fileName);
+        // Made here without flushing the new folder's name: this runs on the store's committer as a checkpoint begins,
+        // and a directory flush there held the puts behind it. The store flushes the checkpoint folders before its
+        // manifest names the checkpoint; the files inside flush their own names as they are created.
+        Directory.CreateDirectory(Path.GetDirectoryName(path)!);
         return _direct != 0
             ? DirectFileDevice.CreateDirect(path, _direct, DirectFileDevice.CheckpointIoThreads)
             : DirectFileDevice.CreateBuffered(path, DirectFileDevice.CheckpointIoThreads);

@@ -1305,6 +1305,17 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         }
 
         Checkpoint.AppendLeaves(StoreDirectory, from, leaves);
+        // The checkpoint's folders were made without flushing their names (on the committer's path, where a directory
+        // flush would hold every put behind it): flushed here, in the background, before the manifest names them.
+        foreach (string folder in (string[])["index-checkpoints", "cpr-checkpoints", string.Empty])
+        {
+            string path = Path.Combine(_kv.Directory, "checkpoints", folder);
+            if (Directory.Exists(path))
+            {
+                DirectoryFlush.Flush(path);
+            }
+        }
+
         Checkpoint.Manifest manifest = snapshot.Manifest with { Token = token };
         Checkpoint.Write(StoreDirectory, manifest);
         // Only now may the table segments that compaction freed go: until the manifest named this checkpoint, a crash
