@@ -146,8 +146,7 @@ internal sealed class ReceivedParts
 
             PrivateFile.CreateDirectory(Directory);
             PrivateFile.CreateDirectory(file);
-            // The bytes there before this part, from the cache when it counted these parts (the listing is fresh).
-            long before = _sizes.TryGetValue(file, out (int Parts, long Bytes) known) && known.Parts == kept.Length ? known.Bytes : kept.Sum(f => new FileInfo(f).Length);
+            long before = BytesIn(file, kept);
             PrivateFile.Write(path, stream => stream.Write(bytes), replace: true);
             _sizes[file] = (kept.Length + 1, before + bytes.Length);
             // Which envelope brought it (not flushed: losing a line costs only the recognition of a copy).
@@ -223,9 +222,11 @@ internal sealed class ReceivedParts
 
     /// <summary>Bytes of the parts in the file directory <paramref name="file"/>, summed again only when their number
     /// changed.</summary>
-    private long BytesIn(string file)
+    private long BytesIn(string file) => BytesIn(file, System.IO.Directory.GetFiles(file, "*" + PartExtension));
+
+    /// <summary><see cref="BytesIn(string)"/> with the directory's <paramref name="parts"/> listed already.</summary>
+    private long BytesIn(string file, string[] parts)
     {
-        string[] parts = System.IO.Directory.GetFiles(file, "*" + PartExtension);
         if (_sizes.TryGetValue(file, out (int Parts, long Bytes) known) && known.Parts == parts.Length)
         {
             return known.Bytes;
