@@ -189,8 +189,9 @@ function stamp(e, bits, core) {
   if (bits === 0) { delete e.pow; return; }
   const coreDigest = blake2b256(core);
   for (let nonce = 0n; ; nonce++) {
-    if (leadingZeroBits(blake2b256(utf8('meganet-pow-v1'), coreDigest, u64be(nonce))) >= bits) {
-      e.pow = { bits, nonce: nonce.toString() };
+    const zeros = leadingZeroBits(blake2b256(utf8('meganet-pow-v1'), coreDigest, u64be(nonce)));
+    if (zeros >= bits) {
+      e.pow = { bits: zeros, nonce: nonce.toString() }; // the node takes a stamp claiming exactly its zero bits
       return;
     }
   }

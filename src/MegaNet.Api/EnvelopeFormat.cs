@@ -171,7 +171,9 @@ public static class EnvelopeFormat
         return bits;
     }
 
-    /// <summary>True if the envelope's stamp claims at least <paramref name="requiredBits"/> and really has them.</summary>
+    /// <summary>True if the envelope's stamp claims at least <paramref name="requiredBits"/> and its hash begins with
+    /// exactly the zero bits it claims. Exactly, not at least: the hash does not cover the claim, so a stamp that
+    /// could claim any count up to the zeros it has would sign as several envelopes (each claim is another id).</summary>
     public static bool HasValidPow(Envelope envelope, int requiredBits)
     {
         ArgumentNullException.ThrowIfNull(envelope);
@@ -195,10 +197,11 @@ public static class EnvelopeFormat
 
         Span<byte> digest = stackalloc byte[32];
         HashAlgorithm.Blake2b_256.Hash(coreBytes, digest);
-        return PowZeroBits(digest, envelope.Pow.Nonce) >= envelope.Pow.Bits;
+        return PowZeroBits(digest, envelope.Pow.Nonce) == envelope.Pow.Bits;
     }
 
-    /// <summary>Finds a nonce giving <paramref name="bits"/> leading zero bits (expected 2^bits hashes).</summary>
+    /// <summary>Finds a nonce giving at least <paramref name="bits"/> leading zero bits (expected 2^bits hashes); the
+    /// stamp claims the zero bits its hash has, which may be more.</summary>
     public static ProofOfWork SolvePow(Envelope envelope, int bits, CancellationToken cancellationToken = default)
     {
         byte[] digest = HashAlgorithm.Blake2b_256.Hash(CoreBytes(envelope));
@@ -209,9 +212,10 @@ public static class EnvelopeFormat
                 cancellationToken.ThrowIfCancellationRequested();
             }
 
-            if (PowZeroBits(digest, nonce) >= bits)
+            int zeros = PowZeroBits(digest, nonce);
+            if (zeros >= bits)
             {
-                return new ProofOfWork { Bits = (uint)bits, Nonce = nonce };
+                return new ProofOfWork { Bits = (uint)zeros, Nonce = nonce };
             }
         }
     }

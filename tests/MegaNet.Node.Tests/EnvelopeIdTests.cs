@@ -17,7 +17,7 @@ public sealed class EnvelopeIdTests
     // over the bytes concatenated by hand), so a change of layout, byte order or domain string fails here.
     private const string VectorPayloadHash = "1857e8573a4693833918682056fae27d32f399b3fffeff2b800e147f361fea6d";
     private const string VectorCoreDigest = "3c5f40cc0d880eaa3f2a78cf4cd6d9175a92b9ff2eeb7fe022690306f53302b9";
-    private const string VectorId = "ccdd7a8a3cd5e15c2593c65c684cd443bd9dcd5b96ee79bf401d912356dad0a6";
+    private const string VectorId = "412c2ba7c33b2f2cb81fb09ef1f07ad41613612bdf05cb8057d84c1116447917";
     private const string VectorIdUnstamped = "1e0846003a450e0acf116bd3cc08f22cc84a27777b616db28b0ffaffa64ad650";
     private const string VectorPowHash = "003698bc503d5f27d5c38d29897ba5d2dbeedcd0ba783a75d22fc1f16dbb5bb2";
     private const string VectorSenderAddress = "71fcb02eb7805403e1c341cec69d788e037112875051cebedae094080ee65190";
@@ -27,7 +27,7 @@ public sealed class EnvelopeIdTests
     private static byte[] Range(int start, int count) => Enumerable.Range(start, count).Select(i => (byte)i).ToArray();
 
     /// <summary>The vector's envelope: recipient 00..1f, sending key 20..3f, expiry 1893456000000, payload byte i =
-    /// i mod 251 over 1 KiB + 72, stamp 8 bits with nonce 439, signature zeros (outside the id).</summary>
+    /// i mod 251 over 1 KiB + 72, stamp 10 bits with nonce 439, signature zeros (outside the id).</summary>
     private static Envelope Vector() => new()
     {
         Version = 1,
@@ -35,7 +35,7 @@ public sealed class EnvelopeIdTests
         ExpiresUnixMs = 1_893_456_000_000,
         SealedPayload = ByteString.CopyFrom(Enumerable.Range(0, 1024 + EnvelopeFormat.SealOverhead).Select(i => (byte)(i % 251)).ToArray()),
         SendingKey = ByteString.CopyFrom(Range(32, 32)),
-        Pow = new ProofOfWork { Bits = 8, Nonce = 439 },
+        Pow = new ProofOfWork { Bits = 10, Nonce = 439 },
         Signature = ByteString.CopyFrom(new byte[64]),
     };
 
@@ -52,14 +52,18 @@ public sealed class EnvelopeIdTests
         byte[] core = EnvelopeFormat.CoreBytes(envelope);
         Assert.Equal(Convert.ToHexStringLower(expectedCore), Convert.ToHexStringLower(core));
         Assert.Equal(VectorCoreDigest, Convert.ToHexStringLower(NSec.Cryptography.HashAlgorithm.Blake2b_256.Hash(core)));
-        Assert.Equal(Convert.ToHexStringLower([.. expectedCore, 0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0x01, 0xB7]), Convert.ToHexStringLower(EnvelopeFormat.SigningBytes(envelope)));
+        Assert.Equal(Convert.ToHexStringLower([.. expectedCore, 0, 0, 0, 10, 0, 0, 0, 0, 0, 0, 0x01, 0xB7]), Convert.ToHexStringLower(EnvelopeFormat.SigningBytes(envelope)));
         Assert.Equal(VectorId, Convert.ToHexStringLower(EnvelopeFormat.EnvelopeId(envelope)));
 
         // The stamp: BLAKE2b-256("meganet-pow-v1" ‖ core digest ‖ nonce) = 00 36 ..: 10 leading zero bits.
         Assert.Equal(VectorPowHash, Convert.ToHexStringLower(NSec.Cryptography.HashAlgorithm.Blake2b_256.Hash([.. "meganet-pow-v1"u8, .. Convert.FromHexString(VectorCoreDigest), 0, 0, 0, 0, 0, 0, 0x01, 0xB7])));
         Assert.Equal(10, EnvelopeFormat.PowZeroBits(Convert.FromHexString(VectorCoreDigest), 439));
         Assert.True(EnvelopeFormat.HasValidPow(envelope, 8));
-        Assert.False(EnvelopeFormat.HasValidPow(envelope, 9)); // the stamp claims 8: a node demanding 9 refuses it
+        Assert.True(EnvelopeFormat.HasValidPow(envelope, 10));
+        Assert.False(EnvelopeFormat.HasValidPow(envelope, 11)); // the stamp claims 10: a node demanding 11 refuses it
+        envelope.Pow.Bits = 8; // a claim below the zeros the hash has: refused, else one stamp would be three envelopes
+        Assert.False(EnvelopeFormat.HasValidPow(envelope, 8));
+        envelope.Pow.Bits = 10;
         envelope.Pow.Nonce = 438; // the nonce before it has fewer than 8
         Assert.False(EnvelopeFormat.HasValidPow(envelope, 8));
 

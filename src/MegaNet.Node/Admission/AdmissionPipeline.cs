@@ -261,11 +261,16 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
         }
         else if (!EnvelopeFormat.HasValidPow(pending.SigningBytes[..EnvelopeFormat.CoreLength], envelope, bits = PowBitsFor(pending.Recipient.Span, pending.Canonical.Length, out bool forMailbox)))
         {
+            // A stamp that claims enough but whose hash does not begin with exactly that many zero bits: say so, since
+            // "at least N bits" would send its client to stamp again with the same mistake.
+            string? falseClaim = envelope.Pow is { } pow && pow.Bits >= bits
+                ? $" This envelope's stamp claims {pow.Bits} bits, but its hash does not begin with exactly {pow.Bits} zero bits (a stamp claims the zero bits its hash has, no fewer; docs/protocol.md)."
+                : null;
             refusal = forMailbox
                 ? Reject("mailbox_pow", StatusCode.FailedPrecondition,
-                    $"The recipient's mailbox is nearly full, so mail to it needs a proof-of-work stamp of at least {bits} bits until its owner collects mail (see Status.limits.mailbox_pow_from_percent).", powBits: bits)
+                    $"The recipient's mailbox is nearly full, so mail to it needs a proof-of-work stamp of at least {bits} bits until its owner collects mail (see Status.limits.mailbox_pow_from_percent).{falseClaim}", powBits: bits)
                 : Reject("pow", StatusCode.FailedPrecondition,
-                    $"The node is under load (or holds much mail) and requires a proof-of-work stamp of at least {bits} bits (see Status.pow_bits_required).", powBits: bits);
+                    $"The node is under load (or holds much mail) and requires a proof-of-work stamp of at least {bits} bits (see Status.pow_bits_required).{falseClaim}", powBits: bits);
         }
         else
         {
