@@ -56,11 +56,13 @@ public sealed class RoutingTests
         using var router = new RoutingBatchVerifier(gpu, cpu, threshold: 2, faults.Add);
         (SignatureCase[] cases, bool[] expected) = Backends.Mixed(12, 16);
         using SignatureBatch batch = Backends.ToBatch(cases);
+        Assert.Equal("gpu", router.Name);
 
         Assert.Equal(expected, router.Verify(batch));
         Assert.Equal(expected, router.Verify(batch));
         Assert.Single(faults);
         Assert.True(router.AcceleratorFailed);
+        Assert.Equal("simd", router.Name); // what a node's Status reports from now on
         Assert.Equal(1, gpu.Calls);
         Assert.Equal(2, cpu.Calls);
         Assert.Contains("faulted", router.Description);

@@ -59,8 +59,9 @@ public sealed class RoutingBatchVerifier : BatchVerifierBase
     /// <summary>True once the accelerator faulted and everything runs on the CPU backend.</summary>
     public bool AcceleratorFailed => _state.Failed;
 
-    /// <inheritdoc />
-    public override string Name => _accelerator.Name;
+    /// <summary>The accelerator's name, or the CPU backend's once the accelerator faulted: what verifies now (a node's
+    /// <c>Status</c> reports it).</summary>
+    public override string Name => _state.Failed ? _cpu.Name : _accelerator.Name;
 
     /// <inheritdoc />
     public override string Description => _state.Failed
