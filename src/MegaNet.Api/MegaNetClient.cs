@@ -270,7 +270,7 @@ public sealed class MegaNetClient : IDisposable
         byte[] id = EnvelopeFormat.EnvelopeId(envelope);
         if (!receipt.EnvelopeId.Span.SequenceEqual(id))
         {
-            throw new InvalidOperationException(
+            throw new NodeMisbehavedException(
                 $"The node's receipt names envelope {Convert.ToHexStringLower(receipt.EnvelopeId.Span)}, not the one sent ({Convert.ToHexStringLower(id)}). " +
                 "The node is faulty, or older than the envelope-id rule of docs/protocol.md (changed 2026-11-28): do not count this as delivered.");
         }
@@ -354,7 +354,7 @@ public sealed class MegaNetClient : IDisposable
     /// </summary>
     /// <exception cref="RpcException">The stream itself ended (the node is stopping, a request it could not take, the
     /// connection failed): the results yielded before it stand, the envelopes after them were not answered.</exception>
-    /// <exception cref="InvalidOperationException">The node answered a request with another number of results than it
+    /// <exception cref="NodeMisbehavedException">The node answered a request with another number of results than it
     /// had envelopes, gave a receipt naming another envelope than the one in its place, or ended the stream without
     /// answering every request: it is faulty, and what it answered from there on is not to be counted as delivered (the
     /// results yielded before stand).</exception>
@@ -375,12 +375,12 @@ public sealed class MegaNetClient : IDisposable
             {
                 if (!sent.TryDequeue(out SubmitBatchRequest? request))
                 {
-                    throw new InvalidOperationException("The node sent an answer with no request waiting for one: it is faulty; do not count what it answers from here on as delivered.");
+                    throw new NodeMisbehavedException("The node sent an answer with no request waiting for one: it is faulty; do not count what it answers from here on as delivered.");
                 }
 
                 if (request.Envelopes.Count != answer.Results.Count)
                 {
-                    throw new InvalidOperationException(
+                    throw new NodeMisbehavedException(
                         $"The node answered a request of {request.Envelopes.Count} envelope(s) with {answer.Results.Count} result(s): it is faulty; do not count what it answers from here on as delivered.");
                 }
 
@@ -389,7 +389,7 @@ public sealed class MegaNetClient : IDisposable
                     SubmitResult result = answer.Results[i];
                     if (result.Receipt is { } receipt && !receipt.EnvelopeId.Span.SequenceEqual(EnvelopeFormat.EnvelopeId(request.Envelopes[i])))
                     {
-                        throw new InvalidOperationException(
+                        throw new NodeMisbehavedException(
                             $"The node's receipt names envelope {Convert.ToHexStringLower(receipt.EnvelopeId.Span)}, not the one in its place ({Convert.ToHexStringLower(EnvelopeFormat.EnvelopeId(request.Envelopes[i]))}): it is faulty; do not count this as delivered.");
                     }
 
@@ -400,7 +400,7 @@ public sealed class MegaNetClient : IDisposable
             // A node ends the stream only once the client has ended its side: a request still queued was never answered.
             if (!sent.IsEmpty)
             {
-                throw new InvalidOperationException($"The node ended the stream with {sent.Count} request(s) unanswered: their envelopes may or may not be stored.");
+                throw new NodeMisbehavedException($"The node ended the stream with {sent.Count} request(s) unanswered: their envelopes may or may not be stored.");
             }
         }
         finally
@@ -906,6 +906,11 @@ public sealed class NodeSilentException(TimeSpan waited, TimeSpan keepaliveInter
     /// <summary>How long the client waited.</summary>
     public TimeSpan Waited { get; } = waited;
 }
+
+/// <summary>A node answered against the protocol (a receipt for another envelope, answers that do not match the
+/// requests): it is faulty, and what it answered is not to be counted as delivered. An
+/// <see cref="InvalidOperationException"/>, as it was before it had a type of its own.</summary>
+public sealed class NodeMisbehavedException(string message) : InvalidOperationException(message);
 
 /// <summary>A node showed another node id than the client expects; nothing was signed.</summary>
 public sealed class NodeIdMismatchException(byte[] expected, byte[] actual)

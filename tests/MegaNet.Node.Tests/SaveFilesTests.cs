@@ -143,12 +143,14 @@ public sealed class SaveFilesTests : IDisposable
 
         // Fetched again (not acknowledged): a file in one envelope whose bytes are there already under one of its names is
         // not saved again, and the output says where it is; one whose name holds other bytes now (changed by the user) is
-        // saved beside it, never over it; the parts of a file shown already are reported as copies of it.
+        // saved beside it, never over it. A file in parts, not acknowledged either, is made whole again by its first part
+        // (its parts were kept) and found saved before; its other parts are reported as copies of it.
         await File.WriteAllTextAsync(Path.Combine(saveDir, "_._escape.txt"), "edited since");
         Result text = await Meganet("fetch", "-i", bobPath, "--node", url, "--save-files", saveDir);
         Assert.True(text.ExitCode == 0, text.Stderr);
         Assert.Contains($"file 'notes.txt' ({small.Length} bytes; saved as {Path.Combine(saveDir, "notes.txt")} before: the same bytes are there)", text.Stdout, StringComparison.Ordinal);
         Assert.Contains($"file '../escape.txt' ({small.Length} bytes; saved as {Path.Combine(saveDir, "_._escape (2).txt")})", text.Stdout, StringComparison.Ordinal);
+        Assert.Contains($"saved as {Path.Combine(saveDir, "notes (2).txt")} before: the same bytes are there", text.Stdout, StringComparison.Ordinal);
         Assert.Contains("parts of file 'notes.txt' from", text.Stderr, StringComparison.Ordinal);
         Assert.Contains("which was shown already", text.Stderr, StringComparison.Ordinal);
         Assert.Equal(4, Directory.GetFiles(saveDir).Length);
@@ -158,7 +160,7 @@ public sealed class SaveFilesTests : IDisposable
         Result again = await Meganet("fetch", "-i", bobPath, "--node", url, "--json", "--save-files", saveDir);
         Assert.True(again.ExitCode == 0, again.Stderr);
         JsonObject[] savedBefore = JsonLines(again).Where(m => m.ContainsKey("saved_as")).ToArray();
-        Assert.Equal(2, savedBefore.Length);
+        Assert.Equal(3, savedBefore.Length);
         Assert.All(savedBefore, m => Assert.True(m["saved_before"]!.GetValue<bool>()));
         Assert.Equal(4, Directory.GetFiles(saveDir).Length);
         Assert.Equal(small, await File.ReadAllBytesAsync(Path.Combine(saveDir, "notes.txt")));

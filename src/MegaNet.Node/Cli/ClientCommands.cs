@@ -362,6 +362,8 @@ internal static partial class ClientCommands
             FlushStandardOutputToDisk("no message was acknowledged");
             int deleted = await client.AckAsync(id, toAcknowledge, ct);
             Console.Error.WriteLine($"acknowledged {deleted} message(s)");
+            inbox.Acknowledged(toAcknowledge);
+            inbox.ForgetAcknowledged();
             // The bytes the acknowledged ones took are not known here: after an ack the count alone says how full it is.
             waiting -= deleted;
         }
@@ -476,7 +478,7 @@ internal static partial class ClientCommands
         // The node id is known by the first message: the subscription that brought it was signed for that node.
         // Every later connection (a subscription again, the acknowledgements) is held to the node id the first one saw.
         MegaNetClient Reconnect() => new(address, client.NodeId, options: connection);
-        ListenAcknowledger? acknowledger = ack ? new ListenAcknowledger(id, Reconnect) : null;
+        ListenAcknowledger? acknowledger = ack ? new ListenAcknowledger(id, Reconnect, inbox.Acknowledged) : null;
         ulong cursor = after; // the last sequence number printed or reported: a new subscription resumes after it
         bool subscribed = false; // since the last failure
         bool everSubscribed = false;
@@ -530,7 +532,7 @@ internal static partial class ClientCommands
                     // The node ends a subscription only with an error; an end without one is resumed the same way.
                     throw new RpcException(new Status(StatusCode.Unavailable, "the node ended the subscription"));
                 }
-                catch (Exception e) when (everSubscribed && !ct.IsCancellationRequested && IsTransient(e))
+                catch (Exception e) when (everSubscribed && !ct.IsCancellationRequested && (IsTransient(e) || RetryHint(e) is not null || e is RpcException { StatusCode: StatusCode.DeadlineExceeded }))
                 {
                     // A subscription that worked once is resumed; one that never worked (a wrong address, no node
                     // there) fails at once, as before.
@@ -543,8 +545,10 @@ internal static partial class ClientCommands
                         throw new ListenGaveUpException($"gave up after {failing.TotalSeconds:0} s without a subscription (--retry-for {retryFor}): {Describe(e)}", e);
                     }
 
-                    Console.Error.WriteLine($"meganet: subscription lost ({Describe(e)}); subscribing again after seq {cursor} in {delay.TotalSeconds:0} s.");
-                    await Task.Delay(delay, ct);
+                    // A refusal that says when to come back (the mailbox opened too often) is waited out whole.
+                    TimeSpan wait = RetryHint(e) is { } hint && hint > delay ? hint : delay;
+                    Console.Error.WriteLine($"meganet: subscription lost ({Describe(e)}); subscribing again after seq {cursor} in {wait.TotalSeconds:0} s.");
+                    await Task.Delay(wait, ct);
                     delay = NextRetryDelay(delay);
 
                     // A fresh connection: the old one may be the dead one, and the client would reuse it. Held to the
@@ -575,11 +579,16 @@ internal static partial class ClientCommands
             {
                 await acknowledger.DisposeAsync();
                 Console.Error.WriteLine($"acknowledged {acknowledger.Acknowledged} message(s)");
+                inbox.ForgetAcknowledged();
             }
         }
 
         return 0;
     }
+
+    /// <summary>The wait a refusal asks for (RESOURCE_EXHAUSTED with <c>retry-after-ms</c>, such as a mailbox opened
+    /// too often), else null: such a refusal passes.</summary>
+    internal static TimeSpan? RetryHint(Exception e) => e is RpcException { StatusCode: StatusCode.ResourceExhausted } r ? r.RetryAfter() : null;
 
     /// <summary>Failures that a later subscription may not meet: the node unreachable or going down (Unavailable),
     /// a connection that broke (a transport error, which carries a DebugException), or a node gone silent.</summary>
@@ -1059,7 +1068,7 @@ internal static partial class ClientCommands
             Console.Error.WriteLine($"meganet: {Describe(e)}");
             return 2;
         }
-        catch (Exception e) when (e is NodeSilentException or ListenGaveUpException or PowDemandTooHighException)
+        catch (Exception e) when (e is NodeSilentException or ListenGaveUpException or PowDemandTooHighException or NodeMisbehavedException)
         {
             Console.Error.WriteLine($"meganet: {e.Message}");
             return 2;

@@ -26,6 +26,16 @@ internal sealed class Inbox(bool json, ContactsFollower contacts, ReceivedParts 
     // Files whose parts came again after the file was shown: reported once a run, not once a part (hundreds).
     private readonly HashSet<string> _copiesReported = [];
 
+    // Files in parts shown in this run (their parts directories): the other parts of such a file, fetched again in the
+    // same run while every part is still kept, would each make it whole again.
+    private readonly HashSet<string> _shownFiles = new(StringComparer.Ordinal);
+
+    // Files shown whose parts are kept until the message that made them whole is acknowledged: forgotten at once, the
+    // parts acknowledged before were nowhere but in output that might never be kept (a fetch without --ack piped
+    // away, a crash before standard output reached the disk), and the rest, fetched again, were "copies" of it.
+    private readonly List<(ulong Seq, ReceivedParts.Whole File)> _awaitingAck = [];
+    private readonly System.Collections.Concurrent.ConcurrentQueue<ulong> _acknowledged = new();
+
     // Not disposed: disposing flushes, and after a failed write that would throw again over the clear error.
     private readonly StreamWriter _output = ClientCommands.StandardOutput();
 
@@ -60,8 +70,14 @@ internal sealed class Inbox(bool json, ContactsFollower contacts, ReceivedParts 
             return KeepsFiles || m.Content.ContentType.StartsWith("text/", StringComparison.Ordinal);
         }
 
+        ForgetAcknowledged();
         switch (parts.Add(m, fromContact: senderName is not null))
         {
+            case ReceivedParts.Whole whole when !_shownFiles.Add(whole.Directory):
+                // Another part of a file this run has shown (all its parts came again): a copy, acknowledged or left
+                // on the node as the file itself was.
+                ReportCopy(m, senderName, whole.Directory);
+                return KeepsFiles;
             case ReceivedParts.Whole whole:
                 Show(whole.File, senderName, consequence, whole.Count);
                 if (!KeepsFiles)
@@ -72,11 +88,10 @@ internal sealed class Inbox(bool json, ContactsFollower contacts, ReceivedParts 
                     return false;
                 }
 
-                parts.Forget(whole);
+                _awaitingAck.Add((m.Seq, whole));
                 break;
-            case ReceivedParts.ShownAlready copy when _copiesReported.Add(copy.File):
-                Console.Error.WriteLine($"[{m.Seq}] skipped: parts of file '{ClientCommands.Printable(m.Content.FileName, multiline: false)}' from {Shown(senderName, m.Sender)}, " +
-                    "which was shown already: copies until they are acknowledged (the others of this file are not listed)");
+            case ReceivedParts.ShownAlready copy:
+                ReportCopy(m, senderName, copy.File);
                 break;
             case ReceivedParts.Deferred d:
                 Console.Error.WriteLine($"[{m.Seq}] {d.Reason}");
@@ -92,6 +107,54 @@ internal sealed class Inbox(bool json, ContactsFollower contacts, ReceivedParts 
         }
 
         return true;
+    }
+
+    /// <summary>Messages the node confirmed deleted (any thread): the files in parts they made whole are forgotten by
+    /// the next <see cref="Deliver"/> or <see cref="ForgetAcknowledged"/>.</summary>
+    public void Acknowledged(IEnumerable<ulong> seqs)
+    {
+        foreach (ulong seq in seqs)
+        {
+            _acknowledged.Enqueue(seq);
+        }
+    }
+
+    /// <summary>Deletes the kept parts of the files shown whose last message was acknowledged (on the thread that
+    /// delivers). A failure only leaves the parts behind, to be pruned: the file was shown and acknowledged.</summary>
+    public void ForgetAcknowledged()
+    {
+        if (_acknowledged.IsEmpty)
+        {
+            return;
+        }
+
+        var acked = new HashSet<ulong>();
+        while (_acknowledged.TryDequeue(out ulong seq))
+        {
+            acked.Add(seq);
+        }
+
+        foreach ((ulong seq, ReceivedParts.Whole file) in _awaitingAck.Where(f => acked.Contains(f.Seq)).ToList())
+        {
+            _awaitingAck.Remove((seq, file));
+            try
+            {
+                parts.Forget(file);
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                Console.Error.WriteLine($"meganet: the parts of file '{ClientCommands.Printable(file.File.Content.FileName, multiline: false)}' (shown and acknowledged) could not be deleted from {file.Directory} ({e.Message}); they are deleted {SeenMessages.Window.TotalDays:0} days after they came.");
+            }
+        }
+    }
+
+    private void ReportCopy(ReceivedMessage m, string? senderName, string file)
+    {
+        if (_copiesReported.Add(file))
+        {
+            Console.Error.WriteLine($"[{m.Seq}] skipped: parts of file '{ClientCommands.Printable(m.Content.FileName, multiline: false)}' from {Shown(senderName, m.Sender)}, " +
+                "which was shown already: copies until they are acknowledged (the others of this file are not listed)");
+        }
     }
 
     /// <summary>Whether a file's bytes reach the user: in the JSON (base64) or in <c>--save-files</c>' directory.</summary>

@@ -19,20 +19,23 @@ internal sealed class ListenAcknowledger : IAsyncDisposable
     private readonly CancellationTokenSource _stop = new();
     private readonly Identity _identity;
     private readonly Func<MegaNetClient> _connect;
+    private readonly Action<IReadOnlyList<ulong>> _acknowledged;
     private readonly Task _loop;
-    private int _acknowledged;
+    private int _acknowledgedCount;
 
     /// <param name="identity">The mailbox's owner, who signs each acknowledgement.</param>
     /// <param name="connect">A client for the node listen subscribed to, held to the node id it signed for.</param>
-    public ListenAcknowledger(Identity identity, Func<MegaNetClient> connect)
+    /// <param name="acknowledged">Told, on this type's own thread, of each batch the node confirmed deleted.</param>
+    public ListenAcknowledger(Identity identity, Func<MegaNetClient> connect, Action<IReadOnlyList<ulong>> acknowledged)
     {
         _identity = identity;
         _connect = connect;
+        _acknowledged = acknowledged;
         _loop = Task.Run(LoopAsync);
     }
 
     /// <summary>Messages the node confirmed deleted so far.</summary>
-    public int Acknowledged => Volatile.Read(ref _acknowledged);
+    public int Acknowledged => Volatile.Read(ref _acknowledgedCount);
 
     /// <summary>Queues a message that has been written out (and flushed) for deletion (nothing, once acknowledging has
     /// stopped on a refusal).</summary>
@@ -86,7 +89,8 @@ internal sealed class ListenAcknowledger : IAsyncDisposable
                     client ??= _connect();
                     // Shown is written, not yet durable when standard output is a file: flushed before the node deletes.
                     ClientCommands.FlushStandardOutputToDisk(null);
-                    Interlocked.Add(ref _acknowledged, await client.AckAsync(_identity, batch, _stop.Token).ConfigureAwait(false));
+                    Interlocked.Add(ref _acknowledgedCount, await client.AckAsync(_identity, batch, _stop.Token).ConfigureAwait(false));
+                    _acknowledged(batch);
                     batch.Clear();
                     delay = ClientCommands.FirstRetryDelay;
                 }
@@ -94,10 +98,11 @@ internal sealed class ListenAcknowledger : IAsyncDisposable
                 {
                     // The node restarting, the connection gone (listen itself subscribes again meanwhile): the same
                     // messages again, on a fresh connection, after a wait.
-                    Console.Error.WriteLine($"meganet: acknowledging {batch.Count} message(s) failed ({ClientCommands.Describe(e)}); trying again in {delay.TotalSeconds:0} s.");
+                    TimeSpan wait = ClientCommands.RetryHint(e) is { } hint && hint > delay ? hint : delay;
+                    Console.Error.WriteLine($"meganet: acknowledging {batch.Count} message(s) failed ({ClientCommands.Describe(e)}); trying again in {wait.TotalSeconds:0} s.");
                     client?.Dispose();
                     client = null;
-                    await Task.Delay(delay, _stop.Token).ConfigureAwait(false);
+                    await Task.Delay(wait, _stop.Token).ConfigureAwait(false);
                     delay = ClientCommands.NextRetryDelay(delay);
                 }
             }
@@ -136,6 +141,7 @@ internal sealed class ListenAcknowledger : IAsyncDisposable
         return count;
     }
 
-    /// <summary>Failures a later try may not meet: those listen subscribes again after, and a node too slow to answer.</summary>
-    private static bool IsPassing(Exception e) => ClientCommands.IsTransient(e) || e is RpcException { StatusCode: StatusCode.DeadlineExceeded };
+    /// <summary>Failures a later try may not meet: those listen subscribes again after, a node too slow to answer, and a
+    /// refusal that says when to come back (the mailbox opened too often: each acknowledgement opens it).</summary>
+    private static bool IsPassing(Exception e) => ClientCommands.IsTransient(e) || ClientCommands.RetryHint(e) is not null || e is RpcException { StatusCode: StatusCode.DeadlineExceeded };
 }

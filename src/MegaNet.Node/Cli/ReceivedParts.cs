@@ -11,9 +11,9 @@ namespace MegaNet.Node.Cli;
 /// whole: the directory with the extension <c>.parts</c> (<c>bob.json</c> → <c>bob.parts</c>, mode 0700), one
 /// directory per file (sender address and file id), each part's opened content in a file of its own. A part is on disk
 /// (flushed, and its directory entry too) before <see cref="Add"/> returns, so <c>--ack</c> may delete it from the
-/// node; once the file is whole, checked and shown, its parts are deleted here, and the envelope ids that made it are
-/// remembered (<c>KEY.done</c>), so those envelopes, fetched again before they were acknowledged, are copies of a file
-/// shown already rather than the start of another. Parts of a file that never becomes whole, and those records, are
+/// node; once the file is whole, checked and shown, and the message that made it whole acknowledged, its parts are
+/// deleted here (<see cref="Forget"/>), and the envelope ids that brought them are remembered (<c>KEY.done</c>), so
+/// those envelopes, fetched again, are copies of a file shown already rather than the start of another. Parts of a file that never becomes whole, and those records, are
 /// deleted <see cref="SeenMessages.Window"/> after they were last written (checked at start and hourly). A
 /// <c>fetch</c> and a <c>listen</c> of the same identity take turns through a lock beside the directory.
 /// </summary>
@@ -135,6 +135,10 @@ internal sealed class ReceivedParts
             {
                 return new Refused($"part {header.Index + 1} of file '{name}' came twice with different contents");
             }
+
+            // Another envelope with the same part (the file sent again after a send that stopped part-way) is remembered
+            // too: otherwise, once the file is forgotten, it would start the same file over as a set never whole.
+            RememberEnvelope(file, header.Index, envelope, known: true);
         }
         else
         {
@@ -149,8 +153,7 @@ internal sealed class ReceivedParts
             long before = BytesIn(file, kept);
             PrivateFile.Write(path, stream => stream.Write(bytes), replace: true);
             _sizes[file] = (kept.Length + 1, before + bytes.Length);
-            // Which envelope brought it (not flushed: losing a line costs only the recognition of a copy).
-            File.AppendAllText(Path.Combine(file, IdsFile), $"{header.Index} {envelope}\n");
+            RememberEnvelope(file, header.Index, envelope, known: false);
             have++;
         }
 
@@ -178,14 +181,27 @@ internal sealed class ReceivedParts
         return new Whole(part with { Content = opened }, header.Count, file);
     }
 
-    /// <summary>Deletes the parts of a file that has been shown (and saved), remembering the envelopes that made it.</summary>
+    /// <summary>Notes which envelope brought part <paramref name="index"/> of <paramref name="file"/> (not flushed: losing
+    /// a line costs only the recognition of a copy). A part new here came in a new envelope; one kept already may have
+    /// come in the same envelope before (<paramref name="known"/>: looked up first).</summary>
+    private static void RememberEnvelope(string file, int index, string envelope, bool known)
+    {
+        string ids = Path.Combine(file, IdsFile);
+        if (!known || !File.Exists(ids) || !File.ReadLines(ids).Any(line => line.EndsWith(" " + envelope, StringComparison.Ordinal)))
+        {
+            File.AppendAllText(ids, $"{index} {envelope}\n");
+        }
+    }
+
+    /// <summary>Deletes the parts of a file that has been shown (and saved) and acknowledged, remembering the envelopes
+    /// that brought them beside those of the times it was made whole before.</summary>
     public void Forget(Whole whole)
     {
         using LockedFile held = Lock();
         string ids = Path.Combine(whole.Directory, IdsFile);
         if (File.Exists(ids))
         {
-            File.Move(ids, whole.Directory + DoneExtension, overwrite: true);
+            File.AppendAllText(whole.Directory + DoneExtension, File.ReadAllText(ids));
         }
 
         if (System.IO.Directory.Exists(whole.Directory))

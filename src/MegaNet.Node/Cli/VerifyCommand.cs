@@ -100,19 +100,21 @@ internal static class VerifyCommand
         // output that cannot be written is said at once.
         using TextReader reader = inputPath == "-" ? Console.In : new StreamReader(inputPath, Encoding.UTF8);
         // Write to a temporary file and move it into place, so a bad line never leaves a half-written --out file.
-        string? temp = outputPath == "-" ? null : outputPath + ".tmp";
+        // Its name is this run's own, made only if nothing is there (not through a link, not over a file a name like
+        // OUT.tmp could be, nor shared with another run writing the same --out).
+        string? temp = outputPath == "-" ? null : $"{outputPath}.{Convert.ToHexStringLower(System.Security.Cryptography.RandomNumberGenerator.GetBytes(8))}.tmp";
         if (temp is not null)
         {
             // Written and removed at once: a place that cannot take the output is said before the backend is set up, and
             // nothing is left there if that set-up (which cannot be interrupted) is cut short by a second Ctrl+C.
-            File.Create(temp).Dispose();
+            new FileStream(temp, FileMode.CreateNew, FileAccess.Write).Dispose();
             File.Delete(temp);
         }
 
         try
         {
             using IBatchVerifier verifier = VerifierCatalog.Create().Create(backendName, new VerifierOptions { Threads = threads });
-            TextWriter writer = temp is null ? ClientCommands.StandardOutput() : new StreamWriter(temp, false, new UTF8Encoding(false));
+            TextWriter writer = temp is null ? ClientCommands.StandardOutput() : new StreamWriter(new FileStream(temp, FileMode.CreateNew, FileAccess.Write), new UTF8Encoding(false));
             if (verifier.Rule != VerificationRule.MegaNet)
             {
                 Console.Error.WriteLine($"meganet verify: note: backend '{verifier.Name}' applies libsodium's rule, not MegaNet's (docs/verification.md).");
