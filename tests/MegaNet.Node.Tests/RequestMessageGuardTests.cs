@@ -109,6 +109,29 @@ public sealed class RequestMessageGuardTests
     }
 
     [Fact]
+    public async Task A_submit_stream_ended_for_the_budget_keeps_its_retry_hint()
+    {
+        // A site's quarter of 128 MiB nearly taken by two stalled 16 MiB messages; then a submit stream's message does
+        // not fit. The refusal ends the stream (after the requests before it are answered) with the unary call's hint:
+        // the stream's own status kept the code and dropped the trailer.
+        await using TestNode node = await TestNode.StartAsync(o => o.ArrivingMessageMiB = 128);
+        RequestMessageGuard guard = node.Services.GetRequiredService<RequestMessageGuard>();
+        using HttpClient http = Http(node);
+        const int Declared = 16 << 20, Sent = Declared - (64 << 10), Held = 5 + Sent;
+        await using StalledCall first = await StalledCall.StartAsync(http, "VerifyBatch", Declared, Sent);
+        await WaitForAsync(() => guard.Arriving == Held, () => $"the first message to be charged (charged: {guard.Arriving:N0})");
+        await using StalledCall second = await StalledCall.StartAsync(http, "VerifyBatch", Declared, Sent);
+        await WaitForAsync(() => guard.Arriving == 2 * Held, () => $"the second message to be charged (charged: {guard.Arriving:N0})");
+
+        await using StalledCall streamed = await StalledCall.StartAsync(http, "SubmitStream", 200_000, 199_000);
+        (string status, string message) = await streamed.StatusAsync();
+        Assert.Equal("8", status);
+        Assert.Contains("Request 1 of this stream could not be read: The node is receiving too many large messages at once", message, StringComparison.Ordinal);
+        Assert.Equal("1000", streamed.Header("retry-after-ms"));
+        node.AssertNoServerErrors();
+    }
+
+    [Fact]
     public async Task A_compressed_request_is_refused()
     {
         // The size limits are read on the wire: a 64 KiB gzip Ack could inflate to 16 MiB inside the node.

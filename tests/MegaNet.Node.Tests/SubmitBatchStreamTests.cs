@@ -294,7 +294,7 @@ public sealed class SubmitBatchStreamTests
         using Identity alice = Identity.Create(), bob = Identity.Create();
         List<Envelope> envelopes = [.. Enumerable.Range(0, 6).Select(i => Seal(alice, bob, i))];
         var results = new List<SubmitResult>();
-        InvalidOperationException e = await Assert.ThrowsAsync<InvalidOperationException>(async () =>
+        NodeMisbehavedException e = await Assert.ThrowsAsync<NodeMisbehavedException>(async () =>
         {
             await foreach (SubmitResult r in client.SubmitBatchesAsync(envelopes, perRequest: 3))
             {

@@ -98,8 +98,15 @@ internal sealed class MalformedRequestMethodProvider<[DynamicallyAccessedMembers
     {
         Func<DeserializationContext, TRequest> parse = method.RequestMarshaller.ContextualDeserializer;
         string detail = $"The {method.Name} request is not a valid {typeof(TRequest).Name} message";
+        RequestItemLimit? limit = RequestItemLimit.For<TRequest>();
         var marshaller = new Marshaller<TRequest>(method.RequestMarshaller.ContextualSerializer, context =>
         {
+            // Counted before parsing: parsed, a request of too many (empty) items costs many times its size.
+            if (limit?.Refusal(context.PayloadAsReadOnlySequence()) is { } tooMany)
+            {
+                throw new RpcException(new Status(StatusCode.InvalidArgument, tooMany));
+            }
+
             try
             {
                 return parse(context);

@@ -26,7 +26,16 @@ public sealed class RelayService(
     Microsoft.Extensions.Hosting.IHostApplicationLifetime lifetime,
     DelegatedVerificationGate verifyGate) : Relay.RelayBase
 {
-    private const int MaxVerifyItems = 65_536;
+    /// <summary>Most items (signatures, inclusion and consistency proofs together) in one <c>VerifyBatch</c> call.</summary>
+    internal const int MaxVerifyItems = 65_536;
+
+    /// <summary>The refusal of a <c>VerifyBatch</c> call of <paramref name="items"/> items.</summary>
+    internal static string TooManyVerifyItems(long items) =>
+        $"This VerifyBatch call has {items:N0} items; at most {MaxVerifyItems:N0} (signatures, inclusion and consistency proofs together, Status.limits.max_verify_batch) are taken in one call.";
+
+    /// <summary>Why a <c>SubmitBatchStream</c> request of <paramref name="count"/> envelopes is not admitted.</summary>
+    internal static string TooManyBatchEnvelopes(long count) =>
+        $"it holds {count:N0} envelopes, and a SubmitBatchRequest may hold at most {MaxBatchEnvelopes} (Status.limits.max_batch_envelopes)";
 
     /// <summary>Most envelopes in one <c>SubmitBatchStream</c> request: the protocol's limit, defined once with the client
     /// library (its bytes are bounded as a Submit request's are, by <see cref="RequestMessageGuard.EnvelopeMessageBytes"/>).</summary>
@@ -84,7 +93,7 @@ public sealed class RelayService(
         if (count > MaxBatchEnvelopes)
         {
             // Read but not admitted: the stream ends as for an unreadable request, after the answers before it.
-            throw new RpcException(new Status(StatusCode.InvalidArgument, $"it holds {count:N0} envelopes, and a SubmitBatchRequest may hold at most {MaxBatchEnvelopes} (Status.limits.max_batch_envelopes)"));
+            throw new RpcException(new Status(StatusCode.InvalidArgument, TooManyBatchEnvelopes(count)));
         }
 
         var tasks = new Task<Receipt>[count];
@@ -225,8 +234,10 @@ public sealed class RelayService(
             (StatusCode code, string what) = unreadable is RpcException { StatusCode: StatusCode.ResourceExhausted or StatusCode.DeadlineExceeded } rpc
                 ? (rpc.StatusCode, rpc.Status.Detail)
                 : (StatusCode.InvalidArgument, unreadable is RpcException other ? other.Status.Detail : $"it is not a {typeof(TRequest).Name} ({unreadable.Message})");
+            // The refusal's trailers (retry-after-ms, for arriving bytes over the node's budget) go with it.
             throw new RpcException(new Status(code,
-                $"Request {answered + 1} of this stream could not be read: {what.TrimEnd('.')}. The {answered} before it were answered; send the rest on a new stream."));
+                $"Request {answered + 1} of this stream could not be read: {what.TrimEnd('.')}. The {answered} before it were answered; send the rest on a new stream."),
+                unreadable is RpcException { StatusCode: StatusCode.ResourceExhausted } refused ? refused.Trailers : Metadata.Empty);
         }
 
         if (lifetime.ApplicationStopping.IsCancellationRequested)
@@ -575,8 +586,7 @@ public sealed class RelayService(
         int items = request.Signatures.Count + request.Inclusions.Count + request.Consistencies.Count;
         if (items > MaxVerifyItems)
         {
-            throw new RpcException(new Status(StatusCode.InvalidArgument,
-                $"This VerifyBatch call has {items:N0} items; at most {MaxVerifyItems:N0} (signatures, inclusion and consistency proofs together, Status.limits.max_verify_batch) are taken in one call."));
+            throw new RpcException(new Status(StatusCode.InvalidArgument, TooManyVerifyItems(items)));
         }
 
         DelegatedVerificationGate.Call? call = verifyGate.TryEnter(Source(context), request.Signatures.Count, out DelegatedVerificationGate.Refusal refusal, out int retryAfterMs);

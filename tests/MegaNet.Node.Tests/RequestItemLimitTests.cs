@@ -1,0 +1,99 @@
+using System.Buffers;
+using Google.Protobuf;
+using Grpc.Core;
+using Grpc.Net.Client;
+using MegaNet.Api.V1;
+using MegaNet.Node.Hosting;
+using MegaNet.Node.Services;
+
+namespace MegaNet.Node.Tests;
+
+/// <summary>Requests of too many items are refused from their tags, before they are parsed into objects.</summary>
+public sealed class RequestItemLimitTests
+{
+    [Fact]
+    public void Items_are_counted_on_the_wire_whatever_their_kind_and_other_fields_are_not()
+    {
+        var request = new VerifyBatchRequest();
+        request.Signatures.Add(Enumerable.Range(0, 65_000).Select(_ => new SignatureItem()));
+        request.Inclusions.Add(Enumerable.Range(0, 500).Select(_ => new InclusionItem { LeafIndex = 3, Path = { ByteString.CopyFrom(new byte[32]) } }));
+        request.Consistencies.Add(Enumerable.Range(0, 36).Select(_ => new ConsistencyItem { FirstSize = 1 }));
+        byte[] bytes = request.ToByteArray();
+        Assert.Null(RequestItemLimit.VerifyBatch.Refusal(new ReadOnlySequence<byte>(bytes))); // 65,536: the limit
+
+        // Fields the message does not define (each wire type) are skipped, not counted.
+        byte[] unknown = [0x20, 0x96, 0x01, 0x29, 1, 2, 3, 4, 5, 6, 7, 8, 0x32, 0x02, 0x0A, 0x00, 0x3D, 1, 2, 3, 4];
+        Assert.Null(RequestItemLimit.VerifyBatch.Refusal(new ReadOnlySequence<byte>([.. bytes, .. unknown])));
+
+        request.Consistencies.Add(new ConsistencyItem());
+        bytes = [.. request.ToByteArray(), .. unknown];
+        Assert.Equal("This VerifyBatch call has 65,537 items; at most 65,536 (signatures, inclusion and consistency proofs together, Status.limits.max_verify_batch) are taken in one call.",
+            RequestItemLimit.VerifyBatch.Refusal(new ReadOnlySequence<byte>(bytes)));
+        // The same, read from a payload in pieces of 1 to 7 bytes (as HTTP/2 frames may leave it): tags and lengths
+        // that straddle pieces are read whole.
+        Assert.Contains("has 65,537 items", RequestItemLimit.VerifyBatch.Refusal(InPieces(bytes)), StringComparison.Ordinal);
+
+        // Not protobuf, or cut short: left to the parser, which says what is wrong.
+        Assert.Null(RequestItemLimit.VerifyBatch.Refusal(new ReadOnlySequence<byte>(bytes[..^3])));
+        Assert.Null(RequestItemLimit.VerifyBatch.Refusal(new ReadOnlySequence<byte>([0x0B, 0x00])));
+
+        var batch = new SubmitBatchRequest();
+        batch.Envelopes.Add(Enumerable.Range(0, 256).Select(_ => new Envelope()));
+        Assert.Null(RequestItemLimit.SubmitBatch.Refusal(new ReadOnlySequence<byte>(batch.ToByteArray())));
+        batch.Envelopes.Add(new Envelope());
+        Assert.Equal("it holds 257 envelopes, and a SubmitBatchRequest may hold at most 256 (Status.limits.max_batch_envelopes)",
+            RequestItemLimit.SubmitBatch.Refusal(new ReadOnlySequence<byte>(batch.ToByteArray())));
+        Assert.Null(RequestItemLimit.For<SubmitRequest>());
+    }
+
+    [Fact]
+    public async Task A_verify_batch_of_millions_of_empty_items_is_refused_before_it_is_parsed()
+    {
+        await using TestNode node = await TestNode.StartAsync();
+        using GrpcChannel channel = GrpcChannel.ForAddress(node.Address, new GrpcChannelOptions { MaxSendMessageSize = null });
+        var raw = Marshallers.Create<byte[]>(b => b, b => b);
+        var verify = new Method<byte[], byte[]>(MethodType.Unary, "meganet.v1.Relay", "VerifyBatch", raw, raw);
+        // 16 MiB less a little (the method's limit) of inclusion items of one byte each, 3 bytes on the wire: parsed,
+        // each one an object and a path list, half a gigabyte or more of them. The byte, 0, is no protobuf tag, so a
+        // parser would have refused the request as not protobuf: the count's refusal shows that nothing was parsed.
+        byte[] request = new byte[(16 << 20) - 64];
+        for (int i = 0; i + 3 <= request.Length; i += 3)
+        {
+            request[i] = (VerifyBatchRequest.InclusionsFieldNumber << 3) | 2;
+            request[i + 1] = 1;
+        }
+
+        request = request[..(request.Length / 3 * 3)];
+        RpcException e = await Assert.ThrowsAsync<RpcException>(async () => await channel.CreateCallInvoker().AsyncUnaryCall(verify, null, new CallOptions(), request));
+        Assert.Equal(StatusCode.InvalidArgument, e.StatusCode);
+        Assert.Equal(RelayService.TooManyVerifyItems(request.Length / 3), e.Status.Detail);
+
+        // One such item alone is refused by the parser, as not protobuf.
+        e = await Assert.ThrowsAsync<RpcException>(async () => await channel.CreateCallInvoker().AsyncUnaryCall(verify, null, new CallOptions(), request[..3]));
+        Assert.StartsWith("The VerifyBatch request is not a valid VerifyBatchRequest message (", e.Status.Detail, StringComparison.Ordinal);
+        node.AssertNoServerErrors();
+    }
+
+    private static ReadOnlySequence<byte> InPieces(byte[] bytes)
+    {
+        Segment first = new(bytes.AsMemory(0, 1)), last = first;
+        for (int at = 1, size = 2; at < bytes.Length; at += size, size = (size % 7) + 1)
+        {
+            last = last.Append(bytes.AsMemory(at, Math.Min(size, bytes.Length - at)));
+        }
+
+        return new ReadOnlySequence<byte>(first, 0, last, last.Memory.Length);
+    }
+
+    private sealed class Segment : ReadOnlySequenceSegment<byte>
+    {
+        public Segment(ReadOnlyMemory<byte> memory) => Memory = memory;
+
+        public Segment Append(ReadOnlyMemory<byte> memory)
+        {
+            var next = new Segment(memory) { RunningIndex = RunningIndex + Memory.Length };
+            Next = next;
+            return next;
+        }
+    }
+}
