@@ -272,13 +272,19 @@ internal sealed class EnvelopeKv : IDisposable
 
     /// <summary>Metadata of an envelope (as <see cref="GetMetaAsync"/>), or null, for the store's prepare stage: on its own session (one thread at a
     /// time; it runs while the writer session applies an earlier group), waiting for a read from disk.</summary>
-    public byte[]? GetMetaForPrepare(ReadOnlySpan<byte> id)
+    public byte[]? GetMetaForPrepare(ReadOnlySpan<byte> id) => GetMetaWaiting(_lookup, id);
+
+    /// <summary>Metadata of an envelope, or null, on the writer session: for the one stage that writes the table (the
+    /// apply stage, replay), while the prepare stage may be reading on its own session.</summary>
+    public byte[]? GetMetaOnWriter(ReadOnlySpan<byte> id) => GetMetaWaiting(_writer, id);
+
+    private byte[]? GetMetaWaiting(ClientSession<SpanByte, SpanByte, SpanByte, byte[], Empty, SpanByteFunctions_ByteArrayOutput<Empty>> session, ReadOnlySpan<byte> id)
     {
-        Status status = StartRead(_lookup, 'E', id, out byte[] output);
+        Status status = StartRead(session, 'E', id, out byte[] output);
         if (status.IsPending)
         {
             Interlocked.Increment(ref _diskReads);
-            _lookup.CompletePendingWithOutputs(out CompletedOutputIterator<SpanByte, SpanByte, SpanByte, byte[], Empty> completed, wait: true);
+            session.CompletePendingWithOutputs(out CompletedOutputIterator<SpanByte, SpanByte, SpanByte, byte[], Empty> completed, wait: true);
             using (completed)
             {
                 (status, output) = Last(completed, status, output);

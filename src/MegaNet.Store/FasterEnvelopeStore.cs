@@ -1650,7 +1650,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         // of the indexes (Fetch, Subscribe, Status, proofs, the log-size gauge). The entries already left the indexes,
         // so no reader finds them any more; the apply stage is serial and a checkpoint's snapshot waits for it, so the
         // deletes still reach the table before the next group's writes and before any snapshot, as they did.
-        DeleteAckedBytes(acked);
+        DeleteAckedBytes(acked, _options.Clock.GetUtcNow().ToUnixTimeMilliseconds());
 
         if (leafCount > 0)
         {
@@ -1834,7 +1834,14 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
 
     // The bytes go; the metadata stays until expiry so a replay still gets its original receipt. Apply stage (or
     // replay) only, outside the index lock.
-    private void DeleteAckedBytes(List<(Key32 Recipient, IndexEntry Entry)>? acked)
+    //
+    // An entry whose envelope expired may no longer own the table's record of its id: a sweep deleted that record, the
+    // same envelope was put again (a new entry, a new record), and a crash before the sweep's checkpoint brought the
+    // old entry back. Acknowledging the old entry then wrote its metadata, without bytes, over the new put's record,
+    // which was lost. Only a record removed for expiry can be taken over, so only entries expired by now are looked
+    // up before the write (a read that may go to disk, on the stage that applies puts), and in replay every one,
+    // whatever the clock says now.
+    private void DeleteAckedBytes(List<(Key32 Recipient, IndexEntry Entry)>? acked, long checkExpiredBeforeUnixMs)
     {
         if (acked is null)
         {
@@ -1847,6 +1854,12 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         {
             BeforeAckDeleteForTests?.Invoke();
             entry.Id.CopyTo(id);
+            if (entry.ExpiresUnixMs <= checkExpiredBeforeUnixMs
+                && (_kv.GetMetaOnWriter(id) is not { } current || BinaryPrimitives.ReadInt64LittleEndian(current.AsSpan(48)) != entry.LogIndex))
+            {
+                continue; // the record is gone, or a later put of this id owns it
+            }
+
             EncodeMeta(recipient, entry, meta);
             _kv.DeleteBytes(id, meta);
         }
@@ -1973,7 +1986,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
                         // Nothing else runs during replay: the bytes go at once.
                         var acked = new List<(Key32, IndexEntry)>();
                         ApplyAck(new AckRequest(recipient, seqs), acked);
-                        DeleteAckedBytes(acked);
+                        DeleteAckedBytes(acked, long.MaxValue);
                         break;
                     }
 

@@ -493,6 +493,65 @@ public sealed class EnvelopeStoreTests : IDisposable
     }
 
     [Fact]
+    public async Task An_expired_entry_brought_back_by_a_crash_and_then_acknowledged_spares_a_later_put_of_its_envelope()
+    {
+        var clock = new ManualClock(DateTimeOffset.UtcNow);
+        StoreOptions options = Options(_dir, clock);
+        options.CheckpointInterval = TimeSpan.FromDays(1);
+        byte[] owner = Bytes(_random, 32), envelope = Bytes(_random, 300);
+        string crash = NewDirectory();
+        try
+        {
+            PutReceipt? again = null;
+            await using (FasterEnvelopeStore store = await FasterEnvelopeStore.OpenAsync(options))
+            {
+                PutReceipt first = await store.PutAsync(new PutRequest(envelope, owner, clock.Now.AddHours(1)));
+                await store.CheckpointAsync(); // names the entry
+                clock.Now = clock.Now.AddHours(2);
+
+                // The next checkpoint (one the committer starts in the background, as it does every minute) sweeps the
+                // expired entry and deletes its record. Before its manifest is written (a "kill -9" there), the same
+                // envelope is put again, which finds no record and is stored anew, and the old entry is acknowledged,
+                // which is logged although nothing live is left to delete.
+                var crashed = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+                store.AfterTableCheckpointForTests = async () =>
+                {
+                    store.AfterTableCheckpointForTests = null;
+                    options.CheckpointInterval = TimeSpan.FromDays(1);
+                    try
+                    {
+                        again = await store.PutAsync(new PutRequest(envelope, owner, clock.Now.AddDays(1)));
+                        Assert.False(again.Duplicate);
+                        Assert.Equal(0, await store.AckAsync(owner, [first.MailboxSeq]));
+                        CopyStoreFiles(store.StoreDirectory, Path.Combine(crash, "store"));
+                        crashed.SetResult();
+                    }
+                    catch (Exception e)
+                    {
+                        crashed.SetException(e);
+                    }
+                };
+                options.CheckpointInterval = TimeSpan.FromMilliseconds(10);
+                await Task.Delay(50);
+                await store.PutAsync(new PutRequest(Bytes(_random, 100), Bytes(_random, 32), clock.Now.AddDays(1)));
+                await crashed.Task.WaitAsync(TimeSpan.FromMinutes(2));
+            }
+
+            // Recovered from the first checkpoint: its entry is back, the log replays the put again and the ack of the
+            // old entry, and the ack must not write the old entry's metadata (without bytes) over the new put's record.
+            await using FasterEnvelopeStore recovered = await FasterEnvelopeStore.OpenAsync(Options(crash, clock));
+            MailboxEntry listed = Assert.Single((await recovered.ListAsync(owner, 0, 10)).Entries);
+            Assert.Equal(again!.MailboxSeq, listed.Seq);
+            Assert.Equal(envelope, listed.Envelope);
+            Assert.Equal(again.LogIndex, (await recovered.FindAsync(again.EnvelopeId))!.LogIndex);
+        }
+        finally
+        {
+            Directory.Delete(crash, recursive: true);
+        }
+    }
+
+    [Fact]
     public async Task An_ack_of_a_sequence_number_not_yet_given_deletes_nothing_live_or_after_replay()
     {
         StoreOptions options = Options(_dir);
