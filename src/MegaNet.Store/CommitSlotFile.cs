@@ -95,6 +95,22 @@ internal sealed class CommitSlotFile : ILogCommitManager
         return (info.BeginAddress, info.UntilAddress);
     }
 
+    /// <summary>The until address of the newest record written or read (with <see cref="CommitsInLog"/>: where a
+    /// recovery's forward scan starts), or null when there is none.</summary>
+    public long? NewestUntil
+    {
+        get
+        {
+            long newest;
+            lock (_lock)
+            {
+                newest = _newestWritten;
+            }
+
+            return newest >= 0 ? Range(newest)?.Until : null;
+        }
+    }
+
     /// <summary>Commit numbers of the readable records, newest first.</summary>
     public long[] Commits
     {

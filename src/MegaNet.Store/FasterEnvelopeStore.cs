@@ -1333,9 +1333,15 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     {
         _savedLeaves = written.Manifest.LeafCount;
         _checkpointedWal = written.Manifest.WalAddress;
-        if (written.Manifest.WalAddress > _log.BeginAddress)
+        // Not past where a recovery would start scanning (the newest commit record, which may be up to a second older
+        // than the checkpoint): FASTER asks for a new record at the new begin address and deletes the segments below it
+        // whether or not that record could be written, and a failed one (reported only at the next commit) would leave
+        // the newest readable record pointing into a deleted segment, so the store, every record after the checkpoint
+        // still on disk, would refuse to open. The rest goes at the next checkpoint.
+        long until = Math.Min(written.Manifest.WalAddress, _commitFile.NewestUntil ?? written.Manifest.WalAddress);
+        if (until > _log.BeginAddress)
         {
-            _log.TruncateUntil(written.Manifest.WalAddress);
+            _log.TruncateUntil(until);
         }
 
         _lastCheckpoint = Stopwatch.GetTimestamp();

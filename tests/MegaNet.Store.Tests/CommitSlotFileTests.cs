@@ -109,6 +109,27 @@ public sealed class CommitSlotFileTests : IDisposable
     }
 
     [Fact]
+    public void The_newest_records_until_address_is_where_a_recovery_scan_starts()
+    {
+        Directory.CreateDirectory(_dir);
+        static byte[] Real(long begin, long until) => new FasterLogRecoveryInfo { BeginAddress = begin, UntilAddress = until }.ToByteArray();
+        using (CommitSlotFile file = CommitSlotFile.Open(_dir, walBytes: 0))
+        {
+            file.CommitsInLog = true;
+            file.RecordEvery = TimeSpan.FromHours(1);
+            Assert.Null(file.NewestUntil);
+            file.Commit(64, 1_000, Real(64, 1_000), 1, forceWriteMetadata: false);
+            file.Commit(64, 2_000, Real(64, 2_000), 2, forceWriteMetadata: false); // no record: recovery scans from 1,000
+            Assert.Equal(1_000, file.NewestUntil);
+            file.Commit(1_500, 3_000, Real(1_500, 3_000), 3, forceWriteMetadata: true);
+            Assert.Equal(3_000, file.NewestUntil);
+        }
+
+        using CommitSlotFile reopened = CommitSlotFile.Open(_dir, walBytes: 3_000);
+        Assert.Equal(3_000, reopened.NewestUntil);
+    }
+
+    [Fact]
     public async Task With_the_commits_in_the_log_a_crash_keeps_every_acknowledged_put_while_the_file_holds_one_record()
     {
         StoreOptions options = Options(_dir);
