@@ -16,7 +16,7 @@
 
 import { createHash, hkdfSync, X509Certificate } from 'node:crypto';
 import { checkServerIdentity, rootCertificates } from 'node:tls';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, fstatSync, fsyncSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import grpc from '@grpc/grpc-js';
@@ -399,6 +399,19 @@ function messageLine(identity, item, parts) {
   }
 }
 
+// Writes `text` to standard output and resolves once it went through, or throws: console.log drops write errors (a
+// reader that went away, EPIPE), and `fetch --ack` must not delete what nobody got. With `durable` and standard output
+// a file, the file is flushed to the disk as well, as `meganet fetch --ack` does.
+process.stdout.on('error', () => {}); // reported through the write's callback instead
+async function writeOut(text, durable) {
+  try {
+    await new Promise((resolve, reject) => process.stdout.write(text, (error) => (error ? reject(error) : resolve())));
+    if (durable && fstatSync(1).isFile()) fsyncSync(1);
+  } catch (error) {
+    throw new Error(`cannot write to standard output (${error.message}); no message was acknowledged`);
+  }
+}
+
 async function fetch(node, identity, nodeId, ack, from) {
   const messages = [];
   const seqs = [];
@@ -413,7 +426,7 @@ async function fetch(node, identity, nodeId, ack, from) {
     }
     after = page.next_cursor;
   }
-  for (const m of messages) console.log(JSON.stringify(m));
+  await writeOut(messages.map((m) => `${JSON.stringify(m)}\n`).join(''), ack);
   for (const w of parts.waiting()) console.error(`${w} here; left on the node until the rest come`);
   if (ack && seqs.length > 0) {
     let deleted = 0;

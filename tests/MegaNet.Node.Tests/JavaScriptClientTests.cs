@@ -154,6 +154,13 @@ public sealed class JavaScriptClientTests : IDisposable
         ulong unread = Assert.Single((await client.FetchAsync(bob)).Messages).Seq;
         Assert.Equal("unread", (string)JsonNode.Parse(Line(await Js("fetch", "-i", bobPath, "--node", url, "--node-id", nodeId, "--after", (unread - 1).ToString(CultureInfo.InvariantCulture))))!["text"]!);
         Assert.Equal(string.Empty, (await Js("fetch", "-i", bobPath, "--node", url, "--node-id", nodeId, "--after", unread.ToString(CultureInfo.InvariantCulture))).Stdout.Trim());
+
+        // fetch --ack into a reader that went away (a broken pipe) deletes nothing: console.log had dropped the error.
+        Result gone = await RunAsync(Psi("fetch", "-i", bobPath, "--node", url, "--node-id", nodeId, "--ack"), closeStdout: true);
+        Assert.Equal(1, gone.ExitCode);
+        Assert.Contains("cannot write to standard output", gone.Stderr, StringComparison.Ordinal);
+        Assert.Contains("no message was acknowledged", gone.Stderr, StringComparison.Ordinal);
+        Assert.Equal(unread, Assert.Single((await client.FetchAsync(bob)).Messages).Seq);
         Result stray = await RunAsync(Psi("status", "--node", url, "--count", "3"));
         Assert.Equal(1, stray.ExitCode);
         Assert.Contains("status does not take --count", stray.Stderr, StringComparison.Ordinal);
