@@ -91,7 +91,7 @@ public sealed class SignatureBatch : IDisposable
     /// <summary>Appends an item and returns its index. A key or signature of the wrong length is accepted and
     /// marked malformed (verdict false), so one bad item never fails a whole batch.</summary>
     /// <exception cref="ArgumentException"><paramref name="message"/> is longer than <see cref="MaxMessageLength"/>, or
-    /// the batch's messages would pass 2 GiB.</exception>
+    /// the batch's messages would pass <see cref="Array.MaxLength"/> bytes (just under 2 GiB).</exception>
     public int Add(ReadOnlySpan<byte> publicKey, ReadOnlySpan<byte> signature, ReadOnlySpan<byte> message)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
@@ -120,9 +120,11 @@ public sealed class SignatureBatch : IDisposable
         int index = _count;
         EnsureItemCapacity(index + 1);
         int start = _offsets[index];
-        if (message.Length > int.MaxValue - start)
+        // Array.MaxLength, not int.MaxValue: past it the buffer's growth asked for an array .NET cannot make, and the
+        // batch threw OutOfMemoryException, which callers let through as fatal.
+        if (message.Length > Array.MaxLength - start)
         {
-            throw new ArgumentException("The batch cannot hold more than 2 GiB of messages.", nameof(message));
+            throw new ArgumentException($"The batch cannot hold more than {Array.MaxLength:N0} bytes of messages in all; verify this item in another batch.", nameof(message));
         }
 
         EnsureMessageCapacity(start + message.Length);
@@ -198,7 +200,9 @@ public sealed class SignatureBatch : IDisposable
             throw new InvalidOperationException($"A batch holds at most {MaxItems} items.");
         }
 
-        if (items * PublicKeySize > _keys.Length || items + 1 > _offsets.Length)
+        // All three checked: rentals past the pool's largest bucket are exact, so the signatures' buffer (twice the
+        // keys' bytes) can hold fewer items than the keys' and offsets' buffers.
+        if (items * PublicKeySize > _keys.Length || items * SignatureSize > _signatures.Length || items + 1 > _offsets.Length)
         {
             int target = (int)Math.Min(MaxItems, Math.Max(items, 2L * _offsets.Length));
             Grow(ref _keys, target * PublicKeySize, _count * PublicKeySize);
@@ -214,7 +218,7 @@ public sealed class SignatureBatch : IDisposable
     {
         if (bytes > _messages.Length)
         {
-            Grow(ref _messages, (int)Math.Min(int.MaxValue, Math.Max(bytes, (long)_messages.Length * 2)), _offsets[_count]);
+            Grow(ref _messages, (int)Math.Min(Array.MaxLength, Math.Max(bytes, (long)_messages.Length * 2)), _offsets[_count]);
         }
     }
 
