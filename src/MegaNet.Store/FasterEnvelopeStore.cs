@@ -2018,7 +2018,9 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
 
     private SignedTreeHead SignHead(long size, byte[] root)
     {
-        long now = _options.Clock.GetUtcNow().ToUnixTimeMilliseconds();
+        // Never earlier than the head before it (while this store is open): a clock stepped back would otherwise date a
+        // larger head before a smaller one. Across a restart only the clock orders them (docs/protocol.md).
+        long now = Math.Max(_options.Clock.GetUtcNow().ToUnixTimeMilliseconds(), _head?.TimestampUnixMs ?? 0);
         return new SignedTreeHead(size, root, now, _nodePublicKey, TreeHeadSignature.Sign(_options.NodeSecretKey, size, root, now));
     }
 

@@ -493,6 +493,20 @@ public sealed class EnvelopeStoreTests : IDisposable
     }
 
     [Fact]
+    public async Task A_clock_set_back_does_not_date_a_larger_head_before_a_smaller_one()
+    {
+        var clock = new ManualClock(DateTimeOffset.UtcNow);
+        await using FasterEnvelopeStore store = await FasterEnvelopeStore.OpenAsync(Options(_dir, clock));
+        PutReceipt first = await store.PutAsync(new PutRequest(Bytes(_random, 100), Bytes(_random, 32), clock.Now.AddDays(1)));
+        clock.Now = clock.Now.AddSeconds(-5); // NTP stepping the clock back
+        PutReceipt second = await store.PutAsync(new PutRequest(Bytes(_random, 100), Bytes(_random, 32), clock.Now.AddDays(1)));
+        Assert.True(second.TreeHead.TreeSize > first.TreeHead.TreeSize);
+        Assert.True(second.TreeHead.TimestampUnixMs >= first.TreeHead.TimestampUnixMs,
+            $"the larger head is dated {first.TreeHead.TimestampUnixMs - second.TreeHead.TimestampUnixMs} ms before the smaller one");
+        Assert.True(TreeHeadSignature.Verify(second.TreeHead.NodePublicKey, second.TreeHead.TreeSize, second.TreeHead.RootHash, second.TreeHead.TimestampUnixMs, second.TreeHead.Signature));
+    }
+
+    [Fact]
     public async Task An_expired_entry_brought_back_by_a_crash_and_then_acknowledged_spares_a_later_put_of_its_envelope()
     {
         var clock = new ManualClock(DateTimeOffset.UtcNow);
