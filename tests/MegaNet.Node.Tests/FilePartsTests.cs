@@ -190,6 +190,14 @@ public sealed class FilePartsTests(ITestOutputHelper output) : IDisposable
         string receiptPath = Path.Combine(_dir, "receipt.json");
         await File.WriteAllTextAsync(receiptPath, receipts[2]);
         AssertExit(await Meganet("verify-receipt", "-i", alicePath, "--receipt", receiptPath, "--node", url), 0);
+        // All of them, as send printed them: each is checked.
+        string allPath = Path.Combine(_dir, "receipts.jsonl");
+        await File.WriteAllTextAsync(allPath, sent.Stdout);
+        Result all = await Meganet("verify-receipt", "-i", alicePath, "--receipt", allPath, "--node", url);
+        AssertExit(all, 0);
+        Assert.Equal(4, all.Stdout.Split('\n').Count(l => l.StartsWith("valid: envelope ", StringComparison.Ordinal)));
+        // audit takes one head: told how to pick one.
+        AssertExit(await Meganet("audit", "--node", url, "--head", allPath, "--heads", Path.Combine(_dir, "heads.json")), 1, "holds 4 JSON objects, one a line");
 
         Result fetched = await Meganet("fetch", "-i", bobPath, "--node", url, "--json");
         AssertExit(fetched, 0);

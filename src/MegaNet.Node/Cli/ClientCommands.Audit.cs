@@ -247,6 +247,13 @@ internal static partial class ClientCommands
     private static async Task<SignedTreeHead> ReadHeadAsync(string path, CancellationToken cancellationToken)
     {
         string text = await ReadInputAsync("--head", path, "give a receipt or tree head file", cancellationToken);
+        string[] lines = text.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+        if (lines.Length > 1 && lines.All(line => line.StartsWith('{') && line.EndsWith('}')))
+        {
+            // send --json prints a receipt a line for a file sent in parts; one head is audited at a time.
+            throw new CliException($"--head {path} holds {lines.Length} JSON objects, one a line (the receipts of a file sent in parts); audit one head at a time, e.g. the last: 'tail -n 1 {path} | meganet audit --head -'.");
+        }
+
         JsonObject node;
         try
         {

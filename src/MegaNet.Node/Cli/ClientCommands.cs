@@ -708,7 +708,7 @@ internal static partial class ClientCommands
             Description = "The node id (64 hex digits, printed when the node starts) the receipt's tree head must be signed by. " +
                 "Default: the id pinned for this node address in 'known-nodes' beside --identity, else the key the node signs with now.",
         };
-        var receiptFile = new Option<string>("--receipt") { Description = "Receipt JSON as printed by 'send --json'; '-' reads standard input.", DefaultValueFactory = _ => "-" };
+        var receiptFile = new Option<string>("--receipt") { Description = "Receipt JSON as printed by 'send --json' (for a file sent in parts, one a line: each is checked); '-' reads standard input.", DefaultValueFactory = _ => "-" };
         var timeout = TimeoutOption();
         var tlsCert = TlsCertOption();
         var command = new Command("verify-receipt",
@@ -716,21 +716,28 @@ internal static partial class ClientCommands
             { node, identity, nodeId, receiptFile, timeout, tlsCert };
         command.SetAction((parse, ct) => Run(async () =>
         {
-            Receipt receipt = ReceiptFromJson(await ReadInputAsync("--receipt", parse.GetValue(receiptFile)!, "give the file 'send --json' wrote", ct));
+            // One receipt, or one a line (a file sent in parts): each is checked, and one invalid makes the exit 3.
+            IReadOnlyList<Receipt> receipts = ReceiptsFromJson(await ReadInputAsync("--receipt", parse.GetValue(receiptFile)!, "give the file 'send --json' wrote", ct));
             Uri address = parse.GetValue(node)!;
             string? idHex = parse.GetValue(nodeId);
             byte[]? expected = idHex is not null ? KnownNodes.ParseNodeId(idHex, "--node-id") : KnownNodes.Beside(parse.GetValue(identity)!).Find(address);
             using var client = new MegaNetClient(address, expected, options: ClientOptions(parse.GetValue(node)!, parse.GetValue(timeout), parse.GetValue(tlsCert)));
-            string? problem = await client.VerifyReceiptAsync(receipt, ct);
-            if (problem is not null)
+            string whose = idHex is not null ? "the node id given" : expected is not null ? "the node id pinned in known-nodes" : "not pinned: the key this node signs with now; pass --node-id to check against an id you know";
+            int exit = 0;
+            foreach (Receipt receipt in receipts)
             {
-                Console.WriteLine($"INVALID: {problem}");
-                return Invalid;
+                string? problem = await client.VerifyReceiptAsync(receipt, ct);
+                if (problem is not null)
+                {
+                    Console.WriteLine(receipts.Count == 1 ? $"INVALID: {problem}" : $"INVALID: envelope {Hex(receipt.EnvelopeId)}: {problem}");
+                    exit = Invalid;
+                    continue;
+                }
+
+                Console.WriteLine($"valid: envelope {Hex(receipt.EnvelopeId)} is leaf {receipt.LogIndex} of the log of size {receipt.TreeHead.TreeSize}, signed by node {Hex(receipt.TreeHead.NodeKey)} ({whose}), and the node's log still extends it");
             }
 
-            string whose = idHex is not null ? "the node id given" : expected is not null ? "the node id pinned in known-nodes" : "not pinned: the key this node signs with now; pass --node-id to check against an id you know";
-            Console.WriteLine($"valid: envelope {Hex(receipt.EnvelopeId)} is leaf {receipt.LogIndex} of the log of size {receipt.TreeHead.TreeSize}, signed by node {Hex(receipt.TreeHead.NodeKey)} ({whose}), and the node's log still extends it");
-            return 0;
+            return exit;
         }));
         return command;
     }
@@ -775,7 +782,18 @@ internal static partial class ClientCommands
         Signature = FromHex(head["signature"]),
     };
 
-    internal static Receipt ReceiptFromJson(string text)
+    /// <summary>The receipts of <paramref name="text"/>: one JSON object (on one line or several), or one a line, as
+    /// <c>send --json</c> prints for a file sent in parts.</summary>
+    internal static IReadOnlyList<Receipt> ReceiptsFromJson(string text)
+    {
+        string[] lines = text.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+        bool oneALine = lines.Length > 1 && lines.All(line => line.StartsWith('{') && line.EndsWith('}'));
+        return oneALine ? lines.Select((line, i) => ReceiptFromJson(line, $"line {i + 1}: ")).ToArray() : [ReceiptFromJson(text)];
+    }
+
+    internal static Receipt ReceiptFromJson(string text) => ReceiptFromJson(text, string.Empty);
+
+    private static Receipt ReceiptFromJson(string text, string where)
     {
         try
         {
@@ -791,7 +809,7 @@ internal static partial class ClientCommands
         }
         catch (Exception e) when (e is JsonException or FormatException or InvalidOperationException or NullReferenceException)
         {
-            throw new CliException($"The receipt is not the JSON 'meganet send --json' prints ({e.Message}).");
+            throw new CliException($"{where}The receipt is not the JSON 'meganet send --json' prints ({e.Message}).");
         }
     }
 
