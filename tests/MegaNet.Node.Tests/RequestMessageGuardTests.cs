@@ -1,6 +1,7 @@
 using System.Buffers.Binary;
 using System.Net;
 using System.Net.Http.Headers;
+using System.Net.Sockets;
 using MegaNet.Node.Hosting;
 using Microsoft.Extensions.DependencyInjection;
 
@@ -92,7 +93,7 @@ public sealed class RequestMessageGuardTests
             await using StalledCall third = await StalledCall.StartAsync(http, "VerifyBatch", Declared, Sent);
             (string status, string message) = await third.StatusAsync();
             Assert.Equal("8", status);
-            Assert.Contains("The node is receiving too many large messages at once (ArrivingMessageMiB 128, a quarter of it per network address)", message, StringComparison.Ordinal);
+            Assert.Contains("The node is receiving too many large messages at once (ArrivingMessageMiB 128, a quarter of it per network address, three quarters of it for VerifyBatch)", message, StringComparison.Ordinal);
             Assert.Equal("1000", third.Header("retry-after-ms"));
             await WaitForAsync(() => guard.Arriving == 2 * Held, () => $"the refused message's bytes to be given back (charged: {guard.Arriving:N0}; first: {first.Describe()}; second: {second.Describe()})");
         }
@@ -106,6 +107,56 @@ public sealed class RequestMessageGuardTests
         await using StalledCall fourth = await StalledCall.StartAsync(http, "VerifyBatch", Declared, Sent);
         await WaitForAsync(() => guard.Arriving == 2 * Held, () => $"the fourth message to be charged (charged: {guard.Arriving:N0})");
         node.AssertNoServerErrors();
+    }
+
+    [Fact]
+    public async Task Large_messages_stalled_from_many_sites_leave_a_quarter_of_the_budget_to_submissions()
+    {
+        // 128 MiB: 32 MiB a site, 96 MiB for VerifyBatch messages in all. Three sites each stall two 16 MiB messages
+        // of which nearly all came (94.5 MiB); 2 MiB of a fourth site's VerifyBatch message no longer fit (they would
+        // in the whole budget), while a submission still arriving does.
+        await using TestNode node = await TestNode.StartAsync(o => o.ArrivingMessageMiB = 128);
+        RequestMessageGuard guard = node.Services.GetRequiredService<RequestMessageGuard>();
+        const int Declared = 16 << 20, Sent = Declared - (256 << 10), Held = 5 + Sent;
+        var clients = new List<HttpClient>();
+        var calls = new List<StalledCall>();
+        try
+        {
+            for (int site = 2; site <= 4; site++)
+            {
+                HttpClient http = Http(node, IPAddress.Parse($"127.0.0.{site}"));
+                clients.Add(http);
+                for (int i = 0; i < 2; i++)
+                {
+                    calls.Add(await StalledCall.StartAsync(http, "VerifyBatch", Declared, Sent));
+                    int expected = calls.Count;
+                    await WaitForAsync(() => guard.Arriving == expected * (long)Held, () => $"message {expected} to be charged (charged: {guard.Arriving:N0})");
+                }
+            }
+
+            HttpClient fourth = Http(node, IPAddress.Parse("127.0.0.5"));
+            clients.Add(fourth);
+            await using (StalledCall refused = await StalledCall.StartAsync(fourth, "VerifyBatch", Declared, 2 << 20))
+            {
+                (string status, string message) = await refused.StatusAsync();
+                Assert.Equal("8", status);
+                Assert.Contains("three quarters of it for VerifyBatch", message, StringComparison.Ordinal);
+            }
+
+            HttpClient submitter = Http(node, IPAddress.Parse("127.0.0.6"));
+            clients.Add(submitter);
+            await using StalledCall submission = await StalledCall.StartAsync(submitter, "SubmitStream", 200_000, 150_000);
+            await WaitForAsync(() => guard.Arriving == (6L * Held) + 5 + 150_000, () => $"the submission to be charged, not refused (charged: {guard.Arriving:N0}; {submission.Describe()})");
+        }
+        finally
+        {
+            foreach (StalledCall call in calls)
+            {
+                await call.DisposeAsync();
+            }
+
+            clients.ForEach(c => c.Dispose());
+        }
     }
 
     [Fact]
@@ -164,8 +215,28 @@ public sealed class RequestMessageGuardTests
         node.AssertNoServerErrors();
     }
 
-    private static HttpClient Http(TestNode node) =>
-        new(new SocketsHttpHandler { EnableMultipleHttp2Connections = true }) { BaseAddress = node.Address, Timeout = TimeSpan.FromMinutes(2) };
+    private static HttpClient Http(TestNode node, IPAddress? from = null) =>
+        new(new SocketsHttpHandler
+        {
+            EnableMultipleHttp2Connections = true,
+            // From another loopback address: another site to the node.
+            ConnectCallback = from is null ? null : async (context, ct) =>
+            {
+                var socket = new Socket(SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+                try
+                {
+                    socket.Bind(new IPEndPoint(from, 0));
+                    await socket.ConnectAsync(context.DnsEndPoint, ct);
+                    return new NetworkStream(socket, ownsSocket: true);
+                }
+                catch
+                {
+                    socket.Dispose();
+                    throw;
+                }
+            },
+        })
+        { BaseAddress = node.Address, Timeout = TimeSpan.FromMinutes(2) };
 
     private static Task WaitForAsync(Func<bool> condition, string what) => WaitForAsync(condition, () => what);
 

@@ -21,7 +21,8 @@ namespace MegaNet.Node.Hosting;
 /// VerifyBatch, 64 KiB for the rest;</item>
 /// <item>a message still arriving must be whole within 10 s plus 1 s per 64 KiB of its size once the reader waits for it;</item>
 /// <item>the bytes received of messages still arriving, node-wide and per site (an IPv4 address or IPv6 /48), are held
-/// to a budget (<see cref="NodeOptions.ArrivingMessageMiB"/>, a quarter of it per site).</item>
+/// to a budget (<see cref="NodeOptions.ArrivingMessageMiB"/>, a quarter of it per site, and three quarters of it for
+/// messages larger than an envelope's).</item>
 /// </list>
 /// A message that arrives whole in one read (almost every one) costs a look at its prefix and nothing else; the
 /// request costs the reader wrapper. The wrapper also reports a body that fails under it (the client reset the call) as
@@ -88,12 +89,17 @@ internal sealed class RequestMessageGuard(NodeOptions options, TimeProvider cloc
         _ => SmallMessageBytes,
     };
 
-    private bool TryCharge(ClientAddress site, long bytes)
+    /// <summary>What messages larger than an envelope (<c>VerifyBatch</c>) may hold node-wide: three quarters of the
+    /// budget. The last quarter is kept for messages that carry envelopes, so a few sites stalling 16 MiB messages (a
+    /// quarter each) cannot stop everyone's submissions that span more than one read.</summary>
+    public long LargeMessageBudget => _budget / 4 * 3;
+
+    private bool TryCharge(ClientAddress site, long bytes, bool large)
     {
         lock (_bySite)
         {
             ref long used = ref System.Runtime.InteropServices.CollectionsMarshal.GetValueRefOrAddDefault(_bySite, site, out _);
-            if (_total + bytes > _budget || used + bytes > SiteBudget)
+            if (_total + bytes > (large ? LargeMessageBudget : _budget) || used + bytes > SiteBudget)
             {
                 if (used == 0)
                 {
@@ -353,7 +359,7 @@ internal sealed class RequestMessageGuard(NodeOptions options, TimeProvider cloc
                 return;
             }
 
-            if (guard.TryCharge(site, received - _charged))
+            if (guard.TryCharge(site, received - _charged, large: limit > EnvelopeMessageBytes))
             {
                 _charged = received;
                 return;
@@ -364,7 +370,7 @@ internal sealed class RequestMessageGuard(NodeOptions options, TimeProvider cloc
                 inner.AdvanceTo(buffer.Start, buffer.End); // as in Inspect
                 throw new RpcException(
                     new Status(StatusCode.ResourceExhausted, string.Create(CultureInfo.InvariantCulture,
-                        $"The node is receiving too many large messages at once (ArrivingMessageMiB {guard._budget >> 20}, a quarter of it per network address); this one ({_arrivingLength:N0} bytes) was refused while it arrived. Retry in a moment, or send smaller requests.")),
+                        $"The node is receiving too many large messages at once (ArrivingMessageMiB {guard._budget >> 20}, a quarter of it per network address{(limit > EnvelopeMessageBytes ? ", three quarters of it for VerifyBatch" : string.Empty)}); this one ({_arrivingLength:N0} bytes) was refused while it arrived. Retry in a moment, or send smaller requests.")),
                     NodeRefusals.Trailers(1000));
             }
         }
