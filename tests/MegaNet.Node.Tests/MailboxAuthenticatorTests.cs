@@ -333,6 +333,45 @@ public sealed class MailboxAuthenticatorTests : IDisposable
     }
 
     [Fact]
+    public void Sites_that_fill_the_node_wide_cap_leave_a_reserve_to_sites_with_few_challenges_live()
+    {
+        // A node-wide cap of 20,000 (1,000 a site): twenty sites, each opening one mailbox a thousand times, fill it.
+        // Before, every other mailbox was then locked out until their challenges expired.
+        var authenticator = new MailboxAuthenticator(NodeKey.LoadOrCreate(_dir), _verifier, _clock) { UsedCap = 20_000 };
+        MailboxAuth Sign(Identity who) => MegaNetClient.SignChallenge(who, authenticator.Challenge(who.Address), who.Address, MailboxPurpose.Fetch);
+        static ClientAddress Site(int n) => ClientAddress.From(System.Net.IPAddress.Parse($"198.51.100.{n}"))!.Value;
+        var heavy = Enumerable.Range(0, 20).Select(_ => Identity.Create()).ToList();
+        using Identity latecomer = Identity.Create(), bob = Identity.Create();
+        try
+        {
+            for (int site = 0; site < heavy.Count; site++)
+            {
+                for (int k = 0; k < MailboxAuthenticator.MaxUsedPerAddress; k++)
+                {
+                    _clock.Now = T0.AddMilliseconds(90_000.0 * ((site * 1_000) + k) / 20_000);
+                    authenticator.Authenticate(Sign(heavy[site]), MailboxPurpose.Fetch, Site(site + 1));
+                }
+            }
+
+            Assert.Equal(20_000, authenticator.UsedCount);
+            // A site with fewer than LightSiteNonces live still gets in, up to that many.
+            for (int k = 0; k < MailboxAuthenticator.LightSiteNonces; k++)
+            {
+                Assert.Equal(latecomer.Address, authenticator.Authenticate(Sign(latecomer), MailboxPurpose.Fetch, Site(100)));
+            }
+
+            RpcException full = Assert.Throws<RpcException>(() => authenticator.Authenticate(Sign(latecomer), MailboxPurpose.Fetch, Site(100)));
+            Assert.Equal(StatusCode.ResourceExhausted, full.StatusCode);
+            Assert.Contains("Too many mailbox authentications", full.Status.Detail, StringComparison.Ordinal);
+            Assert.Equal(bob.Address, authenticator.Authenticate(Sign(bob), MailboxPurpose.Fetch, Site(101)));
+        }
+        finally
+        {
+            heavy.ForEach(h => h.Dispose());
+        }
+    }
+
+    [Fact]
     public void Of_many_concurrent_uses_of_one_challenge_exactly_one_opens_a_call()
     {
         using Identity bob = Identity.Create();

@@ -42,6 +42,17 @@ public sealed class MailboxAuthenticator(NodeKey nodeKey, IBatchVerifier verifie
     // MaxUsed, so that locking every mailbox out takes twenty sites, not a thousand identities (free to make) on one host.
     // Phones behind one carrier NAT share an address; at one mailbox open a minute each, 25,000 of them fit.
     internal const int MaxUsedPerSource = MaxUsed / 20;
+
+    // Past the node-wide cap, a reserve of a tenth more for sites with few nonces live (an owner fetching, acking and
+    // subscribing needs a handful): twenty sites filling the cap no longer lock every other mailbox out; to take the
+    // reserve too, a thousand more sites are needed.
+    internal const int LightSiteNonces = 100;
+
+    /// <summary>The node-wide cap on used nonces (tests set a smaller one); a site gets a twentieth of it, and sites
+    /// with fewer than <see cref="LightSiteNonces"/> live a tenth more.</summary>
+    internal int UsedCap { get; init; } = MaxUsed;
+
+    private int SourceCap => UsedCap / 20;
     private const int NonceLength = 32;
     private const int MacLength = 16;
     private static readonly byte[] MacDomain = "meganet-challenge-v1"u8.ToArray();
@@ -195,7 +206,8 @@ public sealed class MailboxAuthenticator(NodeKey nodeKey, IBatchVerifier verifie
             }
 
             Forget(now);
-            if (_usedCount >= MaxUsed)
+            int fromSource = source is { } client ? _usedBySource.GetValueOrDefault(client) : 0;
+            if (_usedCount >= UsedCap + (fromSource < LightSiteNonces ? UsedCap / 10 : 0))
             {
                 throw new RpcException(new Status(StatusCode.ResourceExhausted, "Too many mailbox authentications in the last minutes; retry shortly."));
             }
@@ -209,11 +221,10 @@ public sealed class MailboxAuthenticator(NodeKey nodeKey, IBatchVerifier verifie
                     NodeRefusals.Trailers(1000));
             }
 
-            int fromSource = source is { } client ? _usedBySource.GetValueOrDefault(client) : 0;
-            if (fromSource >= MaxUsedPerSource)
+            if (fromSource >= SourceCap)
             {
                 throw new RpcException(new Status(StatusCode.ResourceExhausted,
-                    $"Mailboxes were opened {MaxUsedPerSource:N0} times from this network address in the last {Lifetime.TotalMinutes:0} minutes; retry shortly."),
+                    $"Mailboxes were opened {SourceCap:N0} times from this network address in the last {Lifetime.TotalMinutes:0} minutes; retry shortly."),
                     NodeRefusals.Trailers(1000));
             }
 
@@ -243,7 +254,7 @@ public sealed class MailboxAuthenticator(NodeKey nodeKey, IBatchVerifier verifie
 
         Forget(now);
         int fromSource = source is { } client ? _usedBySource.GetValueOrDefault(client) : 0;
-        if (_usedCount >= MaxUsed || fromSource >= MaxUsedPerSource)
+        if (_usedCount >= UsedCap || fromSource >= SourceCap)
         {
             return;
         }
