@@ -333,6 +333,24 @@ public sealed class MailboxAuthenticatorTests : IDisposable
     }
 
     [Fact]
+    public void What_expired_is_forgotten_without_another_call()
+    {
+        using Identity bob = Identity.Create();
+        ClientAddress site = ClientAddress.From(System.Net.IPAddress.Parse("203.0.113.9"))!.Value;
+        Open(SignFor(bob), site);
+        Assert.Throws<RpcException>(() => Open(ForgedFor(bob), site));
+        Assert.Equal(2, _authenticator.UsedCount); // the failed one is used up too
+        Assert.Equal(1, _authenticator.SitesFailing);
+
+        // No call comes: the node's sweep alone forgets the nonces, the mailbox and site counted for them, and the site
+        // whose signature failed (held 60 s after its last failure).
+        _clock.Now = T0.AddSeconds(125);
+        _authenticator.Sweep();
+        Assert.Equal(0, _authenticator.UsedCount);
+        Assert.Equal(0, _authenticator.SitesFailing);
+    }
+
+    [Fact]
     public void Sites_that_fill_the_node_wide_cap_leave_a_reserve_to_sites_with_few_challenges_live()
     {
         // A node-wide cap of 20,000 (1,000 a site): twenty sites, each opening one mailbox a thousand times, fill it.

@@ -431,6 +431,9 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
     // Store groups handed over and not yet answered, at most (the store itself commits two groups at a time).
     private const int MaxStoresInFlight = 4;
 
+    // How often an idle batcher forgets the forgery suspects whose hold ended.
+    private static readonly TimeSpan IdleSweepInterval = TimeSpan.FromSeconds(1);
+
     // Longest sleep between looks at the queue while a batch fills (the kernel adds its timer slack, 50 µs on Linux).
     private const int FlushSliceMicroseconds = 100;
 
@@ -451,7 +454,7 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
         bool[] verdicts = new bool[_options.MaxBatch];
         var stores = new List<Task>();
         using var thread = new StageThread();
-        while (thread.Wait(reader.WaitToReadAsync()))
+        while (WaitForWork())
         {
             items.Clear();
             long first = Stopwatch.GetTimestamp();
@@ -573,6 +576,30 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
         }
 
         thread.Wait(Task.WhenAll(stores));
+
+        // Waits for submissions. While none come, the sites held as forgery suspects are swept every second, and the
+        // last batch's lists are emptied: a site is remembered as long as docs/protocol.md says (60 s after its last
+        // bad signature), not until the next submission.
+        bool WaitForWork()
+        {
+            ValueTask<bool> ready = reader.WaitToReadAsync();
+            if (ready.IsCompleted)
+            {
+                return thread.Wait(ready);
+            }
+
+            items.Clear();
+            suspect.Clear();
+            overflow.Clear();
+            perSite.Clear();
+            Task<bool> waiting = ready.AsTask();
+            while (!((IAsyncResult)waiting).AsyncWaitHandle.WaitOne(IdleSweepInterval))
+            {
+                suspects.Sweep(Stopwatch.GetTimestamp());
+            }
+
+            return thread.Wait(waiting);
+        }
 
         // Verifies items[from..to) as one batch, answers them by their verdicts and hands the accepted ones to the store.
         void VerifyAndSettle(int from, int to, bool suspectLane, long now)

@@ -36,6 +36,10 @@ internal sealed class AuthFailures(int capacity = AuthFailures.DefaultCapacity)
     /// <summary>Sites remembered now.</summary>
     public int Count => _entries.Count;
 
+    /// <summary>Forgets the sites whose hold ended by <paramref name="now"/> (a <see cref="Stopwatch"/> timestamp),
+    /// without a check to trigger it.</summary>
+    public void Sweep(long now) => _entries.Sweep(now);
+
     /// <summary>Before a signature check for <paramref name="site"/> at <paramref name="now"/> (a
     /// <see cref="Stopwatch"/>-frequency timestamp): false when its budget is spent (<paramref name="retryAfterMs"/>
     /// then says when one more check is allowed); true otherwise, with <paramref name="reserved"/> when one was taken

@@ -78,6 +78,30 @@ public sealed class MailboxAuthenticator(NodeKey nodeKey, IBatchVerifier verifie
     private int _usedCount;
     private long _nextSweepMs;
 
+    /// <summary>Forgets what expired (used nonces and the sites and mailboxes they were counted for, sites whose failure
+    /// hold ended) without a call to trigger it: on a node no one opens a mailbox on any more, client addresses stay
+    /// only as long as docs/protocol.md says. The node calls it every second.</summary>
+    public void Sweep()
+    {
+        lock (_gate)
+        {
+            Forget(NowUnixMs());
+            _failures.Sweep(Timestamp());
+        }
+    }
+
+    /// <summary>Sites whose signature checks failed lately, remembered now (for tests).</summary>
+    internal int SitesFailing
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _failures.Count;
+            }
+        }
+    }
+
     /// <summary>Used nonces remembered now (for tests).</summary>
     internal int UsedCount
     {

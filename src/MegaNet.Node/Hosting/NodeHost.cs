@@ -193,6 +193,7 @@ public static partial class NodeServiceCollectionExtensions
         services.TryAddSingleton(sp => new MailboxAuthenticator(sp.GetRequiredService<NodeKey>(), sp.GetRequiredService<IBatchVerifier>(), sp.GetRequiredService<TimeProvider>()));
         services.TryAddSingleton<MailboxNotifier>();
         services.TryAddSingleton(sp => new DelegatedVerificationGate(sp.GetRequiredService<NodeVerifiers>().Delegated, ownsVerifier: false));
+        services.AddHostedService<SiteSweeper>();
         services.TryAddSingleton(sp => new RequestMessageGuard(options, sp.GetRequiredService<TimeProvider>()));
         services.AddGrpc(o =>
         {

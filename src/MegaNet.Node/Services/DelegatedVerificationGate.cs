@@ -176,6 +176,16 @@ public sealed class DelegatedVerificationGate : IDisposable
     public static string BadBudgetText(string what) =>
         $"{what} (each site gets {BadBurst:N0} invalid verdicts, then {BadPerSecond:N0} a second: an invalid signature costs the node about 16 valid ones); retry after retry-after-ms.";
 
+    /// <summary>Forgets the sites whose budget is whole again and that run no call, without a call to trigger it (see
+    /// <see cref="Admission.MailboxAuthenticator.Sweep"/>).</summary>
+    public void Sweep()
+    {
+        lock (_lock)
+        {
+            _sites.Sweep(Stopwatch.GetTimestamp());
+        }
+    }
+
     // Under the lock: the site's entry (a null ref when it has none) and whether a call from it is refused now.
     private ref Site Check(ClientAddress? site, long now, out Refusal refusal, out int retryAfterMs)
     {
