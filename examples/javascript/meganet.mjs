@@ -306,7 +306,7 @@ async function send(node, sender, recipient, text, nodeId) {
       if (!verifyInclusion(id, receipt.log_index, receipt.tree_head.tree_size, proof.path.map((p) => Buffer.from(p)), Buffer.from(receipt.tree_head.root_hash))) {
         throw new Error("the inclusion proof does not lead to the tree head's root");
       }
-      return { envelope_id: id.toString('hex'), log_index: Number(receipt.log_index), tree_size: Number(receipt.tree_head.tree_size), duplicate: receipt.duplicate, pow_bits: bits };
+      return { envelope_id: id.toString('hex'), log_index: Number(receipt.log_index), tree_size: Number(receipt.tree_head.tree_size), duplicate: receipt.duplicate, pow_bits: envelope.pow ? envelope.pow.bits : 0 };
     } catch (error) {
       // FAILED_PRECONDITION with a pow-bits trailer: the node (or the recipient's nearly full mailbox) wants a stamp.
       const wanted = error.code === grpc.status.FAILED_PRECONDITION && error.metadata?.get('pow-bits')[0];

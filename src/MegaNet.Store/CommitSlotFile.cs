@@ -101,13 +101,23 @@ internal sealed class CommitSlotFile : ILogCommitManager
     {
         get
         {
-            long newest;
+            byte[]? metadata;
             lock (_lock)
             {
-                newest = _newestWritten;
+                // The newest record the file holds now, read with its number under one lock.
+                long newest = _numbers.Max();
+                metadata = newest >= 0 ? _payloads[Array.IndexOf(_numbers, newest)] : null;
             }
 
-            return newest >= 0 ? Range(newest)?.Until : null;
+            if (metadata is null)
+            {
+                return null;
+            }
+
+            var info = new FasterLogRecoveryInfo();
+            using var reader = new BinaryReader(new MemoryStream(metadata));
+            info.Initialize(reader);
+            return info.UntilAddress;
         }
     }
 

@@ -1337,8 +1337,8 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         // than the checkpoint): FASTER asks for a new record at the new begin address and deletes the segments below it
         // whether or not that record could be written, and a failed one (reported only at the next commit) would leave
         // the newest readable record pointing into a deleted segment, so the store, every record after the checkpoint
-        // still on disk, would refuse to open. The rest goes at the next checkpoint.
-        long until = Math.Min(written.Manifest.WalAddress, _commitFile.NewestUntil ?? written.Manifest.WalAddress);
+        // still on disk, would refuse to open. The rest goes at the next checkpoint (none while no record is readable).
+        long until = Math.Min(written.Manifest.WalAddress, _commitFile.NewestUntil ?? _log.BeginAddress);
         if (until > _log.BeginAddress)
         {
             _log.TruncateUntil(until);
@@ -1845,8 +1845,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     // same envelope was put again (a new entry, a new record), and a crash before the sweep's checkpoint brought the
     // old entry back. Acknowledging the old entry then wrote its metadata, without bytes, over the new put's record,
     // which was lost. Only a record removed for expiry can be taken over, so only entries expired by now are looked
-    // up before the write (a read that may go to disk, on the stage that applies puts), and in replay every one,
-    // whatever the clock says now.
+    // up before the write (a read that may go to disk, on the stage that applies puts), live and in replay.
     private void DeleteAckedBytes(List<(Key32 Recipient, IndexEntry Entry)>? acked, long checkExpiredBeforeUnixMs)
     {
         if (acked is null)
@@ -1991,8 +1990,11 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
 
                         // Nothing else runs during replay: the bytes go at once.
                         var acked = new List<(Key32, IndexEntry)>();
+                        // Entries expired by now are checked, as live: a swept entry expired before its sweep, which
+                        // came before now unless the clock went back (one read from disk each for a whole replay's
+                        // acks would slow every open).
                         ApplyAck(new AckRequest(recipient, seqs), acked);
-                        DeleteAckedBytes(acked, long.MaxValue);
+                        DeleteAckedBytes(acked, _options.Clock.GetUtcNow().ToUnixTimeMilliseconds());
                         break;
                     }
 

@@ -13,19 +13,6 @@ public sealed class BadInputTests
     private static Envelope Valid(Identity from, Identity to, string text = "x", int powBits = 0) =>
         EnvelopeFormat.Seal(from, to.Card, Encoding.UTF8.GetBytes(text), "text/plain", null, DateTimeOffset.UtcNow.AddDays(1), powBits);
 
-    /// <summary>A stamp whose hash begins with exactly <paramref name="bits"/> zero bits.</summary>
-    private static ProofOfWork StampWithExactly(Envelope e, int bits)
-    {
-        byte[] digest = NSec.Cryptography.HashAlgorithm.Blake2b_256.Hash(EnvelopeFormat.CoreBytes(e));
-        for (ulong nonce = 0; ; nonce++)
-        {
-            if (EnvelopeFormat.PowZeroBits(digest, nonce) == bits)
-            {
-                return new ProofOfWork { Bits = (uint)bits, Nonce = nonce };
-            }
-        }
-    }
-
     private static void Resign(Envelope e, Identity from) => e.Signature = ByteString.CopyFrom(from.SignWithSendingKeyFor(e.Recipient.Span, EnvelopeFormat.SigningBytes(e)));
 
     private static async Task<RpcException> Refused(MegaNetClient client, Envelope envelope) =>
@@ -312,14 +299,14 @@ public sealed class BadInputTests
 
         // A true stamp of 4 bits (its hash begins with exactly 4 zero bits), where 8 are demanded.
         Envelope weak = Valid(alice, bob);
-        weak.Pow = StampWithExactly(weak, 4);
+        weak.Pow = ExactStamp.For(weak, 4);
         Resign(weak, alice);
         Assert.Equal(StatusCode.FailedPrecondition, (await Refused(client, weak)).StatusCode);
 
         // A stamp whose hash has more zero bits than it claims: each claim from the demand up to the zeros it has
         // would be another envelope id, so one stamp would buy several envelopes. Only the exact claim is taken.
         Envelope understated = Valid(alice, bob);
-        understated.Pow = StampWithExactly(understated, 9);
+        understated.Pow = ExactStamp.For(understated, 9);
         understated.Pow.Bits = 8;
         Resign(understated, alice);
         RpcException understatedRefusal = await Refused(client, understated);

@@ -33,9 +33,28 @@ public sealed class RequestItemLimitTests
         // that straddle pieces are read whole.
         Assert.Contains("has 65,537 items", RequestItemLimit.VerifyBatch.Refusal(InPieces(bytes)), StringComparison.Ordinal);
 
-        // Not protobuf, or cut short: left to the parser, which says what is wrong.
-        Assert.Null(RequestItemLimit.VerifyBatch.Refusal(new ReadOnlySequence<byte>(bytes[..^3])));
+        // Bytes the parser refuses end the scan; the items before them count, since the parser makes them before it
+        // refuses (cut short, or a wire type 7 after them).
+        Assert.Contains("has 65,537 items", RequestItemLimit.VerifyBatch.Refusal(new ReadOnlySequence<byte>(bytes[..^3])), StringComparison.Ordinal);
+        Assert.Contains("has 65,537 items", RequestItemLimit.VerifyBatch.Refusal(new ReadOnlySequence<byte>([.. bytes, 0x07])), StringComparison.Ordinal);
         Assert.Null(RequestItemLimit.VerifyBatch.Refusal(new ReadOnlySequence<byte>([0x0B, 0x00])));
+
+        // Read as the parser reads them: a length or a tag in more than 32 bits keeps its low 32 (0x10 << 28 is 0
+        // there: a length of 0, field 1), and a group it skips whole, items inside it not counted.
+        byte[] empties = [.. Enumerable.Repeat<byte[]>([0x0A, 0x00], 65_536).SelectMany(b => b)];
+        Assert.Contains("has 65,537 items", RequestItemLimit.VerifyBatch.Refusal(new ReadOnlySequence<byte>([0x0A, 0x80, 0x80, 0x80, 0x80, 0x10, .. empties])), StringComparison.Ordinal);
+        Assert.Contains("has 65,537 items", RequestItemLimit.VerifyBatch.Refusal(new ReadOnlySequence<byte>([0x8A, 0x80, 0x80, 0x80, 0x10, 0x00, .. empties])), StringComparison.Ordinal);
+        Assert.Contains("has 65,537 items", RequestItemLimit.VerifyBatch.Refusal(new ReadOnlySequence<byte>([0x7B, 0x0A, 0x00, 0x7C, 0x0A, 0x00, .. empties])), StringComparison.Ordinal);
+        Assert.Null(RequestItemLimit.VerifyBatch.Refusal(new ReadOnlySequence<byte>([0x7B, 0x0A, 0x00, 0x7C, .. empties])));
+        // Each of those, parsed, is what the count says (the parser agrees with the scan).
+        Assert.Equal(65_537, VerifyBatchRequest.Parser.ParseFrom([0x0A, 0x80, 0x80, 0x80, 0x80, 0x10, .. empties]).Signatures.Count);
+        Assert.Equal(65_537, VerifyBatchRequest.Parser.ParseFrom([0x8A, 0x80, 0x80, 0x80, 0x10, 0x00, .. empties]).Signatures.Count);
+        Assert.Equal(65_536, VerifyBatchRequest.Parser.ParseFrom([0x7B, 0x0A, 0x00, 0x7C, .. empties]).Signatures.Count);
+
+        // The node parses VerifyBatch without keeping unknown fields, at the top or inside an item.
+        VerifyBatchRequest parsed = RequestItemLimit.VerifyBatchParser.ParseFrom([0x0A, 0x03, 0x20, 0x96, 0x01, .. unknown]);
+        Assert.Equal([0x0A, 0x00], parsed.ToByteArray());
+        Assert.NotEmpty(VerifyBatchRequest.Parser.ParseFrom([0x0A, 0x03, 0x20, 0x96, 0x01]).Signatures[0].ToByteArray());
 
         var batch = new SubmitBatchRequest();
         batch.Envelopes.Add(Enumerable.Range(0, 256).Select(_ => new Envelope()));

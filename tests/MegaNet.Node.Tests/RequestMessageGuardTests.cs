@@ -114,7 +114,7 @@ public sealed class RequestMessageGuardTests
     {
         // 128 MiB: 32 MiB a site, 96 MiB for VerifyBatch messages in all. Three sites each stall two 16 MiB messages
         // of which nearly all came (94.5 MiB); 2 MiB of a fourth site's VerifyBatch message no longer fit (they would
-        // in the whole budget), while a submission still arriving does.
+        // in the whole budget: the refusal is what this test shows), while a submission still arriving is taken.
         await using TestNode node = await TestNode.StartAsync(o => o.ArrivingMessageMiB = 128);
         RequestMessageGuard guard = node.Services.GetRequiredService<RequestMessageGuard>();
         const int Declared = 16 << 20, Sent = Declared - (256 << 10), Held = 5 + Sent;

@@ -93,7 +93,7 @@ public sealed class SubmitStreamRefusalTests
     }
 
     /// <summary>A text envelope "message {i}" from <paramref name="from"/> to <paramref name="to"/>, a day to live,
-    /// stamped with <paramref name="powBits"/> bits of work.</summary>
+    /// stamped with exactly <paramref name="powBits"/> bits of work (a stamp of more would pass a higher demand).</summary>
     internal static Envelope Seal(Identity from, Identity to, int i, int powBits) =>
-        EnvelopeFormat.Seal(from, to.Card, Encoding.UTF8.GetBytes($"message {i}"), "text/plain; charset=utf-8", null, DateTimeOffset.UtcNow.AddDays(1), powBits);
+        ExactStamp.Stamp(from, EnvelopeFormat.Seal(from, to.Card, Encoding.UTF8.GetBytes($"message {i}"), "text/plain; charset=utf-8", null, DateTimeOffset.UtcNow.AddDays(1)), powBits);
 }

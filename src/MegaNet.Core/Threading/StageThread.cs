@@ -31,6 +31,29 @@ public sealed class StageThread : IDisposable
     /// <summary>Blocks until <paramref name="task"/> completes and returns its result (or rethrows its exception).</summary>
     public T Wait<T>(ValueTask<T> task) => task.IsCompletedSuccessfully ? task.Result : Wait(task.AsTask());
 
+    /// <summary><see cref="Wait{T}(ValueTask{T})"/>, running <paramref name="meanwhile"/> on this thread every
+    /// <paramref name="interval"/> until the task completes (housekeeping for a stage that is idle).</summary>
+    public T Wait<T>(ValueTask<T> task, TimeSpan interval, Action meanwhile)
+    {
+        if (task.IsCompletedSuccessfully)
+        {
+            return task.Result;
+        }
+
+        Task<T> waiting = task.AsTask();
+        if (!waiting.IsCompleted)
+        {
+            _done.Reset();
+            waiting.ConfigureAwait(false).GetAwaiter().UnsafeOnCompleted(_set);
+            while (!_done.Wait(interval))
+            {
+                meanwhile();
+            }
+        }
+
+        return waiting.GetAwaiter().GetResult();
+    }
+
     /// <inheritdoc/>
     public void Dispose() => _done.Dispose();
 

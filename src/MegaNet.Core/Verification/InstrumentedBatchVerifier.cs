@@ -12,7 +12,6 @@ namespace MegaNet.Core.Verification;
 public sealed class InstrumentedBatchVerifier : IBatchVerifier
 {
     private readonly IBatchVerifier _inner;
-    private readonly KeyValuePair<string, object?> _backendTag;
     private static readonly KeyValuePair<string, object?> ValidTag = new("verdict", "valid");
     private static readonly KeyValuePair<string, object?> InvalidTag = new("verdict", "invalid");
 
@@ -20,7 +19,6 @@ public sealed class InstrumentedBatchVerifier : IBatchVerifier
     public InstrumentedBatchVerifier(IBatchVerifier inner)
     {
         _inner = inner ?? throw new ArgumentNullException(nameof(inner));
-        _backendTag = new("backend", inner.Name);
     }
 
     /// <inheritdoc />
@@ -41,16 +39,18 @@ public sealed class InstrumentedBatchVerifier : IBatchVerifier
 
         // The inner verifier validated the arguments, so verdicts[..count] exists here.
         int valid = verdicts[..count].Count(true);
-        MegaNetMetrics.BatchDuration.Record(ms, _backendTag);
-        MegaNetMetrics.BatchSize.Record(count, _backendTag);
+        // Read per batch: a router's name changes to its CPU backend's once its GPU faulted.
+        var backendTag = new KeyValuePair<string, object?>("backend", _inner.Name);
+        MegaNetMetrics.BatchDuration.Record(ms, backendTag);
+        MegaNetMetrics.BatchSize.Record(count, backendTag);
         if (valid > 0)
         {
-            MegaNetMetrics.Verifications.Add(valid, _backendTag, ValidTag);
+            MegaNetMetrics.Verifications.Add(valid, backendTag, ValidTag);
         }
 
         if (count - valid > 0)
         {
-            MegaNetMetrics.Verifications.Add(count - valid, _backendTag, InvalidTag);
+            MegaNetMetrics.Verifications.Add(count - valid, backendTag, InvalidTag);
         }
     }
 

@@ -592,13 +592,7 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
             suspect.Clear();
             overflow.Clear();
             perSite.Clear();
-            Task<bool> waiting = ready.AsTask();
-            while (!((IAsyncResult)waiting).AsyncWaitHandle.WaitOne(IdleSweepInterval))
-            {
-                suspects.Sweep(Stopwatch.GetTimestamp());
-            }
-
-            return thread.Wait(waiting);
+            return thread.Wait(ready, IdleSweepInterval, () => suspects.Sweep(Stopwatch.GetTimestamp()));
         }
 
         // Verifies items[from..to) as one batch, answers them by their verdicts and hands the accepted ones to the store.

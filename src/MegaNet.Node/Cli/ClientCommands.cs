@@ -303,7 +303,7 @@ internal static partial class ClientCommands
         {
             using Identity id = LoadIdentity(parse.GetValue(identity)!);
             SeenMessages seen = OpenSeen(parse.GetValue(identity)!);
-            Inbox inbox = OpenInbox(parse.GetValue(identity)!, parse.GetValue(json), parse.GetValue(save));
+            Inbox inbox = OpenInbox(parse.GetValue(identity)!, parse.GetValue(json), parse.GetValue(save), parse.GetValue(ack));
             return await KnownNodes.RunAsync(parse.GetValue(identity)!, parse.GetValue(node)!, parse.GetValue(nodeId), client => FetchAsync(client, id, seen, inbox, parse.GetValue(after), parse.GetValue(ack), ct), ClientOptions(parse.GetValue(node)!, parse.GetValue(timeout), parse.GetValue(tlsCert)));
         }));
         return command;
@@ -362,8 +362,6 @@ internal static partial class ClientCommands
             FlushStandardOutputToDisk("no message was acknowledged");
             int deleted = await client.AckAsync(id, toAcknowledge, ct);
             Console.Error.WriteLine($"acknowledged {deleted} message(s)");
-            inbox.Acknowledged(toAcknowledge);
-            inbox.ForgetAcknowledged();
             // The bytes the acknowledged ones took are not known here: after an ack the count alone says how full it is.
             waiting -= deleted;
         }
@@ -439,7 +437,7 @@ internal static partial class ClientCommands
         {
             using Identity id = LoadIdentity(parse.GetValue(identity)!);
             SeenMessages seen = OpenSeen(parse.GetValue(identity)!);
-            Inbox inbox = OpenInbox(parse.GetValue(identity)!, parse.GetValue(json), parse.GetValue(save));
+            Inbox inbox = OpenInbox(parse.GetValue(identity)!, parse.GetValue(json), parse.GetValue(save), parse.GetValue(ack));
             Uri address = parse.GetValue(node)!;
             // Every connection listen makes (subscriptions again after a loss, acknowledgements) trusts the same.
             var connection = new MegaNetClientOptions { TrustedCertificate = LoadTlsCertificate(parse.GetValue(tlsCert), address) };
@@ -457,8 +455,8 @@ internal static partial class ClientCommands
     };
 
     /// <summary>The inbox of <c>fetch</c> and <c>listen</c> for the identity at <paramref name="identityPath"/>.</summary>
-    private static Inbox OpenInbox(string identityPath, bool json, string? saveFiles) =>
-        new(json, new ContactsFollower(identityPath), ReceivedParts.Beside(identityPath), Inbox.SaveDirectory(saveFiles));
+    private static Inbox OpenInbox(string identityPath, bool json, string? saveFiles, bool acknowledges) =>
+        new(json, new ContactsFollower(identityPath), ReceivedParts.Beside(identityPath), Inbox.SaveDirectory(saveFiles), acknowledges);
 
     /// <summary>How long <c>listen</c> tries to subscribe again by default (README).</summary>
     internal static readonly TimeSpan DefaultRetryFor = TimeSpan.FromMinutes(5);
@@ -478,7 +476,7 @@ internal static partial class ClientCommands
         // The node id is known by the first message: the subscription that brought it was signed for that node.
         // Every later connection (a subscription again, the acknowledgements) is held to the node id the first one saw.
         MegaNetClient Reconnect() => new(address, client.NodeId, options: connection);
-        ListenAcknowledger? acknowledger = ack ? new ListenAcknowledger(id, Reconnect, inbox.Acknowledged) : null;
+        ListenAcknowledger? acknowledger = ack ? new ListenAcknowledger(id, Reconnect) : null;
         ulong cursor = after; // the last sequence number printed or reported: a new subscription resumes after it
         bool subscribed = false; // since the last failure
         bool everSubscribed = false;
@@ -547,6 +545,7 @@ internal static partial class ClientCommands
 
                     // A refusal that says when to come back (the mailbox opened too often) is waited out whole.
                     TimeSpan wait = RetryHint(e) is { } hint && hint > delay ? hint : delay;
+                    wait = wait < retryFor - failing ? wait : retryFor - failing; // never past --retry-for
                     Console.Error.WriteLine($"meganet: subscription lost ({Describe(e)}); subscribing again after seq {cursor} in {wait.TotalSeconds:0} s.");
                     await Task.Delay(wait, ct);
                     delay = NextRetryDelay(delay);
@@ -579,7 +578,6 @@ internal static partial class ClientCommands
             {
                 await acknowledger.DisposeAsync();
                 Console.Error.WriteLine($"acknowledged {acknowledger.Acknowledged} message(s)");
-                inbox.ForgetAcknowledged();
             }
         }
 

@@ -12,7 +12,7 @@ namespace MegaNet.Node.Cli;
 /// <c>--save-files</c> write each file into a directory. When <see cref="Deliver"/> returns, what it printed has reached
 /// the reader and what it kept or saved is on disk, so the message may be acknowledged.
 /// </summary>
-internal sealed class Inbox(bool json, ContactsFollower contacts, ReceivedParts parts, string? saveDirectory)
+internal sealed class Inbox(bool json, ContactsFollower contacts, ReceivedParts parts, string? saveDirectory, bool acknowledges)
 {
     /// <summary>Attempts at a free name in <c>--save-files</c> ("name (2).ext", ...).</summary>
     private const int MaxNameAttempts = 1_000;
@@ -26,15 +26,9 @@ internal sealed class Inbox(bool json, ContactsFollower contacts, ReceivedParts 
     // Files whose parts came again after the file was shown: reported once a run, not once a part (hundreds).
     private readonly HashSet<string> _copiesReported = [];
 
-    // Files in parts shown in this run (their parts directories): the other parts of such a file, fetched again in the
-    // same run while every part is still kept, would each make it whole again.
+    // Files in parts shown in this run without --ack (their parts directories), whose parts are all kept: the other
+    // parts of such a file, fetched again in the same run, would each make it whole again.
     private readonly HashSet<string> _shownFiles = new(StringComparer.Ordinal);
-
-    // Files shown whose parts are kept until the message that made them whole is acknowledged: forgotten at once, the
-    // parts acknowledged before were nowhere but in output that might never be kept (a fetch without --ack piped
-    // away, a crash before standard output reached the disk), and the rest, fetched again, were "copies" of it.
-    private readonly List<(ulong Seq, ReceivedParts.Whole File)> _awaitingAck = [];
-    private readonly System.Collections.Concurrent.ConcurrentQueue<ulong> _acknowledged = new();
 
     // Not disposed: disposing flushes, and after a failed write that would throw again over the clear error.
     private readonly StreamWriter _output = ClientCommands.StandardOutput();
@@ -70,10 +64,9 @@ internal sealed class Inbox(bool json, ContactsFollower contacts, ReceivedParts 
             return KeepsFiles || m.Content.ContentType.StartsWith("text/", StringComparison.Ordinal);
         }
 
-        ForgetAcknowledged();
         switch (parts.Add(m, fromContact: senderName is not null))
         {
-            case ReceivedParts.Whole whole when !_shownFiles.Add(whole.Directory):
+            case ReceivedParts.Whole whole when _shownFiles.Contains(whole.Directory):
                 // Another part of a file this run has shown (all its parts came again): a copy, acknowledged or left
                 // on the node as the file itself was.
                 ReportCopy(m, senderName, whole.Directory);
@@ -88,7 +81,19 @@ internal sealed class Inbox(bool json, ContactsFollower contacts, ReceivedParts 
                     return false;
                 }
 
-                _awaitingAck.Add((m.Seq, whole));
+                if (!acknowledges)
+                {
+                    // Without --ack the output may go nowhere (a fetch piped into a reader that drops it), and the
+                    // parts acknowledged by an earlier run are nowhere else: kept, so the next fetch shows the file
+                    // again, as it shows a message of one envelope again.
+                    _shownFiles.Add(whole.Directory);
+                    return true;
+                }
+
+                // With --ack the parts go once the file is in the output for good: on the disk when standard output
+                // is a file (a crash before that lost a file whose other parts were acknowledged already).
+                ClientCommands.FlushStandardOutputToDisk(consequence);
+                parts.Forget(whole);
                 break;
             case ReceivedParts.ShownAlready copy:
                 ReportCopy(m, senderName, copy.File);
@@ -107,45 +112,6 @@ internal sealed class Inbox(bool json, ContactsFollower contacts, ReceivedParts 
         }
 
         return true;
-    }
-
-    /// <summary>Messages the node confirmed deleted (any thread): the files in parts they made whole are forgotten by
-    /// the next <see cref="Deliver"/> or <see cref="ForgetAcknowledged"/>.</summary>
-    public void Acknowledged(IEnumerable<ulong> seqs)
-    {
-        foreach (ulong seq in seqs)
-        {
-            _acknowledged.Enqueue(seq);
-        }
-    }
-
-    /// <summary>Deletes the kept parts of the files shown whose last message was acknowledged (on the thread that
-    /// delivers). A failure only leaves the parts behind, to be pruned: the file was shown and acknowledged.</summary>
-    public void ForgetAcknowledged()
-    {
-        if (_acknowledged.IsEmpty)
-        {
-            return;
-        }
-
-        var acked = new HashSet<ulong>();
-        while (_acknowledged.TryDequeue(out ulong seq))
-        {
-            acked.Add(seq);
-        }
-
-        foreach ((ulong seq, ReceivedParts.Whole file) in _awaitingAck.Where(f => acked.Contains(f.Seq)).ToList())
-        {
-            _awaitingAck.Remove((seq, file));
-            try
-            {
-                parts.Forget(file);
-            }
-            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-            {
-                Console.Error.WriteLine($"meganet: the parts of file '{ClientCommands.Printable(file.File.Content.FileName, multiline: false)}' (shown and acknowledged) could not be deleted from {file.Directory} ({e.Message}); they are deleted {SeenMessages.Window.TotalDays:0} days after they came.");
-            }
-        }
     }
 
     private void ReportCopy(ReceivedMessage m, string? senderName, string file)

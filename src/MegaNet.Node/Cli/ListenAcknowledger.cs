@@ -19,23 +19,20 @@ internal sealed class ListenAcknowledger : IAsyncDisposable
     private readonly CancellationTokenSource _stop = new();
     private readonly Identity _identity;
     private readonly Func<MegaNetClient> _connect;
-    private readonly Action<IReadOnlyList<ulong>> _acknowledged;
     private readonly Task _loop;
-    private int _acknowledgedCount;
+    private int _acknowledged;
 
     /// <param name="identity">The mailbox's owner, who signs each acknowledgement.</param>
     /// <param name="connect">A client for the node listen subscribed to, held to the node id it signed for.</param>
-    /// <param name="acknowledged">Told, on this type's own thread, of each batch the node confirmed deleted.</param>
-    public ListenAcknowledger(Identity identity, Func<MegaNetClient> connect, Action<IReadOnlyList<ulong>> acknowledged)
+    public ListenAcknowledger(Identity identity, Func<MegaNetClient> connect)
     {
         _identity = identity;
         _connect = connect;
-        _acknowledged = acknowledged;
         _loop = Task.Run(LoopAsync);
     }
 
     /// <summary>Messages the node confirmed deleted so far.</summary>
-    public int Acknowledged => Volatile.Read(ref _acknowledgedCount);
+    public int Acknowledged => Volatile.Read(ref _acknowledged);
 
     /// <summary>Queues a message that has been written out (and flushed) for deletion (nothing, once acknowledging has
     /// stopped on a refusal).</summary>
@@ -89,8 +86,7 @@ internal sealed class ListenAcknowledger : IAsyncDisposable
                     client ??= _connect();
                     // Shown is written, not yet durable when standard output is a file: flushed before the node deletes.
                     ClientCommands.FlushStandardOutputToDisk(null);
-                    Interlocked.Add(ref _acknowledgedCount, await client.AckAsync(_identity, batch, _stop.Token).ConfigureAwait(false));
-                    _acknowledged(batch);
+                    Interlocked.Add(ref _acknowledged, await client.AckAsync(_identity, batch, _stop.Token).ConfigureAwait(false));
                     batch.Clear();
                     delay = ClientCommands.FirstRetryDelay;
                 }

@@ -11,9 +11,10 @@ namespace MegaNet.Node.Cli;
 /// whole: the directory with the extension <c>.parts</c> (<c>bob.json</c> → <c>bob.parts</c>, mode 0700), one
 /// directory per file (sender address and file id), each part's opened content in a file of its own. A part is on disk
 /// (flushed, and its directory entry too) before <see cref="Add"/> returns, so <c>--ack</c> may delete it from the
-/// node; once the file is whole, checked and shown, and the message that made it whole acknowledged, its parts are
-/// deleted here (<see cref="Forget"/>), and the envelope ids that brought them are remembered (<c>KEY.done</c>), so
-/// those envelopes, fetched again, are copies of a file shown already rather than the start of another. Parts of a file that never becomes whole, and those records, are
+/// node; once the file is whole, checked and shown by a fetch or listen with <c>--ack</c> (and, when standard output is a
+/// file, on the disk), its parts are deleted here (<see cref="Forget"/>), and the envelope ids that brought them are
+/// remembered (<c>KEY.done</c>), so those envelopes, fetched again, are copies of a file shown already rather than the
+/// start of another. Without <c>--ack</c> they are kept, and the next fetch shows the file again. Parts of a file that never becomes whole, and those records, are
 /// deleted <see cref="SeenMessages.Window"/> after they were last written (checked at start and hourly). A
 /// <c>fetch</c> and a <c>listen</c> of the same identity take turns through a lock beside the directory.
 /// </summary>
@@ -29,7 +30,7 @@ internal sealed class ReceivedParts
 
     private const string PartExtension = ".part";
 
-    /// <summary>Beside each file's parts: "INDEX ENVELOPE-ID" a line; renamed to KEY.done once the file is shown.</summary>
+    /// <summary>Beside each file's parts: "INDEX ENVELOPE-ID" a line; appended to KEY.done once the file is forgotten.</summary>
     private const string IdsFile = "envelopes";
 
     private const string DoneExtension = ".done";
@@ -193,8 +194,8 @@ internal sealed class ReceivedParts
         }
     }
 
-    /// <summary>Deletes the parts of a file that has been shown (and saved) and acknowledged, remembering the envelopes
-    /// that brought them beside those of the times it was made whole before.</summary>
+    /// <summary>Deletes the parts of a file that has been shown (and saved) for good, remembering the envelopes that
+    /// brought them beside those of the times it was made whole before.</summary>
     public void Forget(Whole whole)
     {
         using LockedFile held = Lock();

@@ -1,4 +1,5 @@
 using System.Buffers;
+using Google.Protobuf;
 using MegaNet.Api.V1;
 using MegaNet.Node.Services;
 
@@ -8,7 +9,8 @@ namespace MegaNet.Node.Hosting;
 /// The most items a request of a few types may hold, counted on the wire before the request is parsed. Parsed, an empty
 /// item costs the node an object of 50–100 bytes for its 2 bytes on the wire: a 16 MiB <c>VerifyBatch</c> of empty
 /// items became half a gigabyte of objects before the handler could count them and refuse the call. Only the request's
-/// top-level tags are read, and a payload that does not scan is left for the parser to refuse.
+/// tags are read, as the parser reads them. (Unknown fields, which a parser keeps as objects too, are not kept for
+/// <c>VerifyBatch</c>: <see cref="VerifyBatchParser"/>.)
 /// </summary>
 internal sealed class RequestItemLimit
 {
@@ -27,6 +29,10 @@ internal sealed class RequestItemLimit
         _refusal = refusal;
     }
 
+    /// <summary>Parses <c>VerifyBatch</c> requests without keeping unknown fields: nothing reads them, and kept, a
+    /// 16 MiB request of distinct unknown field numbers (inside one item as well) is millions of objects.</summary>
+    public static MessageParser<VerifyBatchRequest> VerifyBatchParser { get; } = VerifyBatchRequest.Parser.WithDiscardUnknownFields(true);
+
     /// <summary>The limit for requests of type <typeparamref name="TRequest"/>, or null for a type without one.</summary>
     public static RequestItemLimit? For<TRequest>() =>
         typeof(TRequest) == typeof(VerifyBatchRequest) ? VerifyBatch
@@ -41,34 +47,45 @@ internal sealed class RequestItemLimit
     /// <summary>A <c>SubmitBatchStream</c> request's envelopes.</summary>
     public static RequestItemLimit SubmitBatch { get; } = new([SubmitBatchRequest.EnvelopesFieldNumber], RelayService.MaxBatchEnvelopes, RelayService.TooManyBatchEnvelopes);
 
-    /// <summary>Why <paramref name="payload"/> holds too many items, or null (also for a payload that is not protobuf:
-    /// the parser says what is wrong with it). Every tag is read, so the refusal says how many there are.</summary>
+    /// <summary>Why <paramref name="payload"/> holds too many items, or null. The payload is read as Google.Protobuf's
+    /// parser reads it (tags and lengths in their low 32 bits, groups skipped whole), so an item the parser would make
+    /// is counted; where the scan stops on bytes the parser refuses, the items before them still count, since the
+    /// parser makes them before it refuses.</summary>
     public string? Refusal(ReadOnlySequence<byte> payload)
     {
         var reader = new SequenceReader<byte>(payload);
         long items = 0;
+        int depth = 0; // inside groups (unknown fields the parser skips or keeps whole)
         while (!reader.End)
         {
-            if (!TryReadVarint(ref reader, out ulong tag))
+            if (!TryReadVarint32(ref reader, out uint tag) || tag == 0)
             {
-                return null;
+                break;
             }
 
-            bool skipped = (tag & 7) switch
+            uint wireType = tag & 7;
+            bool read = wireType switch
             {
-                0 => TryReadVarint(ref reader, out _),
+                0 => TryReadVarint32(ref reader, out _),
                 1 => TrySkip(ref reader, 8),
-                2 => TryReadVarint(ref reader, out ulong length) && TrySkip(ref reader, length),
+                2 => TryReadVarint32(ref reader, out uint length) && (int)length >= 0 && TrySkip(ref reader, length),
+                3 => ++depth > 0,
+                4 => depth-- > 0,
                 5 => TrySkip(ref reader, 4),
-                _ => false, // groups, or not a wire type: the parser's to refuse
+                _ => false,
             };
-            if (!skipped)
+            if (!read)
             {
-                return null;
+                break;
             }
 
-            ulong field = tag >> 3;
-            items += field < 64 && (_fieldMask & (1UL << (int)field)) != 0 ? 1 : 0;
+            // A repeated message field is parsed from its length-delimited tag only; another wire type under its
+            // number is an unknown field.
+            uint field = tag >> 3;
+            if (depth == 0 && wireType == 2 && field < 64 && (_fieldMask & (1UL << (int)field)) != 0)
+            {
+                items++;
+            }
         }
 
         return items > _max ? _refusal(items) : null;
@@ -85,17 +102,22 @@ internal sealed class RequestItemLimit
         return true;
     }
 
-    private static bool TryReadVarint(ref SequenceReader<byte> reader, out ulong value)
+    /// <summary>A varint of up to 10 bytes, keeping its low 32 bits, as the parser reads tags and lengths.</summary>
+    private static bool TryReadVarint32(ref SequenceReader<byte> reader, out uint value)
     {
         value = 0;
-        for (int shift = 0; shift < 64; shift += 7)
+        for (int i = 0; i < 10; i++)
         {
             if (!reader.TryRead(out byte b))
             {
                 return false;
             }
 
-            value |= (ulong)(b & 0x7F) << shift;
+            if (i < 5)
+            {
+                value |= (uint)(b & 0x7F) << (7 * i);
+            }
+
             if (b < 0x80)
             {
                 return true;
