@@ -34,7 +34,7 @@ public sealed class RequestItemLimitTests
         Assert.Contains("has 65,537 items", RequestItemLimit.VerifyBatch.Refusal(InPieces(bytes)), StringComparison.Ordinal);
 
         // Bytes the parser refuses end the scan; the items before them count, since the parser makes them before it
-        // refuses (cut short, or a wire type 7 after them).
+        // refuses (cut short, or a tag of field 0 after them).
         Assert.Contains("has 65,537 items", RequestItemLimit.VerifyBatch.Refusal(new ReadOnlySequence<byte>(bytes[..^3])), StringComparison.Ordinal);
         Assert.Contains("has 65,537 items", RequestItemLimit.VerifyBatch.Refusal(new ReadOnlySequence<byte>([.. bytes, 0x07])), StringComparison.Ordinal);
         Assert.Null(RequestItemLimit.VerifyBatch.Refusal(new ReadOnlySequence<byte>([0x0B, 0x00])));
@@ -50,6 +50,10 @@ public sealed class RequestItemLimitTests
         Assert.Equal(65_537, VerifyBatchRequest.Parser.ParseFrom([0x0A, 0x80, 0x80, 0x80, 0x80, 0x10, .. empties]).Signatures.Count);
         Assert.Equal(65_537, VerifyBatchRequest.Parser.ParseFrom([0x8A, 0x80, 0x80, 0x80, 0x10, 0x00, .. empties]).Signatures.Count);
         Assert.Equal(65_536, VerifyBatchRequest.Parser.ParseFrom([0x7B, 0x0A, 0x00, 0x7C, .. empties]).Signatures.Count);
+        // A tag of wire type 6 or 7 has no payload: the node's parser, which drops unknown fields, passes over it.
+        byte[] afterWireType6 = [0x0E, .. empties, 0x0A, 0x00];
+        Assert.Contains("has 65,537 items", RequestItemLimit.VerifyBatch.Refusal(new ReadOnlySequence<byte>(afterWireType6)), StringComparison.Ordinal);
+        Assert.Equal(65_537, RequestItemLimit.VerifyBatchParser.ParseFrom(afterWireType6).Signatures.Count);
 
         // The node parses VerifyBatch without keeping unknown fields, at the top or inside an item.
         VerifyBatchRequest parsed = RequestItemLimit.VerifyBatchParser.ParseFrom([0x0A, 0x03, 0x20, 0x96, 0x01, .. unknown]);

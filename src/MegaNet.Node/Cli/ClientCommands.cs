@@ -303,7 +303,7 @@ internal static partial class ClientCommands
         {
             using Identity id = LoadIdentity(parse.GetValue(identity)!);
             SeenMessages seen = OpenSeen(parse.GetValue(identity)!);
-            Inbox inbox = OpenInbox(parse.GetValue(identity)!, parse.GetValue(json), parse.GetValue(save), parse.GetValue(ack));
+            Inbox inbox = OpenInbox(parse.GetValue(identity)!, parse.GetValue(json), parse.GetValue(save), parse.GetValue(ack) ? Inbox.PartsRelease.WhenAcknowledged : Inbox.PartsRelease.Never);
             return await KnownNodes.RunAsync(parse.GetValue(identity)!, parse.GetValue(node)!, parse.GetValue(nodeId), client => FetchAsync(client, id, seen, inbox, parse.GetValue(after), parse.GetValue(ack), ct), ClientOptions(parse.GetValue(node)!, parse.GetValue(timeout), parse.GetValue(tlsCert)));
         }));
         return command;
@@ -362,6 +362,7 @@ internal static partial class ClientCommands
             FlushStandardOutputToDisk("no message was acknowledged");
             int deleted = await client.AckAsync(id, toAcknowledge, ct);
             Console.Error.WriteLine($"acknowledged {deleted} message(s)");
+            inbox.ForgetShown();
             // The bytes the acknowledged ones took are not known here: after an ack the count alone says how full it is.
             waiting -= deleted;
         }
@@ -437,7 +438,7 @@ internal static partial class ClientCommands
         {
             using Identity id = LoadIdentity(parse.GetValue(identity)!);
             SeenMessages seen = OpenSeen(parse.GetValue(identity)!);
-            Inbox inbox = OpenInbox(parse.GetValue(identity)!, parse.GetValue(json), parse.GetValue(save), parse.GetValue(ack));
+            Inbox inbox = OpenInbox(parse.GetValue(identity)!, parse.GetValue(json), parse.GetValue(save), parse.GetValue(ack) ? Inbox.PartsRelease.WhenWritten : Inbox.PartsRelease.Never);
             Uri address = parse.GetValue(node)!;
             // Every connection listen makes (subscriptions again after a loss, acknowledgements) trusts the same.
             var connection = new MegaNetClientOptions { TrustedCertificate = LoadTlsCertificate(parse.GetValue(tlsCert), address) };
@@ -455,8 +456,8 @@ internal static partial class ClientCommands
     };
 
     /// <summary>The inbox of <c>fetch</c> and <c>listen</c> for the identity at <paramref name="identityPath"/>.</summary>
-    private static Inbox OpenInbox(string identityPath, bool json, string? saveFiles, bool acknowledges) =>
-        new(json, new ContactsFollower(identityPath), ReceivedParts.Beside(identityPath), Inbox.SaveDirectory(saveFiles), acknowledges);
+    private static Inbox OpenInbox(string identityPath, bool json, string? saveFiles, Inbox.PartsRelease release) =>
+        new(json, new ContactsFollower(identityPath), ReceivedParts.Beside(identityPath), Inbox.SaveDirectory(saveFiles), release);
 
     /// <summary>How long <c>listen</c> tries to subscribe again by default (README).</summary>
     internal static readonly TimeSpan DefaultRetryFor = TimeSpan.FromMinutes(5);

@@ -12,8 +12,33 @@ namespace MegaNet.Node.Cli;
 /// <c>--save-files</c> write each file into a directory. When <see cref="Deliver"/> returns, what it printed has reached
 /// the reader and what it kept or saved is on disk, so the message may be acknowledged.
 /// </summary>
-internal sealed class Inbox(bool json, ContactsFollower contacts, ReceivedParts parts, string? saveDirectory, bool acknowledges)
+internal sealed class Inbox(bool json, ContactsFollower contacts, ReceivedParts parts, string? saveDirectory, Inbox.PartsRelease release)
 {
+    /// <summary>When the kept parts of a file shown go.</summary>
+    public enum PartsRelease
+    {
+        /// <summary>Never (no <c>--ack</c>): the output may go nowhere (a fetch piped into a reader that drops it),
+        /// and the parts an earlier run acknowledged are nowhere else; the next fetch shows the file again, as it
+        /// shows a message of one envelope again.</summary>
+        Never,
+
+        /// <summary><c>listen --ack</c>: once the file is written out (on the disk when standard output is a file),
+        /// the point from which listen acknowledges what it wrote.</summary>
+        WhenWritten,
+
+        /// <summary><c>fetch --ack</c>: after the acknowledgement (<see cref="ForgetShown"/>), which comes only once
+        /// everything fetched was written out; a fetch that fails before it acknowledges nothing, and the next shows
+        /// the file again.</summary>
+        WhenAcknowledged,
+    }
+
+    // Files shown whose parts are still kept, by parts directory: fetched again in the same run, each of their other
+    // parts would make them whole again.
+    private readonly HashSet<string> _shownFiles = new(StringComparer.Ordinal);
+
+    // Under WhenAcknowledged, the files to forget once the fetch has acknowledged.
+    private readonly List<ReceivedParts.Whole> _toForget = [];
+
     /// <summary>Attempts at a free name in <c>--save-files</c> ("name (2).ext", ...).</summary>
     private const int MaxNameAttempts = 1_000;
 
@@ -26,9 +51,6 @@ internal sealed class Inbox(bool json, ContactsFollower contacts, ReceivedParts 
     // Files whose parts came again after the file was shown: reported once a run, not once a part (hundreds).
     private readonly HashSet<string> _copiesReported = [];
 
-    // Files in parts shown in this run without --ack (their parts directories), whose parts are all kept: the other
-    // parts of such a file, fetched again in the same run, would each make it whole again.
-    private readonly HashSet<string> _shownFiles = new(StringComparer.Ordinal);
 
     // Not disposed: disposing flushes, and after a failed write that would throw again over the clear error.
     private readonly StreamWriter _output = ClientCommands.StandardOutput();
@@ -78,22 +100,26 @@ internal sealed class Inbox(bool json, ContactsFollower contacts, ReceivedParts 
                     // Its parts stay in the spool and its last part on the node, so that a fetch with --json or
                     // --save-files puts it together again: forgotten, its parts fetched again were copies of a file
                     // "shown already", and its bytes were lost.
+                    _shownFiles.Add(whole.Directory);
                     return false;
                 }
 
-                if (!acknowledges)
+                switch (release)
                 {
-                    // Without --ack the output may go nowhere (a fetch piped into a reader that drops it), and the
-                    // parts acknowledged by an earlier run are nowhere else: kept, so the next fetch shows the file
-                    // again, as it shows a message of one envelope again.
-                    _shownFiles.Add(whole.Directory);
-                    return true;
+                    case PartsRelease.WhenWritten:
+                        // A crash before the output reached the disk lost a file whose other parts were acknowledged.
+                        ClientCommands.FlushStandardOutputToDisk(consequence);
+                        parts.Forget(whole);
+                        break;
+                    case PartsRelease.WhenAcknowledged:
+                        _toForget.Add(whole);
+                        _shownFiles.Add(whole.Directory);
+                        break;
+                    default:
+                        _shownFiles.Add(whole.Directory);
+                        break;
                 }
 
-                // With --ack the parts go once the file is in the output for good: on the disk when standard output
-                // is a file (a crash before that lost a file whose other parts were acknowledged already).
-                ClientCommands.FlushStandardOutputToDisk(consequence);
-                parts.Forget(whole);
                 break;
             case ReceivedParts.ShownAlready copy:
                 ReportCopy(m, senderName, copy.File);
@@ -112,6 +138,25 @@ internal sealed class Inbox(bool json, ContactsFollower contacts, ReceivedParts 
         }
 
         return true;
+    }
+
+    /// <summary><c>fetch --ack</c>, once the node confirmed the acknowledgement: deletes the kept parts of the files
+    /// shown. A failure only leaves them behind, to be pruned: the file was shown and acknowledged.</summary>
+    public void ForgetShown()
+    {
+        foreach (ReceivedParts.Whole whole in _toForget)
+        {
+            try
+            {
+                parts.Forget(whole);
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException or CliException)
+            {
+                Console.Error.WriteLine($"meganet: the parts of file '{ClientCommands.Printable(whole.File.Content.FileName, multiline: false)}' (shown and acknowledged) could not be deleted from {whole.Directory} ({e.Message}); they are deleted {SeenMessages.Window.TotalDays:0} days after they came.");
+            }
+        }
+
+        _toForget.Clear();
     }
 
     private void ReportCopy(ReceivedMessage m, string? senderName, string file)

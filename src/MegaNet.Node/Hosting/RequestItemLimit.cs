@@ -72,7 +72,7 @@ internal sealed class RequestItemLimit
                 3 => ++depth > 0,
                 4 => depth-- > 0,
                 5 => TrySkip(ref reader, 4),
-                _ => false,
+                _ => true, // 6 and 7: no payload; a parser that drops unknown fields passes over them and reads on
             };
             if (!read)
             {
