@@ -220,8 +220,8 @@ public static class EnvelopeFormat
         }
     }
 
-    /// <summary>Stamps <paramref name="envelope"/> (sealed by <paramref name="sender"/>) with a proof of work of
-    /// <paramref name="bits"/> bits and signs it again, replacing its stamp and signature: for an envelope a node
+    /// <summary>Stamps <paramref name="envelope"/> (sealed by <paramref name="sender"/>) with a proof of work of at least
+    /// <paramref name="bits"/> bits (the stamp claims the zero bits its hash has) and signs it again, replacing its stamp and signature: for an envelope a node
     /// refused with <c>FAILED_PRECONDITION</c> and a <c>pow-bits</c> trailer (<see cref="NodeRefusals.RequiredPowBits"/>).
     /// The stamp changes the envelope id. Runs on the calling thread (about 2^bits hashes).</summary>
     /// <exception cref="OperationCanceledException">Cancelled before a stamp was found; the envelope is unchanged.</exception>
