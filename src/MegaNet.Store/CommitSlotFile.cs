@@ -84,11 +84,11 @@ internal sealed class CommitSlotFile : ILogCommitManager
     public (long Begin, long Until)? Range(long commitNum)
     {
         byte[]? metadata = GetCommitMetadata(commitNum);
-        if (metadata is null)
-        {
-            return null;
-        }
+        return metadata is null ? null : RangeOf(metadata);
+    }
 
+    private static (long Begin, long Until) RangeOf(byte[] metadata)
+    {
         var info = new FasterLogRecoveryInfo();
         using var reader = new BinaryReader(new MemoryStream(metadata));
         info.Initialize(reader);
@@ -109,15 +109,7 @@ internal sealed class CommitSlotFile : ILogCommitManager
                 metadata = newest >= 0 ? _payloads[Array.IndexOf(_numbers, newest)] : null;
             }
 
-            if (metadata is null)
-            {
-                return null;
-            }
-
-            var info = new FasterLogRecoveryInfo();
-            using var reader = new BinaryReader(new MemoryStream(metadata));
-            info.Initialize(reader);
-            return info.UntilAddress;
+            return metadata is null ? null : RangeOf(metadata).Until;
         }
     }
 

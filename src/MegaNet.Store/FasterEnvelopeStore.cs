@@ -1165,7 +1165,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         // replayed a swept entry): only the record the entry stands for goes.
         foreach ((byte[] id, long logIndex) in swept)
         {
-            if (_kv.GetMetaForPrepare(id) is not { } meta || BinaryPrimitives.ReadInt64LittleEndian(meta.AsSpan(48)) == logIndex)
+            if (_kv.GetMetaForPrepare(id) is not { } meta || LogIndexOf(meta) == logIndex)
             {
                 _kv.DeleteAll(id);
             }
@@ -1656,7 +1656,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         // of the indexes (Fetch, Subscribe, Status, proofs, the log-size gauge). The entries already left the indexes,
         // so no reader finds them any more; the apply stage is serial and a checkpoint's snapshot waits for it, so the
         // deletes still reach the table before the next group's writes and before any snapshot, as they did.
-        DeleteAckedBytes(acked, _options.Clock.GetUtcNow().ToUnixTimeMilliseconds());
+        DeleteAckedBytes(acked);
 
         if (leafCount > 0)
         {
@@ -1846,21 +1846,21 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     // old entry back. Acknowledging the old entry then wrote its metadata, without bytes, over the new put's record,
     // which was lost. Only a record removed for expiry can be taken over, so only entries expired by now are looked
     // up before the write (a read that may go to disk, on the stage that applies puts), live and in replay.
-    private void DeleteAckedBytes(List<(Key32 Recipient, IndexEntry Entry)>? acked, long checkExpiredBeforeUnixMs)
+    private void DeleteAckedBytes(List<(Key32 Recipient, IndexEntry Entry)>? acked)
     {
         if (acked is null)
         {
             return;
         }
 
+        long now = _options.Clock.GetUtcNow().ToUnixTimeMilliseconds();
         Span<byte> id = stackalloc byte[32];
         Span<byte> meta = stackalloc byte[EnvelopeKv.MetaLength];
         foreach ((Key32 recipient, IndexEntry entry) in acked)
         {
             BeforeAckDeleteForTests?.Invoke();
             entry.Id.CopyTo(id);
-            if (entry.ExpiresUnixMs <= checkExpiredBeforeUnixMs
-                && (_kv.GetMetaOnWriter(id) is not { } current || BinaryPrimitives.ReadInt64LittleEndian(current.AsSpan(48)) != entry.LogIndex))
+            if (entry.ExpiresUnixMs <= now && (_kv.GetMetaOnWriter(id) is not { } current || LogIndexOf(current) != entry.LogIndex))
             {
                 continue; // the record is gone, or a later put of this id owns it
             }
@@ -1994,7 +1994,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
                         // came before now unless the clock went back (one read from disk each for a whole replay's
                         // acks would slow every open).
                         ApplyAck(new AckRequest(recipient, seqs), acked);
-                        DeleteAckedBytes(acked, _options.Clock.GetUtcNow().ToUnixTimeMilliseconds());
+                        DeleteAckedBytes(acked);
                         break;
                     }
 
@@ -2047,10 +2047,13 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         BinaryPrimitives.WriteInt32LittleEndian(meta[56..], length);
     }
 
+    // The log index of the put a table record stands for (the same id may be put again once its first put expired).
+    private static long LogIndexOf(byte[] meta) => BinaryPrimitives.ReadInt64LittleEndian(meta.AsSpan(48));
+
     private static Stored StoredFromMeta(byte[] id, byte[] meta)
     {
         return new Stored(new Key32(meta.AsSpan(0, 32)), DateTimeOffset.FromUnixTimeMilliseconds(BinaryPrimitives.ReadInt64LittleEndian(meta.AsSpan(40))),
-            BinaryPrimitives.ReadInt32LittleEndian(meta.AsSpan(56)), id, BinaryPrimitives.ReadInt64LittleEndian(meta.AsSpan(48)),
+            BinaryPrimitives.ReadInt32LittleEndian(meta.AsSpan(56)), id, LogIndexOf(meta),
             BinaryPrimitives.ReadUInt64LittleEndian(meta.AsSpan(32)));
     }
 

@@ -53,10 +53,10 @@ public sealed class RequestItemLimitTests
         // A tag of wire type 6 or 7 has no payload: the node's parser, which drops unknown fields, passes over it.
         byte[] afterWireType6 = [0x0E, .. empties, 0x0A, 0x00];
         Assert.Contains("has 65,537 items", RequestItemLimit.VerifyBatch.Refusal(new ReadOnlySequence<byte>(afterWireType6)), StringComparison.Ordinal);
-        Assert.Equal(65_537, RequestItemLimit.VerifyBatchParser.ParseFrom(afterWireType6).Signatures.Count);
+        Assert.Equal(65_537, ((MessageParser<VerifyBatchRequest>)RequestItemLimit.VerifyBatch.Parser!).ParseFrom(afterWireType6).Signatures.Count);
 
         // The node parses VerifyBatch without keeping unknown fields, at the top or inside an item.
-        VerifyBatchRequest parsed = RequestItemLimit.VerifyBatchParser.ParseFrom([0x0A, 0x03, 0x20, 0x96, 0x01, .. unknown]);
+        VerifyBatchRequest parsed = ((MessageParser<VerifyBatchRequest>)RequestItemLimit.VerifyBatch.Parser!).ParseFrom([0x0A, 0x03, 0x20, 0x96, 0x01, .. unknown]);
         Assert.Equal([0x0A, 0x00], parsed.ToByteArray());
         Assert.NotEmpty(VerifyBatchRequest.Parser.ParseFrom([0x0A, 0x03, 0x20, 0x96, 0x01]).Signatures[0].ToByteArray());
 

@@ -112,7 +112,7 @@ public static partial class PrivateFile
     /// <summary>True when nothing is at <paramref name="path"/> or a regular file is (not following a symbolic link).
     /// .NET's file information does not tell a device or a pipe from a file, so on Linux statx(2) gives the type; its
     /// layout is the same on every architecture.</summary>
-    private static unsafe bool IsRegularFileOrNothing(string path)
+    private static bool IsRegularFileOrNothing(string path)
     {
         var info = new FileInfo(path);
         if (info.LinkTarget is not null)
@@ -125,23 +125,15 @@ public static partial class PrivateFile
             return true;
         }
 
-        const int AtFdCwd = -100, AtSymlinkNoFollow = 0x100, StatxType = 1, ModeOffset = 28, TypeMask = 0xF000, Regular = 0x8000;
-        byte* statx = stackalloc byte[256];
-        try
-        {
-            // A failed call (a kernel before 4.11) tells nothing: the file is taken as the regular one it nearly always is.
-            return Statx(AtFdCwd, path, AtSymlinkNoFollow, StatxType, statx) != 0 || (*(ushort*)(statx + ModeOffset) & TypeMask) == Regular;
-        }
-        catch (EntryPointNotFoundException)
-        {
-            return true; // a C library without statx (glibc before 2.28): as above
-        }
+        // A failed call (a kernel before 4.11, a C library without statx) tells nothing: the file is taken as the
+        // regular one it nearly always is.
+        return !TryStat(path, out ushort mode, out _) || (mode & TypeMask) == Regular;
     }
 
     /// <summary>True when <paramref name="path"/> is a regular file (not a link, a pipe or a device) that only its owner
     /// may read or write, and that owner is this process's user: a file this user wrote for itself, which nobody else
     /// can have put there or change. (Owner checked on Linux; elsewhere the permissions alone.)</summary>
-    public static unsafe bool IsOwnPrivateFile(string path)
+    public static bool IsOwnPrivateFile(string path)
     {
         ArgumentNullException.ThrowIfNull(path);
         var info = new FileInfo(path);
@@ -160,9 +152,22 @@ public static partial class PrivateFile
             return (info.UnixFileMode & (UnixFileMode.GroupRead | UnixFileMode.GroupWrite | UnixFileMode.GroupExecute | UnixFileMode.OtherRead | UnixFileMode.OtherWrite | UnixFileMode.OtherExecute)) == 0;
         }
 
+        // Where statx cannot tell (see TryStat), nothing can be told, so no.
+        const int GroupOrOther = 0x3F;
+        return TryStat(path, out ushort mode, out uint owner) && (mode & TypeMask) == Regular && (mode & GroupOrOther) == 0 && owner == GetEffectiveUserId();
+    }
+
+    private const int TypeMask = 0xF000, Regular = 0x8000;
+
+    /// <summary>Linux only: the type and mode bits and the owner of <paramref name="path"/>, not following a symbolic
+    /// link, from statx(2), whose layout is the same on every architecture; false when the call failed (a kernel before
+    /// 4.11, or nothing there) or the C library has no statx (glibc before 2.28).</summary>
+    private static unsafe bool TryStat(string path, out ushort mode, out uint owner)
+    {
         const int AtFdCwd = -100, AtSymlinkNoFollow = 0x100, Mask = 1 | 2 | 8; // STATX_TYPE | STATX_MODE | STATX_UID
-        const int UidOffset = 20, ModeOffset = 28, TypeMask = 0xF000, Regular = 0x8000, GroupOrOther = 0x3F;
+        const int UidOffset = 20, ModeOffset = 28;
         byte* statx = stackalloc byte[256];
+        (mode, owner) = (0, 0);
         try
         {
             if (Statx(AtFdCwd, path, AtSymlinkNoFollow, Mask, statx) != 0)
@@ -172,11 +177,11 @@ public static partial class PrivateFile
         }
         catch (EntryPointNotFoundException)
         {
-            return false; // a C library without statx (glibc before 2.28): nothing can be told, so no
+            return false;
         }
 
-        ushort mode = *(ushort*)(statx + ModeOffset);
-        return (mode & TypeMask) == Regular && (mode & GroupOrOther) == 0 && *(uint*)(statx + UidOffset) == GetEffectiveUserId();
+        (mode, owner) = (*(ushort*)(statx + ModeOffset), *(uint*)(statx + UidOffset));
+        return true;
     }
 
     [LibraryImport("libc", EntryPoint = "geteuid")]

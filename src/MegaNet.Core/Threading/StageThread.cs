@@ -41,23 +41,14 @@ public sealed class StageThread : IDisposable
         }
 
         Task<T> waiting = task.AsTask();
-        if (!waiting.IsCompleted)
-        {
-            _done.Reset();
-            waiting.ConfigureAwait(false).GetAwaiter().UnsafeOnCompleted(_set);
-            while (!_done.Wait(interval))
-            {
-                meanwhile();
-            }
-        }
-
+        Block(waiting, interval, meanwhile);
         return waiting.GetAwaiter().GetResult();
     }
 
     /// <inheritdoc/>
     public void Dispose() => _done.Dispose();
 
-    private void Block(Task task)
+    private void Block(Task task, TimeSpan interval = default, Action? meanwhile = null)
     {
         if (task.IsCompleted)
         {
@@ -67,6 +58,15 @@ public sealed class StageThread : IDisposable
         _done.Reset();
         // Called once, after the task completes (inline on the completing thread, or queued): each wait gets its own Set.
         task.ConfigureAwait(false).GetAwaiter().UnsafeOnCompleted(_set);
-        _done.Wait();
+        if (meanwhile is null)
+        {
+            _done.Wait();
+            return;
+        }
+
+        while (!_done.Wait(interval))
+        {
+            meanwhile();
+        }
     }
 }

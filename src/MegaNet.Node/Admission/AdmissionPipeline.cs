@@ -454,6 +454,7 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
         bool[] verdicts = new bool[_options.MaxBatch];
         var stores = new List<Task>();
         using var thread = new StageThread();
+        Action sweepSuspects = () => suspects.Sweep(Stopwatch.GetTimestamp()); // made once: it runs while idle
         while (WaitForWork())
         {
             items.Clear();
@@ -592,7 +593,7 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
             suspect.Clear();
             overflow.Clear();
             perSite.Clear();
-            return thread.Wait(ready, IdleSweepInterval, () => suspects.Sweep(Stopwatch.GetTimestamp()));
+            return thread.Wait(ready, IdleSweepInterval, sweepSuspects);
         }
 
         // Verifies items[from..to) as one batch, answers them by their verdicts and hands the accepted ones to the store.

@@ -531,7 +531,7 @@ internal static partial class ClientCommands
                     // The node ends a subscription only with an error; an end without one is resumed the same way.
                     throw new RpcException(new Status(StatusCode.Unavailable, "the node ended the subscription"));
                 }
-                catch (Exception e) when (everSubscribed && !ct.IsCancellationRequested && (IsTransient(e) || RetryHint(e) is not null || e is RpcException { StatusCode: StatusCode.DeadlineExceeded }))
+                catch (Exception e) when (everSubscribed && !ct.IsCancellationRequested && IsPassing(e))
                 {
                     // A subscription that worked once is resumed; one that never worked (a wrong address, no node
                     // there) fails at once, as before.
@@ -544,8 +544,7 @@ internal static partial class ClientCommands
                         throw new ListenGaveUpException($"gave up after {failing.TotalSeconds:0} s without a subscription (--retry-for {retryFor}): {Describe(e)}", e);
                     }
 
-                    // A refusal that says when to come back (the mailbox opened too often) is waited out whole.
-                    TimeSpan wait = RetryHint(e) is { } hint && hint > delay ? hint : delay;
+                    TimeSpan wait = WaitBefore(e, delay);
                     wait = wait < retryFor - failing ? wait : retryFor - failing; // never past --retry-for
                     Console.Error.WriteLine($"meganet: subscription lost ({Describe(e)}); subscribing again after seq {cursor} in {wait.TotalSeconds:0} s.");
                     await Task.Delay(wait, ct);
@@ -585,9 +584,17 @@ internal static partial class ClientCommands
         return 0;
     }
 
-    /// <summary>The wait a refusal asks for (RESOURCE_EXHAUSTED with <c>retry-after-ms</c>, such as a mailbox opened
-    /// too often), else null: such a refusal passes.</summary>
-    internal static TimeSpan? RetryHint(Exception e) => e is RpcException { StatusCode: StatusCode.ResourceExhausted } r ? r.RetryAfter() : null;
+    /// <summary>Failures a later try (of a subscription, or of an acknowledgement) may not meet: those of
+    /// <see cref="IsTransient"/>, a node too slow to answer, and a refusal that says when to come back
+    /// (RESOURCE_EXHAUSTED with <c>retry-after-ms</c>: the mailbox opened too often).</summary>
+    internal static bool IsPassing(Exception e) =>
+        IsTransient(e) || e is RpcException { StatusCode: StatusCode.DeadlineExceeded } || RetryHint(e) is not null;
+
+    /// <summary>How long to wait before trying again after <paramref name="e"/>: <paramref name="delay"/>, or the wait
+    /// a refusal asks for when that is longer (waited out whole).</summary>
+    internal static TimeSpan WaitBefore(Exception e, TimeSpan delay) => RetryHint(e) is { } hint && hint > delay ? hint : delay;
+
+    private static TimeSpan? RetryHint(Exception e) => e is RpcException { StatusCode: StatusCode.ResourceExhausted } r ? r.RetryAfter() : null;
 
     /// <summary>Failures that a later subscription may not meet: the node unreachable or going down (Unavailable),
     /// a connection that broke (a transport error, which carries a DebugException), or a node gone silent.</summary>

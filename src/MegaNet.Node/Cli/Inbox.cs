@@ -95,29 +95,26 @@ internal sealed class Inbox(bool json, ContactsFollower contacts, ReceivedParts 
                 return KeepsFiles;
             case ReceivedParts.Whole whole:
                 Show(whole.File, senderName, consequence, whole.Count);
+                if (KeepsFiles && release == PartsRelease.WhenWritten)
+                {
+                    // A crash before the output reached the disk lost a file whose other parts were acknowledged.
+                    ClientCommands.FlushStandardOutputToDisk(consequence);
+                    parts.Forget(whole);
+                    break;
+                }
+
+                _shownFiles.Add(whole.Directory); // its parts stay for now
                 if (!KeepsFiles)
                 {
                     // Its parts stay in the spool and its last part on the node, so that a fetch with --json or
                     // --save-files puts it together again: forgotten, its parts fetched again were copies of a file
                     // "shown already", and its bytes were lost.
-                    _shownFiles.Add(whole.Directory);
                     return false;
                 }
 
-                switch (release)
+                if (release == PartsRelease.WhenAcknowledged)
                 {
-                    case PartsRelease.WhenWritten:
-                        // A crash before the output reached the disk lost a file whose other parts were acknowledged.
-                        ClientCommands.FlushStandardOutputToDisk(consequence);
-                        parts.Forget(whole);
-                        break;
-                    case PartsRelease.WhenAcknowledged:
-                        _toForget.Add(whole);
-                        _shownFiles.Add(whole.Directory);
-                        break;
-                    default:
-                        _shownFiles.Add(whole.Directory);
-                        break;
+                    _toForget.Add(whole);
                 }
 
                 break;

@@ -90,11 +90,11 @@ internal sealed class ListenAcknowledger : IAsyncDisposable
                     batch.Clear();
                     delay = ClientCommands.FirstRetryDelay;
                 }
-                catch (Exception e) when (!_stop.IsCancellationRequested && IsPassing(e))
+                catch (Exception e) when (!_stop.IsCancellationRequested && ClientCommands.IsPassing(e))
                 {
                     // The node restarting, the connection gone (listen itself subscribes again meanwhile): the same
                     // messages again, on a fresh connection, after a wait.
-                    TimeSpan wait = ClientCommands.RetryHint(e) is { } hint && hint > delay ? hint : delay;
+                    TimeSpan wait = ClientCommands.WaitBefore(e, delay);
                     Console.Error.WriteLine($"meganet: acknowledging {batch.Count} message(s) failed ({ClientCommands.Describe(e)}); trying again in {wait.TotalSeconds:0} s.");
                     client?.Dispose();
                     client = null;
@@ -137,7 +137,4 @@ internal sealed class ListenAcknowledger : IAsyncDisposable
         return count;
     }
 
-    /// <summary>Failures a later try may not meet: those listen subscribes again after, a node too slow to answer, and a
-    /// refusal that says when to come back (the mailbox opened too often: each acknowledgement opens it).</summary>
-    private static bool IsPassing(Exception e) => ClientCommands.IsTransient(e) || ClientCommands.RetryHint(e) is not null || e is RpcException { StatusCode: StatusCode.DeadlineExceeded };
 }

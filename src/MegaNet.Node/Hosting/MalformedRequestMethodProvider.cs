@@ -96,11 +96,11 @@ internal sealed class MalformedRequestMethodProvider<[DynamicallyAccessedMembers
     /// server error. (In a client-streaming call the handler sees it on its read, as it saw the parse error.)</summary>
     private static Method<TRequest, TResponse> Refusing<TRequest, TResponse>(Method<TRequest, TResponse> method)
     {
-        Func<DeserializationContext, TRequest> parse = typeof(TRequest) == typeof(MegaNet.Api.V1.VerifyBatchRequest)
-            ? context => (TRequest)(object)RequestItemLimit.VerifyBatchParser.ParseFrom(context.PayloadAsReadOnlySequence())
+        RequestItemLimit? limit = RequestItemLimit.For<TRequest>();
+        Func<DeserializationContext, TRequest> parse = limit?.Parser is { } lean
+            ? context => (TRequest)lean.ParseFrom(context.PayloadAsReadOnlySequence())
             : method.RequestMarshaller.ContextualDeserializer;
         string detail = $"The {method.Name} request is not a valid {typeof(TRequest).Name} message";
-        RequestItemLimit? limit = RequestItemLimit.For<TRequest>();
         var marshaller = new Marshaller<TRequest>(method.RequestMarshaller.ContextualSerializer, context =>
         {
             // Counted before parsing: parsed, a request of too many (empty) items costs many times its size.

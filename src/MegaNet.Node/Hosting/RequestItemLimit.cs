@@ -10,7 +10,7 @@ namespace MegaNet.Node.Hosting;
 /// item costs the node an object of 50–100 bytes for its 2 bytes on the wire: a 16 MiB <c>VerifyBatch</c> of empty
 /// items became half a gigabyte of objects before the handler could count them and refuse the call. Only the request's
 /// tags are read, as the parser reads them. (Unknown fields, which a parser keeps as objects too, are not kept for
-/// <c>VerifyBatch</c>: <see cref="VerifyBatchParser"/>.)
+/// <c>VerifyBatch</c>: <see cref="Parser"/>.)
 /// </summary>
 internal sealed class RequestItemLimit
 {
@@ -18,8 +18,9 @@ internal sealed class RequestItemLimit
     private readonly int _max;
     private readonly Func<long, string> _refusal;
 
-    private RequestItemLimit(int[] fields, int max, Func<long, string> refusal)
+    private RequestItemLimit(int[] fields, int max, Func<long, string> refusal, MessageParser? parser = null)
     {
+        Parser = parser;
         foreach (int field in fields)
         {
             _fieldMask |= 1UL << field;
@@ -29,9 +30,10 @@ internal sealed class RequestItemLimit
         _refusal = refusal;
     }
 
-    /// <summary>Parses <c>VerifyBatch</c> requests without keeping unknown fields: nothing reads them, and kept, a
-    /// 16 MiB request of distinct unknown field numbers (inside one item as well) is millions of objects.</summary>
-    public static MessageParser<VerifyBatchRequest> VerifyBatchParser { get; } = VerifyBatchRequest.Parser.WithDiscardUnknownFields(true);
+    /// <summary>A parser to use instead of the generated one, or null. <c>VerifyBatch</c>'s drops unknown fields:
+    /// nothing reads them, and kept, a 16 MiB request of distinct unknown field numbers (inside one item as well) is
+    /// millions of objects.</summary>
+    public MessageParser? Parser { get; }
 
     /// <summary>The limit for requests of type <typeparamref name="TRequest"/>, or null for a type without one.</summary>
     public static RequestItemLimit? For<TRequest>() =>
@@ -42,7 +44,7 @@ internal sealed class RequestItemLimit
     /// <summary><c>VerifyBatch</c>: signatures, inclusion and consistency proofs together.</summary>
     public static RequestItemLimit VerifyBatch { get; } = new(
         [VerifyBatchRequest.SignaturesFieldNumber, VerifyBatchRequest.InclusionsFieldNumber, VerifyBatchRequest.ConsistenciesFieldNumber],
-        RelayService.MaxVerifyItems, RelayService.TooManyVerifyItems);
+        RelayService.MaxVerifyItems, RelayService.TooManyVerifyItems, VerifyBatchRequest.Parser.WithDiscardUnknownFields(true));
 
     /// <summary>A <c>SubmitBatchStream</c> request's envelopes.</summary>
     public static RequestItemLimit SubmitBatch { get; } = new([SubmitBatchRequest.EnvelopesFieldNumber], RelayService.MaxBatchEnvelopes, RelayService.TooManyBatchEnvelopes);
