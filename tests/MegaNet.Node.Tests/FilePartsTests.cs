@@ -139,6 +139,32 @@ public sealed class FilePartsTests(ITestOutputHelper output) : IDisposable
     }
 
     [Fact]
+    public void Every_file_the_parts_spool_writes_is_owner_only()
+    {
+        if (OperatingSystem.IsWindows())
+        {
+            return;
+        }
+
+        string identity = Path.Combine(_dir, "bob.json");
+        using Identity alice = Identity.Create();
+        IReadOnlyList<byte[]> a = FileParts.Split(RandomFile(2 * FileParts.SliceLength("a.bin")), "a.bin");
+        ReceivedParts parts = ReceivedParts.Beside(identity);
+        Assert.IsType<ReceivedParts.Waiting>(parts.Add(Part(alice, a[0], "a.bin")));
+        parts.Forget(Assert.IsType<ReceivedParts.Whole>(parts.Add(Part(alice, a[1], "a.bin"))));
+        // Left waiting: a part and the list of envelopes beside it; forgotten: the record of envelopes shown (KEY.done).
+        Assert.IsType<ReceivedParts.Waiting>(parts.Add(Part(alice, FileParts.Split(RandomFile(2 * FileParts.SliceLength("b.bin")), "b.bin")[0], "b.bin")));
+        string[] written = Directory.GetFiles(parts.Directory, "*", SearchOption.AllDirectories).Where(f => !f.EndsWith(".lock", StringComparison.Ordinal)).ToArray();
+        Assert.Contains(written, f => f.EndsWith(".done", StringComparison.Ordinal));
+        Assert.Contains(written, f => f.EndsWith("envelopes", StringComparison.Ordinal));
+        Assert.Contains(written, f => f.EndsWith(".part", StringComparison.Ordinal));
+        foreach (string file in written)
+        {
+            Assert.True(File.GetUnixFileMode(file) == (UnixFileMode.UserRead | UnixFileMode.UserWrite), $"{file} is {File.GetUnixFileMode(file)}");
+        }
+    }
+
+    [Fact]
     public void Headers_out_of_bounds_are_refused()
     {
         byte[] part = FileParts.Split(new byte[100], "f")[0];

@@ -83,6 +83,22 @@ public static partial class PrivateFile
         }
     }
 
+    /// <summary>Appends <paramref name="text"/> (UTF-8) to <paramref name="path"/>, creating the file owner-only (0600)
+    /// if it is missing; not flushed. File.AppendAllText creates it with the process's umask (0644 as a rule).</summary>
+    public static void Append(string path, string text)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        ArgumentNullException.ThrowIfNull(text);
+        var options = new FileStreamOptions { Mode = FileMode.Append, Access = FileAccess.Write };
+        if (!OperatingSystem.IsWindows())
+        {
+            options.UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite;
+        }
+
+        using var stream = new FileStream(path, options);
+        stream.Write(System.Text.Encoding.UTF8.GetBytes(text));
+    }
+
     /// <summary>Creates the directory <paramref name="path"/> owner-only (0700) if it is missing, and flushes its entry
     /// in the parent directory so it survives a crash; an existing directory keeps its mode.</summary>
     public static void CreateDirectory(string path)

@@ -190,7 +190,7 @@ internal sealed class ReceivedParts
         string ids = Path.Combine(file, IdsFile);
         if (!known || !File.Exists(ids) || !File.ReadLines(ids).Any(line => line.EndsWith(" " + envelope, StringComparison.Ordinal)))
         {
-            File.AppendAllText(ids, $"{index} {envelope}\n");
+            PrivateFile.Append(ids, $"{index} {envelope}\n");
         }
     }
 
@@ -202,7 +202,7 @@ internal sealed class ReceivedParts
         string ids = Path.Combine(whole.Directory, IdsFile);
         if (File.Exists(ids))
         {
-            File.AppendAllText(whole.Directory + DoneExtension, File.ReadAllText(ids));
+            PrivateFile.Append(whole.Directory + DoneExtension, File.ReadAllText(ids));
         }
 
         if (System.IO.Directory.Exists(whole.Directory))
