@@ -266,6 +266,35 @@ public sealed class VerifyBatchLimitsTests
         }
     }
 
+    [Fact]
+    public async Task A_site_that_stops_calling_is_forgotten_once_its_budget_refilled_without_another_call()
+    {
+        await using TestNode node = await TestNode.StartAsync();
+        DelegatedVerificationGate gate = node.Services.GetRequiredService<DelegatedVerificationGate>();
+        // 2,000 forgeries spend 2 s of the site's budget of invalid verdicts: it is remembered until that has refilled.
+        VerifyBatchRequest forged = Forged(every: 1);
+        while (forged.Signatures.Count > 2_000)
+        {
+            forged.Signatures.RemoveAt(forged.Signatures.Count - 1);
+        }
+
+        using (var client = new MegaNetClient(node.Address, localAddress: System.Net.IPAddress.Parse("127.0.0.9")))
+        {
+            VerifyBatchResponse verdicts = await client.Relay.VerifyBatchAsync(forged);
+            Assert.DoesNotContain(verdicts.SignatureValid, v => v);
+        }
+
+        Assert.Equal(1, gate.Sites);
+        // No call comes after it: the node's own sweep (every second) forgets the site, where protocol.md says it keeps
+        // a site only while it owes. Before the sweep, a site was forgotten only by a later call's.
+        for (int i = 0; i < 100 && gate.Sites > 0; i++)
+        {
+            await Task.Delay(100);
+        }
+
+        Assert.Equal(0, gate.Sites);
+    }
+
     /// <summary>A VerifyBatch call whose request body is <paramref name="body"/>, from <paramref name="local"/>.</summary>
     private static async Task RawVerifyBatch(Uri node, System.Net.IPAddress local, byte[] body)
     {
