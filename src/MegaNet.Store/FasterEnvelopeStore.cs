@@ -34,7 +34,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     private const int MaxGroup = 8192;
 
     // Most puts of one PutManyAsync call in one request: a larger call becomes several, so a group stays near MaxGroup.
-    private const int PutSlice = 1024;
+    internal const int PutSlice = 1024;
 
     // Longest sleep between looks at the queue while a group fills (the kernel adds its timer slack, 50 µs on Linux).
     private const int WindowSliceMicroseconds = 100;
@@ -548,6 +548,11 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     // record may belong to a commit still being written).
     private async Task CommitAndCheckAsync()
     {
+        if (_options.FailCommitForTests?.Invoke() == true)
+        {
+            throw new IOException("the write-ahead log's commit failed (a failure a test asked for)");
+        }
+
         (bool success, _, long commitNum) = await _log.CommitStronglyAsync().ConfigureAwait(false);
         // With the commits in the log FASTER reports one as soon as the log write is durable, and only then calls the
         // commit file: the log's first record, recovery's starting point, may still be on its way. (Only the first
@@ -635,17 +640,52 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
             return results;
         }
 
-        await first.Done.Task.WaitAsync(cancellationToken).ConfigureAwait(false);
+        // Each slice is answered on its own: slices may be committed in different groups, and a group that failed (a
+        // full disk) must not turn the receipts of a slice committed before it into errors: those envelopes are stored,
+        // and their recipients may have fetched them already. Only a call none of whose slices was stored throws.
+        Exception? failed = await FailureOf(first, cancellationToken).ConfigureAwait(false);
+        bool stored = failed is null;
         if (more is not null)
         {
             foreach (Request request in more)
             {
-                await request.Done.Task.WaitAsync(cancellationToken).ConfigureAwait(false);
+                Exception? failure = await FailureOf(request, cancellationToken).ConfigureAwait(false);
+                stored |= failure is null;
+                failed ??= failure;
             }
+        }
+
+        if (!stored)
+        {
+            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(failed!);
         }
 
         MegaNetMetrics.StorePutLatency.Record(Stopwatch.GetElapsedTime(arrived).TotalMilliseconds);
         return results;
+
+        // Null once the slice is answered; else its failure, which becomes the answer of each of its puts (the apply
+        // stage may have written receipts for a group it then failed: nothing of that group is acknowledged).
+        static async ValueTask<Exception?> FailureOf(Request request, CancellationToken cancellationToken)
+        {
+            try
+            {
+                await request.Done.Task.WaitAsync(cancellationToken).ConfigureAwait(false);
+                return null;
+            }
+            catch (Exception e) when (!cancellationToken.IsCancellationRequested)
+            {
+                PutRequest?[] puts = request.Puts!;
+                for (int i = 0; i < puts.Length; i++)
+                {
+                    if (puts[i] is not null)
+                    {
+                        request.Results![request.ResultStart + i] = new PutResult(null, e);
+                    }
+                }
+
+                return e;
+            }
+        }
     }
 
     /// <summary>
@@ -924,6 +964,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         ChannelReader<Request> reader = _requests.Reader;
         Task applying = Task.CompletedTask;
         int lastGroup = 0, items = 0;
+        int maxGroup = _options.MaxGroupForTests > 0 ? _options.MaxGroupForTests : MaxGroup;
         // Reused: Prepare and the apply stage copy what they keep, and nothing holds the list past its iteration.
         var group = new List<Request>();
         using var thread = new StageThread();
@@ -937,7 +978,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
             bool light = lastGroup < LightGroup;
             while (true)
             {
-                while (items < MaxGroup && reader.TryRead(out Request? r))
+                while (items < maxGroup && reader.TryRead(out Request? r))
                 {
                     group.Add(r);
                     items += r.Items;
@@ -945,7 +986,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
 
                 // Concurrent callers arrive microseconds apart: give them the window to share this commit.
                 TimeSpan left = _options.GroupCommitWindow - Stopwatch.GetElapsedTime(windowStart);
-                if (items >= MaxGroup || left <= TimeSpan.Zero || (light && items < LightGroup) || reader.Completion.IsCompleted)
+                if (items >= maxGroup || left <= TimeSpan.Zero || (light && items < LightGroup) || reader.Completion.IsCompleted)
                 {
                     break;
                 }

@@ -14,7 +14,9 @@ public interface IEnvelopeStore : IAsyncDisposable
     /// <exception cref="ArgumentException">Bad request (address not 32 bytes, expiry in the past or beyond the node's maximum TTL, envelope empty or too large).</exception>
     ValueTask<PutReceipt> PutAsync(PutRequest request, CancellationToken cancellationToken = default);
 
-    /// <summary>Stores many envelopes with one group commit; one result per request, in order (a receipt, or the exception for that item).</summary>
+    /// <summary>Stores many envelopes with one group commit (a large call with a few); one result per request, in order
+    /// (a receipt, or the exception for that item). A commit that failed after another of the call's commits succeeded
+    /// is the exception of each put it carried; the call throws only when none of its commits succeeded.</summary>
     ValueTask<IReadOnlyList<PutResult>> PutManyAsync(IReadOnlyList<PutRequest> requests, CancellationToken cancellationToken = default);
 
     /// <summary>The receipt of an envelope already stored, or null (replay detection). Also null while the envelope's

@@ -90,6 +90,13 @@ public sealed class StoreOptions
     /// true.</summary>
     internal Func<bool>? FailTableWriteForTests { get; set; }
 
+    /// <summary>Tests: a group's commit of the write-ahead log fails (as on a full disk) while it returns true.</summary>
+    internal Func<bool>? FailCommitForTests { get; set; }
+
+    /// <summary>Tests: the most puts in one group commit, when above 0 (one request, a slice of a PutManyAsync call, is
+    /// never split).</summary>
+    internal int MaxGroupForTests { get; set; }
+
     /// <summary>Throws <see cref="ArgumentOutOfRangeException"/> or <see cref="ArgumentException"/> naming the first bad setting.</summary>
     public void Validate()
     {

@@ -670,12 +670,16 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
             // buffers to the GC instead: a request may still be inside the store).
             Store.SignedTreeHead? head = null;
             Api.V1.SignedTreeHead? headProto = null;
+            Exception? storeFailure = null;
+            int failedHere = 0;
             for (int i = 0; i < accepted.Count; i++)
             {
                 Pending p = accepted[i];
                 PutResult r = results[i];
-                if (r.Receipt is null)
+                if (r.Receipt is null or { Duplicate: true })
                 {
+                    // A copy settled inside the store (the same envelope on two streams at once) stored nothing new,
+                    // as a replay found by the lookup costs nothing.
                     ReturnToken(p);
                 }
 
@@ -701,33 +705,51 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
                         StoreFullException f => Reject("store_full", StatusCode.ResourceExhausted, f.Message, retryAfterMs: 60_000),
                         QuotaExceededException q => Reject("quota", StatusCode.ResourceExhausted, q.Message, retryAfterMs: 60_000),
                         ArgumentException a => Reject("invalid", StatusCode.InvalidArgument, a.Message),
-                        // What the store says names its directory and the OS error: the operator's to read (logged with
-                        // the batch's failure), more than a submitter may learn (docs/protocol.md).
+                        // What the store says names its directory and the OS error: the operator's to read (logged
+                        // below), more than a submitter may learn (docs/protocol.md).
                         _ => Reject("store", StatusCode.Unavailable, StoreRefusesText),
                     });
+                    if (r.Error is not (DiskSpaceLowException or StoreFullException or QuotaExceededException or ArgumentException))
+                    {
+                        // Part of the batch failed in the store after the rest was committed (its slices went into two
+                        // group commits, the second refused): those envelopes were answered with their receipts.
+                        storeFailure ??= r.Error;
+                        failedHere++;
+                    }
                 }
+            }
+
+            if (storeFailure is not null)
+            {
+                LogStoreFailure(storeFailure, failedHere);
             }
         }
         catch (Exception e)
         {
-            if (e is not StoreUnavailableException || Interlocked.Exchange(ref _storeRefusalLogged, 1) == 0)
-            {
-                LogStoreFailed(_logger, e, accepted.Count);
-            }
-            else
-            {
-                // A store that refuses writes refuses every batch until the restart: the first is logged in full,
-                // the rest would flood the log with the same words (health says it too).
-                LogStoreStillRefusing(_logger, accepted.Count);
-            }
-
+            LogStoreFailure(e, accepted.Count);
             foreach (Pending p in accepted)
             {
+                // Nothing of the batch was stored: the sender's allowance is for envelopes stored.
+                ReturnToken(p);
                 // Fixed words: the exception names the store's directory and the OS error, logged above for the operator.
                 p.TrySetException(Reject("store", StatusCode.Unavailable, e is StoreUnavailableException
                     ? StoreRefusesText
                     : "The node could not store the envelope (an error its log records); nothing was acknowledged. Retry later."));
             }
+        }
+    }
+
+    private void LogStoreFailure(Exception e, int count)
+    {
+        if (e is not StoreUnavailableException || Interlocked.Exchange(ref _storeRefusalLogged, 1) == 0)
+        {
+            LogStoreFailed(_logger, e, count);
+        }
+        else
+        {
+            // A store that refuses writes refuses every batch until the restart: the first is logged in full, the rest
+            // would flood the log with the same words (health says it too).
+            LogStoreStillRefusing(_logger, count);
         }
     }
 
