@@ -775,33 +775,53 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         ArgumentOutOfRangeException.ThrowIfLessThan(limit, 1);
         ArgumentOutOfRangeException.ThrowIfLessThan(maxBytes, 1);
         var picked = new List<IndexEntry>(Math.Min(limit, 1024));
+        var entries = new List<MailboxEntry>();
         ulong next = afterSeq;
-        long now = _options.Clock.GetUtcNow().ToUnixTimeMilliseconds();
         (int Count, long Bytes) waiting = (0, 0);
-        lock (_state)
+        for (int attempt = 1; ; attempt++)
         {
-            if (_mailboxes.TryGetValue(new Key32(recipient.Span), out Mailbox? box))
+            long now = _options.Clock.GetUtcNow().ToUnixTimeMilliseconds();
+            ulong from = next;
+            picked.Clear();
+            lock (_state)
             {
-                next = box.CopyAfter(afterSeq, limit, maxBytes, picked, e => e.ExpiresUnixMs <= now);
-                waiting = Usage(box, now);
+                if (_mailboxes.TryGetValue(new Key32(recipient.Span), out Mailbox? box))
+                {
+                    next = box.CopyAfter(from, limit, maxBytes, picked, e => e.ExpiresUnixMs <= now);
+                    waiting = Usage(box, now);
+                }
             }
-        }
 
-        var entries = new List<MailboxEntry>(picked.Count);
-        foreach (IndexEntry e in picked)
-        {
-            cancellationToken.ThrowIfCancellationRequested();
-            byte[] id = new byte[32];
-            e.Id.CopyTo(id);
-            // Null when an ack or the expiry sweep removed it since the index was read: skip it.
-            if (await _kv.GetEnvelopeAsync(id).ConfigureAwait(false) is { } envelope)
+            AfterListIndexForTests?.Invoke();
+            foreach (IndexEntry e in picked)
             {
-                entries.Add(new MailboxEntry(e.Seq, id, envelope, DateTimeOffset.FromUnixTimeMilliseconds(e.ExpiresUnixMs), e.LogIndex));
+                cancellationToken.ThrowIfCancellationRequested();
+                byte[] id = new byte[32];
+                e.Id.CopyTo(id);
+                // Null when an ack or the expiry sweep removed it since the index was read: skip it.
+                if (await _kv.GetEnvelopeAsync(id).ConfigureAwait(false) is { } envelope)
+                {
+                    entries.Add(new MailboxEntry(e.Seq, id, envelope, DateTimeOffset.FromUnixTimeMilliseconds(e.ExpiresUnixMs), e.LogIndex));
+                }
+            }
+
+            // Every entry picked went meanwhile (another device acknowledged them): an empty page whose cursor moved
+            // would read as the end of the mailbox (docs/protocol.md: continue until a page is empty), and the mail
+            // after it would wait for the next fetch. List on from where this stopped, a few times at most.
+            if (entries.Count > 0 || picked.Count == 0 || attempt == MaxListAttempts)
+            {
+                break;
             }
         }
 
         return new MailboxPage(entries, next) { WaitingCount = waiting.Count, WaitingBytes = waiting.Bytes };
     }
+
+    /// <summary>Tries of <see cref="ListAsync"/> at a page whose every entry was removed while their bytes were read.</summary>
+    private const int MaxListAttempts = 8;
+
+    /// <summary>Tests: runs between reading a mailbox's index and reading the envelopes it listed.</summary>
+    internal Action? AfterListIndexForTests { get; set; }
 
     /// <inheritdoc />
     public async ValueTask<int> AckAsync(ReadOnlyMemory<byte> recipient, IReadOnlyList<ulong> seqs, CancellationToken cancellationToken = default)

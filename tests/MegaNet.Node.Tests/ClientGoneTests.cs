@@ -2,6 +2,7 @@ using System.Text;
 using Grpc.Core;
 using MegaNet.Api;
 using MegaNet.Api.V1;
+using MegaNet.Node.Services;
 
 namespace MegaNet.Node.Tests;
 
@@ -41,6 +42,48 @@ public sealed class ClientGoneTests
         // in the log before it is read (a fixed wait could read it too early and pass).
         await node.StopAsync();
         node.AssertNoServerErrors();
+    }
+
+    [Fact]
+    public async Task A_subscription_woken_without_mail_still_gets_its_keepalive_each_period()
+    {
+        await using TestNode node = await TestNode.StartAsync(o => o.KeepaliveSeconds = 1);
+        using MegaNetClient client = node.Client();
+        using Identity bob = Identity.Create();
+        var notifier = (MailboxNotifier)node.Services.GetService(typeof(MailboxNotifier))!;
+        using var leave = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        using AsyncServerStreamingCall<MailEvent> call = client.Relay.Subscribe(new SubscribeRequest { Auth = await client.AuthenticateAsync(bob, MailboxPurpose.Subscribe) }, cancellationToken: leave.Token);
+        Assert.True(await call.ResponseStream.MoveNext(leave.Token)); // the first keepalive: registered
+
+        // Woken every 300 ms by mail that is gone by the time it is listed (acknowledged by another device, or expired):
+        // each wake-up used to start the keepalive's period again, so none came while they went on.
+        using var waking = new CancellationTokenSource();
+        Task wake = Task.Run(async () =>
+        {
+            while (!waking.IsCancellationRequested)
+            {
+                notifier.OnMail(bob.Address, 0);
+                await Task.Delay(300);
+            }
+        });
+        try
+        {
+            var since = System.Diagnostics.Stopwatch.StartNew();
+            for (int i = 0; i < 3; i++)
+            {
+                Assert.True(await call.ResponseStream.MoveNext(leave.Token));
+                Assert.Equal(MailEvent.KindOneofCase.KeepaliveUnixMs, call.ResponseStream.Current.KindCase);
+            }
+
+            // Three periods of 1 s, with room for a loaded machine (a keepalive at 1.3 s after each wake-up would still
+            // pass; none at all, as before, hangs until the 60 s above).
+            Assert.InRange(since.Elapsed.TotalSeconds, 1.5, 30);
+        }
+        finally
+        {
+            await waking.CancelAsync();
+            await wake;
+        }
     }
 
     [Fact]

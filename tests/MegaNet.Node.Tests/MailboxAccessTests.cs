@@ -133,6 +133,8 @@ public sealed class MailboxAccessTests(ITestOutputHelper output)
                 deadline: DateTime.UtcNow.AddMinutes(2));
             RpcException refused = await Assert.ThrowsAsync<RpcException>(async () => await extra.ResponseStream.MoveNext(CancellationToken.None));
             Assert.Equal(StatusCode.ResourceExhausted, refused.StatusCode);
+            // With a hint, so that a listen subscribing again waits for a dead connection's slot instead of giving up.
+            Assert.Equal(TimeSpan.FromMilliseconds(MailboxNotifier.SubscriptionsFullRetryMs), refused.RetryAfter());
 
             // One closes: room for another.
             calls[0].Dispose();

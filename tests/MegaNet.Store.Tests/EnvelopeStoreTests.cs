@@ -34,6 +34,33 @@ public sealed class EnvelopeStoreTests : IDisposable
     }
 
     [Fact]
+    public async Task A_page_whose_entries_were_all_acknowledged_meanwhile_lists_on_instead_of_ending_empty()
+    {
+        await using FasterEnvelopeStore store = await FasterEnvelopeStore.OpenAsync(Options(_dir));
+        byte[] recipient = Bytes(_random, 32);
+        var receipts = new List<PutReceipt>();
+        for (int i = 0; i < 5; i++)
+        {
+            receipts.Add(await store.PutAsync(new PutRequest(Bytes(_random, 300), recipient, DateTimeOffset.UtcNow.AddDays(1))));
+        }
+
+        // Another device acknowledges the first two between the index read of a page of two and the envelopes' read.
+        bool once = true;
+        store.AfterListIndexForTests = () =>
+        {
+            if (once)
+            {
+                once = false;
+                Assert.Equal(2, store.AckAsync(recipient, [receipts[0].MailboxSeq, receipts[1].MailboxSeq]).AsTask().GetAwaiter().GetResult());
+            }
+        };
+        MailboxPage page = await store.ListAsync(recipient, 0, 2);
+        // Empty with its cursor past the two (before), the page read as the mailbox's end: the other three waited.
+        Assert.Equal([receipts[2].MailboxSeq, receipts[3].MailboxSeq], page.Entries.Select(e => e.Seq));
+        Assert.Equal(receipts[3].MailboxSeq, page.NextCursor);
+    }
+
+    [Fact]
     public async Task A_given_envelope_id_is_used_as_is_and_a_malformed_one_is_refused()
     {
         await using FasterEnvelopeStore store = await FasterEnvelopeStore.OpenAsync(Options(_dir));

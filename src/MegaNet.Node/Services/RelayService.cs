@@ -489,6 +489,7 @@ public sealed class RelayService(
 
         MegaNetMetrics.ActiveSubscriptions.Add(1);
         ulong sent = request.AfterSeq; // the last sequence number written to the client
+        long lastWrite = Stopwatch.GetTimestamp();
         try
         {
             var keepalive = TimeSpan.FromSeconds(options.KeepaliveSeconds);
@@ -510,6 +511,7 @@ public sealed class RelayService(
                         // instead of the status below, so a stop does not cancel them at once.
                         await responseStream.WriteAsync(new MailEvent { Item = ToItem(entry) }, writes.Token).ConfigureAwait(false);
                         sent = entry.Seq;
+                        lastWrite = Stopwatch.GetTimestamp();
                     }
 
                     // Until a page moves the cursor no further. A short page does not mean the end: entries acked or
@@ -522,9 +524,15 @@ public sealed class RelayService(
                     from = page.NextCursor;
                 }
 
-                if (!await subscription.WaitAsync(keepalive, ct).ConfigureAwait(false))
+                // The keepalive is due a period after the last write, whatever woke the stream meanwhile: a signal whose
+                // mail was gone by the time it was listed (acknowledged by another device, or expired) wrote nothing,
+                // and waiting the whole period again after each left the client without a word until it gave the node
+                // up as silent.
+                TimeSpan left = keepalive - Stopwatch.GetElapsedTime(lastWrite);
+                if (left <= TimeSpan.Zero || !await subscription.WaitAsync(left, ct).ConfigureAwait(false))
                 {
                     await responseStream.WriteAsync(new MailEvent { KeepaliveUnixMs = clock.GetUtcNow().ToUnixTimeMilliseconds() }, writes.Token).ConfigureAwait(false);
+                    lastWrite = Stopwatch.GetTimestamp();
                 }
             }
         }
@@ -740,6 +748,10 @@ public sealed class MailboxNotifier
     /// <summary>Live subscriptions one mailbox may hold: an owner's few devices, not a way to pin node resources.</summary>
     public const int MaxPerAddress = 16;
 
+    /// <summary>The retry hint of a Subscribe refused for <see cref="MaxPerAddress"/>: about when a subscription whose
+    /// connection died is let go (HTTP/2 keepalive pings, NodeHost).</summary>
+    public const int SubscriptionsFullRetryMs = 30_000;
+
     /// <summary>Registers a subscription for <paramref name="address"/>, or throws RESOURCE_EXHAUSTED when it has
     /// <see cref="MaxPerAddress"/> already.</summary>
     public Subscription Subscribe(byte[] address)
@@ -755,8 +767,13 @@ public sealed class MailboxNotifier
 
             if (list.Count >= MaxPerAddress)
             {
-                throw new RpcException(new Status(StatusCode.ResourceExhausted,
-                    $"This mailbox has {MaxPerAddress} live subscriptions already, the most a node keeps; close one (or fetch instead)."));
+                // With a hint: a subscription whose connection died without a word (a phone that changed networks)
+                // holds its slot until the node's keepalive ping finds the connection dead, and a listen that subscribes
+                // again meanwhile waits for that instead of giving up.
+                throw new RpcException(
+                    new Status(StatusCode.ResourceExhausted, $"This mailbox has {MaxPerAddress} live subscriptions already, the most a node keeps; close one (or fetch instead). " +
+                        "A subscription whose connection died is let go within about a minute; retry after retry-after-ms."),
+                    NodeRefusals.Trailers(SubscriptionsFullRetryMs, 0));
             }
 
             list.Add(subscription);
@@ -787,7 +804,9 @@ public sealed class MailboxNotifier
         }
     }
 
-    private void OnMail(ReadOnlyMemory<byte> address, ulong seq)
+    /// <summary>Wakes the subscriptions of <paramref name="address"/> (the store's <see cref="IEnvelopeStore.MailArrived"/>;
+    /// tests call it to wake them without mail).</summary>
+    internal void OnMail(ReadOnlyMemory<byte> address, ulong seq)
     {
         if (Volatile.Read(ref _subscriberCount) == 0)
         {
