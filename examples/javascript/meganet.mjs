@@ -35,6 +35,9 @@ const TEXT = 'text/plain; charset=utf-8';
 const MAX_POW_BITS = 24;
 // The most sequence numbers one Ack takes (docs/protocol.md).
 const MAX_ACK_SEQS = 1000;
+// The latest sending time a message may carry: 9999-12-31T23:59:59.999Z, the C# client's bound (.NET's
+// DateTimeOffset.MaxValue); a later one makes the message unreadable, as there.
+const MAX_SENT_UNIX_MS = 253_402_300_799_999n;
 const utf8 = (s) => Buffer.from(s, 'utf8');
 const blake2b256 = (...parts) => Buffer.from(sodium.crypto_generichash(32, Buffer.concat(parts)));
 const u32be = (n) => { const b = Buffer.alloc(4); b.writeUInt32BE(n); return b; };
@@ -62,10 +65,27 @@ function identityFrom(file) {
   };
 }
 
+// The file's keys, each 32 bytes in hex. As `meganet`'s Identity.Load, a file with one missing or damaged is refused:
+// Buffer.from(_, 'hex') stops at the first character that is not hex, and a key cut short or grown would still make
+// some identity (a sending seed of another length even signs envelopes, under keys the C# client would not derive).
+const KEY_FIELDS = ['signing_seed', 'encryption_key', 'sending_seed'];
+
 function loadIdentity(path) {
   if (!path) throw new UsageError('pass the identity file with -i FILE');
-  const file = JSON.parse(readFileSync(path, 'utf8'));
-  if (file.version !== 1) throw new UsageError(`${path} is not a version 1 MegaNet identity file`);
+  let file;
+  try {
+    file = JSON.parse(readFileSync(path, 'utf8'));
+  } catch (error) {
+    if (!(error instanceof SyntaxError)) throw error;
+    throw new UsageError(`${path} is not a MegaNet identity file (${error.message})`);
+  }
+  if (file?.version !== 1) throw new UsageError(`${path} is not a version 1 MegaNet identity file`);
+  for (const field of KEY_FIELDS) {
+    if (file[field] == null) throw new UsageError(`${path} is not a version 1 MegaNet identity file: it has no ${field}`);
+    if (typeof file[field] !== 'string' || !/^[0-9a-fA-F]{64}$/.test(file[field])) {
+      throw new UsageError(`${path} holds a damaged key: its ${field} is not 64 hex digits (32 bytes)`);
+    }
+  }
   return identityFrom(file);
 }
 
@@ -77,15 +97,25 @@ function cardText(signingPublic, encryptionPublic, address = addressOf(signingPu
   return 'mn1' + raw.toString('base64url');
 }
 
+// Takes a card only in the one form `meganet`'s ContactCard.Parse takes: Node's base64url decoder would skip a
+// character outside the alphabet, stop at '=', take '+' and '/', and ignore the spare bits of the last character.
 function parseCard(text) {
-  const compact = text.replace(/\s+/g, '');
+  // Cards travel through chat, mail and QR codes, which wrap long words: whitespace anywhere is not part of it (the
+  // characters .NET's char.IsWhiteSpace names; `\s` would also drop U+FEFF, and keep U+0085).
+  const compact = text.replace(/\p{White_Space}+/gu, '');
   if (!compact.startsWith('mn1')) throw new UsageError('a MegaNet contact card starts with mn1');
-  const raw = Buffer.from(compact.slice(3), 'base64url');
+  const body = compact.slice(3);
+  if (!/^[A-Za-z0-9_-]*$/.test(body)) throw new UsageError('the contact card is not valid base64url (A-Z, a-z, 0-9, - and _, no padding)');
+  const raw = Buffer.from(body, 'base64url');
   if (raw.length !== 68) throw new UsageError('the contact card is not 68 bytes of base64url');
   const signingPublic = raw.subarray(0, 32), encryptionPublic = raw.subarray(32, 64);
   const address = addressOf(signingPublic, encryptionPublic);
   if (!address.subarray(0, 4).equals(raw.subarray(64))) {
     throw new UsageError('the contact card has a typo (its checksum does not match)');
+  }
+  // base64url leaves spare bits in the last character: one card, one text.
+  if (cardText(signingPublic, encryptionPublic, address) !== compact) {
+    throw new UsageError('the contact card is not in its canonical form (its last character is off); copy it again');
   }
   return { signingPublic, encryptionPublic, address };
 }
@@ -152,7 +182,7 @@ function open(identity, envelope) {
   const signingKey = Buffer.from(m.sender_signing_key), encryptionKey = Buffer.from(m.sender_encryption_key);
   if (signingKey.length !== 32 || encryptionKey.length !== 32) throw new Error('sender keys are not 32 bytes');
   const sent = BigInt(m.sent_unix_ms);
-  if (sent < 0n || sent > 8_640_000_000_000_000n) throw new Error(`the sending time (${m.sent_unix_ms} ms) is not a date`);
+  if (sent < 0n || sent > MAX_SENT_UNIX_MS) throw new Error(`the sending time (${m.sent_unix_ms} ms) is not a date`);
   const senderAddress = addressOf(signingKey, encryptionKey);
   const digest = contentDigest(identity.address, senderAddress, m.sent_unix_ms, m.content_type, m.file_name, Buffer.from(m.content));
   if (!sodium.crypto_sign_verify_detached(Buffer.from(m.content_signature), digest, signingKey)) throw new Error('the content signature does not verify');
@@ -399,16 +429,18 @@ function messageLine(identity, item, parts) {
   }
 }
 
-// Writes `text` to standard output and resolves once it went through, or throws: console.log drops write errors (a
-// reader that went away, EPIPE), and `fetch --ack` must not delete what nobody got. With `durable` and standard output
-// a file, the file is flushed to the disk as well, as `meganet fetch --ack` does.
+// Writes `text` to standard output and resolves once it went through, or throws, saying what became of the mail
+// (`consequence`, when there is something to say): console.log drops write errors (a reader that went away, EPIPE),
+// so a command whose output nobody got would end as if it had been read, `listen` would never end, and `fetch --ack`
+// would delete what nobody got. Every command writes its output here. With `durable` and standard output a file, the
+// file is flushed to the disk as well, as `meganet fetch --ack` does.
 process.stdout.on('error', () => {}); // reported through the write's callback instead
-async function writeOut(text, durable) {
+async function writeOut(text, durable = false, consequence = undefined) {
   try {
     await new Promise((resolve, reject) => process.stdout.write(text, (error) => (error ? reject(error) : resolve())));
     if (durable && fstatSync(1).isFile()) fsyncSync(1);
   } catch (error) {
-    throw new Error(`cannot write to standard output (${error.message}); no message was acknowledged`);
+    throw new Error(`cannot write to standard output (${error.message})${consequence ? `; ${consequence}` : ''}`);
   }
 }
 
@@ -426,7 +458,7 @@ async function fetch(node, identity, nodeId, ack, from) {
     }
     after = page.next_cursor;
   }
-  await writeOut(messages.map((m) => `${JSON.stringify(m)}\n`).join(''), ack);
+  await writeOut(messages.map((m) => `${JSON.stringify(m)}\n`).join(''), ack, ack ? 'no message was acknowledged' : undefined);
   for (const w of parts.waiting()) console.error(`${w} here; left on the node until the rest come`);
   if (ack && seqs.length > 0) {
     let deleted = 0;
@@ -443,31 +475,38 @@ async function fetch(node, identity, nodeId, ack, from) {
 
 // Mail as it arrives (and what already waits after `after`), one JSON line each. The node sends a keepalive as soon
 // as the subscription is registered: that is when "subscribed" goes to stderr. Ends after `count` messages when given,
-// else when the node ends the stream (an error says why) or on Ctrl+C.
+// else when the node ends the stream (an error says why), on Ctrl+C, or when a line cannot be written (a reader that
+// went away, `| head -1`: the subscription is cancelled and the command fails).
 async function listen(node, identity, nodeId, after, count) {
   const auth = await mailboxAuth(node, identity, nodeId, Buffer.from([2]));
   await new Promise((resolve, reject) => {
     const stream = node.stream('Subscribe', { auth, after_seq: after });
-    let seen = 0, subscribed = false;
+    let seen = 0, subscribed = false, ended = false;
     const parts = new Parts();
-    stream.on('data', (event) => {
-      try {
-        if (event.kind !== 'item') {
-          if (!subscribed) console.error('subscribed');
-          subscribed = true;
-          return;
-        }
-        const m = messageLine(identity, event.item, parts);
-        if (!m.line) return;
-        console.log(JSON.stringify(m.line));
-        if (count !== undefined && ++seen >= count) { stream.cancel(); resolve(); }
-      } catch (error) {
-        stream.cancel();
-        reject(error);
+    // Once: cancelling a call that has ended already does nothing.
+    const end = (error) => {
+      if (ended) return;
+      ended = true;
+      stream.cancel();
+      if (error) reject(error); else resolve();
+    };
+    // The stream's events one at a time, in order: a line is written out before the next event is looked at, and
+    // nothing is looked at after the end (a line that could not be written, the last one wanted).
+    let queue = Promise.resolve();
+    const next = (step) => { queue = queue.then(() => (ended ? undefined : step())).catch(end); };
+    stream.on('data', (event) => next(async () => {
+      if (event.kind !== 'item') {
+        if (!subscribed) console.error('subscribed');
+        subscribed = true;
+        return;
       }
-    });
-    stream.on('error', (error) => (error.code === grpc.status.CANCELLED ? resolve() : reject(error)));
-    stream.on('end', resolve);
+      const m = messageLine(identity, event.item, parts);
+      if (!m.line) return;
+      await writeOut(`${JSON.stringify(m.line)}\n`, false, 'stopped listening');
+      if (count !== undefined && ++seen >= count) end();
+    }));
+    stream.on('error', (error) => next(() => end(error.code === grpc.status.CANCELLED ? undefined : error)));
+    stream.on('end', () => next(() => end()));
   });
 }
 
@@ -512,7 +551,7 @@ async function main(argv) {
   const [command, ...rest] = argv;
   const { named, positional, flags } = options(rest);
   if (named.help || command === '-h' || command === '--help' || command === undefined) {
-    console.log(USAGE);
+    await writeOut(`${USAGE}\n`);
     return;
   }
   if (command === 'id' && Object.keys(named).some((key) => key !== 'help')) {
@@ -531,12 +570,12 @@ async function main(argv) {
     const identity = identityFrom(file);
     file.card = identity.card;
     writeFileSync(positional[1], JSON.stringify(file, null, 2), { mode: 0o600, flag: 'wx' });
-    console.log(file.card);
+    await writeOut(`${file.card}\n`, false, `the identity was saved in ${positional[1]}`);
     return;
   }
   if (command === 'id' && positional[0] === 'show' && positional[1]) {
     const identity = loadIdentity(positional[1]);
-    console.log(identity.card);
+    await writeOut(`${identity.card}\n`);
     return;
   }
   if (!['status', 'send', 'fetch', 'listen'].includes(command)) throw new UsageError(USAGE);
@@ -548,10 +587,11 @@ async function main(argv) {
     if (command === 'status') {
       // The node id is the key its tree heads are signed with (Status itself does not carry it).
       const head = await node.call('GetTreeHead', {});
-      console.log(JSON.stringify({ node_id: Buffer.from(head.node_key).toString('hex'), status: await node.call('Status', {}) }));
+      await writeOut(`${JSON.stringify({ node_id: Buffer.from(head.node_key).toString('hex'), status: await node.call('Status', {}) })}\n`);
     } else if (command === 'send') {
       if (!named.to || named.text === undefined) throw new UsageError('send needs --to CARD and --text TEXT');
-      console.log(JSON.stringify(await send(node, loadIdentity(named.identity), parseCard(named.to), named.text, nodeId)));
+      const receipt = await send(node, loadIdentity(named.identity), parseCard(named.to), named.text, nodeId);
+      await writeOut(`${JSON.stringify(receipt)}\n`, false, `the message was sent (envelope ${receipt.envelope_id})`);
     } else {
       if (!nodeId) throw new UsageError(`${command} needs --node-id HEX (the node_id 'status' prints; check it with the node's operator): a client signs a challenge only for the node it means`);
       if (command === 'fetch') await fetch(node, loadIdentity(named.identity), nodeId, named.ack === true, named.after ?? '0');

@@ -195,6 +195,194 @@ public sealed class JavaScriptClientTests : IDisposable
         node.AssertNoServerErrors();
     }
 
+    [Fact]
+    public async Task The_javascript_client_takes_a_card_only_in_the_text_the_csharp_client_takes()
+    {
+        await using TestNode node = await TestNode.StartAsync();
+        using MegaNetClient client = node.Client();
+        // A card with a '-' or '_' in it, to spell them the way base64 does ('+', '/').
+        Identity alice = Identity.Create();
+        while (!alice.Card.ToString().AsSpan(3).ContainsAny('-', '_'))
+        {
+            alice.Dispose();
+            alice = Identity.Create();
+        }
+
+        using (alice)
+        {
+            string url = node.Address.ToString(), card = alice.Card.ToString(), bobPath = Path.Combine(_dir, "bob.json");
+            await Js("id", "new", bobPath);
+            const string Alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+            (string Text, bool Taken)[] cases =
+            [
+                (card, true),
+                // Whitespace anywhere is no part of a card (wrapped by a chat or a mail), as .NET's char.IsWhiteSpace
+                // has it: U+0085 and U+2028 are whitespace, U+FEFF is not.
+                ($" {card[..40]}\n  {card[40..70]}\u0085{card[70..]}\u2028", true),
+                ($"{card[..40]}\uFEFF{card[40..]}", false),
+                // Node's base64url decoder skips what is not in its alphabet, stops at '=' and takes base64's '+' and '/'.
+                ($"{card[..40]}!{card[40..]}", false),
+                ($"{card}=", false),
+                ($"{card}=AAAA", false),
+                ("mn1" + card[3..].Replace('-', '+').Replace('_', '/'), false),
+                // The last character's spare bits set: the same 68 bytes, another text.
+                (card[..^1] + Alphabet[Alphabet.IndexOf(card[^1], StringComparison.Ordinal) ^ 1], false),
+            ];
+            foreach ((string text, bool taken) in cases)
+            {
+                bool csharp = true;
+                try
+                {
+                    ContactCard.Parse(text);
+                }
+                catch (FormatException)
+                {
+                    csharp = false;
+                }
+
+                Assert.True(csharp == taken, $"ContactCard.Parse {(csharp ? "takes" : "refuses")} '{text}'");
+                Result r = await RunAsync(Psi("send", "-i", bobPath, "--to", text, "--text", "hi", "--node", url));
+                Assert.True(r.ExitCode == (taken ? 0 : 1), $"send --to '{text}' exited {r.ExitCode}: {r.Stderr}{r.Stdout}");
+                if (!taken)
+                {
+                    Assert.Contains("contact card", r.Stderr, StringComparison.Ordinal);
+                }
+            }
+
+            Assert.Equal(cases.Count(c => c.Taken), (await client.FetchAsync(alice)).Messages.Count);
+            node.AssertNoServerErrors();
+        }
+    }
+
+    [Fact]
+    public async Task The_javascript_client_refuses_a_damaged_identity_file_as_the_csharp_client_does_naming_the_field()
+    {
+        using Identity alice = Identity.Create();
+        string path = Path.Combine(_dir, "alice.json");
+        alice.Save(path);
+        JsonObject saved = JsonNode.Parse(await File.ReadAllTextAsync(path))!.AsObject();
+        string Field(string name) => (string)saved[name]!;
+        // Uppercase hex is hex to both.
+        string upper = Path.Combine(_dir, "upper.json");
+        await File.WriteAllTextAsync(upper, new JsonObject
+        {
+            ["version"] = 1,
+            ["signing_seed"] = Field("signing_seed").ToUpperInvariant(),
+            ["encryption_key"] = Field("encryption_key").ToUpperInvariant(),
+            ["sending_seed"] = Field("sending_seed").ToUpperInvariant(),
+        }.ToJsonString());
+        using (Identity read = Identity.Load(upper))
+        {
+            Assert.Equal(alice.Card.ToString(), read.Card.ToString());
+        }
+
+        Assert.Equal(alice.Card.ToString(), Line(await Js("id", "show", upper)));
+
+        // Buffer.from(hex, 'hex') stops at the first character that is not hex: each of these made some identity (a
+        // sending seed cut short or grown even showed the card, and would have signed).
+        (string Field, JsonNode? Value, string Error)[] damaged =
+        [
+            ("signing_seed", Field("signing_seed")[..62], "holds a damaged key: its signing_seed is not 64 hex digits (32 bytes)"),
+            ("sending_seed", Field("sending_seed") + "00", "holds a damaged key: its sending_seed is not 64 hex digits (32 bytes)"),
+            ("sending_seed", Field("sending_seed")[..60] + "zz00", "holds a damaged key: its sending_seed is not 64 hex digits (32 bytes)"),
+            ("encryption_key", 42, "holds a damaged key: its encryption_key is not 64 hex digits (32 bytes)"),
+            ("encryption_key", null, "is not a version 1 MegaNet identity file: it has no encryption_key"),
+        ];
+        string bad = Path.Combine(_dir, "damaged.json");
+        foreach ((string field, JsonNode? value, string error) in damaged)
+        {
+            JsonObject file = saved.DeepClone().AsObject();
+            if (value is null)
+            {
+                file.Remove(field);
+            }
+            else
+            {
+                file[field] = value;
+            }
+
+            await File.WriteAllTextAsync(bad, file.ToJsonString());
+            Assert.Throws<InvalidDataException>(() => Identity.Load(bad));
+            Result r = await RunAsync(Psi("id", "show", bad));
+            Assert.True(r.ExitCode == 1, $"id show with {field} = {value?.ToJsonString() ?? "(none)"} exited {r.ExitCode}: {r.Stderr}{r.Stdout}");
+            // One line, naming the file and the field (no stack trace).
+            Assert.Contains($"meganet.mjs: {bad} {error}\n", r.Stderr, StringComparison.Ordinal);
+            Assert.DoesNotContain("    at ", r.Stderr, StringComparison.Ordinal);
+            Assert.Empty(r.Stdout);
+        }
+    }
+
+    [Fact]
+    public async Task The_javascript_client_reads_a_sending_time_up_to_the_year_9999_as_the_csharp_client_does()
+    {
+        await using TestNode node = await TestNode.StartAsync();
+        using MegaNetClient client = node.Client();
+        using Identity alice = Identity.Create(), bob = Identity.Create();
+        string bobPath = Path.Combine(_dir, "bob.json");
+        bob.Save(bobPath);
+        // Properly signed by alice: the last millisecond .NET's DateTimeOffset holds (9999-12-31T23:59:59.999Z), and
+        // the one after it, which JavaScript's Date still holds (up to the year 275760).
+        long last = DateTimeOffset.MaxValue.ToUnixTimeMilliseconds();
+        foreach (long sent in new[] { last, last + 1 })
+        {
+            SealedContent inner = SealedContentTests.Inner(alice, $"sent at {sent}");
+            inner.SentUnixMs = sent;
+            byte[] padded = SealedContentTests.Padded(inner, bob.Card, alice);
+            await client.Relay.SubmitAsync(new SubmitRequest { Envelope = SealedContentTests.Wrap(alice, bob.Card, EnvelopeFormat.SealPadded(bob.Card, padded)) });
+        }
+
+        FetchResult csharp = await client.FetchAsync(bob);
+        Assert.Equal(last, Assert.Single(csharp.Messages).Content.SentUnixMs);
+        Assert.Contains("is not a date", Assert.Single(csharp.Unreadable).Reason, StringComparison.Ordinal);
+
+        JsonObject[] lines = MeganetResults.JsonLines(await Js("fetch", "-i", bobPath, "--node", node.Address.ToString(), "--node-id", await NodeId(client, bob)));
+        Assert.Equal(2, lines.Length);
+        Assert.Equal((last, $"sent at {last}"), ((long)lines[0]["timestamp_unix_ms"]!, (string)lines[0]["text"]!));
+        Assert.Equal(csharp.Unreadable[0].Seq, (ulong)lines[1]["seq"]!);
+        Assert.Contains("is not a date", (string)lines[1]["unreadable"]!, StringComparison.Ordinal);
+        node.AssertNoServerErrors();
+    }
+
+    [Fact]
+    public async Task The_javascript_client_fails_when_its_output_cannot_be_written_and_listen_stops()
+    {
+        await using TestNode node = await TestNode.StartAsync();
+        using MegaNetClient client = node.Client();
+        using Identity alice = Identity.Create(), bob = Identity.Create();
+        string url = node.Address.ToString(), bobPath = Path.Combine(_dir, "bob.json");
+        bob.Save(bobPath);
+        string nodeId = await NodeId(client, bob);
+
+        // A reader that went away (| head -1, a broken pipe): console.log had dropped the error, and each exited 0.
+        foreach (string[] args in new[] { new[] { "id", "show", bobPath }, ["status", "--node", url] })
+        {
+            Result r = await RunAsync(Psi(args), closeStdout: true);
+            Assert.True(r.ExitCode == 1, $"{string.Join(' ', args)} exited {r.ExitCode}: {r.Stderr}");
+            Assert.Contains("meganet.mjs: cannot write to standard output (", r.Stderr, StringComparison.Ordinal);
+        }
+
+        // send: the receipt is lost, the message went; the error says so.
+        Result sent = await RunAsync(Psi("send", "-i", bobPath, "--to", alice.Card.ToString(), "--text", "unseen receipt", "--node", url, "--node-id", nodeId), closeStdout: true);
+        Assert.True(sent.ExitCode == 1, $"send exited {sent.ExitCode}: {sent.Stderr}");
+        ReceivedMessage arrived = Assert.Single((await client.FetchAsync(alice)).Messages);
+        Assert.Contains("cannot write to standard output (", sent.Stderr, StringComparison.Ordinal);
+        Assert.Contains($"; the message was sent (envelope {Convert.ToHexString(arrived.EnvelopeId).ToLowerInvariant()})", sent.Stderr, StringComparison.Ordinal);
+
+        // listen, without --count: its first line cannot be written, so it cancels the subscription and fails (it had
+        // gone on listening, for nobody, until killed).
+        await client.SendAsync(alice, bob.Card, Encoding.UTF8.GetBytes("waiting"), "text/plain; charset=utf-8");
+        Result listened = await RunAsync(Psi("listen", "-i", bobPath, "--node", url, "--node-id", nodeId), closeStdout: true);
+        Assert.True(listened.ExitCode == 1, $"listen exited {listened.ExitCode}: {listened.Stderr}");
+        Assert.Contains("cannot write to standard output (", listened.Stderr, StringComparison.Ordinal);
+        Assert.Contains("; stopped listening", listened.Stderr, StringComparison.Ordinal);
+        Assert.Equal("waiting", Assert.Single((await client.FetchAsync(bob)).Messages).Content.Content.ToStringUtf8());
+        node.AssertNoServerErrors();
+    }
+
+    /// <summary>The node's id, as its challenge to <paramref name="identity"/> names it, in hex.</summary>
+    private static async Task<string> NodeId(MegaNetClient client, Identity identity) =>
+        Convert.ToHexString((await client.Relay.ChallengeAsync(new ChallengeRequest { Address = ByteString.CopyFrom(identity.Address) })).NodeId.Span).ToLowerInvariant();
+
     private static string Line(Result result) => result.Stdout.Trim();
 
     /// <summary>Runs the JavaScript client to a successful end.</summary>

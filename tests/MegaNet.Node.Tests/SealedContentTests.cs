@@ -13,7 +13,7 @@ public sealed class SealedContentTests
 {
     /// <summary>An envelope around <paramref name="sealedPayload"/>, correctly signed by <paramref name="sendingAs"/>'s
     /// sending key: what anyone can submit to any address.</summary>
-    private static Envelope Wrap(Identity sendingAs, ContactCard to, byte[] sealedPayload)
+    internal static Envelope Wrap(Identity sendingAs, ContactCard to, byte[] sealedPayload)
     {
         var envelope = new Envelope
         {
@@ -28,7 +28,7 @@ public sealed class SealedContentTests
     }
 
     /// <summary><paramref name="inner"/> as a padded 1 KiB plaintext, signed by <paramref name="signer"/> (or left as is).</summary>
-    private static byte[] Padded(SealedContent inner, ContactCard to, Identity? signer, byte fill = 0)
+    internal static byte[] Padded(SealedContent inner, ContactCard to, Identity? signer, byte fill = 0)
     {
         if (signer is not null)
         {
@@ -43,7 +43,7 @@ public sealed class SealedContentTests
         return padded;
     }
 
-    private static SealedContent Inner(Identity from, string text) => new()
+    internal static SealedContent Inner(Identity from, string text) => new()
     {
         SenderSigningKey = ByteString.CopyFrom(from.Card.SigningKey),
         SenderEncryptionKey = ByteString.CopyFrom(from.Card.EncryptionKey),
