@@ -173,11 +173,15 @@ public static class EnvelopeFormat
 
     /// <summary>True if the envelope's stamp claims at least <paramref name="requiredBits"/> and its hash begins with
     /// exactly the zero bits it claims. Exactly, not at least: the hash does not cover the claim, so a stamp that
-    /// could claim any count up to the zeros it has would sign as several envelopes (each claim is another id).</summary>
+    /// could claim any count up to the zeros it has would sign as several envelopes (each claim is another id). With no
+    /// bits required an envelope needs no stamp, but one it carries must still be true: a peer that checks it later,
+    /// under another demand, must reach the same verdict.</summary>
     public static bool HasValidPow(Envelope envelope, int requiredBits)
     {
         ArgumentNullException.ThrowIfNull(envelope);
-        return requiredBits <= 0 || (envelope.Pow is { } pow && pow.Bits >= requiredBits && HasValidPow(CoreBytes(envelope), envelope, requiredBits));
+        return envelope.Pow is { } pow
+            ? pow.Bits >= requiredBits && HasValidPow(CoreBytes(envelope), envelope, requiredBits)
+            : requiredBits <= 0;
     }
 
     /// <summary><see cref="HasValidPow(Envelope, int)"/> for a caller that already holds the envelope's
@@ -185,12 +189,12 @@ public static class EnvelopeFormat
     public static bool HasValidPow(ReadOnlySpan<byte> coreBytes, Envelope envelope, int requiredBits)
     {
         ArgumentNullException.ThrowIfNull(envelope);
-        if (requiredBits <= 0)
+        if (envelope.Pow is null)
         {
-            return true;
+            return requiredBits <= 0;
         }
 
-        if (envelope.Pow is null || envelope.Pow.Bits < requiredBits)
+        if (envelope.Pow.Bits < requiredBits)
         {
             return false;
         }

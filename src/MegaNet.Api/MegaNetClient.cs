@@ -19,8 +19,9 @@ namespace MegaNet.Api;
 /// <param name="Sender">The sender's contact card, from inside the sealed payload.</param>
 /// <param name="Content">What was sent.</param>
 /// <param name="LogIndex">The envelope's leaf in the node's transparency log.</param>
-/// <param name="Old">Checked against a <see cref="SeenMessages"/>: sent longer ago than its window, so it may be a replay
-/// of a message received and forgotten since (or the sender's clock is wrong). Shown, but worth marking.</param>
+/// <param name="Old">Checked against a <see cref="SeenMessages"/>: sent longer ago than its window (or dated more than a
+/// day ahead), so it may be a replay of a message received and forgotten since, or the sender's clock is wrong. Shown,
+/// but worth marking.</param>
 public sealed record ReceivedMessage(ulong Seq, byte[] EnvelopeId, ContactCard Sender, SealedContent Content, long LogIndex, bool Old = false);
 
 /// <summary>Mail that is not shown: it does not open (not sealed to this identity, altered, malformed inside, or with

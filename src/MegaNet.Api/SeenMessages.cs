@@ -131,7 +131,7 @@ public sealed class SeenMessages
 
             // Remembered by its send time, but never later than a day from now: a sender's clock set to year 9999 (or
             // a sender filling the record on purpose) kept each such line, loaded on every fetch, for good.
-            long recorded = Math.Min(sentUnixMs, (_clock.GetUtcNow() + TimeSpan.FromDays(1)).ToUnixTimeMilliseconds());
+            long recorded = Math.Min(sentUnixMs, Latest());
             _seen[digest] = (id, recorded);
             // One sent before the window would be pruned at the next open anyway: remembered for this session only,
             // so the file is not rewritten on every open for it.
@@ -144,10 +144,14 @@ public sealed class SeenMessages
         }
     }
 
-    /// <summary>True when a message sent at <paramref name="sentUnixMs"/> is older than <see cref="Window"/>: the
-    /// record no longer says whether it was received before, so it may be a replay (or the sender's clock is wrong).
-    /// Such a message is shown, marked.</summary>
-    public bool IsOld(long sentUnixMs) => sentUnixMs < Oldest();
+    /// <summary>True when a message sent at <paramref name="sentUnixMs"/> is older than <see cref="Window"/>, or dated
+    /// more than a day ahead: the record no longer says (or, for one from the future, a month from now will no longer
+    /// say) whether it was received before, so it may be a replay, or the sender's clock is wrong. Such a message is
+    /// shown, marked. (A future date is remembered as a day from now, and forgotten a window later: unmarked, a relay
+    /// could replay it as new every month.)</summary>
+    public bool IsOld(long sentUnixMs) => sentUnixMs < Oldest() || sentUnixMs > Latest();
+
+    private long Latest() => (_clock.GetUtcNow() + TimeSpan.FromDays(1)).ToUnixTimeMilliseconds();
 
     private long Oldest() => (_clock.GetUtcNow() - Window).ToUnixTimeMilliseconds();
 

@@ -338,6 +338,39 @@ public sealed class BadInputTests
     }
 
     [Fact]
+    public async Task A_false_stamp_is_refused_when_no_proof_of_work_is_demanded_and_a_true_one_is_taken()
+    {
+        await using TestNode node = await TestNode.StartAsync();
+        using MegaNetClient client = node.Client();
+        using Identity alice = Identity.Create(), bob = Identity.Create();
+        Assert.Equal(0u, (await client.Relay.StatusAsync(new StatusRequest())).PowBitsRequired);
+
+        // A claim of 20 bits never worked for: free to make, and a peer checking the envelope later would refuse it.
+        Envelope claimed = Valid(alice, bob);
+        for (ulong nonce = 0; ; nonce++)
+        {
+            claimed.Pow = new ProofOfWork { Bits = 20, Nonce = nonce };
+            if (EnvelopeFormat.PowZeroBits(NSec.Cryptography.HashAlgorithm.Blake2b_256.Hash(EnvelopeFormat.CoreBytes(claimed)), nonce) != 20)
+            {
+                break;
+            }
+        }
+
+        Resign(claimed, alice);
+        RpcException refused = await Refused(client, claimed);
+        Assert.Equal(StatusCode.InvalidArgument, refused.StatusCode);
+        Assert.Contains("claims 20 bits, but its hash does not begin with exactly 20 zero bits", refused.Status.Detail);
+        Assert.Equal(0, await TreeSize(client));
+
+        // A true stamp where none is demanded is taken.
+        Envelope stamped = Valid(alice, bob);
+        stamped.Pow = ExactStamp.For(stamped, 3);
+        Resign(stamped, alice);
+        Assert.Equal(0, (await client.Relay.SubmitAsync(new SubmitRequest { Envelope = stamped })).LogIndex);
+        node.AssertNoServerErrors();
+    }
+
+    [Fact]
     public async Task A_flood_beyond_the_token_bucket_is_pushed_back_with_a_retry_hint()
     {
         await using TestNode node = await TestNode.StartAsync(o =>

@@ -160,8 +160,17 @@ public sealed class SeenMessagesTests : IDisposable
         Assert.Equal(1, SeenMessages.Open(file, clock).Count);
 
         clock.Now = clock.Now.AddDays(33); // the window (31 days) after a day ahead of its arrival
-        Assert.Equal(0, SeenMessages.Open(file, clock).Count);
+        SeenMessages later = SeenMessages.Open(file, clock);
+        Assert.Equal(0, later.Count);
         Assert.Empty(File.ReadAllLines(file));
+
+        // Forgotten, a copy of it (a relay wrapping the same sealed payload in a new envelope) is shown again; it must
+        // be marked, as one sent before the window is: unmarked, it passed for a new message every month. A day ahead
+        // (clocks differ) is not marked.
+        Assert.Null(later.Check(Bytes(32, 7), Bytes(32, 0x9), farAhead));
+        Assert.True(later.IsOld(farAhead));
+        Assert.True(later.IsOld(clock.Now.AddDays(2).ToUnixTimeMilliseconds()));
+        Assert.False(later.IsOld(clock.Now.AddHours(23).ToUnixTimeMilliseconds()));
     }
 
     [Fact]

@@ -266,7 +266,10 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
             string? falseClaim = envelope.Pow is { } pow && pow.Bits >= bits
                 ? $" This envelope's stamp claims {pow.Bits} bits, but its hash does not begin with exactly {pow.Bits} zero bits (a stamp claims the zero bits its hash has, no fewer; docs/protocol.md)."
                 : null;
-            refusal = forMailbox
+            refusal = bits <= 0
+                ? Reject("pow_false", StatusCode.InvalidArgument,
+                    $"No proof of work is needed now, but this envelope carries a stamp, and a stamp must be true.{falseClaim} Send it without the stamp, or with one that claims what its hash has.")
+                : forMailbox
                 ? Reject("mailbox_pow", StatusCode.FailedPrecondition,
                     $"The recipient's mailbox is nearly full, so mail to it needs a proof-of-work stamp of at least {bits} bits until its owner collects mail (see Status.limits.mailbox_pow_from_percent).{falseClaim}", powBits: bits)
                 : Reject("pow", StatusCode.FailedPrecondition,

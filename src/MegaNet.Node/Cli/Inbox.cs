@@ -271,7 +271,9 @@ internal sealed class Inbox(bool json, ContactsFollower contacts, ReceivedParts 
         string when = DateTimeOffset.FromUnixTimeMilliseconds(c.SentUnixMs).ToString("u", System.Globalization.CultureInfo.InvariantCulture);
         if (m.Old)
         {
-            when += $" (old: sent over {SeenMessages.Window.TotalDays:0} days ago, so possibly a replay of a message received before, or the sender's clock is wrong)";
+            when += c.SentUnixMs > DateTimeOffset.UtcNow.ToUnixTimeMilliseconds()
+                ? " (dated in the future: the sender's clock is wrong, or this is a replay of a message received before, which a future date keeps from being recognised)"
+                : $" (old: sent over {SeenMessages.Window.TotalDays:0} days ago, so possibly a replay of a message received before, or the sender's clock is wrong)";
         }
 
         string from = Shown(senderName, m.Sender);
