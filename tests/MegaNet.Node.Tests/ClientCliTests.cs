@@ -75,6 +75,30 @@ public sealed class ClientCliTests : IDisposable
     }
 
     [Fact]
+    public async Task Results_that_cannot_be_written_fail_the_command_and_say_what_was_done()
+    {
+        await using TestNode node = await TestNode.StartAsync();
+        using MegaNetClient client = node.Client();
+        string alicePath = NewIdentity("alice.json"), bobPath = NewIdentity("bob.json");
+        using Identity bob = Identity.Load(bobPath);
+        string address = node.Address.ToString();
+
+        // `send --json > receipt` into a reader that went away: the receipt is lost, so the exit says so (it was 0,
+        // Console.Out drops EPIPE), and that the message went all the same (sending it again would be a second one).
+        Result sent = await Meganet(closeStdout: true, "send", "-i", alicePath, "--to", bob.Card.ToString(), "--node", address, "--text", "hi", "--json");
+        AssertExit(sent, 1, "cannot write to standard output");
+        Assert.Contains("the message was sent (envelope ", sent.Stderr, StringComparison.Ordinal);
+        Assert.Single((await client.FetchAsync(bob)).Messages);
+
+        AssertExit(await Meganet(closeStdout: true, "id", "show", "-i", bobPath), 1, "cannot write to standard output");
+        Result created = await Meganet(closeStdout: true, "id", "new", "-i", Path.Combine(_dir, "carol.json"));
+        AssertExit(created, 1, "cannot write to standard output");
+        Assert.Contains("the identity was written to", created.Stderr, StringComparison.Ordinal);
+        Assert.True(File.Exists(Path.Combine(_dir, "carol.json")));
+        node.AssertNoServerErrors();
+    }
+
+    [Fact]
     public async Task Fetch_tells_the_owner_when_senders_must_add_proof_of_work_for_a_mailbox_left_unacknowledged()
     {
         // Quota 8, stamps from 50 %: a mailbox nobody acknowledges fills, costs its senders work, then refuses mail.

@@ -170,29 +170,29 @@ internal static partial class ClientCommands
                 ["current"] = r.Current is not null ? HeadJson(r.Current) : null,
                 ["remembered"] = remembering == Remembering.Saved,
             };
-            Console.WriteLine(report.ToJsonString());
+            PrintLine(report.ToJsonString());
             return r.Problem is null ? 0 : Invalid;
         }
 
         if (r.Problem is not null)
         {
-            Console.WriteLine($"INVALID: {r.Problem}");
+            PrintLine($"INVALID: {r.Problem}");
             // The earlier head verifies with the node's key (checked when it was read); the current one is shown as the
             // node gave it. Two heads of different sizes prove a fork only with the node's answer about them, so a
             // node that refuses the proof between them is reported as such (MegaNetClient.CheckLogAsync).
             if (r.Earlier is not null)
             {
-                Console.WriteLine($"{r.EarlierWhat} head, signed by the node: {HeadJson(r.Earlier).ToJsonString()}");
+                PrintLine($"{r.EarlierWhat} head, signed by the node: {HeadJson(r.Earlier).ToJsonString()}");
             }
 
             if (r.Current is not null)
             {
-                Console.WriteLine($"current head, as the node gave it: {HeadJson(r.Current).ToJsonString()}");
+                PrintLine($"current head, as the node gave it: {HeadJson(r.Current).ToJsonString()}");
             }
 
             if (r.EarlierWhat == "remembered" && r.Earlier is not null)
             {
-                Console.WriteLine($"The remembered head stays in {headsPath}.");
+                PrintLine($"The remembered head stays in {headsPath}.");
             }
 
             return Invalid;
@@ -204,7 +204,7 @@ internal static partial class ClientCommands
         if (r.Earlier is null)
         {
             string whose = idGiven ? "the node id given" : "not pinned: pass --node-id to check it against an id you know";
-            Console.WriteLine($"first audit of {r.Node}: its log of {Entries(current.TreeSize)}, signed {when} by node {id} ({whose}){Kept(remembering, headsPath)}");
+            PrintLine($"first audit of {r.Node}: its log of {Entries(current.TreeSize)}, signed {when} by node {id} ({whose}){Kept(remembering, headsPath)}");
             return 0;
         }
 
@@ -212,7 +212,7 @@ internal static partial class ClientCommands
         string change = current.TreeSize == r.Earlier.TreeSize
             ? $"is unchanged at {Entries(current.TreeSize)} (signed {since} and {when})"
             : $"grew from {Entries(r.Earlier.TreeSize)} (signed {since}) to {Entries(current.TreeSize)} (signed {when})";
-        Console.WriteLine($"consistent: the log of {r.Node} (node {id}) {change}{Kept(remembering, headsPath)}");
+        PrintLine($"consistent: the log of {r.Node} (node {id}) {change}{Kept(remembering, headsPath)}");
         if (current.TimestampUnixMs < r.Earlier.TimestampUnixMs)
         {
             // Not proof of anything (the node's clock may have been set back), but worth a look.

@@ -50,7 +50,7 @@ internal static partial class ClientCommands
             int width = contacts.Entries.Count == 0 ? 0 : contacts.Entries.Max(e => e.Name.Length);
             foreach ((string contactName, ContactCard contactCard) in contacts.Entries)
             {
-                Console.WriteLine(parse.GetValue(json)
+                PrintLine(parse.GetValue(json)
                     ? new JsonObject { ["name"] = contactName, ["card"] = contactCard.ToString(), ["address"] = Convert.ToHexStringLower(contactCard.Address) }.ToJsonString()
                     : $"{Printable(contactName, multiline: false).PadRight(width)}  {contactCard}");
             }

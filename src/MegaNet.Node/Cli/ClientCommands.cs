@@ -146,7 +146,7 @@ internal static partial class ClientCommands
                 throw new CliException($"{path} already exists; use --force to replace it (its keys will be lost) or --identity for another file.");
             }
 
-            Console.WriteLine(id.Card);
+            PrintLine(id.Card.ToString(), $"the identity was written to {path}");
             Console.Error.WriteLine($"identity written to {path}");
             return Task.FromResult(0);
         }));
@@ -174,10 +174,10 @@ internal static partial class ClientCommands
 
             if (parse.GetResult(qr) is not null)
             {
-                Console.Write(CardQrCode.ToTerminal(card, darkBackground: parse.GetValue(qr) != "light"));
+                Print(CardQrCode.ToTerminal(card, darkBackground: parse.GetValue(qr) != "light"));
             }
 
-            Console.WriteLine(card);
+            PrintLine(card);
             Console.Error.WriteLine($"address {Convert.ToHexString(id.Address).ToLowerInvariant()}");
             return Task.FromResult(0);
         }));
@@ -269,13 +269,14 @@ internal static partial class ClientCommands
             }
 
             Receipt receipt = await client.SendAsync(id, recipient, content, contentType, attachment?.Name, TimeSpan.FromDays(ttlDays), ct);
+            string sent = $"the message was sent (envelope {Hex(receipt.EnvelopeId)}, log index {receipt.LogIndex})";
             if (parse.GetValue(json))
             {
-                Console.WriteLine(ReceiptJson(receipt).ToJsonString());
+                PrintLine(ReceiptJson(receipt).ToJsonString(), sent);
             }
             else
             {
-                Console.WriteLine($"accepted: envelope {Hex(receipt.EnvelopeId)}, log index {receipt.LogIndex}, tree size {receipt.TreeHead.TreeSize}{(receipt.Duplicate ? " (already accepted before)" : string.Empty)}");
+                PrintLine($"accepted: envelope {Hex(receipt.EnvelopeId)}, log index {receipt.LogIndex}, tree size {receipt.TreeHead.TreeSize}{(receipt.Duplicate ? " (already accepted before)" : string.Empty)}", sent);
             }
 
             return 0;
@@ -735,12 +736,12 @@ internal static partial class ClientCommands
                 string? problem = await client.VerifyReceiptAsync(receipt, ct);
                 if (problem is not null)
                 {
-                    Console.WriteLine(receipts.Count == 1 ? $"INVALID: {problem}" : $"INVALID: envelope {Hex(receipt.EnvelopeId)}: {problem}");
+                    PrintLine(receipts.Count == 1 ? $"INVALID: {problem}" : $"INVALID: envelope {Hex(receipt.EnvelopeId)}: {problem}");
                     exit = Invalid;
                     continue;
                 }
 
-                Console.WriteLine($"valid: envelope {Hex(receipt.EnvelopeId)} is leaf {receipt.LogIndex} of the log of size {receipt.TreeHead.TreeSize}, signed by node {Hex(receipt.TreeHead.NodeKey)} ({whose}), and the node's log still extends it");
+                PrintLine($"valid: envelope {Hex(receipt.EnvelopeId)} is leaf {receipt.LogIndex} of the log of size {receipt.TreeHead.TreeSize}, signed by node {Hex(receipt.TreeHead.NodeKey)} ({whose}), and the node's log still extends it");
             }
 
             return exit;
@@ -819,13 +820,6 @@ internal static partial class ClientCommands
         }
     }
 
-    /// <summary>
-    /// Standard output for messages, written with write(2) on descriptor 1. Console.Out and
-    /// Console.OpenStandardOutput() drop EPIPE silently (a reader such as <c>head -1</c> that went away looks like one
-    /// that read everything, and <c>fetch --ack</c> then deleted mail nobody saw), and a FileStream on descriptor 1
-    /// writes at its own offset with pwrite(2), so with <c>&gt; file 2&gt;&amp;1</c> the stderr lines overwrote the
-    /// messages (tried: all of stdout was lost). Here every failed write throws, and the shared file offset moves.
-    /// </summary>
     /// <summary>Exit code of a check that found the node's word false: a receipt or a log that does not hold
     /// (<c>verify-receipt</c>, <c>audit</c>).</summary>
     private const int Invalid = 3;
@@ -834,11 +828,42 @@ internal static partial class ClientCommands
     /// equal steps: progress lines, a few for any size.</summary>
     internal static bool CrossesStep(int done, int count, int steps) => done * steps / count != (done - 1) * steps / count;
 
+    /// <summary>
+    /// Standard output for messages, written with write(2) on descriptor 1. Console.Out and
+    /// Console.OpenStandardOutput() drop EPIPE silently (a reader such as <c>head -1</c> that went away looks like one
+    /// that read everything, and <c>fetch --ack</c> then deleted mail nobody saw), and a FileStream on descriptor 1
+    /// writes at its own offset with pwrite(2), so with <c>&gt; file 2&gt;&amp;1</c> the stderr lines overwrote the
+    /// messages (tried: all of stdout was lost). Here every failed write throws, and the shared file offset moves.
+    /// </summary>
     internal static StreamWriter StandardOutput() => new(
         OperatingSystem.IsWindows() ? Console.OpenStandardOutput() : new StandardOutputStream(), new UTF8Encoding(false), 16 << 10, leaveOpen: false)
     {
         AutoFlush = false,
     };
+
+    // The standard output of the commands that print a result (a receipt, a card, a verdict), made on first use.
+    private static StreamWriter? s_results;
+
+    /// <summary>Prints <paramref name="line"/> and a line break on standard output, written out at once; a failed write
+    /// (a reader gone, a full disk) becomes a one-line error that says what was done all the same
+    /// (<paramref name="consequence"/>), not a silent exit 0 with the result lost (Console.Out drops EPIPE).</summary>
+    internal static void PrintLine(string line, string? consequence = null) => Print(line + "\n", consequence);
+
+    /// <summary><see cref="PrintLine"/> without the line break.</summary>
+    internal static void Print(string text, string? consequence = null)
+    {
+        StreamWriter output = s_results ??= StandardOutput();
+        try
+        {
+            output.Write(text);
+        }
+        catch (IOException e)
+        {
+            throw MailError($"cannot write to standard output ({e.Message})", consequence);
+        }
+
+        Flush(output, consequence);
+    }
 
     /// <summary>Writes out what <paramref name="output"/> holds; a failure becomes a one-line error that says what
     /// happened to the mail (<paramref name="consequence"/>).</summary>
@@ -958,17 +983,18 @@ internal static partial class ClientCommands
             throw;
         }
 
+        string sent = $"the file was sent ({count} parts, log indices {receipts.Min(r => r.LogIndex)} to {receipts.Max(r => r.LogIndex)})";
         if (json)
         {
             foreach (Receipt receipt in receipts)
             {
-                Console.WriteLine(ReceiptJson(receipt).ToJsonString());
+                PrintLine(ReceiptJson(receipt).ToJsonString(), sent);
             }
         }
         else
         {
-            Console.WriteLine($"accepted: file '{name}' in {count} parts, envelopes {Hex(receipts[0].EnvelopeId)} to {Hex(receipts[^1].EnvelopeId)}, " +
-                $"log indices {receipts.Min(r => r.LogIndex)} to {receipts.Max(r => r.LogIndex)}, tree size {receipts.Max(r => r.TreeHead.TreeSize)}");
+            PrintLine($"accepted: file '{name}' in {count} parts, envelopes {Hex(receipts[0].EnvelopeId)} to {Hex(receipts[^1].EnvelopeId)}, " +
+                $"log indices {receipts.Min(r => r.LogIndex)} to {receipts.Max(r => r.LogIndex)}, tree size {receipts.Max(r => r.TreeHead.TreeSize)}", sent);
         }
 
         return 0;
