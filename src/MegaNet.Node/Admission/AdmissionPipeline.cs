@@ -244,7 +244,19 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
         }
 
         pending.NotFoundAtMark = mark;
-        return await Admit(pending, envelope).ConfigureAwait(false);
+        Task<Receipt> admitted;
+        try
+        {
+            admitted = Admit(pending, envelope);
+        }
+        catch (Exception e)
+        {
+            // As on the synchronous path: a status from docs/protocol.md's list, never UNKNOWN, and the buffer back.
+            pending.Release();
+            throw AsStatus(e);
+        }
+
+        return await admitted.ConfigureAwait(false);
     }
 
     /// <summary>Token bucket, proof of work, then the queue; a refusal releases the submission's buffer. From the queue
