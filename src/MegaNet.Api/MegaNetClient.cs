@@ -221,7 +221,8 @@ public sealed class MegaNetClient : IDisposable
     /// <exception cref="PowDemandTooHighException">The node demands more proof of work than
     /// <see cref="MegaNetClientOptions.MaxPowBits"/>.</exception>
     /// <exception cref="RpcException">The node refused the envelope (<see cref="NodeRefusals.RetryAfter"/> says when
-    /// to retry a <c>RESOURCE_EXHAUSTED</c>), or could not be reached in time.</exception>
+    /// to retry a <c>RESOURCE_EXHAUSTED</c>), or could not be reached in time: a submit that got no answer is made
+    /// again with the same envelope, twice at most, so a node that stored it answers with the original receipt.</exception>
     public async Task<Receipt> SendAsync(Identity sender, ContactCard recipient, byte[] content, string contentType, string? fileName = null,
         TimeSpan? ttl = null, CancellationToken cancellationToken = default)
     {
@@ -249,22 +250,45 @@ public sealed class MegaNetClient : IDisposable
         return envelope;
     }
 
+    /// <summary>Submits of one envelope made again, at most, when an answer may have been lost (see
+    /// <see cref="SubmitCheckedAsync"/>).</summary>
+    private const int MaxResubmits = 2;
+
     /// <summary>Submits <paramref name="envelope"/>, stamping it again when the node asks for more work (twice at
-    /// most), and checks that the receipt names it.</summary>
+    /// most), and checks that the receipt names it. When no answer came (the deadline passed, the connection broke,
+    /// the node was unavailable) the same envelope is submitted again, twice at most, after 1 and 2 s: the node may
+    /// have stored it, and the same envelope again gets the original receipt, where a caller sending the message again
+    /// would seal a second copy that neither the node nor the recipient could tell from the first.</summary>
+    /// <exception cref="RpcException">As the node's last answer; when none came, the message says the envelope (by
+    /// id) may have been stored.</exception>
     private async Task<Receipt> SubmitCheckedAsync(Identity sender, Envelope envelope, CancellationToken cancellationToken)
     {
         Receipt receipt;
-        for (int attempt = 0; ; attempt++)
+        int restamps = 0, resubmits = 0;
+        while (true)
         {
             try
             {
                 receipt = await Relay.SubmitAsync(new SubmitRequest { Envelope = envelope }, cancellationToken: cancellationToken);
                 break;
             }
-            catch (RpcException e) when (e.StatusCode == StatusCode.FailedPrecondition && attempt < 2
+            catch (RpcException e) when (e.StatusCode == StatusCode.FailedPrecondition && restamps < 2
                 && e.RequiredPowBits() is { } demanded && demanded > (envelope.Pow?.Bits ?? 0))
             {
+                restamps++;
                 await StampAsync(sender, envelope, PowBitsToSolve((uint)demanded), cancellationToken);
+            }
+            catch (RpcException e) when (e.StatusCode is StatusCode.DeadlineExceeded or StatusCode.Unavailable && !cancellationToken.IsCancellationRequested)
+            {
+                if (resubmits == MaxResubmits)
+                {
+                    throw new RpcException(new Status(e.StatusCode,
+                        $"{e.Status.Detail} (Submitted {resubmits + 1} times without an answer: the node may have stored envelope " +
+                        $"{Convert.ToHexStringLower(EnvelopeFormat.EnvelopeId(envelope))}; a message sent again is a second copy.)", e.Status.DebugException), e.Trailers);
+                }
+
+                resubmits++;
+                await Task.Delay(TimeSpan.FromSeconds(resubmits), cancellationToken);
             }
         }
 

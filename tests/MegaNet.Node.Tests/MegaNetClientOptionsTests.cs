@@ -43,6 +43,22 @@ public sealed class MegaNetClientOptionsTests
     }
 
     [Fact]
+    public async Task A_submit_whose_answer_came_too_late_is_made_again_with_the_same_envelope_and_stored_once()
+    {
+        // The node holds each submission up to a second for its batch; the client waits 400 ms for an answer. The node
+        // stores the envelope after the client gave up on it: sealed again (as a user running send again), it would be
+        // stored twice, two copies nobody could tell apart. Submitted again as it was, it gets the original receipt.
+        await using TestNode node = await TestNode.StartAsync(o => o.FlushMicroseconds = 1_000_000);
+        using var client = new MegaNetClient(node.Address, options: new MegaNetClientOptions { DefaultDeadline = TimeSpan.FromMilliseconds(400) });
+        using Identity alice = Identity.Create(), bob = Identity.Create();
+        Receipt receipt = await client.SendAsync(alice, bob.Card, Text("once"), "text/plain");
+        using MegaNetClient reader = node.Client();
+        Assert.Equal(1, (await reader.Relay.GetTreeHeadAsync(new GetTreeHeadRequest())).TreeSize);
+        ReceivedMessage received = Assert.Single((await reader.FetchAsync(bob)).Messages);
+        Assert.Equal(receipt.EnvelopeId.ToByteArray(), received.EnvelopeId);
+    }
+
+    [Fact]
     public async Task A_subscription_outlives_the_default_deadline()
     {
         await using TestNode node = await TestNode.StartAsync();
