@@ -75,6 +75,25 @@ public sealed class ClientCliTests : IDisposable
     }
 
     [Fact]
+    public async Task Send_without_ttl_days_fits_a_node_that_keeps_mail_for_less_than_a_week()
+    {
+        // The CLI sent 7 days whatever the node said: a node with MaxTtlDays 2 refused every plain send.
+        await using TestNode node = await TestNode.StartAsync(o => o.MaxTtlDays = 2);
+        string alicePath = NewIdentity("alice.json"), bobPath = NewIdentity("bob.json");
+        using Identity bob = Identity.Load(bobPath);
+        string address = node.Address.ToString();
+        Result sent = await Meganet("send", "-i", alicePath, "--to", bob.Card.ToString(), "--node", address, "--text", "hi");
+        AssertExit(sent, 0);
+        Assert.StartsWith("accepted: envelope", sent.Stdout, StringComparison.Ordinal);
+        // Asked for, a longer one is still refused, with the node's words.
+        Result longer = await Meganet("send", "-i", alicePath, "--to", bob.Card.ToString(), "--node", address, "--text", "hi", "--ttl-days", "3");
+        Assert.NotEqual(0, longer.ExitCode);
+        Assert.Contains("expir", longer.Stderr, StringComparison.OrdinalIgnoreCase);
+        using MegaNetClient client = node.Client();
+        Assert.Single((await client.FetchAsync(bob)).Messages);
+    }
+
+    [Fact]
     public async Task Results_that_cannot_be_written_fail_the_command_and_say_what_was_done()
     {
         await using TestNode node = await TestNode.StartAsync();

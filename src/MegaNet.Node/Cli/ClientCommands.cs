@@ -224,7 +224,11 @@ internal static partial class ClientCommands
         {
             Description = $"File to send: one envelope holds up to about 64 KiB; a larger one, up to {FileParts.MaxFileLength >> 20} MiB, goes in parts the recipient's fetch or listen puts together.",
         };
-        var ttl = new Option<double>("--ttl-days") { Description = "Days relays keep it (more than 0, at most 3,650; the node's MaxTtlDays applies).", DefaultValueFactory = _ => 7 };
+        var ttl = new Option<double?>("--ttl-days")
+        {
+            // No fixed default: a node whose MaxTtlDays is under 7 refused every plain send (and every part of a file).
+            Description = "Days relays keep it (more than 0, at most 3,650; the node's MaxTtlDays applies). Default: 7, or a little under the node's MaxTtlDays where that is shorter.",
+        };
         var json = JsonOption("Print the receipt as one JSON object (a file sent in parts: one receipt a line, in part order).");
         var timeout = TimeoutOption();
         var tlsCert = TlsCertOption();
@@ -239,8 +243,8 @@ internal static partial class ClientCommands
                 throw new CliException("Give exactly one of --text or --file.");
             }
 
-            double ttlDays = parse.GetValue(ttl);
-            if (!(ttlDays > 0 && ttlDays <= NodeOptions.MaxTtlDaysLimit))
+            double? ttlDays = parse.GetValue(ttl);
+            if (ttlDays is { } days && !(days > 0 && days <= NodeOptions.MaxTtlDaysLimit))
             {
                 throw new CliException($"--ttl-days must be a number of days above 0 and at most {NodeOptions.MaxTtlDaysLimit} (got {ttlDays}); nodes keep at most their MaxTtlDays (default 30).");
             }
@@ -265,10 +269,10 @@ internal static partial class ClientCommands
             using var client = new MegaNetClient(parse.GetValue(node)!, options: ClientOptions(parse.GetValue(node)!, parse.GetValue(timeout), parse.GetValue(tlsCert)));
             if (inParts)
             {
-                return await SendInPartsAsync(client, id, recipient, content, attachment!.Name, TimeSpan.FromDays(ttlDays), parse.GetValue(json), ct);
+                return await SendInPartsAsync(client, id, recipient, content, attachment!.Name, ttlDays is { } partsDays ? TimeSpan.FromDays(partsDays) : null, parse.GetValue(json), ct);
             }
 
-            Receipt receipt = await client.SendAsync(id, recipient, content, contentType, attachment?.Name, TimeSpan.FromDays(ttlDays), ct);
+            Receipt receipt = await client.SendAsync(id, recipient, content, contentType, attachment?.Name, ttlDays is { } d ? TimeSpan.FromDays(d) : null, ct);
             string sent = $"the message was sent (envelope {Hex(receipt.EnvelopeId)}, log index {receipt.LogIndex})";
             if (parse.GetValue(json))
             {
@@ -950,7 +954,7 @@ internal static partial class ClientCommands
 
     /// <summary>Sends a file larger than one envelope in parts, saying how far it got on stderr; prints a receipt per part
     /// (with --json one object a line, in part order).</summary>
-    private static async Task<int> SendInPartsAsync(MegaNetClient client, Identity id, ContactCard recipient, byte[] file, string name, TimeSpan ttl, bool json, CancellationToken ct)
+    private static async Task<int> SendInPartsAsync(MegaNetClient client, Identity id, ContactCard recipient, byte[] file, string name, TimeSpan? ttl, bool json, CancellationToken ct)
     {
         int count;
         try
