@@ -199,6 +199,20 @@ public sealed class CliErrorTests : IDisposable
     }
 
     [Fact]
+    public async Task Node_refuses_a_client_only_certificate_before_it_creates_a_key_or_a_store()
+    {
+        // Kestrel refused it as it bound, after node.key and the store were made, with a stack trace.
+        using CertificateChain clientOnly = CertificateChain.Create(leafUsageOid: "1.3.6.1.5.5.7.3.2");
+        string pem = Path.Combine(_dir, "client.pem"), key = Path.Combine(_dir, "client.key"), data = Path.Combine(_dir, "data");
+        await File.WriteAllTextAsync(pem, clientOnly.Leaf.ExportCertificatePem());
+        await File.WriteAllTextAsync(key, clientOnly.LeafKey.ExportPkcs8PrivateKeyPem());
+        Result r = await Meganet("node", "--data", data, "--backend", "simd", "--listen", "127.0.0.1:0", "--tls-cert", pem, "--tls-key", key);
+        AssertClearError(r, "leaves out serverAuth (1.3.6.1.5.5.7.3.1)");
+        Assert.Single(r.Stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        Assert.False(Directory.Exists(data), "the refused node created its data directory");
+    }
+
+    [Fact]
     public async Task Node_names_the_metrics_option_when_the_metrics_port_is_taken()
     {
         using var taken = new TcpListener(IPAddress.Loopback, 0);

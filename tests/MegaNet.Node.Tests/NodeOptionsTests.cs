@@ -125,4 +125,81 @@ public sealed class NodeOptionsTests
             Assert.Contains(expected, e.Message, StringComparison.Ordinal);
         }
     }
+
+    [Fact]
+    public void A_certificate_whose_extended_key_usage_leaves_out_server_authentication_is_refused_at_validation()
+    {
+        // Kestrel refused it only when it bound, after the node key and the store were created, with an
+        // InvalidOperationException that reached the operator as a stack trace.
+        string dir = Directory.CreateTempSubdirectory("meganet-options-").FullName;
+        try
+        {
+            using CertificateChain clientOnly = CertificateChain.Create(leafUsageOid: "1.3.6.1.5.5.7.3.2");
+            string pem = Path.Combine(dir, "client.pem"), key = Path.Combine(dir, "client.key");
+            File.WriteAllText(pem, clientOnly.Leaf.ExportCertificatePem());
+            File.WriteAllText(key, clientOnly.LeafKey.ExportPkcs8PrivateKeyPem());
+            var options = new NodeOptions { DataDirectory = Path.Combine(dir, "data"), TlsCertificate = pem, TlsKey = key };
+            ArgumentException e = Assert.Throws<ArgumentException>(options.Validate);
+            Assert.Contains($"TLS certificate '{pem}' may not serve TLS: its Extended Key Usage (", e.Message, StringComparison.Ordinal);
+            Assert.Contains("1.3.6.1.5.5.7.3.2) leaves out serverAuth (1.3.6.1.5.5.7.3.1)", e.Message, StringComparison.Ordinal);
+            Assert.Contains("extendedKeyUsage = serverAuth", e.Message, StringComparison.Ordinal);
+            Assert.False(Directory.Exists(options.DataDirectory));
+
+            // With serverAuth, and without the extension at all (any use), it serves.
+            using CertificateChain server = CertificateChain.Create();
+            File.WriteAllText(pem, server.Leaf.ExportCertificatePem());
+            File.WriteAllText(key, server.LeafKey.ExportPkcs8PrivateKeyPem());
+            options.Validate();
+            using CertificateChain unrestricted = CertificateChain.Create(leafUsageOid: null);
+            File.WriteAllText(pem, unrestricted.Leaf.ExportCertificatePem());
+            File.WriteAllText(key, unrestricted.LeafKey.ExportPkcs8PrivateKeyPem());
+            options.Validate();
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    [Fact]
+    public void The_certificates_after_the_servers_own_in_its_file_come_with_it()
+    {
+        string dir = Directory.CreateTempSubdirectory("meganet-options-").FullName;
+        try
+        {
+            using CertificateChain issued = CertificateChain.Create();
+            // PEM: the certificate, its intermediate, and the key in the same file (blocks of other kinds are skipped).
+            string pem = Path.Combine(dir, "fullchain-and-key.pem");
+            File.WriteAllText(pem, issued.Leaf.ExportCertificatePem() + "\n" + issued.Intermediate.ExportCertificatePem() + "\n" + issued.LeafKey.ExportPkcs8PrivateKeyPem() + "\n");
+            using (TlsServerCertificate loaded = new NodeOptions { TlsCertificate = pem }.LoadTlsCertificate())
+            {
+                Assert.Equal(issued.Leaf.Thumbprint, loaded.Certificate.Thumbprint);
+                Assert.True(loaded.Certificate.HasPrivateKey);
+                Assert.Equal([issued.Intermediate.Thumbprint], loaded.Chain.Select(c => c.Thumbprint));
+            }
+
+            // PKCS#12 exported with its chain: the one with the key serves, the rest follow it, whatever their order.
+            string pfx = Path.Combine(dir, "chain.pfx");
+            using X509Certificate2 leafWithKey = issued.Leaf.CopyWithPrivateKey(issued.LeafKey);
+            File.WriteAllBytes(pfx, new X509Certificate2Collection { issued.Intermediate, leafWithKey, issued.Root }.Export(X509ContentType.Pkcs12)!);
+            using (TlsServerCertificate loaded = new NodeOptions { TlsCertificate = pfx }.LoadTlsCertificate())
+            {
+                Assert.Equal(issued.Leaf.Thumbprint, loaded.Certificate.Thumbprint);
+                Assert.True(loaded.Certificate.HasPrivateKey);
+                Assert.Equal([issued.Intermediate.Thumbprint, issued.Root.Thumbprint], loaded.Chain.Select(c => c.Thumbprint));
+            }
+
+            // A single certificate: no chain.
+            string single = Path.Combine(dir, "single.pem");
+            File.WriteAllText(single, issued.Leaf.ExportCertificatePem() + "\n" + issued.LeafKey.ExportPkcs8PrivateKeyPem());
+            using (TlsServerCertificate loaded = new NodeOptions { TlsCertificate = single }.LoadTlsCertificate())
+            {
+                Assert.Empty(loaded.Chain);
+            }
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
 }

@@ -135,6 +135,55 @@ public sealed class TlsNodeTests : IDisposable
         node.AssertNoServerErrors();
     }
 
+    [Fact]
+    public async Task A_full_chain_pem_is_served_whole_so_a_client_that_trusts_only_the_root_builds_the_chain()
+    {
+        // fullchain.pem as an ACME client writes it (the certificate, then its intermediate): the node read only the
+        // first certificate and sent it alone, which no client holding just the root can chain.
+        using CertificateChain issued = CertificateChain.Create();
+        string fullChain = Path.Combine(_dir, "fullchain.pem"), keyPath = Path.Combine(_dir, "privkey.pem");
+        await File.WriteAllTextAsync(fullChain, issued.Leaf.ExportCertificatePem() + "\n" + issued.Intermediate.ExportCertificatePem() + "\n");
+        await File.WriteAllTextAsync(keyPath, issued.LeafKey.ExportPkcs8PrivateKeyPem());
+        await using TestNode node = await TestNode.StartAsync(o =>
+        {
+            o.TlsCertificate = fullChain;
+            o.TlsKey = keyPath;
+        });
+
+        using var tcp = new System.Net.Sockets.TcpClient();
+        await tcp.ConnectAsync(System.Net.IPAddress.Loopback, node.Address.Port);
+        await using var tls = new System.Net.Security.SslStream(tcp.GetStream());
+        X509Certificate2[] presented = [];
+        await tls.AuthenticateAsClientAsync(new System.Net.Security.SslClientAuthenticationOptions
+        {
+            TargetHost = CertificateChain.DnsName,
+            ApplicationProtocols = [System.Net.Security.SslApplicationProtocol.Http2],
+            // The certificates the server sent besides its own are what .NET adds to the chain's extra store.
+            RemoteCertificateValidationCallback = (_, _, chain, _) =>
+            {
+                presented = [.. chain!.ChainPolicy.ExtraStore.Select(c => X509CertificateLoader.LoadCertificate(c.RawData))];
+                return true;
+            },
+        });
+
+        Assert.Contains(presented, c => c.Thumbprint == issued.Intermediate.Thumbprint);
+        using X509Certificate2 served = X509CertificateLoader.LoadCertificate(tls.RemoteCertificate!.GetRawCertData());
+        Assert.Equal(issued.Leaf.Thumbprint, served.Thumbprint);
+        using var client = new X509Chain();
+        client.ChainPolicy.TrustMode = X509ChainTrustMode.CustomRootTrust;
+        client.ChainPolicy.CustomTrustStore.Add(issued.Root);
+        client.ChainPolicy.ExtraStore.AddRange(presented);
+        client.ChainPolicy.RevocationMode = X509RevocationMode.NoCheck;
+        Assert.True(client.Build(served), string.Join(", ", client.ChainStatus.Select(s => s.StatusInformation)));
+        Assert.Equal(3, client.ChainElements.Count);
+        foreach (X509Certificate2 c in presented)
+        {
+            c.Dispose();
+        }
+
+        node.AssertNoServerErrors();
+    }
+
     /// <summary>A self-signed certificate and its key, as PEM files: every one for the same subject and name (not the
     /// address the tests dial), each with a key of its own.</summary>
     internal static (string Certificate, string Key) SelfSigned(string directory, string name)
@@ -149,5 +198,85 @@ public sealed class TlsNodeTests : IDisposable
         File.WriteAllText(certificatePath, certificate.ExportCertificatePem());
         File.WriteAllText(keyPath, key.ExportPkcs8PrivateKeyPem());
         return (certificatePath, keyPath);
+    }
+}
+
+/// <summary>A root CA, an intermediate CA it issued, and a server certificate (serverAuth, for
+/// <see cref="DnsName"/>) the intermediate issued, with the server's key; as a public CA issues them.</summary>
+internal sealed class CertificateChain : IDisposable
+{
+    public const string DnsName = "node.meganet.invalid";
+
+    private CertificateChain(X509Certificate2 root, X509Certificate2 intermediate, X509Certificate2 leaf, ECDsa leafKey)
+    {
+        Root = root;
+        Intermediate = intermediate;
+        Leaf = leaf;
+        LeafKey = leafKey;
+    }
+
+    /// <summary>The root, with its key.</summary>
+    public X509Certificate2 Root { get; }
+
+    /// <summary>The intermediate, without its key.</summary>
+    public X509Certificate2 Intermediate { get; }
+
+    /// <summary>The server's certificate, without its key (<see cref="LeafKey"/>).</summary>
+    public X509Certificate2 Leaf { get; }
+
+    public ECDsa LeafKey { get; }
+
+    public static CertificateChain Create(string? leafUsageOid = "1.3.6.1.5.5.7.3.1")
+    {
+        DateTimeOffset now = DateTimeOffset.UtcNow;
+        using var rootKey = ECDsa.Create(ECCurve.NamedCurves.nistP256);
+        var rootRequest = new CertificateRequest("CN=MegaNet Test Root", rootKey, HashAlgorithmName.SHA256);
+        AddCa(rootRequest);
+        X509Certificate2 root = rootRequest.CreateSelfSigned(now.AddDays(-3), now.AddDays(30));
+
+        using var intermediateKey = ECDsa.Create(ECCurve.NamedCurves.nistP256);
+        var intermediateRequest = new CertificateRequest("CN=MegaNet Test Intermediate", intermediateKey, HashAlgorithmName.SHA256);
+        AddCa(intermediateRequest);
+        intermediateRequest.CertificateExtensions.Add(X509AuthorityKeyIdentifierExtension.CreateFromCertificate(root, includeKeyIdentifier: true, includeIssuerAndSerial: false));
+        X509Certificate2 intermediate = intermediateRequest.Create(root, now.AddDays(-2), now.AddDays(20), Serial());
+
+        var leafKey = ECDsa.Create(ECCurve.NamedCurves.nistP256);
+        var leafRequest = new CertificateRequest("CN=meganet-node", leafKey, HashAlgorithmName.SHA256);
+        var names = new SubjectAlternativeNameBuilder();
+        names.AddDnsName(DnsName);
+        leafRequest.CertificateExtensions.Add(names.Build());
+        leafRequest.CertificateExtensions.Add(new X509BasicConstraintsExtension(false, false, 0, true));
+        leafRequest.CertificateExtensions.Add(new X509KeyUsageExtension(X509KeyUsageFlags.DigitalSignature, true));
+        if (leafUsageOid is not null)
+        {
+            leafRequest.CertificateExtensions.Add(new X509EnhancedKeyUsageExtension([new Oid(leafUsageOid)], false));
+        }
+
+        leafRequest.CertificateExtensions.Add(X509AuthorityKeyIdentifierExtension.CreateFromCertificate(intermediate, includeKeyIdentifier: true, includeIssuerAndSerial: false));
+        using X509Certificate2 intermediateWithKey = intermediate.CopyWithPrivateKey(intermediateKey);
+        X509Certificate2 leaf = leafRequest.Create(intermediateWithKey, now.AddDays(-1), now.AddDays(10), Serial());
+        return new CertificateChain(root, intermediate, leaf, leafKey);
+
+        static void AddCa(CertificateRequest request)
+        {
+            request.CertificateExtensions.Add(new X509BasicConstraintsExtension(true, false, 0, true));
+            request.CertificateExtensions.Add(new X509KeyUsageExtension(X509KeyUsageFlags.KeyCertSign | X509KeyUsageFlags.CrlSign, true));
+            request.CertificateExtensions.Add(new X509SubjectKeyIdentifierExtension(request.PublicKey, false));
+        }
+
+        static byte[] Serial()
+        {
+            byte[] serial = RandomNumberGenerator.GetBytes(8);
+            serial[0] &= 0x7f; // positive
+            return serial;
+        }
+    }
+
+    public void Dispose()
+    {
+        Root.Dispose();
+        Intermediate.Dispose();
+        Leaf.Dispose();
+        LeafKey.Dispose();
     }
 }

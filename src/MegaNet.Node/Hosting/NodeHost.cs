@@ -12,6 +12,7 @@ using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
+using Microsoft.AspNetCore.Server.Kestrel.Https;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Hosting;
@@ -282,7 +283,14 @@ public static partial class NodeHost
                 listen.Use(gate.Admit);
                 if (!string.IsNullOrEmpty(options.TlsCertificate))
                 {
-                    listen.UseHttps(options.LoadTlsCertificate());
+                    TlsServerCertificate tls = options.LoadTlsCertificate();
+                    // The intermediates of a full chain are sent after the certificate; without them Kestrel sends
+                    // only what it finds in this machine's stores, and clients that trust the root alone refuse the node.
+                    listen.UseHttps(new HttpsConnectionAdapterOptions
+                    {
+                        ServerCertificate = tls.Certificate,
+                        ServerCertificateChain = tls.Chain.Count == 0 ? null : tls.Chain,
+                    });
                 }
             });
             if (options.MetricsEndPoint is { } metrics)

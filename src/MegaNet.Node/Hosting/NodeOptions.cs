@@ -240,7 +240,7 @@ public sealed class NodeOptions
             }
 
             // Load it now: a certificate Kestrel cannot use would otherwise fail the start deep inside the host.
-            using X509Certificate2 certificate = LoadTlsCertificate();
+            using TlsServerCertificate certificate = LoadTlsCertificate();
         }
 
         // Named here so an empty or unknown name is refused as this option, and libsodium (another rule) is not offered.
@@ -274,22 +274,63 @@ public sealed class NodeOptions
         Check(KeepaliveSeconds is >= 1 and <= MaxKeepaliveSeconds, nameof(KeepaliveSeconds), $"1 to {MaxKeepaliveSeconds:N0} (a day)");
     }
 
+    /// <summary>The OID of the Extended Key Usage that lets a certificate serve TLS (id-kp-serverAuth).</summary>
+    internal const string ServerAuthenticationOid = "1.3.6.1.5.5.7.3.1";
+
     /// <summary>Loads <see cref="TlsCertificate"/>: PKCS#12 (.pfx, .p12, no password) or PEM with its key from
-    /// <see cref="TlsKey"/> or, without one, from the certificate file itself.</summary>
-    /// <exception cref="ArgumentException">It cannot be loaded or has no private key; the message says what to give instead.</exception>
-    internal X509Certificate2 LoadTlsCertificate()
+    /// <see cref="TlsKey"/> or, without one, from the certificate file itself; the other certificates in the file (a
+    /// PEM full chain's intermediates, a PKCS#12 file's CA certificates) come with it, for the node to send.</summary>
+    /// <exception cref="ArgumentException">It cannot be loaded, has no private key, or may not serve TLS; the message
+    /// says what to give instead.</exception>
+    internal TlsServerCertificate LoadTlsCertificate()
     {
         string path = TlsCertificate ?? throw new InvalidOperationException("No TLS certificate is configured.");
         bool pkcs12 = IsPkcs12(path);
-        X509Certificate2 certificate;
+        X509Certificate2? certificate = null;
+        var chain = new X509Certificate2Collection();
         try
         {
-            certificate = pkcs12
-                ? X509CertificateLoader.LoadPkcs12FromFile(path, null)
-                : X509Certificate2.CreateFromPemFile(path, string.IsNullOrEmpty(TlsKey) ? null : TlsKey);
+            if (pkcs12)
+            {
+                // The whole file, not LoadPkcs12FromFile's one certificate: a .pfx exported with its chain holds the
+                // intermediates clients need.
+                foreach (X509Certificate2 item in X509CertificateLoader.LoadPkcs12CollectionFromFile(path, null))
+                {
+                    if (certificate is null && item.HasPrivateKey)
+                    {
+                        certificate = item;
+                    }
+                    else
+                    {
+                        chain.Add(item);
+                    }
+                }
+            }
+            else
+            {
+                certificate = X509Certificate2.CreateFromPemFile(path, string.IsNullOrEmpty(TlsKey) ? null : TlsKey);
+                // A full chain (fullchain.pem: the certificate, then its intermediates): CreateFromPemFile reads only
+                // the first, and a node that sent only that one was refused by every client that has the root alone.
+                // Blocks other than CERTIFICATE (the key, when the same file holds it) are skipped.
+                var all = new X509Certificate2Collection();
+                all.ImportFromPemFile(path);
+                foreach (X509Certificate2 item in all)
+                {
+                    if (item.RawDataMemory.Span.SequenceEqual(certificate.RawDataMemory.Span))
+                    {
+                        item.Dispose();
+                    }
+                    else
+                    {
+                        chain.Add(item);
+                    }
+                }
+            }
         }
         catch (Exception e) when (e is CryptographicException or ArgumentException)
         {
+            certificate?.Dispose();
+            DisposeAll(chain);
             // ArgumentException: a PEM key that is not the certificate's ("The provided key does not match the public
             // key for this certificate."), which names neither file.
             throw new ArgumentException(
@@ -299,13 +340,67 @@ public sealed class NodeOptions
                 e);
         }
 
-        if (!certificate.HasPrivateKey)
+        if (certificate is not { HasPrivateKey: true })
         {
-            certificate.Dispose();
+            certificate?.Dispose();
+            DisposeAll(chain);
             throw new ArgumentException($"TLS certificate '{path}' holds no private key; a server needs one (export the .pfx with its key).");
         }
 
-        return certificate;
+        var loaded = new TlsServerCertificate(certificate, chain);
+        try
+        {
+            // Kestrel refuses such a certificate only when it binds, after the node key and the store were created,
+            // with an InvalidOperationException the command line did not expect (a stack trace).
+            RequireServerAuthentication(certificate, path);
+        }
+        catch (ArgumentException)
+        {
+            loaded.Dispose();
+            throw;
+        }
+
+        return loaded;
+    }
+
+    /// <summary>Refuses a certificate whose Extended Key Usage extension leaves out serverAuth, as Kestrel (and TLS
+    /// clients) do; a certificate without the extension may serve any use.</summary>
+    private static void RequireServerAuthentication(X509Certificate2 certificate, string path)
+    {
+        List<Oid> usages = [];
+        bool restricted = false;
+        foreach (X509Extension extension in certificate.Extensions)
+        {
+            if (extension is X509EnhancedKeyUsageExtension usage)
+            {
+                restricted = true;
+                foreach (Oid oid in usage.EnhancedKeyUsages)
+                {
+                    if (oid.Value == ServerAuthenticationOid)
+                    {
+                        return;
+                    }
+
+                    usages.Add(oid);
+                }
+            }
+        }
+
+        if (restricted)
+        {
+            string listed = usages.Count == 0 ? "none" : string.Join(", ", usages.Select(o => string.IsNullOrEmpty(o.FriendlyName) ? o.Value : $"{o.FriendlyName} {o.Value}"));
+            throw new ArgumentException(
+                $"TLS certificate '{path}' may not serve TLS: its Extended Key Usage ({listed}) leaves out serverAuth ({ServerAuthenticationOid}). " +
+                "Give a server certificate: have it issued with serverAuth in its Extended Key Usage (openssl: extendedKeyUsage = serverAuth), or without that extension.");
+        }
+    }
+
+    private static void DisposeAll(X509Certificate2Collection certificates)
+    {
+        foreach (X509Certificate2 item in certificates)
+        {
+            item.Dispose();
+        }
     }
 
     private static bool IsPkcs12(string path) =>
@@ -325,6 +420,27 @@ public sealed class NodeOptions
         if (!ok)
         {
             throw new ArgumentException($"MegaNet option {name} must be {range}.");
+        }
+    }
+}
+
+/// <summary>The node's TLS certificate, with its private key, and the certificates its file held besides (the
+/// intermediates a server sends after its own, so that a client that trusts only the root can build the chain).</summary>
+internal sealed class TlsServerCertificate(X509Certificate2 certificate, X509Certificate2Collection chain) : IDisposable
+{
+    /// <summary>The server's certificate, with its private key.</summary>
+    public X509Certificate2 Certificate { get; } = certificate;
+
+    /// <summary>The other certificates in the file, in its order; empty when it held only the server's.</summary>
+    public X509Certificate2Collection Chain { get; } = chain;
+
+    /// <summary>Disposes every certificate.</summary>
+    public void Dispose()
+    {
+        Certificate.Dispose();
+        foreach (X509Certificate2 item in Chain)
+        {
+            item.Dispose();
         }
     }
 }
