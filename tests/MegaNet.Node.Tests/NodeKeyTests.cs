@@ -95,4 +95,18 @@ public sealed class NodeKeyTests : IDisposable
         InvalidDataException e = Assert.Throws<InvalidDataException>(() => NodeKey.LoadOrCreate(_dir));
         Assert.Contains($"{Path.Combine(_dir, NodeKey.FileName)} is a directory", e.Message, StringComparison.Ordinal);
     }
+
+    [Fact]
+    public void A_key_that_cannot_be_written_gets_the_permission_advice()
+    {
+        // PrivateFile wraps the refused write in an IOException naming node.key (not its temporary copy); the advice
+        // looked for an UnauthorizedAccessException itself and so said nothing about permissions.
+        var options = new NodeOptions { DataDirectory = _dir };
+        string path = Path.Combine(_dir, NodeKey.FileName);
+        var refused = new IOException($"Access to the path '{path}' is denied.", new UnauthorizedAccessException($"Access to the path '{path}.1234.tmp' is denied."));
+        string advice = $" The data directory {_dir} must be readable and writable by this user: fix its permissions or choose another with --data.";
+        Assert.Equal(advice, MegaNet.Node.Cli.NodeCommand.Hint(refused, options));
+        Assert.Equal(advice, MegaNet.Node.Cli.NodeCommand.Hint(new UnauthorizedAccessException("denied"), options));
+        Assert.Equal("", MegaNet.Node.Cli.NodeCommand.Hint(new IOException("No space left on device", new IOException("inner")), options));
+    }
 }

@@ -160,4 +160,27 @@ public sealed class NodeStartupTests : IDisposable
         await using ExternalNode node = await ExternalNode.StartAsync(Data, environment);
         Assert.Contains("reachable beyond this machine in plaintext without authentication", node.Output, StringComparison.Ordinal);
     }
+
+    [Fact]
+    [System.Runtime.Versioning.SupportedOSPlatform("linux")]
+    public async Task A_data_directory_this_user_cannot_write_gets_the_permission_advice()
+    {
+        Assert.True(OperatingSystem.IsLinux(), "this test needs Linux (setpriv)");
+        // An existing data directory the node's user may not write: the node key cannot be created, and the IOException
+        // that says so carried no advice. Root may write anywhere, so as root the node runs as nobody (setpriv,
+        // util-linux); the directories above stay open to it.
+        const UnixFileMode ReadOnly = UnixFileMode.UserRead | UnixFileMode.UserExecute | UnixFileMode.GroupRead | UnixFileMode.GroupExecute | UnixFileMode.OtherRead | UnixFileMode.OtherExecute;
+        File.SetUnixFileMode(_dir, ReadOnly | UnixFileMode.UserWrite);
+        Directory.CreateDirectory(Data);
+        File.SetUnixFileMode(Data, Environment.IsPrivilegedProcess ? ReadOnly | UnixFileMode.UserWrite : ReadOnly);
+        string[] node = ["dotnet", ExternalNode.MeganetPath(), "node", "--backend", "simd", "--data", Data, "--listen", "127.0.0.1:0"];
+        var psi = Environment.IsPrivilegedProcess
+            ? new System.Diagnostics.ProcessStartInfo("setpriv", ["--reuid=65534", "--regid=65534", "--clear-groups", "env", $"HOME={_dir}", .. node])
+            : new System.Diagnostics.ProcessStartInfo(node[0], node[1..]);
+        psi.WorkingDirectory = _dir;
+        string key = Path.Combine(Data, "node.key");
+        AssertOneLineError(await MeganetProcess.RunAsync(psi), $"Access to the path '{key}' is denied.",
+            $"The data directory {Data} must be readable and writable by this user: fix its permissions or choose another with --data.");
+        Assert.Empty(Directory.EnumerateFileSystemEntries(Data));
+    }
 }

@@ -1,8 +1,9 @@
 namespace MegaNet.Core.Verification;
 
-/// <summary>Thrown when a backend is asked for by name but cannot run here (no device, not built, missing library).</summary>
-public sealed class BackendUnavailableException(string backend, string reason)
-    : InvalidOperationException($"Verifier backend '{backend}' is not available: {reason}")
+/// <summary>Thrown when a backend is asked for by name but cannot run here (no device, not built, missing library, a
+/// device that failed to start: then <see cref="Exception.InnerException"/> is that failure).</summary>
+public sealed class BackendUnavailableException(string backend, string reason, Exception? innerException = null)
+    : InvalidOperationException($"Verifier backend '{backend}' is not available: {reason}", innerException)
 {
     /// <summary>The backend asked for.</summary>
     public string Backend { get; } = backend;

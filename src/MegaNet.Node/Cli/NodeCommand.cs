@@ -123,6 +123,14 @@ internal static partial class NodeCommand
                 Console.Error.WriteLine($"meganet node: {Message(e)}{Hint(e, options)}");
                 return 1;
             }
+            catch (Exception e)
+            {
+                // Anything else (a library's exception nobody foresaw): still one line, never a stack trace, and the
+                // exception's type, which its message alone may not name.
+                string inner = e.InnerException is { } cause && cause.Message != e.Message ? $" ({Message(cause)})" : "";
+                Console.Error.WriteLine($"meganet node: {Message(e)}{inner} [{e.GetType().FullName}]");
+                return 1;
+            }
         });
         return command;
     }
@@ -248,7 +256,7 @@ internal static partial class NodeCommand
         : "Another node (or program) listens there: stop it, or choose another address with --listen.";
 
     /// <summary>What to do about a start failure whose message alone does not say.</summary>
-    private static string Hint(Exception e, NodeOptions options)
+    internal static string Hint(Exception e, NodeOptions options)
     {
         if (e.InnerException is Microsoft.AspNetCore.Connections.AddressInUseException || e is Microsoft.AspNetCore.Connections.AddressInUseException)
         {
@@ -263,7 +271,8 @@ internal static partial class NodeCommand
             return $" The data directory {Path.GetFullPath(options.DataDirectory)} is on a read-only file system: mount it read-write, or choose another with --data.";
         }
 
-        if (e is UnauthorizedAccessException)
+        // PrivateFile (the node key) wraps a refused write in an IOException that names the file, not the temporary copy.
+        if (e is UnauthorizedAccessException || e.InnerException is UnauthorizedAccessException)
         {
             return $" The data directory {Path.GetFullPath(options.DataDirectory)} must be readable and writable by this user: fix its permissions or choose another with --data.";
         }

@@ -94,18 +94,28 @@ public static partial class NodeServiceCollectionExtensions
     }
 
     /// <summary>Creates the configured backend. Under <c>auto</c>, a GPU that is present but fails to start (driver,
-    /// kernel compilation, memory) is logged and SIMD runs instead; a GPU asked for by name fails the start.</summary>
+    /// kernel compilation, memory) is logged and SIMD runs instead; a GPU asked for by name fails the start with a
+    /// <see cref="BackendUnavailableException"/> saying why.</summary>
     internal static IBatchVerifier CreateBackend(BatchVerifierRegistry registry, string requested, VerifierOptions options, ILogger logger)
     {
-        bool autoGpu = string.Equals(requested, BatchVerifierRegistry.Auto, StringComparison.OrdinalIgnoreCase)
-            && registry.Resolve(requested) == GpuBatchVerifier.DeviceBackendName;
+        bool auto = string.Equals(requested, BatchVerifierRegistry.Auto, StringComparison.OrdinalIgnoreCase);
+        string resolved = registry.Resolve(requested);
+        bool gpu = resolved is GpuBatchVerifier.DeviceBackendName or GpuBatchVerifier.CpuBackendName;
         try
         {
             return registry.Create(requested, options);
         }
-        catch (Exception e) when (autoGpu && e is not BackendUnavailableException)
+        catch (Exception e) when (gpu && e is not BackendUnavailableException)
         {
-            LogGpuRefused(logger, $"it failed to start: {e.GetType().Name}: {e.Message}");
+            // ILGPU's and the driver's own exceptions (a CUDA error, a kernel that does not compile) name neither the
+            // backend nor what to do; a BackendUnavailableException is the node's "this backend cannot run here".
+            string failure = $"it failed to start ({e.GetType().Name}: {e.Message})";
+            if (!auto)
+            {
+                throw new BackendUnavailableException(resolved, $"{failure}; check the GPU and its driver, or start with --backend simd.", e);
+            }
+
+            LogGpuRefused(logger, failure);
             return registry.Create(SimdBatchVerifier.BackendName, options);
         }
     }
