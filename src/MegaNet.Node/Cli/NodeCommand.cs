@@ -98,18 +98,21 @@ internal static partial class NodeCommand
             try
             {
                 // The host's own "Hosting failed to start" error repeats, with a stack trace, the start failure this
-                // command reports below in one line; the node registers no hosted services whose errors it would hide.
+                // command reports below in one line. Its other errors are the node's to report: a failed background
+                // service (NodeHost logs it and ExitCode says so).
                 await using WebApplication app = NodeHost.Build(options, logging: l => l.AddFilter(HostCategory, LogLevel.None));
                 await NodeHost.StartAsync(app, ct);
                 // The host's console lifetime handles Ctrl+C / SIGTERM (MeganetCommand leaves those signals to it):
                 // this returns once admission has drained and the store has taken its final checkpoint.
                 await app.WaitForShutdownAsync(CancellationToken.None);
-                if (Environment.ExitCode == 0)
+                // Non-zero when the store could not shut down cleanly or a background service failed (both logged).
+                int exitCode = NodeHost.ExitCode(app);
+                if (exitCode == 0)
                 {
                     LogStoppedCleanly(app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("MegaNet.Node"));
                 }
 
-                return Environment.ExitCode; // non-zero when the store could not shut down cleanly (logged)
+                return exitCode;
             }
             catch (SocketException e)
             {

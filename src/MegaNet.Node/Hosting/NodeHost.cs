@@ -204,7 +204,8 @@ public static partial class NodeServiceCollectionExtensions
         services.TryAddSingleton(sp => new MailboxAuthenticator(sp.GetRequiredService<NodeKey>(), sp.GetRequiredService<IBatchVerifier>(), sp.GetRequiredService<TimeProvider>()));
         services.TryAddSingleton<MailboxNotifier>();
         services.TryAddSingleton(sp => new DelegatedVerificationGate(sp.GetRequiredService<NodeVerifiers>().Delegated, ownsVerifier: false));
-        services.AddHostedService<SiteSweeper>();
+        services.AddHostedService(sp => new SiteSweeper(sp.GetRequiredService<MailboxAuthenticator>(), sp.GetRequiredService<DelegatedVerificationGate>(),
+            sp.GetRequiredService<ILoggerFactory>().CreateLogger("MegaNet.Node")));
         services.TryAddSingleton(sp => new RequestMessageGuard(options, sp.GetRequiredService<TimeProvider>()));
         services.AddGrpc(o =>
         {
@@ -250,7 +251,11 @@ public static partial class NodeHost
 
     /// <summary>Builds the node application (not started). Only <paramref name="options"/> configure it: the host's
     /// own configuration sources (environment variables, appsettings.json) are dropped.</summary>
-    public static WebApplication Build(NodeOptions options, Action<ILoggingBuilder>? logging = null)
+    public static WebApplication Build(NodeOptions options, Action<ILoggingBuilder>? logging = null) => Build(options, logging, services: null);
+
+    /// <summary>As <see cref="Build(NodeOptions, Action{ILoggingBuilder}?)"/>, with <paramref name="services"/> added
+    /// after the node's own (tests add a background service that fails).</summary>
+    internal static WebApplication Build(NodeOptions options, Action<ILoggingBuilder>? logging, Action<IServiceCollection>? services)
     {
         ArgumentNullException.ThrowIfNull(options);
         options.Validate();
@@ -333,6 +338,7 @@ public static partial class NodeHost
         });
         builder.Services.AddMegaNetNode(options);
         builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromSeconds(30));
+        services?.Invoke(builder.Services);
 
         WebApplication app = builder.Build();
         // Before the gRPC endpoints, so that every request message is held to its method's limit as it arrives.
@@ -354,6 +360,16 @@ public static partial class NodeHost
                 ? Results.NotFound()
                 : Results.Text(exporter.Render(), "text/plain; version=0.0.4"));
         }
+
+        // The host stops when a background service fails and logs why under its own category, which `meganet node`
+        // mutes (its "Hosting failed to start" repeats the one line the command prints): the node says it itself.
+        app.Lifetime.ApplicationStopping.Register(() =>
+        {
+            foreach ((string service, Exception error) in FailedBackgroundServices(app.Services))
+            {
+                LogBackgroundServiceFailed(app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("MegaNet.Node"), service, error);
+            }
+        });
 
         // Open the store and start admission before the first request. On shutdown, once the server has stopped
         // (unary calls answered; streams end when stopping begins, see RelayService), drain admission, then close the
@@ -409,6 +425,28 @@ public static partial class NodeHost
             Convert.ToHexString(app.Services.GetRequiredService<NodeKey>().PublicKey).ToLowerInvariant());
         return uri;
     }
+
+    /// <summary>The exit code for a node that has stopped: 3 when its store could not shut down cleanly (the stop set
+    /// <see cref="Environment.ExitCode"/>), 1 when a background service failed and so stopped it, else 0.</summary>
+    internal static int ExitCode(WebApplication app)
+    {
+        ArgumentNullException.ThrowIfNull(app);
+        if (Environment.ExitCode != 0)
+        {
+            return Environment.ExitCode;
+        }
+
+        return FailedBackgroundServices(app.Services).Count > 0 ? 1 : 0;
+    }
+
+    /// <summary>Background services whose work ended in an exception (the host then stops), with that exception.</summary>
+    internal static IReadOnlyList<(string Service, Exception Error)> FailedBackgroundServices(IServiceProvider services) =>
+        [.. services.GetServices<IHostedService>().OfType<BackgroundService>()
+            .Where(s => s.ExecuteTask is { IsFaulted: true })
+            .Select(s => (s.GetType().Name, (Exception)(s.ExecuteTask!.Exception!.InnerExceptions is [{ } one] ? one : s.ExecuteTask.Exception!)))];
+
+    [LoggerMessage(EventId = 6, Level = LogLevel.Critical, Message = "The node's background service {Service} failed, which stops the node")]
+    private static partial void LogBackgroundServiceFailed(ILogger logger, string service, Exception exception);
 
     [LoggerMessage(EventId = 4, Level = LogLevel.Warning, Message = "Metrics listen on {Address}, reachable beyond this machine in plaintext without authentication: " +
         "whoever reaches it reads the node's load figures. Listen on 127.0.0.1, or firewall the port to the scraper")]
