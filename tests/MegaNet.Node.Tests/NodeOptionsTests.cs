@@ -202,4 +202,33 @@ public sealed class NodeOptionsTests
             Directory.Delete(dir, recursive: true);
         }
     }
+
+    [Fact]
+    public void Settings_that_defeat_their_purpose_are_allowed_but_worded_for_a_warning()
+    {
+        var options = new NodeOptions();
+        Assert.Null(options.GpuThresholdWarning);
+        Assert.Null(options.PowMinBitsWarning);
+
+        // Above every batch admission (MaxBatch) or a VerifyBatch chunk (4,096) makes: the GPU never gets one.
+        options.GpuThreshold = 4_097;
+        options.Validate();
+        Assert.Contains("GpuThreshold 4,097 is above the largest batch the node verifies (4,096", options.GpuThresholdWarning, StringComparison.Ordinal);
+        Assert.Contains("no batch reaches the GPU", options.GpuThresholdWarning, StringComparison.Ordinal);
+        options.MaxBatch = 8_192;
+        Assert.Null(options.GpuThresholdWarning);
+        options.MaxBatch = 1_024;
+        options.GpuThreshold = 4_096; // VerifyBatch chunks still reach it
+        Assert.Null(options.GpuThresholdWarning);
+
+        // The shipped clients pay at most 24 bits (MegaNetClientOptions.MaxPowBits, the JavaScript client).
+        options.PowMaxBits = 32;
+        options.PowMinBits = 24;
+        Assert.Null(options.PowMinBitsWarning);
+        options.PowMinBits = 25;
+        options.Validate();
+        Assert.Contains("PowMinBits 25 is above the 24 bits the shipped clients pay at most", options.PowMinBitsWarning, StringComparison.Ordinal);
+        Assert.Equal(new MegaNet.Api.MegaNetClientOptions().MaxPowBits, NodeOptions.ClientMaxPowBits);
+        Assert.Contains($"const MAX_POW_BITS = {NodeOptions.ClientMaxPowBits};", File.ReadAllText(Checkout.Path("examples/javascript/meganet.mjs")), StringComparison.Ordinal);
+    }
 }

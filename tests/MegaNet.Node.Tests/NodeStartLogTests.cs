@@ -1,12 +1,15 @@
 using MegaNet.Node.Hosting;
 using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
 
 namespace MegaNet.Node.Tests;
 
-/// <summary>What a node tells its operator: a failure that stops it.</summary>
+/// <summary>What a starting node tells its operator: the addresses it is bound to as they are, settings that defeat
+/// their purpose, and a failure that stops it.</summary>
 public sealed class NodeStartLogTests : IDisposable
 {
     private readonly string _dir = Directory.CreateTempSubdirectory("meganet-startlog-").FullName;
@@ -25,6 +28,59 @@ public sealed class NodeStartLogTests : IDisposable
         };
         configure?.Invoke(options);
         return options;
+    }
+
+    [Fact]
+    public async Task A_node_on_every_address_is_announced_as_bound_with_its_metrics_port_and_pings_silent_connections()
+    {
+        // --listen [::]:7700 was announced as https://127.0.0.1:7700/ (a rewrite meant for the callers that dial it),
+        // and the port --metrics-listen 127.0.0.1:0 chose was never shown.
+        (string certificate, string key) = TlsNodeTests.SelfSigned(_dir, "node");
+        var log = new LogCapture();
+        await using WebApplication app = NodeHost.Build(Options(o =>
+        {
+            o.Listen = "[::]:0";
+            o.TlsCertificate = certificate;
+            o.TlsKey = key;
+            o.MetricsListen = "127.0.0.1:0";
+        }), l => l.AddProvider(log));
+        Uri dialled = await NodeHost.StartAsync(app);
+        try
+        {
+            Assert.Equal("https://127.0.0.1:" + dialled.Port + "/", dialled.ToString());
+            string started = Assert.Single(log.Lines, l => l.Contains("MegaNet node listening on", StringComparison.Ordinal));
+            Assert.Contains($"listening on https://[::]:{dialled.Port};", started, StringComparison.Ordinal);
+
+            string metrics = Assert.Single(log.Lines, l => l.Contains("Metrics served at ", StringComparison.Ordinal));
+            string url = metrics[(metrics.IndexOf("Metrics served at ", StringComparison.Ordinal) + "Metrics served at ".Length)..];
+            Assert.Matches(@"^http://127\.0\.0\.1:[1-9][0-9]*/metrics$", url);
+            using var http = new HttpClient();
+            Assert.Contains("# TYPE", await http.GetStringAsync(new Uri(url)), StringComparison.Ordinal);
+
+            // A subscriber whose connection died without a word (a NAT that forgot it) is found by these pings within
+            // about a minute and its Subscribe slot freed; without them it held the slot until TCP gave up (~15 min).
+            Http2Limits http2 = app.Services.GetRequiredService<IOptions<KestrelServerOptions>>().Value.Limits.Http2;
+            Assert.Equal(TimeSpan.FromSeconds(30), http2.KeepAlivePingDelay);
+            Assert.Equal(TimeSpan.FromSeconds(20), http2.KeepAlivePingTimeout);
+        }
+        finally
+        {
+            await app.StopAsync();
+        }
+    }
+
+    [Fact]
+    public async Task A_proof_of_work_floor_the_shipped_clients_do_not_pay_is_a_warning_at_start()
+    {
+        var log = new LogCapture();
+        await using WebApplication app = NodeHost.Build(Options(o =>
+        {
+            o.PowMaxBits = 32;
+            o.PowMinBits = 25;
+        }), l => l.AddProvider(log));
+        await NodeHost.StartAsync(app);
+        await app.StopAsync();
+        Assert.Single(log.Lines, l => l.StartsWith("Warning MegaNet.Node: PowMinBits 25 is above the 24 bits the shipped clients pay at most", StringComparison.Ordinal));
     }
 
     [Fact]

@@ -123,6 +123,9 @@ public static partial class NodeServiceCollectionExtensions
     [LoggerMessage(EventId = 200, Level = LogLevel.Error, Message = "The GPU verifier faulted; the batch was verified again on the CPU and the node stays on the CPU")]
     private static partial void LogGpuFault(ILogger logger, Exception exception);
 
+    [LoggerMessage(EventId = 203, Level = LogLevel.Warning, Message = "{Warning}")]
+    private static partial void LogGpuUnused(ILogger logger, string warning);
+
     /// <summary>Adds the verifier, the store, admission and the gRPC services for <paramref name="options"/> (validated here, so a
     /// bad configuration fails at start with a message naming the option).</summary>
     public static IServiceCollection AddMegaNetNode(this IServiceCollection services, NodeOptions options)
@@ -168,6 +171,11 @@ public static partial class NodeServiceCollectionExtensions
                 // A real GPU takes the big batches; SIMD keeps small ones fast and takes over for good if the GPU faults.
                 var router = new RoutingBatchVerifier(verifier, registry.Create(SimdBatchVerifier.BackendName, verifierOptions), verifierOptions.GpuThreshold,
                     e => LogGpuFault(logger, e));
+                if (options.GpuThresholdWarning is { } warning)
+                {
+                    LogGpuUnused(logger, warning);
+                }
+
                 verifier = router;
                 delegated = router.WithCpu(registry.Create(SimdBatchVerifier.BackendName, oneThread));
             }
@@ -248,6 +256,12 @@ public static partial class NodeHost
 {
     /// <summary>Connections the metrics listener holds at most; one more is closed at once.</summary>
     internal const int MaxMetricsConnections = 16;
+
+    /// <summary>How long an HTTP/2 connection may send nothing before the node pings it (as the client library pings the node).</summary>
+    internal static readonly TimeSpan KeepAlivePingDelay = TimeSpan.FromSeconds(30);
+
+    /// <summary>How long the node waits for any frame after a ping before it closes the connection.</summary>
+    internal static readonly TimeSpan KeepAlivePingTimeout = TimeSpan.FromSeconds(20);
 
     /// <summary>Builds the node application (not started). Only <paramref name="options"/> configure it: the host's
     /// own configuration sources (environment variables, appsettings.json) are dropped.</summary>
@@ -335,6 +349,11 @@ public static partial class NodeHost
             }
 
             kestrel.Limits.MaxRequestBodySize = 64 << 20;
+            // Pings on a connection that has sent nothing for a while: a client gone without a word (a NAT that dropped
+            // the mapping, a phone that lost its network) is closed within about a minute instead of when TCP gives up
+            // (~15 min), and so frees the Subscribe slot (16 per mailbox) its stream held. Kestrel sends none by default.
+            kestrel.Limits.Http2.KeepAlivePingDelay = KeepAlivePingDelay;
+            kestrel.Limits.Http2.KeepAlivePingTimeout = KeepAlivePingTimeout;
         });
         builder.Services.AddMegaNetNode(options);
         builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromSeconds(30));
@@ -410,20 +429,33 @@ public static partial class NodeHost
         _ = app.Services.GetRequiredService<MailboxNotifier>();
         AdmissionPipeline admission = app.Services.GetRequiredService<AdmissionPipeline>();
         await app.StartAsync(cancellationToken).ConfigureAwait(false);
-        ICollection<string> addresses = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses;
+        string[] addresses = [.. app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses];
         // The gRPC endpoint is the first listener configured; a metrics listener, if any, comes second.
-        string address = addresses.First();
-        var uri = new Uri(address.Replace("[::]", "127.0.0.1", StringComparison.Ordinal));
+        string address = addresses[0];
         ILogger logger = app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("MegaNet.Node");
         NodeOptions options = app.Services.GetRequiredService<NodeOptions>();
-        if (options.MetricsEndPoint is { } metrics && !IPAddress.IsLoopback(metrics.Address))
+        if (options.MetricsEndPoint is { } metrics)
         {
-            LogMetricsExposed(logger, options.MetricsListen!);
+            if (!IPAddress.IsLoopback(metrics.Address))
+            {
+                LogMetricsExposed(logger, options.MetricsListen!);
+            }
+
+            // With port 0 this line is the only place the chosen port shows.
+            LogMetricsListening(logger, $"{addresses[1].TrimEnd('/')}/metrics");
         }
 
-        LogStarted(logger, uri, admission.Verifier.Name, admission.Verifier.Description, Path.GetFullPath(options.DataDirectory),
+        if (options.PowMinBitsWarning is { } warning)
+        {
+            LogClientsLockedOut(logger, warning);
+        }
+
+        // The address as bound: [::] and 0.0.0.0 mean every address of the machine, which is what the operator should
+        // read (https://127.0.0.1 for --listen [::]:7700 said the node was reachable on loopback only).
+        LogStarted(logger, address, admission.Verifier.Name, admission.Verifier.Description, Path.GetFullPath(options.DataDirectory),
             Convert.ToHexString(app.Services.GetRequiredService<NodeKey>().PublicKey).ToLowerInvariant());
-        return uri;
+        // The caller (the load command, the tests) dials what is returned: an IPv6 wildcard is reached on loopback.
+        return new Uri(address.Replace("[::]", "127.0.0.1", StringComparison.Ordinal));
     }
 
     /// <summary>The exit code for a node that has stopped: 3 when its store could not shut down cleanly (the stop set
@@ -445,8 +477,14 @@ public static partial class NodeHost
             .Where(s => s.ExecuteTask is { IsFaulted: true })
             .Select(s => (s.GetType().Name, (Exception)(s.ExecuteTask!.Exception!.InnerExceptions is [{ } one] ? one : s.ExecuteTask.Exception!)))];
 
+    [LoggerMessage(EventId = 5, Level = LogLevel.Information, Message = "Metrics served at {Address}")]
+    private static partial void LogMetricsListening(ILogger logger, string address);
+
     [LoggerMessage(EventId = 6, Level = LogLevel.Critical, Message = "The node's background service {Service} failed, which stops the node")]
     private static partial void LogBackgroundServiceFailed(ILogger logger, string service, Exception exception);
+
+    [LoggerMessage(EventId = 8, Level = LogLevel.Warning, Message = "{Warning}")]
+    private static partial void LogClientsLockedOut(ILogger logger, string warning);
 
     [LoggerMessage(EventId = 4, Level = LogLevel.Warning, Message = "Metrics listen on {Address}, reachable beyond this machine in plaintext without authentication: " +
         "whoever reaches it reads the node's load figures. Listen on 127.0.0.1, or firewall the port to the scraper")]
@@ -456,7 +494,7 @@ public static partial class NodeHost
     private static partial void LogStoreShutdownFailed(ILogger logger, string reason);
 
     [LoggerMessage(EventId = 1, Level = LogLevel.Information, Message = "MegaNet node listening on {Address}; verifier {Backend} ({Description}); data {DataDirectory}; node id {NodeId}")]
-    private static partial void LogStarted(ILogger logger, Uri address, string backend, string description, string dataDirectory, string nodeId);
+    private static partial void LogStarted(ILogger logger, string address, string backend, string description, string dataDirectory, string nodeId);
 }
 
 /// <summary>Unhealthy once the store refuses writes (a failed commit, e.g. a full disk) until the node restarts.</summary>

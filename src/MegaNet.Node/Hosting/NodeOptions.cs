@@ -185,6 +185,37 @@ public sealed class NodeOptions
         throw new ArgumentException($"{name} '{value}' is not ADDRESS:PORT (e.g. 127.0.0.1:{examplePort}, or [::1]:{examplePort} for IPv6; port 0 picks a free port).");
     }
 
+    /// <summary>The most proof-of-work bits the shipped clients pay: <see cref="Api.MegaNetClientOptions.MaxPowBits"/>'s
+    /// default, and the JavaScript client's <c>MAX_POW_BITS</c> (examples/javascript), the same.</summary>
+    internal static readonly int ClientMaxPowBits = new Api.MegaNetClientOptions().MaxPowBits;
+
+    /// <summary>The most items of a <c>VerifyBatch</c> request verified as one batch: RelayService verifies a request in
+    /// chunks of this many.</summary>
+    internal const int VerifyBatchChunk = 4_096;
+
+    /// <summary>Why <see cref="GpuThreshold"/> keeps every batch off the GPU (it is above any batch the node verifies:
+    /// admission's <see cref="MaxBatch"/>, a <c>VerifyBatch</c> chunk), or null when it does not. Logged at start with
+    /// a GPU, not refused: the node still verifies everything, on the CPU.</summary>
+    internal string? GpuThresholdWarning
+    {
+        get
+        {
+            int largest = Math.Max(MaxBatch, VerifyBatchChunk);
+            return GpuThreshold <= largest ? null
+                : $"GpuThreshold {GpuThreshold:N0} is above the largest batch the node verifies ({largest:N0}: MaxBatch {MaxBatch:N0} in admission, " +
+                  $"{VerifyBatchChunk:N0} in a VerifyBatch chunk), so no batch reaches the GPU and SIMD verifies everything; " +
+                  $"set GpuThreshold to {largest:N0} or less (or raise MaxBatch), or start with --backend simd";
+        }
+    }
+
+    /// <summary>Why <see cref="PowMinBits"/> locks the shipped clients out (it asks more than they pay, on every
+    /// envelope), or null when it does not. Logged at start, not refused: clients set to pay more may be all this
+    /// node serves.</summary>
+    internal string? PowMinBitsWarning => PowMinBits <= ClientMaxPowBits ? null
+        : $"PowMinBits {PowMinBits} is above the {ClientMaxPowBits} bits the shipped clients pay at most (MegaNetClientOptions.MaxPowBits, " +
+          $"the command line and the JavaScript client): they refuse every send to this node, even an idle one; set PowMinBits to " +
+          $"{ClientMaxPowBits} or less unless every client of this node is set to pay more";
+
     /// <summary>Throws <see cref="ArgumentException"/> naming the first bad setting and how to fix it.</summary>
     public void Validate()
     {
