@@ -33,6 +33,20 @@ public static class EnvelopeFormat
     private static readonly byte[] ContentDomain = Encoding.ASCII.GetBytes("meganet-content-v2");
     private static readonly byte[] AuthDomain = Encoding.ASCII.GetBytes("meganet-auth-v2");
 
+    /// <summary>The serialized length of the largest envelope whose payload is of class <paramref name="payloadClass"/>:
+    /// every field present at its largest encoding (an expiry and a stamp of the most varint bytes). A node whose
+    /// largest envelope is at least this takes every envelope of the class.</summary>
+    public static int LargestEnvelopeLength(int payloadClass) => new Envelope
+    {
+        Version = uint.MaxValue,
+        Recipient = ByteString.CopyFrom(new byte[32]),
+        ExpiresUnixMs = -1, // a negative int64 takes the most varint bytes (10)
+        SealedPayload = ByteString.CopyFrom(new byte[payloadClass + SealOverhead]),
+        SendingKey = ByteString.CopyFrom(new byte[32]),
+        Signature = ByteString.CopyFrom(new byte[64]),
+        Pow = new ProofOfWork { Bits = uint.MaxValue, Nonce = ulong.MaxValue },
+    }.CalculateSize();
+
     /// <summary>True if <paramref name="sealedLength"/> is a legal sealed payload size.</summary>
     public static bool IsPaddedSize(int sealedLength) => Array.IndexOf(Classes, sealedLength - SealOverhead) >= 0;
 

@@ -338,6 +338,22 @@ public sealed class BadInputTests
     }
 
     [Fact]
+    public async Task Status_announces_only_the_payload_classes_the_node_takes()
+    {
+        // With the largest envelope at 16 KiB, an envelope of the 16 KiB class (16 KiB plus the seal and the other
+        // fields) is refused as oversize, and so is every one of 64 KiB: Status announced both.
+        await using TestNode node = await TestNode.StartAsync(o => o.MaxEnvelopeBytes = 16_384);
+        using MegaNetClient client = node.Client();
+        Limits limits = (await client.Relay.StatusAsync(new StatusRequest())).Limits;
+        Assert.Equal([1024, 4096], limits.PayloadClasses);
+        Assert.True(EnvelopeFormat.LargestEnvelopeLength(4096) <= 16_384);
+
+        await using TestNode defaults = await TestNode.StartAsync();
+        using MegaNetClient other = defaults.Client();
+        Assert.Equal(EnvelopeFormat.PayloadClasses, (await other.Relay.StatusAsync(new StatusRequest())).Limits.PayloadClasses);
+    }
+
+    [Fact]
     public async Task A_false_stamp_is_refused_when_no_proof_of_work_is_demanded_and_a_true_one_is_taken()
     {
         await using TestNode node = await TestNode.StartAsync();

@@ -44,7 +44,8 @@ public static class MegaNetMetrics
     /// <summary>Host time per GPU launch in milliseconds: the S &lt; L checks and SHA-512 of R ‖ A ‖ M for its items.</summary>
     public static readonly Histogram<double> GpuHostTime = Milliseconds("meganet.gpu.host_time", "Host preparation (S < L, SHA-512) per GPU launch");
 
-    /// <summary>Envelopes accepted by admission.</summary>
+    /// <summary>Envelopes accepted by admission and new to the store (a replay, answered with its original receipt, is
+    /// not counted).</summary>
     public static readonly Counter<long> EnvelopesAccepted = Meter.CreateCounter<long>("meganet.admission.accepted", "{envelope}", "Envelopes accepted");
 
     /// <summary>Envelopes rejected, tagged <c>reason</c>.</summary>

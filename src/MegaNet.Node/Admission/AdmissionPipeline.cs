@@ -563,7 +563,6 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
                     batch.Add(p.SendingKey, p.Signature, p.SigningBytes);
                 }
 
-                Interlocked.Add(ref _signatures, items.Count);
 
                 // Each batch goes to the store before the next is verified: the main batch's receipts do not wait for
                 // the bisection of forgeries in the overflow or the suspects' batch.
@@ -620,6 +619,8 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
             }
 
             _verifier.Verify(batch, from, to - from, verdicts.AsSpan(from, to - from));
+            // Counted once verified: a verifier that threw left both figures as they were (Status' mean batch size).
+            Interlocked.Add(ref _signatures, to - from);
             Interlocked.Increment(ref _batches);
             var accepted = new List<Pending>(to - from);
             for (int i = from; i < to; i++)
@@ -708,7 +709,12 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
                         headProto = ToProto(head);
                     }
 
-                    MegaNetMetrics.EnvelopesAccepted.Add(1);
+                    if (!receipt.Duplicate)
+                    {
+                        // A copy the store settled (the same envelope on two streams) adds nothing to the log, as a
+                        // replay found by the lookup does not.
+                        MegaNetMetrics.EnvelopesAccepted.Add(1);
+                    }
                     MegaNetMetrics.AdmissionLatency.Record(Stopwatch.GetElapsedTime(p.Start).TotalMilliseconds);
                     p.TrySetResult(ToProto(receipt, headProto!));
                 }

@@ -108,6 +108,13 @@ internal static class BenchCommand
                 IReadOnlyList<string> names = requested is null
                     ? new[] { "simd", "gpu" }.Where(n => registry.Find(n)?.Probe() is null).ToList()
                     : requested.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(registry.Resolve).ToList();
+                // libsodium is every row's baseline, timed beside each point: named as a backend too, it came out twice
+                // per batch size under one name.
+                if (names.Contains(LibsodiumBatchVerifier.BackendName))
+                {
+                    throw new ArgumentException("--backend: libsodium is the baseline every row is measured against (the 'libsodium/s' column and its own rows); name the backends to compare with it.");
+                }
+
                 // After Resolve, so an alias and its name count as the same backend.
                 if (names.GroupBy(n => n).FirstOrDefault(g => g.Count() > 1) is { } twice)
                 {

@@ -73,11 +73,12 @@ internal static class MeganetCommand
     }
 
     /// <summary>System.CommandLine's parse error for a number option names a .NET type ("as expected type
-    /// 'System.Double'"); this says what kind of number instead. Other messages pass unchanged.</summary>
+    /// 'System.Double'", or a nullable one's full generic name); this says what kind of number instead. Other messages
+    /// pass unchanged.</summary>
     internal static string Plain(string message)
     {
         System.Text.RegularExpressions.Match m = System.Text.RegularExpressions.Regex.Match(message,
-            "^Cannot parse argument '(?<value>.*)' for option '(?<option>[^']*)' as expected type 'System\\.(?<type>\\w+)'\\.?$");
+            "^Cannot parse argument '(?<value>.*)' for option '(?<option>[^']*)' as expected type '(?:System\\.Nullable`1\\[+)?System\\.(?<type>\\w+)[^']*'\\.?$");
         if (!m.Success)
         {
             return message;

@@ -165,27 +165,24 @@ public static partial class NodeServiceCollectionExtensions
             // cores it takes; with a GPU it shares the GPU (and its fault state) over a one-thread SIMD backend.
             VerifierOptions oneThread = verifierOptions.Clone();
             oneThread.Threads = 1;
-            IBatchVerifier delegated;
             if (verifier.Name == GpuBatchVerifier.DeviceBackendName)
             {
                 // A real GPU takes the big batches; SIMD keeps small ones fast and takes over for good if the GPU faults.
-                var router = new RoutingBatchVerifier(verifier, registry.Create(SimdBatchVerifier.BackendName, verifierOptions), verifierOptions.GpuThreshold,
+                // Each backend is counted, not the router: its batches under the threshold are SIMD's work, and were
+                // counted as the GPU's (and a batch's time included its wait for the GPU's lock).
+                var router = new RoutingBatchVerifier(new InstrumentedBatchVerifier(verifier),
+                    new InstrumentedBatchVerifier(registry.Create(SimdBatchVerifier.BackendName, verifierOptions)), verifierOptions.GpuThreshold,
                     e => LogGpuFault(logger, e));
                 if (options.GpuThresholdWarning is { } warning)
                 {
                     LogGpuUnused(logger, warning);
                 }
 
-                verifier = router;
-                delegated = router.WithCpu(registry.Create(SimdBatchVerifier.BackendName, oneThread));
-            }
-            else
-            {
-                delegated = registry.Create(verifier.Name, oneThread);
+                return new NodeVerifiers(router, router.WithCpu(new InstrumentedBatchVerifier(registry.Create(SimdBatchVerifier.BackendName, oneThread))));
             }
 
-            // Every verification the node does (admission, mailbox auth, VerifyBatch) is counted in one place.
-            return new NodeVerifiers(new InstrumentedBatchVerifier(verifier), new InstrumentedBatchVerifier(delegated));
+            // Every verification the node does (admission, mailbox auth, VerifyBatch) is counted, by the backend that did it.
+            return new NodeVerifiers(new InstrumentedBatchVerifier(verifier), new InstrumentedBatchVerifier(registry.Create(verifier.Name, oneThread)));
         });
         services.TryAddSingleton(sp => sp.GetRequiredService<NodeVerifiers>().Node);
         services.TryAddSingleton<IEnvelopeStore>(sp =>

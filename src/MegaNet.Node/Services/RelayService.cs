@@ -692,7 +692,9 @@ public sealed class RelayService(
             MaxBatchEnvelopes = MaxBatchEnvelopes,
             MailboxPowFromPercent = options.MailboxPowFrom,
         };
-        limits.PayloadClasses.AddRange(Api.EnvelopeFormat.PayloadClasses);
+        // Only the classes this node takes: with MaxEnvelopeBytes under 64 KiB, the larger classes were announced and
+        // every envelope of them refused as oversize.
+        limits.PayloadClasses.AddRange(Api.EnvelopeFormat.PayloadClasses.Where(c => Api.EnvelopeFormat.LargestEnvelopeLength(c) <= options.MaxEnvelopeBytes));
         return Task.FromResult(new StatusResponse
         {
             Version = NodeVersion,
