@@ -36,7 +36,15 @@ public static class EnvelopeFormat
     /// <summary>The serialized length of the largest envelope whose payload is of class <paramref name="payloadClass"/>:
     /// every field present at its largest encoding (an expiry and a stamp of the most varint bytes). A node whose
     /// largest envelope is at least this takes every envelope of the class.</summary>
-    public static int LargestEnvelopeLength(int payloadClass) => new Envelope
+    /// <exception cref="ArgumentException"><paramref name="payloadClass"/> is not one of <see cref="PayloadClasses"/>.</exception>
+    public static int LargestEnvelopeLength(int payloadClass) => Array.IndexOf(Classes, payloadClass) is int i and >= 0
+        ? LargestLengths[i]
+        : throw new ArgumentException($"{payloadClass} is not a payload class ({string.Join(", ", Classes)}).", nameof(payloadClass));
+
+    // Computed once: each takes a zeroed payload of the class (up to 64 KiB), and Status reads them on every call.
+    private static readonly int[] LargestLengths = Array.ConvertAll(Classes, LargestLength);
+
+    private static int LargestLength(int payloadClass) => new Envelope
     {
         Version = uint.MaxValue,
         Recipient = ByteString.CopyFrom(new byte[32]),
@@ -189,11 +197,11 @@ public static class EnvelopeFormat
     /// exactly the zero bits it claims. Exactly, not at least: the hash does not cover the claim, so a stamp that
     /// could claim any count up to the zeros it has would sign as several envelopes (each claim is another id). With no
     /// bits required an envelope needs no stamp, but one it carries must still be true: a peer that checks it later,
-    /// under another demand, must reach the same verdict.</summary>
+    /// under another demand, must reach the same verdict. A stamp that claims 0 bits is taken as none.</summary>
     public static bool HasValidPow(Envelope envelope, int requiredBits)
     {
         ArgumentNullException.ThrowIfNull(envelope);
-        return envelope.Pow is { } pow
+        return envelope.Pow is { Bits: > 0 } pow
             ? pow.Bits >= requiredBits && HasValidPow(CoreBytes(envelope), envelope, requiredBits)
             : requiredBits <= 0;
     }
@@ -203,8 +211,10 @@ public static class EnvelopeFormat
     public static bool HasValidPow(ReadOnlySpan<byte> coreBytes, Envelope envelope, int requiredBits)
     {
         ArgumentNullException.ThrowIfNull(envelope);
-        if (envelope.Pow is null)
+        if (envelope.Pow is null or { Bits: 0 })
         {
+            // A claim of no bits proves nothing and buys nothing: taken as no stamp (a client that always sends an
+            // empty pow message was refused whenever its hash began with a zero bit).
             return requiredBits <= 0;
         }
 

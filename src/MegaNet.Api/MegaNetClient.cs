@@ -257,14 +257,17 @@ public sealed class MegaNetClient : IDisposable
     /// <summary>Submits <paramref name="envelope"/>, stamping it again when the node asks for more work (twice at
     /// most), and checks that the receipt names it. When no answer came (the deadline passed, the connection broke,
     /// the node was unavailable) the same envelope is submitted again, twice at most, after 1 and 2 s: the node may
-    /// have stored it, and the same envelope again gets the original receipt, where a caller sending the message again
-    /// would seal a second copy that neither the node nor the recipient could tell from the first.</summary>
-    /// <exception cref="RpcException">As the node's last answer; when none came, the message says the envelope (by
-    /// id) may have been stored.</exception>
+    /// have stored it, and the same envelope again gets the original receipt (its <see cref="Receipt.Duplicate"/> is
+    /// then cleared: this client sent it once), where a caller sending the message again would seal a second copy
+    /// that neither the node nor the recipient could tell from the first. Once a submit went unanswered the envelope is
+    /// never stamped again: a new stamp is a new envelope, and the first may still be stored.</summary>
+    /// <exception cref="RpcException">As the node's last answer; after a submit that went unanswered, its message says
+    /// which envelope the node may have stored.</exception>
     private async Task<Receipt> SubmitCheckedAsync(Identity sender, Envelope envelope, CancellationToken cancellationToken)
     {
         Receipt receipt;
         int restamps = 0, resubmits = 0;
+        bool unanswered = false; // a submit the node may have taken without its answer reaching us
         while (true)
         {
             try
@@ -272,24 +275,34 @@ public sealed class MegaNetClient : IDisposable
                 receipt = await Relay.SubmitAsync(new SubmitRequest { Envelope = envelope }, cancellationToken: cancellationToken);
                 break;
             }
-            catch (RpcException e) when (e.StatusCode == StatusCode.FailedPrecondition && restamps < 2
+            catch (RpcException e) when (e.StatusCode == StatusCode.FailedPrecondition && restamps < 2 && !unanswered
                 && e.RequiredPowBits() is { } demanded && demanded > (envelope.Pow?.Bits ?? 0))
             {
                 restamps++;
                 await StampAsync(sender, envelope, PowBitsToSolve((uint)demanded), cancellationToken);
             }
-            catch (RpcException e) when (e.StatusCode is StatusCode.DeadlineExceeded or StatusCode.Unavailable && !cancellationToken.IsCancellationRequested)
+            catch (RpcException e) when (e.StatusCode is StatusCode.DeadlineExceeded or StatusCode.Unavailable && resubmits < MaxResubmits
+                && !cancellationToken.IsCancellationRequested)
             {
-                if (resubmits == MaxResubmits)
-                {
-                    throw new RpcException(new Status(e.StatusCode,
-                        $"{e.Status.Detail} (Submitted {resubmits + 1} times without an answer: the node may have stored envelope " +
-                        $"{Convert.ToHexStringLower(EnvelopeFormat.EnvelopeId(envelope))}; a message sent again is a second copy.)", e.Status.DebugException), e.Trailers);
-                }
-
+                // No answer, or a node that is going down or cannot store: the same envelope again costs nothing. Only
+                // a deadline or a broken connection (the transport's own error) may have hidden a receipt; the node's
+                // own UNAVAILABLE says nothing was stored.
+                unanswered |= e.StatusCode == StatusCode.DeadlineExceeded || e.Status.DebugException is not null;
                 resubmits++;
                 await Task.Delay(TimeSpan.FromSeconds(resubmits), cancellationToken);
             }
+            catch (RpcException e) when (unanswered)
+            {
+                throw new RpcException(new Status(e.StatusCode,
+                    $"{e.Status.Detail} (An earlier submit of this message got no answer: the node may have stored it as envelope " +
+                    $"{Convert.ToHexStringLower(EnvelopeFormat.EnvelopeId(envelope))}, so sending it again may deliver it twice.)", e.Status.DebugException), e.Trailers);
+            }
+        }
+
+        if (resubmits > 0 && receipt.Duplicate)
+        {
+            // The node had it from this client's own unanswered submit, not from an earlier send.
+            receipt.Duplicate = false;
         }
 
         byte[] id = EnvelopeFormat.EnvelopeId(envelope);

@@ -160,8 +160,7 @@ public sealed class SeenMessages
         try
         {
             using FileStream held = LockRecord();
-            using var file = new FileStream(Path!, PrivateFile(FileMode.Append));
-            file.Write(Encoding.ASCII.GetBytes(line));
+            MegaNet.Core.Interop.PrivateFile.Append(Path!, line, FileShare.ReadWrite);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {

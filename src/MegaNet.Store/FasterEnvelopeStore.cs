@@ -783,6 +783,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
             long now = _options.Clock.GetUtcNow().ToUnixTimeMilliseconds();
             ulong from = next;
             picked.Clear();
+            waiting = (0, 0); // a mailbox emptied meanwhile is gone
             lock (_state)
             {
                 if (_mailboxes.TryGetValue(new Key32(recipient.Span), out Mailbox? box))

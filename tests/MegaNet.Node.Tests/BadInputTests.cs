@@ -383,6 +383,21 @@ public sealed class BadInputTests
         stamped.Pow = ExactStamp.For(stamped, 3);
         Resign(stamped, alice);
         Assert.Equal(0, (await client.Relay.SubmitAsync(new SubmitRequest { Envelope = stamped })).LogIndex);
+
+        // A stamp that claims 0 bits claims nothing: taken as none, whatever its hash begins with (a client that always
+        // sends an empty pow message must not be refused half the time).
+        Envelope empty = Valid(alice, bob);
+        for (ulong nonce = 0; ; nonce++)
+        {
+            empty.Pow = new ProofOfWork { Bits = 0, Nonce = nonce };
+            if (EnvelopeFormat.PowZeroBits(NSec.Cryptography.HashAlgorithm.Blake2b_256.Hash(EnvelopeFormat.CoreBytes(empty)), nonce) > 0)
+            {
+                break;
+            }
+        }
+
+        Resign(empty, alice);
+        Assert.Equal(1, (await client.Relay.SubmitAsync(new SubmitRequest { Envelope = empty })).LogIndex);
         node.AssertNoServerErrors();
     }
 

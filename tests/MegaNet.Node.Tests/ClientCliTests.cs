@@ -297,6 +297,11 @@ public sealed class ClientCliTests : IDisposable
         Result r = await Meganet("verify-receipt", "--node", node.Address.ToString(), "--receipt", file, "--identity", Path.Combine(_dir, "none.json"));
         AssertExit(r, 3);
         Assert.StartsWith("INVALID: the receipt's log index 5 is outside", r.Stdout, StringComparison.Ordinal);
+
+        // Nobody reading standard output: the verdict goes to standard error and exit code 3 stands (not 1, with the
+        // bad receipt unsaid).
+        Result unread = await Meganet(closeStdout: true, "verify-receipt", "--node", node.Address.ToString(), "--receipt", file, "--identity", Path.Combine(_dir, "none.json"));
+        AssertExit(unread, 3, "INVALID: the receipt's log index 5 is outside");
     }
 
     [Theory]

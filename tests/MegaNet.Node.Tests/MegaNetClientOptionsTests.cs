@@ -59,6 +59,38 @@ public sealed class MegaNetClientOptionsTests
     }
 
     [Fact]
+    public async Task A_submit_whose_answer_was_lost_gets_the_original_receipt_as_this_clients_own()
+    {
+        await using TestNode node = await TestNode.StartAsync();
+        // The node stores the first submit; its answer is lost on the way back.
+        var lose = new SubmitAnswers(call => call == 1 ? new RpcException(new Status(StatusCode.DeadlineExceeded, "lost")) : null);
+        using var client = new MegaNetClient(node.Address, options: new MegaNetClientOptions { Interceptors = [lose] });
+        using Identity alice = Identity.Create(), bob = Identity.Create();
+        Receipt receipt = await client.SendAsync(alice, bob.Card, Text("once"), "text/plain");
+        Assert.Equal(2, lose.Calls);
+        // The node answers the second submit as a replay; for this client it is the first acceptance of its message.
+        Assert.False(receipt.Duplicate);
+        Assert.Equal(1, (await client.Relay.GetTreeHeadAsync(new GetTreeHeadRequest())).TreeSize);
+    }
+
+    [Theory]
+    [InlineData(StatusCode.DeadlineExceeded, true)]
+    [InlineData(StatusCode.Unavailable, false)]
+    public async Task A_submit_that_keeps_failing_is_tried_three_times_and_says_whether_the_node_may_have_stored_it(StatusCode code, bool mayBeStored)
+    {
+        await using TestNode node = await TestNode.StartAsync();
+        // Never reaching the node: a deadline that passed (the node may have stored it), or the node's own
+        // UNAVAILABLE ("nothing was stored"), which must not be told as a possible copy.
+        var fail = new SubmitAnswers(_ => new RpcException(new Status(code, "no")), skipNode: true);
+        using var client = new MegaNetClient(node.Address, options: new MegaNetClientOptions { Interceptors = [fail] });
+        using Identity alice = Identity.Create(), bob = Identity.Create();
+        RpcException e = await Assert.ThrowsAsync<RpcException>(() => client.SendAsync(alice, bob.Card, Text("hi"), "text/plain"));
+        Assert.Equal(code, e.StatusCode);
+        Assert.Equal(3, fail.Calls);
+        Assert.Equal(mayBeStored, e.Status.Detail.Contains("may have stored it as envelope", StringComparison.Ordinal));
+    }
+
+    [Fact]
     public async Task A_subscription_outlives_the_default_deadline()
     {
         await using TestNode node = await TestNode.StartAsync();
@@ -216,6 +248,39 @@ public sealed class MegaNetClientOptionsTests
     }
 
     /// <summary>Makes Status say the node demands no proof of work.</summary>
+    /// <summary>Turns the answer of each Submit (counted from 1) into the exception <c>answer</c> gives, when it gives
+    /// one: after the node answered, or, with <c>skipNode</c>, without calling the node at all.</summary>
+    private sealed class SubmitAnswers(Func<int, RpcException?> answer, bool skipNode = false) : Interceptor
+    {
+        private int _calls;
+
+        public int Calls => Volatile.Read(ref _calls);
+
+        public override AsyncUnaryCall<TResponse> AsyncUnaryCall<TRequest, TResponse>(TRequest request, ClientInterceptorContext<TRequest, TResponse> context,
+            AsyncUnaryCallContinuation<TRequest, TResponse> continuation)
+        {
+            if (context.Method.Name != "Submit")
+            {
+                return continuation(request, context);
+            }
+
+            RpcException? replaced = answer(Interlocked.Increment(ref _calls));
+            if (skipNode && replaced is not null)
+            {
+                return new AsyncUnaryCall<TResponse>(Task.FromException<TResponse>(replaced), Task.FromResult(new Metadata()), () => replaced.Status, () => [], () => { });
+            }
+
+            AsyncUnaryCall<TResponse> call = continuation(request, context);
+            return new AsyncUnaryCall<TResponse>(Replace(call.ResponseAsync, replaced), call.ResponseHeadersAsync, call.GetStatus, call.GetTrailers, call.Dispose);
+        }
+
+        private static async Task<T> Replace<T>(Task<T> response, RpcException? replaced)
+        {
+            T result = await response;
+            return replaced is null ? result : throw replaced;
+        }
+    }
+
     private sealed class AnnouncesNoPow() : OnStatus(status => status.PowBitsRequired = 0);
 
     /// <summary>Runs an action on each Status answer before the caller gets it.</summary>

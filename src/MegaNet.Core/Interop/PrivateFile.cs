@@ -84,12 +84,13 @@ public static partial class PrivateFile
     }
 
     /// <summary>Appends <paramref name="text"/> (UTF-8) to <paramref name="path"/>, creating the file owner-only (0600)
-    /// if it is missing; not flushed. File.AppendAllText creates it with the process's umask (0644 as a rule).</summary>
-    public static void Append(string path, string text)
+    /// if it is missing; not flushed. File.AppendAllText creates it with the process's umask (0644 as a rule).
+    /// <paramref name="share"/>: what others may do with the file meanwhile (File.AppendAllText's: read).</summary>
+    public static void Append(string path, string text, FileShare share = FileShare.Read)
     {
         ArgumentNullException.ThrowIfNull(path);
         ArgumentNullException.ThrowIfNull(text);
-        var options = new FileStreamOptions { Mode = FileMode.Append, Access = FileAccess.Write };
+        var options = new FileStreamOptions { Mode = FileMode.Append, Access = FileAccess.Write, Share = share };
         if (!OperatingSystem.IsWindows())
         {
             options.UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite;

@@ -47,6 +47,7 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
     private int _depth;
     private int _storeRefusalLogged;
     private bool _closing;
+    private int _disposed;
 
     /// <summary>Starts the batcher: submissions are verified by <paramref name="verifier"/> (MegaNet's rule only) and
     /// the accepted ones stored in <paramref name="store"/>, under <paramref name="options"/>' limits.</summary>
@@ -305,9 +306,15 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
         return Task.FromException<Receipt>(refusal);
     }
 
-    /// <summary>Stops taking submissions, verifies and stores what is queued, then returns.</summary>
+    /// <summary>Stops taking submissions, verifies and stores what is queued, then returns. Only the first call does
+    /// (and throws what the batcher's end threw); the node's stop calls it, then the service container again.</summary>
     public async ValueTask DisposeAsync()
     {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+        {
+            return;
+        }
+
         Volatile.Write(ref _closing, true);
         _queue.Writer.TryComplete();
         await _batcher.ConfigureAwait(false);
@@ -720,23 +727,26 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
                 }
                 else
                 {
-                    p.TrySetException(r.Error switch
+                    RpcException? refusal = r.Error switch
                     {
                         DiskSpaceLowException d => Reject("disk_low", StatusCode.ResourceExhausted, d.Message, retryAfterMs: 60_000),
                         StoreFullException f => Reject("store_full", StatusCode.ResourceExhausted, f.Message, retryAfterMs: 60_000),
                         QuotaExceededException q => Reject("quota", StatusCode.ResourceExhausted, q.Message, retryAfterMs: 60_000),
                         ArgumentException a => Reject("invalid", StatusCode.InvalidArgument, a.Message),
-                        // What the store says names its directory and the OS error: the operator's to read (logged
-                        // below), more than a submitter may learn (docs/protocol.md).
-                        _ => Reject("store", StatusCode.Unavailable, StoreRefusesText),
-                    });
-                    if (r.Error is not (DiskSpaceLowException or StoreFullException or QuotaExceededException or ArgumentException))
+                        _ => null,
+                    };
+                    if (refusal is null)
                     {
-                        // Part of the batch failed in the store after the rest was committed (its slices went into two
-                        // group commits, the second refused): those envelopes were answered with their receipts.
+                        // The store failed, not the envelope: part of the batch failed after the rest was committed (its
+                        // slices went into two group commits, the second refused), and those were answered with their
+                        // receipts. What the store says names its directory and the OS error: the operator's to read
+                        // (logged below), more than a submitter may learn (docs/protocol.md).
+                        refusal = Reject("store", StatusCode.Unavailable, StoreRefusesText);
                         storeFailure ??= r.Error;
                         failedHere++;
                     }
+
+                    p.TrySetException(refusal);
                 }
             }
 

@@ -170,29 +170,35 @@ internal static partial class ClientCommands
                 ["current"] = r.Current is not null ? HeadJson(r.Current) : null,
                 ["remembered"] = remembering == Remembering.Saved,
             };
-            PrintLine(report.ToJsonString());
-            return r.Problem is null ? 0 : Invalid;
+            if (r.Problem is null)
+            {
+                PrintLine(report.ToJsonString());
+                return 0;
+            }
+
+            PrintVerdict(report.ToJsonString());
+            return Invalid;
         }
 
         if (r.Problem is not null)
         {
-            PrintLine($"INVALID: {r.Problem}");
+            PrintVerdict($"INVALID: {r.Problem}");
             // The earlier head verifies with the node's key (checked when it was read); the current one is shown as the
             // node gave it. Two heads of different sizes prove a fork only with the node's answer about them, so a
             // node that refuses the proof between them is reported as such (MegaNetClient.CheckLogAsync).
             if (r.Earlier is not null)
             {
-                PrintLine($"{r.EarlierWhat} head, signed by the node: {HeadJson(r.Earlier).ToJsonString()}");
+                PrintVerdict($"{r.EarlierWhat} head, signed by the node: {HeadJson(r.Earlier).ToJsonString()}");
             }
 
             if (r.Current is not null)
             {
-                PrintLine($"current head, as the node gave it: {HeadJson(r.Current).ToJsonString()}");
+                PrintVerdict($"current head, as the node gave it: {HeadJson(r.Current).ToJsonString()}");
             }
 
             if (r.EarlierWhat == "remembered" && r.Earlier is not null)
             {
-                PrintLine($"The remembered head stays in {headsPath}.");
+                PrintVerdict($"The remembered head stays in {headsPath}.");
             }
 
             return Invalid;

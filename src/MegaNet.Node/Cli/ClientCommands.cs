@@ -740,7 +740,7 @@ internal static partial class ClientCommands
                 string? problem = await client.VerifyReceiptAsync(receipt, ct);
                 if (problem is not null)
                 {
-                    PrintLine(receipts.Count == 1 ? $"INVALID: {problem}" : $"INVALID: envelope {Hex(receipt.EnvelopeId)}: {problem}");
+                    PrintVerdict(receipts.Count == 1 ? $"INVALID: {problem}" : $"INVALID: envelope {Hex(receipt.EnvelopeId)}: {problem}");
                     exit = Invalid;
                     continue;
                 }
@@ -850,8 +850,25 @@ internal static partial class ClientCommands
 
     /// <summary>Prints <paramref name="line"/> and a line break on standard output, written out at once; a failed write
     /// (a reader gone, a full disk) becomes a one-line error that says what was done all the same
-    /// (<paramref name="consequence"/>), not a silent exit 0 with the result lost (Console.Out drops EPIPE).</summary>
+    /// (<paramref name="consequence"/>), not a silent exit 0 with the result lost (Console.Out drops EPIPE). (On
+    /// Windows standard output is the console's stream, which may drop a broken pipe too.)</summary>
     internal static void PrintLine(string line, string? consequence = null) => Print(line + "\n", consequence);
+
+    /// <summary>Prints a line of a check that found the node's word false (<c>verify-receipt</c>, <c>audit</c>): when
+    /// it cannot be written it goes to standard error instead, so that the verdict, and its exit code 3, stand (a
+    /// failed write would exit 1 and leave the fork or the bad receipt unsaid).</summary>
+    internal static void PrintVerdict(string line)
+    {
+        try
+        {
+            PrintLine(line);
+        }
+        catch (CliException e)
+        {
+            Console.Error.WriteLine($"meganet: {e.Message}");
+            Console.Error.WriteLine(line);
+        }
+    }
 
     /// <summary><see cref="PrintLine"/> without the line break.</summary>
     internal static void Print(string text, string? consequence = null)

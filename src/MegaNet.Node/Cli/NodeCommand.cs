@@ -126,6 +126,12 @@ internal static partial class NodeCommand
                 Console.Error.WriteLine($"meganet node: {Message(e)}{Hint(e, options)}");
                 return 1;
             }
+            catch (OperationCanceledException) when (!ct.IsCancellationRequested)
+            {
+                // Ctrl+C (or SIGTERM) while the node was still starting: the host's stop cancelled its start.
+                Console.Error.WriteLine("meganet node: interrupted while starting; nothing was served.");
+                return 130;
+            }
             catch (Exception e)
             {
                 // Anything else (a library's exception nobody foresaw): still one line, never a stack trace, and the

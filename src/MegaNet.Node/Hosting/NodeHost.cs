@@ -396,10 +396,20 @@ public static partial class NodeHost
             {
                 app.Services.GetRequiredService<AdmissionPipeline>().DisposeAsync().AsTask().GetAwaiter().GetResult();
             }
+            catch (Exception e)
+            {
+                // Logged here, not left to the host: `meganet node` mutes the host's category, and the node said it
+                // had stopped cleanly and exited 0.
+                LogAdmissionStopFailed(app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("MegaNet.Node"), e);
+                if (Environment.ExitCode == 0)
+                {
+                    Environment.ExitCode = 1;
+                }
+            }
             finally
             {
-                // Whatever admission's end threw (it still goes to the host, which logs it), the store is closed: its
-                // final checkpoint, its lock file and exit code 3 must not depend on admission stopping cleanly.
+                // Whatever admission's end threw, the store is closed: its final checkpoint, its lock file and exit
+                // code 3 must not depend on admission stopping cleanly.
                 try
                 {
                     app.Services.GetRequiredService<IEnvelopeStore>().DisposeAsync().AsTask().GetAwaiter().GetResult();
@@ -455,8 +465,9 @@ public static partial class NodeHost
         return new Uri(address.Replace("[::]", "127.0.0.1", StringComparison.Ordinal));
     }
 
-    /// <summary>The exit code for a node that has stopped: 3 when its store could not shut down cleanly (the stop set
-    /// <see cref="Environment.ExitCode"/>), 1 when a background service failed and so stopped it, else 0.</summary>
+    /// <summary>The exit code for a node that has stopped: 3 when its store could not shut down cleanly, 1 when draining
+    /// admission failed (both set <see cref="Environment.ExitCode"/> at the stop) or a background service failed and
+    /// so stopped it, else 0.</summary>
     internal static int ExitCode(WebApplication app)
     {
         ArgumentNullException.ThrowIfNull(app);
@@ -479,6 +490,9 @@ public static partial class NodeHost
 
     [LoggerMessage(EventId = 6, Level = LogLevel.Critical, Message = "The node's background service {Service} failed, which stops the node")]
     private static partial void LogBackgroundServiceFailed(ILogger logger, string service, Exception exception);
+
+    [LoggerMessage(EventId = 9, Level = LogLevel.Error, Message = "Draining admission at shutdown failed; the store is closed all the same")]
+    private static partial void LogAdmissionStopFailed(ILogger logger, Exception exception);
 
     [LoggerMessage(EventId = 8, Level = LogLevel.Warning, Message = "{Warning}")]
     private static partial void LogClientsLockedOut(ILogger logger, string warning);

@@ -41,8 +41,9 @@ public sealed class RelayService(
     /// library (its bytes are bounded as a Submit request's are, by <see cref="RequestMessageGuard.EnvelopeMessageBytes"/>).</summary>
     public const int MaxBatchEnvelopes = MegaNetClient.MaxBatchEnvelopes;
 
-    // Signatures (or proofs) verified per step of a VerifyBatch call, with a look at the client's cancellation between steps.
-    private const int VerifyChunk = 4_096;
+    // Signatures (or proofs) verified per step of a VerifyBatch call, with a look at the client's cancellation between
+    // steps; NodeOptions warns of a GPU threshold above it.
+    private const int VerifyChunk = NodeOptions.VerifyBatchChunk;
 
     /// <summary>Most envelope bytes in one <c>Fetch</c> page (the first envelope is always included). A reply stays in
     /// the node's memory until the client reads it, and HTTP/2 flow control lets a client simply not read: the call
