@@ -355,6 +355,43 @@ public sealed class ClientCliTests : IDisposable
     }
 
     [Fact]
+    public async Task First_contact_checks_and_pins_in_one_step_before_anything_is_signed()
+    {
+        await using TestNode node = await TestNode.StartAsync();
+        string bobPath = NewIdentity("bob.json");
+        using Identity bob = Identity.Load(bobPath);
+        string knownNodes = Path.Combine(_dir, "known-nodes");
+        string key = node.Address.GetLeftPart(UriPartial.Authority);
+        string realId;
+        using (MegaNetClient probe = node.Client())
+        {
+            realId = Convert.ToHexStringLower((await probe.Relay.GetTreeHeadAsync(new GetTreeHeadRequest())).NodeKey.Span);
+        }
+
+        // Pinned as soon as the node's id is accepted, before the command's end: a fetch at another address running
+        // meanwhile sees it as taken (it was written only once the command had finished).
+        await KnownNodes.RunAsync(bobPath, node.Address, null, async client =>
+        {
+            Assert.False(File.Exists(knownNodes));
+            await client.FetchAsync(bob);
+            Assert.Equal([$"{key} {realId}"], await File.ReadAllLinesAsync(knownNodes));
+            return 0;
+        });
+
+        // Another command of this identity pinned this address to another id while this one made first contact:
+        // nothing is signed for the id this node shows.
+        File.Delete(knownNodes);
+        var e = await Assert.ThrowsAsync<CliException>(() => KnownNodes.RunAsync(bobPath, node.Address, null, async client =>
+        {
+            await File.WriteAllTextAsync(knownNodes, $"{key} {new string('b', 64)}\n");
+            await client.FetchAsync(bob);
+            return 0;
+        }));
+        Assert.Contains("another command of this identity pinned it to node id bbbb", e.Message, StringComparison.Ordinal);
+        Assert.Single(await File.ReadAllLinesAsync(knownNodes));
+    }
+
+    [Fact]
     public async Task Listen_pins_a_first_contact_once_subscribed_so_a_kill_does_not_lose_it()
     {
         await using TestNode node = await TestNode.StartAsync();

@@ -68,18 +68,48 @@ internal sealed class KnownNodes
         byte[]? pinned = known.Find(node);
         byte[]? expected = nodeIdHex is null ? pinned : ParseNodeId(nodeIdHex, "--node-id");
         // On first contact, an id pinned for another address is not signed for: a node that shows the id of one this
-        // identity uses elsewhere would collect signatures good there (a Fetch of its sealed mail, a Subscribe).
+        // identity uses elsewhere would collect signatures good there (a Fetch of its sealed mail, a Subscribe). The
+        // check and the pin are one step under the file's lock, before anything is signed: pinned only once the command
+        // ended, a fetch at another address running meanwhile did not see this node's id as taken.
         MegaNetClientOptions checkedOptions = (options ?? new MegaNetClientOptions()).WithFirstContactCheck(id =>
-            known.AddressesOf(id).FirstOrDefault(a => a != Key(node)) is { } other
-                ? $"The node at {Key(node)} shows node id {Convert.ToHexStringLower(id)}, which this identity pinned for {other} in {known.Path}; nothing was signed. " +
-                  $"If it is the same node at another address, pass --node-id {Convert.ToHexStringLower(id)}; otherwise the node at {Key(node)} is impersonating it."
-                : null);
+        {
+            using LockedFile held = LockedFile.Open(known.Path, "another meganet command pinning a node id");
+            string shown = Convert.ToHexStringLower(id);
+            if (known.Find(node) is { } meanwhile)
+            {
+                // Another command of this identity made first contact with this address meanwhile.
+                if (meanwhile.AsSpan().SequenceEqual(id))
+                {
+                    pinned = id;
+                    return null;
+                }
+
+                return $"The node at {Key(node)} shows node id {shown}, but another command of this identity pinned it to node id {Convert.ToHexStringLower(meanwhile)} " +
+                    $"in {known.Path} a moment ago; nothing was signed. Two nodes answered at that address: find out which is the one you mean.";
+            }
+
+            if (known.AddressesOf(id).FirstOrDefault(a => a != Key(node)) is { } other)
+            {
+                return $"The node at {Key(node)} shows node id {shown}, which this identity pinned for {other} in {known.Path}; nothing was signed. " +
+                    $"If it is the same node at another address, pass --node-id {shown}; otherwise the node at {Key(node)} is impersonating it.";
+            }
+
+            known.Remember(node, id);
+            pinned = id;
+            return null;
+        });
         using var client = new MegaNetClient(node, expected, options: checkedOptions);
         void PinNow()
         {
+            // A --node-id the node confirmed (first contact without one pins in the check above).
             if (pinned is null && client.ConfirmedNodeId is { } seen)
             {
-                known.Remember(node, seen);
+                using LockedFile held = LockedFile.Open(known.Path, "another meganet command pinning a node id");
+                if (known.Find(node) is null)
+                {
+                    known.Remember(node, seen);
+                }
+
                 pinned = seen;
             }
         }
