@@ -91,7 +91,7 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
 
         var watch = Stopwatch.StartNew();
         _context = kind == GpuDeviceKind.Device
-            ? Context.Create(b => b.Cuda().OpenCL().Math(MathMode.Default).Profiling())
+            ? Context.Create(b => b.Cuda().OpenCL(IsUsableOpenClGpu).Math(MathMode.Default).Profiling())
             : Context.Create(b => b.CPU().Math(MathMode.Default).Profiling());
         try
         {
@@ -437,11 +437,19 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
         return all;
     }
 
+    /// <summary>The OpenCL devices the <c>gpu</c> backend may take: GPUs only (a CPU's OpenCL runtime, such as PoCL's or
+    /// Intel's, would run the kernels on the cores SIMD verifies on, and <c>auto</c> picked it over SIMD), with what
+    /// ILGPU's own <c>OpenCL()</c> requires (OpenCL C 2.0 and the generic address space).</summary>
+    private static bool IsUsableOpenClGpu(CLDevice device) =>
+        device.DeviceType.HasFlag(CLDeviceType.CL_DEVICE_TYPE_GPU)
+        && device.CLStdVersion >= ILGPU.Backends.OpenCL.CLBackend.MinimumVersion
+        && device.Capabilities.GenericAddressSpace;
+
     private static string? ProbeDevice()
     {
         try
         {
-            using Context context = Context.Create(b => b.Cuda().OpenCL());
+            using Context context = Context.Create(b => b.Cuda().OpenCL(IsUsableOpenClGpu));
             return context.Devices.Any(d => d.AcceleratorType is AcceleratorType.Cuda or AcceleratorType.OpenCL)
                 ? null
                 : "no CUDA or OpenCL GPU found (use --backend simd, or gpu-cpu to run the GPU kernels on the CPU for testing).";

@@ -377,6 +377,11 @@ public sealed class ClientCliTests : IDisposable
             Assert.Equal([$"{key} {realId}"], await File.ReadAllLinesAsync(knownNodes));
             return 0;
         });
+        if (!OperatingSystem.IsWindows())
+        {
+            // Which nodes an identity uses is its owner's business, as every file beside it.
+            Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(knownNodes));
+        }
 
         // Another command of this identity pinned this address to another id while this one made first contact:
         // nothing is signed for the id this node shows.

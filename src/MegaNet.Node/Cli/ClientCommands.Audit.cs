@@ -36,7 +36,7 @@ internal static partial class ClientCommands
                 "the current head of a report 'audit --json' printed, or a bare head (for example one somebody else was given: comparing " +
                 "heads is how a node showing different logs to different people is caught); '-' reads standard input.",
         };
-        var json = JsonOption("Print one JSON object: node, node_id, consistent, problem, and the earlier and current signed heads (the evidence, should they disagree).");
+        var json = JsonOption("Print one JSON object: node, node_id, consistent, problem, the earlier and current signed heads (the evidence, should they disagree), and remembered (whether the current head was saved).");
         var timeout = TimeoutOption();
         var tlsCert = TlsCertOption();
         var command = new Command("audit",

@@ -48,7 +48,8 @@ internal sealed class KnownNodes
     /// <summary>Pins <paramref name="id"/> for <paramref name="node"/>; says so on standard error.</summary>
     public void Remember(Uri node, byte[] id)
     {
-        File.AppendAllText(Path, $"{Key(node)} {Convert.ToHexStringLower(id)}{Environment.NewLine}");
+        // Owner-only, as every file beside an identity: which nodes it uses is its owner's business.
+        MegaNet.Core.Interop.PrivateFile.Append(Path, $"{Key(node)} {Convert.ToHexStringLower(id)}{Environment.NewLine}");
         Console.Error.WriteLine($"first contact with {Key(node)}: node id {Convert.ToHexStringLower(id)} pinned in {Path}");
     }
 
