@@ -999,8 +999,11 @@ internal static partial class ClientCommands
         }
         catch (Exception) when (progress.Count > 0)
         {
-            Console.Error.WriteLine($"meganet: only {progress.Count} of {count} parts were accepted; the recipient cannot put '{name}' together without the rest: " +
-                "send it again (the same file under the same name completes the parts the recipient kept).");
+            // A lower bound: the parts in flight when the send stopped were cancelled, and the node may have taken
+            // some of them.
+            Console.Error.WriteLine($"meganet: {progress.Count} of {count} parts were accepted (parts in flight when the send stopped may have been too); " +
+                $"the recipient cannot put '{name}' together without the rest: send it again (the same file under the same name completes the parts the recipient kept; " +
+                "a recipient's mailbox that is full takes them once its owner fetched).");
             throw;
         }
 
