@@ -1,6 +1,7 @@
 using MegaNet.Core.Ed25519;
 using MegaNet.Core.Verification;
 using MegaNet.Node.Diagnostics;
+using MegaNet.Node.Hosting;
 
 namespace MegaNet.Node.Tests;
 
@@ -81,6 +82,28 @@ public sealed class MetricsTests
         Assert.Contains("\nmeganet_store_table_disk_reads_total ", text);
         // Bytes in the name once, from the unit.
         Assert.Contains("# HELP meganet_store_held_bytes Envelope bytes waiting in all mailboxes (bytes)\n# TYPE meganet_store_held_bytes gauge\n", text);
+    }
+
+    [Fact]
+    public void A_gpu_nodes_metrics_name_the_backend_that_verified_each_batch()
+    {
+        // A stand-in for a real GPU (named as one; the reference verifies), behind the node's router, and a SIMD
+        // backend under a name of this test's own, so series of other tests cannot change the figures.
+        string simd = "mt-simd-" + Guid.NewGuid().ToString("N")[..8];
+        using var collector = new PrometheusExporter();
+        var options = new VerifierOptions { Threads = 1, GpuThreshold = 4 };
+        using NodeVerifiers verifiers = NodeHost.Compose(new RenamedVerifier(MegaNet.Verify.Gpu.GpuBatchVerifier.DeviceBackendName), options,
+            (name, _) => new RenamedVerifier(name == MegaNet.Verify.Simd.SimdBatchVerifier.BackendName ? simd : name), _ => { });
+        using SignatureBatch small = MakeBatch(valid: 2, corrupted: 1), large = MakeBatch(valid: 5, corrupted: 0);
+        verifiers.Node.Verify(small);
+        verifiers.Delegated.Verify(small);
+
+        // Under the threshold both went to SIMD, and are counted as SIMD's: they were counted as the GPU's.
+        string text = collector.Render();
+        Assert.Contains($"meganet_verify_signatures_total{{backend=\"{simd}\",verdict=\"valid\"}} 4\n", text);
+        Assert.Contains($"meganet_verify_batch_size_count{{backend=\"{simd}\"}} 2\n", text);
+        verifiers.Node.Verify(large);
+        Assert.Contains($"meganet_verify_batch_size_count{{backend=\"{simd}\"}} 2\n", collector.Render());
     }
 
     [Fact]

@@ -161,28 +161,12 @@ public static partial class NodeServiceCollectionExtensions
             }
 
             verifier = CheckGpu(verifier, options.Backend, () => registry.Create(SimdBatchVerifier.BackendName, verifierOptions), logger);
-            // Delegated verification (VerifyBatch) runs one thread per call on the CPU, so the gate's slots bound the
-            // cores it takes; with a GPU it shares the GPU (and its fault state) over a one-thread SIMD backend.
-            VerifierOptions oneThread = verifierOptions.Clone();
-            oneThread.Threads = 1;
-            if (verifier.Name == GpuBatchVerifier.DeviceBackendName)
+            if (verifier.Name == GpuBatchVerifier.DeviceBackendName && options.GpuThresholdWarning is { } warning)
             {
-                // A real GPU takes the big batches; SIMD keeps small ones fast and takes over for good if the GPU faults.
-                // Each backend is counted, not the router: its batches under the threshold are SIMD's work, and were
-                // counted as the GPU's (and a batch's time included its wait for the GPU's lock).
-                var router = new RoutingBatchVerifier(new InstrumentedBatchVerifier(verifier),
-                    new InstrumentedBatchVerifier(registry.Create(SimdBatchVerifier.BackendName, verifierOptions)), verifierOptions.GpuThreshold,
-                    e => LogGpuFault(logger, e));
-                if (options.GpuThresholdWarning is { } warning)
-                {
-                    LogGpuUnused(logger, warning);
-                }
-
-                return new NodeVerifiers(router, router.WithCpu(new InstrumentedBatchVerifier(registry.Create(SimdBatchVerifier.BackendName, oneThread))));
+                LogGpuUnused(logger, warning);
             }
 
-            // Every verification the node does (admission, mailbox auth, VerifyBatch) is counted, by the backend that did it.
-            return new NodeVerifiers(new InstrumentedBatchVerifier(verifier), new InstrumentedBatchVerifier(registry.Create(verifier.Name, oneThread)));
+            return NodeHost.Compose(verifier, verifierOptions, (name, o) => registry.Create(name, o), e => LogGpuFault(logger, e));
         });
         services.TryAddSingleton(sp => sp.GetRequiredService<NodeVerifiers>().Node);
         services.TryAddSingleton<IEnvelopeStore>(sp =>
@@ -423,6 +407,26 @@ public static partial class NodeHost
             }
         });
         return app;
+    }
+
+    /// <summary>The node's verifiers around <paramref name="verifier"/> (checked already): admission's, and
+    /// delegated verification's, which runs one thread per call on the CPU (the gate's slots bound the cores it takes)
+    /// and with a GPU shares the GPU and its fault state over a one-thread SIMD backend. A real GPU takes the big
+    /// batches and SIMD the small ones, and SIMD takes over for good if the GPU faults. Every verification is counted by
+    /// the backend that did it: instrumented behind the router, a GPU node's small batches were counted as the GPU's
+    /// (and a batch's time included its wait for the GPU's lock). <paramref name="create"/> makes a backend by name.</summary>
+    internal static NodeVerifiers Compose(IBatchVerifier verifier, VerifierOptions verifierOptions, Func<string, VerifierOptions, IBatchVerifier> create, Action<Exception> onGpuFault)
+    {
+        VerifierOptions oneThread = verifierOptions.Clone();
+        oneThread.Threads = 1;
+        if (verifier.Name == GpuBatchVerifier.DeviceBackendName)
+        {
+            var router = new RoutingBatchVerifier(new InstrumentedBatchVerifier(verifier),
+                new InstrumentedBatchVerifier(create(SimdBatchVerifier.BackendName, verifierOptions)), verifierOptions.GpuThreshold, onGpuFault);
+            return new NodeVerifiers(router, router.WithCpu(new InstrumentedBatchVerifier(create(SimdBatchVerifier.BackendName, oneThread))));
+        }
+
+        return new NodeVerifiers(new InstrumentedBatchVerifier(verifier), new InstrumentedBatchVerifier(create(verifier.Name, oneThread)));
     }
 
     /// <summary>Starts the node and returns the address it listens on (useful with port 0).</summary>
