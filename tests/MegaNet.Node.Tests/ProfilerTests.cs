@@ -141,6 +141,22 @@ public sealed class ProfilerTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void The_command_line_ps_shows_is_the_one_proc_holds()
+    {
+        // macOS and the BSDs have no /proc: nodes are found by the command line ps(1) shows, checked here against
+        // Linux's own record of this process's.
+        if (!OperatingSystem.IsLinux())
+        {
+            return;
+        }
+
+        int pid = Environment.ProcessId;
+        string proc = File.ReadAllText($"/proc/{pid}/cmdline").Replace('\0', ' ').Trim();
+        Assert.Equal(proc, NodeProfiler.CommandLineFromPs(pid));
+        Assert.Null(NodeProfiler.CommandLineFromPs(int.MaxValue)); // no such process
+    }
+
+    [Fact]
     public void Readings_are_per_second_and_the_table_says_what_each_column_holds()
     {
         // The runtime reports a counter's change per refresh interval and a histogram's recordings in it: at --refresh 5

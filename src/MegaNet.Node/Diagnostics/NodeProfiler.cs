@@ -50,6 +50,10 @@ public static class NodeProfiler
 {
     private const string MetricsProvider = "System.Diagnostics.Metrics";
 
+    /// <summary>Why no node is found by itself on Windows, and what to do.</summary>
+    internal const string NotFoundOnWindows =
+        "Windows does not show another process's command line, so nodes are not found by it: pass --pid with the node's process id (Task Manager's PID column).";
+
     /// <summary>Running processes that are MegaNet nodes (<c>meganet node</c>, apphost or <c>dotnet meganet.dll node</c>).</summary>
     public static IReadOnlyList<NodeProcess> FindNodes()
     {
@@ -75,12 +79,16 @@ public static class NodeProfiler
         if (pid is { } p)
         {
             string? commandLine = IsLiveProcess(p) ? CommandLine(p) : null;
-            if (commandLine is null)
+            if (commandLine is null && OperatingSystem.IsWindows() && IsRunning(p))
+            {
+                // Windows does not show its arguments: taken as given, and its table shows whether it is a node.
+                commandLine = $"process {p}";
+            }
+            else if (commandLine is null)
             {
                 throw new ProfilerException($"No process {p} is running (or its command line cannot be read).");
             }
-
-            if (!IsNode(commandLine))
+            else if (!IsNode(commandLine))
             {
                 throw new ProfilerException($"Process {p} is not a MegaNet node ('{commandLine}'); 'meganet profile --list' lists the nodes running.");
             }
@@ -91,6 +99,11 @@ public static class NodeProfiler
             }
 
             return new NodeProcess(p, commandLine);
+        }
+
+        if (OperatingSystem.IsWindows())
+        {
+            throw new ProfilerException(NotFoundOnWindows);
         }
 
         IReadOnlyList<NodeProcess> nodes = FindNodes();
@@ -550,6 +563,9 @@ public static class NodeProfiler
         }
     }
 
+    /// <summary>The command line of <paramref name="pid"/> (its arguments joined by spaces), or null when it cannot be
+    /// read: from /proc on Linux, from ps(1) on macOS and the BSDs; Windows does not show another process's arguments
+    /// to .NET, so there only <c>--pid</c> finds a node.</summary>
     private static string? CommandLine(int pid)
     {
         try
@@ -560,13 +576,28 @@ public static class NodeProfiler
                 return File.Exists(path) ? File.ReadAllText(path).Replace('\0', ' ').Trim() : null;
             }
 
-            using var process = System.Diagnostics.Process.GetProcessById(pid);
-            return process.MainModule?.FileName;
+            return OperatingSystem.IsWindows() ? null : CommandLineFromPs(pid);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentException or InvalidOperationException or System.ComponentModel.Win32Exception)
         {
             return null;
         }
+    }
+
+    /// <summary>The command line of <paramref name="pid"/> as ps(1) shows it (<c>-ww</c>: not cut at the terminal's
+    /// width), or null when ps does not know the process.</summary>
+    internal static string? CommandLineFromPs(int pid)
+    {
+        var psi = new System.Diagnostics.ProcessStartInfo("ps", ["-ww", "-o", "command=", "-p", pid.ToString(System.Globalization.CultureInfo.InvariantCulture)])
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+        };
+        using System.Diagnostics.Process ps = System.Diagnostics.Process.Start(psi) ?? throw new InvalidOperationException("ps did not start");
+        string output = ps.StandardOutput.ReadToEnd();
+        ps.StandardError.ReadToEnd();
+        ps.WaitForExit();
+        return ps.ExitCode == 0 && output.Trim() is { Length: > 0 } line ? line : null;
     }
 
     private static ProfilerException Explain(int pid, Exception e) => e switch
