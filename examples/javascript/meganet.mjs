@@ -86,7 +86,13 @@ function loadIdentity(path) {
       throw new UsageError(`${path} holds a damaged key: its ${field} is not 64 hex digits (32 bytes)`);
     }
   }
-  return identityFrom(file);
+  const identity = identityFrom(file);
+  // Any 32 bytes are a key: a changed digit would make another identity without a word. The card saved with the keys
+  // says whose they were (as Identity.Load checks).
+  if (file.card != null && file.card !== identity.card) {
+    throw new UsageError(`${path} holds a damaged key: its keys do not make the card saved with them`);
+  }
+  return identity;
 }
 
 const addressOf = (signingPublic, encryptionPublic) => blake2b256(signingPublic, encryptionPublic);

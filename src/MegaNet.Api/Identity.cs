@@ -61,9 +61,11 @@ public sealed class Identity : IDisposable
         }
 
         byte[] seed = SendingKey.Export(KeyBlobFormat.RawPrivateKey);
-        byte[] derived = System.Security.Cryptography.HKDF.Expand(System.Security.Cryptography.HashAlgorithmName.SHA256,
-            System.Security.Cryptography.HKDF.Extract(System.Security.Cryptography.HashAlgorithmName.SHA256, seed), 32, [.. SendingDomain, .. recipientAddress]);
+        // The extracted key is as good as the seed (it derives every sending key): zeroed with it.
+        byte[] extracted = System.Security.Cryptography.HKDF.Extract(System.Security.Cryptography.HashAlgorithmName.SHA256, seed);
+        byte[] derived = System.Security.Cryptography.HKDF.Expand(System.Security.Cryptography.HashAlgorithmName.SHA256, extracted, 32, [.. SendingDomain, .. recipientAddress]);
         System.Security.Cryptography.CryptographicOperations.ZeroMemory(seed);
+        System.Security.Cryptography.CryptographicOperations.ZeroMemory(extracted);
         key = Key.Import(SignatureAlgorithm.Ed25519, derived, KeyBlobFormat.RawPrivateKey);
         System.Security.Cryptography.CryptographicOperations.ZeroMemory(derived);
         if (!_sendingKeys.TryAdd(id, key))
@@ -130,9 +132,10 @@ public sealed class Identity : IDisposable
             throw new InvalidDataException($"{path} is not a version 1 MegaNet identity file; create one with 'meganet id new'.");
         }
 
+        Identity identity;
         try
         {
-            return new Identity(
+            identity = new Identity(
                 Key.Import(SignatureAlgorithm.Ed25519, Convert.FromHexString(file.SigningSeed), KeyBlobFormat.RawPrivateKey, Exportable),
                 Key.Import(KeyAgreementAlgorithm.X25519, Convert.FromHexString(file.EncryptionKey), KeyBlobFormat.RawPrivateKey, Exportable),
                 Key.Import(SignatureAlgorithm.Ed25519, Convert.FromHexString(file.SendingSeed), KeyBlobFormat.RawPrivateKey, Exportable));
@@ -141,6 +144,16 @@ public sealed class Identity : IDisposable
         {
             throw new InvalidDataException($"{path} holds a damaged key ({e.Message}).", e);
         }
+
+        // Any 32 bytes are a key: a changed digit made another identity, whose card nobody has, without a word. The
+        // card saved beside the keys says whose they were.
+        if (file.Card is not null && file.Card != identity.Card.ToString())
+        {
+            identity.Dispose();
+            throw new InvalidDataException($"{path} holds a damaged key: its keys do not make the card saved with them ({file.Card}). Restore the file from a copy.");
+        }
+
+        return identity;
     }
 
     /// <inheritdoc />

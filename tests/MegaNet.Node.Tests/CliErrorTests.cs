@@ -346,6 +346,11 @@ public sealed class CliErrorTests : IDisposable
         Assert.False(File.Exists(output + ".tmp"));
         Assert.False(File.Exists(output));
 
+        // A string JSON takes but .NET cannot read (a lone surrogate): the line named, no stack trace (it was one).
+        await File.WriteAllTextAsync(input, "{\"pk\":\"00\",\"sig\":\"00\",\"msg\":\"\"}\n{\"pk\":\"\\ud800\",\"sig\":\"\",\"msg\":\"\"}\n");
+        AssertClearError(await Meganet("verify", "--backend", "reference", "--in", input, "--out", output), "line 2: field \"pk\"");
+        Assert.False(File.Exists(output));
+
         string dir = Path.Combine(_dir, "outdir");
         Directory.CreateDirectory(dir);
         AssertClearError(await Meganet("verify", "--backend", "reference", "--in", input, "--out", dir), "is a directory");

@@ -287,6 +287,8 @@ public sealed class JavaScriptClientTests : IDisposable
             ("sending_seed", Field("sending_seed")[..60] + "zz00", "holds a damaged key: its sending_seed is not 64 hex digits (32 bytes)"),
             ("encryption_key", 42, "holds a damaged key: its encryption_key is not 64 hex digits (32 bytes)"),
             ("encryption_key", null, "is not a version 1 MegaNet identity file: it has no encryption_key"),
+            // One digit changed: still 32 bytes of hex, and any 32 bytes are a key; the card saved with them says whose.
+            ("encryption_key", Field("encryption_key")[..63] + (Field("encryption_key")[63] == '0' ? "1" : "0"), "holds a damaged key: its keys do not make the card saved with them"),
         ];
         string bad = Path.Combine(_dir, "damaged.json");
         foreach ((string field, JsonNode? value, string error) in damaged)

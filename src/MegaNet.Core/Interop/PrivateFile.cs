@@ -69,6 +69,9 @@ public static partial class PrivateFile
             else
             {
                 MoveNoReplace(temp, path);
+                // The link's second name goes before the directory is flushed: flushed while both names were there, a
+                // crash could bring back the temporary one, a copy of the secrets nothing ever deletes.
+                File.Delete(temp);
             }
 
             if (directory is not null)

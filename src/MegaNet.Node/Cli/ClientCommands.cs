@@ -141,8 +141,10 @@ internal static partial class ClientCommands
                 // Without --force never over an existing file, also one created since the check above.
                 id.Save(path, overwrite: parse.GetValue(force));
             }
-            catch (IOException) when (!parse.GetValue(force) && File.Exists(path))
+            catch (IOException e) when (!parse.GetValue(force) && (e.HResult == MegaNet.Core.Interop.PrivateFile.AlreadyExists || OperatingSystem.IsWindows()) && File.Exists(path))
             {
+                // Only for the name taken meanwhile: a failure after this command's own file was in place (flushing the
+                // directory) said "already exists" of the file just written, and its card was never shown.
                 throw new CliException($"{path} already exists; use --force to replace it (its keys will be lost) or --identity for another file.");
             }
 

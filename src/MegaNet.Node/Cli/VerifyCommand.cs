@@ -175,7 +175,9 @@ internal static class VerifyCommand
                     throw;
                 }
 
-                if (batch.Count == batchSize)
+                // Also by the bytes of the messages held: a batch of --batch long messages grew to gigabytes, then
+                // failed at SignatureBatch's 2 GiB without naming a line.
+                if (batch.Count == batchSize || batch.MessageBytes >= MaxBatchMessageBytes)
                 {
                     total += Flush(verifier, batch, verdicts, writer);
                 }
@@ -245,6 +247,10 @@ internal static class VerifyCommand
         }
     }
 
+    /// <summary>Message bytes a batch holds at most before it is verified, whatever <c>--batch</c> says (a line holds
+    /// at most about 512 MiB of message: a .NET string's length, so a batch stays under SignatureBatch's 2 GiB).</summary>
+    private const int MaxBatchMessageBytes = 64 << 20;
+
     private static byte[] Hex(JsonElement root, string name, long lineNumber)
     {
         if (!root.TryGetProperty(name, out JsonElement value) || value.ValueKind != JsonValueKind.String)
@@ -256,8 +262,10 @@ internal static class VerifyCommand
         {
             return Convert.FromHexString(value.GetString()!);
         }
-        catch (FormatException)
+        catch (Exception e) when (e is FormatException or InvalidOperationException)
         {
+            // InvalidOperationException: a string JSON accepts but .NET cannot read (a lone surrogate escape, \ud800),
+            // which went out as a stack trace.
             throw new InputException($"line {lineNumber}: field \"{name}\" is not hexadecimal (even number of 0-9a-f digits).");
         }
     }
