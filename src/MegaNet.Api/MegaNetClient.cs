@@ -263,11 +263,16 @@ public sealed class MegaNetClient : IDisposable
     /// never stamped again: a new stamp is a new envelope, and the first may still be stored.</summary>
     /// <exception cref="RpcException">As the node's last answer; after a submit that went unanswered, its message says
     /// which envelope the node may have stored.</exception>
-    private async Task<Receipt> SubmitCheckedAsync(Identity sender, Envelope envelope, CancellationToken cancellationToken)
+    /// <param name="sender">Whose sending key signs the envelope again after a new stamp.</param>
+    /// <param name="envelope">The envelope, sealed and stamped.</param>
+    /// <param name="cancellationToken">Ends the submits and the waits between them.</param>
+    /// <param name="history">What happened to this envelope in earlier calls (a file's part submitted again after a
+    /// retry hint): an unanswered submit then still forbids a new stamp.</param>
+    private async Task<Receipt> SubmitCheckedAsync(Identity sender, Envelope envelope, CancellationToken cancellationToken, SubmitHistory? history = null)
     {
+        history ??= new SubmitHistory();
         Receipt receipt;
         int restamps = 0, resubmits = 0;
-        bool unanswered = false; // a submit the node may have taken without its answer reaching us
         while (true)
         {
             try
@@ -275,7 +280,7 @@ public sealed class MegaNetClient : IDisposable
                 receipt = await Relay.SubmitAsync(new SubmitRequest { Envelope = envelope }, cancellationToken: cancellationToken);
                 break;
             }
-            catch (RpcException e) when (e.StatusCode == StatusCode.FailedPrecondition && restamps < 2 && !unanswered
+            catch (RpcException e) when (e.StatusCode == StatusCode.FailedPrecondition && restamps < 2 && !history.Unanswered
                 && e.RequiredPowBits() is { } demanded && demanded > (envelope.Pow?.Bits ?? 0))
             {
                 restamps++;
@@ -286,12 +291,14 @@ public sealed class MegaNetClient : IDisposable
             {
                 // No answer, or a node that is going down or cannot store: the same envelope again costs nothing. Only
                 // a deadline or a broken connection (the transport's own error) may have hidden a receipt; the node's
-                // own UNAVAILABLE says nothing was stored.
-                unanswered |= e.StatusCode == StatusCode.DeadlineExceeded || e.Status.DebugException is not null;
+                // own UNAVAILABLE says nothing was stored, and so does a call that never left (a refused connection)
+                // or that the node closed unprocessed (an HTTP/2 graceful close).
+                history.Unanswered |= e.StatusCode == StatusCode.DeadlineExceeded || (e.Status.DebugException is not null && !NeverProcessed(e.Status));
+                history.Resubmitted = true;
                 resubmits++;
                 await Task.Delay(TimeSpan.FromSeconds(resubmits), cancellationToken);
             }
-            catch (RpcException e) when (unanswered)
+            catch (RpcException e) when (history.Unanswered)
             {
                 throw new RpcException(new Status(e.StatusCode,
                     $"{e.Status.Detail} (An earlier submit of this message got no answer: the node may have stored it as envelope " +
@@ -299,7 +306,7 @@ public sealed class MegaNetClient : IDisposable
             }
         }
 
-        if (resubmits > 0 && receipt.Duplicate)
+        if (history.Resubmitted && receipt.Duplicate)
         {
             // The node had it from this client's own unanswered submit, not from an earlier send.
             receipt.Duplicate = false;
@@ -314,6 +321,32 @@ public sealed class MegaNetClient : IDisposable
         }
 
         return receipt;
+    }
+
+    /// <summary>What became of one envelope's submits across calls of <see cref="SubmitCheckedAsync"/>.</summary>
+    private sealed class SubmitHistory
+    {
+        /// <summary>A submit got no answer: the node may have stored the envelope.</summary>
+        public bool Unanswered;
+
+        /// <summary>The envelope was submitted more than once: a duplicate receipt is of this client's own submit.</summary>
+        public bool Resubmitted;
+    }
+
+    /// <summary>True when the call never reached the node's handler: the connection was refused, or the node closed it
+    /// gracefully before processing the call (<see cref="GracefulCloseInterceptor"/>).</summary>
+    private static bool NeverProcessed(Status status)
+    {
+        for (Exception? e = status.DebugException; e is not null; e = e.InnerException)
+        {
+            if (e is System.Net.Sockets.SocketException { SocketErrorCode: System.Net.Sockets.SocketError.ConnectionRefused }
+                or System.Net.Http.HttpProtocolException { ErrorCode: 0 })
+            {
+                return true;
+            }
+        }
+
+        return false;
     }
 
     /// <summary>Parts <see cref="SendFileInPartsAsync"/> has in flight at once.</summary>
@@ -356,16 +389,18 @@ public sealed class MegaNetClient : IDisposable
             // the clock (any new stamp counts too), and by tries: a 1 ms hint is no reason for thousands of them.
             long started = System.Diagnostics.Stopwatch.GetTimestamp();
             Envelope envelope = await SealAndStampAsync(sender, recipient, parts[index], FileParts.ContentType, fileName, ttl, ct).ConfigureAwait(false);
+            var history = new SubmitHistory();
             for (int attempt = 1; ; attempt++)
             {
                 try
                 {
-                    receipts[index] = await SubmitCheckedAsync(sender, envelope, ct).ConfigureAwait(false);
+                    receipts[index] = await SubmitCheckedAsync(sender, envelope, ct, history).ConfigureAwait(false);
                     break;
                 }
                 catch (RpcException e) when (e.StatusCode == StatusCode.ResourceExhausted && e.RetryAfter() is { } wait && wait <= MaxPartRetryHint
                     && attempt < MaxPartAttempts && System.Diagnostics.Stopwatch.GetElapsedTime(started) + wait <= MaxPartRetryWait)
                 {
+                    history.Resubmitted = true;
                     await Task.Delay(wait, ct).ConfigureAwait(false);
                 }
             }

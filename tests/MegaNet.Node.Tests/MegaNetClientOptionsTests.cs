@@ -73,15 +73,41 @@ public sealed class MegaNetClientOptionsTests
         Assert.Equal(1, (await client.Relay.GetTreeHeadAsync(new GetTreeHeadRequest())).TreeSize);
     }
 
-    [Theory]
-    [InlineData(StatusCode.DeadlineExceeded, true)]
-    [InlineData(StatusCode.Unavailable, false)]
-    public async Task A_submit_that_keeps_failing_is_tried_three_times_and_says_whether_the_node_may_have_stored_it(StatusCode code, bool mayBeStored)
+    [Fact]
+    public async Task A_submit_that_went_unanswered_is_never_stamped_again()
     {
         await using TestNode node = await TestNode.StartAsync();
-        // Never reaching the node: a deadline that passed (the node may have stored it), or the node's own
-        // UNAVAILABLE ("nothing was stored"), which must not be told as a possible copy.
-        var fail = new SubmitAnswers(_ => new RpcException(new Status(code, "no")), skipNode: true);
+        // The first submit gets no answer (the node may have stored it); the second is told to carry 8 bits of proof
+        // of work. A new stamp would be a new envelope beside one that may be stored: two copies.
+        var answers = new SubmitAnswers(call => call == 1
+            ? new RpcException(new Status(StatusCode.DeadlineExceeded, "lost"))
+            : new RpcException(new Status(StatusCode.FailedPrecondition, "more work"), NodeRefusals.Trailers(0, 8)), skipNode: true);
+        using var client = new MegaNetClient(node.Address, options: new MegaNetClientOptions { Interceptors = [answers] });
+        using Identity alice = Identity.Create(), bob = Identity.Create();
+        RpcException e = await Assert.ThrowsAsync<RpcException>(() => client.SendAsync(alice, bob.Card, Text("hi"), "text/plain"));
+        Assert.Equal(StatusCode.FailedPrecondition, e.StatusCode);
+        Assert.Contains("may have stored it as envelope", e.Status.Detail, StringComparison.Ordinal);
+        Assert.Equal(2, answers.Calls);
+    }
+
+    [Theory]
+    [InlineData(StatusCode.DeadlineExceeded, null, true)]
+    [InlineData(StatusCode.Unavailable, null, false)]
+    [InlineData(StatusCode.Unavailable, "reset", true)]
+    [InlineData(StatusCode.Unavailable, "refused", false)]
+    public async Task A_submit_that_keeps_failing_is_tried_three_times_and_says_whether_the_node_may_have_stored_it(StatusCode code, string? transport, bool mayBeStored)
+    {
+        await using TestNode node = await TestNode.StartAsync();
+        // Never reaching the node: a deadline that passed or a connection reset under the call (the node may have
+        // stored it), or the node's own UNAVAILABLE ("nothing was stored") or a connection refused (the call never
+        // left), which must not be told as a possible copy.
+        Exception? debug = transport switch
+        {
+            "reset" => new IOException("The connection was reset."),
+            "refused" => new System.Net.Http.HttpRequestException("refused", new System.Net.Sockets.SocketException((int)System.Net.Sockets.SocketError.ConnectionRefused)),
+            _ => null,
+        };
+        var fail = new SubmitAnswers(_ => new RpcException(new Status(code, "no", debug)), skipNode: true);
         using var client = new MegaNetClient(node.Address, options: new MegaNetClientOptions { Interceptors = [fail] });
         using Identity alice = Identity.Create(), bob = Identity.Create();
         RpcException e = await Assert.ThrowsAsync<RpcException>(() => client.SendAsync(alice, bob.Card, Text("hi"), "text/plain"));
@@ -247,7 +273,6 @@ public sealed class MegaNetClientOptionsTests
         }
     }
 
-    /// <summary>Makes Status say the node demands no proof of work.</summary>
     /// <summary>Turns the answer of each Submit (counted from 1) into the exception <c>answer</c> gives, when it gives
     /// one: after the node answered, or, with <c>skipNode</c>, without calling the node at all.</summary>
     private sealed class SubmitAnswers(Func<int, RpcException?> answer, bool skipNode = false) : Interceptor
@@ -281,6 +306,7 @@ public sealed class MegaNetClientOptionsTests
         }
     }
 
+    /// <summary>Makes Status say the node demands no proof of work.</summary>
     private sealed class AnnouncesNoPow() : OnStatus(status => status.PowBitsRequired = 0);
 
     /// <summary>Runs an action on each Status answer before the caller gets it.</summary>

@@ -102,8 +102,18 @@ public sealed class MetricsTests
         string text = collector.Render();
         Assert.Contains($"meganet_verify_signatures_total{{backend=\"{simd}\",verdict=\"valid\"}} 4\n", text);
         Assert.Contains($"meganet_verify_batch_size_count{{backend=\"{simd}\"}} 2\n", text);
+        // At the threshold the GPU verified it, and it is counted as the GPU's (the series is shared with other tests
+        // of this process, so counted by its growth).
+        string gpu = MegaNet.Verify.Gpu.GpuBatchVerifier.DeviceBackendName;
+        long before = Count(collector.Render(), $"meganet_verify_batch_size_count{{backend=\"{gpu}\"}}");
         verifiers.Node.Verify(large);
-        Assert.Contains($"meganet_verify_batch_size_count{{backend=\"{simd}\"}} 2\n", collector.Render());
+        text = collector.Render();
+        Assert.Contains($"meganet_verify_batch_size_count{{backend=\"{simd}\"}} 2\n", text);
+        Assert.True(Count(text, $"meganet_verify_batch_size_count{{backend=\"{gpu}\"}}") > before, "the GPU's batch was not counted as the GPU's");
+
+        static long Count(string text, string series) => text.Split('\n').FirstOrDefault(l => l.StartsWith(series + " ", StringComparison.Ordinal)) is { } line
+            ? long.Parse(line[(series.Length + 1)..], System.Globalization.CultureInfo.InvariantCulture)
+            : 0;
     }
 
     [Fact]

@@ -140,15 +140,12 @@ public sealed class ProfilerTests(ITestOutputHelper output)
         await drain.WaitAsync(TimeSpan.FromSeconds(10));
     }
 
-    [Fact]
+    [SkippableFact]
     public void The_command_line_ps_shows_is_the_one_proc_holds()
     {
         // macOS and the BSDs have no /proc: nodes are found by the command line ps(1) shows, checked here against
         // Linux's own record of this process's.
-        if (!OperatingSystem.IsLinux())
-        {
-            return;
-        }
+        Skip.IfNot(OperatingSystem.IsLinux(), "checked against /proc, which Linux has");
 
         int pid = Environment.ProcessId;
         string proc = File.ReadAllText($"/proc/{pid}/cmdline").Replace('\0', ' ').Trim();

@@ -58,6 +58,23 @@ public sealed class EnvelopeStoreTests : IDisposable
         // Empty with its cursor past the two (before), the page read as the mailbox's end: the other three waited.
         Assert.Equal([receipts[2].MailboxSeq, receipts[3].MailboxSeq], page.Entries.Select(e => e.Seq));
         Assert.Equal(receipts[3].MailboxSeq, page.NextCursor);
+        Assert.Equal(3, page.WaitingCount);
+
+        // Everything acknowledged between the two reads: the mailbox is gone, and the page says it holds nothing (it
+        // reported the count of the first read).
+        once = true;
+        store.AfterListIndexForTests = () =>
+        {
+            if (once)
+            {
+                once = false;
+                Assert.Equal(3, store.AckAsync(recipient, [.. receipts.Skip(2).Select(r => r.MailboxSeq)]).AsTask().GetAwaiter().GetResult());
+            }
+        };
+        page = await store.ListAsync(recipient, receipts[1].MailboxSeq, 10);
+        Assert.Empty(page.Entries);
+        Assert.Equal(0, page.WaitingCount);
+        Assert.Equal(0, page.WaitingBytes);
     }
 
     [Fact]

@@ -317,8 +317,14 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
 
         Volatile.Write(ref _closing, true);
         _queue.Writer.TryComplete();
-        await _batcher.ConfigureAwait(false);
-        _queueDepthSource.Dispose();
+        try
+        {
+            await _batcher.ConfigureAwait(false);
+        }
+        finally
+        {
+            _queueDepthSource.Dispose();
+        }
     }
 
     /// <summary>Checks what needs no cryptography: the refusal, or null and the envelope's serialized length.</summary>
@@ -741,7 +747,7 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
                         // slices went into two group commits, the second refused), and those were answered with their
                         // receipts. What the store says names its directory and the OS error: the operator's to read
                         // (logged below), more than a submitter may learn (docs/protocol.md).
-                        refusal = Reject("store", StatusCode.Unavailable, StoreRefusesText);
+                        refusal = StoreFailed(r.Error);
                         storeFailure ??= r.Error;
                         failedHere++;
                     }
@@ -762,13 +768,16 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
             {
                 // Nothing of the batch was stored: the sender's allowance is for envelopes stored.
                 ReturnToken(p);
-                // Fixed words: the exception names the store's directory and the OS error, logged above for the operator.
-                p.TrySetException(Reject("store", StatusCode.Unavailable, e is StoreUnavailableException
-                    ? StoreRefusesText
-                    : "The node could not store the envelope (an error its log records); nothing was acknowledged. Retry later."));
+                p.TrySetException(StoreFailed(e));
             }
         }
     }
+
+    /// <summary>The refusal of an envelope the store failed to take. Fixed words: the exception names the store's
+    /// directory and the OS error, logged for the operator, more than a submitter may learn (docs/protocol.md).</summary>
+    private static RpcException StoreFailed(Exception? e) => Reject("store", StatusCode.Unavailable, e is StoreUnavailableException
+        ? StoreRefusesText
+        : "The node could not store the envelope (an error its log records); nothing was acknowledged. Retry later.");
 
     private void LogStoreFailure(Exception e, int count)
     {

@@ -251,6 +251,8 @@ internal static partial class ClientCommands
                 throw new CliException($"--ttl-days must be a number of days above 0 and at most {NodeOptions.MaxTtlDaysLimit} (got {ttlDays}); nodes keep at most their MaxTtlDays (default 30).");
             }
 
+            TimeSpan? lifetime = ttlDays is { } given ? TimeSpan.FromDays(given) : null; // null: the node's default
+
             string contentType = message is not null ? "text/plain; charset=utf-8" : "application/octet-stream";
             int maxContent = EnvelopeFormat.MaxContentLength(contentType, attachment?.Name);
             if (message is not null && Encoding.UTF8.GetByteCount(message) is var length && length > maxContent)
@@ -271,10 +273,10 @@ internal static partial class ClientCommands
             using var client = new MegaNetClient(parse.GetValue(node)!, options: ClientOptions(parse.GetValue(node)!, parse.GetValue(timeout), parse.GetValue(tlsCert)));
             if (inParts)
             {
-                return await SendInPartsAsync(client, id, recipient, content, attachment!.Name, ttlDays is { } partsDays ? TimeSpan.FromDays(partsDays) : null, parse.GetValue(json), ct);
+                return await SendInPartsAsync(client, id, recipient, content, attachment!.Name, lifetime, parse.GetValue(json), ct);
             }
 
-            Receipt receipt = await client.SendAsync(id, recipient, content, contentType, attachment?.Name, ttlDays is { } d ? TimeSpan.FromDays(d) : null, ct);
+            Receipt receipt = await client.SendAsync(id, recipient, content, contentType, attachment?.Name, lifetime, ct);
             string sent = $"the message was sent (envelope {Hex(receipt.EnvelopeId)}, log index {receipt.LogIndex})";
             if (parse.GetValue(json))
             {
@@ -668,7 +670,6 @@ internal static partial class ClientCommands
             StatusResponse status = await client.Relay.StatusAsync(new StatusRequest(), cancellationToken: ct);
             // The node id is the key that signs its tree heads: what known-nodes pins and --node-id names.
             Api.V1.SignedTreeHead head = await client.Relay.GetTreeHeadAsync(new GetTreeHeadRequest(), cancellationToken: ct);
-            TextWriter output = StandardOutput();
             if (parse.GetValue(json))
             {
                 var o = new JsonObject
@@ -677,14 +678,13 @@ internal static partial class ClientCommands
                     // Zeros too (proto3's JSON mapping leaves them out by default): a script reads every field.
                     ["status"] = JsonNode.Parse(StatusJson.Format(status)),
                 };
-                output.WriteLine(o.ToJsonString());
+                PrintLine(o.ToJsonString());
             }
             else
             {
-                output.Write(DescribeStatus(parse.GetValue(node)!, status, head));
+                Print(DescribeStatus(parse.GetValue(node)!, status, head));
             }
 
-            Flush(output, null);
             return 0;
         }));
         return command;
@@ -747,7 +747,9 @@ internal static partial class ClientCommands
                     continue;
                 }
 
-                PrintLine($"valid: envelope {Hex(receipt.EnvelopeId)} is leaf {receipt.LogIndex} of the log of size {receipt.TreeHead.TreeSize}, signed by node {Hex(receipt.TreeHead.NodeKey)} ({whose}), and the node's log still extends it");
+                // As the INVALID ones: with several receipts (a file's parts), a valid one that could not be written
+                // ended the command with exit code 1 before the rest were checked.
+                PrintVerdict($"valid: envelope {Hex(receipt.EnvelopeId)} is leaf {receipt.LogIndex} of the log of size {receipt.TreeHead.TreeSize}, signed by node {Hex(receipt.TreeHead.NodeKey)} ({whose}), and the node's log still extends it");
             }
 
             return exit;

@@ -45,6 +45,9 @@ internal sealed class KnownNodes
                 .Where(parts => parts.Length == 2)
                 .Select(parts => (parts[0], (string?)parts[1]));
 
+    /// <summary>The file's lock, held from reading a pin to writing one.</summary>
+    private LockedFile Lock() => LockedFile.Open(Path, "another meganet command pinning a node id");
+
     /// <summary>Pins <paramref name="id"/> for <paramref name="node"/>; says so on standard error.</summary>
     public void Remember(Uri node, byte[] id)
     {
@@ -74,7 +77,7 @@ internal sealed class KnownNodes
         // ended, a fetch at another address running meanwhile did not see this node's id as taken.
         MegaNetClientOptions checkedOptions = (options ?? new MegaNetClientOptions()).WithFirstContactCheck(id =>
         {
-            using LockedFile held = LockedFile.Open(known.Path, "another meganet command pinning a node id");
+            using LockedFile held = known.Lock();
             string shown = Convert.ToHexStringLower(id);
             if (known.Find(node) is { } meanwhile)
             {
@@ -105,7 +108,7 @@ internal sealed class KnownNodes
             // A --node-id the node confirmed (first contact without one pins in the check above).
             if (pinned is null && client.ConfirmedNodeId is { } seen)
             {
-                using LockedFile held = LockedFile.Open(known.Path, "another meganet command pinning a node id");
+                using LockedFile held = known.Lock();
                 if (known.Find(node) is null)
                 {
                     known.Remember(node, seen);

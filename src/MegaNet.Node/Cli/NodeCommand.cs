@@ -95,6 +95,7 @@ internal static partial class NodeCommand
                 }
             }
 
+            bool started = false;
             try
             {
                 // The host's own "Hosting failed to start" error repeats, with a stack trace, the start failure this
@@ -102,6 +103,7 @@ internal static partial class NodeCommand
                 // service (NodeHost logs it and ExitCode says so).
                 await using WebApplication app = NodeHost.Build(options, logging: l => l.AddFilter(HostCategory, LogLevel.None));
                 await NodeHost.StartAsync(app, ct);
+                started = true;
                 // The host's console lifetime handles Ctrl+C / SIGTERM (MeganetCommand leaves those signals to it):
                 // this returns once admission has drained and the store has taken its final checkpoint.
                 await app.WaitForShutdownAsync(CancellationToken.None);
@@ -126,7 +128,7 @@ internal static partial class NodeCommand
                 Console.Error.WriteLine($"meganet node: {Message(e)}{Hint(e, options)}");
                 return 1;
             }
-            catch (OperationCanceledException) when (!ct.IsCancellationRequested)
+            catch (OperationCanceledException) when (!started)
             {
                 // Ctrl+C (or SIGTERM) while the node was still starting: the host's stop cancelled its start.
                 Console.Error.WriteLine("meganet node: interrupted while starting; nothing was served.");

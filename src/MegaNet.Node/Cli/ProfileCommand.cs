@@ -65,11 +65,6 @@ internal static class ProfileCommand
 
                 if (parse.GetValue(list))
                 {
-                    if (OperatingSystem.IsWindows())
-                    {
-                        throw new ProfilerException(NodeProfiler.NotFoundOnWindows);
-                    }
-
                     IReadOnlyList<NodeProcess> nodes = NodeProfiler.FindNodes();
                     if (nodes.Count == 0)
                     {

@@ -55,8 +55,14 @@ public static class NodeProfiler
         "Windows does not show another process's command line, so nodes are not found by it: pass --pid with the node's process id (Task Manager's PID column).";
 
     /// <summary>Running processes that are MegaNet nodes (<c>meganet node</c>, apphost or <c>dotnet meganet.dll node</c>).</summary>
+    /// <exception cref="ProfilerException">On Windows, which shows no other process's arguments.</exception>
     public static IReadOnlyList<NodeProcess> FindNodes()
     {
+        if (OperatingSystem.IsWindows())
+        {
+            throw new ProfilerException(NotFoundOnWindows);
+        }
+
         var nodes = new List<NodeProcess>();
         // A killed process leaves its diagnostics socket behind, named by its pid; that number may since belong to a
         // thread of another process (whose /proc entry shows that process's command line), so keep only live
@@ -99,11 +105,6 @@ public static class NodeProfiler
             }
 
             return new NodeProcess(p, commandLine);
-        }
-
-        if (OperatingSystem.IsWindows())
-        {
-            throw new ProfilerException(NotFoundOnWindows);
         }
 
         IReadOnlyList<NodeProcess> nodes = FindNodes();
