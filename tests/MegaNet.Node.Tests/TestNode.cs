@@ -49,7 +49,7 @@ public sealed class TestNode : IAsyncDisposable
     public async Task RestartAsync()
     {
         await StopAsync();
-        _app = NodeHost.Build(Options, logging: l => l.AddProvider(new RecordingProvider(Errors)));
+        _app = NodeHost.Build(Options, logging: l => l.AddProvider(new LogCapture(LogLevel.Error, Errors, stackTraces: true)));
         Address = await NodeHost.StartAsync(_app);
     }
 
@@ -82,29 +82,4 @@ public sealed class TestNode : IAsyncDisposable
 
     /// <summary>Fails when the server logged an error.</summary>
     public void AssertNoServerErrors() => Assert.True(Errors.IsEmpty, "The node logged errors:\n" + string.Join("\n", Errors));
-
-    private sealed class RecordingProvider(ConcurrentQueue<string> errors) : ILoggerProvider
-    {
-        public ILogger CreateLogger(string categoryName) => new Recorder(categoryName, errors);
-
-        public void Dispose()
-        {
-        }
-
-        private sealed class Recorder(string category, ConcurrentQueue<string> errors) : ILogger
-        {
-            public IDisposable? BeginScope<TState>(TState state)
-                where TState : notnull => null;
-
-            public bool IsEnabled(LogLevel logLevel) => logLevel >= LogLevel.Error;
-
-            public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
-            {
-                if (logLevel >= LogLevel.Error)
-                {
-                    errors.Enqueue($"{category}: {formatter(state, exception)} {exception}");
-                }
-            }
-        }
-    }
 }
