@@ -273,37 +273,45 @@ public sealed class MegaNetClient : IDisposable
         history ??= new SubmitHistory();
         Receipt receipt;
         int restamps = 0, resubmits = 0;
-        while (true)
+        try
         {
-            try
+            while (true)
             {
-                receipt = await Relay.SubmitAsync(new SubmitRequest { Envelope = envelope }, cancellationToken: cancellationToken);
-                break;
+                try
+                {
+                    receipt = await Relay.SubmitAsync(new SubmitRequest { Envelope = envelope }, cancellationToken: cancellationToken);
+                    break;
+                }
+                catch (RpcException e) when (e.StatusCode == StatusCode.FailedPrecondition && restamps < 2 && !history.Unanswered
+                    && e.RequiredPowBits() is { } demanded && demanded > (envelope.Pow?.Bits ?? 0))
+                {
+                    restamps++;
+                    await StampAsync(sender, envelope, PowBitsToSolve((uint)demanded), cancellationToken);
+                }
+                catch (RpcException e) when (e.StatusCode is StatusCode.DeadlineExceeded or StatusCode.Unavailable && resubmits < MaxResubmits
+                    && !cancellationToken.IsCancellationRequested)
+                {
+                    // No answer, or a node that is going down or cannot store: the same envelope again costs nothing. Only
+                    // a deadline or a broken connection (the transport's own error) may have hidden a receipt; the node's
+                    // own UNAVAILABLE says nothing was stored, and so does a call that never left (a refused connection)
+                    // or that the node closed unprocessed (an HTTP/2 graceful close).
+                    history.Unanswered |= e.StatusCode == StatusCode.DeadlineExceeded || (e.Status.DebugException is not null && !NeverProcessed(e.Status));
+                    history.Resubmitted = true;
+                    resubmits++;
+                    await Task.Delay(TimeSpan.FromSeconds(resubmits), cancellationToken);
+                }
+                catch (RpcException e) when (history.Unanswered)
+                {
+                    throw new RpcException(new Status(e.StatusCode,
+                        $"{e.Status.Detail} (An earlier submit of this message got no answer: the node may have stored it as envelope " +
+                        $"{Convert.ToHexStringLower(EnvelopeFormat.EnvelopeId(envelope))}, so sending it again may deliver it twice.)", e.Status.DebugException), e.Trailers);
+                }
             }
-            catch (RpcException e) when (e.StatusCode == StatusCode.FailedPrecondition && restamps < 2 && !history.Unanswered
-                && e.RequiredPowBits() is { } demanded && demanded > (envelope.Pow?.Bits ?? 0))
-            {
-                restamps++;
-                await StampAsync(sender, envelope, PowBitsToSolve((uint)demanded), cancellationToken);
-            }
-            catch (RpcException e) when (e.StatusCode is StatusCode.DeadlineExceeded or StatusCode.Unavailable && resubmits < MaxResubmits
-                && !cancellationToken.IsCancellationRequested)
-            {
-                // No answer, or a node that is going down or cannot store: the same envelope again costs nothing. Only
-                // a deadline or a broken connection (the transport's own error) may have hidden a receipt; the node's
-                // own UNAVAILABLE says nothing was stored, and so does a call that never left (a refused connection)
-                // or that the node closed unprocessed (an HTTP/2 graceful close).
-                history.Unanswered |= e.StatusCode == StatusCode.DeadlineExceeded || (e.Status.DebugException is not null && !NeverProcessed(e.Status));
-                history.Resubmitted = true;
-                resubmits++;
-                await Task.Delay(TimeSpan.FromSeconds(resubmits), cancellationToken);
-            }
-            catch (RpcException e) when (history.Unanswered)
-            {
-                throw new RpcException(new Status(e.StatusCode,
-                    $"{e.Status.Detail} (An earlier submit of this message got no answer: the node may have stored it as envelope " +
-                    $"{Convert.ToHexStringLower(EnvelopeFormat.EnvelopeId(envelope))}, so sending it again may deliver it twice.)", e.Status.DebugException), e.Trailers);
-            }
+        }
+        catch (Exception e) when (history.Unanswered && cancellationToken.IsCancellationRequested && e is OperationCanceledException or RpcException { StatusCode: StatusCode.Cancelled })
+        {
+            // Ctrl+C during a resubmit or the wait before one: "interrupted", and which envelope the node may have stored.
+            throw new SendInterruptedException(EnvelopeFormat.EnvelopeId(envelope), e, cancellationToken);
         }
 
         if (history.Resubmitted && receipt.Duplicate)
@@ -984,6 +992,17 @@ public sealed class NodeSilentException(TimeSpan waited, TimeSpan keepaliveInter
 /// requests): it is faulty, and what it answered is not to be counted as delivered. An
 /// <see cref="InvalidOperationException"/>, as it was before it had a type of its own.</summary>
 public sealed class NodeMisbehavedException(string message) : InvalidOperationException(message);
+
+/// <summary>A send cancelled after one of its submits got no answer: the node may have stored the envelope
+/// (<see cref="EnvelopeId"/>), so sending the message again may deliver it twice.</summary>
+public sealed class SendInterruptedException(byte[] envelopeId, Exception inner, CancellationToken token)
+    : OperationCanceledException(
+        $"the send was interrupted after a submit got no answer: the node may have stored the message as envelope {Convert.ToHexStringLower(envelopeId)}, " +
+        "so sending it again may deliver it twice.", inner, token)
+{
+    /// <summary>The envelope the node may have stored.</summary>
+    public byte[] EnvelopeId { get; } = envelopeId;
+}
 
 /// <summary>A node showed another node id than the client expects; nothing was signed.</summary>
 public sealed class NodeIdMismatchException(byte[] expected, byte[] actual)

@@ -90,6 +90,27 @@ public sealed class MegaNetClientOptionsTests
         Assert.Equal(2, answers.Calls);
     }
 
+    [Fact]
+    public async Task A_send_interrupted_after_an_unanswered_submit_names_the_envelope_the_node_may_have_stored()
+    {
+        await using TestNode node = await TestNode.StartAsync();
+        var lose = new SubmitAnswers(_ => new RpcException(new Status(StatusCode.DeadlineExceeded, "lost")), skipNode: true);
+        using var client = new MegaNetClient(node.Address, options: new MegaNetClientOptions { Interceptors = [lose] });
+        using Identity alice = Identity.Create(), bob = Identity.Create();
+        // Ctrl+C while the client waits to submit again: "interrupted" alone left the user to send it again, a copy.
+        using var ctrlC = new CancellationTokenSource();
+        Task<Receipt> send = client.SendAsync(alice, bob.Card, Text("hi"), "text/plain", cancellationToken: ctrlC.Token);
+        while (lose.Calls == 0)
+        {
+            await Task.Delay(10);
+        }
+
+        await ctrlC.CancelAsync();
+        SendInterruptedException e = await Assert.ThrowsAsync<SendInterruptedException>(() => send);
+        Assert.Equal(32, e.EnvelopeId.Length);
+        Assert.Contains(Convert.ToHexStringLower(e.EnvelopeId), e.Message, StringComparison.Ordinal);
+    }
+
     [Theory]
     [InlineData(StatusCode.DeadlineExceeded, null, true)]
     [InlineData(StatusCode.Unavailable, null, false)]

@@ -1151,6 +1151,11 @@ internal static partial class ClientCommands
             Console.Error.WriteLine($"meganet: {e.Message}");
             return 2;
         }
+        catch (SendInterruptedException e)
+        {
+            Console.Error.WriteLine($"meganet: {e.Message}");
+            return Interruption.ExitCode;
+        }
         catch (OperationCanceledException)
         {
             Console.Error.WriteLine("meganet: interrupted.");
