@@ -75,14 +75,18 @@ internal sealed class GracefulCloseInterceptor : Interceptor
     /// <summary>An <c>INTERNAL</c> status whose cause is an HTTP/2 NO_ERROR from the node.</summary>
     internal static bool IsGracefulClose(Status status)
     {
-        if (status.StatusCode != StatusCode.Internal)
-        {
-            return false;
-        }
+        return status.StatusCode == StatusCode.Internal && HasCause(status, IsHttp2NoError);
+    }
 
+    /// <summary>An HTTP/2 NO_ERROR: the node closed the connection on purpose (a graceful close).</summary>
+    internal static bool IsHttp2NoError(Exception e) => e is HttpProtocolException { ErrorCode: 0 };
+
+    /// <summary>Whether the exception behind <paramref name="status"/>, or one of its inner exceptions, matches.</summary>
+    internal static bool HasCause(Status status, Func<Exception, bool> match)
+    {
         for (Exception? e = status.DebugException; e is not null; e = e.InnerException)
         {
-            if (e is HttpProtocolException { ErrorCode: 0 })
+            if (match(e))
             {
                 return true;
             }

@@ -343,19 +343,8 @@ public sealed class MegaNetClient : IDisposable
 
     /// <summary>True when the call never reached the node's handler: the connection was refused, or the node closed it
     /// gracefully before processing the call (<see cref="GracefulCloseInterceptor"/>).</summary>
-    private static bool NeverProcessed(Status status)
-    {
-        for (Exception? e = status.DebugException; e is not null; e = e.InnerException)
-        {
-            if (e is System.Net.Sockets.SocketException { SocketErrorCode: System.Net.Sockets.SocketError.ConnectionRefused }
-                or System.Net.Http.HttpProtocolException { ErrorCode: 0 })
-            {
-                return true;
-            }
-        }
-
-        return false;
-    }
+    private static bool NeverProcessed(Status status) => GracefulCloseInterceptor.HasCause(status, static e =>
+        e is System.Net.Sockets.SocketException { SocketErrorCode: System.Net.Sockets.SocketError.ConnectionRefused } || GracefulCloseInterceptor.IsHttp2NoError(e));
 
     /// <summary>Parts <see cref="SendFileInPartsAsync"/> has in flight at once.</summary>
     private const int PartsInFlight = 4;
