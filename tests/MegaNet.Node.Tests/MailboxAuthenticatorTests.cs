@@ -296,6 +296,55 @@ public sealed class MailboxAuthenticatorTests : IDisposable
     }
 
     [Fact]
+    public void A_valid_auth_a_cap_refused_is_used_up_so_its_replays_cost_no_check()
+    {
+        using Identity eve = Identity.Create();
+        for (int i = 0; i < MailboxAuthenticator.MaxUsedPerAddress; i++)
+        {
+            Open(SignFor(eve));
+        }
+
+        // Refused by the mailbox's cap after its signature was checked. Before, the nonce stayed unused, and the same
+        // auth sent again cost the node a check each time until it expired, two minutes later.
+        MailboxAuth refused = SignFor(eve);
+        Assert.Equal(StatusCode.ResourceExhausted, Assert.Throws<RpcException>(() => Open(refused)).StatusCode);
+        int checkedBefore = _verifier.Checked;
+        for (int i = 0; i < 100; i++)
+        {
+            Assert.Contains("already used", Assert.Throws<RpcException>(() => Open(refused)).Status.Detail, StringComparison.Ordinal);
+        }
+
+        Assert.Equal(checkedBefore, _verifier.Checked);
+    }
+
+    [Fact]
+    public void A_valid_auth_a_full_site_cap_refused_is_charged_to_the_sites_failure_budget()
+    {
+        // A site cap of 100 (a node-wide cap of 2,000): once the site is full its nonce cannot be recorded as used,
+        // so each replay of the refused auth costs a check; the site's budget of failed checks now bounds them.
+        var authenticator = new MailboxAuthenticator(NodeKey.LoadOrCreate(_dir), _verifier, _clock) { UsedCap = 2_000 };
+        ClientAddress site = ClientAddress.From(System.Net.IPAddress.Parse("203.0.113.20"))!.Value;
+        using Identity eve = Identity.Create();
+        MailboxAuth Sign() => MegaNetClient.SignChallenge(eve, authenticator.Challenge(eve.Address), eve.Address, MailboxPurpose.Fetch);
+        for (int i = 0; i < 100; i++)
+        {
+            authenticator.Authenticate(Sign(), MailboxPurpose.Fetch, site);
+        }
+
+        MailboxAuth refused = Sign();
+        int checkedBefore = _verifier.Checked;
+        RpcException last = null!;
+        for (int i = 0; i < 200; i++)
+        {
+            last = Assert.Throws<RpcException>(() => authenticator.Authenticate(refused, MailboxPurpose.Fetch, site));
+            Assert.Equal(StatusCode.ResourceExhausted, last.StatusCode);
+        }
+
+        Assert.InRange(_verifier.Checked - checkedBefore, 1, AuthFailures.Burst + 1);
+        Assert.Contains("failed to verify lately", last.Status.Detail, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void One_client_address_opening_many_mailboxes_is_pushed_back_alone_until_its_challenges_expire()
     {
         // Identities cost nothing: a host with a thousand of them could fill the node-wide memory of used challenges

@@ -209,14 +209,20 @@ public sealed class MailboxAuthenticator(NodeKey nodeKey, IBatchVerifier verifie
         // Two calls racing with one nonce: exactly one adds it.
         lock (_gate)
         {
-            if (source is { } checkedSite)
-            {
-                _failures.Checked(checkedSite, valid, reserved, Timestamp());
-            }
-
             // The time again, under the lock: a second is swept only once all its nonces expired by some thread's
             // clock, and a reading from before the signature check could be older than that sweep.
             now = NowUnixMs();
+            var owner = Key256.From(address);
+            int fromSource = 0, opened = 0;
+            RpcException? refusal = valid && expires > now ? CapRefusal(now, source, owner, out fromSource, out opened) : null;
+            if (source is { } checkedSite)
+            {
+                // A valid signature that a cap refused costs the node a check and its sender nothing, as a wrong one
+                // does: replayed until it expires, it would buy a check per call. It is charged to the site's budget
+                // of failed checks, and used up below where a cap allows, so a replay is refused before the check.
+                _failures.Checked(checkedSite, valid && refusal is null, reserved, Timestamp());
+            }
+
             if (!valid)
             {
                 UseUp(now, expires, second, random, source);
@@ -229,27 +235,10 @@ public sealed class MailboxAuthenticator(NodeKey nodeKey, IBatchVerifier verifie
                 throw new RpcException(new Status(StatusCode.Unauthenticated, "Unknown or expired challenge nonce; call Challenge again."));
             }
 
-            Forget(now);
-            int fromSource = source is { } client ? _usedBySource.GetValueOrDefault(client) : 0;
-            if (_usedCount >= UsedCap + (fromSource < LightSiteNonces ? UsedCap / 10 : 0))
+            if (refusal is not null)
             {
-                throw new RpcException(new Status(StatusCode.ResourceExhausted, "Too many mailbox authentications in the last minutes; retry shortly."));
-            }
-
-            var owner = Key256.From(address);
-            _usedByAddress.TryGetValue(owner, out int opened);
-            if (opened >= MaxUsedPerAddress)
-            {
-                throw new RpcException(new Status(StatusCode.ResourceExhausted,
-                    $"This mailbox was opened {MaxUsedPerAddress} times in the last {Lifetime.TotalMinutes:0} minutes; wait a little (one Fetch takes up to 1,000 messages, and a subscription stays open)."),
-                    NodeRefusals.Trailers(1000));
-            }
-
-            if (fromSource >= SourceCap)
-            {
-                throw new RpcException(new Status(StatusCode.ResourceExhausted,
-                    $"Mailboxes were opened {SourceCap:N0} times from this network address in the last {Lifetime.TotalMinutes:0} minutes; retry shortly."),
-                    NodeRefusals.Trailers(1000));
+                UseUp(now, expires, second, random, source);
+                throw refusal;
             }
 
             if (!Record(second, random, source, fromSource, out UsedSecond used))
@@ -264,8 +253,39 @@ public sealed class MailboxAuthenticator(NodeKey nodeKey, IBatchVerifier verifie
         return address;
     }
 
-    /// <summary>Under <see cref="_gate"/>. Records a nonce whose signature failed as used, so each failed check needs a
-    /// Challenge round trip of its own: before, one challenge allowed any number of wrong signatures for its lifetime.
+    /// <summary>Under <see cref="_gate"/>. The refusal of a valid auth by the caps on used nonces (node-wide, per
+    /// mailbox, per site), or null; <paramref name="fromSource"/> and <paramref name="opened"/> are the site's and the
+    /// mailbox's counts, for <see cref="Record"/>.</summary>
+    private RpcException? CapRefusal(long now, ClientAddress? source, Key256 owner, out int fromSource, out int opened)
+    {
+        Forget(now);
+        fromSource = source is { } client ? _usedBySource.GetValueOrDefault(client) : 0;
+        _usedByAddress.TryGetValue(owner, out opened);
+        if (_usedCount >= UsedCap + (fromSource < LightSiteNonces ? UsedCap / 10 : 0))
+        {
+            return new RpcException(new Status(StatusCode.ResourceExhausted, "Too many mailbox authentications in the last minutes; retry shortly."));
+        }
+
+        if (opened >= MaxUsedPerAddress)
+        {
+            return new RpcException(new Status(StatusCode.ResourceExhausted,
+                $"This mailbox was opened {MaxUsedPerAddress} times in the last {Lifetime.TotalMinutes:0} minutes; wait a little (one Fetch takes up to 1,000 messages, and a subscription stays open)."),
+                NodeRefusals.Trailers(1000));
+        }
+
+        if (fromSource >= SourceCap)
+        {
+            return new RpcException(new Status(StatusCode.ResourceExhausted,
+                $"Mailboxes were opened {SourceCap:N0} times from this network address in the last {Lifetime.TotalMinutes:0} minutes; retry shortly."),
+                NodeRefusals.Trailers(1000));
+        }
+
+        return null;
+    }
+
+    /// <summary>Under <see cref="_gate"/>. Records a nonce whose signature failed, or whose valid signature a cap
+    /// refused, as used, so each such check needs a Challenge round trip of its own: before, one challenge allowed any
+    /// number of wrong signatures (or replays of a refused valid one) for its lifetime.
     /// It counts against the node's and its site's caps on used nonces, but not its mailbox's: challenges for any
     /// address are free, so that would let anyone lock a mailbox out by failing on its challenges. When a cap is
     /// reached it is not recorded (the site's failure budget still bounds what the nonce can cost).</summary>
