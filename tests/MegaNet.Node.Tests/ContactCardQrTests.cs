@@ -95,18 +95,10 @@ public sealed class ContactCardQrTests : IDisposable
         Assert.Equal(card, r.Stdout.Trim());
         Assert.Contains($"QR code written to {png}", r.Stderr, StringComparison.Ordinal);
 
-        using SKBitmap bitmap = SKBitmap.Decode(png);
-        byte[] gray = new byte[bitmap.Width * bitmap.Height];
-        for (int y = 0; y < bitmap.Height; y++)
+        using (SKBitmap bitmap = SKBitmap.Decode(png))
         {
-            for (int x = 0; x < bitmap.Width; x++)
-            {
-                SKColor c = bitmap.GetPixel(x, y);
-                gray[y * bitmap.Width + x] = (byte)((c.Red + c.Green + c.Blue) / 3);
-            }
+            Assert.Equal(card, Scan(Gray(bitmap), bitmap.Width, bitmap.Height));
         }
-
-        Assert.Equal(card, Scan(gray, bitmap.Width, bitmap.Height));
 
         // Over a PNG: replaced; over anything else (the identity file, by a slip): refused, the file kept.
         byte[] otherPng = [0x89, (byte)'P', (byte)'N', (byte)'G', 0x0D, 0x0A, 0x1A, 0x0A, 0, 0, 0, 0];
@@ -123,10 +115,43 @@ public sealed class ContactCardQrTests : IDisposable
         MeganetResults.AssertExit(bad, 1, "Cannot write the QR code to");
     }
 
+    [Fact]
+    public void A_code_whose_data_looks_like_a_corner_pattern_is_still_read()
+    {
+        // A card whose code ZXing's corner search misses at 4 and 8 pixels a module (found by drawing 400 random ones).
+        const string Card = "mn1fswGQpX_pRL0w8NY5ibev3FC49ZI5kEKRqgxl_srPb8m-3L3rPXY1si5lCLvFyrxwqFvXyYsOLrRGBkdZFM2UITppxg";
+        using SKBitmap bitmap = SKBitmap.Decode(MegaNet.Node.Cli.CardQrCode.ToPng(Card, 8));
+        Assert.Equal(Card, Scan(Gray(bitmap), bitmap.Width, bitmap.Height));
+    }
+
+    private static byte[] Gray(SKBitmap bitmap)
+    {
+        byte[] gray = new byte[bitmap.Width * bitmap.Height];
+        for (int y = 0; y < bitmap.Height; y++)
+        {
+            for (int x = 0; x < bitmap.Width; x++)
+            {
+                SKColor c = bitmap.GetPixel(x, y);
+                gray[y * bitmap.Width + x] = (byte)((c.Red + c.Green + c.Blue) / 3);
+            }
+        }
+
+        return gray;
+    }
+
+    /// <summary>
+    /// What ZXing reads from the picture: first as from a camera (finding the three corner patterns), and when that
+    /// finds none, as a clean picture of one code (its modules read straight off the grid). ZXing's corner search
+    /// misses about 1 in 100 of these pixel-exact codes at 4 pixels a module and 1 in 200 at 8, the codes its own
+    /// encoder writes included (3 and 4 in 300 random cards, QRCoder's and ZXing's codes): data modules that happen
+    /// to look like a corner pattern win over a real one. That made this test fail now and then; the second reading
+    /// still checks every module the drawing holds.
+    /// </summary>
     private static string Scan(byte[] gray, int width, int height)
     {
         var source = new RGBLuminanceSource(gray, width, height, RGBLuminanceSource.BitmapFormat.Gray8);
-        ZXing.Result? read = new QRCodeReader().decode(new BinaryBitmap(new HybridBinarizer(source)), new Dictionary<DecodeHintType, object> { [DecodeHintType.TRY_HARDER] = true });
+        ZXing.Result? read = new QRCodeReader().decode(new BinaryBitmap(new HybridBinarizer(source)), new Dictionary<DecodeHintType, object> { [DecodeHintType.TRY_HARDER] = true })
+            ?? new QRCodeReader().decode(new BinaryBitmap(new HybridBinarizer(source)), new Dictionary<DecodeHintType, object> { [DecodeHintType.PURE_BARCODE] = true });
         Assert.True(read is not null, "ZXing found no QR code");
         return read.Text;
     }
