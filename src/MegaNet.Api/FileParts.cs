@@ -74,6 +74,13 @@ public static class FileParts
         return parts;
     }
 
+    /// <summary>The 16-byte id the parts of <paramref name="file"/>, named <paramref name="fileName"/>, carry (see
+    /// <see cref="Split"/>): the same file under the same name has the same id, so a record of a send can be found again
+    /// by it.</summary>
+    /// <exception cref="ArgumentException">As <see cref="PartCount"/>.</exception>
+    public static byte[] IdOf(ReadOnlySpan<byte> file, string fileName) =>
+        FileId(HashAlgorithm.Blake2b_256.Hash(file), fileName, PartCount(file.Length, fileName), SliceLength(fileName));
+
     /// <summary>
     /// The id of a file: the first 16 bytes of <c>BLAKE2b-256("meganet-file-v1" ‖ BLAKE2b-256(file) ‖ count (u32) ‖
     /// slice length (u32) ‖ name)</c>. The same file cut the same way under the same name always has the same id, so

@@ -346,18 +346,18 @@ public sealed class MegaNetClient : IDisposable
     private static bool NeverProcessed(Status status) => GracefulCloseInterceptor.HasCause(status, static e =>
         e is System.Net.Sockets.SocketException { SocketErrorCode: System.Net.Sockets.SocketError.ConnectionRefused } || GracefulCloseInterceptor.IsHttp2NoError(e));
 
-    /// <summary>Parts <see cref="SendFileInPartsAsync"/> has in flight at once.</summary>
+    /// <summary>Parts <c>SendFileInPartsAsync</c> has in flight at once.</summary>
     private const int PartsInFlight = 4;
 
-    /// <summary>The longest retry hint <see cref="SendFileInPartsAsync"/> waits out: a sending key's token bucket or a
+    /// <summary>The longest retry hint <c>SendFileInPartsAsync</c> waits out: a sending key's token bucket or a
     /// full admission queue asks for milliseconds; a full mailbox or store asks for a minute, and is no wait for a person
     /// watching a send.</summary>
     private static readonly TimeSpan MaxPartRetryHint = TimeSpan.FromSeconds(5);
 
-    /// <summary>How long <see cref="SendFileInPartsAsync"/> tries in all to send one part the node keeps putting off.</summary>
+    /// <summary>How long <c>SendFileInPartsAsync</c> tries in all to send one part the node keeps putting off.</summary>
     private static readonly TimeSpan MaxPartRetryWait = TimeSpan.FromMinutes(2);
 
-    /// <summary>Tries <see cref="SendFileInPartsAsync"/> makes at most to send one part.</summary>
+    /// <summary>Tries <c>SendFileInPartsAsync</c> makes at most to send one part.</summary>
     private const int MaxPartAttempts = 200;
 
     /// <summary>
@@ -372,36 +372,100 @@ public sealed class MegaNetClient : IDisposable
     /// <exception cref="ArgumentException">The file is too large for <see cref="FileParts"/>.</exception>
     /// <exception cref="RpcException">The node refused a part, or could not be reached: the parts accepted before it
     /// stay in the mailbox, but the recipient cannot put the file together without the rest (send it again).</exception>
-    public async Task<IReadOnlyList<Receipt>> SendFileInPartsAsync(Identity sender, ContactCard recipient, byte[] file, string fileName, TimeSpan? ttl = null,
-        IProgress<int>? progress = null, CancellationToken cancellationToken = default)
+    public Task<IReadOnlyList<Receipt>> SendFileInPartsAsync(Identity sender, ContactCard recipient, byte[] file, string fileName, TimeSpan? ttl = null,
+        IProgress<int>? progress = null, CancellationToken cancellationToken = default) =>
+        SendFileInPartsAsync(sender, recipient, file, fileName, journal: null, ttl, progress, cancellationToken);
+
+    /// <summary>
+    /// As <see cref="SendFileInPartsAsync(Identity, ContactCard, byte[], string, TimeSpan?, IProgress{int}?, CancellationToken)"/>,
+    /// continuing an earlier try at the same file to the same recipient through the same node that <paramref name="journal"/>
+    /// kept: a part it holds a receipt for is not sent (its receipt is returned, and <paramref name="progress"/> counts
+    /// from those parts on), a part whose earlier envelope got no answer is submitted as that same envelope (a node that
+    /// stored it answers with its original receipt, so the recipient gets no second copy), and each part accepted now,
+    /// or left unanswered when this try stops, is told to the journal.
+    /// </summary>
+    /// <param name="sender">Who sends the file.</param>
+    /// <param name="recipient">To whom.</param>
+    /// <param name="file">The whole file.</param>
+    /// <param name="fileName">Its name, which goes with every part.</param>
+    /// <param name="journal">The earlier try and the record of this one; null: none.</param>
+    /// <param name="ttl">How long the parts sealed now are kept (parts from the journal keep their own expiry).</param>
+    /// <param name="progress">Hears the number of parts accepted so far.</param>
+    /// <param name="cancellationToken">Ends the send.</param>
+    /// <returns>Each part's receipt, in part order (the journal's for the parts it held).</returns>
+    /// <exception cref="ArgumentNullException">A required argument is null.</exception>
+    /// <exception cref="ArgumentException">The file is too large for <see cref="FileParts"/>.</exception>
+    /// <exception cref="RpcException">As the other overload.</exception>
+    public async Task<IReadOnlyList<Receipt>> SendFileInPartsAsync(Identity sender, ContactCard recipient, byte[] file, string fileName, IFilePartsJournal? journal,
+        TimeSpan? ttl = null, IProgress<int>? progress = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(file);
         IReadOnlyList<byte[]> parts = FileParts.Split(file, fileName);
         var receipts = new Receipt[parts.Count];
-        int accepted = 0;
+        var toSend = new List<int>(parts.Count);
+        for (int index = 0; index < parts.Count; index++)
+        {
+            if (journal?.AcceptedEarlier(index) is { } earlier)
+            {
+                receipts[index] = earlier;
+            }
+            else
+            {
+                toSend.Add(index);
+            }
+        }
+
+        int accepted = parts.Count - toSend.Count;
         var options = new ParallelOptions { MaxDegreeOfParallelism = PartsInFlight, CancellationToken = cancellationToken };
-        await Parallel.ForEachAsync(Enumerable.Range(0, parts.Count), options, async (index, ct) =>
+        await Parallel.ForEachAsync(toSend, options, async (index, ct) =>
         {
             // Sealed and stamped once: a part put off was not stored, so the same envelope is submitted again. Bounded by
             // the clock (any new stamp counts too), and by tries: a 1 ms hint is no reason for thousands of them.
             long started = System.Diagnostics.Stopwatch.GetTimestamp();
-            Envelope envelope = await SealAndStampAsync(sender, recipient, parts[index], FileParts.ContentType, fileName, ttl, ct).ConfigureAwait(false);
-            var history = new SubmitHistory();
-            for (int attempt = 1; ; attempt++)
+            // An envelope an earlier try left unanswered may be stored: it goes again as it is, as a resubmit within one
+            // try does (never stamped anew, and a duplicate receipt is of this sender's own submit).
+            Envelope? envelope = journal?.UnansweredEarlier(index);
+            bool earlier = envelope is not null;
+            var history = earlier ? new SubmitHistory { Unanswered = true, Resubmitted = true } : new SubmitHistory();
+            envelope ??= await SealAndStampAsync(sender, recipient, parts[index], FileParts.ContentType, fileName, ttl, ct).ConfigureAwait(false);
+            try
             {
-                try
+                for (int attempt = 1; ; attempt++)
                 {
-                    receipts[index] = await SubmitCheckedAsync(sender, envelope, ct, history).ConfigureAwait(false);
-                    break;
-                }
-                catch (RpcException e) when (e.StatusCode == StatusCode.ResourceExhausted && e.RetryAfter() is { } wait && wait <= MaxPartRetryHint
-                    && attempt < MaxPartAttempts && System.Diagnostics.Stopwatch.GetElapsedTime(started) + wait <= MaxPartRetryWait)
-                {
-                    history.Resubmitted = true;
-                    await Task.Delay(wait, ct).ConfigureAwait(false);
+                    try
+                    {
+                        receipts[index] = await SubmitCheckedAsync(sender, envelope, ct, history).ConfigureAwait(false);
+                        break;
+                    }
+                    catch (RpcException e) when (e.StatusCode == StatusCode.ResourceExhausted && e.RetryAfter() is { } wait && wait <= MaxPartRetryHint
+                        && attempt < MaxPartAttempts && System.Diagnostics.Stopwatch.GetElapsedTime(started) + wait <= MaxPartRetryWait)
+                    {
+                        history.Resubmitted = true;
+                        await Task.Delay(wait, ct).ConfigureAwait(false);
+                    }
+                    catch (RpcException e) when (earlier && e.StatusCode is StatusCode.InvalidArgument or StatusCode.FailedPrecondition)
+                    {
+                        // The node looks an envelope up before it checks the stamp, and refuses an expired one even if it
+                        // holds it: refused so, the earlier envelope is not stored (or no longer of use), and a new one is
+                        // sealed with the stamp and expiry the node takes now. Once: the new one has no past.
+                        earlier = false;
+                        envelope = await SealAndStampAsync(sender, recipient, parts[index], FileParts.ContentType, fileName, ttl, ct).ConfigureAwait(false);
+                        history = new SubmitHistory();
+                    }
                 }
             }
+            catch (Exception e) when (journal is not null && (history.Unanswered || e is OperationCanceledException
+                || e is RpcException { StatusCode: StatusCode.Cancelled or StatusCode.DeadlineExceeded or StatusCode.Unavailable }))
+            {
+                // Cancelled (Ctrl+C, or another part failed) or unanswered while the submit may have reached the node: the
+                // next try submits this envelope again rather than a second copy. Submitting it again costs nothing if
+                // it was never stored; a part the node refused outright is sealed anew next time.
+                journal.Unanswered(index, envelope);
+                throw;
+            }
 
+            // Recorded only now that the node answered with its receipt, and before the part counts as sent.
+            journal?.Accepted(index, envelope, receipts[index]);
             progress?.Report(Interlocked.Increment(ref accepted));
         }).ConfigureAwait(false);
         return receipts;

@@ -310,6 +310,7 @@ public sealed class ClientCliTests : IDisposable
     [InlineData("Bob.SEEN")]
     [InlineData("x.contacts")]
     [InlineData("x.Parts")]
+    [InlineData("x.sending")]
     public async Task An_identity_cannot_be_named_like_the_files_kept_beside_it(string name)
     {
         // Creating one is refused, and nothing is written.

@@ -224,7 +224,10 @@ internal static partial class ClientCommands
         var text = new Option<string?>("--text") { Description = "Text to send." };
         var file = new Option<FileInfo?>("--file")
         {
-            Description = $"File to send: one envelope holds up to about 64 KiB; a larger one, up to {FileParts.MaxFileLength >> 20} MiB, goes in parts the recipient's fetch or listen puts together.",
+            Description = $"File to send: one envelope holds up to about 64 KiB; a larger one, up to {FileParts.MaxFileLength >> 20} MiB, goes in parts the recipient's fetch or listen puts together. " +
+                "A send in parts that stopped part way, run again (the same file and name, to the same recipient, through the same node, by node id), sends only the parts the node has not " +
+                "acknowledged, and prints the earlier parts' receipts too (kept in IDENTITY.sending/ until the file is accepted whole): envelopes left unanswered go again as they were, " +
+                "parts accepted earlier keep the expiry they were sent with (--ttl-days applies to the parts sent now), and expired ones go again; another node gets every part.",
         };
         var ttl = new Option<double?>("--ttl-days")
         {
@@ -234,7 +237,7 @@ internal static partial class ClientCommands
         var json = JsonOption("Print the receipt as one JSON object (a file sent in parts: one receipt a line, in part order).");
         var timeout = TimeoutOption();
         var tlsCert = TlsCertOption();
-        var command = new Command("send", "Seal a message to a contact card and submit it to the node; prints the receipt.") { identity, node, to, text, file, ttl, json, timeout, tlsCert };
+        var command = new Command("send", "Seal a message to a contact card and submit it to the node; prints the receipt. A file sent in parts that stopped part way is finished by running the same send again (see --file).") { identity, node, to, text, file, ttl, json, timeout, tlsCert };
         command.SetAction((parse, ct) => Run(async () =>
         {
             // Every check that needs neither the node nor the file's contents comes first.
@@ -273,7 +276,7 @@ internal static partial class ClientCommands
             using var client = new MegaNetClient(parse.GetValue(node)!, options: ClientOptions(parse.GetValue(node)!, parse.GetValue(timeout), parse.GetValue(tlsCert)));
             if (inParts)
             {
-                return await SendInPartsAsync(client, id, recipient, content, attachment!.Name, lifetime, parse.GetValue(json), ct);
+                return await SendInPartsAsync(client, id, parse.GetValue(identity)!, recipient, content, attachment!.Name, lifetime, parse.GetValue(json), ct);
             }
 
             Receipt receipt = await client.SendAsync(id, recipient, content, contentType, attachment?.Name, lifetime, ct);
@@ -974,13 +977,17 @@ internal static partial class ClientCommands
     }
 
     /// <summary>Sends a file larger than one envelope in parts, saying how far it got on stderr; prints a receipt per part
-    /// (with --json one object a line, in part order).</summary>
-    private static async Task<int> SendInPartsAsync(MegaNetClient client, Identity id, ContactCard recipient, byte[] file, string name, TimeSpan? ttl, bool json, CancellationToken ct)
+    /// (with --json one object a line, in part order). What an earlier, stopped send of the same file to the same
+    /// recipient through the same node got accepted is not sent again (<see cref="SentParts"/>): its receipts are printed
+    /// with the others.</summary>
+    private static async Task<int> SendInPartsAsync(MegaNetClient client, Identity id, string identityPath, ContactCard recipient, byte[] file, string name, TimeSpan? ttl, bool json, CancellationToken ct)
     {
         int count;
+        byte[] fileId;
         try
         {
             count = FileParts.PartCount(file.Length, name);
+            fileId = FileParts.IdOf(file, name);
         }
         catch (ArgumentException e)
         {
@@ -988,6 +995,21 @@ internal static partial class ClientCommands
         }
 
         Console.Error.WriteLine($"sending '{name}' ({file.Length:N0} bytes) in {count} parts");
+        // The node's id, not its address, says which store holds the parts; the log's size tells a node set up anew
+        // under the same key (its receipts point past the end).
+        MegaNet.Api.V1.SignedTreeHead head = await client.Relay.GetTreeHeadAsync(new MegaNet.Api.V1.GetTreeHeadRequest(), cancellationToken: ct);
+        SentParts journal = SentParts.Open(identityPath, recipient.Address, fileId, head.NodeKey.ToByteArray(), count, head.TreeSize, w => Console.Error.WriteLine($"meganet: {w}"));
+        if (journal.AcceptedCount > 0 || journal.UnansweredCount > 0)
+        {
+            string unanswered = journal.UnansweredCount > 0
+                ? $"; {journal.UnansweredCount} part(s) had no answer then, and go again as the same envelopes (a node that stored one answers with its receipt)"
+                : string.Empty;
+            Console.Error.WriteLine(journal.AcceptedCount == count
+                ? $"all {count} parts were accepted by this node on an earlier try (receipts kept in {journal.Path}): nothing to send"
+                : $"{journal.AcceptedCount} of {count} parts were accepted by this node on an earlier try (receipts kept in {journal.Path}): " +
+                    $"sending the other {count - journal.AcceptedCount}{unanswered}");
+        }
+
         var progress = new CountProgress(accepted =>
         {
             // About ten lines for a file of any size: how far it got is clear if it stops half way.
@@ -999,19 +1021,21 @@ internal static partial class ClientCommands
         IReadOnlyList<Receipt> receipts;
         try
         {
-            receipts = await client.SendFileInPartsAsync(id, recipient, file, name, ttl, progress, ct);
+            receipts = await client.SendFileInPartsAsync(id, recipient, file, name, journal, ttl, progress, ct);
         }
-        catch (Exception) when (progress.Count > 0)
+        catch (Exception) when (progress.Count > 0 || journal.AcceptedCount > 0)
         {
             // A lower bound: the parts in flight when the send stopped were cancelled, and the node may have taken
-            // some of them.
-            Console.Error.WriteLine($"meganet: {progress.Count} of {count} parts were accepted (parts in flight when the send stopped may have been too); " +
-                $"the recipient cannot put '{name}' together without the rest: send it again (the same file under the same name completes the parts the recipient kept; " +
-                "a recipient's mailbox that is full takes them once its owner fetched).");
+            // some of them (their envelopes are recorded, so the next try submits them again rather than copies).
+            int accepted = Math.Max(progress.Count, journal.AcceptedCount);
+            Console.Error.WriteLine($"meganet: {accepted} of {count} parts were accepted (parts in flight when the send stopped may have been too); " +
+                $"the recipient cannot put '{name}' together without the rest: run the same send again (through the same node it sends only the parts the node has not " +
+                $"acknowledged, recorded in {journal.Path}; a recipient's mailbox that is full takes them once its owner fetched).");
             throw;
         }
 
-        string sent = $"the file was sent ({count} parts, log indices {receipts.Min(r => r.LogIndex)} to {receipts.Max(r => r.LogIndex)})";
+        string sent = $"the file was sent ({count} parts, log indices {receipts.Min(r => r.LogIndex)} to {receipts.Max(r => r.LogIndex)}; " +
+            $"the same send run again prints the receipts kept in {journal.Path} without sending anything)";
         if (json)
         {
             foreach (Receipt receipt in receipts)
@@ -1025,6 +1049,8 @@ internal static partial class ClientCommands
                 $"log indices {receipts.Min(r => r.LogIndex)} to {receipts.Max(r => r.LogIndex)}, tree size {receipts.Max(r => r.TreeHead.TreeSize)}", sent);
         }
 
+        // Only once they are printed: a send whose output was lost prints the receipts again when run again.
+        journal.Finish();
         return 0;
     }
 

@@ -2,7 +2,7 @@ namespace MegaNet.Node.Cli;
 
 /// <summary>
 /// What the CLI keeps beside an identity file <c>NAME.json</c>: <c>NAME.seen</c> (the messages it received, so replays
-/// show once; <c>NAME.seen.lock</c> serialises its writers), <c>NAME.contacts</c> (names for cards), <c>NAME.parts/</c> (parts of files still arriving) and the
+/// show once; <c>NAME.seen.lock</c> serialises its writers), <c>NAME.contacts</c> (names for cards), <c>NAME.parts/</c> (parts of files still arriving), <c>NAME.sending/</c> (how far sends of files in parts got) and the
 /// directory's <c>known-nodes</c> (pinned node ids). One list, so a side file added later is also one an identity file
 /// may not be named after.
 /// </summary>
@@ -17,7 +17,10 @@ internal static class SideFiles
     /// <summary>The parts of files being received (a directory).</summary>
     public const string Parts = ".parts";
 
-    private static readonly string[] Extensions = [Seen, Contacts, Parts];
+    /// <summary>The records of files being sent in parts (a directory, <see cref="SentParts"/>).</summary>
+    public const string Sending = ".sending";
+
+    private static readonly string[] Extensions = [Seen, Contacts, Parts, Sending];
 
     /// <summary>The side file with <paramref name="extension"/> of the identity at <paramref name="identityPath"/>.</summary>
     public static string Of(string identityPath, string extension) => Path.ChangeExtension(Path.GetFullPath(identityPath), extension);
@@ -35,7 +38,7 @@ internal static class SideFiles
         {
             throw new CliException(
                 $"--identity {path}: an identity file cannot be named '{KnownNodes.FileName}' or end in {string.Join(", ", Extensions[..^1].Select(e => $"'{e}'"))} or '{Extensions[^1]}'; those names are " +
-                $"the pinned node ids, the received-message records, the contacts and the parts of files being received kept beside identity files, and writing them " +
+                $"the pinned node ids, the received-message records, the contacts, the parts of files being received and the records of files being sent kept beside identity files, and writing them " +
                 $"would destroy the keys. Rename it (e.g. to {Path.ChangeExtension(name, ".json")}).");
         }
     }

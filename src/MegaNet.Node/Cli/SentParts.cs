@@ -1,0 +1,237 @@
+using System.Text.Json.Nodes;
+using Google.Protobuf;
+using MegaNet.Api;
+using MegaNet.Api.V1;
+using MegaNet.Core.Interop;
+
+namespace MegaNet.Node.Cli;
+
+/// <summary>
+/// How far a <c>send --file</c> in parts got, kept beside the identity file so that the same send run again sends only
+/// the parts the node has not acknowledged: each part sent again is another envelope against the recipient's mailbox
+/// quota, and the bytes and tokens again. The directory with the extension <c>.sending</c> (<c>alice.json</c> →
+/// <c>alice.sending</c>, mode 0700) holds one file (0600) per send, named after what makes two sends the same: the
+/// recipient's address, the file id (<see cref="FileParts.IdOf"/>: the same bytes under the same name) and the node id.
+/// The node id, not its address: the parts are in that node's store, whichever address reached it, and another node
+/// at the same address (set up anew) has none of them.
+/// <para>One JSON object a line, appended: <c>{"part":I,"expires_unix_ms":T,"receipt":{...}}</c> once the node answered
+/// part I with its receipt (as <c>send --json</c> prints it), never before; <c>{"part":I,"unanswered":"BASE64"}</c> for
+/// the envelope of a part that had no answer when a send stopped (the node may hold it: the next try submits that
+/// envelope again, not a second copy). Lines are not flushed one by one: a line lost to a crash makes the part go
+/// again (a copy the recipient drops), never a part counted as sent that was not. A line that does not parse (torn by a
+/// crash) is skipped. The file is deleted once the file is accepted whole.</para>
+/// </summary>
+internal sealed class SentParts : IFilePartsJournal
+{
+    private readonly Lock _lock = new();
+    private readonly byte[] _recipient;
+    private readonly Dictionary<int, (Receipt Receipt, long Expires)> _accepted = [];
+    private readonly Dictionary<int, Envelope> _unanswered = [];
+    private readonly Action<string> _warn;
+    private bool _startOnNewLine, _broken, _replace;
+
+    private SentParts(string path, byte[] recipient, Action<string> warn) => (Path, _recipient, _warn) = (path, recipient, warn);
+
+    /// <summary>The record's file.</summary>
+    public string Path { get; }
+
+    /// <summary>Parts accepted on an earlier try that count now.</summary>
+    public int AcceptedCount => _accepted.Count;
+
+    /// <summary>Parts left unanswered on an earlier try (and not accepted since) whose envelopes go again.</summary>
+    public int UnansweredCount => _unanswered.Keys.Count(i => !_accepted.ContainsKey(i));
+
+    /// <summary>
+    /// The record of sending the file with id <paramref name="fileId"/> in <paramref name="count"/> parts to
+    /// <paramref name="recipient"/> through the node <paramref name="nodeId"/>, whose log now has
+    /// <paramref name="treeSize"/> leaves, as the identity at <paramref name="identityPath"/>; empty when there is none.
+    /// An earlier part counts while its envelope has not expired and its receipt is signed by that node; a receipt at a
+    /// log index the log does not reach says the node was set up anew under the same key, and the whole record is
+    /// dropped. <paramref name="warn"/> hears what is dropped, and a record that cannot be written.
+    /// </summary>
+    public static SentParts Open(string identityPath, byte[] recipient, byte[] fileId, byte[] nodeId, int count, long treeSize, Action<string> warn)
+    {
+        string name = $"{Convert.ToHexStringLower(recipient)}-{Convert.ToHexStringLower(fileId)}-{Convert.ToHexStringLower(nodeId)}";
+        var parts = new SentParts(System.IO.Path.Combine(SideFiles.Of(identityPath, SideFiles.Sending), name), recipient, warn);
+        if (!File.Exists(parts.Path))
+        {
+            return parts;
+        }
+
+        if (!PrivateFile.IsOwnPrivateFile(parts.Path))
+        {
+            // Anyone else's lines could make parts count as sent that never were: not read, and replaced.
+            warn($"{parts.Path} is not a file of this user's own that only its owner may read or write; it is not used, and replaced.");
+            parts._replace = true;
+            return parts;
+        }
+
+        string text = File.ReadAllText(parts.Path);
+        parts._startOnNewLine = text.Length > 0 && text[^1] != '\n';
+        long now = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
+        var expired = new HashSet<int>();
+        foreach (string line in text.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+        {
+            if (!TryRead(line, count, out int index, out Receipt? receipt, out long expires, out Envelope? envelope))
+            {
+                continue; // torn by a crash, or not ours to understand: the part goes again
+            }
+
+            if (receipt is not null)
+            {
+                if (!receipt.TreeHead.NodeKey.Span.SequenceEqual(nodeId))
+                {
+                    continue;
+                }
+
+                if (receipt.LogIndex >= treeSize)
+                {
+                    warn($"the node's log has {treeSize:N0} entries, but it accepted a part of this file at log index {receipt.LogIndex:N0}: it was set up anew, " +
+                        "and every part is sent again.");
+                    parts._accepted.Clear();
+                    parts._unanswered.Clear();
+                    parts._replace = true;
+                    return parts;
+                }
+
+                if (expires <= now)
+                {
+                    expired.Add(index);
+                    continue;
+                }
+
+                parts._accepted[index] = (receipt, expires);
+            }
+            else if (envelope is not null && envelope.ExpiresUnixMs > now && envelope.Recipient.Span.SequenceEqual(recipient))
+            {
+                parts._unanswered[index] = envelope;
+            }
+        }
+
+        // A part that expired and was then sent again on a later try counts as accepted.
+        expired.ExceptWith(parts._accepted.Keys);
+        if (expired.Count > 0)
+        {
+            warn($"{expired.Count} part(s) accepted on an earlier try have expired on the node and are sent again.");
+        }
+
+        return parts;
+    }
+
+    private static bool TryRead(string line, int count, out int index, out Receipt? receipt, out long expires, out Envelope? envelope)
+    {
+        (index, receipt, expires, envelope) = (-1, null, 0, null);
+        try
+        {
+            if (JsonNode.Parse(line) is not JsonObject o || o["part"]?.GetValue<int>() is not { } part || part < 0 || part >= count)
+            {
+                return false;
+            }
+
+            index = part;
+            if (o["receipt"] is JsonObject r && o["expires_unix_ms"]?.GetValue<long>() is { } t)
+            {
+                (receipt, expires) = (ClientCommands.ReceiptFromJson(r.ToJsonString()), t);
+                return true;
+            }
+
+            if (o["unanswered"]?.GetValue<string>() is { } b64)
+            {
+                envelope = Envelope.Parser.ParseFrom(Convert.FromBase64String(b64));
+                return true;
+            }
+        }
+        catch (Exception e) when (e is System.Text.Json.JsonException or FormatException or InvalidOperationException or CliException or InvalidProtocolBufferException)
+        {
+        }
+
+        return false;
+    }
+
+    /// <inheritdoc/>
+    public Receipt? AcceptedEarlier(int index)
+    {
+        lock (_lock)
+        {
+            return _accepted.TryGetValue(index, out var earlier) ? earlier.Receipt : null;
+        }
+    }
+
+    /// <inheritdoc/>
+    public Envelope? UnansweredEarlier(int index)
+    {
+        lock (_lock)
+        {
+            return _accepted.ContainsKey(index) ? null : _unanswered.GetValueOrDefault(index);
+        }
+    }
+
+    /// <inheritdoc/>
+    public void Accepted(int index, Envelope envelope, Receipt receipt)
+    {
+        var line = new JsonObject
+        {
+            ["part"] = index,
+            ["expires_unix_ms"] = envelope.ExpiresUnixMs,
+            ["receipt"] = ClientCommands.ReceiptJson(receipt),
+        };
+        Append(line);
+    }
+
+    /// <inheritdoc/>
+    public void Unanswered(int index, Envelope envelope)
+    {
+        if (!envelope.Recipient.Span.SequenceEqual(_recipient))
+        {
+            return;
+        }
+
+        Append(new JsonObject { ["part"] = index, ["unanswered"] = Convert.ToBase64String(envelope.ToByteArray()) });
+    }
+
+    /// <summary>The file was accepted whole: the record goes (its receipts were printed).</summary>
+    public void Finish()
+    {
+        try
+        {
+            File.Delete(Path);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            // Left behind, it only makes the same send print these receipts again without sending.
+            _warn($"could not delete {Path} ({e.Message}); delete it by hand.");
+        }
+    }
+
+    private void Append(JsonObject record)
+    {
+        string line = record.ToJsonString() + "\n";
+        lock (_lock)
+        {
+            if (_broken)
+            {
+                return;
+            }
+
+            try
+            {
+                if (_replace)
+                {
+                    File.Delete(Path);
+                    _replace = false;
+                }
+
+                PrivateFile.CreateDirectory(System.IO.Path.GetDirectoryName(Path)!);
+                // After a line torn by a crash, a line of its own: glued to the fragment, it would be lost with it.
+                PrivateFile.Append(Path, _startOnNewLine ? "\n" + line : line);
+                _startOnNewLine = false;
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                // The send goes on: without the record, sending the file again sends every part again, as before.
+                _broken = true;
+                _warn($"cannot record how far the send got in {Path} ({e.Message}); sending the file again would send every part again.");
+            }
+        }
+    }
+}

@@ -1,0 +1,187 @@
+using System.Security.Cryptography;
+using System.Text.Json.Nodes;
+using Google.Protobuf;
+using MegaNet.Api;
+using MegaNet.Api.V1;
+using Xunit.Abstractions;
+
+using static MegaNet.Node.Tests.MeganetResults;
+using Result = MegaNet.Node.Tests.MeganetProcess.Result;
+
+namespace MegaNet.Node.Tests;
+
+/// <summary>
+/// <c>send --file</c> in parts run again after it stopped part way: only the parts the node has not acknowledged go
+/// (each part sent again would be another envelope against the recipient's mailbox quota), an envelope left unanswered
+/// goes again as itself, and the receipts printed are all of them.
+/// </summary>
+public sealed class ResumedSendTests(ITestOutputHelper output) : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("meganet-resume-").FullName;
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    private Task<Result> Meganet(params string[] args) => MeganetProcess.RunAsync(_dir, null, false, args);
+
+    private byte[] RandomFile(int length)
+    {
+        int seed = RandomNumberGenerator.GetInt32(int.MaxValue);
+        output.WriteLine($"file of {length} bytes from seed {seed}");
+        byte[] file = new byte[length];
+        new Random(seed).NextBytes(file);
+        return file;
+    }
+
+    /// <summary>Envelopes waiting in <paramref name="recipient"/>'s mailbox (a page holds a few parts: all pages).</summary>
+    private static async Task<int> WaitingFor(MegaNetClient client, Identity recipient)
+    {
+        int waiting = 0;
+        for (ulong after = 0; ;)
+        {
+            FetchResult page = await client.FetchAsync(recipient, after);
+            if (page.Messages.Count + page.Unreadable.Count == 0)
+            {
+                return waiting;
+            }
+
+            waiting += page.Messages.Count + page.Unreadable.Count;
+            after = page.NextCursor;
+        }
+    }
+
+    [Fact]
+    public async Task A_send_that_stopped_part_way_sends_only_the_parts_the_node_did_not_acknowledge_when_run_again()
+    {
+        // A mailbox that takes three envelopes: the fourth part is refused (RESOURCE_EXHAUSTED, retry in a minute), and
+        // the send stops there. No proof of work near full, so every part costs the same.
+        await using TestNode node = await TestNode.StartAsync(o =>
+        {
+            o.MailboxMaxCount = 3;
+            o.MailboxPowFromPercent = 0;
+        });
+        using Identity alice = Identity.Create(), bob = Identity.Create();
+        string alicePath = Path.Combine(_dir, "alice.json"), bobPath = Path.Combine(_dir, "bob.json");
+        alice.Save(alicePath);
+        bob.Save(bobPath);
+        const string Name = "six.bin";
+        byte[] file = RandomFile((5 * FileParts.SliceLength(Name)) + 1);
+        string filePath = Path.Combine(_dir, Name);
+        await File.WriteAllBytesAsync(filePath, file);
+
+        Result stopped = await Meganet("send", "-i", alicePath, "--to", bob.Card.ToString(), "--file", filePath, "--node", node.Address.ToString(), "--json");
+        output.WriteLine(stopped.Stderr);
+        // Three, or fewer where the refusal cancelled a part whose receipt was on its way (which the record has as
+        // unanswered, so it is not stored twice).
+        AssertExit(stopped, 2, "of 6 parts were accepted");
+        Assert.Contains("run the same send again", stopped.Stderr, StringComparison.Ordinal);
+        Assert.Equal(string.Empty, stopped.Stdout);
+        string record = Assert.Single(Directory.GetFiles(Path.Combine(_dir, "alice.sending")));
+        if (!OperatingSystem.IsWindows())
+        {
+            Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(record));
+        }
+
+        JsonNode[] lines = [.. File.ReadAllLines(record).Select(l => JsonNode.Parse(l)!)];
+        int[] accepted = [.. lines.Where(l => l["receipt"] is not null).Select(l => l["part"]!.GetValue<int>())];
+        int[] inFlight = [.. lines.Where(l => l["unanswered"] is not null).Select(l => l["part"]!.GetValue<int>())];
+        Assert.InRange(accepted.Distinct().Count(), 1, 3);
+
+        // Through another node, the record is not this one's: every part goes, and the first node's record stays.
+        await using (TestNode other = await TestNode.StartAsync())
+        {
+            Result elsewhere = await Meganet("send", "-i", alicePath, "--to", bob.Card.ToString(), "--file", filePath, "--node", other.Address.ToString(), "--json");
+            AssertExit(elsewhere, 0, "sent 6 of 6 parts");
+            Assert.DoesNotContain("earlier try", elsewhere.Stderr, StringComparison.Ordinal);
+            using MegaNetClient otherClient = other.Client();
+            Assert.Equal(6, await WaitingFor(otherClient, bob));
+            Assert.Equal(record, Assert.Single(Directory.GetFiles(Path.Combine(_dir, "alice.sending"))));
+        }
+
+        // Room is made, and the node comes back at another address (the same node id: the record is found by it).
+        node.Options.MailboxMaxCount = 100;
+        await node.RestartAsync();
+        string url = node.Address.ToString();
+        using MegaNetClient client = node.Client();
+        Assert.Equal(3, await WaitingFor(client, bob));
+
+        // A part of the three missing was submitted when the send stopped, stored, and its answer lost: the record names
+        // its envelope, and the run again submits that one (the node answers with its receipt), not a second copy.
+        int unanswered = Enumerable.Range(0, 6).First(i => !accepted.Contains(i) && !inFlight.Contains(i));
+        Envelope stored = EnvelopeFormat.Seal(alice, bob.Card, FileParts.Split(file, Name)[unanswered], FileParts.ContentType, Name, DateTimeOffset.UtcNow.AddDays(1));
+        Receipt storedReceipt = await client.Relay.SubmitAsync(new SubmitRequest { Envelope = stored });
+        // Then a line torn by a crash, last.
+        await File.AppendAllTextAsync(record, new JsonObject { ["part"] = unanswered, ["unanswered"] = Convert.ToBase64String(stored.ToByteArray()) }.ToJsonString() + "\n" + "{\"part\":5,\"expires_un");
+
+        Result resumed = await Meganet("send", "-i", alicePath, "--to", bob.Card.ToString(), "--file", filePath, "--node", url, "--json");
+        output.WriteLine(resumed.Stderr);
+        AssertExit(resumed, 0, $"{accepted.Distinct().Count()} of 6 parts were accepted by this node on an earlier try");
+        // (With the parts the first try had in flight when it stopped, which it recorded as unanswered too.)
+        Assert.Contains("part(s) had no answer then, and go again as the same envelopes", resumed.Stderr, StringComparison.Ordinal);
+        Assert.Contains("sent 6 of 6 parts", resumed.Stderr, StringComparison.Ordinal);
+        // Six envelopes in all: three from the first try, the one stored meanwhile, and two new (sending all again made
+        // ten, and a new envelope for the unanswered part seven).
+        Assert.Equal(6, await WaitingFor(client, bob));
+
+        // Every part's receipt, in part order, as a send in one go prints them: verify-receipt checks each.
+        JsonObject[] receipts = JsonLines(resumed);
+        Assert.Equal(6, receipts.Length);
+        Assert.Equal(Convert.ToHexStringLower(storedReceipt.EnvelopeId.Span), receipts[unanswered]["envelope_id"]!.GetValue<string>());
+        Assert.Equal(storedReceipt.LogIndex, receipts[unanswered]["log_index"]!.GetValue<long>());
+        Assert.All(receipts, r => Assert.False(r["duplicate"]!.GetValue<bool>()));
+        Assert.Equal(6, receipts.Select(r => r["envelope_id"]!.GetValue<string>()).Distinct().Count());
+        string receiptsPath = Path.Combine(_dir, "receipts.jsonl");
+        await File.WriteAllTextAsync(receiptsPath, resumed.Stdout);
+        Result verified = await Meganet("verify-receipt", "-i", alicePath, "--receipt", receiptsPath, "--node", url);
+        AssertExit(verified, 0);
+        Assert.Equal(6, verified.Stdout.Split('\n').Count(l => l.StartsWith("valid: envelope ", StringComparison.Ordinal)));
+
+        // Accepted whole: the record is gone.
+        Assert.Empty(Directory.GetFiles(Path.Combine(_dir, "alice.sending")));
+
+        Result fetched = await Meganet("fetch", "-i", bobPath, "--node", url, "--json", "--ack");
+        AssertExit(fetched, 0);
+        JsonObject message = Assert.Single(JsonLines(fetched));
+        Assert.Equal(6, message["parts"]!.GetValue<int>());
+        Assert.Equal(file, Convert.FromBase64String(message["file_base64"]!.GetValue<string>()));
+        node.AssertNoServerErrors();
+    }
+
+    [Fact]
+    public async Task An_earlier_envelope_the_node_refuses_is_sealed_anew()
+    {
+        await using TestNode node = await TestNode.StartAsync();
+        using MegaNetClient client = node.Client();
+        using Identity alice = Identity.Create(), bob = Identity.Create();
+        byte[] file = RandomFile((2 * FileParts.SliceLength("f.bin")) + 5);
+        IReadOnlyList<byte[]> parts = FileParts.Split(file, "f.bin");
+        // Part 1's earlier envelope was stored; part 2's has expired since (the node refuses it, whether it held it or not).
+        Envelope stored = EnvelopeFormat.Seal(alice, bob.Card, parts[1], FileParts.ContentType, "f.bin", DateTimeOffset.UtcNow.AddDays(1));
+        Receipt first = await client.Relay.SubmitAsync(new SubmitRequest { Envelope = stored });
+        Envelope expired = EnvelopeFormat.Seal(alice, bob.Card, parts[2], FileParts.ContentType, "f.bin", DateTimeOffset.UtcNow.AddMinutes(-1));
+        var journal = new Journal(new() { [1] = stored, [2] = expired });
+
+        IReadOnlyList<Receipt> receipts = await client.SendFileInPartsAsync(alice, bob.Card, file, "f.bin", journal);
+
+        Assert.Equal(first.EnvelopeId, receipts[1].EnvelopeId);
+        Assert.Equal(first.LogIndex, receipts[1].LogIndex);
+        Assert.False(receipts[1].Duplicate); // the node had it from this sender's own earlier submit
+        Assert.NotEqual(EnvelopeFormat.EnvelopeId(expired), receipts[2].EnvelopeId.ToByteArray());
+        Assert.Equal(new[] { 0, 1, 2 }, journal.Recorded.Keys.Order());
+        Assert.Equal(3, await WaitingFor(client, bob));
+        node.AssertNoServerErrors();
+    }
+
+    /// <summary>A journal in memory: the earlier try's unanswered envelopes, and what this try recorded.</summary>
+    private sealed class Journal(Dictionary<int, Envelope> unanswered) : IFilePartsJournal
+    {
+        public System.Collections.Concurrent.ConcurrentDictionary<int, Receipt> Recorded { get; } = new();
+
+        public Receipt? AcceptedEarlier(int index) => null;
+
+        public Envelope? UnansweredEarlier(int index) => unanswered.GetValueOrDefault(index);
+
+        public void Accepted(int index, Envelope envelope, Receipt receipt) => Assert.True(Recorded.TryAdd(index, receipt));
+
+        public void Unanswered(int index, Envelope envelope) => Assert.Fail($"part {index} went unanswered");
+    }
+}
