@@ -482,36 +482,55 @@ async function fetch(node, identity, nodeId, ack, from) {
 // Mail as it arrives (and what already waits after `after`), one JSON line each. The node sends a keepalive as soon
 // as the subscription is registered: that is when "subscribed" goes to stderr. Ends after `count` messages when given,
 // else when the node ends the stream (an error says why), on Ctrl+C, or when a line cannot be written (a reader that
-// went away, `| head -1`: the subscription is cancelled and the command fails).
+// went away, `| head -1`: the subscription is cancelled and the command fails). The node ends every subscription after
+// its lifetime (SubscriptionLifetimeSeconds, an hour by default) with UNAVAILABLE and the trailer
+// `subscription-ended: lifetime`: a subscription that had begun is then renewed at once, with a fresh challenge, after
+// the last item read, without a word (at most once a second, so a node that ends each at once gets no loop).
 async function listen(node, identity, nodeId, after, count) {
+  const state = { cursor: after, seen: 0, subscribed: false, parts: new Parts() };
+  for (;;) {
+    const opened = Date.now();
+    if (!(await subscribeOnce(node, identity, nodeId, count, state))) return;
+    await new Promise((resolve) => setTimeout(resolve, Math.max(0, 1000 - (Date.now() - opened))));
+  }
+}
+
+// One Subscribe call of `listen`, from `state.cursor`; resolves true when the node ended it for its lifetime (to be
+// renewed), false when listening is over.
+async function subscribeOnce(node, identity, nodeId, count, state) {
   const auth = await mailboxAuth(node, identity, nodeId, Buffer.from([2]));
-  await new Promise((resolve, reject) => {
-    const stream = node.stream('Subscribe', { auth, after_seq: after });
-    let seen = 0, subscribed = false, ended = false;
-    const parts = new Parts();
+  return new Promise((resolve, reject) => {
+    const stream = node.stream('Subscribe', { auth, after_seq: state.cursor });
+    let begun = false, ended = false;
     // Once: cancelling a call that has ended already does nothing.
-    const end = (error) => {
+    const end = (error, renew = false) => {
       if (ended) return;
       ended = true;
       stream.cancel();
-      if (error) reject(error); else resolve();
+      if (error) reject(error); else resolve(renew);
     };
     // The stream's events one at a time, in order: a line is written out before the next event is looked at, and
     // nothing is looked at after the end (a line that could not be written, the last one wanted).
     let queue = Promise.resolve();
     const next = (step) => { queue = queue.then(() => (ended ? undefined : step())).catch(end); };
     stream.on('data', (event) => next(async () => {
+      begun = true;
       if (event.kind !== 'item') {
-        if (!subscribed) console.error('subscribed');
-        subscribed = true;
+        if (!state.subscribed) console.error('subscribed');
+        state.subscribed = true;
         return;
       }
-      const m = messageLine(identity, event.item, parts);
+      const m = messageLine(identity, event.item, state.parts);
+      state.cursor = event.item.seq; // a part still waiting for the rest is kept in `parts`, not asked for again
       if (!m.line) return;
       await writeOut(`${JSON.stringify(m.line)}\n`, false, 'stopped listening');
-      if (count !== undefined && ++seen >= count) end();
+      if (count !== undefined && ++state.seen >= count) end();
     }));
-    stream.on('error', (error) => next(() => end(error.code === grpc.status.CANCELLED ? undefined : error)));
+    stream.on('error', (error) => next(() => {
+      if (error.code === grpc.status.CANCELLED) end();
+      else if (begun && error.code === grpc.status.UNAVAILABLE && error.metadata?.get('subscription-ended')[0] === 'lifetime') end(undefined, true);
+      else end(error);
+    }));
     stream.on('end', () => next(() => end()));
   });
 }

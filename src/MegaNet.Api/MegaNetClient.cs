@@ -738,6 +738,22 @@ public sealed class MegaNetClient : IDisposable
         return deleted;
     }
 
+    /// <summary>The trailer with which a node ends a <c>Subscribe</c> stream that has run its lifetime
+    /// (status <c>UNAVAILABLE</c>, value <see cref="SubscriptionLifetimeEnded"/>): the client is to subscribe again at
+    /// once, with a fresh challenge, from its cursor (docs/protocol.md).</summary>
+    public const string SubscriptionEndedTrailer = "subscription-ended";
+
+    /// <summary>The value of <see cref="SubscriptionEndedTrailer"/> for a subscription ended by its lifetime.</summary>
+    public const string SubscriptionLifetimeEnded = "lifetime";
+
+    /// <summary>True for the status with which a node ends a subscription that has run its lifetime.</summary>
+    public static bool IsSubscriptionLifetimeEnd(RpcException exception) =>
+        exception is { StatusCode: StatusCode.Unavailable } && exception.Trailers.GetValue(SubscriptionEndedTrailer) == SubscriptionLifetimeEnded;
+
+    /// <summary>The least time between two subscriptions <see cref="ListenAsync"/> renews on its own: a node that
+    /// ended each at once would otherwise have it sign challenges in a loop.</summary>
+    internal static readonly TimeSpan MinRenewalInterval = TimeSpan.FromSeconds(1);
+
     /// <summary>Streams mail as it arrives (after <paramref name="afterSeq"/>), opened; keepalives are consumed silently.
     /// Items that do not open, and with <paramref name="seen"/> copies of messages already received, are skipped and
     /// handed to <paramref name="unreadable"/> when given.</summary>
@@ -749,6 +765,10 @@ public sealed class MegaNetClient : IDisposable
     /// node is dead even if no packet says so.
     /// Before the first keepalive, HTTP/2 pings (<see cref="KeepAlivePingDelay"/>, <see cref="KeepAlivePingTimeout"/>)
     /// find a dead connection. Time the caller spends between items does not count.
+    /// The node ends every subscription after its lifetime (SubscriptionLifetimeSeconds, an hour by default; see
+    /// <see cref="SubscriptionEndedTrailer"/>); a subscription that had begun (its first keepalive came) is then renewed
+    /// here, with a fresh challenge, after the last item read, and the enumeration goes on as if nothing happened (at
+    /// most once per <see cref="MinRenewalInterval"/>). A failure of that renewal ends it as any other.
     /// </remarks>
     /// <param name="identity">Whose mailbox.</param>
     /// <param name="afterSeq">The cursor: mail after this sequence number.</param>
@@ -763,57 +783,77 @@ public sealed class MegaNetClient : IDisposable
     public async IAsyncEnumerable<ReceivedMessage> ListenAsync(Identity identity, ulong afterSeq = 0, [EnumeratorCancellation] CancellationToken cancellationToken = default,
         Action<UnreadableMessage>? unreadable = null, SeenMessages? seen = null, Action? alive = null)
     {
-        MailboxAuth auth = await AuthenticateAsync(identity, MailboxPurpose.Subscribe, cancellationToken);
-        using var watchdog = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        using AsyncServerStreamingCall<MailEvent> call = Relay.Subscribe(new SubscribeRequest { Auth = auth, AfterSeq = afterSeq }, cancellationToken: watchdog.Token);
+        ulong cursor = afterSeq; // the last item read (shown or not): a renewed subscription resumes after it
         TimeSpan interval = TimeSpan.Zero; // the node's keepalive interval, as far as seen; zero until it is known
-        long? previousKeepalive = null; // the node's clock on the last event, when that was a keepalive
         while (true)
         {
-            TimeSpan deadline = interval > TimeSpan.Zero ? Deadline(interval) : Timeout.InfiniteTimeSpan;
-            watchdog.CancelAfter(deadline);
-            bool more;
-            try
+            long opened = Environment.TickCount64;
+            MailboxAuth auth = await AuthenticateAsync(identity, MailboxPurpose.Subscribe, cancellationToken);
+            using var watchdog = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+            using AsyncServerStreamingCall<MailEvent> call = Relay.Subscribe(new SubscribeRequest { Auth = auth, AfterSeq = cursor }, cancellationToken: watchdog.Token);
+            long? previousKeepalive = null; // the node's clock on the last event, when that was a keepalive
+            bool begun = false; // an event came on this subscription
+            while (true)
             {
-                more = await call.ResponseStream.MoveNext(watchdog.Token);
-            }
-            catch (Exception failure) when (failure is RpcException or OperationCanceledException && watchdog.IsCancellationRequested && !cancellationToken.IsCancellationRequested)
-            {
-                throw new NodeSilentException(deadline, interval, failure);
-            }
-
-            // Until the next wait: the caller's time with an item is not the node's silence.
-            watchdog.CancelAfter(Timeout.InfiniteTimeSpan);
-            if (!more)
-            {
-                yield break;
-            }
-
-            alive?.Invoke();
-            MailEvent e = call.ResponseStream.Current;
-            if (e.KindCase != MailEvent.KindOneofCase.Item)
-            {
-                // Two keepalives in a row are one interval apart by the node's own clock, whenever this client got
-                // to read them (a slow reader, or a backlog, made times measured here far too short). A gap beyond
-                // a day is a clock step, not an interval.
-                long sent = e.KeepaliveUnixMs;
-                if (previousKeepalive is { } before && sent - before is > 0 and <= 86_400_000)
+                TimeSpan deadline = interval > TimeSpan.Zero ? Deadline(interval) : Timeout.InfiniteTimeSpan;
+                watchdog.CancelAfter(deadline);
+                bool more;
+                try
                 {
-                    interval = TimeSpan.FromMilliseconds(Math.Max(interval.TotalMilliseconds, sent - before));
+                    more = await call.ResponseStream.MoveNext(watchdog.Token);
+                }
+                catch (RpcException ended) when (begun && IsSubscriptionLifetimeEnd(ended) && !watchdog.IsCancellationRequested)
+                {
+                    // The node's expected end, not an outage: the caller sees nothing of it.
+                    break;
+                }
+                catch (Exception failure) when (failure is RpcException or OperationCanceledException && watchdog.IsCancellationRequested && !cancellationToken.IsCancellationRequested)
+                {
+                    throw new NodeSilentException(deadline, interval, failure);
                 }
 
-                previousKeepalive = sent;
-                continue;
+                // Until the next wait: the caller's time with an item is not the node's silence.
+                watchdog.CancelAfter(Timeout.InfiniteTimeSpan);
+                if (!more)
+                {
+                    yield break;
+                }
+
+                begun = true;
+                alive?.Invoke();
+                MailEvent e = call.ResponseStream.Current;
+                if (e.KindCase != MailEvent.KindOneofCase.Item)
+                {
+                    // Two keepalives in a row are one interval apart by the node's own clock, whenever this client got
+                    // to read them (a slow reader, or a backlog, made times measured here far too short). A gap beyond
+                    // a day is a clock step, not an interval.
+                    long sent = e.KeepaliveUnixMs;
+                    if (previousKeepalive is { } before && sent - before is > 0 and <= 86_400_000)
+                    {
+                        interval = TimeSpan.FromMilliseconds(Math.Max(interval.TotalMilliseconds, sent - before));
+                    }
+
+                    previousKeepalive = sent;
+                    continue;
+                }
+
+                previousKeepalive = null;
+                cursor = e.Item.Seq;
+                if (TryOpen(identity, e.Item, seen, out ReceivedMessage? message, out UnreadableMessage? bad))
+                {
+                    yield return message;
+                }
+                else
+                {
+                    unreadable?.Invoke(bad);
+                }
             }
 
-            previousKeepalive = null;
-            if (TryOpen(identity, e.Item, seen, out ReceivedMessage? message, out UnreadableMessage? bad))
+            // Only a lifetime end gets here.
+            TimeSpan lasted = TimeSpan.FromMilliseconds(Environment.TickCount64 - opened);
+            if (lasted < MinRenewalInterval)
             {
-                yield return message;
-            }
-            else
-            {
-                unreadable?.Invoke(bad);
+                await Task.Delay(MinRenewalInterval - lasted, cancellationToken);
             }
         }
     }

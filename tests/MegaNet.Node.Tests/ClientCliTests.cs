@@ -626,6 +626,36 @@ public sealed class ClientCliTests : IDisposable
     }
 
     [Fact]
+    public async Task Listen_renews_a_subscription_the_node_ended_for_its_lifetime_without_a_word()
+    {
+        await using TestNode node = await TestNode.StartAsync(o => o.SubscriptionLifetimeSeconds = 2);
+        var authenticator = (MegaNet.Node.Admission.MailboxAuthenticator)node.Services.GetService(typeof(MegaNet.Node.Admission.MailboxAuthenticator))!;
+        string bobPath = NewIdentity("bob.json");
+        using Identity alice = Identity.Create(), bob = Identity.Load(bobPath);
+        using MegaNetClient sender = node.Client();
+        await sender.SendAsync(alice, bob.Card, Text("one"), "text/plain; charset=utf-8");
+        using var listen = new Running(_dir, "listen", "-i", bobPath, "--node", node.Address.ToString());
+        await listen.WaitForAsync(": one");
+
+        // Two lifetimes end (a subscription each, with a challenge each: a nonce used each), then mail comes.
+        var clock = Stopwatch.StartNew();
+        while (authenticator.UsedCount < 3)
+        {
+            Assert.True(clock.Elapsed < TimeSpan.FromSeconds(60) && !listen.Process.HasExited,
+                $"{authenticator.UsedCount} subscription(s) in {clock.Elapsed.TotalSeconds:0} s with a lifetime of 2 s; stderr:\n{string.Join('\n', listen.Stderr)}");
+            await Task.Delay(50);
+        }
+
+        await sender.SendAsync(alice, bob.Card, Text("two"), "text/plain; charset=utf-8");
+        await listen.WaitForAsync(": two");
+        Assert.Equal(["one", "two"], listen.Stdout.Select(line => line[(line.LastIndexOf(": ", StringComparison.Ordinal) + 2)..]));
+        // The expected end is no loss: before, each printed "subscription lost (the node said Unavailable: ...)" and
+        // waited a second.
+        Assert.DoesNotContain(listen.Stderr, line => line.Contains("subscription lost", StringComparison.Ordinal) || line.Contains("subscribed again", StringComparison.Ordinal));
+        node.AssertNoServerErrors();
+    }
+
+    [Fact]
     public async Task Listen_subscribes_again_after_a_dead_connection_and_a_node_restart_and_gives_up_after_retry_for()
     {
         await using TestNode node = await TestNode.StartAsync(o => o.KeepaliveSeconds = 1);

@@ -381,6 +381,54 @@ public sealed class JavaScriptClientTests : IDisposable
         node.AssertNoServerErrors();
     }
 
+    [Fact]
+    public async Task The_javascript_client_renews_a_subscription_the_node_ended_for_its_lifetime()
+    {
+        await using TestNode node = await TestNode.StartAsync(o => o.SubscriptionLifetimeSeconds = 2);
+        var authenticator = (MegaNet.Node.Admission.MailboxAuthenticator)node.Services.GetService(typeof(MegaNet.Node.Admission.MailboxAuthenticator))!;
+        using MegaNetClient client = node.Client();
+        using Identity alice = Identity.Create(), bob = Identity.Create();
+        string url = node.Address.ToString(), bobPath = Path.Combine(_dir, "bob.json");
+        bob.Save(bobPath);
+        string nodeId = await NodeId(client, bob);
+        await client.SendAsync(alice, bob.Card, Encoding.UTF8.GetBytes("one"), "text/plain; charset=utf-8");
+
+        ProcessStartInfo listening = Psi("listen", "-i", bobPath, "--node", url, "--node-id", nodeId, "--count", "2");
+        listening.RedirectStandardOutput = listening.RedirectStandardError = true;
+        using Process listen = Process.Start(listening)!;
+        try
+        {
+            Task<string> output = listen.StandardOutput.ReadToEndAsync();
+            Task<string> errors = listen.StandardError.ReadToEndAsync();
+            // Two lifetimes end (a challenge used for each new subscription), then the second message comes: before,
+            // listen failed at the first end ("exited 2: ... UNAVAILABLE").
+            var clock = Stopwatch.StartNew();
+            while (authenticator.UsedCount < 3)
+            {
+                Assert.True(clock.Elapsed < TimeSpan.FromSeconds(60) && !listen.HasExited,
+                    $"{authenticator.UsedCount} subscription(s) in {clock.Elapsed.TotalSeconds:0} s with a lifetime of 2 s (exited: {listen.HasExited})" +
+                    (listen.HasExited ? $": {await errors}" : ""));
+                await Task.Delay(50);
+            }
+
+            await client.SendAsync(alice, bob.Card, Encoding.UTF8.GetBytes("two"), "text/plain; charset=utf-8");
+            await listen.WaitForExitAsync().WaitAsync(TimeSpan.FromMinutes(1));
+            Assert.True(listen.ExitCode == 0, await errors);
+            Assert.Equal(["one", "two"], (await output).Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => (string)JsonNode.Parse(l)!["text"]!));
+            // "subscribed" once: the renewals say nothing.
+            Assert.Equal(["subscribed"], (await errors).Split('\n', StringSplitOptions.RemoveEmptyEntries).Where(l => l.Contains("subscri", StringComparison.Ordinal)));
+        }
+        finally
+        {
+            if (!listen.HasExited)
+            {
+                listen.Kill(entireProcessTree: true);
+            }
+        }
+
+        node.AssertNoServerErrors();
+    }
+
     /// <summary>The node's id, as its challenge to <paramref name="identity"/> names it, in hex.</summary>
     private static async Task<string> NodeId(MegaNetClient client, Identity identity) =>
         Convert.ToHexString((await client.Relay.ChallengeAsync(new ChallengeRequest { Address = ByteString.CopyFrom(identity.Address) })).NodeId.Span).ToLowerInvariant();

@@ -14,6 +14,7 @@ public sealed class NodeOptionsTests
         options.Validate();
         Assert.Equal(512, options.StreamWindow);
         Assert.Equal(300, options.StreamIdleSeconds);
+        Assert.Equal(3_600, options.SubscriptionLifetimeSeconds);
         Assert.Equal(256, options.ArrivingMessageMiB);
         Assert.Equal(256, options.CheckpointLogMiB);
         Assert.Equal("127.0.0.1:7700", options.Listen);
@@ -44,6 +45,8 @@ public sealed class NodeOptionsTests
         { "MaxConnectionsPerAddress", o => o.MaxConnectionsPerAddress = 0 },
         { "KeepaliveSeconds", o => o.KeepaliveSeconds = 0 },
         { "KeepaliveSeconds", o => o.KeepaliveSeconds = 5_000_000 },
+        { "SubscriptionLifetimeSeconds", o => o.SubscriptionLifetimeSeconds = 0 },
+        { "SubscriptionLifetimeSeconds", o => o.SubscriptionLifetimeSeconds = 86_401 },
         { "TLS certificate", o => o.TlsCertificate = "/nonexistent/cert.pem" },
         { "Listen", o => o.Listen = "localhost" },
         { "--tls-cert", o => o.Listen = "0.0.0.0:7700" },

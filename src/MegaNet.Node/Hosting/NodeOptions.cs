@@ -162,6 +162,14 @@ public sealed class NodeOptions
     /// <summary>Keepalive interval on Subscribe streams, in seconds: 1 to 86,400. Default 15.</summary>
     public int KeepaliveSeconds { get; set; } = 15;
 
+    /// <summary>Longest a <c>Subscribe</c> stream lasts, in seconds: the node ends it after 90 % to 100 % of this
+    /// (each subscription draws its own, so those opened together do not all come back at once) with UNAVAILABLE and
+    /// the trailer <c>subscription-ended: lifetime</c>, and the client subscribes again with a fresh challenge from its
+    /// cursor (the shipped clients do so without a word). The mailbox auth is checked only when a subscription opens:
+    /// without an end, an auth captured before it was used (a TLS-terminating proxy, a plaintext h2c link) watched the
+    /// mailbox's new mail for good. 1 to 86,400; default 3,600.</summary>
+    public int SubscriptionLifetimeSeconds { get; set; } = 3_600;
+
     /// <summary>Parsed <see cref="Listen"/>.</summary>
     public IPEndPoint ListenEndPoint => ParseEndPoint(Listen, nameof(Listen), "7700");
 
@@ -303,6 +311,7 @@ public sealed class NodeOptions
         Check(MaxConnections is >= 1 and <= 1_000_000, nameof(MaxConnections), "1 to 1,000,000");
         Check(MaxConnectionsPerAddress is >= 1 and <= 1_000_000, nameof(MaxConnectionsPerAddress), "1 to 1,000,000");
         Check(KeepaliveSeconds is >= 1 and <= MaxKeepaliveSeconds, nameof(KeepaliveSeconds), $"1 to {MaxKeepaliveSeconds:N0} (a day)");
+        Check(SubscriptionLifetimeSeconds is >= 1 and <= 86_400, nameof(SubscriptionLifetimeSeconds), "1 to 86,400 (a day)");
     }
 
     /// <summary>The OID of the Extended Key Usage that lets a certificate serve TLS (id-kp-serverAuth).</summary>

@@ -478,10 +478,18 @@ public sealed class RelayService(
     public override async Task Subscribe(SubscribeRequest request, IServerStreamWriter<MailEvent> responseStream, ServerCallContext context)
     {
         byte[] address = authenticator.Authenticate(request.Auth, MailboxPurpose.Subscribe, Source(context));
-        // A subscription lasts until the client goes or the node begins to shut down (which would otherwise wait for it).
-        using var streaming = CancellationTokenSource.CreateLinkedTokenSource(context.CancellationToken, lifetime.ApplicationStopping);
+        // A subscription lasts until the client goes, the node begins to shut down (which would otherwise wait for it),
+        // or its lifetime ends. The auth is checked only here, so without that end an auth captured before it was used
+        // (a TLS-terminating proxy, a plaintext h2c link) watched every future envelope's metadata for good. Each draws
+        // 90-100 % of the option, so the subscriptions of a burst (listeners coming back after a restart) do not all
+        // come back for a challenge in the same second an hour later.
+        using var expiry = new CancellationTokenSource(SubscriptionLife(options.SubscriptionLifetimeSeconds, Random.Shared.NextDouble()), clock);
+        using var ending = CancellationTokenSource.CreateLinkedTokenSource(lifetime.ApplicationStopping, expiry.Token);
+        using var streaming = CancellationTokenSource.CreateLinkedTokenSource(context.CancellationToken, ending.Token);
         CancellationToken ct = streaming.Token;
-        using var writes = new WriteDeadline(context.CancellationToken, lifetime.ApplicationStopping);
+        // A write blocked by a client that stopped reading gets the stop's grace at the end of the lifetime too, then
+        // the stream is reset: otherwise such a subscriber kept its slot past the lifetime (it learns nothing more).
+        using var writes = new WriteDeadline(context.CancellationToken, ending.Token);
         using MailboxNotifier.Subscription subscription = notifier.Subscribe(address);
         // A keepalive now (it carries the headers), not only after the first interval: the client learns at once that
         // it is subscribed (a refusal ends the call instead, and response headers alone do not tell which it got). A
@@ -541,7 +549,14 @@ public sealed class RelayService(
         {
             if (!context.CancellationToken.IsCancellationRequested)
             {
-                throw new RpcException(new Status(StatusCode.Unavailable, $"The node is shutting down; subscribe again with after_seq {sent} to resume."));
+                if (lifetime.ApplicationStopping.IsCancellationRequested)
+                {
+                    throw new RpcException(new Status(StatusCode.Unavailable, $"The node is shutting down; subscribe again with after_seq {sent} to resume."));
+                }
+
+                // UNAVAILABLE, retryable for any gRPC client; the trailer tells the shipped clients that this is the
+                // expected end, to be renewed at once and without a word, not an outage.
+                throw new RpcException(new Status(StatusCode.Unavailable, SubscriptionEndedText(options.SubscriptionLifetimeSeconds, sent)), LifetimeEndedTrailers());
             }
 
             // The client went away.
@@ -553,6 +568,20 @@ public sealed class RelayService(
     }
 
     private static bool ClientGone(ServerCallContext context) => ClientGoneInterceptor.ClientGone(context);
+
+    /// <summary>How long one subscription lasts: between 90 % and 100 % of <paramref name="lifetimeSeconds"/>, by
+    /// <paramref name="draw"/> (0 to 1).</summary>
+    internal static TimeSpan SubscriptionLife(int lifetimeSeconds, double draw) => TimeSpan.FromSeconds(lifetimeSeconds * (1 - (draw / 10)));
+
+    /// <summary>The status detail of a subscription ended by its lifetime, <paramref name="sent"/> being the last
+    /// sequence number written to it.</summary>
+    internal static string SubscriptionEndedText(int lifetimeSeconds, ulong sent) =>
+        $"This subscription has run its course (the node ends each within SubscriptionLifetimeSeconds, {lifetimeSeconds:N0} s, so that a mailbox auth " +
+        $"is proven again from time to time); subscribe again with a fresh challenge and after_seq {sent} to resume.";
+
+    /// <summary>The trailers of a subscription ended by its lifetime (made per end, once a subscription's lifetime:
+    /// a shared <see cref="Metadata"/> is mutable).</summary>
+    private static Metadata LifetimeEndedTrailers() => new() { { MegaNetClient.SubscriptionEndedTrailer, MegaNetClient.SubscriptionLifetimeEnded } };
 
     /// <inheritdoc/>
     public override Task<Api.V1.SignedTreeHead> GetTreeHead(GetTreeHeadRequest request, ServerCallContext context) =>
