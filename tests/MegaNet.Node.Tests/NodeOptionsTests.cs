@@ -47,6 +47,8 @@ public sealed class NodeOptionsTests
         { "KeepaliveSeconds", o => o.KeepaliveSeconds = 5_000_000 },
         { "SubscriptionLifetimeSeconds", o => o.SubscriptionLifetimeSeconds = 0 },
         { "SubscriptionLifetimeSeconds", o => o.SubscriptionLifetimeSeconds = 86_401 },
+        { "MaxSubscriptions", o => o.MaxSubscriptions = 0 },
+        { "MaxSubscriptionsPerSite", o => o.MaxSubscriptionsPerSite = 0 },
         { "TLS certificate", o => o.TlsCertificate = "/nonexistent/cert.pem" },
         { "Listen", o => o.Listen = "localhost" },
         { "--tls-cert", o => o.Listen = "0.0.0.0:7700" },

@@ -16,13 +16,21 @@ namespace MegaNet.Node.Hosting;
 /// limit of 20,000 descriptors) left the node unable to open a file or load an assembly, and the .NET runtime aborted
 /// the process ("Out of memory."). The node-wide cap is therefore kept below the open-file limit, with
 /// <see cref="ReservedDescriptors"/> left for the store, the runtime and the metrics listener. The per-address cap
-/// keeps one host from taking every slot (<see cref="ClientAddress"/>: IPv6 clients are counted by /64).
+/// keeps one host from taking every slot (<see cref="ClientAddress"/>: IPv6 clients are counted by /64), and the last
+/// tenth of the node-wide cap is kept for sites holding fewer than <see cref="LightSiteConnections"/>, so that the
+/// few dozen sites the caps let fill the node (40 IPv4 hosts, 10 IPv6 /48s, each holding its connections open with a
+/// subscription) do not shut every other client out.
 /// </remarks>
 internal sealed partial class ConnectionGate
 {
     /// <summary>Descriptors left to the rest of the process: an idle node holds about 210 (mostly mapped assemblies),
     /// the store opens its log segments and checkpoint files, and the runtime and the metrics listener need some too.</summary>
     internal const int ReservedDescriptors = 512;
+
+    /// <summary>Sites (an IPv4 address, or an IPv6 /48) holding fewer connections than this still get one in the last
+    /// tenth of the node-wide cap (<see cref="Reserve"/>): a client needs one or two, and taking the reserve too needs
+    /// hundreds more sites.</summary>
+    internal const int LightSiteConnections = 4;
 
     /// <summary>A refusal is logged at most this often; the line says how many there were in between.</summary>
     private static readonly TimeSpan LogEvery = TimeSpan.FromSeconds(10);
@@ -65,6 +73,11 @@ internal sealed partial class ConnectionGate
 
     /// <summary>The cap per IPv6 /48: four times <see cref="MaxPerAddress"/>.</summary>
     public int MaxPerSite => 4 * MaxPerAddress;
+
+    /// <summary>The last slots of <see cref="MaxConnections"/>, a tenth, which only sites holding fewer than
+    /// <see cref="LightSiteConnections"/> may take. Within the cap, not beyond it: the cap is what the open-file limit
+    /// allows.</summary>
+    public int Reserve => MaxConnections / 10;
 
     /// <summary>Connections open now.</summary>
     public int Open => Volatile.Read(ref _open);
@@ -134,7 +147,8 @@ internal sealed partial class ConnectionGate
     /// <summary>How long a new connection may stay silent before it is closed: 10 s.</summary>
     public static readonly TimeSpan FirstBytesTimeout = TimeSpan.FromSeconds(10);
 
-    /// <summary>Takes a slot, or returns which cap refused it (<c>node</c>, <c>per_address</c> or <c>per_site</c>).</summary>
+    /// <summary>Takes a slot, or returns which cap refused it (<c>node</c>, <c>per_address</c>, <c>per_site</c>, or
+    /// <c>reserve</c>: the node is in its last tenth and the client's site is not a light one).</summary>
     internal string? TryEnter(ClientAddress? key)
     {
         lock (_lock)
@@ -155,6 +169,12 @@ internal sealed partial class ConnectionGate
                 if (k.IsIPv6 && _perAddress.GetValueOrDefault(k.Site) >= MaxPerSite)
                 {
                     return "per_site";
+                }
+
+                // One more lookup, and only once the node is nearly full (for IPv4 the site is the address).
+                if (_open >= MaxConnections - Reserve && _perAddress.GetValueOrDefault(k.Site) >= LightSiteConnections)
+                {
+                    return "reserve";
                 }
 
                 _perAddress[k] = _perAddress.GetValueOrDefault(k) + 1;
@@ -213,6 +233,10 @@ internal sealed partial class ConnectionGate
         {
             LogNodeCap(_logger, remote?.ToString() ?? "?", MaxConnections, others);
         }
+        else if (cap == "reserve")
+        {
+            LogReserve(_logger, remote?.ToString() ?? "?", MaxConnections - Reserve, Reserve, LightSiteConnections, others);
+        }
         else
         {
             LogAddressCap(_logger, remote?.ToString() ?? "?", MaxPerAddress, others);
@@ -227,6 +251,11 @@ internal sealed partial class ConnectionGate
     [LoggerMessage(EventId = 21, Level = LogLevel.Warning,
         Message = "Refused a connection from {Remote}: the node has its {Max} connections open (MaxConnections); {Others} more refused since the last such line")]
     private static partial void LogNodeCap(ILogger logger, string remote, int max, long others);
+
+    [LoggerMessage(EventId = 24, Level = LogLevel.Warning,
+        Message = "Refused a connection from {Remote}: the node has {Open} connections open or more, and its last {Reserve} (a tenth of MaxConnections) are kept for sites " +
+                  "(an IPv4 address, or an IPv6 /48) holding fewer than {Light}, which this one's does not; {Others} more refused since the last such line")]
+    private static partial void LogReserve(ILogger logger, string remote, int open, int reserve, int light, long others);
 
     [LoggerMessage(EventId = 22, Level = LogLevel.Warning,
         Message = "Refused a connection from {Remote}: that address has {Max} connections open (MaxConnectionsPerAddress; raise it if many clients share an address behind a NAT); {Others} more refused since the last such line")]

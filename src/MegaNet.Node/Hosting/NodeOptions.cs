@@ -159,6 +159,19 @@ public sealed class NodeOptions
     /// carrier NAT share an IPv4 address: raise it when many clients connect from one address. Default 256.</summary>
     public int MaxConnectionsPerAddress { get; set; } = 256;
 
+    /// <summary>Most live <c>Subscribe</c> streams the node holds. Past it, only sites (an IPv4 address, or an IPv6 /48)
+    /// with fewer than 8 live get in, up to a tenth more, so that the few sites that filled it do not lock every other
+    /// owner out; a refusal is RESOURCE_EXHAUSTED with <c>retry-after-ms</c>. Each stream costs a keepalive every
+    /// <see cref="KeepaliveSeconds"/> and the memory of an open HTTP/2 stream, and keeps its connection clear of the
+    /// idle timeout. 1 to 1,000,000; default 20,000 (two for each of <see cref="MaxConnections"/>' connections).</summary>
+    public int MaxSubscriptions { get; set; } = 20_000;
+
+    /// <summary>Most live <c>Subscribe</c> streams one client site (an IPv4 address, or an IPv6 /48) may hold;
+    /// identities are free to make, so the 16 per mailbox alone let one host hold tens of thousands. Raise it with
+    /// <see cref="MaxConnectionsPerAddress"/> when many clients connect from one address (a carrier NAT).
+    /// 1 to 1,000,000; default 1,024 (four for each of the 256 connections an address may hold).</summary>
+    public int MaxSubscriptionsPerSite { get; set; } = 1_024;
+
     /// <summary>Keepalive interval on Subscribe streams, in seconds: 1 to 86,400. Default 15.</summary>
     public int KeepaliveSeconds { get; set; } = 15;
 
@@ -312,6 +325,8 @@ public sealed class NodeOptions
         Check(MaxConnectionsPerAddress is >= 1 and <= 1_000_000, nameof(MaxConnectionsPerAddress), "1 to 1,000,000");
         Check(KeepaliveSeconds is >= 1 and <= MaxKeepaliveSeconds, nameof(KeepaliveSeconds), $"1 to {MaxKeepaliveSeconds:N0} (a day)");
         Check(SubscriptionLifetimeSeconds is >= 1 and <= 86_400, nameof(SubscriptionLifetimeSeconds), "1 to 86,400 (a day)");
+        Check(MaxSubscriptions is >= 1 and <= 1_000_000, nameof(MaxSubscriptions), "1 to 1,000,000");
+        Check(MaxSubscriptionsPerSite is >= 1 and <= 1_000_000, nameof(MaxSubscriptionsPerSite), "1 to 1,000,000");
     }
 
     /// <summary>The OID of the Extended Key Usage that lets a certificate serve TLS (id-kp-serverAuth).</summary>

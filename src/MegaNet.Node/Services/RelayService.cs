@@ -490,7 +490,7 @@ public sealed class RelayService(
         // A write blocked by a client that stopped reading gets the stop's grace at the end of the lifetime too, then
         // the stream is reset: otherwise such a subscriber kept its slot past the lifetime (it learns nothing more).
         using var writes = new WriteDeadline(context.CancellationToken, ending.Token);
-        using MailboxNotifier.Subscription subscription = notifier.Subscribe(address);
+        using MailboxNotifier.Subscription subscription = notifier.Subscribe(address, Source(context));
         // A keepalive now (it carries the headers), not only after the first interval: the client learns at once that
         // it is subscribed (a refusal ends the call instead, and response headers alone do not tell which it got). A
         // write the client went away from throws InvalidOperationException; ClientGoneInterceptor makes it CANCELLED.
@@ -774,46 +774,110 @@ public sealed class MailboxNotifier
     // before its first read of that index, so it either sees the count or its read sees the entry.
     private int _subscriberCount;
 
-    /// <summary>Listens to <paramref name="store"/>'s <see cref="IEnvelopeStore.MailArrived"/> for the node's lifetime.</summary>
-    public MailboxNotifier(IEnvelopeStore store) => store.MailArrived += OnMail;
+    // Under the lock: live subscriptions by client site (an IPv4 address, or an IPv6 /48), an entry only while it has
+    // one. Identities cost nothing to make, so the cap per mailbox alone let one host hold tens of thousands of streams
+    // (each a keepalive every KeepaliveSeconds, and each keeping its connection clear of Kestrel's idle timeout).
+    private readonly Dictionary<ClientAddress, int> _bySite = [];
+
+    private readonly int _maxTotal;
+    private readonly int _maxPerSite;
+
+    /// <summary>Listens to <paramref name="store"/>'s <see cref="IEnvelopeStore.MailArrived"/> for the node's lifetime,
+    /// with the default caps of <see cref="NodeOptions"/>.</summary>
+    public MailboxNotifier(IEnvelopeStore store)
+        : this(store, new NodeOptions())
+    {
+    }
+
+    /// <summary>Listens to <paramref name="store"/>'s <see cref="IEnvelopeStore.MailArrived"/> for the node's lifetime,
+    /// holding subscriptions to <paramref name="options"/>' <see cref="NodeOptions.MaxSubscriptions"/> and
+    /// <see cref="NodeOptions.MaxSubscriptionsPerSite"/>.</summary>
+    public MailboxNotifier(IEnvelopeStore store, NodeOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(store);
+        ArgumentNullException.ThrowIfNull(options);
+        _maxTotal = options.MaxSubscriptions;
+        _maxPerSite = options.MaxSubscriptionsPerSite;
+        store.MailArrived += OnMail;
+    }
 
     /// <summary>Live subscriptions one mailbox may hold: an owner's few devices, not a way to pin node resources.</summary>
     public const int MaxPerAddress = 16;
 
-    /// <summary>The retry hint of a Subscribe refused for <see cref="MaxPerAddress"/>: about when a subscription whose
-    /// connection died is let go (HTTP/2 keepalive pings, NodeHost).</summary>
+    /// <summary>Past <see cref="NodeOptions.MaxSubscriptions"/>, sites with fewer live subscriptions than this still
+    /// get in, up to a tenth more: the few sites that filled the cap do not lock every other owner out (taking the
+    /// reserve as well needs a tenth of the cap over this many more sites), as the nonce reserve of mailbox auth does.</summary>
+    internal const int LightSiteSubscriptions = 8;
+
+    /// <summary>The retry hint of a Subscribe refused for a cap: about when a subscription whose connection died is
+    /// let go (HTTP/2 keepalive pings, NodeHost); live ones end within SubscriptionLifetimeSeconds.</summary>
     public const int SubscriptionsFullRetryMs = 30_000;
 
-    /// <summary>Registers a subscription for <paramref name="address"/>, or throws RESOURCE_EXHAUSTED when it has
-    /// <see cref="MaxPerAddress"/> already.</summary>
-    public Subscription Subscribe(byte[] address)
+    /// <summary>Registers a subscription for <paramref name="address"/> from <paramref name="source"/> (the client's
+    /// address, when known), or throws RESOURCE_EXHAUSTED with <c>retry-after-ms</c> when the mailbox has
+    /// <see cref="MaxPerAddress"/> already, the source's site its <see cref="NodeOptions.MaxSubscriptionsPerSite"/>, or
+    /// the node its <see cref="NodeOptions.MaxSubscriptions"/> (and the site is not a light one).</summary>
+    public Subscription Subscribe(byte[] address, ClientAddress? source = null)
     {
         var key = Key256.From(address);
-        var subscription = new Subscription(this, key);
+        ClientAddress? site = source?.Site; // by /48 for IPv6: hopping /64s must not multiply the cap
+        var subscription = new Subscription(this, key, site);
         lock (_subscribers)
         {
-            if (!_subscribers.TryGetValue(key, out List<Subscription>? list))
-            {
-                _subscribers[key] = list = [];
-            }
-
-            if (list.Count >= MaxPerAddress)
+            // Every refusal before anything is added: a call turned away leaves no entry behind.
+            if (_subscribers.TryGetValue(key, out List<Subscription>? list) && list.Count >= MaxPerAddress)
             {
                 // With a hint: a subscription whose connection died without a word (a phone that changed networks)
                 // holds its slot until the node's keepalive ping finds the connection dead, and a listen that subscribes
                 // again meanwhile waits for that instead of giving up.
-                throw new RpcException(
-                    new Status(StatusCode.ResourceExhausted, $"This mailbox has {MaxPerAddress} live subscriptions already, the most a node keeps; close one (or fetch instead). " +
-                        "A subscription whose connection died is let go within about a minute; retry after retry-after-ms."),
-                    NodeRefusals.Trailers(SubscriptionsFullRetryMs, 0));
+                throw Full($"This mailbox has {MaxPerAddress} live subscriptions already, the most a node keeps; close one (or fetch instead). " +
+                    "A subscription whose connection died is let go within about a minute; retry after retry-after-ms.");
+            }
+
+            int fromSite = site is { } s ? _bySite.GetValueOrDefault(s) : 0;
+            if (site is not null && fromSite >= _maxPerSite)
+            {
+                throw Full($"This network address (its site: an IPv4 address, or an IPv6 /48) holds {fromSite:N0} live subscriptions, the most this node keeps for one " +
+                    "(MaxSubscriptionsPerSite); close some (or fetch instead) and retry after retry-after-ms. Many clients behind one address (a carrier NAT) need the node's operator to raise it.");
+            }
+
+            if (_subscriberCount >= _maxTotal + (fromSite < LightSiteSubscriptions ? _maxTotal / 10 : 0))
+            {
+                throw Full($"The node holds {_subscriberCount:N0} live subscriptions, the most it keeps (MaxSubscriptions); fetch instead, use another node, " +
+                    "or subscribe again after retry-after-ms (subscriptions end within the node's SubscriptionLifetimeSeconds).");
+            }
+
+            if (list is null)
+            {
+                _subscribers[key] = list = [];
             }
 
             list.Add(subscription);
+            if (site is { } counted)
+            {
+                _bySite[counted] = fromSite + 1;
+            }
+
             Volatile.Write(ref _subscriberCount, _subscriberCount + 1);
         }
 
         return subscription;
     }
+
+    private static RpcException Full(string message) =>
+        new(new Status(StatusCode.ResourceExhausted, message), NodeRefusals.Trailers(SubscriptionsFullRetryMs, 0));
+
+    /// <summary>Live subscriptions from <paramref name="site"/> (an IPv4 address, or an IPv6 /48).</summary>
+    internal int CountBySite(ClientAddress site)
+    {
+        lock (_subscribers)
+        {
+            return _bySite.GetValueOrDefault(site.Site);
+        }
+    }
+
+    /// <summary>Live subscriptions in all.</summary>
+    internal int Total => Volatile.Read(ref _subscriberCount);
 
     /// <summary>Live subscriptions of <paramref name="address"/>.</summary>
     internal int Count(byte[] address)
@@ -858,7 +922,7 @@ public sealed class MailboxNotifier
         }
     }
 
-    private void Remove(Subscription subscription, Key256 key)
+    private void Remove(Subscription subscription, Key256 key, ClientAddress? site)
     {
         lock (_subscribers)
         {
@@ -868,6 +932,11 @@ public sealed class MailboxNotifier
                 if (list.Count == 0)
                 {
                     _subscribers.Remove(key);
+                }
+
+                if (site is { } s && --System.Runtime.InteropServices.CollectionsMarshal.GetValueRefOrNullRef(_bySite, s) == 0)
+                {
+                    _bySite.Remove(s);
                 }
             }
         }
@@ -879,11 +948,13 @@ public sealed class MailboxNotifier
         private readonly SemaphoreSlim _signal = new(0, 1);
         private readonly MailboxNotifier _owner;
         private readonly Key256 _key;
+        private readonly ClientAddress? _site;
 
-        internal Subscription(MailboxNotifier owner, Key256 key)
+        internal Subscription(MailboxNotifier owner, Key256 key, ClientAddress? site)
         {
             _owner = owner;
             _key = key;
+            _site = site;
         }
 
         /// <summary>Called under the owner's lock only, so nothing else releases between the check and the release
@@ -904,6 +975,6 @@ public sealed class MailboxNotifier
         public void Dispose() =>
             // The semaphore is not disposed: nothing signals it after the removal, but a WaitAsync may still be
             // unwinding, and a SemaphoreSlim without a wait handle holds nothing to release.
-            _owner.Remove(this, _key);
+            _owner.Remove(this, _key, _site);
     }
 }
