@@ -22,8 +22,16 @@ internal static class SideFiles
 
     private static readonly string[] Extensions = [Seen, Contacts, Parts, Sending];
 
-    /// <summary>The side file with <paramref name="extension"/> of the identity at <paramref name="identityPath"/>.</summary>
-    public static string Of(string identityPath, string extension) => Path.ChangeExtension(Path.GetFullPath(identityPath), extension);
+    /// <summary>The side file with <paramref name="extension"/> of the identity at <paramref name="identityPath"/>:
+    /// its extension replaced (<c>bob.json</c> → <c>bob.seen</c>), or, for a name that is all extension (<c>.alice</c>,
+    /// <c>..alice</c>), added to it (<c>.alice.seen</c>).</summary>
+    public static string Of(string identityPath, string extension)
+    {
+        string full = Path.GetFullPath(identityPath);
+        // Path.ChangeExtension takes all of ".alice" for the extension: ~/.alice and ~/.bob both had ~/.seen, ~/.contacts
+        // and ~/.parts, so each saw the other's records, contacts and parts.
+        return Path.GetFileNameWithoutExtension(full).Trim('.').Length == 0 ? full + extension : Path.ChangeExtension(full, extension);
+    }
 
     /// <summary>
     /// Refuses an identity path named like a side file (of the identity NAME.*, or of this one if it were named so): fetch
