@@ -134,6 +134,40 @@ public sealed class ContactsTests : IDisposable
     }
 
     [Fact]
+    public async Task Comments_blank_lines_and_unchanged_contacts_stay_as_written_when_the_file_is_rewritten()
+    {
+        (string alice, _) = NewIdentity("alice.json");
+        ContactCard[] cards = Enumerable.Range(0, 4).Select(_ => { using Identity i = Identity.Create(); return i.Card; }).ToArray();
+        string file = Contacts.PathOf(alice);
+        // Notes, a blank line, a CRLF line and a contact laid out by hand (the rewrite dropped all but the contacts).
+        await File.WriteAllTextAsync(file,
+            $"# my contacts\n\n  # work\n{cards[0]}   bob  \n# family\r\n{cards[1]} carol\n\n{cards[2]} dave\n# the end");
+
+        AssertExit(await Meganet("contact", "add", "erin", cards[3].ToString(), "-i", alice), 0, "saved 'erin'");
+        Assert.Equal(
+            $"# my contacts\n\n  # work\n{cards[0]}   bob  \n# family\r\n{cards[1]} carol\n\n{cards[2]} dave\n# the end\n{cards[3]} erin\n",
+            await File.ReadAllTextAsync(file));
+
+        // Removed: its line goes, the lines around it stay; given to another card: rewritten in place.
+        AssertExit(await Meganet("contact", "remove", "carol", "-i", alice), 0, "removed 'carol'");
+        AssertExit(await Meganet("contact", "add", "bob", cards[1].ToString(), "--force", "-i", alice), 0, "saved 'bob'");
+        Assert.Equal(
+            $"# my contacts\n\n  # work\n{cards[1]} bob\n# family\r\n\n{cards[2]} dave\n# the end\n{cards[3]} erin\n",
+            await File.ReadAllTextAsync(file));
+        Assert.Equal(["bob", "dave", "erin"], Contacts.Load(alice).Entries.Select(e => e.Name));
+
+        // A file a command creates says how it is written, comments included.
+        (string bob, _) = NewIdentity("bob.json");
+        await Contacts.ChangeAsync(bob, c => c.Add("dave", cards[2], replace: false), CancellationToken.None);
+        string[] created = (await File.ReadAllTextAsync(Contacts.PathOf(bob))).Split('\n');
+        Assert.StartsWith("# ", created[0], StringComparison.Ordinal);
+        Assert.Contains("comment", created[0], StringComparison.Ordinal);
+        Assert.Equal([$"{cards[2]} dave", string.Empty], created[1..]);
+        Result help = await Meganet("contact", "--help");
+        Assert.Contains("a line beginning with # is a comment", help.Stdout, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task A_name_is_given_only_to_a_card_with_both_keys_saved()
     {
         string identity = Path.Combine(_dir, "bob.json");

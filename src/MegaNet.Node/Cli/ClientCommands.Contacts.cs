@@ -63,6 +63,7 @@ internal static partial class ClientCommands
             return Task.FromResult(0);
         }));
 
-        return new Command("contact", $"Your contacts: names for contact cards, kept in the file beside the identity file ending in {SideFiles.Contacts}.") { add, remove, list };
+        return new Command("contact", $"Your contacts: names for contact cards, kept in the file beside the identity file ending in {SideFiles.Contacts}, one 'CARD NAME' a line; " +
+            "a line beginning with # is a comment, kept where it is (as are blank lines) when add or remove rewrites the file.") { add, remove, list };
     }
 }

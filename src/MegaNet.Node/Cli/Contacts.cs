@@ -7,7 +7,9 @@ namespace MegaNet.Node.Cli;
 /// <summary>
 /// An identity's address book: names for contact cards, in the file beside the identity file with the extension
 /// <c>.contacts</c> (<c>bob.json</c> → <c>bob.contacts</c>), one "CARD NAME" line per contact, so it can be read and
-/// edited by hand. <c>send --to NAME</c> finds the card by name, and <c>fetch</c> and <c>listen</c> name a sender
+/// edited by hand. A line whose first character other than white space is <c>#</c> is a comment; comments and blank
+/// lines are kept where they are when a command rewrites the file, as are contact lines it did not change.
+/// <c>send --to NAME</c> finds the card by name, and <c>fetch</c> and <c>listen</c> name a sender
 /// whose card (both keys, from inside the sealed payload, under the sender's signature) is in it.
 /// </summary>
 internal sealed class Contacts
@@ -15,10 +17,18 @@ internal sealed class Contacts
     /// <summary>The longest name, in characters.</summary>
     public const int MaxNameLength = 64;
 
+    /// <summary>The file's header, written when a command creates it.</summary>
+    private const string Header = "# MegaNet contacts: one 'CARD NAME' a line; a line beginning with # is a comment ('meganet contact add' and 'remove' keep comments, blank lines and edits by hand).";
+
     private readonly List<(string Name, ContactCard Card)> _entries;
+
+    /// <summary>The file's lines in order, as they are to be written: comments and blank lines as read (a rewrite used
+    /// to drop the notes people wrote there), and one per entry of <see cref="_entries"/>, in the same order.</summary>
+    private readonly List<(string Text, bool IsContact)> _lines;
     private bool _changed;
 
-    private Contacts(string path, List<(string Name, ContactCard Card)> entries) => (Path, _entries) = (path, entries);
+    private Contacts(string path, List<(string Name, ContactCard Card)> entries, List<(string Text, bool IsContact)> lines) =>
+        (Path, _entries, _lines) = (path, entries, lines);
 
     /// <summary>The file.</summary>
     public string Path { get; }
@@ -90,10 +100,12 @@ internal sealed class Contacts
         if (existing >= 0)
         {
             _entries[existing] = (name, card);
+            _lines[LineOf(existing)] = (Line(name, card), true);
         }
         else
         {
             _entries.Add((name, card));
+            _lines.Add((Line(name, card), true));
         }
 
         _changed = true;
@@ -110,6 +122,7 @@ internal sealed class Contacts
         }
 
         string saved = _entries[index].Name;
+        _lines.RemoveAt(LineOf(index));
         _entries.RemoveAt(index);
         _changed = true;
         return saved;
@@ -147,6 +160,23 @@ internal sealed class Contacts
 
     private static bool SameName(string a, string b) => string.Equals(a, b, StringComparison.OrdinalIgnoreCase);
 
+    /// <summary>The index in <see cref="_lines"/> of the line of entry <paramref name="entry"/>.</summary>
+    private int LineOf(int entry)
+    {
+        int seen = 0;
+        for (int i = 0; i < _lines.Count; i++)
+        {
+            if (_lines[i].IsContact && seen++ == entry)
+            {
+                return i;
+            }
+        }
+
+        throw new InvalidOperationException($"Contact {entry} has no line.");
+    }
+
+    private static string Line(string name, ContactCard card) => string.Create(CultureInfo.InvariantCulture, $"{card} {name}");
+
     /// <summary>A name as a POSIX shell reads it back, for commands an error suggests.</summary>
     private static string Quoted(string name) =>
         name.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.') ? name : $"'{name.Replace("'", "'\\''", StringComparison.Ordinal)}'";
@@ -154,20 +184,26 @@ internal sealed class Contacts
     private static Contacts Parse(string path, string? text)
     {
         var entries = new List<(string Name, ContactCard Card)>();
-        var contacts = new Contacts(path, entries);
-        if (text is null)
+        var kept = new List<(string Text, bool IsContact)>();
+        var contacts = new Contacts(path, entries, kept);
+        if (string.IsNullOrEmpty(text))
         {
+            // A new file says what it is and how to write it.
+            kept.Add((Header, false));
             return contacts;
         }
 
         int number = 0;
         var lines = new List<int>();
-        foreach (string raw in text.Split('\n'))
+        string[] raws = text.Split('\n');
+        // The piece after the last line's end is not a line.
+        foreach (string raw in text.EndsWith('\n') ? raws[..^1] : raws)
         {
             number++;
             string line = raw.Trim();
             if (line.Length == 0 || line.StartsWith('#'))
             {
+                kept.Add((raw, false));
                 continue;
             }
 
@@ -190,6 +226,7 @@ internal sealed class Contacts
 
                 entries.Add((name, card));
                 lines.Add(number);
+                kept.Add((raw, true));
             }
             catch (Exception e) when (e is CliException or FormatException)
             {
@@ -203,10 +240,10 @@ internal sealed class Contacts
 
     private string ToText()
     {
-        var text = new StringBuilder("# MegaNet contacts: one 'CARD NAME' a line ('meganet contact add' and 'remove' keep it; edits by hand are fine).\n");
-        foreach ((string name, ContactCard card) in _entries)
+        var text = new StringBuilder();
+        foreach ((string line, _) in _lines)
         {
-            text.Append(CultureInfo.InvariantCulture, $"{card} {name}\n");
+            text.Append(line).Append('\n');
         }
 
         return text.ToString();
