@@ -358,6 +358,136 @@ public sealed class CliErrorTests : IDisposable
     }
 
     [Theory]
+    [InlineData("{\"pk\":\"00\",\"sig\":\"00\",\"sig\":\"01\",\"msg\":\"\"}", "\"sig\"")]
+    [InlineData("{\"pk\":\"00\",\"sig\":\"00\",\"msg\":\"\",\"\\u0073ig\":\"01\"}", "\"sig\"")] // the same name, escaped
+    [InlineData("{\"pk\":\"00\",\"sig\":\"00\",\"msg\":\"\",\"note\":1,\"note\":2}", "\"note\"")] // one verify does not read
+    public async Task Verify_refuses_a_line_with_a_field_given_twice_naming_the_line_and_the_field(string line, string field)
+    {
+        // The last of the two counted, silently: the verdict was for one of two signatures, which one unsaid.
+        string input = Path.Combine(_dir, "in.jsonl"), output = Path.Combine(_dir, "out.jsonl");
+        await File.WriteAllTextAsync(input, "{\"pk\":\"00\",\"sig\":\"00\",\"msg\":\"\"}\n" + line + "\n");
+        AssertClearError(await Meganet("verify", "--backend", "reference", "--in", input, "--out", output), $"meganet verify: line 2: field {field} is given twice");
+        Assert.Empty(Directory.EnumerateFiles(_dir, "out.jsonl*"));
+
+        // On standard output the line before it still gets its verdict, as before any bad line.
+        Result printed = await Meganet("verify", "--backend", "reference", "--in", input);
+        AssertClearError(printed, $"line 2: field {field} is given twice");
+        Assert.Equal("{\"valid\":false}\n", printed.Stdout);
+    }
+
+    [Fact]
+    public async Task Verify_refuses_a_field_name_it_cannot_read()
+    {
+        string input = Path.Combine(_dir, "in.jsonl");
+        await File.WriteAllTextAsync(input, "{\"pk\":\"00\",\"sig\":\"00\",\"msg\":\"\",\"\\ud800\":1}\n");
+        AssertClearError(await Meganet("verify", "--backend", "reference", "--in", input), "line 1: a field name is not valid text");
+    }
+
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task Ctrl_c_stops_verify_blocked_on_a_standard_input_that_stays_open_and_leaves_no_temporary_file(bool toFile)
+    {
+        // A read from a pipe whose writer neither writes nor closes cannot be cancelled: Ctrl+C waited out the 5 s grace
+        // period, then the process ended under the command and left the --out file's OUT.*.tmp behind.
+        // Through env --default-signal=INT, as in ProfileCommandTests: a test run in the background has SIGINT ignored.
+        string output = Path.Combine(_dir, "out.jsonl");
+        var psi = new ProcessStartInfo("env", ["--default-signal=INT", "dotnet", ExternalNode.MeganetPath(), "verify", "--backend", "reference", "--in", "-", "--batch", "1",
+            .. (toFile ? new[] { "--out", output } : Array.Empty<string>())])
+        {
+            RedirectStandardInput = true,
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            WorkingDirectory = _dir,
+        };
+        using Process verify = Process.Start(psi)!;
+        var stdout = new StringBuilder();
+        var stderr = new StringBuilder();
+        verify.OutputDataReceived += (_, e) => Append(stdout, e.Data);
+        verify.ErrorDataReceived += (_, e) => Append(stderr, e.Data);
+        verify.BeginOutputReadLine();
+        verify.BeginErrorReadLine();
+        try
+        {
+            // Lines enough to be written out (a 16 KiB buffer on standard output): then it is past its set-up, in the
+            // loop that reads; the pipe stays open.
+            const int items = 2_000;
+            for (int i = 0; i < items; i++)
+            {
+                await verify.StandardInput.WriteLineAsync("{\"pk\":\"00\",\"sig\":\"00\",\"msg\":\"\"}");
+            }
+
+            await verify.StandardInput.FlushAsync();
+            var clock = Stopwatch.StartNew();
+            while (toFile
+                ? !Directory.EnumerateFiles(_dir, "out.jsonl.*.tmp").Any(f => new FileInfo(f).Length > 0)
+                : Read(stdout).Length == 0)
+            {
+                if (verify.HasExited)
+                {
+                    Assert.Fail($"verify exited ({verify.ExitCode}) before writing; stderr: {Read(stderr)}");
+                }
+
+                Assert.True(clock.Elapsed < TimeSpan.FromMinutes(2), $"verify wrote nothing in 2 minutes; stderr: {Read(stderr)}");
+                await Task.Delay(50);
+            }
+
+            // The rest verified, it waits for a line that does not come.
+            await Task.Delay(500);
+            clock.Restart();
+            using (Process kill = Process.Start("kill", ["-INT", verify.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)])!)
+            {
+                await kill.WaitForExitAsync();
+            }
+
+            await verify.WaitForExitAsync().WaitAsync(TimeSpan.FromMinutes(1));
+            verify.WaitForExit(); // the output's last lines
+            string error = Read(stderr);
+            Assert.True(verify.ExitCode == 130, $"exit code {verify.ExitCode}; stderr: {error}");
+            // Stopped by itself, not ended by the grace period's end.
+            Assert.DoesNotContain("had not stopped", error, StringComparison.Ordinal);
+            Assert.True(clock.Elapsed < TimeSpan.FromSeconds(4), $"exited {clock.Elapsed.TotalSeconds:0.0} s after Ctrl+C (the grace period is 5 s)");
+            Assert.Empty(Directory.EnumerateFiles(_dir, "out.jsonl*"));
+            if (toFile)
+            {
+                Assert.Contains("meganet verify: interrupted; no --out file was written.", error, StringComparison.Ordinal);
+            }
+            else
+            {
+                // Standard output has the verdicts written so far: all of them.
+                Assert.Contains("meganet verify: interrupted.", error, StringComparison.Ordinal);
+                Assert.Equal(Enumerable.Repeat("{\"valid\":false}", items), Read(stdout).Split('\n', StringSplitOptions.RemoveEmptyEntries));
+            }
+        }
+        finally
+        {
+            if (!verify.HasExited)
+            {
+                verify.Kill(entireProcessTree: true);
+            }
+        }
+
+        static void Append(StringBuilder text, string? line)
+        {
+            if (line is not null)
+            {
+                lock (text)
+                {
+                    text.Append(line).Append('\n');
+                }
+            }
+        }
+
+        static string Read(StringBuilder text)
+        {
+            lock (text)
+            {
+                return text.ToString();
+            }
+        }
+    }
+
+    [Theory]
     [InlineData("--connections", "9", "--connections must be between 1 and --clients (8); got 9.")]
     [InlineData("--rate", "Infinity", "--rate must be a finite number")]
     [InlineData("--forged", "-1", "--forged must be a finite number")]
@@ -623,18 +753,19 @@ public sealed class CliErrorTests : IDisposable
     [InlineData(1500)] // a second one later: the person means it, ended at once
     public async Task A_command_that_does_not_stop_on_sigterm_is_ended_after_its_grace_period_with_143_saying_so(int secondSignalAfterMs)
     {
-        // A command stuck where it cannot watch for cancellation: verify blocked reading a standard input that stays open
-        // (SIGTERM ended such a command after 5 s with 130, as if it were Ctrl+C). libsodium's rule makes it say so on
-        // stderr first, after its signal handling is in place.
-        var psi = new ProcessStartInfo("dotnet", [ExternalNode.MeganetPath(), "verify", "--backend", "libsodium", "--in", "-"])
+        // A command stuck where it cannot watch for cancellation: verify blocked writing its verdicts to a standard output
+        // nobody reads (SIGTERM ended such a command after 5 s with 130, as if it were Ctrl+C). (A standard input that
+        // stays open no longer holds it: it stops waiting for one.) libsodium's rule makes it say so on stderr first,
+        // after its signal handling is in place; 100,000 verdicts are 1.6 MB, far more than a pipe holds.
+        string input = Path.Combine(_dir, "items.jsonl");
+        await File.WriteAllLinesAsync(input, Enumerable.Repeat("{\"pk\":\"\",\"sig\":\"\",\"msg\":\"\"}", 100_000));
+        var psi = new ProcessStartInfo("dotnet", [ExternalNode.MeganetPath(), "verify", "--backend", "libsodium", "--in", input, "--batch", "1"])
         {
-            RedirectStandardInput = true,
             RedirectStandardOutput = true,
             RedirectStandardError = true,
             WorkingDirectory = _dir,
         };
         using Process bench = Process.Start(psi)!;
-        Task<string> stdoutText = bench.StandardOutput.ReadToEndAsync();
         var errors = new StringBuilder();
         var started = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         Task reading = Task.Run(async () =>
@@ -661,8 +792,10 @@ public sealed class CliErrorTests : IDisposable
         }, TaskScheduler.Default);
         try
         {
-            // Its signal handling is in place once it prints (the line comes after start-up).
+            // Its signal handling is in place once it prints (the line comes after start-up); a moment later the pipe is
+            // full (64 KiB: 4,096 verdicts).
             await started.Task.WaitAsync(TimeSpan.FromMinutes(2));
+            await Task.Delay(1000);
             var clock = Stopwatch.StartNew();
             string pid = bench.Id.ToString(System.Globalization.CultureInfo.InvariantCulture);
             using (Process kill = Process.Start("kill", ["-TERM", pid])!)
@@ -700,6 +833,7 @@ public sealed class CliErrorTests : IDisposable
         }
 
         await reading.WaitAsync(TimeSpan.FromSeconds(30));
-        await stdoutText.WaitAsync(TimeSpan.FromSeconds(30));
+        // Read only now, the process gone: what the pipe held.
+        await bench.StandardOutput.ReadToEndAsync().WaitAsync(TimeSpan.FromSeconds(30));
     }
 }

@@ -38,7 +38,7 @@ internal static class VerifyCommand
         };
         var command = new Command("verify",
             "Verify Ed25519 items from a JSON-lines file with any backend and write one verdict line per input line, in order. " +
-            "Keys or signatures of the wrong length get {\"valid\":false}; a line that is not such an object is an error naming its line number.")
+            "Keys or signatures of the wrong length get {\"valid\":false}; a line that is not such an object (one with a field given twice included) is an error naming its line number.")
         {
             backend, input, output, threads, batchSize,
         };
@@ -98,7 +98,8 @@ internal static class VerifyCommand
 
         // Both files open before the backend is set up (a GPU's kernels take seconds to compile): a missing input or an
         // output that cannot be written is said at once.
-        using TextReader reader = inputPath == "-" ? Console.In : new StreamReader(inputPath, Encoding.UTF8);
+        // Read on a thread of its own (InputLines), which also disposes it.
+        using var lines = new InputLines(inputPath == "-" ? Console.In : new StreamReader(inputPath, Encoding.UTF8), ct);
         // Write to a temporary file and move it into place, so a bad line never leaves a half-written --out file.
         // Its name is this run's own, made only if nothing is there (not through a link, not over a file a name like
         // OUT.tmp could be, nor shared with another run writing the same --out).
@@ -120,7 +121,7 @@ internal static class VerifyCommand
                 Console.Error.WriteLine($"meganet verify: note: backend '{verifier.Name}' applies libsodium's rule, not MegaNet's (docs/verification.md).");
             }
 
-            WriteVerdicts(verifier, reader, writer, temp, batchSize, ct);
+            WriteVerdicts(verifier, lines, writer, temp, batchSize, ct);
             if (temp is not null)
             {
                 File.Move(temp, outputPath, overwrite: true);
@@ -138,7 +139,7 @@ internal static class VerifyCommand
 
     // Standard output goes through write(2) (ClientCommands.StandardOutput): Console's stream drops EPIPE, so
     // `verify | head -1` reported every item verified and exited 0 with the verdicts lost.
-    private static void WriteVerdicts(IBatchVerifier verifier, TextReader reader, TextWriter writer, string? temp, int batchSize, CancellationToken ct)
+    private static void WriteVerdicts(IBatchVerifier verifier, InputLines lines, TextWriter writer, string? temp, int batchSize, CancellationToken ct)
     {
         long total = 0;
         try
@@ -147,7 +148,7 @@ internal static class VerifyCommand
             bool[] verdicts = new bool[batchSize];
             long lineNumber = 0;
             string? line;
-            while ((line = reader.ReadLine()) is not null)
+            while ((line = lines.ReadLine()) is not null)
             {
                 ct.ThrowIfCancellationRequested();
                 lineNumber++;
@@ -239,11 +240,38 @@ internal static class VerifyCommand
                 throw new InputException($"line {lineNumber}: expected a JSON object {{\"pk\",\"sig\",\"msg\"}}.");
             }
 
+            // JsonDocument keeps both of a field given twice and TryGetProperty takes the last: a verdict for one of two
+            // signatures, chosen silently (names compared unescaped, so "sig" and "\u0073ig" are the same field).
+            var names = new HashSet<string>(StringComparer.Ordinal);
+            foreach (JsonProperty property in root.EnumerateObject())
+            {
+                string name = FieldName(property, lineNumber);
+                if (!names.Add(name))
+                {
+                    // As JSON (escaped, cut short): the name is the input's, and goes to a terminal.
+                    int shown = name.Length <= 64 ? name.Length : char.IsHighSurrogate(name[63]) ? 63 : 64;
+                    throw new InputException($"line {lineNumber}: field {JsonSerializer.Serialize(name[..shown])}{(shown < name.Length ? " (cut short)" : string.Empty)} is given twice; give each field once.");
+                }
+            }
+
             batch.Add(Hex(root, "pk", lineNumber), Hex(root, "sig", lineNumber), Hex(root, "msg", lineNumber));
         }
         catch (JsonException e)
         {
             throw new InputException($"line {lineNumber}: not valid JSON ({e.Message}).");
+        }
+    }
+
+    private static string FieldName(JsonProperty property, long lineNumber)
+    {
+        try
+        {
+            return property.Name;
+        }
+        catch (InvalidOperationException)
+        {
+            // A name JSON accepts but .NET cannot read (a lone surrogate escape, \ud800), as for values in Hex.
+            throw new InputException($"line {lineNumber}: a field name is not valid text (a lone surrogate escape).");
         }
     }
 
@@ -271,4 +299,131 @@ internal static class VerifyCommand
     }
 
     private sealed class InputException(string message) : Exception(message);
+
+    /// <summary>
+    /// The input's lines, read ahead on a thread of their own. A read from a pipe whose writer neither writes nor
+    /// closes cannot be cancelled: Ctrl+C waited out its grace period, and the process then ended under the command,
+    /// leaving the --out file's temporary file behind. Waiting here is cancelled instead, so the command stops and
+    /// cleans up as it does between lines; the reading thread, a background one, is left blocked and ends with the
+    /// process.
+    /// </summary>
+    private sealed class InputLines : IDisposable
+    {
+        /// <summary>Lines read ahead at most, and their characters: a file of long lines is not held all at once (the
+        /// command reads two such queues' worth ahead at most, the one it takes lines from and the one being filled).</summary>
+        private const int MaxLines = 4096;
+        private const long MaxChars = 4 << 20;
+
+        private readonly object _gate = new();
+        private readonly CancellationToken _ct;
+        private readonly CancellationTokenRegistration _wake;
+        private Queue<string> _incoming = new(), _taken = new();
+        private long _incomingChars;
+        private bool _ended, _stopped;
+        private System.Runtime.ExceptionServices.ExceptionDispatchInfo? _failure;
+
+        public InputLines(TextReader reader, CancellationToken ct)
+        {
+            _ct = ct;
+            _wake = ct.Register(Wake);
+            new Thread(() => Read(reader)) { IsBackground = true, Name = "meganet verify input" }.Start();
+        }
+
+        /// <summary>The next line, or null at the end of the input; throws what reading it threw, and
+        /// <see cref="OperationCanceledException"/> once the token is cancelled while no line is there.</summary>
+        public string? ReadLine()
+        {
+            if (_taken.Count > 0)
+            {
+                return _taken.Dequeue();
+            }
+
+            lock (_gate)
+            {
+                while (_incoming.Count == 0 && !_ended)
+                {
+                    _ct.ThrowIfCancellationRequested();
+                    Monitor.Wait(_gate);
+                }
+
+                if (_incoming.Count == 0)
+                {
+                    _failure?.Throw();
+                    return null;
+                }
+
+                // All that was read, at once: one lock a queue, not one a line.
+                (_taken, _incoming, _incomingChars) = (_incoming, _taken, 0);
+                Monitor.PulseAll(_gate);
+            }
+
+            return _taken.Dequeue();
+        }
+
+        public void Dispose()
+        {
+            _wake.Dispose();
+            lock (_gate)
+            {
+                _stopped = true;
+                Monitor.PulseAll(_gate);
+            }
+        }
+
+        private void Wake()
+        {
+            lock (_gate)
+            {
+                Monitor.PulseAll(_gate);
+            }
+        }
+
+        private void Read(TextReader reader)
+        {
+            try
+            {
+                // Disposed here, not by the command: disposing a reader while a read blocks in it waits for that read
+                // (Console.In is synchronised) or closes the file under it.
+                using (reader)
+                {
+                    while (reader.ReadLine() is string line)
+                    {
+                        lock (_gate)
+                        {
+                            while (!_stopped && _incoming.Count > 0 && (_incoming.Count >= MaxLines || _incomingChars >= MaxChars))
+                            {
+                                Monitor.Wait(_gate);
+                            }
+
+                            if (_stopped)
+                            {
+                                return;
+                            }
+
+                            _incoming.Enqueue(line);
+                            _incomingChars += line.Length;
+                            Monitor.PulseAll(_gate);
+                        }
+                    }
+                }
+            }
+            catch (Exception e)
+            {
+                // Thrown to the command after the lines read before it, where a read on its own thread would have
+                // thrown it.
+                lock (_gate)
+                {
+                    _failure = System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(e);
+                }
+            }
+            finally
+            {
+                lock (_gate)
+                {
+                    _ended = true;
+                    Monitor.PulseAll(_gate);
+                }
+            }
+        }
+    }
 }
