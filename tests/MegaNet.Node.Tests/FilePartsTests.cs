@@ -94,8 +94,9 @@ public sealed class FilePartsTests(ITestOutputHelper output) : IDisposable
         using Identity alice = Identity.Create(), carol = Identity.Create();
         int slice = FileParts.SliceLength("a.bin");
         IReadOnlyList<byte[]> a = FileParts.Split(RandomFile(3 * slice), "a.bin"), c = FileParts.Split(RandomFile(3 * slice), "c.bin");
-        // Room for two parts from one sender and three in all (a part's file is its sealed content: a little more).
-        ReceivedParts parts = ReceivedParts.Beside(identity, maxBytesPerSender: (2 * slice) + 4096, maxBytes: (3 * slice) + 4096);
+        // Room for two parts from one sender and three in all (a part's file is its sealed content: a little more), and
+        // each file's directory.
+        ReceivedParts parts = ReceivedParts.Beside(identity, maxBytesPerSender: (2 * slice) + 4096 + ReceivedParts.SetCost, maxBytes: (3 * slice) + 4096 + (2 * ReceivedParts.SetCost));
         Assert.IsType<ReceivedParts.Waiting>(parts.Add(Part(alice, a[0], "a.bin")));
         Assert.IsType<ReceivedParts.Waiting>(parts.Add(Part(alice, a[1], "a.bin")));
         // Past a cap a part is left on the node (not to be acknowledged), for a later fetch once there is room.
@@ -116,7 +117,7 @@ public sealed class FilePartsTests(ITestOutputHelper output) : IDisposable
         // Parts another process of this identity kept count against the caps in this one, which had counted that
         // file's parts before.
         string frank = Path.Combine(_dir, "frank.json");
-        ReceivedParts fetching = ReceivedParts.Beside(frank, maxBytesPerSender: (2 * slice) + 4096), listening = ReceivedParts.Beside(frank, maxBytesPerSender: (2 * slice) + 4096);
+        ReceivedParts fetching = ReceivedParts.Beside(frank, maxBytesPerSender: (2 * slice) + 4096 + ReceivedParts.SetCost), listening = ReceivedParts.Beside(frank, maxBytesPerSender: (2 * slice) + 4096 + ReceivedParts.SetCost);
         Assert.IsType<ReceivedParts.Waiting>(fetching.Add(Part(alice, a[0], "a.bin")));
         Assert.IsType<ReceivedParts.Waiting>(listening.Add(Part(alice, a[1], "a.bin")));
         Assert.IsType<ReceivedParts.Deferred>(fetching.Add(Part(alice, c[0], "c.bin")));
@@ -358,10 +359,15 @@ public sealed class FilePartsTests(ITestOutputHelper output) : IDisposable
         byte[] recounted = parts[1].ToArray();
         BinaryPrimitives.WriteUInt32BigEndian(recounted.AsSpan(20), 4);
         await Send(alice, recounted);
+        // Cut as the protocol says, but announcing another hash under the same id.
+        byte[] rehashed = parts[1].ToArray();
+        rehashed[32] ^= 1;
+        await Send(alice, rehashed);
         Result mixed = await Meganet("fetch", "-i", bobPath, "--node", url, "--ack");
         AssertExit(mixed, 0);
         Assert.Equal(string.Empty, mixed.Stdout);
         Assert.Contains("does not match the parts of that file received before", mixed.Stderr, StringComparison.Ordinal);
+        Assert.Contains("part 2 of file 'a.bin' is not cut as the protocol says: a file of", mixed.Stderr, StringComparison.Ordinal);
 
         // The last part: the file, whole.
         await Send(alice, parts[1]);
@@ -371,13 +377,13 @@ public sealed class FilePartsTests(ITestOutputHelper output) : IDisposable
         Assert.Equal(file, Convert.FromBase64String(message["file_base64"]!.GetValue<string>()));
         Assert.Equal(alice.Card.ToString(), message["sender"]!.GetValue<string>());
 
-        // A name with a terminal escape in it (no longer than the name the parts were cut for) is shown escaped.
+        // A name with a terminal escape in it is shown escaped (in the refusal of parts cut for another name).
         await Send(alice, recounted, "x\u001b[J");
         await Send(alice, parts[0], "x\u001b[J");
         Result escaped = await Meganet("fetch", "-i", bobPath, "--node", url, "--ack");
         AssertExit(escaped, 0);
         Assert.DoesNotContain("\u001b", escaped.Stderr, StringComparison.Ordinal);
-        Assert.Contains("file 'x\\u001b[J' does not match", escaped.Stderr, StringComparison.Ordinal);
+        Assert.Contains("file 'x\\u001b[J' is not cut as the protocol says", escaped.Stderr, StringComparison.Ordinal);
 
         // Parts whose slices were changed (by their sender: a relay cannot) make no file: reported, and all acknowledged.
         IReadOnlyList<byte[]> other = FileParts.Split(file, "b.bin");
@@ -395,8 +401,9 @@ public sealed class FilePartsTests(ITestOutputHelper output) : IDisposable
         Assert.Contains("acknowledged 3 message(s)", spoilt.Stderr, StringComparison.Ordinal);
         Assert.Empty((await client.FetchAsync(bob)).Messages);
 
-        // Mallory's lone part and the recounted one are all that wait (until they are older than the seen window).
-        Assert.Equal(2, Directory.GetDirectories(Path.Combine(_dir, "bob.parts")).Length);
+        // Mallory's lone part is all that waits (until it is older than the seen window): the recounted one, not cut as
+        // the protocol says, opened no file.
+        Assert.Single(Directory.GetDirectories(Path.Combine(_dir, "bob.parts")));
         node.AssertNoServerErrors();
     }
 }

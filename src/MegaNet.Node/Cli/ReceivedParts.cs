@@ -18,15 +18,38 @@ namespace MegaNet.Node.Cli;
 /// deleted <see cref="SeenMessages.Window"/> after they were last written (checked at start and hourly). A
 /// <c>fetch</c> and a <c>listen</c> of the same identity take turns through a lock beside the directory.
 /// </summary>
+/// <remarks>
+/// What is kept is capped (docs/protocol.md): bytes per sender and in all, and files still arriving per sender and in
+/// all, past which new parts are deferred. Each part is charged its length, at least a block
+/// (<see cref="MinPartCost"/>), and each file a directory's worth more (<see cref="SetCost"/>), and a part must be cut as
+/// the protocol says (every slice but the last a full one), so the caps bound what the directory takes on disk. The
+/// totals are kept in memory, counted again from the disk only when another process changed the directory (it rewrites
+/// a token there with each change): counting them for each part made a page of parts quadratic in the files kept.
+/// </remarks>
 internal sealed class ReceivedParts
 {
-    /// <summary>Bytes of parts kept for one sender at most: two files of the largest size, each part with up to 1 KiB
-    /// of its sealed content's other fields. Identities cost nothing, so this alone does not bound the directory;
-    /// <see cref="MaxBytes"/> does.</summary>
-    public const long MaxBytesPerSender = 2 * (FileParts.MaxFileLength + (FileParts.MaxParts * 1024L));
+    /// <summary>Bytes charged for each file's directory and its list of envelopes, a block each, beside its parts:
+    /// charged for the parts alone, a stranger's parts of a few hundred bytes each opened hundreds of thousands of
+    /// directories within the caps.</summary>
+    public const long SetCost = 8192;
+
+    /// <summary>Bytes charged for a part at least: a file takes a block on disk, however short.</summary>
+    public const long MinPartCost = 4096;
+
+    /// <summary>Bytes of parts kept for one sender at most: two files of the largest size, each part with up to 1 KiB of its sealed content's other fields, and each file its
+    /// <see cref="SetCost"/>. Identities cost nothing, so this alone does not bound the directory; <see cref="MaxBytes"/>
+    /// does.</summary>
+    public const long MaxBytesPerSender = 2 * (FileParts.MaxFileLength + (FileParts.MaxParts * 1024L) + SetCost);
 
     /// <summary>Bytes of parts kept in all at most: eight files of the largest size.</summary>
     public const long MaxBytes = 4 * MaxBytesPerSender;
+
+    /// <summary>Files still arriving from one sender at once at most: a sender sends one file after another, and each
+    /// set waiting costs a directory however small its parts.</summary>
+    public const int MaxOpenFilesPerSender = 16;
+
+    /// <summary>Files still arriving at once at most, from senders not in the contacts.</summary>
+    public const int MaxOpenFiles = 256;
 
     private const string PartExtension = ".part";
 
@@ -35,31 +58,47 @@ internal sealed class ReceivedParts
 
     private const string DoneExtension = ".done";
 
+    /// <summary>In the directory: 16 random bytes, rewritten by every change to what it holds, so that another process
+    /// knows its totals are out of date.</summary>
+    private const string TokenFile = "changed";
+
     private static readonly TimeSpan PruneInterval = TimeSpan.FromHours(1);
 
     private readonly long _maxBytesPerSender, _maxBytes;
+    private readonly int _maxOpenFilesPerSender, _maxOpenFiles;
 
-    // Bytes of parts in each file's directory, with how many parts there were: summing every part's length for each part
-    // added made a file of 1,024 parts cost half a million stat calls. The name of a file's directory fixes the file
-    // (its sender and id, which is derived from its length, hash and slice), hence each part's length, and parts are only
-    // ever added to it or deleted with it, so the same number of parts is the same bytes, whichever fetch or listen wrote
-    // them; a count that differs is summed again.
-    private readonly Dictionary<string, (int Parts, long Bytes)> _sizes = new(StringComparer.Ordinal);
+    // What each file's directory holds and is charged, by its path, and the totals per sender and in all: the name of a
+    // file's directory fixes the file (its sender and id, which is derived from its length, hash and slice), hence each
+    // part's length, and parts are only ever added to it or deleted with it, so the same number of parts is the same
+    // bytes; a count that differs is summed again. Current while _indexed, as of the token _token.
+    private readonly Dictionary<string, FileSet> _files = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, SenderTotals> _senders = new(StringComparer.Ordinal);
+    private long _bytes;
+    private int _openFiles;
+    private bool _indexed;
+    private Guid _token;
     private DateTime _pruned;
 
-    private ReceivedParts(string directory, long maxBytesPerSender, long maxBytes) =>
-        (Directory, _maxBytesPerSender, _maxBytes) = (directory, maxBytesPerSender, maxBytes);
+    private ReceivedParts(string directory, long maxBytesPerSender, long maxBytes, int maxOpenFilesPerSender, int maxOpenFiles) =>
+        (Directory, _maxBytesPerSender, _maxBytes, _maxOpenFilesPerSender, _maxOpenFiles) = (directory, maxBytesPerSender, maxBytes, maxOpenFilesPerSender, maxOpenFiles);
 
     /// <summary>The directory.</summary>
     public string Directory { get; }
 
+    /// <summary>How many times the totals were counted from the disk (for tests: once, and again only after another
+    /// process changed the directory).</summary>
+    internal int Recounts { get; private set; }
+
     /// <summary>The parts directory of the identity at <paramref name="identityPath"/>, pruned of parts waiting too long;
-    /// the caps are <see cref="MaxBytesPerSender"/> and <see cref="MaxBytes"/> unless a test sets smaller ones.</summary>
-    public static ReceivedParts Beside(string identityPath, long maxBytesPerSender = MaxBytesPerSender, long maxBytes = MaxBytes)
+    /// the caps are <see cref="MaxBytesPerSender"/>, <see cref="MaxBytes"/>, <see cref="MaxOpenFilesPerSender"/> and
+    /// <see cref="MaxOpenFiles"/> unless a test sets smaller ones.</summary>
+    public static ReceivedParts Beside(string identityPath, long maxBytesPerSender = MaxBytesPerSender, long maxBytes = MaxBytes,
+        int maxOpenFilesPerSender = MaxOpenFilesPerSender, int maxOpenFiles = MaxOpenFiles)
     {
-        var parts = new ReceivedParts(SideFiles.Of(identityPath, SideFiles.Parts), maxBytesPerSender, maxBytes);
+        var parts = new ReceivedParts(SideFiles.Of(identityPath, SideFiles.Parts), maxBytesPerSender, maxBytes, maxOpenFilesPerSender, maxOpenFiles);
         if (System.IO.Directory.Exists(parts.Directory))
         {
+            // Not counted here: a fetch that gets no parts need not read the directory.
             using LockedFile held = parts.Lock();
             parts.Prune();
         }
@@ -75,7 +114,7 @@ internal sealed class ReceivedParts
 
     /// <summary>The file is whole: <paramref name="File"/> is the part's message with the whole file as its content. Its
     /// parts stay here until <see cref="Forget"/>, so a file that could not be shown or saved is put together again when
-    /// one of its parts comes again.</summary>
+    /// one of its parts comes again. (A file of one part is never kept: <paramref name="Directory"/> does not exist.)</summary>
     public sealed record Whole(ReceivedMessage File, int Count, string Directory) : Outcome;
 
     /// <summary>Not a part that can be used (said why); like junk, it is reported and may be acknowledged.</summary>
@@ -85,13 +124,13 @@ internal sealed class ReceivedParts
     /// the file's parts directory, so copies of one file can be reported once): a copy, to be acknowledged.</summary>
     public sealed record ShownAlready(string File) : Outcome;
 
-    /// <summary>Not kept for now (the caps are reached; said why): reported, and left on the node, not acknowledged, so
-    /// a later fetch gets it once room is made.</summary>
+    /// <summary>Not kept for now (the caps are reached; said why, and what makes room): reported, and left on the node,
+    /// not acknowledged, so a later fetch gets it once room is made.</summary>
     public sealed record Deferred(string Reason) : Outcome;
 
     /// <summary>Keeps <paramref name="part"/> (a message of content type <see cref="FileParts.ContentType"/>), and puts
     /// its file together once every part is here. A part <paramref name="fromContact"/> (its sender is in the
-    /// identity's contacts) is held only to the cap per sender: strangers filling the directory cannot stop the files of
+    /// identity's contacts) is held only to the caps per sender: strangers filling the directory cannot stop the files of
     /// people one knows.</summary>
     public Outcome Add(ReceivedMessage part, bool fromContact = false)
     {
@@ -102,16 +141,31 @@ internal sealed class ReceivedParts
         }
 
         string name = ClientCommands.Printable(content.FileName, multiline: false);
-        using LockedFile held = Lock();
-        if (DateTime.UtcNow - _pruned > PruneInterval)
+        if (CutProblem(header, content.Content.Length - FileParts.HeaderLength, content.FileName) is { } cut)
         {
-            Prune();
+            return new Refused($"part {header.Index + 1} of file '{name}' is not cut as the protocol says: {cut}");
         }
 
         // Keyed by the sender too: a part from anyone else cannot join (or spoil) this sender's file.
         string senderHex = Convert.ToHexStringLower(part.Sender.Address);
         string file = Path.Combine(Directory, $"{senderHex}-{Convert.ToHexStringLower(header.FileId.Span)}");
+        if (header.Count == 1)
+        {
+            // Whole as it comes: nothing to wait for, so nothing kept (a directory for it would be one more that each
+            // envelope could open).
+            return FileParts.TryJoin([content.Content.Memory], out byte[]? single, out problem)
+                ? new Whole(part with { Content = Opened(content, single) }, 1, file)
+                : new Refused($"file '{name}' in 1 part: {problem}");
+        }
+
         string envelope = Convert.ToHexStringLower(part.EnvelopeId);
+        using LockedFile held = Lock();
+        Count();
+        if (DateTime.UtcNow - _pruned > PruneInterval)
+        {
+            Prune();
+        }
+
         if (File.Exists(file + DoneExtension) && File.ReadLines(file + DoneExtension).Any(line => line.EndsWith(" " + envelope, StringComparison.Ordinal)))
         {
             return new ShownAlready(file);
@@ -143,18 +197,39 @@ internal sealed class ReceivedParts
         }
         else
         {
+            _files.TryGetValue(file, out FileSet? set);
+            if (set is null ? kept.Length > 0 : set.Parts != kept.Length)
+            {
+                // Out of step with the disk (a process of an older version changed it, or one died half way): this
+                // file counted again.
+                set = Recount(file, kept, header.Count);
+            }
+
             byte[] bytes = content.ToByteArray();
-            if (Full(senderHex, bytes.Length, fromContact) is { } full)
+            // Every part but the last is a full slice (checked above), so its length is its nominal size.
+            long charge = Math.Max(bytes.Length, MinPartCost);
+            if (Full(set, senderHex, charge, fromContact) is { } full)
             {
                 return new Deferred($"part {header.Index + 1} of file '{name}' is left on the node for now: {full}");
             }
 
+            bool counted = Changing();
             PrivateFile.CreateDirectory(Directory);
             PrivateFile.CreateDirectory(file);
-            long before = BytesIn(file, kept);
             PrivateFile.Write(path, stream => stream.Write(bytes), replace: true);
-            _sizes[file] = (kept.Length + 1, before + bytes.Length);
             RememberEnvelope(file, header.Index, envelope, known: false);
+            if (set is null)
+            {
+                _files[file] = set = new FileSet(SenderOf(file), 0, SetCost, header.Count);
+                Account(set, +1);
+            }
+
+            Account(set, -1);
+            set.Parts++;
+            set.Bytes += charge;
+            set.Count = header.Count;
+            Account(set, +1);
+            _indexed = counted;
             have++;
         }
 
@@ -173,13 +248,34 @@ internal sealed class ReceivedParts
 
         if (!FileParts.TryJoin(slices, out byte[]? whole, out problem))
         {
-            System.IO.Directory.Delete(file, recursive: true);
-            _sizes.Remove(file);
+            Delete(file);
             return new Refused($"file '{name}' in {header.Count} parts: {problem}; its parts were dropped");
         }
 
-        var opened = new SealedContent(content) { ContentType = "application/octet-stream", Content = UnsafeByteOperations.UnsafeWrap(whole) };
-        return new Whole(part with { Content = opened }, header.Count, file);
+        return new Whole(part with { Content = Opened(content, whole) }, header.Count, file);
+    }
+
+    /// <summary>The message of a whole file: the part's, with the file as its content.</summary>
+    private static SealedContent Opened(SealedContent part, byte[] file) =>
+        new(part) { ContentType = "application/octet-stream", Content = UnsafeByteOperations.UnsafeWrap(file) };
+
+    /// <summary>What is wrong with a part whose slice is <paramref name="slice"/> bytes, when its file of that name is not
+    /// cut as docs/protocol.md says (as <see cref="FileParts.Split"/> cuts it: every slice but the last a full
+    /// <see cref="FileParts.SliceLength"/>), or null. A header that merely holds (FileParts.TryReadHeader) let a part of
+    /// a few bytes claim a set of its own: two parts of an empty file.</summary>
+    private static string? CutProblem(FilePartHeader header, int slice, string fileName)
+    {
+        long full = FileParts.SliceLength(fileName);
+        if (full < 1)
+        {
+            return "its name leaves no room for any of the file";
+        }
+
+        long count = Math.Max(1, (header.FileLength + full - 1) / full);
+        long expected = header.Index < header.Count - 1 ? full : header.FileLength - ((header.Count - 1) * full);
+        return count != header.Count ? $"a file of {header.FileLength:N0} bytes under that name is cut into {count:N0} part(s) of {full:N0} bytes, not {header.Count:N0}"
+            : slice != expected ? $"it holds {slice:N0} bytes of the file, where part {header.Index + 1} of {header.Count} holds {expected:N0}"
+            : null;
     }
 
     /// <summary>Notes which envelope brought part <paramref name="index"/> of <paramref name="file"/> (not flushed: losing
@@ -198,60 +294,232 @@ internal sealed class ReceivedParts
     /// brought them beside those of the times it was made whole before.</summary>
     public void Forget(Whole whole)
     {
+        if (whole.Count == 1)
+        {
+            return; // never kept
+        }
+
         using LockedFile held = Lock();
+        Count();
         string ids = Path.Combine(whole.Directory, IdsFile);
         if (File.Exists(ids))
         {
             PrivateFile.Append(whole.Directory + DoneExtension, File.ReadAllText(ids));
         }
 
-        if (System.IO.Directory.Exists(whole.Directory))
-        {
-            System.IO.Directory.Delete(whole.Directory, recursive: true);
-        }
-
-        _sizes.Remove(whole.Directory);
+        Delete(whole.Directory);
     }
 
     private LockedFile Lock() => LockedFile.Open(Directory, "another 'meganet fetch' or 'listen' of this identity");
 
-    /// <summary>Why <paramref name="adding"/> more bytes from the sender <paramref name="senderHex"/> would pass a cap,
-    /// or null.</summary>
-    private string? Full(string senderHex, long adding, bool fromContact)
+    /// <summary>Why keeping a part charged <paramref name="adding"/> bytes of the file <paramref name="set"/> (null: a
+    /// file not begun here) from the sender <paramref name="senderHex"/> would pass a cap, or null.</summary>
+    private string? Full(FileSet? set, string senderHex, long adding, bool fromContact)
     {
-        if (!System.IO.Directory.Exists(Directory))
-        {
-            return null;
-        }
-
-        long sender = 0, all = 0;
-        foreach (string file in System.IO.Directory.GetDirectories(Directory))
-        {
-            long bytes = BytesIn(file);
-            all += bytes;
-            sender += Path.GetFileName(file).StartsWith(senderHex, StringComparison.Ordinal) ? bytes : 0;
-        }
-
-        return sender + adding > _maxBytesPerSender ? $"parts of files from this sender waiting here already take {sender:N0} bytes, the most kept for one sender is {_maxBytesPerSender:N0}"
-            : all + adding > _maxBytes && !fromContact ? $"parts of files waiting in {Directory} already take {all:N0} bytes, the most kept is {_maxBytes:N0}"
+        SenderTotals sender = _senders.GetValueOrDefault(senderHex) ?? SenderTotals.None;
+        bool begins = set is null;
+        long charged = adding + (begins ? SetCost : 0);
+        return begins && sender.OpenFiles >= _maxOpenFilesPerSender ? $"{sender.OpenFiles} files from this sender are arriving here already (the most at once for one sender)"
+            : sender.Bytes + charged > _maxBytesPerSender ? $"parts of files from this sender waiting here already take {sender.Bytes:N0} bytes, the most kept for one sender is {_maxBytesPerSender:N0}"
+            : fromContact ? null
+            : begins && _openFiles >= _maxOpenFiles ? $"{_openFiles} files are arriving in {Directory} already (the most at once)"
+            : _bytes + charged > _maxBytes ? $"parts of files waiting in {Directory} already take {_bytes:N0} bytes, the most kept is {_maxBytes:N0}"
             : null;
     }
 
-    /// <summary>Bytes of the parts in the file directory <paramref name="file"/>, summed again only when their number
-    /// changed.</summary>
-    private long BytesIn(string file) => BytesIn(file, System.IO.Directory.GetFiles(file, "*" + PartExtension));
-
-    /// <summary><see cref="BytesIn(string)"/> with the directory's <paramref name="parts"/> listed already.</summary>
-    private long BytesIn(string file, string[] parts)
+    /// <summary>Brings the totals up to date with the directory, counting it again only when it changed since this
+    /// process last counted or changed it (the token another process rewrote).</summary>
+    private void Count()
     {
-        if (_sizes.TryGetValue(file, out (int Parts, long Bytes) known) && known.Parts == parts.Length)
+        Guid token = ReadToken();
+        if (_indexed && token == _token)
         {
-            return known.Bytes;
+            return;
         }
 
-        long bytes = parts.Sum(f => new FileInfo(f).Length);
-        _sizes[file] = (parts.Length, bytes);
-        return bytes;
+        Recounts++;
+        var present = new HashSet<string>(StringComparer.Ordinal);
+        if (System.IO.Directory.Exists(Directory))
+        {
+            foreach (string file in System.IO.Directory.GetDirectories(Directory))
+            {
+                present.Add(file);
+                string[] parts = System.IO.Directory.GetFiles(file, "*" + PartExtension);
+                if (!_files.TryGetValue(file, out FileSet? set) || set.Parts != parts.Length)
+                {
+                    _files[file] = Measure(file, parts, count: 0);
+                }
+            }
+        }
+
+        foreach (string gone in _files.Keys.Where(f => !present.Contains(f)).ToList())
+        {
+            _files.Remove(gone);
+        }
+
+        _senders.Clear();
+        (_openFiles, _bytes) = (0, 0);
+        foreach (FileSet set in _files.Values)
+        {
+            Account(set, +1);
+        }
+
+        (_indexed, _token) = (true, token);
+    }
+
+    /// <summary><paramref name="file"/>, whose <paramref name="parts"/> are listed, counted again in the totals.</summary>
+    private FileSet Recount(string file, string[] parts, int count)
+    {
+        if (_files.TryGetValue(file, out FileSet? old))
+        {
+            Account(old, -1);
+        }
+
+        FileSet set = _files[file] = Measure(file, parts, count);
+        Account(set, +1);
+        return set;
+    }
+
+    /// <summary>What a file's directory holding <paramref name="parts"/> is charged, and how many parts it has
+    /// (<paramref name="count"/> when known, else read from a part).</summary>
+    private static FileSet Measure(string file, string[] parts, int count)
+    {
+        long bytes = SetCost;
+        foreach (string part in parts)
+        {
+            bytes += Math.Max(new FileInfo(part).Length, MinPartCost);
+        }
+
+        return new FileSet(SenderOf(file), parts.Length, bytes, count > 0 || parts.Length == 0 ? count : ReadCount(parts[0]));
+    }
+
+    /// <summary>The number of parts a kept part's header announces (0 when it does not read), from its first 4 KiB
+    /// where the header lies there (as it does but under a very long name): counting the directory again need not read
+    /// every file whole.</summary>
+    private static int ReadCount(string part)
+    {
+        byte[] start = new byte[4096];
+        int read;
+        using (var stream = new FileStream(part, FileMode.Open, FileAccess.Read, FileShare.Read, bufferSize: 0))
+        {
+            read = stream.ReadAtLeast(start, start.Length, throwOnEndOfStream: false);
+        }
+
+        FilePartHeader header;
+        try
+        {
+            var input = new CodedInputStream(start, 0, read);
+            for (uint tag; (tag = input.ReadTag()) != 0;)
+            {
+                if (tag != WireFormat.MakeTag(SealedContent.ContentFieldNumber, WireFormat.WireType.LengthDelimited))
+                {
+                    input.SkipLastField();
+                    continue;
+                }
+
+                int length = input.ReadLength(), at = (int)input.Position;
+                if (length >= FileParts.HeaderLength && read - at >= FileParts.HeaderLength)
+                {
+                    return FileParts.TryReadHeader(start.AsSpan(at, FileParts.HeaderLength), out header, out _) ? header.Count : 0;
+                }
+
+                break;
+            }
+        }
+        catch (InvalidProtocolBufferException)
+        {
+            // Past the first 4 KiB (a long name): read whole below.
+        }
+
+        try
+        {
+            return FileParts.TryReadHeader(SealedContent.Parser.ParseFrom(File.ReadAllBytes(part)).Content.Span, out header, out _) ? header.Count : 0;
+        }
+        catch (InvalidProtocolBufferException)
+        {
+            return 0;
+        }
+    }
+
+    private static string SenderOf(string file)
+    {
+        string name = Path.GetFileName(file);
+        int dash = name.IndexOf('-', StringComparison.Ordinal);
+        return dash < 0 ? name : name[..dash];
+    }
+
+    /// <summary>Adds <paramref name="set"/> to the totals (<paramref name="sign"/> +1), or takes it out (-1).</summary>
+    private void Account(FileSet set, int sign)
+    {
+        if (!_senders.TryGetValue(set.Sender, out SenderTotals? sender))
+        {
+            _senders[set.Sender] = sender = new SenderTotals();
+        }
+
+        sender.Bytes += sign * set.Bytes;
+        _bytes += sign * set.Bytes;
+        if (!set.Whole)
+        {
+            // A whole file is no longer arriving: only files that may never become whole are held to a number.
+            sender.OpenFiles += sign;
+            _openFiles += sign;
+        }
+    }
+
+    /// <summary>Deletes a file's directory and takes it out of the totals.</summary>
+    private void Delete(string file)
+    {
+        bool counted = Changing();
+        if (System.IO.Directory.Exists(file))
+        {
+            System.IO.Directory.Delete(file, recursive: true);
+        }
+
+        if (_files.Remove(file, out FileSet? set))
+        {
+            Account(set, -1);
+        }
+
+        _indexed = counted;
+    }
+
+    /// <summary>Before a change to the directory: rewrites the token, so other processes count again, and marks the
+    /// totals out of date until the caller has brought them along (it sets <see cref="_indexed"/> back to what this
+    /// returns; a change that throws half way leaves them to be counted again).</summary>
+    private bool Changing()
+    {
+        bool counted = _indexed;
+        _indexed = false;
+        PrivateFile.CreateDirectory(Directory);
+        _token = Guid.NewGuid();
+        var options = new FileStreamOptions { Mode = FileMode.OpenOrCreate, Access = FileAccess.Write, Share = FileShare.Read };
+        if (!OperatingSystem.IsWindows())
+        {
+            options.UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite;
+        }
+
+        Span<byte> bytes = stackalloc byte[16];
+        _token.TryWriteBytes(bytes);
+        using (var stream = new FileStream(Path.Combine(Directory, TokenFile), options))
+        {
+            stream.Write(bytes);
+        }
+
+        return counted;
+    }
+
+    private Guid ReadToken()
+    {
+        Span<byte> bytes = stackalloc byte[16];
+        try
+        {
+            using var stream = new FileStream(Path.Combine(Directory, TokenFile), FileMode.Open, FileAccess.Read, FileShare.ReadWrite, bufferSize: 0);
+            return stream.ReadAtLeast(bytes, 16, throwOnEndOfStream: false) == 16 ? new Guid(bytes) : Guid.Empty;
+        }
+        catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException)
+        {
+            return Guid.Empty;
+        }
     }
 
     /// <summary>Deletes the parts of files whose latest part came longer than <see cref="SeenMessages.Window"/> ago.</summary>
@@ -269,8 +537,7 @@ internal sealed class ReceivedParts
             string[] parts = System.IO.Directory.GetFiles(file);
             if (parts.Length == 0 || parts.Max(File.GetLastWriteTimeUtc) < before)
             {
-                System.IO.Directory.Delete(file, recursive: true);
-                _sizes.Remove(file);
+                Delete(file);
             }
         }
 
@@ -281,5 +548,30 @@ internal sealed class ReceivedParts
                 File.Delete(done);
             }
         }
+    }
+
+    /// <summary>A file's directory: its sender, parts and the bytes they are charged (<see cref="SetCost"/> included),
+    /// and how many parts the file has (0 while unknown: counted as still arriving).</summary>
+    private sealed class FileSet(string sender, int parts, long bytes, int count)
+    {
+        public string Sender { get; } = sender;
+
+        public int Parts { get; set; } = parts;
+
+        public long Bytes { get; set; } = bytes;
+
+        public int Count { get; set; } = count;
+
+        public bool Whole => Count > 0 && Parts >= Count;
+    }
+
+    /// <summary>One sender's totals: bytes kept, and files still arriving.</summary>
+    private sealed class SenderTotals
+    {
+        public static readonly SenderTotals None = new();
+
+        public int OpenFiles { get; set; }
+
+        public long Bytes { get; set; }
     }
 }

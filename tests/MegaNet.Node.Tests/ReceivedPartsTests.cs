@@ -1,0 +1,153 @@
+using System.Buffers.Binary;
+using System.Security.Cryptography;
+using Google.Protobuf;
+using MegaNet.Api;
+using MegaNet.Api.V1;
+using MegaNet.Node.Cli;
+
+namespace MegaNet.Node.Tests;
+
+/// <summary>
+/// The spool of file parts (<see cref="ReceivedParts"/>) against a sender who wants it to grow: parts not cut as the
+/// protocol says, and sets of one tiny part each, are held to what they take on disk and to a number of files; and its
+/// totals are not counted again for every part.
+/// </summary>
+public sealed class ReceivedPartsTests : IDisposable
+{
+    private const string Name = "a.bin";
+
+    private readonly string _dir = Directory.CreateTempSubdirectory("meganet-spool-").FullName;
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    private string IdentityPath => Path.Combine(_dir, "bob.json");
+
+    private static ReceivedMessage Part(Identity from, byte[] content, string name = Name) => new(1, RandomNumberGenerator.GetBytes(32), from.Card, new SealedContent
+    {
+        SenderSigningKey = ByteString.CopyFrom(from.Card.SigningKey),
+        SenderEncryptionKey = ByteString.CopyFrom(from.Card.EncryptionKey),
+        ContentType = FileParts.ContentType,
+        FileName = name,
+        Content = ByteString.CopyFrom(content),
+    }, LogIndex: 0);
+
+    /// <summary>A part as anyone can write one: a fresh file id and hash, the header's numbers as given, and a slice of
+    /// <paramref name="slice"/> bytes.</summary>
+    private static byte[] Forged(int index, int count, long length, int slice)
+    {
+        byte[] part = new byte[FileParts.HeaderLength + slice];
+        RandomNumberGenerator.Fill(part.AsSpan(0, 16));
+        BinaryPrimitives.WriteUInt32BigEndian(part.AsSpan(16), (uint)index);
+        BinaryPrimitives.WriteUInt32BigEndian(part.AsSpan(20), (uint)count);
+        BinaryPrimitives.WriteUInt64BigEndian(part.AsSpan(24), (ulong)length);
+        RandomNumberGenerator.Fill(part.AsSpan(32));
+        return part;
+    }
+
+    /// <summary>The last part of a file of two, one byte long: cut as the protocol says, and as small as a part that
+    /// opens a file can be.</summary>
+    private static byte[] TinyLastPart() => Forged(1, 2, FileParts.SliceLength(Name) + 1L, 1);
+
+    [Fact]
+    public void A_part_not_cut_as_the_protocol_says_is_refused_and_opens_no_file()
+    {
+        using Identity mallory = Identity.Create();
+        ReceivedParts parts = ReceivedParts.Beside(IdentityPath);
+        int slice = FileParts.SliceLength(Name);
+        // Part 1 of 2 of an empty file, which FileParts.TryReadHeader takes: each opened a file of its own.
+        for (int i = 0; i < 50; i++)
+        {
+            var refused = Assert.IsType<ReceivedParts.Refused>(parts.Add(Part(mallory, Forged(0, 2, 0, 0))));
+            Assert.Contains("is not cut as the protocol says", refused.Reason, StringComparison.Ordinal);
+        }
+
+        // A first part short of a full slice, one that leaves the last part empty, and a count the length does not make.
+        Assert.IsType<ReceivedParts.Refused>(parts.Add(Part(mallory, Forged(0, 2, slice + 1L, slice - 1))));
+        Assert.IsType<ReceivedParts.Refused>(parts.Add(Part(mallory, Forged(1, 2, slice, 0))));
+        Assert.IsType<ReceivedParts.Refused>(parts.Add(Part(mallory, Forged(0, 2, 3L * slice, slice))));
+        Assert.IsType<ReceivedParts.Refused>(parts.Add(Part(mallory, Forged(2, 3, (2L * slice) + 10, 9))));
+        Assert.False(Directory.Exists(parts.Directory) && Directory.GetDirectories(parts.Directory).Length > 0);
+
+        // Parts cut as FileParts.Split cuts them are kept, the last one of a file as long as it is.
+        byte[] file = RandomNumberGenerator.GetBytes((2 * slice) + 10);
+        IReadOnlyList<byte[]> split = FileParts.Split(file, Name);
+        Assert.IsType<ReceivedParts.Waiting>(parts.Add(Part(mallory, split[2])));
+        Assert.IsType<ReceivedParts.Waiting>(parts.Add(Part(mallory, split[0])));
+        var whole = Assert.IsType<ReceivedParts.Whole>(parts.Add(Part(mallory, split[1])));
+        Assert.Equal(file, whole.File.Content.Content.ToByteArray());
+
+        // A file of one part is whole as it comes: shown, and nothing kept for it.
+        byte[] small = RandomNumberGenerator.GetBytes(100);
+        whole = Assert.IsType<ReceivedParts.Whole>(parts.Add(Part(mallory, FileParts.Split(small, "small.bin")[0], "small.bin")));
+        Assert.Equal(small, whole.File.Content.Content.ToByteArray());
+        Assert.False(Directory.Exists(whole.Directory));
+        parts.Forget(whole);
+    }
+
+    [Fact]
+    public void Files_still_arriving_are_capped_in_number_and_each_is_charged_its_directory()
+    {
+        using Identity mallory = Identity.Create(), trent = Identity.Create(), carol = Identity.Create();
+        ReceivedParts parts = ReceivedParts.Beside(IdentityPath, maxOpenFiles: ReceivedParts.MaxOpenFilesPerSender + 4);
+        for (int i = 0; i < ReceivedParts.MaxOpenFilesPerSender; i++)
+        {
+            Assert.IsType<ReceivedParts.Waiting>(parts.Add(Part(mallory, TinyLastPart())));
+        }
+
+        var deferred = Assert.IsType<ReceivedParts.Deferred>(parts.Add(Part(mallory, TinyLastPart())));
+        Assert.Contains($"{ReceivedParts.MaxOpenFilesPerSender} files from this sender are arriving here already", deferred.Reason, StringComparison.Ordinal);
+
+        // Another stranger fills what is left in all; a contact is held to the number per sender only.
+        for (int i = 0; i < 4; i++)
+        {
+            Assert.IsType<ReceivedParts.Waiting>(parts.Add(Part(trent, TinyLastPart())));
+        }
+
+        deferred = Assert.IsType<ReceivedParts.Deferred>(parts.Add(Part(trent, TinyLastPart())));
+        Assert.Contains($"{ReceivedParts.MaxOpenFilesPerSender + 4} files are arriving in", deferred.Reason, StringComparison.Ordinal);
+        Assert.IsType<ReceivedParts.Waiting>(parts.Add(Part(carol, TinyLastPart()), fromContact: true));
+        // Another part of a file begun here is no new file.
+        int slice = FileParts.SliceLength(Name);
+        IReadOnlyList<byte[]> split = FileParts.Split(RandomNumberGenerator.GetBytes(3 * slice), Name);
+        Assert.IsType<ReceivedParts.Deferred>(parts.Add(Part(mallory, split[0])));
+        Assert.Equal(ReceivedParts.MaxOpenFilesPerSender + 5, Directory.GetDirectories(parts.Directory).Length);
+
+        // In bytes, a part of one byte is charged a block, and its file a directory and its list of envelopes: a
+        // stranger's cap of bytes no longer holds hundreds of thousands of them.
+        string other = Path.Combine(_dir, "erin.json");
+        const int Fit = 10;
+        ReceivedParts capped = ReceivedParts.Beside(other, maxBytesPerSender: Fit * (ReceivedParts.SetCost + ReceivedParts.MinPartCost));
+        for (int i = 0; i < Fit; i++)
+        {
+            Assert.IsType<ReceivedParts.Waiting>(capped.Add(Part(mallory, TinyLastPart())));
+        }
+
+        deferred = Assert.IsType<ReceivedParts.Deferred>(capped.Add(Part(mallory, TinyLastPart())));
+        Assert.Contains($"from this sender waiting here already take {Fit * (ReceivedParts.SetCost + ReceivedParts.MinPartCost):N0} bytes", deferred.Reason, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void The_totals_are_counted_once_and_again_only_after_another_process_changed_the_directory()
+    {
+        using Identity alice = Identity.Create(), mallory = Identity.Create();
+        const int Fit = 8;
+        long cap = Fit * (ReceivedParts.SetCost + ReceivedParts.MinPartCost);
+        ReceivedParts listening = ReceivedParts.Beside(IdentityPath, maxBytesPerSender: cap), fetching = ReceivedParts.Beside(IdentityPath, maxBytesPerSender: cap);
+        Assert.Equal(0, listening.Recounts); // opening reads nothing but what it prunes
+        for (int i = 0; i < Fit - 1; i++)
+        {
+            Assert.IsType<ReceivedParts.Waiting>(listening.Add(Part(mallory, TinyLastPart())));
+            Assert.IsType<ReceivedParts.Waiting>(listening.Add(Part(alice, TinyLastPart())));
+        }
+
+        // Each part added used the totals in memory: one count of the directory, not one for each part.
+        Assert.Equal(1, listening.Recounts);
+
+        // Another process's part is in this one's totals: the directory is counted again, once.
+        Assert.IsType<ReceivedParts.Waiting>(fetching.Add(Part(mallory, TinyLastPart())));
+        Assert.IsType<ReceivedParts.Deferred>(listening.Add(Part(mallory, TinyLastPart())));
+        Assert.Equal(2, listening.Recounts);
+        Assert.IsType<ReceivedParts.Waiting>(listening.Add(Part(alice, TinyLastPart())));
+        Assert.Equal(2, listening.Recounts);
+    }
+}
