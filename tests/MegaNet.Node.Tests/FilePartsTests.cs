@@ -93,7 +93,7 @@ public sealed class FilePartsTests(ITestOutputHelper output) : IDisposable
         string identity = Path.Combine(_dir, "bob.json");
         using Identity alice = Identity.Create(), carol = Identity.Create();
         int slice = FileParts.SliceLength("a.bin");
-        IReadOnlyList<byte[]> a = FileParts.Split(RandomFile(3 * slice), "a.bin"), c = FileParts.Split(RandomFile(3 * slice), "c.bin");
+        IReadOnlyList<byte[]> a = FileParts.Split(RandomFile(4 * slice), "a.bin"), c = FileParts.Split(RandomFile(3 * slice), "c.bin");
         // Room for two parts from one sender and three in all (a part's file is its sealed content: a little more), and
         // each file's directory.
         ReceivedParts parts = ReceivedParts.Beside(identity, maxBytesPerSender: (2 * slice) + 4096 + ReceivedParts.SetCost, maxBytes: (3 * slice) + 4096 + (2 * ReceivedParts.SetCost));
@@ -101,7 +101,7 @@ public sealed class FilePartsTests(ITestOutputHelper output) : IDisposable
         Assert.IsType<ReceivedParts.Waiting>(parts.Add(Part(alice, a[1], "a.bin")));
         // Past a cap a part is left on the node (not to be acknowledged), for a later fetch once there is room.
         var deferred = Assert.IsType<ReceivedParts.Deferred>(parts.Add(Part(alice, a[2], "a.bin")));
-        Assert.Contains("from this sender waiting here already take", deferred.Reason, StringComparison.Ordinal);
+        Assert.Contains("parts of files still arriving from this sender take", deferred.Reason, StringComparison.Ordinal);
         Assert.IsType<ReceivedParts.Waiting>(parts.Add(Part(carol, c[0], "c.bin")));
         deferred = Assert.IsType<ReceivedParts.Deferred>(parts.Add(Part(carol, c[1], "c.bin")));
         Assert.Contains("the most kept is", deferred.Reason, StringComparison.Ordinal);

@@ -123,7 +123,7 @@ public sealed class ReceivedPartsTests : IDisposable
         }
 
         deferred = Assert.IsType<ReceivedParts.Deferred>(capped.Add(Part(mallory, TinyLastPart())));
-        Assert.Contains($"from this sender waiting here already take {Fit * (ReceivedParts.SetCost + ReceivedParts.MinPartCost):N0} bytes", deferred.Reason, StringComparison.Ordinal);
+        Assert.Contains($"parts of files still arriving from this sender take {Fit * (ReceivedParts.SetCost + ReceivedParts.MinPartCost):N0} bytes", deferred.Reason, StringComparison.Ordinal);
     }
 
     [Fact]
@@ -149,5 +149,28 @@ public sealed class ReceivedPartsTests : IDisposable
         Assert.Equal(2, listening.Recounts);
         Assert.IsType<ReceivedParts.Waiting>(listening.Add(Part(alice, TinyLastPart())));
         Assert.Equal(2, listening.Recounts);
+    }
+
+    [Fact]
+    public void Files_shown_and_kept_do_not_keep_a_later_file_from_arriving_and_have_a_cap_of_their_own()
+    {
+        using Identity alice = Identity.Create();
+        int slice = FileParts.SliceLength(Name);
+        // Room for one file of two full parts from a sender in each account: arriving, and whole.
+        ReceivedParts parts = ReceivedParts.Beside(IdentityPath, maxBytesPerSender: (2 * slice) + 4096 + ReceivedParts.SetCost);
+        IReadOnlyList<byte[]> first = FileParts.Split(RandomNumberGenerator.GetBytes(2 * slice), Name), second = FileParts.Split(RandomNumberGenerator.GetBytes(2 * slice), Name);
+        Assert.IsType<ReceivedParts.Waiting>(parts.Add(Part(alice, first[0])));
+        // Whole and shown, not forgotten: a fetch or listen without --ack, or text output without --save-files.
+        var shown = Assert.IsType<ReceivedParts.Whole>(parts.Add(Part(alice, first[1])));
+
+        // The next file from the same sender is kept: a file shown no longer counts against parts still arriving (it
+        // did, and the later file's parts were left on the node until day 31, while they expire there after 7).
+        Assert.IsType<ReceivedParts.Waiting>(parts.Add(Part(alice, second[0])));
+        // The part that would make it whole waits for room among whole files, and says what makes it.
+        var deferred = Assert.IsType<ReceivedParts.Deferred>(parts.Add(Part(alice, second[1])));
+        Assert.Contains("files from this sender whole here already (shown, kept until they are handed over) take", deferred.Reason, StringComparison.Ordinal);
+        Assert.Contains("'meganet fetch --ack --save-files DIR' (or --json --ack) hands them over and frees the room", deferred.Reason, StringComparison.Ordinal);
+        parts.Forget(shown);
+        Assert.IsType<ReceivedParts.Whole>(parts.Add(Part(alice, second[1])));
     }
 }

@@ -19,8 +19,10 @@ namespace MegaNet.Node.Cli;
 /// <c>fetch</c> and a <c>listen</c> of the same identity take turns through a lock beside the directory.
 /// </summary>
 /// <remarks>
-/// What is kept is capped (docs/protocol.md): bytes per sender and in all, and files still arriving per sender and in
-/// all, past which new parts are deferred. Each part is charged its length, at least a block
+/// What is kept is capped in two accounts (docs/protocol.md): files still arriving, whose caps (bytes and files, per
+/// sender and in all) defer new parts; and files whole here already (shown, kept until a fetch or listen with
+/// <c>--ack</c> hands their bytes over), whose caps (bytes) defer only a part that would make another file whole, so a
+/// file shown and not yet saved never keeps a later one from arriving. Each part is charged its length, at least a block
 /// (<see cref="MinPartCost"/>), and each file a directory's worth more (<see cref="SetCost"/>), and a part must be cut as
 /// the protocol says (every slice but the last a full one), so the caps bound what the directory takes on disk. The
 /// totals are kept in memory, counted again from the disk only when another process changed the directory (it rewrites
@@ -36,12 +38,14 @@ internal sealed class ReceivedParts
     /// <summary>Bytes charged for a part at least: a file takes a block on disk, however short.</summary>
     public const long MinPartCost = 4096;
 
-    /// <summary>Bytes of parts kept for one sender at most: two files of the largest size, each part with up to 1 KiB of its sealed content's other fields, and each file its
+    /// <summary>Bytes of files still arriving kept for one sender at most, and as much again of files whole here: two
+    /// files of the largest size, each part with up to 1 KiB of its sealed content's other fields, and each file its
     /// <see cref="SetCost"/>. Identities cost nothing, so this alone does not bound the directory; <see cref="MaxBytes"/>
     /// does.</summary>
     public const long MaxBytesPerSender = 2 * (FileParts.MaxFileLength + (FileParts.MaxParts * 1024L) + SetCost);
 
-    /// <summary>Bytes of parts kept in all at most: eight files of the largest size.</summary>
+    /// <summary>Bytes of files still arriving kept in all at most, and as much again of files whole here: eight files
+    /// of the largest size.</summary>
     public const long MaxBytes = 4 * MaxBytesPerSender;
 
     /// <summary>Files still arriving from one sender at once at most: a sender sends one file after another, and each
@@ -73,7 +77,7 @@ internal sealed class ReceivedParts
     // bytes; a count that differs is summed again. Current while _indexed, as of the token _token.
     private readonly Dictionary<string, FileSet> _files = new(StringComparer.Ordinal);
     private readonly Dictionary<string, SenderTotals> _senders = new(StringComparer.Ordinal);
-    private long _bytes;
+    private long _openBytes, _wholeBytes;
     private int _openFiles;
     private bool _indexed;
     private Guid _token;
@@ -208,7 +212,7 @@ internal sealed class ReceivedParts
             byte[] bytes = content.ToByteArray();
             // Every part but the last is a full slice (checked above), so its length is its nominal size.
             long charge = Math.Max(bytes.Length, MinPartCost);
-            if (Full(set, senderHex, charge, fromContact) is { } full)
+            if (Full(set, senderHex, charge, completes: have + 1 == header.Count, fromContact) is { } full)
             {
                 return new Deferred($"part {header.Index + 1} of file '{name}' is left on the node for now: {full}");
             }
@@ -313,17 +317,31 @@ internal sealed class ReceivedParts
     private LockedFile Lock() => LockedFile.Open(Directory, "another 'meganet fetch' or 'listen' of this identity");
 
     /// <summary>Why keeping a part charged <paramref name="adding"/> bytes of the file <paramref name="set"/> (null: a
-    /// file not begun here) from the sender <paramref name="senderHex"/> would pass a cap, or null.</summary>
-    private string? Full(FileSet? set, string senderHex, long adding, bool fromContact)
+    /// file not begun here) from the sender <paramref name="senderHex"/> would pass a cap, and what makes room; or null.
+    /// A part that <paramref name="completes"/> its file moves the file to the account of whole files, and is held to
+    /// that account's caps alone.</summary>
+    private string? Full(FileSet? set, string senderHex, long adding, bool completes, bool fromContact)
     {
         SenderTotals sender = _senders.GetValueOrDefault(senderHex) ?? SenderTotals.None;
+        if (completes)
+        {
+            long file = (set?.Bytes ?? SetCost) + adding;
+            const string Frees = ": 'meganet fetch --ack --save-files DIR' (or --json --ack) hands them over and frees the room";
+            return sender.WholeBytes + file > _maxBytesPerSender
+                    ? $"files from this sender whole here already (shown, kept until they are handed over) take {sender.WholeBytes:N0} bytes, and this one would take {file:N0} more; the most kept for one sender is {_maxBytesPerSender:N0}{Frees}"
+                : _wholeBytes + file > _maxBytes && !fromContact
+                    ? $"files whole in {Directory} already (shown, kept until they are handed over) take {_wholeBytes:N0} bytes, and this one would take {file:N0} more; the most kept is {_maxBytes:N0}{Frees}"
+                : null;
+        }
+
         bool begins = set is null;
         long charged = adding + (begins ? SetCost : 0);
-        return begins && sender.OpenFiles >= _maxOpenFilesPerSender ? $"{sender.OpenFiles} files from this sender are arriving here already (the most at once for one sender)"
-            : sender.Bytes + charged > _maxBytesPerSender ? $"parts of files from this sender waiting here already take {sender.Bytes:N0} bytes, the most kept for one sender is {_maxBytesPerSender:N0}"
+        string frees = $"; room is made as those files come whole, or {SeenMessages.Window.TotalDays:0} days after their latest part";
+        return begins && sender.OpenFiles >= _maxOpenFilesPerSender ? $"{sender.OpenFiles} files from this sender are arriving here already (the most at once for one sender){frees}"
+            : sender.OpenBytes + charged > _maxBytesPerSender ? $"parts of files still arriving from this sender take {sender.OpenBytes:N0} bytes here already, the most kept for one sender is {_maxBytesPerSender:N0}{frees}"
             : fromContact ? null
-            : begins && _openFiles >= _maxOpenFiles ? $"{_openFiles} files are arriving in {Directory} already (the most at once)"
-            : _bytes + charged > _maxBytes ? $"parts of files waiting in {Directory} already take {_bytes:N0} bytes, the most kept is {_maxBytes:N0}"
+            : begins && _openFiles >= _maxOpenFiles ? $"{_openFiles} files are arriving in {Directory} already (the most at once){frees}"
+            : _openBytes + charged > _maxBytes ? $"parts of files still arriving in {Directory} take {_openBytes:N0} bytes already, the most kept is {_maxBytes:N0}{frees}"
             : null;
     }
 
@@ -358,7 +376,7 @@ internal sealed class ReceivedParts
         }
 
         _senders.Clear();
-        (_openFiles, _bytes) = (0, 0);
+        (_openFiles, _openBytes, _wholeBytes) = (0, 0, 0);
         foreach (FileSet set in _files.Values)
         {
             Account(set, +1);
@@ -456,13 +474,17 @@ internal sealed class ReceivedParts
             _senders[set.Sender] = sender = new SenderTotals();
         }
 
-        sender.Bytes += sign * set.Bytes;
-        _bytes += sign * set.Bytes;
-        if (!set.Whole)
+        if (set.Whole)
         {
-            // A whole file is no longer arriving: only files that may never become whole are held to a number.
+            sender.WholeBytes += sign * set.Bytes;
+            _wholeBytes += sign * set.Bytes;
+        }
+        else
+        {
             sender.OpenFiles += sign;
+            sender.OpenBytes += sign * set.Bytes;
             _openFiles += sign;
+            _openBytes += sign * set.Bytes;
         }
     }
 
@@ -565,13 +587,15 @@ internal sealed class ReceivedParts
         public bool Whole => Count > 0 && Parts >= Count;
     }
 
-    /// <summary>One sender's totals: bytes kept, and files still arriving.</summary>
+    /// <summary>One sender's totals: files still arriving and their bytes, and bytes of files whole here.</summary>
     private sealed class SenderTotals
     {
         public static readonly SenderTotals None = new();
 
         public int OpenFiles { get; set; }
 
-        public long Bytes { get; set; }
+        public long OpenBytes { get; set; }
+
+        public long WholeBytes { get; set; }
     }
 }
