@@ -1212,7 +1212,8 @@ internal static partial class ClientCommands
     private sealed class StandardOutputStream : Stream
     {
         private const int EINTR = 4;
-        private const int EAGAIN = 11;
+        // errno values differ by system: EAGAIN is 11 on Linux, 35 on macOS (and the BSDs).
+        private const int EAGAINLinux = 11, EAGAINMacOS = 35;
 
         public override bool CanRead => false;
 
@@ -1239,7 +1240,7 @@ internal static partial class ClientCommands
                         continue;
                     }
 
-                    if (errno == EAGAIN)
+                    if (errno == (OperatingSystem.IsLinux() ? EAGAINLinux : EAGAINMacOS))
                     {
                         // Descriptor 1 left non-blocking by whoever started us: wait a little rather than lose output.
                         Thread.Sleep(1);
