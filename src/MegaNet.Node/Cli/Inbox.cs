@@ -36,8 +36,9 @@ internal sealed class Inbox(bool json, ContactsFollower contacts, ReceivedParts 
     // parts would make them whole again.
     private readonly HashSet<string> _shownFiles = new(StringComparer.Ordinal);
 
-    // Under WhenAcknowledged, the files to forget once the fetch has acknowledged.
-    private readonly List<ReceivedParts.Whole> _toForget = [];
+    // Under WhenAcknowledged, the files to forget once the fetch has acknowledged: their parts directory and name only.
+    // The Whole itself holds the file's bytes (up to 32 MiB), which a fetch of many files held all of until it ended.
+    private readonly List<(string Directory, string FileName)> _toForget = [];
 
     /// <summary>Attempts at a free name in <c>--save-files</c> ("name (2).ext", ...).</summary>
     private const int MaxNameAttempts = 1_000;
@@ -112,9 +113,9 @@ internal sealed class Inbox(bool json, ContactsFollower contacts, ReceivedParts 
                     return false;
                 }
 
-                if (release == PartsRelease.WhenAcknowledged)
+                if (release == PartsRelease.WhenAcknowledged && whole.Count > 1)
                 {
-                    _toForget.Add(whole);
+                    _toForget.Add((whole.Directory, whole.File.Content.FileName));
                 }
 
                 break;
@@ -141,15 +142,15 @@ internal sealed class Inbox(bool json, ContactsFollower contacts, ReceivedParts 
     /// shown. A failure only leaves them behind, to be pruned: the file was shown and acknowledged.</summary>
     public void ForgetShown()
     {
-        foreach (ReceivedParts.Whole whole in _toForget)
+        foreach ((string directory, string fileName) in _toForget)
         {
             try
             {
-                parts.Forget(whole);
+                parts.Forget(directory);
             }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException or CliException)
             {
-                Console.Error.WriteLine($"meganet: the parts of file '{ClientCommands.Printable(whole.File.Content.FileName, multiline: false)}' (shown and acknowledged) could not be deleted from {whole.Directory} ({e.Message}); they are deleted {SeenMessages.Window.TotalDays:0} days after they came.");
+                Console.Error.WriteLine($"meganet: the parts of file '{ClientCommands.Printable(fileName, multiline: false)}' (shown and acknowledged) could not be deleted from {directory} ({e.Message}); they are deleted {SeenMessages.Window.TotalDays:0} days after they came.");
             }
         }
 

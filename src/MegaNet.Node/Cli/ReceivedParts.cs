@@ -12,7 +12,7 @@ namespace MegaNet.Node.Cli;
 /// directory per file (sender address and file id), each part's opened content in a file of its own. A part is on disk
 /// (flushed, and its directory entry too) before <see cref="Add"/> returns, so <c>--ack</c> may delete it from the
 /// node; once the file is whole, checked and shown by a fetch or listen with <c>--ack</c> (and, when standard output is a
-/// file, on the disk), its parts are deleted here (<see cref="Forget"/>), and the envelope ids that brought them are
+/// file, on the disk), its parts are deleted here (<see cref="Forget(Whole)"/>), and the envelope ids that brought them are
 /// remembered (<c>KEY.done</c>), so those envelopes, fetched again, are copies of a file shown already rather than the
 /// start of another. Without <c>--ack</c> they are kept, and the next fetch shows the file again. Parts of a file that never becomes whole, and those records, are
 /// deleted <see cref="SeenMessages.Window"/> after they were last written (checked at start and hourly). A
@@ -117,7 +117,7 @@ internal sealed class ReceivedParts
     public sealed record Waiting(int Index, int Have, int Count) : Outcome;
 
     /// <summary>The file is whole: <paramref name="File"/> is the part's message with the whole file as its content. Its
-    /// parts stay here until <see cref="Forget"/>, so a file that could not be shown or saved is put together again when
+    /// parts stay here until <see cref="Forget(Whole)"/>, so a file that could not be shown or saved is put together again when
     /// one of its parts comes again. (A file of one part is never kept: <paramref name="Directory"/> does not exist.)</summary>
     public sealed record Whole(ReceivedMessage File, int Count, string Directory) : Outcome;
 
@@ -298,20 +298,31 @@ internal sealed class ReceivedParts
     /// brought them beside those of the times it was made whole before.</summary>
     public void Forget(Whole whole)
     {
-        if (whole.Count == 1)
+        ArgumentNullException.ThrowIfNull(whole);
+        if (whole.Count > 1)
         {
-            return; // never kept
+            Forget(whole.Directory); // a file of one part was never kept
+        }
+    }
+
+    /// <summary><see cref="Forget(Whole)"/> by the file's directory (<see cref="Whole.Directory"/>) alone: a caller that
+    /// forgets later need not hold the file's bytes until then.</summary>
+    public void Forget(string directory)
+    {
+        using LockedFile held = Lock();
+        if (!System.IO.Directory.Exists(directory))
+        {
+            return;
         }
 
-        using LockedFile held = Lock();
         Count();
-        string ids = Path.Combine(whole.Directory, IdsFile);
+        string ids = Path.Combine(directory, IdsFile);
         if (File.Exists(ids))
         {
-            PrivateFile.Append(whole.Directory + DoneExtension, File.ReadAllText(ids));
+            PrivateFile.Append(directory + DoneExtension, File.ReadAllText(ids));
         }
 
-        Delete(whole.Directory);
+        Delete(directory);
     }
 
     private LockedFile Lock() => LockedFile.Open(Directory, "another 'meganet fetch' or 'listen' of this identity");
