@@ -29,8 +29,8 @@ public enum GpuDeviceKind
 
 /// <summary>
 /// Backends <c>gpu</c> and <c>gpu-cpu</c>: the MegaNet rule as ILGPU kernels, one thread per signature. A first kernel
-/// (<see cref="ChallengeKernel"/>) checks S &lt; L and computes k = SHA-512(R ‖ A ‖ M) mod L (or the host does, in
-/// parallel, with <see cref="VerifierOptions.GpuHashOnHost"/>); the second decodes A and R strictly, refuses
+/// (<see cref="ChallengeKernel"/>) checks S &lt; L and computes k = SHA-512(R ‖ A ‖ M) mod L (or the host does, on up
+/// to <see cref="VerifierOptions.Threads"/> threads, with <see cref="VerifierOptions.GpuHashOnHost"/>); the second decodes A and R strictly, refuses
 /// small-order points and checks [8]([S]B − R − [k]A) = 𝒪. The kernels are compiled once at construction.
 /// </summary>
 /// <remarks>
@@ -39,6 +39,10 @@ public enum GpuDeviceKind
 /// up to <see cref="OverlapChunk"/> × 2 items are one launch; larger ones are cut into chunks (<see cref="ChunkItems"/>)
 /// that alternate between the slots, so the host prepares chunk j + 1 while the device copies in, verifies and copies out chunk j. Verdicts come
 /// back as one byte per item. One batch at a time per instance (calls from several threads queue on the instance).
+/// The host's share of a chunk (copying it into the page-locked buffers, and with
+/// <see cref="VerifierOptions.GpuHashOnHost"/> the SHA-512 of every item) runs on at most
+/// <see cref="VerifierOptions.Threads"/> threads, the calling one included, as the SIMD backend bounds its own: on a
+/// node the thread pool also serves gRPC and Kestrel, and an unbounded parallel loop took all of it.
 /// </remarks>
 public sealed class GpuBatchVerifier : BatchVerifierBase
 {
@@ -68,6 +72,9 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
     private readonly object _gate = new();
     private readonly LaunchSlot[] _slots;
 
+    // Made once, not per chunk: bounds the host's parallel loops to VerifierOptions.Threads.
+    private readonly ParallelOptions _hostParallelism;
+
     /// <summary>Smallest chunk a large batch is cut into (one launch below twice this).</summary>
     public const int OverlapChunk = 8192;
 
@@ -84,6 +91,7 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
         _kind = kind;
         _maxBatch = options.GpuMaxBatch;
         _chunkItems = options.GpuChunkItems;
+        _hostParallelism = new ParallelOptions { MaxDegreeOfParallelism = options.Threads };
         if (kind == GpuDeviceKind.Device && DeviceProbe.Value is { } reason)
         {
             throw new BackendUnavailableException(DeviceBackendName, reason);
@@ -154,12 +162,18 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
     /// <summary>The accelerator's name.</summary>
     public string DeviceName { get; }
 
+    /// <summary>Most threads the host's share of a chunk runs on (<see cref="VerifierOptions.Threads"/>).</summary>
+    public int HostThreads => _hostParallelism.MaxDegreeOfParallelism;
+
+    /// <summary>The options the host's parallel loops run under; tests give them a scheduler that counts threads.</summary>
+    internal ParallelOptions HostParallelism => _hostParallelism;
+
     /// <inheritdoc />
     public override string Name => _kind == GpuDeviceKind.Device ? DeviceBackendName : CpuBackendName;
 
     /// <inheritdoc />
     public override string Description =>
-        $"ILGPU {_accelerator.AcceleratorType} '{DeviceName}' ({_accelerator.NumMultiprocessors} multiprocessors), one thread per signature in groups of up to {_occupancyGroup}{(_inlinePtx ? $", {WidenedMultiplies} limb products as PTX mul.wide.s32" : "")}, SHA-512 on the {(_hashOnHost ? "host" : "device")}{(_chunkItems > 0 ? $", {_chunkItems:N0} items per launch" : "")}, kernel ready in {CompileMilliseconds:F0} ms";
+        $"ILGPU {_accelerator.AcceleratorType} '{DeviceName}' ({_accelerator.NumMultiprocessors} multiprocessors), one thread per signature in groups of up to {_occupancyGroup}{(_inlinePtx ? $", {WidenedMultiplies} limb products as PTX mul.wide.s32" : "")}, SHA-512 on the {(_hashOnHost ? $"host ({HostThreads} thread(s))" : "device")}{(_chunkItems > 0 ? $", {_chunkItems:N0} items per launch" : "")}, kernel ready in {CompileMilliseconds:F0} ms";
 
     /// <inheritdoc />
     protected override void VerifyCore(SignatureBatch batch, int start, int count, Span<bool> verdicts)
@@ -182,7 +196,7 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
                     if (_hashOnHost)
                     {
                         slot.EnsureCapacity(n, _maxBatch, 0);
-                        PrepareOnHost(batch, start + done, n, slot.Keys!.GetArray(), slot.Rs!.GetArray(), slot.Scalars!.GetArray(), slot.Pre!.GetArray());
+                        PrepareOnHost(batch, start + done, n, _hostParallelism, slot.Keys!.GetArray(), slot.Rs!.GetArray(), slot.Scalars!.GetArray(), slot.Pre!.GetArray());
                     }
                     else
                     {
@@ -193,7 +207,7 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
                         }
 
                         slot.EnsureCapacity(n, _maxBatch, offsets[start + done + n] - offsets[start + done]);
-                        CopyOnHost(batch, start + done, n, slot);
+                        CopyOnHost(batch, start + done, n, slot, _hostParallelism);
                     }
 
                     MegaNetMetrics.GpuHostTime.Record(Stopwatch.GetElapsedTime(prepared).TotalMilliseconds);
@@ -323,10 +337,12 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
         slot.Abandon();
     }
 
-    /// <summary>Rule 2 (S &lt; L) and rule 5 (k) on the host, in parallel.</summary>
-    private static void PrepareOnHost(SignatureBatch batch, int start, int n, byte[] keys, byte[] rs, uint[] scalars, byte[] pre)
+    /// <summary>Rule 2 (S &lt; L) and rule 5 (k) on the host, in blocks of 256 items on at most
+    /// <paramref name="parallelism"/>'s threads (unbounded, the loop spread a large chunk's blocks over the whole thread
+    /// pool, which on a node also runs its gRPC calls).</summary>
+    private static void PrepareOnHost(SignatureBatch batch, int start, int n, ParallelOptions parallelism, byte[] keys, byte[] rs, uint[] scalars, byte[] pre)
     {
-        Parallel.For(0, (n + 255) / 256, block =>
+        Parallel.For(0, (n + 255) / 256, parallelism, block =>
         {
             int end = Math.Min(n, (block + 1) * 256);
             batch.PublicKeys.Slice(32 * (start + block * 256), 32 * (end - block * 256)).CopyTo(keys.AsSpan(32 * block * 256));
@@ -361,12 +377,13 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
     }
 
     /// <summary>What the device needs to hash on its own: the chunk's keys, signatures, messages and their offsets,
-    /// copied block by block into the slot's page-locked buffers (no work per item).</summary>
-    private static void CopyOnHost(SignatureBatch batch, int start, int n, LaunchSlot slot)
+    /// copied block by block into the slot's page-locked buffers (no work per item), on at most
+    /// <paramref name="parallelism"/>'s threads, like the host's hashing.</summary>
+    private static void CopyOnHost(SignatureBatch batch, int start, int n, LaunchSlot slot, ParallelOptions parallelism)
     {
         const int Part = 16_384;
         batch.MessageOffsets.Slice(start, n + 1).CopyTo(slot.Offsets!.Span);
-        Parallel.For(0, (n + Part - 1) / Part, part =>
+        Parallel.For(0, (n + Part - 1) / Part, parallelism, part =>
         {
             int from = part * Part, items = Math.Min(Part, n - from);
             batch.PublicKeys.Slice(32 * (start + from), 32 * items).CopyTo(slot.Keys!.Span[(32 * from)..]);
