@@ -210,7 +210,10 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
                         CopyOnHost(batch, start + done, n, slot, _hostParallelism);
                     }
 
-                    MegaNetMetrics.GpuHostTime.Record(Stopwatch.GetElapsedTime(prepared).TotalMilliseconds);
+                    if (!MegaNetMetrics.GpuTimingsSuspended)
+                    {
+                        MegaNetMetrics.GpuHostTime.Record(Stopwatch.GetElapsedTime(prepared).TotalMilliseconds);
+                    }
                     Launch(slot, done, n);
                 }
 
@@ -325,8 +328,13 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
         }
 
         slot.Stream.Synchronize();
-        MegaNetMetrics.GpuTransferTime.Record((slot.Marks[1]!.MeasureFrom(slot.Marks[0]!) + slot.Marks[3]!.MeasureFrom(slot.Marks[2]!)).TotalMilliseconds);
-        MegaNetMetrics.GpuKernelTime.Record(slot.Marks[2]!.MeasureFrom(slot.Marks[1]!).TotalMilliseconds);
+        if (!MegaNetMetrics.GpuTimingsSuspended)
+        {
+            // Not the node's start-up self-check (NodeServiceCollectionExtensions.CheckGpu): a node that has verified
+            // nothing reports no GPU launches.
+            MegaNetMetrics.GpuTransferTime.Record((slot.Marks[1]!.MeasureFrom(slot.Marks[0]!) + slot.Marks[3]!.MeasureFrom(slot.Marks[2]!)).TotalMilliseconds);
+            MegaNetMetrics.GpuKernelTime.Record(slot.Marks[2]!.MeasureFrom(slot.Marks[1]!).TotalMilliseconds);
+        }
         ReadOnlySpan<byte> results = slot.Results!.Span[..slot.Count];
         Span<bool> target = verdicts.Slice(slot.Offset, slot.Count);
         for (int i = 0; i < results.Length; i++)

@@ -1,6 +1,9 @@
+using System.Diagnostics.Metrics;
 using System.Reflection;
+using MegaNet.Core.Diagnostics;
 using MegaNet.Core.Ed25519;
 using MegaNet.Core.Verification;
+using MegaNet.Node.Verification;
 using MegaNet.Verify.Gpu;
 using Microsoft.Extensions.Logging.Abstractions;
 
@@ -80,6 +83,66 @@ public sealed class GpuLifecycleTests
         caller.Join();
         disposer.Join();
         Assert.IsType<ObjectDisposedException>(error);
+    }
+
+    /// <summary>The GPU kernels on ILGPU's CPU accelerator for small batches, under the name <c>gpu</c> (so a node's
+    /// start-up check runs on it); the start-up check's large batch, 16,385 items that would take the CPU accelerator
+    /// half a minute, goes to SIMD instead.</summary>
+    private sealed class SmallBatchesOnKernels(GpuBatchVerifier kernels, IBatchVerifier large) : BatchVerifierBase
+    {
+        public override string Name => GpuBatchVerifier.DeviceBackendName;
+
+        public override string Description => kernels.Description;
+
+        protected override void VerifyCore(SignatureBatch batch, int start, int count, Span<bool> verdicts) =>
+            (count <= VerifierSelfCheck.StartupItems ? kernels : large).Verify(batch, start, count, verdicts);
+    }
+
+    [Fact]
+    public void The_start_up_check_is_not_counted_in_the_gpu_or_verification_metrics()
+    {
+        using var kernels = new GpuBatchVerifier(GpuDeviceKind.CpuAccelerator, new VerifierOptions());
+        using var gpu = new SmallBatchesOnKernels(kernels, Backends.Get("simd"));
+        // The meter is process-wide and other tests verify on other threads at the same time: only what this thread
+        // records counts (the GPU backend records its launches on the calling thread).
+        int thread = Environment.CurrentManagedThreadId;
+        var recorded = new List<string>();
+        using var listener = new MeterListener
+        {
+            InstrumentPublished = (instrument, l) =>
+            {
+                if (instrument.Meter.Name == MegaNetMetrics.MeterName && (instrument.Name.StartsWith("meganet.gpu.", StringComparison.Ordinal)
+                    || instrument.Name.StartsWith("meganet.verify.", StringComparison.Ordinal)))
+                {
+                    l.EnableMeasurementEvents(instrument);
+                }
+            },
+        };
+        void Record(Instrument instrument)
+        {
+            if (Environment.CurrentManagedThreadId == thread)
+            {
+                lock (recorded)
+                {
+                    recorded.Add(instrument.Name);
+                }
+            }
+        }
+
+        listener.SetMeasurementEventCallback<double>((instrument, _, _, _) => Record(instrument));
+        listener.SetMeasurementEventCallback<long>((instrument, _, _, _) => Record(instrument));
+        listener.SetMeasurementEventCallback<int>((instrument, _, _, _) => Record(instrument));
+        listener.Start();
+
+        Assert.Same(gpu, MegaNet.Node.Hosting.NodeServiceCollectionExtensions.CheckGpu(gpu, "gpu", () => throw new InvalidOperationException("the check passes"), NullLogger.Instance));
+        Assert.Empty(recorded);
+        Assert.False(MegaNetMetrics.GpuTimingsSuspended); // the check's scope ended with it
+
+        // The same backend's work afterwards is counted: one launch, its host, copy and kernel times.
+        (SignatureCase[] cases, bool[] expected) = Backends.Mixed(3, 16);
+        using SignatureBatch batch = Backends.ToBatch(cases);
+        Assert.Equal(expected, gpu.Verify(batch));
+        Assert.Equal(["meganet.gpu.host_time", "meganet.gpu.kernel_time", "meganet.gpu.transfer_time"], recorded.Order(StringComparer.Ordinal));
     }
 
     /// <summary>Waits until <paramref name="thread"/> blocks (on the launch lock the test holds): a fixed sleep could

@@ -44,6 +44,30 @@ public static class MegaNetMetrics
     /// <summary>Host time per GPU launch in milliseconds: the S &lt; L checks and SHA-512 of R ‖ A ‖ M for its items.</summary>
     public static readonly Histogram<double> GpuHostTime = Milliseconds("meganet.gpu.host_time", "Host preparation (S < L, SHA-512) per GPU launch");
 
+    private static readonly AsyncLocal<bool> GpuTimingsOff = new();
+
+    /// <summary>True inside <see cref="SuspendGpuTimings"/> on this flow of execution: the GPU backend then records no
+    /// <see cref="GpuKernelTime"/>, <see cref="GpuTransferTime"/> or <see cref="GpuHostTime"/>. Read once per launch.</summary>
+    public static bool GpuTimingsSuspended => GpuTimingsOff.Value;
+
+    /// <summary>
+    /// Keeps the GPU timings of launches made on this flow of execution (this thread, and what it starts or awaits) out of
+    /// the instruments until the returned scope is disposed. For a node's start-up self-check of its GPU: a known-answer
+    /// run for nobody, which counted made a node that had verified nothing report GPU launches and their times.
+    /// </summary>
+    public static IDisposable SuspendGpuTimings()
+    {
+        var scope = new Suspension(GpuTimingsOff.Value);
+        GpuTimingsOff.Value = true;
+        return scope;
+    }
+
+    /// <summary>Puts back the setting <see cref="SuspendGpuTimings"/> found (scopes nest).</summary>
+    private sealed class Suspension(bool previous) : IDisposable
+    {
+        public void Dispose() => GpuTimingsOff.Value = previous;
+    }
+
     /// <summary>Envelopes accepted by admission and new to the store (a replay, answered with its original receipt, is
     /// not counted).</summary>
     public static readonly Counter<long> EnvelopesAccepted = Meter.CreateCounter<long>("meganet.admission.accepted", "{envelope}", "Envelopes accepted");
