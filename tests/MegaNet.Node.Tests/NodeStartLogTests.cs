@@ -1,4 +1,7 @@
+using System.Reflection;
+using System.Runtime.ExceptionServices;
 using MegaNet.Node.Hosting;
+using MegaNet.Store;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.Extensions.DependencyInjection;
@@ -104,6 +107,88 @@ public sealed class NodeStartLogTests : IDisposable
         await NodeHost.StartAsync(app);
         await app.StopAsync();
         Assert.Equal(0, NodeHost.ExitCode(app));
+    }
+
+    [Fact]
+    public async Task A_store_that_cannot_close_gives_this_node_exit_code_3_and_leaves_the_process_exit_code_alone()
+    {
+        // The stop used to set Environment.ExitCode: a node embedded in a test run (or in `meganet load`) set the exit
+        // code of the whole test process.
+        var log = new LogCapture();
+        try
+        {
+            await using WebApplication app = NodeHost.Build(Options(), l => l.AddProvider(log), services =>
+            {
+                ServiceDescriptor opens = services.Single(d => d.ServiceType == typeof(IEnvelopeStore));
+                services.Remove(opens);
+                services.AddSingleton(sp => FailsToClose.Around((IEnvelopeStore)opens.ImplementationFactory!(sp)));
+            });
+            await NodeHost.StartAsync(app);
+            await app.StopAsync();
+            Assert.Contains(log.Lines, l => l == $"Critical MegaNet.Node: {FailsToClose.Reason}");
+            Assert.Equal(3, NodeHost.ExitCode(app));
+            Assert.Equal(0, Environment.ExitCode);
+        }
+        finally
+        {
+            Environment.ExitCode = 0;
+        }
+    }
+
+    [Fact]
+    public void A_store_failure_outranks_a_drain_failure_in_either_order()
+    {
+        foreach (int[] order in new[] { new[] { NodeStopOutcome.DrainFailed, NodeStopOutcome.StoreFailed }, [NodeStopOutcome.StoreFailed, NodeStopOutcome.DrainFailed] })
+        {
+            var outcome = new NodeStopOutcome();
+            Assert.Equal(0, outcome.ExitCode);
+            outcome.Failed(order[0]);
+            Assert.Equal(order[0], outcome.ExitCode);
+            outcome.Failed(order[1]);
+            Assert.Equal(3, outcome.ExitCode);
+        }
+    }
+
+    /// <summary>The node's store, whose first close fails the way a store that cannot take its final checkpoint does
+    /// (after closing, as <see cref="FasterEnvelopeStore"/> does); everything else goes to the store as it is.</summary>
+    public class FailsToClose : DispatchProxy
+    {
+        public const string Reason = "The store closed without its shutdown checkpoint (a test's store)";
+
+        private IEnvelopeStore _inner = null!;
+        private int _closed;
+
+        public static IEnvelopeStore Around(IEnvelopeStore inner)
+        {
+            IEnvelopeStore proxy = Create<IEnvelopeStore, FailsToClose>();
+            ((FailsToClose)(object)proxy)._inner = inner;
+            return proxy;
+        }
+
+        protected override object? Invoke(MethodInfo? targetMethod, object?[]? args)
+        {
+            if (targetMethod!.Name == nameof(IAsyncDisposable.DisposeAsync))
+            {
+                // Once: the container disposes the store again when the application is disposed.
+                return Interlocked.Exchange(ref _closed, 1) == 0 ? CloseAndFailAsync() : _inner.DisposeAsync();
+            }
+
+            try
+            {
+                return targetMethod.Invoke(_inner, args);
+            }
+            catch (TargetInvocationException e) when (e.InnerException is not null)
+            {
+                ExceptionDispatchInfo.Throw(e.InnerException);
+                throw;
+            }
+        }
+
+        private async ValueTask CloseAndFailAsync()
+        {
+            await _inner.DisposeAsync();
+            throw new StoreUnavailableException(Reason);
+        }
     }
 
     private sealed class FailsAfterStart : BackgroundService

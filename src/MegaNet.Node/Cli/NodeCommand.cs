@@ -107,7 +107,9 @@ internal static partial class NodeCommand
                 // The host's console lifetime handles Ctrl+C / SIGTERM (MeganetCommand leaves those signals to it):
                 // this returns once admission has drained and the store has taken its final checkpoint.
                 await app.WaitForShutdownAsync(CancellationToken.None);
-                // Non-zero when the store could not shut down cleanly or a background service failed (both logged).
+                // Non-zero when draining admission failed, the store could not shut down cleanly or a background
+                // service failed (each logged). Returned from here, the process's exit code: the stop records it for
+                // this node only, so a node embedded elsewhere (tests, `meganet load`) leaves its process's alone.
                 int exitCode = NodeHost.ExitCode(app);
                 if (exitCode == 0)
                 {

@@ -341,6 +341,8 @@ public static partial class NodeHost
             kestrel.Limits.Http2.KeepAlivePingTimeout = KeepAlivePingTimeout;
         });
         builder.Services.AddMegaNetNode(options);
+        var stopOutcome = new NodeStopOutcome();
+        builder.Services.AddSingleton(stopOutcome);
         builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromSeconds(30));
         services?.Invoke(builder.Services);
 
@@ -389,10 +391,7 @@ public static partial class NodeHost
                 // Logged here, not left to the host: `meganet node` mutes the host's category, and the node said it
                 // had stopped cleanly and exited 0.
                 LogAdmissionStopFailed(app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("MegaNet.Node"), e);
-                if (Environment.ExitCode == 0)
-                {
-                    Environment.ExitCode = 1;
-                }
+                stopOutcome.Failed(NodeStopOutcome.DrainFailed);
             }
             finally
             {
@@ -406,7 +405,7 @@ public static partial class NodeHost
                 {
                     // The process still exits (a stuck store must not hold it), with a failing exit code and the reason.
                     LogStoreShutdownFailed(app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("MegaNet.Node"), e.Message);
-                    Environment.ExitCode = 3;
+                    stopOutcome.Failed(NodeStopOutcome.StoreFailed);
                 }
             }
         });
@@ -474,14 +473,15 @@ public static partial class NodeHost
     }
 
     /// <summary>The exit code for a node that has stopped: 3 when its store could not shut down cleanly, 1 when draining
-    /// admission failed (both set <see cref="Environment.ExitCode"/> at the stop) or a background service failed and
-    /// so stopped it, else 0.</summary>
+    /// admission failed (both recorded for this node by its stop, never in the process-wide
+    /// <see cref="Environment.ExitCode"/>: a node embedded in tests or <c>meganet load</c> must not decide how that
+    /// process exits) or a background service failed and so stopped it, else 0. <c>meganet node</c> exits with it.</summary>
     internal static int ExitCode(WebApplication app)
     {
         ArgumentNullException.ThrowIfNull(app);
-        if (Environment.ExitCode != 0)
+        if (app.Services.GetRequiredService<NodeStopOutcome>().ExitCode is not 0 and int failed)
         {
-            return Environment.ExitCode;
+            return failed;
         }
 
         return FailedBackgroundServices(app.Services).Count > 0 ? 1 : 0;
@@ -514,6 +514,34 @@ public static partial class NodeHost
 
     [LoggerMessage(EventId = 1, Level = LogLevel.Information, Message = "MegaNet node listening on {Address}; verifier {Backend} ({Description}); data {DataDirectory}; node id {NodeId}")]
     private static partial void LogStarted(ILogger logger, string address, string backend, string description, string dataDirectory, string nodeId);
+}
+
+/// <summary>How one node's stop went, for <see cref="NodeHost.ExitCode"/>: set by the stop's own steps (draining
+/// admission, closing the store), which run in the host's stopped callback and cannot return it.</summary>
+internal sealed class NodeStopOutcome
+{
+    /// <summary>Draining admission failed.</summary>
+    public const int DrainFailed = 1;
+
+    /// <summary>The store could not shut down cleanly (no final checkpoint); outranks <see cref="DrainFailed"/>.</summary>
+    public const int StoreFailed = 3;
+
+    private int _exitCode;
+
+    /// <summary>0, or the most serious failure recorded.</summary>
+    public int ExitCode => Volatile.Read(ref _exitCode);
+
+    /// <summary>Records <paramref name="exitCode"/> unless a more serious failure was recorded already.</summary>
+    public void Failed(int exitCode)
+    {
+        for (int current = Volatile.Read(ref _exitCode); exitCode > current; current = Volatile.Read(ref _exitCode))
+        {
+            if (Interlocked.CompareExchange(ref _exitCode, exitCode, current) == current)
+            {
+                return;
+            }
+        }
+    }
 }
 
 /// <summary>Unhealthy once the store refuses writes (a failed commit, e.g. a full disk) until the node restarts.</summary>
