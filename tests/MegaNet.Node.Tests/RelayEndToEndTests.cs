@@ -138,14 +138,19 @@ public sealed class RelayEndToEndTests
     }
 
     /// <summary>Every backend a node runs on a machine without a GPU: the node's own admission, mailbox checks and
-    /// delegated verification on each, end to end (the verifier suite covers each backend's verdicts in depth).</summary>
+    /// delegated verification on each, end to end (the verifier suite covers each backend's verdicts in depth). gpu-cpu
+    /// sits behind the router like gpu, so its threshold is 1 here: every batch reaches the kernels.</summary>
     [Theory]
     [InlineData("simd")]
     [InlineData("reference")]
     [InlineData("gpu-cpu")]
     public async Task VerifyBatch_gives_a_verdict_per_item(string backend)
     {
-        await using TestNode node = await TestNode.StartAsync(o => o.Backend = backend);
+        await using TestNode node = await TestNode.StartAsync(o =>
+        {
+            o.Backend = backend;
+            o.GpuThreshold = 1;
+        });
         using MegaNetClient client = node.Client();
         using Identity alice = Identity.Create(), bob = Identity.Create();
         Receipt receipt = await client.SendAsync(alice, bob.Card, Text("x"), "text/plain");

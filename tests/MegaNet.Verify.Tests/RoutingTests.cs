@@ -181,8 +181,9 @@ public sealed class RoutingTests
         Assert.Contains($"of {(2 * GpuBatchVerifier.OverlapChunk) + 1} start-up check items", e.Message);
     }
 
-    /// <summary>Another backend's verdicts under the name "gpu", until told to fail like a faulting device.</summary>
-    private sealed class Switchable(IBatchVerifier inner) : BatchVerifierBase
+    /// <summary>Another backend's verdicts under the name "gpu" (or <paramref name="name"/>), until told to fail like a
+    /// faulting device.</summary>
+    private sealed class Switchable(IBatchVerifier inner, string name = GpuBatchVerifier.DeviceBackendName) : BatchVerifierBase
     {
         public bool Fail { get; set; }
 
@@ -190,7 +191,7 @@ public sealed class RoutingTests
 
         public bool Disposed { get; private set; }
 
-        public override string Name => GpuBatchVerifier.DeviceBackendName;
+        public override string Name => name;
 
         public override string Description => "switchable";
 
@@ -243,6 +244,50 @@ public sealed class RoutingTests
         router.Dispose();
         Assert.True(gpu.Disposed);
         Assert.True(cpu.Disposed);
+    }
+
+    [Fact]
+    public void A_gpu_cpu_node_routes_like_a_gpu_node_and_falls_back_to_simd_when_the_kernels_fault()
+    {
+        // A stand-in under the name gpu-cpu (the kernels on ILGPU's CPU accelerator are slow); the node composed
+        // gpu-cpu without the router, so a fault reached the caller and delegated verification built a second one.
+        var kernels = new Switchable(Backends.Get("simd"), GpuBatchVerifier.CpuBackendName);
+        var faults = new List<Exception>();
+        var created = new List<string>();
+        using MegaNet.Node.Hosting.NodeVerifiers verifiers = MegaNet.Node.Hosting.NodeHost.Compose(kernels, new VerifierOptions { Threads = 1, GpuThreshold = 4 },
+            (name, _) =>
+            {
+                created.Add(name);
+                return new Named(name, Backends.Get("simd"));
+            }, faults.Add);
+        Assert.Equal(["simd", "simd"], created); // the router's CPU side and delegated verification's; no second gpu-cpu
+        Assert.IsType<RoutingBatchVerifier>(verifiers.Node);
+        Assert.IsType<RoutingBatchVerifier>(verifiers.Delegated);
+        Assert.Equal(GpuBatchVerifier.CpuBackendName, verifiers.Node.Name);
+
+        using var small = new SignatureBatch(3);
+        using var large = new SignatureBatch(8);
+        var generator = new SignatureCaseGenerator(11);
+        for (int i = 0; i < 8; i++)
+        {
+            SignatureCase c = generator.NextMixed(invalidShare: 0.5);
+            large.Add(c.PublicKey, c.Signature, c.Message);
+            if (i < 3)
+            {
+                small.Add(c.PublicKey, c.Signature, c.Message);
+            }
+        }
+
+        bool[] expected = Backends.Get("simd").Verify(large);
+        Assert.Equal(expected[..3], verifiers.Node.Verify(small));
+        Assert.Equal(expected, verifiers.Delegated.Verify(large));
+        Assert.Equal(1, kernels.Calls); // only the large batch reached the kernels
+
+        kernels.Fail = true;
+        Assert.Equal(expected, verifiers.Node.Verify(large));
+        Assert.Equal(expected, verifiers.Delegated.Verify(large));
+        Assert.Single(faults);
+        Assert.Equal("simd", verifiers.Node.Name);
     }
 
     [Fact]

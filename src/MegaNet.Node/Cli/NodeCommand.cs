@@ -22,7 +22,7 @@ internal static partial class NodeCommand
         var defaults = new NodeOptions();
         var data = new Option<string?>("--data") { Description = $"Data directory (node key, store). Default {defaults.DataDirectory}." };
         var listen = new Option<string?>("--listen") { Description = $"ADDRESS:PORT for gRPC over HTTP/2 (port 0: a free one). Default {defaults.Listen}; a non-loopback address needs --tls-cert." };
-        var backend = new Option<string?>("--backend", "-b") { Description = "Verifier backend: auto (default), simd, gpu, reference, gpu-cpu (the GPU kernels on the CPU; slow, for testing)." };
+        var backend = new Option<string?>("--backend", "-b") { Description = "Verifier backend: auto (default), simd, gpu, reference, gpu-cpu (the GPU kernels on ILGPU's CPU accelerator, routed like gpu: for testing a GPU node without a GPU; slow, never for serving)." };
         var threads = new Option<int?>("--threads", "-t")
         {
             Description = "Verifier threads. Default: all cores but one (at least one), leaving a core to the network and the store.",

@@ -35,7 +35,9 @@ public static partial class NodeServiceCollectionExtensions
     /// <summary>
     /// A GPU backend must agree with the reference on <see cref="VerifierSelfCheck.StartupItems"/> seeded adversarial
     /// items before the node trusts it (a driver's compiler is not ours). Asked for by name, a GPU that disagrees
-    /// stops the node with a message saying so; chosen by <c>auto</c>, it is logged and SIMD serves instead.
+    /// stops the node with a message saying so; chosen by <c>auto</c>, it is logged and SIMD serves instead. Not
+    /// <c>gpu-cpu</c>: no driver compiles its kernels (ILGPU runs their IL on .NET), and the check's 16,385-item batch
+    /// would take the CPU accelerator about half a minute at every start.
     /// </summary>
     internal static IBatchVerifier CheckGpu(IBatchVerifier verifier, string requested, Func<IBatchVerifier> fallback, ILogger logger)
     {
@@ -165,7 +167,7 @@ public static partial class NodeServiceCollectionExtensions
             }
 
             verifier = CheckGpu(verifier, options.Backend, () => registry.Create(SimdBatchVerifier.BackendName, verifierOptions), logger);
-            if (verifier.Name == GpuBatchVerifier.DeviceBackendName && options.GpuThresholdWarning is { } warning)
+            if ((verifier.Name is GpuBatchVerifier.DeviceBackendName or GpuBatchVerifier.CpuBackendName) && options.GpuThresholdWarning is { } warning)
             {
                 LogGpuUnused(logger, warning);
             }
@@ -414,15 +416,17 @@ public static partial class NodeHost
 
     /// <summary>The node's verifiers around <paramref name="verifier"/> (checked already): admission's, and
     /// delegated verification's, which runs one thread per call on the CPU (the gate's slots bound the cores it takes)
-    /// and with a GPU shares the GPU and its fault state over a one-thread SIMD backend. A real GPU takes the big
-    /// batches and SIMD the small ones, and SIMD takes over for good if the GPU faults. Every verification is counted by
+    /// and with a GPU shares the GPU and its fault state over a one-thread SIMD backend. A GPU backend (<c>gpu</c>, and
+    /// <c>gpu-cpu</c> the same way, so that a machine without a GPU runs a GPU node's whole path: router, threshold,
+    /// fallback, shared device) takes the big batches and SIMD the small ones, and SIMD takes over for good if the GPU
+    /// faults. Every verification is counted by
     /// the backend that did it: instrumented behind the router, a GPU node's small batches were counted as the GPU's
     /// (and a batch's time included its wait for the GPU's lock). <paramref name="create"/> makes a backend by name.</summary>
     internal static NodeVerifiers Compose(IBatchVerifier verifier, VerifierOptions verifierOptions, Func<string, VerifierOptions, IBatchVerifier> create, Action<Exception> onGpuFault)
     {
         VerifierOptions oneThread = verifierOptions.Clone();
         oneThread.Threads = 1;
-        if (verifier.Name == GpuBatchVerifier.DeviceBackendName)
+        if (verifier.Name is GpuBatchVerifier.DeviceBackendName or GpuBatchVerifier.CpuBackendName)
         {
             var router = new RoutingBatchVerifier(new InstrumentedBatchVerifier(verifier),
                 new InstrumentedBatchVerifier(create(SimdBatchVerifier.BackendName, verifierOptions)), verifierOptions.GpuThreshold, onGpuFault);

@@ -24,7 +24,8 @@ public sealed class NodeOptions
     /// certificate, or beside a .pfx/.p12).</summary>
     public string? TlsKey { get; set; }
 
-    /// <summary>Verifier backend: auto, simd, gpu, reference, or gpu-cpu (the GPU kernels on the CPU; slow, for testing).
+    /// <summary>Verifier backend: auto, simd, gpu, reference, or gpu-cpu (the GPU kernels on ILGPU's CPU accelerator,
+    /// composed like gpu: router, threshold, fallback; for testing a GPU node without a GPU, slow, never for serving).
     /// libsodium is refused: it applies another rule. Default auto.</summary>
     public string Backend { get; set; } = "auto";
 
