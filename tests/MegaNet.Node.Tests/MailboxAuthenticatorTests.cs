@@ -341,7 +341,7 @@ public sealed class MailboxAuthenticatorTests : IDisposable
         }
 
         Assert.InRange(_verifier.Checked - checkedBefore, 1, AuthFailures.Burst + 1);
-        Assert.Contains("failed to verify lately", last.Status.Detail, StringComparison.Ordinal);
+        Assert.Contains("were refused by a cap on mailbox openings, lately", last.Status.Detail, StringComparison.Ordinal);
     }
 
     [Fact]

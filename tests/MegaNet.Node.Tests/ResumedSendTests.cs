@@ -75,7 +75,7 @@ public sealed class ResumedSendTests(ITestOutputHelper output) : IDisposable
         AssertExit(stopped, 2, "of 6 parts were accepted");
         Assert.Contains("run the same send again", stopped.Stderr, StringComparison.Ordinal);
         Assert.Equal(string.Empty, stopped.Stdout);
-        string record = Assert.Single(Directory.GetFiles(Path.Combine(_dir, "alice.sending")));
+        string record = Assert.Single(Records());
         if (!OperatingSystem.IsWindows())
         {
             Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(record));
@@ -94,7 +94,7 @@ public sealed class ResumedSendTests(ITestOutputHelper output) : IDisposable
             Assert.DoesNotContain("earlier try", elsewhere.Stderr, StringComparison.Ordinal);
             using MegaNetClient otherClient = other.Client();
             Assert.Equal(6, await WaitingFor(otherClient, bob));
-            Assert.Equal(record, Assert.Single(Directory.GetFiles(Path.Combine(_dir, "alice.sending"))));
+            Assert.Equal(record, Assert.Single(Records()));
         }
 
         // Room is made, and the node comes back at another address (the same node id: the record is found by it).
@@ -144,6 +144,94 @@ public sealed class ResumedSendTests(ITestOutputHelper output) : IDisposable
         Assert.Equal(6, message["parts"]!.GetValue<int>());
         Assert.Equal(file, Convert.FromBase64String(message["file_base64"]!.GetValue<string>()));
         node.AssertNoServerErrors();
+    }
+
+    /// <summary>The records in alice's <c>.sending</c> directory (not the lock a send holds beside its record).</summary>
+    private string[] Records() => [.. Directory.GetFiles(Path.Combine(_dir, "alice.sending")).Where(f => !f.EndsWith(".lock", StringComparison.Ordinal))];
+
+    /// <summary>A six-part send by alice to bob stopped by a mailbox that takes three envelopes (its record has at least
+    /// one part accepted), then the node restarted with room.</summary>
+    private async Task<(string Alice, string FilePath, string Record)> StopPartWay(TestNode node, Identity bob)
+    {
+        using Identity alice = Identity.Create();
+        string alicePath = Path.Combine(_dir, "alice.json");
+        alice.Save(alicePath);
+        const string Name = "six.bin";
+        string filePath = Path.Combine(_dir, Name);
+        await File.WriteAllBytesAsync(filePath, RandomFile((5 * FileParts.SliceLength(Name)) + 1));
+        Result stopped = await Meganet("send", "-i", alicePath, "--to", bob.Card.ToString(), "--file", filePath, "--node", node.Address.ToString(), "--json");
+        AssertExit(stopped, 2, "of 6 parts were accepted");
+        string record = Assert.Single(Records());
+        Assert.Contains(File.ReadAllLines(record), l => JsonNode.Parse(l)!["receipt"] is not null);
+        node.Options.MailboxMaxCount = 100;
+        await node.RestartAsync();
+        return (alicePath, filePath, record);
+    }
+
+    [Fact]
+    public async Task A_kept_receipt_that_does_not_check_against_the_node_is_sent_again()
+    {
+        await using TestNode node = await TestNode.StartAsync(o =>
+        {
+            o.MailboxMaxCount = 3;
+            o.MailboxPowFromPercent = 0;
+        });
+        using Identity bob = Identity.Create();
+        (string alice, string filePath, string record) = await StopPartWay(node, bob);
+        using MegaNetClient client = node.Client();
+        int before = await WaitingFor(client, bob);
+
+        // One kept receipt names an envelope the node's log does not hold at that index, as after the node was restored
+        // under its key from a backup older than the part and its log grew past the index since: its inclusion proof
+        // fails. Before, the receipt was taken on trust, and the part was never sent.
+        string[] lines = await File.ReadAllLinesAsync(record);
+        int spoilt = Array.FindIndex(lines, l => l.Contains("\"receipt\"", StringComparison.Ordinal));
+        var line = JsonNode.Parse(lines[spoilt])!.AsObject();
+        line["receipt"]!["envelope_id"] = Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(32));
+        lines[spoilt] = line.ToJsonString();
+        await File.WriteAllLinesAsync(record, lines);
+
+        Result resumed = await Meganet("send", "-i", alice, "--to", bob.Card.ToString(), "--file", filePath, "--node", node.Address.ToString(), "--json");
+        output.WriteLine(resumed.Stderr);
+        AssertExit(resumed, 0, "its receipt does not check against the node now");
+        // The parts the mailbox lacked, and the spoilt one again: seven (six when the spoilt receipt was trusted).
+        Assert.Equal(3, before);
+        Assert.Equal(7, await WaitingFor(client, bob));
+        Assert.Empty(Records());
+    }
+
+    [Fact]
+    public async Task A_record_is_the_sending_identitys_own_and_one_send_of_a_file_runs_at_a_time()
+    {
+        await using TestNode node = await TestNode.StartAsync(o =>
+        {
+            o.MailboxMaxCount = 3;
+            o.MailboxPowFromPercent = 0;
+        });
+        using Identity bob = Identity.Create();
+        (string alice, string filePath, string record) = await StopPartWay(node, bob);
+        using MegaNetClient client = node.Client();
+        int before = await WaitingFor(client, bob);
+        string[] send = ["send", "-i", alice, "--to", bob.Card.ToString(), "--file", filePath, "--node", node.Address.ToString(), "--json"];
+
+        // While another send of the file holds the record, a second one stops before sending anything: both would send
+        // the missing parts, each as envelopes of its own.
+        using (new FileStream(record + ".lock", FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None))
+        {
+            AssertExit(await Meganet(send), 1, "another send of this file to this recipient through this node is running");
+        }
+
+        Assert.Equal(before, await WaitingFor(client, bob));
+
+        // The identity replaced under the same file name: its parts are another set for bob (his spool keeps sets by
+        // sender), so the old identity's receipts must not count. Before, they did, and bob got half a file from each.
+        AssertExit(await Meganet("id", "new", "--identity", alice, "--force"), 0);
+        Result fresh = await Meganet(send);
+        output.WriteLine(fresh.Stderr);
+        AssertExit(fresh, 0, "sent 6 of 6 parts");
+        Assert.DoesNotContain("earlier try", fresh.Stderr, StringComparison.Ordinal);
+        Assert.Equal(before + 6, await WaitingFor(client, bob));
+        Assert.Equal(record, Assert.Single(Records())); // the old identity's record is left alone
     }
 
     [Fact]

@@ -32,7 +32,7 @@ public sealed class SideFilesTests : IDisposable
     [InlineData("..alice", "..alice")]
     public void A_side_file_is_named_after_its_identity(string identity, string stem)
     {
-        foreach (string extension in new[] { SideFiles.Seen, SideFiles.Contacts, SideFiles.Parts })
+        foreach (string extension in new[] { SideFiles.Seen, SideFiles.Contacts, SideFiles.Parts, SideFiles.Sending })
         {
             Assert.Equal(Path.Combine(_dir, stem + extension), SideFiles.Of(Path.Combine(_dir, identity), extension));
         }
@@ -42,7 +42,7 @@ public sealed class SideFilesTests : IDisposable
     public void Dot_file_identities_in_one_directory_have_side_files_of_their_own()
     {
         string[] identities = [".alice", ".bob", "..alice", "..bob"];
-        foreach (string extension in new[] { SideFiles.Seen, SideFiles.Contacts, SideFiles.Parts })
+        foreach (string extension in new[] { SideFiles.Seen, SideFiles.Contacts, SideFiles.Parts, SideFiles.Sending })
         {
             string[] sideFiles = identities.Select(i => SideFiles.Of(Path.Combine(_dir, i), extension)).ToArray();
             Assert.Equal(identities.Length, sideFiles.Distinct(StringComparer.OrdinalIgnoreCase).Count());

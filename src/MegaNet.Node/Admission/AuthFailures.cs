@@ -20,7 +20,8 @@ internal sealed class AuthFailures(int capacity = AuthFailures.DefaultCapacity)
 
     /// <summary>Failed signature checks a second a site may go on with once its burst is spent: about a thousandth of
     /// a core each. An honest client never fails one (it signs the challenge with the key it sends), so only a bug or
-    /// a forger reaches this; the other clients behind the same address are refused meanwhile.</summary>
+    /// a forger reaches this, or many valid signatures refused by a cap on used challenges (which count here, since a
+    /// refused valid one cost a check too); the other clients behind the same address are refused meanwhile.</summary>
     public const int FailuresPerSecond = 10;
 
     /// <summary>Failed checks a site may make at once (and its budget on its first failure).</summary>

@@ -194,7 +194,7 @@ public sealed class MailboxAuthenticator(NodeKey nodeKey, IBatchVerifier verifie
             if (!allowed)
             {
                 throw new RpcException(new Status(StatusCode.ResourceExhausted,
-                    $"Too many challenge signatures from this network address failed to verify lately (the node allows {AuthFailures.Burst}, then {AuthFailures.FailuresPerSecond} a second); sign the challenge with the identity key sent in auth, and retry after retry-after-ms."),
+                    $"Too many challenge signatures from this network address failed to verify, or were refused by a cap on mailbox openings, lately (the node allows {AuthFailures.Burst}, then {AuthFailures.FailuresPerSecond} a second); sign the challenge with the identity key sent in auth, and retry after retry-after-ms."),
                     NodeRefusals.Trailers(retryAfterMs));
             }
         }

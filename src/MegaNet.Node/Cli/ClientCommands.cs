@@ -225,9 +225,9 @@ internal static partial class ClientCommands
         var file = new Option<FileInfo?>("--file")
         {
             Description = $"File to send: one envelope holds up to about 64 KiB; a larger one, up to {FileParts.MaxFileLength >> 20} MiB, goes in parts the recipient's fetch or listen puts together. " +
-                "A send in parts that stopped part way, run again (the same file and name, to the same recipient, through the same node, by node id), sends only the parts the node has not " +
+                "A send in parts that stopped part way, run again (the same file and name, by the same identity to the same recipient, through the same node, by node id), sends only the parts the node has not " +
                 "acknowledged, and prints the earlier parts' receipts too (kept in IDENTITY.sending/ until the file is accepted whole): envelopes left unanswered go again as they were, " +
-                "parts accepted earlier keep the expiry they were sent with (--ttl-days applies to the parts sent now), and expired ones go again; another node gets every part.",
+                "parts accepted earlier keep the expiry they were sent with (--ttl-days applies to the parts sent now), and expired ones, or ones whose receipt no longer checks against the node, go again; another node gets every part.",
         };
         var ttl = new Option<double?>("--ttl-days")
         {
@@ -998,7 +998,19 @@ internal static partial class ClientCommands
         // The node's id, not its address, says which store holds the parts; the log's size tells a node set up anew
         // under the same key (its receipts point past the end).
         MegaNet.Api.V1.SignedTreeHead head = await client.Relay.GetTreeHeadAsync(new MegaNet.Api.V1.GetTreeHeadRequest(), cancellationToken: ct);
-        SentParts journal = SentParts.Open(identityPath, recipient.Address, fileId, head.NodeKey.ToByteArray(), count, head.TreeSize, w => Console.Error.WriteLine($"meganet: {w}"));
+        using SentParts journal = SentParts.Open(identityPath, id.Address, recipient.Address, fileId, head.NodeKey.ToByteArray(), count, head.TreeSize, w => Console.Error.WriteLine($"meganet: {w}"));
+        // A kept receipt counts only while it still checks against the node (signed head, inclusion, the log extending
+        // it): a node restored under the same key from a backup older than the parts, its log grown past their indices
+        // since, does not hold them.
+        foreach ((int index, Receipt kept) in journal.AcceptedParts)
+        {
+            if (await client.VerifyReceiptAsync(kept, ct) is { } problem)
+            {
+                journal.Distrust(index);
+                Console.Error.WriteLine($"meganet: part {index + 1} was accepted on an earlier try, but its receipt does not check against the node now ({problem}): it is sent again.");
+            }
+        }
+
         if (journal.AcceptedCount > 0 || journal.UnansweredCount > 0)
         {
             string unanswered = journal.UnansweredCount > 0

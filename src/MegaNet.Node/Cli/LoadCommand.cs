@@ -133,7 +133,8 @@ internal static class LoadCommand
                         SubmitBurst = 1_000_000,
                         // Every client comes from 127.0.0.1: room for all its connections (and a few more).
                         MaxConnectionsPerAddress = Math.Max(new NodeOptions().MaxConnectionsPerAddress, k + 16),
-                        MaxConnections = Math.Max(new NodeOptions().MaxConnections, k + 16),
+                        // Every client is one site (127.0.0.1), which the last tenth of the cap is kept from (ConnectionGate.Reserve).
+                        MaxConnections = Math.Max(new NodeOptions().MaxConnections, ((k + 16) * 10 / 9) + 1),
                     };
                     embedded = NodeHost.Build(options, logging: l => l.SetMinimumLevel(LogLevel.Warning));
                     target = await NodeHost.StartAsync(embedded, ct);
