@@ -93,34 +93,39 @@ public sealed class FilePartsTests(ITestOutputHelper output) : IDisposable
         string identity = Path.Combine(_dir, "bob.json");
         using Identity alice = Identity.Create(), carol = Identity.Create();
         int slice = FileParts.SliceLength("a.bin");
-        IReadOnlyList<byte[]> a = FileParts.Split(RandomFile(4 * slice), "a.bin"), c = FileParts.Split(RandomFile(3 * slice), "c.bin");
-        // Room for two parts from one sender and three in all (a part's file is its sealed content: a little more), and
-        // each file's directory.
-        ReceivedParts parts = ReceivedParts.Beside(identity, maxBytesPerSender: (2 * slice) + 4096 + ReceivedParts.SetCost, maxBytes: (3 * slice) + 4096 + (2 * ReceivedParts.SetCost));
+        IReadOnlyList<byte[]> a = FileParts.Split(RandomFile(4 * slice), "a.bin"), c = FileParts.Split(RandomFile(3 * slice), "c.bin"),
+            e = FileParts.Split(RandomFile(2 * slice), "e.bin");
+        // A file still arriving holds back the whole of its parts (each as large as its full ones) and its directory:
+        // room for one file of four parts from one sender, and for it and one of three in all.
+        long part = Part(alice, a[0], "a.bin").Content.CalculateSize();
+        long four = ReceivedParts.Reservation(4, part), three = ReceivedParts.Reservation(3, part), two = ReceivedParts.Reservation(2, part);
+        ReceivedParts parts = ReceivedParts.Beside(identity, maxBytesPerSender: four, maxBytes: four + three - 1);
         Assert.IsType<ReceivedParts.Waiting>(parts.Add(Part(alice, a[0], "a.bin")));
         Assert.IsType<ReceivedParts.Waiting>(parts.Add(Part(alice, a[1], "a.bin")));
-        // Past a cap a part is left on the node (not to be acknowledged), for a later fetch once there is room.
-        var deferred = Assert.IsType<ReceivedParts.Deferred>(parts.Add(Part(alice, a[2], "a.bin")));
-        Assert.Contains("parts of files still arriving from this sender take", deferred.Reason, StringComparison.Ordinal);
-        Assert.IsType<ReceivedParts.Waiting>(parts.Add(Part(carol, c[0], "c.bin")));
-        deferred = Assert.IsType<ReceivedParts.Deferred>(parts.Add(Part(carol, c[1], "c.bin")));
+        // Past a cap a file is left on the node (not to be acknowledged), for a later fetch once there is room.
+        var deferred = Assert.IsType<ReceivedParts.Deferred>(parts.Add(Part(alice, e[0], "e.bin")));
+        Assert.Contains("files still arriving from this sender hold", deferred.Reason, StringComparison.Ordinal);
+        deferred = Assert.IsType<ReceivedParts.Deferred>(parts.Add(Part(carol, c[0], "c.bin")));
         Assert.Contains("the most kept is", deferred.Reason, StringComparison.Ordinal);
         // A contact's part is held to the cap per sender only: strangers filling the directory do not stop it.
-        Assert.IsType<ReceivedParts.Waiting>(parts.Add(Part(carol, c[1], "c.bin"), fromContact: true));
+        Assert.IsType<ReceivedParts.Waiting>(parts.Add(Part(carol, c[0], "c.bin"), fromContact: true));
+        // A file begun is never put off for room until it is whole.
+        Assert.IsType<ReceivedParts.Waiting>(parts.Add(Part(alice, a[2], "a.bin")));
 
         // The same index with other contents is refused; the same part again is not counted twice.
         byte[] other = a[1].ToArray();
         other[^1] ^= 1;
         Assert.Contains("came twice with different contents", Assert.IsType<ReceivedParts.Refused>(parts.Add(Part(alice, other, "a.bin"))).Reason, StringComparison.Ordinal);
-        Assert.Equal(2, Assert.IsType<ReceivedParts.Waiting>(parts.Add(Part(alice, a[0], "a.bin"))).Have);
+        Assert.Equal(3, Assert.IsType<ReceivedParts.Waiting>(parts.Add(Part(alice, a[0], "a.bin"))).Have);
 
-        // Parts another process of this identity kept count against the caps in this one, which had counted that
-        // file's parts before.
+        // Files another process of this identity began count against the caps in this one, which had counted the
+        // directory before.
         string frank = Path.Combine(_dir, "frank.json");
-        ReceivedParts fetching = ReceivedParts.Beside(frank, maxBytesPerSender: (2 * slice) + 4096 + ReceivedParts.SetCost), listening = ReceivedParts.Beside(frank, maxBytesPerSender: (2 * slice) + 4096 + ReceivedParts.SetCost);
+        ReceivedParts fetching = ReceivedParts.Beside(frank, maxBytesPerSender: four + three), listening = ReceivedParts.Beside(frank, maxBytesPerSender: four + three);
+        Assert.IsType<ReceivedParts.Waiting>(listening.Add(Part(alice, c[0], "c.bin")));
         Assert.IsType<ReceivedParts.Waiting>(fetching.Add(Part(alice, a[0], "a.bin")));
-        Assert.IsType<ReceivedParts.Waiting>(listening.Add(Part(alice, a[1], "a.bin")));
-        Assert.IsType<ReceivedParts.Deferred>(fetching.Add(Part(alice, c[0], "c.bin")));
+        Assert.True(three + two <= four + three);
+        Assert.IsType<ReceivedParts.Deferred>(listening.Add(Part(alice, e[0], "e.bin")));
 
         // Two processes of one identity (a listen and a fetch), each storing one of a file's last two parts at once:
         // exactly one of them sees the file whole.

@@ -48,6 +48,11 @@ public sealed class ReceivedPartsTests : IDisposable
     /// opens a file can be.</summary>
     private static byte[] TinyLastPart() => Forged(1, 2, FileParts.SliceLength(Name) + 1L, 1);
 
+    /// <summary>What a file that <see cref="TinyLastPart"/> begins holds back of the caps: the whole of its two parts as
+    /// if each were full, and its directory.</summary>
+    private static long TinyHolds(Identity from) =>
+        ReceivedParts.Reservation(2, Part(from, TinyLastPart()).Content.CalculateSize() + FileParts.SliceLength(Name) - 1L);
+
     [Fact]
     public void A_part_not_cut_as_the_protocol_says_is_refused_and_opens_no_file()
     {
@@ -112,18 +117,18 @@ public sealed class ReceivedPartsTests : IDisposable
         Assert.IsType<ReceivedParts.Deferred>(parts.Add(Part(mallory, split[0])));
         Assert.Equal(ReceivedParts.MaxOpenFilesPerSender + 5, Directory.GetDirectories(parts.Directory).Length);
 
-        // In bytes, a part of one byte is charged a block, and its file a directory and its list of envelopes: a
+        // In bytes, a file begun with a part of one byte holds back the whole of its parts and its directory: a
         // stranger's cap of bytes no longer holds hundreds of thousands of them.
         string other = Path.Combine(_dir, "erin.json");
         const int Fit = 10;
-        ReceivedParts capped = ReceivedParts.Beside(other, maxBytesPerSender: Fit * (ReceivedParts.SetCost + ReceivedParts.MinPartCost));
+        ReceivedParts capped = ReceivedParts.Beside(other, maxBytesPerSender: Fit * TinyHolds(mallory));
         for (int i = 0; i < Fit; i++)
         {
             Assert.IsType<ReceivedParts.Waiting>(capped.Add(Part(mallory, TinyLastPart())));
         }
 
         deferred = Assert.IsType<ReceivedParts.Deferred>(capped.Add(Part(mallory, TinyLastPart())));
-        Assert.Contains($"parts of files still arriving from this sender take {Fit * (ReceivedParts.SetCost + ReceivedParts.MinPartCost):N0} bytes", deferred.Reason, StringComparison.Ordinal);
+        Assert.Contains($"files still arriving from this sender hold {Fit * TinyHolds(mallory):N0} bytes here already", deferred.Reason, StringComparison.Ordinal);
     }
 
     [Fact]
@@ -131,7 +136,7 @@ public sealed class ReceivedPartsTests : IDisposable
     {
         using Identity alice = Identity.Create(), mallory = Identity.Create();
         const int Fit = 8;
-        long cap = Fit * (ReceivedParts.SetCost + ReceivedParts.MinPartCost);
+        long cap = Fit * TinyHolds(mallory);
         ReceivedParts listening = ReceivedParts.Beside(IdentityPath, maxBytesPerSender: cap), fetching = ReceivedParts.Beside(IdentityPath, maxBytesPerSender: cap);
         Assert.Equal(0, listening.Recounts); // opening reads nothing but what it prunes
         for (int i = 0; i < Fit - 1; i++)
@@ -149,6 +154,35 @@ public sealed class ReceivedPartsTests : IDisposable
         Assert.Equal(2, listening.Recounts);
         Assert.IsType<ReceivedParts.Waiting>(listening.Add(Part(alice, TinyLastPart())));
         Assert.Equal(2, listening.Recounts);
+    }
+
+    [Fact]
+    public void Files_arriving_together_cannot_fill_a_cap_between_them_with_none_whole()
+    {
+        using Identity alice = Identity.Create();
+        int slice = FileParts.SliceLength(Name);
+        IReadOnlyList<byte[]> a = FileParts.Split(RandomNumberGenerator.GetBytes(4 * slice), Name), b = FileParts.Split(RandomNumberGenerator.GetBytes(4 * slice), Name);
+        long part = Part(alice, a[0]).Content.CalculateSize();
+        // Room for one file of four parts, not two: before, parts were charged as they came, two files sent at once
+        // took two parts each, and every part still missing was put off for room only a whole file would make.
+        ReceivedParts parts = ReceivedParts.Beside(IdentityPath, maxBytesPerSender: ReceivedParts.Reservation(4, part) + ReceivedParts.SetCost + (2 * part));
+        Assert.IsType<ReceivedParts.Waiting>(parts.Add(Part(alice, a[0])));
+        var deferred = Assert.IsType<ReceivedParts.Deferred>(parts.Add(Part(alice, b[0])));
+        Assert.Contains("room is made as those files come whole", deferred.Reason, StringComparison.Ordinal);
+        Assert.IsType<ReceivedParts.Waiting>(parts.Add(Part(alice, a[1])));
+        Assert.IsType<ReceivedParts.Deferred>(parts.Add(Part(alice, b[1])));
+        Assert.IsType<ReceivedParts.Waiting>(parts.Add(Part(alice, a[2])));
+        var shown = Assert.IsType<ReceivedParts.Whole>(parts.Add(Part(alice, a[3])));
+
+        // The first file whole, the second begins; its last part waits only for the first to be handed over.
+        for (int i = 0; i < 3; i++)
+        {
+            Assert.IsType<ReceivedParts.Waiting>(parts.Add(Part(alice, b[i])));
+        }
+
+        Assert.IsType<ReceivedParts.Deferred>(parts.Add(Part(alice, b[3])));
+        parts.Forget(shown);
+        Assert.IsType<ReceivedParts.Whole>(parts.Add(Part(alice, b[3])));
     }
 
     [Fact]

@@ -210,9 +210,12 @@ internal sealed class ReceivedParts
             }
 
             byte[] bytes = content.ToByteArray();
-            // Every part but the last is a full slice (checked above), so its length is its nominal size.
+            // Every part but the last is a full slice (checked above), so its length is its nominal size; the last is
+            // shorter by the slice it lacks, and a file whose last part comes first is charged as if it were full.
             long charge = Math.Max(bytes.Length, MinPartCost);
-            if (Full(set, senderHex, charge, completes: have + 1 == header.Count, fromContact) is { } full)
+            long fullPart = header.Index < header.Count - 1 ? bytes.Length
+                : bytes.Length + FileParts.SliceLength(content.FileName) - (header.FileLength - ((header.Count - 1L) * FileParts.SliceLength(content.FileName)));
+            if (Full(set, senderHex, charge, Reservation(header.Count, fullPart), completes: have + 1 == header.Count, fromContact) is { } full)
             {
                 return new Deferred($"part {header.Index + 1} of file '{name}' is left on the node for now: {full}");
             }
@@ -232,6 +235,7 @@ internal sealed class ReceivedParts
             set.Parts++;
             set.Bytes += charge;
             set.Count = header.Count;
+            set.FullPart = Math.Max(set.FullPart, fullPart);
             Account(set, +1);
             _indexed = counted;
             have++;
@@ -327,11 +331,18 @@ internal sealed class ReceivedParts
 
     private LockedFile Lock() => LockedFile.Open(Directory, "another 'meganet fetch' or 'listen' of this identity");
 
+    /// <summary>What a file still arriving holds back of the caps: all its parts as if each were full, and its
+    /// directory. A file is let begin only when the whole of it fits, and a part of a file begun is never put off for
+    /// room: files begun together and charged part by part could fill a cap between them with none of them whole, and
+    /// then every part still missing waited for room that only a whole file would make.</summary>
+    internal static long Reservation(int count, long fullPart) => SetCost + (count * Math.Max(fullPart, MinPartCost));
+
     /// <summary>Why keeping a part charged <paramref name="adding"/> bytes of the file <paramref name="set"/> (null: a
-    /// file not begun here) from the sender <paramref name="senderHex"/> would pass a cap, and what makes room; or null.
-    /// A part that <paramref name="completes"/> its file moves the file to the account of whole files, and is held to
-    /// that account's caps alone.</summary>
-    private string? Full(FileSet? set, string senderHex, long adding, bool completes, bool fromContact)
+    /// file not begun here, which holds back <paramref name="reservation"/> once begun) from the sender
+    /// <paramref name="senderHex"/> would pass a cap, and what makes room; or null. A part that
+    /// <paramref name="completes"/> its file moves the file to the account of whole files, and is held to that
+    /// account's caps alone; any other part of a file begun is within what the file holds back already.</summary>
+    private string? Full(FileSet? set, string senderHex, long adding, long reservation, bool completes, bool fromContact)
     {
         SenderTotals sender = _senders.GetValueOrDefault(senderHex) ?? SenderTotals.None;
         if (completes)
@@ -345,14 +356,17 @@ internal sealed class ReceivedParts
                 : null;
         }
 
-        bool begins = set is null;
-        long charged = adding + (begins ? SetCost : 0);
+        if (set is not null)
+        {
+            return null;
+        }
+
         string frees = $"; room is made as those files come whole, or {SeenMessages.Window.TotalDays:0} days after their latest part";
-        return begins && sender.OpenFiles >= _maxOpenFilesPerSender ? $"{sender.OpenFiles} files from this sender are arriving here already (the most at once for one sender){frees}"
-            : sender.OpenBytes + charged > _maxBytesPerSender ? $"parts of files still arriving from this sender take {sender.OpenBytes:N0} bytes here already, the most kept for one sender is {_maxBytesPerSender:N0}{frees}"
+        return sender.OpenFiles >= _maxOpenFilesPerSender ? $"{sender.OpenFiles} files from this sender are arriving here already (the most at once for one sender){frees}"
+            : sender.OpenBytes + reservation > _maxBytesPerSender ? $"files still arriving from this sender hold {sender.OpenBytes:N0} bytes here already (each the whole of its parts), and this one would hold {reservation:N0} more; the most kept for one sender is {_maxBytesPerSender:N0}{frees}"
             : fromContact ? null
-            : begins && _openFiles >= _maxOpenFiles ? $"{_openFiles} files are arriving in {Directory} already (the most at once){frees}"
-            : _openBytes + charged > _maxBytes ? $"parts of files still arriving in {Directory} take {_openBytes:N0} bytes already, the most kept is {_maxBytes:N0}{frees}"
+            : _openFiles >= _maxOpenFiles ? $"{_openFiles} files are arriving in {Directory} already (the most at once){frees}"
+            : _openBytes + reservation > _maxBytes ? $"files still arriving in {Directory} hold {_openBytes:N0} bytes already (each the whole of its parts), and this one would hold {reservation:N0} more; the most kept is {_maxBytes:N0}{frees}"
             : null;
     }
 
@@ -413,13 +427,16 @@ internal sealed class ReceivedParts
     /// (<paramref name="count"/> when known, else read from a part).</summary>
     private static FileSet Measure(string file, string[] parts, int count)
     {
-        long bytes = SetCost;
+        long bytes = SetCost, largest = 0;
         foreach (string part in parts)
         {
-            bytes += Math.Max(new FileInfo(part).Length, MinPartCost);
+            long length = new FileInfo(part).Length;
+            bytes += Math.Max(length, MinPartCost);
+            largest = Math.Max(largest, length);
         }
 
-        return new FileSet(SenderOf(file), parts.Length, bytes, count > 0 || parts.Length == 0 ? count : ReadCount(parts[0]));
+        // The largest part kept is a full one unless only the last is here: then this holds back a little less.
+        return new FileSet(SenderOf(file), parts.Length, bytes, count > 0 || parts.Length == 0 ? count : ReadCount(parts[0])) { FullPart = largest };
     }
 
     /// <summary>The number of parts a kept part's header announces (0 when it does not read), from its first 4 KiB
@@ -492,10 +509,11 @@ internal sealed class ReceivedParts
         }
         else
         {
+            long held = Math.Max(set.Bytes, Reservation(set.Count, set.FullPart));
             sender.OpenFiles += sign;
-            sender.OpenBytes += sign * set.Bytes;
+            sender.OpenBytes += sign * held;
             _openFiles += sign;
-            _openBytes += sign * set.Bytes;
+            _openBytes += sign * held;
         }
     }
 
@@ -594,6 +612,9 @@ internal sealed class ReceivedParts
         public long Bytes { get; set; } = bytes;
 
         public int Count { get; set; } = count;
+
+        /// <summary>The bytes of one full part of this file, as far as its parts kept tell.</summary>
+        public long FullPart { get; set; }
 
         public bool Whole => Count > 0 && Parts >= Count;
     }
