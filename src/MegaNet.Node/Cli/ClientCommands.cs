@@ -1002,14 +1002,15 @@ internal static partial class ClientCommands
         // A kept receipt counts only while it still checks against the node (signed head, inclusion, the log extending
         // it): a node restored under the same key from a backup older than the parts, its log grown past their indices
         // since, does not hold them.
-        foreach ((int index, Receipt kept) in journal.AcceptedParts)
+        // Eight at a time: three calls each, and a file of 512 parts one after another took minutes on a slow link.
+        await Parallel.ForEachAsync(journal.AcceptedParts, new ParallelOptions { MaxDegreeOfParallelism = 8, CancellationToken = ct }, async (kept, token) =>
         {
-            if (await client.VerifyReceiptAsync(kept, ct) is { } problem)
+            if (await client.VerifyReceiptAsync(kept.Receipt, token) is { } problem)
             {
-                journal.Distrust(index);
-                Console.Error.WriteLine($"meganet: part {index + 1} was accepted on an earlier try, but its receipt does not check against the node now ({problem}): it is sent again.");
+                journal.Distrust(kept.Index);
+                Console.Error.WriteLine($"meganet: part {kept.Index + 1} was accepted on an earlier try, but its receipt does not check against the node now ({problem}): it is sent again.");
             }
-        }
+        });
 
         if (journal.AcceptedCount > 0 || journal.UnansweredCount > 0)
         {
