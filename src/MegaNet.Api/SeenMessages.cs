@@ -1,3 +1,4 @@
+using System.Buffers.Binary;
 using System.Globalization;
 using System.Text;
 
@@ -15,7 +16,9 @@ namespace MegaNet.Api;
 /// message sent longer ago than the window cannot be told apart from a replay of one already forgotten, but it is
 /// still shown (<see cref="IsOld"/> marks it): nodes may keep mail for years (MaxTtlDays up to 3,650), and a sender's
 /// clock can be wrong, so hiding it (and deleting it under <c>--ack</c>) lost real mail. Only a message whose digest
-/// is in the record, in another envelope, is reported as a copy. Thread-safe.
+/// is in the record, in another envelope, is reported as a copy. Processes of one identity (<c>fetch</c>, <c>listen</c>)
+/// share the file: a message an instance does not know is looked up in what the others appended since, under the
+/// record's lock, before it is recorded. Thread-safe.
 /// </remarks>
 public sealed class SeenMessages
 {
@@ -29,6 +32,12 @@ public sealed class SeenMessages
     private readonly Dictionary<string, (string IdPrefix, long SentUnixMs)> _seen = new(StringComparer.Ordinal);
     private readonly TimeProvider _clock;
     private readonly Lock _lock = new();
+
+    // Where the last complete line this instance read ends, and the count of rewrites (kept in the lock file) when it
+    // read it: lines other processes append later are read from there, and a rewrite since (another process's open
+    // pruning the file into a new one) means reading it again from the start. Null: not read yet.
+    private long _offset;
+    private long? _generation;
 
     private SeenMessages(string? path, TimeProvider clock)
     {
@@ -78,22 +87,16 @@ public sealed class SeenMessages
         }
 
         using FileStream locked = held;
-        long oldest = seen.Oldest();
-        int lines = 0;
-        foreach (string line in File.ReadLines(seen.Path))
+        seen._generation = ReadGeneration(locked);
+        int lines, kept;
+        using (FileStream file = OpenToRead(seen.Path))
         {
-            lines++;
-            string[] parts = line.Split(' ');
-            if (parts.Length == 3 && parts[0].Length == 64 && parts[1].Length == 2 * IdPrefixBytes
-                && long.TryParse(parts[2], NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out long sent) && sent >= oldest)
-            {
-                seen._seen[parts[0]] = (parts[1], sent);
-            }
+            (lines, kept) = seen.ReadFrom(file, 0, opening: true);
         }
 
-        if (lines > seen._seen.Count)
+        if (lines > kept)
         {
-            seen.Rewrite();
+            seen.Rewrite(locked);
         }
 
         return seen;
@@ -104,13 +107,17 @@ public sealed class SeenMessages
     /// before; otherwise why it is not shown (the same signed message received before in another envelope: a copy).
     /// A message not in the record is always shown, however old (<see cref="IsOld"/> says whether to mark it).
     /// </summary>
+    /// <remarks>A message this instance does not know is looked up again in the file, under its lock, before it is
+    /// recorded: another process of this identity (a <c>fetch</c> beside a <c>listen</c>, or a second <c>listen</c>
+    /// to another node) may have shown it since this one was opened, and a relay's copy of it must not be shown again
+    /// here as new.</remarks>
     /// <param name="contentDigest">The content digest the message's signature covers.</param>
     /// <param name="envelopeId">The envelope's id.</param>
     /// <param name="sentUnixMs">When it was sent.</param>
     /// <param name="formerEnvelopeId">The same envelope's id by the rule before 2026-11-29 (signing bytes ‖ signature),
     /// which a record written then holds: a message fetched then and not acknowledged is the same envelope, not a copy
     /// (without this, <c>fetch --ack</c> after an upgrade deleted it unseen).</param>
-    /// <exception cref="IOException">The file cannot be written; the message names it.</exception>
+    /// <exception cref="IOException">The file cannot be read or written; the message names it.</exception>
     public string? Check(ReadOnlySpan<byte> contentDigest, ReadOnlySpan<byte> envelopeId, long sentUnixMs, ReadOnlySpan<byte> formerEnvelopeId = default)
     {
         if (contentDigest.Length != 32 || envelopeId.Length < IdPrefixBytes)
@@ -120,29 +127,56 @@ public sealed class SeenMessages
 
         string digest = Convert.ToHexStringLower(contentDigest);
         string id = Convert.ToHexStringLower(envelopeId[..IdPrefixBytes]);
+        string? former = formerEnvelopeId.Length >= IdPrefixBytes ? Convert.ToHexStringLower(formerEnvelopeId[..IdPrefixBytes]) : null;
         lock (_lock)
         {
+            // Known here: answered from memory, without touching the file.
             if (_seen.TryGetValue(digest, out var first))
             {
-                return first.IdPrefix == id || (formerEnvelopeId.Length >= IdPrefixBytes && first.IdPrefix == Convert.ToHexStringLower(formerEnvelopeId[..IdPrefixBytes]))
-                    ? null
-                    : $"not shown: a copy of the message received before in envelope {first.IdPrefix}…, wrapped in a new envelope (a relay replayed it)";
+                return Verdict(first.IdPrefix, id, former);
             }
 
             // Remembered by its send time, but never later than a day from now: a sender's clock set to year 9999 (or
             // a sender filling the record on purpose) kept each such line, loaded on every fetch, for good.
             long recorded = Math.Min(sentUnixMs, Latest());
-            _seen[digest] = (id, recorded);
-            // One sent before the window would be pruned at the next open anyway: remembered for this session only,
-            // so the file is not rewritten on every open for it.
-            if (Path is not null && !IsOld(recorded))
+            if (Path is null)
             {
-                Append($"{digest} {id} {recorded.ToString(CultureInfo.InvariantCulture)}\n");
+                _seen[digest] = (id, recorded);
+                return null;
+            }
+
+            try
+            {
+                using FileStream held = LockRecord();
+                // What other processes recorded since this one last read the file, read before deciding and recording
+                // under the same lock, so that two of them cannot both take one message (or its copy) for new.
+                CatchUp(held);
+                if (_seen.TryGetValue(digest, out first))
+                {
+                    return Verdict(first.IdPrefix, id, former);
+                }
+
+                _seen[digest] = (id, recorded);
+                // One sent before the window would be pruned at the next open anyway: remembered for this session
+                // only, so the file is not rewritten on every open for it.
+                if (!IsOld(recorded))
+                {
+                    MegaNet.Core.Interop.PrivateFile.Append(Path, $"{digest} {id} {recorded.ToString(CultureInfo.InvariantCulture)}\n", FileShare.ReadWrite);
+                }
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                throw new IOException($"Cannot record a received message in '{Path}': {e.Message}", e);
             }
 
             return null;
         }
     }
+
+    private static string? Verdict(string firstIdPrefix, string id, string? former) =>
+        firstIdPrefix == id || firstIdPrefix == former
+            ? null
+            : $"not shown: a copy of the message received before in envelope {firstIdPrefix}…, wrapped in a new envelope (a relay replayed it)";
 
     /// <summary>True when a message sent at <paramref name="sentUnixMs"/> is older than <see cref="Window"/>, or dated
     /// more than a day ahead: the record no longer says (or, for one from the future, a month from now will no longer
@@ -154,19 +188,6 @@ public sealed class SeenMessages
     private long Latest() => (_clock.GetUtcNow() + TimeSpan.FromDays(1)).ToUnixTimeMilliseconds();
 
     private long Oldest() => (_clock.GetUtcNow() - Window).ToUnixTimeMilliseconds();
-
-    private void Append(string line)
-    {
-        try
-        {
-            using FileStream held = LockRecord();
-            MegaNet.Core.Interop.PrivateFile.Append(Path!, line, FileShare.ReadWrite);
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            throw new IOException($"Cannot record a received message in '{Path}': {e.Message}", e);
-        }
-    }
 
     /// <summary>Takes the record's lock (the file <c>.lock</c> beside it, held exclusively; another process of this
     /// identity holds it for a moment at most), waiting up to 5 s.</summary>
@@ -192,22 +213,162 @@ public sealed class SeenMessages
         }
     }
 
-    private void Rewrite()
+    /// <summary>Reads what was appended since this instance last read the file (all of it again when it was rewritten
+    /// meanwhile, or is shorter than what was read: rewritten by a version that does not count rewrites). Called with
+    /// the record's lock held (<paramref name="held"/>), so no line is half-written but one a crash cut short.</summary>
+    private void CatchUp(FileStream held)
+    {
+        long generation = ReadGeneration(held);
+        FileStream file;
+        try
+        {
+            file = OpenToRead(Path!);
+        }
+        catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException)
+        {
+            // Nothing recorded yet (or the file was deleted): the next line written starts it again.
+            (_offset, _generation) = (0, generation);
+            return;
+        }
+
+        using (file)
+        {
+            long from = generation == _generation && file.Length >= _offset ? _offset : 0;
+            ReadFrom(file, from, opening: false);
+            _generation = generation;
+        }
+    }
+
+    private static FileStream OpenToRead(string path) =>
+        // Others append (and, renaming a rewritten file over it, replace it) while the record is read.
+        new(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete, 1, FileOptions.SequentialScan);
+
+    /// <summary>Reads the lines of <paramref name="file"/> from <paramref name="offset"/> on into the set, dropping those
+    /// that do not parse and those sent before the window, and says how many lines there were and how many were kept.
+    /// Opening, a later line for a digest replaces an earlier one, and a last line without its end counts (so that the
+    /// file is rewritten without it); catching up, what this instance holds stays (its verdicts do not change under it),
+    /// and a last line without its end is left for the next read.</summary>
+    private (int Lines, int Kept) ReadFrom(FileStream file, long offset, bool opening)
+    {
+        long oldest = Oldest();
+        int lines = 0, kept = 0;
+        // A line is about 120 bytes; a longer one is not one of ours, and is dropped without being held whole.
+        byte[] line = new byte[128];
+        int lineLength = 0;
+        bool tooLong = false;
+        byte[] chunk = new byte[64 * 1024];
+        file.Position = offset;
+        long position = offset;
+        _offset = offset;
+        int read;
+        while ((read = file.Read(chunk)) > 0)
+        {
+            ReadOnlySpan<byte> rest = chunk.AsSpan(0, read);
+            while (!rest.IsEmpty)
+            {
+                int end = rest.IndexOf((byte)'\n');
+                ReadOnlySpan<byte> piece = end < 0 ? rest : rest[..end];
+                if (lineLength + piece.Length <= line.Length)
+                {
+                    piece.CopyTo(line.AsSpan(lineLength));
+                    lineLength += piece.Length;
+                }
+                else
+                {
+                    tooLong = true;
+                }
+
+                position += piece.Length;
+                if (end < 0)
+                {
+                    break;
+                }
+
+                position++;
+                lines++;
+                kept += !tooLong && Take(line.AsSpan(0, lineLength), oldest, opening) ? 1 : 0;
+                (lineLength, tooLong) = (0, false);
+                _offset = position;
+                rest = rest[(end + 1)..];
+            }
+        }
+
+        if (opening && (lineLength > 0 || tooLong))
+        {
+            lines++;
+            kept += !tooLong && Take(line.AsSpan(0, lineLength), oldest, opening) ? 1 : 0;
+        }
+
+        return (lines, kept);
+    }
+
+    private bool Take(ReadOnlySpan<byte> line, long oldest, bool replace)
+    {
+        string[] parts = Encoding.ASCII.GetString(line).Split(' ');
+        if (parts.Length != 3 || parts[0].Length != 64 || parts[1].Length != 2 * IdPrefixBytes
+            || !long.TryParse(parts[2], NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out long sent) || sent < oldest)
+        {
+            return false;
+        }
+
+        if (replace)
+        {
+            _seen[parts[0]] = (parts[1], sent);
+        }
+        else
+        {
+            _seen.TryAdd(parts[0], (parts[1], sent));
+        }
+
+        return true;
+    }
+
+    // The count of rewrites, in the first 8 bytes of the lock file (empty until the first rewrite): a process that
+    // read the record before a rewrite reads it again from the start, as its offset no longer means anything. The
+    // lock file stays for good (deleting it would race with the next one to take it), so the count does too.
+    private static long ReadGeneration(FileStream held)
+    {
+        Span<byte> bytes = stackalloc byte[sizeof(long)];
+        held.Position = 0;
+        return held.ReadAtLeast(bytes, bytes.Length, throwOnEndOfStream: false) == bytes.Length ? BinaryPrimitives.ReadInt64LittleEndian(bytes) : 0;
+    }
+
+    private static void WriteGeneration(FileStream held, long generation)
+    {
+        Span<byte> bytes = stackalloc byte[sizeof(long)];
+        BinaryPrimitives.WriteInt64LittleEndian(bytes, generation);
+        held.Position = 0;
+        held.Write(bytes);
+        held.Flush();
+    }
+
+    /// <summary>Writes the set to a new file, renamed over the record, and counts the rewrite in the lock file
+    /// (<paramref name="held"/>), so that other processes reading the record from an offset read it again.</summary>
+    private void Rewrite(FileStream held)
     {
         // A name of its own: fetch and listen may open the record at the same time, and with one shared name the
         // second truncated the first's half-written file, or found it renamed away (FileNotFoundException).
         string temp = $"{Path}.{Guid.NewGuid():N}.tmp";
         try
         {
-            using (var file = new StreamWriter(new FileStream(temp, PrivateFile(FileMode.CreateNew)), Encoding.ASCII))
+            long length;
+            using (var stream = new FileStream(temp, PrivateFile(FileMode.CreateNew)))
             {
-                foreach ((string digest, (string id, long sent)) in _seen)
+                using (var file = new StreamWriter(stream, Encoding.ASCII, leaveOpen: true))
                 {
-                    file.Write($"{digest} {id} {sent.ToString(CultureInfo.InvariantCulture)}\n");
+                    foreach ((string digest, (string id, long sent)) in _seen)
+                    {
+                        file.Write($"{digest} {id} {sent.ToString(CultureInfo.InvariantCulture)}\n");
+                    }
                 }
+
+                length = stream.Length;
             }
 
             File.Move(temp, Path!, overwrite: true);
+            long generation = unchecked((_generation ?? 0) + 1);
+            WriteGeneration(held, generation);
+            (_offset, _generation) = (length, generation);
         }
         catch
         {

@@ -129,14 +129,14 @@ public sealed class SeenMessagesTests : IDisposable
         Assert.Equal(Messages, SeenMessages.Open(file).Count);
     }
 
-    private static void Damage(string file)
+    private static void Damage(string file, string text = "damaged\n")
     {
         while (true)
         {
             try
             {
                 using var held = new FileStream(file + ".lock", FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None);
-                File.AppendAllText(file, "damaged\n");
+                File.AppendAllText(file, text);
                 return;
             }
             catch (IOException e) when (MegaNet.Core.Interop.FileLock.IsContention(e))
@@ -144,6 +144,100 @@ public sealed class SeenMessagesTests : IDisposable
                 Thread.Sleep(1);
             }
         }
+    }
+
+    [Fact]
+    public void A_message_another_process_recorded_after_this_one_opened_the_record_is_known_here()
+    {
+        // A listen opens the record once for its life; a fetch (or a listen to another node) records a message later.
+        // A relay's copy of it reaching the listen was shown again as new: the listen looked only in what it loaded.
+        string file = Path.Combine(_dir, "shared.seen");
+        long now = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
+        SeenMessages listening = SeenMessages.Open(file);
+        Assert.Null(listening.Check(Bytes(32, 1), Bytes(32, 0xA1), now)); // its own, before the file existed elsewhere
+        SeenMessages fetching = SeenMessages.Open(file);
+        Assert.Null(fetching.Check(Bytes(32, 2), Bytes(32, 0xA2), now));
+
+        Assert.Contains("copy", listening.Check(Bytes(32, 2), Bytes(32, 0xB2), now)); // the copy, in a new envelope
+        Assert.Null(listening.Check(Bytes(32, 2), Bytes(32, 0xA2), now)); // the same envelope again is no copy
+        Assert.Contains("copy", fetching.Check(Bytes(32, 1), Bytes(32, 0xB1), now)); // and the other way round
+
+        // A line cut short by a crash at the end is left (not misread), and lines after it are still found.
+        Damage(file, "half a line cut by a cra");
+        Assert.Null(listening.Check(Bytes(32, 3), Bytes(32, 0xA3), now));
+        Assert.Null(fetching.Check(Bytes(32, 4), Bytes(32, 0xA4), now));
+        Assert.Contains("copy", listening.Check(Bytes(32, 4), Bytes(32, 0xB4), now));
+        Assert.Contains("copy", SeenMessages.Open(file).Check(Bytes(32, 4), Bytes(32, 0xB4), now));
+    }
+
+    [Fact]
+    public void A_record_rewritten_by_another_process_is_read_again_from_its_start()
+    {
+        // Another process's open prunes the record into a new file (old entries, a damaged line): an offset into the
+        // former file means nothing in the new one, even where the new one has grown longer than it since.
+        var clock = new Clock(DateTimeOffset.UtcNow);
+        string file = Path.Combine(_dir, "pruned.seen");
+        long now = clock.Now.ToUnixTimeMilliseconds();
+        long early = now - (long)TimeSpan.FromDays(20).TotalMilliseconds;
+        SeenMessages listening = SeenMessages.Open(file, clock);
+        Assert.Null(listening.Check(Bytes(32, 1), Bytes(32, 0xA1), early));
+        Assert.Null(listening.Check(Bytes(32, 2), Bytes(32, 0xA2), early));
+        Assert.Null(listening.Check(Bytes(32, 3), Bytes(32, 0xA3), now));
+        Assert.Null(listening.Check(Bytes(32, 4), Bytes(32, 0xA4), now)); // has read three lines of four
+
+        clock.Now = clock.Now.AddDays(15); // the first two are forgotten at the next open, which rewrites the file
+        SeenMessages fetching = SeenMessages.Open(file, clock);
+        Assert.Equal(2, File.ReadAllLines(file).Length);
+        long later = clock.Now.ToUnixTimeMilliseconds();
+        Assert.Null(fetching.Check(Bytes(32, 5), Bytes(32, 0xA5), later));
+        Assert.Null(fetching.Check(Bytes(32, 6), Bytes(32, 0xA6), later));
+        Assert.Null(fetching.Check(Bytes(32, 7), Bytes(32, 0xA7), later));
+        Assert.Equal(5, File.ReadAllLines(file).Length); // longer than what the listen read, but not what it read
+
+        Assert.Contains("copy", listening.Check(Bytes(32, 5), Bytes(32, 0xB5), later));
+        Assert.Contains("copy", listening.Check(Bytes(32, 7), Bytes(32, 0xB7), later));
+        Assert.Null(listening.Check(Bytes(32, 8), Bytes(32, 0xA8), later));
+        Assert.Contains("copy", fetching.Check(Bytes(32, 8), Bytes(32, 0xB8), later));
+    }
+
+    [Fact]
+    public async Task A_listen_does_not_show_a_replay_of_what_a_fetch_beside_it_showed_and_acknowledged()
+    {
+        await using TestNode node = await TestNode.StartAsync();
+        using MegaNetClient client = node.Client();
+        using Identity alice = Identity.Create(), bob = Identity.Create(), relay = Identity.Create();
+        string file = Path.Combine(_dir, "bob.seen");
+        SeenMessages listening = SeenMessages.Open(file); // a listen started before the fetch, for its whole life
+        await client.SendAsync(alice, bob.Card, Encoding.UTF8.GetBytes("meet at noon"), "text/plain");
+        Envelope carried = (await client.Relay.FetchAsync(new FetchRequest { Auth = await client.AuthenticateAsync(bob, MailboxPurpose.Fetch) })).Items[0].Envelope;
+
+        // 'fetch --ack' shows it and deletes it from the node.
+        FetchResult fetched = await client.FetchAsync(bob, seen: SeenMessages.Open(file));
+        Assert.Equal(1, await client.AckAsync(bob, [Assert.Single(fetched.Messages).Seq]));
+
+        // A relay that carried it replays it in a new envelope; the listen gets only the copy, then a later message.
+        var replay = new Envelope
+        {
+            Version = carried.Version,
+            Recipient = carried.Recipient,
+            ExpiresUnixMs = carried.ExpiresUnixMs,
+            SealedPayload = carried.SealedPayload,
+            SendingKey = ByteString.CopyFrom(relay.SendingPublicKeyFor(bob.Card.Address)),
+        };
+        replay.Signature = ByteString.CopyFrom(relay.SignWithSendingKeyFor(bob.Card.Address, EnvelopeFormat.SigningBytes(replay)));
+        Assert.False((await client.Relay.SubmitAsync(new SubmitRequest { Envelope = replay })).Duplicate);
+        await client.SendAsync(alice, bob.Card, Encoding.UTF8.GetBytes("after"), "text/plain");
+
+        var skipped = new List<UnreadableMessage>();
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(120));
+        await foreach (ReceivedMessage m in client.ListenAsync(bob, 0, cts.Token, skipped.Add, listening))
+        {
+            Assert.Equal("after", m.Content.Content.ToStringUtf8());
+            break;
+        }
+
+        Assert.Contains("copy", Assert.Single(skipped).Reason);
+        node.AssertNoServerErrors();
     }
 
     [Fact]
