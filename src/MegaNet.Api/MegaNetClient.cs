@@ -721,18 +721,35 @@ public sealed class MegaNetClient : IDisposable
         return new FetchResult(messages, unreadable, page.NextCursor) { WaitingCount = page.WaitingCount, WaitingBytes = page.WaitingBytes };
     }
 
-    /// <summary>Deletes messages from the mailbox.</summary>
+    /// <summary>Deletes messages from the mailbox, in calls of at most 1,000 (what the node takes), in the order given.
+    /// Returns how many the node says it deleted (those gone already, or never there, are not counted).</summary>
+    /// <exception cref="AckIncompleteException">A call failed after earlier ones went through: the messages those deleted
+    /// are gone, and the exception says how many, and which of <paramref name="seqs"/> they covered; what failed is its
+    /// <see cref="Exception.InnerException"/>. A failure of the first call is thrown as it is: the node confirmed
+    /// nothing.</exception>
     public async Task<int> AckAsync(Identity identity, IEnumerable<ulong> seqs, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(seqs);
-        int deleted = 0;
+        ulong[] all = seqs as ulong[] ?? [.. seqs];
+        int deleted = 0, settled = 0;
         // The node takes at most 1,000 per call (docs/protocol.md).
-        foreach (ulong[] chunk in seqs.Chunk(1000))
+        foreach (ulong[] chunk in all.Chunk(1000))
         {
-            MailboxAuth auth = await AuthenticateAsync(identity, MailboxPurpose.Ack(chunk), cancellationToken);
-            var request = new AckRequest { Auth = auth };
-            request.Seqs.AddRange(chunk);
-            deleted += (await Relay.AckAsync(request, cancellationToken: cancellationToken)).Deleted;
+            try
+            {
+                MailboxAuth auth = await AuthenticateAsync(identity, MailboxPurpose.Ack(chunk), cancellationToken);
+                var request = new AckRequest { Auth = auth };
+                request.Seqs.AddRange(chunk);
+                deleted += (await Relay.AckAsync(request, cancellationToken: cancellationToken)).Deleted;
+            }
+            catch (Exception e) when (settled > 0)
+            {
+                // Thrown as it was, the count of what the earlier calls deleted was lost: a caller could not tell that
+                // some of the mail is gone from the node, nor which.
+                throw new AckIncompleteException(deleted, settled, all.Length, e);
+            }
+
+            settled += chunk.Length;
         }
 
         return deleted;
@@ -1070,6 +1087,37 @@ public sealed class MegaNetClient : IDisposable
 
     /// <inheritdoc />
     public void Dispose() => _channel.Dispose();
+}
+
+/// <summary>
+/// <see cref="MegaNetClient.AckAsync"/> sent its sequence numbers in several calls, and one failed after earlier ones
+/// went through: the messages those deleted are gone from the node. The failure is the
+/// <see cref="Exception.InnerException"/>; the messages of the call that failed, and of those after it, may still be on
+/// the node (the failed one's may also have been deleted, with the answer lost on the way).
+/// </summary>
+public sealed class AckIncompleteException : Exception
+{
+    /// <summary>A failure after the calls that went through.</summary>
+    /// <param name="acknowledged">Messages the node confirmed deleted.</param>
+    /// <param name="settled">Sequence numbers, counted from the first given, in the calls that went through.</param>
+    /// <param name="requested">Sequence numbers given.</param>
+    /// <param name="inner">What failed.</param>
+    public AckIncompleteException(int acknowledged, int settled, int requested, Exception inner)
+        : base($"Acknowledged {acknowledged} of {requested} message(s) before a call failed: {inner?.Message}", inner)
+    {
+        ArgumentNullException.ThrowIfNull(inner);
+        (Acknowledged, Settled, Requested) = (acknowledged, settled, requested);
+    }
+
+    /// <summary>Messages the node confirmed deleted (those gone already are not counted).</summary>
+    public int Acknowledged { get; }
+
+    /// <summary>How many of the sequence numbers given, counted from the first, went in the calls that went through:
+    /// deleted, or gone already. The others may still be on the node.</summary>
+    public int Settled { get; }
+
+    /// <summary>Sequence numbers given.</summary>
+    public int Requested { get; }
 }
 
 /// <summary>A subscription got no event (mail or keepalive) for several of the node's keepalive intervals: the connection

@@ -372,7 +372,24 @@ internal static partial class ClientCommands
         if (ack && toAcknowledge.Count > 0)
         {
             FlushStandardOutputToDisk("no message was acknowledged");
-            int deleted = await client.AckAsync(id, toAcknowledge, ct);
+            int deleted;
+            try
+            {
+                deleted = await client.AckAsync(id, toAcknowledge, ct);
+            }
+            catch (AckIncompleteException e)
+            {
+                // Calls of 1,000 went through before one failed: that mail is gone from the node, which the error alone
+                // did not say, and the files all of whose parts went with it need their kept parts no longer.
+                Console.Error.WriteLine($"acknowledged {e.Acknowledged} of {toAcknowledge.Count} message(s) before the acknowledgement failed; " +
+                    "the rest may still be on the node, and the next fetch shows those again");
+                var settled = new HashSet<ulong>(toAcknowledge.Take(e.Settled));
+                inbox.ForgetShown(settled.Contains);
+                // Then the failure itself, as before (its message, and the exit code for it).
+                System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(e.InnerException!);
+                throw;
+            }
+
             Console.Error.WriteLine($"acknowledged {deleted} message(s)");
             inbox.ForgetShown();
             // The bytes the acknowledged ones took are not known here: after an ack the count alone says how full it is.

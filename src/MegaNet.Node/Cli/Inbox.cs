@@ -36,9 +36,14 @@ internal sealed class Inbox(bool json, ContactsFollower contacts, ReceivedParts 
     // parts would make them whole again.
     private readonly HashSet<string> _shownFiles = new(StringComparer.Ordinal);
 
-    // Under WhenAcknowledged, the files to forget once the fetch has acknowledged: their parts directory and name only.
-    // The Whole itself holds the file's bytes (up to 32 MiB), which a fetch of many files held all of until it ended.
-    private readonly List<(string Directory, string FileName)> _toForget = [];
+    // Under WhenAcknowledged, the files to forget once the fetch has acknowledged: their parts directory and name only,
+    // and the sequence numbers of their parts this run delivered. The Whole itself holds the file's bytes (up to 32 MiB),
+    // which a fetch of many files held all of until it ended.
+    private readonly List<(string Directory, string FileName, ulong[] Seqs)> _toForget = [];
+
+    // Under WhenAcknowledged, the sequence numbers of the parts delivered so far of each file not yet whole, by sender
+    // and file id: a file is forgotten only once the node has deleted all of them (see ForgetShown).
+    private readonly Dictionary<string, List<ulong>> _partSeqs = new(StringComparer.Ordinal);
 
     /// <summary>Attempts at a free name in <c>--save-files</c> ("name (2).ext", ...).</summary>
     private const int MaxNameAttempts = 1_000;
@@ -87,7 +92,12 @@ internal sealed class Inbox(bool json, ContactsFollower contacts, ReceivedParts 
             return KeepsFiles || m.Content.ContentType.StartsWith("text/", StringComparison.Ordinal);
         }
 
-        switch (parts.Add(m, fromContact: senderName is not null))
+        ReceivedParts.Outcome outcome = parts.Add(m, fromContact: senderName is not null);
+        // A part kept, or the one that made a file of parts whole (not another part of a file shown already, a copy).
+        bool adds = outcome is ReceivedParts.Waiting || (outcome is ReceivedParts.Whole { Count: > 1 } made && !_shownFiles.Contains(made.Directory));
+        List<ulong>? seqs = release == PartsRelease.WhenAcknowledged && adds ? PartSeqs(m) : null;
+        seqs?.Add(m.Seq);
+        switch (outcome)
         {
             case ReceivedParts.Whole whole when _shownFiles.Contains(whole.Directory):
                 // Another part of a file this run has shown (all its parts came again): a copy, acknowledged or left
@@ -115,7 +125,8 @@ internal sealed class Inbox(bool json, ContactsFollower contacts, ReceivedParts 
 
                 if (release == PartsRelease.WhenAcknowledged && whole.Count > 1)
                 {
-                    _toForget.Add((whole.Directory, whole.File.Content.FileName));
+                    _toForget.Add((whole.Directory, whole.File.Content.FileName, [.. seqs ?? []]));
+                    _partSeqs.Remove(PartsKey(m));
                 }
 
                 break;
@@ -140,10 +151,20 @@ internal sealed class Inbox(bool json, ContactsFollower contacts, ReceivedParts 
 
     /// <summary><c>fetch --ack</c>, once the node confirmed the acknowledgement: deletes the kept parts of the files
     /// shown. A failure only leaves them behind, to be pruned: the file was shown and acknowledged.</summary>
-    public void ForgetShown()
+    /// <param name="acknowledged">Which sequence numbers the node confirmed, when an acknowledgement failed part-way;
+    /// null when it confirmed them all. A file with a part not among them keeps its parts: that part is still on the
+    /// node, and the next fetch puts the file together again and shows it again, as it shows again any message not
+    /// acknowledged. (Left out, the parts of the files acknowledged whole stayed in the spool for a month, counted
+    /// against its room.)</param>
+    public void ForgetShown(Func<ulong, bool>? acknowledged = null)
     {
-        foreach ((string directory, string fileName) in _toForget)
+        foreach ((string directory, string fileName, ulong[] seqs) in _toForget)
         {
+            if (acknowledged is not null && !seqs.All(acknowledged))
+            {
+                continue;
+            }
+
             try
             {
                 parts.Forget(directory);
@@ -156,6 +177,25 @@ internal sealed class Inbox(bool json, ContactsFollower contacts, ReceivedParts 
 
         _toForget.Clear();
     }
+
+    /// <summary>The sequence numbers of the parts of <paramref name="part"/>'s file delivered so far in this run.</summary>
+    private List<ulong> PartSeqs(ReceivedMessage part)
+    {
+        string key = PartsKey(part);
+        if (!_partSeqs.TryGetValue(key, out List<ulong>? seqs))
+        {
+            _partSeqs[key] = seqs = [];
+        }
+
+        return seqs;
+    }
+
+    /// <summary>A file in parts, as ReceivedParts keeps it apart from others: by its sender and its file id (a part
+    /// that reached the spool has a header that reads).</summary>
+    private static string PartsKey(ReceivedMessage part) =>
+        FileParts.TryReadHeader(part.Content.Content.Span, out FilePartHeader header, out _)
+            ? $"{Convert.ToHexStringLower(part.Sender.Address)}-{Convert.ToHexStringLower(header.FileId.Span)}"
+            : string.Empty;
 
     private void ReportCopy(ReceivedMessage m, string? senderName, string file)
     {
