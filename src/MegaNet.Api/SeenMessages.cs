@@ -89,12 +89,15 @@ public sealed class SeenMessages
         using FileStream locked = held;
         seen._generation = ReadGeneration(locked);
         int lines, kept;
+        bool torn;
         using (FileStream file = OpenToRead(seen.Path))
         {
             (lines, kept) = seen.ReadFrom(file, 0, opening: true);
+            torn = file.Length > seen._offset;
         }
 
-        if (lines > kept)
+        // A last line without its end (a crash) is rewritten whole too: a line appended after it would be glued to it.
+        if (lines > kept || torn)
         {
             seen.Rewrite(locked);
         }
@@ -150,7 +153,7 @@ public sealed class SeenMessages
                 using FileStream held = LockRecord();
                 // What other processes recorded since this one last read the file, read before deciding and recording
                 // under the same lock, so that two of them cannot both take one message (or its copy) for new.
-                CatchUp(held);
+                bool torn = CatchUp(held);
                 if (_seen.TryGetValue(digest, out first))
                 {
                     return Verdict(first.IdPrefix, id, former);
@@ -161,7 +164,9 @@ public sealed class SeenMessages
                 // only, so the file is not rewritten on every open for it.
                 if (!IsOld(recorded))
                 {
-                    MegaNet.Core.Interop.PrivateFile.Append(Path, $"{digest} {id} {recorded.ToString(CultureInfo.InvariantCulture)}\n", FileShare.ReadWrite);
+                    // After a line cut short by a crash, on a line of its own: glued to the fragment, it was lost to the
+                    // other processes and to the next open.
+                    MegaNet.Core.Interop.PrivateFile.Append(Path, $"{(torn ? "\n" : string.Empty)}{digest} {id} {recorded.ToString(CultureInfo.InvariantCulture)}\n", FileShare.ReadWrite);
                 }
             }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException)
@@ -216,7 +221,9 @@ public sealed class SeenMessages
     /// <summary>Reads what was appended since this instance last read the file (all of it again when it was rewritten
     /// meanwhile, or is shorter than what was read: rewritten by a version that does not count rewrites). Called with
     /// the record's lock held (<paramref name="held"/>), so no line is half-written but one a crash cut short.</summary>
-    private void CatchUp(FileStream held)
+    /// <summary>Reads what other processes recorded since this instance last read the file; true when the file ends in
+    /// a line without its end.</summary>
+    private bool CatchUp(FileStream held)
     {
         long generation = ReadGeneration(held);
         FileStream file;
@@ -228,7 +235,7 @@ public sealed class SeenMessages
         {
             // Nothing recorded yet (or the file was deleted): the next line written starts it again.
             (_offset, _generation) = (0, generation);
-            return;
+            return false;
         }
 
         using (file)
@@ -236,6 +243,7 @@ public sealed class SeenMessages
             long from = generation == _generation && file.Length >= _offset ? _offset : 0;
             ReadFrom(file, from, opening: false);
             _generation = generation;
+            return file.Length > _offset;
         }
     }
 

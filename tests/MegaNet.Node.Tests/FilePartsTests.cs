@@ -95,11 +95,12 @@ public sealed class FilePartsTests(ITestOutputHelper output) : IDisposable
         int slice = FileParts.SliceLength("a.bin");
         IReadOnlyList<byte[]> a = FileParts.Split(RandomFile(4 * slice), "a.bin"), c = FileParts.Split(RandomFile(3 * slice), "c.bin"),
             e = FileParts.Split(RandomFile(2 * slice), "e.bin");
-        // A file still arriving holds back the whole of its parts (each as large as its full ones) and its directory:
-        // room for one file of four parts from one sender, and for it and one of three in all.
+        // A file still arriving holds back the whole of its parts of its sender's cap (each as the largest payload) and
+        // its directory: room for one file of four parts from one sender. In all, parts count as they take on disk:
+        // room for two parts and a third's directory, not a third part.
         long part = Part(alice, a[0], "a.bin").Content.CalculateSize();
-        long four = ReceivedParts.Reservation(4, part), three = ReceivedParts.Reservation(3, part), two = ReceivedParts.Reservation(2, part);
-        ReceivedParts parts = ReceivedParts.Beside(identity, maxBytesPerSender: four, maxBytes: four + three - 1);
+        long four = ReceivedParts.Reservation(4), three = ReceivedParts.Reservation(3);
+        ReceivedParts parts = ReceivedParts.Beside(identity, maxBytesPerSender: four, maxBytes: (2 * ReceivedParts.SetCost) + (3 * part) - 1);
         Assert.IsType<ReceivedParts.Waiting>(parts.Add(Part(alice, a[0], "a.bin")));
         Assert.IsType<ReceivedParts.Waiting>(parts.Add(Part(alice, a[1], "a.bin")));
         // Past a cap a file is left on the node (not to be acknowledged), for a later fetch once there is room.
@@ -109,8 +110,8 @@ public sealed class FilePartsTests(ITestOutputHelper output) : IDisposable
         Assert.Contains("the most kept is", deferred.Reason, StringComparison.Ordinal);
         // A contact's part is held to the cap per sender only: strangers filling the directory do not stop it.
         Assert.IsType<ReceivedParts.Waiting>(parts.Add(Part(carol, c[0], "c.bin"), fromContact: true));
-        // A file begun is never put off for room until it is whole.
-        Assert.IsType<ReceivedParts.Waiting>(parts.Add(Part(alice, a[2], "a.bin")));
+        // A contact's file begun is never put off for room until it is whole.
+        Assert.IsType<ReceivedParts.Waiting>(parts.Add(Part(alice, a[2], "a.bin"), fromContact: true));
 
         // The same index with other contents is refused; the same part again is not counted twice.
         byte[] other = a[1].ToArray();
@@ -124,7 +125,6 @@ public sealed class FilePartsTests(ITestOutputHelper output) : IDisposable
         ReceivedParts fetching = ReceivedParts.Beside(frank, maxBytesPerSender: four + three), listening = ReceivedParts.Beside(frank, maxBytesPerSender: four + three);
         Assert.IsType<ReceivedParts.Waiting>(listening.Add(Part(alice, c[0], "c.bin")));
         Assert.IsType<ReceivedParts.Waiting>(fetching.Add(Part(alice, a[0], "a.bin")));
-        Assert.True(three + two <= four + three);
         Assert.IsType<ReceivedParts.Deferred>(listening.Add(Part(alice, e[0], "e.bin")));
 
         // Two processes of one identity (a listen and a fetch), each storing one of a file's last two parts at once:

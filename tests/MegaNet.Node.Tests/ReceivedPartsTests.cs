@@ -50,8 +50,7 @@ public sealed class ReceivedPartsTests : IDisposable
 
     /// <summary>What a file that <see cref="TinyLastPart"/> begins holds back of the caps: the whole of its two parts as
     /// if each were full, and its directory.</summary>
-    private static long TinyHolds(Identity from) =>
-        ReceivedParts.Reservation(2, Part(from, TinyLastPart()).Content.CalculateSize() + FileParts.SliceLength(Name) - 1L);
+    private static long TinyHolds(Identity from) => ReceivedParts.Reservation(2);
 
     [Fact]
     public void A_part_not_cut_as_the_protocol_says_is_refused_and_opens_no_file()
@@ -150,6 +149,9 @@ public sealed class ReceivedPartsTests : IDisposable
 
         // Another process's part is in this one's totals: the directory is counted again, once.
         Assert.IsType<ReceivedParts.Waiting>(fetching.Add(Part(mallory, TinyLastPart())));
+        // Counted from the disk, a file whose only part is its last (a byte) holds back what it does counted part by
+        // part: the whole file. (It held back one byte's worth, so each new process let more such files begin.)
+        Assert.IsType<ReceivedParts.Deferred>(fetching.Add(Part(mallory, TinyLastPart())));
         Assert.IsType<ReceivedParts.Deferred>(listening.Add(Part(mallory, TinyLastPart())));
         Assert.Equal(2, listening.Recounts);
         Assert.IsType<ReceivedParts.Waiting>(listening.Add(Part(alice, TinyLastPart())));
@@ -165,7 +167,7 @@ public sealed class ReceivedPartsTests : IDisposable
         long part = Part(alice, a[0]).Content.CalculateSize();
         // Room for one file of four parts, not two: before, parts were charged as they came, two files sent at once
         // took two parts each, and every part still missing was put off for room only a whole file would make.
-        ReceivedParts parts = ReceivedParts.Beside(IdentityPath, maxBytesPerSender: ReceivedParts.Reservation(4, part) + ReceivedParts.SetCost + (2 * part));
+        ReceivedParts parts = ReceivedParts.Beside(IdentityPath, maxBytesPerSender: ReceivedParts.Reservation(4) + ReceivedParts.SetCost + (2 * part));
         Assert.IsType<ReceivedParts.Waiting>(parts.Add(Part(alice, a[0])));
         var deferred = Assert.IsType<ReceivedParts.Deferred>(parts.Add(Part(alice, b[0])));
         Assert.Contains("room is made as those files come whole", deferred.Reason, StringComparison.Ordinal);

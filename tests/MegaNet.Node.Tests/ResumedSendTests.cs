@@ -136,7 +136,7 @@ public sealed class ResumedSendTests(ITestOutputHelper output) : IDisposable
         Assert.Equal(6, verified.Stdout.Split('\n').Count(l => l.StartsWith("valid: envelope ", StringComparison.Ordinal)));
 
         // Accepted whole: the record is gone.
-        Assert.Empty(Directory.GetFiles(Path.Combine(_dir, "alice.sending")));
+        Assert.Empty(Records());
 
         Result fetched = await Meganet("fetch", "-i", bobPath, "--node", url, "--json", "--ack");
         AssertExit(fetched, 0);

@@ -165,9 +165,27 @@ public sealed class SeenMessagesTests : IDisposable
         // A line cut short by a crash at the end is left (not misread), and lines after it are still found.
         Damage(file, "half a line cut by a cra");
         Assert.Null(listening.Check(Bytes(32, 3), Bytes(32, 0xA3), now));
+        // The line written after the fragment is a line of its own (it was glued to it, and lost to the others).
+        Assert.Contains("copy", fetching.Check(Bytes(32, 3), Bytes(32, 0xB3), now));
         Assert.Null(fetching.Check(Bytes(32, 4), Bytes(32, 0xA4), now));
         Assert.Contains("copy", listening.Check(Bytes(32, 4), Bytes(32, 0xB4), now));
         Assert.Contains("copy", SeenMessages.Open(file).Check(Bytes(32, 4), Bytes(32, 0xB4), now));
+    }
+
+    [Fact]
+    public void A_last_line_without_its_end_is_rewritten_whole_before_another_is_appended()
+    {
+        string file = Path.Combine(_dir, "unended.seen");
+        long now = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
+        Assert.Null(SeenMessages.Open(file).Check(Bytes(32, 1), Bytes(32, 0xA1), now));
+        File.WriteAllText(file, File.ReadAllText(file).TrimEnd('\n')); // a crash before the line's end was written
+
+        // Opened, the whole entry counts, and a message recorded next is a line of its own: it was glued to that entry,
+        // and both were lost at the next open.
+        Assert.Null(SeenMessages.Open(file).Check(Bytes(32, 2), Bytes(32, 0xA2), now));
+        SeenMessages later = SeenMessages.Open(file);
+        Assert.Contains("copy", later.Check(Bytes(32, 1), Bytes(32, 0xB1), now));
+        Assert.Contains("copy", later.Check(Bytes(32, 2), Bytes(32, 0xB2), now));
     }
 
     [Fact]

@@ -210,12 +210,8 @@ internal sealed class ReceivedParts
             }
 
             byte[] bytes = content.ToByteArray();
-            // Every part but the last is a full slice (checked above), so its length is its nominal size; the last is
-            // shorter by the slice it lacks, and a file whose last part comes first is charged as if it were full.
             long charge = Math.Max(bytes.Length, MinPartCost);
-            long fullPart = header.Index < header.Count - 1 ? bytes.Length
-                : bytes.Length + FileParts.SliceLength(content.FileName) - (header.FileLength - ((header.Count - 1L) * FileParts.SliceLength(content.FileName)));
-            if (Full(set, senderHex, charge, Reservation(header.Count, fullPart), completes: have + 1 == header.Count, fromContact) is { } full)
+            if (Full(set, senderHex, charge, Reservation(header.Count), completes: have + 1 == header.Count, fromContact) is { } full)
             {
                 return new Deferred($"part {header.Index + 1} of file '{name}' is left on the node for now: {full}");
             }
@@ -235,7 +231,6 @@ internal sealed class ReceivedParts
             set.Parts++;
             set.Bytes += charge;
             set.Count = header.Count;
-            set.FullPart = Math.Max(set.FullPart, fullPart);
             Account(set, +1);
             _indexed = counted;
             have++;
@@ -331,17 +326,21 @@ internal sealed class ReceivedParts
 
     private LockedFile Lock() => LockedFile.Open(Directory, "another 'meganet fetch' or 'listen' of this identity");
 
-    /// <summary>What a file still arriving holds back of the caps: all its parts as if each were full, and its
-    /// directory. A file is let begin only when the whole of it fits, and a part of a file begun is never put off for
-    /// room: files begun together and charged part by part could fill a cap between them with none of them whole, and
+    /// <summary>What a file still arriving holds back of its sender's cap: each of its parts as the largest payload an
+    /// envelope carries (a full part's sealed content fits it, whatever the name), and its directory; from the header's
+    /// count alone, so a file holds back the same from its first part on and when counted again from the disk. A file
+    /// is let begin only when the whole of it fits its sender's cap, and no part of a file begun is put off for that
+    /// cap: files from one sender begun together and charged part by part could fill it with none of them whole, and
     /// then every part still missing waited for room that only a whole file would make.</summary>
-    internal static long Reservation(int count, long fullPart) => SetCost + (count * Math.Max(fullPart, MinPartCost));
+    internal static long Reservation(int count) => SetCost + (count * (long)EnvelopeFormat.PayloadClasses[^1]);
 
     /// <summary>Why keeping a part charged <paramref name="adding"/> bytes of the file <paramref name="set"/> (null: a
-    /// file not begun here, which holds back <paramref name="reservation"/> once begun) from the sender
-    /// <paramref name="senderHex"/> would pass a cap, and what makes room; or null. A part that
+    /// file not begun here, which holds back <paramref name="reservation"/> of its sender's cap once begun) from the
+    /// sender <paramref name="senderHex"/> would pass a cap, and what makes room; or null. A part that
     /// <paramref name="completes"/> its file moves the file to the account of whole files, and is held to that
-    /// account's caps alone; any other part of a file begun is within what the file holds back already.</summary>
+    /// account's caps alone; any other part of a file begun is within what the file holds back of its sender's cap, and
+    /// a stranger's part is held to the bytes here in all (strangers' files can fill that with none whole: they then
+    /// wait for the prune, where a contact's never do).</summary>
     private string? Full(FileSet? set, string senderHex, long adding, long reservation, bool completes, bool fromContact)
     {
         SenderTotals sender = _senders.GetValueOrDefault(senderHex) ?? SenderTotals.None;
@@ -356,17 +355,13 @@ internal sealed class ReceivedParts
                 : null;
         }
 
-        if (set is not null)
-        {
-            return null;
-        }
-
+        bool begins = set is null;
         string frees = $"; room is made as those files come whole, or {SeenMessages.Window.TotalDays:0} days after their latest part";
-        return sender.OpenFiles >= _maxOpenFilesPerSender ? $"{sender.OpenFiles} files from this sender are arriving here already (the most at once for one sender){frees}"
-            : sender.OpenBytes + reservation > _maxBytesPerSender ? $"files still arriving from this sender hold {sender.OpenBytes:N0} bytes here already (each the whole of its parts), and this one would hold {reservation:N0} more; the most kept for one sender is {_maxBytesPerSender:N0}{frees}"
+        return begins && sender.OpenFiles >= _maxOpenFilesPerSender ? $"{sender.OpenFiles} files from this sender are arriving here already (the most at once for one sender){frees}"
+            : begins && sender.OpenBytes + reservation > _maxBytesPerSender ? $"files still arriving from this sender hold {sender.OpenBytes:N0} bytes here already (each the whole of its parts), and this one would hold {reservation:N0} more; the most kept for one sender is {_maxBytesPerSender:N0}{frees}"
             : fromContact ? null
-            : _openFiles >= _maxOpenFiles ? $"{_openFiles} files are arriving in {Directory} already (the most at once){frees}"
-            : _openBytes + reservation > _maxBytes ? $"files still arriving in {Directory} hold {_openBytes:N0} bytes already (each the whole of its parts), and this one would hold {reservation:N0} more; the most kept is {_maxBytes:N0}{frees}"
+            : begins && _openFiles >= _maxOpenFiles ? $"{_openFiles} files are arriving in {Directory} already (the most at once){frees}"
+            : _openBytes + adding + (begins ? SetCost : 0) > _maxBytes ? $"parts of files still arriving in {Directory} take {_openBytes:N0} bytes already, the most kept is {_maxBytes:N0}{frees}"
             : null;
     }
 
@@ -427,16 +422,13 @@ internal sealed class ReceivedParts
     /// (<paramref name="count"/> when known, else read from a part).</summary>
     private static FileSet Measure(string file, string[] parts, int count)
     {
-        long bytes = SetCost, largest = 0;
+        long bytes = SetCost;
         foreach (string part in parts)
         {
-            long length = new FileInfo(part).Length;
-            bytes += Math.Max(length, MinPartCost);
-            largest = Math.Max(largest, length);
+            bytes += Math.Max(new FileInfo(part).Length, MinPartCost);
         }
 
-        // The largest part kept is a full one unless only the last is here: then this holds back a little less.
-        return new FileSet(SenderOf(file), parts.Length, bytes, count > 0 || parts.Length == 0 ? count : ReadCount(parts[0])) { FullPart = largest };
+        return new FileSet(SenderOf(file), parts.Length, bytes, count > 0 || parts.Length == 0 ? count : ReadCount(parts[0]));
     }
 
     /// <summary>The number of parts a kept part's header announces (0 when it does not read), from its first 4 KiB
@@ -509,11 +501,12 @@ internal sealed class ReceivedParts
         }
         else
         {
-            long held = Math.Max(set.Bytes, Reservation(set.Count, set.FullPart));
+            // The sender's cap counts what its files hold back; the cap in all counts what is here: eight forged
+            // parts each claiming a file of 32 MiB would otherwise hold back all of it, for every stranger, a month.
             sender.OpenFiles += sign;
-            sender.OpenBytes += sign * held;
+            sender.OpenBytes += sign * Math.Max(set.Bytes, Reservation(set.Count));
             _openFiles += sign;
-            _openBytes += sign * held;
+            _openBytes += sign * set.Bytes;
         }
     }
 
@@ -612,9 +605,6 @@ internal sealed class ReceivedParts
         public long Bytes { get; set; } = bytes;
 
         public int Count { get; set; } = count;
-
-        /// <summary>The bytes of one full part of this file, as far as its parts kept tell.</summary>
-        public long FullPart { get; set; }
 
         public bool Whole => Count > 0 && Parts >= Count;
     }

@@ -31,7 +31,7 @@ internal sealed class SentParts : IFilePartsJournal, IDisposable
     private readonly Dictionary<int, (Receipt Receipt, long Expires)> _accepted = [];
     private readonly Dictionary<int, Envelope> _unanswered = [];
     private readonly Action<string> _warn;
-    private bool _startOnNewLine, _broken, _replace, _finished;
+    private bool _startOnNewLine, _broken, _replace;
     private FileStream? _running;
 
     private SentParts(string path, byte[] recipient, Action<string> warn) => (Path, _recipient, _warn) = (path, recipient, warn);
@@ -116,31 +116,10 @@ internal sealed class SentParts : IFilePartsJournal, IDisposable
     /// <inheritdoc/>
     public void Dispose()
     {
-        if (_running is null)
-        {
-            return;
-        }
-
-        if (_finished)
-        {
-            // Deleted while held: a send that opened the old lock file failed to take it and stopped; one opening the
-            // name now creates a new one.
-            TryDelete(Path + ".lock");
-        }
-
-        _running.Dispose();
+        // The lock file stays: deleted while held, a send that had opened it could take it once let go while another
+        // created the name anew and took that one, and both would send.
+        _running?.Dispose();
         _running = null;
-    }
-
-    private static void TryDelete(string path)
-    {
-        try
-        {
-            File.Delete(path);
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-        }
     }
 
     private void Read(byte[] nodeId, int count, long treeSize)
@@ -282,7 +261,6 @@ internal sealed class SentParts : IFilePartsJournal, IDisposable
     /// <summary>The file was accepted whole: the record goes (its receipts were printed).</summary>
     public void Finish()
     {
-        _finished = true;
         try
         {
             File.Delete(Path);
