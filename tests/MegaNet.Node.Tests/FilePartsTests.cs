@@ -26,14 +26,7 @@ public sealed class FilePartsTests(ITestOutputHelper output) : IDisposable
 
     private Task<Result> Meganet(params string[] args) => MeganetProcess.RunAsync(_dir, null, false, args);
 
-    private byte[] RandomFile(int length)
-    {
-        int seed = RandomNumberGenerator.GetInt32(int.MaxValue);
-        output.WriteLine($"file of {length} bytes from seed {seed}");
-        byte[] file = new byte[length];
-        new Random(seed).NextBytes(file);
-        return file;
-    }
+    private byte[] RandomFile(int length) => TestFiles.Random(output, length);
 
     [Theory]
     [InlineData(1, 0)]

@@ -105,3 +105,17 @@ internal static class TestIdentities
         return (path, id.Card);
     }
 }
+
+/// <summary>Files of random bytes for tests, their seed printed so that a failure can be run again.</summary>
+internal static class TestFiles
+{
+    /// <summary><paramref name="length"/> random bytes, the seed written to <paramref name="output"/>.</summary>
+    public static byte[] Random(Xunit.Abstractions.ITestOutputHelper output, int length)
+    {
+        int seed = System.Security.Cryptography.RandomNumberGenerator.GetInt32(int.MaxValue);
+        output.WriteLine($"file of {length} bytes from seed {seed}");
+        byte[] file = new byte[length];
+        new System.Random(seed).NextBytes(file);
+        return file;
+    }
+}

@@ -23,14 +23,7 @@ public sealed class ResumedSendTests(ITestOutputHelper output) : IDisposable
 
     private Task<Result> Meganet(params string[] args) => MeganetProcess.RunAsync(_dir, null, false, args);
 
-    private byte[] RandomFile(int length)
-    {
-        int seed = RandomNumberGenerator.GetInt32(int.MaxValue);
-        output.WriteLine($"file of {length} bytes from seed {seed}");
-        byte[] file = new byte[length];
-        new Random(seed).NextBytes(file);
-        return file;
-    }
+    private byte[] RandomFile(int length) => TestFiles.Random(output, length);
 
     /// <summary>Envelopes waiting in <paramref name="recipient"/>'s mailbox (a page holds a few parts: all pages).</summary>
     private static async Task<int> WaitingFor(MegaNetClient client, Identity recipient)
@@ -149,35 +142,44 @@ public sealed class ResumedSendTests(ITestOutputHelper output) : IDisposable
     /// <summary>The records in alice's <c>.sending</c> directory (not the lock a send holds beside its record).</summary>
     private string[] Records() => [.. Directory.GetFiles(Path.Combine(_dir, "alice.sending")).Where(f => !f.EndsWith(".lock", StringComparison.Ordinal))];
 
-    /// <summary>A six-part send by alice to bob stopped by a mailbox that takes three envelopes (its record has at least
-    /// one part accepted), then the node restarted with room.</summary>
-    private async Task<(string Alice, string FilePath, string Record)> StopPartWay(TestNode node, Identity bob)
+    /// <summary>A node whose mailboxes take three envelopes, and a six-part send by alice to bob it stopped (its record
+    /// has at least one part accepted); then the node restarted with room.</summary>
+    private async Task<(TestNode Node, string Alice, string FilePath, string Record)> StopPartWay(Identity bob)
     {
-        using Identity alice = Identity.Create();
-        string alicePath = Path.Combine(_dir, "alice.json");
-        alice.Save(alicePath);
-        const string Name = "six.bin";
-        string filePath = Path.Combine(_dir, Name);
-        await File.WriteAllBytesAsync(filePath, RandomFile((5 * FileParts.SliceLength(Name)) + 1));
-        Result stopped = await Meganet("send", "-i", alicePath, "--to", bob.Card.ToString(), "--file", filePath, "--node", node.Address.ToString(), "--json");
-        AssertExit(stopped, 2, "of 6 parts were accepted");
-        string record = Assert.Single(Records());
-        Assert.Contains(File.ReadAllLines(record), l => JsonNode.Parse(l)!["receipt"] is not null);
-        node.Options.MailboxMaxCount = 100;
-        await node.RestartAsync();
-        return (alicePath, filePath, record);
+        TestNode node = await TestNode.StartAsync(o =>
+        {
+            o.MailboxMaxCount = 3;
+            o.MailboxPowFromPercent = 0;
+        });
+        try
+        {
+            using Identity alice = Identity.Create();
+            string alicePath = Path.Combine(_dir, "alice.json");
+            alice.Save(alicePath);
+            const string Name = "six.bin";
+            string filePath = Path.Combine(_dir, Name);
+            await File.WriteAllBytesAsync(filePath, RandomFile((5 * FileParts.SliceLength(Name)) + 1));
+            Result stopped = await Meganet("send", "-i", alicePath, "--to", bob.Card.ToString(), "--file", filePath, "--node", node.Address.ToString(), "--json");
+            AssertExit(stopped, 2, "of 6 parts were accepted");
+            string record = Assert.Single(Records());
+            Assert.Contains(File.ReadAllLines(record), l => JsonNode.Parse(l)!["receipt"] is not null);
+            node.Options.MailboxMaxCount = 100;
+            await node.RestartAsync();
+            return (node, alicePath, filePath, record);
+        }
+        catch
+        {
+            await node.DisposeAsync();
+            throw;
+        }
     }
 
     [Fact]
     public async Task A_kept_receipt_that_does_not_check_against_the_node_is_sent_again()
     {
-        await using TestNode node = await TestNode.StartAsync(o =>
-        {
-            o.MailboxMaxCount = 3;
-            o.MailboxPowFromPercent = 0;
-        });
         using Identity bob = Identity.Create();
-        (string alice, string filePath, string record) = await StopPartWay(node, bob);
+        (TestNode started, string alice, string filePath, string record) = await StopPartWay(bob);
+        await using TestNode node = started;
         using MegaNetClient client = node.Client();
         int before = await WaitingFor(client, bob);
 
@@ -203,13 +205,9 @@ public sealed class ResumedSendTests(ITestOutputHelper output) : IDisposable
     [Fact]
     public async Task A_record_is_the_sending_identitys_own_and_one_send_of_a_file_runs_at_a_time()
     {
-        await using TestNode node = await TestNode.StartAsync(o =>
-        {
-            o.MailboxMaxCount = 3;
-            o.MailboxPowFromPercent = 0;
-        });
         using Identity bob = Identity.Create();
-        (string alice, string filePath, string record) = await StopPartWay(node, bob);
+        (TestNode started, string alice, string filePath, string record) = await StopPartWay(bob);
+        await using TestNode node = started;
         using MegaNetClient client = node.Client();
         int before = await WaitingFor(client, bob);
         string[] send = ["send", "-i", alice, "--to", bob.Card.ToString(), "--file", filePath, "--node", node.Address.ToString(), "--json"];
