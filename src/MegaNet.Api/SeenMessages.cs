@@ -220,9 +220,8 @@ public sealed class SeenMessages
 
     /// <summary>Reads what was appended since this instance last read the file (all of it again when it was rewritten
     /// meanwhile, or is shorter than what was read: rewritten by a version that does not count rewrites). Called with
-    /// the record's lock held (<paramref name="held"/>), so no line is half-written but one a crash cut short.</summary>
-    /// <summary>Reads what other processes recorded since this instance last read the file; true when the file ends in
-    /// a line without its end.</summary>
+    /// the record's lock held (<paramref name="held"/>), so no line is half-written but one a crash cut short; true when
+    /// the file ends in such a line.</summary>
     private bool CatchUp(FileStream held)
     {
         long generation = ReadGeneration(held);

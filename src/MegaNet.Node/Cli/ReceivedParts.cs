@@ -40,8 +40,9 @@ internal sealed class ReceivedParts
 
     /// <summary>Bytes of files still arriving kept for one sender at most, and as much again of files whole here: two
     /// files of the largest size, each part with up to 1 KiB of its sealed content's other fields, and each file its
-    /// <see cref="SetCost"/>. Identities cost nothing, so this alone does not bound the directory; <see cref="MaxBytes"/>
-    /// does.</summary>
+    /// <see cref="SetCost"/>. A file arriving holds back <see cref="Reservation"/> of it: two of 32 MiB fit while their
+    /// names keep them within 528 parts (names up to about 1,700 UTF-8 bytes), one under a longer name. Identities cost
+    /// nothing, so this alone does not bound the directory; <see cref="MaxBytes"/> does.</summary>
     public const long MaxBytesPerSender = 2 * (FileParts.MaxFileLength + (FileParts.MaxParts * 1024L) + SetCost);
 
     /// <summary>Bytes of files still arriving kept in all at most, and as much again of files whole here: eight files
