@@ -71,14 +71,7 @@ public sealed class FilePartsTests(ITestOutputHelper output) : IDisposable
 
     private static ReadOnlyMemory<byte>[] Slices(IEnumerable<byte[]> parts) => parts.Select(p => new ReadOnlyMemory<byte>(p)).ToArray();
 
-    private static ReceivedMessage Part(Identity from, byte[] content, string name, ulong seq = 1) => new(seq, new byte[32], from.Card, new SealedContent
-    {
-        SenderSigningKey = ByteString.CopyFrom(from.Card.SigningKey),
-        SenderEncryptionKey = ByteString.CopyFrom(from.Card.EncryptionKey),
-        ContentType = FileParts.ContentType,
-        FileName = name,
-        Content = ByteString.CopyFrom(content),
-    }, LogIndex: 0);
+    private static ReceivedMessage Part(Identity from, byte[] content, string name, ulong seq = 1) => TestParts.Part(from, content, name, seq);
 
     [Fact]
     public void The_kept_parts_are_capped_per_sender_and_in_all_and_two_processes_finish_a_file_once()

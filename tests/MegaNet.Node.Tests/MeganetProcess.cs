@@ -119,3 +119,19 @@ internal static class TestFiles
         return file;
     }
 }
+
+/// <summary>File parts as a fetch hands them to the parts spool, for tests of <c>ReceivedParts</c>.</summary>
+internal static class TestParts
+{
+    /// <summary>Part <paramref name="content"/> of file <paramref name="name"/> from <paramref name="from"/>, opened
+    /// from the envelope <paramref name="envelopeId"/> (zeros when not given) at mailbox sequence <paramref name="seq"/>.</summary>
+    public static MegaNet.Api.ReceivedMessage Part(MegaNet.Api.Identity from, byte[] content, string name, ulong seq = 1, byte[]? envelopeId = null) =>
+        new(seq, envelopeId ?? new byte[32], from.Card, new MegaNet.Api.V1.SealedContent
+        {
+            SenderSigningKey = Google.Protobuf.ByteString.CopyFrom(from.Card.SigningKey),
+            SenderEncryptionKey = Google.Protobuf.ByteString.CopyFrom(from.Card.EncryptionKey),
+            ContentType = MegaNet.Api.FileParts.ContentType,
+            FileName = name,
+            Content = Google.Protobuf.ByteString.CopyFrom(content),
+        }, LogIndex: 0);
+}

@@ -22,14 +22,7 @@ public sealed class ReceivedPartsTests : IDisposable
 
     private string IdentityPath => Path.Combine(_dir, "bob.json");
 
-    private static ReceivedMessage Part(Identity from, byte[] content, string name = Name) => new(1, RandomNumberGenerator.GetBytes(32), from.Card, new SealedContent
-    {
-        SenderSigningKey = ByteString.CopyFrom(from.Card.SigningKey),
-        SenderEncryptionKey = ByteString.CopyFrom(from.Card.EncryptionKey),
-        ContentType = FileParts.ContentType,
-        FileName = name,
-        Content = ByteString.CopyFrom(content),
-    }, LogIndex: 0);
+    private static ReceivedMessage Part(Identity from, byte[] content, string name = Name) => TestParts.Part(from, content, name, envelopeId: RandomNumberGenerator.GetBytes(32));
 
     /// <summary>A part as anyone can write one: a fresh file id and hash, the header's numbers as given, and a slice of
     /// <paramref name="slice"/> bytes.</summary>

@@ -21,6 +21,22 @@ public sealed class SeenMessagesTests : IDisposable
 
     private static byte[] Bytes(int n, byte fill) => Enumerable.Repeat(fill, n).ToArray();
 
+    /// <summary>What a relay that carried <paramref name="carried"/> can make of it: the same sealed payload in an
+    /// envelope of its own, signed with a sending key of <paramref name="relay"/>'s (a new envelope id).</summary>
+    private static Envelope Rewrapped(Envelope carried, Identity relay, ContactCard to)
+    {
+        var replay = new Envelope
+        {
+            Version = carried.Version,
+            Recipient = carried.Recipient,
+            ExpiresUnixMs = carried.ExpiresUnixMs,
+            SealedPayload = carried.SealedPayload,
+            SendingKey = ByteString.CopyFrom(relay.SendingPublicKeyFor(to.Address)),
+        };
+        replay.Signature = ByteString.CopyFrom(relay.SignWithSendingKeyFor(to.Address, EnvelopeFormat.SigningBytes(replay)));
+        return replay;
+    }
+
     [Fact]
     public async Task A_replayed_payload_in_a_new_envelope_is_reported_as_a_copy_across_fetches_and_restarts()
     {
@@ -37,15 +53,7 @@ public sealed class SeenMessagesTests : IDisposable
 
         // A relay that carried it wraps the same sealed payload in an envelope of its own: a new id, accepted.
         Envelope carried = (await client.Relay.FetchAsync(new FetchRequest { Auth = await client.AuthenticateAsync(bob, MailboxPurpose.Fetch) })).Items[0].Envelope;
-        var replay = new Envelope
-        {
-            Version = carried.Version,
-            Recipient = carried.Recipient,
-            ExpiresUnixMs = carried.ExpiresUnixMs,
-            SealedPayload = carried.SealedPayload,
-            SendingKey = ByteString.CopyFrom(relay.SendingPublicKeyFor(bob.Card.Address)),
-        };
-        replay.Signature = ByteString.CopyFrom(relay.SignWithSendingKeyFor(bob.Card.Address, EnvelopeFormat.SigningBytes(replay)));
+        Envelope replay = Rewrapped(carried, relay, bob.Card);
         Receipt replayed = await client.Relay.SubmitAsync(new SubmitRequest { Envelope = replay });
         Assert.False(replayed.Duplicate);
         Assert.NotEqual(original.EnvelopeId, replayed.EnvelopeId);
@@ -234,15 +242,7 @@ public sealed class SeenMessagesTests : IDisposable
         Assert.Equal(1, await client.AckAsync(bob, [Assert.Single(fetched.Messages).Seq]));
 
         // A relay that carried it replays it in a new envelope; the listen gets only the copy, then a later message.
-        var replay = new Envelope
-        {
-            Version = carried.Version,
-            Recipient = carried.Recipient,
-            ExpiresUnixMs = carried.ExpiresUnixMs,
-            SealedPayload = carried.SealedPayload,
-            SendingKey = ByteString.CopyFrom(relay.SendingPublicKeyFor(bob.Card.Address)),
-        };
-        replay.Signature = ByteString.CopyFrom(relay.SignWithSendingKeyFor(bob.Card.Address, EnvelopeFormat.SigningBytes(replay)));
+        Envelope replay = Rewrapped(carried, relay, bob.Card);
         Assert.False((await client.Relay.SubmitAsync(new SubmitRequest { Envelope = replay })).Duplicate);
         await client.SendAsync(alice, bob.Card, Encoding.UTF8.GetBytes("after"), "text/plain");
 
