@@ -208,7 +208,7 @@ public static partial class PrivateFile
     private static partial uint GetEffectiveUserId();
 
     [LibraryImport("libc", EntryPoint = "statx", StringMarshalling = StringMarshalling.Utf8)]
-    private static unsafe partial int Statx(int directory, string path, int flags, uint mask, byte* buffer);
+    internal static unsafe partial int Statx(int directory, string path, int flags, uint mask, byte* buffer);
 
     private static void MoveNoReplace(string temp, string path)
     {

@@ -48,6 +48,9 @@ internal sealed class LockedFile : IDisposable
         return file;
     }
 
+    /// <summary>Takes the lock of <paramref name="path"/> if no other command holds it now; null when one does.</summary>
+    public static LockedFile? TryOpen(string path) => TryOpen(path, string.Empty, attempt: 1);
+
     private static LockedFile? TryOpen(string path, string holder, int attempt)
     {
         string full = System.IO.Path.GetFullPath(path);

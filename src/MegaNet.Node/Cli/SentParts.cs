@@ -22,7 +22,8 @@ namespace MegaNet.Node.Cli;
 /// envelope again, not a second copy). Lines are not flushed one by one: a line lost to a crash makes the part go
 /// again (a copy the recipient drops), never a part counted as sent that was not. A line that does not parse (torn by a
 /// crash) is skipped. The file is deleted once the file is accepted whole. A send holds <c>RECORD.lock</c> while it
-/// runs, so a second send of the same file stops at once instead of sending the missing parts twice.</para>
+/// runs, so a second send of the same file stops at once instead of sending the missing parts twice, and deletes it
+/// once the record is gone. Each send in parts first prunes what is of no more use (<see cref="Prune"/>).</para>
 /// </summary>
 internal sealed class SentParts : IFilePartsJournal, IDisposable
 {
@@ -31,8 +32,18 @@ internal sealed class SentParts : IFilePartsJournal, IDisposable
     private readonly Dictionary<int, (Receipt Receipt, long Expires)> _accepted = [];
     private readonly Dictionary<int, Envelope> _unanswered = [];
     private readonly Action<string> _warn;
-    private bool _startOnNewLine, _broken, _replace;
+    private bool _startOnNewLine, _broken, _replace, _finished;
     private FileStream? _running;
+
+    /// <summary>How long a record named the way of versions before the sender was in the name, which no send reads now,
+    /// goes unwritten before a send prunes it: a month, past the node's default <c>MaxTtlDays</c> (30), so that a send
+    /// of such a version still running beside this one keeps it while it is likely of use.</summary>
+    internal static readonly TimeSpan PruneUnwrittenFor = TimeSpan.FromDays(31);
+
+    /// <summary>The directory's own lock (<c>records.lock</c>): see <see cref="Prune"/>.</summary>
+    private const string DirectoryLock = "records";
+
+    private const string LockExtension = ".lock";
 
     private SentParts(string path, byte[] recipient, Action<string> warn) => (Path, _recipient, _warn) = (path, recipient, warn);
 
@@ -79,8 +90,10 @@ internal sealed class SentParts : IFilePartsJournal, IDisposable
     public static SentParts Open(string identityPath, byte[] sender, byte[] recipient, byte[] fileId, byte[] nodeId, int count, long treeSize, Action<string> warn)
     {
         string name = $"{Convert.ToHexStringLower(sender)}-{Convert.ToHexStringLower(recipient)}-{Convert.ToHexStringLower(fileId)}-{Convert.ToHexStringLower(nodeId)}";
-        var parts = new SentParts(System.IO.Path.Combine(SideFiles.Of(identityPath, SideFiles.Sending), name), recipient, warn);
-        parts._running = Hold(parts.Path);
+        string directory = SideFiles.Of(identityPath, SideFiles.Sending);
+        Prune(directory);
+        var parts = new SentParts(System.IO.Path.Combine(directory, name), recipient, warn);
+        parts._running = Hold(directory, parts.Path);
         try
         {
             parts.Read(nodeId, count, treeSize);
@@ -95,12 +108,15 @@ internal sealed class SentParts : IFilePartsJournal, IDisposable
     }
 
     /// <summary>The lock a send holds on its record; null when it cannot be taken (no record is written then either).</summary>
-    private static FileStream? Hold(string path)
+    private static FileStream? Hold(string directory, string path)
     {
         try
         {
-            PrivateFile.CreateDirectory(System.IO.Path.GetDirectoryName(path)!);
-            return new FileStream(path + ".lock", FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None);
+            PrivateFile.CreateDirectory(directory);
+            // Under the directory's lock, which a prune holds while it holds any record's lock: a record's lock held
+            // for a moment by a prune would stop this send as if another send of the file ran.
+            using LockedFile records = LockedFile.Open(System.IO.Path.Combine(directory, DirectoryLock), "another send in parts pruning its records");
+            return FileLock.Take(path + LockExtension, FileMode.OpenOrCreate, deletable: true);
         }
         catch (IOException e) when (FileLock.IsContention(e))
         {
@@ -113,14 +129,148 @@ internal sealed class SentParts : IFilePartsJournal, IDisposable
         }
     }
 
-    /// <inheritdoc/>
+    /// <summary>Lets the record's lock go; deleted with it when the record is gone, so that no lock file is left per
+    /// file ever sent (a send that stopped keeps it with its record, and <see cref="Prune"/> deletes one left by a
+    /// crash). Deleted only while held: see <see cref="Prune"/> for why that loses no send its lock.</summary>
     public void Dispose()
     {
-        // The lock file stays: deleted while held, a send that had opened it could take it once let go while another
-        // created the name anew and took that one, and both would send.
-        _running?.Dispose();
-        _running = null;
+        if (_running is null)
+        {
+            return;
+        }
+
+        try
+        {
+            if (_finished)
+            {
+                FileLock.Delete(_running, Path + LockExtension);
+            }
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            // Left behind, the next send in parts prunes it.
+        }
+        finally
+        {
+            _running.Dispose();
+            _running = null;
+        }
     }
+
+    /// <summary>
+    /// Deletes what in the <c>.sending</c> <paramref name="directory"/> is of no more use, as a send in parts starts; what
+    /// cannot be deleted now (held by a send, not this user's to delete) is left for the next send:
+    /// <list type="bullet">
+    /// <item>a lock file whose record is gone (left by a send that crashed after its record was deleted, or by a version
+    /// that kept every lock file);</item>
+    /// <item>a record named as before the sender was in the name (<c>RECIPIENT-FILEID-NODEID</c>), not written for
+    /// <see cref="PruneUnwrittenFor"/>: no send reads it now.</item>
+    /// </list>
+    /// </summary>
+    internal static void Prune(string directory)
+    {
+        // Why no send loses its lock or a record it uses to a prune, with any number of sends and prunes at once:
+        // - A record's lock file is deleted only while held (FileLock.Take without waiting, then FileLock.Delete), and what
+        //   decided it (the record gone) is looked at again once the lock is held. A send holds its record's lock from
+        //   before it reads the record until after it deleted it, so a prune never takes a lock a send holds, nor deletes
+        //   one whose record a send left to be resumed.
+        // - A send may open a lock file just before a prune (or a send ending) deletes it and lock it just after it was
+        //   let go: it then holds a file without a name, while a later send creates the name anew and locks that, and
+        //   both would send. FileLock.Take looks the name up again once locked, and takes the file it names now.
+        // - A prune holds the directory's lock while it holds any record's lock, and a send takes its record's lock only
+        //   under it: else a send starting while a prune held its record's lock for a moment would stop as if another
+        //   send of the file ran. A prune does not wait for the directory's lock: when it is held, the next send prunes.
+        // - meganet before this (whose sends take no directory lock, and do not look the name up again) can still lock
+        //   a lock file just deleted: only two sends of one file started at the same moment by two versions both run.
+        // - A record named the old way has no lock: only a version from before the sender was in the name reads it,
+        //   and deleted under such a send, after a month unwritten, it costs that send its parts sent again at most.
+        if (!Directory.Exists(directory))
+        {
+            return;
+        }
+
+        try
+        {
+            using LockedFile? records = LockedFile.TryOpen(System.IO.Path.Combine(directory, DirectoryLock));
+            if (records is null)
+            {
+                return;
+            }
+
+            foreach (string file in Directory.GetFiles(directory))
+            {
+                try
+                {
+                    PruneOne(file);
+                }
+                catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+                {
+                    // Held by a send (IOException of contention), or deleted meanwhile: left as it is.
+                }
+            }
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            // A directory this user cannot write: the send goes on, and Hold says what it can.
+        }
+    }
+
+    private enum Naming
+    {
+        None,
+        Current,
+        WithoutSender,
+    }
+
+    /// <summary>How a record's file name was made: four hex fields (sender, recipient, file id, node id), or three as
+    /// before the sender was in it; anything else (the directory's lock) is not a record.</summary>
+    private static Naming NamingOf(string name)
+    {
+        string[] fields = name.Split('-');
+        if (!fields.All(f => f.Length > 0 && f.All(char.IsAsciiHexDigitLower)))
+        {
+            return Naming.None;
+        }
+
+        return fields.Length switch
+        {
+            4 => Naming.Current,
+            3 => Naming.WithoutSender,
+            _ => Naming.None,
+        };
+    }
+
+    private static void PruneOne(string file)
+    {
+        bool isLock = file.EndsWith(LockExtension, StringComparison.Ordinal);
+        string record = isLock ? file[..^LockExtension.Length] : file;
+        switch (NamingOf(System.IO.Path.GetFileName(record)))
+        {
+            case Naming.Current when isLock:
+                if (File.Exists(record))
+                {
+                    return; // the record's to decide
+                }
+
+                // Open, never create: pruned with its record earlier in this pass, it is gone.
+                using (FileStream held = FileLock.Take(file, FileMode.Open, deletable: true))
+                {
+                    if (!File.Exists(record))
+                    {
+                        FileLock.Delete(held, file);
+                    }
+                }
+
+                break;
+            case Naming.WithoutSender when !isLock && UnwrittenLong(record):
+                File.Delete(record);
+                break;
+        }
+    }
+
+    /// <summary>True when nothing was written to <paramref name="record"/> for <see cref="PruneUnwrittenFor"/>.</summary>
+    private static bool UnwrittenLong(string record) =>
+        File.Exists(record) && DateTime.UtcNow - File.GetLastWriteTimeUtc(record) >= PruneUnwrittenFor;
 
     private void Read(byte[] nodeId, int count, long treeSize)
     {
@@ -264,6 +414,7 @@ internal sealed class SentParts : IFilePartsJournal, IDisposable
         try
         {
             File.Delete(Path);
+            _finished = true;
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
