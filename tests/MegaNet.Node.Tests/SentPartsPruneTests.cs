@@ -8,8 +8,8 @@ namespace MegaNet.Node.Tests;
 
 /// <summary>
 /// What <c>send --file</c> keeps in <c>NAME.sending/</c> does not pile up: a finished send leaves no lock file, and a
-/// send in parts prunes lock files whose record is gone, and records named the way of older versions, which no send
-/// reads; never anything a running send holds.
+/// send in parts prunes lock files whose record is gone, records of abandoned sends once nothing in them counts, and
+/// records named the way of older versions, which no send reads; never anything a running send holds.
 /// </summary>
 public sealed class SentPartsPruneTests : IDisposable
 {
@@ -41,6 +41,13 @@ public sealed class SentPartsPruneTests : IDisposable
 
     private static string UnansweredLine(DateTimeOffset expires) =>
         new JsonObject { ["part"] = 0, ["unanswered"] = Convert.ToBase64String(new Envelope { Version = 1, ExpiresUnixMs = expires.ToUnixTimeMilliseconds() }.ToByteArray()) }.ToJsonString();
+
+    private static string ReceiptLine(DateTimeOffset expires) => new JsonObject
+    {
+        ["part"] = 1,
+        ["expires_unix_ms"] = expires.ToUnixTimeMilliseconds(),
+        ["receipt"] = ClientCommands.ReceiptJson(new Receipt { EnvelopeId = ByteString.CopyFrom(new byte[32]), TreeHead = new SignedTreeHead() }),
+    }.ToJsonString();
 
     /// <summary>A record with <paramref name="lines"/> and its lock file, last written <paramref name="ago"/>.</summary>
     private static void WriteRecord(string record, TimeSpan ago, params string[] lines)
@@ -89,6 +96,36 @@ public sealed class SentPartsPruneTests : IDisposable
         Assert.True(File.Exists(stopped));
         Assert.True(File.Exists(stopped + ".lock"));
         Assert.True(File.Exists(notOurs));
+    }
+
+    [Fact]
+    public void A_record_unwritten_for_a_month_is_pruned_once_every_part_in_it_expired()
+    {
+        Directory.CreateDirectory(Sending);
+        DateTimeOffset past = DateTimeOffset.UtcNow.AddDays(-2), future = DateTimeOffset.UtcNow.AddDays(300);
+        string abandoned = Record(0x10), longLived = Record(0x20), recent = Record(0x30), running = Record(0x40);
+        WriteRecord(abandoned, LongUnwritten, UnansweredLine(past), ReceiptLine(past), "{\"part\":2,\"torn");
+        WriteRecord(longLived, LongUnwritten, UnansweredLine(past), ReceiptLine(future)); // sent with a long --ttl-days
+        WriteRecord(recent, TimeSpan.FromDays(1), UnansweredLine(past));
+        WriteRecord(running, LongUnwritten, UnansweredLine(past));
+
+        using (HoldAsASend(running + ".lock"))
+        {
+            StartASend();
+        }
+
+        Assert.False(File.Exists(abandoned));
+        Assert.False(File.Exists(abandoned + ".lock"));
+        Assert.True(File.Exists(longLived));
+        Assert.True(File.Exists(recent));
+        Assert.True(File.Exists(running));
+        Assert.True(File.Exists(running + ".lock"));
+
+        // A receipt that has not expired keeps the record too.
+        File.WriteAllLines(longLived, [UnansweredLine(future)]);
+        File.SetLastWriteTimeUtc(longLived, DateTime.UtcNow - LongUnwritten);
+        StartASend();
+        Assert.True(File.Exists(longLived));
     }
 
     [Fact]

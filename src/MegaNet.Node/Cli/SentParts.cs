@@ -35,9 +35,11 @@ internal sealed class SentParts : IFilePartsJournal, IDisposable
     private bool _startOnNewLine, _broken, _replace, _finished;
     private FileStream? _running;
 
-    /// <summary>How long a record named the way of versions before the sender was in the name, which no send reads now,
-    /// goes unwritten before a send prunes it: a month, past the node's default <c>MaxTtlDays</c> (30), so that a send
-    /// of such a version still running beside this one keeps it while it is likely of use.</summary>
+    /// <summary>How long a record goes unwritten before a send prunes it once every part it names has expired: a
+    /// month, past the node's default <c>MaxTtlDays</c> (30), so that at the defaults a record left that long has
+    /// nothing left in it that counts, and one of a send with a longer <c>--ttl-days</c> is kept until its parts expire.
+    /// A record named the way of versions before the sender was in the name, which no send reads now, goes once
+    /// unwritten that long.</summary>
     internal static readonly TimeSpan PruneUnwrittenFor = TimeSpan.FromDays(31);
 
     /// <summary>The directory's own lock (<c>records.lock</c>): see <see cref="Prune"/>.</summary>
@@ -163,6 +165,8 @@ internal sealed class SentParts : IFilePartsJournal, IDisposable
     /// <list type="bullet">
     /// <item>a lock file whose record is gone (left by a send that crashed after its record was deleted, or by a version
     /// that kept every lock file);</item>
+    /// <item>a record not written for <see cref="PruneUnwrittenFor"/> in which every part has expired (an abandoned
+    /// send): read again, it counts none of them, and every part goes again anyway;</item>
     /// <item>a record named as before the sender was in the name (<c>RECIPIENT-FILEID-NODEID</c>), not written for
     /// <see cref="PruneUnwrittenFor"/>: no send reads it now.</item>
     /// </list>
@@ -170,10 +174,10 @@ internal sealed class SentParts : IFilePartsJournal, IDisposable
     internal static void Prune(string directory)
     {
         // Why no send loses its lock or a record it uses to a prune, with any number of sends and prunes at once:
-        // - A record's lock file is deleted only while held (FileLock.Take without waiting, then FileLock.Delete), and what
-        //   decided it (the record gone) is looked at again once the lock is held. A send holds its record's lock from
-        //   before it reads the record until after it deleted it, so a prune never takes a lock a send holds, nor deletes
-        //   one whose record a send left to be resumed.
+        // - A record's lock file is deleted only while held (FileLock.Take without waiting, then FileLock.Delete), and a
+        //   record only while its lock is held; what decided it (the record gone; unwritten and expired) is looked at
+        //   again once the lock is held. A send holds its record's lock from before it reads the record until after it
+        //   deleted it, so a prune never takes a lock a send holds, nor deletes a record while a send reads or writes it.
         // - A send may open a lock file just before a prune (or a send ending) deletes it and lock it just after it was
         //   let go: it then holds a file without a name, while a later send creates the name anew and locks that, and
         //   both would send. FileLock.Take looks the name up again once locked, and takes the file it names now.
@@ -262,6 +266,23 @@ internal sealed class SentParts : IFilePartsJournal, IDisposable
                 }
 
                 break;
+            case Naming.Current:
+                if (!UnwrittenLong(record))
+                {
+                    return;
+                }
+
+                // Created when missing (a record whose lock was deleted by hand): a send must not take it meanwhile.
+                using (FileStream held = FileLock.Take(record + LockExtension, FileMode.OpenOrCreate, deletable: true))
+                {
+                    if (UnwrittenLong(record) && NoneUnexpired(record))
+                    {
+                        File.Delete(record);
+                        FileLock.Delete(held, record + LockExtension);
+                    }
+                }
+
+                break;
             case Naming.WithoutSender when !isLock && UnwrittenLong(record):
                 File.Delete(record);
                 break;
@@ -271,6 +292,23 @@ internal sealed class SentParts : IFilePartsJournal, IDisposable
     /// <summary>True when nothing was written to <paramref name="record"/> for <see cref="PruneUnwrittenFor"/>.</summary>
     private static bool UnwrittenLong(string record) =>
         File.Exists(record) && DateTime.UtcNow - File.GetLastWriteTimeUtc(record) >= PruneUnwrittenFor;
+
+    /// <summary>True when no line of <paramref name="record"/> would count on a send's <see cref="Read"/>: every
+    /// receipt's and every unanswered envelope's expiry has passed (lines that do not parse count for nothing).</summary>
+    private static bool NoneUnexpired(string record)
+    {
+        long now = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
+        foreach (string line in File.ReadLines(record))
+        {
+            if (TryRead(line.Trim(), int.MaxValue, out _, out Receipt? receipt, out long expires, out Envelope? envelope)
+                && (receipt is not null ? expires : envelope!.ExpiresUnixMs) > now)
+            {
+                return false;
+            }
+        }
+
+        return true;
+    }
 
     private void Read(byte[] nodeId, int count, long treeSize)
     {
