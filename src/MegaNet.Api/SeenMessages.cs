@@ -1,6 +1,7 @@
 using System.Buffers.Binary;
 using System.Globalization;
 using System.Text;
+using MegaNet.Core.Interop;
 
 namespace MegaNet.Api;
 
@@ -33,11 +34,13 @@ public sealed class SeenMessages
     private readonly TimeProvider _clock;
     private readonly Lock _lock = new();
 
-    // Where the last complete line this instance read ends, and the count of rewrites (kept in the lock file) when it
-    // read it: lines other processes append later are read from there, and a rewrite since (another process's open
-    // pruning the file into a new one) means reading it again from the start. Null: not read yet.
+    // Where the last complete line this instance read ends, the count of rewrites (kept in the lock file) when it read
+    // it, and which file it was: lines other processes append later are read from there, and a rewrite since (another
+    // process's open pruning the file into a new one, renamed over it) means reading it again from the start. Null: not
+    // read yet (the identity: nothing read, or a system where it cannot be told).
     private long _offset;
     private long? _generation;
+    private FileIdentity? _identity;
 
     private SeenMessages(string? path, TimeProvider clock)
     {
@@ -94,6 +97,7 @@ public sealed class SeenMessages
         {
             (lines, kept) = seen.ReadFrom(file, 0, opening: true);
             torn = file.Length > seen._offset;
+            seen._identity = FileIdentity.Of(file.SafeFileHandle);
         }
 
         // A last line without its end (a crash) is rewritten whole too: a line appended after it would be glued to it.
@@ -219,9 +223,9 @@ public sealed class SeenMessages
     }
 
     /// <summary>Reads what was appended since this instance last read the file (all of it again when it was rewritten
-    /// meanwhile, or is shorter than what was read: rewritten by a version that does not count rewrites). Called with
-    /// the record's lock held (<paramref name="held"/>), so no line is half-written but one a crash cut short; true when
-    /// the file ends in such a line.</summary>
+    /// meanwhile: counted in the lock file, or, by a version that does not count rewrites, another file under the name,
+    /// or one shorter than what was read). Called with the record's lock held (<paramref name="held"/>), so no line is
+    /// half-written but one a crash cut short; true when the file ends in such a line.</summary>
     private bool CatchUp(FileStream held)
     {
         long generation = ReadGeneration(held);
@@ -233,15 +237,20 @@ public sealed class SeenMessages
         catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException)
         {
             // Nothing recorded yet (or the file was deleted): the next line written starts it again.
-            (_offset, _generation) = (0, generation);
+            (_offset, _generation, _identity) = (0, generation, null);
             return false;
         }
 
         using (file)
         {
-            long from = generation == _generation && file.Length >= _offset ? _offset : 0;
+            // A version before rewrites were counted renames its rewrite over the file and leaves the count as it was: a
+            // new file no shorter than the old one was read from the old one's offset, mid-line or past its end, and
+            // what it held was never read. A file of its own has another identity. (Where none can be told, the length
+            // alone tells some of those rewrites.)
+            FileIdentity? identity = FileIdentity.Of(file.SafeFileHandle);
+            long from = generation == _generation && identity == _identity && file.Length >= _offset ? _offset : 0;
             ReadFrom(file, from, opening: false);
-            _generation = generation;
+            (_generation, _identity) = (generation, identity);
             return file.Length > _offset;
         }
     }
@@ -359,6 +368,7 @@ public sealed class SeenMessages
         try
         {
             long length;
+            FileIdentity? identity;
             using (var stream = new FileStream(temp, PrivateFile(FileMode.CreateNew)))
             {
                 using (var file = new StreamWriter(stream, Encoding.ASCII, leaveOpen: true))
@@ -370,12 +380,13 @@ public sealed class SeenMessages
                 }
 
                 length = stream.Length;
+                identity = FileIdentity.Of(stream.SafeFileHandle); // the same file once renamed
             }
 
             File.Move(temp, Path!, overwrite: true);
             long generation = unchecked((_generation ?? 0) + 1);
             WriteGeneration(held, generation);
-            (_offset, _generation) = (length, generation);
+            (_offset, _generation, _identity) = (length, generation, identity);
         }
         catch
         {

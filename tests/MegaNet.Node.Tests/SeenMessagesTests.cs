@@ -227,6 +227,33 @@ public sealed class SeenMessagesTests : IDisposable
     }
 
     [Fact]
+    public void A_record_an_older_version_rewrote_to_the_same_length_is_read_again_from_its_start()
+    {
+        // A version before rewrites were counted in the lock file prunes the record into a new file renamed over it, and
+        // leaves the count alone. The new file as long as the old one (or longer) was read from the old one's offset:
+        // what it held was never read, and a relay's copy of a message it had recorded was shown as new.
+        string file = Path.Combine(_dir, "older.seen");
+        long now = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
+        SeenMessages listening = SeenMessages.Open(file);
+        Assert.Null(listening.Check(Bytes(32, 1), Bytes(32, 0xA1), now));
+        Assert.Null(listening.Check(Bytes(32, 2), Bytes(32, 0xA2), now));
+        Assert.Null(listening.Check(Bytes(32, 3), Bytes(32, 0xA3), now)); // has read all three lines
+        byte[] lockFile = File.ReadAllBytes(file + ".lock");
+
+        // The older version's rewrite: other messages, as many lines of the same length, through a file of its own.
+        string temp = file + ".older.tmp";
+        File.WriteAllText(temp, string.Concat(new byte[] { 5, 6, 7 }.Select(n =>
+            $"{Convert.ToHexStringLower(Bytes(32, n))} {Convert.ToHexStringLower(Bytes(16, (byte)(0xA0 + n)))} {now}\n")));
+        Assert.Equal(new FileInfo(file).Length, new FileInfo(temp).Length);
+        File.Move(temp, file, overwrite: true);
+        Assert.Equal(lockFile, File.ReadAllBytes(file + ".lock")); // the count of rewrites as it was
+
+        Assert.Null(listening.Check(Bytes(32, 5), Bytes(32, 0xA5), now)); // the same envelope again is no copy
+        Assert.Contains("copy", listening.Check(Bytes(32, 6), Bytes(32, 0xB6), now));
+        Assert.Contains("copy", listening.Check(Bytes(32, 7), Bytes(32, 0xB7), now));
+    }
+
+    [Fact]
     public async Task A_listen_does_not_show_a_replay_of_what_a_fetch_beside_it_showed_and_acknowledged()
     {
         await using TestNode node = await TestNode.StartAsync();
