@@ -500,6 +500,67 @@ public sealed class ClientCliTests : IDisposable
         node.AssertNoServerErrors();
     }
 
+    [Theory]
+    [InlineData(true)] // the file made whole is saved and its parts deleted
+    [InlineData(false)] // its parts are kept, now as a file whole, and everything stays on the node
+    public async Task Listen_fetches_again_the_parts_it_left_on_the_node_once_a_file_coming_whole_makes_room(bool ack)
+    {
+        // A part beyond the parts spool's caps is left on the node for a later fetch. A listen reads each entry once, so
+        // it never came back for it, however much room was made while it ran: the file waited for a fetch, or expired.
+        await using TestNode node = await TestNode.StartAsync();
+        string bobPath = NewIdentity("bob.json"), saveDir = Path.Combine(_dir, "received");
+        using Identity alice = Identity.Create(), bob = Identity.Load(bobPath);
+        using MegaNetClient client = node.Client();
+
+        // As many files from alice begun here as the spool takes from one sender at once (one part of two each), as an
+        // earlier fetch left them.
+        ReceivedParts spool = ReceivedParts.Beside(bobPath);
+        var begun = new List<IReadOnlyList<byte[]>>();
+        for (int i = 0; i < ReceivedParts.MaxOpenFilesPerSender; i++)
+        {
+            string name = $"f{i:D2}.bin";
+            byte[] content = new byte[FileParts.SliceLength(name) + 1];
+            new Random(i).NextBytes(content);
+            begun.Add(FileParts.Split(content, name));
+            Assert.IsType<ReceivedParts.Waiting>(spool.Add(TestParts.Part(alice, begun[i][0], name)));
+        }
+
+        byte[] late = new byte[FileParts.SliceLength("late.bin") + 5];
+        new Random(99).NextBytes(late);
+        using var listen = new Running(_dir, ["listen", "-i", bobPath, "--node", node.Address.ToString(), "--save-files", saveDir, .. ack ? ["--ack"] : Array.Empty<string>()]);
+        await listen.WaitForAsync("first contact with", stderr: true); // said once subscribed
+        await client.SendFileInPartsAsync(alice, bob.Card, late, "late.bin");
+        // Its parts may reach the node in either order.
+        await listen.WaitForAsync("part 1 of file 'late.bin' is left on the node for now", stderr: true);
+        await listen.WaitForAsync("part 2 of file 'late.bin' is left on the node for now", stderr: true);
+
+        // The last part of one of the files begun: that file is whole, which makes room among the files arriving.
+        await client.SendAsync(alice, bob.Card, begun[0][1], FileParts.ContentType, "f00.bin");
+        await listen.WaitForAsync($": file 'late.bin' ({late.Length} bytes in 2 parts; saved as {Path.Combine(saveDir, "late.bin")})");
+        Assert.Equal(late, await File.ReadAllBytesAsync(Path.Combine(saveDir, "late.bin")));
+        // Each file shown once: the mailbox fetched again from the parts left on it (and, without --ack, through the
+        // last part of f00.bin still there) showed nothing else again, nor reported it as a copy.
+        Assert.Single(listen.Stdout, l => l.Contains("'late.bin'", StringComparison.Ordinal));
+        Assert.Single(listen.Stdout, l => l.Contains("'f00.bin'", StringComparison.Ordinal));
+        Assert.Equal(2, listen.Stdout.Length);
+        Assert.DoesNotContain(listen.Stderr, l => l.Contains("skipped", StringComparison.Ordinal));
+        if (!ack)
+        {
+            Assert.Equal(3, (await client.FetchAsync(bob)).WaitingCount);
+            return;
+        }
+
+        // The parts fetched again are acknowledged too: the mailbox empties.
+        var clock = Stopwatch.StartNew();
+        while ((await client.FetchAsync(bob)).WaitingCount > 0)
+        {
+            Assert.True(clock.Elapsed < TimeSpan.FromMinutes(1), $"still waiting after a minute: {string.Join('\n', listen.Stderr)}");
+            await Task.Delay(50);
+        }
+
+        node.AssertNoServerErrors();
+    }
+
     [Fact]
     public async Task An_identity_is_never_replaced_without_force_not_even_by_a_save_racing_the_check()
     {

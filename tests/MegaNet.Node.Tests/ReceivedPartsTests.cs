@@ -152,6 +152,33 @@ public sealed class ReceivedPartsTests : IDisposable
     }
 
     [Fact]
+    public void Room_made_here_or_by_another_process_is_counted_for_a_listen_to_fetch_its_deferred_parts_again()
+    {
+        // A listen fetches the parts it left on the node again once this count changes (ClientCommands.RetryDeferredAsync).
+        using Identity alice = Identity.Create();
+        int slice = FileParts.SliceLength(Name);
+        IReadOnlyList<byte[]> a = FileParts.Split(RandomNumberGenerator.GetBytes(2 * slice), Name), b = FileParts.Split(RandomNumberGenerator.GetBytes(2 * slice), Name),
+            c = FileParts.Split(RandomNumberGenerator.GetBytes(2 * slice), Name);
+        ReceivedParts fetching = ReceivedParts.Beside(IdentityPath), listening = ReceivedParts.Beside(IdentityPath);
+        Assert.IsType<ReceivedParts.Waiting>(fetching.Add(Part(alice, a[0])));
+        Assert.IsType<ReceivedParts.Waiting>(listening.Add(Part(alice, b[0]))); // counts a, begun by the other
+        long made = listening.RoomMade;
+        Assert.IsType<ReceivedParts.Waiting>(listening.Add(Part(alice, c[0])));
+        Assert.Equal(made, listening.RoomMade); // a file begun takes room
+
+        // Whole here: out of the files arriving. Handed over: its parts deleted.
+        var whole = Assert.IsType<ReceivedParts.Whole>(listening.Add(Part(alice, c[1])));
+        Assert.Equal(made + 1, listening.RoomMade);
+        listening.Forget(whole);
+        Assert.Equal(made + 2, listening.RoomMade);
+
+        // Another process finishes and forgets a file: seen at the next part this one keeps.
+        fetching.Forget(Assert.IsType<ReceivedParts.Whole>(fetching.Add(Part(alice, a[1]))));
+        Assert.IsType<ReceivedParts.Waiting>(listening.Add(Part(alice, c[0])));
+        Assert.Equal(made + 3, listening.RoomMade);
+    }
+
+    [Fact]
     public void Files_arriving_together_cannot_fill_a_cap_between_them_with_none_whole()
     {
         using Identity alice = Identity.Create();

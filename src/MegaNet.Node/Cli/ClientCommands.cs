@@ -328,40 +328,21 @@ internal static partial class ClientCommands
     private static async Task<int> FetchAsync(MegaNetClient client, Identity id, SeenMessages received, Inbox inbox, ulong cursor, bool ack, CancellationToken ct)
     {
         var toAcknowledge = new List<ulong>();
-        FetchResult page;
-        for (int pages = 1; ; pages++)
+        (FetchResult page, ulong reached, bool more) = await FetchPagesAsync(client, id, received, cursor, ulong.MaxValue, m =>
         {
-            page = await client.FetchAsync(id, cursor, 100, ct, received);
-            (IReadOnlyList<ReceivedMessage> messages, IReadOnlyList<UnreadableMessage> unreadable, ulong next) = page;
-            foreach (ReceivedMessage m in messages)
+            if (inbox.Deliver(m, ack ? "no message was acknowledged" : null))
             {
-                if (inbox.Deliver(m, ack ? "no message was acknowledged" : null))
-                {
-                    toAcknowledge.Add(m.Seq);
-                }
-            }
-
-            // Junk anyone sealed to this address, and copies a relay replayed: reported, and deleted with the rest under --ack.
-            foreach (UnreadableMessage m in unreadable)
-            {
-                Inbox.Warn(m);
                 toAcknowledge.Add(m.Seq);
             }
-
-            // A page can be short before the end (entries acked or expired meanwhile): the cursor says when it is, and an
-            // empty page is the end (docs/protocol.md), whatever cursor comes with it: a node that kept raising the
-            // cursor on empty pages had this loop sign a challenge for each, without end.
-            if (next <= cursor || messages.Count + unreadable.Count == 0)
-            {
-                break;
-            }
-
-            cursor = next;
-            if (pages == MaxFetchPages)
-            {
-                Console.Error.WriteLine($"fetched {MaxFetchPages:N0} pages; more mail may wait after {cursor}: run fetch again (with --after {cursor} to go on from here)");
-                break;
-            }
+        }, m =>
+        {
+            // Junk anyone sealed to this address, and copies a relay replayed: reported, and deleted with the rest under --ack.
+            Inbox.Warn(m);
+            toAcknowledge.Add(m.Seq);
+        }, ct);
+        if (more)
+        {
+            Console.Error.WriteLine($"fetched {MaxFetchPages:N0} pages; more mail may wait after {reached}: run fetch again (with --after {reached} to go on from here)");
         }
 
         // Everything shown must have reached the reader before the node deletes it: the buffer is written out, and a
@@ -402,6 +383,105 @@ internal static partial class ClientCommands
         }
 
         return 0;
+    }
+
+    /// <summary>Reads the mailbox after <paramref name="cursor"/> page by page, handing each message that opened to
+    /// <paramref name="message"/> and each that did not to <paramref name="unreadable"/>, until its end, or the page that
+    /// reaches <paramref name="through"/>, or <see cref="MaxFetchPages"/>. Returns the last page, the cursor after it,
+    /// and whether it stopped at <see cref="MaxFetchPages"/> with more perhaps waiting.</summary>
+    private static async Task<(FetchResult Last, ulong Cursor, bool More)> FetchPagesAsync(MegaNetClient client, Identity id, SeenMessages received, ulong cursor, ulong through,
+        Action<ReceivedMessage> message, Action<UnreadableMessage> unreadable, CancellationToken ct)
+    {
+        for (int pages = 1; ; pages++)
+        {
+            FetchResult page = await client.FetchAsync(id, cursor, 100, ct, received);
+            (IReadOnlyList<ReceivedMessage> messages, IReadOnlyList<UnreadableMessage> bad, ulong next) = page;
+            foreach (ReceivedMessage m in messages)
+            {
+                message(m);
+            }
+
+            foreach (UnreadableMessage m in bad)
+            {
+                unreadable(m);
+            }
+
+            // A page can be short before the end (entries acked or expired meanwhile): the cursor says when it is, and an
+            // empty page is the end (docs/protocol.md), whatever cursor comes with it: a node that kept raising the
+            // cursor on empty pages had this loop sign a challenge for each, without end.
+            if (next <= cursor || messages.Count + bad.Count == 0)
+            {
+                return (page, cursor, false);
+            }
+
+            cursor = next;
+            if (cursor >= through)
+            {
+                return (page, cursor, false);
+            }
+
+            if (pages == MaxFetchPages)
+            {
+                return (page, cursor, true);
+            }
+        }
+    }
+
+    /// <summary>
+    /// <c>listen</c>: fetches again the parts it left on the node for want of room in the parts spool, once room was made
+    /// there (a file came whole, parts were handed over or pruned), as a <c>fetch</c> would get them: the subscription
+    /// brings each entry once, so without this they waited for the next fetch, or expired. Only those parts go through
+    /// the inbox again (what else the pages hold was shown or reported already, and stays so); one that fits is
+    /// acknowledged under <c>--ack</c>, one that does not stays deferred, and one no longer on the node is forgotten.
+    /// Again while the tries themselves make room (a deferred part that made its file whole). A node that does not
+    /// answer costs a line: they are tried again at the next message.
+    /// </summary>
+    private static async Task RetryDeferredAsync(MegaNetClient client, Identity id, SeenMessages seen, Inbox inbox, ListenAcknowledger? acknowledger, CancellationToken ct)
+    {
+        while (inbox.DeferredMayFit)
+        {
+            ulong[] deferred = inbox.TakeDeferred();
+            var waiting = new HashSet<ulong>(deferred);
+            var found = new HashSet<ulong>();
+            ulong reached;
+            bool more;
+            try
+            {
+                (_, reached, more) = await FetchPagesAsync(client, id, seen, deferred[0] > 0 ? deferred[0] - 1 : 0, deferred[^1], m =>
+                {
+                    if (waiting.Contains(m.Seq) && found.Add(m.Seq) && inbox.Deliver(m, "stopped listening"))
+                    {
+                        acknowledger?.Add(m.Seq);
+                    }
+                }, m =>
+                {
+                    // Opened before, it no longer does (its record of copies changed): reported and deleted as the
+                    // subscription does with such mail.
+                    if (waiting.Contains(m.Seq) && found.Add(m.Seq))
+                    {
+                        inbox.DeferredGone(m.Seq);
+                        Inbox.Warn(m);
+                        acknowledger?.Add(m.Seq);
+                    }
+                }, ct);
+            }
+            catch (Exception e) when (!ct.IsCancellationRequested && e is RpcException or NodeSilentException or PowDemandTooHighException or NodeMisbehavedException)
+            {
+                inbox.DeferredNotTried();
+                Console.Error.WriteLine($"meganet: the {deferred.Length} part(s) left on the node for want of room could not be fetched again ({Describe(e)}); tried again after the next message, or 'meganet fetch' gets them.");
+                return;
+            }
+
+            // Read as far as the newest of them: those not in the pages are gone from the node (acknowledged by a fetch
+            // beside this listen, or expired).
+            foreach (ulong seq in waiting)
+            {
+                if (!found.Contains(seq) && (!more || seq <= reached))
+                {
+                    inbox.DeferredGone(seq);
+                }
+            }
+        }
     }
 
     /// <summary>Tells the owner when mail waiting on the node has reached the point where senders must add proof of work
@@ -555,6 +635,8 @@ internal static partial class ClientCommands
                         {
                             acknowledger?.Add(m.Seq);
                         }
+
+                        await RetryDeferredAsync(current, id, seen, inbox, acknowledger, ct);
                     }
 
                     // The node ends a subscription only with an error; an end without one is resumed the same way.

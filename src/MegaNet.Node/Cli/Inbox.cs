@@ -57,6 +57,11 @@ internal sealed class Inbox(bool json, ContactsFollower contacts, ReceivedParts 
     // Files whose parts came again after the file was shown: reported once a run, not once a part (hundreds).
     private readonly HashSet<string> _copiesReported = [];
 
+    // Parts this run left on the node for want of room in the spool, by sequence number, and the spool's RoomMade when
+    // they were last tried: a listen reads each entry once, and came back for none of them once room was made.
+    private readonly SortedSet<ulong> _deferred = [];
+    private long _deferredTriedAt;
+
 
     // Not disposed: disposing flushes, and after a failed write that would throw again over the clear error.
     private readonly StreamWriter _output = ClientCommands.StandardOutput();
@@ -84,6 +89,7 @@ internal sealed class Inbox(bool json, ContactsFollower contacts, ReceivedParts 
     /// a file whose bytes went nowhere (text output without <c>--save-files</c> only says it came).</summary>
     public bool Deliver(ReceivedMessage m, string? consequence)
     {
+        _deferred.Remove(m.Seq); // delivered again: what becomes of it now counts
         // Looked up once: it reads the contacts file's time stamp, and re-reads a file written within 2 s.
         string? senderName = contacts.NameOf(m.Sender);
         if (m.Content.ContentType != FileParts.ContentType)
@@ -135,6 +141,13 @@ internal sealed class Inbox(bool json, ContactsFollower contacts, ReceivedParts 
                 break;
             case ReceivedParts.Deferred d:
                 Console.Error.WriteLine($"[{m.Seq}] {d.Reason}");
+                if (_deferred.Count == 0)
+                {
+                    // Tried with the room there is now (after any prune this part's own Add made).
+                    _deferredTriedAt = parts.RoomMade;
+                }
+
+                _deferred.Add(m.Seq);
                 return false;
             case ReceivedParts.Waiting w when w.Have == 1 || ClientCommands.CrossesStep(w.Have, w.Count, 4):
                 // A few lines for a file of any size: at its first part and at each quarter.
@@ -148,6 +161,26 @@ internal sealed class Inbox(bool json, ContactsFollower contacts, ReceivedParts 
 
         return true;
     }
+
+    /// <summary>Whether parts this run left on the node for want of room may fit now: room was made in the spool since
+    /// they were last tried (a file came whole, parts were handed over or pruned, another process freed some).</summary>
+    public bool DeferredMayFit => _deferred.Count > 0 && parts.RoomMade != _deferredTriedAt;
+
+    /// <summary>The sequence numbers of the parts left on the node for want of room, oldest first, taken to be tried
+    /// again (each goes through <see cref="Deliver"/> again): <see cref="DeferredMayFit"/> is false until more room is
+    /// made, or <see cref="DeferredNotTried"/> says the try failed.</summary>
+    public ulong[] TakeDeferred()
+    {
+        _deferredTriedAt = parts.RoomMade;
+        return [.. _deferred];
+    }
+
+    /// <summary>The deferred parts could not be fetched again (the node did not answer): tried again at the next
+    /// chance.</summary>
+    public void DeferredNotTried() => _deferredTriedAt = parts.RoomMade - 1;
+
+    /// <summary>A deferred part that is no longer on the node (acknowledged by another process, or expired).</summary>
+    public void DeferredGone(ulong seq) => _deferred.Remove(seq);
 
     /// <summary><c>fetch --ack</c>, once the node confirmed the acknowledgement: deletes the kept parts of the files
     /// shown. A failure only leaves them behind, to be pruned: the file was shown and acknowledged.</summary>

@@ -90,6 +90,12 @@ internal sealed class ReceivedParts
     /// <summary>The directory.</summary>
     public string Directory { get; }
 
+    /// <summary>How many times this process saw room made: a file came whole (out of the account of files arriving),
+    /// a file's parts were deleted (forgotten once handed over, pruned, dropped), or the totals counted again after
+    /// another process changed the directory were lower than before. A part <see cref="Deferred"/> may fit once it
+    /// changed.</summary>
+    public long RoomMade { get; private set; }
+
     /// <summary>How many times the totals were counted from the disk (for tests: once, and again only after another
     /// process changed the directory).</summary>
     internal int Recounts { get; private set; }
@@ -130,7 +136,8 @@ internal sealed class ReceivedParts
     public sealed record ShownAlready(string File) : Outcome;
 
     /// <summary>Not kept for now (the caps are reached; said why, and what makes room): reported, and left on the node,
-    /// not acknowledged, so a later fetch gets it once room is made.</summary>
+    /// not acknowledged, so a later fetch gets it once room is made (and a running listen, once it sees
+    /// <see cref="RoomMade"/> change).</summary>
     public sealed record Deferred(string Reason) : Outcome;
 
     /// <summary>Keeps <paramref name="part"/> (a message of content type <see cref="FileParts.ContentType"/>), and puts
@@ -235,6 +242,7 @@ internal sealed class ReceivedParts
             Account(set, +1);
             _indexed = counted;
             have++;
+            RoomMade += set.Whole ? 1 : 0;
         }
 
         // Counted under the lock: a listen and a fetch storing the last two parts at once see the file whole in
@@ -396,12 +404,16 @@ internal sealed class ReceivedParts
             _files.Remove(gone);
         }
 
+        (int openFiles, long openBytes, long wholeBytes) = (_openFiles, _openBytes, _wholeBytes);
         _senders.Clear();
         (_openFiles, _openBytes, _wholeBytes) = (0, 0, 0);
         foreach (FileSet set in _files.Values)
         {
             Account(set, +1);
         }
+
+        // Another process (a fetch --ack beside a listen) forgot or finished files.
+        RoomMade += _openFiles < openFiles || _openBytes < openBytes || _wholeBytes < wholeBytes ? 1 : 0;
 
         (_indexed, _token) = (true, token);
     }
@@ -526,6 +538,7 @@ internal sealed class ReceivedParts
         }
 
         _indexed = counted;
+        RoomMade++;
     }
 
     /// <summary>Before a change to the directory: rewrites the token, so other processes count again, and marks the
