@@ -44,16 +44,32 @@ public readonly partial record struct FileIdentity(ulong Device, ulong Index, lo
         }
     }
 
-    /// <summary>statx(2) on the descriptor itself (AT_EMPTY_PATH), whose layout is the same on every architecture.</summary>
-    private static unsafe FileIdentity? OfDescriptor(int fd)
+    /// <summary>The identity of the file <paramref name="path"/> names, not following a symbolic link; null when
+    /// nothing is there or it cannot be told (see <see cref="Of"/>; Linux only: elsewhere .NET has no way to look a
+    /// name up without opening it).</summary>
+    public static FileIdentity? OfPath(string path)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        const int AtFdCwd = -100, AtSymlinkNoFollow = 0x100;
+        return OperatingSystem.IsLinux() ? Stat(AtFdCwd, path, AtSymlinkNoFollow) : null;
+    }
+
+    /// <summary>statx(2) on the descriptor itself (AT_EMPTY_PATH).</summary>
+    private static FileIdentity? OfDescriptor(int fd)
     {
         const int AtEmptyPath = 0x1000;
+        return Stat(fd, string.Empty, AtEmptyPath);
+    }
+
+    /// <summary>statx(2), whose layout is the same on every architecture.</summary>
+    private static unsafe FileIdentity? Stat(int directory, string path, int flags)
+    {
         const uint Inode = 0x100, BirthTime = 0x800; // STATX_INO, STATX_BTIME
         const int MaskOffset = 0, InodeOffset = 32, BirthOffset = 80, DevMajorOffset = 136, DevMinorOffset = 140;
         byte* statx = stackalloc byte[256];
         try
         {
-            if (Statx(fd, string.Empty, AtEmptyPath, Inode | BirthTime, statx) != 0)
+            if (PrivateFile.Statx(directory, path, flags, Inode | BirthTime, statx) != 0)
             {
                 return null;
             }
@@ -89,9 +105,6 @@ public readonly partial record struct FileIdentity(ulong Device, ulong Index, lo
         ulong index = ((ulong)*(uint*)(info + IndexHighOffset) << 32) | *(uint*)(info + IndexLowOffset);
         return new FileIdentity(*(uint*)(info + VolumeSerialOffset), index, 0);
     }
-
-    [LibraryImport("libc", EntryPoint = "statx", StringMarshalling = StringMarshalling.Utf8)]
-    private static unsafe partial int Statx(int directory, string path, int flags, uint mask, byte* buffer);
 
     [LibraryImport("kernel32.dll", EntryPoint = "GetFileInformationByHandle")]
     [return: MarshalAs(UnmanagedType.Bool)]

@@ -68,53 +68,20 @@ public static class FileLock
     }
 
     /// <summary>
-    /// True when <paramref name="path"/> still names the file <paramref name="held"/> is open on (same device and
-    /// inode, and not deleted), or when that cannot be told. Linux: statx(2), whose layout is the same on every
-    /// architecture. Elsewhere it cannot be told and is taken as true: on Windows a file opened without
-    /// FILE_SHARE_DELETE cannot be deleted, and opening is locking, so the gap does not exist there; other Unixes keep
-    /// the gap (.NET has no inode there).
+    /// True when <paramref name="path"/> still names the file <paramref name="held"/> is open on (the same
+    /// <see cref="FileIdentity"/>: device, inode and birth), or when that cannot be told. Linux only: elsewhere it is
+    /// taken as true. On Windows a file opened without FILE_SHARE_DELETE cannot be deleted, and opening is locking, so
+    /// the gap does not exist there; other Unixes keep the gap (.NET has no inode there).
     /// </summary>
-    public static unsafe bool StillNamed(SafeFileHandle held, string path)
+    public static bool StillNamed(SafeFileHandle held, string path)
     {
         ArgumentNullException.ThrowIfNull(held);
         ArgumentNullException.ThrowIfNull(path);
-        if (!OperatingSystem.IsLinux())
+        if (!OperatingSystem.IsLinux() || FileIdentity.Of(held) is not { } open)
         {
-            return true;
+            return true; // a kernel before 4.11 or a C library without statx: nothing can be told
         }
 
-        const int AtFdCwd = -100, AtSymlinkNoFollow = 0x100, AtEmptyPath = 0x1000;
-        const uint Mask = 0x4 | 0x100; // STATX_NLINK | STATX_INO
-        byte* open = stackalloc byte[256], named = stackalloc byte[256];
-        bool added = false;
-        try
-        {
-            held.DangerousAddRef(ref added);
-            if (PrivateFile.Statx((int)held.DangerousGetHandle(), string.Empty, AtEmptyPath, Mask, open) != 0)
-            {
-                return true; // a kernel before 4.11: nothing can be told
-            }
-
-            if (PrivateFile.Statx(AtFdCwd, path, AtSymlinkNoFollow, Mask, named) != 0)
-            {
-                return false; // the name is gone
-            }
-        }
-        catch (EntryPointNotFoundException)
-        {
-            return true; // a C library without statx (glibc before 2.28)
-        }
-        finally
-        {
-            if (added)
-            {
-                held.DangerousRelease();
-            }
-        }
-
-        const int LinksOffset = 16, InodeOffset = 32, DeviceOffset = 136; // stx_nlink; stx_ino; stx_dev_major, stx_dev_minor
-        return *(uint*)(open + LinksOffset) != 0
-            && *(ulong*)(open + InodeOffset) == *(ulong*)(named + InodeOffset)
-            && *(ulong*)(open + DeviceOffset) == *(ulong*)(named + DeviceOffset);
+        return FileIdentity.OfPath(path) == open; // null: the name is gone
     }
 }
