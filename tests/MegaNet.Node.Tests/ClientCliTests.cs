@@ -398,6 +398,59 @@ public sealed class ClientCliTests : IDisposable
     }
 
     [Fact]
+    public async Task A_pin_after_a_last_line_saved_without_its_newline_goes_on_a_line_of_its_own()
+    {
+        await using TestNode node = await TestNode.StartAsync();
+        string bobPath = NewIdentity("bob.json");
+        using Identity bob = Identity.Load(bobPath);
+        string knownNodes = Path.Combine(_dir, "known-nodes");
+        // As an editor may save it after the user deleted a line by hand, as the mismatch error tells them to.
+        string other = $"http://other.example:7700 {new string('c', 64)}";
+        await File.WriteAllTextAsync(knownNodes, other);
+
+        await KnownNodes.RunAsync(bobPath, node.Address, null, async client =>
+        {
+            await client.FetchAsync(bob);
+            return 0;
+        });
+
+        // Glued to the last line, both pins were lost: the next contact with either address pinned whatever answered.
+        string realId = Convert.ToHexStringLower(KnownNodes.Beside(bobPath).Find(node.Address)!);
+        Assert.Equal([other, $"{node.Address.GetLeftPart(UriPartial.Authority)} {realId}"], await File.ReadAllLinesAsync(knownNodes));
+        Assert.Equal(new string('c', 64), Convert.ToHexStringLower(KnownNodes.Beside(bobPath).Find(new Uri("http://other.example:7700"))!));
+    }
+
+    [Theory]
+    [InlineData("{0} {1}http://other.example:7700 {1}", "2 fields expected, 3 found")]
+    [InlineData("{0}", "2 fields expected, 1 found")]
+    [InlineData("{0} {2}", "is not a node id")]
+    [InlineData("{0}/ {1}", "is not a node address as this file writes it")]
+    public async Task A_known_nodes_line_that_does_not_read_is_refused_with_its_line_before_anything_is_signed(string badLine, string problem)
+    {
+        await using TestNode node = await TestNode.StartAsync();
+        string bobPath = NewIdentity("bob.json");
+        using Identity bob = Identity.Load(bobPath);
+        string knownNodes = Path.Combine(_dir, "known-nodes");
+        // Comments and blank lines are fine; the third line is this node's pin, mangled by hand.
+        string text = $"# pinned by hand\n\n{string.Format(CultureInfo.InvariantCulture, badLine, node.Address.GetLeftPart(UriPartial.Authority), new string('a', 64), new string('a', 63))}\n";
+        await File.WriteAllTextAsync(knownNodes, text);
+        bool signed = false;
+
+        var e = await Assert.ThrowsAsync<CliException>(() => KnownNodes.RunAsync(bobPath, node.Address, null, async client =>
+        {
+            await client.FetchAsync(bob);
+            signed = true;
+            return 0;
+        }));
+
+        // Skipped, the line's pin was lost, and this contact was a first one that pinned whatever node answered.
+        Assert.Contains($"{knownNodes} line 3: ", e.Message, StringComparison.Ordinal);
+        Assert.Contains(problem, e.Message, StringComparison.Ordinal);
+        Assert.False(signed);
+        Assert.Equal(text, await File.ReadAllTextAsync(knownNodes));
+    }
+
+    [Fact]
     public async Task Listen_pins_a_first_contact_once_subscribed_so_a_kill_does_not_lose_it()
     {
         await using TestNode node = await TestNode.StartAsync();

@@ -103,6 +103,28 @@ public static partial class PrivateFile
         stream.Write(System.Text.Encoding.UTF8.GetBytes(text));
     }
 
+    /// <summary>Appends <paramref name="line"/> and a newline as <see cref="Append"/> does, on a line of its own: when the
+    /// file's last line has no newline (saved so by an editor, or cut short by a crash), a newline first, or the two
+    /// lines would run together into one that a reader taking the file line by line cannot read. The check and the
+    /// write are two steps: writers that append at once must hold a lock of their own.</summary>
+    public static void AppendLine(string path, string line, FileShare share = FileShare.Read)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        ArgumentNullException.ThrowIfNull(line);
+        bool endsMidLine = false;
+        if (File.Exists(path))
+        {
+            using var existing = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
+            if (existing.Length > 0)
+            {
+                existing.Seek(-1, SeekOrigin.End);
+                endsMidLine = existing.ReadByte() != '\n';
+            }
+        }
+
+        Append(path, endsMidLine ? $"\n{line}\n" : $"{line}\n", share);
+    }
+
     /// <summary>Creates the directory <paramref name="path"/> owner-only (0700) if it is missing, and flushes its entry
     /// in the parent directory so it survives a crash; an existing directory keeps its mode.</summary>
     public static void CreateDirectory(string path)

@@ -26,7 +26,7 @@ internal sealed class KnownNodes
     public byte[]? Find(Uri node)
     {
         string key = Key(node);
-        return Entries().FirstOrDefault(e => e.Address == key).IdHex is { } hex ? ParseNodeId(hex, $"{Path} ({key})") : null;
+        return Entries().FirstOrDefault(e => e.Address == key).IdHex is { } hex ? Convert.FromHexString(hex) : null;
     }
 
     /// <summary>The node addresses <paramref name="id"/> is pinned for.</summary>
@@ -36,14 +36,47 @@ internal sealed class KnownNodes
         return Entries().Where(e => string.Equals(e.IdHex, hex, StringComparison.OrdinalIgnoreCase)).Select(e => e.Address).ToList();
     }
 
-    /// <summary>The file's "ADDRESS NODE-ID-HEX" lines (none when it does not exist yet).</summary>
-    private IEnumerable<(string Address, string? IdHex)> Entries() =>
-        !File.Exists(Path)
-            ? []
-            : File.ReadLines(Path)
-                .Select(line => line.Split(' ', StringSplitOptions.RemoveEmptyEntries))
-                .Where(parts => parts.Length == 2)
-                .Select(parts => (parts[0], (string?)parts[1]));
+    /// <summary>The file's "ADDRESS NODE-ID-HEX" lines (none when it does not exist yet); blank lines and lines
+    /// starting with <c>#</c> are skipped.</summary>
+    /// <exception cref="CliException">A line is of another form: skipped, a pin lost to a hand edit (two lines glued
+    /// into one, say) made the next contact a first one that pins whatever node answers.</exception>
+    private List<(string Address, string IdHex)> Entries()
+    {
+        var entries = new List<(string, string)>();
+        if (!File.Exists(Path))
+        {
+            return entries;
+        }
+
+        int number = 0;
+        foreach (string raw in File.ReadLines(Path))
+        {
+            number++;
+            string line = raw.Trim();
+            if (line.Length == 0 || line.StartsWith('#'))
+            {
+                continue;
+            }
+
+            string[] fields = line.Split([' ', '\t'], StringSplitOptions.RemoveEmptyEntries);
+            string? problem = fields.Length != 2
+                ? $"2 fields expected, {fields.Length} found"
+                : !Uri.TryCreate(fields[0], UriKind.Absolute, out Uri? address) || address.Scheme is not ("http" or "https") || Key(address) != fields[0]
+                    ? $"'{fields[0]}' is not a node address as this file writes it (scheme, host and port, e.g. http://127.0.0.1:7700)"
+                    : fields[1].Length != 64 || !fields[1].All(char.IsAsciiHexDigit)
+                        ? $"'{fields[1]}' is not a node id (64 hex digits)"
+                        : null;
+            if (problem is not null)
+            {
+                throw new CliException($"{Path} line {number}: {problem}; each line is a node address, a space and the node id pinned for it. " +
+                    "Fix the line (two lines run together go on lines of their own) or delete it (the next contact with that address then pins whatever node answers there).");
+            }
+
+            entries.Add((fields[0], fields[1]));
+        }
+
+        return entries;
+    }
 
     /// <summary>The file's lock, held from reading a pin to writing one.</summary>
     private LockedFile Lock() => LockedFile.Open(Path, "another meganet command pinning a node id");
@@ -51,8 +84,9 @@ internal sealed class KnownNodes
     /// <summary>Pins <paramref name="id"/> for <paramref name="node"/>; says so on standard error.</summary>
     public void Remember(Uri node, byte[] id)
     {
-        // Owner-only, as every file beside an identity: which nodes it uses is its owner's business.
-        MegaNet.Core.Interop.PrivateFile.Append(Path, $"{Key(node)} {Convert.ToHexStringLower(id)}{Environment.NewLine}");
+        // Owner-only, as every file beside an identity: which nodes it uses is its owner's business. On a line of its
+        // own after a last line an editor saved without its newline: glued to it, both pins were lost.
+        MegaNet.Core.Interop.PrivateFile.AppendLine(Path, $"{Key(node)} {Convert.ToHexStringLower(id)}");
         Console.Error.WriteLine($"first contact with {Key(node)}: node id {Convert.ToHexStringLower(id)} pinned in {Path}");
     }
 
