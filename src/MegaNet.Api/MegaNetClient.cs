@@ -288,22 +288,33 @@ public sealed class MegaNetClient : IDisposable
                     restamps++;
                     await StampAsync(sender, envelope, PowBitsToSolve((uint)demanded), cancellationToken);
                 }
-                catch (RpcException e) when (e.StatusCode is StatusCode.DeadlineExceeded or StatusCode.Unavailable && resubmits < MaxResubmits
-                    && !cancellationToken.IsCancellationRequested)
+                catch (RpcException e)
                 {
-                    // No answer, or a node that is going down or cannot store: the same envelope again costs nothing. Only
-                    // a deadline or a broken connection (the transport's own error) may have hidden a receipt; the node's
-                    // own UNAVAILABLE says nothing was stored, and so does a call that never left (a refused connection)
-                    // or that the node closed unprocessed (an HTTP/2 graceful close).
-                    history.Unanswered |= e.StatusCode == StatusCode.DeadlineExceeded || (e.Status.DebugException is not null && !NeverProcessed(e.Status));
-                    history.Resubmitted = true;
-                    resubmits++;
-                    await Task.Delay(TimeSpan.FromSeconds(resubmits), cancellationToken);
-                }
-                catch (RpcException e) when (history.Unanswered)
-                {
+                    if (e.StatusCode is StatusCode.DeadlineExceeded or StatusCode.Unavailable)
+                    {
+                        // Only a deadline or a broken connection (the transport's own error) may have hidden a receipt; the
+                        // node's own UNAVAILABLE says nothing was stored, and so does a call that never left (a refused
+                        // connection) or that the node closed unprocessed (an HTTP/2 graceful close). Told before the
+                        // budget is looked at: the last submit timing out after two that never left said nothing of a
+                        // possible copy, and the caller sealed the message again.
+                        history.Unanswered |= e.StatusCode == StatusCode.DeadlineExceeded || (e.Status.DebugException is not null && !NeverProcessed(e.Status));
+                        if (resubmits < MaxResubmits && !cancellationToken.IsCancellationRequested)
+                        {
+                            // No answer, or a node that is going down or cannot store: the same envelope again costs nothing.
+                            history.Resubmitted = true;
+                            resubmits++;
+                            await Task.Delay(TimeSpan.FromSeconds(resubmits), cancellationToken);
+                            continue;
+                        }
+                    }
+
+                    if (!history.Unanswered)
+                    {
+                        throw;
+                    }
+
                     throw new RpcException(new Status(e.StatusCode,
-                        $"{e.Status.Detail} (An earlier submit of this message got no answer: the node may have stored it as envelope " +
+                        $"{e.Status.Detail} (A submit of this message got no answer: the node may have stored it as envelope " +
                         $"{Convert.ToHexStringLower(EnvelopeFormat.EnvelopeId(envelope))}, so sending it again may deliver it twice.)", e.Status.DebugException), e.Trailers);
                 }
             }

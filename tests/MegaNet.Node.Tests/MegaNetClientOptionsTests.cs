@@ -138,6 +138,24 @@ public sealed class MegaNetClientOptionsTests
     }
 
     [Fact]
+    public async Task A_last_submit_without_an_answer_after_two_that_never_left_names_the_envelope_the_node_may_have_stored()
+    {
+        await using TestNode node = await TestNode.StartAsync();
+        // Two connections refused (nothing stored), then a deadline on the last try allowed: that one may have been stored,
+        // and the caller told nothing sealed the message again, a copy the recipient cannot tell from the first.
+        var refused = new System.Net.Http.HttpRequestException("refused", new System.Net.Sockets.SocketException((int)System.Net.Sockets.SocketError.ConnectionRefused));
+        var answers = new SubmitAnswers(call => call < 3
+            ? new RpcException(new Status(StatusCode.Unavailable, "no", refused))
+            : new RpcException(new Status(StatusCode.DeadlineExceeded, "lost")), skipNode: true);
+        using var client = new MegaNetClient(node.Address, options: new MegaNetClientOptions { Interceptors = [answers] });
+        using Identity alice = Identity.Create(), bob = Identity.Create();
+        RpcException e = await Assert.ThrowsAsync<RpcException>(() => client.SendAsync(alice, bob.Card, Text("hi"), "text/plain"));
+        Assert.Equal(StatusCode.DeadlineExceeded, e.StatusCode);
+        Assert.Equal(3, answers.Calls);
+        Assert.Contains("may have stored it as envelope", e.Status.Detail, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task A_subscription_outlives_the_default_deadline()
     {
         await using TestNode node = await TestNode.StartAsync();
