@@ -223,6 +223,8 @@ public sealed class MegaNetClient : IDisposable
     /// <exception cref="RpcException">The node refused the envelope (<see cref="NodeRefusals.RetryAfter"/> says when
     /// to retry a <c>RESOURCE_EXHAUSTED</c>), or could not be reached in time: a submit that got no answer is made
     /// again with the same envelope, twice at most, so a node that stored it answers with the original receipt.</exception>
+    /// <exception cref="SendInterruptedException"><paramref name="cancellationToken"/> was cancelled while a submit was
+    /// in flight or after one got no answer: it names the envelope the node may have stored.</exception>
     public async Task<Receipt> SendAsync(Identity sender, ContactCard recipient, byte[] content, string contentType, string? fileName = null,
         TimeSpan? ttl = null, CancellationToken cancellationToken = default)
     {
@@ -288,6 +290,13 @@ public sealed class MegaNetClient : IDisposable
                     restamps++;
                     await StampAsync(sender, envelope, PowBitsToSolve((uint)demanded), cancellationToken);
                 }
+                catch (Exception e) when (cancellationToken.IsCancellationRequested && e is OperationCanceledException or RpcException { StatusCode: StatusCode.Cancelled })
+                {
+                    // Cancelled (Ctrl+C) while the submit was in flight: the node may have queued it already, and a
+                    // submission the node has queued is not withdrawn when its call is cancelled.
+                    history.Unanswered = true;
+                    throw;
+                }
                 catch (RpcException e)
                 {
                     if (e.StatusCode is StatusCode.DeadlineExceeded or StatusCode.Unavailable)
@@ -321,7 +330,7 @@ public sealed class MegaNetClient : IDisposable
         }
         catch (Exception e) when (history.Unanswered && cancellationToken.IsCancellationRequested && e is OperationCanceledException or RpcException { StatusCode: StatusCode.Cancelled })
         {
-            // Ctrl+C during a resubmit or the wait before one: "interrupted", and which envelope the node may have stored.
+            // Ctrl+C during a submit, or after one that got no answer: "interrupted", and which envelope the node may have stored.
             throw new SendInterruptedException(EnvelopeFormat.EnvelopeId(envelope), e, cancellationToken);
         }
 
@@ -1145,11 +1154,11 @@ public sealed class NodeSilentException(TimeSpan waited, TimeSpan keepaliveInter
 /// <see cref="InvalidOperationException"/>, as it was before it had a type of its own.</summary>
 public sealed class NodeMisbehavedException(string message) : InvalidOperationException(message);
 
-/// <summary>A send cancelled after one of its submits got no answer: the node may have stored the envelope
-/// (<see cref="EnvelopeId"/>), so sending the message again may deliver it twice.</summary>
+/// <summary>A send cancelled while a submit was in flight, or after one of its submits got no answer: the node may have
+/// stored the envelope (<see cref="EnvelopeId"/>), so sending the message again may deliver it twice.</summary>
 public sealed class SendInterruptedException(byte[] envelopeId, Exception inner, CancellationToken token)
     : OperationCanceledException(
-        $"the send was interrupted after a submit got no answer: the node may have stored the message as envelope {Convert.ToHexStringLower(envelopeId)}, " +
+        $"the send was interrupted before the node answered a submit: the node may have stored the message as envelope {Convert.ToHexStringLower(envelopeId)}, " +
         "so sending it again may deliver it twice.", inner, token)
 {
     /// <summary>The envelope the node may have stored.</summary>

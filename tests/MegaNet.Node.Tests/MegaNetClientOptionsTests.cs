@@ -111,6 +111,25 @@ public sealed class MegaNetClientOptionsTests
         Assert.Contains(Convert.ToHexStringLower(e.EnvelopeId), e.Message, StringComparison.Ordinal);
     }
 
+    [Fact]
+    public async Task A_send_interrupted_while_its_submit_is_in_flight_names_the_envelope_the_node_may_have_stored()
+    {
+        await using TestNode node = await TestNode.StartAsync();
+        var held = new StoredThenHeld();
+        using var client = new MegaNetClient(node.Address, options: new MegaNetClientOptions { Interceptors = [held] });
+        using Identity alice = Identity.Create(), bob = Identity.Create();
+        // Ctrl+C after the node took the submit but before its answer came: "interrupted" alone left the user to send
+        // it again, a copy.
+        using var ctrlC = new CancellationTokenSource();
+        Task<Receipt> send = client.SendAsync(alice, bob.Card, Text("hi"), "text/plain", cancellationToken: ctrlC.Token);
+        await held.Stored.Task.WaitAsync(TimeSpan.FromMinutes(1));
+        await ctrlC.CancelAsync();
+        SendInterruptedException e = await Assert.ThrowsAsync<SendInterruptedException>(() => send);
+        Assert.Contains(Convert.ToHexStringLower(e.EnvelopeId), e.Message, StringComparison.Ordinal);
+        using MegaNetClient plain = node.Client();
+        Assert.Single((await plain.FetchAsync(bob)).Messages);
+    }
+
     [Theory]
     [InlineData(StatusCode.DeadlineExceeded, null, true)]
     [InlineData(StatusCode.Unavailable, null, false)]
@@ -342,6 +361,39 @@ public sealed class MegaNetClientOptionsTests
         {
             T result = await response;
             return replaced is null ? result : throw replaced;
+        }
+    }
+
+    /// <summary>Passes each submit to the node, then holds its answer back until the call is cancelled, as a Ctrl+C
+    /// after the node took it would see; <see cref="Stored"/> completes once the node has answered one.</summary>
+    private sealed class StoredThenHeld : Interceptor
+    {
+        public TaskCompletionSource Stored { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public override AsyncUnaryCall<TResponse> AsyncUnaryCall<TRequest, TResponse>(TRequest request, ClientInterceptorContext<TRequest, TResponse> context,
+            AsyncUnaryCallContinuation<TRequest, TResponse> continuation)
+        {
+            AsyncUnaryCall<TResponse> call = continuation(request, context);
+            return context.Method.Name != "Submit"
+                ? call
+                : new AsyncUnaryCall<TResponse>(Hold(call.ResponseAsync, context.Options.CancellationToken), call.ResponseHeadersAsync, call.GetStatus, call.GetTrailers, call.Dispose);
+        }
+
+        private async Task<T> Hold<T>(Task<T> response, CancellationToken cancellationToken)
+        {
+            await response;
+            Stored.TrySetResult();
+            try
+            {
+                await Task.Delay(Timeout.InfiniteTimeSpan, cancellationToken);
+            }
+            catch (OperationCanceledException e)
+            {
+                // As the gRPC client reports a call its caller cancelled.
+                throw new RpcException(new Status(StatusCode.Cancelled, "Call canceled by the client.", e));
+            }
+
+            throw new InvalidOperationException("an infinite wait ended");
         }
     }
 
