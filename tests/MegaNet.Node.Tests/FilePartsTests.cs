@@ -1,4 +1,5 @@
 using System.Buffers.Binary;
+using System.Diagnostics;
 using System.Security.Cryptography;
 using System.Text.Json.Nodes;
 using Google.Protobuf;
@@ -263,6 +264,31 @@ public sealed class FilePartsTests(ITestOutputHelper output) : IDisposable
         Result refused = await Meganet("send", "-i", alicePath, "--to", bob.Card.ToString(), "--file", tooLarge, "--node", url);
         AssertExit(refused, 1, $"at most {FileParts.MaxFileLength:N0} bytes can be sent");
         node.AssertNoServerErrors();
+    }
+
+    [SkippableFact]
+    public async Task A_file_from_a_pipe_is_sent_by_the_bytes_read_and_refused_past_the_largest()
+    {
+        Skip.If(OperatingSystem.IsWindows(), "bash process substitution");
+        await using TestNode node = await TestNode.StartAsync();
+        using Identity alice = Identity.Create(), bob = Identity.Create();
+        string alicePath = Path.Combine(_dir, "alice.json"), bobPath = Path.Combine(_dir, "bob.json");
+        alice.Save(alicePath);
+        bob.Save(bobPath);
+        byte[] file = RandomFile(100_000);
+        await File.WriteAllBytesAsync(Path.Combine(_dir, "big.bin"), file);
+        string send = $"exec dotnet '{ExternalNode.MeganetPath()}' send -i alice.json --to {bob.Card} --node {node.Address}";
+
+        // A pipe's length is 0 to the file system: taken for the file's size, 100 KB went as one envelope and was refused.
+        Result sent = await MeganetProcess.RunAsync(new ProcessStartInfo("bash", ["-c", $"{send} --file <(cat big.bin)"]) { WorkingDirectory = _dir });
+        AssertExit(sent, 0, "(100,000 bytes) in 2 parts");
+        Result fetched = await Meganet("fetch", "-i", bobPath, "--node", node.Address.ToString(), "--json");
+        AssertExit(fetched, 0);
+        Assert.Equal(file, Convert.FromBase64String(Assert.Single(JsonLines(fetched))["file_base64"]!.GetValue<string>()));
+
+        // And a pipe longer than any file that can be sent is refused once that much was read, not read to its end.
+        Result refused = await MeganetProcess.RunAsync(new ProcessStartInfo("bash", ["-c", $"{send} --file <(head -c {FileParts.MaxFileLength + 1} /dev/zero)"]) { WorkingDirectory = _dir });
+        AssertExit(refused, 1, $"holds more than {FileParts.MaxFileLength:N0} bytes; at most {FileParts.MaxFileLength:N0} bytes can be sent");
     }
 
     [Fact]

@@ -263,16 +263,17 @@ internal static partial class ClientCommands
                 throw new CliException($"--text is {length:N0} bytes (UTF-8); at most {maxContent:N0} fit in one envelope.");
             }
 
-            // A file larger than one envelope goes in parts (FileParts), each in an envelope of the largest class.
-            bool inParts = attachment is not null && attachment.Exists && attachment.Length > maxContent;
             if (attachment is not null)
             {
-                CheckAttachment(attachment, inParts ? FileParts.MaxFileLength : maxContent);
+                CheckAttachment(attachment, FileParts.MaxFileLength);
             }
 
             using Identity id = LoadIdentity(parse.GetValue(identity)!);
             ContactCard recipient = Recipient(parse.GetValue(to)!, parse.GetValue(identity)!);
-            byte[] content = message is not null ? Encoding.UTF8.GetBytes(message) : await File.ReadAllBytesAsync(attachment!.FullName, ct);
+            byte[] content = message is not null ? Encoding.UTF8.GetBytes(message) : await ReadAttachmentAsync(attachment!, FileParts.MaxFileLength, ct);
+            // A file larger than one envelope goes in parts (FileParts), each in an envelope of the largest class; told
+            // by the bytes read, as a pipe (--file <(...), /dev/stdin) has no length beforehand.
+            bool inParts = attachment is not null && content.Length > maxContent;
             using var client = new MegaNetClient(parse.GetValue(node)!, options: ClientOptions(parse.GetValue(node)!, parse.GetValue(timeout), parse.GetValue(tlsCert)));
             if (inParts)
             {
@@ -1186,7 +1187,36 @@ internal static partial class ClientCommands
         }
     }
 
-    /// <summary>Refuses a --file that is missing, a directory, or larger than can be sent, before it is read.</summary>
+    /// <summary>Reads <paramref name="attachment"/>, refusing it once more than <paramref name="maxLength"/> bytes came:
+    /// a pipe's length (0 to stat) was taken for its size, so a large one went as one envelope the node refused, and
+    /// /dev/stdin was read without end.</summary>
+    private static async Task<byte[]> ReadAttachmentAsync(FileInfo attachment, long maxLength, CancellationToken ct)
+    {
+        await using var file = new FileStream(attachment.FullName, FileMode.Open, FileAccess.Read, FileShare.Read, bufferSize: 0);
+        using var read = new MemoryStream(file.CanSeek ? (int)Math.Min(file.Length, maxLength) : 0);
+        byte[] buffer = System.Buffers.ArrayPool<byte>.Shared.Rent(1 << 16);
+        try
+        {
+            for (int n; (n = await file.ReadAsync(buffer, ct)) > 0;)
+            {
+                if (read.Length + n > maxLength)
+                {
+                    throw new CliException($"--file {attachment.FullName} holds more than {maxLength:N0} bytes; at most {maxLength:N0} bytes can be sent (in parts, one file).");
+                }
+
+                read.Write(buffer, 0, n);
+            }
+        }
+        finally
+        {
+            System.Buffers.ArrayPool<byte>.Shared.Return(buffer);
+        }
+
+        return read.Length == read.Capacity ? read.GetBuffer() : read.ToArray();
+    }
+
+    /// <summary>Refuses a --file that is missing, a directory, or (by the length the file system gives, which a pipe
+    /// has not) larger than can be sent, before it is read.</summary>
     private static void CheckAttachment(FileInfo attachment, long maxContent)
     {
         if (Directory.Exists(attachment.FullName))
