@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using System.Security.Cryptography;
+using MegaNet.Core.Interop;
 
 namespace MegaNet.Store;
 
@@ -107,7 +108,7 @@ internal static class Checkpoint
     {
         string path = ManifestPath(storeDirectory);
         string temp = path + ".tmp";
-        using (var file = new FileStream(temp, FileMode.Create, FileAccess.Write, FileShare.None, bufferSize: 1 << 16))
+        using (FileStream file = PrivateFile.Open(temp, FileMode.Create, FileAccess.Write, FileShare.None, bufferSize: 1 << 16))
         using (var sha = IncrementalHash.CreateHash(HashAlgorithmName.SHA256))
         {
             byte[] buffer = new byte[1 << 16];
@@ -171,7 +172,7 @@ internal static class Checkpoint
     /// and flushes them.</summary>
     public static void AppendLeaves(string storeDirectory, long from, ReadOnlySpan<byte> hashes)
     {
-        using var file = new FileStream(LeavesPath(storeDirectory), FileMode.OpenOrCreate, FileAccess.Write, FileShare.None);
+        using FileStream file = PrivateFile.Open(LeavesPath(storeDirectory), FileMode.OpenOrCreate, FileAccess.Write, FileShare.None);
         // Bytes past the last manifest's count (a torn append) are overwritten.
         file.SetLength(from * 32);
         file.Position = from * 32;

@@ -1,4 +1,5 @@
 using FASTER.core;
+using MegaNet.Core.Interop;
 
 namespace MegaNet.Store;
 
@@ -147,8 +148,9 @@ internal sealed class CheckpointFileFactory : INamedDeviceFactory
         string path = Path.Combine(_baseName, fileInfo.directoryName, fileInfo.fileName);
         // Made here without flushing the new folder's name: this runs on the store's committer as a checkpoint begins,
         // and a directory flush there held the puts behind it. The store flushes the checkpoint folders before its
-        // manifest names the checkpoint; the files inside flush their own names as they are created.
-        Directory.CreateDirectory(Path.GetDirectoryName(path)!);
+        // manifest names the checkpoint; the files inside flush their own names as they are created. Owner-only, as
+        // the store's other directories: the checkpoint holds the table.
+        PrivateFile.CreateDirectory(Path.GetDirectoryName(path)!, flush: false);
         return _direct != 0
             ? DirectFileDevice.CreateDirect(path, _direct, DirectFileDevice.CheckpointIoThreads)
             : DirectFileDevice.CreateBuffered(path, DirectFileDevice.CheckpointIoThreads);

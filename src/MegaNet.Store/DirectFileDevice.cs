@@ -439,8 +439,12 @@ internal sealed partial class DirectFileDevice : StorageDeviceBase
             ? Segment(segmentId)
             : _unaligned.TryGetValue(segmentId, out SafeFileHandle? handle) ? handle : Opened(_unaligned, segmentId, OpenBuffered);
 
-    private static SafeFileHandle OpenBuffered(string path) =>
-        File.OpenHandle(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.ReadWrite | FileShare.Delete, FileOptions.WriteThrough);
+    private static SafeFileHandle OpenBuffered(string path)
+    {
+        // File.OpenHandle takes no mode: a file it created had the umask's (0644 as a rule), readable by any local user.
+        PrivateFile.CreateIfMissing(path);
+        return File.OpenHandle(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.ReadWrite | FileShare.Delete, FileOptions.WriteThrough);
+    }
 
     private static SafeFileHandle Open(string path, int flags)
     {

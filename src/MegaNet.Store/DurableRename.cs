@@ -25,7 +25,7 @@ internal static class DurableRename
     public static void WriteAllBytes(string path, ReadOnlySpan<byte> content)
     {
         string temp = path + ".tmp";
-        using (var file = new FileStream(temp, FileMode.Create, FileAccess.Write, FileShare.None))
+        using (FileStream file = PrivateFile.Open(temp, FileMode.Create, FileAccess.Write, FileShare.None))
         {
             file.Write(content);
             file.Flush(flushToDisk: true);

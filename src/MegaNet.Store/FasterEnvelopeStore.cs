@@ -254,7 +254,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         string path = Path.Combine(dir, "LOCK");
         try
         {
-            return new FileStream(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None);
+            return PrivateFile.Open(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None);
         }
         catch (IOException e) when (FileLock.IsContention(e))
         {

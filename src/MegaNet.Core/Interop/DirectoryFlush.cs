@@ -39,29 +39,16 @@ public static partial class DirectoryFlush
         }
     }
 
-    /// <summary>Creates <paramref name="directory"/> and any missing parents, flushing the parent of each one created (from
-    /// the top down), so that the new names survive a crash of the machine: files made in a directory whose own name
-    /// never reached the disk are lost with it, however well their contents were flushed.</summary>
+    /// <summary>Creates <paramref name="directory"/> and any missing parents, owner-only (0700) on Unix, flushing the parent
+    /// of each one created (from the top down), so that the new names survive a crash of the machine: files made in a
+    /// directory whose own name never reached the disk are lost with it, however well their contents were flushed. The
+    /// store's directories are made here, and they hold every envelope, recipient address and sending key: with the
+    /// umask's mode (0755 as a rule) any local user could list them and read what FASTER writes in them.</summary>
     /// <exception cref="IOException">A directory cannot be created or flushed; the message names it.</exception>
     public static void CreateDirectory(string directory)
     {
         ArgumentNullException.ThrowIfNull(directory);
-        var missing = new Stack<string>();
-        for (string? d = Path.GetFullPath(directory); d is not null && !Directory.Exists(d); d = Path.GetDirectoryName(d))
-        {
-            missing.Push(d);
-        }
-
-        if (missing.Count == 0)
-        {
-            return;
-        }
-
-        Directory.CreateDirectory(directory);
-        foreach (string created in missing)
-        {
-            Flush(Path.GetDirectoryName(created)!);
-        }
+        PrivateFile.CreateDirectory(directory, flush: true);
     }
 
     /// <summary>fsync(2) on an open descriptor the process was given (standard output): 0, or the errno.</summary>

@@ -45,7 +45,7 @@ public static partial class PrivateFile
         var options = new FileStreamOptions { Mode = FileMode.CreateNew, Access = FileAccess.Write };
         if (!OperatingSystem.IsWindows())
         {
-            options.UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite;
+            options.UnixCreateMode = OwnerOnlyFile;
         }
 
         try
@@ -96,7 +96,7 @@ public static partial class PrivateFile
         var options = new FileStreamOptions { Mode = FileMode.Append, Access = FileAccess.Write, Share = share };
         if (!OperatingSystem.IsWindows())
         {
-            options.UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite;
+            options.UnixCreateMode = OwnerOnlyFile;
         }
 
         using var stream = new FileStream(path, options);
@@ -125,29 +125,67 @@ public static partial class PrivateFile
         Append(path, endsMidLine ? $"\n{line}\n" : $"{line}\n", share);
     }
 
-    /// <summary>Creates the directory <paramref name="path"/> owner-only (0700) if it is missing, and flushes its entry
-    /// in the parent directory so it survives a crash; an existing directory keeps its mode.</summary>
-    public static void CreateDirectory(string path)
+    /// <summary>The mode of a file this class creates on Unix: read and write for its owner alone (0600).</summary>
+    public const UnixFileMode OwnerOnlyFile = UnixFileMode.UserRead | UnixFileMode.UserWrite;
+
+    /// <summary>The mode of a directory this class creates on Unix: for its owner alone (0700).</summary>
+    public const UnixFileMode OwnerOnlyDirectory = UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute;
+
+    /// <summary>Creates the directory <paramref name="path"/>, and any missing parents, owner-only (0700) if it is
+    /// missing; with <paramref name="flush"/> the parent of each one created is flushed (from the top down), so the new
+    /// names survive a crash. An existing directory keeps its mode.</summary>
+    public static void CreateDirectory(string path, bool flush = true)
     {
         ArgumentNullException.ThrowIfNull(path);
-        string full = Path.GetFullPath(path);
-        if (Directory.Exists(full))
+        var missing = new Stack<string>();
+        for (string? d = Path.GetFullPath(path); d is not null && !Directory.Exists(d); d = Path.GetDirectoryName(d))
         {
-            return;
+            missing.Push(d);
         }
 
-        if (OperatingSystem.IsWindows())
+        foreach (string created in missing)
         {
-            Directory.CreateDirectory(full);
+            // One level at a time: given a mode, .NET creates the missing parents with the umask's (0755 as a rule).
+            if (OperatingSystem.IsWindows())
+            {
+                Directory.CreateDirectory(created);
+            }
+            else
+            {
+                Directory.CreateDirectory(created, OwnerOnlyDirectory);
+            }
+
+            if (flush && Path.GetDirectoryName(created) is { } parent)
+            {
+                DirectoryFlush.Flush(parent);
+            }
         }
-        else
+    }
+
+    /// <summary>Opens <paramref name="path"/> as <see cref="FileStream"/>'s constructor does, except that a file it
+    /// creates is owner-only (0600) on Unix, not the umask's mode (0644 as a rule); an existing file keeps its mode.</summary>
+    public static FileStream Open(string path, FileMode mode, FileAccess access, FileShare share = FileShare.None, int bufferSize = 4096)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        var options = new FileStreamOptions { Mode = mode, Access = access, Share = share, BufferSize = bufferSize };
+        if (!OperatingSystem.IsWindows() && mode != FileMode.Open && mode != FileMode.Truncate)
         {
-            Directory.CreateDirectory(full, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+            options.UnixCreateMode = OwnerOnlyFile;
         }
 
-        if (Path.GetDirectoryName(full) is { } parent)
+        return new FileStream(path, options);
+    }
+
+    /// <summary>Creates <paramref name="path"/> empty and owner-only (0600 on Unix) if nothing is there, for a file then
+    /// opened by what takes no mode (<see cref="File.OpenHandle"/>, which creates with the umask's); an existing file is
+    /// left as it is.</summary>
+    public static void CreateIfMissing(string path)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        if (!OperatingSystem.IsWindows() && !File.Exists(path))
         {
-            DirectoryFlush.Flush(parent);
+            // Share as the handle opened next does: another opener of the same file must not be refused meanwhile.
+            using FileStream created = Open(path, FileMode.OpenOrCreate, FileAccess.Write, FileShare.ReadWrite | FileShare.Delete, bufferSize: 0);
         }
     }
 
