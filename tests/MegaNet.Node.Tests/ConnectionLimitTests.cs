@@ -123,7 +123,8 @@ public sealed class ConnectionLimitTests
         Assert.Equal(10_000, new ConnectionGate(10_000, 256, 1 << 20, logger).MaxConnections);
         Assert.Equal(1024 - ConnectionGate.ReservedDescriptors, new ConnectionGate(10_000, 256, 1024, logger).MaxConnections);
         ArgumentException e = Assert.Throws<ArgumentException>(() => new ConnectionGate(10_000, 256, ConnectionGate.ReservedDescriptors + 10, logger));
-        Assert.Contains("ulimit -n", e.Message, StringComparison.Ordinal);
+        Assert.Contains("hard limit, ulimit -Hn", e.Message, StringComparison.Ordinal);
+        Assert.Contains($"at least {ConnectionGate.ReservedDescriptors + 16}", e.Message, StringComparison.Ordinal);
     }
 
     /// <summary>
@@ -136,7 +137,7 @@ public sealed class ConnectionLimitTests
     public async Task AConnectionFloodDoesNotExhaustTheNodesDescriptors()
     {
         await using ExternalNode node = await ExternalNode.StartTemporaryAsync("meganet-fdlimit-", openFileLimit: 700);
-        Assert.Contains("The open-file limit (ulimit -n) is 700: the node takes at most 188 client connections", node.Output, StringComparison.Ordinal);
+        Assert.Contains("ulimit -Hn: .NET raises the soft one to it at start) is 700: the node takes at most 188 client connections", node.Output, StringComparison.Ordinal);
         var flood = new List<Socket>();
         try
         {

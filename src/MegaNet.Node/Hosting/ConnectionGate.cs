@@ -44,7 +44,9 @@ internal sealed partial class ConnectionGate
 
     /// <param name="maxConnections">The configured node-wide cap.</param>
     /// <param name="maxPerAddress">The configured cap per client address (IPv6: per /64).</param>
-    /// <param name="openFileLimit">The process's open-file limit, or null for none; lowers the node-wide cap.</param>
+    /// <param name="openFileLimit">The process's open-file limit (<see cref="Core.Interop.OpenFileLimit.Current"/>: the
+    /// hard limit it started with), or null for none; lowers the node-wide cap, and below
+    /// <see cref="ReservedDescriptors"/> + 16 is an error.</param>
     /// <param name="logger">Where refusals and a lowered cap are reported.</param>
     public ConnectionGate(int maxConnections, int maxPerAddress, long? openFileLimit, ILogger logger)
     {
@@ -55,9 +57,11 @@ internal sealed partial class ConnectionGate
         {
             if (limit - ReservedDescriptors < 16)
             {
+                // .NET raises the soft limit to the hard one as the process starts, so the shell's ulimit -n does not
+                // matter here: only a higher hard limit helps, and the advice says how to raise that one.
                 throw new ArgumentException(
-                    $"The open-file limit (ulimit -n) is {limit}: that leaves no room for client connections once the node has its {ReservedDescriptors} descriptors. " +
-                    "Raise it (ulimit -n 65536, or LimitNOFILE=65536 in a systemd unit) and start again.");
+                    $"The open-file limit is {limit} (the hard limit, ulimit -Hn: .NET raises the soft one to it at start): that leaves no room for client connections once the node has its {ReservedDescriptors} descriptors; " +
+                    $"the node needs at least {ReservedDescriptors + 16}. Raise the hard limit (LimitNOFILE=65536 in a systemd unit, nofile in /etc/security/limits.conf, or ulimit -Hn 65536 as root) and start again.");
             }
 
             MaxConnections = (int)(limit - ReservedDescriptors);
@@ -244,8 +248,8 @@ internal sealed partial class ConnectionGate
     }
 
     [LoggerMessage(EventId = 20, Level = LogLevel.Warning,
-        Message = "The open-file limit (ulimit -n) is {Limit}: the node takes at most {Allowed} client connections, not MaxConnections {Configured} " +
-                  "(each holds a descriptor, and a process out of descriptors is aborted). Raise the limit (ulimit -n, or LimitNOFILE= in a systemd unit) to allow more.")]
+        Message = "The open-file limit (the hard limit, ulimit -Hn: .NET raises the soft one to it at start) is {Limit}: the node takes at most {Allowed} client connections, not MaxConnections {Configured} " +
+                  "(each holds a descriptor, and a process out of descriptors is aborted). Raise the hard limit (LimitNOFILE= in a systemd unit, nofile in /etc/security/limits.conf) to allow more.")]
     private static partial void LogCapLowered(ILogger logger, long limit, int allowed, int configured);
 
     [LoggerMessage(EventId = 21, Level = LogLevel.Warning,

@@ -152,7 +152,8 @@ public sealed class NodeOptions
     public string? MetricsListen { get; set; }
 
     /// <summary>Most client connections open at once on the gRPC port; more are closed as soon as they are accepted.
-    /// Lowered at start to fit the open-file limit (<c>ulimit -n</c>), less 512 descriptors for the rest of the node.
+    /// Lowered at start to fit the hard open-file limit (<c>ulimit -Hn</c>: .NET raises the soft one to it), less 512
+    /// descriptors for the rest of the node; a hard limit below 528 stops the node.
     /// Default 10,000.</summary>
     public int MaxConnections { get; set; } = 10_000;
 
