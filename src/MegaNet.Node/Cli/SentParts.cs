@@ -32,7 +32,7 @@ internal sealed class SentParts : IFilePartsJournal, IDisposable
     private readonly Dictionary<int, (Receipt Receipt, long Expires)> _accepted = [];
     private readonly Dictionary<int, Envelope> _unanswered = [];
     private readonly Action<string> _warn;
-    private bool _startOnNewLine, _broken, _replace, _finished;
+    private bool _broken, _replace, _finished;
     private FileStream? _running;
 
     /// <summary>How long a record goes unwritten before a send prunes it once every part it names has expired: a
@@ -301,7 +301,7 @@ internal sealed class SentParts : IFilePartsJournal, IDisposable
         foreach (string line in File.ReadLines(record))
         {
             if (TryRead(line.Trim(), int.MaxValue, out _, out Receipt? receipt, out long expires, out Envelope? envelope)
-                && (receipt is not null ? expires : envelope!.ExpiresUnixMs) > now)
+                && ExpiryOf(receipt, expires, envelope) > now)
             {
                 return false;
             }
@@ -326,7 +326,6 @@ internal sealed class SentParts : IFilePartsJournal, IDisposable
         }
 
         string text = File.ReadAllText(Path);
-        _startOnNewLine = text.Length > 0 && text[^1] != '\n';
         long now = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
         var expired = new HashSet<int>();
         foreach (string line in text.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
@@ -353,7 +352,7 @@ internal sealed class SentParts : IFilePartsJournal, IDisposable
                     return;
                 }
 
-                if (expires <= now)
+                if (ExpiryOf(receipt, expires, envelope) <= now)
                 {
                     expired.Add(index);
                     continue;
@@ -361,7 +360,7 @@ internal sealed class SentParts : IFilePartsJournal, IDisposable
 
                 _accepted[index] = (receipt, expires);
             }
-            else if (envelope is not null && envelope.ExpiresUnixMs > now && envelope.Recipient.Span.SequenceEqual(_recipient))
+            else if (envelope is not null && ExpiryOf(receipt, expires, envelope) > now && envelope.Recipient.Span.SequenceEqual(_recipient))
             {
                 _unanswered[index] = envelope;
             }
@@ -374,6 +373,12 @@ internal sealed class SentParts : IFilePartsJournal, IDisposable
             _warn($"{expired.Count} part(s) accepted on an earlier try have expired on the node and are sent again.");
         }
     }
+
+    /// <summary>When a line <see cref="TryRead"/> read stops counting: its receipt's recorded expiry, or its unanswered
+    /// envelope's. One rule for <see cref="Read"/> and the prune (<see cref="NoneUnexpired"/>), so the prune never
+    /// deletes a record a send would still count.</summary>
+    private static long ExpiryOf(Receipt? receipt, long expires, Envelope? envelope) =>
+        receipt is not null ? expires : envelope!.ExpiresUnixMs;
 
     private static bool TryRead(string line, int count, out int index, out Receipt? receipt, out long expires, out Envelope? envelope)
     {
@@ -463,7 +468,7 @@ internal sealed class SentParts : IFilePartsJournal, IDisposable
 
     private void Append(JsonObject record)
     {
-        string line = record.ToJsonString() + "\n";
+        string line = record.ToJsonString();
         lock (_lock)
         {
             if (_broken)
@@ -481,8 +486,7 @@ internal sealed class SentParts : IFilePartsJournal, IDisposable
 
                 PrivateFile.CreateDirectory(System.IO.Path.GetDirectoryName(Path)!);
                 // After a line torn by a crash, a line of its own: glued to the fragment, it would be lost with it.
-                PrivateFile.Append(Path, _startOnNewLine ? "\n" + line : line);
-                _startOnNewLine = false;
+                PrivateFile.AppendLine(Path, line);
             }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException)
             {
