@@ -330,7 +330,7 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
         slot.Stream.Synchronize();
         if (!MegaNetMetrics.GpuTimingsSuspended)
         {
-            // Not the node's start-up self-check (NodeServiceCollectionExtensions.CheckGpu): a node that has verified
+            // Not the node's start-up self-check (VerifierStartup.CheckGpu): a node that has verified
             // nothing reports no GPU launches.
             MegaNetMetrics.GpuTransferTime.Record((slot.Marks[1]!.MeasureFrom(slot.Marks[0]!) + slot.Marks[3]!.MeasureFrom(slot.Marks[2]!)).TotalMilliseconds);
             MegaNetMetrics.GpuKernelTime.Record(slot.Marks[2]!.MeasureFrom(slot.Marks[1]!).TotalMilliseconds);

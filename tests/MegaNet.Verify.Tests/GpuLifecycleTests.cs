@@ -34,11 +34,11 @@ public sealed class GpuLifecycleTests
     {
         var underAuto = new FailingGpu();
         IBatchVerifier simd = Backends.Get("simd");
-        Assert.Same(simd, MegaNet.Node.Hosting.NodeServiceCollectionExtensions.CheckGpu(underAuto, "auto", () => simd, NullLogger.Instance));
+        Assert.Same(simd, MegaNet.Node.Verification.VerifierStartup.CheckGpu(underAuto, "auto", () => simd, NullLogger.Instance));
         Assert.True(underAuto.Disposed);
 
         var byName = new FailingGpu();
-        var e = Assert.Throws<BackendUnavailableException>(() => MegaNet.Node.Hosting.NodeServiceCollectionExtensions.CheckGpu(
+        var e = Assert.Throws<BackendUnavailableException>(() => MegaNet.Node.Verification.VerifierStartup.CheckGpu(
             byName, "gpu", () => throw new InvalidOperationException("no fallback when asked by name"), NullLogger.Instance));
         Assert.Contains("failed its start-up check", e.Message, StringComparison.Ordinal);
         Assert.Contains("CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES", e.Message, StringComparison.Ordinal);
@@ -134,7 +134,7 @@ public sealed class GpuLifecycleTests
         listener.SetMeasurementEventCallback<int>((instrument, _, _, _) => Record(instrument));
         listener.Start();
 
-        Assert.Same(gpu, MegaNet.Node.Hosting.NodeServiceCollectionExtensions.CheckGpu(gpu, "gpu", () => throw new InvalidOperationException("the check passes"), NullLogger.Instance));
+        Assert.Same(gpu, MegaNet.Node.Verification.VerifierStartup.CheckGpu(gpu, "gpu", () => throw new InvalidOperationException("the check passes"), NullLogger.Instance));
         Assert.Empty(recorded);
         Assert.False(MegaNetMetrics.GpuTimingsSuspended); // the check's scope ended with it
 

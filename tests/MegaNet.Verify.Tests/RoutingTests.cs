@@ -141,12 +141,12 @@ public sealed class RoutingTests
         registry.Register(new BackendDescriptor(GpuBatchVerifier.DeviceBackendName, "a GPU whose kernels fail to compile", 20, () => null,
             _ => throw new InvalidOperationException("kernel compilation failed")));
 
-        using IBatchVerifier chosen = MegaNet.Node.Hosting.NodeServiceCollectionExtensions.CreateBackend(registry, "auto", new VerifierOptions(), NullLogger.Instance);
+        using IBatchVerifier chosen = MegaNet.Node.Verification.VerifierStartup.CreateBackend(registry, "auto", new VerifierOptions(), NullLogger.Instance);
         Assert.Equal(SimdBatchVerifier.BackendName, chosen.Name);
         // Named, it fails the start as a BackendUnavailableException (one line at the command line), not the driver's
         // own exception, which `meganet node` printed with a stack trace.
         var e = Assert.Throws<BackendUnavailableException>(() =>
-            MegaNet.Node.Hosting.NodeServiceCollectionExtensions.CreateBackend(registry, "gpu", new VerifierOptions(), NullLogger.Instance));
+            MegaNet.Node.Verification.VerifierStartup.CreateBackend(registry, "gpu", new VerifierOptions(), NullLogger.Instance));
         Assert.Contains("Verifier backend 'gpu' is not available: it failed to start (InvalidOperationException: kernel compilation failed)", e.Message);
         Assert.Contains("or start with --backend simd", e.Message);
         Assert.IsType<InvalidOperationException>(e.InnerException);
@@ -176,7 +176,7 @@ public sealed class RoutingTests
     [Fact]
     public void A_gpu_that_misplaces_verdicts_only_in_chunked_batches_is_refused_at_start()
     {
-        var e = Assert.Throws<BackendUnavailableException>(() => MegaNet.Node.Hosting.NodeServiceCollectionExtensions.CheckGpu(
+        var e = Assert.Throws<BackendUnavailableException>(() => MegaNet.Node.Verification.VerifierStartup.CheckGpu(
             new ShiftsLargeBatches(Backends.Get("simd")), "gpu", () => throw new InvalidOperationException("no fallback when asked by name"), NullLogger.Instance));
         Assert.Contains($"of {(2 * GpuBatchVerifier.OverlapChunk) + 1} start-up check items", e.Message);
     }
@@ -317,19 +317,19 @@ public sealed class RoutingTests
         using var libsodium = new LibsodiumBatchVerifier();
         var wrong = new Named("gpu", libsodium);
         var e = Assert.Throws<BackendUnavailableException>(() =>
-            MegaNet.Node.Hosting.NodeServiceCollectionExtensions.CheckGpu(wrong, "gpu", () => throw new InvalidOperationException("no fallback when asked by name"), NullLogger.Instance));
+            MegaNet.Node.Verification.VerifierStartup.CheckGpu(wrong, "gpu", () => throw new InvalidOperationException("no fallback when asked by name"), NullLogger.Instance));
         Assert.Contains("differ from the reference rule", e.Message);
         Assert.Contains("--backend simd", e.Message);
         Assert.True(wrong.Disposed);
 
         var wrongUnderAuto = new Named("gpu", libsodium);
         var simd = Backends.Get("simd");
-        IBatchVerifier chosen = MegaNet.Node.Hosting.NodeServiceCollectionExtensions.CheckGpu(wrongUnderAuto, "auto", () => simd, NullLogger.Instance);
+        IBatchVerifier chosen = MegaNet.Node.Verification.VerifierStartup.CheckGpu(wrongUnderAuto, "auto", () => simd, NullLogger.Instance);
         Assert.Same(simd, chosen);
 
         // A GPU that agrees is kept as it is.
         var right = new Named("gpu", Backends.Get("simd"));
-        Assert.Same(right, MegaNet.Node.Hosting.NodeServiceCollectionExtensions.CheckGpu(right, "gpu", () => throw new InvalidOperationException("kept"), NullLogger.Instance));
+        Assert.Same(right, MegaNet.Node.Verification.VerifierStartup.CheckGpu(right, "gpu", () => throw new InvalidOperationException("kept"), NullLogger.Instance));
         Assert.False(right.Disposed);
     }
 }

@@ -195,7 +195,10 @@ internal static class ConsoleLock
     /// <summary>Runs a command with its stdout and stderr captured. Every test that runs a command goes through here:
     /// one that ran outside the lock wrote its stderr line into another test's captured writer (CI, 2026-11-30), and
     /// one that read the previous writers outside the lock could restore another test's writer for good.</summary>
-    public static (int ExitCode, string Out, string Error) Run(string[] args)
+    public static (int ExitCode, string Out, string Error) Run(string[] args) => Run(() => MeganetCommand.Run(args));
+
+    /// <summary>Runs <paramref name="command"/> (a command built for the test) the same way.</summary>
+    public static (int ExitCode, string Out, string Error) Run(Func<int> command)
     {
         var output = new StringWriter();
         var error = new StringWriter();
@@ -206,7 +209,8 @@ internal static class ConsoleLock
             Console.SetError(error);
             try
             {
-                return (MeganetCommand.Run(args), output.ToString(), error.ToString());
+                int exitCode = command();
+                return (exitCode, output.ToString(), error.ToString());
             }
             finally
             {

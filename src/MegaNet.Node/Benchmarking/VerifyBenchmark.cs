@@ -8,6 +8,7 @@ using MegaNet.Core.Verification;
 using MegaNet.Node.Verification;
 using MegaNet.Verify.Gpu;
 using MegaNet.Verify.Simd;
+using Microsoft.Extensions.Logging.Abstractions;
 
 namespace MegaNet.Node.Benchmarking;
 
@@ -42,6 +43,11 @@ public sealed class VerifyBenchmarkOptions
 
     /// <summary>Items in that mixed sample.</summary>
     public int CheckItems { get; init; } = 512;
+
+    /// <summary>Backends left out of the sweep, with a line saying why, when they cannot run here (a GPU that fails to
+    /// start, or gives verdicts other than the reference's on its start-up check) instead of ending it: the default
+    /// sweep's <c>gpu</c>, so that its SIMD rows still come. A backend named on its own fails the sweep.</summary>
+    public IReadOnlyCollection<string> SkipIfUnavailable { get; init; } = [];
 
     /// <summary>Throws <see cref="ArgumentException"/> naming a backend, batch size or thread count given twice: each
     /// would time the same point again as a row of its own, the first of them on a colder process.</summary>
@@ -145,6 +151,11 @@ public sealed record WarmUpResult(
     [property: JsonPropertyName("seconds")] double Seconds,
     [property: JsonPropertyName("settled")] bool Settled);
 
+/// <summary>A backend the sweep left out (<see cref="VerifyBenchmarkOptions.SkipIfUnavailable"/>) and why.</summary>
+public sealed record SkippedBackend(
+    [property: JsonPropertyName("backend")] string Backend,
+    [property: JsonPropertyName("reason")] string Reason);
+
 /// <summary>A whole sweep: machine and points.</summary>
 public sealed record VerifyBenchmarkReport(
     [property: JsonPropertyName("machine")] MachineInfo Machine,
@@ -155,6 +166,10 @@ public sealed record VerifyBenchmarkReport(
     /// <summary>Each configuration's warm-up, in the order they ran (before any point was timed).</summary>
     [JsonPropertyName("warm_up")]
     public IReadOnlyList<WarmUpResult> WarmUp { get; init; } = [];
+
+    /// <summary>Backends left out of the sweep because they could not run here, with why.</summary>
+    [JsonPropertyName("skipped")]
+    public IReadOnlyList<SkippedBackend> Skipped { get; init; } = [];
 
     /// <summary>The report as JSON (<c>{"machine":{...},"results":[...]}</c>).</summary>
     public string ToJson() => JsonSerializer.Serialize(this, Json);
@@ -172,13 +187,14 @@ public sealed class VerifyBenchmark(BatchVerifierRegistry registry, VerifyBenchm
         options.Validate();
         var results = new List<VerifyBenchmarkResult>();
         var warmUp = new List<WarmUpResult>();
+        var skipped = new List<SkippedBackend>();
         using var libsodium = new LibsodiumBatchVerifier();
         // One instance per backend and thread count for the whole sweep: a GPU backend compiles its kernel and sizes
         // its buffers once, as in a node.
         var verifiers = new Dictionary<(string Backend, int Threads), IBatchVerifier>();
         try
         {
-            Sweep(results, warmUp, libsodium, verifiers);
+            Sweep(results, warmUp, skipped, libsodium, verifiers);
         }
         finally
         {
@@ -188,10 +204,11 @@ public sealed class VerifyBenchmark(BatchVerifierRegistry registry, VerifyBenchm
             }
         }
 
-        return new VerifyBenchmarkReport(MachineInfo.Current(), results) { WarmUp = warmUp };
+        return new VerifyBenchmarkReport(MachineInfo.Current(), results) { WarmUp = warmUp, Skipped = skipped };
     }
 
-    private void Sweep(List<VerifyBenchmarkResult> results, List<WarmUpResult> warmUp, LibsodiumBatchVerifier libsodium, Dictionary<(string Backend, int Threads), IBatchVerifier> verifiers)
+    private void Sweep(List<VerifyBenchmarkResult> results, List<WarmUpResult> warmUp, List<SkippedBackend> skipped, LibsodiumBatchVerifier libsodium,
+        Dictionary<(string Backend, int Threads), IBatchVerifier> verifiers)
     {
         // Every instance is made (and checked) before the first timing: a wrong backend stops the sweep at once, and
         // each thread count is checked, not only the first (a threading bug shows only with several threads).
@@ -199,14 +216,33 @@ public sealed class VerifyBenchmark(BatchVerifierRegistry registry, VerifyBenchm
         {
             foreach (int threads in options.Threads)
             {
-                if ((TimedOnce(backend) && threads != options.Threads[0]) || verifiers.ContainsKey((backend, threads)))
+                if ((TimedOnce(backend) && threads != options.Threads[0]) || verifiers.ContainsKey((backend, threads)) || skipped.Exists(b => b.Backend == backend))
                 {
                     continue;
                 }
 
                 options.Cancellation.ThrowIfCancellationRequested();
                 var verifierOptions = new VerifierOptions { Threads = threads, KeyCacheCapacity = options.KeyCache ? 65_536 : 0 };
-                IBatchVerifier verifier = registry.Create(backend, verifierOptions);
+                IBatchVerifier verifier;
+                try
+                {
+                    // Started as a node starts it, by name: a GPU that fails to start, or whose verdicts differ from
+                    // the reference's on the start-up check, is refused (its figures would time a wrong verifier).
+                    // Timed is the GPU itself, not the node's router over it.
+                    verifier = VerifierStartup.CreateChecked(registry, backend, verifierOptions, NullLogger.Instance);
+                }
+                catch (BackendUnavailableException e) when (options.SkipIfUnavailable.Contains(backend))
+                {
+                    skipped.Add(new SkippedBackend(backend, e.Reason));
+                    progress?.WriteLine($"  {backend}: skipped, {e.Reason}");
+                    continue;
+                }
+
+                if (VerifierStartup.IsGpu(verifier))
+                {
+                    verifier = new FaultsNamed(verifier);
+                }
+
                 verifiers.Add((backend, threads), verifier);
                 progress?.WriteLine($"  {verifier.Name} x{threads}: {verifier.Description}");
                 if (options.Check)
@@ -447,6 +483,32 @@ public sealed class VerifyBenchmark(BatchVerifierRegistry registry, VerifyBenchm
             options.Cancellation.ThrowIfCancellationRequested();
             verifier.Verify(batch, verdicts);
         }
+    }
+
+    /// <summary>A GPU backend whose faults while it is checked, warmed up or timed (ILGPU's and the driver's exceptions,
+    /// which the command does not know) end the sweep as an <see cref="InvalidOperationException"/> naming the backend:
+    /// one line, not an unhandled exception's stack trace.</summary>
+    private sealed class FaultsNamed(IBatchVerifier gpu) : IBatchVerifier
+    {
+        public string Name => gpu.Name;
+
+        public string Description => gpu.Description;
+
+        public VerificationRule Rule => gpu.Rule;
+
+        public void Verify(SignatureBatch batch, int start, int count, Span<bool> verdicts)
+        {
+            try
+            {
+                gpu.Verify(batch, start, count, verdicts);
+            }
+            catch (Exception e) when (e is not (OperationCanceledException or OutOfMemoryException or InvalidOperationException))
+            {
+                throw new InvalidOperationException($"Backend '{gpu.Name}' faulted ({e.GetType().Name}: {e.Message}); no figures are given for it.", e);
+            }
+        }
+
+        public void Dispose() => gpu.Dispose();
     }
 
     /// <summary>A batch of valid items signed with seeded keys (deterministic across runs).</summary>

@@ -4,6 +4,7 @@ using MegaNet.Core.Verification;
 using MegaNet.Node.Benchmarking;
 using MegaNet.Node.Diagnostics;
 using MegaNet.Node.Verification;
+using MegaNet.Verify.Gpu;
 using MegaNet.Verify.Simd;
 
 namespace MegaNet.Node.Cli;
@@ -11,7 +12,10 @@ namespace MegaNet.Node.Cli;
 /// <summary><c>meganet bench</c>: a quick throughput sweep against libsodium measured in the same run.</summary>
 internal static class BenchCommand
 {
-    public static Command Build()
+    public static Command Build() => Build(VerifierCatalog.Create);
+
+    /// <summary>The command, with its backends from <paramref name="registry"/> (tests give one with a stand-in GPU).</summary>
+    internal static Command Build(Func<BatchVerifierRegistry> registry)
     {
         var backends = new Option<string>("--backend", "-b")
         {
@@ -103,11 +107,11 @@ internal static class BenchCommand
                     throw new ArgumentException("--check-items sizes the check that --check runs; give --check too, or drop --check-items.");
                 }
 
-                BatchVerifierRegistry registry = VerifierCatalog.Create();
+                BatchVerifierRegistry backendRegistry = registry();
                 string? requested = parse.GetValue(backends);
                 IReadOnlyList<string> names = requested is null
-                    ? new[] { "simd", "gpu" }.Where(n => registry.Find(n)?.Probe() is null).ToList()
-                    : requested.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(registry.Resolve).ToList();
+                    ? new[] { "simd", "gpu" }.Where(n => backendRegistry.Find(n)?.Probe() is null).ToList()
+                    : requested.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(backendRegistry.Resolve).ToList();
                 // libsodium is every row's baseline, timed beside each point: named as a backend too, it came out twice
                 // per batch size under one name.
                 if (names.Contains(LibsodiumBatchVerifier.BackendName))
@@ -130,7 +134,7 @@ internal static class BenchCommand
                 // Say so before signing batches and timing libsodium, not after.
                 foreach (string name in names)
                 {
-                    registry.EnsureAvailable(name);
+                    backendRegistry.EnsureAvailable(name);
                 }
 
                 // The outputs are opened now, not after the sweep: a path that cannot be written is refused before
@@ -148,12 +152,15 @@ internal static class BenchCommand
                     KeyCache = parse.GetValue(keyCache),
                     Check = parse.GetValue(check),
                     CheckItems = parse.GetValue(checkItems),
+                    // Not asked for by name, a GPU that fails to start or to agree with the reference is left out with
+                    // a line saying why, and the SIMD rows still come.
+                    SkipIfUnavailable = requested is null ? [GpuBatchVerifier.DeviceBackendName] : [],
                     Cancellation = ct,
                 };
                 MachineInfo machine = MachineInfo.Current();
                 Console.WriteLine($"CPU {machine.Cpu}, {machine.LogicalCores} logical cores, ISA tier {machine.Isa}, {machine.Runtime}, libsodium {machine.Libsodium}");
                 Console.WriteLine($"key cache {(options.KeyCache ? "on" : "off")}, {(options.DistinctKeys == 0 ? "one key per item" : $"{options.DistinctKeys} distinct keys")}, {options.Duration.TotalSeconds:0.##} s per point");
-                VerifyBenchmarkReport report = new VerifyBenchmark(registry, options, Console.Out).Run();
+                VerifyBenchmarkReport report = new VerifyBenchmark(backendRegistry, options, Console.Out).Run();
                 Console.WriteLine();
                 Console.WriteLine($"{"backend",-10} {"batch",7} {"threads",8} {"verifies/s",14} {"libsodium/s",12} {"x libsodium",12} {"ms/batch",10}");
                 foreach (VerifyBenchmarkResult r in report.Results)
@@ -232,6 +239,11 @@ internal static class BenchCommand
         if (report.Results.Any(r => r.Threads is null))
         {
             yield return "threads -: the GPU backends take no thread count (the device and the pool's threads do the work); timed once.";
+        }
+
+        foreach (SkippedBackend skipped in report.Skipped)
+        {
+            yield return $"{skipped.Backend}: not measured: {skipped.Reason}";
         }
 
         if (report.WarmUp.Count > 0)

@@ -3,13 +3,17 @@ using System.Text;
 using System.Text.Json;
 using MegaNet.Core.Verification;
 using MegaNet.Node.Verification;
+using MegaNet.Verify.Simd;
 
 namespace MegaNet.Node.Cli;
 
 /// <summary><c>meganet verify</c>: verdicts for a JSON-lines file of (pk, sig, msg) items on any backend.</summary>
 internal static class VerifyCommand
 {
-    public static Command Build()
+    public static Command Build() => Build(VerifierCatalog.Create);
+
+    /// <summary>The command, with its backends from <paramref name="registry"/> (tests give one with a stand-in GPU).</summary>
+    internal static Command Build(Func<BatchVerifierRegistry> registry)
     {
         var backend = new Option<string>("--backend", "-b")
         {
@@ -46,7 +50,7 @@ internal static class VerifyCommand
         {
             try
             {
-                return Task.FromResult(Run(parse.GetValue(backend)!, parse.GetValue(input)!, parse.GetValue(output)!, parse.GetValue(threads), parse.GetValue(batchSize), ct));
+                return Task.FromResult(Run(registry(), parse.GetValue(backend)!, parse.GetValue(input)!, parse.GetValue(output)!, parse.GetValue(threads), parse.GetValue(batchSize), ct));
             }
             catch (Exception e) when (e is InputException or BackendUnavailableException or ArgumentException or IOException or UnauthorizedAccessException)
             {
@@ -66,7 +70,7 @@ internal static class VerifyCommand
     /// <summary>The largest <c>--batch</c>: the GPU backend's largest launch, and more than any CPU backend gains from.</summary>
     internal const int MaxBatch = 1 << 20;
 
-    private static int Run(string backendName, string inputPath, string outputPath, int threads, int batchSize, CancellationToken ct)
+    private static int Run(BatchVerifierRegistry registry, string backendName, string inputPath, string outputPath, int threads, int batchSize, CancellationToken ct)
     {
         // The verdict array is allocated up front: an unchecked --batch 2147483647 died of OutOfMemoryException.
         if (batchSize is < 1 or > MaxBatch)
@@ -114,7 +118,7 @@ internal static class VerifyCommand
 
         try
         {
-            using IBatchVerifier verifier = VerifierCatalog.Create().Create(backendName, new VerifierOptions { Threads = threads });
+            using IBatchVerifier verifier = OpenBackend(registry, backendName, new VerifierOptions { Threads = threads });
             TextWriter writer = temp is null ? ClientCommands.StandardOutput() : new StreamWriter(new FileStream(temp, FileMode.CreateNew, FileAccess.Write), new UTF8Encoding(false));
             if (verifier.Rule != VerificationRule.MegaNet)
             {
@@ -135,6 +139,20 @@ internal static class VerifyCommand
         }
 
         return 0;
+    }
+
+    /// <summary>
+    /// The backend as a node starts it (VerifierStartup): a GPU is held to the reference first and, under <c>auto</c>,
+    /// replaced by SIMD when it fails to start or to agree (named, it is refused); then it runs behind the node's router,
+    /// so batches under <see cref="VerifierOptions.GpuThreshold"/> go to SIMD and a batch the GPU fails on is verified
+    /// again on SIMD, as is every later one. Created directly, a GPU with a miscompiling driver wrote wrong verdicts
+    /// unflagged, and a device fault ended the run with ILGPU's exception and a stack trace.
+    /// </summary>
+    private static IBatchVerifier OpenBackend(BatchVerifierRegistry registry, string backendName, VerifierOptions options)
+    {
+        IBatchVerifier verifier = VerifierStartup.CreateChecked(registry, backendName, options, new CommandLogger("verify"));
+        return VerifierStartup.RouteGpu(verifier, options, registry.Create, e =>
+            Console.Error.WriteLine($"meganet verify: the {verifier.Name} backend faulted ({e.GetType().Name}: {ErrorText.Plain(e)}); that batch and every later one were verified on {SimdBatchVerifier.BackendName}."));
     }
 
     // Standard output goes through write(2) (ClientCommands.StandardOutput): Console's stream drops EPIPE, so

@@ -25,107 +25,8 @@ namespace MegaNet.Node.Hosting;
 public static partial class NodeServiceCollectionExtensions
 {
     // Log event ids are unique across the node (LoggerEventIdTests checks): 1-49 hosting and connections, 100-199
-    // admission, 200-299 the verifiers. Alerts and filters key on them, so an id once given keeps its meaning.
-    [LoggerMessage(EventId = 201, Level = LogLevel.Error, Message = "The GPU verifier was not used: {Reason}; auto chose SIMD instead")]
-    private static partial void LogGpuRefused(ILogger logger, string reason);
-
-    [LoggerMessage(EventId = 202, Level = LogLevel.Warning, Message = "Releasing the GPU verifier that failed its start-up check failed too ({Error})")]
-    private static partial void LogGpuReleaseFailed(ILogger logger, string error);
-
-    /// <summary>
-    /// A GPU backend must agree with the reference on <see cref="VerifierSelfCheck.StartupItems"/> seeded adversarial
-    /// items before the node trusts it (a driver's compiler is not ours). Asked for by name, a GPU that disagrees
-    /// stops the node with a message saying so; chosen by <c>auto</c>, it is logged and SIMD serves instead. Not
-    /// <c>gpu-cpu</c>: no driver compiles its kernels (ILGPU runs their IL on .NET), and the check's 16,385-item batch
-    /// would take the CPU accelerator about half a minute at every start.
-    /// </summary>
-    internal static IBatchVerifier CheckGpu(IBatchVerifier verifier, string requested, Func<IBatchVerifier> fallback, ILogger logger)
-    {
-        if (verifier.Name != GpuBatchVerifier.DeviceBackendName)
-        {
-            return verifier;
-        }
-
-        // One small launch, then one batch cut into chunks on both streams (what the router sends a GPU in real work):
-        // 257 seeded items, repeated, so a verdict written to the wrong chunk or item shows.
-        int large = (2 * GpuBatchVerifier.OverlapChunk) + 1;
-        int mismatches;
-        int checkedItems = VerifierSelfCheck.StartupItems;
-        string? failure = null;
-        try
-        {
-            // Known answers for nobody: kept out of the GPU's launch timings (the verification counters are the
-            // router's, composed after this), so a node that has verified nothing reports nothing.
-            using IDisposable uncounted = MegaNetMetrics.SuspendGpuTimings();
-            mismatches = VerifierSelfCheck.Mismatches(verifier, VerifierSelfCheck.StartupItems);
-            if (mismatches == 0)
-            {
-                checkedItems = large;
-                mismatches = VerifierSelfCheck.Mismatches(verifier, VerifierSelfCheck.StartupItems + 1, batchSize: large);
-            }
-        }
-        catch (Exception e) when (e is not OutOfMemoryException)
-        {
-            // A launch, copy or allocation that fails here is the GPU failing, like a wrong verdict: same handling.
-            mismatches = -1;
-            failure = $"{e.GetType().Name}: {e.Message}";
-        }
-
-        if (mismatches == 0)
-        {
-            return verifier;
-        }
-
-        string reason = failure is not null
-            ? $"it failed its start-up check on {checkedItems} items ({failure}; {verifier.Description}); report the GPU and driver"
-            : $"its verdicts differ from the reference rule on {mismatches} of {checkedItems} start-up check items " +
-              $"({verifier.Description}); run `meganet bench --backend gpu --check` for details and report the GPU and driver";
-        try
-        {
-            verifier.Dispose();
-        }
-        catch (Exception e) when (e is not OutOfMemoryException)
-        {
-            // A faulted device may fail its release too (GpuBatchVerifier releases quietly; this guards any other): the
-            // refusal, and under auto the fallback, still stands.
-            LogGpuReleaseFailed(logger, e.GetType().Name);
-        }
-        if (!string.Equals(requested, BatchVerifierRegistry.Auto, StringComparison.OrdinalIgnoreCase))
-        {
-            throw new BackendUnavailableException(GpuBatchVerifier.DeviceBackendName, reason + ", or start with --backend simd.");
-        }
-
-        LogGpuRefused(logger, reason);
-        return fallback();
-    }
-
-    /// <summary>Creates the configured backend. Under <c>auto</c>, a GPU that is present but fails to start (driver,
-    /// kernel compilation, memory) is logged and SIMD runs instead; a GPU asked for by name fails the start with a
-    /// <see cref="BackendUnavailableException"/> saying why.</summary>
-    internal static IBatchVerifier CreateBackend(BatchVerifierRegistry registry, string requested, VerifierOptions options, ILogger logger)
-    {
-        bool auto = string.Equals(requested, BatchVerifierRegistry.Auto, StringComparison.OrdinalIgnoreCase);
-        string resolved = registry.Resolve(requested);
-        bool gpu = resolved is GpuBatchVerifier.DeviceBackendName or GpuBatchVerifier.CpuBackendName;
-        try
-        {
-            return registry.Create(requested, options);
-        }
-        catch (Exception e) when (gpu && e is not BackendUnavailableException)
-        {
-            // ILGPU's and the driver's own exceptions (a CUDA error, a kernel that does not compile) name neither the
-            // backend nor what to do; a BackendUnavailableException is the node's "this backend cannot run here".
-            string failure = $"it failed to start ({e.GetType().Name}: {e.Message})";
-            if (!auto)
-            {
-                throw new BackendUnavailableException(resolved, $"{failure}; check the GPU and its driver, or start with --backend simd.", e);
-            }
-
-            LogGpuRefused(logger, failure);
-            return registry.Create(SimdBatchVerifier.BackendName, options);
-        }
-    }
-
+    // admission, 200-299 the verifiers (201 and 202 are VerifierStartup's). Alerts and filters key on them, so an id
+    // once given keeps its meaning.
     [LoggerMessage(EventId = 200, Level = LogLevel.Error, Message = "The GPU verifier faulted; the batch was verified again on the CPU and the node stays on the CPU")]
     private static partial void LogGpuFault(ILogger logger, Exception exception);
 
@@ -154,20 +55,9 @@ public static partial class NodeServiceCollectionExtensions
             };
             BatchVerifierRegistry registry = VerifierCatalog.Create();
             ILogger logger = sp.GetRequiredService<ILoggerFactory>().CreateLogger("MegaNet.Verify");
-            IBatchVerifier verifier = CreateBackend(registry, options.Backend, verifierOptions, logger);
-            try
-            {
-                // Refused here as well as by admission: before the node key and the store are created.
-                AdmissionPipeline.RequireMegaNetRule(verifier);
-            }
-            catch (ArgumentException)
-            {
-                verifier.Dispose();
-                throw;
-            }
-
-            verifier = CheckGpu(verifier, options.Backend, () => registry.Create(SimdBatchVerifier.BackendName, verifierOptions), logger);
-            if ((verifier.Name is GpuBatchVerifier.DeviceBackendName or GpuBatchVerifier.CpuBackendName) && options.GpuThresholdWarning is { } warning)
+            // The rule is refused here as well as by admission: before the node key and the store are created.
+            IBatchVerifier verifier = VerifierStartup.CreateChecked(registry, options.Backend, verifierOptions, logger, AdmissionPipeline.RequireMegaNetRule);
+            if (VerifierStartup.IsGpu(verifier) && options.GpuThresholdWarning is { } warning)
             {
                 LogGpuUnused(logger, warning);
             }
@@ -426,10 +316,11 @@ public static partial class NodeHost
     {
         VerifierOptions oneThread = verifierOptions.Clone();
         oneThread.Threads = 1;
-        if (verifier.Name is GpuBatchVerifier.DeviceBackendName or GpuBatchVerifier.CpuBackendName)
+        if (VerifierStartup.IsGpu(verifier))
         {
-            var router = new RoutingBatchVerifier(new InstrumentedBatchVerifier(verifier),
-                new InstrumentedBatchVerifier(create(SimdBatchVerifier.BackendName, verifierOptions)), verifierOptions.GpuThreshold, onGpuFault);
+            // The same router `meganet verify` runs a GPU behind, each side instrumented.
+            var router = (RoutingBatchVerifier)VerifierStartup.RouteGpu(new InstrumentedBatchVerifier(verifier), verifierOptions,
+                (name, o) => new InstrumentedBatchVerifier(create(name, o)), onGpuFault);
             return new NodeVerifiers(router, router.WithCpu(new InstrumentedBatchVerifier(create(SimdBatchVerifier.BackendName, oneThread))));
         }
 
