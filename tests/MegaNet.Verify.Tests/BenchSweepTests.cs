@@ -1,6 +1,8 @@
 using MegaNet.Core.Verification;
 using MegaNet.Node.Benchmarking;
 using MegaNet.Node.Cli;
+using MegaNet.Verify.Gpu;
+using MegaNet.Verify.Simd;
 
 namespace MegaNet.Verify.Tests;
 
@@ -83,7 +85,43 @@ public sealed class BenchSweepTests
         // below 96; the column used to say 2 there.
         Assert.Equal([(64, 1), (95, 1), (96, 2), (200, 2)], report.Results.Where(r => r.Backend == "simd").Select(r => (r.Batch, r.Threads ?? 0)));
         Assert.All(report.Results.Where(r => r.Backend == "simd"), r => Assert.Equal(2, r.ThreadsRequested));
-        Assert.All(report.Results.Where(r => r.Backend == "gpu-cpu"), r => Assert.Null(r.Threads));
+        Assert.All(report.Results.Where(r => r.Backend == "gpu-cpu"), r => Assert.Equal(2, r.Threads));
         Assert.Contains("fewer than --threads asked for", string.Join('\n', BenchCommand.Footnotes(report)), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void A_gpu_backend_is_made_with_the_largest_thread_count_as_its_host_threads_and_the_row_says_so()
+    {
+        // Its host work (copies, SHA-512 with MEGANET_GPU_HOST_HASH=1) runs on that many threads: made with the first
+        // count, 1 by default, it was timed on one host thread while a node gives it all cores but one.
+        var made = new List<int>();
+        var registry = new BatchVerifierRegistry().Register(new BackendDescriptor(GpuBatchVerifier.CpuBackendName, "simd under the GPU's name", -1, () => null, o =>
+        {
+            made.Add(o.Threads);
+            return new SimdAsGpu(Backends.Get(SimdBatchVerifier.BackendName));
+        }));
+
+        VerifyBenchmarkReport report = new VerifyBenchmark(registry, new VerifyBenchmarkOptions
+        {
+            Backends = [GpuBatchVerifier.CpuBackendName],
+            BatchSizes = [8],
+            Threads = [1, 3],
+            Duration = TimeSpan.FromMilliseconds(20),
+        }).Run();
+
+        Assert.Equal([3], made);
+        VerifyBenchmarkResult row = Assert.Single(report.Results, r => r.Backend == GpuBatchVerifier.CpuBackendName);
+        Assert.Equal(3, row.Threads);
+        Assert.Equal("x3", VerifyBenchmark.ThreadsLabel(row));
+        Assert.Contains("the largest --threads", string.Join('\n', BenchCommand.Footnotes(report)), StringComparison.Ordinal);
+    }
+
+    private sealed class SimdAsGpu(IBatchVerifier simd) : BatchVerifierBase
+    {
+        public override string Name => GpuBatchVerifier.CpuBackendName;
+
+        public override string Description => "simd under the GPU's name";
+
+        protected override void VerifyCore(SignatureBatch batch, int start, int count, Span<bool> verdicts) => simd.Verify(batch, start, count, verdicts);
     }
 }

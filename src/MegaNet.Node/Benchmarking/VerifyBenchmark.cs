@@ -71,8 +71,9 @@ public sealed class VerifyBenchmarkOptions
 }
 
 /// <summary>One measured point. <see cref="Threads"/> is how many threads verified the batch (simd splits a batch only
-/// from 48 items per thread), null for the GPU backends, which take no thread count; <see cref="ThreadsRequested"/> is
-/// the thread count the backend was made with, null where it takes none.</summary>
+/// from 48 items per thread), for the GPU backends the host threads of their share (the largest thread count of the
+/// sweep); <see cref="ThreadsRequested"/> is the thread count the backend was made with, null where it is timed at one
+/// count only.</summary>
 public sealed record VerifyBenchmarkResult(
     [property: JsonPropertyName("backend")] string Backend,
     [property: JsonPropertyName("batch")] int Batch,
@@ -222,7 +223,11 @@ public sealed class VerifyBenchmark(BatchVerifierRegistry registry, VerifyBenchm
                 }
 
                 options.Cancellation.ThrowIfCancellationRequested();
-                var verifierOptions = new VerifierOptions { Threads = threads, KeyCacheCapacity = options.KeyCache ? 65_536 : 0 };
+                // A GPU's host work (copies into its page-locked buffers; SHA-512 with MEGANET_GPU_HOST_HASH=1) runs on
+                // its thread count: made with the first --threads value, 1 by default, it was timed on one host thread
+                // while a node gives it all cores but one.
+                int made = IsGpu(backend) ? GpuHostThreads : threads;
+                var verifierOptions = new VerifierOptions { Threads = made, KeyCacheCapacity = options.KeyCache ? 65_536 : 0 };
                 IBatchVerifier verifier;
                 try
                 {
@@ -244,10 +249,10 @@ public sealed class VerifyBenchmark(BatchVerifierRegistry registry, VerifyBenchm
                 }
 
                 verifiers.Add((backend, threads), verifier);
-                progress?.WriteLine($"  {verifier.Name} x{threads}: {verifier.Description}");
+                progress?.WriteLine($"  {verifier.Name} x{made}: {verifier.Description}");
                 if (options.Check)
                 {
-                    Check(verifier, threads);
+                    Check(verifier, made);
                 }
             }
         }
@@ -273,7 +278,7 @@ public sealed class VerifyBenchmark(BatchVerifierRegistry registry, VerifyBenchm
                     }
 
                     (double rate, double pairedBaseline, GpuBreakdown? gpuTimes) = MeasureAgainst(verifier, libsodium, batch, baselineBatch);
-                    int? threadsUsed = ThreadsUsed(backend, threads, size);
+                    int? threadsUsed = ThreadsUsed(backend, IsGpu(backend) ? GpuHostThreads : threads, size);
                     var result = new VerifyBenchmarkResult(verifier.Name, size, threadsUsed, rate, rate / pairedBaseline, options.KeyCache, verifier.Description)
                     {
                         Gpu = gpuTimes,
@@ -291,21 +296,27 @@ public sealed class VerifyBenchmark(BatchVerifierRegistry registry, VerifyBenchm
         }
     }
 
-    /// <summary>The GPU backends ignore the thread count (the device and the pool's threads do the work), and reference
-    /// and libsodium verify on the calling thread: they are made, checked and timed once, at the first thread count, not
-    /// once per count (that gave rows differing only in a thread count that did not run).</summary>
+    /// <summary>The GPU backends are made once, with <see cref="GpuHostThreads"/> (the device does the verifying), and
+    /// reference and libsodium verify on the calling thread: they are made, checked and timed once, at the first thread
+    /// count, not once per count (that gave rows differing only in a thread count that did not run).</summary>
     private static bool TimedOnce(string backend) => backend is GpuBatchVerifier.DeviceBackendName or GpuBatchVerifier.CpuBackendName
         or ReferenceBatchVerifier.BackendName or LibsodiumBatchVerifier.BackendName;
 
-    /// <summary>Whether <paramref name="backend"/> uses the thread count it is made with.</summary>
+    private static bool IsGpu(string backend) => backend is GpuBatchVerifier.DeviceBackendName or GpuBatchVerifier.CpuBackendName;
+
+    /// <summary>The host threads a GPU backend is made with: the largest <c>--threads</c> value (all cores by default),
+    /// as a node gives its GPU all its cores but one.</summary>
+    private int GpuHostThreads => options.Threads.Max();
+
+    /// <summary>Whether <paramref name="backend"/> is timed at each thread count it is given.</summary>
     private static bool TakesThreads(string backend) => !TimedOnce(backend);
 
     /// <summary>How many threads verify a batch of <paramref name="batch"/> items on <paramref name="backend"/> made
-    /// with <paramref name="threads"/>: null for the GPU backends (the device and the pool's threads do the work),
-    /// 1 for reference and libsodium, for simd only as many as get <see cref="SimdBatchVerifier.MinItemsPerThread"/> items each.</summary>
+    /// with <paramref name="threads"/>: for the GPU backends the host threads they were made with (their share of a
+    /// batch: copies, SHA-512 with MEGANET_GPU_HOST_HASH=1), 1 for reference and libsodium, for simd only as many as get <see cref="SimdBatchVerifier.MinItemsPerThread"/> items each.</summary>
     internal static int? ThreadsUsed(string backend, int threads, int batch) => backend switch
     {
-        GpuBatchVerifier.DeviceBackendName or GpuBatchVerifier.CpuBackendName => null,
+        GpuBatchVerifier.DeviceBackendName or GpuBatchVerifier.CpuBackendName => threads,
         ReferenceBatchVerifier.BackendName or LibsodiumBatchVerifier.BackendName => 1,
         SimdBatchVerifier.BackendName => SimdBatchVerifier.ThreadsFor(batch, threads),
         _ => threads,

@@ -28,7 +28,7 @@ internal static class BenchCommand
         };
         var threads = new Option<string>("--threads", "-t")
         {
-            Description = "Comma-separated thread counts for multi-threaded CPU backends (libsodium and reference run on one thread and are timed once). Default: 1 and all cores.",
+            Description = "Comma-separated thread counts for multi-threaded CPU backends (libsodium and reference run on one thread and are timed once; a GPU backend is timed once, with the largest count as its host threads). Default: 1 and all cores.",
         };
         var seconds = new Option<double>("--seconds")
         {
@@ -236,9 +236,9 @@ internal static class BenchCommand
             yield return $"threads: the threads that verified the batch; * marks fewer than --threads asked for (simd splits a batch only from {SimdBatchVerifier.MinItemsPerThread} items per thread).";
         }
 
-        if (report.Results.Any(r => r.Threads is null))
+        if (report.Results.Any(r => r.Backend is GpuBatchVerifier.DeviceBackendName or GpuBatchVerifier.CpuBackendName))
         {
-            yield return "threads -: the GPU backends take no thread count (the device and the pool's threads do the work); timed once.";
+            yield return "threads for a GPU backend: the host threads of its share of a batch (copies into page-locked buffers; SHA-512 with MEGANET_GPU_HOST_HASH=1), the largest --threads; timed once.";
         }
 
         foreach (SkippedBackend skipped in report.Skipped)
