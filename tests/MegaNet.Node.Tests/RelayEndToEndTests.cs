@@ -137,6 +137,35 @@ public sealed class RelayEndToEndTests
         node.AssertNoServerErrors();
     }
 
+    [Fact]
+    public async Task VerifyBatch_names_the_backend_that_gave_its_verdicts_on_a_gpu_node()
+    {
+        // gpu-cpu behind the router as gpu is: a call under GpuThreshold runs on SIMD and was answered with the
+        // router's name; a call of two steps, the first at the threshold and the second under it, ran on both.
+        await using TestNode node = await TestNode.StartAsync(o =>
+        {
+            o.Backend = "gpu-cpu";
+            o.GpuThreshold = MegaNet.Node.Hosting.NodeOptions.VerifyBatchChunk;
+        });
+        using MegaNetClient client = node.Client();
+        using Identity alice = Identity.Create();
+        byte[] message = Text("signed by alice");
+        var item = new SignatureItem { PublicKey = ByteString.CopyFrom(alice.Card.SigningKey), Signature = ByteString.CopyFrom(alice.SignWithIdentity(message)), Message = ByteString.CopyFrom(message) };
+
+        var small = new VerifyBatchRequest();
+        small.Signatures.Add(item);
+        VerifyBatchResponse response = await client.Relay.VerifyBatchAsync(small);
+        Assert.Equal([true], response.SignatureValid);
+        Assert.Equal("simd", response.Backend);
+
+        var twoSteps = new VerifyBatchRequest();
+        twoSteps.Signatures.Add(Enumerable.Repeat(item, MegaNet.Node.Hosting.NodeOptions.VerifyBatchChunk + 1));
+        response = await client.Relay.VerifyBatchAsync(twoSteps);
+        Assert.All(response.SignatureValid, Assert.True);
+        Assert.Equal("gpu-cpu+simd", response.Backend);
+        node.AssertNoServerErrors();
+    }
+
     /// <summary>Every backend a node runs on a machine without a GPU: the node's own admission, mailbox checks and
     /// delegated verification on each, end to end (the verifier suite covers each backend's verdicts in depth). gpu-cpu
     /// sits behind the router like gpu, so its threshold is 1 here: every batch reaches the kernels.</summary>

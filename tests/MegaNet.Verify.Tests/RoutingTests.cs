@@ -291,6 +291,32 @@ public sealed class RoutingTests
     }
 
     [Fact]
+    public void A_call_reports_the_backends_whose_verdicts_it_returns()
+    {
+        // VerifyBatch answers with these names: the router's own name, read before the call, said "gpu" for a call
+        // under the threshold that ran on SIMD, and for one the GPU faulted on.
+        var gpu = new Switchable(Backends.Get("simd"));
+        using var router = new RoutingBatchVerifier(gpu, new Named("simd", Backends.Get("simd")), threshold: 4);
+        (SignatureCase[] cases, bool[] expected) = Backends.Mixed(13, 8);
+        using SignatureBatch batch = Backends.ToBatch(cases);
+        bool[] verdicts = new bool[8];
+
+        Assert.Equal(RoutedTo.Accelerator, router.VerifyReporting(batch, 0, 8, verdicts));
+        Assert.Equal(expected, verdicts);
+        Assert.Equal(RoutedTo.Cpu, router.VerifyReporting(batch, 0, 3, verdicts));
+        Assert.Equal(expected[..3], verdicts[..3]);
+        Assert.Equal(RoutedTo.None, router.VerifyReporting(batch, 0, 0, verdicts));
+
+        // The faulted attempt gave no verdicts: SIMD's alone are returned.
+        gpu.Fail = true;
+        Assert.Equal(RoutedTo.Cpu, router.VerifyReporting(batch, 0, 8, verdicts));
+        Assert.Equal(expected, verdicts);
+
+        Assert.Equal(["gpu", "simd", "gpu+simd", "simd"],
+            new[] { RoutedTo.Accelerator, RoutedTo.Cpu, RoutedTo.Accelerator | RoutedTo.Cpu, RoutedTo.None }.Select(router.NamesOf));
+    }
+
+    [Fact]
     public void Backends_with_different_rules_cannot_be_routed_together()
     {
         Assert.Throws<ArgumentException>(() => new RoutingBatchVerifier(new LibsodiumBatchVerifier(), new ReferenceBatchVerifier(), 4));

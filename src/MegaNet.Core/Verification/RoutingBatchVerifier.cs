@@ -15,6 +15,10 @@ public sealed class RoutingBatchVerifier : BatchVerifierBase
     private readonly AcceleratorState _state;
     private readonly bool _ownsAccelerator;
 
+    // What VerifyCore ran on, for VerifyReporting: a call runs on its caller's thread from start to end.
+    [ThreadStatic]
+    private static RoutedTo t_ran;
+
     /// <summary>Creates the router; it owns and disposes both backends.</summary>
     public RoutingBatchVerifier(IBatchVerifier accelerator, IBatchVerifier cpu, int threshold, Action<Exception>? onFault = null)
     {
@@ -71,6 +75,26 @@ public sealed class RoutingBatchVerifier : BatchVerifierBase
     /// <inheritdoc />
     public override VerificationRule Rule => _cpu.Rule;
 
+    /// <summary>As <see cref="BatchVerifierBase.Verify(SignatureBatch, int, int, Span{bool})"/>, and says which backends'
+    /// verdicts <paramref name="verdicts"/> holds: the accelerator's, the CPU's (under the threshold, after a fault, and
+    /// for a batch the accelerator failed on), or both (never a faulted attempt's).</summary>
+    public RoutedTo VerifyReporting(SignatureBatch batch, int start, int count, Span<bool> verdicts)
+    {
+        t_ran = RoutedTo.None;
+        Verify(batch, start, count, verdicts);
+        return t_ran;
+    }
+
+    /// <summary>The names of the backends in <paramref name="ran"/>: <c>gpu</c>, <c>simd</c> or <c>gpu+simd</c>; for
+    /// <see cref="RoutedTo.None"/> (nothing verified), <see cref="Name"/>.</summary>
+    public string NamesOf(RoutedTo ran) => ran switch
+    {
+        RoutedTo.Accelerator => _accelerator.Name,
+        RoutedTo.Cpu => _cpu.Name,
+        RoutedTo.Accelerator | RoutedTo.Cpu => $"{_accelerator.Name}+{_cpu.Name}",
+        _ => Name,
+    };
+
     /// <inheritdoc />
     protected override void VerifyCore(SignatureBatch batch, int start, int count, Span<bool> verdicts)
     {
@@ -87,6 +111,7 @@ public sealed class RoutingBatchVerifier : BatchVerifierBase
                     try
                     {
                         _accelerator.Verify(batch, start, count, verdicts);
+                        t_ran |= RoutedTo.Accelerator;
                         return;
                     }
                     catch (ObjectDisposedException)
@@ -104,6 +129,7 @@ public sealed class RoutingBatchVerifier : BatchVerifierBase
         }
 
         _cpu.Verify(batch, start, count, verdicts);
+        t_ran |= RoutedTo.Cpu;
     }
 
     /// <inheritdoc />
@@ -127,4 +153,18 @@ public sealed class RoutingBatchVerifier : BatchVerifierBase
 
         public volatile bool Failed;
     }
+}
+
+/// <summary>Which side of a <see cref="RoutingBatchVerifier"/> gave a call's verdicts.</summary>
+[Flags]
+public enum RoutedTo
+{
+    /// <summary>Nothing was verified.</summary>
+    None = 0,
+
+    /// <summary>The accelerator (the GPU).</summary>
+    Accelerator = 1,
+
+    /// <summary>The CPU backend.</summary>
+    Cpu = 2,
 }

@@ -651,7 +651,11 @@ public sealed class RelayService(
 
     private VerifyBatchResponse Verify(VerifyBatchRequest request, DelegatedVerificationGate.Call call, CancellationToken cancellationToken)
     {
-        var response = new VerifyBatchResponse { Backend = verifyGate.Verifier.Name };
+        var response = new VerifyBatchResponse();
+        // The backends that gave this call's verdicts, not the router's name read before it: a GPU node's call under
+        // GpuThreshold, or one the GPU faulted on, ran on SIMD and was answered "gpu".
+        var router = verifyGate.Verifier as RoutingBatchVerifier;
+        RoutedTo ran = RoutedTo.None;
         int count = request.Signatures.Count;
         using (var batch = new SignatureBatch(Math.Max(1, count)))
         {
@@ -667,7 +671,14 @@ public sealed class RelayService(
                 cancellationToken.ThrowIfCancellationRequested();
                 int length = Math.Min(VerifyChunk, count - start);
                 Span<bool> step = verdicts.AsSpan(start, length);
-                verifyGate.Verifier.Verify(batch, start, length, step);
+                if (router is not null)
+                {
+                    ran |= router.VerifyReporting(batch, start, length, step);
+                }
+                else
+                {
+                    verifyGate.Verifier.Verify(batch, start, length, step);
+                }
 
                 // Invalid verdicts are what cost (bisection): the site pays for them, and one that has spent its budget
                 // stops here rather than holding the slot for the rest (an all-invalid call of 65,536 took 12 s).
@@ -680,6 +691,8 @@ public sealed class RelayService(
 
             response.SignatureValid.AddRange(verdicts);
         }
+
+        response.Backend = router?.NamesOf(ran) ?? verifyGate.Verifier.Name;
 
         // Proofs cost up to 64 (inclusion) or 128 (consistency) SHA-256 hashes each, microseconds, and allocate nothing:
         // the cancellation is looked at once per step as for signatures.
