@@ -84,10 +84,18 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
 
     /// <summary>Creates the verifier on the given accelerator kind and compiles the kernel.</summary>
     /// <exception cref="BackendUnavailableException">No such accelerator here.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">A setting is out of range (<c>MEGANET_GPU_CHUNK</c> included).</exception>
     public GpuBatchVerifier(GpuDeviceKind kind, VerifierOptions options)
     {
         ArgumentNullException.ThrowIfNull(options);
         options.Validate();
+        if (options.GpuChunkItems < 0)
+        {
+            // Checked here, where it is read, not for every backend: a typo in it failed `--backend simd` too.
+            throw new ArgumentOutOfRangeException(nameof(options), options.GpuChunkItems,
+                "MEGANET_GPU_CHUNK (VerifierOptions.GpuChunkItems) must be 0 (the backend chooses) or a whole number of items per launch; fix or unset it.");
+        }
+
         _kind = kind;
         _maxBatch = options.GpuMaxBatch;
         _chunkItems = options.GpuChunkItems;

@@ -152,6 +152,29 @@ public sealed class RoutingTests
         Assert.IsType<InvalidOperationException>(e.InnerException);
     }
 
+    [Fact]
+    public void A_bad_gpu_chunk_setting_fails_only_gpu_backends_and_is_said_as_a_setting_not_a_gpu_failure()
+    {
+        // MEGANET_GPU_CHUNK=abc reads as -1. It was checked for every backend (`meganet verify --backend simd` failed),
+        // and at a GPU's start it was called a GPU failure: "check the GPU and its driver, or start with --backend
+        // simd" when named, and under auto "auto chose SIMD" before failing anyway.
+        var badChunk = new VerifierOptions { GpuChunkItems = -1 };
+        using (IBatchVerifier simd = Backends.Registry.Create(SimdBatchVerifier.BackendName, badChunk))
+        {
+            Assert.Equal(SimdBatchVerifier.BackendName, simd.Name);
+        }
+
+        var registry = new BatchVerifierRegistry();
+        registry.Register(new BackendDescriptor(SimdBatchVerifier.BackendName, "simd", 10, () => null, o => new SimdBatchVerifier(o)));
+        registry.Register(new BackendDescriptor(GpuBatchVerifier.DeviceBackendName, "the kernels on the CPU accelerator, under the GPU's name", 20, () => null,
+            o => new GpuBatchVerifier(GpuDeviceKind.CpuAccelerator, o)));
+        foreach (string requested in new[] { "gpu", "auto" })
+        {
+            var e = Assert.Throws<ArgumentOutOfRangeException>(() => MegaNet.Node.Verification.VerifierStartup.CreateBackend(registry, requested, badChunk, NullLogger.Instance));
+            Assert.StartsWith("MEGANET_GPU_CHUNK (VerifierOptions.GpuChunkItems) must be 0", e.Message, StringComparison.Ordinal);
+        }
+    }
+
     /// <summary>Right on small batches; on batches cut into chunks, the verdicts of the second half land one item late.</summary>
     private sealed class ShiftsLargeBatches(IBatchVerifier inner) : BatchVerifierBase
     {

@@ -158,7 +158,8 @@ internal static partial class VerifierStartup
 
     /// <summary>Creates the backend <paramref name="requested"/>. Under <c>auto</c>, a GPU that is present but fails to
     /// start (driver, kernel compilation, memory) is logged and SIMD runs instead; a GPU asked for by name fails with a
-    /// <see cref="BackendUnavailableException"/> saying why.</summary>
+    /// <see cref="BackendUnavailableException"/> saying why. A setting out of range is an <see cref="ArgumentException"/>
+    /// naming it either way.</summary>
     public static IBatchVerifier CreateBackend(BatchVerifierRegistry registry, string requested, VerifierOptions options, ILogger logger)
     {
         ArgumentNullException.ThrowIfNull(registry);
@@ -169,10 +170,12 @@ internal static partial class VerifierStartup
         {
             return registry.Create(requested, options);
         }
-        catch (Exception e) when (gpu && e is not BackendUnavailableException)
+        catch (Exception e) when (gpu && e is not (BackendUnavailableException or ArgumentException))
         {
             // ILGPU's and the driver's own exceptions (a CUDA error, a kernel that does not compile) name neither the
-            // backend nor what to do; a BackendUnavailableException is "this backend cannot run here".
+            // backend nor what to do; a BackendUnavailableException is "this backend cannot run here", and an
+            // ArgumentException a bad setting (MEGANET_GPU_CHUNK), said as it is: neither the GPU's fault nor one that
+            // SIMD under auto would hide.
             string failure = $"it failed to start ({e.GetType().Name}: {e.Message})";
             if (!auto)
             {
