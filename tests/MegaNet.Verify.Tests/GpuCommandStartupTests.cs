@@ -29,6 +29,9 @@ public sealed class GpuCommandStartupTests : IDisposable
     {
         private int _calls;
 
+        /// <summary>Calls made so far.</summary>
+        public int Calls => Volatile.Read(ref _calls);
+
         public override string Name => GpuBatchVerifier.DeviceBackendName;
 
         public override string Description => "a stand-in GPU";
@@ -115,11 +118,10 @@ public sealed class GpuCommandStartupTests : IDisposable
         Assert.Contains("Verifier backend 'gpu' is not available: it failed to start (DeviceLostException: CUDA_ERROR_NO_DEVICE)", error, StringComparison.Ordinal);
     }
 
-    [Theory]
-    [InlineData("auto")]
-    [InlineData("gpu")]
-    public void Verify_on_a_gpu_that_faults_finishes_on_simd_with_exact_verdicts(string backend)
+    [Fact]
+    public void Verify_on_a_gpu_that_faults_under_auto_finishes_on_simd_with_exact_verdicts()
     {
+        const string backend = "auto";
         // Three batches of 1,024 (the router's threshold): the GPU passes the start-up check's two batches, then faults
         // on the first batch of work; that batch and the rest are verified on SIMD.
         (string input, bool[] expected) = Input(3 * 1024);
@@ -132,6 +134,27 @@ public sealed class GpuCommandStartupTests : IDisposable
         Assert.Equal(expected, Verdicts(output));
         Assert.Contains("meganet verify: the gpu backend faulted (DeviceLostException: CUDA_ERROR_ILLEGAL_ADDRESS); that batch and every later one were verified on simd.", error, StringComparison.Ordinal);
         Assert.Contains("3072 items verified with simd", error, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Verify_on_a_named_gpu_verifies_every_batch_on_it_and_a_fault_ends_the_run_in_one_line()
+    {
+        // Batches of 16, far under the router's threshold: a named GPU must verify them itself, or a check of its
+        // verdicts (perf/gpu/device-check.sh) checks SIMD's. The stand-in counts its calls: the start-up check's two,
+        // then one a batch.
+        (string input, bool[] expected) = Input(64);
+        string output = Path.Combine(_dir, "out.jsonl");
+        var gpu = new StandInGpu();
+        (int rc, _, string error) = Run(VerifyCommand.Build(() => WithGpu(() => gpu)), "verify", "--backend", "gpu", "--in", input, "--out", output, "--batch", "16");
+        Assert.True(rc == 0, error);
+        Assert.Equal(expected, Verdicts(output));
+        Assert.Equal(2 + (64 / 16), gpu.Calls);
+
+        (rc, _, error) = Run(VerifyCommand.Build(() => WithGpu(() => new StandInGpu(goodCalls: 3))), "verify", "--backend", "gpu", "--in", input, "--out", output + "2", "--batch", "16");
+        Assert.Equal(1, rc);
+        AssertOneLine(error);
+        Assert.StartsWith("meganet verify: Verifier backend 'gpu' is not available: it faulted (DeviceLostException: CUDA_ERROR_ILLEGAL_ADDRESS); no --out file was written", error, StringComparison.Ordinal);
+        Assert.False(File.Exists(output + "2"));
     }
 
     [Theory]

@@ -125,7 +125,18 @@ internal static class VerifyCommand
                 Console.Error.WriteLine($"meganet verify: note: backend '{verifier.Name}' applies libsodium's rule, not MegaNet's (docs/verification.md).");
             }
 
-            WriteVerdicts(verifier, lines, writer, temp, batchSize, ct);
+            try
+            {
+                WriteVerdicts(verifier, lines, writer, temp, batchSize, ct);
+            }
+            catch (Exception e) when (backendName != "auto" && VerifierStartup.IsGpu(verifier) && IsDeviceFault(e))
+            {
+                // A named GPU is what is being checked (perf/gpu/device-check.sh compares its verdicts with the
+                // vectors'): finishing on SIMD would pass that check on SIMD's verdicts.
+                throw new BackendUnavailableException(verifier.Name, $"it faulted ({e.GetType().Name}: {ErrorText.Plain(e)}); " +
+                    (temp is null ? "the verdicts before that batch were written" : "no --out file was written") + "; --backend auto finishes such a run on simd.", e);
+            }
+
             if (temp is not null)
             {
                 File.Move(temp, outputPath, overwrite: true);
@@ -143,17 +154,29 @@ internal static class VerifyCommand
 
     /// <summary>
     /// The backend as a node starts it (VerifierStartup): a GPU is held to the reference first and, under <c>auto</c>,
-    /// replaced by SIMD when it fails to start or to agree (named, it is refused); then it runs behind the node's router,
-    /// so batches under <see cref="VerifierOptions.GpuThreshold"/> go to SIMD and a batch the GPU fails on is verified
-    /// again on SIMD, as is every later one. Created directly, a GPU with a miscompiling driver wrote wrong verdicts
+    /// replaced by SIMD when it fails to start or to agree (named, it is refused). Under <c>auto</c> it then runs
+    /// behind the node's router, so batches under <see cref="VerifierOptions.GpuThreshold"/> go to SIMD and a batch the
+    /// GPU fails on is verified again on SIMD, as is every later one; a named GPU verifies every batch itself, and its
+    /// fault ends the run in one line. Created directly, a GPU with a miscompiling driver wrote wrong verdicts
     /// unflagged, and a device fault ended the run with ILGPU's exception and a stack trace.
     /// </summary>
     private static IBatchVerifier OpenBackend(BatchVerifierRegistry registry, string backendName, VerifierOptions options)
     {
         IBatchVerifier verifier = VerifierStartup.CreateChecked(registry, backendName, options, new CommandLogger("verify"));
+        if (backendName != "auto")
+        {
+            // Named, it verifies every batch itself: routed, batches under the GPU threshold (all of the vector files')
+            // went to SIMD, and a check of the GPU's verdicts checked SIMD's.
+            return verifier;
+        }
+
         return VerifierStartup.RouteGpu(verifier, options, registry.Create, e =>
             Console.Error.WriteLine($"meganet verify: the {verifier.Name} backend faulted ({e.GetType().Name}: {ErrorText.Plain(e)}); that batch and every later one were verified on {SimdBatchVerifier.BackendName}."));
     }
+
+    /// <summary>What a backend's own failure looks like, as against the command's errors and Ctrl+C.</summary>
+    private static bool IsDeviceFault(Exception e) =>
+        e is not (OperationCanceledException or InputException or IOException or UnauthorizedAccessException or BackendUnavailableException);
 
     // Standard output goes through write(2) (ClientCommands.StandardOutput): Console's stream drops EPIPE, so
     // `verify | head -1` reported every item verified and exited 0 with the verdicts lost.
