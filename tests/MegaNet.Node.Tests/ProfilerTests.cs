@@ -61,9 +61,10 @@ public sealed class ProfilerTests(ITestOutputHelper output)
         }
 
         await tracing;
-        (int samples, _, IReadOnlyList<MethodShare> byInclusive) = TraceSummary.Summarize(trace, 100_000);
-        output.WriteLine(TraceSummary.Format(samples, [], byInclusive.Take(30).ToList()));
-        Assert.True(samples > 0, "no samples of busy threads in the trace");
+        HotMethods summary = TraceSummary.Summarize(trace, 100_000);
+        IReadOnlyList<MethodShare> byInclusive = summary.ByInclusive;
+        output.WriteLine(TraceSummary.Format(summary with { ByExclusive = [], ByInclusive = [.. byInclusive.Take(30)] }));
+        Assert.True(summary.Samples > 0, "no samples of busy threads in the trace");
         Assert.Contains(byInclusive, m => m.Method.StartsWith("MegaNet.", StringComparison.Ordinal) && m.Inclusive > 0);
         Assert.All(byInclusive, m => Assert.InRange(m.Inclusive, m.Exclusive, 1.0));
     }
@@ -204,8 +205,9 @@ public sealed class ProfilerTests(ITestOutputHelper output)
             string trace = Path.Combine(dir, "self.nettrace");
             await NodeProfiler.TraceAsync(Environment.ProcessId, trace, TimeSpan.FromSeconds(3));
             stop.Cancel();
-            (int samples, _, IReadOnlyList<MethodShare> byInclusive) = TraceSummary.Summarize(trace, 100_000);
-            output.WriteLine(TraceSummary.Format(samples, [], byInclusive.Take(25).ToList()));
+            HotMethods summary = TraceSummary.Summarize(trace, 100_000);
+            IReadOnlyList<MethodShare> byInclusive = summary.ByInclusive;
+            output.WriteLine(TraceSummary.Format(summary with { ByExclusive = [], ByInclusive = [.. byInclusive.Take(25)] }));
             double Share(string method) => byInclusive.FirstOrDefault(m => m.Method.Contains($"ProfilerTests.{method}(", StringComparison.Ordinal))?.Inclusive ?? 0;
             double native = Share(nameof(NativeSpin)), managed = Share(nameof(ManagedSpin)), sleeping = Share(nameof(Sleeper));
             output.WriteLine($"native {native:P1}, managed {managed:P1}, sleeping {sleeping:P1}");
@@ -229,8 +231,54 @@ public sealed class ProfilerTests(ITestOutputHelper output)
         }
     }
 
+    [Fact]
+    public async Task A_trace_of_an_idle_node_finds_its_threads_waiting_not_busy()
+    {
+        // Each of the store's I/O threads waits for a request in IoQueue.Take; with Monitor.Wait's wrappers inlined
+        // into it, Take was the innermost method of every sample, so an idle node's 15 s trace counted 90,629 busy
+        // samples (more than its processors could run) and a loaded node's summary ranked Take at 99 %. The JIT inlines
+        // only once a method is compiled with optimisation (after a load has made it hot): here from the start.
+        string data = Directory.CreateTempSubdirectory("meganet-profile-idle-").FullName;
+        try
+        {
+            HotMethods summary;
+            await using (ExternalNode node = await ExternalNode.StartAsync(data, new Dictionary<string, string> { ["DOTNET_TieredCompilation"] = "0" }))
+            {
+                string trace = Path.Combine(data, "idle.nettrace");
+                await NodeProfiler.TraceAsync(node.ProcessId, trace, TimeSpan.FromSeconds(3));
+                summary = TraceSummary.Summarize(trace, 100_000);
+            }
+
+            output.WriteLine(TraceSummary.Format(summary with { ByExclusive = [.. summary.ByExclusive.Take(15)], ByInclusive = [] }));
+            Assert.True(summary.Sampled > TimeSpan.FromSeconds(1), $"the trace sampled only {summary.Sampled}; the test proved little");
+            Assert.DoesNotContain(summary.ByExclusive, m => m.Method.Contains("DirectFileDevice", StringComparison.Ordinal) && m.Exclusive > 0.05);
+            // An idle node runs a few timers and the trace session's own work: far less than one processor's worth.
+            double oneProcessor = summary.Sampled.TotalSeconds * TraceSummary.SamplesPerSecond;
+            Assert.True(summary.Samples < oneProcessor / 4, $"{summary.Samples:N0} busy samples in {summary.Sampled.TotalSeconds:0.0} s of an idle node");
+        }
+        finally
+        {
+            Directory.Delete(data, recursive: true);
+        }
+    }
+
+    [Theory]
+    [InlineData(241_120, 30.0, 2, true)] // the loaded node's summary that ranked idle I/O threads at 99 %
+    [InlineData(90_629, 15.0, 2, true)] // the idle node's
+    [InlineData(59_000, 30.0, 2, false)] // two processors busy nearly all along: possible
+    [InlineData(1_000, 0.0, 2, false)] // no span to judge by
+    public void A_busy_sample_count_no_processors_could_run_is_warned_about(int samples, double seconds, int processors, bool warned)
+    {
+        string? warning = TraceSummary.ImpossibleCountWarning(samples, TimeSpan.FromSeconds(seconds), processors);
+        output.WriteLine(warning ?? "(no warning)");
+        Assert.Equal(warned, warning is not null);
+        string formatted = TraceSummary.Format(new HotMethods(samples, TimeSpan.FromSeconds(seconds), processors, [], []));
+        Assert.Equal(warned, formatted.StartsWith("warning: ", StringComparison.Ordinal));
+    }
+
     [Theory]
     [InlineData("System.Threading.Monitor.Wait(class System.Object,int32)", true)]
+    [InlineData("MegaNet.Store.DirectFileDevice+IoQueue.WaitForItem()", true)] // the store's idle I/O threads
     [InlineData("System.Threading.LowLevelLifoSemaphore.WaitNative(class Microsoft.Win32.SafeHandles.SafeWaitHandle,int32)", true)]
     [InlineData("System.Threading.Thread.Sleep(int32)", true)]
     [InlineData("MegaNet.Core.Interop.ShortSleep.Sleep(int32)", true)]

@@ -109,8 +109,7 @@ internal static class ProfileCommand
                     Console.WriteLine($"wrote {traceFile} ({new FileInfo(traceFile).Length:N0} bytes); open it in PerfView or speedscope");
                     if (parse.GetValue(top) is > 0 and int n)
                     {
-                        (int samples, IReadOnlyList<MethodShare> byExclusive, IReadOnlyList<MethodShare> byInclusive) = TraceSummary.Summarize(traceFile, n);
-                        Console.Write(TraceSummary.Format(samples, byExclusive, byInclusive));
+                        Console.Write(TraceSummary.Format(TraceSummary.Summarize(traceFile, n)));
                     }
 
                     return 0;

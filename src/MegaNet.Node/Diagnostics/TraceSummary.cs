@@ -11,6 +11,14 @@ namespace MegaNet.Node.Diagnostics;
 /// <param name="Inclusive">Samples with the method anywhere on the stack (counted once per sample).</param>
 public sealed record MethodShare(string Method, double Exclusive, double Inclusive);
 
+/// <summary>The hottest methods of a trace, by the samples of busy threads.</summary>
+/// <param name="Samples">Samples of busy threads (waits left out) that the shares are fractions of.</param>
+/// <param name="Sampled">From the trace's first CPU sample to its last, of any thread.</param>
+/// <param name="Processors">The traced machine's processors, as the trace records them (0: not recorded).</param>
+/// <param name="ByExclusive">Hottest by own time.</param>
+/// <param name="ByInclusive">Hottest with callees.</param>
+public sealed record HotMethods(int Samples, TimeSpan Sampled, int Processors, IReadOnlyList<MethodShare> ByExclusive, IReadOnlyList<MethodShare> ByInclusive);
+
 /// <summary>
 /// Reads a .nettrace written by <see cref="NodeProfiler.TraceAsync(int, string, TimeSpan, CancellationToken)"/> and ranks
 /// methods by their share of the samples taken while a thread was busy. The runtime's sample profiler marks each sample
@@ -23,14 +31,16 @@ public sealed record MethodShare(string Method, double Exclusive, double Inclusi
 /// inclusive time of its callers. Leaving External samples out, as before, undercounted native-heavy threads (a thread
 /// verifying with libsodium read 20-25 % against 29-37 % for an equally busy managed loop). Native frames themselves
 /// are not named (the trace has no native symbols). A wait the JIT inlined into its caller is seen as that caller, and
-/// counts.
+/// counts: the node's own waits are methods of their own, never inlined, with Wait in their names (the store's I/O
+/// threads, waiting in an inlined Monitor.Wait in IoQueue.Take, were once 99 % of a summary), and a summary with more
+/// busy samples than the machine's processors could run says so (<see cref="ImpossibleCountWarning"/>).
 /// </summary>
 public static class TraceSummary
 {
     /// <summary>Hottest methods by exclusive and by inclusive samples.</summary>
     /// <exception cref="ProfilerException">The trace cannot be read (missing, truncated, not a .nettrace) or its temporary
     /// index cannot be written; the message says which file and why, in one line.</exception>
-    public static (int Samples, IReadOnlyList<MethodShare> ByExclusive, IReadOnlyList<MethodShare> ByInclusive) Summarize(string nettrace, int top)
+    public static HotMethods Summarize(string nettrace, int top)
     {
         // An index of its own, not the trace's name with .etlx: a trace named x.etlx was its own index, overwritten and
         // then deleted, and a sibling x.etlx the user kept went the same way.
@@ -59,21 +69,31 @@ public static class TraceSummary
         }
     }
 
-    private static (int Samples, IReadOnlyList<MethodShare> ByExclusive, IReadOnlyList<MethodShare> ByInclusive) Summarize(string nettrace, string etlxPath, int top)
+    private static HotMethods Summarize(string nettrace, string etlxPath, int top)
     {
         string etlx = TraceLog.CreateFromEventPipeDataFile(nettrace, etlxPath);
         var exclusive = new Dictionary<string, int>(StringComparer.Ordinal);
         var inclusive = new Dictionary<string, int>(StringComparer.Ordinal);
         var seen = new HashSet<string>(StringComparer.Ordinal);
         int samples = 0;
+        double firstSampleMs = double.NaN, lastSampleMs = double.NaN;
+        int processors;
         using (var log = new TraceLog(etlx))
         {
+            processors = log.NumberOfProcessors;
             foreach (TraceEvent e in log.Events)
             {
                 if (e.ProviderName != "Microsoft-DotNETCore-SampleProfiler" || !e.EventName.Contains("Sample", StringComparison.Ordinal))
                 {
                     continue;
                 }
+
+                if (double.IsNaN(firstSampleMs))
+                {
+                    firstSampleMs = e.TimeStampRelativeMSec;
+                }
+
+                lastSampleMs = e.TimeStampRelativeMSec;
 
                 // Payload "Type": External (waiting or in native code) or Managed (running managed code).
                 string? type = e.PayloadByName("Type")?.ToString();
@@ -115,8 +135,11 @@ public static class TraceSummary
 
         double total = Math.Max(1, samples);
         MethodShare Share(string m) => new(m, exclusive.GetValueOrDefault(m) / total, inclusive.GetValueOrDefault(m) / total);
-        return (
+        TimeSpan sampled = double.IsNaN(firstSampleMs) ? TimeSpan.Zero : TimeSpan.FromMilliseconds(lastSampleMs - firstSampleMs);
+        return new HotMethods(
             samples,
+            sampled,
+            processors,
             exclusive.OrderByDescending(p => p.Value).Take(top).Select(p => Share(p.Key)).ToList(),
             inclusive.OrderByDescending(p => p.Value).Take(top).Select(p => Share(p.Key)).ToList());
     }
@@ -170,6 +193,24 @@ public static class TraceSummary
         return (qualified.StartsWith("Interop+Sys.", StringComparison.Ordinal) && BlockingCalls.Contains(name)) || QualifiedWaits.Contains(qualified);
     }
 
+    /// <summary>The runtime's sample profiler samples each managed thread once a millisecond (its default, which
+    /// <see cref="NodeProfiler"/> keeps), so no more busy samples than this per second and processor can be real.</summary>
+    internal const int SamplesPerSecond = 1_000;
+
+    /// <summary>A warning when <paramref name="samples"/> busy samples are more than <paramref name="processors"/> could
+    /// hold over <paramref name="sampled"/>: threads that were waiting in a way <see cref="IsWait"/> does not recognise
+    /// were counted as busy, and the ranking is skewed towards them (idle store I/O threads once read 99 %, 241,120
+    /// busy samples in 30 s on 2 processors). Null when the count is possible.</summary>
+    internal static string? ImpossibleCountWarning(int samples, TimeSpan sampled, int processors)
+    {
+        double most = processors * sampled.TotalSeconds * SamplesPerSecond;
+        return processors <= 0 || sampled <= TimeSpan.Zero || samples <= most
+            ? null
+            : string.Create(CultureInfo.InvariantCulture, $"warning: {samples:N0} busy samples in {sampled.TotalSeconds:0.0} s is more than {processors} processors can run ") +
+              string.Create(CultureInfo.InvariantCulture, $"(at most {most:N0} at {SamplesPerSecond:N0} samples a second per thread): threads that were waiting were counted ") +
+              "as busy, so the methods they waited in are ranked too high; open the trace in PerfView or speedscope to see which";
+    }
+
     private static readonly string[] WaitWords = ["Wait", "Sleep", "Yield", "SpinOnce", "Enter_Slowpath", "EventLoop", "WorkerThreadStart", "Poll"];
 
     /// <summary>Waits whose own name alone says too little (Join is also String.Join).</summary>
@@ -187,18 +228,23 @@ public static class TraceSummary
     };
 
     /// <summary>The summary as two plain-text tables.</summary>
-    public static string Format(int samples, IReadOnlyList<MethodShare> byExclusive, IReadOnlyList<MethodShare> byInclusive)
+    public static string Format(HotMethods summary)
     {
         var sb = new StringBuilder();
-        sb.AppendLine(CultureInfo.InvariantCulture, $"{samples:N0} samples of busy threads (managed code, and native code charged to its managed caller; waits left out)");
+        if (ImpossibleCountWarning(summary.Samples, summary.Sampled, summary.Processors) is { } warning)
+        {
+            sb.AppendLine(warning);
+        }
+
+        sb.AppendLine(CultureInfo.InvariantCulture, $"{summary.Samples:N0} samples of busy threads in {summary.Sampled.TotalSeconds:0.0} s (managed code, and native code charged to its managed caller; waits left out)");
         sb.AppendLine("  excl%   incl%  hottest methods (own time)");
-        foreach (MethodShare m in byExclusive)
+        foreach (MethodShare m in summary.ByExclusive)
         {
             sb.AppendLine(CultureInfo.InvariantCulture, $"  {m.Exclusive * 100,5:F1}  {m.Inclusive * 100,6:F1}  {Shorten(m.Method)}");
         }
 
         sb.AppendLine("  excl%   incl%  hottest methods (with callees)");
-        foreach (MethodShare m in byInclusive)
+        foreach (MethodShare m in summary.ByInclusive)
         {
             sb.AppendLine(CultureInfo.InvariantCulture, $"  {m.Exclusive * 100,5:F1}  {m.Inclusive * 100,6:F1}  {Shorten(m.Method)}");
         }
