@@ -262,6 +262,39 @@ public sealed class ProfilerTests(ITestOutputHelper output)
         }
     }
 
+    [Fact]
+    public async Task A_summary_cancelled_while_it_converts_the_trace_stops_and_leaves_no_index()
+    {
+        // Ctrl+C during the summary of a long trace: the process is ended after a few seconds' grace, which the
+        // conversion into a temporary index could outlast, leaving the index (meganet-trace-*.etlx) behind. Cancelled
+        // here as soon as the conversion starts writing the index.
+        string dir = Directory.CreateTempSubdirectory("meganet-trace-").FullName;
+        using var stop = new CancellationTokenSource();
+        var spinner = new Thread(() => ManagedSpin(stop.Token)) { IsBackground = true };
+        try
+        {
+            spinner.Start();
+            string trace = Path.Combine(dir, "self.nettrace");
+            await NodeProfiler.TraceAsync(Environment.ProcessId, trace, TimeSpan.FromSeconds(3));
+            stop.Cancel();
+            spinner.Join();
+
+            string etlx = Path.Combine(dir, "index.etlx");
+            using var interrupt = new CancellationTokenSource();
+            using var watcher = new FileSystemWatcher(dir, "index.etlx*");
+            watcher.Created += (_, _) => interrupt.Cancel();
+            watcher.EnableRaisingEvents = true;
+            Assert.Throws<OperationCanceledException>(() => TraceSummary.Summarize(trace, 10, etlx, interrupt.Token));
+            Assert.Equal(["self.nettrace"], Directory.EnumerateFiles(dir).Select(Path.GetFileName));
+        }
+        finally
+        {
+            stop.Cancel();
+            spinner.Join();
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
     [Theory]
     [InlineData(241_120, 30.0, 2, true)] // the loaded node's summary that ranked idle I/O threads at 99 %
     [InlineData(90_629, 15.0, 2, true)] // the idle node's

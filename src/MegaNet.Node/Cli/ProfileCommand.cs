@@ -109,7 +109,19 @@ internal static class ProfileCommand
                     Console.WriteLine($"wrote {traceFile} ({new FileInfo(traceFile).Length:N0} bytes); open it in PerfView or speedscope");
                     if (parse.GetValue(top) is > 0 and int n)
                     {
-                        Console.Write(TraceSummary.Format(TraceSummary.Summarize(traceFile, n)));
+                        HotMethods summary;
+                        try
+                        {
+                            summary = TraceSummary.Summarize(traceFile, n, ct);
+                        }
+                        catch (OperationCanceledException) when (ct.IsCancellationRequested)
+                        {
+                            // Ctrl+C while summarising (a long trace takes a while): the trace is whole and kept.
+                            Console.WriteLine($"interrupted: no summary; the trace {traceFile} is complete");
+                            return Interruption.ExitCode;
+                        }
+
+                        Console.Write(TraceSummary.Format(summary));
                     }
 
                     return 0;

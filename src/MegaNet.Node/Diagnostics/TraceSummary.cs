@@ -40,17 +40,31 @@ public static class TraceSummary
     /// <summary>Hottest methods by exclusive and by inclusive samples.</summary>
     /// <exception cref="ProfilerException">The trace cannot be read (missing, truncated, not a .nettrace) or its temporary
     /// index cannot be written; the message says which file and why, in one line.</exception>
-    public static HotMethods Summarize(string nettrace, int top)
-    {
+    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled; the temporary
+    /// index is removed.</exception>
+    public static HotMethods Summarize(string nettrace, int top, CancellationToken cancellationToken = default) =>
         // An index of its own, not the trace's name with .etlx: a trace named x.etlx was its own index, overwritten and
         // then deleted, and a sibling x.etlx the user kept went the same way.
-        string etlx = Path.Combine(Path.GetTempPath(), $"meganet-trace-{Guid.NewGuid():N}.etlx");
+        Summarize(nettrace, top, Path.Combine(Path.GetTempPath(), $"meganet-trace-{Guid.NewGuid():N}.etlx"), cancellationToken);
+
+    /// <summary><see cref="Summarize(string, int, CancellationToken)"/> with its temporary index at
+    /// <paramref name="etlx"/>.</summary>
+    internal static HotMethods Summarize(string nettrace, int top, string etlx, CancellationToken cancellationToken)
+    {
+        // Ctrl+C leaves the command a few seconds (MeganetCommand's grace period) before the process is ended, and
+        // TraceEvent's conversion of a long trace cannot be stopped and can take longer, so the finally below might
+        // never run: the index is removed at once instead (Linux and macOS remove a file still being written; the
+        // conversion goes on writing to no name, and fails renaming it), and the sample loop stops at the token.
+        using CancellationTokenRegistration removeIndex = cancellationToken.Register(() => Delete(etlx));
         try
         {
-            return Summarize(nettrace, etlx, top);
+            cancellationToken.ThrowIfCancellationRequested();
+            return Summarize(nettrace, etlx, top, cancellationToken);
         }
         catch (Exception e) when (e is not ProfilerException and not OutOfMemoryException)
         {
+            // Cancelled: whatever the conversion hit once its index was removed is the cancellation's doing.
+            cancellationToken.ThrowIfCancellationRequested();
             // TraceEvent reports a bad file with whatever exception its parser hit (IOException, FormatException,
             // InvalidOperationException, its own Exception subclasses): all of them mean this file cannot be summarised.
             string why = e.Message.Split('\n')[0].Trim();
@@ -58,20 +72,29 @@ public static class TraceSummary
         }
         finally
         {
-            try
-            {
-                File.Delete(etlx);
-            }
-            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-            {
-                // A leftover index is harmless; the summary (or the error above) is what the caller needs.
-            }
+            Delete(etlx);
         }
     }
 
-    private static HotMethods Summarize(string nettrace, string etlxPath, int top)
+    /// <summary>Removes the index, and the file TraceEvent writes it to before renaming it (<c>.etlx.new</c>).</summary>
+    private static void Delete(string etlx)
+    {
+        try
+        {
+            File.Delete(etlx + ".new");
+            File.Delete(etlx);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            // A leftover index is harmless (Windows refuses to remove one still being written); the summary (or the
+            // error that ended it) is what the caller needs.
+        }
+    }
+
+    private static HotMethods Summarize(string nettrace, string etlxPath, int top, CancellationToken cancellationToken)
     {
         string etlx = TraceLog.CreateFromEventPipeDataFile(nettrace, etlxPath);
+        cancellationToken.ThrowIfCancellationRequested();
         var exclusive = new Dictionary<string, int>(StringComparer.Ordinal);
         var inclusive = new Dictionary<string, int>(StringComparer.Ordinal);
         var seen = new HashSet<string>(StringComparer.Ordinal);
@@ -83,6 +106,7 @@ public static class TraceSummary
             processors = log.NumberOfProcessors;
             foreach (TraceEvent e in log.Events)
             {
+                cancellationToken.ThrowIfCancellationRequested();
                 if (e.ProviderName != "Microsoft-DotNETCore-SampleProfiler" || !e.EventName.Contains("Sample", StringComparison.Ordinal))
                 {
                     continue;
