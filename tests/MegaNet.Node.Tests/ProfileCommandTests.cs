@@ -18,9 +18,15 @@ public sealed class ProfileCommandTests(ITestOutputHelper output) : IDisposable
     public void Dispose() => Directory.Delete(_dir, recursive: true);
 
     [Theory]
-    [InlineData("--refresh must be 1 or more seconds (got 0)", "--refresh", "0")]
-    [InlineData("--refresh must be 1 or more seconds (got -3)", "--refresh", "-3")]
-    [InlineData("--top must be 0 (no summary) or more (got -1)", "--top", "-1")]
+    [InlineData("--refresh must be 1 to 3,600 seconds (got 0)", "--refresh", "0")]
+    [InlineData("--refresh must be 1 to 3,600 seconds (got -3)", "--refresh", "-3")]
+    [InlineData("--refresh must be 1 to 3,600 seconds (got 3000000)", "--once", "--refresh", "3000000")] // crashed Task.Delay
+    [InlineData("--duration sets how long --trace records; give --trace too", "--duration", "5m")] // ran the live table forever
+    [InlineData("--top sizes the summary after --trace; give --trace too", "--top", "5")]
+    [InlineData("--trace reads none: drop --refresh", "--trace", "x.nettrace", "--refresh", "5")]
+    [InlineData("--dump reads none: drop --refresh", "--dump", "x.dmp", "--refresh", "5")]
+    [InlineData("--list lists every node, so --pid does not apply", "--list", "--pid", "1")]
+    [InlineData("--top must be 0 (no summary) or more (got -1)", "--trace", "x.nettrace", "--top", "-1")]
     [InlineData("--json needs --once", "--json")]
     [InlineData("--once and --trace cannot be combined", "--once", "--trace", "x.nettrace")]
     [InlineData("--trace and --dump cannot be combined", "--dump", "x.dmp", "--trace", "x.nettrace")]
@@ -29,7 +35,9 @@ public sealed class ProfileCommandTests(ITestOutputHelper output) : IDisposable
     public async Task Options_that_would_be_ignored_or_replaced_are_refused_in_one_line(string expected, params string[] args)
     {
         // Before, --refresh 0 and -3 became 1, --top -1 became 0, --json without --once and one of --once/--dump
-        // beside --trace were ignored, --duration 0s was "not a duration" and 1e300s crashed (TimeSpan overflow). Refused before any node is looked for.
+        // beside --trace were ignored, --duration 0s was "not a duration" and 1e300s crashed (TimeSpan overflow).
+        // And --duration and --top without --trace, --refresh with --trace or --dump and --pid with --list were
+        // ignored, and --refresh 3000000 crashed. Refused before any node is looked for.
         Result r = await MeganetProcess.RunAsync(_dir, null, closeStdout: false, ["profile", .. args]);
         output.WriteLine(r.Stderr);
         Assert.True(r.ExitCode == 1, $"exit code {r.ExitCode}; stderr: {r.Stderr}");

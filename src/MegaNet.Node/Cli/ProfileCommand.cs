@@ -53,9 +53,30 @@ internal static class ProfileCommand
                     throw new ProfilerException("--json needs --once: the live table is text; use --once --json for one snapshot as JSON.");
                 }
 
-                if (parse.GetValue(refresh) is < 1 and int r)
+                bool Given(Option o) => parse.GetResult(o) is { Implicit: false };
+                if (Given(duration) && parse.GetValue(trace) is null)
                 {
-                    throw new ProfilerException($"--refresh must be 1 or more seconds (got {r}).");
+                    throw new ProfilerException("--duration sets how long --trace records; give --trace too, or drop --duration (the live table runs until Ctrl+C).");
+                }
+
+                if (Given(top) && parse.GetValue(trace) is null)
+                {
+                    throw new ProfilerException("--top sizes the summary after --trace; give --trace too, or drop --top.");
+                }
+
+                if (Given(refresh) && modes.FirstOrDefault(m => m is not "--once") is { } other)
+                {
+                    throw new ProfilerException($"--refresh sets how often the live table and --once read the counters; {other} reads none: drop --refresh.");
+                }
+
+                if (Given(pid) && parse.GetValue(list))
+                {
+                    throw new ProfilerException("--list lists every node, so --pid does not apply; drop one of them.");
+                }
+
+                if (parse.GetValue(refresh) is (< 1 or > MaxRefreshSeconds) and int r)
+                {
+                    throw new ProfilerException($"--refresh must be 1 to {MaxRefreshSeconds:N0} seconds (got {r}).");
                 }
 
                 if (parse.GetValue(top) is < 0 and int tp)
@@ -170,4 +191,8 @@ internal static class ProfileCommand
         });
         return command;
     }
+
+    /// <summary>Longest --refresh: an hour between readings (--once waits 2.5 times as long for its snapshot; beyond
+    /// about 24 days the wait could not even be set, and 3,000,000 s crashed).</summary>
+    private const int MaxRefreshSeconds = 3600;
 }
