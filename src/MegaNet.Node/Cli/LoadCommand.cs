@@ -185,6 +185,12 @@ internal static class LoadCommand
 
                 if (m is "both" or "unary")
                 {
+                    if (UnaryRateProblem(m, offered, streamRate) is { } noRate)
+                    {
+                        Console.Error.WriteLine($"meganet load: {noRate}");
+                        return 1;
+                    }
+
                     List<Envelope> envelopes = await PrepareAsync(m == "both" ? Math.Max(1, n / 2) : n, ct);
                     LoadReport unary = await WithForgeriesAsync(target, clientOptions, forgeries, forgedRate, () => generator.RunUnaryAsync(envelopes, offered > 0 ? offered : streamRate / 2, ct), ct);
                     if (raw is not null)
@@ -239,6 +245,15 @@ internal static class LoadCommand
     }
 
     /// <summary>The first option out of range, said in one line; null when all are fine.</summary>
+    /// <summary>Why the unary phase (and --floor's) cannot run at the rate the help promises, or null. With --mode both
+    /// and no --rate it is offered half the streaming phase's accepted rate; a streaming phase that accepted nothing
+    /// left that 0, which RunUnaryAsync takes as closed loop, so the phase ran unpaced and was reported as if paced.</summary>
+    internal static string? UnaryRateProblem(string mode, double offered, double streamRate) =>
+        mode == "both" && offered <= 0 && !(streamRate > 0)
+            ? "the streaming phase accepted nothing (see its report above), so there is no rate to offer the unary phase " +
+              "(half the streaming rate); the unary phase is not run. Find out why the node refused the stream, or give --rate."
+            : null;
+
     private static string? Problem(int envelopes, int clients, int connections, int warmup, string mode, int perRequest, double rate, double forged, bool floor) =>
         envelopes < 1 ? $"--envelopes must be at least 1 (got {envelopes})." :
         clients < 1 ? $"--clients must be at least 1 (got {clients})." :

@@ -1,0 +1,26 @@
+using MegaNet.Node.Cli;
+
+namespace MegaNet.Node.Tests;
+
+/// <summary>How <c>meganet load</c> paces its unary phase.</summary>
+public sealed class LoadCommandTests
+{
+    [Theory]
+    // --mode both without --rate: half the streaming rate. A streaming phase that accepted nothing left 0, which the
+    // unary phase (and --floor's) took as closed loop, contrary to the help; now refused, saying why.
+    [InlineData("both", 0.0, 0.0, true)]
+    [InlineData("both", 0.0, double.NaN, true)]
+    [InlineData("both", 0.0, 1_200.0, false)]
+    [InlineData("both", 500.0, 0.0, false)] // --rate given: it is the rate, whatever the stream did
+    [InlineData("unary", 0.0, 0.0, false)] // --mode unary without --rate is closed loop, as the help says
+    public void The_unary_phase_after_a_stream_that_accepted_nothing_is_not_run_closed_loop(string mode, double offered, double streamRate, bool refused)
+    {
+        string? problem = LoadCommand.UnaryRateProblem(mode, offered, streamRate);
+        Assert.Equal(refused, problem is not null);
+        if (refused)
+        {
+            Assert.Contains("the streaming phase accepted nothing", problem, StringComparison.Ordinal);
+            Assert.Contains("give --rate", problem, StringComparison.Ordinal);
+        }
+    }
+}
