@@ -132,6 +132,16 @@ public sealed class ProfileCommandTests(ITestOutputHelper output) : IDisposable
         Assert.False(File.Exists(json));
     }
 
+    [Fact]
+    public void Signing_a_bench_batch_stops_at_ctrl_c()
+    {
+        // MakeBatch took no token: Ctrl+C while bench signed a large batch (minutes at 1,000,000 on two cores) waited
+        // out the 5 s grace period, and the process ended without removing its empty --json and --plot files.
+        using var interrupted = new CancellationTokenSource();
+        interrupted.Cancel();
+        Assert.ThrowsAny<OperationCanceledException>(() => MegaNet.Node.Benchmarking.VerifyBenchmark.MakeBatch(100_000, 0, cancellationToken: interrupted.Token));
+    }
+
     private static string Pid(ExternalNode node) => node.ProcessId.ToString(CultureInfo.InvariantCulture);
 
     private static int Headers(string stdout) => stdout.Split('\n').Count(l => l.StartsWith("MegaNet node pid ", StringComparison.Ordinal));

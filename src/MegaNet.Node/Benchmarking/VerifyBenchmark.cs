@@ -261,7 +261,7 @@ public sealed class VerifyBenchmark(BatchVerifierRegistry registry, VerifyBenchm
         foreach (int size in options.BatchSizes)
         {
             options.Cancellation.ThrowIfCancellationRequested();
-            using SignatureBatch batch = MakeBatch(size, options.DistinctKeys);
+            using SignatureBatch batch = MakeBatch(size, options.DistinctKeys, cancellationToken: options.Cancellation);
             // libsodium verifies one item at a time, so its rate does not depend on the batch size; timing it on a
             // slice keeps one call short at batch 1,000,000 (a whole batch would take half a minute per call).
             using SignatureBatch baselineBatch = size <= BaselineSlice ? batch : Slice(batch, BaselineSlice);
@@ -345,7 +345,7 @@ public sealed class VerifyBenchmark(BatchVerifierRegistry registry, VerifyBenchm
     private void WarmUp(List<WarmUpResult> warmUp, LibsodiumBatchVerifier libsodium, Dictionary<(string Backend, int Threads), IBatchVerifier> verifiers)
     {
         SignatureBatch[] batches = options.BatchSizes.Select(s => Math.Min(s, WarmUpItems)).Distinct().Order()
-            .Select(s => MakeBatch(s, options.DistinctKeys, seed: 2)).ToArray();
+            .Select(s => MakeBatch(s, options.DistinctKeys, seed: 2, options.Cancellation)).ToArray();
         try
         {
             TimeSpan window = TimeSpan.FromTicks(Math.Clamp((options.Duration / 7).Ticks, TimeSpan.TicksPerMillisecond, 100 * TimeSpan.TicksPerMillisecond));
@@ -523,7 +523,9 @@ public sealed class VerifyBenchmark(BatchVerifierRegistry registry, VerifyBenchm
     }
 
     /// <summary>A batch of valid items signed with seeded keys (deterministic across runs).</summary>
-    public static SignatureBatch MakeBatch(int size, int distinctKeys, int seed = 1)
+    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled (signing batch
+    /// 1,000,000 takes minutes on two cores, longer than Ctrl+C's grace period).</exception>
+    public static SignatureBatch MakeBatch(int size, int distinctKeys, int seed = 1, CancellationToken cancellationToken = default)
     {
         var random = new Random(seed);
         int keyCount = distinctKeys <= 0 ? size : Math.Min(distinctKeys, size);
@@ -541,7 +543,7 @@ public sealed class VerifyBenchmark(BatchVerifierRegistry registry, VerifyBenchm
         byte[] messages = new byte[64L * size <= Array.MaxLength ? 64 * size : throw new ArgumentOutOfRangeException(nameof(size))];
         random.NextBytes(messages);
         byte[] signatures = new byte[64 * size];
-        Parallel.For(0, size, i => Ed25519Signer.Sign(keys[i % keys.Length].Sk, messages.AsSpan(64 * i, 64), signatures.AsSpan(64 * i, 64)));
+        Parallel.For(0, size, new ParallelOptions { CancellationToken = cancellationToken }, i => Ed25519Signer.Sign(keys[i % keys.Length].Sk, messages.AsSpan(64 * i, 64), signatures.AsSpan(64 * i, 64)));
         var batch = new SignatureBatch(size, size * 64);
         for (int i = 0; i < size; i++)
         {
