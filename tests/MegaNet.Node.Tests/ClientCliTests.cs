@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Globalization;
+using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json.Nodes;
 using MegaNet.Api;
@@ -611,6 +612,65 @@ public sealed class ClientCliTests : IDisposable
             await Task.Delay(50);
         }
 
+        node.AssertNoServerErrors();
+    }
+
+    [Fact]
+    public async Task Listen_fetches_a_part_left_for_its_senders_cap_again_only_once_that_sender_makes_room_and_only_the_entries_left()
+    {
+        // The retry ran whenever room was made anywhere in the spool, and read the mailbox from the oldest entry left
+        // on, a page of 100: a part left for its sender's cap was fetched (a mailbox open each time) and left again
+        // each time another sender's file came whole, and each fetch brought every entry after it too.
+        await using TestNode node = await TestNode.StartAsync();
+        var authenticator = (MegaNet.Node.Admission.MailboxAuthenticator)node.Services.GetService(typeof(MegaNet.Node.Admission.MailboxAuthenticator))!;
+        await using var proxy = new FreezableProxy(node.Address);
+        string bobPath = NewIdentity("bob.json"), saveDir = Path.Combine(_dir, "received");
+        using Identity alice = Identity.Create(), carol = Identity.Create(), bob = Identity.Load(bobPath);
+        using MegaNetClient client = node.Client();
+
+        // As many files from alice begun here as the spool takes from one sender at once.
+        ReceivedParts spool = ReceivedParts.Beside(bobPath);
+        var begun = new List<IReadOnlyList<byte[]>>();
+        for (int i = 0; i < ReceivedParts.MaxOpenFilesPerSender; i++)
+        {
+            string name = $"f{i:D2}.bin";
+            begun.Add(FileParts.Split(RandomNumberGenerator.GetBytes(FileParts.SliceLength(name) + 1), name));
+            Assert.IsType<ReceivedParts.Waiting>(spool.Add(TestParts.Part(alice, begun[i][0], name)));
+        }
+
+        byte[] late = RandomNumberGenerator.GetBytes(FileParts.SliceLength("late.bin") + 5);
+        using var listen = new Running(_dir, "listen", "-i", bobPath, "--node", proxy.Address.ToString(), "--save-files", saveDir);
+        await listen.WaitForAsync("first contact with", stderr: true);
+        await client.SendFileInPartsAsync(alice, bob.Card, late, "late.bin");
+        await listen.WaitForAsync("part 1 of file 'late.bin' is left on the node for now", stderr: true);
+        await listen.WaitForAsync("part 2 of file 'late.bin' is left on the node for now", stderr: true);
+        int opens = authenticator.UsedCount;
+
+        // Carol's files come whole, each making room, but none among alice's files arriving: nothing is fetched.
+        for (int i = 0; i < 3; i++)
+        {
+            await client.SendFileInPartsAsync(carol, bob.Card, RandomNumberGenerator.GetBytes(2 * FileParts.SliceLength($"c{i}.bin")), $"c{i}.bin");
+            await listen.WaitForAsync($"file 'c{i}.bin'");
+        }
+
+        await client.SendAsync(carol, bob.Card, Text("after"), "text/plain; charset=utf-8"); // after any retry of c2.bin's
+        await listen.WaitForAsync(": after");
+        Assert.Equal(opens, authenticator.UsedCount);
+        Assert.Single(listen.Stderr, l => l.Contains("part 1 of file 'late.bin' is left on the node", StringComparison.Ordinal));
+        Assert.Single(listen.Stderr, l => l.Contains("part 2 of file 'late.bin' is left on the node", StringComparison.Ordinal));
+
+        // One of alice's files comes whole: the two entries left are fetched again, with one open, and nothing after
+        // them (carol's six parts of the largest size, still on the node without --ack).
+        long carried = proxy.ToClientBytes;
+        await client.SendAsync(alice, bob.Card, begun[0][1], FileParts.ContentType, "f00.bin");
+        await listen.WaitForAsync($": file 'late.bin' ({late.Length} bytes in 2 parts; saved as {Path.Combine(saveDir, "late.bin")})");
+        Assert.Equal(late, await File.ReadAllBytesAsync(Path.Combine(saveDir, "late.bin")));
+        Assert.Equal(opens + 1, authenticator.UsedCount);
+        // What the node sent meanwhile: f00.bin's last part (small) on the subscription, and late.bin's parts, one of
+        // the largest size and one small.
+        long largest = EnvelopeFormat.PayloadClasses[^1];
+        Assert.True(proxy.ToClientBytes - carried < largest * 3 / 2, $"{proxy.ToClientBytes - carried:N0} bytes came for late.bin's parts, where one is {largest:N0}");
+        Assert.DoesNotContain(listen.Stderr, l => l.Contains("skipped", StringComparison.Ordinal));
         node.AssertNoServerErrors();
     }
 

@@ -36,6 +36,12 @@ public sealed class FreezableProxy : IAsyncDisposable
     /// <summary>Reads carried from the node to its clients so far (a keepalive on an idle subscription is one).</summary>
     public int ToClientReads => Volatile.Read(ref _toClientReads);
 
+    private long _toClientBytes;
+
+    /// <summary>Bytes carried from the node to its clients so far (counted before they are passed on, so a client that
+    /// acts on them finds them counted).</summary>
+    public long ToClientBytes => Interlocked.Read(ref _toClientBytes);
+
     /// <summary>Stops carrying bytes on every connection open now; their sockets stay open.</summary>
     public void Freeze()
     {
@@ -120,6 +126,11 @@ public sealed class FreezableProxy : IAsyncDisposable
                 {
                     to.Shutdown(SocketShutdown.Send);
                     return;
+                }
+
+                if (toClient)
+                {
+                    Interlocked.Add(ref _toClientBytes, n);
                 }
 
                 await to.SendAsync(buffer.AsMemory(0, n), SocketFlags.None, _stop.Token);

@@ -179,6 +179,34 @@ public sealed class ReceivedPartsTests : IDisposable
     }
 
     [Fact]
+    public void A_part_deferred_for_its_senders_cap_would_fit_only_once_that_sender_makes_room()
+    {
+        // Room made anywhere in the spool counts in RoomMade; a listen fetched every deferred part again at each change,
+        // and a part deferred for its sender's cap was deferred again every time another sender's file came whole.
+        using Identity alice = Identity.Create(), carol = Identity.Create();
+        int slice = FileParts.SliceLength(Name);
+        IReadOnlyList<byte[]> begun = FileParts.Split(RandomNumberGenerator.GetBytes(2 * slice), Name), late = FileParts.Split(RandomNumberGenerator.GetBytes(2 * slice), Name),
+            other = FileParts.Split(RandomNumberGenerator.GetBytes(2 * slice), Name);
+        ReceivedParts spool = ReceivedParts.Beside(IdentityPath, maxOpenFilesPerSender: 1);
+        Assert.IsType<ReceivedParts.Waiting>(spool.Add(Part(alice, begun[0])));
+        Assert.IsType<ReceivedParts.Waiting>(spool.Add(Part(carol, other[0])));
+        var deferred = Assert.IsType<ReceivedParts.Deferred>(spool.Add(Part(alice, late[0])));
+        Assert.Contains("files from this sender are arriving here already", deferred.Reason, StringComparison.Ordinal);
+        Assert.Equal([false], spool.WouldFit([deferred.Part]));
+
+        // Carol's file comes whole: room made, but not for alice.
+        long made = spool.RoomMade;
+        Assert.IsType<ReceivedParts.Whole>(spool.Add(Part(carol, other[1])));
+        Assert.NotEqual(made, spool.RoomMade);
+        Assert.Equal([false], spool.WouldFit([deferred.Part]));
+
+        // Alice's file comes whole: her part fits now, and is kept as it was checked.
+        Assert.IsType<ReceivedParts.Whole>(spool.Add(Part(alice, begun[1])));
+        Assert.Equal([true], spool.WouldFit([deferred.Part]));
+        Assert.IsType<ReceivedParts.Waiting>(spool.Add(Part(alice, late[0])));
+    }
+
+    [Fact]
     public void Files_arriving_together_cannot_fill_a_cap_between_them_with_none_whole()
     {
         using Identity alice = Identity.Create();

@@ -329,7 +329,7 @@ internal static partial class ClientCommands
     private static async Task<int> FetchAsync(MegaNetClient client, Identity id, SeenMessages received, Inbox inbox, ulong cursor, bool ack, CancellationToken ct)
     {
         var toAcknowledge = new List<ulong>();
-        (FetchResult page, ulong reached, bool more) = await FetchPagesAsync(client, id, received, cursor, ulong.MaxValue, m =>
+        (FetchResult page, ulong reached, bool more) = await FetchPagesAsync(client, id, received, cursor, m =>
         {
             if (inbox.Deliver(m, ack ? "no message was acknowledged" : null))
             {
@@ -387,10 +387,10 @@ internal static partial class ClientCommands
     }
 
     /// <summary>Reads the mailbox after <paramref name="cursor"/> page by page, handing each message that opened to
-    /// <paramref name="message"/> and each that did not to <paramref name="unreadable"/>, until its end, or the page that
-    /// reaches <paramref name="through"/>, or <see cref="MaxFetchPages"/>. Returns the last page, the cursor after it,
-    /// and whether it stopped at <see cref="MaxFetchPages"/> with more perhaps waiting.</summary>
-    private static async Task<(FetchResult Last, ulong Cursor, bool More)> FetchPagesAsync(MegaNetClient client, Identity id, SeenMessages received, ulong cursor, ulong through,
+    /// <paramref name="message"/> and each that did not to <paramref name="unreadable"/>, until its end or
+    /// <see cref="MaxFetchPages"/>. Returns the last page, the cursor after it, and whether it stopped at
+    /// <see cref="MaxFetchPages"/> with more perhaps waiting.</summary>
+    private static async Task<(FetchResult Last, ulong Cursor, bool More)> FetchPagesAsync(MegaNetClient client, Identity id, SeenMessages received, ulong cursor,
         Action<ReceivedMessage> message, Action<UnreadableMessage> unreadable, CancellationToken ct)
     {
         for (int pages = 1; ; pages++)
@@ -416,11 +416,6 @@ internal static partial class ClientCommands
             }
 
             cursor = next;
-            if (cursor >= through)
-            {
-                return (page, cursor, false);
-            }
-
             if (pages == MaxFetchPages)
             {
                 return (page, cursor, true);
@@ -430,27 +425,23 @@ internal static partial class ClientCommands
 
     /// <summary>
     /// <c>listen</c>: fetches again the parts it left on the node for want of room in the parts spool, once room was made
-    /// there (a file came whole, parts were handed over or pruned), as a <c>fetch</c> would get them: the subscription
-    /// brings each entry once, so without this they waited for the next fetch, or expired. Only those parts go through
-    /// the inbox again (what else the pages hold was shown or reported already, and stays so); one that fits is
-    /// acknowledged under <c>--ack</c>, one that does not stays deferred, and one no longer on the node is forgotten.
-    /// Again while the tries themselves make room (a deferred part that made its file whole). A node that does not
-    /// answer costs a line: they are tried again at the next message.
+    /// there for them (<see cref="Inbox.DeferredToFetch"/>: a file of the same sender came whole, parts were handed over
+    /// or pruned), as a <c>fetch</c> would get them: the subscription brings each entry once, so without this they waited
+    /// for the next fetch, or expired. Only those entries are fetched (<see cref="FetchDeferredAsync"/>) and go through
+    /// the inbox again; one that fits is acknowledged under <c>--ack</c>, one that does not stays deferred, and one no
+    /// longer on the node is forgotten. Again while the fetches themselves make room (a deferred part that made its
+    /// file whole). A fetch that fails costs a line, and the parts are tried again after the next message once the
+    /// node's <c>retry-after-ms</c> or a growing wait (5 s, 10 s … 2 min) has passed.
     /// </summary>
     private static async Task RetryDeferredAsync(MegaNetClient client, Identity id, SeenMessages seen, Inbox inbox, ListenAcknowledger? acknowledger, CancellationToken ct)
     {
-        while (inbox.DeferredMayFit)
+        for (List<ulong[]> deferred; (deferred = inbox.DeferredToFetch()).Count > 0;)
         {
-            ulong[] deferred = inbox.TakeDeferred();
-            var waiting = new HashSet<ulong>(deferred);
-            var found = new HashSet<ulong>();
-            ulong reached;
-            bool more;
             try
             {
-                (_, reached, more) = await FetchPagesAsync(client, id, seen, deferred[0] > 0 ? deferred[0] - 1 : 0, deferred[^1], m =>
+                await FetchDeferredAsync(client, id, seen, deferred, m =>
                 {
-                    if (waiting.Contains(m.Seq) && found.Add(m.Seq) && inbox.Deliver(m, "stopped listening"))
+                    if (inbox.Deliver(m, "stopped listening"))
                     {
                         acknowledger?.Add(m.Seq);
                     }
@@ -458,32 +449,70 @@ internal static partial class ClientCommands
                 {
                     // Opened before, it no longer does (its record of copies changed): reported and deleted as the
                     // subscription does with such mail.
-                    if (waiting.Contains(m.Seq) && found.Add(m.Seq))
-                    {
-                        inbox.DeferredGone(m.Seq);
-                        Inbox.Warn(m);
-                        acknowledger?.Add(m.Seq);
-                    }
-                }, ct);
+                    inbox.DeferredGone(m.Seq);
+                    Inbox.Warn(m);
+                    acknowledger?.Add(m.Seq);
+                }, inbox.DeferredGone, ct);
             }
             catch (Exception e) when (!ct.IsCancellationRequested && e is RpcException or NodeSilentException or PowDemandTooHighException or NodeMisbehavedException)
             {
-                inbox.DeferredNotTried();
-                Console.Error.WriteLine($"meganet: the {deferred.Length} part(s) left on the node for want of room could not be fetched again ({Describe(e)}); tried again after the next message, or 'meganet fetch' gets them.");
+                TimeSpan wait = inbox.DeferredNotFetched(RetryHint(e));
+                Console.Error.WriteLine($"meganet: part(s) left on the node for want of room could not be fetched again ({Describe(e)}); tried again after the first message that comes {wait.TotalSeconds:0} s from now, or 'meganet fetch' gets them.");
                 return;
             }
 
-            // Read as far as the newest of them: those not in the pages are gone from the node (acknowledged by a fetch
-            // beside this listen, or expired).
-            foreach (ulong seq in waiting)
+            inbox.DeferredFetched();
+        }
+    }
+
+    /// <summary>
+    /// Fetches the entries <paramref name="runs"/> name (each run ascending, of entries next to each other in the
+    /// mailbox) and nothing around them: each run with one <c>Fetch</c> from just before its first entry, limited to the
+    /// run's length (more only where the node's page size cut a page short, or an entry the run did not know of lay
+    /// between), so no entry before it is sent, nor more after it than entries of it gone. Hands each of them that
+    /// opened to <paramref name="message"/>, each that did not to <paramref name="unreadable"/>, and each the node no
+    /// longer holds (acknowledged by a fetch beside this listen, or expired) to <paramref name="gone"/>; anything else a
+    /// page holds is left alone.
+    /// </summary>
+    internal static async Task FetchDeferredAsync(MegaNetClient client, Identity id, SeenMessages seen, IEnumerable<ulong[]> runs,
+        Action<ReceivedMessage> message, Action<UnreadableMessage> unreadable, Action<ulong> gone, CancellationToken ct)
+    {
+        foreach (ulong[] run in runs)
+        {
+            var wanted = new HashSet<ulong>(run);
+            for (int at = 0; at < run.Length;)
             {
-                if (!found.Contains(seq) && (!more || seq <= reached))
+                // Sequence numbers start at 1.
+                ulong after = run[at] - 1;
+                (IReadOnlyList<ReceivedMessage> messages, IReadOnlyList<UnreadableMessage> bad, ulong next) =
+                    await client.FetchAsync(id, after, Math.Min(run.Length - at, MaxDeferredFetch), ct, seen);
+                var sent = new HashSet<ulong>();
+                foreach (ReceivedMessage m in messages.Where(m => wanted.Contains(m.Seq) && sent.Add(m.Seq)))
                 {
-                    inbox.DeferredGone(seq);
+                    message(m);
+                }
+
+                foreach (UnreadableMessage m in bad.Where(m => wanted.Contains(m.Seq) && sent.Add(m.Seq)))
+                {
+                    unreadable(m);
+                }
+
+                // The node read the mailbox through next: what of the run up to there it did not send is gone, and an
+                // empty page (or a cursor that did not move) is the end of the mailbox.
+                ulong through = messages.Count + bad.Count == 0 || next <= after ? run[^1] : next;
+                for (; at < run.Length && run[at] <= through; at++)
+                {
+                    if (!sent.Contains(run[at]))
+                    {
+                        gone(run[at]);
+                    }
                 }
             }
         }
     }
+
+    /// <summary>Entries asked for in one <c>Fetch</c> of deferred parts at most (a page, as <c>fetch</c> asks).</summary>
+    private const int MaxDeferredFetch = 100;
 
     /// <summary>Tells the owner when mail waiting on the node has reached the point where senders must add proof of work
     /// (or, with that off, nine tenths of a quota): a mailbox nobody acknowledges fills, and then refuses mail.</summary>

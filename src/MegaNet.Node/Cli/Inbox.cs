@@ -57,11 +57,23 @@ internal sealed class Inbox(bool json, ContactsFollower contacts, ReceivedParts 
     // Files whose parts came again after the file was shown: reported once a run, not once a part (hundreds).
     private readonly HashSet<string> _copiesReported = [];
 
-    // Parts this run left on the node for want of room in the spool, by sequence number, and the spool's RoomMade when
-    // they were last tried: a listen reads each entry once, and came back for none of them once room was made.
-    private readonly SortedSet<ulong> _deferred = [];
-    private long _deferredTriedAt;
+    // Parts this run left on the node for want of room in the spool, by sequence number, with what each needs of the
+    // caps and the entry delivered just before it (sequence numbers are the node's log's, so the mailbox's entries are
+    // not numbered one after another: this says which deferred entries lie next to each other there); the spool's
+    // RoomMade when they were last checked against it; and, after a fetch of them failed, when to try again and how
+    // long the next wait is. A listen reads each entry once: without these it came back for none of them.
+    private readonly SortedDictionary<ulong, (ReceivedParts.Pending Part, ulong Previous)> _deferred = [];
+    private ulong _lastDelivered;
+    private long _deferredCheckedAt;
+    private bool _deferredDue;
+    private long _deferredNotBefore;
+    private TimeSpan _deferredBackoff = FirstDeferredBackoff;
 
+    /// <summary>The first wait after a fetch of deferred parts failed; it doubles up to <see cref="MaxDeferredBackoff"/>.</summary>
+    internal static readonly TimeSpan FirstDeferredBackoff = TimeSpan.FromSeconds(5);
+
+    /// <summary>The longest wait between two failed fetches of deferred parts: the node's window for a mailbox's opens.</summary>
+    internal static readonly TimeSpan MaxDeferredBackoff = TimeSpan.FromMinutes(2);
 
     // Not disposed: disposing flushes, and after a failed write that would throw again over the clear error.
     private readonly StreamWriter _output = ClientCommands.StandardOutput();
@@ -89,7 +101,9 @@ internal sealed class Inbox(bool json, ContactsFollower contacts, ReceivedParts 
     /// a file whose bytes went nowhere (text output without <c>--save-files</c> only says it came).</summary>
     public bool Deliver(ReceivedMessage m, string? consequence)
     {
-        _deferred.Remove(m.Seq); // delivered again: what becomes of it now counts
+        // Delivered again (fetched again by a listen): what becomes of it now counts, and it keeps its place.
+        ulong previous = _deferred.Remove(m.Seq, out var before) ? before.Previous : _lastDelivered;
+        _lastDelivered = Math.Max(_lastDelivered, m.Seq);
         // Looked up once: it reads the contacts file's time stamp, and re-reads a file written within 2 s.
         string? senderName = contacts.NameOf(m.Sender);
         if (m.Content.ContentType != FileParts.ContentType)
@@ -143,11 +157,11 @@ internal sealed class Inbox(bool json, ContactsFollower contacts, ReceivedParts 
                 Console.Error.WriteLine($"[{m.Seq}] {d.Reason}");
                 if (_deferred.Count == 0)
                 {
-                    // Tried with the room there is now (after any prune this part's own Add made).
-                    _deferredTriedAt = parts.RoomMade;
+                    // Checked against the room there is now (after any prune this part's own Add made).
+                    _deferredCheckedAt = parts.RoomMade;
                 }
 
-                _deferred.Add(m.Seq);
+                _deferred[m.Seq] = (d.Part, previous);
                 return false;
             case ReceivedParts.Waiting w when w.Have == 1 || ClientCommands.CrossesStep(w.Have, w.Count, 4):
                 // A few lines for a file of any size: at its first part and at each quarter.
@@ -162,22 +176,62 @@ internal sealed class Inbox(bool json, ContactsFollower contacts, ReceivedParts 
         return true;
     }
 
-    /// <summary>Whether parts this run left on the node for want of room may fit now: room was made in the spool since
-    /// they were last tried (a file came whole, parts were handed over or pruned, another process freed some).</summary>
-    public bool DeferredMayFit => _deferred.Count > 0 && parts.RoomMade != _deferredTriedAt;
-
-    /// <summary>The sequence numbers of the parts left on the node for want of room, oldest first, taken to be tried
-    /// again (each goes through <see cref="Deliver"/> again): <see cref="DeferredMayFit"/> is false until more room is
-    /// made, or <see cref="DeferredNotTried"/> says the try failed.</summary>
-    public ulong[] TakeDeferred()
+    /// <summary>The sequence numbers of the parts this run left on the node for want of room that would be kept now
+    /// (<see cref="ReceivedParts.WouldFit"/>), to be fetched again (each goes through <see cref="Deliver"/> again): in
+    /// runs, oldest first, each of entries that lie next to each other in the mailbox as far as this run saw it. Empty
+    /// unless room was made in the spool since they were last checked (a file came whole, parts were handed over or
+    /// pruned, another process freed some), or a fetch of them failed and its wait is over: checked against the caps
+    /// that deferred each, so room made for another sender, or in an account a part is not held to, fetches
+    /// nothing.</summary>
+    public List<ulong[]> DeferredToFetch()
     {
-        _deferredTriedAt = parts.RoomMade;
-        return [.. _deferred];
+        var runs = new List<ulong[]>();
+        if (_deferred.Count == 0 || Environment.TickCount64 < _deferredNotBefore || (parts.RoomMade == _deferredCheckedAt && !_deferredDue))
+        {
+            return runs;
+        }
+
+        bool[] fits = parts.WouldFit([.. _deferred.Values.Select(d => d.Part)]);
+        // After the check: a recount it made that found room was taken into account by it.
+        (_deferredCheckedAt, _deferredDue) = (parts.RoomMade, false);
+        var run = new List<ulong>();
+        int i = 0;
+        foreach ((ulong seq, (_, ulong previous)) in _deferred)
+        {
+            if (run.Count > 0 && (!fits[i] || previous != run[^1]))
+            {
+                runs.Add([.. run]);
+                run.Clear();
+            }
+
+            if (fits[i++])
+            {
+                run.Add(seq);
+            }
+        }
+
+        if (run.Count > 0)
+        {
+            runs.Add([.. run]);
+        }
+
+        return runs;
     }
 
-    /// <summary>The deferred parts could not be fetched again (the node did not answer): tried again at the next
-    /// chance.</summary>
-    public void DeferredNotTried() => _deferredTriedAt = parts.RoomMade - 1;
+    /// <summary>The deferred parts were fetched again (those still deferred wait for more room).</summary>
+    public void DeferredFetched() => (_deferredNotBefore, _deferredBackoff) = (0, FirstDeferredBackoff);
+
+    /// <summary>A fetch of the deferred parts failed: <see cref="DeferredToFetch"/> offers them again once
+    /// <paramref name="retryAfter"/> (the node's <c>retry-after-ms</c>) or a growing wait has passed, whichever is
+    /// longer, not at the next message: a node that refused the mailbox for opens too many would be asked again at
+    /// once, and refused opens count against the address. Returns the wait.</summary>
+    public TimeSpan DeferredNotFetched(TimeSpan? retryAfter)
+    {
+        TimeSpan wait = retryAfter is { } hint && hint > _deferredBackoff ? hint : _deferredBackoff;
+        _deferredBackoff = TimeSpan.FromTicks(Math.Min(2 * _deferredBackoff.Ticks, MaxDeferredBackoff.Ticks));
+        (_deferredNotBefore, _deferredDue) = (Environment.TickCount64 + (long)wait.TotalMilliseconds, true);
+        return wait;
+    }
 
     /// <summary>A deferred part that is no longer on the node (acknowledged by another process, or expired).</summary>
     public void DeferredGone(ulong seq) => _deferred.Remove(seq);

@@ -92,8 +92,8 @@ internal sealed class ReceivedParts
 
     /// <summary>How many times this process saw room made: a file came whole (out of the account of files arriving),
     /// a file's parts were deleted (forgotten once handed over, pruned, dropped), or the totals counted again after
-    /// another process changed the directory were lower than before. A part <see cref="Deferred"/> may fit once it
-    /// changed.</summary>
+    /// another process changed the directory were lower than before. A part <see cref="Deferred"/> can fit only once it
+    /// changed (whether it does, for that part's sender and caps, <see cref="WouldFit"/> says).</summary>
     public long RoomMade { get; private set; }
 
     /// <summary>How many times the totals were counted from the disk (for tests: once, and again only after another
@@ -136,9 +136,14 @@ internal sealed class ReceivedParts
     public sealed record ShownAlready(string File) : Outcome;
 
     /// <summary>Not kept for now (the caps are reached; said why, and what makes room): reported, and left on the node,
-    /// not acknowledged, so a later fetch gets it once room is made (and a running listen, once it sees
-    /// <see cref="RoomMade"/> change).</summary>
-    public sealed record Deferred(string Reason) : Outcome;
+    /// not acknowledged, so a later fetch gets it once room is made (and a running listen, once <see cref="WouldFit"/>
+    /// says <paramref name="Part"/> fits).</summary>
+    public sealed record Deferred(string Reason, Pending Part) : Outcome;
+
+    /// <summary>What a deferred part needs of the caps, remembered so that <see cref="WouldFit"/> can tell without the
+    /// part itself whether room was made for it: its sender's and file's directory, where it goes in the file, what
+    /// it is charged, and whether its sender is in the contacts (held to the caps per sender only).</summary>
+    public sealed record Pending(string SenderHex, string File, int Index, int Count, long Charge, bool FromContact);
 
     /// <summary>Keeps <paramref name="part"/> (a message of content type <see cref="FileParts.ContentType"/>), and puts
     /// its file together once every part is here. A part <paramref name="fromContact"/> (its sender is in the
@@ -221,7 +226,8 @@ internal sealed class ReceivedParts
             long charge = Math.Max(bytes.Length, MinPartCost);
             if (Full(set, senderHex, charge, Reservation(header.Count), completes: have + 1 == header.Count, fromContact) is { } full)
             {
-                return new Deferred($"part {header.Index + 1} of file '{name}' is left on the node for now: {full}");
+                return new Deferred($"part {header.Index + 1} of file '{name}' is left on the node for now: {full}",
+                    new Pending(senderHex, file, header.Index, header.Count, charge, fromContact));
             }
 
             bool counted = Changing();
@@ -300,6 +306,35 @@ internal sealed class ReceivedParts
         {
             PrivateFile.Append(ids, $"{index} {envelope}\n");
         }
+    }
+
+    /// <summary>Whether each of <paramref name="parts"/>, deferred before, would be kept now, each on its own (keeping
+    /// one takes room the next may need): the caps that deferred it checked again against the totals now, counted again
+    /// if another process changed the directory. A running listen asks this before it fetches a part again: room made
+    /// for another sender, or in an account the part is not held to, does not make it fit, and fetching it only to
+    /// defer it again cost a mailbox open each time.</summary>
+    public bool[] WouldFit(IReadOnlyList<Pending> parts)
+    {
+        ArgumentNullException.ThrowIfNull(parts);
+        var fits = new bool[parts.Count];
+        if (parts.Count == 0)
+        {
+            return fits;
+        }
+
+        using LockedFile held = Lock();
+        Count();
+        for (int i = 0; i < parts.Count; i++)
+        {
+            Pending part = parts[i];
+            _files.TryGetValue(part.File, out FileSet? set);
+            int have = set?.Parts ?? 0;
+            // A part kept already (brought meanwhile by another envelope) is not charged again.
+            fits[i] = File.Exists(Path.Combine(part.File, part.Index.ToString(CultureInfo.InvariantCulture) + PartExtension))
+                || Full(set, part.SenderHex, part.Charge, Reservation(part.Count), completes: have + 1 == part.Count, part.FromContact) is null;
+        }
+
+        return fits;
     }
 
     /// <summary>Deletes the parts of a file that has been shown (and saved) for good, remembering the envelopes that
