@@ -15,11 +15,28 @@ public sealed class LoadCommandTests
     [InlineData("unary", 0.0, 0.0, false)] // --mode unary without --rate is closed loop, as the help says
     public void The_unary_phase_after_a_stream_that_accepted_nothing_is_not_run_closed_loop(string mode, double offered, double streamRate, bool refused)
     {
-        string? problem = LoadCommand.UnaryRateProblem(mode, offered, streamRate);
+        string? problem = LoadCommand.UnaryRateProblem(mode, offered, streamRate, unaryEnvelopes: 75_000);
         Assert.Equal(refused, problem is not null);
         if (refused)
         {
             Assert.Contains("the streaming phase accepted nothing", problem, StringComparison.Ordinal);
+            Assert.Contains("give --rate", problem, StringComparison.Ordinal);
+        }
+    }
+
+    [Theory]
+    // A stream that accepted a handful (5 in 10 s): 75,000 unary calls at 0.25/s would take three and a half days.
+    [InlineData(0.5, true)]
+    // 75,000 at 125/s is exactly the ten minutes allowed; at 250/s, five.
+    [InlineData(250.0, false)]
+    [InlineData(500.0, false)]
+    public void A_unary_phase_that_half_the_streaming_rate_would_stretch_past_ten_minutes_is_not_run(double streamRate, bool refused)
+    {
+        string? problem = LoadCommand.UnaryRateProblem("both", 0, streamRate, unaryEnvelopes: 75_000);
+        Assert.Equal(refused, problem is not null);
+        if (refused)
+        {
+            Assert.Contains("more than 10 minutes", problem, StringComparison.Ordinal);
             Assert.Contains("give --rate", problem, StringComparison.Ordinal);
         }
     }

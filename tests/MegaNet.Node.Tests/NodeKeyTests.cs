@@ -48,7 +48,11 @@ public sealed class NodeKeyTests : IDisposable
         Assert.True(File.Exists(Path.Combine(data, "store", "checkpoint.manifest")), "the stop took no checkpoint");
         const UnixFileMode GroupOrOther = UnixFileMode.GroupRead | UnixFileMode.GroupWrite | UnixFileMode.GroupExecute
             | UnixFileMode.OtherRead | UnixFileMode.OtherWrite | UnixFileMode.OtherExecute;
+        // Where the file system takes no direct I/O, FASTER's own device makes the log's segments with the umask's mode,
+        // the one exception README names (the 0700 store/ keeps others out): not held to it there.
+        bool walOnFastersDevice = MegaNet.Store.DirectFileDevice.DirectFlagFor(Path.Combine(data, "store")) == 0;
         Assert.Empty(Directory.EnumerateFileSystemEntries(data, "*", SearchOption.AllDirectories)
+            .Where(e => !(walOnFastersDevice && Path.GetFileName(e).StartsWith("wal.log.", StringComparison.Ordinal)))
             .Where(e => (File.GetUnixFileMode(e) & GroupOrOther) != 0)
             .Select(e => $"{Path.GetRelativePath(data, e)} {Convert.ToString((int)File.GetUnixFileMode(e), 8)}"));
     }

@@ -118,10 +118,11 @@ public sealed class GpuCommandStartupTests : IDisposable
         Assert.Contains("Verifier backend 'gpu' is not available: it failed to start (DeviceLostException: CUDA_ERROR_NO_DEVICE)", error, StringComparison.Ordinal);
     }
 
-    [Fact]
-    public void Verify_on_a_gpu_that_faults_under_auto_finishes_on_simd_with_exact_verdicts()
+    [Theory]
+    [InlineData("auto")]
+    [InlineData("Auto")] // as the registry reads it: case ignored
+    public void Verify_on_a_gpu_that_faults_under_auto_finishes_on_simd_with_exact_verdicts(string backend)
     {
-        const string backend = "auto";
         // Three batches of 1,024 (the router's threshold): the GPU passes the start-up check's two batches, then faults
         // on the first batch of work; that batch and the rest are verified on SIMD.
         (string input, bool[] expected) = Input(3 * 1024);

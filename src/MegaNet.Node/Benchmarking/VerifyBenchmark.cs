@@ -299,10 +299,9 @@ public sealed class VerifyBenchmark(BatchVerifierRegistry registry, VerifyBenchm
     /// <summary>The GPU backends are made once, with <see cref="GpuHostThreads"/> (the device does the verifying), and
     /// reference and libsodium verify on the calling thread: they are made, checked and timed once, at the first thread
     /// count, not once per count (that gave rows differing only in a thread count that did not run).</summary>
-    private static bool TimedOnce(string backend) => backend is GpuBatchVerifier.DeviceBackendName or GpuBatchVerifier.CpuBackendName
-        or ReferenceBatchVerifier.BackendName or LibsodiumBatchVerifier.BackendName;
+    private static bool TimedOnce(string backend) => IsGpu(backend) || backend is ReferenceBatchVerifier.BackendName or LibsodiumBatchVerifier.BackendName;
 
-    private static bool IsGpu(string backend) => backend is GpuBatchVerifier.DeviceBackendName or GpuBatchVerifier.CpuBackendName;
+    private static bool IsGpu(string backend) => VerifierStartup.IsGpuName(backend);
 
     /// <summary>The host threads a GPU backend is made with: the largest <c>--threads</c> value (all cores by default),
     /// as a node gives its GPU all its cores but one.</summary>
@@ -316,7 +315,7 @@ public sealed class VerifyBenchmark(BatchVerifierRegistry registry, VerifyBenchm
     /// batch: copies, SHA-512 with MEGANET_GPU_HOST_HASH=1), 1 for reference and libsodium, for simd only as many as get <see cref="SimdBatchVerifier.MinItemsPerThread"/> items each.</summary>
     internal static int? ThreadsUsed(string backend, int threads, int batch) => backend switch
     {
-        GpuBatchVerifier.DeviceBackendName or GpuBatchVerifier.CpuBackendName => threads,
+        _ when IsGpu(backend) => threads,
         ReferenceBatchVerifier.BackendName or LibsodiumBatchVerifier.BackendName => 1,
         SimdBatchVerifier.BackendName => SimdBatchVerifier.ThreadsFor(batch, threads),
         _ => threads,
@@ -530,20 +529,23 @@ public sealed class VerifyBenchmark(BatchVerifierRegistry registry, VerifyBenchm
         var random = new Random(seed);
         int keyCount = distinctKeys <= 0 ? size : Math.Min(distinctKeys, size);
         var keys = new (byte[] Pk, byte[] Sk)[Math.Max(keyCount, 1)];
-        byte[] keySeed = new byte[32];
-        for (int i = 0; i < keys.Length; i++)
+        // The seeds come from the seeded generator in order (one call draws the same bytes as one call a key); the keys
+        // are made on every core and stop at Ctrl+C, as the signing below: one at a time, a million took as long.
+        byte[] keySeeds = new byte[32L * keys.Length <= Array.MaxLength ? 32 * keys.Length : throw new ArgumentOutOfRangeException(nameof(size))];
+        random.NextBytes(keySeeds);
+        var parallel = new ParallelOptions { CancellationToken = cancellationToken };
+        Parallel.For(0, keys.Length, parallel, i =>
         {
-            random.NextBytes(keySeed);
             keys[i] = (new byte[32], new byte[64]);
-            Ed25519Signer.KeyPairFromSeed(keySeed, keys[i].Pk, keys[i].Sk);
-        }
+            Ed25519Signer.KeyPairFromSeed(keySeeds.AsSpan(32 * i, 32), keys[i].Pk, keys[i].Sk);
+        });
 
         // Messages come from the seeded generator in order; signing (deterministic) runs on every core, which matters
         // at batch 1,000,000.
         byte[] messages = new byte[64L * size <= Array.MaxLength ? 64 * size : throw new ArgumentOutOfRangeException(nameof(size))];
         random.NextBytes(messages);
         byte[] signatures = new byte[64 * size];
-        Parallel.For(0, size, new ParallelOptions { CancellationToken = cancellationToken }, i => Ed25519Signer.Sign(keys[i % keys.Length].Sk, messages.AsSpan(64 * i, 64), signatures.AsSpan(64 * i, 64)));
+        Parallel.For(0, size, parallel, i => Ed25519Signer.Sign(keys[i % keys.Length].Sk, messages.AsSpan(64 * i, 64), signatures.AsSpan(64 * i, 64)));
         var batch = new SignatureBatch(size, size * 64);
         for (int i = 0; i < size; i++)
         {

@@ -236,7 +236,7 @@ internal static class BenchCommand
             yield return $"threads: the threads that verified the batch; * marks fewer than --threads asked for (simd splits a batch only from {SimdBatchVerifier.MinItemsPerThread} items per thread).";
         }
 
-        if (report.Results.Any(r => r.Backend is GpuBatchVerifier.DeviceBackendName or GpuBatchVerifier.CpuBackendName))
+        if (report.Results.Any(r => VerifierStartup.IsGpuName(r.Backend)))
         {
             yield return "threads for a GPU backend: the host threads of its share of a batch (copies into page-locked buffers; SHA-512 with MEGANET_GPU_HOST_HASH=1), the largest --threads; timed once.";
         }

@@ -185,13 +185,14 @@ internal static class LoadCommand
 
                 if (m is "both" or "unary")
                 {
-                    if (UnaryRateProblem(m, offered, streamRate) is { } noRate)
+                    int unaryCount = m == "both" ? Math.Max(1, n / 2) : n;
+                    if (UnaryRateProblem(m, offered, streamRate, unaryCount) is { } noRate)
                     {
                         Console.Error.WriteLine($"meganet load: {noRate}");
                         return 1;
                     }
 
-                    List<Envelope> envelopes = await PrepareAsync(m == "both" ? Math.Max(1, n / 2) : n, ct);
+                    List<Envelope> envelopes = await PrepareAsync(unaryCount, ct);
                     LoadReport unary = await WithForgeriesAsync(target, clientOptions, forgeries, forgedRate, () => generator.RunUnaryAsync(envelopes, offered > 0 ? offered : streamRate / 2, ct), ct);
                     if (raw is not null)
                     {
@@ -244,16 +245,25 @@ internal static class LoadCommand
         return command;
     }
 
-    /// <summary>The first option out of range, said in one line; null when all are fine.</summary>
+    /// <summary>The longest a unary phase paced at half the streaming rate may take before it is refused as pointless.</summary>
+    internal static readonly TimeSpan MaxPacedPhase = TimeSpan.FromMinutes(10);
+
     /// <summary>Why the unary phase (and --floor's) cannot run at the rate the help promises, or null. With --mode both
-    /// and no --rate it is offered half the streaming phase's accepted rate; a streaming phase that accepted nothing
-    /// left that 0, which RunUnaryAsync takes as closed loop, so the phase ran unpaced and was reported as if paced.</summary>
-    internal static string? UnaryRateProblem(string mode, double offered, double streamRate) =>
-        mode == "both" && offered <= 0 && !(streamRate > 0)
+    /// and no --rate it is offered half the streaming phase's accepted rate: a streaming phase that accepted nothing left
+    /// that 0, which RunUnaryAsync takes as closed loop, so the phase ran unpaced and was reported as if paced; one that
+    /// accepted a handful (a node refusing nearly everything) paced <paramref name="unaryEnvelopes"/> over days.</summary>
+    internal static string? UnaryRateProblem(string mode, double offered, double streamRate, int unaryEnvelopes) =>
+        mode != "both" || offered > 0 ? null
+        : !(streamRate > 0)
             ? "the streaming phase accepted nothing (see its report above), so there is no rate to offer the unary phase " +
               "(half the streaming rate); the unary phase is not run. Find out why the node refused the stream, or give --rate."
-            : null;
+        : unaryEnvelopes / (streamRate / 2) > MaxPacedPhase.TotalSeconds
+            ? $"the streaming phase accepted {streamRate:N1}/s (see its report above): {unaryEnvelopes:N0} unary calls at half that " +
+              $"would take {TimeSpan.FromSeconds(unaryEnvelopes / (streamRate / 2)):g}, more than {MaxPacedPhase.TotalMinutes:N0} minutes; " +
+              "the unary phase is not run. Find out why the node refused the stream, or give --rate."
+        : null;
 
+    /// <summary>The first option out of range, said in one line; null when all are fine.</summary>
     private static string? Problem(int envelopes, int clients, int connections, int warmup, string mode, int perRequest, double rate, double forged, bool floor) =>
         envelopes < 1 ? $"--envelopes must be at least 1 (got {envelopes})." :
         clients < 1 ? $"--clients must be at least 1 (got {clients})." :

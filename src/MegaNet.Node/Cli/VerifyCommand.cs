@@ -129,7 +129,7 @@ internal static class VerifyCommand
             {
                 WriteVerdicts(verifier, lines, writer, temp, batchSize, ct);
             }
-            catch (Exception e) when (backendName != "auto" && VerifierStartup.IsGpu(verifier) && IsDeviceFault(e))
+            catch (Exception e) when (!VerifierStartup.IsAuto(backendName) && VerifierStartup.IsGpu(verifier) && IsDeviceFault(e))
             {
                 // A named GPU is what is being checked (perf/gpu/device-check.sh compares its verdicts with the
                 // vectors'): finishing on SIMD would pass that check on SIMD's verdicts.
@@ -163,7 +163,7 @@ internal static class VerifyCommand
     private static IBatchVerifier OpenBackend(BatchVerifierRegistry registry, string backendName, VerifierOptions options)
     {
         IBatchVerifier verifier = VerifierStartup.CreateChecked(registry, backendName, options, new CommandLogger("verify"));
-        if (backendName != "auto")
+        if (!VerifierStartup.IsAuto(backendName))
         {
             // Named, it verifies every batch itself: routed, batches under the GPU threshold (all of the vector files')
             // went to SIMD, and a check of the GPU's verdicts checked SIMD's.

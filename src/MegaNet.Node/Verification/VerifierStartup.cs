@@ -27,8 +27,15 @@ internal static partial class VerifierStartup
     public static bool IsGpu(IBatchVerifier verifier)
     {
         ArgumentNullException.ThrowIfNull(verifier);
-        return verifier.Name is GpuBatchVerifier.DeviceBackendName or GpuBatchVerifier.CpuBackendName;
+        return IsGpuName(verifier.Name);
     }
+
+    /// <summary>Whether <paramref name="backend"/> names one of the GPU backends (see <see cref="IsGpu"/>): the one
+    /// list of them that start-up, routing, verify and bench go by.</summary>
+    public static bool IsGpuName(string? backend) => backend is GpuBatchVerifier.DeviceBackendName or GpuBatchVerifier.CpuBackendName;
+
+    /// <summary>Whether <paramref name="requested"/> asks for <c>auto</c> (as the registry reads it: case ignored).</summary>
+    public static bool IsAuto(string requested) => string.Equals(requested, BatchVerifierRegistry.Auto, StringComparison.OrdinalIgnoreCase);
 
     /// <summary>
     /// Creates <paramref name="requested"/> (<see cref="CreateBackend"/>), lets <paramref name="accept"/> refuse it (it
@@ -147,7 +154,7 @@ internal static partial class VerifierStartup
             LogGpuReleaseFailed(logger, e.GetType().Name);
         }
 
-        if (!string.Equals(requested, BatchVerifierRegistry.Auto, StringComparison.OrdinalIgnoreCase))
+        if (!IsAuto(requested))
         {
             throw new BackendUnavailableException(GpuBatchVerifier.DeviceBackendName, reason + ", or start with --backend simd.");
         }
@@ -163,9 +170,9 @@ internal static partial class VerifierStartup
     public static IBatchVerifier CreateBackend(BatchVerifierRegistry registry, string requested, VerifierOptions options, ILogger logger)
     {
         ArgumentNullException.ThrowIfNull(registry);
-        bool auto = string.Equals(requested, BatchVerifierRegistry.Auto, StringComparison.OrdinalIgnoreCase);
+        bool auto = IsAuto(requested);
         string resolved = registry.Resolve(requested);
-        bool gpu = resolved is GpuBatchVerifier.DeviceBackendName or GpuBatchVerifier.CpuBackendName;
+        bool gpu = IsGpuName(resolved);
         try
         {
             return registry.Create(requested, options);
