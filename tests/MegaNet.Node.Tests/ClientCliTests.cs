@@ -495,12 +495,7 @@ public sealed class ClientCliTests : IDisposable
         await acking.WaitForAsync(": waiting 2"); // the three again: nothing deleted them
         await client.SendAsync(alice, bob.Card, Text("live"), "text/plain; charset=utf-8");
         await acking.WaitForAsync(": live");
-        var clock = Stopwatch.StartNew();
-        while ((await client.FetchAsync(bob)).WaitingCount > 0)
-        {
-            Assert.True(clock.Elapsed < TimeSpan.FromMinutes(1), $"still waiting after a minute: {string.Join('\n', acking.Stderr)}");
-            await Task.Delay(50);
-        }
+        await MailboxEmptiesAsync(client, bob, acking);
 
         Assert.Equal(0, await Stop(acking));
         Assert.Contains("acknowledged 4 message(s)", acking.Stderr);
@@ -544,12 +539,7 @@ public sealed class ClientCliTests : IDisposable
         await listen.WaitForAsync(" from carol: after");
 
         // Every part and message acknowledged: the mailbox empties.
-        var clock = Stopwatch.StartNew();
-        while ((await client.FetchAsync(bob)).WaitingCount > 0)
-        {
-            Assert.True(clock.Elapsed < TimeSpan.FromMinutes(1), $"still waiting after a minute: {string.Join('\n', listen.Stderr)}");
-            await Task.Delay(50);
-        }
+        await MailboxEmptiesAsync(client, bob, listen);
 
         node.AssertNoServerErrors();
     }
@@ -605,12 +595,7 @@ public sealed class ClientCliTests : IDisposable
         }
 
         // The parts fetched again are acknowledged too: the mailbox empties.
-        var clock = Stopwatch.StartNew();
-        while ((await client.FetchAsync(bob)).WaitingCount > 0)
-        {
-            Assert.True(clock.Elapsed < TimeSpan.FromMinutes(1), $"still waiting after a minute: {string.Join('\n', listen.Stderr)}");
-            await Task.Delay(50);
-        }
+        await MailboxEmptiesAsync(client, bob, listen);
 
         node.AssertNoServerErrors();
     }
@@ -731,6 +716,18 @@ public sealed class ClientCliTests : IDisposable
     }
 
     /// <summary>A <c>meganet</c> that keeps running (listen), its output lines collected as they come.</summary>
+    /// <summary>Waits for <paramref name="owner"/>'s mailbox to empty (a listen with <c>--ack</c> acknowledging what it
+    /// showed), failing after a minute with the listen's standard error.</summary>
+    private static async Task MailboxEmptiesAsync(MegaNetClient client, Identity owner, Running listen)
+    {
+        var clock = Stopwatch.StartNew();
+        while ((await client.FetchAsync(owner)).WaitingCount > 0)
+        {
+            Assert.True(clock.Elapsed < TimeSpan.FromMinutes(1), $"still waiting after a minute: {string.Join('\n', listen.Stderr)}");
+            await Task.Delay(50);
+        }
+    }
+
     private sealed class Running : IDisposable
     {
         private readonly List<string> _stdout = [], _stderr = [];
