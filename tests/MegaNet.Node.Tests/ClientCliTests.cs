@@ -715,7 +715,6 @@ public sealed class ClientCliTests : IDisposable
         winner.Dispose();
     }
 
-    /// <summary>A <c>meganet</c> that keeps running (listen), its output lines collected as they come.</summary>
     /// <summary>Waits for <paramref name="owner"/>'s mailbox to empty (a listen with <c>--ack</c> acknowledging what it
     /// showed), failing after a minute with the listen's standard error.</summary>
     private static async Task MailboxEmptiesAsync(MegaNetClient client, Identity owner, Running listen)
@@ -728,6 +727,7 @@ public sealed class ClientCliTests : IDisposable
         }
     }
 
+    /// <summary>A <c>meganet</c> that keeps running (listen), its output lines collected as they come.</summary>
     private sealed class Running : IDisposable
     {
         private readonly List<string> _stdout = [], _stderr = [];

@@ -207,6 +207,28 @@ public sealed class ReceivedPartsTests : IDisposable
     }
 
     [Fact]
+    public void Of_deferred_files_not_begun_one_is_said_to_fit_a_check_not_every_one_against_the_same_room()
+    {
+        // Each part was judged against the totals as they were: with one file's room made, every deferred file not
+        // begun "fit", a listen fetched them all (a mailbox open a run), kept one and deferred the rest again.
+        using Identity alice = Identity.Create();
+        int slice = FileParts.SliceLength(Name);
+        IReadOnlyList<byte[]> begun = FileParts.Split(RandomNumberGenerator.GetBytes(2 * slice), Name),
+            late = FileParts.Split(RandomNumberGenerator.GetBytes(2 * slice), Name), later = FileParts.Split(RandomNumberGenerator.GetBytes(2 * slice), Name);
+        ReceivedParts spool = ReceivedParts.Beside(IdentityPath, maxOpenFilesPerSender: 1);
+        Assert.IsType<ReceivedParts.Waiting>(spool.Add(Part(alice, begun[0])));
+        ReceivedParts.Pending[] deferred = [.. new[] { late[0], late[1], later[0] }.Select(p => Assert.IsType<ReceivedParts.Deferred>(spool.Add(Part(alice, p))).Part)];
+
+        Assert.IsType<ReceivedParts.Whole>(spool.Add(Part(alice, begun[1])));
+        // Both of late.bin's parts (one file begins), not later.bin's.
+        Assert.Equal([true, true, false], spool.WouldFit(deferred));
+        Assert.IsType<ReceivedParts.Waiting>(spool.Add(Part(alice, late[0])));
+        Assert.Equal([true, true, false], spool.WouldFit(deferred));
+        Assert.IsType<ReceivedParts.Whole>(spool.Add(Part(alice, late[1])));
+        Assert.Equal([true, true, true], spool.WouldFit(deferred));
+    }
+
+    [Fact]
     public void Files_arriving_together_cannot_fill_a_cap_between_them_with_none_whole()
     {
         using Identity alice = Identity.Create();

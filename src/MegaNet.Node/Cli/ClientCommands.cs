@@ -435,7 +435,7 @@ internal static partial class ClientCommands
     /// </summary>
     private static async Task RetryDeferredAsync(MegaNetClient client, Identity id, SeenMessages seen, Inbox inbox, ListenAcknowledger? acknowledger, CancellationToken ct)
     {
-        for (List<ulong[]> deferred; (deferred = inbox.DeferredToFetch()).Count > 0;)
+        for (List<Inbox.DeferredRun> deferred; (deferred = inbox.DeferredToFetch()).Count > 0;)
         {
             try
             {
@@ -466,18 +466,18 @@ internal static partial class ClientCommands
     }
 
     /// <summary>
-    /// Fetches the entries <paramref name="runs"/> name (each run ascending, of entries next to each other in the
-    /// mailbox) and nothing around them: each run with one <c>Fetch</c> from just before its first entry, limited to the
-    /// run's length (more only where the node's page size cut a page short, or an entry the run did not know of lay
-    /// between), so no entry before it is sent, nor more after it than entries of it gone. Hands each of them that
+    /// Fetches the entries <paramref name="runs"/> name (each run ascending, of entries within a page of each other in
+    /// the mailbox) and little around them: each run with one <c>Fetch</c> from just before its first entry, limited
+    /// to the run's span (more only where the node's page size cut a page short, or entries the run did not know of lay
+    /// between), so no entry before it is sent, nor more after it than its span less its own entries gone. Hands each of them that
     /// opened to <paramref name="message"/>, each that did not to <paramref name="unreadable"/>, and each the node no
     /// longer holds (acknowledged by a fetch beside this listen, or expired) to <paramref name="gone"/>; anything else a
     /// page holds is left alone.
     /// </summary>
-    internal static async Task FetchDeferredAsync(MegaNetClient client, Identity id, SeenMessages seen, IEnumerable<ulong[]> runs,
+    internal static async Task FetchDeferredAsync(MegaNetClient client, Identity id, SeenMessages seen, IEnumerable<Inbox.DeferredRun> runs,
         Action<ReceivedMessage> message, Action<UnreadableMessage> unreadable, Action<ulong> gone, CancellationToken ct)
     {
-        foreach (ulong[] run in runs)
+        foreach ((ulong[] run, int span) in runs)
         {
             var wanted = new HashSet<ulong>(run);
             for (int at = 0; at < run.Length;)
@@ -485,7 +485,7 @@ internal static partial class ClientCommands
                 // Sequence numbers start at 1.
                 ulong after = run[at] - 1;
                 (IReadOnlyList<ReceivedMessage> messages, IReadOnlyList<UnreadableMessage> bad, ulong next) =
-                    await client.FetchAsync(id, after, Math.Min(run.Length - at, MaxDeferredFetch), ct, seen);
+                    await client.FetchAsync(id, after, Math.Min(span == run.Length ? run.Length - at : span, Inbox.DeferredPage), ct, seen);
                 var sent = new HashSet<ulong>();
                 foreach (ReceivedMessage m in messages.Where(m => wanted.Contains(m.Seq) && sent.Add(m.Seq)))
                 {
@@ -510,9 +510,6 @@ internal static partial class ClientCommands
             }
         }
     }
-
-    /// <summary>Entries asked for in one <c>Fetch</c> of deferred parts at most (a page, as <c>fetch</c> asks).</summary>
-    private const int MaxDeferredFetch = 100;
 
     /// <summary>Tells the owner when mail waiting on the node has reached the point where senders must add proof of work
     /// (or, with that off, nine tenths of a quota): a mailbox nobody acknowledges fills, and then refuses mail.</summary>

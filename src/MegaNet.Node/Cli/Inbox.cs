@@ -62,8 +62,8 @@ internal sealed class Inbox(bool json, ContactsFollower contacts, ReceivedParts 
     // not numbered one after another: this says which deferred entries lie next to each other there); the spool's
     // RoomMade when they were last checked against it; and, after a fetch of them failed, when to try again and how
     // long the next wait is. A listen reads each entry once: without these it came back for none of them.
-    private readonly SortedDictionary<ulong, (ReceivedParts.Pending Part, ulong Previous)> _deferred = [];
-    private ulong _lastDelivered;
+    private readonly SortedDictionary<ulong, (ReceivedParts.Pending Part, long Ordinal)> _deferred = [];
+    private long _delivered;
     private long _deferredCheckedAt;
     private bool _deferredDue;
     private long _deferredNotBefore;
@@ -101,9 +101,9 @@ internal sealed class Inbox(bool json, ContactsFollower contacts, ReceivedParts 
     /// a file whose bytes went nowhere (text output without <c>--save-files</c> only says it came).</summary>
     public bool Deliver(ReceivedMessage m, string? consequence)
     {
-        // Delivered again (fetched again by a listen): what becomes of it now counts, and it keeps its place.
-        ulong previous = _deferred.Remove(m.Seq, out var before) ? before.Previous : _lastDelivered;
-        _lastDelivered = Math.Max(_lastDelivered, m.Seq);
+        // Delivered again (fetched again by a listen): what becomes of it now counts, and it keeps its place (its
+        // ordinal: how many entries this run was handed before it, so how far apart two deferred ones lie, at most).
+        long ordinal = _deferred.Remove(m.Seq, out var before) ? before.Ordinal : ++_delivered;
         // Looked up once: it reads the contacts file's time stamp, and re-reads a file written within 2 s.
         string? senderName = contacts.NameOf(m.Sender);
         if (m.Content.ContentType != FileParts.ContentType)
@@ -161,7 +161,7 @@ internal sealed class Inbox(bool json, ContactsFollower contacts, ReceivedParts 
                     _deferredCheckedAt = parts.RoomMade;
                 }
 
-                _deferred[m.Seq] = (d.Part, previous);
+                _deferred[m.Seq] = (d.Part, ordinal);
                 return false;
             case ReceivedParts.Waiting w when w.Have == 1 || ClientCommands.CrossesStep(w.Have, w.Count, 4):
                 // A few lines for a file of any size: at its first part and at each quarter.
@@ -176,16 +176,24 @@ internal sealed class Inbox(bool json, ContactsFollower contacts, ReceivedParts 
         return true;
     }
 
-    /// <summary>The sequence numbers of the parts this run left on the node for want of room that would be kept now
+    /// <summary>Entries of the mailbox, as <see cref="DeferredRun.Seqs"/> and what lies between them, that one
+    /// <c>Fetch</c> of deferred parts reads at most (a page, as <c>fetch</c> asks).</summary>
+    internal const int DeferredPage = 100;
+
+    /// <summary>Deferred entries to fetch together (ascending), and how many entries of the mailbox they span at most as
+    /// this run saw it (their own and those between): one <c>Fetch</c> reads them when the span fits a page.</summary>
+    internal readonly record struct DeferredRun(ulong[] Seqs, int Span);
+
+    /// <summary>The parts this run left on the node for want of room that would be kept now
     /// (<see cref="ReceivedParts.WouldFit"/>), to be fetched again (each goes through <see cref="Deliver"/> again): in
-    /// runs, oldest first, each of entries that lie next to each other in the mailbox as far as this run saw it. Empty
-    /// unless room was made in the spool since they were last checked (a file came whole, parts were handed over or
-    /// pruned, another process freed some), or a fetch of them failed and its wait is over: checked against the caps
-    /// that deferred each, so room made for another sender, or in an account a part is not held to, fetches
-    /// nothing.</summary>
-    public List<ulong[]> DeferredToFetch()
+    /// runs, oldest first, each of entries that lie within a page of each other in the mailbox as far as this run saw
+    /// it, so a retry costs a mailbox open a page of the span, not one an entry. Empty unless room was made in the
+    /// spool since they were last checked (a file came whole, parts were handed over or pruned, another process freed
+    /// some), or a fetch of them failed and its wait is over: checked against the caps that deferred each, so room made
+    /// for another sender, or in an account a part is not held to, fetches nothing.</summary>
+    public List<DeferredRun> DeferredToFetch()
     {
-        var runs = new List<ulong[]>();
+        var runs = new List<DeferredRun>();
         if (_deferred.Count == 0 || Environment.TickCount64 < _deferredNotBefore || (parts.RoomMade == _deferredCheckedAt && !_deferredDue))
         {
             return runs;
@@ -195,24 +203,33 @@ internal sealed class Inbox(bool json, ContactsFollower contacts, ReceivedParts 
         // After the check: a recount it made that found room was taken into account by it.
         (_deferredCheckedAt, _deferredDue) = (parts.RoomMade, false);
         var run = new List<ulong>();
+        (long first, long last) = (0, 0);
         int i = 0;
-        foreach ((ulong seq, (_, ulong previous)) in _deferred)
+        foreach ((ulong seq, (_, long ordinal)) in _deferred)
         {
-            if (run.Count > 0 && (!fits[i] || previous != run[^1]))
+            if (!fits[i++])
             {
-                runs.Add([.. run]);
+                continue; // read with the page if it lies in one, and left alone there
+            }
+
+            if (run.Count > 0 && ordinal - first >= DeferredPage)
+            {
+                runs.Add(new DeferredRun([.. run], (int)(last - first + 1)));
                 run.Clear();
             }
 
-            if (fits[i++])
+            if (run.Count == 0)
             {
-                run.Add(seq);
+                first = ordinal;
             }
+
+            run.Add(seq);
+            last = ordinal;
         }
 
         if (run.Count > 0)
         {
-            runs.Add([.. run]);
+            runs.Add(new DeferredRun([.. run], (int)(last - first + 1)));
         }
 
         return runs;

@@ -308,11 +308,13 @@ internal sealed class ReceivedParts
         }
     }
 
-    /// <summary>Whether each of <paramref name="parts"/>, deferred before, would be kept now, each on its own (keeping
-    /// one takes room the next may need): the caps that deferred it checked again against the totals now, counted again
-    /// if another process changed the directory. A running listen asks this before it fetches a part again: room made
-    /// for another sender, or in an account the part is not held to, does not make it fit, and fetching it only to
-    /// defer it again cost a mailbox open each time.</summary>
+    /// <summary>Whether each of <paramref name="parts"/>, deferred before, would be kept now: the caps that deferred it
+    /// checked again against the totals now, counted again if another process changed the directory. A running listen
+    /// asks this before it fetches a part again: room made for another sender, or in an account the part is not held
+    /// to, does not make it fit, and fetching it only to defer it again cost a mailbox open each time. Parts are
+    /// judged each against the totals now, not what the others would take: so at most one file not begun here yet is
+    /// said to fit a call (all its parts), or every deferred file would be judged against the one room made, all
+    /// fetched, and all but one deferred again.</summary>
     public bool[] WouldFit(IReadOnlyList<Pending> parts)
     {
         ArgumentNullException.ThrowIfNull(parts);
@@ -324,14 +326,29 @@ internal sealed class ReceivedParts
 
         using LockedFile held = Lock();
         Count();
+        string? begun = null;
         for (int i = 0; i < parts.Count; i++)
         {
             Pending part = parts[i];
             _files.TryGetValue(part.File, out FileSet? set);
             int have = set?.Parts ?? 0;
             // A part kept already (brought meanwhile by another envelope) is not charged again.
-            fits[i] = File.Exists(Path.Combine(part.File, part.Index.ToString(CultureInfo.InvariantCulture) + PartExtension))
-                || Full(set, part.SenderHex, part.Charge, Reservation(part.Count), completes: have + 1 == part.Count, part.FromContact) is null;
+            if (File.Exists(Path.Combine(part.File, part.Index.ToString(CultureInfo.InvariantCulture) + PartExtension)))
+            {
+                fits[i] = true;
+                continue;
+            }
+
+            if (set is null && begun is not null && begun != part.File)
+            {
+                continue; // another file would begin in this call: its room is judged once that one is counted
+            }
+
+            fits[i] = Full(set, part.SenderHex, part.Charge, Reservation(part.Count), completes: have + 1 == part.Count, part.FromContact) is null;
+            if (fits[i] && set is null)
+            {
+                begun = part.File;
+            }
         }
 
         return fits;
