@@ -161,4 +161,22 @@ public sealed class SentPartsPruneTests : IDisposable
         using FileStream taken = FileLock.Take(path, FileMode.Open);
         Assert.True(FileLock.StillNamed(taken.SafeFileHandle, path));
     }
+
+    [SkippableFact]
+    [System.Runtime.Versioning.UnsupportedOSPlatform("windows")]
+    public void Lock_files_are_owner_only_whatever_the_umask()
+    {
+        Skip.If(OperatingSystem.IsWindows(), "Unix file modes");
+        // records.lock and each send's lock file, and the contacts' and tree heads' locks, took the umask's mode (0644
+        // under the usual 022, the test runner's here and in CI): the one kind of file beside an identity others could read.
+        string taken = Path.Combine(_dir, "taken.lock"), locked = Path.Combine(_dir, "alice.contacts");
+        using (FileLock.Take(taken, FileMode.OpenOrCreate))
+        using (LockedFile.TryOpen(locked))
+        {
+        }
+
+        const UnixFileMode OwnerOnly = UnixFileMode.UserRead | UnixFileMode.UserWrite;
+        Assert.Equal(OwnerOnly, File.GetUnixFileMode(taken));
+        Assert.Equal(OwnerOnly, File.GetUnixFileMode(locked + ".lock"));
+    }
 }

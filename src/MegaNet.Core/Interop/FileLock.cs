@@ -38,7 +38,8 @@ public static class FileLock
         FileShare share = deletable && OperatingSystem.IsWindows() ? FileShare.Delete : FileShare.None;
         for (int attempt = 1; attempt <= Attempts; attempt++)
         {
-            var held = new FileStream(path, mode, FileAccess.ReadWrite, share, bufferSize: 1);
+            // Owner-only, as the record it guards: an empty file, but in the umask's mode it was the one file there others could read.
+            FileStream held = PrivateFile.Open(path, mode, FileAccess.ReadWrite, share, bufferSize: 1);
             if (StillNamed(held.SafeFileHandle, path))
             {
                 return held;

@@ -57,7 +57,8 @@ internal sealed class LockedFile : IDisposable
         Directory.CreateDirectory(System.IO.Path.GetDirectoryName(full)!);
         try
         {
-            return new LockedFile(full, new FileStream(full + ".lock", FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None));
+            // Owner-only, as the file it guards (contacts, tree heads): not the umask's mode.
+            return new LockedFile(full, PrivateFile.Open(full + ".lock", FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None));
         }
         catch (IOException e) when (FileLock.IsContention(e) && attempt < Attempts)
         {
