@@ -67,6 +67,31 @@ public sealed class CliErrorTests : IDisposable
     }
 
     [Theory]
+    [InlineData("../secret.txt", "path separator")]
+    [InlineData("dir\\report.pdf", "path separator")]
+    [InlineData(" ", "cannot be empty")]
+    [InlineData(".bashrc", "the recipient would save it as '_bashrc'")]
+    [InlineData("-rf", "the recipient would save it as '_rf'")]
+    [InlineData("a:b.txt", "the recipient would save it as 'a_b.txt'")]
+    [InlineData("report.", "the recipient would save it as 'report'")]
+    [InlineData("x", "at most 140 bytes (UTF-8), and this one is 141")]
+    public async Task Send_refuses_a_name_the_recipient_would_not_save_as_given_before_contacting_the_node(string name, string problem)
+    {
+        // Sent as given, the recipient saved it under another name (or a path made one), unknown to its sender.
+        string alice = NewIdentity("alice.json");
+        string file = Path.Combine(_dir, "report.pdf");
+        await File.WriteAllTextAsync(file, "hi");
+        AssertClearError(await Meganet("send", "-i", alice, "--to", Card(), "--node", NoNode, "--file", file, "--name", name == "x" ? new string('x', 141) : name), problem);
+    }
+
+    [Fact]
+    public async Task Send_refuses_a_name_without_a_file_before_contacting_the_node()
+    {
+        string alice = NewIdentity("alice.json");
+        AssertClearError(await Meganet("send", "-i", alice, "--to", Card(), "--node", NoNode, "--text", "hi", "--name", "note.txt"), "--name names the file sent with --file");
+    }
+
+    [Theory]
     [InlineData("1e9")]
     [InlineData("NaN")]
     [InlineData("0")]

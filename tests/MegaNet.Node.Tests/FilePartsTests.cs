@@ -267,7 +267,7 @@ public sealed class FilePartsTests(ITestOutputHelper output) : IDisposable
     }
 
     [SkippableFact]
-    public async Task A_file_from_a_pipe_is_sent_by_the_bytes_read_and_refused_past_the_largest()
+    public async Task A_file_from_a_pipe_needs_a_name_and_is_sent_by_the_bytes_read_and_refused_past_the_largest()
     {
         Skip.If(OperatingSystem.IsWindows(), "bash process substitution");
         await using TestNode node = await TestNode.StartAsync();
@@ -279,15 +279,25 @@ public sealed class FilePartsTests(ITestOutputHelper output) : IDisposable
         await File.WriteAllBytesAsync(Path.Combine(_dir, "big.bin"), file);
         string send = $"exec dotnet '{ExternalNode.MeganetPath()}' send -i alice.json --to {bob.Card} --node {node.Address}";
 
+        // A pipe's name is its descriptor's (/dev/fd/63): sent as it is, the recipient got a file called '63'. Refused,
+        // and so is /dev/stdin ('stdin'), before the node is asked anything.
+        Result unnamed = await MeganetProcess.RunAsync(new ProcessStartInfo("bash", ["-c", $"{send} --file <(cat big.bin)"]) { WorkingDirectory = _dir });
+        AssertExit(unnamed, 1, "is a pipe or a device (as --file <(...) and /dev/stdin give), and its name '");
+        Assert.Contains("with --name", unnamed.Stderr, StringComparison.Ordinal);
+        Result stdin = await MeganetProcess.RunAsync(new ProcessStartInfo("bash", ["-c", $"{send} --file /dev/stdin < big.bin"]) { WorkingDirectory = _dir });
+        AssertExit(stdin, 1, "its name 'stdin' says nothing of the file");
+
         // A pipe's length is 0 to the file system: taken for the file's size, 100 KB went as one envelope and was refused.
-        Result sent = await MeganetProcess.RunAsync(new ProcessStartInfo("bash", ["-c", $"{send} --file <(cat big.bin)"]) { WorkingDirectory = _dir });
-        AssertExit(sent, 0, "(100,000 bytes) in 2 parts");
+        Result sent = await MeganetProcess.RunAsync(new ProcessStartInfo("bash", ["-c", $"{send} --file <(cat big.bin) --name report.bin"]) { WorkingDirectory = _dir });
+        AssertExit(sent, 0, "sending 'report.bin' (100,000 bytes) in 2 parts");
         Result fetched = await Meganet("fetch", "-i", bobPath, "--node", node.Address.ToString(), "--json");
         AssertExit(fetched, 0);
-        Assert.Equal(file, Convert.FromBase64String(Assert.Single(JsonLines(fetched))["file_base64"]!.GetValue<string>()));
+        JsonObject received = Assert.Single(JsonLines(fetched));
+        Assert.Equal(file, Convert.FromBase64String(received["file_base64"]!.GetValue<string>()));
+        Assert.Equal("report.bin", received["file_name"]!.GetValue<string>());
 
         // And a pipe longer than any file that can be sent is refused once that much was read, not read to its end.
-        Result refused = await MeganetProcess.RunAsync(new ProcessStartInfo("bash", ["-c", $"{send} --file <(head -c {FileParts.MaxFileLength + 1} /dev/zero)"]) { WorkingDirectory = _dir });
+        Result refused = await MeganetProcess.RunAsync(new ProcessStartInfo("bash", ["-c", $"{send} --file <(head -c {FileParts.MaxFileLength + 1} /dev/zero) --name zeros.bin"]) { WorkingDirectory = _dir });
         AssertExit(refused, 1, $"holds more than {FileParts.MaxFileLength:N0} bytes; at most {FileParts.MaxFileLength:N0} bytes can be sent");
     }
 

@@ -210,6 +210,20 @@ public static partial class PrivateFile
         return !TryStat(path, out ushort mode, out _) || (mode & TypeMask) == Regular;
     }
 
+    /// <summary>True when <paramref name="path"/>, its symbolic links followed, is a regular file, not a pipe, a device or a
+    /// socket; true too where that cannot be told (not Linux, or statx missing), as it nearly always is one. False when
+    /// nothing is there.</summary>
+    public static bool IsRegularFile(string path)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        if (!File.Exists(path))
+        {
+            return false;
+        }
+
+        return !OperatingSystem.IsLinux() || !TryStat(path, out ushort mode, out _, followLinks: true) || (mode & TypeMask) == Regular;
+    }
+
     /// <summary>True when <paramref name="path"/> is a regular file (not a link, a pipe or a device) that only its owner
     /// may read or write, and that owner is this process's user: a file this user wrote for itself, which nobody else
     /// can have put there or change. (Owner checked on Linux; elsewhere the permissions alone.)</summary>
@@ -240,9 +254,9 @@ public static partial class PrivateFile
     private const int TypeMask = 0xF000, Regular = 0x8000;
 
     /// <summary>Linux only: the type and mode bits and the owner of <paramref name="path"/>, not following a symbolic
-    /// link, from statx(2), whose layout is the same on every architecture; false when the call failed (a kernel before
-    /// 4.11, or nothing there) or the C library has no statx (glibc before 2.28).</summary>
-    private static unsafe bool TryStat(string path, out ushort mode, out uint owner)
+    /// link unless <paramref name="followLinks"/>, from statx(2), whose layout is the same on every architecture; false
+    /// when the call failed (a kernel before 4.11, or nothing there) or the C library has no statx (glibc before 2.28).</summary>
+    private static unsafe bool TryStat(string path, out ushort mode, out uint owner, bool followLinks = false)
     {
         const int AtFdCwd = -100, AtSymlinkNoFollow = 0x100, Mask = 1 | 2 | 8; // STATX_TYPE | STATX_MODE | STATX_UID
         const int UidOffset = 20, ModeOffset = 28;
@@ -250,7 +264,7 @@ public static partial class PrivateFile
         (mode, owner) = (0, 0);
         try
         {
-            if (Statx(AtFdCwd, path, AtSymlinkNoFollow, Mask, statx) != 0)
+            if (Statx(AtFdCwd, path, followLinks ? 0 : AtSymlinkNoFollow, Mask, statx) != 0)
             {
                 return false;
             }

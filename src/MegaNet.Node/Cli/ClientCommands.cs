@@ -229,6 +229,11 @@ internal static partial class ClientCommands
                 "acknowledged, and prints the earlier parts' receipts too (kept in IDENTITY.sending/ until the file is accepted whole): envelopes left unanswered go again as they were, " +
                 "parts accepted earlier keep the expiry they were sent with (--ttl-days applies to the parts sent now), and expired ones, or ones whose receipt no longer checks against the node, go again; another node gets every part.",
         };
+        var fileName = new Option<string?>("--name")
+        {
+            Description = "With --file: the file name the recipient sees (default: the file's own name). Needed for a pipe or a device (--file <(...), /dev/stdin), whose own name " +
+                $"(63, stdin) says nothing of the file. A plain name the recipient saves as it is: no path separators, at most {Inbox.MaxSavedNameBytes} bytes (UTF-8).",
+        };
         var ttl = new Option<double?>("--ttl-days")
         {
             // No fixed default: a node whose MaxTtlDays is under 7 refused every plain send (and every part of a file).
@@ -237,7 +242,7 @@ internal static partial class ClientCommands
         var json = JsonOption("Print the receipt as one JSON object (a file sent in parts: one receipt a line, in part order).");
         var timeout = TimeoutOption();
         var tlsCert = TlsCertOption();
-        var command = new Command("send", "Seal a message to a contact card and submit it to the node; prints the receipt. A file sent in parts that stopped part way is finished by running the same send again (see --file).") { identity, node, to, text, file, ttl, json, timeout, tlsCert };
+        var command = new Command("send", "Seal a message to a contact card and submit it to the node; prints the receipt. A file sent in parts that stopped part way is finished by running the same send again (see --file).") { identity, node, to, text, file, fileName, ttl, json, timeout, tlsCert };
         command.SetAction((parse, ct) => Run(async () =>
         {
             // Every check that needs neither the node nor the file's contents comes first.
@@ -248,6 +253,17 @@ internal static partial class ClientCommands
                 throw new CliException("Give exactly one of --text or --file.");
             }
 
+            string? nameSent = parse.GetValue(fileName);
+            if (nameSent is not null && attachment is null)
+            {
+                throw new CliException("--name names the file sent with --file; a --text message has no file name.");
+            }
+
+            if (nameSent is not null && SentFileNameProblem(nameSent) is { } problem)
+            {
+                throw new CliException($"--name '{Printable(nameSent, multiline: false)}': {problem}.");
+            }
+
             double? ttlDays = parse.GetValue(ttl);
             if (ttlDays is { } days && !(days > 0 && days <= NodeOptions.MaxTtlDaysLimit))
             {
@@ -256,16 +272,20 @@ internal static partial class ClientCommands
 
             TimeSpan? lifetime = ttlDays is { } given ? TimeSpan.FromDays(given) : null; // null: the node's default
 
-            string contentType = message is not null ? "text/plain; charset=utf-8" : "application/octet-stream";
-            int maxContent = EnvelopeFormat.MaxContentLength(contentType, attachment?.Name);
-            if (message is not null && Encoding.UTF8.GetByteCount(message) is var length && length > maxContent)
-            {
-                throw new CliException($"--text is {length:N0} bytes (UTF-8); at most {maxContent:N0} fit in one envelope.");
-            }
-
             if (attachment is not null)
             {
                 CheckAttachment(attachment, FileParts.MaxFileLength);
+                nameSent ??= DescriptorName(attachment) is { } descriptor
+                    ? throw new CliException($"--file {attachment.FullName} is a pipe or a device (as --file <(...) and /dev/stdin give), and its name '{descriptor}' says nothing of the file: " +
+                        "give the name the recipient should see with --name, e.g. --name report.pdf.")
+                    : attachment.Name;
+            }
+
+            string contentType = message is not null ? "text/plain; charset=utf-8" : "application/octet-stream";
+            int maxContent = EnvelopeFormat.MaxContentLength(contentType, nameSent);
+            if (message is not null && Encoding.UTF8.GetByteCount(message) is var length && length > maxContent)
+            {
+                throw new CliException($"--text is {length:N0} bytes (UTF-8); at most {maxContent:N0} fit in one envelope.");
             }
 
             using Identity id = LoadIdentity(parse.GetValue(identity)!);
@@ -277,10 +297,11 @@ internal static partial class ClientCommands
             using var client = new MegaNetClient(parse.GetValue(node)!, options: ClientOptions(parse.GetValue(node)!, parse.GetValue(timeout), parse.GetValue(tlsCert)));
             if (inParts)
             {
-                return await SendInPartsAsync(client, id, parse.GetValue(identity)!, recipient, content, attachment!.Name, lifetime, parse.GetValue(json), ct);
+                return await SendInPartsAsync(client, id, parse.GetValue(identity)!, recipient, content, nameSent!, lifetime, parse.GetValue(json), ct);
             }
 
-            Receipt receipt = await client.SendAsync(id, recipient, content, contentType, attachment?.Name, lifetime, ct);
+            Receipt receipt = await client.SendAsync(id, recipient, content, contentType, nameSent, lifetime, ct);
+
             string sent = $"the message was sent (envelope {Hex(receipt.EnvelopeId)}, log index {receipt.LogIndex})";
             if (parse.GetValue(json))
             {
@@ -1259,6 +1280,45 @@ internal static partial class ClientCommands
         {
             throw new CliException($"--file {attachment.FullName} is {attachment.Length:N0} bytes; at most {maxContent:N0} bytes can be sent (in parts, one file).");
         }
+    }
+
+    /// <summary>Why <paramref name="name"/> cannot be sent as a file's name (<c>--name</c>), or null: the recipient saves a
+    /// file under the name it came with made safe (<see cref="Inbox.SavedName"/>), so a name that would not be saved as
+    /// it is given is refused here, where its sender can still choose another.</summary>
+    internal static string? SentFileNameProblem(string name)
+    {
+        if (name.Trim().Length == 0)
+        {
+            return "a file name cannot be empty";
+        }
+
+        if (name.IndexOfAny(['/', '\\']) >= 0)
+        {
+            return "a file name cannot hold a path separator ('/' or '\\'); give the name alone, e.g. report.pdf";
+        }
+
+        if (Encoding.UTF8.GetByteCount(name) is var bytes && bytes > Inbox.MaxSavedNameBytes)
+        {
+            return $"a file name is at most {Inbox.MaxSavedNameBytes} bytes (UTF-8), and this one is {bytes:N0}; shorten it";
+        }
+
+        string saved = Inbox.SavedName(name);
+        return saved == name
+            ? null
+            : $"the recipient would save it as '{Printable(saved, multiline: false)}' (a name cannot start with '.' or '-', end with '.' or a space, or hold control characters " +
+                "or any of : < > \" | ? *); give a name it keeps as it is";
+    }
+
+    /// <summary>The name of <paramref name="attachment"/> when it names a descriptor or a device, not a file: a pipe
+    /// (<c>--file &lt;(...)</c> gives <c>/dev/fd/63</c>), <c>/dev/stdin</c>, anything under <c>/dev</c> or <c>/proc</c>, or
+    /// anything else that is not a regular file (a named pipe); null for a regular file's own name. Sent as it is, the
+    /// recipient got a file called "63" or "stdin".</summary>
+    private static string? DescriptorName(FileInfo attachment)
+    {
+        string full = attachment.FullName;
+        bool underDevices = !OperatingSystem.IsWindows()
+            && (full.StartsWith("/dev/", StringComparison.Ordinal) || full.StartsWith("/proc/", StringComparison.Ordinal));
+        return underDevices || !MegaNet.Core.Interop.PrivateFile.IsRegularFile(full) ? attachment.Name : null;
     }
 
     /// <summary>Refuses an identity path that is a directory, lies below a file, or is named like a file kept beside

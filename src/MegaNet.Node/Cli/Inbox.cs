@@ -52,7 +52,7 @@ internal sealed class Inbox(bool json, ContactsFollower contacts, ReceivedParts 
     /// the envelope id (67 bytes) added, and the temporary file beside it ".{32 hex digits}.tmp" (37 bytes) more.
     /// Counted in characters (80), a name of Chinese characters came to 240 bytes, and its temporary file's name was
     /// refused as too long: every fetch with --save-files stopped at that message.</summary>
-    private const int MaxSavedNameBytes = 140;
+    internal const int MaxSavedNameBytes = 140;
 
     // Files whose parts came again after the file was shown: reported once a run, not once a part (hundreds).
     private readonly HashSet<string> _copiesReported = [];
