@@ -170,7 +170,7 @@ public sealed class SeenMessages
                 {
                     // After a line cut short by a crash, on a line of its own: glued to the fragment, it was lost to the
                     // other processes and to the next open.
-                    MegaNet.Core.Interop.PrivateFile.Append(Path, $"{(torn ? "\n" : string.Empty)}{digest} {id} {recorded.ToString(CultureInfo.InvariantCulture)}\n", FileShare.ReadWrite);
+                    MegaNet.Core.Interop.PrivateFile.AppendLine(Path, $"{digest} {id} {recorded.ToString(CultureInfo.InvariantCulture)}", afterCutLine: torn, FileShare.ReadWrite);
                 }
             }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException)

@@ -103,26 +103,24 @@ public static partial class PrivateFile
         stream.Write(System.Text.Encoding.UTF8.GetBytes(text));
     }
 
-    /// <summary>Appends <paramref name="line"/> and a newline as <see cref="Append"/> does, on a line of its own: when the
-    /// file's last line has no newline (saved so by an editor, or cut short by a crash), a newline first, or the two
-    /// lines would run together into one that a reader taking the file line by line cannot read. The check and the
-    /// write are two steps: writers that append at once must hold a lock of their own.</summary>
-    public static void AppendLine(string path, string line, FileShare share = FileShare.Read)
+    /// <summary>Appends <paramref name="line"/> and a newline as <see cref="Append"/> does, on a line of its own: with
+    /// <paramref name="afterCutLine"/> (the file's last line has no newline: saved so by an editor, or cut short by a
+    /// crash) a newline first, or the two lines would run together into one that a reader taking the file line by line
+    /// cannot read. The caller tells it from its own read of the file (<see cref="EndsMidLine"/>), once, not a read of
+    /// the file per line appended; so writers that append at once must hold a lock of their own from that read on.</summary>
+    public static void AppendLine(string path, string line, bool afterCutLine, FileShare share = FileShare.Read)
     {
         ArgumentNullException.ThrowIfNull(path);
         ArgumentNullException.ThrowIfNull(line);
-        bool endsMidLine = false;
-        if (File.Exists(path))
-        {
-            using var existing = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
-            if (existing.Length > 0)
-            {
-                existing.Seek(-1, SeekOrigin.End);
-                endsMidLine = existing.ReadByte() != '\n';
-            }
-        }
+        Append(path, afterCutLine ? $"\n{line}\n" : $"{line}\n", share);
+    }
 
-        Append(path, endsMidLine ? $"\n{line}\n" : $"{line}\n", share);
+    /// <summary>True when <paramref name="text"/>, a file's contents, ends in a line without its newline: the next line
+    /// <see cref="AppendLine"/> writes needs one first.</summary>
+    public static bool EndsMidLine(string text)
+    {
+        ArgumentNullException.ThrowIfNull(text);
+        return text.Length > 0 && text[^1] != '\n';
     }
 
     /// <summary>The mode of a file this class creates on Unix: read and write for its owner alone (0600).</summary>

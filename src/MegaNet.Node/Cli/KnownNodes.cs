@@ -10,6 +10,10 @@ namespace MegaNet.Node.Cli;
 /// </summary>
 internal sealed class KnownNodes
 {
+    // The file's last line had no newline when Entries last read it (an editor saved it so): the next pin goes on a
+    // line of its own. Told by that read, which every pin follows under the file's lock, not by a read of its own.
+    private bool _endsMidLine;
+
     private KnownNodes(string path) => Path = path;
 
     /// <summary>The file.</summary>
@@ -45,11 +49,15 @@ internal sealed class KnownNodes
         var entries = new List<(string, string)>();
         if (!File.Exists(Path))
         {
+            _endsMidLine = false;
             return entries;
         }
 
+        // Whole, to tell how it ends: a file of a line per node is small.
+        string text = File.ReadAllText(Path);
+        _endsMidLine = MegaNet.Core.Interop.PrivateFile.EndsMidLine(text);
         int number = 0;
-        foreach (string raw in File.ReadLines(Path))
+        foreach (string raw in text.ReplaceLineEndings("\n").Split('\n'))
         {
             number++;
             string line = raw.Trim();
@@ -81,12 +89,14 @@ internal sealed class KnownNodes
     /// <summary>The file's lock, held from reading a pin to writing one.</summary>
     private LockedFile Lock() => LockedFile.Open(Path, "another meganet command pinning a node id");
 
-    /// <summary>Pins <paramref name="id"/> for <paramref name="node"/>; says so on standard error.</summary>
+    /// <summary>Pins <paramref name="id"/> for <paramref name="node"/>; says so on standard error. Called under the
+    /// file's lock after <see cref="Find"/> read the file under it.</summary>
     public void Remember(Uri node, byte[] id)
     {
         // Owner-only, as every file beside an identity: which nodes it uses is its owner's business. On a line of its
         // own after a last line an editor saved without its newline: glued to it, both pins were lost.
-        MegaNet.Core.Interop.PrivateFile.AppendLine(Path, $"{Key(node)} {Convert.ToHexStringLower(id)}");
+        MegaNet.Core.Interop.PrivateFile.AppendLine(Path, $"{Key(node)} {Convert.ToHexStringLower(id)}", _endsMidLine);
+        _endsMidLine = false;
         Console.Error.WriteLine($"first contact with {Key(node)}: node id {Convert.ToHexStringLower(id)} pinned in {Path}");
     }
 

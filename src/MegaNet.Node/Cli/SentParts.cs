@@ -33,6 +33,10 @@ internal sealed class SentParts : IFilePartsJournal, IDisposable
     private readonly Dictionary<int, Envelope> _unanswered = [];
     private readonly Action<string> _warn;
     private bool _broken, _replace, _finished;
+
+    // The record's last line has no newline (a crash cut it short): told by Read, so that appending a line does not
+    // read the file again (once per part, hundreds of times a send); nothing else writes it while this send holds it.
+    private bool _endsMidLine;
     private FileStream? _running;
 
     /// <summary>How long a record goes unwritten before a send prunes it once every part it names has expired: a
@@ -326,6 +330,7 @@ internal sealed class SentParts : IFilePartsJournal, IDisposable
         }
 
         string text = File.ReadAllText(Path);
+        _endsMidLine = PrivateFile.EndsMidLine(text);
         long now = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
         var expired = new HashSet<int>();
         foreach (string line in text.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
@@ -481,12 +486,13 @@ internal sealed class SentParts : IFilePartsJournal, IDisposable
                 if (_replace)
                 {
                     File.Delete(Path);
-                    _replace = false;
+                    (_replace, _endsMidLine) = (false, false);
                 }
 
                 PrivateFile.CreateDirectory(System.IO.Path.GetDirectoryName(Path)!);
                 // After a line torn by a crash, a line of its own: glued to the fragment, it would be lost with it.
-                PrivateFile.AppendLine(Path, line);
+                PrivateFile.AppendLine(Path, line, _endsMidLine);
+                _endsMidLine = false;
             }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException)
             {
