@@ -225,6 +225,9 @@ public sealed class MegaNetClient : IDisposable
     /// again with the same envelope, twice at most, so a node that stored it answers with the original receipt.</exception>
     /// <exception cref="SendInterruptedException"><paramref name="cancellationToken"/> was cancelled while a submit was
     /// in flight or after one got no answer: it names the envelope the node may have stored.</exception>
+    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled before any submit
+    /// of the envelope was started, or after the node refused it: the message was not sent (an
+    /// <see cref="RpcException"/> with <see cref="StatusCode.Cancelled"/> when that was during the node's status call).</exception>
     public async Task<Receipt> SendAsync(Identity sender, ContactCard recipient, byte[] content, string contentType, string? fileName = null,
         TimeSpan? ttl = null, CancellationToken cancellationToken = default)
     {
@@ -279,6 +282,10 @@ public sealed class MegaNetClient : IDisposable
         {
             while (true)
             {
+                // Cancelled before this submit left (Ctrl+C while the envelope was sealed or stamped): this try stored
+                // nothing, and is not counted as unanswered, so a send no earlier submit of which went unanswered is
+                // told as not sent rather than as possibly stored. Cancelled once the call is under way, it may have.
+                cancellationToken.ThrowIfCancellationRequested();
                 try
                 {
                     receipt = await Relay.SubmitAsync(new SubmitRequest { Envelope = envelope }, cancellationToken: cancellationToken);

@@ -130,6 +130,24 @@ public sealed class MegaNetClientOptionsTests
         Assert.Single((await plain.FetchAsync(bob)).Messages);
     }
 
+    [Fact]
+    public async Task A_send_interrupted_before_its_submit_left_is_told_as_not_sent()
+    {
+        await using TestNode node = await TestNode.StartAsync();
+        // Ctrl+C as the node's status comes back, before the sealed envelope's submit is started: nothing can be
+        // stored, yet the send said the node may have stored it, and a user told so does not send it again.
+        using var ctrlC = new CancellationTokenSource();
+        var interrupt = new CancelAfterStatus(ctrlC);
+        using var client = new MegaNetClient(node.Address, options: new MegaNetClientOptions { Interceptors = [interrupt] });
+        using Identity alice = Identity.Create(), bob = Identity.Create();
+        OperationCanceledException e = await Assert.ThrowsAnyAsync<OperationCanceledException>(
+            () => client.SendAsync(alice, bob.Card, Text("hi"), "text/plain", cancellationToken: ctrlC.Token));
+        Assert.IsNotType<SendInterruptedException>(e);
+        Assert.Equal(0, interrupt.Submits);
+        using MegaNetClient plain = node.Client();
+        Assert.Empty((await plain.FetchAsync(bob)).Messages);
+    }
+
     [Theory]
     [InlineData(StatusCode.DeadlineExceeded, null, true)]
     [InlineData(StatusCode.Unavailable, null, false)]
@@ -361,6 +379,36 @@ public sealed class MegaNetClientOptionsTests
         {
             T result = await response;
             return replaced is null ? result : throw replaced;
+        }
+    }
+
+    /// <summary>Cancels a token once the node's <c>Status</c> answer has come (the send then seals its envelope and
+    /// submits it), and counts the submits started.</summary>
+    private sealed class CancelAfterStatus(CancellationTokenSource cancel) : Interceptor
+    {
+        private int _submits;
+
+        public int Submits => Volatile.Read(ref _submits);
+
+        public override AsyncUnaryCall<TResponse> AsyncUnaryCall<TRequest, TResponse>(TRequest request, ClientInterceptorContext<TRequest, TResponse> context,
+            AsyncUnaryCallContinuation<TRequest, TResponse> continuation)
+        {
+            if (context.Method.Name == "Submit")
+            {
+                Interlocked.Increment(ref _submits);
+            }
+
+            AsyncUnaryCall<TResponse> call = continuation(request, context);
+            return context.Method.Name != "Status"
+                ? call
+                : new AsyncUnaryCall<TResponse>(CancelAfter(call.ResponseAsync), call.ResponseHeadersAsync, call.GetStatus, call.GetTrailers, call.Dispose);
+        }
+
+        private async Task<T> CancelAfter<T>(Task<T> response)
+        {
+            T answer = await response;
+            await cancel.CancelAsync();
+            return answer;
         }
     }
 

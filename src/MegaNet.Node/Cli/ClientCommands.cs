@@ -300,7 +300,19 @@ internal static partial class ClientCommands
                 return await SendInPartsAsync(client, id, parse.GetValue(identity)!, recipient, content, nameSent!, lifetime, parse.GetValue(json), ct);
             }
 
-            Receipt receipt = await client.SendAsync(id, recipient, content, contentType, nameSent, lifetime, ct);
+            Receipt receipt;
+            try
+            {
+                receipt = await client.SendAsync(id, recipient, content, contentType, nameSent, lifetime, ct);
+            }
+            catch (Exception e) when (ct.IsCancellationRequested && e is not SendInterruptedException
+                && e is OperationCanceledException or RpcException { StatusCode: StatusCode.Cancelled })
+            {
+                // SendAsync tells a submit that was under way, or went unanswered, by SendInterruptedException: here none
+                // was, so the node cannot hold the message, and sending it again delivers no copy.
+                Console.Error.WriteLine("meganet: interrupted before the message was submitted; it was not sent.");
+                return Interruption.ExitCode;
+            }
 
             string sent = $"the message was sent (envelope {Hex(receipt.EnvelopeId)}, log index {receipt.LogIndex})";
             if (parse.GetValue(json))
