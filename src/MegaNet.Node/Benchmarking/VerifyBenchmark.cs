@@ -226,7 +226,7 @@ public sealed class VerifyBenchmark(BatchVerifierRegistry registry, VerifyBenchm
                 // A GPU's host work (copies into its page-locked buffers; SHA-512 with MEGANET_GPU_HOST_HASH=1) runs on
                 // its thread count: made with the first --threads value, 1 by default, it was timed on one host thread
                 // while a node gives it all cores but one.
-                int made = IsGpu(backend) ? GpuHostThreads : threads;
+                int made = VerifierStartup.IsGpuName(backend) ? GpuHostThreads : threads;
                 var verifierOptions = new VerifierOptions { Threads = made, KeyCacheCapacity = options.KeyCache ? 65_536 : 0 };
                 IBatchVerifier verifier;
                 try
@@ -278,7 +278,7 @@ public sealed class VerifyBenchmark(BatchVerifierRegistry registry, VerifyBenchm
                     }
 
                     (double rate, double pairedBaseline, GpuBreakdown? gpuTimes) = MeasureAgainst(verifier, libsodium, batch, baselineBatch);
-                    int? threadsUsed = ThreadsUsed(backend, IsGpu(backend) ? GpuHostThreads : threads, size);
+                    int? threadsUsed = ThreadsUsed(backend, VerifierStartup.IsGpuName(backend) ? GpuHostThreads : threads, size);
                     var result = new VerifyBenchmarkResult(verifier.Name, size, threadsUsed, rate, rate / pairedBaseline, options.KeyCache, verifier.Description)
                     {
                         Gpu = gpuTimes,
@@ -299,9 +299,7 @@ public sealed class VerifyBenchmark(BatchVerifierRegistry registry, VerifyBenchm
     /// <summary>The GPU backends are made once, with <see cref="GpuHostThreads"/> (the device does the verifying), and
     /// reference and libsodium verify on the calling thread: they are made, checked and timed once, at the first thread
     /// count, not once per count (that gave rows differing only in a thread count that did not run).</summary>
-    private static bool TimedOnce(string backend) => IsGpu(backend) || backend is ReferenceBatchVerifier.BackendName or LibsodiumBatchVerifier.BackendName;
-
-    private static bool IsGpu(string backend) => VerifierStartup.IsGpuName(backend);
+    private static bool TimedOnce(string backend) => VerifierStartup.IsGpuName(backend) || backend is ReferenceBatchVerifier.BackendName or LibsodiumBatchVerifier.BackendName;
 
     /// <summary>The host threads a GPU backend is made with: the largest <c>--threads</c> value (all cores by default),
     /// as a node gives its GPU all its cores but one.</summary>
@@ -315,7 +313,7 @@ public sealed class VerifyBenchmark(BatchVerifierRegistry registry, VerifyBenchm
     /// batch: copies, SHA-512 with MEGANET_GPU_HOST_HASH=1), 1 for reference and libsodium, for simd only as many as get <see cref="SimdBatchVerifier.MinItemsPerThread"/> items each.</summary>
     internal static int? ThreadsUsed(string backend, int threads, int batch) => backend switch
     {
-        _ when IsGpu(backend) => threads,
+        _ when VerifierStartup.IsGpuName(backend) => threads,
         ReferenceBatchVerifier.BackendName or LibsodiumBatchVerifier.BackendName => 1,
         SimdBatchVerifier.BackendName => SimdBatchVerifier.ThreadsFor(batch, threads),
         _ => threads,
