@@ -738,7 +738,7 @@ public sealed class CliErrorTests : IDisposable
         AssertClearError(r, $"--plot {missing}: cannot write there (the directory {Path.Combine(_dir, "missing")} does not exist)");
         Assert.DoesNotContain("CPU ", r.Stdout, StringComparison.Ordinal);
 
-        // A writable --json beside an unwritable --plot: the file opened for the run is removed again.
+        // A writable --json beside an unwritable --plot: nothing is made at --json's path.
         string json = Path.Combine(_dir, "bench.json");
         AssertClearError(await Meganet([.. sweep, "--json", json, "--plot", dir]), "--plot");
         Assert.False(File.Exists(json));

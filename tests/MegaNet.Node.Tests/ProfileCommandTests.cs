@@ -133,6 +133,29 @@ public sealed class ProfileCommandTests(ITestOutputHelper output) : IDisposable
     }
 
     [Fact]
+    public async Task A_bench_ended_mid_sweep_leaves_its_output_paths_as_they_were()
+    {
+        // --json and --plot were opened at the start: a new path held an empty file for the whole sweep, left behind
+        // when the run was killed (no Ctrl+C handling runs then), and at the end the file was emptied and written in
+        // place, so a fault part way through that write destroyed an earlier report there.
+        string json = Path.Combine(_dir, "bench.json");
+        string plot = Path.Combine(_dir, "bench.png");
+        File.WriteAllText(plot, "an earlier plot");
+        // An hour a point: the sweep is still on its first point when the warm-up's last line has come.
+        await using var bench = new RunningProfile(_dir, output,
+            ["bench", "--backend", "simd", "--batch", "8", "--threads", "1", "--seconds", "3600", "--json", json, "--plot", plot]);
+        await bench.WaitForOutputAsync(o => o.Contains("warm-up: simd x1", StringComparison.Ordinal), "the last warm-up");
+
+        Assert.False(File.Exists(json), "--json's file was made before the sweep had anything to write");
+        Assert.Equal("an earlier plot", File.ReadAllText(plot));
+
+        bench.Signal("KILL");
+        await bench.WaitForExitAsync();
+        Assert.Equal([plot], Directory.GetFiles(_dir));
+        Assert.Equal("an earlier plot", File.ReadAllText(plot));
+    }
+
+    [Fact]
     public void Signing_a_bench_batch_stops_at_ctrl_c()
     {
         // MakeBatch took no token: Ctrl+C while bench signed a large batch (minutes at 1,000,000 on two cores) waited

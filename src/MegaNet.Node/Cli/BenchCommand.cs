@@ -55,11 +55,11 @@ internal static class BenchCommand
         };
         var json = new Option<FileInfo?>("--json")
         {
-            Description = "Also write {\"machine\":{...},\"results\":[...]} to this file.",
+            Description = "Also write {\"machine\":{...},\"results\":[...]} to this file once the sweep is done, replacing it whole (an interrupted run leaves an earlier file there as it was).",
         };
         var plot = new Option<FileInfo?>("--plot")
         {
-            Description = "Also draw verifies/s against batch size per backend (with the libsodium baseline) to this PNG.",
+            Description = "Also draw verifies/s against batch size per backend (with the libsodium baseline) to this PNG once the sweep is done, replacing it whole.",
         };
         var command = new Command("bench",
             "Measure verifies/s per backend, batch size and thread count, with the ratio to libsodium measured in the same run.")
@@ -137,10 +137,11 @@ internal static class BenchCommand
                     backendRegistry.EnsureAvailable(name);
                 }
 
-                // The outputs are opened now, not after the sweep: a path that cannot be written is refused before
-                // minutes of work, in one line.
-                using OutputFile? jsonFile = parse.GetValue(json) is { } j ? OutputFile.Open(j.FullName, "--json") : null;
-                using OutputFile? plotFile = parse.GetValue(plot) is { } png ? OutputFile.Open(png.FullName, "--plot") : null;
+                // The output paths are checked now, not after the sweep: a path that cannot be written is refused
+                // before minutes of work, in one line. Nothing is created there until the sweep is done, so an earlier
+                // report at the path survives a run that is interrupted or fails.
+                ReportFile? jsonFile = parse.GetValue(json) is { } j ? ReportFile.Check(j.FullName, "--json") : null;
+                ReportFile? plotFile = parse.GetValue(plot) is { } png ? ReportFile.Check(png.FullName, "--plot") : null;
 
                 var options = new VerifyBenchmarkOptions
                 {
@@ -176,13 +177,13 @@ internal static class BenchCommand
 
                 if (jsonFile is not null)
                 {
-                    jsonFile.WriteAll(System.Text.Encoding.UTF8.GetBytes(report.ToJson()));
+                    jsonFile.Write(System.Text.Encoding.UTF8.GetBytes(report.ToJson()));
                     Console.WriteLine($"wrote {jsonFile.FullPath}");
                 }
 
                 if (plotFile is not null)
                 {
-                    plotFile.WriteAll(BenchPlot.Png(report));
+                    plotFile.Write(BenchPlot.Png(report));
                     Console.WriteLine($"wrote {plotFile.FullPath}");
                 }
 
@@ -195,7 +196,7 @@ internal static class BenchCommand
             }
             catch (OperationCanceledException) when (ct.IsCancellationRequested)
             {
-                // The --json and --plot files opened at the start were let go unwritten (removed) on the way out.
+                // --json and --plot are written only after the sweep: an earlier file at either path is unchanged.
                 Console.Error.WriteLine("meganet bench: interrupted; nothing was written.");
                 return Interruption.ExitCode;
             }

@@ -1,10 +1,10 @@
 namespace MegaNet.Node.Diagnostics;
 
 /// <summary>
-/// A file a long-running command writes at its end (a bench report, a plot) or streams into (a trace), opened before
-/// the work starts: a path that cannot be written (a directory, a missing directory, no permission) is then refused
-/// in a second with one line, not after a sweep or an attached session. A file the command created is removed again
-/// unless something was written to it; an existing one keeps its contents until then.
+/// A file a long-running command streams into (a trace), opened before the work starts: a path that cannot be written
+/// (a directory, a missing directory, no permission) is then refused in a second with one line, not after an attached
+/// session. A file the command created is removed again unless something was written to it; an existing one keeps its
+/// contents until then. A file written once at the end (bench's report and plot) is a <see cref="ReportFile"/>.
 /// </summary>
 internal sealed class OutputFile : IDisposable
 {
@@ -28,16 +28,7 @@ internal sealed class OutputFile : IDisposable
     /// <exception cref="IOException">The file cannot be written; the message is one line naming it and why.</exception>
     public static OutputFile Open(string path, string what)
     {
-        string full;
-        try
-        {
-            full = Path.GetFullPath(path);
-        }
-        catch (Exception e) when (e is ArgumentException or NotSupportedException or PathTooLongException)
-        {
-            throw new IOException($"{what} {path}: not a usable file path ({ErrorText.Plain(e)})", e);
-        }
-
+        string full = FullPathOf(path, what);
         if (Directory.Exists(full))
         {
             throw new IOException($"{what} {path}: is a directory; give a file path");
@@ -51,14 +42,33 @@ internal sealed class OutputFile : IDisposable
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
-            string why = e switch
-            {
-                DirectoryNotFoundException => $"the directory {Path.GetDirectoryName(full)} does not exist",
-                UnauthorizedAccessException => "permission denied",
-                _ => e.Message,
-            };
-            throw new IOException($"{what} {path}: cannot write there ({why})", e);
+            throw CannotWrite(path, what, full, e);
         }
+    }
+
+    /// <summary><paramref name="path"/> made full; an <see cref="IOException"/> saying so where it is not a path.</summary>
+    internal static string FullPathOf(string path, string what)
+    {
+        try
+        {
+            return Path.GetFullPath(path);
+        }
+        catch (Exception e) when (e is ArgumentException or NotSupportedException or PathTooLongException)
+        {
+            throw new IOException($"{what} {path}: not a usable file path ({ErrorText.Plain(e)})", e);
+        }
+    }
+
+    /// <summary>The one-line error for <paramref name="e"/>, met creating or opening <paramref name="full"/>.</summary>
+    internal static IOException CannotWrite(string path, string what, string full, Exception e)
+    {
+        string why = e switch
+        {
+            DirectoryNotFoundException => $"the directory {Path.GetDirectoryName(full)} does not exist",
+            UnauthorizedAccessException => "permission denied",
+            _ => e.Message,
+        };
+        return new IOException($"{what} {path}: cannot write there ({why})", e);
     }
 
     /// <summary>Empties the file and hands out its stream to write the output to; the file is kept from now on.</summary>
@@ -67,14 +77,6 @@ internal sealed class OutputFile : IDisposable
         _written = true;
         _stream.SetLength(0);
         return _stream;
-    }
-
-    /// <summary>Replaces the file's contents with <paramref name="bytes"/>.</summary>
-    public void WriteAll(ReadOnlySpan<byte> bytes)
-    {
-        Stream stream = Begin();
-        stream.Write(bytes);
-        stream.Flush();
     }
 
     public void Dispose()
