@@ -55,11 +55,11 @@ internal static class BenchCommand
         };
         var json = new Option<FileInfo?>("--json")
         {
-            Description = "Also write {\"machine\":{...},\"results\":[...]} to this file once the sweep is done, replacing it whole (an interrupted run leaves an earlier file there as it was).",
+            Description = "Also write {\"machine\":{...},\"results\":[...],\"warm_up\":[...],\"skipped\":[...]} to this file once the sweep is done, replacing it whole (an interrupted run leaves an earlier file there as it was).",
         };
         var plot = new Option<FileInfo?>("--plot")
         {
-            Description = "Also draw verifies/s against batch size per backend (with the libsodium baseline) to this PNG once the sweep is done, replacing it whole.",
+            Description = "Also draw verifies/s against batch size, a line per backend and thread count (with the libsodium baseline), to this PNG once the sweep is done, replacing it whole.",
         };
         var command = new Command("bench",
             "Measure verifies/s per backend, batch size and thread count, with the ratio to libsodium measured in the same run.")
