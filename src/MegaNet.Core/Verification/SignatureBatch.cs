@@ -37,6 +37,10 @@ public sealed class SignatureBatch : IDisposable
     // Indexes of malformed items; rare, so a set beats a per-item flag array on the hot path.
     private readonly HashSet<int> _malformed = [];
 
+    /// <summary>Most bytes of messages the batch holds in all: <see cref="Array.MaxLength"/>. Lowered only by tests,
+    /// which reach the refusal without allocating 2 GiB.</summary>
+    internal int MessageSpace { get; init; } = Array.MaxLength;
+
     /// <summary>Creates an empty batch with room for <paramref name="capacity"/> items and
     /// <paramref name="messageCapacity"/> bytes of messages before it has to grow.</summary>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="capacity"/> is negative or above <see cref="MaxItems"/>,
@@ -122,9 +126,9 @@ public sealed class SignatureBatch : IDisposable
         int start = _offsets[index];
         // Array.MaxLength, not int.MaxValue: past it the buffer's growth asked for an array .NET cannot make, and the
         // batch threw OutOfMemoryException, which callers let through as fatal.
-        if (message.Length > Array.MaxLength - start)
+        if (message.Length > MessageSpace - start)
         {
-            throw new ArgumentException($"The batch cannot hold more than {Array.MaxLength:N0} bytes of messages in all; verify this item in another batch.", nameof(message));
+            throw new ArgumentException($"The batch cannot hold more than {MessageSpace:N0} bytes of messages in all; verify this item in another batch.", nameof(message));
         }
 
         EnsureMessageCapacity(start + message.Length);
@@ -218,7 +222,7 @@ public sealed class SignatureBatch : IDisposable
     {
         if (bytes > _messages.Length)
         {
-            Grow(ref _messages, (int)Math.Min(Array.MaxLength, Math.Max(bytes, (long)_messages.Length * 2)), _offsets[_count]);
+            Grow(ref _messages, (int)Math.Min(MessageSpace, Math.Max(bytes, (long)_messages.Length * 2)), _offsets[_count]);
         }
     }
 
