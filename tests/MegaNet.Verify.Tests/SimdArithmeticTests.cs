@@ -73,20 +73,35 @@ public sealed class SimdArithmeticTests(ITestOutputHelper output)
         }
     }
 
-    [SkippableFact]
-    public unsafe void Lane_row_transposes_move_each_limb_to_its_lane_and_back()
+    /// <summary>Skips a lane tier this run has not got, so that a run without AVX-512 reports its 512-bit checks as
+    /// skipped rather than passed.</summary>
+    private static void SkipUnlessLanes(int lanes)
     {
-        Skip.IfNot(System.Runtime.Intrinsics.X86.Avx2.IsSupported, "no lane types below AVX2 at this ISA tier");
+        if (lanes == 8)
+        {
+            Skip.IfNot(System.Runtime.Intrinsics.X86.Avx512F.IsSupported, "no AVX-512F at this ISA tier: the 8-lane types do not run");
+        }
+        else
+        {
+            Skip.IfNot(System.Runtime.Intrinsics.X86.Avx2.IsSupported, "no AVX2 at this ISA tier: the 4-lane types do not run");
+        }
+    }
+
+    [SkippableTheory]
+    [InlineData(4)]
+    [InlineData(8)]
+    public unsafe void Lane_row_transposes_move_each_limb_to_its_lane_and_back(int lanes)
+    {
+        SkipUnlessLanes(lanes);
         // The bucket method moves one 40-limb row per lane in and out of a lane point with these (LaneMultiScalar).
         const int Count = 40;
         var random = new Random(Seed);
         output.WriteLine($"seed {Seed}");
-        if (System.Runtime.Intrinsics.X86.Avx512F.IsSupported)
+        if (lanes == 8)
         {
             Check<Avx512Lanes, System.Runtime.Intrinsics.Vector512<ulong>>(random);
         }
-
-        if (System.Runtime.Intrinsics.X86.Avx2.IsSupported)
+        else
         {
             Check<Avx2Lanes, System.Runtime.Intrinsics.Vector256<ulong>>(random);
         }
@@ -215,10 +230,12 @@ public sealed class SimdArithmeticTests(ITestOutputHelper output)
         }
     }
 
-    [SkippableFact]
-    public void Lane_field_tiers_match_BigInteger_including_extreme_limbs()
+    [SkippableTheory]
+    [InlineData(4)]
+    [InlineData(8)]
+    public void Lane_field_tiers_match_BigInteger_including_extreme_limbs(int lanes)
     {
-        Skip.IfNot(System.Runtime.Intrinsics.X86.Avx2.IsSupported, "no lane types below AVX2 at this ISA tier");
+        SkipUnlessLanes(lanes);
         output.WriteLine($"seed {Seed}");
         var random = new Random(Seed);
         var values = new FieldElement[8];
@@ -235,21 +252,17 @@ public sealed class SimdArithmeticTests(ITestOutputHelper output)
             expected[i] = BigInteger.ModPow(x, (R.P - 5) / 8, R.P);
         }
 
-        if (System.Runtime.Intrinsics.X86.Avx512F.IsSupported)
+        FieldElement[] results = (FieldElement[])values.Clone();
+        if (lanes == 8)
         {
-            FieldElement[] lanes = (FieldElement[])values.Clone();
-            LaneField<Avx512Lanes, System.Runtime.Intrinsics.Vector512<ulong>>.Pow22523(LaneField<Avx512Lanes, System.Runtime.Intrinsics.Vector512<ulong>>.Pack(lanes)).Unpack(lanes);
-            Assert.Equal(expected, lanes.Select(v => ToBig(v)));
+            LaneField<Avx512Lanes, System.Runtime.Intrinsics.Vector512<ulong>>.Pow22523(LaneField<Avx512Lanes, System.Runtime.Intrinsics.Vector512<ulong>>.Pack(results)).Unpack(results);
+        }
+        else
+        {
+            LaneField<Avx2Lanes, System.Runtime.Intrinsics.Vector256<ulong>>.Pow22523(LaneField<Avx2Lanes, System.Runtime.Intrinsics.Vector256<ulong>>.Pack(results.AsSpan(0, 4))).Unpack(results.AsSpan(0, 4));
         }
 
-        if (System.Runtime.Intrinsics.X86.Avx2.IsSupported)
-        {
-            FieldElement[] lanes = (FieldElement[])values.Clone();
-            LaneField<Avx2Lanes, System.Runtime.Intrinsics.Vector256<ulong>>.Pow22523(LaneField<Avx2Lanes, System.Runtime.Intrinsics.Vector256<ulong>>.Pack(lanes.AsSpan(0, 4))).Unpack(lanes.AsSpan(0, 4));
-            Assert.Equal(expected[..4], lanes[..4].Select(v => ToBig(v)));
-        }
-
-        output.WriteLine($"tiers checked: AVX-512F {System.Runtime.Intrinsics.X86.Avx512F.IsSupported}, AVX2 {System.Runtime.Intrinsics.X86.Avx2.IsSupported}");
+        Assert.Equal(expected[..lanes], results[..lanes].Select(v => ToBig(v)));
     }
 
     [Fact]
@@ -459,57 +472,78 @@ public sealed class SimdArithmeticTests(ITestOutputHelper output)
         }
     }
 
+    private static readonly int[] MultiScalarSizes = [1, 2, 3, 17, 24, 65, 200, 700];
+
+    /// <summary>n random points and scalars, with the cases the bucket method treats apart (128-bit and zero scalars, a
+    /// point twice), and their sum Σ[scalar]point by the reference.</summary>
+    private static R.Point RandomTerms(Random random, int n, out AffineNielsPoint[] points, out Scalar256[] scalars)
+    {
+        points = new AffineNielsPoint[n];
+        scalars = new Scalar256[n];
+        R.Point expected = R.Identity;
+        byte[] wide = new byte[64];
+        for (int i = 0; i < n; i++)
+        {
+            random.NextBytes(wide);
+            BigInteger m = R.FromLittleEndian(wide) % R.L;
+            R.Point p = R.ScalarMultiply(m, R.B);
+            Assert.True(EdwardsPoint.TryDecode(R.Encode(p), out EdwardsPoint mine));
+            points[i] = AffineNielsPoint.FromAffine(mine);
+            random.NextBytes(wide);
+            scalars[i] = ScalarMath.ReduceBytes(wide);
+            if (i % 3 == 1)
+            {
+                scalars[i].S2 = scalars[i].S3 = 0; // 128-bit coefficients as in the batch equation
+            }
+
+            if (i % 11 == 5)
+            {
+                scalars[i] = default;   // a zero scalar: every digit lands in the spare bucket
+            }
+
+            if (i % 13 == 7)
+            {
+                points[i] = points[i - 1];   // the same point twice: the same bucket is hit again
+                p = PointOf(points[i - 1]);
+            }
+
+            expected = R.Add(expected, R.ScalarMultiply(Big(scalars[i]), p));
+        }
+
+        return expected;
+    }
+
+    [SkippableTheory]
+    [InlineData(4)]
+    [InlineData(8)]
+    public void Lane_multi_scalar_multiplication_matches_a_naive_sum(int lanes)
+    {
+        SkipUnlessLanes(lanes);
+        output.WriteLine($"seed {Seed}");
+        var random = new Random(Seed);
+        foreach (int n in MultiScalarSizes)
+        {
+            R.Point expected = RandomTerms(random, n, out AffineNielsPoint[] points, out Scalar256[] scalars);
+            EdwardsPoint result = lanes == 8
+                ? LaneMultiScalar<Avx512Lanes, System.Runtime.Intrinsics.Vector512<ulong>>.Compute(points, scalars)
+                : LaneMultiScalar<Avx2Lanes, System.Runtime.Intrinsics.Vector256<ulong>>.Compute(points, scalars);
+            byte[] got = new byte[32];
+            result.Encode(got);
+            Assert.True(R.Encode(expected).AsSpan().SequenceEqual(got), $"n = {n}, {lanes} lanes (seed {Seed})");
+        }
+    }
+
     [Fact]
     public void Multi_scalar_multiplication_matches_a_naive_sum()
     {
         output.WriteLine($"seed {Seed}");
         var random = new Random(Seed);
-        foreach (int n in new[] { 1, 2, 3, 17, 24, 65, 200, 700 })
+        foreach (int n in MultiScalarSizes)
         {
-            var points = new AffineNielsPoint[n];
-            var scalars = new Scalar256[n];
-            R.Point expected = R.Identity;
+            R.Point expected = RandomTerms(random, n, out AffineNielsPoint[] points, out Scalar256[] scalars);
             byte[] wide = new byte[64];
-            for (int i = 0; i < n; i++)
-            {
-                random.NextBytes(wide);
-                BigInteger m = R.FromLittleEndian(wide) % R.L;
-                R.Point p = R.ScalarMultiply(m, R.B);
-                Assert.True(EdwardsPoint.TryDecode(R.Encode(p), out EdwardsPoint mine));
-                points[i] = AffineNielsPoint.FromAffine(mine);
-                random.NextBytes(wide);
-                scalars[i] = ScalarMath.ReduceBytes(wide);
-                if (i % 3 == 1)
-                {
-                    scalars[i].S2 = scalars[i].S3 = 0; // 128-bit coefficients as in the batch equation
-                }
-
-                if (i % 11 == 5)
-                {
-                    scalars[i] = default;   // a zero scalar: every digit lands in the spare bucket
-                }
-
-                if (i % 13 == 7)
-                {
-                    points[i] = points[i - 1];   // the same point twice: the same bucket is hit again
-                    p = PointOf(points[i - 1]);
-                }
-
-                expected = R.Add(expected, R.ScalarMultiply(Big(scalars[i]), p));
-            }
-
             byte[] want = R.Encode(expected);
             var results = new List<EdwardsPoint> { MultiScalar.StrausNaf(default, points, scalars), MultiScalar.Pippenger(points, scalars, 5), MultiScalar.Pippenger(points, scalars, 8), MultiScalar.Compute(points, scalars) };
-            if (System.Runtime.Intrinsics.X86.Avx512F.IsSupported)
-            {
-                results.Add(LaneMultiScalar<Avx512Lanes, System.Runtime.Intrinsics.Vector512<ulong>>.Compute(points, scalars));
-            }
-
-            if (System.Runtime.Intrinsics.X86.Avx2.IsSupported)
-            {
-                results.Add(LaneMultiScalar<Avx2Lanes, System.Runtime.Intrinsics.Vector256<ulong>>.Compute(points, scalars));
-            }
-
             // Straus with non-adjacent forms takes the base point apart, against its own table: [b]B + the rest.
             if (n <= 65)
             {
