@@ -70,10 +70,10 @@ public sealed class GpuLifecycleTests
         {
             caller = new Thread(() => error = Record.Exception(() => gpu.Verify(batch)));
             caller.Start();
-            BlockedOnTheGate(caller);
+            BlockedThread.WaitUntilBlocked(caller, "the launch lock");
             disposer = new Thread(gpu.Dispose);
             disposer.Start();
-            BlockedOnTheGate(disposer);
+            BlockedThread.WaitUntilBlocked(disposer, "the launch lock");
         }
         finally
         {
@@ -143,17 +143,5 @@ public sealed class GpuLifecycleTests
         using SignatureBatch batch = Backends.ToBatch(cases);
         Assert.Equal(expected, gpu.Verify(batch));
         Assert.Equal(["meganet.gpu.host_time", "meganet.gpu.kernel_time", "meganet.gpu.transfer_time"], recorded.Order(StringComparer.Ordinal));
-    }
-
-    /// <summary>Waits until <paramref name="thread"/> blocks (on the launch lock the test holds): a fixed sleep could
-    /// let the test go on before the caller was past its entry check, and cover nothing.</summary>
-    private static void BlockedOnTheGate(Thread thread)
-    {
-        var waited = System.Diagnostics.Stopwatch.StartNew();
-        while ((thread.ThreadState & ThreadState.WaitSleepJoin) == 0)
-        {
-            Assert.True(waited.Elapsed < TimeSpan.FromMinutes(1), $"thread {thread.ManagedThreadId} never blocked on the launch lock ({thread.ThreadState})");
-            Thread.Sleep(1);
-        }
     }
 }

@@ -110,6 +110,24 @@ public sealed class RoutingTests
         }
     }
 
+    private static (Thread Thread, Task<bool[]> Verdicts) VerifyOnAThread(IBatchVerifier verifier, SignatureBatch batch)
+    {
+        var verdicts = new TaskCompletionSource<bool[]>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var thread = new Thread(() =>
+        {
+            try
+            {
+                verdicts.SetResult(verifier.Verify(batch));
+            }
+            catch (Exception e)
+            {
+                verdicts.SetException(e);
+            }
+        });
+        thread.Start();
+        return (thread, verdicts.Task);
+    }
+
     [Fact]
     public async Task A_caller_waiting_for_the_accelerator_when_it_faults_goes_to_the_cpu_and_the_fault_is_reported_once()
     {
@@ -121,10 +139,12 @@ public sealed class RoutingTests
 
         // Threads of their own: the first blocks in the device, and under the whole parallel suite a pool thread for
         // it did not come within 30 s once (CI, AVX2 off).
-        Task<bool[]> first = Task.Factory.StartNew(() => router.Verify(batch), CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
+        (Thread _, Task<bool[]> first) = VerifyOnAThread(router, batch);
         Assert.True(gpu.Entered.Wait(TimeSpan.FromSeconds(30)));
-        Task<bool[]> second = Task.Factory.StartNew(() => router.Verify(batch), CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default); // passes the flag check, then waits for the device
-        await Task.Delay(200);
+        // The second passes the flag check, then waits for the device: released only once it waits, or it could come
+        // after the fault, see the flag set, and go to the CPU without the scenario.
+        (Thread secondThread, Task<bool[]> second) = VerifyOnAThread(router, batch);
+        BlockedThread.WaitUntilBlocked(secondThread, "the accelerator's lock");
         gpu.Release.Set();
 
         Assert.Equal(expected, await first);
