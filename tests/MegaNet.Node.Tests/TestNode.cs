@@ -7,8 +7,8 @@ using Microsoft.Extensions.Logging;
 namespace MegaNet.Node.Tests;
 
 /// <summary>
-/// A real node on 127.0.0.1 (port 0) with its own data directory, and a log sink that records every warning and
-/// error the server writes, so a test can fail on an unexpected one.
+/// A real node on 127.0.0.1 (port 0) with its own data directory, and a log sink that records every error (and
+/// critical) line the server writes, so a test can fail on an unexpected one; warnings are not recorded.
 /// </summary>
 public sealed class TestNode : IAsyncDisposable
 {
