@@ -459,7 +459,6 @@ public sealed class CliErrorTests : IDisposable
 
             // The rest verified, it waits for a line that does not come.
             await Task.Delay(500);
-            clock.Restart();
             using (Process kill = Process.Start("kill", ["-INT", verify.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)])!)
             {
                 await kill.WaitForExitAsync();
@@ -469,9 +468,9 @@ public sealed class CliErrorTests : IDisposable
             verify.WaitForExit(); // the output's last lines
             string error = Read(stderr);
             Assert.True(verify.ExitCode == 130, $"exit code {verify.ExitCode}; stderr: {error}");
-            // Stopped by itself, not ended by the grace period's end.
+            // Stopped by itself, not ended by the grace period's end (which says it had not stopped); no bound on the
+            // time it took, which a loaded machine can stretch.
             Assert.DoesNotContain("had not stopped", error, StringComparison.Ordinal);
-            Assert.True(clock.Elapsed < TimeSpan.FromSeconds(4), $"exited {clock.Elapsed.TotalSeconds:0.0} s after Ctrl+C (the grace period is 5 s)");
             Assert.Empty(Directory.EnumerateFiles(_dir, "out.jsonl*"));
             if (toFile)
             {
