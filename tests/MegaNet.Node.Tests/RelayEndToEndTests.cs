@@ -35,17 +35,23 @@ public sealed class RelayEndToEndTests
     [Fact]
     public async Task Live_mail_is_pushed_to_a_subscriber_both_ways()
     {
-        await using TestNode node = await TestNode.StartAsync();
+        // A keepalive period longer than the test: after its first drain a subscription that is not woken by the mail
+        // (no push) would list the mailbox again only a period later, so only a push delivers within the bound.
+        await using TestNode node = await TestNode.StartAsync(o => o.KeepaliveSeconds = 3_600);
         using MegaNetClient aliceClient = node.Client(), bobClient = node.Client();
         using Identity alice = Identity.Create(), bob = Identity.Create();
         // The whole exchange is bounded; 30 s was short for two subscriptions and two sends on a loaded machine.
         using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(120));
 
-        await using IAsyncEnumerator<ReceivedMessage> bobInbox = bobClient.ListenAsync(bob, 0, cts.Token).GetAsyncEnumerator(cts.Token);
-        await using IAsyncEnumerator<ReceivedMessage> aliceInbox = aliceClient.ListenAsync(alice, 0, cts.Token).GetAsyncEnumerator(cts.Token);
+        // The node's first keepalive comes once it has registered the subscription: mail sent after it is pushed, not
+        // found in the mailbox as a subscription's backlog (which a fixed sleep before sending could not rule out).
+        var bobSubscribed = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var aliceSubscribed = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using IAsyncEnumerator<ReceivedMessage> bobInbox = bobClient.ListenAsync(bob, 0, cts.Token, alive: () => bobSubscribed.TrySetResult()).GetAsyncEnumerator(cts.Token);
+        await using IAsyncEnumerator<ReceivedMessage> aliceInbox = aliceClient.ListenAsync(alice, 0, cts.Token, alive: () => aliceSubscribed.TrySetResult()).GetAsyncEnumerator(cts.Token);
         Task<bool> bobNext = bobInbox.MoveNextAsync().AsTask();
         Task<bool> aliceNext = aliceInbox.MoveNextAsync().AsTask();
-        await Task.Delay(300);
+        await Task.WhenAll(bobSubscribed.Task, aliceSubscribed.Task).WaitAsync(cts.Token);
 
         await aliceClient.SendAsync(alice, bob.Card, Text("ping"), "text/plain; charset=utf-8");
         Assert.True(await bobNext);
