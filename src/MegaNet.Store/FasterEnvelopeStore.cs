@@ -2256,8 +2256,10 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
 public sealed class StoreCorruptException(string message, Exception? inner = null) : Exception(message, inner)
 {
     /// <summary>What to do, the end of every such message. An empty store under the same node key would sign a second,
-    /// smaller log that contradicts the tree heads already handed out, so starting over takes a new key too.</summary>
-    public const string Advice = "Nothing was changed. Restore the directory from a backup. To start over with an empty store instead, move the store directory aside together with the node key (node.key in the data directory): the node then signs a new log under a new id, and receipts from the old one can no longer be checked against it.";
+    /// smaller log that contradicts the tree heads already handed out, so starting over takes a new key too; a backup
+    /// older than the last head handed out does the same in part, which the operator should know before restoring.</summary>
+    public const string Advice = "Nothing was changed. Restore the directory from a backup (one older than the store's last state makes the node sign a smaller log under " +
+        "the same id, which clients' 'meganet audit' reports as a fork: the entries signed since the backup are gone and their receipts no longer verify; expect that, and tell those who audit the node). To start over with an empty store instead, move the store directory aside together with the node key (node.key in the data directory): the node then signs a new log under a new id, and receipts from the old one can no longer be checked against it.";
 }
 
 /// <summary>Another process has the store open.</summary>

@@ -4,13 +4,12 @@ using MegaNet.Api;
 using MegaNet.Api.V1;
 using MegaNet.Core.Transparency;
 using MegaNet.Node.Cli;
-using MegaNet.Node.Hosting;
 using static MegaNet.Node.Tests.MeganetProcess;
 
 namespace MegaNet.Node.Tests;
 
 /// <summary><c>meganet audit</c> against real nodes: a log that grows passes and is remembered; a node that rewrote its
-/// log under the same key (its data directory replaced, its key kept) is caught, and the remembered head stays as
+/// log under the same key (an older backup of its store restored) is caught, and the remembered head stays as
 /// evidence; another key at the address, or a damaged heads file, is an error that says what to do.</summary>
 public sealed class AuditCommandTests : IDisposable
 {
@@ -31,13 +30,11 @@ public sealed class AuditCommandTests : IDisposable
         Uri address;
         await using (TestNode node = await TestNode.StartAsync(dataDirectory: firstData))
         {
+            // The key and the empty store, for the nodes below, as a backup taken before any envelope (a test node's
+            // data directory goes with it).
+            await node.BackUpAsync(secondData);
+            TestNode.CopyDirectory(secondData, thirdData);
             address = node.Address;
-            // The key, for the nodes below (a test node's data directory goes with it).
-            foreach (string data in new[] { secondData, thirdData })
-            {
-                Directory.CreateDirectory(data);
-                File.Copy(Path.Combine(firstData, NodeKey.FileName), Path.Combine(data, NodeKey.FileName));
-            }
 
             Result first = await Audit(address);
             Assert.True(first.ExitCode == 0, first.Stderr + first.Stdout);

@@ -88,6 +88,33 @@ public sealed class NodeKeyTests : IDisposable
         Assert.False(File.Exists(Path.Combine(_dir, NodeKey.FileName)));
     }
 
+    [Theory]
+    [InlineData(null)]
+    [InlineData("")]
+    [InlineData("lost+found")]
+    public void A_key_from_an_earlier_start_whose_store_is_gone_starts_no_new_log_under_its_id(string? inStore)
+    {
+        // store/ deleted, an empty mount point, a new file system mounted there: the node created an empty store and
+        // signed a new log under the old id, which clients' audits then reported as a fork.
+        NodeKey.LoadOrCreate(_dir);
+        string store = Path.Combine(_dir, "store");
+        if (inStore is not null)
+        {
+            Directory.CreateDirectory(Path.Combine(store, inStore));
+        }
+
+        InvalidDataException e = Assert.Throws<InvalidDataException>(() => NodeKey.LoadForNode(_dir));
+        Assert.Contains($"{Path.Combine(_dir, NodeKey.FileName)} is from an earlier start, but {store} {(inStore is null ? "is missing" : "is empty")}", e.Message, StringComparison.Ordinal);
+        Assert.Contains($"Restore {store} from a backup", e.Message, StringComparison.Ordinal);
+        Assert.Contains($"move {Path.Combine(_dir, NodeKey.FileName)} aside as well", e.Message, StringComparison.Ordinal);
+
+        // Beside a store the key is read, and a key made by this start needs no store yet.
+        File.WriteAllText(Path.Combine(Directory.CreateDirectory(Path.Combine(store, "commits")).FullName, "wal.commits"), "");
+        NodeKey.LoadForNode(_dir);
+        string fresh = Path.Combine(_dir, "fresh");
+        NodeKey.LoadForNode(fresh);
+    }
+
     [Fact]
     [System.Runtime.Versioning.UnsupportedOSPlatform("windows")]
     public void A_key_others_may_read_is_refused_with_the_chmod_that_fixes_it()

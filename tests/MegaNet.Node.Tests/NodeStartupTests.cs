@@ -97,6 +97,27 @@ public sealed class NodeStartupTests : IDisposable
     }
 
     [Fact]
+    public async Task A_key_whose_store_is_gone_does_not_start_a_new_log_under_its_id()
+    {
+        await using (ExternalNode first = await ExternalNode.StartAsync(Data))
+        {
+            await first.KillAsync();
+        }
+
+        // Only node.key restored (or the store deleted to "reset"): the node signed an empty log under the old id.
+        string key = Path.Combine(Data, "node.key"), store = Path.Combine(Data, "store");
+        Directory.Move(store, store + ".aside");
+        AssertOneLineError(await Node("--data", Data, "--listen", "127.0.0.1:0"), $"{key} is from an earlier start, but {store} is missing",
+            $"Restore {store} from a backup (or mount it); to start a new log deliberately, move {key} aside as well");
+        Assert.False(Path.Exists(store));
+
+        // An empty mount point where the store's file system is not mounted.
+        Directory.CreateDirectory(store);
+        AssertOneLineError(await Node("--data", Data, "--listen", "127.0.0.1:0"), $"{store} is empty");
+        Assert.Empty(Directory.EnumerateFileSystemEntries(store));
+    }
+
+    [Fact]
     public async Task Host_configuration_outside_the_node_options_adds_no_listener()
     {
         // Kestrel reads endpoints from the host's configuration, which included every environment variable: this one

@@ -78,8 +78,9 @@ public sealed class ReceiptVerificationTests
     [Fact]
     public async Task A_node_that_rewrote_its_log_fails_the_receipts_it_gave_before()
     {
-        string data = Directory.CreateTempSubdirectory("meganet-node-").FullName;
+        string data = Directory.CreateTempSubdirectory("meganet-node-").FullName, backup = data + "-backup";
         await using TestNode node = await TestNode.StartAsync(dataDirectory: data);
+        await node.BackUpAsync(backup);
         using Identity alice = Identity.Create(), bob = Identity.Create();
         Receipt before;
         using (MegaNetClient client = node.Client())
@@ -88,10 +89,9 @@ public sealed class ReceiptVerificationTests
             Assert.Null(await client.VerifyReceiptAsync(before));
         }
 
-        // The same node key over a new log: leaf 0 is another envelope now.
-        await node.StopAsync();
-        Directory.Delete(Path.Combine(data, "store"), recursive: true);
-        await node.RestartAsync();
+        // The same node key over a new log (its empty store restored from the backup): leaf 0 is another envelope now.
+        await node.RestoreStoreAsync(backup);
+        Directory.Delete(backup, recursive: true);
         using MegaNetClient after = node.Client();
         await after.SendAsync(alice, bob.Card, Text("a different first"), "text/plain");
         await after.SendAsync(alice, bob.Card, Text("second"), "text/plain");
@@ -104,8 +104,9 @@ public sealed class ReceiptVerificationTests
     [Fact]
     public async Task A_node_whose_log_shrank_below_the_receipt_fails_it_without_asking_for_a_proof()
     {
-        string data = Directory.CreateTempSubdirectory("meganet-node-").FullName;
+        string data = Directory.CreateTempSubdirectory("meganet-node-").FullName, backup = data + "-backup";
         await using TestNode node = await TestNode.StartAsync(dataDirectory: data);
+        await node.BackUpAsync(backup);
         using Identity alice = Identity.Create(), bob = Identity.Create();
         Receipt third;
         using (MegaNetClient client = node.Client())
@@ -118,9 +119,8 @@ public sealed class ReceiptVerificationTests
 
         // The same node key over a new, shorter log: the node cannot give a proof for leaf 2 of a tree of 3 (it
         // answers OUT_OF_RANGE), and that is no reason to call the receipt anything but invalid.
-        await node.StopAsync();
-        Directory.Delete(Path.Combine(data, "store"), recursive: true);
-        await node.RestartAsync();
+        await node.RestoreStoreAsync(backup);
+        Directory.Delete(backup, recursive: true);
         using MegaNetClient after = node.Client();
         await after.SendAsync(alice, bob.Card, Text("a different first"), "text/plain");
 

@@ -55,6 +55,41 @@ public sealed class TestNode : IAsyncDisposable
 
     public MegaNetClient Client() => new(Address);
 
+    /// <summary>Stops the node, copies its data directory (key and store) to <paramref name="destination"/> as an
+    /// operator's backup, and starts it again (at a new port).</summary>
+    public async Task BackUpAsync(string destination)
+    {
+        await StopAsync();
+        CopyDirectory(Options.DataDirectory, destination);
+        await RestartAsync();
+    }
+
+    /// <summary>Stops the node, puts back the store of a backup <see cref="BackUpAsync"/> made, and starts it again:
+    /// the same key over an older log.</summary>
+    public async Task RestoreStoreAsync(string backup)
+    {
+        await StopAsync();
+        string store = Path.Combine(Options.DataDirectory, "store");
+        Directory.Delete(store, recursive: true);
+        CopyDirectory(Path.Combine(backup, "store"), store);
+        await RestartAsync();
+    }
+
+    /// <summary>Copies <paramref name="source"/> and everything in it to <paramref name="destination"/> (files keep their modes).</summary>
+    public static void CopyDirectory(string source, string destination)
+    {
+        Directory.CreateDirectory(destination);
+        foreach (string file in Directory.EnumerateFiles(source))
+        {
+            File.Copy(file, Path.Combine(destination, Path.GetFileName(file)));
+        }
+
+        foreach (string directory in Directory.EnumerateDirectories(source))
+        {
+            CopyDirectory(directory, Path.Combine(destination, Path.GetFileName(directory)));
+        }
+    }
+
     /// <summary>The running node's services.</summary>
     public IServiceProvider Services => _app?.Services ?? throw new InvalidOperationException("The node is not running.");
 

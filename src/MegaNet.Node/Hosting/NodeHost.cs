@@ -43,7 +43,7 @@ public static partial class NodeServiceCollectionExtensions
         services.TryAddSingleton(TimeProvider.System);
         services.TryAddSingleton(sp => new ConnectionGate(options.MaxConnections, options.MaxConnectionsPerAddress, Core.Interop.OpenFileLimit.Current(),
             sp.GetRequiredService<ILoggerFactory>().CreateLogger("MegaNet.Node")));
-        services.TryAddSingleton(_ => NodeKey.LoadOrCreate(options.DataDirectory));
+        services.TryAddSingleton(_ => NodeKey.LoadForNode(options.DataDirectory));
         services.TryAddSingleton(sp =>
         {
             var verifierOptions = new VerifierOptions

@@ -32,7 +32,41 @@ public sealed class NodeKey
     /// no store yet, since a store's log and receipts are signed with the key it was started with.</summary>
     /// <exception cref="InvalidDataException">The key is missing beside an existing store, readable by other users, a
     /// directory, or not a hex seed; the message says what to do.</exception>
-    public static NodeKey LoadOrCreate(string dataDirectory)
+    public static NodeKey LoadOrCreate(string dataDirectory) => LoadOrCreate(dataDirectory, out _);
+
+    /// <summary>What a node starts with: <see cref="LoadOrCreate(string)"/>, which also refuses a key an earlier start
+    /// made when its store is gone (no <c>store/</c>, or an empty one).</summary>
+    /// <exception cref="InvalidDataException">As <see cref="LoadOrCreate(string)"/>, or the key was there before this
+    /// start but the store is not; the message says what to do.</exception>
+    public static NodeKey LoadForNode(string dataDirectory)
+    {
+        NodeKey key = LoadOrCreate(dataDirectory, out bool existed);
+        string store = Path.Combine(dataDirectory, StoreDirectoryName);
+        if (existed && !HoldsStore(store))
+        {
+            // The store would be created empty and the node would sign a new log under the old id: to clients that
+            // audited it or hold its receipts, a log that shrank (a fork), with nothing on the node to say why.
+            string path = Path.Combine(dataDirectory, FileName);
+            throw new InvalidDataException(
+                $"{path} is from an earlier start, but {store} {(Directory.Exists(store) ? "is empty" : "is missing")} (deleted, a file system not mounted there, " +
+                $"or only {FileName} restored): started now, the node would sign a new, empty log under its old id, which clients' 'meganet audit' reports as a fork " +
+                $"and under which the receipts it gave no longer verify. Restore {store} from a backup (or mount it); to start a new log deliberately, " +
+                $"move {path} aside as well, and the node starts under a new id.");
+        }
+
+        return key;
+    }
+
+    /// <summary>The store's directory in the data directory (FasterEnvelopeStore's name for it).</summary>
+    private const string StoreDirectoryName = "store";
+
+    /// <summary>Whether <paramref name="store"/> holds anything a store wrote: the first open of a store creates
+    /// <c>commits/</c> and <c>LOCK</c> in it at once. A new file system's <c>lost+found</c> does not count (a
+    /// freshly made file system mounted at an empty store/).</summary>
+    private static bool HoldsStore(string store) =>
+        Directory.Exists(store) && Directory.EnumerateFileSystemEntries(store).Any(e => Path.GetFileName(e) != "lost+found");
+
+    private static NodeKey LoadOrCreate(string dataDirectory, out bool existed)
     {
         ArgumentNullException.ThrowIfNull(dataDirectory);
         // Owner-only from the start: the store's files hold every envelope, recipient address and sending key, which
@@ -44,9 +78,10 @@ public sealed class NodeKey
             throw new InvalidDataException($"{path} is a directory; it must be the node's key file. Move it aside (restore node.key from a backup if this data directory holds a store).");
         }
 
-        if (!File.Exists(path))
+        existed = File.Exists(path);
+        if (!existed)
         {
-            string store = Path.Combine(dataDirectory, "store");
+            string store = Path.Combine(dataDirectory, StoreDirectoryName);
             if (Path.Exists(store))
             {
                 // A new key here would be a new node serving the old log: clients that pinned the node id would refuse
