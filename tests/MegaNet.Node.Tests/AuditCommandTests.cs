@@ -10,7 +10,8 @@ namespace MegaNet.Node.Tests;
 
 /// <summary><c>meganet audit</c> against real nodes: a log that grows passes and is remembered; a node that rewrote its
 /// log under the same key (an older backup of its store restored) is caught, and the remembered head stays as
-/// evidence; another key at the address, or a damaged heads file, is an error that says what to do.</summary>
+/// evidence, as is one node key showing another log at another address; another key at the address, or a damaged
+/// heads file, is an error that says what to do.</summary>
 public sealed class AuditCommandTests : IDisposable
 {
     private readonly string _dir = Directory.CreateTempSubdirectory("meganet-audit-").FullName;
@@ -119,6 +120,50 @@ public sealed class AuditCommandTests : IDisposable
 
         // Every rewrite of the heads file went through a temporary file renamed over it, and none is left behind.
         Assert.Empty(Directory.GetFiles(_dir, "heads.json.*.tmp"));
+    }
+
+    [Fact]
+    public async Task One_node_key_showing_another_log_at_another_address_is_caught()
+    {
+        // Heads were remembered by address alone: one node key serving log A at one address and a fork of it at
+        // another (two host names or ports) passed both audits, each a first audit of its address.
+        string firstData = Path.Combine(_dir, "first"), forkData = Path.Combine(_dir, "fork");
+        await using TestNode node = await TestNode.StartAsync(dataDirectory: firstData);
+        await node.BackUpAsync(forkData);
+        await using TestNode fork = await TestNode.StartAsync(dataDirectory: forkData);
+        using Identity alice = Identity.Create(), bob = Identity.Create();
+        foreach ((TestNode at, string[] texts) in new[] { (node, new[] { "one", "two" }), (fork, new[] { "x", "y", "z" }) })
+        {
+            using MegaNetClient client = at.Client();
+            foreach (string text in texts)
+            {
+                await client.SendAsync(alice, bob.Card, Encoding.UTF8.GetBytes(text), "text/plain");
+            }
+        }
+
+        Result first = await Audit(node.Address);
+        Assert.True(first.ExitCode == 0, first.Stderr + first.Stdout);
+
+        string before = await File.ReadAllTextAsync(Heads);
+        Result forked = await Audit(fork.Address);
+        Assert.Equal(3, forked.ExitCode);
+        Assert.Contains($"INVALID: the node at {Key(fork.Address)} and the node at {Key(node.Address)} sign with one key", forked.Stdout, StringComparison.Ordinal);
+        Assert.Contains("the node's current log (size 3) does not extend the log of the earlier head (size 2)", forked.Stdout, StringComparison.Ordinal);
+        Assert.Contains($"head remembered for {Key(node.Address)}, signed by the node:", forked.Stdout, StringComparison.Ordinal);
+        Assert.Equal(before, await File.ReadAllTextAsync(Heads));
+
+        // The JSON report names the address the evidence was remembered for.
+        Result report = await Audit(fork.Address, "--json");
+        Assert.Equal(3, report.ExitCode);
+        JsonNode json = JsonNode.Parse(report.Stdout)!;
+        Assert.Equal(Key(node.Address), (string)json["earlier_node"]!);
+        Assert.Equal((2L, 3L), ((long)json["earlier"]!["tree_size"]!, (long)json["current"]!["tree_size"]!));
+
+        // The same node under another name: the same log, consistent with the head remembered for the first name.
+        Uri alias = new UriBuilder(node.Address) { Host = "localhost" }.Uri;
+        Result aliased = await Audit(alias);
+        Assert.True(aliased.ExitCode == 0, aliased.Stderr + aliased.Stdout);
+        Assert.Contains($"and it extends the heads this node key signed at {Key(node.Address)}", aliased.Stdout, StringComparison.Ordinal);
     }
 
     [Fact]

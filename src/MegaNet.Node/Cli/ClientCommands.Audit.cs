@@ -27,7 +27,8 @@ internal static partial class ClientCommands
         var heads = new Option<string>("--heads")
         {
             Description = "The file of remembered tree heads, one per node address (JSON, rewritten whole after each consistent audit). " +
-                "A node set up anew (a new data directory gives a new id) is refused until its entry is deleted from this file.",
+                "A node set up anew (a new data directory gives a new id) is refused until its entry is deleted from this file. " +
+                "A node is also held to the heads remembered for its key at other addresses.",
             DefaultValueFactory = _ => DefaultHeads,
         };
         var head = new Option<string?>("--head")
@@ -36,12 +37,15 @@ internal static partial class ClientCommands
                 "the current head of a report 'audit --json' printed, or a bare head (for example one somebody else was given: comparing " +
                 "heads is how a node showing different logs to different people is caught); '-' reads standard input.",
         };
-        var json = JsonOption("Print one JSON object: node, node_id, consistent, problem, the earlier and current signed heads (the evidence, should they disagree), and remembered (whether the current head was saved).");
+        var json = JsonOption("Print one JSON object: node, node_id, consistent, problem, the earlier and current signed heads (the evidence, should they disagree), " +
+            "earlier_node (the address the earlier head was remembered for), also_consistent_with (other addresses whose heads of this node key were checked), " +
+            "and remembered (whether the current head was saved).");
         var timeout = TimeoutOption();
         var tlsCert = TlsCertOption();
         var command = new Command("audit",
             "Check that a node's transparency log only grows: its current signed tree head must extend, by a consistency proof, the head " +
-            $"remembered from the last audit of that node address (in --heads, {DefaultHeads} by default), which it then replaces. The first " +
+            $"remembered from the last audit of that node address (in --heads, {DefaultHeads} by default), which it then replaces, and every " +
+            "head remembered for the same node key at another address (one node showing different logs at two addresses is a fork). The first " +
             "audit of an address remembers its head. A log that shrank, forked or was rewritten exits 3 and keeps the old head as evidence. " +
             "Run it now and then, e.g. from cron.")
             { node, nodeId, heads, head, json, timeout, tlsCert };
@@ -73,6 +77,19 @@ internal static partial class ClientCommands
             }
 
             AuditResult result = await AuditAsync(address, key, remembered, given, "remembered", connection, ct);
+            if (result.Problem is null)
+            {
+                // Heads are remembered by address, so one node (one key) showing log A at one address and log B at
+                // another passed both audits: the current head must extend what its key signed elsewhere too.
+                IReadOnlyList<(string Address, SignedTreeHead Head)> elsewhere;
+                using (HeadsFile file = await HeadsFile.OpenAsync(headsPath, ct))
+                {
+                    elsewhere = file.SignedByElsewhere(result.Current!.NodeKey, key);
+                }
+
+                result = await HeldToElsewhereAsync(address, result, elsewhere, connection, ct);
+            }
+
             Remembering outcome = Remembering.NotAsked;
             IOException? failure = null;
             if (result.Problem is null)
@@ -115,8 +132,46 @@ internal static partial class ClientCommands
     }
 
     /// <summary>What one audit found: the earlier head (null on a first audit), the node's current head (null when
-    /// the node could not be held to it), and what failed.</summary>
-    private sealed record AuditResult(string Node, SignedTreeHead? Earlier, string EarlierWhat, SignedTreeHead? Current, string? Problem);
+    /// the node could not be held to it), and what failed. <see cref="EarlierNode"/> is the address the earlier head
+    /// was remembered for when that is another than <see cref="Node"/>; <see cref="AlsoConsistentWith"/> the other
+    /// addresses whose heads of the same key the current head extends.</summary>
+    private sealed record AuditResult(string Node, SignedTreeHead? Earlier, string EarlierWhat, SignedTreeHead? Current, string? Problem)
+    {
+        public string? EarlierNode { get; init; }
+
+        public IReadOnlyList<string> AlsoConsistentWith { get; init; } = [];
+    }
+
+    /// <summary>Holds the current head of a consistent <paramref name="result"/> to the heads its key signed at other
+    /// addresses (<paramref name="elsewhere"/>, largest first): it must extend each (the largest first: a log smaller
+    /// than one its key signed elsewhere fails without a proof). The first it does not extend is the finding, with
+    /// that head as the evidence.</summary>
+    private static async Task<AuditResult> HeldToElsewhereAsync(Uri address, AuditResult result, IReadOnlyList<(string Address, SignedTreeHead Head)> elsewhere, MegaNetClientOptions connection, CancellationToken ct)
+    {
+        if (elsewhere.Count == 0)
+        {
+            return result;
+        }
+
+        SignedTreeHead current = result.Current!;
+        using var client = new MegaNetClient(address, current.NodeKey.ToByteArray(), options: connection);
+        var consistent = new List<string>();
+        foreach ((string other, SignedTreeHead head) in elsewhere)
+        {
+            (_, string? problem) = await client.CheckLogAsync(head, current, ct);
+            if (problem is not null)
+            {
+                return new AuditResult(result.Node, head, "remembered", current,
+                    $"the node at {result.Node} and the node at {other} sign with one key ({Hex(current.NodeKey)}) but show different logs: {problem} " +
+                    $"(the earlier head is the one remembered for {other})")
+                { EarlierNode = other };
+            }
+
+            consistent.Add(other);
+        }
+
+        return result with { AlsoConsistentWith = consistent };
+    }
 
     private static async Task<AuditResult> AuditAsync(Uri address, string key, SignedTreeHead? earlier, byte[]? given, string earlierWhat, MegaNetClientOptions connection, CancellationToken ct)
     {
@@ -167,7 +222,9 @@ internal static partial class ClientCommands
                 ["consistent"] = r.Problem is null,
                 ["problem"] = r.Problem,
                 ["earlier"] = r.Earlier is not null ? HeadJson(r.Earlier) : null,
+                ["earlier_node"] = r.EarlierNode ?? (r.Earlier is not null && r.EarlierWhat == "remembered" ? r.Node : null),
                 ["current"] = r.Current is not null ? HeadJson(r.Current) : null,
+                ["also_consistent_with"] = new JsonArray([.. r.AlsoConsistentWith.Select(a => (JsonNode?)a)]),
                 ["remembered"] = remembering == Remembering.Saved,
             };
             if (r.Problem is null)
@@ -188,7 +245,8 @@ internal static partial class ClientCommands
             // node that refuses the proof between them is reported as such (MegaNetClient.CheckLogAsync).
             if (r.Earlier is not null)
             {
-                PrintVerdict($"{r.EarlierWhat} head, signed by the node: {HeadJson(r.Earlier).ToJsonString()}");
+                string which = r.EarlierNode is { } other ? $"head remembered for {other}" : $"{r.EarlierWhat} head";
+                PrintVerdict($"{which}, signed by the node: {HeadJson(r.Earlier).ToJsonString()}");
             }
 
             if (r.Current is not null)
@@ -198,7 +256,7 @@ internal static partial class ClientCommands
 
             if (r.EarlierWhat == "remembered" && r.Earlier is not null)
             {
-                PrintVerdict($"The remembered head stays in {headsPath}.");
+                PrintVerdict(r.EarlierNode is null ? $"The remembered head stays in {headsPath}." : $"The remembered heads stay in {headsPath}.");
             }
 
             return Invalid;
@@ -211,6 +269,7 @@ internal static partial class ClientCommands
         {
             string whose = idGiven ? "the node id given" : "not pinned: pass --node-id to check it against an id you know";
             PrintLine($"first audit of {r.Node}: its log of {Entries(current.TreeSize)}, signed {when} by node {id} ({whose}){Kept(remembering, headsPath)}");
+            PrintAlsoConsistent(r);
             return 0;
         }
 
@@ -219,6 +278,7 @@ internal static partial class ClientCommands
             ? $"is unchanged at {Entries(current.TreeSize)} (signed {since} and {when})"
             : $"grew from {Entries(r.Earlier.TreeSize)} (signed {since}) to {Entries(current.TreeSize)} (signed {when})";
         PrintLine($"consistent: the log of {r.Node} (node {id}) {change}{Kept(remembering, headsPath)}");
+        PrintAlsoConsistent(r);
         if (current.TimestampUnixMs < r.Earlier.TimestampUnixMs)
         {
             // Not proof of anything (the node's clock may have been set back), but worth a look.
@@ -226,6 +286,14 @@ internal static partial class ClientCommands
         }
 
         return 0;
+    }
+
+    private static void PrintAlsoConsistent(AuditResult r)
+    {
+        if (r.AlsoConsistentWith.Count > 0)
+        {
+            PrintLine($"and it extends the heads this node key signed at {string.Join(", ", r.AlsoConsistentWith)}");
+        }
     }
 
     private static string Kept(Remembering remembering, string headsPath) => remembering switch
@@ -345,6 +413,36 @@ internal static partial class ClientCommands
             return entry is JsonObject head
                 ? CheckedHead(HeadFrom(head, where), where)
                 : throw new CliException($"{where} is not a tree head; move the file aside (or delete that entry to start this node's audits anew).");
+        }
+
+        /// <summary>The heads remembered for other addresses than <paramref name="except"/> that
+        /// <paramref name="nodeKey"/> signed, checked as <see cref="Find"/> checks them, largest first. An entry whose
+        /// key cannot be read may be this node's, so it is refused as <see cref="Find"/> refuses it.</summary>
+        public IReadOnlyList<(string Address, SignedTreeHead Head)> SignedByElsewhere(Google.Protobuf.ByteString nodeKey, string except)
+        {
+            string hex = Hex(nodeKey);
+            var heads = new List<(string Address, SignedTreeHead Head)>();
+            foreach ((string address, JsonNode? entry) in _heads)
+            {
+                if (address == except)
+                {
+                    continue;
+                }
+
+                string? key = entry is JsonObject head && head["node_key"] is JsonValue value && value.TryGetValue(out string? text) ? text : null;
+                if (key is not null && !string.Equals(key, hex, StringComparison.OrdinalIgnoreCase))
+                {
+                    continue;
+                }
+
+                SignedTreeHead found = Find(address)!;
+                if (found.NodeKey == nodeKey)
+                {
+                    heads.Add((address, found));
+                }
+            }
+
+            return [.. heads.OrderByDescending(h => h.Head.TreeSize)];
         }
 
         public void Remember(string key, SignedTreeHead head)
