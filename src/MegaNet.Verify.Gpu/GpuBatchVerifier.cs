@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Buffers.Binary;
 using System.Diagnostics;
 using System.Reflection;
@@ -30,7 +31,8 @@ public enum GpuDeviceKind
 /// <summary>
 /// Backends <c>gpu</c> and <c>gpu-cpu</c>: the MegaNet rule as ILGPU kernels, one thread per signature. A first kernel
 /// (<see cref="ChallengeKernel"/>) checks S &lt; L and computes k = SHA-512(R ‖ A ‖ M) mod L (or the host does, on up
-/// to <see cref="VerifierOptions.Threads"/> threads, with <see cref="VerifierOptions.GpuHashOnHost"/>); the second decodes A and R strictly, refuses
+/// to <see cref="VerifierOptions.Threads"/> threads, with <see cref="VerifierOptions.GpuHashOnHost"/>, and k of any
+/// message over <see cref="MaxDeviceHashedMessageBytes"/> in either mode); the second decodes A and R strictly, refuses
 /// small-order points and checks [8]([S]B − R − [k]A) = 𝒪. The kernels are compiled once at construction.
 /// </summary>
 /// <remarks>
@@ -65,12 +67,13 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
     private readonly bool _inlinePtx;
     private readonly bool _hashOnHost;
     private readonly Kernel? _widenedKernel;
-    private readonly Action<AcceleratorStream, KernelConfig, int, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<int>, int, ArrayView<ulong>, ArrayView<byte>, ArrayView<uint>, ArrayView<byte>> _prepare;
+    private readonly Action<AcceleratorStream, KernelConfig, int, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<int>, int, int, ArrayView<ulong>, ArrayView<byte>, ArrayView<uint>, ArrayView<byte>> _prepare;
     private readonly MemoryBuffer1D<ulong, Stride1D.Dense> _shaConstants;
     private readonly int _maxBatch;
     private readonly int _chunkItems;
     private readonly object _gate = new();
     private readonly LaunchSlot[] _slots;
+    private long _longMessagesHashedOnHost;
 
     // Made once, not per chunk: bounds the host's parallel loops to VerifierOptions.Threads.
     private readonly ParallelOptions _hostParallelism;
@@ -78,9 +81,25 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
     /// <summary>Smallest chunk a large batch is cut into (one launch below twice this).</summary>
     public const int OverlapChunk = 8192;
 
-    /// <summary>Most message bytes in one chunk when the device hashes: a chunk with more is cut smaller, so long
-    /// messages do not grow the page-locked and device buffers without bound (one item's message always fits).</summary>
+    /// <summary>Most message bytes copied to the device for one chunk when the device hashes: a chunk ends before the
+    /// message that would take it past this, so the page-locked and device message buffers stay within it (messages
+    /// over <see cref="MaxDeviceHashedMessageBytes"/> are hashed on the host and never copied).</summary>
     public const int MaxChunkMessageBytes = 64 << 20;
+
+    /// <summary>
+    /// Longest message the device hashes when it hashes (<see cref="ChallengeKernel"/>); the host computes k for a
+    /// longer one, on the same threads as its copies, and the device is handed k instead of the message.
+    /// </summary>
+    /// <remarks>
+    /// The device hashes one item per thread, and a launch lasts as long as its slowest thread: one 15 MiB message
+    /// (~123,000 SHA-512 blocks in series) held a launch of 1,023 short items, and every batch queued behind it, for
+    /// the whole hash. At 16 KiB a thread hashes at most 129 blocks (R ‖ A ‖ M with its padding), of the order of
+    /// the curve check the same thread does next (~850,000 instructions against ~7,500 a block), so no item makes a
+    /// launch much longer than a short one does. Envelopes of the 1 and 4 KiB size classes stay on the device; those
+    /// of 16 and 64 KiB (a little over their class) and long <c>VerifyBatch</c> items are hashed on the host, where
+    /// SHA-512 runs at about 1 GB/s a core.
+    /// </remarks>
+    public const int MaxDeviceHashedMessageBytes = 16 << 10;
 
     /// <summary>Creates the verifier on the given accelerator kind and compiles the kernel.</summary>
     /// <exception cref="BackendUnavailableException">No such accelerator here.</exception>
@@ -131,7 +150,7 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
 
             _occupancyGroup = Math.Max(_accelerator.WarpSize, minGroupSize ?? Math.Min(256, _accelerator.MaxNumThreadsPerGroup));
             _hashOnHost = options.GpuHashOnHost;
-            _prepare = _accelerator.LoadKernel<int, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<int>, int, ArrayView<ulong>, ArrayView<byte>, ArrayView<uint>, ArrayView<byte>>(ChallengeKernel.Prepare);
+            _prepare = _accelerator.LoadKernel<int, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<int>, int, int, ArrayView<ulong>, ArrayView<byte>, ArrayView<uint>, ArrayView<byte>>(ChallengeKernel.Prepare);
             _shaConstants = _accelerator.Allocate1D(ChallengeKernel.Constants());
             _constants = BuildConstants();
             _smallOrder = _accelerator.Allocate1D(SmallOrderEncodings());
@@ -156,6 +175,22 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
 
     /// <summary><see cref="MaxChunkMessageBytes"/>, lowered by tests to cut chunks by message size.</summary>
     internal int ChunkMessageBytes { get; set; } = MaxChunkMessageBytes;
+
+    /// <summary>Items whose k the host computed in device-hash mode because their message is over
+    /// <see cref="MaxDeviceHashedMessageBytes"/>; for tests.</summary>
+    internal long LongMessagesHashedOnHost => Interlocked.Read(ref _longMessagesHashedOnHost);
+
+    /// <summary>The larger of the two slots' message buffers (page-locked, and the same on the device); for tests.</summary>
+    internal long MessageBufferBytes
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _slots.Max(slot => (long)slot.MessageCapacity);
+            }
+        }
+    }
 
     /// <summary>Null when the backend can run here, else why not.</summary>
     public static string? Probe(GpuDeviceKind kind) => kind == GpuDeviceKind.CpuAccelerator ? null : DeviceProbe.Value;
@@ -203,19 +238,13 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
                     long prepared = Stopwatch.GetTimestamp();
                     if (_hashOnHost)
                     {
-                        slot.EnsureCapacity(n, _maxBatch, 0);
+                        slot.EnsureCapacity(n, _maxBatch);
                         PrepareOnHost(batch, start + done, n, _hostParallelism, slot.Keys!.GetArray(), slot.Rs!.GetArray(), slot.Scalars!.GetArray(), slot.Pre!.GetArray());
                     }
                     else
                     {
-                        ReadOnlySpan<int> offsets = batch.MessageOffsets;
-                        while (n > 1 && offsets[start + done + n] - offsets[start + done] > ChunkMessageBytes)
-                        {
-                            n = (n + 1) / 2;
-                        }
-
-                        slot.EnsureCapacity(n, _maxBatch, offsets[start + done + n] - offsets[start + done]);
-                        CopyOnHost(batch, start + done, n, slot, _hostParallelism);
+                        slot.EnsureCapacity(n, _maxBatch);
+                        n = PrepareForDevice(batch, start + done, n, slot);
                     }
 
                     if (!MegaNetMetrics.GpuTimingsSuspended)
@@ -277,8 +306,15 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
             // The kernel times below include this one: rules 2 and 5 are now device work.
             slot.Marks[1] = stream.AddProfilingMarker();
             int group = Math.Min(256, _accelerator.MaxNumThreadsPerGroup);
+            if (slot.HostChallenges > 0)
+            {
+                // The marks and the host's k of long messages; one copy each, not one per item.
+                slot.DevicePre!.View.SubView(0, n).CopyFrom(stream, slot.Pre!.ArrayView.SubView(0, n));
+                slot.DeviceScalars!.View.SubView(0, 16 * n).CopyFrom(stream, slot.Scalars!.ArrayView.SubView(0, 16 * n));
+            }
+
             _prepare(stream, new KernelConfig((n + group - 1) / group, group), n, slot.DeviceSignatures.View, slot.DeviceKeys.View, slot.DeviceMessages!.View,
-                slot.DeviceOffsets.View, slot.Offsets[0], _shaConstants.View, slot.DeviceRs!.View, slot.DeviceScalars!.View, slot.DevicePre!.View);
+                slot.DeviceOffsets.View, 0, slot.HostChallenges > 0 ? 1 : 0, _shaConstants.View, slot.DeviceRs!.View, slot.DeviceScalars!.View, slot.DevicePre!.View);
         }
 
         _kernel(stream, LaunchShape(n), n, slot.DeviceKeys.View, slot.DeviceRs.View, slot.DeviceScalars.View, slot.DevicePre.View, _smallOrder.View, _baseTable.View, _constants, slot.DeviceVerdicts!.View);
@@ -392,32 +428,136 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
         });
     }
 
-    /// <summary>What the device needs to hash on its own: the chunk's keys, signatures, messages and their offsets,
-    /// copied block by block into the slot's page-locked buffers (no work per item), on at most
-    /// <paramref name="parallelism"/>'s threads, like the host's hashing.</summary>
-    private static void CopyOnHost(SignatureBatch batch, int start, int n, LaunchSlot slot, ParallelOptions parallelism)
+    /// <summary>
+    /// What the device needs to hash on its own, for up to <paramref name="n"/> items from <paramref name="start"/>:
+    /// returns how many the chunk takes (it ends before the message that would take it past
+    /// <see cref="ChunkMessageBytes"/>). The slot gets the chunk's keys, signatures, its short messages back to back and
+    /// their offsets; a message over <see cref="MaxDeviceHashedMessageBytes"/> is not copied (its offsets give it no
+    /// bytes): the host computes its k here, and marks it for <see cref="ChallengeKernel.Prepare"/> to take.
+    /// </summary>
+    private int PrepareForDevice(SignatureBatch batch, int start, int n, LaunchSlot slot)
+    {
+        // The table the kernel reads messages by, built here from the batch's in one pass: positions in the slot's
+        // buffer, so every range the device reads lies within the bytes copied for the chunk.
+        ReadOnlySpan<int> offsets = batch.MessageOffsets.Slice(start, n + 1);
+        Span<int> table = slot.Offsets!.Span;
+        int[]? longItems = null;
+        int longCount = 0, position = 0, taken = 0;
+        table[0] = 0;
+        try
+        {
+            for (; taken < n; taken++)
+            {
+                int length = offsets[taken + 1] - offsets[taken];
+                if (length < 0)
+                {
+                    throw new ArgumentException($"The batch's message table is inconsistent at item {start + taken}: was the batch changed while it was being verified?", nameof(batch));
+                }
+
+                if (length > MaxDeviceHashedMessageBytes)
+                {
+                    longItems ??= ArrayPool<int>.Shared.Rent(n);
+                    longItems[longCount++] = taken;
+                }
+                else if (taken > 0 && position + length > ChunkMessageBytes)
+                {
+                    break;
+                }
+                else
+                {
+                    position += length;
+                }
+
+                table[taken + 1] = position;
+            }
+
+            slot.EnsureMessageCapacity(position);
+            slot.HostChallenges = longCount;
+            Span<byte> marks = default;
+            if (longCount > 0)
+            {
+                slot.EnsureHostChallenges();
+                marks = slot.Pre!.Span[..taken];
+                marks.Clear();
+                foreach (int item in longItems.AsSpan(0, longCount))
+                {
+                    marks[item] = 1;
+                }
+            }
+
+            CopyOnHost(batch, start, taken, slot, longCount > 0, _hostParallelism);
+            if (longItems is not null)
+            {
+                ComputeLongChallenges(batch, start, longItems, longCount, slot.Scalars!.GetArray(), _hostParallelism);
+                Interlocked.Add(ref _longMessagesHashedOnHost, longCount);
+            }
+
+            return taken;
+        }
+        finally
+        {
+            if (longItems is not null)
+            {
+                ArrayPool<int>.Shared.Return(longItems);
+            }
+        }
+    }
+
+    /// <summary>The chunk's keys, signatures and short messages copied block by block into the slot's page-locked
+    /// buffers (no work per item unless some messages are left out: <paramref name="marked"/>, the slot's Pre then
+    /// marks them), on at most <paramref name="parallelism"/>'s threads, like the host's hashing.</summary>
+    private static void CopyOnHost(SignatureBatch batch, int start, int n, LaunchSlot slot, bool marked, ParallelOptions parallelism)
     {
         const int Part = 16_384;
-        batch.MessageOffsets.Slice(start, n + 1).CopyTo(slot.Offsets!.Span);
         Parallel.For(0, (n + Part - 1) / Part, parallelism, part =>
         {
             int from = part * Part, items = Math.Min(Part, n - from);
             batch.PublicKeys.Slice(32 * (start + from), 32 * items).CopyTo(slot.Keys!.Span[(32 * from)..]);
             batch.Signatures.Slice(64 * (start + from), 64 * items).CopyTo(slot.Signatures!.Span[(64 * from)..]);
-            ReadOnlySpan<int> offsets = slot.Offsets!.Span;
+            ReadOnlySpan<int> table = slot.Offsets!.Span;
+            ReadOnlySpan<byte> marks = marked ? slot.Pre!.Span : default;
+            Span<byte> messages = slot.Messages!.Span;
 
-            // The kernel reads each message by these offsets: a table out of order (a batch changed while it is being
-            // verified) is refused here, before a device reads outside the chunk.
-            for (int j = from; j < from + items; j++)
+            // Runs of messages the device hashes lie back to back in the batch as in the slot: one copy per run, one
+            // for the whole part when no message is left out.
+            int run = from;
+            for (int j = from; j <= from + items; j++)
             {
-                if (offsets[j + 1] < offsets[j])
+                if (j == from + items || (marked && marks[j] != 0))
                 {
-                    throw new ArgumentException($"The batch's message table is inconsistent at item {start + j}: was the batch changed while it was being verified?", nameof(batch));
+                    int bytes = table[j] - table[run];
+                    if (bytes > 0)
+                    {
+                        batch.MessageData.Slice(batch.MessageOffsets[start + run], bytes).CopyTo(messages[table[run]..]);
+                    }
+
+                    run = j + 1;
                 }
             }
+        });
+    }
 
-            int first = offsets[from], end = offsets[from + items];
-            batch.MessageData[first..end].CopyTo(slot.Messages!.Span[(first - offsets[0])..]);
+    /// <summary>k = SHA-512(R ‖ A ‖ M) mod L into words 8–15 of each listed item's scalars (zero where S ≥ L: the
+    /// kernel's own S check refuses it), for the long messages the device does not hash.</summary>
+    private static void ComputeLongChallenges(SignatureBatch batch, int start, int[] items, int count, uint[] scalars, ParallelOptions parallelism)
+    {
+        Parallel.For(0, count, parallelism, x =>
+        {
+            int j = items[x], i = start + j;
+            ReadOnlySpan<byte> sig = batch.GetSignature(i);
+            Span<uint> words = scalars.AsSpan(16 * j + 8, 8);
+            words.Clear();
+            if (!Ed25519Constants.IsCanonicalScalar(sig[32..]))
+            {
+                return;
+            }
+
+            Scalar256 k = ChallengeScalar.Compute(sig, batch.GetPublicKey(i), batch.GetMessage(i));
+            for (int w = 0; w < 4; w++)
+            {
+                words[2 * w] = (uint)k[w];
+                words[(2 * w) + 1] = (uint)(k[w] >> 32);
+            }
         });
     }
 
@@ -577,17 +717,25 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
         private int _capacity;
         private int _messageCapacity;
 
-        /// <summary>Room for <paramref name="n"/> items and, when the device hashes, <paramref name="messageBytes"/> of
-        /// their messages; grown by doubling, items capped at <paramref name="max"/>. Host buffers are those the
-        /// slot's mode fills: R, scalars and the S check when the host hashes, signatures and offsets when the device
-        /// does.</summary>
-        public void EnsureCapacity(int n, int max, int messageBytes)
+        /// <summary>Of the chunk being prepared, the items whose k the host computed (0: none, and Pre and Scalars are
+        /// not handed to the device).</summary>
+        public int HostChallenges { get; set; }
+
+        /// <summary>Bytes of <see cref="Messages"/> (and of <see cref="DeviceMessages"/>).</summary>
+        public int MessageCapacity => _messageCapacity;
+
+        /// <summary>Room for <paramref name="n"/> items, grown by doubling, capped at <paramref name="max"/>. Host
+        /// buffers are those the slot's mode fills: R, scalars and the S check when the host hashes, signatures and
+        /// offsets when the device does.</summary>
+        public void EnsureCapacity(int n, int max)
         {
             if (n > _capacity)
             {
                 int capacity = Math.Min(max, Math.Max(n, Math.Max(1024, _capacity * 2)));
                 DisposeItemBuffers();
                 _capacity = 0; // until every buffer below exists: a failed allocation must not leave disposed ones in use
+                Scalars = null; // in device-hash mode made again on first need (EnsureHostChallenges): 65 bytes an item
+                Pre = null;
                 Keys = accelerator.AllocatePageLocked1D<byte>(32L * capacity);
                 Results = accelerator.AllocatePageLocked1D<byte>(capacity);
                 if (hashOnHost)
@@ -611,11 +759,16 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
                 DeviceVerdicts = accelerator.Allocate1D<byte>(capacity);
                 _capacity = capacity;
             }
+        }
 
+        /// <summary>Room for <paramref name="messageBytes"/> of messages when the device hashes, grown by doubling up to
+        /// <see cref="MaxChunkMessageBytes"/> (a chunk never copies more, unless a test lowers the cut below one
+        /// message).</summary>
+        public void EnsureMessageCapacity(int messageBytes)
+        {
             // DeviceMessages too: an allocation that failed after Messages left it null with a capacity of 0.
-            if (!hashOnHost && (Messages is null || DeviceMessages is null || messageBytes > _messageCapacity))
+            if (Messages is null || DeviceMessages is null || messageBytes > _messageCapacity)
             {
-                // Doubling stops at the chunk cap; only a single message longer than that asks for more.
                 int capacity = Math.Max(messageBytes, Math.Min(MaxChunkMessageBytes, Math.Max(64 * 1024, 2 * _messageCapacity)));
                 (PageLockedArray1D<byte>? oldMessages, MemoryBuffer1D<byte, Stride1D.Dense>? oldDevice) = (Messages, DeviceMessages);
                 Messages = null;
@@ -626,6 +779,22 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
                 Messages = accelerator.AllocatePageLocked1D<byte>(capacity);
                 DeviceMessages = accelerator.Allocate1D<byte>(capacity);
                 _messageCapacity = capacity;
+            }
+        }
+
+        /// <summary>Host buffers for the k of long messages and their marks (device-hash mode), for the slot's item
+        /// capacity.</summary>
+        public void EnsureHostChallenges()
+        {
+            if (Scalars is null || Pre is null)
+            {
+                (PageLockedArray1D<uint>? oldScalars, PageLockedArray1D<byte>? oldPre) = (Scalars, Pre);
+                Scalars = null;
+                Pre = null;
+                DisposeQuietly(oldScalars);
+                DisposeQuietly(oldPre);
+                Scalars = accelerator.AllocatePageLocked1D<uint>(16L * _capacity);
+                Pre = accelerator.AllocatePageLocked1D<byte>(_capacity);
             }
         }
 

@@ -92,7 +92,7 @@ public sealed class GpuChallengeKernelTests(ITestOutputHelper output)
         int n = batch.Count;
         using Context context = Context.Create(b => b.CPU());
         using Accelerator accelerator = context.GetPreferredDevice(preferCPU: true).CreateAccelerator(context);
-        var prepare = accelerator.LoadKernel<int, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<int>, int, ArrayView<ulong>, ArrayView<byte>, ArrayView<uint>, ArrayView<byte>>(ChallengeKernel.Prepare);
+        var prepare = accelerator.LoadKernel<int, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<int>, int, int, ArrayView<ulong>, ArrayView<byte>, ArrayView<uint>, ArrayView<byte>>(ChallengeKernel.Prepare);
 
         // Offsets start past a base, as for a chunk in the middle of a batch.
         int[] offsets = batch.MessageOffsets.ToArray().Select(o => o + 1000).ToArray();
@@ -105,7 +105,7 @@ public sealed class GpuChallengeKernelTests(ITestOutputHelper output)
         using var scalars = accelerator.Allocate1D<uint>(16 * n);
         using var pre = accelerator.Allocate1D<byte>(n);
         int group = Math.Min(16, accelerator.MaxNumThreadsPerGroup);
-        prepare(accelerator.DefaultStream, new KernelConfig((n + group - 1) / group, group), n, signatures.View, keys.View, messages.View, deviceOffsets.View, 1000,
+        prepare(accelerator.DefaultStream, new KernelConfig((n + group - 1) / group, group), n, signatures.View, keys.View, messages.View, deviceOffsets.View, 1000, 0,
             sha.View, rs.View, scalars.View, pre.View);
         accelerator.Synchronize();
         byte[] gotRs = rs.GetAsArray1D();
@@ -185,6 +185,70 @@ public sealed class GpuChallengeKernelTests(ITestOutputHelper output)
 
         Assert.Equal(want, onDevice.Verify(longBatch));
         Assert.Contains(true, want);
+    }
+
+    [Fact]
+    public void Long_messages_are_hashed_on_the_host_with_the_reference_verdicts_and_never_copied_to_the_device()
+    {
+        // A device thread hashed a long message alone, byte by byte, and held up its whole launch: 150 items in chunks
+        // of 64, short messages among ones just over the device's limit, up to 200 KB and one of 3 MiB, valid and
+        // invalid (a flipped message bit, S + L, S = 2^256 − 1, a flipped bit of R), some chunks with several.
+        output.WriteLine($"seed {Seed} (replay with MEGANET_TEST_SEED={Seed})");
+        var random = new Random(Seed);
+        byte[] seed = new byte[32], pk = new byte[32], sk = new byte[64], signature = new byte[64];
+        random.NextBytes(seed);
+        Ed25519Signer.KeyPairFromSeed(seed, pk, sk);
+        const int Limit = GpuBatchVerifier.MaxDeviceHashedMessageBytes;
+        using var batch = new SignatureBatch();
+        var want = new List<bool>();
+        var wantLong = new List<bool>();
+        for (int i = 0; i < 150; i++)
+        {
+            int length = i == 100 ? 3 << 20 : (i % 9) switch
+            {
+                3 => Limit + 1,
+                5 => Limit,
+                7 or 8 => random.Next(Limit + 2, 200_000),
+                _ => random.Next(0, 2000),
+            };
+            byte[] message = new byte[length];
+            random.NextBytes(message);
+            Ed25519Signer.Sign(sk, message, signature);
+            BigInteger s = Ed25519Reference.FromLittleEndian(signature.AsSpan(32).ToArray());
+            switch (i % 5)
+            {
+                case 1 when length > 0:
+                    message[random.Next(length)] ^= 1;
+                    break;
+                case 2:
+                    Ed25519Reference.ToLittleEndian(s + Ed25519Reference.L).CopyTo(signature, 32);
+                    break;
+                case 3:
+                    signature[random.Next(32)] ^= 2;
+                    break;
+                case 4 when i % 3 == 0:
+                    Array.Fill(signature, (byte)0xFF, 32, 32);
+                    break;
+            }
+
+            batch.Add(pk, signature, message);
+            bool valid = Ed25519Reference.Verify(pk, signature, message);
+            want.Add(valid);
+            if (length > Limit)
+            {
+                wantLong.Add(valid);
+            }
+        }
+
+        using var gpu = new GpuBatchVerifier(GpuDeviceKind.CpuAccelerator, new VerifierOptions { GpuMaxBatch = 64, GpuHashOnHost = false });
+        Assert.Equal(want, gpu.Verify(batch));
+        Assert.Equal(wantLong.Count, gpu.LongMessagesHashedOnHost);
+        Assert.Contains(true, wantLong);
+        Assert.Contains(false, wantLong);
+
+        // Only the short messages were copied: the 3 MiB one did not grow the slots' buffers to its size.
+        output.WriteLine($"message buffers: {gpu.MessageBufferBytes:N0} bytes");
+        Assert.InRange(gpu.MessageBufferBytes, 1, 256 << 10);
     }
 
     private static BigInteger Words(uint[] words, int offset)

@@ -23,10 +23,12 @@ internal static class ChallengeKernel
     /// One thread per item, count items. signatures: 64·n bytes (R then S); keys: 32·n bytes; messages: the items'
     /// messages back to back, offsets: n + 1 ints into them, less <paramref name="messageBase"/>; sha:
     /// <see cref="Constants"/>. Writes rs (32·n bytes: R), scalars (16 uints per item: S, then k; k zero where S
-    /// ≥ L) and pre (1 where S &lt; L, else 0).
+    /// ≥ L) and pre (1 where S &lt; L, else 0). With <paramref name="hostChallenges"/> not 0, an item whose pre is 1
+    /// on entry had its k computed by the host (a long message, not copied here): its k is already in scalars, and only
+    /// R, S and the S check are written for it.
     /// </summary>
     public static void Prepare(int count, ArrayView<byte> signatures, ArrayView<byte> keys, ArrayView<byte> messages, ArrayView<int> offsets,
-        int messageBase, ArrayView<ulong> sha, ArrayView<byte> rs, ArrayView<uint> scalars, ArrayView<byte> pre)
+        int messageBase, int hostChallenges, ArrayView<ulong> sha, ArrayView<byte> rs, ArrayView<uint> scalars, ArrayView<byte> pre)
     {
         int i = Grid.GlobalIndex.X;
         if (i >= count)
@@ -46,6 +48,7 @@ internal static class ChallengeKernel
         }
 
         bool canonical = IsBelowL(signatures, so + 32);
+        bool hashedOnHost = hostChallenges != 0 && pre[i] != 0; // read before pre is overwritten with the S check
         pre[i] = canonical ? (byte)1 : (byte)0;
         if (!canonical)
         {
@@ -54,6 +57,11 @@ internal static class ChallengeKernel
                 scalars[16 * i + w] = 0;
             }
 
+            return;
+        }
+
+        if (hashedOnHost)
+        {
             return;
         }
 
