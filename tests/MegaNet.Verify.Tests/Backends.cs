@@ -2,6 +2,7 @@ using System.Collections.Concurrent;
 using MegaNet.Core.Ed25519;
 using MegaNet.Core.Verification;
 using MegaNet.Node.Verification;
+using MegaNet.Verify.Gpu;
 
 namespace MegaNet.Verify.Tests;
 
@@ -13,9 +14,15 @@ public static class Backends
 
     public static BatchVerifierRegistry Registry { get; } = VerifierCatalog.Create();
 
-    /// <summary>Backends that implement MegaNet's rule and can run here: reference, simd, gpu-cpu, and gpu when a device exists.</summary>
+    /// <summary>gpu-cpu with SHA-512 on the host (<see cref="VerifierOptions.GpuHashOnHost"/>,
+    /// <c>MEGANET_GPU_HOST_HASH=1</c>): the operator's switch runs other host code and skips the challenge kernel.</summary>
+    public const string GpuCpuHostHash = "gpu-cpu-hosthash";
+
+    /// <summary>Backends that implement MegaNet's rule and can run here: reference, simd, gpu-cpu in both hashing
+    /// modes, and gpu when a device exists.</summary>
     public static IReadOnlyList<string> RuleBackends =>
-        Registry.Backends.Where(b => b.Probe() is null && b.Name != LibsodiumBatchVerifier.BackendName).Select(b => b.Name).ToList();
+        Registry.Backends.Where(b => b.Probe() is null && b.Name != LibsodiumBatchVerifier.BackendName)
+            .SelectMany(b => b.Name == GpuBatchVerifier.CpuBackendName ? [b.Name, GpuCpuHostHash] : new[] { b.Name }).ToList();
 
     public static TheoryData<string> All()
     {
@@ -28,14 +35,16 @@ public static class Backends
         return data;
     }
 
-    public static IBatchVerifier Get(string name) => Instances.GetOrAdd(name, n => Registry.Create(n));
+    public static IBatchVerifier Get(string name) => Instances.GetOrAdd(name, n => n == GpuCpuHostHash
+        ? new GpuBatchVerifier(GpuDeviceKind.CpuAccelerator, new VerifierOptions { GpuHashOnHost = true })
+        : Registry.Create(n));
 
     /// <summary>Largest differential batch a backend runs in the suite (the reference and the CPU-accelerated
     /// kernels are slow; the fast backends take the full sizes).</summary>
     public static int MaxSuiteBatch(string name) => name switch
     {
         ReferenceBatchVerifier.BackendName => 1000,
-        "gpu-cpu" => 1000,
+        "gpu-cpu" or GpuCpuHostHash => 1000,
         _ => int.MaxValue,
     };
 

@@ -144,4 +144,59 @@ public sealed class GpuLifecycleTests
         Assert.Equal(expected, gpu.Verify(batch));
         Assert.Equal(["meganet.gpu.host_time", "meganet.gpu.kernel_time", "meganet.gpu.transfer_time"], recorded.Order(StringComparer.Ordinal));
     }
+
+    /// <summary>Refuses to start the <paramref name="failOn"/>th parallel loop given to it and runs the others, each
+    /// task on a thread of its own: with one host thread, the host's share of each chunk is one loop, so the fault
+    /// comes while the chunk before it is launched and not yet read back. A loop is told by its task's state
+    /// (<c>Parallel.For</c>'s replica), which its every task shares.</summary>
+    private sealed class FailingScheduler(int failOn) : TaskScheduler
+    {
+        private readonly HashSet<object> _loops = new(ReferenceEqualityComparer.Instance);
+
+        protected override void QueueTask(Task task)
+        {
+            Admit(task);
+            new Thread(() => TryExecuteTask(task)) { IsBackground = true }.Start();
+        }
+
+        protected override bool TryExecuteTaskInline(Task task, bool taskWasPreviouslyQueued)
+        {
+            Admit(task);
+            return TryExecuteTask(task);
+        }
+
+        private void Admit(Task task)
+        {
+            lock (_loops)
+            {
+                if (_loops.Add(task.AsyncState ?? task) && _loops.Count == failOn)
+                {
+                    throw new InvalidOperationException("injected host fault");
+                }
+            }
+        }
+
+        protected override IEnumerable<Task> GetScheduledTasks() => [];
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void A_fault_in_a_later_chunk_while_an_earlier_one_is_in_flight_leaves_the_verifier_usable(bool hashOnHost)
+    {
+        // 200 items in chunks of 64: the host's share of the second chunk fails after the first was launched.
+        (SignatureCase[] cases, bool[] expected) = Backends.Mixed(7, 200);
+        using SignatureBatch batch = Backends.ToBatch(cases);
+        using var gpu = new GpuBatchVerifier(GpuDeviceKind.CpuAccelerator, new VerifierOptions { GpuMaxBatch = 64, Threads = 1, GpuHashOnHost = hashOnHost });
+        gpu.HostParallelism.TaskScheduler = new FailingScheduler(failOn: 2);
+        Exception fault = Assert.ThrowsAny<Exception>(() => gpu.Verify(batch));
+        Assert.Contains("injected host fault", fault.ToString(), StringComparison.Ordinal);
+
+        // The first chunk, left in flight, is not read back into the next call: a batch smaller than it (its verdicts
+        // would not fit) and the whole batch again give their own verdicts.
+        gpu.HostParallelism.TaskScheduler = TaskScheduler.Default;
+        using SignatureBatch small = Backends.ToBatch(cases.Skip(64).Take(16));
+        Assert.Equal(expected.Skip(64).Take(16), gpu.Verify(small));
+        Assert.Equal(expected, gpu.Verify(batch));
+    }
 }
