@@ -10,9 +10,10 @@ namespace MegaNet.Node.Cli;
 /// What <c>fetch</c> and <c>listen</c> do with each message: print it on standard output (text, or a JSON object a
 /// line), naming a sender that is in the contacts; keep a file part until its file is whole; and with
 /// <c>--save-files</c> write each file into a directory. When <see cref="Deliver"/> returns, what it printed has reached
-/// the reader and what it kept or saved is on disk, so the message may be acknowledged.
+/// the reader and what it kept or saved is on disk, so the message may be acknowledged. The waits before deferred
+/// parts are tried again are measured on <c>clock</c> (the system's unless a test steps one).
 /// </summary>
-internal sealed class Inbox(bool json, ContactsFollower contacts, ReceivedParts parts, string? saveDirectory, Inbox.PartsRelease release)
+internal sealed class Inbox(bool json, ContactsFollower contacts, ReceivedParts parts, string? saveDirectory, Inbox.PartsRelease release, TimeProvider? clock = null)
 {
     /// <summary>When the kept parts of a file shown go.</summary>
     public enum PartsRelease
@@ -68,6 +69,7 @@ internal sealed class Inbox(bool json, ContactsFollower contacts, ReceivedParts 
     private bool _deferredDue;
     private long _deferredNotBefore;
     private TimeSpan _deferredBackoff = FirstDeferredBackoff;
+    private readonly TimeProvider _clock = clock ?? TimeProvider.System;
 
     /// <summary>The first wait after a fetch of deferred parts failed; it doubles up to <see cref="MaxDeferredBackoff"/>.</summary>
     internal static readonly TimeSpan FirstDeferredBackoff = TimeSpan.FromSeconds(5);
@@ -194,7 +196,7 @@ internal sealed class Inbox(bool json, ContactsFollower contacts, ReceivedParts 
     public List<DeferredRun> DeferredToFetch()
     {
         var runs = new List<DeferredRun>();
-        if (_deferred.Count == 0 || Environment.TickCount64 < _deferredNotBefore || (parts.RoomMade == _deferredCheckedAt && !_deferredDue))
+        if (_deferred.Count == 0 || _clock.GetTimestamp() < _deferredNotBefore || (parts.RoomMade == _deferredCheckedAt && !_deferredDue))
         {
             return runs;
         }
@@ -246,9 +248,12 @@ internal sealed class Inbox(bool json, ContactsFollower contacts, ReceivedParts 
     {
         TimeSpan wait = retryAfter is { } hint && hint > _deferredBackoff ? hint : _deferredBackoff;
         _deferredBackoff = TimeSpan.FromTicks(Math.Min(2 * _deferredBackoff.Ticks, MaxDeferredBackoff.Ticks));
-        (_deferredNotBefore, _deferredDue) = (Environment.TickCount64 + (long)wait.TotalMilliseconds, true);
+        (_deferredNotBefore, _deferredDue) = (Later(wait), true);
         return wait;
     }
+
+    /// <summary>The clock's timestamp <paramref name="wait"/> from now.</summary>
+    private long Later(TimeSpan wait) => _clock.GetTimestamp() + (long)(wait.TotalSeconds * _clock.TimestampFrequency);
 
     /// <summary>A deferred part that is no longer on the node (acknowledged by another process, or expired).</summary>
     public void DeferredGone(ulong seq) => _deferred.Remove(seq);

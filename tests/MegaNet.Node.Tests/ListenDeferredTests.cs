@@ -1,0 +1,124 @@
+using System.Security.Cryptography;
+using MegaNet.Api;
+using MegaNet.Node.Cli;
+
+namespace MegaNet.Node.Tests;
+
+/// <summary>
+/// What a running <c>listen</c> fetches again of the parts it left on the node for want of room in the parts spool
+/// (<see cref="Inbox.DeferredToFetch"/>): which entries go together into one fetch, and how long it waits after a
+/// fetch of them failed. Driven through the inbox as listen drives it, on a clock the test steps.
+/// </summary>
+public sealed class ListenDeferredTests : IDisposable
+{
+    private const string Name = "late.bin";
+
+    private readonly string _dir = Directory.CreateTempSubdirectory("meganet-deferred-").FullName;
+    private readonly SteppedClock _clock = new();
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    private string IdentityPath => Path.Combine(_dir, "bob.json");
+
+    /// <summary>A file of <paramref name="count"/> full parts.</summary>
+    private static IReadOnlyList<byte[]> NewFile(int count) => FileParts.Split(RandomNumberGenerator.GetBytes(count * FileParts.SliceLength(Name)), Name);
+
+    /// <summary>An inbox over a spool that takes one file from a sender at once, and that file begun from
+    /// <paramref name="sender"/>: every other file of theirs is deferred until <paramref name="begun"/> is whole.</summary>
+    private (Inbox Inbox, ReceivedParts Spool) FullInbox(Identity sender, out IReadOnlyList<byte[]> begun)
+    {
+        ReceivedParts spool = ReceivedParts.Beside(IdentityPath, maxOpenFilesPerSender: 1);
+        var inbox = new Inbox(json: true, new ContactsFollower(IdentityPath), spool, saveDirectory: null, Inbox.PartsRelease.WhenWritten, _clock);
+        begun = NewFile(2);
+        Assert.True(inbox.Deliver(TestParts.Part(sender, begun[0], Name, seq: 1, envelopeId: RandomNumberGenerator.GetBytes(32)), null));
+        return (inbox, spool);
+    }
+
+    private static ReceivedMessage Part(Identity sender, byte[] part, ulong seq) => TestParts.Part(sender, part, Name, seq, RandomNumberGenerator.GetBytes(32));
+
+    [Fact]
+    public void Deferred_entries_within_a_page_of_each_other_are_fetched_together_and_scattered_ones_apart()
+    {
+        // A retry cost a mailbox open per deferred entry: 400 scattered parts made about 400 opens against the node's
+        // 1,000 a mailbox in 2 minutes. Entries that lie within a page (100 entries as listen saw them) go in one fetch.
+        using Identity alice = Identity.Create();
+        (Inbox inbox, ReceivedParts spool) = FullInbox(alice, out IReadOnlyList<byte[]> begun);
+        IReadOnlyList<byte[]> late = NewFile(5);
+        ulong seq = 1;
+        void Deferred(int index) => Assert.False(inbox.Deliver(Part(alice, late[index], ++seq), null));
+        void Others(int count)
+        {
+            // Entries between (here parts that do not read, which take their place in the mailbox like any mail).
+            for (int i = 0; i < count; i++)
+            {
+                Assert.True(inbox.Deliver(Part(alice, new byte[3], ++seq), null));
+            }
+        }
+
+        Deferred(0); // the second entry listen saw
+        Others(98);
+        Deferred(1); // 99 entries after it: the run spans 100, a page
+        Deferred(2); // 100 after the first: a run of its own
+        Others(50);
+        Deferred(3);
+        Others(300);
+        Deferred(4); // alone
+        Assert.Empty(inbox.DeferredToFetch()); // no room made yet
+
+        Assert.IsType<ReceivedParts.Whole>(spool.Add(Part(alice, begun[1], 1)));
+        List<Inbox.DeferredRun> runs = inbox.DeferredToFetch();
+        Assert.Equal([[2UL, 101UL], [102UL, 153UL], [454UL]], runs.Select(r => r.Seqs));
+        Assert.Equal([100, 52, 1], runs.Select(r => r.Span));
+    }
+
+    [Fact]
+    public void A_failed_fetch_of_deferred_parts_waits_5_s_doubling_to_2_min_or_longer_when_the_node_asks()
+    {
+        // Tried again at the next message, a node that refused the mailbox for opens too many was asked again at once,
+        // and refused opens count against the address.
+        using Identity alice = Identity.Create();
+        (Inbox inbox, ReceivedParts spool) = FullInbox(alice, out IReadOnlyList<byte[]> begun);
+        Assert.False(inbox.Deliver(Part(alice, NewFile(2)[0], 2), null));
+        Assert.IsType<ReceivedParts.Whole>(spool.Add(Part(alice, begun[1], 1)));
+        Assert.NotEmpty(inbox.DeferredToFetch());
+
+        TimeSpan[] expected = [.. new[] { 5, 10, 20, 40, 80, 120, 120 }.Select(s => TimeSpan.FromSeconds(s))];
+        foreach (TimeSpan wait in expected)
+        {
+            Assert.Equal(wait, inbox.DeferredNotFetched(retryAfter: null));
+            AssertOfferedAfter(inbox, wait);
+        }
+
+        // The node's retry-after-ms when it is longer than the wait; the wait when it is shorter.
+        Assert.Equal(TimeSpan.FromMinutes(7), inbox.DeferredNotFetched(TimeSpan.FromMinutes(7)));
+        AssertOfferedAfter(inbox, TimeSpan.FromMinutes(7));
+        Assert.Equal(Inbox.MaxDeferredBackoff, inbox.DeferredNotFetched(TimeSpan.FromSeconds(1)));
+        AssertOfferedAfter(inbox, Inbox.MaxDeferredBackoff);
+
+        // A fetch that went through starts the waits over.
+        inbox.DeferredFetched();
+        Assert.Equal(Inbox.FirstDeferredBackoff, inbox.DeferredNotFetched(retryAfter: null));
+        AssertOfferedAfter(inbox, Inbox.FirstDeferredBackoff);
+    }
+
+    /// <summary>The deferred parts are not offered before <paramref name="wait"/> has passed, and are once it has.</summary>
+    private void AssertOfferedAfter(Inbox inbox, TimeSpan wait)
+    {
+        _clock.Advance(wait - TimeSpan.FromMilliseconds(1));
+        Assert.Empty(inbox.DeferredToFetch());
+        _clock.Advance(TimeSpan.FromMilliseconds(1));
+        Assert.NotEmpty(inbox.DeferredToFetch());
+    }
+
+    /// <summary>A clock that moves only when the test moves it.</summary>
+    private sealed class SteppedClock : TimeProvider
+    {
+        private long _ticks = TimeSpan.TicksPerDay;
+
+        public override long TimestampFrequency => TimeSpan.TicksPerSecond;
+
+        public override long GetTimestamp() => _ticks;
+
+        public void Advance(TimeSpan by) => _ticks += by.Ticks;
+    }
+}
