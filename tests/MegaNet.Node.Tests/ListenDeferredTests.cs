@@ -101,6 +101,53 @@ public sealed class ListenDeferredTests : IDisposable
         AssertOfferedAfter(inbox, Inbox.FirstDeferredBackoff);
     }
 
+    [Fact]
+    public void With_room_made_for_two_files_not_begun_the_second_is_offered_once_the_first_has_begun()
+    {
+        // One file not begun is offered a check; the next check offers the next. But the first file's part, kept,
+        // makes no room (a file begun takes some), so the next check did not come until room was made again: with
+        // two files' room made at once, the second file's part stayed on the node.
+        using Identity alice = Identity.Create();
+        ReceivedParts spool = ReceivedParts.Beside(IdentityPath, maxOpenFilesPerSender: 2);
+        var inbox = new Inbox(json: true, new ContactsFollower(IdentityPath), spool, saveDirectory: null, Inbox.PartsRelease.WhenWritten, _clock);
+        IReadOnlyList<byte[]> first = NewFile(2), second = NewFile(2), late = NewFile(2), later = NewFile(2);
+        Assert.IsType<ReceivedParts.Waiting>(spool.Add(Part(alice, first[0], 1)));
+        Assert.IsType<ReceivedParts.Waiting>(spool.Add(Part(alice, second[0], 2)));
+        ReceivedMessage lateFirst = Part(alice, late[0], 3), laterFirst = Part(alice, later[0], 4);
+        Assert.False(inbox.Deliver(lateFirst, null));
+        Assert.False(inbox.Deliver(laterFirst, null));
+
+        // Both files come whole at once (here through a fetch beside the listen): room for two.
+        Assert.IsType<ReceivedParts.Whole>(spool.Add(Part(alice, first[1], 5)));
+        Assert.IsType<ReceivedParts.Whole>(spool.Add(Part(alice, second[1], 6)));
+        Assert.Equal([[3UL]], inbox.DeferredToFetch().Select(r => r.Seqs));
+        Assert.True(inbox.Deliver(lateFirst, null)); // fetched again, and kept
+        inbox.DeferredFetched();
+        Assert.Equal([[4UL]], inbox.DeferredToFetch().Select(r => r.Seqs));
+        Assert.True(inbox.Deliver(laterFirst, null));
+        inbox.DeferredFetched();
+        Assert.Empty(inbox.DeferredToFetch());
+    }
+
+    [Fact]
+    public void A_fetch_of_deferred_parts_that_kept_none_is_not_repeated_until_room_is_made()
+    {
+        // Checked again after every fetch, a part that the check said fits and the spool deferred again would be
+        // fetched again and again, a mailbox open each time.
+        using Identity alice = Identity.Create();
+        (Inbox inbox, ReceivedParts spool) = FullInbox(alice, out IReadOnlyList<byte[]> begun);
+        ReceivedMessage late = Part(alice, NewFile(2)[0], 2);
+        Assert.False(inbox.Deliver(late, null));
+        Assert.IsType<ReceivedParts.Whole>(spool.Add(Part(alice, begun[1], 1)));
+        Assert.NotEmpty(inbox.DeferredToFetch());
+
+        // Another file of alice's takes the room before the fetch comes back.
+        Assert.IsType<ReceivedParts.Waiting>(spool.Add(Part(alice, NewFile(2)[0], 9)));
+        Assert.False(inbox.Deliver(late, null));
+        inbox.DeferredFetched();
+        Assert.Empty(inbox.DeferredToFetch());
+    }
+
     /// <summary>The deferred parts are not offered before <paramref name="wait"/> has passed, and are once it has.</summary>
     private void AssertOfferedAfter(Inbox inbox, TimeSpan wait)
     {

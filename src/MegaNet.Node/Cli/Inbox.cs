@@ -67,6 +67,7 @@ internal sealed class Inbox(bool json, ContactsFollower contacts, ReceivedParts 
     private long _delivered;
     private long _deferredCheckedAt;
     private bool _deferredDue;
+    private int _deferredOffered;
     private long _deferredNotBefore;
     private TimeSpan _deferredBackoff = FirstDeferredBackoff;
     private readonly TimeProvider _clock = clock ?? TimeProvider.System;
@@ -234,11 +235,20 @@ internal sealed class Inbox(bool json, ContactsFollower contacts, ReceivedParts 
             runs.Add(new DeferredRun([.. run], (int)(last - first + 1)));
         }
 
+        _deferredOffered = runs.Count > 0 ? _deferred.Count : 0;
         return runs;
     }
 
-    /// <summary>The deferred parts were fetched again (those still deferred wait for more room).</summary>
-    public void DeferredFetched() => (_deferredNotBefore, _deferredBackoff) = (0, FirstDeferredBackoff);
+    /// <summary>The deferred parts were fetched again (those still deferred wait for more room). When some of them
+    /// were kept (or found gone), the next <see cref="DeferredToFetch"/> checks the rest again whether or not that
+    /// made room: of files not begun, one is offered a check (<see cref="ReceivedParts.WouldFit"/>), and a file begun
+    /// makes no room, so with room made for two the second waited for room made again, however long that took. A
+    /// fetch that kept none (each deferred again) does not, so the check cannot go round fetching the same parts.</summary>
+    public void DeferredFetched()
+    {
+        (_deferredNotBefore, _deferredBackoff) = (0, FirstDeferredBackoff);
+        _deferredDue |= _deferred.Count < _deferredOffered;
+    }
 
     /// <summary>A fetch of the deferred parts failed: <see cref="DeferredToFetch"/> offers them again once
     /// <paramref name="retryAfter"/> (the node's <c>retry-after-ms</c>) or a growing wait has passed, whichever is
