@@ -660,6 +660,39 @@ public sealed class ClientCliTests : IDisposable
     }
 
     [Fact]
+    public async Task Listen_fetches_deferred_parts_again_when_room_is_made_without_any_mail_coming()
+    {
+        // The retry ran only after a message came on the subscription: room made by a fetch beside the listen (files
+        // handed over, or come whole there) went unseen until the next mail, and with none the parts expired.
+        await using TestNode node = await TestNode.StartAsync();
+        string bobPath = NewIdentity("bob.json"), saveDir = Path.Combine(_dir, "received");
+        using Identity alice = Identity.Create(), bob = Identity.Load(bobPath);
+        using MegaNetClient client = node.Client();
+        ReceivedParts spool = ReceivedParts.Beside(bobPath);
+        var begun = new List<IReadOnlyList<byte[]>>();
+        for (int i = 0; i < ReceivedParts.MaxOpenFilesPerSender; i++)
+        {
+            string name = $"f{i:D2}.bin";
+            begun.Add(FileParts.Split(RandomNumberGenerator.GetBytes(FileParts.SliceLength(name) + 1), name));
+            Assert.IsType<ReceivedParts.Waiting>(spool.Add(TestParts.Part(alice, begun[i][0], name)));
+        }
+
+        byte[] late = RandomNumberGenerator.GetBytes(FileParts.SliceLength("late.bin") + 5);
+        using var listen = new Running(_dir, "listen", "-i", bobPath, "--node", node.Address.ToString(), "--save-files", saveDir, "--ack");
+        await listen.WaitForAsync("first contact with", stderr: true);
+        await client.SendFileInPartsAsync(alice, bob.Card, late, "late.bin");
+        await listen.WaitForAsync("part 1 of file 'late.bin' is left on the node for now", stderr: true);
+        await listen.WaitForAsync("part 2 of file 'late.bin' is left on the node for now", stderr: true);
+
+        // Another process (as a fetch would) makes one of alice's files whole: no mail comes to the listen.
+        Assert.IsType<ReceivedParts.Whole>(spool.Add(TestParts.Part(alice, begun[0][1], "f00.bin")));
+        await listen.WaitForAsync($": file 'late.bin' ({late.Length} bytes in 2 parts; saved as {Path.Combine(saveDir, "late.bin")})");
+        Assert.Equal(late, await File.ReadAllBytesAsync(Path.Combine(saveDir, "late.bin")));
+        await MailboxEmptiesAsync(client, bob, listen);
+        node.AssertNoServerErrors();
+    }
+
+    [Fact]
     public async Task An_identity_is_never_replaced_without_force_not_even_by_a_save_racing_the_check()
     {
         // Library: a save over an existing file fails and leaves it (and no temporary copy of the keys) as it was.

@@ -148,6 +148,38 @@ public sealed class ListenDeferredTests : IDisposable
         Assert.Empty(inbox.DeferredToFetch());
     }
 
+    [Fact]
+    public void Deferred_parts_are_checked_on_a_schedule_of_their_own_so_room_made_without_mail_is_found()
+    {
+        // Checked only after a message, parts deferred waited for the next mail however much room another process
+        // made meanwhile (a fetch --ack beside the listen handing files over), or expired on the node.
+        using Identity alice = Identity.Create();
+        (Inbox inbox, ReceivedParts spool) = FullInbox(alice, out IReadOnlyList<byte[]> begun);
+        Assert.Null(inbox.NextDeferredCheck()); // nothing deferred: listen waits for mail alone
+        Assert.False(inbox.Deliver(Part(alice, NewFile(2)[0], 2), null));
+
+        // Checks that find nothing come 5 s, 10 s … 2 min apart.
+        foreach (int seconds in new[] { 5, 10, 20, 40, 80, 120, 120 })
+        {
+            Assert.Equal(TimeSpan.FromSeconds(seconds), inbox.NextDeferredCheck());
+            Assert.Empty(inbox.DeferredToFetch());
+            _clock.Advance(TimeSpan.FromSeconds(seconds));
+            Assert.Equal(TimeSpan.Zero, inbox.NextDeferredCheck());
+            Assert.Empty(inbox.DeferredToFetch());
+        }
+
+        // Another process makes the room: this one sees it at its next check, not before.
+        ReceivedParts beside = ReceivedParts.Beside(IdentityPath, maxOpenFilesPerSender: 1);
+        Assert.IsType<ReceivedParts.Whole>(beside.Add(Part(alice, begun[1], 1)));
+        Assert.Empty(inbox.DeferredToFetch());
+        _clock.Advance(inbox.NextDeferredCheck()!.Value);
+        Assert.Equal([[2UL]], inbox.DeferredToFetch().Select(r => r.Seqs));
+
+        // A failed fetch is tried again after its wait without a message either.
+        Assert.Equal(Inbox.FirstDeferredBackoff, inbox.DeferredNotFetched(retryAfter: TimeSpan.FromSeconds(1)));
+        Assert.Equal(Inbox.FirstDeferredBackoff, inbox.NextDeferredCheck());
+    }
+
     /// <summary>The deferred parts are not offered before <paramref name="wait"/> has passed, and are once it has.</summary>
     private void AssertOfferedAfter(Inbox inbox, TimeSpan wait)
     {

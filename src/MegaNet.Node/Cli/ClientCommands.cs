@@ -463,8 +463,9 @@ internal static partial class ClientCommands
     /// for the next fetch, or expired. Only those entries are fetched (<see cref="FetchDeferredAsync"/>) and go through
     /// the inbox again; one that fits is acknowledged under <c>--ack</c>, one that does not stays deferred, and one no
     /// longer on the node is forgotten. Again while the fetches themselves make room (a deferred part that made its
-    /// file whole). A fetch that fails costs a line, and the parts are tried again after the next message once the
-    /// node's <c>retry-after-ms</c> or a growing wait (5 s, 10 s … 2 min) has passed.
+    /// file whole) or keep parts (the next file not begun). Run after each message, and by <see cref="NextMessageAsync"/>
+    /// while it waits for one, on the inbox's schedule. A fetch that fails costs a line, and the parts are tried again
+    /// once the node's <c>retry-after-ms</c> or a growing wait (5 s, 10 s … 2 min) has passed.
     /// </summary>
     private static async Task RetryDeferredAsync(MegaNetClient client, Identity id, SeenMessages seen, Inbox inbox, ListenAcknowledger? acknowledger, CancellationToken ct)
     {
@@ -490,7 +491,7 @@ internal static partial class ClientCommands
             catch (Exception e) when (!ct.IsCancellationRequested && e is RpcException or NodeSilentException or PowDemandTooHighException or NodeMisbehavedException)
             {
                 TimeSpan wait = inbox.DeferredNotFetched(RetryHint(e));
-                Console.Error.WriteLine($"meganet: part(s) left on the node for want of room could not be fetched again ({Describe(e)}); tried again after the first message that comes {wait.TotalSeconds:0} s from now, or 'meganet fetch' gets them.");
+                Console.Error.WriteLine($"meganet: part(s) left on the node for want of room could not be fetched again ({Describe(e)}); tried again in {wait.TotalSeconds:0} s, or 'meganet fetch' gets them.");
                 return;
             }
 
@@ -685,8 +686,14 @@ internal static partial class ClientCommands
                         acknowledger?.Add(m.Seq);
                     }
 
-                    await foreach (ReceivedMessage m in current.ListenAsync(id, cursor, ct, Skipped, seen, Alive))
+                    // Its own token, so that a retry of deferred parts that fails for good can end the subscription
+                    // it ran beside before leaving it.
+                    using var subscription = CancellationTokenSource.CreateLinkedTokenSource(ct);
+                    await using IAsyncEnumerator<ReceivedMessage> messages = current.ListenAsync(id, cursor, subscription.Token, Skipped, seen, Alive).GetAsyncEnumerator(subscription.Token);
+                    MegaNetClient retrying = current;
+                    while (await NextMessageAsync(messages, inbox, () => RetryDeferredAsync(retrying, id, seen, inbox, acknowledger, ct), subscription, ct))
                     {
+                        ReceivedMessage m = messages.Current;
                         // Each message as it comes (a reader waits for it), and listening ends when no one reads any more.
                         // Deliver flushes: a message is acknowledged only once it has been written out (or a part kept on disk).
                         bool delivered = inbox.Deliver(m, "stopped listening");
@@ -753,6 +760,53 @@ internal static partial class ClientCommands
         }
 
         return 0;
+    }
+
+    /// <summary>
+    /// The subscription's next message (false at its end), retrying the parts left on the node for want of room
+    /// meanwhile whenever the inbox says a check is due (<see cref="Inbox.NextDeferredCheck"/>): room is also made
+    /// without mail (another process hands files over, a sender becomes a contact), and a failed fetch's wait ends
+    /// without mail too; before, the parts waited for the next message, or expired on the node. Nothing deferred, it
+    /// only waits for the message. The retry runs while the subscription is read (the inbox is used by this method's
+    /// caller alone, between messages); one that throws cancels <paramref name="subscription"/> and awaits its end
+    /// before the exception goes on.
+    /// </summary>
+    private static async Task<bool> NextMessageAsync(IAsyncEnumerator<ReceivedMessage> messages, Inbox inbox, Func<Task> retry, CancellationTokenSource subscription, CancellationToken ct)
+    {
+        ValueTask<bool> next = messages.MoveNextAsync();
+        if (next.IsCompleted || inbox.NextDeferredCheck() is null)
+        {
+            return await next;
+        }
+
+        Task<bool> message = next.AsTask();
+        while (inbox.NextDeferredCheck() is { } wait && !ct.IsCancellationRequested)
+        {
+            using (var timer = CancellationTokenSource.CreateLinkedTokenSource(ct))
+            {
+                Task due = Task.Delay(wait, timer.Token);
+                if (await Task.WhenAny(message, due) == message || ct.IsCancellationRequested)
+                {
+                    await timer.CancelAsync();
+                    break;
+                }
+            }
+
+            try
+            {
+                await retry();
+            }
+            catch
+            {
+                await subscription.CancelAsync();
+                // Its end, whatever it is, is not the failure to report: seen, so it is not reported as unobserved.
+                await Task.WhenAny(message);
+                _ = message.Exception;
+                throw;
+            }
+        }
+
+        return await message;
     }
 
     /// <summary>Failures a later try (of a subscription, or of an acknowledgement) may not meet: those of

@@ -61,8 +61,9 @@ internal sealed class Inbox(bool json, ContactsFollower contacts, ReceivedParts 
     // Parts this run left on the node for want of room in the spool, by sequence number, with what each needs of the
     // caps and the entry delivered just before it (sequence numbers are the node's log's, so the mailbox's entries are
     // not numbered one after another: this says which deferred entries lie next to each other there); the spool's
-    // RoomMade when they were last checked against it; and, after a fetch of them failed, when to try again and how
-    // long the next wait is. A listen reads each entry once: without these it came back for none of them.
+    // RoomMade when they were last checked against it; after a fetch of them failed, when to try again and how long the
+    // next wait is; and when they are next checked of this run's own accord, and the wait after that. A listen reads
+    // each entry once: without these it came back for none of them.
     private readonly SortedDictionary<ulong, (ReceivedParts.Pending Part, long Ordinal)> _deferred = [];
     private long _delivered;
     private long _deferredCheckedAt;
@@ -70,6 +71,8 @@ internal sealed class Inbox(bool json, ContactsFollower contacts, ReceivedParts 
     private int _deferredOffered;
     private long _deferredNotBefore;
     private TimeSpan _deferredBackoff = FirstDeferredBackoff;
+    private long _deferredCheckAt;
+    private TimeSpan _deferredCheckWait = FirstDeferredBackoff;
     private readonly TimeProvider _clock = clock ?? TimeProvider.System;
 
     /// <summary>The first wait after a fetch of deferred parts failed; it doubles up to <see cref="MaxDeferredBackoff"/>.</summary>
@@ -162,6 +165,7 @@ internal sealed class Inbox(bool json, ContactsFollower contacts, ReceivedParts 
                 {
                     // Checked against the room there is now (after any prune this part's own Add made).
                     _deferredCheckedAt = parts.RoomMade;
+                    ScheduleDeferredCheck(restart: true);
                 }
 
                 _deferred[m.Seq] = (d.Part, ordinal);
@@ -192,12 +196,15 @@ internal sealed class Inbox(bool json, ContactsFollower contacts, ReceivedParts 
     /// runs, oldest first, each of entries that lie within a page of each other in the mailbox as far as this run saw
     /// it, so a retry costs a mailbox open a page of the span, not one an entry. Empty unless room was made in the
     /// spool since they were last checked (a file came whole, parts were handed over or pruned, another process freed
-    /// some), or a fetch of them failed and its wait is over: checked against the caps that deferred each, so room made
-    /// for another sender, or in an account a part is not held to, fetches nothing.</summary>
+    /// some), a fetch of them failed and its wait is over, or the time for a check of this run's own accord has come
+    /// (<see cref="NextDeferredCheck"/>: room made where this process does not see it, another process handing files
+    /// over); checked against the caps that deferred each, so room made for another sender, or in an account a part is
+    /// not held to, fetches nothing.</summary>
     public List<DeferredRun> DeferredToFetch()
     {
         var runs = new List<DeferredRun>();
-        if (_deferred.Count == 0 || _clock.GetTimestamp() < _deferredNotBefore || (parts.RoomMade == _deferredCheckedAt && !_deferredDue))
+        long now = _clock.GetTimestamp();
+        if (_deferred.Count == 0 || now < _deferredNotBefore || (parts.RoomMade == _deferredCheckedAt && !_deferredDue && now < _deferredCheckAt))
         {
             return runs;
         }
@@ -236,7 +243,38 @@ internal sealed class Inbox(bool json, ContactsFollower contacts, ReceivedParts 
         }
 
         _deferredOffered = runs.Count > 0 ? _deferred.Count : 0;
+        ScheduleDeferredCheck(restart: runs.Count > 0);
         return runs;
+    }
+
+    /// <summary>How long until <see cref="DeferredToFetch"/> checks the deferred parts again of its own accord, whether
+    /// or not this process saw room made (zero: now); null when none are deferred, so a listen then waits for mail
+    /// alone. Checks that find nothing to fetch come 5 s, 10 s … 2 min apart (a check costs the node nothing: it reads
+    /// the spool's totals, and recounts them only after another process changed it), starting over once parts are
+    /// deferred anew or fetched; never before the wait after a failed fetch.</summary>
+    public TimeSpan? NextDeferredCheck()
+    {
+        if (_deferred.Count == 0)
+        {
+            return null;
+        }
+
+        long at = Math.Max(_deferredCheckAt, _deferredNotBefore), now = _clock.GetTimestamp();
+        // In whole milliseconds, rounded up: a timer that fires a fraction early would find no check due yet.
+        return at <= now ? TimeSpan.Zero : TimeSpan.FromMilliseconds(Math.Ceiling((at - now) * 1000.0 / _clock.TimestampFrequency));
+    }
+
+    /// <summary>Sets the next check of <see cref="NextDeferredCheck"/>: <see cref="FirstDeferredBackoff"/> from now when
+    /// <paramref name="restart"/>, else the next of the growing waits.</summary>
+    private void ScheduleDeferredCheck(bool restart)
+    {
+        if (restart)
+        {
+            _deferredCheckWait = FirstDeferredBackoff;
+        }
+
+        _deferredCheckAt = Later(_deferredCheckWait);
+        _deferredCheckWait = TimeSpan.FromTicks(Math.Min(2 * _deferredCheckWait.Ticks, MaxDeferredBackoff.Ticks));
     }
 
     /// <summary>The deferred parts were fetched again (those still deferred wait for more room). When some of them
@@ -252,7 +290,7 @@ internal sealed class Inbox(bool json, ContactsFollower contacts, ReceivedParts 
 
     /// <summary>A fetch of the deferred parts failed: <see cref="DeferredToFetch"/> offers them again once
     /// <paramref name="retryAfter"/> (the node's <c>retry-after-ms</c>) or a growing wait has passed, whichever is
-    /// longer, not at the next message: a node that refused the mailbox for opens too many would be asked again at
+    /// longer (<see cref="NextDeferredCheck"/> says when), not at the next message: a node that refused the mailbox for opens too many would be asked again at
     /// once, and refused opens count against the address. Returns the wait.</summary>
     public TimeSpan DeferredNotFetched(TimeSpan? retryAfter)
     {

@@ -15,7 +15,9 @@ internal sealed class ListenAcknowledger : IAsyncDisposable
     /// <summary>How long acknowledgements still under way may take once listening has ended.</summary>
     private static readonly TimeSpan Grace = TimeSpan.FromSeconds(3);
 
-    private readonly Channel<ulong> _seqs = Channel.CreateUnbounded<ulong>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
+    // Two writers: listen's retry of deferred parts (ClientCommands.NextMessageAsync) runs while the subscription
+    // reports skipped mail.
+    private readonly Channel<ulong> _seqs = Channel.CreateUnbounded<ulong>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = false });
     private readonly CancellationTokenSource _stop = new();
     private readonly Identity _identity;
     private readonly Func<MegaNetClient> _connect;
