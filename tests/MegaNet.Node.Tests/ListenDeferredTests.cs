@@ -180,6 +180,26 @@ public sealed class ListenDeferredTests : IDisposable
         Assert.Equal(Inbox.FirstDeferredBackoff, inbox.NextDeferredCheck());
     }
 
+    [Fact]
+    public async Task A_part_deferred_for_a_stranger_is_judged_by_the_contacts_caps_once_its_sender_is_saved_as_one()
+    {
+        // Whether the sender was a contact was fixed when the part was deferred: saved as one since (and held to the
+        // caps per sender alone when fetched again), the sender's part still waited for room among strangers' files.
+        using Identity alice = Identity.Create(), carol = Identity.Create();
+        ReceivedParts spool = ReceivedParts.Beside(IdentityPath, maxOpenFiles: 1); // one stranger's file at once: carol's
+        var inbox = new Inbox(json: true, new ContactsFollower(IdentityPath), spool, saveDirectory: null, Inbox.PartsRelease.WhenWritten, _clock);
+        Assert.IsType<ReceivedParts.Waiting>(spool.Add(Part(carol, NewFile(2)[0], 1)));
+        ReceivedMessage late = Part(alice, NewFile(2)[0], 2);
+        Assert.False(inbox.Deliver(late, null));
+        _clock.Advance(inbox.NextDeferredCheck()!.Value);
+        Assert.Empty(inbox.DeferredToFetch());
+
+        await Contacts.ChangeAsync(IdentityPath, c => c.Add("alice", alice.Card, replace: false), CancellationToken.None);
+        _clock.Advance(inbox.NextDeferredCheck()!.Value);
+        Assert.Equal([[2UL]], inbox.DeferredToFetch().Select(r => r.Seqs));
+        Assert.True(inbox.Deliver(late, null)); // kept, as the check said
+    }
+
     /// <summary>The deferred parts are not offered before <paramref name="wait"/> has passed, and are once it has.</summary>
     private void AssertOfferedAfter(Inbox inbox, TimeSpan wait)
     {

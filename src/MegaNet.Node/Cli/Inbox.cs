@@ -59,12 +59,13 @@ internal sealed class Inbox(bool json, ContactsFollower contacts, ReceivedParts 
     private readonly HashSet<string> _copiesReported = [];
 
     // Parts this run left on the node for want of room in the spool, by sequence number, with what each needs of the
-    // caps and the entry delivered just before it (sequence numbers are the node's log's, so the mailbox's entries are
+    // caps, its sender (whose place in the contacts is looked up again at each check) and the entry delivered just
+    // before it (sequence numbers are the node's log's, so the mailbox's entries are
     // not numbered one after another: this says which deferred entries lie next to each other there); the spool's
     // RoomMade when they were last checked against it; after a fetch of them failed, when to try again and how long the
     // next wait is; and when they are next checked of this run's own accord, and the wait after that. A listen reads
     // each entry once: without these it came back for none of them.
-    private readonly SortedDictionary<ulong, (ReceivedParts.Pending Part, long Ordinal)> _deferred = [];
+    private readonly SortedDictionary<ulong, (ReceivedParts.Pending Part, ContactCard Sender, long Ordinal)> _deferred = [];
     private long _delivered;
     private long _deferredCheckedAt;
     private bool _deferredDue;
@@ -168,7 +169,7 @@ internal sealed class Inbox(bool json, ContactsFollower contacts, ReceivedParts 
                     ScheduleDeferredCheck(restart: true);
                 }
 
-                _deferred[m.Seq] = (d.Part, ordinal);
+                _deferred[m.Seq] = (d.Part, m.Sender, ordinal);
                 return false;
             case ReceivedParts.Waiting w when w.Have == 1 || ClientCommands.CrossesStep(w.Have, w.Count, 4):
                 // A few lines for a file of any size: at its first part and at each quarter.
@@ -209,13 +210,17 @@ internal sealed class Inbox(bool json, ContactsFollower contacts, ReceivedParts 
             return runs;
         }
 
-        bool[] fits = parts.WouldFit([.. _deferred.Values.Select(d => d.Part)]);
+        // Judged as Deliver would judge each part fetched again: by whether its sender is in the contacts now, not when
+        // it was deferred (a sender saved as a contact since is held to the caps per sender alone, and a part the
+        // contact's caps let in waited for room made among strangers' files). Looked up once a sender a check.
+        var isContact = new Dictionary<string, bool>(StringComparer.Ordinal);
+        bool[] fits = parts.WouldFit([.. _deferred.Values.Select(d => d.Part with { FromContact = IsContact(d.Part.SenderHex, d.Sender) })]);
         // After the check: a recount it made that found room was taken into account by it.
         (_deferredCheckedAt, _deferredDue) = (parts.RoomMade, false);
         var run = new List<ulong>();
         (long first, long last) = (0, 0);
         int i = 0;
-        foreach ((ulong seq, (_, long ordinal)) in _deferred)
+        foreach ((ulong seq, (_, _, long ordinal)) in _deferred)
         {
             if (!fits[i++])
             {
@@ -245,6 +250,16 @@ internal sealed class Inbox(bool json, ContactsFollower contacts, ReceivedParts 
         _deferredOffered = runs.Count > 0 ? _deferred.Count : 0;
         ScheduleDeferredCheck(restart: runs.Count > 0);
         return runs;
+
+        bool IsContact(string senderHex, ContactCard sender)
+        {
+            if (!isContact.TryGetValue(senderHex, out bool known))
+            {
+                isContact[senderHex] = known = contacts.NameOf(sender) is not null;
+            }
+
+            return known;
+        }
     }
 
     /// <summary>How long until <see cref="DeferredToFetch"/> checks the deferred parts again of its own accord, whether

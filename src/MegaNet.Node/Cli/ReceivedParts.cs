@@ -142,7 +142,8 @@ internal sealed class ReceivedParts
 
     /// <summary>What a deferred part needs of the caps, remembered so that <see cref="WouldFit"/> can tell without the
     /// part itself whether room was made for it: its sender's and file's directory, where it goes in the file, what
-    /// it is charged, and whether its sender is in the contacts (held to the caps per sender only).</summary>
+    /// it is charged, and whether its sender is in the contacts (held to the caps per sender only; as when it was
+    /// deferred, and a caller that knows the contacts now passes it as they are now).</summary>
     public sealed record Pending(string SenderHex, string File, int Index, int Count, long Charge, bool FromContact);
 
     /// <summary>Keeps <paramref name="part"/> (a message of content type <see cref="FileParts.ContentType"/>), and puts
