@@ -1,6 +1,7 @@
 using System.Buffers.Binary;
 using System.Security.Cryptography;
 using MegaNet.Core.Interop;
+using Microsoft.Win32.SafeHandles;
 
 namespace MegaNet.Store;
 
@@ -8,7 +9,8 @@ namespace MegaNet.Store;
 /// The store's checkpoint files beside the envelope table's own FASTER checkpoint: <c>checkpoint.manifest</c> (which
 /// table checkpoint, the write-ahead-log address it covers, the mailbox indexes, the leaf count; SHA-256 at the end so a
 /// torn or damaged file is an error, never a silent partial load; replaced atomically) and <c>leaves.bin</c> (the
-/// Merkle tree's leaf hashes, 32 bytes each, appended at every checkpoint; bytes past the manifest's count are ignored).
+/// Merkle tree's leaf hashes, 32 bytes each, appended at every checkpoint and read back for proofs of older leaves; bytes
+/// past the manifest's count are ignored).
 /// </summary>
 internal static class Checkpoint
 {
@@ -172,7 +174,9 @@ internal static class Checkpoint
     /// and flushes them.</summary>
     public static void AppendLeaves(string storeDirectory, long from, ReadOnlySpan<byte> hashes)
     {
-        using FileStream file = PrivateFile.Open(LeavesPath(storeDirectory), FileMode.OpenOrCreate, FileAccess.Write, FileShare.None);
+        // Shared with readers: proofs read released hashes back (ReadLeafHashes) while a checkpoint appends, and an
+        // exclusive lock here would make that checkpoint fail. Only leaves past the manifest's count are written.
+        using FileStream file = PrivateFile.Open(LeavesPath(storeDirectory), FileMode.OpenOrCreate, FileAccess.Write, FileShare.Read);
         // Bytes past the last manifest's count (a torn append) are overwritten.
         file.SetLength(from * 32);
         file.Position = from * 32;
@@ -180,9 +184,9 @@ internal static class Checkpoint
         file.Flush(flushToDisk: true);
     }
 
-    /// <summary>The first <paramref name="count"/> leaf hashes.</summary>
+    /// <summary>Checks that leaves.bin holds at least the manifest's <paramref name="count"/> leaf hashes.</summary>
     /// <exception cref="StoreCorruptException">leaves.bin is shorter than the manifest says.</exception>
-    public static IEnumerable<byte[]> ReadLeaves(string storeDirectory, long count)
+    public static void CheckLeavesLength(string storeDirectory, long count)
     {
         string path = LeavesPath(storeDirectory);
         long length = File.Exists(path) ? new FileInfo(path).Length : 0;
@@ -190,22 +194,46 @@ internal static class Checkpoint
         {
             throw Damaged(path, $"it holds {length / 32} leaf hashes but the checkpoint manifest counts {count}");
         }
+    }
 
-        using var file = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16);
-        for (long i = 0; i < count; i++)
+    /// <summary>Reads the leaf hashes from leaf <paramref name="first"/> on into <paramref name="destination"/> (32 bytes
+    /// each), which leaves.bin must hold (a manifest counted them).</summary>
+    /// <exception cref="StoreCorruptException">leaves.bin is missing, shorter, or could not be read; the message names it.</exception>
+    public static void ReadLeafHashes(string storeDirectory, long first, Span<byte> destination)
+    {
+        string path = LeavesPath(storeDirectory);
+        long offset = first * 32;
+        try
         {
-            byte[] hash = new byte[32];
-            file.ReadExactly(hash);
-            yield return hash;
+            using SafeFileHandle file = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
+            for (int done = 0; done < destination.Length;)
+            {
+                int read = RandomAccess.Read(file, destination[done..], offset + done);
+                if (read == 0)
+                {
+                    throw Damaged(path, $"it ends at leaf {(offset + done) / 32}, before leaf {first + (destination.Length / 32) - 1}, which the checkpoint manifest counts");
+                }
+
+                done += read;
+            }
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw Damaged(path, $"reading leaf hashes {first} to {first + (destination.Length / 32) - 1} failed ({e.Message})", e);
         }
     }
+
+    /// <summary>The error for leaf hashes read back from leaves.bin that do not make the hash the Merkle log holds for
+    /// them (the file changed after they were saved).</summary>
+    public static StoreCorruptException LeavesDamagedAt(string storeDirectory, long first, long count) =>
+        Damaged(LeavesPath(storeDirectory), $"its leaf hashes {first} to {first + count - 1} do not make the Merkle hash held for them since they were saved");
 
     /// <summary>The error for a leaves.bin whose first <paramref name="count"/> hashes do not make the manifest's root.</summary>
     public static StoreCorruptException LeavesDamaged(string storeDirectory, long count) =>
         Damaged(LeavesPath(storeDirectory), $"its first {count} leaf hashes do not make the Merkle root the checkpoint manifest recorded for them");
 
-    private static StoreCorruptException Damaged(string path, string why) => new(
-        $"The store's checkpoint file '{path}' is damaged: {why}. {StoreCorruptException.Advice}");
+    private static StoreCorruptException Damaged(string path, string why, Exception? inner = null) => new(
+        $"The store's checkpoint file '{path}' is damaged: {why}. {StoreCorruptException.Advice}", inner);
 
     private ref struct Reader(Memory<byte> data)
     {

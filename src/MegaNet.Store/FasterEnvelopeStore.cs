@@ -50,7 +50,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     private readonly object _state = new();
     private readonly EnvelopeKv _kv;
     private readonly Dictionary<Key32, Mailbox> _mailboxes = [];
-    private readonly MerkleLog _merkle = new();
+    private readonly MerkleLog _merkle;
 
     // What the mailboxes at least MailboxReportedFromPercent full hold (ReportedUsage): written under the index lock
     // (NoteUsage), read without it, per envelope, by admission. Most mailboxes are far from their quotas, so the table
@@ -136,6 +136,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         _commitFile = commitFile;
         _log = log;
         _kv = kv;
+        _merkle = new MerkleLog(StoreDirectory);
         _nodePublicKey = options.NodeSecretKey.AsSpan(32, 32).ToArray();
         // Integers, as admission compares them: a mailbox is reported once 100 x held >= percent x quota.
         _reportFromCount = (int)Math.Max(1, CeilingPercent(options.MailboxReportedFromPercent, options.MailboxMaxCount));
@@ -874,7 +875,8 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     /// Proofs and roots are computed outside the index lock (O(log² n) hashes each, and unmetered: under the lock a
     /// flood of proof requests held up the apply stage, which appends leaves under it). The tree is append-only and
     /// every hash a size needs is written before the apply stage lets go of the lock, so a size checked under the lock
-    /// can be read without it while later leaves are appended (see <see cref="MerkleLog"/>).
+    /// can be read without it while later leaves are appended and checkpoints release saved levels, whose hashes are
+    /// then read back from leaves.bin (see <see cref="MerkleLog"/>).
     /// </summary>
     private void CheckCompleteTreeSize(long treeSize)
     {
@@ -1296,6 +1298,18 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         return array;
     }
 
+    /// <summary>Tests: the Merkle log's 64 KiB blocks held for its levels below <see cref="MerkleLog.KeptLevel"/>.</summary>
+    internal int MerkleLowerBlocksHeld
+    {
+        get
+        {
+            lock (_state)
+            {
+                return _merkle.LowerBlocksHeld;
+            }
+        }
+    }
+
     /// <summary>Mailboxes held in memory (tests: emptied ones go).</summary>
     internal int MailboxCount
     {
@@ -1395,6 +1409,13 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     {
         _savedLeaves = written.Manifest.LeafCount;
         _checkpointedWal = written.Manifest.WalAddress;
+        // leaves.bin holds these leaves for good now (the manifest counts them, and later checkpoints append after
+        // them), so proofs can read their lower hashes back from it.
+        lock (_state)
+        {
+            _merkle.ReleaseSaved(_savedLeaves);
+        }
+
         // Not past where a recovery would start scanning (the newest commit record, which may be up to a second older
         // than the checkpoint): FASTER asks for a new record at the new begin address and deletes the segments below it
         // whether or not that record could be written, and a failed one (reported only at the next commit) would leave
@@ -1960,9 +1981,22 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
                     }
                 }
 
-                foreach (byte[] leaf in Checkpoint.ReadLeaves(StoreDirectory, manifest.LeafCount))
+                // Streamed, and the lower levels of what is read let go as it goes (they are in leaves.bin): holding them
+                // all took 64 bytes per leaf ever stored, and a long-lived node more memory at each start.
+                Checkpoint.CheckLeavesLength(StoreDirectory, manifest.LeafCount);
+                byte[] chunk = new byte[1 << 16];
+                for (long read = 0; read < manifest.LeafCount;)
                 {
-                    _merkle.AppendLeafHash(leaf);
+                    int count = (int)Math.Min(chunk.Length / MerkleTree.HashSize, manifest.LeafCount - read);
+                    Span<byte> hashes = chunk.AsSpan(0, count * MerkleTree.HashSize);
+                    Checkpoint.ReadLeafHashes(StoreDirectory, read, hashes);
+                    for (int i = 0; i < count; i++)
+                    {
+                        _merkle.AppendLeafHash(hashes.Slice(i * MerkleTree.HashSize, MerkleTree.HashSize));
+                    }
+
+                    read += count;
+                    _merkle.ReleaseSaved(read);
                 }
 
                 // A damaged hash would otherwise become a signed tree head that contradicts the ones handed out, and

@@ -268,4 +268,332 @@ public sealed class MerkleProofTests(ITestOutputHelper output)
         output.WriteLine($"{perLeaf} B allocated per append");
         Assert.True(perLeaf < 100, $"{perLeaf} B allocated per append");
     }
+    /// <summary>Saves leaves <paramref name="from"/> to <paramref name="to"/> to leaves.bin as a checkpoint does, then lets
+    /// the log release their lower levels.</summary>
+    private static void Checkpointed(MerkleLog log, string directory, byte[] leafHashes, long from, long to)
+    {
+        Checkpoint.AppendLeaves(directory, from, leafHashes.AsSpan((int)(from * MerkleTree.HashSize), (int)((to - from) * MerkleTree.HashSize)));
+        log.ReleaseSaved(to);
+    }
+
+    /// <summary>A log whose lower levels were released after checkpoints (read back from leaves.bin) against one that
+    /// holds them all and the naive RFC 9162: roots, inclusion and consistency proofs at 0, 1, powers of two and their
+    /// neighbours, around each checkpoint's edge, and at random sizes; checkpoints on and beside the block edges of every
+    /// released level (2048 × 2^h leaves) and at random.</summary>
+    [Fact]
+    public void Roots_and_proofs_match_with_the_lower_levels_read_back_from_leaves_bin()
+    {
+        int seed = RandomNumberGenerator.GetInt32(int.MaxValue);
+        output.WriteLine($"seed {seed}");
+        var random = new Random(seed);
+        string directory = StoreTestKit.NewDirectory();
+        try
+        {
+            var log = new MerkleLog(directory);
+            var reference = new MerkleLog();
+            int total = (2048 << (MerkleLog.KeptLevel - 1)) + 2048 + random.Next(1, 3000);
+            var leaves = new List<byte[]>(total);
+            byte[] leafHashes = new byte[total * MerkleTree.HashSize];
+            var checkpoints = new SortedSet<long> { 1, 255, 256, 257, 2047, 2048, 2049, 4097, 8192, (2048 << 6) + 1, (2048 << 7) - 1, 2048 << 7, total };
+            while (checkpoints.Count < 22)
+            {
+                checkpoints.Add(random.Next(1, total));
+            }
+
+            long saved = 0;
+            void AppendUpTo(long size)
+            {
+                while (leaves.Count < size)
+                {
+                    byte[] leaf = new byte[32];
+                    random.NextBytes(leaf);
+                    MerkleTree.LeafHash(leaf, leafHashes.AsSpan(leaves.Count * MerkleTree.HashSize, MerkleTree.HashSize));
+                    leaves.Add(leaf);
+                    log.Append(leaf);
+                    reference.Append(leaf);
+                }
+            }
+
+            foreach (long checkpoint in checkpoints)
+            {
+                AppendUpTo(Math.Max(checkpoint, leaves.Count));
+                Checkpointed(log, directory, leafHashes, saved, checkpoint);
+                saved = checkpoint;
+                // Leaves after the checkpoint, not saved yet: held in memory only.
+                AppendUpTo(Math.Min(total, leaves.Count + random.Next(0, 700)));
+                long size = log.Size;
+                var sizes = new SortedSet<long> { 0, 1, 2, 3, saved - 1, saved, saved + 1, size - 1, size };
+                for (long power = 1; power <= size; power *= 2)
+                {
+                    sizes.UnionWith([power - 1, power, power + 1]);
+                }
+
+                while (sizes.Count < 50)
+                {
+                    sizes.Add(random.NextInt64(0, size + 1));
+                }
+
+                sizes.RemoveWhere(s => s < 0 || s > size);
+                foreach (long treeSize in sizes)
+                {
+                    byte[] root = reference.Root(treeSize);
+                    Assert.Equal(root, log.Root(treeSize));
+                    if (treeSize <= 3000)
+                    {
+                        Assert.Equal(Mth(leaves[..(int)treeSize]), root);
+                    }
+
+                    if (treeSize == 0)
+                    {
+                        continue;
+                    }
+
+                    foreach (long m in new[] { 0, treeSize - 1, random.NextInt64(treeSize), Math.Max(0, Math.Min(treeSize, saved) - 1 - random.Next(256)) })
+                    {
+                        List<byte[]> proof = log.InclusionProof(m, treeSize);
+                        Assert.Equal(reference.InclusionProof(m, treeSize), proof);
+                        Assert.True(MerkleTree.VerifyInclusion(leafHashes.AsSpan((int)m * MerkleTree.HashSize, MerkleTree.HashSize), m, treeSize, proof, root), $"inclusion {m} in {treeSize}");
+                    }
+
+                    foreach (long first in new[] { 1, treeSize, random.NextInt64(1, treeSize + 1), Math.Clamp(saved, 1, treeSize) })
+                    {
+                        List<byte[]> proof = log.ConsistencyProof(first, treeSize);
+                        Assert.Equal(reference.ConsistencyProof(first, treeSize), proof);
+                        Assert.True(MerkleTree.VerifyConsistency(first, treeSize, reference.Root(first), root, proof), $"consistency {first} → {treeSize}");
+                    }
+                }
+            }
+
+            output.WriteLine($"{log.BlocksReadBack} blocks of 256 leaves read back; lower-level blocks held {log.LowerBlocksHeld}, {reference.LowerBlocksHeld} without releases");
+            Assert.True(log.BlocksReadBack > 0, "no hash was read back from leaves.bin");
+            Assert.True(log.LowerBlocksHeld <= MerkleLog.KeptLevel + 1, $"{log.LowerBlocksHeld} lower-level blocks held");
+        }
+        finally
+        {
+            Directory.Delete(directory, recursive: true);
+        }
+    }
+
+    /// <summary>The levels below the kept one take memory only for the leaves since the last checkpoint (at most one
+    /// partly filled 64 KiB block per level right after it), however many leaves were saved before: without the
+    /// release, a million leaves held 1,000 blocks.</summary>
+    [Fact]
+    public void Lower_levels_held_stay_bounded_as_checkpoints_save_the_leaves()
+    {
+        string directory = StoreTestKit.NewDirectory();
+        try
+        {
+            var log = new MerkleLog(directory);
+            var random = new Random(11);
+            const int PerCheckpoint = 10_000, Checkpoints = 100;
+            byte[] leafHashes = new byte[PerCheckpoint * Checkpoints * MerkleTree.HashSize];
+            random.NextBytes(leafHashes);
+            int mostHeld = 0;
+            for (int c = 0; c < Checkpoints; c++)
+            {
+                for (int i = c * PerCheckpoint; i < (c + 1) * PerCheckpoint; i++)
+                {
+                    log.AppendLeafHash(leafHashes.AsSpan(i * MerkleTree.HashSize, MerkleTree.HashSize));
+                }
+
+                Checkpointed(log, directory, leafHashes, (long)c * PerCheckpoint, (long)(c + 1) * PerCheckpoint);
+                mostHeld = Math.Max(mostHeld, log.LowerBlocksHeld);
+            }
+
+            output.WriteLine($"at most {mostHeld} lower-level blocks held after a checkpoint, for {log.Size} leaves");
+            Assert.True(mostHeld <= MerkleLog.KeptLevel, $"{mostHeld} lower-level blocks held after a checkpoint");
+
+            // And what was released still proves: an old leaf against the newest root.
+            long m = 123_457, size = log.Size;
+            Assert.True(MerkleTree.VerifyInclusion(leafHashes.AsSpan((int)m * MerkleTree.HashSize, MerkleTree.HashSize), m, size, log.InclusionProof(m, size), log.Root(size)));
+        }
+        finally
+        {
+            Directory.Delete(directory, recursive: true);
+        }
+    }
+
+    /// <summary>A released hash read back from a leaves.bin that was changed, cut short or removed since it was saved is
+    /// an error naming the file, never a wrong proof.</summary>
+    [Fact]
+    public void A_damaged_or_missing_leaves_bin_makes_proofs_of_released_leaves_an_error_naming_it()
+    {
+        string directory = StoreTestKit.NewDirectory();
+        try
+        {
+            var log = new MerkleLog(directory);
+            byte[] leafHashes = new byte[3000 * MerkleTree.HashSize];
+            new Random(3).NextBytes(leafHashes);
+            for (int i = 0; i < 3000; i++)
+            {
+                log.AppendLeafHash(leafHashes.AsSpan(i * MerkleTree.HashSize, MerkleTree.HashSize));
+            }
+
+            Checkpointed(log, directory, leafHashes, 0, 3000);
+            string path = Checkpoint.LeavesPath(directory);
+            byte[] intact = File.ReadAllBytes(path);
+            Assert.True(MerkleTree.VerifyInclusion(leafHashes.AsSpan(5 * MerkleTree.HashSize, MerkleTree.HashSize), 5, 3000, log.InclusionProof(5, 3000), log.Root(3000)));
+
+            byte[] changed = (byte[])intact.Clone();
+            changed[(10 * MerkleTree.HashSize) + 7] ^= 0x20;
+            File.WriteAllBytes(path, changed);
+            StoreCorruptException e = Assert.Throws<StoreCorruptException>(() => log.InclusionProof(5, 3000));
+            Assert.Contains(path, e.Message, StringComparison.Ordinal);
+            Assert.Contains("leaf hashes 0 to 255 do not make the Merkle hash held for them", e.Message, StringComparison.Ordinal);
+            Assert.Throws<StoreCorruptException>(() => log.ConsistencyProof(101, 3000)); // leaf 100's hash is released too
+
+            File.WriteAllBytes(path, intact[..(100 * MerkleTree.HashSize)]);
+            e = Assert.Throws<StoreCorruptException>(() => log.InclusionProof(5, 3000));
+            Assert.Contains(path, e.Message, StringComparison.Ordinal);
+            Assert.Contains("it ends at leaf 100", e.Message, StringComparison.Ordinal);
+
+            File.Delete(path);
+            e = Assert.Throws<StoreCorruptException>(() => log.InclusionProof(5, 3000));
+            Assert.Contains(path, e.Message, StringComparison.Ordinal);
+
+            // The newest root needs nothing released (the right edge stays in memory).
+            Assert.Equal(Mth(leafHashes, 3000), log.Root(3000));
+        }
+        finally
+        {
+            Directory.Delete(directory, recursive: true);
+        }
+    }
+
+    // MTH over leaf hashes already made.
+    private static byte[] Mth(byte[] leafHashes, int count)
+    {
+        var reference = new MerkleLog();
+        for (int i = 0; i < count; i++)
+        {
+            reference.AppendLeafHash(leafHashes.AsSpan(i * MerkleTree.HashSize, MerkleTree.HashSize));
+        }
+
+        return reference.Root(count);
+    }
+
+    /// <summary>The store's contract with releases: the writer appends, saves to leaves.bin and releases under its lock;
+    /// readers take a size under it and compute without it, so a release lands while they read. Each round waits for the
+    /// readers to finish proofs after its release.</summary>
+    [Fact]
+    public async Task Proofs_read_without_the_writers_lock_verify_while_checkpoints_release_levels()
+    {
+        string directory = StoreTestKit.NewDirectory();
+        try
+        {
+            var log = new MerkleLog(directory);
+            var gate = new object();
+            const int Rounds = 60, PerRound = 3_001;
+            byte[] leafHashes = new byte[Rounds * PerRound * MerkleTree.HashSize];
+            new Random(5).NextBytes(leafHashes);
+            long proofs = 0;
+            using var done = new CancellationTokenSource();
+            Task[] readers = Enumerable.Range(0, 2).Select(r => Task.Run(() =>
+            {
+                var random = new Random(r);
+                while (!done.IsCancellationRequested)
+                {
+                    long size;
+                    lock (gate)
+                    {
+                        size = log.Size;
+                    }
+
+                    if (size < 2)
+                    {
+                        Thread.Yield();
+                        continue;
+                    }
+
+                    long m = random.NextInt64(size), first = random.NextInt64(1, size + 1);
+                    byte[] root = log.Root(size);
+                    Assert.True(MerkleTree.VerifyInclusion(leafHashes.AsSpan((int)m * MerkleTree.HashSize, MerkleTree.HashSize), m, size, log.InclusionProof(m, size), root), $"inclusion {m} in {size}");
+                    Assert.True(MerkleTree.VerifyConsistency(first, size, log.Root(first), root, log.ConsistencyProof(first, size)), $"consistency {first} → {size}");
+                    Interlocked.Increment(ref proofs);
+                }
+            })).ToArray();
+
+            for (int round = 0; round < Rounds; round++)
+            {
+                lock (gate)
+                {
+                    for (int i = round * PerRound; i < (round + 1) * PerRound; i++)
+                    {
+                        log.AppendLeafHash(leafHashes.AsSpan(i * MerkleTree.HashSize, MerkleTree.HashSize));
+                    }
+
+                    Checkpointed(log, directory, leafHashes, (long)round * PerRound, (long)(round + 1) * PerRound);
+                }
+
+                long before = Interlocked.Read(ref proofs);
+                while (Interlocked.Read(ref proofs) < before + 4 && !readers.Any(r => r.IsCompleted))
+                {
+                    Thread.Yield();
+                }
+            }
+
+            await done.CancelAsync();
+            await Task.WhenAll(readers);
+            output.WriteLine($"{proofs} proofs checked, {log.BlocksReadBack} blocks read back");
+            Assert.True(log.BlocksReadBack > 0, "no hash was read back from leaves.bin");
+        }
+        finally
+        {
+            Directory.Delete(directory, recursive: true);
+        }
+    }
+    /// <summary>The store releases the lower levels once a checkpoint saved their leaves, and a reopened store, which
+    /// streams leaves.bin, holds no more than that and gives the same roots and proofs that verify against them.</summary>
+    [Fact]
+    public async Task A_store_releases_saved_lower_levels_and_reopens_with_the_same_roots()
+    {
+        string directory = StoreTestKit.NewDirectory();
+        try
+        {
+            StoreOptions options = StoreTestKit.Options(directory);
+            options.CheckpointInterval = TimeSpan.FromDays(1);
+            var random = new Random(17);
+            byte[] recipient = StoreTestKit.Bytes(random, 32);
+            var receipts = new List<PutReceipt>();
+            var roots = new Dictionary<long, byte[]>();
+            await using (FasterEnvelopeStore store = await FasterEnvelopeStore.OpenAsync(options))
+            {
+                for (int checkpoint = 0; checkpoint < 3; checkpoint++)
+                {
+                    for (int group = 0; group < 4; group++)
+                    {
+                        var puts = Enumerable.Range(0, 750).Select(_ => new PutRequest(StoreTestKit.Bytes(random, 64), recipient, DateTimeOffset.UtcNow.AddDays(1))).ToList();
+                        receipts.AddRange((await store.PutManyAsync(puts)).Select(r => r.Receipt!));
+                    }
+
+                    await store.CheckpointAsync();
+                    output.WriteLine($"{store.TreeSize} leaves, {store.MerkleLowerBlocksHeld} lower-level blocks held");
+                    Assert.True(store.MerkleLowerBlocksHeld <= MerkleLog.KeptLevel, $"{store.MerkleLowerBlocksHeld} lower-level blocks held after a checkpoint");
+                }
+
+                foreach (long size in new long[] { 1, 255, 256, 2047, 2048, 2049, 4097, 5000, store.TreeSize - 1, store.TreeSize })
+                {
+                    roots[size] = store.GetRootHash(size);
+                }
+            }
+
+            await using (FasterEnvelopeStore reopened = await FasterEnvelopeStore.OpenAsync(options))
+            {
+                Assert.Equal(receipts.Count, reopened.TreeSize);
+                output.WriteLine($"reopened: {reopened.MerkleLowerBlocksHeld} lower-level blocks held");
+                Assert.True(reopened.MerkleLowerBlocksHeld <= MerkleLog.KeptLevel, $"{reopened.MerkleLowerBlocksHeld} lower-level blocks held after the open");
+                foreach ((long size, byte[] root) in roots)
+                {
+                    Assert.Equal(root, reopened.GetRootHash(size));
+                    PutReceipt old = receipts[(int)(size / 3)];
+                    Assert.True(MerkleTree.VerifyInclusion(MerkleTree.LeafHash(old.EnvelopeId), old.LogIndex, size, reopened.GetInclusionProof(old.LogIndex, size), root), $"leaf {old.LogIndex} in {size}");
+                    Assert.True(MerkleTree.VerifyConsistency(size, reopened.TreeSize, root, reopened.GetRootHash(reopened.TreeSize), reopened.GetConsistencyProof(size, reopened.TreeSize)), $"{size} → {reopened.TreeSize}");
+                }
+            }
+        }
+        finally
+        {
+            Directory.Delete(directory, recursive: true);
+        }
+    }
 }
