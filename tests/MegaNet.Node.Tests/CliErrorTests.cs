@@ -537,6 +537,8 @@ public sealed class CliErrorTests : IDisposable
     [InlineData("--refresh: 'abc' is not a whole number.", "profile", "--refresh", "abc")]
     [InlineData("--duration '10' has no unit: write 10s, 10m, 10h or 10d.", "profile", "--trace", "x.nettrace", "--duration", "10")]
     [InlineData("--retry-for '30' has no unit: write 30s, 30m, 30h or 30d.", "listen", "--retry-for", "30")]
+    [InlineData("--timeout must be more than 0, with a unit, such as 30s, 2m or 1h (got '0').", "fetch", "--timeout", "0")] // advised 0s, then refused it
+    [InlineData("--retry-for must be more than 0, with a unit, such as 30s, 2m or 1h (got '-5').", "listen", "--retry-for", "-5")]
     [InlineData("a node URL is a scheme, host and port only", "fetch", "--node", "http://127.0.0.1:7700/some/path")]
     [InlineData("MegaNet option Backend must be one of auto, simd, gpu, gpu-cpu, reference (got '')", "node", "--backend", "")]
     public async Task Options_that_would_be_ignored_or_misread_are_refused_in_words(string expected, params string[] args) =>

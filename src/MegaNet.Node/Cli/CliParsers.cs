@@ -62,11 +62,14 @@ internal static class CliParsers
     public static TimeSpan Duration(ArgumentResult result)
     {
         string text = result.Tokens.Single().Value.Trim();
-        if (double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out _))
+        if (double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out double bare))
         {
-            // TimeSpan.Parse reads a bare number as days: "--duration 10" meant 10 s and traced for 10 days.
+            // TimeSpan.Parse reads a bare number as days: "--duration 10" meant 10 s and traced for 10 days. A unit
+            // would not make 0 or -5 acceptable, so advising "0s" only led to the next refusal.
             string name = (result.Parent as OptionResult)?.Option.Name ?? "The duration";
-            result.AddError($"{name} '{text}' has no unit: write {text}s, {text}m, {text}h or {text}d.");
+            result.AddError(bare > 0
+                ? $"{name} '{text}' has no unit: write {text}s, {text}m, {text}h or {text}d."
+                : $"{name} must be more than 0, with a unit, such as 30s, 2m or 1h (got '{text}').");
             return TimeSpan.Zero;
         }
 
