@@ -951,6 +951,8 @@ public sealed class ClientCliTests : IDisposable
     [InlineData("meganet: Option '--to' is required.", "Run 'meganet send --help' for usage.", "send", "--text", "hi")]
     [InlineData("meganet: Required command was not provided.", "Run 'meganet id --help' for usage.", "id")]
     [InlineData("meganet: 'frobnicate' is not a command. Commands: node, id, contact, send, fetch, listen, verify-receipt, status, audit, verify, bench, load, profile.", "Run 'meganet --help' for usage.", "frobnicate")]
+    [InlineData("meganet: 'neww' is not a command of 'meganet id'; did you mean 'new'? Commands: new, show.", "Run 'meganet id --help' for usage.", "id", "neww")]
+    [InlineData("meganet: 'ad' is not a command of 'meganet contact'; did you mean 'add'? Commands: add, remove, list.", "Run 'meganet contact --help' for usage.", "contact", "ad", "bob", "mn1x")]
     public async Task A_command_line_mistake_says_what_is_wrong_and_where_the_usage_is_on_stderr_only(string error, string hint, params string[] args)
     {
         // Not the whole help text on stdout, where a script reading --json output would get it.

@@ -34,13 +34,11 @@ internal static class MeganetCommand
             return 1;
         }
 
-        if (!args[0].StartsWith('-') && !root.Subcommands.Any(c => c.Name == args[0]))
+        if (UnknownCommand(root, args) is { } unknown)
         {
             // System.CommandLine says "Required command was not provided" and lists every token as unrecognized.
-            string? near = root.Subcommands.Select(c => c.Name).FirstOrDefault(n => EditDistance(n, args[0]) <= 2);
-            Console.Error.WriteLine($"meganet: '{args[0]}' is not a command{(near is null ? "." : $"; did you mean '{near}'?")} " +
-                $"Commands: {string.Join(", ", root.Subcommands.Select(c => c.Name))}.");
-            Console.Error.WriteLine("Run 'meganet --help' for usage.");
+            Console.Error.WriteLine(unknown.Message);
+            Console.Error.WriteLine($"Run '{unknown.Path} --help' for usage.");
             return 1;
         }
 
@@ -92,6 +90,37 @@ internal static class MeganetCommand
             _ => "a value of the kind its --help gives",
         };
         return $"{m.Groups["option"].Value}: '{m.Groups["value"].Value}' is not {kind}.";
+    }
+
+    /// <summary>
+    /// The first word of <paramref name="args"/> that stands where a command (or a subcommand: <c>id new</c>,
+    /// <c>contact add</c>) belongs and names none, said with the nearest name and the list; null when there is none.
+    /// </summary>
+    internal static (string Message, string Path)? UnknownCommand(RootCommand root, string[] args)
+    {
+        Command current = root;
+        string path = "meganet";
+        foreach (string arg in args)
+        {
+            if (current.Subcommands.Count == 0 || arg.StartsWith('-'))
+            {
+                return null;
+            }
+
+            Command? next = current.Subcommands.FirstOrDefault(c => c.Name == arg);
+            if (next is null)
+            {
+                string? near = current.Subcommands.Select(c => c.Name).FirstOrDefault(n => EditDistance(n, arg) <= 2);
+                string what = current == root ? "a command" : $"a command of '{path}'";
+                return ($"meganet: '{arg}' is not {what}{(near is null ? "." : $"; did you mean '{near}'?")} " +
+                    $"Commands: {string.Join(", ", current.Subcommands.Select(c => c.Name))}.", path);
+            }
+
+            current = next;
+            path += " " + next.Name;
+        }
+
+        return null;
     }
 
     /// <summary>Levenshtein distance, for suggesting a command name.</summary>
