@@ -58,6 +58,10 @@ public sealed class NodeOptionsTests
         { "Listen '::1:7700' is not ADDRESS:PORT", o => o.Listen = "::1:7700" },
         { "Listen '127.0.0.1:' is not ADDRESS:PORT", o => o.Listen = "127.0.0.1:" },
         { "MetricsListen '127.0.0.1' is not ADDRESS:PORT", o => o.MetricsListen = "127.0.0.1" },
+        // The form right, one part wrong: said which part (both read "is not ADDRESS:PORT").
+        { "Listen '127.0.0.1:70000': port 70000 is out of range; a port is 0 to 65535", o => o.Listen = "127.0.0.1:70000" },
+        { "Listen 'localhost:7700': 'localhost' is a host name; give an IP address of this machine, e.g. 127.0.0.1:7700", o => o.Listen = "localhost:7700" },
+        { "MetricsListen '[::1]:99999': port 99999 is out of range", o => o.MetricsListen = "[::1]:99999" },
         // The gRPC address again: Kestrel called that "address already in use", as if another program held it.
         { "MetricsListen 127.0.0.1:7700 is the gRPC address", o => o.MetricsListen = "127.0.0.1:7700" },
         { "MetricsListen 0.0.0.0:7700 is the gRPC address", o => o.MetricsListen = "0.0.0.0:7700" },

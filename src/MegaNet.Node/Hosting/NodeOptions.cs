@@ -205,6 +205,23 @@ public sealed class NodeOptions
             return endpoint;
         }
 
+        // The two mistakes that have the form right say which part is wrong: "is not ADDRESS:PORT" read as the
+        // colon or the order being at fault.
+        if (colon > 0 && hostOk && ulong.TryParse(value.AsSpan(colon + 1), NumberStyles.None, CultureInfo.InvariantCulture, out ulong port))
+        {
+            string address = host.TrimStart('[').TrimEnd(']');
+            if (port > ushort.MaxValue && IPAddress.TryParse(address, out _))
+            {
+                throw new ArgumentException($"{name} '{value}': port {port} is out of range; a port is 0 to 65535 (0 picks a free port).");
+            }
+
+            if (!IPAddress.TryParse(address, out _) && Uri.CheckHostName(address) == UriHostNameType.Dns)
+            {
+                throw new ArgumentException($"{name} '{value}': '{address}' is a host name; give an IP address of this machine, " +
+                    $"e.g. 127.0.0.1:{(port <= ushort.MaxValue ? port : examplePort)} (or 0.0.0.0 for every address; [::1] for IPv6).");
+            }
+        }
+
         throw new ArgumentException($"{name} '{value}' is not ADDRESS:PORT (e.g. 127.0.0.1:{examplePort}, or [::1]:{examplePort} for IPv6; port 0 picks a free port).");
     }
 
