@@ -157,6 +157,7 @@ public sealed class CliErrorTests : IDisposable
             ("{ \"MegaNet\": [] }", "must be an object of settings"),
             ("{ \"MegaNet\": { \"Threads\": [1, 2] } }", "Setting MegaNet:Threads (from " + config + ") must be a single value"),
             ("{ \"MegaNet\": { \"Backend\": { \"name\": \"simd\" } } }", "Setting MegaNet:Backend (from " + config + ") must be a single value"),
+            ("{ \"MegaNet\": { \"Threads\": null } }", "Setting MegaNet:Threads (from " + config + ") is null (or an empty object): give it a value"),
             ("{ \"MegaNet\": { \"Backend\": [] } }", "MegaNet option Backend must be one of auto, simd, gpu, gpu-cpu, reference (got '')"), // an empty list reads as ""
 
         })

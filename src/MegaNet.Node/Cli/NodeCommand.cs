@@ -211,7 +211,11 @@ internal static partial class NodeCommand
 
             if (setting.Value is null)
             {
-                throw new ArgumentException($"Setting {Section}:{setting.Key} (from {Where()}) must be a single value (a number, a string, true or false), not a list or an object.");
+                // The JSON provider gives null and {} alike a null value and no children: "not a list or an object" read
+                // as wrong for "Threads": null.
+                throw new ArgumentException(setting.GetChildren().Any()
+                    ? $"Setting {Section}:{setting.Key} (from {Where()}) must be a single value (a number, a string, true or false), not a list or an object."
+                    : $"Setting {Section}:{setting.Key} (from {Where()}) is null (or an empty object): give it a value (a number, a string, true or false), or remove the key to keep its default.");
             }
         }
     }
