@@ -103,6 +103,21 @@ public sealed class CliErrorTests : IDisposable
     }
 
     [Fact]
+    public async Task Verify_receipt_without_a_receipt_on_a_terminal_says_what_to_give_instead_of_waiting()
+    {
+        // Standard input a terminal (script(1) gives the command a pseudo-terminal), as for a person who left out
+        // --receipt: the command waited without a word for a receipt to be typed.
+        var psi = new ProcessStartInfo("script", ["-qec", $"dotnet '{ExternalNode.MeganetPath()}' verify-receipt --node {NoNode}", "/dev/null"])
+        {
+            WorkingDirectory = _dir,
+        };
+        Result r = await MeganetProcess.RunAsync(psi);
+        // The terminal carries stderr too, so the line is on script's standard output.
+        Assert.True(r.ExitCode == 1, $"exit code {r.ExitCode}; output: {r.Stdout}{r.Stderr}");
+        Assert.Contains("--receipt - reads standard input, which is a terminal here; give --receipt FILE (what 'send --json' wrote), or pipe one in.", r.Stdout, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task Id_new_refuses_a_directory_or_a_path_below_a_file_and_leaves_no_temporary_file()
     {
         string dir = Path.Combine(_dir, "somedir");

@@ -946,7 +946,7 @@ internal static partial class ClientCommands
         command.SetAction((parse, ct) => Run(async () =>
         {
             // One receipt, or one a line (a file sent in parts): each is checked, and one invalid makes the exit 3.
-            IReadOnlyList<Receipt> receipts = ReceiptsFromJson(await ReadInputAsync("--receipt", parse.GetValue(receiptFile)!, "give the file 'send --json' wrote", ct));
+            IReadOnlyList<Receipt> receipts = ReceiptsFromJson(await ReadInputAsync("--receipt", parse.GetValue(receiptFile)!, "give --receipt FILE (what 'send --json' wrote)", ct));
             Uri address = parse.GetValue(node)!;
             string? idHex = parse.GetValue(nodeId);
             byte[]? expected = idHex is not null ? KnownNodes.ParseNodeId(idHex, "--node-id") : KnownNodes.Beside(parse.GetValue(identity)!).Find(address);
@@ -980,6 +980,13 @@ internal static partial class ClientCommands
         if (path != "-" && Directory.Exists(path))
         {
             throw new CliException($"{option} {path} is a directory; {hint}.");
+        }
+
+        if (path == "-" && !Console.IsInputRedirected)
+        {
+            // verify-receipt reads standard input by default: on a terminal it waited without a word for input that
+            // a person who left out --receipt never meant to type.
+            throw new CliException($"{option} - reads standard input, which is a terminal here; {hint}, or pipe one in.");
         }
 
         return path == "-" ? await Console.In.ReadToEndAsync(ct) : await File.ReadAllTextAsync(path, ct);
