@@ -556,7 +556,7 @@ public sealed class CliErrorTests : IDisposable
     [InlineData("--timeout must be more than 0, with a unit, such as 30s, 2m or 1h (got '0').", "fetch", "--timeout", "0")] // advised 0s, then refused it
     [InlineData("--retry-for must be more than 0, with a unit, such as 30s, 2m or 1h (got '-5').", "listen", "--retry-for", "-5")]
     [InlineData("a node URL is a scheme, host and port only", "fetch", "--node", "http://127.0.0.1:7700/some/path")]
-    [InlineData("MegaNet option Backend must be one of auto, simd, gpu, gpu-cpu, reference (got '')", "node", "--backend", "")]
+    [InlineData("--backend must be one of auto, simd, gpu, gpu-cpu, reference (got '')", "node", "--backend", "")]
     public async Task Options_that_would_be_ignored_or_misread_are_refused_in_words(string expected, params string[] args) =>
         AssertClearError(await Meganet(args), expected);
 

@@ -953,6 +953,14 @@ public sealed class ClientCliTests : IDisposable
     [InlineData("meganet: 'frobnicate' is not a command. Commands: node, id, contact, send, fetch, listen, verify-receipt, status, audit, verify, bench, load, profile.", "Run 'meganet --help' for usage.", "frobnicate")]
     [InlineData("meganet: 'neww' is not a command of 'meganet id'; did you mean 'new'? Commands: new, show.", "Run 'meganet id --help' for usage.", "id", "neww")]
     [InlineData("meganet: 'ad' is not a command of 'meganet contact'; did you mean 'add'? Commands: add, remove, list.", "Run 'meganet contact --help' for usage.", "contact", "ad", "bob", "mn1x")]
+    // Values out of range, found once the line is parsed; a node setting given by a flag is named by the flag.
+    [InlineData("meganet node: --threads must be 1 to 1024.", "Run 'meganet node --help' for usage.", "node", "--threads", "0")]
+    [InlineData("meganet node: --listen '127.0.0.1:70000': port 70000 is out of range", "Run 'meganet node --help' for usage.", "node", "--listen", "127.0.0.1:70000")]
+    [InlineData("meganet: --ttl-days must be a number of days above 0", "Run 'meganet send --help' for usage.", "send", "--to", "mn1x", "--text", "hi", "--ttl-days", "0")]
+    [InlineData("meganet bench: --seconds must be", "Run 'meganet bench --help' for usage.", "bench", "--seconds", "0.1")]
+    [InlineData("meganet load: --clients must be at least 1 (got 0).", "Run 'meganet load --help' for usage.", "load", "--clients", "0")]
+    [InlineData("meganet verify: --batch must be 1 to 1,048,576.", "Run 'meganet verify --help' for usage.", "verify", "--in", "in.jsonl", "--batch", "0")]
+    [InlineData("meganet profile: --refresh must be 1 to", "Run 'meganet profile --help' for usage.", "profile", "--refresh", "0")]
     public async Task A_command_line_mistake_says_what_is_wrong_and_where_the_usage_is_on_stderr_only(string error, string hint, params string[] args)
     {
         // Not the whole help text on stdout, where a script reading --json output would get it.

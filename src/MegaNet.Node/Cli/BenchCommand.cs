@@ -77,34 +77,34 @@ internal static class BenchCommand
                 double secondsPerPoint = parse.GetValue(seconds);
                 if (!(secondsPerPoint >= MinSeconds && secondsPerPoint <= MaxSeconds))
                 {
-                    throw new ArgumentException($"--seconds must be {MinSeconds} to {MaxSeconds} (got {secondsPerPoint}): shorter points time mostly noise.");
+                    throw new UsageException("bench", $"--seconds must be {MinSeconds} to {MaxSeconds} (got {secondsPerPoint}): shorter points time mostly noise.");
                 }
 
                 int[] batchSizes = ParseList(parse.GetValue(sizes)!, "--batch");
                 if (batchSizes.FirstOrDefault(b => b > SignatureBatch.MaxItems) is > 0 and int tooLarge)
                 {
-                    throw new ArgumentException($"--batch {tooLarge} is larger than a batch holds ({SignatureBatch.MaxItems:N0} items).");
+                    throw new UsageException("bench", $"--batch {tooLarge} is larger than a batch holds ({SignatureBatch.MaxItems:N0} items).");
                 }
 
                 int[] threadCounts = parse.GetValue(threads) is { } t ? ParseList(t, "--threads") : Environment.ProcessorCount > 1 ? [1, Environment.ProcessorCount] : [1];
                 if (threadCounts.FirstOrDefault(n => n > MaxThreads) is > 0 and int tooMany)
                 {
-                    throw new ArgumentException($"--threads {tooMany} is more than {MaxThreads}.");
+                    throw new UsageException("bench", $"--threads {tooMany} is more than {MaxThreads}.");
                 }
 
                 if (parse.GetValue(keys) < 0)
                 {
-                    throw new ArgumentException("--keys must be 0 (a key per item) or positive.");
+                    throw new UsageException("bench", "--keys must be 0 (a key per item) or positive.");
                 }
 
                 if (parse.GetValue(checkItems) < 1)
                 {
-                    throw new ArgumentException("--check-items must be positive.");
+                    throw new UsageException("bench", "--check-items must be positive.");
                 }
 
                 if (parse.GetResult(checkItems) is { Implicit: false } && !parse.GetValue(check))
                 {
-                    throw new ArgumentException("--check-items sizes the check that --check runs; give --check too, or drop --check-items.");
+                    throw new UsageException("bench", "--check-items sizes the check that --check runs; give --check too, or drop --check-items.");
                 }
 
                 BatchVerifierRegistry backendRegistry = registry();
@@ -116,13 +116,13 @@ internal static class BenchCommand
                 // per batch size under one name.
                 if (names.Contains(LibsodiumBatchVerifier.BackendName))
                 {
-                    throw new ArgumentException("--backend: libsodium is the baseline every row is measured against (the 'libsodium/s' column and its own rows); name the backends to compare with it.");
+                    throw new UsageException("bench", "--backend: libsodium is the baseline every row is measured against (the 'libsodium/s' column and its own rows); name the backends to compare with it.");
                 }
 
                 // After Resolve, so an alias and its name count as the same backend.
                 if (names.GroupBy(n => n).FirstOrDefault(g => g.Count() > 1) is { } twice)
                 {
-                    throw new ArgumentException($"--backend: {twice.Key} is given twice; name each backend once.");
+                    throw new UsageException("bench", $"--backend: {twice.Key} is given twice; name each backend once.");
                 }
 
                 if (names.Count == 0)
@@ -192,6 +192,11 @@ internal static class BenchCommand
             catch (Exception e) when (e is BackendUnavailableException or ArgumentException or InvalidOperationException or IOException or UnauthorizedAccessException)
             {
                 Console.Error.WriteLine($"meganet bench: {ErrorText.Plain(e)}");
+                if (e is UsageException usage)
+                {
+                    Console.Error.WriteLine(usage.Hint);
+                }
+
                 return 1;
             }
             catch (OperationCanceledException) when (ct.IsCancellationRequested)
@@ -216,15 +221,15 @@ internal static class BenchCommand
     private static int[] ParseList(string text, string option)
     {
         int[] values = text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
-            .Select(s => int.TryParse(s, NumberStyles.Integer, CultureInfo.InvariantCulture, out int v) && v > 0 ? v : throw new ArgumentException($"{option}: '{s}' is not a positive integer."))
+            .Select(s => int.TryParse(s, NumberStyles.Integer, CultureInfo.InvariantCulture, out int v) && v > 0 ? v : throw new UsageException("bench", $"{option}: '{s}' is not a positive integer."))
             .ToArray();
         // A value given twice would be timed twice as rows of their own, the first on a colder process.
         if (values.GroupBy(v => v).FirstOrDefault(g => g.Count() > 1) is { } twice)
         {
-            throw new ArgumentException($"{option}: {twice.Key} is given twice; name each value once.");
+            throw new UsageException("bench", $"{option}: {twice.Key} is given twice; name each value once.");
         }
 
-        return values.Length > 0 ? values : throw new ArgumentException($"{option} needs at least one value.");
+        return values.Length > 0 ? values : throw new UsageException("bench", $"{option} needs at least one value.");
     }
 
     /// <summary>What the table's columns mean where that is not obvious, and how the sweep was warmed up.</summary>

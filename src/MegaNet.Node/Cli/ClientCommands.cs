@@ -250,7 +250,7 @@ internal static partial class ClientCommands
             FileInfo? attachment = parse.GetValue(file);
             if ((message is null) == (attachment is null))
             {
-                throw new CliException("Give exactly one of --text or --file.");
+                throw new UsageException("send", "Give exactly one of --text or --file.");
             }
 
             string? nameSent = parse.GetValue(fileName);
@@ -267,7 +267,7 @@ internal static partial class ClientCommands
             double? ttlDays = parse.GetValue(ttl);
             if (ttlDays is { } days && !(days > 0 && days <= NodeOptions.MaxTtlDaysLimit))
             {
-                throw new CliException($"--ttl-days must be a number of days above 0 and at most {NodeOptions.MaxTtlDaysLimit} (got {ttlDays}); nodes keep at most their MaxTtlDays (default 30).");
+                throw new UsageException("send", $"--ttl-days must be a number of days above 0 and at most {NodeOptions.MaxTtlDaysLimit} (got {ttlDays}); nodes keep at most their MaxTtlDays (default 30).");
             }
 
             TimeSpan? lifetime = ttlDays is { } given ? TimeSpan.FromDays(given) : null; // null: the node's default
@@ -1502,6 +1502,11 @@ internal static partial class ClientCommands
         {
             // ArgumentNullException is always a bug here and keeps its stack trace (System.CommandLine prints it).
             Console.Error.WriteLine($"meganet: {ErrorText.Plain(e)}");
+            if (e is UsageException usage)
+            {
+                Console.Error.WriteLine(usage.Hint);
+            }
+
             return 1;
         }
     }

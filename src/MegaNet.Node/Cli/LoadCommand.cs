@@ -93,6 +93,7 @@ internal static class LoadCommand
             if ((Problem(n, c, k, w, m, per, offered, forgedRate, floorToo) ?? ignored) is { } problem)
             {
                 Console.Error.WriteLine($"meganet load: {problem}");
+                Console.Error.WriteLine(MeganetCommand.UsageHint("meganet load"));
                 return 1;
             }
 

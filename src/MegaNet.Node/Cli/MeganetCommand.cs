@@ -38,7 +38,7 @@ internal static class MeganetCommand
         {
             // System.CommandLine says "Required command was not provided" and lists every token as unrecognized.
             Console.Error.WriteLine(unknown.Message);
-            Console.Error.WriteLine($"Run '{unknown.Path} --help' for usage.");
+            Console.Error.WriteLine(UsageHint(unknown.Path));
             return 1;
         }
 
@@ -51,7 +51,7 @@ internal static class MeganetCommand
                 Console.Error.WriteLine($"meganet: {Plain(error.Message)}");
             }
 
-            Console.Error.WriteLine($"Run '{CommandPath(parse.CommandResult)} --help' for usage.");
+            Console.Error.WriteLine(UsageHint(CommandPath(parse.CommandResult)));
             return 1;
         }
 
@@ -157,6 +157,9 @@ internal static class MeganetCommand
         return string.Join(' ', names);
     }
 
+    /// <summary>The line that says where the usage of <paramref name="commandPath"/> (e.g. <c>meganet id</c>) is.</summary>
+    internal static string UsageHint(string commandPath) => $"Run '{commandPath} --help' for usage.";
+
     /// <summary>
     /// How long a command may take to finish after Ctrl+C / SIGTERM before the process ends with 130/143; null for
     /// <c>node</c>, whose host handles those signals alone (calls in flight: up to 30 s, the host's ShutdownTimeout; then
@@ -170,4 +173,14 @@ internal static class MeganetCommand
         "load" => TimeSpan.FromSeconds(60),
         _ => TimeSpan.FromSeconds(5),
     };
+}
+
+/// <summary>
+/// A command-line mistake found once the line is parsed (a value out of range, options that do not go together): the
+/// command prints it, then where its usage is, as System.CommandLine's own parse errors are printed.
+/// </summary>
+internal sealed class UsageException(string command, string message) : ArgumentException(message)
+{
+    /// <summary>Where the usage of the command is, e.g. "Run 'meganet bench --help' for usage."</summary>
+    public string Hint { get; } = MeganetCommand.UsageHint($"meganet {command}");
 }

@@ -66,6 +66,11 @@ internal static partial class NodeCommand
                 options.TlsCertificate = parse.GetValue(tlsCert) ?? options.TlsCertificate;
                 options.TlsKey = parse.GetValue(tlsKey) ?? options.TlsKey;
                 options.MetricsListen = parse.GetValue(metrics) ?? options.MetricsListen;
+                options.Flags = new (string Setting, Option Flag)[]
+                {
+                    (nameof(NodeOptions.Listen), listen), (nameof(NodeOptions.Backend), backend), (nameof(NodeOptions.Threads), threads),
+                    (nameof(NodeOptions.MetricsListen), metrics),
+                }.Where(f => parse.GetResult(f.Flag) is { Implicit: false }).ToDictionary(f => f.Setting, f => f.Flag.Name);
                 options.Validate();
             }
             catch (Exception e) when (e is ArgumentException or InvalidOperationException or FormatException or InvalidDataException
@@ -80,6 +85,11 @@ internal static partial class NodeCommand
                 }
 
                 Console.Error.WriteLine($"meganet node: {Message(e)}{detail}");
+                if (e is UsageException usage)
+                {
+                    Console.Error.WriteLine(usage.Hint);
+                }
+
                 return 1;
             }
 

@@ -45,43 +45,43 @@ internal static class ProfileCommand
                 }.Where(m => m.Given).Select(m => m.Name)];
                 if (modes.Length > 1)
                 {
-                    throw new ProfilerException($"{string.Join(" and ", modes)} cannot be combined: each is a run of its own; give one of them.");
+                    throw new UsageException("profile", $"{string.Join(" and ", modes)} cannot be combined: each is a run of its own; give one of them.");
                 }
 
                 if (parse.GetValue(json) && !parse.GetValue(once))
                 {
-                    throw new ProfilerException("--json needs --once: the live table is text; use --once --json for one snapshot as JSON.");
+                    throw new UsageException("profile", "--json needs --once: the live table is text; use --once --json for one snapshot as JSON.");
                 }
 
                 bool Given(Option o) => parse.GetResult(o) is { Implicit: false };
                 if (Given(duration) && parse.GetValue(trace) is null)
                 {
-                    throw new ProfilerException("--duration sets how long --trace records; give --trace too, or drop --duration (the live table runs until Ctrl+C).");
+                    throw new UsageException("profile", "--duration sets how long --trace records; give --trace too, or drop --duration (the live table runs until Ctrl+C).");
                 }
 
                 if (Given(top) && parse.GetValue(trace) is null)
                 {
-                    throw new ProfilerException("--top sizes the summary after --trace; give --trace too, or drop --top.");
+                    throw new UsageException("profile", "--top sizes the summary after --trace; give --trace too, or drop --top.");
                 }
 
                 if (Given(refresh) && modes.FirstOrDefault(m => m is not "--once") is { } other)
                 {
-                    throw new ProfilerException($"--refresh sets how often the live table and --once read the counters; {other} reads none: drop --refresh.");
+                    throw new UsageException("profile", $"--refresh sets how often the live table and --once read the counters; {other} reads none: drop --refresh.");
                 }
 
                 if (Given(pid) && parse.GetValue(list))
                 {
-                    throw new ProfilerException("--list lists every node, so --pid does not apply; drop one of them.");
+                    throw new UsageException("profile", "--list lists every node, so --pid does not apply; drop one of them.");
                 }
 
                 if (parse.GetValue(refresh) is (< 1 or > MaxRefreshSeconds) and int r)
                 {
-                    throw new ProfilerException($"--refresh must be 1 to {MaxRefreshSeconds:N0} seconds (got {r}).");
+                    throw new UsageException("profile", $"--refresh must be 1 to {MaxRefreshSeconds:N0} seconds (got {r}).");
                 }
 
                 if (parse.GetValue(top) is < 0 and int tp)
                 {
-                    throw new ProfilerException($"--top must be 0 (no summary) or more (got {tp}).");
+                    throw new UsageException("profile", $"--top must be 0 (no summary) or more (got {tp}).");
                 }
 
                 if (parse.GetValue(list))
@@ -180,6 +180,12 @@ internal static class ProfileCommand
             catch (ProfilerException e)
             {
                 Console.Error.WriteLine($"meganet profile: {e.Message}");
+                return 1;
+            }
+            catch (UsageException e)
+            {
+                Console.Error.WriteLine($"meganet profile: {e.Message}");
+                Console.Error.WriteLine(e.Hint);
                 return 1;
             }
             catch (NodeExitedException e)

@@ -55,6 +55,11 @@ internal static class VerifyCommand
             catch (Exception e) when (e is InputException or BackendUnavailableException or ArgumentException or IOException or UnauthorizedAccessException)
             {
                 Console.Error.WriteLine($"meganet verify: {ErrorText.Plain(e)}");
+                if (e is UsageException usage)
+                {
+                    Console.Error.WriteLine(usage.Hint);
+                }
+
                 return Task.FromResult(1);
             }
             catch (OperationCanceledException) when (ct.IsCancellationRequested)
@@ -75,12 +80,12 @@ internal static class VerifyCommand
         // The verdict array is allocated up front: an unchecked --batch 2147483647 died of OutOfMemoryException.
         if (batchSize is < 1 or > MaxBatch)
         {
-            throw new ArgumentException($"--batch must be 1 to {MaxBatch:N0}.");
+            throw new UsageException("verify", $"--batch must be 1 to {MaxBatch:N0}.");
         }
 
         if (threads is < 1 or > 1024)
         {
-            throw new ArgumentException("--threads must be 1 to 1024.");
+            throw new UsageException("verify", "--threads must be 1 to 1024.");
         }
 
         // The paths first: a backend (a GPU's context and kernels) is not set up only to report a bad path.

@@ -186,15 +186,28 @@ public sealed class NodeOptions
     public int SubscriptionLifetimeSeconds { get; set; } = 3_600;
 
     /// <summary>Parsed <see cref="Listen"/>.</summary>
-    public IPEndPoint ListenEndPoint => ParseEndPoint(Listen, nameof(Listen), "7700");
+    public IPEndPoint ListenEndPoint => ParseEndPoint(Listen, nameof(Listen), FlagOf(nameof(Listen)), "7700");
 
     /// <summary>Parsed <see cref="MetricsListen"/>; null when metrics are off.</summary>
-    public IPEndPoint? MetricsEndPoint => string.IsNullOrEmpty(MetricsListen) ? null : ParseEndPoint(MetricsListen, nameof(MetricsListen), "9700");
+    public IPEndPoint? MetricsEndPoint => string.IsNullOrEmpty(MetricsListen) ? null : ParseEndPoint(MetricsListen, nameof(MetricsListen), FlagOf(nameof(MetricsListen)), "9700");
+
+    /// <summary>The command-line flag that gave each setting it gave (e.g. Threads → --threads), so that a refusal
+    /// names what the person typed and says where the usage is; null or missing: the settings file or the environment.
+    /// Internal, so the configuration binder leaves it alone.</summary>
+    internal IReadOnlyDictionary<string, string>? Flags { get; set; }
+
+    private string? FlagOf(string setting) => Flags?.GetValueOrDefault(setting);
+
+    /// <summary>The refusal of a setting: a <see cref="Cli.UsageException"/> (the command prints where the usage is)
+    /// when <paramref name="flag"/> gave it.</summary>
+    private static ArgumentException Refusal(string message, string? flag) =>
+        flag is null ? new ArgumentException(message) : new Cli.UsageException("node", message);
 
     /// <summary>ADDRESS:PORT with the port written out: <see cref="IPEndPoint.TryParse(string, out IPEndPoint?)"/>
     /// alone takes "127.0.0.1" for port 0, which would bind a random port without a word.</summary>
-    private static IPEndPoint ParseEndPoint(string value, string name, string examplePort)
+    private static IPEndPoint ParseEndPoint(string value, string setting, string? flag, string examplePort)
     {
+        string name = flag ?? setting;
         int colon = value.LastIndexOf(':');
         string host = colon > 0 ? value[..colon] : "";
         // An IPv6 address needs brackets, or its last group would be read as the port.
@@ -212,17 +225,17 @@ public sealed class NodeOptions
             string address = host.TrimStart('[').TrimEnd(']');
             if (port > ushort.MaxValue && IPAddress.TryParse(address, out _))
             {
-                throw new ArgumentException($"{name} '{value}': port {port} is out of range; a port is 0 to 65535 (0 picks a free port).");
+                throw Refusal($"{name} '{value}': port {port} is out of range; a port is 0 to 65535 (0 picks a free port).", flag);
             }
 
             if (!IPAddress.TryParse(address, out _) && Uri.CheckHostName(address) == UriHostNameType.Dns)
             {
-                throw new ArgumentException($"{name} '{value}': '{address}' is a host name; give an IP address of this machine, " +
-                    $"e.g. 127.0.0.1:{(port <= ushort.MaxValue ? port : examplePort)} (or 0.0.0.0 for every address; [::1] for IPv6).");
+                throw Refusal($"{name} '{value}': '{address}' is a host name; give an IP address of this machine, " +
+                    $"e.g. 127.0.0.1:{(port <= ushort.MaxValue ? port : examplePort)} (or 0.0.0.0 for every address; [::1] for IPv6).", flag);
             }
         }
 
-        throw new ArgumentException($"{name} '{value}' is not ADDRESS:PORT (e.g. 127.0.0.1:{examplePort}, or [::1]:{examplePort} for IPv6; port 0 picks a free port).");
+        throw Refusal($"{name} '{value}' is not ADDRESS:PORT (e.g. 127.0.0.1:{examplePort}, or [::1]:{examplePort} for IPv6; port 0 picks a free port).", flag);
     }
 
     /// <summary>The most proof-of-work bits the shipped clients pay: <see cref="Api.MegaNetClientOptions.MaxPowBits"/>'s
@@ -489,11 +502,12 @@ public sealed class NodeOptions
         Verify.Gpu.GpuBatchVerifier.CpuBackendName, Core.Verification.ReferenceBatchVerifier.BackendName,
     ];
 
-    private static void Check(bool ok, string name, string range)
+    private void Check(bool ok, string name, string range)
     {
         if (!ok)
         {
-            throw new ArgumentException($"MegaNet option {name} must be {range}.");
+            string? flag = FlagOf(name);
+            throw Refusal($"{flag ?? $"MegaNet option {name}"} must be {range}.", flag);
         }
     }
 }
