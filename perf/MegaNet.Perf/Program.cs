@@ -1,4 +1,6 @@
+using System.Reflection;
 using System.Text.RegularExpressions;
+using BenchmarkDotNet.Attributes;
 using BenchmarkDotNet.Configs;
 using BenchmarkDotNet.Reports;
 using BenchmarkDotNet.Running;
@@ -29,9 +31,14 @@ internal static class Program
         if (GpuBatchVerifier.Probe(GpuDeviceKind.Device) is { } noGpu)
         {
             types = types.Where(t => t != typeof(GpuThroughputBenchmarks)).ToArray();
-            if (Selects(args, $"{typeof(GpuThroughputBenchmarks).FullName}.{nameof(BatchVerifyBenchmark.Verify)}"))
+            if (Selects(args, BenchmarkNames(typeof(GpuThroughputBenchmarks))))
             {
                 Console.WriteLine($"GpuThroughputBenchmarks skipped, no GPU here: {noGpu}");
+                if (!Selects(args, types.SelectMany(BenchmarkNames)))
+                {
+                    // Nothing else selected: BenchmarkDotNet would add "returned 0 benchmarks" and list every other one.
+                    return 0;
+                }
             }
         }
 
@@ -78,9 +85,17 @@ internal static class Program
         return null;
     }
 
-    /// <summary>Whether a <c>--filter</c>/<c>-f</c> glob (BenchmarkDotNet's: * and ?, any case) matches <paramref name="name"/>.</summary>
-    private static bool Selects(string[] args, string name)
+    /// <summary>The names a filter matches for <paramref name="type"/>'s benchmarks: Namespace.Type.Method.</summary>
+    private static IEnumerable<string> BenchmarkNames(Type type) =>
+        type.GetMethods(BindingFlags.Public | BindingFlags.Instance)
+            .Where(m => m.GetCustomAttribute<BenchmarkAttribute>() is not null)
+            .Select(m => $"{type.FullName}.{m.Name}");
+
+    /// <summary>Whether a <c>--filter</c>/<c>-f</c> glob (BenchmarkDotNet's: * and ?, any case; also written
+    /// <c>--filter=GLOB</c>) matches any of <paramref name="names"/>.</summary>
+    private static bool Selects(string[] args, IEnumerable<string> names)
     {
+        var globs = new List<string>();
         bool inFilter = false;
         foreach (string arg in args)
         {
@@ -88,16 +103,21 @@ internal static class Program
             {
                 inFilter = true;
             }
+            else if (arg.StartsWith("--filter=", StringComparison.Ordinal))
+            {
+                globs.Add(arg["--filter=".Length..]);
+                inFilter = false;
+            }
             else if (arg.StartsWith('-'))
             {
                 inFilter = false;
             }
-            else if (inFilter && Regex.IsMatch(name, "^" + Regex.Escape(arg).Replace(@"\*", ".*", StringComparison.Ordinal).Replace(@"\?", ".", StringComparison.Ordinal) + "$", RegexOptions.IgnoreCase))
+            else if (inFilter)
             {
-                return true;
+                globs.Add(arg);
             }
         }
 
-        return false;
+        return names.Any(name => globs.Any(glob => Regex.IsMatch(name, "^" + Regex.Escape(glob).Replace(@"\*", ".*", StringComparison.Ordinal).Replace(@"\?", ".", StringComparison.Ordinal) + "$", RegexOptions.IgnoreCase)));
     }
 }
