@@ -81,11 +81,28 @@ public sealed class NodeKeyTests : IDisposable
     [Fact]
     public void A_missing_key_beside_an_existing_store_is_refused_not_replaced()
     {
-        Directory.CreateDirectory(Path.Combine(_dir, "store"));
+        // What a store's first open writes at once.
+        Directory.CreateDirectory(Path.Combine(_dir, "store", "commits"));
         InvalidDataException e = Assert.Throws<InvalidDataException>(() => NodeKey.LoadOrCreate(_dir));
         Assert.Contains($"{Path.Combine(_dir, NodeKey.FileName)} is missing", e.Message, StringComparison.Ordinal);
         Assert.Contains("Restore node.key from a backup, or move", e.Message, StringComparison.Ordinal);
         Assert.False(File.Exists(Path.Combine(_dir, NodeKey.FileName)));
+    }
+
+    [Theory]
+    [InlineData("")]
+    [InlineData("lost+found")]
+    public async Task A_missing_key_beside_an_empty_store_directory_is_created_and_the_node_starts(string inStore)
+    {
+        // An empty mount point, or a freshly made file system mounted at store/: no store was ever started there, so
+        // there is no key to restore. Before, any store/ at all refused the first start.
+        string data = Path.Combine(_dir, "data"); // the node's own: TestNode deletes it
+        Directory.CreateDirectory(Path.Combine(data, "store", inStore));
+
+        await using TestNode node = await TestNode.StartAsync(dataDirectory: data);
+        using Api.MegaNetClient client = node.Client();
+        Assert.Equal(NodeKey.LoadOrCreate(data).PublicKey, (await client.Relay.GetTreeHeadAsync(new Api.V1.GetTreeHeadRequest())).NodeKey.ToByteArray());
+        node.AssertNoServerErrors();
     }
 
     [Theory]

@@ -81,8 +81,11 @@ public sealed class NodeKey
         existed = File.Exists(path);
         if (!existed)
         {
+            // An empty store/ (or one holding only a new file system's lost+found) was never started with any key:
+            // a freshly mounted store file system must not stop the first start. A file named store is no store,
+            // but not for this key to pass over either.
             string store = Path.Combine(dataDirectory, StoreDirectoryName);
-            if (Path.Exists(store))
+            if (File.Exists(store) || HoldsStore(store))
             {
                 // A new key here would be a new node serving the old log: clients that pinned the node id would refuse
                 // it, and receipts signed by the old key would no longer verify.
