@@ -222,6 +222,36 @@ public sealed class AuditCommandTests : IDisposable
         node.AssertNoServerErrors();
     }
 
+    [Fact]
+    public async Task An_audit_is_not_remembered_when_its_key_got_a_head_at_another_address_it_was_not_held_to()
+    {
+        // Two audits at once of one node key at two addresses, A honest and B a fork: each read the heads of the key
+        // at other addresses (none) before either saved, so each passed, and both were remembered.
+        byte[] publicKey = new byte[32], secretKey = new byte[64];
+        MegaNet.Core.Ed25519.Ed25519Signer.KeyPairFromSeed(new byte[32], publicKey, secretKey);
+        SignedTreeHead Head(byte rootByte)
+        {
+            byte[] root = Enumerable.Repeat(rootByte, 32).ToArray();
+            return new SignedTreeHead
+            {
+                TreeSize = 3,
+                RootHash = Google.Protobuf.ByteString.CopyFrom(root),
+                TimestampUnixMs = 1_800_000_000_000,
+                NodeKey = Google.Protobuf.ByteString.CopyFrom(publicKey),
+                Signature = Google.Protobuf.ByteString.CopyFrom(TreeHeadSignature.Sign(secretKey, 3, root, 1_800_000_000_000)),
+            };
+        }
+
+        SignedTreeHead honest = Head(1), fork = Head(2);
+        const string A = "http://127.0.0.1:1", B = "http://127.0.0.1:2";
+        Assert.Equal((ClientCommands.Remembering.Saved, null), await ClientCommands.RememberAsync(Heads, A, null, honest, [], CancellationToken.None));
+        Assert.Equal((ClientCommands.Remembering.OvertakenElsewhere, null), await ClientCommands.RememberAsync(Heads, B, null, fork, [], CancellationToken.None));
+        Assert.False(JsonNode.Parse(File.ReadAllText(Heads))!.AsObject().ContainsKey(B));
+
+        // Held to A's head (as the next audit of B is, which then finds the fork), it would be remembered.
+        Assert.Equal((ClientCommands.Remembering.Saved, null), await ClientCommands.RememberAsync(Heads, B, null, fork, [(A, honest)], CancellationToken.None));
+    }
+
     private JsonObject Remembered(Uri node) => JsonNode.Parse(File.ReadAllText(Heads))![Key(node)]!.AsObject();
 
     /// <summary>Files the head remembered for one address under another (a test node listens on a port of its own).</summary>

@@ -77,11 +77,11 @@ internal static partial class ClientCommands
             }
 
             AuditResult result = await AuditAsync(address, key, remembered, given, "remembered", connection, ct);
+            IReadOnlyList<(string Address, SignedTreeHead Head)>? elsewhere = null;
             if (result.Problem is null)
             {
                 // Heads are remembered by address, so one node (one key) showing log A at one address and log B at
                 // another passed both audits: the current head must extend what its key signed elsewhere too.
-                IReadOnlyList<(string Address, SignedTreeHead Head)> elsewhere;
                 using (HeadsFile file = await HeadsFile.OpenAsync(headsPath, ct))
                 {
                     elsewhere = file.SignedByElsewhere(result.Current!.NodeKey, key);
@@ -94,26 +94,7 @@ internal static partial class ClientCommands
             IOException? failure = null;
             if (result.Problem is null)
             {
-                using HeadsFile file = await HeadsFile.OpenAsync(headsPath, ct);
-                if (!Equals(file.Find(key), remembered))
-                {
-                    // Another audit of this address got there first: its head stays (this one proved nothing against it).
-                    outcome = Remembering.Overtaken;
-                }
-                else
-                {
-                    file.Remember(key, result.Current!);
-                    try
-                    {
-                        file.Save();
-                        outcome = Remembering.Saved;
-                    }
-                    catch (IOException e)
-                    {
-                        // Reported after the finding, which stands whatever the disk does.
-                        failure = e;
-                    }
-                }
+                (outcome, failure) = await RememberAsync(headsPath, key, remembered, result.Current!, elsewhere!, ct);
             }
 
             int exit = PrintAudit(result, asJson, given is not null, headsPath, outcome);
@@ -122,13 +103,52 @@ internal static partial class ClientCommands
         return command;
     }
 
+    /// <summary>
+    /// Remembers <paramref name="current"/> for <paramref name="key"/> once it was held to <paramref name="remembered"/>
+    /// (this address's head when the audit began) and to <paramref name="checkedElsewhere"/> (the heads of its key at
+    /// other addresses it was checked against), all under the heads file's lock: unless another audit changed this
+    /// address's head meanwhile, or remembered a head of this key at another address that this audit did not check
+    /// (two audits at once of one key at two addresses, one of them a fork, each read the other's head before either
+    /// saved and both passed). Then nothing is written: the next audit is held to what is there now.
+    /// </summary>
+    /// <returns>What became of the head, and the error that kept it from the disk (the finding stands regardless).</returns>
+    internal static async Task<(Remembering Outcome, IOException? Failure)> RememberAsync(string headsPath, string key, SignedTreeHead? remembered, SignedTreeHead current,
+        IReadOnlyList<(string Address, SignedTreeHead Head)> checkedElsewhere, CancellationToken ct)
+    {
+        using HeadsFile file = await HeadsFile.OpenAsync(headsPath, ct);
+        if (!Equals(file.Find(key), remembered))
+        {
+            // Another audit of this address got there first: its head stays (this one proved nothing against it).
+            return (Remembering.Overtaken, null);
+        }
+
+        if (file.SignedByElsewhere(current.NodeKey, key).Any(h => !checkedElsewhere.Contains(h)))
+        {
+            return (Remembering.OvertakenElsewhere, null);
+        }
+
+        file.Remember(key, current);
+        try
+        {
+            file.Save();
+            return (Remembering.Saved, null);
+        }
+        catch (IOException e)
+        {
+            // Reported after the finding, which stands whatever the disk does.
+            return (Remembering.NotAsked, e);
+        }
+    }
+
     /// <summary>What became of a consistent head: not to be remembered (a head given), remembered, or not written
-    /// because another audit of the address changed the remembered head meanwhile.</summary>
-    private enum Remembering
+    /// because another audit changed the remembered head of this address, or of this node key at another address,
+    /// meanwhile.</summary>
+    internal enum Remembering
     {
         NotAsked,
         Saved,
         Overtaken,
+        OvertakenElsewhere,
     }
 
     /// <summary>What one audit found: the earlier head (null on a first audit), the node's current head (null when
@@ -300,6 +320,8 @@ internal static partial class ClientCommands
     {
         Remembering.Saved => $", remembered in {headsPath}",
         Remembering.Overtaken => $"; not remembered: another audit changed this address's head in {headsPath} meanwhile",
+        Remembering.OvertakenElsewhere => $"; not remembered: another audit remembered a head of this node key at another address in {headsPath} meanwhile, " +
+            "which this one was not held to (audit again to check against it)",
         _ => string.Empty,
     };
 
