@@ -947,6 +947,11 @@ public sealed class MegaNetClient : IDisposable
         {
             proof = await Relay.GetInclusionProofAsync(new InclusionProofRequest { LeafIndex = receipt.LogIndex, TreeSize = head.TreeSize }, cancellationToken: cancellationToken);
         }
+        catch (RpcException e) when (e.StatusCode == StatusCode.DataLoss)
+        {
+            return $"the node cannot give the inclusion proof of leaf {receipt.LogIndex} in the tree of size {head.TreeSize} it signed: it says its store is damaged, " +
+                $"so the receipt cannot be checked until its operator restores the store ({e.StatusCode}: {e.Status.Detail})";
+        }
         catch (RpcException e) when (IsRefusal(e.StatusCode))
         {
             return $"the node refused the inclusion proof of leaf {receipt.LogIndex} in the tree of size {head.TreeSize} it signed ({e.StatusCode}: {e.Status.Detail})";
@@ -1052,6 +1057,12 @@ public sealed class MegaNetClient : IDisposable
             consistency = current.TreeSize == earlier.TreeSize
                 ? new ConsistencyProof { First = earlier.TreeSize, Second = current.TreeSize }
                 : await Relay.GetConsistencyProofAsync(new ConsistencyProofRequest { First = earlier.TreeSize, Second = current.TreeSize }, cancellationToken: cancellationToken);
+        }
+        catch (RpcException e) when (e.StatusCode == StatusCode.DataLoss)
+        {
+            // Still a failed check (the node cannot back what it signed), but one its operator can mend, not a fork.
+            return $"the node cannot give a consistency proof between two sizes it signed, {earlier.TreeSize} and {current.TreeSize}: it says its store is damaged, " +
+                $"so its log cannot be checked until its operator restores the store ({e.StatusCode}: {e.Status.Detail})";
         }
         catch (RpcException e) when (IsRefusal(e.StatusCode))
         {

@@ -198,9 +198,15 @@ internal static class Checkpoint
 
     /// <summary>Reads the leaf hashes from leaf <paramref name="first"/> on into <paramref name="destination"/> (32 bytes
     /// each), which leaves.bin must hold (a manifest counted them).</summary>
+    /// <param name="storeDirectory">The store's directory.</param>
+    /// <param name="first">The first leaf to read.</param>
+    /// <param name="destination">Where the hashes go; its length says how many.</param>
+    /// <param name="whileOpen">Read for an open store (a proof), not while opening it: the error's advice says to stop
+    /// the node first (<see cref="StoreCorruptException.RunTimeAdvice"/>).</param>
     /// <exception cref="StoreCorruptException">leaves.bin is missing, shorter, or could not be read; the message names it.</exception>
-    public static void ReadLeafHashes(string storeDirectory, long first, Span<byte> destination)
+    public static void ReadLeafHashes(string storeDirectory, long first, Span<byte> destination, bool whileOpen = false)
     {
+        string advice = whileOpen ? StoreCorruptException.RunTimeAdvice : StoreCorruptException.Advice;
         string path = LeavesPath(storeDirectory);
         long offset = first * 32;
         try
@@ -211,7 +217,7 @@ internal static class Checkpoint
                 int read = RandomAccess.Read(file, destination[done..], offset + done);
                 if (read == 0)
                 {
-                    throw Damaged(path, $"it ends at leaf {(offset + done) / 32}, before leaf {first + (destination.Length / 32) - 1}, which the checkpoint manifest counts");
+                    throw Damaged(path, $"it ends at leaf {(offset + done) / 32}, before leaf {first + (destination.Length / 32) - 1}, which the checkpoint manifest counts", advice: advice);
                 }
 
                 done += read;
@@ -219,21 +225,22 @@ internal static class Checkpoint
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
-            throw Damaged(path, $"reading leaf hashes {first} to {first + (destination.Length / 32) - 1} failed ({e.Message})", e);
+            throw Damaged(path, $"reading leaf hashes {first} to {first + (destination.Length / 32) - 1} failed ({e.Message})", e, advice);
         }
     }
 
     /// <summary>The error for leaf hashes read back from leaves.bin that do not make the hash the Merkle log holds for
-    /// them (the file changed after they were saved).</summary>
+    /// them (the file changed after they were saved), found while the store is open.</summary>
     public static StoreCorruptException LeavesDamagedAt(string storeDirectory, long first, long count) =>
-        Damaged(LeavesPath(storeDirectory), $"its leaf hashes {first} to {first + count - 1} do not make the Merkle hash held for them since they were saved");
+        Damaged(LeavesPath(storeDirectory), $"its leaf hashes {first} to {first + count - 1} do not make the Merkle hash held for them since they were saved",
+            advice: StoreCorruptException.RunTimeAdvice);
 
     /// <summary>The error for a leaves.bin whose first <paramref name="count"/> hashes do not make the manifest's root.</summary>
     public static StoreCorruptException LeavesDamaged(string storeDirectory, long count) =>
         Damaged(LeavesPath(storeDirectory), $"its first {count} leaf hashes do not make the Merkle root the checkpoint manifest recorded for them");
 
-    private static StoreCorruptException Damaged(string path, string why, Exception? inner = null) => new(
-        $"The store's checkpoint file '{path}' is damaged: {why}. {StoreCorruptException.Advice}", inner);
+    private static StoreCorruptException Damaged(string path, string why, Exception? inner = null, string advice = StoreCorruptException.Advice) => new(
+        $"The store's checkpoint file '{path}' is damaged: {why}. {advice}", inner);
 
     private ref struct Reader(Memory<byte> data)
     {

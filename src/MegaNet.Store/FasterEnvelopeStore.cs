@@ -2286,14 +2286,25 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     }
 }
 
-/// <summary>A store file cannot be read; the message names it and what to do. Nothing was changed.</summary>
+/// <summary>A store file cannot be read; the message names it and what to do (<see cref="Advice"/> when the store is
+/// opened, <see cref="RunTimeAdvice"/> when the damage is found while it is open). Nothing was changed.</summary>
 public sealed class StoreCorruptException(string message, Exception? inner = null) : Exception(message, inner)
 {
     /// <summary>What to do, the end of every such message. An empty store under the same node key would sign a second,
     /// smaller log that contradicts the tree heads already handed out, so starting over takes a new key too; a backup
     /// older than the last head handed out does the same in part, which the operator should know before restoring.</summary>
-    public const string Advice = "Nothing was changed. Restore the directory from a backup (one older than the store's last state makes the node sign a smaller log under " +
-        "the same id, which clients' 'meganet audit' reports as a fork: the entries signed since the backup are gone and their receipts no longer verify; expect that, and tell those who audit the node). To start over with an empty store instead, move the store directory aside together with the node key (node.key in the data directory): the node then signs a new log under a new id, and receipts from the old one can no longer be checked against it.";
+    public const string Advice = "Nothing was changed. Restore the directory from a backup " + BackupCaveat + " " + StartOver;
+
+    /// <summary>What to do when the damage is found while the store is open (a proof needed hashes read back from a
+    /// file that no longer gives them): the store keeps serving everything else, so the backup is restored once the
+    /// node is stopped.</summary>
+    public const string RunTimeAdvice = "The store keeps serving everything else, but no proof that needs these hashes can be given until it is repaired: " +
+        "stop the node, then restore the store directory from a backup " + BackupCaveat + " " + StartOver;
+
+    private const string BackupCaveat = "(one older than the store's last state makes the node sign a smaller log under " +
+        "the same id, which clients' 'meganet audit' reports as a fork: the entries signed since the backup are gone and their receipts no longer verify; expect that, and tell those who audit the node).";
+
+    private const string StartOver = "To start over with an empty store instead, move the store directory aside together with the node key (node.key in the data directory): the node then signs a new log under a new id, and receipts from the old one can no longer be checked against it.";
 }
 
 /// <summary>Another process has the store open.</summary>

@@ -288,7 +288,7 @@ internal sealed class MerkleLog
 
             Interlocked.Increment(ref log._blocksReadBack);
             byte[] tree = new byte[BlockTreeHashes * MerkleTree.HashSize];
-            Checkpoint.ReadLeafHashes(directory, block << KeptLevel, tree.AsSpan(0, BlockLeaves * MerkleTree.HashSize));
+            Checkpoint.ReadLeafHashes(directory, block << KeptLevel, tree.AsSpan(0, BlockLeaves * MerkleTree.HashSize), whileOpen: true);
             int from = 0, to = BlockLeaves;
             for (int count = BlockLeaves / 2; count >= 1; count /= 2)
             {

@@ -88,6 +88,7 @@ public static partial class NodeServiceCollectionExtensions
         services.TryAddSingleton<AdmissionPipeline>();
         services.TryAddSingleton(sp => new MailboxAuthenticator(sp.GetRequiredService<NodeKey>(), sp.GetRequiredService<IBatchVerifier>(), sp.GetRequiredService<TimeProvider>()));
         services.TryAddSingleton<MailboxNotifier>();
+        services.TryAddSingleton<StoreDamage>();
         services.TryAddSingleton(sp => new DelegatedVerificationGate(sp.GetRequiredService<NodeVerifiers>().Delegated, ownsVerifier: false));
         services.AddHostedService(sp => new SiteSweeper(sp.GetRequiredService<MailboxAuthenticator>(), sp.GetRequiredService<DelegatedVerificationGate>(),
             sp.GetRequiredService<ILoggerFactory>().CreateLogger("MegaNet.Node")));
@@ -439,12 +440,15 @@ internal sealed class NodeStopOutcome
     }
 }
 
-/// <summary>Unhealthy once the store refuses writes (a failed commit, e.g. a full disk) until the node restarts.</summary>
-internal sealed class StoreHealthCheck(IEnvelopeStore store) : Microsoft.Extensions.Diagnostics.HealthChecks.IHealthCheck
+/// <summary>Unhealthy once the store refuses writes (a failed commit, e.g. a full disk), or a proof found it damaged
+/// (<see cref="StoreDamage"/>), until the node restarts.</summary>
+internal sealed class StoreHealthCheck(IEnvelopeStore store, StoreDamage damage) : Microsoft.Extensions.Diagnostics.HealthChecks.IHealthCheck
 {
     public Task<Microsoft.Extensions.Diagnostics.HealthChecks.HealthCheckResult> CheckHealthAsync(
         Microsoft.Extensions.Diagnostics.HealthChecks.HealthCheckContext context, CancellationToken cancellationToken = default) =>
         Task.FromResult(store is FasterEnvelopeStore { FaultReason: { } reason }
             ? Microsoft.Extensions.Diagnostics.HealthChecks.HealthCheckResult.Unhealthy($"The store refuses writes until the node restarts: {reason}")
+            : damage.Reason is { } damaged
+            ? Microsoft.Extensions.Diagnostics.HealthChecks.HealthCheckResult.Unhealthy($"The store is damaged ({damage.Count} proof requests failed on it): {damaged}")
             : Microsoft.Extensions.Diagnostics.HealthChecks.HealthCheckResult.Healthy());
 }

@@ -24,7 +24,8 @@ public sealed class RelayService(
     NodeOptions options,
     TimeProvider clock,
     Microsoft.Extensions.Hosting.IHostApplicationLifetime lifetime,
-    DelegatedVerificationGate verifyGate) : Relay.RelayBase
+    DelegatedVerificationGate verifyGate,
+    StoreDamage storeDamage) : Relay.RelayBase
 {
     /// <summary>Most items (signatures, inclusion and consistency proofs together) in one <c>VerifyBatch</c> call.</summary>
     internal const int MaxVerifyItems = 65_536;
@@ -761,7 +762,7 @@ public sealed class RelayService(
         LogIndex = entry.LogIndex,
     };
 
-    private static T Guard<T>(Func<T> f)
+    private T Guard<T>(Func<T> f)
     {
         try
         {
@@ -770,6 +771,13 @@ public sealed class RelayService(
         catch (ArgumentOutOfRangeException e)
         {
             throw new RpcException(new Grpc.Core.Status(StatusCode.OutOfRange, ErrorText.Plain(e)));
+        }
+        catch (StoreCorruptException e)
+        {
+            // The node's fault, not the request's: said as such (an unmapped exception reached clients as UNKNOWN,
+            // which they read as an outage), and logged once, since anyone can ask for the same proof again at will.
+            storeDamage.Report(e);
+            throw new RpcException(new Grpc.Core.Status(StatusCode.DataLoss, StoreDamage.ClientText));
         }
     }
 }
