@@ -1,7 +1,6 @@
-using System.Reflection;
-using System.Text.RegularExpressions;
-using BenchmarkDotNet.Attributes;
 using BenchmarkDotNet.Configs;
+using BenchmarkDotNet.ConsoleArguments;
+using BenchmarkDotNet.Loggers;
 using BenchmarkDotNet.Reports;
 using BenchmarkDotNet.Running;
 using MegaNet.Verify.Gpu;
@@ -27,14 +26,14 @@ internal static class Program
     {
         Type[] types = typeof(Program).Assembly.GetTypes().Where(t => t.IsPublic && !t.IsAbstract && t.Name.EndsWith("Benchmarks", StringComparison.Ordinal)).ToArray();
         // Without a device every GpuThroughputBenchmarks case failed in its setup, each with a stack trace: leave the
-        // class out, and say so in one line where a filter selects it.
+        // class out, and say so in one line where the filters select any of its cases.
         if (GpuBatchVerifier.Probe(GpuDeviceKind.Device) is { } noGpu)
         {
             types = types.Where(t => t != typeof(GpuThroughputBenchmarks)).ToArray();
-            if (Selects(args, BenchmarkNames(typeof(GpuThroughputBenchmarks))))
+            if (FilterConfig(args) is { } filtered && Selects(filtered, typeof(GpuThroughputBenchmarks)))
             {
                 Console.WriteLine($"GpuThroughputBenchmarks skipped, no GPU here: {noGpu}");
-                if (!Selects(args, types.SelectMany(BenchmarkNames)))
+                if (!types.Any(t => Selects(filtered, t)))
                 {
                     // Nothing else selected: BenchmarkDotNet would add "returned 0 benchmarks" and list every other one.
                     return 0;
@@ -85,39 +84,18 @@ internal static class Program
         return null;
     }
 
-    /// <summary>The names a filter matches for <paramref name="type"/>'s benchmarks: Namespace.Type.Method.</summary>
-    private static IEnumerable<string> BenchmarkNames(Type type) =>
-        type.GetMethods(BindingFlags.Public | BindingFlags.Instance)
-            .Where(m => m.GetCustomAttribute<BenchmarkAttribute>() is not null)
-            .Select(m => $"{type.FullName}.{m.Name}");
-
-    /// <summary>Whether a <c>--filter</c>/<c>-f</c> glob (BenchmarkDotNet's: * and ?, any case; also written
-    /// <c>--filter=GLOB</c>) matches any of <paramref name="names"/>.</summary>
-    private static bool Selects(string[] args, IEnumerable<string> names)
+    /// <summary>The configuration BenchmarkDotNet makes of <paramref name="args"/>, where they parse and give it a filter
+    /// (<c>--filter</c>, <c>--anyCategories</c>, ...); otherwise null, and BenchmarkDotNet's run says what it does
+    /// with them.</summary>
+    private static IConfig? FilterConfig(string[] args)
     {
-        var globs = new List<string>();
-        bool inFilter = false;
-        foreach (string arg in args)
-        {
-            if (arg is "--filter" or "-f")
-            {
-                inFilter = true;
-            }
-            else if (arg.StartsWith("--filter=", StringComparison.Ordinal))
-            {
-                globs.Add(arg["--filter=".Length..]);
-                inFilter = false;
-            }
-            else if (arg.StartsWith('-'))
-            {
-                inFilter = false;
-            }
-            else if (inFilter)
-            {
-                globs.Add(arg);
-            }
-        }
-
-        return names.Any(name => globs.Any(glob => Regex.IsMatch(name, "^" + Regex.Escape(glob).Replace(@"\*", ".*", StringComparison.Ordinal).Replace(@"\?", ".", StringComparison.Ordinal) + "$", RegexOptions.IgnoreCase)));
+        (bool parsed, IConfig config, _) = ConfigParser.Parse(args, NullLogger.Instance, DefaultConfig.Instance);
+        return parsed && config.GetFilters().Any() ? config : null;
     }
+
+    /// <summary>Whether <paramref name="config"/>'s filters pass any of <paramref name="type"/>'s benchmark cases, judged
+    /// by BenchmarkDotNet itself: its globs match the full case name with parameters
+    /// (<c>MegaNet.Perf.VerifyBenchmarks.Verify(Backend: "gpu-cpu", Batch: 1)</c>), in any case.</summary>
+    private static bool Selects(IConfig config, Type type) =>
+        BenchmarkConverter.TypeToBenchmarks(type, config).BenchmarksCases.Length > 0;
 }
