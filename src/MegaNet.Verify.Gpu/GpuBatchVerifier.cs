@@ -216,7 +216,7 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
 
     /// <inheritdoc />
     public override string Description =>
-        $"ILGPU {_accelerator.AcceleratorType} '{DeviceName}' ({_accelerator.NumMultiprocessors} multiprocessors), one thread per signature in groups of up to {_occupancyGroup}{(_inlinePtx ? $", {WidenedMultiplies} limb products as PTX mul.wide.s32" : "")}, SHA-512 on the {(_hashOnHost ? $"host ({HostThreads} thread(s))" : "device")}{(_chunkItems > 0 ? $", {_chunkItems:N0} items per launch" : "")}, kernel ready in {CompileMilliseconds:F0} ms";
+        $"ILGPU {_accelerator.AcceleratorType} '{DeviceName}' ({_accelerator.NumMultiprocessors} multiprocessors), one thread per signature in groups of up to {_occupancyGroup}{(_inlinePtx ? $", {WidenedMultiplies} limb products as PTX mul.wide.s32" : "")}, SHA-512 on the {(_hashOnHost ? $"host ({HostThreads} thread(s))" : $"device up to {MaxDeviceHashedMessageBytes >> 10} KiB a message, on the host ({HostThreads} thread(s)) past that")}{(_chunkItems > 0 ? $", {_chunkItems:N0} items per launch" : "")}, kernel ready in {CompileMilliseconds:F0} ms";
 
     /// <inheritdoc />
     protected override void VerifyCore(SignatureBatch batch, int start, int count, Span<bool> verdicts)
