@@ -76,4 +76,69 @@ public sealed class ReportFileTests : IDisposable
         file.Write([1, 2, 3]);
         Assert.Equal([1, 2, 3], File.ReadAllBytes(path));
     }
+
+    [Fact]
+    [System.Runtime.Versioning.UnsupportedOSPlatform("windows")]
+    public void A_file_with_another_hard_link_is_written_in_place_and_both_names_show_the_report()
+    {
+        // A rename put a new file at this name only: the other name kept the earlier report.
+        string path = Path.Combine(_dir, "bench.json");
+        string other = Path.Combine(_dir, "latest.json");
+        File.WriteAllText(path, "the earlier report");
+        Run("ln", path, other);
+
+        ReportFile.Check(path, "--json").Write(Encoding.UTF8.GetBytes("the new report"));
+
+        Assert.Equal("the new report", File.ReadAllText(path));
+        Assert.Equal("the new report", File.ReadAllText(other));
+    }
+
+    [Fact]
+    public void A_file_with_no_room_for_a_temporary_file_beside_it_is_written_in_place()
+    {
+        // A directory the user may not write does the same; a name too long for the temporary name beside it (the
+        // limit is 255 bytes) shows it also as root. The file was refused as one that cannot be written.
+        string path = Path.Combine(_dir, new string('b', 240) + ".json");
+        File.WriteAllText(path, "the earlier report");
+
+        ReportFile.Check(path, "--json").Write(Encoding.UTF8.GetBytes("the new report"));
+
+        Assert.Equal("the new report", File.ReadAllText(path));
+    }
+
+    [Fact]
+    [System.Runtime.Versioning.UnsupportedOSPlatform("windows")]
+    public async Task A_named_pipe_is_held_open_from_the_check_to_the_write()
+    {
+        // It was opened at the check and closed again: its reader saw the end and left with nothing, and the write's
+        // open then waited for a reader for ever.
+        string fifo = Path.Combine(_dir, "bench.json");
+        Run("mkfifo", fifo);
+        Task<string> reader = Task.Run(() => File.ReadAllText(fifo)); // its open waits for the check's
+
+        ReportFile file = ReportFile.Check(fifo, "--json");
+        Task write = Task.Run(() => file.Write(Encoding.UTF8.GetBytes("the report")));
+        try
+        {
+            Assert.Equal("the report", await reader.WaitAsync(TimeSpan.FromSeconds(60)));
+            await write.WaitAsync(TimeSpan.FromSeconds(60));
+        }
+        finally
+        {
+            if (!write.IsCompleted)
+            {
+                // Lets a write that waits for a reader go, so that the test run does not hang.
+                File.ReadAllText(fifo);
+            }
+
+            file.Dispose();
+        }
+    }
+
+    private static void Run(string program, params string[] args)
+    {
+        using var process = System.Diagnostics.Process.Start(program, args);
+        process.WaitForExit();
+        Assert.Equal(0, process.ExitCode);
+    }
 }

@@ -249,6 +249,34 @@ public static partial class PrivateFile
         return TryStat(path, out ushort mode, out uint owner) && (mode & TypeMask) == Regular && (mode & GroupOrOther) == 0 && owner == GetEffectiveUserId();
     }
 
+    /// <summary>Linux only: whether the file at <paramref name="path"/> (a symbolic link followed) has more than one
+    /// hard link or belongs to another user, so that a new file renamed over it would part it from its other names or
+    /// take it from its owner. False where that cannot be told (not Linux, statx missing, nothing there).</summary>
+    public static unsafe bool IsLinkedOrOthers(string path)
+    {
+        if (!OperatingSystem.IsLinux())
+        {
+            return false;
+        }
+
+        const int AtFdCwd = -100, Mask = 4 | 8; // STATX_NLINK | STATX_UID
+        const int LinksOffset = 16, UidOffset = 20;
+        byte* statx = stackalloc byte[256];
+        try
+        {
+            if (Statx(AtFdCwd, path, 0, Mask, statx) != 0)
+            {
+                return false;
+            }
+        }
+        catch (EntryPointNotFoundException)
+        {
+            return false;
+        }
+
+        return *(uint*)(statx + LinksOffset) > 1 || *(uint*)(statx + UidOffset) != GetEffectiveUserId();
+    }
+
     private const int TypeMask = 0xF000, Regular = 0x8000;
 
     /// <summary>Linux only: the type and mode bits and the owner of <paramref name="path"/>, not following a symbolic

@@ -140,8 +140,8 @@ internal static class BenchCommand
                 // The output paths are checked now, not after the sweep: a path that cannot be written is refused
                 // before minutes of work, in one line. Nothing is created there until the sweep is done, so an earlier
                 // report at the path survives a run that is interrupted or fails.
-                ReportFile? jsonFile = parse.GetValue(json) is { } j ? ReportFile.Check(j.FullName, "--json") : null;
-                ReportFile? plotFile = parse.GetValue(plot) is { } png ? ReportFile.Check(png.FullName, "--plot") : null;
+                using ReportFile? jsonFile = parse.GetValue(json) is { } j ? ReportFile.Check(j.FullName, "--json") : null;
+                using ReportFile? plotFile = parse.GetValue(plot) is { } png ? ReportFile.Check(png.FullName, "--plot") : null;
 
                 var options = new VerifyBenchmarkOptions
                 {

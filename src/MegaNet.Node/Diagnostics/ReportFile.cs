@@ -1,3 +1,5 @@
+using MegaNet.Core.Interop;
+
 namespace MegaNet.Node.Diagnostics;
 
 /// <summary>
@@ -5,21 +7,28 @@ namespace MegaNet.Node.Diagnostics;
 /// when the command starts, without creating or truncating anything there, so a path that cannot be written is refused
 /// in a second, not after the sweep. At the end the contents go to a temporary file in the same directory, which then
 /// replaces the path in one rename: a run interrupted or failing before or while it writes leaves an earlier file at
-/// the path whole, and a reader never sees it half written.
+/// the path whole, and a reader never sees it half written. An existing file is written in place instead where a rename
+/// would change more than its contents or cannot be made: an empty file; one that is not a regular file (/dev/null, a
+/// named pipe); one with other hard links or another owner (Linux); one in a directory where no new file can be made.
 /// </summary>
-internal sealed class ReportFile
+internal sealed class ReportFile : IDisposable
 {
     private readonly string _what;
 
-    /// <summary>Written to directly, not replaced: an empty file, or not a regular file (/dev/null, a pipe), which a
-    /// rename would replace with a regular file.</summary>
+    /// <summary>Written to directly, not replaced (see the class).</summary>
     private readonly bool _inPlace;
 
-    private ReportFile(string fullPath, string what, bool inPlace)
+    /// <summary>A file that cannot seek (a named pipe, a terminal), held open from the check to the write: closed
+    /// between them, a reader of a pipe (<c>cat fifo</c>) would see its end and leave, and the open at the end would
+    /// then wait for a reader for ever.</summary>
+    private FileStream? _held;
+
+    private ReportFile(string fullPath, string what, bool inPlace, FileStream? held = null)
     {
         FullPath = fullPath;
         _what = what;
         _inPlace = inPlace;
+        _held = held;
     }
 
     /// <summary>The file's full path (a symbolic link's final target, so that the link is kept).</summary>
@@ -37,6 +46,7 @@ internal sealed class ReportFile
             throw new IOException($"{what} {path}: is a directory; give a file path");
         }
 
+        FileStream? existing = null;
         try
         {
             bool inPlace = false;
@@ -44,19 +54,37 @@ internal sealed class ReportFile
             {
                 // Opened for writing, not truncated: a file the user may not write (read-only, someone else's) is not
                 // replaced behind their back.
-                using var existing = new FileStream(full, FileMode.Open, FileAccess.Write, FileShare.ReadWrite);
-                inPlace = !existing.CanSeek || existing.Length == 0;
+                existing = new FileStream(full, FileMode.Open, FileAccess.Write, FileShare.ReadWrite);
+                if (!existing.CanSeek)
+                {
+                    var held = new ReportFile(full, what, inPlace: true, existing);
+                    existing = null;
+                    return held;
+                }
+
+                inPlace = existing.Length == 0;
                 if (!inPlace && new FileInfo(full).ResolveLinkTarget(returnFinalTarget: true) is { } target)
                 {
                     full = target.FullName;
                 }
+
+                inPlace = inPlace || PrivateFile.IsLinkedOrOthers(full);
             }
 
             if (!inPlace)
             {
                 // The rename at the end needs a new file in the directory: make one now, and let it go.
-                using (new FileStream(TemporaryPath(full), FileMode.CreateNew, FileAccess.Write, FileShare.None, 0, FileOptions.DeleteOnClose))
+                try
                 {
+                    using (new FileStream(TemporaryPath(full), FileMode.CreateNew, FileAccess.Write, FileShare.None, 0, FileOptions.DeleteOnClose))
+                    {
+                    }
+                }
+                catch (Exception e) when (existing is not null && e is IOException or UnauthorizedAccessException)
+                {
+                    // The file may be written but not the directory (or the name is too long for a temporary one
+                    // beside it): write it in place, as before the rename.
+                    inPlace = true;
                 }
             }
 
@@ -66,6 +94,17 @@ internal sealed class ReportFile
         {
             throw OutputFile.CannotWrite(path, what, full, e);
         }
+        finally
+        {
+            existing?.Dispose();
+        }
+    }
+
+    /// <summary>Closes a file held open since the check, if it was not written.</summary>
+    public void Dispose()
+    {
+        _held?.Dispose();
+        _held = null;
     }
 
     /// <summary>Replaces the file with what <paramref name="write"/> writes, in one rename once it is all on disk.</summary>
@@ -109,7 +148,8 @@ internal sealed class ReportFile
     {
         try
         {
-            using var stream = new FileStream(FullPath, FileMode.OpenOrCreate, FileAccess.Write, FileShare.Read);
+            using FileStream stream = _held ?? new FileStream(FullPath, FileMode.OpenOrCreate, FileAccess.Write, FileShare.Read);
+            _held = null;
             if (stream.CanSeek)
             {
                 stream.SetLength(0);
