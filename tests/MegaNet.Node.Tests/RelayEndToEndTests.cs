@@ -3,6 +3,7 @@ using Google.Protobuf;
 using Grpc.Core;
 using MegaNet.Api;
 using MegaNet.Api.V1;
+using MegaNet.Node.Services;
 
 namespace MegaNet.Node.Tests;
 
@@ -43,8 +44,10 @@ public sealed class RelayEndToEndTests
         // The whole exchange is bounded; 30 s was short for two subscriptions and two sends on a loaded machine.
         using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(120));
 
-        // The node's first keepalive comes once it has registered the subscription: mail sent after it is pushed, not
-        // found in the mailbox as a subscription's backlog (which a fixed sleep before sending could not rule out).
+        // The node writes its first keepalive before its first drain of the mailbox, so mail sent as soon as it comes
+        // can be found as backlog with push broken; sent once both streams are parked after that drain, it can reach
+        // them only by a push.
+        var notifier = (MailboxNotifier)node.Services.GetService(typeof(MailboxNotifier))!;
         var bobSubscribed = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         var aliceSubscribed = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         await using IAsyncEnumerator<ReceivedMessage> bobInbox = bobClient.ListenAsync(bob, 0, cts.Token, alive: () => bobSubscribed.TrySetResult()).GetAsyncEnumerator(cts.Token);
@@ -52,6 +55,10 @@ public sealed class RelayEndToEndTests
         Task<bool> bobNext = bobInbox.MoveNextAsync().AsTask();
         Task<bool> aliceNext = aliceInbox.MoveNextAsync().AsTask();
         await Task.WhenAll(bobSubscribed.Task, aliceSubscribed.Task).WaitAsync(cts.Token);
+        while (notifier.Waiting < 2)
+        {
+            await Task.Delay(10, cts.Token);
+        }
 
         await aliceClient.SendAsync(alice, bob.Card, Text("ping"), "text/plain; charset=utf-8");
         Assert.True(await bobNext);

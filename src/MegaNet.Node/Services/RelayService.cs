@@ -909,6 +909,13 @@ public sealed class MailboxNotifier
         }
     }
 
+    // Subscriptions parked in WaitAsync: a test waits for this to know a stream has drained its mailbox, so that mail
+    // sent then can reach it only by a push.
+    private int _waiting;
+
+    /// <summary>Subscriptions waiting for a signal or their keepalive, each past its drain of the mailbox.</summary>
+    internal int Waiting => Volatile.Read(ref _waiting);
+
     /// <summary>Addresses with at least one subscriber.</summary>
     internal int Addresses
     {
@@ -990,7 +997,18 @@ public sealed class MailboxNotifier
         }
 
         /// <summary>True when signalled, false on timeout.</summary>
-        public Task<bool> WaitAsync(TimeSpan timeout, CancellationToken cancellationToken) => _signal.WaitAsync(timeout, cancellationToken);
+        public async Task<bool> WaitAsync(TimeSpan timeout, CancellationToken cancellationToken)
+        {
+            Interlocked.Increment(ref _owner._waiting);
+            try
+            {
+                return await _signal.WaitAsync(timeout, cancellationToken).ConfigureAwait(false);
+            }
+            finally
+            {
+                Interlocked.Decrement(ref _owner._waiting);
+            }
+        }
 
         /// <inheritdoc />
         public void Dispose() =>
