@@ -178,6 +178,15 @@ public sealed class ListenDeferredTests : IDisposable
         // A failed fetch is tried again after its wait without a message either.
         Assert.Equal(Inbox.FirstDeferredBackoff, inbox.DeferredNotFetched(retryAfter: TimeSpan.FromSeconds(1)));
         Assert.Equal(Inbox.FirstDeferredBackoff, inbox.NextDeferredCheck());
+
+        // And never before that wait, though the schedule's next check (5 s) comes first: a node's retry-after hint of
+        // a minute is kept to.
+        _clock.Advance(Inbox.FirstDeferredBackoff);
+        Assert.Equal([[2UL]], inbox.DeferredToFetch().Select(r => r.Seqs));
+        Assert.Equal(TimeSpan.FromMinutes(1), inbox.DeferredNotFetched(retryAfter: TimeSpan.FromMinutes(1)));
+        Assert.Equal(TimeSpan.FromMinutes(1), inbox.NextDeferredCheck());
+        _clock.Advance(Inbox.FirstDeferredBackoff);
+        Assert.Equal(TimeSpan.FromSeconds(55), inbox.NextDeferredCheck());
     }
 
     [Fact]
