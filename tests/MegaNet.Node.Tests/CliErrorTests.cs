@@ -74,6 +74,9 @@ public sealed class CliErrorTests : IDisposable
     [InlineData("-rf", "the recipient would save it as '_rf'")]
     [InlineData("a:b.txt", "the recipient would save it as 'a_b.txt'")]
     [InlineData("report.", "the recipient would save it as 'report'")]
+    [InlineData(" report.pdf", "the recipient would save it as 'report.pdf'")]
+    [InlineData("report.pdf ", "the recipient would save it as 'report.pdf'")]
+    [InlineData("re\u200Bport.pdf", "the recipient would save it as 're_port.pdf'")]
     [InlineData("x", "at most 140 bytes (UTF-8), and this one is 141")]
     public async Task Send_refuses_a_name_the_recipient_would_not_save_as_given_before_contacting_the_node(string name, string problem)
     {
@@ -81,14 +84,18 @@ public sealed class CliErrorTests : IDisposable
         string alice = NewIdentity("alice.json");
         string file = Path.Combine(_dir, "report.pdf");
         await File.WriteAllTextAsync(file, "hi");
-        AssertClearError(await Meganet("send", "-i", alice, "--to", Card(), "--node", NoNode, "--file", file, "--name", name == "x" ? new string('x', 141) : name), problem);
+        Result r = await Meganet("send", "-i", alice, "--to", Card(), "--node", NoNode, "--file", file, "--name", name == "x" ? new string('x', 141) : name);
+        AssertClearError(r, problem);
+        Assert.EndsWith("Run 'meganet send --help' for usage.", r.Stderr.TrimEnd(), StringComparison.Ordinal);
     }
 
     [Fact]
     public async Task Send_refuses_a_name_without_a_file_before_contacting_the_node()
     {
         string alice = NewIdentity("alice.json");
-        AssertClearError(await Meganet("send", "-i", alice, "--to", Card(), "--node", NoNode, "--text", "hi", "--name", "note.txt"), "--name names the file sent with --file");
+        Result r = await Meganet("send", "-i", alice, "--to", Card(), "--node", NoNode, "--text", "hi", "--name", "note.txt");
+        AssertClearError(r, "--name names the file sent with --file");
+        Assert.EndsWith("Run 'meganet send --help' for usage.", r.Stderr.TrimEnd(), StringComparison.Ordinal);
     }
 
     [Theory]

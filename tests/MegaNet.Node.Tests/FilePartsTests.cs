@@ -301,6 +301,36 @@ public sealed class FilePartsTests(ITestOutputHelper output) : IDisposable
         AssertExit(refused, 1, $"holds more than {FileParts.MaxFileLength:N0} bytes; at most {FileParts.MaxFileLength:N0} bytes can be sent");
     }
 
+    [SkippableFact]
+    public async Task A_regular_file_under_dev_shm_is_sent_under_its_own_name()
+    {
+        // Anything under /dev or /proc was taken for a pipe or a device and refused without --name, a regular file in
+        // /dev/shm (a RAM disk) too.
+        Skip.IfNot(Directory.Exists("/dev/shm"), "no /dev/shm on this machine");
+        string shm = Directory.CreateDirectory(Path.Combine("/dev/shm", $"meganet-test-{Guid.NewGuid():N}")).FullName;
+        try
+        {
+            await using TestNode node = await TestNode.StartAsync();
+            using Identity alice = Identity.Create(), bob = Identity.Create();
+            string alicePath = Path.Combine(_dir, "alice.json"), bobPath = Path.Combine(_dir, "bob.json");
+            alice.Save(alicePath);
+            bob.Save(bobPath);
+            string report = Path.Combine(shm, "report.txt");
+            await File.WriteAllTextAsync(report, "quarterly");
+
+            Result sent = await Meganet("send", "-i", alicePath, "--to", bob.Card.ToString(), "--file", report, "--node", node.Address.ToString());
+            AssertExit(sent, 0);
+            Result fetched = await Meganet("fetch", "-i", bobPath, "--node", node.Address.ToString(), "--json");
+            AssertExit(fetched, 0);
+            JsonObject received = Assert.Single(JsonLines(fetched));
+            Assert.Equal("report.txt", received["file_name"]!.GetValue<string>());
+        }
+        finally
+        {
+            Directory.Delete(shm, recursive: true);
+        }
+    }
+
     [Fact]
     public async Task Parts_put_off_by_the_token_bucket_are_sent_again()
     {

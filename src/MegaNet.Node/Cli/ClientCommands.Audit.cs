@@ -342,7 +342,7 @@ internal static partial class ClientCommands
 
     private static async Task<SignedTreeHead> ReadHeadAsync(string path, CancellationToken cancellationToken)
     {
-        string text = await ReadInputAsync("--head", path, "give a receipt or tree head file", cancellationToken);
+        string text = await ReadInputAsync("--head", path, leftOut: false, "give a receipt or tree head file", cancellationToken);
         string[] lines = text.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
         if (lines.Length > 1 && lines.All(line => line.StartsWith('{') && line.EndsWith('}')))
         {

@@ -256,12 +256,12 @@ internal static partial class ClientCommands
             string? nameSent = parse.GetValue(fileName);
             if (nameSent is not null && attachment is null)
             {
-                throw new CliException("--name names the file sent with --file; a --text message has no file name.");
+                throw new UsageException("send", "--name names the file sent with --file; a --text message has no file name.");
             }
 
             if (nameSent is not null && SentFileNameProblem(nameSent) is { } problem)
             {
-                throw new CliException($"--name '{Printable(nameSent, multiline: false)}': {problem}.");
+                throw new UsageException("send", $"--name '{Printable(nameSent, multiline: false)}': {problem}.");
             }
 
             double? ttlDays = parse.GetValue(ttl);
@@ -937,7 +937,12 @@ internal static partial class ClientCommands
             Description = "The node id (64 hex digits, printed when the node starts) the receipt's tree head must be signed by. " +
                 "Default: the id pinned for this node address in 'known-nodes' beside --identity, else the key the node signs with now.",
         };
-        var receiptFile = new Option<string>("--receipt") { Description = "Receipt JSON as printed by 'send --json' (for a file sent in parts, one a line: each is checked); '-' reads standard input.", DefaultValueFactory = _ => "-" };
+        var receiptFile = new Option<string>("--receipt")
+        {
+            Description = "Receipt JSON as printed by 'send --json' (for a file sent in parts, one a line: each is checked); '-' reads standard input. " +
+            "Default '-', but left out on a terminal it says to give one rather than wait for one to be typed.",
+            DefaultValueFactory = _ => "-"
+        };
         var timeout = TimeoutOption();
         var tlsCert = TlsCertOption();
         var command = new Command("verify-receipt",
@@ -946,7 +951,9 @@ internal static partial class ClientCommands
         command.SetAction((parse, ct) => Run(async () =>
         {
             // One receipt, or one a line (a file sent in parts): each is checked, and one invalid makes the exit 3.
-            IReadOnlyList<Receipt> receipts = ReceiptsFromJson(await ReadInputAsync("--receipt", parse.GetValue(receiptFile)!, "give --receipt FILE (what 'send --json' wrote)", ct));
+            // Only a --receipt left out is refused on a terminal: '-' given is a receipt about to be typed or pasted.
+            bool leftOut = parse.GetResult(receiptFile) is not { Implicit: false };
+            IReadOnlyList<Receipt> receipts = ReceiptsFromJson(await ReadInputAsync("--receipt", parse.GetValue(receiptFile)!, leftOut, "give --receipt FILE (what 'send --json' wrote)", ct));
             Uri address = parse.GetValue(node)!;
             string? idHex = parse.GetValue(nodeId);
             byte[]? expected = idHex is not null ? KnownNodes.ParseNodeId(idHex, "--node-id") : KnownNodes.Beside(parse.GetValue(identity)!).Find(address);
@@ -974,15 +981,16 @@ internal static partial class ClientCommands
     }
 
     /// <summary>The text of a file option's file, or of standard input for '-'; a directory is refused with
-    /// <paramref name="hint"/>.</summary>
-    private static async Task<string> ReadInputAsync(string option, string path, string hint, CancellationToken ct)
+    /// <paramref name="hint"/>, and so is a terminal when <paramref name="leftOut"/> (the option was not given, and
+    /// '-' is its default).</summary>
+    private static async Task<string> ReadInputAsync(string option, string path, bool leftOut, string hint, CancellationToken ct)
     {
         if (path != "-" && Directory.Exists(path))
         {
             throw new CliException($"{option} {path} is a directory; {hint}.");
         }
 
-        if (path == "-" && !Console.IsInputRedirected)
+        if (path == "-" && leftOut && !Console.IsInputRedirected)
         {
             // verify-receipt reads standard input by default: on a terminal it waited without a word for input that
             // a person who left out --receipt never meant to type.
@@ -1378,21 +1386,29 @@ internal static partial class ClientCommands
         string saved = Inbox.SavedName(name);
         return saved == name
             ? null
-            : $"the recipient would save it as '{Printable(saved, multiline: false)}' (a name cannot start with '.' or '-', end with '.' or a space, or hold control characters " +
-                "or any of : < > \" | ? *); give a name it keeps as it is";
+            : $"the recipient would save it as '{Printable(saved, multiline: false)}' (a name cannot start with '.', '-' or a space, end with '.' or a space, or hold control or format characters " +
+                "(zero-width or bidi ones), line or paragraph separators, or any of : < > \" | ? *); give a name it keeps as it is";
     }
 
     /// <summary>The name of <paramref name="attachment"/> when it names a descriptor or a device, not a file: a pipe
-    /// (<c>--file &lt;(...)</c> gives <c>/dev/fd/63</c>), <c>/dev/stdin</c>, anything under <c>/dev</c> or <c>/proc</c>, or
-    /// anything else that is not a regular file (a named pipe); null for a regular file's own name. Sent as it is, the
-    /// recipient got a file called "63" or "stdin".</summary>
+    /// (<c>--file &lt;(...)</c> gives <c>/dev/fd/63</c>), <c>/dev/stdin</c> or another descriptor's path (whatever it is
+    /// open on, even a regular file), a device, or anything else that is not a regular file once links are followed (a
+    /// named pipe); null for a regular file's own name, wherever it lies (<c>/dev/shm/report.pdf</c> too). Sent as it
+    /// is, the recipient got a file called "63" or "stdin".</summary>
     private static string? DescriptorName(FileInfo attachment)
     {
         string full = attachment.FullName;
-        bool underDevices = !OperatingSystem.IsWindows()
-            && (full.StartsWith("/dev/", StringComparison.Ordinal) || full.StartsWith("/proc/", StringComparison.Ordinal));
-        return underDevices || !MegaNet.Core.Interop.PrivateFile.IsRegularFile(full) ? attachment.Name : null;
+        return IsDescriptorPath(full) || !MegaNet.Core.Interop.PrivateFile.IsRegularFile(full) ? attachment.Name : null;
     }
+
+    /// <summary>True for a path that names an open descriptor, not a file: <c>/dev/fd/N</c>, <c>/dev/stdin</c>,
+    /// <c>/dev/stdout</c>, <c>/dev/stderr</c>, <c>/proc/PID/fd/N</c> (<c>/proc/self/fd/N</c> too). Its link may lead to a
+    /// regular file (<c>--file /dev/stdin &lt; report.pdf</c>), whose name the path still does not carry.</summary>
+    private static bool IsDescriptorPath(string full) =>
+        !OperatingSystem.IsWindows()
+        && (full is "/dev/stdin" or "/dev/stdout" or "/dev/stderr"
+            || full.StartsWith("/dev/fd/", StringComparison.Ordinal)
+            || full.Split('/') is ["", "proc", _, "fd", _]);
 
     /// <summary>Refuses an identity path that is a directory, lies below a file, or is named like a file kept beside
     /// identities, before anything is written.</summary>
