@@ -194,7 +194,9 @@ public sealed class CliErrorTests : IDisposable
 
         string file = Path.Combine(_dir, "afile");
         await File.WriteAllTextAsync(file, "x");
-        AssertClearError(await Meganet("node", "--data", file), "is a file, not a directory");
+        Result dataFile = await Meganet("node", "--data", file);
+        AssertClearError(dataFile, $"meganet node: --data '{file}' is a file, not a directory");
+        Assert.EndsWith("Run 'meganet node --help' for usage.", dataFile.Stderr.TrimEnd(), StringComparison.Ordinal);
         AssertClearError(await Meganet("node", "--threads", "abc"), "'abc' is not a whole number");
     }
 
@@ -243,7 +245,7 @@ public sealed class CliErrorTests : IDisposable
         string pem = Path.Combine(_dir, "bad.pem");
         await File.WriteAllTextAsync(pem, "not a certificate");
         AssertClearError(await Meganet("node", "--data", Path.Combine(_dir, "data"), "--tls-cert", pem), "--tls-key");
-        AssertClearError(await Meganet("node", "--data", Path.Combine(_dir, "data"), "--tls-cert", pem, "--tls-key", Path.Combine(_dir, "nokey.pem")), "TLS key");
+        AssertClearError(await Meganet("node", "--data", Path.Combine(_dir, "data"), "--tls-cert", pem, "--tls-key", Path.Combine(_dir, "nokey.pem")), $"--tls-key '{Path.Combine(_dir, "nokey.pem")}' does not exist.");
     }
 
     [Fact]
@@ -255,8 +257,11 @@ public sealed class CliErrorTests : IDisposable
         await File.WriteAllTextAsync(pem, clientOnly.Leaf.ExportCertificatePem());
         await File.WriteAllTextAsync(key, clientOnly.LeafKey.ExportPkcs8PrivateKeyPem());
         Result r = await Meganet("node", "--data", data, "--backend", "simd", "--listen", "127.0.0.1:0", "--tls-cert", pem, "--tls-key", key);
-        AssertClearError(r, "leaves out serverAuth (1.3.6.1.5.5.7.3.1)");
-        Assert.Single(r.Stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        AssertClearError(r, $"meganet node: --tls-cert '{pem}' may not serve TLS");
+        Assert.Contains("leaves out serverAuth (1.3.6.1.5.5.7.3.1)", r.Stderr, StringComparison.Ordinal);
+        // The certificate was given by its flag: the refusal, then where the usage is.
+        Assert.Equal(2, r.Stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries).Length);
+        Assert.EndsWith("Run 'meganet node --help' for usage.", r.Stderr.TrimEnd(), StringComparison.Ordinal);
         Assert.False(Directory.Exists(data), "the refused node created its data directory");
     }
 

@@ -956,6 +956,10 @@ public sealed class ClientCliTests : IDisposable
     // Values out of range, found once the line is parsed; a node setting given by a flag is named by the flag.
     [InlineData("meganet node: --threads must be 1 to 1024.", "Run 'meganet node --help' for usage.", "node", "--threads", "0")]
     [InlineData("meganet node: --listen '127.0.0.1:70000': port 70000 is out of range", "Run 'meganet node --help' for usage.", "node", "--listen", "127.0.0.1:70000")]
+    [InlineData("meganet node: --listen 0.0.0.0:7700 is reachable beyond this machine", "Run 'meganet node --help' for usage.", "node", "--listen", "0.0.0.0:7700")]
+    [InlineData("meganet node: --metrics-listen 127.0.0.1:7700 is the gRPC address (Listen 127.0.0.1:7700)", "Run 'meganet node --help' for usage.", "node", "--metrics-listen", "127.0.0.1:7700")]
+    [InlineData("meganet node: --tls-cert 'missing.pem' does not exist.", "Run 'meganet node --help' for usage.", "node", "--tls-cert", "missing.pem")]
+    [InlineData("meganet node: --tls-key 'missing.key' is given without a certificate", "Run 'meganet node --help' for usage.", "node", "--tls-key", "missing.key")]
     [InlineData("meganet: --ttl-days must be a number of days above 0", "Run 'meganet send --help' for usage.", "send", "--to", "mn1x", "--text", "hi", "--ttl-days", "0")]
     [InlineData("meganet bench: --seconds must be", "Run 'meganet bench --help' for usage.", "bench", "--seconds", "0.1")]
     [InlineData("meganet load: --clients must be at least 1 (got 0).", "Run 'meganet load --help' for usage.", "load", "--clients", "0")]

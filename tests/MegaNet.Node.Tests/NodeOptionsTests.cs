@@ -62,6 +62,9 @@ public sealed class NodeOptionsTests
         { "Listen '127.0.0.1:70000': port 70000 is out of range; a port is 0 to 65535", o => o.Listen = "127.0.0.1:70000" },
         { "Listen 'localhost:7700': 'localhost' is a host name; give an IP address of this machine, e.g. 127.0.0.1:7700", o => o.Listen = "localhost:7700" },
         { "MetricsListen '[::1]:99999': port 99999 is out of range", o => o.MetricsListen = "[::1]:99999" },
+        // Digits and dots: an IPv4 address written wrong, not a host name.
+        { "Listen '999.1.1.1:7700': '999.1.1.1' is not an IPv4 address; each of its four parts is 0 to 255, e.g. 127.0.0.1:7700.", o => o.Listen = "999.1.1.1:7700" },
+        { "MetricsListen '127.0.0.256:9700': '127.0.0.256' is not an IPv4 address; each of its four parts is 0 to 255", o => o.MetricsListen = "127.0.0.256:9700" },
         // The gRPC address again: Kestrel called that "address already in use", as if another program held it.
         { "MetricsListen 127.0.0.1:7700 is the gRPC address", o => o.MetricsListen = "127.0.0.1:7700" },
         { "MetricsListen 0.0.0.0:7700 is the gRPC address", o => o.MetricsListen = "0.0.0.0:7700" },
@@ -122,6 +125,19 @@ public sealed class NodeOptionsTests
             AssertNamed($"TLS key '{wrongKey}' is given with '{pfx}', which holds its own key (PKCS#12): drop --tls-key",
                 new NodeOptions { DataDirectory = Path.Combine(dir, "data"), TlsCertificate = pfx, TlsKey = wrongKey });
             new NodeOptions { DataDirectory = Path.Combine(dir, "data"), TlsCertificate = pfx }.Validate();
+
+            // Given by flags, each is named by its flag, and the command adds where the usage is.
+            Dictionary<string, string> flags = new()
+            {
+                [nameof(NodeOptions.DataDirectory)] = "--data",
+                [nameof(NodeOptions.TlsCertificate)] = "--tls-cert",
+                [nameof(NodeOptions.TlsKey)] = "--tls-key",
+            };
+            AssertFlagged($"--data '{dir}' holds a file named store", new NodeOptions { DataDirectory = dir, Flags = flags });
+            AssertFlagged($"--tls-cert '{pem}' with --tls-key '{wrongKey}' could not be loaded (The provided key does not match",
+                new NodeOptions { DataDirectory = Path.Combine(dir, "data"), TlsCertificate = pem, TlsKey = wrongKey, Flags = flags });
+            AssertFlagged($"--tls-key '{wrongKey}' is given with '{pfx}', which holds its own key (PKCS#12): drop --tls-key",
+                new NodeOptions { DataDirectory = Path.Combine(dir, "data"), TlsCertificate = pfx, TlsKey = wrongKey, Flags = flags });
         }
         finally
         {
@@ -133,6 +149,9 @@ public sealed class NodeOptionsTests
             ArgumentException e = Assert.Throws<ArgumentException>(options.Validate);
             Assert.Contains(expected, e.Message, StringComparison.Ordinal);
         }
+
+        static void AssertFlagged(string expected, NodeOptions options) =>
+            Assert.StartsWith(expected, Assert.Throws<MegaNet.Node.Cli.UsageException>(options.Validate).Message, StringComparison.Ordinal);
     }
 
     [Fact]

@@ -69,7 +69,8 @@ internal static partial class NodeCommand
                 options.Flags = new (string Setting, Option Flag)[]
                 {
                     (nameof(NodeOptions.Listen), listen), (nameof(NodeOptions.Backend), backend), (nameof(NodeOptions.Threads), threads),
-                    (nameof(NodeOptions.MetricsListen), metrics),
+                    (nameof(NodeOptions.MetricsListen), metrics), (nameof(NodeOptions.DataDirectory), data),
+                    (nameof(NodeOptions.TlsCertificate), tlsCert), (nameof(NodeOptions.TlsKey), tlsKey),
                 }.Where(f => parse.GetResult(f.Flag) is { Implicit: false }).ToDictionary(f => f.Setting, f => f.Flag.Name);
                 options.Validate();
             }

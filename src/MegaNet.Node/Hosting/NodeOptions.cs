@@ -200,8 +200,8 @@ public sealed class NodeOptions
 
     /// <summary>The refusal of a setting: a <see cref="Cli.UsageException"/> (the command prints where the usage is)
     /// when <paramref name="flag"/> gave it.</summary>
-    private static ArgumentException Refusal(string message, string? flag) =>
-        flag is null ? new ArgumentException(message) : new Cli.UsageException("node", message);
+    private static ArgumentException Refusal(string message, string? flag, Exception? inner = null) =>
+        flag is null ? new ArgumentException(message, inner) : new Cli.UsageException("node", message);
 
     /// <summary>ADDRESS:PORT with the port written out: <see cref="IPEndPoint.TryParse(string, out IPEndPoint?)"/>
     /// alone takes "127.0.0.1" for port 0, which would bind a random port without a word.</summary>
@@ -226,6 +226,14 @@ public sealed class NodeOptions
             if (port > ushort.MaxValue && IPAddress.TryParse(address, out _))
             {
                 throw Refusal($"{name} '{value}': port {port} is out of range; a port is 0 to 65535 (0 picks a free port).", flag);
+            }
+
+            // Digits and dots are an IPv4 address written wrong (999.1.1.1, 127.0.0.256), which CheckHostName takes
+            // for a host name as readily as localhost.
+            if (address.Length > 0 && !IPAddress.TryParse(address, out _) && address.All(c => char.IsAsciiDigit(c) || c == '.'))
+            {
+                throw Refusal($"{name} '{value}': '{address}' is not an IPv4 address; each of its four parts is 0 to 255, " +
+                    $"e.g. 127.0.0.1:{(port <= ushort.MaxValue ? port : examplePort)}.", flag);
             }
 
             if (!IPAddress.TryParse(address, out _) && Uri.CheckHostName(address) == UriHostNameType.Dns)
@@ -272,55 +280,58 @@ public sealed class NodeOptions
     /// <summary>Throws <see cref="ArgumentException"/> naming the first bad setting and how to fix it.</summary>
     public void Validate()
     {
+        // Each refusal names the setting as it was given: by its flag, with the usage hint, when a flag gave it.
+        string? listenFlag = FlagOf(nameof(Listen)), metricsFlag = FlagOf(nameof(MetricsListen)), dataFlag = FlagOf(nameof(DataDirectory));
+        string? certFlag = FlagOf(nameof(TlsCertificate)), keyFlag = FlagOf(nameof(TlsKey));
         IPEndPoint ep = ListenEndPoint;
         if (!IPAddress.IsLoopback(ep.Address) && string.IsNullOrEmpty(TlsCertificate))
         {
-            throw new ArgumentException($"Listen {Listen} is reachable beyond this machine: give a certificate (--tls-cert, or TlsCertificate in meganet.json; a PEM certificate's key with --tls-key / TlsKey unless the same file holds it) or listen on 127.0.0.1.");
+            throw Refusal($"{listenFlag ?? nameof(Listen)} {Listen} is reachable beyond this machine: give a certificate (--tls-cert, or TlsCertificate in meganet.json; a PEM certificate's key with --tls-key / TlsKey unless the same file holds it) or listen on 127.0.0.1.", listenFlag);
         }
 
         if (MetricsEndPoint is { } metrics && metrics.Port == ep.Port && ep.Port != 0
             && (metrics.Address.Equals(ep.Address) || IsWildcard(metrics.Address) || IsWildcard(ep.Address)))
         {
             // Kestrel would report the second bind as "address already in use", as if another program held it.
-            throw new ArgumentException($"MetricsListen {MetricsListen} is the gRPC address (Listen {Listen}); give --metrics-listen a port of its own.");
+            throw Refusal($"{metricsFlag ?? nameof(MetricsListen)} {MetricsListen} is the gRPC address ({listenFlag ?? nameof(Listen)} {Listen}); give --metrics-listen a port of its own.", metricsFlag ?? listenFlag);
         }
 
         if (string.IsNullOrWhiteSpace(DataDirectory))
         {
-            throw new ArgumentException("DataDirectory is empty; give --data a directory (it is created if missing).");
+            throw Refusal($"{dataFlag ?? nameof(DataDirectory)} is empty; give --data a directory (it is created if missing).", dataFlag);
         }
 
         if (File.Exists(DataDirectory))
         {
-            throw new ArgumentException($"DataDirectory '{DataDirectory}' is a file, not a directory; give --data a directory (it is created if missing).");
+            throw Refusal($"{dataFlag ?? nameof(DataDirectory)} '{DataDirectory}' is a file, not a directory; give --data a directory (it is created if missing).", dataFlag);
         }
 
         string store = Path.Combine(DataDirectory, "store");
         if (File.Exists(store))
         {
-            throw new ArgumentException($"DataDirectory '{DataDirectory}' holds a file named store where the store's directory belongs; move it aside, or give --data another directory.");
+            throw Refusal($"{dataFlag ?? nameof(DataDirectory)} '{DataDirectory}' holds a file named store where the store's directory belongs; move it aside, or give --data another directory.", dataFlag);
         }
 
         if (!string.IsNullOrEmpty(TlsKey) && string.IsNullOrEmpty(TlsCertificate))
         {
-            throw new ArgumentException($"TLS key '{TlsKey}' is given without a certificate: give --tls-cert too (the key belongs to a PEM certificate), or drop --tls-key.");
+            throw Refusal($"{keyFlag ?? "TLS key"} '{TlsKey}' is given without a certificate: give --tls-cert too (the key belongs to a PEM certificate), or drop --tls-key.", keyFlag);
         }
 
         if (!string.IsNullOrEmpty(TlsCertificate))
         {
             if (!File.Exists(TlsCertificate))
             {
-                throw new ArgumentException($"TLS certificate '{TlsCertificate}' does not exist.");
+                throw Refusal($"{certFlag ?? "TLS certificate"} '{TlsCertificate}' does not exist.", certFlag);
             }
 
             if (!string.IsNullOrEmpty(TlsKey) && IsPkcs12(TlsCertificate))
             {
-                throw new ArgumentException($"TLS key '{TlsKey}' is given with '{TlsCertificate}', which holds its own key (PKCS#12): drop --tls-key.");
+                throw Refusal($"{keyFlag ?? "TLS key"} '{TlsKey}' is given with '{TlsCertificate}', which holds its own key (PKCS#12): drop --tls-key.", keyFlag ?? certFlag);
             }
 
             if (!string.IsNullOrEmpty(TlsKey) && !File.Exists(TlsKey))
             {
-                throw new ArgumentException($"TLS key '{TlsKey}' does not exist.");
+                throw Refusal($"{keyFlag ?? "TLS key"} '{TlsKey}' does not exist.", keyFlag);
             }
 
             // Load it now: a certificate Kestrel cannot use would otherwise fail the start deep inside the host.
@@ -372,6 +383,8 @@ public sealed class NodeOptions
     internal TlsServerCertificate LoadTlsCertificate()
     {
         string path = TlsCertificate ?? throw new InvalidOperationException("No TLS certificate is configured.");
+        string? certFlag = FlagOf(nameof(TlsCertificate)), keyFlag = FlagOf(nameof(TlsKey)), flag = certFlag ?? keyFlag;
+        string named = $"{certFlag ?? "TLS certificate"} '{path}'";
         bool pkcs12 = IsPkcs12(path);
         X509Certificate2? certificate = null;
         var chain = new X509Certificate2Collection();
@@ -420,10 +433,11 @@ public sealed class NodeOptions
             DisposeAll(chain);
             // ArgumentException: a PEM key that is not the certificate's ("The provided key does not match the public
             // key for this certificate."), which names neither file.
-            throw new ArgumentException(
-                pkcs12 ? $"TLS certificate '{path}' is not a PKCS#12 file without a password ({e.Message})."
-                : string.IsNullOrEmpty(TlsKey) ? $"TLS certificate '{path}' could not be loaded ({e.Message}): a PEM certificate needs its PEM private key, given with --tls-key (or in the same file)."
-                : $"TLS certificate '{path}' with key '{TlsKey}' could not be loaded ({e.Message}): give a PEM certificate and its matching PEM private key, or a .pfx/.p12 file.",
+            throw Refusal(
+                pkcs12 ? $"{named} is not a PKCS#12 file without a password ({e.Message})."
+                : string.IsNullOrEmpty(TlsKey) ? $"{named} could not be loaded ({e.Message}): a PEM certificate needs its PEM private key, given with --tls-key (or in the same file)."
+                : $"{named} with {keyFlag ?? "key"} '{TlsKey}' could not be loaded ({e.Message}): give a PEM certificate and its matching PEM private key, or a .pfx/.p12 file.",
+                flag,
                 e);
         }
 
@@ -431,7 +445,7 @@ public sealed class NodeOptions
         {
             certificate?.Dispose();
             DisposeAll(chain);
-            throw new ArgumentException($"TLS certificate '{path}' holds no private key; a server needs one (export the .pfx with its key).");
+            throw Refusal($"{named} holds no private key; a server needs one (export the .pfx with its key).", flag);
         }
 
         var loaded = new TlsServerCertificate(certificate, chain);
@@ -439,7 +453,7 @@ public sealed class NodeOptions
         {
             // Kestrel refuses such a certificate only when it binds, after the node key and the store were created,
             // with an InvalidOperationException the command line did not expect (a stack trace).
-            RequireServerAuthentication(certificate, path);
+            RequireServerAuthentication(certificate, named, flag);
         }
         catch (ArgumentException)
         {
@@ -452,7 +466,7 @@ public sealed class NodeOptions
 
     /// <summary>Refuses a certificate whose Extended Key Usage extension leaves out serverAuth, as Kestrel (and TLS
     /// clients) do; a certificate without the extension may serve any use.</summary>
-    private static void RequireServerAuthentication(X509Certificate2 certificate, string path)
+    private static void RequireServerAuthentication(X509Certificate2 certificate, string named, string? flag)
     {
         List<Oid> usages = [];
         bool restricted = false;
@@ -476,9 +490,10 @@ public sealed class NodeOptions
         if (restricted)
         {
             string listed = usages.Count == 0 ? "none" : string.Join(", ", usages.Select(o => string.IsNullOrEmpty(o.FriendlyName) ? o.Value : $"{o.FriendlyName} {o.Value}"));
-            throw new ArgumentException(
-                $"TLS certificate '{path}' may not serve TLS: its Extended Key Usage ({listed}) leaves out serverAuth ({ServerAuthenticationOid}). " +
-                "Give a server certificate: have it issued with serverAuth in its Extended Key Usage (openssl: extendedKeyUsage = serverAuth), or without that extension.");
+            throw Refusal(
+                $"{named} may not serve TLS: its Extended Key Usage ({listed}) leaves out serverAuth ({ServerAuthenticationOid}). " +
+                "Give a server certificate: have it issued with serverAuth in its Extended Key Usage (openssl: extendedKeyUsage = serverAuth), or without that extension.",
+                flag);
         }
     }
 
