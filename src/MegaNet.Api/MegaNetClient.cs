@@ -335,9 +335,11 @@ public sealed class MegaNetClient : IDisposable
                 }
             }
         }
-        catch (Exception e) when (history.Unanswered && cancellationToken.IsCancellationRequested && e is OperationCanceledException or RpcException { StatusCode: StatusCode.Cancelled })
+        catch (Exception e) when (history.Unanswered && cancellationToken.IsCancellationRequested && e is OperationCanceledException or RpcException)
         {
-            // Ctrl+C during a submit, or after one that got no answer: "interrupted", and which envelope the node may have stored.
+            // Ctrl+C during a submit, or after one that got no answer: "interrupted", and which envelope the node may have
+            // stored. Any RpcException once cancelled: Ctrl+C just as a submit came back unanswered skipped the resubmit
+            // and ended in that submit's deadline error, told as a failure (exit 2), not as the interruption it was.
             throw new SendInterruptedException(EnvelopeFormat.EnvelopeId(envelope), e, cancellationToken);
         }
 

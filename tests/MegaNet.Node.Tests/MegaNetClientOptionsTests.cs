@@ -112,6 +112,25 @@ public sealed class MegaNetClientOptionsTests
     }
 
     [Fact]
+    public async Task A_send_interrupted_just_as_a_submit_comes_back_unanswered_is_told_as_interrupted()
+    {
+        // Ctrl+C landing as the unanswered submit returned (before the wait to submit again) skipped that wait and ended
+        // in the submit's deadline error: told as a failure, not as the interruption it was (seen in CI).
+        await using TestNode node = await TestNode.StartAsync();
+        using var ctrlC = new CancellationTokenSource();
+        var lose = new SubmitAnswers(_ =>
+        {
+            ctrlC.Cancel();
+            return new RpcException(new Status(StatusCode.DeadlineExceeded, "lost"));
+        }, skipNode: true);
+        using var client = new MegaNetClient(node.Address, options: new MegaNetClientOptions { Interceptors = [lose] });
+        using Identity alice = Identity.Create(), bob = Identity.Create();
+        SendInterruptedException e = await Assert.ThrowsAsync<SendInterruptedException>(() => client.SendAsync(alice, bob.Card, Text("hi"), "text/plain", cancellationToken: ctrlC.Token));
+        Assert.Contains(Convert.ToHexStringLower(e.EnvelopeId), e.Message, StringComparison.Ordinal);
+        Assert.Equal(1, lose.Calls);
+    }
+
+    [Fact]
     public async Task A_send_interrupted_while_its_submit_is_in_flight_names_the_envelope_the_node_may_have_stored()
     {
         await using TestNode node = await TestNode.StartAsync();
