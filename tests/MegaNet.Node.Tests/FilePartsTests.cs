@@ -286,6 +286,9 @@ public sealed class FilePartsTests(ITestOutputHelper output) : IDisposable
         Assert.Contains("with --name", unnamed.Stderr, StringComparison.Ordinal);
         Result stdin = await MeganetProcess.RunAsync(new ProcessStartInfo("bash", ["-c", $"{send} --file /dev/stdin < big.bin"]) { WorkingDirectory = _dir });
         AssertExit(stdin, 1, "its name 'stdin' says nothing of the file");
+        // A thread's descriptor (/proc/PID/task/TID/fd/N; exec keeps bash's pid, whose main thread has that id too).
+        Result task = await MeganetProcess.RunAsync(new ProcessStartInfo("bash", ["-c", $"{send} --file /proc/$$/task/$$/fd/3 3< big.bin"]) { WorkingDirectory = _dir });
+        AssertExit(task, 1, "its name '3' says nothing of the file");
 
         // A pipe's length is 0 to the file system: taken for the file's size, 100 KB went as one envelope and was refused.
         Result sent = await MeganetProcess.RunAsync(new ProcessStartInfo("bash", ["-c", $"{send} --file <(cat big.bin) --name report.bin"]) { WorkingDirectory = _dir });

@@ -114,7 +114,11 @@ public sealed class BenchSweepTests
         VerifyBenchmarkResult row = Assert.Single(report.Results, r => r.Backend == GpuBatchVerifier.CpuBackendName);
         Assert.Equal(3, row.Threads);
         Assert.Equal("x3", VerifyBenchmark.ThreadsLabel(row));
-        Assert.Contains("the largest --threads", string.Join('\n', BenchCommand.Footnotes(report)), StringComparison.Ordinal);
+        string footnotes = string.Join('\n', BenchCommand.Footnotes(report));
+        Assert.Contains("the largest --threads", footnotes, StringComparison.Ordinal);
+        // The limit is filled in, not printed as the code that gives it.
+        Assert.Contains($"SHA-512 of messages over {GpuBatchVerifier.MaxDeviceHashedMessageBytes >> 10} KiB", footnotes, StringComparison.Ordinal);
+        Assert.DoesNotContain("{", footnotes, StringComparison.Ordinal);
     }
 
     private sealed class SimdAsGpu(IBatchVerifier simd) : BatchVerifierBase

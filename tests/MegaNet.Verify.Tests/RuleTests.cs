@@ -178,10 +178,10 @@ public sealed class RuleTests(ITestOutputHelper output)
         }
 
         string[] has = flags[(flags.IndexOf(':', StringComparison.Ordinal) + 1)..].Split(' ', StringSplitOptions.RemoveEmptyEntries);
-        // .NET 10 reports the ISAs in groups: Avx2 only with the rest of x86-64-v3 (bmi1, bmi2, fma, lzcnt, movbe),
+        // .NET 10 reports the ISAs in groups: Avx2 only with the rest of x86-64-v3 (avx, bmi1, bmi2, f16c, fma, lzcnt, movbe),
         // Avx512F only with BW, CD, DQ and VL; one flag alone (avx2 where a VM hides movbe) is not what it reports.
         // lzcnt is left out: Linux shows it as "abm", which one VM here left out while .NET found Lzcnt.
-        bool cpuAvx2 = new[] { "avx2", "bmi1", "bmi2", "fma", "movbe" }.All(has.Contains);
+        bool cpuAvx2 = new[] { "avx", "avx2", "bmi1", "bmi2", "f16c", "fma", "movbe" }.All(has.Contains);
         bool cpuAvx512 = cpuAvx2 && new[] { "avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl" }.All(has.Contains);
         output.WriteLine($"CPU: x86-64-v3 group {cpuAvx2}, AVX-512 F/BW/CD/DQ/VL group {cpuAvx512}");
         if (!intrinsicsOff && !avx2Off && !avx512Off)

@@ -244,7 +244,7 @@ internal static class BenchCommand
 
         if (report.Results.Any(r => VerifierStartup.IsGpuName(r.Backend)))
         {
-            yield return "threads for a GPU backend: the host threads of its share of a batch (copies into page-locked buffers; SHA-512 of messages over {GpuBatchVerifier.MaxDeviceHashedMessageBytes >> 10} KiB, and of all with MEGANET_GPU_HOST_HASH=1), the largest --threads; timed once.";
+            yield return $"threads for a GPU backend: the host threads of its share of a batch (copies into page-locked buffers; SHA-512 of messages over {GpuBatchVerifier.MaxDeviceHashedMessageBytes >> 10} KiB, and of all with MEGANET_GPU_HOST_HASH=1), the largest --threads; timed once.";
         }
 
         foreach (SkippedBackend skipped in report.Skipped)

@@ -1402,13 +1402,14 @@ internal static partial class ClientCommands
     }
 
     /// <summary>True for a path that names an open descriptor, not a file: <c>/dev/fd/N</c>, <c>/dev/stdin</c>,
-    /// <c>/dev/stdout</c>, <c>/dev/stderr</c>, <c>/proc/PID/fd/N</c> (<c>/proc/self/fd/N</c> too). Its link may lead to a
+    /// <c>/dev/stdout</c>, <c>/dev/stderr</c>, <c>/proc/PID/fd/N</c> (<c>/proc/self/fd/N</c> too) and a thread's
+    /// <c>/proc/PID/task/TID/fd/N</c>. Its link may lead to a
     /// regular file (<c>--file /dev/stdin &lt; report.pdf</c>), whose name the path still does not carry.</summary>
     private static bool IsDescriptorPath(string full) =>
         !OperatingSystem.IsWindows()
         && (full is "/dev/stdin" or "/dev/stdout" or "/dev/stderr"
             || full.StartsWith("/dev/fd/", StringComparison.Ordinal)
-            || full.Split('/') is ["", "proc", _, "fd", _]);
+            || full.Split('/') is ["", "proc", _, "fd", _] or ["", "proc", _, "task", _, "fd", _]);
 
     /// <summary>Refuses an identity path that is a directory, lies below a file, or is named like a file kept beside
     /// identities, before anything is written.</summary>
