@@ -205,7 +205,7 @@ public static partial class PrivateFile
 
         // A failed call (a kernel before 4.11, a C library without statx) tells nothing: the file is taken as the
         // regular one it nearly always is.
-        return !TryStat(path, out ushort mode, out _) || (mode & TypeMask) == Regular;
+        return !TryStat(path, out ushort mode, out _, out _) || (mode & TypeMask) == Regular;
     }
 
     /// <summary>True when <paramref name="path"/>, its symbolic links followed, is a regular file, not a pipe, a device or a
@@ -219,7 +219,7 @@ public static partial class PrivateFile
             return false;
         }
 
-        return !OperatingSystem.IsLinux() || !TryStat(path, out ushort mode, out _, followLinks: true) || (mode & TypeMask) == Regular;
+        return !OperatingSystem.IsLinux() || !TryStat(path, out ushort mode, out _, out _, followLinks: true) || (mode & TypeMask) == Regular;
     }
 
     /// <summary>True when <paramref name="path"/> is a regular file (not a link, a pipe or a device) that only its owner
@@ -246,48 +246,26 @@ public static partial class PrivateFile
 
         // Where statx cannot tell (see TryStat), nothing can be told, so no.
         const int GroupOrOther = 0x3F;
-        return TryStat(path, out ushort mode, out uint owner) && (mode & TypeMask) == Regular && (mode & GroupOrOther) == 0 && owner == GetEffectiveUserId();
+        return TryStat(path, out ushort mode, out uint owner, out _) && (mode & TypeMask) == Regular && (mode & GroupOrOther) == 0 && owner == GetEffectiveUserId();
     }
 
     /// <summary>Linux only: whether the file at <paramref name="path"/> (a symbolic link followed) has more than one
     /// hard link or belongs to another user, so that a new file renamed over it would part it from its other names or
     /// take it from its owner. False where that cannot be told (not Linux, statx missing, nothing there).</summary>
-    public static unsafe bool IsLinkedOrOthers(string path)
-    {
-        if (!OperatingSystem.IsLinux())
-        {
-            return false;
-        }
-
-        const int AtFdCwd = -100, Mask = 4 | 8; // STATX_NLINK | STATX_UID
-        const int LinksOffset = 16, UidOffset = 20;
-        byte* statx = stackalloc byte[256];
-        try
-        {
-            if (Statx(AtFdCwd, path, 0, Mask, statx) != 0)
-            {
-                return false;
-            }
-        }
-        catch (EntryPointNotFoundException)
-        {
-            return false;
-        }
-
-        return *(uint*)(statx + LinksOffset) > 1 || *(uint*)(statx + UidOffset) != GetEffectiveUserId();
-    }
+    public static bool IsLinkedOrOthers(string path) =>
+        OperatingSystem.IsLinux() && TryStat(path, out _, out uint owner, out uint links, followLinks: true) && (links > 1 || owner != GetEffectiveUserId());
 
     private const int TypeMask = 0xF000, Regular = 0x8000;
 
-    /// <summary>Linux only: the type and mode bits and the owner of <paramref name="path"/>, not following a symbolic
-    /// link unless <paramref name="followLinks"/>, from statx(2), whose layout is the same on every architecture; false
+    /// <summary>Linux only: the type and mode bits, the owner and the hard link count of <paramref name="path"/>, not
+    /// following a symbolic link unless <paramref name="followLinks"/>, from statx(2), whose layout is the same on every architecture; false
     /// when the call failed (a kernel before 4.11, or nothing there) or the C library has no statx (glibc before 2.28).</summary>
-    private static unsafe bool TryStat(string path, out ushort mode, out uint owner, bool followLinks = false)
+    private static unsafe bool TryStat(string path, out ushort mode, out uint owner, out uint links, bool followLinks = false)
     {
-        const int AtFdCwd = -100, AtSymlinkNoFollow = 0x100, Mask = 1 | 2 | 8; // STATX_TYPE | STATX_MODE | STATX_UID
-        const int UidOffset = 20, ModeOffset = 28;
+        const int AtFdCwd = -100, AtSymlinkNoFollow = 0x100, Mask = 1 | 2 | 4 | 8; // STATX_TYPE | STATX_MODE | STATX_NLINK | STATX_UID
+        const int LinksOffset = 16, UidOffset = 20, ModeOffset = 28;
         byte* statx = stackalloc byte[256];
-        (mode, owner) = (0, 0);
+        (mode, owner, links) = (0, 0, 0);
         try
         {
             if (Statx(AtFdCwd, path, followLinks ? 0 : AtSymlinkNoFollow, Mask, statx) != 0)
@@ -300,7 +278,7 @@ public static partial class PrivateFile
             return false;
         }
 
-        (mode, owner) = (*(ushort*)(statx + ModeOffset), *(uint*)(statx + UidOffset));
+        (mode, owner, links) = (*(ushort*)(statx + ModeOffset), *(uint*)(statx + UidOffset), *(uint*)(statx + LinksOffset));
         return true;
     }
 
