@@ -1,4 +1,3 @@
-using System.Collections.Concurrent;
 using MegaNet.Core.Ed25519;
 using MegaNet.Core.Verification;
 using MegaNet.Node.Verification;
@@ -9,8 +8,8 @@ namespace MegaNet.Verify.Tests;
 /// <summary>Every backend under test, created once per process and shared (GPU kernels compile once).</summary>
 public static class Backends
 {
-    private static readonly ConcurrentDictionary<string, IBatchVerifier> Instances = new(StringComparer.OrdinalIgnoreCase);
-    private static readonly ConcurrentDictionary<(int Seed, int Size), (SignatureCase[] Cases, bool[] Expected)> Expectations = new();
+    private static readonly OncePerKey<string, IBatchVerifier> Instances = new(StringComparer.OrdinalIgnoreCase);
+    private static readonly OncePerKey<(int Seed, int Size), (SignatureCase[] Cases, bool[] Expected)> Expectations = new();
 
     public static BatchVerifierRegistry Registry { get; } = VerifierCatalog.Create();
 
@@ -35,7 +34,7 @@ public static class Backends
         return data;
     }
 
-    public static IBatchVerifier Get(string name) => Instances.GetOrAdd(name, n => n == GpuCpuHostHash
+    public static IBatchVerifier Get(string name) => Instances.Get(name, n => n == GpuCpuHostHash
         ? new GpuBatchVerifier(GpuDeviceKind.CpuAccelerator, new VerifierOptions { GpuHashOnHost = true })
         : Registry.Create(n));
 
@@ -60,7 +59,7 @@ public static class Backends
     }
 
     /// <summary>A seeded mixed batch and the reference's verdicts for it, computed once per (seed, size) and shared by all backends.</summary>
-    public static (SignatureCase[] Cases, bool[] Expected) Mixed(int seed, int size) => Expectations.GetOrAdd((seed, size), key =>
+    public static (SignatureCase[] Cases, bool[] Expected) Mixed(int seed, int size) => Expectations.Get((seed, size), key =>
     {
         var generator = new SignatureCaseGenerator(key.Seed);
         SignatureCase[] cases = new SignatureCase[key.Size];
@@ -78,7 +77,7 @@ public static class Backends
     /// reference's verdicts: batch equations that give the items of one key a single term meet every combination of
     /// valid and invalid items of a key, and bisection splits the keys' items across groups.
     /// </summary>
-    public static (SignatureCase[] Cases, bool[] Expected) FewKeys(int seed, int size) => FewKeyExpectations.GetOrAdd((seed, size), key =>
+    public static (SignatureCase[] Cases, bool[] Expected) FewKeys(int seed, int size) => FewKeyExpectations.Get((seed, size), key =>
     {
         var generator = new SignatureCaseGenerator(key.Seed, distinctKeys: 3);
         SignatureCaseKind[] pattern =
@@ -91,7 +90,7 @@ public static class Backends
         return (cases, ReferenceVerdicts(cases));
     });
 
-    private static readonly ConcurrentDictionary<(int Seed, int Size), (SignatureCase[] Cases, bool[] Expected)> FewKeyExpectations = new();
+    private static readonly OncePerKey<(int Seed, int Size), (SignatureCase[] Cases, bool[] Expected)> FewKeyExpectations = new();
 
     private static bool[] ReferenceVerdicts(SignatureCase[] cases)
     {
