@@ -34,6 +34,12 @@ public sealed class CrashTests(ITestOutputHelper output) : IDisposable
             using Process process = Process.Start(psi)!;
             var lines = new List<string>();
             var ready = new TaskCompletionSource();
+            // The kill lands after a random number of acknowledgements, not a random time after start: under load (CI,
+            // three test projects on two cores) the child's first commits took longer than the old 50–600 ms, and 19 of
+            // 20 rounds were killed before acknowledging anything.
+            int killAfterAcks = random.Next(1, 80);
+            int acksSeen = 0;
+            var acksReached = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
             process.OutputDataReceived += (_, e) =>
             {
                 if (e.Data is null)
@@ -50,6 +56,10 @@ public sealed class CrashTests(ITestOutputHelper output) : IDisposable
                 {
                     ready.TrySetResult();
                 }
+                else if (e.Data.StartsWith("ACK ", StringComparison.Ordinal) && Interlocked.Increment(ref acksSeen) >= killAfterAcks)
+                {
+                    acksReached.TrySetResult();
+                }
             };
             process.BeginOutputReadLine();
             Task exited = process.WaitForExitAsync();
@@ -58,7 +68,13 @@ public sealed class CrashTests(ITestOutputHelper output) : IDisposable
                 Assert.Fail($"round {round}: the child did not start: {await process.StandardError.ReadToEndAsync()}");
             }
 
-            await Task.Delay(random.Next(50, 600));
+            if (await Task.WhenAny(acksReached.Task, exited, Task.Delay(TimeSpan.FromSeconds(120))) != acksReached.Task)
+            {
+                Assert.Fail($"round {round}: the child acknowledged {Volatile.Read(ref acksSeen)} of the {killAfterAcks} puts awaited within 2 minutes{(exited.IsCompleted ? $" and exited: {await process.StandardError.ReadToEndAsync()}" : "")}");
+            }
+
+            // Then a moment more, so the kill also lands between acknowledgements (inside commits and checkpoints).
+            await Task.Delay(random.Next(0, 100));
             process.Kill(entireProcessTree: true); // SIGKILL on Unix
             Task killed = process.WaitForExitAsync();
             Assert.True(await Task.WhenAny(killed, Task.Delay(TimeSpan.FromSeconds(60))) == killed, $"round {round}: the child had not exited 60 s after SIGKILL");
