@@ -252,6 +252,96 @@ public sealed class AuditCommandTests : IDisposable
         Assert.Equal((ClientCommands.Remembering.Saved, null), await ClientCommands.RememberAsync(Heads, B, null, fork, [(A, honest)], CancellationToken.None));
     }
 
+    [Fact]
+    public async Task An_audit_overtaken_by_an_audit_of_its_key_at_another_address_checks_again_and_is_remembered()
+    {
+        // Two cron lines started the same minute, auditing one node at two addresses: the one that saved second found
+        // the other's head saved since it read the file and gave up ("not remembered"), on every run, so its address was
+        // never remembered. The other audit runs here between this one's check and its save, after more mail, so the
+        // head it saves is newer than the one this audit checked: the retry asks the node again, not just the file.
+        await using TestNode node = await TestNode.StartAsync();
+        Uri alias = new UriBuilder(node.Address) { Host = "localhost" }.Uri;
+        using MegaNetClient client = node.Client();
+        using Identity alice = Identity.Create(), bob = Identity.Create();
+        var tries = new List<int>();
+        async Task OtherAuditSaves(int attempt)
+        {
+            tries.Add(attempt);
+            if (attempt == 1)
+            {
+                await client.SendAsync(alice, bob.Card, Encoding.UTF8.GetBytes("meanwhile"), "text/plain");
+                Assert.Equal(ClientCommands.Remembering.Saved, (await AuditInProcess(node.Address, null)).Outcome);
+            }
+        }
+
+        (ClientCommands.AuditResult result, ClientCommands.Remembering outcome, IOException? failure) = await AuditInProcess(alias, OtherAuditSaves);
+        Assert.Null(result.Problem);
+        Assert.Equal((ClientCommands.Remembering.Saved, (IOException?)null), (outcome, failure));
+        Assert.Equal([1, 2], tries);
+        Assert.Equal([Key(node.Address)], result.AlsoConsistentWith);
+        Assert.Equal(1, (long)Remembered(alias)["tree_size"]!);
+        Assert.Equal(1, (long)Remembered(node.Address)["tree_size"]!);
+
+        // Overtaken on every try, it gives up after a few, and says so rather than saving a head it was not held to.
+        tries.Clear();
+        async Task OtherAuditSavesEachTime(int attempt)
+        {
+            tries.Add(attempt);
+            await client.SendAsync(alice, bob.Card, Encoding.UTF8.GetBytes($"meanwhile {attempt}"), "text/plain");
+            Assert.Equal(ClientCommands.Remembering.Saved, (await AuditInProcess(node.Address, null)).Outcome);
+        }
+
+        (result, outcome, failure) = await AuditInProcess(alias, OtherAuditSavesEachTime);
+        Assert.Null(result.Problem);
+        Assert.Equal((ClientCommands.Remembering.OvertakenElsewhere, (IOException?)null), (outcome, failure));
+        Assert.Equal(Enumerable.Range(1, ClientCommands.RememberTries), tries);
+        Assert.Equal(1, (long)Remembered(alias)["tree_size"]!);
+        node.AssertNoServerErrors();
+    }
+
+    [Fact]
+    public async Task A_fork_found_when_an_overtaken_audit_checks_again_is_reported_and_not_remembered()
+    {
+        // The retry of an audit overtaken by another audit of its key holds the node to the head that audit saved: a
+        // node key showing a fork at this address is caught there, as on a first try, and nothing is saved over it.
+        string firstData = Path.Combine(_dir, "first"), forkData = Path.Combine(_dir, "fork");
+        await using TestNode node = await TestNode.StartAsync(dataDirectory: firstData);
+        await node.BackUpAsync(forkData);
+        await using TestNode fork = await TestNode.StartAsync(dataDirectory: forkData);
+        using Identity alice = Identity.Create(), bob = Identity.Create();
+        foreach ((TestNode at, string[] texts) in new[] { (node, new[] { "one", "two" }), (fork, new[] { "x", "y", "z" }) })
+        {
+            using MegaNetClient client = at.Client();
+            foreach (string text in texts)
+            {
+                await client.SendAsync(alice, bob.Card, Encoding.UTF8.GetBytes(text), "text/plain");
+            }
+        }
+
+        string? savedMeanwhile = null;
+        async Task HonestAuditSaves(int attempt)
+        {
+            if (attempt == 1)
+            {
+                Assert.Equal(ClientCommands.Remembering.Saved, (await AuditInProcess(node.Address, null)).Outcome);
+                savedMeanwhile = await File.ReadAllTextAsync(Heads);
+            }
+        }
+
+        (ClientCommands.AuditResult result, ClientCommands.Remembering outcome, _) = await AuditInProcess(fork.Address, HonestAuditSaves);
+        Assert.Equal(ClientCommands.Remembering.NotAsked, outcome);
+        Assert.Equal($"the node at {Key(fork.Address)} and the node at {Key(node.Address)} sign with one key ({Convert.ToHexStringLower(result.Current!.NodeKey.Span)}) but show different logs: " +
+            $"the node's current log (size 3) does not extend the log of the earlier head (size 2): it forked or rewrote its log (the earlier head is the one remembered for {Key(node.Address)})", result.Problem);
+        Assert.Equal(Key(node.Address), result.EarlierNode);
+        Assert.Equal(Remembered(node.Address)["root_hash"]!.ToString(), Convert.ToHexStringLower(result.Earlier!.RootHash.Span));
+        Assert.Equal(savedMeanwhile, await File.ReadAllTextAsync(Heads));
+    }
+
+    /// <summary>The audit as the command runs it, in this process, with <paramref name="beforeSaving"/> run between
+    /// each try's checks and its save.</summary>
+    private Task<(ClientCommands.AuditResult Result, ClientCommands.Remembering Outcome, IOException? Failure)> AuditInProcess(Uri node, Func<int, Task>? beforeSaving) =>
+        ClientCommands.AuditAndRememberAsync(node, Key(node), Heads, given: null, new MegaNetClientOptions(), beforeSaving, CancellationToken.None);
+
     private JsonObject Remembered(Uri node) => JsonNode.Parse(File.ReadAllText(Heads))![Key(node)]!.AsObject();
 
     /// <summary>Files the head remembered for one address under another (a test node listens on a port of its own).</summary>

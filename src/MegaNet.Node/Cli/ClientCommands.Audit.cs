@@ -67,49 +67,77 @@ internal static partial class ClientCommands
                 return PrintAudit(await AuditAsync(address, key, other, given, "given", connection, ct), asJson, given is not null, headsPath, Remembering.NotAsked);
             }
 
-            // The remembered heads are read, and later rewritten, each time under a lock held only for that, not while
-            // the node answers (a slow node would hold up the audits of every other): two audits at once (two cron
-            // lines) cannot put back an older head or drop one.
-            SignedTreeHead? remembered;
-            using (HeadsFile file = await HeadsFile.OpenAsync(headsPath, ct))
-            {
-                remembered = file.Find(key);
-            }
-
-            AuditResult result = await AuditAsync(address, key, remembered, given, "remembered", connection, ct);
-            IReadOnlyList<(string Address, SignedTreeHead Head)>? elsewhere = null;
-            if (result.Problem is null)
-            {
-                // Heads are remembered by address, so one node (one key) showing log A at one address and log B at
-                // another passed both audits: the current head must extend what its key signed elsewhere too.
-                using (HeadsFile file = await HeadsFile.OpenAsync(headsPath, ct))
-                {
-                    elsewhere = file.SignedByElsewhere(result.Current!.NodeKey, key);
-                }
-
-                result = await HeldToElsewhereAsync(address, result, elsewhere, connection, ct);
-            }
-
-            Remembering outcome = Remembering.NotAsked;
-            IOException? failure = null;
-            if (result.Problem is null)
-            {
-                (outcome, failure) = await RememberAsync(headsPath, key, remembered, result.Current!, elsewhere!, ct);
-            }
-
+            (AuditResult result, Remembering outcome, IOException? failure) = await AuditAndRememberAsync(address, key, headsPath, given, connection, beforeSaving: null, ct);
             int exit = PrintAudit(result, asJson, given is not null, headsPath, outcome);
             return failure is null ? exit : throw new CliException($"the head could not be remembered in {headsPath}: {failure.Message}");
         }));
         return command;
     }
 
+    /// <summary>Tries of one audit that finds, each time it would save, that another audit saved since it read the
+    /// heads file; then it gives up remembering (and says so). Each retry follows another audit's save, so overlapping
+    /// audits (two cron lines started the same minute) end after a retry or two.</summary>
+    internal const int RememberTries = 3;
+
+    /// <summary>
+    /// Audits the node at <paramref name="address"/> (<paramref name="key"/>) against the heads remembered in
+    /// <paramref name="headsPath"/>, and remembers its current head when it is consistent with them. Each try reads the
+    /// heads under the file's lock, held for that only and not while the node answers (a slow node would hold up the
+    /// audits of every other), asks the node, and saves under the lock again (<see cref="RememberAsync"/>). When another
+    /// audit saved in between (one of this address, or of this node key at another address: two cron lines started the
+    /// same minute overlap on every run, and the later one was never remembered), the try is made again from the heads
+    /// saved now and a new head from the node, up to <see cref="RememberTries"/> times. A retry checks as the first try
+    /// does, so a fork it finds is the finding, with its evidence, and nothing is saved over it. <paramref name="beforeSaving"/>,
+    /// when given, runs with the try's number (from 1) between its checks and its save, where another audit may save:
+    /// a seam for tests.
+    /// </summary>
+    /// <returns>The last try's finding, what became of its head, and the error that kept it from the disk.</returns>
+    internal static async Task<(AuditResult Result, Remembering Outcome, IOException? Failure)> AuditAndRememberAsync(Uri address, string key, string headsPath, byte[]? given,
+        MegaNetClientOptions connection, Func<int, Task>? beforeSaving, CancellationToken ct)
+    {
+        for (int attempt = 1; ; attempt++)
+        {
+            // Read before the node is asked: each head read was saved before the node signed its current head, which
+            // must then be no smaller (asked first, a head another audit fetched later and saved before it was read
+            // made an honest node look as if its log shrank). Heads saved after the read are caught at the save.
+            using HeadsFile saved = await HeadsFile.ReadAsync(headsPath, ct);
+            SignedTreeHead? remembered = saved.Find(key);
+            AuditResult result = await AuditAsync(address, key, remembered, given, "remembered", connection, ct);
+            if (result.Problem is not null)
+            {
+                return (result, Remembering.NotAsked, null);
+            }
+
+            // Heads are remembered by address, so one node (one key) showing log A at one address and log B at
+            // another passed both audits: the current head must extend what its key signed elsewhere too.
+            IReadOnlyList<(string Address, SignedTreeHead Head)> elsewhere = saved.SignedByElsewhere(result.Current!.NodeKey, key);
+            result = await HeldToElsewhereAsync(address, result, elsewhere, connection, ct);
+            if (result.Problem is not null)
+            {
+                return (result, Remembering.NotAsked, null);
+            }
+
+            if (beforeSaving is not null)
+            {
+                await beforeSaving(attempt);
+            }
+
+            (Remembering outcome, IOException? failure) = await RememberAsync(headsPath, key, remembered, result.Current!, elsewhere, ct);
+            if (outcome is not (Remembering.Overtaken or Remembering.OvertakenElsewhere) || attempt == RememberTries)
+            {
+                return (result, outcome, failure);
+            }
+        }
+    }
+
     /// <summary>
     /// Remembers <paramref name="current"/> for <paramref name="key"/> once it was held to <paramref name="remembered"/>
-    /// (this address's head when the audit began) and to <paramref name="checkedElsewhere"/> (the heads of its key at
-    /// other addresses it was checked against), all under the heads file's lock: unless another audit changed this
-    /// address's head meanwhile, or remembered a head of this key at another address that this audit did not check
+    /// (this address's head when the audit read the file) and to <paramref name="checkedElsewhere"/> (the heads of its
+    /// key at other addresses it was checked against), all under the heads file's lock: unless another audit changed
+    /// this address's head meanwhile, or remembered a head of this key at another address that this audit did not check
     /// (two audits at once of one key at two addresses, one of them a fork, each read the other's head before either
-    /// saved and both passed). Then nothing is written: the next audit is held to what is there now.
+    /// saved and both passed). Then nothing is written, and <see cref="AuditAndRememberAsync"/> checks again against
+    /// what is there now.
     /// </summary>
     /// <returns>What became of the head, and the error that kept it from the disk (the finding stands regardless).</returns>
     internal static async Task<(Remembering Outcome, IOException? Failure)> RememberAsync(string headsPath, string key, SignedTreeHead? remembered, SignedTreeHead current,
@@ -142,7 +170,7 @@ internal static partial class ClientCommands
 
     /// <summary>What became of a consistent head: not to be remembered (a head given), remembered, or not written
     /// because another audit changed the remembered head of this address, or of this node key at another address,
-    /// meanwhile.</summary>
+    /// meanwhile (on every try, from <see cref="AuditAndRememberAsync"/>).</summary>
     internal enum Remembering
     {
         NotAsked,
@@ -155,7 +183,7 @@ internal static partial class ClientCommands
     /// the node could not be held to it), and what failed. <see cref="EarlierNode"/> is the address the earlier head
     /// was remembered for when that is another than <see cref="Node"/>; <see cref="AlsoConsistentWith"/> the other
     /// addresses whose heads of the same key the current head extends.</summary>
-    private sealed record AuditResult(string Node, SignedTreeHead? Earlier, string EarlierWhat, SignedTreeHead? Current, string? Problem)
+    internal sealed record AuditResult(string Node, SignedTreeHead? Earlier, string EarlierWhat, SignedTreeHead? Current, string? Problem)
     {
         public string? EarlierNode { get; init; }
 
@@ -319,9 +347,10 @@ internal static partial class ClientCommands
     private static string Kept(Remembering remembering, string headsPath) => remembering switch
     {
         Remembering.Saved => $", remembered in {headsPath}",
-        Remembering.Overtaken => $"; not remembered: another audit changed this address's head in {headsPath} meanwhile",
-        Remembering.OvertakenElsewhere => $"; not remembered: another audit remembered a head of this node key at another address in {headsPath} meanwhile, " +
-            "which this one was not held to (audit again to check against it)",
+        Remembering.Overtaken => $"; not remembered: on each of {RememberTries} tries another audit changed this address's head in {headsPath} " +
+            "before this one could save (the next audit is held to the head saved there)",
+        Remembering.OvertakenElsewhere => $"; not remembered: on each of {RememberTries} tries another audit remembered a head of this node key at another " +
+            $"address in {headsPath} before this one could save (audit again to check against it)",
         _ => string.Empty,
     };
 
@@ -376,13 +405,22 @@ internal static partial class ClientCommands
         }
     }
 
-    /// <summary>The remembered heads, held under an exclusive lock file beside them from reading to saving.</summary>
+    /// <summary>The remembered heads, held under an exclusive lock file beside them from reading to saving; or, from
+    /// <see cref="ReadAsync"/>, as read under it, not to be saved.</summary>
     private sealed class HeadsFile : IDisposable
     {
-        private readonly LockedFile _file;
+        private readonly LockedFile? _file;
+        private readonly string _path;
         private readonly JsonObject _heads;
 
-        private HeadsFile(LockedFile file, JsonObject heads) => (_file, _heads) = (file, heads);
+        private HeadsFile(LockedFile? file, string path, JsonObject heads) => (_file, _path, _heads) = (file, path, heads);
+
+        /// <summary>The heads as they are now, read under the lock, which is let go at once.</summary>
+        public static async Task<HeadsFile> ReadAsync(string path, CancellationToken cancellationToken)
+        {
+            using HeadsFile locked = await OpenAsync(path, cancellationToken);
+            return new HeadsFile(null, locked._path, locked._heads);
+        }
 
         public static async Task<HeadsFile> OpenAsync(string path, CancellationToken cancellationToken)
         {
@@ -394,7 +432,7 @@ internal static partial class ClientCommands
             LockedFile held = await LockedFile.OpenAsync(path, "another 'meganet audit'", cancellationToken);
             try
             {
-                return new HeadsFile(held, Read(held, path));
+                return new HeadsFile(held, held.Path, Read(held, path));
             }
             catch
             {
@@ -431,7 +469,7 @@ internal static partial class ClientCommands
 
             // An entry that is not a head is a damaged file: treating it as none would make this a first audit and
             // accept whatever log the node shows now.
-            string where = $"{_file.Path} ({key})";
+            string where = $"{_path} ({key})";
             return entry is JsonObject head
                 ? CheckedHead(HeadFrom(head, where), where)
                 : throw new CliException($"{where} is not a tree head; move the file aside (or delete that entry to start this node's audits anew).");
@@ -476,8 +514,8 @@ internal static partial class ClientCommands
 
         /// <summary>Writes the file whole (<see cref="LockedFile.Save"/>): a crash leaves the old file or the new, never
         /// one cut short that would lose every node's head.</summary>
-        public void Save() => _file.Save(_heads.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+        public void Save() => (_file ?? throw new InvalidOperationException("Heads read without the lock are not saved.")).Save(_heads.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
 
-        public void Dispose() => _file.Dispose();
+        public void Dispose() => _file?.Dispose();
     }
 }
