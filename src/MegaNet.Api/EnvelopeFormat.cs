@@ -18,8 +18,11 @@ public static class EnvelopeFormat
     /// <summary>The only envelope version.</summary>
     public const uint Version = 1;
 
+    /// <summary>The largest of <see cref="PayloadClasses"/>: what a part of a file sent in parts fills.</summary>
+    public const int LargestPayloadClass = 65536;
+
     // Declared before PayloadClasses, whose initializer wraps it (static fields initialize in text order).
-    private static readonly int[] Classes = [1024, 4096, 16384, 65536];
+    private static readonly int[] Classes = [1024, 4096, 16384, LargestPayloadClass];
 
     /// <summary>Padded plaintext sizes; a sealed payload is one of these plus <see cref="SealOverhead"/> bytes.</summary>
     public static IReadOnlyList<int> PayloadClasses { get; } = Array.AsReadOnly(Classes);

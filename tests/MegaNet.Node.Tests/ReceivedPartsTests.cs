@@ -258,6 +258,32 @@ public sealed class ReceivedPartsTests : IDisposable
     }
 
     [Fact]
+    public void Two_files_of_32_MiB_from_one_sender_fit_its_cap_whatever_their_names()
+    {
+        // The longest name a 32 MiB file may go under: it takes room from every slice, so the file takes the most parts,
+        // each holding back the largest payload. Before, the cap let two in only under names up to about 1,700 bytes.
+        int low = 1, high = EnvelopeFormat.LargestPayloadClass;
+        while (low < high)
+        {
+            int mid = (low + high + 1) / 2;
+            (low, high) = (long)FileParts.SliceLength(new string('n', mid)) * FileParts.MaxParts >= FileParts.MaxFileLength ? (mid, high) : (low, mid - 1);
+        }
+
+        string name = new('n', low);
+        Assert.Equal(FileParts.MaxParts, FileParts.PartCount(FileParts.MaxFileLength, name));
+        int lastSlice = (int)(FileParts.MaxFileLength - ((FileParts.MaxParts - 1L) * FileParts.SliceLength(name)));
+        byte[] LastPart() => Forged(FileParts.MaxParts - 1, FileParts.MaxParts, FileParts.MaxFileLength, lastSlice);
+
+        using Identity alice = Identity.Create();
+        ReceivedParts parts = ReceivedParts.Beside(IdentityPath);
+        Assert.IsType<ReceivedParts.Waiting>(parts.Add(Part(alice, LastPart(), name)));
+        Assert.IsType<ReceivedParts.Waiting>(parts.Add(Part(alice, LastPart(), name)));
+        // Two, not three: the cap still bounds what one sender's files hold back.
+        var deferred = Assert.IsType<ReceivedParts.Deferred>(parts.Add(Part(alice, LastPart(), name)));
+        Assert.Contains($"files still arriving from this sender hold {2 * ReceivedParts.Reservation(FileParts.MaxParts):N0} bytes here already", deferred.Reason, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void Files_shown_and_kept_do_not_keep_a_later_file_from_arriving_and_have_a_cap_of_their_own()
     {
         using Identity alice = Identity.Create();

@@ -38,16 +38,18 @@ internal sealed class ReceivedParts
     /// <summary>Bytes charged for a part at least: a file takes a block on disk, however short.</summary>
     public const long MinPartCost = 4096;
 
-    /// <summary>Bytes of files still arriving kept for one sender at most, and as much again of files whole here: two
-    /// files of the largest size, each part with up to 1 KiB of its sealed content's other fields, and each file its
-    /// <see cref="SetCost"/>. A file arriving holds back <see cref="Reservation"/> of it: two of 32 MiB fit while their
-    /// names keep them within 528 parts (names up to about 1,700 UTF-8 bytes), one under a longer name. Identities cost
-    /// nothing, so this alone does not bound the directory; <see cref="MaxBytes"/> does.</summary>
-    public const long MaxBytesPerSender = 2 * (FileParts.MaxFileLength + (FileParts.MaxParts * 1024L) + SetCost);
+    /// <summary>Bytes of files still arriving kept for one sender at most, and as much again of files whole here: what
+    /// two files of the most parts hold back (<see cref="Reservation"/>), so two of 32 MiB fit whatever their names. A
+    /// long name takes room from every part's slice, so a 32 MiB file takes more parts (up to
+    /// <see cref="FileParts.MaxParts"/>), each as large as any: a cap of two files' bytes plus 1 KiB a part let two in
+    /// only under names up to about 1,700 UTF-8 bytes. Identities cost nothing, so this alone does not bound the
+    /// directory; <see cref="MaxBytes"/> does.</summary>
+    public const long MaxBytesPerSender = 2 * (SetCost + (FileParts.MaxParts * (long)EnvelopeFormat.LargestPayloadClass));
 
     /// <summary>Bytes of files still arriving kept in all at most, and as much again of files whole here: eight files
-    /// of the largest size.</summary>
-    public const long MaxBytes = 4 * MaxBytesPerSender;
+    /// of 32 MiB under names up to about 1,700 UTF-8 bytes (each part with up to 1 KiB of its sealed content's other
+    /// fields), four of the most parts. It counts what is on disk, not what files hold back.</summary>
+    public const long MaxBytes = 8 * (FileParts.MaxFileLength + (FileParts.MaxParts * 1024L) + SetCost);
 
     /// <summary>Files still arriving from one sender at once at most: a sender sends one file after another, and each
     /// set waiting costs a directory however small its parts.</summary>
@@ -394,7 +396,7 @@ internal sealed class ReceivedParts
     /// is let begin only when the whole of it fits its sender's cap, and no part of a file begun is put off for that
     /// cap: files from one sender begun together and charged part by part could fill it with none of them whole, and
     /// then every part still missing waited for room that only a whole file would make.</summary>
-    internal static long Reservation(int count) => SetCost + (count * (long)EnvelopeFormat.PayloadClasses[^1]);
+    internal static long Reservation(int count) => SetCost + (count * (long)EnvelopeFormat.LargestPayloadClass);
 
     /// <summary>Why keeping a part charged <paramref name="adding"/> bytes of the file <paramref name="set"/> (null: a
     /// file not begun here, which holds back <paramref name="reservation"/> of its sender's cap once begun) from the
