@@ -201,31 +201,55 @@ internal static class Checkpoint
     /// <param name="storeDirectory">The store's directory.</param>
     /// <param name="first">The first leaf to read.</param>
     /// <param name="destination">Where the hashes go; its length says how many.</param>
-    /// <param name="whileOpen">Read for an open store (a proof), not while opening it: the error's advice says to stop
-    /// the node first (<see cref="StoreCorruptException.RunTimeAdvice"/>).</param>
-    /// <exception cref="StoreCorruptException">leaves.bin is missing, shorter, or could not be read; the message names it.</exception>
-    public static void ReadLeafHashes(string storeDirectory, long first, Span<byte> destination, bool whileOpen = false)
+    /// <param name="whileOpen">Read for an open store (a proof), not while opening it: damage's advice says to stop the
+    /// node first (<see cref="StoreCorruptException.RunTimeAdvice"/>), and a failed read is no damage.</param>
+    /// <param name="beforeReadForTests">Called with leaves.bin's path before it is opened; what it throws is taken as
+    /// the read's own failure (tests).</param>
+    /// <exception cref="StoreCorruptException">leaves.bin is missing or shorter; at open, also when it could not be read
+    /// at all; the message names it.</exception>
+    /// <exception cref="StoreUnavailableException">While open: leaves.bin could not be read (too many open files, out of
+    /// memory, a device error), which says nothing about its hashes; a later read may succeed. The message names the
+    /// file and the error.</exception>
+    public static void ReadLeafHashes(string storeDirectory, long first, Span<byte> destination, bool whileOpen = false, Action<string>? beforeReadForTests = null)
     {
         string advice = whileOpen ? StoreCorruptException.RunTimeAdvice : StoreCorruptException.Advice;
         string path = LeavesPath(storeDirectory);
         long offset = first * 32;
+        long last = first + (destination.Length / 32) - 1;
         try
         {
+            beforeReadForTests?.Invoke(path);
             using SafeFileHandle file = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
             for (int done = 0; done < destination.Length;)
             {
                 int read = RandomAccess.Read(file, destination[done..], offset + done);
                 if (read == 0)
                 {
-                    throw Damaged(path, $"it ends at leaf {(offset + done) / 32}, before leaf {first + (destination.Length / 32) - 1}, which the checkpoint manifest counts", advice: advice);
+                    throw Damaged(path, $"it ends at leaf {(offset + done) / 32}, before leaf {last}, which the checkpoint manifest counts", advice: advice);
                 }
 
                 done += read;
             }
         }
+        catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException)
+        {
+            // A manifest counted these hashes, so the file was there: gone is damage, whoever removed it.
+            throw Damaged(path, $"it is missing, while the checkpoint manifest counts leaf hashes up to {last}", e, advice);
+        }
+        catch (Exception e) when (whileOpen && e is IOException or UnauthorizedAccessException)
+        {
+            // EMFILE, ENOMEM, EIO and the like say nothing about the hashes, and the next proof may read them: taken for
+            // damage, they made every later proof of these leaves DATA_LOSS and the node NOT_SERVING until a restart.
+            throw new StoreUnavailableException(
+                $"Reading leaf hashes {first} to {last} back from the store's checkpoint file '{path}' for a proof failed ({e.Message}). " +
+                "This is no sign of damage and nothing was changed: the proof can be asked for again, and is given once the cause passes. " +
+                "If it keeps failing, check the node's open-file limit, its memory and the device.", e);
+        }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
-            throw Damaged(path, $"reading leaf hashes {first} to {first + (destination.Length / 32) - 1} failed ({e.Message})", e, advice);
+            // At open the store cannot do without the hashes either way, so it is refused; the error may pass, though.
+            throw new StoreCorruptException(
+                $"The store's checkpoint file '{path}' could not be read: reading leaf hashes {first} to {last} failed ({e.Message}). {StoreCorruptException.UnreadableAdvice}", e);
         }
     }
 

@@ -850,6 +850,14 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     /// <inheritdoc />
     public SignedTreeHead GetTreeHead() => _head;
 
+    /// <summary>Called with leaves.bin's path before a proof reads released hashes back from it; what it throws is
+    /// taken as the read's own failure (tests).</summary>
+    internal Action<string>? BeforeLeavesReadForTests
+    {
+        get => _merkle.BeforeLeavesReadForTests;
+        set => _merkle.BeforeLeavesReadForTests = value;
+    }
+
     /// <inheritdoc />
     public IReadOnlyList<byte[]> GetInclusionProof(long leafIndex, long treeSize)
     {
@@ -2295,6 +2303,11 @@ public sealed class StoreCorruptException(string message, Exception? inner = nul
     /// older than the last head handed out does the same in part, which the operator should know before restoring.</summary>
     public const string Advice = "Nothing was changed. Restore the directory from a backup " + BackupCaveat + " " + StartOver;
 
+    /// <summary>What to do when a file the store needs could not be read at open (the OS's error, not the file's
+    /// content): the error may pass, so trying again comes before a backup.</summary>
+    internal const string UnreadableAdvice = "Nothing was changed. If that error passes (open files or memory ran out, a device came back), " +
+        "open the store again as it is; if the file stays unreadable, restore the directory from a backup " + BackupCaveat + " " + StartOver;
+
     /// <summary>What to do when the damage is found while the store is open (a proof needed hashes read back from a
     /// file that no longer gives them): the store keeps serving everything else, so the backup is restored once the
     /// node is stopped.</summary>
@@ -2310,5 +2323,7 @@ public sealed class StoreCorruptException(string message, Exception? inner = nul
 /// <summary>Another process has the store open.</summary>
 public sealed class StoreInUseException(string message, Exception? inner = null) : Exception(message, inner);
 
-/// <summary>The store could not commit (full disk, device error); nothing in the affected group was acknowledged.</summary>
+/// <summary>The store could not commit (full disk, device error); nothing in the affected group was acknowledged. Also
+/// a proof whose hashes could not be read back from the store's files just then (too many open files, a device error):
+/// no damage, and asking again may succeed.</summary>
 public sealed class StoreUnavailableException(string message, Exception? inner = null) : Exception(message, inner);

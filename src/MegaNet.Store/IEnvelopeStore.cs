@@ -58,12 +58,16 @@ public interface IEnvelopeStore : IAsyncDisposable
 
     /// <summary>Audit path for leaf <paramref name="leafIndex"/> in the tree of size <paramref name="treeSize"/> (RFC 9162 §2.1.3).</summary>
     /// <exception cref="StoreCorruptException">A hash the proof needs had to be read back from the store's files, which
-    /// could not be read or no longer match (a damaged leaves.bin); the message names the file.</exception>
+    /// are missing, short or no longer match (a damaged leaves.bin); the message names the file.</exception>
+    /// <exception cref="StoreUnavailableException">Such a read failed for a reason that may pass (too many open files, a
+    /// device error); asking again may succeed. The message names the file and the error.</exception>
     IReadOnlyList<byte[]> GetInclusionProof(long leafIndex, long treeSize);
 
     /// <summary>Consistency proof between tree sizes <paramref name="firstSize"/> and <paramref name="secondSize"/> (RFC 9162 §2.1.4).</summary>
     /// <exception cref="StoreCorruptException">A hash the proof needs had to be read back from the store's files, which
-    /// could not be read or no longer match (a damaged leaves.bin); the message names the file.</exception>
+    /// are missing, short or no longer match (a damaged leaves.bin); the message names the file.</exception>
+    /// <exception cref="StoreUnavailableException">Such a read failed for a reason that may pass (too many open files, a
+    /// device error); asking again may succeed. The message names the file and the error.</exception>
     IReadOnlyList<byte[]> GetConsistencyProof(long firstSize, long secondSize);
 
     /// <summary>Raised after a put commits, with the recipient address and the new entry's sequence number

@@ -23,7 +23,8 @@ namespace MegaNet.Store;
 /// bound: 550 MB a day at 100 envelopes/s, and as much again at every start). A proof that needs a dropped hash reads
 /// the 256 leaf hashes of its aligned block (8 KiB) and hashes them up, about 255 SHA-256 hashes, and checks the
 /// block's hash against the one held at <see cref="KeptLevel"/>, so a damaged leaves.bin is an error, never a wrong
-/// proof.</para>
+/// proof. A read that fails for a reason that may pass (too many open files, a device error) is no damage: it is
+/// <see cref="StoreUnavailableException"/>, and the next proof reads the file again.</para>
 /// </remarks>
 internal sealed class MerkleLog
 {
@@ -123,9 +124,15 @@ internal sealed class MerkleLog
         }
     }
 
+    /// <summary>Called with leaves.bin's path before a released block is read back from it; what it throws is taken as
+    /// the read's own failure (tests).</summary>
+    internal Action<string>? BeforeLeavesReadForTests { get; set; }
+
     /// <summary>RFC 9162 MTH of the first <paramref name="size"/> leaves.</summary>
-    /// <exception cref="StoreCorruptException">A released hash was needed and leaves.bin could not be read or does not
+    /// <exception cref="StoreCorruptException">A released hash was needed and leaves.bin is missing, short or does not
     /// make the hashes held for it.</exception>
+    /// <exception cref="StoreUnavailableException">A released hash was needed and leaves.bin could not be read just then
+    /// (too many open files, a device error); a later call may succeed.</exception>
     public byte[] Root(long size)
     {
         CheckSize(size);
@@ -135,6 +142,7 @@ internal sealed class MerkleLog
 
     /// <summary>RFC 9162 inclusion path of leaf <paramref name="index"/> in the tree of size <paramref name="size"/>.</summary>
     /// <exception cref="StoreCorruptException">As for <see cref="Root"/>.</exception>
+    /// <exception cref="StoreUnavailableException">As for <see cref="Root"/>.</exception>
     public List<byte[]> InclusionProof(long index, long size)
     {
         CheckSize(size);
@@ -151,6 +159,7 @@ internal sealed class MerkleLog
 
     /// <summary>RFC 9162 consistency proof between sizes <paramref name="size1"/> ≤ <paramref name="size2"/>.</summary>
     /// <exception cref="StoreCorruptException">As for <see cref="Root"/>.</exception>
+    /// <exception cref="StoreUnavailableException">As for <see cref="Root"/>.</exception>
     public List<byte[]> ConsistencyProof(long size1, long size2)
     {
         CheckSize(size2);
@@ -288,7 +297,7 @@ internal sealed class MerkleLog
 
             Interlocked.Increment(ref log._blocksReadBack);
             byte[] tree = new byte[BlockTreeHashes * MerkleTree.HashSize];
-            Checkpoint.ReadLeafHashes(directory, block << KeptLevel, tree.AsSpan(0, BlockLeaves * MerkleTree.HashSize), whileOpen: true);
+            Checkpoint.ReadLeafHashes(directory, block << KeptLevel, tree.AsSpan(0, BlockLeaves * MerkleTree.HashSize), whileOpen: true, log.BeforeLeavesReadForTests);
             int from = 0, to = BlockLeaves;
             for (int count = BlockLeaves / 2; count >= 1; count /= 2)
             {

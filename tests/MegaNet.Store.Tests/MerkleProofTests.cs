@@ -460,6 +460,57 @@ public sealed class MerkleProofTests(ITestOutputHelper output)
         }
     }
 
+    /// <summary>A read of leaves.bin that fails for a reason that may pass (EMFILE here; ENOMEM or EIO alike) is no
+    /// damage: the proof fails with <see cref="StoreUnavailableException"/> naming the file and the error, and the next
+    /// one reads the file again and is given. At open the same failure still refuses the store, saying it may pass.</summary>
+    [Fact]
+    public void A_failed_read_of_leaves_bin_is_unavailability_and_a_later_proof_is_given()
+    {
+        string directory = StoreTestKit.NewDirectory();
+        try
+        {
+            var log = new MerkleLog(directory);
+            byte[] leafHashes = new byte[3000 * MerkleTree.HashSize];
+            new Random(4).NextBytes(leafHashes);
+            for (int i = 0; i < 3000; i++)
+            {
+                log.AppendLeafHash(leafHashes.AsSpan(i * MerkleTree.HashSize, MerkleTree.HashSize));
+            }
+
+            Checkpointed(log, directory, leafHashes, 0, 3000);
+            string path = Checkpoint.LeavesPath(directory);
+            int failures = 1;
+            // What File.OpenHandle throws when the process is out of descriptors.
+            log.BeforeLeavesReadForTests = leaves =>
+            {
+                if (failures-- > 0)
+                {
+                    throw new IOException($"Too many open files : '{leaves}'", 24);
+                }
+            };
+
+            StoreUnavailableException e = Assert.Throws<StoreUnavailableException>(() => log.InclusionProof(5, 3000));
+            Assert.Contains(path, e.Message, StringComparison.Ordinal);
+            Assert.Contains("Too many open files", e.Message, StringComparison.Ordinal);
+            Assert.Contains("no sign of damage", e.Message, StringComparison.Ordinal);
+            Assert.IsType<IOException>(e.InnerException);
+
+            Assert.True(MerkleTree.VerifyInclusion(leafHashes.AsSpan(5 * MerkleTree.HashSize, MerkleTree.HashSize), 5, 3000, log.InclusionProof(5, 3000), log.Root(3000)));
+            Assert.Equal(Mth(leafHashes, 1000), log.Root(1000));
+
+            // At open nothing can be served without the hashes: still refused, but not called damaged.
+            byte[] hashes = new byte[256 * MerkleTree.HashSize];
+            StoreCorruptException atOpen = Assert.Throws<StoreCorruptException>(() => Checkpoint.ReadLeafHashes(directory, 0, hashes, whileOpen: false,
+                leaves => throw new IOException($"Too many open files : '{leaves}'", 24)));
+            Assert.Contains($"The store's checkpoint file '{path}' could not be read", atOpen.Message, StringComparison.Ordinal);
+            Assert.Contains("If that error passes", atOpen.Message, StringComparison.Ordinal);
+        }
+        finally
+        {
+            Directory.Delete(directory, recursive: true);
+        }
+    }
+
     // MTH over leaf hashes already made.
     private static byte[] Mth(byte[] leafHashes, int count)
     {

@@ -779,6 +779,13 @@ public sealed class RelayService(
             storeDamage.Report(e);
             throw new RpcException(new Grpc.Core.Status(StatusCode.DataLoss, StoreDamage.ClientText));
         }
+        catch (StoreUnavailableException e)
+        {
+            // A read of leaves.bin that failed for a reason that may pass (too many open files, a device error): no
+            // damage, so not DATA_LOSS for good and no NOT_SERVING, but an outage the client can retry.
+            storeDamage.ReportUnreadable(e);
+            throw new RpcException(new Grpc.Core.Status(StatusCode.Unavailable, StoreDamage.UnreadableClientText(e)));
+        }
     }
 }
 
