@@ -87,12 +87,24 @@ public sealed class BadInputTests
         Envelope genuine = Valid(alice, bob);
         byte[] unknownField = [0xF8, 0x07, 0x01]; // field 127, varint 1
         Envelope extended = Envelope.Parser.ParseFrom([.. genuine.ToByteArray(), .. unknownField]);
+        // Refused from the request's tags, before it is parsed: the refusal names the field and where it is.
         RpcException unknown = await Refused(client, extended);
         Assert.Equal(StatusCode.InvalidArgument, unknown.StatusCode);
-        Assert.Contains("does not define", unknown.Status.Detail);
+        Assert.Equal("The Submit request is refused: SubmitRequest.envelope carries field 127 (a varint), which Envelope does not define in protocol version 1: "
+            + "no signature covers such a field, so relays refuse it rather than store it. Send only the fields docs/protocol.md defines; nothing was done with it.", unknown.Status.Detail);
         Envelope stamped = Valid(alice, bob, powBits: 1);
         stamped.Pow = ProofOfWork.Parser.ParseFrom([.. stamped.Pow.ToByteArray(), .. unknownField]);
-        Assert.Contains("does not define", (await Refused(client, stamped)).Status.Detail);
+        Assert.StartsWith("The Submit request is refused: SubmitRequest.envelope.pow carries field 127 (a varint), which ProofOfWork does not define", (await Refused(client, stamped)).Status.Detail, StringComparison.Ordinal);
+        // One beside the envelope, in the request itself, is refused too (it was ignored, and the envelope stored).
+        using (GrpcChannel channel = GrpcChannel.ForAddress(node.Address))
+        {
+            var raw = Marshallers.Create<byte[]>(b => b, b => b);
+            var submit = new Method<byte[], byte[]>(MethodType.Unary, "meganet.v1.Relay", "Submit", raw, raw);
+            byte[] request = [.. new SubmitRequest { Envelope = genuine }.ToByteArray(), .. unknownField];
+            RpcException beside = await Assert.ThrowsAsync<RpcException>(async () => await channel.CreateCallInvoker().AsyncUnaryCall(submit, null, new CallOptions(), request));
+            Assert.Equal(StatusCode.InvalidArgument, beside.StatusCode);
+            Assert.StartsWith("The Submit request is refused: SubmitRequest carries field 127 (a varint), which SubmitRequest does not define in protocol version 1: relays refuse it rather than ignore it.", beside.Status.Detail, StringComparison.Ordinal);
+        }
 
         // Missing pieces.
         Assert.Equal(StatusCode.InvalidArgument, (await Assert.ThrowsAsync<RpcException>(async () => await client.Relay.SubmitAsync(new SubmitRequest()))).StatusCode);

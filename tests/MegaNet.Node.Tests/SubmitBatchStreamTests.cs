@@ -152,6 +152,29 @@ public sealed class SubmitBatchStreamTests
     }
 
     [Fact]
+    public async Task A_request_with_an_envelope_carrying_a_field_version_1_does_not_define_ends_the_stream_and_stores_none_of_it()
+    {
+        await using TestNode node = await TestNode.StartAsync();
+        using MegaNetClient client = node.Client();
+        using Identity alice = Identity.Create(), bob = Identity.Create();
+        // Found on the wire before the request is parsed: the whole request is refused, as a request over the envelope
+        // limit is, where its envelope used to get a result of its own.
+        Envelope stamped = EnvelopeFormat.Seal(alice, bob.Card, Encoding.UTF8.GetBytes("stamped"), "text/plain; charset=utf-8", null, DateTimeOffset.UtcNow.AddDays(1), 1);
+        stamped.Pow = ProofOfWork.Parser.ParseFrom([.. stamped.Pow.ToByteArray(), 0x18, 0x01]); // field 3, varint 1
+
+        var answers = new List<SubmitBatchResult>();
+        RpcException ended = await Assert.ThrowsAsync<RpcException>(() => StreamRequestsAsync(client, [[Seal(alice, bob, 0)], [Seal(alice, bob, 1), stamped], [Seal(alice, bob, 2)]], answers));
+
+        Assert.Equal(StatusCode.InvalidArgument, ended.StatusCode);
+        Assert.StartsWith("Request 2 of this stream could not be read: The SubmitBatchStream request is refused: SubmitBatchRequest.envelopes[1].pow carries field 3 (a varint), "
+            + "which ProofOfWork does not define in protocol version 1", ended.Status.Detail, StringComparison.Ordinal);
+        Assert.Contains("The 1 before it were answered", ended.Status.Detail, StringComparison.Ordinal);
+        Assert.NotNull(Assert.Single(Assert.Single(answers).Results).Receipt);
+        Assert.Equal(1, (await client.Relay.GetTreeHeadAsync(new GetTreeHeadRequest())).TreeSize);
+        node.AssertNoServerErrors();
+    }
+
+    [Fact]
     public async Task A_request_over_the_byte_limit_is_refused_before_it_is_buffered()
     {
         await using TestNode node = await TestNode.StartAsync();

@@ -105,6 +105,49 @@ public sealed class SubmitStreamReadFailureTests
         node.AssertNoServerErrors();
     }
 
+    [Fact]
+    public async Task A_request_whose_envelope_carries_a_field_version_1_does_not_define_ends_the_stream_as_an_unreadable_one()
+    {
+        await using TestNode node = await TestNode.StartAsync();
+        using MegaNetClient client = node.Client();
+        using Identity alice = Identity.Create(), bob = Identity.Create();
+        // Refused on the wire, before it is parsed (parsed, such fields cost the node some 50 times their bytes), so
+        // like any request the node cannot read: where it used to get a result of its own and the stream went on.
+        Envelope extended = Envelope.Parser.ParseFrom([.. Seal(alice, bob, 1).ToByteArray(), 0xF8, 0x07, 0x01]); // field 127, varint 1
+        using var deadline = new CancellationTokenSource(TimeSpan.FromMinutes(2));
+        using AsyncDuplexStreamingCall<SubmitRequest, SubmitResult> call = client.Relay.SubmitStream(cancellationToken: deadline.Token);
+        var answers = new List<SubmitResult>();
+        Task<RpcException> ended = Assert.ThrowsAsync<RpcException>(async () =>
+        {
+            await foreach (SubmitResult answer in call.ResponseStream.ReadAllAsync(deadline.Token))
+            {
+                answers.Add(answer);
+            }
+        });
+        try
+        {
+            foreach (Envelope envelope in new[] { Seal(alice, bob, 0), extended, Seal(alice, bob, 2) })
+            {
+                await call.RequestStream.WriteAsync(new SubmitRequest { Envelope = envelope }, deadline.Token);
+            }
+
+            await call.RequestStream.CompleteAsync();
+        }
+        catch (Exception e) when (e is RpcException or IOException or InvalidOperationException)
+        {
+            // The node ended the call while requests were still going out: the reader has its status.
+        }
+
+        RpcException refusal = await ended;
+        Assert.Equal(StatusCode.InvalidArgument, refusal.StatusCode);
+        Assert.Equal("Request 2 of this stream could not be read: The SubmitStream request is refused: SubmitRequest.envelope carries field 127 (a varint), "
+            + "which Envelope does not define in protocol version 1: no signature covers such a field, so relays refuse it rather than store it. "
+            + "Send only the fields docs/protocol.md defines; nothing was done with it. The 1 before it were answered; send the rest on a new stream.", refusal.Status.Detail);
+        Assert.NotNull(Assert.Single(answers).Receipt);
+        Assert.Equal(1, (await client.Relay.GetTreeHeadAsync(new GetTreeHeadRequest())).TreeSize);
+        node.AssertNoServerErrors();
+    }
+
     private static Envelope Seal(Identity from, Identity to, int i) =>
         EnvelopeFormat.Seal(from, to.Card, Encoding.UTF8.GetBytes($"message {i}"), "text/plain; charset=utf-8", null, DateTimeOffset.UtcNow.AddDays(1), 0);
 }

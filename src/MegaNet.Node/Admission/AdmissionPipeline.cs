@@ -346,6 +346,8 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
             return Reject("malformed", StatusCode.InvalidArgument, "recipient and sending_key must be 32 bytes and signature 64 bytes.");
         }
 
+        // Requests off the wire are refused for these before they are parsed (UndefinedFieldCheck); this is for
+        // envelopes that reach admission any other way.
         if (envelope.HasUnknownFields)
         {
             return Reject("malformed", StatusCode.InvalidArgument,

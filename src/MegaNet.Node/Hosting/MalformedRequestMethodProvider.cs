@@ -3,6 +3,7 @@ using System.Reflection;
 using Google.Protobuf;
 using Grpc.AspNetCore.Server.Model;
 using Grpc.Core;
+using MegaNet.Core.Diagnostics;
 using Microsoft.AspNetCore.Routing;
 using Microsoft.Extensions.DependencyInjection;
 
@@ -93,20 +94,36 @@ internal sealed class MalformedRequestMethodProvider<[DynamicallyAccessedMembers
 
     /// <summary>The method with a request deserializer that turns a protobuf parse failure into INVALID_ARGUMENT: an
     /// <see cref="RpcException"/> thrown while the request is read is the call's status, and is not logged as a
-    /// server error. (In a client-streaming call the handler sees it on its read, as it saw the parse error.)</summary>
-    private static Method<TRequest, TResponse> Refusing<TRequest, TResponse>(Method<TRequest, TResponse> method)
+    /// server error. (In a client-streaming call the handler sees it on its read, as it saw the parse error.) It drops
+    /// unknown fields, and refuses a request whose envelope carries any before parsing it
+    /// (<see cref="UndefinedFieldCheck"/>).</summary>
+    private static Method<TRequest, TResponse> Refusing<TRequest, TResponse>(Method<TRequest, TResponse> method) =>
+        new(method.Type, method.ServiceName, method.Name, RefusingMarshaller(method.RequestMarshaller, method.Name), method.ResponseMarshaller);
+
+    /// <summary>The request marshaller of <see cref="Refusing"/> for the method named <paramref name="methodName"/>,
+    /// given the generated one.</summary>
+    internal static Marshaller<TRequest> RefusingMarshaller<TRequest>(Marshaller<TRequest> generated, string methodName)
     {
         RequestItemLimit? limit = RequestItemLimit.For<TRequest>();
-        Func<DeserializationContext, TRequest> parse = limit?.Parser is { } lean
+        UndefinedFieldCheck? undefinedFields = UndefinedFieldCheck.For<TRequest>();
+        Func<DeserializationContext, TRequest> parse = UndefinedFieldCheck.DiscardingParser(typeof(TRequest)) is { } lean
             ? context => (TRequest)lean.ParseFrom(context.PayloadAsReadOnlySequence())
-            : method.RequestMarshaller.ContextualDeserializer;
-        string detail = $"The {method.Name} request is not a valid {typeof(TRequest).Name} message";
-        var marshaller = new Marshaller<TRequest>(method.RequestMarshaller.ContextualSerializer, context =>
+            : generated.ContextualDeserializer;
+        string detail = $"The {methodName} request is not a valid {typeof(TRequest).Name} message";
+        return new Marshaller<TRequest>(generated.ContextualSerializer, context =>
         {
             // Counted before parsing: parsed, a request of too many (empty) items costs many times its size.
             if (limit?.Refusal(context.PayloadAsReadOnlySequence()) is { } tooMany)
             {
                 throw new RpcException(new Status(StatusCode.InvalidArgument, tooMany));
+            }
+
+            // Refused, not dropped: the protocol refuses an envelope with fields it does not define. Counted among the
+            // malformed envelopes, as admission counted them when it was the one to refuse them.
+            if (undefinedFields?.Refusal(context.PayloadAsReadOnlySequence()) is { } undefined)
+            {
+                MegaNetMetrics.EnvelopesRejected.Add(1, new KeyValuePair<string, object?>("reason", "malformed"));
+                throw new RpcException(new Status(StatusCode.InvalidArgument, $"The {methodName} request is refused: {undefined}; nothing was done with it."));
             }
 
             try
@@ -118,7 +135,6 @@ internal sealed class MalformedRequestMethodProvider<[DynamicallyAccessedMembers
                 throw new RpcException(new Status(StatusCode.InvalidArgument, $"{detail} ({e.Message.TrimEnd('.')}); nothing was done with it."));
             }
         });
-        return new Method<TRequest, TResponse>(method.Type, method.ServiceName, method.Name, marshaller, method.ResponseMarshaller);
     }
 }
 

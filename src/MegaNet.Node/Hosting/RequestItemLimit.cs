@@ -1,5 +1,4 @@
 using System.Buffers;
-using Google.Protobuf;
 using MegaNet.Api.V1;
 using MegaNet.Node.Services;
 
@@ -9,8 +8,8 @@ namespace MegaNet.Node.Hosting;
 /// The most items a request of a few types may hold, counted on the wire before the request is parsed. Parsed, an empty
 /// item costs the node an object of 50–100 bytes for its 2 bytes on the wire: a 16 MiB <c>VerifyBatch</c> of empty
 /// items became half a gigabyte of objects before the handler could count them and refuse the call. Only the request's
-/// tags are read, as the parser reads them. (Unknown fields, which a parser keeps as objects too, are not kept for
-/// <c>VerifyBatch</c>: <see cref="Parser"/>.)
+/// tags are read, as the parser reads them. (Unknown fields, which the generated parser keeps as objects too, are not
+/// kept: <see cref="UndefinedFieldCheck"/>.)
 /// </summary>
 internal sealed class RequestItemLimit
 {
@@ -18,9 +17,8 @@ internal sealed class RequestItemLimit
     private readonly int _max;
     private readonly Func<long, string> _refusal;
 
-    private RequestItemLimit(int[] fields, int max, Func<long, string> refusal, MessageParser? parser = null)
+    private RequestItemLimit(int[] fields, int max, Func<long, string> refusal)
     {
-        Parser = parser;
         foreach (int field in fields)
         {
             _fieldMask |= 1UL << field;
@@ -29,11 +27,6 @@ internal sealed class RequestItemLimit
         _max = max;
         _refusal = refusal;
     }
-
-    /// <summary>A parser to use instead of the generated one, or null. <c>VerifyBatch</c>'s drops unknown fields:
-    /// nothing reads them, and kept, a 16 MiB request of distinct unknown field numbers (inside one item as well) is
-    /// millions of objects.</summary>
-    public MessageParser? Parser { get; }
 
     /// <summary>The limit for requests of type <typeparamref name="TRequest"/>, or null for a type without one.</summary>
     public static RequestItemLimit? For<TRequest>() =>
@@ -44,7 +37,7 @@ internal sealed class RequestItemLimit
     /// <summary><c>VerifyBatch</c>: signatures, inclusion and consistency proofs together.</summary>
     public static RequestItemLimit VerifyBatch { get; } = new(
         [VerifyBatchRequest.SignaturesFieldNumber, VerifyBatchRequest.InclusionsFieldNumber, VerifyBatchRequest.ConsistenciesFieldNumber],
-        RelayService.MaxVerifyItems, RelayService.TooManyVerifyItems, VerifyBatchRequest.Parser.WithDiscardUnknownFields(true));
+        RelayService.MaxVerifyItems, RelayService.TooManyVerifyItems);
 
     /// <summary>A <c>SubmitBatchStream</c> request's envelopes.</summary>
     public static RequestItemLimit SubmitBatch { get; } = new([SubmitBatchRequest.EnvelopesFieldNumber], RelayService.MaxBatchEnvelopes, RelayService.TooManyBatchEnvelopes);
@@ -105,7 +98,7 @@ internal sealed class RequestItemLimit
     }
 
     /// <summary>A varint of up to 10 bytes, keeping its low 32 bits, as the parser reads tags and lengths.</summary>
-    private static bool TryReadVarint32(ref SequenceReader<byte> reader, out uint value)
+    internal static bool TryReadVarint32(ref SequenceReader<byte> reader, out uint value)
     {
         value = 0;
         for (int i = 0; i < 10; i++)

@@ -1,0 +1,176 @@
+using System.Buffers;
+using System.Reflection;
+using Google.Protobuf;
+using Grpc.Core;
+using MegaNet.Api.V1;
+using MegaNet.Node.Hosting;
+using MegaNet.Node.Services;
+
+namespace MegaNet.Node.Tests;
+
+/// <summary>
+/// Fields a request carries that protocol version 1 does not define cost the node no more than their bytes: dropped as
+/// the request is parsed where no envelope is involved, and refused from the request's tags before it is parsed where
+/// one is. The generated parser kept each as objects, about 50 times their size on the wire, before any check.
+/// </summary>
+public sealed class UndefinedFieldTests
+{
+    [Theory]
+    [InlineData(typeof(FetchRequest), "Fetch")]
+    [InlineData(typeof(AckRequest), "Ack")]
+    [InlineData(typeof(SubscribeRequest), "Subscribe")]
+    [InlineData(typeof(ChallengeRequest), "Challenge")]
+    [InlineData(typeof(StatusRequest), "Status")]
+    [InlineData(typeof(GetTreeHeadRequest), "GetTreeHead")]
+    [InlineData(typeof(InclusionProofRequest), "GetInclusionProof")]
+    [InlineData(typeof(ConsistencyProofRequest), "GetConsistencyProof")]
+    [InlineData(typeof(VerifyBatchRequest), "VerifyBatch")]
+    public void A_request_of_unknown_fields_costs_about_its_size_to_parse(Type requestType, string method) =>
+        typeof(UndefinedFieldTests).GetMethod(nameof(ParsesLean), BindingFlags.NonPublic | BindingFlags.Static)!.MakeGenericMethod(requestType).Invoke(null, [method]);
+
+    [Fact]
+    public void A_submit_request_whose_envelope_carries_undefined_fields_is_refused_before_it_is_parsed()
+    {
+        // 257 KiB, the most a submit request may hold: an envelope of nothing but distinct unknown fields (13.6 MB of
+        // objects when the node parsed it).
+        byte[] envelope = UnknownFields((257 << 10) - 4);
+        byte[] payload = [0x0A, .. Varint((uint)envelope.Length), .. envelope];
+        Marshaller<SubmitRequest> marshaller = Marshaller<SubmitRequest>("Submit");
+        Assert.Null(Refusal(marshaller, new SubmitRequest { Envelope = new Envelope { Version = 1 } }.ToByteArray()));
+
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        string? refusal = Refusal(marshaller, payload);
+        long allocated = GC.GetAllocatedBytesForCurrentThread() - before;
+
+        Assert.Equal("The Submit request is refused: SubmitRequest.envelope carries field 2048 (a varint), which Envelope does not define in protocol version 1: "
+            + "no signature covers such a field, so relays refuse it rather than store it. Send only the fields docs/protocol.md defines; nothing was done with it.", refusal);
+        Assert.True(allocated < 4L * payload.Length, $"Refusing a {payload.Length:N0}-byte request allocated {allocated:N0} bytes.");
+    }
+
+    [Fact]
+    public void The_scan_finds_what_the_parser_would_keep_wherever_it_is_and_leaves_what_the_parser_refuses_to_it()
+    {
+        var stamp = new ProofOfWork { Bits = 3, Nonce = ulong.MaxValue };
+        var envelope = new Envelope
+        {
+            Version = 1,
+            Recipient = ByteString.CopyFrom(new byte[32]),
+            ExpiresUnixMs = -1,
+            SealedPayload = ByteString.CopyFrom(new byte[1096]),
+            SendingKey = ByteString.CopyFrom(new byte[32]),
+            Pow = stamp,
+            Signature = ByteString.CopyFrom(new byte[64]),
+        };
+        byte[] submit = new SubmitRequest { Envelope = envelope }.ToByteArray();
+        Assert.Null(UndefinedFieldCheck.Submit.Refusal(new ReadOnlySequence<byte>(submit)));
+        Assert.Null(UndefinedFieldCheck.Submit.Refusal(RequestItemLimitTests.InPieces(submit)));
+        var batch = new SubmitBatchRequest { Envelopes = { envelope, new Envelope(), envelope } };
+        Assert.Null(UndefinedFieldCheck.SubmitBatch.Refusal(new ReadOnlySequence<byte>(batch.ToByteArray())));
+
+        // In the third envelope's stamp, read in pieces: the path names it.
+        byte[] extendedStamp = [.. stamp.ToByteArray(), 0x18, 0x01];
+        var extended = new Envelope { Version = 1, Pow = ProofOfWork.Parser.ParseFrom(extendedStamp) };
+        batch.Envelopes[2] = extended;
+        Assert.StartsWith("SubmitBatchRequest.envelopes[2].pow carries field 3 (a varint), which ProofOfWork does not define in protocol version 1: no signature covers",
+            UndefinedFieldCheck.SubmitBatch.Refusal(RequestItemLimitTests.InPieces(batch.ToByteArray())), StringComparison.Ordinal);
+
+        // A defined number under another wire type, a group, a second envelope field (the parser merges the two), and
+        // the request's own fields.
+        Assert.StartsWith("SubmitRequest.envelope carries field 2 as a varint, where Envelope's field 2 (recipient) is a length-delimited value:",
+            UndefinedFieldCheck.Submit.Refusal(new ReadOnlySequence<byte>([0x0A, 0x02, 0x10, 0x01])), StringComparison.Ordinal);
+        Assert.StartsWith("SubmitRequest.envelope.pow carries field 1 as a group, where ProofOfWork's field 1 (bits) is a varint:",
+            UndefinedFieldCheck.Submit.Refusal(new ReadOnlySequence<byte>([0x0A, 0x04, 0x32, 0x02, 0x0B, 0x0C])), StringComparison.Ordinal);
+        Assert.StartsWith("SubmitRequest.envelope carries field 127 (a varint)",
+            UndefinedFieldCheck.Submit.Refusal(new ReadOnlySequence<byte>([.. submit, 0x0A, 0x03, 0xF8, 0x07, 0x01])), StringComparison.Ordinal);
+        Assert.Equal("SubmitRequest carries field 2 (a 64-bit value), which SubmitRequest does not define in protocol version 1: relays refuse it rather than ignore it. Send only the fields docs/protocol.md defines",
+            UndefinedFieldCheck.Submit.Refusal(new ReadOnlySequence<byte>([.. submit, 0x11, 1, 2, 3, 4, 5, 6, 7, 8])));
+        Assert.StartsWith("SubmitBatchRequest carries field 1 as a varint, where SubmitBatchRequest's field 1 (envelopes) is a length-delimited value",
+            UndefinedFieldCheck.SubmitBatch.Refusal(new ReadOnlySequence<byte>([0x08, 0x01])), StringComparison.Ordinal);
+
+        // Bytes the parser refuses before any such field: left to it (cut short, a length past the envelope's end, a
+        // tag of field 0, a group end without a group), so the request is refused as not protobuf.
+        byte[][] unreadable = [submit[..^1], [0x0A, 0x02, 0x12, 0x05, 0x00, 0x00, 0x00, 0x00, 0x00], [0x0A, 0x01, 0x00], [0x0A, 0x01, 0x0C], [0x0C, 0xF8, 0x07, 0x01]];
+        foreach (byte[] bytes in unreadable)
+        {
+            Assert.Null(UndefinedFieldCheck.Submit.Refusal(new ReadOnlySequence<byte>(bytes)));
+            Assert.Throws<InvalidProtocolBufferException>(() => SubmitRequest.Parser.ParseFrom(bytes));
+            Assert.StartsWith("The Submit request is not a valid SubmitRequest message (", Refusal(Marshaller<SubmitRequest>("Submit"), bytes), StringComparison.Ordinal);
+        }
+
+        // What the scan takes the parser reads without an unknown field; what it refuses, the parser kept.
+        Assert.False(SubmitRequest.Parser.ParseFrom(submit).Envelope.HasUnknownFields);
+        Assert.True(SubmitRequest.Parser.ParseFrom([0x0A, 0x02, 0x10, 0x01]).Envelope.HasUnknownFields);
+        Assert.True(SubmitRequest.Parser.ParseFrom([0x0A, 0x04, 0x32, 0x02, 0x0B, 0x0C]).Envelope.HasUnknownFields);
+    }
+
+    private static void ParsesLean<T>(string method)
+        where T : IMessage<T>, new()
+    {
+        // 64 KiB less the 5-byte message prefix and a little: about the most these methods take (RequestMessageGuard).
+        byte[] payload = UnknownFields(65_528);
+        Marshaller<T> marshaller = Marshaller<T>(method);
+        marshaller.ContextualDeserializer(new Payload(payload)); // once first, so what runs once per type is not counted
+
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        T request = marshaller.ContextualDeserializer(new Payload(payload));
+        long allocated = GC.GetAllocatedBytesForCurrentThread() - before;
+
+        Assert.True(allocated < 4L * payload.Length, $"Parsing a {payload.Length:N0}-byte {typeof(T).Name} of unknown fields allocated {allocated:N0} bytes.");
+        Assert.Equal(0, request.CalculateSize()); // dropped
+    }
+
+    /// <summary>The node's request marshaller for <paramref name="method"/>, given the generated one.</summary>
+    private static Marshaller<T> Marshaller<T>(string method)
+        where T : IMessage<T>, new() =>
+        MalformedRequestMethodProvider<RelayService>.RefusingMarshaller(Marshallers.Create(m => m.ToByteArray(), new MessageParser<T>(() => new T()).ParseFrom), method);
+
+    /// <summary>The status detail a request of <paramref name="payload"/> is refused with, or null if it was read.</summary>
+    private static string? Refusal<T>(Marshaller<T> marshaller, byte[] payload)
+    {
+        try
+        {
+            marshaller.ContextualDeserializer(new Payload(payload));
+            return null;
+        }
+        catch (RpcException e)
+        {
+            Assert.Equal(StatusCode.InvalidArgument, e.StatusCode);
+            return e.Status.Detail;
+        }
+    }
+
+    /// <summary>Distinct unknown varint fields (numbers from 2,048, 4 bytes each) filling <paramref name="size"/>
+    /// bytes, less up to 3.</summary>
+    private static byte[] UnknownFields(int size)
+    {
+        var bytes = new List<byte>(size);
+        for (uint number = 2048; bytes.Count + 4 <= size; number++)
+        {
+            bytes.AddRange(Varint(number << 3));
+            bytes.Add(0);
+        }
+
+        return [.. bytes];
+    }
+
+    private static byte[] Varint(uint value)
+    {
+        var bytes = new List<byte>();
+        for (; value >= 0x80; value >>= 7)
+        {
+            bytes.Add((byte)(value | 0x80));
+        }
+
+        bytes.Add((byte)value);
+        return [.. bytes];
+    }
+
+    private sealed class Payload(byte[] bytes) : DeserializationContext
+    {
+        public override int PayloadLength => bytes.Length;
+
+        public override byte[] PayloadAsNewBuffer() => bytes.ToArray();
+
+        public override ReadOnlySequence<byte> PayloadAsReadOnlySequence() => new(bytes);
+    }
+}
