@@ -124,6 +124,36 @@ public sealed class CliErrorTests : IDisposable
         Assert.Contains("--receipt - reads standard input, which is a terminal here; give --receipt FILE (what 'send --json' wrote), or pipe one in.", r.Stdout, StringComparison.Ordinal);
     }
 
+    [Theory]
+    [InlineData(null, "", "standard input (--receipt -) is empty: there is no receipt to check; give the JSON 'meganet send --json' printed (--receipt FILE, or piped in).")]
+    [InlineData("-", "", "standard input (--receipt -) is empty: there is no receipt to check")]
+    [InlineData("empty.json", null, "--receipt empty.json is empty: there is no receipt to check")]
+    [InlineData("blank.json", null, "--receipt blank.json is empty: there is no receipt to check")]
+    [InlineData("cut.json", null, "--receipt cut.json ends before its JSON does (cut short?); give the JSON 'meganet send --json' printed (--receipt FILE, or piped in), all of it.")]
+    [InlineData(null, "{\"envelope_id\": \"ab", "standard input (--receipt -) ends before its JSON does (cut short?)")]
+    [InlineData(null, "Receipt saved.\n", "standard input (--receipt -) is not JSON: line 1, byte 1 is not valid there")]
+    [InlineData("parts.json", null, "--receipt parts.json, line 2, ends before its JSON does (cut short?)")]
+    [InlineData(null, "[]", "standard input (--receipt -) is not a receipt: a JSON object with envelope_id, log_index and tree_head was expected, not an array")]
+    [InlineData(null, "{\"envelope_id\": \"ab\", \"tree_head\": {}}", "standard input (--receipt -) is not a receipt: its log_index is missing or not a whole number")]
+    public async Task Verify_receipt_says_what_is_wrong_with_an_empty_cut_or_foreign_receipt(string? receipt, string? stdin, string expected)
+    {
+        // An empty input gave the parser's own words ("The input does not contain any JSON tokens. Expected the input
+        // to start with a valid JSON token, when isFinalBlock is true. LineNumber: 0 | BytePositionInLine: 0.").
+        string cut = """{"envelope_id": "00", "log_index": 0, "tree_head": {"tree_size": 1, "root_ha""";
+        await File.WriteAllTextAsync(Path.Combine(_dir, "empty.json"), string.Empty);
+        await File.WriteAllTextAsync(Path.Combine(_dir, "blank.json"), " \n\n");
+        await File.WriteAllTextAsync(Path.Combine(_dir, "cut.json"), cut + "\n");
+        string whole = """{"envelope_id": "00", "log_index": 0, "tree_head": {"tree_size": 1, "root_hash": "00", "timestamp_unix_ms": 0, "node_key": "00", "signature": "00"}}""";
+        await File.WriteAllTextAsync(Path.Combine(_dir, "parts.json"), whole + "\n" + cut + "\n");
+        var psi = new ProcessStartInfo("dotnet", [ExternalNode.MeganetPath(), "verify-receipt", "--node", NoNode, .. receipt is null ? Array.Empty<string>() : ["--receipt", receipt]])
+        {
+            WorkingDirectory = _dir,
+        };
+        Result r = await MeganetProcess.RunAsync(psi, stdin: stdin ?? string.Empty);
+        AssertClearError(r, "meganet: " + expected);
+        Assert.DoesNotContain("BytePositionInLine", r.Stderr, StringComparison.Ordinal);
+    }
+
     [Fact]
     public async Task Id_new_refuses_a_directory_or_a_path_below_a_file_and_leaves_no_temporary_file()
     {

@@ -28,12 +28,20 @@ internal static class MeganetProcess
     }
 
     /// <summary>Runs <paramref name="psi"/> (its output redirected here) to its end, at most 2 minutes, killing what
-    /// is left after that; see <see cref="RunAsync(string, IReadOnlyDictionary{string, string}?, bool, string[])"/>.</summary>
-    public static async Task<Result> RunAsync(ProcessStartInfo psi, bool closeStdout = false)
+    /// is left after that; see <see cref="RunAsync(string, IReadOnlyDictionary{string, string}?, bool, string[])"/>.
+    /// With <paramref name="stdin"/> its standard input is a pipe that carries that text, then ends.</summary>
+    public static async Task<Result> RunAsync(ProcessStartInfo psi, bool closeStdout = false, string? stdin = null)
     {
         psi.RedirectStandardOutput = true;
         psi.RedirectStandardError = true;
+        psi.RedirectStandardInput = stdin is not null;
         using Process process = Process.Start(psi)!;
+        if (stdin is not null)
+        {
+            await process.StandardInput.WriteAsync(stdin);
+            process.StandardInput.Close();
+        }
+
         Task<string> stdout;
         if (closeStdout)
         {

@@ -953,7 +953,9 @@ internal static partial class ClientCommands
             // One receipt, or one a line (a file sent in parts): each is checked, and one invalid makes the exit 3.
             // Only a --receipt left out is refused on a terminal: '-' given is a receipt about to be typed or pasted.
             bool leftOut = parse.GetResult(receiptFile) is not { Implicit: false };
-            IReadOnlyList<Receipt> receipts = ReceiptsFromJson(await ReadInputAsync("--receipt", parse.GetValue(receiptFile)!, leftOut, "give --receipt FILE (what 'send --json' wrote)", ct));
+            string receiptPath = parse.GetValue(receiptFile)!;
+            string receiptText = await ReadInputAsync("--receipt", receiptPath, leftOut, "give --receipt FILE (what 'send --json' wrote)", ct);
+            IReadOnlyList<Receipt> receipts = ReceiptsFromJson(receiptText, receiptPath == "-" ? "standard input (--receipt -)" : $"--receipt {receiptPath}");
             Uri address = parse.GetValue(node)!;
             string? idHex = parse.GetValue(nodeId);
             byte[]? expected = idHex is not null ? KnownNodes.ParseNodeId(idHex, "--node-id") : KnownNodes.Beside(parse.GetValue(identity)!).Find(address);
@@ -1029,33 +1031,120 @@ internal static partial class ClientCommands
     };
 
     /// <summary>The receipts of <paramref name="text"/>: one JSON object (on one line or several), or one a line, as
-    /// <c>send --json</c> prints for a file sent in parts.</summary>
-    internal static IReadOnlyList<Receipt> ReceiptsFromJson(string text)
+    /// <c>send --json</c> prints for a file sent in parts. <paramref name="source"/> names where the text came from
+    /// (<c>--receipt FILE</c>, standard input) in the error that says what is wrong with it.</summary>
+    internal static IReadOnlyList<Receipt> ReceiptsFromJson(string text, string source)
     {
+        if (string.IsNullOrWhiteSpace(text))
+        {
+            // The parser's "does not contain any JSON tokens ... isFinalBlock" left a person who piped in nothing (or
+            // an empty file) guessing what was wanted.
+            throw new CliException($"{source} is empty: there is no receipt to check; {GiveReceipt}.");
+        }
+
+        // A receipt a line when every line opens an object: a last line cut short is then told as that line.
         string[] lines = text.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
-        bool oneALine = lines.Length > 1 && lines.All(line => line.StartsWith('{') && line.EndsWith('}'));
-        return oneALine ? lines.Select((line, i) => ReceiptFromJson(line, $"line {i + 1}: ")).ToArray() : [ReceiptFromJson(text)];
+        bool oneALine = lines.Length > 1 && lines.All(line => line.StartsWith('{'));
+        return oneALine
+            ? lines.Select((line, i) => ReceiptFromJson(line, $"{source}, line {i + 1},", oneLine: true)).ToArray()
+            : [ReceiptFromJson(text, source, oneLine: false)];
     }
 
-    internal static Receipt ReceiptFromJson(string text) => ReceiptFromJson(text, string.Empty);
+    /// <summary>The receipt of <paramref name="text"/>, one JSON object as <c>send --json</c> prints it (throws
+    /// <see cref="CliException"/> saying what is wrong with it).</summary>
+    internal static Receipt ReceiptFromJson(string text) => ReceiptFromJson(text, "a receipt", oneLine: false);
 
-    private static Receipt ReceiptFromJson(string text, string where)
+    /// <summary>What to give instead of a receipt that cannot be read.</summary>
+    private const string GiveReceipt = "give the JSON 'meganet send --json' printed (--receipt FILE, or piped in)";
+
+    private static Receipt ReceiptFromJson(string text, string where, bool oneLine)
     {
+        JsonNode? parsed;
         try
         {
-            JsonNode node = JsonNode.Parse(text) ?? throw new CliException("The receipt is empty.");
-            JsonNode head = node["tree_head"] ?? throw new CliException("The receipt has no tree_head.");
+            parsed = JsonNode.Parse(text);
+        }
+        catch (JsonException e)
+        {
+            throw new CliException(IsCutShort(text)
+                ? $"{where} ends before its JSON does (cut short?); {GiveReceipt}, all of it."
+                : $"{where} is not JSON: {(oneLine ? string.Empty : $"line {e.LineNumber + 1}, ")}byte {e.BytePositionInLine + 1} is not valid there; {GiveReceipt}.");
+        }
+
+        if (parsed is not JsonObject receipt)
+        {
+            throw new CliException($"{where} is not a receipt: a JSON object with envelope_id, log_index and tree_head was expected, not {Kind(parsed)}; {GiveReceipt}.");
+        }
+
+        try
+        {
+            JsonObject head = receipt["tree_head"] as JsonObject ?? throw Missing("tree_head", "a JSON object");
             return new Receipt
             {
-                EnvelopeId = FromHex(node["envelope_id"]),
-                LogIndex = node["log_index"]!.GetValue<long>(),
-                Duplicate = node["duplicate"]?.GetValue<bool>() ?? false,
-                TreeHead = HeadFromJson(head),
+                EnvelopeId = HexField(receipt, "envelope_id"),
+                LogIndex = WholeNumber(receipt, "log_index"),
+                Duplicate = receipt["duplicate"] switch
+                {
+                    null => false,
+                    JsonValue v when v.TryGetValue(out bool duplicate) => duplicate,
+                    _ => throw Missing("duplicate", "true or false"),
+                },
+                TreeHead = new MegaNet.Api.V1.SignedTreeHead
+                {
+                    TreeSize = WholeNumber(head, "tree_size"),
+                    RootHash = HexField(head, "root_hash"),
+                    TimestampUnixMs = WholeNumber(head, "timestamp_unix_ms"),
+                    NodeKey = HexField(head, "node_key"),
+                    Signature = HexField(head, "signature"),
+                },
             };
         }
-        catch (Exception e) when (e is JsonException or FormatException or InvalidOperationException or NullReferenceException)
+        catch (FormatException e)
         {
-            throw new CliException($"{where}The receipt is not the JSON 'meganet send --json' prints ({e.Message}).");
+            throw new CliException($"{where} is not a receipt: {e.Message}; {GiveReceipt}.");
+        }
+
+        static long WholeNumber(JsonObject o, string name) =>
+            o[name] is JsonValue v && v.TryGetValue(out long n) ? n : throw Missing(name, "a whole number");
+
+        static ByteString HexField(JsonObject o, string name)
+        {
+            if (o[name] is not JsonValue v || !v.TryGetValue(out string? hex) || hex.Length % 2 != 0 || !hex.All(char.IsAsciiHexDigit))
+            {
+                throw Missing(name, "hex digits");
+            }
+
+            return ByteString.CopyFrom(Convert.FromHexString(hex));
+        }
+
+        static FormatException Missing(string name, string what) => new($"its {name} is missing or not {what}");
+
+        static string Kind(JsonNode? node) => node?.GetValueKind() switch
+        {
+            null or JsonValueKind.Null => "null",
+            JsonValueKind.Array => "an array",
+            JsonValueKind.String => "a string",
+            JsonValueKind.Number => "a number",
+            _ => "true or false",
+        };
+    }
+
+    /// <summary>True when <paramref name="text"/> is the start of some JSON, cut off: read as a first block, it
+    /// holds no error, only an end too soon.</summary>
+    private static bool IsCutShort(string text)
+    {
+        var reader = new Utf8JsonReader(Encoding.UTF8.GetBytes(text.TrimEnd()), isFinalBlock: false, default);
+        try
+        {
+            while (reader.Read())
+            {
+            }
+
+            return true;
+        }
+        catch (JsonException)
+        {
+            return false;
         }
     }
 
