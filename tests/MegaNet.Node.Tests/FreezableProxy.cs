@@ -42,6 +42,84 @@ public sealed class FreezableProxy : IAsyncDisposable
     /// acts on them finds them counted).</summary>
     public long ToClientBytes => Interlocked.Read(ref _toClientBytes);
 
+    private long _toClientDataBytes;
+    private readonly List<(long Bytes, TaskCompletionSource Reached)> _dataWaiters = [];
+
+    /// <summary>Bytes of HTTP/2 DATA frames' payloads (what flow control counts) carried from the node to its clients
+    /// so far, on plaintext HTTP/2 connections (over TLS the count means nothing).</summary>
+    public long ToClientDataBytes => Interlocked.Read(ref _toClientDataBytes);
+
+    /// <summary>Completes once <see cref="ToClientDataBytes"/> reaches <paramref name="bytes"/>: with one stream on
+    /// the connections and a client that reads none of it, the client's receive window for that stream is full once
+    /// the window's size has come, and the node can send no more of it.</summary>
+    public Task ToClientDataReachedAsync(long bytes)
+    {
+        lock (_dataWaiters)
+        {
+            if (ToClientDataBytes >= bytes)
+            {
+                return Task.CompletedTask;
+            }
+
+            var reached = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            _dataWaiters.Add((bytes, reached));
+            return reached.Task;
+        }
+    }
+
+    private void CountData(long bytes)
+    {
+        long total = Interlocked.Add(ref _toClientDataBytes, bytes);
+        lock (_dataWaiters)
+        {
+            foreach ((long wanted, TaskCompletionSource reached) in _dataWaiters.Where(w => w.Bytes <= total).ToArray())
+            {
+                reached.TrySetResult();
+                _dataWaiters.Remove((wanted, reached));
+            }
+        }
+    }
+
+    /// <summary>Where one connection's node-to-client bytes are in HTTP/2's frames: a frame header (9 bytes: length,
+    /// type, flags, stream) before each payload. The node's side sends frames from its first byte.</summary>
+    private sealed class FrameReader(FreezableProxy proxy)
+    {
+        private readonly byte[] _header = new byte[9];
+        private int _headerBytes;
+        private long _payloadLeft;
+        private bool _data;
+
+        public void Read(ReadOnlySpan<byte> bytes)
+        {
+            while (!bytes.IsEmpty)
+            {
+                if (_payloadLeft > 0)
+                {
+                    int n = (int)Math.Min(_payloadLeft, bytes.Length);
+                    if (_data)
+                    {
+                        proxy.CountData(n);
+                    }
+
+                    _payloadLeft -= n;
+                    bytes = bytes[n..];
+                    continue;
+                }
+
+                int take = Math.Min(_header.Length - _headerBytes, bytes.Length);
+                bytes[..take].CopyTo(_header.AsSpan(_headerBytes));
+                _headerBytes += take;
+                bytes = bytes[take..];
+                if (_headerBytes == _header.Length)
+                {
+                    _payloadLeft = (_header[0] << 16) | (_header[1] << 8) | _header[2];
+                    _data = _header[3] == 0; // DATA
+                    _headerBytes = 0;
+                }
+            }
+        }
+    }
+
     /// <summary>Stops carrying bytes on every connection open now; their sockets stay open.</summary>
     public void Freeze()
     {
@@ -108,6 +186,7 @@ public sealed class FreezableProxy : IAsyncDisposable
     private async Task PumpAsync(Socket from, Socket to, CancellationToken frozen, bool toClient)
     {
         byte[] buffer = new byte[64 << 10];
+        FrameReader? frames = toClient ? new FrameReader(this) : null;
         try
         {
             while (!frozen.IsCancellationRequested)
@@ -131,6 +210,7 @@ public sealed class FreezableProxy : IAsyncDisposable
                 if (toClient)
                 {
                     Interlocked.Add(ref _toClientBytes, n);
+                    frames!.Read(buffer.AsSpan(0, n));
                 }
 
                 await to.SendAsync(buffer.AsMemory(0, n), SocketFlags.None, _stop.Token);

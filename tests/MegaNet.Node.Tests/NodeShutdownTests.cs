@@ -1,5 +1,8 @@
+using Grpc.AspNetCore.Server;
 using Grpc.Core;
+using Grpc.Core.Interceptors;
 using MegaNet.Api;
+using Microsoft.Extensions.DependencyInjection;
 using Xunit.Abstractions;
 
 namespace MegaNet.Node.Tests;
@@ -58,7 +61,12 @@ public sealed class NodeShutdownTests(ITestOutputHelper output)
     public async Task A_subscriber_that_stops_reading_does_not_hold_up_a_stop()
     {
         using Identity bob = Identity.Create();
-        TestNode node = await TestNode.StartAsync(o => o.StoreMemoryMiB = 32);
+        var writes = new SubscribeWrites();
+        TestNode node = await TestNode.StartAsync(o => o.StoreMemoryMiB = 32, services: s =>
+        {
+            s.AddSingleton(writes);
+            s.Configure<GrpcServiceOptions>(o => o.Interceptors.Add<SubscribeWrites>());
+        });
         try
         {
             using MegaNetClient client = node.Client();
@@ -70,23 +78,94 @@ public sealed class NodeShutdownTests(ITestOutputHelper output)
             }).ResponseAsync));
 
             // A megabyte of mail for a subscriber that reads nothing: the node's writes to it block on flow control.
-            using AsyncServerStreamingCall<Api.V1.MailEvent> stuck = client.Relay.Subscribe(new Api.V1.SubscribeRequest { Auth = await client.AuthenticateAsync(bob, MailboxPurpose.Subscribe) });
+            // It has a connection of its own, through a proxy that counts the DATA bytes that reach it.
+            await using var proxy = new FreezableProxy(node.Address);
+            using var subscriber = new MegaNetClient(proxy.Address);
+            using AsyncServerStreamingCall<Api.V1.MailEvent> stuck = subscriber.Relay.Subscribe(new Api.V1.SubscribeRequest { Auth = await client.AuthenticateAsync(bob, MailboxPurpose.Subscribe) });
             await stuck.ResponseHeadersAsync.WaitAsync(TimeSpan.FromMinutes(1));
             // Another client's connection, idle, as on a node in use.
             using MegaNetClient other = node.Client();
             await other.Relay.GetTreeHeadAsync(new Api.V1.GetTreeHeadRequest());
-            await Task.Delay(500);
+
+            // Waited for, not slept on (500 ms was a guess, short under load): the stream's receive window (65,535
+            // bytes, the .NET client's, opened no further by a client that reads nothing) is full, so the node can
+            // send no more of it; then a write of the node's is waiting, and no write can finish from now on.
+            Task windowFull = proxy.ToClientDataReachedAsync(WindowBytes);
+            Assert.True(await Task.WhenAny(windowFull, Task.Delay(TimeSpan.FromMinutes(1))) == windowFull,
+                $"the subscriber's window did not fill within a minute: {proxy.ToClientDataBytes:N0} bytes of DATA reached it");
+            Task blocked = await writes.PendingAsync().WaitAsync(TimeSpan.FromMinutes(1));
 
             var stopping = System.Diagnostics.Stopwatch.StartNew();
             await node.StopAsync().WaitAsync(TimeSpan.FromMinutes(2));
             output.WriteLine($"stopped in {stopping.Elapsed.TotalSeconds:F1} s");
             // The host would otherwise wait its whole ShutdownTimeout (30 s) for that stream.
             Assert.True(stopping.Elapsed < TimeSpan.FromSeconds(20), $"the stop took {stopping.Elapsed.TotalSeconds:F1} s");
+            // That write was held until the stop ended it: the stop did meet a blocked write.
+            Assert.True(blocked.IsCompleted && !blocked.IsCompletedSuccessfully, $"the write the stop was to meet blocked ended {blocked.Status}");
             node.AssertNoServerErrors();
         }
         finally
         {
             await node.DisposeAsync();
+        }
+    }
+
+    /// <summary>SocketsHttpHandler's initial HTTP/2 stream receive window (InitialHttp2StreamWindowSize), which
+    /// MegaNetClient leaves as it is: it grows only as the application reads.</summary>
+    private const int WindowBytes = 65_535;
+
+    /// <summary>Sees the node's writes to server streams (the innermost interceptor, so the service's own writes) and
+    /// tells of one the transport has not taken.</summary>
+    private sealed class SubscribeWrites : Interceptor
+    {
+        private readonly Lock _gate = new();
+        private Task? _pending;
+        private TaskCompletionSource<Task> _nextPending = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        /// <summary>A write not finished: the one waiting now, else the next one left waiting.</summary>
+        public Task<Task> PendingAsync()
+        {
+            lock (_gate)
+            {
+                return _pending is { IsCompleted: false } pending ? Task.FromResult(pending) : _nextPending.Task;
+            }
+        }
+
+        public override Task ServerStreamingServerHandler<TRequest, TResponse>(TRequest request, IServerStreamWriter<TResponse> responseStream,
+            ServerCallContext context, ServerStreamingServerMethod<TRequest, TResponse> continuation) =>
+            continuation(request, new Writer<TResponse>(responseStream, this), context);
+
+        private void Began(Task write)
+        {
+            if (write.IsCompleted)
+            {
+                return;
+            }
+
+            lock (_gate)
+            {
+                _pending = write;
+                _nextPending.TrySetResult(write);
+                _nextPending = new TaskCompletionSource<Task>(TaskCreationOptions.RunContinuationsAsynchronously);
+            }
+        }
+
+        private sealed class Writer<T>(IServerStreamWriter<T> inner, SubscribeWrites writes) : IServerStreamWriter<T>
+        {
+            public WriteOptions? WriteOptions
+            {
+                get => inner.WriteOptions;
+                set => inner.WriteOptions = value;
+            }
+
+            public Task WriteAsync(T message) => WriteAsync(message, CancellationToken.None);
+
+            public Task WriteAsync(T message, CancellationToken cancellationToken)
+            {
+                Task write = inner.WriteAsync(message, cancellationToken);
+                writes.Began(write);
+                return write;
+            }
         }
     }
 

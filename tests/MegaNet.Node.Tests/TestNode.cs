@@ -2,6 +2,7 @@ using System.Collections.Concurrent;
 using MegaNet.Api;
 using MegaNet.Node.Hosting;
 using Microsoft.AspNetCore.Builder;
+using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 
 namespace MegaNet.Node.Tests;
@@ -14,7 +15,9 @@ public sealed class TestNode : IAsyncDisposable
 {
     private WebApplication? _app;
 
-    private TestNode(NodeOptions options) => Options = options;
+    private readonly Action<IServiceCollection>? _services;
+
+    private TestNode(NodeOptions options, Action<IServiceCollection>? services) => (Options, _services) = (options, services);
 
     public NodeOptions Options { get; }
 
@@ -29,7 +32,9 @@ public sealed class TestNode : IAsyncDisposable
         options.SubmitBurst = 1_000_000;
     }
 
-    public static async Task<TestNode> StartAsync(Action<NodeOptions>? configure = null, string? dataDirectory = null)
+    /// <summary>Starts a node; <paramref name="services"/> are added after the node's own (a test's observer of the
+    /// calls, such as a gRPC interceptor), at every restart too.</summary>
+    public static async Task<TestNode> StartAsync(Action<NodeOptions>? configure = null, string? dataDirectory = null, Action<IServiceCollection>? services = null)
     {
         var options = new NodeOptions
         {
@@ -41,7 +46,7 @@ public sealed class TestNode : IAsyncDisposable
             StoreMemoryMiB = 8,
         };
         configure?.Invoke(options);
-        var node = new TestNode(options);
+        var node = new TestNode(options, services);
         await node.RestartAsync();
         return node;
     }
@@ -49,7 +54,7 @@ public sealed class TestNode : IAsyncDisposable
     public async Task RestartAsync()
     {
         await StopAsync();
-        _app = NodeHost.Build(Options, logging: l => l.AddProvider(new LogCapture(LogLevel.Error, Errors, stackTraces: true)));
+        _app = NodeHost.Build(Options, l => l.AddProvider(new LogCapture(LogLevel.Error, Errors, stackTraces: true)), _services);
         Address = await NodeHost.StartAsync(_app);
     }
 
