@@ -231,8 +231,9 @@ internal static partial class ClientCommands
         };
         var fileName = new Option<string?>("--name")
         {
-            Description = "With --file: the file name the recipient sees (default: the file's own name). Needed for a pipe or a device (--file <(...), /dev/stdin), whose own name " +
-                $"(63, stdin) says nothing of the file. A plain name the recipient saves as it is: no path separators, at most {Inbox.MaxSavedNameBytes} bytes (UTF-8).",
+            Description = "With --file: the file name the recipient sees (default: the file's own name). Needed for a pipe, a device or a descriptor's path (--file <(...), /dev/stdin, /dev/fd/N), " +
+                $"or anything else that is not a regular file, whose own name (63, stdin) says nothing of the file. A plain name the recipient saves as it is: no path separators, at most {Inbox.MaxSavedNameBytes} bytes (UTF-8); " +
+                $"{SentNameRules}.",
         };
         var ttl = new Option<double?>("--ttl-days")
         {
@@ -1475,9 +1476,13 @@ internal static partial class ClientCommands
         string saved = Inbox.SavedName(name);
         return saved == name
             ? null
-            : $"the recipient would save it as '{Printable(saved, multiline: false)}' (a name cannot start with '.', '-' or a space, end with '.' or a space, or hold control or format characters " +
-                "(zero-width or bidi ones), line or paragraph separators, or any of : < > \" | ? *); give a name it keeps as it is";
+            : $"the recipient would save it as '{Printable(saved, multiline: false)}' ({SentNameRules}); give a name it keeps as it is";
     }
+
+    /// <summary>What <see cref="Inbox.SavedName"/> changes in a file name, so a name given with <c>send --name</c>
+    /// must avoid it: said both by <c>send --help</c> and by the refusal of such a name.</summary>
+    private const string SentNameRules = "a name cannot start with '.', '-' or a space, end with '.' or a space, or hold control or format characters " +
+        "(zero-width or bidi ones), line or paragraph separators, or any of : < > \" | ? *";
 
     /// <summary>The name of <paramref name="attachment"/> when it names a descriptor or a device, not a file: a pipe
     /// (<c>--file &lt;(...)</c> gives <c>/dev/fd/63</c>), <c>/dev/stdin</c> or another descriptor's path (whatever it is
