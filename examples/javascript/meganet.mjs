@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // A MegaNet client in JavaScript, written from docs/protocol.md against the unmodified .proto files: identities,
-// sealing, proof of work, the envelope's signing bytes and id, receipts with their tree head and inclusion proof, and
-// the mailbox's signed challenges. The repository's tests drive it against a real node and the C# client
+// sealing, proof of work, the envelope's signing bytes and id, receipts with their tree head and inclusion proof, the
+// log's consistency from one head to the next (audit), and the mailbox's signed challenges. The repository's tests drive it against a real node and the C# client
 // (tests/MegaNet.Node.Tests/JavaScriptClientTests.cs), so the protocol document is checked by a second implementation.
 //
 //   node meganet.mjs id new FILE                  create an identity (the same file format as `meganet id new`)
@@ -10,13 +10,14 @@
 //   node meganet.mjs send -i FILE --to CARD --text TEXT [--node URL] [--node-id HEX]
 //   node meganet.mjs fetch -i FILE --node-id HEX [--node URL] [--after SEQ] [--ack]
 //   node meganet.mjs listen -i FILE --node-id HEX [--node URL] [--after SEQ] [--count N]
+//   node meganet.mjs audit [--node-id HEX] [--heads FILE | -i FILE] [--node URL]
 //
 // Crypto: libsodium (libsodium-wrappers) for Ed25519, X25519, BLAKE2b and XChaCha20-Poly1305; Node's crypto for
 // HKDF-SHA256 and SHA-256. Protobuf: @grpc/proto-loader for the service, protobufjs for the sealed inner message.
 
 import { createHash, hkdfSync, X509Certificate } from 'node:crypto';
 import { checkServerIdentity, rootCertificates } from 'node:tls';
-import { existsSync, fstatSync, fsyncSync, readFileSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, fstatSync, fsyncSync, openSync, readFileSync, realpathSync, renameSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import grpc from '@grpc/grpc-js';
@@ -267,6 +268,38 @@ function verifyInclusion(leaf, index, size, path, root) {
   return sn === 0n && r.equals(root);
 }
 
+// The root of the empty tree: every log extends it.
+const EMPTY_ROOT = sha256();
+
+// RFC 9162 §2.1.4.2: does the tree of size2 (root2) extend the tree of size1 (root1), by `path`? With the edge cases
+// docs/protocol.md gives: equal sizes need equal roots and an empty path, a size-0 head must carry the empty root.
+// Exported for the tests, which hold it to the C# verifier and to proofs with a byte flipped.
+export function verifyConsistency(size1, size2, root1, root2, path) {
+  let fn = BigInt(size1), sn = BigInt(size2);
+  if (fn < 0n || sn < fn || root1.length !== 32 || root2.length !== 32 || path.length > 64 || path.some((p) => p.length !== 32)) return false;
+  if (fn === 0n && !root1.equals(EMPTY_ROOT)) return false;
+  if (fn === sn) return path.length === 0 && root1.equals(root2);
+  if (fn === 0n) return path.length === 0;
+  if (path.length === 0) return false;
+  // When size1 is a power of two its root is where the proof starts, and the RFC puts it in front of the path.
+  const hashes = (fn & (fn - 1n)) === 0n ? [root1, ...path] : path;
+  let fr = hashes[0], sr = hashes[0];
+  fn -= 1n; sn -= 1n;
+  while ((fn & 1n) === 1n) { fn >>= 1n; sn >>= 1n; }
+  for (const c of hashes.slice(1)) {
+    if (sn === 0n) return false;
+    if ((fn & 1n) === 1n || fn === sn) {
+      fr = sha256(Buffer.from([1]), c, fr);
+      sr = sha256(Buffer.from([1]), c, sr);
+      while ((fn & 1n) === 0n && fn !== 0n) { fn >>= 1n; sn >>= 1n; }
+    } else {
+      sr = sha256(Buffer.from([1]), sr, c);
+    }
+    fn >>= 1n; sn >>= 1n;
+  }
+  return sn === 0n && fr.equals(root1) && sr.equals(root2);
+}
+
 // ---- the node ----
 
 // For a node whose TLS certificate the system does not trust (a self-signed one): exactly that certificate is also
@@ -349,6 +382,137 @@ async function send(node, sender, recipient, text, nodeId) {
       if (!wanted || attempt >= 2) throw error;
       bits = Number(wanted);
     }
+  }
+}
+
+// ---- monitoring the log (protocol.md, "Monitoring the log"; as `meganet audit`) ----
+
+// A receipt holds the node to one head; an audit holds it to its history. The newest head checked is remembered per
+// node id, and each audit asks the node for its current head and a consistency proof from the remembered one: a node
+// that lost or rewrote its log, or shows another log to someone else (a fork), cannot prove that it extends what it
+// signed before, and the two signed heads are the evidence.
+
+// The answers to a proof request that are no outage: the node signed both sizes, so it holds both trees, and a
+// refusal is an answer (MegaNetClient.IsRefusal). Other errors may pass and end the command with exit code 2.
+const REFUSALS = ['INVALID_ARGUMENT', 'OUT_OF_RANGE', 'NOT_FOUND', 'FAILED_PRECONDITION', 'UNIMPLEMENTED', 'DATA_LOSS'].map((name) => grpc.status[name]);
+
+const hex = (bytes) => Buffer.from(bytes).toString('hex');
+
+// A head as `meganet audit --json` writes it, and as the heads file holds it.
+const headJson = (h) => ({ tree_size: Number(h.tree_size), root_hash: hex(h.root_hash), timestamp_unix_ms: Number(h.timestamp_unix_ms), node_key: hex(h.node_key), signature: hex(h.signature) });
+
+// The heads file: a JSON object of heads by node id; none yet when the file is not there.
+function readHeads(path) {
+  let text;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (error) {
+    if (error.code === 'ENOENT') return {};
+    throw error;
+  }
+  let heads;
+  try {
+    heads = JSON.parse(text);
+  } catch (error) {
+    throw new UsageError(`${path} is not a file of tree heads (${error.message}); move it aside`);
+  }
+  if (heads === null || typeof heads !== 'object' || Array.isArray(heads)) throw new UsageError(`${path} is not a file of tree heads (a JSON object by node id); move it aside`);
+  return heads;
+}
+
+// The head remembered for `nodeId`, refused unless it verifies with that key: treating a damaged entry as none would
+// make this a first audit and accept whatever log the node shows now.
+function rememberedHead(entry, nodeId, where) {
+  const damaged = (what) => new UsageError(`${where} ${what}; move the file aside (or delete that entry to start this node's audits anew)`);
+  const bytes = (name, length) => {
+    if (typeof entry?.[name] !== 'string' || !new RegExp(`^[0-9a-fA-F]{${2 * length}}$`).test(entry[name])) throw damaged(`is not a tree head (its ${name})`);
+    return Buffer.from(entry[name], 'hex');
+  };
+  const count = (name) => {
+    if (!Number.isSafeInteger(entry?.[name]) || entry[name] < 0) throw damaged(`is not a tree head (its ${name})`);
+    return entry[name];
+  };
+  const head = { tree_size: count('tree_size'), root_hash: bytes('root_hash', 32), timestamp_unix_ms: count('timestamp_unix_ms'), node_key: bytes('node_key', 32), signature: bytes('signature', 64) };
+  if (hex(head.node_key) !== nodeId) throw damaged(`holds a head of another node (${hex(head.node_key)})`);
+  try {
+    verifyTreeHead(head);
+  } catch {
+    throw damaged("holds a head whose signature does not verify with its node key: the file is damaged or the head was altered");
+  }
+  return head;
+}
+
+// Whole or not at all: written beside the file, flushed, and renamed over it, so a crash leaves the old file or the
+// new, never one cut short that would lose every node's head.
+function saveHeads(path, heads) {
+  const temporary = `${path}.${process.pid}.tmp`;
+  try {
+    const fd = openSync(temporary, 'w', 0o600);
+    try {
+      writeSync(fd, `${JSON.stringify(heads, null, 2)}\n`);
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    renameSync(temporary, path);
+  } catch (error) {
+    rmSync(temporary, { force: true });
+    throw new Error(`the head could not be remembered in ${path}: ${error.message}`);
+  }
+}
+
+// Null when the node proves that `current` extends `earlier` (both signed by it, checked before), else what failed,
+// in `meganet audit`'s words.
+async function logProblem(node, earlier, current) {
+  const size1 = Number(earlier.tree_size), size2 = Number(current.tree_size);
+  // Before any proof request: the node cannot prove anything about a tree larger than its log.
+  if (size2 < size1) return `the node's log has ${size2} entries now, fewer than the ${size1} it signed in the earlier head: it lost or rewrote its log`;
+  // Equal sizes need equal roots and every tree extends the empty one: no proof to ask for (docs/protocol.md).
+  let path = [];
+  if (size1 !== size2 && size1 !== 0) {
+    try {
+      path = (await node.call('GetConsistencyProof', { first: size1, second: size2 })).path.map((p) => Buffer.from(p));
+    } catch (error) {
+      if (!REFUSALS.includes(error.code)) throw error;
+      return `the node refused a consistency proof between two sizes it signed, ${size1} and ${size2} (${grpc.status[error.code]}: ${error.details})`;
+    }
+  }
+  return verifyConsistency(size1, size2, earlier.root_hash, Buffer.from(current.root_hash), path)
+    ? null
+    : `the node's current log (size ${size2}) does not extend the log of the earlier head (size ${size1}): it forked or rewrote its log`;
+}
+
+// Prints `meganet audit --json`'s report (node, node_id, consistent, problem, earlier, current, remembered). A node
+// that fails the check leaves the remembered head as it was, as evidence, and the command exits 3.
+async function audit(node, url, nodeId, headsPath) {
+  const heads = readHeads(headsPath);
+  const current = await node.call('GetTreeHead', {});
+  const id = hex(current.node_key);
+  // Which node this is, settled before any log is compared: another id is a mistake to fix, not evidence.
+  if (nodeId && hex(nodeId) !== id) throw new Error(`the node at ${url} signs its log with ${id}, not with the node id given (${hex(nodeId)}); nothing was compared`);
+  const earlier = heads[id] === undefined ? null : rememberedHead(heads[id], id, `${headsPath} (${id})`);
+  let problem = null;
+  try {
+    verifyTreeHead(current);
+  } catch {
+    problem = "the node's current tree head does not verify with its own key";
+  }
+  if (problem === null && earlier !== null) problem = await logProblem(node, earlier, current);
+
+  const report = { node: url, node_id: id, consistent: problem === null, problem, earlier: earlier && headJson(earlier), current: headJson(current), remembered: false };
+  if (problem === null) {
+    // Read again just before saving, so an audit of another node meanwhile keeps its head. One of this node meanwhile
+    // may be overwritten by an older head: it was proved a prefix of the newer, so the next audit still holds.
+    const latest = readHeads(headsPath);
+    latest[id] = { ...report.current, audited_unix_ms: Date.now() };
+    saveHeads(headsPath, latest);
+    report.remembered = true;
+    if (earlier === null && !nodeId) console.error(`note: first audit of node ${id}, remembered as the key signs it now; pass --node-id to check that this is the node you mean`);
+  }
+  await writeOut(`${JSON.stringify(report)}\n`);
+  if (problem !== null) {
+    console.error(`meganet.mjs: INVALID: ${problem}${earlier ? `. The remembered head stays in ${headsPath}` : ''} (the report on standard output holds the heads)`);
+    process.exitCode = 3;
   }
 }
 
@@ -537,7 +701,7 @@ async function subscribeOnce(node, identity, nodeId, count, state) {
 
 // ---- command line ----
 
-const OPTIONS = { '-i': 'identity', '--identity': 'identity', '--to': 'to', '--text': 'text', '--node': 'node', '--node-id': 'nodeId', '--after': 'after', '--count': 'count', '--tls-cert': 'tlsCert' };
+const OPTIONS = { '-i': 'identity', '--identity': 'identity', '--to': 'to', '--text': 'text', '--node': 'node', '--node-id': 'nodeId', '--after': 'after', '--count': 'count', '--tls-cert': 'tlsCert', '--heads': 'heads' };
 
 // What each command takes: an option it has no use for is refused rather than ignored.
 const TAKES = {
@@ -545,7 +709,12 @@ const TAKES = {
   send: ['identity', 'to', 'text', 'node', 'nodeId', 'tlsCert'],
   fetch: ['identity', 'node', 'nodeId', 'after', 'ack', 'tlsCert'],
   listen: ['identity', 'node', 'nodeId', 'after', 'count', 'tlsCert'],
+  // -i only says where the heads file is kept by default: beside the identity file.
+  audit: ['identity', 'heads', 'node', 'nodeId', 'tlsCert'],
 };
+
+// Not `meganet audit`'s tree-heads.json (heads by node address), which may sit beside the same identity file.
+const HEADS_FILE = 'tree-heads-by-node-id.json';
 
 function options(args) {
   const named = {};
@@ -570,6 +739,7 @@ function fail(option) {
 
 const USAGE = 'usage: meganet.mjs id new FILE | id show FILE | status | send -i FILE --to CARD --text TEXT [--node-id HEX]'
   + ' | fetch -i FILE --node-id HEX [--after SEQ] [--ack] | listen -i FILE --node-id HEX [--after SEQ] [--count N]'
+  + ` | audit [--node-id HEX] (--heads FILE | -i FILE: the heads in ${HEADS_FILE} beside it)`
   + '  (each but id with [--node URL], default http://127.0.0.1:7700, and [--tls-cert FILE] for an https:// node with a self-signed certificate)';
 
 async function main(argv) {
@@ -603,13 +773,17 @@ async function main(argv) {
     await writeOut(`${identity.card}\n`);
     return;
   }
-  if (!['status', 'send', 'fetch', 'listen'].includes(command)) throw new UsageError(USAGE);
+  if (!['status', 'send', 'fetch', 'listen', 'audit'].includes(command)) throw new UsageError(USAGE);
   const stray = Object.keys(named).find((key) => key !== 'help' && !TAKES[command].includes(key));
   if (stray) throw new UsageError(`${command} does not take ${flags[stray]}`);
   if (named.after !== undefined && !/^[0-9]+$/.test(named.after)) throw new UsageError('--after is a mailbox sequence number (0 or more)');
-  const node = relay(named.node ?? 'http://127.0.0.1:7700', named.tlsCert);
+  const url = named.node ?? 'http://127.0.0.1:7700';
+  const node = relay(url, named.tlsCert);
   try {
-    if (command === 'status') {
+    if (command === 'audit') {
+      if (!named.heads && !named.identity) throw new UsageError(`audit needs --heads FILE (the remembered tree heads), or -i FILE to keep them in ${HEADS_FILE} beside it`);
+      await audit(node, url, nodeId, named.heads ?? join(dirname(named.identity), HEADS_FILE));
+    } else if (command === 'status') {
       // The node id is the key its tree heads are signed with (Status itself does not carry it).
       const head = await node.call('GetTreeHead', {});
       await writeOut(`${JSON.stringify({ node_id: Buffer.from(head.node_key).toString('hex'), status: await node.call('Status', {}) })}\n`);
@@ -631,12 +805,16 @@ async function main(argv) {
   }
 }
 
-try {
-  await main(process.argv.slice(2));
-} catch (error) {
-  const grpcError = error.code !== undefined && error.details !== undefined ? ` (gRPC ${grpc.status[error.code] ?? error.code})` : '';
-  console.error(`meganet.mjs: ${error.details ?? error.message}${grpcError}`);
-  // As meganet's: 2 a node that cannot be reached or refuses the call (a gRPC error); 1 anything else: a mistake in the
-  // command, a file that cannot be read, a node that fails a check (another id than --node-id).
-  process.exitCode = grpcError ? 2 : 1;
+// Run as a program, not when imported (the tests import verifyConsistency).
+if (process.argv[1] !== undefined && realpathSync(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  try {
+    await main(process.argv.slice(2));
+  } catch (error) {
+    const grpcError = error.code !== undefined && error.details !== undefined ? ` (gRPC ${grpc.status[error.code] ?? error.code})` : '';
+    console.error(`meganet.mjs: ${error.details ?? error.message}${grpcError}`);
+    // As meganet's: 2 a node that cannot be reached or refuses the call (a gRPC error); 1 anything else: a mistake in
+    // the command, a file that cannot be read, a node that fails a check (another id than --node-id). `audit` exits 3
+    // itself for a log that shrank, forked or was rewritten.
+    process.exitCode = grpcError ? 2 : 1;
+  }
 }

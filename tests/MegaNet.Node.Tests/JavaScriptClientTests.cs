@@ -1,10 +1,13 @@
 using System.Diagnostics;
 using System.Globalization;
+using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json.Nodes;
 using Google.Protobuf;
 using MegaNet.Api;
 using MegaNet.Api.V1;
+using MegaNet.Core.Transparency;
+using MegaNet.Store;
 using static MegaNet.Node.Tests.MeganetProcess;
 
 namespace MegaNet.Node.Tests;
@@ -427,6 +430,176 @@ public sealed class JavaScriptClientTests : IDisposable
         }
 
         node.AssertNoServerErrors();
+    }
+
+    [Fact]
+    public async Task The_javascript_client_audits_a_growing_log_and_reports_a_fork_under_the_same_key_with_exit_code_3()
+    {
+        // A second node under the same key, from a backup of the first one's key and empty store, whose log then
+        // takes other envelopes: one node showing two histories.
+        string firstData = Path.Combine(_dir, "first"), forkData = Path.Combine(_dir, "fork");
+        await using TestNode node = await TestNode.StartAsync(dataDirectory: firstData);
+        await node.BackUpAsync(forkData);
+        await using TestNode fork = await TestNode.StartAsync(dataDirectory: forkData);
+        using Identity alice = Identity.Create(), bob = Identity.Create();
+        string heads = Path.Combine(_dir, "heads.json"), nodeId;
+        using (MegaNetClient client = node.Client())
+        {
+            nodeId = Convert.ToHexStringLower((await client.Relay.GetTreeHeadAsync(new GetTreeHeadRequest())).NodeKey.Span);
+        }
+
+        async Task Send(TestNode at, int count)
+        {
+            using MegaNetClient client = at.Client();
+            for (int i = 0; i < count; i++)
+            {
+                await client.SendAsync(alice, bob.Card, Encoding.UTF8.GetBytes($"message {i}"), "text/plain");
+            }
+        }
+
+        string[] Audit(TestNode at) => ["audit", "--node", at.Address.ToString(), "--node-id", nodeId, "--heads", heads];
+        JsonObject Remembered() => JsonNode.Parse(File.ReadAllText(heads))![nodeId]!.AsObject();
+
+        // The first audit remembers the head; after more mail the next one holds the node to it by a consistency proof
+        // (3 to 5: not a power of two, so the proof's first hash starts both roots), then remembers the newer head.
+        await Send(node, 3);
+        JsonNode first = JsonNode.Parse(Line(await Js(Audit(node))))!;
+        Assert.Equal((true, null, 3L, true), ((bool)first["consistent"]!, first["earlier"], (long)first["current"]!["tree_size"]!, (bool)first["remembered"]!));
+        Assert.Equal(3, (long)Remembered()["tree_size"]!);
+        await Send(node, 2);
+        JsonNode grown = JsonNode.Parse(Line(await Js(Audit(node))))!;
+        Assert.Equal((true, 3L, 5L, true), ((bool)grown["consistent"]!, (long)grown["earlier"]!["tree_size"]!, (long)grown["current"]!["tree_size"]!, (bool)grown["remembered"]!));
+        Assert.Equal(((long)grown["current"]!["tree_size"]!, (string)grown["current"]!["root_hash"]!), ((long)Remembered()["tree_size"]!, (string)Remembered()["root_hash"]!));
+
+        // The fork, audited against the head remembered from the first node, at three sizes: smaller (a rewind), the
+        // same with another root, and larger without a proof that leads from the remembered root. Each is reported,
+        // with both signed heads, exit code 3, and the remembered head kept.
+        string before = await File.ReadAllTextAsync(heads);
+        (int Add, long Size, string Problem)[] forks =
+        [
+            (2, 2, "the node's log has 2 entries now, fewer than the 5 it signed in the earlier head: it lost or rewrote its log"),
+            (3, 5, "the node's current log (size 5) does not extend the log of the earlier head (size 5): it forked or rewrote its log"),
+            (2, 7, "the node's current log (size 7) does not extend the log of the earlier head (size 5): it forked or rewrote its log"),
+        ];
+        foreach ((int add, long size, string problem) in forks)
+        {
+            await Send(fork, add);
+            Result forked = await RunAsync(Psi(Audit(fork)));
+            Assert.True(forked.ExitCode == 3, $"audit of the fork at size {size} exited {forked.ExitCode}: {forked.Stderr}{forked.Stdout}");
+            JsonNode report = JsonNode.Parse(forked.Stdout)!;
+            Assert.Equal((false, problem, false), ((bool)report["consistent"]!, (string)report["problem"]!, (bool)report["remembered"]!));
+            Assert.Contains($"meganet.mjs: INVALID: {problem}. The remembered head stays in {heads}", forked.Stderr, StringComparison.Ordinal);
+            Assert.Equal((5L, size), ((long)report["earlier"]!["tree_size"]!, (long)report["current"]!["tree_size"]!));
+            Assert.Equal(Remembered()["root_hash"]!.ToString(), (string)report["earlier"]!["root_hash"]!);
+            foreach (string which in new[] { "earlier", "current" })
+            {
+                // The evidence: both heads signed by the one node key.
+                JsonNode head = report[which]!;
+                Assert.Equal(nodeId, (string)head["node_key"]!);
+                Assert.True(TreeHeadSignature.Verify(Convert.FromHexString(nodeId), (long)head["tree_size"]!, Convert.FromHexString((string)head["root_hash"]!),
+                    (long)head["timestamp_unix_ms"]!, Convert.FromHexString((string)head["signature"]!)), which);
+            }
+
+            Assert.Equal(before, await File.ReadAllTextAsync(heads));
+        }
+
+        // The honest node still extends the remembered head; every save went through a temporary file renamed over it.
+        JsonNode again = JsonNode.Parse(Line(await Js(Audit(node))))!;
+        Assert.Equal((true, 5L, 5L), ((bool)again["consistent"]!, (long)again["earlier"]!["tree_size"]!, (long)again["current"]!["tree_size"]!));
+        Assert.Empty(Directory.GetFiles(_dir, "heads.json.*.tmp"));
+
+        // Without --heads the file is kept beside the identity file.
+        string bobPath = Path.Combine(_dir, "bob.json");
+        bob.Save(bobPath);
+        Result beside = await Js("audit", "-i", bobPath, "--node", node.Address.ToString());
+        Assert.Contains($"note: first audit of node {nodeId}", beside.Stderr, StringComparison.Ordinal);
+        Assert.Equal(5, (long)JsonNode.Parse(File.ReadAllText(Path.Combine(_dir, "tree-heads-by-node-id.json")))![nodeId]!["tree_size"]!);
+        node.AssertNoServerErrors();
+        fork.AssertNoServerErrors();
+    }
+
+    [Fact]
+    public async Task The_javascript_consistency_check_agrees_with_the_csharp_one_and_refuses_a_proof_with_a_byte_flipped()
+    {
+        // Every pair of sizes up to 17 leaves, as the node's log proves them, then each proof spoilt: a byte flipped
+        // in each of its hashes or in either root, its last hash left off, a hash added, the first size off by one.
+        var log = new MerkleLog();
+        for (int i = 0; i < 17; i++)
+        {
+            log.Append(SHA256.HashData([(byte)i]));
+        }
+
+        var cases = new List<(long Size1, long Size2, byte[] Root1, byte[] Root2, List<byte[]> Path, bool Genuine)>();
+        static byte[] Flipped(byte[] hash, int at)
+        {
+            byte[] copy = [.. hash];
+            copy[at % copy.Length] ^= 1;
+            return copy;
+        }
+
+        for (long size2 = 1; size2 <= log.Size; size2++)
+        {
+            for (long size1 = 0; size1 <= size2; size1++)
+            {
+                byte[] root1 = log.Root(size1), root2 = log.Root(size2);
+                List<byte[]> path = log.ConsistencyProof(size1, size2);
+                cases.Add((size1, size2, root1, root2, path, true));
+                for (int h = 0; h < path.Count; h++)
+                {
+                    cases.Add((size1, size2, root1, root2, [.. path.Select((p, i) => i == h ? Flipped(p, h + (int)size2) : p)], false));
+                }
+
+                cases.Add((size1, size2, Flipped(root1, (int)size1), root2, path, false));
+                if (size1 > 0)
+                {
+                    // Every tree extends the empty one: its proof says nothing about the second root.
+                    cases.Add((size1, size2, root1, Flipped(root2, (int)size2), path, false));
+                }
+
+                cases.Add((size1, size2, root1, root2, [.. path, root1], false));
+                if (path.Count > 0)
+                {
+                    cases.Add((size1, size2, root1, root2, path[..^1], false));
+                    cases.Add((size1 + 1, size2, root1, root2, path, false));
+                }
+            }
+        }
+
+        string casesPath = Path.Combine(_dir, "cases.json");
+        await File.WriteAllTextAsync(casesPath, new JsonArray([.. cases.Select(c => (JsonNode)new JsonObject
+        {
+            ["size1"] = c.Size1,
+            ["size2"] = c.Size2,
+            ["root1"] = Convert.ToHexStringLower(c.Root1),
+            ["root2"] = Convert.ToHexStringLower(c.Root2),
+            ["path"] = new JsonArray([.. c.Path.Select(p => (JsonNode)Convert.ToHexStringLower(p))]),
+        })]).ToJsonString());
+        string script = $$"""
+            import { readFileSync } from 'node:fs';
+            import { verifyConsistency } from '{{new Uri(Path.Combine(Example(), "meganet.mjs")).AbsoluteUri}}';
+            const hex = (h) => Buffer.from(h, 'hex');
+            const cases = JSON.parse(readFileSync(process.env.CONSISTENCY_CASES, 'utf8'));
+            console.log(JSON.stringify(cases.map((c) => verifyConsistency(c.size1, c.size2, hex(c.root1), hex(c.root2), c.path.map(hex)))));
+            """;
+        ProcessStartInfo psi = Psi();
+        psi.ArgumentList.Clear();
+        foreach (string arg in new[] { "--input-type=module", "-e", script })
+        {
+            psi.ArgumentList.Add(arg);
+        }
+
+        psi.Environment["CONSISTENCY_CASES"] = casesPath;
+        Result result = await RunAsync(psi);
+        Assert.True(result.ExitCode == 0, result.Stderr);
+        bool[] verdicts = JsonNode.Parse(result.Stdout)!.AsArray().Select(v => (bool)v!).ToArray();
+        Assert.Equal(cases.Count, verdicts.Length);
+        for (int i = 0; i < cases.Count; i++)
+        {
+            var c = cases[i];
+            bool csharp = MerkleTree.VerifyConsistency(c.Size1, c.Size2, c.Root1, c.Root2, c.Path);
+            Assert.True(csharp == c.Genuine, $"C#: {c.Size1} to {c.Size2}, case {i}");
+            Assert.True(verdicts[i] == c.Genuine, $"JavaScript says {verdicts[i]} for {(c.Genuine ? "the proof" : "a spoilt proof")} from {c.Size1} to {c.Size2} (case {i})");
+        }
     }
 
     /// <summary>The node's id, as its challenge to <paramref name="identity"/> names it, in hex.</summary>
