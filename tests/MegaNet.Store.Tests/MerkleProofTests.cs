@@ -552,7 +552,7 @@ public sealed class MerkleProofTests(ITestOutputHelper output)
 
                     if (size < 2)
                     {
-                        Thread.Yield();
+                        Thread.Sleep(1);
                         continue;
                     }
 
@@ -576,11 +576,12 @@ public sealed class MerkleProofTests(ITestOutputHelper output)
                     Checkpointed(log, directory, leafHashes, (long)round * PerRound, (long)(round + 1) * PerRound);
                 }
 
+                // Waited for with sleeps and a deadline, not a Thread.Yield spin: the spin ran on one of xunit's two
+                // worker threads and took a core from the readers it waited for on a loaded two-core machine, and had no
+                // end if they never ran (CI once found a test thread of this project spinning for 16 minutes).
                 long before = Interlocked.Read(ref proofs);
-                while (Interlocked.Read(ref proofs) < before + 4 && !readers.Any(r => r.IsCompleted))
-                {
-                    Thread.Yield();
-                }
+                bool progressed = SpinWait.SpinUntil(() => Interlocked.Read(ref proofs) >= before + 4 || readers.Any(r => r.IsCompleted), TimeSpan.FromMinutes(2));
+                Assert.True(progressed, $"round {round}: the readers checked {Interlocked.Read(ref proofs) - before} proofs in 2 minutes (pool threads {ThreadPool.ThreadCount}, queued work items {ThreadPool.PendingWorkItemCount})");
             }
 
             await done.CancelAsync();
