@@ -60,4 +60,40 @@ public sealed class StageThreadTests
             Assert.Equal(expected, got);
         }
     }
+
+    [Fact]
+    public void Housekeeping_runs_while_the_wait_is_idle_and_may_not_wait_with_the_same_waiter()
+    {
+        using var thread = new StageThread();
+        var source = new TaskCompletionSource<int>(TaskCreationOptions.RunContinuationsAsynchronously);
+        int calls = 0;
+        Assert.Equal(7, thread.Wait(new ValueTask<int>(source.Task), TimeSpan.FromMilliseconds(1), () =>
+        {
+            if (++calls == 3)
+            {
+                source.SetResult(7);
+            }
+        }));
+        Assert.True(calls >= 3);
+
+        // Its wait would reset the event that wakes the outer one, whose wake could then be lost for good.
+        // On a waiter of its own: the exception leaves the wake of its wait pending, which would end a later wait early.
+        using var misused = new StageThread();
+        var once = new TaskCompletionSource<bool>();
+        Assert.Throws<InvalidOperationException>(() => misused.Wait(new ValueTask<bool>(once.Task), TimeSpan.FromMilliseconds(1), () =>
+        {
+            try
+            {
+                misused.Wait(Task.CompletedTask);
+            }
+            finally
+            {
+                once.TrySetResult(true);
+            }
+        }));
+        // What it waits for, it waits for with another waiter.
+        using var other = new StageThread();
+        var later = new TaskCompletionSource<bool>();
+        Assert.True(thread.Wait(new ValueTask<bool>(later.Task), TimeSpan.FromMilliseconds(1), () => other.Wait(Task.Run(() => later.TrySetResult(true)))));
+    }
 }

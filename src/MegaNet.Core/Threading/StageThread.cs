@@ -11,6 +11,10 @@ public sealed class StageThread : IDisposable
     private readonly ManualResetEventSlim _done = new(false, spinCount: 0);
     private readonly Action _set;
 
+    // Set while meanwhile runs: a wait of this waiter inside it would reset the event that wakes the outer wait, which
+    // then, its wake lost, would run meanwhile every interval for good.
+    private bool _inMeanwhile;
+
     /// <summary>A waiter for one thread, reused for each of its waits (not thread-safe).</summary>
     public StageThread() => _set = _done.Set;
 
@@ -32,7 +36,9 @@ public sealed class StageThread : IDisposable
     public T Wait<T>(ValueTask<T> task) => task.IsCompletedSuccessfully ? task.Result : Wait(task.AsTask());
 
     /// <summary><see cref="Wait{T}(ValueTask{T})"/>, running <paramref name="meanwhile"/> on this thread every
-    /// <paramref name="interval"/> until the task completes (housekeeping for a stage that is idle).</summary>
+    /// <paramref name="interval"/> until the task completes (housekeeping for a stage that is idle). What
+    /// <paramref name="meanwhile"/> waits for, it waits for with another <see cref="StageThread"/>; an exception from it
+    /// ends the wait and leaves this waiter unfit for more (the task's wake is still to come).</summary>
     public T Wait<T>(ValueTask<T> task, TimeSpan interval, Action meanwhile)
     {
         if (task.IsCompletedSuccessfully)
@@ -50,6 +56,12 @@ public sealed class StageThread : IDisposable
 
     private void Block(Task task, TimeSpan interval = default, Action? meanwhile = null)
     {
+        // Before the completed-task shortcut, so that the mistake shows whatever the timing.
+        if (_inMeanwhile)
+        {
+            throw new InvalidOperationException("A stage's idle housekeeping waited with the StageThread it runs under; give it a StageThread of its own.");
+        }
+
         if (task.IsCompleted)
         {
             return;
@@ -66,7 +78,15 @@ public sealed class StageThread : IDisposable
 
         while (!_done.Wait(interval))
         {
-            meanwhile();
+            _inMeanwhile = true;
+            try
+            {
+                meanwhile();
+            }
+            finally
+            {
+                _inMeanwhile = false;
+            }
         }
     }
 }
