@@ -19,7 +19,9 @@ namespace MegaNet.Store;
 /// answers. A committed record is the durability point: after <c>kill -9</c> FasterLog comes back with exactly the
 /// committed records, FasterKV as of its last checkpoint, and the store replays the log after that checkpoint.
 /// On a timer and at shutdown the committer sweeps expired mail, compacts the table when it has grown, checkpoints it
-/// with a manifest of the in-memory indexes, and truncates the log the checkpoint covers.
+/// with a manifest of the in-memory indexes, and truncates the log the checkpoint covers. The timer runs while no
+/// request arrives too: the idle committer wakes (at most every second) to finish a checkpoint written meanwhile and to
+/// take a due one, unless nothing changed and no mail expired since the last.
 /// </summary>
 public sealed class FasterEnvelopeStore : IEnvelopeStore
 {
@@ -88,6 +90,12 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
 
     // A checkpoint being written while the committer goes on (committer loop only; see StartCheckpoint).
     private Task<CheckpointSnapshot>? _writing;
+
+    // As of the last snapshot (committer loop only): the newest group it covers, and the earliest expiry among the
+    // entries it kept (not known before the first: mail replayed at open may have expired while the node was down).
+    // An idle committer takes no checkpoint while neither changed (see IdleHousekeeping).
+    private long _snapshotGeneration;
+    private long _snapshotEarliestExpiry = long.MinValue;
     private long _liveBytes;
 
     // Prepare-stage state, touched only by the committer loop: the decisions of groups that are committing or applying
@@ -999,7 +1007,11 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         // Reused: Prepare and the apply stage copy what they keep, and nothing holds the list past its iteration.
         var group = new List<Request>();
         using var thread = new StageThread();
-        while (thread.Wait(reader.WaitToReadAsync()))
+        // The housekeeping runs inside thread's wait for the queue, so its own waits need a waiter of their own. One
+        // delegate for the loop: it reads the latest applying through the shared local.
+        using var idleWaiter = new StageThread();
+        Action housekeeping = () => IdleHousekeeping(applying, idleWaiter);
+        while (thread.Wait(reader.WaitToReadAsync(), IdleWake, housekeeping))
         {
             group.Clear();
             items = 0;
@@ -1048,8 +1060,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
                 applying = ApplyAfterCommitAsync(previous, prepared, commit);
                 thread.Wait(previous);
                 bool asked = group.Exists(r => r.Checkpoint);
-                if (asked || (_writing is null && (Stopwatch.GetElapsedTime(_lastCheckpoint) >= _options.CheckpointInterval
-                    || _log.TailAddress - _checkpointedWal >= _options.CheckpointLogBytes)))
+                if (asked || (_writing is null && CheckpointDue()))
                 {
                     // The snapshot is of the indexes against the log's tail: nothing may be in flight.
                     thread.Wait(applying);
@@ -1117,6 +1128,55 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         }
     }
 
+    private bool CheckpointDue() => Stopwatch.GetElapsedTime(_lastCheckpoint) >= _options.CheckpointInterval
+        || _log.TailAddress - _checkpointedWal >= _options.CheckpointLogBytes;
+
+    /// <summary>How often the committer wakes while no request arrives (<see cref="IdleHousekeeping"/>): the checkpoint
+    /// interval, between 10 ms and a second, so a checkpoint finishes and expired mail goes within a second of when
+    /// they would under traffic. Read at each wait: tests change the interval of an open store.</summary>
+    private TimeSpan IdleWake => TimeSpan.FromTicks(Math.Clamp(_options.CheckpointInterval.Ticks, TimeSpan.TicksPerMillisecond * 10, TimeSpan.TicksPerSecond));
+
+    /// <summary>
+    /// Committer loop only, while it waits for requests: what the loop does between groups when there are none. A
+    /// checkpoint written in the background is finished (log truncation, Merkle log release), and a due one is started
+    /// (sweeping expired mail, which <see cref="HeldBytes"/> and the MaxHeldBytes check count until then) once
+    /// <paramref name="applying"/>, the last group, is applied, since the snapshot needs nothing in flight. A due
+    /// checkpoint is skipped while no group came since the last snapshot and none of its mail has expired: it would
+    /// write the same checkpoint again.
+    /// </summary>
+    private void IdleHousekeeping(Task applying, StageThread waiter)
+    {
+        if (_fault is not null)
+        {
+            return;
+        }
+
+        try
+        {
+            if (_writing is { IsCompleted: true } written)
+            {
+                _writing = null;
+                FinishCheckpoint(written.GetAwaiter().GetResult());
+            }
+
+            if (_writing is null && CheckpointDue()
+                && (_generation != _snapshotGeneration || _snapshotEarliestExpiry <= _options.Clock.GetUtcNow().ToUnixTimeMilliseconds()))
+            {
+                waiter.Wait(applying);
+                if (_fault is null)
+                {
+                    StartCheckpoint();
+                }
+            }
+        }
+        catch (Exception e)
+        {
+            // As in the loop: a failed checkpoint leaves the store refusing writes until it is reopened (no request is
+            // waiting on it to be told).
+            _fault ??= e;
+        }
+    }
+
     private void FailAll(IEnumerable<Request> requests, Exception e)
     {
         foreach (Request r in requests)
@@ -1181,6 +1241,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         long now = _options.Clock.GetUtcNow().ToUnixTimeMilliseconds();
         Checkpoint.Manifest manifest;
         var swept = new List<(byte[] Id, long LogIndex)>();
+        long earliestExpiry = long.MaxValue;
         // Every live entry is copied into one buffer kept from checkpoint to checkpoint (see SnapshotBuffer). Nothing
         // changes the indexes between the count and the copy: the committer is their only writer, with nothing in flight.
         IndexEntry[] buffer = SnapshotBuffer(LiveEntries());
@@ -1207,6 +1268,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
                     else
                     {
                         buffer[used++] = e;
+                        earliestExpiry = Math.Min(earliestExpiry, e.ExpiresUnixMs);
                     }
                 }
 
@@ -1231,6 +1293,9 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
 
             manifest = new Checkpoint.Manifest(Guid.Empty, _log.TailAddress, _merkle.Size, _kv.IndexBytes, _kv.SeparateEnvelopeRecords, boxes, _merkle.Root(_merkle.Size));
         }
+
+        _snapshotGeneration = _generation;
+        _snapshotEarliestExpiry = earliestExpiry;
 
         // Table records of swept entries, outside the index lock (a record may have to be read from disk; nothing else
         // writes the table now). The record may be a later put of the same id (possible through this API after a crash
@@ -1406,7 +1471,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         // recovered the previous one, which still reads them.
         _kv.ReleaseFreedSegments();
         _kv.DeleteCheckpointsExcept(token);
-        // Timed here, not when the committer picks the result up: that waits for its next group, minutes when idle.
+        // Timed here, not when the committer picks the result up: that waits for its next group or idle wake (a second).
         MegaNetMetrics.StoreCheckpointDuration.Record(Stopwatch.GetElapsedTime(snapshot.Start).TotalMilliseconds);
         return snapshot with { Manifest = manifest };
     }

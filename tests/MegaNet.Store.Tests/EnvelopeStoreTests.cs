@@ -333,6 +333,43 @@ public sealed class EnvelopeStoreTests : IDisposable
     }
 
     [Fact]
+    public async Task An_idle_store_checkpoints_and_sweeps_expired_mail_without_a_request_so_MaxHeldBytes_makes_room()
+    {
+        var clock = new ManualClock(DateTimeOffset.UtcNow);
+        StoreOptions options = Options(_dir, clock);
+        options.MaxHeldBytes = 10_000;
+        options.CheckpointInterval = TimeSpan.FromMilliseconds(50);
+        byte[] recipient = Bytes(_random, 32);
+        await using FasterEnvelopeStore store = await FasterEnvelopeStore.OpenAsync(options);
+        long logBegin = store.LogBeginAddress;
+        IReadOnlyList<PutResult> full = await store.PutManyAsync(
+            [.. Enumerable.Range(0, 101).Select(_ => new PutRequest(Bytes(_random, 100), recipient, clock.Now.AddMinutes(5)))]);
+        Assert.Equal(100, full.Count(r => r.Receipt is not null));
+        Assert.IsType<StoreFullException>(full[100].Error);
+
+        // No request from here on: the committer checkpoints on its own, and finishes the checkpoint (log truncation).
+        await WaitUntil(() => store.LogBeginAddress > logBegin, "the idle store's checkpoint to truncate the log");
+
+        // The node then sits idle past its mail's expiry: the next checkpoint sweeps it, so it no longer counts.
+        clock.Now = clock.Now.AddMinutes(10);
+        await WaitUntil(() => store.HeldBytes == 0 && store.MailboxCount == 0, "the idle store to sweep its expired mail");
+        PutReceipt after = await store.PutAsync(new PutRequest(Bytes(_random, 5_000), recipient, clock.Now.AddMinutes(5)));
+        Assert.False(after.Duplicate);
+        Assert.Equal(5_000, store.HeldBytes);
+    }
+
+    /// <summary>Polls <paramref name="done"/> until it holds, failing after a deadline generous for a loaded machine.</summary>
+    private static async Task WaitUntil(Func<bool> done, string what)
+    {
+        DateTime deadline = DateTime.UtcNow.AddMinutes(1);
+        while (!done())
+        {
+            Assert.True(DateTime.UtcNow < deadline, $"Gave up waiting for {what}.");
+            await Task.Delay(10);
+        }
+    }
+
+    [Fact]
     public async Task Expired_mail_does_not_count_against_the_quota_before_the_sweep()
     {
         var clock = new ManualClock(DateTimeOffset.UtcNow);
