@@ -152,25 +152,69 @@ public sealed class SubmitBatchStreamTests
     }
 
     [Fact]
-    public async Task A_request_with_an_envelope_carrying_a_field_version_1_does_not_define_ends_the_stream_and_stores_none_of_it()
+    public async Task An_envelope_carrying_a_field_version_1_does_not_define_costs_only_its_own_result_and_the_stream_goes_on()
     {
         await using TestNode node = await TestNode.StartAsync();
         using MegaNetClient client = node.Client();
         using Identity alice = Identity.Create(), bob = Identity.Create();
-        // Found on the wire before the request is parsed: the whole request is refused, as a request over the envelope
-        // limit is, where its envelope used to get a result of its own.
+        // A newer client's envelope with a field this node does not know: found on the wire and dropped in the parse, so
+        // it costs the node no more than its bytes, and refused on its own, as any bad envelope is.
         Envelope stamped = EnvelopeFormat.Seal(alice, bob.Card, Encoding.UTF8.GetBytes("stamped"), "text/plain; charset=utf-8", null, DateTimeOffset.UtcNow.AddDays(1), 1);
         stamped.Pow = ProofOfWork.Parser.ParseFrom([.. stamped.Pow.ToByteArray(), 0x18, 0x01]); // field 3, varint 1
+        Envelope extended = Envelope.Parser.ParseFrom([.. Seal(alice, bob, 3).ToByteArray(), 0xF8, 0x07, 0x01]); // field 127, varint 1
+        // A field in the request itself is no envelope's: that request is refused whole, and it ends the stream.
+        SubmitBatchRequest extendedRequest = SubmitBatchRequest.Parser.ParseFrom([.. new SubmitBatchRequest { Envelopes = { Seal(alice, bob, 5) } }.ToByteArray(), 0xF8, 0x07, 0x01]);
 
+        using var deadline = new CancellationTokenSource(TimeSpan.FromMinutes(2));
+        using AsyncDuplexStreamingCall<SubmitBatchRequest, SubmitBatchResult> call = client.Relay.SubmitBatchStream(cancellationToken: deadline.Token);
         var answers = new List<SubmitBatchResult>();
-        RpcException ended = await Assert.ThrowsAsync<RpcException>(() => StreamRequestsAsync(client, [[Seal(alice, bob, 0)], [Seal(alice, bob, 1), stamped], [Seal(alice, bob, 2)]], answers));
+        Task<RpcException> ended = Assert.ThrowsAsync<RpcException>(async () =>
+        {
+            await foreach (SubmitBatchResult answer in call.ResponseStream.ReadAllAsync(deadline.Token))
+            {
+                answers.Add(answer);
+            }
+        });
+        try
+        {
+            SubmitBatchRequest[] requests =
+            [
+                new() { Envelopes = { Seal(alice, bob, 0) } },
+                new() { Envelopes = { Seal(alice, bob, 1), stamped, Seal(alice, bob, 2), extended } },
+                new() { Envelopes = { Seal(alice, bob, 4) } },
+                extendedRequest,
+            ];
+            foreach (SubmitBatchRequest request in requests)
+            {
+                await call.RequestStream.WriteAsync(request, deadline.Token);
+            }
 
-        Assert.Equal(StatusCode.InvalidArgument, ended.StatusCode);
-        Assert.StartsWith("Request 2 of this stream could not be read: The SubmitBatchStream request is refused: SubmitBatchRequest.envelopes[1].pow carries field 3 (a varint), "
-            + "which ProofOfWork does not define in protocol version 1", ended.Status.Detail, StringComparison.Ordinal);
-        Assert.Contains("The 1 before it were answered", ended.Status.Detail, StringComparison.Ordinal);
-        Assert.NotNull(Assert.Single(Assert.Single(answers).Results).Receipt);
-        Assert.Equal(1, (await client.Relay.GetTreeHeadAsync(new GetTreeHeadRequest())).TreeSize);
+            await call.RequestStream.CompleteAsync();
+        }
+        catch (Exception e) when (e is RpcException or IOException or InvalidOperationException)
+        {
+            // The node ended the call while requests were still going out: the reader has its status.
+        }
+
+        RpcException refusal = await ended;
+        Assert.Equal(3, answers.Count);
+        Assert.NotNull(Assert.Single(answers[0].Results).Receipt);
+        SubmitResult[] batch = [.. answers[1].Results];
+        Assert.Equal(4, batch.Length);
+        Assert.NotNull(batch[0].Receipt);
+        Assert.Equal((int)StatusCode.InvalidArgument, batch[1].StatusCode);
+        Assert.Equal("This envelope is refused: SubmitBatchRequest.envelopes[1].pow carries field 3 (a varint), which ProofOfWork does not define in protocol version 1: "
+            + "no signature covers such a field, so relays refuse it rather than store it. Send only the fields docs/protocol.md defines; nothing was done with it.", batch[1].Error);
+        Assert.NotNull(batch[2].Receipt);
+        Assert.Equal((int)StatusCode.InvalidArgument, batch[3].StatusCode);
+        Assert.StartsWith("This envelope is refused: SubmitBatchRequest.envelopes[3] carries field 127 (a varint), which Envelope does not define", batch[3].Error, StringComparison.Ordinal);
+        Assert.NotNull(Assert.Single(answers[2].Results).Receipt);
+
+        Assert.Equal(StatusCode.InvalidArgument, refusal.StatusCode);
+        Assert.Equal("Request 4 of this stream could not be read: The SubmitBatchStream request is refused: SubmitBatchRequest carries field 127 (a varint), "
+            + "which SubmitBatchRequest does not define in protocol version 1: relays refuse it rather than ignore it. Send only the fields docs/protocol.md defines; "
+            + "nothing was done with it. The 3 before it were answered; send the rest on a new stream.", refusal.Status.Detail);
+        Assert.Equal(4, (await client.Relay.GetTreeHeadAsync(new GetTreeHeadRequest())).TreeSize);
         node.AssertNoServerErrors();
     }
 

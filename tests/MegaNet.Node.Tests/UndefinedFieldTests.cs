@@ -10,8 +10,8 @@ namespace MegaNet.Node.Tests;
 
 /// <summary>
 /// Fields a request carries that protocol version 1 does not define cost the node no more than their bytes: dropped as
-/// the request is parsed where no envelope is involved, and refused from the request's tags before it is parsed where
-/// one is. The generated parser kept each as objects, about 50 times their size on the wire, before any check.
+/// the request is parsed, and where they are in an envelope, found from the request's tags before it is parsed so that
+/// admission refuses that envelope. The generated parser kept each as objects, about 50 times their size on the wire, before any check.
 /// </summary>
 public sealed class UndefinedFieldTests
 {
@@ -29,22 +29,48 @@ public sealed class UndefinedFieldTests
         typeof(UndefinedFieldTests).GetMethod(nameof(ParsesLean), BindingFlags.NonPublic | BindingFlags.Static)!.MakeGenericMethod(requestType).Invoke(null, [method]);
 
     [Fact]
-    public void A_submit_request_whose_envelope_carries_undefined_fields_is_refused_before_it_is_parsed()
+    public void A_submit_request_whose_envelope_carries_undefined_fields_is_parsed_without_them_and_marked_for_refusal()
     {
         // 257 KiB, the most a submit request may hold: an envelope of nothing but distinct unknown fields (13.6 MB of
-        // objects when the node parsed it).
+        // objects when the node parsed them).
         byte[] envelope = UnknownFields((257 << 10) - 4);
         byte[] payload = [0x0A, .. Varint((uint)envelope.Length), .. envelope];
         Marshaller<SubmitRequest> marshaller = Marshaller<SubmitRequest>("Submit");
-        Assert.Null(Refusal(marshaller, new SubmitRequest { Envelope = new Envelope { Version = 1 } }.ToByteArray()));
+        SubmitRequest plain = marshaller.ContextualDeserializer(new Payload(new SubmitRequest { Envelope = new Envelope { Version = 1 } }.ToByteArray()));
+        Assert.Null(UndefinedFieldCheck.Take(plain));
 
         long before = GC.GetAllocatedBytesForCurrentThread();
-        string? refusal = Refusal(marshaller, payload);
+        SubmitRequest request = marshaller.ContextualDeserializer(new Payload(payload));
         long allocated = GC.GetAllocatedBytesForCurrentThread() - before;
 
+        Assert.True(allocated < 4L * payload.Length, $"Parsing a {payload.Length:N0}-byte request of unknown fields allocated {allocated:N0} bytes.");
+        Assert.Equal(0, request.Envelope.CalculateSize()); // dropped
         Assert.Equal("The Submit request is refused: SubmitRequest.envelope carries field 2048 (a varint), which Envelope does not define in protocol version 1: "
-            + "no signature covers such a field, so relays refuse it rather than store it. Send only the fields docs/protocol.md defines; nothing was done with it.", refusal);
-        Assert.True(allocated < 4L * payload.Length, $"Refusing a {payload.Length:N0}-byte request allocated {allocated:N0} bytes.");
+            + "no signature covers such a field, so relays refuse it rather than store it. Send only the fields docs/protocol.md defines; nothing was done with it.",
+            UndefinedFieldCheck.Take(request)?.EnvelopeRefusal(0));
+        Assert.Null(UndefinedFieldCheck.Take(request)); // taken once
+    }
+
+    [Fact]
+    public void A_batch_marks_each_envelope_carrying_undefined_fields_and_a_field_of_the_batch_itself_refuses_it_whole()
+    {
+        var envelope = new Envelope { Version = 1, Recipient = ByteString.CopyFrom(new byte[32]) };
+        Envelope extended = Envelope.Parser.ParseFrom([.. envelope.ToByteArray(), 0xF8, 0x07, 0x01]); // field 127, varint 1
+        Envelope extendedStamp = new() { Version = 1, Pow = ProofOfWork.Parser.ParseFrom([0x08, 0x01, 0x18, 0x01]) }; // field 3 in the stamp
+        var batch = new SubmitBatchRequest { Envelopes = { envelope, extended, envelope, extendedStamp, envelope } };
+        Marshaller<SubmitBatchRequest> marshaller = Marshaller<SubmitBatchRequest>("SubmitBatchStream");
+
+        SubmitBatchRequest parsed = marshaller.ContextualDeserializer(new Payload(batch.ToByteArray()));
+
+        Assert.Equal(5, parsed.Envelopes.Count);
+        Assert.All(parsed.Envelopes, e => Assert.False(e.HasUnknownFields));
+        UndefinedFields marks = Assert.IsType<UndefinedFields>(UndefinedFieldCheck.Take(parsed));
+        Assert.Equal([null, "field 127", null, "field 3", null], Enumerable.Range(0, 5).Select(i => marks.EnvelopeRefusal(i) is { } refusal ? refusal.Split(" (")[0].Split("carries ")[1] : null));
+        Assert.StartsWith("This envelope is refused: SubmitBatchRequest.envelopes[3].pow carries field 3 (a varint), which ProofOfWork does not define", marks.EnvelopeRefusal(3), StringComparison.Ordinal);
+
+        byte[] besides = [.. batch.ToByteArray(), 0x10, 0x01]; // field 2, varint 1, in the batch itself
+        Assert.Equal("The SubmitBatchStream request is refused: SubmitBatchRequest carries field 2 (a varint), which SubmitBatchRequest does not define in protocol version 1: "
+            + "relays refuse it rather than ignore it. Send only the fields docs/protocol.md defines; nothing was done with it.", Refusal(marshaller, besides));
     }
 
     [Fact]

@@ -166,11 +166,17 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
     /// the FASTER store has the record in memory; a read from disk continues asynchronously) and the task handed back
     /// is the pending submission itself, completed by the store stage. Cancellation does not withdraw a queued
     /// submission; its result is simply not read.</remarks>
-    public Task<Receipt> SubmitAsync(Envelope envelope, ClientAddress? source, CancellationToken cancellationToken)
+    public Task<Receipt> SubmitAsync(Envelope envelope, ClientAddress? source, CancellationToken cancellationToken) =>
+        SubmitAsync(envelope, source, undefinedFields: null, cancellationToken);
+
+    /// <summary>Admits one envelope as <see cref="SubmitAsync(Envelope, ClientAddress?, CancellationToken)"/> does, or
+    /// refuses it with <paramref name="undefinedFields"/> when not null: why the envelope was sent with protobuf fields
+    /// version 1 does not define, which were dropped when its request was parsed (see UndefinedFieldCheck).</summary>
+    public Task<Receipt> SubmitAsync(Envelope envelope, ClientAddress? source, string? undefinedFields, CancellationToken cancellationToken)
     {
         // Refusals are returned as faulted tasks, never thrown: they come fastest when the node is busiest (a full
         // queue, a flood past the token bucket), and a throw and catch cost more than the check.
-        if (ShapeRefusal(envelope, out int length) is { } refused)
+        if (ShapeRefusal(envelope, undefinedFields, out int length) is { } refused)
         {
             return Task.FromException<Receipt>(refused);
         }
@@ -328,7 +334,7 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
     }
 
     /// <summary>Checks what needs no cryptography: the refusal, or null and the envelope's serialized length.</summary>
-    private RpcException? ShapeRefusal(Envelope? envelope, out int length)
+    private RpcException? ShapeRefusal(Envelope? envelope, string? undefinedFields, out int length)
     {
         length = 0;
         if (envelope is null)
@@ -346,8 +352,13 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
             return Reject("malformed", StatusCode.InvalidArgument, "recipient and sending_key must be 32 bytes and signature 64 bytes.");
         }
 
-        // Requests off the wire are refused for these before they are parsed (UndefinedFieldCheck); this is for
-        // envelopes that reach admission any other way.
+        // Off the wire these fields were found on the request's tags and dropped in the parse (UndefinedFieldCheck);
+        // HasUnknownFields is for envelopes that reach admission any other way.
+        if (undefinedFields is not null)
+        {
+            return Reject("malformed", StatusCode.InvalidArgument, undefinedFields);
+        }
+
         if (envelope.HasUnknownFields)
         {
             return Reject("malformed", StatusCode.InvalidArgument,

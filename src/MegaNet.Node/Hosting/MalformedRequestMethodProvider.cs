@@ -95,7 +95,7 @@ internal sealed class MalformedRequestMethodProvider<[DynamicallyAccessedMembers
     /// <summary>The method with a request deserializer that turns a protobuf parse failure into INVALID_ARGUMENT: an
     /// <see cref="RpcException"/> thrown while the request is read is the call's status, and is not logged as a
     /// server error. (In a client-streaming call the handler sees it on its read, as it saw the parse error.) It drops
-    /// unknown fields, and refuses a request whose envelope carries any before parsing it
+    /// unknown fields, having first marked the envelopes that carry any for admission to refuse
     /// (<see cref="UndefinedFieldCheck"/>).</summary>
     private static Method<TRequest, TResponse> Refusing<TRequest, TResponse>(Method<TRequest, TResponse> method) =>
         new(method.Type, method.ServiceName, method.Name, RefusingMarshaller(method.RequestMarshaller, method.Name), method.ResponseMarshaller);
@@ -118,17 +118,26 @@ internal sealed class MalformedRequestMethodProvider<[DynamicallyAccessedMembers
                 throw new RpcException(new Status(StatusCode.InvalidArgument, tooMany));
             }
 
-            // Refused, not dropped: the protocol refuses an envelope with fields it does not define. Counted among the
-            // malformed envelopes, as admission counted them when it was the one to refuse them.
-            if (undefinedFields?.Refusal(context.PayloadAsReadOnlySequence()) is { } undefined)
+            // Refused, not dropped: the protocol refuses an envelope with fields it does not define. Such envelopes are
+            // only marked here, and admission refuses each on its own, so a stream goes on. A field in a batch request
+            // itself is no envelope's and refuses the request, counted among the malformed envelopes as admission
+            // counts its refusals.
+            UndefinedFields? undefined = undefinedFields?.Find(context.PayloadAsReadOnlySequence(), methodName);
+            if (undefined is { InRequest: not null } && undefinedFields!.RefusesWholeRequest)
             {
                 MegaNetMetrics.EnvelopesRejected.Add(1, new KeyValuePair<string, object?>("reason", "malformed"));
-                throw new RpcException(new Status(StatusCode.InvalidArgument, $"The {methodName} request is refused: {undefined}; nothing was done with it."));
+                throw new RpcException(new Status(StatusCode.InvalidArgument, undefined.RequestRefusal));
             }
 
             try
             {
-                return parse(context);
+                TRequest request = parse(context);
+                if (undefined is not null)
+                {
+                    UndefinedFieldCheck.Mark(request!, undefined);
+                }
+
+                return request;
             }
             catch (InvalidProtocolBufferException e)
             {

@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.Reflection;
+using System.Runtime.CompilerServices;
 using Google.Protobuf;
 using Google.Protobuf.Reflection;
 using MegaNet.Api.V1;
@@ -10,21 +11,37 @@ namespace MegaNet.Node.Hosting;
 /// What the node does with protobuf fields a request message carries that protocol version 1 does not define. The
 /// generated parser keeps each one as objects: a 257 KiB <c>SubmitRequest</c> of distinct unknown varint fields became
 /// 13.6 MB of them, a 64 KiB <c>Fetch</c> 3.4 MB, before any check. So requests are parsed with a parser that drops
-/// them (<see cref="DiscardingParser"/>), except that a request carrying envelopes is first read on the wire for them
-/// and refused (docs/protocol.md promises INVALID_ARGUMENT for an envelope with fields it does not define: no signature
-/// covers them). Only tags and lengths are read, as the parser reads them; no message is made.
+/// them (<see cref="DiscardingParser"/>). An envelope with such fields must still be refused (docs/protocol.md promises
+/// INVALID_ARGUMENT for it: no signature covers them), so a request carrying envelopes is first read on the wire for
+/// them (<see cref="Find"/>: only tags and lengths, as the parser reads them; no message is made), and what is found is
+/// tied to the parsed request (<see cref="Mark"/>) for admission to refuse those envelopes alone (<see cref="Take"/>).
 /// </summary>
 internal sealed class UndefinedFieldCheck
 {
+    // Parsed requests in which the scan found fields, until their handler takes them: keyed on the request object, so
+    // the envelopes of a request carry nothing extra and a handler pays one lookup per request. An entry goes with its
+    // request if the handler never takes it.
+    private static readonly ConditionalWeakTable<object, UndefinedFields> Marked = new();
+
     private readonly Schema _root;
 
-    private UndefinedFieldCheck(MessageDescriptor root) => _root = Schema.Of(root, []);
+    private UndefinedFieldCheck(MessageDescriptor root, bool refusesWholeRequest)
+    {
+        _root = Schema.Of(root, []);
+        RefusesWholeRequest = refusesWholeRequest;
+    }
 
-    /// <summary><c>Submit</c> and <c>SubmitStream</c>: the request, its envelope and the envelope's stamp.</summary>
-    public static UndefinedFieldCheck Submit { get; } = new(SubmitRequest.Descriptor);
+    /// <summary><c>Submit</c> and <c>SubmitStream</c>: the request, its envelope and the envelope's stamp. A field in
+    /// the request itself refuses its one submission, as one in the envelope does.</summary>
+    public static UndefinedFieldCheck Submit { get; } = new(SubmitRequest.Descriptor, refusesWholeRequest: false);
 
-    /// <summary><c>SubmitBatchStream</c>: the request, each envelope and each stamp.</summary>
-    public static UndefinedFieldCheck SubmitBatch { get; } = new(SubmitBatchRequest.Descriptor);
+    /// <summary><c>SubmitBatchStream</c>: the request, each envelope and each stamp. A field in the request itself is
+    /// no envelope's, so it refuses the whole request.</summary>
+    public static UndefinedFieldCheck SubmitBatch { get; } = new(SubmitBatchRequest.Descriptor, refusesWholeRequest: true);
+
+    /// <summary>Whether a field found in the request itself (<see cref="UndefinedFields.InRequest"/>) refuses the whole
+    /// request before it is parsed, rather than being left to admission.</summary>
+    public bool RefusesWholeRequest { get; }
 
     /// <summary>The check for requests of type <typeparamref name="TRequest"/>, or null for a type that carries no
     /// envelope.</summary>
@@ -35,30 +52,90 @@ internal sealed class UndefinedFieldCheck
 
     /// <summary>The generated parser of <paramref name="requestType"/> made to drop unknown fields, or null for a type
     /// without one. Nothing on the node reads a request's unknown fields; envelopes are checked for them beforehand
-    /// (<see cref="Refusal"/>).</summary>
+    /// (<see cref="Find"/>).</summary>
     public static MessageParser? DiscardingParser(Type requestType) =>
         requestType.GetProperty("Parser", BindingFlags.Public | BindingFlags.Static)?.GetValue(null) is MessageParser generated
             ? generated.WithDiscardUnknownFields(true)
             : null;
 
+    /// <summary>Ties what <see cref="Find"/> found in a request's bytes to the request parsed from them.</summary>
+    public static void Mark(object request, UndefinedFields found) => Marked.AddOrUpdate(request, found);
+
+    /// <summary>What <see cref="Find"/> found in <paramref name="request"/>'s bytes (null for a request without such
+    /// fields, the common case), forgotten once taken.</summary>
+    public static UndefinedFields? Take(object request) =>
+        Marked.TryGetValue(request, out UndefinedFields? found) && Marked.Remove(request) ? found : null;
+
     /// <summary>The first field of <paramref name="payload"/> (in the request, an envelope or a stamp) that version 1
-    /// does not define, said for the sender, or null. Where the bytes stop being protobuf before such a field, the
-    /// scan stops and the parser refuses them.</summary>
-    public string? Refusal(ReadOnlySequence<byte> payload)
+    /// does not define, said for the sender, or null.</summary>
+    public string? Refusal(ReadOnlySequence<byte> payload) => Find(payload, "request")?.First;
+
+    /// <summary>The fields of <paramref name="payload"/>, a request of the method <paramref name="methodName"/>, that
+    /// version 1 does not define: the first in each envelope (or its stamp), and the first in the request itself, past
+    /// which the scan stops; or null where there are none. Where the bytes stop being protobuf, the scan stops and the
+    /// parser refuses them.</summary>
+    public UndefinedFields? Find(ReadOnlySequence<byte> payload, string methodName)
     {
         var reader = new SequenceReader<byte>(payload);
-        return Scan(ref reader, payload.Length, _root) is { } undefined ? undefined.Describe(_root.Name) : null;
+        long end = payload.Length;
+        UndefinedFields? found = null;
+        int occurrence = 0; // of the request's repeated envelope field, for the index (only SubmitBatchRequest has one)
+        while (reader.Consumed < end)
+        {
+            if (!TryReadTag(ref reader, end, out uint tag))
+            {
+                return found;
+            }
+
+            if (!_root.Tags.TryGetValue(tag, out Field? field))
+            {
+                _root.Numbers.TryGetValue((int)(tag >> 3), out Field? named);
+                (found ??= new UndefinedFields(methodName, _root.Name)).InRequest = new Undefined(_root, tag, named).Describe(_root.Name);
+                return found;
+            }
+
+            if (field.Message is null)
+            {
+                if (!Skip(ref reader, end, tag))
+                {
+                    return found;
+                }
+
+                continue;
+            }
+
+            // An envelope: its first undefined field marks it, and the rest of it is passed over.
+            if (!RequestItemLimit.TryReadVarint32(ref reader, out uint length) || (int)length < 0 || length > end - reader.Consumed)
+            {
+                return found;
+            }
+
+            long envelopeEnd = reader.Consumed + length;
+            int index = field.Repeated ? occurrence++ : 0;
+            if (Scan(ref reader, envelopeEnd, field.Message) is { } inner)
+            {
+                inner.Path.Add(field.Repeated ? $".{field.Name}[{index}]" : $".{field.Name}");
+                (found ??= new UndefinedFields(methodName, _root.Name)).AddEnvelope(index, inner.Describe(_root.Name));
+            }
+
+            if (reader.Consumed > envelopeEnd)
+            {
+                return found;
+            }
+
+            reader.Advance(envelopeEnd - reader.Consumed);
+        }
+
+        return found;
     }
 
     /// <summary>Reads the fields of one message up to <paramref name="end"/>; the first undefined one, or null (all
     /// defined, or bytes the parser refuses).</summary>
     private static Undefined? Scan(ref SequenceReader<byte> reader, long end, Schema schema)
     {
-        int repeated = 0; // occurrences of repeated message fields, for the path (only SubmitBatchRequest has one)
         while (reader.Consumed < end)
         {
-            // A tag cut short, of field 0, or ending a group never opened: the parser refuses all three.
-            if (!RequestItemLimit.TryReadVarint32(ref reader, out uint tag) || reader.Consumed > end || tag >> 3 == 0 || (tag & 7) == 4)
+            if (!TryReadTag(ref reader, end, out uint tag))
             {
                 return null;
             }
@@ -69,41 +146,25 @@ internal sealed class UndefinedFieldCheck
                 return new Undefined(schema, tag, named);
             }
 
-            switch (tag & 7)
+            if (field.Message is null)
             {
-                case 0:
-                    if (!RequestItemLimit.TryReadVarint32(ref reader, out _))
-                    {
-                        return null;
-                    }
+                if (!Skip(ref reader, end, tag))
+                {
+                    return null;
+                }
 
-                    break;
-                case 1:
-                    reader.Advance(Math.Min(8, reader.Remaining));
-                    break;
-                case 5:
-                    reader.Advance(Math.Min(4, reader.Remaining));
-                    break;
-                default: // 2: the only other wire type a defined field has here
-                    if (!RequestItemLimit.TryReadVarint32(ref reader, out uint length) || (int)length < 0 || length > end - reader.Consumed)
-                    {
-                        return null;
-                    }
+                continue;
+            }
 
-                    if (field.Message is null)
-                    {
-                        reader.Advance(length);
-                        break;
-                    }
+            if (!RequestItemLimit.TryReadVarint32(ref reader, out uint length) || (int)length < 0 || length > end - reader.Consumed)
+            {
+                return null;
+            }
 
-                    int index = field.Repeated ? repeated++ : -1;
-                    if (Scan(ref reader, reader.Consumed + length, field.Message) is { } inner)
-                    {
-                        inner.Path.Add(index < 0 ? $".{field.Name}" : $".{field.Name}[{index}]");
-                        return inner;
-                    }
-
-                    break;
+            if (Scan(ref reader, reader.Consumed + length, field.Message) is { } inner)
+            {
+                inner.Path.Add($".{field.Name}");
+                return inner;
             }
 
             if (reader.Consumed > end)
@@ -113,6 +174,43 @@ internal sealed class UndefinedFieldCheck
         }
 
         return null;
+    }
+
+    /// <summary>Reads a tag; false for one cut short, of field 0, or ending a group never opened (the parser refuses
+    /// all three).</summary>
+    private static bool TryReadTag(ref SequenceReader<byte> reader, long end, out uint tag) =>
+        RequestItemLimit.TryReadVarint32(ref reader, out tag) && reader.Consumed <= end && tag >> 3 != 0 && (tag & 7) != 4;
+
+    /// <summary>Passes over the value of a defined field that is no message; false where the bytes stop being
+    /// protobuf.</summary>
+    private static bool Skip(ref SequenceReader<byte> reader, long end, uint tag)
+    {
+        switch (tag & 7)
+        {
+            case 0:
+                if (!RequestItemLimit.TryReadVarint32(ref reader, out _))
+                {
+                    return false;
+                }
+
+                break;
+            case 1:
+                reader.Advance(Math.Min(8, reader.Remaining));
+                break;
+            case 5:
+                reader.Advance(Math.Min(4, reader.Remaining));
+                break;
+            default: // 2: the only other wire type a defined field has here
+                if (!RequestItemLimit.TryReadVarint32(ref reader, out uint length) || (int)length < 0 || length > end - reader.Consumed)
+                {
+                    return false;
+                }
+
+                reader.Advance(length);
+                break;
+        }
+
+        return reader.Consumed <= end;
     }
 
     /// <summary>A message type as the generated parser reads it: the tags it takes as fields (anything else it keeps
@@ -183,6 +281,51 @@ internal sealed class UndefinedFieldCheck
                 ? "no signature covers such a field, so relays refuse it rather than store it"
                 : "relays refuse it rather than ignore it";
             return $"{where} carries {what}: {why}. Send only the fields docs/protocol.md defines";
+        }
+    }
+}
+
+/// <summary>What <see cref="UndefinedFieldCheck.Find"/> found in one request: the envelopes that carry fields version 1
+/// does not define, and such a field in the request itself.</summary>
+internal sealed class UndefinedFields(string methodName, string requestName)
+{
+    // Envelope index to its field's description, in the order found (rising): few, and looked up only in a marked request.
+    private readonly List<KeyValuePair<int, string>> _envelopes = [];
+
+    /// <summary>A field in the request itself, said for the sender, or null.</summary>
+    public string? InRequest { get; set; }
+
+    /// <summary>The first description found, for a whole-request refusal.</summary>
+    public string First => _envelopes.Count > 0 ? _envelopes[0].Value : InRequest ?? throw new InvalidOperationException("Nothing was found.");
+
+    /// <summary>The refusal of the request as a whole, for a field in the request itself.</summary>
+    public string RequestRefusal => $"The {methodName} request is refused: {InRequest ?? First}; nothing was done with it.";
+
+    /// <summary>The refusal of envelope <paramref name="index"/> of the request (0 for a <c>SubmitRequest</c>'s, which a
+    /// field in the request itself refuses too), or null if it is to be admitted.</summary>
+    public string? EnvelopeRefusal(int index)
+    {
+        foreach (KeyValuePair<int, string> envelope in _envelopes)
+        {
+            if (envelope.Key == index)
+            {
+                // A batch's other envelopes are admitted on their own: only this one is refused.
+                return requestName == nameof(SubmitBatchRequest)
+                    ? $"This envelope is refused: {envelope.Value}; nothing was done with it."
+                    : $"The {methodName} request is refused: {envelope.Value}; nothing was done with it.";
+            }
+        }
+
+        return InRequest is null ? null : RequestRefusal;
+    }
+
+    /// <summary>Records envelope <paramref name="index"/>'s first undefined field (the first one found, where a
+    /// <c>SubmitRequest</c> repeats its envelope field and the parser merges them).</summary>
+    internal void AddEnvelope(int index, string description)
+    {
+        if (_envelopes.Count == 0 || _envelopes[^1].Key != index)
+        {
+            _envelopes.Add(new(index, description));
         }
     }
 }

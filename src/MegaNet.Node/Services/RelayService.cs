@@ -65,7 +65,7 @@ public sealed class RelayService(
 
     /// <inheritdoc/>
     public override Task<Receipt> Submit(SubmitRequest request, ServerCallContext context) =>
-        admission.SubmitAsync(request.Envelope, Source(context), context.CancellationToken);
+        admission.SubmitAsync(request.Envelope, Source(context), UndefinedFieldCheck.Take(request)?.EnvelopeRefusal(0), context.CancellationToken);
 
     /// <summary>The calling client's address, which admission holds bad signatures against.</summary>
     private static ClientAddress? Source(ServerCallContext context) => ClientAddress.From(context.GetHttpContext().Connection.RemoteIpAddress);
@@ -73,7 +73,7 @@ public sealed class RelayService(
     /// <inheritdoc/>
     public override Task SubmitStream(IAsyncStreamReader<SubmitRequest> requestStream, IServerStreamWriter<SubmitResult> responseStream, ServerCallContext context) =>
         RunSubmitStream(requestStream, responseStream, context,
-            (request, source, ct) => new InFlight(admission.SubmitAsync(request.Envelope, source, ct), null),
+            (request, source, ct) => new InFlight(admission.SubmitAsync(request.Envelope, source, UndefinedFieldCheck.Take(request)?.EnvelopeRefusal(0), ct), null),
             item => ResultOf(item.One!));
 
     /// <inheritdoc/>
@@ -98,10 +98,12 @@ public sealed class RelayService(
             throw new RpcException(new Status(StatusCode.InvalidArgument, TooManyBatchEnvelopes(count)));
         }
 
+        // One bad envelope costs only its own result, those with fields version 1 does not define included.
+        UndefinedFields? undefined = UndefinedFieldCheck.Take(request);
         var tasks = new Task<Receipt>[count];
         for (int i = 0; i < tasks.Length; i++)
         {
-            tasks[i] = admission.SubmitAsync(request.Envelopes[i], source, cancellationToken);
+            tasks[i] = admission.SubmitAsync(request.Envelopes[i], source, undefined?.EnvelopeRefusal(i), cancellationToken);
         }
 
         return new InFlight(null, tasks);
