@@ -198,6 +198,10 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     /// <summary>Begin address of the write-ahead log (moves forward when a checkpoint lets it be truncated).</summary>
     public long LogBeginAddress => _log.BeginAddress;
 
+    /// <summary>Begin address of the write-ahead log as its last commit recorded it: the segments below it are deleted
+    /// (a truncation reaches the disk with the commit after it; tests).</summary>
+    internal long LogCommittedBeginAddress => _log.CommittedBeginAddress;
+
     /// <summary>Runs the checkpoint cycle now (sweep, compaction when due, checkpoint, log truncation) and waits for it.</summary>
     public async Task CheckpointAsync(CancellationToken cancellationToken = default)
     {
@@ -1157,6 +1161,13 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
             {
                 _writing = null;
                 FinishCheckpoint(written.GetAwaiter().GetResult());
+                if (_log.BeginAddress > _log.CommittedBeginAddress)
+                {
+                    // The truncation deletes the segments and records the new begin address only with a commit, and an
+                    // idle store makes none: as at the end of a checkpoint cycle, one with nothing in flight.
+                    waiter.Wait(applying);
+                    waiter.Wait(_log.CommitAsync().AsTask());
+                }
             }
 
             if (_writing is null && CheckpointDue()

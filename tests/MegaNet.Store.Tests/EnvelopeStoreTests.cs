@@ -341,14 +341,15 @@ public sealed class EnvelopeStoreTests : IDisposable
         options.CheckpointInterval = TimeSpan.FromMilliseconds(50);
         byte[] recipient = Bytes(_random, 32);
         await using FasterEnvelopeStore store = await FasterEnvelopeStore.OpenAsync(options);
-        long logBegin = store.LogBeginAddress;
+        long logBegin = store.LogCommittedBeginAddress;
         IReadOnlyList<PutResult> full = await store.PutManyAsync(
             [.. Enumerable.Range(0, 101).Select(_ => new PutRequest(Bytes(_random, 100), recipient, clock.Now.AddMinutes(5)))]);
         Assert.Equal(100, full.Count(r => r.Receipt is not null));
         Assert.IsType<StoreFullException>(full[100].Error);
 
-        // No request from here on: the committer checkpoints on its own, and finishes the checkpoint (log truncation).
-        await WaitUntil(() => store.LogBeginAddress > logBegin, "the idle store's checkpoint to truncate the log");
+        // No request from here on: the committer checkpoints on its own, and finishes the checkpoint (log truncation),
+        // committed, so that the segments go (the in-memory begin address moves before).
+        await WaitUntil(() => store.LogCommittedBeginAddress > logBegin, "the idle store's checkpoint to truncate the log on disk");
 
         // The node then sits idle past its mail's expiry: the next checkpoint sweeps it, so it no longer counts.
         clock.Now = clock.Now.AddMinutes(10);

@@ -91,6 +91,25 @@ public sealed class StageThreadTests
                 once.TrySetResult(true);
             }
         }));
+        // Also through the ValueTask overloads' shortcut for a value already there: a misuse that shows only when the
+        // value is late would pass its tests by timing.
+        foreach (Action<StageThread> wait in new Action<StageThread>[] { w => w.Wait(new ValueTask<int>(5)), w => w.Wait(new ValueTask<int>(5), TimeSpan.FromMilliseconds(1), () => { }) })
+        {
+            using var shortcut = new StageThread();
+            var pending = new TaskCompletionSource<bool>();
+            Assert.Throws<InvalidOperationException>(() => shortcut.Wait(new ValueTask<bool>(pending.Task), TimeSpan.FromMilliseconds(1), () =>
+            {
+                try
+                {
+                    wait(shortcut);
+                }
+                finally
+                {
+                    pending.TrySetResult(true);
+                }
+            }));
+        }
+
         // What it waits for, it waits for with another waiter.
         using var other = new StageThread();
         var later = new TaskCompletionSource<bool>();

@@ -33,7 +33,11 @@ public sealed class StageThread : IDisposable
     }
 
     /// <summary>Blocks until <paramref name="task"/> completes and returns its result (or rethrows its exception).</summary>
-    public T Wait<T>(ValueTask<T> task) => task.IsCompletedSuccessfully ? task.Result : Wait(task.AsTask());
+    public T Wait<T>(ValueTask<T> task)
+    {
+        ThrowIfInMeanwhile();
+        return task.IsCompletedSuccessfully ? task.Result : Wait(task.AsTask());
+    }
 
     /// <summary><see cref="Wait{T}(ValueTask{T})"/>, running <paramref name="meanwhile"/> on this thread every
     /// <paramref name="interval"/> until the task completes (housekeeping for a stage that is idle). What
@@ -41,6 +45,7 @@ public sealed class StageThread : IDisposable
     /// ends the wait and leaves this waiter unfit for more (the task's wake is still to come).</summary>
     public T Wait<T>(ValueTask<T> task, TimeSpan interval, Action meanwhile)
     {
+        ThrowIfInMeanwhile();
         if (task.IsCompletedSuccessfully)
         {
             return task.Result;
@@ -54,13 +59,19 @@ public sealed class StageThread : IDisposable
     /// <inheritdoc/>
     public void Dispose() => _done.Dispose();
 
-    private void Block(Task task, TimeSpan interval = default, Action? meanwhile = null)
+    // Checked before every completed-task shortcut (those of the ValueTask overloads too), so that the mistake shows
+    // whatever the timing.
+    private void ThrowIfInMeanwhile()
     {
-        // Before the completed-task shortcut, so that the mistake shows whatever the timing.
         if (_inMeanwhile)
         {
             throw new InvalidOperationException("A stage's idle housekeeping waited with the StageThread it runs under; give it a StageThread of its own.");
         }
+    }
+
+    private void Block(Task task, TimeSpan interval = default, Action? meanwhile = null)
+    {
+        ThrowIfInMeanwhile();
 
         if (task.IsCompleted)
         {
