@@ -102,11 +102,31 @@ public static class MegaNetMetrics
     /// admission also counts them among rejected envelopes, as <c>disk_low</c>.</summary>
     public static readonly Counter<long> StoreLowDiskRefusals = Meter.CreateCounter<long>("meganet.store.low_disk_refusals", "{envelope}", "Envelopes refused because the store's disk was below its free-space mark");
 
-    /// <summary>Live subscriptions (up/down).</summary>
-    public static readonly UpDownCounter<long> ActiveSubscriptions = Meter.CreateUpDownCounter<long>("meganet.relay.subscriptions", "{subscription}", "Active mailbox subscriptions");
+    private static readonly LiveCount SubscriptionCount = new();
+    private static readonly LiveCount ConnectionCount = new();
 
-    /// <summary>Open client connections on the gRPC listener (up/down).</summary>
-    public static readonly UpDownCounter<long> OpenConnections = Meter.CreateUpDownCounter<long>("meganet.connections.open", "{connection}", "Open client connections");
+    /// <summary>Live mailbox subscriptions now, in the whole process (observable up-down counter; changed through
+    /// <see cref="SubscriptionStarted"/> and <see cref="SubscriptionEnded"/>). Observed rather than added to: a plain
+    /// up-down counter gives a listener only the changes made after it attached, so <c>meganet profile</c> and
+    /// dotnet-counters showed the change since they attached (-1 when one subscription ended), not the count.</summary>
+    public static readonly ObservableUpDownCounter<long> ActiveSubscriptions = Meter.CreateObservableUpDownCounter("meganet.relay.subscriptions", SubscriptionCount.Read, "{subscription}", "Active mailbox subscriptions");
+
+    /// <summary>Open client connections on the gRPC listener now, in the whole process (observable up-down counter,
+    /// for the same reason as <see cref="ActiveSubscriptions"/>; changed through <see cref="ConnectionOpened"/> and
+    /// <see cref="ConnectionClosed"/>).</summary>
+    public static readonly ObservableUpDownCounter<long> OpenConnections = Meter.CreateObservableUpDownCounter("meganet.connections.open", ConnectionCount.Read, "{connection}", "Open client connections");
+
+    /// <summary>Counts a subscription in <see cref="ActiveSubscriptions"/>; pair each with <see cref="SubscriptionEnded"/>.</summary>
+    public static void SubscriptionStarted() => SubscriptionCount.Add(1);
+
+    /// <summary>Counts a subscription out of <see cref="ActiveSubscriptions"/>.</summary>
+    public static void SubscriptionEnded() => SubscriptionCount.Add(-1);
+
+    /// <summary>Counts a connection in <see cref="OpenConnections"/>; pair each with <see cref="ConnectionClosed"/>.</summary>
+    public static void ConnectionOpened() => ConnectionCount.Add(1);
+
+    /// <summary>Counts a connection out of <see cref="OpenConnections"/>.</summary>
+    public static void ConnectionClosed() => ConnectionCount.Add(-1);
 
     /// <summary>Client connections closed at once because a cap was reached, tagged <c>reason</c>
     /// (<c>per_address</c>, <c>per_site</c> or <c>node</c>), or closed because they sent nothing within 10 s of
@@ -150,6 +170,17 @@ public static class MegaNetMetrics
 
     /// <summary>Sets the source of the connected peers gauge until the returned registration is disposed.</summary>
     public static IDisposable ObservePeers(Func<long> source) => PeersSource.Set(source);
+
+    /// <summary>A count kept here and read by an observable instrument, so any listener reads the count itself whenever it
+    /// attaches.</summary>
+    private sealed class LiveCount
+    {
+        private long _value;
+
+        public long Read() => Volatile.Read(ref _value);
+
+        public void Add(long change) => Interlocked.Add(ref _value, change);
+    }
 
     /// <summary>
     /// Where an observable instrument reads from: the latest component to register (one node per process is the normal

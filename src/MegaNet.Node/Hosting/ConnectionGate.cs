@@ -98,7 +98,7 @@ internal sealed partial class ConnectionGate
             return; // Kestrel closes the connection.
         }
 
-        MegaNetMetrics.OpenConnections.Add(1);
+        MegaNetMetrics.ConnectionOpened();
         try
         {
             if (await FirstBytesAsync(connection).ConfigureAwait(false) is { } closed)
@@ -115,8 +115,9 @@ internal sealed partial class ConnectionGate
         }
         finally
         {
+            // Counted out before the slot is given back, so whoever sees Open fall sees the instrument fall with it.
+            MegaNetMetrics.ConnectionClosed();
             Leave(key);
-            MegaNetMetrics.OpenConnections.Add(-1);
         }
     };
 

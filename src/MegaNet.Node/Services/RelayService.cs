@@ -497,9 +497,18 @@ public sealed class RelayService(
         // A keepalive now (it carries the headers), not only after the first interval: the client learns at once that
         // it is subscribed (a refusal ends the call instead, and response headers alone do not tell which it got). A
         // write the client went away from throws InvalidOperationException; ClientGoneInterceptor makes it CANCELLED.
-        await responseStream.WriteAsync(new MailEvent { KeepaliveUnixMs = clock.GetUtcNow().ToUnixTimeMilliseconds() }, writes.Token).ConfigureAwait(false);
+        // Counted before that keepalive is written, so a client that has it is counted already.
+        MegaNetMetrics.SubscriptionStarted();
+        try
+        {
+            await responseStream.WriteAsync(new MailEvent { KeepaliveUnixMs = clock.GetUtcNow().ToUnixTimeMilliseconds() }, writes.Token).ConfigureAwait(false);
+        }
+        catch
+        {
+            MegaNetMetrics.SubscriptionEnded();
+            throw;
+        }
 
-        MegaNetMetrics.ActiveSubscriptions.Add(1);
         ulong sent = request.AfterSeq; // the last sequence number written to the client
         long lastWrite = Stopwatch.GetTimestamp();
         try
@@ -566,7 +575,7 @@ public sealed class RelayService(
         }
         finally
         {
-            MegaNetMetrics.ActiveSubscriptions.Add(-1);
+            MegaNetMetrics.SubscriptionEnded();
         }
     }
 
