@@ -12,6 +12,22 @@ public static class MegaNetMetrics
     /// <summary>The meter name.</summary>
     public const string MeterName = "MegaNet";
 
+    /// <summary>Every <c>reason</c> <see cref="EnvelopesRejected"/> is recorded with (docs/protocol.md says when each
+    /// is given). Exporters show each at 0 before the first such rejection.</summary>
+    public static IReadOnlyList<string> RejectionReasons { get; } =
+    [
+        "bad_signature_budget", "closing", "disk_low", "expired", "internal", "invalid", "mailbox_pow", "malformed", "oversize", "padding",
+        "pow", "pow_false", "queue_full", "quota", "rate_limited", "signature", "store", "store_full", "suspect_lane_full", "ttl",
+    ];
+
+    /// <summary>Every <c>reason</c> <see cref="ConnectionsRefused"/> is recorded with. Exporters show each at 0 before
+    /// the first such refusal.</summary>
+    public static IReadOnlyList<string> ConnectionRefusalReasons { get; } = ["node", "per_address", "per_site", "reserve", "silent"];
+
+    // Names of the instruments InitialSeries treats apart, by name so that it answers rightly whenever it is called.
+    private const string RejectedName = "meganet.admission.rejected", RefusedName = "meganet.connections.refused",
+        VerificationsName = "meganet.verify.signatures", BatchSizeName = "meganet.verify.batch_size", BatchDurationName = "meganet.verify.batch_duration";
+
     /// <summary>The meter.</summary>
     public static readonly Meter Meter = new(MeterName, "1.0");
 
@@ -26,14 +42,14 @@ public static class MegaNetMetrics
         Meter.CreateHistogram(name, "ms", description, tags: null, advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = MillisecondBuckets });
 
     /// <summary>Signatures verified, tagged <c>backend</c> and <c>verdict</c> (valid/invalid).</summary>
-    public static readonly Counter<long> Verifications = Meter.CreateCounter<long>("meganet.verify.signatures", "{signature}", "Signatures verified, by backend");
+    public static readonly Counter<long> Verifications = Meter.CreateCounter<long>(VerificationsName, "{signature}", "Signatures verified, by backend");
 
     /// <summary>Items per verification batch, tagged <c>backend</c>.</summary>
-    public static readonly Histogram<int> BatchSize = Meter.CreateHistogram("meganet.verify.batch_size", "{signature}", "Items per verification batch",
+    public static readonly Histogram<int> BatchSize = Meter.CreateHistogram(BatchSizeName, "{signature}", "Items per verification batch",
         tags: null, advice: new InstrumentAdvice<int> { HistogramBucketBoundaries = BatchSizeBuckets });
 
     /// <summary>Wall time of one backend batch call in milliseconds, tagged <c>backend</c>.</summary>
-    public static readonly Histogram<double> BatchDuration = Milliseconds("meganet.verify.batch_duration", "Time per verification batch");
+    public static readonly Histogram<double> BatchDuration = Milliseconds(BatchDurationName, "Time per verification batch");
 
     /// <summary>GPU kernel time per launch in milliseconds (a large batch is cut into several launches).</summary>
     public static readonly Histogram<double> GpuKernelTime = Milliseconds("meganet.gpu.kernel_time", "GPU kernel time per launch");
@@ -72,8 +88,8 @@ public static class MegaNetMetrics
     /// not counted).</summary>
     public static readonly Counter<long> EnvelopesAccepted = Meter.CreateCounter<long>("meganet.admission.accepted", "{envelope}", "Envelopes accepted");
 
-    /// <summary>Envelopes rejected, tagged <c>reason</c>.</summary>
-    public static readonly Counter<long> EnvelopesRejected = Meter.CreateCounter<long>("meganet.admission.rejected", "{envelope}", "Envelopes rejected, by reason");
+    /// <summary>Envelopes rejected, tagged <c>reason</c> (one of <see cref="RejectionReasons"/>).</summary>
+    public static readonly Counter<long> EnvelopesRejected = Meter.CreateCounter<long>(RejectedName, "{envelope}", "Envelopes rejected, by reason");
 
     /// <summary>Submit-to-receipt latency in milliseconds.</summary>
     public static readonly Histogram<double> AdmissionLatency = Milliseconds("meganet.admission.latency", "Admission latency, submit to receipt");
@@ -129,9 +145,9 @@ public static class MegaNetMetrics
     public static void ConnectionClosed() => ConnectionCount.Add(-1);
 
     /// <summary>Client connections closed at once because a cap was reached, tagged <c>reason</c>
-    /// (<c>per_address</c>, <c>per_site</c> or <c>node</c>), or closed because they sent nothing within 10 s of
-    /// connecting (<c>silent</c>).</summary>
-    public static readonly Counter<long> ConnectionsRefused = Meter.CreateCounter<long>("meganet.connections.refused", "{connection}", "Client connections refused, by cap reached, or closed for sending nothing");
+    /// (<c>per_address</c>, <c>per_site</c>, <c>node</c>, or <c>reserve</c> for the last tenth kept for light sites),
+    /// or closed because they sent nothing within 10 s of connecting (<c>silent</c>).</summary>
+    public static readonly Counter<long> ConnectionsRefused = Meter.CreateCounter<long>(RefusedName, "{connection}", "Client connections refused, by cap reached, or closed for sending nothing");
 
     private static readonly ObservedSource QueueDepthSource = new();
     private static readonly ObservedSource LogSizeSource = new();
@@ -155,6 +171,32 @@ public static class MegaNetMetrics
 
     /// <summary>Connected peers (the mesh is not built yet; reads 0 until it is).</summary>
     public static readonly ObservableGauge<long> ConnectedPeers = Meter.CreateObservableGauge("meganet.mesh.peers", PeersSource.Read, "{peer}", "Connected peer nodes (always 0 for now: the mesh is not built yet)");
+
+    /// <summary>
+    /// The series <paramref name="instrument"/> has before its first measurement, for an exporter that would otherwise
+    /// list a series only once something is recorded in it: Prometheus takes a counter's first sample as its baseline,
+    /// so a series that first appears at 1 never shows in <c>increase()</c> or <c>rate()</c>, and a rare event (one
+    /// listener failure, the first refusal) went unseen. For a MegaNet counter or histogram recorded without tags, the
+    /// untagged series; for one tagged from a closed set (<see cref="RejectionReasons"/>,
+    /// <see cref="ConnectionRefusalReasons"/>), one series per value; none for those tagged with open-ended values (a
+    /// backend's name), for observable instruments (read whenever they are asked) and for other meters' instruments.
+    /// </summary>
+    public static IReadOnlyList<KeyValuePair<string, object?>[]> InitialSeries(Instrument instrument)
+    {
+        ArgumentNullException.ThrowIfNull(instrument);
+        if (!ReferenceEquals(instrument.Meter, Meter) || instrument.IsObservable)
+        {
+            return [];
+        }
+
+        return instrument.Name switch
+        {
+            RejectedName => [.. RejectionReasons.Select(r => new[] { new KeyValuePair<string, object?>("reason", r) })],
+            RefusedName => [.. ConnectionRefusalReasons.Select(r => new[] { new KeyValuePair<string, object?>("reason", r) })],
+            VerificationsName or BatchSizeName or BatchDurationName => [],
+            _ => [[]],
+        };
+    }
 
     /// <summary>Sets the source of the admission queue depth gauge until the returned registration is disposed.</summary>
     public static IDisposable ObserveQueueDepth(Func<long> source) => QueueDepthSource.Set(source);

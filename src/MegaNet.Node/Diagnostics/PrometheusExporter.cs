@@ -13,21 +13,27 @@ namespace MegaNet.Node.Diagnostics;
 /// read at scrape time. Histograms are Prometheus histograms: cumulative <c>NAME_bucket{le="..."}</c> (bounds from the
 /// instrument's advice, <see cref="MegaNetMetrics.MillisecondBuckets"/>; <c>+Inf</c> last), <c>NAME_sum</c> and
 /// <c>NAME_count</c>, so Prometheus can compute quantiles (<c>histogram_quantile</c>). Millisecond instruments are
-/// exported in seconds, the Prometheus base unit, with <c>_seconds</c> in the name and the HELP.
+/// exported in seconds, the Prometheus base unit, with <c>_seconds</c> in the name and the HELP. Counters and histograms
+/// are listed at 0 before their first measurement where <see cref="MegaNetMetrics.InitialSeries"/> knows their series.
 /// </summary>
 public sealed class PrometheusExporter : IDisposable
 {
     private readonly MeterListener _listener = new();
     private readonly ConcurrentDictionary<(string Name, string Tags), Series> _series = new();
 
-    /// <summary>Starts listening to the <c>MegaNet</c> meter; measurements before this are not counted.</summary>
+    /// <summary>Starts listening to the <c>MegaNet</c> meter; measurements before this are not counted. The series
+    /// <see cref="MegaNetMetrics.InitialSeries"/> names are listed at 0 from the first scrape.</summary>
     public PrometheusExporter()
     {
+        // Every MegaNet instrument exists before the listener starts, so the first scrape lists them all.
+        _ = MegaNetMetrics.Meter;
         _listener.InstrumentPublished = (instrument, listener) =>
         {
             if (instrument.Meter.Name == MegaNetMetrics.MeterName)
             {
-                listener.EnableMeasurementEvents(instrument, InstrumentState.For(instrument));
+                var state = InstrumentState.For(instrument);
+                AddInitialSeries(instrument, state);
+                listener.EnableMeasurementEvents(instrument, state);
             }
         };
         _listener.SetMeasurementEventCallback<long>((i, v, tags, state) => Record(i, v, tags, (InstrumentState)state!));
@@ -87,6 +93,24 @@ public sealed class PrometheusExporter : IDisposable
 
     /// <summary>Stops listening.</summary>
     public void Dispose() => _listener.Dispose();
+
+    /// <summary>Lists at 0, before anything is recorded in them, the series a rare event would otherwise create at 1:
+    /// Prometheus reads a counter's first sample as its baseline, so that first event never showed in increase() or rate().</summary>
+    private void AddInitialSeries(Instrument instrument, InstrumentState state)
+    {
+        foreach (KeyValuePair<string, object?>[] tags in MegaNetMetrics.InitialSeries(instrument))
+        {
+            Series series = _series.GetOrAdd((instrument.Name, Labels(tags)), static (_, s) => new Series(s), state);
+            if (tags.Length == 0)
+            {
+                state.Untagged = series;
+            }
+            else
+            {
+                state.Remember(tags, series);
+            }
+        }
+    }
 
     private void Record(Instrument instrument, double value, ReadOnlySpan<KeyValuePair<string, object?>> tags, InstrumentState state)
     {

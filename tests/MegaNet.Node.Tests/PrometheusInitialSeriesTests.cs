@@ -1,0 +1,66 @@
+using System.Text.RegularExpressions;
+using MegaNet.Core.Diagnostics;
+using MegaNet.Node.Diagnostics;
+
+namespace MegaNet.Node.Tests;
+
+/// <summary>
+/// Prometheus takes a counter's first sample as its baseline: a series that first appears at 1 never shows in
+/// <c>increase()</c> or <c>rate()</c>. The exporter made a series only at its first measurement, so the first envelope
+/// rejected for a reason, the first refused connection, the first mail-listener failure or low-disk refusal went unseen.
+/// Alone: other tests' nodes reject envelopes and refuse connections meanwhile, and the figures here must be 0.
+/// </summary>
+[Collection(AloneCollection.Name)]
+public sealed class PrometheusInitialSeriesTests
+{
+    [Fact]
+    public void A_fresh_exporter_lists_rare_events_at_0_under_every_reason()
+    {
+        using var exporter = new PrometheusExporter();
+        string text = exporter.Render();
+
+        Assert.Contains("\nmeganet_store_mail_listener_failures_total 0\n", text, StringComparison.Ordinal);
+        Assert.Contains("\nmeganet_store_low_disk_refusals_total 0\n", text, StringComparison.Ordinal);
+        Assert.Contains("\nmeganet_admission_accepted_total 0\n", text, StringComparison.Ordinal);
+        foreach (string reason in MegaNetMetrics.RejectionReasons)
+        {
+            Assert.Contains($"\nmeganet_admission_rejected_total{{reason=\"{reason}\"}} 0\n", text, StringComparison.Ordinal);
+        }
+
+        foreach (string reason in new[] { "node", "per_address", "per_site", "reserve", "silent" })
+        {
+            Assert.Contains($"\nmeganet_connections_refused_total{{reason=\"{reason}\"}} 0\n", text, StringComparison.Ordinal);
+        }
+
+        // Histograms recorded without tags, empty; a series of a tagged instrument is never shown without its tags.
+        Assert.Contains("\nmeganet_store_commit_latency_seconds_bucket{le=\"+Inf\"} 0\nmeganet_store_commit_latency_seconds_sum 0\nmeganet_store_commit_latency_seconds_count 0\n", text, StringComparison.Ordinal);
+        Assert.DoesNotContain("\nmeganet_admission_rejected_total ", text, StringComparison.Ordinal);
+        Assert.DoesNotContain("\nmeganet_connections_refused_total ", text, StringComparison.Ordinal);
+        Assert.DoesNotContain("\nmeganet_verify_signatures_total ", text, StringComparison.Ordinal);
+        Assert.DoesNotContain("\nmeganet_verify_batch_size_count ", text, StringComparison.Ordinal);
+
+        // The live counts are gauges, read when scraped.
+        Assert.Matches(new Regex(@"\n# TYPE meganet_connections_open gauge\nmeganet_connections_open \d+\n"), text);
+        Assert.Matches(new Regex(@"\n# TYPE meganet_relay_subscriptions gauge\nmeganet_relay_subscriptions \d+\n"), text);
+    }
+
+    [Fact]
+    public void Every_rejection_reason_the_node_records_is_one_the_exporter_lists()
+    {
+        // A reason missing from the list would be back to appearing at 1 (and to being missed by increase()).
+        var recorded = new SortedSet<string>(StringComparer.Ordinal);
+        foreach (string file in Directory.EnumerateFiles(Checkout.Path("src"), "*.cs", SearchOption.AllDirectories))
+        {
+            string code = File.ReadAllText(file);
+            foreach (Match m in Regex.Matches(code, @"\bReject\(""([a-z_]+)""|EnvelopesRejected\.Add\([^;]*""reason"", ""([a-z_]+)"""))
+            {
+                recorded.Add(m.Groups[1].Success ? m.Groups[1].Value : m.Groups[2].Value);
+            }
+        }
+
+        Assert.Contains("internal", recorded);
+        Assert.Contains("malformed", recorded);
+        Assert.Equal(recorded, MegaNetMetrics.RejectionReasons.Order(StringComparer.Ordinal));
+        Assert.Equal(MegaNetMetrics.ConnectionRefusalReasons.Order(StringComparer.Ordinal), ["node", "per_address", "per_site", "reserve", "silent"]);
+    }
+}
