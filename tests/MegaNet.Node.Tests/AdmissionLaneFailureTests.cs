@@ -1,6 +1,8 @@
+using System.Diagnostics.Metrics;
 using System.Net;
 using Grpc.Core;
 using MegaNet.Api.V1;
+using MegaNet.Core.Diagnostics;
 using MegaNet.Core.Verification;
 using MegaNet.Node.Admission;
 using MegaNet.Node.Hosting;
@@ -74,6 +76,68 @@ public sealed class AdmissionLaneFailureTests
         Assert.All(mainCalls, c => Assert.True(c.IsCompletedSuccessfully, $"a main-lane call ended {c.Status}: {c.Exception?.InnerException?.Message}"));
         Receipt[] receipts = await Task.WhenAll(mainCalls);
         Assert.Equal(Enumerable.Range(0, held.Count).Select(i => (long)i), receipts.Select(r => r.LogIndex).Order());
+    }
+
+    [Fact]
+    public async Task Each_envelope_of_a_batch_whose_verification_threw_is_counted_rejected_as_internal()
+    {
+        // Before, they were answered INTERNAL without going through Reject, so meganet.admission.rejected counted none
+        // of them: a verifier failing on every batch left no trace in the rejection counts.
+        var verifier = new AlwaysFailing();
+        long internalRejections = 0;
+        Counter<long> rejected = MegaNetMetrics.EnvelopesRejected; // created before the listener starts looking
+        using var listener = new MeterListener();
+        listener.InstrumentPublished = (instrument, l) =>
+        {
+            if (ReferenceEquals(instrument, rejected))
+            {
+                l.EnableMeasurementEvents(instrument);
+            }
+        };
+        listener.SetMeasurementEventCallback<long>((_, measurement, tags, _) =>
+        {
+            // Only the rejections of this test's pipeline: its batcher thread is the one its verifier was called on
+            // (the meter is the process's, and other tests' pipelines reject envelopes meanwhile).
+            if (Environment.CurrentManagedThreadId == Volatile.Read(ref verifier.ThreadId) && tags.ToArray().Contains(new("reason", "internal")))
+            {
+                Interlocked.Add(ref internalRejections, measurement);
+            }
+        });
+        listener.Start();
+
+        var options = new NodeOptions { FlushMicroseconds = 100_000, MaxBatch = 4_096 };
+        await using var admission = new AdmissionPipeline(verifier, new HeldStore(), options, TimeProvider.System, NullLogger<AdmissionPipeline>.Instance);
+        Envelope[] envelopes = AdmissionBatchingTests.Seal(5);
+        Task<Receipt>[] calls = envelopes.Select(e => admission.SubmitAsync(e, null, CancellationToken.None)).ToArray();
+        foreach (Task<Receipt> call in calls)
+        {
+            RpcException e = await Assert.ThrowsAsync<RpcException>(() => call.WaitAsync(TimeSpan.FromMinutes(1)));
+            Assert.Equal(StatusCode.Internal, e.StatusCode);
+        }
+
+        Assert.Equal(envelopes.Length, Interlocked.Read(ref internalRejections));
+    }
+
+    /// <summary>A backend whose every call throws; remembers the thread it was called on.</summary>
+    private sealed class AlwaysFailing : IBatchVerifier
+    {
+        public int ThreadId = -1;
+
+        public string Name => "always-failing";
+
+        public string Description => "throws on every call";
+
+        public VerificationRule Rule => VerificationRule.MegaNet;
+
+        public void Verify(SignatureBatch batch, int start, int count, Span<bool> verdicts)
+        {
+            Volatile.Write(ref ThreadId, Environment.CurrentManagedThreadId);
+            throw new InvalidOperationException("injected verifier fault");
+        }
+
+        public void Dispose()
+        {
+        }
     }
 
     /// <summary>The real backend, except that its second call throws (a fault in the overflow lane).</summary>

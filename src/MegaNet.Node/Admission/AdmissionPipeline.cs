@@ -609,9 +609,12 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
                     }
 
                     // The batch holds copies of what it verifies, so the buffers are free again. (A submission already
-                    // answered keeps its answer: both calls do nothing the second time.)
+                    // answered keeps its answer and is not counted again: both calls do nothing the second time.)
                     p.Release();
-                    p.TrySetException(new RpcException(new Status(StatusCode.Internal, "Verification failed inside the node; nothing was stored. Retry.")));
+                    if (!p.Task.IsCompleted)
+                    {
+                        p.TrySetException(Reject("internal", StatusCode.Internal, "Verification failed inside the node; nothing was stored. Retry."));
+                    }
                 }
             }
         }
