@@ -26,10 +26,10 @@ internal static class ProfileCommand
             Description = "After --trace, print the N hottest methods by own and by inclusive samples of busy threads (native code such as libsodium is charged to its managed caller; waits are left out) (0: don't).",
             DefaultValueFactory = _ => 20,
         };
-        var dump = new Option<string?>("--dump") { Description = "Write a full memory dump to this file." };
+        var dump = new Option<string?>("--dump") { Description = NodeProfiler.DumpHelp };
         var command = new Command("profile",
             "Attach to a running MegaNet node over the .NET diagnostics IPC: a live table of the MegaNet instruments and runtime counters, " +
-            "--once --json for scripts, --trace for a CPU-sampling .nettrace, --dump for a dump.")
+            "--once --json for scripts, --trace for a CPU-sampling .nettrace, --dump for a heap dump.")
         {
             pid, list, once, json, refresh, trace, duration, top, dump,
         };
@@ -107,7 +107,7 @@ internal static class ProfileCommand
                 if (parse.GetValue(dump) is { } dumpFile)
                 {
                     NodeProfiler.Dump(node.ProcessId, dumpFile);
-                    Console.WriteLine($"dump of {node.ProcessId} written to {Path.GetFullPath(dumpFile)}");
+                    Console.WriteLine($"heap dump of {node.ProcessId} written to {Path.GetFullPath(dumpFile)} (dotnet-dump analyze reads it)");
                     return 0;
                 }
 

@@ -360,7 +360,17 @@ public static class NodeProfiler
         return traced;
     }
 
-    /// <summary>Writes a full dump of the node.</summary>
+    /// <summary>What <see cref="Dump"/> writes: the node's memory with its managed heap, threads and stacks, all that
+    /// dotnet-dump analyze reads. Not a full dump, which also copies the image of every library the node has loaded (the
+    /// runtime's, libsodium, a GPU driver's) and so is much larger, for nothing the analysis needs.</summary>
+    internal const DumpType DumpKind = DumpType.WithHeap;
+
+    /// <summary>What <c>profile --dump</c> writes, in its help; README says the same.</summary>
+    internal const string DumpHelp =
+        "Write a heap dump to this file: the node's memory with its managed heap, threads and stacks, for dotnet-dump analyze " +
+        "(not a full dump, which also copies every loaded library and is much larger).";
+
+    /// <summary>Writes a heap dump of the node (<see cref="DumpKind"/>).</summary>
     public static void Dump(int pid, string file)
     {
         // The node's runtime writes the dump; a missing directory would come back as a vague IPC error.
@@ -377,7 +387,7 @@ public static class NodeProfiler
 
         try
         {
-            new DiagnosticsClient(pid).WriteDump(DumpType.WithHeap, Path.GetFullPath(file), logDumpGeneration: false);
+            new DiagnosticsClient(pid).WriteDump(DumpKind, Path.GetFullPath(file), logDumpGeneration: false);
         }
         catch (Exception e) when (e is UnauthorizedAccessException or ServerNotAvailableException or DiagnosticsClientException or IOException)
         {
