@@ -26,8 +26,8 @@ internal sealed class Interruption : IDisposable
     private bool _secondSignal;
     private long _firstSignalAt;
 
-    // A signal sooner than this after the first is taken as the same one delivered twice.
-    private static readonly TimeSpan SecondSignalAfter = TimeSpan.FromMilliseconds(500);
+    /// <summary>A signal sooner than this after the first is taken as the same one delivered twice.</summary>
+    internal static readonly TimeSpan SecondSignalAfter = TimeSpan.FromMilliseconds(500);
 
     private Interruption(TimeSpan grace)
     {

@@ -1,7 +1,9 @@
 using System.CommandLine;
+using System.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
 using System.Reflection;
+using System.Runtime.InteropServices;
 using System.Security.Cryptography;
 using MegaNet.Core.Verification;
 using MegaNet.Node.Hosting;
@@ -107,14 +109,18 @@ internal static partial class NodeCommand
             }
 
             bool started = false;
+            // Until the host handles the signals (from app.StartAsync on), a signal stops the start here: unhandled, it
+            // ended the process during the verifier's start (a GPU kernel compile), the key or the store's replay.
+            using var interruption = new StartInterruption(ct);
             try
             {
                 // The host's own "Hosting failed to start" error repeats, with a stack trace, the start failure this
                 // command reports below in one line. Its other errors are the node's to report: a failed background
                 // service (NodeHost logs it and ExitCode says so).
                 await using WebApplication app = NodeHost.Build(options, logging: l => l.AddFilter(HostCategory, LogLevel.None));
-                await NodeHost.StartAsync(app, ct);
+                await NodeHost.StartAsync(app, interruption.Token);
                 started = true;
+                interruption.Dispose();
                 // The host's console lifetime handles Ctrl+C / SIGTERM (MeganetCommand leaves those signals to it):
                 // this returns once admission has drained and the store has taken its final checkpoint.
                 await app.WaitForShutdownAsync(CancellationToken.None);
@@ -143,7 +149,8 @@ internal static partial class NodeCommand
             }
             catch (OperationCanceledException) when (!started)
             {
-                // Ctrl+C (or SIGTERM) while the node was still starting: the host's stop cancelled its start.
+                // Ctrl+C (or SIGTERM) while the node was still starting: StartInterruption, or the host's stop, cancelled
+                // its start, and disposing the app has released what was opened (the verifier, the store and its lock).
                 Console.Error.WriteLine("meganet node: interrupted while starting; nothing was served.");
                 return 130;
             }
@@ -157,6 +164,69 @@ internal static partial class NodeCommand
             }
         });
         return command;
+    }
+
+    /// <summary>
+    /// SIGINT and SIGTERM while the node starts, before its host handles them: the first cancels <see cref="Token"/>,
+    /// which stops the start after the step under way (a GPU backend's kernel compile ends first); a second, from
+    /// <see cref="Interruption.SecondSignalAfter"/> on, is left to end the process at once, as it would by default.
+    /// </summary>
+    private sealed class StartInterruption : IDisposable
+    {
+        private readonly CancellationTokenSource _cancel;
+        private readonly PosixSignalRegistration _interrupt;
+        private readonly PosixSignalRegistration _terminate;
+        private long _firstSignalAt;
+        private int _disposed;
+
+        public StartInterruption(CancellationToken outer)
+        {
+            _cancel = CancellationTokenSource.CreateLinkedTokenSource(outer);
+            _interrupt = PosixSignalRegistration.Create(PosixSignal.SIGINT, OnSignal);
+            _terminate = PosixSignalRegistration.Create(PosixSignal.SIGTERM, OnSignal);
+        }
+
+        /// <summary>Cancelled by the first signal (or by the command's own token).</summary>
+        public CancellationToken Token => _cancel.Token;
+
+        /// <summary>Leaves the signals to the host; safe to call twice.</summary>
+        public void Dispose()
+        {
+            if (Interlocked.Exchange(ref _disposed, 1) == 0)
+            {
+                _interrupt.Dispose();
+                _terminate.Dispose();
+                _cancel.Dispose();
+            }
+        }
+
+        private void OnSignal(PosixSignalContext context)
+        {
+            long first = Interlocked.CompareExchange(ref _firstSignalAt, Stopwatch.GetTimestamp(), 0);
+            if (first != 0)
+            {
+                // `timeout` signals the command and then its process group: one signal arrives twice at once.
+                if (Stopwatch.GetElapsedTime(first) >= Interruption.SecondSignalAfter)
+                {
+                    Console.Error.WriteLine("meganet node: interrupted again while starting; ended at once.");
+                    return; // context.Cancel stays false: the signal ends the process
+                }
+
+                context.Cancel = true;
+                return;
+            }
+
+            context.Cancel = true;
+            Console.Error.WriteLine("meganet node: interrupted while starting; stopping once the current step is done (interrupt again to end it at once).");
+            try
+            {
+                _cancel.Cancel();
+            }
+            catch (ObjectDisposedException)
+            {
+                // The start had finished and Dispose ran while this handler was on its way; the host has the signal.
+            }
+        }
     }
 
     /// <summary>The configuration section that holds the node's settings.</summary>

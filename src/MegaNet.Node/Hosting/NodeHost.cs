@@ -33,6 +33,10 @@ public static partial class NodeServiceCollectionExtensions
     [LoggerMessage(EventId = 203, Level = LogLevel.Warning, Message = "{Warning}")]
     private static partial void LogGpuUnused(ILogger logger, string warning);
 
+    // The first line of a start: a GPU backend's kernel compile and self-check take a while before anything else is said.
+    [LoggerMessage(EventId = 204, Level = LogLevel.Information, Message = "Starting the verifier (backend {Backend})")]
+    private static partial void LogStartingVerifier(ILogger logger, string backend);
+
     /// <summary>Adds the verifier, the store, admission and the gRPC services for <paramref name="options"/> (validated here, so a
     /// bad configuration fails at start with a message naming the option).</summary>
     public static IServiceCollection AddMegaNetNode(this IServiceCollection services, NodeOptions options)
@@ -55,6 +59,7 @@ public static partial class NodeServiceCollectionExtensions
             };
             BatchVerifierRegistry registry = VerifierCatalog.Create();
             ILogger logger = sp.GetRequiredService<ILoggerFactory>().CreateLogger("MegaNet.Verify");
+            LogStartingVerifier(logger, options.Backend);
             // The rule is refused here as well as by admission: before the node key and the store are created.
             IBatchVerifier verifier = VerifierStartup.CreateChecked(registry, options.Backend, verifierOptions, logger, AdmissionPipeline.RequireMegaNetRule);
             if (VerifierStartup.IsGpu(verifier) && options.GpuThresholdWarning is { } warning)
@@ -65,6 +70,7 @@ public static partial class NodeServiceCollectionExtensions
             return NodeHost.Compose(verifier, verifierOptions, (name, o) => registry.Create(name, o), e => LogGpuFault(logger, e));
         });
         services.TryAddSingleton(sp => sp.GetRequiredService<NodeVerifiers>().Node);
+        services.TryAddSingleton<NodeStartCancellation>();
         services.TryAddSingleton<IEnvelopeStore>(sp =>
         {
             NodeKey key = sp.GetRequiredService<NodeKey>();
@@ -83,7 +89,7 @@ public static partial class NodeServiceCollectionExtensions
                 MailboxReportedFromPercent = options.MailboxPowFrom == 0 ? 100 : options.MailboxPowFrom,
                 MaxEnvelopeBytes = options.MaxEnvelopeBytes,
                 Clock = sp.GetRequiredService<TimeProvider>(),
-            }).GetAwaiter().GetResult();
+            }, sp.GetRequiredService<NodeStartCancellation>().Token).GetAwaiter().GetResult();
         });
         services.TryAddSingleton<AdmissionPipeline>();
         services.TryAddSingleton(sp => new MailboxAuthenticator(sp.GetRequiredService<NodeKey>(), sp.GetRequiredService<IBatchVerifier>(), sp.GetRequiredService<TimeProvider>()));
@@ -242,9 +248,12 @@ public static partial class NodeHost
         WebApplication app = builder.Build();
         // Before the gRPC endpoints, so that every request message is held to its method's limit as it arrives.
         RequestMessageGuard guard = app.Services.GetRequiredService<RequestMessageGuard>();
-        // First: a VerifyBatch call the gate would refuse is answered before any of its message is read.
-        var earlyRefusal = new EarlyVerifyBatchRefusal(app.Services.GetRequiredService<DelegatedVerificationGate>());
-        app.Use(earlyRefusal.InvokeAsync);
+        // First: a VerifyBatch call the gate would refuse is answered before any of its message is read. The gate is
+        // looked up at the first request, not here: it needs the verifier, which StartAsync builds as a step a signal
+        // can stop after (building it here ran a GPU's kernel compile before `meganet node` handled any signal).
+        // (Two first requests at once may each make one: it holds nothing but the gate.)
+        EarlyVerifyBatchRefusal? earlyRefusal = null;
+        app.Use((HttpContext context, RequestDelegate next) => (earlyRefusal ??= new EarlyVerifyBatchRefusal(app.Services.GetRequiredService<DelegatedVerificationGate>())).InvokeAsync(context, next));
         app.Use(guard.InvokeAsync);
         app.MapGrpcService<RelayService>();
         app.MapGrpcReflectionService();
@@ -328,16 +337,26 @@ public static partial class NodeHost
         return new NodeVerifiers(new InstrumentedBatchVerifier(verifier), new InstrumentedBatchVerifier(create(verifier.Name, oneThread)));
     }
 
-    /// <summary>Starts the node and returns the address it listens on (useful with port 0).</summary>
+    /// <summary>Starts the node and returns the address it listens on (useful with port 0). <paramref name="cancellationToken"/>
+    /// stops the start between its steps (the verifier; the node key and the store; serving) and during the store's
+    /// replay with an <see cref="OperationCanceledException"/>; what was opened is released when <paramref name="app"/> is
+    /// disposed.</summary>
     public static async Task<Uri> StartAsync(WebApplication app, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(app);
         // Resolve the heavy singletons now so configuration and store errors surface at start, not at the first call.
         // The verifier first: a backend refused here (no GPU, a failed self-check) must not leave a new node key and
         // an empty store behind in a data directory the operator may have mistyped.
+        cancellationToken.ThrowIfCancellationRequested();
         _ = app.Services.GetRequiredService<NodeVerifiers>();
+        // The key and the store as one step, never stopped between them: a new key without the store it starts would
+        // make the next start refuse the data directory ("node.key is from an earlier start, but store is empty").
+        // The store's open creates its files before it looks at the token, and stops its replay when it is cancelled.
+        cancellationToken.ThrowIfCancellationRequested();
+        app.Services.GetRequiredService<NodeStartCancellation>().Token = cancellationToken;
         _ = app.Services.GetRequiredService<MailboxNotifier>();
         AdmissionPipeline admission = app.Services.GetRequiredService<AdmissionPipeline>();
+        cancellationToken.ThrowIfCancellationRequested();
         await app.StartAsync(cancellationToken).ConfigureAwait(false);
         string[] addresses = [.. app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses];
         // The gRPC endpoint is the first listener configured; a metrics listener, if any, comes second.
@@ -410,6 +429,13 @@ public static partial class NodeHost
 
     [LoggerMessage(EventId = 1, Level = LogLevel.Information, Message = "MegaNet node listening on {Address}; verifier {Backend} ({Description}); data {DataDirectory}; node id {NodeId}")]
     private static partial void LogStarted(ILogger logger, string address, string backend, string description, string dataDirectory, string nodeId);
+}
+
+/// <summary>The token that stops the store's open (its replay) while the node starts: set by <see cref="NodeHost.StartAsync"/>
+/// before it opens the store, which the container does on first use.</summary>
+internal sealed class NodeStartCancellation
+{
+    public CancellationToken Token { get; set; }
 }
 
 /// <summary>How one node's stop went, for <see cref="NodeHost.ExitCode"/>: set by the stop's own steps (draining
