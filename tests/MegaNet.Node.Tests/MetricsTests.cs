@@ -96,20 +96,89 @@ public sealed class MetricsTests
             (name, _) => new RenamedVerifier(name == MegaNet.Verify.Simd.SimdBatchVerifier.BackendName ? simd : name), _ => { });
         using SignatureBatch small = MakeBatch(valid: 2, corrupted: 1), large = MakeBatch(valid: 5, corrupted: 0);
         verifiers.Node.Verify(small);
+        verifiers.Auth.Verify(small);
         verifiers.Delegated.Verify(small);
 
-        // Under the threshold both went to SIMD, and are counted as SIMD's: they were counted as the GPU's.
+        // Under the threshold all went to SIMD, and are counted as SIMD's: they were counted as the GPU's. Each under
+        // its purpose.
         string text = collector.Render();
-        Assert.Contains($"meganet_verify_signatures_total{{backend=\"{simd}\",verdict=\"valid\"}} 4\n", text);
-        Assert.Contains($"meganet_verify_batch_size_count{{backend=\"{simd}\"}} 2\n", text);
-        // At the threshold the GPU verified it, and it is counted as the GPU's (the series is shared with other tests
-        // of this process, so counted by its growth).
+        foreach (string purpose in new[] { "admission", "auth", "delegated" })
+        {
+            Assert.Contains($"meganet_verify_signatures_total{{backend=\"{simd}\",purpose=\"{purpose}\",verdict=\"valid\"}} 2\n", text);
+            Assert.Contains($"meganet_verify_signatures_total{{backend=\"{simd}\",purpose=\"{purpose}\",verdict=\"invalid\"}} 1\n", text);
+            Assert.Contains($"meganet_verify_batch_size_count{{backend=\"{simd}\",purpose=\"{purpose}\"}} 1\n", text);
+        }
+
+        // At the threshold the GPU verified it, and it is counted as the GPU's, under the purpose of the verifier that
+        // sent it there (the series are shared with other tests of this process, so counted by their growth).
         string gpu = MegaNet.Verify.Gpu.GpuBatchVerifier.DeviceBackendName;
-        long before = Count(collector.Render(), $"meganet_verify_batch_size_count{{backend=\"{gpu}\"}}");
+        string admissionOnGpu = $"meganet_verify_batch_size_count{{backend=\"{gpu}\",purpose=\"admission\"}}";
+        string delegatedOnGpu = $"meganet_verify_batch_size_count{{backend=\"{gpu}\",purpose=\"delegated\"}}";
+        long admissionBefore = Count(collector.Render(), admissionOnGpu);
         verifiers.Node.Verify(large);
         text = collector.Render();
-        Assert.Contains($"meganet_verify_batch_size_count{{backend=\"{simd}\"}} 2\n", text);
-        Assert.True(Count(text, $"meganet_verify_batch_size_count{{backend=\"{gpu}\"}}") > before, "the GPU's batch was not counted as the GPU's");
+        Assert.Contains($"meganet_verify_batch_size_count{{backend=\"{simd}\",purpose=\"admission\"}} 1\n", text);
+        Assert.True(Count(text, admissionOnGpu) > admissionBefore, "the GPU's batch was not counted as the GPU's");
+        long delegatedBefore = Count(text, delegatedOnGpu);
+        admissionBefore = Count(text, admissionOnGpu);
+        verifiers.Delegated.Verify(large);
+        text = collector.Render();
+        Assert.True(Count(text, delegatedOnGpu) > delegatedBefore, "delegated verification's GPU batch was not counted as delegated");
+        Assert.Equal(admissionBefore, Count(text, admissionOnGpu));
+
+        static long Count(string text, string series) => text.Split('\n').FirstOrDefault(l => l.StartsWith(series + " ", StringComparison.Ordinal)) is { } line
+            ? long.Parse(line[(series.Length + 1)..], System.Globalization.CultureInfo.InvariantCulture)
+            : 0;
+    }
+
+    [Fact]
+    public async Task A_clients_VerifyBatch_and_mailbox_logins_are_counted_apart_from_admission()
+    {
+        // A node process of its own: the meter is process-wide, and other tests submit forged envelopes meanwhile.
+        string dir = Directory.CreateTempSubdirectory("meganet-purpose-").FullName;
+        try
+        {
+            int metricsPort = ExternalNode.FreePort();
+            await using ExternalNode node = await ExternalNode.StartAsync(Path.Combine(dir, "data"),
+                new Dictionary<string, string> { ["MEGANET_MegaNet__MetricsListen"] = $"127.0.0.1:{metricsPort}" });
+            using var http = new HttpClient();
+            using var client = new MegaNet.Api.MegaNetClient(node.Address);
+            using MegaNet.Api.Identity alice = MegaNet.Api.Identity.Create(), bob = MegaNet.Api.Identity.Create();
+            await client.SendAsync(alice, bob.Card, "hello"u8.ToArray(), "text/plain");
+            string before = await http.GetStringAsync($"http://127.0.0.1:{metricsPort}/metrics");
+
+            // A client asks whether three signatures are bob's: they are alice's, and "no" is an ordinary answer.
+            byte[] message = "signed by alice"u8.ToArray();
+            var request = new MegaNet.Api.V1.VerifyBatchRequest();
+            for (int i = 0; i < 3; i++)
+            {
+                request.Signatures.Add(new MegaNet.Api.V1.SignatureItem
+                {
+                    PublicKey = Google.Protobuf.ByteString.CopyFrom(bob.Card.SigningKey),
+                    Signature = Google.Protobuf.ByteString.CopyFrom(alice.SignWithIdentity(message)),
+                    Message = Google.Protobuf.ByteString.CopyFrom(message),
+                });
+            }
+
+            Assert.All((await client.Relay.VerifyBatchAsync(request)).SignatureValid, Assert.False);
+            // And bob logs in to his mailbox: a one-item batch.
+            Assert.Single((await client.FetchAsync(bob)).Messages);
+            string after = await http.GetStringAsync($"http://127.0.0.1:{metricsPort}/metrics");
+
+            const string Signatures = "meganet_verify_signatures_total{backend=\"simd\",purpose=";
+            const string Batches = "meganet_verify_batch_size_count{backend=\"simd\",purpose=";
+            // What an alert on forged envelopes and admission's batch sizes read did not move.
+            Assert.Equal(0, Count(after, Signatures + "\"admission\",verdict=\"invalid\"}"));
+            Assert.Equal(1, Count(after, Signatures + "\"admission\",verdict=\"valid\"}"));
+            Assert.Equal(Count(before, Batches + "\"admission\"}"), Count(after, Batches + "\"admission\"}"));
+            // The client's question and the login are counted under their own purposes.
+            Assert.Equal(Count(before, Signatures + "\"delegated\",verdict=\"invalid\"}") + 3, Count(after, Signatures + "\"delegated\",verdict=\"invalid\"}"));
+            Assert.True(Count(after, Batches + "\"auth\"}") > Count(before, Batches + "\"auth\"}"), $"the mailbox login was not counted as auth:\n{after}");
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
 
         static long Count(string text, string series) => text.Split('\n').FirstOrDefault(l => l.StartsWith(series + " ", StringComparison.Ordinal)) is { } line
             ? long.Parse(line[(series.Length + 1)..], System.Globalization.CultureInfo.InvariantCulture)

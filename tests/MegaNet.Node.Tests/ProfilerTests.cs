@@ -404,7 +404,7 @@ public sealed class ProfilerTests(ITestOutputHelper output)
         using var http = new HttpClient();
         string text = await http.GetStringAsync($"http://127.0.0.1:{metricsPort}/metrics");
         Assert.Contains("# TYPE meganet_admission_accepted_total counter", text);
-        Assert.Contains("meganet_verify_signatures_total{backend=\"simd\",verdict=\"valid\"}", text);
+        Assert.Contains("meganet_verify_signatures_total{backend=\"simd\",purpose=\"admission\",verdict=\"valid\"}", text);
         Assert.Contains("meganet_admission_accepted_total ", text);
         Assert.Contains("meganet_store_log_size", text);
 

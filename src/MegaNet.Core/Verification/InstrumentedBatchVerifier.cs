@@ -5,20 +5,42 @@ namespace MegaNet.Core.Verification;
 
 /// <summary>
 /// Decorates an <see cref="IBatchVerifier"/> so every call records <see cref="MegaNetMetrics.Verifications"/>
-/// (tags <c>backend</c>, <c>verdict</c>), <see cref="MegaNetMetrics.BatchSize"/> and <see cref="MegaNetMetrics.BatchDuration"/>.
+/// (tags <c>backend</c>, <c>verdict</c>, and <c>purpose</c> when given), <see cref="MegaNetMetrics.BatchSize"/> and
+/// <see cref="MegaNetMetrics.BatchDuration"/> (tags <c>backend</c>, and <c>purpose</c> when given).
 /// </summary>
 /// <remarks>Counts verdicts with one pass over the span after the call, so the cost is per batch, not per item,
 /// and nothing is allocated: tags are <see cref="KeyValuePair{TKey,TValue}"/> structs passed by value.</remarks>
 public sealed class InstrumentedBatchVerifier : IBatchVerifier
 {
     private readonly IBatchVerifier _inner;
+    private readonly string? _purpose;
+    private readonly bool _ownsInner;
     private static readonly KeyValuePair<string, object?> ValidTag = new("verdict", "valid");
     private static readonly KeyValuePair<string, object?> InvalidTag = new("verdict", "invalid");
 
-    /// <summary>Wraps <paramref name="inner"/>; disposing this disposes it.</summary>
-    public InstrumentedBatchVerifier(IBatchVerifier inner)
+    /// <summary>Wraps <paramref name="inner"/>; disposing this disposes it. With <paramref name="purpose"/> (one of
+    /// <see cref="VerificationPurpose"/>'s) every measurement is tagged <c>purpose</c> with it.</summary>
+    public InstrumentedBatchVerifier(IBatchVerifier inner, string? purpose = null)
+        : this(inner ?? throw new ArgumentNullException(nameof(inner)), purpose, ownsInner: true)
     {
-        _inner = inner ?? throw new ArgumentNullException(nameof(inner));
+    }
+
+    private InstrumentedBatchVerifier(IBatchVerifier inner, string? purpose, bool ownsInner)
+    {
+        _inner = inner;
+        _purpose = purpose;
+        _ownsInner = ownsInner;
+    }
+
+    /// <summary>The <c>purpose</c> tag of this wrapper's measurements; null for none.</summary>
+    public string? Purpose => _purpose;
+
+    /// <summary>A wrapper over the same verifier that tags its measurements <paramref name="purpose"/>: for another use
+    /// of a shared backend, counted apart. Disposing it leaves the verifier alone (this wrapper's owner disposes it).</summary>
+    public InstrumentedBatchVerifier ForPurpose(string purpose)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(purpose);
+        return new InstrumentedBatchVerifier(_inner, purpose, ownsInner: false);
     }
 
     /// <inheritdoc />
@@ -41,6 +63,27 @@ public sealed class InstrumentedBatchVerifier : IBatchVerifier
         int valid = verdicts[..count].Count(true);
         // Read per batch: a router's name changes to its CPU backend's once its GPU faulted.
         var backendTag = new KeyValuePair<string, object?>("backend", _inner.Name);
+        if (_purpose is null)
+        {
+            Record(ms, count, valid, backendTag);
+        }
+        else
+        {
+            Record(ms, count, valid, backendTag, new KeyValuePair<string, object?>("purpose", _purpose));
+        }
+    }
+
+    /// <inheritdoc />
+    public void Dispose()
+    {
+        if (_ownsInner)
+        {
+            _inner.Dispose();
+        }
+    }
+
+    private static void Record(double ms, int count, int valid, KeyValuePair<string, object?> backendTag)
+    {
         MegaNetMetrics.BatchDuration.Record(ms, backendTag);
         MegaNetMetrics.BatchSize.Record(count, backendTag);
         if (valid > 0)
@@ -54,6 +97,31 @@ public sealed class InstrumentedBatchVerifier : IBatchVerifier
         }
     }
 
-    /// <inheritdoc />
-    public void Dispose() => _inner.Dispose();
+    private static void Record(double ms, int count, int valid, KeyValuePair<string, object?> backendTag, KeyValuePair<string, object?> purposeTag)
+    {
+        MegaNetMetrics.BatchDuration.Record(ms, backendTag, purposeTag);
+        MegaNetMetrics.BatchSize.Record(count, backendTag, purposeTag);
+        if (valid > 0)
+        {
+            MegaNetMetrics.Verifications.Add(valid, backendTag, purposeTag, ValidTag);
+        }
+
+        if (count - valid > 0)
+        {
+            MegaNetMetrics.Verifications.Add(count - valid, backendTag, purposeTag, InvalidTag);
+        }
+    }
+}
+
+/// <summary>The <c>purpose</c> tag values of a node's verification metrics: what a batch was verified for.</summary>
+public static class VerificationPurpose
+{
+    /// <summary>Envelopes submitted to the node (a forged one counts as an invalid signature here).</summary>
+    public const string Admission = "admission";
+
+    /// <summary>Mailbox logins: a client's signed challenge answer (Fetch, Ack, Subscribe), one item a batch.</summary>
+    public const string Auth = "auth";
+
+    /// <summary>Clients' VerifyBatch calls: verdicts the node gives as an answer, invalid ones included.</summary>
+    public const string Delegated = "delegated";
 }

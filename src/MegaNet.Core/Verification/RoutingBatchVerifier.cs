@@ -38,15 +38,16 @@ public sealed class RoutingBatchVerifier : BatchVerifierBase
         _ownsAccelerator = true;
     }
 
-    private RoutingBatchVerifier(RoutingBatchVerifier sibling, IBatchVerifier cpu)
+    private RoutingBatchVerifier(RoutingBatchVerifier sibling, IBatchVerifier cpu, IBatchVerifier accelerator)
     {
         ArgumentNullException.ThrowIfNull(cpu);
-        if (sibling.Rule != cpu.Rule)
+        ArgumentNullException.ThrowIfNull(accelerator);
+        if (sibling.Rule != cpu.Rule || sibling.Rule != accelerator.Rule)
         {
-            throw new ArgumentException($"'{sibling._accelerator.Name}' and '{cpu.Name}' apply different rules; a router must never change a verdict.");
+            throw new ArgumentException($"'{accelerator.Name}' and '{cpu.Name}' apply different rules; a router must never change a verdict.");
         }
 
-        _accelerator = sibling._accelerator;
+        _accelerator = accelerator;
         _cpu = cpu;
         _threshold = sibling._threshold;
         _onFault = sibling._onFault;
@@ -58,7 +59,13 @@ public sealed class RoutingBatchVerifier : BatchVerifierBase
     /// seen by either sends both to the CPU, reported once), with another CPU backend, which the new router owns; the
     /// accelerator stays this router's to dispose. For work that must not take the node's CPU threads, such as
     /// delegated verification on one thread.</summary>
-    public RoutingBatchVerifier WithCpu(IBatchVerifier cpu) => new(this, cpu);
+    public RoutingBatchVerifier WithCpu(IBatchVerifier cpu) => new(this, cpu, _accelerator);
+
+    /// <summary>As <see cref="WithCpu(IBatchVerifier)"/>, reaching the accelerator through <paramref name="acceleratorView"/>:
+    /// a decorator over this router's accelerator (one that records its batches apart, say), which the new router
+    /// does not dispose. It must verify on this router's accelerator: the lock and the fault state shared are that
+    /// device's.</summary>
+    public RoutingBatchVerifier WithCpu(IBatchVerifier cpu, IBatchVerifier acceleratorView) => new(this, cpu, acceleratorView);
 
     /// <summary>True once the accelerator faulted and everything runs on the CPU backend.</summary>
     public bool AcceleratorFailed => _state.Failed;

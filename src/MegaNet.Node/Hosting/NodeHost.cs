@@ -92,7 +92,7 @@ public static partial class NodeServiceCollectionExtensions
             }, sp.GetRequiredService<NodeStartCancellation>().Token).GetAwaiter().GetResult();
         });
         services.TryAddSingleton<AdmissionPipeline>();
-        services.TryAddSingleton(sp => new MailboxAuthenticator(sp.GetRequiredService<NodeKey>(), sp.GetRequiredService<IBatchVerifier>(), sp.GetRequiredService<TimeProvider>()));
+        services.TryAddSingleton(sp => new MailboxAuthenticator(sp.GetRequiredService<NodeKey>(), sp.GetRequiredService<NodeVerifiers>().Auth, sp.GetRequiredService<TimeProvider>()));
         services.TryAddSingleton<MailboxNotifier>();
         services.TryAddSingleton<StoreDamage>();
         services.TryAddSingleton(sp => new DelegatedVerificationGate(sp.GetRequiredService<NodeVerifiers>().Delegated, ownsVerifier: false));
@@ -119,18 +119,25 @@ public static partial class NodeServiceCollectionExtensions
     }
 }
 
-/// <summary>The node's verifier (admission, mailbox auth) and the one delegated verification runs on; disposing this
-/// disposes both, in either order (the container also disposes the node's, registered as <see cref="IBatchVerifier"/>;
-/// disposing twice does nothing): with a GPU the delegated one borrows the node's GPU and never disposes it.</summary>
-internal sealed class NodeVerifiers(IBatchVerifier node, IBatchVerifier delegated) : IDisposable
+/// <summary>The node's verifiers: admission's, mailbox logins' (the same backends, counted apart) and the one delegated
+/// verification runs on; disposing this disposes them, in any order (the container also disposes admission's,
+/// registered as <see cref="IBatchVerifier"/>; disposing twice does nothing): with a GPU the others borrow admission's
+/// GPU and never dispose it, and mailbox logins borrow its CPU backend too.</summary>
+internal sealed class NodeVerifiers(IBatchVerifier node, IBatchVerifier auth, IBatchVerifier delegated) : IDisposable
 {
+    /// <summary>Admission's verifier (metrics tag <c>purpose="admission"</c>).</summary>
     public IBatchVerifier Node { get; } = node;
 
+    /// <summary>Mailbox logins' verifier, over admission's backends (<c>purpose="auth"</c>).</summary>
+    public IBatchVerifier Auth { get; } = auth;
+
+    /// <summary>Delegated verification's (VerifyBatch) verifier (<c>purpose="delegated"</c>).</summary>
     public IBatchVerifier Delegated { get; } = delegated;
 
     public void Dispose()
     {
         Delegated.Dispose();
+        Auth.Dispose();
         Node.Dispose();
     }
 }
@@ -314,14 +321,17 @@ public static partial class NodeHost
         return app;
     }
 
-    /// <summary>The node's verifiers around <paramref name="verifier"/> (checked already): admission's, and
-    /// delegated verification's, which runs one thread per call on the CPU (the gate's slots bound the cores it takes)
-    /// and with a GPU shares the GPU and its fault state over a one-thread SIMD backend. A GPU backend (<c>gpu</c>, and
-    /// <c>gpu-cpu</c> the same way, so that a machine without a GPU runs a GPU node's whole path: router, threshold,
-    /// fallback, shared device) takes the big batches and SIMD the small ones, and SIMD takes over for good if the GPU
-    /// faults. Every verification is counted by
-    /// the backend that did it: instrumented behind the router, a GPU node's small batches were counted as the GPU's
-    /// (and a batch's time included its wait for the GPU's lock). <paramref name="create"/> makes a backend by name.</summary>
+    /// <summary>The node's verifiers around <paramref name="verifier"/> (checked already): admission's, mailbox logins'
+    /// (the same backends), and delegated verification's, which runs one thread per call on the CPU (the gate's slots
+    /// bound the cores it takes) and with a GPU shares the GPU and its fault state over a one-thread SIMD backend. A GPU
+    /// backend (<c>gpu</c>, and <c>gpu-cpu</c> the same way, so that a machine without a GPU runs a GPU node's whole
+    /// path: router, threshold, fallback, shared device) takes the big batches and SIMD the small ones, and SIMD takes
+    /// over for good if the GPU faults. Every verification is counted by the backend that did it: instrumented behind
+    /// the router, a GPU node's small batches were counted as the GPU's (and a batch's time included its wait for the
+    /// GPU's lock). And by what it was for (<see cref="VerificationPurpose"/>): counted together, a client's VerifyBatch
+    /// of bad signatures (a normal answer) raised the invalid count an alert on forged envelopes watches, and mailbox
+    /// logins' one-item batches pulled down the batch sizes operators tune admission's batching by.
+    /// <paramref name="create"/> makes a backend by name.</summary>
     internal static NodeVerifiers Compose(IBatchVerifier verifier, VerifierOptions verifierOptions, Func<string, VerifierOptions, IBatchVerifier> create, Action<Exception> onGpuFault)
     {
         VerifierOptions oneThread = verifierOptions.Clone();
@@ -329,12 +339,19 @@ public static partial class NodeHost
         if (VerifierStartup.IsGpu(verifier))
         {
             // The same router `meganet verify` runs a GPU behind, each side instrumented.
-            var router = (RoutingBatchVerifier)VerifierStartup.RouteGpu(new InstrumentedBatchVerifier(verifier), verifierOptions,
-                (name, o) => new InstrumentedBatchVerifier(create(name, o)), onGpuFault);
-            return new NodeVerifiers(router, router.WithCpu(new InstrumentedBatchVerifier(create(SimdBatchVerifier.BackendName, oneThread))));
+            var gpu = new InstrumentedBatchVerifier(verifier, VerificationPurpose.Admission);
+            InstrumentedBatchVerifier? simd = null;
+            var router = (RoutingBatchVerifier)VerifierStartup.RouteGpu(gpu, verifierOptions,
+                (name, o) => simd = new InstrumentedBatchVerifier(create(name, o), VerificationPurpose.Admission), onGpuFault);
+            return new NodeVerifiers(router,
+                router.WithCpu(simd!.ForPurpose(VerificationPurpose.Auth), gpu.ForPurpose(VerificationPurpose.Auth)),
+                router.WithCpu(new InstrumentedBatchVerifier(create(SimdBatchVerifier.BackendName, oneThread), VerificationPurpose.Delegated),
+                    gpu.ForPurpose(VerificationPurpose.Delegated)));
         }
 
-        return new NodeVerifiers(new InstrumentedBatchVerifier(verifier), new InstrumentedBatchVerifier(create(verifier.Name, oneThread)));
+        var node = new InstrumentedBatchVerifier(verifier, VerificationPurpose.Admission);
+        return new NodeVerifiers(node, node.ForPurpose(VerificationPurpose.Auth),
+            new InstrumentedBatchVerifier(create(verifier.Name, oneThread), VerificationPurpose.Delegated));
     }
 
     /// <summary>Starts the node and returns the address it listens on (useful with port 0). <paramref name="cancellationToken"/>
