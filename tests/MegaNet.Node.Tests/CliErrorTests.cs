@@ -155,6 +155,21 @@ public sealed class CliErrorTests : IDisposable
     }
 
     [Fact]
+    public async Task Verify_receipt_reads_one_receipt_over_several_lines_whose_tree_head_opens_a_line()
+    {
+        // Every line opens an object, so it was taken for a receipt a line and refused as "line 1 ... cut short?".
+        // The receipt is read whole and checked: its made-up signature is what fails, offline, with exit code 3.
+        string receipt = """
+            {"envelope_id": "00", "log_index": 0, "tree_head":
+            {"tree_size": 1, "root_hash": "00", "timestamp_unix_ms": 0, "node_key": "00", "signature": "00"}}
+            """;
+        await File.WriteAllTextAsync(Path.Combine(_dir, "wrapped.json"), receipt + "\n");
+        Result r = await Meganet("verify-receipt", "--node", NoNode, "--receipt", "wrapped.json");
+        Assert.True(r.ExitCode == 3, $"exit code {r.ExitCode}; stdout: {r.Stdout}; stderr: {r.Stderr}");
+        Assert.Contains("INVALID: the tree head's signature does not verify with its node key", r.Stdout, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task Id_new_refuses_a_directory_or_a_path_below_a_file_and_leaves_no_temporary_file()
     {
         string dir = Path.Combine(_dir, "somedir");

@@ -1043,9 +1043,11 @@ internal static partial class ClientCommands
             throw new CliException($"{source} is empty: there is no receipt to check; {GiveReceipt}.");
         }
 
-        // A receipt a line when every line opens an object: a last line cut short is then told as that line.
+        // A receipt a line when every line opens an object and every one but the last closes one: a last line cut
+        // short is then told as that line. One receipt written over several lines may have lines that open objects
+        // too (its tree_head on a line of its own after one ending '"tree_head":'), but its first line does not close.
         string[] lines = text.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
-        bool oneALine = lines.Length > 1 && lines.All(line => line.StartsWith('{'));
+        bool oneALine = lines.Length > 1 && lines.All(line => line.StartsWith('{')) && lines[..^1].All(line => line.EndsWith('}'));
         return oneALine
             ? lines.Select((line, i) => ReceiptFromJson(line, $"{source}, line {i + 1},", oneLine: true)).ToArray()
             : [ReceiptFromJson(text, source, oneLine: false)];
