@@ -805,8 +805,18 @@ async function main(argv) {
   }
 }
 
-// Run as a program, not when imported (the tests import verifyConsistency).
-if (process.argv[1] !== undefined && realpathSync(process.argv[1]) === fileURLToPath(import.meta.url)) {
+// Run as a program, not when imported (the tests import verifyConsistency). Imported from `node -e CODE ARG`,
+// process.argv[1] is ARG, which need not name a file: that is no program run, and not an error on import.
+function runAsProgram() {
+  if (process.argv[1] === undefined) return false;
+  try {
+    return realpathSync(process.argv[1]) === fileURLToPath(import.meta.url);
+  } catch {
+    return false;
+  }
+}
+
+if (runAsProgram()) {
   try {
     await main(process.argv.slice(2));
   } catch (error) {

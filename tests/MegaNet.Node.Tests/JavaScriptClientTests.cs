@@ -576,18 +576,12 @@ public sealed class JavaScriptClientTests : IDisposable
         })]).ToJsonString());
         string script = $$"""
             import { readFileSync } from 'node:fs';
-            import { verifyConsistency } from '{{new Uri(Path.Combine(Example(), "meganet.mjs")).AbsoluteUri}}';
+            import { verifyConsistency } from '{{ModuleUri()}}';
             const hex = (h) => Buffer.from(h, 'hex');
             const cases = JSON.parse(readFileSync(process.env.CONSISTENCY_CASES, 'utf8'));
             console.log(JSON.stringify(cases.map((c) => verifyConsistency(c.size1, c.size2, hex(c.root1), hex(c.root2), c.path.map(hex)))));
             """;
-        ProcessStartInfo psi = Psi();
-        psi.ArgumentList.Clear();
-        foreach (string arg in new[] { "--input-type=module", "-e", script })
-        {
-            psi.ArgumentList.Add(arg);
-        }
-
+        ProcessStartInfo psi = InlinePsi(script);
         psi.Environment["CONSISTENCY_CASES"] = casesPath;
         Result result = await RunAsync(psi);
         Assert.True(result.ExitCode == 0, result.Stderr);
@@ -600,6 +594,17 @@ public sealed class JavaScriptClientTests : IDisposable
             Assert.True(csharp == c.Genuine, $"C#: {c.Size1} to {c.Size2}, case {i}");
             Assert.True(verdicts[i] == c.Genuine, $"JavaScript says {verdicts[i]} for {(c.Genuine ? "the proof" : "a spoilt proof")} from {c.Size1} to {c.Size2} (case {i})");
         }
+    }
+
+    [Fact]
+    public async Task The_javascript_module_imports_from_node_e_given_an_argument_that_names_no_file()
+    {
+        // Imported from `node -e CODE ARG`, process.argv[1] is ARG: the module's check whether it runs as a program
+        // took it for its own path and threw ENOENT on import.
+        string script = $"const client = await import('{ModuleUri()}'); console.log(typeof client.verifyConsistency);";
+        Result result = await RunAsync(InlinePsi(script, "no-such-file"));
+        Assert.True(result.ExitCode == 0, result.Stderr);
+        Assert.Equal("function", Line(result));
     }
 
     /// <summary>The node's id, as its challenge to <paramref name="identity"/> names it, in hex.</summary>
@@ -631,6 +636,21 @@ public sealed class JavaScriptClientTests : IDisposable
 
         return new ProcessStartInfo("node", [client, .. args]) { WorkingDirectory = _dir };
     }
+
+    /// <summary>Runs <paramref name="script"/>, an ES module, with <c>node -e</c> and <paramref name="args"/> after it.</summary>
+    private ProcessStartInfo InlinePsi(string script, params string[] args)
+    {
+        ProcessStartInfo psi = Psi();
+        psi.ArgumentList.Clear();
+        foreach (string arg in (string[])["--input-type=module", "-e", script, .. args])
+        {
+            psi.ArgumentList.Add(arg);
+        }
+
+        return psi;
+    }
+
+    private static string ModuleUri() => new Uri(Path.Combine(Example(), "meganet.mjs")).AbsoluteUri;
 
     private static string Example() => Checkout.Path("examples/javascript");
 }
