@@ -474,6 +474,11 @@ async function logProblem(node, earlier, current) {
       path = (await node.call('GetConsistencyProof', { first: size1, second: size2 })).path.map((p) => Buffer.from(p));
     } catch (error) {
       if (!REFUSALS.includes(error.code)) throw error;
+      if (error.code === grpc.status.DATA_LOSS) {
+        // No refusal of the proof: the node says it lost what it signed, and only its operator can mend that.
+        return `the node cannot give a consistency proof between two sizes it signed, ${size1} and ${size2}: it says its store is damaged, ` +
+          `so its log cannot be checked until its operator restores the store (${grpc.status[error.code]}: ${error.details})`;
+      }
       return `the node refused a consistency proof between two sizes it signed, ${size1} and ${size2} (${grpc.status[error.code]}: ${error.details})`;
     }
   }

@@ -4,6 +4,7 @@ using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json.Nodes;
 using Google.Protobuf;
+using Grpc.Core;
 using MegaNet.Api;
 using MegaNet.Api.V1;
 using MegaNet.Core.Transparency;
@@ -605,6 +606,88 @@ public sealed class JavaScriptClientTests : IDisposable
         Result result = await RunAsync(InlinePsi(script, "no-such-file"));
         Assert.True(result.ExitCode == 0, result.Stderr);
         Assert.Equal("function", Line(result));
+    }
+
+    [Fact]
+    public async Task The_javascript_audit_says_a_node_that_cannot_prove_for_a_damaged_store_needs_its_store_restored()
+    {
+        // DATA_LOSS is the node saying its store is damaged, which meganet audit tells apart from a refused proof.
+        var relay = new ScriptedRelay();
+        await using var fake = await FakeRelay<ScriptedRelay>.StartAsync(relay);
+        string heads = Path.Combine(_dir, "heads.json");
+        string[] audit = ["audit", "--node", fake.Address.ToString(), "--node-id", ScriptedRelay.NodeId, "--heads", heads];
+        await Js(audit);
+        relay.Size = 2;
+        relay.ProofRefusal = new Status(StatusCode.DataLoss, "the store is damaged");
+        Result damaged = await RunAsync(Psi(audit));
+        Assert.True(damaged.ExitCode == 3, $"exit code {damaged.ExitCode}: {damaged.Stderr}{damaged.Stdout}");
+        Assert.Equal("the node cannot give a consistency proof between two sizes it signed, 1 and 2: it says its store is damaged, " +
+            "so its log cannot be checked until its operator restores the store (DATA_LOSS: the store is damaged)", (string)JsonNode.Parse(damaged.Stdout)!["problem"]!);
+    }
+
+    /// <summary>A node that signs heads of one log of 3 leaves, at <see cref="Size"/>, and proves their consistency,
+    /// or refuses with <see cref="ProofRefusal"/>.</summary>
+    private sealed class ScriptedRelay : Relay.RelayBase
+    {
+        private static readonly byte[] PublicKey = new byte[32], SecretKey = new byte[64];
+        private static readonly MerkleLog Log = new();
+
+        static ScriptedRelay()
+        {
+            MegaNet.Core.Ed25519.Ed25519Signer.KeyPairFromSeed(new byte[32], PublicKey, SecretKey);
+            for (int i = 0; i < 3; i++)
+            {
+                Log.Append([(byte)i]);
+            }
+        }
+
+        public static string NodeId => Convert.ToHexStringLower(PublicKey);
+
+        public long Size { get; set; } = 1;
+
+        public Status? ProofRefusal { get; set; }
+
+        public static MegaNet.Api.V1.SignedTreeHead Head(long size)
+        {
+            byte[] root = Log.Root(size);
+            long timestamp = 1_800_000_000_000 + size;
+            return new MegaNet.Api.V1.SignedTreeHead
+            {
+                TreeSize = size,
+                RootHash = ByteString.CopyFrom(root),
+                TimestampUnixMs = timestamp,
+                NodeKey = ByteString.CopyFrom(PublicKey),
+                Signature = ByteString.CopyFrom(TreeHeadSignature.Sign(SecretKey, size, root, timestamp)),
+            };
+        }
+
+        /// <summary>The head as the heads file holds it.</summary>
+        public static JsonObject HeadJson(long size)
+        {
+            MegaNet.Api.V1.SignedTreeHead head = Head(size);
+            return new JsonObject
+            {
+                ["tree_size"] = head.TreeSize,
+                ["root_hash"] = Convert.ToHexStringLower(head.RootHash.Span),
+                ["timestamp_unix_ms"] = head.TimestampUnixMs,
+                ["node_key"] = NodeId,
+                ["signature"] = Convert.ToHexStringLower(head.Signature.Span),
+            };
+        }
+
+        public override Task<MegaNet.Api.V1.SignedTreeHead> GetTreeHead(GetTreeHeadRequest request, ServerCallContext context) => Task.FromResult(Head(Size));
+
+        public override Task<ConsistencyProof> GetConsistencyProof(ConsistencyProofRequest request, ServerCallContext context)
+        {
+            if (ProofRefusal is { } refusal)
+            {
+                throw new RpcException(refusal);
+            }
+
+            var proof = new ConsistencyProof { First = request.First, Second = request.Second };
+            proof.Path.AddRange(Log.ConsistencyProof(request.First, request.Second).Select(ByteString.CopyFrom));
+            return Task.FromResult(proof);
+        }
     }
 
     /// <summary>The node's id, as its challenge to <paramref name="identity"/> names it, in hex.</summary>
