@@ -487,6 +487,22 @@ async function logProblem(node, earlier, current) {
     : `the node's current log (size ${size2}) does not extend the log of the earlier head (size ${size1}): it forked or rewrote its log`;
 }
 
+// Saves `current` (proved to extend the head this audit read) as the head of node `id`, unless the file holds a larger
+// one of that node now: another audit saved it meanwhile, and proved it extends the head it read, but nothing proved
+// this head and that one are of one log, so the larger stays and the next audit is held to it. The file is read again
+// just before saving, so an audit of another node meanwhile keeps its head too. True when `current` was saved.
+function remember(headsPath, id, current, currentJson) {
+  const latest = readHeads(headsPath);
+  const saved = latest[id] === undefined ? null : rememberedHead(latest[id], id, `${headsPath} (${id})`);
+  if (saved !== null && saved.tree_size > Number(current.tree_size)) {
+    console.error(`note: not remembered: another audit remembered a larger head of node ${id} (size ${saved.tree_size}) in ${headsPath} meanwhile; the next audit is held to it`);
+    return false;
+  }
+  latest[id] = { ...currentJson, audited_unix_ms: Date.now() };
+  saveHeads(headsPath, latest);
+  return true;
+}
+
 // Prints `meganet audit --json`'s report (node, node_id, consistent, problem, earlier, current, remembered). A node
 // that fails the check leaves the remembered head as it was, as evidence, and the command exits 3.
 async function audit(node, url, nodeId, headsPath) {
@@ -506,13 +522,8 @@ async function audit(node, url, nodeId, headsPath) {
 
   const report = { node: url, node_id: id, consistent: problem === null, problem, earlier: earlier && headJson(earlier), current: headJson(current), remembered: false };
   if (problem === null) {
-    // Read again just before saving, so an audit of another node meanwhile keeps its head. One of this node meanwhile
-    // may be overwritten by an older head: it was proved a prefix of the newer, so the next audit still holds.
-    const latest = readHeads(headsPath);
-    latest[id] = { ...report.current, audited_unix_ms: Date.now() };
-    saveHeads(headsPath, latest);
-    report.remembered = true;
-    if (earlier === null && !nodeId) console.error(`note: first audit of node ${id}, remembered as the key signs it now; pass --node-id to check that this is the node you mean`);
+    report.remembered = remember(headsPath, id, current, report.current);
+    if (report.remembered && earlier === null && !nodeId) console.error(`note: first audit of node ${id}, remembered as the key signs it now; pass --node-id to check that this is the node you mean`);
   }
   await writeOut(`${JSON.stringify(report)}\n`);
   if (problem !== null) {

@@ -625,8 +625,26 @@ public sealed class JavaScriptClientTests : IDisposable
             "so its log cannot be checked until its operator restores the store (DATA_LOSS: the store is damaged)", (string)JsonNode.Parse(damaged.Stdout)!["problem"]!);
     }
 
+    [Fact]
+    public async Task The_javascript_audit_keeps_a_larger_head_another_audit_saved_meanwhile()
+    {
+        // Another audit of the node saves its head of 3 while this one checks its head of 2 against the 1 it read: both
+        // proofs hold, but nothing relates 2 and 3, and the head of 2 saved over the 3 let the next audit pass a node
+        // that shows a log of 2 not in the log of 3.
+        var relay = new ScriptedRelay();
+        await using var fake = await FakeRelay<ScriptedRelay>.StartAsync(relay);
+        string heads = Path.Combine(_dir, "heads.json");
+        string[] audit = ["audit", "--node", fake.Address.ToString(), "--node-id", ScriptedRelay.NodeId, "--heads", heads];
+        await Js(audit);
+        relay.Size = 2;
+        relay.BeforeProof = () => File.WriteAllText(heads, new JsonObject { [ScriptedRelay.NodeId] = ScriptedRelay.HeadJson(3) }.ToJsonString());
+        JsonNode report = JsonNode.Parse(Line(await Js(audit)))!;
+        Assert.Equal((true, 1L, 2L, false), ((bool)report["consistent"]!, (long)report["earlier"]!["tree_size"]!, (long)report["current"]!["tree_size"]!, (bool)report["remembered"]!));
+        Assert.Equal(3, (long)JsonNode.Parse(File.ReadAllText(heads))![ScriptedRelay.NodeId]!["tree_size"]!);
+    }
+
     /// <summary>A node that signs heads of one log of 3 leaves, at <see cref="Size"/>, and proves their consistency,
-    /// or refuses with <see cref="ProofRefusal"/>.</summary>
+    /// or refuses with <see cref="ProofRefusal"/>; <see cref="BeforeProof"/> runs before a proof is answered.</summary>
     private sealed class ScriptedRelay : Relay.RelayBase
     {
         private static readonly byte[] PublicKey = new byte[32], SecretKey = new byte[64];
@@ -646,6 +664,8 @@ public sealed class JavaScriptClientTests : IDisposable
         public long Size { get; set; } = 1;
 
         public Status? ProofRefusal { get; set; }
+
+        public Action? BeforeProof { get; set; }
 
         public static MegaNet.Api.V1.SignedTreeHead Head(long size)
         {
@@ -679,6 +699,7 @@ public sealed class JavaScriptClientTests : IDisposable
 
         public override Task<ConsistencyProof> GetConsistencyProof(ConsistencyProofRequest request, ServerCallContext context)
         {
+            BeforeProof?.Invoke();
             if (ProofRefusal is { } refusal)
             {
                 throw new RpcException(refusal);
