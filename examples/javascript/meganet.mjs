@@ -521,11 +521,18 @@ async function audit(node, url, nodeId, headsPath) {
   if (problem === null && earlier !== null) problem = await logProblem(node, earlier, current);
 
   const report = { node: url, node_id: id, consistent: problem === null, problem, earlier: earlier && headJson(earlier), current: headJson(current), remembered: false };
+  let saveError = null;
   if (problem === null) {
-    report.remembered = remember(headsPath, id, current, report.current);
+    try {
+      report.remembered = remember(headsPath, id, current, report.current);
+    } catch (error) {
+      // Told after the report: the finding stands whatever the disk does (as `meganet audit`).
+      saveError = error;
+    }
     if (report.remembered && earlier === null && !nodeId) console.error(`note: first audit of node ${id}, remembered as the key signs it now; pass --node-id to check that this is the node you mean`);
   }
   await writeOut(`${JSON.stringify(report)}\n`);
+  if (saveError !== null) throw saveError;
   if (problem !== null) {
     console.error(`meganet.mjs: INVALID: ${problem}${earlier ? `. The remembered head stays in ${headsPath}` : ''} (the report on standard output holds the heads)`);
     process.exitCode = 3;

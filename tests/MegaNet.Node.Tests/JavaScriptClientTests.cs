@@ -643,6 +643,20 @@ public sealed class JavaScriptClientTests : IDisposable
         Assert.Equal(3, (long)JsonNode.Parse(File.ReadAllText(heads))![ScriptedRelay.NodeId]!["tree_size"]!);
     }
 
+    [Fact]
+    public async Task The_javascript_audit_prints_its_report_before_failing_on_a_heads_file_it_cannot_write()
+    {
+        // As meganet audit: the finding stands whatever the disk does. The save threw before the report was printed.
+        var relay = new ScriptedRelay();
+        await using var fake = await FakeRelay<ScriptedRelay>.StartAsync(relay);
+        string heads = Path.Combine(_dir, "missing", "heads.json");
+        Result result = await RunAsync(Psi("audit", "--node", fake.Address.ToString(), "--node-id", ScriptedRelay.NodeId, "--heads", heads));
+        Assert.True(result.ExitCode == 1, $"exit code {result.ExitCode}: {result.Stderr}{result.Stdout}");
+        JsonNode report = JsonNode.Parse(result.Stdout)!;
+        Assert.Equal((true, 1L, false), ((bool)report["consistent"]!, (long)report["current"]!["tree_size"]!, (bool)report["remembered"]!));
+        Assert.Contains($"meganet.mjs: the head could not be remembered in {heads}: ENOENT", result.Stderr, StringComparison.Ordinal);
+    }
+
     /// <summary>A node that signs heads of one log of 3 leaves, at <see cref="Size"/>, and proves their consistency,
     /// or refuses with <see cref="ProofRefusal"/>; <see cref="BeforeProof"/> runs before a proof is answered.</summary>
     private sealed class ScriptedRelay : Relay.RelayBase
