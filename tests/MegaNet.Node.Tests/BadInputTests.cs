@@ -87,11 +87,20 @@ public sealed class BadInputTests
         Envelope genuine = Valid(alice, bob);
         byte[] unknownField = [0xF8, 0x07, 0x01]; // field 127, varint 1
         Envelope extended = Envelope.Parser.ParseFrom([.. genuine.ToByteArray(), .. unknownField]);
-        // Refused from the request's tags, before it is parsed: the refusal names the field and where it is.
+        // Found on the request's tags before the parse, which drops it: the refusal names the field and where it is.
         RpcException unknown = await Refused(client, extended);
         Assert.Equal(StatusCode.InvalidArgument, unknown.StatusCode);
         Assert.Equal("The Submit request is refused: SubmitRequest.envelope carries field 127 (a varint), which Envelope does not define in protocol version 1: "
             + "no signature covers such a field, so relays refuse it rather than store it. Send only the fields docs/protocol.md defines; nothing was done with it.", unknown.Status.Detail);
+        // A defined field under another wire type (recipient as a varint, in place of its bytes) counts as undefined, and
+        // its refusal comes before the size check its absence would fail otherwise, which would name the wrong cause.
+        Envelope noRecipient = genuine.Clone();
+        noRecipient.Recipient = Google.Protobuf.ByteString.Empty;
+        Envelope mistyped = Envelope.Parser.ParseFrom([.. noRecipient.ToByteArray(), 0x10, 0x01]); // field 2, varint 1
+        RpcException mistypedRefusal = await Refused(client, mistyped);
+        Assert.Equal(StatusCode.InvalidArgument, mistypedRefusal.StatusCode);
+        Assert.StartsWith("The Submit request is refused: SubmitRequest.envelope carries field 2 ", mistypedRefusal.Status.Detail, StringComparison.Ordinal);
+        Assert.Contains("recipient", mistypedRefusal.Status.Detail, StringComparison.Ordinal);
         Envelope stamped = Valid(alice, bob, powBits: 1);
         stamped.Pow = ProofOfWork.Parser.ParseFrom([.. stamped.Pow.ToByteArray(), .. unknownField]);
         Assert.StartsWith("The Submit request is refused: SubmitRequest.envelope.pow carries field 127 (a varint), which ProofOfWork does not define", (await Refused(client, stamped)).Status.Detail, StringComparison.Ordinal);

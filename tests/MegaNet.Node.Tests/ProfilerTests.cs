@@ -181,6 +181,28 @@ public sealed class ProfilerTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void The_table_shows_a_verification_rows_tags_whole_so_valid_and_invalid_rows_differ()
+    {
+        // With the purpose tag, the verification rows' tags are 39 to 51 characters: cut at 30 they all read
+        // "backend=simd,purpose=admissio…", valid and invalid alike.
+        string[] tags = ["backend=simd,purpose=admission,verdict=invalid", "backend=simd,purpose=admission,verdict=valid", "backend=simd,purpose=delegated,verdict=invalid"];
+        InstrumentReading[] readings = [.. tags.Select(t => NodeProfiler.Reading("counter", "MegaNet", "meganet.verify.signatures", t, "{signature}", refreshSeconds: 1, previous: null,
+            rate: "1", value: "1"))];
+        string table = NodeProfiler.Render(readings, new NodeProcess(1, "meganet node"));
+        output.WriteLine(table);
+        foreach (string t in tags)
+        {
+            Assert.Single(table.Split('\n'), l => l.Contains(t + " ", StringComparison.Ordinal));
+        }
+
+        // Past the widest the column grows, a tag list is still cut, and the columns after it stay in line.
+        string longTags = string.Join(',', Enumerable.Range(0, 10).Select(i => $"tag{i}=value{i}"));
+        string cut = NodeProfiler.Render([NodeProfiler.Reading("counter", "MegaNet", "meganet.x", longTags, "", refreshSeconds: 1, previous: null, rate: "1", value: "1")],
+            new NodeProcess(1, "meganet node")).Split('\n').Single(l => l.Contains("meganet.x", StringComparison.Ordinal));
+        Assert.Contains(longTags[..(NodeProfiler.MaxTagsWidth - 1)] + "… counter", cut, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task A_thread_busy_in_native_code_counts_like_one_busy_in_managed_code_and_a_sleeping_one_not_at_all()
     {
         // Three threads of this process for the length of a trace: one verifying with libsodium (nearly all of its

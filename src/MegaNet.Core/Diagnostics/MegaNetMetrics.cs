@@ -41,8 +41,8 @@ public static class MegaNetMetrics
     private static Histogram<double> Milliseconds(string name, string description) =>
         Meter.CreateHistogram(name, "ms", description, tags: null, advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = MillisecondBuckets });
 
-    /// <summary>Signatures verified, tagged <c>backend</c> and <c>verdict</c> (valid/invalid).</summary>
-    public static readonly Counter<long> Verifications = Meter.CreateCounter<long>(VerificationsName, "{signature}", "Signatures verified, by backend");
+    /// <summary>Signatures verified, tagged <c>backend</c>, <c>purpose</c> (admission/auth/delegated) and <c>verdict</c> (valid/invalid).</summary>
+    public static readonly Counter<long> Verifications = Meter.CreateCounter<long>(VerificationsName, "{signature}", "Signatures verified, by backend, purpose and verdict");
 
     /// <summary>Items per verification batch, tagged <c>backend</c>.</summary>
     public static readonly Histogram<int> BatchSize = Meter.CreateHistogram(BatchSizeName, "{signature}", "Items per verification batch",

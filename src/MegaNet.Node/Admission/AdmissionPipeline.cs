@@ -337,6 +337,15 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
     private RpcException? ShapeRefusal(Envelope? envelope, string? undefinedFields, out int length)
     {
         length = 0;
+        // Off the wire these fields were found on the request's tags and dropped in the parse (UndefinedFieldCheck);
+        // HasUnknownFields is for envelopes that reach admission any other way. First: a field of the right number
+        // under another wire type was dropped too, and the version or size refusal it then causes would name the wrong
+        // cause.
+        if (undefinedFields is not null)
+        {
+            return Reject("malformed", StatusCode.InvalidArgument, undefinedFields);
+        }
+
         if (envelope is null)
         {
             return Reject("malformed", StatusCode.InvalidArgument, "The request carries no envelope.");
@@ -350,13 +359,6 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
         if (envelope.Recipient.Length != 32 || envelope.SendingKey.Length != 32 || envelope.Signature.Length != 64)
         {
             return Reject("malformed", StatusCode.InvalidArgument, "recipient and sending_key must be 32 bytes and signature 64 bytes.");
-        }
-
-        // Off the wire these fields were found on the request's tags and dropped in the parse (UndefinedFieldCheck);
-        // HasUnknownFields is for envelopes that reach admission any other way.
-        if (undefinedFields is not null)
-        {
-            return Reject("malformed", StatusCode.InvalidArgument, undefinedFields);
         }
 
         if (envelope.HasUnknownFields)

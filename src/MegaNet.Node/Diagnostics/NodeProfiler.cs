@@ -395,6 +395,9 @@ public static class NodeProfiler
         }
     }
 
+    /// <summary>The widest the tags column grows in <see cref="Render"/>; longer tag lists are cut with "…".</summary>
+    internal const int MaxTagsWidth = 60;
+
     /// <summary>Formats the table for a terminal: what each column holds depends on the kind, so the kind is a column
     /// and a legend under the header says what "per s" and "value" mean for each.</summary>
     public static string Render(IReadOnlyList<InstrumentReading> readings, NodeProcess node, int refreshSeconds = 1, bool live = true)
@@ -406,12 +409,15 @@ public static class NodeProfiler
         // Size the instrument column to the longest name so runtime names such as
         // dotnet.gc.last_collection.heap.fragmentation.size do not push the other columns out of line.
         int width = Math.Max("instrument".Length, readings.Count == 0 ? 0 : readings.Max(r => r.Instrument.Length));
-        sb.AppendLine(CultureInfo.InvariantCulture, $"{"meter",-15} {"instrument".PadRight(width)} {"tags",-30} {"kind",-9} {"per s",12} {"value",14}  quantiles (interval)");
+        // The tags column too, up to 60: cut at 30, the verification rows (backend, purpose, verdict) all read
+        // "backend=simd,purpose=admissio…", valid and invalid alike.
+        int tagsWidth = Math.Clamp(readings.Count == 0 ? 0 : readings.Max(r => r.Tags.Length), "tags".Length, MaxTagsWidth);
+        sb.AppendLine(CultureInfo.InvariantCulture, $"{"meter",-15} {"instrument".PadRight(width)} {"tags".PadRight(tagsWidth)} {"kind",-9} {"per s",12} {"value",14}  quantiles (interval)");
         foreach (InstrumentReading r in readings)
         {
-            string tags = r.Tags.Length > 30 ? r.Tags[..29] + "…" : r.Tags;
+            string tags = r.Tags.Length > tagsWidth ? r.Tags[..(tagsWidth - 1)] + "…" : r.Tags;
             string perSecond = r.Kind is "gauge" ? string.Empty : r.PerSecond.ToString("N1", CultureInfo.InvariantCulture);
-            sb.AppendLine(CultureInfo.InvariantCulture, $"{r.Meter,-15} {r.Instrument.PadRight(width)} {tags,-30} {r.Kind,-9} {perSecond,12} {r.Value,14:N1}  {r.Quantiles}");
+            sb.AppendLine(CultureInfo.InvariantCulture, $"{r.Meter,-15} {r.Instrument.PadRight(width)} {tags.PadRight(tagsWidth)} {r.Kind,-9} {perSecond,12} {r.Value,14:N1}  {r.Quantiles}");
         }
 
         return sb.ToString();
