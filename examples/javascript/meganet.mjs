@@ -487,20 +487,41 @@ async function logProblem(node, earlier, current) {
     : `the node's current log (size ${size2}) does not extend the log of the earlier head (size ${size1}): it forked or rewrote its log`;
 }
 
-// Saves `current` (proved to extend the head this audit read) as the head of node `id`, unless the file holds a larger
-// one of that node now: another audit saved it meanwhile, and proved it extends the head it read, but nothing proved
-// this head and that one are of one log, so the larger stays and the next audit is held to it. The file is read again
-// just before saving, so an audit of another node meanwhile keeps its head too. True when `current` was saved.
-function remember(headsPath, id, current, currentJson) {
-  const latest = readHeads(headsPath);
-  const saved = latest[id] === undefined ? null : rememberedHead(latest[id], id, `${headsPath} (${id})`);
-  if (saved !== null && saved.tree_size > Number(current.tree_size)) {
-    console.error(`note: not remembered: another audit remembered a larger head of node ${id} (size ${saved.tree_size}) in ${headsPath} meanwhile; the next audit is held to it`);
-    return false;
+// Whether two heads are one signed head (null for none): the same size, root and signature.
+const sameHead = (a, b) => (a === null || b === null)
+  ? a === b
+  : Number(a.tree_size) === Number(b.tree_size) && hex(a.root_hash) === hex(b.root_hash) && hex(a.signature) === hex(b.signature);
+
+// Saves `current` as the head of node `id` only while the file still holds the head it was proved to extend (`heldTo`,
+// first the head this audit read; null for none). The file is read again just before saving, so an audit of another
+// node meanwhile keeps its head; a head of this node another audit saved meanwhile was proved only against what that
+// audit read, so it is never written over unchecked: a larger one stays (the next audit is held to it), a smaller one
+// or one of the same size is checked like the head read (a head of another log is a fork, with both signed heads as
+// evidence), and `current` is saved over it only once proved to extend it. There is no lock: two saves at the same
+// moment may still lose one. Returns { remembered } or, for a fork, { problem, earlier } (the head it forks from).
+async function remember(node, headsPath, id, heldTo, current, currentJson) {
+  for (let attempt = 1; attempt <= 3; attempt++) {
+    const latest = readHeads(headsPath);
+    const saved = latest[id] === undefined ? null : rememberedHead(latest[id], id, `${headsPath} (${id})`);
+    if (sameHead(saved, heldTo)) {
+      latest[id] = { ...currentJson, audited_unix_ms: Date.now() };
+      saveHeads(headsPath, latest);
+      return { remembered: true };
+    }
+    // Another audit saved meanwhile (or the entry was deleted, which starts this node's audits anew).
+    if (sameHead(saved, current)) return { remembered: true };
+    if (saved !== null && saved.tree_size > Number(current.tree_size)) {
+      console.error(`note: not remembered: another audit remembered a larger head of node ${id} (size ${saved.tree_size}) in ${headsPath} meanwhile; the next audit is held to it`);
+      return { remembered: false };
+    }
+    if (saved !== null) {
+      const problem = await logProblem(node, saved, current);
+      if (problem !== null) return { remembered: false, problem: `${problem} (the earlier head is the one another audit remembered in ${headsPath} meanwhile)`, earlier: saved };
+    }
+    heldTo = saved;
   }
-  latest[id] = { ...currentJson, audited_unix_ms: Date.now() };
-  saveHeads(headsPath, latest);
-  return true;
+  console.error(`note: not remembered: other audits kept changing the head of node ${id} in ${headsPath}; run the audit again`);
+  return { remembered: false };
 }
 
 // Prints `meganet audit --json`'s report (node, node_id, consistent, problem, earlier, current, remembered). A node
@@ -524,7 +545,12 @@ async function audit(node, url, nodeId, headsPath) {
   let saveError = null;
   if (problem === null) {
     try {
-      report.remembered = remember(headsPath, id, current, report.current);
+      const saving = await remember(node, headsPath, id, earlier, current, report.current);
+      report.remembered = saving.remembered;
+      if (saving.problem) {
+        problem = saving.problem;
+        Object.assign(report, { consistent: false, problem, earlier: headJson(saving.earlier) });
+      }
     } catch (error) {
       // Told after the report: the finding stands whatever the disk does (as `meganet audit`).
       saveError = error;
@@ -534,7 +560,7 @@ async function audit(node, url, nodeId, headsPath) {
   await writeOut(`${JSON.stringify(report)}\n`);
   if (saveError !== null) throw saveError;
   if (problem !== null) {
-    console.error(`meganet.mjs: INVALID: ${problem}${earlier ? `. The remembered head stays in ${headsPath}` : ''} (the report on standard output holds the heads)`);
+    console.error(`meganet.mjs: INVALID: ${problem}${report.earlier ? `. The remembered head stays in ${headsPath}` : ''} (the report on standard output holds the heads)`);
     process.exitCode = 3;
   }
 }

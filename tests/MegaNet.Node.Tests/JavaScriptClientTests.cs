@@ -643,6 +643,47 @@ public sealed class JavaScriptClientTests : IDisposable
         Assert.Equal(3, (long)JsonNode.Parse(File.ReadAllText(heads))![ScriptedRelay.NodeId]!["tree_size"]!);
     }
 
+    [Theory]
+    [InlineData(2, true)]
+    [InlineData(3, true)]
+    [InlineData(2, false)]
+    public async Task The_javascript_audit_saves_over_a_head_another_audit_saved_meanwhile_only_once_its_head_extends_it(long savedSize, bool forked)
+    {
+        // Another audit saves a head of 2 or 3 while this one proves its head of 3 extends the 1 it read. Only a
+        // larger head was kept: a head of another log (a fork) of no larger size was written over, erasing the
+        // evidence. It must be held to the head saved meanwhile like the head it read.
+        var relay = new ScriptedRelay();
+        await using var fake = await FakeRelay<ScriptedRelay>.StartAsync(relay);
+        string heads = Path.Combine(_dir, "heads.json");
+        string[] audit = ["audit", "--node", fake.Address.ToString(), "--node-id", ScriptedRelay.NodeId, "--heads", heads];
+        await Js(audit);
+        relay.Size = 3;
+        JsonObject savedMeanwhile = ScriptedRelay.HeadJson(savedSize, forked);
+        relay.BeforeProof = () =>
+        {
+            relay.BeforeProof = null;
+            File.WriteAllText(heads, new JsonObject { [ScriptedRelay.NodeId] = savedMeanwhile.DeepClone() }.ToJsonString());
+        };
+        Result result = await RunAsync(Psi(audit));
+        JsonNode report = JsonNode.Parse(result.Stdout)!;
+        JsonNode remembered = JsonNode.Parse(File.ReadAllText(heads))![ScriptedRelay.NodeId]!;
+        if (forked)
+        {
+            Assert.True(result.ExitCode == 3, $"exit code {result.ExitCode}: {result.Stderr}{result.Stdout}");
+            Assert.Equal((false, false), ((bool)report["consistent"]!, (bool)report["remembered"]!));
+            Assert.Equal($"the node's current log (size 3) does not extend the log of the earlier head (size {savedSize}): it forked or rewrote its log " +
+                $"(the earlier head is the one another audit remembered in {heads} meanwhile)", (string)report["problem"]!);
+            Assert.Equal((string)savedMeanwhile["signature"]!, (string)report["earlier"]!["signature"]!);
+            Assert.Equal((string)savedMeanwhile["signature"]!, (string)remembered["signature"]!);
+        }
+        else
+        {
+            Assert.True(result.ExitCode == 0, $"exit code {result.ExitCode}: {result.Stderr}{result.Stdout}");
+            Assert.Equal((true, true), ((bool)report["consistent"]!, (bool)report["remembered"]!));
+            Assert.Equal(3, (long)remembered["tree_size"]!);
+        }
+    }
+
     [Fact]
     public async Task The_javascript_audit_prints_its_report_before_failing_on_a_heads_file_it_cannot_write()
     {
@@ -662,7 +703,7 @@ public sealed class JavaScriptClientTests : IDisposable
     private sealed class ScriptedRelay : Relay.RelayBase
     {
         private static readonly byte[] PublicKey = new byte[32], SecretKey = new byte[64];
-        private static readonly MerkleLog Log = new();
+        private static readonly MerkleLog Log = new(), ForkedLog = new();
 
         static ScriptedRelay()
         {
@@ -670,6 +711,7 @@ public sealed class JavaScriptClientTests : IDisposable
             for (int i = 0; i < 3; i++)
             {
                 Log.Append([(byte)i]);
+                ForkedLog.Append([(byte)(i + 100)]);
             }
         }
 
@@ -681,9 +723,11 @@ public sealed class JavaScriptClientTests : IDisposable
 
         public Action? BeforeProof { get; set; }
 
-        public static MegaNet.Api.V1.SignedTreeHead Head(long size)
+        /// <summary>A head of the node's log, or, <paramref name="forked"/>, of another log of as many leaves that
+        /// the same key signs (a fork).</summary>
+        public static MegaNet.Api.V1.SignedTreeHead Head(long size, bool forked = false)
         {
-            byte[] root = Log.Root(size);
+            byte[] root = (forked ? ForkedLog : Log).Root(size);
             long timestamp = 1_800_000_000_000 + size;
             return new MegaNet.Api.V1.SignedTreeHead
             {
@@ -696,9 +740,9 @@ public sealed class JavaScriptClientTests : IDisposable
         }
 
         /// <summary>The head as the heads file holds it.</summary>
-        public static JsonObject HeadJson(long size)
+        public static JsonObject HeadJson(long size, bool forked = false)
         {
-            MegaNet.Api.V1.SignedTreeHead head = Head(size);
+            MegaNet.Api.V1.SignedTreeHead head = Head(size, forked);
             return new JsonObject
             {
                 ["tree_size"] = head.TreeSize,
