@@ -133,6 +133,9 @@ public sealed class CliErrorTests : IDisposable
     [InlineData(null, "{\"envelope_id\": \"ab", "standard input (--receipt -) ends before its JSON does (cut short?)")]
     [InlineData(null, "Receipt saved.\n", "standard input (--receipt -) is not JSON: line 1, byte 1 is not valid there")]
     [InlineData("parts.json", null, "--receipt parts.json, line 2, ends before its JSON does (cut short?)")]
+    [InlineData("cut-first.json", null, "--receipt cut-first.json, line 1, ends before its JSON does (cut short?)")]
+    [InlineData("cut-middle.json", null, "--receipt cut-middle.json, line 2, ends before its JSON does (cut short?)")]
+    [InlineData("oops.json", null, "--receipt oops.json, line 2, is not JSON: byte 2 is not valid there")]
     [InlineData(null, "[]", "standard input (--receipt -) is not a receipt: a JSON object with envelope_id, log_index and tree_head was expected, not an array")]
     [InlineData(null, "{\"envelope_id\": \"ab\", \"tree_head\": {}}", "standard input (--receipt -) is not a receipt: its log_index is missing or not a whole number")]
     public async Task Verify_receipt_says_what_is_wrong_with_an_empty_cut_or_foreign_receipt(string? receipt, string? stdin, string expected)
@@ -145,6 +148,10 @@ public sealed class CliErrorTests : IDisposable
         await File.WriteAllTextAsync(Path.Combine(_dir, "cut.json"), cut + "\n");
         string whole = """{"envelope_id": "00", "log_index": 0, "tree_head": {"tree_size": 1, "root_hash": "00", "timestamp_unix_ms": 0, "node_key": "00", "signature": "00"}}""";
         await File.WriteAllTextAsync(Path.Combine(_dir, "parts.json"), whole + "\n" + cut + "\n");
+        // A line cut short before the last was taken for part of one receipt over several lines ("is not JSON").
+        await File.WriteAllTextAsync(Path.Combine(_dir, "cut-first.json"), cut + "\n" + whole + "\n");
+        await File.WriteAllTextAsync(Path.Combine(_dir, "cut-middle.json"), whole + "\n" + cut + "\n" + whole + "\n");
+        await File.WriteAllTextAsync(Path.Combine(_dir, "oops.json"), whole + "\n{oops}\n" + whole + "\n");
         var psi = new ProcessStartInfo("dotnet", [ExternalNode.MeganetPath(), "verify-receipt", "--node", NoNode, .. receipt is null ? Array.Empty<string>() : ["--receipt", receipt]])
         {
             WorkingDirectory = _dir,

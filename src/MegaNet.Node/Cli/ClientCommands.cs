@@ -1043,14 +1043,28 @@ internal static partial class ClientCommands
             throw new CliException($"{source} is empty: there is no receipt to check; {GiveReceipt}.");
         }
 
-        // A receipt a line when every line opens an object and every one but the last closes one: a last line cut
-        // short is then told as that line. One receipt written over several lines may have lines that open objects
-        // too (its tree_head on a line of its own after one ending '"tree_head":'), but its first line does not close.
+        // One receipt when the whole text is one JSON value, over however many lines (its tree_head may open a line of
+        // its own); else a receipt a line when every line opens an object, so that a line cut short, the first or one
+        // in the middle as well as the last, is told as that line. Telling them apart by how lines end took a file
+        // with a line cut short before its last for one receipt and refused it as not JSON.
         string[] lines = text.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
-        bool oneALine = lines.Length > 1 && lines.All(line => line.StartsWith('{')) && lines[..^1].All(line => line.EndsWith('}'));
+        bool oneALine = lines.Length > 1 && lines.All(line => line.StartsWith('{')) && !IsOneJsonValue(text);
         return oneALine
             ? lines.Select((line, i) => ReceiptFromJson(line, $"{source}, line {i + 1},", oneLine: true)).ToArray()
             : [ReceiptFromJson(text, source, oneLine: false)];
+    }
+
+    private static bool IsOneJsonValue(string text)
+    {
+        try
+        {
+            JsonNode.Parse(text);
+            return true;
+        }
+        catch (JsonException)
+        {
+            return false;
+        }
     }
 
     /// <summary>The receipt of <paramref name="text"/>, one JSON object as <c>send --json</c> prints it (throws
