@@ -61,6 +61,30 @@ public sealed class PrometheusInitialSeriesTests
         Assert.Contains("internal", recorded);
         Assert.Contains("malformed", recorded);
         Assert.Equal(recorded, MegaNetMetrics.RejectionReasons.Order(StringComparer.Ordinal));
-        Assert.Equal(MegaNetMetrics.ConnectionRefusalReasons.Order(StringComparer.Ordinal), ["node", "per_address", "per_site", "reserve", "silent"]);
+    }
+
+    [Fact]
+    public void Every_connection_refusal_reason_the_gate_returns_is_one_the_exporter_lists()
+    {
+        // Read from ConnectionGate's source, as the rejection reasons are: compared with a copy of the list, a new
+        // reason returned by TryEnter or FirstBytesAsync went unnoticed and appeared at 1.
+        string code = File.ReadAllText(Checkout.Path("src/MegaNet.Node/Hosting/ConnectionGate.cs"));
+        var returned = new SortedSet<string>(StringComparer.Ordinal);
+        foreach (string method in new[] { "TryEnter", "FirstBytesAsync" })
+        {
+            Match body = Regex.Match(code, $@"\b{method}\([^)]*\)\s*\{{(.*?)\n    \}}", RegexOptions.Singleline);
+            Assert.True(body.Success, $"ConnectionGate.{method} was not found: point this test at where connections are refused now");
+            foreach (Match m in Regex.Matches(body.Groups[1].Value, @"\breturn ""([a-z_]+)"";"))
+            {
+                returned.Add(m.Groups[1].Value);
+            }
+        }
+
+        // "gone" is a peer that closed first (a health probe), not a refusal, and is not counted.
+        Assert.Contains("gone", returned);
+        Assert.Contains("silent", returned);
+        Assert.Contains("node", returned);
+        returned.Remove("gone");
+        Assert.Equal(returned, MegaNetMetrics.ConnectionRefusalReasons.Order(StringComparer.Ordinal));
     }
 }
