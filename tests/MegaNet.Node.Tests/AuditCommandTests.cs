@@ -127,19 +127,9 @@ public sealed class AuditCommandTests : IDisposable
     {
         // Heads were remembered by address alone: one node key serving log A at one address and a fork of it at
         // another (two host names or ports) passed both audits, each a first audit of its address.
-        string firstData = Path.Combine(_dir, "first"), forkData = Path.Combine(_dir, "fork");
-        await using TestNode node = await TestNode.StartAsync(dataDirectory: firstData);
-        await node.BackUpAsync(forkData);
-        await using TestNode fork = await TestNode.StartAsync(dataDirectory: forkData);
-        using Identity alice = Identity.Create(), bob = Identity.Create();
-        foreach ((TestNode at, string[] texts) in new[] { (node, new[] { "one", "two" }), (fork, new[] { "x", "y", "z" }) })
-        {
-            using MegaNetClient client = at.Client();
-            foreach (string text in texts)
-            {
-                await client.SendAsync(alice, bob.Card, Encoding.UTF8.GetBytes(text), "text/plain");
-            }
-        }
+        (TestNode started, TestNode startedFork) = await StartNodeAndForkAsync();
+        await using TestNode node = started;
+        await using TestNode fork = startedFork;
 
         Result first = await Audit(node.Address);
         Assert.True(first.ExitCode == 0, first.Stderr + first.Stdout);
@@ -304,19 +294,9 @@ public sealed class AuditCommandTests : IDisposable
     {
         // The retry of an audit overtaken by another audit of its key holds the node to the head that audit saved: a
         // node key showing a fork at this address is caught there, as on a first try, and nothing is saved over it.
-        string firstData = Path.Combine(_dir, "first"), forkData = Path.Combine(_dir, "fork");
-        await using TestNode node = await TestNode.StartAsync(dataDirectory: firstData);
-        await node.BackUpAsync(forkData);
-        await using TestNode fork = await TestNode.StartAsync(dataDirectory: forkData);
-        using Identity alice = Identity.Create(), bob = Identity.Create();
-        foreach ((TestNode at, string[] texts) in new[] { (node, new[] { "one", "two" }), (fork, new[] { "x", "y", "z" }) })
-        {
-            using MegaNetClient client = at.Client();
-            foreach (string text in texts)
-            {
-                await client.SendAsync(alice, bob.Card, Encoding.UTF8.GetBytes(text), "text/plain");
-            }
-        }
+        (TestNode started, TestNode startedFork) = await StartNodeAndForkAsync();
+        await using TestNode node = started;
+        await using TestNode fork = startedFork;
 
         string? savedMeanwhile = null;
         async Task HonestAuditSaves(int attempt)
@@ -358,5 +338,39 @@ public sealed class AuditCommandTests : IDisposable
     {
         using MegaNetClient client = node.Client();
         return (await client.Relay.GetTreeHeadAsync(new GetTreeHeadRequest())).NodeKey.ToByteArray();
+    }
+
+    /// <summary>A node, and a fork of it started from a backup of its key and empty store, whose logs then take other
+    /// envelopes (two and three): one node key showing two histories.</summary>
+    private async Task<(TestNode Node, TestNode Fork)> StartNodeAndForkAsync()
+    {
+        TestNode node = await TestNode.StartAsync(dataDirectory: Path.Combine(_dir, "first"));
+        TestNode? fork = null;
+        try
+        {
+            await node.BackUpAsync(Path.Combine(_dir, "fork"));
+            fork = await TestNode.StartAsync(dataDirectory: Path.Combine(_dir, "fork"));
+            using Identity alice = Identity.Create(), bob = Identity.Create();
+            foreach ((TestNode at, string[] texts) in new[] { (node, new[] { "one", "two" }), (fork, new[] { "x", "y", "z" }) })
+            {
+                using MegaNetClient client = at.Client();
+                foreach (string text in texts)
+                {
+                    await client.SendAsync(alice, bob.Card, Encoding.UTF8.GetBytes(text), "text/plain");
+                }
+            }
+
+            return (node, fork);
+        }
+        catch
+        {
+            if (fork is not null)
+            {
+                await fork.DisposeAsync();
+            }
+
+            await node.DisposeAsync();
+            throw;
+        }
     }
 }
