@@ -244,6 +244,9 @@ function sign(e, sendingKey, core) {
 // ---- transparency (protocol.md, "Receipts and tree heads"; RFC 9162) ----
 
 const sha256 = (...parts) => createHash('sha256').update(Buffer.concat(parts)).digest();
+// RFC 9162's interior node hash.
+const NODE = Buffer.from([1]);
+const nodeHash = (left, right) => sha256(NODE, left, right);
 
 function verifyTreeHead(head, nodeId) {
   if (nodeId && !Buffer.from(head.node_key).equals(nodeId)) throw new Error('the tree head is signed by another key than the node id given');
@@ -258,10 +261,10 @@ function verifyInclusion(leaf, index, size, path, root) {
   for (const p of path) {
     if (sn === 0n || p.length !== 32) return false;
     if ((fn & 1n) === 1n || fn === sn) {
-      r = sha256(Buffer.from([1]), p, r);
+      r = nodeHash(p, r);
       while ((fn & 1n) === 0n && fn !== 0n) { fn >>= 1n; sn >>= 1n; }
     } else {
-      r = sha256(Buffer.from([1]), r, p);
+      r = nodeHash(r, p);
     }
     fn >>= 1n; sn >>= 1n;
   }
@@ -289,11 +292,11 @@ export function verifyConsistency(size1, size2, root1, root2, path) {
   for (const c of hashes.slice(1)) {
     if (sn === 0n) return false;
     if ((fn & 1n) === 1n || fn === sn) {
-      fr = sha256(Buffer.from([1]), c, fr);
-      sr = sha256(Buffer.from([1]), c, sr);
+      fr = nodeHash(c, fr);
+      sr = nodeHash(c, sr);
       while ((fn & 1n) === 0n && fn !== 0n) { fn >>= 1n; sn >>= 1n; }
     } else {
-      sr = sha256(Buffer.from([1]), sr, c);
+      sr = nodeHash(sr, c);
     }
     fn >>= 1n; sn >>= 1n;
   }
@@ -492,6 +495,9 @@ const sameHead = (a, b) => (a === null || b === null)
   ? a === b
   : Number(a.tree_size) === Number(b.tree_size) && hex(a.root_hash) === hex(b.root_hash) && hex(a.signature) === hex(b.signature);
 
+// The head of node `id` in a heads file's contents `heads`, or null.
+const savedHead = (heads, id, headsPath) => (heads[id] === undefined ? null : rememberedHead(heads[id], id, `${headsPath} (${id})`));
+
 // Saves `current` as the head of node `id` only while the file still holds the head it was proved to extend (`heldTo`,
 // first the head this audit read; null for none). The file is read again just before saving, so an audit of another
 // node meanwhile keeps its head; a head of this node another audit saved meanwhile was proved only against what that
@@ -499,12 +505,12 @@ const sameHead = (a, b) => (a === null || b === null)
 // or one of the same size is checked like the head read (a head of another log is a fork, with both signed heads as
 // evidence), and `current` is saved over it only once proved to extend it. There is no lock: two saves at the same
 // moment may still lose one. Returns { remembered } or, for a fork, { problem, earlier } (the head it forks from).
-async function remember(node, headsPath, id, heldTo, current, currentJson) {
+async function remember(node, headsPath, id, heldTo, current) {
   for (let attempt = 1; attempt <= 3; attempt++) {
     const latest = readHeads(headsPath);
-    const saved = latest[id] === undefined ? null : rememberedHead(latest[id], id, `${headsPath} (${id})`);
+    const saved = savedHead(latest, id, headsPath);
     if (sameHead(saved, heldTo)) {
-      latest[id] = { ...currentJson, audited_unix_ms: Date.now() };
+      latest[id] = { ...headJson(current), audited_unix_ms: Date.now() };
       saveHeads(headsPath, latest);
       return { remembered: true };
     }
@@ -532,7 +538,7 @@ async function audit(node, url, nodeId, headsPath) {
   const id = hex(current.node_key);
   // Which node this is, settled before any log is compared: another id is a mistake to fix, not evidence.
   if (nodeId && hex(nodeId) !== id) throw new Error(`the node at ${url} signs its log with ${id}, not with the node id given (${hex(nodeId)}); nothing was compared`);
-  const earlier = heads[id] === undefined ? null : rememberedHead(heads[id], id, `${headsPath} (${id})`);
+  const earlier = savedHead(heads, id, headsPath);
   let problem = null;
   try {
     verifyTreeHead(current);
@@ -545,7 +551,7 @@ async function audit(node, url, nodeId, headsPath) {
   let saveError = null;
   if (problem === null) {
     try {
-      const saving = await remember(node, headsPath, id, earlier, current, report.current);
+      const saving = await remember(node, headsPath, id, earlier, current);
       report.remembered = saving.remembered;
       if (saving.problem) {
         problem = saving.problem;

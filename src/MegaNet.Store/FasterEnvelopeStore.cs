@@ -1011,10 +1011,9 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         // Reused: Prepare and the apply stage copy what they keep, and nothing holds the list past its iteration.
         var group = new List<Request>();
         using var thread = new StageThread();
-        // The housekeeping runs inside thread's wait for the queue, so its own waits need a waiter of their own. One
-        // delegate for the loop: it reads the latest applying through the shared local.
-        using var idleWaiter = new StageThread();
-        Action housekeeping = () => IdleHousekeeping(applying, idleWaiter);
+        // The housekeeping runs inside thread's wait for the queue, so it never waits with thread. One delegate for the
+        // loop: it reads the latest applying through the shared local.
+        Action housekeeping = () => IdleHousekeeping(applying);
         while (thread.Wait(reader.WaitToReadAsync(), IdleWake, housekeeping))
         {
             group.Clear();
@@ -1051,11 +1050,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
                     throw fault;
                 }
 
-                if (_writing is { IsCompleted: true } written)
-                {
-                    _writing = null;
-                    FinishCheckpoint(written.GetAwaiter().GetResult());
-                }
+                FinishWrittenCheckpoint();
 
                 lastGroup = items;
                 PreparedGroup prepared = Prepare(group, items);
@@ -1132,6 +1127,19 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         }
     }
 
+    /// <summary>Committer loop only: finishes the checkpoint written in the background, if it is done; true if one was.</summary>
+    private bool FinishWrittenCheckpoint()
+    {
+        if (_writing is not { IsCompleted: true } written)
+        {
+            return false;
+        }
+
+        _writing = null;
+        FinishCheckpoint(written.GetAwaiter().GetResult());
+        return true;
+    }
+
     private bool CheckpointDue() => Stopwatch.GetElapsedTime(_lastCheckpoint) >= _options.CheckpointInterval
         || _log.TailAddress - _checkpointedWal >= _options.CheckpointLogBytes;
 
@@ -1148,7 +1156,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     /// checkpoint is skipped while no group came since the last snapshot and none of its mail has expired: it would
     /// write the same checkpoint again.
     /// </summary>
-    private void IdleHousekeeping(Task applying, StageThread waiter)
+    private void IdleHousekeeping(Task applying)
     {
         if (_fault is not null)
         {
@@ -1157,23 +1165,19 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
 
         try
         {
-            if (_writing is { IsCompleted: true } written)
+            if (FinishWrittenCheckpoint() && _log.BeginAddress > _log.CommittedBeginAddress)
             {
-                _writing = null;
-                FinishCheckpoint(written.GetAwaiter().GetResult());
-                if (_log.BeginAddress > _log.CommittedBeginAddress)
-                {
-                    // The truncation deletes the segments and records the new begin address only with a commit, and an
-                    // idle store makes none: as at the end of a checkpoint cycle, one with nothing in flight.
-                    waiter.Wait(applying);
-                    waiter.Wait(_log.CommitAsync().AsTask());
-                }
+                // The truncation deletes the segments and records the new begin address only with a commit, and an idle
+                // store makes none: as at the end of a checkpoint cycle, one with nothing in flight. (Plain waits: this
+                // runs at most once a wake, off the per-group path StageThread is for.)
+                applying.GetAwaiter().GetResult();
+                _log.CommitAsync().AsTask().GetAwaiter().GetResult();
             }
 
             if (_writing is null && CheckpointDue()
                 && (_generation != _snapshotGeneration || _snapshotEarliestExpiry <= _options.Clock.GetUtcNow().ToUnixTimeMilliseconds()))
             {
-                waiter.Wait(applying);
+                applying.GetAwaiter().GetResult();
                 if (_fault is null)
                 {
                     StartCheckpoint();

@@ -126,9 +126,6 @@ public sealed class MetricsTests
         Assert.True(Count(text, delegatedOnGpu) > delegatedBefore, "delegated verification's GPU batch was not counted as delegated");
         Assert.Equal(admissionBefore, Count(text, admissionOnGpu));
 
-        static long Count(string text, string series) => text.Split('\n').FirstOrDefault(l => l.StartsWith(series + " ", StringComparison.Ordinal)) is { } line
-            ? long.Parse(line[(series.Length + 1)..], System.Globalization.CultureInfo.InvariantCulture)
-            : 0;
     }
 
     [Fact]
@@ -180,9 +177,6 @@ public sealed class MetricsTests
             Directory.Delete(dir, recursive: true);
         }
 
-        static long Count(string text, string series) => text.Split('\n').FirstOrDefault(l => l.StartsWith(series + " ", StringComparison.Ordinal)) is { } line
-            ? long.Parse(line[(series.Length + 1)..], System.Globalization.CultureInfo.InvariantCulture)
-            : 0;
     }
 
     [Fact]
@@ -235,4 +229,9 @@ public sealed class MetricsTests
         verifier.Verify(batch, 1, 2, verdicts[..2]);
         Assert.Equal(new[] { true, false, true }, verdicts.ToArray());
     }
+
+    // The value of one Prometheus series in a scrape, 0 when it is not listed.
+    private static long Count(string text, string series) => text.Split('\n').FirstOrDefault(l => l.StartsWith(series + " ", StringComparison.Ordinal)) is { } line
+        ? long.Parse(line[(series.Length + 1)..], System.Globalization.CultureInfo.InvariantCulture)
+        : 0;
 }

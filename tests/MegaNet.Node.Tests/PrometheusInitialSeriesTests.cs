@@ -27,7 +27,7 @@ public sealed class PrometheusInitialSeriesTests
             Assert.Contains($"\nmeganet_admission_rejected_total{{reason=\"{reason}\"}} 0\n", text, StringComparison.Ordinal);
         }
 
-        foreach (string reason in new[] { "node", "per_address", "per_site", "reserve", "silent" })
+        foreach (string reason in MegaNetMetrics.ConnectionRefusalReasons)
         {
             Assert.Contains($"\nmeganet_connections_refused_total{{reason=\"{reason}\"}} 0\n", text, StringComparison.Ordinal);
         }

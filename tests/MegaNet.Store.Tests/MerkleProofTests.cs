@@ -268,6 +268,22 @@ public sealed class MerkleProofTests(ITestOutputHelper output)
         output.WriteLine($"{perLeaf} B allocated per append");
         Assert.True(perLeaf < 100, $"{perLeaf} B allocated per append");
     }
+
+    // A log of 3,000 random leaf hashes (seeded) whose lower levels a checkpoint to directory's leaves.bin released.
+    private static (MerkleLog Log, byte[] LeafHashes) ReleasedLog(string directory, int seed)
+    {
+        var log = new MerkleLog(directory);
+        byte[] leafHashes = new byte[3000 * MerkleTree.HashSize];
+        new Random(seed).NextBytes(leafHashes);
+        for (int i = 0; i < 3000; i++)
+        {
+            log.AppendLeafHash(leafHashes.AsSpan(i * MerkleTree.HashSize, MerkleTree.HashSize));
+        }
+
+        Checkpointed(log, directory, leafHashes, 0, 3000);
+        return (log, leafHashes);
+    }
+
     /// <summary>Saves leaves <paramref name="from"/> to <paramref name="to"/> to leaves.bin as a checkpoint does, then lets
     /// the log release their lower levels.</summary>
     private static void Checkpointed(MerkleLog log, string directory, byte[] leafHashes, long from, long to)
@@ -421,15 +437,7 @@ public sealed class MerkleProofTests(ITestOutputHelper output)
         string directory = StoreTestKit.NewDirectory();
         try
         {
-            var log = new MerkleLog(directory);
-            byte[] leafHashes = new byte[3000 * MerkleTree.HashSize];
-            new Random(3).NextBytes(leafHashes);
-            for (int i = 0; i < 3000; i++)
-            {
-                log.AppendLeafHash(leafHashes.AsSpan(i * MerkleTree.HashSize, MerkleTree.HashSize));
-            }
-
-            Checkpointed(log, directory, leafHashes, 0, 3000);
+            (MerkleLog log, byte[] leafHashes) = ReleasedLog(directory, seed: 3);
             string path = Checkpoint.LeavesPath(directory);
             byte[] intact = File.ReadAllBytes(path);
             Assert.True(MerkleTree.VerifyInclusion(leafHashes.AsSpan(5 * MerkleTree.HashSize, MerkleTree.HashSize), 5, 3000, log.InclusionProof(5, 3000), log.Root(3000)));
@@ -469,15 +477,7 @@ public sealed class MerkleProofTests(ITestOutputHelper output)
         string directory = StoreTestKit.NewDirectory();
         try
         {
-            var log = new MerkleLog(directory);
-            byte[] leafHashes = new byte[3000 * MerkleTree.HashSize];
-            new Random(4).NextBytes(leafHashes);
-            for (int i = 0; i < 3000; i++)
-            {
-                log.AppendLeafHash(leafHashes.AsSpan(i * MerkleTree.HashSize, MerkleTree.HashSize));
-            }
-
-            Checkpointed(log, directory, leafHashes, 0, 3000);
+            (MerkleLog log, byte[] leafHashes) = ReleasedLog(directory, seed: 4);
             string path = Checkpoint.LeavesPath(directory);
             int failures = 1;
             // What File.OpenHandle throws when the process is out of descriptors.

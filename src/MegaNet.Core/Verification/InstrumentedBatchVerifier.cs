@@ -32,9 +32,6 @@ public sealed class InstrumentedBatchVerifier : IBatchVerifier
         _ownsInner = ownsInner;
     }
 
-    /// <summary>The <c>purpose</c> tag of this wrapper's measurements; null for none.</summary>
-    public string? Purpose => _purpose;
-
     /// <summary>A wrapper over the same verifier that tags its measurements <paramref name="purpose"/>: for another use
     /// of a shared backend, counted apart. Disposing it leaves the verifier alone (this wrapper's owner disposes it).</summary>
     public InstrumentedBatchVerifier ForPurpose(string purpose)
@@ -62,14 +59,26 @@ public sealed class InstrumentedBatchVerifier : IBatchVerifier
         // The inner verifier validated the arguments, so verdicts[..count] exists here.
         int valid = verdicts[..count].Count(true);
         // Read per batch: a router's name changes to its CPU backend's once its GPU faulted.
-        var backendTag = new KeyValuePair<string, object?>("backend", _inner.Name);
-        if (_purpose is null)
+        var tags = new TagList { { "backend", _inner.Name } };
+        if (_purpose is not null)
         {
-            Record(ms, count, valid, backendTag);
+            tags.Add("purpose", _purpose);
         }
-        else
+
+        MegaNetMetrics.BatchDuration.Record(ms, tags);
+        MegaNetMetrics.BatchSize.Record(count, tags);
+        if (valid > 0)
         {
-            Record(ms, count, valid, backendTag, new KeyValuePair<string, object?>("purpose", _purpose));
+            TagList validTags = tags;
+            validTags.Add(ValidTag);
+            MegaNetMetrics.Verifications.Add(valid, validTags);
+        }
+
+        if (count - valid > 0)
+        {
+            TagList invalidTags = tags;
+            invalidTags.Add(InvalidTag);
+            MegaNetMetrics.Verifications.Add(count - valid, invalidTags);
         }
     }
 
@@ -79,36 +88,6 @@ public sealed class InstrumentedBatchVerifier : IBatchVerifier
         if (_ownsInner)
         {
             _inner.Dispose();
-        }
-    }
-
-    private static void Record(double ms, int count, int valid, KeyValuePair<string, object?> backendTag)
-    {
-        MegaNetMetrics.BatchDuration.Record(ms, backendTag);
-        MegaNetMetrics.BatchSize.Record(count, backendTag);
-        if (valid > 0)
-        {
-            MegaNetMetrics.Verifications.Add(valid, backendTag, ValidTag);
-        }
-
-        if (count - valid > 0)
-        {
-            MegaNetMetrics.Verifications.Add(count - valid, backendTag, InvalidTag);
-        }
-    }
-
-    private static void Record(double ms, int count, int valid, KeyValuePair<string, object?> backendTag, KeyValuePair<string, object?> purposeTag)
-    {
-        MegaNetMetrics.BatchDuration.Record(ms, backendTag, purposeTag);
-        MegaNetMetrics.BatchSize.Record(count, backendTag, purposeTag);
-        if (valid > 0)
-        {
-            MegaNetMetrics.Verifications.Add(valid, backendTag, purposeTag, ValidTag);
-        }
-
-        if (count - valid > 0)
-        {
-            MegaNetMetrics.Verifications.Add(count - valid, backendTag, purposeTag, InvalidTag);
         }
     }
 }

@@ -835,7 +835,8 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
         Signature = ByteString.CopyFrom(head.Signature),
     };
 
-    private static RpcException Reject(string reason, StatusCode code, string message, int retryAfterMs = 0, int powBits = 0)
+    /// <summary>A refusal of an envelope, counted in <c>meganet.admission.rejected</c> under <paramref name="reason"/>.</summary>
+    internal static RpcException Reject(string reason, StatusCode code, string message, int retryAfterMs = 0, int powBits = 0)
     {
         MegaNetMetrics.EnvelopesRejected.Add(1, new KeyValuePair<string, object?>("reason", reason));
         return retryAfterMs <= 0 && powBits <= 0

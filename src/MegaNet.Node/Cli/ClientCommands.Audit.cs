@@ -399,7 +399,7 @@ internal static partial class ClientCommands
         {
             return HeadFromJson(node ?? throw new CliException($"{where} is empty."));
         }
-        catch (Exception e) when (e is FormatException or InvalidOperationException or NullReferenceException)
+        catch (FormatException e)
         {
             throw new CliException($"{where} is not a signed tree head as 'send --json' or 'audit --json' print them ({e.Message}).");
         }

@@ -1021,15 +1021,35 @@ internal static partial class ClientCommands
         ["signature"] = Hex(head.Signature),
     };
 
-    /// <summary>The head <see cref="HeadJson"/> wrote (throws on a missing or malformed field).</summary>
-    private static MegaNet.Api.V1.SignedTreeHead HeadFromJson(JsonNode head) => new()
+    /// <summary>The head <see cref="HeadJson"/> wrote.</summary>
+    /// <exception cref="FormatException">A field is missing or malformed; the message names it.</exception>
+    private static MegaNet.Api.V1.SignedTreeHead HeadFromJson(JsonNode head)
     {
-        TreeSize = head["tree_size"]!.GetValue<long>(),
-        RootHash = FromHex(head["root_hash"]),
-        TimestampUnixMs = head["timestamp_unix_ms"]!.GetValue<long>(),
-        NodeKey = FromHex(head["node_key"]),
-        Signature = FromHex(head["signature"]),
-    };
+        JsonObject o = head as JsonObject ?? throw new FormatException("it is not a JSON object");
+        return new()
+        {
+            TreeSize = WholeNumber(o, "tree_size"),
+            RootHash = HexField(o, "root_hash"),
+            TimestampUnixMs = WholeNumber(o, "timestamp_unix_ms"),
+            NodeKey = HexField(o, "node_key"),
+            Signature = HexField(o, "signature"),
+        };
+    }
+
+    private static long WholeNumber(JsonObject o, string name) =>
+        o[name] is JsonValue v && v.TryGetValue(out long n) ? n : throw Missing(name, "a whole number");
+
+    private static ByteString HexField(JsonObject o, string name)
+    {
+        if (o[name] is not JsonValue v || !v.TryGetValue(out string? hex) || hex.Length % 2 != 0 || !hex.All(char.IsAsciiHexDigit))
+        {
+            throw Missing(name, "hex digits");
+        }
+
+        return ByteString.CopyFrom(Convert.FromHexString(hex));
+    }
+
+    private static FormatException Missing(string name, string what) => new($"its {name} is missing or not {what}");
 
     /// <summary>The receipts of <paramref name="text"/>: one JSON object (on one line or several), or one a line, as
     /// <c>send --json</c> prints for a file sent in parts. <paramref name="source"/> names where the text came from
@@ -1106,35 +1126,13 @@ internal static partial class ClientCommands
                     JsonValue v when v.TryGetValue(out bool duplicate) => duplicate,
                     _ => throw Missing("duplicate", "true or false"),
                 },
-                TreeHead = new MegaNet.Api.V1.SignedTreeHead
-                {
-                    TreeSize = WholeNumber(head, "tree_size"),
-                    RootHash = HexField(head, "root_hash"),
-                    TimestampUnixMs = WholeNumber(head, "timestamp_unix_ms"),
-                    NodeKey = HexField(head, "node_key"),
-                    Signature = HexField(head, "signature"),
-                },
+                TreeHead = HeadFromJson(head),
             };
         }
         catch (FormatException e)
         {
             throw new CliException($"{where} is not a receipt: {e.Message}; {GiveReceipt}.");
         }
-
-        static long WholeNumber(JsonObject o, string name) =>
-            o[name] is JsonValue v && v.TryGetValue(out long n) ? n : throw Missing(name, "a whole number");
-
-        static ByteString HexField(JsonObject o, string name)
-        {
-            if (o[name] is not JsonValue v || !v.TryGetValue(out string? hex) || hex.Length % 2 != 0 || !hex.All(char.IsAsciiHexDigit))
-            {
-                throw Missing(name, "hex digits");
-            }
-
-            return ByteString.CopyFrom(Convert.FromHexString(hex));
-        }
-
-        static FormatException Missing(string name, string what) => new($"its {name} is missing or not {what}");
 
         static string Kind(JsonNode? node) => node?.GetValueKind() switch
         {
@@ -1575,7 +1573,6 @@ internal static partial class ClientCommands
 
     private static string Hex(ByteString b) => Convert.ToHexString(b.Span).ToLowerInvariant();
 
-    private static ByteString FromHex(JsonNode? n) => ByteString.CopyFrom(Convert.FromHexString(n!.GetValue<string>()));
 
     private static async Task<int> Run(Func<Task<int>> body)
     {

@@ -100,26 +100,20 @@ public sealed class PrometheusExporter : IDisposable
     {
         foreach (KeyValuePair<string, object?>[] tags in MegaNetMetrics.InitialSeries(instrument))
         {
-            Series series = _series.GetOrAdd((instrument.Name, Labels(tags)), static (_, s) => new Series(s), state);
-            if (tags.Length == 0)
-            {
-                state.Untagged = series;
-            }
-            else
-            {
-                state.Remember(tags, series);
-            }
+            _ = SeriesFor(instrument, tags, state);
         }
     }
 
+    // Untagged measurements (most of them, several per envelope) reach their series without building a key; tagged ones
+    // (a rejected envelope's reason, a batch's backend and verdict) through the instrument's cache of the tag values
+    // seen, so the label string is built once per combination, not once per measurement.
+    private Series SeriesFor(Instrument instrument, ReadOnlySpan<KeyValuePair<string, object?>> tags, InstrumentState state) => tags.IsEmpty
+        ? state.Untagged ??= _series.GetOrAdd((instrument.Name, string.Empty), static (_, s) => new Series(s), state)
+        : state.Find(tags) ?? state.Remember(tags, _series.GetOrAdd((instrument.Name, Labels(tags)), static (_, s) => new Series(s), state));
+
     private void Record(Instrument instrument, double value, ReadOnlySpan<KeyValuePair<string, object?>> tags, InstrumentState state)
     {
-        // Untagged measurements (most of them, several per envelope) reach their series without building a key; tagged
-        // ones (a rejected envelope's reason, a batch's backend and verdict) through the instrument's cache of the tag
-        // values seen, so the label string is built once per combination, not once per measurement.
-        Series series = tags.IsEmpty
-            ? state.Untagged ??= _series.GetOrAdd((instrument.Name, string.Empty), static (_, s) => new Series(s), state)
-            : state.Find(tags) ?? state.Remember(tags, _series.GetOrAdd((instrument.Name, Labels(tags)), static (_, s) => new Series(s), state));
+        Series series = SeriesFor(instrument, tags, state);
         value /= state.Divisor;
         lock (series)
         {

@@ -3,7 +3,7 @@ using System.Reflection;
 using Google.Protobuf;
 using Grpc.AspNetCore.Server.Model;
 using Grpc.Core;
-using MegaNet.Core.Diagnostics;
+using MegaNet.Node.Admission;
 using Microsoft.AspNetCore.Routing;
 using Microsoft.Extensions.DependencyInjection;
 
@@ -125,8 +125,7 @@ internal sealed class MalformedRequestMethodProvider<[DynamicallyAccessedMembers
             UndefinedFields? undefined = undefinedFields?.Find(context.PayloadAsReadOnlySequence(), methodName);
             if (undefined is { InRequest: not null } && undefinedFields!.RefusesWholeRequest)
             {
-                MegaNetMetrics.EnvelopesRejected.Add(1, new KeyValuePair<string, object?>("reason", "malformed"));
-                throw new RpcException(new Status(StatusCode.InvalidArgument, undefined.RequestRefusal));
+                throw AdmissionPipeline.Reject("malformed", StatusCode.InvalidArgument, undefined.RequestRefusal);
             }
 
             try

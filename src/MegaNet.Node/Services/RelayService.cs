@@ -499,79 +499,73 @@ public sealed class RelayService(
         // write the client went away from throws InvalidOperationException; ClientGoneInterceptor makes it CANCELLED.
         // Counted before that keepalive is written, so a client that has it is counted already.
         MegaNetMetrics.SubscriptionStarted();
+        ulong sent = request.AfterSeq; // the last sequence number written to the client
         try
         {
             await responseStream.WriteAsync(new MailEvent { KeepaliveUnixMs = clock.GetUtcNow().ToUnixTimeMilliseconds() }, writes.Token).ConfigureAwait(false);
-        }
-        catch
-        {
-            MegaNetMetrics.SubscriptionEnded();
-            throw;
-        }
-
-        ulong sent = request.AfterSeq; // the last sequence number written to the client
-        long lastWrite = Stopwatch.GetTimestamp();
-        try
-        {
-            var keepalive = TimeSpan.FromSeconds(options.KeepaliveSeconds);
-            while (true)
+            long lastWrite = Stopwatch.GetTimestamp();
+            try
             {
-                // A stop that began before this call got here ends it the same way as one that comes later.
-                ct.ThrowIfCancellationRequested();
-
-                // Drain everything after the cursor, then wait for a signal or the keepalive.
-                ulong from = sent;
+                var keepalive = TimeSpan.FromSeconds(options.KeepaliveSeconds);
                 while (true)
                 {
-                    // Small pages: what a subscriber that stops reading holds the node to is one page and one write.
-                    MailboxPage page = await store.ListAsync(address, from, 64, SubscribePageBytes, ct).ConfigureAwait(false);
-                    foreach (MailboxEntry entry in page.Entries)
+                    // A stop that began before this call got here ends it the same way as one that comes later.
+                    ct.ThrowIfCancellationRequested();
+
+                    // Drain everything after the cursor, then wait for a signal or the keepalive.
+                    ulong from = sent;
+                    while (true)
                     {
-                        // Writes end with the client, or when a stop has waited WriteDeadline.StopGrace for them:
-                        // cancelling one midway makes the server reset the stream, and the client sees CANCELLED
-                        // instead of the status below, so a stop does not cancel them at once.
-                        await responseStream.WriteAsync(new MailEvent { Item = ToItem(entry) }, writes.Token).ConfigureAwait(false);
-                        sent = entry.Seq;
+                        // Small pages: what a subscriber that stops reading holds the node to is one page and one write.
+                        MailboxPage page = await store.ListAsync(address, from, 64, SubscribePageBytes, ct).ConfigureAwait(false);
+                        foreach (MailboxEntry entry in page.Entries)
+                        {
+                            // Writes end with the client, or when a stop has waited WriteDeadline.StopGrace for them:
+                            // cancelling one midway makes the server reset the stream, and the client sees CANCELLED
+                            // instead of the status below, so a stop does not cancel them at once.
+                            await responseStream.WriteAsync(new MailEvent { Item = ToItem(entry) }, writes.Token).ConfigureAwait(false);
+                            sent = entry.Seq;
+                            lastWrite = Stopwatch.GetTimestamp();
+                        }
+
+                        // Until a page moves the cursor no further. A short page does not mean the end: entries acked or
+                        // expired after the index was read are left out of it.
+                        if (page.NextCursor <= from)
+                        {
+                            break;
+                        }
+
+                        from = page.NextCursor;
+                    }
+
+                    // The keepalive is due a period after the last write, whatever woke the stream meanwhile: a signal whose
+                    // mail was gone by the time it was listed (acknowledged by another device, or expired) wrote nothing,
+                    // and waiting the whole period again after each left the client without a word until it gave the node
+                    // up as silent.
+                    TimeSpan left = keepalive - Stopwatch.GetElapsedTime(lastWrite);
+                    if (left <= TimeSpan.Zero || !await subscription.WaitAsync(left, ct).ConfigureAwait(false))
+                    {
+                        await responseStream.WriteAsync(new MailEvent { KeepaliveUnixMs = clock.GetUtcNow().ToUnixTimeMilliseconds() }, writes.Token).ConfigureAwait(false);
                         lastWrite = Stopwatch.GetTimestamp();
                     }
-
-                    // Until a page moves the cursor no further. A short page does not mean the end: entries acked or
-                    // expired after the index was read are left out of it.
-                    if (page.NextCursor <= from)
+                }
+            }
+            catch (OperationCanceledException) when (ct.IsCancellationRequested)
+            {
+                if (!context.CancellationToken.IsCancellationRequested)
+                {
+                    if (lifetime.ApplicationStopping.IsCancellationRequested)
                     {
-                        break;
+                        throw new RpcException(new Status(StatusCode.Unavailable, $"The node is shutting down; subscribe again with after_seq {sent} to resume."));
                     }
 
-                    from = page.NextCursor;
+                    // UNAVAILABLE, retryable for any gRPC client; the trailer tells the shipped clients that this is the
+                    // expected end, to be renewed at once and without a word, not an outage.
+                    throw new RpcException(new Status(StatusCode.Unavailable, SubscriptionEndedText(options.SubscriptionLifetimeSeconds, sent)), LifetimeEndedTrailers());
                 }
 
-                // The keepalive is due a period after the last write, whatever woke the stream meanwhile: a signal whose
-                // mail was gone by the time it was listed (acknowledged by another device, or expired) wrote nothing,
-                // and waiting the whole period again after each left the client without a word until it gave the node
-                // up as silent.
-                TimeSpan left = keepalive - Stopwatch.GetElapsedTime(lastWrite);
-                if (left <= TimeSpan.Zero || !await subscription.WaitAsync(left, ct).ConfigureAwait(false))
-                {
-                    await responseStream.WriteAsync(new MailEvent { KeepaliveUnixMs = clock.GetUtcNow().ToUnixTimeMilliseconds() }, writes.Token).ConfigureAwait(false);
-                    lastWrite = Stopwatch.GetTimestamp();
-                }
+                // The client went away.
             }
-        }
-        catch (OperationCanceledException) when (ct.IsCancellationRequested)
-        {
-            if (!context.CancellationToken.IsCancellationRequested)
-            {
-                if (lifetime.ApplicationStopping.IsCancellationRequested)
-                {
-                    throw new RpcException(new Status(StatusCode.Unavailable, $"The node is shutting down; subscribe again with after_seq {sent} to resume."));
-                }
-
-                // UNAVAILABLE, retryable for any gRPC client; the trailer tells the shipped clients that this is the
-                // expected end, to be renewed at once and without a word, not an outage.
-                throw new RpcException(new Status(StatusCode.Unavailable, SubscriptionEndedText(options.SubscriptionLifetimeSeconds, sent)), LifetimeEndedTrailers());
-            }
-
-            // The client went away.
         }
         finally
         {
