@@ -249,6 +249,21 @@ public sealed class CliErrorTests : IDisposable
         Result dataFile = await Meganet("node", "--data", file);
         AssertClearError(dataFile, $"meganet node: --data '{file}' is a file, not a directory");
         Assert.EndsWith("Run 'meganet node --help' for usage.", dataFile.Stderr.TrimEnd(), StringComparison.Ordinal);
+
+        // Under a file: refused at validation, before the verifier starts ("The file '…' already exists." after it).
+        string under = Path.Combine(file, "sub", "data");
+        Result underFile = await Meganet("node", "--data", under);
+        AssertClearError(underFile, $"meganet node: --data '{under}' cannot be created: '{file}' is a file, not a directory");
+        Assert.DoesNotContain("verifier", underFile.Stdout, StringComparison.OrdinalIgnoreCase);
+        Assert.EndsWith("Run 'meganet node --help' for usage.", underFile.Stderr.TrimEnd(), StringComparison.Ordinal);
+        if (OperatingSystem.IsLinux())
+        {
+            // A directory the OS will not make: its words ("Could not find file '/proc/…'") and the setting to change.
+            Result proc = await Meganet("node", "--data", "/proc/meganet-data");
+            AssertClearError(proc, "meganet node: The data directory /proc/meganet-data could not be created (");
+            Assert.EndsWith("Choose another with --data (or DataDirectory in meganet.json).", proc.Stderr.TrimEnd(), StringComparison.Ordinal);
+        }
+
         AssertClearError(await Meganet("node", "--threads", "abc"), "'abc' is not a whole number");
     }
 

@@ -68,6 +68,9 @@ public sealed class NodeOptionsTests
         // The gRPC address again: Kestrel called that "address already in use", as if another program held it.
         { "MetricsListen 127.0.0.1:7700 is the gRPC address", o => o.MetricsListen = "127.0.0.1:7700" },
         { "MetricsListen 0.0.0.0:7700 is the gRPC address", o => o.MetricsListen = "0.0.0.0:7700" },
+        // [::] is bound dual-stack: it holds the IPv4 port too.
+        { "MetricsListen [::]:7700 is the gRPC address", o => o.MetricsListen = "[::]:7700" },
+        { "MetricsListen [::1]:7701 is the gRPC address", o => (o.Listen, o.TlsCertificate, o.MetricsListen) = ("[::]:7701", "/nonexistent/cert.pem", "[::1]:7701") },
         { "MailboxMaxCount must be at least 1", o => o.MailboxMaxCount = 0 },
         // Below the smallest envelope every submission would be refused as oversize.
         { "MaxEnvelopeBytes must be between 2048", o => o.MaxEnvelopeBytes = 1_500 },
@@ -96,6 +99,27 @@ public sealed class NodeOptionsTests
         var options = new NodeOptions { Listen = listen, MetricsListen = "127.0.0.1:0" };
         options.Validate();
         Assert.Equal(listen, options.ListenEndPoint.ToString());
+    }
+
+    [Theory]
+    [InlineData("0.0.0.0:7799", "[::1]:7799")]
+    [InlineData("127.0.0.1:7799", "[::1]:7799")]
+    [InlineData("127.0.0.1:7799", "127.0.0.2:7799")]
+    public void Metrics_on_the_same_port_of_another_address_validates(string listen, string metrics)
+    {
+        // An IPv4 wildcard holds no IPv6 address: Kestrel binds both ("is the gRPC address" was refused before).
+        string dir = Directory.CreateTempSubdirectory("meganet-options-").FullName;
+        try
+        {
+            (string certificate, string key) = TlsNodeTests.SelfSigned(dir, "node");
+            var options = new NodeOptions { Listen = listen, MetricsListen = metrics, TlsCertificate = certificate, TlsKey = key, DataDirectory = Path.Combine(dir, "data") };
+            options.Validate();
+            Assert.Equal(metrics, options.MetricsEndPoint!.ToString());
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
     }
 
     [Fact]

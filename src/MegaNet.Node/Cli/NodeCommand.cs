@@ -369,6 +369,11 @@ internal static partial class NodeCommand
             return $" The data directory {Path.GetFullPath(options.DataDirectory)} is on a read-only file system: mount it read-write, or choose another with --data.";
         }
 
+        if (e is DataDirectoryException)
+        {
+            return " Choose another with --data (or DataDirectory in meganet.json).";
+        }
+
         // PrivateFile (the node key) wraps a refused write in an IOException that names the file, not the temporary copy.
         if (e is UnauthorizedAccessException || e.InnerException is UnauthorizedAccessException)
         {

@@ -71,7 +71,16 @@ public sealed class NodeKey
         ArgumentNullException.ThrowIfNull(dataDirectory);
         // Owner-only from the start: the store's files hold every envelope, recipient address and sending key, which
         // other users of the machine have no business reading. (An existing directory keeps its mode.)
-        PrivateFile.CreateDirectory(dataDirectory);
+        try
+        {
+            PrivateFile.CreateDirectory(dataDirectory);
+        }
+        catch (IOException e)
+        {
+            // The OS's words name a path, not the setting that chose it ("Could not find file '/proc/x'").
+            throw new DataDirectoryException($"The data directory {Path.GetFullPath(dataDirectory)} could not be created ({e.Message}).", e);
+        }
+
         string path = Path.Combine(dataDirectory, FileName);
         if (Directory.Exists(path))
         {
@@ -149,3 +158,6 @@ public sealed class NodeKey
         }
     }
 }
+
+/// <summary>The data directory could not be created; <see cref="Cli.NodeCommand"/> adds which setting to change.</summary>
+internal sealed class DataDirectoryException(string message, Exception inner) : IOException(message, inner);

@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Net;
+using System.Net.Sockets;
 using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
 
@@ -290,7 +291,7 @@ public sealed class NodeOptions
         }
 
         if (MetricsEndPoint is { } metrics && metrics.Port == ep.Port && ep.Port != 0
-            && (metrics.Address.Equals(ep.Address) || IsWildcard(metrics.Address) || IsWildcard(ep.Address)))
+            && Overlap(metrics.Address, ep.Address))
         {
             // Kestrel would report the second bind as "address already in use", as if another program held it.
             throw Refusal($"{metricsFlag ?? nameof(MetricsListen)} {MetricsListen} is the gRPC address ({listenFlag ?? nameof(Listen)} {Listen}); give --metrics-listen a port of its own.", metricsFlag ?? listenFlag);
@@ -304,6 +305,16 @@ public sealed class NodeOptions
         if (File.Exists(DataDirectory))
         {
             throw Refusal($"{dataFlag ?? nameof(DataDirectory)} '{DataDirectory}' is a file, not a directory; give --data a directory (it is created if missing).", dataFlag);
+        }
+
+        // A directory under a file cannot be made: refused here, not by the OS's words about the file once the
+        // verifier (a GPU kernel compile, up to about 40 s) has started.
+        for (string? d = Path.GetDirectoryName(Path.GetFullPath(DataDirectory)); d is not null && !Directory.Exists(d); d = Path.GetDirectoryName(d))
+        {
+            if (File.Exists(d))
+            {
+                throw Refusal($"{dataFlag ?? nameof(DataDirectory)} '{DataDirectory}' cannot be created: '{d}' is a file, not a directory; give --data a directory (it is created if missing).", dataFlag);
+            }
         }
 
         string store = Path.Combine(DataDirectory, "store");
@@ -508,7 +519,13 @@ public sealed class NodeOptions
     private static bool IsPkcs12(string path) =>
         path.EndsWith(".pfx", StringComparison.OrdinalIgnoreCase) || path.EndsWith(".p12", StringComparison.OrdinalIgnoreCase);
 
-    private static bool IsWildcard(IPAddress address) => address.Equals(IPAddress.Any) || address.Equals(IPAddress.IPv6Any);
+    /// <summary>Whether Kestrel binding both addresses on one port would collide: the same address, [::] (which
+    /// Kestrel binds dual-stack, taking IPv4 too) beside any, or 0.0.0.0 beside an IPv4 address. 0.0.0.0 and an
+    /// IPv6 address do not collide: an IPv4 wildcard holds no IPv6 address.</summary>
+    private static bool Overlap(IPAddress a, IPAddress b) =>
+        a.Equals(b) || a.Equals(IPAddress.IPv6Any) || b.Equals(IPAddress.IPv6Any)
+        || (a.Equals(IPAddress.Any) && b.AddressFamily == AddressFamily.InterNetwork)
+        || (b.Equals(IPAddress.Any) && a.AddressFamily == AddressFamily.InterNetwork);
 
     /// <summary>The backends a node can run: MegaNet's rule (docs/verification.md) on each.</summary>
     internal static readonly string[] NodeBackends =
