@@ -77,62 +77,22 @@ internal sealed class UndefinedFieldCheck
     public UndefinedFields? Find(ReadOnlySequence<byte> payload, string methodName)
     {
         var reader = new SequenceReader<byte>(payload);
-        long end = payload.Length;
         UndefinedFields? found = null;
-        int occurrence = 0; // of the request's repeated envelope field, for the index (only SubmitBatchRequest has one)
-        while (reader.Consumed < end)
+        if (Scan(ref reader, payload.Length, _root, methodName, ref found) is { } inRequest)
         {
-            if (!TryReadTag(ref reader, end, out uint tag))
-            {
-                return found;
-            }
-
-            if (!_root.Tags.TryGetValue(tag, out Field? field))
-            {
-                _root.Numbers.TryGetValue((int)(tag >> 3), out Field? named);
-                (found ??= new UndefinedFields(methodName, _root.Name)).InRequest = new Undefined(_root, tag, named).Describe(_root.Name);
-                return found;
-            }
-
-            if (field.Message is null)
-            {
-                if (!Skip(ref reader, end, tag))
-                {
-                    return found;
-                }
-
-                continue;
-            }
-
-            // An envelope: its first undefined field marks it, and the rest of it is passed over.
-            if (!RequestItemLimit.TryReadVarint32(ref reader, out uint length) || (int)length < 0 || length > end - reader.Consumed)
-            {
-                return found;
-            }
-
-            long envelopeEnd = reader.Consumed + length;
-            int index = field.Repeated ? occurrence++ : 0;
-            if (Scan(ref reader, envelopeEnd, field.Message) is { } inner)
-            {
-                inner.Path.Add(field.Repeated ? $".{field.Name}[{index}]" : $".{field.Name}");
-                (found ??= new UndefinedFields(methodName, _root.Name)).AddEnvelope(index, inner.Describe(_root.Name));
-            }
-
-            if (reader.Consumed > envelopeEnd)
-            {
-                return found;
-            }
-
-            reader.Advance(envelopeEnd - reader.Consumed);
+            (found ??= new UndefinedFields(methodName, _root.Name)).InRequest = inRequest.Describe(_root.Name);
         }
 
         return found;
     }
 
     /// <summary>Reads the fields of one message up to <paramref name="end"/>; the first undefined one, or null (all
-    /// defined, or bytes the parser refuses).</summary>
-    private static Undefined? Scan(ref SequenceReader<byte> reader, long end, Schema schema)
+    /// defined, or bytes the parser refuses). Given <paramref name="methodName"/>, the message is the request, whose
+    /// message fields are envelopes: the first undefined field of each goes into <paramref name="found"/> and the scan
+    /// reads on past it, so that one envelope refuses only itself.</summary>
+    private static Undefined? Scan(ref SequenceReader<byte> reader, long end, Schema schema, string? methodName, ref UndefinedFields? found)
     {
+        int occurrence = 0; // of a repeated message field, for the index (only SubmitBatchRequest has one)
         while (reader.Consumed < end)
         {
             if (!TryReadTag(ref reader, end, out uint tag))
@@ -161,16 +121,27 @@ internal sealed class UndefinedFieldCheck
                 return null;
             }
 
-            if (Scan(ref reader, reader.Consumed + length, field.Message) is { } inner)
+            long messageEnd = reader.Consumed + length;
+            int index = field.Repeated ? occurrence++ : 0;
+            if (Scan(ref reader, messageEnd, field.Message, null, ref found) is { } inner)
             {
-                inner.Path.Add($".{field.Name}");
-                return inner;
+                inner.Path.Add(field.Repeated ? $".{field.Name}[{index}]" : $".{field.Name}");
+                if (methodName is null)
+                {
+                    return inner;
+                }
+
+                (found ??= new UndefinedFields(methodName, schema.Name)).AddEnvelope(index, inner.Describe(schema.Name));
             }
 
-            if (reader.Consumed > end)
+            // An envelope's rest, past its first undefined field, is passed over; a message read past its length is
+            // one the parser refuses.
+            if (reader.Consumed > messageEnd)
             {
                 return null;
             }
+
+            reader.Advance(messageEnd - reader.Consumed);
         }
 
         return null;
