@@ -49,6 +49,7 @@ internal sealed class RequestItemLimit
     public string? Refusal(ReadOnlySequence<byte> payload)
     {
         var reader = new SequenceReader<byte>(payload);
+        long end = payload.Length;
         long items = 0;
         int depth = 0; // inside groups (unknown fields the parser skips or keeps whole)
         while (!reader.End)
@@ -61,13 +62,10 @@ internal sealed class RequestItemLimit
             uint wireType = tag & 7;
             bool read = wireType switch
             {
-                0 => TryReadVarint32(ref reader, out _),
-                1 => TrySkip(ref reader, 8),
-                2 => TryReadVarint32(ref reader, out uint length) && (int)length >= 0 && TrySkip(ref reader, length),
                 3 => ++depth > 0,
                 4 => depth-- > 0,
-                5 => TrySkip(ref reader, 4),
-                _ => true, // 6 and 7: no payload; a parser that drops unknown fields passes over them and reads on
+                6 or 7 => true, // no payload; a parser that drops unknown fields passes over them and reads on
+                _ => TrySkipValue(ref reader, wireType, end),
             };
             if (!read)
             {
@@ -85,6 +83,17 @@ internal sealed class RequestItemLimit
 
         return items > _max ? _refusal(items) : null;
     }
+
+    /// <summary>Passes over a value of wire type 0, 1, 2 or 5, which must end by <paramref name="end"/>; false where it
+    /// is cut short or its length is one the parser refuses.</summary>
+    internal static bool TrySkipValue(ref SequenceReader<byte> reader, uint wireType, long end) =>
+        wireType switch
+        {
+            0 => TryReadVarint32(ref reader, out _),
+            1 => TrySkip(ref reader, 8),
+            2 => TryReadVarint32(ref reader, out uint length) && (int)length >= 0 && TrySkip(ref reader, length),
+            _ => TrySkip(ref reader, 4),
+        } && reader.Consumed <= end;
 
     private static bool TrySkip(ref SequenceReader<byte> reader, ulong count)
     {

@@ -108,7 +108,8 @@ internal sealed class UndefinedFieldCheck
 
             if (field.Message is null)
             {
-                if (!Skip(ref reader, end, tag))
+                // A defined field that is no message has wire type 0, 1, 2 or 5.
+                if (!RequestItemLimit.TrySkipValue(ref reader, tag & 7, end))
                 {
                     return null;
                 }
@@ -151,38 +152,6 @@ internal sealed class UndefinedFieldCheck
     /// all three).</summary>
     private static bool TryReadTag(ref SequenceReader<byte> reader, long end, out uint tag) =>
         RequestItemLimit.TryReadVarint32(ref reader, out tag) && reader.Consumed <= end && tag >> 3 != 0 && (tag & 7) != 4;
-
-    /// <summary>Passes over the value of a defined field that is no message; false where the bytes stop being
-    /// protobuf.</summary>
-    private static bool Skip(ref SequenceReader<byte> reader, long end, uint tag)
-    {
-        switch (tag & 7)
-        {
-            case 0:
-                if (!RequestItemLimit.TryReadVarint32(ref reader, out _))
-                {
-                    return false;
-                }
-
-                break;
-            case 1:
-                reader.Advance(Math.Min(8, reader.Remaining));
-                break;
-            case 5:
-                reader.Advance(Math.Min(4, reader.Remaining));
-                break;
-            default: // 2: the only other wire type a defined field has here
-                if (!RequestItemLimit.TryReadVarint32(ref reader, out uint length) || (int)length < 0 || length > end - reader.Consumed)
-                {
-                    return false;
-                }
-
-                reader.Advance(length);
-                break;
-        }
-
-        return reader.Consumed <= end;
-    }
 
     /// <summary>A message type as the generated parser reads it: the tags it takes as fields (anything else it keeps
     /// as unknown, or refuses), and its fields by number.</summary>
