@@ -123,9 +123,9 @@ internal sealed class MalformedRequestMethodProvider<[DynamicallyAccessedMembers
             // itself is no envelope's and refuses the request, counted among the malformed envelopes as admission
             // counts its refusals.
             UndefinedFields? undefined = undefinedFields?.Find(context.PayloadAsReadOnlySequence(), methodName);
-            if (undefined is { InRequest: not null } && undefinedFields!.RefusesWholeRequest)
+            if (undefined?.WholeRequestRefusal is { } refusal)
             {
-                throw AdmissionPipeline.Reject("malformed", StatusCode.InvalidArgument, undefined.RequestRefusal);
+                throw AdmissionPipeline.Reject("malformed", StatusCode.InvalidArgument, refusal);
             }
 
             try

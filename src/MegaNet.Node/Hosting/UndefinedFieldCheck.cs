@@ -24,24 +24,21 @@ internal sealed class UndefinedFieldCheck
     private static readonly ConditionalWeakTable<object, UndefinedFields> Marked = new();
 
     private readonly Schema _root;
+    private readonly bool _batch;
 
-    private UndefinedFieldCheck(MessageDescriptor root, bool refusesWholeRequest)
+    private UndefinedFieldCheck(MessageDescriptor root, bool batch)
     {
         _root = Schema.Of(root, []);
-        RefusesWholeRequest = refusesWholeRequest;
+        _batch = batch;
     }
 
     /// <summary><c>Submit</c> and <c>SubmitStream</c>: the request, its envelope and the envelope's stamp. A field in
     /// the request itself refuses its one submission, as one in the envelope does.</summary>
-    public static UndefinedFieldCheck Submit { get; } = new(SubmitRequest.Descriptor, refusesWholeRequest: false);
+    public static UndefinedFieldCheck Submit { get; } = new(SubmitRequest.Descriptor, batch: false);
 
     /// <summary><c>SubmitBatchStream</c>: the request, each envelope and each stamp. A field in the request itself is
     /// no envelope's, so it refuses the whole request.</summary>
-    public static UndefinedFieldCheck SubmitBatch { get; } = new(SubmitBatchRequest.Descriptor, refusesWholeRequest: true);
-
-    /// <summary>Whether a field found in the request itself (<see cref="UndefinedFields.InRequest"/>) refuses the whole
-    /// request before it is parsed, rather than being left to admission.</summary>
-    public bool RefusesWholeRequest { get; }
+    public static UndefinedFieldCheck SubmitBatch { get; } = new(SubmitBatchRequest.Descriptor, batch: true);
 
     /// <summary>The check for requests of type <typeparamref name="TRequest"/>, or null for a type that carries no
     /// envelope.</summary>
@@ -80,7 +77,7 @@ internal sealed class UndefinedFieldCheck
         UndefinedFields? found = null;
         if (Scan(ref reader, payload.Length, _root, methodName, ref found) is { } inRequest)
         {
-            (found ??= new UndefinedFields(methodName, _root.Name)).InRequest = inRequest.Describe(_root.Name);
+            (found ??= new UndefinedFields(methodName, _batch)).InRequest = inRequest.Describe(_root.Name);
         }
 
         return found;
@@ -90,7 +87,7 @@ internal sealed class UndefinedFieldCheck
     /// defined, or bytes the parser refuses). Given <paramref name="methodName"/>, the message is the request, whose
     /// message fields are envelopes: the first undefined field of each goes into <paramref name="found"/> and the scan
     /// reads on past it, so that one envelope refuses only itself.</summary>
-    private static Undefined? Scan(ref SequenceReader<byte> reader, long end, Schema schema, string? methodName, ref UndefinedFields? found)
+    private Undefined? Scan(ref SequenceReader<byte> reader, long end, Schema schema, string? methodName, ref UndefinedFields? found)
     {
         int occurrence = 0; // of a repeated message field, for the index (only SubmitBatchRequest has one)
         while (reader.Consumed < end)
@@ -132,7 +129,7 @@ internal sealed class UndefinedFieldCheck
                     return inner;
                 }
 
-                (found ??= new UndefinedFields(methodName, schema.Name)).AddEnvelope(index, inner.Describe(schema.Name));
+                (found ??= new UndefinedFields(methodName, _batch)).AddEnvelope(index, inner.Describe(schema.Name));
             }
 
             // An envelope's rest, past its first undefined field, is passed over; a message read past its length is
@@ -227,7 +224,7 @@ internal sealed class UndefinedFieldCheck
 
 /// <summary>What <see cref="UndefinedFieldCheck.Find"/> found in one request: the envelopes that carry fields version 1
 /// does not define, and such a field in the request itself.</summary>
-internal sealed class UndefinedFields(string methodName, string requestName)
+internal sealed class UndefinedFields(string methodName, bool batch)
 {
     // Envelope index to its field's description, in the order found (rising): few, and looked up only in a marked request.
     private readonly List<KeyValuePair<int, string>> _envelopes = [];
@@ -235,11 +232,13 @@ internal sealed class UndefinedFields(string methodName, string requestName)
     /// <summary>A field in the request itself, said for the sender, or null.</summary>
     public string? InRequest { get; set; }
 
-    /// <summary>The first description found, for a whole-request refusal.</summary>
+    /// <summary>The first description found (what <see cref="UndefinedFieldCheck.Refusal"/> says).</summary>
     public string First => _envelopes.Count > 0 ? _envelopes[0].Value : InRequest ?? throw new InvalidOperationException("Nothing was found.");
 
-    /// <summary>The refusal of the request as a whole, for a field in the request itself.</summary>
-    public string RequestRefusal => $"The {methodName} request is refused: {InRequest ?? First}; nothing was done with it.";
+    /// <summary>The refusal of a batch request as a whole, before it is parsed, for a field in the request itself (no
+    /// envelope's); null otherwise. (In a <c>SubmitRequest</c> such a field refuses its one envelope in admission:
+    /// <see cref="EnvelopeRefusal"/>.)</summary>
+    public string? WholeRequestRefusal => batch && InRequest is not null ? RequestRefusal(InRequest) : null;
 
     /// <summary>The refusal of envelope <paramref name="index"/> of the request (0 for a <c>SubmitRequest</c>'s, which a
     /// field in the request itself refuses too), or null if it is to be admitted.</summary>
@@ -250,14 +249,14 @@ internal sealed class UndefinedFields(string methodName, string requestName)
             if (envelope.Key == index)
             {
                 // A batch's other envelopes are admitted on their own: only this one is refused.
-                return requestName == nameof(SubmitBatchRequest)
-                    ? $"This envelope is refused: {envelope.Value}; nothing was done with it."
-                    : $"The {methodName} request is refused: {envelope.Value}; nothing was done with it.";
+                return batch ? $"This envelope is refused: {envelope.Value}; nothing was done with it." : RequestRefusal(envelope.Value);
             }
         }
 
-        return InRequest is null ? null : RequestRefusal;
+        return InRequest is null ? null : RequestRefusal(InRequest);
     }
+
+    private string RequestRefusal(string field) => $"The {methodName} request is refused: {field}; nothing was done with it.";
 
     /// <summary>Records envelope <paramref name="index"/>'s first undefined field (the first one found, where a
     /// <c>SubmitRequest</c> repeats its envelope field and the parser merges them).</summary>
