@@ -24,7 +24,7 @@ public sealed class ConnectionLimitTests
         ConnectionGate gate = node.Services.GetRequiredService<ConnectionGate>();
         using var silent = new System.Net.Sockets.TcpClient();
         await silent.ConnectAsync(node.Address.Host, node.Address.Port);
-        await WaitForAsync(() => gate.Open == 1, () => "the silent connection was not admitted");
+        await Poll.UntilAsync(() => gate.Open == 1, () => "the silent connection was not admitted");
         var clock = System.Diagnostics.Stopwatch.StartNew();
 
         // The node closes it: the read sees the end of the stream.
@@ -32,7 +32,7 @@ public sealed class ConnectionLimitTests
         int n = await silent.GetStream().ReadAsync(new byte[16], read.Token);
         Assert.Equal(0, n);
         Assert.InRange(clock.Elapsed.TotalSeconds, ConnectionGate.FirstBytesTimeout.TotalSeconds - 1, 60);
-        await WaitForAsync(() => gate.Open == 0, () => $"{gate.Open} connections open after the silent one was closed");
+        await Poll.UntilAsync(() => gate.Open == 0, () => $"{gate.Open} connections open after the silent one was closed");
 
         // And the one slot serves a real client again.
         using var client = new MegaNetClient(node.Address);
@@ -66,7 +66,7 @@ public sealed class ConnectionLimitTests
         // The first two still work on their connections.
         await first.Relay.StatusAsync(new StatusRequest());
         first.Dispose();
-        await WaitForAsync(() => gate.Open == 1, () => $"{gate.Open} connections still open after the first client closed its own");
+        await Poll.UntilAsync(() => gate.Open == 1, () => $"{gate.Open} connections still open after the first client closed its own");
         using var fourth = new MegaNetClient(node.Address);
         await fourth.Relay.StatusAsync(new StatusRequest());
         await second.Relay.StatusAsync(new StatusRequest());
@@ -151,7 +151,7 @@ public sealed class ConnectionLimitTests
             }
 
             // Let the node accept (and refuse) them all before anything else happens.
-            await WaitForAsync(() => node.Output.Contains("more refused", StringComparison.Ordinal), () => $"the node never said it refused connections: {node.Output}");
+            await Poll.UntilAsync(() => node.Output.Contains("more refused", StringComparison.Ordinal), () => $"the node never said it refused connections: {node.Output}");
             await Task.Delay(500);
         }
         finally
@@ -194,16 +194,4 @@ public sealed class ConnectionLimitTests
     private static bool IsRefusedConnection(RpcException e) =>
         e.StatusCode == StatusCode.Unavailable
         || (e.StatusCode == StatusCode.Internal && e.Status.Detail.Contains("did not complete the HTTP/2 handshake", StringComparison.Ordinal));
-
-    /// <summary>Polls <paramref name="condition"/> for up to two minutes, failing with <paramref name="state"/>.</summary>
-    private static async Task WaitForAsync(Func<bool> condition, Func<string> state)
-    {
-        var clock = System.Diagnostics.Stopwatch.StartNew();
-        while (!condition() && clock.Elapsed < TimeSpan.FromMinutes(2))
-        {
-            await Task.Delay(100);
-        }
-
-        Assert.True(condition(), $"timed out after {clock.Elapsed.TotalSeconds:0} s: {state()}");
-    }
 }

@@ -50,7 +50,7 @@ public sealed class LiveCountMetricsTests
 
         // A connection that closes after the listener attached: the count falls by one (it read -1 before).
         third.Dispose();
-        await WaitForAsync(() => gate.Open == 2, () => $"{gate.Open} connections open after the third client closed its own");
+        await Poll.UntilAsync(() => gate.Open == 2, () => $"{gate.Open} connections open after the third client closed its own");
         Assert.Equal(connectionsBefore + 2, late.Read(Connections));
         Assert.Equal(subscriptionsBefore + 2, late.Read(Subscriptions));
         await end.CancelAsync();
@@ -63,17 +63,6 @@ public sealed class LiveCountMetricsTests
         Assert.True(await call.ResponseStream.MoveNext(end));
         Assert.Equal(MailEvent.KindOneofCase.KeepaliveUnixMs, call.ResponseStream.Current.KindCase);
         return call;
-    }
-
-    private static async Task WaitForAsync(Func<bool> condition, Func<string> state)
-    {
-        var clock = System.Diagnostics.Stopwatch.StartNew();
-        while (!condition() && clock.Elapsed < TimeSpan.FromMinutes(2))
-        {
-            await Task.Delay(50);
-        }
-
-        Assert.True(condition(), $"timed out after {clock.Elapsed.TotalSeconds:0} s: {state()}");
     }
 
     /// <summary>Reads the MegaNet instruments as the runtime's metrics session does for <c>meganet profile</c> and

@@ -71,7 +71,7 @@ public sealed class RequestMessageGuardTests
         Assert.Contains("A request message of 200,000 bytes began to arrive but was not whole within 10 s plus 1 s per 64 KiB", message, StringComparison.Ordinal);
         // 10 s plus 3 s for its size; never before.
         Assert.True(clock.Elapsed > TimeSpan.FromSeconds(12.9), $"ended after {clock.Elapsed.TotalSeconds:0.0} s");
-        await WaitForAsync(() => guard.Arriving == 0, "the stalled message's budget to be released");
+        await Poll.UntilAsync(() => guard.Arriving == 0, () => "the stalled message's budget to be released");
     }
 
     [Fact]
@@ -85,17 +85,17 @@ public sealed class RequestMessageGuardTests
         const int Declared = 16 << 20, Sent = 12 << 20, Held = 5 + Sent;
 
         StalledCall first = await StalledCall.StartAsync(http, "VerifyBatch", Declared, Sent);
-        await WaitForAsync(() => guard.Arriving == Held, () => $"the first message to be charged {Held:N0} bytes (charged: {guard.Arriving:N0})");
+        await Poll.UntilAsync(() => guard.Arriving == Held, () => $"the first message to be charged {Held:N0} bytes (charged: {guard.Arriving:N0})");
         await using StalledCall second = await StalledCall.StartAsync(http, "VerifyBatch", Declared, Sent);
         try
         {
-            await WaitForAsync(() => guard.Arriving == 2 * Held, () => $"the second message to be charged (charged: {guard.Arriving:N0})");
+            await Poll.UntilAsync(() => guard.Arriving == 2 * Held, () => $"the second message to be charged (charged: {guard.Arriving:N0})");
             await using StalledCall third = await StalledCall.StartAsync(http, "VerifyBatch", Declared, Sent);
             (string status, string message) = await third.StatusAsync();
             Assert.Equal("8", status);
             Assert.Contains("The node is receiving too many large messages at once (ArrivingMessageMiB 128, a quarter of it per network address, three quarters of it for VerifyBatch)", message, StringComparison.Ordinal);
             Assert.Equal("1000", third.Header("retry-after-ms"));
-            await WaitForAsync(() => guard.Arriving == 2 * Held, () => $"the refused message's bytes to be given back (charged: {guard.Arriving:N0}; first: {first.Describe()}; second: {second.Describe()})");
+            await Poll.UntilAsync(() => guard.Arriving == 2 * Held, () => $"the refused message's bytes to be given back (charged: {guard.Arriving:N0}; first: {first.Describe()}; second: {second.Describe()})");
         }
         finally
         {
@@ -103,9 +103,9 @@ public sealed class RequestMessageGuardTests
         }
 
         // The first call gone (its client reset the stream), its bytes are free for the next.
-        await WaitForAsync(() => guard.Arriving == Held, () => $"the first message's bytes to be given back (charged: {guard.Arriving:N0})");
+        await Poll.UntilAsync(() => guard.Arriving == Held, () => $"the first message's bytes to be given back (charged: {guard.Arriving:N0})");
         await using StalledCall fourth = await StalledCall.StartAsync(http, "VerifyBatch", Declared, Sent);
-        await WaitForAsync(() => guard.Arriving == 2 * Held, () => $"the fourth message to be charged (charged: {guard.Arriving:N0})");
+        await Poll.UntilAsync(() => guard.Arriving == 2 * Held, () => $"the fourth message to be charged (charged: {guard.Arriving:N0})");
         node.AssertNoServerErrors();
     }
 
@@ -130,7 +130,7 @@ public sealed class RequestMessageGuardTests
                 {
                     calls.Add(await StalledCall.StartAsync(http, "VerifyBatch", Declared, Sent));
                     int expected = calls.Count;
-                    await WaitForAsync(() => guard.Arriving == expected * (long)Held, () => $"message {expected} to be charged (charged: {guard.Arriving:N0})");
+                    await Poll.UntilAsync(() => guard.Arriving == expected * (long)Held, () => $"message {expected} to be charged (charged: {guard.Arriving:N0})");
                 }
             }
 
@@ -146,7 +146,7 @@ public sealed class RequestMessageGuardTests
             HttpClient submitter = Http(node, IPAddress.Parse("127.0.0.6"));
             clients.Add(submitter);
             await using StalledCall submission = await StalledCall.StartAsync(submitter, "SubmitStream", 200_000, 150_000);
-            await WaitForAsync(() => guard.Arriving == (6L * Held) + 5 + 150_000, () => $"the submission to be charged, not refused (charged: {guard.Arriving:N0}; {submission.Describe()})");
+            await Poll.UntilAsync(() => guard.Arriving == (6L * Held) + 5 + 150_000, () => $"the submission to be charged, not refused (charged: {guard.Arriving:N0}; {submission.Describe()})");
         }
         finally
         {
@@ -170,9 +170,9 @@ public sealed class RequestMessageGuardTests
         using HttpClient http = Http(node);
         const int Declared = 16 << 20, Sent = Declared - (64 << 10), Held = 5 + Sent;
         await using StalledCall first = await StalledCall.StartAsync(http, "VerifyBatch", Declared, Sent);
-        await WaitForAsync(() => guard.Arriving == Held, () => $"the first message to be charged (charged: {guard.Arriving:N0})");
+        await Poll.UntilAsync(() => guard.Arriving == Held, () => $"the first message to be charged (charged: {guard.Arriving:N0})");
         await using StalledCall second = await StalledCall.StartAsync(http, "VerifyBatch", Declared, Sent);
-        await WaitForAsync(() => guard.Arriving == 2 * Held, () => $"the second message to be charged (charged: {guard.Arriving:N0})");
+        await Poll.UntilAsync(() => guard.Arriving == 2 * Held, () => $"the second message to be charged (charged: {guard.Arriving:N0})");
 
         await using StalledCall streamed = await StalledCall.StartAsync(http, "SubmitStream", 200_000, 199_000);
         (string status, string message) = await streamed.StatusAsync();
@@ -237,18 +237,6 @@ public sealed class RequestMessageGuardTests
             },
         })
         { BaseAddress = node.Address, Timeout = TimeSpan.FromMinutes(2) };
-
-    private static Task WaitForAsync(Func<bool> condition, string what) => WaitForAsync(condition, () => what);
-
-    private static async Task WaitForAsync(Func<bool> condition, Func<string> what)
-    {
-        var clock = System.Diagnostics.Stopwatch.StartNew();
-        while (!condition())
-        {
-            Assert.True(clock.Elapsed < TimeSpan.FromMinutes(1), $"waited a minute for {what()}");
-            await Task.Delay(50);
-        }
-    }
 
     /// <summary>A gRPC call whose request declares a message of some size, sends part of it, then waits.</summary>
     private sealed class StalledCall : IAsyncDisposable
