@@ -359,71 +359,12 @@ public sealed class CliErrorTests : IDisposable
     [Fact]
     public async Task Node_stops_cleanly_on_sigterm_after_its_checkpoint()
     {
-        var psi = new ProcessStartInfo("dotnet", [ExternalNode.MeganetPath(), "node", "--data", Path.Combine(_dir, "data"), "--backend", "simd", "--listen", "127.0.0.1:0"])
-        {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-        };
-        using Process node = Process.Start(psi)!;
-        var output = new StringBuilder();
-        var listening = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        void OnLine(object s, DataReceivedEventArgs e)
-        {
-            lock (output)
-            {
-                output.AppendLine(e.Data);
-            }
-
-            if (e.Data?.Contains("MegaNet node listening", StringComparison.Ordinal) == true)
-            {
-                listening.TrySetResult();
-            }
-        }
-
-        node.OutputDataReceived += OnLine;
-        node.ErrorDataReceived += OnLine;
-        node.BeginOutputReadLine();
-        node.BeginErrorReadLine();
-        string Output()
-        {
-            lock (output)
-            {
-                return output.ToString();
-            }
-        }
-
-        try
-        {
-            // Two minutes to start: a node's start is slow on a loaded two-core CI machine.
-            if (await Task.WhenAny(listening.Task, node.WaitForExitAsync(), Task.Delay(TimeSpan.FromMinutes(2))) != listening.Task)
-            {
-                Assert.Fail($"the node did not start listening within 2 minutes (exited: {node.HasExited}): {Output()}");
-            }
-
-            using (Process kill = Process.Start("kill", ["-TERM", node.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)]))
-            {
-                await kill.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(60));
-            }
-
-            Task exited = node.WaitForExitAsync();
-            if (await Task.WhenAny(exited, Task.Delay(TimeSpan.FromSeconds(90))) != exited)
-            {
-                Assert.Fail($"the node had not stopped 90 s after SIGTERM: {Output()}");
-            }
-        }
-        finally
-        {
-            if (!node.HasExited)
-            {
-                node.Kill();
-            }
-        }
-
-        // The last output lines (they end with the process; bounded all the same).
-        Assert.True(await node.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(60)).ContinueWith(t => t.IsCompletedSuccessfully, TaskScheduler.Default),
-            $"the node's output had not ended 60 s after it was stopped: {Output()}");
-        Assert.True(node.ExitCode == 0, $"exit code {node.ExitCode}: {output}");
-        Assert.Contains("MegaNet node stopped cleanly (store checkpointed)", output.ToString(), StringComparison.Ordinal);
+        using var node = new RunningMeganet(_dir, "node", "--data", Path.Combine(_dir, "data"), "--backend", "simd", "--listen", "127.0.0.1:0");
+        // Two minutes to start: a node's start is slow on a loaded two-core CI machine.
+        await node.WaitForAsync("MegaNet node listening", seconds: 120);
+        int exitCode = await node.StopAsync(seconds: 90);
+        Assert.True(exitCode == 0, $"exit code {exitCode}: {node.Output}");
+        Assert.Contains("MegaNet node stopped cleanly (store checkpointed)", node.Output, StringComparison.Ordinal);
     }
 
     [Theory]

@@ -457,7 +457,7 @@ public sealed class ClientCliTests : IDisposable
         await using TestNode node = await TestNode.StartAsync();
         string bobPath = NewIdentity("bob.json");
         string knownNodes = Path.Combine(_dir, "known-nodes");
-        using var listen = new Running(_dir, "listen", "-i", bobPath, "--node", node.Address.ToString());
+        using var listen = new RunningMeganet(_dir, "listen", "-i", bobPath, "--node", node.Address.ToString());
         await listen.WaitForAsync("pinned", stderr: true);
 
         // SIGKILL, as an OOM killer or a closed terminal might: the pin was written when the subscription began, not
@@ -482,36 +482,24 @@ public sealed class ClientCliTests : IDisposable
             await client.SendAsync(alice, bob.Card, Text($"waiting {i}"), "text/plain; charset=utf-8");
         }
 
-        using (var plain = new Running(_dir, "listen", "-i", bobPath, "--node", node.Address.ToString()))
+        using (var plain = new RunningMeganet(_dir, "listen", "-i", bobPath, "--node", node.Address.ToString()))
         {
             await plain.WaitForAsync(": waiting 2");
-            Assert.Equal(0, await Stop(plain));
+            Assert.Equal(0, await plain.StopAsync());
             Assert.DoesNotContain(plain.Stderr, l => l.Contains("acknowledged", StringComparison.Ordinal));
         }
 
         Assert.Equal(3, (await client.FetchAsync(bob)).WaitingCount);
 
-        using var acking = new Running(_dir, "listen", "-i", bobPath, "--node", node.Address.ToString(), "--ack");
+        using var acking = new RunningMeganet(_dir, "listen", "-i", bobPath, "--node", node.Address.ToString(), "--ack");
         await acking.WaitForAsync(": waiting 2"); // the three again: nothing deleted them
         await client.SendAsync(alice, bob.Card, Text("live"), "text/plain; charset=utf-8");
         await acking.WaitForAsync(": live");
         await MailboxEmptiesAsync(client, bob, acking);
 
-        Assert.Equal(0, await Stop(acking));
+        Assert.Equal(0, await acking.StopAsync());
         Assert.Contains("acknowledged 4 message(s)", acking.Stderr);
         node.AssertNoServerErrors();
-
-        static async Task<int> Stop(Running listen)
-        {
-            // SIGTERM: listen ends with 0 on it as on Ctrl+C (a test run in the background has SIGINT ignored).
-            using (Process kill = Process.Start("kill", ["-TERM", listen.Process.Id.ToString(CultureInfo.InvariantCulture)]))
-            {
-                await kill.WaitForExitAsync();
-            }
-
-            await listen.Process.WaitForExitAsync().WaitAsync(TimeSpan.FromMinutes(1));
-            return listen.Process.ExitCode;
-        }
     }
 
     [Fact]
@@ -525,7 +513,7 @@ public sealed class ClientCliTests : IDisposable
         byte[] file = new byte[(3 * FileParts.SliceLength("pic.bin")) + 7];
         new Random(11).NextBytes(file);
 
-        using var listen = new Running(_dir, "listen", "-i", bobPath, "--node", node.Address.ToString(), "--ack", "--save-files", saveDir);
+        using var listen = new RunningMeganet(_dir, "listen", "-i", bobPath, "--node", node.Address.ToString(), "--ack", "--save-files", saveDir);
         await listen.WaitForAsync("first contact with", stderr: true); // said once subscribed
         await client.SendFileInPartsAsync(alice, bob.Card, file, "pic.bin");
         await listen.WaitForAsync($" from alice: file 'pic.bin' ({file.Length} bytes in 4 parts; saved as {Path.Combine(saveDir, "pic.bin")})");
@@ -571,7 +559,7 @@ public sealed class ClientCliTests : IDisposable
 
         byte[] late = new byte[FileParts.SliceLength("late.bin") + 5];
         new Random(99).NextBytes(late);
-        using var listen = new Running(_dir, ["listen", "-i", bobPath, "--node", node.Address.ToString(), "--save-files", saveDir, .. ack ? ["--ack"] : Array.Empty<string>()]);
+        using var listen = new RunningMeganet(_dir, ["listen", "-i", bobPath, "--node", node.Address.ToString(), "--save-files", saveDir, .. ack ? ["--ack"] : Array.Empty<string>()]);
         await listen.WaitForAsync("first contact with", stderr: true); // said once subscribed
         await client.SendFileInPartsAsync(alice, bob.Card, late, "late.bin");
         // Its parts may reach the node in either order.
@@ -624,7 +612,7 @@ public sealed class ClientCliTests : IDisposable
         }
 
         byte[] late = RandomNumberGenerator.GetBytes(FileParts.SliceLength("late.bin") + 5);
-        using var listen = new Running(_dir, "listen", "-i", bobPath, "--node", proxy.Address.ToString(), "--save-files", saveDir);
+        using var listen = new RunningMeganet(_dir, "listen", "-i", bobPath, "--node", proxy.Address.ToString(), "--save-files", saveDir);
         await listen.WaitForAsync("first contact with", stderr: true);
         await client.SendFileInPartsAsync(alice, bob.Card, late, "late.bin");
         await listen.WaitForAsync("part 1 of file 'late.bin' is left on the node for now", stderr: true);
@@ -678,7 +666,7 @@ public sealed class ClientCliTests : IDisposable
         }
 
         byte[] late = RandomNumberGenerator.GetBytes(FileParts.SliceLength("late.bin") + 5);
-        using var listen = new Running(_dir, "listen", "-i", bobPath, "--node", node.Address.ToString(), "--save-files", saveDir, "--ack");
+        using var listen = new RunningMeganet(_dir, "listen", "-i", bobPath, "--node", node.Address.ToString(), "--save-files", saveDir, "--ack");
         await listen.WaitForAsync("first contact with", stderr: true);
         await client.SendFileInPartsAsync(alice, bob.Card, late, "late.bin");
         await listen.WaitForAsync("part 1 of file 'late.bin' is left on the node for now", stderr: true);
@@ -750,82 +738,13 @@ public sealed class ClientCliTests : IDisposable
 
     /// <summary>Waits for <paramref name="owner"/>'s mailbox to empty (a listen with <c>--ack</c> acknowledging what it
     /// showed), failing after a minute with the listen's standard error.</summary>
-    private static async Task MailboxEmptiesAsync(MegaNetClient client, Identity owner, Running listen)
+    private static async Task MailboxEmptiesAsync(MegaNetClient client, Identity owner, RunningMeganet listen)
     {
         var clock = Stopwatch.StartNew();
         while ((await client.FetchAsync(owner)).WaitingCount > 0)
         {
             Assert.True(clock.Elapsed < TimeSpan.FromMinutes(1), $"still waiting after a minute: {string.Join('\n', listen.Stderr)}");
             await Task.Delay(50);
-        }
-    }
-
-    /// <summary>A <c>meganet</c> that keeps running (listen), its output lines collected as they come.</summary>
-    private sealed class Running : IDisposable
-    {
-        private readonly List<string> _stdout = [], _stderr = [];
-
-        public Running(string directory, params string[] args)
-        {
-            var psi = new ProcessStartInfo("dotnet", [ExternalNode.MeganetPath(), .. args])
-            {
-                RedirectStandardOutput = true,
-                RedirectStandardError = true,
-                WorkingDirectory = directory,
-            };
-            Process = Process.Start(psi)!;
-            Process.OutputDataReceived += (_, e) => Add(_stdout, e.Data);
-            Process.ErrorDataReceived += (_, e) => Add(_stderr, e.Data);
-            Process.BeginOutputReadLine();
-            Process.BeginErrorReadLine();
-        }
-
-        public Process Process { get; }
-
-        public string[] Stdout => Lines(_stdout);
-
-        public string[] Stderr => Lines(_stderr);
-
-        /// <summary>Waits until a line of stdout (or stderr) contains <paramref name="text"/>.</summary>
-        public async Task WaitForAsync(string text, bool stderr = false, int seconds = 60)
-        {
-            var clock = Stopwatch.StartNew();
-            while (!(stderr ? Stderr : Stdout).Any(line => line.Contains(text, StringComparison.Ordinal)))
-            {
-                Assert.True(clock.Elapsed < TimeSpan.FromSeconds(seconds) && !Process.HasExited,
-                    $"no line with '{text}' on {(stderr ? "stderr" : "stdout")} after {clock.Elapsed.TotalSeconds:0} s (exited: {Process.HasExited})\n" +
-                    $"stdout:\n{string.Join('\n', Stdout)}\nstderr:\n{string.Join('\n', Stderr)}");
-                await Task.Delay(50);
-            }
-        }
-
-        public void Dispose()
-        {
-            if (!Process.HasExited)
-            {
-                Process.Kill();
-            }
-
-            Process.Dispose();
-        }
-
-        private static void Add(List<string> lines, string? line)
-        {
-            if (line is not null)
-            {
-                lock (lines)
-                {
-                    lines.Add(line);
-                }
-            }
-        }
-
-        private static string[] Lines(List<string> lines)
-        {
-            lock (lines)
-            {
-                return [.. lines];
-            }
         }
     }
 
@@ -838,7 +757,7 @@ public sealed class ClientCliTests : IDisposable
         using Identity alice = Identity.Create(), bob = Identity.Load(bobPath);
         using MegaNetClient sender = node.Client();
         await sender.SendAsync(alice, bob.Card, Text("one"), "text/plain; charset=utf-8");
-        using var listen = new Running(_dir, "listen", "-i", bobPath, "--node", node.Address.ToString());
+        using var listen = new RunningMeganet(_dir, "listen", "-i", bobPath, "--node", node.Address.ToString());
         await listen.WaitForAsync(": one");
 
         // Two lifetimes end (a subscription each, with a challenge each: a nonce used each), then mail comes.
@@ -875,7 +794,7 @@ public sealed class ClientCliTests : IDisposable
 
         // --retry-for covers the node's stop and restart below (listen retries after 1, 2, 4, 8, 16 s): 15 s left a
         // slow restart on a loaded machine no attempt after it.
-        using var listen = new Running(_dir, "listen", "-i", bobPath, "--node", proxy.Address.ToString(), "--retry-for", "30s");
+        using var listen = new RunningMeganet(_dir, "listen", "-i", bobPath, "--node", proxy.Address.ToString(), "--retry-for", "30s");
         await listen.WaitForAsync(": one");
 
         // The connection goes half-open once keepalives were seen (two in a row, one a second, tell listen the node's

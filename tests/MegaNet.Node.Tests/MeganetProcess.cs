@@ -13,12 +13,7 @@ internal static class MeganetProcess
     /// away (<c>| head -1</c>), so every write to it fails with EPIPE.</summary>
     public static async Task<Result> RunAsync(string directory, IReadOnlyDictionary<string, string>? environment, bool closeStdout, params string[] args)
     {
-        var psi = new ProcessStartInfo("dotnet", [ExternalNode.MeganetPath(), .. args])
-        {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            WorkingDirectory = directory,
-        };
+        ProcessStartInfo psi = StartInfo(directory, args);
         foreach ((string name, string value) in environment ?? new Dictionary<string, string>())
         {
             psi.Environment[name] = value;
@@ -26,6 +21,15 @@ internal static class MeganetProcess
 
         return await RunAsync(psi, closeStdout);
     }
+
+    /// <summary><c>meganet ARGS</c> in <paramref name="directory"/>, its standard output and error redirected.</summary>
+    public static ProcessStartInfo StartInfo(string directory, params string[] args) =>
+        new("dotnet", [ExternalNode.MeganetPath(), .. args])
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            WorkingDirectory = directory,
+        };
 
     /// <summary>Runs <paramref name="psi"/> (its output redirected here) to its end, at most 2 minutes, killing what
     /// is left after that; see <see cref="RunAsync(string, IReadOnlyDictionary{string, string}?, bool, string[])"/>.
@@ -77,6 +81,88 @@ internal static class MeganetProcess
 
         // Its output ends with it (unless a child it left holds the pipes open): bounded all the same.
         return new Result(process.ExitCode, await stdout.WaitAsync(TimeSpan.FromMinutes(1)), await stderr.WaitAsync(TimeSpan.FromMinutes(1)));
+    }
+}
+
+/// <summary>A <c>meganet</c> that keeps running (listen, node), its output lines collected as they come.</summary>
+internal sealed class RunningMeganet : IDisposable
+{
+    private readonly List<string> _stdout = [], _stderr = [];
+
+    /// <summary>Starts <c>meganet ARGS</c> in <paramref name="directory"/>.</summary>
+    public RunningMeganet(string directory, params string[] args)
+    {
+        Process = Process.Start(MeganetProcess.StartInfo(directory, args))!;
+        Process.OutputDataReceived += (_, e) => Add(_stdout, e.Data);
+        Process.ErrorDataReceived += (_, e) => Add(_stderr, e.Data);
+        Process.BeginOutputReadLine();
+        Process.BeginErrorReadLine();
+    }
+
+    public Process Process { get; }
+
+    public string[] Stdout => Lines(_stdout);
+
+    public string[] Stderr => Lines(_stderr);
+
+    /// <summary>Both outputs, for a failure message or a check that does not mind which one a line is on.</summary>
+    public string Output => $"stdout:\n{string.Join('\n', Stdout)}\nstderr:\n{string.Join('\n', Stderr)}";
+
+    /// <summary>Waits until a line of stdout (or stderr) contains <paramref name="text"/>.</summary>
+    public async Task WaitForAsync(string text, bool stderr = false, int seconds = 60)
+    {
+        var clock = Stopwatch.StartNew();
+        while (!(stderr ? Stderr : Stdout).Any(line => line.Contains(text, StringComparison.Ordinal)))
+        {
+            Assert.True(clock.Elapsed < TimeSpan.FromSeconds(seconds) && !Process.HasExited,
+                $"no line with '{text}' on {(stderr ? "stderr" : "stdout")} after {clock.Elapsed.TotalSeconds:0} s (exited: {Process.HasExited})\n{Output}");
+            await Task.Delay(50);
+        }
+    }
+
+    /// <summary>Sends SIGTERM (a test run in the background has SIGINT ignored, so Ctrl+C cannot be sent) and returns the
+    /// exit code once it has exited and its output has ended, failing after <paramref name="seconds"/>.</summary>
+    public async Task<int> StopAsync(int seconds = 60)
+    {
+        using (Process kill = Process.Start("kill", ["-TERM", Process.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)]))
+        {
+            await kill.WaitForExitAsync();
+        }
+
+        // With its output read as it comes, this waits for the output's last lines too.
+        Task exited = Process.WaitForExitAsync();
+        Assert.True(await Task.WhenAny(exited, Task.Delay(TimeSpan.FromSeconds(seconds))) == exited,
+            $"not stopped {seconds} s after SIGTERM (exited: {Process.HasExited})\n{Output}");
+        return Process.ExitCode;
+    }
+
+    public void Dispose()
+    {
+        if (!Process.HasExited)
+        {
+            Process.Kill(entireProcessTree: true);
+        }
+
+        Process.Dispose();
+    }
+
+    private static void Add(List<string> lines, string? line)
+    {
+        if (line is not null)
+        {
+            lock (lines)
+            {
+                lines.Add(line);
+            }
+        }
+    }
+
+    private static string[] Lines(List<string> lines)
+    {
+        lock (lines)
+        {
+            return [.. lines];
+        }
     }
 }
 

@@ -66,62 +66,19 @@ public sealed class NodeShutdownTests(ITestOutputHelper output)
         try
         {
             string data = Path.Combine(root, "data");
-            var psi = new System.Diagnostics.ProcessStartInfo("dotnet",
-                [ExternalNode.MeganetPath(), "node", "--data", data, "--listen", "127.0.0.1:0", "--backend", "gpu-cpu"])
-            {
-                RedirectStandardOutput = true,
-                RedirectStandardError = true,
-                WorkingDirectory = root,
-            };
-            var lines = new System.Collections.Concurrent.ConcurrentQueue<string>();
-            var startingVerifier = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-            using var process = System.Diagnostics.Process.Start(psi)!;
-            void OnLine(object? sender, System.Diagnostics.DataReceivedEventArgs e)
-            {
-                if (e.Data is { } line)
-                {
-                    lines.Enqueue(line);
-                    if (line.Contains("Starting the verifier (backend gpu-cpu)", StringComparison.Ordinal))
-                    {
-                        startingVerifier.TrySetResult();
-                    }
-                }
-            }
-
-            process.OutputDataReceived += OnLine;
-            process.ErrorDataReceived += OnLine;
-            process.BeginOutputReadLine();
-            process.BeginErrorReadLine();
-            try
-            {
-                Task exited = process.WaitForExitAsync();
-                Assert.True(await Task.WhenAny(startingVerifier.Task, exited, Task.Delay(TimeSpan.FromMinutes(2))) == startingVerifier.Task,
-                    $"the node did not say it was starting the verifier: {string.Join('\n', lines)}");
-                using (System.Diagnostics.Process kill = System.Diagnostics.Process.Start("kill", ["-TERM", process.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)])!)
-                {
-                    await kill.WaitForExitAsync();
-                }
-
-                // The kernels' compile finishes first (12-40 s), then the start stops.
-                await exited.WaitAsync(TimeSpan.FromMinutes(3));
-                process.WaitForExit(); // the output's last lines
-                string text = string.Join('\n', lines);
-                output.WriteLine(text);
-                Assert.Equal(130, process.ExitCode);
-                Assert.Contains("meganet node: interrupted while starting; nothing was served.", text, StringComparison.Ordinal);
-                Assert.DoesNotContain("listening on", text, StringComparison.Ordinal);
-                // Stopped before the key and the store: a key without its store would make the next start refuse the
-                // data directory.
-                Assert.False(File.Exists(Path.Combine(data, "node.key")), "the node key was created after the signal");
-                Assert.False(Directory.Exists(Path.Combine(data, "store")), "the store was opened after the signal");
-            }
-            finally
-            {
-                if (!process.HasExited)
-                {
-                    process.Kill(entireProcessTree: true);
-                }
-            }
+            using var node = new RunningMeganet(root, "node", "--data", data, "--listen", "127.0.0.1:0", "--backend", "gpu-cpu");
+            await node.WaitForAsync("Starting the verifier (backend gpu-cpu)", seconds: 120);
+            // The kernels' compile finishes first (12-40 s), then the start stops.
+            int exitCode = await node.StopAsync(seconds: 180);
+            string text = node.Output;
+            output.WriteLine(text);
+            Assert.Equal(130, exitCode);
+            Assert.Contains("meganet node: interrupted while starting; nothing was served.", text, StringComparison.Ordinal);
+            Assert.DoesNotContain("listening on", text, StringComparison.Ordinal);
+            // Stopped before the key and the store: a key without its store would make the next start refuse the data
+            // directory.
+            Assert.False(File.Exists(Path.Combine(data, "node.key")), "the node key was created after the signal");
+            Assert.False(Directory.Exists(Path.Combine(data, "store")), "the store was opened after the signal");
         }
         finally
         {
