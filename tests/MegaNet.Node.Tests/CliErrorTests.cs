@@ -152,10 +152,7 @@ public sealed class CliErrorTests : IDisposable
         await File.WriteAllTextAsync(Path.Combine(_dir, "cut-first.json"), cut + "\n" + whole + "\n");
         await File.WriteAllTextAsync(Path.Combine(_dir, "cut-middle.json"), whole + "\n" + cut + "\n" + whole + "\n");
         await File.WriteAllTextAsync(Path.Combine(_dir, "oops.json"), whole + "\n{oops}\n" + whole + "\n");
-        var psi = new ProcessStartInfo("dotnet", [ExternalNode.MeganetPath(), "verify-receipt", "--node", NoNode, .. receipt is null ? Array.Empty<string>() : ["--receipt", receipt]])
-        {
-            WorkingDirectory = _dir,
-        };
+        ProcessStartInfo psi = MeganetProcess.StartInfo(_dir, ["verify-receipt", "--node", NoNode, .. receipt is null ? Array.Empty<string>() : ["--receipt", receipt]]);
         Result r = await MeganetProcess.RunAsync(psi, stdin: stdin ?? string.Empty);
         AssertClearError(r, "meganet: " + expected);
         Assert.DoesNotContain("BytePositionInLine", r.Stderr, StringComparison.Ordinal);
@@ -821,13 +818,7 @@ public sealed class CliErrorTests : IDisposable
         // after its signal handling is in place; 100,000 verdicts are 1.6 MB, far more than a pipe holds.
         string input = Path.Combine(_dir, "items.jsonl");
         await File.WriteAllLinesAsync(input, Enumerable.Repeat("{\"pk\":\"\",\"sig\":\"\",\"msg\":\"\"}", 100_000));
-        var psi = new ProcessStartInfo("dotnet", [ExternalNode.MeganetPath(), "verify", "--backend", "libsodium", "--in", input, "--batch", "1"])
-        {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            WorkingDirectory = _dir,
-        };
-        using Process bench = Process.Start(psi)!;
+        using Process bench = Process.Start(MeganetProcess.StartInfo(_dir, "verify", "--backend", "libsodium", "--in", input, "--batch", "1"))!;
         var errors = new StringBuilder();
         var started = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         Task reading = Task.Run(async () =>
