@@ -40,6 +40,7 @@ const MAX_ACK_SEQS = 1000;
 // DateTimeOffset.MaxValue); a later one makes the message unreadable, as there.
 const MAX_SENT_UNIX_MS = 253_402_300_799_999n;
 const utf8 = (s) => Buffer.from(s, 'utf8');
+const hex = (bytes) => Buffer.from(bytes).toString('hex');
 const blake2b256 = (...parts) => Buffer.from(sodium.crypto_generichash(32, Buffer.concat(parts)));
 const u32be = (n) => { const b = Buffer.alloc(4); b.writeUInt32BE(n); return b; };
 const u64be = (n) => { const b = Buffer.alloc(8); b.writeBigUInt64BE(BigInt(n)); return b; };
@@ -340,7 +341,7 @@ async function mailboxAuth(node, identity, nodeId, purpose) {
   const address = identity.address;
   const challenge = await node.call('Challenge', { address });
   // The signature is good only at the node it names: sign for the node we mean to talk to, never for whatever it says.
-  if (!Buffer.from(challenge.node_id).equals(nodeId)) throw new Error(`the node's id is ${Buffer.from(challenge.node_id).toString('hex')}, not the one given with --node-id`);
+  if (!Buffer.from(challenge.node_id).equals(nodeId)) throw new Error(`the node's id is ${hex(challenge.node_id)}, not the one given with --node-id`);
   const signed = Buffer.concat([utf8('meganet-auth-v2'), challenge.nonce, nodeId, address, purpose]);
   return {
     address,
@@ -373,7 +374,7 @@ async function send(node, sender, recipient, text, nodeId) {
       const receipt = await node.call('Submit', { envelope });
       if (!Buffer.from(receipt.envelope_id).equals(id)) throw new Error('the receipt names another envelope than the one sent');
       verifyTreeHead(receipt.tree_head, nodeId);
-      if (!nodeId) console.error(`note: the receipt is signed by ${Buffer.from(receipt.tree_head.node_key).toString('hex')}; pass --node-id to check that this is the node you mean`);
+      if (!nodeId) console.error(`note: the receipt is signed by ${hex(receipt.tree_head.node_key)}; pass --node-id to check that this is the node you mean`);
       const proof = await node.call('GetInclusionProof', { leaf_index: receipt.log_index, tree_size: receipt.tree_head.tree_size });
       if (!verifyInclusion(id, receipt.log_index, receipt.tree_head.tree_size, proof.path.map((p) => Buffer.from(p)), Buffer.from(receipt.tree_head.root_hash))) {
         throw new Error("the inclusion proof does not lead to the tree head's root");
@@ -398,8 +399,6 @@ async function send(node, sender, recipient, text, nodeId) {
 // The answers to a proof request that are no outage: the node signed both sizes, so it holds both trees, and a
 // refusal is an answer (MegaNetClient.IsRefusal). Other errors may pass and end the command with exit code 2.
 const REFUSALS = ['INVALID_ARGUMENT', 'OUT_OF_RANGE', 'NOT_FOUND', 'FAILED_PRECONDITION', 'UNIMPLEMENTED', 'DATA_LOSS'].map((name) => grpc.status[name]);
-
-const hex = (bytes) => Buffer.from(bytes).toString('hex');
 
 // A head as `meganet audit --json` writes it, and as the heads file holds it.
 const headJson = (h) => ({ tree_size: Number(h.tree_size), root_hash: hex(h.root_hash), timestamp_unix_ms: Number(h.timestamp_unix_ms), node_key: hex(h.node_key), signature: hex(h.signature) });
@@ -813,9 +812,9 @@ async function main(argv) {
     if (existsSync(positional[1])) throw new UsageError(`${positional[1]} exists; its keys would be lost`);
     const file = {
       version: 1,
-      signing_seed: Buffer.from(sodium.randombytes_buf(32)).toString('hex'),
-      encryption_key: Buffer.from(sodium.randombytes_buf(32)).toString('hex'),
-      sending_seed: Buffer.from(sodium.randombytes_buf(32)).toString('hex'),
+      signing_seed: hex(sodium.randombytes_buf(32)),
+      encryption_key: hex(sodium.randombytes_buf(32)),
+      sending_seed: hex(sodium.randombytes_buf(32)),
     };
     const identity = identityFrom(file);
     file.card = identity.card;
@@ -841,7 +840,7 @@ async function main(argv) {
     } else if (command === 'status') {
       // The node id is the key its tree heads are signed with (Status itself does not carry it).
       const head = await node.call('GetTreeHead', {});
-      await writeOut(`${JSON.stringify({ node_id: Buffer.from(head.node_key).toString('hex'), status: await node.call('Status', {}) })}\n`);
+      await writeOut(`${JSON.stringify({ node_id: hex(head.node_key), status: await node.call('Status', {}) })}\n`);
     } else if (command === 'send') {
       if (!named.to || named.text === undefined) throw new UsageError('send needs --to CARD and --text TEXT');
       const receipt = await send(node, loadIdentity(named.identity), parseCard(named.to), named.text, nodeId);
