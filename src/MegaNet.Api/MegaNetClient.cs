@@ -912,7 +912,8 @@ public sealed class MegaNetClient : IDisposable
     /// the client was given, else the key the node signs its current tree head with, which then becomes
     /// <see cref="NodeId"/>), the envelope id's inclusion proof leads to that head's root, and the node's current log
     /// extends the one the receipt was signed in (a consistency proof; a node that forked or rewrote its log fails it).
-    /// Returns null when valid, else what failed.
+    /// Returns null when valid, else what failed: that text quotes a refusing node's status detail as the node sent it,
+    /// control characters included, so escape them before printing it to a terminal.
     /// </summary>
     /// <exception cref="RpcException">A call failed as outages do (any code for <c>GetTreeHead</c>; for a proof, any
     /// but the refusals <see cref="IsRefusal"/> names, which are returned as what failed: the node signed the tree the
@@ -978,7 +979,7 @@ public sealed class MegaNetClient : IDisposable
     /// <param name="current">The node's current head when the caller already asked for it (this client's node), else
     /// null: it is asked for here.</param>
     /// <param name="cancellationToken">Cancels the calls.</param>
-    /// <returns>The node's current head (null when it could not be checked) and null, or what failed.</returns>
+    /// <returns>The node's current head (null when it could not be checked) and null, or what failed (quoting the node as <see cref="VerifyReceiptAsync"/> does).</returns>
     /// <exception cref="RpcException">A call failed as outages do (see <see cref="VerifyReceiptAsync"/>).</exception>
     public async Task<(V1.SignedTreeHead? Current, string? Problem)> CheckLogAsync(V1.SignedTreeHead earlier, V1.SignedTreeHead? current = null, CancellationToken cancellationToken = default)
     {

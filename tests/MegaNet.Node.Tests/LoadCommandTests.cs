@@ -1,3 +1,5 @@
+using Grpc.Core;
+using MegaNet.Api.V1;
 using MegaNet.Node.Cli;
 
 namespace MegaNet.Node.Tests;
@@ -39,5 +41,31 @@ public sealed class LoadCommandTests
             Assert.Contains("more than 10 minutes", problem, StringComparison.Ordinal);
             Assert.Contains("give --rate", problem, StringComparison.Ordinal);
         }
+    }
+
+    [Fact]
+    public async Task A_nodes_words_in_the_report_of_a_node_out_of_reach_are_shown_not_obeyed()
+    {
+        // The node chooses the text of a DEADLINE_EXCEEDED it sends: printed raw, its escapes rewrote the terminal.
+        await using var fake = await FakeRelay<LateStatus>.StartAsync(new LateStatus());
+        string dir = Directory.CreateTempSubdirectory("meganet-load-").FullName;
+        try
+        {
+            MeganetProcess.Result r = await MeganetProcess.RunAsync(dir, null, false, "load", "--node", fake.Address.ToString());
+            MeganetResults.AssertExit(r, 2, "meganet load: cannot reach the node (DeadlineExceeded: late\\u000d\\u001b[2J)");
+            Assert.DoesNotContain('\u001b', r.Stderr);
+            Assert.DoesNotContain('\r', r.Stderr);
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    /// <summary>Answers Status with DEADLINE_EXCEEDED, in words holding terminal escapes.</summary>
+    private sealed class LateStatus : Relay.RelayBase
+    {
+        public override Task<StatusResponse> Status(StatusRequest request, ServerCallContext context) =>
+            throw new RpcException(new Grpc.Core.Status(StatusCode.DeadlineExceeded, "late\r\u001b[2J"));
     }
 }

@@ -1,8 +1,12 @@
 using System.Security.Cryptography;
 using System.Text.Json.Nodes;
 using Google.Protobuf;
+using Grpc.AspNetCore.Server;
+using Grpc.Core;
+using Grpc.Core.Interceptors;
 using MegaNet.Api;
 using MegaNet.Api.V1;
+using Microsoft.Extensions.DependencyInjection;
 using Xunit.Abstractions;
 
 using static MegaNet.Node.Tests.MeganetResults;
@@ -144,13 +148,13 @@ public sealed class ResumedSendTests(ITestOutputHelper output) : IDisposable
 
     /// <summary>A node whose mailboxes take three envelopes, and a six-part send by alice to bob it stopped (its record
     /// has at least one part accepted); then the node restarted with room.</summary>
-    private async Task<(TestNode Node, string Alice, string FilePath, string Record)> StopPartWay(Identity bob)
+    private async Task<(TestNode Node, string Alice, string FilePath, string Record)> StopPartWay(Identity bob, Action<IServiceCollection>? services = null)
     {
         TestNode node = await TestNode.StartAsync(o =>
         {
             o.MailboxMaxCount = 3;
             o.MailboxPowFromPercent = 0;
-        });
+        }, services: services);
         try
         {
             using Identity alice = Identity.Create();
@@ -200,6 +204,31 @@ public sealed class ResumedSendTests(ITestOutputHelper output) : IDisposable
         Assert.Equal(3, before);
         Assert.Equal(7, await WaitingFor(client, bob));
         Assert.Empty(Records());
+    }
+
+    [Fact]
+    public async Task A_nodes_refusal_of_a_kept_receipts_proof_is_shown_with_its_control_characters_escaped()
+    {
+        // The node chooses the text of its refusal: printed raw, a carriage return and an erase-line rewrote the
+        // warning on a terminal.
+        using Identity bob = Identity.Create();
+        (TestNode started, string alice, string filePath, _) = await StopPartWay(bob, s => s.Configure<GrpcServiceOptions>(o => o.Interceptors.Add<RefusedInclusionProofs>()));
+        await using TestNode node = started;
+
+        Result resumed = await Meganet("send", "-i", alice, "--to", bob.Card.ToString(), "--file", filePath, "--node", node.Address.ToString(), "--json");
+        AssertExit(resumed, 0, "its receipt does not check against the node now");
+        Assert.DoesNotContain('\u001b', resumed.Stderr);
+        Assert.DoesNotContain('\r', resumed.Stderr);
+        Assert.Contains("(NotFound: x)\\u000d\\u001b[2Kall parts sent", resumed.Stderr, StringComparison.Ordinal);
+    }
+
+    /// <summary>Refuses every inclusion proof, with terminal escapes in its words.</summary>
+    private sealed class RefusedInclusionProofs : Interceptor
+    {
+        public override Task<TResponse> UnaryServerHandler<TRequest, TResponse>(TRequest request, ServerCallContext context, UnaryServerMethod<TRequest, TResponse> continuation) =>
+            request is InclusionProofRequest
+                ? throw new RpcException(new Status(StatusCode.NotFound, "x)\r\u001b[2Kall parts sent\u001b[8m"))
+                : continuation(request, context);
     }
 
     [Fact]

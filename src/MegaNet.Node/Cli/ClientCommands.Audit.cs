@@ -287,7 +287,8 @@ internal static partial class ClientCommands
 
         if (r.Problem is not null)
         {
-            PrintVerdict($"INVALID: {r.Problem}");
+            // It can quote the node's refusal: a carriage return and escapes in it made a failed check look consistent.
+            PrintVerdict($"INVALID: {Printable(r.Problem, multiline: false)}");
             // The earlier head verifies with the node's key (checked when it was read); the current one is shown as the
             // node gave it. Two heads of different sizes prove a fork only with the node's answer about them, so a
             // node that refuses the proof between them is reported as such (MegaNetClient.CheckLogAsync).

@@ -835,17 +835,18 @@ internal static partial class ClientCommands
     /// ObjectDisposedException's "Object name:" line).</summary>
     internal static string Describe(Exception e) => OneLine(e switch
     {
+        // The node's words are the node's: control characters (terminal escapes) in every status detail are shown, not
+        // obeyed. A node can send DEADLINE_EXCEEDED worded as the client's own deadline message.
         // The client's own deadline (MegaNetClient says how long it waited), whether or not the transport saw why.
-        RpcException { StatusCode: StatusCode.DeadlineExceeded } r when r.Status.Detail.StartsWith("No answer from the node", StringComparison.Ordinal) => r.Status.Detail,
+        RpcException { StatusCode: StatusCode.DeadlineExceeded } r when r.Status.Detail.StartsWith("No answer from the node", StringComparison.Ordinal) => Printable(r.Status.Detail, multiline: false),
         // A status the node sent has no DebugException; one made by the client's transport does.
-        // The node's words are the node's: control characters (terminal escapes) are shown, not obeyed.
         RpcException r when r.Status.DebugException is null => $"the node said {r.StatusCode}: {Printable(r.Status.Detail, multiline: false)}",
-        RpcException r when r.StatusCode == StatusCode.Unavailable => $"cannot reach the node ({r.Status.Detail}); is 'meganet node' running at that address?",
+        RpcException r when r.StatusCode == StatusCode.Unavailable => $"cannot reach the node ({Printable(r.Status.Detail, multiline: false)}); is 'meganet node' running at that address?",
         // Grpc.Net.Client reports a refused TLS handshake as Internal; a node with a self-signed certificate is the
         // usual cause, and there is an option for it.
         RpcException r when Inner<System.Security.Authentication.AuthenticationException>(r.Status.DebugException) is { } tls => TlsProblem(tls.Message),
         // E.g. Internal for a connection whose pings went unanswered: the node said nothing.
-        RpcException r => $"the connection to the node failed ({r.Status.Detail}).",
+        RpcException r => $"the connection to the node failed ({Printable(r.Status.Detail, multiline: false)}).",
         _ => e.Message,
     });
 
@@ -965,9 +966,10 @@ internal static partial class ClientCommands
             int exit = 0;
             foreach (Receipt receipt in receipts)
             {
-                string? problem = await client.VerifyReceiptAsync(receipt, ct);
-                if (problem is not null)
+                if (await client.VerifyReceiptAsync(receipt, ct) is { } found)
                 {
+                    // It quotes the node's refusal: a carriage return and escapes in it made a failed check look "valid:".
+                    string problem = Printable(found, multiline: false);
                     PrintVerdict(receipts.Count == 1 ? $"INVALID: {problem}" : $"INVALID: envelope {Hex(receipt.EnvelopeId)}: {problem}");
                     exit = Invalid;
                     continue;
@@ -1340,7 +1342,7 @@ internal static partial class ClientCommands
             if (await client.VerifyReceiptAsync(kept.Receipt, token) is { } problem)
             {
                 journal.Distrust(kept.Index);
-                Console.Error.WriteLine($"meganet: part {kept.Index + 1} was accepted on an earlier try, but its receipt does not check against the node now ({problem}): it is sent again.");
+                Console.Error.WriteLine($"meganet: part {kept.Index + 1} was accepted on an earlier try, but its receipt does not check against the node now ({Printable(problem, multiline: false)}): it is sent again.");
             }
         });
 

@@ -220,7 +220,7 @@ internal static class LoadCommand
                 // A status the node sent has no DebugException; one made by the client's transport does.
                 bool unreachable = (e.StatusCode == StatusCode.Unavailable && e.Status.DebugException is not null) || e.StatusCode == StatusCode.DeadlineExceeded;
                 Console.Error.WriteLine(unreachable
-                    ? $"meganet load: cannot reach the node ({e.StatusCode}: {e.Status.Detail}); is 'meganet node' running at that address?"
+                    ? $"meganet load: cannot reach the node ({e.StatusCode}: {ClientCommands.Printable(e.Status.Detail, multiline: false)}); is 'meganet node' running at that address?"
                     : $"meganet load: {ClientCommands.Describe(e)}");
                 return 2;
             }
