@@ -629,6 +629,14 @@ public sealed class CliErrorTests : IDisposable
         Assert.True(waited.Elapsed < TimeSpan.FromSeconds(25), $"send took {waited.Elapsed.TotalSeconds:F1} s with --timeout 1s");
 
         AssertClearError(await Meganet("fetch", "--identity", bob, "--node", address, "--timeout", "1s"), "(the client's default deadline, --timeout)", exitCode: 2);
+
+        // listen's calls (the challenge before its subscription here) too: it had no --timeout, and named the library's
+        // MegaNetClientOptions.DefaultDeadline after 30 s.
+        waited.Restart();
+        Result listened = await Meganet("listen", "--identity", bob, "--node", address, "--timeout", "2s");
+        AssertClearError(listened, "No answer from the node within 2 s (the client's default deadline, --timeout)", exitCode: 2);
+        Assert.DoesNotContain("MegaNetClientOptions", listened.Stderr, StringComparison.Ordinal);
+        Assert.True(waited.Elapsed < TimeSpan.FromSeconds(25), $"listen took {waited.Elapsed.TotalSeconds:F1} s with --timeout 2s");
     }
 
     [Fact]

@@ -33,9 +33,9 @@ internal static partial class ClientCommands
 
     private static Option<bool> JsonOption(string what) => new("--json") { Description = what };
 
-    private static Option<TimeSpan> TimeoutOption() => new("--timeout")
+    private static Option<TimeSpan> TimeoutOption(string description = "How long to wait for each of the node's answers before giving up (e.g. 30s, 2m).") => new("--timeout")
     {
-        Description = "How long to wait for each of the node's answers before giving up (e.g. 30s, 2m).",
+        Description = description,
         DefaultValueFactory = _ => TimeSpan.FromSeconds(30),
         CustomParser = CliParsers.Duration,
     };
@@ -602,17 +602,21 @@ internal static partial class ClientCommands
             Description = "Delete each message from the node once it has been written to standard output, or, for a part of a file, kept on disk " +
                 "until the file is whole (as fetch --ack does), so a mailbox read only through listen does not fill up; not a file in text output without --save-files (it is only announced).",
         };
+        // Not for the subscription: it waits for mail as long as it is open (the node's keepalives tell it is alive).
+        var timeout = TimeoutOption("How long to wait for each of the node's answers to a call (the challenge before each subscription, " +
+            "the fetch of parts left on the node, acknowledgements) before giving up (e.g. 30s, 2m); the subscription itself stays open for mail.");
         var tlsCert = TlsCertOption();
         var save = SaveFilesOption();
-        var command = new Command("listen", "Print messages as they arrive (and those already waiting), until Ctrl+C.") { identity, node, nodeId, after, ack, json, save, retryFor, tlsCert };
+        var command = new Command("listen", "Print messages as they arrive (and those already waiting), until Ctrl+C.") { identity, node, nodeId, after, ack, json, save, retryFor, timeout, tlsCert };
         command.SetAction((parse, ct) => Run(async () =>
         {
             using Identity id = LoadIdentity(parse.GetValue(identity)!);
             SeenMessages seen = OpenSeen(parse.GetValue(identity)!);
             Inbox inbox = OpenInbox(parse.GetValue(identity)!, parse.GetValue(json), parse.GetValue(save), parse.GetValue(ack) ? Inbox.PartsRelease.WhenWritten : Inbox.PartsRelease.Never);
             Uri address = parse.GetValue(node)!;
-            // Every connection listen makes (subscriptions again after a loss, acknowledgements) trusts the same.
-            var connection = new MegaNetClientOptions { TrustedCertificate = LoadTlsCertificate(parse.GetValue(tlsCert), address) };
+            // Every connection listen makes (subscriptions again after a loss, acknowledgements) trusts the same, and
+            // names --timeout when a call runs out of it.
+            MegaNetClientOptions connection = ClientOptions(address, parse.GetValue(timeout), parse.GetValue(tlsCert));
             return await KnownNodes.RunAsync(parse.GetValue(identity)!, address, parse.GetValue(nodeId),
                 (client, pin) => ListenAsync(client, pin, address, connection, id, seen, inbox, parse.GetValue(after), parse.GetValue(ack), parse.GetValue(retryFor), ct), connection);
         }));
