@@ -44,6 +44,8 @@ internal sealed partial class DirectFileDevice : StorageDeviceBase
     private int _pending;
     private int _retrying;
     private int _abandoned;
+    private long _readFailures;
+    private IOException? _lastReadFailure;
 
     private DirectFileDevice(string filename, int directFlag, bool buffered = false, int ioThreads = IoThreads)
         : base(filename, Sector, Devices.CAPACITY_UNSPECIFIED)
@@ -188,6 +190,20 @@ internal sealed partial class DirectFileDevice : StorageDeviceBase
     /// <summary>Tests: when it returns true, a write fails as on a full disk (errno 28) before reaching the file.</summary>
     internal Func<bool>? FailWriteForTests { get; set; }
 
+    /// <summary>
+    /// Reads that failed (an error of the OS, such as <c>EIO</c> or <c>EMFILE</c>, not of the data) since the device was
+    /// made. FASTER takes such a read for a record that is not there, so a reader that must tell the two apart compares
+    /// the count before and after its read; <see cref="LastReadFailure"/> says what failed.
+    /// </summary>
+    public long ReadFailures => Interlocked.Read(ref _readFailures);
+
+    /// <summary>The error of the latest failed read (see <see cref="ReadFailures"/>); null while none failed.</summary>
+    public IOException? LastReadFailure => Volatile.Read(ref _lastReadFailure);
+
+    /// <summary>Tests: when it returns true for a read's offset in its segment file, the read fails as on a device error
+    /// (errno 5) before reaching the file.</summary>
+    internal Func<ulong, bool>? FailReadForTests { get; set; }
+
     /// <inheritdoc />
     public override void WriteAsync(IntPtr sourceAddress, int segmentId, ulong destinationAddress, uint numBytesToWrite, DeviceIOCompletionCallback callback, object context)
     {
@@ -290,11 +306,21 @@ internal sealed partial class DirectFileDevice : StorageDeviceBase
             uint error = 0, read = 0;
             try
             {
+                if (FailReadForTests?.Invoke(sourceAddress) == true)
+                {
+                    throw new IOException($"Input/output error (injected) : '{GetSegmentFilename(FileName, segmentId)}'", 5);
+                }
+
                 read = (uint)RandomAccess.Read(Segment(segmentId, destinationAddress, readLength, sourceAddress), new Span<byte>((void*)destinationAddress, (int)readLength), (long)sourceAddress);
             }
             catch (Exception e)
             {
                 error = ErrorCode(e);
+                // FASTER 2.6.5 only logs the error and parses the buffer anyway: zeros read as no record at all, where
+                // the buffer's last contents (it is pooled) could read as some other record, or an older one of this key.
+                new Span<byte>((void*)destinationAddress, (int)readLength).Clear();
+                Volatile.Write(ref _lastReadFailure, e as IOException ?? new IOException(e.Message, e));
+                Interlocked.Increment(ref _readFailures);
             }
 
             Interlocked.Decrement(ref _pending);

@@ -5,6 +5,15 @@ using MegaNet.Core.Interop;
 
 namespace MegaNet.Store;
 
+/// <summary>What a read of the envelope table gave: the record's value, or null where it found none.</summary>
+/// <param name="Value">The value read; null when there is none.</param>
+/// <param name="FromDisk">The read went to disk (the record, or the chain of records it looked through, was beyond the
+/// part of the table held in memory). Only such a read can miss a record that is there: damage on the disk (a bad
+/// sector) reads as no record at all.</param>
+/// <param name="Failure">Set when nothing was found while a read of the device failed (<c>EIO</c>, <c>EMFILE</c>), each
+/// time it was tried: the record may well be there, and a later read may find it.</param>
+internal readonly record struct TableRead(byte[]? Value, bool FromDisk, IOException? Failure);
+
 /// <summary>
 /// The envelope table on a FASTER <see cref="FasterKV{Key, Value}"/> with byte-string keys and values: for every
 /// stored envelope one record, <c>'E' ‖ id</c> → metadata (recipient, mailbox seq, expiry, log index, length;
@@ -125,6 +134,17 @@ internal sealed class EnvelopeKv : IDisposable
         get => _device.FailWriteForTests;
         set => _device.FailWriteForTests = value;
     }
+
+    /// <summary>Tests: makes a read of the table's log fail as on a device error when it returns true for the read's offset
+    /// in its segment file.</summary>
+    internal Func<ulong, bool>? FailTableReadForTests
+    {
+        get => _device.FailReadForTests;
+        set => _device.FailReadForTests = value;
+    }
+
+    /// <summary>Tests: where the in-memory part of the table's log begins; records below it are read from disk.</summary>
+    internal long HeadAddressForTests => _kv.Log.HeadAddress;
 
     /// <summary>Reads that went to disk (the record was beyond the in-memory part of the log).</summary>
     public long DiskReads => Interlocked.Read(ref _diskReads);
@@ -270,45 +290,58 @@ internal sealed class EnvelopeKv : IDisposable
         Delete('E', id);
     }
 
-    /// <summary>Metadata of an envelope (as <see cref="GetMetaAsync"/>), or null, for the store's prepare stage: on its own session (one thread at a
-    /// time; it runs while the writer session applies an earlier group), waiting for a read from disk.</summary>
-    public byte[]? GetMetaForPrepare(ReadOnlySpan<byte> id) => GetMetaWaiting(_lookup, id);
+    /// <summary>Metadata of an envelope (as <see cref="GetMetaAsync"/>), or none, for the store's prepare stage: on its own
+    /// session (one thread at a time; it runs while the writer session applies an earlier group), waiting for a read
+    /// from disk.</summary>
+    public TableRead GetMetaForPrepare(ReadOnlySpan<byte> id) => GetMetaWaiting(_lookup, id);
 
     /// <summary>Metadata of an envelope, or null, on the writer session: for the one stage that writes the table (the
     /// apply stage, replay), while the prepare stage may be reading on its own session.</summary>
-    public byte[]? GetMetaOnWriter(ReadOnlySpan<byte> id) => GetMetaWaiting(_writer, id);
+    public byte[]? GetMetaOnWriter(ReadOnlySpan<byte> id) => GetMetaWaiting(_writer, id).Value;
 
-    private byte[]? GetMetaWaiting(ClientSession<SpanByte, SpanByte, SpanByte, byte[], Empty, SpanByteFunctions_ByteArrayOutput<Empty>> session, ReadOnlySpan<byte> id)
+    private TableRead GetMetaWaiting(ClientSession<SpanByte, SpanByte, SpanByte, byte[], Empty, SpanByteFunctions_ByteArrayOutput<Empty>> session, ReadOnlySpan<byte> id)
     {
-        Status status = StartRead(session, 'E', id, out byte[] output);
-        if (status.IsPending)
+        for (int tries = 1; ; tries++)
         {
-            Interlocked.Increment(ref _diskReads);
-            session.CompletePendingWithOutputs(out CompletedOutputIterator<SpanByte, SpanByte, SpanByte, byte[], Empty> completed, wait: true);
-            using (completed)
+            long failures = _device.ReadFailures;
+            Status status = StartRead(session, 'E', id, out byte[] output);
+            bool fromDisk = status.IsPending;
+            if (fromDisk)
             {
-                (status, output) = Last(completed, status, output);
+                Interlocked.Increment(ref _diskReads);
+                session.CompletePendingWithOutputs(out CompletedOutputIterator<SpanByte, SpanByte, SpanByte, byte[], Empty> completed, wait: true);
+                using (completed)
+                {
+                    (status, output) = Last(completed, status, output);
+                }
+            }
+
+            if (status.Found || !ReadFailedSince(failures, fromDisk, tries))
+            {
+                return Outcome(status.Found ? output : null, fromDisk, failures);
             }
         }
-
-        return status.Found ? output : null;
     }
 
-    /// <summary>Metadata of an envelope (the first <see cref="MetaLength"/> bytes; the envelope may follow), or null.</summary>
-    public ValueTask<byte[]?> GetMetaAsync(ReadOnlyMemory<byte> id) => ReadAsync('E', id);
+    /// <summary>Metadata of an envelope (the first <see cref="MetaLength"/> bytes; the envelope may follow), or none.</summary>
+    public ValueTask<TableRead> GetMetaAsync(ReadOnlyMemory<byte> id) => ReadAsync('E', id);
 
-    /// <summary>The envelope bytes, or null once acknowledged or expired.</summary>
-    public async ValueTask<byte[]?> GetEnvelopeAsync(ReadOnlyMemory<byte> id)
+    /// <summary>The envelope bytes, or none once acknowledged or expired (or when the record could not be read).</summary>
+    public async ValueTask<TableRead> GetEnvelopeAsync(ReadOnlyMemory<byte> id)
     {
-        byte[]? record = await ReadAsync('E', id).ConfigureAwait(false);
-        if (record is { Length: > MetaLength })
+        TableRead record = await ReadAsync('E', id).ConfigureAwait(false);
+        if (record.Value is { Length: > MetaLength } value)
         {
-            return record[MetaLength..];
+            return record with { Value = value[MetaLength..] };
         }
 
-        return record is not null && SeparateEnvelopeRecords && await ReadAsync('B', id).ConfigureAwait(false) is { Length: >= 8 } value
-            ? value[8..]
-            : null;
+        if (record.Value is null || !SeparateEnvelopeRecords)
+        {
+            return record with { Value = null };
+        }
+
+        TableRead bytes = await ReadAsync('B', id).ConfigureAwait(false);
+        return bytes with { Value = bytes.Value is { Length: >= 8 } b ? b[8..] : null };
     }
 
     /// <summary>
@@ -484,7 +517,7 @@ internal sealed class EnvelopeKv : IDisposable
     /// overload no pool thread blocks here: the node once stalled with ~1,700 pool threads blocked behind two readers
     /// that waited synchronously for completions queued behind them.
     /// </summary>
-    private async ValueTask<byte[]?> ReadAsync(char kind, ReadOnlyMemory<byte> id)
+    private async ValueTask<TableRead> ReadAsync(char kind, ReadOnlyMemory<byte> id)
     {
         await _readerSlots.WaitAsync().ConfigureAwait(false);
         if (!_readers.TryTake(out var session))
@@ -494,11 +527,13 @@ internal sealed class EnvelopeKv : IDisposable
 
         try
         {
-            while (true)
+            for (int tries = 1; ; tries++)
             {
                 long begin = _kv.Log.BeginAddress;
+                long failures = _device.ReadFailures;
                 Status status = StartRead(session, kind, id.Span, out byte[] output);
-                if (status.IsPending)
+                bool fromDisk = status.IsPending;
+                if (fromDisk)
                 {
                     Interlocked.Increment(ref _diskReads);
                     // Not cancellable: a session must not go back to the pool with a read still pending on it.
@@ -507,19 +542,19 @@ internal sealed class EnvelopeKv : IDisposable
                     (status, output) = Last(completed, status, output);
                 }
 
-                if (status.Found)
+                if (!status.Found && _kv.Log.BeginAddress != begin)
                 {
-                    return output;
+                    // Compaction moved the log's begin address during this read: the read may have followed the record's
+                    // old copy below it (FASTER then says not found) while the live copy is at the tail now. Read again.
+                    Interlocked.Increment(ref _compactionRetries);
+                    tries--;
+                    continue;
                 }
 
-                if (_kv.Log.BeginAddress == begin)
+                if (status.Found || !ReadFailedSince(failures, fromDisk, tries))
                 {
-                    return null;
+                    return Outcome(status.Found ? output : null, fromDisk, failures);
                 }
-
-                // Compaction moved the log's begin address during this read: the read may have followed the record's
-                // old copy below it (FASTER then says not found) while the live copy is at the tail now. Read again.
-                Interlocked.Increment(ref _compactionRetries);
             }
         }
         finally
@@ -528,6 +563,17 @@ internal sealed class EnvelopeKv : IDisposable
             _readerSlots.Release();
         }
     }
+
+    // How often a read that found nothing while a read of the device failed is tried in all.
+    private const int ReadTries = 3;
+
+    // After a read that found nothing: whether to read again, because a read of the device failed while it ran (it
+    // may have been this one, which FASTER then takes for a record that is not there).
+    private bool ReadFailedSince(long failures, bool fromDisk, int tries) =>
+        fromDisk && _device.ReadFailures != failures && tries < ReadTries;
+
+    private TableRead Outcome(byte[]? found, bool fromDisk, long failures) =>
+        new(found, fromDisk, found is null && fromDisk && _device.ReadFailures != failures ? _device.LastReadFailure : null);
 
     /// <summary>Starts a read: found or not found at once when the record is in memory, pending when it is on disk.</summary>
     private static unsafe Status StartRead(ClientSession<SpanByte, SpanByte, SpanByte, byte[], Empty, SpanByteFunctions_ByteArrayOutput<Empty>> session, char kind, ReadOnlySpan<byte> id, out byte[] output)

@@ -764,7 +764,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
             return null;
         }
 
-        byte[]? meta = await _kv.GetMetaAsync(envelopeId).ConfigureAwait(false);
+        byte[]? meta = (await _kv.GetMetaAsync(envelopeId).ConfigureAwait(false)).Value;
         if (meta is null)
         {
             return null;
@@ -812,11 +812,28 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
                 cancellationToken.ThrowIfCancellationRequested();
                 byte[] id = new byte[32];
                 e.Id.CopyTo(id);
-                // Null when an ack or the expiry sweep removed it since the index was read: skip it.
-                if (await _kv.GetEnvelopeAsync(id).ConfigureAwait(false) is { } envelope)
+                TableRead read = await _kv.GetEnvelopeAsync(id).ConfigureAwait(false);
+                if (read.Value is { } envelope)
                 {
                     entries.Add(new MailboxEntry(e.Seq, id, envelope, DateTimeOffset.FromUnixTimeMilliseconds(e.ExpiresUnixMs), e.LogIndex));
+                    continue;
                 }
+
+                // An ack or the expiry sweep that removed it since the index was read: both take the entry out of the
+                // index before they touch its record, so it is gone from there too. Skip it.
+                if (!StillWaiting(recipient.Span, e))
+                {
+                    continue;
+                }
+
+                // Else its record is damaged, or could not be read just now. Skipped, it was lost without a word: the
+                // cursor moved past it. The page ends before it instead, and the page from there says what is wrong.
+                if (entries.Count > 0)
+                {
+                    return new MailboxPage(entries, e.Seq - 1) { WaitingCount = waiting.Count, WaitingBytes = waiting.Bytes };
+                }
+
+                throw read.Failure is { } failure ? TableUnreadable(id, e, failure) : TableDamaged(id, e);
             }
 
             // Every entry picked went meanwhile (another device acknowledged them): an empty page whose cursor moved
@@ -830,6 +847,30 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
 
         return new MailboxPage(entries, next) { WaitingCount = waiting.Count, WaitingBytes = waiting.Bytes };
     }
+
+    // Whether the mailbox of recipient still holds entry, unexpired: an entry whose envelope is not in the table then
+    // has a record that is damaged or could not be read.
+    private bool StillWaiting(ReadOnlySpan<byte> recipient, in IndexEntry entry)
+    {
+        long now = _options.Clock.GetUtcNow().ToUnixTimeMilliseconds();
+        lock (_state)
+        {
+            return _mailboxes.TryGetValue(new Key32(recipient), out Mailbox? box) && box.TryGet(entry.Seq, out IndexEntry held)
+                && held.Id.Equals(entry.Id) && held.ExpiresUnixMs > now;
+        }
+    }
+
+    private StoreCorruptException TableDamaged(byte[] id, in IndexEntry entry) => new(
+        $"The store's envelope table in '{_kv.Directory}' is damaged: the record of envelope {Convert.ToHexStringLower(id)} (mailbox seq {entry.Seq}, " +
+        $"log index {entry.LogIndex}) no longer reads back from it, while its mailbox still holds it. {StoreCorruptException.MailRunTimeAdvice}")
+    {
+        MailboxSeq = entry.Seq,
+    };
+
+    private StoreUnavailableException TableUnreadable(byte[] id, in IndexEntry entry, IOException failure) => new(
+        $"Reading the record of envelope {Convert.ToHexStringLower(id)} (mailbox seq {entry.Seq}) from the store's envelope table in '{_kv.Directory}' " +
+        $"failed ({failure.Message}). This is no sign of damage and nothing was changed: the mail can be fetched again, and is delivered once the cause passes. " +
+        "If it keeps failing, check the node's open-file limit, its memory and the device.", failure);
 
     /// <summary>Tries of <see cref="ListAsync"/> at a page whose every entry was removed while their bytes were read.</summary>
     private const int MaxListAttempts = 8;
@@ -1317,7 +1358,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         // replayed a swept entry): only the record the entry stands for goes.
         foreach ((byte[] id, long logIndex) in swept)
         {
-            if (_kv.GetMetaForPrepare(id) is not { } meta || LogIndexOf(meta) == logIndex)
+            if (_kv.GetMetaForPrepare(id).Value is not { } meta || LogIndexOf(meta) == logIndex)
             {
                 _kv.DeleteAll(id);
             }
@@ -1433,6 +1474,17 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         get => _kv.FailTableWriteForTests;
         set => _kv.FailTableWriteForTests = value;
     }
+
+    /// <summary>Tests: makes a read of the envelope table fail as on a device error (errno 5) when it returns true for the
+    /// read's offset in its segment file.</summary>
+    internal Func<ulong, bool>? FailTableReadForTests
+    {
+        get => _kv.FailTableReadForTests;
+        set => _kv.FailTableReadForTests = value;
+    }
+
+    /// <summary>Tests: table records below this address are read from disk (they were flushed before they left memory).</summary>
+    internal long TableHeadAddressForTests => _kv.HeadAddressForTests;
 
     /// <summary>Runs between the table checkpoint and the manifest that names it (tests take what a crash there leaves),
     /// on the thread that then writes the manifest.</summary>
@@ -1630,7 +1682,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         // _pendingIds unless forgotten since. (The read missed the cache for nearly every put: 2.2 % of the node's CPU
         // samples while streaming, 2026-12-01.)
         bool settled = put.NotFoundAtMark is { } mark && mark >= _idsForgottenThrough;
-        if (!settled && _kv.GetMetaForPrepare(id) is { } meta)
+        if (!settled && _kv.GetMetaForPrepare(id).Value is { } meta)
         {
             prepared.Accepted.Add((r, item, StoredFromMeta(id, meta), false));
             return;
@@ -2378,6 +2430,10 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
 /// opened, <see cref="RunTimeAdvice"/> when the damage is found while it is open). Nothing was changed.</summary>
 public sealed class StoreCorruptException(string message, Exception? inner = null) : Exception(message, inner)
 {
+    /// <summary>Where the damage was found listing a mailbox: the sequence number of the entry whose envelope no longer
+    /// reads back from the store's table, which that mailbox still holds. Null for other damage.</summary>
+    public ulong? MailboxSeq { get; init; }
+
     /// <summary>What to do, the end of every such message. An empty store under the same node key would sign a second,
     /// smaller log that contradicts the tree heads already handed out, so starting over takes a new key too; a backup
     /// older than the last head handed out does the same in part, which the operator should know before restoring.</summary>
@@ -2394,6 +2450,11 @@ public sealed class StoreCorruptException(string message, Exception? inner = nul
     public const string RunTimeAdvice = "The store keeps serving everything else, but no proof that needs these hashes can be given until it is repaired: " +
         "stop the node, then restore the store directory from a backup " + BackupCaveat + " " + StartOver;
 
+    /// <summary>What to do when an envelope that a mailbox still holds no longer reads back from the store's table: the
+    /// store keeps serving everything else, so the backup is restored once the node is stopped.</summary>
+    public const string MailRunTimeAdvice = "The store keeps serving everything else, but this envelope cannot be delivered until it is repaired (its recipient " +
+        "is told which one, and can fetch the mail after it): stop the node, then restore the store directory from a backup " + BackupCaveat + " " + StartOver;
+
     private const string BackupCaveat = "(one older than the store's last state makes the node sign a smaller log under " +
         "the same id, which clients' 'meganet audit' reports as a fork: the entries signed since the backup are gone and their receipts no longer verify; expect that, and tell those who audit the node).";
 
@@ -2404,6 +2465,6 @@ public sealed class StoreCorruptException(string message, Exception? inner = nul
 public sealed class StoreInUseException(string message, Exception? inner = null) : Exception(message, inner);
 
 /// <summary>The store could not commit (full disk, device error); nothing in the affected group was acknowledged. Also
-/// a proof whose hashes could not be read back from the store's files just then (too many open files, a device error):
-/// no damage, and asking again may succeed.</summary>
+/// a proof whose hashes, or a mailbox listing whose envelope, could not be read back from the store's files just then
+/// (too many open files, a device error): no damage, and asking again may succeed.</summary>
 public sealed class StoreUnavailableException(string message, Exception? inner = null) : Exception(message, inner);

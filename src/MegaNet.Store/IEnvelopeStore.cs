@@ -46,7 +46,12 @@ public interface IEnvelopeStore : IAsyncDisposable
 
     /// <summary>Mailbox entries of <paramref name="recipient"/> with sequence number greater than <paramref name="afterSeq"/>,
     /// oldest first, at most <paramref name="limit"/> and, past the first, at most <paramref name="maxBytes"/> of
-    /// envelopes in all. Expired entries are never returned.</summary>
+    /// envelopes in all. Expired entries are never returned. An entry whose envelope cannot be read ends the page before
+    /// it, with the cursor there; a page that would begin with it throws.</summary>
+    /// <exception cref="StoreCorruptException">The first entry's envelope no longer reads back from the store's files while
+    /// the mailbox still holds it (damage; <see cref="StoreCorruptException.MailboxSeq"/> names the entry).</exception>
+    /// <exception cref="StoreUnavailableException">Reading the first entry's envelope failed for a reason that may pass (an
+    /// I/O error, too many open files); listing again may succeed. The message names the error.</exception>
     ValueTask<MailboxPage> ListAsync(ReadOnlyMemory<byte> recipient, ulong afterSeq, int limit, long maxBytes = long.MaxValue, CancellationToken cancellationToken = default);
 
     /// <summary>Deletes the given entries of the recipient's mailbox (the owner acknowledged them); returns how many existed.

@@ -86,6 +86,15 @@ internal sealed class Mailbox
         return (count, bytes);
     }
 
+    /// <summary>The live entry with sequence number <paramref name="seq"/>; false when there is none.</summary>
+    public bool TryGet(ulong seq, out IndexEntry entry)
+    {
+        int at = Search(seq);
+        bool live = at >= 0 && !_removed[at];
+        entry = live ? _slots[at] : default;
+        return live;
+    }
+
     /// <summary>Removes the live entry with sequence number <paramref name="seq"/>; false when there is none.</summary>
     public bool Remove(ulong seq, out IndexEntry removed)
     {

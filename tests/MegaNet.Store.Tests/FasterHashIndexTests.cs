@@ -60,7 +60,7 @@ public sealed class FasterHashIndexTests(ITestOutputHelper output) : IDisposable
         byte[] envelope = Bytes(random, 100);
         kv.Put(id, meta, envelope);
         // One record: the metadata, then the envelope.
-        byte[]? record = await kv.GetMetaAsync(id);
+        byte[]? record = (await kv.GetMetaAsync(id)).Value;
         Assert.NotNull(record);
         Assert.Equal([.. meta, .. envelope], record);
     }

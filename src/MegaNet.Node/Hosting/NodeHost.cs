@@ -483,8 +483,8 @@ internal sealed class NodeStopOutcome
     }
 }
 
-/// <summary>Unhealthy once the store refuses writes (a failed commit, e.g. a full disk), or a proof found it damaged
-/// (<see cref="StoreDamage"/>), until the node restarts.</summary>
+/// <summary>Unhealthy once the store refuses writes (a failed commit, e.g. a full disk), or a proof or a mailbox read
+/// found it damaged (<see cref="StoreDamage"/>), until the node restarts.</summary>
 internal sealed class StoreHealthCheck(IEnvelopeStore store, StoreDamage damage) : Microsoft.Extensions.Diagnostics.HealthChecks.IHealthCheck
 {
     public Task<Microsoft.Extensions.Diagnostics.HealthChecks.HealthCheckResult> CheckHealthAsync(
@@ -492,6 +492,6 @@ internal sealed class StoreHealthCheck(IEnvelopeStore store, StoreDamage damage)
         Task.FromResult(store is FasterEnvelopeStore { FaultReason: { } reason }
             ? Microsoft.Extensions.Diagnostics.HealthChecks.HealthCheckResult.Unhealthy($"The store refuses writes until the node restarts: {reason}")
             : damage.Reason is { } damaged
-            ? Microsoft.Extensions.Diagnostics.HealthChecks.HealthCheckResult.Unhealthy($"The store is damaged ({damage.Count} proof requests failed on it): {damaged}")
+            ? Microsoft.Extensions.Diagnostics.HealthChecks.HealthCheckResult.Unhealthy($"The store is damaged ({damage.Count} requests failed on it): {damaged}")
             : Microsoft.Extensions.Diagnostics.HealthChecks.HealthCheckResult.Healthy());
 }

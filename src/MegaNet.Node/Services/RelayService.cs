@@ -441,7 +441,7 @@ public sealed class RelayService(
         MailboxPage page;
         try
         {
-            page = await store.ListAsync(address, request.AfterSeq, limit, FetchPageBytes, context.CancellationToken).ConfigureAwait(false);
+            page = await ListMailAsync(address, request.AfterSeq, limit, FetchPageBytes, context.CancellationToken).ConfigureAwait(false);
         }
         catch (ObjectDisposedException)
         {
@@ -517,7 +517,7 @@ public sealed class RelayService(
                     while (true)
                     {
                         // Small pages: what a subscriber that stops reading holds the node to is one page and one write.
-                        MailboxPage page = await store.ListAsync(address, from, 64, SubscribePageBytes, ct).ConfigureAwait(false);
+                        MailboxPage page = await ListMailAsync(address, from, 64, SubscribePageBytes, ct).ConfigureAwait(false);
                         foreach (MailboxEntry entry in page.Entries)
                         {
                             // Writes end with the client, or when a stop has waited WriteDeadline.StopGrace for them:
@@ -570,6 +570,28 @@ public sealed class RelayService(
         finally
         {
             MegaNetMetrics.SubscriptionEnded();
+        }
+    }
+
+    /// <summary>A page of the mailbox after <paramref name="afterSeq"/>. An envelope the store cannot read is answered as a
+    /// proof whose hashes it cannot read is (<see cref="Guard"/>), with words for mail: DATA_LOSS naming the entry, the
+    /// damage reported (logged, health NOT_SERVING), or UNAVAILABLE to ask again from <paramref name="afterSeq"/>.</summary>
+    private async Task<MailboxPage> ListMailAsync(byte[] address, ulong afterSeq, int limit, long maxBytes, CancellationToken cancellationToken)
+    {
+        try
+        {
+            return await store.ListAsync(address, afterSeq, limit, maxBytes, cancellationToken).ConfigureAwait(false);
+        }
+        catch (StoreCorruptException e)
+        {
+            storeDamage.Report(e);
+            // (ListAsync names the entry in every such error.)
+            throw new RpcException(new Status(StatusCode.DataLoss, StoreDamage.MailClientText(e.MailboxSeq ?? afterSeq + 1)));
+        }
+        catch (StoreUnavailableException e)
+        {
+            storeDamage.ReportUnreadable(e);
+            throw new RpcException(new Status(StatusCode.Unavailable, StoreDamage.MailUnreadableClientText(e, afterSeq)));
         }
     }
 
