@@ -132,6 +132,10 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     // Written by the apply stage after a group's table writes and index updates; read by the prepare stage.
     private long _appliedGeneration;
 
+    // Marks up to this one do not settle a put (PutRequest.NotFoundAtMark): a FindAsync read the table's disk and found
+    // nothing since, which damage or a failed read can cause too (see PreparePut).
+    private long _marksUnsureThrough = -1;
+
     // Free bytes on the store's file system as last read, and when (Stopwatch ticks) to read them again (DiskSpaceLow).
     private long _freeDiskBytes = long.MaxValue;
     private long _nextDiskCheck;
@@ -764,9 +768,20 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
             return null;
         }
 
-        byte[]? meta = (await _kv.GetMetaAsync(envelopeId).ConfigureAwait(false)).Value;
-        if (meta is null)
+        TableRead read = await _kv.GetMetaAsync(envelopeId).ConfigureAwait(false);
+        if (read.Value is not { } meta)
         {
+            if (read.FromDisk)
+            {
+                // The caller read its mark before this lookup: every mark up to now is held to the prepare stage's
+                // lookup, which can tell damage from absence (the put's recipient is known there).
+                long now = LookupMark;
+                for (long unsure = Volatile.Read(ref _marksUnsureThrough); unsure < now; unsure = Volatile.Read(ref _marksUnsureThrough))
+                {
+                    Interlocked.CompareExchange(ref _marksUnsureThrough, now, unsure);
+                }
+            }
+
             return null;
         }
 
@@ -846,6 +861,17 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         }
 
         return new MailboxPage(entries, next) { WaitingCount = waiting.Count, WaitingBytes = waiting.Bytes };
+    }
+
+    // The entry of envelope id in the mailbox of recipient, if it holds one (a scan of the mailbox).
+    private Stored? HeldEntry(Key32 recipient, Key32 id)
+    {
+        lock (_state)
+        {
+            return _mailboxes.TryGetValue(recipient, out Mailbox? box) && box.Find(id) is { } e
+                ? new Stored(recipient, DateTimeOffset.FromUnixTimeMilliseconds(e.ExpiresUnixMs), e.Length, id.ToArray(), e.LogIndex, e.Seq)
+                : null;
+        }
     }
 
     // Whether the mailbox of recipient still holds entry, unexpired: an entry whose envelope is not in the table then
@@ -1681,14 +1707,28 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         // read: every group applied by then was in the table for it to see, and every later one is still in
         // _pendingIds unless forgotten since. (The read missed the cache for nearly every put: 2.2 % of the node's CPU
         // samples while streaming, 2026-12-01.)
-        bool settled = put.NotFoundAtMark is { } mark && mark >= _idsForgottenThrough;
-        if (!settled && _kv.GetMetaForPrepare(id).Value is { } meta)
+        bool settled = put.NotFoundAtMark is { } mark && mark >= _idsForgottenThrough && mark > Volatile.Read(ref _marksUnsureThrough);
+        var recipient = new Key32(put.Recipient.Span);
+        if (!settled)
         {
-            prepared.Accepted.Add((r, item, StoredFromMeta(id, meta), false));
-            return;
+            TableRead read = _kv.GetMetaForPrepare(id);
+            if (read.Value is { } meta)
+            {
+                prepared.Accepted.Add((r, item, StoredFromMeta(id, meta), false));
+                return;
+            }
+
+            // A read that went to disk also finds nothing where the record is damaged or could not be read (see
+            // TableRead): taken for absent, the replay was stored again, with a new receipt and a second copy for its
+            // recipient. While the mailbox holds the envelope, its entry has all the original receipt needs. (Only after
+            // a miss on disk: the scan is of the whole mailbox. Once acknowledged, a damaged envelope is stored again.)
+            if (read.FromDisk && HeldEntry(recipient, key) is { } held)
+            {
+                prepared.Accepted.Add((r, item, held, false));
+                return;
+            }
         }
 
-        var recipient = new Key32(put.Recipient.Span);
         (int count, long bytes) = _pendingUsage.TryGetValue(recipient, out var usage)
             ? (usage.Count, usage.Bytes)
             : baseUsage[recipient];

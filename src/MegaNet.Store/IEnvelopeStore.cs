@@ -94,7 +94,8 @@ public sealed record PutRequest(ReadOnlyMemory<byte> Envelope, ReadOnlyMemory<by
 
     /// <summary>The <see cref="IEnvelopeStore.LookupMark"/> its caller read just before a <see cref="IEnvelopeStore.FindAsync"/>
     /// of <see cref="EnvelopeId"/> that found nothing. The store then decides whether the id is a duplicate from what it
-    /// wrote since the mark, without reading its table, where it still remembers all of that. Trusted as given, like the
+    /// wrote since the mark, without reading its table, where it still remembers all of that (and no lookup since read
+    /// the table's disk and found nothing, which a damaged record can cause too). Trusted as given, like the
     /// id: a wrong mark could store a replay twice. Null (the default): the store looks the id up itself.</summary>
     public long? NotFoundAtMark { get; init; }
 }

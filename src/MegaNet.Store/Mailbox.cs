@@ -95,6 +95,20 @@ internal sealed class Mailbox
         return live;
     }
 
+    /// <summary>The live entry of envelope <paramref name="id"/>, or null (a scan).</summary>
+    public IndexEntry? Find(FasterEnvelopeStore.Key32 id)
+    {
+        for (int i = _first; i < _used; i++)
+        {
+            if (!_removed[i] && _slots[i].Id.Equals(id))
+            {
+                return _slots[i];
+            }
+        }
+
+        return null;
+    }
+
     /// <summary>Removes the live entry with sequence number <paramref name="seq"/>; false when there is none.</summary>
     public bool Remove(ulong seq, out IndexEntry removed)
     {

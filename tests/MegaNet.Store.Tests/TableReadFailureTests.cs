@@ -36,18 +36,21 @@ public sealed class TableReadFailureTests : IDisposable
         return (store, recipient, puts, receipts);
     }
 
+    // A bad sector: 512 KiB of zeros in the table's first segment, about eight whole records.
+    private static void ZeroTable(FasterEnvelopeStore store)
+    {
+        using var segment = new FileStream(Path.Combine(store.StoreDirectory, "kv", "hlog.log.0"), FileMode.Open, FileAccess.Write, FileShare.ReadWrite);
+        segment.Position = 1 << 20;
+        segment.Write(new byte[512 << 10]);
+    }
+
     [Fact]
     public async Task A_listing_stops_before_an_envelope_whose_record_no_longer_reads_back_and_says_which_one_is_damaged()
     {
         (FasterEnvelopeStore store, byte[] recipient, List<PutRequest> puts, List<PutReceipt> receipts) = await FillAsync();
         await using (store)
         {
-            // A bad sector: 512 KiB of zeros in the table's first segment, about eight whole records.
-            using (var segment = new FileStream(Path.Combine(store.StoreDirectory, "kv", "hlog.log.0"), FileMode.Open, FileAccess.Write, FileShare.ReadWrite))
-            {
-                segment.Position = 1 << 20;
-                segment.Write(new byte[512 << 10]);
-            }
+            ZeroTable(store);
 
             // Paged as a client does; a damaged entry is passed over only as a client told of it would (after its seq).
             var delivered = new List<MailboxEntry>();
@@ -129,6 +132,44 @@ public sealed class TableReadFailureTests : IDisposable
             MailboxPage page = await store.ListAsync(recipient, cut.NextCursor, 1000, PageBytes);
             Assert.Equal(receipts.Skip(1).Take(page.Entries.Count).Select(r => r.MailboxSeq), page.Entries.Select(x => x.Seq));
             Assert.True(puts[1].Envelope.Span.SequenceEqual(page.Entries[0].Envelope));
+        }
+    }
+
+    /// <summary>Replay detection when the envelope's record no longer reads back: the mailbox still holds the entry, with
+    /// everything its receipt needs. Before, the put was taken for a new envelope: a second copy in the mailbox, a second
+    /// leaf in the log and a new receipt.</summary>
+    [Fact]
+    public async Task A_replay_of_an_envelope_whose_record_no_longer_reads_back_gets_its_original_receipt()
+    {
+        (FasterEnvelopeStore store, byte[] recipient, List<PutRequest> puts, List<PutReceipt> receipts) = await FillAsync();
+        await using (store)
+        {
+            // The store remembers the ids of the last puts it applied until a checkpoint: it looks in its table now.
+            await store.CheckpointAsync();
+            ZeroTable(store);
+
+            // As admission puts a replay: its own lookup first, then the put with the mark read before it, or, for
+            // half of them, a put that looks the id up itself.
+            var again = new List<PutReceipt>();
+            int unread = 0;
+            for (int i = 0; i < puts.Count; i++)
+            {
+                long mark = store.LookupMark;
+                if (await store.FindAsync(receipts[i].EnvelopeId) is { } found)
+                {
+                    again.Add(found);
+                    continue;
+                }
+
+                unread++;
+                again.Add(await store.PutAsync(i % 2 == 0 ? puts[i] with { EnvelopeId = receipts[i].EnvelopeId, NotFoundAtMark = mark } : puts[i]));
+            }
+
+            Assert.InRange(unread, 2, 119);
+            Assert.All(again, r => Assert.True(r.Duplicate, $"the replay of log index {r.LogIndex} was stored again"));
+            Assert.Equal(receipts.Select(r => (r.LogIndex, r.MailboxSeq)), again.Select(r => (r.LogIndex, r.MailboxSeq)));
+            Assert.Equal(120, store.GetTreeHead().TreeSize);
+            Assert.Equal(receipts.Select(r => r.MailboxSeq), store.IndexedSeqs(recipient));
         }
     }
 }
