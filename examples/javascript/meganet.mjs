@@ -49,6 +49,20 @@ const hkdf = (ikm, salt, info) => Buffer.from(hkdfSync('sha256', ikm, salt, info
 
 class UsageError extends Error {}
 
+// What the node or a sender chose, made safe to print on a line (as meganet's Printable): control and format characters
+// and line and paragraph separators drive a terminal or reorder and hide text ("\r\e[2K" erases the line, and what
+// follows looks like this client's own verdict), so each is shown as \uXXXX (\UXXXXXXXX beyond the BMP).
+const HIDDEN = /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}]/gu;
+const hex4 = (unit) => `\\u${unit.toString(16).padStart(4, '0')}`;
+const printable = (text) => String(text).replace(/\p{Cs}/gu, '\ufffd').replace(HIDDEN, (c) => {
+  const point = c.codePointAt(0);
+  return point > 0xffff ? `\\U${point.toString(16).padStart(8, '0')}` : hex4(point);
+});
+
+// A JSON line whose strings hold no such character as it is: JSON.stringify escapes C0 controls only, and leaves C1
+// controls, bidi overrides and U+2028 in place. The same values once parsed.
+const jsonLine = (value) => `${JSON.stringify(value).replace(HIDDEN, (c) => [...Array(c.length).keys()].map((i) => hex4(c.charCodeAt(i))).join(''))}\n`;
+
 // ---- identities and cards (protocol.md, "Identities and addresses") ----
 
 function identityFrom(file) {
@@ -479,9 +493,9 @@ async function logProblem(node, earlier, current) {
       if (error.code === grpc.status.DATA_LOSS) {
         // No refusal of the proof: the node says it lost what it signed, and only its operator can mend that.
         return `the node cannot give a consistency proof between two sizes it signed, ${size1} and ${size2}: it says its store is damaged, ` +
-          `so its log cannot be checked until its operator restores the store (${grpc.status[error.code]}: ${error.details})`;
+          `so its log cannot be checked until its operator restores the store (${grpc.status[error.code]}: ${printable(error.details)})`;
       }
-      return `the node refused a consistency proof between two sizes it signed, ${size1} and ${size2} (${grpc.status[error.code]}: ${error.details})`;
+      return `the node refused a consistency proof between two sizes it signed, ${size1} and ${size2} (${grpc.status[error.code]}: ${printable(error.details)})`;
     }
   }
   return verifyConsistency(size1, size2, earlier.root_hash, Buffer.from(current.root_hash), path)
@@ -562,7 +576,7 @@ async function audit(node, url, nodeId, headsPath) {
     }
     if (report.remembered && earlier === null && !nodeId) console.error(`note: first audit of node ${id}, remembered as the key signs it now; pass --node-id to check that this is the node you mean`);
   }
-  await writeOut(`${JSON.stringify(report)}\n`);
+  await writeOut(jsonLine(report));
   if (saveError !== null) throw saveError;
   if (problem !== null) {
     console.error(`meganet.mjs: INVALID: ${problem}${report.earlier ? `. The remembered head stays in ${headsPath}` : ''} (the report on standard output holds the heads)`);
@@ -591,6 +605,7 @@ class Parts {
   add(m, seq) {
     const c = m.content;
     const refuse = (message, seqs = [seq]) => { throw Object.assign(new Error(message), { seqs }); };
+    const name = printable(m.fileName); // the sender's choice, shown in messages
     if (c.length < PART_HEADER) refuse(`a file part of ${c.length} bytes is shorter than its ${PART_HEADER}-byte header`);
     const index = c.readUInt32BE(16), count = c.readUInt32BE(20), length = c.readBigUInt64BE(24), hash = c.subarray(32, PART_HEADER);
     if (count < 1 || count > MAX_PARTS || index >= count || length > BigInt(MAX_FILE) || BigInt(c.length - PART_HEADER) > length) {
@@ -602,11 +617,11 @@ class Parts {
     let file = this.files.get(key);
     if (!file) this.files.set(key, (file = { count, length, hash, name: m.fileName, slices: new Map(), seqs: [] }));
     if (file.count !== count || file.length !== length || !file.hash.equals(hash) || file.name !== m.fileName) {
-      refuse(`part ${index + 1} of file '${m.fileName}' does not match the parts of that file received before (another count, length, hash or name)`);
+      refuse(`part ${index + 1} of file '${name}' does not match the parts of that file received before (another count, length, hash or name)`);
     }
     const slice = c.subarray(PART_HEADER);
     if (file.slices.has(index)) {
-      if (!file.slices.get(index).equals(slice)) refuse(`part ${index + 1} of file '${m.fileName}' came twice with different contents`);
+      if (!file.slices.get(index).equals(slice)) refuse(`part ${index + 1} of file '${name}' came twice with different contents`);
       file.seqs.push(seq); // the same part again (a resend): acknowledged with the file
       return { seqs: [] };
     }
@@ -616,7 +631,7 @@ class Parts {
     this.files.delete(key);
     const whole = Buffer.concat([...Array(count).keys()].map((i) => file.slices.get(i)));
     if (BigInt(whole.length) !== length || !blake2b256(whole).equals(hash)) {
-      refuse(`file '${m.fileName}' in ${count} parts: the parts do not make the file they announce; its parts were dropped`, file.seqs);
+      refuse(`file '${name}' in ${count} parts: the parts do not make the file they announce; its parts were dropped`, file.seqs);
     }
     this.shown.add(key);
     return { file: { content: whole, count }, seqs: file.seqs };
@@ -624,7 +639,7 @@ class Parts {
 
   // The files still missing parts, for a line on stderr.
   waiting() {
-    return [...this.files.values()].map((f) => `${f.slices.size} of ${f.count} parts of file '${f.name}'`);
+    return [...this.files.values()].map((f) => `${f.slices.size} of ${f.count} parts of file '${printable(f.name)}'`);
   }
 }
 
@@ -682,7 +697,7 @@ async function fetch(node, identity, nodeId, ack, from) {
     }
     after = page.next_cursor;
   }
-  await writeOut(messages.map((m) => `${JSON.stringify(m)}\n`).join(''), ack, ack ? 'no message was acknowledged' : undefined);
+  await writeOut(messages.map(jsonLine).join(''), ack, ack ? 'no message was acknowledged' : undefined);
   for (const w of parts.waiting()) console.error(`${w} here; left on the node until the rest come`);
   if (ack && seqs.length > 0) {
     let deleted = 0;
@@ -741,7 +756,7 @@ async function subscribeOnce(node, identity, nodeId, count, state) {
       const m = messageLine(identity, event.item, state.parts);
       state.cursor = event.item.seq; // a part still waiting for the rest is kept in `parts`, not asked for again
       if (!m.line) return;
-      await writeOut(`${JSON.stringify(m.line)}\n`, false, 'stopped listening');
+      await writeOut(jsonLine(m.line), false, 'stopped listening');
       if (count !== undefined && ++state.seen >= count) end();
     }));
     stream.on('error', (error) => next(() => {
@@ -840,11 +855,11 @@ async function main(argv) {
     } else if (command === 'status') {
       // The node id is the key its tree heads are signed with (Status itself does not carry it).
       const head = await node.call('GetTreeHead', {});
-      await writeOut(`${JSON.stringify({ node_id: hex(head.node_key), status: await node.call('Status', {}) })}\n`);
+      await writeOut(jsonLine({ node_id: hex(head.node_key), status: await node.call('Status', {}) }));
     } else if (command === 'send') {
       if (!named.to || named.text === undefined) throw new UsageError('send needs --to CARD and --text TEXT');
       const receipt = await send(node, loadIdentity(named.identity), parseCard(named.to), named.text, nodeId);
-      await writeOut(`${JSON.stringify(receipt)}\n`, false, `the message was sent (envelope ${receipt.envelope_id})`);
+      await writeOut(jsonLine(receipt), false, `the message was sent (envelope ${receipt.envelope_id})`);
     } else {
       if (!nodeId) throw new UsageError(`${command} needs --node-id HEX (the node_id 'status' prints; check it with the node's operator): a client signs a challenge only for the node it means`);
       if (command === 'fetch') await fetch(node, loadIdentity(named.identity), nodeId, named.ack === true, named.after ?? '0');
@@ -875,7 +890,8 @@ if (runAsProgram()) {
     await main(process.argv.slice(2));
   } catch (error) {
     const grpcError = error.code !== undefined && error.details !== undefined ? ` (gRPC ${grpc.status[error.code] ?? error.code})` : '';
-    console.error(`meganet.mjs: ${error.details ?? error.message}${grpcError}`);
+    // A gRPC error's details are the node's words (or the transport's); every line is made printable all the same.
+    console.error(`meganet.mjs: ${printable(error.details ?? error.message)}${grpcError}`);
     // As meganet's: 2 a node that cannot be reached or refuses the call (a gRPC error); 1 anything else: a mistake in
     // the command, a file that cannot be read, a node that fails a check (another id than --node-id). `audit` exits 3
     // itself for a log that shrank, forked or was rewritten.

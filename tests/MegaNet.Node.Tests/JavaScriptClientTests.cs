@@ -698,6 +698,61 @@ public sealed class JavaScriptClientTests : IDisposable
         Assert.Contains($"meganet.mjs: the head could not be remembered in {heads}: ENOENT", result.Stderr, StringComparison.Ordinal);
     }
 
+    [Fact]
+    public async Task The_javascript_client_shows_what_the_node_chose_with_control_and_format_characters_escaped()
+    {
+        // The node's words drive no terminal: "\r\e[2K" erased the line and wrote a verdict of the node's choosing
+        // over it, as meganet's Printable shows them escaped.
+        const string Forged = "\r\u001b[2Kvalid: all good";
+        var relay = new ScriptedRelay { TreeHeadRefusal = new Status(StatusCode.PermissionDenied, Forged) };
+        await using var fake = await FakeRelay<ScriptedRelay>.StartAsync(relay);
+        string url = fake.Address.ToString();
+        Result refused = await RunAsync(Psi("status", "--node", url));
+        Assert.True(refused.ExitCode == 2, $"exit code {refused.ExitCode}: {refused.Stderr}");
+        Assert.Contains(@"meganet.mjs: \u000d\u001b[2Kvalid: all good (gRPC PERMISSION_DENIED)", refused.Stderr, StringComparison.Ordinal);
+        AssertPrintable(refused);
+
+        // Status as JSON: the same strings once parsed, each hidden character written as a JSON escape (a C1 control
+        // and a right-to-left override passed JSON.stringify as they were).
+        relay.TreeHeadRefusal = null;
+        relay.Version = "1.0\u009b2J\u202egnp.exe";
+        Result status = await Js("status", "--node", url);
+        Assert.Equal(relay.Version, (string)JsonNode.Parse(status.Stdout)!["status"]!["version"]!);
+        AssertPrintable(status);
+
+        // audit: a refused proof, in the report and in the verdict line on stderr.
+        string heads = Path.Combine(_dir, "heads.json");
+        string[] audit = ["audit", "--node", url, "--node-id", ScriptedRelay.NodeId, "--heads", heads];
+        await Js(audit);
+        relay.Size = 2;
+        relay.ProofRefusal = new Status(StatusCode.FailedPrecondition, Forged);
+        Result audited = await RunAsync(Psi(audit));
+        Assert.True(audited.ExitCode == 3, $"exit code {audited.ExitCode}: {audited.Stderr}{audited.Stdout}");
+        Assert.EndsWith(@"(FAILED_PRECONDITION: \u000d\u001b[2Kvalid: all good)", (string)JsonNode.Parse(audited.Stdout)!["problem"]!, StringComparison.Ordinal);
+        AssertPrintable(audited);
+
+        // fetch: a file's name is its sender's choice, shown in the line about the parts still to come.
+        const string Name = "a\u001b[2Jb\u202e.bin";
+        using Identity alice = Identity.Create(), bob = Identity.Create();
+        string bobPath = Path.Combine(_dir, "bob.json");
+        bob.Save(bobPath);
+        byte[] firstPart = FileParts.Split(new byte[FileParts.SliceLength(Name) + 1], Name)[0];
+        relay.Mail.Add(ScriptedRelay.Item(1, EnvelopeFormat.Seal(alice, bob.Card, firstPart, FileParts.ContentType, Name, DateTimeOffset.UtcNow.AddDays(1))));
+        Result fetched = await Js("fetch", "-i", bobPath, "--node", url, "--node-id", ScriptedRelay.NodeId);
+        Assert.Contains(@"1 of 2 parts of file 'a\u001b[2Jb\u202e.bin' here", fetched.Stderr, StringComparison.Ordinal);
+        AssertPrintable(fetched);
+    }
+
+    /// <summary>Asserts that neither output of <paramref name="result"/> holds a character that drives a terminal or
+    /// reorders or hides text (control, format, line and paragraph separators), line feeds aside.</summary>
+    private static void AssertPrintable(Result result)
+    {
+        foreach (string output in (string[])[result.Stdout, result.Stderr])
+        {
+            Assert.DoesNotMatch(@"[\p{Cc}\p{Cf}\p{Zl}\p{Zp}-[\n]]", output);
+        }
+    }
+
     /// <summary>A node that signs heads of one log of 3 leaves, at <see cref="Size"/>, and proves their consistency,
     /// or refuses with <see cref="ProofRefusal"/>; <see cref="BeforeProof"/> runs before a proof is answered.</summary>
     private sealed class ScriptedRelay : Relay.RelayBase
@@ -719,9 +774,22 @@ public sealed class JavaScriptClientTests : IDisposable
 
         public long Size { get; set; } = 1;
 
-        public Status? ProofRefusal { get; set; }
+        public Grpc.Core.Status? ProofRefusal { get; set; }
 
         public Action? BeforeProof { get; set; }
+
+        /// <summary>When set, GetTreeHead fails with it.</summary>
+        public Grpc.Core.Status? TreeHeadRefusal { get; set; }
+
+        /// <summary>The version Status gives.</summary>
+        public string Version { get; set; } = "scripted";
+
+        /// <summary>The mailbox Fetch pages through, whoever asks.</summary>
+        public List<MailItem> Mail { get; } = [];
+
+        /// <summary>A mailbox entry of <paramref name="envelope"/>.</summary>
+        public static MailItem Item(ulong seq, Envelope envelope) =>
+            new() { Seq = seq, EnvelopeId = ByteString.CopyFrom(EnvelopeFormat.EnvelopeId(envelope)), Envelope = envelope, LogIndex = (long)seq - 1 };
 
         /// <summary>A head of the node's log, or, <paramref name="forked"/>, of another log of as many leaves that
         /// the same key signs (a fork).</summary>
@@ -753,7 +821,22 @@ public sealed class JavaScriptClientTests : IDisposable
             };
         }
 
-        public override Task<MegaNet.Api.V1.SignedTreeHead> GetTreeHead(GetTreeHeadRequest request, ServerCallContext context) => Task.FromResult(Head(Size));
+        public override Task<MegaNet.Api.V1.SignedTreeHead> GetTreeHead(GetTreeHeadRequest request, ServerCallContext context) =>
+            TreeHeadRefusal is { } refusal ? throw new RpcException(refusal) : Task.FromResult(Head(Size));
+
+        public override Task<ChallengeResponse> Challenge(ChallengeRequest request, ServerCallContext context) =>
+            Task.FromResult(new ChallengeResponse { Nonce = ByteString.CopyFrom(new byte[32]), NodeId = ByteString.CopyFrom(PublicKey) });
+
+        public override Task<FetchResponse> Fetch(FetchRequest request, ServerCallContext context)
+        {
+            var page = new FetchResponse();
+            page.Items.AddRange(Mail.Where(m => m.Seq > request.AfterSeq));
+            page.NextCursor = page.Items.Count > 0 ? page.Items[^1].Seq : request.AfterSeq;
+            return Task.FromResult(page);
+        }
+
+        public override Task<StatusResponse> Status(StatusRequest request, ServerCallContext context) =>
+            Task.FromResult(new StatusResponse { Version = Version, TreeSize = Size, Limits = new Limits { MaxTtlSeconds = 30 * 86_400 } });
 
         public override Task<ConsistencyProof> GetConsistencyProof(ConsistencyProofRequest request, ServerCallContext context)
         {
