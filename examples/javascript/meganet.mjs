@@ -61,6 +61,14 @@ const printable = (text) => String(text).replace(/\p{Cs}/gu, '\ufffd').replace(H
 
 // A JSON line whose strings hold no such character as it is: JSON.stringify escapes C0 controls only, and leaves C1
 // controls, bidi overrides and U+2028 in place. The same values once parsed.
+const isGrpcError = (error) => error.code !== undefined && error.details !== undefined;
+
+// An error on one line: a gRPC error's details are the node's words (or the transport's), with its status; every line
+// is made printable all the same.
+const describe = (error) => (isGrpcError(error)
+  ? `${printable(error.details)} (gRPC ${grpc.status[error.code] ?? error.code})`
+  : printable(error.message));
+
 const jsonLine = (value) => `${JSON.stringify(value).replace(HIDDEN, (c) => [...Array(c.length).keys()].map((i) => hex4(c.charCodeAt(i))).join(''))}\n`;
 
 // ---- identities and cards (protocol.md, "Identities and addresses") ----
@@ -380,26 +388,67 @@ async function send(node, sender, recipient, text, nodeId) {
     sending_key: sendingKey.publicKey,
   };
   const core = coreBytes(envelope);
-  let bits = status.pow_bits_required;
-  for (let attempt = 0; ; attempt++) {
-    stamp(envelope, bits, core);
-    const id = sign(envelope, sendingKey, core);
-    try {
-      const receipt = await node.call('Submit', { envelope });
-      if (!Buffer.from(receipt.envelope_id).equals(id)) throw new Error('the receipt names another envelope than the one sent');
-      verifyTreeHead(receipt.tree_head, nodeId);
-      if (!nodeId) console.error(`note: the receipt is signed by ${hex(receipt.tree_head.node_key)}; pass --node-id to check that this is the node you mean`);
-      const proof = await node.call('GetInclusionProof', { leaf_index: receipt.log_index, tree_size: receipt.tree_head.tree_size });
-      if (!verifyInclusion(id, receipt.log_index, receipt.tree_head.tree_size, proof.path.map((p) => Buffer.from(p)), Buffer.from(receipt.tree_head.root_hash))) {
-        throw new Error("the inclusion proof does not lead to the tree head's root");
-      }
-      return { envelope_id: id.toString('hex'), log_index: Number(receipt.log_index), tree_size: Number(receipt.tree_head.tree_size), duplicate: receipt.duplicate, pow_bits: envelope.pow ? envelope.pow.bits : 0 };
-    } catch (error) {
-      // FAILED_PRECONDITION with a pow-bits trailer: the node (or the recipient's nearly full mailbox) wants a stamp.
-      const wanted = error.code === grpc.status.FAILED_PRECONDITION && error.metadata?.get('pow-bits')[0];
-      if (!wanted || attempt >= 2) throw error;
-      bits = Number(wanted);
+  const { id, receipt } = await submit(node, envelope, sendingKey, core, status.pow_bits_required);
+  // The node holds the message from here on: a check that fails says so, and as which envelope. Told only the failure,
+  // a person sends it again, sealed anew with a new sending time, which the recipient cannot tell from a copy of the
+  // first: delivered twice.
+  try {
+    verifyTreeHead(receipt.tree_head, nodeId);
+    if (!nodeId) console.error(`note: the receipt is signed by ${hex(receipt.tree_head.node_key)}; pass --node-id to check that this is the node you mean`);
+    const proof = await node.call('GetInclusionProof', { leaf_index: receipt.log_index, tree_size: receipt.tree_head.tree_size });
+    if (!verifyInclusion(id, receipt.log_index, receipt.tree_head.tree_size, proof.path.map((p) => Buffer.from(p)), Buffer.from(receipt.tree_head.root_hash))) {
+      throw new Error("the inclusion proof does not lead to the tree head's root");
     }
+  } catch (error) {
+    const failed = isGrpcError(error) ? `could not be checked (${describe(error)})` : `does not check: ${error.message}`;
+    throw Object.assign(new Error(`sent as envelope ${hex(id)}, but its receipt ${failed}; the node accepted the message, so sending it again would deliver it twice`),
+      { exitCode: isGrpcError(error) ? 2 : 1 });
+  }
+  return { envelope_id: hex(id), log_index: Number(receipt.log_index), tree_size: Number(receipt.tree_head.tree_size), duplicate: receipt.duplicate, pow_bits: envelope.pow ? envelope.pow.bits : 0 };
+}
+
+// Submits of one envelope made again, at most, when its answer may have been lost (MegaNetClient's MaxResubmits).
+const MAX_RESUBMITS = 2;
+
+// Stamps and submits `envelope`; returns its id and the node's receipt, checked to name it. A node that asks for a
+// stamp (FAILED_PRECONDITION with a pow-bits trailer: the node, or the recipient's nearly full mailbox) gets one, twice
+// at most. A submit that got no answer in time (DEADLINE_EXCEEDED) or no node (UNAVAILABLE) is made again with the
+// same envelope, twice at most, after 1 and 2 s: a node that stored it answers with the original receipt, where the
+// message sent again would be a second copy. From then on the envelope is never stamped anew (another envelope, while
+// the first may be stored), and a failure names it, as MegaNetClient's send does. (grpc-js does not tell a transport's
+// UNAVAILABLE from a node's own, which stored nothing: both count as unanswered.)
+async function submit(node, envelope, sendingKey, core, bits) {
+  let restamps = 0, resubmits = 0;
+  stamp(envelope, bits, core);
+  let id = sign(envelope, sendingKey, core);
+  for (;;) {
+    let receipt;
+    try {
+      receipt = await node.call('Submit', { envelope });
+    } catch (error) {
+      const wanted = error.code === grpc.status.FAILED_PRECONDITION && error.metadata?.get('pow-bits')[0];
+      if (wanted && resubmits === 0 && restamps < 2) {
+        restamps++;
+        stamp(envelope, Number(wanted), core);
+        id = sign(envelope, sendingKey, core);
+        continue;
+      }
+      if ((error.code === grpc.status.DEADLINE_EXCEEDED || error.code === grpc.status.UNAVAILABLE) && resubmits < MAX_RESUBMITS) {
+        resubmits++;
+        await new Promise((resolve) => setTimeout(resolve, resubmits * 1000));
+        continue;
+      }
+      if (resubmits > 0) {
+        error.details = `${error.details} (a submit of this message got no answer: the node may have stored it as envelope ${hex(id)}, so sending it again may deliver it twice)`;
+      }
+      throw error;
+    }
+    if (!Buffer.from(receipt.envelope_id).equals(id)) {
+      throw new Error(`the node's receipt names envelope ${hex(receipt.envelope_id)}, not the one sent (${hex(id)}): the node is faulty; do not count this as delivered`);
+    }
+    // After a resubmit, a copy is of this client's own unanswered submit, not of an earlier send.
+    if (resubmits > 0) receipt.duplicate = false;
+    return { id, receipt };
   }
 }
 
@@ -889,12 +938,10 @@ if (runAsProgram()) {
   try {
     await main(process.argv.slice(2));
   } catch (error) {
-    const grpcError = error.code !== undefined && error.details !== undefined ? ` (gRPC ${grpc.status[error.code] ?? error.code})` : '';
-    // A gRPC error's details are the node's words (or the transport's); every line is made printable all the same.
-    console.error(`meganet.mjs: ${printable(error.details ?? error.message)}${grpcError}`);
+    console.error(`meganet.mjs: ${describe(error)}`);
     // As meganet's: 2 a node that cannot be reached or refuses the call (a gRPC error); 1 anything else: a mistake in
     // the command, a file that cannot be read, a node that fails a check (another id than --node-id). `audit` exits 3
     // itself for a log that shrank, forked or was rewritten.
-    process.exitCode = grpcError ? 2 : 1;
+    process.exitCode = error.exitCode ?? (isGrpcError(error) ? 2 : 1);
   }
 }

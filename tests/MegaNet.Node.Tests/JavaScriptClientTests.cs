@@ -743,6 +743,46 @@ public sealed class JavaScriptClientTests : IDisposable
         AssertPrintable(fetched);
     }
 
+    [Fact]
+    public async Task The_javascript_send_names_the_envelope_the_node_took_and_submits_it_again_when_no_answer_came()
+    {
+        // The node stores the message, then cannot give its inclusion proof: send failed with the node's words alone,
+        // and a second send sealed a second copy (a new sending time: the recipient's copy detection cannot catch it).
+        var relay = new ScriptedRelay { InclusionRefusal = new Grpc.Core.Status(StatusCode.Unavailable, "going down") };
+        await using var fake = await FakeRelay<ScriptedRelay>.StartAsync(relay);
+        using Identity alice = Identity.Create(), bob = Identity.Create();
+        string bobPath = Path.Combine(_dir, "bob.json");
+        bob.Save(bobPath);
+        string[] send = ["send", "-i", bobPath, "--to", alice.Card.ToString(), "--text", "once", "--node", fake.Address.ToString(), "--node-id", ScriptedRelay.NodeId];
+        Result unverified = await RunAsync(Psi(send));
+        Assert.True(unverified.ExitCode == 2, $"exit code {unverified.ExitCode}: {unverified.Stderr}");
+        Assert.Contains($"meganet.mjs: sent as envelope {Assert.Single(relay.Submitted)}, but its receipt could not be checked (going down (gRPC UNAVAILABLE)); " +
+            "the node accepted the message, so sending it again would deliver it twice", unverified.Stderr, StringComparison.Ordinal);
+
+        // A submit the node does not answer: the same envelope again, twice (a node that stored it answers with the
+        // original receipt), and then the envelope is named. It was thrown at once.
+        relay.Submitted.Clear();
+        foreach (int _ in Enumerable.Range(0, 3))
+        {
+            relay.SubmitRefusals.Enqueue(new Grpc.Core.Status(StatusCode.Unavailable, "no answer"));
+        }
+
+        Result unanswered = await RunAsync(Psi(send));
+        Assert.True(unanswered.ExitCode == 2, $"exit code {unanswered.ExitCode}: {unanswered.Stderr}");
+        Assert.Equal(3, relay.Submitted.Count);
+        Assert.Contains($"meganet.mjs: no answer (a submit of this message got no answer: the node may have stored it as envelope {Assert.Single(relay.Submitted.Distinct())}, " +
+            "so sending it again may deliver it twice) (gRPC UNAVAILABLE)", unanswered.Stderr, StringComparison.Ordinal);
+
+        // Answered the second time: the receipt of that one envelope, whose copy the node holds is this send's own.
+        relay.Submitted.Clear();
+        relay.SubmitRefusals.Enqueue(new Grpc.Core.Status(StatusCode.Unavailable, "no answer"));
+        relay.InclusionRefusal = null;
+        relay.Duplicate = true;
+        JsonNode receipt = JsonNode.Parse(Line(await Js(send)))!;
+        Assert.Equal(2, relay.Submitted.Count);
+        Assert.Equal((Assert.Single(relay.Submitted.Distinct()), false), ((string)receipt["envelope_id"]!, (bool)receipt["duplicate"]!));
+    }
+
     /// <summary>Asserts that neither output of <paramref name="result"/> holds a character that drives a terminal or
     /// reorders or hides text (control, format, line and paragraph separators), line feeds aside.</summary>
     private static void AssertPrintable(Result result)
@@ -784,6 +824,19 @@ public sealed class JavaScriptClientTests : IDisposable
         /// <summary>The version Status gives.</summary>
         public string Version { get; set; } = "scripted";
 
+        /// <summary>The ids (hex) of the envelopes submitted, in order.</summary>
+        public System.Collections.Concurrent.ConcurrentQueue<string> Submitted { get; } = new();
+
+        /// <summary>Refusals the next submits fail with, one each (after noting the envelope); once none is left,
+        /// Submit answers with a receipt whose head is of a log of that one envelope.</summary>
+        public System.Collections.Concurrent.ConcurrentQueue<Grpc.Core.Status> SubmitRefusals { get; } = new();
+
+        /// <summary>What the receipts say of <see cref="Receipt.Duplicate"/>.</summary>
+        public bool Duplicate { get; set; }
+
+        /// <summary>When set, GetInclusionProof fails with it.</summary>
+        public Grpc.Core.Status? InclusionRefusal { get; set; }
+
         /// <summary>The mailbox Fetch pages through, whoever asks.</summary>
         public List<MailItem> Mail { get; } = [];
 
@@ -793,9 +846,11 @@ public sealed class JavaScriptClientTests : IDisposable
 
         /// <summary>A head of the node's log, or, <paramref name="forked"/>, of another log of as many leaves that
         /// the same key signs (a fork).</summary>
-        public static MegaNet.Api.V1.SignedTreeHead Head(long size, bool forked = false)
+        public static MegaNet.Api.V1.SignedTreeHead Head(long size, bool forked = false) => Head(size, (forked ? ForkedLog : Log).Root(size));
+
+        /// <summary>A head of a log of <paramref name="size"/> leaves with that <paramref name="root"/>, signed by the node.</summary>
+        private static MegaNet.Api.V1.SignedTreeHead Head(long size, byte[] root)
         {
-            byte[] root = (forked ? ForkedLog : Log).Root(size);
             long timestamp = 1_800_000_000_000 + size;
             return new MegaNet.Api.V1.SignedTreeHead
             {
@@ -823,6 +878,24 @@ public sealed class JavaScriptClientTests : IDisposable
 
         public override Task<MegaNet.Api.V1.SignedTreeHead> GetTreeHead(GetTreeHeadRequest request, ServerCallContext context) =>
             TreeHeadRefusal is { } refusal ? throw new RpcException(refusal) : Task.FromResult(Head(Size));
+
+        public override Task<Receipt> Submit(SubmitRequest request, ServerCallContext context)
+        {
+            byte[] id = EnvelopeFormat.EnvelopeId(request.Envelope);
+            Submitted.Enqueue(Convert.ToHexStringLower(id));
+            if (SubmitRefusals.TryDequeue(out Grpc.Core.Status refusal))
+            {
+                throw new RpcException(refusal);
+            }
+
+            var log = new MerkleLog();
+            log.Append(id);
+            return Task.FromResult(new Receipt { EnvelopeId = ByteString.CopyFrom(id), LogIndex = 0, TreeHead = Head(1, log.Root(1)), Duplicate = Duplicate });
+        }
+
+        /// <summary>The proof for the receipts Submit gives: in a log of one leaf, none is needed.</summary>
+        public override Task<InclusionProof> GetInclusionProof(InclusionProofRequest request, ServerCallContext context) =>
+            InclusionRefusal is { } refusal ? throw new RpcException(refusal) : Task.FromResult(new InclusionProof { LeafIndex = request.LeafIndex });
 
         public override Task<ChallengeResponse> Challenge(ChallengeRequest request, ServerCallContext context) =>
             Task.FromResult(new ChallengeResponse { Nonce = ByteString.CopyFrom(new byte[32]), NodeId = ByteString.CopyFrom(PublicKey) });
