@@ -352,7 +352,10 @@ function relay(url, tlsCert) {
   const Relay = grpc.loadPackageDefinition(definition).meganet.v1.Relay;
   const target = new URL(url);
   const credentials = credentialsFor(target, tlsCert);
-  const client = new Relay(`${target.hostname}:${target.port || (target.protocol === 'https:' ? 443 : 80)}`, credentials);
+  // HTTP/2 pings on a connection with a call open, as MegaNetClient's KeepAlivePingDelay and KeepAlivePingTimeout: a
+  // subscription's connection that died without a word is closed (listen's watchdog needs two keepalives first).
+  const client = new Relay(`${target.hostname}:${target.port || (target.protocol === 'https:' ? 443 : 80)}`, credentials,
+    { 'grpc.keepalive_time_ms': 30_000, 'grpc.keepalive_timeout_ms': 20_000 });
   const call = (method, request) => new Promise((resolve, reject) =>
     client[method](request, { deadline: Date.now() + 30_000 }, (error, response) => (error ? reject(error) : resolve(response))));
   const stream = (method, request) => client[method](request);
@@ -768,8 +771,13 @@ async function fetch(node, identity, nodeId, ack, from) {
 // its lifetime (SubscriptionLifetimeSeconds, an hour by default) with UNAVAILABLE and the trailer
 // `subscription-ended: lifetime`: a subscription that had begun is then renewed at once, with a fresh challenge, after
 // the last item read, without a word (at most once a second, so a node that ends each at once gets no loop).
+// A connection can die without a packet saying so: as MegaNetClient's ListenAsync, the node's keepalive interval
+// (KeepaliveSeconds, 15 s by default, not announced) is taken as the longest gap between two keepalives in a row by
+// their stamps, and once it is known, no event within 3 intervals and 2 s ends listen with exit code 2 (nothing is
+// lost: --after the last item read goes on). Before that, HTTP/2 pings find a dead connection (relay()).
 async function listen(node, identity, nodeId, after, count) {
-  const state = { cursor: after, seen: 0, subscribed: false, parts: new Parts() };
+  // `interval`: the node's keepalive interval in ms as far as seen, 0 until known; kept across renewals.
+  const state = { cursor: after, seen: 0, subscribed: false, parts: new Parts(), interval: 0 };
   for (;;) {
     const opened = Date.now();
     if (!(await subscribeOnce(node, identity, nodeId, count, state))) return;
@@ -783,11 +791,12 @@ async function subscribeOnce(node, identity, nodeId, count, state) {
   const auth = await mailboxAuth(node, identity, nodeId, Buffer.from([2]));
   return new Promise((resolve, reject) => {
     const stream = node.stream('Subscribe', { auth, after_seq: state.cursor });
-    let begun = false, ended = false;
+    let begun = false, ended = false, watchdog, previousKeepalive = null;
     // Once: cancelling a call that has ended already does nothing.
     const end = (error, renew = false) => {
       if (ended) return;
       ended = true;
+      clearTimeout(watchdog);
       stream.cancel();
       if (error) reject(error); else resolve(renew);
     };
@@ -795,19 +804,42 @@ async function subscribeOnce(node, identity, nodeId, count, state) {
     // nothing is looked at after the end (a line that could not be written, the last one wanted).
     let queue = Promise.resolve();
     const next = (step) => { queue = queue.then(() => (ended ? undefined : step())).catch(end); };
-    stream.on('data', (event) => next(async () => {
-      begun = true;
-      if (event.kind !== 'item') {
-        if (!state.subscribed) console.error('subscribed');
-        state.subscribed = true;
-        return;
+    // The node's silence ends the subscription: the watchdog is wound up again at every event as it arrives (time
+    // spent writing lines out is not the node's), once the interval is known.
+    const watch = () => {
+      clearTimeout(watchdog);
+      if (state.interval === 0 || ended) return;
+      const wait = 3 * state.interval + 2000;
+      watchdog = setTimeout(() => next(() => end(Object.assign(new Error(`no mail and no keepalive from the node for ${wait / 1000} s, though it sends ` +
+        `a keepalive about every ${state.interval / 1000} s when idle: the connection or the node is dead; nothing was lost: listen again with ` +
+        `--after ${state.cursor}`), { exitCode: 2 }))), wait);
+    };
+    watch();
+    stream.on('data', (event) => {
+      if (event.kind === 'item') {
+        previousKeepalive = null;
+      } else {
+        // Two keepalives in a row are one interval apart by the node's clock, whenever they were read here; a gap
+        // beyond a day is a clock step.
+        const sent = Number(event.keepalive_unix_ms), gap = sent - (previousKeepalive ?? sent);
+        if (gap > 0 && gap <= 86_400_000) state.interval = Math.max(state.interval, gap);
+        previousKeepalive = sent;
       }
-      const m = messageLine(identity, event.item, state.parts);
-      state.cursor = event.item.seq; // a part still waiting for the rest is kept in `parts`, not asked for again
-      if (!m.line) return;
-      await writeOut(jsonLine(m.line), false, 'stopped listening');
-      if (count !== undefined && ++state.seen >= count) end();
-    }));
+      watch();
+      next(async () => {
+        begun = true;
+        if (event.kind !== 'item') {
+          if (!state.subscribed) console.error('subscribed');
+          state.subscribed = true;
+          return;
+        }
+        const m = messageLine(identity, event.item, state.parts);
+        state.cursor = event.item.seq; // a part still waiting for the rest is kept in `parts`, not asked for again
+        if (!m.line) return;
+        await writeOut(jsonLine(m.line), false, 'stopped listening');
+        if (count !== undefined && ++state.seen >= count) end();
+      });
+    });
     stream.on('error', (error) => next(() => {
       if (error.code === grpc.status.CANCELLED) end();
       else if (begun && error.code === grpc.status.UNAVAILABLE && error.metadata?.get('subscription-ended')[0] === 'lifetime') end(undefined, true);

@@ -783,6 +783,25 @@ public sealed class JavaScriptClientTests : IDisposable
         Assert.Equal((Assert.Single(relay.Submitted.Distinct()), false), ((string)receipt["envelope_id"]!, (bool)receipt["duplicate"]!));
     }
 
+    [Fact]
+    public async Task The_javascript_listen_ends_when_the_node_goes_silent_past_three_keepalive_intervals()
+    {
+        // A connection that died without a word: listen waited for ever. The node's keepalives are stamped 200 ms apart
+        // (its interval, as the C# client reads it), a message comes between, and then nothing: 3 intervals and 2 s.
+        var relay = new ScriptedRelay();
+        await using var fake = await FakeRelay<ScriptedRelay>.StartAsync(relay);
+        using Identity alice = Identity.Create(), bob = Identity.Create();
+        string bobPath = Path.Combine(_dir, "bob.json");
+        bob.Save(bobPath);
+        relay.Mail.Add(ScriptedRelay.Item(5, EnvelopeFormat.Seal(alice, bob.Card, Encoding.UTF8.GetBytes("before the silence"), "text/plain; charset=utf-8", null, DateTimeOffset.UtcNow.AddDays(1))));
+        relay.KeepaliveStamps.AddRange([1_800_000_000_000, 1_800_000_000_200, 1_800_000_000_400]);
+        Result listened = await RunAsync(Psi("listen", "-i", bobPath, "--node", fake.Address.ToString(), "--node-id", ScriptedRelay.NodeId));
+        Assert.True(listened.ExitCode == 2, $"exit code {listened.ExitCode}: {listened.Stderr}");
+        Assert.Equal("before the silence", (string)JsonNode.Parse(Line(listened))!["text"]!);
+        Assert.Contains("meganet.mjs: no mail and no keepalive from the node for 2.6 s, though it sends a keepalive about every 0.2 s when idle: " +
+            "the connection or the node is dead; nothing was lost: listen again with --after 5", listened.Stderr, StringComparison.Ordinal);
+    }
+
     /// <summary>Asserts that neither output of <paramref name="result"/> holds a character that drives a terminal or
     /// reorders or hides text (control, format, line and paragraph separators), line feeds aside.</summary>
     private static void AssertPrintable(Result result)
@@ -839,6 +858,10 @@ public sealed class JavaScriptClientTests : IDisposable
 
         /// <summary>The mailbox Fetch pages through, whoever asks.</summary>
         public List<MailItem> Mail { get; } = [];
+
+        /// <summary>The stamps of the keepalives Subscribe sends, the mail after the first one; then it is silent
+        /// until the call ends.</summary>
+        public List<long> KeepaliveStamps { get; } = [];
 
         /// <summary>A mailbox entry of <paramref name="envelope"/>.</summary>
         public static MailItem Item(ulong seq, Envelope envelope) =>
@@ -899,6 +922,20 @@ public sealed class JavaScriptClientTests : IDisposable
 
         public override Task<ChallengeResponse> Challenge(ChallengeRequest request, ServerCallContext context) =>
             Task.FromResult(new ChallengeResponse { Nonce = ByteString.CopyFrom(new byte[32]), NodeId = ByteString.CopyFrom(PublicKey) });
+
+        public override async Task Subscribe(SubscribeRequest request, IServerStreamWriter<MailEvent> responseStream, ServerCallContext context)
+        {
+            for (int i = 0; i < KeepaliveStamps.Count; i++)
+            {
+                await responseStream.WriteAsync(new MailEvent { KeepaliveUnixMs = KeepaliveStamps[i] });
+                foreach (MailItem item in i == 0 ? Mail.Where(m => m.Seq > request.AfterSeq) : [])
+                {
+                    await responseStream.WriteAsync(new MailEvent { Item = item });
+                }
+            }
+
+            await Task.Delay(Timeout.Infinite, context.CancellationToken);
+        }
 
         public override Task<FetchResponse> Fetch(FetchRequest request, ServerCallContext context)
         {
