@@ -644,6 +644,35 @@ const PART_HEADER = 64;
 const MAX_PARTS = 1024;
 const MAX_FILE = 32 * 1024 * 1024;
 
+// The slice each part of a file of this name carries, the last one excepted (FileParts.SliceLength): the largest
+// class's content length for a part less the header, the sealed content's other fields counted at their largest.
+function sliceLength(fileName) {
+  const fields = inner.encode(inner.fromObject({
+    sender_signing_key: Buffer.alloc(32),
+    sender_encryption_key: Buffer.alloc(32),
+    sent_unix_ms: String(MAX_SENT_UNIX_MS),
+    content_type: PART_TYPE,
+    file_name: fileName,
+    content_signature: Buffer.alloc(64),
+  })).finish().length;
+  // The length prefix, then the content's tag and its length varint (3 bytes for the largest class).
+  return CLASSES[CLASSES.length - 1] - 4 - fields - 1 - 3 - PART_HEADER;
+}
+
+const thousands = (n) => n.toLocaleString('en-US');
+
+// What is wrong with a part of `slice` bytes whose file of that name is not cut as docs/protocol.md says (every slice
+// but the last a full sliceLength, so the length makes the count), in ReceivedParts.CutProblem's words; else null. A
+// header, length and hash that merely hold let a part of a few bytes claim a file of its own.
+function cutProblem(index, parts, length, slice, fileName) {
+  const full = sliceLength(fileName);
+  if (full < 1) return 'its name leaves no room for any of the file';
+  const made = Math.max(1, Math.ceil(length / full));
+  const expected = index < parts - 1 ? full : length - (parts - 1) * full;
+  if (made !== parts) return `a file of ${thousands(length)} bytes under that name is cut into ${thousands(made)} part(s) of ${thousands(full)} bytes, not ${thousands(parts)}`;
+  return slice === expected ? null : `it holds ${thousands(slice)} bytes of the file, where part ${index + 1} of ${parts} holds ${thousands(expected)}`;
+}
+
 class Parts {
   constructor() {
     this.files = new Map();
@@ -663,6 +692,8 @@ class Parts {
     if (count < 1 || count > MAX_PARTS || index >= count || length > BigInt(MAX_FILE) || BigInt(c.length - PART_HEADER) > length) {
       refuse(`a file part with an impossible header (part ${index + 1} of ${count}, ${length} bytes)`);
     }
+    const cut = cutProblem(index, count, Number(length), c.length - PART_HEADER, m.fileName);
+    if (cut) refuse(`part ${index + 1} of file '${name}' is not cut as the protocol says: ${cut}`);
     // Keyed by the sender too: a part from anyone else cannot join this sender's file.
     const key = `${m.sender} ${c.subarray(0, 16).toString('hex')}`;
     if (this.shown.has(key)) return { copy: true, seqs: [seq] };

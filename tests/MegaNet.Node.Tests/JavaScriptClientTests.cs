@@ -1,3 +1,4 @@
+using System.Buffers.Binary;
 using System.Diagnostics;
 using System.Globalization;
 using System.Security.Cryptography;
@@ -108,6 +109,35 @@ public sealed class JavaScriptClientTests : IDisposable
         Result bad = await Js("fetch", "-i", bobPath, "--node", url, "--node-id", nodeId, "--ack");
         Assert.Contains("the parts do not make the file they announce", (string)JsonNode.Parse(Line(bad))!["unreadable"]!, StringComparison.Ordinal);
         Assert.Contains("acknowledged 4 message(s)", bad.Stderr, StringComparison.Ordinal);
+        Assert.Equal(0, (await client.FetchAsync(bob)).WaitingCount);
+
+        // Sets not cut as the protocol says, whose headers, lengths and hashes hold: a file of 3 bytes in two parts
+        // (one part holds it), and a file one byte longer than a part holds, cut one byte short of a full first part.
+        // Each part is refused like junk, and acknowledged, as by the C# client (ReceivedParts): both files were shown.
+        int full = FileParts.SliceLength("cut.bin");
+        foreach (byte[] miscutFile in new[] { new byte[] { 7, 8, 9 }, large[..(full + 1)] })
+        {
+            byte[] header = FileParts.Split(miscutFile, "cut.bin")[0][..FileParts.HeaderLength];
+            foreach ((int index, byte[] slice) in new[] { (0, miscutFile[..^2]), (1, miscutFile[^2..]) })
+            {
+                byte[] part = [.. header, .. slice];
+                BinaryPrimitives.WriteUInt32BigEndian(part.AsSpan(16), (uint)index);
+                BinaryPrimitives.WriteUInt32BigEndian(part.AsSpan(20), 2);
+                await client.SendAsync(alice, bob.Card, part, FileParts.ContentType, "cut.bin");
+            }
+        }
+
+        Result miscut = await Js("fetch", "-i", bobPath, "--node", url, "--node-id", nodeId, "--ack");
+        string[] cuts = [.. MeganetResults.JsonLines(miscut).Select(l => (string)l["unreadable"]!)];
+        string[] because =
+        [
+            string.Create(CultureInfo.InvariantCulture, $"part 1 of file 'cut.bin' is not cut as the protocol says: a file of 3 bytes under that name is cut into 1 part(s) of {full:N0} bytes, not 2"),
+            string.Create(CultureInfo.InvariantCulture, $"part 2 of file 'cut.bin' is not cut as the protocol says: a file of 3 bytes under that name is cut into 1 part(s) of {full:N0} bytes, not 2"),
+            string.Create(CultureInfo.InvariantCulture, $"part 1 of file 'cut.bin' is not cut as the protocol says: it holds {full - 1:N0} bytes of the file, where part 1 of 2 holds {full:N0}"),
+            "part 2 of file 'cut.bin' is not cut as the protocol says: it holds 2 bytes of the file, where part 2 of 2 holds 1",
+        ];
+        Assert.Equal(because, cuts);
+        Assert.Contains("acknowledged 4 message(s)", miscut.Stderr, StringComparison.Ordinal);
         Assert.Equal(0, (await client.FetchAsync(bob)).WaitingCount);
 
         // Subscribe: one message waiting, one sent once the subscription is registered (the first keepalive).
