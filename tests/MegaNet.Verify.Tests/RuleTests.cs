@@ -32,7 +32,7 @@ public sealed class RuleTests(ITestOutputHelper output)
             }
         }
 
-        Assert.Equal(13 * 12, checkedCount);
+        Assert.Equal(17 * 12, checkedCount);
     }
 
     [Fact]
@@ -65,6 +65,36 @@ public sealed class RuleTests(ITestOutputHelper output)
         }
 
         Assert.True(differ > 0, "The torsion-residue cases never separated the two rules; the generator is not producing the class.");
+    }
+
+    /// <summary>
+    /// The kinds built so that the cofactored equation holds are refused by rules 3 and 4 alone: a backend that breaks
+    /// either rule accepts them, where the kinds that swap an encoding into a valid signature also fail the equation.
+    /// </summary>
+    [Theory]
+    [InlineData(SignatureCaseKind.SmallOrderAEquationHolds, false)]
+    [InlineData(SignatureCaseKind.SmallOrderREquationHolds, false)]
+    [InlineData(SignatureCaseKind.NonCanonicalAEquationHolds, true)]
+    [InlineData(SignatureCaseKind.NonCanonicalREquationHolds, true)]
+    public void Equation_holding_kinds_are_refused_by_the_decoding_rules_alone(SignatureCaseKind kind, bool nonCanonical)
+    {
+        output.WriteLine($"seed {Seed} (replay with MEGANET_TEST_SEED={Seed})");
+        var generator = new SignatureCaseGenerator(Seed);
+        var encodings = new HashSet<string>();
+        for (int i = 0; i < 12; i++)
+        {
+            SignatureCase c = generator.Next(kind);
+            byte[] encoding = kind is SignatureCaseKind.SmallOrderAEquationHolds or SignatureCaseKind.NonCanonicalAEquationHolds ? c.PublicKey : c.Signature[..32];
+            encodings.Add(Convert.ToHexString(encoding));
+            Assert.False(Ed25519Reference.Verify(c.PublicKey, c.Signature, c.Message), $"{kind} #{i}: the reference accepts it");
+            Assert.True(WithoutDecodingRules.Verify(c.PublicKey, c.Signature, c.Message), $"{kind} #{i}: the equation does not hold, so rule 6 refuses it too");
+            Assert.Equal(!nonCanonical, Ed25519Reference.TryDecode(encoding, out _));
+            Assert.True(WithoutDecodingRules.TryDecodeLoosely(encoding, out Ed25519Reference.Point point));
+            Assert.True(Ed25519Reference.IsSmallOrder(point));
+        }
+
+        // Every encoding of the kind's list, in turn.
+        Assert.Equal(nonCanonical ? 6 : 8, encodings.Count);
     }
 
     [Fact]

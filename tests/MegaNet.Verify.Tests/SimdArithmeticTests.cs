@@ -279,6 +279,7 @@ public sealed class SimdArithmeticTests(ITestOutputHelper output)
         }
 
         encodings.AddRange(SignatureCaseGenerator.SmallOrderEncodings);
+        encodings.AddRange(SignatureCaseGenerator.NonCanonicalSmallOrderEncodings);
         for (int y = 0; y < 19; y++)
         {
             // y + p (non-canonical) with both signs, and the canonical y itself.
@@ -429,7 +430,9 @@ public sealed class SimdArithmeticTests(ITestOutputHelper output)
         }
 
         output.WriteLine($"{checkedItems} of {total} items reached the equation, {valid} of them valid");
-        Assert.True(checkedItems >= total / 2, $"only {checkedItems} of {total} items reached the equation");
+        // Of the nineteen kinds eight reach it (S flipped past L aside), ten never do (the six refused by rules 2 to 4
+        // and the four built so that only rules 3 and 4 refuse them), and bit flips in R or A about half the time.
+        Assert.True(checkedItems >= total * 2 / 5, $"only {checkedItems} of {total} items reached the equation");
         Assert.True(valid > 0 && valid < checkedItems, $"{valid} of {checkedItems} valid: both verdicts must be tested");
     }
 

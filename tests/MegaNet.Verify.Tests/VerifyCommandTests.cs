@@ -98,6 +98,15 @@ public sealed class VerifyCommandTests : IDisposable
     }
 
     [Fact]
+    public void The_start_up_check_catches_a_backend_without_the_decoding_rules()
+    {
+        // Rules 3 and 4 refuse items whose equation holds only among the kinds built for them; the check has each kind.
+        using var loose = new WithoutDecodingRules();
+        int mismatches = VerifierSelfCheck.Mismatches(loose, VerifierSelfCheck.StartupItems);
+        Assert.True(mismatches >= 4, $"the check found {mismatches} mismatches: it did not catch a backend that accepts non-canonical and small-order encodings");
+    }
+
+    [Fact]
     public void Bench_check_holds_libsodium_to_its_own_rule_not_to_the_references()
     {
         // `bench --backend libsodium --check` used to fail on every run: libsodium was compared with MegaNet's reference,

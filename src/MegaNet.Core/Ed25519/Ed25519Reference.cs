@@ -65,8 +65,15 @@ public static class Ed25519Reference
         // Rule 5: k = SHA-512(R ‖ A ‖ M) mod L over the bytes as given.
         BigInteger k = ComputeK(rBytes, publicKey, message);
 
-        // Rule 6: [8]([S]B − R − [k]A) is the identity, written as the rule reads (negating k mod L instead would give
-        // the same verdict: the difference is small-order and [8] removes it; see docs/verification.md).
+        // Rule 6.
+        return CofactoredEquationHolds(s, r, k, a);
+    }
+
+    /// <summary>Rule 6 alone, on decoded points: whether [8]([S]B − R − [k]A) is the identity.</summary>
+    public static bool CofactoredEquationHolds(BigInteger s, Point r, BigInteger k, Point a)
+    {
+        // Written as the rule reads (negating k mod L instead would give the same verdict: the difference is small-order
+        // and [8] removes it; see docs/verification.md).
         Point sum = Add(Add(ScalarMultiply(s, B), Negate(r)), Negate(ScalarMultiply(k, a)));
         return IsIdentity(MultiplyByCofactor(sum));
     }

@@ -19,13 +19,17 @@ public enum SignatureCaseKind
     FlipM,
     /// <summary>S replaced by S + L (rule 2: S must be below L).</summary>
     SPlusL,
-    /// <summary>R encoded with y ≥ p or as −0 (rule 1).</summary>
+    /// <summary>R of a valid signature replaced by an encoding with y ≥ p (y − p in 0 .. 18, either sign; rule 3). The
+    /// challenge changes with R, so the equation fails as well: see <see cref="NonCanonicalREquationHolds"/>.</summary>
     NonCanonicalR,
-    /// <summary>A encoded with y ≥ p or as −0 (rule 1).</summary>
+    /// <summary>The key of a valid signature replaced by an encoding with y ≥ p (y − p in 0 .. 18, either sign; rule 3).
+    /// The equation fails as well: see <see cref="NonCanonicalAEquationHolds"/>.</summary>
     NonCanonicalA,
-    /// <summary>R of small order (rule 4).</summary>
+    /// <summary>R of a valid signature replaced by a point of small order (rule 4); the equation fails as well: see
+    /// <see cref="SmallOrderREquationHolds"/>.</summary>
     SmallOrderR,
-    /// <summary>A of small order (rule 4).</summary>
+    /// <summary>The key of a valid signature replaced by a point of small order (rule 4); the equation fails as well:
+    /// see <see cref="SmallOrderAEquationHolds"/>.</summary>
     SmallOrderA,
     /// <summary>A = aB + T with T a torsion point; the equation holds exactly.</summary>
     MixedOrderA,
@@ -41,6 +45,20 @@ public enum SignatureCaseKind
     /// without a torsion residue: the cofactored rule accepts each (batch equations that merge one key's items into one
     /// term reduce that term's scalar mod L, which moves it by a torsion point only).</summary>
     SharedMixedOrderA,
+    /// <summary>A is one of the eight points of small order (each in turn, the identity first), R = [r]B and S = r, so
+    /// [S]B − R − [k]A = −[k]A is of small order and the cofactored equation holds: rule 4 alone refuses the item.</summary>
+    SmallOrderAEquationHolds,
+    /// <summary>A = aB, R is one of the eight points of small order (each in turn) and S = k·a mod L, so the cofactored
+    /// equation holds: rule 4 alone refuses the item.</summary>
+    SmallOrderREquationHolds,
+    /// <summary>As <see cref="SmallOrderAEquationHolds"/> with A one of the non-canonical encodings of small-order points
+    /// (<see cref="SignatureCaseGenerator.NonCanonicalSmallOrderEncodings"/>, each in turn: −0, y = p + 1, y = p): rules 3
+    /// and 4 refuse it, and rule 3 alone where rule 4 compares encodings with the eight canonical ones (no non-canonical
+    /// encoding of a point of large order can be given an equation that holds).</summary>
+    NonCanonicalAEquationHolds,
+    /// <summary>As <see cref="SmallOrderREquationHolds"/> with R one of the non-canonical encodings of small-order points
+    /// (each in turn): rules 3 and 4 refuse it.</summary>
+    NonCanonicalREquationHolds,
 }
 
 /// <summary>One generated item and what it exercises.</summary>
@@ -55,8 +73,11 @@ public sealed record SignatureCase(SignatureCaseKind Kind, byte[] PublicKey, byt
 public sealed class SignatureCaseGenerator
 {
     private static readonly Lazy<Point[]> TorsionPoints = new(BuildTorsion);
+    private static readonly byte[][] NonCanonicalSmallOrder =
+        [WithSign(BigInteger.One), WithSign(P - 1), ToLittleEndian(P + 1), WithSign(P + 1), ToLittleEndian(P), WithSign(P)];
     private readonly Random _random;
     private readonly List<(byte[] Pk, byte[] Sk)> _keys = [];
+    private readonly Dictionary<SignatureCaseKind, int> _variants = [];
     private (BigInteger A, int TorsionA)? _sharedMixedOrderKey;
 
     /// <summary>Creates a generator whose items depend only on <paramref name="seed"/>.</summary>
@@ -78,6 +99,14 @@ public sealed class SignatureCaseGenerator
 
     /// <summary>Encodings of the eight small-order points.</summary>
     public static IEnumerable<byte[]> SmallOrderEncodings => Torsion.Select(Encode);
+
+    /// <summary>
+    /// The six non-canonical encodings of small-order points: −0 (x = 0 with the sign bit set) of the identity (y = 1)
+    /// and of (0, −1) (y = p − 1); y = p + 1 (the identity) and y = p (a point of order 4, y = 0), each with either sign.
+    /// The other encodings with y ≥ p (y − p in 2 .. 18) are off the curve or points of unknown discrete log, so no item
+    /// whose equation holds can be built on them.
+    /// </summary>
+    public static IEnumerable<byte[]> NonCanonicalSmallOrderEncodings => NonCanonicalSmallOrder.Select(e => (byte[])e.Clone());
 
     /// <summary>The next item of the given kind.</summary>
     public SignatureCase Next(SignatureCaseKind kind)
@@ -166,6 +195,15 @@ public sealed class SignatureCaseGenerator
                 return c;
             }
 
+            case SignatureCaseKind.SmallOrderAEquationHolds:
+                return SmallOrderKey(kind, Encode(Torsion[NextVariant(kind, Torsion.Count)]));
+            case SignatureCaseKind.NonCanonicalAEquationHolds:
+                return SmallOrderKey(kind, (byte[])NonCanonicalSmallOrder[NextVariant(kind, NonCanonicalSmallOrder.Length)].Clone());
+            case SignatureCaseKind.SmallOrderREquationHolds:
+                return SmallOrderNonce(kind, Encode(Torsion[NextVariant(kind, Torsion.Count)]));
+            case SignatureCaseKind.NonCanonicalREquationHolds:
+                return SmallOrderNonce(kind, (byte[])NonCanonicalSmallOrder[NextVariant(kind, NonCanonicalSmallOrder.Length)].Clone());
+
             default:
                 throw new ArgumentOutOfRangeException(nameof(kind), kind, null);
         }
@@ -184,6 +222,52 @@ public sealed class SignatureCaseGenerator
     }
 
     private (byte[] Pk, byte[] Sk) RandomKey() => _keys[_random.Next(_keys.Count)];
+
+    // Kinds that cycle through a short list of encodings give each in turn, so a dozen items of the kind cover them all.
+    private int NextVariant(SignatureCaseKind kind, int count)
+    {
+        int n = _variants.GetValueOrDefault(kind);
+        _variants[kind] = n + 1;
+        return n % count;
+    }
+
+    private static byte[] WithSign(BigInteger y)
+    {
+        byte[] encoding = ToLittleEndian(y);
+        encoding[31] |= 0x80;
+        return encoding;
+    }
+
+    /// <summary>Key <paramref name="aEncoding"/> (a small-order point), R = [r]B, S = r: [S]B − R − [k]A = −[k]A is of small
+    /// order whatever k is, so the cofactored equation holds and only rules 3 and 4 can refuse the item.</summary>
+    private SignatureCase SmallOrderKey(SignatureCaseKind kind, byte[] aEncoding)
+    {
+        BigInteger r = RandomScalar();
+        byte[] signature = new byte[64];
+        Encode(ScalarMultiply(r, B)).CopyTo(signature, 0);
+        ToLittleEndian(r).CopyTo(signature, 32);
+        return new SignatureCase(kind, aEncoding, signature, RandomMessage());
+    }
+
+    /// <summary>R = <paramref name="rEncoding"/> (a small-order point), A = aB, S = k·a mod L: [S]B − R − [k]A = −R is of
+    /// small order, so the cofactored equation holds and only rules 3 and 4 can refuse the item.</summary>
+    private SignatureCase SmallOrderNonce(SignatureCaseKind kind, byte[] rEncoding)
+    {
+        BigInteger a = RandomScalar();
+        byte[] aEncoding = Encode(ScalarMultiply(a, B));
+        byte[] message = RandomMessage();
+        byte[] signature = new byte[64];
+        rEncoding.CopyTo(signature, 0);
+        ToLittleEndian(ComputeK(rEncoding, aEncoding, message) * a % L).CopyTo(signature, 32);
+        return new SignatureCase(kind, aEncoding, signature, message);
+    }
+
+    private byte[] RandomMessage()
+    {
+        byte[] message = new byte[_random.Next(0, 64)];
+        _random.NextBytes(message);
+        return message;
+    }
 
     private SignatureCase Valid(SignatureCaseKind kind, (byte[] Pk, byte[] Sk) key, int minMessage = 0)
     {
@@ -207,8 +291,7 @@ public sealed class SignatureCaseGenerator
     /// <paramref name="secret"/> is a, when the key is given (else drawn).</summary>
     private SignatureCase Torsioned(SignatureCaseKind kind, int torsionA, int torsionR, bool cancel, BigInteger? secret = null)
     {
-        byte[] message = new byte[_random.Next(0, 64)];
-        _random.NextBytes(message);
+        byte[] message = RandomMessage();
         BigInteger a = secret ?? RandomScalar();
         BigInteger r = RandomScalar();
         Point aPoint = Add(ScalarMultiply(a, B), Torsion[torsionA]);
