@@ -100,6 +100,24 @@ public sealed class GpuCommandStartupTests : IDisposable
         Assert.Contains("64 items verified with simd", error, StringComparison.Ordinal);
     }
 
+    [Theory]
+    [InlineData(64, "64 items verified with simd (")]
+    [InlineData(1024 + 64, "1088 items verified with gpu+simd (")]
+    public void Verify_under_auto_names_the_backends_that_verified(int count, string said)
+    {
+        // Batches under the router's threshold (1,024) go to simd: the router's own name ("gpu") said otherwise.
+        (string input, bool[] expected) = Input(count);
+        string output = Path.Combine(_dir, "out.jsonl");
+        var gpu = new StandInGpu();
+
+        (int rc, _, string error) = Run(VerifyCommand.Build(() => WithGpu(() => gpu)), "verify", "--in", input, "--out", output, "--batch", "1024");
+
+        Assert.True(rc == 0, error);
+        Assert.Equal(expected, Verdicts(output));
+        Assert.Equal(2 + (count / 1024), gpu.Calls);
+        Assert.Contains(said, error, StringComparison.Ordinal);
+    }
+
     [Fact]
     public void Verify_refuses_a_named_gpu_that_gives_wrong_verdicts_or_fails_to_start_in_one_line()
     {

@@ -188,6 +188,7 @@ internal static class VerifyCommand
     private static void WriteVerdicts(IBatchVerifier verifier, InputLines lines, TextWriter writer, string? temp, int batchSize, CancellationToken ct)
     {
         long total = 0;
+        RoutedTo ran = RoutedTo.None;
         try
         {
             using var batch = new SignatureBatch(Math.Min(batchSize, 65_536));
@@ -213,7 +214,7 @@ internal static class VerifyCommand
                     // --out file is not written at all). A failure of that last flush does not hide the bad line.
                     try
                     {
-                        total += Flush(verifier, batch, verdicts, writer);
+                        total += Flush(verifier, batch, verdicts, writer, ref ran);
                     }
                     catch (Exception e) when (e is IOException or BackendUnavailableException or InvalidOperationException)
                     {
@@ -226,11 +227,11 @@ internal static class VerifyCommand
                 // failed at SignatureBatch's 2 GiB without naming a line.
                 if (batch.Count == batchSize || batch.MessageBytes >= MaxBatchMessageBytes)
                 {
-                    total += Flush(verifier, batch, verdicts, writer);
+                    total += Flush(verifier, batch, verdicts, writer, ref ran);
                 }
             }
 
-            total += Flush(verifier, batch, verdicts, writer);
+            total += Flush(verifier, batch, verdicts, writer, ref ran);
             writer.Flush();
         }
         catch (IOException e) when (temp is null)
@@ -259,13 +260,24 @@ internal static class VerifyCommand
             }
         }
 
-        Console.Error.WriteLine($"meganet verify: {total} items verified with {verifier.Name} ({verifier.Description}).");
+        // The backends that gave the verdicts, as VerifyBatch answers: under auto the router is named after the GPU while
+        // batches under its threshold, and every one after a fault, go to simd.
+        string names = verifier is RoutingBatchVerifier router ? router.NamesOf(ran) : verifier.Name;
+        Console.Error.WriteLine($"meganet verify: {total} items verified with {names} ({verifier.Description}).");
     }
 
-    private static int Flush(IBatchVerifier verifier, SignatureBatch batch, bool[] verdicts, TextWriter writer)
+    private static int Flush(IBatchVerifier verifier, SignatureBatch batch, bool[] verdicts, TextWriter writer, ref RoutedTo ran)
     {
         int count = batch.Count;
-        verifier.Verify(batch, verdicts);
+        if (verifier is RoutingBatchVerifier router)
+        {
+            ran |= router.VerifyReporting(batch, 0, count, verdicts);
+        }
+        else
+        {
+            verifier.Verify(batch, verdicts);
+        }
+
         for (int i = 0; i < count; i++)
         {
             writer.Write(verdicts[i] ? "{\"valid\":true}\n" : "{\"valid\":false}\n");
