@@ -95,9 +95,9 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
     /// (~123,000 SHA-512 blocks in series) held a launch of 1,023 short items, and every batch queued behind it, for
     /// the whole hash. At 16 KiB a thread hashes at most 129 blocks (R ‖ A ‖ M with its padding), of the order of
     /// the curve check the same thread does next (~850,000 instructions against ~7,500 a block), so no item makes a
-    /// launch much longer than a short one does. Envelopes of the 1 and 4 KiB size classes stay on the device; those
-    /// of 16 and 64 KiB (a little over their class) and long <c>VerifyBatch</c> items are hashed on the host, where
-    /// SHA-512 runs at about 1 GB/s a core.
+    /// launch much longer than a short one does. Envelopes never come near it: they are verified over their signing
+    /// bytes (139, whatever the payload). Only items given as they are (<c>VerifyBatch</c>, <c>meganet verify</c>) can
+    /// be longer; those are hashed on the host, where SHA-512 runs at about 1 GB/s a core.
     /// </remarks>
     public const int MaxDeviceHashedMessageBytes = 16 << 10;
 

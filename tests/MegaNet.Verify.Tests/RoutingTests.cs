@@ -224,6 +224,43 @@ public sealed class RoutingTests
         Assert.Contains($"of {(2 * GpuBatchVerifier.OverlapChunk) + 1} start-up check items", e.Message);
     }
 
+    /// <summary>Right on messages the device hashes; the opposite verdict on longer ones, which the GPU backend hashes on
+    /// the host and marks for the challenge kernel to skip (a path only batches with such messages take).</summary>
+    private sealed class WrongOnLongMessages(IBatchVerifier inner) : BatchVerifierBase
+    {
+        public override string Name => "gpu";
+
+        public override string Description => "gpu that gets messages over 16 KiB wrong";
+
+        protected override void VerifyCore(SignatureBatch batch, int start, int count, Span<bool> verdicts)
+        {
+            inner.Verify(batch, start, count, verdicts);
+            for (int i = 0; i < count; i++)
+            {
+                verdicts[i] ^= batch.GetMessage(start + i).Length > GpuBatchVerifier.MaxDeviceHashedMessageBytes;
+            }
+        }
+    }
+
+    [Fact]
+    public void A_gpu_wrong_only_on_messages_it_hashes_on_the_host_is_refused_at_start()
+    {
+        var e = Assert.Throws<BackendUnavailableException>(() => MegaNet.Node.Verification.VerifierStartup.CheckGpu(
+            new WrongOnLongMessages(Backends.Get("simd")), "gpu", () => throw new InvalidOperationException("no fallback when asked by name"), NullLogger.Instance));
+        Assert.Contains($"of {(2 * GpuBatchVerifier.OverlapChunk) + 1} start-up check items", e.Message);
+    }
+
+    [Fact]
+    public void The_start_up_check_s_long_messages_take_the_gpu_kernels_host_hashed_path_and_agree()
+    {
+        // The kernels of the check's device, on ILGPU's CPU accelerator: the long items are hashed on the host and marked
+        // for the challenge kernel to skip, among short items it hashes.
+        var gpu = (GpuBatchVerifier)Backends.Get(GpuBatchVerifier.CpuBackendName);
+        long before = gpu.LongMessagesHashedOnHost;
+        Assert.Equal(0, MegaNet.Node.Verification.VerifierSelfCheck.Mismatches(gpu, 32, batchSize: 40, longMessages: true));
+        Assert.True(gpu.LongMessagesHashedOnHost - before >= 4, $"{gpu.LongMessagesHashedOnHost - before} messages hashed on the host; the check has four over 16 KiB");
+    }
+
     /// <summary>Another backend's verdicts under the name "gpu" (or <paramref name="name"/>), until told to fail like a
     /// faulting device.</summary>
     private sealed class Switchable(IBatchVerifier inner, string name = GpuBatchVerifier.DeviceBackendName) : BatchVerifierBase

@@ -79,6 +79,7 @@ public sealed class SignatureCaseGenerator
     private readonly List<(byte[] Pk, byte[] Sk)> _keys = [];
     private readonly Dictionary<SignatureCaseKind, int> _variants = [];
     private (BigInteger A, int TorsionA)? _sharedMixedOrderKey;
+    private int? _messageLength;
 
     /// <summary>Creates a generator whose items depend only on <paramref name="seed"/>.</summary>
     public SignatureCaseGenerator(int seed, int distinctKeys = 64)
@@ -209,6 +210,22 @@ public sealed class SignatureCaseGenerator
         }
     }
 
+    /// <summary>The next item of the given kind with a message of <paramref name="messageLength"/> bytes (the other items
+    /// have up to 200): for backends that treat long messages apart, as the GPU does those over 16 KiB.</summary>
+    public SignatureCase Next(SignatureCaseKind kind, int messageLength)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(messageLength, kind == SignatureCaseKind.FlipM ? 1 : 0); // a bit to flip
+        _messageLength = messageLength;
+        try
+        {
+            return Next(kind);
+        }
+        finally
+        {
+            _messageLength = null;
+        }
+    }
+
     /// <summary>A mix: mostly valid, with every adversarial kind sprinkled in.</summary>
     public SignatureCase NextMixed(double invalidShare = 0.25)
     {
@@ -264,14 +281,14 @@ public sealed class SignatureCaseGenerator
 
     private byte[] RandomMessage()
     {
-        byte[] message = new byte[_random.Next(0, 64)];
+        byte[] message = new byte[_messageLength ?? _random.Next(0, 64)];
         _random.NextBytes(message);
         return message;
     }
 
     private SignatureCase Valid(SignatureCaseKind kind, (byte[] Pk, byte[] Sk) key, int minMessage = 0)
     {
-        byte[] message = new byte[_random.Next(minMessage, 200)];
+        byte[] message = new byte[_messageLength ?? _random.Next(minMessage, 200)];
         _random.NextBytes(message);
         byte[] signature = new byte[64];
         Ed25519Signer.Sign(key.Sk, message, signature);

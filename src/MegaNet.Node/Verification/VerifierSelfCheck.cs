@@ -11,6 +11,14 @@ namespace MegaNet.Node.Verification;
 /// </summary>
 public static class VerifierSelfCheck
 {
+    // What Mismatches adds with longMessages: valid items, a flipped message bit and S + L (the host leaves its challenge
+    // zero for the kernel's S check to refuse), over messages of 20 and 70 KiB.
+    private static readonly (SignatureCaseKind Kind, int Bytes)[] LongMessageItems =
+    [
+        (SignatureCaseKind.Valid, 20 << 10), (SignatureCaseKind.FlipM, 70 << 10),
+        (SignatureCaseKind.SPlusL, 20 << 10), (SignatureCaseKind.Valid, 70 << 10),
+    ];
+
     /// <summary>Items a node checks a GPU backend on at start (a fraction of a second of reference work).</summary>
     public const int StartupItems = 256;
 
@@ -18,8 +26,11 @@ public static class VerifierSelfCheck
     /// the reference. With <paramref name="batchSize"/> above <paramref name="size"/>, one batch of that many items
     /// repeats the seeded ones in turn, so the check reaches a backend's large-batch path (chunks, streams) at the cost
     /// of <paramref name="size"/> reference verifications; a size that does not divide the backend's chunk makes a
-    /// verdict landing on the wrong item show.</summary>
-    public static int Mismatches(IBatchVerifier verifier, int size, int seed = 2, int batchSize = 0)
+    /// verdict landing on the wrong item show. With <paramref name="longMessages"/>, four items with messages of 20 and
+    /// 70 KiB (valid, a flipped message bit, S + L) replace items spread evenly over the batch, so over its chunks: the
+    /// GPU backend hashes messages over <c>GpuBatchVerifier.MaxDeviceHashedMessageBytes</c> on the host and hands the
+    /// device their challenges, around items the device hashes itself.</summary>
+    public static int Mismatches(IBatchVerifier verifier, int size, int seed = 2, int batchSize = 0, bool longMessages = false)
     {
         ArgumentNullException.ThrowIfNull(verifier);
         ArgumentOutOfRangeException.ThrowIfLessThan(size, 1);
@@ -28,22 +39,37 @@ public static class VerifierSelfCheck
         // One item of every kind first, so that no kind is left to the draw (a backend that drops one rule may fail on
         // one kind only), then the seeded mix.
         SignatureCaseKind[] kinds = Enum.GetValues<SignatureCaseKind>();
-        var cases = new SignatureCase[size];
+        var cases = new List<SignatureCase>(size + LongMessageItems.Length);
         for (int i = 0; i < size; i++)
         {
-            cases[i] = i < kinds.Length ? generator.Next(kinds[i]) : generator.NextMixed(invalidShare: 0.3);
+            cases.Add(i < kinds.Length ? generator.Next(kinds[i]) : generator.NextMixed(invalidShare: 0.3));
         }
 
-        bool[] expected = new bool[size];
-        Parallel.For(0, size, i => expected[i] = Ed25519Reference.Verify(cases[i].PublicKey, cases[i].Signature, cases[i].Message));
-        using var mixed = new SignatureBatch(batchSize, batchSize * 64);
+        // Which case each item of the batch is: the seeded ones in turn, the long ones in their places.
+        int[] caseOf = new int[batchSize];
         for (int i = 0; i < batchSize; i++)
         {
-            SignatureCase c = cases[i % size];
-            mixed.Add(c.PublicKey, c.Signature, c.Message);
+            caseOf[i] = i % size;
+        }
+
+        if (longMessages)
+        {
+            for (int j = 0; j < LongMessageItems.Length; j++)
+            {
+                caseOf[(int)((j + 1L) * batchSize / (LongMessageItems.Length + 1))] = cases.Count;
+                cases.Add(generator.Next(LongMessageItems[j].Kind, LongMessageItems[j].Bytes));
+            }
+        }
+
+        bool[] expected = new bool[cases.Count];
+        Parallel.For(0, cases.Count, i => expected[i] = Ed25519Reference.Verify(cases[i].PublicKey, cases[i].Signature, cases[i].Message));
+        using var mixed = new SignatureBatch(batchSize, batchSize * 64);
+        foreach (int c in caseOf)
+        {
+            mixed.Add(cases[c].PublicKey, cases[c].Signature, cases[c].Message);
         }
 
         bool[] verdicts = verifier.Verify(mixed);
-        return verdicts.Where((v, i) => v != expected[i % size]).Count();
+        return verdicts.Where((v, i) => v != expected[caseOf[i]]).Count();
     }
 }

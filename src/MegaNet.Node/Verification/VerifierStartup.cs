@@ -110,7 +110,8 @@ internal static partial class VerifierStartup
         }
 
         // One small launch, then one batch cut into chunks on both streams (what the router sends a GPU in real work):
-        // 257 seeded items, repeated, so a verdict written to the wrong chunk or item shows.
+        // 257 seeded items, repeated, so a verdict written to the wrong chunk or item shows, and four with messages over
+        // 16 KiB spread among them, whose challenges the host computes (a path only batches with such messages take).
         int large = (2 * GpuBatchVerifier.OverlapChunk) + 1;
         int mismatches;
         int checkedItems = VerifierSelfCheck.StartupItems;
@@ -124,7 +125,7 @@ internal static partial class VerifierStartup
             if (mismatches == 0)
             {
                 checkedItems = large;
-                mismatches = VerifierSelfCheck.Mismatches(verifier, VerifierSelfCheck.StartupItems + 1, batchSize: large);
+                mismatches = VerifierSelfCheck.Mismatches(verifier, VerifierSelfCheck.StartupItems + 1, batchSize: large, longMessages: true);
             }
         }
         catch (Exception e) when (e is not OutOfMemoryException)
