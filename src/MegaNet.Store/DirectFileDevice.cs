@@ -200,9 +200,19 @@ internal sealed partial class DirectFileDevice : StorageDeviceBase
     /// <summary>The error of the latest failed read (see <see cref="ReadFailures"/>); null while none failed.</summary>
     public IOException? LastReadFailure => Volatile.Read(ref _lastReadFailure);
 
-    /// <summary>Tests: when it returns true for a read's offset in its segment file, the read fails as on a device error
-    /// (errno 5) before reaching the file.</summary>
+    /// <summary>Tests: when it returns true for a read's offset in its segment file, the read fails with
+    /// <see cref="FailReadErrnoForTests"/> before reaching the file.</summary>
     internal Func<ulong, bool>? FailReadForTests { get; set; }
+
+    /// <summary>Tests: the error of a read <see cref="FailReadForTests"/> fails: 24 (<c>EMFILE</c>, too many open files, a
+    /// reason that may pass) by default, or 5 (<c>EIO</c>, the device's own error).</summary>
+    internal int FailReadErrnoForTests { get; set; } = Emfile;
+
+    private const int Eio = 5, Enxio = 6, Emfile = 24;
+
+    /// <summary>Whether <paramref name="failure"/> is the device's own error (<c>EIO</c>, <c>ENXIO</c>): a bad sector, or
+    /// a device gone, which reading again does not mend, unlike running out of open files or memory.</summary>
+    public static bool IsDeviceError(IOException failure) => (failure.HResult & 0xFFFF) is Eio or Enxio;
 
     /// <inheritdoc />
     public override void WriteAsync(IntPtr sourceAddress, int segmentId, ulong destinationAddress, uint numBytesToWrite, DeviceIOCompletionCallback callback, object context)
@@ -308,7 +318,8 @@ internal sealed partial class DirectFileDevice : StorageDeviceBase
             {
                 if (FailReadForTests?.Invoke(sourceAddress) == true)
                 {
-                    throw new IOException($"Input/output error (injected) : '{GetSegmentFilename(FileName, segmentId)}'", 5);
+                    string what = FailReadErrnoForTests == Eio ? "Input/output error" : "Too many open files";
+                    throw new IOException($"{what} (injected) : '{GetSegmentFilename(FileName, segmentId)}'", FailReadErrnoForTests);
                 }
 
                 read = (uint)RandomAccess.Read(Segment(segmentId, destinationAddress, readLength, sourceAddress), new Span<byte>((void*)destinationAddress, (int)readLength), (long)sourceAddress);

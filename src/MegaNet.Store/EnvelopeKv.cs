@@ -143,6 +143,13 @@ internal sealed class EnvelopeKv : IDisposable
         set => _device.FailReadForTests = value;
     }
 
+    /// <summary>Tests: the errno of a read <see cref="FailTableReadForTests"/> fails (24, <c>EMFILE</c>, by default).</summary>
+    internal int FailTableReadErrnoForTests
+    {
+        get => _device.FailReadErrnoForTests;
+        set => _device.FailReadErrnoForTests = value;
+    }
+
     /// <summary>Tests: where the in-memory part of the table's log begins; records below it are read from disk.</summary>
     internal long HeadAddressForTests => _kv.Log.HeadAddress;
 

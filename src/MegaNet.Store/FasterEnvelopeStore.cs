@@ -848,7 +848,10 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
                     return new MailboxPage(entries, e.Seq - 1) { WaitingCount = waiting.Count, WaitingBytes = waiting.Bytes };
                 }
 
-                throw read.Failure is { } failure ? TableUnreadable(id, e, failure) : TableDamaged(id, e);
+                // The device's own error (EIO: a bad sector, as real disks answer one) is damage, as zeros read back are:
+                // answered "ask again later", every listing would stop before it until the envelope expired, with the
+                // node healthy and the mail after it out of reach.
+                throw read.Failure is { } failure && !DirectFileDevice.IsDeviceError(failure) ? TableUnreadable(id, e, failure) : TableDamaged(id, e, read.Failure);
             }
 
             // Every entry picked went meanwhile (another device acknowledged them): an empty page whose cursor moved
@@ -886,9 +889,10 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         }
     }
 
-    private StoreCorruptException TableDamaged(byte[] id, in IndexEntry entry) => new(
+    private StoreCorruptException TableDamaged(byte[] id, in IndexEntry entry, IOException? deviceError) => new(
         $"The store's envelope table in '{_kv.Directory}' is damaged: the record of envelope {Convert.ToHexStringLower(id)} (mailbox seq {entry.Seq}, " +
-        $"log index {entry.LogIndex}) no longer reads back from it, while its mailbox still holds it. {StoreCorruptException.MailRunTimeAdvice}")
+        $"log index {entry.LogIndex}) no longer reads back from it{(deviceError is null ? "" : $" (the device fails to read it: {deviceError.Message})")}, " +
+        $"while its mailbox still holds it. {StoreCorruptException.MailRunTimeAdvice}", deviceError)
     {
         MailboxSeq = entry.Seq,
     };
@@ -896,7 +900,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     private StoreUnavailableException TableUnreadable(byte[] id, in IndexEntry entry, IOException failure) => new(
         $"Reading the record of envelope {Convert.ToHexStringLower(id)} (mailbox seq {entry.Seq}) from the store's envelope table in '{_kv.Directory}' " +
         $"failed ({failure.Message}). This is no sign of damage and nothing was changed: the mail can be fetched again, and is delivered once the cause passes. " +
-        "If it keeps failing, check the node's open-file limit, its memory and the device.", failure);
+        "If it keeps failing, check the node's open-file limit and its memory.", failure);
 
     /// <summary>Tries of <see cref="ListAsync"/> at a page whose every entry was removed while their bytes were read.</summary>
     private const int MaxListAttempts = 8;
@@ -1507,6 +1511,14 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     {
         get => _kv.FailTableReadForTests;
         set => _kv.FailTableReadForTests = value;
+    }
+
+    /// <summary>Tests: the errno of a read <see cref="FailTableReadForTests"/> fails (24, <c>EMFILE</c>, by default; 5,
+    /// <c>EIO</c>, is the device's own error, taken for damage).</summary>
+    internal int FailTableReadErrnoForTests
+    {
+        get => _kv.FailTableReadErrnoForTests;
+        set => _kv.FailTableReadErrnoForTests = value;
     }
 
     /// <summary>Tests: table records below this address are read from disk (they were flushed before they left memory).</summary>

@@ -144,7 +144,7 @@ public sealed class DamagedStoreMailTests
         using MegaNetClient client = node.Client();
         RpcException fetch = await Assert.ThrowsAsync<RpcException>(async () => await FetchAsync(client, bob, 0));
         Assert.Equal(StatusCode.Unavailable, fetch.StatusCode);
-        Assert.Equal("The node could not read the next envelope of this mailbox from its store just now (Input/output error (injected) : 'hlog.log.0'). " +
+        Assert.Equal("The node could not read the next envelope of this mailbox from its store just now (Too many open files (injected) : 'hlog.log.0'). " +
             "This is no sign of damage: ask again later from after_seq 0.", fetch.Status.Detail);
         using (AsyncServerStreamingCall<MailEvent> call = client.Relay.Subscribe(new SubscribeRequest { Auth = await client.AuthenticateAsync(bob, MailboxPurpose.Subscribe) }))
         {
