@@ -796,6 +796,22 @@ public sealed class MegaNetClient : IDisposable
     public static bool IsSubscriptionLifetimeEnd(RpcException exception) =>
         exception is { StatusCode: StatusCode.Unavailable } && exception.Trailers.GetValue(SubscriptionEndedTrailer) == SubscriptionLifetimeEnded;
 
+    /// <summary>The trailer with which a node answers <c>DATA_LOSS</c> to <c>Fetch</c> or <c>Subscribe</c> when the next
+    /// envelope of the mailbox no longer reads back from its store: that entry's sequence number, in decimal. The mail
+    /// after it comes from <c>after_seq</c> of it; the entry itself stays in the mailbox (docs/protocol.md).</summary>
+    public const string DamagedSeqTrailer = "damaged-seq";
+
+    /// <summary>The sequence number of the mailbox entry a node could not deliver because its store is damaged (a
+    /// <c>DATA_LOSS</c> with <see cref="DamagedSeqTrailer"/>); null for any other failure, or a trailer that is no
+    /// sequence number.</summary>
+    public static ulong? DamagedSeq(RpcException exception)
+    {
+        ArgumentNullException.ThrowIfNull(exception);
+        return exception.StatusCode == StatusCode.DataLoss
+            && ulong.TryParse(exception.Trailers.GetValue(DamagedSeqTrailer), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out ulong seq)
+            ? seq : null;
+    }
+
     /// <summary>The least time between two subscriptions <see cref="ListenAsync"/> renews on its own: a node that
     /// ended each at once would otherwise have it sign challenges in a loop.</summary>
     internal static readonly TimeSpan MinRenewalInterval = TimeSpan.FromSeconds(1);

@@ -93,6 +93,8 @@ public sealed class DamagedStoreMailTests
         Assert.Equal(seqs.Take(first), delivered);
         Assert.True(cursor < damaged, $"cursor {cursor}, past seq {damaged}");
         Assert.Equal(StoreDamage.MailClientText(damaged), damage.Status.Detail);
+        // And for a program, without parsing that text: the trailer names it.
+        Assert.Equal(damaged, MegaNetClient.DamagedSeq(damage));
         Assert.DoesNotContain(node.Options.DataDirectory, damage.Status.Detail, StringComparison.Ordinal);
 
         // Subscribe lists the same way: the mail before it, then the same status.
@@ -111,6 +113,7 @@ public sealed class DamagedStoreMailTests
             });
             Assert.Equal(StatusCode.DataLoss, ended.StatusCode);
             Assert.Equal(StoreDamage.MailClientText(damaged), ended.Status.Detail);
+            Assert.Equal(damaged, MegaNetClient.DamagedSeq(ended));
             Assert.Equal(delivered, streamed);
         }
 

@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Diagnostics.CodeAnalysis;
+using System.Globalization;
 using System.Threading.Channels;
 using Google.Protobuf;
 using Grpc.Core;
@@ -585,8 +586,11 @@ public sealed class RelayService(
         catch (StoreCorruptException e)
         {
             storeDamage.Report(e);
-            // (ListAsync names the entry in every such error.)
-            throw new RpcException(new Status(StatusCode.DataLoss, StoreDamage.MailClientText(e.MailboxSeq ?? afterSeq + 1)));
+            // (ListAsync names the entry in every such error.) The trailer names it for programs: a client goes on
+            // from after it without parsing the text.
+            ulong seq = e.MailboxSeq ?? afterSeq + 1;
+            throw new RpcException(new Status(StatusCode.DataLoss, StoreDamage.MailClientText(seq)),
+                new Metadata { { MegaNetClient.DamagedSeqTrailer, seq.ToString(CultureInfo.InvariantCulture) } });
         }
         catch (StoreUnavailableException e)
         {
