@@ -345,7 +345,8 @@ internal static partial class ClientCommands
         var timeout = TimeoutOption();
         var tlsCert = TlsCertOption();
         var save = SaveFilesOption();
-        var command = new Command("fetch", "Fetch, open and print the messages waiting in your mailbox.") { identity, node, nodeId, after, ack, json, save, timeout, tlsCert };
+        var command = new Command("fetch", "Fetch, open and print the messages waiting in your mailbox. A message the node's store no longer reads back is named on stderr, " +
+            "left on the node (never acknowledged) and passed over; the fetch then ends with exit code 2.") { identity, node, nodeId, after, ack, json, save, timeout, tlsCert };
         command.SetAction((parse, ct) => Run(async () =>
         {
             using Identity id = LoadIdentity(parse.GetValue(identity)!);
@@ -363,7 +364,8 @@ internal static partial class ClientCommands
     private static async Task<int> FetchAsync(MegaNetClient client, Identity id, SeenMessages received, Inbox inbox, ulong cursor, bool ack, CancellationToken ct)
     {
         var toAcknowledge = new List<ulong>();
-        (FetchResult page, ulong reached, bool more) = await FetchPagesAsync(client, id, received, cursor, m =>
+        var damaged = new List<ulong>();
+        (FetchResult? page, ulong reached, bool more) = await FetchPagesAsync(client, id, received, cursor, m =>
         {
             if (inbox.Deliver(m, ack ? "no message was acknowledged" : null))
             {
@@ -374,6 +376,11 @@ internal static partial class ClientCommands
             // Junk anyone sealed to this address, and copies a relay replayed: reported, and deleted with the rest under --ack.
             Inbox.Warn(m);
             toAcknowledge.Add(m.Seq);
+        }, (seq, e) =>
+        {
+            // Never acknowledged: it is not lost, only unreadable until the node's store is restored.
+            Console.Error.WriteLine(CouldNotDeliver(seq, e, "fetching the mail after it"));
+            damaged.Add(seq);
         }, ct);
         if (more)
         {
@@ -383,8 +390,8 @@ internal static partial class ClientCommands
         // Everything shown must have reached the reader before the node deletes it: the buffer is written out, and a
         // failed write (a reader that went away) has thrown above, before this point.
         inbox.Flush(ack ? "no message was acknowledged" : null);
-        int waiting = page.WaitingCount;
-        long waitingBytes = page.WaitingBytes;
+        int waiting = page?.WaitingCount ?? 0;
+        long waitingBytes = page?.WaitingBytes ?? 0;
         if (ack && toAcknowledge.Count > 0)
         {
             FlushStandardOutputToDisk("no message was acknowledged");
@@ -417,19 +424,78 @@ internal static partial class ClientCommands
             await WarnIfNearlyFullAsync(client, waiting, ack ? null : waitingBytes, ct);
         }
 
+        if (damaged.Count > 0)
+        {
+            // The rest was shown (and acknowledged), but not all of the mailbox: a script must not take this for a
+            // complete fetch. The exit code of a node that failed.
+            Console.Error.WriteLine($"meganet: {damaged.Count} message(s) could not be delivered because the node's store is damaged (seq {SeqRanges(damaged)}); " +
+                "they stay on the node, and a later fetch gets them once its operator has restored the store.");
+            return 2;
+        }
+
         return 0;
     }
 
-    /// <summary>Reads the mailbox after <paramref name="cursor"/> page by page, handing each message that opened to
-    /// <paramref name="message"/> and each that did not to <paramref name="unreadable"/>, until its end or
-    /// <see cref="MaxFetchPages"/>. Returns the last page, the cursor after it, and whether it stopped at
-    /// <see cref="MaxFetchPages"/> with more perhaps waiting.</summary>
-    private static async Task<(FetchResult Last, ulong Cursor, bool More)> FetchPagesAsync(MegaNetClient client, Identity id, SeenMessages received, ulong cursor,
-        Action<ReceivedMessage> message, Action<UnreadableMessage> unreadable, CancellationToken ct)
+    /// <summary>The line for a mailbox entry the node could not deliver because its store no longer reads it back
+    /// (<c>DATA_LOSS</c> naming it in <see cref="MegaNetClient.DamagedSeqTrailer"/>): which one, the node's words
+    /// (escaped), that it is left on the node, and <paramref name="then"/>, what the command does next.</summary>
+    internal static string CouldNotDeliver(ulong seq, RpcException e, string then) =>
+        $"meganet: the message at seq {seq} could not be delivered: the node's store is damaged ({Describe(e)}); it stays on the node, not acknowledged; {then}.";
+
+    /// <summary>Ascending sequence numbers as ranges: "16-23, 40".</summary>
+    internal static string SeqRanges(IReadOnlyList<ulong> seqs)
     {
+        var text = new StringBuilder();
+        for (int i = 0; i < seqs.Count;)
+        {
+            int end = i;
+            while (end + 1 < seqs.Count && seqs[end + 1] == seqs[end] + 1)
+            {
+                end++;
+            }
+
+            text.Append(text.Length > 0 ? ", " : "").Append(seqs[i]);
+            if (end > i)
+            {
+                text.Append('-').Append(seqs[end]);
+            }
+
+            i = end + 1;
+        }
+
+        return text.ToString();
+    }
+
+    /// <summary>Reads the mailbox after <paramref name="cursor"/> page by page, handing each message that opened to
+    /// <paramref name="message"/>, each that did not to <paramref name="unreadable"/>, and the sequence number of each
+    /// entry the node could not deliver because its store is damaged to <paramref name="damaged"/> (with the node's
+    /// answer; the fetch goes on after it), until its end or <see cref="MaxFetchPages"/> (such an entry counts as a
+    /// page). Returns the last page (null when none came), the cursor after it, and whether it stopped at
+    /// <see cref="MaxFetchPages"/> with more perhaps waiting.</summary>
+    private static async Task<(FetchResult? Last, ulong Cursor, bool More)> FetchPagesAsync(MegaNetClient client, Identity id, SeenMessages received, ulong cursor,
+        Action<ReceivedMessage> message, Action<UnreadableMessage> unreadable, Action<ulong, RpcException> damaged, CancellationToken ct)
+    {
+        FetchResult? page = null;
         for (int pages = 1; ; pages++)
         {
-            FetchResult page = await client.FetchAsync(id, cursor, 100, ct, received);
+            try
+            {
+                page = await client.FetchAsync(id, cursor, 100, ct, received);
+            }
+            catch (RpcException e) when (MegaNetClient.DamagedSeq(e) is { } seq && seq > cursor)
+            {
+                // Before, one such entry ended the fetch, and so every later message of the mailbox waited behind it
+                // until the store was restored. (A seq at or before the cursor would not move on: that fails as sent.)
+                damaged(seq, e);
+                cursor = seq;
+                if (pages == MaxFetchPages)
+                {
+                    return (page, cursor, true);
+                }
+
+                continue;
+            }
+
             (IReadOnlyList<ReceivedMessage> messages, IReadOnlyList<UnreadableMessage> bad, ulong next) = page;
             foreach (ReceivedMessage m in messages)
             {
