@@ -33,6 +33,13 @@ public sealed record ReceivedMessage(ulong Seq, byte[] EnvelopeId, ContactCard S
 /// <param name="Reason">Why it is not shown.</param>
 public sealed record UnreadableMessage(ulong Seq, byte[] EnvelopeId, string Reason);
 
+/// <summary>A mailbox entry the node could not deliver because its store no longer reads it back: it answered
+/// <c>DATA_LOSS</c> naming it (<see cref="MegaNetClient.DamagedSeqTrailer"/>). The entry stays on the node, and comes
+/// again once its operator restores the store; acknowledging it would delete it for good.</summary>
+/// <param name="Seq">Its mailbox sequence number.</param>
+/// <param name="Error">The node's answer (its status detail is the node's text: escape it before printing it).</param>
+public sealed record DamagedMail(ulong Seq, RpcException Error);
+
 /// <summary>One page of a mailbox.</summary>
 /// <param name="Messages">The messages that opened, in sequence order.</param>
 /// <param name="Unreadable">The items that did not (see <see cref="UnreadableMessage"/>).</param>
@@ -831,6 +838,10 @@ public sealed class MegaNetClient : IDisposable
     /// <see cref="SubscriptionEndedTrailer"/>); a subscription that had begun (its first keepalive came) is then renewed
     /// here, with a fresh challenge, after the last item read, and the enumeration goes on as if nothing happened (at
     /// most once per <see cref="MinRenewalInterval"/>). A failure of that renewal ends it as any other.
+    /// An entry the node's store no longer reads back (<c>DATA_LOSS</c> naming it in <see cref="DamagedSeqTrailer"/>)
+    /// is handed to <c>damaged</c>, once, and the subscription is renewed from after it the same way; it is not
+    /// acknowledged, so it comes again once the node's operator restores the store. Without <c>damaged</c> that
+    /// <c>DATA_LOSS</c> ends the enumeration, as any other failure: the entry is never passed over unseen.
     /// </remarks>
     /// <param name="identity">Whose mailbox.</param>
     /// <param name="afterSeq">The cursor: mail after this sequence number.</param>
@@ -841,9 +852,11 @@ public sealed class MegaNetClient : IDisposable
     /// registered the subscription, so the first call says the subscription works (a refusal's response headers do
     /// not count: they came for refused subscriptions too). A caller that subscribes again after a failure can
     /// reset its backoff here.</param>
+    /// <param name="damaged">Gets each entry the node could not deliver because its store is damaged; the mail after it
+    /// comes on.</param>
     /// <exception cref="NodeSilentException">No event within the watchdog's time; subscribe again to resume.</exception>
     public async IAsyncEnumerable<ReceivedMessage> ListenAsync(Identity identity, ulong afterSeq = 0, [EnumeratorCancellation] CancellationToken cancellationToken = default,
-        Action<UnreadableMessage>? unreadable = null, SeenMessages? seen = null, Action? alive = null)
+        Action<UnreadableMessage>? unreadable = null, SeenMessages? seen = null, Action? alive = null, Action<DamagedMail>? damaged = null)
     {
         ulong cursor = afterSeq; // the last item read (shown or not): a renewed subscription resumes after it
         TimeSpan interval = TimeSpan.Zero; // the node's keepalive interval, as far as seen; zero until it is known
@@ -867,6 +880,14 @@ public sealed class MegaNetClient : IDisposable
                 catch (RpcException ended) when (begun && IsSubscriptionLifetimeEnd(ended) && !watchdog.IsCancellationRequested)
                 {
                     // The node's expected end, not an outage: the caller sees nothing of it.
+                    break;
+                }
+                catch (RpcException lost) when (damaged is not null && DamagedSeq(lost) is { } seq && seq > cursor && !watchdog.IsCancellationRequested)
+                {
+                    // The mail after it comes from after it; the entry stays on the node. (A seq at or before the
+                    // cursor would not move on: that DATA_LOSS ends the enumeration as sent.)
+                    cursor = seq;
+                    damaged(new DamagedMail(seq, lost));
                     break;
                 }
                 catch (Exception failure) when (failure is RpcException or OperationCanceledException && watchdog.IsCancellationRequested && !cancellationToken.IsCancellationRequested)
@@ -911,7 +932,8 @@ public sealed class MegaNetClient : IDisposable
                 }
             }
 
-            // Only a lifetime end gets here.
+            // Only a lifetime end or a damaged entry gets here: subscribed again, never more than once per
+            // MinRenewalInterval, so a node that answers every subscription so does not have it sign in a loop.
             TimeSpan lasted = TimeSpan.FromMilliseconds(Environment.TickCount64 - opened);
             if (lasted < MinRenewalInterval)
             {

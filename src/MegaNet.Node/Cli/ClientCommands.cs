@@ -673,7 +673,8 @@ internal static partial class ClientCommands
             "the fetch of parts left on the node, acknowledgements) before giving up (e.g. 30s, 2m); the subscription itself stays open for mail.");
         var tlsCert = TlsCertOption();
         var save = SaveFilesOption();
-        var command = new Command("listen", "Print messages as they arrive (and those already waiting), until Ctrl+C.") { identity, node, nodeId, after, ack, json, save, retryFor, timeout, tlsCert };
+        var command = new Command("listen", "Print messages as they arrive (and those already waiting), until Ctrl+C. A message the node's store no longer reads back " +
+            "is named on stderr and passed over (left on the node, never acknowledged).") { identity, node, nodeId, after, ack, json, save, retryFor, timeout, tlsCert };
         command.SetAction((parse, ct) => Run(async () =>
         {
             using Identity id = LoadIdentity(parse.GetValue(identity)!);
@@ -757,10 +758,17 @@ internal static partial class ClientCommands
                         acknowledger?.Add(m.Seq);
                     }
 
+                    void Damaged(DamagedMail d)
+                    {
+                        // Never acknowledged. Past the cursor, so a subscription after a failure does not name it again.
+                        Console.Error.WriteLine(CouldNotDeliver(d.Seq, d.Error, "listening goes on after it"));
+                        cursor = d.Seq;
+                    }
+
                     // Its own token, so that a retry of deferred parts that fails for good can end the subscription
                     // it ran beside before leaving it.
                     using var subscription = CancellationTokenSource.CreateLinkedTokenSource(ct);
-                    await using IAsyncEnumerator<ReceivedMessage> messages = current.ListenAsync(id, cursor, subscription.Token, Skipped, seen, Alive).GetAsyncEnumerator(subscription.Token);
+                    await using IAsyncEnumerator<ReceivedMessage> messages = current.ListenAsync(id, cursor, subscription.Token, Skipped, seen, Alive, Damaged).GetAsyncEnumerator(subscription.Token);
                     MegaNetClient retrying = current;
                     while (await NextMessageAsync(messages, inbox, () => RetryDeferredAsync(retrying, id, seen, inbox, acknowledger, ct), subscription, ct))
                     {
