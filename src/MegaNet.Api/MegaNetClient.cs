@@ -851,7 +851,9 @@ public sealed class MegaNetClient : IDisposable
     /// <param name="alive">Called at every event, keepalives included; the node sends a keepalive as soon as it has
     /// registered the subscription, so the first call says the subscription works (a refusal's response headers do
     /// not count: they came for refused subscriptions too). A caller that subscribes again after a failure can
-    /// reset its backoff here.</param>
+    /// reset its backoff here, at a call after the first: the node reads the mailbox only once it has sent that
+    /// keepalive, and a read that fails then (its store unreadable just now) ends the subscription at once with
+    /// <c>UNAVAILABLE</c>.</param>
     /// <param name="damaged">Gets each entry the node could not deliver because its store is damaged; the mail after it
     /// comes on.</param>
     /// <exception cref="NodeSilentException">No event within the watchdog's time; subscribe again to resume.</exception>

@@ -20,7 +20,21 @@ public sealed class DamagedStoreMailTests : IDisposable
 {
     private readonly string _dir = Directory.CreateTempSubdirectory("meganet-damaged-").FullName;
 
-    public void Dispose() => Directory.Delete(_dir, recursive: true);
+    // Bob's identity file, for meganet.
+    private readonly string _bobPath;
+    private readonly Identity _bob;
+
+    public DamagedStoreMailTests()
+    {
+        _bobPath = TestIdentities.Save(_dir, "bob.json").Path;
+        _bob = Identity.Load(_bobPath);
+    }
+
+    public void Dispose()
+    {
+        _bob.Dispose();
+        Directory.Delete(_dir, recursive: true);
+    }
 
     /// <summary>120 envelopes of the 64 KiB class for <paramref name="bob"/> under an 8 MiB store budget (4 MiB of
     /// table in memory): the table's first 1.5 MiB were flushed before they left memory, and are read from disk.
@@ -178,13 +192,6 @@ public sealed class DamagedStoreMailTests : IDisposable
         return [.. damaged];
     }
 
-    /// <summary>Bob's identity file in the test's directory, for <c>meganet</c>.</summary>
-    private (string Path, Identity Bob) SavedBob()
-    {
-        string path = TestIdentities.Save(_dir, "bob.json").Path;
-        return (path, Identity.Load(path));
-    }
-
     /// <summary>The <c>seq</c> of each message a <c>--json</c> run printed, in order.</summary>
     private static ulong[] PrintedSeqs(IEnumerable<string> lines) =>
         [.. lines.Where(l => l.Length > 0).Select(l => (ulong)System.Text.Json.Nodes.JsonNode.Parse(l)!["seq"]!)];
@@ -194,37 +201,33 @@ public sealed class DamagedStoreMailTests : IDisposable
     [Fact]
     public async Task Fetch_goes_on_past_envelopes_the_store_no_longer_gives_names_them_acks_none_of_them_and_exits_2()
     {
-        (string bobPath, Identity bob) = SavedBob();
-        using (bob)
+        await using TestNode node = await TestNode.StartAsync(o => o.SubmitBurst = 10_000);
+        (ulong[] seqs, _, _) = await FillAsync(node, _bob);
+        byte[] sound = ZeroTable(node);
+        ulong[] damaged = await DamagedSeqsAsync(node, _bob, seqs);
+
+        string[] fetch = ["fetch", "-i", _bobPath, "--node", node.Address.ToString(), "--json", "--ack"];
+        MeganetProcess.Result r = await MeganetProcess.RunAsync(_dir, null, false, fetch);
+        MeganetResults.AssertExit(r, 2);
+        Assert.Equal(seqs.Except(damaged), PrintedSeqs(r.Stdout.Split('\n')));
+        foreach (ulong seq in damaged)
         {
-            await using TestNode node = await TestNode.StartAsync(o => o.SubmitBurst = 10_000);
-            (ulong[] seqs, _, _) = await FillAsync(node, bob);
-            byte[] sound = ZeroTable(node);
-            ulong[] damaged = await DamagedSeqsAsync(node, bob, seqs);
-
-            string[] fetch = ["fetch", "-i", bobPath, "--node", node.Address.ToString(), "--json", "--ack"];
-            MeganetProcess.Result r = await MeganetProcess.RunAsync(_dir, null, false, fetch);
-            MeganetResults.AssertExit(r, 2);
-            Assert.Equal(seqs.Except(damaged), PrintedSeqs(r.Stdout.Split('\n')));
-            foreach (ulong seq in damaged)
-            {
-                Assert.Contains($"meganet: the message at seq {seq} could not be delivered: the node's store is damaged", r.Stderr, StringComparison.Ordinal);
-            }
-
-            Assert.Contains($"acknowledged {seqs.Length - damaged.Length} message(s)", r.Stderr, StringComparison.Ordinal);
-            // What it printed is gone from the node; what it could not deliver is not.
-            var store = (FasterEnvelopeStore)node.Services.GetRequiredService<IEnvelopeStore>();
-            Assert.Equal(damaged, store.IndexedSeqs(bob.Address));
-
-            // Once the store is restored, they come with the next fetch. (Restored before the node stops also because
-            // its last checkpoint compacts the table, now mostly acknowledged mail, and FASTER's compaction crashed
-            // the process on the zeroed records.)
-            WriteTable(node, sound);
-            MeganetProcess.Result again = await MeganetProcess.RunAsync(_dir, null, false, fetch);
-            MeganetResults.AssertExit(again, 0, $"acknowledged {damaged.Length} message(s)");
-            Assert.Equal(damaged, PrintedSeqs(again.Stdout.Split('\n')));
-            Assert.Empty(store.IndexedSeqs(bob.Address));
+            Assert.Contains($"meganet: the message at seq {seq} could not be delivered: the node's store is damaged", r.Stderr, StringComparison.Ordinal);
         }
+
+        Assert.Contains($"acknowledged {seqs.Length - damaged.Length} message(s)", r.Stderr, StringComparison.Ordinal);
+        // What it printed is gone from the node; what it could not deliver is not.
+        var store = (FasterEnvelopeStore)node.Services.GetRequiredService<IEnvelopeStore>();
+        Assert.Equal(damaged, store.IndexedSeqs(_bob.Address));
+
+        // Once the store is restored, they come with the next fetch. (Restored before the node stops also because
+        // its last checkpoint compacts the table, now mostly acknowledged mail, and FASTER's compaction crashed
+        // the process on the zeroed records.)
+        WriteTable(node, sound);
+        MeganetProcess.Result again = await MeganetProcess.RunAsync(_dir, null, false, fetch);
+        MeganetResults.AssertExit(again, 0, $"acknowledged {damaged.Length} message(s)");
+        Assert.Equal(damaged, PrintedSeqs(again.Stdout.Split('\n')));
+        Assert.Empty(store.IndexedSeqs(_bob.Address));
     }
 
     /// <summary>ListenAsync threw the subscription's DATA_LOSS: a listener saw none of the mail after the damaged
@@ -268,41 +271,70 @@ public sealed class DamagedStoreMailTests : IDisposable
     [Fact]
     public async Task Listen_goes_on_past_envelopes_the_store_no_longer_gives_names_each_once_and_acks_none_of_them()
     {
-        (string bobPath, Identity bob) = SavedBob();
-        using (bob)
+        using Identity alice = Identity.Create();
+        await using TestNode node = await TestNode.StartAsync(o => o.SubmitBurst = 10_000);
+        (ulong[] seqs, _, _) = await FillAsync(node, _bob);
+        byte[] sound = ZeroTable(node);
+        ulong[] damaged = await DamagedSeqsAsync(node, _bob, seqs);
+        var store = (FasterEnvelopeStore)node.Services.GetRequiredService<IEnvelopeStore>();
+
+        using var listen = new RunningMeganet(_dir, "listen", "-i", _bobPath, "--node", node.Address.ToString(), "--json", "--ack");
+        string Stderr() => $"exited: {listen.Process.HasExited}; {listen.Stdout.Length} line(s) on stdout; stderr:\n{string.Join('\n', listen.Stderr)}";
+        await Poll.UntilAsync(() => listen.Process.HasExited || listen.Stdout.Length >= seqs.Length - damaged.Length, Stderr);
+        Assert.False(listen.Process.HasExited, Stderr());
+        Assert.Equal(seqs.Except(damaged), PrintedSeqs(listen.Stdout));
+        foreach (ulong seq in damaged)
         {
-            using Identity alice = Identity.Create();
-            await using TestNode node = await TestNode.StartAsync(o => o.SubmitBurst = 10_000);
-            (ulong[] seqs, _, _) = await FillAsync(node, bob);
-            byte[] sound = ZeroTable(node);
-            ulong[] damaged = await DamagedSeqsAsync(node, bob, seqs);
-            var store = (FasterEnvelopeStore)node.Services.GetRequiredService<IEnvelopeStore>();
-
-            using var listen = new RunningMeganet(_dir, "listen", "-i", bobPath, "--node", node.Address.ToString(), "--json", "--ack");
-            string Stderr() => $"exited: {listen.Process.HasExited}; {listen.Stdout.Length} line(s) on stdout; stderr:\n{string.Join('\n', listen.Stderr)}";
-            await Poll.UntilAsync(() => listen.Process.HasExited || listen.Stdout.Length >= seqs.Length - damaged.Length, Stderr);
-            Assert.False(listen.Process.HasExited, Stderr());
-            Assert.Equal(seqs.Except(damaged), PrintedSeqs(listen.Stdout));
-            foreach (ulong seq in damaged)
-            {
-                Assert.Single(listen.Stderr, l => l.StartsWith($"meganet: the message at seq {seq} could not be delivered: the node's store is damaged", StringComparison.Ordinal));
-            }
-
-            // Everything printed is acknowledged; the damaged ones are not.
-            await Poll.UntilAsync(() => store.IndexedSeqs(bob.Address).SequenceEqual(damaged), () => $"the mailbox holds {string.Join(", ", store.IndexedSeqs(bob.Address))}; {Stderr()}");
-
-            // Still listening: new mail comes.
-            using (MegaNetClient sender = node.Client())
-            {
-                await sender.SendAsync(alice, bob.Card, System.Text.Encoding.UTF8.GetBytes("after the damage"), "text/plain");
-            }
-
-            await listen.WaitForAsync("after the damage");
-            // Restored before the node stops: its last checkpoint compacts the table (see the fetch test above).
-            WriteTable(node, sound);
-            Assert.Equal(0, await listen.StopAsync());
-            Assert.Contains($"acknowledged {seqs.Length - damaged.Length + 1} message(s)", listen.Stderr);
+            Assert.Single(listen.Stderr, l => l.StartsWith($"meganet: the message at seq {seq} could not be delivered: the node's store is damaged", StringComparison.Ordinal));
         }
+
+        // Everything printed is acknowledged; the damaged ones are not.
+        await Poll.UntilAsync(() => store.IndexedSeqs(_bob.Address).SequenceEqual(damaged), () => $"the mailbox holds {string.Join(", ", store.IndexedSeqs(_bob.Address))}; {Stderr()}");
+
+        // Still listening: new mail comes.
+        using (MegaNetClient sender = node.Client())
+        {
+            await sender.SendAsync(alice, _bob.Card, System.Text.Encoding.UTF8.GetBytes("after the damage"), "text/plain");
+        }
+
+        await listen.WaitForAsync("after the damage");
+        // Restored before the node stops: its last checkpoint compacts the table (see the fetch test above).
+        WriteTable(node, sound);
+        Assert.Equal(0, await listen.StopAsync());
+        Assert.Contains($"acknowledged {seqs.Length - damaged.Length + 1} message(s)", listen.Stderr);
+    }
+
+    /// <summary>A table read that keeps failing: the node registers each subscription (its first keepalive), then ends
+    /// it with UNAVAILABLE. listen took that keepalive for a working subscription and reset its backoff, so it
+    /// subscribed again every second for as long as the failure lasted, and --retry-for never ran out.</summary>
+    [Fact]
+    public async Task Listen_backs_off_while_the_node_cannot_read_its_store_gives_up_after_retry_for_and_delivers_once_it_can()
+    {
+        await using TestNode node = await TestNode.StartAsync(o => o.SubmitBurst = 10_000);
+        (ulong[] seqs, _, _) = await FillAsync(node, _bob);
+        var store = (FasterEnvelopeStore)node.Services.GetRequiredService<IEnvelopeStore>();
+        store.FailTableReadForTests = _ => true;
+
+        // As for a node that cannot be reached: 1 s, 2 s ... apart, and given up after --retry-for.
+        using (var failing = new RunningMeganet(_dir, "listen", "-i", _bobPath, "--node", node.Address.ToString(), "--retry-for", "5s"))
+        {
+            Task exited = failing.Process.WaitForExitAsync();
+            Assert.True(await Task.WhenAny(exited, Task.Delay(TimeSpan.FromSeconds(90))) == exited,
+                $"still subscribing 90 s after the first failure, with --retry-for 5s:\n{string.Join('\n', failing.Stderr)}");
+            Assert.True(failing.Process.ExitCode == 2, $"exit code {failing.Process.ExitCode}:\n{string.Join('\n', failing.Stderr)}");
+            Assert.Contains("gave up after", failing.Stderr[^1], StringComparison.Ordinal);
+            string[] waits = [.. failing.Stderr.Where(l => l.StartsWith("meganet: subscription lost", StringComparison.Ordinal)).Select(l => l[l.LastIndexOf(" in ", StringComparison.Ordinal)..])];
+            Assert.Equal([" in 1 s.", " in 2 s."], waits.Take(2));
+            Assert.All(waits, w => Assert.Contains("could not read the next envelope", failing.Stderr.First(l => l.EndsWith(w, StringComparison.Ordinal)), StringComparison.Ordinal));
+        }
+
+        // And once reads work again, the mail comes.
+        using var listen = new RunningMeganet(_dir, "listen", "-i", _bobPath, "--node", node.Address.ToString(), "--json");
+        await listen.WaitForAsync("in 4 s.", stderr: true);
+        store.FailTableReadForTests = null;
+        await Poll.UntilAsync(() => listen.Process.HasExited || listen.Stdout.Length >= seqs.Length, () => string.Join('\n', listen.Stderr));
+        Assert.Equal(seqs, PrintedSeqs(listen.Stdout));
+        Assert.Equal(0, await listen.StopAsync());
     }
 
     /// <summary>A node's damaged-seq is taken only as a way forward: one at or before the cursor ends the fetch as the
@@ -311,9 +343,8 @@ public sealed class DamagedStoreMailTests : IDisposable
     [Fact]
     public async Task Fetch_goes_on_only_past_a_damaged_seq_beyond_its_cursor_and_shows_the_nodes_words_escaped()
     {
-        string bobPath = SavedBob().Path;
         await using var fake = await FakeRelay<DamagedMailRelay>.StartAsync(new DamagedMailRelay());
-        MeganetProcess.Result r = await MeganetProcess.RunAsync(_dir, null, false, "fetch", "-i", bobPath, "--node", fake.Address.ToString());
+        MeganetProcess.Result r = await MeganetProcess.RunAsync(_dir, null, false, "fetch", "-i", _bobPath, "--node", fake.Address.ToString());
         MeganetResults.AssertExit(r, 2);
         Assert.Contains("meganet: the message at seq 5 could not be delivered: the node's store is damaged (the node said DataLoss: damaged \\u001b]0;owned\\u0007)", r.Stderr, StringComparison.Ordinal);
         Assert.DoesNotContain("\u001b", r.Stderr, StringComparison.Ordinal);

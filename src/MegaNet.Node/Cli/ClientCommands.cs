@@ -659,7 +659,7 @@ internal static partial class ClientCommands
         var retryFor = new Option<TimeSpan>("--retry-for")
         {
             Description = "After a subscription that worked is lost (the node restarts, the connection dies), subscribe again from the last message, " +
-                "waiting 1 s, 2 s, 4 s ... up to 30 s between tries, for at most this long (e.g. 30s, 10m, 01:00:00).",
+                "waiting 1 s, 2 s, 4 s ... up to 30 s between tries, for at most this long without one that works (mail or a second keepalive comes) (e.g. 30s, 10m, 01:00:00).",
             DefaultValueFactory = _ => DefaultRetryFor,
             CustomParser = CliParsers.Duration,
         };
@@ -723,7 +723,8 @@ internal static partial class ClientCommands
         ulong cursor = after; // the last sequence number printed or reported: a new subscription resumes after it
         bool subscribed = false; // since the last failure
         bool everSubscribed = false;
-        long? failingSince = null; // Environment.TickCount64 of the first failure since the node last answered
+        int events = 0; // of the current subscription (and those ListenAsync renewed on its own)
+        long? failingSince = null; // Environment.TickCount64 of the first failure since a subscription last worked
         TimeSpan delay = FirstRetryDelay;
         MegaNetClient current = client;
         try
@@ -734,18 +735,29 @@ internal static partial class ClientCommands
                 {
                     void Alive()
                     {
-                        if (!subscribed && everSubscribed)
-                        {
-                            Console.Error.WriteLine($"meganet: subscribed again after seq {cursor}.");
-                        }
-
                         if (!everSubscribed)
                         {
                             // A first contact is pinned now, not when listen ends: it may end by being killed.
                             pin();
+                            everSubscribed = true;
                         }
 
-                        subscribed = everSubscribed = true;
+                        // The first keepalive says the node registered the subscription, not that mail can come: it
+                        // reads the mailbox after it, and a read that fails there (its store unreadable just then) ends
+                        // the subscription at once. Taken for a working one, that reset the backoff: a subscription
+                        // again every second for as long as the failure lasted, and --retry-for never ran out. The next
+                        // event (mail, or the keepalive an interval later) says it works.
+                        if (++events < 2)
+                        {
+                            return;
+                        }
+
+                        if (!subscribed && failingSince is not null)
+                        {
+                            Console.Error.WriteLine($"meganet: subscribed again after seq {cursor}.");
+                        }
+
+                        subscribed = true;
                         failingSince = null;
                         delay = FirstRetryDelay;
                     }
@@ -768,6 +780,7 @@ internal static partial class ClientCommands
                     // Its own token, so that a retry of deferred parts that fails for good can end the subscription
                     // it ran beside before leaving it.
                     using var subscription = CancellationTokenSource.CreateLinkedTokenSource(ct);
+                    events = 0;
                     await using IAsyncEnumerator<ReceivedMessage> messages = current.ListenAsync(id, cursor, subscription.Token, Skipped, seen, Alive, Damaged).GetAsyncEnumerator(subscription.Token);
                     MegaNetClient retrying = current;
                     while (await NextMessageAsync(messages, inbox, () => RetryDeferredAsync(retrying, id, seen, inbox, acknowledger, ct), subscription, ct))
