@@ -1397,7 +1397,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         // Compaction rewrites the live part of the table's oldest region, so only when garbage dominates. It runs
         // outside the index lock (readers go on); only this committer writes the table.
         (long begin, long tail) = TableExtent;
-        if (tail - begin > (2 * HeldBytes) + (_options.MemoryBudgetBytes / 2))
+        if (tail - begin > (2 * HeldBytes) + (_options.MemoryBudgetBytes / 2) && !CompactionOffForTests)
         {
             _kv.Compact(now);
         }
@@ -1520,6 +1520,11 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         get => _kv.FailTableReadErrnoForTests;
         set => _kv.FailTableReadErrnoForTests = value;
     }
+
+    /// <summary>Tests that damage the table's files: FASTER 2.6.5's compaction over zeroed records ended the process
+    /// (AccessViolationException), which a checkpoint falling between their acknowledgements and their repair would set
+    /// off.</summary>
+    internal bool CompactionOffForTests { get; set; }
 
     /// <summary>Tests: table records below this address are read from disk (they were flushed before they left memory).</summary>
     internal long TableHeadAddressForTests => _kv.HeadAddressForTests;

@@ -63,7 +63,12 @@ public sealed class DamagedStoreMailTests : IDisposable
     }
 
     // A bad sector: 512 KiB of zeros in the table's first segment, about eight whole records. Returns what was there.
-    private static byte[] ZeroTable(TestNode node) => WriteTable(node, new byte[512 << 10]);
+    private static byte[] ZeroTable(TestNode node)
+    {
+        // Compaction over the zeroed records crashes the process (FASTER 2.6.5): none from here on.
+        ((FasterEnvelopeStore)node.Services.GetRequiredService<IEnvelopeStore>()).CompactionOffForTests = true;
+        return WriteTable(node, new byte[512 << 10]);
+    }
 
     /// <summary>Writes <paramref name="bytes"/> where <see cref="ZeroTable"/> zeroes, returning what was there.</summary>
     private static byte[] WriteTable(TestNode node, byte[] bytes)

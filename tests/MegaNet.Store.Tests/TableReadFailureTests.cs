@@ -39,6 +39,8 @@ public sealed class TableReadFailureTests : IDisposable
     // A bad sector: 512 KiB of zeros in the table's first segment, about eight whole records.
     private static void ZeroTable(FasterEnvelopeStore store)
     {
+        // Compaction over the zeroed records crashes the process (FASTER 2.6.5): none from here on.
+        store.CompactionOffForTests = true;
         using var segment = new FileStream(Path.Combine(store.StoreDirectory, "kv", "hlog.log.0"), FileMode.Open, FileAccess.Write, FileShare.ReadWrite);
         segment.Position = 1 << 20;
         segment.Write(new byte[512 << 10]);
