@@ -135,20 +135,8 @@ internal sealed class EnvelopeKv : IDisposable
         set => _device.FailWriteForTests = value;
     }
 
-    /// <summary>Tests: makes a read of the table's log fail as on a device error when it returns true for the read's offset
-    /// in its segment file.</summary>
-    internal Func<ulong, bool>? FailTableReadForTests
-    {
-        get => _device.FailReadForTests;
-        set => _device.FailReadForTests = value;
-    }
-
-    /// <summary>Tests: the errno of a read <see cref="FailTableReadForTests"/> fails (24, <c>EMFILE</c>, by default).</summary>
-    internal int FailTableReadErrnoForTests
-    {
-        get => _device.FailReadErrnoForTests;
-        set => _device.FailReadErrnoForTests = value;
-    }
+    /// <summary>Tests: the table's device, to make its reads fail (<see cref="DirectFileDevice.FailReadForTests"/>).</summary>
+    internal DirectFileDevice DeviceForTests => _device;
 
     /// <summary>Tests: where the in-memory part of the table's log begins; records below it are read from disk.</summary>
     internal long HeadAddressForTests => _kv.Log.HeadAddress;

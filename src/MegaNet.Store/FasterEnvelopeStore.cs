@@ -1505,21 +1505,9 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         set => _kv.FailTableWriteForTests = value;
     }
 
-    /// <summary>Tests: makes a read of the envelope table fail as on a device error (errno 5) when it returns true for the
-    /// read's offset in its segment file.</summary>
-    internal Func<ulong, bool>? FailTableReadForTests
-    {
-        get => _kv.FailTableReadForTests;
-        set => _kv.FailTableReadForTests = value;
-    }
-
-    /// <summary>Tests: the errno of a read <see cref="FailTableReadForTests"/> fails (24, <c>EMFILE</c>, by default; 5,
-    /// <c>EIO</c>, is the device's own error, taken for damage).</summary>
-    internal int FailTableReadErrnoForTests
-    {
-        get => _kv.FailTableReadErrnoForTests;
-        set => _kv.FailTableReadErrnoForTests = value;
-    }
+    /// <summary>Tests: the envelope table's device, to make its reads fail as on a device error or for lack of open
+    /// files (<see cref="DirectFileDevice.FailReadForTests"/>, <see cref="DirectFileDevice.FailReadErrnoForTests"/>).</summary>
+    internal DirectFileDevice TableDeviceForTests => _kv.DeviceForTests;
 
     /// <summary>Tests that damage the table's files: FASTER 2.6.5's compaction over zeroed records ended the process
     /// (AccessViolationException), which a checkpoint falling between their acknowledgements and their repair would set

@@ -318,7 +318,7 @@ public sealed class DamagedStoreMailTests : IDisposable
         await using TestNode node = await TestNode.StartAsync(o => o.SubmitBurst = 10_000);
         (ulong[] seqs, _, _) = await FillAsync(node, _bob);
         var store = (FasterEnvelopeStore)node.Services.GetRequiredService<IEnvelopeStore>();
-        store.FailTableReadForTests = _ => true;
+        store.TableDeviceForTests.FailReadForTests = _ => true;
 
         // As for a node that cannot be reached: 1 s, 2 s ... apart, and given up after --retry-for.
         using (var failing = new RunningMeganet(_dir, "listen", "-i", _bobPath, "--node", node.Address.ToString(), "--retry-for", "5s"))
@@ -336,7 +336,7 @@ public sealed class DamagedStoreMailTests : IDisposable
         // And once reads work again, the mail comes.
         using var listen = new RunningMeganet(_dir, "listen", "-i", _bobPath, "--node", node.Address.ToString(), "--json");
         await listen.WaitForAsync("in 4 s.", stderr: true);
-        store.FailTableReadForTests = null;
+        store.TableDeviceForTests.FailReadForTests = null;
         await Poll.UntilAsync(() => listen.Process.HasExited || listen.Stdout.Length >= seqs.Length, () => string.Join('\n', listen.Stderr));
         Assert.Equal(seqs, PrintedSeqs(listen.Stdout));
         Assert.Equal(0, await listen.StopAsync());
@@ -382,7 +382,7 @@ public sealed class DamagedStoreMailTests : IDisposable
         await using TestNode node = await TestNode.StartAsync(o => o.SubmitBurst = 10_000);
         (ulong[] seqs, _, _) = await FillAsync(node, bob);
         var store = (FasterEnvelopeStore)node.Services.GetRequiredService<IEnvelopeStore>();
-        store.FailTableReadForTests = _ => true;
+        store.TableDeviceForTests.FailReadForTests = _ => true;
 
         using MegaNetClient client = node.Client();
         RpcException fetch = await Assert.ThrowsAsync<RpcException>(async () => await FetchAsync(client, bob, 0));
@@ -407,7 +407,7 @@ public sealed class DamagedStoreMailTests : IDisposable
         Assert.Equal(2, node.Services.GetRequiredService<StoreDamage>().UnreadableCount);
         Assert.Equal(HealthCheckResponse.Types.ServingStatus.Serving, await HealthAsync(node));
 
-        store.FailTableReadForTests = null;
+        store.TableDeviceForTests.FailReadForTests = null;
         FetchResponse page = await FetchAsync(client, bob, 0);
         Assert.Equal(seqs.Take(page.Items.Count), page.Items.Select(i => i.Seq));
     }

@@ -116,7 +116,7 @@ public sealed class TableReadFailureTests : IDisposable
         (FasterEnvelopeStore store, byte[] recipient, List<PutRequest> puts, List<PutReceipt> receipts) = await FillAsync();
         await using (store)
         {
-            store.FailTableReadForTests = _ => true;
+            store.TableDeviceForTests.FailReadForTests = _ => true;
             StoreUnavailableException e = await Assert.ThrowsAsync<StoreUnavailableException>(async () => await store.ListAsync(recipient, 0, 1000, PageBytes));
             Assert.Contains("Too many open files (injected)", e.Message, StringComparison.Ordinal);
             Assert.Contains($"mailbox seq {receipts[0].MailboxSeq}", e.Message, StringComparison.Ordinal);
@@ -125,12 +125,12 @@ public sealed class TableReadFailureTests : IDisposable
 
             // A read that fails after others of the page worked ends the page before it, with the cursor there.
             // (The first record lies at the segment's start; the second begins 60 KB in.)
-            store.FailTableReadForTests = offset => offset >= 32 << 10;
+            store.TableDeviceForTests.FailReadForTests = offset => offset >= 32 << 10;
             MailboxPage cut = await store.ListAsync(recipient, 0, 1000, PageBytes);
             Assert.Equal(receipts[0].MailboxSeq, Assert.Single(cut.Entries).Seq);
             Assert.True(cut.NextCursor < receipts[1].MailboxSeq, $"cursor {cut.NextCursor} is past seq {receipts[1].MailboxSeq}, which was not delivered");
 
-            store.FailTableReadForTests = null;
+            store.TableDeviceForTests.FailReadForTests = null;
             MailboxPage page = await store.ListAsync(recipient, cut.NextCursor, 1000, PageBytes);
             Assert.Equal(receipts.Skip(1).Take(page.Entries.Count).Select(r => r.MailboxSeq), page.Entries.Select(x => x.Seq));
             Assert.True(puts[1].Envelope.Span.SequenceEqual(page.Entries[0].Envelope));
@@ -145,15 +145,15 @@ public sealed class TableReadFailureTests : IDisposable
         (FasterEnvelopeStore store, byte[] recipient, _, List<PutReceipt> receipts) = await FillAsync();
         await using (store)
         {
-            store.FailTableReadErrnoForTests = 5;
-            store.FailTableReadForTests = _ => true;
+            store.TableDeviceForTests.FailReadErrnoForTests = 5;
+            store.TableDeviceForTests.FailReadForTests = _ => true;
             StoreCorruptException e = await Assert.ThrowsAsync<StoreCorruptException>(async () => await store.ListAsync(recipient, 0, 1000, PageBytes));
             Assert.Equal(receipts[0].MailboxSeq, e.MailboxSeq);
             Assert.Contains("the device fails to read it: Input/output error (injected)", e.Message, StringComparison.Ordinal);
             Assert.IsType<IOException>(e.InnerException);
 
             // The entry itself is what cannot be read: once the device reads again, so is it.
-            store.FailTableReadForTests = null;
+            store.TableDeviceForTests.FailReadForTests = null;
             MailboxPage page = await store.ListAsync(recipient, 0, 1000, PageBytes);
             Assert.Equal(receipts[0].MailboxSeq, page.Entries[0].Seq);
         }
