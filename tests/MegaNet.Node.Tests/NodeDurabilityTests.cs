@@ -281,29 +281,11 @@ public sealed class NodeDurabilityTests(ITestOutputHelper output)
             Directory.Delete(data, recursive: true);
         }
 
+        // The second node must refuse at once; MeganetProcess kills it and fails the test if it is still running after 2 minutes.
         static async Task<(int Code, string Errors)> RunNodeAsync(params string[] args)
         {
-            var psi = new System.Diagnostics.ProcessStartInfo("dotnet", [ExternalNode.MeganetPath(), "node", "--backend", "simd", .. args])
-            {
-                RedirectStandardOutput = true,
-                RedirectStandardError = true,
-            };
-            using var process = System.Diagnostics.Process.Start(psi)!;
-            Task<string> stdout = process.StandardOutput.ReadToEndAsync();
-            Task<string> stderr = process.StandardError.ReadToEndAsync();
-            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
-            try
-            {
-                await process.WaitForExitAsync(timeout.Token);
-            }
-            catch (OperationCanceledException)
-            {
-                process.Kill(entireProcessTree: true);
-                Assert.Fail($"the second node did not refuse to start: {await stdout}");
-            }
-
-            await stdout;
-            return (process.ExitCode, await stderr);
+            MeganetProcess.Result result = await MeganetProcess.RunAsync(MeganetProcess.StartInfo(Directory.GetCurrentDirectory(), ["node", "--backend", "simd", .. args]));
+            return (result.ExitCode, result.Stderr);
         }
     }
 

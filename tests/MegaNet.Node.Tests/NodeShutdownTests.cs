@@ -38,12 +38,7 @@ public sealed class NodeShutdownTests(ITestOutputHelper output)
             }
 
             // The node, not its wrapper, must have exited by itself before the wrapper's exit code is read.
-            for (int wait = 0; wait < 900 && IsRunning(node.ProcessId); wait++)
-            {
-                await Task.Delay(100);
-            }
-
-            Assert.False(IsRunning(node.ProcessId), $"the node did not stop within 90 s of SIGTERM: {node.Output}");
+            await Poll.UntilAsync(() => !IsRunning(node.ProcessId), () => $"the node did not stop after SIGTERM: {node.Output}");
             int exitCode = await node.KillAsync();
             output.WriteLine($"{receipts} receipts; exit code {exitCode}; node output:{Environment.NewLine}{node.Output}");
             Assert.Equal(3, exitCode);
