@@ -339,6 +339,26 @@ internal sealed partial class DirectFileDevice : StorageDeviceBase
         });
     }
 
+    /// <summary>
+    /// Reads <paramref name="destination"/> from segment <paramref name="segmentId"/> at <paramref name="offset"/> on the
+    /// calling thread, for the table's own compaction scan (<see cref="EnvelopeKv.Compact"/>): unlike
+    /// <see cref="ReadAsync"/> the error is thrown to the caller, who decides what it means, and not counted in
+    /// <see cref="ReadFailures"/> (no FASTER read took the zeros). Returns the bytes read (fewer at the file's end).
+    /// </summary>
+    internal unsafe int ReadSegment(int segmentId, long offset, Span<byte> destination)
+    {
+        if (FailReadForTests?.Invoke((ulong)offset) == true)
+        {
+            string what = FailReadErrnoForTests == Eio ? "Input/output error" : "Too many open files";
+            throw new IOException($"{what} (injected) : '{GetSegmentFilename(FileName, segmentId)}'", FailReadErrnoForTests);
+        }
+
+        fixed (byte* buffer = destination)
+        {
+            return RandomAccess.Read(Segment(segmentId, (IntPtr)buffer, (uint)destination.Length, (ulong)offset), destination, offset);
+        }
+    }
+
     /// <inheritdoc />
     public override void RemoveSegment(int segment)
     {

@@ -31,7 +31,7 @@ internal readonly record struct TableRead(byte[]? Value, bool FromDisk, IOExcept
 /// (the store's apply stage), the duplicate checks of the store's prepare stage another, and other reads borrow one of
 /// at most <see cref="Environment.ProcessorCount"/> pooled sessions.
 /// </remarks>
-internal sealed class EnvelopeKv : IDisposable
+internal sealed partial class EnvelopeKv : IDisposable
 {
     public const int MetaLength = 32 + 8 + 8 + 8 + 4;
 
@@ -52,6 +52,7 @@ internal sealed class EnvelopeKv : IDisposable
 
     // 64 MiB table segments: the unit compaction frees.
     private const int SegmentBits = 26;
+    private readonly int _pageBits;
     private long _diskReads;
     private long _compactionRetries;
     // FASTER's hash index, for Prefetch (0 when it was not found).
@@ -67,12 +68,13 @@ internal sealed class EnvelopeKv : IDisposable
     public EnvelopeKv(string directory, long memoryBytes, long indexBytes, INamedDeviceFactory? checkpointFiles = null)
     {
         int memoryBits = Math.Clamp((int)Math.Floor(Math.Log2(memoryBytes)), 20, 40);
+        _pageBits = PageBitsFor(memoryBits);
         // Made here, durably, before FASTER makes them without flushing their parents (see DirectoryFlush).
         DirectoryFlush.CreateDirectory(Path.Combine(directory, "checkpoints"));
         var settings = new FasterKVSettings<SpanByte, SpanByte>(directory, deleteDirOnDispose: false)
         {
             MemorySize = 1L << memoryBits,
-            PageSize = 1L << Math.Min(22, memoryBits - 2),
+            PageSize = 1L << PageBitsFor(memoryBits),
             SegmentSize = 1L << SegmentBits,
             IndexSize = indexBytes,
             TryRecoverLatest = false,
@@ -109,6 +111,9 @@ internal sealed class EnvelopeKv : IDisposable
         _writer = NewSession();
         _lookup = NewSession();
     }
+
+    // Pages of a quarter of the log's memory, 4 MiB at most: the unit FASTER flushes and evicts.
+    private static int PageBitsFor(int memoryBits) => Math.Min(22, memoryBits - 2);
 
     /// <summary>Directory of the hybrid log and its checkpoints.</summary>
     public string Directory { get; }
@@ -339,36 +344,6 @@ internal sealed class EnvelopeKv : IDisposable
         return bytes with { Value = bytes.Value is { Length: >= 8 } b ? b[8..] : null };
     }
 
-    /// <summary>
-    /// Writer session only: copies the live, unexpired records of the read-only part of the log to its tail and moves the
-    /// begin address past them (Lookup mode: FASTER's default Scan mode took tens of seconds with little memory); the
-    /// freed segments are deleted after the next checkpoint. Returns the bytes of log reclaimed.
-    /// </summary>
-    public long Compact(long nowUnixMs)
-    {
-        long begin = _kv.Log.BeginAddress;
-        long until = _kv.Log.SafeReadOnlyAddress;
-        if (until <= begin)
-        {
-            return 0;
-        }
-
-        _writer.Compact(until, CompactionType.Lookup, new ExpiryCompaction(nowUnixMs));
-        return _kv.Log.BeginAddress - begin;
-    }
-
-    /// <summary>Drops records whose expiry (Unix ms, at offset 40 of metadata and 0 of envelope records) has passed.</summary>
-    private readonly struct ExpiryCompaction(long nowUnixMs) : ICompactionFunctions<SpanByte, SpanByte>
-    {
-        public bool IsDeleted(ref SpanByte key, ref SpanByte value)
-        {
-            ReadOnlySpan<byte> k = key.AsReadOnlySpan();
-            ReadOnlySpan<byte> v = value.AsReadOnlySpan();
-            int offset = k.Length > 0 && k[0] == (byte)'E' ? 40 : 0;
-            return v.Length >= offset + 8 && System.Buffers.Binary.BinaryPrimitives.ReadInt64LittleEndian(v[offset..]) <= nowUnixMs;
-        }
-    }
-
     /// <summary>Takes a full (index + log) fold-over checkpoint and returns its token.</summary>
     /// <remarks>
     /// FASTER's own <c>TakeFullCheckpointAsync</c> waits in <c>CompleteCheckpointAsync</c>, which re-checks the state
@@ -450,6 +425,8 @@ internal sealed class EnvelopeKv : IDisposable
         {
             s.Dispose();
         }
+
+        _locator?.Dispose();
 
         // Before FASTER frees the page buffers that a retried write would read.
         _device.AbandonRetries();

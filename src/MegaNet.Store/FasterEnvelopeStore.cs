@@ -239,6 +239,10 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     /// <inheritdoc />
     public event Action<ReadOnlyMemory<byte>, ulong>? MailArrived;
 
+    /// <summary>A compaction of the envelope table found bytes of its log that hold no readable record (a damaged disk);
+    /// raised on the store's committer thread, after it went past them.</summary>
+    public event Action<StoreCorruptException>? TableDamageFound;
+
     /// <summary>Opens (or creates) the store and replays the committed log.</summary>
     /// <exception cref="StoreCorruptException">A log or commit file cannot be read; the message names it and what to do.</exception>
     public static async Task<FasterEnvelopeStore> OpenAsync(StoreOptions options, CancellationToken cancellationToken = default)
@@ -1397,9 +1401,18 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         // Compaction rewrites the live part of the table's oldest region, so only when garbage dominates. It runs
         // outside the index lock (readers go on); only this committer writes the table.
         (long begin, long tail) = TableExtent;
-        if (tail - begin > (2 * HeldBytes) + (_options.MemoryBudgetBytes / 2) && !CompactionOffForTests)
+        if (tail - begin > (2 * HeldBytes) + (_options.MemoryBudgetBytes / 2))
         {
-            _kv.Compact(now);
+            CompactionOutcome compacted = _kv.Compact(now);
+            LastCompaction = compacted;
+            if (compacted.DamagedBytes > 0)
+            {
+                TableDamageFound?.Invoke(new StoreCorruptException(
+                    $"Compacting the envelope table in '{_kv.Directory}' found {compacted.DamagedBytes:N0} bytes of its log that hold no readable record " +
+                    $"(zeros or garbage where records were written, or a part of the file the device could not read), from table address {compacted.FirstDamage:N0}: " +
+                    "the disk damaged them. Any envelope whose record was there is lost from the table; a mailbox that still lists one answers DATA_LOSS naming it. " +
+                    "The compaction went past them, so the table goes on reclaiming space. " + StoreCorruptException.RunTimeAdvice));
+            }
         }
 
         MegaNetMetrics.StoreCheckpointPause.Record(Stopwatch.GetElapsedTime(start).TotalMilliseconds);
@@ -1509,10 +1522,8 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     /// files (<see cref="DirectFileDevice.FailReadForTests"/>, <see cref="DirectFileDevice.FailReadErrnoForTests"/>).</summary>
     internal DirectFileDevice TableDeviceForTests => _kv.DeviceForTests;
 
-    /// <summary>Tests that damage the table's files: FASTER 2.6.5's compaction over zeroed records ended the process
-    /// (AccessViolationException), which a checkpoint falling between their acknowledgements and their repair would set
-    /// off.</summary>
-    internal bool CompactionOffForTests { get; set; }
+    /// <summary>What the latest compaction of the envelope table did (null before the first).</summary>
+    internal CompactionOutcome? LastCompaction { get; private set; }
 
     /// <summary>Tests: table records below this address are read from disk (they were flushed before they left memory).</summary>
     internal long TableHeadAddressForTests => _kv.HeadAddressForTests;

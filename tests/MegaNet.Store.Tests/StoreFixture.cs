@@ -60,6 +60,24 @@ public static class StoreTestKit
         Clock = clock ?? TimeProvider.System,
     };
 
+    /// <summary>120 envelopes of 60,000 bytes for one recipient under an 8 MiB budget (1 MiB table pages, 4 MiB of
+    /// table in memory): the table's first 1.5 MiB, whose records are read from disk, were flushed before they left
+    /// memory. Returns the open store, the recipient, the puts and their receipts.</summary>
+    public static async Task<(FasterEnvelopeStore Store, byte[] Recipient, List<PutRequest> Puts, List<PutReceipt> Receipts)> FillOneMailboxAsync(string dir, Random random)
+    {
+        FasterEnvelopeStore store = await FasterEnvelopeStore.OpenAsync(Options(dir));
+        byte[] recipient = Bytes(random, 32);
+        var puts = Enumerable.Range(0, 120).Select(_ => new PutRequest(Bytes(random, 60_000), recipient, DateTimeOffset.UtcNow.AddDays(1))).ToList();
+        var receipts = new List<PutReceipt>();
+        foreach (PutRequest[] chunk in puts.Chunk(20))
+        {
+            receipts.AddRange((await store.PutManyAsync(chunk)).Select(r => r.Receipt!));
+        }
+
+        Assert.True(store.TableHeadAddressForTests >= 3 << 19, $"the table holds {store.TableHeadAddressForTests} bytes on disk only");
+        return (store, recipient, puts, receipts);
+    }
+
     public static byte[] Bytes(Random random, int length)
     {
         byte[] b = new byte[length];

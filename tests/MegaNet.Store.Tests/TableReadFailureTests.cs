@@ -19,28 +19,11 @@ public sealed class TableReadFailureTests : IDisposable
 
     public void Dispose() => Directory.Delete(_dir, recursive: true);
 
-    /// <summary>120 envelopes of 60,000 bytes for one recipient under an 8 MiB budget (4 MiB of table in memory): the
-    /// table's first 1.5 MiB, whose records are read from disk, were flushed before they left memory.</summary>
-    private async Task<(FasterEnvelopeStore Store, byte[] Recipient, List<PutRequest> Puts, List<PutReceipt> Receipts)> FillAsync()
-    {
-        FasterEnvelopeStore store = await FasterEnvelopeStore.OpenAsync(Options(_dir));
-        byte[] recipient = Bytes(_random, 32);
-        var puts = Enumerable.Range(0, 120).Select(_ => new PutRequest(Bytes(_random, 60_000), recipient, DateTimeOffset.UtcNow.AddDays(1))).ToList();
-        var receipts = new List<PutReceipt>();
-        foreach (PutRequest[] chunk in puts.Chunk(20))
-        {
-            receipts.AddRange((await store.PutManyAsync(chunk)).Select(r => r.Receipt!));
-        }
-
-        Assert.True(store.TableHeadAddressForTests >= 3 << 19, $"the table holds {store.TableHeadAddressForTests} bytes on disk only");
-        return (store, recipient, puts, receipts);
-    }
+    private Task<(FasterEnvelopeStore Store, byte[] Recipient, List<PutRequest> Puts, List<PutReceipt> Receipts)> FillAsync() => FillOneMailboxAsync(_dir, _random);
 
     // A bad sector: 512 KiB of zeros in the table's first segment, about eight whole records.
     private static void ZeroTable(FasterEnvelopeStore store)
     {
-        // Compaction over the zeroed records crashes the process (FASTER 2.6.5): none from here on.
-        store.CompactionOffForTests = true;
         using var segment = new FileStream(Path.Combine(store.StoreDirectory, "kv", "hlog.log.0"), FileMode.Open, FileAccess.Write, FileShare.ReadWrite);
         segment.Position = 1 << 20;
         segment.Write(new byte[512 << 10]);

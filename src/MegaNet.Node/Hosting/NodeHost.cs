@@ -74,7 +74,7 @@ public static partial class NodeServiceCollectionExtensions
         services.TryAddSingleton<IEnvelopeStore>(sp =>
         {
             NodeKey key = sp.GetRequiredService<NodeKey>();
-            return FasterEnvelopeStore.OpenAsync(new StoreOptions
+            FasterEnvelopeStore store = FasterEnvelopeStore.OpenAsync(new StoreOptions
             {
                 DataDirectory = options.DataDirectory,
                 NodeSecretKey = key.SecretKey,
@@ -90,6 +90,10 @@ public static partial class NodeServiceCollectionExtensions
                 MaxEnvelopeBytes = options.MaxEnvelopeBytes,
                 Clock = sp.GetRequiredService<TimeProvider>(),
             }, sp.GetRequiredService<NodeStartCancellation>().Token).GetAwaiter().GetResult();
+            // Damage a compaction went past is logged and turns the health check off, as damage a read finds does.
+            StoreDamage damage = sp.GetRequiredService<StoreDamage>();
+            store.TableDamageFound += damage.Report;
+            return store;
         });
         services.TryAddSingleton<AdmissionPipeline>();
         services.TryAddSingleton(sp => new MailboxAuthenticator(sp.GetRequiredService<NodeKey>(), sp.GetRequiredService<NodeVerifiers>().Auth, sp.GetRequiredService<TimeProvider>()));

@@ -1,0 +1,367 @@
+using System.Buffers.Binary;
+using System.Runtime.InteropServices;
+using FASTER.core;
+
+namespace MegaNet.Store;
+
+/// <summary>What one compaction of the envelope table did (<see cref="EnvelopeKv.Compact"/>).</summary>
+/// <param name="Reclaimed">Bytes of log the begin address moved past.</param>
+/// <param name="Copied">Live records copied to the tail.</param>
+/// <param name="DamagedBytes">Bytes of log that held no readable record where one was due: zeros or garbage between
+/// records, or a part of the file the device could not read (<c>EIO</c>). Any record there is gone.</param>
+/// <param name="FirstDamage">The table address of the first such byte (−1 when none).</param>
+/// <param name="StoppedBy">A read that failed for a reason that may pass (out of open files or memory): the
+/// compaction stopped before the page it was reading, and the next one goes on from there.</param>
+internal readonly record struct CompactionOutcome(long Reclaimed, long Copied, long DamagedBytes, long FirstDamage, IOException? StoppedBy);
+
+internal sealed partial class EnvelopeKv
+{
+    // FASTER 2.6.5's record layout for SpanByte keys and values (VariableLengthBlittableAllocator): RecordInfo (8 bytes),
+    // the key as a 4-byte length and its bytes padded to 8, the value as a 4-byte length and its bytes; each record padded
+    // to 8 bytes, none crossing a page. Every key here is a kind byte and a 32-byte id.
+    private const int KeyLength = 33;
+    private const int ValueLengthOffset = 8 + 40;
+    private const int ValueBytesOffset = ValueLengthOffset + 4;
+    private const long PreviousAddressMask = (1L << 48) - 1;
+    private const long TombstoneBit = 1L << 55, ValidBit = 1L << 56, SealedBit = 1L << 57;
+
+    // The compactor reads the table's files in chunks of this size: a chunk the device cannot read (EIO) costs the
+    // records in it, not the whole page.
+    private const int ChunkBytes = 64 << 10;
+
+    // How often a chunk the device failed is read in all before its bytes count as damaged.
+    private const int ChunkReadTries = 3;
+
+    private ClientSession<SpanByte, SpanByte, SpanByte, Empty, Empty, LocateFunctions>? _locator;
+
+    /// <summary>
+    /// Writer session only: copies the live, unexpired records of the on-disk part of the log to its tail and moves the
+    /// begin address past them; the freed segments are deleted after the next checkpoint.
+    /// </summary>
+    /// <remarks>
+    /// Not FASTER's own <c>Compact</c>: its scan takes a record's sizes on trust, so zeros or garbage on the disk (a bad
+    /// sector) ended the process with an access violation (a key length read from garbage points outside the page), and a
+    /// page the device failed to read parsed as zeros, its live records dropped without a word. Here the table's files
+    /// are read and checked record by record: a record is copied only when FASTER's index names exactly its address as
+    /// the newest version of its key (a read that locates it), so garbage that happens to look like a record is never
+    /// copied; bytes that do not parse are skipped to the next plausible record header and reported; a read that fails
+    /// for a reason that may pass stops the compaction before that page, and a lookup during which the device failed a
+    /// read stops it too (the lookup may have missed the record). Records still in memory (at and above the log's head
+    /// address) wait for a later compaction. Only the committer writes the table, so nothing changes a record between its
+    /// lookup and its copy.
+    /// </remarks>
+    public CompactionOutcome Compact(long nowUnixMs)
+    {
+        long begin = _kv.Log.BeginAddress;
+        int pageBytes = 1 << _pageBits;
+        // Whole pages (a page boundary is a record boundary): the head address moves page by page anyway.
+        long until = Math.Min(_kv.Log.SafeReadOnlyAddress, _kv.Log.HeadAddress) & ~(pageBytes - 1L);
+        if (until <= begin)
+        {
+            return new CompactionOutcome(0, 0, 0, -1, null);
+        }
+
+        _locator ??= _kv.For(new LocateFunctions()).NewSession<LocateFunctions>();
+        var scan = new PageScan(nowUnixMs);
+        long stopAt = until;
+        IOException? stoppedBy = null;
+        unsafe
+        {
+            byte* page = (byte*)NativeMemory.AlignedAlloc((nuint)pageBytes, 4096);
+            try
+            {
+                for (long pageStart = begin & ~(pageBytes - 1L); pageStart < until; pageStart += pageBytes)
+                {
+                    var bytes = new Span<byte>(page, pageBytes);
+                    if (ReadPage(pageStart, bytes, ref scan) is { } failure)
+                    {
+                        stopAt = Math.Max(pageStart, begin);
+                        stoppedBy = failure;
+                        break;
+                    }
+
+                    long failuresBefore = _device.ReadFailures;
+                    scan.Parse(bytes, pageStart, Math.Max(pageStart, begin), until);
+                    LocateAndCopy(bytes, pageStart, ref scan);
+                    if (_device.ReadFailures != failuresBefore)
+                    {
+                        // A lookup read from the device while some read failed: it may have missed a record of this page
+                        // (FASTER takes a failed read for "not found"). What was copied stays copied; the page is kept.
+                        stopAt = Math.Max(pageStart, begin);
+                        stoppedBy = _device.LastReadFailure;
+                        break;
+                    }
+                }
+            }
+            finally
+            {
+                NativeMemory.AlignedFree(page);
+            }
+        }
+
+        if (stopAt > begin)
+        {
+            _kv.Log.ShiftBeginAddress(stopAt, snapToPageStart: false, truncateLog: false);
+        }
+
+        return new CompactionOutcome(_kv.Log.BeginAddress - begin, scan.Copied, scan.DamagedBytes, scan.FirstDamage, stoppedBy);
+    }
+
+    // Reads the page at pageStart into bytes chunk by chunk; a chunk the device fails (EIO, also after retries) reads as
+    // zeros and is counted as damage by the parse (its records cannot be located). Returns the error of a read that may
+    // pass, which stops the compaction.
+    private IOException? ReadPage(long pageStart, Span<byte> bytes, ref PageScan scan)
+    {
+        scan.UnreadableChunks.Clear();
+        int segment = (int)(pageStart >> SegmentBits);
+        long offset = pageStart & ((1L << SegmentBits) - 1);
+        for (int at = 0; at < bytes.Length; at += ChunkBytes)
+        {
+            Span<byte> chunk = bytes.Slice(at, Math.Min(ChunkBytes, bytes.Length - at));
+            for (int tries = 1; ; tries++)
+            {
+                try
+                {
+                    int read = _device.ReadSegment(segment, offset + at, chunk);
+                    // Past the file's end (the page was never written that far): no record there.
+                    chunk[read..].Clear();
+                    break;
+                }
+                catch (IOException e) when (DirectFileDevice.IsDeviceError(e))
+                {
+                    if (tries < ChunkReadTries)
+                    {
+                        continue;
+                    }
+
+                    chunk.Clear();
+                    scan.UnreadableChunks.Add((at, chunk.Length));
+                    break;
+                }
+                catch (IOException e)
+                {
+                    return e;
+                }
+            }
+        }
+
+        return null;
+    }
+
+    // Looks up every candidate record of the page in the index: a record is live when the newest version of its key is
+    // the record itself. Those are copied to the tail.
+    private unsafe void LocateAndCopy(Span<byte> bytes, long pageStart, ref PageScan scan)
+    {
+        if (scan.Candidates.Count == 0)
+        {
+            return;
+        }
+
+        scan.Live.Clear();
+        int pending = 0;
+        foreach (int offset in scan.Candidates)
+        {
+            fixed (byte* k = bytes.Slice(offset + 12, KeyLength))
+            {
+                var key = SpanByte.FromFixedSpan(new ReadOnlySpan<byte>(k, KeyLength));
+                SpanByte input = default;
+                Empty output = default;
+                ReadOptions options = default;
+                Status status = _locator!.Read(ref key, ref input, ref output, ref options, out RecordMetadata located);
+                if (status.IsPending)
+                {
+                    // As FASTER's own compaction: a bounded number of reads in flight.
+                    if (++pending >= 256)
+                    {
+                        CompleteLocates(bytes.Length, pageStart, scan);
+                        pending = 0;
+                    }
+                }
+                else if (status.Found && located.Address == pageStart + offset)
+                {
+                    scan.Live.Add(offset);
+                }
+            }
+        }
+
+        CompleteLocates(bytes.Length, pageStart, scan);
+
+        // In address order, as they were written (the order does not change what is read, only where it lands).
+        scan.Live.Sort();
+        foreach (int offset in scan.Live)
+        {
+            int valueLength = BinaryPrimitives.ReadInt32LittleEndian(bytes[(offset + ValueLengthOffset)..]);
+            ReadOnlySpan<byte> key = bytes.Slice(offset + 12, KeyLength);
+            Upsert((char)key[0], key[1..], bytes.Slice(offset + ValueBytesOffset, valueLength));
+            scan.Copied++;
+        }
+    }
+
+    // Waits for the locating reads that went to disk; those that found the record at its own address mark it live.
+    private void CompleteLocates(int pageBytes, long pageStart, PageScan scan)
+    {
+        _locator!.CompletePendingWithOutputs(out CompletedOutputIterator<SpanByte, SpanByte, SpanByte, Empty, Empty> completed, wait: true);
+        using (completed)
+        {
+            while (completed.Next())
+            {
+                long address = completed.Current.RecordMetadata.Address;
+                if (completed.Current.Status.Found && address >= pageStart && address < pageStart + pageBytes && scan.Candidates.Contains((int)(address - pageStart)))
+                {
+                    scan.Live.Add((int)(address - pageStart));
+                }
+            }
+        }
+    }
+
+    /// <summary>The parse of one page at a time: where its candidate records are and what did not parse.</summary>
+    private sealed class PageScan(long nowUnixMs)
+    {
+        /// <summary>Page offsets of records that are neither deleted, invalid nor expired: each live if the index says so.</summary>
+        public readonly HashSet<int> Candidates = [];
+
+        public readonly List<int> Live = [];
+
+        /// <summary>Page offset and length of chunks the device could not read.</summary>
+        public readonly List<(int Offset, int Length)> UnreadableChunks = [];
+
+        public long Copied;
+        public long DamagedBytes;
+        public long FirstDamage = -1;
+
+        /// <summary>Finds the records of the page that lie in [<paramref name="from"/>, <paramref name="until"/>).</summary>
+        public void Parse(ReadOnlySpan<byte> page, long pageStart, long from, long until)
+        {
+            Candidates.Clear();
+            int end = (int)Math.Min(page.Length, until - pageStart);
+            int at = (int)(from - pageStart);
+            // Where a run of zero words began: FASTER fills every page from its start and leaves empty only the end of a
+            // page where the next record did not fit, so zeros followed by a record are damage (a zeroed sector).
+            int gapStart = -1;
+            while (at < end)
+            {
+                long word = BinaryPrimitives.ReadInt64LittleEndian(page[at..]);
+                if (word == 0 && !InUnreadable(at))
+                {
+                    if (gapStart < 0)
+                    {
+                        gapStart = at;
+                    }
+
+                    at += 8;
+                    continue;
+                }
+
+                int size = RecordSize(page, at, pageStart + at);
+                if (size == 0)
+                {
+                    // Not a record where one is due: damage up to the next offset that reads as one.
+                    int damageStart = gapStart >= 0 ? gapStart : at;
+                    gapStart = -1;
+                    at += 8;
+                    while (at < end && RecordSize(page, at, pageStart + at) == 0)
+                    {
+                        at += 8;
+                    }
+
+                    Damaged(pageStart + damageStart, at - damageStart);
+                    continue;
+                }
+
+                if (gapStart >= 0)
+                {
+                    Damaged(pageStart + gapStart, at - gapStart);
+                    gapStart = -1;
+                }
+
+                if (IsCandidate(page, at, word))
+                {
+                    Candidates.Add(at);
+                }
+
+                at += size;
+            }
+        }
+
+        private bool InUnreadable(int offset)
+        {
+            foreach ((int start, int length) in UnreadableChunks)
+            {
+                if (offset >= start && offset < start + length)
+                {
+                    return true;
+                }
+            }
+
+            return false;
+        }
+
+        private void Damaged(long address, long bytes)
+        {
+            if (FirstDamage < 0)
+            {
+                FirstDamage = address;
+            }
+
+            DamagedBytes += bytes;
+        }
+
+        // The record's size if the bytes at offset are a record this table could hold (header, key and value lengths,
+        // chain address), else 0. Zeros of an unreadable chunk never are.
+        private int RecordSize(ReadOnlySpan<byte> page, int offset, long address)
+        {
+            if (page.Length - offset < ValueBytesOffset || InUnreadable(offset))
+            {
+                return 0;
+            }
+
+            long word = BinaryPrimitives.ReadInt64LittleEndian(page[offset..]);
+            long previous = word & PreviousAddressMask;
+            byte kind = page[offset + 12];
+            if (word == 0 || previous >= address || BinaryPrimitives.ReadInt32LittleEndian(page[(offset + 8)..]) != KeyLength || kind is not ((byte)'E' or (byte)'B'))
+            {
+                return 0;
+            }
+
+            int valueLength = BinaryPrimitives.ReadInt32LittleEndian(page[(offset + ValueLengthOffset)..]);
+            if (valueLength < 0 || valueLength > page.Length - offset - ValueBytesOffset)
+            {
+                return 0;
+            }
+
+            int size = (ValueBytesOffset + valueLength + 7) & ~7;
+            if (size > page.Length - offset)
+            {
+                return 0;
+            }
+
+            // A record spanning an unreadable chunk is gone with it.
+            foreach ((int start, int length) in UnreadableChunks)
+            {
+                if (start < offset + size && offset < start + length)
+                {
+                    return 0;
+                }
+            }
+
+            return size;
+        }
+
+        // Neither deleted, nor invalid (a write FASTER abandoned), nor expired: its expiry (Unix ms) is at offset 40 of
+        // metadata records and 0 of the envelope records of stores before manifest version 3.
+        private bool IsCandidate(ReadOnlySpan<byte> page, int offset, long word)
+        {
+            if ((word & TombstoneBit) != 0 || (word & (ValidBit | SealedBit)) != ValidBit)
+            {
+                return false;
+            }
+
+            ReadOnlySpan<byte> value = page.Slice(offset + ValueBytesOffset, BinaryPrimitives.ReadInt32LittleEndian(page[(offset + ValueLengthOffset)..]));
+            int expiryAt = page[offset + 12] == (byte)'E' ? 40 : 0;
+            return value.Length >= expiryAt + 8 && BinaryPrimitives.ReadInt64LittleEndian(value[expiryAt..]) > nowUnixMs;
+        }
+    }
+
+    /// <summary>Reads that only locate a record (its address, in the metadata FASTER returns), copying nothing.</summary>
+    private sealed class LocateFunctions : FunctionsBase<SpanByte, SpanByte, SpanByte, Empty, Empty>;
+}
