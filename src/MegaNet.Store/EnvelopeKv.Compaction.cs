@@ -161,6 +161,12 @@ internal sealed partial class EnvelopeKv
         int pending = 0;
         foreach (int offset in scan.Candidates)
         {
+            if (IndexNames(bytes.Slice(offset + 12, KeyLength), pageStart + offset))
+            {
+                scan.Live.Add(offset);
+                continue;
+            }
+
             fixed (byte* k = bytes.Slice(offset + 12, KeyLength))
             {
                 var key = SpanByte.FromFixedSpan(new ReadOnlySpan<byte>(k, KeyLength));
@@ -195,6 +201,41 @@ internal sealed partial class EnvelopeKv
             Upsert((char)key[0], key[1..], bytes.Slice(offset + ValueBytesOffset, valueLength));
             scan.Copied++;
         }
+    }
+
+    // FASTER 2.6.5's hash bucket entry: the record address in the low 48 bits, the tag in the 14 above, then the pending
+    // and tentative bits; seven entries a bucket, the eighth links overflow buckets.
+    private const long EntryAddressMask = (1L << 48) - 1;
+    private const long TentativeBit = 1L << 63;
+    private const int EntriesPerBucket = 7;
+
+    /// <summary>
+    /// Whether FASTER's index alone says that the record at <paramref name="address"/> is the newest of
+    /// <paramref name="key"/>: the entry for the key's tag in its bucket points at the record (no newer record of any key
+    /// with that tag, so none of this key). False where it does not tell (the entry points elsewhere, is in an overflow
+    /// bucket, or the index was not found): a read must locate the record then. Reading the entry needs no I/O,
+    /// where the read does one for every record that is still live, as most compacted ones are (3.5 times the time of
+    /// FASTER's compaction without this). Only the committer changes the index, and it is here.
+    /// </summary>
+    private unsafe bool IndexNames(ReadOnlySpan<byte> key, long address)
+    {
+        nint bucket = BucketOfKey(key, out ushort tag);
+        if (bucket == 0)
+        {
+            return false;
+        }
+
+        long* entries = (long*)bucket;
+        for (int i = 0; i < EntriesPerBucket; i++)
+        {
+            long entry = Volatile.Read(ref entries[i]);
+            if (entry != 0 && (entry & TentativeBit) == 0 && (ushort)((ulong)entry >> 48 & 0x3FFF) == tag)
+            {
+                return (entry & EntryAddressMask) == address;
+            }
+        }
+
+        return false;
     }
 
     // Waits for the locating reads that went to disk; those that found the record at its own address mark it live.

@@ -237,10 +237,16 @@ internal sealed partial class EnvelopeKv : IDisposable
 
     /// <summary>The address of the index bucket FASTER files the record of <paramref name="id"/> under
     /// (0 where the index was not found), and the 14-bit tag its entry carries there.</summary>
-    internal unsafe nint BucketOf(ReadOnlySpan<byte> id, out ushort tag)
+    internal nint BucketOf(ReadOnlySpan<byte> id, out ushort tag)
     {
         Span<byte> keyBytes = stackalloc byte[33];
         MakeKey(keyBytes, 'E', id);
+        return BucketOfKey(keyBytes, out tag);
+    }
+
+    // BucketOf for a whole key (kind and id).
+    private unsafe nint BucketOfKey(ReadOnlySpan<byte> keyBytes, out ushort tag)
+    {
         fixed (byte* k = keyBytes)
         {
             // The hash FASTER's upsert computes for the same key (SpanByte keys hash through SpanByteComparer): the low
