@@ -218,8 +218,8 @@ public sealed class ListenDeferredTests : IDisposable
         Assert.NotEmpty(inbox.DeferredToFetch());
     }
 
-    /// <summary>A clock that moves only when the test moves it.</summary>
-    private sealed class SteppedClock : TimeProvider
+    /// <summary>A clock that moves only when the test moves it (also for <see cref="ListenDeferredDamageTests"/>).</summary>
+    internal sealed class SteppedClock : TimeProvider
     {
         private long _ticks = TimeSpan.TicksPerDay;
 

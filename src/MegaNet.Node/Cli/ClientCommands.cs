@@ -528,13 +528,14 @@ internal static partial class ClientCommands
     /// there for them (<see cref="Inbox.DeferredToFetch"/>: a file of the same sender came whole, parts were handed over
     /// or pruned), as a <c>fetch</c> would get them: the subscription brings each entry once, so without this they waited
     /// for the next fetch, or expired. Only those entries are fetched (<see cref="FetchDeferredAsync"/>) and go through
-    /// the inbox again; one that fits is acknowledged under <c>--ack</c>, one that does not stays deferred, and one no
-    /// longer on the node is forgotten. Again while the fetches themselves make room (a deferred part that made its
+    /// the inbox again; one that fits is acknowledged under <c>--ack</c>, one that does not stays deferred, one no
+    /// longer on the node is forgotten, and one the node's store no longer reads back is named once on
+    /// <paramref name="errors"/> and forgotten too, never acknowledged, as the subscription does with such mail. Again while the fetches themselves make room (a deferred part that made its
     /// file whole) or keep parts (the next file not begun). Run after each message, and by <see cref="NextMessageAsync"/>
     /// while it waits for one, on the inbox's schedule. A fetch that fails costs a line, and the parts are tried again
     /// once the node's <c>retry-after-ms</c> or a growing wait (5 s, 10 s … 2 min) has passed.
     /// </summary>
-    private static async Task RetryDeferredAsync(MegaNetClient client, Identity id, SeenMessages seen, Inbox inbox, ListenAcknowledger? acknowledger, CancellationToken ct)
+    internal static async Task RetryDeferredAsync(MegaNetClient client, Identity id, SeenMessages seen, Inbox inbox, ListenAcknowledger? acknowledger, TextWriter errors, CancellationToken ct)
     {
         for (List<Inbox.DeferredRun> deferred; (deferred = inbox.DeferredToFetch()).Count > 0;)
         {
@@ -553,12 +554,18 @@ internal static partial class ClientCommands
                     inbox.DeferredGone(m.Seq);
                     Inbox.Warn(m);
                     acknowledger?.Add(m.Seq);
-                }, inbox.DeferredGone, ct);
+                }, inbox.DeferredGone, (seq, e) =>
+                {
+                    // As the subscription does with such an entry: named once (no longer deferred, it is not fetched
+                    // again), never acknowledged, and the parts after it still come.
+                    inbox.DeferredGone(seq);
+                    errors.WriteLine(CouldNotDeliver(seq, e, "it was a part left on the node for want of room, and 'meganet fetch' gets it once the node's operator has restored the store"));
+                }, ct);
             }
             catch (Exception e) when (!ct.IsCancellationRequested && e is RpcException or NodeSilentException or PowDemandTooHighException or NodeMisbehavedException)
             {
                 TimeSpan wait = inbox.DeferredNotFetched(RetryHint(e));
-                Console.Error.WriteLine($"meganet: part(s) left on the node for want of room could not be fetched again ({Describe(e)}); tried again in {wait.TotalSeconds:0} s, or 'meganet fetch' gets them.");
+                errors.WriteLine($"meganet: part(s) left on the node for want of room could not be fetched again ({Describe(e)}); tried again in {wait.TotalSeconds:0} s, or 'meganet fetch' gets them.");
                 return;
             }
 
@@ -572,11 +579,12 @@ internal static partial class ClientCommands
     /// to the run's span (more only where the node's page size cut a page short, or entries the run did not know of lay
     /// between), so no entry before it is sent, nor more after it than its span less its own entries gone. Hands each of them that
     /// opened to <paramref name="message"/>, each that did not to <paramref name="unreadable"/>, and each the node no
-    /// longer holds (acknowledged by a fetch beside this listen, or expired) to <paramref name="gone"/>; anything else a
-    /// page holds is left alone.
+    /// longer holds (acknowledged by a fetch beside this listen, or expired) to <paramref name="gone"/>, and each its
+    /// store no longer reads back (<c>DATA_LOSS</c> naming it in <see cref="MegaNetClient.DamagedSeqTrailer"/>) to
+    /// <paramref name="damaged"/>, with the node's answer, going on after it; anything else a page holds is left alone.
     /// </summary>
     internal static async Task FetchDeferredAsync(MegaNetClient client, Identity id, SeenMessages seen, IEnumerable<Inbox.DeferredRun> runs,
-        Action<ReceivedMessage> message, Action<UnreadableMessage> unreadable, Action<ulong> gone, CancellationToken ct)
+        Action<ReceivedMessage> message, Action<UnreadableMessage> unreadable, Action<ulong> gone, Action<ulong, RpcException> damaged, CancellationToken ct)
     {
         foreach ((ulong[] run, int span) in runs)
         {
@@ -585,8 +593,33 @@ internal static partial class ClientCommands
             {
                 // Sequence numbers start at 1.
                 ulong after = run[at] - 1;
-                (IReadOnlyList<ReceivedMessage> messages, IReadOnlyList<UnreadableMessage> bad, ulong next) =
-                    await client.FetchAsync(id, after, Math.Min(span == run.Length ? run.Length - at : span, Inbox.DeferredPage), ct, seen);
+                FetchResult page;
+                try
+                {
+                    page = await client.FetchAsync(id, after, Math.Min(span == run.Length ? run.Length - at : span, Inbox.DeferredPage), ct, seen);
+                }
+                catch (RpcException e) when (MegaNetClient.DamagedSeq(e) is { } lost && lost > after)
+                {
+                    // The node's next entry after `after` no longer reads back: what of the run lies before it is gone,
+                    // and the next fetch goes on after it. Before, this failed the whole fetch, tried again and again for
+                    // as long as the store stayed damaged, and the run's later parts never came. (A seq at or before
+                    // `after` would not move on: that fails as sent.)
+                    for (; at < run.Length && run[at] <= lost; at++)
+                    {
+                        if (run[at] == lost)
+                        {
+                            damaged(lost, e);
+                        }
+                        else
+                        {
+                            gone(run[at]);
+                        }
+                    }
+
+                    continue;
+                }
+
+                (IReadOnlyList<ReceivedMessage> messages, IReadOnlyList<UnreadableMessage> bad, ulong next) = page;
                 var sent = new HashSet<ulong>();
                 foreach (ReceivedMessage m in messages.Where(m => wanted.Contains(m.Seq) && sent.Add(m.Seq)))
                 {
@@ -783,7 +816,7 @@ internal static partial class ClientCommands
                     events = 0;
                     await using IAsyncEnumerator<ReceivedMessage> messages = current.ListenAsync(id, cursor, subscription.Token, Skipped, seen, Alive, Damaged).GetAsyncEnumerator(subscription.Token);
                     MegaNetClient retrying = current;
-                    while (await NextMessageAsync(messages, inbox, () => RetryDeferredAsync(retrying, id, seen, inbox, acknowledger, ct), subscription, ct))
+                    while (await NextMessageAsync(messages, inbox, () => RetryDeferredAsync(retrying, id, seen, inbox, acknowledger, Console.Error, ct), subscription, ct))
                     {
                         ReceivedMessage m = messages.Current;
                         // Each message as it comes (a reader waits for it), and listening ends when no one reads any more.
@@ -795,7 +828,7 @@ internal static partial class ClientCommands
                             acknowledger?.Add(m.Seq);
                         }
 
-                        await RetryDeferredAsync(current, id, seen, inbox, acknowledger, ct);
+                        await RetryDeferredAsync(current, id, seen, inbox, acknowledger, Console.Error, ct);
                     }
 
                     // The node ends a subscription only with an error; an end without one is resumed the same way.
