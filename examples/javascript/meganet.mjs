@@ -766,12 +766,48 @@ async function writeOut(text, durable = false, consequence = undefined) {
   }
 }
 
+// A mailbox entry the node's store no longer reads back (docs/protocol.md): `Fetch` and `Subscribe` end with DATA_LOSS
+// and the trailer `damaged-seq`, its seq in decimal, once the mail before it was delivered; the mail after it comes from
+// `after_seq` of that seq. Returns that seq (a string, as this client keeps seqs) when `error` is such an answer to a
+// call from `after`, null for any other error. A trailer that is no decimal sequence number, or none past `after`,
+// is a protocol error: going on from it would ask for the same mail again without end, so it is refused, the node's
+// words escaped.
+const DAMAGED_SEQ = 'damaged-seq';
+const MAX_SEQ = (1n << 64n) - 1n;
+function damagedSeq(error, after) {
+  if (!isGrpcError(error) || error.code !== grpc.status.DATA_LOSS) return null;
+  const values = error.metadata?.get(DAMAGED_SEQ) ?? [];
+  if (values.length === 0) return null;
+  const text = values.length === 1 ? String(values[0]) : values.map(String).join(', ');
+  if (values.length !== 1 || !/^[0-9]{1,20}$/.test(text) || BigInt(text) > MAX_SEQ || BigInt(text) <= BigInt(after)) {
+    throw Object.assign(new Error(`the node answered DATA_LOSS (${describe(error)}) naming as the damaged entry '${printable(text)}', which is no mailbox ` +
+      `sequence number after ${after}, the one asked from: a protocol error (going on from it would ask for the same mail again); nothing was acknowledged`), { exitCode: 2 });
+  }
+  return BigInt(text).toString();
+}
+
+// The line for an entry the node could not deliver because its store is damaged, as `meganet` words it.
+const couldNotDeliver = (seq, error, then) =>
+  `meganet.mjs: the message at seq ${seq} could not be delivered: the node's store is damaged (${describe(error)}); it stays on the node, not acknowledged; ${then}.`;
+
 async function fetch(node, identity, nodeId, ack, from) {
   const messages = [];
   const seqs = [];
+  const damaged = [];
   const parts = new Parts();
   for (let after = from; ;) {
-    const page = await node.call('Fetch', { auth: await mailboxAuth(node, identity, nodeId, Buffer.from([1])), after_seq: after, limit: 100 });
+    let page;
+    try {
+      page = await node.call('Fetch', { auth: await mailboxAuth(node, identity, nodeId, Buffer.from([1])), after_seq: after, limit: 100 });
+    } catch (error) {
+      const seq = damagedSeq(error, after);
+      if (seq === null) throw error;
+      // Named once, never acknowledged, and the mail after it still comes: before, the fetch ended here.
+      console.error(couldNotDeliver(seq, error, 'fetching the mail after it'));
+      damaged.push(seq);
+      after = seq;
+      continue;
+    }
     if (page.items.length === 0) break;
     for (const item of page.items) {
       const m = messageLine(identity, item, parts);
@@ -793,6 +829,13 @@ async function fetch(node, identity, nodeId, ack, from) {
     }
     console.error(`acknowledged ${deleted} message(s)`);
   }
+  if (damaged.length > 0) {
+    // The rest was shown (and acknowledged), but not all of the mailbox: a script must not take this for a complete
+    // fetch. `meganet fetch`'s line and exit code.
+    console.error(`meganet.mjs: ${damaged.length} message(s) could not be delivered because the node's store is damaged (seq ${damaged.join(', ')}); ` +
+      'they stay on the node, and a later fetch gets them once its operator has restored the store.');
+    process.exitCode = 2;
+  }
 }
 
 // Mail as it arrives (and what already waits after `after`), one JSON line each. The node sends a keepalive as soon
@@ -801,7 +844,9 @@ async function fetch(node, identity, nodeId, ack, from) {
 // went away, `| head -1`: the subscription is cancelled and the command fails). The node ends every subscription after
 // its lifetime (SubscriptionLifetimeSeconds, an hour by default) with UNAVAILABLE and the trailer
 // `subscription-ended: lifetime`: a subscription that had begun is then renewed at once, with a fresh challenge, after
-// the last item read, without a word (at most once a second, so a node that ends each at once gets no loop).
+// the last item read, without a word (at most once a second, so a node that ends each at once gets no loop). An entry
+// the node's store no longer reads back (DATA_LOSS with `damaged-seq`) is named once on stderr, and listening goes on
+// after it at once (damagedSeq refuses a seq that would not move the cursor on).
 // A connection can die without a packet saying so: as MegaNetClient's ListenAsync, the node's keepalive interval
 // (KeepaliveSeconds, 15 s by default, not announced) is taken as the longest gap between two keepalives in a row by
 // their stamps, and once it is known, no event within 3 intervals and 2 s ends listen with exit code 2 (nothing is
@@ -811,13 +856,20 @@ async function listen(node, identity, nodeId, after, count) {
   const state = { cursor: after, seen: 0, subscribed: false, parts: new Parts(), interval: 0 };
   for (;;) {
     const opened = Date.now();
-    if (!(await subscribeOnce(node, identity, nodeId, count, state))) return;
-    await new Promise((resolve) => setTimeout(resolve, Math.max(0, 1000 - (Date.now() - opened))));
+    const renew = await subscribeOnce(node, identity, nodeId, count, state);
+    if (renew === false) return;
+    // After a damaged entry the cursor moved past it, so no loop: at once. Else at most once a second.
+    if (renew === RENEW) await new Promise((resolve) => setTimeout(resolve, Math.max(0, 1000 - (Date.now() - opened))));
   }
 }
 
-// One Subscribe call of `listen`, from `state.cursor`; resolves true when the node ended it for its lifetime (to be
-// renewed), false when listening is over.
+// How subscribeOnce says a subscription is to be renewed: after the node ended it for its lifetime (at most once a
+// second), or after an entry the node could not deliver, with the cursor past it (at once).
+const RENEW = 'renew';
+const RENEW_AT_ONCE = 'renew at once';
+
+// One Subscribe call of `listen`, from `state.cursor`; resolves RENEW or RENEW_AT_ONCE when it is to be renewed, false
+// when listening is over.
 async function subscribeOnce(node, identity, nodeId, count, state) {
   const auth = await mailboxAuth(node, identity, nodeId, Buffer.from([2]));
   return new Promise((resolve, reject) => {
@@ -873,8 +925,19 @@ async function subscribeOnce(node, identity, nodeId, count, state) {
     });
     stream.on('error', (error) => next(() => {
       if (error.code === grpc.status.CANCELLED) end();
-      else if (begun && error.code === grpc.status.UNAVAILABLE && error.metadata?.get('subscription-ended')[0] === 'lifetime') end(undefined, true);
-      else end(error);
+      else if (begun && error.code === grpc.status.UNAVAILABLE && error.metadata?.get('subscription-ended')[0] === 'lifetime') end(undefined, RENEW);
+      else {
+        // An entry the node's store no longer reads back: named once, never acknowledged (this client acknowledges
+        // nothing while listening), and listening goes on after it (damagedSeq throws for a seq that does not move on).
+        const seq = damagedSeq(error, state.cursor);
+        if (seq === null) {
+          end(error);
+          return;
+        }
+        console.error(couldNotDeliver(seq, error, 'listening goes on after it'));
+        state.cursor = seq;
+        end(undefined, RENEW_AT_ONCE);
+      }
     }));
     stream.on('end', () => next(() => end()));
   });

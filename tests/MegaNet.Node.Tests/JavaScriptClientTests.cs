@@ -21,7 +21,7 @@ namespace MegaNet.Node.Tests;
 /// envelope ids, proof of work, sealing, content signatures, mailbox challenges, tree heads and inclusion proofs).
 /// Needs Node.js 18 or later and <c>npm ci</c> in examples/javascript, which <c>.ci/run</c> does.
 /// </summary>
-public sealed class JavaScriptClientTests : IDisposable
+public sealed partial class JavaScriptClientTests : IDisposable
 {
     private readonly string _dir = Directory.CreateTempSubdirectory("meganet-js-").FullName;
 
@@ -889,6 +889,14 @@ public sealed class JavaScriptClientTests : IDisposable
         /// <summary>The mailbox Fetch pages through, whoever asks.</summary>
         public List<MailItem> Mail { get; } = [];
 
+        /// <summary>Mailbox entries the node's store no longer reads back, by seq, with the <c>damaged-seq</c> trailer
+        /// the node names each with (its seq in decimal, unless a test makes it lie): Fetch and Subscribe deliver the
+        /// mail before the first after the cursor, then answer DATA_LOSS with it.</summary>
+        public SortedDictionary<ulong, string> Damaged { get; } = [];
+
+        /// <summary>The seqs acknowledged, in order.</summary>
+        public System.Collections.Concurrent.ConcurrentQueue<ulong> Acked { get; } = new();
+
         /// <summary>The stamps of the keepalives Subscribe sends, the mail after the first one; then it is silent
         /// until the call ends.</summary>
         public List<long> KeepaliveStamps { get; } = [];
@@ -958,9 +966,14 @@ public sealed class JavaScriptClientTests : IDisposable
             for (int i = 0; i < KeepaliveStamps.Count; i++)
             {
                 await responseStream.WriteAsync(new MailEvent { KeepaliveUnixMs = KeepaliveStamps[i] });
-                foreach (MailItem item in i == 0 ? Mail.Where(m => m.Seq > request.AfterSeq) : [])
+                foreach (MailItem item in i == 0 ? MailAfter(request.AfterSeq) : [])
                 {
                     await responseStream.WriteAsync(new MailEvent { Item = item });
+                }
+
+                if (i == 0 && DamageAfter(request.AfterSeq) is { } damage)
+                {
+                    throw damage;
                 }
             }
 
@@ -970,10 +983,38 @@ public sealed class JavaScriptClientTests : IDisposable
         public override Task<FetchResponse> Fetch(FetchRequest request, ServerCallContext context)
         {
             var page = new FetchResponse();
-            page.Items.AddRange(Mail.Where(m => m.Seq > request.AfterSeq));
+            page.Items.AddRange(MailAfter(request.AfterSeq));
+            if (page.Items.Count == 0 && DamageAfter(request.AfterSeq) is { } damage)
+            {
+                throw damage;
+            }
+
             page.NextCursor = page.Items.Count > 0 ? page.Items[^1].Seq : request.AfterSeq;
             return Task.FromResult(page);
         }
+
+        public override Task<AckResponse> Ack(AckRequest request, ServerCallContext context)
+        {
+            foreach (ulong seq in request.Seqs)
+            {
+                Acked.Enqueue(seq);
+            }
+
+            return Task.FromResult(new AckResponse { Deleted = request.Seqs.Count });
+        }
+
+        /// <summary>The mail after <paramref name="afterSeq"/> up to the first damaged entry after it.</summary>
+        private IEnumerable<MailItem> MailAfter(ulong afterSeq)
+        {
+            ulong? damaged = Damaged.Keys.Where(d => d > afterSeq).Cast<ulong?>().FirstOrDefault();
+            return Mail.Where(m => m.Seq > afterSeq && (damaged is null || m.Seq < damaged));
+        }
+
+        /// <summary>The DATA_LOSS for the first damaged entry after <paramref name="afterSeq"/>, null for none.</summary>
+        private RpcException? DamageAfter(ulong afterSeq) =>
+            Damaged.FirstOrDefault(d => d.Key > afterSeq) is { Value: { } trailer } d
+                ? new RpcException(new Status(StatusCode.DataLoss, $"the store no longer reads seq {d.Key} back"), new Metadata { { MegaNetClient.DamagedSeqTrailer, trailer } })
+                : null;
 
         public override Task<StatusResponse> Status(StatusRequest request, ServerCallContext context) =>
             Task.FromResult(new StatusResponse { Version = Version, TreeSize = Size, Limits = new Limits { MaxTtlSeconds = 30 * 86_400 } });
