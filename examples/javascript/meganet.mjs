@@ -11,6 +11,7 @@
 //   node meganet.mjs fetch -i FILE --node-id HEX [--node URL] [--after SEQ] [--ack]
 //   node meganet.mjs listen -i FILE --node-id HEX [--node URL] [--after SEQ] [--count N]
 //   node meganet.mjs audit [--node-id HEX] [--heads FILE | -i FILE] [--node URL]
+//   (each that talks to a node also [--timeout DURATION], default 30s: how long a call waits for the node's answer)
 //
 // Crypto: libsodium (libsodium-wrappers) for Ed25519, X25519, BLAKE2b and XChaCha20-Poly1305; Node's crypto for
 // HKDF-SHA256 and SHA-256. Protobuf: @grpc/proto-loader for the service, protobufjs for the sealed inner message.
@@ -347,7 +348,20 @@ function credentialsFor(target, tlsCert) {
   });
 }
 
-function relay(url, tlsCert) {
+// How long each call waits for the node's answer by default: the C# client's (`meganet`'s --timeout, 30 s), so a node
+// that takes a call and never answers (hung, or a half-open connection) ends the command with DEADLINE_EXCEEDED.
+const DEFAULT_TIMEOUT_MS = 30_000;
+
+// A duration as `meganet`'s --timeout takes it: a number with a unit, `s`, `m`, `h` or `d` (30s, 2m, 1.5h), above 0 and
+// at most 30 days. In milliseconds.
+function duration(text, option) {
+  const match = /^([0-9]+(?:\.[0-9]+)?)(s|m|h|d)$/.exec(text);
+  const ms = match ? Number(match[1]) * { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[match[2]] : NaN;
+  if (!(ms >= 1 && ms <= 30 * 86_400_000)) throw new UsageError(`${option} is a duration with a unit, s, m, h or d (e.g. 30s, 2m), above 0 and at most 30 days, not '${printable(text)}'`);
+  return ms;
+}
+
+function relay(url, tlsCert, timeoutMs = DEFAULT_TIMEOUT_MS) {
   const definition = protoLoader.loadSync(['meganet/v1/relay.proto'], { includeDirs: [protos], keepCase: true, longs: String, defaults: true, oneofs: true });
   const Relay = grpc.loadPackageDefinition(definition).meganet.v1.Relay;
   const target = new URL(url);
@@ -356,8 +370,12 @@ function relay(url, tlsCert) {
   // subscription's connection that died without a word is closed (listen's watchdog needs two keepalives first).
   const client = new Relay(`${target.hostname}:${target.port || (target.protocol === 'https:' ? 443 : 80)}`, credentials,
     { 'grpc.keepalive_time_ms': 30_000, 'grpc.keepalive_timeout_ms': 20_000 });
+  // Every unary call is bounded (the subscription is not: it waits for mail, and listen's watchdog watches it).
   const call = (method, request) => new Promise((resolve, reject) =>
-    client[method](request, { deadline: Date.now() + 30_000 }, (error, response) => (error ? reject(error) : resolve(response))));
+    client[method](request, { deadline: Date.now() + timeoutMs }, (error, response) => {
+      if (error?.code === grpc.status.DEADLINE_EXCEEDED) error.details = `no answer from the node within ${timeoutMs / 1000} s (--timeout): ${error.details}`;
+      return error ? reject(error) : resolve(response);
+    }));
   const stream = (method, request) => client[method](request);
   return { call, stream, close: () => client.close() };
 }
@@ -510,6 +528,57 @@ function rememberedHead(entry, nodeId, where) {
   return head;
 }
 
+// The heads file's lock, as `meganet audit`'s LockedFile: `FILE.lock` beside it, held from reading the file to saving
+// it (never while the node answers), so two audits at once (cron lines overlapping) do not lose one's head. Node.js has
+// no advisory file lock, so the lock is the file itself, made with O_EXCL, holding its maker's pid, and deleted when let
+// go. One held by a running process is waited for, 100 ms between tries, up to 30 s (a save takes milliseconds), as
+// LockedFile waits; one whose maker is no longer running was left by an audit killed while saving: named, to be
+// deleted by hand (deleting it here could delete a lock another audit has just taken). Resolves to the function that
+// lets it go.
+const LOCK_RETRY_MS = 100;
+const LOCK_WAIT_MS = 30_000;
+async function lockHeads(path) {
+  const lock = `${path}.lock`;
+  const failed = (why) => new Error(`the head could not be remembered in ${path}: ${why}`);
+  for (const started = Date.now(); ;) {
+    try {
+      const fd = openSync(lock, 'wx', 0o600);
+      try {
+        writeSync(fd, `${process.pid}\n`);
+      } finally {
+        closeSync(fd);
+      }
+      return () => rmSync(lock, { force: true });
+    } catch (error) {
+      if (error.code !== 'EEXIST') throw failed(error.message);
+    }
+    let holder = null;
+    try {
+      const text = readFileSync(lock, 'utf8');
+      holder = /^[0-9]+\n$/.test(text) ? Number.parseInt(text, 10) : null;
+    } catch {
+      // Let go meanwhile, or still being written: try again.
+    }
+    if (holder !== null && !running(holder)) {
+      throw failed(`${lock} was left by process ${holder}, which is no longer running (an audit that was killed while saving): delete it and audit again`);
+    }
+    if (Date.now() - started >= LOCK_WAIT_MS) {
+      throw failed(`${lock} stayed locked for ${LOCK_WAIT_MS / 1000} s: another audit${holder === null ? '' : ` (process ${holder})`} is using it`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, LOCK_RETRY_MS));
+  }
+}
+
+// Whether a process with this pid runs on this machine (one of another user's counts: signalling it is refused).
+function running(pid) {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return error.code === 'EPERM';
+  }
+}
+
 // Whole or not at all: written beside the file, flushed, and renamed over it, so a crash leaves the old file or the
 // new, never one cut short that would lose every node's head.
 function saveHeads(path, heads) {
@@ -568,16 +637,23 @@ const savedHead = (heads, id, headsPath) => (heads[id] === undefined ? null : re
 // node meanwhile keeps its head; a head of this node another audit saved meanwhile was proved only against what that
 // audit read, so it is never written over unchecked: a larger one stays (the next audit is held to it), a smaller one
 // or one of the same size is checked like the head read (a head of another log is a fork, with both signed heads as
-// evidence), and `current` is saved over it only once proved to extend it. There is no lock: two saves at the same
-// moment may still lose one. Returns { remembered } or, for a fork, { problem, earlier } (the head it forks from).
+// evidence), and `current` is saved over it only once proved to extend it. The reading and the saving are done under
+// the file's lock (lockHeads), so no other audit saves in between; a proof is asked for with the lock let go.
+// Returns { remembered } or, for a fork, { problem, earlier } (the head it forks from).
 async function remember(node, headsPath, id, heldTo, current) {
   for (let attempt = 1; attempt <= 3; attempt++) {
-    const latest = readHeads(headsPath);
-    const saved = savedHead(latest, id, headsPath);
-    if (sameHead(saved, heldTo)) {
-      latest[id] = { ...headJson(current), audited_unix_ms: Date.now() };
-      saveHeads(headsPath, latest);
-      return { remembered: true };
+    let saved;
+    const unlock = await lockHeads(headsPath);
+    try {
+      const latest = readHeads(headsPath);
+      saved = savedHead(latest, id, headsPath);
+      if (sameHead(saved, heldTo)) {
+        latest[id] = { ...headJson(current), audited_unix_ms: Date.now() };
+        saveHeads(headsPath, latest);
+        return { remembered: true };
+      }
+    } finally {
+      unlock();
     }
     // Another audit saved meanwhile (or the entry was deleted, which starts this node's audits anew).
     if (sameHead(saved, current)) return { remembered: true };
@@ -945,16 +1021,16 @@ async function subscribeOnce(node, identity, nodeId, count, state) {
 
 // ---- command line ----
 
-const OPTIONS = { '-i': 'identity', '--identity': 'identity', '--to': 'to', '--text': 'text', '--node': 'node', '--node-id': 'nodeId', '--after': 'after', '--count': 'count', '--tls-cert': 'tlsCert', '--heads': 'heads' };
+const OPTIONS = { '-i': 'identity', '--identity': 'identity', '--to': 'to', '--text': 'text', '--node': 'node', '--node-id': 'nodeId', '--after': 'after', '--count': 'count', '--tls-cert': 'tlsCert', '--heads': 'heads', '--timeout': 'timeout' };
 
 // What each command takes: an option it has no use for is refused rather than ignored.
 const TAKES = {
-  status: ['node', 'tlsCert'],
-  send: ['identity', 'to', 'text', 'node', 'nodeId', 'tlsCert'],
-  fetch: ['identity', 'node', 'nodeId', 'after', 'ack', 'tlsCert'],
-  listen: ['identity', 'node', 'nodeId', 'after', 'count', 'tlsCert'],
+  status: ['node', 'tlsCert', 'timeout'],
+  send: ['identity', 'to', 'text', 'node', 'nodeId', 'tlsCert', 'timeout'],
+  fetch: ['identity', 'node', 'nodeId', 'after', 'ack', 'tlsCert', 'timeout'],
+  listen: ['identity', 'node', 'nodeId', 'after', 'count', 'tlsCert', 'timeout'],
   // -i only says where the heads file is kept by default: beside the identity file.
-  audit: ['identity', 'heads', 'node', 'nodeId', 'tlsCert'],
+  audit: ['identity', 'heads', 'node', 'nodeId', 'tlsCert', 'timeout'],
 };
 
 // Not `meganet audit`'s tree-heads.json (heads by node address), which may sit beside the same identity file.
@@ -984,7 +1060,8 @@ function fail(option) {
 const USAGE = 'usage: meganet.mjs id new FILE | id show FILE | status | send -i FILE --to CARD --text TEXT [--node-id HEX]'
   + ' | fetch -i FILE --node-id HEX [--after SEQ] [--ack] | listen -i FILE --node-id HEX [--after SEQ] [--count N]'
   + ` | audit [--node-id HEX] (--heads FILE | -i FILE: the heads in ${HEADS_FILE} beside it)`
-  + '  (each but id with [--node URL], default http://127.0.0.1:7700, and [--tls-cert FILE] for an https:// node with a self-signed certificate)';
+  + '  (each but id with [--node URL], default http://127.0.0.1:7700, [--tls-cert FILE] for an https:// node with a self-signed certificate,'
+  + ' and [--timeout DURATION], how long each call waits for the node\'s answer, default 30s; listen\'s subscription itself waits for mail)';
 
 async function main(argv) {
   const [command, ...rest] = argv;
@@ -1022,7 +1099,7 @@ async function main(argv) {
   if (stray) throw new UsageError(`${command} does not take ${flags[stray]}`);
   if (named.after !== undefined && !/^[0-9]+$/.test(named.after)) throw new UsageError('--after is a mailbox sequence number (0 or more)');
   const url = named.node ?? 'http://127.0.0.1:7700';
-  const node = relay(url, named.tlsCert);
+  const node = relay(url, named.tlsCert, named.timeout === undefined ? DEFAULT_TIMEOUT_MS : duration(named.timeout, '--timeout'));
   try {
     if (command === 'audit') {
       if (!named.heads && !named.identity) throw new UsageError(`audit needs --heads FILE (the remembered tree heads), or -i FILE to keep them in ${HEADS_FILE} beside it`);

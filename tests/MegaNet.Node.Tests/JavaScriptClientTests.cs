@@ -870,6 +870,9 @@ public sealed partial class JavaScriptClientTests : IDisposable
         /// <summary>When set, GetTreeHead fails with it.</summary>
         public Grpc.Core.Status? TreeHeadRefusal { get; set; }
 
+        /// <summary>When set, GetTreeHead never answers (until the call is cancelled).</summary>
+        public bool TreeHeadHangs { get; set; }
+
         /// <summary>The version Status gives.</summary>
         public string Version { get; set; } = "scripted";
 
@@ -937,8 +940,15 @@ public sealed partial class JavaScriptClientTests : IDisposable
             };
         }
 
-        public override Task<MegaNet.Api.V1.SignedTreeHead> GetTreeHead(GetTreeHeadRequest request, ServerCallContext context) =>
-            TreeHeadRefusal is { } refusal ? throw new RpcException(refusal) : Task.FromResult(Head(Size));
+        public override async Task<MegaNet.Api.V1.SignedTreeHead> GetTreeHead(GetTreeHeadRequest request, ServerCallContext context)
+        {
+            if (TreeHeadHangs)
+            {
+                await Task.Delay(Timeout.Infinite, context.CancellationToken);
+            }
+
+            return TreeHeadRefusal is { } refusal ? throw new RpcException(refusal) : Head(Size);
+        }
 
         public override Task<Receipt> Submit(SubmitRequest request, ServerCallContext context)
         {
