@@ -68,6 +68,58 @@ public sealed class AdmissionLimitsTests
         Assert.Equal(10, store.Puts);
     }
 
+    /// <summary>The count alone bounded the queue: 65,536 envelopes of the 64 KiB class, a 128 KiB buffer each, held
+    /// 8 GiB while the disk lagged (found in review, 2026-12-03), the first quarter of them without any proof of work.</summary>
+    [Fact]
+    public async Task The_queue_is_bounded_by_the_memory_its_submissions_hold_and_the_work_demanded_rises_with_it()
+    {
+        using IBatchVerifier simd = VerifierCatalog.Create().Create("simd", new VerifierOptions { Threads = 1 });
+        using var verifier = new AdmissionBatchingTests.BlockingFirstCall(simd);
+        var store = new HeldStore();
+        store.Commit();
+        var options = new NodeOptions { QueueCapacity = 1000, QueueMaxMiB = 1, PowMaxBits = 8, FlushMicroseconds = 0 };
+        await using var admission = new AdmissionPipeline(verifier, store, options, TimeProvider.System, NullLogger<AdmissionPipeline>.Instance);
+        using Identity recipient = Identity.Create();
+        byte[] content = new byte[60_000];
+        Envelope[] large = [.. Enumerable.Range(0, 12).Select(i =>
+        {
+            using Identity sender = Identity.Create();
+            content[0] = (byte)i;
+            return EnvelopeFormat.Seal(sender, recipient.Card, content, "application/octet-stream", null, DateTimeOffset.UtcNow.AddDays(1), powBits: 8);
+        })];
+
+        Task<Receipt> first = admission.SubmitAsync(large[0], null, CancellationToken.None);
+        Assert.True(verifier.Entered.Wait(TimeSpan.FromMinutes(1)), "the first batch never reached the verifier");
+        var queued = new List<Task<Receipt>>();
+        RpcException? full = null;
+        foreach (Envelope envelope in large.Skip(1))
+        {
+            Task<Receipt> call = admission.SubmitAsync(envelope, null, CancellationToken.None);
+            if (call.IsFaulted)
+            {
+                full = await Assert.ThrowsAsync<RpcException>(() => call);
+                break;
+            }
+
+            queued.Add(call);
+        }
+
+        // 1 MiB holds eight such buffers: the one being verified and seven queued; the queue is not a hundredth full by
+        // count, yet full by memory, and demands the most work.
+        Assert.NotNull(full);
+        Assert.Equal(StatusCode.ResourceExhausted, full.StatusCode);
+        Assert.Contains("admission queue is full", full.Status.Detail, StringComparison.Ordinal);
+        Assert.Equal(7, queued.Count);
+        Assert.Equal(1L << 20, admission.HeldBytes);
+        Assert.Equal(options.PowMaxBits, admission.PowBitsRequired);
+
+        verifier.Release.Set();
+        await Task.WhenAll([first, .. queued]).WaitAsync(TimeSpan.FromMinutes(1));
+        Assert.Equal(8, store.Puts);
+        Assert.Equal(0, admission.HeldBytes);
+        Assert.Equal(0, admission.PowBitsRequired);
+    }
+
     [Fact]
     public async Task A_sending_keys_bucket_refills_at_its_rate()
     {

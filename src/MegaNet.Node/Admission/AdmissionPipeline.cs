@@ -45,6 +45,8 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
     private long _signatures;
     private long _overflowed;
     private int _depth;
+    // Bytes of the buffers of submissions admitted to the queue and not yet released (see QueueMaxMiB).
+    private long _heldBytes;
     private int _storeRefusalLogged;
     private bool _closing;
     private int _disposed;
@@ -87,6 +89,13 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
     /// <summary>Submissions waiting for verification.</summary>
     public int QueueDepth => Volatile.Read(ref _depth);
 
+    /// <summary>Bytes the buffers of submissions in admission hold (queued, being verified or stored), which
+    /// <see cref="NodeOptions.QueueMaxMiB"/> bounds.</summary>
+    public long HeldBytes => Interlocked.Read(ref _heldBytes);
+
+    // The queue's fill: by count or by the memory its submissions hold, whichever is further.
+    private double QueueFill => Math.Max((double)QueueDepth / _options.QueueCapacity, (double)HeldBytes / ((long)_options.QueueMaxMiB << 20));
+
     /// <summary>The backend in use.</summary>
     public IBatchVerifier Verifier => _verifier;
 
@@ -106,7 +115,7 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
             return 0; // stamps off (PowMinBits is at most PowMaxBits)
         }
 
-        double fill = (double)QueueDepth / _options.QueueCapacity;
+        double fill = QueueFill;
         int load = fill < 0.25 ? 0 : (int)Math.Ceiling(_options.PowMaxBits * Math.Min(1.0, (fill - 0.25) / 0.5));
         int held = 0;
         long cap = _options.StoreMaxBytes;
@@ -297,11 +306,18 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
         else
         {
             Interlocked.Increment(ref _depth);
-            if (_queue.Writer.TryWrite(pending))
+            // The memory bound: held until the buffer goes back to its pool (after the store), so a disk that lags
+            // fills it as it fills the queue. One submission always gets in (a budget below one envelope still admits).
+            // (Counted before it is queued: the batcher may release it at once.)
+            long held = Interlocked.Add(ref _heldBytes, pending.BufferBytes);
+            pending.CountedIn = this;
+            if ((held <= (long)_options.QueueMaxMiB << 20 || held == pending.BufferBytes) && _queue.Writer.TryWrite(pending))
             {
                 return pending.Task;
             }
 
+            pending.CountedIn = null;
+            Interlocked.Add(ref _heldBytes, -pending.BufferBytes);
             Interlocked.Decrement(ref _depth);
             refusal = Volatile.Read(ref _closing)
                 ? Reject("closing", StatusCode.Unavailable, "The node is shutting down; nothing was stored. Retry later or through another node.")
@@ -929,11 +945,23 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
         /// commit, and only <see cref="StoreAsync"/> releases it and answers the submission.</summary>
         public bool HandedToStore { get; set; }
 
+        /// <summary>Bytes the submission's buffer holds (a pool rounds sizes up: 128 KiB for an envelope of the 64 KiB
+        /// class).</summary>
+        public int BufferBytes => Buffer.Length;
+
+        /// <summary>The pipeline whose <see cref="AdmissionPipeline.HeldBytes"/> counts this buffer, once queued.</summary>
+        public AdmissionPipeline? CountedIn { get; set; }
+
         /// <summary>Gives the buffer back to the pool; once nothing reads it any more.</summary>
         public void Release()
         {
             if (Interlocked.Exchange(ref _buffer, null) is { } buffer)
             {
+                if (CountedIn is { } pipeline)
+                {
+                    Interlocked.Add(ref pipeline._heldBytes, -buffer.Length);
+                }
+
                 (buffer.Length <= SmallBuffer ? SmallBuffers : ArrayPool<byte>.Shared).Return(buffer);
             }
         }

@@ -55,6 +55,11 @@ public sealed class NodeOptions
     /// <summary>Submissions waiting for verification before new ones are refused with RESOURCE_EXHAUSTED. Default 65,536.</summary>
     public int QueueCapacity { get; set; } = 65_536;
 
+    /// <summary>Memory the submissions in admission may hold, in MiB (queued, being verified, or being stored): past it
+    /// new ones are refused as by a full queue, and the proof of work demanded rises with this fill too. Default 256: the
+    /// count alone let 65,536 envelopes of the 64 KiB class hold 8 GiB (a 128 KiB buffer each) while the disk lagged.</summary>
+    public int QueueMaxMiB { get; set; } = 256;
+
     /// <summary>Submissions one <c>SubmitStream</c> call may have in admission at once; the stream stops reading
     /// until the oldest is answered. Default 512: on 2 cores, 8 streaming clients from 256 sending keys got 38,600/s
     /// (mean verifier batch 1,000–1,200, p50 90–100 ms) at 512 against 34,600/s (batch 610–690, p50 60–66 ms) at 256,
@@ -359,6 +364,7 @@ public sealed class NodeOptions
         Check(MaxBatch is >= 1 and <= 1 << 20, nameof(MaxBatch), "1 to 1,048,576");
         Check(FlushMicroseconds is >= 0 and <= 1_000_000, nameof(FlushMicroseconds), "0 to 1,000,000");
         Check(QueueCapacity >= 1, nameof(QueueCapacity), "at least 1");
+        Check(QueueMaxMiB is >= 1 and <= 1 << 20, nameof(QueueMaxMiB), "1 to 1,048,576");
         Check(StreamWindow is >= 1 and <= 65_536, nameof(StreamWindow), "1 to 65,536");
         Check(ArrivingMessageMiB is >= 128 and <= 1 << 20, nameof(ArrivingMessageMiB), "128 to 1,048,576");
         Check(StreamIdleSeconds is >= 1 and <= 86_400, nameof(StreamIdleSeconds), "1 to 86,400 (a day)");
