@@ -34,6 +34,7 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
     private readonly IDisposable _queueDepthSource;
     private readonly TimeProvider _clock;
     private readonly ILogger _logger;
+    private readonly StoreRefusalWatch _storeRefusals;
     private readonly Channel<Pending> _queue;
     private readonly Task _batcher;
     /// <summary>Sending keys with a token bucket, at most (then the full ones are forgotten).</summary>
@@ -61,6 +62,7 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
         _options = options;
         _clock = clock;
         _logger = logger;
+        _storeRefusals = new StoreRefusalWatch(options, clock, logger);
         _rateLimitedText = $"Too many submissions from this sending key (limit {options.SubmitRatePerKey}/s, burst {options.SubmitBurst}); retry later.";
         _queue = Channel.CreateBounded<Pending>(new BoundedChannelOptions(options.QueueCapacity) { SingleReader = true, FullMode = BoundedChannelFullMode.Wait });
         _queueDepthSource = MegaNetMetrics.ObserveQueueDepth(() => Volatile.Read(ref _depth));
@@ -85,6 +87,9 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
             throw new ArgumentException($"Backend '{verifier.Name}' applies libsodium's rule, not MegaNet's; the node admits only under MegaNet's rule (docs/verification.md). Choose one of {string.Join(", ", NodeOptions.NodeBackends)}.");
         }
     }
+
+    /// <summary>Whether the store refuses new mail for want of room, told to the operator in the log and in <c>Status</c>.</summary>
+    internal StoreRefusalWatch StoreRefusals => _storeRefusals;
 
     /// <summary>Submissions waiting for verification.</summary>
     public int QueueDepth => Volatile.Read(ref _depth);
@@ -734,7 +739,7 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
             Store.SignedTreeHead? head = null;
             Api.V1.SignedTreeHead? headProto = null;
             Exception? storeFailure = null;
-            int failedHere = 0;
+            int failedHere = 0, stored = 0, diskLow = 0, storeFull = 0;
             for (int i = 0; i < accepted.Count; i++)
             {
                 Pending p = accepted[i];
@@ -761,6 +766,7 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
                         // A copy the store settled (the same envelope on two streams) adds nothing to the log, as a
                         // replay found by the lookup does not.
                         MegaNetMetrics.EnvelopesAccepted.Add(1);
+                        stored++;
                     }
                     MegaNetMetrics.AdmissionLatency.Record(Stopwatch.GetElapsedTime(p.Start).TotalMilliseconds);
                     p.TrySetResult(ToProto(receipt, headProto!));
@@ -769,8 +775,8 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
                 {
                     RpcException? refusal = r.Error switch
                     {
-                        DiskSpaceLowException d => Reject("disk_low", StatusCode.ResourceExhausted, d.Message, retryAfterMs: 60_000),
-                        StoreFullException f => Reject("store_full", StatusCode.ResourceExhausted, f.Message, retryAfterMs: 60_000),
+                        DiskSpaceLowException d => Reject(StoreRefusalWatch.DiskLow, StatusCode.ResourceExhausted, d.Message, retryAfterMs: 60_000),
+                        StoreFullException f => Reject(StoreRefusalWatch.StoreFull, StatusCode.ResourceExhausted, f.Message, retryAfterMs: 60_000),
                         QuotaExceededException q => Reject("quota", StatusCode.ResourceExhausted, q.Message, retryAfterMs: 60_000),
                         ArgumentException a => Reject("invalid", StatusCode.InvalidArgument, a.Message),
                         _ => null,
@@ -786,8 +792,27 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
                         failedHere++;
                     }
 
+                    diskLow += r.Error is DiskSpaceLowException ? 1 : 0;
+                    storeFull += r.Error is StoreFullException ? 1 : 0;
                     p.TrySetException(refusal);
                 }
+            }
+
+            // Stored first: a group that both stored and refused (the last envelopes past StoreMaxMiB) leaves the node
+            // refusing.
+            if (stored > 0)
+            {
+                _storeRefusals.Accepted();
+            }
+
+            if (diskLow > 0)
+            {
+                _storeRefusals.Refused(StoreRefusalWatch.DiskLow, diskLow);
+            }
+
+            if (storeFull > 0)
+            {
+                _storeRefusals.Refused(StoreRefusalWatch.StoreFull, storeFull);
             }
 
             if (storeFailure is not null)

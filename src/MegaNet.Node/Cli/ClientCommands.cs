@@ -1004,7 +1004,7 @@ internal static partial class ClientCommands
         var timeout = TimeoutOption();
         var tlsCert = TlsCertOption();
         var command = new Command("status",
-            "Ask a node what it is and what it demands: version, verifier backend, node id, log size, admission queue, the proof of work it wants now, and its limits.")
+            "Ask a node what it is and what it demands: version, verifier backend, node id, log size, whether it accepts new mail, admission queue, the proof of work it wants now, and its limits.")
             { node, json, timeout, tlsCert };
         command.SetAction((parse, ct) => Run(async () =>
         {
@@ -1047,6 +1047,13 @@ internal static partial class ClientCommands
         text.AppendLine($"node id   {Hex(head.NodeKey)}");
         text.AppendLine($"verifier  {Printable(s.VerifierBackend, multiline: false)} ({Printable(s.VerifierDescription, multiline: false)}); {s.BatchesVerified:N0} batches, {s.SignaturesVerified:N0} signatures, mean batch {s.MeanBatchSize:N1}");
         text.AppendLine($"log       {s.TreeSize:N0} envelopes");
+        text.AppendLine($"new mail  {s.StoreRefusing switch
+        {
+            "" => "accepted",
+            "disk_low" => "REFUSED: the node's disk is below the free space its operator keeps (StoreMinFreeDiskMiB); send through another node or retry later",
+            "store_full" => "REFUSED: the node holds all the mail its operator allows (StoreMaxMiB); send through another node or retry later",
+            var other => $"REFUSED ({Printable(other, multiline: false)}); send through another node or retry later",
+        }}");
         text.AppendLine($"load      {s.QueueDepth:N0} queued for verification; proof of work demanded now: {(s.PowBitsRequired == 0 ? "none" : $"{s.PowBitsRequired} bits")}");
         text.AppendLine($"envelopes at most {l.MaxEnvelopeBytes:N0} bytes, payload classes {classes}, expiry at most {TimeSpan.FromSeconds(l.MaxTtlSeconds).TotalDays:0.##} days (suggested {TimeSpan.FromSeconds(l.DefaultTtlSeconds).TotalDays:0.##})");
         text.AppendLine($"mailbox   at most {l.MailboxMaxCount:N0} envelopes and {l.MailboxMaxBytes:N0} bytes{stamps}");

@@ -400,6 +400,8 @@ public static partial class NodeHost
             LogClientsLockedOut(logger, warning);
         }
 
+        admission.StoreRefusals.CheckAtStart();
+
         // The address as bound: [::] and 0.0.0.0 mean every address of the machine, which is what the operator should
         // read (https://127.0.0.1 for --listen [::]:7700 said the node was reachable on loopback only).
         LogStarted(logger, address, admission.Verifier.Name, admission.Verifier.Description, Path.GetFullPath(options.DataDirectory),

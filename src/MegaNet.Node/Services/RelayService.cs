@@ -782,6 +782,7 @@ public sealed class RelayService(
             Limits = limits,
             TreeSize = store.GetTreeHead().TreeSize,
             QueueDepth = admission.QueueDepth,
+            StoreRefusing = admission.StoreRefusals.Refusing ?? "",
         });
     }
 
