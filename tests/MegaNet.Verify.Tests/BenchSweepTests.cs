@@ -34,6 +34,38 @@ public sealed class BenchSweepTests
     }
 
     [Fact]
+    public void A_saved_report_says_how_it_was_measured()
+    {
+        // --json wrote the machine and the rows only: a file read later did not say whether the key cache was on, how
+        // many distinct keys a batch had, how long each point ran or whether the verdicts were checked.
+        VerifyBenchmarkReport report = new VerifyBenchmark(Backends.Registry, new VerifyBenchmarkOptions
+        {
+            Backends = ["simd"],
+            BatchSizes = [1, 8],
+            Threads = [1, 2],
+            Duration = TimeSpan.FromMilliseconds(20),
+            DistinctKeys = 4,
+            KeyCache = true,
+            Check = true,
+            CheckItems = 64,
+        }).Run();
+
+        using System.Text.Json.JsonDocument json = System.Text.Json.JsonDocument.Parse(report.ToJson());
+        System.Text.Json.JsonElement o = json.RootElement.GetProperty("options");
+        Assert.Equal(["simd"], o.GetProperty("backends").EnumerateArray().Select(e => e.GetString()));
+        Assert.Equal([1, 8], o.GetProperty("batch_sizes").EnumerateArray().Select(e => e.GetInt32()));
+        Assert.Equal([1, 2], o.GetProperty("threads").EnumerateArray().Select(e => e.GetInt32()));
+        Assert.Equal(0.02, o.GetProperty("seconds_per_point").GetDouble());
+        Assert.Equal(4, o.GetProperty("distinct_keys").GetInt32());
+        Assert.True(o.GetProperty("key_cache").GetBoolean());
+        Assert.True(o.GetProperty("check").GetBoolean());
+        Assert.Equal(64, o.GetProperty("check_items").GetInt32());
+        Assert.Equal(System.Text.Json.JsonValueKind.Object, o.GetProperty("dotnet_isa_knobs").ValueKind);
+        // The plot's title says it too (the legend names each backend and thread count).
+        Assert.EndsWith("\nkey cache on, 4 distinct keys, 0.02 s per point, verdicts checked against the reference (64 items)", BenchPlot.Title(report), StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void A_value_given_twice_is_refused_naming_it()
     {
         Assert.Contains("batch size 8 is given twice",

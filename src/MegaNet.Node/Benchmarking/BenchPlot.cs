@@ -38,9 +38,17 @@ public static class BenchPlot
         plot.Axes.Left.TickGenerator = Decades();
         plot.Axes.Bottom.Label.Text = "batch size (log)";
         plot.Axes.Left.Label.Text = "verifies/s (log)";
-        MachineInfo m = report.Machine;
-        plot.Title($"Ed25519 verification on {m.Cpu}, {m.LogicalCores} cores, {m.Isa}, libsodium {m.Libsodium}");
+        plot.Title(Title(report));
         plot.ShowLegend(ScottPlot.Alignment.UpperLeft);
         return plot.GetImageBytes(1000, 620, ScottPlot.ImageFormat.Png);
+    }
+
+    /// <summary>The plot's title: the machine, then how the sweep was run (key cache, keys, time per point, check), so
+    /// a saved picture says how it was measured.</summary>
+    internal static string Title(VerifyBenchmarkReport report)
+    {
+        MachineInfo m = report.Machine;
+        string machine = $"Ed25519 verification on {m.Cpu}, {m.LogicalCores} cores, {m.Isa}, libsodium {m.Libsodium}";
+        return report.Options is { } settings ? $"{machine}\n{settings.Describe()}" : machine;
     }
 }

@@ -157,6 +157,49 @@ public sealed record SkippedBackend(
     [property: JsonPropertyName("backend")] string Backend,
     [property: JsonPropertyName("reason")] string Reason);
 
+/// <summary>How a sweep was run (<c>meganet bench</c>'s options), saved with its figures: the same machine gives other
+/// rates with the key cache on, fewer distinct keys or shorter points, and a report read later must say which.</summary>
+public sealed record BenchSettings(
+    [property: JsonPropertyName("backends")] IReadOnlyList<string> Backends,
+    [property: JsonPropertyName("batch_sizes")] IReadOnlyList<int> BatchSizes,
+    [property: JsonPropertyName("threads")] IReadOnlyList<int> Threads,
+    [property: JsonPropertyName("seconds_per_point")] double SecondsPerPoint,
+    [property: JsonPropertyName("distinct_keys")] int DistinctKeys,
+    [property: JsonPropertyName("key_cache")] bool KeyCache,
+    [property: JsonPropertyName("check")] bool Check,
+    [property: JsonPropertyName("check_items")] int CheckItems)
+{
+    /// <summary>The <c>DOTNET_Enable*</c> variables set for the run (such as <c>DOTNET_EnableAVX512=0</c>), which
+    /// lower the vector tier <see cref="MachineInfo.Isa"/> reports; empty when none is.</summary>
+    [JsonPropertyName("dotnet_isa_knobs")]
+    public IReadOnlyDictionary<string, string> DotnetIsaKnobs { get; init; } = new SortedDictionary<string, string>(StringComparer.Ordinal);
+
+    /// <summary>The settings of a sweep run with <paramref name="options"/> in this process.</summary>
+    public static BenchSettings From(VerifyBenchmarkOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        var knobs = new SortedDictionary<string, string>(StringComparer.Ordinal);
+        foreach (System.Collections.DictionaryEntry variable in Environment.GetEnvironmentVariables())
+        {
+            if (variable.Key is string name && name.StartsWith("DOTNET_Enable", StringComparison.OrdinalIgnoreCase))
+            {
+                knobs[name] = variable.Value as string ?? "";
+            }
+        }
+
+        return new BenchSettings([.. options.Backends], [.. options.BatchSizes], [.. options.Threads], options.Duration.TotalSeconds,
+            options.DistinctKeys, options.KeyCache, options.Check, options.CheckItems)
+        { DotnetIsaKnobs = knobs };
+    }
+
+    /// <summary>One line for the console and the plot: key cache, keys, time per point, the check, knobs set.</summary>
+    public string Describe() =>
+        $"key cache {(KeyCache ? "on" : "off")}, {(DistinctKeys == 0 ? "one key per item" : $"{DistinctKeys} distinct keys")}, " +
+        $"{SecondsPerPoint.ToString("0.###", System.Globalization.CultureInfo.InvariantCulture)} s per point" +
+        (Check ? $", verdicts checked against the reference ({CheckItems} items)" : ", verdicts not checked") +
+        (DotnetIsaKnobs.Count > 0 ? ", " + string.Join(" ", DotnetIsaKnobs.Select(k => $"{k.Key}={k.Value}")) : "");
+}
+
 /// <summary>A whole sweep: machine and points.</summary>
 public sealed record VerifyBenchmarkReport(
     [property: JsonPropertyName("machine")] MachineInfo Machine,
@@ -168,11 +211,15 @@ public sealed record VerifyBenchmarkReport(
     [JsonPropertyName("warm_up")]
     public IReadOnlyList<WarmUpResult> WarmUp { get; init; } = [];
 
+    /// <summary>How the sweep was run; null only for a report not made by <see cref="VerifyBenchmark.Run"/>.</summary>
+    [JsonPropertyName("options")]
+    public BenchSettings? Options { get; init; }
+
     /// <summary>Backends left out of the sweep because they could not run here, with why.</summary>
     [JsonPropertyName("skipped")]
     public IReadOnlyList<SkippedBackend> Skipped { get; init; } = [];
 
-    /// <summary>The report as JSON (<c>{"machine":{...},"results":[...]}</c>).</summary>
+    /// <summary>The report as JSON (<c>{"machine":{...},"results":[...],"warm_up":[...],"options":{...},"skipped":[...]}</c>).</summary>
     public string ToJson() => JsonSerializer.Serialize(this, Json);
 }
 
@@ -205,7 +252,7 @@ public sealed class VerifyBenchmark(BatchVerifierRegistry registry, VerifyBenchm
             }
         }
 
-        return new VerifyBenchmarkReport(MachineInfo.Current(), results) { WarmUp = warmUp, Skipped = skipped };
+        return new VerifyBenchmarkReport(MachineInfo.Current(), results) { WarmUp = warmUp, Skipped = skipped, Options = BenchSettings.From(options) };
     }
 
     private void Sweep(List<VerifyBenchmarkResult> results, List<WarmUpResult> warmUp, List<SkippedBackend> skipped, LibsodiumBatchVerifier libsodium,

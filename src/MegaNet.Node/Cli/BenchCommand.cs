@@ -55,11 +55,11 @@ internal static class BenchCommand
         };
         var json = new Option<FileInfo?>("--json")
         {
-            Description = "Also write {\"machine\":{...},\"results\":[...],\"warm_up\":[...],\"skipped\":[...]} to this file once the sweep is done, replacing it whole (an interrupted run leaves an earlier file there as it was).",
+            Description = "Also write {\"machine\":{...},\"results\":[...],\"warm_up\":[...],\"options\":{...},\"skipped\":[...]} to this file once the sweep is done, replacing it whole (an interrupted run leaves an earlier file there as it was); \"options\" records how the run was made (backends, batch sizes, threads, seconds per point, distinct keys, key cache, check and its items, DOTNET_Enable* variables set).",
         };
         var plot = new Option<FileInfo?>("--plot")
         {
-            Description = "Also draw verifies/s against batch size, a line per backend and thread count (with the libsodium baseline), to this PNG once the sweep is done, replacing it whole.",
+            Description = "Also draw verifies/s against batch size, a line per backend and thread count (with the libsodium baseline), to this PNG once the sweep is done, replacing it whole; its title names the machine and how the run was made (key cache, keys, seconds per point, check).",
         };
         var command = new Command("bench",
             "Measure verifies/s per backend, batch size and thread count, with the ratio to libsodium measured in the same run.")
@@ -160,7 +160,7 @@ internal static class BenchCommand
                 };
                 MachineInfo machine = MachineInfo.Current();
                 Console.WriteLine($"CPU {machine.Cpu}, {machine.LogicalCores} logical cores, ISA tier {machine.Isa}, {machine.Runtime}, libsodium {machine.Libsodium}");
-                Console.WriteLine($"key cache {(options.KeyCache ? "on" : "off")}, {(options.DistinctKeys == 0 ? "one key per item" : $"{options.DistinctKeys} distinct keys")}, {options.Duration.TotalSeconds:0.##} s per point");
+                Console.WriteLine(BenchSettings.From(options).Describe());
                 VerifyBenchmarkReport report = new VerifyBenchmark(backendRegistry, options, Console.Out).Run();
                 Console.WriteLine();
                 Console.WriteLine($"{"backend",-10} {"batch",7} {"threads",8} {"verifies/s",14} {"libsodium/s",12} {"x libsodium",12} {"ms/batch",10}");
