@@ -265,6 +265,27 @@ public sealed class CliErrorTests : IDisposable
     }
 
     [Fact]
+    public async Task Relative_paths_in_a_settings_file_are_read_from_its_directory()
+    {
+        // They were read from the current directory: `meganet node --config /etc/meganet/meganet.json` run from
+        // anywhere but /etc/meganet missed the certificate beside it and made a data directory where it was run.
+        string configDirectory = Directory.CreateDirectory(Path.Combine(_dir, "conf")).FullName;
+        string config = Path.Combine(configDirectory, "meganet.json");
+        await File.WriteAllTextAsync(config, """{ "MegaNet": { "TlsCertificate": "node-cert.pem" } }""");
+        AssertClearError(await Meganet("node", "--config", config), $"'{Path.Combine(configDirectory, "node-cert.pem")}' does not exist");
+
+        await File.WriteAllTextAsync(Path.Combine(configDirectory, "data-file"), "x");
+        await File.WriteAllTextAsync(config, """{ "MegaNet": { "DataDirectory": "data-file" } }""");
+        AssertClearError(await Meganet("node", "--config", config), $"'{Path.Combine(configDirectory, "data-file")}' is a file, not a directory");
+
+        // From the environment or a flag, a relative path is still the current directory's (here the test's _dir).
+        await File.WriteAllTextAsync(config, """{ "MegaNet": { "Threads": 1 } }""");
+        AssertClearError(await Meganet(new Dictionary<string, string> { ["MEGANET_MegaNet__TlsCertificate"] = "env-cert.pem" }, "node", "--config", config),
+            "'env-cert.pem' does not exist");
+        AssertClearError(await Meganet("node", "--config", config, "--tls-cert", "flag-cert.pem"), "--tls-cert 'flag-cert.pem' does not exist");
+    }
+
+    [Fact]
     public async Task Node_refuses_settings_outside_the_MegaNet_section()
     {
         string config = Path.Combine(_dir, "flat.json");

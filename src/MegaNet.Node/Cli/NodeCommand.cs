@@ -33,7 +33,7 @@ internal static partial class NodeCommand
         var tlsCert = new Option<string?>("--tls-cert") { Description = "TLS certificate (PEM, or PFX/P12 without a password): gRPC is served over TLS, on loopback too; required for a non-loopback --listen." };
         var tlsKey = new Option<string?>("--tls-key") { Description = "PEM private key for a PEM --tls-cert whose file does not hold it." };
         var metrics = new Option<string?>("--metrics-listen") { Description = "ADDRESS:PORT serving Prometheus text at /metrics over HTTP/1.1. Default: off." };
-        var config = new Option<string>("--config") { Description = "Settings file (section \"MegaNet\"). Default meganet.json if present; a file named here must exist.", DefaultValueFactory = _ => "meganet.json" };
+        var config = new Option<string>("--config") { Description = "Settings file (section \"MegaNet\"); relative paths in it (DataDirectory, TlsCertificate, TlsKey) are read from its directory. Default meganet.json if present; a file named here must exist.", DefaultValueFactory = _ => "meganet.json" };
         var command = new Command("node",
             "Run the relay node. Settings come from meganet.json (section MegaNet), then MEGANET_MegaNet__<Option> environment variables, then these flags; " +
             "every option and its default is listed in README.")
@@ -61,6 +61,7 @@ internal static partial class NodeCommand
                 RejectUnknownSettings(configuration, configPath);
                 options = new NodeOptions();
                 configuration.GetSection(Section).Bind(options);
+                ResolvePathsAgainst(configuration, configPath, options);
                 options.DataDirectory = parse.GetValue(data) ?? options.DataDirectory;
                 options.Listen = parse.GetValue(listen) ?? options.Listen;
                 options.Backend = parse.GetValue(backend) ?? options.Backend;
@@ -236,6 +237,41 @@ internal static partial class NodeCommand
 
     [LoggerMessage(EventId = 3, Level = LogLevel.Information, Message = "MegaNet node stopped cleanly (store checkpointed)")]
     private static partial void LogStoppedCleanly(ILogger logger);
+
+    /// <summary>The settings that name files or directories: a relative one from the settings file is read from that
+    /// file's directory.</summary>
+    private static readonly string[] PathSettings = [nameof(NodeOptions.DataDirectory), nameof(NodeOptions.TlsCertificate), nameof(NodeOptions.TlsKey)];
+
+    /// <summary>
+    /// Makes the relative paths <paramref name="configPath"/> gave (<see cref="PathSettings"/>) relative to its
+    /// directory, as nginx and systemd units read theirs: <c>--config /etc/meganet/meganet.json</c> with
+    /// <c>"TlsCertificate": "node.pem"</c> means /etc/meganet/node.pem wherever the node is started. Paths from the
+    /// environment or a flag stay the current directory's, as a shell reads them.
+    /// </summary>
+    internal static void ResolvePathsAgainst(IConfiguration configuration, string configPath, NodeOptions options)
+    {
+        string directory = Path.GetDirectoryName(Path.GetFullPath(configPath))!;
+        foreach (string setting in PathSettings)
+        {
+            if (configuration.GetSection(Section)[setting] is { Length: > 0 } value && !Path.IsPathRooted(value)
+                && !FromEnvironment(configuration, Section, setting))
+            {
+                string resolved = Path.GetFullPath(value, directory);
+                switch (setting)
+                {
+                    case nameof(NodeOptions.DataDirectory):
+                        options.DataDirectory = resolved;
+                        break;
+                    case nameof(NodeOptions.TlsCertificate):
+                        options.TlsCertificate = resolved;
+                        break;
+                    default:
+                        options.TlsKey = resolved;
+                        break;
+                }
+            }
+        }
+    }
 
     /// <summary>MEGANET_ variables that are no node setting but are read elsewhere (the GPU backend, tests, perf scripts).</summary>
     private static readonly string[] OtherVariables = ["GPU_INLINE_PTX", "GPU_HOST_HASH", "GPU_CHUNK", "PTX_OUT", "TEST_SEED", "EXPECT_TIER"];
