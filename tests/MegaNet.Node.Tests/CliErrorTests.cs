@@ -286,6 +286,30 @@ public sealed class CliErrorTests : IDisposable
     }
 
     [Fact]
+    public async Task A_bad_setting_is_named_where_it_was_given_with_what_a_valid_one_looks_like()
+    {
+        // "Failed to convert configuration value at 'MegaNet:Threads' to type 'System.Int32'" named neither the file
+        // nor the variable, nor what would do; and a TlsKey from the settings file was advised to "drop --tls-key".
+        string config = Path.Combine(_dir, "bad.json");
+        await File.WriteAllTextAsync(config, """{ "MegaNet": { "Threads": "two" } }""");
+        AssertClearError(await Meganet("node", "--config", config), $"Setting MegaNet:Threads (from {config}) is 'two', not a whole number: give one such as 2.");
+        AssertClearError(await Meganet(new Dictionary<string, string> { ["MEGANET_MegaNet__SubmitRatePerKey"] = "fast" }, "node"),
+            "Setting MegaNet:SubmitRatePerKey (from environment variable MEGANET_MegaNet__SubmitRatePerKey) is 'fast', not a number: give one such as 200 or 0.5.");
+        AssertClearError(await Meganet(new Dictionary<string, string> { ["MEGANET_MegaNet__GpuInlinePtx"] = "yes" }, "node"),
+            "is 'yes', not true or false: give true or false.");
+
+        await File.WriteAllTextAsync(config, """{ "MegaNet": { "TlsKey": "/nonexistent/node-key.pem" } }""");
+        Result key = await Meganet("node", "--config", config);
+        AssertClearError(key, $"TlsKey '/nonexistent/node-key.pem' (set in {config}) is given without a certificate: give TlsCertificate too");
+        Assert.DoesNotContain("--tls-key", key.Stderr, StringComparison.Ordinal);
+
+        await File.WriteAllTextAsync(config, """{ "MegaNet": { "Threads": 0 } }""");
+        AssertClearError(await Meganet("node", "--config", config), $"MegaNet option Threads must be 1 to 1024; set in {config}.");
+        AssertClearError(await Meganet(new Dictionary<string, string> { ["MEGANET_MegaNet__KeepaliveSeconds"] = "0" }, "node"),
+            "MegaNet option KeepaliveSeconds must be 1 to 86,400 (a day); set by the environment variable MEGANET_MegaNet__KeepaliveSeconds.");
+    }
+
+    [Fact]
     public async Task Node_refuses_settings_outside_the_MegaNet_section()
     {
         string config = Path.Combine(_dir, "flat.json");

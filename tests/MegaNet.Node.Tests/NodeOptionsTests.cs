@@ -77,7 +77,7 @@ public sealed class NodeOptionsTests
         { "SubmitBurst must be at least 1", o => o.SubmitBurst = 0 },
         { "MailboxMaxBytes must be at least 1", o => o.MailboxMaxBytes = -5 },
         { "DataDirectory is empty; give --data", o => o.DataDirectory = "" },
-        { "is given without a certificate: give --tls-cert too", o => o.TlsKey = "/nonexistent/key.pem" },
+        { "TlsKey '/nonexistent/key.pem' is given without a certificate: give TlsCertificate too", o => o.TlsKey = "/nonexistent/key.pem" },
     };
 
     [Theory]
@@ -146,7 +146,7 @@ public sealed class NodeOptionsTests
                 new NodeOptions { DataDirectory = Path.Combine(dir, "data"), TlsCertificate = pem, TlsKey = wrongKey });
 
             // A .pfx holds its own key: a --tls-key beside it was silently ignored.
-            AssertNamed($"TLS key '{wrongKey}' is given with '{pfx}', which holds its own key (PKCS#12): drop --tls-key",
+            AssertNamed($"TlsKey '{wrongKey}' is given with '{pfx}', which holds its own key (PKCS#12): remove TlsKey",
                 new NodeOptions { DataDirectory = Path.Combine(dir, "data"), TlsCertificate = pfx, TlsKey = wrongKey });
             new NodeOptions { DataDirectory = Path.Combine(dir, "data"), TlsCertificate = pfx }.Validate();
 
@@ -160,7 +160,7 @@ public sealed class NodeOptionsTests
             AssertFlagged($"--data '{dir}' holds a file named store", new NodeOptions { DataDirectory = dir, Flags = flags });
             AssertFlagged($"--tls-cert '{pem}' with --tls-key '{wrongKey}' could not be loaded (The provided key does not match",
                 new NodeOptions { DataDirectory = Path.Combine(dir, "data"), TlsCertificate = pem, TlsKey = wrongKey, Flags = flags });
-            AssertFlagged($"--tls-key '{wrongKey}' is given with '{pfx}', which holds its own key (PKCS#12): drop --tls-key",
+            AssertFlagged($"--tls-key '{wrongKey}' is given with '{pfx}', which holds its own key (PKCS#12): remove --tls-key",
                 new NodeOptions { DataDirectory = Path.Combine(dir, "data"), TlsCertificate = pfx, TlsKey = wrongKey, Flags = flags });
         }
         finally

@@ -75,6 +75,7 @@ internal static partial class NodeCommand
                     (nameof(NodeOptions.MetricsListen), metrics), (nameof(NodeOptions.DataDirectory), data),
                     (nameof(NodeOptions.TlsCertificate), tlsCert), (nameof(NodeOptions.TlsKey), tlsKey),
                 }.Where(f => parse.GetResult(f.Flag) is { Implicit: false }).ToDictionary(f => f.Setting, f => f.Flag.Name);
+                options.Origins = Origins(configuration, configPath);
                 options.Validate();
             }
             catch (Exception e) when (e is ArgumentException or InvalidOperationException or FormatException or InvalidDataException
@@ -334,7 +335,51 @@ internal static partial class NodeCommand
                     ? $"Setting {Section}:{setting.Key} (from {Where()}) must be a single value (a number, a string, true or false), not a list or an object."
                     : $"Setting {Section}:{setting.Key} (from {Where()}) is null (or an empty object): give it a value (a number, a string, true or false), or remove the key to keep its default.");
             }
+
+            // The binder's own words ("Failed to convert configuration value at 'MegaNet:Threads' to type
+            // 'System.Int32'") name neither the file nor the variable, nor what would do.
+            Type type = typeof(NodeOptions).GetProperty(setting.Key, BindingFlags.Public | BindingFlags.Instance | BindingFlags.IgnoreCase)!.PropertyType;
+            if (ValidValue(Nullable.GetUnderlyingType(type) ?? type) is { } valid && !Converts(type, setting.Value))
+            {
+                throw new ArgumentException($"Setting {Section}:{setting.Key} (from {Where()}) is '{setting.Value}', not {valid.What}: give {valid.Example}.");
+            }
         }
+    }
+
+    /// <summary>What a value of a setting of <paramref name="type"/> is, and an example; null for strings (any will
+    /// bind; what they mean is checked by <see cref="NodeOptions.Validate"/>).</summary>
+    private static (string What, string Example)? ValidValue(Type type) =>
+        type == typeof(int) || type == typeof(long) ? ("a whole number", "one such as 2")
+        : type == typeof(double) ? ("a number", "one such as 200 or 0.5")
+        : type == typeof(bool) ? ("true or false", "true or false")
+        : null;
+
+    /// <summary>Whether the configuration binder can convert <paramref name="value"/> to <paramref name="type"/> (it
+    /// uses the type's converter, invariant culture).</summary>
+    private static bool Converts(Type type, string value)
+    {
+        try
+        {
+            _ = System.ComponentModel.TypeDescriptor.GetConverter(type).ConvertFromInvariantString(value);
+            return true;
+        }
+        catch (Exception e) when (e is FormatException or ArgumentException or NotSupportedException || e.InnerException is FormatException or OverflowException)
+        {
+            return false;
+        }
+    }
+
+    /// <summary>Where each setting the file or the environment gave came from, for <see cref="NodeOptions.Validate"/>'s
+    /// words: "the environment variable MEGANET_MegaNet__Threads" or the settings file's path.</summary>
+    internal static Dictionary<string, string> Origins(IConfiguration configuration, string configPath)
+    {
+        var origins = new Dictionary<string, string>(StringComparer.OrdinalIgnoreCase);
+        foreach (IConfigurationSection setting in configuration.GetSection(Section).GetChildren())
+        {
+            origins[setting.Key] = FromEnvironment(configuration, Section, setting.Key) ? $"the environment variable MEGANET_{Section}__{setting.Key}" : configPath;
+        }
+
+        return origins;
     }
 
     /// <summary>Whether an environment variable gave <paramref name="key"/> under <paramref name="parentPath"/> (null:

@@ -204,6 +204,20 @@ public sealed class NodeOptions
 
     private string? FlagOf(string setting) => Flags?.GetValueOrDefault(setting);
 
+    /// <summary>Where each setting not given by a flag came from: "the environment variable MEGANET_MegaNet__Threads"
+    /// or the settings file's path; missing: its default. Internal, so the configuration binder leaves it alone.</summary>
+    internal IReadOnlyDictionary<string, string>? Origins { get; set; }
+
+    /// <summary>"; set in FILE" or "; set by the environment variable …" for a setting from either (empty otherwise),
+    /// ended by a refusal so the operator knows which to edit.</summary>
+    private string OriginOf(string setting) => FlagOf(setting) is null && Origins?.GetValueOrDefault(setting) is { } origin
+        ? origin.StartsWith("the environment", StringComparison.Ordinal) ? $"; set by {origin}" : $"; set in {origin}"
+        : "";
+
+    /// <summary>A setting as the operator gave it: its flag, else "TlsKey '…' (set in FILE)" style.</summary>
+    private string Named(string setting, string value) => FlagOf(setting) is { } flag ? $"{flag} '{value}'"
+        : OriginOf(setting) is { Length: > 0 } origin ? $"{setting} '{value}' ({origin[2..]})" : $"{setting} '{value}'";
+
     /// <summary>The refusal of a setting: a <see cref="Cli.UsageException"/> (the command prints where the usage is)
     /// when <paramref name="flag"/> gave it.</summary>
     private static ArgumentException Refusal(string message, string? flag, Exception? inner = null) =>
@@ -330,7 +344,7 @@ public sealed class NodeOptions
 
         if (!string.IsNullOrEmpty(TlsKey) && string.IsNullOrEmpty(TlsCertificate))
         {
-            throw Refusal($"{keyFlag ?? "TLS key"} '{TlsKey}' is given without a certificate: give --tls-cert too (the key belongs to a PEM certificate), or drop --tls-key.", keyFlag);
+            throw Refusal($"{Named(nameof(TlsKey), TlsKey)} is given without a certificate: give {certFlag ?? (keyFlag is null ? nameof(TlsCertificate) : "--tls-cert")} too (the key belongs to a PEM certificate), or remove {keyFlag ?? nameof(TlsKey)}.", keyFlag);
         }
 
         if (!string.IsNullOrEmpty(TlsCertificate))
@@ -342,7 +356,7 @@ public sealed class NodeOptions
 
             if (!string.IsNullOrEmpty(TlsKey) && IsPkcs12(TlsCertificate))
             {
-                throw Refusal($"{keyFlag ?? "TLS key"} '{TlsKey}' is given with '{TlsCertificate}', which holds its own key (PKCS#12): drop --tls-key.", keyFlag ?? certFlag);
+                throw Refusal($"{Named(nameof(TlsKey), TlsKey)} is given with '{TlsCertificate}', which holds its own key (PKCS#12): remove {keyFlag ?? nameof(TlsKey)}.", keyFlag ?? certFlag);
             }
 
             if (!string.IsNullOrEmpty(TlsKey) && !File.Exists(TlsKey))
@@ -545,7 +559,7 @@ public sealed class NodeOptions
         if (!ok)
         {
             string? flag = FlagOf(name);
-            throw Refusal($"{flag ?? $"MegaNet option {name}"} must be {range}.", flag);
+            throw Refusal($"{flag ?? $"MegaNet option {name}"} must be {range}{OriginOf(name)}.", flag);
         }
     }
 }
