@@ -276,8 +276,10 @@ internal sealed partial class EnvelopeKv
             Candidates.Clear();
             int end = (int)Math.Min(page.Length, until - pageStart);
             int at = (int)(from - pageStart);
-            // Where a run of zero words began: FASTER fills every page from its start and leaves empty only the end of a
-            // page where the next record did not fit, so zeros followed by a record are damage (a zeroed sector).
+            // Where a run of zero words began. Zeros are no record (FASTER's scan steps over them a word at a time): the end
+            // of a page where the next record did not fit, and the rest of a value an update shortened in place (FASTER
+            // zeroes it, an ack's rewrite of a record still in memory). Zeros followed by bytes that are no record are
+            // counted with them as damage (a zeroed sector ending inside a record).
             int gapStart = -1;
             while (at < end)
             {
@@ -309,12 +311,7 @@ internal sealed partial class EnvelopeKv
                     continue;
                 }
 
-                if (gapStart >= 0)
-                {
-                    Damaged(pageStart + gapStart, at - gapStart);
-                    gapStart = -1;
-                }
-
+                gapStart = -1;
                 if (IsCandidate(page, at, word))
                 {
                     Candidates.Add(at);

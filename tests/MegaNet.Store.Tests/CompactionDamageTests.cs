@@ -128,6 +128,38 @@ public sealed class CompactionDamageTests : IDisposable
     }
 
     [Fact]
+    public async Task Acknowledgements_shortened_in_memory_leave_zeros_that_are_no_damage()
+    {
+        await using FasterEnvelopeStore store = await FasterEnvelopeStore.OpenAsync(Options(_dir));
+        var reports = new List<StoreCorruptException>();
+        store.TableDamageFound += reports.Add;
+        byte[] recipient = Bytes(_random, 32);
+        var puts = new List<PutRequest>();
+        var receipts = new List<PutReceipt>();
+        // Nine in ten acknowledged right after their put, while the record is in the table's mutable memory: FASTER
+        // shortens it in place to the metadata and zeroes the rest of the envelope's bytes there.
+        for (int i = 0; i < 200; i++)
+        {
+            puts.Add(new PutRequest(Bytes(_random, 60_000), recipient, DateTimeOffset.UtcNow.AddDays(1)));
+            receipts.Add(await store.PutAsync(puts[^1]));
+            if (i % 10 != 0)
+            {
+                Assert.Equal(1, await store.AckAsync(recipient, [receipts[^1].MailboxSeq]));
+            }
+        }
+
+        await store.CheckpointAsync();
+
+        CompactionOutcome outcome = Assert.IsType<CompactionOutcome>(store.LastCompaction);
+        Assert.True(outcome.Reclaimed > 0, "the compaction reclaimed nothing");
+        Assert.Equal(0, outcome.DamagedBytes);
+        Assert.Empty(reports);
+        MailboxPage page = await store.ListAsync(recipient, 0, 1000, 4 << 20);
+        Assert.Equal(receipts.Where((r, i) => i % 10 == 0).Select(r => r.MailboxSeq), page.Entries.Select(e => e.Seq));
+        AssertEnvelopesReadBack(puts, receipts, page.Entries);
+    }
+
+    [Fact]
     public async Task Compaction_stops_before_a_page_it_cannot_read_for_now_and_loses_nothing()
     {
         (FasterEnvelopeStore store, byte[] recipient, List<PutRequest> puts, List<PutReceipt> receipts) = await FillAsync();
