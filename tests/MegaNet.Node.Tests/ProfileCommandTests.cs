@@ -278,4 +278,18 @@ public sealed class ProfileCommandTests(ITestOutputHelper output) : IDisposable
             }
         }
     }
+
+    [Fact]
+    public void A_load_process_is_profiled_for_its_embedded_node_and_one_against_another_node_is_refused_naming_it()
+    {
+        // `meganet profile --pid` on a `meganet load` process said "not a MegaNet node", though without --node the load
+        // runs its node in that very process.
+        Assert.Null(NodeProfiler.NotProfilable(42, "dotnet /opt/meganet/meganet.dll load --clients 64 --seconds 10"));
+        Assert.Null(NodeProfiler.NotProfilable(42, "/usr/local/bin/meganet node --data /srv/meganet"));
+
+        string against = NodeProfiler.NotProfilable(42, "meganet load --node https://relay.example:7700 --tls-cert node.pem")!;
+        Assert.Contains("Process 42 is 'meganet load' against the node at https://relay.example:7700", against, StringComparison.Ordinal);
+        Assert.Contains("on that node's own process", against, StringComparison.Ordinal);
+        Assert.Contains("is not a MegaNet node", NodeProfiler.NotProfilable(42, "dotnet other.dll")!, StringComparison.Ordinal);
+    }
 }

@@ -9,7 +9,7 @@ internal static class ProfileCommand
 {
     public static Command Build()
     {
-        var pid = new Option<int?>("--pid", "-p") { Description = "Node process id. Default: the only node running.", CustomParser = CliParsers.OptionalInt32 };
+        var pid = new Option<int?>("--pid", "-p") { Description = "Node process id: a 'meganet node', or a 'meganet load' without --node (its node runs in that process). Default: the only node running.", CustomParser = CliParsers.OptionalInt32 };
         var list = new Option<bool>("--list") { Description = "List running MegaNet nodes and exit." };
         var once = new Option<bool>("--once") { Description = "Print one snapshot and exit." };
         var json = new Option<bool>("--json") { Description = "With --once: print the snapshot as JSON." };

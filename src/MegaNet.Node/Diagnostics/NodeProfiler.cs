@@ -94,9 +94,9 @@ public static class NodeProfiler
             {
                 throw new ProfilerException($"No process {p} is running (or its command line cannot be read).");
             }
-            else if (!IsNode(commandLine))
+            else if (NotProfilable(p, commandLine) is { } refusal)
             {
-                throw new ProfilerException($"Process {p} is not a MegaNet node ('{commandLine}'); 'meganet profile --list' lists the nodes running.");
+                throw new ProfilerException(refusal);
             }
 
             if (!DiagnosticsClient.GetPublishedProcesses().Contains(p))
@@ -516,6 +516,36 @@ public static class NodeProfiler
 
     private static List<InstrumentReading> Sorted(ConcurrentDictionary<string, InstrumentReading> table) =>
         [.. table.Values.OrderBy(r => r.Meter == "MegaNet" ? 0 : 1).ThenBy(r => r.Meter, StringComparer.Ordinal).ThenBy(r => r.Instrument, StringComparer.Ordinal).ThenBy(r => r.Tags, StringComparer.Ordinal)];
+
+    /// <summary>Why process <paramref name="pid"/>, run as <paramref name="commandLine"/>, has no node to profile; null
+    /// when it has one.</summary>
+    /// <remarks>A <c>meganet load</c> without <c>--node</c> runs its node in its own process, with the same meters: that
+    /// is profiled (its table has the load client's gRPC figures beside the node's). With <c>--node</c> it runs none.</remarks>
+    internal static string? NotProfilable(int pid, string commandLine)
+    {
+        if (IsNode(commandLine))
+        {
+            return null;
+        }
+
+        string[] args = commandLine.Split(' ', StringSplitOptions.RemoveEmptyEntries);
+        int program = Array.FindIndex(args, a => Path.GetFileName(a) is "meganet" or "meganet.dll" or "meganet.exe");
+        if (program >= 0 && program + 1 < args.Length && args[program + 1] == "load")
+        {
+            int node = Array.FindIndex(args, program + 2, a => a == "--node" || a.StartsWith("--node=", StringComparison.Ordinal));
+            if (node < 0)
+            {
+                return null;
+            }
+
+            string address = args[node].Length > "--node".Length ? args[node]["--node=".Length..] : node + 1 < args.Length ? args[node + 1] : "?";
+            return $"Process {pid} is 'meganet load' against the node at {address}: it runs no node of its own to profile. " +
+                "Run 'meganet profile' (with --pid) on that node's own process, on its machine ('meganet profile --list' there lists it), " +
+                "or run 'meganet load' without --node, which embeds a node that --pid can profile.";
+        }
+
+        return $"Process {pid} is not a MegaNet node ('{commandLine}'); 'meganet profile --list' lists the nodes running.";
+    }
 
     private static bool IsNode(string commandLine)
     {
