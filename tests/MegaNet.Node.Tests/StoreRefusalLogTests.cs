@@ -113,7 +113,10 @@ public sealed class StoreRefusalLogTests
             }
         }
 
-        Assert.Single(log.Lines, l => l.Contains("Refusing new mail: the node holds all the mail StoreMaxMiB allows (1 MiB); 1 envelopes refused", StringComparison.Ordinal));
+        // Counted once the group's answers are out (the refused client may hear first): waited for.
+        const string Refusing = "Refusing new mail: the node holds all the mail StoreMaxMiB allows (1 MiB); 1 envelopes refused";
+        await Poll.UntilAsync(() => log.Lines.Any(l => l.Contains(Refusing, StringComparison.Ordinal)), () => $"no warning; the log: {string.Join("\n", log.Lines)}");
+        Assert.Single(log.Lines, l => l.Contains(Refusing, StringComparison.Ordinal));
         Assert.Equal("store_full", (await client.Relay.StatusAsync(new StatusRequest())).StoreRefusing);
 
         var seqs = new List<ulong>();
@@ -125,9 +128,11 @@ public sealed class StoreRefusalLogTests
 
         Assert.Equal(sent, await client.AckAsync(bob, seqs));
         await client.SendAsync(alice, bob.Card, big, TextType);
-        Assert.Single(log.Lines, l => l.StartsWith("Information", StringComparison.Ordinal)
+        bool AcceptingAgain(string l) => l.StartsWith("Information", StringComparison.Ordinal)
             && l.Contains("Accepting new mail again after refusing it (store_full)", StringComparison.Ordinal)
-            && l.EndsWith("1 envelopes were refused", StringComparison.Ordinal));
+            && l.EndsWith("1 envelopes were refused", StringComparison.Ordinal);
+        await Poll.UntilAsync(() => log.Lines.Any(AcceptingAgain), () => $"no line on accepting again; the log: {string.Join("\n", log.Lines)}");
+        Assert.Single(log.Lines, AcceptingAgain);
         Assert.Equal("", (await client.Relay.StatusAsync(new StatusRequest())).StoreRefusing);
         node.AssertNoServerErrors();
     }
