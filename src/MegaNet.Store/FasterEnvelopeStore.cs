@@ -739,17 +739,8 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
             return probe();
         }
 
-        try
-        {
-            // statvfs(2) of the directory on Unix (any path on the file system will do); Windows wants the drive.
-            string path = Path.GetFullPath(StoreDirectory);
-            return new DriveInfo(OperatingSystem.IsWindows() ? Path.GetPathRoot(path)! : path).AvailableFreeSpace;
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentException)
-        {
-            // Not knowing is no reason to refuse mail; a full disk still faults the store as before.
-            return long.MaxValue;
-        }
+        // Not knowing (long.MaxValue) is no reason to refuse mail; a full disk still faults the store as before.
+        return DiskSpace.FreeBytes(StoreDirectory);
     }
 
     /// <inheritdoc />

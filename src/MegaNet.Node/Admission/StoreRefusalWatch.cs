@@ -1,4 +1,5 @@
 using MegaNet.Node.Hosting;
+using MegaNet.Store;
 using Microsoft.Extensions.Logging;
 
 namespace MegaNet.Node.Admission;
@@ -133,29 +134,4 @@ internal sealed partial class StoreRefusalWatch(NodeOptions options, TimeProvide
     [LoggerMessage(EventId = 106, Level = LogLevel.Information, Message = "Accepting new mail again after refusing it ({Reason}) for {Seconds} s; " +
         "{Count} envelopes were refused")]
     private static partial void LogAcceptingAgain(ILogger logger, string reason, long count, long seconds);
-}
-
-/// <summary>Free space on a file system, as the store's free-space mark reads it.</summary>
-internal static class DiskSpace
-{
-    /// <summary>Bytes free to this user on the file system of <paramref name="directory"/> (or of its nearest existing
-    /// parent); <see cref="long.MaxValue"/> when that cannot be read (not knowing is no reason to warn).</summary>
-    public static long FreeBytes(string directory)
-    {
-        try
-        {
-            string path = Path.GetFullPath(directory);
-            while (!Directory.Exists(path) && Path.GetDirectoryName(path) is { } parent)
-            {
-                path = parent;
-            }
-
-            // statvfs(2) of the directory on Unix (any path on the file system will do); Windows wants the drive.
-            return new DriveInfo(OperatingSystem.IsWindows() ? Path.GetPathRoot(path)! : path).AvailableFreeSpace;
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentException)
-        {
-            return long.MaxValue;
-        }
-    }
 }
