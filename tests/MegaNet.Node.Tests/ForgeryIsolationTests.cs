@@ -237,7 +237,7 @@ public sealed class ForgeryIsolationTests
         }
     }
 
-    private static Envelope[] Seal(int count, bool forged)
+    internal static Envelope[] Seal(int count, bool forged)
     {
         Envelope[] envelopes = AdmissionBatchingTests.Seal(count);
         if (forged)

@@ -492,6 +492,14 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
     /// that site's go in a second batch (<see cref="BatchLoop"/>).</summary>
     internal const int MainBatchPerSite = 16;
 
+    /// <summary>The first chunk of a window's main batch (<see cref="BatchLoop"/>): at most this many forgeries from a
+    /// site with no record yet are bisected at the clean lanes' rate before its other submissions count as suspect.</summary>
+    internal const int MainFirstChunk = 1_024;
+
+    /// <summary>The first chunk of the overflow batch, whose sites each already have <see cref="MainBatchPerSite"/> in
+    /// the main one.</summary>
+    internal const int OverflowFirstChunk = 256;
+
     // Store groups handed over and not yet answered, at most (the store itself commits two groups at a time).
     private const int MaxStoresInFlight = 4;
 
@@ -510,9 +518,11 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
     {
         ChannelReader<Pending> reader = _queue.Reader;
         var items = new List<Pending>(_options.MaxBatch);
+        var main = new List<Pending>();
         var suspect = new List<Pending>();
         var overflow = new List<Pending>();
         var perSite = new Dictionary<ClientAddress, int>();
+        var foundBad = new HashSet<ClientAddress>(); // sites with a bad signature in this window's clean lanes
         var suspects = new ForgerySuspects();
         using var batch = new SignatureBatch(Math.Min(_options.MaxBatch, 65_536), Math.Min(_options.MaxBatch, 65_536) * 160);
         bool[] verdicts = new bool[_options.MaxBatch];
@@ -558,72 +568,56 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
                 // submissions beyond MainBatchPerSite in a window it shares with other sites (so a site not yet
                 // suspect puts only that many forgeries into the batch that carries everyone's few); and one for sites
                 // that lately sent bad signatures, so the bisection that finds their forgeries costs only them. A
-                // site past its budget of bad signatures is refused unverified.
+                // site past its budget of bad signatures is refused unverified. The first two are verified in chunks
+                // (SettleClean), so a site found forging in one chunk joins the third for the rest of the window.
                 long now = Stopwatch.GetTimestamp();
                 suspects.Sweep(now);
+                main.Clear();
                 suspect.Clear();
                 overflow.Clear();
                 perSite.Clear();
+                foundBad.Clear();
                 ClientAddress? firstSite = items.Count > 0 ? items[0].Source : null;
                 bool shared = items.Exists(p => p.Source != firstSite);
-
-                batch.Clear();
-                int clean = 0;
-                for (int i = 0; i < items.Count; i++)
+                foreach (Pending p in items)
                 {
-                    Pending p = items[i];
-                    switch (suspects.Classify(p.Source, now, out int retryAfterMs))
+                    ForgerySuspects.Lane lane = suspects.Classify(p.Source, now, out int retryAfterMs);
+                    if (lane != ForgerySuspects.Lane.Clean)
                     {
-                        case ForgerySuspects.Lane.Clean:
-                            if (shared && p.Source is { } site && ++CollectionsMarshal.GetValueRefOrAddDefault(perSite, site, out _) > MainBatchPerSite)
-                            {
-                                overflow.Add(p);
-                                Interlocked.Increment(ref _overflowed);
-                            }
-                            else
-                            {
-                                items[clean++] = p;
-                                batch.Add(p.SendingKey, p.Signature, p.SigningBytes);
-                            }
-
-                            break;
-                        case ForgerySuspects.Lane.Suspect:
-                            suspect.Add(p);
-                            break;
-                        case ForgerySuspects.Lane.Refused:
-                            p.Release();
-                            p.TrySetException(Reject("bad_signature_budget", StatusCode.ResourceExhausted,
-                                $"More than {ForgerySuspects.BadPerSecond} envelopes a second whose signatures did not verify came from this network address; " +
-                                "its submissions are refused unverified until that rate falls. Nothing was stored; retry later.", retryAfterMs));
-                            break;
-                        default:
-                            p.Release();
-                            p.TrySetException(Reject("suspect_lane_full", StatusCode.ResourceExhausted,
-                                $"Envelopes whose signatures did not verify came from this network address lately, and the node verifies at most {ForgerySuspects.LanePerSecond:N0} " +
-                                $"a second from such addresses (for {ForgerySuspects.Hold.TotalSeconds:0} s after the last bad one). Nothing was stored; retry later.", retryAfterMs));
-                            break;
+                        SuspectOrRefuse(p, lane, retryAfterMs);
+                    }
+                    else if (shared && p.Source is { } site && ++CollectionsMarshal.GetValueRefOrAddDefault(perSite, site, out _) > MainBatchPerSite)
+                    {
+                        overflow.Add(p);
+                        Interlocked.Increment(ref _overflowed);
+                    }
+                    else
+                    {
+                        main.Add(p);
                     }
                 }
 
-                items.RemoveRange(clean, items.Count - clean);
-                foreach (Pending p in overflow.Concat(suspect))
+                // items now lists what is put in the batch, in the batch's order.
+                items.Clear();
+                batch.Clear();
+
+                // Each batch goes to the store before the next is verified: the main batch's receipts do not wait for
+                // the bisection of forgeries in the overflow or the suspects' batch.
+                SettleClean(main, MainFirstChunk, now);
+                SettleClean(overflow, OverflowFirstChunk, now);
+                int from = items.Count;
+                foreach (Pending p in suspect)
                 {
                     items.Add(p);
                     batch.Add(p.SendingKey, p.Signature, p.SigningBytes);
                 }
 
-
-                // Each batch goes to the store before the next is verified: the main batch's receipts do not wait for
-                // the bisection of forgeries in the overflow or the suspects' batch.
-                int overflowEnd = clean + overflow.Count;
-                VerifyAndSettle(0, clean, suspectLane: false, now);
-                VerifyAndSettle(clean, overflowEnd, suspectLane: false, now);
-                VerifyAndSettle(overflowEnd, items.Count, suspectLane: true, now);
+                VerifyAndSettle(from, items.Count, suspectLane: true, now);
             }
             catch (Exception e)
             {
                 LogBatchFailed(_logger, e, items.Count);
-                foreach (Pending p in items.Concat(overflow).Concat(suspect))
+                foreach (Pending p in items.Concat(main).Concat(overflow).Concat(suspect))
                 {
                     if (p.HandedToStore)
                     {
@@ -656,10 +650,69 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
             }
 
             items.Clear();
+            main.Clear();
             suspect.Clear();
             overflow.Clear();
             perSite.Clear();
+            foundBad.Clear();
             return thread.Wait(ready, IdleSweepInterval, sweepSuspects);
+        }
+
+        // A submission from a site held as a forgery suspect: to the suspects' batch, or refused unverified.
+        void SuspectOrRefuse(Pending p, ForgerySuspects.Lane lane, int retryAfterMs)
+        {
+            switch (lane)
+            {
+                case ForgerySuspects.Lane.Suspect:
+                    suspect.Add(p);
+                    break;
+                case ForgerySuspects.Lane.Refused:
+                    p.Release();
+                    p.TrySetException(Reject("bad_signature_budget", StatusCode.ResourceExhausted,
+                        $"More than {ForgerySuspects.BadPerSecond} envelopes a second whose signatures did not verify came from this network address; " +
+                        "its submissions are refused unverified until that rate falls. Nothing was stored; retry later.", retryAfterMs));
+                    break;
+                default:
+                    p.Release();
+                    p.TrySetException(Reject("suspect_lane_full", StatusCode.ResourceExhausted,
+                        $"Envelopes whose signatures did not verify came from this network address lately, and the node verifies at most {ForgerySuspects.LanePerSecond:N0} " +
+                        $"a second from such addresses (for {ForgerySuspects.Hold.TotalSeconds:0} s after the last bad one). Nothing was stored; retry later.", retryAfterMs));
+                    break;
+            }
+        }
+
+        // Verifies a clean lane in chunks that grow fourfold from firstChunk. Before each chunk, the submissions of a
+        // site found to forge in an earlier chunk of this window are classified again: to the suspects' batch within
+        // the site's budget, refused beyond it. In one batch, a site with no record yet had every forgery of its
+        // window bisected at the clean rate (MaxBatch, 4,096 by default: ~0.7 s of the batcher's time here); now at most
+        // a first chunk's worth, and the small first chunks cost honest traffic under 2 % (6.4 µs an item at 1,024
+        // against 5.7 µs at 16,384, one AVX-512 thread).
+        void SettleClean(List<Pending> lane, int chunk, long now)
+        {
+            int next = 0;
+            while (next < lane.Count)
+            {
+                int from = items.Count;
+                while (next < lane.Count && items.Count - from < chunk)
+                {
+                    Pending p = lane[next++];
+                    if (p.Source is { } site && foundBad.Contains(site))
+                    {
+                        ForgerySuspects.Lane again = suspects.Classify(site, now, out int retryAfterMs);
+                        if (again != ForgerySuspects.Lane.Clean)
+                        {
+                            SuspectOrRefuse(p, again, retryAfterMs);
+                            continue;
+                        }
+                    }
+
+                    items.Add(p);
+                    batch.Add(p.SendingKey, p.Signature, p.SigningBytes);
+                }
+
+                VerifyAndSettle(from, items.Count, suspectLane: false, now);
+                chunk = (int)Math.Min(4L * chunk, int.MaxValue);
+            }
         }
 
         // Verifies items[from..to) as one batch, answers them by their verdicts and hands the accepted ones to the store.
@@ -681,6 +734,11 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
                 suspects.Verified(p.Source, verdicts[i], suspectLane, now);
                 if (!verdicts[i])
                 {
+                    if (!suspectLane && p.Source is { } site)
+                    {
+                        foundBad.Add(site);
+                    }
+
                     p.Release();
                     p.TrySetException(Reject("signature", StatusCode.InvalidArgument,
                         "The envelope signature does not verify under MegaNet's rule (docs/verification.md)."));
