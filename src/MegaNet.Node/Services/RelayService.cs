@@ -26,6 +26,7 @@ public sealed class RelayService(
     TimeProvider clock,
     Microsoft.Extensions.Hosting.IHostApplicationLifetime lifetime,
     DelegatedVerificationGate verifyGate,
+    ProofGate proofGate,
     StoreDamage storeDamage) : Relay.RelayBase
 {
     /// <summary>Most items (signatures, inclusion and consistency proofs together) in one <c>VerifyBatch</c> call.</summary>
@@ -620,7 +621,7 @@ public sealed class RelayService(
         Task.FromResult(AdmissionPipeline.ToProto(store.GetTreeHead()));
 
     /// <inheritdoc/>
-    public override Task<InclusionProof> GetInclusionProof(InclusionProofRequest request, ServerCallContext context)
+    public override async Task<InclusionProof> GetInclusionProof(InclusionProofRequest request, ServerCallContext context)
     {
         if (request.LeafIndex < 0 || request.TreeSize < 1 || request.LeafIndex >= request.TreeSize)
         {
@@ -629,14 +630,19 @@ public sealed class RelayService(
                 $"leaf_index {request.LeafIndex} of tree_size {request.TreeSize}: a proof needs 0 <= leaf_index < tree_size."));
         }
 
-        IReadOnlyList<byte[]> path = Guard(() => store.GetInclusionProof(request.LeafIndex, request.TreeSize));
+        IReadOnlyList<byte[]> path;
+        using (await proofGate.EnterAsync(Source(context), context.CancellationToken).ConfigureAwait(false))
+        {
+            path = Guard(() => store.GetInclusionProof(request.LeafIndex, request.TreeSize));
+        }
+
         var proof = new InclusionProof { LeafIndex = request.LeafIndex, TreeSize = request.TreeSize };
         proof.Path.AddRange(path.Select(ByteString.CopyFrom));
-        return Task.FromResult(proof);
+        return proof;
     }
 
     /// <inheritdoc/>
-    public override Task<ConsistencyProof> GetConsistencyProof(ConsistencyProofRequest request, ServerCallContext context)
+    public override async Task<ConsistencyProof> GetConsistencyProof(ConsistencyProofRequest request, ServerCallContext context)
     {
         if (request.First < 0 || request.First > request.Second)
         {
@@ -644,10 +650,15 @@ public sealed class RelayService(
                 $"first {request.First}, second {request.Second}: a proof needs 0 <= first <= second."));
         }
 
-        IReadOnlyList<byte[]> path = Guard(() => store.GetConsistencyProof(request.First, request.Second));
+        IReadOnlyList<byte[]> path;
+        using (await proofGate.EnterAsync(Source(context), context.CancellationToken).ConfigureAwait(false))
+        {
+            path = Guard(() => store.GetConsistencyProof(request.First, request.Second));
+        }
+
         var proof = new ConsistencyProof { First = request.First, Second = request.Second };
         proof.Path.AddRange(path.Select(ByteString.CopyFrom));
-        return Task.FromResult(proof);
+        return proof;
     }
 
     /// <inheritdoc/>
