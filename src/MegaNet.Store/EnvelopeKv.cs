@@ -41,6 +41,9 @@ internal sealed partial class EnvelopeKv : IDisposable
     private readonly FasterKV<SpanByte, SpanByte> _kv;
     private readonly ClientSession<SpanByte, SpanByte, SpanByte, byte[], Empty, SpanByteFunctions_ByteArrayOutput<Empty>> _writer;
     private readonly ClientSession<SpanByte, SpanByte, SpanByte, byte[], Empty, SpanByteFunctions_ByteArrayOutput<Empty>> _lookup;
+
+    // The committer's session for GetMetaMany, whose completions carry the index of the id they answer.
+    private ClientSession<SpanByte, SpanByte, SpanByte, byte[], int, SpanByteFunctions_ByteArrayOutput<int>>? _manyReader;
     private readonly ConcurrentBag<ClientSession<SpanByte, SpanByte, SpanByte, byte[], Empty, SpanByteFunctions_ByteArrayOutput<Empty>>> _readers = [];
     private readonly SemaphoreSlim _readerSlots = new(Environment.ProcessorCount);
     private readonly List<IDisposable> _allSessions = [];
@@ -301,6 +304,65 @@ internal sealed partial class EnvelopeKv : IDisposable
     /// from disk.</summary>
     public TableRead GetMetaForPrepare(ReadOnlySpan<byte> id) => GetMetaWaiting(_lookup, id);
 
+    /// <summary>
+    /// The metadata of each of <paramref name="ids"/> into <paramref name="metas"/> (null where there is none, or where
+    /// it could not be read), as <see cref="GetMetaForPrepare"/> reads one, with up to <see cref="ManyInFlight"/> reads
+    /// from disk in flight at once: the expiry sweep reads the record of every entry it sweeps, and 150,000 read one
+    /// at a time took 28 s here (85–130 s on a busier disk), the committer's writes held meanwhile. Committer only, on
+    /// a session of its own. A batch during which the device failed a read has its missing records read again one by
+    /// one, with <see cref="GetMetaForPrepare"/>'s retries.
+    /// </summary>
+    public void GetMetaMany(IReadOnlyList<byte[]> ids, byte[]?[] metas)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(metas.Length, ids.Count, nameof(metas));
+        _manyReader ??= _kv.For(new SpanByteFunctions_ByteArrayOutput<int>()).NewSession<SpanByteFunctions_ByteArrayOutput<int>>();
+        for (int start = 0; start < ids.Count; start += ManyInFlight)
+        {
+            int end = Math.Min(ids.Count, start + ManyInFlight);
+            long failures = _device.ReadFailures;
+            bool anyPending = false;
+            for (int i = start; i < end; i++)
+            {
+                Status status = StartRead(_manyReader, 'E', ids[i], i, out byte[] output);
+                if (status.IsPending)
+                {
+                    Interlocked.Increment(ref _diskReads);
+                    anyPending = true;
+                    metas[i] = null;
+                }
+                else
+                {
+                    metas[i] = status.Found ? output : null;
+                }
+            }
+
+            if (!anyPending)
+            {
+                continue;
+            }
+
+            _manyReader.CompletePendingWithOutputs(out CompletedOutputIterator<SpanByte, SpanByte, SpanByte, byte[], int> completed, wait: true);
+            using (completed)
+            {
+                while (completed.Next())
+                {
+                    metas[completed.Current.Context] = completed.Current.Status.Found ? completed.Current.Output : null;
+                }
+            }
+
+            if (_device.ReadFailures != failures)
+            {
+                for (int i = start; i < end; i++)
+                {
+                    metas[i] ??= GetMetaForPrepare(ids[i]).Value;
+                }
+            }
+        }
+    }
+
+    /// <summary>Reads from disk <see cref="GetMetaMany"/> has in flight at once, at most (as compaction's lookups).</summary>
+    internal const int ManyInFlight = 256;
+
     /// <summary>Metadata of an envelope, or null, on the writer session: for the one stage that writes the table (the
     /// apply stage, replay), while the prepare stage may be reading on its own session.</summary>
     public byte[]? GetMetaOnWriter(ReadOnlySpan<byte> id) => GetMetaWaiting(_writer, id).Value;
@@ -433,6 +495,7 @@ internal sealed partial class EnvelopeKv : IDisposable
         }
 
         _locator?.Dispose();
+        _manyReader?.Dispose();
 
         // Before FASTER frees the page buffers that a retried write would read.
         _device.AbandonRetries();
@@ -552,6 +615,19 @@ internal sealed partial class EnvelopeKv : IDisposable
 
     private TableRead Outcome(byte[]? found, bool fromDisk, long failures) =>
         new(found, fromDisk, found is null && fromDisk && _device.ReadFailures != failures ? _device.LastReadFailure : null);
+
+    /// <summary>Starts a read as the overload without a context does, its completion carrying <paramref name="context"/>.</summary>
+    private static unsafe Status StartRead(ClientSession<SpanByte, SpanByte, SpanByte, byte[], int, SpanByteFunctions_ByteArrayOutput<int>> session, char kind, ReadOnlySpan<byte> id, int context, out byte[] output)
+    {
+        Span<byte> keyBytes = stackalloc byte[33];
+        MakeKey(keyBytes, kind, id);
+        fixed (byte* k = keyBytes)
+        {
+            var key = SpanByte.FromFixedSpan(keyBytes);
+            output = null!;
+            return session.Read(ref key, ref output, context);
+        }
+    }
 
     /// <summary>Starts a read: found or not found at once when the record is in memory, pending when it is on disk.</summary>
     private static unsafe Status StartRead(ClientSession<SpanByte, SpanByte, SpanByte, byte[], Empty, SpanByteFunctions_ByteArrayOutput<Empty>> session, char kind, ReadOnlySpan<byte> id, out byte[] output)

@@ -1381,11 +1381,23 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         // Table records of swept entries, outside the index lock (a record may have to be read from disk; nothing else
         // writes the table now). The record may be a later put of the same id (possible through this API after a crash
         // replayed a swept entry): only the record the entry stands for goes.
-        foreach ((byte[] id, long logIndex) in swept)
+        // Read together (EnvelopeKv.GetMetaMany: many reads from disk in flight), then deleted in the same order.
+        if (swept.Count > 0)
         {
-            if (_kv.GetMetaForPrepare(id).Value is not { } meta || LogIndexOf(meta) == logIndex)
+            byte[][] ids = new byte[swept.Count][];
+            for (int i = 0; i < ids.Length; i++)
             {
-                _kv.DeleteAll(id);
+                ids[i] = swept[i].Id;
+            }
+
+            byte[]?[] metas = new byte[]?[ids.Length];
+            _kv.GetMetaMany(ids, metas);
+            for (int i = 0; i < ids.Length; i++)
+            {
+                if (metas[i] is not { } meta || LogIndexOf(meta) == swept[i].LogIndex)
+                {
+                    _kv.DeleteAll(ids[i]);
+                }
             }
         }
 
