@@ -80,6 +80,7 @@ public sealed class SignatureCaseGenerator
     private readonly Dictionary<SignatureCaseKind, int> _variants = [];
     private (BigInteger A, int TorsionA)? _sharedMixedOrderKey;
     private int? _messageLength;
+    private byte[]? _message;
 
     /// <summary>Creates a generator whose items depend only on <paramref name="seed"/>.</summary>
     public SignatureCaseGenerator(int seed, int distinctKeys = 64)
@@ -226,6 +227,24 @@ public sealed class SignatureCaseGenerator
         }
     }
 
+    /// <summary>The next item of the given kind over <paramref name="message"/> (a kind that changes the message, as
+    /// <see cref="SignatureCaseKind.FlipM"/> does, changes a copy): for signatures over a protocol's own bytes, such as
+    /// a tree head's.</summary>
+    public SignatureCase Next(SignatureCaseKind kind, byte[] message)
+    {
+        ArgumentNullException.ThrowIfNull(message);
+        ArgumentOutOfRangeException.ThrowIfLessThan(message.Length, kind == SignatureCaseKind.FlipM ? 1 : 0);
+        _message = message;
+        try
+        {
+            return Next(kind);
+        }
+        finally
+        {
+            _message = null;
+        }
+    }
+
     /// <summary>A mix: mostly valid, with every adversarial kind sprinkled in.</summary>
     public SignatureCase NextMixed(double invalidShare = 0.25)
     {
@@ -281,6 +300,11 @@ public sealed class SignatureCaseGenerator
 
     private byte[] RandomMessage()
     {
+        if (_message is not null)
+        {
+            return (byte[])_message.Clone();
+        }
+
         byte[] message = new byte[_messageLength ?? _random.Next(0, 64)];
         _random.NextBytes(message);
         return message;
@@ -288,8 +312,11 @@ public sealed class SignatureCaseGenerator
 
     private SignatureCase Valid(SignatureCaseKind kind, (byte[] Pk, byte[] Sk) key, int minMessage = 0)
     {
-        byte[] message = new byte[_messageLength ?? _random.Next(minMessage, 200)];
-        _random.NextBytes(message);
+        byte[] message = _message is not null ? (byte[])_message.Clone() : new byte[_messageLength ?? _random.Next(minMessage, 200)];
+        if (_message is null)
+        {
+            _random.NextBytes(message);
+        }
         byte[] signature = new byte[64];
         Ed25519Signer.Sign(key.Sk, message, signature);
         return new SignatureCase(kind, (byte[])key.Pk.Clone(), signature, message);

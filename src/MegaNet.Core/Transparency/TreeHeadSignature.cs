@@ -36,8 +36,21 @@ public static class TreeHeadSignature
         return signature;
     }
 
-    /// <summary>Checks a tree head signature under MegaNet's rule (the reference implementation: one signature, no batch).</summary>
-    public static bool Verify(ReadOnlySpan<byte> nodePublicKey, long treeSize, ReadOnlySpan<byte> rootHash, long timestampUnixMs, ReadOnlySpan<byte> signature) =>
-        rootHash.Length == MerkleTree.HashSize &&
-        Ed25519Reference.Verify(nodePublicKey, signature, SigningBytes(treeSize, rootHash, timestampUnixMs));
+    /// <summary>
+    /// Checks a tree head signature under MegaNet's rule (the reference implementation: one signature, no batch) and
+    /// under libsodium's, which the JavaScript client and most other Ed25519 libraries apply. A head is something every
+    /// client compares with every other (consistency, gossip), so all must take the same heads as signed: a node key or
+    /// signature with a torsion component can pass the cofactored rule and fail the cofactorless one, and a node could
+    /// show such a head to C# clients as valid that a JS client refuses. An honest node's heads pass both.
+    /// </summary>
+    public static bool Verify(ReadOnlySpan<byte> nodePublicKey, long treeSize, ReadOnlySpan<byte> rootHash, long timestampUnixMs, ReadOnlySpan<byte> signature)
+    {
+        if (rootHash.Length != MerkleTree.HashSize || nodePublicKey.Length != 32 || signature.Length != 64)
+        {
+            return false;
+        }
+
+        byte[] signed = SigningBytes(treeSize, rootHash, timestampUnixMs);
+        return Ed25519Reference.Verify(nodePublicKey, signature, signed) && Interop.Sodium.Verify(signature, signed, nodePublicKey);
+    }
 }
