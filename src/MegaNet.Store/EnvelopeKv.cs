@@ -304,64 +304,62 @@ internal sealed partial class EnvelopeKv : IDisposable
     /// from disk.</summary>
     public TableRead GetMetaForPrepare(ReadOnlySpan<byte> id) => GetMetaWaiting(_lookup, id);
 
+    /// <summary>Reads <see cref="GetMetaMany"/> takes at once, at most, all of them in flight together when from disk
+    /// (as compaction's lookups).</summary>
+    internal const int ManyReads = 256;
+
     /// <summary>
-    /// The metadata of each of <paramref name="ids"/> into <paramref name="metas"/> (null where there is none, or where
-    /// it could not be read), as <see cref="GetMetaForPrepare"/> reads one, with up to <see cref="ManyInFlight"/> reads
-    /// from disk in flight at once: the expiry sweep reads the record of every entry it sweeps, and 150,000 read one
-    /// at a time took 28 s here (85–130 s on a busier disk), the committer's writes held meanwhile. Committer only, on
-    /// a session of its own. A batch during which the device failed a read has its missing records read again one by
+    /// The metadata of each of <paramref name="ids"/> (at most <see cref="ManyReads"/>) into <paramref name="metas"/>
+    /// (null where there is none, or where it could not be read), as <see cref="GetMetaForPrepare"/> reads one, with the
+    /// reads from disk in flight together: the expiry sweep reads the record of every entry it sweeps, and 150,000 read
+    /// one at a time took 28 s here (85–130 s on a busier disk), the committer's writes held meanwhile. Committer only,
+    /// on a session of its own. When the device failed a read meanwhile, the records not found are read again one by
     /// one, with <see cref="GetMetaForPrepare"/>'s retries.
     /// </summary>
-    public void GetMetaMany(IReadOnlyList<byte[]> ids, byte[]?[] metas)
+    public void GetMetaMany(ReadOnlySpan<byte[]> ids, Span<byte[]?> metas)
     {
-        ArgumentOutOfRangeException.ThrowIfLessThan(metas.Length, ids.Count, nameof(metas));
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(ids.Length, ManyReads, nameof(ids));
+        ArgumentOutOfRangeException.ThrowIfLessThan(metas.Length, ids.Length, nameof(metas));
         _manyReader ??= _kv.For(new SpanByteFunctions_ByteArrayOutput<int>()).NewSession<SpanByteFunctions_ByteArrayOutput<int>>();
-        for (int start = 0; start < ids.Count; start += ManyInFlight)
+        long failures = _device.ReadFailures;
+        bool anyPending = false;
+        for (int i = 0; i < ids.Length; i++)
         {
-            int end = Math.Min(ids.Count, start + ManyInFlight);
-            long failures = _device.ReadFailures;
-            bool anyPending = false;
-            for (int i = start; i < end; i++)
+            Status status = StartRead(_manyReader, 'E', ids[i], i, out byte[] output);
+            if (status.IsPending)
             {
-                Status status = StartRead(_manyReader, 'E', ids[i], i, out byte[] output);
-                if (status.IsPending)
-                {
-                    Interlocked.Increment(ref _diskReads);
-                    anyPending = true;
-                    metas[i] = null;
-                }
-                else
-                {
-                    metas[i] = status.Found ? output : null;
-                }
+                Interlocked.Increment(ref _diskReads);
+                anyPending = true;
+                metas[i] = null;
             }
-
-            if (!anyPending)
+            else
             {
-                continue;
+                metas[i] = status.Found ? output : null;
             }
+        }
 
-            _manyReader.CompletePendingWithOutputs(out CompletedOutputIterator<SpanByte, SpanByte, SpanByte, byte[], int> completed, wait: true);
-            using (completed)
+        if (!anyPending)
+        {
+            return;
+        }
+
+        _manyReader.CompletePendingWithOutputs(out CompletedOutputIterator<SpanByte, SpanByte, SpanByte, byte[], int> completed, wait: true);
+        using (completed)
+        {
+            while (completed.Next())
             {
-                while (completed.Next())
-                {
-                    metas[completed.Current.Context] = completed.Current.Status.Found ? completed.Current.Output : null;
-                }
+                metas[completed.Current.Context] = completed.Current.Status.Found ? completed.Current.Output : null;
             }
+        }
 
-            if (_device.ReadFailures != failures)
+        if (_device.ReadFailures != failures)
+        {
+            for (int i = 0; i < ids.Length; i++)
             {
-                for (int i = start; i < end; i++)
-                {
-                    metas[i] ??= GetMetaForPrepare(ids[i]).Value;
-                }
+                metas[i] ??= GetMetaForPrepare(ids[i]).Value;
             }
         }
     }
-
-    /// <summary>Reads from disk <see cref="GetMetaMany"/> has in flight at once, at most (as compaction's lookups).</summary>
-    internal const int ManyInFlight = 256;
 
     /// <summary>Metadata of an envelope, or null, on the writer session: for the one stage that writes the table (the
     /// apply stage, replay), while the prepare stage may be reading on its own session.</summary>

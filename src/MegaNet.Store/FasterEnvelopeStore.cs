@@ -1381,22 +1381,28 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         // Table records of swept entries, outside the index lock (a record may have to be read from disk; nothing else
         // writes the table now). The record may be a later put of the same id (possible through this API after a crash
         // replayed a swept entry): only the record the entry stands for goes.
-        // Read together (EnvelopeKv.GetMetaMany: many reads from disk in flight), then deleted in the same order.
+        // Read EnvelopeKv.ManyReads at a time (GetMetaMany: those from disk in flight together), then deleted; a slice at
+        // a time, so what is held is that many records, not every swept one (up to 64 KiB each).
         if (swept.Count > 0)
         {
-            byte[][] ids = new byte[swept.Count][];
-            for (int i = 0; i < ids.Length; i++)
+            int slice = Math.Min(swept.Count, EnvelopeKv.ManyReads);
+            byte[][] ids = new byte[slice][];
+            byte[]?[] metas = new byte[]?[slice];
+            for (int first = 0; first < swept.Count; first += slice)
             {
-                ids[i] = swept[i].Id;
-            }
-
-            byte[]?[] metas = new byte[]?[ids.Length];
-            _kv.GetMetaMany(ids, metas);
-            for (int i = 0; i < ids.Length; i++)
-            {
-                if (metas[i] is not { } meta || LogIndexOf(meta) == swept[i].LogIndex)
+                int count = Math.Min(slice, swept.Count - first);
+                for (int i = 0; i < count; i++)
                 {
-                    _kv.DeleteAll(ids[i]);
+                    ids[i] = swept[first + i].Id;
+                }
+
+                _kv.GetMetaMany(ids.AsSpan(0, count), metas);
+                for (int i = 0; i < count; i++)
+                {
+                    if (metas[i] is not { } meta || LogIndexOf(meta) == swept[first + i].LogIndex)
+                    {
+                        _kv.DeleteAll(ids[i]);
+                    }
                 }
             }
         }

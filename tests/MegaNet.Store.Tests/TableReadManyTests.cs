@@ -31,8 +31,7 @@ public sealed class TableReadManyTests : IDisposable
         ids = [.. ids.OrderBy(_ => random.Next())];
 
         long diskReads = kv.DiskReads;
-        byte[]?[] many = new byte[]?[ids.Count];
-        kv.GetMetaMany(ids, many);
+        byte[]?[] many = ReadMany(kv, ids);
         Assert.True(kv.DiskReads - diskReads > 5_000, $"{kv.DiskReads - diskReads} reads from disk: the test wants most records on disk");
 
         for (int i = 0; i < ids.Count; i++)
@@ -59,12 +58,33 @@ public sealed class TableReadManyTests : IDisposable
                 return address < 1 << 20 && failedOnce.Add(address);
             }
         };
-        byte[]?[] many = new byte[]?[ids.Count];
-        kv.GetMetaMany(ids, many);
+        byte[]?[] many = ReadMany(kv, ids);
         kv.DeviceForTests.FailReadForTests = null;
 
         Assert.NotEmpty(failedOnce);
         Assert.All(many, Assert.NotNull);
+    }
+
+    [Fact]
+    public void More_ids_than_one_call_takes_are_refused()
+    {
+        using var kv = new EnvelopeKv(_dir, 8L << 20, 1L << 20);
+        byte[][] ids = Enumerable.Range(0, EnvelopeKv.ManyReads + 1).Select(_ => new byte[32]).ToArray();
+        Assert.Throws<ArgumentOutOfRangeException>(() => kv.GetMetaMany(ids, new byte[]?[ids.Length]));
+    }
+
+    // GetMetaMany over all of ids, as the sweep calls it: ManyReads at a time.
+    private static byte[]?[] ReadMany(EnvelopeKv kv, List<byte[]> ids)
+    {
+        byte[]?[] metas = new byte[]?[ids.Count];
+        byte[][] all = [.. ids];
+        for (int start = 0; start < all.Length; start += EnvelopeKv.ManyReads)
+        {
+            int count = Math.Min(EnvelopeKv.ManyReads, all.Length - start);
+            kv.GetMetaMany(all.AsSpan(start, count), metas.AsSpan(start, count));
+        }
+
+        return metas;
     }
 
     // Records of a 1 KiB envelope each, under fresh ids.
