@@ -56,6 +56,10 @@ public sealed class StoreRefusalLogTests
 
         watch.Refused(StoreRefusalWatch.StoreFull, 3);
         Assert.Equal(StoreRefusalWatch.StoreFull, watch.Refusing);
+        // Status looks again: full while the largest envelope would not fit beside the mail held.
+        int largest = new NodeOptions().MaxEnvelopeBytes;
+        Assert.Equal(StoreRefusalWatch.StoreFull, watch.RefusingNow(heldBytes: (3L << 20) - largest + 1));
+        Assert.Null(watch.RefusingNow(heldBytes: (3L << 20) - largest));
         string first = Assert.Single(log.Lines);
         Assert.StartsWith("Warning", first, StringComparison.Ordinal);
         Assert.Contains("StoreMaxMiB allows (3 MiB); 3 envelopes refused since the last warning. Raise StoreMaxMiB", first, StringComparison.Ordinal);
@@ -74,6 +78,11 @@ public sealed class StoreRefusalLogTests
         Assert.Equal(3, log.Lines.Count);
         Assert.Contains("for want of disk space: 1 envelopes refused since the last warning", log.Lines[2], StringComparison.Ordinal);
         Assert.Contains("StoreMinFreeDiskMiB", log.Lines[2], StringComparison.Ordinal);
+
+        // Status looks again: this disk has more than the default 1 GiB mark free, so the node no longer says it refuses; the
+        // stretch itself lasts until the store takes mail.
+        Assert.Null(watch.RefusingNow(heldBytes: 0));
+        Assert.Equal(StoreRefusalWatch.DiskLow, watch.Refusing);
 
         clock.Offset += TimeSpan.FromSeconds(5);
         watch.Accepted();
@@ -127,6 +136,8 @@ public sealed class StoreRefusalLogTests
         }
 
         Assert.Equal(sent, await client.AckAsync(bob, seqs));
+        // Room is back before anyone sends again: Status says so (it said store_full until the next envelope was stored).
+        Assert.Equal("", (await client.Relay.StatusAsync(new StatusRequest())).StoreRefusing);
         await client.SendAsync(alice, bob.Card, big, TextType);
         bool AcceptingAgain(string l) => l.StartsWith("Information", StringComparison.Ordinal)
             && l.Contains("Accepting new mail again after refusing it (store_full)", StringComparison.Ordinal)

@@ -34,6 +34,20 @@ internal sealed partial class StoreRefusalWatch(NodeOptions options, TimeProvide
     /// found it (at start, or storing the latest envelopes); null while it accepts.</summary>
     public string? Refusing => Volatile.Read(ref _refusing);
 
+    /// <summary>
+    /// <see cref="Refusing"/> looked at again, for <c>Status</c>: a stretch of refusals ends when the store takes mail, so
+    /// with no sender since room came back (disk freed, mail acknowledged or expired) the node went on saying it refused.
+    /// Null once the cause is gone: the data directory's free space back at the mark, or room under
+    /// <see cref="NodeOptions.StoreMaxMiB"/> beside the mail held (<paramref name="heldBytes"/>, the store's count) for
+    /// the largest envelope the node takes (<see cref="NodeOptions.MaxEnvelopeBytes"/>).
+    /// </summary>
+    public string? RefusingNow(long heldBytes) => Refusing switch
+    {
+        DiskLow when DiskSpace.FreeBytes(options.DataDirectory) >= (long)options.StoreMinFreeDiskMiB << 20 => null,
+        StoreFull when options.StoreMaxBytes <= 0 || heldBytes + options.MaxEnvelopeBytes <= options.StoreMaxBytes => null,
+        var refusing => refusing,
+    };
+
     /// <summary>At start: warns when the data directory's file system is already below the free-space mark, so the
     /// operator learns it before the first sender is refused.</summary>
     public void CheckAtStart()

@@ -793,7 +793,7 @@ public sealed class RelayService(
             Limits = limits,
             TreeSize = store.GetTreeHead().TreeSize,
             QueueDepth = admission.QueueDepth,
-            StoreRefusing = admission.StoreRefusals.Refusing ?? "",
+            StoreRefusing = admission.StoreRefusals.RefusingNow(store.HeldBytes) ?? "",
         });
     }
 
