@@ -453,7 +453,32 @@ public sealed class MegaNetClient : IDisposable
 
         int accepted = parts.Count - toSend.Count;
         var options = new ParallelOptions { MaxDegreeOfParallelism = PartsInFlight, CancellationToken = cancellationToken };
-        await Parallel.ForEachAsync(toSend, options, async (index, ct) =>
+        // The first part that fails stops the send: no part starts after it, and it is thrown once the parts in flight
+        // have their answers. The loop's own token is not used: it cancels the parts in flight as soon as one fails, and
+        // a part the node had accepted then lost its receipt (a refusal of the fourth part could arrive first, so the
+        // first three went down as unanswered, and the send claimed none accepted).
+        System.Runtime.ExceptionServices.ExceptionDispatchInfo? failure = null;
+        CancellationToken ct = cancellationToken;
+        await Parallel.ForEachAsync(toSend, options, async (index, _) =>
+        {
+            if (Volatile.Read(ref failure) is not null)
+            {
+                return;
+            }
+
+            try
+            {
+                await SendPartAsync(index).ConfigureAwait(false);
+            }
+            catch (Exception e)
+            {
+                Interlocked.CompareExchange(ref failure, System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(e), null);
+            }
+        }).ConfigureAwait(false);
+        failure?.Throw();
+        return receipts;
+
+        async Task SendPartAsync(int index)
         {
             // Sealed and stamped once: a part put off was not stored, so the same envelope is submitted again. Bounded by
             // the clock (any new stamp counts too), and by tries: a 1 ms hint is no reason for thousands of them.
@@ -503,8 +528,7 @@ public sealed class MegaNetClient : IDisposable
             // Recorded only now that the node answered with its receipt, and before the part counts as sent.
             journal?.Accepted(index, envelope, receipts[index]);
             progress?.Report(Interlocked.Increment(ref accepted));
-        }).ConfigureAwait(false);
-        return receipts;
+        }
     }
 
     /// <summary>Most envelopes in one <c>SubmitBatchStream</c> request (<c>Status.limits.max_batch_envelopes</c>).</summary>
