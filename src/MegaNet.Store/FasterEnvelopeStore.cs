@@ -96,6 +96,10 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     // An idle committer takes no checkpoint while neither changed (see IdleHousekeeping).
     private long _snapshotGeneration;
     private long _snapshotEarliestExpiry = long.MinValue;
+
+    // A put refused for MaxHeldBytes since the last snapshot (committer loop only): expired mail counts against the cap
+    // until a sweep, so with some of it expired the sweep is due at once (see CheckpointDue), not at the next interval.
+    private bool _refusedForCapSinceSnapshot;
     private long _liveBytes;
 
     // Prepare-stage state, touched only by the committer loop: the decisions of groups that are committing or applying
@@ -1207,7 +1211,8 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     }
 
     private bool CheckpointDue() => Stopwatch.GetElapsedTime(_lastCheckpoint) >= _options.CheckpointInterval
-        || _log.TailAddress - _checkpointedWal >= _options.CheckpointLogBytes;
+        || _log.TailAddress - _checkpointedWal >= _options.CheckpointLogBytes
+        || (_refusedForCapSinceSnapshot && _snapshotEarliestExpiry <= _options.Clock.GetUtcNow().ToUnixTimeMilliseconds());
 
     /// <summary>How often the committer wakes while no request arrives (<see cref="IdleHousekeeping"/>): the checkpoint
     /// interval, between 10 ms and a second, so a checkpoint finishes and expired mail goes within a second of when
@@ -1377,6 +1382,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
 
         _snapshotGeneration = _generation;
         _snapshotEarliestExpiry = earliestExpiry;
+        _refusedForCapSinceSnapshot = false;
 
         // Table records of swept entries, outside the index lock (a record may have to be read from disk; nothing else
         // writes the table now). The record may be a later put of the same id (possible through this API after a crash
@@ -1771,6 +1777,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
 
         if (_options.MaxHeldBytes > 0 && _heldForPrepare + put.Envelope.Length > _options.MaxHeldBytes)
         {
+            _refusedForCapSinceSnapshot = true;
             r.Results![r.ResultStart + item] = new PutResult(null, new StoreFullException(
                 $"The node holds as much mail as its operator allows ({_options.MaxHeldBytes:N0} bytes). Nothing was stored; retry later or send through another node."));
             return;

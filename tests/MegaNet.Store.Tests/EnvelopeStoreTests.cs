@@ -359,6 +359,29 @@ public sealed class EnvelopeStoreTests : IDisposable
         Assert.Equal(5_000, store.HeldBytes);
     }
 
+    [Fact]
+    public async Task A_put_refused_for_the_cap_while_held_mail_has_expired_sweeps_it_then_and_not_at_the_next_interval()
+    {
+        var clock = new ManualClock(DateTimeOffset.UtcNow);
+        StoreOptions options = Options(_dir, clock);
+        options.MaxHeldBytes = 10_000;
+        options.CheckpointInterval = TimeSpan.FromDays(1);
+        byte[] recipient = Bytes(_random, 32);
+        await using FasterEnvelopeStore store = await FasterEnvelopeStore.OpenAsync(options);
+        IReadOnlyList<PutResult> full = await store.PutManyAsync(
+            [.. Enumerable.Range(0, 100).Select(_ => new PutRequest(Bytes(_random, 100), recipient, clock.Now.AddMinutes(5)))]);
+        Assert.All(full, r => Assert.NotNull(r.Receipt));
+        await store.CheckpointAsync(); // names the mail's expiry
+
+        // Expired, and still counted: the put is refused, and that makes the sweep due. Before, the cap stayed full of
+        // expired mail until the checkpoint interval (a minute by default, a day here) had passed.
+        clock.Now = clock.Now.AddMinutes(10);
+        await Assert.ThrowsAsync<StoreFullException>(async () => await store.PutAsync(new PutRequest(Bytes(_random, 5_000), recipient, clock.Now.AddMinutes(5))));
+        await WaitUntil(() => store.HeldBytes == 0, "the refused store to sweep its expired mail");
+        PutReceipt after = await store.PutAsync(new PutRequest(Bytes(_random, 5_000), recipient, clock.Now.AddMinutes(5)));
+        Assert.False(after.Duplicate);
+    }
+
     /// <summary>Polls <paramref name="done"/> until it holds, failing after a deadline generous for a loaded machine.</summary>
     private static async Task WaitUntil(Func<bool> done, string what)
     {
