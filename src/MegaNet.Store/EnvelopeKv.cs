@@ -41,9 +41,6 @@ internal sealed partial class EnvelopeKv : IDisposable
     private readonly FasterKV<SpanByte, SpanByte> _kv;
     private readonly ClientSession<SpanByte, SpanByte, SpanByte, byte[], Empty, SpanByteFunctions_ByteArrayOutput<Empty>> _writer;
     private readonly ClientSession<SpanByte, SpanByte, SpanByte, byte[], Empty, SpanByteFunctions_ByteArrayOutput<Empty>> _lookup;
-
-    // The committer's session for GetMetaMany, whose completions carry the index of the id they answer.
-    private ClientSession<SpanByte, SpanByte, SpanByte, byte[], int, SpanByteFunctions_ByteArrayOutput<int>>? _manyReader;
     private readonly ConcurrentBag<ClientSession<SpanByte, SpanByte, SpanByte, byte[], Empty, SpanByteFunctions_ByteArrayOutput<Empty>>> _readers = [];
     private readonly SemaphoreSlim _readerSlots = new(Environment.ProcessorCount);
     private readonly List<IDisposable> _allSessions = [];
@@ -201,7 +198,8 @@ internal sealed partial class EnvelopeKv : IDisposable
 
     /// <summary>
     /// True while the table may hold envelope bytes in separate <c>'B'</c> records (a store written before manifest
-    /// version 3): acks and expiry delete those too, and bytes not found in the metadata record are looked for there.
+    /// version 3): acks delete those too (compaction drops expired ones), and bytes not found in the metadata record are
+    /// looked for there.
     /// </summary>
     public bool SeparateEnvelopeRecords { get; set; }
 
@@ -288,78 +286,10 @@ internal sealed partial class EnvelopeKv : IDisposable
         }
     }
 
-    /// <summary>Writer session only: drops the envelope, metadata and bytes (expiry).</summary>
-    public void DeleteAll(ReadOnlySpan<byte> id)
-    {
-        if (SeparateEnvelopeRecords)
-        {
-            Delete('B', id);
-        }
-
-        Delete('E', id);
-    }
-
     /// <summary>Metadata of an envelope (as <see cref="GetMetaAsync"/>), or none, for the store's prepare stage: on its own
     /// session (one thread at a time; it runs while the writer session applies an earlier group), waiting for a read
     /// from disk.</summary>
     public TableRead GetMetaForPrepare(ReadOnlySpan<byte> id) => GetMetaWaiting(_lookup, id);
-
-    /// <summary>Reads <see cref="GetMetaMany"/> takes at once, at most, all of them in flight together when from disk
-    /// (as compaction's lookups).</summary>
-    internal const int ManyReads = 256;
-
-    /// <summary>
-    /// The metadata of each of <paramref name="ids"/> (at most <see cref="ManyReads"/>) into <paramref name="metas"/>
-    /// (null where there is none, or where it could not be read), as <see cref="GetMetaForPrepare"/> reads one, with the
-    /// reads from disk in flight together: the expiry sweep reads the record of every entry it sweeps, and 150,000 read
-    /// one at a time took 28 s here (85–130 s on a busier disk), the committer's writes held meanwhile. Committer only,
-    /// on a session of its own. When the device failed a read meanwhile, the records not found are read again one by
-    /// one, with <see cref="GetMetaForPrepare"/>'s retries.
-    /// </summary>
-    public void GetMetaMany(ReadOnlySpan<byte[]> ids, Span<byte[]?> metas)
-    {
-        ArgumentOutOfRangeException.ThrowIfGreaterThan(ids.Length, ManyReads, nameof(ids));
-        ArgumentOutOfRangeException.ThrowIfLessThan(metas.Length, ids.Length, nameof(metas));
-        _manyReader ??= _kv.For(new SpanByteFunctions_ByteArrayOutput<int>()).NewSession<SpanByteFunctions_ByteArrayOutput<int>>();
-        long failures = _device.ReadFailures;
-        bool anyPending = false;
-        for (int i = 0; i < ids.Length; i++)
-        {
-            Status status = StartRead(_manyReader, 'E', ids[i], i, out byte[] output);
-            if (status.IsPending)
-            {
-                Interlocked.Increment(ref _diskReads);
-                anyPending = true;
-                metas[i] = null;
-            }
-            else
-            {
-                metas[i] = status.Found ? output : null;
-            }
-        }
-
-        if (!anyPending)
-        {
-            return;
-        }
-
-        _manyReader.CompletePendingWithOutputs(out CompletedOutputIterator<SpanByte, SpanByte, SpanByte, byte[], int> completed, wait: true);
-        using (completed)
-        {
-            while (completed.Next())
-            {
-                metas[completed.Current.Context] = completed.Current.Status.Found ? completed.Current.Output : null;
-            }
-        }
-
-        if (_device.ReadFailures != failures)
-        {
-            for (int i = 0; i < ids.Length; i++)
-            {
-                metas[i] ??= GetMetaForPrepare(ids[i]).Value;
-            }
-        }
-    }
 
     /// <summary>Metadata of an envelope, or null, on the writer session: for the one stage that writes the table (the
     /// apply stage, replay), while the prepare stage may be reading on its own session.</summary>
@@ -493,7 +423,6 @@ internal sealed partial class EnvelopeKv : IDisposable
         }
 
         _locator?.Dispose();
-        _manyReader?.Dispose();
 
         // Before FASTER frees the page buffers that a retried write would read.
         _device.AbandonRetries();
@@ -613,19 +542,6 @@ internal sealed partial class EnvelopeKv : IDisposable
 
     private TableRead Outcome(byte[]? found, bool fromDisk, long failures) =>
         new(found, fromDisk, found is null && fromDisk && _device.ReadFailures != failures ? _device.LastReadFailure : null);
-
-    /// <summary>Starts a read as the overload without a context does, its completion carrying <paramref name="context"/>.</summary>
-    private static unsafe Status StartRead(ClientSession<SpanByte, SpanByte, SpanByte, byte[], int, SpanByteFunctions_ByteArrayOutput<int>> session, char kind, ReadOnlySpan<byte> id, int context, out byte[] output)
-    {
-        Span<byte> keyBytes = stackalloc byte[33];
-        MakeKey(keyBytes, kind, id);
-        fixed (byte* k = keyBytes)
-        {
-            var key = SpanByte.FromFixedSpan(keyBytes);
-            output = null!;
-            return session.Read(ref key, ref output, context);
-        }
-    }
 
     /// <summary>Starts a read: found or not found at once when the record is in memory, pending when it is on disk.</summary>
     private static unsafe Status StartRead(ClientSession<SpanByte, SpanByte, SpanByte, byte[], Empty, SpanByteFunctions_ByteArrayOutput<Empty>> session, char kind, ReadOnlySpan<byte> id, out byte[] output)

@@ -784,6 +784,13 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
             return null;
         }
 
+        // An envelope whose expiry has passed is gone, whether or not its record is (see TakeSnapshot): a replay of it is
+        // no replay, and a put of it would be refused as expired or stored anew.
+        if (ExpiryOf(meta) <= _options.Clock.GetUtcNow().ToUnixTimeMilliseconds())
+        {
+            return null;
+        }
+
         // The apply stage writes a group to the table before it signs the head that covers the group: a lookup in
         // between would hand out a receipt whose head does not cover its own leaf. Until then the envelope counts as
         // not found here; a put of it is answered as a duplicate with the covering head, in log order.
@@ -1322,19 +1329,19 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     private CheckpointSnapshot TakeSnapshot()
     {
         var start = Stopwatch.GetTimestamp();
-        // The sweep below deletes table records: an id it deletes must not still be taken for a duplicate there.
+        // The sweep below takes expired mail out: an id of it retained in _pendingIds must not be answered as a duplicate
+        // afterwards, as the table no longer answers it (an expired record counts as none there).
         DropAppliedPending(forgetAllIds: true);
         long now = _options.Clock.GetUtcNow().ToUnixTimeMilliseconds();
         Checkpoint.Manifest manifest;
-        var swept = new List<(byte[] Id, long LogIndex)>();
         long earliestExpiry = long.MaxValue;
         // Every live entry is copied into one buffer kept from checkpoint to checkpoint (see SnapshotBuffer). Nothing
         // changes the indexes between the count and the copy: the committer is their only writer, with nothing in flight.
         IndexEntry[] buffer = SnapshotBuffer(LiveEntries());
         lock (_state)
         {
-            // Expired mail leaves the indexes and the table now (not logged: after a crash it comes back from the log
-            // as expired, is never returned, and is swept again).
+            // Expired mail leaves the indexes now (not logged: after a crash it comes back from the log as expired, is
+            // never returned, and is swept again); its table records wait for compaction (below).
             var boxes = new List<(byte[] Address, ulong NextSeq, ArraySegment<IndexEntry> Entries)>(_mailboxes.Count);
             var emptied = new List<Key32>();
             int used = 0;
@@ -1347,9 +1354,6 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
                     if (e.ExpiresUnixMs <= now)
                     {
                         RemoveEntry(box, e.Seq, out _);
-                        byte[] id = new byte[32];
-                        e.Id.CopyTo(id);
-                        swept.Add((id, e.LogIndex));
                     }
                     else
                     {
@@ -1384,35 +1388,11 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         _snapshotEarliestExpiry = earliestExpiry;
         _refusedForCapSinceSnapshot = false;
 
-        // Table records of swept entries, outside the index lock (a record may have to be read from disk; nothing else
-        // writes the table now). The record may be a later put of the same id (possible through this API after a crash
-        // replayed a swept entry): only the record the entry stands for goes.
-        // Read EnvelopeKv.ManyReads at a time (GetMetaMany: those from disk in flight together), then deleted; a slice at
-        // a time, so what is held is that many records, not every swept one (up to 64 KiB each).
-        if (swept.Count > 0)
-        {
-            int slice = Math.Min(swept.Count, EnvelopeKv.ManyReads);
-            byte[][] ids = new byte[slice][];
-            byte[]?[] metas = new byte[]?[slice];
-            for (int first = 0; first < swept.Count; first += slice)
-            {
-                int count = Math.Min(slice, swept.Count - first);
-                for (int i = 0; i < count; i++)
-                {
-                    ids[i] = swept[first + i].Id;
-                }
-
-                _kv.GetMetaMany(ids.AsSpan(0, count), metas);
-                for (int i = 0; i < count; i++)
-                {
-                    if (metas[i] is not { } meta || LogIndexOf(meta) == swept[first + i].LogIndex)
-                    {
-                        _kv.DeleteAll(ids[i]);
-                    }
-                }
-            }
-        }
-
+        // The swept entries' table records stay: a lookup by id takes a record whose expiry has passed for none (FindAsync,
+        // the prepare stage), and compaction drops expired records when it reaches them (the expiry is in the record),
+        // as it does the metadata an ack leaves. Deleting each one here meant reading it first (a later put of the same
+        // id may own the record), most from disk, with writes held: 150,000 expired 1 KiB envelopes held them 7-9 s
+        // (27.8 s one read at a time), and a delete frees no space before compaction anyway.
         // Compaction rewrites the live part of the table's oldest region, so only when garbage dominates. It runs
         // outside the index lock (readers go on); only this committer writes the table.
         (long begin, long tail) = TableExtent;
@@ -1747,7 +1727,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         if (!settled)
         {
             TableRead read = _kv.GetMetaForPrepare(id);
-            if (read.Value is { } meta)
+            if (read.Value is { } meta && ExpiryOf(meta) > _options.Clock.GetUtcNow().ToUnixTimeMilliseconds())
             {
                 prepared.Accepted.Add((r, item, StoredFromMeta(id, meta), false));
                 return;
@@ -2140,10 +2120,11 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     // The bytes go; the metadata stays until expiry so a replay still gets its original receipt. Apply stage (or
     // replay) only, outside the index lock.
     //
-    // An entry whose envelope expired may no longer own the table's record of its id: a sweep deleted that record, the
-    // same envelope was put again (a new entry, a new record), and a crash before the sweep's checkpoint brought the
+    // An entry whose envelope expired may no longer own the table's record of its id: an expired record counts as none,
+    // so a put of the same id could be stored anew (a new entry, a new record over the old one; the store refuses
+    // expired envelopes, so only with a clock that went back), and a crash before the sweep's checkpoint brought the
     // old entry back. Acknowledging the old entry then wrote its metadata, without bytes, over the new put's record,
-    // which was lost. Only a record removed for expiry can be taken over, so only entries expired by now are looked
+    // which was lost. Only the record of expired mail can be taken over, so only entries expired by now are looked
     // up before the write (a read that may go to disk, on the stage that applies puts), live and in replay.
     private void DeleteAckedBytes(List<(Key32 Recipient, IndexEntry Entry)>? acked)
     {
@@ -2358,6 +2339,9 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         BinaryPrimitives.WriteInt64LittleEndian(meta[48..], logIndex);
         BinaryPrimitives.WriteInt32LittleEndian(meta[56..], length);
     }
+
+    // The expiry (Unix ms) of the put a table record stands for; once passed, the record counts as none.
+    private static long ExpiryOf(byte[] meta) => BinaryPrimitives.ReadInt64LittleEndian(meta.AsSpan(40));
 
     // The log index of the put a table record stands for (the same id may be put again once its first put expired).
     private static long LogIndexOf(byte[] meta) => BinaryPrimitives.ReadInt64LittleEndian(meta.AsSpan(48));
