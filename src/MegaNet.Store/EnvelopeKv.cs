@@ -245,6 +245,14 @@ internal sealed partial class EnvelopeKv : IDisposable
         return BucketOfKey(keyBytes, out tag);
     }
 
+    /// <summary>Tests: the index bucket (its number) and tag of <paramref name="id"/>'s record; two ids with both equal
+    /// share one chain. (-1, tag) where the index was not found.</summary>
+    internal (long Bucket, ushort Tag) SlotOf(ReadOnlySpan<byte> id)
+    {
+        nint bucket = BucketOf(id, out ushort tag);
+        return (bucket == 0 ? -1 : (bucket - _indexBuckets) / FasterHashIndex.BucketBytes, tag);
+    }
+
     // BucketOf for a whole key (kind and id).
     private unsafe nint BucketOfKey(ReadOnlySpan<byte> keyBytes, out ushort tag)
     {

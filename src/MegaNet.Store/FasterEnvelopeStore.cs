@@ -386,7 +386,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
             manifest = Checkpoint.Read(dir);
             // A table checkpoint recovers only into an index of the size it was taken with, so the size is chosen
             // when the table is new and the manifest carries it from then on.
-            long indexBytes = manifest?.IndexBytes ?? EnvelopeKv.IndexBytesFor(options.MemoryBudgetBytes);
+            long indexBytes = manifest?.IndexBytes ?? (options.IndexBytesForTests > 0 ? options.IndexBytesForTests : EnvelopeKv.IndexBytesFor(options.MemoryBudgetBytes));
             kv = new EnvelopeKv(kvDir, options.MemoryBudgetBytes - (options.MemoryBudgetBytes / 8), indexBytes, options.CheckpointFilesForTests)
             {
                 // Without a manifest the table starts empty (everything comes from the log), so in today's layout.
@@ -1523,6 +1523,9 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
 
     /// <summary>What the latest compaction of the envelope table did (null before the first).</summary>
     internal CompactionOutcome? LastCompaction { get; private set; }
+
+    /// <summary>Tests: the envelope table's index bucket and tag for <paramref name="id"/> (see EnvelopeKv.SlotOf).</summary>
+    internal (long Bucket, ushort Tag) TableSlotForTests(ReadOnlySpan<byte> id) => _kv.SlotOf(id);
 
     /// <summary>Tests: table records below this address are read from disk (they were flushed before they left memory).</summary>
     internal long TableHeadAddressForTests => _kv.HeadAddressForTests;

@@ -97,6 +97,10 @@ public sealed class StoreOptions
     /// never split).</summary>
     internal int MaxGroupForTests { get; set; }
 
+    /// <summary>Tests: the hash index of a new table, in bytes, when above 0 (a few buckets make keys share chains and
+    /// overflow buckets, as a full index does).</summary>
+    internal long IndexBytesForTests { get; set; }
+
     /// <summary>Throws <see cref="ArgumentOutOfRangeException"/> or <see cref="ArgumentException"/> naming the first bad setting.</summary>
     public void Validate()
     {

@@ -1,0 +1,211 @@
+using System.Globalization;
+using MegaNet.Store;
+using Xunit.Abstractions;
+using static MegaNet.Store.Tests.StoreTestKit;
+
+namespace MegaNet.Store.Tests;
+
+/// <summary>
+/// The store against a model of what it promises, over random puts, replays, acks, expiry, checkpoints (sweep and
+/// compaction), reopens and crashes (the files an open store has, opened), with a memory budget small enough that most records live on disk and compaction runs often:
+/// every mailbox lists exactly its live mail in order, byte for byte, and a replay finds its original receipt until
+/// the envelope expires. A compaction that dropped live records behind a tag collision was found this way.
+/// </summary>
+public sealed class StoreModelTests(ITestOutputHelper output) : IDisposable
+{
+    private readonly List<string> _dirs = [NewDirectory()];
+
+    public void Dispose() => _dirs.ForEach(d => Directory.Delete(d, recursive: true));
+
+    private sealed record Stored(byte[] Envelope, byte[] Recipient, DateTimeOffset ExpiresAt, PutReceipt Receipt)
+    {
+        public bool Acked { get; set; }
+    }
+
+    [Fact]
+    public async Task Random_operations_keep_every_mailbox_and_replay_as_the_model_says()
+    {
+        int seed = Environment.GetEnvironmentVariable("MEGANET_TEST_SEED") is { } s ? int.Parse(s, CultureInfo.InvariantCulture) : System.Security.Cryptography.RandomNumberGenerator.GetInt32(1_000_000);
+        output.WriteLine($"seed {seed} (MEGANET_TEST_SEED={seed} repeats this run)");
+        var random = new Random(seed);
+        var clock = new ManualClock(DateTimeOffset.UtcNow);
+        StoreOptions options = Options(_dirs[0], clock);
+        options.CheckpointInterval = TimeSpan.FromDays(1); // sweeps and compactions when the test asks
+        options.MailboxMaxCount = 1_000_000;
+        options.MailboxMaxBytes = 1L << 40;
+        options.IndexBytesForTests = 4_096; // 64 buckets: keys share chains and overflow buckets, tags collide
+        byte[][] recipients = [.. Enumerable.Range(0, 12).Select(_ => Bytes(random, 32))];
+        var stored = new List<Stored>();
+        int checkpoints = 0, reopens = 0, crashes = 0, compactions = 0;
+        FasterEnvelopeStore store = await FasterEnvelopeStore.OpenAsync(options);
+        Queue<byte[]> sharedSlotIds = SharedSlotIds(store, random);
+        try
+        {
+            for (int step = 0; step < 1_200; step++)
+            {
+                string at = $"seed {seed}, step {step}";
+                int op = random.Next(100);
+                if (op < 45)
+                {
+                    // New envelopes, with now and then a replay of one that has not expired among them.
+                    var batch = new List<(PutRequest Put, Stored? Original)>();
+                    for (int i = random.Next(1, 21); i > 0; i--)
+                    {
+                        Stored? replay = random.Next(8) == 0 ? Live(stored, clock.Now).OrderBy(_ => random.Next()).FirstOrDefault() : null;
+                        batch.Add(replay is not null
+                            ? (new PutRequest(replay.Envelope, replay.Recipient, replay.ExpiresAt) { EnvelopeId = replay.Receipt.EnvelopeId }, replay)
+                            : (new PutRequest(Bytes(random, random.Next(200, 6_000)), recipients[random.Next(recipients.Length)], clock.Now.AddMinutes(random.Next(2, 300)))
+                            {
+                                // Half of them under ids that share an index chain with another (the store takes a given id as is).
+                                EnvelopeId = random.Next(2) == 0 && sharedSlotIds.TryDequeue(out byte[]? id) ? id : Bytes(random, 32),
+                            }, null));
+                    }
+
+                    IReadOnlyList<PutResult> results = await store.PutManyAsync([.. batch.Select(b => b.Put)]);
+                    var firstInBatch = new Dictionary<string, PutReceipt>();
+                    for (int i = 0; i < batch.Count; i++)
+                    {
+                        PutReceipt receipt = results[i].Receipt ?? throw new Xunit.Sdk.XunitException($"{at}: put refused: {results[i].Error}");
+                        string key = Convert.ToHexString(batch[i].Put.EnvelopeId.Span);
+                        if (batch[i].Original is { } original)
+                        {
+                            Assert.True(receipt.Duplicate, $"{at}: a replay was stored again");
+                            Assert.Equal(original.Receipt.LogIndex, receipt.LogIndex);
+                        }
+                        else if (firstInBatch.TryGetValue(key, out PutReceipt? first))
+                        {
+                            Assert.Equal(first.LogIndex, receipt.LogIndex);
+                        }
+                        else
+                        {
+                            Assert.False(receipt.Duplicate, $"{at}: a new envelope was taken for a replay");
+                            firstInBatch[key] = receipt;
+                            stored.Add(new Stored(batch[i].Put.Envelope.ToArray(), batch[i].Put.Recipient.ToArray(), batch[i].Put.ExpiresAt, receipt));
+                        }
+                    }
+                }
+                else if (op < 60)
+                {
+                    // The owner acknowledges some of its mail, now and then with a number never given.
+                    byte[] recipient = recipients[random.Next(recipients.Length)];
+                    List<Stored> mine = [.. Live(stored, clock.Now).Where(e => e.Recipient.AsSpan().SequenceEqual(recipient) && !e.Acked).Where(_ => random.Next(3) == 0)];
+                    var seqs = mine.Select(e => e.Receipt.MailboxSeq).ToList();
+                    if (random.Next(4) == 0)
+                    {
+                        seqs.Add((ulong)random.NextInt64(1L << 40, 1L << 50));
+                    }
+
+                    Assert.Equal(mine.Count, await store.AckAsync(recipient, seqs));
+                    mine.ForEach(e => e.Acked = true);
+                }
+                else if (op < 72)
+                {
+                    clock.Now = clock.Now.AddMinutes(random.Next(0, 11));
+                }
+                else if (op < 82)
+                {
+                    long begin = store.TableExtent.Begin;
+                    await store.CheckpointAsync();
+                    checkpoints++;
+                    compactions += store.TableExtent.Begin > begin ? 1 : 0;
+                }
+                else if (op < 84)
+                {
+                    await store.DisposeAsync();
+                    store = await FasterEnvelopeStore.OpenAsync(options);
+                    reopens++;
+                }
+                else if (op < 86)
+                {
+                    // What kill -9 now would leave (every put and ack above was acknowledged), opened in a copy.
+                    string crashed = NewDirectory();
+                    _dirs.Add(crashed);
+                    CopyStoreFiles(store.StoreDirectory, Path.Combine(crashed, "store"));
+                    await store.DisposeAsync();
+                    options.DataDirectory = crashed;
+                    store = await FasterEnvelopeStore.OpenAsync(options);
+                    crashes++;
+                }
+                else
+                {
+                    await CheckMailboxAsync(store, recipients[random.Next(recipients.Length)], stored, clock.Now, at);
+                    foreach (Stored e in stored.OrderBy(_ => random.Next()).Take(20))
+                    {
+                        PutReceipt? found = await store.FindAsync(e.Receipt.EnvelopeId);
+                        if (e.ExpiresAt > clock.Now)
+                        {
+                            Assert.True(found is not null, $"{at}: envelope of log index {e.Receipt.LogIndex} (acked: {e.Acked}) not found before its expiry");
+                            Assert.Equal(e.Receipt.LogIndex, found.LogIndex);
+                        }
+                        else
+                        {
+                            Assert.Null(found);
+                        }
+                    }
+                }
+            }
+
+            foreach (byte[] recipient in recipients)
+            {
+                await CheckMailboxAsync(store, recipient, stored, clock.Now, $"seed {seed}, end");
+            }
+
+            output.WriteLine($"{stored.Count} envelopes, {checkpoints} checkpoints ({compactions} moved the table's begin address), {reopens} reopens, {crashes} crashes");
+            Assert.True(compactions > 0, $"seed {seed}: no compaction ran; the test wants some");
+        }
+        finally
+        {
+            await store.DisposeAsync();
+        }
+    }
+
+    // Ids in groups that share an index bucket and tag (so one chain), group after group: the lookup of an older one
+    // starts at a newer one's record. 40,000 random ids over 64 buckets and 2^14 tags give several hundred such pairs.
+    private static Queue<byte[]> SharedSlotIds(FasterEnvelopeStore store, Random random)
+    {
+        var bySlot = new Dictionary<(long, ushort), List<byte[]>>();
+        for (int i = 0; i < 40_000; i++)
+        {
+            byte[] id = Bytes(random, 32);
+            (long bucket, ushort tag) = store.TableSlotForTests(id);
+            Assert.True(bucket >= 0, "the table's index was not found");
+            if (!bySlot.TryGetValue((bucket, tag), out List<byte[]>? ids))
+            {
+                bySlot[(bucket, tag)] = ids = [];
+            }
+
+            ids.Add(id);
+        }
+
+        return new Queue<byte[]>(bySlot.Values.Where(ids => ids.Count > 1).SelectMany(ids => ids));
+    }
+
+    private static IEnumerable<Stored> Live(List<Stored> stored, DateTimeOffset now) => stored.Where(e => e.ExpiresAt > now);
+
+    // The whole mailbox, page by page: exactly the live, unacknowledged mail, in order, byte for byte.
+    private static async Task CheckMailboxAsync(FasterEnvelopeStore store, byte[] recipient, List<Stored> stored, DateTimeOffset now, string at)
+    {
+        List<Stored> expected = [.. Live(stored, now).Where(e => !e.Acked && e.Recipient.AsSpan().SequenceEqual(recipient)).OrderBy(e => e.Receipt.MailboxSeq)];
+        var listed = new List<MailboxEntry>();
+        ulong after = 0;
+        while (true)
+        {
+            MailboxPage page = await store.ListAsync(recipient, after, 37);
+            if (page.Entries.Count == 0)
+            {
+                break;
+            }
+
+            listed.AddRange(page.Entries);
+            after = page.NextCursor;
+        }
+
+        Assert.True(expected.Count == listed.Count, $"{at}: the mailbox lists {listed.Count} envelopes, the model {expected.Count}");
+        for (int i = 0; i < expected.Count; i++)
+        {
+            Assert.Equal(expected[i].Receipt.MailboxSeq, listed[i].Seq);
+            Assert.Equal(expected[i].Receipt.LogIndex, listed[i].LogIndex);
+            Assert.True(expected[i].Envelope.AsSpan().SequenceEqual(listed[i].Envelope), $"{at}: the envelope of seq {listed[i].Seq} differs");
+        }
+    }
+}
