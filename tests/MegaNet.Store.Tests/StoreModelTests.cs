@@ -22,8 +22,10 @@ public sealed class StoreModelTests(ITestOutputHelper output) : IDisposable
         public bool Acked { get; set; }
     }
 
-    [Fact]
-    public async Task Random_operations_keep_every_mailbox_and_replay_as_the_model_says()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)] // the table layout of stores before manifest version 3: metadata and bytes in records apart
+    public async Task Random_operations_keep_every_mailbox_and_replay_as_the_model_says(bool separateRecords)
     {
         int seed = Environment.GetEnvironmentVariable("MEGANET_TEST_SEED") is { } s ? int.Parse(s, CultureInfo.InvariantCulture) : System.Security.Cryptography.RandomNumberGenerator.GetInt32(1_000_000);
         output.WriteLine($"seed {seed} (MEGANET_TEST_SEED={seed} repeats this run)");
@@ -33,6 +35,7 @@ public sealed class StoreModelTests(ITestOutputHelper output) : IDisposable
         options.CheckpointInterval = TimeSpan.FromDays(1); // sweeps and compactions when the test asks
         options.MailboxMaxCount = 1_000_000;
         options.MailboxMaxBytes = 1L << 40;
+        options.SeparateEnvelopeRecordsForTests = separateRecords;
         options.IndexBytesForTests = 4_096; // 64 buckets: keys share chains and overflow buckets, tags collide
         byte[][] recipients = [.. Enumerable.Range(0, 12).Select(_ => Bytes(random, 32))];
         var stored = new List<Stored>();
