@@ -189,8 +189,12 @@ public sealed class VerifyCommandTests : IDisposable
         Assert.True(breakdown.GetProperty("kernel_ms").GetDouble() > 0);
         Assert.True(breakdown.GetProperty("host_ms").GetDouble() > 0);
         Assert.Equal(1.0, breakdown.GetProperty("launches").GetDouble());
-        // The kernel is part of the batch's wall time, so it cannot exceed it.
-        Assert.True(breakdown.GetProperty("kernel_ms").GetDouble() <= gpu.GetProperty("ms_per_batch").GetDouble());
+        // The kernel is part of the batch's wall time, so it cannot exceed it by much: ILGPU 1.5.3's CPU accelerator
+        // times its markers with DateTime.UtcNow, a clock the system may adjust, where the batch's wall time is the
+        // Stopwatch's, and on gpu-cpu the kernel is nearly all of a batch (CI once saw it exceed the wall time under
+        // load). A wrong unit or a sum over several batches would still be far beyond the slack.
+        double kernelMs = breakdown.GetProperty("kernel_ms").GetDouble(), wallMs = gpu.GetProperty("ms_per_batch").GetDouble();
+        Assert.True(kernelMs <= wallMs * 1.1, $"kernel {kernelMs:F3} ms of a batch taking {wallMs:F3} ms");
         JsonElement simd = results.Single(r => r.GetProperty("backend").GetString() == "simd");
         Assert.Equal(JsonValueKind.Null, simd.GetProperty("gpu").ValueKind);
     }
