@@ -205,6 +205,125 @@ public sealed class StoreModelTests(ITestOutputHelper output) : IDisposable
         return new Queue<byte[]>(bySlot.Values.Where(ids => ids.Count > 1).SelectMany(ids => ids));
     }
 
+    [Fact]
+    public async Task Owners_side_by_side_with_checkpoints_between_them_each_see_what_their_own_model_says()
+    {
+        // Four owners, each with three mailboxes of its own, send, replay, acknowledge and list at once (their puts and
+        // acks share group commits in the store's pipeline), while checkpoints (sweeps, compactions) are asked for
+        // between them. Each owner's mailboxes hold exactly what its own sequential model says.
+        int seed = Environment.GetEnvironmentVariable("MEGANET_TEST_SEED") is { } s ? int.Parse(s, CultureInfo.InvariantCulture) : System.Security.Cryptography.RandomNumberGenerator.GetInt32(1_000_000);
+        output.WriteLine($"seed {seed} (MEGANET_TEST_SEED={seed} repeats this run)");
+        StoreOptions options = Options(_dirs[0]);
+        options.CheckpointInterval = TimeSpan.FromDays(1);
+        options.MailboxMaxCount = 40;
+        options.MailboxMaxBytes = 200_000;
+        options.IndexBytesForTests = 4_096;
+        await using FasterEnvelopeStore store = await FasterEnvelopeStore.OpenAsync(options);
+        Queue<byte[]> sharedSlotIds = SharedSlotIds(store, new Random(seed));
+        using var done = new CancellationTokenSource();
+        int checkpoints = 0;
+        Task checkpointing = Task.Run(async () =>
+        {
+            var random = new Random(seed - 1);
+            while (!done.IsCancellationRequested)
+            {
+                await Task.Delay(random.Next(5, 60));
+                await store.CheckpointAsync();
+                checkpoints++;
+            }
+        });
+
+        async Task<int> Owner(int owner)
+        {
+            var random = new Random(seed + owner);
+            byte[][] mailboxes = [.. Enumerable.Range(0, 3).Select(_ => Bytes(random, 32))];
+            var stored = new List<Stored>();
+            for (int step = 0; step < 250; step++)
+            {
+                string at = $"seed {seed}, owner {owner}, step {step}";
+                int op = random.Next(100);
+                if (op < 55)
+                {
+                    var batch = new List<(PutRequest Put, Stored? Original)>();
+                    for (int i = random.Next(1, 11); i > 0; i--)
+                    {
+                        Stored? replay = random.Next(8) == 0 ? stored.OrderBy(_ => random.Next()).FirstOrDefault() : null;
+                        byte[]? id = null;
+                        if (replay is null && random.Next(2) == 0)
+                        {
+                            lock (sharedSlotIds)
+                            {
+                                sharedSlotIds.TryDequeue(out id);
+                            }
+                        }
+
+                        batch.Add(replay is not null
+                            ? (new PutRequest(replay.Envelope, replay.Recipient, replay.ExpiresAt) { EnvelopeId = replay.Receipt.EnvelopeId }, replay)
+                            : (new PutRequest(Bytes(random, random.Next(200, 12_000)), mailboxes[random.Next(3)], DateTimeOffset.UtcNow.AddDays(1)) { EnvelopeId = id ?? Bytes(random, 32) }, null));
+                    }
+
+                    IReadOnlyList<PutResult> results = await store.PutManyAsync([.. batch.Select(b => b.Put)]);
+                    for (int i = 0; i < batch.Count; i++)
+                    {
+                        if (batch[i].Original is { } original)
+                        {
+                            PutReceipt again = results[i].Receipt ?? throw new Xunit.Sdk.XunitException($"{at}: a replay was refused: {results[i].Error}");
+                            Assert.True(again.Duplicate && again.LogIndex == original.Receipt.LogIndex, $"{at}: a replay was stored again");
+                            continue;
+                        }
+
+                        List<Stored> waiting = [.. stored.Where(e => !e.Acked && e.Recipient.AsSpan().SequenceEqual(batch[i].Put.Recipient.Span))];
+                        bool full = waiting.Count + 1 > options.MailboxMaxCount || waiting.Sum(e => e.Envelope.Length) + batch[i].Put.Envelope.Length > options.MailboxMaxBytes;
+                        Assert.True(full == results[i].Error is QuotaExceededException, $"{at}: {waiting.Count} waiting, {results[i].Error?.GetType().Name ?? "taken"}");
+                        if (!full)
+                        {
+                            PutReceipt receipt = results[i].Receipt ?? throw new Xunit.Sdk.XunitException($"{at}: put refused: {results[i].Error}");
+                            Assert.False(receipt.Duplicate, $"{at}: a new envelope was taken for a replay");
+                            stored.Add(new Stored(batch[i].Put.Envelope.ToArray(), batch[i].Put.Recipient.ToArray(), batch[i].Put.ExpiresAt, receipt));
+                        }
+                    }
+                }
+                else if (op < 80)
+                {
+                    byte[] mailbox = mailboxes[random.Next(3)];
+                    List<Stored> mine = [.. stored.Where(e => !e.Acked && e.Recipient.AsSpan().SequenceEqual(mailbox) && random.Next(2) == 0)];
+                    Assert.Equal(mine.Count, await store.AckAsync(mailbox, [.. mine.Select(e => e.Receipt.MailboxSeq)]));
+                    mine.ForEach(e => e.Acked = true);
+                }
+                else
+                {
+                    await CheckMailboxAsync(store, mailboxes[random.Next(3)], stored, DateTimeOffset.UtcNow, at);
+                }
+            }
+
+            foreach (byte[] mailbox in mailboxes)
+            {
+                await CheckMailboxAsync(store, mailbox, stored, DateTimeOffset.UtcNow, $"seed {seed}, owner {owner}, end");
+            }
+
+            foreach (Stored e in stored)
+            {
+                Assert.Equal(e.Receipt.LogIndex, (await store.FindAsync(e.Receipt.EnvelopeId))?.LogIndex);
+            }
+
+            return stored.Count;
+        }
+
+        int[] counts;
+        try
+        {
+            counts = await Task.WhenAll(Enumerable.Range(0, 4).Select(o => Task.Run(() => Owner(o))));
+        }
+        finally
+        {
+            done.Cancel();
+            await checkpointing;
+        }
+
+        output.WriteLine($"{counts.Sum()} envelopes stored by 4 owners, {checkpoints} checkpoints between them, table begin {store.TableExtent.Begin:N0}");
+        Assert.True(store.TableExtent.Begin > 64, $"seed {seed}: no compaction ran; the test wants some");
+    }
+
     private static IEnumerable<Stored> Live(List<Stored> stored, DateTimeOffset now) => stored.Where(e => e.ExpiresAt > now);
 
     // The whole mailbox, page by page: exactly the live, unacknowledged mail, in order, byte for byte.
