@@ -25,11 +25,15 @@ internal static class Program
     private const string Usage = """
         usage: MegaNet.StoreFill [puts] [batch] [producers] [--exit]
                MegaNet.StoreFill reopen DIR
+               MegaNet.StoreFill churn [seconds] [rate]
           puts       acknowledged 1 KiB puts to fill a fresh store with (default 1,000,000: about 1.3 GiB on disk)
           batch      puts per PutManyAsync call (default 1,000)
           producers  concurrent callers, each sending batches back to back (default 4)
           --exit     exit without closing the store and print its directory, for reopen DIR
           reopen DIR time recovery of a directory a fill left with --exit, then delete it
+          churn      steady 1 KiB puts at rate a second (default 10,000) for seconds (default 30), each acknowledged
+                     2 s after it was stored, so checkpoints start compactions: put latency and how long checkpoints
+                     and compaction steps held writes up
         """;
 
     private static async Task<int> Main(string[] args)
@@ -67,11 +71,14 @@ internal static class Program
             return 0;
         }
 
-        string[] numbers = args.Where(a => !a.StartsWith("--", StringComparison.Ordinal)).ToArray();
-        if (!TryCount(numbers, 0, 1_000_000, out int total) || !TryCount(numbers, 1, 1_000, out int batch) ||
-            !TryCount(numbers, 2, 4, out int producers) || numbers.Length > 3)
+        bool churn = args.Length > 0 && args[0] == "churn";
+        string[] numbers = args.Skip(churn ? 1 : 0).Where(a => !a.StartsWith("--", StringComparison.Ordinal)).ToArray();
+        int total = 0, batch = 0, producers = 0, seconds = 0, rate = 0;
+        if (churn
+            ? !TryCount(numbers, 0, 30, out seconds) || !TryCount(numbers, 1, 10_000, out rate) || numbers.Length > 2 || args.Contains("--exit")
+            : !TryCount(numbers, 0, 1_000_000, out total) || !TryCount(numbers, 1, 1_000, out batch) || !TryCount(numbers, 2, 4, out producers) || numbers.Length > 3)
         {
-            return Fail("usage: [puts] [batch] [producers] [--exit] (positive integers), or reopen DIR; --help says more");
+            return Fail("usage: [puts] [batch] [producers] [--exit] (positive integers), reopen DIR, or churn [seconds] [rate]; --help says more");
         }
 
         bool exitWithoutClosing = args.Contains("--exit");
@@ -103,6 +110,11 @@ internal static class Program
         FasterEnvelopeStore? store = null;
         try
         {
+            if (churn)
+            {
+                return await Churn.RunAsync(dir, secretKey, seconds, rate, stop.Token).ConfigureAwait(false);
+            }
+
             store = await FasterEnvelopeStore.OpenAsync(Options(dir, secretKey)).ConfigureAwait(false);
             var random = new Random(1);
             byte[][] recipients = Enumerable.Range(0, 4096).Select(_ => Bytes(random, 32)).ToArray();

@@ -34,9 +34,23 @@ internal sealed partial class EnvelopeKv
 
     private ClientSession<SpanByte, SpanByte, SpanByte, long, Empty, LocateFunctions>? _locator;
 
+    // The page a compaction is working through, kept between calls (Compact): its bytes (4 KiB aligned for direct
+    // reads; freed with the table), its address, the address the next call is to go on from (-1: none), its parse
+    // and its candidate records in address order with the next one to look at. Committer only.
+    private unsafe byte* _scanPage;
+    private long _scanPageStart = -1, _scanResumeAt = -1;
+    private PageScan? _scan;
+    private readonly List<int> _scanOrder = [];
+    private int _scanNext;
+
     /// <summary>
-    /// Writer session only: copies the live, unexpired records of the on-disk part of the log to its tail and moves the
-    /// begin address past them; the freed segments are deleted after the next checkpoint.
+    /// Writer session only: copies the live, unexpired records of the on-disk part of the log below
+    /// <paramref name="limit"/>, from the begin address and at most <paramref name="maxRecords"/> of them that need
+    /// looking at, to its tail and moves the begin address past them; the freed segments are deleted after the next
+    /// checkpoint. Each call stands on its own (the begin address is where the next one starts, at a record boundary),
+    /// so a compaction can be run a few hundred records at a time between other writes (see
+    /// <see cref="CompactableUntil"/>); the page being worked through is kept between calls (on-disk pages do not
+    /// change), so it is read and parsed once.
     /// </summary>
     /// <remarks>
     /// Not FASTER's own <c>Compact</c>: its scan takes a record's sizes on trust, so zeros or garbage on the disk (a bad
@@ -46,71 +60,110 @@ internal sealed partial class EnvelopeKv
     /// the newest version of its key (a read that locates it), so garbage that happens to look like a record is never
     /// copied; bytes that do not parse are skipped to the next plausible record header and reported; a read that fails
     /// for a reason that may pass stops the compaction before that page, and a lookup during which the device failed a
-    /// read stops it too (the lookup may have missed the record). Records still in memory (at and above the log's head
-    /// address) wait for a later compaction. Only the committer writes the table, so nothing changes a record between its
-    /// lookup and its copy.
+    /// read stops it before the records it looked up (the lookup may have missed one). Records still in memory (at and
+    /// above the log's head address) wait for a later compaction. Only the committer writes the table, so nothing
+    /// changes a record between its lookup and its copy.
     /// </remarks>
-    public CompactionOutcome Compact(long nowUnixMs)
+    public CompactionOutcome Compact(long nowUnixMs, long limit = long.MaxValue, int maxRecords = int.MaxValue)
     {
         long begin = _kv.Log.BeginAddress;
+        long start = begin;
         int pageBytes = 1 << _pageBits;
-        // Whole pages (a page boundary is a record boundary): the head address moves page by page anyway.
-        long until = Math.Min(_kv.Log.SafeReadOnlyAddress, _kv.Log.HeadAddress) & ~(pageBytes - 1L);
-        if (until <= begin)
-        {
-            return new CompactionOutcome(0, 0, 0, -1, null);
-        }
-
+        long until = Math.Min(CompactableUntil, limit);
         _locator ??= _kv.For(new LocateFunctions()).NewSession<LocateFunctions>();
-        var scan = new PageScan(nowUnixMs);
-        long stopAt = until;
+        long copied = 0, damaged = 0, firstDamage = -1;
         IOException? stoppedBy = null;
-        unsafe
+        int looked = 0, pagesRead = 0;
+        while (begin < until && looked < maxRecords)
         {
-            byte* page = (byte*)NativeMemory.AlignedAlloc((nuint)pageBytes, 4096);
-            try
+            long pageStart = begin & ~(pageBytes - 1L);
+            if (_scanPageStart != pageStart || _scanResumeAt != begin)
             {
-                for (long pageStart = begin & ~(pageBytes - 1L); pageStart < until; pageStart += pageBytes)
+                if (pagesRead++ > 0 && maxRecords != int.MaxValue)
                 {
-                    var bytes = new Span<byte>(page, pageBytes);
-                    if (ReadPage(pageStart, bytes, ref scan) is { } failure)
+                    // A call with a limit reads at most one page (about 10 ms with its parse): pages whose records are
+                    // all garbage need no lookups, and a run of them would hold writes as long as a whole compaction.
+                    break;
+                }
+
+                // A page not begun yet (or a compaction that did not go on from where this one left it): read and parse
+                // it from the begin address on.
+                _scanPageStart = _scanResumeAt = -1;
+                _scan = new PageScan(nowUnixMs);
+                unsafe
+                {
+                    if (_scanPage == null)
                     {
-                        stopAt = Math.Max(pageStart, begin);
+                        _scanPage = (byte*)NativeMemory.AlignedAlloc((nuint)pageBytes, 4096);
+                    }
+
+                    if (ReadPage(pageStart, new Span<byte>(_scanPage, pageBytes), _scan) is { } failure)
+                    {
                         stoppedBy = failure;
                         break;
                     }
 
-                    long failuresBefore = _device.ReadFailures;
-                    scan.Parse(bytes, pageStart, Math.Max(pageStart, begin), until);
-                    LocateAndCopy(bytes, pageStart, ref scan);
-                    if (_device.ReadFailures != failuresBefore)
-                    {
-                        // A lookup read from the device while some read failed: it may have missed a record of this page
-                        // (FASTER takes a failed read for "not found"). What was copied stays copied; the page is kept.
-                        stopAt = Math.Max(pageStart, begin);
-                        stoppedBy = _device.LastReadFailure;
-                        break;
-                    }
+                    _scan.Parse(new Span<byte>(_scanPage, pageBytes), pageStart, begin, until);
                 }
+
+                damaged += _scan.DamagedBytes;
+                if (firstDamage < 0)
+                {
+                    firstDamage = _scan.FirstDamage;
+                }
+
+                _scanOrder.Clear();
+                _scanOrder.AddRange(_scan.Candidates);
+                _scanOrder.Sort();
+                _scanNext = 0;
+                _scanPageStart = pageStart;
             }
-            finally
+
+            int count = Math.Min(_scanOrder.Count - _scanNext, maxRecords - looked);
+            long failuresBefore = _device.ReadFailures;
+            unsafe
             {
-                NativeMemory.AlignedFree(page);
+                copied += LocateAndCopy(new Span<byte>(_scanPage, pageBytes), pageStart, _scan!, CollectionsMarshal.AsSpan(_scanOrder).Slice(_scanNext, count));
             }
+
+            if (_device.ReadFailures != failuresBefore)
+            {
+                // A lookup read from the device while some read failed: it may have missed a record it looked up (FASTER
+                // takes a failed read for "not found"). What was copied stays copied; those records are kept.
+                stoppedBy = _device.LastReadFailure;
+                _scanPageStart = _scanResumeAt = -1;
+                break;
+            }
+
+            _scanNext += count;
+            looked += count;
+            // Past the records looked at, and whatever lies between them and the next one (garbage, damage counted).
+            long next = _scanNext < _scanOrder.Count ? pageStart + _scanOrder[_scanNext] : Math.Min(pageStart + pageBytes, until);
+            _kv.Log.ShiftBeginAddress(next, snapToPageStart: false, truncateLog: false);
+            begin = next;
+            _scanResumeAt = next < pageStart + pageBytes ? next : -1;
         }
 
-        if (stopAt > begin)
-        {
-            _kv.Log.ShiftBeginAddress(stopAt, snapToPageStart: false, truncateLog: false);
-        }
-
-        return new CompactionOutcome(_kv.Log.BeginAddress - begin, scan.Copied, scan.DamagedBytes, scan.FirstDamage, stoppedBy);
+        return new CompactionOutcome(_kv.Log.BeginAddress - start, copied, damaged, firstDamage, stoppedBy);
     }
+
+    private unsafe void FreeScanPage()
+    {
+        NativeMemory.AlignedFree(_scanPage);
+        _scanPage = null;
+    }
+
+    /// <summary>
+    /// The end of the part of the log a compaction may go through now: the on-disk part (below FASTER's head address, and
+    /// its read-only one), in whole pages, since a page boundary is a record boundary and the head moves page by page.
+    /// Only grows.
+    /// </summary>
+    public long CompactableUntil => Math.Min(_kv.Log.SafeReadOnlyAddress, _kv.Log.HeadAddress) & ~((1L << _pageBits) - 1);
 
     // Reads the page at pageStart into bytes chunk by chunk; a chunk the device fails (EIO, also after retries) reads as
     // zeros and is counted as damage by the parse (its records cannot be located). Returns the error of a read that may
     // pass, which stops the compaction.
-    private IOException? ReadPage(long pageStart, Span<byte> bytes, ref PageScan scan)
+    private IOException? ReadPage(long pageStart, Span<byte> bytes, PageScan scan)
     {
         scan.UnreadableChunks.Clear();
         int segment = (int)(pageStart >> SegmentBits);
@@ -148,18 +201,18 @@ internal sealed partial class EnvelopeKv
         return null;
     }
 
-    // Looks up every candidate record of the page in the index: a record is live when the newest version of its key is
-    // the record itself. Those are copied to the tail.
-    private unsafe void LocateAndCopy(Span<byte> bytes, long pageStart, ref PageScan scan)
+    // Looks up the given candidate records of the page (page offsets, ascending) in the index: a record is live when the
+    // newest version of its key is the record itself. Those are copied to the tail. Returns how many were.
+    private unsafe long LocateAndCopy(Span<byte> bytes, long pageStart, PageScan scan, ReadOnlySpan<int> batch)
     {
-        if (scan.Candidates.Count == 0)
+        if (batch.IsEmpty)
         {
-            return;
+            return 0;
         }
 
         scan.Live.Clear();
         int pending = 0;
-        foreach (int offset in scan.Candidates)
+        foreach (int offset in batch)
         {
             if (IndexNames(bytes.Slice(offset + 12, KeyLength), pageStart + offset))
             {
@@ -179,7 +232,7 @@ internal sealed partial class EnvelopeKv
                     // As FASTER's own compaction: a bounded number of reads in flight.
                     if (++pending >= 256)
                     {
-                        CompleteLocates(bytes.Length, pageStart, scan);
+                        CompleteLocates(bytes.Length, pageStart, scan, batch[0], batch[^1]);
                         pending = 0;
                     }
                 }
@@ -190,7 +243,7 @@ internal sealed partial class EnvelopeKv
             }
         }
 
-        CompleteLocates(bytes.Length, pageStart, scan);
+        CompleteLocates(bytes.Length, pageStart, scan, batch[0], batch[^1]);
 
         // In address order, as they were written (the order does not change what is read, only where it lands).
         scan.Live.Sort();
@@ -199,8 +252,9 @@ internal sealed partial class EnvelopeKv
             int valueLength = BinaryPrimitives.ReadInt32LittleEndian(bytes[(offset + ValueLengthOffset)..]);
             ReadOnlySpan<byte> key = bytes.Slice(offset + 12, KeyLength);
             Upsert((char)key[0], key[1..], bytes.Slice(offset + ValueBytesOffset, valueLength));
-            scan.Copied++;
         }
+
+        return scan.Live.Count;
     }
 
     // FASTER 2.6.5's hash bucket entry: the record address in the low 48 bits, the tag in the 14 above, then the pending
@@ -244,7 +298,7 @@ internal sealed partial class EnvelopeKv
     // one where it found the key, so a record reached by following its bucket's chain past a record of another key
     // with the same tag read as not live, and compaction dropped it. 6 of 43,381 live envelopes were lost that way
     // compacting 200,000 (CompactionLocateTests).
-    private void CompleteLocates(int pageBytes, long pageStart, PageScan scan)
+    private void CompleteLocates(int pageBytes, long pageStart, PageScan scan, int first, int last)
     {
         _locator!.CompletePendingWithOutputs(out CompletedOutputIterator<SpanByte, SpanByte, SpanByte, long, Empty> completed, wait: true);
         using (completed)
@@ -252,7 +306,9 @@ internal sealed partial class EnvelopeKv
             while (completed.Next())
             {
                 long address = completed.Current.Output;
-                if (completed.Current.Status.Found && address >= pageStart && address < pageStart + pageBytes && scan.Candidates.Contains((int)(address - pageStart)))
+                // Only a record of this batch: a key with two records on the page, the newer one past the batch, is
+                // looked at again with the batch that holds the newer one.
+                if (completed.Current.Status.Found && address >= pageStart + first && address <= pageStart + last && scan.Candidates.Contains((int)(address - pageStart)))
                 {
                     scan.Live.Add((int)(address - pageStart));
                 }
@@ -271,7 +327,6 @@ internal sealed partial class EnvelopeKv
         /// <summary>Page offset and length of chunks the device could not read.</summary>
         public readonly List<(int Offset, int Length)> UnreadableChunks = [];
 
-        public long Copied;
         public long DamagedBytes;
         public long FirstDamage = -1;
 

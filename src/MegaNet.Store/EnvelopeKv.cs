@@ -431,6 +431,7 @@ internal sealed partial class EnvelopeKv : IDisposable
         }
 
         _locator?.Dispose();
+        FreeScanPage();
 
         // Before FASTER frees the page buffers that a retried write would read.
         _device.AbandonRetries();

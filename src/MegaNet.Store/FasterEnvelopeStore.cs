@@ -91,6 +91,16 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     // A checkpoint being written while the committer goes on (committer loop only; see StartCheckpoint).
     private Task<CheckpointSnapshot>? _writing;
 
+    // Records a compaction step between groups looks at: each needs an index check, and the few the index does not
+    // settle a read (from disk, about 20 µs each here), so a step holds writes a few milliseconds, plus about 10 ms when
+    // it starts a page (a 4 MiB read and its parse). Whole pages held writes 40-140 ms each (perf/MegaNet.StoreFill churn).
+    private const int CompactionStepRecords = 256;
+
+    // A compaction under way, run a step at a time between groups (committer loop only; see CompactSlice), and the
+    // timestamp before which the loop runs no next step of it (the steps take at most half the committer's time).
+    private CompactionRun? _compaction;
+    private long _nextCompactionSlice;
+
     // As of the last snapshot (committer loop only): the newest group it covers, and the earliest expiry among the
     // entries it kept (not known before the first: mail replayed at open may have expired while the node was down).
     // An idle committer takes no checkpoint while neither changed (see IdleHousekeeping).
@@ -1167,11 +1177,24 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
                         }
                     }
                 }
+                else if (_compaction is not null && _writing is null && Stopwatch.GetTimestamp() >= _nextCompactionSlice)
+                {
+                    // A step of the compaction under way. It writes the table with the writer session, so nothing may be
+                    // in flight: this group's commit is waited for (a few milliseconds), the next group meanwhile queues.
+                    thread.Wait(applying);
+                    if (_fault is null)
+                    {
+                        long sliceStart = Stopwatch.GetTimestamp();
+                        CompactSlice(CompactionStepRecords);
+                        long now = Stopwatch.GetTimestamp();
+                        _nextCompactionSlice = now + (now - sliceStart);
+                    }
+                }
             }
             catch (Exception e)
             {
-                // A failed prepare or checkpoint acknowledges nothing in the group, and nothing after it until the store
-                // is reopened. (TrySet: requests the apply stage already answered keep their answer.)
+                // A failed prepare, checkpoint or compaction acknowledges nothing in the group, and nothing after it until
+                // the store is reopened. (TrySet: requests the apply stage already answered keep their answer.)
                 _fault ??= e;
                 FailAll(group, e);
             }
@@ -1223,8 +1246,12 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
 
     /// <summary>How often the committer wakes while no request arrives (<see cref="IdleHousekeeping"/>): the checkpoint
     /// interval, between 10 ms and a second, so a checkpoint finishes and expired mail goes within a second of when
-    /// they would under traffic. Read at each wait: tests change the interval of an open store.</summary>
-    private TimeSpan IdleWake => TimeSpan.FromTicks(Math.Clamp(_options.CheckpointInterval.Ticks, TimeSpan.TicksPerMillisecond * 10, TimeSpan.TicksPerSecond));
+    /// they would under traffic; every 10 ms while a checkpoint is being written, so that its log truncation, and the
+    /// compaction it may have started, follow within 10 ms of its end. Read at each wait: tests change the interval of
+    /// an open store.</summary>
+    private TimeSpan IdleWake => _writing is not null
+        ? TimeSpan.FromMilliseconds(10)
+        : TimeSpan.FromTicks(Math.Clamp(_options.CheckpointInterval.Ticks, TimeSpan.TicksPerMillisecond * 10, TimeSpan.TicksPerSecond));
 
     /// <summary>
     /// Committer loop only, while it waits for requests: what the loop does between groups when there are none. A
@@ -1252,6 +1279,8 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
                 _log.CommitAsync().AsTask().GetAwaiter().GetResult();
             }
 
+            BackgroundCheckpointUnfinished = _writing is not null;
+
             if (_writing is null && CheckpointDue()
                 && (_generation != _snapshotGeneration || _snapshotEarliestExpiry <= _options.Clock.GetUtcNow().ToUnixTimeMilliseconds()))
             {
@@ -1259,6 +1288,17 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
                 if (_fault is null)
                 {
                     StartCheckpoint();
+                }
+            }
+
+            if (_compaction is not null && _writing is null)
+            {
+                // Idle: the compaction goes on page after page until it is done or a request waits (it then waits at
+                // most for one step, and the loop goes on with the rest between its groups).
+                applying.GetAwaiter().GetResult();
+                while (_fault is null && _compaction is not null && _requests.Reader.Count == 0)
+                {
+                    CompactSlice(CompactionStepRecords);
                 }
             }
         }
@@ -1301,7 +1341,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
             FinishCheckpoint(await writing.ConfigureAwait(false));
         }
 
-        CheckpointSnapshot snapshot = await WriteCheckpointAsync(TakeSnapshot()).ConfigureAwait(false);
+        CheckpointSnapshot snapshot = await WriteCheckpointAsync(TakeSnapshot(wholeCompaction: true)).ConfigureAwait(false);
         FinishCheckpoint(snapshot);
         await _log.CommitAsync().ConfigureAwait(false);
     }
@@ -1316,7 +1356,8 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     /// </summary>
     private void StartCheckpoint()
     {
-        CheckpointSnapshot snapshot = TakeSnapshot();
+        BackgroundCheckpointUnfinished = true;
+        CheckpointSnapshot snapshot = TakeSnapshot(wholeCompaction: false);
         _writing = Task.Run(() => WriteCheckpointAsync(snapshot));
     }
 
@@ -1324,9 +1365,11 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     /// hashes from the previous checkpoint's count up to its own.</summary>
     private sealed record CheckpointSnapshot(Checkpoint.Manifest Manifest, long SavedLeaves, long Start);
 
-    /// <summary>Sweeps expired mail, compacts the table when garbage dominates, and snapshots the indexes against the
-    /// log's tail. Committer loop only, with nothing in flight (the sweep and compaction use the writer session).</summary>
-    private CheckpointSnapshot TakeSnapshot()
+    /// <summary>Sweeps expired mail, starts a compaction of the table when garbage dominates (and with
+    /// <paramref name="wholeCompaction"/> runs it, with the rest of one under way, to its end), and snapshots the indexes
+    /// against the log's tail. Committer loop only, with nothing in flight (the sweep and compaction use the writer
+    /// session).</summary>
+    private CheckpointSnapshot TakeSnapshot(bool wholeCompaction)
     {
         var start = Stopwatch.GetTimestamp();
         // The sweep below takes expired mail out: an id of it retained in _pendingIds must not be answered as a duplicate
@@ -1394,24 +1437,79 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         // id may own the record), most from disk, with writes held: 150,000 expired 1 KiB envelopes held them 7-9 s
         // (27.8 s one read at a time), and a delete frees no space before compaction anyway.
         // Compaction rewrites the live part of the table's oldest region, so only when garbage dominates. It runs
-        // outside the index lock (readers go on); only this committer writes the table.
+        // outside the index lock (readers go on); only this committer writes the table. One started here runs a page at
+        // a time between later groups (CompactSlice), not in this pause: whole, it held writes 0.5-0.8 s per 200 MB.
         (long begin, long tail) = TableExtent;
-        if (tail - begin > (2 * HeldBytes) + (_options.MemoryBudgetBytes / 2) && !CompactionOffForTests)
+        if (_compaction is null && tail - begin > (2 * HeldBytes) + (_options.MemoryBudgetBytes / 2) && !CompactionOffForTests)
         {
-            CompactionOutcome compacted = _kv.Compact(now);
-            LastCompaction = compacted;
-            if (compacted.DamagedBytes > 0)
-            {
-                TableDamageFound?.Invoke(new StoreCorruptException(
-                    $"Compacting the envelope table in '{_kv.Directory}' found {compacted.DamagedBytes:N0} bytes of its log that hold no readable record " +
-                    $"(zeros or garbage where records were written, or a part of the file the device could not read), from table address {compacted.FirstDamage:N0}: " +
-                    "the disk damaged them. Any envelope whose record was there is lost from the table; a mailbox that still lists one answers DATA_LOSS naming it. " +
-                    "The compaction went past them, so the table goes on reclaiming space. " + StoreCorruptException.RunTimeAdvice));
-            }
+            _compaction = new CompactionRun(_kv.CompactableUntil);
+            _nextCompactionSlice = 0;
+        }
+
+        while (wholeCompaction && _compaction is not null)
+        {
+            CompactSlice(int.MaxValue);
         }
 
         MegaNetMetrics.StoreCheckpointPause.Record(Stopwatch.GetElapsedTime(start).TotalMilliseconds);
         return new CheckpointSnapshot(manifest, _savedLeaves, start);
+    }
+
+    /// <summary>
+    /// Committer loop only, with nothing in flight and no checkpoint being written: looks at up to
+    /// <paramref name="maxRecords"/> more records of the compaction under way (reading and parsing a page when it starts
+    /// one), and ends the compaction once it reached the end it was started with (or a read stopped it). Between steps,
+    /// groups go on: a record a later group supersedes or acks before its step comes is no longer the newest of its key
+    /// there, so it is not copied; one it supersedes after its copy leaves the copy as garbage for a later compaction. No
+    /// step runs while a checkpoint is written: the checkpoint might then take the moved begin address without the
+    /// copies, which lie past its tail, and the segments freed would be deleted with it; a step before the snapshot is
+    /// in it whole, one after it in the next checkpoint.
+    /// </summary>
+    private void CompactSlice(int maxRecords)
+    {
+        CompactionRun run = _compaction!;
+        long start = Stopwatch.GetTimestamp();
+        CompactionOutcome slice = _kv.Compact(_options.Clock.GetUtcNow().ToUnixTimeMilliseconds(), run.Until, maxRecords);
+        run.Add(slice);
+        if (maxRecords != int.MaxValue)
+        {
+            CompactionStepsBetweenGroups++;
+        }
+
+        MegaNetMetrics.StoreCompactionPause.Record(Stopwatch.GetElapsedTime(start).TotalMilliseconds);
+        // Done at its end, or when a read stopped it (the next compaction goes on from there), or when a page moved
+        // nothing (cannot happen while the begin address is below the end; a guard against a loop that never ends).
+        if (_kv.BeginAddress < run.Until && slice.StoppedBy is null && slice.Reclaimed > 0)
+        {
+            return;
+        }
+
+        _compaction = null;
+        CompactionOutcome compacted = run.Outcome;
+        LastCompaction = compacted;
+        if (compacted.DamagedBytes > 0)
+        {
+            TableDamageFound?.Invoke(new StoreCorruptException(
+                $"Compacting the envelope table in '{_kv.Directory}' found {compacted.DamagedBytes:N0} bytes of its log that hold no readable record " +
+                $"(zeros or garbage where records were written, or a part of the file the device could not read), from table address {compacted.FirstDamage:N0}: " +
+                "the disk damaged them. Any envelope whose record was there is lost from the table; a mailbox that still lists one answers DATA_LOSS naming it. " +
+                "The compaction went past them, so the table goes on reclaiming space. " + StoreCorruptException.RunTimeAdvice));
+        }
+    }
+
+    /// <summary>A compaction run a step at a time: the table address it goes to, and what its steps did so far.</summary>
+    private sealed class CompactionRun(long until)
+    {
+        public long Until { get; } = until;
+
+        public CompactionOutcome Outcome { get; private set; } = new(0, 0, 0, -1, null);
+
+        public void Add(CompactionOutcome slice) => Outcome = new CompactionOutcome(
+            Outcome.Reclaimed + slice.Reclaimed,
+            Outcome.Copied + slice.Copied,
+            Outcome.DamagedBytes + slice.DamagedBytes,
+            Outcome.FirstDamage >= 0 ? Outcome.FirstDamage : slice.FirstDamage,
+            slice.StoppedBy);
     }
 
     private int LiveEntries()
@@ -1520,6 +1618,16 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     /// <summary>Tests that damage the table's files and then repair them: a compaction between the two would go past
     /// the damaged records (reporting them), and the repaired bytes would no longer be read.</summary>
     internal bool CompactionOffForTests { get; set; }
+
+    /// <summary>Tests: true from the start of a checkpoint in the background until an idle committer has finished it (log
+    /// truncation committed): while it is, the store's files change without a request (a copy of them then need not be
+    /// what a crash leaves).</summary>
+    internal bool BackgroundCheckpointUnfinished { get => Volatile.Read(ref _backgroundCheckpointUnfinished); private set => Volatile.Write(ref _backgroundCheckpointUnfinished, value); }
+
+    private bool _backgroundCheckpointUnfinished;
+
+    /// <summary>Tests: pages of compaction run one at a time between groups or while idle (not in a checkpoint's pause).</summary>
+    internal long CompactionStepsBetweenGroups { get; private set; }
 
     /// <summary>What the latest compaction of the envelope table did (null before the first).</summary>
     internal CompactionOutcome? LastCompaction { get; private set; }

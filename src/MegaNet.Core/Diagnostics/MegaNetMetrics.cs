@@ -106,9 +106,15 @@ public static class MegaNetMetrics
     public static readonly Histogram<double> StoreCheckpointDuration = Milliseconds("meganet.store.checkpoint_duration", "Store checkpoint cycle duration (sweep, compaction, table checkpoint, log truncation)");
 
     /// <summary>Milliseconds each checkpoint holds up the store's writes (the committer takes the snapshot of the mailbox
-    /// indexes, sweeps expired mail and compacts the table when due before it commits the next group); the index
-    /// snapshot also holds up mailbox reads.</summary>
-    public static readonly Histogram<double> StoreCheckpointPause = Milliseconds("meganet.store.checkpoint_pause", "Writes held up by a checkpoint (index snapshot, expiry sweep, compaction when due)");
+    /// indexes and sweeps expired mail before it commits the next group; an asked-for checkpoint and the shutdown one
+    /// also finish a compaction under way, which otherwise runs in short steps, see <see cref="StoreCompactionPause"/>);
+    /// the index snapshot also holds up mailbox reads.</summary>
+    public static readonly Histogram<double> StoreCheckpointPause = Milliseconds("meganet.store.checkpoint_pause", "Writes held up by a checkpoint (index snapshot, expiry sweep; compaction when one is asked for or at shutdown)");
+
+    /// <summary>Milliseconds each step of a table compaction holds up the store's writes: a compaction runs between
+    /// groups a few hundred records at a time (and a page read and parse when a step starts a page), after the
+    /// checkpoint that started it is written; an asked-for or shutdown checkpoint finishes it in one step.</summary>
+    public static readonly Histogram<double> StoreCompactionPause = Milliseconds("meganet.store.compaction_pause", "Writes held up by a step of table compaction");
 
     /// <summary>Exceptions thrown by listeners of the store's <c>MailArrived</c> event. The mail was stored and answered
     /// all the same, but live delivery (Subscribe) may have missed it: any count here is a bug to look into.</summary>
