@@ -92,6 +92,37 @@ public sealed class StoreFillTests : IDisposable
     }
 
     [Fact]
+    public async Task Churn_reports_latency_and_pauses_and_removes_its_directory()
+    {
+        string temp = Directory.CreateDirectory(Path.Combine(_dir, "tmp")).FullName;
+
+        (int rc, string stdout, string stderr) = await RunAsync(["churn", "4", "500"], temp);
+
+        Assert.True(rc == 0, $"churn failed ({rc}): {stderr}\n{stdout}");
+        System.Text.RegularExpressions.Match summary = System.Text.RegularExpressions.Regex.Match(
+            stdout, @"([\d,]+) puts in 4 s \(0 failed\), ([\d,]+) acknowledged; put call latency from its due time over the whole run: p50 [\d.]+ ms, p99 [\d.]+ ms, p99\.9 [\d.]+ ms, max [\d.]+ ms");
+        Assert.True(summary.Success, stdout);
+        // 500 a second for 4 s (the pacing catches up after a stall, the last one may be cut short), each acknowledged
+        // 2 s after it was stored: about 2,000 puts, about 1,000 of them acknowledged.
+        Assert.InRange(int.Parse(summary.Groups[1].Value, System.Globalization.NumberStyles.AllowThousands, System.Globalization.CultureInfo.InvariantCulture), 1_400, 2_000);
+        Assert.InRange(int.Parse(summary.Groups[2].Value, System.Globalization.NumberStyles.AllowThousands, System.Globalization.CultureInfo.InvariantCulture), 1, 1_500);
+        Assert.Contains("writes held up: checkpoints ", stdout, StringComparison.Ordinal);
+        Assert.Empty(Directory.GetFileSystemEntries(temp));
+    }
+
+    [Fact]
+    public async Task Churn_refuses_exit()
+    {
+        string temp = Directory.CreateDirectory(Path.Combine(_dir, "tmp")).FullName;
+
+        (int rc, _, string stderr) = await RunAsync(["churn", "3", "500", "--exit"], temp);
+
+        Assert.Equal(1, rc);
+        Assert.Contains("churn [seconds] [rate]", stderr, StringComparison.Ordinal);
+        Assert.Empty(Directory.GetFileSystemEntries(temp));
+    }
+
+    [Fact]
     public async Task A_fill_that_fails_removes_its_directory()
     {
         // A 2 MiB tmpfs (private user and mount namespace, as in DiskFullTests) fills up during the puts, so the
