@@ -35,12 +35,11 @@ internal sealed partial class EnvelopeKv
     private ClientSession<SpanByte, SpanByte, SpanByte, long, Empty, LocateFunctions>? _locator;
 
     // The page a compaction is working through, kept between calls (Compact): its bytes (4 KiB aligned for direct
-    // reads; freed with the table), its address, the address the next call is to go on from (-1: none), its parse
-    // and its candidate records in address order with the next one to look at. Committer only.
+    // reads; freed with the table), the address on it the next call is to go on from (-1: none), its parse, and the
+    // next of its candidate records to look at. Committer only.
     private unsafe byte* _scanPage;
-    private long _scanPageStart = -1, _scanResumeAt = -1;
+    private long _scanResumeAt = -1;
     private PageScan? _scan;
-    private readonly List<int> _scanOrder = [];
     private int _scanNext;
 
     /// <summary>
@@ -77,7 +76,7 @@ internal sealed partial class EnvelopeKv
         while (begin < until && looked < maxRecords)
         {
             long pageStart = begin & ~(pageBytes - 1L);
-            if (_scanPageStart != pageStart || _scanResumeAt != begin)
+            if (_scanResumeAt != begin)
             {
                 if (pagesRead++ > 0 && maxRecords != int.MaxValue)
                 {
@@ -88,7 +87,7 @@ internal sealed partial class EnvelopeKv
 
                 // A page not begun yet (or a compaction that did not go on from where this one left it): read and parse
                 // it from the begin address on.
-                _scanPageStart = _scanResumeAt = -1;
+                _scanResumeAt = -1;
                 _scan = new PageScan(nowUnixMs);
                 unsafe
                 {
@@ -112,18 +111,15 @@ internal sealed partial class EnvelopeKv
                     firstDamage = _scan.FirstDamage;
                 }
 
-                _scanOrder.Clear();
-                _scanOrder.AddRange(_scan.Candidates);
-                _scanOrder.Sort();
                 _scanNext = 0;
-                _scanPageStart = pageStart;
             }
 
-            int count = Math.Min(_scanOrder.Count - _scanNext, maxRecords - looked);
+            List<int> order = _scan!.InOrder;
+            int count = Math.Min(order.Count - _scanNext, maxRecords - looked);
             long failuresBefore = _device.ReadFailures;
             unsafe
             {
-                copied += LocateAndCopy(new Span<byte>(_scanPage, pageBytes), pageStart, _scan!, CollectionsMarshal.AsSpan(_scanOrder).Slice(_scanNext, count));
+                copied += LocateAndCopy(new Span<byte>(_scanPage, pageBytes), pageStart, _scan, CollectionsMarshal.AsSpan(order).Slice(_scanNext, count));
             }
 
             if (_device.ReadFailures != failuresBefore)
@@ -131,14 +127,14 @@ internal sealed partial class EnvelopeKv
                 // A lookup read from the device while some read failed: it may have missed a record it looked up (FASTER
                 // takes a failed read for "not found"). What was copied stays copied; those records are kept.
                 stoppedBy = _device.LastReadFailure;
-                _scanPageStart = _scanResumeAt = -1;
+                _scanResumeAt = -1;
                 break;
             }
 
             _scanNext += count;
             looked += count;
             // Past the records looked at, and whatever lies between them and the next one (garbage, damage counted).
-            long next = _scanNext < _scanOrder.Count ? pageStart + _scanOrder[_scanNext] : Math.Min(pageStart + pageBytes, until);
+            long next = _scanNext < order.Count ? pageStart + order[_scanNext] : Math.Min(pageStart + pageBytes, until);
             _kv.Log.ShiftBeginAddress(next, snapToPageStart: false, truncateLog: false);
             begin = next;
             _scanResumeAt = next < pageStart + pageBytes ? next : -1;
@@ -322,6 +318,9 @@ internal sealed partial class EnvelopeKv
         /// <summary>Page offsets of records that are neither deleted, invalid nor expired: each live if the index says so.</summary>
         public readonly HashSet<int> Candidates = [];
 
+        /// <summary>The same offsets in address order, as the parse found them.</summary>
+        public readonly List<int> InOrder = [];
+
         public readonly List<int> Live = [];
 
         /// <summary>Page offset and length of chunks the device could not read.</summary>
@@ -334,6 +333,7 @@ internal sealed partial class EnvelopeKv
         public void Parse(ReadOnlySpan<byte> page, long pageStart, long from, long until)
         {
             Candidates.Clear();
+            InOrder.Clear();
             int end = (int)Math.Min(page.Length, until - pageStart);
             int at = (int)(from - pageStart);
             // Where a run of zero words began. Zeros are no record (FASTER's scan steps over them a word at a time): the end
@@ -375,6 +375,7 @@ internal sealed partial class EnvelopeKv
                 if (IsCandidate(page, at, word))
                 {
                     Candidates.Add(at);
+                    InOrder.Add(at);
                 }
 
                 at += size;

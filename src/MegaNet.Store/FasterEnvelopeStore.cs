@@ -96,10 +96,10 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     // it starts a page (a 4 MiB read and its parse). Whole pages held writes 40-140 ms each (perf/MegaNet.StoreFill churn).
     private const int CompactionStepRecords = 256;
 
-    // A compaction under way, run a step at a time between groups (committer loop only; see CompactSlice), and the
+    // A compaction under way, run a step at a time between groups (committer loop only; see CompactStep), and the
     // timestamp before which the loop runs no next step of it (the steps take at most half the committer's time).
     private CompactionRun? _compaction;
-    private long _nextCompactionSlice;
+    private long _nextCompactionStep;
 
     // As of the last snapshot (committer loop only): the newest group it covers, and the earliest expiry among the
     // entries it kept (not known before the first: mail replayed at open may have expired while the node was down).
@@ -1177,17 +1177,15 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
                         }
                     }
                 }
-                else if (_compaction is not null && _writing is null && Stopwatch.GetTimestamp() >= _nextCompactionSlice)
+                else if (_compaction is not null && _writing is null && Stopwatch.GetTimestamp() >= _nextCompactionStep)
                 {
                     // A step of the compaction under way. It writes the table with the writer session, so nothing may be
                     // in flight: this group's commit is waited for (a few milliseconds), the next group meanwhile queues.
                     thread.Wait(applying);
                     if (_fault is null)
                     {
-                        long sliceStart = Stopwatch.GetTimestamp();
-                        CompactSlice(CompactionStepRecords);
-                        long now = Stopwatch.GetTimestamp();
-                        _nextCompactionSlice = now + (now - sliceStart);
+                        long took = CompactStep(CompactionStepRecords);
+                        _nextCompactionStep = Stopwatch.GetTimestamp() + took;
                     }
                 }
             }
@@ -1293,12 +1291,12 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
 
             if (_compaction is not null && _writing is null)
             {
-                // Idle: the compaction goes on page after page until it is done or a request waits (it then waits at
+                // Idle: the compaction goes on step after step until it is done or a request waits (it then waits at
                 // most for one step, and the loop goes on with the rest between its groups).
                 applying.GetAwaiter().GetResult();
                 while (_fault is null && _compaction is not null && _requests.Reader.Count == 0)
                 {
-                    CompactSlice(CompactionStepRecords);
+                    CompactStep(CompactionStepRecords);
                 }
             }
         }
@@ -1437,18 +1435,18 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         // id may own the record), most from disk, with writes held: 150,000 expired 1 KiB envelopes held them 7-9 s
         // (27.8 s one read at a time), and a delete frees no space before compaction anyway.
         // Compaction rewrites the live part of the table's oldest region, so only when garbage dominates. It runs
-        // outside the index lock (readers go on); only this committer writes the table. One started here runs a page at
-        // a time between later groups (CompactSlice), not in this pause: whole, it held writes 0.5-0.8 s per 200 MB.
+        // outside the index lock (readers go on); only this committer writes the table. One started here runs in steps
+        // between later groups (CompactStep), not in this pause: whole, it held writes 0.5-0.8 s per 200 MB.
         (long begin, long tail) = TableExtent;
         if (_compaction is null && tail - begin > (2 * HeldBytes) + (_options.MemoryBudgetBytes / 2) && !CompactionOffForTests)
         {
             _compaction = new CompactionRun(_kv.CompactableUntil);
-            _nextCompactionSlice = 0;
+            _nextCompactionStep = 0;
         }
 
         while (wholeCompaction && _compaction is not null)
         {
-            CompactSlice(int.MaxValue);
+            CompactStep(int.MaxValue);
         }
 
         MegaNetMetrics.StoreCheckpointPause.Record(Stopwatch.GetElapsedTime(start).TotalMilliseconds);
@@ -1463,25 +1461,26 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     /// there, so it is not copied; one it supersedes after its copy leaves the copy as garbage for a later compaction. No
     /// step runs while a checkpoint is written: the checkpoint might then take the moved begin address without the
     /// copies, which lie past its tail, and the segments freed would be deleted with it; a step before the snapshot is
-    /// in it whole, one after it in the next checkpoint.
+    /// in it whole, one after it in the next checkpoint. Returns the step's time in Stopwatch ticks.
     /// </summary>
-    private void CompactSlice(int maxRecords)
+    private long CompactStep(int maxRecords)
     {
         CompactionRun run = _compaction!;
         long start = Stopwatch.GetTimestamp();
-        CompactionOutcome slice = _kv.Compact(_options.Clock.GetUtcNow().ToUnixTimeMilliseconds(), run.Until, maxRecords);
-        run.Add(slice);
+        CompactionOutcome step = _kv.Compact(_options.Clock.GetUtcNow().ToUnixTimeMilliseconds(), run.Until, maxRecords);
+        run.Add(step);
         if (maxRecords != int.MaxValue)
         {
             CompactionStepsBetweenGroups++;
         }
 
-        MegaNetMetrics.StoreCompactionPause.Record(Stopwatch.GetElapsedTime(start).TotalMilliseconds);
-        // Done at its end, or when a read stopped it (the next compaction goes on from there), or when a page moved
+        long end = Stopwatch.GetTimestamp(), took = end - start;
+        MegaNetMetrics.StoreCompactionPause.Record(Stopwatch.GetElapsedTime(start, end).TotalMilliseconds);
+        // Done at its end, or when a read stopped it (the next compaction goes on from there), or when a step moved
         // nothing (cannot happen while the begin address is below the end; a guard against a loop that never ends).
-        if (_kv.BeginAddress < run.Until && slice.StoppedBy is null && slice.Reclaimed > 0)
+        if (_kv.BeginAddress < run.Until && step.StoppedBy is null && step.Reclaimed > 0)
         {
-            return;
+            return took;
         }
 
         _compaction = null;
@@ -1495,6 +1494,8 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
                 "the disk damaged them. Any envelope whose record was there is lost from the table; a mailbox that still lists one answers DATA_LOSS naming it. " +
                 "The compaction went past them, so the table goes on reclaiming space. " + StoreCorruptException.RunTimeAdvice));
         }
+
+        return took;
     }
 
     /// <summary>A compaction run a step at a time: the table address it goes to, and what its steps did so far.</summary>
@@ -1504,12 +1505,12 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
 
         public CompactionOutcome Outcome { get; private set; } = new(0, 0, 0, -1, null);
 
-        public void Add(CompactionOutcome slice) => Outcome = new CompactionOutcome(
-            Outcome.Reclaimed + slice.Reclaimed,
-            Outcome.Copied + slice.Copied,
-            Outcome.DamagedBytes + slice.DamagedBytes,
-            Outcome.FirstDamage >= 0 ? Outcome.FirstDamage : slice.FirstDamage,
-            slice.StoppedBy);
+        public void Add(CompactionOutcome step) => Outcome = new CompactionOutcome(
+            Outcome.Reclaimed + step.Reclaimed,
+            Outcome.Copied + step.Copied,
+            Outcome.DamagedBytes + step.DamagedBytes,
+            Outcome.FirstDamage >= 0 ? Outcome.FirstDamage : step.FirstDamage,
+            step.StoppedBy);
     }
 
     private int LiveEntries()
@@ -1626,7 +1627,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
 
     private bool _backgroundCheckpointUnfinished;
 
-    /// <summary>Tests: pages of compaction run one at a time between groups or while idle (not in a checkpoint's pause).</summary>
+    /// <summary>Tests: compaction steps run between groups or while idle (not in a checkpoint's pause).</summary>
     internal long CompactionStepsBetweenGroups { get; private set; }
 
     /// <summary>What the latest compaction of the envelope table did (null before the first).</summary>
