@@ -1355,6 +1355,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     private void StartCheckpoint()
     {
         BackgroundCheckpointUnfinished = true;
+        Interlocked.Increment(ref _backgroundCheckpointsStarted);
         CheckpointSnapshot snapshot = TakeSnapshot(wholeCompaction: false);
         _writing = Task.Run(() => WriteCheckpointAsync(snapshot));
     }
@@ -1626,6 +1627,13 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     internal bool BackgroundCheckpointUnfinished { get => Volatile.Read(ref _backgroundCheckpointUnfinished); private set => Volatile.Write(ref _backgroundCheckpointUnfinished, value); }
 
     private bool _backgroundCheckpointUnfinished;
+
+    /// <summary>Tests: checkpoints started in the background so far (one may start just after
+    /// <see cref="BackgroundCheckpointUnfinished"/> read false: a committer that found one due before the test changed
+    /// the interval).</summary>
+    internal long BackgroundCheckpointsStarted => Interlocked.Read(ref _backgroundCheckpointsStarted);
+
+    private long _backgroundCheckpointsStarted;
 
     /// <summary>Tests: compaction steps run between groups or while idle (not in a checkpoint's pause).</summary>
     internal long CompactionStepsBetweenGroups { get; private set; }
