@@ -243,14 +243,19 @@ function leadingZeroBits(hash) {
   return bits;
 }
 
-function stamp(e, bits, core) {
+// A stamp is made for the node's seed (Status.pow_seed, or a refusal's pow-seed trailer): 16 bytes it draws anew every
+// 10 minutes, so work cannot be done ahead and hoarded (docs/protocol.md).
+function stamp(e, bits, core, seed) {
   if (!Number.isInteger(bits) || bits < 0 || bits > MAX_POW_BITS) {
     throw new Error(`the node asks for a ${bits}-bit proof-of-work stamp; this client pays for at most ${MAX_POW_BITS} bits (try later, or another node)`);
   }
   if (bits === 0) { delete e.pow; return; }
+  if (!seed || seed.length !== 16) {
+    throw new Error('the node asks for a proof-of-work stamp but gives no 16-byte seed to make it for: it speaks another version of the protocol');
+  }
   const coreDigest = blake2b256(core);
   for (let nonce = 0n; ; nonce++) {
-    const zeros = leadingZeroBits(blake2b256(utf8('meganet-pow-v1'), coreDigest, u64be(nonce)));
+    const zeros = leadingZeroBits(blake2b256(utf8('meganet-pow-v2'), seed, coreDigest, u64be(nonce)));
     if (zeros >= bits) {
       e.pow = { bits: zeros, nonce: nonce.toString() }; // the node takes a stamp claiming exactly its zero bits
       return;
@@ -409,7 +414,7 @@ async function send(node, sender, recipient, text, nodeId) {
     sending_key: sendingKey.publicKey,
   };
   const core = coreBytes(envelope);
-  const { id, receipt } = await submit(node, envelope, sendingKey, core, status.pow_bits_required);
+  const { id, receipt } = await submit(node, envelope, sendingKey, core, status.pow_bits_required, status.pow_seed && Buffer.from(status.pow_seed));
   // The node holds the message from here on: a check that fails says so, and as which envelope. Told only the failure,
   // a person sends it again, sealed anew with a new sending time, which the recipient cannot tell from a copy of the
   // first: delivered twice.
@@ -432,15 +437,15 @@ async function send(node, sender, recipient, text, nodeId) {
 const MAX_RESUBMITS = 2;
 
 // Stamps and submits `envelope`; returns its id and the node's receipt, checked to name it. A node that asks for a
-// stamp (FAILED_PRECONDITION with a pow-bits trailer: the node, or the recipient's nearly full mailbox) gets one, twice
-// at most. A submit that got no answer in time (DEADLINE_EXCEEDED) or no node (UNAVAILABLE) is made again with the
+// stamp (FAILED_PRECONDITION with pow-bits and pow-seed trailers: the node, or the recipient's nearly full mailbox;
+// also a stamp for a seed the node has since turned) gets one for the seed it names, twice at most. A submit that got no answer in time (DEADLINE_EXCEEDED) or no node (UNAVAILABLE) is made again with the
 // same envelope, twice at most, after 1 and 2 s: a node that stored it answers with the original receipt, where the
 // message sent again would be a second copy. From then on the envelope is never stamped anew (another envelope, while
 // the first may be stored), and a failure names it, as MegaNetClient's send does. (grpc-js does not tell a transport's
 // UNAVAILABLE from a node's own, which stored nothing: both count as unanswered.)
-async function submit(node, envelope, sendingKey, core, bits) {
+async function submit(node, envelope, sendingKey, core, bits, seed) {
   let restamps = 0, resubmits = 0;
-  stamp(envelope, bits, core);
+  stamp(envelope, bits, core, seed);
   let id = sign(envelope, sendingKey, core);
   for (;;) {
     let receipt;
@@ -448,9 +453,10 @@ async function submit(node, envelope, sendingKey, core, bits) {
       receipt = await node.call('Submit', { envelope });
     } catch (error) {
       const wanted = error.code === grpc.status.FAILED_PRECONDITION && error.metadata?.get('pow-bits')[0];
+      const wantedSeed = wanted && error.metadata.get('pow-seed')[0];
       if (wanted && resubmits === 0 && restamps < 2) {
         restamps++;
-        stamp(envelope, Number(wanted), core);
+        stamp(envelope, Number(wanted), core, typeof wantedSeed === 'string' && /^[0-9a-f]{32}$/.test(wantedSeed) ? Buffer.from(wantedSeed, 'hex') : undefined);
         id = sign(envelope, sendingKey, core);
         continue;
       }

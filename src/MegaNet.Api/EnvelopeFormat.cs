@@ -31,7 +31,7 @@ public static class EnvelopeFormat
     public const int SealOverhead = 32 + 24 + 16;
 
     private static readonly byte[] CoreDomain = Encoding.ASCII.GetBytes("meganet-envelope-v1");
-    private static readonly byte[] PowDomain = Encoding.ASCII.GetBytes("meganet-pow-v1");
+    private static readonly byte[] PowDomain = Encoding.ASCII.GetBytes("meganet-pow-v2");
     private static readonly byte[] SealDomain = Encoding.ASCII.GetBytes("meganet-seal-v1");
     private static readonly byte[] ContentDomain = Encoding.ASCII.GetBytes("meganet-content-v2");
     private static readonly byte[] AuthDomain = Encoding.ASCII.GetBytes("meganet-auth-v2");
@@ -171,13 +171,24 @@ public static class EnvelopeFormat
         CopyFixed(envelope.SendingKey.Span, bytes.Slice(o, 32));
     }
 
-    /// <summary>Leading zero bits of BLAKE2b-256("meganet-pow-v1" ‖ BLAKE2b-256(core) ‖ nonce u64 BE).</summary>
-    public static int PowZeroBits(ReadOnlySpan<byte> coreDigest, ulong nonce)
+    /// <summary>Bytes of a node's proof-of-work seed (<c>Status.pow_seed</c>): a stamp is made for one seed.</summary>
+    public const int PowSeedLength = 16;
+
+    /// <summary>Leading zero bits of BLAKE2b-256("meganet-pow-v2" ‖ seed (16) ‖ BLAKE2b-256(core) ‖ nonce u64 BE).</summary>
+    /// <exception cref="ArgumentException"><paramref name="seed"/> is not <see cref="PowSeedLength"/> bytes, or
+    /// <paramref name="coreDigest"/> not 32.</exception>
+    public static int PowZeroBits(ReadOnlySpan<byte> seed, ReadOnlySpan<byte> coreDigest, ulong nonce)
     {
-        Span<byte> input = stackalloc byte[PowDomain.Length + 32 + 8];
+        if (seed.Length != PowSeedLength || coreDigest.Length != 32)
+        {
+            throw new ArgumentException($"A proof-of-work seed has {PowSeedLength} bytes and a core digest 32 (got {seed.Length} and {coreDigest.Length}).");
+        }
+
+        Span<byte> input = stackalloc byte[PowDomain.Length + PowSeedLength + 32 + 8];
         PowDomain.CopyTo(input);
-        coreDigest.CopyTo(input[PowDomain.Length..]);
-        BinaryPrimitives.WriteUInt64BigEndian(input[(PowDomain.Length + 32)..], nonce);
+        seed.CopyTo(input[PowDomain.Length..]);
+        coreDigest.CopyTo(input[(PowDomain.Length + PowSeedLength)..]);
+        BinaryPrimitives.WriteUInt64BigEndian(input[(PowDomain.Length + PowSeedLength + 32)..], nonce);
         Span<byte> hash = stackalloc byte[32];
         HashAlgorithm.Blake2b_256.Hash(input, hash);
         int bits = 0;
@@ -196,44 +207,37 @@ public static class EnvelopeFormat
         return bits;
     }
 
-    /// <summary>True if the envelope's stamp claims at least <paramref name="requiredBits"/> and its hash begins with
-    /// exactly the zero bits it claims. Exactly, not at least: the hash does not cover the claim, so a stamp that
-    /// could claim any count up to the zeros it has would sign as several envelopes (each claim is another id). With no
-    /// bits required an envelope needs no stamp, but one it carries must still be true: a peer that checks it later,
-    /// under another demand, must reach the same verdict. A stamp that claims 0 bits is taken as none.</summary>
-    public static bool HasValidPow(Envelope envelope, int requiredBits)
+    /// <summary>The bits the envelope's stamp counts for under <paramref name="seed"/>: the bits it claims when its hash
+    /// under that seed begins with exactly that many zero bits, else 0 (as for no stamp). Exactly, not at least: the
+    /// hash does not cover the claim, so a stamp that could claim any count up to the zeros it has would sign as several
+    /// envelopes (each claim is another id). A stamp is good only at the node whose seed it was made for, and only
+    /// while that node still takes the seed (docs/protocol.md), so work done in advance cannot be hoarded.</summary>
+    public static int StampBits(Envelope envelope, ReadOnlySpan<byte> seed)
     {
         ArgumentNullException.ThrowIfNull(envelope);
-        return envelope.Pow is { Bits: > 0 } pow
-            ? pow.Bits >= requiredBits && HasValidPow(CoreBytes(envelope), envelope, requiredBits)
-            : requiredBits <= 0;
+        return envelope.Pow is { Bits: > 0 } ? StampBits(CoreBytes(envelope), envelope, seed) : 0;
     }
 
-    /// <summary><see cref="HasValidPow(Envelope, int)"/> for a caller that already holds the envelope's
+    /// <summary><see cref="StampBits(Envelope, ReadOnlySpan{byte})"/> for a caller that already holds the envelope's
     /// <see cref="CoreBytes"/> (<see cref="CoreLength"/> bytes), so the sealed payload is not hashed again.</summary>
-    public static bool HasValidPow(ReadOnlySpan<byte> coreBytes, Envelope envelope, int requiredBits)
+    public static int StampBits(ReadOnlySpan<byte> coreBytes, Envelope envelope, ReadOnlySpan<byte> seed)
     {
         ArgumentNullException.ThrowIfNull(envelope);
-        if (envelope.Pow is null or { Bits: 0 })
+        if (envelope.Pow is null or { Bits: 0 } || envelope.Pow.Bits > 256)
         {
             // A claim of no bits proves nothing and buys nothing: taken as no stamp (a client that always sends an
-            // empty pow message was refused whenever its hash began with a zero bit).
-            return requiredBits <= 0;
-        }
-
-        if (envelope.Pow.Bits < requiredBits)
-        {
-            return false;
+            // empty pow message was refused whenever its hash began with a zero bit). No hash has over 256.
+            return 0;
         }
 
         Span<byte> digest = stackalloc byte[32];
         HashAlgorithm.Blake2b_256.Hash(coreBytes, digest);
-        return PowZeroBits(digest, envelope.Pow.Nonce) == envelope.Pow.Bits;
+        return PowZeroBits(seed, digest, envelope.Pow.Nonce) == envelope.Pow.Bits ? (int)envelope.Pow.Bits : 0;
     }
 
-    /// <summary>Finds a nonce giving at least <paramref name="bits"/> leading zero bits (expected 2^bits hashes); the
-    /// stamp claims the zero bits its hash has, which may be more.</summary>
-    public static ProofOfWork SolvePow(Envelope envelope, int bits, CancellationToken cancellationToken = default)
+    /// <summary>Finds a nonce giving at least <paramref name="bits"/> leading zero bits under <paramref name="seed"/>
+    /// (expected 2^bits hashes); the stamp claims the zero bits its hash has, which may be more.</summary>
+    public static ProofOfWork SolvePow(Envelope envelope, ReadOnlySpan<byte> seed, int bits, CancellationToken cancellationToken = default)
     {
         byte[] digest = HashAlgorithm.Blake2b_256.Hash(CoreBytes(envelope));
         for (ulong nonce = (ulong)RandomNumberGenerator.GetInt32(int.MaxValue); ; nonce++)
@@ -243,7 +247,7 @@ public static class EnvelopeFormat
                 cancellationToken.ThrowIfCancellationRequested();
             }
 
-            int zeros = PowZeroBits(digest, nonce);
+            int zeros = PowZeroBits(seed, digest, nonce);
             if (zeros >= bits)
             {
                 return new ProofOfWork { Bits = (uint)zeros, Nonce = nonce };
@@ -252,17 +256,25 @@ public static class EnvelopeFormat
     }
 
     /// <summary>Stamps <paramref name="envelope"/> (sealed by <paramref name="sender"/>) with a proof of work of at least
-    /// <paramref name="bits"/> bits (the stamp claims the zero bits its hash has) and signs it again, replacing its stamp and signature: for an envelope a node
+    /// <paramref name="bits"/> bits for the node's <paramref name="seed"/> (<c>Status.pow_seed</c>, or a refusal's
+    /// <c>pow-seed</c> trailer; the stamp claims the zero bits its hash has) and signs it again, replacing its stamp and signature: for an envelope a node
     /// refused with <c>FAILED_PRECONDITION</c> and a <c>pow-bits</c> trailer (<see cref="NodeRefusals.RequiredPowBits"/>).
     /// The stamp changes the envelope id. Runs on the calling thread (about 2^bits hashes).</summary>
     /// <exception cref="OperationCanceledException">Cancelled before a stamp was found; the envelope is unchanged.</exception>
-    public static void Stamp(Identity sender, Envelope envelope, int bits, CancellationToken cancellationToken = default)
+    /// <exception cref="ArgumentException"><paramref name="seed"/> is not <see cref="PowSeedLength"/> bytes (and
+    /// <paramref name="bits"/> above 0).</exception>
+    public static void Stamp(Identity sender, Envelope envelope, ReadOnlySpan<byte> seed, int bits, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(sender);
         ArgumentNullException.ThrowIfNull(envelope);
         ArgumentOutOfRangeException.ThrowIfNegative(bits);
         ArgumentOutOfRangeException.ThrowIfGreaterThan(bits, 64);
-        ProofOfWork? pow = bits > 0 ? SolvePow(envelope, bits, cancellationToken) : null;
+        if (bits > 0 && seed.Length != PowSeedLength)
+        {
+            throw new ArgumentException($"A proof-of-work seed has {PowSeedLength} bytes, not {seed.Length}: take it from the node's Status.pow_seed or its refusal's pow-seed trailer.", nameof(seed));
+        }
+
+        ProofOfWork? pow = bits > 0 ? SolvePow(envelope, seed, bits, cancellationToken) : null;
         envelope.Pow = pow;
         envelope.Signature = ByteString.CopyFrom(sender.SignWithSendingKeyFor(envelope.Recipient.Span, SigningBytes(envelope)));
     }
@@ -272,14 +284,20 @@ public static class EnvelopeFormat
     /// the content is signed by the sender's identity, sealed to the recipient's X25519 key, padded to the smallest
     /// class that fits, and the envelope is signed by the sender's sending key (after an optional stamp).
     /// </summary>
-    /// <remarks>A stamp of <paramref name="powBits"/> is computed on the calling thread and cannot be cancelled; for a
-    /// cancellable one, seal with 0 and <see cref="Stamp"/>.</remarks>
-    /// <exception cref="ArgumentException">The content does not fit the largest class.</exception>
+    /// <remarks>A stamp of <paramref name="powBits"/> for the node's <paramref name="powSeed"/> is computed on the
+    /// calling thread and cannot be cancelled; for a cancellable one, seal with 0 and <see cref="Stamp"/>.</remarks>
+    /// <exception cref="ArgumentException">The content does not fit the largest class, or <paramref name="powBits"/> is
+    /// above 0 without a seed of <see cref="PowSeedLength"/> bytes.</exception>
     public static Envelope Seal(Identity sender, ContactCard recipient, ReadOnlySpan<byte> content, string contentType, string? fileName,
-        DateTimeOffset expiresAt, int powBits = 0, DateTimeOffset? sentAt = null)
+        DateTimeOffset expiresAt, int powBits = 0, DateTimeOffset? sentAt = null, byte[]? powSeed = null)
     {
         ArgumentNullException.ThrowIfNull(sender);
         ArgumentNullException.ThrowIfNull(recipient);
+        if (powBits > 0 && powSeed?.Length != PowSeedLength)
+        {
+            throw new ArgumentException($"A stamp is made for a node's proof-of-work seed of {PowSeedLength} bytes (Status.pow_seed); none was given.", nameof(powSeed));
+        }
+
         long sent = (sentAt ?? DateTimeOffset.UtcNow).ToUnixTimeMilliseconds();
         var inner = new SealedContent
         {
@@ -313,7 +331,7 @@ public static class EnvelopeFormat
         };
         if (powBits > 0)
         {
-            envelope.Pow = SolvePow(envelope, powBits);
+            envelope.Pow = SolvePow(envelope, powSeed, powBits);
         }
 
         envelope.Signature = ByteString.CopyFrom(sender.SignWithSendingKeyFor(recipient.Address, SigningBytes(envelope)));

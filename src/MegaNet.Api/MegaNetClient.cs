@@ -256,7 +256,7 @@ public sealed class MegaNetClient : IDisposable
         Envelope envelope = EnvelopeFormat.Seal(sender, recipient, content, contentType, fileName, expires);
         if (bits > 0)
         {
-            await StampAsync(sender, envelope, bits, cancellationToken);
+            await StampAsync(sender, envelope, NodePowSeed(status), bits, cancellationToken);
         }
 
         return envelope;
@@ -299,10 +299,12 @@ public sealed class MegaNetClient : IDisposable
                     break;
                 }
                 catch (RpcException e) when (e.StatusCode == StatusCode.FailedPrecondition && restamps < 2 && !history.Unanswered
-                    && e.RequiredPowBits() is { } demanded && demanded > (envelope.Pow?.Bits ?? 0))
+                    && e.RequiredPowBits() is { } demanded && e.RequiredPowSeed() is { } seed && EnvelopeFormat.StampBits(envelope, seed) < demanded)
                 {
+                    // More bits than the stamp has, or a stamp made for a seed the node no longer takes (it changes
+                    // every 10 minutes and at a restart): stamped again for the seed the refusal names.
                     restamps++;
-                    await StampAsync(sender, envelope, PowBitsToSolve((uint)demanded), cancellationToken);
+                    await StampAsync(sender, envelope, seed, PowBitsToSolve((uint)demanded), cancellationToken);
                 }
                 catch (Exception e) when (cancellationToken.IsCancellationRequested && e is OperationCanceledException or RpcException { StatusCode: StatusCode.Cancelled })
                 {
@@ -691,14 +693,21 @@ public sealed class MegaNetClient : IDisposable
         return max - TimeSpan.FromTicks(Math.Min(TimeSpan.FromMinutes(5).Ticks, max.Ticks / 10));
     }
 
+    /// <summary>The seed a node's <c>Status</c> says stamps are made for now.</summary>
+    /// <exception cref="InvalidOperationException">The node demands a stamp but gives no seed of
+    /// <see cref="EnvelopeFormat.PowSeedLength"/> bytes.</exception>
+    private static byte[] NodePowSeed(StatusResponse status) => status.PowSeed.Length == EnvelopeFormat.PowSeedLength
+        ? status.PowSeed.ToByteArray()
+        : throw new InvalidOperationException($"The node demands a proof-of-work stamp but its Status gives a seed of {status.PowSeed.Length} bytes, not {EnvelopeFormat.PowSeedLength}: it speaks another version of the protocol.");
+
     /// <summary>The proof of work to compute for a demand of <paramref name="demanded"/> bits.</summary>
     /// <exception cref="PowDemandTooHighException">More than <see cref="MegaNetClientOptions.MaxPowBits"/>.</exception>
     private int PowBitsToSolve(uint demanded) =>
         demanded <= (uint)_maxPowBits ? (int)demanded : throw new PowDemandTooHighException(demanded, _maxPowBits);
 
     /// <summary>Stamps and signs again off the caller's thread (seconds of CPU at 20 bits and more), cancellably.</summary>
-    private static Task StampAsync(Identity sender, Envelope envelope, int bits, CancellationToken cancellationToken) =>
-        Task.Run(() => EnvelopeFormat.Stamp(sender, envelope, bits, cancellationToken), cancellationToken);
+    private static Task StampAsync(Identity sender, Envelope envelope, byte[] seed, int bits, CancellationToken cancellationToken) =>
+        Task.Run(() => EnvelopeFormat.Stamp(sender, envelope, seed, bits, cancellationToken), cancellationToken);
 
     /// <summary>The node id this client signs mailbox challenges for: the one it was given, else the one the node
     /// showed at the first challenge (or, by <see cref="VerifyReceiptAsync"/> or <see cref="CheckLogAsync"/>, signs its
@@ -1288,9 +1297,13 @@ public static class NodeRefusals
     /// <summary>The trailer saying how many proof-of-work bits to stamp with.</summary>
     public const string PowBitsTrailer = "pow-bits";
 
+    /// <summary>The trailer giving the node's proof-of-work seed to stamp for (lowercase hex), beside
+    /// <see cref="PowBitsTrailer"/>.</summary>
+    public const string PowSeedTrailer = "pow-seed";
+
     /// <summary>The trailers of a refusal: a wait of <paramref name="retryAfterMs"/> and a demand of
-    /// <paramref name="powBits"/>, each only when above 0.</summary>
-    public static Metadata Trailers(int retryAfterMs = 0, int powBits = 0)
+    /// <paramref name="powBits"/>, each only when above 0, with the seed to stamp for beside the demand.</summary>
+    public static Metadata Trailers(int retryAfterMs = 0, int powBits = 0, ReadOnlySpan<byte> powSeed = default)
     {
         var trailers = new Metadata();
         if (retryAfterMs > 0)
@@ -1301,6 +1314,10 @@ public static class NodeRefusals
         if (powBits > 0)
         {
             trailers.Add(PowBitsTrailer, powBits.ToString(System.Globalization.CultureInfo.InvariantCulture));
+            if (!powSeed.IsEmpty)
+            {
+                trailers.Add(PowSeedTrailer, Convert.ToHexStringLower(powSeed));
+            }
         }
 
         return trailers;
@@ -1328,6 +1345,17 @@ public static class NodeRefusals
             && int.TryParse(text, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int bits)
             && bits is > 0 and <= 256
             ? bits
+            : null;
+    }
+
+    /// <summary>The node's proof-of-work seed to stamp for, from the <c>pow-seed</c> trailer beside
+    /// <c>pow-bits</c>; null when there is none or it is not <see cref="EnvelopeFormat.PowSeedLength"/> bytes of hex.</summary>
+    public static byte[]? RequiredPowSeed(this RpcException exception)
+    {
+        ArgumentNullException.ThrowIfNull(exception);
+        return exception.Trailers.GetValue(PowSeedTrailer) is { Length: EnvelopeFormat.PowSeedLength * 2 } text
+            && text.All(char.IsAsciiHexDigit)
+            ? Convert.FromHexString(text)
             : null;
     }
 }

@@ -148,7 +148,7 @@ public sealed class AdmissionBatchingTests
     }
 
     /// <summary>Seals <paramref name="count"/> envelopes from distinct senders to one recipient.</summary>
-    internal static Envelope[] Seal(int count, int powBits = 0)
+    internal static Envelope[] Seal(int count, int powBits = 0, byte[]? powSeed = null)
     {
         using Identity recipient = Identity.Create();
         var envelopes = new Envelope[count];
@@ -156,7 +156,7 @@ public sealed class AdmissionBatchingTests
         {
             using Identity sender = Identity.Create();
             envelopes[i] = EnvelopeFormat.Seal(sender, recipient.Card, Encoding.UTF8.GetBytes($"message {i}"), "text/plain; charset=utf-8", null,
-                DateTimeOffset.UtcNow.AddDays(1), powBits);
+                DateTimeOffset.UtcNow.AddDays(1), powBits, powSeed: powSeed);
         }
 
         return envelopes;

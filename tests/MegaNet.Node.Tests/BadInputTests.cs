@@ -1,17 +1,19 @@
 using System.Text;
 using Google.Protobuf;
 using Grpc.Core;
+using Grpc.Core.Interceptors;
 using Grpc.Net.Client;
 using MegaNet.Api;
 using MegaNet.Api.V1;
+using Microsoft.Extensions.DependencyInjection;
 
 namespace MegaNet.Node.Tests;
 
 /// <summary>Each bad input gets its own gRPC status and stores nothing.</summary>
 public sealed class BadInputTests
 {
-    private static Envelope Valid(Identity from, Identity to, string text = "x", int powBits = 0) =>
-        EnvelopeFormat.Seal(from, to.Card, Encoding.UTF8.GetBytes(text), "text/plain", null, DateTimeOffset.UtcNow.AddDays(1), powBits);
+    private static Envelope Valid(Identity from, Identity to, string text = "x", int powBits = 0, byte[]? powSeed = null) =>
+        EnvelopeFormat.Seal(from, to.Card, Encoding.UTF8.GetBytes(text), "text/plain", null, DateTimeOffset.UtcNow.AddDays(1), powBits, powSeed: powSeed);
 
     private static void Resign(Envelope e, Identity from) => e.Signature = ByteString.CopyFrom(from.SignWithSendingKeyFor(e.Recipient.Span, EnvelopeFormat.SigningBytes(e)));
 
@@ -101,7 +103,7 @@ public sealed class BadInputTests
         Assert.Equal(StatusCode.InvalidArgument, mistypedRefusal.StatusCode);
         Assert.StartsWith("The Submit request is refused: SubmitRequest.envelope carries field 2 ", mistypedRefusal.Status.Detail, StringComparison.Ordinal);
         Assert.Contains("recipient", mistypedRefusal.Status.Detail, StringComparison.Ordinal);
-        Envelope stamped = Valid(alice, bob, powBits: 1);
+        Envelope stamped = Valid(alice, bob, powBits: 1, powSeed: node.PowSeed);
         stamped.Pow = ProofOfWork.Parser.ParseFrom([.. stamped.Pow.ToByteArray(), .. unknownField]);
         Assert.StartsWith("The Submit request is refused: SubmitRequest.envelope.pow carries field 127 (a varint), which ProofOfWork does not define", (await Refused(client, stamped)).Status.Detail, StringComparison.Ordinal);
         // One beside the envelope, in the request itself, is refused too (it was ignored, and the envelope stored).
@@ -154,7 +156,7 @@ public sealed class BadInputTests
         var signer = new RandomNonceSigner();
         Envelope template = Valid(alice, bob);
         template.SendingKey = ByteString.CopyFrom(signer.PublicKey);
-        template.Pow = EnvelopeFormat.SolvePow(template, 8);
+        template.Pow = EnvelopeFormat.SolvePow(template, node.PowSeed, 8);
 
         // The key's holder signs the same stamped bytes three times, each time validly and differently.
         var receipts = new List<Receipt>();
@@ -313,26 +315,29 @@ public sealed class BadInputTests
         using Identity alice = Identity.Create(), bob = Identity.Create();
         StatusResponse status = await client.Relay.StatusAsync(new StatusRequest());
         Assert.Equal(8u, status.PowBitsRequired);
+        byte[] seed = status.PowSeed.ToByteArray();
+        Assert.Equal(EnvelopeFormat.PowSeedLength, seed.Length);
 
         RpcException missing = await Refused(client, Valid(alice, bob));
         Assert.Equal(StatusCode.FailedPrecondition, missing.StatusCode);
         Assert.Equal("8", missing.Trailers.GetValue("pow-bits"));
+        Assert.Equal(Convert.ToHexStringLower(seed), missing.Trailers.GetValue("pow-seed"));
 
         // A true stamp of 4 bits (its hash begins with exactly 4 zero bits), where 8 are demanded.
         Envelope weak = Valid(alice, bob);
-        weak.Pow = ExactStamp.For(weak, 4);
+        weak.Pow = ExactStamp.For(weak, seed, 4);
         Resign(weak, alice);
         Assert.Equal(StatusCode.FailedPrecondition, (await Refused(client, weak)).StatusCode);
 
         // A stamp whose hash has more zero bits than it claims: each claim from the demand up to the zeros it has
         // would be another envelope id, so one stamp would buy several envelopes. Only the exact claim is taken.
         Envelope understated = Valid(alice, bob);
-        understated.Pow = ExactStamp.For(understated, 9);
+        understated.Pow = ExactStamp.For(understated, seed, 9);
         understated.Pow.Bits = 8;
         Resign(understated, alice);
         RpcException understatedRefusal = await Refused(client, understated);
         Assert.Equal(StatusCode.FailedPrecondition, understatedRefusal.StatusCode);
-        Assert.Contains("does not begin with exactly 8 zero bits", understatedRefusal.Status.Detail);
+        Assert.Contains("claims 8 bits but does not hold for this node's current seed", understatedRefusal.Status.Detail);
         Assert.Equal(0, await TreeSize(client));
         understated.Pow.Bits = 9;
         Resign(understated, alice);
@@ -340,10 +345,11 @@ public sealed class BadInputTests
 
         // A stamp that claims 8 bits but was not worked for.
         Envelope fake = Valid(alice, bob);
+        byte[] fakeDigest = NSec.Cryptography.HashAlgorithm.Blake2b_256.Hash(EnvelopeFormat.CoreBytes(fake));
         for (ulong nonce = 0; ; nonce++)
         {
             fake.Pow = new ProofOfWork { Bits = 8, Nonce = nonce };
-            if (EnvelopeFormat.PowZeroBits(NSec.Cryptography.HashAlgorithm.Blake2b_256.Hash(EnvelopeFormat.CoreBytes(fake)), nonce) < 8)
+            if (EnvelopeFormat.PowZeroBits(seed, fakeDigest, nonce) < 8)
             {
                 break;
             }
@@ -351,6 +357,16 @@ public sealed class BadInputTests
 
         Resign(fake, alice);
         Assert.Equal(StatusCode.FailedPrecondition, (await Refused(client, fake)).StatusCode);
+
+        // A true stamp of exactly 8 bits, but for another seed (another node's, or one this node never drew): work done
+        // elsewhere or ahead of time counts for nothing here.
+        Envelope elsewhere = Valid(alice, bob);
+        elsewhere.Pow = ExactStamp.For(elsewhere, System.Security.Cryptography.RandomNumberGenerator.GetBytes(EnvelopeFormat.PowSeedLength), 8);
+        Resign(elsewhere, alice);
+        Assert.Equal(0, EnvelopeFormat.StampBits(elsewhere, seed));
+        RpcException elsewhereRefusal = await Refused(client, elsewhere);
+        Assert.Equal(StatusCode.FailedPrecondition, elsewhereRefusal.StatusCode);
+        Assert.Contains("does not hold for this node's current seed", elsewhereRefusal.Status.Detail);
         Assert.Equal(1, await TreeSize(client)); // the exactly claimed stamp above only
 
         Receipt ok = await client.SendAsync(alice, bob.Card, Encoding.UTF8.GetBytes("worked"), "text/plain");
@@ -359,66 +375,112 @@ public sealed class BadInputTests
     }
 
     [Fact]
-    public async Task Status_announces_only_the_payload_classes_the_node_takes()
+    public async Task A_stamp_is_taken_for_the_nodes_seed_and_the_one_before_it_not_for_an_older_one()
     {
-        // With the largest envelope at 16 KiB, an envelope of the 16 KiB class (16 KiB plus the seal and the other
-        // fields) is refused as oversize, and so is every one of 64 KiB: Status announced both.
-        await using TestNode node = await TestNode.StartAsync(o => o.MaxEnvelopeBytes = 16_384);
+        await using TestNode node = await TestNode.StartAsync(o => o.PowMinBits = 8);
         using MegaNetClient client = node.Client();
-        Limits limits = (await client.Relay.StatusAsync(new StatusRequest())).Limits;
-        Assert.Equal([1024, 4096], limits.PayloadClasses);
-        Assert.True(EnvelopeFormat.LargestEnvelopeLength(4096) <= 16_384);
+        using Identity alice = Identity.Create(), bob = Identity.Create();
+        var seeds = node.Services.GetRequiredService<Admission.AdmissionPipeline>().PowSeeds;
+        byte[] first = node.PowSeed;
+        Envelope[] stamped = [.. Enumerable.Range(0, 2).Select(i => ExactStamp.Stamp(alice, Valid(alice, bob, $"early {i}"), first, 8))];
 
-        await using TestNode defaults = await TestNode.StartAsync();
-        using MegaNetClient other = defaults.Client();
-        Assert.Equal(EnvelopeFormat.PayloadClasses, (await other.Relay.StatusAsync(new StatusRequest())).Limits.PayloadClasses);
+        // The seed turns (every 10 minutes): Status and refusals name the new one, and a stamp for the one before is
+        // still taken, so a stamp made just before a turn is good for at least a whole turn more.
+        seeds.TurnForTests();
+        byte[] second = node.PowSeed;
+        Assert.NotEqual(first, second);
+        Assert.Equal(second, (await client.Relay.StatusAsync(new StatusRequest())).PowSeed.ToByteArray());
+        Assert.Equal(0, (await client.Relay.SubmitAsync(new SubmitRequest { Envelope = stamped[0] })).LogIndex);
+
+        // Turned again: the first seed is gone, and its stamps with it (hoarded work); the refusal names the seed to use.
+        seeds.TurnForTests();
+        RpcException stale = await Refused(client, stamped[1]);
+        Assert.Equal(StatusCode.FailedPrecondition, stale.StatusCode);
+        Assert.Equal(8, stale.RequiredPowBits());
+        Assert.Equal(node.PowSeed, stale.RequiredPowSeed());
+        Assert.Equal(1, await TreeSize(client));
+
+        // Replayed, an envelope the node holds is answered with its receipt whatever its stamp now counts for.
+        Receipt replay = await client.Relay.SubmitAsync(new SubmitRequest { Envelope = stamped[0] });
+        Assert.True(replay.Duplicate);
+        Assert.Equal(0, replay.LogIndex);
+
+        // The client stamps again for the seed a refusal names: a send whose stamp went stale between its Status call
+        // and its submit (the seed turned twice meanwhile) still goes through, with a stamp for the seed now.
+        var turnBeforeSubmit = new TurnBeforeFirstSubmit(seeds);
+        using var turning = new MegaNetClient(node.Address, options: new MegaNetClientOptions { Interceptors = [turnBeforeSubmit] });
+        Receipt sent = await turning.SendAsync(alice, bob.Card, Encoding.UTF8.GetBytes("stamped twice"), "text/plain");
+        Assert.Equal(2, turnBeforeSubmit.Submits); // refused for its stamp, stamped again, taken
+        Assert.Equal(1, sent.LogIndex);
+        Assert.Equal(2, await TreeSize(client));
+        node.AssertNoServerErrors();
+    }
+
+    /// <summary>Turns the node's seed twice before the first <c>Submit</c> goes out, so its stamp (made for the seed of
+    /// the <c>Status</c> call before it) no longer holds there.</summary>
+    private sealed class TurnBeforeFirstSubmit(Admission.PowSeeds seeds) : Interceptor
+    {
+        public int Submits { get; private set; }
+
+        public override AsyncUnaryCall<TResponse> AsyncUnaryCall<TRequest, TResponse>(TRequest request, ClientInterceptorContext<TRequest, TResponse> context,
+            AsyncUnaryCallContinuation<TRequest, TResponse> continuation)
+        {
+            if (context.Method.Name == "Submit" && Submits++ == 0)
+            {
+                seeds.TurnForTests();
+                seeds.TurnForTests();
+            }
+
+            return continuation(request, context);
+        }
     }
 
     [Fact]
-    public async Task A_false_stamp_is_refused_when_no_proof_of_work_is_demanded_and_a_true_one_is_taken()
+    public async Task A_stamp_counts_for_nothing_where_no_proof_of_work_is_demanded_so_a_stale_or_false_one_is_taken_as_none()
     {
         await using TestNode node = await TestNode.StartAsync();
         using MegaNetClient client = node.Client();
         using Identity alice = Identity.Create(), bob = Identity.Create();
         Assert.Equal(0u, (await client.Relay.StatusAsync(new StatusRequest())).PowBitsRequired);
 
-        // A claim of 20 bits never worked for: free to make, and a peer checking the envelope later would refuse it.
+        // A claim of 20 bits never worked for, as a stamp made for a seed the node has since turned looks to it: an
+        // honest client resending such an envelope to an idle node must not be refused.
         Envelope claimed = Valid(alice, bob);
+        byte[] digest = NSec.Cryptography.HashAlgorithm.Blake2b_256.Hash(EnvelopeFormat.CoreBytes(claimed));
         for (ulong nonce = 0; ; nonce++)
         {
             claimed.Pow = new ProofOfWork { Bits = 20, Nonce = nonce };
-            if (EnvelopeFormat.PowZeroBits(NSec.Cryptography.HashAlgorithm.Blake2b_256.Hash(EnvelopeFormat.CoreBytes(claimed)), nonce) != 20)
+            if (EnvelopeFormat.PowZeroBits(node.PowSeed, digest, nonce) != 20)
             {
                 break;
             }
         }
 
         Resign(claimed, alice);
-        RpcException refused = await Refused(client, claimed);
-        Assert.Equal(StatusCode.InvalidArgument, refused.StatusCode);
-        Assert.Contains("claims 20 bits, but its hash does not begin with exactly 20 zero bits", refused.Status.Detail);
-        Assert.Equal(0, await TreeSize(client));
+        Assert.Equal(0, (await client.Relay.SubmitAsync(new SubmitRequest { Envelope = claimed })).LogIndex);
 
         // A true stamp where none is demanded is taken.
         Envelope stamped = Valid(alice, bob);
-        stamped.Pow = ExactStamp.For(stamped, 3);
+        stamped.Pow = ExactStamp.For(stamped, node.PowSeed, 3);
         Resign(stamped, alice);
-        Assert.Equal(0, (await client.Relay.SubmitAsync(new SubmitRequest { Envelope = stamped })).LogIndex);
+        Assert.Equal(1, (await client.Relay.SubmitAsync(new SubmitRequest { Envelope = stamped })).LogIndex);
 
         // A stamp that claims 0 bits claims nothing: taken as none, whatever its hash begins with (a client that always
         // sends an empty pow message must not be refused half the time).
         Envelope empty = Valid(alice, bob);
+        byte[] emptyDigest = NSec.Cryptography.HashAlgorithm.Blake2b_256.Hash(EnvelopeFormat.CoreBytes(empty));
         for (ulong nonce = 0; ; nonce++)
         {
             empty.Pow = new ProofOfWork { Bits = 0, Nonce = nonce };
-            if (EnvelopeFormat.PowZeroBits(NSec.Cryptography.HashAlgorithm.Blake2b_256.Hash(EnvelopeFormat.CoreBytes(empty)), nonce) > 0)
+            if (EnvelopeFormat.PowZeroBits(node.PowSeed, emptyDigest, nonce) > 0)
             {
                 break;
             }
         }
 
         Resign(empty, alice);
-        Assert.Equal(1, (await client.Relay.SubmitAsync(new SubmitRequest { Envelope = empty })).LogIndex);
+        Assert.Equal(2, (await client.Relay.SubmitAsync(new SubmitRequest { Envelope = empty })).LogIndex);
+        Assert.Equal(3, await TreeSize(client));
         node.AssertNoServerErrors();
     }
 

@@ -17,9 +17,9 @@ public sealed class EnvelopeIdTests
     // over the bytes concatenated by hand), so a change of layout, byte order or domain string fails here.
     private const string VectorPayloadHash = "1857e8573a4693833918682056fae27d32f399b3fffeff2b800e147f361fea6d";
     private const string VectorCoreDigest = "3c5f40cc0d880eaa3f2a78cf4cd6d9175a92b9ff2eeb7fe022690306f53302b9";
-    private const string VectorId = "412c2ba7c33b2f2cb81fb09ef1f07ad41613612bdf05cb8057d84c1116447917";
+    private const string VectorId = "d60090a6d1f646ff24076b20eb5451ac27df72818cf2c478d92b71eed2bbd1e1";
     private const string VectorIdUnstamped = "1e0846003a450e0acf116bd3cc08f22cc84a27777b616db28b0ffaffa64ad650";
-    private const string VectorPowHash = "003698bc503d5f27d5c38d29897ba5d2dbeedcd0ba783a75d22fc1f16dbb5bb2";
+    private const string VectorPowHash = "0034d69dd67bd74b9d61d769118a7c3746905c842a0fad114997b1cdf80e3812";
     private const string VectorSenderAddress = "71fcb02eb7805403e1c341cec69d788e037112875051cebedae094080ee65190";
     private const string VectorContentDigest = "a6fabce6dd85a54ddf0e8de112f4ab96572073fc233841dad8603806f4650f0f";
     private const string VectorAckDigest = "a562a35b55def5fdf6d13e6a7ca1e08234f843453ec9923c00df1e7b11c7f8f4";
@@ -27,7 +27,7 @@ public sealed class EnvelopeIdTests
     private static byte[] Range(int start, int count) => Enumerable.Range(start, count).Select(i => (byte)i).ToArray();
 
     /// <summary>The vector's envelope: recipient 00..1f, sending key 20..3f, expiry 1893456000000, payload byte i =
-    /// i mod 251 over 1 KiB + 72, stamp 10 bits with nonce 439, signature zeros (outside the id).</summary>
+    /// i mod 251 over 1 KiB + 72, stamp 10 bits with nonce 819 for the seed 80..8f, signature zeros (outside the id).</summary>
     private static Envelope Vector() => new()
     {
         Version = 1,
@@ -35,7 +35,7 @@ public sealed class EnvelopeIdTests
         ExpiresUnixMs = 1_893_456_000_000,
         SealedPayload = ByteString.CopyFrom(Enumerable.Range(0, 1024 + EnvelopeFormat.SealOverhead).Select(i => (byte)(i % 251)).ToArray()),
         SendingKey = ByteString.CopyFrom(Range(32, 32)),
-        Pow = new ProofOfWork { Bits = 10, Nonce = 439 },
+        Pow = new ProofOfWork { Bits = 10, Nonce = 819 },
         Signature = ByteString.CopyFrom(new byte[64]),
     };
 
@@ -52,20 +52,22 @@ public sealed class EnvelopeIdTests
         byte[] core = EnvelopeFormat.CoreBytes(envelope);
         Assert.Equal(Convert.ToHexStringLower(expectedCore), Convert.ToHexStringLower(core));
         Assert.Equal(VectorCoreDigest, Convert.ToHexStringLower(NSec.Cryptography.HashAlgorithm.Blake2b_256.Hash(core)));
-        Assert.Equal(Convert.ToHexStringLower([.. expectedCore, 0, 0, 0, 10, 0, 0, 0, 0, 0, 0, 0x01, 0xB7]), Convert.ToHexStringLower(EnvelopeFormat.SigningBytes(envelope)));
+        Assert.Equal(Convert.ToHexStringLower([.. expectedCore, 0, 0, 0, 10, 0, 0, 0, 0, 0, 0, 0x03, 0x33]), Convert.ToHexStringLower(EnvelopeFormat.SigningBytes(envelope)));
         Assert.Equal(VectorId, Convert.ToHexStringLower(EnvelopeFormat.EnvelopeId(envelope)));
 
-        // The stamp: BLAKE2b-256("meganet-pow-v1" ‖ core digest ‖ nonce) = 00 36 ..: 10 leading zero bits.
-        Assert.Equal(VectorPowHash, Convert.ToHexStringLower(NSec.Cryptography.HashAlgorithm.Blake2b_256.Hash([.. "meganet-pow-v1"u8, .. Convert.FromHexString(VectorCoreDigest), 0, 0, 0, 0, 0, 0, 0x01, 0xB7])));
-        Assert.Equal(10, EnvelopeFormat.PowZeroBits(Convert.FromHexString(VectorCoreDigest), 439));
-        Assert.True(EnvelopeFormat.HasValidPow(envelope, 8));
-        Assert.True(EnvelopeFormat.HasValidPow(envelope, 10));
-        Assert.False(EnvelopeFormat.HasValidPow(envelope, 11)); // the stamp claims 10: a node demanding 11 refuses it
-        envelope.Pow.Bits = 8; // a claim below the zeros the hash has: refused, else one stamp would be three envelopes
-        Assert.False(EnvelopeFormat.HasValidPow(envelope, 8));
+        // The stamp, for the seed 80 81 .. 8f: BLAKE2b-256("meganet-pow-v2" ‖ seed ‖ core digest ‖ nonce) = 00 34 ..:
+        // 10 leading zero bits. The seed is in the hash, not in the envelope or its id.
+        byte[] seed = Range(128, EnvelopeFormat.PowSeedLength);
+        Assert.Equal(VectorPowHash, Convert.ToHexStringLower(NSec.Cryptography.HashAlgorithm.Blake2b_256.Hash([.. "meganet-pow-v2"u8, .. seed, .. Convert.FromHexString(VectorCoreDigest), 0, 0, 0, 0, 0, 0, 0x03, 0x33])));
+        Assert.Equal(10, EnvelopeFormat.PowZeroBits(seed, Convert.FromHexString(VectorCoreDigest), 819));
+        Assert.Equal(10, EnvelopeFormat.StampBits(envelope, seed));
+        Assert.Equal(0, EnvelopeFormat.StampBits(envelope, Range(129, EnvelopeFormat.PowSeedLength))); // another seed: nothing
+        envelope.Pow.Bits = 8; // a claim below the zeros the hash has counts for nothing, else one stamp would be three envelopes
+        Assert.Equal(0, EnvelopeFormat.StampBits(envelope, seed));
         envelope.Pow.Bits = 10;
-        envelope.Pow.Nonce = 438; // the nonce before it has fewer than 8
-        Assert.False(EnvelopeFormat.HasValidPow(envelope, 8));
+        envelope.Pow.Nonce = 818; // the nonce before it has another count
+        Assert.NotEqual(10, EnvelopeFormat.PowZeroBits(seed, Convert.FromHexString(VectorCoreDigest), 818));
+        Assert.Equal(0, EnvelopeFormat.StampBits(envelope, seed));
 
         // Without a stamp the signing bytes end in twelve zero bytes.
         envelope.Pow = null;

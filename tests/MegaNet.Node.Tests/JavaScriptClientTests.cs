@@ -28,6 +28,24 @@ public sealed partial class JavaScriptClientTests : IDisposable
     public void Dispose() => Directory.Delete(_dir, recursive: true);
 
     [Fact]
+    public async Task The_javascript_client_stamps_for_the_seed_the_nodes_status_gives()
+    {
+        // Work demanded of every envelope: the stamp is made for the seed in Status.pow_seed (or, refused, for the one
+        // in the pow-seed trailer), and the node takes it.
+        await using TestNode node = await TestNode.StartAsync(o => o.PowMinBits = 6);
+        using MegaNetClient client = node.Client();
+        using Identity alice = Identity.Create();
+        string bobPath = Path.Combine(_dir, "bob.json");
+        Line(await Js("id", "new", bobPath));
+        JsonObject receipt = JsonNode.Parse(Line(await Js("send", "-i", bobPath, "--to", alice.Card.ToString(), "--text", "stamped from the start", "--node", node.Address.ToString())))!.AsObject();
+        Assert.True((int)receipt["pow_bits"]! >= 6, receipt.ToJsonString());
+        ReceivedMessage received = Assert.Single((await client.FetchAsync(alice)).Messages);
+        Assert.Equal("stamped from the start", received.Content.Content.ToStringUtf8());
+        Assert.Equal((string)receipt["envelope_id"]!, Convert.ToHexStringLower(received.EnvelopeId));
+        node.AssertNoServerErrors();
+    }
+
+    [Fact]
     public async Task The_javascript_client_and_the_csharp_client_exchange_mail_through_a_node()
     {
         // A quota of 4: alice's mailbox asks for a stamp once 2 messages wait (MailboxPowFromPercent 50), which the

@@ -10,7 +10,7 @@ namespace MegaNet.Node.Tests;
 /// once the owner acknowledges, and other mailboxes are not touched by it.</summary>
 public sealed class MailboxPowTests
 {
-    private static Envelope Seal(Identity from, Identity to, int i, int powBits) => SubmitStreamRefusalTests.Seal(from, to, i, powBits);
+    private static Envelope Seal(TestNode? node, Identity from, Identity to, int i, int powBits) => SubmitStreamRefusalTests.Seal(node, from, to, i, powBits);
 
     [Fact]
     public async Task A_nearly_full_mailbox_demands_work_in_steps_until_its_owner_acknowledges()
@@ -29,7 +29,7 @@ public sealed class MailboxPowTests
         int sent = 0;
         for (; sent < 4; sent++)
         {
-            await client.Relay.SubmitAsync(new SubmitRequest { Envelope = Seal(alice, bob, sent, 0) });
+            await client.Relay.SubmitAsync(new SubmitRequest { Envelope = Seal(node, alice, bob, sent, 0) });
         }
 
         int[] demanded = [2, 4, 6, 8];
@@ -37,13 +37,13 @@ public sealed class MailboxPowTests
         {
             int bits = demanded[waiting - 4];
             RpcException bare = await Assert.ThrowsAsync<RpcException>(async () =>
-                await client.Relay.SubmitAsync(new SubmitRequest { Envelope = Seal(alice, bob, sent++, 0) }));
+                await client.Relay.SubmitAsync(new SubmitRequest { Envelope = Seal(node, alice, bob, sent++, 0) }));
             Assert.Equal(StatusCode.FailedPrecondition, bare.StatusCode);
             Assert.Equal(bits, bare.RequiredPowBits());
             Assert.Contains("mailbox is nearly full", bare.Status.Detail, StringComparison.Ordinal);
 
             RpcException weak = await Assert.ThrowsAsync<RpcException>(async () =>
-                await client.Relay.SubmitAsync(new SubmitRequest { Envelope = Seal(alice, bob, sent++, bits - 1) }));
+                await client.Relay.SubmitAsync(new SubmitRequest { Envelope = Seal(node, alice, bob, sent++, bits - 1) }));
             Assert.Equal(bits, weak.RequiredPowBits());
 
             if (waiting == 7)
@@ -53,17 +53,17 @@ public sealed class MailboxPowTests
             }
             else
             {
-                await client.Relay.SubmitAsync(new SubmitRequest { Envelope = Seal(alice, bob, sent++, bits) });
+                await client.Relay.SubmitAsync(new SubmitRequest { Envelope = Seal(node, alice, bob, sent++, bits) });
             }
         }
 
         // Full: refused for the quota, with no stamp asked (work paid for a refusal would be wasted). Another mailbox,
         // and the node's load, are not affected.
         RpcException full = await Assert.ThrowsAsync<RpcException>(async () =>
-            await client.Relay.SubmitAsync(new SubmitRequest { Envelope = Seal(alice, bob, sent++, 0) }));
+            await client.Relay.SubmitAsync(new SubmitRequest { Envelope = Seal(node, alice, bob, sent++, 0) }));
         Assert.Equal(StatusCode.ResourceExhausted, full.StatusCode);
         Assert.Contains("mailbox is full", full.Status.Detail, StringComparison.Ordinal);
-        await client.Relay.SubmitAsync(new SubmitRequest { Envelope = Seal(alice, carol, sent++, 0) });
+        await client.Relay.SubmitAsync(new SubmitRequest { Envelope = Seal(node, alice, carol, sent++, 0) });
         Assert.Equal(0u, (await client.Relay.StatusAsync(new StatusRequest())).PowBitsRequired);
 
         FetchResult mail = await client.FetchAsync(bob, limit: 3);
@@ -73,7 +73,7 @@ public sealed class MailboxPowTests
         mail = await client.FetchAsync(bob);
         Assert.Equal(8, mail.Messages.Count);
         Assert.Equal(5, await client.AckAsync(bob, mail.Messages.Take(5).Select(m => m.Seq)));
-        await client.Relay.SubmitAsync(new SubmitRequest { Envelope = Seal(alice, bob, sent++, 0) }); // 3 were waiting
+        await client.Relay.SubmitAsync(new SubmitRequest { Envelope = Seal(node, alice, bob, sent++, 0) }); // 3 were waiting
     }
 
     [Fact]
@@ -89,11 +89,11 @@ public sealed class MailboxPowTests
         Assert.Equal(0, (await client.Relay.StatusAsync(new StatusRequest())).Limits.MailboxPowFromPercent);
         for (int i = 0; i < 4; i++)
         {
-            await client.Relay.SubmitAsync(new SubmitRequest { Envelope = Seal(alice, bob, i, 0) });
+            await client.Relay.SubmitAsync(new SubmitRequest { Envelope = Seal(node, alice, bob, i, 0) });
         }
 
         RpcException full = await Assert.ThrowsAsync<RpcException>(async () =>
-            await client.Relay.SubmitAsync(new SubmitRequest { Envelope = Seal(alice, bob, 4, 0) }));
+            await client.Relay.SubmitAsync(new SubmitRequest { Envelope = Seal(node, alice, bob, 4, 0) }));
         Assert.Equal(StatusCode.ResourceExhausted, full.StatusCode);
     }
 
@@ -115,7 +115,7 @@ public sealed class MailboxPowTests
     public async Task The_byte_quota_counts_too_and_an_envelope_that_no_longer_fits_is_asked_for_no_work()
     {
         using Identity alice = Identity.Create(), bob = Identity.Create();
-        int size = Seal(alice, bob, 0, 0).CalculateSize(); // the same for every envelope here, unstamped
+        int size = Seal(null, alice, bob, 0, 0).CalculateSize(); // the same for every envelope here, unstamped
         // Room for four and a half: 2 waiting are under half, 3 past it (a stamp), 4 leave no room for a fifth.
         await using TestNode node = await TestNode.StartAsync(o =>
         {
@@ -125,17 +125,17 @@ public sealed class MailboxPowTests
         using MegaNetClient client = node.Client();
         for (int i = 0; i < 3; i++)
         {
-            await client.Relay.SubmitAsync(new SubmitRequest { Envelope = Seal(alice, bob, i, 0) });
+            await client.Relay.SubmitAsync(new SubmitRequest { Envelope = Seal(node, alice, bob, i, 0) });
         }
 
         RpcException stamp = await Assert.ThrowsAsync<RpcException>(async () =>
-            await client.Relay.SubmitAsync(new SubmitRequest { Envelope = Seal(alice, bob, 3, 0) }));
+            await client.Relay.SubmitAsync(new SubmitRequest { Envelope = Seal(node, alice, bob, 3, 0) }));
         Assert.Equal(StatusCode.FailedPrecondition, stamp.StatusCode);
         Assert.Equal(4, stamp.RequiredPowBits()); // 3 of 4.5: 67 %, the second quarter past half
-        await client.Relay.SubmitAsync(new SubmitRequest { Envelope = Seal(alice, bob, 4, 4) });
+        await client.Relay.SubmitAsync(new SubmitRequest { Envelope = Seal(node, alice, bob, 4, 4) });
 
         RpcException full = await Assert.ThrowsAsync<RpcException>(async () =>
-            await client.Relay.SubmitAsync(new SubmitRequest { Envelope = Seal(alice, bob, 5, 0) }));
+            await client.Relay.SubmitAsync(new SubmitRequest { Envelope = Seal(node, alice, bob, 5, 0) }));
         Assert.Equal(StatusCode.ResourceExhausted, full.StatusCode);
         Assert.Contains("mailbox is full", full.Status.Detail, StringComparison.Ordinal);
     }
@@ -154,20 +154,20 @@ public sealed class MailboxPowTests
         using MegaNetClient client = node.Client();
         for (int i = 0; i < 4; i++)
         {
-            await client.Relay.SubmitAsync(new SubmitRequest { Envelope = Seal(alice, bob, i, 6) });
+            await client.Relay.SubmitAsync(new SubmitRequest { Envelope = Seal(node, alice, bob, i, 6) });
         }
 
         RpcException load = await Assert.ThrowsAsync<RpcException>(async () =>
-            await client.Relay.SubmitAsync(new SubmitRequest { Envelope = Seal(alice, bob, 4, 0) }));
+            await client.Relay.SubmitAsync(new SubmitRequest { Envelope = Seal(node, alice, bob, 4, 0) }));
         Assert.Equal(6, load.RequiredPowBits());
         Assert.Contains("under load", load.Status.Detail, StringComparison.Ordinal);
         for (int i = 5; i < 8; i++)
         {
-            await client.Relay.SubmitAsync(new SubmitRequest { Envelope = Seal(alice, bob, i, 6) });
+            await client.Relay.SubmitAsync(new SubmitRequest { Envelope = Seal(node, alice, bob, i, 6) });
         }
 
         RpcException mailbox = await Assert.ThrowsAsync<RpcException>(async () =>
-            await client.Relay.SubmitAsync(new SubmitRequest { Envelope = Seal(alice, bob, 8, 6) }));
+            await client.Relay.SubmitAsync(new SubmitRequest { Envelope = Seal(node, alice, bob, 8, 6) }));
         Assert.Equal(8, mailbox.RequiredPowBits()); // 7 waiting: the last quarter
         Assert.Contains("mailbox is nearly full", mailbox.Status.Detail, StringComparison.Ordinal);
     }

@@ -325,8 +325,9 @@ public sealed class MegaNetClientOptionsTests
         Envelope envelope = EnvelopeFormat.Seal(alice, bob.Card, Text("x"), "text/plain", null, DateTimeOffset.UtcNow.AddDays(1));
         RpcException e = await Assert.ThrowsAsync<RpcException>(async () => await client.Relay.SubmitAsync(new SubmitRequest { Envelope = envelope }));
         Assert.Equal(8, e.RequiredPowBits());
+        Assert.Equal(node.PowSeed, e.RequiredPowSeed());
 
-        EnvelopeFormat.Stamp(alice, envelope, e.RequiredPowBits()!.Value);
+        EnvelopeFormat.Stamp(alice, envelope, e.RequiredPowSeed(), e.RequiredPowBits()!.Value);
         Receipt receipt = await client.Relay.SubmitAsync(new SubmitRequest { Envelope = envelope });
         Assert.Equal(EnvelopeFormat.EnvelopeId(envelope), receipt.EnvelopeId.ToByteArray());
     }

@@ -159,7 +159,7 @@ public sealed class SubmitBatchStreamTests
         using Identity alice = Identity.Create(), bob = Identity.Create();
         // A newer client's envelope with a field this node does not know: found on the wire and dropped in the parse, so
         // it costs the node no more than its bytes, and refused on its own, as any bad envelope is.
-        Envelope stamped = EnvelopeFormat.Seal(alice, bob.Card, Encoding.UTF8.GetBytes("stamped"), "text/plain; charset=utf-8", null, DateTimeOffset.UtcNow.AddDays(1), 1);
+        Envelope stamped = EnvelopeFormat.Seal(alice, bob.Card, Encoding.UTF8.GetBytes("stamped"), "text/plain; charset=utf-8", null, DateTimeOffset.UtcNow.AddDays(1), 1, powSeed: node.PowSeed);
         stamped.Pow = ProofOfWork.Parser.ParseFrom([.. stamped.Pow.ToByteArray(), 0x18, 0x01]); // field 3, varint 1
         Envelope extended = Envelope.Parser.ParseFrom([.. Seal(alice, bob, 3).ToByteArray(), 0xF8, 0x07, 0x01]); // field 127, varint 1
         // A field in the request itself is no envelope's: that request is refused whole, and it ends the stream.

@@ -19,7 +19,7 @@ public sealed class SubmitStreamRefusalTests
         });
         using Identity alice = Identity.Create(), bob = Identity.Create();
         // The same sender and recipient: one sending key, whose bucket holds one token.
-        List<SubmitResult> results = await StreamAsync(node, [Seal(alice, bob, 0, 0), Seal(alice, bob, 1, 0)]);
+        List<SubmitResult> results = await StreamAsync(node, [Seal(node, alice, bob, 0, 0), Seal(node, alice, bob, 1, 0)]);
 
         Assert.Single(results, r => r.Receipt is not null);
         SubmitResult refused = Assert.Single(results, r => r.Receipt is null);
@@ -33,7 +33,7 @@ public sealed class SubmitStreamRefusalTests
     {
         await using TestNode node = await TestNode.StartAsync(o => o.PowMinBits = 8);
         using Identity alice = Identity.Create(), bob = Identity.Create();
-        List<SubmitResult> results = await StreamAsync(node, [Seal(alice, bob, 0, 0), Seal(alice, bob, 1, 8)]);
+        List<SubmitResult> results = await StreamAsync(node, [Seal(node, alice, bob, 0, 0), Seal(node, alice, bob, 1, 8)]);
 
         Assert.Equal((int)StatusCode.FailedPrecondition, results[0].StatusCode);
         Assert.Equal(8u, results[0].PowBits);
@@ -56,7 +56,7 @@ public sealed class SubmitStreamRefusalTests
         {
             for (int i = 0; i < 5; i++)
             {
-                await slow.RequestStream.WriteAsync(new SubmitRequest { Envelope = Seal(alice, bob, i, 0) }, deadline.Token);
+                await slow.RequestStream.WriteAsync(new SubmitRequest { Envelope = Seal(node, alice, bob, i, 0) }, deadline.Token);
                 if (!await slow.ResponseStream.MoveNext(deadline.Token))
                 {
                     Assert.Fail($"the stream ended after {i} answers: {slow.GetStatus()}");
@@ -73,7 +73,7 @@ public sealed class SubmitStreamRefusalTests
 
         // Idle: one request answered, then nothing; the node ends the stream, saying why.
         using AsyncDuplexStreamingCall<SubmitRequest, SubmitResult> idle = client.Relay.SubmitStream(cancellationToken: deadline.Token);
-        await idle.RequestStream.WriteAsync(new SubmitRequest { Envelope = Seal(alice, bob, 5, 0) }, deadline.Token);
+        await idle.RequestStream.WriteAsync(new SubmitRequest { Envelope = Seal(node, alice, bob, 5, 0) }, deadline.Token);
         Assert.True(await idle.ResponseStream.MoveNext(deadline.Token));
         Assert.NotNull(idle.ResponseStream.Current.Receipt);
         var clock = System.Diagnostics.Stopwatch.StartNew();
@@ -93,7 +93,8 @@ public sealed class SubmitStreamRefusalTests
     }
 
     /// <summary>A text envelope "message {i}" from <paramref name="from"/> to <paramref name="to"/>, a day to live,
-    /// stamped with exactly <paramref name="powBits"/> bits of work (a stamp of more would pass a higher demand).</summary>
-    internal static Envelope Seal(Identity from, Identity to, int i, int powBits) =>
-        ExactStamp.Stamp(from, EnvelopeFormat.Seal(from, to.Card, Encoding.UTF8.GetBytes($"message {i}"), "text/plain; charset=utf-8", null, DateTimeOffset.UtcNow.AddDays(1)), powBits);
+    /// stamped with exactly <paramref name="powBits"/> bits of work for <paramref name="node"/>'s current seed (a stamp
+    /// of more would pass a higher demand).</summary>
+    internal static Envelope Seal(TestNode? node, Identity from, Identity to, int i, int powBits) =>
+        ExactStamp.Stamp(from, EnvelopeFormat.Seal(from, to.Card, Encoding.UTF8.GetBytes($"message {i}"), "text/plain; charset=utf-8", null, DateTimeOffset.UtcNow.AddDays(1)), powBits > 0 ? node!.PowSeed : [], powBits);
 }

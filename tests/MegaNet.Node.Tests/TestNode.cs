@@ -98,6 +98,9 @@ public sealed class TestNode : IAsyncDisposable
     /// <summary>The running node's services.</summary>
     public IServiceProvider Services => _app?.Services ?? throw new InvalidOperationException("The node is not running.");
 
+    /// <summary>The seed proof-of-work stamps are made for at this node now (<c>Status.pow_seed</c>).</summary>
+    public byte[] PowSeed => Services.GetRequiredService<Admission.AdmissionPipeline>().PowSeed;
+
     public async Task StopAsync()
     {
         if (_app is not null)

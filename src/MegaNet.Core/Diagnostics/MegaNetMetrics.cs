@@ -17,7 +17,7 @@ public static class MegaNetMetrics
     public static IReadOnlyList<string> RejectionReasons { get; } =
     [
         "bad_signature_budget", "closing", "disk_low", "expired", "internal", "invalid", "mailbox_pow", "malformed", "oversize", "padding",
-        "pow", "pow_false", "queue_full", "quota", "rate_limited", "signature", "store", "store_full", "suspect_lane_full", "ttl",
+        "pow", "queue_full", "quota", "rate_limited", "signature", "store", "store_full", "suspect_lane_full", "ttl",
     ];
 
     /// <summary>Every <c>reason</c> <see cref="ConnectionsRefused"/> is recorded with. Exporters show each at 0 before

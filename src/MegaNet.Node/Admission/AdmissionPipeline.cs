@@ -35,6 +35,7 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
     private readonly TimeProvider _clock;
     private readonly ILogger _logger;
     private readonly StoreRefusalWatch _storeRefusals;
+    private readonly PowSeeds _powSeeds;
     private readonly Channel<Pending> _queue;
     private readonly Task _batcher;
     /// <summary>Sending keys with a token bucket, at most (then the full ones are forgotten).</summary>
@@ -63,6 +64,7 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
         _clock = clock;
         _logger = logger;
         _storeRefusals = new StoreRefusalWatch(options, clock, logger);
+        _powSeeds = new PowSeeds(clock);
         _rateLimitedText = $"Too many submissions from this sending key (limit {options.SubmitRatePerKey}/s, burst {options.SubmitBurst}); retry later.";
         _queue = Channel.CreateBounded<Pending>(new BoundedChannelOptions(options.QueueCapacity) { SingleReader = true, FullMode = BoundedChannelFullMode.Wait });
         _queueDepthSource = MegaNetMetrics.ObserveQueueDepth(() => Volatile.Read(ref _depth));
@@ -87,6 +89,12 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
             throw new ArgumentException($"Backend '{verifier.Name}' applies libsodium's rule, not MegaNet's; the node admits only under MegaNet's rule (docs/verification.md). Choose one of {string.Join(", ", NodeOptions.NodeBackends)}.");
         }
     }
+
+    /// <summary>The seed proof-of-work stamps are to be made for now (<c>Status.pow_seed</c>).</summary>
+    public byte[] PowSeed => _powSeeds.Current;
+
+    /// <summary>The node's seeds (tests turn them).</summary>
+    internal PowSeeds PowSeeds => _powSeeds;
 
     /// <summary>Whether the store refuses new mail for want of room, told to the operator in the log and in <c>Status</c>.</summary>
     internal StoreRefusalWatch StoreRefusals => _storeRefusals;
@@ -292,21 +300,21 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
         {
             refusal = RateLimited();
         }
-        else if (!EnvelopeFormat.HasValidPow(pending.SigningBytes[..EnvelopeFormat.CoreLength], envelope, bits = PowBitsFor(pending.Recipient.Span, pending.Canonical.Length, out bool forMailbox)))
+        else if ((bits = PowBitsFor(pending.Recipient.Span, pending.Canonical.Length, out bool forMailbox)) > 0
+            && _powSeeds.StampBits(pending.SigningBytes[..EnvelopeFormat.CoreLength], envelope) < bits)
         {
-            // A stamp that claims enough but whose hash does not begin with exactly that many zero bits: say so, since
-            // "at least N bits" would send its client to stamp again with the same mistake.
-            string? falseClaim = envelope.Pow is { } pow && pow.Bits >= bits
-                ? $" This envelope's stamp claims {pow.Bits} bits, but its hash does not begin with exactly {pow.Bits} zero bits (a stamp claims the zero bits its hash has, no fewer; docs/protocol.md)."
+            // A stamp that claims enough but does not hold here: say why, since "at least N bits" alone would send its
+            // client to stamp again with the same mistake. (With no demand a stamp counts for nothing, so one that does
+            // not hold, made for a seed since turned, is taken as none: an honest resend must not fail on it.)
+            string? notHeld = envelope.Pow is { } pow && pow.Bits >= bits
+                ? $" This envelope's stamp claims {pow.Bits} bits but does not hold for this node's current seed (Status.pow_seed, in the pow-seed trailer) or the one before it: it was made for another node, before this node restarted, for a seed over 10 to 20 minutes old, or it claims other bits than its hash begins with (a stamp claims exactly the zero bits its hash has; docs/protocol.md)."
                 : null;
-            refusal = bits <= 0
-                ? Reject("pow_false", StatusCode.InvalidArgument,
-                    $"No proof of work is needed now, but this envelope carries a stamp, and a stamp must be true.{falseClaim} Send it without the stamp, or with one that claims what its hash has.")
-                : forMailbox
+            byte[] seed = _powSeeds.Current;
+            refusal = forMailbox
                 ? Reject("mailbox_pow", StatusCode.FailedPrecondition,
-                    $"The recipient's mailbox is nearly full, so mail to it needs a proof-of-work stamp of at least {bits} bits until its owner collects mail (see Status.limits.mailbox_pow_from_percent).{falseClaim}", powBits: bits)
+                    $"The recipient's mailbox is nearly full, so mail to it needs a proof-of-work stamp of at least {bits} bits until its owner collects mail (see Status.limits.mailbox_pow_from_percent).{notHeld}", powBits: bits, powSeed: seed)
                 : Reject("pow", StatusCode.FailedPrecondition,
-                    $"The node is under load (or holds much mail) and requires a proof-of-work stamp of at least {bits} bits (see Status.pow_bits_required).{falseClaim}", powBits: bits);
+                    $"The node is under load (or holds much mail) and requires a proof-of-work stamp of at least {bits} bits (see Status.pow_bits_required).{notHeld}", powBits: bits, powSeed: seed);
         }
         else
         {
@@ -935,12 +943,12 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
     };
 
     /// <summary>A refusal of an envelope, counted in <c>meganet.admission.rejected</c> under <paramref name="reason"/>.</summary>
-    internal static RpcException Reject(string reason, StatusCode code, string message, int retryAfterMs = 0, int powBits = 0)
+    internal static RpcException Reject(string reason, StatusCode code, string message, int retryAfterMs = 0, int powBits = 0, byte[]? powSeed = null)
     {
         MegaNetMetrics.EnvelopesRejected.Add(1, new KeyValuePair<string, object?>("reason", reason));
         return retryAfterMs <= 0 && powBits <= 0
             ? new RpcException(new Status(code, message))
-            : new RpcException(new Status(code, message), NodeRefusals.Trailers(retryAfterMs, powBits));
+            : new RpcException(new Status(code, message), NodeRefusals.Trailers(retryAfterMs, powBits, powSeed));
     }
 
     [LoggerMessage(EventId = 100, Level = LogLevel.Error, Message = "Verification of a batch of {Count} envelopes failed")]

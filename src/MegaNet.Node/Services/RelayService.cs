@@ -279,6 +279,7 @@ public sealed class RelayService(
                     Error = e.Status.Detail,
                     RetryAfterMs = (uint)Math.Max(0, (e.RetryAfter() ?? TimeSpan.Zero).TotalMilliseconds),
                     PowBits = (uint)(e.RequiredPowBits() ?? 0),
+                    PowSeed = e.RequiredPowSeed() is { } seed ? ByteString.CopyFrom(seed) : ByteString.Empty,
                 };
             case null or OperationCanceledException:
                 // Cancelled, or faulted with a cancellation: rare, and it ends the stream, so throwing is fine here.
@@ -794,6 +795,7 @@ public sealed class RelayService(
             TreeSize = store.GetTreeHead().TreeSize,
             QueueDepth = admission.QueueDepth,
             StoreRefusing = admission.StoreRefusals.RefusingNow(store.HeldBytes) ?? "",
+            PowSeed = ByteString.CopyFrom(admission.PowSeed),
         });
     }
 
