@@ -117,7 +117,7 @@ public sealed class MegaNetClientOptions
 /// <para>Every unary call has a deadline (<see cref="MegaNetClientOptions.DefaultDeadline"/>, 30 s unless set) and
 /// every method takes a cancellation token. Refusals by the node arrive as <see cref="RpcException"/> with the node's
 /// status and a message that says why; <see cref="NodeRefusals.RetryAfter"/> and
-/// <see cref="NodeRefusals.RequiredPowBits"/> read the waits and stamps they ask for; a call the node did not take
+/// <see cref="NodeRefusals.RequiredPowBits"/> with <see cref="NodeRefusals.RequiredPowSeed"/> read the waits and stamps they ask for; a call the node did not take
 /// because it was closing the connection (stopping, restarting) ends <see cref="StatusCode.Unavailable"/>. A cancelled token ends a call
 /// with <see cref="RpcException"/> (<see cref="StatusCode.Cancelled"/>), as gRPC does, and the proof of work of
 /// <see cref="SendAsync"/> with <see cref="OperationCanceledException"/>.</para>
@@ -221,8 +221,10 @@ public sealed class MegaNetClient : IDisposable
 
     /// <summary>Seals <paramref name="content"/> to <paramref name="recipient"/>, stamps it if the node asks for proof
     /// of work, and submits it; it expires after <paramref name="ttl"/>, by default 7 days (or just under the node's
-    /// maximum TTL, when that is shorter). A node that raises its demand meanwhile refuses the stamp with <c>FAILED_PRECONDITION</c>
-    /// and the bits it wants: the envelope is stamped again and resubmitted (twice at most).</summary>
+    /// maximum TTL, when that is shorter). The stamp is made for the seed the node's <c>Status</c> gives; a node that raises
+    /// its demand meanwhile, or no longer takes that seed (it turns every 10 minutes and at a restart), refuses the stamp
+    /// with <c>FAILED_PRECONDITION</c>, the bits it wants and its seed: the envelope is stamped again for that seed and
+    /// resubmitted (twice at most).</summary>
     /// <returns>The node's receipt, checked to name the envelope sent; its tree head and inclusion are not checked
     /// here: <see cref="VerifyReceiptAsync"/> does that.</returns>
     /// <exception cref="PowDemandTooHighException">The node demands more proof of work than
@@ -545,8 +547,8 @@ public sealed class MegaNetClient : IDisposable
     /// <paramref name="perRequest"/> envelopes a request (fewer where the next would take a request past
     /// <see cref="MaxBatchRequestBytes"/>), written while the answers are read, so the node's stream window keeps the
     /// pace. Yields one <see cref="SubmitResult"/> per envelope, in the order given: a receipt, or the refusal of that
-    /// envelope alone (<c>status_code</c>, <c>error</c>, and <c>retry_after_ms</c> or <c>pow_bits</c> where a unary
-    /// call's trailers would carry them).
+    /// envelope alone (<c>status_code</c>, <c>error</c>, and <c>retry_after_ms</c>, or <c>pow_bits</c> and <c>pow_seed</c>,
+    /// where a unary call's trailers would carry them).
     /// </summary>
     /// <exception cref="RpcException">The stream itself ended (the node is stopping, a request it could not take, the
     /// connection failed): the results yielded before it stand, the envelopes after them were not answered.</exception>
@@ -1303,8 +1305,15 @@ public static class NodeRefusals
 
     /// <summary>The trailers of a refusal: a wait of <paramref name="retryAfterMs"/> and a demand of
     /// <paramref name="powBits"/>, each only when above 0, with the seed to stamp for beside the demand.</summary>
+    /// <exception cref="ArgumentException">A demand without a seed of <see cref="EnvelopeFormat.PowSeedLength"/> bytes:
+    /// its client could not stamp for it.</exception>
     public static Metadata Trailers(int retryAfterMs = 0, int powBits = 0, ReadOnlySpan<byte> powSeed = default)
     {
+        if (powBits > 0 && powSeed.Length != EnvelopeFormat.PowSeedLength)
+        {
+            throw new ArgumentException($"A proof-of-work demand goes with the node's seed of {EnvelopeFormat.PowSeedLength} bytes, not {powSeed.Length}.", nameof(powSeed));
+        }
+
         var trailers = new Metadata();
         if (retryAfterMs > 0)
         {
@@ -1314,10 +1323,7 @@ public static class NodeRefusals
         if (powBits > 0)
         {
             trailers.Add(PowBitsTrailer, powBits.ToString(System.Globalization.CultureInfo.InvariantCulture));
-            if (!powSeed.IsEmpty)
-            {
-                trailers.Add(PowSeedTrailer, Convert.ToHexStringLower(powSeed));
-            }
+            trailers.Add(PowSeedTrailer, Convert.ToHexStringLower(powSeed));
         }
 
         return trailers;

@@ -307,49 +307,51 @@ public sealed class BadInputTests
         node.AssertNoServerErrors();
     }
 
+    // This test and the next refuse stamps of 16 bits or more: the node tries two seeds, and a stamp that does not hold
+    // under one begins with exactly its claimed k zero bits under another by chance 2^-(k+1) (at 8 bits, 0.4 %).
     [Fact]
     public async Task Proof_of_work_is_demanded_when_required_and_accepted_when_given()
     {
-        await using TestNode node = await TestNode.StartAsync(o => o.PowMinBits = 8);
+        await using TestNode node = await TestNode.StartAsync(o => o.PowMinBits = 16);
         using MegaNetClient client = node.Client();
         using Identity alice = Identity.Create(), bob = Identity.Create();
         StatusResponse status = await client.Relay.StatusAsync(new StatusRequest());
-        Assert.Equal(8u, status.PowBitsRequired);
+        Assert.Equal(16u, status.PowBitsRequired);
         byte[] seed = status.PowSeed.ToByteArray();
         Assert.Equal(EnvelopeFormat.PowSeedLength, seed.Length);
 
         RpcException missing = await Refused(client, Valid(alice, bob));
         Assert.Equal(StatusCode.FailedPrecondition, missing.StatusCode);
-        Assert.Equal("8", missing.Trailers.GetValue("pow-bits"));
+        Assert.Equal("16", missing.Trailers.GetValue("pow-bits"));
         Assert.Equal(Convert.ToHexStringLower(seed), missing.Trailers.GetValue("pow-seed"));
 
-        // A true stamp of 4 bits (its hash begins with exactly 4 zero bits), where 8 are demanded.
+        // A true stamp of 12 bits (its hash begins with exactly 12 zero bits), where 16 are demanded.
         Envelope weak = Valid(alice, bob);
-        weak.Pow = ExactStamp.For(weak, seed, 4);
+        weak.Pow = ExactStamp.For(weak, seed, 12);
         Resign(weak, alice);
         Assert.Equal(StatusCode.FailedPrecondition, (await Refused(client, weak)).StatusCode);
 
         // A stamp whose hash has more zero bits than it claims: each claim from the demand up to the zeros it has
         // would be another envelope id, so one stamp would buy several envelopes. Only the exact claim is taken.
         Envelope understated = Valid(alice, bob);
-        understated.Pow = ExactStamp.For(understated, seed, 9);
-        understated.Pow.Bits = 8;
+        understated.Pow = ExactStamp.For(understated, seed, 17);
+        understated.Pow.Bits = 16;
         Resign(understated, alice);
         RpcException understatedRefusal = await Refused(client, understated);
         Assert.Equal(StatusCode.FailedPrecondition, understatedRefusal.StatusCode);
-        Assert.Contains("claims 8 bits but does not hold for this node's current seed", understatedRefusal.Status.Detail);
+        Assert.Contains("claims 16 bits but does not hold for this node's current seed", understatedRefusal.Status.Detail);
         Assert.Equal(0, await TreeSize(client));
-        understated.Pow.Bits = 9;
+        understated.Pow.Bits = 17;
         Resign(understated, alice);
         Assert.Equal(0, (await client.Relay.SubmitAsync(new SubmitRequest { Envelope = understated })).LogIndex);
 
-        // A stamp that claims 8 bits but was not worked for.
+        // A stamp that claims 16 bits but was not worked for.
         Envelope fake = Valid(alice, bob);
         byte[] fakeDigest = NSec.Cryptography.HashAlgorithm.Blake2b_256.Hash(EnvelopeFormat.CoreBytes(fake));
         for (ulong nonce = 0; ; nonce++)
         {
-            fake.Pow = new ProofOfWork { Bits = 8, Nonce = nonce };
-            if (EnvelopeFormat.PowZeroBits(seed, fakeDigest, nonce) < 8)
+            fake.Pow = new ProofOfWork { Bits = 16, Nonce = nonce };
+            if (EnvelopeFormat.PowZeroBits(seed, fakeDigest, nonce) < 16)
             {
                 break;
             }
@@ -358,10 +360,10 @@ public sealed class BadInputTests
         Resign(fake, alice);
         Assert.Equal(StatusCode.FailedPrecondition, (await Refused(client, fake)).StatusCode);
 
-        // A true stamp of exactly 8 bits, but for another seed (another node's, or one this node never drew): work done
+        // A true stamp of exactly 16 bits, but for another seed (another node's, or one this node never drew): work done
         // elsewhere or ahead of time counts for nothing here.
         Envelope elsewhere = Valid(alice, bob);
-        elsewhere.Pow = ExactStamp.For(elsewhere, System.Security.Cryptography.RandomNumberGenerator.GetBytes(EnvelopeFormat.PowSeedLength), 8);
+        elsewhere.Pow = ExactStamp.For(elsewhere, System.Security.Cryptography.RandomNumberGenerator.GetBytes(EnvelopeFormat.PowSeedLength), 16);
         Resign(elsewhere, alice);
         Assert.Equal(0, EnvelopeFormat.StampBits(elsewhere, seed));
         RpcException elsewhereRefusal = await Refused(client, elsewhere);
@@ -377,12 +379,12 @@ public sealed class BadInputTests
     [Fact]
     public async Task A_stamp_is_taken_for_the_nodes_seed_and_the_one_before_it_not_for_an_older_one()
     {
-        await using TestNode node = await TestNode.StartAsync(o => o.PowMinBits = 8);
+        await using TestNode node = await TestNode.StartAsync(o => o.PowMinBits = 16);
         using MegaNetClient client = node.Client();
         using Identity alice = Identity.Create(), bob = Identity.Create();
         var seeds = node.Services.GetRequiredService<Admission.AdmissionPipeline>().PowSeeds;
         byte[] first = node.PowSeed;
-        Envelope[] stamped = [.. Enumerable.Range(0, 2).Select(i => ExactStamp.Stamp(alice, Valid(alice, bob, $"early {i}"), first, 8))];
+        Envelope[] stamped = [.. Enumerable.Range(0, 2).Select(i => ExactStamp.Stamp(alice, Valid(alice, bob, $"early {i}"), first, 16))];
 
         // The seed turns (every 10 minutes): Status and refusals name the new one, and a stamp for the one before is
         // still taken, so a stamp made just before a turn is good for at least a whole turn more.
@@ -396,7 +398,7 @@ public sealed class BadInputTests
         seeds.TurnForTests();
         RpcException stale = await Refused(client, stamped[1]);
         Assert.Equal(StatusCode.FailedPrecondition, stale.StatusCode);
-        Assert.Equal(8, stale.RequiredPowBits());
+        Assert.Equal(16, stale.RequiredPowBits());
         Assert.Equal(node.PowSeed, stale.RequiredPowSeed());
         Assert.Equal(1, await TreeSize(client));
 

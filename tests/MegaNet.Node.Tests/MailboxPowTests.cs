@@ -40,6 +40,7 @@ public sealed class MailboxPowTests
                 await client.Relay.SubmitAsync(new SubmitRequest { Envelope = Seal(node, alice, bob, sent++, 0) }));
             Assert.Equal(StatusCode.FailedPrecondition, bare.StatusCode);
             Assert.Equal(bits, bare.RequiredPowBits());
+            Assert.Equal(node.PowSeed, bare.RequiredPowSeed());
             Assert.Contains("mailbox is nearly full", bare.Status.Detail, StringComparison.Ordinal);
 
             RpcException weak = await Assert.ThrowsAsync<RpcException>(async () =>

@@ -81,7 +81,7 @@ public sealed class MegaNetClientOptionsTests
         // of work. A new stamp would be a new envelope beside one that may be stored: two copies.
         var answers = new SubmitAnswers(call => call == 1
             ? new RpcException(new Status(StatusCode.DeadlineExceeded, "lost"))
-            : new RpcException(new Status(StatusCode.FailedPrecondition, "more work"), NodeRefusals.Trailers(0, 8)), skipNode: true);
+            : new RpcException(new Status(StatusCode.FailedPrecondition, "more work"), NodeRefusals.Trailers(0, 8, new byte[EnvelopeFormat.PowSeedLength])), skipNode: true);
         using var client = new MegaNetClient(node.Address, options: new MegaNetClientOptions { Interceptors = [answers] });
         using Identity alice = Identity.Create(), bob = Identity.Create();
         RpcException e = await Assert.ThrowsAsync<RpcException>(() => client.SendAsync(alice, bob.Card, Text("hi"), "text/plain"));
@@ -306,11 +306,17 @@ public sealed class MegaNetClientOptionsTests
     public void Refusals_give_their_retry_time_and_proof_of_work_demand()
     {
         var busy = new RpcException(new Status(StatusCode.ResourceExhausted, "busy"), new Metadata { { "retry-after-ms", "250" } });
-        var weak = new RpcException(new Status(StatusCode.FailedPrecondition, "stamp"), new Metadata { { "pow-bits", "12" } });
-        var bare = new RpcException(new Status(StatusCode.ResourceExhausted, "busy"), new Metadata { { "retry-after-ms", "-5" }, { "pow-bits", "lots" } });
+        var weak = new RpcException(new Status(StatusCode.FailedPrecondition, "stamp"), new Metadata { { "pow-bits", "12" }, { "pow-seed", "000102030405060708090a0b0c0d0e0f" } });
+        var bare = new RpcException(new Status(StatusCode.ResourceExhausted, "busy"), new Metadata { { "retry-after-ms", "-5" }, { "pow-bits", "lots" }, { "pow-seed", "0001" } });
+        var odd = new RpcException(new Status(StatusCode.FailedPrecondition, "stamp"), new Metadata { { "pow-bits", "12" }, { "pow-seed", "zz0102030405060708090a0b0c0d0e0f" } });
         Assert.Equal(TimeSpan.FromMilliseconds(250), busy.RetryAfter());
         Assert.Null(busy.RequiredPowBits());
         Assert.Equal(12, weak.RequiredPowBits());
+        Assert.Equal(Enumerable.Range(0, 16).Select(i => (byte)i), weak.RequiredPowSeed());
+        Assert.Null(bare.RequiredPowSeed()); // too short
+        Assert.Null(odd.RequiredPowSeed()); // not hex
+        Assert.Null(busy.RequiredPowSeed());
+        Assert.Throws<ArgumentException>(() => NodeRefusals.Trailers(0, 8)); // a demand its client could not stamp for
         Assert.Null(weak.RetryAfter());
         Assert.Null(bare.RetryAfter());
         Assert.Null(bare.RequiredPowBits());

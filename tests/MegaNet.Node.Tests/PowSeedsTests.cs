@@ -20,7 +20,8 @@ public sealed class PowSeedsTests
     private static Envelope StampedFor(byte[] seed, Identity sender, Identity recipient, int i)
     {
         Envelope envelope = EnvelopeFormat.Seal(sender, recipient.Card, [(byte)i], "application/octet-stream", null, DateTimeOffset.UtcNow.AddDays(1));
-        return ExactStamp.Stamp(sender, envelope, seed, 6);
+        // 16 bits: a stamp for one seed holds under another by chance 2^-17, so the refusals below do not fail by luck.
+        return ExactStamp.Stamp(sender, envelope, seed, 16);
     }
 
     private static int Counted(PowSeeds seeds, Envelope envelope) => seeds.StampBits(EnvelopeFormat.CoreBytes(envelope), envelope);
@@ -34,7 +35,7 @@ public sealed class PowSeedsTests
         byte[] first = seeds.Current;
         Assert.Equal(EnvelopeFormat.PowSeedLength, first.Length);
         Envelope early = StampedFor(first, alice, bob, 0);
-        Assert.Equal(6, Counted(seeds, early));
+        Assert.Equal(16, Counted(seeds, early));
 
         // Just short of the lifetime: the same seed.
         clock.Elapsed = PowSeeds.Lifetime - TimeSpan.FromSeconds(1);
@@ -44,21 +45,21 @@ public sealed class PowSeedsTests
         clock.Elapsed = PowSeeds.Lifetime;
         byte[] second = seeds.Current;
         Assert.NotEqual(first, second);
-        Assert.Equal(6, Counted(seeds, early));
+        Assert.Equal(16, Counted(seeds, early));
         Envelope later = StampedFor(second, alice, bob, 1);
-        Assert.Equal(6, Counted(seeds, later));
+        Assert.Equal(16, Counted(seeds, later));
 
         // A lifetime later the first seed is gone; the second is now the one before.
         clock.Elapsed = 2 * PowSeeds.Lifetime;
         Assert.NotEqual(second, seeds.Current);
         Assert.Equal(0, Counted(seeds, early));
-        Assert.Equal(6, Counted(seeds, later));
+        Assert.Equal(16, Counted(seeds, later));
 
         // Periods count from the node's start, not from when someone last asked: after five, neither of the first two
         // seeds is taken, however long nobody asked.
         clock.Elapsed = 5 * PowSeeds.Lifetime;
         Assert.Equal(0, Counted(seeds, later));
-        Assert.Equal(6, Counted(seeds, StampedFor(seeds.Current, alice, bob, 2)));
+        Assert.Equal(16, Counted(seeds, StampedFor(seeds.Current, alice, bob, 2)));
 
         // Another node (or this one restarted) has seeds of its own.
         Assert.Equal(0, Counted(new PowSeeds(clock), later));

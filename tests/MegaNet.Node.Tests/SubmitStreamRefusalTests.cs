@@ -37,8 +37,10 @@ public sealed class SubmitStreamRefusalTests
 
         Assert.Equal((int)StatusCode.FailedPrecondition, results[0].StatusCode);
         Assert.Equal(8u, results[0].PowBits);
+        Assert.Equal(node.PowSeed, results[0].PowSeed.ToByteArray()); // the seed to stamp for, as the pow-seed trailer
         Assert.NotNull(results[1].Receipt);
         Assert.Equal(0u, results[1].PowBits);
+        Assert.True(results[1].PowSeed.IsEmpty);
     }
 
     [Fact]

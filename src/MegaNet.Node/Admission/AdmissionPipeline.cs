@@ -90,8 +90,9 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
         }
     }
 
-    /// <summary>The seed proof-of-work stamps are to be made for now (<c>Status.pow_seed</c>).</summary>
-    public byte[] PowSeed => _powSeeds.Current;
+    /// <summary>The seed proof-of-work stamps are to be made for now (<c>Status.pow_seed</c>): a copy, so no caller can
+    /// change the one stamps are checked against.</summary>
+    public byte[] PowSeed => (byte[])_powSeeds.Current.Clone();
 
     /// <summary>The node's seeds (tests turn them).</summary>
     internal PowSeeds PowSeeds => _powSeeds;
@@ -309,7 +310,7 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
             string? notHeld = envelope.Pow is { } pow && pow.Bits >= bits
                 ? $" This envelope's stamp claims {pow.Bits} bits but does not hold for this node's current seed (Status.pow_seed, in the pow-seed trailer) or the one before it: it was made for another node, before this node restarted, for a seed over 10 to 20 minutes old, or it claims other bits than its hash begins with (a stamp claims exactly the zero bits its hash has; docs/protocol.md)."
                 : null;
-            byte[] seed = _powSeeds.Current;
+            byte[] seed = PowSeed;
             refusal = forMailbox
                 ? Reject("mailbox_pow", StatusCode.FailedPrecondition,
                     $"The recipient's mailbox is nearly full, so mail to it needs a proof-of-work stamp of at least {bits} bits until its owner collects mail (see Status.limits.mailbox_pow_from_percent).{notHeld}", powBits: bits, powSeed: seed)
