@@ -286,6 +286,38 @@ public sealed class ResumedSendTests(ITestOutputHelper output) : IDisposable
         node.AssertNoServerErrors();
     }
 
+    [Fact]
+    public async Task An_earlier_envelope_whose_stamp_the_node_no_longer_takes_gets_its_receipt_if_stored_and_is_sealed_anew_if_not()
+    {
+        // Work demanded of every envelope; the earlier try stamped both parts for the seed of its time, and the node's
+        // seed has turned twice since (20 minutes or more, or a restart), so neither stamp counts there now. 16 bits:
+        // a stamp for one seed holds under another only by chance 2^-17.
+        await using TestNode node = await TestNode.StartAsync(o => o.PowMinBits = 16);
+        using MegaNetClient client = node.Client();
+        using Identity alice = Identity.Create(), bob = Identity.Create();
+        byte[] file = RandomFile((2 * FileParts.SliceLength("f.bin")) + 5);
+        IReadOnlyList<byte[]> parts = FileParts.Split(file, "f.bin");
+        byte[] then = node.PowSeed;
+        Envelope stored = EnvelopeFormat.Seal(alice, bob.Card, parts[1], FileParts.ContentType, "f.bin", DateTimeOffset.UtcNow.AddDays(1), 16, powSeed: then);
+        Receipt first = await client.Relay.SubmitAsync(new SubmitRequest { Envelope = stored });
+        Envelope unsent = EnvelopeFormat.Seal(alice, bob.Card, parts[2], FileParts.ContentType, "f.bin", DateTimeOffset.UtcNow.AddDays(1), 16, powSeed: then);
+        var seeds = node.Services.GetRequiredService<Admission.AdmissionPipeline>().PowSeeds;
+        seeds.TurnForTests();
+        seeds.TurnForTests();
+        var journal = new Journal(new() { [1] = stored, [2] = unsent });
+
+        IReadOnlyList<Receipt> receipts = await client.SendFileInPartsAsync(alice, bob.Card, file, "f.bin", journal);
+
+        // The stored one is answered with its receipt before its stamp is looked at; the other is refused for its stamp
+        // and sealed anew with one for the node's seed now.
+        Assert.Equal(first.EnvelopeId, receipts[1].EnvelopeId);
+        Assert.Equal(first.LogIndex, receipts[1].LogIndex);
+        Assert.NotEqual(EnvelopeFormat.EnvelopeId(unsent), receipts[2].EnvelopeId.ToByteArray());
+        Assert.Equal(new[] { 0, 1, 2 }, journal.Recorded.Keys.Order());
+        Assert.Equal(3, await WaitingFor(client, bob));
+        node.AssertNoServerErrors();
+    }
+
     /// <summary>A journal in memory: the earlier try's unanswered envelopes, and what this try recorded.</summary>
     private sealed class Journal(Dictionary<int, Envelope> unanswered) : IFilePartsJournal
     {
