@@ -696,11 +696,11 @@ public sealed class MegaNetClient : IDisposable
     }
 
     /// <summary>The seed a node's <c>Status</c> says stamps are made for now.</summary>
-    /// <exception cref="InvalidOperationException">The node demands a stamp but gives no seed of
+    /// <exception cref="NodeMisbehavedException">The node demands a stamp but gives no seed of
     /// <see cref="EnvelopeFormat.PowSeedLength"/> bytes.</exception>
     private static byte[] NodePowSeed(StatusResponse status) => status.PowSeed.Length == EnvelopeFormat.PowSeedLength
         ? status.PowSeed.ToByteArray()
-        : throw new InvalidOperationException($"The node demands a proof-of-work stamp but its Status gives a seed of {status.PowSeed.Length} bytes, not {EnvelopeFormat.PowSeedLength}: it speaks another version of the protocol.");
+        : throw new NodeMisbehavedException($"The node demands a proof-of-work stamp but its Status gives a seed of {status.PowSeed.Length} bytes, not {EnvelopeFormat.PowSeedLength}: it speaks another version of the protocol.");
 
     /// <summary>The proof of work to compute for a demand of <paramref name="demanded"/> bits.</summary>
     /// <exception cref="PowDemandTooHighException">More than <see cref="MegaNetClientOptions.MaxPowBits"/>.</exception>

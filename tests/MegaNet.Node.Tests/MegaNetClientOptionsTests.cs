@@ -323,6 +323,34 @@ public sealed class MegaNetClientOptionsTests
     }
 
     [Fact]
+    public async Task A_node_that_demands_work_but_gives_no_seed_is_named_before_anything_is_submitted()
+    {
+        var relay = new SeedlessRelay();
+        await using var fake = await FakeRelay<SeedlessRelay>.StartAsync(relay);
+        using var client = new MegaNetClient(fake.Address);
+        using Identity alice = Identity.Create(), bob = Identity.Create();
+        NodeMisbehavedException e = await Assert.ThrowsAsync<NodeMisbehavedException>(() => client.SendAsync(alice, bob.Card, Text("x"), "text/plain"));
+        Assert.Contains("gives a seed of 0 bytes, not 16", e.Message, StringComparison.Ordinal);
+        Assert.Equal(0, relay.Submits);
+    }
+
+    /// <summary>Demands 8 bits of work in <c>Status</c> without a seed to make them for (a node of another protocol
+    /// version), and counts the submits it gets.</summary>
+    private sealed class SeedlessRelay : Relay.RelayBase
+    {
+        public int Submits { get; private set; }
+
+        public override Task<StatusResponse> Status(StatusRequest request, ServerCallContext context) =>
+            Task.FromResult(new StatusResponse { PowBitsRequired = 8, Limits = new Limits { MaxTtlSeconds = 86_400 } });
+
+        public override Task<Receipt> Submit(SubmitRequest request, ServerCallContext context)
+        {
+            Submits++;
+            throw new RpcException(new Grpc.Core.Status(StatusCode.Unimplemented, "not here"));
+        }
+    }
+
+    [Fact]
     public async Task A_refusal_from_the_node_carries_its_demand()
     {
         await using TestNode node = await TestNode.StartAsync(o => o.PowMinBits = 8);
