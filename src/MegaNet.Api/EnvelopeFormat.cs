@@ -219,8 +219,10 @@ public static class EnvelopeFormat
     }
 
     /// <summary><see cref="StampBits(Envelope, ReadOnlySpan{byte})"/> for a caller that already holds the envelope's
-    /// <see cref="CoreBytes"/> (<see cref="CoreLength"/> bytes), so the sealed payload is not hashed again.</summary>
-    public static int StampBits(ReadOnlySpan<byte> coreBytes, Envelope envelope, ReadOnlySpan<byte> seed)
+    /// <see cref="CoreBytes"/> (<see cref="CoreLength"/> bytes), so the sealed payload is not hashed again; with
+    /// <paramref name="otherSeed"/>, a stamp that does not hold under <paramref name="seed"/> is tried under it too (a
+    /// node takes its current seed and the one before), from the same core digest.</summary>
+    public static int StampBits(ReadOnlySpan<byte> coreBytes, Envelope envelope, ReadOnlySpan<byte> seed, ReadOnlySpan<byte> otherSeed = default)
     {
         ArgumentNullException.ThrowIfNull(envelope);
         if (envelope.Pow is null or { Bits: 0 } || envelope.Pow.Bits > 256)
@@ -232,7 +234,10 @@ public static class EnvelopeFormat
 
         Span<byte> digest = stackalloc byte[32];
         HashAlgorithm.Blake2b_256.Hash(coreBytes, digest);
-        return PowZeroBits(seed, digest, envelope.Pow.Nonce) == envelope.Pow.Bits ? (int)envelope.Pow.Bits : 0;
+        (uint claim, ulong nonce) = (envelope.Pow.Bits, envelope.Pow.Nonce);
+        return PowZeroBits(seed, digest, nonce) == claim || (!otherSeed.IsEmpty && PowZeroBits(otherSeed, digest, nonce) == claim)
+            ? (int)claim
+            : 0;
     }
 
     /// <summary>Finds a nonce giving at least <paramref name="bits"/> leading zero bits under <paramref name="seed"/>

@@ -26,7 +26,7 @@ public sealed class AdmissionLimitsTests
         store.Commit();
         var options = new NodeOptions { QueueCapacity = 8, PowMaxBits = 8, FlushMicroseconds = 0 };
         await using var admission = new AdmissionPipeline(verifier, store, options, TimeProvider.System, NullLogger<AdmissionPipeline>.Instance);
-        Envelope[] stamped = AdmissionBatchingTests.Seal(10, powBits: 8, admission.PowSeed);
+        Envelope[] stamped = AdmissionBatchingTests.Seal(10, powBits: 8, admission.PowSeed.ToArray());
         Envelope bare = AdmissionBatchingTests.Seal(1)[0];
 
         Task<Receipt> first = admission.SubmitAsync(stamped[0], null, CancellationToken.None);
@@ -85,7 +85,7 @@ public sealed class AdmissionLimitsTests
         {
             using Identity sender = Identity.Create();
             content[0] = (byte)i;
-            return EnvelopeFormat.Seal(sender, recipient.Card, content, "application/octet-stream", null, DateTimeOffset.UtcNow.AddDays(1), powBits: 8, powSeed: admission.PowSeed);
+            return EnvelopeFormat.Seal(sender, recipient.Card, content, "application/octet-stream", null, DateTimeOffset.UtcNow.AddDays(1), powBits: 8, powSeed: admission.PowSeed.ToArray());
         })];
 
         Task<Receipt> first = admission.SubmitAsync(large[0], null, CancellationToken.None);

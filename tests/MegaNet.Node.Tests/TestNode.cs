@@ -99,7 +99,7 @@ public sealed class TestNode : IAsyncDisposable
     public IServiceProvider Services => _app?.Services ?? throw new InvalidOperationException("The node is not running.");
 
     /// <summary>The seed proof-of-work stamps are made for at this node now (<c>Status.pow_seed</c>).</summary>
-    public byte[] PowSeed => Services.GetRequiredService<Admission.AdmissionPipeline>().PowSeed;
+    public byte[] PowSeed => Services.GetRequiredService<Admission.AdmissionPipeline>().PowSeed.ToArray();
 
     public async Task StopAsync()
     {

@@ -90,9 +90,9 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
         }
     }
 
-    /// <summary>The seed proof-of-work stamps are to be made for now (<c>Status.pow_seed</c>): a copy, so no caller can
-    /// change the one stamps are checked against.</summary>
-    public byte[] PowSeed => (byte[])_powSeeds.Current.Clone();
+    /// <summary>The seed proof-of-work stamps are to be made for now (<c>Status.pow_seed</c>); read-only, as stamps are
+    /// checked against it.</summary>
+    public ReadOnlySpan<byte> PowSeed => _powSeeds.Current;
 
     /// <summary>The node's seeds (tests turn them).</summary>
     internal PowSeeds PowSeeds => _powSeeds;
@@ -310,12 +310,11 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
             string? notHeld = envelope.Pow is { } pow && pow.Bits >= bits
                 ? $" This envelope's stamp claims {pow.Bits} bits but does not hold for this node's current seed (Status.pow_seed, in the pow-seed trailer) or the one before it: it was made for another node, before this node restarted, for a seed over 10 to 20 minutes old, or it claims other bits than its hash begins with (a stamp claims exactly the zero bits its hash has; docs/protocol.md)."
                 : null;
-            byte[] seed = PowSeed;
             refusal = forMailbox
                 ? Reject("mailbox_pow", StatusCode.FailedPrecondition,
-                    $"The recipient's mailbox is nearly full, so mail to it needs a proof-of-work stamp of at least {bits} bits until its owner collects mail (see Status.limits.mailbox_pow_from_percent).{notHeld}", powBits: bits, powSeed: seed)
+                    $"The recipient's mailbox is nearly full, so mail to it needs a proof-of-work stamp of at least {bits} bits until its owner collects mail (see Status.limits.mailbox_pow_from_percent).{notHeld}", powBits: bits, powSeed: PowSeed)
                 : Reject("pow", StatusCode.FailedPrecondition,
-                    $"The node is under load (or holds much mail) and requires a proof-of-work stamp of at least {bits} bits (see Status.pow_bits_required).{notHeld}", powBits: bits, powSeed: seed);
+                    $"The node is under load (or holds much mail) and requires a proof-of-work stamp of at least {bits} bits (see Status.pow_bits_required).{notHeld}", powBits: bits, powSeed: PowSeed);
         }
         else
         {
@@ -944,7 +943,7 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
     };
 
     /// <summary>A refusal of an envelope, counted in <c>meganet.admission.rejected</c> under <paramref name="reason"/>.</summary>
-    internal static RpcException Reject(string reason, StatusCode code, string message, int retryAfterMs = 0, int powBits = 0, byte[]? powSeed = null)
+    internal static RpcException Reject(string reason, StatusCode code, string message, int retryAfterMs = 0, int powBits = 0, ReadOnlySpan<byte> powSeed = default)
     {
         MegaNetMetrics.EnvelopesRejected.Add(1, new KeyValuePair<string, object?>("reason", reason));
         return retryAfterMs <= 0 && powBits <= 0

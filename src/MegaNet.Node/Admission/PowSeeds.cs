@@ -32,14 +32,8 @@ internal sealed class PowSeeds(TimeProvider clock)
     /// for another seed, or one that does not hold.</summary>
     public int StampBits(ReadOnlySpan<byte> coreBytes, MegaNet.Api.V1.Envelope envelope)
     {
-        if (envelope.Pow is null or { Bits: 0 })
-        {
-            return 0;
-        }
-
         Pair pair = Fresh();
-        int bits = EnvelopeFormat.StampBits(coreBytes, envelope, pair.Current);
-        return bits > 0 ? bits : EnvelopeFormat.StampBits(coreBytes, envelope, pair.Previous);
+        return EnvelopeFormat.StampBits(coreBytes, envelope, pair.Current, pair.Previous);
     }
 
     /// <summary>Moves on one period now, as <see cref="Lifetime"/> passing would (tests).</summary>
