@@ -1,0 +1,125 @@
+using System.Net;
+using MegaNet.Core.Verification;
+using MegaNet.Node.Hosting;
+using MegaNet.Store;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+
+namespace MegaNet.RelayCeiling;
+
+/// <summary>
+/// Serves the real node (gRPC, admission, batching, the verifier) on loopback with a stage taken out, so that
+/// <c>meganet load</c> against it shows what the rest of the node can carry on this machine: with <c>--without store</c>
+/// every put is acknowledged without being stored (<see cref="NoOpStore"/>); with <c>--without store,verification</c>
+/// every signature also counts as valid unseen (<see cref="UncheckedVerifier"/>). The relay target (streaming accepted
+/// envelopes/s at least half the raw simd verifier's rate) can be met only where the node without its store reaches it.
+/// </summary>
+internal static class Program
+{
+    private const string Usage = """
+        usage: MegaNet.RelayCeiling [--without store|store,verification] [--listen 127.0.0.1:PORT]
+          --without  the stages taken out of the node: store (default; puts acknowledged, nothing kept, receipts
+                     that do not check) or store,verification (every signature also counted valid unseen)
+          --listen   loopback address and port to serve on (default 127.0.0.1:7712); other addresses are refused,
+                     since this node keeps nothing and, without verification, accepts anything
+        Then, from another shell, e.g.:
+          meganet load --node http://127.0.0.1:7712 --clients 8 --envelopes 300000 --mode stream --per-request 64
+        and compare with the same load against `meganet node` (the load prints each rate as a share of the raw simd
+        verifier's, timed in the same run). Ctrl+C stops it and deletes its temporary data directory (the node key).
+        """;
+
+    private static async Task<int> Main(string[] args)
+    {
+        if (args.Any(a => a is "--help" or "-h" or "-?"))
+        {
+            Console.WriteLine(Usage);
+            return 0;
+        }
+
+        string without = "store";
+        string listen = "127.0.0.1:7712";
+        for (int i = 0; i < args.Length; i++)
+        {
+            string? value = i + 1 < args.Length ? args[i + 1] : null;
+            switch (args[i])
+            {
+                case "--without" when value is not null:
+                    without = value;
+                    i++;
+                    break;
+                case "--listen" when value is not null:
+                    listen = value;
+                    i++;
+                    break;
+                default:
+                    return Fail($"unknown or incomplete argument '{args[i]}' (--help shows the usage)");
+            }
+        }
+
+        bool noVerification;
+        switch (without)
+        {
+            case "store":
+                noVerification = false;
+                break;
+            case "store,verification" or "verification,store":
+                noVerification = true;
+                break;
+            default:
+                return Fail($"--without takes 'store' or 'store,verification', not '{without}'");
+        }
+
+        if (!IPEndPoint.TryParse(listen, out IPEndPoint? endpoint) || endpoint.Port == 0)
+        {
+            return Fail($"--listen takes a loopback address and port such as 127.0.0.1:7712, not '{listen}'");
+        }
+
+        if (!IPAddress.IsLoopback(endpoint.Address))
+        {
+            return Fail($"--listen {listen} is not a loopback address: this node keeps nothing{(noVerification ? " and accepts any signature" : "")}, so it serves this machine only");
+        }
+
+        string data = Directory.CreateTempSubdirectory("meganet-ceiling-").FullName;
+        try
+        {
+            var options = new NodeOptions
+            {
+                DataDirectory = data,
+                Listen = listen,
+                // Nothing is held, but admission still reads the quotas: the load's 64 mailboxes must never fill.
+                MailboxMaxCount = int.MaxValue,
+                MailboxMaxBytes = long.MaxValue,
+            };
+            await using WebApplication app = NodeHost.Build(options, logging: null, services: s =>
+            {
+                // Registered after the node's own, so these are the ones resolved.
+                s.AddSingleton<IEnvelopeStore>(sp =>
+                {
+                    NodeKey key = sp.GetRequiredService<NodeKey>();
+                    return new NoOpStore(key.SecretKey, key.PublicKey);
+                });
+                if (noVerification)
+                {
+                    s.AddSingleton<IBatchVerifier>(sp => new UncheckedVerifier(sp.GetRequiredService<NodeVerifiers>().Node));
+                }
+            });
+            Uri url = await NodeHost.StartAsync(app).ConfigureAwait(false);
+            Console.WriteLine($"NOT A RELAY: a node without its {(noVerification ? "store and without verification" : "store")} at {url} (keeps nothing; receipts do not check). Ctrl+C stops it.");
+            await app.WaitForShutdownAsync().ConfigureAwait(false);
+            var store = (NoOpStore)app.Services.GetRequiredService<IEnvelopeStore>();
+            Console.WriteLine($"stopped after acknowledging {store.Puts:N0} puts without storing them");
+            return 0;
+        }
+        finally
+        {
+            Directory.Delete(data, recursive: true);
+        }
+    }
+
+    private static int Fail(string message)
+    {
+        Console.Error.WriteLine($"MegaNet.RelayCeiling: {message}");
+        return 2;
+    }
+}
