@@ -103,6 +103,11 @@ internal static class Checkpoint
         return new Manifest(token, wal, leaves, indexBytes, separateEnvelopeRecords, mailboxes, root);
     }
 
+    /// <summary>Bytes of a manifest of <paramref name="entries"/> index entries in <paramref name="mailboxes"/> mailboxes,
+    /// near enough (its fixed header and the leaves' root left out): what <see cref="Write"/> writes per entry (seq,
+    /// id, expiry, log index, length) and per mailbox (address, next seq, count).</summary>
+    public static long ManifestBytes(long mailboxes, long entries) => (mailboxes * (32 + 8 + 4)) + (entries * (8 + 32 + 8 + 8 + 4));
+
     /// <summary>Writes the manifest to a temporary file, flushes it and renames it over the old one.</summary>
     /// <remarks>Streamed through a buffer and hashed as it goes: the manifest grows with the waiting mail (about 60
     /// bytes per envelope), so building it in memory first cost a copy of it twice per checkpoint.</remarks>

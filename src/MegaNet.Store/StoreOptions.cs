@@ -31,7 +31,10 @@ public sealed class StoreOptions
 
     /// <summary>
     /// A checkpoint is also taken once this much write-ahead log has accumulated since the last one, which bounds the
-    /// log a restart after <c>kill -9</c> replays (about 1 s per 100 MiB here). Default 256 MiB.
+    /// log a restart after <c>kill -9</c> replays (about 1 s per 100 MiB here), or twice what the last checkpoint wrote
+    /// where that is more (its manifest grows with the waiting mail, about 60 bytes an envelope, and it also writes the
+    /// table's hash index): in a store of millions of waiting envelopes the log between checkpoints grows with them, so
+    /// checkpoints never write more than half as much as the log. Default 256 MiB.
     /// </summary>
     public long CheckpointLogBytes { get; set; } = 256L << 20;
 
