@@ -137,7 +137,7 @@ public sealed class NodeOptions
     /// <summary>Write-ahead log, in MiB, after which the store checkpoints (besides once a minute and at shutdown). More
     /// means fewer checkpoints under heavy load (on a 2-core machine streaming about 75,000 envelopes a second, a run
     /// with none carried about a tenth more) and a longer replay when the node restarts after <c>kill -9</c> (about
-    /// 1 s per 100 MiB). In a store whose checkpoint writes more than half this (about 1.6 million waiting envelopes at
+    /// 1 s per 100 MiB). In a store whose checkpoint writes more than half this (about 1.7 million waiting envelopes at
     /// the default memory), the log between checkpoints is twice what the last one wrote instead. 16 to 16,384; default
     /// 256.</summary>
     public int CheckpointLogMiB { get; set; } = 256;
