@@ -5,6 +5,7 @@ using MegaNet.Store;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
 
 namespace MegaNet.RelayCeiling;
 
@@ -91,7 +92,8 @@ internal static class Program
                 MailboxMaxCount = int.MaxValue,
                 MailboxMaxBytes = long.MaxValue,
             };
-            await using WebApplication app = NodeHost.Build(options, logging: null, services: s =>
+            // The host's own "Hosting failed to start" error would repeat a bind failure, reported below in one line.
+            await using WebApplication app = NodeHost.Build(options, logging: l => l.AddFilter("Microsoft.Extensions.Hosting.Internal.Host", LogLevel.None), services: s =>
             {
                 // Registered after the node's own, so these are the ones resolved.
                 s.AddSingleton<IEnvelopeStore>(sp =>
@@ -104,7 +106,17 @@ internal static class Program
                     s.AddSingleton<IBatchVerifier>(sp => new UncheckedVerifier(sp.GetRequiredService<NodeVerifiers>().Node));
                 }
             });
-            Uri url = await NodeHost.StartAsync(app).ConfigureAwait(false);
+            Uri url;
+            try
+            {
+                url = await NodeHost.StartAsync(app).ConfigureAwait(false);
+            }
+            catch (IOException e)
+            {
+                // Kestrel's bind failure ("address already in use"): one line, not a stack trace.
+                return Fail($"cannot listen on {listen}: {e.Message} (another --listen port, or stop what holds it)");
+            }
+
             Console.WriteLine($"NOT A RELAY: a node without its {(noVerification ? "store and without verification" : "store")} at {url} (keeps nothing; receipts do not check). Ctrl+C stops it.");
             await app.WaitForShutdownAsync().ConfigureAwait(false);
             var store = (NoOpStore)app.Services.GetRequiredService<IEnvelopeStore>();
