@@ -22,8 +22,9 @@ internal static class Program
         usage: MegaNet.RelayCeiling [--without store|store,verification] [--listen 127.0.0.1:PORT]
           --without  the stages taken out of the node: store (default; puts acknowledged, nothing kept, receipts
                      that do not check) or store,verification (every signature also counted valid unseen)
-          --listen   loopback address and port to serve on (default 127.0.0.1:7712); other addresses are refused,
-                     since this node keeps nothing and, without verification, accepts anything
+          --listen   loopback address and port to serve on (default 127.0.0.1:7712; port 0 takes a free one, named
+                     at start); other addresses are refused, since this node keeps nothing and, without
+                     verification, accepts anything
         Then, from another shell, e.g.:
           meganet load --node http://127.0.0.1:7712 --clients 8 --envelopes 300000 --mode stream --per-request 64
         and compare with the same load against `meganet node` (the load prints each rate as a share of the raw simd
@@ -71,7 +72,8 @@ internal static class Program
                 return Fail($"--without takes 'store' or 'store,verification', not '{without}'");
         }
 
-        if (!IPEndPoint.TryParse(listen, out IPEndPoint? endpoint) || endpoint.Port == 0)
+        // Port 0 takes a free port, named in the NOT A RELAY line (tests).
+        if (!IPEndPoint.TryParse(listen, out IPEndPoint? endpoint) || !listen.Contains(':', StringComparison.Ordinal))
         {
             return Fail($"--listen takes a loopback address and port such as 127.0.0.1:7712, not '{listen}'");
         }
