@@ -103,16 +103,13 @@ internal static class Checkpoint
         return new Manifest(token, wal, leaves, indexBytes, separateEnvelopeRecords, mailboxes, root);
     }
 
-    /// <summary>Bytes of a manifest of <paramref name="entries"/> index entries in <paramref name="mailboxes"/> mailboxes,
-    /// near enough (its fixed header and the leaves' root left out): what <see cref="Write"/> writes per entry (seq,
-    /// id, expiry, log index, length) and per mailbox (address, next seq, count).</summary>
-    public static long ManifestBytes(long mailboxes, long entries) => (mailboxes * (32 + 8 + 4)) + (entries * (8 + 32 + 8 + 8 + 4));
-
-    /// <summary>Writes the manifest to a temporary file, flushes it and renames it over the old one.</summary>
+    /// <summary>Writes the manifest to a temporary file, flushes it and renames it over the old one; returns its size in
+    /// bytes.</summary>
     /// <remarks>Streamed through a buffer and hashed as it goes: the manifest grows with the waiting mail (about 60
     /// bytes per envelope), so building it in memory first cost a copy of it twice per checkpoint.</remarks>
-    public static void Write(string storeDirectory, Manifest manifest)
+    public static long Write(string storeDirectory, Manifest manifest)
     {
+        long written;
         string path = ManifestPath(storeDirectory);
         string temp = path + ".tmp";
         using (FileStream file = PrivateFile.Open(temp, FileMode.Create, FileAccess.Write, FileShare.None, bufferSize: 1 << 16))
@@ -170,9 +167,11 @@ internal static class Checkpoint
             file.Write(buffer, 0, used);
             file.Write(sha.GetHashAndReset());
             file.Flush(flushToDisk: true);
+            written = file.Length;
         }
 
         DurableRename.Replace(temp, path);
+        return written;
     }
 
     /// <summary>Writes <paramref name="hashes"/> (32 bytes per leaf) to leaves.bin from leaf <paramref name="from"/> on

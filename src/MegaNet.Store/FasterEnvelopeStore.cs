@@ -1250,8 +1250,8 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     /// a longer replay after <c>kill -9</c> in such a store (about 1 s per 100 MiB of log). Committer loop only.</summary>
     internal long CheckpointLogThreshold => Math.Max(_options.CheckpointLogBytes, 2 * _lastCheckpointBytes);
 
-    // What the last snapshot's checkpoint writes besides the log (its manifest and the table's hash index); committer
-    // loop only (see CheckpointLogThreshold).
+    // What the last checkpoint wrote besides the log (its manifest and the table's hash index); committer loop only
+    // (see CheckpointLogThreshold).
     private long _lastCheckpointBytes;
 
     /// <summary>How often the committer wakes while no request arrives (<see cref="IdleHousekeeping"/>): the checkpoint
@@ -1373,8 +1373,8 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     }
 
     /// <summary>What a checkpoint covers: the indexes as of <see cref="Checkpoint.Manifest.WalAddress"/>, and the leaf
-    /// hashes from the previous checkpoint's count up to its own.</summary>
-    private sealed record CheckpointSnapshot(Checkpoint.Manifest Manifest, long SavedLeaves, long Start);
+    /// hashes from the previous checkpoint's count up to its own; once written, the manifest's size.</summary>
+    private sealed record CheckpointSnapshot(Checkpoint.Manifest Manifest, long SavedLeaves, long Start, long ManifestBytes = 0);
 
     /// <summary>Sweeps expired mail, starts a compaction of the table when garbage dominates (and with
     /// <paramref name="wholeCompaction"/> runs it, with the rest of one under way, to its end), and snapshots the indexes
@@ -1436,7 +1436,6 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
             }
 
             manifest = new Checkpoint.Manifest(Guid.Empty, _log.TailAddress, _merkle.Size, _kv.IndexBytes, _kv.SeparateEnvelopeRecords, boxes, _merkle.Root(_merkle.Size));
-            _lastCheckpointBytes = Checkpoint.ManifestBytes(boxes.Count, used) + _kv.IndexBytes;
         }
 
         _snapshotGeneration = _generation;
@@ -1710,14 +1709,14 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         }
 
         Checkpoint.Manifest manifest = snapshot.Manifest with { Token = token };
-        Checkpoint.Write(StoreDirectory, manifest);
+        long manifestBytes = Checkpoint.Write(StoreDirectory, manifest);
         // Only now may the table segments that compaction freed go: until the manifest named this checkpoint, a crash
         // recovered the previous one, which still reads them.
         _kv.ReleaseFreedSegments();
         _kv.DeleteCheckpointsExcept(token);
         // Timed here, not when the committer picks the result up: that waits for its next group or idle wake (a second).
         MegaNetMetrics.StoreCheckpointDuration.Record(Stopwatch.GetElapsedTime(snapshot.Start).TotalMilliseconds);
-        return snapshot with { Manifest = manifest };
+        return snapshot with { Manifest = manifest, ManifestBytes = manifestBytes };
     }
 
     /// <summary>Committer loop only: the checkpoint is on disk, so the log before its address may go (the truncation
@@ -1726,6 +1725,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     {
         _savedLeaves = written.Manifest.LeafCount;
         _checkpointedWal = written.Manifest.WalAddress;
+        _lastCheckpointBytes = written.ManifestBytes + _kv.IndexBytes;
         // leaves.bin holds these leaves for good now (the manifest counts them, and later checkpoints append after
         // them), so proofs can read their lower hashes back from it.
         lock (_state)

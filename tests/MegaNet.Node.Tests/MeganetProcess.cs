@@ -91,8 +91,14 @@ internal sealed class RunningMeganet : IDisposable
 
     /// <summary>Starts <c>meganet ARGS</c> in <paramref name="directory"/>.</summary>
     public RunningMeganet(string directory, params string[] args)
+        : this(MeganetProcess.StartInfo(directory, args))
     {
-        Process = Process.Start(MeganetProcess.StartInfo(directory, args))!;
+    }
+
+    /// <summary>Starts another program the same way (<paramref name="psi"/> with its output redirected).</summary>
+    public RunningMeganet(ProcessStartInfo psi)
+    {
+        Process = Process.Start(psi)!;
         Process.OutputDataReceived += (_, e) => Add(_stdout, e.Data);
         Process.ErrorDataReceived += (_, e) => Add(_stderr, e.Data);
         Process.BeginOutputReadLine();
