@@ -96,6 +96,14 @@ public sealed class MegaNetClientOptions
     /// node id). Certificates the system accepts stay accepted. Default: none.</summary>
     public X509Certificate2? TrustedCertificate { get; init; }
 
+    /// <summary>The most HTTP/2 connections the client opens to the node. A MegaNet node's connection carries 100 calls
+    /// at once; the client opens a second connection only when every open one is full, and once it has this many, a
+    /// call waits for a free stream instead of opening another connection, which a node refuses beyond its
+    /// <c>MaxConnectionsPerAddress</c> (256 by default; before this cap a client whose calls piled up against a busy
+    /// node opened connection after connection until the node refused them). 1 or more; default 16 (1,600 calls at
+    /// once).</summary>
+    public int MaxConnections { get; init; } = 16;
+
     private Func<byte[], string?>? _firstContactCheck;
 
     /// <summary>These settings with <paramref name="check"/> as <see cref="FirstContactCheck"/>.</summary>
@@ -124,7 +132,7 @@ public sealed class MegaNetClientOptions
 /// </remarks>
 public sealed class MegaNetClient : IDisposable
 {
-    private readonly GrpcChannel _channel;
+    private readonly ConnectionPool _connections;
     private readonly int _maxPowBits;
     private byte[]? _nodeId;
     private byte[]? _confirmedNodeId;
@@ -157,13 +165,33 @@ public sealed class MegaNetClient : IDisposable
             throw new ArgumentOutOfRangeException(nameof(options), options.MaxPowBits, "MaxPowBits must be 0 to 32.");
         }
 
+        if (options.MaxConnections < 1)
+        {
+            throw new ArgumentOutOfRangeException(nameof(options), options.MaxConnections, "MaxConnections must be 1 or more.");
+        }
+
         ArgumentNullException.ThrowIfNull(options.Interceptors, nameof(options.Interceptors));
         _maxPowBits = options.MaxPowBits;
         _nodeId = nodeId?.ToArray();
+        byte[]? fingerprint = options.TrustedCertificate?.GetCertHash(HashAlgorithmName.SHA256);
+        _connections = new ConnectionPool(() => GrpcChannel.ForAddress(address,
+            new GrpcChannelOptions { MaxReceiveMessageSize = 64 << 20, HttpHandler = Handler(fingerprint, localAddress), DisposeHttpClient = true }),
+            options.MaxConnections);
+        // The first interceptor in the list is the outermost: the caller's run outside the default deadline's, and
+        // both see a graceful close by the node as UNAVAILABLE.
+        Interceptor[] interceptors = options.DefaultDeadline is { } deadline
+            ? [.. options.Interceptors, new DefaultDeadlineInterceptor(deadline, options.DeadlineSettingName), new GracefulCloseInterceptor()]
+            : [.. options.Interceptors, new GracefulCloseInterceptor()];
+        Relay = new Relay.RelayClient(_connections.Intercept(interceptors));
+    }
+
+    /// <summary>The handler of one of the client's connections (<see cref="ConnectionPool"/> opens each).</summary>
+    private static SocketsHttpHandler Handler(byte[]? trustedFingerprint, IPAddress? localAddress)
+    {
         var handler = new SocketsHttpHandler
         {
-            // What GrpcChannel's own handler sets: a busy client may need more streams than one connection allows.
-            EnableMultipleHttp2Connections = true,
+            // One connection per handler: calls beyond its streams wait for one; the pool opens more (up to MaxConnections).
+            EnableMultipleHttp2Connections = false,
             // HTTP/2 pings while a call is open: a connection whose peer went away without a FIN or RST (a laptop
             // that slept, a NAT that dropped the mapping) fails the call instead of leaving it waiting forever.
             KeepAlivePingDelay = KeepAlivePingDelay,
@@ -172,9 +200,8 @@ public sealed class MegaNetClient : IDisposable
             // The default waits as long as the operating system (minutes, for a host that drops the SYNs).
             ConnectTimeout = TimeSpan.FromSeconds(15),
         };
-        if (options.TrustedCertificate is { } trusted)
+        if (trustedFingerprint is { } fingerprint)
         {
-            byte[] fingerprint = trusted.GetCertHash(HashAlgorithmName.SHA256);
             handler.SslOptions.RemoteCertificateValidationCallback = (_, certificate, _, errors) =>
                 errors == System.Net.Security.SslPolicyErrors.None
                 || (certificate is not null && certificate.GetCertHash(HashAlgorithmName.SHA256).AsSpan().SequenceEqual(fingerprint));
@@ -199,13 +226,7 @@ public sealed class MegaNetClient : IDisposable
             };
         }
 
-        _channel = GrpcChannel.ForAddress(address, new GrpcChannelOptions { MaxReceiveMessageSize = 64 << 20, HttpHandler = handler, DisposeHttpClient = true });
-        // The first interceptor in the list is the outermost: the caller's run outside the default deadline's, and
-        // both see a graceful close by the node as UNAVAILABLE.
-        Interceptor[] interceptors = options.DefaultDeadline is { } deadline
-            ? [.. options.Interceptors, new DefaultDeadlineInterceptor(deadline, options.DeadlineSettingName), new GracefulCloseInterceptor()]
-            : [.. options.Interceptors, new GracefulCloseInterceptor()];
-        Relay = new Relay.RelayClient(_channel.Intercept(interceptors));
+        return handler;
     }
 
     /// <summary>How long a connection with an open call may be silent before the client pings the node.</summary>
@@ -1202,7 +1223,7 @@ public sealed class MegaNetClient : IDisposable
         NSec.Cryptography.HashAlgorithm.Blake2b_256.Hash([.. signingBytes, .. envelope.Signature.Span]);
 
     /// <inheritdoc />
-    public void Dispose() => _channel.Dispose();
+    public void Dispose() => _connections.Dispose();
 }
 
 /// <summary>

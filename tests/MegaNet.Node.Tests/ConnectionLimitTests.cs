@@ -74,6 +74,97 @@ public sealed class ConnectionLimitTests
         node.AssertNoServerErrors();
     }
 
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    public async Task A_client_with_more_calls_open_than_its_connections_carry_waits_for_a_stream_instead_of_opening_more(int maxConnections)
+    {
+        // Before MegaNetClientOptions.MaxConnections the client opened another connection for every 100 open calls, and
+        // the node refused those beyond MaxConnectionsPerAddress: a load client whose calls piled up had calls refused.
+        await using TestNode node = await TestNode.StartAsync(o => o.MaxConnectionsPerAddress = maxConnections);
+        ConnectionGate gate = node.Services.GetRequiredService<ConnectionGate>();
+        using var client = new MegaNetClient(node.Address, options: new MegaNetClientOptions { MaxConnections = maxConnections });
+        int carried = maxConnections * 100; // Kestrel's default streams per HTTP/2 connection, which the node keeps
+        const int waiting = 20;
+        Envelope[] envelopes = AdmissionBatchingTests.Seal(carried + waiting);
+        using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(2));
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        int answered = 0;
+
+        async Task<SubmitResult> Submit(Envelope envelope)
+        {
+            using AsyncDuplexStreamingCall<SubmitRequest, SubmitResult> call = client.Relay.SubmitStream(cancellationToken: timeout.Token);
+            await call.RequestStream.WriteAsync(new SubmitRequest { Envelope = envelope }, timeout.Token);
+            Assert.True(await call.ResponseStream.MoveNext(timeout.Token), "the stream ended without a result");
+            SubmitResult result = call.ResponseStream.Current;
+            if (Interlocked.Increment(ref answered) <= carried)
+            {
+                // Holds its stream open, so that every stream the connections carry is taken.
+                await release.Task.WaitAsync(timeout.Token);
+            }
+
+            await call.RequestStream.CompleteAsync();
+            Assert.False(await call.ResponseStream.MoveNext(timeout.Token), "a second result for one envelope");
+            return result;
+        }
+
+        Task<SubmitResult>[] submits = envelopes.Select(e => Task.Run(() => Submit(e))).ToArray();
+        await Poll.UntilAsync(() => Volatile.Read(ref answered) >= carried || submits.Any(t => t.IsFaulted),
+            () => $"{Volatile.Read(ref answered)} of {carried} calls answered");
+        Assert.True(!submits.Any(t => t.IsFaulted), "failed: " + submits.FirstOrDefault(t => t.IsFaulted)?.Exception?.InnerException);
+        Assert.Equal(maxConnections, gate.Open);
+
+        // The calls beyond them waited on the client for a stream; as the first ones finish, they go out on the same connections.
+        release.SetResult();
+        SubmitResult[] results = await Task.WhenAll(submits);
+        Assert.All(results, r => Assert.True(r.StatusCode == 0, $"refused: {(StatusCode)r.StatusCode} {r.Error}"));
+        Assert.Equal(carried + waiting, answered);
+        Assert.InRange(gate.Open, 1, maxConnections);
+        node.AssertNoServerErrors();
+    }
+
+    [Fact]
+    public async Task A_client_fills_one_connection_before_it_opens_another()
+    {
+        // Phones behind one carrier NAT share the node's per-address allowance: a client with few calls keeps one connection.
+        await using TestNode node = await TestNode.StartAsync();
+        ConnectionGate gate = node.Services.GetRequiredService<ConnectionGate>();
+        using var client = new MegaNetClient(node.Address);
+        using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(2));
+        var calls = new List<AsyncDuplexStreamingCall<SubmitRequest, SubmitResult>>();
+        try
+        {
+            foreach (int open in (int[])[100, 150])
+            {
+                Envelope[] envelopes = AdmissionBatchingTests.Seal(open - calls.Count);
+                AsyncDuplexStreamingCall<SubmitRequest, SubmitResult>[] more = envelopes.Select(_ => client.Relay.SubmitStream(cancellationToken: timeout.Token)).ToArray();
+                calls.AddRange(more);
+                await Task.WhenAll(more.Zip(envelopes, async (call, envelope) =>
+                {
+                    await call.RequestStream.WriteAsync(new SubmitRequest { Envelope = envelope }, timeout.Token);
+                    Assert.True(await call.ResponseStream.MoveNext(timeout.Token), "the stream ended without a result");
+                    Assert.Equal(0, call.ResponseStream.Current.StatusCode);
+                }));
+
+                // 100 open calls fill one connection; the 101st opens the second.
+                Assert.Equal(open <= 100 ? 1 : 2, gate.Open);
+            }
+        }
+        finally
+        {
+            foreach (AsyncDuplexStreamingCall<SubmitRequest, SubmitResult> call in calls)
+            {
+                call.Dispose();
+            }
+        }
+
+        node.AssertNoServerErrors();
+    }
+
+    [Fact]
+    public void A_client_refuses_a_connection_cap_below_one() =>
+        Assert.Throws<ArgumentOutOfRangeException>(() => new MegaNetClient(new Uri("http://127.0.0.1:7700"), options: new MegaNetClientOptions { MaxConnections = 0 }));
+
     [Fact]
     public void IPv6ClientsAreCountedBySlash64AndMappedIPv4AsIPv4()
     {

@@ -30,7 +30,8 @@ internal static class LoadCommand
         var clients = new Option<int>("--clients", "-c") { Description = "Concurrent clients.", DefaultValueFactory = _ => 8 };
         var connections = new Option<int>("--connections")
         {
-            Description = "HTTP/2 connections the clients spread over (client i uses connection i mod N). 1: every client multiplexed over one connection, as in the README figures; " +
+            Description = "HTTP/2 connections the clients spread over (client i uses connection i mod N; a connection carries 100 calls at once, and calls beyond that wait in the client). " +
+                "1: every client multiplexed over one connection, as in the README figures; " +
                 "--connections equal to --clients gives each its own, as separate phones would have (more unary capacity, but more buffered in flight when streaming).",
             DefaultValueFactory = _ => 1,
         };
@@ -107,7 +108,9 @@ internal static class LoadCommand
                 Uri target;
                 Uri? given = parse.GetValue(node);
                 using System.Security.Cryptography.X509Certificates.X509Certificate2? trusted = parse.GetValue(tlsCert) is { } cert ? ClientCommands.LoadTlsCertificate(cert, given!) : null;
-                var clientOptions = new MegaNetClientOptions { TrustedCertificate = trusted };
+                // One HTTP/2 connection per client object, so that --connections is what it says: calls beyond a
+                // connection's 100 streams wait in the client (and show as lateness) instead of opening more.
+                var clientOptions = new MegaNetClientOptions { TrustedCertificate = trusted, MaxConnections = 1 };
                 // A baseline timed here says nothing about a node on another machine.
                 bool baseline = !parse.GetValue(noBaseline) && m is ("both" or "stream") && (given is null || given.IsLoopback);
                 if (given is not null)
