@@ -195,6 +195,49 @@ public sealed class LoadGeneratorTests
     }
 
     [Fact]
+    public void The_printed_line_gives_the_cores_this_process_and_the_machine_kept_busy()
+    {
+        var stream = new LoadReport("stream", 8, 100_000, 100_000, 0, 5, 90, 190, 88, 180, SteadyAcceptedPerSecond: 21_000, 900, "simd",
+            Cpu: new CpuSpent(0.4, 1.9, 2));
+
+        // 1.9 cores for 5 s over 100,000 envelopes: 1.9 * 5 / 100,000 s = 95 µs each.
+        Assert.Contains("  CPU: this process 0.40 cores, the machine 1.90 of 2 busy (95.0 µs of the machine's CPU an accepted envelope)",
+            LoadGenerator.Describe(stream), StringComparison.Ordinal);
+        // Where the machine's share is unknown (not Linux), only this process's; nothing measured, no line.
+        string processOnly = LoadGenerator.Describe(stream with { Cpu = new CpuSpent(0.4, double.NaN, 2) });
+        Assert.Contains("  CPU: this process 0.40 cores" + Environment.NewLine, processOnly, StringComparison.Ordinal);
+        Assert.DoesNotContain("CPU:", LoadGenerator.Describe(stream with { Cpu = null }), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Proc_stat_counts_user_nice_system_irq_and_softirq_as_busy_and_idle_iowait_and_steal_as_not()
+    {
+        // user nice system idle iowait irq softirq steal guest guest_nice
+        Assert.Equal((100L + 2 + 30 + 4 + 5, 100L + 2 + 30 + 500 + 7 + 4 + 5 + 9), CpuUse.ParseProcStat("cpu  100 2 30 500 7 4 5 9 11 0"));
+        Assert.Equal((10L + 0 + 3, 10L + 0 + 3 + 50), CpuUse.ParseProcStat("cpu 10 0 3 50"));
+        Assert.Null(CpuUse.ParseProcStat("cpu0 100 2 30 500"));
+        Assert.Null(CpuUse.ParseProcStat("cpu  100 x 30 500"));
+        Assert.Null(CpuUse.ParseProcStat(null));
+
+        if (OperatingSystem.IsLinux())
+        {
+            // Spins until this process has used 300 ms more CPU (however busy the machine is meanwhile): the
+            // machine's busy time over the span is at least that (less a tick of 10 ms at each end), and at most
+            // every core for the whole span (the cores /proc/stat counts: in a container, the host's).
+            CpuUse start = CpuUse.Now();
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            while (Environment.CpuUsage.TotalTime - start.Process < TimeSpan.FromMilliseconds(300))
+            {
+            }
+
+            double seconds = clock.Elapsed.TotalSeconds;
+            CpuSpent spent = CpuUse.Between(start, CpuUse.Now(), seconds);
+            Assert.InRange(spent.ProcessCores * seconds, 0.3, 0.3 + (Environment.ProcessorCount * seconds));
+            Assert.InRange(spent.MachineCores * seconds, 0.28, (spent.LogicalCores * seconds) + 0.02);
+        }
+    }
+
+    [Fact]
     public void Percentiles_are_nearest_rank()
     {
         double[] hundred = Enumerable.Range(1, 100).Select(i => (double)i).ToArray();

@@ -14,10 +14,12 @@ namespace MegaNet.Node.Benchmarking;
 /// <paramref name="StartLateP50Ms"/> and <paramref name="StartLateP99Ms"/> (open loop only, else NaN) say how late this
 /// load client itself started the accepted calls past their due times: that lag is the client's, not the node's, and
 /// is included in the latency (which counts from the due time), so a reader can tell the two apart.
-/// <paramref name="Refusals"/> says why calls were refused: a count per gRPC status with its first error text.</summary>
+/// <paramref name="Refusals"/> says why calls were refused: a count per gRPC status with its first error text.
+/// <paramref name="Cpu"/>: the cores this process (the load client, and an embedded node) and the whole machine kept
+/// busy on average over the phase.</summary>
 public sealed record LoadReport(string Mode, int Clients, int Sent, int Accepted, int Refused, double Seconds, double P50Ms, double P99Ms,
     double SteadyP50Ms, double SteadyP99Ms, double SteadyAcceptedPerSecond, double MeanServerBatch, string Backend, double OfferedPerSecond = double.NaN,
-    double StartLateP50Ms = double.NaN, double StartLateP99Ms = double.NaN, string Refusals = "")
+    double StartLateP50Ms = double.NaN, double StartLateP99Ms = double.NaN, string Refusals = "", CpuSpent? Cpu = null)
 {
     /// <summary>The client's start lateness, at p99, at or above this share of the latency p99 is worth a warning: that much
     /// of the latency is the client's own lag.</summary>
@@ -96,6 +98,7 @@ public sealed class LoadGenerator(Uri node, int clients, int connections, TextWr
         var calls = new CallSamples(envelopes.Count);
         var refusals = new RefusalTally();
         int accepted = 0, refused = 0;
+        CpuUse cpuAtStart = CpuUse.Now();
         var watch = Stopwatch.StartNew();
 
         async Task SubmitOneAsync(int i, double dueSeconds)
@@ -155,8 +158,9 @@ public sealed class LoadGenerator(Uri node, int clients, int connections, TextWr
         }
 
         double seconds = watch.Elapsed.TotalSeconds;
+        CpuSpent cpu = CpuUse.Between(cpuAtStart, CpuUse.Now(), seconds);
         string mode = (floor ? "floor (Status calls, nothing verified or stored)" : "unary") + (targetRate > 0 ? $" (open loop at {targetRate:N0}/s)" : string.Empty);
-        return await Report(mode, envelopes.Count, accepted, refused, refusals, seconds, calls, client, before, ct);
+        return await Report(mode, envelopes.Count, accepted, refused, refusals, seconds, calls, cpu, client, before, ct);
     }
 
     private static readonly StatusRequest EmptyStatusRequest = new();
@@ -231,6 +235,7 @@ public sealed class LoadGenerator(Uri node, int clients, int connections, TextWr
         var calls = new CallSamples(envelopes.Count);
         var refusals = new RefusalTally();
         int accepted = 0, refused = 0;
+        CpuUse cpuAtStart = CpuUse.Now();
         var watch = Stopwatch.StartNew();
 
         void Record(int i, SubmitResult r, double completed)
@@ -304,16 +309,17 @@ public sealed class LoadGenerator(Uri node, int clients, int connections, TextWr
             }
         }, ct)));
         double seconds = watch.Elapsed.TotalSeconds;
-        return await Report(perRequest == 1 ? "stream" : $"stream x{perRequest}", envelopes.Count, accepted, refused, refusals, seconds, calls, client, before, ct);
+        CpuSpent cpu = CpuUse.Between(cpuAtStart, CpuUse.Now(), seconds);
+        return await Report(perRequest == 1 ? "stream" : $"stream x{perRequest}", envelopes.Count, accepted, refused, refusals, seconds, calls, cpu, client, before, ct);
     }
 
-    private async Task<LoadReport> Report(string mode, int sent, int accepted, int refused, RefusalTally refusals, double seconds, CallSamples calls,
+    private async Task<LoadReport> Report(string mode, int sent, int accepted, int refused, RefusalTally refusals, double seconds, CallSamples calls, CpuSpent cpu,
         MegaNetClient client, StatusResponse before, CancellationToken ct)
     {
         StatusResponse after = await client.Relay.StatusAsync(new StatusRequest(), cancellationToken: ct);
         double batches = after.BatchesVerified - before.BatchesVerified;
         double signatures = after.SignaturesVerified - before.SignaturesVerified;
-        LoadReport report = Summarize(mode, clients, sent, accepted, refused, seconds, calls, batches == 0 ? 0 : signatures / batches, after.VerifierBackend, refusals.ToString());
+        LoadReport report = Summarize(mode, clients, sent, accepted, refused, seconds, calls, batches == 0 ? 0 : signatures / batches, after.VerifierBackend, refusals.ToString()) with { Cpu = cpu };
         progress?.Write(Describe(report));
         return report;
     }
@@ -352,6 +358,21 @@ public sealed class LoadGenerator(Uri node, int clients, int connections, TextWr
         string text = $"{report.Mode,-6} clients {report.Clients}: {report.AcceptedPerSecond,10:N0} accepted/s ({report.Accepted}/{report.Sent}, {report.Refused} refused; " +
             $"started at {(double.IsNaN(report.OfferedPerSecond) ? "-" : $"{report.OfferedPerSecond:N0}")}/s), p50 {report.P50Ms:F2} ms, p99 {report.P99Ms:F2} ms{steadyText}{lateText}, " +
             $"mean verifier batch {report.MeanServerBatch:F1} ({report.Backend}){Environment.NewLine}";
+        if (report.Cpu is { } cpu && !double.IsNaN(cpu.ProcessCores))
+        {
+            text += $"  CPU: this process {cpu.ProcessCores:F2} cores";
+            if (!double.IsNaN(cpu.MachineCores))
+            {
+                text += $", the machine {cpu.MachineCores:F2} of {cpu.LogicalCores} busy";
+                if (report.Accepted > 0)
+                {
+                    text += $" ({cpu.MachineCores * report.Seconds / report.Accepted * 1e6:F1} µs of the machine's CPU an accepted envelope)";
+                }
+            }
+
+            text += Environment.NewLine;
+        }
+
         if (report.Refused > 0 && report.Refusals.Length > 0)
         {
             text += $"  refused: {report.Refusals}{Environment.NewLine}";

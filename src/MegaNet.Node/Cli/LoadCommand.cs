@@ -142,7 +142,8 @@ internal static class LoadCommand
                     };
                     embedded = NodeHost.Build(options, logging: l => l.SetMinimumLevel(LogLevel.Warning));
                     target = await NodeHost.StartAsync(embedded, ct);
-                    Console.WriteLine($"embedded node at {target} (data {dir}): {embedded.Services.GetRequiredService<IBatchVerifier>().Description}");
+                    Console.WriteLine($"embedded node at {target} (data {dir}; in this process, so its CPU counts in this process's): " +
+                        embedded.Services.GetRequiredService<IBatchVerifier>().Description);
                 }
 
                 // The figures depend on the machine, and on a node on this machine sharing its cores with the clients.
