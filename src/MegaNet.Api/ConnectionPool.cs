@@ -42,19 +42,6 @@ internal sealed class ConnectionPool : CallInvoker, IDisposable
         _lanes[_count++] = Open();
     }
 
-    /// <summary>Channels opened so far (each connects at its first call; the second and later open only when every
-    /// one before is full).</summary>
-    internal int Connections
-    {
-        get
-        {
-            lock (_lock)
-            {
-                return _count;
-            }
-        }
-    }
-
     public override TResponse BlockingUnaryCall<TRequest, TResponse>(Method<TRequest, TResponse> method, string? host, CallOptions options, TRequest request)
     {
         Lease lease = Take();
