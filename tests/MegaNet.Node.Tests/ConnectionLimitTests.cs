@@ -162,6 +162,39 @@ public sealed class ConnectionLimitTests
     }
 
     [Fact]
+    public async Task Calls_that_ended_give_their_streams_back_so_the_next_ones_need_no_new_connection()
+    {
+        // A call counts against its connection from start to end: the end of its response stream (read to the end,
+        // not disposed), of its unary response, or of a failure. A count that leaked would open a connection per
+        // hundred calls made, however few were open at once.
+        await using TestNode node = await TestNode.StartAsync();
+        ConnectionGate gate = node.Services.GetRequiredService<ConnectionGate>();
+        using var client = new MegaNetClient(node.Address);
+        using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(2));
+        for (int round = 0; round < 3; round++)
+        {
+            Envelope[] envelopes = AdmissionBatchingTests.Seal(100);
+            await Task.WhenAll(envelopes.Select(async envelope =>
+            {
+                AsyncDuplexStreamingCall<SubmitRequest, SubmitResult> call = client.Relay.SubmitStream(cancellationToken: timeout.Token);
+                await call.RequestStream.WriteAsync(new SubmitRequest { Envelope = envelope }, timeout.Token);
+                await call.RequestStream.CompleteAsync();
+                Assert.True(await call.ResponseStream.MoveNext(timeout.Token), "the stream ended without a result");
+                Assert.Equal(0, call.ResponseStream.Current.StatusCode);
+                Assert.False(await call.ResponseStream.MoveNext(timeout.Token), "a second result for one envelope");
+            }));
+
+            // Unary calls and a refused one (a malformed envelope) end their counts too.
+            await Task.WhenAll(Enumerable.Range(0, 100).Select(_ => client.Relay.StatusAsync(new StatusRequest(), cancellationToken: timeout.Token).ResponseAsync));
+            await Assert.ThrowsAsync<RpcException>(async () => await client.Relay.SubmitAsync(new SubmitRequest { Envelope = new Envelope() }, cancellationToken: timeout.Token));
+        }
+
+        // 300 streams and 303 unary calls, at most 101 at once, over one connection.
+        Assert.Equal(1, gate.Open);
+        node.AssertNoServerErrors();
+    }
+
+    [Fact]
     public void A_client_refuses_a_connection_cap_below_one() =>
         Assert.Throws<ArgumentOutOfRangeException>(() => new MegaNetClient(new Uri("http://127.0.0.1:7700"), options: new MegaNetClientOptions { MaxConnections = 0 }));
 
