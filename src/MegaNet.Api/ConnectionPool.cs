@@ -31,10 +31,9 @@ internal sealed class ConnectionPool : CallInvoker, IDisposable
     private bool _disposed;
 
     /// <param name="open">Opens a channel whose handler keeps a single HTTP/2 connection.</param>
-    /// <param name="maxConnections">The most connections, 1 or more.</param>
+    /// <param name="maxConnections">The most connections, 1 or more (<see cref="MegaNetClient"/> checks it).</param>
     public ConnectionPool(Func<GrpcChannel> open, int maxConnections)
     {
-        ArgumentOutOfRangeException.ThrowIfLessThan(maxConnections, 1);
         _open = open;
         _lanes = new Lane?[maxConnections];
         // The first now, so that an address the channel cannot take fails here, not at the first call; a channel

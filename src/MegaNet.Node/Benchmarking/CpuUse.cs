@@ -89,10 +89,10 @@ internal readonly record struct CpuUse(TimeSpan Process, long MachineBusy, long 
             machineCores = end.MachineCores * (double)(end.MachineBusy - start.MachineBusy) / total;
         }
 
-        return new CpuSpent(processCores, machineCores, end.MachineCores > 0 ? end.MachineCores : Environment.ProcessorCount);
+        return new CpuSpent(processCores, machineCores, end.MachineCores);
     }
 }
 
 /// <summary>Cores busy on average over a phase: this process's and the whole machine's (NaN where unknown), of the
-/// machine's <paramref name="LogicalCores"/>.</summary>
+/// machine's <paramref name="LogicalCores"/> (0 where unknown).</summary>
 public readonly record struct CpuSpent(double ProcessCores, double MachineCores, int LogicalCores);

@@ -158,9 +158,8 @@ public sealed class LoadGenerator(Uri node, int clients, int connections, TextWr
         }
 
         double seconds = watch.Elapsed.TotalSeconds;
-        CpuSpent cpu = CpuUse.Between(cpuAtStart, CpuUse.Now(), seconds);
         string mode = (floor ? "floor (Status calls, nothing verified or stored)" : "unary") + (targetRate > 0 ? $" (open loop at {targetRate:N0}/s)" : string.Empty);
-        return await Report(mode, envelopes.Count, accepted, refused, refusals, seconds, calls, cpu, client, before, ct);
+        return await Report(mode, envelopes.Count, accepted, refused, refusals, seconds, calls, cpuAtStart, client, before, ct);
     }
 
     private static readonly StatusRequest EmptyStatusRequest = new();
@@ -309,13 +308,14 @@ public sealed class LoadGenerator(Uri node, int clients, int connections, TextWr
             }
         }, ct)));
         double seconds = watch.Elapsed.TotalSeconds;
-        CpuSpent cpu = CpuUse.Between(cpuAtStart, CpuUse.Now(), seconds);
-        return await Report(perRequest == 1 ? "stream" : $"stream x{perRequest}", envelopes.Count, accepted, refused, refusals, seconds, calls, cpu, client, before, ct);
+        return await Report(perRequest == 1 ? "stream" : $"stream x{perRequest}", envelopes.Count, accepted, refused, refusals, seconds, calls, cpuAtStart, client, before, ct);
     }
 
-    private async Task<LoadReport> Report(string mode, int sent, int accepted, int refused, RefusalTally refusals, double seconds, CallSamples calls, CpuSpent cpu,
+    private async Task<LoadReport> Report(string mode, int sent, int accepted, int refused, RefusalTally refusals, double seconds, CallSamples calls, CpuUse cpuAtStart,
         MegaNetClient client, StatusResponse before, CancellationToken ct)
     {
+        // Before the Status call below: the phase's CPU, over the phase's seconds.
+        CpuSpent cpu = CpuUse.Between(cpuAtStart, CpuUse.Now(), seconds);
         StatusResponse after = await client.Relay.StatusAsync(new StatusRequest(), cancellationToken: ct);
         double batches = after.BatchesVerified - before.BatchesVerified;
         double signatures = after.SignaturesVerified - before.SignaturesVerified;
