@@ -12,7 +12,9 @@
 # multiply path and PTXAS=0 skips the ptxas report, for a call that must be short.
 # Both modes hash on the device (the default); MEGANET_GPU_HOST_HASH=1 in the environment hashes on the host.
 # CHUNKS="32768 65536" then times batches of CHUNK_SIZES (default 32768,65536,131072) again with each of those items
-# per launch (MEGANET_GPU_CHUNK; the default split is a quarter of the batch, at least 8,192), verdicts checked first.
+# per launch (MEGANET_GPU_CHUNK; by default one launch up to the threads the device holds, equal launches above), verdicts checked first.
+# LAUNCH_GROUPS="96 128" does the same with that many threads in every group of a launch (MEGANET_GPU_GROUP; by default
+# whole warps dividing the kernel's occupancy group, as many as still give every multiprocessor a group).
 set -uo pipefail
 out=${OUT:-/tmp/gpu-out}
 mkdir -p "$out"
@@ -80,13 +82,16 @@ PY
 done
 unset MEGANET_GPU_INLINE_PTX
 
-for chunk in ${CHUNKS:-}; do
-  step "MEGANET_GPU_CHUNK=$chunk: $backend at ${CHUNK_SIZES:-32768,65536,131072} with $chunk items per launch"
-  MEGANET_GPU_CHUNK=$chunk timeout 300 "${meganet[@]}" bench --backend "$backend" --batch "${CHUNK_SIZES:-32768,65536,131072}" --seconds "$seconds" \
-    --check --check-items 16384 --json "$out/bench-chunk-$chunk.json" 2>&1 | tee "$out/bench-chunk-$chunk.txt" | grep -v "^  batch"
+# Times CHUNK_SIZES again with one variable set: rebench WHAT VARIABLE VALUE NAME (logs bench-NAME.*).
+rebench() {
+  step "$2=$3: $backend at ${CHUNK_SIZES:-32768,65536,131072} with $1"
+  env "$2=$3" timeout 300 "${meganet[@]}" bench --backend "$backend" --batch "${CHUNK_SIZES:-32768,65536,131072}" --seconds "$seconds" \
+    --check --check-items 16384 --json "$out/bench-$4.json" 2>&1 | tee "$out/bench-$4.txt" | grep -v "^  batch"
   bench=${PIPESTATUS[0]}
   [ "$bench" = 0 ] || { echo "bench FAILED (exit $bench)"; status=1; }
-done
+}
+for chunk in ${CHUNKS:-}; do rebench "$chunk items per launch" MEGANET_GPU_CHUNK "$chunk" "chunk-$chunk"; done
+for group in ${LAUNCH_GROUPS:-}; do rebench "groups of $group threads" MEGANET_GPU_GROUP "$group" "group-$group"; done
 
 [ "${PTXAS:-1}" = 1 ] && step "ptxas for sm_90"
 [ "${PTXAS:-1}" = 1 ] && for p in .gpu-check/*.ptx perf/gpu/*.ptx; do

@@ -38,8 +38,8 @@ public enum GpuDeviceKind
 /// <remarks>
 /// Two launch slots, each with its own stream, page-locked host buffers and device buffers, allocated on first use,
 /// grown on demand up to <see cref="VerifierOptions.GpuMaxBatch"/> items and reused (no allocation per batch). Batches
-/// up to <see cref="OverlapChunk"/> × 2 items are one launch; larger ones are cut into chunks (<see cref="ChunkItems"/>)
-/// that alternate between the slots, so the host prepares chunk j + 1 while the device copies in, verifies and copies out chunk j. Verdicts come
+/// up to <see cref="SingleLaunchItems"/> items are one launch; larger ones are cut into chunks (<see cref="ChunkItems"/>)
+/// of at least that many, which alternate between the slots, so the host prepares chunk j + 1 while the device copies in, verifies and copies out chunk j. Verdicts come
 /// back as one byte per item. One batch at a time per instance (calls from several threads queue on the instance).
 /// The host's share of a chunk (copying it into the page-locked buffers, and with
 /// <see cref="VerifierOptions.GpuHashOnHost"/> the SHA-512 of every item) runs on at most
@@ -71,6 +71,7 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
     private readonly MemoryBuffer1D<ulong, Stride1D.Dense> _shaConstants;
     private readonly int _maxBatch;
     private readonly int _chunkItems;
+    private readonly int _groupThreads;
     private readonly object _gate = new();
     private readonly LaunchSlot[] _slots;
     private long _longMessagesHashedOnHost;
@@ -78,8 +79,8 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
     // Made once, not per chunk: bounds the host's parallel loops to VerifierOptions.Threads.
     private readonly ParallelOptions _hostParallelism;
 
-    /// <summary>Smallest chunk a large batch is cut into (one launch below twice this).</summary>
-    public const int OverlapChunk = 8192;
+    /// <summary>Least of <see cref="SingleLaunchItems"/>, whatever the device holds.</summary>
+    public const int MinSingleLaunchItems = 16_384;
 
     /// <summary>Most message bytes copied to the device for one chunk when the device hashes: a chunk ends before the
     /// message that would take it past this, so the page-locked and device message buffers stay within it (messages
@@ -118,6 +119,7 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
         _kind = kind;
         _maxBatch = options.GpuMaxBatch;
         _chunkItems = options.GpuChunkItems;
+        _groupThreads = options.GpuGroupThreads;
         _hostParallelism = new ParallelOptions { MaxDegreeOfParallelism = options.Threads };
         if (kind == GpuDeviceKind.Device && DeviceProbe.Value is { } reason)
         {
@@ -135,20 +137,35 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
                     .OrderBy(d => d.AcceleratorType == AcceleratorType.Cuda ? 0 : 1).First()
                 : _context.GetPreferredDevice(preferCPU: true);
             _accelerator = device.CreateAccelerator(_context);
+            if (_groupThreads != 0 && (_groupThreads < 0 || _groupThreads % _accelerator.WarpSize != 0 || _groupThreads > _accelerator.MaxNumThreadsPerGroup))
+            {
+                // Before the kernel compiles (seconds): the warp size and largest group are the device's.
+                throw new ArgumentOutOfRangeException(nameof(options), options.GpuGroupThreads,
+                    $"MEGANET_GPU_GROUP (VerifierOptions.GpuGroupThreads) must be 0 (the backend chooses) or a multiple of {_accelerator.WarpSize} (the warp size of '{_accelerator.Name}') up to {_accelerator.MaxNumThreadsPerGroup} threads; fix or unset it.");
+            }
+
             _inlinePtx = options.GpuInlinePtx && _accelerator.AcceleratorType == AcceleratorType.Cuda;
-            int? minGroupSize;
+            int? minGroupSize, minGridSize;
             if (_inlinePtx)
             {
                 (_widenedKernel, _kernel, WidenedMultiplies) = LoadWidened(_accelerator);
-                minGroupSize = _accelerator.EstimateGroupSize(_widenedKernel);
+                minGroupSize = _accelerator.EstimateGroupSize(_widenedKernel, 0, out int grid);
+                minGridSize = grid;
             }
             else
             {
                 _kernel = _accelerator.LoadKernel<int, ArrayView<byte>, ArrayView<byte>, ArrayView<uint>, ArrayView<byte>, ArrayView<byte>, ArrayView<int>, CurveConstants, ArrayView<byte>>(Ed25519Kernel.Verify, out KernelInfo? info);
                 minGroupSize = info?.MinGroupSize;
+                minGridSize = info?.MinGridSize;
             }
 
             _occupancyGroup = Math.Max(_accelerator.WarpSize, minGroupSize ?? Math.Min(256, _accelerator.MaxNumThreadsPerGroup));
+            // The occupancy estimate's smallest grid for full occupancy times its group: the threads the device runs
+            // at once (33,792 on an H200: 132 multiprocessors of one 256-thread group, for 255 registers a thread).
+            ResidentThreads = minGridSize is > 0 && minGroupSize is > 0
+                ? (int)Math.Min(int.MaxValue, (long)minGridSize.Value * minGroupSize.Value)
+                : _accelerator.NumMultiprocessors * _occupancyGroup;
+            SingleLaunchItems = Math.Max(MinSingleLaunchItems, ResidentThreads);
             _hashOnHost = options.GpuHashOnHost;
             _prepare = _accelerator.LoadKernel<int, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<int>, int, int, ArrayView<ulong>, ArrayView<byte>, ArrayView<uint>, ArrayView<byte>>(ChallengeKernel.Prepare);
             _shaConstants = _accelerator.Allocate1D(ChallengeKernel.Constants());
@@ -195,6 +212,19 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
     /// <summary>Null when the backend can run here, else why not.</summary>
     public static string? Probe(GpuDeviceKind kind) => kind == GpuDeviceKind.CpuAccelerator ? null : DeviceProbe.Value;
 
+    /// <summary>Threads of the verification kernel the device runs at once (its occupancy estimate; else a group of
+    /// <see cref="Description"/>'s size on each multiprocessor).</summary>
+    public int ResidentThreads { get; }
+
+    /// <summary>
+    /// Most items of a batch that go to the device in one launch: <see cref="ResidentThreads"/>, at least
+    /// <see cref="MinSingleLaunchItems"/>. A larger batch is cut into as few launches of equal size as this allows (or
+    /// quarters), so a launch about fills the device while the other stream copies. On an H200 a batch of 32,768 in
+    /// one launch ran 13.1 M/s and in quarters 7.3 M/s, and one of 65,536 in halves 14.6 M/s, in quarters 12.8 M/s and
+    /// in one launch 12.3 M/s (perf/gpu/results/2026-12-04-h200.txt).
+    /// </summary>
+    public int SingleLaunchItems { get; }
+
     /// <summary>Time to create the accelerator and compile the kernel.</summary>
     public double CompileMilliseconds { get; }
 
@@ -216,12 +246,12 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
 
     /// <inheritdoc />
     public override string Description =>
-        $"ILGPU {_accelerator.AcceleratorType} '{DeviceName}' ({_accelerator.NumMultiprocessors} multiprocessors), one thread per signature in groups of up to {_occupancyGroup}{(_inlinePtx ? $", {WidenedMultiplies} limb products as PTX mul.wide.s32" : "")}, SHA-512 on the {(_hashOnHost ? $"host ({HostThreads} thread(s))" : $"device up to {MaxDeviceHashedMessageBytes >> 10} KiB a message, on the host ({HostThreads} thread(s)) past that")}{(_chunkItems > 0 ? $", {_chunkItems:N0} items per launch" : "")}, kernel ready in {CompileMilliseconds:F0} ms";
+        $"ILGPU {_accelerator.AcceleratorType} '{DeviceName}' ({_accelerator.NumMultiprocessors} multiprocessors), one thread per signature in groups of up to {_occupancyGroup}{(_inlinePtx ? $", {WidenedMultiplies} limb products as PTX mul.wide.s32" : "")}, SHA-512 on the {(_hashOnHost ? $"host ({HostThreads} thread(s))" : $"device up to {MaxDeviceHashedMessageBytes >> 10} KiB a message, on the host ({HostThreads} thread(s)) past that")}{(_chunkItems > 0 ? $", {_chunkItems:N0} items per launch" : $", {ResidentThreads:N0} threads resident, batches over {SingleLaunchItems:N0} items cut into launches")}{(_groupThreads > 0 ? $", groups of {_groupThreads} set" : "")}, kernel ready in {CompileMilliseconds:F0} ms";
 
     /// <inheritdoc />
     protected override void VerifyCore(SignatureBatch batch, int start, int count, Span<bool> verdicts)
     {
-        int chunk = ChunkItems(count, _maxBatch, _chunkItems);
+        int chunk = ChunkItems(count, _maxBatch, _chunkItems, SingleLaunchItems);
         lock (_gate)
         {
             // Again under the lock: a caller that waited here while Dispose freed the buffers would launch on freed
@@ -343,23 +373,46 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
     }
 
     /// <summary>Items per launch for a batch of <paramref name="count"/>: <paramref name="configured"/> when set
-    /// (<see cref="VerifierOptions.GpuChunkItems"/>), else one launch up to <see cref="OverlapChunk"/> × 2 items and
-    /// quarters of at least <see cref="OverlapChunk"/> above; never more than <paramref name="maxBatch"/>.</summary>
-    internal static int ChunkItems(int count, int maxBatch, int configured) =>
-        Math.Min(maxBatch, configured > 0 ? configured : count <= 2 * OverlapChunk ? count : Math.Max(OverlapChunk, (count + 3) / 4));
+    /// (<see cref="VerifierOptions.GpuChunkItems"/>), else one launch up to <paramref name="singleLaunch"/> items
+    /// (<see cref="SingleLaunchItems"/>), and above that the fewest launches of at most that many, of equal size (no
+    /// small last launch that would leave the device half idle), or quarters when those are larger; never more than
+    /// <paramref name="maxBatch"/>.</summary>
+    internal static int ChunkItems(int count, int maxBatch, int configured, int singleLaunch)
+    {
+        if (configured > 0 || count <= singleLaunch)
+        {
+            return Math.Min(maxBatch, configured > 0 ? configured : count);
+        }
+
+        int launches = (int)(((long)count + singleLaunch - 1) / singleLaunch);
+        return Math.Min(maxBatch, Math.Max((count + 3) / 4, (count + launches - 1) / launches));
+    }
 
     /// <summary>
     /// Groups for <paramref name="n"/> items: the occupancy group size for large launches (throughput), smaller groups
     /// for small ones so they still reach every multiprocessor (latency: 4,096 items in groups of 256 would keep 16 of
-    /// an H100's 132 multiprocessors busy and the rest idle).
+    /// an H100's 132 multiprocessors busy and the rest idle); groups of <see cref="VerifierOptions.GpuGroupThreads"/>
+    /// when that is set.
     /// </summary>
-    internal KernelConfig LaunchShape(int n) => LaunchShape(n, _accelerator.WarpSize, _accelerator.NumMultiprocessors, _occupancyGroup);
+    internal KernelConfig LaunchShape(int n) => _groupThreads > 0
+        ? new KernelConfig((n + _groupThreads - 1) / _groupThreads, _groupThreads)
+        : LaunchShape(n, _accelerator.WarpSize, _accelerator.NumMultiprocessors, _occupancyGroup);
 
     /// <inheritdoc cref="LaunchShape(int)"/>
     internal static KernelConfig LaunchShape(int n, int warp, int multiprocessors, int occupancyGroup)
     {
-        // Rounded down to whole warps, so the groups still outnumber the multiprocessors.
-        int group = Math.Clamp(n / multiprocessors / warp * warp, warp, occupancyGroup);
+        // Whole warps, few enough that the groups still outnumber the multiprocessors, and a divisor of the occupancy
+        // group's warps. A multiprocessor holds about one occupancy group of this kernel (its registers decide: 255 a
+        // thread leave room for 8 warps on an H200), so groups of 3 warps (16,384 items on 132 multiprocessors) fit
+        // two to a multiprocessor and leave a quarter of it idle, where groups of 2 fit four and fill it.
+        int occupancyWarps = Math.Max(1, occupancyGroup / warp);
+        int warps = Math.Clamp(n / multiprocessors / warp, 1, occupancyWarps);
+        while (occupancyWarps % warps != 0)
+        {
+            warps--;
+        }
+
+        int group = warps * warp;
         return new KernelConfig((n + group - 1) / group, group);
     }
 

@@ -323,7 +323,7 @@ public sealed class CliErrorTests : IDisposable
             "Unknown environment variable MEGANET_MEGANET_THREADS: a node setting is MEGANET_MegaNet__<Option>");
 
         // MEGANET_ variables read elsewhere pass (the start then fails on the bad keepalive, after the check).
-        AssertClearError(await Meganet(new Dictionary<string, string> { ["MEGANET_GPU_INLINE_PTX"] = "0", ["MEGANET_MegaNet__KeepaliveSeconds"] = "0" }, "node"),
+        AssertClearError(await Meganet(new Dictionary<string, string> { ["MEGANET_GPU_INLINE_PTX"] = "0", ["MEGANET_GPU_GROUP"] = "64", ["MEGANET_MegaNet__KeepaliveSeconds"] = "0" }, "node"),
             "KeepaliveSeconds must be 1 to");
     }
 

@@ -216,16 +216,29 @@ public sealed class GpuKernelTests(ITestOutputHelper output)
 
     [Theory]
     [InlineData(1, 1 << 20, 0, 1)]
-    [InlineData(16_384, 1 << 20, 0, 16_384)] // one launch up to twice the overlap chunk
-    [InlineData(16_385, 1 << 20, 0, 8_192)] // then quarters, at least 8,192
-    [InlineData(65_536, 1 << 20, 0, 16_384)]
+    [InlineData(33_792, 1 << 20, 0, 33_792)] // one launch up to what the device holds (an H200's 33,792)
+    [InlineData(33_793, 1 << 20, 0, 16_897)] // then the fewest launches of equal size (the last one an item smaller)
+    [InlineData(49_152, 1 << 20, 0, 24_576)] // not 33,792 and a last launch of 15,360
+    [InlineData(65_536, 1 << 20, 0, 32_768)]
+    [InlineData(131_072, 1 << 20, 0, 32_768)]
+    [InlineData(262_144, 1 << 20, 0, 65_536)] // or quarters, when they are larger
     [InlineData(1 << 20, 1 << 20, 0, 262_144)]
-    [InlineData(65_536, 1 << 20, 32_768, 32_768)] // GpuChunkItems set
+    [InlineData(65_536, 1 << 20, 16_384, 16_384)] // GpuChunkItems set
     [InlineData(1_000, 1 << 20, 32_768, 32_768)] // a chunk larger than the batch: one launch
     [InlineData(65_536, 1_000, 0, 1_000)] // never beyond GpuMaxBatch
     [InlineData(65_536, 1_000, 4_000, 1_000)]
     public void Chunk_size_follows_the_batch_the_setting_and_the_cap(int count, int maxBatch, int configured, int expected) =>
-        Assert.Equal(expected, MegaNet.Verify.Gpu.GpuBatchVerifier.ChunkItems(count, maxBatch, configured));
+        Assert.Equal(expected, MegaNet.Verify.Gpu.GpuBatchVerifier.ChunkItems(count, maxBatch, configured, 33_792));
+
+    [Fact]
+    public void The_single_launch_size_is_what_the_device_holds_and_never_under_the_floor()
+    {
+        using MegaNet.Verify.Gpu.GpuBatchVerifier gpu = new(MegaNet.Verify.Gpu.GpuDeviceKind.CpuAccelerator, new VerifierOptions());
+        output.WriteLine(gpu.Description);
+        Assert.True(gpu.ResidentThreads > 0, $"{gpu.ResidentThreads} resident threads");
+        Assert.Equal(Math.Max(MegaNet.Verify.Gpu.GpuBatchVerifier.MinSingleLaunchItems, gpu.ResidentThreads), gpu.SingleLaunchItems);
+        Assert.Contains($"batches over {gpu.SingleLaunchItems:N0} items cut into launches", gpu.Description);
+    }
 
     [Fact]
     public void A_configured_chunk_size_cuts_batches_and_keeps_the_reference_verdicts()
@@ -249,7 +262,7 @@ public sealed class GpuKernelTests(ITestOutputHelper output)
         {
             KernelConfig shape = MegaNet.Verify.Gpu.GpuBatchVerifier.LaunchShape(n, warp, multiprocessors, occupancyGroup);
             int group = shape.GroupDim.X, grid = shape.GridDim.X;
-            Assert.True(group % warp == 0 && group <= occupancyGroup, $"n={n}: group {group}");
+            Assert.True(group % warp == 0 && occupancyGroup % group == 0, $"n={n}: group {group} is not whole warps dividing {occupancyGroup}");
             Assert.True((long)group * grid >= n, $"n={n}: {grid} groups of {group} miss items");
             Assert.True((long)group * (grid - 1) < n, $"n={n}: a whole group of {group} would have no item");
             // Every multiprocessor gets a group whenever there are enough warps of items.
@@ -261,6 +274,37 @@ public sealed class GpuKernelTests(ITestOutputHelper output)
         if (multiprocessors == 132)
         {
             Assert.Equal(128, MegaNet.Verify.Gpu.GpuBatchVerifier.LaunchShape(4096, warp, multiprocessors, occupancyGroup).GridDim.X);
+        }
+
+        if (occupancyGroup == 256)
+        {
+            // The launches of a 65,536-item batch (four of 16,384): 124 items a multiprocessor, groups of 2 of its 8
+            // warps (4 fit), not 3 (2 fit, a quarter idle); 32,768 items take 4 warps, not 7 (one fits, an eighth idle).
+            Assert.Equal(64, MegaNet.Verify.Gpu.GpuBatchVerifier.LaunchShape(16_384, warp, multiprocessors, occupancyGroup).GroupDim.X);
+            Assert.Equal(128, MegaNet.Verify.Gpu.GpuBatchVerifier.LaunchShape(32_768, warp, multiprocessors, occupancyGroup).GroupDim.X);
+        }
+    }
+
+    [Fact]
+    public void A_group_size_set_shapes_every_launch_and_keeps_the_reference_verdicts_and_a_bad_one_is_refused_by_name()
+    {
+        output.WriteLine($"seed {Seed} (replay with MEGANET_TEST_SEED={Seed})");
+        // ILGPU's CPU accelerator: warps of 4.
+        using (MegaNet.Verify.Gpu.GpuBatchVerifier gpu = new(MegaNet.Verify.Gpu.GpuDeviceKind.CpuAccelerator, new VerifierOptions { GpuGroupThreads = 12 }))
+        {
+            Assert.Contains("groups of 12 set", gpu.Description);
+            KernelConfig shape = gpu.LaunchShape(301);
+            Assert.Equal((12, 26), (shape.GroupDim.X, shape.GridDim.X));
+            (SignatureCase[] cases, bool[] expected) = Backends.Mixed(Seed, 301);
+            using SignatureBatch batch = Backends.ToBatch(cases);
+            Assert.Equal(expected, gpu.Verify(batch));
+            Assert.Contains(false, expected);
+        }
+
+        foreach (int bad in new[] { -1, 6, 1 << 20 })
+        {
+            var e = Assert.Throws<ArgumentOutOfRangeException>(() => new MegaNet.Verify.Gpu.GpuBatchVerifier(MegaNet.Verify.Gpu.GpuDeviceKind.CpuAccelerator, new VerifierOptions { GpuGroupThreads = bad }));
+            Assert.StartsWith("MEGANET_GPU_GROUP (VerifierOptions.GpuGroupThreads) must be 0 (the backend chooses) or a multiple of 4 (the warp size of", e.Message, StringComparison.Ordinal);
         }
     }
 

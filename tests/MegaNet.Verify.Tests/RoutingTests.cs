@@ -205,7 +205,7 @@ public sealed class RoutingTests
         protected override void VerifyCore(SignatureBatch batch, int start, int count, Span<bool> verdicts)
         {
             inner.Verify(batch, start, count, verdicts);
-            if (count > 2 * GpuBatchVerifier.OverlapChunk)
+            if (count > GpuBatchVerifier.MinSingleLaunchItems)
             {
                 Span<bool> half = verdicts[(count / 2)..];
                 for (int i = half.Length - 1; i > 0; i--)
@@ -221,7 +221,7 @@ public sealed class RoutingTests
     {
         var e = Assert.Throws<BackendUnavailableException>(() => MegaNet.Node.Verification.VerifierStartup.CheckGpu(
             new ShiftsLargeBatches(Backends.Get("simd")), "gpu", () => throw new InvalidOperationException("no fallback when asked by name"), NullLogger.Instance));
-        Assert.Contains($"of {(2 * GpuBatchVerifier.OverlapChunk) + 1} start-up check items", e.Message);
+        Assert.Contains($"of {GpuBatchVerifier.MinSingleLaunchItems + 1} start-up check items", e.Message);
     }
 
     /// <summary>Right on messages the device hashes; the opposite verdict on longer ones, which the GPU backend hashes on
@@ -247,7 +247,7 @@ public sealed class RoutingTests
     {
         var e = Assert.Throws<BackendUnavailableException>(() => MegaNet.Node.Verification.VerifierStartup.CheckGpu(
             new WrongOnLongMessages(Backends.Get("simd")), "gpu", () => throw new InvalidOperationException("no fallback when asked by name"), NullLogger.Instance));
-        Assert.Contains($"of {(2 * GpuBatchVerifier.OverlapChunk) + 1} start-up check items", e.Message);
+        Assert.Contains($"of {GpuBatchVerifier.MinSingleLaunchItems + 1} start-up check items", e.Message);
     }
 
     [Fact]

@@ -41,10 +41,19 @@ public sealed class VerifierOptions
     /// variable <c>MEGANET_GPU_CHUNK</c>. A GPU backend refuses a negative value (what a value that is not a whole number
     /// reads as) when it is made.
     /// </summary>
-    public int GpuChunkItems { get; set; } = ChunkFromEnvironment();
+    public int GpuChunkItems { get; set; } = WholeNumberFromEnvironment("MEGANET_GPU_CHUNK");
+
+    /// <summary>
+    /// Threads per group of every verification launch on a GPU backend; 0 (the default) lets it choose: groups of whole
+    /// warps that divide the kernel's occupancy group, as large as the launch allows while every multiprocessor still
+    /// gets one. For measuring other shapes on a given GPU (perf/gpu/device-check.sh, <c>LAUNCH_GROUPS</c>); also set by
+    /// the environment variable <c>MEGANET_GPU_GROUP</c>. A GPU backend refuses a value that is not 0 or a multiple of
+    /// its warp size up to its largest group (a value that is not a whole number reads as -1) when it is made.
+    /// </summary>
+    public int GpuGroupThreads { get; set; } = WholeNumberFromEnvironment("MEGANET_GPU_GROUP");
 
     /// <summary>Throws <see cref="ArgumentOutOfRangeException"/> naming the first setting out of range. Not
-    /// <see cref="GpuChunkItems"/>, which only a GPU backend reads and checks (a bad <c>MEGANET_GPU_CHUNK</c> failed
+    /// <see cref="GpuChunkItems"/> and <see cref="GpuGroupThreads"/>, which only a GPU backend reads and checks (a bad <c>MEGANET_GPU_CHUNK</c> failed
     /// <c>--backend simd</c> too).</summary>
     public void Validate()
     {
@@ -70,8 +79,8 @@ public sealed class VerifierOptions
     }
 
     // A value that is not a whole number reads as -1, so Validate names it instead of the default hiding the typo.
-    private static int ChunkFromEnvironment() =>
-        Environment.GetEnvironmentVariable("MEGANET_GPU_CHUNK") is { } text ? (int.TryParse(text, out int items) && items >= 0 ? items : -1) : 0;
+    private static int WholeNumberFromEnvironment(string variable) =>
+        Environment.GetEnvironmentVariable(variable) is { } text ? (int.TryParse(text, out int value) && value >= 0 ? value : -1) : 0;
 
     /// <summary>A copy with the same settings.</summary>
     public VerifierOptions Clone() => (VerifierOptions)MemberwiseClone();

@@ -98,7 +98,7 @@ internal static partial class VerifierStartup
     /// items before it is trusted (a driver's compiler is not ours). Asked for by name, a GPU that disagrees is refused
     /// with a <see cref="BackendUnavailableException"/> saying so; chosen by <c>auto</c>, it is logged and
     /// <paramref name="fallback"/> serves instead. Not <c>gpu-cpu</c>: no driver compiles its kernels (ILGPU runs
-    /// their IL on .NET), and the check's 16,385-item batch would take the CPU accelerator about half a minute.
+    /// their IL on .NET), and the check's batch of 16,385 items or more would take the CPU accelerator about half a minute.
     /// </summary>
     public static IBatchVerifier CheckGpu(IBatchVerifier verifier, string requested, Func<IBatchVerifier> fallback, ILogger logger)
     {
@@ -112,7 +112,7 @@ internal static partial class VerifierStartup
         // One small launch, then one batch cut into chunks on both streams (what the router sends a GPU in real work):
         // 257 seeded items, repeated, so a verdict written to the wrong chunk or item shows, and four with messages over
         // 16 KiB spread among them, whose challenges the host computes (a path only batches with such messages take).
-        int large = (2 * GpuBatchVerifier.OverlapChunk) + 1;
+        int large = ((verifier as GpuBatchVerifier)?.SingleLaunchItems ?? GpuBatchVerifier.MinSingleLaunchItems) + 1;
         int mismatches;
         int checkedItems = VerifierSelfCheck.StartupItems;
         string? failure = null;
