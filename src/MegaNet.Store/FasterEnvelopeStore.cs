@@ -1091,6 +1091,8 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     /// </summary>
     private void CommitLoop()
     {
+        // Named for `top -H`, perf and dotnet-trace, as the node's admission batcher is.
+        Thread.CurrentThread.Name = "mn-store-commit";
         ChannelReader<Request> reader = _requests.Reader;
         Task applying = Task.CompletedTask;
         int lastGroup = 0, items = 0;

@@ -207,6 +207,58 @@ public sealed class LoadGeneratorTests
         string processOnly = LoadGenerator.Describe(stream with { Cpu = new CpuSpent(0.4, double.NaN, 2) });
         Assert.Contains("  CPU: this process 0.40 cores" + Environment.NewLine, processOnly, StringComparison.Ordinal);
         Assert.DoesNotContain("CPU:", LoadGenerator.Describe(stream with { Cpu = null }), StringComparison.Ordinal);
+        Assert.Contains("busy (95.0 µs of the machine's CPU an accepted envelope); its busiest thread 'mn-admission' 0.93 of a core" + Environment.NewLine,
+            LoadGenerator.Describe(stream with { Cpu = new CpuSpent(0.4, 1.9, 2, "mn-admission", 0.93) }), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void A_thread_stat_line_gives_its_name_and_ticks_even_with_parentheses_and_spaces_in_the_name()
+    {
+        // tid (comm) state ppid pgrp session tty_nr tpgid flags minflt cminflt majflt cmajflt utime stime cutime ...
+        Assert.Equal(("mn-admission", 1234L + 56), CpuUse.ParseTaskStat("4242 (mn-admission) R 1 1 1 0 -1 4194560 900 0 0 0 1234 56 0 0 20 0 40 0"));
+        Assert.Equal((".NET TP (x) y", 7L + 8), CpuUse.ParseTaskStat("17 (.NET TP (x) y) S 1 1 1 0 -1 0 0 0 0 0 7 8 0 0"));
+        Assert.Null(CpuUse.ParseTaskStat("17 (name) S 1 1 1"));
+        Assert.Null(CpuUse.ParseTaskStat("17 name S 1 1 1 0 -1 0 0 0 0 0 7 8"));
+        Assert.Null(CpuUse.ParseTaskStat(null));
+    }
+
+    [Fact]
+    public void The_busiest_thread_is_the_one_that_spun_and_its_share_is_about_a_core()
+    {
+        if (!OperatingSystem.IsLinux())
+        {
+            return;
+        }
+
+        // A named thread spins until its own ticks (its /proc stat line) have grown by 40, 400 ms; the span is at
+        // least that long, so its share is at most a core, and no other thread of this test host spins as long.
+        CpuUse start = CpuUse.Now();
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        using var spun = new ManualResetEventSlim();
+        using var release = new ManualResetEventSlim();
+        var spinner = new Thread(() =>
+        {
+            long from = OwnTicks();
+            while (OwnTicks() - from < 40)
+            {
+            }
+
+            // Alive until the second sample: a thread that has ended is not in it.
+            spun.Set();
+            release.Wait();
+        })
+        { Name = "spin-test" };
+        spinner.Start();
+        spun.Wait();
+        double seconds = clock.Elapsed.TotalSeconds;
+        CpuSpent spent = CpuUse.Between(start, CpuUse.Now(), seconds);
+        release.Set();
+        spinner.Join();
+        Assert.Equal("spin-test", spent.BusiestThread);
+        Assert.InRange(spent.BusiestThreadCores * seconds, 0.395, 0.45);
+        Assert.InRange(spent.BusiestThreadCores, 0.0, 1.05);
+
+        static long OwnTicks() => CpuUse.ParseTaskStat(File.ReadAllText("/proc/thread-self/stat"))!.Value.Ticks;
     }
 
     [Fact]

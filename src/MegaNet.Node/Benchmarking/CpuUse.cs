@@ -12,8 +12,15 @@ namespace MegaNet.Node.Benchmarking;
 /// that is not known (not Linux, or <c>/proc/stat</c> unreadable).</param>
 /// <param name="MachineTotal">Ticks in all, idle, I/O wait and steal included (−1 where unknown).</param>
 /// <param name="MachineCores">The cores <c>/proc/stat</c> counts (in a container, the host's; 0 where unknown).</param>
-internal readonly record struct CpuUse(TimeSpan Process, long MachineBusy, long MachineTotal, int MachineCores = 0)
+/// <param name="Threads">Ticks (user and kernel) of each of this process's threads by id, with its name, from
+/// <c>/proc/self/task</c> (Linux; null elsewhere): a thread near a whole core is a stage that does not spread over
+/// cores, whatever the process's total says. A thread that ended before the later sample is not in it.</param>
+internal readonly record struct CpuUse(TimeSpan Process, long MachineBusy, long MachineTotal, int MachineCores = 0,
+    IReadOnlyDictionary<int, (string Name, long Ticks)>? Threads = null)
 {
+    // The kernel's USER_HZ, the unit of /proc's tick counts: 100 in the Linux ABI on every architecture .NET runs on.
+    private const double TicksPerSecond = 100;
+
     /// <summary>Now.</summary>
     public static CpuUse Now()
     {
@@ -34,7 +41,7 @@ internal readonly record struct CpuUse(TimeSpan Process, long MachineBusy, long 
 
                     if (cores > 0)
                     {
-                        return new CpuUse(process, machine.Busy, machine.Total, cores);
+                        return new CpuUse(process, machine.Busy, machine.Total, cores, ThreadTicks());
                     }
                 }
             }
@@ -47,6 +54,57 @@ internal readonly record struct CpuUse(TimeSpan Process, long MachineBusy, long 
         }
 
         return new CpuUse(process, -1, -1);
+    }
+
+    // Each thread's ticks now; a thread that ends while it is read is left out.
+    private static Dictionary<int, (string Name, long Ticks)>? ThreadTicks()
+    {
+        var threads = new Dictionary<int, (string, long)>();
+        try
+        {
+            foreach (string task in Directory.EnumerateDirectories("/proc/self/task"))
+            {
+                try
+                {
+                    if (int.TryParse(Path.GetFileName(task), NumberStyles.None, CultureInfo.InvariantCulture, out int id)
+                        && ParseTaskStat(File.ReadAllText(Path.Combine(task, "stat"))) is { } stat)
+                    {
+                        threads[id] = stat;
+                    }
+                }
+                catch (IOException)
+                {
+                }
+            }
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return null;
+        }
+
+        return threads;
+    }
+
+    /// <summary>A thread's name and ticks (user and kernel) from its <c>/proc/…/task/ID/stat</c> line (<c>ID (name)
+    /// state ppid … utime stime …</c>; the name may hold spaces and parentheses, so the fields count from its last
+    /// <c>)</c>), or null when it is not one.</summary>
+    internal static (string Name, long Ticks)? ParseTaskStat(string? line)
+    {
+        int open = line?.IndexOf('(', StringComparison.Ordinal) ?? -1;
+        int close = line?.LastIndexOf(')') ?? -1;
+        if (line is null || open < 0 || close < open)
+        {
+            return null;
+        }
+
+        // After the name: state (0), ppid, pgrp, session, tty_nr, tpgid, flags, minflt, cminflt, majflt, cmajflt,
+        // utime (11), stime (12).
+        string[] fields = line[(close + 1)..].Split(' ', StringSplitOptions.RemoveEmptyEntries);
+        return fields.Length > 12
+            && long.TryParse(fields[11], NumberStyles.None, CultureInfo.InvariantCulture, out long user)
+            && long.TryParse(fields[12], NumberStyles.None, CultureInfo.InvariantCulture, out long kernel)
+            ? (line[(open + 1)..close], user + kernel)
+            : null;
     }
 
     /// <summary>Busy and total ticks from <c>/proc/stat</c>'s first line (<c>cpu  user nice system idle iowait irq
@@ -89,10 +147,26 @@ internal readonly record struct CpuUse(TimeSpan Process, long MachineBusy, long 
             machineCores = end.MachineCores * (double)(end.MachineBusy - start.MachineBusy) / total;
         }
 
-        return new CpuSpent(processCores, machineCores, end.MachineCores);
+        string? busiest = null;
+        double busiestCores = double.NaN;
+        if (start.Threads is { } before && end.Threads is { } after && seconds > 0)
+        {
+            foreach ((int id, (string name, long ticks)) in after)
+            {
+                // A thread started during the phase spent all its ticks in it.
+                double cores = (ticks - (before.TryGetValue(id, out (string, long Ticks) was) ? was.Ticks : 0)) / TicksPerSecond / seconds;
+                if (busiest is null || cores > busiestCores)
+                {
+                    (busiest, busiestCores) = (name, cores);
+                }
+            }
+        }
+
+        return new CpuSpent(processCores, machineCores, end.MachineCores, busiest, busiestCores);
     }
 }
 
 /// <summary>Cores busy on average over a phase: this process's and the whole machine's (NaN where unknown), of the
-/// machine's <paramref name="LogicalCores"/> (0 where unknown).</summary>
-public readonly record struct CpuSpent(double ProcessCores, double MachineCores, int LogicalCores);
+/// machine's <paramref name="LogicalCores"/> (0 where unknown), and this process's busiest thread with its share of a
+/// core (null and NaN where unknown).</summary>
+public readonly record struct CpuSpent(double ProcessCores, double MachineCores, int LogicalCores, string? BusiestThread = null, double BusiestThreadCores = double.NaN);

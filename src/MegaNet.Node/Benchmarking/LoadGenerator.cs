@@ -370,6 +370,11 @@ public sealed class LoadGenerator(Uri node, int clients, int connections, TextWr
                 }
             }
 
+            if (cpu.BusiestThread is { } thread)
+            {
+                text += $"; its busiest thread '{thread}' {cpu.BusiestThreadCores:F2} of a core";
+            }
+
             text += Environment.NewLine;
         }
 
