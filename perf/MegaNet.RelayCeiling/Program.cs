@@ -73,9 +73,11 @@ internal static class Program
         }
 
         // Port 0 takes a free port, named in the NOT A RELAY line (tests).
-        if (!IPEndPoint.TryParse(listen, out IPEndPoint? endpoint) || !listen.Contains(':', StringComparison.Ordinal))
+        // A port must be given: IPEndPoint reads "[::1]" as port 0, and "::1" too (an IPv6 address goes in brackets).
+        bool hasPort = listen.StartsWith('[') ? listen.Contains("]:", StringComparison.Ordinal) : listen.Count(c => c == ':') == 1;
+        if (!IPEndPoint.TryParse(listen, out IPEndPoint? endpoint) || !hasPort)
         {
-            return Fail($"--listen takes a loopback address and port such as 127.0.0.1:7712, not '{listen}'");
+            return Fail($"--listen takes a loopback address and port such as 127.0.0.1:7712 or [::1]:7712, not '{listen}'");
         }
 
         if (!IPAddress.IsLoopback(endpoint.Address))
