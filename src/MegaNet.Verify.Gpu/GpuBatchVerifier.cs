@@ -161,7 +161,7 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
 
             _occupancyGroup = Math.Max(_accelerator.WarpSize, minGroupSize ?? Math.Min(256, _accelerator.MaxNumThreadsPerGroup));
             // The occupancy estimate's smallest grid for full occupancy times its group: the threads the device runs
-            // at once (33,792 on an H200: 132 multiprocessors of one 256-thread group, for 255 registers a thread).
+            // at once (33,792 on an H200: 132 multiprocessors of one 256-thread group, for 242 registers a thread).
             ResidentThreads = minGridSize is > 0 && minGroupSize is > 0
                 ? (int)Math.Min(int.MaxValue, (long)minGridSize.Value * minGroupSize.Value)
                 : _accelerator.NumMultiprocessors * _occupancyGroup;
@@ -402,7 +402,7 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
     internal static KernelConfig LaunchShape(int n, int warp, int multiprocessors, int occupancyGroup)
     {
         // Whole warps, few enough that the groups still outnumber the multiprocessors, and a divisor of the occupancy
-        // group's warps. A multiprocessor holds about one occupancy group of this kernel (its registers decide: 255 a
+        // group's warps. A multiprocessor holds about one occupancy group of this kernel (its registers decide: 242 a
         // thread leave room for 8 warps on an H200), so groups of 3 warps (16,384 items on 132 multiprocessors) fit
         // two to a multiprocessor and leave a quarter of it idle, where groups of 2 fit four and fill it.
         int occupancyWarps = Math.Max(1, occupancyGroup / warp);
