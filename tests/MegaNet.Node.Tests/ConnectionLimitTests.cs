@@ -139,12 +139,7 @@ public sealed class ConnectionLimitTests
                 Envelope[] envelopes = AdmissionBatchingTests.Seal(open - calls.Count);
                 AsyncDuplexStreamingCall<SubmitRequest, SubmitResult>[] more = envelopes.Select(_ => client.Relay.SubmitStream(cancellationToken: timeout.Token)).ToArray();
                 calls.AddRange(more);
-                await Task.WhenAll(more.Zip(envelopes, async (call, envelope) =>
-                {
-                    await call.RequestStream.WriteAsync(new SubmitRequest { Envelope = envelope }, timeout.Token);
-                    Assert.True(await call.ResponseStream.MoveNext(timeout.Token), "the stream ended without a result");
-                    Assert.Equal(0, call.ResponseStream.Current.StatusCode);
-                }));
+                await Task.WhenAll(more.Zip(envelopes, (call, envelope) => SubmitAcceptedAsync(call, envelope, complete: false, timeout.Token)));
 
                 // 100 open calls fill one connection; the 101st opens the second.
                 Assert.Equal(open <= 100 ? 1 : 2, gate.Open);
@@ -177,10 +172,7 @@ public sealed class ConnectionLimitTests
             await Task.WhenAll(envelopes.Select(async envelope =>
             {
                 AsyncDuplexStreamingCall<SubmitRequest, SubmitResult> call = client.Relay.SubmitStream(cancellationToken: timeout.Token);
-                await call.RequestStream.WriteAsync(new SubmitRequest { Envelope = envelope }, timeout.Token);
-                await call.RequestStream.CompleteAsync();
-                Assert.True(await call.ResponseStream.MoveNext(timeout.Token), "the stream ended without a result");
-                Assert.Equal(0, call.ResponseStream.Current.StatusCode);
+                await SubmitAcceptedAsync(call, envelope, complete: true, timeout.Token);
                 Assert.False(await call.ResponseStream.MoveNext(timeout.Token), "a second result for one envelope");
             }));
 
@@ -290,6 +282,19 @@ public sealed class ConnectionLimitTests
         StatusResponse status = await RetryAsync(deadline => client.Relay.StatusAsync(new StatusRequest(), deadline: deadline).ResponseAsync);
         Assert.Equal("simd", status.VerifierBackend);
         Assert.DoesNotContain("Out of memory", node.Output, StringComparison.Ordinal);
+    }
+
+    // Writes one envelope on a submit stream (then ends the request side, if asked) and reads its accepted result.
+    private static async Task SubmitAcceptedAsync(AsyncDuplexStreamingCall<SubmitRequest, SubmitResult> call, Envelope envelope, bool complete, CancellationToken ct)
+    {
+        await call.RequestStream.WriteAsync(new SubmitRequest { Envelope = envelope }, ct);
+        if (complete)
+        {
+            await call.RequestStream.CompleteAsync();
+        }
+
+        Assert.True(await call.ResponseStream.MoveNext(ct), "the stream ended without a result");
+        Assert.Equal(0, call.ResponseStream.Current.StatusCode);
     }
 
     private static async Task<T> RetryAsync<T>(Func<DateTime, Task<T>> call)

@@ -278,8 +278,9 @@ public sealed class GpuKernelTests(ITestOutputHelper output)
 
         if (occupancyGroup == 256)
         {
-            // The launches of a 65,536-item batch (four of 16,384): 124 items a multiprocessor, groups of 2 of its 8
-            // warps (4 fit), not 3 (2 fit, a quarter idle); 32,768 items take 4 warps, not 7 (one fits, an eighth idle).
+            // A launch of 16,384 items (a batch of that size; 65,536 went in four such before 2026-12-04): 124 items a
+            // multiprocessor, groups of 2 of its 8 warps (4 fit), not 3 (2 fit, a quarter idle); 32,768 items (each half
+            // of a 65,536-item batch) take 4 warps, not 7 (one fits, an eighth idle).
             Assert.Equal(64, MegaNet.Verify.Gpu.GpuBatchVerifier.LaunchShape(16_384, warp, multiprocessors, occupancyGroup).GroupDim.X);
             Assert.Equal(128, MegaNet.Verify.Gpu.GpuBatchVerifier.LaunchShape(32_768, warp, multiprocessors, occupancyGroup).GroupDim.X);
         }
