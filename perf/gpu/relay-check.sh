@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# One call on a lent many-core machine (the device tool; ../shared/gpu/README.md): why a node with cores to spare
+# carries only 125,000-200,000 streamed envelopes a second (docs/performance-log.md, 2026-12-04, forty-fourth session).
+# Each run starts `meganet node` in its own process (data on tmpfs, mailbox quotas raised), streams ENVELOPES into it
+# with `meganet load` from another process (64 a request), and records beside the load's own figures:
+#   - the node's instruments every 2 s (`meganet profile --once --json`): admission queue depth and latency, verifier
+#     batch size and time, the store's put and commit latency, so the time an envelope spends in the node can be told
+#     from the time it spends in gRPC and the client;
+#   - the node's busiest threads every second (perf/thread-cpu.py); the load prints its own busiest thread over the
+#     streaming phase.
+# Prepare here, from the project root: ../shared/gpu/bundle.sh src/MegaNet.Node meganet, then call the device tool's
+# run with carry [".gpu-bundle"]. Usage there: bash perf/gpu/relay-check.sh [ENVELOPES] (default 1,000,000: about 6 s
+# of streaming at 170,000/s, 2.8 GB on tmpfs); logs in $OUT. RUNS lists the runs as
+# BACKEND:STREAM_WINDOW[:CLIENTS[:CONNECTIONS]] (default "simd:512 simd:4096 auto:512 auto:4096 simd:4096:16:16"; 16
+# clients on 1 connection unless given): StreamWindow is how many envelopes a stream may have unanswered
+# (NodeOptions.StreamWindow), so 16 streams of 512 hold at most 8,192 in the node. Works without a GPU for a try
+# (RUNS="simd:512:8").
+set -uo pipefail
+out=${OUT:-/tmp/relay-out}
+mkdir -p "$out"
+envelopes=${1:-1000000}
+step() { echo; echo "=== $* ($(date +%T))"; }
+source "$(dirname "$0")/unpack.sh" || exit 1
+here=$(cd "$(dirname "$0")/../.." && pwd)
+data=/dev/shm/mn-relay-check
+port=7711
+status=0
+
+# The node's instruments, one line per snapshot with the load running (accepted/s over 0): what each stage took.
+summarize() {
+  python3 - "$1" <<'PY'
+import json, sys
+def q(i):
+    return i["quantiles"] or f'{i["value"]:g}'
+for line in open(sys.argv[1]):
+    try:
+        snap = json.loads(line)
+    except ValueError:
+        continue
+    by = {}
+    for i in snap["instruments"]:
+        by.setdefault(i["instrument"], []).append(i)
+    accepted = sum(i["per_second"] for i in by.get("meganet.admission.accepted", []))
+    if accepted <= 0:
+        continue
+    pick = lambda name: "; ".join(q(i) for i in by.get(name, [])) or "-"
+    print(f'accepted {accepted:,.0f}/s, queue {pick("meganet.admission.queue_depth")}; admission latency ms {pick("meganet.admission.latency")}; '
+          f'batch {pick("meganet.verify.batch_size")}, batch ms {pick("meganet.verify.batch_duration")}; '
+          f'store put ms {pick("meganet.store.put_latency")}, commit ms {pick("meganet.store.commit_latency")}')
+PY
+}
+
+# The N seconds of perf/thread-cpu.py's output in which the process kept the most cores busy.
+busiest() { awk '{ for (i = 1; i < NF; i++) if ($i == "total") { print $(i + 1) "\t" $0; break } }' | sort -rn | head -"$1" | cut -f2-; }
+
+for run in ${RUNS:-simd:512 simd:4096 auto:512 auto:4096 simd:4096:16:16}; do
+  IFS=: read -r backend window clients connections <<< "$run"
+  clients=${clients:-16}
+  connections=${connections:-1}
+  name="$backend-w$window-c$clients-n$connections"
+  step "$name: node --backend $backend, StreamWindow $window; $clients clients over $connections connection(s), $envelopes envelopes"
+  rm -rf "$data"
+  MEGANET_MegaNet__MailboxMaxCount=10000000 MEGANET_MegaNet__MailboxMaxBytes=100000000000 MEGANET_MegaNet__StreamWindow=$window \
+    "${meganet[@]}" node --data "$data" --listen 127.0.0.1:$port --backend "$backend" > "$out/node-$name.log" 2>&1 &
+  node=$!
+  for _ in $(seq 120); do grep -q "node listening" "$out/node-$name.log" && break; kill -0 $node 2> /dev/null || break; sleep 0.5; done
+  if ! grep -q "node listening" "$out/node-$name.log"; then
+    echo "the node did not start:"; tail -5 "$out/node-$name.log"; kill $node 2> /dev/null; status=1; continue
+  fi
+  grep -o "verifier .*; data" "$out/node-$name.log" | head -1
+  python3 "$here/perf/thread-cpu.py" $node > "$out/threads-node-$name.txt" &
+  "${meganet[@]}" load --node http://127.0.0.1:$port --clients "$clients" --connections "$connections" --envelopes "$envelopes" \
+    --mode stream --per-request 64 > "$out/load-$name.txt" 2>&1 &
+  load=$!
+  while kill -0 $load 2> /dev/null; do
+    timeout 20 "${meganet[@]}" profile -p $node --once --json 2> /dev/null | python3 -c 'import json, sys; print(json.dumps(json.load(sys.stdin)))' \
+      >> "$out/profile-$name.jsonl" 2> /dev/null
+    sleep 2
+  done
+  wait $load || { echo "load FAILED (exit $?)"; status=1; }
+  grep -E "raw simd|accepted/s|CPU:" "$out/load-$name.txt"
+  summarize "$out/profile-$name.jsonl"
+  echo "node threads, the 3 busiest seconds:"
+  busiest 3 < "$out/threads-node-$name.txt"
+  kill -TERM $node
+  wait $node
+  rm -rf "$data"
+done
+echo "done $(date +%T), $([ $status = 0 ] && echo "every run finished" || echo "A RUN FAILED (see above)")"
+exit $status
