@@ -570,7 +570,10 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
             MemorySizeBits = Math.Max(LogMemoryBits(options), pageBits + 1),
             TryRecoverLatest = false,
             RemoveOutdatedCommits = false,
-            AutoRefreshSafeTailAddress = true,
+            // Off: only scans of uncommitted entries read the safe tail, and the store scans committed ones. On, every
+            // enqueue kept a chain of epoch bumps and thread-pool tasks going (about one of each per put while
+            // streaming: 0.1 KB of garbage a put and a pool hop each).
+            AutoRefreshSafeTailAddress = false,
             // Fast commit needs the checksums: recovery's forward scan stops at the first entry that does not verify.
             FastCommitMode = commitFile.CommitsInLog,
             LogChecksum = commitFile.CommitsInLog ? LogChecksumType.PerEntry : LogChecksumType.None,
