@@ -50,6 +50,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     private readonly Channel<Request> _requests = Channel.CreateBounded<Request>(new BoundedChannelOptions(65_536) { SingleReader = true });
     private Task? _committer;
     private readonly object _state = new();
+    private readonly GroupLists _groupLists = new();
     private readonly EnvelopeKv _kv;
     private readonly Dictionary<Key32, Mailbox> _mailboxes = [];
     private readonly MerkleLog _merkle;
@@ -1758,7 +1759,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     /// </summary>
     private PreparedGroup Prepare(List<Request> group, int items)
     {
-        var prepared = new PreparedGroup(++_generation, Stopwatch.GetTimestamp(), items);
+        var prepared = new PreparedGroup(++_generation, Stopwatch.GetTimestamp(), _groupLists.Rent(items));
         DropAppliedPending();
 
         // Mailbox usage of the put recipients no in-flight group touches: stable while this group is prepared (an ack
@@ -2001,6 +2002,10 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
             _fault ??= e;
             FailAll(everyone, e);
         }
+
+        // Answered and applied: nothing reads the group's list after this. (A group that failed above keeps its list,
+        // which the GC takes.)
+        _groupLists.Return(prepared.Accepted);
     }
 
     private void Apply(PreparedGroup prepared)
@@ -2530,13 +2535,14 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     private sealed record AckRequest(byte[] Recipient, ulong[] Seqs);
 
     /// <summary>A group between the prepare and apply stages.</summary>
-    private sealed class PreparedGroup(long generation, long start, int items)
+    private sealed class PreparedGroup(long generation, long start, List<(Request Request, int Item, Stored Stored, bool IsNew)> accepted)
     {
         public long Generation { get; } = generation;
 
         public long Start { get; } = start;
 
-        public List<(Request Request, int Item, Stored Stored, bool IsNew)> Accepted { get; } = new(items);
+        /// <summary>Each put decided, in the group's order (empty when rented).</summary>
+        public List<(Request Request, int Item, Stored Stored, bool IsNew)> Accepted { get; } = accepted;
 
         /// <summary>The group's put requests, each once (answered together after the apply stage).</summary>
         public List<Request> Puts { get; } = [];
@@ -2544,6 +2550,48 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         public List<Request> Acks { get; } = [];
 
         public bool NeedsCommit { get; set; }
+    }
+
+    /// <summary>
+    /// The <see cref="PreparedGroup.Accepted"/> lists of applied groups, for the next groups to fill. At 600-1,000 puts a
+    /// group while streaming, each was a new array of 60-100 KB (from about 800 puts on the large object heap, whose
+    /// growth starts full collections); at most two groups are in flight, so a few lists serve them all.
+    /// </summary>
+    private sealed class GroupLists
+    {
+        private const int Kept = 4;
+        private readonly Stack<List<(Request Request, int Item, Stored Stored, bool IsNew)>> _free = new(Kept);
+
+        /// <summary>An empty list with room for <paramref name="items"/> (the committer's thread).</summary>
+        public List<(Request Request, int Item, Stored Stored, bool IsNew)> Rent(int items)
+        {
+            List<(Request Request, int Item, Stored Stored, bool IsNew)>? list = null;
+            lock (_free)
+            {
+                _free.TryPop(out list);
+            }
+
+            if (list is null)
+            {
+                return new(items);
+            }
+
+            list.EnsureCapacity(items);
+            return list;
+        }
+
+        /// <summary>Takes back a list whose group is answered (the apply stage), emptied so that it holds no requests.</summary>
+        public void Return(List<(Request Request, int Item, Stored Stored, bool IsNew)> list)
+        {
+            list.Clear();
+            lock (_free)
+            {
+                if (_free.Count < Kept)
+                {
+                    _free.Push(list);
+                }
+            }
+        }
     }
 
     /// <summary>A slice of one PutManyAsync call (puts, with null where the caller's put was refused before the
