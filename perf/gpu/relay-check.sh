@@ -11,10 +11,12 @@
 # Prepare here, from the project root: ../shared/gpu/bundle.sh src/MegaNet.Node meganet, then call the device tool's
 # run with carry [".gpu-bundle"]. Usage there: bash perf/gpu/relay-check.sh [ENVELOPES] (default 1,000,000: about 6 s
 # of streaming at 170,000/s, 2.8 GB on tmpfs); logs in $OUT. RUNS lists the runs as
-# BACKEND:STREAM_WINDOW[:CLIENTS[:CONNECTIONS]] (default "simd:512 simd:4096 auto:512 auto:4096 simd:4096:16:16"; 16
-# clients on 1 connection unless given): StreamWindow is how many envelopes a stream may have unanswered
-# (NodeOptions.StreamWindow), so 16 streams of 512 hold at most 8,192 in the node. Works without a GPU for a try
-# (RUNS="simd:512:8").
+# BACKEND:STREAM_WINDOW[:CLIENTS[:CONNECTIONS]][+NAME=VALUE...] (16 clients on 1 connection unless given; each
+# +NAME=VALUE sets the node option NAME, as MEGANET_MegaNet__NAME=VALUE): StreamWindow is how many envelopes a stream
+# may have unanswered, so 16 streams of 512 hold at most 8,192 in the node, and StoreInFlight how many verified ones
+# admission may have handed to the store unanswered (4,096 is about the four batches that bounded it before
+# 2026-12-04). The default runs: "simd:512 simd:512+StoreInFlight=4096 auto:512 auto:512+StoreInFlight=4096
+# simd:4096 simd:4096:16:16". Works without a GPU for a try (RUNS="simd:512:8").
 set -uo pipefail
 out=${OUT:-/tmp/relay-out}
 mkdir -p "$out"
@@ -53,14 +55,17 @@ PY
 # The N seconds of perf/thread-cpu.py's output in which the process kept the most cores busy.
 busiest() { awk '{ for (i = 1; i < NF; i++) if ($i == "total") { print $(i + 1) "\t" $0; break } }' | sort -rn | head -"$1" | cut -f2-; }
 
-for run in ${RUNS:-simd:512 simd:4096 auto:512 auto:4096 simd:4096:16:16}; do
-  IFS=: read -r backend window clients connections <<< "$run"
+for run in ${RUNS:-simd:512 simd:512+StoreInFlight=4096 auto:512 auto:512+StoreInFlight=4096 simd:4096 simd:4096:16:16}; do
+  IFS=+ read -r -a parts <<< "$run"
+  IFS=: read -r backend window clients connections <<< "${parts[0]}"
   clients=${clients:-16}
   connections=${connections:-1}
+  settings=()
   name="$backend-w$window-c$clients-n$connections"
-  step "$name: node --backend $backend, StreamWindow $window; $clients clients over $connections connection(s), $envelopes envelopes"
+  for setting in "${parts[@]:1}"; do settings+=("MEGANET_MegaNet__$setting"); name+="-$setting"; done
+  step "$name: node --backend $backend, StreamWindow $window ${parts[*]:1}; $clients clients over $connections connection(s), $envelopes envelopes"
   rm -rf "$data"
-  MEGANET_MegaNet__MailboxMaxCount=10000000 MEGANET_MegaNet__MailboxMaxBytes=100000000000 MEGANET_MegaNet__StreamWindow=$window \
+  env MEGANET_MegaNet__MailboxMaxCount=10000000 MEGANET_MegaNet__MailboxMaxBytes=100000000000 MEGANET_MegaNet__StreamWindow=$window "${settings[@]}" \
     "${meganet[@]}" node --data "$data" --listen 127.0.0.1:$port --backend "$backend" > "$out/node-$name.log" 2>&1 &
   node=$!
   for _ in $(seq 120); do grep -q "node listening" "$out/node-$name.log" && break; kill -0 $node 2> /dev/null || break; sleep 0.5; done

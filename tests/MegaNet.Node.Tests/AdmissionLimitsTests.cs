@@ -68,6 +68,67 @@ public sealed class AdmissionLimitsTests
         Assert.Equal(10, store.Puts);
     }
 
+    [Fact]
+    public async Task The_store_is_handed_at_most_StoreInFlight_envelopes_until_it_answers()
+    {
+        // Batches of one, and a store that answers nothing until told: the batcher hands it three and then waits, with
+        // the fourth verified in its hands and the rest queued.
+        var options = new NodeOptions { MaxBatch = 1, FlushMicroseconds = 0, StoreInFlight = 3 };
+        HeldStore? held = null;
+        Receipt[] receipts = await SubmitToHeldStoreAsync(options, 8, async (store, admission, calls) =>
+        {
+            held = store;
+            await WaitUntilAsync(() => store.Puts == 3 && admission.QueueDepth == 4, () => $"{store.Puts} handed to the store, {admission.QueueDepth} queued");
+            await Task.Delay(300);
+            Assert.Equal(3, store.Puts);
+            Assert.DoesNotContain(calls, c => c.IsCompleted);
+        });
+
+        Assert.Equal(8, receipts.Length);
+        Assert.Equal(8, held!.Puts);
+    }
+
+    [Fact]
+    public async Task A_batch_larger_than_StoreInFlight_goes_to_the_store_when_nothing_is_in_flight()
+    {
+        // One batch of four (full before its one-second window ends) against a bound of one: it goes whole, rather than
+        // waiting for a store that has nothing to answer.
+        var options = new NodeOptions { MaxBatch = 4, FlushMicroseconds = 1_000_000, StoreInFlight = 1 };
+        Receipt[] receipts = await SubmitToHeldStoreAsync(options, 4, async (store, _, _) =>
+            Assert.Equal(4, (await store.Requested.Task.WaitAsync(TimeSpan.FromMinutes(1))).Count));
+
+        Assert.Equal(4, receipts.Select(r => r.LogIndex).Distinct().Count());
+    }
+
+    // Submits that many envelopes to a pipeline whose store answers nothing until whileHeld has run, then the receipts.
+    private static async Task<Receipt[]> SubmitToHeldStoreAsync(NodeOptions options, int envelopes, Func<HeldStore, AdmissionPipeline, Task<Receipt>[], Task> whileHeld)
+    {
+        using IBatchVerifier simd = VerifierCatalog.Create().Create("simd", new VerifierOptions { Threads = 1 });
+        var store = new HeldStore();
+        await using var admission = new AdmissionPipeline(simd, store, options, TimeProvider.System, NullLogger<AdmissionPipeline>.Instance);
+        Task<Receipt>[] calls = [.. AdmissionBatchingTests.Seal(envelopes).Select(e => admission.SubmitAsync(e, null, CancellationToken.None))];
+        try
+        {
+            await whileHeld(store, admission, calls);
+        }
+        finally
+        {
+            store.Commit(); // else a failed assertion leaves the pipeline's disposal waiting for the store
+        }
+
+        return await Task.WhenAll(calls).WaitAsync(TimeSpan.FromMinutes(1));
+    }
+
+    private static async Task WaitUntilAsync(Func<bool> condition, Func<string> state)
+    {
+        var waited = Stopwatch.StartNew();
+        while (!condition())
+        {
+            Assert.True(waited.Elapsed < TimeSpan.FromSeconds(30), $"still not there after 30 s: {state()}");
+            await Task.Delay(10);
+        }
+    }
+
     /// <summary>The count alone bounded the queue: 65,536 envelopes of the 64 KiB class, a 128 KiB buffer each, held
     /// 8 GiB while the disk lagged (found in review, 2026-12-03), the first quarter of them without any proof of work.</summary>
     [Fact]

@@ -13,6 +13,7 @@ public sealed class NodeOptionsTests
         var options = new NodeOptions();
         options.Validate();
         Assert.Equal(512, options.StreamWindow);
+        Assert.Equal(16_384, options.StoreInFlight);
         Assert.Equal(300, options.StreamIdleSeconds);
         Assert.Equal(3_600, options.SubscriptionLifetimeSeconds);
         Assert.Equal(256, options.ArrivingMessageMiB);
@@ -30,6 +31,8 @@ public sealed class NodeOptionsTests
         { "QueueCapacity", o => o.QueueCapacity = 0 },
         { "StreamWindow", o => o.StreamWindow = 0 },
         { "StreamWindow", o => o.StreamWindow = 65_537 },
+        { "StoreInFlight", o => o.StoreInFlight = 0 },
+        { "StoreInFlight", o => o.StoreInFlight = (1 << 20) + 1 },
         { "StreamIdleSeconds", o => o.StreamIdleSeconds = 0 },
         { "ArrivingMessageMiB", o => o.ArrivingMessageMiB = 127 },
         { "StreamIdleSeconds", o => o.StreamIdleSeconds = 86_401 },

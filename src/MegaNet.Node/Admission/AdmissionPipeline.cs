@@ -508,9 +508,6 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
     /// the main one.</summary>
     internal const int OverflowFirstChunk = 256;
 
-    // Store groups handed over and not yet answered, at most (the store itself commits two groups at a time).
-    private const int MaxStoresInFlight = 4;
-
     // How often an idle batcher forgets the forgery suspects whose hold ended.
     private static readonly TimeSpan IdleSweepInterval = TimeSpan.FromSeconds(1);
 
@@ -537,7 +534,7 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
         var suspects = new ForgerySuspects();
         using var batch = new SignatureBatch(Math.Min(_options.MaxBatch, 65_536), Math.Min(_options.MaxBatch, 65_536) * 160);
         bool[] verdicts = new bool[_options.MaxBatch];
-        var stores = new List<Task>();
+        var stores = new List<(Task Task, int Count)>(); // handed to the store, not yet answered, and how many envelopes
         using var thread = new StageThread();
         Action sweepSuspects = () => suspects.Sweep(Stopwatch.GetTimestamp()); // made once: it runs while idle
         while (WaitForWork())
@@ -647,7 +644,18 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
             }
         }
 
-        thread.Wait(Task.WhenAll(stores));
+        thread.Wait(Task.WhenAll(stores.Select(s => s.Task)));
+
+        int Storing()
+        {
+            int n = 0;
+            foreach ((Task _, int count) in stores)
+            {
+                n += count;
+            }
+
+            return n;
+        }
 
         // Waits for submissions. While none come, the sites held as forgery suspects are swept every second, and the
         // last batch's lists are emptied: a site is remembered as long as docs/protocol.md says (60 s after its last
@@ -767,13 +775,16 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
 
             if (accepted.Count > 0)
             {
-                stores.RemoveAll(t => t.IsCompleted);
-                if (stores.Count >= MaxStoresInFlight)
+                // A slow store holds the batcher once StoreInFlight envelopes wait for it, so the queue fills and pushes
+                // back (RESOURCE_EXHAUSTED, proof of work) instead of verified envelopes piling up behind the store. A
+                // batch goes whatever its size when nothing is in flight. (Until 2026-12-04 the bound was four batches:
+                // about 4,000 envelopes while streaming, which at the store's 10-30 ms a batch may cap a many-core
+                // node near the 125,000-200,000/s it carried; docs/performance-log.md.)
+                stores.RemoveAll(s => s.Task.IsCompleted);
+                while (stores.Count > 0 && Storing() + accepted.Count > _options.StoreInFlight)
                 {
-                    // A slow store holds the batcher, so the queue fills and pushes back (RESOURCE_EXHAUSTED,
-                    // proof of work) instead of verified envelopes piling up in memory behind the store.
-                    thread.Wait(Task.WhenAny(stores));
-                    stores.RemoveAll(t => t.IsCompleted);
+                    thread.Wait(Task.WhenAny(stores.Select(s => s.Task)));
+                    stores.RemoveAll(s => s.Task.IsCompleted);
                 }
 
                 foreach (Pending p in accepted)
@@ -781,7 +792,7 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
                     p.HandedToStore = true;
                 }
 
-                stores.Add(StoreAsync(accepted));
+                stores.Add((StoreAsync(accepted), accepted.Count));
             }
         }
     }
