@@ -50,7 +50,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     private readonly Channel<Request> _requests = Channel.CreateBounded<Request>(new BoundedChannelOptions(65_536) { SingleReader = true });
     private Task? _committer;
     private readonly object _state = new();
-    private readonly GroupLists _groupLists = new();
+    private readonly ListPool<(Request Request, int Item, Stored Stored, bool IsNew)> _groupLists = new();
     private readonly EnvelopeKv _kv;
     private readonly Dictionary<Key32, Mailbox> _mailboxes = [];
     private readonly MerkleLog _merkle;
@@ -2553,35 +2553,32 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     }
 
     /// <summary>
-    /// The <see cref="PreparedGroup.Accepted"/> lists of applied groups, for the next groups to fill. At 600-1,000 puts a
-    /// group while streaming, each was a new array of 60-100 KB (from about 800 puts on the large object heap, whose
-    /// growth starts full collections); at most two groups are in flight, so a few lists serve them all.
+    /// Lists kept for reuse: the <see cref="PreparedGroup.Accepted"/> lists of applied groups, for the next groups to
+    /// fill. At 600-1,000 puts a group while streaming, each was a new array of 60-100 KB (from about 800 puts on the
+    /// large object heap, whose growth starts full collections); at most two groups are in flight, so a few lists serve
+    /// them all.
     /// </summary>
-    private sealed class GroupLists
+    private sealed class ListPool<T>
     {
         private const int Kept = 4;
-        private readonly Stack<List<(Request Request, int Item, Stored Stored, bool IsNew)>> _free = new(Kept);
+        private readonly Stack<List<T>> _free = new(Kept);
 
         /// <summary>An empty list with room for <paramref name="items"/> (the committer's thread).</summary>
-        public List<(Request Request, int Item, Stored Stored, bool IsNew)> Rent(int items)
+        public List<T> Rent(int items)
         {
-            List<(Request Request, int Item, Stored Stored, bool IsNew)>? list = null;
+            List<T>? list;
             lock (_free)
             {
                 _free.TryPop(out list);
             }
 
-            if (list is null)
-            {
-                return new(items);
-            }
-
+            list ??= new(items);
             list.EnsureCapacity(items);
             return list;
         }
 
         /// <summary>Takes back a list whose group is answered (the apply stage), emptied so that it holds no requests.</summary>
-        public void Return(List<(Request Request, int Item, Stored Stored, bool IsNew)> list)
+        public void Return(List<T> list)
         {
             list.Clear();
             lock (_free)
