@@ -47,16 +47,16 @@ public sealed class SubmitStreamRefusalTests
     public async Task An_idle_stream_is_ended_once_answered_and_a_slow_one_is_not()
     {
         // An open SubmitStream that sent nothing held its connection (and a slot of MaxConnectionsPerAddress) for good.
-        await using TestNode node = await TestNode.StartAsync(o => o.StreamIdleSeconds = 4);
+        await using TestNode node = await TestNode.StartAsync(o => o.StreamIdleSeconds = 6);
         using Identity alice = Identity.Create(), bob = Identity.Create();
         using MegaNetClient client = node.Client();
         using var deadline = new CancellationTokenSource(TimeSpan.FromMinutes(2));
 
-        // Slow: a request every second for 5 s (more than the idle limit in all, with 3 s to spare between requests on
-        // a loaded machine) keeps the stream open.
+        // Slow: a request a second after each answer, for 7 s (more than the idle limit in all, with 5 s to spare
+        // between requests on a loaded machine: CI runs three test assemblies at once on 2 cores) keeps the stream open.
         using (AsyncDuplexStreamingCall<SubmitRequest, SubmitResult> slow = client.Relay.SubmitStream(cancellationToken: deadline.Token))
         {
-            for (int i = 0; i < 5; i++)
+            for (int i = 0; i < 7; i++)
             {
                 await slow.RequestStream.WriteAsync(new SubmitRequest { Envelope = Seal(node, alice, bob, i, 0) }, deadline.Token);
                 if (!await slow.ResponseStream.MoveNext(deadline.Token))
@@ -75,15 +75,17 @@ public sealed class SubmitStreamRefusalTests
 
         // Idle: one request answered, then nothing; the node ends the stream, saying why.
         using AsyncDuplexStreamingCall<SubmitRequest, SubmitResult> idle = client.Relay.SubmitStream(cancellationToken: deadline.Token);
-        await idle.RequestStream.WriteAsync(new SubmitRequest { Envelope = Seal(node, alice, bob, 5, 0) }, deadline.Token);
+        await idle.RequestStream.WriteAsync(new SubmitRequest { Envelope = Seal(node, alice, bob, 7, 0) }, deadline.Token);
         Assert.True(await idle.ResponseStream.MoveNext(deadline.Token));
         Assert.NotNull(idle.ResponseStream.Current.Receipt);
         var clock = System.Diagnostics.Stopwatch.StartNew();
         RpcException ended = await Assert.ThrowsAsync<RpcException>(() => idle.ResponseStream.MoveNext(deadline.Token));
         Assert.Equal(StatusCode.DeadlineExceeded, ended.StatusCode);
-        Assert.Contains("sent no request for 4 s (StreamIdleSeconds)", ended.Status.Detail, StringComparison.Ordinal);
+        Assert.Contains("sent no request for 6 s (StreamIdleSeconds)", ended.Status.Detail, StringComparison.Ordinal);
         Assert.Contains("all 1 requests were answered", ended.Status.Detail, StringComparison.Ordinal);
-        Assert.True(clock.Elapsed > TimeSpan.FromSeconds(3.5), $"ended {clock.Elapsed.TotalSeconds:0.0} s after its last answer (limit 4 s)");
+        // The whole limit counts from the last answer (0.1 s allowed for the answer's trip, which the client's clock
+        // starts after). Counted from the request, as before, this could be 4.5 s: three of the timer's quarter ticks.
+        Assert.True(clock.Elapsed > TimeSpan.FromSeconds(5.9), $"ended {clock.Elapsed.TotalSeconds:0.00} s after its last answer (limit 6 s)");
     }
 
     private static async Task<List<SubmitResult>> StreamAsync(TestNode node, Envelope[] envelopes)

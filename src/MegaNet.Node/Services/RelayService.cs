@@ -385,8 +385,8 @@ public sealed class RelayService(
         }
     }
 
-    /// <summary>Whether a <c>SubmitStream</c> has gone idle: for the whole idle period it read no request and had every
-    /// request it read answered. The reader and the writer each count; a timer compares the counts every quarter of the
+    /// <summary>Whether a <c>SubmitStream</c> has gone idle: for the whole idle period it read no request, wrote no
+    /// answer, and had every request it read answered. The reader and the writer each count; a timer compares the counts every quarter of the
     /// period, so the hot path pays two plain stores per envelope and nothing else.</summary>
     private sealed class StreamIdleness(TimeSpan limit)
     {
@@ -394,6 +394,7 @@ public sealed class RelayService(
         private long _read;       // written by the reader only
         private long _answered;   // written by the writer only
         private long _readAtTick;
+        private long _answeredAtTick;
         private int _quietTicks;
         private int _expired;
 
@@ -410,11 +411,17 @@ public sealed class RelayService(
         {
             lock (this)
             {
-                long read = Volatile.Read(ref _read);
-                bool quiet = read == _readAtTick && read == Volatile.Read(ref _answered);
+                long read = Volatile.Read(ref _read), answered = Volatile.Read(ref _answered);
+                // Quiet: nothing read and nothing answered since the last tick, and nothing left to answer. An answer
+                // counts as activity too: a client that waits for each answer before it sends again gets the whole
+                // limit from that answer, not from its request (before, a slow answer ate into the client's time, and
+                // a stream could end three quarters of the limit after its last answer).
+                bool quiet = read == _readAtTick && answered == _answeredAtTick && read == answered;
                 _readAtTick = read;
+                _answeredAtTick = answered;
                 _quietTicks = quiet ? _quietTicks + 1 : 0;
-                // Four quiet quarters in a row: at least the whole limit without a request, at most a quarter more.
+                // Four quiet quarters in a row: at least the whole limit since the last request or answer, at most a
+                // quarter more.
                 if (_quietTicks < QuietTicks || Interlocked.Exchange(ref _expired, 1) != 0)
                 {
                     return;
