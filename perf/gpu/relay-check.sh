@@ -10,7 +10,7 @@
 #     streaming phase.
 # Prepare here, from the project root: ../shared/gpu/bundle.sh src/MegaNet.Node meganet, then call the device tool's
 # run with carry [".gpu-bundle"]. Usage there: bash perf/gpu/relay-check.sh [ENVELOPES] (default 1,000,000: about 6 s
-# of streaming at 170,000/s, 2.8 GB on tmpfs); logs in $OUT. RUNS lists the runs as
+# of streaming at 170,000/s, 2.8 GB on tmpfs); logs in $OUT/relay-logs.tgz. RUNS lists the runs as
 # BACKEND:STREAM_WINDOW[:CLIENTS[:CONNECTIONS]][+NAME=VALUE...] (16 clients on 1 connection unless given; each
 # +NAME=VALUE sets the node option NAME, as MEGANET_MegaNet__NAME=VALUE): StreamWindow is how many envelopes a stream
 # may have unanswered, so 16 streams of 512 hold at most 8,192 in the node, and StoreInFlight how many verified ones
@@ -19,6 +19,9 @@
 # simd:4096 simd:4096:16:16". Works without a GPU for a try (RUNS="simd:512:8").
 set -uo pipefail
 out=${OUT:-/tmp/relay-out}
+# The device tool brings back only a few files from $OUT, and none whose name has an "=": the logs are written here
+# and packed into one archive, $OUT/relay-logs.tgz, at the end.
+logs=$(mktemp -d /tmp/relay-logs.XXXX)
 mkdir -p "$out"
 envelopes=${1:-1000000}
 step() { echo; echo "=== $* ($(date +%T))"; }
@@ -61,35 +64,37 @@ for run in ${RUNS:-simd:512 simd:512+StoreInFlight=4096 auto:512 auto:512+StoreI
   clients=${clients:-16}
   connections=${connections:-1}
   settings=()
-  name="$backend-w$window-c$clients-n$connections"
-  for setting in "${parts[@]:1}"; do settings+=("MEGANET_MegaNet__$setting"); name+="-$setting"; done
+  run_index=$((${run_index:-0} + 1))
+  name="$run_index-$backend-w$window-c$clients-n$connections" # numbered: a run given twice keeps its own logs
+  for setting in "${parts[@]:1}"; do settings+=("MEGANET_MegaNet__$setting"); name+="-${setting//=/-}"; done
   step "$name: node --backend $backend, StreamWindow $window ${parts[*]:1}; $clients clients over $connections connection(s), $envelopes envelopes"
   rm -rf "$data"
   env MEGANET_MegaNet__MailboxMaxCount=10000000 MEGANET_MegaNet__MailboxMaxBytes=100000000000 MEGANET_MegaNet__StreamWindow=$window "${settings[@]}" \
-    "${meganet[@]}" node --data "$data" --listen 127.0.0.1:$port --backend "$backend" > "$out/node-$name.log" 2>&1 &
+    "${meganet[@]}" node --data "$data" --listen 127.0.0.1:$port --backend "$backend" > "$logs/node-$name.log" 2>&1 &
   node=$!
-  for _ in $(seq 120); do grep -q "node listening" "$out/node-$name.log" && break; kill -0 $node 2> /dev/null || break; sleep 0.5; done
-  if ! grep -q "node listening" "$out/node-$name.log"; then
-    echo "the node did not start:"; tail -5 "$out/node-$name.log"; kill $node 2> /dev/null; status=1; continue
+  for _ in $(seq 120); do grep -q "node listening" "$logs/node-$name.log" && break; kill -0 $node 2> /dev/null || break; sleep 0.5; done
+  if ! grep -q "node listening" "$logs/node-$name.log"; then
+    echo "the node did not start:"; tail -5 "$logs/node-$name.log"; kill $node 2> /dev/null; status=1; continue
   fi
-  grep -o "verifier .*; data" "$out/node-$name.log" | head -1
-  python3 "$here/perf/thread-cpu.py" $node > "$out/threads-node-$name.txt" &
+  grep -o "verifier .*; data" "$logs/node-$name.log" | head -1
+  python3 "$here/perf/thread-cpu.py" $node > "$logs/threads-node-$name.txt" &
   "${meganet[@]}" load --node http://127.0.0.1:$port --clients "$clients" --connections "$connections" --envelopes "$envelopes" \
-    --mode stream --per-request 64 > "$out/load-$name.txt" 2>&1 &
+    --mode stream --per-request 64 > "$logs/load-$name.txt" 2>&1 &
   load=$!
   while kill -0 $load 2> /dev/null; do
     timeout 20 "${meganet[@]}" profile -p $node --once --json 2> /dev/null | python3 -c 'import json, sys; print(json.dumps(json.load(sys.stdin)))' \
-      >> "$out/profile-$name.jsonl" 2> /dev/null
+      >> "$logs/profile-$name.jsonl" 2> /dev/null
     sleep 2
   done
   wait $load || { echo "load FAILED (exit $?)"; status=1; }
-  grep -E "raw simd|accepted/s|CPU:" "$out/load-$name.txt"
-  summarize "$out/profile-$name.jsonl"
+  grep -E "raw simd|accepted/s|CPU:" "$logs/load-$name.txt"
+  summarize "$logs/profile-$name.jsonl"
   echo "node threads, the 3 busiest seconds:"
-  busiest 3 < "$out/threads-node-$name.txt"
+  busiest 3 < "$logs/threads-node-$name.txt"
   kill -TERM $node
   wait $node
   rm -rf "$data"
 done
+tar -czf "$out/relay-logs.tgz" -C "$logs" . && rm -rf "$logs"
 echo "done $(date +%T), $([ $status = 0 ] && echo "every run finished" || echo "A RUN FAILED (see above)")"
 exit $status
