@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # One call on a lent many-core machine (the device tool; ../shared/gpu/README.md): why a node with cores to spare
 # carries only 125,000-200,000 streamed envelopes a second (docs/performance-log.md, 2026-12-04, forty-fourth session).
-# Each run starts `meganet node` in its own process (data on tmpfs, mailbox quotas raised), streams ENVELOPES into it
-# with `meganet load` from another process (64 a request), and records beside the load's own figures:
+# Each run starts `meganet node` in its own process (data on tmpfs, mailbox quotas and the per-key rate limit raised),
+# streams ENVELOPES into it with `meganet load` from another process (64 a request), and records beside the load's own
+# figures:
 #   - the node's instruments every 2 s (`meganet profile --once --json`): admission queue depth and latency, verifier
 #     batch size and time, the store's put and commit latency, so the time an envelope spends in the node can be told
 #     from the time it spends in gRPC and the client;
@@ -17,6 +18,13 @@
 # admission may have handed to the store unanswered (4,096 is about the four batches that bounded it before
 # 2026-12-04). The default runs: "simd:512 simd:512+StoreInFlight=4096 auto:512 auto:512+StoreInFlight=4096
 # simd:4096 simd:4096:16:16". Works without a GPU for a try (RUNS="simd:512:8").
+# A BACKEND of nostore-NAME or bare-NAME serves perf/MegaNet.RelayCeiling instead of the node, with verifier NAME:
+# the node without its store, or without its store and verification, to tell which stage limits a many-core machine
+# (StreamWindow 512 and the default options only: the ceiling takes no settings). It needs the ceiling's own three
+# files packed beside the bundle, whose app folder holds the rest (build both from one checkout):
+#   dotnet publish perf/MegaNet.RelayCeiling -c Release -r linux-x64 --self-contained false -p:UseAppHost=false \
+#     -o /tmp/ceiling && tar -cJf .gpu-bundle/ceiling.tar.xz -C /tmp/ceiling MegaNet.RelayCeiling.dll \
+#     MegaNet.RelayCeiling.deps.json MegaNet.RelayCeiling.runtimeconfig.json
 set -uo pipefail
 out=${OUT:-/tmp/relay-out}
 # The device tool brings back only a few files from $OUT, and none whose name has an "=": the logs are written here
@@ -69,11 +77,31 @@ for run in ${RUNS:-simd:512 simd:512+StoreInFlight=4096 auto:512 auto:512+StoreI
   for setting in "${parts[@]:1}"; do settings+=("MEGANET_MegaNet__$setting"); name+="-${setting//=/-}"; done
   step "$name: node --backend $backend, StreamWindow $window ${parts[*]:1}; $clients clients over $connections connection(s), $envelopes envelopes"
   rm -rf "$data"
-  env MEGANET_MegaNet__MailboxMaxCount=10000000 MEGANET_MegaNet__MailboxMaxBytes=100000000000 MEGANET_MegaNet__StreamWindow=$window "${settings[@]}" \
-    "${meganet[@]}" node --data "$data" --listen 127.0.0.1:$port --backend "$backend" > "$logs/node-$name.log" 2>&1 &
+  case $backend in
+    nostore-* | bare-*)
+      without=store; [ "${backend%%-*}" = bare ] && without=store,verification
+      if [ "$window" != 512 ] || [ ${#settings[@]} != 0 ]; then
+        echo "$run: the ceiling takes StreamWindow 512 and no settings"; status=1; continue
+      fi
+      if [ -z "${ceiling_unpacked:-}" ]; then
+        tar -xJf .gpu-bundle/ceiling.tar.xz -C "$b/app" ||
+          { echo "$run: no .gpu-bundle/ceiling.tar.xz (see the top of this script)"; status=1; continue; }
+        ceiling_unpacked=1
+      fi
+      "$b/dotnet/dotnet" "$b/app/MegaNet.RelayCeiling.dll" --without $without --backend "${backend#*-}" --listen 127.0.0.1:$port > "$logs/node-$name.log" 2>&1 &
+      ready="NOT A RELAY"
+      ;;
+    *)
+      # The load's 1,024 sending keys at the default 200/s each carry only 204,800/s: the anti-spam limit is raised too.
+      env MEGANET_MegaNet__MailboxMaxCount=10000000 MEGANET_MegaNet__MailboxMaxBytes=100000000000 MEGANET_MegaNet__StreamWindow=$window \
+        MEGANET_MegaNet__SubmitRatePerKey=1000000 MEGANET_MegaNet__SubmitBurst=1000000 "${settings[@]}" \
+        "${meganet[@]}" node --data "$data" --listen 127.0.0.1:$port --backend "$backend" > "$logs/node-$name.log" 2>&1 &
+      ready="node listening"
+      ;;
+  esac
   node=$!
-  for _ in $(seq 120); do grep -q "node listening" "$logs/node-$name.log" && break; kill -0 $node 2> /dev/null || break; sleep 0.5; done
-  if ! grep -q "node listening" "$logs/node-$name.log"; then
+  for _ in $(seq 120); do grep -q "$ready" "$logs/node-$name.log" && break; kill -0 $node 2> /dev/null || break; sleep 0.5; done
+  if ! grep -q "$ready" "$logs/node-$name.log"; then
     echo "the node did not start:"; tail -5 "$logs/node-$name.log"; kill $node 2> /dev/null; status=1; continue
   fi
   grep -o "verifier .*; data" "$logs/node-$name.log" | head -1

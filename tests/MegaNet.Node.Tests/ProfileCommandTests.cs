@@ -286,6 +286,7 @@ public sealed class ProfileCommandTests(ITestOutputHelper output) : IDisposable
         // runs its node in that very process.
         Assert.Null(NodeProfiler.NotProfilable(42, "dotnet /opt/meganet/meganet.dll load --clients 64 --seconds 10"));
         Assert.Null(NodeProfiler.NotProfilable(42, "/usr/local/bin/meganet node --data /srv/meganet"));
+        Assert.Null(NodeProfiler.NotProfilable(42, "/tmp/b/dotnet/dotnet /tmp/b/app/MegaNet.RelayCeiling.dll --without store --backend simd"));
 
         string against = NodeProfiler.NotProfilable(42, "meganet load --node https://relay.example:7700 --tls-cert node.pem")!;
         Assert.Contains("Process 42 is 'meganet load' against the node at https://relay.example:7700", against, StringComparison.Ordinal);

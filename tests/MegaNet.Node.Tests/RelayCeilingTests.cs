@@ -20,6 +20,7 @@ public sealed partial class RelayCeilingTests
     [InlineData("--listen", "[::]:7712", "not a loopback address")]
     [InlineData("--listen", "192.0.2.1:7712", "not a loopback address")]
     [InlineData("--without", "verification", "--without takes")]
+    [InlineData("--backend", "fastest", "must be one of auto, simd")]
     public async Task Refuses_what_it_must_not_serve_in_one_line(string option, string value, string expected)
     {
         MeganetProcess.Result r = await MeganetProcess.RunAsync(StartInfo(option, value));

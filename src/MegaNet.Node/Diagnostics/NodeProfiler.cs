@@ -547,11 +547,14 @@ public static class NodeProfiler
         return $"Process {pid} is not a MegaNet node ('{commandLine}'); 'meganet profile --list' lists the nodes running.";
     }
 
+    // `meganet node`, or perf/MegaNet.RelayCeiling: the node with a stage taken out, with the same meters (profiled to
+    // tell which stage limits a machine beside the whole node).
     private static bool IsNode(string commandLine)
     {
         string[] args = commandLine.Split(' ', StringSplitOptions.RemoveEmptyEntries);
-        int program = Array.FindIndex(args, a => Path.GetFileName(a) is "meganet" or "meganet.dll" or "meganet.exe");
-        return program >= 0 && program + 1 < args.Length && args[program + 1] == "node";
+        int program = Array.FindIndex(args, a => Path.GetFileName(a) is "meganet" or "meganet.dll" or "meganet.exe"
+            or "MegaNet.RelayCeiling" or "MegaNet.RelayCeiling.dll" or "MegaNet.RelayCeiling.exe");
+        return program >= 0 && (args[program].Contains("RelayCeiling", StringComparison.Ordinal) || (program + 1 < args.Length && args[program + 1] == "node"));
     }
 
     /// <summary>True when <paramref name="pid"/> is a live process, not a thread of one (Linux: /proc/PID/status
