@@ -57,9 +57,15 @@ for line in open(sys.argv[1]):
     if accepted <= 0:
         continue
     pick = lambda name: "; ".join(q(i) for i in by.get(name, [])) or "-"
+    # The apply stage takes one group at a time: its median time by the groups a second, near 1, is a stage at its limit.
+    groups = sum(i["per_second"] for i in by.get("meganet.store.group_size", []))
+    apply_p50 = [float(x.split("=")[1]) for i in by.get("meganet.store.apply_duration", []) for x in i["quantiles"].split(";") if x.startswith("0.5=")]
+    busy = f'{groups * apply_p50[0] / 1000:.2f}' if apply_p50 else "-"
     print(f'accepted {accepted:,.0f}/s, queue {pick("meganet.admission.queue_depth")}; admission latency ms {pick("meganet.admission.latency")}; '
           f'batch {pick("meganet.verify.batch_size")}, batch ms {pick("meganet.verify.batch_duration")}; '
-          f'store put ms {pick("meganet.store.put_latency")}, commit ms {pick("meganet.store.commit_latency")}')
+          f'store put ms {pick("meganet.store.put_latency")}, commit ms {pick("meganet.store.commit_latency")}; '
+          f'{groups:,.0f} groups/s of {pick("meganet.store.group_size")}: prepare ms {pick("meganet.store.prepare_duration")}, '
+          f'log commit ms {pick("meganet.store.log_commit_duration")}, apply ms {pick("meganet.store.apply_duration")} (apply busy ~{busy})')
 PY
 }
 

@@ -592,6 +592,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
             throw new IOException("the write-ahead log's commit failed (a failure a test asked for)");
         }
 
+        long started = Stopwatch.GetTimestamp();
         (bool success, _, long commitNum) = await _log.CommitStronglyAsync().ConfigureAwait(false);
         // With the commits in the log FASTER reports one as soon as the log write is durable, and only then calls the
         // commit file: the log's first record, recovery's starting point, may still be on its way. (Only the first
@@ -605,6 +606,8 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         {
             throw new IOException($"the commit record {commitNum} was not written to '{_commitFile.Path}'");
         }
+
+        MegaNetMetrics.StoreLogCommitDuration.Record(Stopwatch.GetElapsedTime(started).TotalMilliseconds);
     }
 
     /// <inheritdoc />
@@ -1146,7 +1149,10 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
                 FinishWrittenCheckpoint();
 
                 lastGroup = items;
+                long preparing = Stopwatch.GetTimestamp();
                 PreparedGroup prepared = Prepare(group, items);
+                MegaNetMetrics.StorePrepareDuration.Record(Stopwatch.GetElapsedTime(preparing).TotalMilliseconds);
+                MegaNetMetrics.StoreGroupSize.Record(items);
                 Task commit = prepared.NeedsCommit ? CommitAndCheckAsync() : Task.CompletedTask;
                 Task previous = applying;
                 applying = ApplyAfterCommitAsync(previous, prepared, commit);
@@ -1994,7 +2000,9 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
 
         try
         {
+            long applying = Stopwatch.GetTimestamp();
             Apply(prepared);
+            MegaNetMetrics.StoreApplyDuration.Record(Stopwatch.GetElapsedTime(applying).TotalMilliseconds);
         }
         catch (Exception e)
         {

@@ -6,7 +6,8 @@ using static MegaNet.Store.Tests.StoreTestKit;
 namespace MegaNet.Store.Tests;
 
 /// <summary>Checkpoint snapshots of the mailbox indexes (one buffer reused from checkpoint to checkpoint) restore exactly
-/// the waiting mail, and each checkpoint's pause of the writes is measured, as is each put call.</summary>
+/// the waiting mail, and each checkpoint's pause of the writes is measured, as are each put call and each group's
+/// stages.</summary>
 [Collection(AloneCollection.Name)]
 public sealed class CheckpointSnapshotTests : IDisposable
 {
@@ -29,6 +30,13 @@ public sealed class CheckpointSnapshotTests : IDisposable
             },
         };
         listener.SetMeasurementEventCallback<double>((_, value, _, _) =>
+        {
+            lock (into)
+            {
+                into.Add(value);
+            }
+        });
+        listener.SetMeasurementEventCallback<int>((_, value, _, _) =>
         {
             lock (into)
             {
@@ -60,6 +68,46 @@ public sealed class CheckpointSnapshotTests : IDisposable
             // One per call (in the alone collection no other test's store records meanwhile), and a commit takes time.
             Assert.True(latencies.Count == before + 2, $"{latencies.Count - before} put latencies recorded for 2 calls");
             Assert.All(latencies.Skip(before), l => Assert.True(l > 0));
+        }
+    }
+
+    [Fact]
+    public async Task Each_group_records_its_size_and_the_time_of_each_stage()
+    {
+        // Which stage bounds a many-core node's store: the prepare stage, the log commit or the apply stage.
+        string[] names = ["meganet.store.group_size", "meganet.store.prepare_duration", "meganet.store.log_commit_duration", "meganet.store.apply_duration"];
+        List<double>[] values = [.. names.Select(_ => new List<double>())];
+        MeterListener[] listeners = [.. names.Select((n, i) => Listen(n, values[i]))];
+        try
+        {
+            await using FasterEnvelopeStore store = await FasterEnvelopeStore.OpenAsync(Options(_dir));
+            byte[] recipient = Bytes(_random, 32);
+            int[] before = [.. values.Select(v => { lock (v) { return v.Count; } })];
+
+            await store.PutAsync(new PutRequest(Bytes(_random, 100), recipient, DateTimeOffset.UtcNow.AddDays(1)));
+            await store.PutManyAsync([.. Enumerable.Range(0, 5).Select(_ => new PutRequest(Bytes(_random, 100), recipient, DateTimeOffset.UtcNow.AddDays(1)))]);
+            for (int i = 0; i < names.Length; i++)
+            {
+                lock (values[i])
+                {
+                    double[] recorded = [.. values[i].Skip(before[i])];
+                    if (i == 0)
+                    {
+                        Assert.Equal([1.0, 5.0], recorded); // two groups: one put, then a call of five
+                    }
+                    else
+                    {
+                        Assert.True(recorded.Length == 2 && recorded.All(ms => ms > 0), $"{names[i]}: {string.Join(", ", recorded)} for 2 groups");
+                    }
+                }
+            }
+        }
+        finally
+        {
+            foreach (MeterListener listener in listeners)
+            {
+                listener.Dispose();
+            }
         }
     }
 

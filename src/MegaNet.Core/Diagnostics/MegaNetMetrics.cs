@@ -102,6 +102,24 @@ public static class MegaNetMetrics
     /// held up by something else (it once deleted old commit files, 8-9 ms every 64 commits) shows only here.</summary>
     public static readonly Histogram<double> StorePutLatency = Milliseconds("meganet.store.put_latency", "Store put latency per call, arrival to answer (waiting for the committer included)");
 
+    /// <summary>Puts and acks per store group: the items one write-ahead-log commit carries.</summary>
+    public static readonly Histogram<int> StoreGroupSize = Meter.CreateHistogram("meganet.store.group_size", "{item}", "Puts and acks per store group commit",
+        tags: null, advice: new InstrumentAdvice<int> { HistogramBucketBoundaries = BatchSizeBuckets });
+
+    /// <summary>Milliseconds of the store's prepare stage per group (duplicate, quota and sequence decisions, the log
+    /// records), on the committer's thread, one group at a time.</summary>
+    public static readonly Histogram<double> StorePrepareDuration = Milliseconds("meganet.store.prepare_duration", "Store prepare stage per group (decisions, log records)");
+
+    /// <summary>Milliseconds of each group's write-ahead-log commit, from its start to the commit record known written.
+    /// Two groups may be in flight, so one group's commit overlaps the next one's prepare.</summary>
+    public static readonly Histogram<double> StoreLogCommitDuration = Milliseconds("meganet.store.log_commit_duration", "Store write-ahead log commit per group");
+
+    /// <summary>Milliseconds of the store's apply stage per group, its own work only (table writes, leaf hashes,
+    /// mailbox indexes, tree and signed head, receipts), not its wait for the commit. Groups are applied one at a time:
+    /// when these times add up to nearly a second each second, the apply stage bounds the store's rate, whatever the
+    /// cores.</summary>
+    public static readonly Histogram<double> StoreApplyDuration = Milliseconds("meganet.store.apply_duration", "Store apply stage per group (table, indexes, tree, receipts)");
+
     /// <summary>Store checkpoint cycle duration in milliseconds.</summary>
     public static readonly Histogram<double> StoreCheckpointDuration = Milliseconds("meganet.store.checkpoint_duration", "Store checkpoint cycle duration (sweep, compaction, table checkpoint, log truncation)");
 
