@@ -583,7 +583,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
 
     // FASTER reports a commit done once it has asked for the record to be written, which cannot fail from its side (a
     // full tmpfs once left an empty record behind a successful CommitAsync with FASTER's own files). Check that this
-    // commit's record was written before acknowledging anything (by its number: with two groups in flight the newest
+    // commit's record was written before acknowledging anything (by its number: with groups in flight the newest
     // record may belong to a commit still being written).
     private async Task CommitAndCheckAsync()
     {
@@ -594,6 +594,11 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
 
         long started = Stopwatch.GetTimestamp();
         (bool success, _, long commitNum) = await _log.CommitStronglyAsync().ConfigureAwait(false);
+        if (_options.AfterCommitForTests is { } held)
+        {
+            await held().ConfigureAwait(false);
+        }
+
         // With the commits in the log FASTER reports one as soon as the log write is durable, and only then calls the
         // commit file: the log's first record, recovery's starting point, may still be on its way. (Only the first
         // commit of a new log ever waits here.)
@@ -1093,8 +1098,8 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     /// The committer: gathers concurrent requests into a group (the group-commit window), prepares it (duplicate, quota
     /// and sequence decisions, log records), starts its commit, and hands it to the apply stage, which waits for the
     /// commit, writes the table and indexes and answers. The next group is prepared while the previous one commits and
-    /// applies, so the two halves of the work run on both cores; at most two groups are in flight. Runs on a thread of
-    /// its own (see <see cref="StartCommitter"/>) and waits synchronously.
+    /// applies, so the two halves of the work run on both cores; at most GroupsInFlight groups (2 by default) are in
+    /// flight. Runs on a thread of its own (see <see cref="StartCommitter"/>) and waits synchronously.
     /// </summary>
     private void CommitLoop()
     {
@@ -1104,6 +1109,8 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         Task applying = Task.CompletedTask;
         int lastGroup = 0, items = 0;
         int maxGroup = _options.MaxGroupForTests > 0 ? _options.MaxGroupForTests : MaxGroup;
+        int groupsInFlight = _options.GroupsInFlight;
+        var inFlight = new Queue<Task>(groupsInFlight);
         // Reused: Prepare and the apply stage copy what they keep, and nothing holds the list past its iteration.
         var group = new List<Request>();
         using var thread = new StageThread();
@@ -1154,9 +1161,15 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
                 MegaNetMetrics.StorePrepareDuration.Record(Stopwatch.GetElapsedTime(preparing).TotalMilliseconds);
                 MegaNetMetrics.StoreGroupSize.Record(items);
                 Task commit = prepared.NeedsCommit ? CommitAndCheckAsync() : Task.CompletedTask;
-                Task previous = applying;
-                applying = ApplyAfterCommitAsync(previous, prepared, commit);
-                thread.Wait(previous);
+                applying = ApplyAfterCommitAsync(applying, prepared, commit);
+                // GroupsInFlight in all, counting the next one to be prepared: with the default 2, this waits for the
+                // group before this one. Groups are answered in order, so waiting for the oldest waits for all before it.
+                inFlight.Enqueue(applying);
+                while (inFlight.Count >= groupsInFlight)
+                {
+                    thread.Wait(inFlight.Dequeue());
+                }
+
                 bool asked = group.Exists(r => r.Checkpoint);
                 if (asked || (_writing is null && CheckpointDue()))
                 {
@@ -1926,7 +1939,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         prepared.NeedsCommit = true;
     }
 
-    // A group's id or recipient list back for a later group (at most a few kept: two groups are in flight at a time).
+    // A group's id or recipient list back for a later group (at most a few kept: a few groups are in flight at a time).
     private void RecycleKeys(List<Key32> keys)
     {
         if (_keyLists.Count < 64)
@@ -2563,8 +2576,8 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     /// <summary>
     /// Lists kept for reuse: the <see cref="PreparedGroup.Accepted"/> lists of applied groups, for the next groups to
     /// fill. At 600-1,000 puts a group while streaming, each was a new array of 60-100 KB (from about 800 puts on the
-    /// large object heap, whose growth starts full collections); at most two groups are in flight, so a few lists serve
-    /// them all.
+    /// large object heap, whose growth starts full collections); at most GroupsInFlight groups (2 by default) are in
+    /// flight, so a few lists serve them all.
     /// </summary>
     private sealed class ListPool<T>
     {

@@ -17,6 +17,14 @@ public sealed class StoreOptions
     public TimeSpan GroupCommitWindow { get; set; } = TimeSpan.FromMilliseconds(1);
 
     /// <summary>
+    /// Groups the store may hold between the start of their prepare and their answer. While one group's write-ahead-log
+    /// commit and apply stage run, the committer prepares and commits the next, up to this many in all; 1 prepares a
+    /// group only once the one before it is answered. Default 2. More lets log commits overlap where the store's round
+    /// trip, not a core, bounds the rate (a many-core machine; docs/store.md); the apply stage stays one group at a time.
+    /// </summary>
+    public int GroupsInFlight { get; set; } = 2;
+
+    /// <summary>
     /// How often the envelope table is checkpointed (and expired mail swept, the table compacted when it has grown, and
     /// the write-ahead log truncated); also done at shutdown. Bounds the log replayed at start. Default 1 minute.
     /// </summary>
@@ -96,6 +104,10 @@ public sealed class StoreOptions
     /// <summary>Tests: a group's commit of the write-ahead log fails (as on a full disk) while it returns true.</summary>
     internal Func<bool>? FailCommitForTests { get; set; }
 
+    /// <summary>Tests: awaited after each group's commit of the write-ahead log, before the group is applied (to hold
+    /// groups in flight). Held before the commit instead, later groups' records would go in an earlier commit.</summary>
+    internal Func<Task>? AfterCommitForTests { get; set; }
+
     /// <summary>Tests: the most puts in one group commit, when above 0 (one request, a slice of a PutManyAsync call, is
     /// never split).</summary>
     internal int MaxGroupForTests { get; set; }
@@ -125,6 +137,11 @@ public sealed class StoreOptions
         if (GroupCommitWindow < TimeSpan.Zero || GroupCommitWindow > TimeSpan.FromSeconds(1))
         {
             throw new ArgumentOutOfRangeException(nameof(GroupCommitWindow), GroupCommitWindow, "GroupCommitWindow must be between 0 and 1 s.");
+        }
+
+        if (GroupsInFlight is < 1 or > 8)
+        {
+            throw new ArgumentOutOfRangeException(nameof(GroupsInFlight), GroupsInFlight, "GroupsInFlight must be 1 to 8.");
         }
 
         if (ShutdownTimeout < TimeSpan.FromSeconds(1) || ShutdownTimeout > TimeSpan.FromHours(1))

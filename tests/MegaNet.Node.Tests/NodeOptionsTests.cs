@@ -14,6 +14,7 @@ public sealed class NodeOptionsTests
         options.Validate();
         Assert.Equal(512, options.StreamWindow);
         Assert.Equal(16_384, options.StoreInFlight);
+        Assert.Equal(2, options.StoreGroupsInFlight);
         Assert.Equal(300, options.StreamIdleSeconds);
         Assert.Equal(3_600, options.SubscriptionLifetimeSeconds);
         Assert.Equal(256, options.ArrivingMessageMiB);
@@ -33,6 +34,8 @@ public sealed class NodeOptionsTests
         { "StreamWindow", o => o.StreamWindow = 65_537 },
         { "StoreInFlight", o => o.StoreInFlight = 0 },
         { "StoreInFlight", o => o.StoreInFlight = (1 << 20) + 1 },
+        { "StoreGroupsInFlight", o => o.StoreGroupsInFlight = 0 },
+        { "StoreGroupsInFlight", o => o.StoreGroupsInFlight = 9 },
         { "StreamIdleSeconds", o => o.StreamIdleSeconds = 0 },
         { "ArrivingMessageMiB", o => o.ArrivingMessageMiB = 127 },
         { "StreamIdleSeconds", o => o.StreamIdleSeconds = 86_401 },

@@ -254,9 +254,10 @@ public sealed class StoreModelTests(ITestOutputHelper output) : IDisposable
     }
 
     [Theory]
-    [InlineData(false)]
-    [InlineData(true)] // checkpoints in the background only: compactions run a step at a time between the owners' groups
-    public async Task Owners_side_by_side_with_checkpoints_between_them_each_see_what_their_own_model_says(bool background)
+    [InlineData(false, 2)]
+    [InlineData(true, 2)] // checkpoints in the background only: compactions run a step at a time between the owners' groups
+    [InlineData(true, 4)] // four groups prepared and committing at once (StoreOptions.GroupsInFlight)
+    public async Task Owners_side_by_side_with_checkpoints_between_them_each_see_what_their_own_model_says(bool background, int groupsInFlight)
     {
         // Four owners, each with three mailboxes of its own, send, replay, acknowledge and list at once (their puts and
         // acks share group commits in the store's pipeline), while checkpoints (sweeps, compactions) are asked for
@@ -265,6 +266,7 @@ public sealed class StoreModelTests(ITestOutputHelper output) : IDisposable
         output.WriteLine($"seed {seed} (MEGANET_TEST_SEED={seed} repeats this run)");
         StoreOptions options = Options(_dirs[0]);
         options.CheckpointInterval = background ? TimeSpan.FromMilliseconds(10) : TimeSpan.FromDays(1);
+        options.GroupsInFlight = groupsInFlight;
         options.MailboxMaxCount = 40;
         options.MailboxMaxBytes = 200_000;
         options.IndexBytesForTests = 4_096;

@@ -13,6 +13,8 @@ public sealed class StoreOptionsTests
         { nameof(StoreOptions.MailboxReportedFromPercent), o => o.MailboxReportedFromPercent = 0 },
         { nameof(StoreOptions.MaxHeldBytes), o => o.MaxHeldBytes = -1 },
         { nameof(StoreOptions.MailboxReportedFromPercent), o => o.MailboxReportedFromPercent = 101 },
+        { nameof(StoreOptions.GroupsInFlight), o => o.GroupsInFlight = 0 },
+        { nameof(StoreOptions.GroupsInFlight), o => o.GroupsInFlight = 9 },
     };
 
     [Fact]
@@ -21,6 +23,7 @@ public sealed class StoreOptionsTests
         StoreOptions options = StoreTestKit.Options(Path.GetTempPath());
         options.Validate();
         Assert.Equal(TimeSpan.FromSeconds(60), options.ShutdownTimeout);
+        Assert.Equal(2, options.GroupsInFlight);
     }
 
     [Theory]

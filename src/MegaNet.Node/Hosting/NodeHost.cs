@@ -79,6 +79,7 @@ public static partial class NodeServiceCollectionExtensions
                 DataDirectory = options.DataDirectory,
                 NodeSecretKey = key.SecretKey,
                 MemoryBudgetBytes = (long)options.StoreMemoryMiB << 20,
+                GroupsInFlight = options.StoreGroupsInFlight,
                 MinFreeDiskBytes = (long)options.StoreMinFreeDiskMiB << 20,
                 MaxHeldBytes = options.StoreMaxBytes,
                 CheckpointLogBytes = (long)options.CheckpointLogMiB << 20,
