@@ -50,7 +50,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     private readonly Channel<Request> _requests = Channel.CreateBounded<Request>(new BoundedChannelOptions(65_536) { SingleReader = true });
     private Task? _committer;
     private readonly object _state = new();
-    private readonly ListPool<(Request Request, int Item, Stored Stored, bool IsNew)> _groupLists = new();
+    private readonly ListPool<(Request Request, int Item, Stored Stored, bool IsNew)> _groupLists = new(4);
     private readonly EnvelopeKv _kv;
     private readonly Dictionary<Key32, Mailbox> _mailboxes = [];
     private readonly MerkleLog _merkle;
@@ -137,10 +137,10 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     private int _retainedIdCount;
     private long _idsForgottenThrough;
 
-    // Committer only (Prepare): the mailbox usage read for one group, and the id and recipient lists of applied groups,
+    // Committer only (Prepare): the mailbox usage read for one group; and the id and recipient lists of applied groups,
     // reused instead of made per group.
     private readonly Dictionary<Key32, (int Count, long Bytes)> _baseUsage = [];
-    private readonly Stack<List<Key32>> _keyLists = new();
+    private readonly ListPool<Key32> _keyLists = new(64);
     private long _generation;
     private long _nextLogIndex;
 
@@ -1822,8 +1822,8 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         _heldForPrepare = heldBefore;
 
         // Kept until the group is applied, then reused (DropAppliedPending).
-        List<Key32> ids = _keyLists.TryPop(out List<Key32>? idList) ? idList : new List<Key32>(items);
-        List<Key32> recipients = _keyLists.TryPop(out List<Key32>? recipientList) ? recipientList : new List<Key32>(items);
+        List<Key32> ids = _keyLists.Rent(items);
+        List<Key32> recipients = _keyLists.Rent(items);
         foreach (Request r in group)
         {
             if (r.Checkpoint)
@@ -1939,16 +1939,6 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         prepared.NeedsCommit = true;
     }
 
-    // A group's id or recipient list back for a later group (at most a few kept: a few groups are in flight at a time).
-    private void RecycleKeys(List<Key32> keys)
-    {
-        if (_keyLists.Count < 64)
-        {
-            keys.Clear();
-            _keyLists.Push(keys);
-        }
-    }
-
     // Forgets the pending usage of groups the apply stage has finished (their effects are in the table and indexes),
     // and the ids of the oldest of them beyond RetainedIds (all of them when forgetAllIds: nothing may be in flight).
     private void DropAppliedPending(bool forgetAllIds = false)
@@ -1965,7 +1955,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
                 }
             }
 
-            RecycleKeys(oldest.Recipients);
+            _keyLists.Return(oldest.Recipients);
             _retainedIds.Enqueue((oldest.Generation, oldest.Ids));
             _retainedIdCount += oldest.Ids.Count;
         }
@@ -1982,7 +1972,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
             }
 
             _idsForgottenThrough = old.Generation;
-            RecycleKeys(old.Ids);
+            _keyLists.Return(old.Ids);
         }
     }
 
@@ -2574,17 +2564,16 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     }
 
     /// <summary>
-    /// Lists kept for reuse: the <see cref="PreparedGroup.Accepted"/> lists of applied groups, for the next groups to
-    /// fill. At 600-1,000 puts a group while streaming, each was a new array of 60-100 KB (from about 800 puts on the
-    /// large object heap, whose growth starts full collections); at most GroupsInFlight groups (2 by default) are in
-    /// flight, so a few lists serve them all.
+    /// Lists kept for reuse, at most <paramref name="kept"/>: the <see cref="PreparedGroup.Accepted"/> lists of applied
+    /// groups (at 600-1,000 puts a group while streaming, each was a new array of 60-100 KB, from about 800 puts on the
+    /// large object heap, whose growth starts full collections; a few groups are in flight, so a few lists serve them),
+    /// and the id and recipient lists the prepare stage keeps until a group is applied.
     /// </summary>
-    private sealed class ListPool<T>
+    private sealed class ListPool<T>(int kept)
     {
-        private const int Kept = 4;
-        private readonly Stack<List<T>> _free = new(Kept);
+        private readonly Stack<List<T>> _free = new(kept);
 
-        /// <summary>An empty list with room for <paramref name="items"/> (the committer's thread).</summary>
+        /// <summary>An empty list with room for <paramref name="items"/>.</summary>
         public List<T> Rent(int items)
         {
             List<T>? list;
@@ -2598,13 +2587,13 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
             return list;
         }
 
-        /// <summary>Takes back a list whose group is answered (the apply stage), emptied so that it holds no requests.</summary>
+        /// <summary>Takes back a list nothing reads any more, emptied so that it holds no references.</summary>
         public void Return(List<T> list)
         {
             list.Clear();
             lock (_free)
             {
-                if (_free.Count < Kept)
+                if (_free.Count < kept)
                 {
                     _free.Push(list);
                 }

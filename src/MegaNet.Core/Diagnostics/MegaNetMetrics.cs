@@ -111,7 +111,8 @@ public static class MegaNetMetrics
     public static readonly Histogram<double> StorePrepareDuration = Milliseconds("meganet.store.prepare_duration", "Store prepare stage per group (decisions, log records)");
 
     /// <summary>Milliseconds of each group's write-ahead-log commit, from its start to the commit record known written.
-    /// Two groups may be in flight, so one group's commit overlaps the next one's prepare.</summary>
+    /// Several groups may be in flight (the store's GroupsInFlight), so one group's commit overlaps the next one's
+    /// prepare.</summary>
     public static readonly Histogram<double> StoreLogCommitDuration = Milliseconds("meganet.store.log_commit_duration", "Store write-ahead log commit per group");
 
     /// <summary>Milliseconds of the store's apply stage per group, its own work only (table writes, leaf hashes,

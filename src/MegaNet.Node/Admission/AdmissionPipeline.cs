@@ -535,6 +535,7 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
         using var batch = new SignatureBatch(Math.Min(_options.MaxBatch, 65_536), Math.Min(_options.MaxBatch, 65_536) * 160);
         bool[] verdicts = new bool[_options.MaxBatch];
         var stores = new List<(Task Task, int Count)>(); // handed to the store, not yet answered, and how many envelopes
+        int storing = 0; // the envelopes of those, kept rather than summed per batch (a list of up to StoreInFlight)
         using var thread = new StageThread();
         Action sweepSuspects = () => suspects.Sweep(Stopwatch.GetTimestamp()); // made once: it runs while idle
         while (WaitForWork())
@@ -646,15 +647,19 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
 
         thread.Wait(Task.WhenAll(stores.Select(s => s.Task)));
 
-        int Storing()
+        // Drops the answered store calls from stores and their envelopes from storing.
+        void DropAnswered()
         {
-            int n = 0;
-            foreach ((Task _, int count) in stores)
+            stores.RemoveAll(s =>
             {
-                n += count;
-            }
+                if (!s.Task.IsCompleted)
+                {
+                    return false;
+                }
 
-            return n;
+                storing -= s.Count;
+                return true;
+            });
         }
 
         // Waits for submissions. While none come, the sites held as forgery suspects are swept every second, and the
@@ -780,11 +785,11 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
                 // batch goes whatever its size when nothing is in flight. (Until 2026-12-04 the bound was four batches:
                 // about 4,000 envelopes while streaming, which at the store's 10-30 ms a batch may cap a many-core
                 // node near the 125,000-200,000/s it carried; docs/performance-log.md.)
-                stores.RemoveAll(s => s.Task.IsCompleted);
-                while (stores.Count > 0 && Storing() + accepted.Count > _options.StoreInFlight)
+                DropAnswered();
+                while (stores.Count > 0 && storing + accepted.Count > _options.StoreInFlight)
                 {
                     thread.Wait(Task.WhenAny(stores.Select(s => s.Task)));
-                    stores.RemoveAll(s => s.Task.IsCompleted);
+                    DropAnswered();
                 }
 
                 foreach (Pending p in accepted)
@@ -792,7 +797,9 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
                     p.HandedToStore = true;
                 }
 
-                stores.Add((StoreAsync(accepted), accepted.Count));
+                int handed = accepted.Count;
+                stores.Add((StoreAsync(accepted), handed));
+                storing += handed;
             }
         }
     }

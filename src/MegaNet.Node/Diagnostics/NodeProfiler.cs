@@ -552,9 +552,9 @@ public static class NodeProfiler
     private static bool IsNode(string commandLine)
     {
         string[] args = commandLine.Split(' ', StringSplitOptions.RemoveEmptyEntries);
-        int program = Array.FindIndex(args, a => Path.GetFileName(a) is "meganet" or "meganet.dll" or "meganet.exe"
-            or "MegaNet.RelayCeiling" or "MegaNet.RelayCeiling.dll" or "MegaNet.RelayCeiling.exe");
-        return program >= 0 && (args[program].Contains("RelayCeiling", StringComparison.Ordinal) || (program + 1 < args.Length && args[program + 1] == "node"));
+        int program = Array.FindIndex(args, a => Path.GetFileName(a) is "meganet" or "meganet.dll" or "meganet.exe");
+        return (program >= 0 && program + 1 < args.Length && args[program + 1] == "node")
+            || args.Any(a => Path.GetFileName(a) is "MegaNet.RelayCeiling" or "MegaNet.RelayCeiling.dll" or "MegaNet.RelayCeiling.exe");
     }
 
     /// <summary>True when <paramref name="pid"/> is a live process, not a thread of one (Linux: /proc/PID/status

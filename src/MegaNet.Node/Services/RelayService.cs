@@ -386,8 +386,8 @@ public sealed class RelayService(
     }
 
     /// <summary>Whether a <c>SubmitStream</c> has gone idle: for the whole idle period it read no request, wrote no
-    /// answer, and had every request it read answered. The reader and the writer each count; a timer compares the counts every quarter of the
-    /// period, so the hot path pays two plain stores per envelope and nothing else.</summary>
+    /// answer, and had every request it read answered. The reader and the writer each count; a timer compares the
+    /// counts every quarter of the period, so the hot path pays two plain stores per envelope and nothing else.</summary>
     private sealed class StreamIdleness(TimeSpan limit)
     {
         private const int QuietTicks = 4;
