@@ -247,7 +247,7 @@ internal sealed partial class EnvelopeKv
         {
             int valueLength = BinaryPrimitives.ReadInt32LittleEndian(bytes[(offset + ValueLengthOffset)..]);
             ReadOnlySpan<byte> key = bytes.Slice(offset + 12, KeyLength);
-            Upsert((char)key[0], key[1..], bytes.Slice(offset + ValueBytesOffset, valueLength));
+            Upsert(_writer, (char)key[0], key[1..], bytes.Slice(offset + ValueBytesOffset, valueLength));
         }
 
         return scan.Live.Count;

@@ -44,6 +44,8 @@ internal sealed partial class EnvelopeKv : IDisposable
     private readonly ConcurrentBag<ClientSession<SpanByte, SpanByte, SpanByte, byte[], Empty, SpanByteFunctions_ByteArrayOutput<Empty>>> _readers = [];
     private readonly SemaphoreSlim _readerSlots = new(Environment.ProcessorCount);
     private readonly List<IDisposable> _allSessions = [];
+    // Sessions of the apply stage's extra writers (see Put with a writer number), made on first use: writer 0 is _writer.
+    private readonly List<ClientSession<SpanByte, SpanByte, SpanByte, byte[], Empty, SpanByteFunctions_ByteArrayOutput<Empty>>> _extraWriters = [];
     // Drives checkpoints (one at a time: the store's committer never overlaps them).
     private ClientSession<SpanByte, SpanByte, SpanByte, byte[], Empty, SpanByteFunctions_ByteArrayOutput<Empty>>? _checkpointer;
     private readonly DirectFileDevice _device;
@@ -208,25 +210,48 @@ internal sealed partial class EnvelopeKv : IDisposable
 
     /// <summary>Writer session only (the store's committer). <paramref name="meta"/> is <see cref="MetaLength"/> bytes
     /// with the expiry (Unix ms) at offset 40, which compaction reads to drop the record once expired.</summary>
-    public void Put(ReadOnlySpan<byte> id, ReadOnlySpan<byte> meta, ReadOnlySpan<byte> envelope)
+    public void Put(ReadOnlySpan<byte> id, ReadOnlySpan<byte> meta, ReadOnlySpan<byte> envelope) => Put(_writer, id, meta, envelope);
+
+    /// <summary>
+    /// <see cref="Put(ReadOnlySpan{byte}, ReadOnlySpan{byte}, ReadOnlySpan{byte})"/> on writer session
+    /// <paramref name="writer"/> (0 is the committer's own): the apply stage writes a large group's records from several
+    /// threads at once, each on a session of its own, since a session serves one thread at a time. Call
+    /// <see cref="EnsureWriters"/> first, from the apply stage.
+    /// </summary>
+    public void Put(int writer, ReadOnlySpan<byte> id, ReadOnlySpan<byte> meta, ReadOnlySpan<byte> envelope) =>
+        Put(writer == 0 ? _writer : _extraWriters[writer - 1], id, meta, envelope);
+
+    /// <summary>Makes writer sessions 1 to <paramref name="count"/> - 1 if they are not there yet (apply stage only, before
+    /// it hands them out).</summary>
+    public void EnsureWriters(int count)
+    {
+        while (_extraWriters.Count < count - 1)
+        {
+            _extraWriters.Add(NewSession());
+        }
+    }
+
+    private void Put(ClientSession<SpanByte, SpanByte, SpanByte, byte[], Empty, SpanByteFunctions_ByteArrayOutput<Empty>> session,
+        ReadOnlySpan<byte> id, ReadOnlySpan<byte> meta, ReadOnlySpan<byte> envelope)
     {
         if (WriteSeparateRecordsForTests)
         {
             // The layout before manifest version 3: the metadata alone, and the bytes under 'B' behind the expiry.
-            Upsert('E', id, meta);
-            Upsert('B', id, meta.Slice(40, 8), envelope);
+            Upsert(session, 'E', id, meta);
+            Upsert(session, 'B', id, meta.Slice(40, 8), envelope);
             return;
         }
 
-        Upsert('E', id, meta, envelope);
+        Upsert(session, 'E', id, meta, envelope);
     }
 
     /// <summary>
-    /// Starts loading into the cache the hash bucket of <paramref name="id"/>'s record, which <see cref="Put"/> and
-    /// <see cref="GetMetaAsync"/> of it read. A bucket lies at a random place in an index larger than the cache, and its
-    /// load was the costliest instruction of an upsert and of a lookup (0.9 and 1.3 % of a streaming node's samples); a
-    /// caller that knows which id comes next fetches its bucket while it does other work. Only a hint: it changes
-    /// nothing, and does nothing where the index was not found.
+    /// Starts loading into the cache the hash bucket of <paramref name="id"/>'s record, which
+    /// <see cref="Put(ReadOnlySpan{byte}, ReadOnlySpan{byte}, ReadOnlySpan{byte})"/> and <see cref="GetMetaAsync"/> of it
+    /// read. A bucket lies at a random place in an index larger than the cache, and its load was the costliest instruction
+    /// of an upsert and of a lookup (0.9 and 1.3 % of a streaming node's samples); a caller that knows which id comes next
+    /// fetches its bucket while it does other work. Only a hint: it changes nothing, and does nothing where the index was
+    /// not found.
     /// </summary>
     public unsafe void Prefetch(ReadOnlySpan<byte> id)
     {
@@ -268,14 +293,15 @@ internal sealed partial class EnvelopeKv : IDisposable
     }
 
     // A record whose value is prefix ‖ envelope, assembled in a pooled buffer (FASTER takes one contiguous value).
-    private void Upsert(char kind, ReadOnlySpan<byte> id, ReadOnlySpan<byte> prefix, ReadOnlySpan<byte> envelope)
+    private void Upsert(ClientSession<SpanByte, SpanByte, SpanByte, byte[], Empty, SpanByteFunctions_ByteArrayOutput<Empty>> session,
+        char kind, ReadOnlySpan<byte> id, ReadOnlySpan<byte> prefix, ReadOnlySpan<byte> envelope)
     {
         byte[] value = System.Buffers.ArrayPool<byte>.Shared.Rent(prefix.Length + envelope.Length);
         try
         {
             prefix.CopyTo(value);
             envelope.CopyTo(value.AsSpan(prefix.Length));
-            Upsert(kind, id, value.AsSpan(0, prefix.Length + envelope.Length));
+            Upsert(session, kind, id, value.AsSpan(0, prefix.Length + envelope.Length));
         }
         finally
         {
@@ -284,10 +310,10 @@ internal sealed partial class EnvelopeKv : IDisposable
     }
 
     /// <summary>Writer session only: drops the envelope bytes and keeps the metadata (an ack); <paramref name="meta"/>
-    /// as for <see cref="Put"/>.</summary>
+    /// as for <see cref="Put(ReadOnlySpan{byte}, ReadOnlySpan{byte}, ReadOnlySpan{byte})"/>.</summary>
     public void DeleteBytes(ReadOnlySpan<byte> id, ReadOnlySpan<byte> meta)
     {
-        Upsert('E', id, meta);
+        Upsert(_writer, 'E', id, meta);
         if (SeparateEnvelopeRecords)
         {
             Delete('B', id);
@@ -458,7 +484,8 @@ internal sealed partial class EnvelopeKv : IDisposable
         id.CopyTo(key[1..]);
     }
 
-    private unsafe void Upsert(char kind, ReadOnlySpan<byte> id, ReadOnlySpan<byte> value)
+    private static unsafe void Upsert(ClientSession<SpanByte, SpanByte, SpanByte, byte[], Empty, SpanByteFunctions_ByteArrayOutput<Empty>> session,
+        char kind, ReadOnlySpan<byte> id, ReadOnlySpan<byte> value)
     {
         Span<byte> keyBytes = stackalloc byte[33];
         MakeKey(keyBytes, kind, id);
@@ -466,10 +493,10 @@ internal sealed partial class EnvelopeKv : IDisposable
         {
             var key = SpanByte.FromFixedSpan(keyBytes);
             var val = SpanByte.FromFixedSpan(value);
-            Status status = _writer.Upsert(ref key, ref val);
+            Status status = session.Upsert(ref key, ref val);
             if (status.IsPending)
             {
-                _writer.CompletePending(wait: true);
+                session.CompletePending(wait: true);
             }
         }
     }

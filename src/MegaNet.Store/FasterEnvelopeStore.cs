@@ -1670,6 +1670,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     /// the interval).</summary>
     internal long BackgroundCheckpointsStarted => Interlocked.Read(ref _backgroundCheckpointsStarted);
 
+    private long _splitApplies;
     private long _backgroundCheckpointsStarted;
 
     /// <summary>Tests: compaction steps run between groups or while idle (not in a checkpoint's pause).</summary>
@@ -2037,25 +2038,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     {
         // The table first, outside the index lock: a reader may see an envelope before its mailbox entry, never an
         // entry without its envelope. Leaf hashes too, so the lock covers only the index and tree updates.
-        Span<byte> meta = stackalloc byte[EnvelopeKv.MetaLength];
-        int leafCount = 0;
-        List<(Request Request, int Item, Stored Stored, bool IsNew)> accepted = prepared.Accepted;
-        for (int i = 0; i < accepted.Count; i++)
-        {
-            (Request r, int item, Stored stored, bool isNew) = accepted[i];
-            if (isNew)
-            {
-                // The next put's index bucket comes into the cache while this one is written.
-                if (i + 1 < accepted.Count && accepted[i + 1].IsNew)
-                {
-                    _kv.Prefetch(accepted[i + 1].Stored.EnvelopeId);
-                }
-
-                EncodeMeta(stored, meta);
-                _kv.Put(stored.EnvelopeId, meta, r.Puts![item]!.Envelope.Span);
-                MerkleTree.LeafHash(stored.EnvelopeId, leafBuffer.AsSpan(leafCount++ * MerkleTree.HashSize, MerkleTree.HashSize));
-            }
-        }
+        int leafCount = WriteTable(prepared.Accepted, leafBuffer);
 
         long size;
         byte[] root;
@@ -2141,6 +2124,88 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
             }
         }
     }
+
+    /// <summary>
+    /// Writes the group's new puts to the table and their leaf hashes, in log order, into <paramref name="leafBuffer"/>;
+    /// returns how many. A group of at least <see cref="ApplyChunkMin"/> new puts for each of two or more writers is
+    /// split among up to <see cref="StoreOptions.ApplyThreads"/> of them, each on a table session of its own: the apply
+    /// stage is one group at a time, and on a many-core machine its table writes and hashes need not be.
+    /// </summary>
+    private int WriteTable(List<(Request Request, int Item, Stored Stored, bool IsNew)> accepted, byte[] leafBuffer)
+    {
+        int fresh = 0;
+        foreach ((Request _, int _, Stored _, bool isNew) in accepted)
+        {
+            fresh += isNew ? 1 : 0;
+        }
+
+        int writers = Math.Min(_options.ApplyThreads, fresh / ApplyChunkMin);
+        if (writers <= 1)
+        {
+            WriteRange(0, accepted, 0, accepted.Count, leafBuffer, 0);
+            return fresh;
+        }
+
+        // Contiguous ranges of about as many items each; a range's leaves follow the new puts of the ranges before it.
+        var ranges = new (int Start, int End, int FirstLeaf)[writers];
+        int leaf = 0;
+        for (int w = 0, start = 0; w < writers; w++)
+        {
+            int end = (int)((long)accepted.Count * (w + 1) / writers);
+            ranges[w] = (start, end, leaf);
+            for (int i = start; i < end; i++)
+            {
+                leaf += accepted[i].IsNew ? 1 : 0;
+            }
+
+            start = end;
+        }
+
+        _kv.EnsureWriters(writers);
+        try
+        {
+            Parallel.For(0, writers, new ParallelOptions { MaxDegreeOfParallelism = writers }, w =>
+                WriteRange(w, accepted, ranges[w].Start, ranges[w].End, leafBuffer, ranges[w].FirstLeaf));
+        }
+        catch (AggregateException e) when (e.InnerExceptions.Count > 0)
+        {
+            // The failure itself (a full disk names its device), as a single writer would have thrown it.
+            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(e.InnerExceptions[0]);
+        }
+
+        Interlocked.Increment(ref _splitApplies);
+        return fresh;
+    }
+
+    // Items [start, end) of a group on table writer session `writer`; the new puts' leaf hashes from `firstLeaf` on.
+    private void WriteRange(int writer, List<(Request Request, int Item, Stored Stored, bool IsNew)> accepted, int start, int end, byte[] leafBuffer, int firstLeaf)
+    {
+        Span<byte> meta = stackalloc byte[EnvelopeKv.MetaLength];
+        int leaf = firstLeaf;
+        for (int i = start; i < end; i++)
+        {
+            (Request r, int item, Stored stored, bool isNew) = accepted[i];
+            if (isNew)
+            {
+                // The next put's index bucket comes into the cache while this one is written.
+                if (i + 1 < end && accepted[i + 1].IsNew)
+                {
+                    _kv.Prefetch(accepted[i + 1].Stored.EnvelopeId);
+                }
+
+                EncodeMeta(stored, meta);
+                _kv.Put(writer, stored.EnvelopeId, meta, r.Puts![item]!.Envelope.Span);
+                MerkleTree.LeafHash(stored.EnvelopeId, leafBuffer.AsSpan(leaf++ * MerkleTree.HashSize, MerkleTree.HashSize));
+            }
+        }
+    }
+
+    /// <summary>New puts each of the apply stage's table writers takes at least (<see cref="StoreOptions.ApplyThreads"/>):
+    /// below that a hand-off to another thread costs about what it saves.</summary>
+    internal const int ApplyChunkMin = 256;
+
+    /// <summary>Tests: groups whose table writes were split among writers.</summary>
+    internal long SplitAppliesForTests => Interlocked.Read(ref _splitApplies);
 
     /// <summary>
     /// The mailbox sequence number of the put at <paramref name="logIndex"/>: one past it, so sequence numbers grow

@@ -25,6 +25,14 @@ public sealed class StoreOptions
     public int GroupsInFlight { get; set; } = 2;
 
     /// <summary>
+    /// Threads the apply stage may write a group's envelope records and hash its leaves on, each with a table session of
+    /// its own; a group is split only where each takes at least 256 new puts. Default 1: the apply stage is one group at a
+    /// time, and where it is the store's limit (a many-core machine; docs/store.md) more lets its table writes spread.
+    /// The tree, the mailbox indexes and the answers stay on one thread, in log order.
+    /// </summary>
+    public int ApplyThreads { get; set; } = 1;
+
+    /// <summary>
     /// How often the envelope table is checkpointed (and expired mail swept, the table compacted when it has grown, and
     /// the write-ahead log truncated); also done at shutdown. Bounds the log replayed at start. Default 1 minute.
     /// </summary>
@@ -142,6 +150,11 @@ public sealed class StoreOptions
         if (GroupsInFlight is < 1 or > 8)
         {
             throw new ArgumentOutOfRangeException(nameof(GroupsInFlight), GroupsInFlight, "GroupsInFlight must be 1 to 8.");
+        }
+
+        if (ApplyThreads is < 1 or > 8)
+        {
+            throw new ArgumentOutOfRangeException(nameof(ApplyThreads), ApplyThreads, "ApplyThreads must be 1 to 8.");
         }
 
         if (ShutdownTimeout < TimeSpan.FromSeconds(1) || ShutdownTimeout > TimeSpan.FromHours(1))

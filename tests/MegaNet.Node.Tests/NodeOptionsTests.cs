@@ -15,6 +15,7 @@ public sealed class NodeOptionsTests
         Assert.Equal(512, options.StreamWindow);
         Assert.Equal(16_384, options.StoreInFlight);
         Assert.Equal(2, options.StoreGroupsInFlight);
+        Assert.Equal(1, options.StoreApplyThreads);
         Assert.Equal(300, options.StreamIdleSeconds);
         Assert.Equal(3_600, options.SubscriptionLifetimeSeconds);
         Assert.Equal(256, options.ArrivingMessageMiB);
@@ -36,6 +37,8 @@ public sealed class NodeOptionsTests
         { "StoreInFlight", o => o.StoreInFlight = (1 << 20) + 1 },
         { "StoreGroupsInFlight", o => o.StoreGroupsInFlight = 0 },
         { "StoreGroupsInFlight", o => o.StoreGroupsInFlight = 9 },
+        { "StoreApplyThreads", o => o.StoreApplyThreads = 0 },
+        { "StoreApplyThreads", o => o.StoreApplyThreads = 9 },
         { "StreamIdleSeconds", o => o.StreamIdleSeconds = 0 },
         { "ArrivingMessageMiB", o => o.ArrivingMessageMiB = 127 },
         { "StreamIdleSeconds", o => o.StreamIdleSeconds = 86_401 },

@@ -15,6 +15,8 @@ public sealed class StoreOptionsTests
         { nameof(StoreOptions.MailboxReportedFromPercent), o => o.MailboxReportedFromPercent = 101 },
         { nameof(StoreOptions.GroupsInFlight), o => o.GroupsInFlight = 0 },
         { nameof(StoreOptions.GroupsInFlight), o => o.GroupsInFlight = 9 },
+        { nameof(StoreOptions.ApplyThreads), o => o.ApplyThreads = 0 },
+        { nameof(StoreOptions.ApplyThreads), o => o.ApplyThreads = 9 },
     };
 
     [Fact]
@@ -24,6 +26,7 @@ public sealed class StoreOptionsTests
         options.Validate();
         Assert.Equal(TimeSpan.FromSeconds(60), options.ShutdownTimeout);
         Assert.Equal(2, options.GroupsInFlight);
+        Assert.Equal(1, options.ApplyThreads);
     }
 
     [Theory]

@@ -80,6 +80,7 @@ public static partial class NodeServiceCollectionExtensions
                 NodeSecretKey = key.SecretKey,
                 MemoryBudgetBytes = (long)options.StoreMemoryMiB << 20,
                 GroupsInFlight = options.StoreGroupsInFlight,
+                ApplyThreads = options.StoreApplyThreads,
                 MinFreeDiskBytes = (long)options.StoreMinFreeDiskMiB << 20,
                 MaxHeldBytes = options.StoreMaxBytes,
                 CheckpointLogBytes = (long)options.CheckpointLogMiB << 20,

@@ -80,6 +80,11 @@ public sealed class NodeOptions
     /// cores wait on the store's round trip; whether it helps there is not measured yet (docs/store.md).</summary>
     public int StoreGroupsInFlight { get; set; } = 2;
 
+    /// <summary>Threads the store's apply stage may write a large group's envelope records and leaf hashes on; see
+    /// <see cref="Store.StoreOptions.ApplyThreads"/>. Default 1, 1 to 8. More spreads the one stage that takes a group at a
+    /// time over cores a many-core machine has idle; whether it helps there is not measured yet (docs/store.md).</summary>
+    public int StoreApplyThreads { get; set; } = 1;
+
     /// <summary>Memory, in MiB, the node lets request messages hold while they are still arriving (the bytes received
     /// of a message not yet whole); one site (an IPv4 address, or an IPv6 /48) may hold a quarter of it. A message that
     /// would go beyond it is refused with RESOURCE_EXHAUSTED + retry-after-ms. Default 256, at least 128 (so that one
@@ -396,6 +401,7 @@ public sealed class NodeOptions
         Check(StreamWindow is >= 1 and <= 65_536, nameof(StreamWindow), "1 to 65,536");
         Check(StoreInFlight is >= 1 and <= 1 << 20, nameof(StoreInFlight), "1 to 1,048,576");
         Check(StoreGroupsInFlight is >= 1 and <= 8, nameof(StoreGroupsInFlight), "1 to 8");
+        Check(StoreApplyThreads is >= 1 and <= 8, nameof(StoreApplyThreads), "1 to 8");
         Check(ArrivingMessageMiB is >= 128 and <= 1 << 20, nameof(ArrivingMessageMiB), "128 to 1,048,576");
         Check(StreamIdleSeconds is >= 1 and <= 86_400, nameof(StreamIdleSeconds), "1 to 86,400 (a day)");
         Check(SubmitRatePerKey > 0, nameof(SubmitRatePerKey), "positive");

@@ -1,0 +1,97 @@
+using MegaNet.Core.Transparency;
+using MegaNet.Store;
+using static MegaNet.Store.Tests.StoreTestKit;
+
+namespace MegaNet.Store.Tests;
+
+/// <summary>
+/// <see cref="StoreOptions.ApplyThreads"/>: a group large enough is written to the table by several writers at once, and
+/// the store keeps what one writer keeps: every envelope readable, log indexes in request order, each leaf where its
+/// inclusion proof says, replays answered with their first receipt, and all of it after a reopen.
+/// </summary>
+public sealed class ApplyThreadsTests : IDisposable
+{
+    private readonly string _dir = NewDirectory();
+    private readonly Random _random = new(47);
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(3)]
+    public async Task A_large_group_split_among_writers_stores_what_one_writer_stores(int applyThreads)
+    {
+        StoreOptions options = Options(_dir);
+        options.CheckpointInterval = TimeSpan.FromHours(1);
+        options.ApplyThreads = applyThreads;
+        // One call of 1,000 puts is one request (PutSlice): held together in one group however slow the machine.
+        options.GroupCommitWindow = TimeSpan.FromMilliseconds(200);
+        byte[][] recipients = [.. Enumerable.Range(0, 4).Select(_ => Bytes(_random, 32))];
+        var earlier = Enumerable.Range(0, 100).Select(i => Put(recipients[i % 4])).ToList();
+        // 900 new puts with every tenth item a replay of an earlier one: the writers' ranges mix both, and 900 new puts
+        // give three writers at least 256 each.
+        var call = new List<PutRequest>();
+        for (int i = 0; i < 1000; i++)
+        {
+            call.Add(i % 10 == 9 ? earlier[i / 10] : Put(recipients[i % 4]));
+        }
+
+        PutReceipt[] first, receipts;
+        SignedTreeHead head;
+        await using (FasterEnvelopeStore store = await FasterEnvelopeStore.OpenAsync(options))
+        {
+            first = [.. (await store.PutManyAsync(earlier)).Select(r => r.Receipt!)];
+            long splitBefore = store.SplitAppliesForTests;
+            receipts = [.. (await store.PutManyAsync(call)).Select(r => r.Receipt ?? throw new InvalidOperationException("a put was refused"))];
+            Assert.Equal(applyThreads > 1 ? 1 : 0, store.SplitAppliesForTests - splitBefore);
+
+            head = store.GetTreeHead();
+            Assert.Equal(1000, head.TreeSize);
+            long next = 100;
+            for (int i = 0; i < call.Count; i++)
+            {
+                if (i % 10 == 9)
+                {
+                    Assert.True(receipts[i].Duplicate, $"item {i} is a replay");
+                    Assert.Equal(first[i / 10].LogIndex, receipts[i].LogIndex);
+                    continue;
+                }
+
+                Assert.False(receipts[i].Duplicate, $"item {i} is new");
+                Assert.Equal(next++, receipts[i].LogIndex);
+            }
+
+            await AssertStored(store, head, recipients, earlier.Concat(call).ToList(), first.Concat(receipts).ToList());
+        }
+
+        // The writers' records are in the table the shutdown checkpoint saved, read back by a store with one writer.
+        options.ApplyThreads = 1;
+        await using FasterEnvelopeStore reopened = await FasterEnvelopeStore.OpenAsync(options);
+        Assert.Equal(head.RootHash, reopened.GetTreeHead().RootHash);
+        await AssertStored(reopened, head, recipients, earlier.Concat(call).ToList(), first.Concat(receipts).ToList());
+    }
+
+    private PutRequest Put(byte[] recipient) => new(Bytes(_random, 200 + _random.Next(200)), recipient, DateTimeOffset.UtcNow.AddDays(1));
+
+    private static async Task AssertStored(FasterEnvelopeStore store, SignedTreeHead head, byte[][] recipients, List<PutRequest> puts, List<PutReceipt> receipts)
+    {
+        var byId = new Dictionary<string, byte[]>();
+        foreach (byte[] recipient in recipients)
+        {
+            MailboxPage page = await store.ListAsync(recipient, 0, 10_000);
+            foreach (MailboxEntry e in page.Entries)
+            {
+                byId[Convert.ToHexString(e.EnvelopeId)] = e.Envelope.ToArray();
+            }
+        }
+
+        Assert.Equal(1000, byId.Count);
+        for (int i = 0; i < puts.Count; i++)
+        {
+            PutReceipt r = receipts[i];
+            Assert.Equal(puts[i].Envelope.ToArray(), byId[Convert.ToHexString(r.EnvelopeId)]);
+            Assert.True(MerkleTree.VerifyInclusion(MerkleTree.LeafHash(r.EnvelopeId), r.LogIndex, head.TreeSize, store.GetInclusionProof(r.LogIndex, head.TreeSize), head.RootHash),
+                $"leaf {r.LogIndex} (item {i}) is not where its proof says");
+        }
+    }
+}
