@@ -71,6 +71,70 @@ public sealed class ApplyThreadsTests : IDisposable
         await AssertStored(reopened, head, recipients, earlier.Concat(call).ToList(), first.Concat(receipts).ToList());
     }
 
+    [Fact]
+    public async Task A_failed_table_write_in_a_split_group_refuses_with_its_reason_and_loses_nothing_acknowledged()
+    {
+        // As TableWriteFailureTests, with each group of 1,000 puts of 1 KB split among three writers: the disk fills
+        // (8 MiB budget: a table page flush every few hundred puts), and the store refuses from the first failed write.
+        bool failing = false;
+        StoreOptions options = Options(_dir);
+        options.CheckpointInterval = TimeSpan.FromHours(1);
+        options.ShutdownTimeout = TimeSpan.FromSeconds(5);
+        options.ApplyThreads = 3;
+        byte[][] recipients = [.. Enumerable.Range(0, 8).Select(_ => Bytes(_random, 32))];
+        var acknowledged = new List<PutReceipt>();
+        string? refusal = null;
+        FasterEnvelopeStore store = await FasterEnvelopeStore.OpenAsync(options);
+        try
+        {
+            store.FailTableWriteForTests = () => Volatile.Read(ref failing);
+            acknowledged.AddRange((await store.PutManyAsync(Calls(1000, recipients))).Select(r => r.Receipt!));
+            Assert.Equal(1, store.SplitAppliesForTests);
+            Volatile.Write(ref failing, true);
+            for (int call = 0; call < 50 && refusal is null; call++)
+            {
+                Task<IReadOnlyList<PutResult>> put = store.PutManyAsync(Calls(1000, recipients)).AsTask();
+                Assert.True(await Task.WhenAny(put, Task.Delay(TimeSpan.FromSeconds(60))) == put, $"call {call} waited 60 s without an answer after a failed table write");
+                try
+                {
+                    acknowledged.AddRange((await put).Select(r => r.Receipt ?? throw new InvalidOperationException($"refused alone: {r.Error}")));
+                }
+                catch (StoreUnavailableException e)
+                {
+                    refusal = e.Message;
+                }
+            }
+
+            Assert.NotNull(refusal);
+            Assert.Contains("envelope table", refusal);
+            Assert.Contains("No space left on device", refusal);
+            Volatile.Write(ref failing, false);
+        }
+        finally
+        {
+            try
+            {
+                await store.DisposeAsync();
+            }
+            catch (StoreUnavailableException)
+            {
+                // Closed without its shutdown checkpoint, as the store was refusing writes; the log replays.
+            }
+        }
+
+        options.ApplyThreads = 1;
+        await using FasterEnvelopeStore reopened = await FasterEnvelopeStore.OpenAsync(options);
+        foreach (PutReceipt r in acknowledged)
+        {
+            Assert.NotNull(await reopened.FindAsync(r.EnvelopeId));
+        }
+
+        Assert.InRange(reopened.TreeSize, acknowledged.Count, acknowledged.Count + 8192);
+    }
+
+    private List<PutRequest> Calls(int count, byte[][] recipients) =>
+        [.. Enumerable.Range(0, count).Select(i => new PutRequest(Bytes(_random, 1000), recipients[i % recipients.Length], DateTimeOffset.UtcNow.AddDays(1)))];
+
     private PutRequest Put(byte[] recipient) => new(Bytes(_random, 200 + _random.Next(200)), recipient, DateTimeOffset.UtcNow.AddDays(1));
 
     private static async Task AssertStored(FasterEnvelopeStore store, SignedTreeHead head, byte[][] recipients, List<PutRequest> puts, List<PutReceipt> receipts)
