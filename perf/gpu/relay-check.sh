@@ -18,11 +18,12 @@
 # admission may have handed to the store unanswered (4,096 is about the four batches that bounded it before
 # 2026-12-04; the default carried more on 16 cores, 2026-12-04, forty-sixth session), and StoreGroupsInFlight how
 # many store groups may be committing at once (default 2), and StoreApplyThreads on how many threads the apply stage
-# may write a large group's table records and leaf hashes (default 1). The default runs: "simd:512
-# simd:512+StoreGroupsInFlight=4 simd:512+StoreApplyThreads=4 nostore-simd:512 bare-simd:512 auto:512
-# auto:512+StoreApplyThreads=4 nostore-auto:512" (with the store's stage times printed, and the ceilings, they tell
-# where the store's round trip goes, whether overlapping commits or a wider apply stage shorten it, and what the rest
-# carries). A window much wider
+# may write a large group's table records and leaf hashes (default 1). The default runs, about 6 minutes: "simd:512
+# simd:512+StoreGroupsInFlight=4 simd:512+StoreApplyThreads=4 simd:512+StoreGroupsInFlight=4+StoreApplyThreads=4
+# nostore-simd:512 bare-simd:512 auto:512 auto:512+StoreGroupsInFlight=4+StoreApplyThreads=4 nostore-auto:512" (with
+# the store's stage times printed, and the ceilings, they tell where the store's round trip goes, whether overlapping
+# commits, a wider apply stage or both shorten it, and what the rest carries; more commits in flight can only help
+# while the apply stage, one group at a time, keeps up). A window much wider
 # than 512 fills the admission queue, and the node then demands proof of work, as it should under load, which the
 # load does not stamp (refused as FailedPrecondition). Works without a GPU for a try (RUNS="simd:512:8").
 # A BACKEND of nostore-NAME or bare-NAME serves perf/MegaNet.RelayCeiling instead of the node, with verifier NAME:
@@ -79,7 +80,7 @@ PY
 # The N seconds of perf/thread-cpu.py's output in which the process kept the most cores busy.
 busiest() { awk '{ for (i = 1; i < NF; i++) if ($i == "total") { print $(i + 1) "\t" $0; break } }' | sort -rn | head -"$1" | cut -f2-; }
 
-for run in ${RUNS:-simd:512 simd:512+StoreGroupsInFlight=4 simd:512+StoreApplyThreads=4 nostore-simd:512 bare-simd:512 auto:512 auto:512+StoreApplyThreads=4 nostore-auto:512}; do
+for run in ${RUNS:-simd:512 simd:512+StoreGroupsInFlight=4 simd:512+StoreApplyThreads=4 simd:512+StoreGroupsInFlight=4+StoreApplyThreads=4 nostore-simd:512 bare-simd:512 auto:512 auto:512+StoreGroupsInFlight=4+StoreApplyThreads=4 nostore-auto:512}; do
   IFS=+ read -r -a parts <<< "$run"
   IFS=: read -r backend window clients connections <<< "${parts[0]}"
   clients=${clients:-16}
