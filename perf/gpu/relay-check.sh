@@ -69,6 +69,15 @@ for line in open(sys.argv[1]):
     groups = sum(i["per_second"] for i in by.get("meganet.store.group_size", []))
     apply_p50 = [float(x.split("=")[1]) for i in by.get("meganet.store.apply_duration", []) for x in i["quantiles"].split(";") if x.startswith("0.5=")]
     busy = f'{groups * apply_p50[0] / 1000:.2f}' if apply_p50 else "-"
+    # Per envelope (median time by median group): the one-group-at-a-time stages' cost, and the rate each alone allows.
+    def p50(name):
+        v = [float(x.split("=")[1]) for i in by.get(name, []) for x in i["quantiles"].split(";") if x.startswith("0.5=")]
+        return v[0] if v else None
+    size = p50("meganet.store.group_size")
+    for stage in ("prepare", "apply"):
+        ms = p50(f"meganet.store.{stage}_duration")
+        if size and ms:
+            busy += f'; {stage} {ms * 1000 / size:.2f} µs an envelope (alone {size / ms * 1000:,.0f}/s)'
     print(f'accepted {accepted:,.0f}/s, queue {pick("meganet.admission.queue_depth")}; admission latency ms {pick("meganet.admission.latency")}; '
           f'batch {pick("meganet.verify.batch_size")}, batch ms {pick("meganet.verify.batch_duration")}; '
           f'store put ms {pick("meganet.store.put_latency")}, commit ms {pick("meganet.store.commit_latency")}; '
