@@ -293,7 +293,7 @@ internal sealed partial class EnvelopeKv : IDisposable
     }
 
     // A record whose value is prefix ‖ envelope, assembled in a pooled buffer (FASTER takes one contiguous value).
-    private void Upsert(ClientSession<SpanByte, SpanByte, SpanByte, byte[], Empty, SpanByteFunctions_ByteArrayOutput<Empty>> session,
+    private static void Upsert(ClientSession<SpanByte, SpanByte, SpanByte, byte[], Empty, SpanByteFunctions_ByteArrayOutput<Empty>> session,
         char kind, ReadOnlySpan<byte> id, ReadOnlySpan<byte> prefix, ReadOnlySpan<byte> envelope)
     {
         byte[] value = System.Buffers.ArrayPool<byte>.Shared.Rent(prefix.Length + envelope.Length);

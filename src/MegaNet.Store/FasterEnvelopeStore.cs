@@ -2133,6 +2133,12 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     /// </summary>
     private int WriteTable(List<(Request Request, int Item, Stored Stored, bool IsNew)> accepted, byte[] leafBuffer)
     {
+        if (_options.ApplyThreads == 1)
+        {
+            // The default: no count of the new puts first, on the stage that takes one group at a time.
+            return WriteRange(0, accepted, 0, accepted.Count, leafBuffer, 0);
+        }
+
         int fresh = 0;
         foreach ((Request _, int _, Stored _, bool isNew) in accepted)
         {
@@ -2142,8 +2148,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         int writers = Math.Min(_options.ApplyThreads, fresh / ApplyChunkMin);
         if (writers <= 1)
         {
-            WriteRange(0, accepted, 0, accepted.Count, leafBuffer, 0);
-            return fresh;
+            return WriteRange(0, accepted, 0, accepted.Count, leafBuffer, 0);
         }
 
         // Contiguous ranges of about as many items each; a range's leaves follow the new puts of the ranges before it.
@@ -2178,7 +2183,8 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     }
 
     // Items [start, end) of a group on table writer session `writer`; the new puts' leaf hashes from `firstLeaf` on.
-    private void WriteRange(int writer, List<(Request Request, int Item, Stored Stored, bool IsNew)> accepted, int start, int end, byte[] leafBuffer, int firstLeaf)
+    // Returns how many new puts it wrote.
+    private int WriteRange(int writer, List<(Request Request, int Item, Stored Stored, bool IsNew)> accepted, int start, int end, byte[] leafBuffer, int firstLeaf)
     {
         Span<byte> meta = stackalloc byte[EnvelopeKv.MetaLength];
         int leaf = firstLeaf;
@@ -2198,6 +2204,8 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
                 MerkleTree.LeafHash(stored.EnvelopeId, leafBuffer.AsSpan(leaf++ * MerkleTree.HashSize, MerkleTree.HashSize));
             }
         }
+
+        return leaf - firstLeaf;
     }
 
     /// <summary>New puts each of the apply stage's table writers takes at least (<see cref="StoreOptions.ApplyThreads"/>):
