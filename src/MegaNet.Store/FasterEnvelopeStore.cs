@@ -2186,6 +2186,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     // Returns how many new puts it wrote.
     private int WriteRange(int writer, List<(Request Request, int Item, Stored Stored, bool IsNew)> accepted, int start, int end, byte[] leafBuffer, int firstLeaf)
     {
+        TableWriterFaultForTests?.Invoke(writer);
         Span<byte> meta = stackalloc byte[EnvelopeKv.MetaLength];
         int leaf = firstLeaf;
         for (int i = start; i < end; i++)
@@ -2214,6 +2215,10 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
 
     /// <summary>Tests: groups whose table writes were split among writers.</summary>
     internal long SplitAppliesForTests => Interlocked.Read(ref _splitApplies);
+
+    /// <summary>Tests: called with the writer's number as each table writer of the apply stage starts its range, to
+    /// throw there as a failing table would.</summary>
+    internal Action<int>? TableWriterFaultForTests { get; set; }
 
     /// <summary>
     /// The mailbox sequence number of the put at <paramref name="logIndex"/>: one past it, so sequence numbers grow

@@ -132,6 +132,58 @@ public sealed class ApplyThreadsTests : IDisposable
         Assert.InRange(reopened.TreeSize, acknowledged.Count, acknowledged.Count + 8192);
     }
 
+    [Fact]
+    public async Task A_writer_that_throws_refuses_the_group_with_its_own_exception_and_a_reopen_keeps_the_committed_group()
+    {
+        StoreOptions options = Options(_dir);
+        options.CheckpointInterval = TimeSpan.FromHours(1);
+        options.ShutdownTimeout = TimeSpan.FromSeconds(5);
+        options.ApplyThreads = 3;
+        options.GroupCommitWindow = TimeSpan.FromMilliseconds(200);
+        byte[][] recipients = [.. Enumerable.Range(0, 4).Select(_ => Bytes(_random, 32))];
+        List<PutRequest> acknowledgedCall = Calls(1000, recipients), refusedCall = Calls(1000, recipients);
+        var thrown = new IOException("table writer 2 failed");
+        StoreUnavailableException refusal;
+        FasterEnvelopeStore store = await FasterEnvelopeStore.OpenAsync(options);
+        try
+        {
+            Assert.All(await store.PutManyAsync(acknowledgedCall), r => Assert.NotNull(r.Receipt));
+            Assert.Equal(1, store.SplitAppliesForTests);
+            store.TableWriterFaultForTests = writer =>
+            {
+                if (writer == 2)
+                {
+                    throw thrown;
+                }
+            };
+            refusal = await Assert.ThrowsAsync<StoreUnavailableException>(async () => await store.PutManyAsync(refusedCall));
+        }
+        finally
+        {
+            try
+            {
+                await store.DisposeAsync();
+            }
+            catch (StoreUnavailableException)
+            {
+                // Closed without its shutdown checkpoint, as the store was refusing writes; the log replays.
+            }
+        }
+
+        // The writer's exception itself, as one writer would have thrown it, not the parallel loop's AggregateException.
+        Assert.Same(thrown, refusal.InnerException);
+        Assert.Contains("table writer 2 failed", refusal.Message);
+        Assert.DoesNotContain("One or more errors", refusal.Message);
+
+        // The refused group was committed before its apply failed: a reopen replays it, and a resend gets its receipts.
+        options.ApplyThreads = 1;
+        await using FasterEnvelopeStore reopened = await FasterEnvelopeStore.OpenAsync(options);
+        Assert.Equal(2000, reopened.TreeSize);
+        IReadOnlyList<PutResult> first = await reopened.PutManyAsync(acknowledgedCall), resent = await reopened.PutManyAsync(refusedCall);
+        Assert.All(first.Concat(resent), r => Assert.True(r.Receipt?.Duplicate, $"refused: {r.Error}"));
+        Assert.Equal(Enumerable.Range(1000, 1000).Select(i => (long)i), resent.Select(r => r.Receipt!.LogIndex));
+    }
+
     private List<PutRequest> Calls(int count, byte[][] recipients) =>
         [.. Enumerable.Range(0, count).Select(i => new PutRequest(Bytes(_random, 1000), recipients[i % recipients.Length], DateTimeOffset.UtcNow.AddDays(1)))];
 
