@@ -181,6 +181,33 @@ public sealed class AdmissionLimitsTests
         Assert.Equal(0, admission.PowBitsRequired);
     }
 
+    /// <summary>A store that cannot commit refuses every envelope UNAVAILABLE, and nothing more: each refused envelope's
+    /// buffer once stayed in the held bytes, so an idle node demanded proof of work after three 64 KiB-class envelopes
+    /// and then called its queue full (found in review, 2026-12-04).</summary>
+    [Fact]
+    public async Task Envelopes_a_failing_store_refuses_leave_nothing_held_and_raise_no_work_demand()
+    {
+        using IBatchVerifier simd = VerifierCatalog.Create().Create("simd", new VerifierOptions { Threads = 1 });
+        var store = new HeldStore { FailWith = new MegaNet.Store.StoreUnavailableException("the device failed") };
+        store.Commit();
+        var options = new NodeOptions { QueueCapacity = 1000, QueueMaxMiB = 1, PowMaxBits = 8, FlushMicroseconds = 0 };
+        await using var admission = new AdmissionPipeline(simd, store, options, TimeProvider.System, NullLogger<AdmissionPipeline>.Instance);
+        using Identity recipient = Identity.Create();
+        byte[] content = new byte[60_000];
+        for (int i = 0; i < 12; i++)
+        {
+            using Identity sender = Identity.Create();
+            content[0] = (byte)i;
+            Envelope envelope = EnvelopeFormat.Seal(sender, recipient.Card, content, "application/octet-stream", null, DateTimeOffset.UtcNow.AddDays(1));
+            RpcException refused = await Assert.ThrowsAsync<RpcException>(() => admission.SubmitAsync(envelope, null, CancellationToken.None).WaitAsync(TimeSpan.FromMinutes(1)));
+            Assert.True(refused.StatusCode == StatusCode.Unavailable, $"envelope {i}: {refused.StatusCode} {refused.Status.Detail}");
+            Assert.Equal(0, admission.HeldBytes);
+            Assert.Equal(0, admission.PowBitsRequired);
+        }
+
+        Assert.Equal(12, store.Puts);
+    }
+
     [Fact]
     public async Task A_sending_keys_bucket_refills_at_its_rate()
     {

@@ -20,11 +20,19 @@ internal sealed class HeldStore : IEnvelopeStore
     /// <summary>Envelopes handed to <see cref="PutManyAsync"/> so far.</summary>
     public int Puts => Volatile.Read(ref _puts);
 
+    /// <summary>When set, every group (after <see cref="Commit"/>) fails with it, as a store that cannot commit.</summary>
+    public Exception? FailWith { get; set; }
+
     public async ValueTask<IReadOnlyList<PutResult>> PutManyAsync(IReadOnlyList<PutRequest> requests, CancellationToken cancellationToken = default)
     {
         Interlocked.Add(ref _puts, requests.Count);
         Requested.TrySetResult(requests);
         await _commit.Task;
+        if (FailWith is { } failure)
+        {
+            throw failure;
+        }
+
         var head = new SignedTreeHead(requests.Count, new byte[32], 0, new byte[32], new byte[64]);
         MailArrived?.Invoke(ReadOnlyMemory<byte>.Empty, 0);
         return requests.Select((r, i) => new PutResult(new PutReceipt(r.EnvelopeId.ToArray(), i, (ulong)i + 1, head, Duplicate: false), null)).ToArray();

@@ -912,8 +912,12 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
             LogStoreFailure(e, accepted.Count);
             foreach (Pending p in accepted)
             {
-                // Nothing of the batch was stored: the sender's allowance is for envelopes stored.
+                // Nothing of the batch was stored: the sender's allowance is for envelopes stored. The buffer goes to
+                // the GC, not the pool (a request may still be inside the store), but leaves the held bytes: counted
+                // still, every refused envelope would raise the work demanded and then fill the queue of a node that
+                // holds nothing (found in review, 2026-12-04).
                 ReturnToken(p);
+                p.Abandon();
                 p.TrySetException(StoreFailed(e));
             }
         }
@@ -1067,15 +1071,25 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
         /// <summary>Gives the buffer back to the pool; once nothing reads it any more.</summary>
         public void Release()
         {
-            if (Interlocked.Exchange(ref _buffer, null) is { } buffer)
+            if (Uncount() is { } buffer)
             {
-                if (CountedIn is { } pipeline)
-                {
-                    Interlocked.Add(ref pipeline._heldBytes, -buffer.Length);
-                }
-
                 (buffer.Length <= SmallBuffer ? SmallBuffers : ArrayPool<byte>.Shared).Return(buffer);
             }
+        }
+
+        /// <summary>Leaves the buffer to the GC, where something may still read it (a store that threw), and takes it
+        /// out of the held bytes.</summary>
+        public void Abandon() => Uncount();
+
+        private byte[]? Uncount()
+        {
+            byte[]? buffer = Interlocked.Exchange(ref _buffer, null);
+            if (buffer is not null && CountedIn is { } pipeline)
+            {
+                Interlocked.Add(ref pipeline._heldBytes, -buffer.Length);
+            }
+
+            return buffer;
         }
     }
 
