@@ -6,6 +6,7 @@ using MegaNet.Api;
 using MegaNet.Api.V1;
 using MegaNet.Node.Hosting;
 using MegaNet.Node.Services;
+using Microsoft.Extensions.DependencyInjection;
 
 namespace MegaNet.Node.Tests;
 
@@ -96,6 +97,34 @@ public sealed class ProofGateTests
 
         InclusionProof proof = await other.Relay.GetInclusionProofAsync(request);
         Assert.Empty(proof.Path); // a tree of one leaf
+        node.AssertNoServerErrors();
+    }
+
+    [Fact]
+    public async Task A_site_that_stops_asking_is_forgotten_once_its_budget_refilled_without_another_call()
+    {
+        await using TestNode node = await TestNode.StartAsync();
+        ProofGate gate = node.Services.GetRequiredService<ProofGate>();
+        using var client = new MegaNetClient(node.Address, localAddress: IPAddress.Parse("127.0.0.9"));
+        await client.Relay.SubmitAsync(new SubmitRequest { Envelope = AdmissionBatchingTests.Seal(1)[0] });
+        var request = new InclusionProofRequest { LeafIndex = 0, TreeSize = 1 };
+
+        // Half the burst: 2.5 s of the site's rate to refill, so it is remembered when the calls end.
+        for (int wave = 0; wave < ProofGate.Burst / 200; wave++)
+        {
+            await Task.WhenAll(Enumerable.Range(0, 100).Select(_ => client.Relay.GetInclusionProofAsync(request).ResponseAsync));
+        }
+
+        Assert.Equal(1, gate.Sites);
+        // No call comes after them: the node's own sweep (every second) forgets the site, where protocol.md says it keeps
+        // a site only while it owes. Before, a site was forgotten only when a later call, from anyone, swept the table.
+        var waited = Stopwatch.StartNew();
+        while (gate.Sites > 0 && waited.Elapsed < TimeSpan.FromSeconds(30))
+        {
+            await Task.Delay(100);
+        }
+
+        Assert.Equal(0, gate.Sites);
         node.AssertNoServerErrors();
     }
 }

@@ -103,7 +103,7 @@ public static partial class NodeServiceCollectionExtensions
         services.TryAddSingleton<StoreDamage>();
         services.TryAddSingleton(sp => new DelegatedVerificationGate(sp.GetRequiredService<NodeVerifiers>().Delegated, ownsVerifier: false));
         services.TryAddSingleton(_ => new ProofGate());
-        services.AddHostedService(sp => new SiteSweeper(sp.GetRequiredService<MailboxAuthenticator>(), sp.GetRequiredService<DelegatedVerificationGate>(),
+        services.AddHostedService(sp => new SiteSweeper(sp.GetRequiredService<MailboxAuthenticator>(), sp.GetRequiredService<DelegatedVerificationGate>(), sp.GetRequiredService<ProofGate>(),
             sp.GetRequiredService<ILoggerFactory>().CreateLogger("MegaNet.Node")));
         services.TryAddSingleton(sp => new RequestMessageGuard(options, sp.GetRequiredService<TimeProvider>()));
         services.AddGrpc(o =>

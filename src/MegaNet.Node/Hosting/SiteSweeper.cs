@@ -6,8 +6,8 @@ using Microsoft.Extensions.Logging;
 namespace MegaNet.Node.Hosting;
 
 /// <summary>
-/// Every second, has the tables that remember client sites (mailbox authentication, delegated verification) forget
-/// what expired. They sweep themselves on each call; on a node that gets no more calls, an address seen once stayed in
+/// Every second, has the tables that remember client sites (mailbox authentication, delegated verification, log proofs)
+/// forget what expired. They sweep themselves on each call; on a node that gets no more calls, an address seen once stayed in
 /// memory for good, where docs/protocol.md says how long each is kept. (The admission batcher sweeps its own table
 /// while idle.)
 /// </summary>
@@ -24,9 +24,9 @@ internal sealed partial class SiteSweeper : BackgroundService
     private readonly TimeSpan _interval;
     private readonly HashSet<string>[] _logged;
 
-    /// <summary>Sweeps the node's two site tables every second, logging to <paramref name="logger"/>.</summary>
-    public SiteSweeper(MailboxAuthenticator authenticator, DelegatedVerificationGate verifyGate, ILogger logger)
-        : this([("mailbox authentication", authenticator.Sweep), ("delegated verification", verifyGate.Sweep)], logger, TimeSpan.FromSeconds(1))
+    /// <summary>Sweeps the node's three site tables every second, logging to <paramref name="logger"/>.</summary>
+    public SiteSweeper(MailboxAuthenticator authenticator, DelegatedVerificationGate verifyGate, ProofGate proofGate, ILogger logger)
+        : this([("mailbox authentication", authenticator.Sweep), ("delegated verification", verifyGate.Sweep), ("log proof", proofGate.Sweep)], logger, TimeSpan.FromSeconds(1))
     {
     }
 

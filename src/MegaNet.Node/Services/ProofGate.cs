@@ -112,6 +112,17 @@ public sealed class ProofGate : IDisposable
             NodeRefusals.Trailers(retryAfterMs));
     }
 
+    /// <summary>Forgets the sites whose budget is whole again. <see cref="Take"/> does so on each call; the node's
+    /// <see cref="SiteSweeper"/> calls this every second, so a site that asked for one proof is not remembered until
+    /// someone else asks for one (docs/protocol.md says how long a relay keeps a site).</summary>
+    public void Sweep()
+    {
+        lock (_lock)
+        {
+            _sites.Sweep(Stopwatch.GetTimestamp());
+        }
+    }
+
     /// <inheritdoc/>
     public void Dispose() => _slots.Dispose();
 
