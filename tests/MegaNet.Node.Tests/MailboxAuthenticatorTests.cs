@@ -152,6 +152,36 @@ public sealed class MailboxAuthenticatorTests : IDisposable
     }
 
     [Fact]
+    public void Checks_begun_at_once_from_a_new_site_stop_at_its_burst_and_a_valid_one_leaves_no_trace()
+    {
+        // A site with no failure held had nothing to reserve from: every check begun before the first failed one
+        // ended was allowed (150 forgeries at once from a fresh address all reached the Ed25519 check).
+        var failures = new AuthFailures();
+        var fresh = new ClientAddress(0, 7);
+        long now = 1_000 * System.Diagnostics.Stopwatch.Frequency;
+        for (int i = 0; i < AuthFailures.Burst; i++)
+        {
+            Assert.True(failures.TryBegin(fresh, now, out bool reserved, out _), $"check {i}");
+            Assert.True(reserved, $"check {i} reserved nothing");
+        }
+
+        Assert.False(failures.TryBegin(fresh, now, out _, out int retryAfterMs));
+        Assert.True(retryAfterMs > 0);
+
+        // A site whose checks all turn out valid is not remembered once they end; one that failed is, for the hold.
+        var honest = new ClientAddress(0, 8);
+        Assert.True(failures.TryBegin(honest, now, out bool honestReserved, out _));
+        failures.Checked(honest, valid: true, honestReserved, now);
+        Assert.Equal(1, failures.Count);
+        var forger = new ClientAddress(0, 9);
+        Assert.True(failures.TryBegin(forger, now, out bool forgerReserved, out _));
+        failures.Checked(forger, valid: false, forgerReserved, now);
+        Assert.Equal(2, failures.Count);
+        failures.Sweep(now + (long)(AuthFailures.Hold.TotalSeconds * System.Diagnostics.Stopwatch.Frequency) + 1);
+        Assert.Equal(0, failures.Count);
+    }
+
+    [Fact]
     public void The_failure_table_is_capped()
     {
         var failures = new AuthFailures(capacity: 4);

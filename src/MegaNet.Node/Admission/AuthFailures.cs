@@ -8,9 +8,9 @@ namespace MegaNet.Node.Admission;
 /// Client sites (an IPv4 address, or an IPv6 /48) whose mailbox authentication failed its signature check within the
 /// last <see cref="Hold"/>, each with a budget of failed checks (<see cref="Burst"/>, then <see cref="FailuresPerSecond"/>
 /// a second). A wrong signature costs the node a full Ed25519 check (~117 µs) and the caller nothing, so without this
-/// one client ran 9,449 of them a second, over a core. Sites with no failure are not in the table and cost nothing;
-/// a site in it takes one from its budget before each check and gets it back when the signature is valid, so
-/// concurrent forgeries cannot overshoot it. Not thread-safe: <see cref="MailboxAuthenticator"/> uses it under its lock.
+/// one client ran 9,449 of them a second, over a core. A site takes one from its budget before each check and gets it
+/// back when the signature is valid, so concurrent forgeries cannot overshoot it; a site whose budget is whole again
+/// after a valid check is forgotten, so sites with no failure are in the table only while their checks run. Not thread-safe: <see cref="MailboxAuthenticator"/> uses it under its lock.
 /// </summary>
 internal sealed class AuthFailures(int capacity = AuthFailures.DefaultCapacity)
 {
@@ -53,7 +53,11 @@ internal sealed class AuthFailures(int capacity = AuthFailures.DefaultCapacity)
         ref SiteBudget e = ref SiteBudget.FindHeld(_entries, site, now);
         if (Unsafe.IsNullRef(ref e))
         {
-            return true;
+            // A site with no failure held gets an entry with a full budget, and reserves from it as a known site does:
+            // with nothing to reserve from, any number of forgeries sent at once from a new site were all checked, past
+            // the burst (found in review, 2026-12-04). A valid signature removes the entry again (Checked).
+            e = ref _entries.GetOrAdd(site, now, out _);
+            e = new SiteBudget { Until = now + HoldTicks, Budget = new TokenCount(Burst, now) };
         }
 
         if (!e.Budget.Available(now, FailuresPerSecond, Burst, out retryAfterMs))
@@ -76,6 +80,14 @@ internal sealed class AuthFailures(int capacity = AuthFailures.DefaultCapacity)
             if (reserved)
             {
                 SiteBudget.GiveBack(_entries, site, Burst);
+            }
+
+            // A whole budget limits no one, and a new failure starts from a whole one: the site need not be kept (a site
+            // that only ever signs validly is remembered only while its checks run).
+            ref SiteBudget e = ref _entries.Find(site);
+            if (!Unsafe.IsNullRef(ref e) && e.Budget.At(now, FailuresPerSecond, Burst) >= Burst)
+            {
+                _entries.Remove(site);
             }
         }
         else
