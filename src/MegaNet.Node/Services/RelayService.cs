@@ -128,7 +128,7 @@ public sealed class RelayService(
         // begins to shut down (then what was read is still answered).
         using var reading = CancellationTokenSource.CreateLinkedTokenSource(context.CancellationToken, lifetime.ApplicationStopping);
         using var writes = new WriteDeadline(context.CancellationToken, lifetime.ApplicationStopping);
-        int answered = 0;
+        long answered = 0;
         Exception? unreadable = null;
         bool gone = false;
         ClientAddress? source = Source(context);
@@ -405,7 +405,7 @@ public sealed class RelayService(
 
         public void Read() => Volatile.Write(ref _read, _read + 1);
 
-        public void Answered(int answered) => Volatile.Write(ref _answered, answered);
+        public void Answered(long answered) => Volatile.Write(ref _answered, answered);
 
         public void Tick(CancellationTokenSource waiting)
         {
