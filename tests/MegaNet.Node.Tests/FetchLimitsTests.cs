@@ -2,7 +2,9 @@ using System.Security.Cryptography;
 using Google.Protobuf;
 using MegaNet.Api;
 using MegaNet.Api.V1;
+using MegaNet.Node.Hosting;
 using MegaNet.Node.Services;
+using Microsoft.Extensions.DependencyInjection;
 
 namespace MegaNet.Node.Tests;
 
@@ -12,12 +14,13 @@ public sealed class FetchLimitsTests
 {
     private const int Envelopes = 40; // 64 KiB class each: about 2.6 MB, ten pages
 
-    private static async Task<TestNode> StartWithFullMailboxAsync(Identity bob)
+    private static async Task<TestNode> StartWithFullMailboxAsync(Identity bob, Action<NodeOptions>? configure = null)
     {
         TestNode node = await TestNode.StartAsync(o =>
         {
             o.SubmitBurst = 10_000;
             o.StoreMemoryMiB = 32;
+            configure?.Invoke(o);
         });
         using MegaNetClient client = node.Client();
         using Identity alice = Identity.Create();
@@ -68,23 +71,8 @@ public sealed class FetchLimitsTests
         using Identity bob = Identity.Create();
         await using TestNode node = await StartWithFullMailboxAsync(bob);
         using MegaNetClient client = node.Client();
-        using var http = new HttpClient(new SocketsHttpHandler { EnableMultipleHttp2Connections = false, InitialHttp2StreamWindowSize = 65_535 }) { BaseAddress = node.Address };
-        async Task<HttpRequestMessage> FetchRequestAsync()
-        {
-            byte[] body = new FetchRequest { Auth = await client.AuthenticateAsync(bob, MailboxPurpose.Fetch), Limit = 1000 }.ToByteArray();
-            byte[] framed = new byte[5 + body.Length]; // gRPC framing: uncompressed, then the length, big-endian
-            System.Buffers.Binary.BinaryPrimitives.WriteInt32BigEndian(framed.AsSpan(1), body.Length);
-            body.CopyTo(framed, 5);
-            var request = new HttpRequestMessage(HttpMethod.Post, "/meganet.v1.Relay/Fetch")
-            {
-                Version = System.Net.HttpVersion.Version20,
-                VersionPolicy = HttpVersionPolicy.RequestVersionExact,
-                Content = new ByteArrayContent(framed),
-            };
-            request.Content.Headers.ContentType = new System.Net.Http.Headers.MediaTypeHeaderValue("application/grpc");
-            request.Headers.TE.Add(new System.Net.Http.Headers.TransferCodingWithQualityHeaderValue("trailers"));
-            return request;
-        }
+        using HttpClient http = RawHttp(node);
+        Task<HttpRequestMessage> FetchRequestAsync() => RawFetchAsync(client, bob);
 
         var unread = new List<HttpResponseMessage>();
         try
@@ -110,6 +98,110 @@ public sealed class FetchLimitsTests
         }
 
         node.AssertNoServerErrors();
+    }
+
+    /// <summary>Across connections, what unread replies hold is charged to the site and the node
+    /// (<see cref="NodeOptions.UnsentReplyMiB"/>, a quarter per site): past it a Fetch is refused before its
+    /// request is read. Before, 256 connections of 100 unread replies each pinned about 6 GiB from one IPv4 address
+    /// (found in review, 2026-12-04).</summary>
+    [Fact]
+    public async Task Unread_replies_are_held_to_the_sites_share_of_UnsentReplyMiB_and_reading_one_makes_room()
+    {
+        using Identity bob = Identity.Create();
+        await using TestNode node = await StartWithFullMailboxAsync(bob, o => o.UnsentReplyMiB = 16);
+        UnsentReplyGuard guard = node.Services.GetRequiredService<UnsentReplyGuard>();
+        using MegaNetClient client = node.Client();
+        using HttpClient http = RawHttp(node);
+        var unread = new List<HttpResponseMessage>();
+        try
+        {
+            HttpResponseMessage? refused = null;
+            while (refused is null && unread.Count < KestrelStreamsPerConnection - 1)
+            {
+                HttpResponseMessage response = await http.SendAsync(await RawFetchAsync(client, bob), HttpCompletionOption.ResponseHeadersRead);
+                if (response.Headers.Contains("grpc-status"))
+                {
+                    refused = response; // trailers-only: refused before anything was listed
+                }
+                else
+                {
+                    unread.Add(response);
+                }
+            }
+
+            Assert.NotNull(refused);
+            using (refused)
+            {
+                Assert.Equal("8", Assert.Single(refused.Headers.GetValues("grpc-status"))); // RESOURCE_EXHAUSTED
+                Assert.Equal("1000", Assert.Single(refused.Headers.GetValues(NodeRefusals.RetryAfterTrailer)));
+                Assert.Contains("UnsentReplyMiB 16", Uri.UnescapeDataString(Assert.Single(refused.Headers.GetValues("grpc-message"))), StringComparison.Ordinal);
+            }
+
+            // A 4 MiB share: at least as many replies as their full charge fits, at most as many as pages of 64 KiB.
+            Assert.InRange(unread.Count, (int)(guard.SiteBudget / UnsentReplyGuard.MaxReplyBytes), (int)(guard.SiteBudget / (64 << 10)));
+            Assert.InRange(guard.Unsent, 1, guard.SiteBudget);
+
+            // Another site is served meanwhile: the node-wide budget has room.
+            using (var other = new MegaNetClient(node.Address, localAddress: System.Net.IPAddress.Parse("127.0.0.2")))
+            {
+                FetchResponse page = await other.Relay.FetchAsync(new FetchRequest { Auth = await other.AuthenticateAsync(bob, MailboxPurpose.Fetch), Limit = 1000 });
+                Assert.NotEmpty(page.Items);
+            }
+
+            // Reading one reply gives its charge back, and the site's next Fetch is answered.
+            long before = guard.Unsent;
+            Assert.InRange((await unread[0].Content.ReadAsByteArrayAsync()).Length, 5, 5 + FetchPageBytesWithSlack);
+            await Poll.UntilAsync(() => guard.Unsent < before, () => $"{guard.Unsent} bytes still charged");
+            HttpResponseMessage next = await http.SendAsync(await RawFetchAsync(client, bob), HttpCompletionOption.ResponseHeadersRead);
+            unread.Add(next);
+            Assert.False(next.Headers.Contains("grpc-status"), "the Fetch after a reply was read was refused");
+        }
+        finally
+        {
+            unread.ForEach(r => r.Dispose());
+        }
+
+        node.AssertNoServerErrors();
+    }
+
+    [Fact]
+    public async Task A_reply_not_read_within_its_deadline_is_reset_and_its_charge_given_back()
+    {
+        using Identity bob = Identity.Create();
+        await using TestNode node = await StartWithFullMailboxAsync(bob);
+        UnsentReplyGuard guard = node.Services.GetRequiredService<UnsentReplyGuard>();
+        guard.ReadGrace = TimeSpan.FromSeconds(1); // plus 1 s per 64 KiB: about 5 s for a page
+        using MegaNetClient client = node.Client();
+        using HttpClient http = RawHttp(node);
+        using HttpResponseMessage unread = await http.SendAsync(await RawFetchAsync(client, bob), HttpCompletionOption.ResponseHeadersRead);
+        Assert.False(unread.Headers.Contains("grpc-status"));
+        Assert.True(guard.Unsent > 0, "an unread reply is not charged");
+
+        await Poll.UntilAsync(() => guard.Unsent == 0, () => $"{guard.Unsent} bytes still charged");
+        // The stream was reset: what the client had not taken in before is gone, and the read says so.
+        await Assert.ThrowsAnyAsync<Exception>(() => unread.Content.ReadAsByteArrayAsync());
+        node.AssertNoServerErrors();
+    }
+
+    private static HttpClient RawHttp(TestNode node) =>
+        new(new SocketsHttpHandler { EnableMultipleHttp2Connections = false, InitialHttp2StreamWindowSize = 65_535 }) { BaseAddress = node.Address };
+
+    // A Fetch of bob's first page as raw HTTP/2, so that its reply can be left unread.
+    private static async Task<HttpRequestMessage> RawFetchAsync(MegaNetClient client, Identity bob)
+    {
+        byte[] body = new FetchRequest { Auth = await client.AuthenticateAsync(bob, MailboxPurpose.Fetch), Limit = 1000 }.ToByteArray();
+        byte[] framed = new byte[5 + body.Length]; // gRPC framing: uncompressed, then the length, big-endian
+        System.Buffers.Binary.BinaryPrimitives.WriteInt32BigEndian(framed.AsSpan(1), body.Length);
+        body.CopyTo(framed, 5);
+        var request = new HttpRequestMessage(HttpMethod.Post, "/meganet.v1.Relay/Fetch")
+        {
+            Version = System.Net.HttpVersion.Version20,
+            VersionPolicy = HttpVersionPolicy.RequestVersionExact,
+            Content = new ByteArrayContent(framed),
+        };
+        request.Content.Headers.ContentType = new System.Net.Http.Headers.MediaTypeHeaderValue("application/grpc");
+        request.Headers.TE.Add(new System.Net.Http.Headers.TransferCodingWithQualityHeaderValue("trailers"));
+        return request;
     }
 
     // Kestrel's Http2Limits.MaxStreamsPerConnection, which the node leaves as it is.

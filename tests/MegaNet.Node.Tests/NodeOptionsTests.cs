@@ -19,6 +19,7 @@ public sealed class NodeOptionsTests
         Assert.Equal(300, options.StreamIdleSeconds);
         Assert.Equal(3_600, options.SubscriptionLifetimeSeconds);
         Assert.Equal(256, options.ArrivingMessageMiB);
+        Assert.Equal(256, options.UnsentReplyMiB);
         Assert.Equal(256, options.CheckpointLogMiB);
         Assert.Equal("127.0.0.1:7700", options.Listen);
     }
@@ -41,6 +42,8 @@ public sealed class NodeOptionsTests
         { "StoreApplyThreads", o => o.StoreApplyThreads = 9 },
         { "StreamIdleSeconds", o => o.StreamIdleSeconds = 0 },
         { "ArrivingMessageMiB", o => o.ArrivingMessageMiB = 127 },
+        { "UnsentReplyMiB", o => o.UnsentReplyMiB = 15 },
+        { "UnsentReplyMiB", o => o.UnsentReplyMiB = (1 << 20) + 1 },
         { "StreamIdleSeconds", o => o.StreamIdleSeconds = 86_401 },
         { "PowMinBits", o => o.PowMinBits = 17 },
         { "MailboxPowFromPercent", o => o.MailboxPowFromPercent = 100 },

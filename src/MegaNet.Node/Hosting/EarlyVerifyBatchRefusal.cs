@@ -29,16 +29,22 @@ internal sealed class EarlyVerifyBatchRefusal(DelegatedVerificationGate gate)
             && gate.WouldRefuse(ClientAddress.From(context.Connection.RemoteIpAddress), out int retryAfterMs) is var refusal
             && refusal != DelegatedVerificationGate.Refusal.None)
         {
-            HttpResponse response = context.Response;
-            response.StatusCode = StatusCodes.Status200OK;
-            response.ContentType = "application/grpc";
-            response.Headers["grpc-status"] = ((int)StatusCode.ResourceExhausted).ToString(CultureInfo.InvariantCulture);
-            response.Headers["grpc-message"] = PercentEncode(gate.RefusalText(refusal));
-            response.Headers[NodeRefusals.RetryAfterTrailer] = retryAfterMs.ToString(CultureInfo.InvariantCulture);
+            RefuseUnread(context.Response, gate.RefusalText(refusal), retryAfterMs);
             return Task.CompletedTask;
         }
 
         return next(context);
+    }
+
+    /// <summary>Answers a call RESOURCE_EXHAUSTED with <paramref name="text"/> and <c>retry-after-ms</c>, as a gRPC
+    /// trailers-only response, leaving its request's bytes unread.</summary>
+    internal static void RefuseUnread(HttpResponse response, string text, int retryAfterMs)
+    {
+        response.StatusCode = StatusCodes.Status200OK;
+        response.ContentType = "application/grpc";
+        response.Headers["grpc-status"] = ((int)StatusCode.ResourceExhausted).ToString(CultureInfo.InvariantCulture);
+        response.Headers["grpc-message"] = PercentEncode(text);
+        response.Headers[NodeRefusals.RetryAfterTrailer] = retryAfterMs.ToString(CultureInfo.InvariantCulture);
     }
 
     /// <summary>grpc-message's encoding: UTF-8, with every byte outside printable ASCII, and '%', as %XX.</summary>

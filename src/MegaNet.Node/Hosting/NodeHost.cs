@@ -106,6 +106,7 @@ public static partial class NodeServiceCollectionExtensions
         services.AddHostedService(sp => new SiteSweeper(sp.GetRequiredService<MailboxAuthenticator>(), sp.GetRequiredService<DelegatedVerificationGate>(), sp.GetRequiredService<ProofGate>(),
             sp.GetRequiredService<ILoggerFactory>().CreateLogger("MegaNet.Node")));
         services.TryAddSingleton(sp => new RequestMessageGuard(options, sp.GetRequiredService<TimeProvider>()));
+        services.TryAddSingleton(_ => new UnsentReplyGuard(options));
         services.AddGrpc(o =>
         {
             // The largest any method takes; RequestMessageGuard holds each method to its own, smaller, limit.
@@ -269,6 +270,8 @@ public static partial class NodeHost
         EarlyVerifyBatchRefusal? earlyRefusal = null;
         app.Use((HttpContext context, RequestDelegate next) => (earlyRefusal ??= new EarlyVerifyBatchRefusal(app.Services.GetRequiredService<DelegatedVerificationGate>())).InvokeAsync(context, next));
         app.Use(guard.InvokeAsync);
+        // Fetch replies are charged until they have left the node (a client that does not read them held them for good).
+        app.Use(app.Services.GetRequiredService<UnsentReplyGuard>().InvokeAsync);
         app.MapGrpcService<RelayService>();
         app.MapGrpcReflectionService();
         app.MapGrpcHealthChecksService();

@@ -91,6 +91,12 @@ public sealed class NodeOptions
     /// site can send two 16 MiB VerifyBatch requests slowly at once).</summary>
     public int ArrivingMessageMiB { get; set; } = 256;
 
+    /// <summary>Memory, in MiB, the node lets <c>Fetch</c> replies hold until their clients have read them (a reply the
+    /// client does not read stays in the node; HTTP/2 lets it not read); one site (an IPv4 address, or an IPv6 /48) may
+    /// hold a quarter of it. A Fetch that would go beyond it is refused with RESOURCE_EXHAUSTED + retry-after-ms, and a
+    /// reply not read within 10 s plus 1 s per 64 KiB is reset. Default 256, 16 to 1,048,576.</summary>
+    public int UnsentReplyMiB { get; set; } = 256;
+
     /// <summary>Seconds a <c>SubmitStream</c> call may go without a request while every request it sent is answered;
     /// then the node ends it with DEADLINE_EXCEEDED, so an idle stream does not hold its connection (and the client's
     /// connection slot) open for good. Default 300.</summary>
@@ -403,6 +409,7 @@ public sealed class NodeOptions
         Check(StoreGroupsInFlight is >= 1 and <= 8, nameof(StoreGroupsInFlight), "1 to 8");
         Check(StoreApplyThreads is >= 1 and <= 8, nameof(StoreApplyThreads), "1 to 8");
         Check(ArrivingMessageMiB is >= 128 and <= 1 << 20, nameof(ArrivingMessageMiB), "128 to 1,048,576");
+        Check(UnsentReplyMiB is >= 16 and <= 1 << 20, nameof(UnsentReplyMiB), "16 to 1,048,576");
         Check(StreamIdleSeconds is >= 1 and <= 86_400, nameof(StreamIdleSeconds), "1 to 86,400 (a day)");
         Check(SubmitRatePerKey > 0, nameof(SubmitRatePerKey), "positive");
         Check(SubmitBurst >= 1, nameof(SubmitBurst), "at least 1");

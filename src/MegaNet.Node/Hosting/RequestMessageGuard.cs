@@ -45,15 +45,13 @@ internal sealed class RequestMessageGuard(NodeOptions options, TimeProvider cloc
     private static readonly TimeSpan Grace = TimeSpan.FromSeconds(10);
 
     private readonly TimeProvider _clock = clock;
-    private readonly long _budget = (long)options.ArrivingMessageMiB << 20;
-    private readonly Dictionary<ClientAddress, long> _bySite = [];
-    private long _total;
+    private readonly SiteByteBudget _arriving = new((long)options.ArrivingMessageMiB << 20);
 
     /// <summary>Bytes of messages still arriving, node-wide.</summary>
-    public long Arriving => Interlocked.Read(ref _total);
+    public long Arriving => _arriving.Held;
 
     /// <summary>The most the messages still arriving from one site may hold: a quarter of the budget.</summary>
-    public long SiteBudget => _budget / 4;
+    public long SiteBudget => _arriving.SiteBudget;
 
     /// <summary>Runs <paramref name="next"/> with a guarded request body when the request is a gRPC call.</summary>
     public async Task InvokeAsync(HttpContext context, RequestDelegate next)
@@ -92,43 +90,11 @@ internal sealed class RequestMessageGuard(NodeOptions options, TimeProvider cloc
     /// <summary>What messages larger than an envelope (<c>VerifyBatch</c>) may hold node-wide: three quarters of the
     /// budget. The last quarter is kept for messages that carry envelopes, so a few sites stalling 16 MiB messages (a
     /// quarter each) cannot stop everyone's submissions that span more than one read.</summary>
-    public long LargeMessageBudget => _budget / 4 * 3;
+    public long LargeMessageBudget => _arriving.Budget / 4 * 3;
 
-    private bool TryCharge(ClientAddress site, long bytes, bool large)
-    {
-        lock (_bySite)
-        {
-            ref long used = ref System.Runtime.InteropServices.CollectionsMarshal.GetValueRefOrAddDefault(_bySite, site, out _);
-            if (_total + bytes > (large ? LargeMessageBudget : _budget) || used + bytes > SiteBudget)
-            {
-                if (used == 0)
-                {
-                    _bySite.Remove(site);
-                }
+    private bool TryCharge(ClientAddress site, long bytes, bool large) => _arriving.TryCharge(site, bytes, large ? LargeMessageBudget : _arriving.Budget);
 
-                return false;
-            }
-
-            used += bytes;
-            Interlocked.Add(ref _total, bytes);
-            return true;
-        }
-    }
-
-    private void Release(ClientAddress site, long bytes)
-    {
-        lock (_bySite)
-        {
-            ref long used = ref System.Runtime.InteropServices.CollectionsMarshal.GetValueRefOrNullRef(_bySite, site);
-            used -= bytes;
-            if (used == 0)
-            {
-                _bySite.Remove(site);
-            }
-
-            Interlocked.Add(ref _total, -bytes);
-        }
-    }
+    private void Release(ClientAddress site, long bytes) => _arriving.Release(site, bytes);
 
     /// <summary>
     /// The request body as Grpc.AspNetCore reads it, watching each message's prefix as it goes by. Offsets are counted
@@ -370,7 +336,7 @@ internal sealed class RequestMessageGuard(NodeOptions options, TimeProvider cloc
                 inner.AdvanceTo(buffer.Start, buffer.End); // as in Inspect
                 throw new RpcException(
                     new Status(StatusCode.ResourceExhausted, string.Create(CultureInfo.InvariantCulture,
-                        $"The node is receiving too many large messages at once (ArrivingMessageMiB {guard._budget >> 20}, a quarter of it per network address{(limit > EnvelopeMessageBytes ? ", three quarters of it for VerifyBatch" : string.Empty)}); this one ({_arrivingLength:N0} bytes) was refused while it arrived. Retry in a moment, or send smaller requests.")),
+                        $"The node is receiving too many large messages at once (ArrivingMessageMiB {guard._arriving.Budget >> 20}, a quarter of it per network address{(limit > EnvelopeMessageBytes ? ", three quarters of it for VerifyBatch" : string.Empty)}); this one ({_arrivingLength:N0} bytes) was refused while it arrived. Retry in a moment, or send smaller requests.")),
                     NodeRefusals.Trailers(1000));
             }
         }

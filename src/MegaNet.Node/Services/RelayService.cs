@@ -54,7 +54,8 @@ public sealed class RelayService(
     /// the streams a connection may hold open (Kestrel's 100) times the connections. With pages of up to 1,000
     /// envelopes of the 64 KiB class a reply pinned ~68 MB; at 1 MiB, 100 unread replies on one connection pinned
     /// 100 MiB (measured); now they pin 25 MiB. (32 streams a connection would make that 8 MiB, but clients that open
-    /// a burst of calls before the node's settings arrive then lose the connection: seen in the tests.)</summary>
+    /// a burst of calls before the node's settings arrive then lose the connection: seen in the tests.) Across
+    /// connections, <see cref="UnsentReplyGuard"/> holds unread replies to <see cref="NodeOptions.UnsentReplyMiB"/>.</summary>
     public const long FetchPageBytes = 256 << 10;
 
     // Envelope bytes one Subscribe reads from the mailbox at a time (at least one envelope).
@@ -460,6 +461,7 @@ public sealed class RelayService(
 
         var response = new FetchResponse { NextCursor = page.NextCursor, WaitingCount = page.WaitingCount, WaitingBytes = page.WaitingBytes };
         response.Items.AddRange(page.Entries.Select(ToItem));
+        UnsentReplyGuard.ReplySize(context.GetHttpContext(), response.CalculateSize());
         return response;
     }
 
