@@ -165,6 +165,25 @@ public sealed class FetchLimitsTests
     }
 
     [Fact]
+    public async Task Replies_read_leave_nothing_charged_an_empty_one_included()
+    {
+        // An empty mailbox's reply is 0 bytes of protobuf: its charge came down to nothing, and giving back nothing
+        // once more failed the call (a stream reset) before the release skipped it.
+        await using TestNode node = await TestNode.StartAsync();
+        UnsentReplyGuard guard = node.Services.GetRequiredService<UnsentReplyGuard>();
+        using MegaNetClient client = node.Client();
+        using Identity nobody = Identity.Create();
+        for (int i = 0; i < 3; i++)
+        {
+            FetchResponse empty = await client.Relay.FetchAsync(new FetchRequest { Auth = await client.AuthenticateAsync(nobody, MailboxPurpose.Fetch) });
+            Assert.Empty(empty.Items);
+        }
+
+        await Poll.UntilAsync(() => guard.Unsent == 0, () => $"{guard.Unsent} bytes still charged");
+        node.AssertNoServerErrors();
+    }
+
+    [Fact]
     public async Task A_reply_not_read_within_its_deadline_is_reset_and_its_charge_given_back()
     {
         using Identity bob = Identity.Create();

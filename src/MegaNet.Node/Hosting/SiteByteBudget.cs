@@ -46,6 +46,12 @@ internal sealed class SiteByteBudget(long budget)
     /// <summary>Gives back <paramref name="bytes"/> that <see cref="TryCharge"/> charged to <paramref name="site"/>.</summary>
     public void Release(ClientAddress site, long bytes)
     {
+        if (bytes == 0)
+        {
+            // Nothing to give back, and the site's entry may be gone already (its charge came down to nothing).
+            return;
+        }
+
         lock (_bySite)
         {
             ref long used = ref System.Runtime.InteropServices.CollectionsMarshal.GetValueRefOrNullRef(_bySite, site);
