@@ -312,6 +312,8 @@ public sealed class ClientCliTests : IDisposable
     [InlineData("x.contacts")]
     [InlineData("x.Parts")]
     [InlineData("x.sending")]
+    [InlineData("x.seen.lock")]
+    [InlineData("x.LOCK")]
     public async Task An_identity_cannot_be_named_like_the_files_kept_beside_it(string name)
     {
         // Creating one is refused, and nothing is written.
@@ -327,6 +329,34 @@ public sealed class ClientCliTests : IDisposable
         AssertExit(await Meganet("listen", "--identity", existing, "--node", NoNode), 1, "cannot be named");
         Assert.Equal(keys, await File.ReadAllBytesAsync(existing));
         Assert.Equal([name], Directory.EnumerateFileSystemEntries(_dir).Select(Path.GetFileName));
+    }
+
+    /// <summary>As the node refuses its node.key: an identity file others can read was used without a word (found in
+    /// review, 2026-12-04). And the folders `id new` makes are owner-only, as the file is (they had the umask's mode, so
+    /// under umask 0 anyone could replace the pinned node ids beside the identity).</summary>
+    [Fact]
+    public async Task An_identity_others_can_read_is_refused_and_new_folders_are_owner_only()
+    {
+        if (OperatingSystem.IsWindows())
+        {
+            return; // access lists, not modes
+        }
+
+        string path = Path.Combine(_dir, "deep", "er", "me.json");
+        AssertExit(await Meganet("id", "new", "--identity", path), 0);
+        Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute, File.GetUnixFileMode(Path.Combine(_dir, "deep")));
+        Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute, File.GetUnixFileMode(Path.Combine(_dir, "deep", "er")));
+
+        File.SetUnixFileMode(path, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.GroupRead | UnixFileMode.OtherRead);
+        Result loose = await Meganet("id", "show", "--identity", path);
+        AssertExit(loose, 1, "is accessible to other users (mode 644)");
+        Assert.Contains($"chmod 600 {path}", loose.Stderr, StringComparison.Ordinal);
+        AssertExit(await Meganet("fetch", "--identity", path, "--node", NoNode), 1, "is accessible to other users");
+
+        File.SetUnixFileMode(path, UnixFileMode.UserRead | UnixFileMode.UserWrite);
+        Result shown = await Meganet("id", "show", "--identity", path);
+        AssertExit(shown, 0);
+        Assert.StartsWith("mn1", shown.Stdout.Trim(), StringComparison.Ordinal);
     }
 
     [Fact]

@@ -85,6 +85,10 @@ public sealed class ContactsTests : IDisposable
         AssertExit(await Meganet("contact", "add", "carol", typo, "-i", alice), 1, "card: The contact card is damaged");
         AssertExit(await Meganet("contact", "remove", "carol", "-i", alice), 1, "No contact named 'carol'");
         AssertExit(await Meganet("contact", "list", "-i", Path.Combine(_dir, "x.contacts")), 1, "cannot be named");
+        // Beside no identity (a mistyped --identity): refused, and no contacts file is made (it was, and the mistake
+        // showed only when 'send --to' found no such contact).
+        AssertExit(await Meganet("contact", "add", "carol", carol.ToString(), "-i", Path.Combine(_dir, "alcie.json")), 1, "No identity at");
+        Assert.False(File.Exists(Path.Combine(_dir, "alcie.contacts")));
 
         // The same again changes nothing; the file is its owner's alone.
         AssertExit(await Meganet("contact", "add", "bob", bob.ToString(), "-i", alice), 0, "already saved so in");

@@ -33,6 +33,15 @@ public sealed class SaveFilesTests : IDisposable
     [InlineData("", "file")]
     [InlineData("a\u001b]0;title\u0007b\u202etxt.exe", "a_]0;title_b_txt.exe")]
     [InlineData("line\nbreak", "line_break")]
+    [InlineData("bob.contacts", "bob.contacts_")]
+    [InlineData("bob.SEEN", "bob.SEEN_")]
+    [InlineData("bob.seen.lock", "bob.seen.lock_")]
+    [InlineData("bob.parts", "bob.parts_")]
+    [InlineData("bob.sending", "bob.sending_")]
+    [InlineData("known-nodes", "known-nodes_")]
+    [InlineData("Known-Nodes", "Known-Nodes_")]
+    [InlineData("known-nodes.txt", "known-nodes.txt")]
+    [InlineData("contacts", "contacts")]
     public void Saved_names_are_one_plain_name(string sent, string saved) => Assert.Equal(saved, Inbox.SavedName(sent));
 
     [Fact]
@@ -105,6 +114,41 @@ public sealed class SaveFilesTests : IDisposable
         Assert.Equal(content, await File.ReadAllBytesAsync(saved));
         Assert.EndsWith(".txt", saved, StringComparison.Ordinal);
         Assert.Contains("acknowledged 1 message(s)", fetched.Stderr, StringComparison.Ordinal);
+        node.AssertNoServerErrors();
+    }
+
+    /// <summary>Saved into the identity's own directory, a stranger's file named like the identity's contacts became
+    /// them (where there were none yet): from the next message on the stranger's mail showed as from a contact, and
+    /// 'send --to' that name went to the stranger (found in review, 2026-12-04).</summary>
+    [Fact]
+    public async Task A_file_named_like_a_side_file_saved_beside_the_identity_is_not_taken_for_it()
+    {
+        await using Mailroom room = await Mailroom.StartAsync(_dir);
+        (TestNode node, string url, MegaNetClient client, Identity alice, Identity bob, string bobPath) = room;
+        string contacts = SideFiles.Of(bobPath, SideFiles.Contacts), identityDir = Path.GetDirectoryName(bobPath)!;
+        Assert.False(File.Exists(contacts));
+        byte[] planted = Encoding.UTF8.GetBytes($"{alice.Card} mum\n");
+        await client.SendAsync(alice, bob.Card, planted, "application/octet-stream", Path.GetFileName(contacts));
+        await client.SendAsync(alice, bob.Card, planted, "application/octet-stream", "known-nodes");
+        await client.SendAsync(alice, bob.Card, Encoding.UTF8.GetBytes("hello"), "text/plain; charset=utf-8");
+
+        Result fetched = await Meganet("fetch", "-i", bobPath, "--node", url, "--json", "--save-files", identityDir, "--ack");
+        Assert.True(fetched.ExitCode == 0, fetched.Stderr);
+        JsonObject[] messages = JsonLines(fetched);
+        Assert.Equal(3, messages.Length);
+        Assert.All(messages, m => Assert.False(m.ContainsKey("sender_name"), $"shown as from a contact: {m.ToJsonString()}"));
+        Assert.Equal(
+            new[] { contacts + "_", Path.Combine(identityDir, "known-nodes_") }.Order(StringComparer.Ordinal),
+            messages.Where(m => m.ContainsKey("saved_as")).Select(m => m["saved_as"]!.GetValue<string>()).Order(StringComparer.Ordinal));
+        Assert.False(File.Exists(contacts));
+        Assert.Equal(planted, await File.ReadAllBytesAsync(contacts + "_"));
+        // The pins fetch makes itself (the node's id, on first contact) are the only ones there.
+        string pins = Path.Combine(identityDir, "known-nodes");
+        Assert.False(File.Exists(pins) && (await File.ReadAllTextAsync(pins)).Contains(alice.Card.ToString(), StringComparison.Ordinal), "a stranger's file was taken for the pinned node ids");
+
+        Result list = await Meganet("contact", "list", "-i", bobPath);
+        Assert.True(list.ExitCode == 0, list.Stderr);
+        Assert.Empty(list.Stdout.Trim());
         node.AssertNoServerErrors();
     }
 

@@ -36,7 +36,9 @@ public static partial class PrivateFile
         string? directory = Path.GetDirectoryName(Path.GetFullPath(path));
         if (directory is not null)
         {
-            Directory.CreateDirectory(directory);
+            // Missing folders owner-only, as the file: with the umask's mode (0755, 0777 under umask 0) anyone could
+            // replace what else the folder holds (an identity's pinned node ids, its contacts).
+            CreateDirectory(directory);
         }
 
         // A name of its own: two writers at once must not write into one temporary file.

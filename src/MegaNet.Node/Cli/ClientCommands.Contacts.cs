@@ -21,6 +21,8 @@ internal static partial class ClientCommands
         {
             string identityPath = parse.GetValue(addIdentity)!;
             ContactCard parsed = ParseCard(parse.GetValue(card)!, "card");
+            // The contacts go beside an identity: a mistyped --identity (or none made yet) put them beside nothing.
+            LoadIdentity(identityPath).Dispose();
             string? saved = null;
             await Contacts.ChangeAsync(identityPath, c => saved = c.Add(parse.GetValue(name)!, parsed, parse.GetValue(force)), ct);
             Console.Error.WriteLine(saved is not null

@@ -1438,8 +1438,19 @@ internal static partial class ClientCommands
             throw new CliException($"No identity at {path}; create one with 'meganet id new' (or pass --identity).");
         }
 
+        // As the node refuses its node.key: whoever can read the file can read the identity's mail and sign as it.
+        if (!OperatingSystem.IsWindows() && File.GetUnixFileMode(path) is var mode && (mode & NotOwnerOnly) != 0)
+        {
+            throw new CliException(
+                $"--identity {path} is accessible to other users (mode {Convert.ToString((int)mode, 8)}): whoever reads it can read this identity's mail and sign as it. " +
+                $"Run chmod 600 {path} (and if others may have read it, make a new identity with 'meganet id new' and give your contacts its card).");
+        }
+
         return Identity.Load(path);
     }
+
+    private const UnixFileMode NotOwnerOnly = UnixFileMode.GroupRead | UnixFileMode.GroupWrite | UnixFileMode.GroupExecute
+        | UnixFileMode.OtherRead | UnixFileMode.OtherWrite | UnixFileMode.OtherExecute;
 
     /// <summary>Sends a file larger than one envelope in parts, saying how far it got on stderr; prints a receipt per part
     /// (with --json one object a line, in part order). What an earlier, stopped send of the same file to the same

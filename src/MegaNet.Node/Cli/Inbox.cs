@@ -599,7 +599,8 @@ internal sealed class Inbox(bool json, ContactsFollower contacts, ReceivedParts 
     /// The name a received file is saved under: the sender chose it, so it is made one plain name in the directory: path
     /// separators, drive colons and characters Windows refuses become '_', as do control, format and separator
     /// characters (which could hide what the name is) and a leading '.' or '-' (no hidden files such as .bashrc, no name
-    /// a command would take for an option); "", "." and ".." become "file"; and a long name is cut, keeping its extension.
+    /// a command would take for an option); "", "." and ".." become "file"; a long name is cut, keeping its extension; and a
+    /// name the CLI keeps beside identity files (<see cref="SideFiles.IsSideFileName"/>) gets a '_' at its end.
     /// </summary>
     internal static string SavedName(string fileName)
     {
@@ -642,6 +643,9 @@ internal sealed class Inbox(bool json, ContactsFollower contacts, ReceivedParts 
             name = cut + extension;
         }
 
-        return name;
+        // Not a name the CLI keeps beside identities (bob.contacts, bob.seen, known-nodes, ...): saved into an identity's
+        // directory where that file was missing, a stranger's file became the contacts, the received-message record or
+        // the pinned node ids the next command read (found in review, 2026-12-04). The file is kept, its name marked.
+        return SideFiles.IsSideFileName(name) ? name + "_" : name;
     }
 }
