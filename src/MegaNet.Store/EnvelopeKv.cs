@@ -28,8 +28,10 @@ internal readonly record struct TableRead(byte[]? Value, bool FromDisk, IOExcept
 ///
 /// Not durable by itself: FasterKV comes back as of its last checkpoint after <c>kill -9</c>, so the store replays its
 /// write-ahead log on top of the checkpoint. FASTER sessions are single-threaded and spin: writes use one session
-/// (the store's apply stage), the duplicate checks of the store's prepare stage another, and other reads borrow one of
-/// at most <see cref="Environment.ProcessorCount"/> pooled sessions.
+/// (the store's apply stage; with <see cref="StoreOptions.ApplyThreads"/> above 1, a large group's puts also use up to
+/// that many minus one more, <see cref="EnsureWriters"/>, each on one thread at a time), the duplicate checks of the
+/// store's prepare stage another, and other reads borrow one of at most <see cref="Environment.ProcessorCount"/> pooled
+/// sessions.
 /// </remarks>
 internal sealed partial class EnvelopeKv : IDisposable
 {

@@ -2151,20 +2151,25 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
             return WriteRange(0, accepted, 0, accepted.Count, leafBuffer, 0);
         }
 
-        // Contiguous ranges of about as many items each; a range's leaves follow the new puts of the ranges before it.
+        // Contiguous ranges of as many new puts each (replays cost a writer next to nothing: a group that begins with a
+        // retried call's replays cut by items left whole ranges with no new put); a range's leaves follow the new puts
+        // of the ranges before it. The last range takes the rest, replays after the last new put included.
         var ranges = new (int Start, int End, int FirstLeaf)[writers];
-        int leaf = 0;
-        for (int w = 0, start = 0; w < writers; w++)
+        int[] newPuts = new int[writers];
+        int range = 0, start = 0, firstLeaf = 0, leaf = 0;
+        for (int i = 0; i < accepted.Count && range < writers - 1; i++)
         {
-            int end = (int)((long)accepted.Count * (w + 1) / writers);
-            ranges[w] = (start, end, leaf);
-            for (int i = start; i < end; i++)
+            if (accepted[i].IsNew && ++leaf == (int)((long)fresh * (range + 1) / writers))
             {
-                leaf += accepted[i].IsNew ? 1 : 0;
+                ranges[range] = (start, i + 1, firstLeaf);
+                newPuts[range++] = leaf - firstLeaf;
+                (start, firstLeaf) = (i + 1, leaf);
             }
-
-            start = end;
         }
+
+        ranges[writers - 1] = (start, accepted.Count, firstLeaf);
+        newPuts[writers - 1] = fresh - firstLeaf;
+        LastSplitForTests = newPuts;
 
         _kv.EnsureWriters(writers);
         try
@@ -2174,7 +2179,8 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         }
         catch (AggregateException e) when (e.InnerExceptions.Count > 0)
         {
-            // The failure itself (a full disk names its device), as a single writer would have thrown it.
+            // The failure itself (a full disk names its device), as a single writer would have thrown it: the first
+            // writer's to fail in time, which need not be the earliest range's.
             System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(e.InnerExceptions[0]);
         }
 
@@ -2215,6 +2221,9 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
 
     /// <summary>Tests: groups whose table writes were split among writers.</summary>
     internal long SplitAppliesForTests => Interlocked.Read(ref _splitApplies);
+
+    /// <summary>Tests: the new puts each writer of the last split group took.</summary>
+    internal int[]? LastSplitForTests { get; private set; }
 
     /// <summary>Tests: called with the writer's number as each table writer of the apply stage starts its range, to
     /// throw there as a failing table would.</summary>

@@ -61,14 +61,43 @@ public sealed class ApplyThreadsTests : IDisposable
                 Assert.Equal(next++, receipts[i].LogIndex);
             }
 
-            await AssertStored(store, head, recipients, earlier.Concat(call).ToList(), first.Concat(receipts).ToList());
+            await AssertStored(store, head, recipients, earlier.Concat(call).ToList(), first.Concat(receipts).ToList(), 1000);
         }
 
         // The writers' records are in the table the shutdown checkpoint saved, read back by a store with one writer.
         options.ApplyThreads = 1;
         await using FasterEnvelopeStore reopened = await FasterEnvelopeStore.OpenAsync(options);
         Assert.Equal(head.RootHash, reopened.GetTreeHead().RootHash);
-        await AssertStored(reopened, head, recipients, earlier.Concat(call).ToList(), first.Concat(receipts).ToList());
+        await AssertStored(reopened, head, recipients, earlier.Concat(call).ToList(), first.Concat(receipts).ToList(), 1000);
+    }
+
+    [Fact]
+    public async Task A_group_that_begins_with_replays_gives_each_writer_as_many_new_puts()
+    {
+        // A retried call of 1,024 puts, all replays now, then 1,024 new ones, in one group: cut by items, two of four
+        // writers took only replays and the other two all the work.
+        StoreOptions options = Options(_dir);
+        options.CheckpointInterval = TimeSpan.FromHours(1);
+        options.ApplyThreads = 4;
+        options.GroupCommitWindow = TimeSpan.FromMilliseconds(200);
+        byte[][] recipients = [.. Enumerable.Range(0, 4).Select(_ => Bytes(_random, 32))];
+        var earlier = Enumerable.Range(0, 1024).Select(i => Put(recipients[i % 4])).ToList();
+        var fresh = Enumerable.Range(0, 1024).Select(i => Put(recipients[i % 4])).ToList();
+        await using FasterEnvelopeStore store = await FasterEnvelopeStore.OpenAsync(options);
+        PutReceipt[] first = [.. (await store.PutManyAsync(earlier)).Select(r => r.Receipt!)];
+        long splitBefore = store.SplitAppliesForTests;
+        PutReceipt[] receipts = [.. (await store.PutManyAsync([.. earlier, .. fresh])).Select(r => r.Receipt ?? throw new InvalidOperationException("a put was refused"))];
+
+        Assert.Equal(1, store.SplitAppliesForTests - splitBefore);
+        Assert.Equal([256, 256, 256, 256], store.LastSplitForTests ?? []);
+        for (int i = 0; i < earlier.Count; i++)
+        {
+            Assert.True(receipts[i].Duplicate, $"item {i} is a replay");
+            Assert.Equal(first[i].LogIndex, receipts[i].LogIndex);
+        }
+
+        Assert.Equal(Enumerable.Range(1024, 1024).Select(i => (long)i), receipts[1024..].Select(r => r.LogIndex));
+        await AssertStored(store, store.GetTreeHead(), recipients, [.. earlier, .. fresh], [.. first, .. receipts[1024..]], 2048);
     }
 
     [Fact]
@@ -189,7 +218,7 @@ public sealed class ApplyThreadsTests : IDisposable
 
     private PutRequest Put(byte[] recipient) => new(Bytes(_random, 200 + _random.Next(200)), recipient, DateTimeOffset.UtcNow.AddDays(1));
 
-    private static async Task AssertStored(FasterEnvelopeStore store, SignedTreeHead head, byte[][] recipients, List<PutRequest> puts, List<PutReceipt> receipts)
+    private static async Task AssertStored(FasterEnvelopeStore store, SignedTreeHead head, byte[][] recipients, List<PutRequest> puts, List<PutReceipt> receipts, int stored)
     {
         var byId = new Dictionary<string, byte[]>();
         foreach (byte[] recipient in recipients)
@@ -201,7 +230,7 @@ public sealed class ApplyThreadsTests : IDisposable
             }
         }
 
-        Assert.Equal(1000, byId.Count);
+        Assert.Equal(stored, byId.Count);
         for (int i = 0; i < puts.Count; i++)
         {
             PutReceipt r = receipts[i];
