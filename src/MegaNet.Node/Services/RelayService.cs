@@ -58,8 +58,11 @@ public sealed class RelayService(
     /// connections, <see cref="UnsentReplyGuard"/> holds unread replies to <see cref="NodeOptions.UnsentReplyMiB"/>.</summary>
     public const long FetchPageBytes = 256 << 10;
 
-    // Envelope bytes one Subscribe reads from the mailbox at a time (at least one envelope).
-    private const long SubscribePageBytes = 256 << 10;
+    // Envelope bytes one Subscribe reads from the mailbox at a time (at least one envelope). A subscriber that stops
+    // reading holds its page in the node until its lifetime ends, and MaxSubscriptions of them may: 256 KiB made that
+    // about 5 GiB at the defaults (found in review, 2026-12-04), 64 KiB about a quarter (a backlog of large envelopes
+    // then drains one listing per envelope, each a lookup in memory).
+    private const long SubscribePageBytes = 64 << 10;
 
     private static readonly WriteOptions BufferedWrite = new(WriteFlags.BufferHint);
 
