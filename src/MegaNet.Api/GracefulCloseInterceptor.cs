@@ -6,7 +6,8 @@ namespace MegaNet.Api;
 /// <summary>
 /// Reports a call that failed because the node closed its connection gracefully (an HTTP/2 GOAWAY with NO_ERROR, as a
 /// node sends when it stops or restarts) as <c>UNAVAILABLE</c>, which it is, instead of the <c>INTERNAL</c> that
-/// Grpc.Net.Client makes of it.
+/// Grpc.Net.Client makes of it; and a call its caller cancelled that failed on an object the cancellation disposed
+/// (<see cref="IsCancellationRace"/>) as <c>CANCELLED</c>, not <c>INTERNAL</c>.
 /// </summary>
 /// <remarks>
 /// SocketsHttpHandler retries a request the node never took on a new connection, but not all of them: one still
@@ -25,7 +26,7 @@ internal sealed class GracefulCloseInterceptor : Interceptor
     {
         AsyncUnaryCall<TResponse> call = continuation(request, context);
         // The state-taking constructor keeps the headers task lazy, as Grpc.Net.Client's own calls make it.
-        return new AsyncUnaryCall<TResponse>(Mapped(call.ResponseAsync), static s => Mapped(((AsyncUnaryCall<TResponse>)s).ResponseHeadersAsync),
+        return new AsyncUnaryCall<TResponse>(Mapped(call.ResponseAsync, context.Options.CancellationToken), static s => Mapped(((AsyncUnaryCall<TResponse>)s).ResponseHeadersAsync),
             static s => Mapped(((AsyncUnaryCall<TResponse>)s).GetStatus()), static s => ((AsyncUnaryCall<TResponse>)s).GetTrailers(),
             static s => ((AsyncUnaryCall<TResponse>)s).Dispose(), call);
     }
@@ -47,7 +48,7 @@ internal sealed class GracefulCloseInterceptor : Interceptor
         AsyncServerStreamingCallContinuation<TRequest, TResponse> continuation)
     {
         AsyncServerStreamingCall<TResponse> call = continuation(request, context);
-        return new AsyncServerStreamingCall<TResponse>(new MappedReader<TResponse>(call.ResponseStream),
+        return new AsyncServerStreamingCall<TResponse>(new MappedReader<TResponse>(call.ResponseStream, context.Options.CancellationToken),
             static s => Mapped(((AsyncServerStreamingCall<TResponse>)s).ResponseHeadersAsync), static s => Mapped(((AsyncServerStreamingCall<TResponse>)s).GetStatus()),
             static s => ((AsyncServerStreamingCall<TResponse>)s).GetTrailers(), static s => ((AsyncServerStreamingCall<TResponse>)s).Dispose(), call);
     }
@@ -56,7 +57,7 @@ internal sealed class GracefulCloseInterceptor : Interceptor
         AsyncClientStreamingCallContinuation<TRequest, TResponse> continuation)
     {
         AsyncClientStreamingCall<TRequest, TResponse> call = continuation(context);
-        return new AsyncClientStreamingCall<TRequest, TResponse>(new MappedWriter<TRequest>(call.RequestStream), Mapped(call.ResponseAsync),
+        return new AsyncClientStreamingCall<TRequest, TResponse>(new MappedWriter<TRequest>(call.RequestStream), Mapped(call.ResponseAsync, context.Options.CancellationToken),
             static s => Mapped(((AsyncClientStreamingCall<TRequest, TResponse>)s).ResponseHeadersAsync),
             static s => Mapped(((AsyncClientStreamingCall<TRequest, TResponse>)s).GetStatus()),
             static s => ((AsyncClientStreamingCall<TRequest, TResponse>)s).GetTrailers(), static s => ((AsyncClientStreamingCall<TRequest, TResponse>)s).Dispose(), call);
@@ -66,7 +67,7 @@ internal sealed class GracefulCloseInterceptor : Interceptor
         AsyncDuplexStreamingCallContinuation<TRequest, TResponse> continuation)
     {
         AsyncDuplexStreamingCall<TRequest, TResponse> call = continuation(context);
-        return new AsyncDuplexStreamingCall<TRequest, TResponse>(new MappedWriter<TRequest>(call.RequestStream), new MappedReader<TResponse>(call.ResponseStream),
+        return new AsyncDuplexStreamingCall<TRequest, TResponse>(new MappedWriter<TRequest>(call.RequestStream), new MappedReader<TResponse>(call.ResponseStream, context.Options.CancellationToken),
             static s => Mapped(((AsyncDuplexStreamingCall<TRequest, TResponse>)s).ResponseHeadersAsync),
             static s => Mapped(((AsyncDuplexStreamingCall<TRequest, TResponse>)s).GetStatus()),
             static s => ((AsyncDuplexStreamingCall<TRequest, TResponse>)s).GetTrailers(), static s => ((AsyncDuplexStreamingCall<TRequest, TResponse>)s).Dispose(), call);
@@ -115,11 +116,39 @@ internal sealed class GracefulCloseInterceptor : Interceptor
         }
     }
 
-    private sealed class MappedReader<T>(IAsyncStreamReader<T> inner) : IAsyncStreamReader<T>
+    /// <summary>As <see cref="Mapped{T}(Task{T})"/>, and a call the caller cancelled (<paramref name="cancellation"/>,
+    /// or <paramref name="call"/>, its own token) that failed as <see cref="IsCancellationRace"/> says is
+    /// <c>CANCELLED</c>.</summary>
+    internal static async Task<T> Mapped<T>(Task<T> task, CancellationToken call, CancellationToken cancellation = default)
+    {
+        try
+        {
+            return await task.ConfigureAwait(false);
+        }
+        catch (RpcException e) when (IsGracefulClose(e.Status))
+        {
+            throw Unavailable(e);
+        }
+        catch (RpcException e) when (IsCancellationRace(e.Status, call) || IsCancellationRace(e.Status, cancellation))
+        {
+            throw new RpcException(new Status(StatusCode.Cancelled, "The call was cancelled by its caller.", e.Status.DebugException), e.Trailers);
+        }
+    }
+
+    /// <summary>
+    /// An <c>INTERNAL</c> status from an object disposed under the call (Grpc.Net.Client: "Error starting gRPC call.
+    /// ObjectDisposedException: ... 'HttpConnectionResponseContent'") while <paramref name="cancellation"/> is cancelled:
+    /// the caller's own cancellation, racing the read of the response, disposed it (grpc/grpc-dotnet#1547; seen in
+    /// ClientChurnTests, 2026-12-04). The call was cancelled, and says so; one not cancelled keeps its INTERNAL.
+    /// </summary>
+    internal static bool IsCancellationRace(Status status, CancellationToken cancellation) =>
+        status.StatusCode == StatusCode.Internal && cancellation.IsCancellationRequested && HasCause(status, static e => e is ObjectDisposedException);
+
+    private sealed class MappedReader<T>(IAsyncStreamReader<T> inner, CancellationToken call) : IAsyncStreamReader<T>
     {
         public T Current => inner.Current;
 
-        public Task<bool> MoveNext(CancellationToken cancellationToken) => Mapped(inner.MoveNext(cancellationToken));
+        public Task<bool> MoveNext(CancellationToken cancellationToken) => Mapped(inner.MoveNext(cancellationToken), call, cancellationToken);
     }
 
     private sealed class MappedWriter<T>(IClientStreamWriter<T> inner) : IClientStreamWriter<T>
