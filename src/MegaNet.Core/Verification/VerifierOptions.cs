@@ -36,7 +36,9 @@ public sealed class VerifierOptions
 
     /// <summary>
     /// Items per launch when a GPU backend cuts a large batch into chunks over its two streams; 0 (the default) lets it
-    /// choose: a batch of up to 16,384 items is one launch, a larger one goes in quarters of at least 8,192. For
+    /// choose: a batch of up to what the device keeps resident at once (at least 16,384 items; 33,792 on an H200) is one
+    /// launch, a larger one goes in the fewest equal launches of at most that many, or in quarters where those are
+    /// larger (20,000 items over a 16,384 limit: two launches of 10,000). For
     /// measuring other splits on a given GPU (perf/gpu/device-check.sh, <c>CHUNKS</c>); also set by the environment
     /// variable <c>MEGANET_GPU_CHUNK</c>. A GPU backend refuses a negative value (what a value that is not a whole number
     /// reads as) when it is made.
