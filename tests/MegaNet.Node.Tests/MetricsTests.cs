@@ -166,6 +166,8 @@ public sealed class MetricsTests
             const string Batches = "meganet_verify_batch_size_count{backend=\"simd\",purpose=";
             // What an alert on forged envelopes and admission's batch sizes read did not move.
             Assert.Equal(0, Count(after, Signatures + "\"admission\",verdict=\"invalid\"}"));
+            // There at 0 from admission's first batch, so increase() counts the first forgery (it was missing until one came).
+            Assert.Contains(Signatures + "\"admission\",verdict=\"invalid\"} 0\n", before, StringComparison.Ordinal);
             Assert.Equal(1, Count(after, Signatures + "\"admission\",verdict=\"valid\"}"));
             Assert.Equal(Count(before, Batches + "\"admission\"}"), Count(after, Batches + "\"admission\"}"));
             // The client's question and the login are counted under their own purposes.
