@@ -130,6 +130,16 @@ internal static class Program
                 // Kestrel's bind failure ("address already in use"): one line, not a stack trace.
                 return Fail($"cannot listen on {listen}: {e.Message} (another --listen port, or stop what holds it)");
             }
+            catch (System.Net.Sockets.SocketException e)
+            {
+                // An address this machine does not have ([::1] without IPv6).
+                return Fail($"cannot listen on {listen}: {e.Message} (give an address this machine has)");
+            }
+            catch (BackendUnavailableException e)
+            {
+                // --backend gpu without a usable GPU, or one that failed its self-check: its reason, in one line.
+                return Fail(e.Message);
+            }
 
             Console.WriteLine($"NOT A RELAY: a node without its {(noVerification ? "store and without verification" : "store")} at {url} (keeps nothing; receipts do not check). Ctrl+C stops it.");
             await app.WaitForShutdownAsync().ConfigureAwait(false);

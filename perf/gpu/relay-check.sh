@@ -4,7 +4,7 @@
 # Each run starts `meganet node` in its own process (data on tmpfs, mailbox quotas and the per-key rate limit raised),
 # streams ENVELOPES into it with `meganet load` from another process (64 a request), and records beside the load's own
 # figures:
-#   - the node's instruments every 2 s (`meganet profile --once --json`): admission queue depth and latency, verifier
+#   - the node's instruments about every 5 s (`meganet profile --once --json`, ~2.5 s to collect, then 2 s apart): admission queue depth and latency, verifier
 #     batch size and time, the store's put and commit latency, so the time an envelope spends in the node can be told
 #     from the time it spends in gRPC and the client;
 #   - the node's busiest threads every second (perf/thread-cpu.py); the load prints its own busiest thread over the

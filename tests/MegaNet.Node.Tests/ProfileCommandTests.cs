@@ -287,6 +287,14 @@ public sealed class ProfileCommandTests(ITestOutputHelper output) : IDisposable
         Assert.Null(NodeProfiler.NotProfilable(42, "dotnet /opt/meganet/meganet.dll load --clients 64 --seconds 10"));
         Assert.Null(NodeProfiler.NotProfilable(42, "/usr/local/bin/meganet node --data /srv/meganet"));
         Assert.Null(NodeProfiler.NotProfilable(42, "/tmp/b/dotnet/dotnet /tmp/b/app/MegaNet.RelayCeiling.dll --without store --backend simd"));
+        Assert.Null(NodeProfiler.NotProfilable(42, "/work/perf/MegaNet.RelayCeiling/bin/Release/net10.0/MegaNet.RelayCeiling --backend simd"));
+        // The build tool that starts the ceiling is not it (it was listed as a second node).
+        Assert.Contains("is not a MegaNet node", NodeProfiler.NotProfilable(42, "/usr/bin/dotnet run -c Release --project perf/MegaNet.RelayCeiling -- --without store")!, StringComparison.Ordinal);
+        // load's -n alias, and values after '=' or ':', name a node elsewhere too.
+        foreach (string load in (string[])["meganet load -n http://127.0.0.1:7733", "meganet load -n=http://127.0.0.1:7733", "meganet load --node:http://127.0.0.1:7733"])
+        {
+            Assert.Contains("against the node at http://127.0.0.1:7733", NodeProfiler.NotProfilable(42, load)!, StringComparison.Ordinal);
+        }
 
         string against = NodeProfiler.NotProfilable(42, "meganet load --node https://relay.example:7700 --tls-cert node.pem")!;
         Assert.Contains("Process 42 is 'meganet load' against the node at https://relay.example:7700", against, StringComparison.Ordinal);

@@ -532,13 +532,14 @@ public static class NodeProfiler
         int program = Array.FindIndex(args, a => Path.GetFileName(a) is "meganet" or "meganet.dll" or "meganet.exe");
         if (program >= 0 && program + 1 < args.Length && args[program + 1] == "load")
         {
-            int node = Array.FindIndex(args, program + 2, a => a == "--node" || a.StartsWith("--node=", StringComparison.Ordinal));
+            // --node and its alias -n, with the value after a space, '=' or ':' (System.CommandLine takes all three).
+            int node = Array.FindIndex(args, program + 2, a => a is "--node" or "-n" || NodeValuePrefix(a) > 0);
             if (node < 0)
             {
                 return null;
             }
 
-            string address = args[node].Length > "--node".Length ? args[node]["--node=".Length..] : node + 1 < args.Length ? args[node + 1] : "?";
+            string address = NodeValuePrefix(args[node]) is > 0 and int prefix ? args[node][prefix..] : node + 1 < args.Length ? args[node + 1] : "?";
             return $"Process {pid} is 'meganet load' against the node at {address}: it runs no node of its own to profile. " +
                 "Run 'meganet profile' (with --pid) on that node's own process, on its machine ('meganet profile --list' there lists it), " +
                 "or run 'meganet load' without --node, which embeds a node that --pid can profile.";
@@ -547,14 +548,37 @@ public static class NodeProfiler
         return $"Process {pid} is not a MegaNet node ('{commandLine}'); 'meganet profile --list' lists the nodes running.";
     }
 
+    // The length of "--node=" (or "-n=", "--node:", "-n:") where the argument begins so, else 0.
+    private static int NodeValuePrefix(string argument)
+    {
+        foreach (string prefix in (ReadOnlySpan<string>)["--node=", "--node:", "-n=", "-n:"])
+        {
+            if (argument.StartsWith(prefix, StringComparison.Ordinal))
+            {
+                return prefix.Length;
+            }
+        }
+
+        return 0;
+    }
+
     // `meganet node`, or perf/MegaNet.RelayCeiling: the node with a stage taken out, with the same meters (profiled to
-    // tell which stage limits a machine beside the whole node).
+    // tell which stage limits a machine beside the whole node). For the ceiling, the program itself (its apphost, or
+    // the first .dll after dotnet), not any argument: `dotnet run --project perf/MegaNet.RelayCeiling` is the build
+    // tool that starts it, and was listed as a second node (found in review, 2026-12-04).
     private static bool IsNode(string commandLine)
     {
         string[] args = commandLine.Split(' ', StringSplitOptions.RemoveEmptyEntries);
         int program = Array.FindIndex(args, a => Path.GetFileName(a) is "meganet" or "meganet.dll" or "meganet.exe");
-        return (program >= 0 && program + 1 < args.Length && args[program + 1] == "node")
-            || args.Any(a => Path.GetFileName(a) is "MegaNet.RelayCeiling" or "MegaNet.RelayCeiling.dll" or "MegaNet.RelayCeiling.exe");
+        if (program >= 0 && program + 1 < args.Length && args[program + 1] == "node")
+        {
+            return true;
+        }
+
+        string? ceiling = args.Length == 0 ? null
+            : Path.GetFileName(args[0]) is "dotnet" or "dotnet.exe" ? args.Skip(1).FirstOrDefault(a => a.EndsWith(".dll", StringComparison.OrdinalIgnoreCase))
+            : args[0];
+        return ceiling is not null && Path.GetFileName(ceiling) is "MegaNet.RelayCeiling" or "MegaNet.RelayCeiling.dll" or "MegaNet.RelayCeiling.exe";
     }
 
     /// <summary>True when <paramref name="pid"/> is a live process, not a thread of one (Linux: /proc/PID/status
