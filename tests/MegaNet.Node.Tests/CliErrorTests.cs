@@ -424,6 +424,18 @@ public sealed class CliErrorTests : IDisposable
         Assert.DoesNotContain("CPU ", r.Stdout, StringComparison.Ordinal); // the header printed once work starts
     }
 
+    [Theory]
+    [InlineData("")]
+    [InlineData(",")]
+    [InlineData(" , ")]
+    public async Task Bench_with_a_backend_list_naming_none_says_so(string backends)
+    {
+        // It said "no fast backend can run here", as if the machine lacked one.
+        Result r = await Meganet("bench", "--backend", backends);
+        AssertClearError(r, "--backend names no backend");
+        Assert.DoesNotContain("no fast backend", r.Stderr, StringComparison.Ordinal);
+    }
+
     [Fact]
     public void Bench_times_single_threaded_backends_once_labelled_one_thread()
     {

@@ -109,6 +109,12 @@ internal static class BenchCommand
 
                 BatchVerifierRegistry backendRegistry = registry();
                 string? requested = parse.GetValue(backends);
+                if (requested is not null && requested.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Length == 0)
+                {
+                    // `--backend ""` or `--backend ,` said "no fast backend can run here", which is not what was wrong.
+                    throw new UsageException("bench", "--backend names no backend; give one or more, comma-separated (simd, gpu, gpu-cpu, reference), or leave it out for the fast ones this machine runs.");
+                }
+
                 IReadOnlyList<string> names = requested is null
                     ? new[] { "simd", "gpu" }.Where(n => backendRegistry.Find(n)?.Probe() is null).ToList()
                     : requested.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(backendRegistry.Resolve).ToList();
