@@ -23,8 +23,10 @@ internal sealed class UnsentReplyGuard(NodeOptions options)
     /// at most that too) and the other fields of 1,000 items.</summary>
     public const long MaxReplyBytes = RelayService.FetchPageBytes + (64 << 10);
 
-    /// <summary>How long, besides 1 s per 64 KiB of the reply, a client may take to read a reply.</summary>
-    public static readonly TimeSpan Grace = TimeSpan.FromSeconds(10);
+    /// <summary>How long, besides 1 s per 64 KiB of the reply, a client may take to read a reply: longer than the C#
+    /// client's own 30 s deadline, so a phone on a slow link (a full page in 34 s: about 60 kbit/s) that reads its reply
+    /// at all is not reset. The budget, not this, bounds what unread replies hold; this bounds for how long.</summary>
+    public static readonly TimeSpan Grace = TimeSpan.FromSeconds(30);
 
     /// <summary>The retry hint of a refusal: replies in flight leave within milliseconds when read, within
     /// <see cref="Grace"/> and a few seconds when not.</summary>
