@@ -104,22 +104,10 @@ internal sealed class GracefulCloseInterceptor : Interceptor
 
     private static RpcException Unavailable(RpcException e) => new(UnavailableStatus(e.Status), e.Trailers);
 
-    private static async Task<T> Mapped<T>(Task<T> task)
-    {
-        try
-        {
-            return await task.ConfigureAwait(false);
-        }
-        catch (RpcException e) when (IsGracefulClose(e.Status))
-        {
-            throw Unavailable(e);
-        }
-    }
-
-    /// <summary>As <see cref="Mapped{T}(Task{T})"/>, and a call the caller cancelled (<paramref name="cancellation"/>,
-    /// or <paramref name="call"/>, its own token) that failed as <see cref="IsCancellationRace"/> says is
+    /// <summary>A graceful close as <c>UNAVAILABLE</c>, and a call the caller cancelled (<paramref name="call"/>, its own
+    /// token, or <paramref name="cancellation"/>, a read's) that failed as <see cref="IsCancellationRace"/> says as
     /// <c>CANCELLED</c>.</summary>
-    internal static async Task<T> Mapped<T>(Task<T> task, CancellationToken call, CancellationToken cancellation = default)
+    internal static async Task<T> Mapped<T>(Task<T> task, CancellationToken call = default, CancellationToken cancellation = default)
     {
         try
         {

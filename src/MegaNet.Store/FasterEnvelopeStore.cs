@@ -2155,21 +2155,18 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         // retried call's replays cut by items left whole ranges with no new put); a range's leaves follow the new puts
         // of the ranges before it. The last range takes the rest, replays after the last new put included.
         var ranges = new (int Start, int End, int FirstLeaf)[writers];
-        int[] newPuts = new int[writers];
         int range = 0, start = 0, firstLeaf = 0, leaf = 0;
         for (int i = 0; i < accepted.Count && range < writers - 1; i++)
         {
             if (accepted[i].IsNew && ++leaf == (int)((long)fresh * (range + 1) / writers))
             {
-                ranges[range] = (start, i + 1, firstLeaf);
-                newPuts[range++] = leaf - firstLeaf;
+                ranges[range++] = (start, i + 1, firstLeaf);
                 (start, firstLeaf) = (i + 1, leaf);
             }
         }
 
         ranges[writers - 1] = (start, accepted.Count, firstLeaf);
-        newPuts[writers - 1] = fresh - firstLeaf;
-        LastSplitForTests = newPuts;
+        _lastSplit = (ranges, fresh);
 
         _kv.EnsureWriters(writers);
         try
@@ -2222,8 +2219,12 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     /// <summary>Tests: groups whose table writes were split among writers.</summary>
     internal long SplitAppliesForTests => Interlocked.Read(ref _splitApplies);
 
-    /// <summary>Tests: the new puts each writer of the last split group took.</summary>
-    internal int[]? LastSplitForTests { get; private set; }
+    /// <summary>Tests: the new puts each writer of the last split group took (from its ranges' first leaves).</summary>
+    internal int[]? LastSplitForTests => _lastSplit is ({ } ranges, int fresh)
+        ? [.. ranges.Select((r, w) => (w + 1 < ranges.Length ? ranges[w + 1].FirstLeaf : fresh) - r.FirstLeaf)]
+        : null;
+
+    private ((int Start, int End, int FirstLeaf)[] Ranges, int Fresh)? _lastSplit;
 
     /// <summary>Tests: called with the writer's number as each table writer of the apply stage starts its range, to
     /// throw there as a failing table would.</summary>

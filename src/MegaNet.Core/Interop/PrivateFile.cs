@@ -128,6 +128,11 @@ public static partial class PrivateFile
     /// <summary>The mode of a file this class creates on Unix: read and write for its owner alone (0600).</summary>
     public const UnixFileMode OwnerOnlyFile = UnixFileMode.UserRead | UnixFileMode.UserWrite;
 
+    /// <summary>Group and other permission bits: a file of secrets with any of them set is open to other users (the
+    /// node refuses such a <c>node.key</c>, the CLI such an identity, as ssh refuses such a private key).</summary>
+    public const UnixFileMode GroupOrOtherAccess = UnixFileMode.GroupRead | UnixFileMode.GroupWrite | UnixFileMode.GroupExecute
+        | UnixFileMode.OtherRead | UnixFileMode.OtherWrite | UnixFileMode.OtherExecute;
+
     /// <summary>The mode of a directory this class creates on Unix: for its owner alone (0700).</summary>
     public const UnixFileMode OwnerOnlyDirectory = UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute;
 
@@ -243,7 +248,7 @@ public static partial class PrivateFile
 
         if (!OperatingSystem.IsLinux())
         {
-            return (info.UnixFileMode & (UnixFileMode.GroupRead | UnixFileMode.GroupWrite | UnixFileMode.GroupExecute | UnixFileMode.OtherRead | UnixFileMode.OtherWrite | UnixFileMode.OtherExecute)) == 0;
+            return (info.UnixFileMode & GroupOrOtherAccess) == 0;
         }
 
         // Where statx cannot tell (see TryStat), nothing can be told, so no.

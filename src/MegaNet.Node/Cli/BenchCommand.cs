@@ -108,8 +108,8 @@ internal static class BenchCommand
                 }
 
                 BatchVerifierRegistry backendRegistry = registry();
-                string? requested = parse.GetValue(backends);
-                if (requested is not null && requested.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Length == 0)
+                string[]? requested = parse.GetValue(backends)?.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+                if (requested is { Length: 0 })
                 {
                     // `--backend ""` or `--backend ,` said "no fast backend can run here", which is not what was wrong.
                     throw new UsageException("bench", "--backend names no backend; give one or more, comma-separated (simd, gpu, gpu-cpu, reference), or leave it out for the fast ones this machine runs.");
@@ -117,7 +117,7 @@ internal static class BenchCommand
 
                 IReadOnlyList<string> names = requested is null
                     ? new[] { "simd", "gpu" }.Where(n => backendRegistry.Find(n)?.Probe() is null).ToList()
-                    : requested.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(backendRegistry.Resolve).ToList();
+                    : requested.Select(backendRegistry.Resolve).ToList();
                 // libsodium is every row's baseline, timed beside each point: named as a backend too, it came out twice
                 // per batch size under one name.
                 if (names.Contains(LibsodiumBatchVerifier.BackendName))

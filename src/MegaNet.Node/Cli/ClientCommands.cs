@@ -1439,7 +1439,7 @@ internal static partial class ClientCommands
         }
 
         // As the node refuses its node.key: whoever can read the file can read the identity's mail and sign as it.
-        if (!OperatingSystem.IsWindows() && File.GetUnixFileMode(path) is var mode && (mode & NotOwnerOnly) != 0)
+        if (!OperatingSystem.IsWindows() && File.GetUnixFileMode(path) is var mode && (mode & MegaNet.Core.Interop.PrivateFile.GroupOrOtherAccess) != 0)
         {
             throw new CliException(
                 $"--identity {path} is accessible to other users (mode {Convert.ToString((int)mode, 8)}): whoever reads it can read this identity's mail and sign as it. " +
@@ -1448,9 +1448,6 @@ internal static partial class ClientCommands
 
         return Identity.Load(path);
     }
-
-    private const UnixFileMode NotOwnerOnly = UnixFileMode.GroupRead | UnixFileMode.GroupWrite | UnixFileMode.GroupExecute
-        | UnixFileMode.OtherRead | UnixFileMode.OtherWrite | UnixFileMode.OtherExecute;
 
     /// <summary>Sends a file larger than one envelope in parts, saying how far it got on stderr; prints a receipt per part
     /// (with --json one object a line, in part order). What an earlier, stopped send of the same file to the same

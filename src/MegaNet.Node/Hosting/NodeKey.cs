@@ -12,10 +12,6 @@ public sealed class NodeKey
     /// <summary>The key's file name in the data directory.</summary>
     public const string FileName = "node.key";
 
-    // Group and other permission bits: a key file with any of them set is refused, as ssh refuses such a private key.
-    private const UnixFileMode NotOwner = UnixFileMode.GroupRead | UnixFileMode.GroupWrite | UnixFileMode.GroupExecute
-        | UnixFileMode.OtherRead | UnixFileMode.OtherWrite | UnixFileMode.OtherExecute;
-
     private NodeKey(byte[] publicKey, byte[] secretKey)
     {
         PublicKey = publicKey;
@@ -106,7 +102,7 @@ public sealed class NodeKey
             Create(path);
         }
 
-        if (!OperatingSystem.IsWindows() && File.GetUnixFileMode(path) is var mode && (mode & NotOwner) != 0)
+        if (!OperatingSystem.IsWindows() && File.GetUnixFileMode(path) is var mode && (mode & PrivateFile.GroupOrOtherAccess) != 0)
         {
             throw new InvalidDataException(
                 $"{path} is accessible to other users (mode {Convert.ToString((int)mode, 8)}): whoever reads it can sign as this node. " +

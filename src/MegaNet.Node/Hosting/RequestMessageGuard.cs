@@ -92,7 +92,7 @@ internal sealed class RequestMessageGuard(NodeOptions options, TimeProvider cloc
     /// quarter each) cannot stop everyone's submissions that span more than one read.</summary>
     public long LargeMessageBudget => _arriving.Budget / 4 * 3;
 
-    private bool TryCharge(ClientAddress site, long bytes, bool large) => _arriving.TryCharge(site, bytes, large ? LargeMessageBudget : _arriving.Budget);
+    private bool TryCharge(ClientAddress site, long bytes, bool large) => _arriving.TryCharge(site, bytes, large ? LargeMessageBudget : long.MaxValue);
 
     private void Release(ClientAddress site, long bytes) => _arriving.Release(site, bytes);
 

@@ -20,9 +20,9 @@ internal sealed class SiteByteBudget(long budget)
     /// <summary>Bytes held now, node-wide.</summary>
     public long Held => Interlocked.Read(ref _total);
 
-    /// <summary>Charges <paramref name="bytes"/> to <paramref name="site"/> when both the site's share and
-    /// <paramref name="totalLimit"/> (at most <see cref="Budget"/>) have room; false (and nothing charged) otherwise.</summary>
-    public bool TryCharge(ClientAddress site, long bytes, long totalLimit)
+    /// <summary>Charges <paramref name="bytes"/> to <paramref name="site"/> when both the site's share and the node-wide
+    /// budget (or the lower <paramref name="totalLimit"/>) have room; false (and nothing charged) otherwise.</summary>
+    public bool TryCharge(ClientAddress site, long bytes, long totalLimit = long.MaxValue)
     {
         lock (_bySite)
         {

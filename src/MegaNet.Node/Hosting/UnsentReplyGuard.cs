@@ -63,7 +63,7 @@ internal sealed class UnsentReplyGuard(NodeOptions options)
     private async Task FetchAsync(HttpContext context, RequestDelegate next)
     {
         ClientAddress site = ClientAddress.From(context.Connection.RemoteIpAddress)?.Site ?? default;
-        if (!_unsent.TryCharge(site, MaxReplyBytes, _unsent.Budget))
+        if (!_unsent.TryCharge(site, MaxReplyBytes))
         {
             // Before the request is read, as EarlyVerifyBatchRefusal's: nothing is listed for a reply with no room.
             EarlyVerifyBatchRefusal.RefuseUnread(context.Response,
