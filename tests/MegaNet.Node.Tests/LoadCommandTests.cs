@@ -43,6 +43,30 @@ public sealed class LoadCommandTests
         }
     }
 
+    [Theory]
+    // 0.5 for 500: the default 20,000 envelopes give 10,000 unary calls, five and a half hours at 0.5/s.
+    [InlineData("both", 0.5, 20_000, false, "10,000 calls take about 5:33:20")]
+    [InlineData("unary", 10.0, 20_000, false, "20,000 calls take about 0:33:20")]
+    // --floor runs the calls again at that rate: 6 minutes become 12.
+    [InlineData("both", 50.0, 36_000, true, "and --floor's as many again")]
+    [InlineData("both", 50.0, 36_000, false, null)]
+    [InlineData("both", 500.0, 20_000, false, null)]
+    [InlineData("both", 0.0, 20_000, false, null)] // no --rate: half the streaming rate, checked after the stream
+    [InlineData("stream", 0.5, 20_000, false, null)] // refused elsewhere: --rate is for the unary phase
+    public void A_given_rate_that_stretches_the_unary_phase_past_ten_minutes_is_warned_of(string mode, double rate, int envelopes, bool floor, string? expected)
+    {
+        string? warning = LoadCommand.SlowRateWarning(mode, rate, envelopes, floor);
+        if (expected is null)
+        {
+            Assert.Null(warning);
+        }
+        else
+        {
+            Assert.NotNull(warning);
+            Assert.Contains(expected, warning, StringComparison.Ordinal);
+        }
+    }
+
     [Fact]
     public async Task A_nodes_words_in_the_report_of_a_node_out_of_reach_are_shown_not_obeyed()
     {

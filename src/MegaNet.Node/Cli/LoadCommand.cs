@@ -98,6 +98,11 @@ internal static class LoadCommand
                 return 1;
             }
 
+            if (SlowRateWarning(m, offered, n, floorToo) is { } slow)
+            {
+                Console.Error.WriteLine($"meganet load: warning: {slow}");
+            }
+
             // Return to System.CommandLine at once: it listens for Ctrl+C only once the action has returned its task,
             // and without this the action runs synchronously up to its first real wait (the sealing included).
             await Task.Yield();
@@ -267,6 +272,25 @@ internal static class LoadCommand
               $"would take {TimeSpan.FromSeconds(unaryEnvelopes / (streamRate / 2)):g}, more than {MaxPacedPhase.TotalMinutes:N0} minutes; " +
               "the unary phase is not run. Find out why the node refused the stream, or give --rate."
         : null;
+
+    /// <summary>A warning, or null, for a unary phase whose given --rate stretches it past <see cref="MaxPacedPhase"/>:
+    /// run as asked (the rate was chosen), but said before the sealing, so a slip such as 0.5 for 500 is seen at once
+    /// and not after hours of a silent run.</summary>
+    internal static string? SlowRateWarning(string mode, double offered, int envelopes, bool floor)
+    {
+        if (mode == "stream" || !(offered > 0))
+        {
+            return null;
+        }
+
+        int calls = mode == "both" ? Math.Max(1, envelopes / 2) : envelopes;
+        // --floor offers the same calls again at the same rate.
+        double seconds = calls / offered * (floor ? 2 : 1);
+        return seconds > MaxPacedPhase.TotalSeconds
+            ? $"at --rate {offered:G} the unary phase's {calls:N0} calls{(floor ? " (and --floor's as many again)" : "")} take about " +
+              $"{TimeSpan.FromSeconds(Math.Min(seconds, TimeSpan.MaxValue.TotalSeconds / 2)):g}; lower --envelopes or raise --rate for a shorter run (Ctrl+C stops it)."
+            : null;
+    }
 
     /// <summary>The first option out of range, said in one line; null when all are fine.</summary>
     private static string? Problem(int envelopes, int clients, int connections, int warmup, string mode, int perRequest, double rate, double forged, bool floor) =>
