@@ -153,8 +153,9 @@ internal static partial class NodeCommand
             {
                 // Ctrl+C (or SIGTERM) while the node was still starting: StartInterruption, or the host's stop, cancelled
                 // its start, and disposing the app has released what was opened (the verifier, the store and its lock).
+                // 130 or 143, as a shell reports a process that signal ended, and as every other command exits.
                 Console.Error.WriteLine("meganet node: interrupted while starting; nothing was served.");
-                return 130;
+                return interruption.ExitCode;
             }
             catch (Exception e)
             {
@@ -179,6 +180,7 @@ internal static partial class NodeCommand
         private readonly PosixSignalRegistration _interrupt;
         private readonly PosixSignalRegistration _terminate;
         private long _firstSignalAt;
+        private int _firstSignal; // 0 until a signal arrives
         private int _disposed;
 
         public StartInterruption(CancellationToken outer)
@@ -187,6 +189,9 @@ internal static partial class NodeCommand
             _interrupt = PosixSignalRegistration.Create(PosixSignal.SIGINT, OnSignal);
             _terminate = PosixSignalRegistration.Create(PosixSignal.SIGTERM, OnSignal);
         }
+
+        /// <summary>128 + the number of the first signal: 143 for SIGTERM, else 130 (SIGINT, or none seen here).</summary>
+        public int ExitCode => Volatile.Read(ref _firstSignal) == (int)PosixSignal.SIGTERM ? 128 + 15 : 128 + 2;
 
         /// <summary>Cancelled by the first signal (or by the command's own token).</summary>
         public CancellationToken Token => _cancel.Token;
@@ -219,6 +224,7 @@ internal static partial class NodeCommand
             }
 
             context.Cancel = true;
+            Volatile.Write(ref _firstSignal, (int)context.Signal);
             Console.Error.WriteLine("meganet node: interrupted while starting; stopping once the current step is done (interrupt again to end it at once).");
             try
             {
