@@ -168,7 +168,7 @@ public sealed class ContactsTests : IDisposable
         Assert.Contains("comment", created[0], StringComparison.Ordinal);
         Assert.Equal([$"{cards[2]} dave", string.Empty], created[1..]);
         Result help = await Meganet("contact", "--help");
-        Assert.Contains("a line beginning with # is a comment", help.Stdout, StringComparison.Ordinal);
+        Assert.Contains("a line whose first character other than white space is # is a comment", help.Stdout, StringComparison.Ordinal);
     }
 
     [Fact]

@@ -18,7 +18,7 @@ internal sealed class Contacts
     public const int MaxNameLength = 64;
 
     /// <summary>The file's header, written when a command creates it.</summary>
-    private const string Header = "# MegaNet contacts: one 'CARD NAME' a line; a line beginning with # is a comment ('meganet contact add' and 'remove' keep comments, blank lines and edits by hand).";
+    private const string Header = "# MegaNet contacts: one 'CARD NAME' a line; a line whose first character other than white space is # is a comment ('meganet contact add' and 'remove' keep comments, blank lines and edits by hand).";
 
     private readonly List<(string Name, ContactCard Card)> _entries;
 
