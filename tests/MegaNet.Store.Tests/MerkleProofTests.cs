@@ -60,6 +60,16 @@ public sealed class MerkleProofTests(ITestOutputHelper output)
         return m <= k ? [.. NaiveSubProof(m, d[..k], b), Mth(d[k..])] : [.. NaiveSubProof(m - k, d[k..], false), Mth(d[..k])];
     }
 
+    [Theory]
+    [InlineData(2L, 1L)]
+    [InlineData(3L, 2L)]
+    [InlineData(4L, 2L)]
+    [InlineData(257L, 256L)]
+    [InlineData((1L << 62) + 1, 1L << 62)] // rounded up to 2^63, a negative long when cast before the shift
+    [InlineData(long.MaxValue, 1L << 62)]
+    public void The_split_point_is_the_largest_power_of_two_below_the_size(long size, long expected) =>
+        Assert.Equal(expected, MerkleTree.SplitPoint(size));
+
     [Fact]
     public void Roots_and_proofs_match_the_naive_rfc9162_on_random_sizes()
     {

@@ -21,6 +21,9 @@ internal static partial class Sodium
     public static unsafe bool Verify(ReadOnlySpan<byte> signature, ReadOnlySpan<byte> message, ReadOnlySpan<byte> publicKey)
     {
         _ = Initialised.Value;
+        // libsodium reads 64 and 32 bytes through these pointers whatever the spans hold.
+        Length(signature.Length, 64, nameof(signature));
+        Length(publicKey.Length, 32, nameof(publicKey));
         fixed (byte* s = signature)
         fixed (byte* m = message)
         fixed (byte* k = publicKey)

@@ -85,7 +85,8 @@ public static class MerkleTree
     public static byte[] EmptyRoot() => EmptyRootHash.ToArray();
 
     /// <summary>Largest power of two strictly below <paramref name="n"/> (n ≥ 2).</summary>
-    public static long SplitPoint(long n) => (long)BitOperations.RoundUpToPowerOf2((ulong)n) >> 1;
+    /// <remarks>Shifted before the cast: above 2^62 the power rounded up is 2^63, which as a long is negative.</remarks>
+    public static long SplitPoint(long n) => (long)(BitOperations.RoundUpToPowerOf2((ulong)n) >> 1);
 
     /// <summary>Most hashes in a proof for any tree a signed size (below 2^63) can describe: each hash of an inclusion
     /// or consistency path at least halves what is left of the tree, so a longer path is wrong whatever it holds.</summary>
