@@ -36,7 +36,9 @@ internal sealed class MerkleLog
     // Hashes of a recomputed block: levels 0 to KeptLevel, 2^(KeptLevel+1) - 1 in all.
     private const int BlockTreeHashes = (2 << KeptLevel) - 1;
 
-    private readonly List<HashColumn> _levels = [new()];
+    // Every level a tree below 2^63 leaves can have, made up front: readers index it while the writer appends, and a
+    // List grown under them could, on a weakly ordered CPU (ARM), be seen with its new count and its old array.
+    private readonly HashColumn[] _levels = NewLevels();
     private readonly string? _storeDirectory;
     private long _blocksReadBack;
 
@@ -58,7 +60,7 @@ internal sealed class MerkleLog
         get
         {
             int held = 0;
-            for (int h = 0; h < KeptLevel && h < _levels.Count; h++)
+            for (int h = 0; h < KeptLevel; h++)
             {
                 held += _levels[h].BlocksHeld;
             }
@@ -89,11 +91,6 @@ internal sealed class MerkleLog
         long index = _levels[0].Count - 1;
         for (int h = 0; (index & 1) == 1; h++)
         {
-            if (_levels.Count == h + 1)
-            {
-                _levels.Add(new HashColumn());
-            }
-
             // Hashed on the stack and copied in: no array per inner node (about one per append). The two children
             // share a block (an even number of hashes each), which is not released while a hash is still to go in.
             HashColumn level = _levels[h];
@@ -116,7 +113,7 @@ internal sealed class MerkleLog
         }
 
         ArgumentOutOfRangeException.ThrowIfGreaterThan(savedLeaves, Size);
-        for (int h = 0; h < KeptLevel && h < _levels.Count; h++)
+        for (int h = 0; h < KeptLevel; h++)
         {
             // A block of a level below KeptLevel spans a whole number of 256-leaf blocks (2048 × 2^h leaves), so every
             // hash dropped can be recomputed from 256 saved leaves.
@@ -323,6 +320,17 @@ internal sealed class MerkleLog
 
             return tree;
         }
+    }
+
+    private static HashColumn[] NewLevels()
+    {
+        var levels = new HashColumn[MerkleTree.MaxPathHashes];
+        for (int h = 0; h < levels.Length; h++)
+        {
+            levels[h] = new HashColumn();
+        }
+
+        return levels;
     }
 
     /// <summary>32-byte hashes appended in order, stored in fixed blocks; the oldest blocks may be released.</summary>
