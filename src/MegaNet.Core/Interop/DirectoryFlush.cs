@@ -10,6 +10,10 @@ namespace MegaNet.Core.Interop;
 /// </summary>
 public static partial class DirectoryFlush
 {
+    /// <summary>Each directory flushed, after its flush (tests: a kill -9 keeps what was never flushed, so only this
+    /// tells whether the store flushes where it makes names).</summary>
+    internal static event Action<string>? Flushed;
+
     /// <summary>Flushes <paramref name="directory"/>.</summary>
     /// <exception cref="IOException">The directory cannot be opened or flushed; the message names it.</exception>
     public static void Flush(string directory)
@@ -32,6 +36,8 @@ public static partial class DirectoryFlush
             {
                 throw Error("flush", directory);
             }
+
+            Flushed?.Invoke(directory);
         }
         finally
         {
