@@ -163,6 +163,22 @@ public sealed class RuleTests(ITestOutputHelper output)
         Assert.False(string.IsNullOrWhiteSpace(e.Reason));
     }
 
+    [SkippableFact]
+    public void The_gpu_backend_is_in_the_suite_where_a_device_is()
+    {
+        // RuleBackends leaves out a backend that cannot run here, so without a GPU no gpu case is generated at all: this
+        // is where that shows, as a skip with its reason, instead of as nothing. MEGANET_EXPECT_GPU=1 (a run on a GPU
+        // machine) turns the skip into a failure.
+        string? reason = Backends.Registry.Find("gpu")!.Probe();
+        if (Environment.GetEnvironmentVariable("MEGANET_EXPECT_GPU") == "1")
+        {
+            Assert.True(reason is null, $"MEGANET_EXPECT_GPU=1, but the gpu backend cannot run: {reason}");
+        }
+
+        Skip.If(reason is not null, $"the gpu backend is not in this run's verifier suite (its cases are run by gpu-cpu, the same kernels on ILGPU's CPU accelerator): {reason}");
+        Assert.Contains("gpu", Backends.RuleBackends);
+    }
+
     [Fact]
     public void The_isa_knobs_of_this_run_took_effect()
     {
