@@ -16,7 +16,7 @@ public sealed class CrashTests(ITestOutputHelper output) : IDisposable
     [Fact]
     public async Task Acknowledged_writes_and_deletes_survive_sigkill_in_every_round()
     {
-        int seed = Environment.GetEnvironmentVariable("MEGANET_TEST_SEED") is { } s ? int.Parse(s, System.Globalization.CultureInfo.InvariantCulture) : System.Security.Cryptography.RandomNumberGenerator.GetInt32(1_000_000);
+        int seed = StoreTestKit.Seed(1_000_000);
         output.WriteLine($"seed {seed}");
         var random = new Random(seed);
         byte[] key = NewNodeKey();

@@ -23,7 +23,7 @@ public sealed class DiskFullTests(ITestOutputHelper output) : IDisposable
     [Fact]
     public async Task A_full_disk_refuses_writes_with_a_clear_error_and_loses_nothing_acknowledged()
     {
-        int seed = Environment.GetEnvironmentVariable("MEGANET_TEST_SEED") is { } s ? int.Parse(s, CultureInfo.InvariantCulture) : System.Security.Cryptography.RandomNumberGenerator.GetInt32(1_000_000);
+        int seed = StoreTestKit.Seed(1_000_000);
         output.WriteLine($"seed {seed}");
         byte[] key = NewNodeKey();
         string disk = Directory.CreateDirectory(Path.Combine(_dir, "disk")).FullName;

@@ -9,7 +9,7 @@ public sealed class MailboxTests(ITestOutputHelper output)
     [Fact]
     public void Random_adds_removes_and_pages_match_a_sorted_dictionary()
     {
-        int seed = Environment.GetEnvironmentVariable("MEGANET_TEST_SEED") is { } s ? int.Parse(s, System.Globalization.CultureInfo.InvariantCulture) : Random.Shared.Next();
+        int seed = StoreTestKit.Seed();
         output.WriteLine($"seed {seed} (replay with MEGANET_TEST_SEED={seed})");
         var random = new Random(seed);
         var box = new Mailbox();

@@ -73,8 +73,8 @@ public sealed class MerkleProofTests(ITestOutputHelper output)
     [Fact]
     public void Roots_and_proofs_match_the_naive_rfc9162_on_random_sizes()
     {
-        int seed = RandomNumberGenerator.GetInt32(int.MaxValue);
-        output.WriteLine($"seed {seed}");
+        int seed = StoreTestKit.Seed();
+        output.WriteLine($"seed {seed} (replay with MEGANET_TEST_SEED={seed})");
         var random = new Random(seed);
         var log = new MegaNet.Store.MerkleLog();
         var leaves = new List<byte[]>();
@@ -134,8 +134,8 @@ public sealed class MerkleProofTests(ITestOutputHelper output)
     [Fact]
     public void Any_change_to_a_proof_makes_it_false()
     {
-        int seed = RandomNumberGenerator.GetInt32(int.MaxValue);
-        output.WriteLine($"seed {seed}");
+        int seed = StoreTestKit.Seed();
+        output.WriteLine($"seed {seed} (replay with MEGANET_TEST_SEED={seed})");
         var random = new Random(seed);
         var log = new MerkleLog();
         var leaves = new List<byte[]>();
@@ -309,8 +309,8 @@ public sealed class MerkleProofTests(ITestOutputHelper output)
     [Fact]
     public void Roots_and_proofs_match_with_the_lower_levels_read_back_from_leaves_bin()
     {
-        int seed = RandomNumberGenerator.GetInt32(int.MaxValue);
-        output.WriteLine($"seed {seed}");
+        int seed = StoreTestKit.Seed();
+        output.WriteLine($"seed {seed} (replay with MEGANET_TEST_SEED={seed})");
         var random = new Random(seed);
         string directory = StoreTestKit.NewDirectory();
         try

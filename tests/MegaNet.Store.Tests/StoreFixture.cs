@@ -50,6 +50,12 @@ public static class StoreTestKit
         }
     }
 
+    /// <summary>A test's random seed: MEGANET_TEST_SEED when set (to replay a printed one), else a fresh one below
+    /// <paramref name="max"/>.</summary>
+    public static int Seed(int max = int.MaxValue) =>
+        Environment.GetEnvironmentVariable("MEGANET_TEST_SEED") is { } s ? int.Parse(s, System.Globalization.CultureInfo.InvariantCulture)
+        : System.Security.Cryptography.RandomNumberGenerator.GetInt32(max);
+
     public static string NewDirectory() => Directory.CreateTempSubdirectory("meganet-store-").FullName;
 
     public static StoreOptions Options(string dir, TimeProvider? clock = null) => new()

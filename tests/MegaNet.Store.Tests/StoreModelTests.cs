@@ -29,7 +29,7 @@ public sealed class StoreModelTests(ITestOutputHelper output) : IDisposable
     [InlineData(false, true)] // checkpoints in the background too, so compactions run a step at a time between the steps
     public async Task Random_operations_keep_every_mailbox_and_replay_as_the_model_says(bool separateRecords, bool background)
     {
-        int seed = Environment.GetEnvironmentVariable("MEGANET_TEST_SEED") is { } s ? int.Parse(s, CultureInfo.InvariantCulture) : System.Security.Cryptography.RandomNumberGenerator.GetInt32(1_000_000);
+        int seed = StoreTestKit.Seed(1_000_000);
         output.WriteLine($"seed {seed} (MEGANET_TEST_SEED={seed} repeats this run)");
         var random = new Random(seed);
         var clock = new ManualClock(DateTimeOffset.UtcNow);
@@ -262,7 +262,7 @@ public sealed class StoreModelTests(ITestOutputHelper output) : IDisposable
         // Four owners, each with three mailboxes of its own, send, replay, acknowledge and list at once (their puts and
         // acks share group commits in the store's pipeline), while checkpoints (sweeps, compactions) are asked for
         // between them. Each owner's mailboxes hold exactly what its own sequential model says.
-        int seed = Environment.GetEnvironmentVariable("MEGANET_TEST_SEED") is { } s ? int.Parse(s, CultureInfo.InvariantCulture) : System.Security.Cryptography.RandomNumberGenerator.GetInt32(1_000_000);
+        int seed = StoreTestKit.Seed(1_000_000);
         output.WriteLine($"seed {seed} (MEGANET_TEST_SEED={seed} repeats this run)");
         StoreOptions options = Options(_dirs[0]);
         options.CheckpointInterval = background ? TimeSpan.FromMilliseconds(10) : TimeSpan.FromDays(1);
