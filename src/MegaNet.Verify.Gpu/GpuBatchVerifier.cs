@@ -160,6 +160,14 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
             }
 
             _occupancyGroup = Math.Max(_accelerator.WarpSize, minGroupSize ?? Math.Min(256, _accelerator.MaxNumThreadsPerGroup));
+            if (_groupThreads > 0 && GroupTooLarge(_groupThreads, _accelerator.EstimateMaxActiveGroupsPerMultiprocessor(_widenedKernel ?? _kernel.GetKernel(), _groupThreads, 0),
+                    _occupancyGroup, _accelerator.Name) is { } tooLarge)
+            {
+                // The device's largest group is checked above; the kernel's is lower (its registers), and a group the
+                // kernel cannot run failed every launch, reported as a fault of the GPU or its driver.
+                throw new ArgumentOutOfRangeException(nameof(options), options.GpuGroupThreads, tooLarge);
+            }
+
             // The occupancy estimate's smallest grid for full occupancy times its group: the threads the device runs
             // at once (33,792 on an H200: 132 multiprocessors of one 256-thread group, for 242 registers a thread).
             ResidentThreads = minGridSize is > 0 && minGroupSize is > 0
@@ -189,6 +197,13 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
         CompileMilliseconds = watch.Elapsed.TotalMilliseconds;
         DeviceName = _accelerator.Name;
     }
+
+    /// <summary>Why a set group size cannot run the verification kernel (no group of it fits on a multiprocessor,
+    /// <paramref name="maxActiveGroups"/> being the device's estimate), or null.</summary>
+    internal static string? GroupTooLarge(int groupThreads, int maxActiveGroups, int occupancyGroup, string device) =>
+        maxActiveGroups >= 1 ? null
+        : $"MEGANET_GPU_GROUP (VerifierOptions.GpuGroupThreads) is {groupThreads}, more threads than a group of the verification kernel can have on '{device}' " +
+          $"(its registers a thread allow fewer); the backend's own choice here is {occupancyGroup}: set that or less, or unset it.";
 
     /// <summary><see cref="MaxChunkMessageBytes"/>, lowered by tests to cut chunks by message size.</summary>
     internal int ChunkMessageBytes { get; set; } = MaxChunkMessageBytes;

@@ -309,6 +309,22 @@ public sealed class GpuKernelTests(ITestOutputHelper output)
         }
     }
 
+    [Theory]
+    // An H200 runs the kernel's 242-255 registers a thread in groups of up to 256: a group of 512 fits no multiprocessor.
+    [InlineData(512, 0, true)]
+    [InlineData(256, 1, false)]
+    [InlineData(128, 3, false)]
+    public void A_group_size_the_kernel_cannot_run_is_refused_by_name_not_blamed_on_the_gpu(int group, int maxActiveGroups, bool refused)
+    {
+        string? problem = MegaNet.Verify.Gpu.GpuBatchVerifier.GroupTooLarge(group, maxActiveGroups, occupancyGroup: 256, "NVIDIA H200");
+        Assert.Equal(refused, problem is not null);
+        if (refused)
+        {
+            Assert.StartsWith("MEGANET_GPU_GROUP (VerifierOptions.GpuGroupThreads) is 512, more threads than a group of the verification kernel can have on 'NVIDIA H200'", problem, StringComparison.Ordinal);
+            Assert.Contains("the backend's own choice here is 256", problem, StringComparison.Ordinal);
+        }
+    }
+
     /// <summary>A kernel (by default the verification kernel) compiled for sm_90 by ILGPU's PTX backend, no GPU needed.</summary>
     internal static PTXCompiledKernel CompileToPtx(MethodInfo? kernel = null)
     {
