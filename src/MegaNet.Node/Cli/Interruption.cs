@@ -37,7 +37,10 @@ internal sealed class Interruption : IDisposable
     }
 
     /// <summary>128 + the number of the signal that interrupted the command (SIGINT when none did).</summary>
-    public static int ExitCode => 128 + (Volatile.Read(ref s_lastSignal) is SIGTERM ? SIGTERM : SIGINT);
+    public static int ExitCode => ExitCodeFor(terminated: Volatile.Read(ref s_lastSignal) is SIGTERM);
+
+    /// <summary>What a shell reports for a process SIGTERM (143) or SIGINT (130) ended.</summary>
+    internal static int ExitCodeFor(bool terminated) => 128 + (terminated ? SIGTERM : SIGINT);
 
     /// <summary>Cancelled by the first SIGINT or SIGTERM.</summary>
     public CancellationToken Token => _cancel.Token;

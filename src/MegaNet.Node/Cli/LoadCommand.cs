@@ -195,7 +195,7 @@ internal static class LoadCommand
 
                 if (m is "both" or "unary")
                 {
-                    int unaryCount = m == "both" ? Math.Max(1, n / 2) : n;
+                    int unaryCount = UnaryCalls(m, n);
                     if (UnaryRateProblem(m, offered, streamRate, unaryCount) is { } noRate)
                     {
                         Console.Error.WriteLine($"meganet load: {noRate}");
@@ -273,6 +273,9 @@ internal static class LoadCommand
               "the unary phase is not run. Find out why the node refused the stream, or give --rate."
         : null;
 
+    /// <summary>The unary phase's calls: half the envelopes (at least one) after a streaming phase, else all.</summary>
+    private static int UnaryCalls(string mode, int envelopes) => mode == "both" ? Math.Max(1, envelopes / 2) : envelopes;
+
     /// <summary>A warning, or null, for a unary phase whose given --rate stretches it past <see cref="MaxPacedPhase"/>:
     /// run as asked (the rate was chosen), but said before the sealing, so a slip such as 0.5 for 500 is seen at once
     /// and not after hours of a silent run.</summary>
@@ -283,7 +286,7 @@ internal static class LoadCommand
             return null;
         }
 
-        int calls = mode == "both" ? Math.Max(1, envelopes / 2) : envelopes;
+        int calls = UnaryCalls(mode, envelopes);
         // --floor offers the same calls again at the same rate.
         double seconds = calls / offered * (floor ? 2 : 1);
         return seconds > MaxPacedPhase.TotalSeconds

@@ -191,7 +191,7 @@ internal static partial class NodeCommand
         }
 
         /// <summary>128 + the number of the first signal: 143 for SIGTERM, else 130 (SIGINT, or none seen here).</summary>
-        public int ExitCode => Volatile.Read(ref _firstSignal) == (int)PosixSignal.SIGTERM ? 128 + 15 : 128 + 2;
+        public int ExitCode => Interruption.ExitCodeFor(terminated: Volatile.Read(ref _firstSignal) == (int)PosixSignal.SIGTERM);
 
         /// <summary>Cancelled by the first signal (or by the command's own token).</summary>
         public CancellationToken Token => _cancel.Token;
