@@ -9,11 +9,13 @@ namespace MegaNet.Api;
 /// What one identity has received, so that a replay is recognised: a relay that saw a sealed payload can wrap it in a
 /// new envelope (a new id), and it opens as the same signed message again (docs/protocol.md, "Replays"). A message is
 /// known by its content digest, which the sender signed over the recipient, the sender, the send time and the content.
-/// The same digest in another envelope is a copy; the same envelope fetched again is not.
+/// The same digest in another envelope is a copy; the same envelope fetched again is not, until its owner has
+/// acknowledged it (<see cref="Acknowledged"/>): after that it is a copy too, since whoever kept the envelope (the node
+/// that held it, a relay, a watcher on a plaintext link) can submit it unchanged to another node the owner reads from.
 /// </summary>
 /// <remarks>
-/// Kept in a text file (one line per message: digest, envelope id prefix, send time; about 120 bytes), appended as
-/// messages arrive and pruned of entries older than <see cref="Window"/> when opened, so the file stays small. A
+/// Kept in a text file (one line per message: digest, envelope id prefix, send time; about 120 bytes; and once it is
+/// acknowledged, the same line again ending in <c>acked</c>), appended as messages arrive and pruned of entries older than <see cref="Window"/> when opened, so the file stays small. A
 /// message sent longer ago than the window cannot be told apart from a replay of one already forgotten, but it is
 /// still shown (<see cref="IsOld"/> marks it): nodes may keep mail for years (MaxTtlDays up to 3,650), and a sender's
 /// clock can be wrong, so hiding it (and deleting it under <c>--ack</c>) lost real mail. Only a message whose digest
@@ -30,7 +32,13 @@ public sealed class SeenMessages
     // An envelope id prefix is enough to tell "the same envelope again" from "another envelope".
     private const int IdPrefixBytes = 16;
 
-    private readonly Dictionary<string, (string IdPrefix, long SentUnixMs)> _seen = new(StringComparer.Ordinal);
+    private const string AckedMark = "acked";
+
+    private readonly Dictionary<string, Entry> _seen = new(StringComparer.Ordinal);
+
+    // Envelope id prefix -> digest, for Acknowledged, which knows the envelope only. An entry a later line replaced may
+    // be left here: checked against _seen.
+    private readonly Dictionary<string, string> _digestById = new(StringComparer.Ordinal);
     private readonly TimeProvider _clock;
     private readonly Lock _lock = new();
 
@@ -111,7 +119,8 @@ public sealed class SeenMessages
 
     /// <summary>
     /// Remembers a message that opened and says whether to show it: null when it is new, or the same envelope seen
-    /// before; otherwise why it is not shown (the same signed message received before in another envelope: a copy).
+    /// before and not acknowledged since (<see cref="Acknowledged"/>); otherwise why it is not shown (the same signed
+    /// message received before in another envelope, or this envelope again after its message was acknowledged: a copy).
     /// A message not in the record is always shown, however old (<see cref="IsOld"/> says whether to mark it).
     /// </summary>
     /// <remarks>A message this instance does not know is looked up again in the file, under its lock, before it is
@@ -137,10 +146,11 @@ public sealed class SeenMessages
         string? former = formerEnvelopeId.Length >= IdPrefixBytes ? Convert.ToHexStringLower(formerEnvelopeId[..IdPrefixBytes]) : null;
         lock (_lock)
         {
-            // Known here: answered from memory, without touching the file.
-            if (_seen.TryGetValue(digest, out var first))
+            // Known here: answered from memory, without touching the file, unless it is this very envelope, not yet
+            // known as acknowledged: another process of this identity (a fetch --ack beside this listen) may have.
+            if (_seen.TryGetValue(digest, out Entry first) && (Path is null || first.Acknowledged || !SameEnvelope(first, id, former)))
             {
-                return Verdict(first.IdPrefix, id, former);
+                return Verdict(first, id, former);
             }
 
             // Remembered by its send time, but never later than a day from now: a sender's clock set to year 9999 (or
@@ -148,7 +158,7 @@ public sealed class SeenMessages
             long recorded = Math.Min(sentUnixMs, Latest());
             if (Path is null)
             {
-                _seen[digest] = (id, recorded);
+                Remember(digest, new Entry(id, recorded, Acknowledged: false));
                 return null;
             }
 
@@ -160,17 +170,17 @@ public sealed class SeenMessages
                 bool torn = CatchUp(held);
                 if (_seen.TryGetValue(digest, out first))
                 {
-                    return Verdict(first.IdPrefix, id, former);
+                    return Verdict(first, id, former);
                 }
 
-                _seen[digest] = (id, recorded);
+                Remember(digest, new Entry(id, recorded, Acknowledged: false));
                 // One sent before the window would be pruned at the next open anyway: remembered for this session
                 // only, so the file is not rewritten on every open for it.
                 if (!IsOld(recorded))
                 {
                     // After a line cut short by a crash, on a line of its own: glued to the fragment, it was lost to the
                     // other processes and to the next open.
-                    MegaNet.Core.Interop.PrivateFile.AppendLine(Path, $"{digest} {id} {recorded.ToString(CultureInfo.InvariantCulture)}", afterCutLine: torn, FileShare.ReadWrite);
+                    MegaNet.Core.Interop.PrivateFile.AppendLine(Path, Line(digest, new Entry(id, recorded, Acknowledged: false)), afterCutLine: torn, FileShare.ReadWrite);
                 }
             }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException)
@@ -182,10 +192,76 @@ public sealed class SeenMessages
         }
     }
 
-    private static string? Verdict(string firstIdPrefix, string id, string? former) =>
-        firstIdPrefix == id || firstIdPrefix == former
-            ? null
-            : $"not shown: a copy of the message received before in envelope {firstIdPrefix}…, wrapped in a new envelope (a relay replayed it)";
+    /// <summary>
+    /// Remembers that the message in the envelope <paramref name="envelopeId"/> was acknowledged (deleted from the node
+    /// that held it): from now on that envelope, should it come again, is a copy too. Call it once the node has
+    /// confirmed the deletion; before, a failed acknowledgement would hide a message the next fetch is to show again.
+    /// An envelope not in the record (never checked here, or sent before the window) is passed over.
+    /// </summary>
+    /// <exception cref="IOException">The file cannot be read or written; the message names it.</exception>
+    public void Acknowledged(ReadOnlySpan<byte> envelopeId)
+    {
+        if (envelopeId.Length < IdPrefixBytes)
+        {
+            throw new ArgumentException("An envelope id is at least 16 bytes.", nameof(envelopeId));
+        }
+
+        string id = Convert.ToHexStringLower(envelopeId[..IdPrefixBytes]);
+        lock (_lock)
+        {
+            if (Path is null)
+            {
+                MarkAcknowledged(id);
+                return;
+            }
+
+            try
+            {
+                using FileStream held = LockRecord();
+                // Another process may have recorded it (or its acknowledgement) since this one last read the file.
+                bool torn = CatchUp(held);
+                if (MarkAcknowledged(id) is { } line)
+                {
+                    MegaNet.Core.Interop.PrivateFile.AppendLine(Path, line, afterCutLine: torn, FileShare.ReadWrite);
+                }
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                throw new IOException($"Cannot record an acknowledged message in '{Path}': {e.Message}", e);
+            }
+        }
+    }
+
+    /// <summary>Marks the entry of envelope id prefix <paramref name="id"/> acknowledged, and returns the line that says
+    /// so, or null when there is nothing to record (not known, already marked, or too old to keep).</summary>
+    private string? MarkAcknowledged(string id)
+    {
+        if (!_digestById.TryGetValue(id, out string? digest) || !_seen.TryGetValue(digest, out Entry entry) || entry.IdPrefix != id || entry.Acknowledged)
+        {
+            return null;
+        }
+
+        _seen[digest] = entry with { Acknowledged = true };
+        return IsOld(entry.SentUnixMs) ? null : Line(digest, entry with { Acknowledged = true });
+    }
+
+    private void Remember(string digest, Entry entry)
+    {
+        _seen[digest] = entry;
+        _digestById[entry.IdPrefix] = digest;
+    }
+
+    private static string Line(string digest, Entry entry) =>
+        $"{digest} {entry.IdPrefix} {entry.SentUnixMs.ToString(CultureInfo.InvariantCulture)}{(entry.Acknowledged ? " " + AckedMark : "")}";
+
+    private static bool SameEnvelope(Entry first, string id, string? former) => first.IdPrefix == id || first.IdPrefix == former;
+
+    private static string? Verdict(Entry first, string id, string? former) =>
+        !SameEnvelope(first, id, former)
+            ? $"not shown: a copy of the message received before in envelope {first.IdPrefix}…, wrapped in a new envelope (a relay replayed it)"
+            : first.Acknowledged
+                ? $"not shown: envelope {first.IdPrefix}… again, whose message was received and acknowledged before (another node's copy, or a replay by whoever kept it)"
+                : null;
 
     /// <summary>True when a message sent at <paramref name="sentUnixMs"/> is older than <see cref="Window"/>, or dated
     /// more than a day ahead: the record no longer says (or, for one from the future, a month from now will no longer
@@ -321,21 +397,30 @@ public sealed class SeenMessages
     private bool Take(ReadOnlySpan<byte> line, long oldest, bool replace)
     {
         string[] parts = Encoding.ASCII.GetString(line).Split(' ');
-        if (parts.Length != 3 || parts[0].Length != 64 || parts[1].Length != 2 * IdPrefixBytes
+        if (parts.Length is not (3 or 4) || (parts.Length == 4 && parts[3] != AckedMark) || parts[0].Length != 64 || parts[1].Length != 2 * IdPrefixBytes
             || !long.TryParse(parts[2], NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out long sent) || sent < oldest)
         {
             return false;
         }
 
-        if (replace)
+        var entry = new Entry(parts[1], sent, parts.Length == 4);
+        if (_seen.TryGetValue(parts[0], out Entry known))
         {
-            _seen[parts[0]] = (parts[1], sent);
-        }
-        else
-        {
-            _seen.TryAdd(parts[0], (parts[1], sent));
+            if (known.IdPrefix == entry.IdPrefix)
+            {
+                // An acknowledgement stays: a later line for the same envelope without the mark does not undo it.
+                Remember(parts[0], known with { Acknowledged = known.Acknowledged || entry.Acknowledged });
+            }
+            else if (replace)
+            {
+                Remember(parts[0], entry);
+            }
+
+            // Catching up, what this instance holds for another envelope stays (its verdicts do not change under it).
+            return true;
         }
 
+        Remember(parts[0], entry);
         return true;
     }
 
@@ -373,9 +458,9 @@ public sealed class SeenMessages
             {
                 using (var file = new StreamWriter(stream, Encoding.ASCII, leaveOpen: true))
                 {
-                    foreach ((string digest, (string id, long sent)) in _seen)
+                    foreach ((string digest, Entry entry) in _seen)
                     {
-                        file.Write($"{digest} {id} {sent.ToString(CultureInfo.InvariantCulture)}\n");
+                        file.Write(Line(digest, entry) + "\n");
                     }
                 }
 
@@ -398,6 +483,10 @@ public sealed class SeenMessages
             throw;
         }
     }
+
+    /// <summary>What the record holds of one message: the first envelope it came in, its send time (as remembered), and
+    /// whether its owner acknowledged it.</summary>
+    private readonly record struct Entry(string IdPrefix, long SentUnixMs, bool Acknowledged);
 
     // Which messages an identity received is its owner's business: the file is readable by the owner only.
     private static FileStreamOptions PrivateFile(FileMode mode)

@@ -533,6 +533,58 @@ public sealed class ClientCliTests : IDisposable
     }
 
     [Fact]
+    public async Task An_acknowledged_envelope_submitted_unchanged_to_another_node_is_reported_as_a_copy_and_deleted()
+    {
+        // Node A held it, and anyone who kept the envelope can submit it as it is to node B, which Bob also reads:
+        // A refuses it as a duplicate, B takes it as new. Bob saw and acknowledged it at A; before, B's copy was shown
+        // to him again, unmarked, as a new message (a signed "pay 100 to carol", twice).
+        await using TestNode nodeA = await TestNode.StartAsync();
+        await using TestNode nodeB = await TestNode.StartAsync();
+        string bobPath = NewIdentity("bob.json");
+        using Identity alice = Identity.Create(), bob = Identity.Load(bobPath);
+        using MegaNetClient a = nodeA.Client(), b = nodeB.Client();
+        await a.SendAsync(alice, bob.Card, Text("pay 100 to carol"), "text/plain; charset=utf-8");
+        await a.SendAsync(alice, bob.Card, Text("and 5 to dave"), "text/plain; charset=utf-8");
+        var kept = (await a.Relay.FetchAsync(new FetchRequest { Auth = await a.AuthenticateAsync(bob, MailboxPurpose.Fetch) })).Items;
+        Assert.Equal(2, kept.Count);
+
+        // The first by 'fetch --ack', the second by 'listen --ack': each records what the node confirmed deleted.
+        Result fetched = await Meganet("fetch", "-i", bobPath, "--node", nodeA.Address.ToString(), "--ack");
+        AssertExit(fetched, 0, "acknowledged 2 message(s)");
+        Assert.Contains("pay 100 to carol", fetched.Stdout, StringComparison.Ordinal);
+        Assert.True((await a.Relay.SubmitAsync(new SubmitRequest { Envelope = kept[0].Envelope })).Duplicate);
+
+        foreach (MailItem item in kept)
+        {
+            Assert.False((await b.Relay.SubmitAsync(new SubmitRequest { Envelope = item.Envelope })).Duplicate);
+        }
+
+        Result atB = await Meganet("fetch", "-i", bobPath, "--node", nodeB.Address.ToString(), "--ack");
+        AssertExit(atB, 0, "acknowledged 2 message(s)");
+        Assert.DoesNotContain("pay 100", atB.Stdout, StringComparison.Ordinal);
+        Assert.DoesNotContain("and 5", atB.Stdout, StringComparison.Ordinal);
+        Assert.Equal(2, atB.Stderr.Split('\n').Count(l => l.Contains("received and acknowledged before", StringComparison.Ordinal)));
+        Assert.Equal(0, (await b.FetchAsync(bob)).WaitingCount);
+
+        // The same through listen --ack: a new message at A, kept by whoever can, acknowledged by listen, then at B.
+        await a.SendAsync(alice, bob.Card, Text("live one"), "text/plain; charset=utf-8");
+        MailItem live = Assert.Single((await a.Relay.FetchAsync(new FetchRequest { Auth = await a.AuthenticateAsync(bob, MailboxPurpose.Fetch) })).Items);
+        using (var listen = new RunningMeganet(_dir, "listen", "-i", bobPath, "--node", nodeA.Address.ToString(), "--ack"))
+        {
+            await listen.WaitForAsync(": live one");
+            await MailboxEmptiesAsync(a, bob, listen);
+            Assert.Equal(0, await listen.StopAsync());
+        }
+
+        Assert.False((await b.Relay.SubmitAsync(new SubmitRequest { Envelope = live.Envelope })).Duplicate);
+        Result liveAtB = await Meganet("fetch", "-i", bobPath, "--node", nodeB.Address.ToString());
+        AssertExit(liveAtB, 0, "received and acknowledged before");
+        Assert.DoesNotContain("live one", liveAtB.Stdout, StringComparison.Ordinal);
+        nodeA.AssertNoServerErrors();
+        nodeB.AssertNoServerErrors();
+    }
+
+    [Fact]
     public async Task Listen_names_contacts_saved_while_it_runs_and_saves_a_file_sent_in_parts()
     {
         await using TestNode node = await TestNode.StartAsync();

@@ -181,6 +181,65 @@ public sealed class SeenMessagesTests : IDisposable
     }
 
     [Fact]
+    public void An_envelope_whose_message_was_acknowledged_is_a_copy_when_it_comes_again_here_after_a_reopen_and_elsewhere()
+    {
+        // Whoever kept an envelope (the node that held it, a relay, a watcher on a plaintext link) can submit it
+        // unchanged to another node the owner reads from: before, after the ack it was shown again, unmarked, as new.
+        string file = Path.Combine(_dir, "acked.seen");
+        long now = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
+        SeenMessages listening = SeenMessages.Open(file); // another process of the identity, opened before the ack
+        SeenMessages fetching = SeenMessages.Open(file);
+        Assert.Null(fetching.Check(Bytes(32, 1), Bytes(32, 0xA1), now));
+        Assert.Null(fetching.Check(Bytes(32, 2), Bytes(32, 0xA2), now));
+        Assert.Null(fetching.Check(Bytes(32, 1), Bytes(32, 0xA1), now)); // unacknowledged, the same envelope is shown again
+        Assert.Null(listening.Check(Bytes(32, 1), Bytes(32, 0xA1), now)); // (and the listen has it in memory now)
+
+        fetching.Acknowledged(Bytes(32, 0xA1));
+        Assert.Contains("acknowledged before", fetching.Check(Bytes(32, 1), Bytes(32, 0xA1), now));
+        Assert.Contains("copy", fetching.Check(Bytes(32, 1), Bytes(32, 0xB1), now)); // another envelope: a copy, as before
+        Assert.Null(fetching.Check(Bytes(32, 2), Bytes(32, 0xA2), now)); // the other message is not acknowledged
+        // The listen knew the envelope as unacknowledged: it looks in the record again before showing it.
+        Assert.Contains("acknowledged before", listening.Check(Bytes(32, 1), Bytes(32, 0xA1), now));
+
+        // Kept across a reopen, and across the rewrite an open makes after a crash cut a line short.
+        Assert.Contains("acknowledged before", SeenMessages.Open(file).Check(Bytes(32, 1), Bytes(32, 0xA1), now));
+        File.AppendAllText(file, "half a line cut by a cra");
+        SeenMessages reopened = SeenMessages.Open(file);
+        Assert.DoesNotContain("cra", File.ReadAllText(file));
+        Assert.Contains("acknowledged before", reopened.Check(Bytes(32, 1), Bytes(32, 0xA1), now));
+        Assert.Null(reopened.Check(Bytes(32, 2), Bytes(32, 0xA2), now));
+
+        // An envelope the record does not hold, or an acknowledgement made twice, writes nothing.
+        string[] lines = File.ReadAllLines(file);
+        reopened.Acknowledged(Bytes(32, 0xC3));
+        reopened.Acknowledged(Bytes(32, 0xA1));
+        Assert.Equal(lines, File.ReadAllLines(file));
+
+        // In memory only, the same rule.
+        SeenMessages memory = SeenMessages.InMemory();
+        Assert.Null(memory.Check(Bytes(32, 1), Bytes(32, 0xA1), now));
+        memory.Acknowledged(Bytes(32, 0xA1));
+        Assert.Contains("acknowledged before", memory.Check(Bytes(32, 1), Bytes(32, 0xA1), now));
+    }
+
+    [Fact]
+    public void A_record_written_before_acknowledgements_were_recorded_still_reads()
+    {
+        // Lines of three fields (digest, envelope id prefix, send time), as every version wrote them until 2026-12-05.
+        string file = Path.Combine(_dir, "three-fields.seen");
+        long now = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
+        string digest = Convert.ToHexStringLower(Bytes(32, 1)), id = Convert.ToHexStringLower(Bytes(16, 0xA1));
+        File.WriteAllText(file, $"{digest} {id} {now}\n{digest} {id} {now} unknown-mark\n");
+        SeenMessages seen = SeenMessages.Open(file);
+        Assert.Equal(1, seen.Count);
+        Assert.Null(seen.Check(Bytes(32, 1), Bytes(32, 0xA1), now)); // read, and not taken for acknowledged
+        Assert.Contains("copy", seen.Check(Bytes(32, 1), Bytes(32, 0xB1), now));
+        Assert.Equal([$"{digest} {id} {now}"], File.ReadAllLines(file)); // the line it does not know dropped
+        seen.Acknowledged(Bytes(32, 0xA1));
+        Assert.Equal([$"{digest} {id} {now}", $"{digest} {id} {now} acked"], File.ReadAllLines(file));
+    }
+
+    [Fact]
     public void A_last_line_without_its_end_is_rewritten_whole_before_another_is_appended()
     {
         string file = Path.Combine(_dir, "unended.seen");

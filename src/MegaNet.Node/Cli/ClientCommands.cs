@@ -357,6 +357,28 @@ internal static partial class ClientCommands
         return command;
     }
 
+    /// <summary>Records in <paramref name="received"/> the envelopes (null: not a message shown) of messages the node
+    /// confirmed deleted, so that the same envelope coming again (from another node, or submitted anew by whoever kept
+    /// it) is reported as a copy. The mail is gone from the node by now: a record that cannot be written costs a line
+    /// on <paramref name="errors"/>, not the command's success.</summary>
+    internal static void RecordAcknowledged(SeenMessages received, IEnumerable<byte[]?> envelopes, TextWriter errors)
+    {
+        try
+        {
+            foreach (byte[]? envelope in envelopes)
+            {
+                if (envelope is not null)
+                {
+                    received.Acknowledged(envelope);
+                }
+            }
+        }
+        catch (IOException e)
+        {
+            errors.WriteLine($"meganet: {e.Message}; the messages were acknowledged, but should one come again unchanged it is shown again.");
+        }
+    }
+
     /// <summary>Pages one <c>fetch</c> reads at most (100,000 messages): a node that never ends a mailbox gets a bounded
     /// number of signed challenges.</summary>
     private const int MaxFetchPages = 1_000;
@@ -364,12 +386,15 @@ internal static partial class ClientCommands
     private static async Task<int> FetchAsync(MegaNetClient client, Identity id, SeenMessages received, Inbox inbox, ulong cursor, bool ack, CancellationToken ct)
     {
         var toAcknowledge = new List<ulong>();
+        // The envelopes of the messages shown among them, recorded as acknowledged once the node has deleted them.
+        var shownEnvelopes = new Dictionary<ulong, byte[]>();
         var damaged = new List<ulong>();
         (FetchResult? page, ulong reached, bool more) = await FetchPagesAsync(client, id, received, cursor, m =>
         {
             if (inbox.Deliver(m, ack ? "no message was acknowledged" : null))
             {
                 toAcknowledge.Add(m.Seq);
+                shownEnvelopes[m.Seq] = m.EnvelopeId;
             }
         }, m =>
         {
@@ -408,6 +433,7 @@ internal static partial class ClientCommands
                     "the rest may still be on the node, and the next fetch shows those again");
                 var settled = new HashSet<ulong>(toAcknowledge.Take(e.Settled));
                 inbox.ForgetShown(settled.Contains);
+                RecordAcknowledged(received, settled.Select(seq => shownEnvelopes.GetValueOrDefault(seq)), Console.Error);
                 // Then the failure itself, as before (its message, and the exit code for it).
                 System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(e.InnerException!);
                 throw;
@@ -415,6 +441,7 @@ internal static partial class ClientCommands
 
             Console.Error.WriteLine($"acknowledged {deleted} message(s)");
             inbox.ForgetShown();
+            RecordAcknowledged(received, shownEnvelopes.Values, Console.Error);
             // The bytes the acknowledged ones took are not known here: after an ack the count alone says how full it is.
             waiting -= deleted;
         }
@@ -545,7 +572,7 @@ internal static partial class ClientCommands
                 {
                     if (inbox.Deliver(m, "stopped listening"))
                     {
-                        acknowledger?.Add(m.Seq);
+                        acknowledger?.Add(m.Seq, m.EnvelopeId);
                     }
                 }, m =>
                 {
@@ -752,7 +779,7 @@ internal static partial class ClientCommands
         // The node id is known by the first message: the subscription that brought it was signed for that node.
         // Every later connection (a subscription again, the acknowledgements) is held to the node id the first one saw.
         MegaNetClient Reconnect() => new(address, client.NodeId, options: connection);
-        ListenAcknowledger? acknowledger = ack ? new ListenAcknowledger(id, Reconnect) : null;
+        ListenAcknowledger? acknowledger = ack ? new ListenAcknowledger(id, Reconnect, seen) : null;
         ulong cursor = after; // the last sequence number printed or reported: a new subscription resumes after it
         bool subscribed = false; // since the last failure
         bool everSubscribed = false;
@@ -825,7 +852,7 @@ internal static partial class ClientCommands
                         cursor = m.Seq;
                         if (delivered)
                         {
-                            acknowledger?.Add(m.Seq);
+                            acknowledger?.Add(m.Seq, m.EnvelopeId);
                         }
 
                         await RetryDeferredAsync(current, id, seen, inbox, acknowledger, Console.Error, ct);

@@ -17,19 +17,22 @@ internal sealed class ListenAcknowledger : IAsyncDisposable
 
     // Two writers: listen's retry of deferred parts (ClientCommands.NextMessageAsync) runs while the subscription
     // reports skipped mail.
-    private readonly Channel<ulong> _seqs = Channel.CreateUnbounded<ulong>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = false });
+    private readonly Channel<(ulong Seq, byte[]? Envelope)> _seqs = Channel.CreateUnbounded<(ulong, byte[]?)>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = false });
     private readonly CancellationTokenSource _stop = new();
     private readonly Identity _identity;
     private readonly Func<MegaNetClient> _connect;
+    private readonly SeenMessages? _seen;
     private readonly Task _loop;
     private int _acknowledged;
 
     /// <param name="identity">The mailbox's owner, who signs each acknowledgement.</param>
     /// <param name="connect">A client for the node listen subscribed to, held to the node id it signed for.</param>
-    public ListenAcknowledger(Identity identity, Func<MegaNetClient> connect)
+    /// <param name="seen">The identity's record of received messages, told which envelopes the node deleted.</param>
+    public ListenAcknowledger(Identity identity, Func<MegaNetClient> connect, SeenMessages? seen = null)
     {
         _identity = identity;
         _connect = connect;
+        _seen = seen;
         _loop = Task.Run(LoopAsync);
     }
 
@@ -37,12 +40,13 @@ internal sealed class ListenAcknowledger : IAsyncDisposable
     public int Acknowledged => Volatile.Read(ref _acknowledged);
 
     /// <summary>Queues a message that has been written out (and flushed) for deletion (nothing, once acknowledging has
-    /// stopped on a refusal).</summary>
-    public void Add(ulong seq)
+    /// stopped on a refusal); <paramref name="envelopeId"/>, a message shown, is recorded as acknowledged once the node
+    /// has deleted it (junk and copies need no record).</summary>
+    public void Add(ulong seq, byte[]? envelopeId = null)
     {
         if (!Volatile.Read(ref _stopped))
         {
-            _seqs.Writer.TryWrite(seq);
+            _seqs.Writer.TryWrite((seq, envelopeId));
         }
     }
 
@@ -63,7 +67,7 @@ internal sealed class ListenAcknowledger : IAsyncDisposable
     private async Task LoopAsync()
     {
         MegaNetClient? client = null;
-        var batch = new List<ulong>();
+        var batch = new List<(ulong Seq, byte[]? Envelope)>();
         TimeSpan delay = ClientCommands.FirstRetryDelay;
         try
         {
@@ -77,9 +81,9 @@ internal sealed class ListenAcknowledger : IAsyncDisposable
                         break;
                     }
 
-                    while (batch.Count < MegaNet.Store.FasterEnvelopeStore.MaxAckSeqs && _seqs.Reader.TryRead(out ulong seq))
+                    while (batch.Count < MegaNet.Store.FasterEnvelopeStore.MaxAckSeqs && _seqs.Reader.TryRead(out var item))
                     {
-                        batch.Add(seq);
+                        batch.Add(item);
                     }
                 }
 
@@ -88,7 +92,12 @@ internal sealed class ListenAcknowledger : IAsyncDisposable
                     client ??= _connect();
                     // Shown is written, not yet durable when standard output is a file: flushed before the node deletes.
                     ClientCommands.FlushStandardOutputToDisk(null);
-                    Interlocked.Add(ref _acknowledged, await client.AckAsync(_identity, batch, _stop.Token).ConfigureAwait(false));
+                    Interlocked.Add(ref _acknowledged, await client.AckAsync(_identity, batch.Select(b => b.Seq), _stop.Token).ConfigureAwait(false));
+                    if (_seen is not null)
+                    {
+                        ClientCommands.RecordAcknowledged(_seen, batch.Select(b => b.Envelope), Console.Error);
+                    }
+
                     batch.Clear();
                     delay = ClientCommands.FirstRetryDelay;
                 }
