@@ -18,7 +18,7 @@
 
 import { createHash, hkdfSync, X509Certificate } from 'node:crypto';
 import { checkServerIdentity, rootCertificates } from 'node:tls';
-import { closeSync, existsSync, fstatSync, fsyncSync, openSync, readFileSync, realpathSync, renameSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fstatSync, fsyncSync, mkdirSync, openSync, readFileSync, realpathSync, renameSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import grpc from '@grpc/grpc-js';
@@ -1091,6 +1091,8 @@ async function main(argv) {
     };
     const identity = identityFrom(file);
     file.card = identity.card;
+    // Its folders made owner-only if missing, as `meganet id new` makes them (the walkthrough's demo/ among them).
+    mkdirSync(dirname(positional[1]), { recursive: true, mode: 0o700 });
     writeFileSync(positional[1], JSON.stringify(file, null, 2), { mode: 0o600, flag: 'wx' });
     await writeOut(`${file.card}\n`, false, `the identity was saved in ${positional[1]}`);
     return;
@@ -1105,6 +1107,12 @@ async function main(argv) {
   if (stray) throw new UsageError(`${command} does not take ${flags[stray]}`);
   if (named.after !== undefined && !/^[0-9]+$/.test(named.after)) throw new UsageError('--after is a mailbox sequence number (0 or more)');
   const url = named.node ?? 'http://127.0.0.1:7700';
+  // new URL's own error ("Invalid URL") named neither the option nor the form it wants.
+  let parsed = null;
+  try { parsed = new URL(url); } catch { /* refused below */ }
+  if (!parsed || !['http:', 'https:'].includes(parsed.protocol) || !parsed.hostname) {
+    throw new UsageError(`--node takes the node's URL, http://HOST:PORT or https://HOST:PORT (e.g. http://127.0.0.1:7700), not '${printable(url)}'`);
+  }
   const node = relay(url, named.tlsCert, named.timeout === undefined ? DEFAULT_TIMEOUT_MS : duration(named.timeout, '--timeout'));
   try {
     if (command === 'audit') {
