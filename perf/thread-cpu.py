@@ -6,7 +6,15 @@ Usage: perf/thread-cpu.py PID   (until the process ends; prints only seconds in 
 Example: meganet load ... & sleep 1; perf/thread-cpu.py $(pgrep -n -x meganet)
 """
 import os, sys, time
+
+# A missing or wrong PID printed nothing and exited 0, as for a process never busy ("$(pgrep ...)" expands to nothing
+# while `dotnet run` is still building).
+if len(sys.argv) != 2 or not sys.argv[1].isdigit():
+    sys.exit("usage: perf/thread-cpu.py PID   (a process id, e.g. $(pgrep -n -x meganet); got "
+             + (repr(" ".join(sys.argv[1:])) if len(sys.argv) > 1 else "none") + ")")
 pid = sys.argv[1]
+if not os.path.isdir(f"/proc/{pid}/task"):
+    sys.exit(f"perf/thread-cpu.py: no process {pid} (/proc/{pid}/task not found; Linux only)")
 
 
 def snap():

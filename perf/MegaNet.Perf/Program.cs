@@ -32,7 +32,9 @@ internal static class Program
             types = types.Where(t => t != typeof(GpuThroughputBenchmarks)).ToArray();
             if (FilterConfig(args) is { } filtered && Selects(filtered, typeof(GpuThroughputBenchmarks)))
             {
-                Console.WriteLine($"GpuThroughputBenchmarks skipped, no GPU here: {noGpu}");
+                // The probe's advice names the command line's --backend, which this tool does not have.
+                Console.WriteLine($"GpuThroughputBenchmarks skipped, no GPU here: {noGpu.Replace(GpuBatchVerifier.NoDeviceAdvice, ".", StringComparison.Ordinal)} " +
+                    "'*.VerifyBenchmarks.*' times the GPU kernels on the CPU (gpu-cpu) beside simd and libsodium.");
                 if (!types.Any(t => Selects(filtered, t)))
                 {
                     // Nothing else selected: BenchmarkDotNet would add "returned 0 benchmarks" and list every other one.

@@ -65,6 +65,13 @@ public abstract class BatchVerifyBenchmark
     /// <summary>Signatures one operation verifies for <paramref name="backend"/> at <paramref name="batch"/>.</summary>
     public static int ItemsPerOperation(string backend, int batch) =>
         backend == LibsodiumBatchVerifier.BackendName ? Math.Min(batch, BaselineSlice) : batch;
+
+    /// <summary>Threads <paramref name="backend"/> verifies with in <paramref name="benchmark"/>: libsodium's verifier
+    /// checks one item at a time on the caller's thread whatever its options say.</summary>
+    public static int ThreadsUsed(Type benchmark, string backend) =>
+        backend == LibsodiumBatchVerifier.BackendName ? 1
+        : benchmark == typeof(GpuThroughputBenchmarks) ? GpuThroughputBenchmarks.Threads
+        : VerifyBenchmarks.Threads;
 }
 
 /// <summary>
@@ -76,6 +83,9 @@ public abstract class BatchVerifyBenchmark
 [MemoryDiagnoser]
 public class VerifyBenchmarks : BatchVerifyBenchmark
 {
+    /// <summary>Threads every backend here verifies with: one, so the rows compare the kernels, not the cores.</summary>
+    public const int Threads = 1;
+
     [ParamsSource(nameof(Backends))]
     public string Backend { get; set; } = "simd";
 
@@ -87,7 +97,7 @@ public class VerifyBenchmarks : BatchVerifyBenchmark
     public int Batch { get; set; }
 
     [GlobalSetup]
-    public void Setup() => Prepare(Backend, Batch, new VerifierOptions { Threads = 1, KeyCacheCapacity = 0 });
+    public void Setup() => Prepare(Backend, Batch, new VerifierOptions { Threads = Threads, KeyCacheCapacity = 0 });
 }
 
 /// <summary>
@@ -99,6 +109,9 @@ public class VerifyBenchmarks : BatchVerifyBenchmark
 /// </summary>
 public class GpuThroughputBenchmarks : BatchVerifyBenchmark
 {
+    /// <summary>Host threads the GPU backend hashes and packs with: every core, as the node's default.</summary>
+    public static int Threads => Environment.ProcessorCount;
+
     [Params(LibsodiumBatchVerifier.BackendName, GpuBatchVerifier.DeviceBackendName)]
     public string Backend { get; set; } = GpuBatchVerifier.DeviceBackendName;
 
@@ -106,34 +119,64 @@ public class GpuThroughputBenchmarks : BatchVerifyBenchmark
     public int Batch { get; set; }
 
     [GlobalSetup]
-    public void Setup() => Prepare(Backend, Batch, new VerifierOptions { KeyCacheCapacity = 0 });
+    public void Setup() => Prepare(Backend, Batch, new VerifierOptions { Threads = Threads, KeyCacheCapacity = 0 });
 }
 
-/// <summary>Adds the per-signature time and the ratio to libsodium at the same batch size.</summary>
+/// <summary>Adds the threads and signatures behind each row's Mean, the per-signature time, and the ratio to libsodium
+/// at the same batch size.</summary>
 public sealed class VerifyColumnsConfig : ManualConfig
 {
-    public VerifyColumnsConfig() => AddColumn(new VerifyColumn(ratio: false), new VerifyColumn(ratio: true));
+    public VerifyColumnsConfig() => AddColumn(
+        new VerifyColumn(VerifyColumnKind.Threads), new VerifyColumn(VerifyColumnKind.SignaturesPerOperation),
+        new VerifyColumn(VerifyColumnKind.PerSignature), new VerifyColumn(VerifyColumnKind.Ratio));
 }
 
-/// <summary>µs per signature (Mean over the signatures one operation verifies), or how many times libsodium's µs per
-/// signature, timed in the same run at the same Batch, this is faster.</summary>
-internal sealed class VerifyColumn(bool ratio) : IColumn
+/// <summary>What a <see cref="VerifyColumn"/> shows.</summary>
+internal enum VerifyColumnKind
 {
-    public string Id => ratio ? "VerifyRatio" : "VerifyPerSignature";
+    /// <summary>Threads the row's backend verifies with.</summary>
+    Threads,
 
-    public string ColumnName => ratio ? "x libsodium" : "us/signature";
+    /// <summary>Signatures one operation verifies (libsodium's are capped at <see cref="BatchVerifyBenchmark.BaselineSlice"/>).</summary>
+    SignaturesPerOperation,
+
+    /// <summary>Mean over the signatures one operation verifies.</summary>
+    PerSignature,
+
+    /// <summary>How many times libsodium's µs per signature, timed in the same run at the same Batch, this row's is.</summary>
+    Ratio,
+}
+
+/// <summary>One of the columns a verify benchmark's table needs to be read right (<see cref="VerifyColumnKind"/>).</summary>
+internal sealed class VerifyColumn(VerifyColumnKind kind) : IColumn
+{
+    public string Id => "Verify" + kind;
+
+    public string ColumnName => kind switch
+    {
+        VerifyColumnKind.Threads => "Threads",
+        VerifyColumnKind.SignaturesPerOperation => "Signatures/op",
+        VerifyColumnKind.PerSignature => "us/signature",
+        _ => "x libsodium",
+    };
 
     public bool AlwaysShow => true;
 
     public ColumnCategory Category => ColumnCategory.Custom;
 
-    public int PriorityInCategory => ratio ? 1 : 0;
+    public int PriorityInCategory => (int)kind;
 
     public bool IsNumeric => true;
 
     public UnitType UnitType => UnitType.Dimensionless;
 
-    public string Legend => ratio ? "libsodium's us/signature at the same Batch, in this run, divided by this row's" : "Mean divided by the signatures one operation verifies";
+    public string Legend => kind switch
+    {
+        VerifyColumnKind.Threads => "Threads the backend verifies with (libsodium: one item at a time on one thread)",
+        VerifyColumnKind.SignaturesPerOperation => $"Signatures one operation verifies, which Mean is for (libsodium's at most {BatchVerifyBenchmark.BaselineSlice:N0}, whatever Batch says)",
+        VerifyColumnKind.PerSignature => "Mean divided by Signatures/op",
+        _ => "libsodium's us/signature at the same Batch, in this run, divided by this row's",
+    };
 
     public bool IsAvailable(Summary summary) => true;
 
@@ -143,8 +186,19 @@ internal sealed class VerifyColumn(bool ratio) : IColumn
 
     public string GetValue(Summary summary, BenchmarkCase benchmarkCase, SummaryStyle style)
     {
+        if (kind is VerifyColumnKind.Threads or VerifyColumnKind.SignaturesPerOperation)
+        {
+            if (benchmarkCase.Parameters["Backend"] is not string name || benchmarkCase.Parameters["Batch"] is not int size)
+            {
+                return "-";
+            }
+
+            int value = kind == VerifyColumnKind.Threads ? BatchVerifyBenchmark.ThreadsUsed(benchmarkCase.Descriptor.Type, name) : BatchVerifyBenchmark.ItemsPerOperation(name, size);
+            return value.ToString(CultureInfo.InvariantCulture);
+        }
+
         double? mine = MicrosecondsPerSignature(summary, benchmarkCase);
-        if (!ratio)
+        if (kind == VerifyColumnKind.PerSignature)
         {
             return mine is { } us ? us.ToString("F3", CultureInfo.InvariantCulture) : "-";
         }

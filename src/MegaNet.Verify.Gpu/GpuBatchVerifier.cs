@@ -686,6 +686,10 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
         && device.CLStdVersion >= ILGPU.Backends.OpenCL.CLBackend.MinimumVersion
         && device.Capabilities.GenericAddressSpace;
 
+    /// <summary>The end of <see cref="Probe"/>'s reason when no device was found: what to use instead, in the command
+    /// line's terms (a tool without <c>--backend</c> replaces it).</summary>
+    public const string NoDeviceAdvice = " (use --backend simd, or gpu-cpu to run the GPU kernels on the CPU for testing).";
+
     private static string? ProbeDevice()
     {
         try
@@ -693,7 +697,7 @@ public sealed class GpuBatchVerifier : BatchVerifierBase
             using Context context = Context.Create(b => b.Cuda().OpenCL(IsUsableOpenClGpu));
             return context.Devices.Any(d => d.AcceleratorType is AcceleratorType.Cuda or AcceleratorType.OpenCL)
                 ? null
-                : "no CUDA or OpenCL GPU found (use --backend simd, or gpu-cpu to run the GPU kernels on the CPU for testing).";
+                : "no CUDA or OpenCL GPU found" + NoDeviceAdvice;
         }
         catch (Exception e) when (e is not OutOfMemoryException)
         {
