@@ -71,6 +71,41 @@ public sealed class RequestItemLimitTests
     }
 
     [Fact]
+    public void Path_hashes_inside_proofs_are_counted_across_the_request()
+    {
+        // 2^19 in all, split between inclusion and consistency items, empty or not: the limit, taken.
+        var request = new VerifyBatchRequest();
+        int half = RelayService.MaxVerifyPathHashes / 2;
+        request.Inclusions.Add(new InclusionItem { LeafIndex = 1, Path = { Enumerable.Repeat(ByteString.Empty, half - 64) } });
+        request.Inclusions.Add(new InclusionItem { Path = { Enumerable.Repeat(ByteString.CopyFrom(new byte[32]), 64) } });
+        request.Consistencies.Add(new ConsistencyItem { FirstSize = 1, Path = { Enumerable.Repeat(ByteString.Empty, half) } });
+        request.Signatures.Add(new SignatureItem());
+        byte[] bytes = request.ToByteArray();
+        Assert.Null(RequestItemLimit.VerifyBatch.Refusal(new ReadOnlySequence<byte>(bytes)));
+        Assert.Null(RequestItemLimit.VerifyBatch.Refusal(InPieces(bytes)));
+
+        // One more anywhere is refused, read whole or in pieces; fields of the items other than their paths, and a
+        // path field at the top of the request (an unknown field there), are not counted.
+        request.Consistencies[0].Path.Add(ByteString.Empty);
+        bytes = request.ToByteArray();
+        string expected = RelayService.TooManyVerifyPathHashes(RelayService.MaxVerifyPathHashes + 1);
+        Assert.Equal(expected, RequestItemLimit.VerifyBatch.Refusal(new ReadOnlySequence<byte>(bytes)));
+        Assert.Equal(expected, RequestItemLimit.VerifyBatch.Refusal(InPieces(bytes)));
+        Assert.Contains("path hashes; at most 524,288", expected, StringComparison.Ordinal);
+        request.Consistencies[0].Path.RemoveAt(0);
+        byte[] topLevelPaths = [.. Enumerable.Repeat<byte[]>([0x22, 0x00, 0x2A, 0x00], 8).SelectMany(b => b)];
+        Assert.Null(RequestItemLimit.VerifyBatch.Refusal(new ReadOnlySequence<byte>([.. request.ToByteArray(), .. topLevelPaths])));
+
+        // The parser makes as many entries as were counted.
+        Assert.Equal(RelayService.MaxVerifyPathHashes + 1, VerifyBatchRequest.Parser.ParseFrom(bytes).Inclusions.Sum(i => i.Path.Count)
+            + VerifyBatchRequest.Parser.ParseFrom(bytes).Consistencies.Sum(c => c.Path.Count));
+
+        // Real proofs never reach it: a request as large as the method takes, all 32-byte hashes, holds fewer.
+        int hashes = (16 << 20) / 34;
+        Assert.True(hashes < RelayService.MaxVerifyPathHashes);
+    }
+
+    [Fact]
     public async Task A_verify_batch_of_millions_of_empty_items_is_refused_before_it_is_parsed()
     {
         await using TestNode node = await TestNode.StartAsync();
@@ -91,6 +126,31 @@ public sealed class RequestItemLimitTests
         RpcException e = await Assert.ThrowsAsync<RpcException>(async () => await channel.CreateCallInvoker().AsyncUnaryCall(verify, null, new CallOptions(), request));
         Assert.Equal(StatusCode.InvalidArgument, e.StatusCode);
         Assert.Equal(RelayService.TooManyVerifyItems(request.Length / 3), e.Status.Detail);
+
+        // One inclusion item of 8,000,000 empty path hashes (16 MB): 1.1 GB and seconds of CPU to parse, before the
+        // gate that bounds verification was asked. Refused from its tags, as the top-level items are.
+        byte[] paths = new byte[(16 << 20) - 64];
+        int entries = (paths.Length - 6) / 2;
+        paths[0] = (VerifyBatchRequest.InclusionsFieldNumber << 3) | 2;
+        int length = entries * 2, at = 1;
+        for (uint v = (uint)length; ; v >>= 7)
+        {
+            paths[at++] = (byte)(v < 0x80 ? v : (v & 0x7F) | 0x80);
+            if (v < 0x80)
+            {
+                break;
+            }
+        }
+
+        for (int i = 0; i < entries; i++)
+        {
+            paths[at + (2 * i)] = (InclusionItem.PathFieldNumber << 3) | 2;
+        }
+
+        paths = paths[..(at + length)];
+        e = await Assert.ThrowsAsync<RpcException>(async () => await channel.CreateCallInvoker().AsyncUnaryCall(verify, null, new CallOptions(), paths));
+        Assert.Equal(StatusCode.InvalidArgument, e.StatusCode);
+        Assert.Equal(RelayService.TooManyVerifyPathHashes(entries), e.Status.Detail);
 
         // One such item alone is refused by the parser, as not protobuf.
         e = await Assert.ThrowsAsync<RpcException>(async () => await channel.CreateCallInvoker().AsyncUnaryCall(verify, null, new CallOptions(), request[..3]));

@@ -36,6 +36,17 @@ public sealed class RelayService(
     internal static string TooManyVerifyItems(long items) =>
         $"This VerifyBatch call has {items:N0} items; at most {MaxVerifyItems:N0} (signatures, inclusion and consistency proofs together, Status.limits.max_verify_batch) are taken in one call.";
 
+    /// <summary>Most path hashes (inclusion and consistency proofs together) in one <c>VerifyBatch</c> call, counted on
+    /// the wire before it is parsed: 2^19, more than a 16 MiB request of 32-byte hashes holds (34 bytes each on the
+    /// wire), so no request of real proofs reaches it, while one of empty entries (2 bytes each, an object each when
+    /// parsed) is refused before it costs gigabytes.</summary>
+    internal const int MaxVerifyPathHashes = 1 << 19;
+
+    /// <summary>The refusal of a <c>VerifyBatch</c> call whose proofs hold <paramref name="hashes"/> path hashes.</summary>
+    internal static string TooManyVerifyPathHashes(long hashes) =>
+        $"This VerifyBatch call's proofs hold {hashes:N0} path hashes; at most {MaxVerifyPathHashes:N0} (inclusion and consistency proofs together) are taken in one call, " +
+        $"and a proof has at most {MerkleTree.MaxPathHashes} of 32 bytes each.";
+
     /// <summary>Why a <c>SubmitBatchStream</c> request of <paramref name="count"/> envelopes is not admitted.</summary>
     internal static string TooManyBatchEnvelopes(long count) =>
         $"it holds {count:N0} envelopes, and a SubmitBatchRequest may hold at most {MaxBatchEnvelopes} (Status.limits.max_batch_envelopes)";
