@@ -116,10 +116,12 @@ public static partial class NodeServiceCollectionExtensions
             o.CompressionProviders = [];
             o.EnableDetailedErrors = false;
             o.Interceptors.Add<ClientGoneInterceptor>();
+            o.Interceptors.Add<ServiceStreamLimits>(); // reflection's and health's streams; the relay's calls pass through
         }).AddServiceOptions<Grpc.Reflection.ReflectionServiceImpl>(o => o.Interceptors.Add<StopEndsReflectionInterceptor>()); // reflection's calls only
         // One instance for every call (they hold no state), not one activated per call.
         services.TryAddSingleton<ClientGoneInterceptor>();
         services.TryAddSingleton<StopEndsReflectionInterceptor>();
+        services.TryAddSingleton<ServiceStreamLimits>();
         services.RefuseMalformedRequests();
         services.AddGrpcReflection();
         services.AddGrpcHealthChecks().AddCheck<StoreHealthCheck>("store");
@@ -155,6 +157,9 @@ public static partial class NodeHost
 {
     /// <summary>Connections the metrics listener holds at most; one more is closed at once.</summary>
     internal const int MaxMetricsConnections = 16;
+
+    /// <summary>Request headers one request may carry, in all (Kestrel's default is 32 KiB).</summary>
+    internal const int MaxRequestHeadersBytes = 8 << 10;
 
     /// <summary>How long an HTTP/2 connection may send nothing before the node pings it (as the client library pings the node).</summary>
     internal static readonly TimeSpan KeepAlivePingDelay = TimeSpan.FromSeconds(30);
@@ -248,6 +253,9 @@ public static partial class NodeHost
             }
 
             kestrel.Limits.MaxRequestBodySize = 64 << 20;
+            // Each open stream holds its request headers: at Kestrel's 32 KiB, 78 KB a stream against 10 KB with a
+            // gRPC client's few hundred bytes. MegaNet carries nothing in headers (auth is in the messages).
+            kestrel.Limits.MaxRequestHeadersTotalSize = MaxRequestHeadersBytes;
             // Pings on a connection that has sent nothing for a while: a client gone without a word (a NAT that dropped
             // the mapping, a phone that lost its network) is closed within about a minute instead of when TCP gives up
             // (~15 min), and so frees the Subscribe slot (16 per mailbox) its stream held. Kestrel sends none by default.
