@@ -215,6 +215,85 @@ public sealed class RequestMessageGuardTests
         node.AssertNoServerErrors();
     }
 
+    /// <summary>A method that takes one request message, given a body without one, with more than one, or ending inside
+    /// one (its prefix or its bytes), answers INVALID_ARGUMENT saying so, as it answers a message that is not protobuf.
+    /// Grpc.AspNetCore answered INTERNAL ("Incomplete message.", "Additional data after the message received."), which
+    /// tells a client the node failed inside and to send the same bytes again; a stream's last message cut short is
+    /// INVALID_ARGUMENT too, after the requests before it.</summary>
+    [Theory]
+    [InlineData("/meganet.v1.Relay/Status", "", "The request carries no message; /meganet.v1.Relay/Status takes exactly one.")]
+    [InlineData("/meganet.v1.Relay/Submit", "", "The request carries no message; /meganet.v1.Relay/Submit takes exactly one.")]
+    [InlineData("/meganet.v1.Relay/Subscribe", "", "The request carries no message; /meganet.v1.Relay/Subscribe takes exactly one.")]
+    [InlineData("/grpc.health.v1.Health/Check", "", "The request carries no message; /grpc.health.v1.Health/Check takes exactly one.")]
+    [InlineData("/meganet.v1.Relay/Status", "0000000000" + "0000000000", "The request carries more than one message; /meganet.v1.Relay/Status takes exactly one.")]
+    [InlineData("/meganet.v1.Relay/VerifyBatch", "0000000000" + "01", "The request carries more than one message; /meganet.v1.Relay/VerifyBatch takes exactly one.")]
+    [InlineData("/meganet.v1.Relay/Subscribe", "0000000000" + "0000000000", "The request carries more than one message; /meganet.v1.Relay/Subscribe takes exactly one.")]
+    [InlineData("/meganet.v1.Relay/Fetch", "0000000064" + "00", "The request ended inside a message: its prefix declares 100 bytes, and 1 came.")]
+    [InlineData("/meganet.v1.Relay/Submit", "0000", "The request ended inside a message's 5-byte prefix (2 of its bytes came).")]
+    [InlineData("/meganet.v1.Relay/SubmitStream", "0000000000" + "0000000003" + "0A00", "Request 2 of this stream could not be read: The request ended inside a message: its prefix declares 3 bytes, and 2 came.")]
+    [InlineData("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", "000000", "The request ended inside a message's 5-byte prefix (3 of its bytes came).")]
+    public async Task A_body_without_its_one_message_or_ending_inside_a_message_is_invalid_argument(string path, string bodyHex, string expected)
+    {
+        await using TestNode node = await TestNode.StartAsync();
+        using HttpClient http = Http(node);
+        var request = new HttpRequestMessage(HttpMethod.Post, path)
+        {
+            Version = HttpVersion.Version20,
+            VersionPolicy = HttpVersionPolicy.RequestVersionExact,
+            Content = new ByteArrayContent(Convert.FromHexString(bodyHex)),
+        };
+        request.Content.Headers.ContentType = new MediaTypeHeaderValue("application/grpc");
+        request.Headers.TE.Add(new TransferCodingWithQualityHeaderValue("trailers"));
+        using HttpResponseMessage response = await http.SendAsync(request).WaitAsync(TimeSpan.FromMinutes(1));
+        await response.Content.ReadAsByteArrayAsync().WaitAsync(TimeSpan.FromMinutes(1));
+        string? status = response.Headers.TryGetValues("grpc-status", out IEnumerable<string>? values) || response.TrailingHeaders.TryGetValues("grpc-status", out values) ? values.First() : null;
+        string? grpcMessage = response.Headers.TryGetValues("grpc-message", out IEnumerable<string>? m) || response.TrailingHeaders.TryGetValues("grpc-message", out m) ? Uri.UnescapeDataString(m.First()) : null;
+        Assert.True(status == "3", $"grpc-status {status}: {grpcMessage}"); // INVALID_ARGUMENT
+        Assert.StartsWith(expected, grpcMessage, StringComparison.Ordinal);
+        RequestMessageGuard guard = node.Services.GetRequiredService<RequestMessageGuard>();
+        await Poll.UntilAsync(() => guard.Arriving == 0, () => "the cut message's budget to be released");
+        node.AssertNoServerErrors();
+    }
+
+    /// <summary>A gRPC method's request whose Content-Type is not gRPC's gets HTTP 415, as gRPC asks, with
+    /// INVALID_ARGUMENT: Grpc.AspNetCore's status was INTERNAL, which tells a client the node failed inside.</summary>
+    [Theory]
+    [InlineData("application/json")]
+    [InlineData("text/plain")]
+    [InlineData("application/grpc-web")]
+    [InlineData(null)]
+    public async Task A_request_that_is_not_grpc_is_invalid_argument(string? contentType)
+    {
+        await using TestNode node = await TestNode.StartAsync();
+        using HttpClient http = Http(node);
+        var request = new HttpRequestMessage(HttpMethod.Post, "/meganet.v1.Relay/Status")
+        {
+            Version = HttpVersion.Version20,
+            VersionPolicy = HttpVersionPolicy.RequestVersionExact,
+            Content = new ByteArrayContent(new byte[5]),
+        };
+        request.Content.Headers.ContentType = contentType is null ? null : MediaTypeHeaderValue.Parse(contentType);
+        request.Headers.TE.Add(new TransferCodingWithQualityHeaderValue("trailers"));
+        using HttpResponseMessage response = await http.SendAsync(request).WaitAsync(TimeSpan.FromMinutes(1));
+        Assert.Equal(HttpStatusCode.UnsupportedMediaType, response.StatusCode);
+        Assert.Equal("3", response.Headers.GetValues("grpc-status").Single());
+        Assert.Equal(RequestMessageGuard.NotGrpcContentType, response.Headers.GetValues("grpc-message").Single());
+
+        // gRPC's own content types still reach the method.
+        var grpc = new HttpRequestMessage(HttpMethod.Post, "/meganet.v1.Relay/Status")
+        {
+            Version = HttpVersion.Version20,
+            VersionPolicy = HttpVersionPolicy.RequestVersionExact,
+            Content = new ByteArrayContent(new byte[5]),
+        };
+        grpc.Content.Headers.ContentType = MediaTypeHeaderValue.Parse("application/grpc+proto");
+        grpc.Headers.TE.Add(new TransferCodingWithQualityHeaderValue("trailers"));
+        using HttpResponseMessage answered = await http.SendAsync(grpc).WaitAsync(TimeSpan.FromMinutes(1));
+        await answered.Content.ReadAsByteArrayAsync();
+        Assert.Equal("0", answered.TrailingHeaders.GetValues("grpc-status").Single());
+        node.AssertNoServerErrors();
+    }
+
     private static HttpClient Http(TestNode node, IPAddress? from = null) =>
         new(new SocketsHttpHandler
         {

@@ -3,6 +3,7 @@ using System.Buffers.Binary;
 using System.Globalization;
 using System.IO.Pipelines;
 using System.Runtime.CompilerServices;
+using Grpc.AspNetCore.Server;
 using Grpc.Core;
 using MegaNet.Api;
 using Microsoft.AspNetCore.Http;
@@ -57,15 +58,29 @@ internal sealed class RequestMessageGuard(NodeOptions options, TimeProvider cloc
     public async Task InvokeAsync(HttpContext context, RequestDelegate next)
     {
         string? contentType = context.Request.ContentType;
-        if (contentType is null || !contentType.StartsWith("application/grpc", StringComparison.OrdinalIgnoreCase))
+        if (!IsGrpcContentType(contentType))
         {
+            if (context.GetEndpoint()?.Metadata.GetMetadata<GrpcMethodMetadata>() is not null)
+            {
+                // HTTP 415 as gRPC asks, but with a status a gRPC client can act on: Grpc.AspNetCore's was INTERNAL,
+                // which says the node failed inside and that the same request may be sent again.
+                context.Response.StatusCode = StatusCodes.Status415UnsupportedMediaType;
+                context.Response.Headers["grpc-status"] = ((int)StatusCode.InvalidArgument).ToString(CultureInfo.InvariantCulture);
+                context.Response.Headers["grpc-message"] = NotGrpcContentType;
+                return;
+            }
+
             await next(context).ConfigureAwait(false);
             return;
         }
 
         string method = context.Request.Path.Value ?? string.Empty;
         ClientAddress site = ClientAddress.From(context.Connection.RemoteIpAddress)?.Site ?? default;
-        var reader = new GuardedReader(context.Request.BodyReader, this, method, LimitFor(method), site);
+        // A unary or server-streaming method takes exactly one request message: Grpc.AspNetCore answered a body without
+        // one, or with more, INTERNAL ("Incomplete message.", "Additional data after the message received."), which
+        // tells the client the node failed inside and to retry the same bytes.
+        bool single = context.GetEndpoint()?.Metadata.GetMetadata<GrpcMethodMetadata>()?.Method.Type is MethodType.Unary or MethodType.ServerStreaming;
+        var reader = new GuardedReader(context.Request.BodyReader, this, method, LimitFor(method), site, single);
         context.Features.Set<IRequestBodyPipeFeature>(reader);
         try
         {
@@ -76,6 +91,16 @@ internal sealed class RequestMessageGuard(NodeOptions options, TimeProvider cloc
             reader.ReleaseCharge();
         }
     }
+
+    /// <summary>The detail of the refusal of a gRPC method's request whose Content-Type is not gRPC's (printable ASCII
+    /// without '%', so it goes into grpc-message as it is).</summary>
+    internal const string NotGrpcContentType =
+        "The request's Content-Type is not application/grpc: gRPC methods take protobuf messages, each after a 5-byte prefix, sent as application/grpc. Nothing was done with it.";
+
+    /// <summary>As Grpc.AspNetCore tells a gRPC request: application/grpc, alone or followed by ';' or '+'.</summary>
+    private static bool IsGrpcContentType(string? contentType) =>
+        contentType is not null && contentType.StartsWith("application/grpc", StringComparison.OrdinalIgnoreCase)
+        && (contentType.Length == "application/grpc".Length || contentType["application/grpc".Length] is ';' or '+');
 
     private int LimitFor(string method) => method switch
     {
@@ -102,10 +127,12 @@ internal sealed class RequestMessageGuard(NodeOptions options, TimeProvider cloc
     /// the one the reader parses next. A refusal found in a message further on waits until that message is next: the
     /// messages before it are whole and are answered first.
     /// </summary>
-    private sealed class GuardedReader(PipeReader inner, RequestMessageGuard guard, string method, int limit, ClientAddress site)
+    private sealed class GuardedReader(PipeReader inner, RequestMessageGuard guard, string method, int limit, ClientAddress site, bool single)
         : PipeReader, IRequestBodyPipeFeature
     {
         private const int PrefixLength = 5; // compressed flag, then the message length (big-endian)
+
+        private long _firstEnd;         // where the body's first message ends (0: its prefix not seen yet)
 
         private ReadOnlySequence<byte> _last;
         private long _start;
@@ -183,6 +210,11 @@ internal sealed class RequestMessageGuard(NodeOptions options, TimeProvider cloc
                 }
 
                 Inspect(result.Buffer);
+                if (result.IsCompleted)
+                {
+                    Ended(result.Buffer);
+                }
+
                 return result;
             }
             catch (IOException e)
@@ -201,6 +233,11 @@ internal sealed class RequestMessageGuard(NodeOptions options, TimeProvider cloc
                 }
 
                 Inspect(result.Buffer);
+                if (result.IsCompleted)
+                {
+                    Ended(result.Buffer);
+                }
+
                 return true;
             }
             catch (IOException e)
@@ -279,6 +316,11 @@ internal sealed class RequestMessageGuard(NodeOptions options, TimeProvider cloc
                 buffer.Slice(_nextPrefix - _start, PrefixLength).CopyTo(prefix);
                 long length = BinaryPrimitives.ReadUInt32BigEndian(prefix[1..]);
                 long messageEnd = _nextPrefix + PrefixLength + length;
+                if (_nextPrefix == 0)
+                {
+                    _firstEnd = messageEnd;
+                }
+
                 if (prefix[0] != 0)
                 {
                     _refusal = new RpcException(new Status(StatusCode.Unimplemented,
@@ -312,6 +354,46 @@ internal sealed class RequestMessageGuard(NodeOptions options, TimeProvider cloc
                 // and it closed the whole connection with FLOW_CONTROL_ERROR.
                 inner.AdvanceTo(buffer.Start, buffer.End);
                 throw _refusal;
+            }
+        }
+
+        /// <summary>
+        /// The body has ended (<paramref name="buffer"/> is all that is left of it): a message cut short by its end, or,
+        /// for a method that takes one message, none or more than one, is refused with INVALID_ARGUMENT once the reader
+        /// has reached it (on a stream, the messages before it are answered first), as a request that is not valid
+        /// protobuf is. Grpc.AspNetCore answered each INTERNAL.
+        /// </summary>
+        private void Ended(ReadOnlySequence<byte> buffer)
+        {
+            if (_refusal is not null)
+            {
+                return; // refused already, from a prefix before the end
+            }
+
+            long end = _start + buffer.Length;
+            string? problem = null;
+            if (single && end == 0)
+            {
+                problem = $"The request carries no message; {method} takes exactly one.";
+            }
+            else if (single && _firstEnd != 0 && end > _firstEnd)
+            {
+                problem = $"The request carries more than one message; {method} takes exactly one.";
+            }
+            else if (_arrivingEnd > end && _arrivingStart == _start)
+            {
+                problem = string.Create(CultureInfo.InvariantCulture,
+                    $"The request ended inside a message: its prefix declares {_arrivingLength:N0} bytes, and {end - _arrivingStart - PrefixLength:N0} came.");
+            }
+            else if (_arrivingEnd == 0 && end > _nextPrefix && _nextPrefix == _start)
+            {
+                problem = $"The request ended inside a message's {PrefixLength}-byte prefix ({end - _nextPrefix} of its bytes came).";
+            }
+
+            if (problem is not null)
+            {
+                inner.AdvanceTo(buffer.Start, buffer.End); // as in Inspect
+                throw new RpcException(new Status(StatusCode.InvalidArgument, problem + " Nothing was done with it."));
             }
         }
 
