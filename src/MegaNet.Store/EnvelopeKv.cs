@@ -69,16 +69,21 @@ internal sealed partial class EnvelopeKv : IDisposable
     /// into the size it was taken with.</param>
     /// <param name="checkpointFiles">Devices for the checkpoint files (tests inject failures); default
     /// <see cref="CheckpointFileFactory"/>.</param>
-    public EnvelopeKv(string directory, long memoryBytes, long indexBytes, INamedDeviceFactory? checkpointFiles = null)
+    /// <param name="pageBits">The page size (a power of two) the table was created with: a FASTER checkpoint recovers
+    /// only into pages of the size it was written with (another size read records at wrong offsets and ended the
+    /// process with an access violation). Null: <see cref="PageBitsFor(long)"/> of <paramref name="memoryBytes"/>. The
+    /// memory is raised to four such pages where the budget gives less.</param>
+    public EnvelopeKv(string directory, long memoryBytes, long indexBytes, INamedDeviceFactory? checkpointFiles = null, int? pageBits = null)
     {
-        int memoryBits = Math.Clamp((int)Math.Floor(Math.Log2(memoryBytes)), 20, 40);
-        _pageBits = PageBitsFor(memoryBits);
+        int memoryBits = MemoryBitsFor(memoryBytes);
+        _pageBits = pageBits ?? PageBitsFor(memoryBits);
+        memoryBits = Math.Max(memoryBits, _pageBits + 2);
         // Made here, durably, before FASTER makes them without flushing their parents (see DirectoryFlush).
         DirectoryFlush.CreateDirectory(Path.Combine(directory, "checkpoints"));
         var settings = new FasterKVSettings<SpanByte, SpanByte>(directory, deleteDirOnDispose: false)
         {
             MemorySize = 1L << memoryBits,
-            PageSize = 1L << PageBitsFor(memoryBits),
+            PageSize = 1L << _pageBits,
             SegmentSize = 1L << SegmentBits,
             IndexSize = indexBytes,
             TryRecoverLatest = false,
@@ -118,6 +123,14 @@ internal sealed partial class EnvelopeKv : IDisposable
 
     // Pages of a quarter of the log's memory, 4 MiB at most: the unit FASTER flushes and evicts.
     private static int PageBitsFor(int memoryBits) => Math.Min(22, memoryBits - 2);
+
+    private static int MemoryBitsFor(long memoryBytes) => Math.Clamp((int)Math.Floor(Math.Log2(memoryBytes)), 20, 40);
+
+    /// <summary>The page size (a power of two) a new table gets for <paramref name="memoryBytes"/> of memory.</summary>
+    public static int PageBitsFor(long memoryBytes) => PageBitsFor(MemoryBitsFor(memoryBytes));
+
+    /// <summary>The page size (a power of two) this table reads and writes.</summary>
+    public int PageBits => _pageBits;
 
     /// <summary>Directory of the hybrid log and its checkpoints.</summary>
     public string Directory { get; }

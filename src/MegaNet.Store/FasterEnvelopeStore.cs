@@ -398,7 +398,9 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
             // A table checkpoint recovers only into an index of the size it was taken with, so the size is chosen
             // when the table is new and the manifest carries it from then on.
             long indexBytes = manifest?.IndexBytes ?? (options.IndexBytesForTests > 0 ? options.IndexBytesForTests : EnvelopeKv.IndexBytesFor(options.MemoryBudgetBytes));
-            kv = new EnvelopeKv(kvDir, options.MemoryBudgetBytes - (options.MemoryBudgetBytes / 8), indexBytes, options.CheckpointFilesForTests)
+            long tableMemory = options.MemoryBudgetBytes - (options.MemoryBudgetBytes / 8);
+            // So is the table's page size: its checkpoint recovers only into pages of the size it was written with.
+            kv = new EnvelopeKv(kvDir, tableMemory, indexBytes, options.CheckpointFilesForTests, TablePageBits(dir, tableMemory, tableIsNew: manifest is null))
             {
                 // Without a manifest the table starts empty (everything comes from the log), so in today's layout.
                 SeparateEnvelopeRecords = manifest?.SeparateEnvelopeRecords == true || options.SeparateEnvelopeRecordsForTests,
@@ -422,6 +424,10 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
             try
             {
                 kv.Recover(manifest.Token);
+                if (!File.Exists(Path.Combine(dir, "table.page-bits")))
+                {
+                    WriteTablePageBits(dir, kv.PageBits);
+                }
             }
             catch (Exception e)
             {
@@ -482,6 +488,43 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
 
     /// <summary>The most sequence numbers one <see cref="AckAsync"/> takes (as many as the largest page Fetch returns).</summary>
     public const int MaxAckSeqs = 1000;
+
+    /// <summary>
+    /// The envelope table's page size (as a power of two), kept in <c>table.page-bits</c> from the table's first open
+    /// on: a FASTER checkpoint recovers only into the page size it was written with, and the size follows the memory
+    /// budget below 32 MiB (<c>StoreMemoryMiB</c> 8 and 16 against the default 256: 1, 2 and 4 MiB), so a node
+    /// restarted with another budget aborted in FASTER's recovery with an access violation (2026-12-05). A new table
+    /// (no checkpoint) takes the size <paramref name="tableMemory"/> gives and writes it down; a store from before the
+    /// file is opened with that size, as it always was, and the file is written once its checkpoint has recovered.
+    /// </summary>
+    private static int TablePageBits(string dir, long tableMemory, bool tableIsNew)
+    {
+        string path = Path.Combine(dir, "table.page-bits");
+        if (File.Exists(path))
+        {
+            string text = File.ReadAllText(path).Trim();
+            if (!int.TryParse(text, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int bits) || bits < 18 || bits > 30)
+            {
+                throw new StoreCorruptException(
+                    $"'{path}' should hold the envelope table's page size as a power of two (18-30) but holds '{text}'. Nothing was changed. " +
+                    "Restore it from a backup, or write the size the store was created with (20 for StoreMemoryMiB 8-15, 21 for 16-31, 22 for 32 and more).");
+            }
+
+            return bits;
+        }
+
+        int chosen = EnvelopeKv.PageBitsFor(tableMemory);
+        if (tableIsNew)
+        {
+            WriteTablePageBits(dir, chosen);
+        }
+
+        return chosen;
+    }
+
+    /// <summary>Writes <c>table.page-bits</c> (see <see cref="TablePageBits"/>).</summary>
+    private static void WriteTablePageBits(string dir, int bits) =>
+        DurableRename.WriteAllBytes(Path.Combine(dir, "table.page-bits"), System.Text.Encoding.ASCII.GetBytes(bits.ToString(System.Globalization.CultureInfo.InvariantCulture) + "\n"));
 
     /// <summary>
     /// The write-ahead log's page size (as a power of two), fixed when the log is created and kept in
