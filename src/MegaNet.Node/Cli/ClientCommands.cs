@@ -992,7 +992,10 @@ internal static partial class ClientCommands
         RpcException { StatusCode: StatusCode.DeadlineExceeded } r when r.Status.Detail.StartsWith("No answer from the node", StringComparison.Ordinal) => Printable(r.Status.Detail, multiline: false),
         // A status the node sent has no DebugException; one made by the client's transport does.
         RpcException r when r.Status.DebugException is null => $"the node said {r.StatusCode}: {Printable(r.Status.Detail, multiline: false)}",
-        RpcException r when r.StatusCode == StatusCode.Unavailable => $"cannot reach the node ({Printable(r.Status.Detail, multiline: false)}); is 'meganet node' running at that address?",
+        // Something answers at --node, but not as a gRPC server over HTTP/2 does (the node's metrics port, a web server, a
+        // TLS node asked in plain http://): the transport's words named HTTP/2 error codes and asked whether a node runs.
+        RpcException r when NotGrpc(r.Status.DebugException) is { } notGrpc => notGrpc,
+        RpcException r when r.StatusCode == StatusCode.Unavailable => $"cannot reach the node ({(SocketReason(r.Status.DebugException) is { Length: > 0 } why ? $"{Printable(r.Status.Detail, multiline: false).TrimEnd('.')}: {why}" : Printable(r.Status.Detail, multiline: false))}); is 'meganet node' running at that address?",
         // Grpc.Net.Client reports a refused TLS handshake as Internal; a node with a self-signed certificate is the
         // usual cause, and there is an option for it.
         RpcException r when Inner<System.Security.Authentication.AuthenticationException>(r.Status.DebugException) is { } tls => TlsProblem(tls.Message),
@@ -1002,6 +1005,43 @@ internal static partial class ClientCommands
     });
 
     private static string OneLine(string text) => text.ReplaceLineEndings(" ");
+
+    /// <summary>What to say when the server at the node address answered, but not in HTTP/2 (a gRPC server's
+    /// protocol); null otherwise (no transport error, or another one).</summary>
+    internal static string? NotGrpc(Exception? debug)
+    {
+        const string Fix = "give --node the address the node's start line names ('MegaNet node listening on ...')";
+        if (Inner<System.Net.Http.HttpProtocolException>(debug) is { } protocol)
+        {
+            // HTTP_1_1_REQUIRED: an HTTP/1.1-only server such as the node's own --metrics-listen one (Kestrel) refused the
+            // HTTP/2 connection in HTTP/2's words; PROTOCOL_ERROR: what came back is no HTTP/2 at all (an HTTP/1 reply).
+            if (protocol.ErrorCode == 0xd)
+            {
+                return $"the server at that address speaks HTTP/1.1 only, not gRPC (HTTP/2): it is no MegaNet node's gRPC address (the node's --metrics-listen one, or a web server?); {Fix}.";
+            }
+
+            if (protocol.ErrorCode == 0x1 && protocol.Message.Contains("sent invalid data", StringComparison.Ordinal))
+            {
+                return $"the server at that address does not speak gRPC (HTTP/2): what it sent back is not HTTP/2 (a web server, or another program?); {Fix}.";
+            }
+        }
+
+        if (Inner<System.Net.Http.HttpIOException>(debug) is { HttpRequestError: System.Net.Http.HttpRequestError.InvalidResponse } io
+            && io.Message.Contains("HTTP/2 handshake", StringComparison.Ordinal))
+        {
+            // A node that serves TLS closes a plaintext connection without a word; so does one stopping, or at its
+            // connection limit.
+            return "the server at that address closed the connection before HTTP/2 began: a node that serves TLS (its start line says https://) " +
+                "takes --node https://...; otherwise the node may be stopping, or at its connection limit (MaxConnections, MaxConnectionsPerAddress).";
+        }
+
+        return null;
+    }
+
+    /// <summary>The operating system's reason a connection could not be made ("Connection refused", "Name or service
+    /// not known"); empty when the transport gave none.</summary>
+    private static string SocketReason(Exception? debug) =>
+        Inner<System.Net.Sockets.SocketException>(debug) is { } socket ? Printable(socket.Message, multiline: false) : "";
 
     private static string TlsProblem(string reason) =>
         reason.Contains("RemoteCertificateValidationCallback", StringComparison.Ordinal)

@@ -227,7 +227,8 @@ internal static class LoadCommand
             catch (RpcException e)
             {
                 // A status the node sent has no DebugException; one made by the client's transport does.
-                bool unreachable = (e.StatusCode == StatusCode.Unavailable && e.Status.DebugException is not null) || e.StatusCode == StatusCode.DeadlineExceeded;
+                bool unreachable = ((e.StatusCode == StatusCode.Unavailable && e.Status.DebugException is not null) || e.StatusCode == StatusCode.DeadlineExceeded)
+                    && ClientCommands.NotGrpc(e.Status.DebugException) is null;
                 Console.Error.WriteLine(unreachable
                     ? $"meganet load: cannot reach the node ({e.StatusCode}: {ClientCommands.Printable(e.Status.Detail, multiline: false)}); is 'meganet node' running at that address?"
                     : $"meganet load: {ClientCommands.Describe(e)}");

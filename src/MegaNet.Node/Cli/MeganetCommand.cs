@@ -25,6 +25,12 @@ internal static class MeganetCommand
     /// <summary>Parses and runs <paramref name="args"/>; returns the exit code.</summary>
     public static int Run(string[] args)
     {
+        // 'meganet help [COMMAND...]', as git and go take it: that command's --help ('help' itself names no command).
+        if (args.Length > 0 && args[0] == "help")
+        {
+            args = [.. args[1..], "--help"];
+        }
+
         // Bare 'meganet': the overview, as --help gives it (exit 1: nothing was done).
         RootCommand root = Build();
         ParseResult parse = root.Parse(args.Length == 0 ? ["--help"] : args);
@@ -46,9 +52,24 @@ internal static class MeganetCommand
         {
             // What is wrong and where the usage is, on stderr; System.CommandLine would add the whole help text on
             // stdout, where a script reading --json output gets it instead of an empty stream.
+            // Each once: a command missing two arguments got "Required argument missing for command: 'add'." twice, and
+            // neither said which.
+            var printed = new HashSet<string>(StringComparer.Ordinal);
             foreach (System.CommandLine.Parsing.ParseError error in parse.Errors)
             {
-                Console.Error.WriteLine($"meganet: {Plain(error.Message)}");
+                string line = Plain(error.Message);
+                if ((error.SymbolResult as System.CommandLine.Parsing.CommandResult ?? error.SymbolResult?.Parent as System.CommandLine.Parsing.CommandResult) is { } command
+                    && command.Command.Arguments.Count > 0 && line.StartsWith("Required argument missing for command", StringComparison.Ordinal))
+                {
+                    string[] missing = command.Command.Arguments.Where(a => parse.GetResult(a) is not { Tokens.Count: > 0 }).Select(a => $"<{a.Name}>").ToArray();
+                    string path = CommandPath(command);
+                    line = $"'{path["meganet ".Length..]}' needs {string.Join(" and ", missing)} ({path} {string.Join(' ', command.Command.Arguments.Select(a => $"<{a.Name}>"))} [options]).";
+                }
+
+                if (printed.Add(line))
+                {
+                    Console.Error.WriteLine($"meganet: {line}");
+                }
             }
 
             Console.Error.WriteLine(UsageHint(CommandPath(parse.CommandResult)));

@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Diagnostics;
+using System.Globalization;
 using System.Net;
 using System.Net.Sockets;
 using System.Reflection;
@@ -45,6 +46,12 @@ internal static partial class NodeCommand
             NodeOptions options;
             try
             {
+                if (string.IsNullOrWhiteSpace(parse.GetValue(config)))
+                {
+                    // Path.GetFullPath's own words ("The value cannot be an empty string.") named no option.
+                    throw new UsageException("node", "--config is empty; give a settings file (or leave --config out to read meganet.json if present).");
+                }
+
                 string configPath = Path.GetFullPath(parse.GetValue(config)!);
                 // The default meganet.json is optional; a file named with --config must be there.
                 if (parse.GetResult(config) is { Implicit: false } && !File.Exists(configPath))
@@ -54,10 +61,20 @@ internal static partial class NodeCommand
                         : $"--config {configPath} does not exist.");
                 }
 
-                IConfigurationRoot configuration = new ConfigurationBuilder()
-                    .AddJsonFile(configPath, optional: true)
-                    .AddEnvironmentVariables("MEGANET_")
-                    .Build();
+                IConfigurationRoot configuration;
+                try
+                {
+                    configuration = new ConfigurationBuilder()
+                        .AddJsonFile(configPath, optional: true)
+                        .AddEnvironmentVariables("MEGANET_")
+                        .Build();
+                }
+                catch (UnauthorizedAccessException e)
+                {
+                    // "Access to the path '…' is denied." said neither that it is the settings file nor what to do.
+                    throw new ArgumentException($"The settings file {configPath} cannot be read by this user ({e.Message}): give the user the node runs as read access to it, or name another with --config.", e);
+                }
+
                 RejectUnknownSettings(configuration, configPath);
                 options = new NodeOptions();
                 configuration.GetSection(Section).Bind(options);
@@ -347,6 +364,16 @@ internal static partial class NodeCommand
             Type type = typeof(NodeOptions).GetProperty(setting.Key, BindingFlags.Public | BindingFlags.Instance | BindingFlags.IgnoreCase)!.PropertyType;
             if (ValidValue(Nullable.GetUnderlyingType(type) ?? type) is { } valid && !Converts(type, setting.Value))
             {
+                // A whole number too large for the setting's type is one, so "not a whole number" read as wrong.
+                if (valid.What == "a whole number" && System.Numerics.BigInteger.TryParse(setting.Value.Trim(), NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out System.Numerics.BigInteger big))
+                {
+                    bool wide = (Nullable.GetUnderlyingType(type) ?? type) == typeof(long);
+                    string bound = big.Sign < 0
+                        ? (wide ? long.MinValue : int.MinValue).ToString("N0", CultureInfo.InvariantCulture)
+                        : (wide ? long.MaxValue : int.MaxValue).ToString("N0", CultureInfo.InvariantCulture);
+                    throw new ArgumentException($"Setting {Section}:{setting.Key} (from {Where()}) is '{setting.Value}', {(big.Sign < 0 ? "less" : "more")} than it can hold ({(big.Sign < 0 ? "at least" : "at most")} {bound}; README gives each option's range): give a value in its range.");
+                }
+
                 throw new ArgumentException($"Setting {Section}:{setting.Key} (from {Where()}) is '{setting.Value}', not {valid.What}: give {valid.Example}.");
             }
         }

@@ -414,6 +414,11 @@ public static partial class NodeHost
             LogClientsLockedOut(logger, warning);
         }
 
+        if (options.MailboxMaxBytesWarning is { } mailboxWarning)
+        {
+            LogMailboxTooSmall(logger, mailboxWarning);
+        }
+
         admission.StoreRefusals.CheckAtStart();
 
         // The address as bound: [::] and 0.0.0.0 mean every address of the machine, which is what the operator should
@@ -456,6 +461,9 @@ public static partial class NodeHost
 
     [LoggerMessage(EventId = 8, Level = LogLevel.Warning, Message = "{Warning}")]
     private static partial void LogClientsLockedOut(ILogger logger, string warning);
+
+    [LoggerMessage(EventId = 15, Level = LogLevel.Warning, Message = "{Warning}")]
+    private static partial void LogMailboxTooSmall(ILogger logger, string warning);
 
     [LoggerMessage(EventId = 4, Level = LogLevel.Warning, Message = "Metrics listen on {Address}, reachable beyond this machine in plaintext without authentication: " +
         "whoever reaches it reads the node's load figures. Listen on 127.0.0.1, or firewall the port to the scraper")]

@@ -217,10 +217,10 @@ public sealed class NodeOptions
     public int SubscriptionLifetimeSeconds { get; set; } = 3_600;
 
     /// <summary>Parsed <see cref="Listen"/>.</summary>
-    public IPEndPoint ListenEndPoint => ParseEndPoint(Listen, nameof(Listen), FlagOf(nameof(Listen)), "7700");
+    public IPEndPoint ListenEndPoint => ParseEndPoint(Listen, nameof(Listen), FlagOf(nameof(Listen)), "7700", OriginOf(nameof(Listen)));
 
     /// <summary>Parsed <see cref="MetricsListen"/>; null when metrics are off.</summary>
-    public IPEndPoint? MetricsEndPoint => string.IsNullOrEmpty(MetricsListen) ? null : ParseEndPoint(MetricsListen, nameof(MetricsListen), FlagOf(nameof(MetricsListen)), "9700");
+    public IPEndPoint? MetricsEndPoint => string.IsNullOrEmpty(MetricsListen) ? null : ParseEndPoint(MetricsListen, nameof(MetricsListen), FlagOf(nameof(MetricsListen)), "9700", OriginOf(nameof(MetricsListen)));
 
     /// <summary>The command-line flag that gave each setting it gave (e.g. Threads → --threads), so that a refusal
     /// names what the person typed and says where the usage is; null or missing: the settings file or the environment.
@@ -243,6 +243,12 @@ public sealed class NodeOptions
     private string Named(string setting, string value) => FlagOf(setting) is { } flag ? $"{flag} '{value}'"
         : OriginOf(setting) is { Length: > 0 } origin ? $"{setting} '{value}' ({origin[2..]})" : $"{setting} '{value}'";
 
+    /// <summary>How advice names <paramref name="setting"/>: the flag that gave it, the setting's own name when the
+    /// settings file or the environment gave it (the place to edit), else <paramref name="flag"/>, the flag a person would
+    /// add.</summary>
+    private string FixWith(string setting, string flag) =>
+        FlagOf(setting) ?? (Origins?.ContainsKey(setting) == true ? setting : flag);
+
     /// <summary>The refusal of a setting: a <see cref="Cli.UsageException"/> (the command prints where the usage is)
     /// when <paramref name="flag"/> gave it.</summary>
     private static ArgumentException Refusal(string message, string? flag, Exception? inner = null) =>
@@ -250,7 +256,7 @@ public sealed class NodeOptions
 
     /// <summary>ADDRESS:PORT with the port written out: <see cref="IPEndPoint.TryParse(string, out IPEndPoint?)"/>
     /// alone takes "127.0.0.1" for port 0, which would bind a random port without a word.</summary>
-    private static IPEndPoint ParseEndPoint(string value, string setting, string? flag, string examplePort)
+    private static IPEndPoint ParseEndPoint(string value, string setting, string? flag, string examplePort, string origin)
     {
         string name = flag ?? setting;
         int colon = value.LastIndexOf(':');
@@ -270,7 +276,7 @@ public sealed class NodeOptions
             string address = host.TrimStart('[').TrimEnd(']');
             if (port > ushort.MaxValue && IPAddress.TryParse(address, out _))
             {
-                throw Refusal($"{name} '{value}': port {port} is out of range; a port is 0 to 65535 (0 picks a free port).", flag);
+                throw Refusal($"{name} '{value}': port {port} is out of range; a port is 0 to 65535 (0 picks a free port){origin}.", flag);
             }
 
             // Digits and dots are an IPv4 address written wrong (999.1.1.1, 127.0.0.256), which CheckHostName takes
@@ -278,17 +284,17 @@ public sealed class NodeOptions
             if (address.Length > 0 && !IPAddress.TryParse(address, out _) && address.All(c => char.IsAsciiDigit(c) || c == '.'))
             {
                 throw Refusal($"{name} '{value}': '{address}' is not an IPv4 address; each of its four parts is 0 to 255, " +
-                    $"e.g. 127.0.0.1:{(port <= ushort.MaxValue ? port : examplePort)}.", flag);
+                    $"e.g. 127.0.0.1:{(port <= ushort.MaxValue ? port : examplePort)}{origin}.", flag);
             }
 
             if (!IPAddress.TryParse(address, out _) && Uri.CheckHostName(address) == UriHostNameType.Dns)
             {
                 throw Refusal($"{name} '{value}': '{address}' is a host name; give an IP address of this machine, " +
-                    $"e.g. 127.0.0.1:{(port <= ushort.MaxValue ? port : examplePort)} (or 0.0.0.0 for every address; [::1] for IPv6).", flag);
+                    $"e.g. 127.0.0.1:{(port <= ushort.MaxValue ? port : examplePort)} (or 0.0.0.0 for every address; [::1] for IPv6){origin}.", flag);
             }
         }
 
-        throw Refusal($"{name} '{value}' is not ADDRESS:PORT (e.g. 127.0.0.1:{examplePort}, or [::1]:{examplePort} for IPv6; port 0 picks a free port).", flag);
+        throw Refusal($"{name} '{value}' is not ADDRESS:PORT (e.g. 127.0.0.1:{examplePort}, or [::1]:{examplePort} for IPv6; port 0 picks a free port){origin}.", flag);
     }
 
     /// <summary>The most proof-of-work bits the shipped clients pay: <see cref="Api.MegaNetClientOptions.MaxPowBits"/>'s
@@ -322,6 +328,17 @@ public sealed class NodeOptions
           $"the command line and the JavaScript client): they refuse every send to this node, even an idle one; set PowMinBits to " +
           $"{ClientMaxPowBits} or less unless every client of this node is set to pay more";
 
+    /// <summary>Why <see cref="MailboxMaxBytes"/> keeps every envelope out (it is below the largest envelope of the
+    /// smallest payload class, 1 KiB, so no mailbox has room for one, and every sender is told the recipient's mailbox is
+    /// full), or null when it does not. Logged at start, not refused: the range stays "at least 1".</summary>
+    internal string? MailboxMaxBytesWarning => MailboxMaxBytes >= SmallestEnvelopeBytes ? null
+        : $"MailboxMaxBytes {MailboxMaxBytes:N0} is below the {SmallestEnvelopeBytes:N0} bytes an envelope of the smallest payload class " +
+          $"({Api.EnvelopeFormat.PayloadClasses[0]:N0} bytes) can take: no mailbox has room for one, so every send to this node is refused as to a full mailbox; " +
+          $"set MailboxMaxBytes to at least {MaxEnvelopeBytes:N0} (MaxEnvelopeBytes) so that any envelope the node takes fits (it is in bytes, not MiB)";
+
+    /// <summary>The largest serialized envelope of the smallest payload class.</summary>
+    internal static readonly int SmallestEnvelopeBytes = Api.EnvelopeFormat.LargestEnvelopeLength(Api.EnvelopeFormat.PayloadClasses[0]);
+
     /// <summary>Throws <see cref="ArgumentException"/> naming the first bad setting and how to fix it.</summary>
     public void Validate()
     {
@@ -331,24 +348,24 @@ public sealed class NodeOptions
         IPEndPoint ep = ListenEndPoint;
         if (!IPAddress.IsLoopback(ep.Address) && string.IsNullOrEmpty(TlsCertificate))
         {
-            throw Refusal($"{listenFlag ?? nameof(Listen)} {Listen} is reachable beyond this machine: give a certificate (--tls-cert, or TlsCertificate in meganet.json; a PEM certificate's key with --tls-key / TlsKey unless the same file holds it) or listen on 127.0.0.1.", listenFlag);
+            throw Refusal($"{listenFlag ?? nameof(Listen)} {Listen} is reachable beyond this machine: give a certificate (--tls-cert, or TlsCertificate in meganet.json; a PEM certificate's key with --tls-key / TlsKey unless the same file holds it) or listen on 127.0.0.1{OriginOf(nameof(Listen))}.", listenFlag);
         }
 
         if (MetricsEndPoint is { } metrics && metrics.Port == ep.Port && ep.Port != 0
             && Overlap(metrics.Address, ep.Address))
         {
             // Kestrel would report the second bind as "address already in use", as if another program held it.
-            throw Refusal($"{metricsFlag ?? nameof(MetricsListen)} {MetricsListen} is the gRPC address ({listenFlag ?? nameof(Listen)} {Listen}); give --metrics-listen a port of its own.", metricsFlag ?? listenFlag);
+            throw Refusal($"{metricsFlag ?? nameof(MetricsListen)} {MetricsListen} is the gRPC address ({listenFlag ?? nameof(Listen)} {Listen}); give {FixWith(nameof(MetricsListen), "--metrics-listen")} a port of its own{(OriginOf(nameof(MetricsListen)) is { Length: > 0 } o ? o : OriginOf(nameof(Listen)))}.", metricsFlag ?? listenFlag);
         }
 
         if (string.IsNullOrWhiteSpace(DataDirectory))
         {
-            throw Refusal($"{dataFlag ?? nameof(DataDirectory)} is empty; give --data a directory (it is created if missing).", dataFlag);
+            throw Refusal($"{dataFlag ?? nameof(DataDirectory)} is empty; give {FixWith(nameof(DataDirectory), "--data")} a directory (it is created if missing){OriginOf(nameof(DataDirectory))}.", dataFlag);
         }
 
         if (File.Exists(DataDirectory))
         {
-            throw Refusal($"{dataFlag ?? nameof(DataDirectory)} '{DataDirectory}' is a file, not a directory; give --data a directory (it is created if missing).", dataFlag);
+            throw Refusal($"{dataFlag ?? nameof(DataDirectory)} '{DataDirectory}' is a file, not a directory; give {FixWith(nameof(DataDirectory), "--data")} a directory (it is created if missing){OriginOf(nameof(DataDirectory))}.", dataFlag);
         }
 
         // A directory under a file cannot be made: refused here, not by the OS's words about the file once the
@@ -357,14 +374,14 @@ public sealed class NodeOptions
         {
             if (File.Exists(d))
             {
-                throw Refusal($"{dataFlag ?? nameof(DataDirectory)} '{DataDirectory}' cannot be created: '{d}' is a file, not a directory; give --data a directory (it is created if missing).", dataFlag);
+                throw Refusal($"{dataFlag ?? nameof(DataDirectory)} '{DataDirectory}' cannot be created: '{d}' is a file, not a directory; give {FixWith(nameof(DataDirectory), "--data")} a directory (it is created if missing){OriginOf(nameof(DataDirectory))}.", dataFlag);
             }
         }
 
         string store = Path.Combine(DataDirectory, "store");
         if (File.Exists(store))
         {
-            throw Refusal($"{dataFlag ?? nameof(DataDirectory)} '{DataDirectory}' holds a file named store where the store's directory belongs; move it aside, or give --data another directory.", dataFlag);
+            throw Refusal($"{dataFlag ?? nameof(DataDirectory)} '{DataDirectory}' holds a file named store where the store's directory belongs; move it aside, or give {FixWith(nameof(DataDirectory), "--data")} another directory{OriginOf(nameof(DataDirectory))}.", dataFlag);
         }
 
         if (!string.IsNullOrEmpty(TlsKey) && string.IsNullOrEmpty(TlsCertificate))
@@ -376,7 +393,9 @@ public sealed class NodeOptions
         {
             if (!File.Exists(TlsCertificate))
             {
-                throw Refusal($"{certFlag ?? "TLS certificate"} '{TlsCertificate}' does not exist.", certFlag);
+                throw Refusal(Directory.Exists(TlsCertificate)
+                    ? $"{certFlag ?? "TLS certificate"} '{TlsCertificate}' is a directory; give the certificate's file (PEM, or PFX/P12){OriginOf(nameof(TlsCertificate))}."
+                    : $"{certFlag ?? "TLS certificate"} '{TlsCertificate}' does not exist{OriginOf(nameof(TlsCertificate))}.", certFlag);
             }
 
             if (!string.IsNullOrEmpty(TlsKey) && IsPkcs12(TlsCertificate))
@@ -386,7 +405,9 @@ public sealed class NodeOptions
 
             if (!string.IsNullOrEmpty(TlsKey) && !File.Exists(TlsKey))
             {
-                throw Refusal($"{keyFlag ?? "TLS key"} '{TlsKey}' does not exist.", keyFlag);
+                throw Refusal(Directory.Exists(TlsKey)
+                    ? $"{keyFlag ?? "TLS key"} '{TlsKey}' is a directory; give the PEM private key's file{OriginOf(nameof(TlsKey))}."
+                    : $"{keyFlag ?? "TLS key"} '{TlsKey}' does not exist{OriginOf(nameof(TlsKey))}.", keyFlag);
             }
 
             // Load it now: a certificate Kestrel cannot use would otherwise fail the start deep inside the host.
@@ -414,7 +435,7 @@ public sealed class NodeOptions
         Check(SubmitRatePerKey > 0, nameof(SubmitRatePerKey), "positive");
         Check(SubmitBurst >= 1, nameof(SubmitBurst), "at least 1");
         Check(PowMaxBits is >= 0 and <= 32, nameof(PowMaxBits), "0 to 32");
-        Check(PowMinBits >= 0 && PowMinBits <= PowMaxBits, nameof(PowMinBits), "0 to PowMaxBits");
+        Check(PowMinBits >= 0 && PowMinBits <= PowMaxBits, nameof(PowMinBits), $"0 to PowMaxBits ({PowMaxBits}{OriginOf(nameof(PowMaxBits)).Replace("; ", ", ", StringComparison.Ordinal)})");
         Check(MailboxPowFromPercent is >= 0 and <= 99, nameof(MailboxPowFromPercent), "0 (off) to 99");
         Check(MaxEnvelopeBytes is >= 2048 and <= MaxEnvelopeBytesLimit, nameof(MaxEnvelopeBytes), "between 2048 (an envelope of the smallest size class, 1 KiB, takes about 1,250 bytes) and 262144 (256 KiB; a log record must fit in a log page)");
         Check(MaxTtlDays > 0 && MaxTtlDays <= MaxTtlDaysLimit, nameof(MaxTtlDays), $"above 0 and at most {MaxTtlDaysLimit}");
@@ -444,7 +465,9 @@ public sealed class NodeOptions
     {
         string path = TlsCertificate ?? throw new InvalidOperationException("No TLS certificate is configured.");
         string? certFlag = FlagOf(nameof(TlsCertificate)), keyFlag = FlagOf(nameof(TlsKey)), flag = certFlag ?? keyFlag;
-        string named = $"{certFlag ?? "TLS certificate"} '{path}'";
+        string named = certFlag is null && OriginOf(nameof(TlsCertificate)) is { Length: > 0 } origin
+            ? $"TLS certificate '{path}' ({origin[2..]})"
+            : $"{certFlag ?? "TLS certificate"} '{path}'";
         bool pkcs12 = IsPkcs12(path);
         X509Certificate2? certificate = null;
         var chain = new X509Certificate2Collection();
@@ -487,14 +510,29 @@ public sealed class NodeOptions
                 }
             }
         }
+        catch (UnauthorizedAccessException e)
+        {
+            certificate?.Dispose();
+            DisposeAll(chain);
+            // The node's own user must read them; the message otherwise names neither the option nor the fix.
+            throw Refusal($"{named}{(string.IsNullOrEmpty(TlsKey) ? "" : $" or {keyFlag ?? "key"} '{TlsKey}'")} cannot be read by this user ({e.Message}): " +
+                "give the user the node runs as read access to it (keep the key owner-only), or copy both where it can read them.", flag, e);
+        }
         catch (Exception e) when (e is CryptographicException or ArgumentException)
         {
             certificate?.Dispose();
             DisposeAll(chain);
+            string keyFile = string.IsNullOrEmpty(TlsKey) ? path : TlsKey;
             // ArgumentException: a PEM key that is not the certificate's ("The provided key does not match the public
-            // key for this certificate."), which names neither file.
+            // key for this certificate."), which names neither file. The common PEM mistakes get advice of their own:
+            // "a PEM certificate needs its PEM private key" read as wrong for a key file given as the certificate, and
+            // "malformed" for a key under a passphrase, which the node cannot ask for.
             throw Refusal(
                 pkcs12 ? $"{named} is not a PKCS#12 file without a password ({e.Message})."
+                : !PemHolds(path, "CERTIFICATE") ? $"{named} holds no certificate (no PEM block labelled CERTIFICATE{(PemHolds(path, "PRIVATE KEY") ? "; it holds a private key" : "")}): " +
+                    $"give {FixWith(nameof(TlsCertificate), "--tls-cert")} the certificate's file (PEM, or PFX/P12) and a PEM certificate's key with {FixWith(nameof(TlsKey), "--tls-key")}."
+                : PemEncrypted(keyFile) ? $"{(string.IsNullOrEmpty(TlsKey) ? named : Named(nameof(TlsKey), TlsKey))} holds a private key encrypted with a passphrase, which the node cannot ask for: " +
+                    $"give it the key unencrypted (openssl pkey -in {keyFile} -out node-key.pem, kept owner-only)."
                 : string.IsNullOrEmpty(TlsKey) ? $"{named} could not be loaded ({e.Message}): a PEM certificate needs its PEM private key, given with --tls-key (or in the same file)."
                 : $"{named} with {keyFlag ?? "key"} '{TlsKey}' could not be loaded ({e.Message}): give a PEM certificate and its matching PEM private key, or a .pfx/.p12 file.",
                 flag,
@@ -564,6 +602,28 @@ public sealed class NodeOptions
             item.Dispose();
         }
     }
+
+    /// <summary>Whether the text file at <paramref name="path"/> has a PEM block whose label ends with
+    /// <paramref name="label"/> ("PRIVATE KEY" also matches "EC PRIVATE KEY" and "ENCRYPTED PRIVATE KEY"); false when it
+    /// cannot be read.</summary>
+    private static bool PemHolds(string path, string label)
+    {
+        try
+        {
+            string text = File.ReadAllText(path);
+            return System.Text.RegularExpressions.Regex.IsMatch(text, $"-----BEGIN [A-Z0-9 ]*{label}-----");
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return false;
+        }
+    }
+
+    /// <summary>Whether the PEM private key at <paramref name="path"/> is under a passphrase: PKCS#8's ENCRYPTED PRIVATE
+    /// KEY, or OpenSSL's traditional form with its Proc-Type header.</summary>
+    private static bool PemEncrypted(string path) =>
+        PemHolds(path, "ENCRYPTED PRIVATE KEY")
+        || (PemHolds(path, "PRIVATE KEY") && File.ReadAllText(path).Contains("Proc-Type: 4,ENCRYPTED", StringComparison.Ordinal));
 
     private static bool IsPkcs12(string path) =>
         path.EndsWith(".pfx", StringComparison.OrdinalIgnoreCase) || path.EndsWith(".p12", StringComparison.OrdinalIgnoreCase);
