@@ -252,7 +252,8 @@ public sealed class MegaNetClient : IDisposable
     /// <see cref="MegaNetClientOptions.MaxPowBits"/>.</exception>
     /// <exception cref="RpcException">The node refused the envelope (<see cref="NodeRefusals.RetryAfter"/> says when
     /// to retry a <c>RESOURCE_EXHAUSTED</c>), or could not be reached in time: a submit that got no answer is made
-    /// again with the same envelope, twice at most, so a node that stored it answers with the original receipt.</exception>
+    /// again with the same envelope, twice at most, so a node that stored it answers with the original receipt; the node's
+    /// <c>Status</c>, asked first, is asked again the same way.</exception>
     /// <exception cref="SendInterruptedException"><paramref name="cancellationToken"/> was cancelled while a submit was
     /// in flight or after one got no answer: it names the envelope the node may have stored.</exception>
     /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled before any submit
@@ -273,7 +274,7 @@ public sealed class MegaNetClient : IDisposable
     private async Task<Envelope> SealAndStampAsync(Identity sender, ContactCard recipient, byte[] content, string contentType, string? fileName,
         TimeSpan? ttl, CancellationToken cancellationToken)
     {
-        StatusResponse status = await Relay.StatusAsync(new StatusRequest(), cancellationToken: cancellationToken);
+        StatusResponse status = await StatusBeforeSealingAsync(cancellationToken);
         int bits = PowBitsToSolve(status.PowBitsRequired);
         DateTimeOffset expires = DateTimeOffset.UtcNow + (ttl ?? DefaultTtl(status.Limits));
         Envelope envelope = EnvelopeFormat.Seal(sender, recipient, content, contentType, fileName, expires);
@@ -283,6 +284,25 @@ public sealed class MegaNetClient : IDisposable
         }
 
         return envelope;
+    }
+
+    /// <summary>The node's <c>Status</c>, asked again after 1 and 2 s (as a submit is) when it got no answer or the node
+    /// was unavailable: a node restarting for a second or two failed the send at once, before anything was sealed. It
+    /// stores nothing, so asking again is always safe.</summary>
+    private async Task<StatusResponse> StatusBeforeSealingAsync(CancellationToken cancellationToken)
+    {
+        for (int tries = 0; ; tries++)
+        {
+            try
+            {
+                return await Relay.StatusAsync(new StatusRequest(), cancellationToken: cancellationToken);
+            }
+            catch (RpcException e) when (e.StatusCode is StatusCode.Unavailable or StatusCode.DeadlineExceeded
+                && tries < MaxResubmits && !cancellationToken.IsCancellationRequested)
+            {
+                await Task.Delay(TimeSpan.FromSeconds(tries + 1), cancellationToken);
+            }
+        }
     }
 
     /// <summary>Submits of one envelope made again, at most, when an answer may have been lost (see

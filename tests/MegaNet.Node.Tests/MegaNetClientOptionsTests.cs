@@ -58,6 +58,34 @@ public sealed class MegaNetClientOptionsTests
         Assert.Equal(receipt.EnvelopeId.ToByteArray(), received.EnvelopeId);
     }
 
+    [Theory]
+    [InlineData(2, true)]
+    [InlineData(3, false)]
+    public async Task A_send_asks_for_the_nodes_status_again_while_the_node_is_unavailable(int failures, bool sent)
+    {
+        // A node restarting for a second or two: its Status went unanswered and the send failed at once, before anything
+        // was sealed, though a submit in the same state is made again after 1 and 2 s.
+        await using TestNode node = await TestNode.StartAsync();
+        var refused = new HttpRequestException("Connection refused", new System.Net.Sockets.SocketException((int)System.Net.Sockets.SocketError.ConnectionRefused));
+        var down = new SubmitAnswers(call => call <= failures ? new RpcException(new Status(StatusCode.Unavailable, "Error connecting to subchannel.", refused)) : null,
+            skipNode: true, method: "Status");
+        using var client = new MegaNetClient(node.Address, options: new MegaNetClientOptions { Interceptors = [down] });
+        using Identity alice = Identity.Create(), bob = Identity.Create();
+        if (sent)
+        {
+            Receipt receipt = await client.SendAsync(alice, bob.Card, Text("after the restart"), "text/plain");
+            using MegaNetClient reader = node.Client();
+            Assert.Equal(receipt.EnvelopeId.ToByteArray(), Assert.Single((await reader.FetchAsync(bob)).Messages).EnvelopeId);
+        }
+        else
+        {
+            RpcException e = await Assert.ThrowsAsync<RpcException>(() => client.SendAsync(alice, bob.Card, Text("never"), "text/plain"));
+            Assert.Equal(StatusCode.Unavailable, e.StatusCode);
+        }
+
+        Assert.Equal(Math.Min(failures + 1, 3), down.Calls);
+    }
+
     [Fact]
     public async Task A_submit_whose_answer_was_lost_gets_the_original_receipt_as_this_clients_own()
     {
@@ -405,7 +433,7 @@ public sealed class MegaNetClientOptionsTests
 
     /// <summary>Turns the answer of each Submit (counted from 1) into the exception <c>answer</c> gives, when it gives
     /// one: after the node answered, or, with <c>skipNode</c>, without calling the node at all.</summary>
-    private sealed class SubmitAnswers(Func<int, RpcException?> answer, bool skipNode = false) : Interceptor
+    private sealed class SubmitAnswers(Func<int, RpcException?> answer, bool skipNode = false, string method = "Submit") : Interceptor
     {
         private int _calls;
 
@@ -414,7 +442,7 @@ public sealed class MegaNetClientOptionsTests
         public override AsyncUnaryCall<TResponse> AsyncUnaryCall<TRequest, TResponse>(TRequest request, ClientInterceptorContext<TRequest, TResponse> context,
             AsyncUnaryCallContinuation<TRequest, TResponse> continuation)
         {
-            if (context.Method.Name != "Submit")
+            if (context.Method.Name != method)
             {
                 return continuation(request, context);
             }

@@ -87,6 +87,9 @@ public sealed class NodeOptionsTests
         // Below the smallest envelope every submission would be refused as oversize.
         { "MaxEnvelopeBytes must be between 2048", o => o.MaxEnvelopeBytes = 1_500 },
         { "SubmitBurst must be at least 1", o => o.SubmitBurst = 0 },
+        { "SubmitRatePerKey must be a finite number above 0", o => o.SubmitRatePerKey = double.PositiveInfinity },
+        { "SubmitRatePerKey must be a finite number above 0", o => o.SubmitRatePerKey = double.NaN },
+        { "SubmitRatePerKey must be a finite number above 0", o => o.SubmitRatePerKey = 0 },
         { "MailboxMaxBytes must be at least 1", o => o.MailboxMaxBytes = -5 },
         { "DataDirectory is empty; give --data", o => o.DataDirectory = "" },
         { "TlsKey '/nonexistent/key.pem' is given without a certificate: give TlsCertificate too", o => o.TlsKey = "/nonexistent/key.pem" },

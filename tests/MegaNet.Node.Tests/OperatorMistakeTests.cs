@@ -182,6 +182,19 @@ public sealed class OperatorMistakeTests : IDisposable
     }
 
     [Fact]
+    public async Task Contact_list_without_an_identity_and_a_missing_client_certificate_are_named()
+    {
+        // 'contact add' and 'contact remove' refused a mistyped --identity; 'list' said "no contacts" and exited 0.
+        string typo = Path.Combine(_dir, "alcie.json");
+        AssertClearError(await Meganet("contact", "list", "--identity", typo), $"No identity at {typo}; create one with 'meganet id new'");
+        Assert.False(File.Exists(Path.Combine(_dir, "alcie.contacts")));
+
+        // The runtime's "Could not find file '...'" named no option.
+        string missing = Path.Combine(_dir, "node.crt");
+        AssertClearError(await Meganet("status", "--node", "https://127.0.0.1:1", "--tls-cert", missing), $"--tls-cert {missing} cannot be read (Could not find file");
+    }
+
+    [Fact]
     public void A_mailbox_smaller_than_any_envelope_is_worded_for_a_warning()
     {
         var options = new NodeOptions();

@@ -48,7 +48,10 @@ internal static partial class ClientCommands
         var list = new Command("list", "Print your contacts, one 'NAME  CARD' line each.") { listIdentity, json };
         list.SetAction(parse => Run(() =>
         {
-            Contacts contacts = Contacts.Load(parse.GetValue(listIdentity)!);
+            string identityPath = parse.GetValue(listIdentity)!;
+            // As add and remove: a mistyped --identity said only "no contacts" and exited 0.
+            LoadIdentity(identityPath).Dispose();
+            Contacts contacts = Contacts.Load(identityPath);
             int width = contacts.Entries.Count == 0 ? 0 : contacts.Entries.Max(e => e.Name.Length);
             foreach ((string contactName, ContactCard contactCard) in contacts.Entries)
             {

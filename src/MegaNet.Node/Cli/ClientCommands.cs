@@ -75,7 +75,17 @@ internal static partial class ClientCommands
         }
 
         // Read here, so a missing or unreadable file is named as such (OpenSSL's loader calls it "not a certificate").
-        byte[] bytes = File.ReadAllBytes(path);
+        byte[] bytes;
+        try
+        {
+            bytes = File.ReadAllBytes(path);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            // The runtime's words ("Could not find file '...'") named no option.
+            throw new CliException($"--tls-cert {path} cannot be read ({e.Message.TrimEnd('.')}); give the file of the node's certificate, as its operator hands it out.");
+        }
+
         try
         {
             // PEM: the first CERTIFICATE block, whatever else the file holds (an operator's file may hold the key too,

@@ -432,7 +432,8 @@ public sealed class NodeOptions
         Check(ArrivingMessageMiB is >= 128 and <= 1 << 20, nameof(ArrivingMessageMiB), "128 to 1,048,576");
         Check(UnsentReplyMiB is >= 16 and <= 1 << 20, nameof(UnsentReplyMiB), "16 to 1,048,576");
         Check(StreamIdleSeconds is >= 1 and <= 86_400, nameof(StreamIdleSeconds), "1 to 86,400 (a day)");
-        Check(SubmitRatePerKey > 0, nameof(SubmitRatePerKey), "positive");
+        // "Infinity" parses as a double: a bucket that never empties, shown as an infinite rate in Status.
+        Check(SubmitRatePerKey > 0 && double.IsFinite(SubmitRatePerKey), nameof(SubmitRatePerKey), "a finite number above 0");
         Check(SubmitBurst >= 1, nameof(SubmitBurst), "at least 1");
         Check(PowMaxBits is >= 0 and <= 32, nameof(PowMaxBits), "0 to 32");
         Check(PowMinBits >= 0 && PowMinBits <= PowMaxBits, nameof(PowMinBits), $"0 to PowMaxBits ({PowMaxBits}{OriginOf(nameof(PowMaxBits)).Replace("; ", ", ", StringComparison.Ordinal)})");
