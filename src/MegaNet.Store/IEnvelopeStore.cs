@@ -76,8 +76,10 @@ public interface IEnvelopeStore : IAsyncDisposable
     IReadOnlyList<byte[]> GetConsistencyProof(long firstSize, long secondSize);
 
     /// <summary>Raised after a put commits, with the recipient address and the new entry's sequence number
-    /// (live delivery to subscribers). Handlers must be quick and must not throw: an exception does not fail the put,
-    /// but the handlers after the thrower miss that mail, and it is counted in <c>meganet.store.mail_listener_failures</c>.</summary>
+    /// (live delivery to subscribers). The address's memory is lent for the call only: a handler that keeps it must copy
+    /// it (the store reuses it for the next put). Handlers must be quick and must not throw: an exception does not fail
+    /// the put, but the handlers after the thrower miss that mail, and it is counted in
+    /// <c>meganet.store.mail_listener_failures</c>.</summary>
     event Action<ReadOnlyMemory<byte>, ulong>? MailArrived;
 }
 
@@ -133,7 +135,8 @@ public sealed record MailboxPage(IReadOnlyList<MailboxEntry> Entries, ulong Next
     public long WaitingBytes { get; init; }
 }
 
-/// <summary>One message waiting in a mailbox.</summary>
+/// <summary>One message waiting in a mailbox. Its arrays are the caller's: the store keeps no reference to them and
+/// never changes them after handing them out.</summary>
 public sealed record MailboxEntry(ulong Seq, byte[] EnvelopeId, byte[] Envelope, DateTimeOffset ExpiresAt, long LogIndex);
 
 /// <summary>A limit is reached: the recipient's mailbox is full, or (<see cref="DiskSpaceLowException"/>) the node's

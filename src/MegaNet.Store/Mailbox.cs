@@ -138,9 +138,13 @@ internal sealed class Mailbox
 
     /// <summary>Copies up to <paramref name="limit"/> live entries with sequence numbers above <paramref name="afterSeq"/>
     /// into <paramref name="into"/>, and past the first no more than <paramref name="maxBytes"/> of envelopes in all,
-    /// skipping those <paramref name="skip"/> says; returns the last sequence number looked at (skipped ones included),
-    /// or <paramref name="afterSeq"/>.</summary>
-    public ulong CopyAfter(ulong afterSeq, int limit, long maxBytes, List<IndexEntry> into, Func<IndexEntry, bool> skip)
+    /// skipping those expired at <paramref name="nowUnixMs"/> (expiry at or before it); returns the last sequence number
+    /// looked at (skipped ones included), or <paramref name="afterSeq"/>.</summary>
+    /// <remarks>The expiry is a value, not a predicate: a delegate over the caller's clock was a closure and a delegate
+    /// per listing, and a Subscribe lists twice per delivered envelope. <paramref name="into"/> grows once, at its first
+    /// entry, to what the rest of the mailbox can give (a list presized to the limit cost a Subscribe 4 KiB per
+    /// listing, most of them empty or of one entry).</remarks>
+    public ulong CopyAfter(ulong afterSeq, int limit, long maxBytes, List<IndexEntry> into, long nowUnixMs)
     {
         int at = Search(afterSeq == ulong.MaxValue ? afterSeq : afterSeq + 1);
         at = Math.Max(at < 0 ? ~at : at, _first);
@@ -154,7 +158,7 @@ internal sealed class Mailbox
                 continue;
             }
 
-            if (skip(_slots[at]))
+            if (_slots[at].ExpiresUnixMs <= nowUnixMs)
             {
                 last = _slots[at].Seq;
                 continue;
@@ -164,6 +168,11 @@ internal sealed class Mailbox
             if (taken > 0 && bytes + _slots[at].Length > maxBytes)
             {
                 break;
+            }
+
+            if (taken == 0)
+            {
+                into.EnsureCapacity(into.Count + Math.Min(limit, _used - at));
             }
 
             last = _slots[at].Seq;

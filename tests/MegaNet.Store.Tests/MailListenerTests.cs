@@ -53,4 +53,36 @@ public sealed class MailListenerTests : IDisposable
         Assert.Equal(4, Volatile.Read(ref calls));
         Assert.Equal(4, Interlocked.Read(ref counted));
     }
+
+    [Fact]
+    public async Task Each_listener_call_carries_its_own_puts_recipient_and_seq()
+    {
+        // The store lends one address buffer to every call: each call must see its own put's recipient while it runs.
+        await using FasterEnvelopeStore store = await FasterEnvelopeStore.OpenAsync(Options(_dir));
+        var seen = new List<(byte[] Address, ulong Seq)>();
+        var all = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        store.MailArrived += (address, seq) =>
+        {
+            lock (seen)
+            {
+                seen.Add((address.ToArray(), seq));
+                if (seen.Count == 3)
+                {
+                    all.TrySetResult();
+                }
+            }
+        };
+        byte[][] recipients = [Bytes(_random, 32), Bytes(_random, 32), Bytes(_random, 32)];
+        DateTimeOffset expiry = DateTimeOffset.UtcNow.AddDays(1);
+        IReadOnlyList<PutResult> results = await store.PutManyAsync([.. recipients.Select(r => new PutRequest(Bytes(_random, 200), r, expiry))]);
+
+        // Raised after the puts are answered: their caller may get here first.
+        await all.Task.WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.Equal(3, seen.Count);
+        for (int i = 0; i < recipients.Length; i++)
+        {
+            Assert.Equal(recipients[i], seen[i].Address);
+            Assert.Equal(results[i].Receipt!.MailboxSeq, seen[i].Seq);
+        }
+    }
 }

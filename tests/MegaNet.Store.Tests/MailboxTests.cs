@@ -48,7 +48,7 @@ public sealed class MailboxTests(ITestOutputHelper output)
                 // that would pass it, except that the first is always taken.
                 long maxBytes = random.Next(2) == 0 ? long.MaxValue : random.Next(1, 20_000);
                 var page = new List<IndexEntry>();
-                ulong last = box.CopyAfter(after, limit, maxBytes, page, e => e.ExpiresUnixMs < cutoff);
+                ulong last = box.CopyAfter(after, limit, maxBytes, page, nowUnixMs: cutoff - 1); // expired: ExpiresUnixMs < cutoff
                 var expectedPage = new List<IndexEntry>();
                 ulong expectedLast = after;
                 long bytes = 0;

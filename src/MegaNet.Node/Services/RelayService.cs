@@ -474,7 +474,11 @@ public sealed class RelayService(
         }
 
         var response = new FetchResponse { NextCursor = page.NextCursor, WaitingCount = page.WaitingCount, WaitingBytes = page.WaitingBytes };
-        response.Items.AddRange(page.Entries.Select(ToItem));
+        foreach (MailboxEntry entry in page.Entries)
+        {
+            response.Items.Add(ToItem(entry));
+        }
+
         UnsentReplyGuard.ReplySize(context.GetHttpContext(), response.CalculateSize());
         return response;
     }
@@ -490,7 +494,8 @@ public sealed class RelayService(
         byte[] address = authenticator.Authenticate(request.Auth, MailboxPurpose.Ack(request.Seqs), Source(context));
         try
         {
-            int deleted = await store.AckAsync(address, request.Seqs.ToList(), context.CancellationToken).ConfigureAwait(false);
+            // The store copies the numbers before it returns: no list of them here.
+            int deleted = await store.AckAsync(address, request.Seqs, context.CancellationToken).ConfigureAwait(false);
             return new AckResponse { Deleted = deleted };
         }
         catch (Exception e) when (e is StoreUnavailableException or ObjectDisposedException or ChannelClosedException)
@@ -822,10 +827,11 @@ public sealed class RelayService(
         });
     }
 
+    // The store hands out a fresh id array per entry and never changes it (as with receipts): wrapped, not copied.
     private static MailItem ToItem(MailboxEntry entry) => new()
     {
         Seq = entry.Seq,
-        EnvelopeId = ByteString.CopyFrom(entry.EnvelopeId),
+        EnvelopeId = UnsafeByteOperations.UnsafeWrap(entry.EnvelopeId),
         Envelope = Envelope.Parser.ParseFrom(entry.Envelope),
         LogIndex = entry.LogIndex,
     };
