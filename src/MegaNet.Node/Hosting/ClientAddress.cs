@@ -33,19 +33,18 @@ public readonly record struct ClientAddress(ulong Prefix, ulong Host)
             return null;
         }
 
-        if (address.IsIPv4MappedToIPv6)
-        {
-            address = address.MapToIPv4();
-        }
-
         Span<byte> bytes = stackalloc byte[16];
         if (!address.TryWriteBytes(bytes, out int written))
         {
             return null;
         }
 
+        // An IPv4 client of a dual-stack listener arrives as ::ffff:a.b.c.d: read from its last four bytes, not through
+        // MapToIPv4, which allocated an IPAddress per call.
         return address.AddressFamily == AddressFamily.InterNetwork
             ? new ClientAddress(0, BinaryPrimitives.ReadUInt32BigEndian(bytes[..written]))
-            : new ClientAddress(BinaryPrimitives.ReadUInt64BigEndian(bytes), Slash64);
+            : address.IsIPv4MappedToIPv6
+                ? new ClientAddress(0, BinaryPrimitives.ReadUInt32BigEndian(bytes[12..16]))
+                : new ClientAddress(BinaryPrimitives.ReadUInt64BigEndian(bytes), Slash64);
     }
 }
