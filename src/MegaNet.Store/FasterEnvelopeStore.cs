@@ -1699,6 +1699,14 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         set => _kv.FailTableWriteForTests = value;
     }
 
+    /// <summary>Tests: the commit file's <see cref="CommitSlotFile.RecordEvery"/>, so that which commit writes a record to
+    /// it does not depend on how fast the machine runs.</summary>
+    internal TimeSpan CommitRecordEveryForTests
+    {
+        get => _commitFile.RecordEvery;
+        set => _commitFile.RecordEvery = value;
+    }
+
     /// <summary>Tests: the envelope table's device, to make its reads fail as on a device error or for lack of open
     /// files (<see cref="DirectFileDevice.FailReadForTests"/>, <see cref="DirectFileDevice.FailReadErrnoForTests"/>).</summary>
     internal DirectFileDevice TableDeviceForTests => _kv.DeviceForTests;

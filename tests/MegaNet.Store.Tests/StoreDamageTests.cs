@@ -15,8 +15,11 @@ public sealed class StoreDamageTests : IDisposable
     public void Dispose() => Directory.Delete(_dir, recursive: true);
 
     /// <summary>What a crash leaves after 1,100 acknowledged puts in 11 groups, no checkpoint: the store writes a commit
-    /// record to its commit file at the log's start and again at the sixth group's commit (the first a second or more
-    /// after the one before), so recovery starts from the sixth group's end.</summary>
+    /// record to its commit file at the log's start and again at the sixth group's commit, so recovery starts from the
+    /// sixth group's end. Which commits write one is set here, not left to the clock: a record is due a second after the
+    /// one before, and a loaded machine's groups seven to eleven took longer than that, so that one of theirs wrote a
+    /// record past the damage the test below places after the newest record (it then failed as if that damage had been
+    /// before it).</summary>
     private async Task<(string Copy, List<PutReceipt> Receipts)> CrashImageAsync()
     {
         StoreOptions options = Options(_dir);
@@ -26,13 +29,11 @@ public sealed class StoreDamageTests : IDisposable
         var receipts = new List<PutReceipt>();
         string copy = NewDirectory();
         await using FasterEnvelopeStore store = await FasterEnvelopeStore.OpenAsync(options);
+        store.CommitRecordEveryForTests = TimeSpan.FromDays(1);
         for (int group = 0; group < 11; group++)
         {
-            if (group == 5)
-            {
-                await Task.Delay(TimeSpan.FromSeconds(1.5));
-            }
-
+            // The sixth group's commits are each a record's due; the others' are not (the first commit writes one anyway).
+            store.CommitRecordEveryForTests = group == 5 ? TimeSpan.Zero : TimeSpan.FromDays(1);
             var puts = Enumerable.Range(0, 100).Select(_ => new PutRequest(Bytes(_random, 1000), recipient, DateTimeOffset.UtcNow.AddDays(1))).ToList();
             receipts.AddRange((await store.PutManyAsync(puts)).Select(r => r.Receipt!));
         }
@@ -82,6 +83,11 @@ public sealed class StoreDamageTests : IDisposable
             // takes the damaged entry for the log's end.
             string wal = Path.Combine(copy, "store", "wal.log.0");
             Assert.True(new FileInfo(wal).Length > 1_000_064, "the log should reach past the damage");
+            using (CommitSlotFile file = CommitSlotFile.Open(Path.Combine(copy, "store", "commits"), new FileInfo(wal).Length))
+            {
+                Assert.InRange(file.NewestUntil!.Value, 500_000, 1_000_000 - 1); // the sixth group's end
+            }
+
             Garble(wal, 1_000_000);
 
             await using FasterEnvelopeStore reopened = await FasterEnvelopeStore.OpenAsync(Options(copy));
