@@ -429,7 +429,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
                 kv.Recover(manifest.Token);
                 if (!File.Exists(Path.Combine(dir, "table.page-bits")))
                 {
-                    WriteTablePageBits(dir, kv.PageBits);
+                    WritePageBits(Path.Combine(dir, "table.page-bits"), kv.PageBits);
                 }
             }
             catch (Exception e)
@@ -503,31 +503,43 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     private static int TablePageBits(string dir, long tableMemory, bool tableIsNew)
     {
         string path = Path.Combine(dir, "table.page-bits");
-        if (File.Exists(path))
+        if (ReadPageBits(path, "the envelope table's", 18, "20 for StoreMemoryMiB 8-15, 21 for 16-31, 22 for 32 and more") is { } bits)
         {
-            string text = File.ReadAllText(path).Trim();
-            if (!int.TryParse(text, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int bits) || bits < 18 || bits > 30)
-            {
-                throw new StoreCorruptException(
-                    $"'{path}' should hold the envelope table's page size as a power of two (18-30) but holds '{text}'. Nothing was changed. " +
-                    "Restore it from a backup, or write the size the store was created with (20 for StoreMemoryMiB 8-15, 21 for 16-31, 22 for 32 and more).");
-            }
-
             return bits;
         }
 
         int chosen = EnvelopeKv.PageBitsFor(tableMemory);
         if (tableIsNew)
         {
-            WriteTablePageBits(dir, chosen);
+            WritePageBits(path, chosen);
         }
 
         return chosen;
     }
 
-    /// <summary>Writes <c>table.page-bits</c> (see <see cref="TablePageBits"/>).</summary>
-    private static void WriteTablePageBits(string dir, int bits) =>
-        DurableRename.WriteAllBytes(Path.Combine(dir, "table.page-bits"), System.Text.Encoding.ASCII.GetBytes(bits.ToString(System.Globalization.CultureInfo.InvariantCulture) + "\n"));
+    /// <summary>A page size kept in <paramref name="path"/> (a power of two, <paramref name="minBits"/> to 30), or null
+    /// when there is no such file; a file holding anything else is refused, naming the sizes the store may have had.</summary>
+    private static int? ReadPageBits(string path, string whose, int minBits, string sizes)
+    {
+        if (!File.Exists(path))
+        {
+            return null;
+        }
+
+        string text = File.ReadAllText(path).Trim();
+        if (!int.TryParse(text, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int bits) || bits < minBits || bits > 30)
+        {
+            throw new StoreCorruptException(
+                $"'{path}' should hold {whose} page size as a power of two ({minBits}-30) but holds '{text}'. Nothing was changed. " +
+                $"Restore it from a backup, or write the size the store was created with ({sizes}).");
+        }
+
+        return bits;
+    }
+
+    /// <summary>Writes a page size for <see cref="ReadPageBits"/>.</summary>
+    private static void WritePageBits(string path, int bits) =>
+        DurableRename.WriteAllBytes(path, System.Text.Encoding.ASCII.GetBytes(bits.ToString(System.Globalization.CultureInfo.InvariantCulture) + "\n"));
 
     /// <summary>
     /// The write-ahead log's page size (as a power of two), fixed when the log is created and kept in
@@ -539,21 +551,13 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     private static int WalPageBits(string dir, StoreOptions options)
     {
         string path = Path.Combine(dir, "wal.page-bits");
-        if (File.Exists(path))
+        if (ReadPageBits(path, "the write-ahead log's", 9, "19 for StoreMemoryMiB 8-15, 20 for 16-31, 21 for 32-63, 22 for 64 and more") is { } bits)
         {
-            string text = File.ReadAllText(path).Trim();
-            if (!int.TryParse(text, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int bits) || bits < 9 || bits > 30)
-            {
-                throw new StoreCorruptException(
-                    $"'{path}' should hold the write-ahead log's page size as a power of two (9-30) but holds '{text}'. Nothing was changed. " +
-                    "Restore it from a backup, or write the size the store was created with (19 for StoreMemoryMiB 8-15, 20 for 16-31, 21 for 32-63, 22 for 64 and more).");
-            }
-
             return bits;
         }
 
         int chosen = Math.Min(22, LogMemoryBits(options) - 1);
-        DurableRename.WriteAllBytes(path, System.Text.Encoding.ASCII.GetBytes(chosen.ToString(System.Globalization.CultureInfo.InvariantCulture) + "\n"));
+        WritePageBits(path, chosen);
         return chosen;
     }
 

@@ -155,16 +155,18 @@ public sealed class StoreDamageTests : IDisposable
         return options;
     }
 
-    [Fact]
-    public async Task A_damaged_page_size_file_is_refused_naming_it_and_left_as_it_was()
+    [Theory]
+    [InlineData("wal.page-bits", "19", "the write-ahead log's")] // an 8 MiB budget's 512 KiB pages
+    [InlineData("table.page-bits", "20", "the envelope table's")] // and its table's 1 MiB pages
+    public async Task A_damaged_page_size_file_is_refused_naming_it_and_left_as_it_was(string file, string written, string whose)
     {
         StoreOptions options = await ClosedStoreAsync();
-        string path = Path.Combine(_dir, "store", "wal.page-bits");
-        Assert.Equal("19", File.ReadAllText(path).Trim()); // an 8 MiB budget's 512 KiB pages
+        string path = Path.Combine(_dir, "store", file);
+        Assert.Equal(written, File.ReadAllText(path).Trim());
         File.WriteAllText(path, "nineteen\n");
 
         StoreCorruptException e = await Assert.ThrowsAsync<StoreCorruptException>(async () => await FasterEnvelopeStore.OpenAsync(options));
-        Assert.Contains($"'{path}' should hold the write-ahead log's page size", e.Message, StringComparison.Ordinal);
+        Assert.Contains($"'{path}' should hold {whose} page size", e.Message, StringComparison.Ordinal);
         Assert.Contains("holds 'nineteen'", e.Message, StringComparison.Ordinal);
         Assert.Equal("nineteen\n", File.ReadAllText(path));
     }
