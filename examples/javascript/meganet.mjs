@@ -400,8 +400,21 @@ async function mailboxAuth(node, identity, nodeId, purpose) {
   };
 }
 
+// The node's Status, asked again after 1 and 2 s (as a submit is) when it went unanswered or the node was unavailable:
+// a node restarting for a second or two failed the send at once. Status stores nothing, so asking again is safe.
+async function statusBeforeSealing(node) {
+  for (let tries = 0; ; tries++) {
+    try {
+      return await node.call('Status', {});
+    } catch (error) {
+      if ((error.code !== grpc.status.DEADLINE_EXCEEDED && error.code !== grpc.status.UNAVAILABLE) || tries >= MAX_RESUBMITS) throw error;
+      await new Promise((resolve) => setTimeout(resolve, (tries + 1) * 1000));
+    }
+  }
+}
+
 async function send(node, sender, recipient, text, nodeId) {
-  const status = await node.call('Status', {});
+  const status = await statusBeforeSealing(node);
   // A week, or a little under the node's maximum where that is shorter (a clock ahead of the node's is no refusal).
   const maxTtl = Number(status.limits.max_ttl_seconds);
   const ttlSeconds = Math.min(7 * 86400, maxTtl > 7200 ? maxTtl - 3600 : Math.floor(maxTtl / 2));
