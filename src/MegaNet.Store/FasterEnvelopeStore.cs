@@ -395,6 +395,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         string kvDir = Path.Combine(dir, "kv");
         Checkpoint.Manifest? manifest;
         EnvelopeKv kv;
+        bool tablePageBitsKept = false;
         try
         {
             manifest = Checkpoint.Read(dir);
@@ -403,7 +404,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
             long indexBytes = manifest?.IndexBytes ?? (options.IndexBytesForTests > 0 ? options.IndexBytesForTests : EnvelopeKv.IndexBytesFor(options.MemoryBudgetBytes));
             long tableMemory = options.MemoryBudgetBytes - (options.MemoryBudgetBytes / 8);
             // So is the table's page size: its checkpoint recovers only into pages of the size it was written with.
-            kv = new EnvelopeKv(kvDir, tableMemory, indexBytes, options.CheckpointFilesForTests, TablePageBits(dir, tableMemory, tableIsNew: manifest is null))
+            kv = new EnvelopeKv(kvDir, tableMemory, indexBytes, options.CheckpointFilesForTests, TablePageBits(dir, tableMemory, tableIsNew: manifest is null, out tablePageBitsKept))
             {
                 // Without a manifest the table starts empty (everything comes from the log), so in today's layout.
                 SeparateEnvelopeRecords = manifest?.SeparateEnvelopeRecords == true || options.SeparateEnvelopeRecordsForTests,
@@ -427,9 +428,10 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
             try
             {
                 kv.Recover(manifest.Token);
-                if (!File.Exists(Path.Combine(dir, "table.page-bits")))
+                if (!tablePageBitsKept)
                 {
-                    WritePageBits(Path.Combine(dir, "table.page-bits"), kv.PageBits);
+                    // A store from before the file: its size is known good now that its checkpoint recovered.
+                    WritePageBits(Path.Combine(dir, TablePageBitsFile), kv.PageBits);
                 }
             }
             catch (Exception e)
@@ -500,11 +502,12 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     /// (no checkpoint) takes the size <paramref name="tableMemory"/> gives and writes it down; a store from before the
     /// file is opened with that size, as it always was, and the file is written once its checkpoint has recovered.
     /// </summary>
-    private static int TablePageBits(string dir, long tableMemory, bool tableIsNew)
+    private static int TablePageBits(string dir, long tableMemory, bool tableIsNew, out bool kept)
     {
-        string path = Path.Combine(dir, "table.page-bits");
+        string path = Path.Combine(dir, TablePageBitsFile);
         if (ReadPageBits(path, "the envelope table's", 18, "20 for StoreMemoryMiB 8-15, 21 for 16-31, 22 for 32 and more") is { } bits)
         {
+            kept = true;
             return bits;
         }
 
@@ -514,8 +517,12 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
             WritePageBits(path, chosen);
         }
 
+        kept = tableIsNew;
         return chosen;
     }
+
+    /// <summary>Where <see cref="TablePageBits"/> keeps the table's page size, in the store's directory.</summary>
+    private const string TablePageBitsFile = "table.page-bits";
 
     /// <summary>A page size kept in <paramref name="path"/> (a power of two, <paramref name="minBits"/> to 30), or null
     /// when there is no such file; a file holding anything else is refused, naming the sizes the store may have had.</summary>
