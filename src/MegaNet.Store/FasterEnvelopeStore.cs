@@ -271,10 +271,11 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         string commitDir = Path.Combine(dir, "commits");
         // Durably: the commit records are written through, and a power loss must not take their directory's name.
         DirectoryFlush.CreateDirectory(commitDir);
+        var recovery = new RecoveryReporter(options, dir);
         FileStream lockFile = Lock(dir);
         try
         {
-            return await OpenLockedAsync(options, dir, commitDir, lockFile, cancellationToken).ConfigureAwait(false);
+            return await OpenLockedAsync(options, dir, commitDir, lockFile, recovery, cancellationToken).ConfigureAwait(false);
         }
         catch (Exception e) when (!HandedOver(e))
         {
@@ -310,13 +311,15 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         }
     }
 
-    private static async Task<FasterEnvelopeStore> OpenLockedAsync(StoreOptions options, string dir, string commitDir, FileStream lockFile, CancellationToken cancellationToken)
+    private static async Task<FasterEnvelopeStore> OpenLockedAsync(StoreOptions options, string dir, string commitDir, FileStream lockFile, RecoveryReporter recovery,
+        CancellationToken cancellationToken)
     {
         long walBytes = Directory.EnumerateFiles(dir, "wal.log*").Sum(f => new FileInfo(f).Length);
+        recovery.Opening(File.Exists(Checkpoint.ManifestPath(dir)), walBytes);
         CommitSlotFile commitFile = CommitSlotFile.Open(commitDir, walBytes);
         try
         {
-            return await RecoverAsync(options, dir, commitFile, walBytes, lockFile, cancellationToken).ConfigureAwait(false);
+            return await RecoverAsync(options, dir, commitFile, walBytes, lockFile, recovery, cancellationToken).ConfigureAwait(false);
         }
         catch (Exception e) when (!HandedOver(e))
         {
@@ -332,7 +335,8 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
 
     private static bool HandedOver(Exception e) => e.Data.Contains(HandedOverKey);
 
-    private static async Task<FasterEnvelopeStore> RecoverAsync(StoreOptions options, string dir, CommitSlotFile commitFile, long walBytes, FileStream lockFile, CancellationToken cancellationToken)
+    private static async Task<FasterEnvelopeStore> RecoverAsync(StoreOptions options, string dir, CommitSlotFile commitFile, long walBytes, FileStream lockFile,
+        RecoveryReporter recovery, CancellationToken cancellationToken)
     {
         // Recovery falls back from the newest commit record to older ones (the file keeps several), so a record that
         // does not read back does not make a log with intact data unrecoverable.
@@ -449,7 +453,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         kv.FailTableWriteForTests = options.FailTableWriteForTests;
         // Replayed on a thread of its own, watched: a table write that fails (a full disk) is retried until it succeeds,
         // and a replay waiting on one would hold the open, and the node's start, without a word.
-        Task restoring = Task.Factory.StartNew(() => store.Restore(manifest, cancellationToken), CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
+        Task restoring = Task.Factory.StartNew(() => store.Restore(manifest, recovery, cancellationToken), CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
         if (await Task.WhenAny(restoring, store._tableWriteFailed.Task).ConfigureAwait(false) != restoring
             && await Task.WhenAny(restoring, Task.Delay(TimeSpan.FromSeconds(1))).ConfigureAwait(false) != restoring)
         {
@@ -2471,9 +2475,10 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     internal Action? BeforeAckDeleteForTests { get; set; }
 
     /// <summary>Loads the checkpoint's indexes and leaves (if any), then replays the log after it.</summary>
-    private void Restore(Checkpoint.Manifest? manifest, CancellationToken cancellationToken)
+    private void Restore(Checkpoint.Manifest? manifest, RecoveryReporter recovery, CancellationToken cancellationToken)
     {
         long from = _log.BeginAddress;
+        long checkpointed = 0;
         if (manifest is not null && manifest.WalAddress > _log.CommittedUntilAddress)
         {
             // The checkpoint was taken with everything before its address committed, so a log that ends earlier lost
@@ -2488,6 +2493,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
             {
                 foreach ((byte[] address, _, ArraySegment<IndexEntry> entries) in manifest.Mailboxes)
                 {
+                    checkpointed += entries.Count;
                     var key = new Key32(address);
                     foreach (IndexEntry e in entries)
                     {
@@ -2527,9 +2533,12 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
             _checkpointedWal = manifest.WalAddress;
         }
 
+        recovery.Loaded(from, _log.CommittedUntilAddress, manifest?.LeafCount ?? 0, manifest?.Mailboxes.Count ?? 0, checkpointed);
+
+        long replayed;
         try
         {
-            Replay(from, cancellationToken);
+            replayed = Replay(from, recovery, cancellationToken);
         }
         catch (FasterException e)
         {
@@ -2540,16 +2549,21 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         }
 
         // Mailboxes are reported once, when whole, rather than at each of their entries.
+        long waiting = 0;
         lock (_state)
         {
             foreach ((Key32 address, Mailbox box) in _mailboxes)
             {
                 NoteUsage(address, box);
+                waiting += box.Count;
             }
+
+            recovery.Recovered(replayed, _merkle.Size, _mailboxes.Count, waiting);
         }
     }
 
-    private void Replay(long from, CancellationToken cancellationToken)
+    /// <summary>Replays the committed log from <paramref name="from"/>; returns the records replayed.</summary>
+    private long Replay(long from, RecoveryReporter recovery, CancellationToken cancellationToken)
     {
         long records = 0;
         using FasterLogScanIterator iterator = _log.Scan(from, _log.CommittedUntilAddress);
@@ -2564,6 +2578,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
                 }
 
                 records++;
+                recovery.Replayed(records, address);
                 ReadOnlySpan<byte> r = entry.AsSpan(0, length);
                 switch (r.Length > 0 ? r[0] : (byte)0)
                 {
@@ -2615,6 +2630,8 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
 
             _head = SignHead();
         }
+
+        return records;
     }
 
     /// <summary>The open's replay could not write the table (see <see cref="_tableWriteFailed"/>).</summary>

@@ -95,6 +95,18 @@ public sealed class StoreOptions
     /// <summary>Tests: how often free space is read. Default 1 second.</summary>
     internal TimeSpan FreeDiskCheckInterval { get; set; } = TimeSpan.FromSeconds(1);
 
+    /// <summary>
+    /// Told how the open's recovery goes (<see cref="StoreRecoveryProgress"/>): once when it knows what it will load and
+    /// replay, every <see cref="RecoveryProgressInterval"/> while it replays the write-ahead log, and once when done.
+    /// Called synchronously on the recovering thread, in that order (so not <see cref="Progress{T}"/>, which may
+    /// reorder); it must be quick and must not throw, or the open fails. Default none.
+    /// </summary>
+    public IProgress<StoreRecoveryProgress>? RecoveryProgress { get; set; }
+
+    /// <summary>How often <see cref="RecoveryProgress"/> hears of a replay under way (a replay that takes less is
+    /// reported only when it starts and ends). 0 to 1 hour; default 2 seconds.</summary>
+    public TimeSpan RecoveryProgressInterval { get; set; } = TimeSpan.FromSeconds(2);
+
     /// <summary>Clock for expiry (tests inject one). Default <see cref="TimeProvider.System"/>.</summary>
     public TimeProvider Clock { get; set; } = TimeProvider.System;
 
@@ -201,6 +213,11 @@ public sealed class StoreOptions
         if (MinFreeDiskBytes < 0)
         {
             throw new ArgumentOutOfRangeException(nameof(MinFreeDiskBytes), MinFreeDiskBytes, "MinFreeDiskBytes must be 0 (off) or more.");
+        }
+
+        if (RecoveryProgressInterval < TimeSpan.Zero || RecoveryProgressInterval > TimeSpan.FromHours(1))
+        {
+            throw new ArgumentOutOfRangeException(nameof(RecoveryProgressInterval), RecoveryProgressInterval, "RecoveryProgressInterval must be between 0 and 1 hour.");
         }
 
         ArgumentNullException.ThrowIfNull(Clock);

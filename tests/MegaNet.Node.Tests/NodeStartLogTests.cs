@@ -104,6 +104,65 @@ public sealed class NodeStartLogTests : IDisposable
     }
 
     [Fact]
+    public async Task A_node_says_how_its_store_recovery_goes()
+    {
+        // A node on a large store said nothing between "Starting the verifier" and "listening" while the store recovered
+        // (seconds to minutes).
+        string crashed = Path.Combine(_dir, "crashed");
+        await using (WebApplication first = NodeHost.Build(Options()))
+        {
+            await NodeHost.StartAsync(first);
+            var store = (FasterEnvelopeStore)first.Services.GetRequiredService<IEnvelopeStore>();
+            byte[] recipient = new byte[32];
+            for (int i = 0; i < 50; i++)
+            {
+                if (i == 20)
+                {
+                    await store.CheckpointAsync();
+                }
+
+                byte[] envelope = new byte[300];
+                envelope[0] = (byte)i;
+                await store.PutAsync(new PutRequest(envelope, recipient, DateTimeOffset.UtcNow.AddDays(1)));
+            }
+
+            // What a kill -9 now would leave: the checkpoint of 20 and the log of 30 after it (the lock is the running node's).
+            foreach (string file in Directory.EnumerateFiles(Path.Combine(_dir, "data"), "*", SearchOption.AllDirectories).Where(f => Path.GetFileName(f) != "LOCK"))
+            {
+                string target = Path.Combine(crashed, Path.GetRelativePath(Path.Combine(_dir, "data"), file));
+                Directory.CreateDirectory(Path.GetDirectoryName(target)!);
+                File.Copy(file, target);
+            }
+
+            await first.StopAsync();
+        }
+
+        var log = new LogCapture();
+        await using WebApplication app = NodeHost.Build(Options(o =>
+        {
+            o.DataDirectory = crashed;
+            o.StoreRecoveryProgressInterval = TimeSpan.Zero; // a line at every record replayed
+        }), l => l.AddProvider(log));
+        await NodeHost.StartAsync(app);
+        await app.StopAsync();
+
+        List<string> lines = [.. log.Lines];
+        int opening = lines.FindIndex(l => l.StartsWith($"Information MegaNet.Store: Opening the store in {Path.Combine(crashed, "store")}: a checkpoint, and ", StringComparison.Ordinal));
+        int loaded = lines.FindIndex(l => l.StartsWith("Information MegaNet.Store: Loaded the store's checkpoint (", StringComparison.Ordinal)
+            && l.Contains("): 20 log entries, 20 waiting envelopes in 1 mailboxes; replaying ", StringComparison.Ordinal));
+        int[] replaying = [.. lines.Select((l, i) => l.StartsWith("Information MegaNet.Store: Replaying the store's write-ahead log: ", StringComparison.Ordinal) ? i : -1).Where(i => i >= 0)];
+        int recovered = lines.FindIndex(l => l.StartsWith("Information MegaNet.Store: Store recovered in ", StringComparison.Ordinal)
+            && l.EndsWith(" s: 50 waiting envelopes in 1 mailboxes, 50 log entries; 30 write-ahead log records replayed", StringComparison.Ordinal));
+        int listening = lines.FindIndex(l => l.Contains("MegaNet node listening on", StringComparison.Ordinal));
+        string all = string.Join(Environment.NewLine, lines);
+        Assert.True(opening >= 0 && loaded > opening && recovered > loaded && listening > recovered, all);
+        Assert.Equal(30, replaying.Length);
+        Assert.All(replaying, i => Assert.InRange(i, loaded + 1, recovered - 1));
+        Assert.Contains("Replaying the store's write-ahead log: 30 records, ", lines[replaying[^1]], StringComparison.Ordinal);
+        Assert.Equal(0, NodeHost.ExitCode(app));
+    }
+
+    [Fact]
     public async Task A_node_stopped_on_request_exits_0()
     {
         await using WebApplication app = NodeHost.Build(Options());

@@ -91,6 +91,9 @@ public static partial class NodeServiceCollectionExtensions
                 MailboxReportedFromPercent = options.MailboxPowFrom == 0 ? 100 : options.MailboxPowFrom,
                 MaxEnvelopeBytes = options.MaxEnvelopeBytes,
                 Clock = sp.GetRequiredService<TimeProvider>(),
+                // A large store takes seconds to minutes to recover: said as it goes, not only once the node listens.
+                RecoveryProgress = new StoreRecoveryLog(sp.GetRequiredService<ILoggerFactory>().CreateLogger("MegaNet.Store")),
+                RecoveryProgressInterval = options.StoreRecoveryProgressInterval,
             }, sp.GetRequiredService<NodeStartCancellation>().Token).GetAwaiter().GetResult();
             // Damage a compaction went past is logged and turns the health check off, as damage a read finds does.
             StoreDamage damage = sp.GetRequiredService<StoreDamage>();

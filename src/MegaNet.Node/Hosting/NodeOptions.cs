@@ -233,6 +233,9 @@ public sealed class NodeOptions
     /// or the settings file's path; missing: its default. Internal, so the configuration binder leaves it alone.</summary>
     internal IReadOnlyDictionary<string, string>? Origins { get; set; }
 
+    /// <summary>Tests: how often the store's recovery at start logs the replay's progress. Default 2 seconds.</summary>
+    internal TimeSpan StoreRecoveryProgressInterval { get; set; } = TimeSpan.FromSeconds(2);
+
     /// <summary>"; set in FILE" or "; set by the environment variable …" for a setting from either (empty otherwise),
     /// ended by a refusal so the operator knows which to edit.</summary>
     private string OriginOf(string setting) => FlagOf(setting) is null && Origins?.GetValueOrDefault(setting) is { } origin
