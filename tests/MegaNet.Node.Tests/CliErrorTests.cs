@@ -407,6 +407,9 @@ public sealed class CliErrorTests : IDisposable
         int exitCode = await node.StopAsync(seconds: 90);
         Assert.True(exitCode == 0, $"exit code {exitCode}: {node.Output}");
         Assert.Contains("MegaNet node stopped cleanly (store checkpointed)", node.Output, StringComparison.Ordinal);
+        // The stop's steps can take seconds: it says when it begins, not only when it is done.
+        int stopping = node.Output.IndexOf("MegaNet node stopping: ending streams, draining admission", StringComparison.Ordinal);
+        Assert.InRange(stopping, 0, node.Output.IndexOf("MegaNet node stopped cleanly", StringComparison.Ordinal));
     }
 
     [Theory]

@@ -104,10 +104,10 @@ public sealed class NodeStartLogTests : IDisposable
     }
 
     [Fact]
-    public async Task A_node_says_how_its_store_recovery_goes()
+    public async Task A_node_says_how_its_store_recovery_goes_and_when_its_stop_begins()
     {
         // A node on a large store said nothing between "Starting the verifier" and "listening" while the store recovered
-        // (seconds to minutes).
+        // (seconds to minutes), and nothing between a SIGTERM and "stopped cleanly".
         string crashed = Path.Combine(_dir, "crashed");
         await using (WebApplication first = NodeHost.Build(Options()))
         {
@@ -154,8 +154,9 @@ public sealed class NodeStartLogTests : IDisposable
         int recovered = lines.FindIndex(l => l.StartsWith("Information MegaNet.Store: Store recovered in ", StringComparison.Ordinal)
             && l.EndsWith(" s: 50 waiting envelopes in 1 mailboxes, 50 log entries; 30 write-ahead log records replayed", StringComparison.Ordinal));
         int listening = lines.FindIndex(l => l.Contains("MegaNet node listening on", StringComparison.Ordinal));
+        int stopping = lines.FindIndex(l => l == "Information MegaNet.Node: MegaNet node stopping: ending streams, draining admission (0 submissions queued), then the store's final checkpoint");
         string all = string.Join(Environment.NewLine, lines);
-        Assert.True(opening >= 0 && loaded > opening && recovered > loaded && listening > recovered, all);
+        Assert.True(opening >= 0 && loaded > opening && recovered > loaded && listening > recovered && stopping > listening, all);
         Assert.Equal(30, replaying.Length);
         Assert.All(replaying, i => Assert.InRange(i, loaded + 1, recovered - 1));
         Assert.Contains("Replaying the store's write-ahead log: 30 records, ", lines[replaying[^1]], StringComparison.Ordinal);

@@ -305,6 +305,10 @@ public static partial class NodeHost
             {
                 LogBackgroundServiceFailed(app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("MegaNet.Node"), service, error);
             }
+
+            // Said as the stop begins: its steps (a stream whose client stopped reading is reset only 5 s in, the final
+            // checkpoint of a large table) can take seconds, and the node said nothing until "stopped cleanly".
+            LogStopping(app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("MegaNet.Node"), app.Services.GetRequiredService<AdmissionPipeline>().QueueDepth);
         });
 
         // Open the store and start admission before the first request. On shutdown, once the server has stopped
@@ -458,6 +462,10 @@ public static partial class NodeHost
 
     [LoggerMessage(EventId = 6, Level = LogLevel.Critical, Message = "The node's background service {Service} failed, which stops the node")]
     private static partial void LogBackgroundServiceFailed(ILogger logger, string service, Exception exception);
+
+    [LoggerMessage(EventId = 16, Level = LogLevel.Information, Message = "MegaNet node stopping: ending streams, draining admission ({Queued} submissions queued), " +
+        "then the store's final checkpoint")]
+    private static partial void LogStopping(ILogger logger, int queued);
 
     [LoggerMessage(EventId = 9, Level = LogLevel.Error, Message = "Draining admission at shutdown failed; the store is closed all the same")]
     private static partial void LogAdmissionStopFailed(ILogger logger, Exception exception);
