@@ -280,6 +280,8 @@ public sealed class RoutingTests
             Calls++;
             if (Fail)
             {
+                // A device fault can leave garbage behind: the router must not trust any of it.
+                verdicts.Fill(true);
                 throw new InvalidOperationException("device lost");
             }
 
@@ -287,6 +289,143 @@ public sealed class RoutingTests
         }
 
         protected override void Dispose(bool disposing) => Disposed = true;
+    }
+
+    /// <summary>A clock whose timestamps move only by hand.</summary>
+    private sealed class SteppedClock : TimeProvider
+    {
+        private long _ticks;
+
+        public override long TimestampFrequency => TimeSpan.TicksPerSecond;
+
+        public override long GetTimestamp() => Volatile.Read(ref _ticks);
+
+        public void Advance(TimeSpan by) => Interlocked.Add(ref _ticks, by.Ticks);
+    }
+
+    private static (SignatureBatch Small, SignatureBatch Large, bool[] Expected) Batches(int seed)
+    {
+        var small = new SignatureBatch(3);
+        var large = new SignatureBatch(8);
+        var generator = new SignatureCaseGenerator(seed);
+        for (int i = 0; i < 8; i++)
+        {
+            SignatureCase c = generator.NextMixed(invalidShare: 0.5);
+            large.Add(c.PublicKey, c.Signature, c.Message);
+            if (i < 3)
+            {
+                small.Add(c.PublicKey, c.Signature, c.Message);
+            }
+        }
+
+        return (small, large, Backends.Get("simd").Verify(large));
+    }
+
+    [Fact]
+    public async Task A_faulted_accelerator_serves_again_only_after_a_back_off_and_a_passed_check_and_every_verdict_stays_exact()
+    {
+        // A fault switched the GPU off until a restart: a transient one (a driver reset) cost a long-running node its
+        // GPU for good.
+        var gpu = new Switchable(Backends.Get("simd"));
+        var cpu = new Switchable(Backends.Get("simd"), "simd");
+        var clock = new SteppedClock();
+        var outcomes = new System.Collections.Concurrent.ConcurrentQueue<(string? Failure, TimeSpan? Next)>();
+        int faults = 0;
+        using var router = new RoutingBatchVerifier(gpu, cpu, threshold: 4, _ => Interlocked.Increment(ref faults), new AcceleratorRetry
+        {
+            Check = () => MegaNet.Node.Verification.VerifierSelfCheck.Mismatches(gpu, 16) == 0 ? null : "wrong verdicts",
+            FirstDelay = TimeSpan.FromMinutes(5),
+            MaxDelay = TimeSpan.FromMinutes(20),
+            Clock = clock,
+            Checked = (failure, next) => outcomes.Enqueue((failure, next)),
+        });
+        (SignatureBatch small, SignatureBatch large, bool[] expected) = Batches(17);
+        using (small)
+        using (large)
+        {
+            Assert.Equal(expected, router.Verify(large));
+            gpu.Fail = true;
+            Assert.Equal(expected, router.Verify(large)); // the faulted batch, again on the CPU
+            Assert.Equal((1, true, "simd"), (faults, router.AcceleratorFailed, router.Name));
+
+            // Within the wait, and for small batches after it, nothing checks the device: the CPU verifies.
+            clock.Advance(TimeSpan.FromMinutes(5) - TimeSpan.FromSeconds(1));
+            Assert.Equal(expected, router.Verify(large));
+            clock.Advance(TimeSpan.FromSeconds(1));
+            Assert.Equal(expected[..3], router.Verify(small));
+            Assert.Null(router.LastCheckForTests);
+            Assert.Equal(2, gpu.Calls);
+
+            // The first large batch after it starts the check (in the background; the batch goes to the CPU). The device
+            // still fails: it stays off, and the next check waits twice as long.
+            Assert.Equal(expected, router.Verify(large));
+            Task first = router.LastCheckForTests!;
+            await first.WaitAsync(TimeSpan.FromMinutes(1));
+            Assert.Equal([("InvalidOperationException: device lost", TimeSpan.FromMinutes(10))], outcomes);
+            Assert.True(router.AcceleratorFailed);
+            clock.Advance(TimeSpan.FromMinutes(9));
+            Assert.Equal(expected, router.Verify(large));
+            Assert.Same(first, router.LastCheckForTests);
+
+            // The device is back: the check passes, and only then does a large batch reach it again.
+            gpu.Fail = false;
+            clock.Advance(TimeSpan.FromMinutes(1));
+            Assert.Equal(expected, router.Verify(large));
+            await router.LastCheckForTests!.WaitAsync(TimeSpan.FromMinutes(1));
+            Assert.Equal((null, null), outcomes.Last());
+            Assert.Equal((false, "gpu"), (router.AcceleratorFailed, router.Name));
+            int calls = gpu.Calls;
+            Assert.Equal(expected, router.Verify(large));
+            Assert.Equal(calls + 1, gpu.Calls);
+
+            // A second fault: the wait goes on doubling, up to MaxDelay (20 minutes, not 5 again).
+            gpu.Fail = true;
+            Assert.Equal(expected, router.Verify(large));
+            Task second = router.LastCheckForTests!;
+            clock.Advance(TimeSpan.FromMinutes(20) - TimeSpan.FromSeconds(1));
+            Assert.Equal(expected, router.Verify(large));
+            Assert.Same(second, router.LastCheckForTests);
+            clock.Advance(TimeSpan.FromSeconds(1));
+            Assert.Equal(expected, router.Verify(large));
+            await router.LastCheckForTests!.WaitAsync(TimeSpan.FromMinutes(1));
+            Assert.NotSame(second, router.LastCheckForTests);
+            Assert.Equal(("InvalidOperationException: device lost", TimeSpan.FromMinutes(20)), outcomes.Last());
+            Assert.Equal(2, faults);
+        }
+    }
+
+    [Fact]
+    public async Task A_gpu_cpu_node_checks_the_kernels_again_after_a_fault_for_all_its_routers()
+    {
+        // Through the node's composition: admission's router and delegated verification's share the device, its fault
+        // and its retry. The check is the node's start-up check, on the kernels themselves (ILGPU's CPU accelerator).
+        var kernels = new Switchable(Backends.Get(GpuBatchVerifier.CpuBackendName), GpuBatchVerifier.CpuBackendName);
+        var clock = new SteppedClock();
+        var outcomes = new System.Collections.Concurrent.ConcurrentQueue<string?>();
+        using MegaNet.Node.Hosting.NodeVerifiers verifiers = MegaNet.Node.Hosting.NodeHost.Compose(kernels, new VerifierOptions { Threads = 1, GpuThreshold = 4 },
+            (name, _) => new Named(name, Backends.Get("simd")), _ => { }, new AcceleratorRetry
+            {
+                Check = () => MegaNet.Node.Verification.VerifierStartup.SelfCheckFailure(kernels),
+                Clock = clock,
+                Checked = (failure, _) => outcomes.Enqueue(failure),
+            });
+        (SignatureBatch small, SignatureBatch large, bool[] expected) = Batches(23);
+        using (small)
+        using (large)
+        {
+            kernels.Fail = true;
+            Assert.Equal(expected, verifiers.Delegated.Verify(large));
+            Assert.Equal("simd", verifiers.Node.Name);
+            kernels.Fail = false;
+            clock.Advance(TimeSpan.FromMinutes(5));
+            Assert.Equal(expected, verifiers.Node.Verify(large));
+            await ((RoutingBatchVerifier)verifiers.Node).LastCheckForTests!.WaitAsync(TimeSpan.FromMinutes(2));
+            Assert.Equal([null], outcomes);
+            Assert.Equal(GpuBatchVerifier.CpuBackendName, verifiers.Node.Name);
+            int calls = kernels.Calls;
+            Assert.Equal(expected, verifiers.Delegated.Verify(large));
+            Assert.Equal(calls + 1, kernels.Calls);
+        }
     }
 
     [Fact]

@@ -2,8 +2,10 @@ namespace MegaNet.Core.Verification;
 
 /// <summary>
 /// Sends batches of at least <c>threshold</c> items to an accelerator backend and smaller ones to a CPU backend.
-/// The first time the accelerator throws, the fault is reported once through <c>onFault</c>, that batch is
-/// verified again on the CPU, and every later batch stays on the CPU: a device fault never becomes a wrong verdict.
+/// When the accelerator throws, the fault is reported once through <c>onFault</c>, that batch is verified again on
+/// the CPU, and every later batch goes to the CPU: a device fault never becomes a wrong verdict. Without an
+/// <see cref="AcceleratorRetry"/> that lasts until the router is disposed; with one, the accelerator is checked again
+/// after a back-off and takes large batches again only once it passes (<see cref="AcceleratorRetry"/>).
 /// Both backends must implement the same rule.
 /// </summary>
 public sealed class RoutingBatchVerifier : BatchVerifierBase
@@ -19,8 +21,15 @@ public sealed class RoutingBatchVerifier : BatchVerifierBase
     [ThreadStatic]
     private static RoutedTo t_ran;
 
-    /// <summary>Creates the router; it owns and disposes both backends.</summary>
+    /// <summary>Creates the router; it owns and disposes both backends. A fault keeps the accelerator off for good.</summary>
     public RoutingBatchVerifier(IBatchVerifier accelerator, IBatchVerifier cpu, int threshold, Action<Exception>? onFault = null)
+        : this(accelerator, cpu, threshold, onFault, retry: null)
+    {
+    }
+
+    /// <summary>Creates the router; it owns and disposes both backends. After a fault, <paramref name="retry"/> (if
+    /// any) says when and how the accelerator is checked before it takes batches again.</summary>
+    public RoutingBatchVerifier(IBatchVerifier accelerator, IBatchVerifier cpu, int threshold, Action<Exception>? onFault, AcceleratorRetry? retry)
     {
         ArgumentNullException.ThrowIfNull(accelerator);
         ArgumentNullException.ThrowIfNull(cpu);
@@ -34,7 +43,7 @@ public sealed class RoutingBatchVerifier : BatchVerifierBase
         _cpu = cpu;
         _threshold = threshold;
         _onFault = onFault;
-        _state = new AcceleratorState();
+        _state = new AcceleratorState(retry);
         _ownsAccelerator = true;
     }
 
@@ -67,8 +76,14 @@ public sealed class RoutingBatchVerifier : BatchVerifierBase
     /// device's.</summary>
     public RoutingBatchVerifier WithCpu(IBatchVerifier cpu, IBatchVerifier acceleratorView) => new(this, cpu, acceleratorView);
 
-    /// <summary>True once the accelerator faulted and everything runs on the CPU backend.</summary>
+    /// <summary>True while the accelerator is off after a fault and everything runs on the CPU backend.</summary>
     public bool AcceleratorFailed => _state.Failed;
+
+    /// <summary>Tests: the accelerator's check started last (null before the first), to wait for its outcome.</summary>
+    internal Task? LastCheckForTests => _state.LastCheck;
+
+    /// <summary>Faults of the accelerator so far (each sent its batch to the CPU and the accelerator off).</summary>
+    public int AcceleratorFaults => Volatile.Read(ref _state.Faults);
 
     /// <summary>The accelerator's name, or the CPU backend's once the accelerator faulted: what verifies now (a node's
     /// <c>Status</c> reports it).</summary>
@@ -76,7 +91,7 @@ public sealed class RoutingBatchVerifier : BatchVerifierBase
 
     /// <inheritdoc />
     public override string Description => _state.Failed
-        ? $"{_cpu.Description} (the {_accelerator.Name} backend faulted; running on {_cpu.Name})"
+        ? $"{_cpu.Description} (the {_accelerator.Name} backend faulted; running on {_cpu.Name}{(_state.Retry is null ? "" : $" until {_accelerator.Name} passes its check again")})"
         : $"{_accelerator.Description} for batches of {_threshold} or more; {_cpu.Name} below";
 
     /// <inheritdoc />
@@ -105,7 +120,13 @@ public sealed class RoutingBatchVerifier : BatchVerifierBase
     /// <inheritdoc />
     protected override void VerifyCore(SignatureBatch batch, int start, int count, Span<bool> verdicts)
     {
-        if (count >= _threshold && !_state.Failed)
+        if (count >= _threshold && _state.Failed)
+        {
+            // Only a batch the accelerator would have taken looks at the clock: none is slowed by the retry, and an
+            // accelerator no batch would reach is not checked.
+            _state.CheckIfDue();
+        }
+        else if (count >= _threshold)
         {
             // One batch at a time on the accelerator (it reuses its buffers and streams), and the fault flag is read
             // again inside: a caller that waited here while another's batch faulted goes to the CPU, and the fault
@@ -128,7 +149,7 @@ public sealed class RoutingBatchVerifier : BatchVerifierBase
                     }
                     catch (Exception e)
                     {
-                        _state.Failed = true;
+                        _state.Faulted();
                         _onFault?.Invoke(e);
                     }
                 }
@@ -146,6 +167,8 @@ public sealed class RoutingBatchVerifier : BatchVerifierBase
         {
             if (_ownsAccelerator)
             {
+                // A check under way ends first: the accelerator is not released under it.
+                _state.StopChecks();
                 _accelerator.Dispose();
             }
 
@@ -153,13 +176,162 @@ public sealed class RoutingBatchVerifier : BatchVerifierBase
         }
     }
 
-    /// <summary>What routers over one accelerator share.</summary>
-    private sealed class AcceleratorState
+    /// <summary>What routers over one accelerator share: the lock, the fault state and its retry.</summary>
+    private sealed class AcceleratorState(AcceleratorRetry? retry)
     {
         public Lock Gate { get; } = new();
 
         public volatile bool Failed;
+
+        public int Faults;
+
+        public AcceleratorRetry? Retry => retry;
+
+        public Task? LastCheck
+        {
+            get
+            {
+                lock (Gate)
+                {
+                    return _check;
+                }
+            }
+        }
+
+        // When (the retry's clock's timestamp) the next check is due, and the back-off that set it; under Gate.
+        private long _checkAt = long.MaxValue;
+        private TimeSpan _delay;
+        private Task? _check;
+        private bool _stopped;
+
+        /// <summary>Under <see cref="Gate"/>: the accelerator faulted; it is off until a check passes (or for good).</summary>
+        public void Faulted()
+        {
+            Failed = true;
+            Interlocked.Increment(ref Faults);
+            ScheduleNext();
+        }
+
+        /// <summary>Starts the check, on a thread of its own, if one is due and none runs; cheap when none is.</summary>
+        public void CheckIfDue()
+        {
+            if (retry is null || retry.Clock.GetTimestamp() < Volatile.Read(ref _checkAt))
+            {
+                return;
+            }
+
+            lock (Gate)
+            {
+                if (!Failed || _stopped || _check is { IsCompleted: false } || retry.Clock.GetTimestamp() < _checkAt)
+                {
+                    return;
+                }
+
+                _checkAt = long.MaxValue;
+                _check = Task.Factory.StartNew(RunCheck, CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
+            }
+        }
+
+        /// <summary>No check starts from now on, and one under way is waited for.</summary>
+        public void StopChecks()
+        {
+            Task? running;
+            lock (Gate)
+            {
+                _stopped = true;
+                running = _check;
+            }
+
+            // Its outcome is reported by the check itself, which never throws.
+            running?.ContinueWith(_ => { }, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default).Wait();
+        }
+
+        private void RunCheck()
+        {
+            // Under the lock: no batch may reach the accelerator while it is checked (none does while it is off, and a
+            // caller that waits here sees the outcome).
+            lock (Gate)
+            {
+                if (_stopped)
+                {
+                    return;
+                }
+
+                string? failure;
+                try
+                {
+                    failure = retry!.Check();
+                }
+                catch (Exception e)
+                {
+                    failure = $"{e.GetType().Name}: {e.Message}";
+                }
+
+                if (failure is null)
+                {
+                    // The same evidence that let it serve at start: its verdicts agree with the reference's.
+                    Failed = false;
+                }
+                else
+                {
+                    ScheduleNext();
+                }
+
+                Report(failure);
+            }
+        }
+
+        // The back-off doubles at every fault and every failed check, from FirstDelay up to MaxDelay.
+        private void ScheduleNext()
+        {
+            if (retry is null)
+            {
+                return;
+            }
+
+            _delay = _delay == TimeSpan.Zero ? retry.FirstDelay : TimeSpan.FromTicks(Math.Min(_delay.Ticks * 2, retry.MaxDelay.Ticks));
+            Volatile.Write(ref _checkAt, retry.Clock.GetTimestamp() + (long)(_delay.TotalSeconds * retry.Clock.TimestampFrequency));
+        }
+
+        private void Report(string? failure)
+        {
+            try
+            {
+                retry!.Checked?.Invoke(failure, failure is null ? null : _delay);
+            }
+            catch (Exception)
+            {
+                // A listener's failure must not end the check's thread; the state above is what counts.
+            }
+        }
     }
+}
+
+/// <summary>
+/// How a <see cref="RoutingBatchVerifier"/> tries its accelerator again after a fault (a driver reset, memory another
+/// process held for a while): <see cref="FirstDelay"/> after the fault, <see cref="Check"/> runs on a thread of its
+/// own while batches go to the CPU, and only if it passes does the accelerator take large batches again. Each fault
+/// and each failed check doubles the wait, up to <see cref="MaxDelay"/>. A batch the accelerator faulted on is always
+/// verified again on the CPU, so no verdict depends on the retry.
+/// </summary>
+public sealed class AcceleratorRetry
+{
+    /// <summary>Checks the accelerator (no batch runs on it meanwhile): null when it may serve again, else why not.
+    /// An exception counts as a failed check.</summary>
+    public required Func<string?> Check { get; init; }
+
+    /// <summary>Wait after the first fault before the first check. Default 5 minutes.</summary>
+    public TimeSpan FirstDelay { get; init; } = TimeSpan.FromMinutes(5);
+
+    /// <summary>Longest wait between checks. Default 1 hour.</summary>
+    public TimeSpan MaxDelay { get; init; } = TimeSpan.FromHours(1);
+
+    /// <summary>Clock of the waits (tests move one by hand). Default <see cref="TimeProvider.System"/>.</summary>
+    public TimeProvider Clock { get; init; } = TimeProvider.System;
+
+    /// <summary>Told each check's outcome, on the check's thread: null when the accelerator serves again, else the
+    /// reason and the wait before the next check.</summary>
+    public Action<string?, TimeSpan?>? Checked { get; init; }
 }
 
 /// <summary>Which side of a <see cref="RoutingBatchVerifier"/> gave a call's verdicts.</summary>

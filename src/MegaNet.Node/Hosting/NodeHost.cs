@@ -27,8 +27,16 @@ public static partial class NodeServiceCollectionExtensions
     // Log event ids are unique across the node (LoggerEventIdTests checks): 1-49 hosting and connections, 100-199
     // admission, 200-299 the verifiers (201 and 202 are VerifierStartup's). Alerts and filters key on them, so an id
     // once given keeps its meaning.
-    [LoggerMessage(EventId = 200, Level = LogLevel.Error, Message = "The GPU verifier faulted; the batch was verified again on the CPU and the node stays on the CPU")]
+    [LoggerMessage(EventId = 200, Level = LogLevel.Error, Message = "The GPU verifier faulted; the batch was verified again on the CPU, which takes every batch " +
+        "until the GPU passes its start-up check again (tried 5 min after the first fault, the wait doubling at every fault and failed check up to 1 h)")]
     private static partial void LogGpuFault(ILogger logger, Exception exception);
+
+    [LoggerMessage(EventId = 205, Level = LogLevel.Warning, Message = "The GPU verifier passed its start-up check again after a fault and takes batches of GpuThreshold or more again")]
+    private static partial void LogGpuBack(ILogger logger);
+
+    [LoggerMessage(EventId = 206, Level = LogLevel.Warning, Message = "The GPU verifier, off after a fault, failed its check again ({Reason}); the CPU goes on " +
+        "verifying, and the GPU is checked again in {Minutes:F0} min")]
+    private static partial void LogGpuStillFailing(ILogger logger, string reason, double minutes);
 
     [LoggerMessage(EventId = 203, Level = LogLevel.Warning, Message = "{Warning}")]
     private static partial void LogGpuUnused(ILogger logger, string warning);
@@ -67,7 +75,25 @@ public static partial class NodeServiceCollectionExtensions
                 LogGpuUnused(logger, warning);
             }
 
-            return NodeHost.Compose(verifier, verifierOptions, (name, o) => registry.Create(name, o), e => LogGpuFault(logger, e));
+            // A transient fault (a driver reset, memory another process held) must not cost the GPU until a restart: the
+            // same check that let it serve at start lets it serve again. A batch that faulted is verified again on SIMD
+            // either way, so no verdict depends on this.
+            var retry = new AcceleratorRetry
+            {
+                Check = () => VerifierStartup.SelfCheckFailure(verifier),
+                Checked = (failure, next) =>
+                {
+                    if (failure is null)
+                    {
+                        LogGpuBack(logger);
+                    }
+                    else
+                    {
+                        LogGpuStillFailing(logger, failure, next!.Value.TotalMinutes);
+                    }
+                },
+            };
+            return NodeHost.Compose(verifier, verifierOptions, (name, o) => registry.Create(name, o), e => LogGpuFault(logger, e), retry);
         });
         services.TryAddSingleton(sp => sp.GetRequiredService<NodeVerifiers>().Node);
         services.TryAddSingleton<NodeStartCancellation>();
@@ -351,13 +377,14 @@ public static partial class NodeHost
     /// bound the cores it takes) and with a GPU shares the GPU and its fault state over a one-thread SIMD backend. A GPU
     /// backend (<c>gpu</c>, and <c>gpu-cpu</c> the same way, so that a machine without a GPU runs a GPU node's whole
     /// path: router, threshold, fallback, shared device) takes the big batches and SIMD the small ones, and SIMD takes
-    /// over for good if the GPU faults. Every verification is counted by the backend that did it: instrumented behind
+    /// over if the GPU faults: for good, or with <paramref name="retry"/> until the GPU passes its check again. Every verification is counted by the backend that did it: instrumented behind
     /// the router, a GPU node's small batches were counted as the GPU's (and a batch's time included its wait for the
     /// GPU's lock). And by what it was for (<see cref="VerificationPurpose"/>): counted together, a client's VerifyBatch
     /// of bad signatures (a normal answer) raised the invalid count an alert on forged envelopes watches, and mailbox
     /// logins' one-item batches pulled down the batch sizes operators tune admission's batching by.
     /// <paramref name="create"/> makes a backend by name.</summary>
-    internal static NodeVerifiers Compose(IBatchVerifier verifier, VerifierOptions verifierOptions, Func<string, VerifierOptions, IBatchVerifier> create, Action<Exception> onGpuFault)
+    internal static NodeVerifiers Compose(IBatchVerifier verifier, VerifierOptions verifierOptions, Func<string, VerifierOptions, IBatchVerifier> create, Action<Exception> onGpuFault,
+        AcceleratorRetry? retry = null)
     {
         VerifierOptions oneThread = verifierOptions.Clone();
         oneThread.Threads = 1;
@@ -367,7 +394,7 @@ public static partial class NodeHost
             var gpu = new InstrumentedBatchVerifier(verifier, VerificationPurpose.Admission);
             InstrumentedBatchVerifier? simd = null;
             var router = (RoutingBatchVerifier)VerifierStartup.RouteGpu(gpu, verifierOptions,
-                (name, o) => simd = new InstrumentedBatchVerifier(create(name, o), VerificationPurpose.Admission), onGpuFault);
+                (name, o) => simd = new InstrumentedBatchVerifier(create(name, o), VerificationPurpose.Admission), onGpuFault, retry);
             return new NodeVerifiers(router,
                 router.WithCpu(simd!.ForPurpose(VerificationPurpose.Auth), gpu.ForPurpose(VerificationPurpose.Auth)),
                 router.WithCpu(new InstrumentedBatchVerifier(create(SimdBatchVerifier.BackendName, oneThread), VerificationPurpose.Delegated),

@@ -66,10 +66,12 @@ internal static partial class VerifierStartup
     /// <summary>
     /// <paramref name="verifier"/> as a node runs it: a GPU backend behind a <see cref="RoutingBatchVerifier"/> that
     /// sends batches under <see cref="VerifierOptions.GpuThreshold"/> to SIMD (made by <paramref name="create"/>) and
-    /// verifies a batch again on SIMD, and every later one there, when the GPU throws (reported once through
-    /// <paramref name="onGpuFault"/>); any other backend as it is. The result owns <paramref name="verifier"/>.
+    /// verifies a batch again on SIMD, and every later one there, when the GPU throws (reported through
+    /// <paramref name="onGpuFault"/>): for good, or until <paramref name="retry"/>'s check passes; any other backend as
+    /// it is. The result owns <paramref name="verifier"/>.
     /// </summary>
-    public static IBatchVerifier RouteGpu(IBatchVerifier verifier, VerifierOptions options, Func<string, VerifierOptions, IBatchVerifier> create, Action<Exception> onGpuFault)
+    public static IBatchVerifier RouteGpu(IBatchVerifier verifier, VerifierOptions options, Func<string, VerifierOptions, IBatchVerifier> create, Action<Exception> onGpuFault,
+        AcceleratorRetry? retry = null)
     {
         ArgumentNullException.ThrowIfNull(verifier);
         ArgumentNullException.ThrowIfNull(options);
@@ -90,7 +92,7 @@ internal static partial class VerifierStartup
             throw;
         }
 
-        return new RoutingBatchVerifier(verifier, simd, options.GpuThreshold, onGpuFault);
+        return new RoutingBatchVerifier(verifier, simd, options.GpuThreshold, onGpuFault, retry);
     }
 
     /// <summary>
@@ -108,6 +110,40 @@ internal static partial class VerifierStartup
         {
             return verifier;
         }
+
+        if (SelfCheckFailure(verifier) is not { } reason)
+        {
+            return verifier;
+        }
+
+        try
+        {
+            verifier.Dispose();
+        }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            // A faulted device may fail its release too (GpuBatchVerifier releases quietly; this guards any other): the
+            // refusal, and under auto the fallback, still stands.
+            LogGpuReleaseFailed(logger, e.GetType().Name);
+        }
+
+        if (!IsAuto(requested))
+        {
+            throw new BackendUnavailableException(GpuBatchVerifier.DeviceBackendName, reason + ", or start with --backend simd.");
+        }
+
+        LogGpuRefused(logger, reason);
+        return fallback();
+    }
+
+    /// <summary>
+    /// Runs the start-up check on <paramref name="verifier"/> (a GPU backend): null when it agrees with the reference,
+    /// else why not (a launch that threw counts as a failure). Also what a node runs before it lets a GPU that faulted
+    /// serve again (<see cref="AcceleratorRetry"/>).
+    /// </summary>
+    public static string? SelfCheckFailure(IBatchVerifier verifier)
+    {
+        ArgumentNullException.ThrowIfNull(verifier);
 
         // One small launch, then one batch cut into chunks on both streams (what the router sends a GPU in real work):
         // 257 seeded items, repeated, so a verdict written to the wrong chunk or item shows, and four with messages over
@@ -135,33 +171,11 @@ internal static partial class VerifierStartup
             failure = $"{e.GetType().Name}: {e.Message}";
         }
 
-        if (mismatches == 0)
-        {
-            return verifier;
-        }
-
-        string reason = failure is not null
+        return mismatches == 0 ? null
+            : failure is not null
             ? $"it failed its start-up check on {checkedItems} items ({failure}; {verifier.Description}); report the GPU and driver"
             : $"its verdicts differ from the reference rule on {mismatches} of {checkedItems} start-up check items " +
               $"({verifier.Description}); run `meganet bench --backend gpu --check` for details and report the GPU and driver";
-        try
-        {
-            verifier.Dispose();
-        }
-        catch (Exception e) when (e is not OutOfMemoryException)
-        {
-            // A faulted device may fail its release too (GpuBatchVerifier releases quietly; this guards any other): the
-            // refusal, and under auto the fallback, still stands.
-            LogGpuReleaseFailed(logger, e.GetType().Name);
-        }
-
-        if (!IsAuto(requested))
-        {
-            throw new BackendUnavailableException(GpuBatchVerifier.DeviceBackendName, reason + ", or start with --backend simd.");
-        }
-
-        LogGpuRefused(logger, reason);
-        return fallback();
     }
 
     /// <summary>Creates the backend <paramref name="requested"/>. Under <c>auto</c>, a GPU that is present but fails to
