@@ -50,11 +50,15 @@ public sealed class RequestItemLimitTests
         Assert.Equal(65_537, VerifyBatchRequest.Parser.ParseFrom([0x0A, 0x80, 0x80, 0x80, 0x80, 0x10, .. empties]).Signatures.Count);
         Assert.Equal(65_537, VerifyBatchRequest.Parser.ParseFrom([0x8A, 0x80, 0x80, 0x80, 0x10, 0x00, .. empties]).Signatures.Count);
         Assert.Equal(65_536, VerifyBatchRequest.Parser.ParseFrom([0x7B, 0x0A, 0x00, 0x7C, .. empties]).Signatures.Count);
-        // A tag of wire type 6 or 7 has no payload: the node's parser, which drops unknown fields, passes over it.
+        // A tag of wire type 6 or 7 has no payload: the node's parser, which drops unknown fields, passes over it, so
+        // the scan finds it (and stops there: the request is refused as not protobuf).
         byte[] afterWireType6 = [0x0E, .. empties, 0x0A, 0x00];
-        Assert.Contains("has 65,537 items", RequestItemLimit.VerifyBatch.Refusal(new ReadOnlySequence<byte>(afterWireType6)), StringComparison.Ordinal);
         MessageParser lean = UndefinedFieldCheck.DiscardingParser(typeof(VerifyBatchRequest))!;
         Assert.Equal(65_537, ((VerifyBatchRequest)lean.ParseFrom(afterWireType6)).Signatures.Count);
+        Assert.Null(RequestItemLimit.VerifyBatch.Refusal(new ReadOnlySequence<byte>(afterWireType6), out string? invalid));
+        Assert.Equal("VerifyBatchRequest carries a tag of wire type 6 (field 1, at byte 0), which protobuf does not define", invalid);
+        Assert.Contains("has 65,537 items", RequestItemLimit.VerifyBatch.Refusal(new ReadOnlySequence<byte>([.. empties, 0x0A, 0x00, 0x0E]), out invalid), StringComparison.Ordinal);
+        Assert.NotNull(invalid);
 
         // The node parses VerifyBatch without keeping unknown fields, at the top or inside an item.
         var parsed = (VerifyBatchRequest)lean.ParseFrom([0x0A, 0x03, 0x20, 0x96, 0x01, .. unknown]);

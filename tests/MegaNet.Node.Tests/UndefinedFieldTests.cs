@@ -15,16 +15,22 @@ namespace MegaNet.Node.Tests;
 /// </summary>
 public sealed class UndefinedFieldTests
 {
+    /// <summary>The methods whose requests carry no envelope, by request type.</summary>
+    public static TheoryData<Type, string> WithoutEnvelopes { get; } = new()
+    {
+        { typeof(FetchRequest), "Fetch" },
+        { typeof(AckRequest), "Ack" },
+        { typeof(SubscribeRequest), "Subscribe" },
+        { typeof(ChallengeRequest), "Challenge" },
+        { typeof(StatusRequest), "Status" },
+        { typeof(GetTreeHeadRequest), "GetTreeHead" },
+        { typeof(InclusionProofRequest), "GetInclusionProof" },
+        { typeof(ConsistencyProofRequest), "GetConsistencyProof" },
+        { typeof(VerifyBatchRequest), "VerifyBatch" },
+    };
+
     [Theory]
-    [InlineData(typeof(FetchRequest), "Fetch")]
-    [InlineData(typeof(AckRequest), "Ack")]
-    [InlineData(typeof(SubscribeRequest), "Subscribe")]
-    [InlineData(typeof(ChallengeRequest), "Challenge")]
-    [InlineData(typeof(StatusRequest), "Status")]
-    [InlineData(typeof(GetTreeHeadRequest), "GetTreeHead")]
-    [InlineData(typeof(InclusionProofRequest), "GetInclusionProof")]
-    [InlineData(typeof(ConsistencyProofRequest), "GetConsistencyProof")]
-    [InlineData(typeof(VerifyBatchRequest), "VerifyBatch")]
+    [MemberData(nameof(WithoutEnvelopes))]
     public void A_request_of_unknown_fields_costs_about_its_size_to_parse(Type requestType, string method) =>
         typeof(UndefinedFieldTests).GetMethod(nameof(ParsesLean), BindingFlags.NonPublic | BindingFlags.Static)!.MakeGenericMethod(requestType).Invoke(null, [method]);
 
@@ -127,6 +133,85 @@ public sealed class UndefinedFieldTests
         Assert.False(SubmitRequest.Parser.ParseFrom(submit).Envelope.HasUnknownFields);
         Assert.True(SubmitRequest.Parser.ParseFrom([0x0A, 0x02, 0x10, 0x01]).Envelope.HasUnknownFields);
         Assert.True(SubmitRequest.Parser.ParseFrom([0x0A, 0x04, 0x32, 0x02, 0x0B, 0x0C]).Envelope.HasUnknownFields);
+    }
+
+    /// <summary>Wire types 6 and 7 do not exist in protobuf. The parser the node uses, which drops unknown fields,
+    /// passed over such a tag as if it held nothing, so a request carrying one was served as if the field were absent;
+    /// every method refuses it, wherever the parser would read it.</summary>
+    [Theory]
+    [MemberData(nameof(WithoutEnvelopes))]
+    [InlineData(typeof(SubmitRequest), "Submit")]
+    [InlineData(typeof(SubmitBatchRequest), "SubmitBatchStream")]
+    public void A_tag_of_wire_type_6_or_7_is_refused_as_not_protobuf_on_every_method(Type requestType, string method) =>
+        typeof(UndefinedFieldTests).GetMethod(nameof(RefusesWireTypes6And7), BindingFlags.NonPublic | BindingFlags.Static)!.MakeGenericMethod(requestType).Invoke(null, [method]);
+
+    [Fact]
+    public void Wire_types_6_and_7_are_found_inside_the_messages_and_groups_the_parser_reads()
+    {
+        // Fetch: in its auth; VerifyBatch: in an item of each kind, and in a group at the top; Submit and
+        // SubmitBatchStream: in an envelope's stamp, which refuses the whole request (it is not protobuf), not just
+        // the envelope as an undefined field would.
+        byte[] auth = new MailboxAuth { Address = ByteString.CopyFrom(new byte[32]) }.ToByteArray();
+        Assert.Equal("The Fetch request is not a valid FetchRequest message (FetchRequest.auth carries a tag of wire type 6 (field 9, at byte 36), which protobuf does not define); nothing was done with it.",
+            Refusal(Marshaller<FetchRequest>("Fetch"), [0x0A, (byte)(auth.Length + 1), .. auth, 0x4E, 0x10, 0x05]));
+        Assert.Contains("(VerifyBatchRequest.signatures carries a tag of wire type 7 (field 4, at byte 4)",
+            Refusal(Marshaller<VerifyBatchRequest>("VerifyBatch"), [0x0A, 0x00, 0x0A, 0x01, 0x27]), StringComparison.Ordinal);
+        Assert.Contains("(VerifyBatchRequest.inclusions carries a tag of wire type 6",
+            Refusal(Marshaller<VerifyBatchRequest>("VerifyBatch"), [0x12, 0x04, 0x22, 0x00, 0x0E, 0x00]), StringComparison.Ordinal);
+        Assert.Contains("(VerifyBatchRequest.consistencies carries a tag of wire type 6",
+            Refusal(Marshaller<VerifyBatchRequest>("VerifyBatch"), [0x1A, 0x03, 0x2A, 0x00, 0x0E]), StringComparison.Ordinal);
+        Assert.Contains("(VerifyBatchRequest carries a tag of wire type 7 (field 2, at byte 2)",
+            Refusal(Marshaller<VerifyBatchRequest>("VerifyBatch"), [0x7B, 0x0B, 0x17, 0x0C, 0x7C]), StringComparison.Ordinal);
+        byte[] stamp = [0x08, 0x01, 0x16];
+        byte[] envelope = [0x08, 0x01, 0x32, (byte)stamp.Length, .. stamp];
+        Assert.Contains("(SubmitRequest.envelope.pow carries a tag of wire type 6 (field 2, at byte 8)",
+            Refusal(Marshaller<SubmitRequest>("Submit"), [0x0A, (byte)envelope.Length, .. envelope]), StringComparison.Ordinal);
+        Assert.StartsWith("The SubmitBatchStream request is not a valid SubmitBatchRequest message (SubmitBatchRequest.envelopes.pow carries a tag of wire type 6",
+            Refusal(Marshaller<SubmitBatchRequest>("SubmitBatchStream"), [0x0A, 0x00, 0x0A, (byte)envelope.Length, .. envelope]), StringComparison.Ordinal);
+
+        // Bytes the parser skips whole are not read: an unknown length-delimited field and a packed repeated field hold
+        // values, not tags.
+        Assert.Null(Refusal(Marshaller<FetchRequest>("Fetch"), [0x52, 0x02, 0x0E, 0x0F]));
+        Assert.Null(Refusal(Marshaller<AckRequest>("Ack"), [0x12, 0x02, 0x0E, 0x0F]));
+        Assert.Equal([14UL, 15UL], Marshaller<AckRequest>("Ack").ContextualDeserializer(new Payload([0x12, 0x02, 0x0E, 0x0F])).Seqs);
+    }
+
+    [Fact]
+    public void Groups_on_the_methods_without_envelopes_are_dropped_like_other_unknown_fields_and_a_stray_group_end_is_refused()
+    {
+        // A whole group (field 15, holding a varint and a nested group) is an unknown field: dropped, the rest read.
+        Marshaller<InclusionProofRequest> marshaller = Marshaller<InclusionProofRequest>("GetInclusionProof");
+        InclusionProofRequest read = marshaller.ContextualDeserializer(new Payload([0x08, 0x03, 0x7B, 0x08, 0x01, 0x83, 0x01, 0x84, 0x01, 0x7C, 0x10, 0x07]));
+        Assert.Equal(new InclusionProofRequest { LeafIndex = 3, TreeSize = 7 }, read);
+
+        // A group end without its start, at the top or inside a message, one that ends another group, and a group
+        // left open: not protobuf, on every method alike.
+        byte[][] unreadable = [[0x08, 0x03, 0x7C], [0x0A, 0x01, 0x0C], [0x7B, 0x84, 0x01], [0x7B, 0x08, 0x01]];
+        foreach (byte[] bytes in unreadable)
+        {
+            if (bytes[0] != 0x0A)
+            {
+                // (Its field 1 is no message: there those bytes are an unknown field, skipped whole.)
+                Assert.StartsWith("The GetInclusionProof request is not a valid InclusionProofRequest message (", Refusal(marshaller, bytes), StringComparison.Ordinal);
+            }
+
+            Assert.StartsWith("The Fetch request is not a valid FetchRequest message (", Refusal(Marshaller<FetchRequest>("Fetch"), bytes), StringComparison.Ordinal);
+            Assert.StartsWith("The VerifyBatch request is not a valid VerifyBatchRequest message (", Refusal(Marshaller<VerifyBatchRequest>("VerifyBatch"), bytes), StringComparison.Ordinal);
+            Assert.StartsWith("The Submit request is not a valid SubmitRequest message (", Refusal(Marshaller<SubmitRequest>("Submit"), bytes), StringComparison.Ordinal);
+        }
+    }
+
+    private static void RefusesWireTypes6And7<T>(string method)
+        where T : IMessage<T>, new()
+    {
+        Marshaller<T> marshaller = Marshaller<T>(method);
+        foreach (byte tag in (byte[])[0x7E, 0x7F]) // field 15, wire types 6 and 7, after a field the message holds or not
+        {
+            byte[] payload = [0x08, 0x01, tag];
+            string? refusal = Refusal(marshaller, payload);
+            Assert.Equal($"The {method} request is not a valid {typeof(T).Name} message ({typeof(T).Name} carries a tag of wire type {tag & 7} (field 15, at byte 2), "
+                + "which protobuf does not define); nothing was done with it.", refusal);
+        }
     }
 
     private static void ParsesLean<T>(string method)

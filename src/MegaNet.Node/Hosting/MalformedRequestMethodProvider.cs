@@ -94,8 +94,9 @@ internal sealed class MalformedRequestMethodProvider<[DynamicallyAccessedMembers
 
     /// <summary>The method with a request deserializer that turns a protobuf parse failure into INVALID_ARGUMENT: an
     /// <see cref="RpcException"/> thrown while the request is read is the call's status, and is not logged as a
-    /// server error. (In a client-streaming call the handler sees it on its read, as it saw the parse error.) It drops
-    /// unknown fields, having first marked the envelopes that carry any for admission to refuse
+    /// server error. (In a client-streaming call the handler sees it on its read, as it saw the parse error.) A tag of
+    /// wire type 6 or 7, which that parser would pass over, is refused the same way (<see cref="RequestWireScan"/>). It
+    /// drops unknown fields, having first marked the envelopes that carry any for admission to refuse
     /// (<see cref="UndefinedFieldCheck"/>).</summary>
     private static Method<TRequest, TResponse> Refusing<TRequest, TResponse>(Method<TRequest, TResponse> method) =>
         new(method.Type, method.ServiceName, method.Name, RefusingMarshaller(method.RequestMarshaller, method.Name), method.ResponseMarshaller);
@@ -105,6 +106,9 @@ internal sealed class MalformedRequestMethodProvider<[DynamicallyAccessedMembers
     internal static Marshaller<TRequest> RefusingMarshaller<TRequest>(Marshaller<TRequest> generated, string methodName)
     {
         RequestItemLimit? limit = RequestItemLimit.For<TRequest>();
+        // A type with an item limit is scanned for invalid wire types on the limit's pass, so a large VerifyBatch is
+        // read once.
+        RequestWireScan? wireScan = limit is null ? RequestWireScan.For(typeof(TRequest)) : null;
         UndefinedFieldCheck? undefinedFields = UndefinedFieldCheck.For<TRequest>();
         Func<DeserializationContext, TRequest> parse = UndefinedFieldCheck.DiscardingParser(typeof(TRequest)) is { } lean
             ? context => (TRequest)lean.ParseFrom(context.PayloadAsReadOnlySequence())
@@ -113,9 +117,16 @@ internal sealed class MalformedRequestMethodProvider<[DynamicallyAccessedMembers
         return new Marshaller<TRequest>(generated.ContextualSerializer, context =>
         {
             // Counted before parsing: parsed, a request of too many (empty) items costs many times its size.
-            if (limit?.Refusal(context.PayloadAsReadOnlySequence()) is { } tooMany)
+            string? invalidWireType = null;
+            if (limit?.Refusal(context.PayloadAsReadOnlySequence(), out invalidWireType) is { } tooMany)
             {
                 throw new RpcException(new Status(StatusCode.InvalidArgument, tooMany));
+            }
+
+            // Not protobuf, though the parser that drops unknown fields would pass over it as if nothing were there.
+            if ((invalidWireType ?? wireScan?.InvalidWireType(context.PayloadAsReadOnlySequence(), [])) is { } invalid)
+            {
+                throw new RpcException(new Status(StatusCode.InvalidArgument, $"{detail} ({invalid}); nothing was done with it."));
             }
 
             // Refused, not dropped: the protocol refuses an envelope with fields it does not define. Such envelopes are

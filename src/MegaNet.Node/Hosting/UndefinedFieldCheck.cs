@@ -106,7 +106,7 @@ internal sealed class UndefinedFieldCheck
             if (field.Message is null)
             {
                 // A defined field that is no message has wire type 0, 1, 2 or 5.
-                if (!RequestItemLimit.TrySkipValue(ref reader, tag & 7, end))
+                if (!RequestWireScan.TrySkipValue(ref reader, tag & 7, end))
                 {
                     return null;
                 }
@@ -114,7 +114,7 @@ internal sealed class UndefinedFieldCheck
                 continue;
             }
 
-            if (!RequestItemLimit.TryReadVarint32(ref reader, out uint length) || (int)length < 0 || length > end - reader.Consumed)
+            if (!RequestWireScan.TryReadVarint32(ref reader, out uint length) || (int)length < 0 || length > end - reader.Consumed)
             {
                 return null;
             }
@@ -148,7 +148,7 @@ internal sealed class UndefinedFieldCheck
     /// <summary>Reads a tag; false for one cut short, of field 0, or ending a group never opened (the parser refuses
     /// all three).</summary>
     private static bool TryReadTag(ref SequenceReader<byte> reader, long end, out uint tag) =>
-        RequestItemLimit.TryReadVarint32(ref reader, out tag) && reader.Consumed <= end && tag >> 3 != 0 && (tag & 7) != 4;
+        RequestWireScan.TryReadVarint32(ref reader, out tag) && reader.Consumed <= end && tag >> 3 != 0 && (tag & 7) != 4;
 
     /// <summary>A message type as the generated parser reads it: the tags it takes as fields (anything else it keeps
     /// as unknown, or refuses), and its fields by number.</summary>
