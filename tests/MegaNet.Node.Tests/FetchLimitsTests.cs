@@ -1,5 +1,6 @@
 using System.Security.Cryptography;
 using Google.Protobuf;
+using Grpc.Core;
 using MegaNet.Api;
 using MegaNet.Api.V1;
 using MegaNet.Node.Hosting;
@@ -183,18 +184,25 @@ public sealed class FetchLimitsTests
         node.AssertNoServerErrors();
     }
 
-    [Fact]
-    public async Task A_reply_not_read_within_its_deadline_is_reset_and_its_charge_given_back()
+    /// <summary>A Fetch reply, or a Subscribe page (whose stream would otherwise hold its charge until its lifetime
+    /// ends), not read within 30 s plus 1 s per 64 KiB of it is reset, and its charge given back.</summary>
+    [Theory]
+    [InlineData("Fetch")]
+    [InlineData("Subscribe")]
+    public async Task A_reply_not_read_within_its_deadline_is_reset_and_its_charge_given_back(string method)
     {
         using Identity bob = Identity.Create();
         await using TestNode node = await StartWithFullMailboxAsync(bob);
         UnsentReplyGuard guard = node.Services.GetRequiredService<UnsentReplyGuard>();
-        guard.ReadGrace = TimeSpan.FromSeconds(1); // plus 1 s per 64 KiB: about 5 s for a page
+        guard.ReadGrace = TimeSpan.FromSeconds(1); // plus 1 s per 64 KiB: about 5 s for a Fetch page, 2 s for a Subscribe one
         using MegaNetClient client = node.Client();
         using HttpClient http = RawHttp(node);
-        using HttpResponseMessage unread = await http.SendAsync(await RawFetchAsync(client, bob), HttpCompletionOption.ResponseHeadersRead);
+        HttpRequestMessage request = method == "Fetch"
+            ? await RawFetchAsync(client, bob)
+            : RawCall(method, new SubscribeRequest { Auth = await client.AuthenticateAsync(bob, MailboxPurpose.Subscribe) });
+        using HttpResponseMessage unread = await http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead);
         Assert.False(unread.Headers.Contains("grpc-status"));
-        Assert.True(guard.Unsent > 0, "an unread reply is not charged");
+        await Poll.UntilAsync(() => guard.Unsent > 0, () => "an unread reply is not charged");
 
         await Poll.UntilAsync(() => guard.Unsent == 0, () => $"{guard.Unsent} bytes still charged");
         // The stream was reset: what the client had not taken in before is gone, and the read says so.
@@ -202,17 +210,101 @@ public sealed class FetchLimitsTests
         node.AssertNoServerErrors();
     }
 
+    /// <summary>A subscriber that stops reading holds the page being written to it in the node (it was bounded only by
+    /// <see cref="NodeOptions.MaxSubscriptions"/>: 20,000 pages of 64 KiB, about 1.25 GiB). Such pages are charged as
+    /// unread Fetch replies are: past the site's share a subscription waits, holding nothing, until there is room, and
+    /// another site's subscriber gets its mail meanwhile.</summary>
+    [Fact]
+    public async Task Pages_subscribers_do_not_read_are_held_to_the_sites_share_of_UnsentReplyMiB_and_wait_for_room()
+    {
+        // 5 mailboxes of 16 subscribers (the most one mailbox may have): 80 pages of one 64 KiB-class envelope each,
+        // more than a 4 MiB share holds.
+        Identity[] bobs = [.. Enumerable.Range(0, 6).Select(_ => Identity.Create())];
+        await using TestNode node = await TestNode.StartAsync(o =>
+        {
+            o.SubmitBurst = 10_000;
+            o.StoreMemoryMiB = 32;
+            o.UnsentReplyMiB = 16;
+        });
+        UnsentReplyGuard guard = node.Services.GetRequiredService<UnsentReplyGuard>();
+        guard.ReadGrace = TimeSpan.FromMinutes(10); // no reset while the test looks
+        using MegaNetClient client = node.Client();
+        using Identity alice = Identity.Create();
+        byte[] content = RandomNumberGenerator.GetBytes(60_000);
+        await Task.WhenAll(bobs.SelectMany(bob => Enumerable.Range(0, 2).Select(_ => client.Relay.SubmitAsync(new SubmitRequest
+        {
+            Envelope = EnvelopeFormat.Seal(alice, bob.Card, content, "application/octet-stream", null, DateTimeOffset.UtcNow.AddDays(1)),
+        }).ResponseAsync)));
+        using HttpClient http = RawHttp(node);
+        var unread = new List<HttpResponseMessage>();
+        try
+        {
+            foreach (Identity bob in bobs[..5])
+            {
+                for (int i = 0; i < 16; i++)
+                {
+                    HttpResponseMessage response = await http.SendAsync(RawCall("Subscribe", new SubscribeRequest { Auth = await client.AuthenticateAsync(bob, MailboxPurpose.Subscribe) }), HttpCompletionOption.ResponseHeadersRead);
+                    unread.Add(response);
+                    Assert.False(response.Headers.Contains("grpc-status"), "a subscription was refused");
+                }
+            }
+
+            // The site's share fills (no room for another page) and stays within it.
+            await Poll.UntilAsync(() => guard.Unsent > guard.SiteBudget - (128 << 10), () => $"{guard.Unsent:N0} bytes charged of {guard.SiteBudget:N0}");
+            Assert.InRange(guard.Unsent, 1, guard.SiteBudget);
+
+            // Another site's subscriber gets its mail meanwhile.
+            using (var other = new MegaNetClient(node.Address, localAddress: System.Net.IPAddress.Parse("127.0.0.2")))
+            {
+                using AsyncServerStreamingCall<MailEvent> call = other.Relay.Subscribe(new SubscribeRequest { Auth = await other.AuthenticateAsync(bobs[5], MailboxPurpose.Subscribe) });
+                MailEvent first;
+                do
+                {
+                    Assert.True(await call.ResponseStream.MoveNext());
+                    first = call.ResponseStream.Current;
+                }
+                while (first.KindCase != MailEvent.KindOneofCase.Item);
+            }
+
+            // A subscriber of the full site is subscribed (its keepalive comes) but its page waits for room.
+            using AsyncServerStreamingCall<MailEvent> waiting = client.Relay.Subscribe(new SubscribeRequest { Auth = await client.AuthenticateAsync(bobs[5], MailboxPurpose.Subscribe) });
+            Assert.True(await waiting.ResponseStream.MoveNext());
+            Assert.Equal(MailEvent.KindOneofCase.KeepaliveUnixMs, waiting.ResponseStream.Current.KindCase);
+            Task<bool> item = waiting.ResponseStream.MoveNext();
+            Assert.NotSame(item, await Task.WhenAny(item, Task.Delay(TimeSpan.FromSeconds(2))));
+
+            // Subscribers that read (or go) make room: the one that waited gets its mail, and what is charged comes
+            // down with the pages sent.
+            unread.ForEach(r => r.Dispose());
+            unread.Clear();
+            Assert.True(await item);
+            Assert.Equal(MailEvent.KindOneofCase.Item, waiting.ResponseStream.Current.KindCase);
+            await Poll.UntilAsync(() => guard.Unsent == 0, () => $"{guard.Unsent:N0} bytes still charged");
+        }
+        finally
+        {
+            unread.ForEach(r => r.Dispose());
+            Array.ForEach(bobs, b => b.Dispose());
+        }
+
+        node.AssertNoServerErrors();
+    }
+
     private static HttpClient RawHttp(TestNode node) =>
         new(new SocketsHttpHandler { EnableMultipleHttp2Connections = false, InitialHttp2StreamWindowSize = 65_535 }) { BaseAddress = node.Address };
 
     // A Fetch of bob's first page as raw HTTP/2, so that its reply can be left unread.
-    private static async Task<HttpRequestMessage> RawFetchAsync(MegaNetClient client, Identity bob)
+    private static async Task<HttpRequestMessage> RawFetchAsync(MegaNetClient client, Identity bob) =>
+        RawCall("Fetch", new FetchRequest { Auth = await client.AuthenticateAsync(bob, MailboxPurpose.Fetch), Limit = 1000 });
+
+    // A call of the Relay method named, as raw HTTP/2.
+    private static HttpRequestMessage RawCall(string method, IMessage message)
     {
-        byte[] body = new FetchRequest { Auth = await client.AuthenticateAsync(bob, MailboxPurpose.Fetch), Limit = 1000 }.ToByteArray();
+        byte[] body = message.ToByteArray();
         byte[] framed = new byte[5 + body.Length]; // gRPC framing: uncompressed, then the length, big-endian
         System.Buffers.Binary.BinaryPrimitives.WriteInt32BigEndian(framed.AsSpan(1), body.Length);
         body.CopyTo(framed, 5);
-        var request = new HttpRequestMessage(HttpMethod.Post, "/meganet.v1.Relay/Fetch")
+        var request = new HttpRequestMessage(HttpMethod.Post, $"/meganet.v1.Relay/{method}")
         {
             Version = System.Net.HttpVersion.Version20,
             VersionPolicy = HttpVersionPolicy.RequestVersionExact,

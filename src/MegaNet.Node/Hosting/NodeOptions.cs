@@ -91,10 +91,11 @@ public sealed class NodeOptions
     /// site can send two 16 MiB VerifyBatch requests slowly at once).</summary>
     public int ArrivingMessageMiB { get; set; } = 256;
 
-    /// <summary>Memory, in MiB, the node lets <c>Fetch</c> replies hold until their clients have read them (a reply the
-    /// client does not read stays in the node; HTTP/2 lets it not read); one site (an IPv4 address, or an IPv6 /48) may
-    /// hold a quarter of it. A Fetch that would go beyond it is refused with RESOURCE_EXHAUSTED + retry-after-ms, and a
-    /// reply not read within 30 s plus 1 s per 64 KiB is reset. Default 256, 16 to 1,048,576.</summary>
+    /// <summary>Memory, in MiB, the node lets <c>Fetch</c> replies and <c>Subscribe</c> pages hold until their clients
+    /// have read them (a reply the client does not read stays in the node; HTTP/2 lets it not read); one site (an IPv4
+    /// address, or an IPv6 /48) may hold a quarter of it. A Fetch that would go beyond it is refused with
+    /// RESOURCE_EXHAUSTED + retry-after-ms, a subscription's next page waits for room (keepalives go on), and a reply or
+    /// page not read within 30 s plus 1 s per 64 KiB is reset. Default 256, 16 to 1,048,576.</summary>
     public int UnsentReplyMiB { get; set; } = 256;
 
     /// <summary>Seconds a <c>SubmitStream</c> call may go without a request while every request it sent is answered;

@@ -3,7 +3,7 @@ namespace MegaNet.Node.Hosting;
 /// <summary>
 /// Bytes some calls hold in the node, charged node-wide and per client site (an IPv4 address, or an IPv6 /48) against a
 /// budget, a quarter of it per site: what request messages still arriving hold (<see cref="RequestMessageGuard"/>), and
-/// what Fetch replies not yet read hold (<see cref="UnsentReplyGuard"/>). Thread-safe.
+/// what Fetch replies and Subscribe pages not yet read hold (<see cref="UnsentReplyGuard"/>). Thread-safe.
 /// </summary>
 /// <param name="budget">Bytes all sites together may hold.</param>
 internal sealed class SiteByteBudget(long budget)

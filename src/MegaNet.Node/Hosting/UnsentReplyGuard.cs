@@ -12,9 +12,11 @@ namespace MegaNet.Node.Hosting;
 /// from before its reply is built until the reply has left the node: <see cref="NodeOptions.UnsentReplyMiB"/>, a quarter
 /// of it per site. A call that would go beyond it is refused before its request is read (RESOURCE_EXHAUSTED,
 /// <c>retry-after-ms</c>), and a reply not read within <see cref="Grace"/> plus 1 s per 64 KiB of it is reset, so one
-/// client cannot hold the budget for good.
+/// client cannot hold the budget for good. <c>Subscribe</c> pages are charged to the same budget while they are written
+/// (<see cref="TryChargePage"/>): a subscriber that stops reading held its page until its lifetime ended, 20,000 of them
+/// (<see cref="NodeOptions.MaxSubscriptions"/>) about 1.25 GiB.
 /// </summary>
-internal sealed class UnsentReplyGuard(NodeOptions options)
+public sealed class UnsentReplyGuard(NodeOptions options)
 {
     /// <summary>The gRPC path of Fetch.</summary>
     public const string FetchPath = "/meganet.v1.Relay/Fetch";
@@ -37,14 +39,25 @@ internal sealed class UnsentReplyGuard(NodeOptions options)
 
     private readonly SiteByteBudget _unsent = new((long)options.UnsentReplyMiB << 20);
 
-    /// <summary>Bytes charged for Fetch replies not yet sent, node-wide.</summary>
+    /// <summary>Bytes charged for Fetch replies and Subscribe pages not yet sent, node-wide.</summary>
     public long Unsent => _unsent.Held;
 
-    /// <summary>The most the replies not yet sent to one site may hold: a quarter of the budget.</summary>
+    /// <summary>The most the replies and pages not yet sent to one site may hold: a quarter of the budget.</summary>
     public long SiteBudget => _unsent.SiteBudget;
 
     /// <summary>Tests: the time a reply may take to be read besides 1 s per 64 KiB (default <see cref="Grace"/>).</summary>
     internal TimeSpan ReadGrace { get; set; } = Grace;
+
+    /// <summary><c>Subscribe</c>: charges <paramref name="bytes"/> for a page about to be listed and written to
+    /// <paramref name="site"/>; false (nothing charged) where the budget has no room. Give it back with
+    /// <see cref="ReleasePage"/>.</summary>
+    internal bool TryChargePage(ClientAddress site, long bytes) => _unsent.TryCharge(site, bytes);
+
+    /// <summary>Gives back <paramref name="bytes"/> of what <see cref="TryChargePage"/> charged.</summary>
+    internal void ReleasePage(ClientAddress site, long bytes) => _unsent.Release(site, bytes);
+
+    /// <summary>How long a client may take to read <paramref name="bytes"/> of replies before its stream is reset.</summary>
+    internal TimeSpan ReadDeadline(long bytes) => ReadGrace + TimeSpan.FromSeconds((double)bytes / RequestMessageGuard.MinimumBytesPerSecond);
 
     /// <summary>The Fetch handler: the reply it returns is <paramref name="bytes"/> long (its charge shrinks to that).</summary>
     public static void ReplySize(HttpContext? context, long bytes)
@@ -67,7 +80,7 @@ internal sealed class UnsentReplyGuard(NodeOptions options)
         {
             // Before the request is read, as EarlyVerifyBatchRefusal's: nothing is listed for a reply with no room.
             EarlyVerifyBatchRefusal.RefuseUnread(context.Response,
-                $"The node holds as many Fetch replies not yet read as it allows (UnsentReplyMiB {_unsent.Budget >> 20}, a quarter of it per network address); read the replies already asked for, and retry after retry-after-ms.",
+                $"The node holds as many Fetch replies and Subscribe pages not yet read as it allows (UnsentReplyMiB {_unsent.Budget >> 20}, a quarter of it per network address); read the replies already asked for, and retry after retry-after-ms.",
                 RetryAfterMs);
             return;
         }
@@ -84,7 +97,7 @@ internal sealed class UnsentReplyGuard(NodeOptions options)
 
             // The reply is in the stream's buffer; a flush completes once it has gone to the client (or the stream or
             // connection ended). Until then it is charged, and past the deadline the stream is reset.
-            using var deadline = new CancellationTokenSource(ReadGrace + TimeSpan.FromSeconds((double)charged / RequestMessageGuard.MinimumBytesPerSecond));
+            using var deadline = new CancellationTokenSource(ReadDeadline(charged));
             using CancellationTokenRegistration reset = deadline.Token.Register(static c => ((HttpContext)c!).Abort(), context);
             try
             {

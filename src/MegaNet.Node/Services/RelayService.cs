@@ -13,6 +13,7 @@ using MegaNet.Core.Verification;
 using MegaNet.Node.Admission;
 using MegaNet.Node.Hosting;
 using MegaNet.Store;
+using Microsoft.AspNetCore.Http;
 
 namespace MegaNet.Node.Services;
 
@@ -27,7 +28,8 @@ public sealed class RelayService(
     Microsoft.Extensions.Hosting.IHostApplicationLifetime lifetime,
     DelegatedVerificationGate verifyGate,
     ProofGate proofGate,
-    StoreDamage storeDamage) : Relay.RelayBase
+    StoreDamage storeDamage,
+    UnsentReplyGuard unsentReplies) : Relay.RelayBase
 {
     /// <summary>Most items (signatures, inclusion and consistency proofs together) in one <c>VerifyBatch</c> call.</summary>
     internal const int MaxVerifyItems = 65_536;
@@ -72,8 +74,12 @@ public sealed class RelayService(
     // Envelope bytes one Subscribe reads from the mailbox at a time (at least one envelope). A subscriber that stops
     // reading holds its page in the node until its lifetime ends, and MaxSubscriptions of them may: 256 KiB made that
     // about 5 GiB at the defaults (found in review, 2026-12-04), 64 KiB about a quarter (a backlog of large envelopes
-    // then drains one listing per envelope, each a lookup in memory).
+    // then drains one listing per envelope, each a lookup in memory). Across subscriptions, a page is charged to
+    // UnsentReplyGuard's budget while it is listed and written (SubscribePageCharge).
     private const long SubscribePageBytes = 64 << 10;
+
+    // What a page's item fields besides its envelopes take at most (64 items of a seq, a 32-byte id and a log index).
+    private const long SubscribeItemFieldBytes = 64 * 64;
 
     private static readonly WriteOptions BufferedWrite = new(WriteFlags.BufferHint);
 
@@ -525,6 +531,12 @@ public sealed class RelayService(
         // the stream is reset: otherwise such a subscriber kept its slot past the lifetime (it learns nothing more).
         using var writes = new WriteDeadline(context.CancellationToken, ending.Token);
         using MailboxNotifier.Subscription subscription = notifier.Subscribe(address, Source(context));
+        // A page the client does not take within the reply deadline resets the stream, as an unread Fetch reply does:
+        // its charge would otherwise hold the budget until the lifetime ends. Armed only while a page is written.
+        HttpContext http = context.GetHttpContext();
+        ClientAddress site = Source(context)?.Site ?? default;
+        using var pageDeadline = new CancellationTokenSource();
+        using CancellationTokenRegistration reset = pageDeadline.Token.Register(static c => ((HttpContext)c!).Abort(), http);
         // A keepalive now (it carries the headers), not only after the first interval: the client learns at once that
         // it is subscribed (a refusal ends the call instead, and response headers alone do not tell which it got). A
         // write the client went away from throws InvalidOperationException; ClientGoneInterceptor makes it CANCELLED.
@@ -547,16 +559,57 @@ public sealed class RelayService(
                     ulong from = sent;
                     while (true)
                     {
-                        // Small pages: what a subscriber that stops reading holds the node to is one page and one write.
-                        MailboxPage page = await ListMailAsync(address, from, 64, SubscribePageBytes, ct).ConfigureAwait(false);
-                        foreach (MailboxEntry entry in page.Entries)
+                        // Charged before it is listed, as much as a page may hold; with the budget full (subscribers and
+                        // Fetch clients not reading), the subscription waits holding nothing, its keepalives going on.
+                        long charge = SubscribePageCharge;
+                        while (!unsentReplies.TryChargePage(site, charge))
                         {
-                            // Writes end with the client, or when a stop has waited WriteDeadline.StopGrace for them:
-                            // cancelling one midway makes the server reset the stream, and the client sees CANCELLED
-                            // instead of the status below, so a stop does not cancel them at once.
-                            await responseStream.WriteAsync(new MailEvent { Item = ToItem(entry) }, writes.Token).ConfigureAwait(false);
-                            sent = entry.Seq;
-                            lastWrite = Stopwatch.GetTimestamp();
+                            if (Stopwatch.GetElapsedTime(lastWrite) >= keepalive)
+                            {
+                                await responseStream.WriteAsync(new MailEvent { KeepaliveUnixMs = clock.GetUtcNow().ToUnixTimeMilliseconds() }, writes.Token).ConfigureAwait(false);
+                                lastWrite = Stopwatch.GetTimestamp();
+                            }
+
+                            await Task.Delay(UnsentReplyGuard.RetryAfterMs, ct).ConfigureAwait(false);
+                        }
+
+                        MailboxPage page;
+                        try
+                        {
+                            // Small pages: what a subscriber that stops reading holds the node to is one page and one write.
+                            page = await ListMailAsync(address, from, 64, SubscribePageBytes, ct).ConfigureAwait(false);
+                            long bytes = SubscribeItemFieldBytes;
+                            foreach (MailboxEntry entry in page.Entries)
+                            {
+                                bytes += entry.Envelope.Length;
+                            }
+
+                            // (Never more than charged, unless MaxEnvelopeBytes was lowered after larger mail was stored:
+                            // such a page goes out charged as much as a page may hold.)
+                            if (bytes < charge)
+                            {
+                                unsentReplies.ReleasePage(site, charge - bytes);
+                                charge = bytes;
+                            }
+
+                            pageDeadline.CancelAfter(unsentReplies.ReadDeadline(charge));
+                            foreach (MailboxEntry entry in page.Entries)
+                            {
+                                // Writes end with the client, or when a stop has waited WriteDeadline.StopGrace for them:
+                                // cancelling one midway makes the server reset the stream, and the client sees CANCELLED
+                                // instead of the status below, so a stop does not cancel them at once. A write completes
+                                // once its message has left the stream's buffer (Kestrel's HTTP/2 flush), so the page
+                                // is charged until then.
+                                await responseStream.WriteAsync(new MailEvent { Item = ToItem(entry) }, writes.Token).ConfigureAwait(false);
+                                sent = entry.Seq;
+                                lastWrite = Stopwatch.GetTimestamp();
+                            }
+
+                            pageDeadline.CancelAfter(Timeout.InfiniteTimeSpan);
+                        }
+                        finally
+                        {
+                            unsentReplies.ReleasePage(site, charge);
                         }
 
                         // Until a page moves the cursor no further. A short page does not mean the end: entries acked or
@@ -603,6 +656,10 @@ public sealed class RelayService(
             MegaNetMetrics.SubscriptionEnded();
         }
     }
+
+    /// <summary>What a Subscribe page is charged before it is listed: at most <see cref="SubscribePageBytes"/> of
+    /// envelopes, or one envelope alone, and the items' other fields.</summary>
+    private long SubscribePageCharge => Math.Max(SubscribePageBytes, options.MaxEnvelopeBytes) + SubscribeItemFieldBytes;
 
     /// <summary>A page of the mailbox after <paramref name="afterSeq"/>. An envelope the store cannot read is answered as a
     /// proof whose hashes it cannot read is (<see cref="Guard"/>), with words for mail: DATA_LOSS naming the entry, the
