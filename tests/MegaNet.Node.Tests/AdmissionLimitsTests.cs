@@ -247,6 +247,40 @@ public sealed class AdmissionLimitsTests
     }
 
     [Fact]
+    public async Task Full_buckets_are_forgotten_while_mail_comes_and_while_idle()
+    {
+        // A bucket full again is the same as none. Until 2026-12-05 the node forgot buckets only once a million sending
+        // keys had one, so every key that ever sent stayed in memory until then (found in a soak). Here a bucket is
+        // full again a millisecond after its token: the 32 senders' buckets must go while one more sender keeps the
+        // batcher busy (never idle for the second its idle sweep waits), and that sender's once it stops.
+        using IBatchVerifier simd = VerifierCatalog.Create().Create("simd", new VerifierOptions { Threads = 1 });
+        var store = new HeldStore();
+        store.Commit();
+        var options = new NodeOptions { SubmitRatePerKey = 1_000, SubmitBurst = 1, FlushMicroseconds = 0 };
+        await using var admission = new AdmissionPipeline(simd, store, options, TimeProvider.System, NullLogger<AdmissionPipeline>.Instance);
+        await Task.WhenAll(AdmissionBatchingTests.Seal(32).Select(e => admission.SubmitAsync(e, null, CancellationToken.None))).WaitAsync(TimeSpan.FromMinutes(1));
+
+        using Identity sender = Identity.Create(), recipient = Identity.Create();
+        using var stop = new CancellationTokenSource();
+        int sent = 0;
+        Task trickle = Task.Run(async () =>
+        {
+            while (!stop.IsCancellationRequested)
+            {
+                Envelope envelope = EnvelopeFormat.Seal(sender, recipient.Card, Encoding.UTF8.GetBytes($"trickle {sent}"), "text/plain", null, DateTimeOffset.UtcNow.AddDays(1));
+                await admission.SubmitAsync(envelope, null, CancellationToken.None);
+                sent++;
+                await Task.Delay(50);
+            }
+        });
+        await Poll.UntilAsync(() => admission.SendingKeysTracked <= 1, () => $"{admission.SendingKeysTracked} sending keys still have a bucket while mail comes ({sent} sent)");
+        await stop.CancelAsync();
+        await trickle.WaitAsync(TimeSpan.FromMinutes(1));
+        await Poll.UntilAsync(() => admission.SendingKeysTracked == 0, () => $"{admission.SendingKeysTracked} sending keys still have a bucket on an idle node");
+        Assert.Equal(32 + sent, store.Puts);
+    }
+
+    [Fact]
     public void A_token_count_refills_by_elapsed_time_up_to_its_burst_and_ignores_an_older_reading()
     {
         long second = Stopwatch.Frequency;

@@ -41,8 +41,10 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
     /// <summary>Sending keys with a token bucket, at most (then the full ones are forgotten).</summary>
     private const int MaxBuckets = 1_000_000;
 
+    // Added to and removed from by the batcher thread alone (TakeToken, SweepBuckets); read by callers (HasToken).
     private readonly ConcurrentDictionary<Key256, TokenBucket> _buckets = new();
     private int _bucketCount;
+    private long _nextBucketSweep = long.MinValue; // batcher thread
     private long _batches;
     private long _signatures;
     private long _overflowed;
@@ -96,6 +98,9 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
 
     /// <summary>The node's seeds (tests turn them).</summary>
     internal PowSeeds PowSeeds => _powSeeds;
+
+    /// <summary>Sending keys with a token bucket now (tests).</summary>
+    internal int SendingKeysTracked => _buckets.Count;
 
     /// <summary>Whether the store refuses new mail for want of room, told to the operator in the log and in <c>Status</c>.</summary>
     internal StoreRefusalWatch StoreRefusals => _storeRefusals;
@@ -480,6 +485,42 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
     /// memory matters more than a burst allowance).</summary>
     private void ForgetFullBuckets(long now)
     {
+        RemoveFullBuckets(now);
+        if (_buckets.Count > MaxBuckets / 2)
+        {
+            _buckets.Clear();
+        }
+
+        Interlocked.Exchange(ref _bucketCount, _buckets.Count);
+    }
+
+    /// <summary>At most once a second, on the batcher thread: forgets the buckets that are full again. Before, buckets
+    /// were forgotten only once <see cref="MaxBuckets"/> keys had one, so a node kept a bucket (about 110 bytes) for
+    /// every sending key that ever sent it mail (one per sender and recipient, and clients may make fresh ones) until
+    /// it held a million of them, found in a soak (2026-12-05). A bucket is full again within
+    /// <c>SubmitBurst / SubmitRatePerKey</c> (2 s by default) of its last token, so what is kept now is the keys that
+    /// sent lately, and the scan, once a second, is of those.</summary>
+    private void SweepBuckets(long now)
+    {
+        // Also at once after the clock stepped back, which would otherwise postpone every sweep (as SiteTable's).
+        if (now < _nextBucketSweep && now >= _nextBucketSweep - Stopwatch.Frequency)
+        {
+            return;
+        }
+
+        _nextBucketSweep = now + Stopwatch.Frequency;
+        if (_buckets.IsEmpty)
+        {
+            return;
+        }
+
+        RemoveFullBuckets(now);
+        Interlocked.Exchange(ref _bucketCount, _buckets.Count);
+    }
+
+    // A full bucket is the same as none.
+    private void RemoveFullBuckets(long now)
+    {
         foreach (KeyValuePair<Key256, TokenBucket> entry in _buckets)
         {
             if (entry.Value.Has(now, _options.SubmitRatePerKey, _options.SubmitBurst, _options.SubmitBurst))
@@ -487,13 +528,6 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
                 _buckets.TryRemove(entry);
             }
         }
-
-        if (_buckets.Count > MaxBuckets / 2)
-        {
-            _buckets.Clear();
-        }
-
-        Interlocked.Exchange(ref _bucketCount, _buckets.Count);
     }
 
     /// <summary>Submissions from one site that go in the main batch of a window that other sites share; the rest of
@@ -508,7 +542,7 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
     /// the main one.</summary>
     internal const int OverflowFirstChunk = 256;
 
-    // How often an idle batcher forgets the forgery suspects whose hold ended.
+    // How often an idle batcher forgets the forgery suspects whose hold ended, and the sending keys whose buckets are full.
     private static readonly TimeSpan IdleSweepInterval = TimeSpan.FromSeconds(1);
 
     // Longest sleep between looks at the queue while a batch fills (the kernel adds its timer slack, 50 µs on Linux).
@@ -537,7 +571,12 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
         var stores = new List<(Task Task, int Count)>(); // handed to the store, not yet answered, and how many envelopes
         int storing = 0; // the envelopes of those, kept rather than summed per batch (a list of up to StoreInFlight)
         using var thread = new StageThread();
-        Action sweepSuspects = () => suspects.Sweep(Stopwatch.GetTimestamp()); // made once: it runs while idle
+        Action sweepIdle = () => // made once: it runs while idle
+        {
+            long now = Stopwatch.GetTimestamp();
+            suspects.Sweep(now);
+            SweepBuckets(now);
+        };
         while (WaitForWork())
         {
             items.Clear();
@@ -581,6 +620,7 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
                 // (SettleClean), so a site found forging in one chunk joins the third for the rest of the window.
                 long now = Stopwatch.GetTimestamp();
                 suspects.Sweep(now);
+                SweepBuckets(now);
                 main.Clear();
                 suspect.Clear();
                 overflow.Clear();
@@ -679,7 +719,7 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
             overflow.Clear();
             perSite.Clear();
             foundBad.Clear();
-            return thread.Wait(ready, IdleSweepInterval, sweepSuspects);
+            return thread.Wait(ready, IdleSweepInterval, sweepIdle);
         }
 
         // A submission from a site held as a forgery suspect: to the suspects' batch, or refused unverified.
