@@ -377,9 +377,9 @@ public static partial class NodeHost
     /// bound the cores it takes) and with a GPU shares the GPU and its fault state over a one-thread SIMD backend. A GPU
     /// backend (<c>gpu</c>, and <c>gpu-cpu</c> the same way, so that a machine without a GPU runs a GPU node's whole
     /// path: router, threshold, fallback, shared device) takes the big batches and SIMD the small ones, and SIMD takes
-    /// over if the GPU faults: for good, or with <paramref name="retry"/> until the GPU passes its check again. Every verification is counted by the backend that did it: instrumented behind
-    /// the router, a GPU node's small batches were counted as the GPU's (and a batch's time included its wait for the
-    /// GPU's lock). And by what it was for (<see cref="VerificationPurpose"/>): counted together, a client's VerifyBatch
+    /// over if the GPU faults: for good, or with <paramref name="retry"/> until the GPU passes its check again. Every
+    /// verification is counted by the backend that did it: instrumented behind the router, a GPU node's small batches
+    /// were counted as the GPU's (and a batch's time included its wait for the GPU's lock). And by what it was for (<see cref="VerificationPurpose"/>): counted together, a client's VerifyBatch
     /// of bad signatures (a normal answer) raised the invalid count an alert on forged envelopes watches, and mailbox
     /// logins' one-item batches pulled down the batch sizes operators tune admission's batching by.
     /// <paramref name="create"/> makes a backend by name.</summary>
