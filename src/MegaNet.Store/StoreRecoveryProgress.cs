@@ -83,6 +83,11 @@ internal sealed class RecoveryReporter(StoreOptions options, string storeDirecto
     /// reports once the interval has passed since the last report.</summary>
     public void Replayed(long records, long address)
     {
+        if (_progress is null)
+        {
+            return;
+        }
+
         long now = Stopwatch.GetTimestamp();
         if (now < _nextReport)
         {
