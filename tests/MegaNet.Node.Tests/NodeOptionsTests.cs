@@ -22,6 +22,9 @@ public sealed class NodeOptionsTests
         Assert.Equal(256, options.UnsentReplyMiB);
         Assert.Equal(256, options.CheckpointLogMiB);
         Assert.Equal("127.0.0.1:7700", options.Listen);
+        Assert.Equal((5, 60), (options.GpuRetryMinutes, options.GpuRetryMaxMinutes));
+        new NodeOptions { GpuRetryMinutes = 0 }.Validate(); // never: the GPU stays off after a fault until a restart
+        new NodeOptions { GpuRetryMinutes = 60, GpuRetryMaxMinutes = 60 }.Validate();
     }
 
     public static TheoryData<string, Action<NodeOptions>> BadSettings => new()
@@ -30,6 +33,11 @@ public sealed class NodeOptionsTests
         { "MaxBatch", o => o.MaxBatch = 0 },
         { "GpuThreshold", o => o.GpuThreshold = 0 },
         { "GpuMaxBatch", o => o.GpuMaxBatch = 0 },
+        { "GpuRetryMinutes", o => o.GpuRetryMinutes = -1 },
+        { "GpuRetryMinutes", o => o.GpuRetryMinutes = 10_081 },
+        { "GpuRetryMaxMinutes", o => o.GpuRetryMaxMinutes = 4 },
+        { "GpuRetryMaxMinutes", o => (o.GpuRetryMinutes, o.GpuRetryMaxMinutes) = (0, 0) },
+        { "GpuRetryMaxMinutes", o => o.GpuRetryMaxMinutes = 10_081 },
         { "FlushMicroseconds", o => o.FlushMicroseconds = -1 },
         { "QueueCapacity", o => o.QueueCapacity = 0 },
         { "StreamWindow", o => o.StreamWindow = 0 },

@@ -429,6 +429,80 @@ public sealed class RoutingTests
     }
 
     [Fact]
+    public async Task A_gpu_nodes_faults_checks_and_whether_it_serves_show_in_its_instruments()
+    {
+        // A GPU fault and its recovery showed only in the log: nothing an alert or a dashboard could count. Only the
+        // node's composition records these (no other test class of this assembly composes a node), so the counts are
+        // this test's.
+        var kernels = new Switchable(Backends.Get("simd"));
+        var clock = new SteppedClock();
+        var counts = new System.Collections.Concurrent.ConcurrentDictionary<string, long>();
+        long serving = -1;
+        using var listener = new System.Diagnostics.Metrics.MeterListener();
+        listener.InstrumentPublished = (instrument, l) =>
+        {
+            if (instrument.Meter.Name == MegaNet.Core.Diagnostics.MegaNetMetrics.MeterName && instrument.Name.StartsWith("meganet.gpu.", StringComparison.Ordinal))
+            {
+                l.EnableMeasurementEvents(instrument);
+            }
+        };
+        listener.SetMeasurementEventCallback<long>((instrument, value, tags, _) =>
+        {
+            if (instrument.Name == "meganet.gpu.serving")
+            {
+                Volatile.Write(ref serving, value);
+                return;
+            }
+
+            string key = instrument.Name + (tags.Length == 0 ? "" : $"/{tags[0].Value}");
+            counts.AddOrUpdate(key, value, (_, sum) => sum + value);
+        });
+        listener.Start();
+        long Serving()
+        {
+            listener.RecordObservableInstruments();
+            return Volatile.Read(ref serving);
+        }
+
+        long Count(string key) => counts.GetValueOrDefault(key);
+
+        MegaNet.Node.Hosting.NodeVerifiers verifiers = MegaNet.Node.Hosting.NodeHost.Compose(kernels, new VerifierOptions { Threads = 1, GpuThreshold = 4 },
+            (name, _) => new Named(name, Backends.Get("simd")), _ => { }, new AcceleratorRetry
+            {
+                Check = () => kernels.Fail ? "still failing" : null,
+                FirstDelay = TimeSpan.FromMinutes(5),
+                MaxDelay = TimeSpan.FromMinutes(20),
+                Clock = clock,
+            });
+        (SignatureBatch small, SignatureBatch large, bool[] expected) = Batches(29);
+        using (small)
+        using (large)
+        {
+            var router = (RoutingBatchVerifier)verifiers.Node;
+            Assert.Equal(1, Serving());
+
+            kernels.Fail = true;
+            Assert.Equal(expected, verifiers.Node.Verify(large));
+            Assert.Equal((1L, 0L), (Count("meganet.gpu.faults"), Serving()));
+
+            clock.Advance(TimeSpan.FromMinutes(5));
+            Assert.Equal(expected, verifiers.Node.Verify(large));
+            await router.LastCheckForTests!.WaitAsync(TimeSpan.FromMinutes(1));
+            Assert.Equal((1L, 0L, 0L), (Count("meganet.gpu.checks/failed"), Count("meganet.gpu.checks/passed"), Serving()));
+
+            kernels.Fail = false;
+            clock.Advance(TimeSpan.FromMinutes(10));
+            Assert.Equal(expected, verifiers.Node.Verify(large));
+            await router.LastCheckForTests!.WaitAsync(TimeSpan.FromMinutes(1));
+            Assert.Equal((1L, 1L, 1L, 1L), (Count("meganet.gpu.faults"), Count("meganet.gpu.checks/failed"), Count("meganet.gpu.checks/passed"), Serving()));
+        }
+
+        // A node that stopped reports no GPU.
+        verifiers.Dispose();
+        Assert.Equal(0, Serving());
+    }
+
+    [Fact]
     public void A_sibling_router_shares_the_accelerator_and_its_fault_and_leaves_disposing_it_to_the_first()
     {
         var gpu = new Switchable(Backends.Get("simd"));

@@ -24,9 +24,13 @@ public static class MegaNetMetrics
     /// the first such refusal.</summary>
     public static IReadOnlyList<string> ConnectionRefusalReasons { get; } = ["node", "per_address", "per_site", "reserve", "silent"];
 
+    /// <summary>Every <c>outcome</c> <see cref="GpuChecks"/> is recorded with. Exporters show each at 0 before the
+    /// first check.</summary>
+    public static IReadOnlyList<string> GpuCheckOutcomes { get; } = ["failed", "passed"];
+
     // Names of the instruments InitialSeries treats apart, by name so that it answers rightly whenever it is called.
     private const string RejectedName = "meganet.admission.rejected", RefusedName = "meganet.connections.refused",
-        VerificationsName = "meganet.verify.signatures", BatchSizeName = "meganet.verify.batch_size", BatchDurationName = "meganet.verify.batch_duration";
+        GpuChecksName = "meganet.gpu.checks", VerificationsName = "meganet.verify.signatures", BatchSizeName = "meganet.verify.batch_size", BatchDurationName = "meganet.verify.batch_duration";
 
     /// <summary>The meter.</summary>
     public static readonly Meter Meter = new(MeterName, "1.0");
@@ -59,6 +63,20 @@ public static class MegaNetMetrics
 
     /// <summary>Host time per GPU launch in milliseconds: the S &lt; L checks and SHA-512 of R ‖ A ‖ M for its items.</summary>
     public static readonly Histogram<double> GpuHostTime = Milliseconds("meganet.gpu.host_time", "Host preparation (S < L, SHA-512) per GPU launch");
+
+    /// <summary>Faults of the node's GPU: each faulted batch was verified again on SIMD, which then takes every batch
+    /// until the GPU passes its start-up check again (<see cref="GpuChecks"/>).</summary>
+    public static readonly Counter<long> GpuFaults = Meter.CreateCounter<long>("meganet.gpu.faults", "{fault}", "GPU faults (the batch verified again on SIMD, the GPU off until it passes its check again)");
+
+    /// <summary>Checks of a GPU that faulted, tagged <c>outcome</c> (one of <see cref="GpuCheckOutcomes"/>): after
+    /// <c>passed</c> it takes large batches again.</summary>
+    public static readonly Counter<long> GpuChecks = Meter.CreateCounter<long>(GpuChecksName, "{check}", "Checks of a GPU that faulted, by outcome (passed: it serves again)");
+
+    private static readonly ObservedSource GpuServingSource = new();
+
+    /// <summary>1 while the node's GPU takes the large batches; 0 while one that faulted is off, and on a node without
+    /// a GPU (observable; the node supplies the source).</summary>
+    public static readonly ObservableGauge<long> GpuServing = Meter.CreateObservableGauge("meganet.gpu.serving", GpuServingSource.Read, "{gpu}", "1 while the GPU takes the large batches, 0 while one that faulted is off or without a GPU");
 
     private static readonly AsyncLocal<bool> GpuTimingsOff = new();
 
@@ -203,8 +221,9 @@ public static class MegaNetMetrics
     /// so a series that first appears at 1 never shows in <c>increase()</c> or <c>rate()</c>, and a rare event (one
     /// listener failure, the first refusal) went unseen. For a MegaNet counter or histogram recorded without tags, the
     /// untagged series; for one tagged from a closed set (<see cref="RejectionReasons"/>,
-    /// <see cref="ConnectionRefusalReasons"/>), one series per value; none for those tagged with open-ended values (a
-    /// backend's name), for observable instruments (read whenever they are asked) and for other meters' instruments.
+    /// <see cref="ConnectionRefusalReasons"/>, <see cref="GpuCheckOutcomes"/>), one series per value; none for those
+    /// tagged with open-ended values (a backend's name), for observable instruments (read whenever they are asked) and
+    /// for other meters' instruments.
     /// </summary>
     public static IReadOnlyList<KeyValuePair<string, object?>[]> InitialSeries(Instrument instrument)
     {
@@ -218,6 +237,7 @@ public static class MegaNetMetrics
         {
             RejectedName => [.. RejectionReasons.Select(r => new[] { new KeyValuePair<string, object?>("reason", r) })],
             RefusedName => [.. ConnectionRefusalReasons.Select(r => new[] { new KeyValuePair<string, object?>("reason", r) })],
+            GpuChecksName => [.. GpuCheckOutcomes.Select(o => new[] { new KeyValuePair<string, object?>("outcome", o) })],
             VerificationsName or BatchSizeName or BatchDurationName => [],
             _ => [[]],
         };
@@ -234,6 +254,9 @@ public static class MegaNetMetrics
 
     /// <summary>Sets the source of the table disk reads counter until the returned registration is disposed.</summary>
     public static IDisposable ObserveTableDiskReads(Func<long> source) => TableDiskReadsSource.Set(source);
+
+    /// <summary>Sets the source of the GPU serving gauge until the returned registration is disposed.</summary>
+    public static IDisposable ObserveGpuServing(Func<long> source) => GpuServingSource.Set(source);
 
     /// <summary>Sets the source of the connected peers gauge until the returned registration is disposed.</summary>
     public static IDisposable ObservePeers(Func<long> source) => PeersSource.Set(source);

@@ -27,9 +27,8 @@ public static partial class NodeServiceCollectionExtensions
     // Log event ids are unique across the node (LoggerEventIdTests checks): 1-49 hosting and connections, 100-199
     // admission, 200-299 the verifiers (201 and 202 are VerifierStartup's). Alerts and filters key on them, so an id
     // once given keeps its meaning.
-    [LoggerMessage(EventId = 200, Level = LogLevel.Error, Message = "The GPU verifier faulted; the batch was verified again on the CPU, which takes every batch " +
-        "until the GPU passes its start-up check again (tried 5 min after the first fault, the wait doubling at every fault and failed check up to 1 h)")]
-    private static partial void LogGpuFault(ILogger logger, Exception exception);
+    [LoggerMessage(EventId = 200, Level = LogLevel.Error, Message = "The GPU verifier faulted; the batch was verified again on the CPU, which takes every batch {Until}")]
+    private static partial void LogGpuFault(ILogger logger, string until, Exception exception);
 
     [LoggerMessage(EventId = 205, Level = LogLevel.Warning, Message = "The GPU verifier passed its start-up check again after a fault and takes batches of GpuThreshold or more again")]
     private static partial void LogGpuBack(ILogger logger);
@@ -78,9 +77,11 @@ public static partial class NodeServiceCollectionExtensions
             // A transient fault (a driver reset, memory another process held) must not cost the GPU until a restart: the
             // same check that let it serve at start lets it serve again. A batch that faulted is verified again on SIMD
             // either way, so no verdict depends on this.
-            var retry = new AcceleratorRetry
+            AcceleratorRetry? retry = options.GpuRetryMinutes == 0 ? null : new AcceleratorRetry
             {
                 Check = () => VerifierStartup.SelfCheckFailure(verifier),
+                FirstDelay = TimeSpan.FromMinutes(options.GpuRetryMinutes),
+                MaxDelay = TimeSpan.FromMinutes(options.GpuRetryMaxMinutes),
                 Checked = (failure, next) =>
                 {
                     if (failure is null)
@@ -93,7 +94,11 @@ public static partial class NodeServiceCollectionExtensions
                     }
                 },
             };
-            return NodeHost.Compose(verifier, verifierOptions, (name, o) => registry.Create(name, o), e => LogGpuFault(logger, e), retry);
+            string until = retry is null
+                ? "until the node restarts (GpuRetryMinutes 0)"
+                : $"until the GPU passes its start-up check again (tried {options.GpuRetryMinutes} min after the first fault, the wait doubling at every fault and " +
+                  $"failed check up to {options.GpuRetryMaxMinutes} min: GpuRetryMinutes, GpuRetryMaxMinutes)";
+            return NodeHost.Compose(verifier, verifierOptions, (name, o) => registry.Create(name, o), e => LogGpuFault(logger, until, e), retry);
         });
         services.TryAddSingleton(sp => sp.GetRequiredService<NodeVerifiers>().Node);
         services.TryAddSingleton<NodeStartCancellation>();
@@ -162,7 +167,7 @@ public static partial class NodeServiceCollectionExtensions
 /// verification runs on; disposing this disposes them, in any order (the container also disposes admission's,
 /// registered as <see cref="IBatchVerifier"/>; disposing twice does nothing): with a GPU the others borrow admission's
 /// GPU and never dispose it, and mailbox logins borrow its CPU backend too.</summary>
-internal sealed class NodeVerifiers(IBatchVerifier node, IBatchVerifier auth, IBatchVerifier delegated) : IDisposable
+internal sealed class NodeVerifiers(IBatchVerifier node, IBatchVerifier auth, IBatchVerifier delegated, IDisposable? gpuServing = null) : IDisposable
 {
     /// <summary>Admission's verifier (metrics tag <c>purpose="admission"</c>).</summary>
     public IBatchVerifier Node { get; } = node;
@@ -175,6 +180,7 @@ internal sealed class NodeVerifiers(IBatchVerifier node, IBatchVerifier auth, IB
 
     public void Dispose()
     {
+        gpuServing?.Dispose();
         Delegated.Dispose();
         Auth.Dispose();
         Node.Dispose();
@@ -394,17 +400,38 @@ public static partial class NodeHost
             var gpu = new InstrumentedBatchVerifier(verifier, VerificationPurpose.Admission);
             InstrumentedBatchVerifier? simd = null;
             var router = (RoutingBatchVerifier)VerifierStartup.RouteGpu(gpu, verifierOptions,
-                (name, o) => simd = new InstrumentedBatchVerifier(create(name, o), VerificationPurpose.Admission), onGpuFault, retry);
+                (name, o) => simd = new InstrumentedBatchVerifier(create(name, o), VerificationPurpose.Admission), Counted(onGpuFault), Counted(retry));
             return new NodeVerifiers(router,
                 router.WithCpu(simd!.ForPurpose(VerificationPurpose.Auth), gpu.ForPurpose(VerificationPurpose.Auth)),
                 router.WithCpu(new InstrumentedBatchVerifier(create(SimdBatchVerifier.BackendName, oneThread), VerificationPurpose.Delegated),
-                    gpu.ForPurpose(VerificationPurpose.Delegated)));
+                    gpu.ForPurpose(VerificationPurpose.Delegated)),
+                MegaNetMetrics.ObserveGpuServing(() => router.AcceleratorFailed ? 0 : 1));
         }
 
         var node = new InstrumentedBatchVerifier(verifier, VerificationPurpose.Admission);
         return new NodeVerifiers(node, node.ForPurpose(VerificationPurpose.Auth),
             new InstrumentedBatchVerifier(create(verifier.Name, oneThread), VerificationPurpose.Delegated));
     }
+
+    // The GPU's faults and checks as instruments (MegaNetMetrics), beside what the caller does with them (the log).
+    private static Action<Exception> Counted(Action<Exception> onGpuFault) => e =>
+    {
+        MegaNetMetrics.GpuFaults.Add(1);
+        onGpuFault(e);
+    };
+
+    private static AcceleratorRetry? Counted(AcceleratorRetry? retry) => retry is null ? null : new AcceleratorRetry
+    {
+        Check = retry.Check,
+        FirstDelay = retry.FirstDelay,
+        MaxDelay = retry.MaxDelay,
+        Clock = retry.Clock,
+        Checked = (failure, next) =>
+        {
+            MegaNetMetrics.GpuChecks.Add(1, new KeyValuePair<string, object?>("outcome", failure is null ? "passed" : "failed"));
+            retry.Checked?.Invoke(failure, next);
+        },
+    };
 
     /// <summary>Starts the node and returns the address it listens on (useful with port 0). <paramref name="cancellationToken"/>
     /// stops the start between its steps (the verifier; the node key and the store; serving) and during the store's

@@ -45,6 +45,14 @@ public sealed class NodeOptions
     /// on, checked on an H200 (perf/gpu/results); <c>MEGANET_GPU_INLINE_PTX=0</c> also turns it off.</summary>
     public bool GpuInlinePtx { get; set; } = new Core.Verification.VerifierOptions().GpuInlinePtx;
 
+    /// <summary>With a GPU backend: minutes after a GPU fault before the GPU's start-up check runs again (SIMD takes every
+    /// batch meanwhile); the wait doubles at every fault and failed check, up to <see cref="GpuRetryMaxMinutes"/>. 0: a
+    /// GPU that faulted stays off until the node restarts. Default 5.</summary>
+    public int GpuRetryMinutes { get; set; } = 5;
+
+    /// <summary>With a GPU backend: the longest wait between checks of a GPU that faulted, in minutes. Default 60.</summary>
+    public int GpuRetryMaxMinutes { get; set; } = 60;
+
     /// <summary>Most signatures per verification batch. Default 4,096.</summary>
     public int MaxBatch { get; set; } = 4_096;
 
@@ -425,6 +433,9 @@ public sealed class NodeOptions
         Check(Threads is >= 1 and <= 1024, nameof(Threads), "1 to 1024");
         Check(GpuThreshold >= 1, nameof(GpuThreshold), "at least 1");
         Check(GpuMaxBatch is >= 1 and <= 1 << 24, nameof(GpuMaxBatch), "1 to 16,777,216");
+        Check(GpuRetryMinutes is >= 0 and <= 10_080, nameof(GpuRetryMinutes), "0 (never: a GPU that faulted stays off until a restart) to 10,080 (a week)");
+        Check(GpuRetryMaxMinutes >= Math.Max(1, GpuRetryMinutes) && GpuRetryMaxMinutes <= 10_080, nameof(GpuRetryMaxMinutes),
+            $"GpuRetryMinutes ({GpuRetryMinutes}{OriginOf(nameof(GpuRetryMinutes)).Replace("; ", ", ", StringComparison.Ordinal)}) or more, at least 1, and at most 10,080 (a week)");
         Check(MaxBatch is >= 1 and <= 1 << 20, nameof(MaxBatch), "1 to 1,048,576");
         Check(FlushMicroseconds is >= 0 and <= 1_000_000, nameof(FlushMicroseconds), "0 to 1,000,000");
         Check(QueueCapacity >= 1, nameof(QueueCapacity), "at least 1");
