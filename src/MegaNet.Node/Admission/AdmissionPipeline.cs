@@ -45,6 +45,14 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
     private readonly ConcurrentDictionary<Key256, TokenBucket> _buckets = new();
     private int _bucketCount;
     private long _nextBucketSweep = long.MinValue; // batcher thread
+
+    // Submissions that took their sending key's token and are with the store, by a slot of their envelope id (a newer
+    // one in the same slot takes its place). A copy of one of them (the same envelope on another connection at the same
+    // moment) that finds the key's bucket empty, emptied by that very submission, is answered with its receipt as a
+    // replay would be: refused for the rate, it was told to wait for a token its one envelope already paid. Written by
+    // the batcher and the store stage, read by callers; a fixed table, so nothing is allocated per envelope.
+    private const int TokenTakerSlots = 1 << 14;
+    private readonly Pending?[] _tokenTakers = new Pending?[TokenTakerSlots];
     private long _batches;
     private long _signatures;
     private long _overflowed;
@@ -304,6 +312,12 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
         // (relays and recipients see it) cannot spend that key's budget, and refusals cost nothing.
         if (!HasToken(pending))
         {
+            if (TokenTakerOf(pending) is { } original)
+            {
+                pending.Release();
+                return AsCopyOfAsync(original);
+            }
+
             refusal = RateLimited();
         }
         else if ((bits = PowBitsFor(pending.Recipient.Span, pending.Canonical.Length, out bool forMailbox)) > 0
@@ -473,7 +487,36 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
             pending.Bucket = bucket;
         }
 
-        return bucket.TryTake(now, _options.SubmitRatePerKey, _options.SubmitBurst);
+        // Published before the token is taken, so that a caller who finds the bucket emptied by this submission finds
+        // it in the table too (the bucket's lock orders the two); put back as it was when no token is left.
+        ref Pending? slot = ref _tokenTakers[(uint)pending.IdKey.GetHashCode() % TokenTakerSlots];
+        Pending? before = Interlocked.Exchange(ref slot, pending);
+        if (bucket.TryTake(now, _options.SubmitRatePerKey, _options.SubmitBurst))
+        {
+            return true;
+        }
+
+        Interlocked.CompareExchange(ref slot, before, pending);
+        return false;
+    }
+
+    /// <summary>The submission of the same envelope that took its sending key's token, if the table still holds it
+    /// (see <c>_tokenTakers</c>): answered or not, its answer is the copy's. A taker stays until another envelope's
+    /// takes its slot, so a copy that arrives as the original is answered still finds it.</summary>
+    private Pending? TokenTakerOf(Pending copy)
+    {
+        Pending? taker = Volatile.Read(ref _tokenTakers[(uint)copy.IdKey.GetHashCode() % TokenTakerSlots]);
+        return taker is not null && taker != copy && taker.IdKey == copy.IdKey ? taker : null;
+    }
+
+    /// <summary>The answer to a copy of <paramref name="original"/> refused a token: the original's receipt, marked a
+    /// duplicate as a replay's is, or the original's refusal (its signature verified, so the store refused it, or the
+    /// node is stopping: the same holds for the copy).</summary>
+    private static async Task<Receipt> AsCopyOfAsync(Pending original)
+    {
+        Receipt receipt = (await original.Task.ConfigureAwait(false)).Clone();
+        receipt.Duplicate = true;
+        return receipt;
     }
 
     /// <summary>Gives back the token of a verified envelope the store did not take (a full mailbox, a store that
@@ -810,7 +853,14 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
                 else if (!TakeToken(p))
                 {
                     p.Release();
-                    p.TrySetException(RateLimited());
+                    if (TokenTakerOf(p) is { } original)
+                    {
+                        p.Follow(AsCopyOfAsync(original));
+                    }
+                    else
+                    {
+                        p.TrySetException(RateLimited());
+                    }
                 }
                 else
                 {
@@ -1060,8 +1110,26 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
             EnvelopeFormat.WriteSigningBytes(envelope, signing);
             Span<byte> tail = _buffer.AsSpan(length + EnvelopeFormat.SigningLength, Tail);
             EnvelopeFormat.EnvelopeId(signing, tail[..32]);
+            IdKey = Key256.From(tail[..32]);
             envelope.Signature.Span.CopyTo(tail[32..]);
         }
+
+        /// <summary>The envelope id as a value: read by copies of this submission after its buffer went back.</summary>
+        public Key256 IdKey { get; }
+
+        /// <summary>Answers this submission with <paramref name="answer"/>'s outcome once it has one.</summary>
+        public void Follow(Task<Receipt> answer) => _ = answer.ContinueWith(static (task, state) =>
+        {
+            var pending = (Pending)state!;
+            if (task.IsCompletedSuccessfully)
+            {
+                pending.TrySetResult(task.Result);
+            }
+            else
+            {
+                pending.TrySetException(task.Exception!.InnerException!);
+            }
+        }, this, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
 
         /// <summary>Writes <see cref="Canonical"/> (the constructor leaves it for later, so that the id is known
         /// first).</summary>
