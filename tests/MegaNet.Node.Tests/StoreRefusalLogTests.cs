@@ -148,11 +148,37 @@ public sealed class StoreRefusalLogTests
         node.AssertNoServerErrors();
     }
 
-    /// <summary>The system's clock, moved on by the test.</summary>
+    [Fact]
+    public void A_wall_clock_stepped_back_neither_silences_the_warnings_nor_shortens_the_stretch()
+    {
+        var log = new LogCapture(LogLevel.Information);
+        var clock = new ShiftedClock();
+        var watch = new StoreRefusalWatch(new NodeOptions { StoreMaxMiB = 3 }, clock, log.CreateLogger("MegaNet.Admission"));
+        watch.Refused(StoreRefusalWatch.StoreFull, 1);
+        Assert.Single(log.Lines);
+
+        // NTP steps the wall clock back an hour; a minute later the node still refuses, and says so.
+        clock.WallStep -= TimeSpan.FromHours(1);
+        clock.Offset += StoreRefusalWatch.WarningInterval;
+        watch.Refused(StoreRefusalWatch.StoreFull, 2);
+        Assert.Equal(2, log.Lines.Count);
+        Assert.Contains("2 envelopes refused since the last warning", log.Lines[1], StringComparison.Ordinal);
+
+        clock.Offset += TimeSpan.FromSeconds(5);
+        watch.Accepted();
+        Assert.Equal("Information MegaNet.Admission: Accepting new mail again after refusing it (store_full) for 65 s; 3 envelopes were refused", log.Lines[2]);
+    }
+
+    /// <summary>The system's clock, moved on by the test: <see cref="Offset"/> moves the wall clock and the monotonic
+    /// one, <see cref="WallStep"/> the wall clock alone (NTP stepping it).</summary>
     private sealed class ShiftedClock : TimeProvider
     {
         public TimeSpan Offset { get; set; }
 
-        public override DateTimeOffset GetUtcNow() => base.GetUtcNow() + Offset;
+        public TimeSpan WallStep { get; set; }
+
+        public override DateTimeOffset GetUtcNow() => base.GetUtcNow() + Offset + WallStep;
+
+        public override long GetTimestamp() => base.GetTimestamp() + (long)(Offset.TotalSeconds * TimestampFrequency);
     }
 }

@@ -27,8 +27,10 @@ internal sealed partial class StoreRefusalWatch(NodeOptions options, TimeProvide
     private string? _refusing;
     private long _refusedSinceWarning;
     private long _refusedInAll;
-    private DateTimeOffset _lastWarning;
-    private DateTimeOffset _since;
+    // TimeProvider timestamps (the monotonic clock): with the wall clock, a step back (NTP, a VM resumed) silenced the
+    // warnings for as long as the step while the node went on refusing, and made the stretch's length wrong.
+    private long _lastWarning;
+    private long _since;
 
     /// <summary><see cref="DiskLow"/> or <see cref="StoreFull"/> while the store refuses new mail, as the node last
     /// found it (at start, or storing the latest envelopes); null while it accepts.</summary>
@@ -57,7 +59,7 @@ internal sealed partial class StoreRefusalWatch(NodeOptions options, TimeProvide
         {
             lock (_lock)
             {
-                DateTimeOffset now = clock.GetUtcNow();
+                long now = clock.GetTimestamp();
                 (_since, _lastWarning, _refusedSinceWarning, _refusedInAll) = (now, now, 0, 0);
                 Volatile.Write(ref _refusing, DiskLow);
             }
@@ -73,18 +75,18 @@ internal sealed partial class StoreRefusalWatch(NodeOptions options, TimeProvide
         int refusedSinceWarning;
         lock (_lock)
         {
-            DateTimeOffset now = clock.GetUtcNow();
-            if (_refusing != reason)
+            long now = clock.GetTimestamp();
+            bool newStretch = _refusing != reason;
+            if (newStretch)
             {
                 // A new stretch of refusals (or another reason): said at once.
                 (_since, _refusedInAll, _refusedSinceWarning) = (now, 0, 0);
-                _lastWarning = DateTimeOffset.MinValue;
                 Volatile.Write(ref _refusing, reason);
             }
 
             _refusedSinceWarning += count;
             _refusedInAll += count;
-            if (now - _lastWarning < WarningInterval)
+            if (!newStretch && clock.GetElapsedTime(_lastWarning, now) < WarningInterval)
             {
                 return;
             }
@@ -123,7 +125,7 @@ internal sealed partial class StoreRefusalWatch(NodeOptions options, TimeProvide
                 return;
             }
 
-            (reason, refused, lasted) = (_refusing, _refusedInAll, clock.GetUtcNow() - _since);
+            (reason, refused, lasted) = (_refusing, _refusedInAll, clock.GetElapsedTime(_since));
             Volatile.Write(ref _refusing, null);
         }
 
