@@ -15,7 +15,7 @@ namespace MegaNet.Api;
 /// </summary>
 /// <remarks>
 /// Kept in a text file (one line per message: digest, envelope id prefix, send time; about 120 bytes; and once it is
-/// acknowledged, the same line again ending in <c>acked</c>), appended as messages arrive and pruned of entries older than <see cref="Window"/> when opened, so the file stays small. A
+/// acknowledged, the same line again ending in <c>acked</c>), appended as messages arrive and pruned of entries older than <see cref="Window"/> when opened and once a day while open (a listen runs for months), so the file stays small. A
 /// message sent longer ago than the window cannot be told apart from a replay of one already forgotten, but it is
 /// still shown (<see cref="IsOld"/> marks it): nodes may keep mail for years (MaxTtlDays up to 3,650), and a sender's
 /// clock can be wrong, so hiding it (and deleting it under <c>--ack</c>) lost real mail. Only a message whose digest
@@ -34,6 +34,9 @@ public sealed class SeenMessages
 
     private const string AckedMark = "acked";
 
+    // How often a record held open (a listen runs for months) forgets what left the window, as an open does.
+    private static readonly TimeSpan PruneEvery = TimeSpan.FromDays(1);
+
     private readonly Dictionary<string, Entry> _seen = new(StringComparer.Ordinal);
 
     // Envelope id prefix -> digest, for Acknowledged, which knows the envelope only. An entry a later line replaced may
@@ -50,10 +53,14 @@ public sealed class SeenMessages
     private long? _generation;
     private FileIdentity? _identity;
 
+    // When this instance last forgot what left the window (opening is one such time); under _lock.
+    private DateTimeOffset _pruned;
+
     private SeenMessages(string? path, TimeProvider clock)
     {
         Path = path;
         _clock = clock;
+        _pruned = clock.GetUtcNow();
     }
 
     /// <summary>The file, or null for a set kept in memory only.</summary>
@@ -146,6 +153,8 @@ public sealed class SeenMessages
         string? former = formerEnvelopeId.Length >= IdPrefixBytes ? Convert.ToHexStringLower(formerEnvelopeId[..IdPrefixBytes]) : null;
         lock (_lock)
         {
+            PruneIfDue();
+
             // Known here: answered from memory, without touching the file, unless it is this very envelope, not yet
             // known as acknowledged: another process of this identity (a fetch --ack beside this listen) may have.
             if (_seen.TryGetValue(digest, out Entry first) && (Path is null || first.Acknowledged || !SameEnvelope(first, id, former)))
@@ -243,6 +252,68 @@ public sealed class SeenMessages
 
         _seen[digest] = entry with { Acknowledged = true };
         return IsOld(entry.SentUnixMs) ? null : Line(digest, entry with { Acknowledged = true });
+    }
+
+    /// <summary>Under <see cref="_lock"/>. Once a day, forgets the messages sent before the window, in memory and in
+    /// the file (rewritten under the record's lock, with what other processes appended), as an open does: a record held
+    /// open by a listen was pruned only when the next process opened it, and until then grew by every message, in the
+    /// file and in memory, for as long as the listen ran.</summary>
+    private void PruneIfDue()
+    {
+        DateTimeOffset now = _clock.GetUtcNow();
+        // Also when the clock stepped back: waiting for it to pass the old time again would put pruning off by the step.
+        if (now >= _pruned && now - _pruned < PruneEvery)
+        {
+            return;
+        }
+
+        _pruned = now;
+        if (Path is null)
+        {
+            Forget();
+            return;
+        }
+
+        try
+        {
+            using FileStream held = LockRecord();
+            CatchUp(held);
+            if (Forget())
+            {
+                Rewrite(held);
+            }
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new IOException($"Cannot prune the record of received messages '{Path}': {e.Message}", e);
+        }
+    }
+
+    /// <summary>Under <see cref="_lock"/>. Drops the entries sent before the window; true when there were any.</summary>
+    private bool Forget()
+    {
+        long oldest = Oldest();
+        int before = _seen.Count;
+        foreach ((string digest, Entry entry) in _seen)
+        {
+            if (entry.SentUnixMs < oldest)
+            {
+                _seen.Remove(digest); // allowed while enumerating a Dictionary
+            }
+        }
+
+        if (_seen.Count == before)
+        {
+            return false;
+        }
+
+        _digestById.Clear();
+        foreach ((string digest, Entry entry) in _seen)
+        {
+            _digestById[entry.IdPrefix] = digest;
+        }
+
+        return true;
     }
 
     private void Remember(string digest, Entry entry)

@@ -414,6 +414,40 @@ public sealed class SeenMessagesTests : IDisposable
     }
 
     [Fact]
+    public void A_record_held_open_for_months_forgets_what_left_the_window_as_an_open_would()
+    {
+        // A listen runs for months with the record it opened: pruned only at an open, its file and its memory grew by
+        // every message for as long as it ran.
+        var clock = new Clock(DateTimeOffset.UtcNow);
+        string file = Path.Combine(_dir, "long.seen");
+        SeenMessages seen = SeenMessages.Open(file, clock);
+        SeenMessages memory = SeenMessages.InMemory(clock);
+        foreach (SeenMessages record in (SeenMessages[])[seen, memory])
+        {
+            Assert.Null(record.Check(Bytes(32, 1), Bytes(32, 0xA), clock.Now.ToUnixTimeMilliseconds()));
+        }
+
+        clock.Now = clock.Now.AddDays(20);
+        foreach (SeenMessages record in (SeenMessages[])[seen, memory])
+        {
+            Assert.Null(record.Check(Bytes(32, 2), Bytes(32, 0xB), clock.Now.ToUnixTimeMilliseconds()));
+            Assert.Equal(2, record.Count);
+        }
+
+        // The first is now past the window: the next message finds it forgotten, in memory and in the file.
+        clock.Now = clock.Now.AddDays(12);
+        foreach (SeenMessages record in (SeenMessages[])[seen, memory])
+        {
+            Assert.Null(record.Check(Bytes(32, 3), Bytes(32, 0xC), clock.Now.ToUnixTimeMilliseconds()));
+            Assert.Equal(2, record.Count);
+            Assert.Contains("copy", record.Check(Bytes(32, 2), Bytes(32, 0x1B), clock.Now.ToUnixTimeMilliseconds())); // the rest stays
+        }
+
+        Assert.Equal(2, File.ReadAllLines(file).Length);
+        Assert.Equal(2, SeenMessages.Open(file, clock).Count);
+    }
+
+    [Fact]
     public async Task Concurrent_opens_that_rewrite_the_record_neither_fail_nor_lose_it()
     {
         // fetch and listen open the same record; an open that drops a torn line rewrites the file. With one shared
