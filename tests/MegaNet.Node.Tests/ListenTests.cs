@@ -3,6 +3,7 @@ using System.Text;
 using Grpc.Core;
 using MegaNet.Api;
 using MegaNet.Api.V1;
+using Microsoft.Extensions.DependencyInjection;
 
 namespace MegaNet.Node.Tests;
 
@@ -111,5 +112,35 @@ public sealed class ListenTests
                 call.Dispose();
             }
         }
+    }
+
+    [Fact]
+    public async Task Keepalives_stay_one_interval_apart_when_the_node_s_wall_clock_steps_forward()
+    {
+        // Clients learn the node's keepalive interval from the gap between two keepalives, by the stamps in them: a
+        // node clock stepped forward an hour between two made that gap an hour, and a client's watchdog three hours.
+        var clock = new SteppedWallClock();
+        await using TestNode node = await TestNode.StartAsync(o => o.KeepaliveSeconds = 1, services: s => s.AddSingleton<TimeProvider>(clock));
+        using MegaNetClient client = node.Client();
+        using Identity bob = Identity.Create();
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(120));
+        using AsyncServerStreamingCall<MailEvent> call = client.Relay.Subscribe(
+            new SubscribeRequest { Auth = await client.AuthenticateAsync(bob, MailboxPurpose.Subscribe) }, cancellationToken: cts.Token);
+        Assert.True(await call.ResponseStream.MoveNext(cts.Token));
+        long first = call.ResponseStream.Current.KeepaliveUnixMs;
+
+        clock.Step = TimeSpan.FromHours(1);
+        Assert.True(await call.ResponseStream.MoveNext(cts.Token));
+        Assert.Equal(MailEvent.KindOneofCase.KeepaliveUnixMs, call.ResponseStream.Current.KindCase);
+        // One interval (a second) by the node's monotonic clock, however late the machine ran it; never the step.
+        Assert.InRange(call.ResponseStream.Current.KeepaliveUnixMs - first, 1, (long)TimeSpan.FromMinutes(1).TotalMilliseconds);
+    }
+
+    /// <summary>The system's clock, whose wall time a test steps (NTP stepping it); the monotonic clock runs on.</summary>
+    private sealed class SteppedWallClock : TimeProvider
+    {
+        public TimeSpan Step { get; set; }
+
+        public override DateTimeOffset GetUtcNow() => base.GetUtcNow() + Step;
     }
 }

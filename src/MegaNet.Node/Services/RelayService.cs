@@ -543,9 +543,15 @@ public sealed class RelayService(
         // Counted before that keepalive is written, so a client that has it is counted already.
         MegaNetMetrics.SubscriptionStarted();
         ulong sent = request.AfterSeq; // the last sequence number written to the client
+        // Keepalives are stamped with the wall clock at the start plus the monotonic time since: clients learn the
+        // node's interval from the gap between two (MegaNetClient.ListenAsync, examples/javascript), and a wall clock
+        // stepped forward between them (NTP, a VM resumed) read as an interval as long as the step, which stretched
+        // their watchdog to three times the step for the rest of their listen.
+        long startUnixMs = clock.GetUtcNow().ToUnixTimeMilliseconds(), startTimestamp = clock.GetTimestamp();
+        long Stamp() => startUnixMs + (long)clock.GetElapsedTime(startTimestamp).TotalMilliseconds;
         try
         {
-            await responseStream.WriteAsync(new MailEvent { KeepaliveUnixMs = clock.GetUtcNow().ToUnixTimeMilliseconds() }, writes.Token).ConfigureAwait(false);
+            await responseStream.WriteAsync(new MailEvent { KeepaliveUnixMs = startUnixMs }, writes.Token).ConfigureAwait(false);
             long lastWrite = Stopwatch.GetTimestamp();
             try
             {
@@ -566,7 +572,7 @@ public sealed class RelayService(
                         {
                             if (Stopwatch.GetElapsedTime(lastWrite) >= keepalive)
                             {
-                                await responseStream.WriteAsync(new MailEvent { KeepaliveUnixMs = clock.GetUtcNow().ToUnixTimeMilliseconds() }, writes.Token).ConfigureAwait(false);
+                                await responseStream.WriteAsync(new MailEvent { KeepaliveUnixMs = Stamp() }, writes.Token).ConfigureAwait(false);
                                 lastWrite = Stopwatch.GetTimestamp();
                             }
 
@@ -629,7 +635,7 @@ public sealed class RelayService(
                     TimeSpan left = keepalive - Stopwatch.GetElapsedTime(lastWrite);
                     if (left <= TimeSpan.Zero || !await subscription.WaitAsync(left, ct).ConfigureAwait(false))
                     {
-                        await responseStream.WriteAsync(new MailEvent { KeepaliveUnixMs = clock.GetUtcNow().ToUnixTimeMilliseconds() }, writes.Token).ConfigureAwait(false);
+                        await responseStream.WriteAsync(new MailEvent { KeepaliveUnixMs = Stamp() }, writes.Token).ConfigureAwait(false);
                         lastWrite = Stopwatch.GetTimestamp();
                     }
                 }
