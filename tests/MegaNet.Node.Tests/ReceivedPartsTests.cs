@@ -305,4 +305,36 @@ public sealed class ReceivedPartsTests : IDisposable
         parts.Forget(shown);
         Assert.IsType<ReceivedParts.Whole>(parts.Add(Part(alice, second[1])));
     }
+
+    [Fact]
+    public void A_clock_stepped_back_does_not_put_pruning_off()
+    {
+        using Identity alice = Identity.Create();
+        var clock = new ShiftedClock();
+        ReceivedParts parts = ReceivedParts.Beside(IdentityPath);
+        parts.Clock = clock;
+        Assert.IsType<ReceivedParts.Waiting>(parts.Add(Part(alice, TinyLastPart()))); // the first add prunes, then keeps it
+        string kept = Assert.Single(Directory.GetDirectories(parts.Directory));
+
+        // NTP steps back a clock that ran a year ahead: by it, the part came 40 days ago, before the window. An hour on,
+        // the next part prunes it; before, pruning waited for the clock to pass the last prune's time, a year later.
+        clock.Offset = -TimeSpan.FromDays(365);
+        foreach (string file in Directory.GetFiles(kept))
+        {
+            File.SetLastWriteTimeUtc(file, clock.GetUtcNow().UtcDateTime - TimeSpan.FromDays(40));
+        }
+
+        clock.Offset += TimeSpan.FromHours(1) + TimeSpan.FromMinutes(1);
+        Assert.IsType<ReceivedParts.Waiting>(parts.Add(Part(alice, TinyLastPart())));
+        Assert.DoesNotContain(kept, Directory.GetDirectories(parts.Directory));
+        Assert.Single(Directory.GetDirectories(parts.Directory)); // the new part's file stays
+    }
+
+    /// <summary>The system's clock, stepped by the test.</summary>
+    private sealed class ShiftedClock : TimeProvider
+    {
+        public TimeSpan Offset { get; set; }
+
+        public override DateTimeOffset GetUtcNow() => base.GetUtcNow() + Offset;
+    }
 }

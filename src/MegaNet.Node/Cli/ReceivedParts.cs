@@ -92,6 +92,9 @@ internal sealed class ReceivedParts
     /// <summary>The directory.</summary>
     public string Directory { get; }
 
+    /// <summary>The clock parts are pruned by (tests set their own).</summary>
+    internal TimeProvider Clock { get; set; } = TimeProvider.System;
+
     /// <summary>How many times this process saw room made: a file came whole (out of the account of files arriving),
     /// a file's parts were deleted (forgotten once handed over, pruned, dropped), or the totals counted again after
     /// another process changed the directory were lower than before. A part <see cref="Deferred"/> can fit only once it
@@ -181,7 +184,10 @@ internal sealed class ReceivedParts
         string envelope = Convert.ToHexStringLower(part.EnvelopeId);
         using LockedFile held = Lock();
         Count();
-        if (DateTime.UtcNow - _pruned > PruneInterval)
+        // Also when the clock stepped back (NTP correcting a clock that ran ahead): waiting for it to pass the last
+        // prune's time again put pruning off by as long as the step.
+        TimeSpan sincePrune = Clock.GetUtcNow().UtcDateTime - _pruned;
+        if (sincePrune > PruneInterval || sincePrune < TimeSpan.Zero)
         {
             Prune();
         }
@@ -638,7 +644,7 @@ internal sealed class ReceivedParts
     /// <summary>Deletes the parts of files whose latest part came longer than <see cref="SeenMessages.Window"/> ago.</summary>
     private void Prune()
     {
-        _pruned = DateTime.UtcNow;
+        _pruned = Clock.GetUtcNow().UtcDateTime;
         if (!System.IO.Directory.Exists(Directory))
         {
             return;
