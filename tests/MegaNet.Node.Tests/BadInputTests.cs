@@ -48,12 +48,19 @@ public sealed class BadInputTests
         RpcException e = await Refused(client, expired);
         Assert.Equal(StatusCode.InvalidArgument, e.StatusCode);
         Assert.Contains("expired", e.Status.Detail);
+        // Both times, to the second, so a sender can tell that its own clock is off.
+        Assert.Matches(@"its expiry is \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC, the node's time \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC\.", e.Status.Detail);
+        Assert.Contains(DateTimeOffset.FromUnixTimeMilliseconds(expired.ExpiresUnixMs).ToString("yyyy-MM-dd HH:mm:ss", System.Globalization.CultureInfo.InvariantCulture), e.Status.Detail);
+        Assert.Contains("the sender's clock is behind", e.Status.Detail);
 
         // Beyond the maximum TTL.
         Envelope tooLong = Valid(alice, bob);
         tooLong.ExpiresUnixMs = DateTimeOffset.UtcNow.AddDays(400).ToUnixTimeMilliseconds();
         Resign(tooLong, alice);
-        Assert.Contains("maximum TTL", (await Refused(client, tooLong)).Status.Detail);
+        string tooLongDetail = (await Refused(client, tooLong)).Status.Detail;
+        Assert.Contains("maximum TTL", tooLongDetail);
+        Assert.Contains(DateTimeOffset.FromUnixTimeMilliseconds(tooLong.ExpiresUnixMs).ToString("yyyy-MM-dd HH:mm:ss", System.Globalization.CultureInfo.InvariantCulture), tooLongDetail);
+        Assert.Contains("the sender's clock is ahead", tooLongDetail);
 
         // Expiries outside any calendar (the field is any int64): refused by name, never UNKNOWN.
         foreach (long extreme in new[] { long.MaxValue, long.MinValue })
@@ -64,6 +71,7 @@ public sealed class BadInputTests
             RpcException refused = await Refused(client, odd);
             Assert.Equal(StatusCode.InvalidArgument, refused.StatusCode);
             Assert.Contains(extreme > 0 ? "maximum TTL" : "expired", refused.Status.Detail);
+            Assert.Contains($"{extreme} ms after 1970 (outside any calendar)", refused.Status.Detail);
         }
 
         // Wrong padding class.

@@ -2,6 +2,7 @@ using System.Buffers;
 using System.Buffers.Binary;
 using System.Collections.Concurrent;
 using System.Diagnostics;
+using System.Globalization;
 using System.Runtime.InteropServices;
 using System.Threading.Channels;
 using Google.Protobuf;
@@ -429,20 +430,32 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
 
         // In milliseconds: any int64 is a valid field value, and most are outside DateTimeOffset's range.
         long now = _clock.GetUtcNow().ToUnixTimeMilliseconds();
+        // Both refusals give the two times: a sender whose clock is off (a phone set by hand, a VM resumed) otherwise
+        // reads only that its fresh envelope "has expired".
         if (envelope.ExpiresUnixMs <= now)
         {
-            return Reject("expired", StatusCode.InvalidArgument, "The envelope has expired.");
+            return Reject("expired", StatusCode.InvalidArgument,
+                $"The envelope has expired: its expiry is {ExpiryText(envelope.ExpiresUnixMs)}, the node's time {ExpiryText(now)}. Seal it again with a later " +
+                "expiry; if it was just made, the sender's clock is behind.");
         }
 
         if (envelope.ExpiresUnixMs - now > (long)TimeSpan.FromDays(_options.MaxTtlDays).TotalMilliseconds)
         {
-            return Reject("ttl", StatusCode.InvalidArgument, $"The envelope's expiry is more than {_options.MaxTtlDays} days away (the node's maximum TTL).");
+            return Reject("ttl", StatusCode.InvalidArgument,
+                $"The envelope's expiry, {ExpiryText(envelope.ExpiresUnixMs)}, is more than {_options.MaxTtlDays} days (the node's maximum TTL) after the node's " +
+                $"time, {ExpiryText(now)}. Seal it again with a nearer expiry; if its lifetime was within {_options.MaxTtlDays} days, the sender's clock is ahead.");
         }
 
         return null;
     }
 
     private static readonly string PayloadClassList = string.Join(", ", EnvelopeFormat.PayloadClasses);
+
+    // An expiry as a UTC time to the second, or as the raw field where no calendar holds it (any int64 is a valid value).
+    private static string ExpiryText(long unixMs) =>
+        unixMs is >= -62_135_596_800_000 and <= 253_402_300_799_999
+            ? DateTimeOffset.FromUnixTimeMilliseconds(unixMs).ToString("yyyy-MM-dd HH:mm:ss 'UTC'", CultureInfo.InvariantCulture)
+            : $"{unixMs} ms after 1970 (outside any calendar)";
 
     private RpcException RateLimited() => Reject("rate_limited", StatusCode.ResourceExhausted, _rateLimitedText,
         retryAfterMs: (int)Math.Clamp(Math.Ceiling(1000 / _options.SubmitRatePerKey), 1, 3_600_000));
