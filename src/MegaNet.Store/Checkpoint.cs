@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Buffers.Binary;
 using System.Security.Cryptography;
 using MegaNet.Core.Interop;
@@ -174,9 +175,14 @@ internal static class Checkpoint
         return written;
     }
 
-    /// <summary>Writes <paramref name="hashes"/> (32 bytes per leaf) to leaves.bin from leaf <paramref name="from"/> on
-    /// and flushes them.</summary>
-    public static void AppendLeaves(string storeDirectory, long from, ReadOnlySpan<byte> hashes)
+    /// <summary>Leaf hashes a checkpoint copies and writes at a time (1 MiB).</summary>
+    internal const int AppendChunkLeaves = 1 << 15;
+
+    /// <summary>Writes the hashes of leaves <paramref name="from"/> to <paramref name="to"/> (exclusive) to leaves.bin,
+    /// <see cref="AppendChunkLeaves"/> at a time, each chunk filled by <paramref name="fill"/> (its first leaf, the
+    /// span to fill), and flushes them. In chunks: a checkpoint after more than 67 million leaves (2 GiB of hashes) could
+    /// not make the one array it was written from, so it and every later one failed.</summary>
+    public static void AppendLeaves(string storeDirectory, long from, long to, SpanAction<byte, long> fill)
     {
         // Shared with readers: proofs read released hashes back (ReadLeafHashes) while a checkpoint appends, and an
         // exclusive lock here would make that checkpoint fail. Only leaves past the manifest's count are written.
@@ -184,7 +190,21 @@ internal static class Checkpoint
         // Bytes past the last manifest's count (a torn append) are overwritten.
         file.SetLength(from * 32);
         file.Position = from * 32;
-        file.Write(hashes);
+        byte[] chunk = ArrayPool<byte>.Shared.Rent((int)Math.Min(to - from, AppendChunkLeaves) * 32);
+        try
+        {
+            for (long start = from; start < to; start += AppendChunkLeaves)
+            {
+                Span<byte> hashes = chunk.AsSpan(0, (int)Math.Min(to - start, AppendChunkLeaves) * 32);
+                fill(hashes, start);
+                file.Write(hashes);
+            }
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(chunk);
+        }
+
         file.Flush(flushToDisk: true);
     }
 

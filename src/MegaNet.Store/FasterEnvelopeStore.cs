@@ -1784,17 +1784,17 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
             hook().GetAwaiter().GetResult();
         }
 
-        long from = snapshot.SavedLeaves, to = snapshot.Manifest.LeafCount;
-        byte[] leaves = new byte[checked((int)((to - from) * 32))];
-        lock (_state)
+        // The lock a chunk at a time: puts wait for it, and the leaves since the last checkpoint may be millions.
+        Checkpoint.AppendLeaves(StoreDirectory, snapshot.SavedLeaves, snapshot.Manifest.LeafCount, (hashes, first) =>
         {
-            for (long i = from; i < to; i++)
+            lock (_state)
             {
-                _merkle.LeafHashAt(i).CopyTo(leaves.AsSpan((int)((i - from) * 32)));
+                for (int i = 0; i < hashes.Length / 32; i++)
+                {
+                    _merkle.LeafHashAt(first + i).CopyTo(hashes[(i * 32)..]);
+                }
             }
-        }
-
-        Checkpoint.AppendLeaves(StoreDirectory, from, leaves);
+        });
         // The checkpoint's folders were made without flushing their names (on the committer's path, where a directory
         // flush would hold every put behind it): flushed here, in the background, before the manifest names them.
         foreach (string folder in (string[])["index-checkpoints", "cpr-checkpoints", string.Empty])

@@ -298,8 +298,45 @@ public sealed class MerkleProofTests(ITestOutputHelper output)
     /// the log release their lower levels.</summary>
     private static void Checkpointed(MerkleLog log, string directory, byte[] leafHashes, long from, long to)
     {
-        Checkpoint.AppendLeaves(directory, from, leafHashes.AsSpan((int)(from * MerkleTree.HashSize), (int)((to - from) * MerkleTree.HashSize)));
+        Checkpoint.AppendLeaves(directory, from, to, (hashes, first) => leafHashes.AsSpan((int)(first * MerkleTree.HashSize), hashes.Length).CopyTo(hashes));
         log.ReleaseSaved(to);
+    }
+
+    /// <summary>leaves.bin is written a chunk at a time (a checkpoint after more than 67 million leaves could not make
+    /// the one array it was written from): what reads back is what was given, across chunk edges, after a torn tail.</summary>
+    [Fact]
+    public void Leaf_hashes_appended_in_chunks_read_back_whole()
+    {
+        int seed = StoreTestKit.Seed();
+        output.WriteLine($"seed {seed} (replay with MEGANET_TEST_SEED={seed})");
+        string directory = StoreTestKit.NewDirectory();
+        try
+        {
+            long total = Checkpoint.AppendChunkLeaves * 2 + Checkpoint.AppendChunkLeaves / 2 + 7;
+            byte[] leafHashes = new byte[total * MerkleTree.HashSize];
+            new Random(seed).NextBytes(leafHashes);
+            var asked = new List<(long First, int Leaves)>();
+            void Append(long from, long to) => Checkpoint.AppendLeaves(directory, from, to, (hashes, first) =>
+            {
+                asked.Add((first, hashes.Length / MerkleTree.HashSize));
+                leafHashes.AsSpan((int)(first * MerkleTree.HashSize), hashes.Length).CopyTo(hashes);
+            });
+
+            Append(0, 100);
+            // A torn append past the count the next checkpoint starts from: overwritten.
+            File.AppendAllBytes(Path.Combine(directory, "leaves.bin"), new byte[1000]);
+            Append(100, total);
+            Assert.Equal([(0L, 100), (100L, Checkpoint.AppendChunkLeaves), (100L + Checkpoint.AppendChunkLeaves, Checkpoint.AppendChunkLeaves),
+                (100L + 2 * Checkpoint.AppendChunkLeaves, (int)(total - 100 - 2 * Checkpoint.AppendChunkLeaves))], asked);
+            Assert.Equal(total * MerkleTree.HashSize, new FileInfo(Path.Combine(directory, "leaves.bin")).Length);
+            byte[] read = new byte[leafHashes.Length];
+            Checkpoint.ReadLeafHashes(directory, 0, read);
+            Assert.Equal(leafHashes, read);
+        }
+        finally
+        {
+            Directory.Delete(directory, recursive: true);
+        }
     }
 
     /// <summary>A log whose lower levels were released after checkpoints (read back from leaves.bin) against one that
