@@ -391,6 +391,24 @@ public sealed class RoutingTests
             Assert.NotSame(second, router.LastCheckForTests);
             Assert.Equal(("InvalidOperationException: device lost", TimeSpan.FromMinutes(20)), outcomes.Last());
             Assert.Equal(2, faults);
+
+            // Back again, it serves MaxDelay without a fault: the next fault waits FirstDelay again, not the longest wait
+            // it ever reached (a GPU that recovered and faults again days later was kept off for the longest wait).
+            gpu.Fail = false;
+            clock.Advance(TimeSpan.FromMinutes(20));
+            Assert.Equal(expected, router.Verify(large));
+            await router.LastCheckForTests!.WaitAsync(TimeSpan.FromMinutes(1));
+            Assert.Equal((null, null), outcomes.Last());
+            clock.Advance(TimeSpan.FromMinutes(20));
+            gpu.Fail = true;
+            Assert.Equal(expected, router.Verify(large));
+            Task third = router.LastCheckForTests!;
+            clock.Advance(TimeSpan.FromMinutes(5));
+            Assert.Equal(expected, router.Verify(large));
+            Assert.NotSame(third, router.LastCheckForTests);
+            await router.LastCheckForTests!.WaitAsync(TimeSpan.FromMinutes(1));
+            Assert.Equal(("InvalidOperationException: device lost", TimeSpan.FromMinutes(10)), outcomes.Last());
+            Assert.Equal(3, faults);
         }
     }
 

@@ -201,6 +201,7 @@ public sealed class RoutingBatchVerifier : BatchVerifierBase
         // When (the retry's clock's timestamp) the next check is due, and the back-off that set it; under Gate.
         private long _checkAt = long.MaxValue;
         private TimeSpan _delay;
+        private long? _servingSince; // when (the retry's clock) the last passed check let it serve again
         private Task? _check;
         private bool _stopped;
 
@@ -209,6 +210,14 @@ public sealed class RoutingBatchVerifier : BatchVerifierBase
         {
             Failed = true;
             Interlocked.Increment(ref Faults);
+            // A fault after it served MaxDelay or longer since its last passed check waits FirstDelay again: a GPU that
+            // recovered and faults again days later is not kept off for the longest wait.
+            if (retry is not null && _servingSince is { } since
+                && retry.Clock.GetTimestamp() - since >= (long)(retry.MaxDelay.TotalSeconds * retry.Clock.TimestampFrequency))
+            {
+                _delay = TimeSpan.Zero;
+            }
+
             ScheduleNext();
         }
 
@@ -271,6 +280,7 @@ public sealed class RoutingBatchVerifier : BatchVerifierBase
                 {
                     // The same evidence that let it serve at start: its verdicts agree with the reference's.
                     Failed = false;
+                    _servingSince = retry!.Clock.GetTimestamp();
                 }
                 else
                 {
@@ -289,8 +299,9 @@ public sealed class RoutingBatchVerifier : BatchVerifierBase
                 return;
             }
 
+            long now = retry.Clock.GetTimestamp();
             _delay = _delay == TimeSpan.Zero ? retry.FirstDelay : TimeSpan.FromTicks(Math.Min(_delay.Ticks * 2, retry.MaxDelay.Ticks));
-            Volatile.Write(ref _checkAt, retry.Clock.GetTimestamp() + (long)(_delay.TotalSeconds * retry.Clock.TimestampFrequency));
+            Volatile.Write(ref _checkAt, now + (long)(_delay.TotalSeconds * retry.Clock.TimestampFrequency));
         }
 
         private void Report(string? failure)
@@ -311,7 +322,8 @@ public sealed class RoutingBatchVerifier : BatchVerifierBase
 /// How a <see cref="RoutingBatchVerifier"/> tries its accelerator again after a fault (a driver reset, memory another
 /// process held for a while): <see cref="FirstDelay"/> after the fault, <see cref="Check"/> runs on a thread of its
 /// own while batches go to the CPU, and only if it passes does the accelerator take large batches again. Each fault
-/// and each failed check doubles the wait, up to <see cref="MaxDelay"/>. A batch the accelerator faulted on is always
+/// and each failed check doubles the wait, up to <see cref="MaxDelay"/>; a fault after the accelerator served
+/// <see cref="MaxDelay"/> or longer since its last passed check waits <see cref="FirstDelay"/> again. A batch the accelerator faulted on is always
 /// verified again on the CPU, so no verdict depends on the retry.
 /// </summary>
 public sealed class AcceleratorRetry

@@ -96,7 +96,7 @@ public static partial class NodeServiceCollectionExtensions
             };
             string until = retry is null
                 ? "until the node restarts (GpuRetryMinutes 0)"
-                : $"until the GPU passes its start-up check again (tried {options.GpuRetryMinutes} min after the first fault, the wait doubling at every fault and " +
+                : $"until the GPU passes its start-up check again (tried {options.GpuRetryMinutes} min after a first fault, the wait doubling at every fault and " +
                   $"failed check up to {options.GpuRetryMaxMinutes} min: GpuRetryMinutes, GpuRetryMaxMinutes)";
             return NodeHost.Compose(verifier, verifierOptions, (name, o) => registry.Create(name, o), e => LogGpuFault(logger, until, e), retry);
         });

@@ -46,7 +46,8 @@ public sealed class NodeOptions
     public bool GpuInlinePtx { get; set; } = new Core.Verification.VerifierOptions().GpuInlinePtx;
 
     /// <summary>With a GPU backend: minutes after a GPU fault before the GPU's start-up check runs again (SIMD takes every
-    /// batch meanwhile); the wait doubles at every fault and failed check, up to <see cref="GpuRetryMaxMinutes"/>. 0: a
+    /// batch meanwhile); the wait doubles at every fault and failed check, up to <see cref="GpuRetryMaxMinutes"/>, and
+    /// starts from this again for a fault after the GPU served that long since it came back. 0: a
     /// GPU that faulted stays off until the node restarts. Default 5.</summary>
     public int GpuRetryMinutes { get; set; } = 5;
 
