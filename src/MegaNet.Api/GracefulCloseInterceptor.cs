@@ -7,7 +7,8 @@ namespace MegaNet.Api;
 /// Reports a call that failed because the node closed its connection gracefully (an HTTP/2 GOAWAY with NO_ERROR, as a
 /// node sends when it stops or restarts) as <c>UNAVAILABLE</c>, which it is, instead of the <c>INTERNAL</c> that
 /// Grpc.Net.Client makes of it; and a call its caller cancelled that failed on an object the cancellation disposed
-/// (<see cref="IsCancellationRace"/>) as <c>CANCELLED</c>, not <c>INTERNAL</c>.
+/// or on the stream it aborted (<see cref="IsCancellationRace"/>) as <c>CANCELLED</c>, not <c>INTERNAL</c> or
+/// <c>UNAVAILABLE</c>.
 /// </summary>
 /// <remarks>
 /// SocketsHttpHandler retries a request the node never took on a new connection, but not all of them: one still
@@ -124,13 +125,24 @@ internal sealed class GracefulCloseInterceptor : Interceptor
     }
 
     /// <summary>
-    /// An <c>INTERNAL</c> status from an object disposed under the call (Grpc.Net.Client: "Error starting gRPC call.
-    /// ObjectDisposedException: ... 'HttpConnectionResponseContent'") while <paramref name="cancellation"/> is cancelled:
-    /// the caller's own cancellation, racing the read of the response, disposed it (grpc/grpc-dotnet#1547; seen in
-    /// ClientChurnTests, 2026-12-04). The call was cancelled, and says so; one not cancelled keeps its INTERNAL.
+    /// A status the client's transport made of the call's end while <paramref name="cancellation"/> is cancelled: the
+    /// caller's own cancellation, racing the sending of the request or the read of the response, ended it with an object
+    /// it disposed (<c>INTERNAL</c>, "Error starting gRPC call. ObjectDisposedException: ... 'HttpConnectionResponseContent'":
+    /// grpc/grpc-dotnet#1547; seen in ClientChurnTests, 2026-12-04) or with the stream it aborted (<c>UNAVAILABLE</c>,
+    /// "IOException: The request was aborted.": 1 of 5,400 Fetch calls cancelled at random moments against a
+    /// live node, 24 in a 47-minute soak, told as a node failure; or <c>RESOURCE_EXHAUSTED</c> from an HTTP/2
+    /// ENHANCE_YOUR_CALM reset that came after the cancellation). The call was cancelled, and says so; one not
+    /// cancelled keeps its status. (A node's own status comes in its trailers, with no exception behind it.)
     /// </summary>
     internal static bool IsCancellationRace(Status status, CancellationToken cancellation) =>
-        status.StatusCode == StatusCode.Internal && cancellation.IsCancellationRequested && HasCause(status, static e => e is ObjectDisposedException);
+        cancellation.IsCancellationRequested && status.StatusCode switch
+        {
+            StatusCode.Internal => HasCause(status, static e => e is ObjectDisposedException),
+            // A stream or connection the transport saw end (an HTTP/2 reset, ENHANCE_YOUR_CALM among them, is an
+            // IOException too): a node's own UNAVAILABLE or RESOURCE_EXHAUSTED carries no exception.
+            StatusCode.Unavailable or StatusCode.ResourceExhausted => HasCause(status, static e => e is IOException),
+            _ => false,
+        };
 
     private sealed class MappedReader<T>(IAsyncStreamReader<T> inner, CancellationToken call) : IAsyncStreamReader<T>
     {
