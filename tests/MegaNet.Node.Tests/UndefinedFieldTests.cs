@@ -169,6 +169,9 @@ public sealed class UndefinedFieldTests
         Assert.StartsWith("The SubmitBatchStream request is not a valid SubmitBatchRequest message (SubmitBatchRequest.envelopes.pow carries a tag of wire type 6",
             Refusal(Marshaller<SubmitBatchRequest>("SubmitBatchStream"), [0x0A, 0x00, 0x0A, (byte)envelope.Length, .. envelope]), StringComparison.Ordinal);
 
+        // So the undefined-field scan, which runs after that refusal, never describes such a tag: it stops there.
+        Assert.Null(UndefinedFieldCheck.Submit.Refusal(new ReadOnlySequence<byte>([0x0A, (byte)envelope.Length, .. envelope])));
+
         // Bytes the parser skips whole are not read: an unknown length-delimited field and a packed repeated field hold
         // values, not tags.
         Assert.Null(Refusal(Marshaller<FetchRequest>("Fetch"), [0x52, 0x02, 0x0E, 0x0F]));

@@ -146,9 +146,11 @@ internal sealed class UndefinedFieldCheck
     }
 
     /// <summary>Reads a tag; false for one cut short, of field 0, or ending a group never opened (the parser refuses
-    /// all three).</summary>
+    /// all three), and for one of wire type 6 or 7. No request with such a tag where this scan reads reaches it: the
+    /// marshaller runs <see cref="RequestWireScan"/> first (on <see cref="RequestItemLimit"/>'s pass for a batch), which
+    /// reads every tag this scan reads, and refuses the request as not protobuf.</summary>
     private static bool TryReadTag(ref SequenceReader<byte> reader, long end, out uint tag) =>
-        RequestWireScan.TryReadVarint32(ref reader, out tag) && reader.Consumed <= end && tag >> 3 != 0 && (tag & 7) != 4;
+        RequestWireScan.TryReadVarint32(ref reader, out tag) && reader.Consumed <= end && tag >> 3 != 0 && (tag & 7) is not (4 or 6 or 7);
 
     /// <summary>A message type as the generated parser reads it: the tags it takes as fields (anything else it keeps
     /// as unknown, or refuses), and its fields by number.</summary>
@@ -201,7 +203,7 @@ internal sealed class UndefinedFieldCheck
     /// <summary>A field the schema does not define: an unknown number, or a known one under another wire type.</summary>
     private sealed class Undefined(Schema schema, uint tag, Field? named)
     {
-        private static readonly string[] WireTypes = ["a varint", "a 64-bit value", "a length-delimited value", "a group", "a group end", "a 32-bit value", "wire type 6", "wire type 7"];
+        private static readonly string[] WireTypes = ["a varint", "a 64-bit value", "a length-delimited value", "a group", "a group end", "a 32-bit value"];
 
         /// <summary>The fields leading to it, innermost first.</summary>
         public List<string> Path { get; } = [];
