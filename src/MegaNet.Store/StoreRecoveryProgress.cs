@@ -45,7 +45,12 @@ public sealed record StoreRecoveryProgress(
     long LogEntries,
     int Mailboxes,
     long Envelopes,
-    TimeSpan Elapsed);
+    TimeSpan Elapsed)
+{
+    /// <summary>Whether the store is new: neither a checkpoint nor any write-ahead log was on disk when the open began,
+    /// so there was nothing to recover (a first start, or a store that never took a write).</summary>
+    public bool IsNew => !CheckpointFound && LogBytesOnDisk == 0;
+}
 
 /// <summary>Reports one open's recovery to <see cref="StoreOptions.RecoveryProgress"/>: the replay's check is a
 /// comparison of timestamps per record, and nothing at all without a listener.</summary>

@@ -109,9 +109,16 @@ public sealed class NodeStartLogTests : IDisposable
         // A node on a large store said nothing between "Starting the verifier" and "listening" while the store recovered
         // (seconds to minutes), and nothing between a SIGTERM and "stopped cleanly".
         string crashed = Path.Combine(_dir, "crashed");
-        await using (WebApplication first = NodeHost.Build(Options()))
+        var firstLog = new LogCapture();
+        await using (WebApplication first = NodeHost.Build(Options(), l => l.AddProvider(firstLog)))
         {
             await NodeHost.StartAsync(first);
+            // A first start says that the store is new, not that it found no checkpoint and 0.0 MiB to replay.
+            List<string> firstLines = [.. firstLog.Lines];
+            int created = firstLines.IndexOf($"Information MegaNet.Store: Opening the store in {Path.Combine(_dir, "data", "store")}: a new store (no checkpoint, no write-ahead log), nothing to recover");
+            int ready = firstLines.FindIndex(l => l.StartsWith("Information MegaNet.Store: New store ready in ", StringComparison.Ordinal));
+            Assert.True(created >= 0 && ready > created, string.Join(Environment.NewLine, firstLines));
+            Assert.DoesNotContain(firstLines, l => l.Contains("Store recovered", StringComparison.Ordinal));
             var store = (FasterEnvelopeStore)first.Services.GetRequiredService<IEnvelopeStore>();
             byte[] recipient = new byte[32];
             for (int i = 0; i < 50; i++)

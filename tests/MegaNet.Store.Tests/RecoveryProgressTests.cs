@@ -86,6 +86,33 @@ public sealed class RecoveryProgressTests : IDisposable
     }
 
     [Fact]
+    public async Task Only_a_store_without_checkpoint_or_log_on_disk_is_new()
+    {
+        var recorded = new Recorded();
+        string live = Path.Combine(_dir, "live"), crashed = Path.Combine(_dir, "crashed");
+        StoreOptions options = Options(live);
+        options.RecoveryProgress = recorded;
+        await using (FasterEnvelopeStore store = await FasterEnvelopeStore.OpenAsync(options))
+        {
+            await store.PutAsync(new PutRequest(Bytes(new Random(Seed()), 500), new byte[32], DateTimeOffset.UtcNow.AddDays(1)));
+            CopyStoreFiles(Path.Combine(live, "store"), Path.Combine(crashed, "store")); // a log, no checkpoint
+        }
+
+        Assert.NotEmpty(recorded.Reports);
+        Assert.All(recorded.Reports, r => Assert.True(r.IsNew));
+        recorded.Reports.Clear();
+        options = Options(crashed);
+        options.RecoveryProgress = recorded;
+        await using (FasterEnvelopeStore reopened = await FasterEnvelopeStore.OpenAsync(options))
+        {
+            Assert.Equal(1, reopened.TreeSize);
+        }
+
+        Assert.All(recorded.Reports, r => Assert.False(r.IsNew));
+        Assert.NotEmpty(recorded.Reports);
+    }
+
+    [Fact]
     public void A_negative_progress_interval_is_refused_by_name()
     {
         StoreOptions options = Options(_dir);

@@ -18,6 +18,9 @@ internal sealed partial class StoreRecoveryLog(ILogger logger) : IProgress<Store
         ArgumentNullException.ThrowIfNull(value);
         switch (value.Stage)
         {
+            case StoreRecoveryStage.Opening when value.IsNew:
+                LogOpeningNew(logger, value.StoreDirectory);
+                break;
             case StoreRecoveryStage.Opening when value.CheckpointFound:
                 LogOpening(logger, value.StoreDirectory, value.LogBytesOnDisk / MiB);
                 break;
@@ -32,6 +35,9 @@ internal sealed partial class StoreRecoveryLog(ILogger logger) : IProgress<Store
             case StoreRecoveryStage.Replaying:
                 LogReplaying(logger, value.ReplayedRecords, value.ReplayedBytes / MiB, value.ReplayBytes / MiB,
                     value.ReplayBytes == 0 ? 100 : 100.0 * value.ReplayedBytes / value.ReplayBytes, value.Elapsed.TotalSeconds);
+                break;
+            case StoreRecoveryStage.Recovered when value.IsNew:
+                LogNewReady(logger, value.Elapsed.TotalSeconds);
                 break;
             default:
                 LogRecovered(logger, value.Elapsed.TotalSeconds, value.Envelopes, value.Mailboxes, value.LogEntries, value.ReplayedRecords);
@@ -58,4 +64,12 @@ internal sealed partial class StoreRecoveryLog(ILogger logger) : IProgress<Store
     [LoggerMessage(EventId = 34, Level = LogLevel.Information, Message = "Store recovered in {Seconds:F1} s: {Envelopes:N0} waiting envelopes in {Mailboxes:N0} mailboxes, " +
         "{LogEntries:N0} log entries; {Records:N0} write-ahead log records replayed")]
     private static partial void LogRecovered(ILogger logger, double seconds, long envelopes, int mailboxes, long logEntries, long records);
+
+    // A new store's lines: before, its first start said "no checkpoint, and 0.0 MiB of write-ahead log on disk to
+    // replay" and "Store recovered", as if something had been lost and recovered.
+    [LoggerMessage(EventId = 35, Level = LogLevel.Information, Message = "Opening the store in {StoreDirectory}: a new store (no checkpoint, no write-ahead log), nothing to recover")]
+    private static partial void LogOpeningNew(ILogger logger, string storeDirectory);
+
+    [LoggerMessage(EventId = 36, Level = LogLevel.Information, Message = "New store ready in {Seconds:F1} s")]
+    private static partial void LogNewReady(ILogger logger, double seconds);
 }
