@@ -59,7 +59,7 @@ internal static class CliParsers
     }
 
     /// <summary>A duration such as 30s, 2m, 1h, 1d or 00:01:30.</summary>
-    public static TimeSpan Duration(ArgumentResult result)
+    public static CliDuration Duration(ArgumentResult result)
     {
         string text = result.Tokens.Single().Value.Trim();
         if (double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out double bare))
@@ -70,7 +70,7 @@ internal static class CliParsers
             result.AddError(bare > 0
                 ? $"{name} '{text}' has no unit: write {text}s, {text}m, {text}h or {text}d."
                 : $"{name} must be more than 0, with a unit, such as 30s, 2m or 1h (got '{text}').");
-            return TimeSpan.Zero;
+            return default;
         }
 
         TimeSpan? parsed =
@@ -81,7 +81,7 @@ internal static class CliParsers
             TimeSpan.TryParse(text, CultureInfo.InvariantCulture, out TimeSpan t) ? t : null;
         if (parsed > TimeSpan.Zero && parsed <= MaxDuration)
         {
-            return parsed.Value;
+            return new(parsed.Value);
         }
 
         if (parsed is not null)
@@ -90,14 +90,37 @@ internal static class CliParsers
             // no duration at all.
             string name = (result.Parent as OptionResult)?.Option.Name ?? "The duration";
             result.AddError($"{name} must be more than 0 and at most {MaxDuration.TotalDays:0} days, such as 30s, 2m or 00:01:30 (got '{text}').");
-            return TimeSpan.Zero;
+            return default;
         }
 
         result.AddError($"'{text}' is not a duration such as 30s, 2m, 1h, 1d or 00:01:30.");
-        return TimeSpan.Zero;
+        return default;
     }
 
     /// <summary>The number before <paramref name="unit"/> at the end of <paramref name="text"/>, if that is the form.</summary>
     private static double? Unit(string text, char unit) =>
         text.Length > 1 && text[^1] == unit && double.TryParse(text[..^1], NumberStyles.Float, CultureInfo.InvariantCulture, out double value) && double.IsFinite(value) ? value : null;
+}
+
+/// <summary>
+/// The value of a duration option (<see cref="CliParsers.Duration"/>): a <see cref="TimeSpan"/> that <c>--help</c>'s
+/// "[default: ...]" shows in the form the option is given, <c>30s</c> or <c>5m</c>, not as <c>00:00:30</c>
+/// (System.CommandLine prints a default with its ToString, and its help builder is not public to customize).
+/// </summary>
+internal readonly record struct CliDuration(TimeSpan Value)
+{
+    public static implicit operator TimeSpan(CliDuration duration) => duration.Value;
+
+    /// <summary>The duration as a <see cref="TimeSpan"/>.</summary>
+    public TimeSpan ToTimeSpan() => Value;
+
+    /// <summary>In the largest unit that holds it whole (1d, 2h, 5m, 30s; 1.5s), which <see cref="CliParsers.Duration"/>
+    /// reads back.</summary>
+    public override string ToString() =>
+        Value.Ticks % TimeSpan.TicksPerDay == 0 ? Whole(Value.TotalDays, 'd')
+        : Value.Ticks % TimeSpan.TicksPerHour == 0 ? Whole(Value.TotalHours, 'h')
+        : Value.Ticks % TimeSpan.TicksPerMinute == 0 ? Whole(Value.TotalMinutes, 'm')
+        : Whole(Value.TotalSeconds, 's');
+
+    private static string Whole(double count, char unit) => count.ToString("0.#######", CultureInfo.InvariantCulture) + unit;
 }

@@ -33,10 +33,10 @@ internal static partial class ClientCommands
 
     private static Option<bool> JsonOption(string what) => new("--json") { Description = what };
 
-    private static Option<TimeSpan> TimeoutOption(string description = "How long to wait for each of the node's answers before giving up (e.g. 30s, 2m).") => new("--timeout")
+    private static Option<CliDuration> TimeoutOption(string description = "How long to wait for each of the node's answers before giving up (e.g. 30s, 2m).") => new("--timeout")
     {
         Description = description,
-        DefaultValueFactory = _ => TimeSpan.FromSeconds(30),
+        DefaultValueFactory = _ => new(TimeSpan.FromSeconds(30)),
         CustomParser = CliParsers.Duration,
     };
 
@@ -726,11 +726,11 @@ internal static partial class ClientCommands
         var after = new Option<ulong>("--after") { Description = "Cursor: only messages after this sequence number. Default 0 (everything waiting).", CustomParser = CliParsers.SequenceNumber };
         var json = JsonOption("One JSON object per message.");
         var nodeId = NodeIdOption();
-        var retryFor = new Option<TimeSpan>("--retry-for")
+        var retryFor = new Option<CliDuration>("--retry-for")
         {
             Description = "After a subscription that worked is lost (the node restarts, the connection dies), subscribe again from the last message, " +
                 "waiting 1 s, 2 s, 4 s ... up to 30 s between tries, for at most this long without one that works (mail or a second keepalive comes) (e.g. 30s, 10m, 01:00:00).",
-            DefaultValueFactory = _ => DefaultRetryFor,
+            DefaultValueFactory = _ => new(DefaultRetryFor),
             CustomParser = CliParsers.Duration,
         };
         var ack = new Option<bool>("--ack")
@@ -881,7 +881,7 @@ internal static partial class ClientCommands
                     TimeSpan failing = TimeSpan.FromMilliseconds(now - failingSince.Value);
                     if (failing >= retryFor)
                     {
-                        throw new ListenGaveUpException($"gave up after {failing.TotalSeconds:0} s without a subscription (--retry-for {retryFor}): {Describe(e)}", e);
+                        throw new ListenGaveUpException($"gave up after {failing.TotalSeconds:0} s without a subscription (--retry-for {new CliDuration(retryFor)}): {Describe(e)}", e);
                     }
 
                     TimeSpan wait = WaitBefore(e, delay);

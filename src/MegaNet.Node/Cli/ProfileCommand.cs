@@ -15,10 +15,10 @@ internal static class ProfileCommand
         var json = new Option<bool>("--json") { Description = "With --once: print the snapshot as JSON." };
         var refresh = new Option<int>("--refresh") { Description = "Seconds between updates.", DefaultValueFactory = _ => 1 };
         var trace = new Option<string?>("--trace") { Description = "Write a .nettrace with CPU sampling to this file (PerfView, speedscope)." };
-        var duration = new Option<TimeSpan>("--duration")
+        var duration = new Option<CliDuration>("--duration")
         {
             Description = "How long --trace records (e.g. 30s, 2m).",
-            DefaultValueFactory = _ => TimeSpan.FromSeconds(30),
+            DefaultValueFactory = _ => new(TimeSpan.FromSeconds(30)),
             CustomParser = CliParsers.Duration,
         };
         var top = new Option<int>("--top")
