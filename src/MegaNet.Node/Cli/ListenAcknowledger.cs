@@ -81,6 +81,11 @@ internal sealed class ListenAcknowledger : IAsyncDisposable
                         break;
                     }
 
+                    // At most what one Ack call carries (MegaNetClient.AckAsync sends 1,000 a call, the node's limit):
+                    // a batch is one call, which the node applies whole, as one record, or not at all. So no batch is
+                    // acknowledged in part (the AckIncompleteException that fetch --ack handles), and once the call
+                    // answers every message in it is recorded as acknowledged (those the node found gone already were
+                    // deleted by this owner's other reader, by this batch's own try whose answer was lost, or expired).
                     while (batch.Count < MegaNet.Store.FasterEnvelopeStore.MaxAckSeqs && _seqs.Reader.TryRead(out var item))
                     {
                         batch.Add(item);
