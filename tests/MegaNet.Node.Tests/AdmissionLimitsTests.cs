@@ -247,6 +247,33 @@ public sealed class AdmissionLimitsTests
     }
 
     [Fact]
+    public async Task An_envelope_the_store_refused_sent_again_past_its_keys_last_token_is_refused_for_the_rate_not_given_the_old_refusal()
+    {
+        // The store refused the envelope (its token went back), then another envelope of the key took the key's one
+        // token. The envelope sent again finds the bucket empty, but not because of its own first submission: it must
+        // be told the rate, not the store's refusal of long ago (it was: the table of token takers answered it as a copy
+        // racing its original, and a store that recovered kept being reported as failing while the key sent).
+        using IBatchVerifier simd = VerifierCatalog.Create().Create("simd", new VerifierOptions { Threads = 1 });
+        var store = new HeldStore { FailWith = new IOException("the device failed") };
+        store.Commit();
+        var options = new NodeOptions { SubmitRatePerKey = 0.001, SubmitBurst = 1, FlushMicroseconds = 0 };
+        await using var admission = new AdmissionPipeline(simd, store, options, TimeProvider.System, NullLogger<AdmissionPipeline>.Instance);
+        using Identity sender = Identity.Create(), recipient = Identity.Create();
+        Envelope[] envelopes = [.. Enumerable.Range(0, 2).Select(i => EnvelopeFormat.Seal(sender, recipient.Card, Encoding.UTF8.GetBytes($"message {i}"),
+            "text/plain", null, DateTimeOffset.UtcNow.AddDays(1)))];
+
+        RpcException failed = await Assert.ThrowsAsync<RpcException>(() => admission.SubmitAsync(envelopes[0], null, CancellationToken.None).WaitAsync(TimeSpan.FromMinutes(1)));
+        Assert.Equal(StatusCode.Unavailable, failed.StatusCode);
+        store.FailWith = null;
+        await admission.SubmitAsync(envelopes[1], null, CancellationToken.None).WaitAsync(TimeSpan.FromMinutes(1));
+
+        RpcException again = await Assert.ThrowsAsync<RpcException>(() => admission.SubmitAsync(envelopes[0], null, CancellationToken.None).WaitAsync(TimeSpan.FromMinutes(1)));
+        Assert.True(again.StatusCode == StatusCode.ResourceExhausted, $"{again.StatusCode}: {again.Status.Detail}");
+        Assert.Contains("Too many submissions from this sending key", again.Status.Detail, StringComparison.Ordinal);
+        Assert.Equal(2, store.Puts);
+    }
+
+    [Fact]
     public async Task Full_buckets_are_forgotten_while_mail_comes_and_while_idle()
     {
         // A bucket full again is the same as none. Until 2026-12-05 the node forgot buckets only once a million sending

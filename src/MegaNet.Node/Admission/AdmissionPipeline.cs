@@ -51,7 +51,7 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
     // one in the same slot takes its place). A copy of one of them (the same envelope on another connection at the same
     // moment) that finds the key's bucket empty, emptied by that very submission, is answered with its receipt as a
     // replay would be: refused for the rate, it was told to wait for a token its one envelope already paid. Written by
-    // the batcher and the store stage, read by callers; a fixed table, so nothing is allocated per envelope.
+    // the batcher, read by callers; a fixed table, so nothing is allocated per envelope.
     private const int TokenTakerSlots = 1 << 14;
     private readonly Pending?[] _tokenTakers = new Pending?[TokenTakerSlots];
     private long _batches;
@@ -514,12 +514,16 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
     }
 
     /// <summary>The submission of the same envelope that took its sending key's token, if the table still holds it
-    /// (see <c>_tokenTakers</c>): answered or not, its answer is the copy's. A taker stays until another envelope's
-    /// takes its slot, so a copy that arrives as the original is answered still finds it.</summary>
+    /// (see <c>_tokenTakers</c>) and it was not refused: stored or still on its way, its answer is the copy's. A taker
+    /// stays until another envelope's takes its slot, so a copy that arrives as the original is answered still finds
+    /// it.</summary>
+    /// <remarks>One already refused gave its token back (the store stage returns it for every refusal), so the bucket
+    /// is empty for other envelopes of the key: its refusal, perhaps long past (a store that has since recovered), is
+    /// not the copy's answer, the rate is.</remarks>
     private Pending? TokenTakerOf(Pending copy)
     {
         Pending? taker = Volatile.Read(ref _tokenTakers[(uint)copy.IdKey.GetHashCode() % TokenTakerSlots]);
-        return taker is not null && taker != copy && taker.IdKey == copy.IdKey ? taker : null;
+        return taker is not null && taker != copy && taker.IdKey == copy.IdKey && !taker.Task.IsFaulted ? taker : null;
     }
 
     /// <summary>The answer to a copy of <paramref name="original"/> refused a token: the original's receipt, marked a
