@@ -94,6 +94,40 @@ public sealed class MailboxAuthenticatorTests : IDisposable
         Assert.Equal(2, _authenticator.UsedCount);
     }
 
+    /// <summary>An auth as clients before 2026-12-01 signed it: "meganet-auth-v1" ‖ nonce ‖ node id ‖ address, no
+    /// purpose (the bytes written here the old way, not through today's EnvelopeFormat).</summary>
+    private MailboxAuth SignedTheOldWay(Identity who)
+    {
+        ChallengeResponse challenge = _authenticator.Challenge(who.Address);
+        byte[] signed = [.. "meganet-auth-v1"u8, .. challenge.Nonce.Span, .. challenge.NodeId.Span, .. who.Address];
+        MailboxAuth auth = SignFor(who).Clone();
+        auth.Nonce = challenge.Nonce;
+        auth.Signature = Google.Protobuf.ByteString.CopyFrom(who.SignWithIdentity(signed));
+        return auth;
+    }
+
+    [Fact]
+    public void An_auth_an_old_client_signed_is_refused_with_advice_to_update_it()
+    {
+        // Found by running a meganet from 2026-11-29 against this node: its fetch and listen were told only that the
+        // signature does not verify, which sends the owner looking for a wrong key, not for an update.
+        using Identity bob = Identity.Create();
+        MailboxAuth old = SignedTheOldWay(bob);
+        RpcException refused = Assert.Throws<RpcException>(() => Open(old));
+        Assert.Equal(StatusCode.PermissionDenied, refused.StatusCode);
+        Assert.Contains("before 2026-12-01", refused.Status.Detail, StringComparison.Ordinal);
+        Assert.Contains("update meganet", refused.Status.Detail, StringComparison.Ordinal);
+
+        // Still refused for every call (v1 names none) and used up like any failed check.
+        Assert.Equal(StatusCode.PermissionDenied, Assert.Throws<RpcException>(() => _authenticator.Authenticate(SignedTheOldWay(bob), MailboxPurpose.Subscribe)).StatusCode);
+        Assert.Contains("already used", Assert.Throws<RpcException>(() => Open(old)).Status.Detail, StringComparison.Ordinal);
+
+        // A signature that is simply wrong keeps its own message.
+        RpcException forged = Assert.Throws<RpcException>(() => Open(ForgedFor(bob)));
+        Assert.DoesNotContain("before 2026-12-01", forged.Status.Detail, StringComparison.Ordinal);
+        Assert.Contains("does not verify", forged.Status.Detail, StringComparison.Ordinal);
+    }
+
     [Fact]
     public void A_site_whose_signatures_keep_failing_is_refused_unchecked_and_others_are_not()
     {
@@ -148,7 +182,8 @@ public sealed class MailboxAuthenticatorTests : IDisposable
         var forged = Enumerable.Range(0, 4 * AuthFailures.Burst).Select(_ => ForgedFor(eve)).ToArray();
         int checks = _verifier.Checked;
         Parallel.ForEach(forged, auth => Assert.Throws<RpcException>(() => Open(auth, forger)));
-        Assert.Equal(AuthFailures.Burst - 1, _verifier.Checked - checks);
+        // Two checks per failure: the second tells an old client's v1 auth apart (its refusal says to update).
+        Assert.Equal(2 * (AuthFailures.Burst - 1), _verifier.Checked - checks);
     }
 
     [Fact]

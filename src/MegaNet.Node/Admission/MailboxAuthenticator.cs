@@ -21,7 +21,8 @@ namespace MegaNet.Node.Admission;
 /// nonces that were used are remembered, until they expire, so none is accepted twice: a signed auth seen by someone
 /// else (a log, a proxy, plaintext HTTP) cannot be replayed as an Ack. A nonce is used up by a failed signature check
 /// too, and each client site has a budget of failed checks (<see cref="AuthFailures"/>): a wrong signature costs the
-/// node a full Ed25519 check and the caller nothing, and one challenge used to allow any number of them.
+/// node a full Ed25519 check (two: the second recognises the v1 form of clients before 2026-12-01, to tell their owners
+/// to update) and the caller nothing, and one challenge used to allow any number of them.
 /// </remarks>
 public sealed class MailboxAuthenticator(NodeKey nodeKey, IBatchVerifier verifier, TimeProvider clock)
 {
@@ -56,6 +57,11 @@ public sealed class MailboxAuthenticator(NodeKey nodeKey, IBatchVerifier verifie
     private const int NonceLength = 32;
     private const int MacLength = 16;
     private static readonly byte[] MacDomain = "meganet-challenge-v1"u8.ToArray();
+    private static readonly byte[] LegacyAuthDomain = "meganet-auth-v1"u8.ToArray();
+
+    /// <summary>The refusal of an auth signed in the v1 form (no purpose) that clients before 2026-12-01 sign.</summary>
+    internal const string LegacyAuthRefusal =
+        "The challenge is signed in the form clients from before 2026-12-01 use (meganet-auth-v1, which names no call), and this node accepts only meganet-auth-v2 (docs/protocol.md, \"Mailbox authentication\"): update meganet (or the MegaNet.Api client library) and try again; the challenge is used up. Mail waiting for you stays on the node.";
 
     private readonly byte[] _secret = RandomNumberGenerator.GetBytes(32);
 
@@ -206,6 +212,18 @@ public sealed class MailboxAuthenticator(NodeKey nodeKey, IBatchVerifier verifie
             valid = verifier.Verify(batch)[0];
         }
 
+        // Clients from before 2026-12-01 sign the v1 form, which names no call. It is refused all the same (an auth seen
+        // on its way could be spent on another call, an Ack among them), but its owner is told to update the client:
+        // a bare "does not verify" sent them looking for a wrong key. Only after a failed check, which the site's
+        // budget of failures already bounds, so a second check there costs at most as much again.
+        bool legacy = false;
+        if (!valid)
+        {
+            using var batch = new SignatureBatch(1);
+            batch.Add(auth.IdentitySigningKey.Span, auth.Signature.Span, LegacyAuthBytes(nonce, nodeKey.PublicKey, address));
+            legacy = verifier.Verify(batch)[0];
+        }
+
         // Two calls racing with one nonce: exactly one adds it.
         lock (_gate)
         {
@@ -221,6 +239,12 @@ public sealed class MailboxAuthenticator(NodeKey nodeKey, IBatchVerifier verifie
                 // does: replayed until it expires, it would buy a check per call. It is charged to the site's budget
                 // of failed checks, and used up below where a cap allows, so a replay is refused before the check.
                 _failures.Checked(checkedSite, valid && refusal is null, reserved, Timestamp());
+            }
+
+            if (legacy)
+            {
+                UseUp(now, expires, second, random, source);
+                throw new RpcException(new Status(StatusCode.PermissionDenied, LegacyAuthRefusal));
             }
 
             if (!valid)
@@ -252,6 +276,10 @@ public sealed class MailboxAuthenticator(NodeKey nodeKey, IBatchVerifier verifie
 
         return address;
     }
+
+    // "meganet-auth-v1" ‖ nonce ‖ node id ‖ address: what clients before 2026-12-01 sign (recognised only to say so).
+    private static byte[] LegacyAuthBytes(ReadOnlySpan<byte> nonce, ReadOnlySpan<byte> nodeId, ReadOnlySpan<byte> address) =>
+        [.. LegacyAuthDomain, .. nonce, .. nodeId, .. address];
 
     /// <summary>Under <see cref="_gate"/>. The refusal of a valid auth by the caps on used nonces (node-wide, per
     /// mailbox, per site), or null; <paramref name="fromSource"/> and <paramref name="opened"/> are the site's and the
