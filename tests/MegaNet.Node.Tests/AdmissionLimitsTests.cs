@@ -274,6 +274,88 @@ public sealed class AdmissionLimitsTests
     }
 
     [Fact]
+    public async Task Submissions_queued_on_a_bucket_the_sweep_forgot_share_the_keys_burst_with_those_after_them()
+    {
+        // A submission keeps the bucket its early check found. The once-a-second sweep forgot that bucket as full while
+        // submissions were queued on it, so they took a burst from it and the ones after them another from the key's
+        // new bucket: twice the burst at once (found by reading, 2026-12-05). Here the batcher is held in the verifier
+        // past the bucket's refill and the sweep's second, the key's two submissions queue on its full bucket, and the
+        // sweep forgets it before they take their tokens; the next two must find the burst spent.
+        using IBatchVerifier simd = VerifierCatalog.Create().Create("simd", new VerifierOptions { Threads = 1 });
+        using var verifier = new BlockingWhenArmed(simd);
+        var store = new HeldStore();
+        store.Commit();
+        var options = new NodeOptions { SubmitRatePerKey = 1, SubmitBurst = 2, FlushMicroseconds = 0 };
+        await using var admission = new AdmissionPipeline(verifier, store, options, TimeProvider.System, NullLogger<AdmissionPipeline>.Instance);
+        using Identity sender = Identity.Create(), other = Identity.Create(), recipient = Identity.Create();
+        int sealedCount = 0;
+        async Task<Receipt> Submit(Identity from) => await admission.SubmitAsync(EnvelopeFormat.Seal(from, recipient.Card, Encoding.UTF8.GetBytes($"message {sealedCount++}"),
+            "text/plain", null, DateTimeOffset.UtcNow.AddDays(1)), null, CancellationToken.None).WaitAsync(TimeSpan.FromMinutes(1));
+
+        await Submit(sender); // the key's bucket: one of its two tokens taken
+        verifier.Arm();
+        Task<Receipt> held = Submit(other);
+        Assert.True(verifier.Entered.Wait(TimeSpan.FromMinutes(1)), "the batcher never reached the verifier");
+        await Task.Delay(TimeSpan.FromSeconds(1.5)); // full again after 1 s at 1/s, and the sweep due
+        Task<Receipt>[] queued = [Submit(sender), Submit(sender)];
+        verifier.Release.Set();
+        await held;
+        await Task.WhenAll(queued);
+
+        // Refilled at 1/s: both would be taken only after a 2 s stall between the two lines.
+        Task<Receipt>[] after = [Submit(sender), Submit(sender)];
+        int accepted = 0;
+        foreach (Task<Receipt> t in after)
+        {
+            try
+            {
+                await t;
+                accepted++;
+            }
+            catch (RpcException e) when (e.StatusCode == StatusCode.ResourceExhausted)
+            {
+            }
+        }
+
+        Assert.True(accepted < 2, $"{accepted} of 2 more submissions were accepted right after the key's burst of 2 was taken");
+    }
+
+    /// <summary>The real backend, except that its first call after <see cref="Arm"/> waits for <see cref="Release"/>.</summary>
+    private sealed class BlockingWhenArmed(IBatchVerifier inner) : IBatchVerifier
+    {
+        private int _armed;
+
+        public void Arm() => Volatile.Write(ref _armed, 1);
+
+        public ManualResetEventSlim Entered { get; } = new();
+
+        public ManualResetEventSlim Release { get; } = new();
+
+        public string Name => inner.Name;
+
+        public string Description => inner.Description;
+
+        public VerificationRule Rule => inner.Rule;
+
+        public void Verify(SignatureBatch batch, int start, int count, Span<bool> verdicts)
+        {
+            if (Interlocked.Exchange(ref _armed, 0) == 1)
+            {
+                Entered.Set();
+                Release.Wait(TimeSpan.FromMinutes(2));
+            }
+
+            inner.Verify(batch, start, count, verdicts);
+        }
+
+        public void Dispose()
+        {
+            Entered.Dispose();
+            Release.Dispose();
+        }
+    }
+
+    [Fact]
     public async Task Full_buckets_are_forgotten_while_mail_comes_and_while_idle()
     {
         // A bucket full again is the same as none. Until 2026-12-05 the node forgot buckets only once a million sending

@@ -476,12 +476,14 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
     }
 
     /// <summary>Takes a token for a verified envelope.</summary>
-    /// <remarks>A bucket forgotten since <see cref="HasToken"/> (<see cref="ForgetFullBuckets"/>) may still give this
-    /// token: it was full, or the table was over its bound, and a fresh bucket would give it too.</remarks>
+    /// <remarks>A bucket the sweep forgot since <see cref="HasToken"/> found it (it was full) is looked up again: the
+    /// submissions queued on it took a whole burst from it while later ones took another from the key's new bucket,
+    /// twice the burst at once. One dropped when the table, over its bound, was cleared whole
+    /// (<see cref="ForgetFullBuckets"/>) may still give this token: bounded memory matters more there.</remarks>
     private bool TakeToken(Pending pending)
     {
         long now = Stopwatch.GetTimestamp();
-        if (pending.Bucket is not { } bucket)
+        if (pending.Bucket is not { } bucket || bucket.Forgotten)
         {
             Key256 id = Key256.From(pending.SendingKey);
             if (!_buckets.TryGetValue(id, out bucket))
@@ -583,9 +585,9 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
     {
         foreach (KeyValuePair<Key256, TokenBucket> entry in _buckets)
         {
-            if (entry.Value.Has(now, _options.SubmitRatePerKey, _options.SubmitBurst, _options.SubmitBurst))
+            if (entry.Value.Has(now, _options.SubmitRatePerKey, _options.SubmitBurst, _options.SubmitBurst) && _buckets.TryRemove(entry))
             {
-                _buckets.TryRemove(entry);
+                entry.Value.Forgotten = true;
             }
         }
     }
@@ -1221,6 +1223,10 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
     private sealed class TokenBucket(double tokens, long stamp)
     {
         private TokenCount _count = new(tokens, stamp);
+
+        /// <summary>Swept out of the table as full (set and read on the batcher thread only): a submission that found it
+        /// earlier takes its token from the key's bucket in the table instead.</summary>
+        public bool Forgotten { get; set; }
 
         public bool TryTake(long now, double rate, int burst)
         {
