@@ -90,16 +90,20 @@ public sealed class AdmissionBatchingTests
         }
     }
 
-    /// <summary>The real backend, except that its first call waits for <see cref="Release"/>.</summary>
-    internal sealed class BlockingFirstCall(IBatchVerifier inner) : IBatchVerifier
+    /// <summary>The real backend, except that its first call waits for <see cref="Release"/>; made with
+    /// <c>armed: false</c>, its first call after <see cref="Arm"/>.</summary>
+    internal sealed class BlockingFirstCall(IBatchVerifier inner, bool armed = true) : IBatchVerifier
     {
         private int _calls;
+        private int _armed = armed ? 1 : 0;
 
         public ManualResetEventSlim Entered { get; } = new();
 
         public ManualResetEventSlim Release { get; } = new();
 
         public int Calls => Volatile.Read(ref _calls);
+
+        public void Arm() => Volatile.Write(ref _armed, 1);
 
         public string Name => inner.Name;
 
@@ -109,7 +113,8 @@ public sealed class AdmissionBatchingTests
 
         public void Verify(SignatureBatch batch, int start, int count, Span<bool> verdicts)
         {
-            if (Interlocked.Increment(ref _calls) == 1)
+            Interlocked.Increment(ref _calls);
+            if (Interlocked.Exchange(ref _armed, 0) == 1)
             {
                 Entered.Set();
                 Release.Wait(TimeSpan.FromMinutes(2));

@@ -282,7 +282,7 @@ public sealed class AdmissionLimitsTests
         // past the bucket's refill and the sweep's second, the key's two submissions queue on its full bucket, and the
         // sweep forgets it before they take their tokens; the next two must find the burst spent.
         using IBatchVerifier simd = VerifierCatalog.Create().Create("simd", new VerifierOptions { Threads = 1 });
-        using var verifier = new BlockingWhenArmed(simd);
+        using var verifier = new AdmissionBatchingTests.BlockingFirstCall(simd, armed: false);
         var store = new HeldStore();
         store.Commit();
         var options = new NodeOptions { SubmitRatePerKey = 1, SubmitBurst = 2, FlushMicroseconds = 0 };
@@ -318,41 +318,6 @@ public sealed class AdmissionLimitsTests
         }
 
         Assert.True(accepted < 2, $"{accepted} of 2 more submissions were accepted right after the key's burst of 2 was taken");
-    }
-
-    /// <summary>The real backend, except that its first call after <see cref="Arm"/> waits for <see cref="Release"/>.</summary>
-    private sealed class BlockingWhenArmed(IBatchVerifier inner) : IBatchVerifier
-    {
-        private int _armed;
-
-        public void Arm() => Volatile.Write(ref _armed, 1);
-
-        public ManualResetEventSlim Entered { get; } = new();
-
-        public ManualResetEventSlim Release { get; } = new();
-
-        public string Name => inner.Name;
-
-        public string Description => inner.Description;
-
-        public VerificationRule Rule => inner.Rule;
-
-        public void Verify(SignatureBatch batch, int start, int count, Span<bool> verdicts)
-        {
-            if (Interlocked.Exchange(ref _armed, 0) == 1)
-            {
-                Entered.Set();
-                Release.Wait(TimeSpan.FromMinutes(2));
-            }
-
-            inner.Verify(batch, start, count, verdicts);
-        }
-
-        public void Dispose()
-        {
-            Entered.Dispose();
-            Release.Dispose();
-        }
     }
 
     [Fact]
