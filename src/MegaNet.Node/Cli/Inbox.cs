@@ -119,16 +119,21 @@ internal sealed class Inbox(bool json, ContactsFollower contacts, ReceivedParts 
             return KeepsFiles || m.Content.ContentType.StartsWith("text/", StringComparison.Ordinal);
         }
 
-        ReceivedParts.Outcome outcome = parts.Add(m, fromContact: senderName is not null);
+        ReceivedParts.Outcome outcome = parts.Add(m, fromContact: senderName is not null, _shownFiles);
         // A part kept, or the one that made a file of parts whole (not another part of a file shown already, a copy).
         bool adds = outcome is ReceivedParts.Waiting || (outcome is ReceivedParts.Whole { Count: > 1 } made && !_shownFiles.Contains(made.Directory));
         List<ulong>? seqs = release == PartsRelease.WhenAcknowledged && adds ? PartSeqs(m) : null;
         seqs?.Add(m.Seq);
         switch (outcome)
         {
-            case ReceivedParts.Whole whole when _shownFiles.Contains(whole.Directory):
+            case ReceivedParts.ShownThisRun again:
                 // Another part of a file this run has shown (all its parts came again): a copy, acknowledged or left
                 // on the node as the file itself was.
+                ReportCopy(m, senderName, again.File);
+                return KeepsFiles;
+            case ReceivedParts.Whole whole when _shownFiles.Contains(whole.Directory):
+                // The same, where the spool had to keep the part anew (another fetch or listen of this identity
+                // forgot the file meanwhile and its parts are coming back).
                 ReportCopy(m, senderName, whole.Directory);
                 return KeepsFiles;
             case ReceivedParts.Whole whole:

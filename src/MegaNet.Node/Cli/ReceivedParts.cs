@@ -105,6 +105,10 @@ internal sealed class ReceivedParts
     /// process changed the directory).</summary>
     internal int Recounts { get; private set; }
 
+    /// <summary>How many times a file of several parts was put together from its parts (for tests: once a run for a file
+    /// whose parts all come again, not once a part).</summary>
+    internal int Joins { get; private set; }
+
     /// <summary>The parts directory of the identity at <paramref name="identityPath"/>, pruned of parts waiting too long;
     /// the caps are <see cref="MaxBytesPerSender"/>, <see cref="MaxBytes"/>, <see cref="MaxOpenFilesPerSender"/> and
     /// <see cref="MaxOpenFiles"/> unless a test sets smaller ones.</summary>
@@ -140,6 +144,11 @@ internal sealed class ReceivedParts
     /// the file's parts directory, so copies of one file can be reported once): a copy, to be acknowledged.</summary>
     public sealed record ShownAlready(string File) : Outcome;
 
+    /// <summary>A part kept here already of a file whole here that the caller has shown in this run (its directory,
+    /// <paramref name="File"/>, was among those passed to <see cref="Add"/> as shown): a copy, checked against the part
+    /// kept but not put together into the file again.</summary>
+    public sealed record ShownThisRun(string File) : Outcome;
+
     /// <summary>Not kept for now (the caps are reached; said why, and what makes room): reported, and left on the node,
     /// not acknowledged, so a later fetch gets it once room is made (and a running listen, once <see cref="WouldFit"/>
     /// says <paramref name="Part"/> fits).</summary>
@@ -154,8 +163,10 @@ internal sealed class ReceivedParts
     /// <summary>Keeps <paramref name="part"/> (a message of content type <see cref="FileParts.ContentType"/>), and puts
     /// its file together once every part is here. A part <paramref name="fromContact"/> (its sender is in the
     /// identity's contacts) is held only to the caps per sender: strangers filling the directory cannot stop the files of
-    /// people one knows.</summary>
-    public Outcome Add(ReceivedMessage part, bool fromContact = false)
+    /// people one knows. A part kept already of a file whose directory is in <paramref name="shown"/> (the caller showed
+    /// it whole in this run) is <see cref="ShownThisRun"/>, not put together again: every part of a file left on the node
+    /// comes again with each fetch, and putting a file of 307 parts together for each of them read and hashed 6 GB.</summary>
+    public Outcome Add(ReceivedMessage part, bool fromContact = false, IReadOnlySet<string>? shown = null)
     {
         SealedContent content = part.Content;
         if (!FileParts.TryReadHeader(content.Content.Span, out FilePartHeader header, out string? problem))
@@ -220,6 +231,10 @@ internal sealed class ReceivedParts
             // Another envelope with the same part (the file sent again after a send that stopped part-way) is remembered
             // too: otherwise, once the file is forgotten, it would start the same file over as a set never whole.
             RememberEnvelope(file, header.Index, envelope, known: true);
+            if (have == header.Count && shown is not null && shown.Contains(file))
+            {
+                return new ShownThisRun(file);
+            }
         }
         else
         {
@@ -267,6 +282,7 @@ internal sealed class ReceivedParts
             return new Waiting(header.Index, have, header.Count);
         }
 
+        Joins++;
         var slices = new ReadOnlyMemory<byte>[header.Count];
         for (int i = 0; i < header.Count; i++)
         {
