@@ -326,7 +326,7 @@ public sealed class RoutingBatchVerifier : BatchVerifierBase
 /// <see cref="MaxDelay"/> or longer since its last passed check waits <see cref="FirstDelay"/> again. A batch the accelerator faulted on is always
 /// verified again on the CPU, so no verdict depends on the retry.
 /// </summary>
-public sealed class AcceleratorRetry
+public sealed record AcceleratorRetry
 {
     /// <summary>Checks the accelerator (no batch runs on it meanwhile): null when it may serve again, else why not.
     /// An exception counts as a failed check.</summary>

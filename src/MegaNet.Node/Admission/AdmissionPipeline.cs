@@ -451,9 +451,11 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
 
     private static readonly string PayloadClassList = string.Join(", ", EnvelopeFormat.PayloadClasses);
 
+    private static readonly long MinCalendarUnixMs = DateTimeOffset.MinValue.ToUnixTimeMilliseconds(), MaxCalendarUnixMs = DateTimeOffset.MaxValue.ToUnixTimeMilliseconds();
+
     // An expiry as a UTC time to the second, or as the raw field where no calendar holds it (any int64 is a valid value).
     private static string ExpiryText(long unixMs) =>
-        unixMs is >= -62_135_596_800_000 and <= 253_402_300_799_999
+        unixMs >= MinCalendarUnixMs && unixMs <= MaxCalendarUnixMs
             ? DateTimeOffset.FromUnixTimeMilliseconds(unixMs).ToString("yyyy-MM-dd HH:mm:ss 'UTC'", CultureInfo.InvariantCulture)
             : $"{unixMs} ms after 1970 (outside any calendar)";
 
@@ -504,7 +506,7 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
 
         // Published before the token is taken, so that a caller who finds the bucket emptied by this submission finds
         // it in the table too (the bucket's lock orders the two); put back as it was when no token is left.
-        ref Pending? slot = ref _tokenTakers[(uint)pending.IdKey.GetHashCode() % TokenTakerSlots];
+        ref Pending? slot = ref TokenTakerSlot(pending.IdKey);
         Pending? before = Interlocked.Exchange(ref slot, pending);
         if (bucket.TryTake(now, _options.SubmitRatePerKey, _options.SubmitBurst))
         {
@@ -524,9 +526,11 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
     /// not the copy's answer, the rate is.</remarks>
     private Pending? TokenTakerOf(Pending copy)
     {
-        Pending? taker = Volatile.Read(ref _tokenTakers[(uint)copy.IdKey.GetHashCode() % TokenTakerSlots]);
+        Pending? taker = Volatile.Read(ref TokenTakerSlot(copy.IdKey));
         return taker is not null && taker != copy && taker.IdKey == copy.IdKey && !taker.Task.IsFaulted ? taker : null;
     }
+
+    private ref Pending? TokenTakerSlot(Key256 envelopeId) => ref _tokenTakers[(uint)envelopeId.GetHashCode() % TokenTakerSlots];
 
     /// <summary>The answer to a copy of <paramref name="original"/> refused a token: the original's receipt, marked a
     /// duplicate as a replay's is, or the original's refusal (its signature verified, so the store refused it, or the

@@ -420,12 +420,8 @@ public static partial class NodeHost
         onGpuFault(e);
     };
 
-    private static AcceleratorRetry? Counted(AcceleratorRetry? retry) => retry is null ? null : new AcceleratorRetry
+    private static AcceleratorRetry? Counted(AcceleratorRetry? retry) => retry is null ? null : retry with
     {
-        Check = retry.Check,
-        FirstDelay = retry.FirstDelay,
-        MaxDelay = retry.MaxDelay,
-        Clock = retry.Clock,
         Checked = (failure, next) =>
         {
             MegaNetMetrics.GpuChecks.Add(1, new KeyValuePair<string, object?>("outcome", failure is null ? "passed" : "failed"));
