@@ -1045,6 +1045,31 @@ internal static partial class ClientCommands
                 "takes --node https://...; otherwise the node may be stopping, or at its connection limit (MaxConnections, MaxConnectionsPerAddress).";
         }
 
+        if (Handshake(debug) is not null)
+        {
+            // The client's transport reads the server's first bytes while it still sends its own; when a server answers
+            // with something that is not HTTP/2 (or speaks first), the reader's error can close the connection under the
+            // writer, and only the writer's failure is reported: what the server sent is lost.
+            return "the server at that address did not complete the HTTP/2 handshake: it is no gRPC server (a web server, or the node's " +
+                "--metrics-listen address?), or a node that serves TLS (its start line says https://; give --node https://...), or a node " +
+                $"stopping or at its connection limit; {Fix}.";
+        }
+
+        return null;
+    }
+
+    /// <summary>The transport's "did not complete the HTTP/2 handshake" exception in <paramref name="e"/>'s chain, if any
+    /// (an <see cref="IOException"/>, or the <see cref="System.Net.Http.HttpRequestException"/> that repeats its words).</summary>
+    private static Exception? Handshake(Exception? e)
+    {
+        for (; e is not null; e = e.InnerException)
+        {
+            if (e is IOException or System.Net.Http.HttpRequestException && e.Message.Contains("HTTP/2 handshake", StringComparison.Ordinal))
+            {
+                return e;
+            }
+        }
+
         return null;
     }
 
