@@ -333,6 +333,63 @@ public sealed class ReceivedPartsTests : IDisposable
     }
 
     [Fact]
+    public void A_file_of_one_part_is_not_remembered_as_shown()
+    {
+        // Never kept, it has no parts to come again: remembered as shown, the same file in another message (sent again)
+        // was reported as a copy of it, and a listen held an entry for each such file for as long as it ran.
+        using Identity alice = Identity.Create();
+        var inbox = new Inbox(json: false, new ContactsFollower(IdentityPath), ReceivedParts.Beside(IdentityPath), saveDirectory: null, Inbox.PartsRelease.Never);
+        byte[] single = Assert.Single(FileParts.Split(RandomNumberGenerator.GetBytes(100), "small.bin"));
+        for (int i = 0; i < 3; i++)
+        {
+            inbox.Deliver(TestParts.Part(alice, single, "small.bin", (ulong)i + 1, RandomNumberGenerator.GetBytes(32)), null);
+        }
+
+        Assert.Equal(0, inbox.FilesRemembered);
+    }
+
+    [Fact]
+    public void A_long_listen_forgets_the_files_shown_once_the_spool_has_pruned_them_and_keeps_the_others()
+    {
+        // A listen without --ack noted every file it showed, and every file whose copies it reported, for as long as it
+        // ran. Once the spool has forgotten a file (its parts pruned a month after they came) a part of it starts the
+        // file anew, in this run as in the next, so its entries can go.
+        using Identity alice = Identity.Create();
+        var clock = new ShiftedClock();
+        ReceivedParts spool = ReceivedParts.Beside(IdentityPath);
+        spool.Clock = clock;
+        var inbox = new Inbox(json: false, new ContactsFollower(IdentityPath), spool, saveDirectory: null, Inbox.PartsRelease.Never) { FilesCheckFrom = 4 };
+        ulong seq = 0;
+        IReadOnlyList<byte[]> NewFile() => FileParts.Split(RandomNumberGenerator.GetBytes(2 * FileParts.SliceLength(Name)), Name);
+        void Deliver(byte[] part) => inbox.Deliver(TestParts.Part(alice, part, Name, ++seq, RandomNumberGenerator.GetBytes(32)), null);
+        IReadOnlyList<byte[]> first = NewFile();
+        foreach (IReadOnlyList<byte[]> file in (IReadOnlyList<byte[]>[])[first, NewFile(), NewFile()])
+        {
+            Deliver(file[0]);
+            Deliver(file[1]);
+        }
+
+        Deliver(first[0]); // sent again: a copy of a file shown, reported
+        Assert.Equal(4, inbox.FilesRemembered);
+
+        // A month on, the spool prunes the three files at its next part.
+        clock.Offset = SeenMessages.Window + TimeSpan.FromDays(1);
+        Assert.IsType<ReceivedParts.Waiting>(spool.Add(Part(alice, NewFile()[0])));
+        Assert.Single(Directory.GetDirectories(spool.Directory));
+
+        IReadOnlyList<byte[]> fourth = NewFile();
+        Deliver(fourth[0]);
+        Deliver(fourth[1]);
+        Assert.Equal(1, inbox.FilesRemembered);
+
+        // A file the spool still holds is still known as shown: its parts again are copies, not put together again.
+        int joins = spool.Joins;
+        Deliver(fourth[0]);
+        Assert.Equal(joins, spool.Joins);
+        Assert.Equal(2, inbox.FilesRemembered);
+    }
+
+    [Fact]
     public void A_clock_stepped_back_does_not_put_pruning_off()
     {
         using Identity alice = Identity.Create();

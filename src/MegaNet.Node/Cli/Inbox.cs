@@ -33,8 +33,10 @@ internal sealed class Inbox(bool json, ContactsFollower contacts, ReceivedParts 
         WhenAcknowledged,
     }
 
-    // Files shown whose parts are still kept, by parts directory: fetched again in the same run, each of their other
-    // parts would make them whole again.
+    // Files of several parts shown whose parts are still kept, by parts directory: fetched again in the same run, each
+    // of their other parts would make them whole again. (A file of one part is never kept, so it has nothing to come
+    // again: another message holding it is one sent again, or a replay SeenMessages has reported already. Noted here,
+    // such a file sent again was reported as a copy, and a listen noted one entry for each for as long as it ran.)
     private readonly HashSet<string> _shownFiles = new(StringComparer.Ordinal);
 
     // Under WhenAcknowledged, the files to forget once the fetch has acknowledged: their parts directory and name only,
@@ -57,6 +59,16 @@ internal sealed class Inbox(bool json, ContactsFollower contacts, ReceivedParts 
 
     // Files whose parts came again after the file was shown: reported once a run, not once a part (hundreds).
     private readonly HashSet<string> _copiesReported = [];
+
+    // Entries of _shownFiles and _copiesReported at which they are next checked against the spool (ForgetFilesGone).
+    private int _filesCheckAt;
+
+    /// <summary>Entries of the files shown and copies reported at which they are first checked against the spool
+    /// (<see cref="ForgetFilesGone"/>); tests set fewer.</summary>
+    internal int FilesCheckFrom { get; init; } = 1024;
+
+    /// <summary>Files this run remembers as shown, or as having had their copies reported (for tests).</summary>
+    internal int FilesRemembered => _shownFiles.Count + _copiesReported.Count;
 
     // Parts this run left on the node for want of room in the spool, by sequence number, with what each needs of the
     // caps, its sender (whose place in the contacts is looked up again at each check) and the entry delivered just
@@ -119,6 +131,7 @@ internal sealed class Inbox(bool json, ContactsFollower contacts, ReceivedParts 
             return KeepsFiles || m.Content.ContentType.StartsWith("text/", StringComparison.Ordinal);
         }
 
+        ForgetFilesGone();
         ReceivedParts.Outcome outcome = parts.Add(m, fromContact: senderName is not null, _shownFiles);
         // A part kept, or the one that made a file of parts whole (not another part of a file shown already, a copy).
         bool adds = outcome is ReceivedParts.Waiting || (outcome is ReceivedParts.Whole { Count: > 1 } made && !_shownFiles.Contains(made.Directory));
@@ -146,7 +159,11 @@ internal sealed class Inbox(bool json, ContactsFollower contacts, ReceivedParts 
                     break;
                 }
 
-                _shownFiles.Add(whole.Directory); // its parts stay for now
+                if (whole.Count > 1)
+                {
+                    _shownFiles.Add(whole.Directory); // its parts stay for now
+                }
+
                 if (!KeepsFiles)
                 {
                     // Its parts stay in the spool and its last part on the node, so that a fetch with --json or
@@ -373,6 +390,24 @@ internal sealed class Inbox(bool json, ContactsFollower contacts, ReceivedParts 
         FileParts.TryReadHeader(part.Content.Content.Span, out FilePartHeader header, out _)
             ? $"{Convert.ToHexStringLower(part.Sender.Address)}-{Convert.ToHexStringLower(header.FileId.Span)}"
             : string.Empty;
+
+    /// <summary>Drops the files shown and copies reported that the spool no longer remembers
+    /// (<see cref="ReceivedParts.Remembers"/>: their parts and the record of the envelopes that brought them are gone,
+    /// pruned <see cref="SeenMessages.Window"/> after they were last written), once the entries have doubled since they
+    /// were last checked (at least <see cref="FilesCheckFrom"/>): a part of such a file starts it anew here, as it
+    /// would in a fetch or listen started now, so what is shown does not change; and a listen that runs for months
+    /// holds an entry for each file the spool holds, not for each it ever showed.</summary>
+    private void ForgetFilesGone()
+    {
+        if (FilesRemembered < Math.Max(_filesCheckAt, FilesCheckFrom))
+        {
+            return;
+        }
+
+        _shownFiles.RemoveWhere(file => !ReceivedParts.Remembers(file));
+        _copiesReported.RemoveWhere(file => !ReceivedParts.Remembers(file));
+        _filesCheckAt = 2 * FilesRemembered;
+    }
 
     private void ReportCopy(ReceivedMessage m, string? senderName, string file)
     {

@@ -410,6 +410,12 @@ internal sealed class ReceivedParts
         Delete(directory);
     }
 
+    /// <summary>Whether the spool still remembers the file whose parts directory is <paramref name="directory"/>
+    /// (<see cref="Whole.Directory"/>): its parts are kept, or, once it was forgotten, the envelopes that brought them
+    /// are (<c>KEY.done</c>, written before the parts go), until the prune deletes them. Read without the lock: at
+    /// any moment one of the two is there while either is meant to be.</summary>
+    public static bool Remembers(string directory) => System.IO.Directory.Exists(directory) || File.Exists(directory + DoneExtension);
+
     private LockedFile Lock() => LockedFile.Open(Directory, "another 'meganet fetch' or 'listen' of this identity");
 
     /// <summary>What a file still arriving holds back of its sender's cap: each of its parts as the largest payload an
