@@ -22,22 +22,29 @@ internal sealed class ListenAcknowledger : IAsyncDisposable
     private readonly Identity _identity;
     private readonly Func<MegaNetClient> _connect;
     private readonly SeenMessages? _seen;
+    private readonly TextWriter _errors;
     private readonly Task _loop;
-    private int _acknowledged;
+
+    // A long: listen prints it when it ends, after running for as long as it is left to (a bridge runs for months).
+    private long _acknowledged;
 
     /// <param name="identity">The mailbox's owner, who signs each acknowledgement.</param>
     /// <param name="connect">A client for the node listen subscribed to, held to the node id it signed for.</param>
     /// <param name="seen">The identity's record of received messages, told which envelopes the node deleted.</param>
-    public ListenAcknowledger(Identity identity, Func<MegaNetClient> connect, SeenMessages? seen = null)
+    /// <param name="errors">Where failures are reported (standard error unless a test reads them).</param>
+    public ListenAcknowledger(Identity identity, Func<MegaNetClient> connect, SeenMessages? seen = null, TextWriter? errors = null)
     {
         _identity = identity;
         _connect = connect;
         _seen = seen;
+        _errors = errors ?? Console.Error;
         _loop = Task.Run(LoopAsync);
     }
 
-    /// <summary>Messages the node confirmed deleted so far.</summary>
-    public int Acknowledged => Volatile.Read(ref _acknowledged);
+    /// <summary>Messages the node confirmed deleted so far: those it said it deleted, and all of a batch sent again
+    /// after a try whose answer did not come (that try may have deleted them; the node, asked again, has none of them
+    /// and cannot say which).</summary>
+    public long Acknowledged => Interlocked.Read(ref _acknowledged);
 
     /// <summary>Queues a message that has been written out (and flushed) for deletion (nothing, once acknowledging has
     /// stopped on a refusal); <paramref name="envelopeId"/>, a message shown, is recorded as acknowledged once the node
@@ -68,6 +75,9 @@ internal sealed class ListenAcknowledger : IAsyncDisposable
     {
         MegaNetClient? client = null;
         var batch = new List<(ulong Seq, byte[]? Envelope)>();
+        // Whether the batch was sent and no answer came (a connection lost after the node applied it, a deadline): the
+        // node may have deleted it.
+        bool unanswered = false;
         TimeSpan delay = ClientCommands.FirstRetryDelay;
         try
         {
@@ -97,13 +107,19 @@ internal sealed class ListenAcknowledger : IAsyncDisposable
                     client ??= _connect();
                     // Shown is written, not yet durable when standard output is a file: flushed before the node deletes.
                     ClientCommands.FlushStandardOutputToDisk(null);
-                    Interlocked.Add(ref _acknowledged, await client.AckAsync(_identity, batch.Select(b => b.Seq), _stop.Token).ConfigureAwait(false));
+                    bool again = unanswered;
+                    unanswered = true; // until the answer comes
+                    int deleted = await client.AckAsync(_identity, batch.Select(b => b.Seq), _stop.Token).ConfigureAwait(false);
+                    // Sent again after a lost answer, the node finds gone what the first try deleted: counted by its
+                    // answer alone, listen ended saying "acknowledged 0 message(s)" of messages it had deleted.
+                    Interlocked.Add(ref _acknowledged, again ? batch.Count : deleted);
                     if (_seen is not null)
                     {
-                        ClientCommands.RecordAcknowledged(_seen, batch.Select(b => b.Envelope), Console.Error);
+                        ClientCommands.RecordAcknowledged(_seen, batch.Select(b => b.Envelope), _errors);
                     }
 
                     batch.Clear();
+                    unanswered = false;
                     delay = ClientCommands.FirstRetryDelay;
                 }
                 catch (Exception e) when (!_stop.IsCancellationRequested && ClientCommands.IsPassing(e))
@@ -111,7 +127,7 @@ internal sealed class ListenAcknowledger : IAsyncDisposable
                     // The node restarting, the connection gone (listen itself subscribes again meanwhile): the same
                     // messages again, on a fresh connection, after a wait.
                     TimeSpan wait = ClientCommands.WaitBefore(e, delay);
-                    Console.Error.WriteLine($"meganet: acknowledging {batch.Count} message(s) failed ({ClientCommands.Describe(e)}); trying again in {wait.TotalSeconds:0} s.");
+                    _errors.WriteLine($"meganet: acknowledging {batch.Count} message(s) failed ({ClientCommands.Describe(e)}); trying again in {wait.TotalSeconds:0} s.");
                     client?.Dispose();
                     client = null;
                     await Task.Delay(wait, _stop.Token).ConfigureAwait(false);
@@ -121,10 +137,18 @@ internal sealed class ListenAcknowledger : IAsyncDisposable
         }
         catch (Exception e) when (_stop.IsCancellationRequested && e is OperationCanceledException or RpcException)
         {
-            int left = batch.Count + Drain();
+            // A batch sent without an answer may be gone from the node: said to stay there, it was not (the node had
+            // applied the acknowledgement whose answer the connection lost), and the next fetch showed nothing.
+            int maybe = unanswered ? batch.Count : 0;
+            int left = (unanswered ? 0 : batch.Count) + Drain();
+            if (maybe > 0)
+            {
+                _errors.WriteLine($"meganet: no answer came to the acknowledgement of {maybe} message(s) shown before listen ended; the node may have deleted them, and the next fetch or listen shows again those it did not.");
+            }
+
             if (left > 0)
             {
-                Console.Error.WriteLine($"meganet: {left} message(s) shown were not acknowledged before listen ended; they stay on the node, and the next fetch or listen shows them again.");
+                _errors.WriteLine($"meganet: {left} message(s) shown were not acknowledged before listen ended; they stay on the node, and the next fetch or listen shows them again.");
             }
         }
         catch (Exception e)
@@ -133,7 +157,7 @@ internal sealed class ListenAcknowledger : IAsyncDisposable
             // node answers at the address): acknowledging stops, listening goes on.
             Volatile.Write(ref _stopped, true);
             int left = batch.Count + Drain();
-            Console.Error.WriteLine($"meganet: acknowledging stopped ({ClientCommands.Describe(e)}); {left} message(s) shown stay on the node, " +
+            _errors.WriteLine($"meganet: acknowledging stopped ({ClientCommands.Describe(e)}); {left} message(s) shown stay on the node, " +
                 "and so will the ones shown from now on: the next fetch or listen shows them again.");
         }
         finally
