@@ -390,6 +390,23 @@ public sealed class ReceivedPartsTests : IDisposable
     }
 
     [Fact]
+    public void A_sender_whose_files_are_gone_is_not_counted_any_more()
+    {
+        // Identities cost nothing: a listen kept the totals (all zero) of every sender whose parts it ever kept.
+        ReceivedParts parts = ReceivedParts.Beside(IdentityPath);
+        for (int i = 0; i < 20; i++)
+        {
+            using Identity stranger = Identity.Create();
+            IReadOnlyList<byte[]> split = FileParts.Split(RandomNumberGenerator.GetBytes(2 * FileParts.SliceLength(Name)), Name);
+            Assert.IsType<ReceivedParts.Waiting>(parts.Add(Part(stranger, split[0])));
+            Assert.Equal(1, parts.SendersCounted);
+            parts.Forget(Assert.IsType<ReceivedParts.Whole>(parts.Add(Part(stranger, split[1]))));
+        }
+
+        Assert.Equal(0, parts.SendersCounted);
+    }
+
+    [Fact]
     public void A_clock_stepped_back_does_not_put_pruning_off()
     {
         using Identity alice = Identity.Create();

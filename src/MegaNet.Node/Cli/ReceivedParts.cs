@@ -109,6 +109,9 @@ internal sealed class ReceivedParts
     /// whose parts all come again, not once a part).</summary>
     internal int Joins { get; private set; }
 
+    /// <summary>Senders whose totals are kept (for tests: those with files here).</summary>
+    internal int SendersCounted => _senders.Count;
+
     /// <summary>The parts directory of the identity at <paramref name="identityPath"/>, pruned of parts waiting too long;
     /// the caps are <see cref="MaxBytesPerSender"/>, <see cref="MaxBytes"/>, <see cref="MaxOpenFilesPerSender"/> and
     /// <see cref="MaxOpenFiles"/> unless a test sets smaller ones.</summary>
@@ -603,6 +606,13 @@ internal sealed class ReceivedParts
             sender.OpenBytes += sign * Math.Max(set.Bytes, Reservation(set.Count));
             _openFiles += sign;
             _openBytes += sign * set.Bytes;
+        }
+
+        // A sender with nothing here any more goes: identities cost nothing to make, and a listen kept totals of zero
+        // for every sender whose parts it ever kept, until another process changed the directory (a recount).
+        if (sender is { OpenFiles: 0, OpenBytes: 0, WholeBytes: 0 })
+        {
+            _senders.Remove(set.Sender);
         }
     }
 
