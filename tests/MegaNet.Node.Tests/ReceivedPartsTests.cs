@@ -355,9 +355,7 @@ public sealed class ReceivedPartsTests : IDisposable
         // ran. Once the spool has forgotten a file (its parts pruned a month after they came) a part of it starts the
         // file anew, in this run as in the next, so its entries can go.
         using Identity alice = Identity.Create();
-        var clock = new ShiftedClock();
-        ReceivedParts spool = ReceivedParts.Beside(IdentityPath);
-        spool.Clock = clock;
+        ReceivedParts spool = SpoolOnClock(out ShiftedClock clock);
         var inbox = new Inbox(json: false, new ContactsFollower(IdentityPath), spool, saveDirectory: null, Inbox.PartsRelease.Never) { FilesCheckFrom = 4 };
         ulong seq = 0;
         IReadOnlyList<byte[]> NewFile() => FileParts.Split(RandomNumberGenerator.GetBytes(2 * FileParts.SliceLength(Name)), Name);
@@ -410,9 +408,7 @@ public sealed class ReceivedPartsTests : IDisposable
     public void A_clock_stepped_back_does_not_put_pruning_off()
     {
         using Identity alice = Identity.Create();
-        var clock = new ShiftedClock();
-        ReceivedParts parts = ReceivedParts.Beside(IdentityPath);
-        parts.Clock = clock;
+        ReceivedParts parts = SpoolOnClock(out ShiftedClock clock);
         Assert.IsType<ReceivedParts.Waiting>(parts.Add(Part(alice, TinyLastPart()))); // the first add prunes, then keeps it
         string kept = Assert.Single(Directory.GetDirectories(parts.Directory));
 
@@ -428,6 +424,14 @@ public sealed class ReceivedPartsTests : IDisposable
         Assert.IsType<ReceivedParts.Waiting>(parts.Add(Part(alice, TinyLastPart())));
         Assert.DoesNotContain(kept, Directory.GetDirectories(parts.Directory));
         Assert.Single(Directory.GetDirectories(parts.Directory)); // the new part's file stays
+    }
+
+    /// <summary>The spool, pruned by a clock the test steps.</summary>
+    private ReceivedParts SpoolOnClock(out ShiftedClock clock)
+    {
+        ReceivedParts spool = ReceivedParts.Beside(IdentityPath);
+        spool.Clock = clock = new ShiftedClock();
+        return spool;
     }
 
     /// <summary>The system's clock, stepped by the test.</summary>
