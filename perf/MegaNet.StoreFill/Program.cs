@@ -268,7 +268,7 @@ internal static class Program
         options.RecoveryProgress = new RecoveryListener(p => loaded = p.Stage == StoreRecoveryStage.Loaded ? p : loaded);
         FasterEnvelopeStore store = await FasterEnvelopeStore.OpenAsync(options).ConfigureAwait(false);
         Console.WriteLine($"reopened {how} in {clock.Elapsed.TotalSeconds:F1} s; {store.TreeSize:N0} leaves; " +
-            $"checkpoint loaded {loaded?.Elapsed.TotalSeconds ?? 0:F2} s into the open");
+            $"checkpoint loaded {loaded?.Elapsed.TotalSeconds ?? 0:F2} s into the open (Merkle tree: {loaded?.TreeLoad}, {loaded?.LeavesHashed ?? 0:N0} leaves hashed)");
         await store.DisposeAsync().ConfigureAwait(false);
     }
 

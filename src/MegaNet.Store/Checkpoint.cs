@@ -11,7 +11,9 @@ namespace MegaNet.Store;
 /// table checkpoint, the write-ahead-log address it covers, the mailbox indexes, the leaf count; SHA-256 at the end so a
 /// torn or damaged file is an error, never a silent partial load; replaced atomically) and <c>leaves.bin</c> (the
 /// Merkle tree's leaf hashes, 32 bytes each, appended at every checkpoint and read back for proofs of older leaves; bytes
-/// past the manifest's count are ignored).
+/// past the manifest's count are ignored) and <c>level8.bin</c> (the tree's hashes at <see cref="MerkleLog.KeptLevel"/>,
+/// one per whole 256-leaf block the manifest counts, appended alike: an open reads them instead of hashing every leaf
+/// again, and takes them only when they make the manifest's root, so the file may be missing, short or stale).
 /// </summary>
 internal static class Checkpoint
 {
@@ -36,6 +38,9 @@ internal static class Checkpoint
     public static string ManifestPath(string storeDirectory) => Path.Combine(storeDirectory, "checkpoint.manifest");
 
     public static string LeavesPath(string storeDirectory) => Path.Combine(storeDirectory, "leaves.bin");
+
+    /// <summary>The saved hashes at <see cref="MerkleLog.KeptLevel"/>: level8.bin.</summary>
+    public static string LevelsPath(string storeDirectory) => Path.Combine(storeDirectory, $"level{MerkleLog.KeptLevel}.bin");
 
     /// <summary>The manifest, or null when the store was never checkpointed.</summary>
     /// <exception cref="StoreCorruptException">The manifest is damaged; the message names it.</exception>
@@ -182,11 +187,21 @@ internal static class Checkpoint
     /// <see cref="AppendChunkLeaves"/> at a time, each chunk filled by <paramref name="fill"/> (its first leaf, the
     /// span to fill), and flushes them. In chunks: a checkpoint after more than 67 million leaves (2 GiB of hashes) could
     /// not make the one array it was written from, so it and every later one failed.</summary>
-    public static void AppendLeaves(string storeDirectory, long from, long to, SpanAction<byte, long> fill)
+    public static void AppendLeaves(string storeDirectory, long from, long to, SpanAction<byte, long> fill) =>
+        AppendHashes(LeavesPath(storeDirectory), from, to, fill);
+
+    /// <summary>Writes the hashes at <see cref="MerkleLog.KeptLevel"/> from index <paramref name="from"/> to
+    /// <paramref name="to"/> (exclusive) to level8.bin as <see cref="AppendLeaves"/> does (from 0 rewrites it whole), and
+    /// flushes them; before the manifest that counts them, so that a crash leaves at most hashes past its count, which
+    /// are ignored.</summary>
+    public static void AppendKeptHashes(string storeDirectory, long from, long to, SpanAction<byte, long> fill) =>
+        AppendHashes(LevelsPath(storeDirectory), from, to, fill);
+
+    private static void AppendHashes(string path, long from, long to, SpanAction<byte, long> fill)
     {
         // Shared with readers: proofs read released hashes back (ReadLeafHashes) while a checkpoint appends, and an
-        // exclusive lock here would make that checkpoint fail. Only leaves past the manifest's count are written.
-        using FileStream file = PrivateFile.Open(LeavesPath(storeDirectory), FileMode.OpenOrCreate, FileAccess.Write, FileShare.Read);
+        // exclusive lock here would make that checkpoint fail. Only hashes past the manifest's count are written.
+        using FileStream file = PrivateFile.Open(path, FileMode.OpenOrCreate, FileAccess.Write, FileShare.Read);
         // Bytes past the last manifest's count (a torn append) are overwritten.
         file.SetLength(from * 32);
         file.Position = from * 32;

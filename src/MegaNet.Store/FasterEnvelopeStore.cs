@@ -8,6 +8,7 @@ using MegaNet.Core.Diagnostics;
 using MegaNet.Core.Interop;
 using MegaNet.Core.Threading;
 using MegaNet.Core.Transparency;
+using Microsoft.Win32.SafeHandles;
 using NSec.Cryptography;
 
 namespace MegaNet.Store;
@@ -82,6 +83,10 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     private Exception? _noFinalCheckpoint;
     private long _lastCheckpoint = Stopwatch.GetTimestamp();
     private long _savedLeaves;
+
+    // Hashes at MerkleLog.KeptLevel that level8.bin holds as the last manifest counts them (0 after an open that could
+    // not use it: the next checkpoint writes it whole).
+    private long _savedKept;
     private long _checkpointedWal;
 
     // The live index entries of the checkpoint being written, and a larger buffer on its way (see SnapshotBuffer).
@@ -1463,7 +1468,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
 
     /// <summary>What a checkpoint covers: the indexes as of <see cref="Checkpoint.Manifest.WalAddress"/>, and the leaf
     /// hashes from the previous checkpoint's count up to its own; once written, the manifest's size.</summary>
-    private sealed record CheckpointSnapshot(Checkpoint.Manifest Manifest, long SavedLeaves, long Start, long ManifestBytes = 0);
+    private sealed record CheckpointSnapshot(Checkpoint.Manifest Manifest, long SavedLeaves, long SavedKept, long Start, long ManifestBytes = 0);
 
     /// <summary>Sweeps expired mail, starts a compaction of the table when garbage dominates (and with
     /// <paramref name="wholeCompaction"/> runs it, with the rest of one under way, to its end), and snapshots the indexes
@@ -1552,7 +1557,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         }
 
         MegaNetMetrics.StoreCheckpointPause.Record(Stopwatch.GetElapsedTime(start).TotalMilliseconds);
-        return new CheckpointSnapshot(manifest, _savedLeaves, start);
+        return new CheckpointSnapshot(manifest, _savedLeaves, _savedKept, start);
     }
 
     /// <summary>
@@ -1764,6 +1769,16 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     /// on the thread that then writes the manifest.</summary>
     internal Func<Task>? AfterTableCheckpointForTests { get; set; }
 
+    /// <summary>Runs once leaves.bin and level8.bin are written and flushed, just before the manifest that counts them
+    /// (tests take what a crash there leaves).</summary>
+    internal Action? BeforeManifestForTests { get; set; }
+
+    /// <summary>Tests: how the open rebuilt the checkpoint's Merkle tree.</summary>
+    internal StoreTreeLoad TreeLoad { get; private set; }
+
+    /// <summary>Tests: leaf hashes of leaves.bin the open hashed into the tree (fewer than 256 from level8.bin).</summary>
+    internal long LeavesHashedAtOpen { get; private set; }
+
     /// <summary>Table checkpoint, new leaf hashes, manifest; then older table checkpoints go. May run beside the
     /// committer: it touches no session and reads the Merkle log under the index lock.</summary>
     private async Task<CheckpointSnapshot> WriteCheckpointAsync(CheckpointSnapshot snapshot)
@@ -1795,6 +1810,16 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
                 }
             }
         });
+        // One hash per 256 leaves, held for good: the next open reads these instead of hashing every leaf again. Before
+        // the manifest, as leaves.bin: a crash here leaves hashes past the old manifest's count, which an open ignores.
+        Checkpoint.AppendKeptHashes(StoreDirectory, snapshot.SavedKept, snapshot.Manifest.LeafCount >> MerkleLog.KeptLevel, (hashes, first) =>
+        {
+            lock (_state)
+            {
+                _merkle.CopyKeptHashes(first, hashes);
+            }
+        });
+        BeforeManifestForTests?.Invoke();
         // The checkpoint's folders were made without flushing their names (on the committer's path, where a directory
         // flush would hold every put behind it): flushed here, in the background, before the manifest names them.
         foreach (string folder in (string[])["index-checkpoints", "cpr-checkpoints", string.Empty])
@@ -1822,6 +1847,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     private void FinishCheckpoint(CheckpointSnapshot written)
     {
         _savedLeaves = written.Manifest.LeafCount;
+        _savedKept = written.Manifest.LeafCount >> MerkleLog.KeptLevel;
         _checkpointedWal = written.Manifest.WalAddress;
         _lastCheckpointBytes = written.ManifestBytes + _kv.IndexBytes;
         // leaves.bin holds these leaves for good now (the manifest counts them, and later checkpoints append after
@@ -2501,31 +2527,35 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
                     }
                 }
 
-                // Streamed, and the lower levels of what is read let go as it goes (they are in leaves.bin): holding them
-                // all took 64 bytes per leaf ever stored, and a long-lived node more memory at each start.
                 Checkpoint.CheckLeavesLength(StoreDirectory, manifest.LeafCount);
-                byte[] chunk = new byte[1 << 16];
-                for (long read = 0; read < manifest.LeafCount;)
+                TreeLoad = LoadSavedLevels(manifest);
+                if (TreeLoad != StoreTreeLoad.SavedLevels)
                 {
-                    int count = (int)Math.Min(chunk.Length / MerkleTree.HashSize, manifest.LeafCount - read);
-                    Span<byte> hashes = chunk.AsSpan(0, count * MerkleTree.HashSize);
-                    Checkpoint.ReadLeafHashes(StoreDirectory, read, hashes);
-                    for (int i = 0; i < count; i++)
-                    {
-                        _merkle.AppendLeafHash(hashes.Slice(i * MerkleTree.HashSize, MerkleTree.HashSize));
-                    }
-
-                    read += count;
-                    _merkle.ReleaseSaved(read);
+                    _merkle.Clear();
                 }
 
+                HashSavedLeaves(manifest.LeafCount);
                 // A damaged hash would otherwise become a signed tree head that contradicts the ones handed out, and
                 // every older receipt's proof would stop verifying, without a word.
                 if (manifest.LeavesRoot is { } root && !_merkle.Root(manifest.LeafCount).AsSpan().SequenceEqual(root))
                 {
-                    throw Checkpoint.LeavesDamaged(StoreDirectory, manifest.LeafCount);
+                    if (TreeLoad != StoreTreeLoad.SavedLevels)
+                    {
+                        throw Checkpoint.LeavesDamaged(StoreDirectory, manifest.LeafCount);
+                    }
+
+                    // level8.bin (or the few leaves hashed after it) changed since: leaves.bin, whole, decides.
+                    TreeLoad = StoreTreeLoad.LevelsMismatch;
+                    _merkle.Clear();
+                    HashSavedLeaves(manifest.LeafCount);
+                    if (!_merkle.Root(manifest.LeafCount).AsSpan().SequenceEqual(root))
+                    {
+                        throw Checkpoint.LeavesDamaged(StoreDirectory, manifest.LeafCount);
+                    }
                 }
 
+                // Written whole at the next checkpoint unless it made the root.
+                _savedKept = TreeLoad == StoreTreeLoad.SavedLevels ? manifest.LeafCount >> MerkleLog.KeptLevel : 0;
                 _savedLeaves = manifest.LeafCount;
             }
 
@@ -2533,7 +2563,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
             _checkpointedWal = manifest.WalAddress;
         }
 
-        recovery.Loaded(from, _log.CommittedUntilAddress, manifest?.LeafCount ?? 0, manifest?.Mailboxes.Count ?? 0, checkpointed);
+        recovery.Loaded(from, _log.CommittedUntilAddress, manifest?.LeafCount ?? 0, manifest?.Mailboxes.Count ?? 0, checkpointed, TreeLoad, LeavesHashedAtOpen);
 
         long replayed;
         try
@@ -2559,6 +2589,83 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
             }
 
             recovery.Recovered(replayed, _merkle.Size, _mailboxes.Count, waiting);
+        }
+    }
+
+    /// <summary>
+    /// Appends the checkpoint's whole 256-leaf blocks to the (empty) Merkle log by their hashes in level8.bin, streamed in
+    /// 64 KiB reads; returns <see cref="StoreTreeLoad.SavedLevels"/>, or why the file cannot serve (the caller then hashes
+    /// every leaf). Whether its hashes are right only the root can tell, once the leaves after them are appended.
+    /// </summary>
+    private StoreTreeLoad LoadSavedLevels(Checkpoint.Manifest manifest)
+    {
+        if (manifest.LeavesRoot is null)
+        {
+            return StoreTreeLoad.NoRoot;
+        }
+
+        string path = Checkpoint.LevelsPath(StoreDirectory);
+        long kept = manifest.LeafCount >> MerkleLog.KeptLevel;
+        try
+        {
+            using SafeFileHandle file = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
+            if (RandomAccess.GetLength(file) < kept * MerkleTree.HashSize)
+            {
+                return StoreTreeLoad.LevelsShort;
+            }
+
+            byte[] chunk = new byte[1 << 16];
+            for (long read = 0; read < kept;)
+            {
+                int count = (int)Math.Min(chunk.Length / MerkleTree.HashSize, kept - read);
+                Span<byte> hashes = chunk.AsSpan(0, count * MerkleTree.HashSize);
+                for (int done = 0; done < hashes.Length;)
+                {
+                    int n = RandomAccess.Read(file, hashes[done..], (read * MerkleTree.HashSize) + done);
+                    if (n == 0)
+                    {
+                        return StoreTreeLoad.LevelsShort; // cut short while read
+                    }
+
+                    done += n;
+                }
+
+                _merkle.AppendSavedBlocks(hashes);
+                read += count;
+            }
+
+            return StoreTreeLoad.SavedLevels;
+        }
+        catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException)
+        {
+            return StoreTreeLoad.LevelsMissing;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            // Only a shortcut: leaves.bin holds every leaf, and decides.
+            return StoreTreeLoad.LevelsUnreadable;
+        }
+    }
+
+    /// <summary>Appends the checkpoint's leaf hashes from the Merkle log's size up to <paramref name="count"/>, read from
+    /// leaves.bin in 64 KiB reads; the lower levels of what is read are let go as it goes (they are in leaves.bin):
+    /// holding them all took 64 bytes per leaf ever stored, and a long-lived node more memory at each start.</summary>
+    private void HashSavedLeaves(long count)
+    {
+        byte[] chunk = new byte[1 << 16];
+        for (long read = _merkle.Size; read < count;)
+        {
+            int n = (int)Math.Min(chunk.Length / MerkleTree.HashSize, count - read);
+            Span<byte> hashes = chunk.AsSpan(0, n * MerkleTree.HashSize);
+            Checkpoint.ReadLeafHashes(StoreDirectory, read, hashes);
+            for (int i = 0; i < n; i++)
+            {
+                _merkle.AppendLeafHash(hashes.Slice(i * MerkleTree.HashSize, MerkleTree.HashSize));
+            }
+
+            read += n;
+            LeavesHashedAtOpen += n;
+            _merkle.ReleaseSaved(read);
         }
     }
 

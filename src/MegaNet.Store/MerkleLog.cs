@@ -5,7 +5,8 @@ namespace MegaNet.Store;
 /// <summary>
 /// The transparency log's Merkle tree kept as its perfect subtrees: level h holds the hash of every complete,
 /// aligned block of 2^h leaves. Appends cost O(log n); roots and proofs read O(log n) stored hashes and never rescan
-/// the log. Rebuilt at start from the checkpoint's leaf hashes and the write-ahead log after it.
+/// the log. Rebuilt at start from the checkpoint's saved hashes (level8.bin, else every leaf hash of leaves.bin) and the
+/// write-ahead log after it.
 /// </summary>
 /// <remarks>
 /// One writer at a time (the store appends and releases under its index lock). Readers may compute roots and proofs
@@ -84,12 +85,15 @@ internal sealed class MerkleLog
     public ReadOnlySpan<byte> LeafHashAt(long index) => _levels[0][index];
 
     /// <summary>Appends a leaf by its leaf hash (a checkpoint's saved leaves); the inner nodes are recomputed.</summary>
-    public void AppendLeafHash(ReadOnlySpan<byte> hash)
+    public void AppendLeafHash(ReadOnlySpan<byte> hash) => AppendAt(0, hash);
+
+    // Appends a hash at level `at` and the parents it completes above it.
+    private void AppendAt(int at, ReadOnlySpan<byte> hash)
     {
-        _levels[0].Add(hash);
+        _levels[at].Add(hash);
         Span<byte> node = stackalloc byte[MerkleTree.HashSize];
-        long index = _levels[0].Count - 1;
-        for (int h = 0; (index & 1) == 1; h++)
+        long index = _levels[at].Count - 1;
+        for (int h = at; (index & 1) == 1; h++)
         {
             // Hashed on the stack and copied in: no array per inner node (about one per append). The two children
             // share a block (an even number of hashes each), which is not released while a hash is still to go in.
@@ -97,6 +101,57 @@ internal sealed class MerkleLog
             MerkleTree.NodeHash(level[level.Count - 2], level[level.Count - 1], node);
             _levels[h + 1].Add(node);
             index >>= 1;
+        }
+    }
+
+    /// <summary>
+    /// Appends whole 256-leaf blocks by their hashes at <see cref="KeptLevel"/> (32 bytes each, as a checkpoint saved them
+    /// to level8.bin): the levels above are recomputed (one hash per 512 leaves and fewer), the levels below are left
+    /// out, as if released, and read back from leaves.bin when a proof needs them. Open only, before any leaf is appended
+    /// by its own hash. Costs about 1/256 of appending the leaves: a store of 100 million leaves hashed them all at every
+    /// start, about a minute.
+    /// </summary>
+    public void AppendSavedBlocks(ReadOnlySpan<byte> keptHashes)
+    {
+        if (_storeDirectory is null)
+        {
+            throw new InvalidOperationException("This Merkle log has no leaves.bin to read the leaves of saved blocks back from.");
+        }
+
+        if (Size != _levels[KeptLevel].Count << KeptLevel)
+        {
+            throw new InvalidOperationException("Saved blocks are appended only before any leaf is appended by its hash.");
+        }
+
+        int count = keptHashes.Length / MerkleTree.HashSize;
+        for (int i = 0; i < count; i++)
+        {
+            AppendAt(KeptLevel, keptHashes.Slice(i * MerkleTree.HashSize, MerkleTree.HashSize));
+        }
+
+        for (int h = 0; h < KeptLevel; h++)
+        {
+            _levels[h].AddAbsent((long)count << (KeptLevel - h));
+        }
+    }
+
+    /// <summary>Copies the hashes at <see cref="KeptLevel"/> from index <paramref name="first"/> on into
+    /// <paramref name="destination"/> (32 bytes each; what a checkpoint saves to level8.bin). Writer's lock.</summary>
+    public void CopyKeptHashes(long first, Span<byte> destination)
+    {
+        for (int i = 0; i < destination.Length / MerkleTree.HashSize; i++)
+        {
+            _levels[KeptLevel][first + i].CopyTo(destination[(i * MerkleTree.HashSize)..]);
+        }
+    }
+
+    /// <summary>Empties the log (an open that found level8.bin's hashes wrong starts again from leaves.bin). Open only:
+    /// no reader may hold a size.</summary>
+    public void Clear()
+    {
+        for (int h = 0; h < _levels.Length; h++)
+        {
+            _levels[h] = new HashColumn();
         }
     }
 
@@ -345,14 +400,19 @@ internal sealed class MerkleLog
         private int _blockCount;
         private int _firstHeld;
 
+        // Hashes below this were never held (AddAbsent at open): readers recompute them as they do released ones. Set
+        // only before the store serves a reader.
+        private long _absentBelow;
+
         public long Count { get; private set; }
 
         public int BlocksHeld => Volatile.Read(ref _blockCount) - Volatile.Read(ref _firstHeld);
 
         /// <summary>Writer only: a hash not released.</summary>
         public ReadOnlySpan<byte> this[long index] =>
-            (_blocks[(int)(index / PerBlock)] ?? throw new InvalidOperationException($"Hash {index} was released."))
-            .AsSpan((int)(index % PerBlock) * 32, 32);
+            (index >= _absentBelow ? _blocks[(int)(index / PerBlock)] : null) is { } block
+                ? block.AsSpan((int)(index % PerBlock) * 32, 32)
+                : throw new InvalidOperationException($"Hash {index} was released.");
 
         /// <summary>Copies hash <paramref name="index"/> (below <see cref="Count"/>) out, or returns false if its block
         /// was released.</summary>
@@ -360,7 +420,7 @@ internal sealed class MerkleLog
         {
             // The block reference is read once: a release after that drops it from the column, not from this reader.
             byte[]? block = Volatile.Read(ref Volatile.Read(ref _blocks)[(int)(index / PerBlock)]);
-            if (block is null)
+            if (block is null || index < _absentBelow)
             {
                 return false;
             }
@@ -387,6 +447,37 @@ internal sealed class MerkleLog
 
             hash.CopyTo(_blocks[_blockCount - 1]!.AsSpan(slot * 32, 32));
             Count++;
+        }
+
+        /// <summary>Counts <paramref name="n"/> more hashes without holding them (saved blocks at open): whole blocks stay
+        /// null, as released ones; a block they end inside is made, for the hashes appended after them. Only while no
+        /// hash is held yet.</summary>
+        public void AddAbsent(long n)
+        {
+            if (Count != _absentBelow)
+            {
+                throw new InvalidOperationException("Hashes are left out only before any is held.");
+            }
+
+            long end = Count + n;
+            int whole = (int)(end / PerBlock), blocks = (int)((end + PerBlock - 1) / PerBlock);
+            if (blocks > _blocks.Length)
+            {
+                byte[]?[] grown = new byte[]?[Math.Max(blocks, _blocks.Length * 2)];
+                Array.Copy(_blocks, grown, _blockCount);
+                _blocks = grown;
+            }
+
+            Array.Clear(_blocks, 0, whole);
+            if (blocks > whole)
+            {
+                _blocks[whole] ??= new byte[PerBlock * 32];
+            }
+
+            _blockCount = blocks;
+            _firstHeld = whole;
+            Count = end;
+            _absentBelow = end;
         }
 
         /// <summary>Releases every block whose hashes all lie below index <paramref name="hashes"/>.</summary>

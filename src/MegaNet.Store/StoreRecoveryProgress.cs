@@ -21,6 +21,36 @@ public enum StoreRecoveryStage
     Recovered,
 }
 
+/// <summary>How an open rebuilt the transparency log's Merkle tree from the checkpoint
+/// (<see cref="StoreRecoveryProgress.TreeLoad"/>). Every case but <see cref="SavedLevels"/> and <see cref="None"/> hashed
+/// every leaf of leaves.bin (about 2 SHA-256 hashes a leaf, a minute per 100 million leaves); the next checkpoint writes
+/// level8.bin whole again.</summary>
+public enum StoreTreeLoad
+{
+    /// <summary>No checkpoint: no tree to load (the write-ahead log holds every leaf).</summary>
+    None,
+
+    /// <summary>Read from level8.bin (one hash per 256 leaves), whose hashes made the manifest's root: only the leaves
+    /// after its last whole 256-leaf block were hashed.</summary>
+    SavedLevels,
+
+    /// <summary>level8.bin is missing: a store a build before 2026-12-05 wrote.</summary>
+    LevelsMissing,
+
+    /// <summary>level8.bin holds fewer hashes than the manifest counts: an older build checkpointed the store since, or
+    /// a crash cut its rewrite short.</summary>
+    LevelsShort,
+
+    /// <summary>level8.bin's hashes do not make the manifest's root (changed since it was written).</summary>
+    LevelsMismatch,
+
+    /// <summary>level8.bin could not be read (an error that may pass; leaves.bin served instead).</summary>
+    LevelsUnreadable,
+
+    /// <summary>The manifest records no root to check level8.bin against (a build before 2026-12-01 wrote it).</summary>
+    NoRoot,
+}
+
 /// <summary>What <see cref="StoreOptions.RecoveryProgress"/> hears while <see cref="FasterEnvelopeStore.OpenAsync"/>
 /// recovers a store: a node with a large store otherwise says nothing for the seconds or minutes this takes.</summary>
 /// <param name="Stage">Which report this is.</param>
@@ -47,6 +77,15 @@ public sealed record StoreRecoveryProgress(
     long Envelopes,
     TimeSpan Elapsed)
 {
+    /// <summary>How the checkpoint's Merkle tree was rebuilt (from <see cref="StoreRecoveryStage.Loaded"/> on; else
+    /// <see cref="StoreTreeLoad.None"/>).</summary>
+    public StoreTreeLoad TreeLoad { get; init; }
+
+    /// <summary>Leaf hashes of leaves.bin the open hashed into the tree (from <see cref="StoreRecoveryStage.Loaded"/> on):
+    /// fewer than 256 when it read level8.bin, every leaf the checkpoint counts otherwise (and those few as well when
+    /// level8.bin's hashes did not make the root).</summary>
+    public long LeavesHashed { get; init; }
+
     /// <summary>Whether the store is new: neither a checkpoint nor any write-ahead log was on disk when the open began,
     /// so there was nothing to recover (a first start, or a store that never took a write).</summary>
     public bool IsNew => !CheckpointFound && LogBytesOnDisk == 0;
@@ -65,6 +104,8 @@ internal sealed class RecoveryReporter(StoreOptions options, string storeDirecto
     private long _onDisk;
     private long _from;
     private long _until;
+    private StoreTreeLoad _treeLoad;
+    private long _leavesHashed;
 
     /// <summary>The open begins: whether a checkpoint is there, and <paramref name="logBytesOnDisk"/>.</summary>
     public void Opening(bool checkpointFound, long logBytesOnDisk)
@@ -74,10 +115,13 @@ internal sealed class RecoveryReporter(StoreOptions options, string storeDirecto
         Report(StoreRecoveryStage.Opening, 0, 0, 0, 0, 0);
     }
 
-    /// <summary>The checkpoint (none: 0s) is loaded; the log from <paramref name="from"/> to <paramref name="until"/> is
+    /// <summary>The checkpoint (none: 0s) is loaded, its tree as <paramref name="treeLoad"/> says after hashing
+    /// <paramref name="leavesHashed"/> leaves; the log from <paramref name="from"/> to <paramref name="until"/> is
     /// replayed next.</summary>
-    public void Loaded(long from, long until, long logEntries, int mailboxes, long envelopes)
+    public void Loaded(long from, long until, long logEntries, int mailboxes, long envelopes, StoreTreeLoad treeLoad, long leavesHashed)
     {
+        _treeLoad = treeLoad;
+        _leavesHashed = leavesHashed;
         _from = from;
         _until = Math.Max(from, until);
         Report(StoreRecoveryStage.Loaded, 0, 0, logEntries, mailboxes, envelopes);
@@ -109,5 +153,6 @@ internal sealed class RecoveryReporter(StoreOptions options, string storeDirecto
 
     private void Report(StoreRecoveryStage stage, long replayed, long records, long logEntries, int mailboxes, long envelopes) =>
         _progress?.Report(new StoreRecoveryProgress(stage, _directory, _checkpointFound, _onDisk, _until - _from, replayed, records,
-            logEntries, mailboxes, envelopes, Stopwatch.GetElapsedTime(_started)));
+            logEntries, mailboxes, envelopes, Stopwatch.GetElapsedTime(_started))
+        { TreeLoad = _treeLoad, LeavesHashed = _leavesHashed });
 }

@@ -339,6 +339,80 @@ public sealed class MerkleProofTests(ITestOutputHelper output)
         }
     }
 
+    /// <summary>A log rebuilt as an open does from level8.bin (whole 256-leaf blocks by their level-8 hashes, in two
+    /// calls, lower levels never held) and the leaves after them gives the roots and proofs of one that holds every level,
+    /// reading the left-out hashes back from leaves.bin (checked against the level-8 hashes), and takes appends and
+    /// releases after that; cut at 1, 8 and 9 blocks (inside and at the end of a level-0 block of 2048 leaves), 16, and at
+    /// random.</summary>
+    [Fact]
+    public void A_log_rebuilt_from_saved_level_hashes_gives_the_same_roots_and_proofs()
+    {
+        int seed = StoreTestKit.Seed();
+        output.WriteLine($"seed {seed} (replay with MEGANET_TEST_SEED={seed})");
+        var random = new Random(seed);
+        string directory = StoreTestKit.NewDirectory();
+        try
+        {
+            int total = 9000 + random.Next(0, 4000);
+            var reference = new MerkleLog();
+            byte[] leafHashes = new byte[total * MerkleTree.HashSize];
+            random.NextBytes(leafHashes);
+            for (int i = 0; i < total; i++)
+            {
+                reference.AppendLeafHash(leafHashes.AsSpan(i * MerkleTree.HashSize, MerkleTree.HashSize));
+            }
+
+            Checkpoint.AppendLeaves(directory, 0, total, (hashes, first) => leafHashes.AsSpan((int)(first * MerkleTree.HashSize), hashes.Length).CopyTo(hashes));
+            byte[] kept = new byte[(total >> MerkleLog.KeptLevel) * MerkleTree.HashSize];
+            reference.CopyKeptHashes(0, kept);
+            foreach (int blocks in new[] { 1, 8, 9, 16, random.Next(2, total >> MerkleLog.KeptLevel) })
+            {
+                var log = new MerkleLog(directory);
+                int split = random.Next(0, blocks + 1);
+                log.AppendSavedBlocks(kept.AsSpan(0, split * MerkleTree.HashSize));
+                log.AppendSavedBlocks(kept.AsSpan(split * MerkleTree.HashSize, (blocks - split) * MerkleTree.HashSize));
+                Assert.Equal(blocks << MerkleLog.KeptLevel, log.Size);
+                // The leaves after the saved blocks, as an open hashes them, a checkpoint's release, and later appends.
+                int opened = (blocks << MerkleLog.KeptLevel) + random.Next(0, 3000);
+                for (int i = (int)log.Size; i < total; i++)
+                {
+                    log.AppendLeafHash(leafHashes.AsSpan(i * MerkleTree.HashSize, MerkleTree.HashSize));
+                    if (i + 1 == opened)
+                    {
+                        log.ReleaseSaved(opened);
+                    }
+                }
+
+                var sizes = new SortedSet<long> { 1, 2, 255, 256, 257, (blocks << MerkleLog.KeptLevel) - 1, blocks << MerkleLog.KeptLevel, opened, total };
+                while (sizes.Count < 30)
+                {
+                    sizes.Add(random.NextInt64(1, total + 1));
+                }
+
+                foreach (long treeSize in sizes)
+                {
+                    byte[] root = reference.Root(treeSize);
+                    Assert.Equal(root, log.Root(treeSize));
+                    foreach (long m in new[] { 0, treeSize - 1, random.NextInt64(treeSize), random.NextInt64(Math.Min(treeSize, blocks << MerkleLog.KeptLevel)) })
+                    {
+                        Assert.Equal(reference.InclusionProof(m, treeSize), log.InclusionProof(m, treeSize));
+                    }
+
+                    foreach (long first in new[] { 1, treeSize, random.NextInt64(1, treeSize + 1) })
+                    {
+                        Assert.Equal(reference.ConsistencyProof(first, treeSize), log.ConsistencyProof(first, treeSize));
+                    }
+                }
+
+                Assert.True(log.BlocksReadBack > 0, "no left-out hash was read back from leaves.bin");
+            }
+        }
+        finally
+        {
+            Directory.Delete(directory, recursive: true);
+        }
+    }
+
     /// <summary>A log whose lower levels were released after checkpoints (read back from leaves.bin) against one that
     /// holds them all and the naive RFC 9162: roots, inclusion and consistency proofs at 0, 1, powers of two and their
     /// neighbours, around each checkpoint's edge, and at random sizes; checkpoints on and beside the block edges of every
