@@ -373,7 +373,7 @@ public sealed class MerkleProofTests(ITestOutputHelper output)
                 log.AppendSavedBlocks(kept.AsSpan(split * MerkleTree.HashSize, (blocks - split) * MerkleTree.HashSize));
                 Assert.Equal(blocks << MerkleLog.KeptLevel, log.Size);
                 // The leaves after the saved blocks, as an open hashes them, a checkpoint's release, and later appends.
-                int opened = (blocks << MerkleLog.KeptLevel) + random.Next(0, 3000);
+                int opened = Math.Min(total, (blocks << MerkleLog.KeptLevel) + random.Next(0, 3000));
                 for (int i = (int)log.Size; i < total; i++)
                 {
                     log.AppendLeafHash(leafHashes.AsSpan(i * MerkleTree.HashSize, MerkleTree.HashSize));
