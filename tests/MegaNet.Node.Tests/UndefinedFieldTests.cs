@@ -179,6 +179,35 @@ public sealed class UndefinedFieldTests
         Assert.Equal([14UL, 15UL], Marshaller<AckRequest>("Ack").ContextualDeserializer(new Payload([0x12, 0x02, 0x0E, 0x0F])).Seqs);
     }
 
+    /// <summary>When a request breaks several rules, the refusal is the first check's: too many envelopes first, then a
+    /// tag of wire type 6 or 7 anywhere the parser reads (past an envelope's undefined field too, where no more such
+    /// fields are looked for), then a field of the batch itself; and the first undefined field of a request ends the
+    /// search in it.</summary>
+    [Fact]
+    public void Refusals_of_a_request_that_breaks_several_rules_come_in_the_order_of_their_checks()
+    {
+        byte[] undefined = [0xF8, 0x07, 0x01]; // field 127, varint 1
+        byte[] envelope = [0x08, 0x01, .. undefined];
+        Marshaller<SubmitBatchRequest> batch = Marshaller<SubmitBatchRequest>("SubmitBatchStream");
+        byte[] many = [.. Enumerable.Repeat<byte[]>([0x0A, (byte)envelope.Length, .. envelope], RelayService.MaxBatchEnvelopes + 1).SelectMany(b => b)];
+        Assert.Equal(RelayService.TooManyBatchEnvelopes(RelayService.MaxBatchEnvelopes + 1), Refusal(batch, [.. many, 0x10, 0x01, 0x0E]));
+
+        byte[] invalidAfterUndefined = [0x08, 0x01, .. undefined, 0x16];
+        Assert.StartsWith("The SubmitBatchStream request is not a valid SubmitBatchRequest message (SubmitBatchRequest.envelopes carries a tag of wire type 6 (field 2, at byte 7)",
+            Refusal(batch, [0x0A, (byte)invalidAfterUndefined.Length, .. invalidAfterUndefined, 0x10, 0x01]), StringComparison.Ordinal);
+        Assert.StartsWith("The SubmitBatchStream request is refused: SubmitBatchRequest carries field 2 (a varint)",
+            Refusal(batch, [0x0A, (byte)envelope.Length, .. envelope, 0x10, 0x01]), StringComparison.Ordinal);
+
+        // In a SubmitRequest: its own field, before the envelope's, is the refusal; after it, the envelope's is.
+        Marshaller<SubmitRequest> submit = Marshaller<SubmitRequest>("Submit");
+        byte[] fieldFirst = [0x10, 0x01, 0x0A, (byte)envelope.Length, .. envelope];
+        Assert.StartsWith("The Submit request is refused: SubmitRequest carries field 2 (a varint)",
+            UndefinedFieldCheck.Take(submit.ContextualDeserializer(new Payload(fieldFirst)))?.EnvelopeRefusal(0), StringComparison.Ordinal);
+        byte[] envelopeFirst = [0x0A, (byte)envelope.Length, .. envelope, 0x10, 0x01];
+        Assert.StartsWith("The Submit request is refused: SubmitRequest.envelope carries field 127 (a varint)",
+            UndefinedFieldCheck.Take(submit.ContextualDeserializer(new Payload(envelopeFirst)))?.EnvelopeRefusal(0), StringComparison.Ordinal);
+    }
+
     [Fact]
     public void Groups_on_the_methods_without_envelopes_are_dropped_like_other_unknown_fields_and_a_stray_group_end_is_refused()
     {
