@@ -1,7 +1,10 @@
 using System.Text;
+using Grpc.AspNetCore.Server;
 using Grpc.Core;
+using Grpc.Core.Interceptors;
 using MegaNet.Api;
 using MegaNet.Api.V1;
+using Microsoft.Extensions.DependencyInjection;
 
 namespace MegaNet.Node.Tests;
 
@@ -47,7 +50,12 @@ public sealed class SubmitStreamRefusalTests
     public async Task An_idle_stream_is_ended_once_answered_and_a_slow_one_is_not()
     {
         // An open SubmitStream that sent nothing held its connection (and a slot of MaxConnectionsPerAddress) for good.
-        await using TestNode node = await TestNode.StartAsync(o => o.StreamIdleSeconds = 6);
+        var slowAnswer = new SlowFirstAnswer();
+        await using TestNode node = await TestNode.StartAsync(o => o.StreamIdleSeconds = 6, services: s =>
+        {
+            s.AddSingleton(slowAnswer);
+            s.Configure<GrpcServiceOptions>(o => o.Interceptors.Add<SlowFirstAnswer>());
+        });
         using Identity alice = Identity.Create(), bob = Identity.Create();
         using MegaNetClient client = node.Client();
         using var deadline = new CancellationTokenSource(TimeSpan.FromMinutes(2));
@@ -73,19 +81,64 @@ public sealed class SubmitStreamRefusalTests
             Assert.Equal(StatusCode.OK, slow.GetStatus().StatusCode);
         }
 
-        // Idle: one request answered, then nothing; the node ends the stream, saying why.
+        // Idle: one request answered, then nothing; the node ends the stream, saying why. The answer is held 2 s on
+        // the node, past the idle timer's first quarter tick (1.5 s), as a loaded node's can be: counted from the
+        // request, as before, the stream then ended 4.5 to 6 s after its answer. The clock starts before the call, so
+        // it reads at least the hold plus the limit whatever the machine's load; started once the answer was read
+        // (as before), a slow trip of the answer to this test took from it what the node had given.
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        slowAnswer.Hold = SlowFirstAnswer.HoldFor;
         using AsyncDuplexStreamingCall<SubmitRequest, SubmitResult> idle = client.Relay.SubmitStream(cancellationToken: deadline.Token);
         await idle.RequestStream.WriteAsync(new SubmitRequest { Envelope = Seal(node, alice, bob, 7, 0) }, deadline.Token);
         Assert.True(await idle.ResponseStream.MoveNext(deadline.Token));
         Assert.NotNull(idle.ResponseStream.Current.Receipt);
-        var clock = System.Diagnostics.Stopwatch.StartNew();
+        Assert.True(clock.Elapsed >= SlowFirstAnswer.HoldFor, "the answer was not held");
         RpcException ended = await Assert.ThrowsAsync<RpcException>(() => idle.ResponseStream.MoveNext(deadline.Token));
         Assert.Equal(StatusCode.DeadlineExceeded, ended.StatusCode);
         Assert.Contains("sent no request for 6 s (StreamIdleSeconds)", ended.Status.Detail, StringComparison.Ordinal);
         Assert.Contains("all 1 requests were answered", ended.Status.Detail, StringComparison.Ordinal);
-        // The whole limit counts from the last answer (0.1 s allowed for the answer's trip, which the client's clock
-        // starts after). Counted from the request, as before, this could be 4.5 s: three of the timer's quarter ticks.
-        Assert.True(clock.Elapsed > TimeSpan.FromSeconds(5.9), $"ended {clock.Elapsed.TotalSeconds:0.00} s after its last answer (limit 6 s)");
+        // The whole limit from the answer, which came after the hold (0.1 s allowed for a timer that fires early).
+        Assert.True(clock.Elapsed > SlowFirstAnswer.HoldFor + TimeSpan.FromSeconds(5.9),
+            $"ended {clock.Elapsed.TotalSeconds:0.00} s after the call began, of which {SlowFirstAnswer.HoldFor.TotalSeconds:0} s the node held its answer (limit 6 s)");
+    }
+
+    /// <summary>Holds the first answer of a SubmitStream call made once <see cref="Hold"/> is set, for that long, before
+    /// the node writes it.</summary>
+    private sealed class SlowFirstAnswer : Interceptor
+    {
+        public static readonly TimeSpan HoldFor = TimeSpan.FromSeconds(2);
+
+        public TimeSpan Hold { get; set; }
+
+        public override Task DuplexStreamingServerHandler<TRequest, TResponse>(IAsyncStreamReader<TRequest> requestStream, IServerStreamWriter<TResponse> responseStream,
+            ServerCallContext context, DuplexStreamingServerMethod<TRequest, TResponse> continuation) =>
+            Hold > TimeSpan.Zero && context.Method.EndsWith("/SubmitStream", StringComparison.Ordinal)
+                ? continuation(requestStream, new Writer<TResponse>(responseStream, Hold), context)
+                : continuation(requestStream, responseStream, context);
+
+        private sealed class Writer<T>(IServerStreamWriter<T> inner, TimeSpan hold) : IServerStreamWriter<T>
+        {
+            private bool _held;
+
+            public WriteOptions? WriteOptions
+            {
+                get => inner.WriteOptions;
+                set => inner.WriteOptions = value;
+            }
+
+            public Task WriteAsync(T message) => WriteAsync(message, CancellationToken.None);
+
+            public async Task WriteAsync(T message, CancellationToken cancellationToken)
+            {
+                if (!_held)
+                {
+                    _held = true;
+                    await Task.Delay(hold, cancellationToken);
+                }
+
+                await inner.WriteAsync(message, cancellationToken);
+            }
+        }
     }
 
     private static async Task<List<SubmitResult>> StreamAsync(TestNode node, Envelope[] envelopes)
