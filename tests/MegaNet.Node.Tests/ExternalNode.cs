@@ -43,6 +43,19 @@ public sealed class ExternalNode : IAsyncDisposable
         }
     }
 
+    /// <summary>The port of the node's metrics listener, from its start line ("Metrics served at ..."): started with
+    /// <c>MetricsListen</c> ADDRESS:0, the kernel's choice shows only there. A port taken by the test beforehand and
+    /// released for the node (<see cref="FreePort"/>) could be given to another test's listener meanwhile.</summary>
+    public int MetricsPort
+    {
+        get
+        {
+            System.Text.RegularExpressions.Match served = System.Text.RegularExpressions.Regex.Match(Output, @"Metrics served at http://\S+:([0-9]+)/metrics");
+            Assert.True(served.Success, $"the node did not say where it serves metrics: {Output}");
+            return int.Parse(served.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture);
+        }
+    }
+
     /// <summary>The built <c>meganet.dll</c> beside this test project's output.</summary>
     public static string MeganetPath()
     {
@@ -58,16 +71,19 @@ public sealed class ExternalNode : IAsyncDisposable
 
     private static class ReservedPort
     {
-        private static readonly Socket Holder = Bind();
+        private static readonly Socket Holder = HoldPort();
 
         public static int Port => ((IPEndPoint)Holder.LocalEndPoint!).Port;
+    }
 
-        private static Socket Bind()
-        {
-            var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-            socket.Bind(new IPEndPoint(IPAddress.Loopback, 0));
-            return socket;
-        }
+    /// <summary>A loopback port bound, not listening, for as long as the socket is kept: a connection to it is refused,
+    /// and no listener another test opens on port 0 meanwhile is given it (as one may be a port that
+    /// <see cref="FreePort"/> took and released).</summary>
+    public static Socket HoldPort()
+    {
+        var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        socket.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        return socket;
     }
 
     /// <summary>A loopback port nothing listens on right now.</summary>

@@ -135,9 +135,9 @@ public sealed class MetricsTests
         string dir = Directory.CreateTempSubdirectory("meganet-purpose-").FullName;
         try
         {
-            int metricsPort = ExternalNode.FreePort();
             await using ExternalNode node = await ExternalNode.StartAsync(Path.Combine(dir, "data"),
-                new Dictionary<string, string> { ["MEGANET_MegaNet__MetricsListen"] = $"127.0.0.1:{metricsPort}" });
+                new Dictionary<string, string> { ["MEGANET_MegaNet__MetricsListen"] = "127.0.0.1:0" });
+            int metricsPort = node.MetricsPort;
             using var http = new HttpClient();
             using var client = new MegaNet.Api.MegaNetClient(node.Address);
             using MegaNet.Api.Identity alice = MegaNet.Api.Identity.Create(), bob = MegaNet.Api.Identity.Create();

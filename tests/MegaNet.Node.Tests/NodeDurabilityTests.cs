@@ -261,7 +261,7 @@ public sealed class NodeDurabilityTests(ITestOutputHelper output)
         try
         {
             await using ExternalNode first = await ExternalNode.StartAsync(data);
-            (int code, string errors) = await RunNodeAsync("--data", data, "--listen", $"127.0.0.1:{ExternalNode.FreePort()}");
+            (int code, string errors) = await RunNodeAsync("--data", data, "--listen", "127.0.0.1:0");
             Assert.Equal(1, code);
             Assert.Contains("is open in another process", errors, StringComparison.Ordinal);
 

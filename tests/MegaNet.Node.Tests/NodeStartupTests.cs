@@ -122,7 +122,11 @@ public sealed class NodeStartupTests : IDisposable
     {
         // Kestrel reads endpoints from the host's configuration, which included every environment variable: this one
         // added a plaintext listener beside --listen, where neither the TLS rule nor the connection caps applied.
-        int[] extra = [ExternalNode.FreePort(), ExternalNode.FreePort()];
+        // Held (bound, not listening) for the whole test: released, a port could be taken by another test's listener
+        // before the connections below, and they would reach it. A node that took the extra endpoints would now fail
+        // to start (address in use), which fails the test as a connection to them did.
+        using System.Net.Sockets.Socket first = ExternalNode.HoldPort(), second = ExternalNode.HoldPort();
+        int[] extra = [((IPEndPoint)first.LocalEndPoint!).Port, ((IPEndPoint)second.LocalEndPoint!).Port];
         var environment = new Dictionary<string, string>
         {
             ["Kestrel__Endpoints__Extra__Url"] = $"http://127.0.0.1:{extra[0]}",
@@ -179,9 +183,9 @@ public sealed class NodeStartupTests : IDisposable
     {
         // Bound on every address, the only way to see the warning a real start gives; the test speaks to it over
         // loopback only.
-        int port = ExternalNode.FreePort();
-        var environment = new Dictionary<string, string> { ["MEGANET_MegaNet__MetricsListen"] = $"0.0.0.0:{port}" };
+        var environment = new Dictionary<string, string> { ["MEGANET_MegaNet__MetricsListen"] = "0.0.0.0:0" };
         await using ExternalNode node = await ExternalNode.StartAsync(Data, environment);
+        int port = node.MetricsPort;
         Assert.Contains("reachable beyond this machine in plaintext without authentication", node.Output, StringComparison.Ordinal);
         // The warning comes from the options; that the node still serves them is asked of it.
         using var http = new HttpClient();

@@ -415,8 +415,8 @@ public sealed class ProfilerTests(ITestOutputHelper output)
     [Fact]
     public async Task The_prometheus_endpoint_exposes_the_MegaNet_instruments()
     {
-        int metricsPort = ExternalNode.FreePort();
-        await using TestNode node = await TestNode.StartAsync(o => o.MetricsListen = $"127.0.0.1:{metricsPort}");
+        await using TestNode node = await TestNode.StartAsync(o => o.MetricsListen = "127.0.0.1:0");
+        int metricsPort = node.MetricsPort;
         using (MegaNetClient client = node.Client())
         using (Identity alice = Identity.Create(), bob = Identity.Create())
         {

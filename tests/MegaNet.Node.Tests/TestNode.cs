@@ -98,6 +98,11 @@ public sealed class TestNode : IAsyncDisposable
     /// <summary>The running node's services.</summary>
     public IServiceProvider Services => _app?.Services ?? throw new InvalidOperationException("The node is not running.");
 
+    /// <summary>The port the node's metrics listener took (the second listener; <c>MetricsListen</c> ADDRESS:0 lets
+    /// the kernel choose one no other test holds).</summary>
+    public int MetricsPort => new Uri(Services.GetRequiredService<Microsoft.AspNetCore.Hosting.Server.IServer>()
+        .Features.Get<Microsoft.AspNetCore.Hosting.Server.Features.IServerAddressesFeature>()!.Addresses.ElementAt(1)).Port;
+
     /// <summary>The seed proof-of-work stamps are made for at this node now (<c>Status.pow_seed</c>).</summary>
     public byte[] PowSeed => Services.GetRequiredService<Admission.AdmissionPipeline>().PowSeed.ToArray();
 
