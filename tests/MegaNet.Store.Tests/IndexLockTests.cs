@@ -30,7 +30,7 @@ public sealed class IndexLockTests : IDisposable
         store.BeforeAckDeleteForTests = () =>
         {
             entered.Set();
-            release.Wait(TimeSpan.FromSeconds(30));
+            release.Wait(TimeSpan.FromMinutes(2));
         };
         Task<int> ack = store.AckAsync(recipient, [receipts[1].MailboxSeq]).AsTask();
         try
@@ -38,7 +38,9 @@ public sealed class IndexLockTests : IDisposable
             Assert.True(entered.Wait(TimeSpan.FromSeconds(10)), "the ack's table delete never started");
 
             // Each of these takes the index lock (or took it for the head); none may wait for the stalled delete.
-            TimeSpan patience = TimeSpan.FromSeconds(5);
+            // Far below the stall (two minutes), so a call that waits for it still fails, but not so short that a
+            // loaded machine (other test classes on the same two cores) makes a call that never waited miss it.
+            TimeSpan patience = TimeSpan.FromSeconds(30);
             MailboxPage page = await store.ListAsync(recipient, 0, 10).AsTask().WaitAsync(patience);
             Assert.Equal([receipts[0].MailboxSeq, receipts[2].MailboxSeq], page.Entries.Select(e => e.Seq));
             Assert.Equal(3, await Task.Run(() => store.TreeSize).WaitAsync(patience));

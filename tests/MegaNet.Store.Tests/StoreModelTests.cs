@@ -167,7 +167,8 @@ public sealed class StoreModelTests(ITestOutputHelper output) : IDisposable
                     string crashed;
                     for (var waited = System.Diagnostics.Stopwatch.StartNew(); ; await Task.Delay(2))
                     {
-                        Assert.True(waited.Elapsed < TimeSpan.FromSeconds(10), $"{at}: background checkpoints did not stop within 10 s");
+                        // A minute: a checkpoint's writes and flushes wait on a disk other tests share on a loaded machine.
+                        Assert.True(waited.Elapsed < TimeSpan.FromMinutes(1), $"{at}: background checkpoints did not stop within a minute");
                         if (store.BackgroundCheckpointUnfinished)
                         {
                             continue;
