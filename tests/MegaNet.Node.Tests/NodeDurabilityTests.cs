@@ -205,8 +205,11 @@ public sealed class NodeDurabilityTests(ITestOutputHelper output)
 
         RpcException ended = await subscription;
         Assert.True(ended.StatusCode == StatusCode.Unavailable, $"the subscription ended with {ended.StatusCode}: {ended.Status.Detail}");
-        // Shutting down is UNAVAILABLE, never "queue full" (a retry there is pointless) or UNKNOWN.
-        Assert.All(refusals, r => Assert.Equal(StatusCode.Unavailable, r.StatusCode));
+        // Shutting down is UNAVAILABLE, never "queue full" (a retry there is pointless) or UNKNOWN: the node's own
+        // answer, a connection refused or reset (Grpc.Net.Client's UNAVAILABLE for a socket or I/O error), or a call
+        // that crossed the node's GOAWAY (NO_ERROR, which MegaNetClient reports as UNAVAILABLE, as docs/protocol.md's "A
+        // stopping node" promises). Any other code is a broken promise, not a timing; its detail says which path.
+        Assert.All(refusals, r => Assert.True(r.StatusCode == StatusCode.Unavailable, $"a call ended {r.StatusCode}: {r.Status.Detail}"));
         Assert.True(receipts.Count > 50, $"only {receipts.Count} receipts before the stop; the test proved little");
         node.AssertNoServerErrors();
 
