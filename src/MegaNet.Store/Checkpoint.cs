@@ -235,6 +235,19 @@ internal static class Checkpoint
         }
     }
 
+    /// <summary>Reads <paramref name="destination"/> from <paramref name="file"/> at <paramref name="offset"/>, as far as
+    /// the file goes; returns the bytes read (fewer than asked only at its end).</summary>
+    public static int ReadFully(SafeFileHandle file, Span<byte> destination, long offset)
+    {
+        int done = 0;
+        while (done < destination.Length && RandomAccess.Read(file, destination[done..], offset + done) is int read and > 0)
+        {
+            done += read;
+        }
+
+        return done;
+    }
+
     /// <summary>Reads the leaf hashes from leaf <paramref name="first"/> on into <paramref name="destination"/> (32 bytes
     /// each), which leaves.bin must hold (a manifest counted them).</summary>
     /// <param name="storeDirectory">The store's directory.</param>
@@ -259,15 +272,9 @@ internal static class Checkpoint
         {
             beforeReadForTests?.Invoke(path);
             using SafeFileHandle file = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
-            for (int done = 0; done < destination.Length;)
+            if (ReadFully(file, destination, offset) is int done && done < destination.Length)
             {
-                int read = RandomAccess.Read(file, destination[done..], offset + done);
-                if (read == 0)
-                {
-                    throw Damaged(path, $"it ends at leaf {(offset + done) / 32}, before leaf {last}, which the checkpoint manifest counts", advice: advice);
-                }
-
-                done += read;
+                throw Damaged(path, $"it ends at leaf {(offset + done) / 32}, before leaf {last}, which the checkpoint manifest counts", advice: advice);
             }
         }
         catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException)

@@ -2619,15 +2619,9 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
             {
                 int count = (int)Math.Min(chunk.Length / MerkleTree.HashSize, kept - read);
                 Span<byte> hashes = chunk.AsSpan(0, count * MerkleTree.HashSize);
-                for (int done = 0; done < hashes.Length;)
+                if (Checkpoint.ReadFully(file, hashes, read * MerkleTree.HashSize) < hashes.Length)
                 {
-                    int n = RandomAccess.Read(file, hashes[done..], (read * MerkleTree.HashSize) + done);
-                    if (n == 0)
-                    {
-                        return StoreTreeLoad.LevelsShort; // cut short while read
-                    }
-
-                    done += n;
+                    return StoreTreeLoad.LevelsShort; // cut short while read
                 }
 
                 _merkle.AppendSavedBlocks(hashes);
