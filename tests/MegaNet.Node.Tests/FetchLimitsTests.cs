@@ -210,6 +210,31 @@ public sealed class FetchLimitsTests
         node.AssertNoServerErrors();
     }
 
+    /// <summary>A Fetch reply nobody reads keeps its stream open for its read deadline (30 s plus 1 s per 64 KiB),
+    /// which is longer than the host gives a stop: the stop waited the host's whole ShutdownTimeout (30 s) for it. The
+    /// node closes what is left <see cref="NodeHost.ServerStopDrain"/> into the stop.</summary>
+    [Fact]
+    public async Task A_reply_nobody_reads_holds_up_a_stop_only_until_the_servers_drain_ends()
+    {
+        using Identity bob = Identity.Create();
+        await using TestNode node = await StartWithFullMailboxAsync(bob);
+        UnsentReplyGuard guard = node.Services.GetRequiredService<UnsentReplyGuard>();
+        Assert.True(guard.ReadDeadline(RelayService.FetchPageBytes) > TimeSpan.FromSeconds(30), "the reply's deadline alone would end it within the host's ShutdownTimeout");
+        using MegaNetClient client = node.Client();
+        using HttpClient http = RawHttp(node);
+        using HttpResponseMessage unread = await http.SendAsync(await RawFetchAsync(client, bob), HttpCompletionOption.ResponseHeadersRead);
+        await Poll.UntilAsync(() => guard.Unsent > 0, () => "an unread reply is not charged");
+
+        var stopping = System.Diagnostics.Stopwatch.StartNew();
+        await node.StopAsync().WaitAsync(TimeSpan.FromMinutes(2));
+        // 10 s and the close; 30 s before 2026-12-06.
+        Assert.True(stopping.Elapsed < TimeSpan.FromSeconds(20), $"the stop took {stopping.Elapsed.TotalSeconds:F1} s");
+        Assert.True(stopping.Elapsed >= NodeHost.ServerStopDrain - TimeSpan.FromSeconds(1), $"the stop took only {stopping.Elapsed.TotalSeconds:F1} s: the reply was not holding it");
+        // Closed, not sent: the client cannot read the whole reply.
+        await Assert.ThrowsAnyAsync<Exception>(() => unread.Content.ReadAsByteArrayAsync());
+        node.AssertNoServerErrors();
+    }
+
     /// <summary>A subscriber that stops reading holds the page being written to it in the node (it was bounded only by
     /// <see cref="NodeOptions.MaxSubscriptions"/>: 20,000 pages of 64 KiB, about 1.25 GiB). Such pages are charged as
     /// unread Fetch replies are: past the site's share a subscription waits, holding nothing, until there is room, and

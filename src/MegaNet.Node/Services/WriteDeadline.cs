@@ -7,7 +7,9 @@ namespace MegaNet.Node.Services;
 /// the stream; a client that still reads has had its answers, and its status, well within the grace.
 /// </summary>
 /// <remarks>A SubmitStream client that also stops reading its receipts has its call ended the same way, but Kestrel
-/// was seen to hold the stop for the full 30 s in some runs all the same, with the client's request writes blocked.</remarks>
+/// was seen to hold the stop for the full 30 s in some runs all the same, with the client's request writes blocked; as
+/// a call whose last write went into a full stream's buffer does. Since 2026-12-06 the node closes what is left
+/// <see cref="Hosting.NodeHost.ServerStopDrain"/> into a stop.</remarks>
 internal sealed class WriteDeadline : IDisposable
 {
     /// <summary>How long a stop waits for a streaming call's writes.</summary>
