@@ -70,6 +70,58 @@ public sealed class MerkleProofTests(ITestOutputHelper output)
     public void The_split_point_is_the_largest_power_of_two_below_the_size(long size, long expected) =>
         Assert.Equal(expected, MerkleTree.SplitPoint(size));
 
+    /// <summary>The test vectors Certificate Transparency's own suites use (leaves d0..d7 and the roots, audit paths and
+    /// consistency proofs published with them), so the tree is anchored to the ecosystem's, not only to a naive
+    /// implementation written here from the same reading of the RFC.</summary>
+    [Fact]
+    public void The_certificate_transparency_test_vectors_hold()
+    {
+        string[] leaves = ["", "00", "10", "2021", "3031", "40414243", "5051525354555657", "606162636465666768696a6b6c6d6e6f"];
+        string[] roots =
+        [
+            "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d",
+            "fac54203e7cc696cf0dfcb42c92a1d9dbaf70ad9e621f4bd8d98662f00e3c125",
+            "aeb6bcfe274b70a14fb067a5e5578264db0fa9b51af5e0ba159158f329e06e77",
+            "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7",
+            "4e3bbb1f7b478dcfe71fb631631519a3bca12c9aefca1612bfce4c13a86264d4",
+            "76e67dadbcdf1e10e1b74ddc608abd2f98dfb16fbce75277b5232a127f2087ef",
+            "ddb89be403809e325750d3d263cd78929c2942b7942a34b77e122c9594a74c8c",
+            "5dc9da79a70659a9ad559cb701ded9a2ab9d823aad2f4960cfe370eff4604328",
+        ];
+        var log = new MegaNet.Store.MerkleLog();
+        Assert.Equal("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855", Convert.ToHexStringLower(MerkleTree.EmptyRoot()));
+        for (int size = 1; size <= leaves.Length; size++)
+        {
+            log.Append(Convert.FromHexString(leaves[size - 1]));
+            Assert.Equal(roots[size - 1], Convert.ToHexStringLower(log.Root(size)));
+        }
+
+        byte[] Root(int size) => Convert.FromHexString(roots[size - 1]);
+        static byte[][] Hashes(params string[] hex) => [.. hex.Select(Convert.FromHexString)];
+        byte[][] path0 = Hashes("96a296d224f285c67bee93c30f8a309157f0daa35dc5b87e410b78630a09cfc7", "5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
+            "6b47aaf29ee3c2af9af889bc1fb9254dabd31177f16232dd6aab035ca39bf6e4");
+        byte[][] path5 = Hashes("bc1a0643b12e4d2d7c77918f44e0f4f79a838b6cf9ec5b5c283e1f4d88599e6b", "ca854ea128ed050b41b35ffc1b87b8eb2bde461e9e3b5596ece6b9d5975a0ae0",
+            "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7");
+        Assert.Equal(path0, log.InclusionProof(0, 8));
+        Assert.Equal(path5, log.InclusionProof(5, 8));
+        Assert.True(MerkleTree.VerifyInclusion(MerkleTree.LeafHash(Convert.FromHexString(leaves[0])), 0, 8, path0, Root(8)));
+        Assert.True(MerkleTree.VerifyInclusion(MerkleTree.LeafHash(Convert.FromHexString(leaves[5])), 5, 8, path5, Root(8)));
+
+        // From size 1 the consistency proof is leaf 0's audit path.
+        (int From, int To, byte[][] Proof)[] consistency =
+        [
+            (1, 8, path0),
+            (6, 8, Hashes("0ebc5d3437fbe2db158b9f126a1d118e308181031d0a949f8dededebc558ef6a", "ca854ea128ed050b41b35ffc1b87b8eb2bde461e9e3b5596ece6b9d5975a0ae0",
+                "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7")),
+            (2, 5, Hashes("5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e", "bc1a0643b12e4d2d7c77918f44e0f4f79a838b6cf9ec5b5c283e1f4d88599e6b")),
+        ];
+        foreach ((int from, int to, byte[][] proof) in consistency)
+        {
+            Assert.Equal(proof, log.ConsistencyProof(from, to));
+            Assert.True(MerkleTree.VerifyConsistency(from, to, Root(from), Root(to), proof), $"consistency {from} → {to}");
+        }
+    }
+
     [Fact]
     public void Roots_and_proofs_match_the_naive_rfc9162_on_random_sizes()
     {
