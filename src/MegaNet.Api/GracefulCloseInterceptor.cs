@@ -8,7 +8,8 @@ namespace MegaNet.Api;
 /// node sends when it stops or restarts) as <c>UNAVAILABLE</c>, which it is, instead of the <c>INTERNAL</c> that
 /// Grpc.Net.Client makes of it; and a call its caller cancelled that failed on an object the cancellation disposed
 /// or on the stream it aborted (<see cref="IsCancellationRace"/>) as <c>CANCELLED</c>, not <c>INTERNAL</c> or
-/// <c>UNAVAILABLE</c>.
+/// <c>UNAVAILABLE</c>; and a stream the node reset with HTTP/2 CANCEL (<see cref="IsNodeCancel"/>) as
+/// <c>UNAVAILABLE</c>, not the <c>CANCELLED</c> that reads as the caller's own cancellation.
 /// </summary>
 /// <remarks>
 /// SocketsHttpHandler retries a request the node never took on a new connection, but not all of them: one still
@@ -58,7 +59,7 @@ internal sealed class GracefulCloseInterceptor : Interceptor
         AsyncClientStreamingCallContinuation<TRequest, TResponse> continuation)
     {
         AsyncClientStreamingCall<TRequest, TResponse> call = continuation(context);
-        return new AsyncClientStreamingCall<TRequest, TResponse>(new MappedWriter<TRequest>(call.RequestStream), Mapped(call.ResponseAsync, context.Options.CancellationToken),
+        return new AsyncClientStreamingCall<TRequest, TResponse>(new MappedWriter<TRequest>(call.RequestStream, context.Options.CancellationToken), Mapped(call.ResponseAsync, context.Options.CancellationToken),
             static s => Mapped(((AsyncClientStreamingCall<TRequest, TResponse>)s).ResponseHeadersAsync),
             static s => Mapped(((AsyncClientStreamingCall<TRequest, TResponse>)s).GetStatus()),
             static s => ((AsyncClientStreamingCall<TRequest, TResponse>)s).GetTrailers(), static s => ((AsyncClientStreamingCall<TRequest, TResponse>)s).Dispose(), call);
@@ -68,7 +69,7 @@ internal sealed class GracefulCloseInterceptor : Interceptor
         AsyncDuplexStreamingCallContinuation<TRequest, TResponse> continuation)
     {
         AsyncDuplexStreamingCall<TRequest, TResponse> call = continuation(context);
-        return new AsyncDuplexStreamingCall<TRequest, TResponse>(new MappedWriter<TRequest>(call.RequestStream), new MappedReader<TResponse>(call.ResponseStream, context.Options.CancellationToken),
+        return new AsyncDuplexStreamingCall<TRequest, TResponse>(new MappedWriter<TRequest>(call.RequestStream, context.Options.CancellationToken), new MappedReader<TResponse>(call.ResponseStream, context.Options.CancellationToken),
             static s => Mapped(((AsyncDuplexStreamingCall<TRequest, TResponse>)s).ResponseHeadersAsync),
             static s => Mapped(((AsyncDuplexStreamingCall<TRequest, TResponse>)s).GetStatus()),
             static s => ((AsyncDuplexStreamingCall<TRequest, TResponse>)s).GetTrailers(), static s => ((AsyncDuplexStreamingCall<TRequest, TResponse>)s).Dispose(), call);
@@ -82,6 +83,26 @@ internal sealed class GracefulCloseInterceptor : Interceptor
 
     /// <summary>An HTTP/2 NO_ERROR: the node closed the connection on purpose (a graceful close).</summary>
     internal static bool IsHttp2NoError(Exception e) => e is HttpProtocolException { ErrorCode: 0 };
+
+    /// <summary>
+    /// A <c>CANCELLED</c> status whose cause is the node's RST_STREAM with CANCEL while the caller cancelled nothing
+    /// (<paramref name="call"/>, <paramref name="cancellation"/>): the node ended a stream whose writes it had to give
+    /// up on, as it does when it stops or a subscription's lifetime ends while the client is not reading (a suspended
+    /// laptop, a slow link). Grpc.Net.Client maps CANCEL to <c>CANCELLED</c> by the gRPC spec's table, which callers
+    /// take for their own cancellation: `meganet listen` ended saying "interrupted" instead of subscribing again (seen
+    /// 2026-12-06, a listen held by SIGSTOP across a node's stop). A cancellation of this side resets the stream itself
+    /// and fails with an OperationCanceledException, never with the node's reset behind it.
+    /// </summary>
+    internal static bool IsNodeCancel(Status status, CancellationToken call, CancellationToken cancellation) =>
+        status.StatusCode == StatusCode.Cancelled && !call.IsCancellationRequested && !cancellation.IsCancellationRequested
+        && HasCause(status, static e => e is HttpProtocolException { ErrorCode: Http2CancelCode });
+
+    // RFC 9113 section 7: CANCEL.
+    private const long Http2CancelCode = 0x8;
+
+    private static RpcException NodeCancelled(RpcException e) => new(new Status(StatusCode.Unavailable,
+        "The node reset the stream (HTTP/2 CANCEL): it gave up on answers this client had not read, as it does when it stops or a " +
+        $"subscription's lifetime ends. Call again. ({e.Status.Detail})", e.Status.DebugException), e.Trailers);
 
     /// <summary>Whether the exception behind <paramref name="status"/>, or one of its inner exceptions, matches.</summary>
     internal static bool HasCause(Status status, Func<Exception, bool> match)
@@ -122,6 +143,10 @@ internal sealed class GracefulCloseInterceptor : Interceptor
         {
             throw new RpcException(new Status(StatusCode.Cancelled, "The call was cancelled by its caller.", e.Status.DebugException), e.Trailers);
         }
+        catch (RpcException e) when (IsNodeCancel(e.Status, call, cancellation))
+        {
+            throw NodeCancelled(e);
+        }
     }
 
     /// <summary>
@@ -151,7 +176,7 @@ internal sealed class GracefulCloseInterceptor : Interceptor
         public Task<bool> MoveNext(CancellationToken cancellationToken) => Mapped(inner.MoveNext(cancellationToken), call, cancellationToken);
     }
 
-    private sealed class MappedWriter<T>(IClientStreamWriter<T> inner) : IClientStreamWriter<T>
+    private sealed class MappedWriter<T>(IClientStreamWriter<T> inner, CancellationToken call) : IClientStreamWriter<T>
     {
         public WriteOptions? WriteOptions
         {
@@ -159,13 +184,13 @@ internal sealed class GracefulCloseInterceptor : Interceptor
             set => inner.WriteOptions = value;
         }
 
-        public Task WriteAsync(T message) => Mapped(inner.WriteAsync(message));
+        public Task WriteAsync(T message) => Mapped(inner.WriteAsync(message), default);
 
-        public Task WriteAsync(T message, CancellationToken cancellationToken) => Mapped(inner.WriteAsync(message, cancellationToken));
+        public Task WriteAsync(T message, CancellationToken cancellationToken) => Mapped(inner.WriteAsync(message, cancellationToken), cancellationToken);
 
-        public Task CompleteAsync() => Mapped(inner.CompleteAsync());
+        public Task CompleteAsync() => Mapped(inner.CompleteAsync(), default);
 
-        private static async Task Mapped(Task task)
+        private async Task Mapped(Task task, CancellationToken cancellation)
         {
             try
             {
@@ -174,6 +199,10 @@ internal sealed class GracefulCloseInterceptor : Interceptor
             catch (RpcException e) when (IsGracefulClose(e.Status))
             {
                 throw Unavailable(e);
+            }
+            catch (RpcException e) when (IsNodeCancel(e.Status, call, cancellation))
+            {
+                throw NodeCancelled(e);
             }
         }
     }

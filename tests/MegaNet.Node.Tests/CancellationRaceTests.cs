@@ -80,4 +80,26 @@ public sealed class CancellationRaceTests
         var other = new RpcException(new Status(StatusCode.Internal, "something else", new InvalidOperationException("other")));
         Assert.Same(other, await CallAsync(other, cancelled.Token));
     }
+
+    /// <summary>What Grpc.Net.Client makes of the node's RST_STREAM with CANCEL (its stop, or a subscription's lifetime
+    /// end, giving up on writes the client did not read): CANCELLED, as if the caller had cancelled.</summary>
+    private static RpcException NodeCancel() => new(new Status(StatusCode.Cancelled,
+        "Error reading next message. HttpProtocolException: The HTTP/2 server reset the stream. HTTP/2 error code 'CANCEL' (0x8).",
+        new HttpProtocolException(0x8, "The HTTP/2 server reset the stream. HTTP/2 error code 'CANCEL' (0x8).", null)));
+
+    [Fact]
+    public async Task The_nodes_cancel_reset_is_unavailable_unless_the_caller_cancelled()
+    {
+        RpcException e = await CallAsync(NodeCancel(), CancellationToken.None);
+        Assert.Equal(StatusCode.Unavailable, e.StatusCode);
+        Assert.StartsWith("The node reset the stream (HTTP/2 CANCEL)", e.Status.Detail, StringComparison.Ordinal);
+        Assert.IsType<HttpProtocolException>(e.Status.DebugException);
+
+        // The caller cancelled too: its cancellation is what it sees.
+        Assert.Equal(StatusCode.Cancelled, (await CancelledCallAsync(NodeCancel())).StatusCode);
+
+        // A CANCELLED status with another reset code behind it is left as it is.
+        var other = new RpcException(new Status(StatusCode.Cancelled, "reset", new HttpProtocolException(0x2, "INTERNAL_ERROR", null)));
+        Assert.Same(other, await CallAsync(other, CancellationToken.None));
+    }
 }
