@@ -200,6 +200,87 @@ public sealed class NodeShutdownTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public async Task Submits_admission_still_holds_when_the_servers_drain_ends_are_answered_unavailable_and_end_with_the_server()
+    {
+        // A store that takes nothing until the test lets it: the submissions wait in admission past the server's drain,
+        // as on a node whose queue is full of work at the stop.
+        var held = new HeldStore();
+        var ends = new SubmitEnds();
+        TestNode node = await TestNode.StartAsync(TestNode.Unthrottled, services: s =>
+        {
+            s.AddSingleton<MegaNet.Store.IEnvelopeStore>(held);
+            s.AddSingleton(ends);
+            s.Configure<GrpcServiceOptions>(o => o.Interceptors.Add<SubmitEnds>());
+        });
+        try
+        {
+            using var client = new MegaNetClient(node.Address, options: new MegaNetClientOptions { DefaultDeadline = TimeSpan.FromMinutes(2) });
+            using Identity alice = Identity.Create(), bob = Identity.Create();
+            const int Calls = 8;
+            Task<RpcException>[] calls = Enumerable.Range(0, Calls).Select(i => Assert.ThrowsAsync<RpcException>(() => client.Relay.SubmitAsync(new Api.V1.SubmitRequest
+            {
+                Envelope = EnvelopeFormat.Seal(alice, bob.Card, [(byte)i], "application/octet-stream", null, DateTimeOffset.UtcNow.AddDays(1)),
+            }).ResponseAsync)).ToArray();
+            await held.Requested.Task.WaitAsync(TimeSpan.FromMinutes(1));
+            await Poll.UntilAsync(() => ends.Started == Calls, () => $"{ends.Started} of {Calls} submits reached the node");
+
+            // Once the server has stopped (its connections closed NodeHost.ServerStopDrain in), and before admission drains:
+            // the calls must have ended with their connections. The store is let go then, at the latest after 30 s.
+            int endedWithTheServer = -1;
+            node.Services.GetRequiredService<Microsoft.Extensions.Hosting.IHostApplicationLifetime>().ApplicationStopped.Register(() =>
+            {
+                SpinWait.SpinUntil(() => ends.Ended == Calls, TimeSpan.FromSeconds(30));
+                endedWithTheServer = ends.Ended;
+                held.Commit();
+            });
+            var stopping = System.Diagnostics.Stopwatch.StartNew();
+            await node.StopAsync().WaitAsync(TimeSpan.FromMinutes(2));
+            output.WriteLine($"stopped in {stopping.Elapsed.TotalSeconds:F1} s; {endedWithTheServer} calls had ended with the server");
+            // Each had waited on admission when its connection was closed; it was answered UNAVAILABLE (send again) by
+            // that close, as docs/protocol.md says of calls a stopping node did not answer.
+            foreach (Task<RpcException> call in calls)
+            {
+                RpcException e = await call;
+                Assert.True(e.StatusCode == StatusCode.Unavailable, $"a submit ended {e.StatusCode}: {e.Status.Detail}");
+            }
+
+            // Before the fix each went on waiting on admission after the server had stopped, then wrote its receipt into
+            // the server's disposed buffers: an error logged for each ("Cannot access a disposed object. MemoryPool").
+            Assert.Equal(Calls, endedWithTheServer);
+            node.AssertNoServerErrors();
+        }
+        finally
+        {
+            held.Commit();
+            await node.DisposeAsync();
+        }
+    }
+
+    /// <summary>Counts the unary calls that reached the service and those whose handler has ended.</summary>
+    private sealed class SubmitEnds : Interceptor
+    {
+        private int _started;
+        private int _ended;
+
+        public int Started => Volatile.Read(ref _started);
+
+        public int Ended => Volatile.Read(ref _ended);
+
+        public override async Task<TResponse> UnaryServerHandler<TRequest, TResponse>(TRequest request, ServerCallContext context, UnaryServerMethod<TRequest, TResponse> continuation)
+        {
+            Interlocked.Increment(ref _started);
+            try
+            {
+                return await continuation(request, context);
+            }
+            finally
+            {
+                Interlocked.Increment(ref _ended);
+            }
+        }
+    }
+
+    [Fact]
     public async Task An_open_reflection_stream_does_not_hold_up_a_stop()
     {
         TestNode node = await TestNode.StartAsync();

@@ -87,8 +87,15 @@ public sealed class RelayService(
     private static readonly string NodeVersion = typeof(RelayService).Assembly.GetName().Version?.ToString() ?? "0";
 
     /// <inheritdoc/>
-    public override Task<Receipt> Submit(SubmitRequest request, ServerCallContext context) =>
-        admission.SubmitAsync(request.Envelope, Source(context), UndefinedFieldCheck.Take(request)?.EnvelopeRefusal(0), context.CancellationToken);
+    public override Task<Receipt> Submit(SubmitRequest request, ServerCallContext context)
+    {
+        Task<Receipt> admitted = admission.SubmitAsync(request.Envelope, Source(context), UndefinedFieldCheck.Take(request)?.EnvelopeRefusal(0), context.CancellationToken);
+        // The call ends when its client goes, even while admission still holds the envelope (which it verifies and
+        // stores all the same: a Submit sent again gets its receipt). A stop closes the connections still busy
+        // NodeHost.ServerStopDrain in, then drains admission: a call left waiting on a full queue outlived the
+        // server and wrote its answer into the server's disposed buffers, an error logged for each such call.
+        return admitted.IsCompleted ? admitted : admitted.WaitAsync(context.CancellationToken);
+    }
 
     /// <summary>The calling client's address, which admission holds bad signatures against.</summary>
     private static ClientAddress? Source(ServerCallContext context) => ClientAddress.From(context.GetHttpContext().Connection.RemoteIpAddress);
