@@ -256,6 +256,59 @@ public sealed class NodeShutdownTests(ITestOutputHelper output)
         }
     }
 
+    [Fact]
+    public async Task A_submit_stream_that_sends_but_stops_reading_its_receipts_is_reset_by_a_stop_without_an_error()
+    {
+        TestNode node = await TestNode.StartAsync(TestNode.Unthrottled);
+        try
+        {
+            using MegaNetClient client = node.Client();
+            using Identity alice = Identity.Create(), bob = Identity.Create();
+            Api.V1.Envelope[] envelopes = Enumerable.Range(0, 6000)
+                .Select(i => EnvelopeFormat.Seal(alice, bob.Card, BitConverter.GetBytes(i), "application/octet-stream", null, DateTimeOffset.UtcNow.AddDays(1))).ToArray();
+            using AsyncDuplexStreamingCall<Api.V1.SubmitRequest, Api.V1.SubmitResult> call = client.Relay.SubmitStream();
+            int written = 0;
+            Task sending = Task.Run(async () =>
+            {
+                foreach (Api.V1.Envelope e in envelopes)
+                {
+                    await call.RequestStream.WriteAsync(new Api.V1.SubmitRequest { Envelope = e });
+                    Interlocked.Increment(ref written);
+                }
+            });
+
+            // The receipts fill the client's window, the node's writes wait, its reader waits for room in the stream's
+            // window (StreamWindow envelopes unanswered), and then the client's writes wait: the state a stop meets.
+            // (Well past StreamWindow and the receipts a 64 KiB window holds, the writes stop for good.)
+            for (int last = -1; last != Volatile.Read(ref written) || last < 2 * node.Options.StreamWindow;)
+            {
+                last = Volatile.Read(ref written);
+                await Task.Delay(1000);
+                Assert.False(sending.IsCompleted, $"all {envelopes.Length} envelopes were sent: the node kept reading a stream whose receipts were not read");
+            }
+
+            var stopping = System.Diagnostics.Stopwatch.StartNew();
+            await node.StopAsync().WaitAsync(TimeSpan.FromMinutes(2));
+            output.WriteLine($"{written} envelopes sent; stopped in {stopping.Elapsed.TotalSeconds:F1} s");
+            Assert.True(stopping.Elapsed < TimeSpan.FromSeconds(20), $"the stop took {stopping.Elapsed.TotalSeconds:F1} s");
+            // The stream is reset (its client stopped reading), and the call ends so: the reads that follow fail.
+            RpcException ended = await Assert.ThrowsAsync<RpcException>(async () =>
+            {
+                while (await call.ResponseStream.MoveNext(CancellationToken.None))
+                {
+                }
+            });
+            output.WriteLine($"the stream ended {ended.StatusCode}: {ended.Status.Detail}");
+            // Before the fix the stop's cancellation of the reader's wait for room escaped the handler (its filter read a
+            // linked source not cancelled yet): "Error when executing service method 'SubmitStream'. TaskCanceledException".
+            node.AssertNoServerErrors();
+        }
+        finally
+        {
+            await node.DisposeAsync();
+        }
+    }
+
     /// <summary>Counts the unary calls that reached the service and those whose handler has ended.</summary>
     private sealed class SubmitEnds : Interceptor
     {

@@ -231,9 +231,11 @@ public sealed class RelayService(
             // there is nobody left to answer.
             gone = true;
         }
-        catch (OperationCanceledException) when (waiting.IsCancellationRequested && !context.CancellationToken.IsCancellationRequested && !writer.IsFaulted)
+        catch (OperationCanceledException) when ((reading.IsCancellationRequested || waiting.IsCancellationRequested) && !context.CancellationToken.IsCancellationRequested && !writer.IsFaulted)
         {
-            // The node is shutting down, or the stream went idle: answer what was read, then say so.
+            // The node is shutting down, or the stream went idle: answer what was read, then say so. Both sources are
+            // read: a wait for room in the window is under reading's token, whose cancellation resumes it before the
+            // linked waiting is cancelled (a stop with a full window logged the cancellation as a server error).
         }
         catch (Exception e) when (e is RpcException or InvalidProtocolBufferException or IOException && !context.CancellationToken.IsCancellationRequested)
         {

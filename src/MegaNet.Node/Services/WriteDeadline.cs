@@ -6,10 +6,10 @@ namespace MegaNet.Node.Services;
 /// that did made a stop wait the host's whole ShutdownTimeout (30 s), and now 5 s. A write cancelled midway resets
 /// the stream; a client that still reads has had its answers, and its status, well within the grace.
 /// </summary>
-/// <remarks>A SubmitStream client that also stops reading its receipts has its call ended the same way, but Kestrel
-/// was seen to hold the stop for the full 30 s in some runs all the same, with the client's request writes blocked; as
-/// a call whose last write went into a full stream's buffer does. Since 2026-12-06 the node closes what is left
-/// <see cref="Hosting.NodeHost.ServerStopDrain"/> into a stop.</remarks>
+/// <remarks>A SubmitStream client that also stops reading its receipts has its stream reset the same way, 5 s in, but
+/// Kestrel keeps that connection open (measured: a client still sending, its request not ended) until the node closes
+/// what is left <see cref="Hosting.NodeHost.ServerStopDrain"/> into a stop, as it does a call whose last write went into
+/// a full stream's buffer; before 2026-12-06 such stops took the host's whole 30 s.</remarks>
 internal sealed class WriteDeadline : IDisposable
 {
     /// <summary>How long a stop waits for a streaming call's writes.</summary>
