@@ -1019,7 +1019,10 @@ async function subscribeOnce(node, identity, nodeId, count, state) {
       });
     });
     stream.on('error', (error) => next(() => {
-      if (error.code === grpc.status.CANCELLED) end();
+      // CANCELLED is the node's reset (HTTP/2 CANCEL): this side cancels only after `ended`, when nothing is looked at.
+      // The node gives up so on mail this client has not read, at a subscription's lifetime end or 5 s into its stop:
+      // renewed as a lifetime end is (a stopped node then refuses the renewal, which says so). It ended listen as done.
+      if (begun && error.code === grpc.status.CANCELLED) end(undefined, RENEW);
       else if (begun && error.code === grpc.status.UNAVAILABLE && error.metadata?.get('subscription-ended')[0] === 'lifetime') end(undefined, RENEW);
       else {
         // An entry the node's store no longer reads back: named once, never acknowledged (this client acknowledges

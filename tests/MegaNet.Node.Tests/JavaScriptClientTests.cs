@@ -167,16 +167,7 @@ public sealed partial class JavaScriptClientTests : IDisposable
             try
             {
                 Task<string> output = listen.StandardOutput.ReadToEndAsync();
-                // Read up to that line (a warning from Node.js itself may come first).
-                using var subscribing = new CancellationTokenSource(TimeSpan.FromMinutes(1));
-                var before = new StringBuilder();
-                string? line;
-                while ((line = await listen.StandardError.ReadLineAsync(subscribing.Token)) is not null && line != "subscribed")
-                {
-                    before.AppendLine(line);
-                }
-
-                Assert.True(line is not null, $"listen ended its stderr before subscribing: {before}");
+                await SubscribedAsync(listen);
                 await client.SendAsync(alice, bob.Card, Encoding.UTF8.GetBytes("live"), "text/plain; charset=utf-8");
                 await listen.WaitForExitAsync().WaitAsync(TimeSpan.FromMinutes(1));
                 Assert.True(listen.ExitCode == 0, await listen.StandardError.ReadToEndAsync());
@@ -469,6 +460,46 @@ public sealed partial class JavaScriptClientTests : IDisposable
             Assert.Equal(["one", "two"], (await output).Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => (string)JsonNode.Parse(l)!["text"]!));
             // "subscribed" once: the renewals say nothing.
             Assert.Equal(["subscribed"], (await errors).Split('\n', StringSplitOptions.RemoveEmptyEntries).Where(l => l.Contains("subscri", StringComparison.Ordinal)));
+        }
+        finally
+        {
+            if (!listen.HasExited)
+            {
+                listen.Kill(entireProcessTree: true);
+            }
+        }
+
+        node.AssertNoServerErrors();
+    }
+
+    /// <summary>The node resets a subscription whose mail the client is not reading with HTTP/2 CANCEL (its lifetime's
+    /// end, a stop): the JavaScript client's listen took that CANCELLED for its own cancel and ended, exit 0, as if
+    /// done. It renews the subscription and goes on.</summary>
+    [Fact]
+    public async Task The_javascript_client_renews_a_subscription_the_node_reset_with_cancel()
+    {
+        var reset = new ResetFirstSubscribe();
+        await using TestNode node = await TestNode.StartAsync(services: reset.AddTo);
+        using MegaNetClient client = node.Client();
+        using Identity alice = Identity.Create(), bob = Identity.Create();
+        string url = node.Address.ToString(), bobPath = Path.Combine(_dir, "bob.json");
+        bob.Save(bobPath);
+        string nodeId = await NodeId(client, bob);
+
+        ProcessStartInfo listening = Psi("listen", "-i", bobPath, "--node", url, "--node-id", nodeId, "--count", "1");
+        listening.RedirectStandardOutput = listening.RedirectStandardError = true;
+        using Process listen = Process.Start(listening)!;
+        try
+        {
+            Task<string> output = listen.StandardOutput.ReadToEndAsync();
+            string errors = await SubscribedAsync(listen);
+            reset.Now.SetResult();
+            Task<string> rest = listen.StandardError.ReadToEndAsync();
+            // Sent after the reset: the renewed subscription brings it.
+            await client.SendAsync(alice, bob.Card, Encoding.UTF8.GetBytes("after the reset"), "text/plain; charset=utf-8");
+            await listen.WaitForExitAsync().WaitAsync(TimeSpan.FromMinutes(1));
+            Assert.True(listen.ExitCode == 0, $"exited {listen.ExitCode}: {errors}{await rest}");
+            Assert.Equal(["after the reset"], (await output).Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => (string)JsonNode.Parse(l)!["text"]!));
         }
         finally
         {
@@ -1066,6 +1097,22 @@ public sealed partial class JavaScriptClientTests : IDisposable
         Convert.ToHexString((await client.Relay.ChallengeAsync(new ChallengeRequest { Address = ByteString.CopyFrom(identity.Address) })).NodeId.Span).ToLowerInvariant();
 
     private static string Line(Result result) => result.Stdout.Trim();
+
+    /// <summary>Reads a running listen's standard error up to its "subscribed" line (a warning from Node.js itself may
+    /// come first), and returns what came before it.</summary>
+    private static async Task<string> SubscribedAsync(Process listen)
+    {
+        using var subscribing = new CancellationTokenSource(TimeSpan.FromMinutes(1));
+        var before = new StringBuilder();
+        string? line;
+        while ((line = await listen.StandardError.ReadLineAsync(subscribing.Token)) is not null && line != "subscribed")
+        {
+            before.AppendLine(line);
+        }
+
+        Assert.True(line is not null, $"listen ended its stderr before subscribing: {before}");
+        return before.ToString();
+    }
 
     /// <summary>Runs the JavaScript client to a successful end.</summary>
     private async Task<Result> Js(params string[] args)
