@@ -495,7 +495,9 @@ public sealed partial class JavaScriptClientTests : IDisposable
             string errors = await SubscribedAsync(listen);
             reset.Now.SetResult();
             Task<string> rest = listen.StandardError.ReadToEndAsync();
-            // Sent after the reset: the renewed subscription brings it.
+            // Sent once the subscription was renewed (a second challenge used), so the renewed one brings it.
+            var authenticator = (MegaNet.Node.Admission.MailboxAuthenticator)node.Services.GetService(typeof(MegaNet.Node.Admission.MailboxAuthenticator))!;
+            await Poll.UntilAsync(() => authenticator.UsedCount >= 2 || listen.HasExited, () => $"{authenticator.UsedCount} subscription(s)");
             await client.SendAsync(alice, bob.Card, Encoding.UTF8.GetBytes("after the reset"), "text/plain; charset=utf-8");
             await listen.WaitForExitAsync().WaitAsync(TimeSpan.FromMinutes(1));
             Assert.True(listen.ExitCode == 0, $"exited {listen.ExitCode}: {errors}{await rest}");
