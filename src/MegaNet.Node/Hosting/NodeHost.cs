@@ -514,7 +514,7 @@ public static partial class NodeHost
     /// ShutdownTimeout (30 s), and a call whose handler has ended still holds it until its answer has left: after the
     /// status, which a client that stopped reading (HTTP/2 flow control) never takes. A Subscribe ended by the stop
     /// just as its last write went into the stream's buffer (its window full) held stops for 30 s, about one in
-    /// five under load, found by NodeShutdownTests.</summary>
+    /// four under load (3 of 14 and 4 of 16 runs beside two busy loops), found by NodeShutdownTests.</summary>
     private static void BoundServerStop(WebApplication app)
     {
         var drain = new CancellationTokenSource(ServerStopDrain);
