@@ -11,6 +11,12 @@ namespace MegaNet.Node.Hosting;
 /// the relay's Subscribe (a write to a subscriber that left), Grpc's reflection (logged in 2 of 3 probe runs of 150
 /// cancelled calls) and health Watch. SubmitStream also catches it itself, since it still answers what it had read.
 /// </summary>
+/// <remarks>Kestrel poisons an HTTP/2 stream's body as soon as its client resets it, but cancels the request's abort
+/// token a moment later, on the thread pool: a read that failed with the reset (an IOException, or Kestrel's
+/// ConnectionAbortedException, an OperationCanceledException) may reach this handler before the token says the client
+/// went, and Grpc.AspNetCore, which reads the same token, then logs it as a server error (a reflection stream, once
+/// under load). So a call that ended so waits up to <see cref="AbortLag"/> for the token before its exception is
+/// taken for a server error.</remarks>
 internal sealed class ClientGoneInterceptor : Interceptor
 {
     /// <inheritdoc/>
@@ -21,8 +27,13 @@ internal sealed class ClientGoneInterceptor : Interceptor
         {
             await continuation(request, responseStream, context).ConfigureAwait(false);
         }
-        catch (Exception e) when (Gone(e, context))
+        catch (Exception e) when (e is InvalidOperationException or IOException or OperationCanceledException)
         {
+            if (!await GoneAsync(context).ConfigureAwait(false))
+            {
+                throw;
+            }
+
             throw Cancelled();
         }
     }
@@ -35,8 +46,13 @@ internal sealed class ClientGoneInterceptor : Interceptor
         {
             return await continuation(requestStream, context).ConfigureAwait(false);
         }
-        catch (Exception e) when (Gone(e, context))
+        catch (Exception e) when (e is InvalidOperationException or IOException or OperationCanceledException)
         {
+            if (!await GoneAsync(context).ConfigureAwait(false))
+            {
+                throw;
+            }
+
             throw Cancelled();
         }
     }
@@ -49,13 +65,31 @@ internal sealed class ClientGoneInterceptor : Interceptor
         {
             await continuation(requestStream, responseStream, context).ConfigureAwait(false);
         }
-        catch (Exception e) when (Gone(e, context))
+        catch (Exception e) when (e is InvalidOperationException or IOException or OperationCanceledException)
         {
+            if (!await GoneAsync(context).ConfigureAwait(false))
+            {
+                throw;
+            }
+
             throw Cancelled();
         }
     }
 
-    private static bool Gone(Exception e, ServerCallContext context) => e is InvalidOperationException or IOException && ClientGone(context);
+    /// <summary>How long a call whose stream failed as a reset one does waits for Kestrel's word that its client went.
+    /// Only calls that failed wait, and only those whose client is still there, by the token, wait it all.</summary>
+    internal static readonly TimeSpan AbortLag = TimeSpan.FromSeconds(2);
+
+    /// <summary>Whether the client went, once Kestrel has said so (up to <see cref="AbortLag"/> after the call failed).</summary>
+    private static async Task<bool> GoneAsync(ServerCallContext context)
+    {
+        if (!ClientGone(context))
+        {
+            await Task.Delay(AbortLag, context.GetHttpContext().RequestAborted).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+        }
+
+        return ClientGone(context);
+    }
 
     /// <summary>True once the client has gone (reset the stream or closed the connection) or the call's deadline has
     /// passed (Grpc.AspNetCore has then answered DEADLINE_EXCEEDED itself). The request's abort token is read as well as
