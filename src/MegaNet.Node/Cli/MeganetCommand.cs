@@ -183,7 +183,7 @@ internal static class MeganetCommand
 
     /// <summary>
     /// How long a command may take to finish after Ctrl+C / SIGTERM before the process ends with 130/143; null for
-    /// <c>node</c>, whose host handles those signals alone (calls in flight: up to 30 s, the host's ShutdownTimeout; then
+    /// <c>node</c>, whose host handles those signals alone (calls in flight: up to 10 s, NodeHost.ServerStopDrain; then
     /// admission drain and the store's final checkpoint, up to StoreOptions.ShutdownTimeout, 60 s; a fixed timeout cut
     /// it off in the middle) while the process waits for it. <c>load</c> gets time to stop its embedded
     /// node and delete its data directory; the others (listen: a signal is how it ends) 5 s.
