@@ -325,6 +325,11 @@ public sealed class CliErrorTests : IDisposable
         // MEGANET_ variables read elsewhere pass (the start then fails on the bad keepalive, after the check).
         AssertClearError(await Meganet(new Dictionary<string, string> { ["MEGANET_GPU_INLINE_PTX"] = "0", ["MEGANET_GPU_GROUP"] = "64", ["MEGANET_MegaNet__KeepaliveSeconds"] = "0" }, "node"),
             "KeepaliveSeconds must be 1 to");
+
+        // Those the tests read pass too: README has a GPU machine run .ci/run with MEGANET_EXPECT_GPU=1, and the node
+        // tests start nodes in that environment.
+        AssertClearError(await Meganet(new Dictionary<string, string> { ["MEGANET_EXPECT_GPU"] = "1", ["MEGANET_EXPECT_TIER"] = "Scalar", ["MEGANET_TEST_SEED"] = "1", ["MEGANET_MegaNet__KeepaliveSeconds"] = "0" }, "node"),
+            "KeepaliveSeconds must be 1 to");
     }
 
     [Fact]

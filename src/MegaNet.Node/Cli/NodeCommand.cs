@@ -298,7 +298,7 @@ internal static partial class NodeCommand
     }
 
     /// <summary>MEGANET_ variables that are no node setting but are read elsewhere (the GPU backend, tests, perf scripts).</summary>
-    private static readonly string[] OtherVariables = ["GPU_INLINE_PTX", "GPU_HOST_HASH", "GPU_CHUNK", "GPU_GROUP", "PTX_OUT", "TEST_SEED", "EXPECT_TIER"];
+    private static readonly string[] OtherVariables = ["GPU_INLINE_PTX", "GPU_HOST_HASH", "GPU_CHUNK", "GPU_GROUP", "PTX_OUT", "TEST_SEED", "EXPECT_TIER", "EXPECT_GPU"];
 
     /// <summary>
     /// Refuses a key in the "MegaNet" section that no setting has, and anything outside that section (a misspelt
