@@ -425,6 +425,7 @@ public sealed class CliErrorTests : IDisposable
     [InlineData("--batch", "34000000", "larger than a batch holds")]
     [InlineData("--batch", "1,8,1", "--batch: 1 is given twice")]
     [InlineData("--threads", "2,1,2", "--threads: 2 is given twice")]
+    [InlineData("--check-items", "100000000", "--check-items must be 1 to 1,048,576 (got 100000000)")]
     public async Task Bench_checks_its_arguments_before_any_work(string option, string value, string expected)
     {
         Result r = await Meganet("bench", "--backend", "reference", option, value);

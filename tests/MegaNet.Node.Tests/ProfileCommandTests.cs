@@ -133,6 +133,24 @@ public sealed class ProfileCommandTests(ITestOutputHelper output) : IDisposable
     }
 
     [Fact]
+    public async Task Ctrl_c_ends_a_bench_during_its_check_against_the_reference()
+    {
+        // --check signed its items and had the reference judge them without the signal's token: a large
+        // --check-items (the reference does a few hundred a second per core) held Ctrl+C off until the 5 s grace period
+        // ended the process.
+        await using var bench = new RunningProfile(_dir, output,
+            ["bench", "--backend", "simd", "--batch", "8", "--threads", "1", "--check", "--check-items", "200000"]);
+        // The backend's description is printed just before its check begins.
+        await bench.WaitForOutputAsync(o => o.Contains("simd x1:", StringComparison.Ordinal), "the backend's line");
+        await Task.Delay(TimeSpan.FromSeconds(1));
+        bench.Signal("INT");
+        Assert.Equal(130, await bench.WaitForExitAsync());
+        Assert.Contains("interrupted; nothing was written", bench.Stderr, StringComparison.Ordinal);
+        Assert.DoesNotContain("had not stopped", bench.Stderr, StringComparison.Ordinal);
+        Assert.DoesNotContain("check: simd", bench.Stdout, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task A_bench_ended_mid_sweep_leaves_its_output_paths_as_they_were()
     {
         // --json and --plot were opened at the start: a new path held an empty file for the whole sweep, left behind

@@ -38,7 +38,8 @@ public sealed class VerifyBenchmarkOptions
     /// reference judges MegaNet's rule only.</summary>
     public bool Check { get; init; }
 
-    /// <summary>Ends the sweep (with <see cref="OperationCanceledException"/>) between batches.</summary>
+    /// <summary>Ends the sweep (with <see cref="OperationCanceledException"/>) between batches, and the check's signing
+    /// and reference verdicts.</summary>
     public CancellationToken Cancellation { get; init; }
 
     /// <summary>Items in that mixed sample.</summary>
@@ -460,7 +461,7 @@ public sealed class VerifyBenchmark(BatchVerifierRegistry registry, VerifyBenchm
         // A GPU is checked at the sweep's largest batch too (the mix repeated): only there does a batch go out in chunks
         // on both streams, and the timed runs, all valid, would not notice a verdict written to the wrong item.
         int batch = verifier.Name == GpuBatchVerifier.DeviceBackendName ? Math.Max(options.CheckItems, options.BatchSizes.Max()) : options.CheckItems;
-        int mismatches = VerifierSelfCheck.Mismatches(verifier, options.CheckItems, batchSize: batch);
+        int mismatches = VerifierSelfCheck.Mismatches(verifier, options.CheckItems, batchSize: batch, cancellationToken: options.Cancellation);
         string where = batch > options.CheckItems ? $"{options.CheckItems} mixed items repeated to a batch of {batch}" : $"{options.CheckItems} mixed items";
         progress?.WriteLine($"  check: {verifier.Name} x{threads} against the reference on {where}: {mismatches} mismatches");
         if (mismatches > 0)

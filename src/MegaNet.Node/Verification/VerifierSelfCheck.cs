@@ -29,8 +29,11 @@ public static class VerifierSelfCheck
     /// verdict landing on the wrong item show. With <paramref name="longMessages"/>, four items with messages of 20 and
     /// 70 KiB (valid, a flipped message bit, S + L) replace items spread evenly over the batch, so over its chunks: the
     /// GPU backend hashes messages over <c>GpuBatchVerifier.MaxDeviceHashedMessageBytes</c> on the host and hands the
-    /// device their challenges, around items the device hashes itself.</summary>
-    public static int Mismatches(IBatchVerifier verifier, int size, int seed = 2, int batchSize = 0, bool longMessages = false)
+    /// device their challenges, around items the device hashes itself. <paramref name="cancellationToken"/> stops the
+    /// signing and the reference's verdicts, which take most of the time (a few hundred items a second per core).</summary>
+    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled.</exception>
+    public static int Mismatches(IBatchVerifier verifier, int size, int seed = 2, int batchSize = 0, bool longMessages = false,
+        CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(verifier);
         ArgumentOutOfRangeException.ThrowIfLessThan(size, 1);
@@ -42,6 +45,8 @@ public static class VerifierSelfCheck
         var cases = new List<SignatureCase>(size + LongMessageItems.Length);
         for (int i = 0; i < size; i++)
         {
+            // `bench --check-items` may ask for many: Ctrl+C must not wait for all of them to be signed.
+            cancellationToken.ThrowIfCancellationRequested();
             cases.Add(i < kinds.Length ? generator.Next(kinds[i]) : generator.NextMixed(invalidShare: 0.3));
         }
 
@@ -62,7 +67,9 @@ public static class VerifierSelfCheck
         }
 
         bool[] expected = new bool[cases.Count];
-        Parallel.For(0, cases.Count, i => expected[i] = Ed25519Reference.Verify(cases[i].PublicKey, cases[i].Signature, cases[i].Message));
+        // The reference, at a few milliseconds an item, is what a large check spends its time on.
+        var parallel = new ParallelOptions { CancellationToken = cancellationToken };
+        Parallel.For(0, cases.Count, parallel, i => expected[i] = Ed25519Reference.Verify(cases[i].PublicKey, cases[i].Signature, cases[i].Message));
         using var mixed = new SignatureBatch(batchSize, batchSize * 64);
         foreach (int c in caseOf)
         {
