@@ -235,6 +235,8 @@ public sealed class OperatorMistakeTests : IDisposable
         // The runtime's "Could not find file '...'" named no option.
         string missing = Path.Combine(_dir, "node.crt");
         AssertClearError(await Meganet("status", "--node", "https://127.0.0.1:1", "--tls-cert", missing), $"--tls-cert {missing} cannot be read (Could not find file");
+        // A directory was "Access to the path ... is denied", as if its permissions were what to fix.
+        AssertClearError(await Meganet("status", "--node", "https://127.0.0.1:1", "--tls-cert", _dir), $"--tls-cert {_dir} is a directory; give the file of the node's certificate");
     }
 
     [Fact]

@@ -74,6 +74,12 @@ internal static partial class ClientCommands
             throw new CliException($"--tls-cert is for a node reached over TLS (--node https://...); {node} is plain http://, which has no certificate to check.");
         }
 
+        // The runtime's words for a directory are "Access to the path ... is denied", which sent users to its permissions.
+        if (Directory.Exists(path))
+        {
+            throw new CliException($"--tls-cert {path} is a directory; give the file of the node's certificate, as its operator hands it out.");
+        }
+
         // Read here, so a missing or unreadable file is named as such (OpenSSL's loader calls it "not a certificate").
         byte[] bytes;
         try
