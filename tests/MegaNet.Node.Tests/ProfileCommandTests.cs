@@ -82,6 +82,17 @@ public sealed class ProfileCommandTests(ITestOutputHelper output) : IDisposable
             Assert.Matches(@"interrupted: traced \d+\.\d s of the 60 s asked for; wrote .*early\.nettrace \([\d,]+ bytes\)", tracing.Stdout);
             double traced = double.Parse(System.Text.RegularExpressions.Regex.Match(tracing.Stdout, @"traced (\d+\.\d) s").Groups[1].Value, CultureInfo.InvariantCulture);
             Assert.InRange(traced, 2.0, 50.0);
+            Assert.Contains("(no summary after Ctrl+C)", tracing.Stdout, StringComparison.Ordinal);
+        }
+
+        // SIGTERM keeps the trace too, and is named as itself: it said "(no summary after Ctrl+C)".
+        await using (var terminated = Profile("--pid", Pid(node), "--trace", Path.Combine(_dir, "term.nettrace"), "--duration", "60s"))
+        {
+            await terminated.WaitForOutputAsync(o => o.Contains("tracing", StringComparison.Ordinal), "the trace to start");
+            await Task.Delay(TimeSpan.FromSeconds(2));
+            terminated.Signal("TERM");
+            Assert.Equal(143, await terminated.WaitForExitAsync());
+            Assert.Contains("(no summary after SIGTERM)", terminated.Stdout, StringComparison.Ordinal);
         }
 
         // And the partial trace is a whole one: it can be summarised.

@@ -123,7 +123,7 @@ internal static class ProfileCommand
                         // Ctrl+C: the trace so far is complete and kept. No summary: the process has only a few seconds
                         // (MeganetCommand's termination timeout) before it is ended, and converting a trace can take longer.
                         Console.WriteLine($"interrupted: traced {traced.TotalSeconds:0.0} s of the {d.TotalSeconds:0.#} s asked for; " +
-                            $"wrote {traceFile} ({new FileInfo(traceFile).Length:N0} bytes); open it in PerfView or speedscope (no summary after Ctrl+C)");
+                            $"wrote {traceFile} ({new FileInfo(traceFile).Length:N0} bytes); open it in PerfView or speedscope (no summary after {(Interruption.ExitCode == Interruption.ExitCodeFor(terminated: true) ? "SIGTERM" : "Ctrl+C")})");
                         return Interruption.ExitCode;
                     }
 
