@@ -197,6 +197,23 @@ public sealed class LoadGeneratorTests
     }
 
     [Fact]
+    public void The_floor_line_counts_answered_status_calls_and_gives_no_verifier_batch()
+    {
+        // --floor's Status calls were printed as "accepted/s" with "mean verifier batch 0.0 (simd)": they reach no verifier.
+        var floor = new LoadReport("floor (Status calls, nothing verified or stored) (open loop at 1,000/s)", 8, 2000, 2000, 0, 2,
+            P50Ms: 0.4, P99Ms: 3.5, 0.3, 3.0, 1000, 0, "simd", 1000, StatusCalls: true);
+        string text = LoadGenerator.Describe(floor);
+        Assert.Contains("1,000 answered/s (2000/2000, 0 refused;", text, StringComparison.Ordinal);
+        Assert.Contains("(after the first 2 s: 1,000 answered/s,", text, StringComparison.Ordinal);
+        Assert.DoesNotContain("accepted", text, StringComparison.Ordinal);
+        Assert.DoesNotContain("verifier batch", text, StringComparison.Ordinal);
+
+        string unary = LoadGenerator.Describe(floor with { Mode = "unary", StatusCalls = false, MeanServerBatch = 2.5 });
+        Assert.Contains("1,000 accepted/s", unary, StringComparison.Ordinal);
+        Assert.Contains("mean verifier batch 2.5 (simd)", unary, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void The_printed_line_gives_the_cores_this_process_and_the_machine_kept_busy()
     {
         var stream = new LoadReport("stream", 8, 100_000, 100_000, 0, 5, 90, 190, 88, 180, SteadyAcceptedPerSecond: 21_000, 900, "simd",

@@ -16,10 +16,11 @@ namespace MegaNet.Node.Benchmarking;
 /// is included in the latency (which counts from the due time), so a reader can tell the two apart.
 /// <paramref name="Refusals"/> says why calls were refused: a count per gRPC status with its first error text.
 /// <paramref name="Cpu"/>: the cores this process (the load client, and an embedded node) and the whole machine kept
-/// busy on average over the phase.</summary>
+/// busy on average over the phase. <paramref name="StatusCalls"/>: the calls were <c>Status</c> calls (<c>--floor</c>),
+/// which verify and store nothing, so the line counts answers, not accepted envelopes, and gives no verifier batch.</summary>
 public sealed record LoadReport(string Mode, int Clients, int Sent, int Accepted, int Refused, double Seconds, double P50Ms, double P99Ms,
     double SteadyP50Ms, double SteadyP99Ms, double SteadyAcceptedPerSecond, double MeanServerBatch, string Backend, double OfferedPerSecond = double.NaN,
-    double StartLateP50Ms = double.NaN, double StartLateP99Ms = double.NaN, string Refusals = "", CpuSpent? Cpu = null)
+    double StartLateP50Ms = double.NaN, double StartLateP99Ms = double.NaN, string Refusals = "", CpuSpent? Cpu = null, bool StatusCalls = false)
 {
     /// <summary>The client's start lateness, at p99, at or above this share of the latency p99 is worth a warning: that much
     /// of the latency is the client's own lag.</summary>
@@ -159,7 +160,7 @@ public sealed class LoadGenerator(Uri node, int clients, int connections, TextWr
 
         double seconds = watch.Elapsed.TotalSeconds;
         string mode = (floor ? "floor (Status calls, nothing verified or stored)" : "unary") + (targetRate > 0 ? $" (open loop at {targetRate:N0}/s)" : string.Empty);
-        return await Report(mode, envelopes.Count, accepted, refused, refusals, seconds, calls, cpuAtStart, client, before, ct);
+        return await Report(mode, envelopes.Count, accepted, refused, refusals, seconds, calls, cpuAtStart, client, before, ct, statusCalls: floor);
     }
 
     private static readonly StatusRequest EmptyStatusRequest = new();
@@ -312,14 +313,14 @@ public sealed class LoadGenerator(Uri node, int clients, int connections, TextWr
     }
 
     private async Task<LoadReport> Report(string mode, int sent, int accepted, int refused, RefusalTally refusals, double seconds, CallSamples calls, CpuUse cpuAtStart,
-        MegaNetClient client, StatusResponse before, CancellationToken ct)
+        MegaNetClient client, StatusResponse before, CancellationToken ct, bool statusCalls = false)
     {
         // Before the Status call below: the phase's CPU, over the phase's seconds.
         CpuSpent cpu = CpuUse.Between(cpuAtStart, CpuUse.Now(), seconds);
         StatusResponse after = await client.Relay.StatusAsync(new StatusRequest(), cancellationToken: ct);
         double batches = after.BatchesVerified - before.BatchesVerified;
         double signatures = after.SignaturesVerified - before.SignaturesVerified;
-        LoadReport report = Summarize(mode, clients, sent, accepted, refused, seconds, calls, batches == 0 ? 0 : signatures / batches, after.VerifierBackend, refusals.ToString()) with { Cpu = cpu };
+        LoadReport report = Summarize(mode, clients, sent, accepted, refused, seconds, calls, batches == 0 ? 0 : signatures / batches, after.VerifierBackend, refusals.ToString()) with { Cpu = cpu, StatusCalls = statusCalls };
         progress?.Write(Describe(report));
         return report;
     }
@@ -349,15 +350,18 @@ public sealed class LoadGenerator(Uri node, int clients, int connections, TextWr
     /// <summary>The printed line (and, when the client's own lag is a large part of the latency, a warning line).</summary>
     internal static string Describe(LoadReport report)
     {
+        // --floor's Status calls are answered, not accepted, and reach no verifier: "mean verifier batch 0.0" said nothing.
+        string done = report.StatusCalls ? "answered" : "accepted";
         string steadyText = double.IsNaN(report.SteadyP50Ms)
             ? string.Empty
-            : $" (after the first {WarmUpSeconds:0} s: {report.SteadyAcceptedPerSecond:N0} accepted/s, p50 {report.SteadyP50Ms:F2} ms, p99 {report.SteadyP99Ms:F2} ms)";
+            : $" (after the first {WarmUpSeconds:0} s: {report.SteadyAcceptedPerSecond:N0} {done}/s, p50 {report.SteadyP50Ms:F2} ms, p99 {report.SteadyP99Ms:F2} ms)";
         string lateText = double.IsNaN(report.StartLateP50Ms)
             ? string.Empty
             : $"; client start lateness p50 {report.StartLateP50Ms:F2} ms, p99 {report.StartLateP99Ms:F2} ms (in the latency)";
-        string text = $"{report.Mode,-6} clients {report.Clients}: {report.AcceptedPerSecond,10:N0} accepted/s ({report.Accepted}/{report.Sent}, {report.Refused} refused; " +
-            $"started at {(double.IsNaN(report.OfferedPerSecond) ? "-" : $"{report.OfferedPerSecond:N0}")}/s), p50 {report.P50Ms:F2} ms, p99 {report.P99Ms:F2} ms{steadyText}{lateText}, " +
-            $"mean verifier batch {report.MeanServerBatch:F1} ({report.Backend}){Environment.NewLine}";
+        string batchText = report.StatusCalls ? string.Empty : $", mean verifier batch {report.MeanServerBatch:F1} ({report.Backend})";
+        string text = $"{report.Mode,-6} clients {report.Clients}: {report.AcceptedPerSecond,10:N0} {done}/s ({report.Accepted}/{report.Sent}, {report.Refused} refused; " +
+            $"started at {(double.IsNaN(report.OfferedPerSecond) ? "-" : $"{report.OfferedPerSecond:N0}")}/s), p50 {report.P50Ms:F2} ms, p99 {report.P99Ms:F2} ms{steadyText}{lateText}" +
+            $"{batchText}{Environment.NewLine}";
         if (report.Cpu is { } cpu && !double.IsNaN(cpu.ProcessCores))
         {
             text += $"  CPU: this process {cpu.ProcessCores:F2} cores";
@@ -366,7 +370,7 @@ public sealed class LoadGenerator(Uri node, int clients, int connections, TextWr
                 text += $", the machine {cpu.MachineCores:F2} of {cpu.LogicalCores} busy";
                 if (report.Accepted > 0)
                 {
-                    text += $" ({cpu.MachineCores * report.Seconds / report.Accepted * 1e6:F1} µs of the machine's CPU an accepted envelope)";
+                    text += $" ({cpu.MachineCores * report.Seconds / report.Accepted * 1e6:F1} µs of the machine's CPU {(report.StatusCalls ? "a call" : "an accepted envelope")})";
                 }
             }
 
