@@ -11,6 +11,16 @@ public static class BenchPlot
     /// <summary>The plot of <paramref name="report"/> as PNG bytes.</summary>
     public static byte[] Png(VerifyBenchmarkReport report)
     {
+        using ScottPlot.Plot plot = Build(report);
+        return plot.GetImageBytes(Width, Height, ScottPlot.ImageFormat.Png);
+    }
+
+    /// <summary>The picture's size in pixels.</summary>
+    internal const int Width = 1000, Height = 620;
+
+    /// <summary>The plot <see cref="Png"/> draws.</summary>
+    internal static ScottPlot.Plot Build(VerifyBenchmarkReport report)
+    {
         ArgumentNullException.ThrowIfNull(report);
         var plot = new ScottPlot.Plot();
         // A line per configuration as it was made (the thread count asked for): simd x2 runs small batches on one
@@ -36,11 +46,20 @@ public static class BenchPlot
         };
         plot.Axes.Bottom.TickGenerator = Decades();
         plot.Axes.Left.TickGenerator = Decades();
+        // Only whole decades are labelled, and rates on a 2-core machine (about 12,000 to 350,000/s) spanned one at
+        // most: the axis showed a single number, or none for a sweep of one batch size. Its ends are whole decades.
+        double[] rates = report.Results.Where(r => r.VerifiesPerSecond > 0).Select(r => Math.Log10(r.VerifiesPerSecond)).ToArray();
+        if (rates.Length > 0)
+        {
+            double bottom = Math.Floor(rates.Min());
+            plot.Axes.SetLimitsY(bottom, Math.Max(Math.Ceiling(rates.Max()), bottom + 1));
+        }
+
         plot.Axes.Bottom.Label.Text = "batch size (log)";
         plot.Axes.Left.Label.Text = "verifies/s (log)";
         plot.Title(Title(report));
         plot.ShowLegend(ScottPlot.Alignment.UpperLeft);
-        return plot.GetImageBytes(1000, 620, ScottPlot.ImageFormat.Png);
+        return plot;
     }
 
     /// <summary>The plot's title: the machine, then how the sweep was run (key cache, keys, time per point, check), so
