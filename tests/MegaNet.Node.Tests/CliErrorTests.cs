@@ -433,6 +433,15 @@ public sealed class CliErrorTests : IDisposable
         Assert.DoesNotContain("CPU ", r.Stdout, StringComparison.Ordinal); // the header printed once work starts
     }
 
+    [Fact]
+    public async Task Bench_names_a_backend_and_auto_resolving_to_it_as_given()
+    {
+        // It said "simd is given twice" for 'simd,auto', which no one had typed.
+        string auto = MegaNet.Node.Verification.VerifierCatalog.Create().Resolve("auto");
+        Result r = await Meganet("bench", "--backend", $"{auto},auto", "--batch", "1");
+        AssertClearError(r, $"--backend: {auto} and auto are the same backend here ({auto}); name it once.");
+    }
+
     [Theory]
     [InlineData("")]
     [InlineData(",")]

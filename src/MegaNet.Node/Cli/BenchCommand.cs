@@ -130,7 +130,11 @@ internal static class BenchCommand
                 // After Resolve, so an alias and its name count as the same backend.
                 if (names.GroupBy(n => n).FirstOrDefault(g => g.Count() > 1) is { } twice)
                 {
-                    throw new UsageException("bench", $"--backend: {twice.Key} is given twice; name each backend once.");
+                    // 'simd,auto' said "simd is given twice", which the user had not typed: name what was given.
+                    string[] given = requested!.Where((_, i) => names[i] == twice.Key).Distinct(StringComparer.OrdinalIgnoreCase).ToArray();
+                    throw new UsageException("bench", given.Length > 1
+                        ? $"--backend: {string.Join(" and ", given)} are the same backend here ({twice.Key}); name it once."
+                        : $"--backend: {twice.Key} is given twice; name each backend once.");
                 }
 
                 if (names.Count == 0)
