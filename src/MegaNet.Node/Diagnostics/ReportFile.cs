@@ -150,7 +150,9 @@ internal sealed class ReportFile : IDisposable
         {
             using FileStream stream = _held ?? new FileStream(FullPath, FileMode.OpenOrCreate, FileAccess.Write, FileShare.Read);
             _held = null;
-            if (stream.CanSeek)
+            // Only what holds something is emptied: a device such as /dev/null seeks but cannot be truncated
+            // ("Invalid argument"), and reads as empty.
+            if (stream.CanSeek && stream.Length > 0)
             {
                 stream.SetLength(0);
             }
