@@ -434,6 +434,17 @@ public sealed class CliErrorTests : IDisposable
     }
 
     [Fact]
+    public async Task Bench_refuses_one_file_for_both_json_and_plot_before_any_work()
+    {
+        // The plot replaced the JSON report after the sweep, and "wrote" was printed for both.
+        string both = Path.Combine(_dir, "bench.out");
+        Result r = await Meganet("bench", "--backend", "reference", "--batch", "1", "--threads", "1", "--json", both, "--plot", both);
+        AssertClearError(r, $"--json and --plot both name {both}; give each a file of its own.");
+        Assert.DoesNotContain("CPU ", r.Stdout, StringComparison.Ordinal);
+        Assert.False(File.Exists(both));
+    }
+
+    [Fact]
     public async Task Bench_names_a_backend_and_auto_resolving_to_it_as_given()
     {
         // It said "simd is given twice" for 'simd,auto', which no one had typed.

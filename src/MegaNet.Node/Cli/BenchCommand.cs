@@ -152,6 +152,13 @@ internal static class BenchCommand
                 // The output paths are checked now, not after the sweep: a path that cannot be written is refused
                 // before minutes of work, in one line. Nothing is created there until the sweep is done, so an earlier
                 // report at the path survives a run that is interrupted or fails.
+                // One file for both: the plot replaced the JSON report after the sweep, and both were said to be written.
+                if (parse.GetValue(json) is { } sameJson && parse.GetValue(plot) is { } samePlot
+                    && sameJson.FullName == samePlot.FullName && !sameJson.FullName.StartsWith("/dev/", StringComparison.Ordinal))
+                {
+                    throw new UsageException("bench", $"--json and --plot both name {sameJson.FullName}; give each a file of its own.");
+                }
+
                 using ReportFile? jsonFile = parse.GetValue(json) is { } j ? ReportFile.Check(j.FullName, "--json") : null;
                 using ReportFile? plotFile = parse.GetValue(plot) is { } png ? ReportFile.Check(png.FullName, "--plot") : null;
 
