@@ -27,7 +27,7 @@ internal sealed class ClientGoneInterceptor : Interceptor
         {
             await continuation(request, responseStream, context).ConfigureAwait(false);
         }
-        catch (Exception e) when (e is InvalidOperationException or IOException or OperationCanceledException)
+        catch (Exception e) when (FailsAsReset(e))
         {
             if (!await GoneAsync(context).ConfigureAwait(false))
             {
@@ -46,7 +46,7 @@ internal sealed class ClientGoneInterceptor : Interceptor
         {
             return await continuation(requestStream, context).ConfigureAwait(false);
         }
-        catch (Exception e) when (e is InvalidOperationException or IOException or OperationCanceledException)
+        catch (Exception e) when (FailsAsReset(e))
         {
             if (!await GoneAsync(context).ConfigureAwait(false))
             {
@@ -65,7 +65,7 @@ internal sealed class ClientGoneInterceptor : Interceptor
         {
             await continuation(requestStream, responseStream, context).ConfigureAwait(false);
         }
-        catch (Exception e) when (e is InvalidOperationException or IOException or OperationCanceledException)
+        catch (Exception e) when (FailsAsReset(e))
         {
             if (!await GoneAsync(context).ConfigureAwait(false))
             {
@@ -75,6 +75,11 @@ internal sealed class ClientGoneInterceptor : Interceptor
             throw Cancelled();
         }
     }
+
+    /// <summary>Whether <paramref name="e"/> is what a read or write of a stream its client reset (or left) throws:
+    /// Grpc.AspNetCore's InvalidOperationException, an IOException, or Kestrel's ConnectionAbortedException (an
+    /// OperationCanceledException).</summary>
+    internal static bool FailsAsReset(Exception e) => e is InvalidOperationException or IOException or OperationCanceledException;
 
     /// <summary>How long a call whose stream failed as a reset one does waits for Kestrel's word that its client went.
     /// Only calls that failed wait, and only those whose client is still there, by the token, wait it all.</summary>

@@ -223,7 +223,7 @@ public sealed class RelayService(
                 await window.WaitForRoomAsync(reading.Token).ConfigureAwait(false);
             }
         }
-        catch (Exception e) when ((e is InvalidOperationException or IOException or OperationCanceledException && ClientGone(context)) || e is RpcException { StatusCode: StatusCode.Cancelled })
+        catch (Exception e) when ((ClientGoneInterceptor.FailsAsReset(e) && ClientGone(context)) || e is RpcException { StatusCode: StatusCode.Cancelled })
         {
             // The client went away. A read of an aborted request ends in CANCELLED from RequestMessageGuard (the body
             // failed under it), a cancellation, or Grpc.AspNetCore's "Can't read messages after the request is
@@ -254,7 +254,7 @@ public sealed class RelayService(
         {
             await writer.ConfigureAwait(false);
         }
-        catch (Exception e) when (e is InvalidOperationException or IOException or OperationCanceledException && ClientGone(context))
+        catch (Exception e) when (ClientGoneInterceptor.FailsAsReset(e) && ClientGone(context))
         {
             // The client went away while its answers were written (see Subscribe): nobody is left to tell.
             return;
