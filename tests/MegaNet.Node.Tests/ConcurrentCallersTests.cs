@@ -3,6 +3,7 @@ using Grpc.Core;
 using MegaNet.Api;
 using MegaNet.Api.V1;
 using MegaNet.Core.Transparency;
+using Microsoft.Extensions.DependencyInjection;
 
 namespace MegaNet.Node.Tests;
 
@@ -32,6 +33,21 @@ public sealed class ConcurrentCallersTests
             o.SubmitRatePerKey = 0.001;
         });
         await SubmitCopiesAtOnceAsync(node, rounds: 60, freshSenderPerRound: true);
+        node.AssertNoServerErrors();
+    }
+
+    [Fact]
+    public async Task Answered_submissions_leave_the_table_that_answers_their_copies()
+    {
+        // Held until another envelope took their slot, the last 16,384 submissions and their receipts outlived their
+        // calls by seconds, so every collection promoted them (gen-0 pauses of 40-75 ms; docs/performance-log.md).
+        await using TestNode node = await TestNode.StartAsync();
+        using Identity alice = Identity.Create(), bob = Identity.Create();
+        MegaNetClient client = node.Client();
+        List<SubmitResult> results = await client.SubmitAllAsync(Enumerable.Range(0, 40).Select(i =>
+            EnvelopeFormat.Seal(alice, bob.Card, Encoding.UTF8.GetBytes($"m{i}"), "text/plain", null, DateTimeOffset.UtcNow.AddDays(1))));
+        Assert.Equal(40, results.Select(r => r.Receipt.LogIndex).Distinct().Count());
+        Assert.Equal(0, node.Services.GetRequiredService<Admission.AdmissionPipeline>().TokenTakersHeld);
         node.AssertNoServerErrors();
     }
 

@@ -47,8 +47,8 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
     private int _bucketCount;
     private long _nextBucketSweep = long.MinValue; // batcher thread
 
-    // Submissions that took their sending key's token and are with the store, by a slot of their envelope id (a newer
-    // one in the same slot takes its place). A copy of one of them (the same envelope on another connection at the same
+    // Submissions that took their sending key's token and are with the store, by a slot of their envelope id, until the
+    // store answers them (a newer one in the same slot takes its place). A copy of one of them (the same envelope on another connection at the same
     // moment) that finds the key's bucket empty, emptied by that very submission, is answered with its receipt as a
     // replay would be: refused for the rate, it was told to wait for a token its one envelope already paid. Written by
     // the batcher, read by callers; a fixed table, so nothing is allocated per envelope.
@@ -319,6 +319,13 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
                 return AsCopyOfAsync(original);
             }
 
+            if (StoredSinceLookup(pending))
+            {
+                byte[] id = pending.Id.ToArray();
+                pending.Release();
+                return ReplayOrRateLimitedAsync(id);
+            }
+
             refusal = RateLimited();
         }
         else if ((bits = PowBitsFor(pending.Recipient.Span, pending.Canonical.Length, out bool forMailbox)) > 0
@@ -518,9 +525,9 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
     }
 
     /// <summary>The submission of the same envelope that took its sending key's token, if the table still holds it
-    /// (see <c>_tokenTakers</c>) and it was not refused: stored or still on its way, its answer is the copy's. A taker
-    /// stays until another envelope's takes its slot, so a copy that arrives as the original is answered still finds
-    /// it.</summary>
+    /// (see <c>_tokenTakers</c>) and it was not refused: still on its way, or answered a moment ago, its answer is the
+    /// copy's. A taker leaves the table once the store has answered it (<see cref="ForgetTokenTaker"/>), where
+    /// <see cref="StoredSinceLookup"/> takes over.</summary>
     /// <remarks>One already refused gave its token back (the store stage returns it for every refusal), so the bucket
     /// is empty for other envelopes of the key: its refusal, perhaps long past (a store that has since recovered), is
     /// not the copy's answer, the rate is.</remarks>
@@ -530,7 +537,39 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
         return taker is not null && taker != copy && taker.IdKey == copy.IdKey && !taker.Task.IsFaulted ? taker : null;
     }
 
+    /// <summary>Submissions the token-taker table holds now (a scan of it; tests): those with the store, unanswered.</summary>
+    internal int TokenTakersHeld => _tokenTakers.Count(t => t is not null);
+
     private ref Pending? TokenTakerSlot(Key256 envelopeId) => ref _tokenTakers[(uint)envelopeId.GetHashCode() % TokenTakerSlots];
+
+    /// <summary>Takes <paramref name="taker"/> out of the table once the store has answered it (a newer taker in its
+    /// slot stays). Kept until another envelope took the slot, as until 2026-12-06, the table held the last 16,384
+    /// submissions with their receipts alive for seconds: promoted by every collection, they made the node's gen-0
+    /// pauses 40-75 ms on a machine whose large cache sizes the GC's gen-0 budget at hundreds of MiB (unary p99 ~50 ms
+    /// at 5,000/s; docs/performance-log.md).</summary>
+    private void ForgetTokenTaker(Pending taker) => Interlocked.CompareExchange(ref TokenTakerSlot(taker.IdKey), null, taker);
+
+    /// <summary>Whether the store applied a group since <paramref name="copy"/>'s replay lookup found nothing: then
+    /// the submission that took the token it lacks may have been stored and left the table since, and a second lookup
+    /// tells (<see cref="ReplayOrRateLimitedAsync"/>).</summary>
+    private bool StoredSinceLookup(Pending copy) => copy.NotFoundAtMark is { } mark && _store.LookupMark != mark;
+
+    /// <summary>The answer to a submission refused a token after the store took more: a replay's, where the store now
+    /// holds the envelope (a copy whose original was stored while it waited), else the rate refusal.</summary>
+    private async Task<Receipt> ReplayOrRateLimitedAsync(byte[] envelopeId)
+    {
+        PutReceipt? existing;
+        try
+        {
+            existing = await _store.FindAsync(envelopeId).ConfigureAwait(false);
+        }
+        catch (Exception e)
+        {
+            throw AsStatus(e);
+        }
+
+        return existing is not null ? ToProto(existing) : throw RateLimited();
+    }
 
     /// <summary>The answer to a copy of <paramref name="original"/> refused a token: the original's receipt, marked a
     /// duplicate as a replay's is, or the original's refusal (its signature verified, so the store refused it, or the
@@ -875,15 +914,20 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
                 }
                 else if (!TakeToken(p))
                 {
-                    p.Release();
                     if (TokenTakerOf(p) is { } original)
                     {
                         p.Follow(AsCopyOfAsync(original));
+                    }
+                    else if (StoredSinceLookup(p))
+                    {
+                        p.Follow(ReplayOrRateLimitedAsync(p.Id.ToArray()));
                     }
                     else
                     {
                         p.TrySetException(RateLimited());
                     }
+
+                    p.Release();
                 }
                 else
                 {
@@ -944,6 +988,7 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
             {
                 Pending p = accepted[i];
                 PutResult r = results[i];
+                ForgetTokenTaker(p);
                 if (r.Receipt is null or { Duplicate: true })
                 {
                     // A copy settled inside the store (the same envelope on two streams at once) stored nothing new,
@@ -1030,6 +1075,7 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
                 // still, every refused envelope would raise the work demanded and then fill the queue of a node that
                 // holds nothing (found in review, 2026-12-04).
                 ReturnToken(p);
+                ForgetTokenTaker(p);
                 p.Abandon();
                 p.TrySetException(StoreFailed(e));
             }
