@@ -48,10 +48,11 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
     private long _nextBucketSweep = long.MinValue; // batcher thread
 
     // Submissions that took their sending key's token and are with the store, by a slot of their envelope id, until the
-    // store answers them (a newer one in the same slot takes its place). A copy of one of them (the same envelope on another connection at the same
-    // moment) that finds the key's bucket empty, emptied by that very submission, is answered with its receipt as a
-    // replay would be: refused for the rate, it was told to wait for a token its one envelope already paid. Written by
-    // the batcher, read by callers; a fixed table, so nothing is allocated per envelope.
+    // store answers them (a newer one in the same slot takes its place). A copy of one of them (the same envelope on
+    // another connection at the same moment) that finds the key's bucket empty, emptied by that very submission, is
+    // answered with its receipt as a replay would be: refused for the rate, it was told to wait for a token its one
+    // envelope already paid. Written by the batcher and the store stage, read by callers; a fixed table, so nothing is
+    // allocated per envelope.
     private const int TokenTakerSlots = 1 << 14;
     private readonly Pending?[] _tokenTakers = new Pending?[TokenTakerSlots];
     private long _batches;
@@ -525,12 +526,12 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
     }
 
     /// <summary>The submission of the same envelope that took its sending key's token, if the table still holds it
-    /// (see <c>_tokenTakers</c>) and it was not refused: still on its way, or answered a moment ago, its answer is the
-    /// copy's. A taker leaves the table once the store has answered it (<see cref="ForgetTokenTaker"/>), where
+    /// (see <c>_tokenTakers</c>) and it was not refused: still with the store, its answer is the copy's. A taker
+    /// leaves the table once the store has answered it (<see cref="ForgetTokenTaker"/>); for a copy that comes later
     /// <see cref="StoredSinceLookup"/> takes over.</summary>
-    /// <remarks>One already refused gave its token back (the store stage returns it for every refusal), so the bucket
-    /// is empty for other envelopes of the key: its refusal, perhaps long past (a store that has since recovered), is
-    /// not the copy's answer, the rate is.</remarks>
+    /// <remarks>One refused (read here just before it left the table) gave its token back (the store stage returns it
+    /// for every refusal), so the bucket is empty for other envelopes of the key: its refusal is not the copy's answer,
+    /// the rate is.</remarks>
     private Pending? TokenTakerOf(Pending copy)
     {
         Pending? taker = Volatile.Read(ref TokenTakerSlot(copy.IdKey));
