@@ -774,7 +774,9 @@ public sealed class CliErrorTests : IDisposable
         AssertClearError(await Meganet("load", "--backend", "libsodium"), "libsodium's rule");
         // The baseline of every bench row: named as a backend too, it came out twice per batch size under one name.
         AssertClearError(await Meganet("bench", "--backend", "simd,libsodium", "--batch", "1"), "libsodium is the baseline");
-        AssertClearError(await Meganet("load", "--backend", "nope"), "Unknown verifier backend 'nope'");
+        // Each names only the backends it takes: the catalog's own list of known names offered libsodium to both.
+        AssertClearError(await Meganet("load", "--backend", "nope"), "Unknown verifier backend 'nope'. A node runs one of auto, simd, gpu, gpu-cpu, reference.");
+        AssertClearError(await Meganet("bench", "--backend", "simd,nope", "--batch", "1"), "--backend: unknown backend 'nope'; choose from reference, simd, gpu, gpu-cpu, auto (libsodium, the baseline, is timed beside each).");
         Assert.Equal(before.Order(), Directory.GetDirectories(Path.GetTempPath(), "meganet-load-*").Order());
 
         Result r = await Meganet("load", "--node", NoNode);

@@ -117,6 +117,13 @@ internal static class BenchCommand
                     throw new UsageException("bench", "--backend names no backend; give one or more, comma-separated (simd, gpu, gpu-cpu, reference), or leave it out for the fast ones this machine runs.");
                 }
 
+                // An unknown name is refused here: the registry's own refusal lists libsodium among the known backends,
+                // which bench refuses below.
+                if (requested?.FirstOrDefault(n => backendRegistry.Find(n) is null && !string.Equals(n, BatchVerifierRegistry.Auto, StringComparison.OrdinalIgnoreCase)) is { } unknown)
+                {
+                    throw new UsageException("bench", $"--backend: unknown backend '{unknown}'; choose from {string.Join(", ", backendRegistry.Backends.Select(b => b.Name).Where(n => n != LibsodiumBatchVerifier.BackendName))}, {BatchVerifierRegistry.Auto} (libsodium, the baseline, is timed beside each).");
+                }
+
                 IReadOnlyList<string> names = requested is null
                     ? new[] { "simd", "gpu" }.Where(n => backendRegistry.Find(n)?.Probe() is null).ToList()
                     : requested.Select(backendRegistry.Resolve).ToList();

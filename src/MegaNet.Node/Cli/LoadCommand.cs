@@ -344,12 +344,20 @@ internal static class LoadCommand
     }
 
     /// <summary>Refuses, before a data directory is made, a backend the embedded node could not start with.</summary>
+    /// <remarks>The node's backends are named first: the verifier catalog's list of known names offered libsodium, which
+    /// the node refuses.</remarks>
     private static void CheckEmbeddedBackend(string name)
     {
-        string resolved = VerifierCatalog.Create().EnsureAvailable(name).Name;
-        if (resolved == LibsodiumBatchVerifier.BackendName)
+        if (string.Equals(name, LibsodiumBatchVerifier.BackendName, StringComparison.OrdinalIgnoreCase))
         {
-            throw new ArgumentException($"--backend {resolved} applies libsodium's rule, which a node refuses; choose one of {string.Join(", ", NodeOptions.NodeBackends)}.");
+            throw new ArgumentException($"--backend {LibsodiumBatchVerifier.BackendName} applies libsodium's rule, which a node refuses; choose one of {string.Join(", ", NodeOptions.NodeBackends)}.");
         }
+
+        if (!NodeOptions.NodeBackends.Contains(name, StringComparer.OrdinalIgnoreCase))
+        {
+            throw new ArgumentException($"Unknown verifier backend '{name}'. A node runs one of {string.Join(", ", NodeOptions.NodeBackends)}.");
+        }
+
+        VerifierCatalog.Create().EnsureAvailable(name);
     }
 }
