@@ -69,6 +69,31 @@ public sealed class ProfilerTests(ITestOutputHelper output)
         Assert.All(byInclusive, m => Assert.InRange(m.Inclusive, m.Exclusive, 1.0));
     }
 
+    [SkippableFact]
+    public async Task A_load_that_embeds_its_node_is_listed_among_the_nodes()
+    {
+        // --pid profiles such a load, but --list (and profile without --pid) did not find it.
+        Skip.If(OperatingSystem.IsWindows(), NodeProfiler.NotFoundOnWindows);
+        string dir = Directory.CreateTempSubdirectory("meganet-listed-load-").FullName;
+        try
+        {
+            using var load = new RunningMeganet(dir, "load", "--envelopes", "1000000", "--no-baseline", "--mode", "stream");
+            var waited = System.Diagnostics.Stopwatch.StartNew();
+            while (!NodeProfiler.FindNodes().Any(n => n.ProcessId == load.Process.Id))
+            {
+                Assert.False(load.Process.HasExited || waited.Elapsed > TimeSpan.FromMinutes(1), $"not listed\n{load.Output}");
+                await Task.Delay(100);
+            }
+
+            Assert.Contains(" load ", NodeProfiler.FindNodes().Single(n => n.ProcessId == load.Process.Id).CommandLine, StringComparison.Ordinal);
+            await load.StopAsync(); // SIGTERM: the load removes its node's data directory
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
     [Fact]
     public async Task The_live_table_is_updated_after_every_refresh_interval()
     {

@@ -10,7 +10,7 @@ internal static class ProfileCommand
     public static Command Build()
     {
         var pid = new Option<int?>("--pid", "-p") { Description = "Node process id: a 'meganet node', or a 'meganet load' without --node (its node runs in that process). Default: the only node running.", CustomParser = CliParsers.OptionalInt32 };
-        var list = new Option<bool>("--list") { Description = "List running MegaNet nodes and exit." };
+        var list = new Option<bool>("--list") { Description = "List running MegaNet nodes (a 'meganet load' without --node embeds one) and exit." };
         var once = new Option<bool>("--once") { Description = "Print one snapshot and exit." };
         var json = new Option<bool>("--json") { Description = "With --once: print the snapshot as JSON." };
         var refresh = new Option<int>("--refresh") { Description = "Seconds between updates.", DefaultValueFactory = _ => 1 };

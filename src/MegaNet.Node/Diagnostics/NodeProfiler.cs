@@ -54,7 +54,9 @@ public static class NodeProfiler
     internal const string NotFoundOnWindows =
         "Windows does not show another process's command line, so nodes are not found by it: pass --pid with the node's process id (Task Manager's PID column).";
 
-    /// <summary>Running processes that are MegaNet nodes (<c>meganet node</c>, apphost or <c>dotnet meganet.dll node</c>).</summary>
+    /// <summary>Running processes that are MegaNet nodes (<c>meganet node</c>, apphost or <c>dotnet meganet.dll node</c>),
+    /// and those that embed one: a <c>meganet load</c> without <c>--node</c> (<see cref="NotProfilable"/>), which
+    /// <c>--pid</c> profiles, so <c>--list</c> names it too.</summary>
     /// <exception cref="ProfilerException">On Windows, which shows no other process's arguments.</exception>
     public static IReadOnlyList<NodeProcess> FindNodes()
     {
@@ -70,7 +72,7 @@ public static class NodeProfiler
         foreach (int pid in DiagnosticsClient.GetPublishedProcesses().Distinct().Where(IsLiveProcess))
         {
             string? commandLine = CommandLine(pid);
-            if (commandLine is not null && IsNode(commandLine))
+            if (commandLine is not null && NotProfilable(pid, commandLine) is null)
             {
                 nodes.Add(new NodeProcess(pid, commandLine));
             }
