@@ -314,17 +314,10 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
         // (relays and recipients see it) cannot spend that key's budget, and refusals cost nothing.
         if (!HasToken(pending))
         {
-            if (TokenTakerOf(pending) is { } original)
+            if (AnswerWithoutToken(pending) is { } answer)
             {
                 pending.Release();
-                return AsCopyOfAsync(original);
-            }
-
-            if (StoredSinceLookup(pending))
-            {
-                byte[] id = pending.Id.ToArray();
-                pending.Release();
-                return ReplayOrRateLimitedAsync(id);
+                return answer;
             }
 
             refusal = RateLimited();
@@ -549,6 +542,14 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
     /// pauses 40-75 ms on a machine whose large cache sizes the GC's gen-0 budget at hundreds of MiB (unary p99 ~50 ms
     /// at 5,000/s; docs/performance-log.md).</summary>
     private void ForgetTokenTaker(Pending taker) => Interlocked.CompareExchange(ref TokenTakerSlot(taker.IdKey), null, taker);
+
+    /// <summary>The answer to <paramref name="p"/>, refused a token, where it is a copy of an envelope that took one
+    /// (<see cref="TokenTakerOf"/>) or may have been stored since its lookup (<see cref="StoredSinceLookup"/>); null
+    /// where the rate refusal is its answer. Read before <paramref name="p"/>'s buffer goes back.</summary>
+    private Task<Receipt>? AnswerWithoutToken(Pending p) =>
+        TokenTakerOf(p) is { } original ? AsCopyOfAsync(original)
+        : StoredSinceLookup(p) ? ReplayOrRateLimitedAsync(p.Id.ToArray())
+        : null;
 
     /// <summary>Whether the store applied a group since <paramref name="copy"/>'s replay lookup found nothing: then
     /// the submission that took the token it lacks may have been stored and left the table since, and a second lookup
@@ -915,13 +916,9 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
                 }
                 else if (!TakeToken(p))
                 {
-                    if (TokenTakerOf(p) is { } original)
+                    if (AnswerWithoutToken(p) is { } answer)
                     {
-                        p.Follow(AsCopyOfAsync(original));
-                    }
-                    else if (StoredSinceLookup(p))
-                    {
-                        p.Follow(ReplayOrRateLimitedAsync(p.Id.ToArray()));
+                        p.Follow(answer);
                     }
                     else
                     {
