@@ -336,6 +336,14 @@ public sealed class LoadGeneratorTests
         Assert.Equal("stream accepted 21,000/s after the first 2 s: 50.0 % of the raw simd verifier's 42,000/s measured in this run " +
             "(mean of 40,000/s before the streaming phase and 44,000/s after it)",
             LoadBaseline.DescribeShare(stream, raw, raw with { VerifiesPerSecond = 44_000 }));
+
+        // Timings further apart than UnsteadySpread: the machine's speed moved, and the line gives the range it leaves.
+        Assert.Equal("stream accepted 21,000/s after the first 2 s: 42.0 % of the raw simd verifier's 50,000/s measured in this run " +
+            "(mean of 40,000/s before the streaming phase and 60,000/s after it); the two timings differ by 50 %, so the machine's speed changed " +
+            "during the run: the share lies anywhere from 35.0 % (of the faster timing) to 52.5 % (of the slower); run again for a firmer figure",
+            LoadBaseline.DescribeShare(stream, raw, raw with { VerifiesPerSecond = 60_000 }));
+        Assert.DoesNotContain("differ by", LoadBaseline.DescribeShare(stream, raw, raw with { VerifiesPerSecond = 40_000 * (1 + LoadBaseline.UnsteadySpread) }), StringComparison.Ordinal);
+        Assert.Contains("differ by 16 %", LoadBaseline.DescribeShare(stream, raw with { VerifiesPerSecond = 46_400 }, raw), StringComparison.Ordinal);
     }
 
     [Fact]

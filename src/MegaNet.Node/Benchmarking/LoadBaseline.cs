@@ -49,7 +49,22 @@ public static class LoadBaseline
         }
 
         double mean = (before.VerifiesPerSecond + after.VerifiesPerSecond) / 2;
-        return $"{report.Mode} accepted {rate:N0}/s {when}: {rate / mean:P1} of the raw simd verifier's {mean:N0}/s measured in this run " +
+        string share = $"{report.Mode} accepted {rate:N0}/s {when}: {rate / mean:P1} of the raw simd verifier's {mean:N0}/s measured in this run " +
             $"(mean of {before.VerifiesPerSecond:N0}/s before the streaming phase and {after.VerifiesPerSecond:N0}/s after it)";
+        double slower = Math.Min(before.VerifiesPerSecond, after.VerifiesPerSecond);
+        double faster = Math.Max(before.VerifiesPerSecond, after.VerifiesPerSecond);
+        if (faster <= slower * (1 + UnsteadySpread))
+        {
+            return share;
+        }
+
+        // A shared host's neighbours can slow this machine by a third from one minute to the next: the mean of two such
+        // timings is then a guess, and the line says how far apart they were rather than give one share as firm.
+        return share + $"; the two timings differ by {faster / slower - 1:P0}, so the machine's speed changed during the run: " +
+            $"the share lies anywhere from {rate / faster:P1} (of the faster timing) to {rate / slower:P1} (of the slower); run again for a firmer figure";
     }
+
+    /// <summary>How far apart (as a fraction of the slower) the timings before and after the streaming phase may be
+    /// before <see cref="DescribeShare"/> calls the run's share unsure: 15 %.</summary>
+    public const double UnsteadySpread = 0.15;
 }

@@ -58,7 +58,8 @@ internal static class LoadCommand
         {
             Description = $"Skip the baseline. By default, when the node is on this machine (embedded, or at a loopback address), this process times the raw simd verifier " +
                 $"(batch {LoadBaseline.Batch:N0}, one thread per core, key cache off, libsodium beside it) just before the streaming phase and again just after it, with the node idle, " +
-                "and gives the streaming rate (and with --mode both the unary rate after it) as a share of the two timings' mean. About 5 s each.",
+                "and gives the streaming rate (and with --mode both the unary rate after it) as a share of the two timings' mean (with the range it lies in when they " +
+                $"differ by more than {LoadBaseline.UnsteadySpread:P0}: the machine's speed changed). About 5 s each.",
         };
         var floor = new Option<bool>("--floor")
         {
