@@ -274,6 +274,102 @@ public sealed class AdmissionLimitsTests
     }
 
     [Fact]
+    public async Task An_original_answered_while_its_copy_tries_the_token_still_leaves_the_token_taker_table()
+    {
+        // A copy refused its key's token in the batcher holds its original's slot of the token-taker table while it
+        // tries the bucket (published first, put back after). The original answered in that moment was not found there
+        // by the store stage, and the copy then put it back: it stayed, receipt and all, until another envelope took the
+        // slot. Here the copy's try waits on the bucket's lock while the store answers the original.
+        using IBatchVerifier simd = VerifierCatalog.Create().Create("simd", new VerifierOptions { Threads = 1 });
+        using var verifier = new GatedVerifier(simd);
+        var store = new HeldStore();
+        var options = new NodeOptions { SubmitRatePerKey = 0.001, SubmitBurst = 1, FlushMicroseconds = 0, MaxBatch = 1 };
+        await using var admission = new AdmissionPipeline(verifier, store, options, TimeProvider.System, NullLogger<AdmissionPipeline>.Instance);
+        using Identity sender = Identity.Create(), recipient = Identity.Create();
+        Envelope envelope = EnvelopeFormat.Seal(sender, recipient.Card, Encoding.UTF8.GetBytes("once"), "text/plain", null, DateTimeOffset.UtcNow.AddDays(1));
+        using var holding = new ManualResetEventSlim();
+        using var letGo = new ManualResetEventSlim();
+        Thread? holder = null;
+        try
+        {
+            Task<Receipt> original = admission.SubmitAsync(envelope, null, CancellationToken.None);
+            Assert.True(await verifier.Entered.WaitAsync(TimeSpan.FromMinutes(1)), "the original never reached the verifier");
+            // The key has no bucket until the original takes its token, so the copy passes the early look and is queued.
+            Task<Receipt> copy = admission.SubmitAsync(envelope, null, CancellationToken.None);
+            verifier.Release.Release();
+            await store.Requested.Task.WaitAsync(TimeSpan.FromMinutes(1));
+            Assert.True(await verifier.Entered.WaitAsync(TimeSpan.FromMinutes(1)), "the copy never reached the verifier");
+
+            object bucket = Assert.Single(((System.Collections.IDictionary)PrivateField(admission, "_buckets")).Values.Cast<object>());
+            holder = new Thread(() =>
+            {
+                lock (bucket)
+                {
+                    holding.Set();
+                    letGo.Wait(TimeSpan.FromMinutes(1));
+                }
+            });
+            holder.Start();
+            holding.Wait();
+            verifier.Release.Release();
+            var slots = (object?[])PrivateField(admission, "_tokenTakers");
+            await WaitUntilAsync(() => slots.Any(s => s is TaskCompletionSource<Receipt> t && t.Task == copy), () => "the copy never took its original's slot");
+
+            store.Commit();
+            Receipt stored = await original.WaitAsync(TimeSpan.FromMinutes(1));
+            letGo.Set();
+            Receipt answer = await copy.WaitAsync(TimeSpan.FromMinutes(1));
+            Assert.True(answer.Duplicate);
+            Assert.Equal(stored.LogIndex, answer.LogIndex);
+
+            var waited = Stopwatch.StartNew();
+            while (admission.TokenTakersHeld > 0 && waited.Elapsed < TimeSpan.FromSeconds(5))
+            {
+                await Task.Delay(10);
+            }
+
+            Assert.Equal(0, admission.TokenTakersHeld);
+        }
+        finally
+        {
+            letGo.Set();
+            holder?.Join();
+            verifier.Release.Release(2);
+            store.Commit();
+        }
+    }
+
+    private static object PrivateField(AdmissionPipeline admission, string name) =>
+        typeof(AdmissionPipeline).GetField(name, System.Reflection.BindingFlags.NonPublic | System.Reflection.BindingFlags.Instance)!.GetValue(admission)!;
+
+    /// <summary>The real backend, except that each call waits for a release after saying it began.</summary>
+    private sealed class GatedVerifier(IBatchVerifier inner) : IBatchVerifier
+    {
+        public SemaphoreSlim Entered { get; } = new(0);
+
+        public SemaphoreSlim Release { get; } = new(0);
+
+        public string Name => inner.Name;
+
+        public string Description => inner.Description;
+
+        public VerificationRule Rule => inner.Rule;
+
+        public void Verify(SignatureBatch batch, int start, int count, Span<bool> verdicts)
+        {
+            Entered.Release();
+            Release.Wait(TimeSpan.FromMinutes(1));
+            inner.Verify(batch, start, count, verdicts);
+        }
+
+        public void Dispose()
+        {
+            Entered.Dispose();
+            Release.Dispose();
+        }
+    }
+
+    [Fact]
     public async Task Submissions_queued_on_a_bucket_the_sweep_forgot_share_the_keys_burst_with_those_after_them()
     {
         // A submission keeps the bucket its early check found. The once-a-second sweep forgot that bucket as full while

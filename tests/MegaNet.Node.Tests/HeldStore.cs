@@ -4,9 +4,14 @@ using SignedTreeHead = MegaNet.Store.SignedTreeHead;
 
 namespace MegaNet.Node.Tests;
 
-/// <summary>A store that holds the first group it is given until <see cref="Commit"/>, as a slow commit would.</summary>
+/// <summary>A store that holds the first group it is given until <see cref="Commit"/>, as a slow commit would. What it
+/// stored, a lookup finds (as a replay's receipt), and <see cref="LookupMark"/> moves once a group is stored, before it
+/// is answered, as the real store's does.</summary>
 internal sealed class HeldStore : IEnvelopeStore
 {
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, PutReceipt> _stored = new();
+    private long _mark;
+
     private readonly TaskCompletionSource _commit = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
     public event Action<ReadOnlyMemory<byte>, ulong>? MailArrived;
@@ -35,12 +40,20 @@ internal sealed class HeldStore : IEnvelopeStore
 
         var head = new SignedTreeHead(requests.Count, new byte[32], 0, new byte[32], new byte[64]);
         MailArrived?.Invoke(ReadOnlyMemory<byte>.Empty, 0);
-        return requests.Select((r, i) => new PutResult(new PutReceipt(r.EnvelopeId.ToArray(), i, (ulong)i + 1, head, Duplicate: false), null)).ToArray();
+        PutResult[] results = [.. requests.Select((r, i) => new PutResult(new PutReceipt(r.EnvelopeId.ToArray(), i, (ulong)i + 1, head, Duplicate: false), null))];
+        foreach (PutResult r in results)
+        {
+            _stored.TryAdd(Convert.ToHexString(r.Receipt!.EnvelopeId), r.Receipt with { Duplicate = true });
+        }
+
+        Interlocked.Increment(ref _mark);
+        return results;
     }
 
-    public ValueTask<PutReceipt?> FindAsync(ReadOnlyMemory<byte> envelopeId, CancellationToken cancellationToken = default) => ValueTask.FromResult<PutReceipt?>(null);
+    public ValueTask<PutReceipt?> FindAsync(ReadOnlyMemory<byte> envelopeId, CancellationToken cancellationToken = default) =>
+        ValueTask.FromResult(_stored.GetValueOrDefault(Convert.ToHexString(envelopeId.Span)));
 
-    public long LookupMark => 0;
+    public long LookupMark => Volatile.Read(ref _mark);
 
     public MailboxUsage ReportedUsage(ReadOnlySpan<byte> recipient) => default;
 

@@ -515,6 +515,13 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
         }
 
         Interlocked.CompareExchange(ref slot, before, pending);
+        if (before is { LeftTokenTakers: true })
+        {
+            // Answered while this submission held the slot, so the store stage's ForgetTokenTaker did not find it there:
+            // put back, it stayed with its receipt until another envelope took the slot.
+            Interlocked.CompareExchange(ref slot, null, before);
+        }
+
         return false;
     }
 
@@ -541,7 +548,13 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
     /// submissions with their receipts alive for seconds: promoted by every collection, they made the node's gen-0
     /// pauses 40-75 ms on a machine whose large cache sizes the GC's gen-0 budget at hundreds of MiB (unary p99 ~50 ms
     /// at 5,000/s; docs/performance-log.md).</summary>
-    private void ForgetTokenTaker(Pending taker) => Interlocked.CompareExchange(ref TokenTakerSlot(taker.IdKey), null, taker);
+    /// <remarks>Marked first: a copy that held the slot for a moment (<see cref="TakeToken"/>) puts the taker back and
+    /// then reads the mark, so one of the two takes it out.</remarks>
+    private void ForgetTokenTaker(Pending taker)
+    {
+        taker.LeftTokenTakers = true;
+        Interlocked.CompareExchange(ref TokenTakerSlot(taker.IdKey), null, taker);
+    }
 
     /// <summary>The answer to <paramref name="p"/>, refused a token, where it is a copy of an envelope that took one
     /// (<see cref="TokenTakerOf"/>) or may have been stored since its lookup (<see cref="StoredSinceLookup"/>); null
@@ -1207,6 +1220,16 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
 
         /// <summary>The store's <see cref="IEnvelopeStore.LookupMark"/> before the replay lookup that found nothing.</summary>
         public long? NotFoundAtMark { get; set; }
+
+        /// <summary>Set once the store stage has answered this submission and taken it out of the token-taker table
+        /// (<see cref="ForgetTokenTaker"/>).</summary>
+        public bool LeftTokenTakers
+        {
+            get => Volatile.Read(ref _leftTokenTakers);
+            set => Volatile.Write(ref _leftTokenTakers, value);
+        }
+
+        private bool _leftTokenTakers;
 
         /// <summary>The sending key's token bucket, once admission has looked it up.</summary>
         public TokenBucket? Bucket { get; set; }
