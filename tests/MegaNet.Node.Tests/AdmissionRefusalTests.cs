@@ -1,4 +1,5 @@
 using Grpc.Core;
+using MegaNet.Api;
 using MegaNet.Api.V1;
 using MegaNet.Core.Verification;
 using MegaNet.Node.Admission;
@@ -57,5 +58,54 @@ public sealed class AdmissionRefusalTests
         RpcException version = await Assert.ThrowsAsync<RpcException>(() => refusedShape);
         Assert.Equal(StatusCode.InvalidArgument, version.StatusCode);
         Assert.Contains("Envelope version 7 is not supported", version.Status.Detail, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task A_token_refusal_after_the_store_took_a_group_is_answered_without_throwing_in_the_batcher()
+    {
+        // Two envelopes of a key with one token pass the early look (no bucket yet) and meet in one batch; the second is
+        // refused its token there. A group was stored since its replay lookup, so the store is asked again whether it
+        // holds the envelope now (a copy whose original was stored meanwhile): it does not, and the rate refusal came
+        // as a throw on the batcher thread, which refuses a flood past a key's burst in every window of a loaded node.
+        using IBatchVerifier simd = VerifierCatalog.Create().Create("simd", new VerifierOptions { Threads = 1 });
+        using var verifier = new AdmissionBatchingTests.BlockingFirstCall(simd);
+        var store = new HeldStore();
+        store.Commit();
+        var options = new NodeOptions { SubmitRatePerKey = 0.001, SubmitBurst = 1, FlushMicroseconds = 1_000 };
+        await using var admission = new AdmissionPipeline(verifier, store, options, TimeProvider.System, NullLogger<AdmissionPipeline>.Instance);
+        Envelope[] others = AdmissionBatchingTests.Seal(1);
+        using Identity sender = Identity.Create(), recipient = Identity.Create();
+        Envelope first = EnvelopeFormat.Seal(sender, recipient.Card, "first"u8.ToArray(), "text/plain", null, DateTimeOffset.UtcNow.AddDays(1));
+        Envelope second = EnvelopeFormat.Seal(sender, recipient.Card, "second"u8.ToArray(), "text/plain", null, DateTimeOffset.UtcNow.AddDays(1));
+
+        int thrown = 0;
+        void Count(object? sender, System.Runtime.ExceptionServices.FirstChanceExceptionEventArgs e)
+        {
+            if (e.Exception is RpcException && Thread.CurrentThread.Name == "mn-admission")
+            {
+                Interlocked.Increment(ref thrown);
+            }
+        }
+
+        AppDomain.CurrentDomain.FirstChanceException += Count;
+        try
+        {
+            Task<Receipt> held = admission.SubmitAsync(others[0], null, CancellationToken.None);
+            Assert.True(verifier.Entered.Wait(TimeSpan.FromMinutes(1)), "the first batch never reached the verifier");
+            long mark = store.LookupMark;
+            Task<Receipt>[] sameKey = [admission.SubmitAsync(first, null, CancellationToken.None), admission.SubmitAsync(second, null, CancellationToken.None)];
+            verifier.Release.Set();
+            await held.WaitAsync(TimeSpan.FromMinutes(1));
+            Assert.NotEqual(mark, store.LookupMark);
+            await sameKey[0].WaitAsync(TimeSpan.FromMinutes(1));
+            RpcException refused = await Assert.ThrowsAsync<RpcException>(() => sameKey[1].WaitAsync(TimeSpan.FromMinutes(1)));
+            Assert.Equal(StatusCode.ResourceExhausted, refused.StatusCode);
+        }
+        finally
+        {
+            AppDomain.CurrentDomain.FirstChanceException -= Count;
+        }
+
+        Assert.Equal(0, thrown);
     }
 }

@@ -571,20 +571,42 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
 
     /// <summary>The answer to a submission refused a token after the store took more: a replay's, where the store now
     /// holds the envelope (a copy whose original was stored while it waited), else the rate refusal.</summary>
-    private async Task<Receipt> ReplayOrRateLimitedAsync(byte[] envelopeId)
+    /// <remarks>A lookup that completes at once is answered without a throw, as every refusal in admission is
+    /// (<see cref="SubmitAsync(Envelope, ClientAddress?, string?, CancellationToken)"/>): under load most token
+    /// refusals in the batcher come here (groups are stored while a submission waits for its batch and its batch is
+    /// verified), on the stage that cannot spread over cores.</remarks>
+    private Task<Receipt> ReplayOrRateLimitedAsync(byte[] envelopeId)
     {
-        PutReceipt? existing;
+        ValueTask<PutReceipt?> lookup;
         try
         {
-            existing = await _store.FindAsync(envelopeId).ConfigureAwait(false);
+            lookup = _store.FindAsync(envelopeId);
         }
         catch (Exception e)
         {
-            throw AsStatus(e);
+            return Task.FromException<Receipt>(AsStatus(e));
         }
 
-        return existing is not null ? ToProto(existing) : throw RateLimited();
+        return lookup.IsCompletedSuccessfully ? ReplayOrRateLimited(lookup.Result) : AfterLookupAsync(lookup.AsTask());
+
+        async Task<Receipt> AfterLookupAsync(Task<PutReceipt?> pending)
+        {
+            PutReceipt? existing;
+            try
+            {
+                existing = await pending.ConfigureAwait(false);
+            }
+            catch (Exception e)
+            {
+                throw AsStatus(e);
+            }
+
+            return await ReplayOrRateLimited(existing).ConfigureAwait(false);
+        }
     }
+
+    private Task<Receipt> ReplayOrRateLimited(PutReceipt? existing) =>
+        existing is not null ? Task.FromResult(ToProto(existing)) : Task.FromException<Receipt>(RateLimited());
 
     /// <summary>The answer to a copy of <paramref name="original"/> refused a token: the original's receipt, marked a
     /// duplicate as a replay's is, or the original's refusal (its signature verified, so the store refused it, or the
