@@ -339,6 +339,35 @@ public sealed class AdmissionLimitsTests
         }
     }
 
+    [Fact]
+    public async Task A_store_answer_that_fails_partway_gives_back_only_the_tokens_of_the_envelopes_it_did_not_store()
+    {
+        // The store stage's loop over a group's results threw at the group's second envelope (here the store answered
+        // one short). Its catch gave back the token of every envelope of the group, the first's too, which was stored
+        // and answered with its receipt: the key then had a token more than its rate allows (found in review).
+        using IBatchVerifier simd = VerifierCatalog.Create().Create("simd", new VerifierOptions { Threads = 1 });
+        var store = new HeldStore { DropLastResult = true };
+        store.Commit();
+        var options = new NodeOptions { SubmitRatePerKey = 0.001, SubmitBurst = 2, FlushMicroseconds = 1_000_000, MaxBatch = 2 };
+        await using var admission = new AdmissionPipeline(simd, store, options, TimeProvider.System, NullLogger<AdmissionPipeline>.Instance);
+        using Identity sender = Identity.Create(), recipient = Identity.Create();
+        Envelope[] envelopes = [.. Enumerable.Range(0, 4).Select(i => EnvelopeFormat.Seal(sender, recipient.Card, Encoding.UTF8.GetBytes($"message {i}"),
+            "text/plain", null, DateTimeOffset.UtcNow.AddDays(1)))];
+
+        Task<Receipt>[] group = [.. envelopes[..2].Select(e => admission.SubmitAsync(e, null, CancellationToken.None))];
+        await Task.WhenAll(group.Select(c => c.ContinueWith(_ => { }, TaskScheduler.Default))).WaitAsync(TimeSpan.FromMinutes(1));
+        Assert.Equal(2, (await store.Requested.Task).Count);
+        Assert.Equal(1, group.Count(c => c.IsCompletedSuccessfully)); // the envelope the store answered
+        store.DropLastResult = false;
+
+        // One of the key's two tokens was spent on the envelope stored: one more envelope is taken, the next is refused.
+        await admission.SubmitAsync(envelopes[2], null, CancellationToken.None).WaitAsync(TimeSpan.FromMinutes(1));
+        RpcException limited = await Assert.ThrowsAsync<RpcException>(() => admission.SubmitAsync(envelopes[3], null, CancellationToken.None).WaitAsync(TimeSpan.FromMinutes(1)));
+        Assert.True(limited.StatusCode == StatusCode.ResourceExhausted, $"{limited.StatusCode}: {limited.Status.Detail}");
+        Assert.Contains("Too many submissions from this sending key", limited.Status.Detail, StringComparison.Ordinal);
+        Assert.Equal(3, store.Puts);
+    }
+
     private static object PrivateField(AdmissionPipeline admission, string name) =>
         typeof(AdmissionPipeline).GetField(name, System.Reflection.BindingFlags.NonPublic | System.Reflection.BindingFlags.Instance)!.GetValue(admission)!;
 

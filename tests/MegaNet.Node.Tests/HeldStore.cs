@@ -28,6 +28,10 @@ internal sealed class HeldStore : IEnvelopeStore
     /// <summary>When set, every group (after <see cref="Commit"/>) fails with it, as a store that cannot commit.</summary>
     public Exception? FailWith { get; set; }
 
+    /// <summary>When set, a group's last request gets no result (a store that breaks its contract), so admission's
+    /// per-envelope loop over the results throws partway.</summary>
+    public bool DropLastResult { get; set; }
+
     public async ValueTask<IReadOnlyList<PutResult>> PutManyAsync(IReadOnlyList<PutRequest> requests, CancellationToken cancellationToken = default)
     {
         Interlocked.Add(ref _puts, requests.Count);
@@ -41,6 +45,11 @@ internal sealed class HeldStore : IEnvelopeStore
         var head = new SignedTreeHead(requests.Count, new byte[32], 0, new byte[32], new byte[64]);
         MailArrived?.Invoke(ReadOnlyMemory<byte>.Empty, 0);
         PutResult[] results = [.. requests.Select((r, i) => new PutResult(new PutReceipt(r.EnvelopeId.ToArray(), i, (ulong)i + 1, head, Duplicate: false), null))];
+        if (DropLastResult)
+        {
+            results = results[..^1];
+        }
+
         foreach (PutResult r in results)
         {
             _stored.TryAdd(Convert.ToHexString(r.Receipt!.EnvelopeId), r.Receipt with { Duplicate = true });

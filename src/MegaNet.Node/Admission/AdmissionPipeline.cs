@@ -996,6 +996,9 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
 
     private async Task StoreAsync(List<Pending> accepted)
     {
+        // accepted[..tokensSettled] had their tokens kept or given back by the loop over the results: a throw past them
+        // must not give those back again (a stored envelope's token was spent, a refused one's is back already).
+        int tokensSettled = 0;
         try
         {
             var requests = new PutRequest[accepted.Count];
@@ -1029,6 +1032,7 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
                     ReturnToken(p);
                 }
 
+                tokensSettled = i + 1;
                 p.Release();
                 if (r.Receipt is { } receipt)
                 {
@@ -1101,13 +1105,19 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
         catch (Exception e)
         {
             LogStoreFailure(e, accepted.Count);
-            foreach (Pending p in accepted)
+            for (int i = 0; i < accepted.Count; i++)
             {
-                // Nothing of the batch was stored: the sender's allowance is for envelopes stored. The buffer goes to
-                // the GC, not the pool (a request may still be inside the store), but leaves the held bytes: counted
-                // still, every refused envelope would raise the work demanded and then fill the queue of a node that
-                // holds nothing (found in review, 2026-12-04).
-                ReturnToken(p);
+                // Nothing of the batch was stored, or the loop over its results threw: the sender's allowance is for
+                // envelopes stored, so those the loop had not reached get their tokens back. The buffer goes to the GC,
+                // not the pool (a request may still be inside the store), but leaves the held bytes: counted still,
+                // every refused envelope would raise the work demanded and then fill the queue of a node that holds
+                // nothing (found in review, 2026-12-04). (One the loop answered keeps its answer: the calls below do nothing.)
+                Pending p = accepted[i];
+                if (i >= tokensSettled)
+                {
+                    ReturnToken(p);
+                }
+
                 ForgetTokenTaker(p);
                 p.Abandon();
                 p.TrySetException(StoreFailed(e));
