@@ -368,6 +368,51 @@ public sealed class AdmissionLimitsTests
         Assert.Equal(3, store.Puts);
     }
 
+    [Fact]
+    public async Task A_batch_that_fails_after_an_envelope_took_its_token_gives_the_token_back_and_keeps_no_token_taker()
+    {
+        // The batcher threw after the batch's first envelope took its key's token and before the group went to the
+        // store: here a fault injected where the second, refused the token, reads the store's lookup mark. Both were
+        // answered INTERNAL ("nothing was stored. Retry."), but the first's token was not given back, so its retry was
+        // refused for the rate, and the first stayed in the token-taker table (found in review).
+        using IBatchVerifier simd = VerifierCatalog.Create().Create("simd", new VerifierOptions { Threads = 1 });
+        using var verifier = new GatedVerifier(simd);
+        var store = new HeldStore();
+        store.Commit();
+        var options = new NodeOptions { SubmitRatePerKey = 0.001, SubmitBurst = 1, FlushMicroseconds = 1_000_000, MaxBatch = 2 };
+        await using var admission = new AdmissionPipeline(verifier, store, options, TimeProvider.System, NullLogger<AdmissionPipeline>.Instance);
+        using Identity sender = Identity.Create(), recipient = Identity.Create();
+        Envelope[] envelopes = [.. Enumerable.Range(0, 2).Select(i => EnvelopeFormat.Seal(sender, recipient.Card, Encoding.UTF8.GetBytes($"message {i}"),
+            "text/plain", null, DateTimeOffset.UtcNow.AddDays(1)))];
+
+        // The key has no bucket yet, so both pass the early look and share one batch, held in the verifier until the
+        // fault is armed (the callers read the mark too, before the queue).
+        Task<Receipt>[] batch = [.. envelopes.Select(e => admission.SubmitAsync(e, null, CancellationToken.None))];
+        store.LookupMarkFailure = new InvalidOperationException("injected store fault");
+        try
+        {
+            verifier.Release.Release();
+            await Task.WhenAll(batch.Select(c => c.ContinueWith(_ => { }, TaskScheduler.Default))).WaitAsync(TimeSpan.FromMinutes(1));
+        }
+        finally
+        {
+            store.LookupMarkFailure = null;
+            verifier.Release.Release(2);
+        }
+
+        foreach (Task<Receipt> c in batch)
+        {
+            RpcException e = await Assert.ThrowsAsync<RpcException>(() => c);
+            Assert.True(e.StatusCode == StatusCode.Internal, $"{e.StatusCode}: {e.Status.Detail}");
+        }
+
+        Assert.Equal(0, store.Puts);
+        Assert.Equal(0, admission.TokenTakersHeld);
+        // Nothing was stored, so the key's one token is there for the retry.
+        await admission.SubmitAsync(envelopes[0], null, CancellationToken.None).WaitAsync(TimeSpan.FromMinutes(1));
+        Assert.Equal(1, store.Puts);
+    }
+
     private static object PrivateField(AdmissionPipeline admission, string name) =>
         typeof(AdmissionPipeline).GetField(name, System.Reflection.BindingFlags.NonPublic | System.Reflection.BindingFlags.Instance)!.GetValue(admission)!;
 

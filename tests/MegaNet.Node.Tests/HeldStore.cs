@@ -32,6 +32,9 @@ internal sealed class HeldStore : IEnvelopeStore
     /// per-envelope loop over the results throws partway.</summary>
     public bool DropLastResult { get; set; }
 
+    /// <summary>When set, <see cref="LookupMark"/> throws it: a fault injected where the batcher reads the store.</summary>
+    public Exception? LookupMarkFailure { get; set; }
+
     public async ValueTask<IReadOnlyList<PutResult>> PutManyAsync(IReadOnlyList<PutRequest> requests, CancellationToken cancellationToken = default)
     {
         Interlocked.Add(ref _puts, requests.Count);
@@ -62,7 +65,7 @@ internal sealed class HeldStore : IEnvelopeStore
     public ValueTask<PutReceipt?> FindAsync(ReadOnlyMemory<byte> envelopeId, CancellationToken cancellationToken = default) =>
         ValueTask.FromResult(_stored.GetValueOrDefault(Convert.ToHexString(envelopeId.Span)));
 
-    public long LookupMark => Volatile.Read(ref _mark);
+    public long LookupMark => LookupMarkFailure is { } failure ? throw failure : Volatile.Read(ref _mark);
 
     public MailboxUsage ReportedUsage(ReadOnlySpan<byte> recipient) => default;
 

@@ -712,6 +712,7 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
         bool[] verdicts = new bool[_options.MaxBatch];
         var stores = new List<(Task Task, int Count)>(); // handed to the store, not yet answered, and how many envelopes
         int storing = 0; // the envelopes of those, kept rather than summed per batch (a list of up to StoreInFlight)
+        List<Pending>? tokensTaken = null; // verified and given their tokens, not yet handed to the store (VerifyAndSettle)
         using var thread = new StageThread();
         Action sweepIdle = () => // made once: it runs while idle
         {
@@ -808,6 +809,22 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
             catch (Exception e)
             {
                 LogBatchFailed(_logger, e, items.Count);
+                if (tokensTaken is { } taken)
+                {
+                    // Verified and given a token, then refused below with nothing stored: the token goes back, and the
+                    // submission leaves the token-taker table, as the store stage does for a refusal.
+                    foreach (Pending p in taken)
+                    {
+                        if (!p.HandedToStore)
+                        {
+                            ForgetTokenTaker(p);
+                            ReturnToken(p);
+                        }
+                    }
+
+                    tokensTaken = null;
+                }
+
                 foreach (Pending p in items.Concat(main).Concat(overflow).Concat(suspect))
                 {
                     if (p.HandedToStore)
@@ -934,6 +951,7 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
             Interlocked.Add(ref _signatures, to - from);
             Interlocked.Increment(ref _batches);
             var accepted = new List<Pending>(to - from);
+            tokensTaken = accepted; // until the store has them: a throw before that leaves their tokens to the catch
             for (int i = from; i < to; i++)
             {
                 Pending p = items[i];
@@ -991,6 +1009,8 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
                 stores.Add((StoreAsync(accepted), handed));
                 storing += handed;
             }
+
+            tokensTaken = null;
         }
     }
 
