@@ -220,8 +220,7 @@ public sealed class AdmissionLimitsTests
         var options = new NodeOptions { SubmitRatePerKey = 1, SubmitBurst = 1, FlushMicroseconds = 0 };
         await using var admission = new AdmissionPipeline(simd, store, options, TimeProvider.System, NullLogger<AdmissionPipeline>.Instance);
         using Identity sender = Identity.Create(), recipient = Identity.Create();
-        Envelope[] envelopes = Enumerable.Range(0, 3).Select(i => EnvelopeFormat.Seal(sender, recipient.Card, Encoding.UTF8.GetBytes($"message {i}"),
-            "text/plain", null, DateTimeOffset.UtcNow.AddDays(1))).ToArray();
+        Envelope[] envelopes = SealFromOne(sender, recipient, 3);
 
         // Started before the first envelope's token is taken: a machine that stalls after that (before this test
         // continues) makes the second one's acceptance legitimate, and then this clock has counted the stall too.
@@ -259,8 +258,7 @@ public sealed class AdmissionLimitsTests
         var options = new NodeOptions { SubmitRatePerKey = 0.001, SubmitBurst = 1, FlushMicroseconds = 0 };
         await using var admission = new AdmissionPipeline(simd, store, options, TimeProvider.System, NullLogger<AdmissionPipeline>.Instance);
         using Identity sender = Identity.Create(), recipient = Identity.Create();
-        Envelope[] envelopes = [.. Enumerable.Range(0, 2).Select(i => EnvelopeFormat.Seal(sender, recipient.Card, Encoding.UTF8.GetBytes($"message {i}"),
-            "text/plain", null, DateTimeOffset.UtcNow.AddDays(1)))];
+        Envelope[] envelopes = SealFromOne(sender, recipient, 2);
 
         RpcException failed = await Assert.ThrowsAsync<RpcException>(() => admission.SubmitAsync(envelopes[0], null, CancellationToken.None).WaitAsync(TimeSpan.FromMinutes(1)));
         Assert.Equal(StatusCode.Unavailable, failed.StatusCode);
@@ -351,8 +349,7 @@ public sealed class AdmissionLimitsTests
         var options = new NodeOptions { SubmitRatePerKey = 0.001, SubmitBurst = 2, FlushMicroseconds = 1_000_000, MaxBatch = 2 };
         await using var admission = new AdmissionPipeline(simd, store, options, TimeProvider.System, NullLogger<AdmissionPipeline>.Instance);
         using Identity sender = Identity.Create(), recipient = Identity.Create();
-        Envelope[] envelopes = [.. Enumerable.Range(0, 4).Select(i => EnvelopeFormat.Seal(sender, recipient.Card, Encoding.UTF8.GetBytes($"message {i}"),
-            "text/plain", null, DateTimeOffset.UtcNow.AddDays(1)))];
+        Envelope[] envelopes = SealFromOne(sender, recipient, 4);
 
         Task<Receipt>[] group = [.. envelopes[..2].Select(e => admission.SubmitAsync(e, null, CancellationToken.None))];
         await Task.WhenAll(group.Select(c => c.ContinueWith(_ => { }, TaskScheduler.Default))).WaitAsync(TimeSpan.FromMinutes(1));
@@ -382,8 +379,7 @@ public sealed class AdmissionLimitsTests
         var options = new NodeOptions { SubmitRatePerKey = 0.001, SubmitBurst = 1, FlushMicroseconds = 1_000_000, MaxBatch = 2 };
         await using var admission = new AdmissionPipeline(verifier, store, options, TimeProvider.System, NullLogger<AdmissionPipeline>.Instance);
         using Identity sender = Identity.Create(), recipient = Identity.Create();
-        Envelope[] envelopes = [.. Enumerable.Range(0, 2).Select(i => EnvelopeFormat.Seal(sender, recipient.Card, Encoding.UTF8.GetBytes($"message {i}"),
-            "text/plain", null, DateTimeOffset.UtcNow.AddDays(1)))];
+        Envelope[] envelopes = SealFromOne(sender, recipient, 2);
 
         // The key has no bucket yet, so both pass the early look and share one batch, held in the verifier until the
         // fault is armed (the callers read the mark too, before the queue).
@@ -543,4 +539,10 @@ public sealed class AdmissionLimitsTests
         count.Return(burst: 1.5);
         Assert.Equal(1.5, count.Tokens);
     }
+
+    /// <summary>Seals <paramref name="count"/> envelopes ("message 0", "message 1" …) from one sender, so that they share
+    /// its sending key's token bucket.</summary>
+    private static Envelope[] SealFromOne(Identity sender, Identity recipient, int count) =>
+        [.. Enumerable.Range(0, count).Select(i => EnvelopeFormat.Seal(sender, recipient.Card, Encoding.UTF8.GetBytes($"message {i}"),
+            "text/plain", null, DateTimeOffset.UtcNow.AddDays(1)))];
 }
