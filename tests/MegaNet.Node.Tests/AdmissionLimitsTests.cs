@@ -7,6 +7,7 @@ using MegaNet.Core.Verification;
 using MegaNet.Node.Admission;
 using MegaNet.Node.Hosting;
 using MegaNet.Node.Verification;
+using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 
 namespace MegaNet.Node.Tests;
@@ -347,7 +348,9 @@ public sealed class AdmissionLimitsTests
         var store = new HeldStore { DropLastResult = true };
         store.Commit();
         var options = new NodeOptions { SubmitRatePerKey = 0.001, SubmitBurst = 2, FlushMicroseconds = 1_000_000, MaxBatch = 2 };
-        await using var admission = new AdmissionPipeline(simd, store, options, TimeProvider.System, NullLogger<AdmissionPipeline>.Instance);
+        var log = new LogCapture(LogLevel.Error);
+        using var logging = new LoggerFactory([log]);
+        await using var admission = new AdmissionPipeline(simd, store, options, TimeProvider.System, logging.CreateLogger<AdmissionPipeline>());
         using Identity sender = Identity.Create(), recipient = Identity.Create();
         Envelope[] envelopes = SealFromOne(sender, recipient, 4);
 
@@ -355,6 +358,8 @@ public sealed class AdmissionLimitsTests
         await Task.WhenAll(group.Select(c => c.ContinueWith(_ => { }, TaskScheduler.Default))).WaitAsync(TimeSpan.FromMinutes(1));
         Assert.Equal(2, (await store.Requested.Task).Count);
         Assert.Equal(1, group.Count(c => c.IsCompletedSuccessfully)); // the envelope the store answered
+        // The operator reads of the one envelope refused, not of the group (the first kept its receipt).
+        Assert.Equal("Storing 1 verified envelopes failed", Assert.Single(log.Lines).Split(" [")[0].Split(": ", 2)[1]);
         store.DropLastResult = false;
 
         // One of the key's two tokens was spent on the envelope stored: one more envelope is taken, the next is refused.
