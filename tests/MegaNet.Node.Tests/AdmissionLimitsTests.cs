@@ -266,9 +266,7 @@ public sealed class AdmissionLimitsTests
         store.FailWith = null;
         await admission.SubmitAsync(envelopes[1], null, CancellationToken.None).WaitAsync(TimeSpan.FromMinutes(1));
 
-        RpcException again = await Assert.ThrowsAsync<RpcException>(() => admission.SubmitAsync(envelopes[0], null, CancellationToken.None).WaitAsync(TimeSpan.FromMinutes(1)));
-        Assert.True(again.StatusCode == StatusCode.ResourceExhausted, $"{again.StatusCode}: {again.Status.Detail}");
-        Assert.Contains("Too many submissions from this sending key", again.Status.Detail, StringComparison.Ordinal);
+        await AssertRateLimitedAsync(admission.SubmitAsync(envelopes[0], null, CancellationToken.None));
         Assert.Equal(2, store.Puts);
     }
 
@@ -364,9 +362,7 @@ public sealed class AdmissionLimitsTests
 
         // One of the key's two tokens was spent on the envelope stored: one more envelope is taken, the next is refused.
         await admission.SubmitAsync(envelopes[2], null, CancellationToken.None).WaitAsync(TimeSpan.FromMinutes(1));
-        RpcException limited = await Assert.ThrowsAsync<RpcException>(() => admission.SubmitAsync(envelopes[3], null, CancellationToken.None).WaitAsync(TimeSpan.FromMinutes(1)));
-        Assert.True(limited.StatusCode == StatusCode.ResourceExhausted, $"{limited.StatusCode}: {limited.Status.Detail}");
-        Assert.Contains("Too many submissions from this sending key", limited.Status.Detail, StringComparison.Ordinal);
+        await AssertRateLimitedAsync(admission.SubmitAsync(envelopes[3], null, CancellationToken.None));
         Assert.Equal(3, store.Puts);
     }
 
@@ -545,9 +541,17 @@ public sealed class AdmissionLimitsTests
         Assert.Equal(1.5, count.Tokens);
     }
 
+    /// <summary>Asserts that <paramref name="call"/> is refused for its sending key's rate.</summary>
+    private static async Task AssertRateLimitedAsync(Task<Receipt> call)
+    {
+        RpcException limited = await Assert.ThrowsAsync<RpcException>(() => call.WaitAsync(TimeSpan.FromMinutes(1)));
+        Assert.True(limited.StatusCode == StatusCode.ResourceExhausted, $"{limited.StatusCode}: {limited.Status.Detail}");
+        Assert.Contains("Too many submissions from this sending key", limited.Status.Detail, StringComparison.Ordinal);
+    }
+
     /// <summary>Seals <paramref name="count"/> envelopes ("message 0", "message 1" …) from one sender, so that they share
     /// its sending key's token bucket.</summary>
-    private static Envelope[] SealFromOne(Identity sender, Identity recipient, int count) =>
+    internal static Envelope[] SealFromOne(Identity sender, Identity recipient, int count) =>
         [.. Enumerable.Range(0, count).Select(i => EnvelopeFormat.Seal(sender, recipient.Card, Encoding.UTF8.GetBytes($"message {i}"),
             "text/plain", null, DateTimeOffset.UtcNow.AddDays(1)))];
 }

@@ -75,8 +75,7 @@ public sealed class AdmissionRefusalTests
         await using var admission = new AdmissionPipeline(verifier, store, options, TimeProvider.System, NullLogger<AdmissionPipeline>.Instance);
         Envelope[] others = AdmissionBatchingTests.Seal(1);
         using Identity sender = Identity.Create(), recipient = Identity.Create();
-        Envelope first = EnvelopeFormat.Seal(sender, recipient.Card, "first"u8.ToArray(), "text/plain", null, DateTimeOffset.UtcNow.AddDays(1));
-        Envelope second = EnvelopeFormat.Seal(sender, recipient.Card, "second"u8.ToArray(), "text/plain", null, DateTimeOffset.UtcNow.AddDays(1));
+        Envelope[] sameKey = AdmissionLimitsTests.SealFromOne(sender, recipient, 2);
 
         int thrown = 0;
         void Count(object? sender, System.Runtime.ExceptionServices.FirstChanceExceptionEventArgs e)
@@ -93,12 +92,12 @@ public sealed class AdmissionRefusalTests
             Task<Receipt> held = admission.SubmitAsync(others[0], null, CancellationToken.None);
             Assert.True(verifier.Entered.Wait(TimeSpan.FromMinutes(1)), "the first batch never reached the verifier");
             long mark = store.LookupMark;
-            Task<Receipt>[] sameKey = [admission.SubmitAsync(first, null, CancellationToken.None), admission.SubmitAsync(second, null, CancellationToken.None)];
+            Task<Receipt>[] calls = [.. sameKey.Select(e => admission.SubmitAsync(e, null, CancellationToken.None))];
             verifier.Release.Set();
             await held.WaitAsync(TimeSpan.FromMinutes(1));
             Assert.NotEqual(mark, store.LookupMark);
-            await sameKey[0].WaitAsync(TimeSpan.FromMinutes(1));
-            RpcException refused = await Assert.ThrowsAsync<RpcException>(() => sameKey[1].WaitAsync(TimeSpan.FromMinutes(1)));
+            await calls[0].WaitAsync(TimeSpan.FromMinutes(1));
+            RpcException refused = await Assert.ThrowsAsync<RpcException>(() => calls[1].WaitAsync(TimeSpan.FromMinutes(1)));
             Assert.Equal(StatusCode.ResourceExhausted, refused.StatusCode);
         }
         finally

@@ -1127,13 +1127,7 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
             // Only this stage answers a submission it was handed, so this is exact: those the loop answered keep their
             // answer, and are neither counted in the log line nor refused again in the rejection metric. Logged before
             // the answers go out, so a caller that sees its refusal finds the line.
-            int refusedHere = 0;
-            foreach (Pending p in accepted)
-            {
-                refusedHere += p.Task.IsCompleted ? 0 : 1;
-            }
-
-            LogStoreFailure(e, refusedHere);
+            LogStoreFailure(e, accepted.Count(p => !p.Task.IsCompleted));
             for (int i = 0; i < accepted.Count; i++)
             {
                 // Nothing of the batch was stored, or the loop over its results threw: the sender's allowance is for
