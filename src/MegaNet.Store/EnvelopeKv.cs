@@ -59,9 +59,10 @@ internal sealed partial class EnvelopeKv : IDisposable
     private readonly int _pageBits;
     private long _diskReads;
     private long _compactionRetries;
-    // FASTER's hash index, for Prefetch (0 when it was not found).
-    private readonly nint _indexBuckets;
-    private readonly long _indexMask;
+    // FASTER's hash index, for Prefetch and SurelyAbsent (0 when it was not found); found again after Recover.
+    private nint _indexBuckets;
+    private long _indexMask;
+    private volatile bool _disposed;
 
     /// <param name="directory">Directory of the hybrid log and its checkpoints.</param>
     /// <param name="memoryBytes">Memory for the hybrid log (rounded down to a power of two).</param>
@@ -108,13 +109,8 @@ internal sealed partial class EnvelopeKv : IDisposable
         Directory = directory;
         IndexBytes = indexBytes;
         _kv = new FasterKV<SpanByte, SpanByte>(settings);
-        // One reflection into FASTER for both uses of its index: huge pages now, prefetches later.
-        if (FasterHashIndex.TryFind(_kv, out nint buckets, out long count))
-        {
-            _indexBuckets = buckets;
-            _indexMask = count - 1;
-        }
-
+        // One reflection into FASTER for every use of its index: huge pages now, prefetches and absence checks later.
+        long count = FindIndex();
         IndexPages = FasterHashIndex.AdviseHugePages(_indexBuckets, count);
 
         _writer = NewSession();
@@ -196,6 +192,8 @@ internal sealed partial class EnvelopeKv : IDisposable
     public void Recover(Guid token)
     {
         _kv.Recover(token);
+        // FASTER allocates the index anew when the checkpoint's size differs; SurelyAbsent must not read the old one.
+        FindIndex();
         // Segments below the checkpoint's begin address that a crash left behind before their deletion (see
         // ReleaseFreedSegments): nothing refers to them any more.
         long firstSegment = _kv.Log.BeginAddress >> SegmentBits;
@@ -276,6 +274,55 @@ internal sealed partial class EnvelopeKv : IDisposable
         }
     }
 
+    /// <summary>
+    /// True when the table surely holds no record of <paramref name="id"/> (kind <paramref name="kind"/>) now: no entry of
+    /// its index bucket carries its tag, and the bucket has no overflow bucket. That is what FASTER's own lookup finds
+    /// before it follows a chain of records, so a read would have found nothing at this moment either; false means only
+    /// "read to know". Nearly every envelope a node admits is new, and its replay lookup answered here costs one bucket
+    /// load (prefetched) instead of a session, an epoch and FASTER's read (about 1 µs, 4.6 % of a streaming node's CPU,
+    /// 2026-12-06). Sound because FASTER never moves an entry to another slot and clears one only when the records it
+    /// leads to lie below the log's begin address (gone); a tentative entry counts as present, which is stricter than
+    /// FASTER's lookup.
+    /// </summary>
+    private unsafe bool SurelyAbsent(char kind, ReadOnlySpan<byte> id)
+    {
+        if (_indexBuckets == 0 || _disposed)
+        {
+            return false;
+        }
+
+        Span<byte> keyBytes = stackalloc byte[33];
+        MakeKey(keyBytes, kind, id);
+        long* entries = (long*)BucketOfKey(keyBytes, out ushort tag);
+        if ((Volatile.Read(ref entries[FasterHashIndex.OverflowEntry]) & FasterHashIndex.AddressMask) != 0)
+        {
+            return false;
+        }
+
+        for (int e = 0; e < FasterHashIndex.OverflowEntry; e++)
+        {
+            long word = Volatile.Read(ref entries[e]);
+            if (word != 0 && FasterHashIndex.TagOf(word) == tag)
+            {
+                return false;
+            }
+        }
+
+        return true;
+    }
+
+    // Locates FASTER's index (see FasterHashIndex.TryFind); returns its bucket count, 0 when it was not found.
+    private long FindIndex()
+    {
+        bool found = FasterHashIndex.TryFind(_kv, out nint buckets, out long count);
+        _indexMask = found ? count - 1 : 0;
+        _indexBuckets = found ? buckets : 0;
+        return found ? count : 0;
+    }
+
+    /// <summary>Tests: <see cref="SurelyAbsent"/> of an envelope record.</summary>
+    internal bool SurelyAbsentForTests(ReadOnlySpan<byte> id) => SurelyAbsent('E', id);
+
     /// <summary>The address of the index bucket FASTER files the record of <paramref name="id"/> under
     /// (0 where the index was not found), and the 14-bit tag its entry carries there.</summary>
     internal nint BucketOf(ReadOnlySpan<byte> id, out ushort tag)
@@ -346,6 +393,11 @@ internal sealed partial class EnvelopeKv : IDisposable
 
     private TableRead GetMetaWaiting(ClientSession<SpanByte, SpanByte, SpanByte, byte[], Empty, SpanByteFunctions_ByteArrayOutput<Empty>> session, ReadOnlySpan<byte> id)
     {
+        if (SurelyAbsent('E', id))
+        {
+            return default;
+        }
+
         for (int tries = 1; ; tries++)
         {
             long failures = _device.ReadFailures;
@@ -466,6 +518,8 @@ internal sealed partial class EnvelopeKv : IDisposable
 
     public void Dispose()
     {
+        // First: SurelyAbsent reads FASTER's index without a session, and must stop before the index goes.
+        _disposed = true;
         foreach (IDisposable s in _allSessions)
         {
             s.Dispose();
@@ -538,6 +592,11 @@ internal sealed partial class EnvelopeKv : IDisposable
     /// </summary>
     private async ValueTask<TableRead> ReadAsync(char kind, ReadOnlyMemory<byte> id)
     {
+        if (SurelyAbsent(kind, id.Span))
+        {
+            return default;
+        }
+
         await _readerSlots.WaitAsync().ConfigureAwait(false);
         if (!_readers.TryTake(out var session))
         {

@@ -6,7 +6,8 @@ namespace MegaNet.Store;
 
 /// <summary>
 /// FASTER's hash index, found by reflection: put on 2 MiB pages (Linux transparent huge pages) where the kernel allows
-/// it, and located so that a writer can prefetch the bucket of its next put (<see cref="EnvelopeKv.Prefetch"/>).
+/// it, and located so that a writer can prefetch the bucket of its next put (<see cref="EnvelopeKv.Prefetch"/>) and a
+/// lookup of a new id can be answered from the bucket alone (<c>EnvelopeKv.SurelyAbsent</c>).
 /// </summary>
 /// <remarks>
 /// Every put and lookup loads one 64-byte bucket at a random place in the index (32 MiB by default). On 4 KiB pages
@@ -15,8 +16,8 @@ namespace MegaNet.Store;
 /// machine 1.9 %. Most machines leave huge pages to <c>madvise</c>, so the index asks for them itself:
 /// <c>MADV_HUGEPAGE</c> for pages touched later and <c>MADV_COLLAPSE</c> (Linux 6.1) for those already in memory.
 /// FASTER keeps the index in a private field; when that field is not there (another FASTER version) or the kernel
-/// says no, the index stays on small pages and nothing is prefetched, and it works as before: both are speed-ups,
-/// never conditions of running (FasterHashIndexTests fails when a FASTER upgrade moves the index).
+/// says no, the index stays on small pages, nothing is prefetched and every lookup reads the table: all are speed-ups,
+/// never conditions of running (FasterHashIndexTests fails when a FASTER upgrade moves the index or changes its entries).
 /// </remarks>
 internal static unsafe partial class FasterHashIndex
 {
@@ -68,6 +69,16 @@ internal static unsafe partial class FasterHashIndex
 
     /// <summary>Size of one FASTER hash bucket (a cache line of eight entries).</summary>
     public const int BucketBytes = 64;
+
+    /// <summary>The entry of a bucket that links its overflow bucket (the address bits; latches use the rest); entries
+    /// before it are [48-bit address][14-bit tag][pending bit][tentative bit].</summary>
+    public const int OverflowEntry = 7;
+
+    /// <summary>The address bits of an entry.</summary>
+    public const long AddressMask = (1L << 48) - 1;
+
+    /// <summary>The 14-bit tag of an entry.</summary>
+    public static ushort TagOf(long entry) => (ushort)((entry >> 48) & 0x3FFF);
 
     /// <summary>
     /// Finds <paramref name="kv"/>'s hash index: the address of its first bucket and the number of buckets (a power of
