@@ -320,8 +320,9 @@ internal sealed partial class EnvelopeKv : IDisposable
         return found ? count : 0;
     }
 
-    /// <summary>Tests: <see cref="SurelyAbsent"/> of an envelope record.</summary>
-    internal bool SurelyAbsentForTests(ReadOnlySpan<byte> id) => SurelyAbsent('E', id);
+    /// <summary><see cref="SurelyAbsent(char, ReadOnlySpan{byte})"/> of an envelope record: a caller that would read it
+    /// asynchronously skips the read's machinery (<see cref="GetMetaAsync"/> checks as well).</summary>
+    public bool SurelyAbsent(ReadOnlySpan<byte> id) => SurelyAbsent('E', id);
 
     /// <summary>The address of the index bucket FASTER files the record of <paramref name="id"/> under
     /// (0 where the index was not found), and the 14-bit tag its entry carries there.</summary>

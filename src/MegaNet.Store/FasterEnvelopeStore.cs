@@ -848,13 +848,12 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     }
 
     /// <inheritdoc />
-    public async ValueTask<PutReceipt?> FindAsync(ReadOnlyMemory<byte> envelopeId, CancellationToken cancellationToken = default)
-    {
-        if (envelopeId.Length != 32)
-        {
-            return null;
-        }
+    public ValueTask<PutReceipt?> FindAsync(ReadOnlyMemory<byte> envelopeId, CancellationToken cancellationToken = default) =>
+        // Nearly every id a node looks up is new: answered from the table's index without the async read's machinery.
+        envelopeId.Length != 32 || _kv.SurelyAbsent(envelopeId.Span) ? default : FindInTableAsync(envelopeId);
 
+    private async ValueTask<PutReceipt?> FindInTableAsync(ReadOnlyMemory<byte> envelopeId)
+    {
         TableRead read = await _kv.GetMetaAsync(envelopeId).ConfigureAwait(false);
         if (read.Value is not { } meta)
         {
