@@ -253,12 +253,6 @@ internal sealed partial class EnvelopeKv
         return scan.Live.Count;
     }
 
-    // FASTER 2.6.5's hash bucket entry: the record address in the low 48 bits, the tag in the 14 above, then the pending
-    // and tentative bits; seven entries a bucket, the eighth links overflow buckets.
-    private const long EntryAddressMask = (1L << 48) - 1;
-    private const long TentativeBit = 1L << 63;
-    private const int EntriesPerBucket = 7;
-
     /// <summary>
     /// Whether FASTER's index alone says that the record at <paramref name="address"/> is the newest of
     /// <paramref name="key"/>: the entry for the key's tag in its bucket points at the record (no newer record of any key
@@ -276,12 +270,12 @@ internal sealed partial class EnvelopeKv
         }
 
         long* entries = (long*)bucket;
-        for (int i = 0; i < EntriesPerBucket; i++)
+        for (int i = 0; i < FasterHashIndex.EntriesPerBucket; i++)
         {
             long entry = Volatile.Read(ref entries[i]);
-            if (entry != 0 && (entry & TentativeBit) == 0 && (ushort)((ulong)entry >> 48 & 0x3FFF) == tag)
+            if (entry != 0 && (entry & FasterHashIndex.TentativeBit) == 0 && FasterHashIndex.TagOf(entry) == tag)
             {
-                return (entry & EntryAddressMask) == address;
+                return (entry & FasterHashIndex.AddressMask) == address;
             }
         }
 

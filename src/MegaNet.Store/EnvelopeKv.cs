@@ -294,12 +294,12 @@ internal sealed partial class EnvelopeKv : IDisposable
         Span<byte> keyBytes = stackalloc byte[33];
         MakeKey(keyBytes, kind, id);
         long* entries = (long*)BucketOfKey(keyBytes, out ushort tag);
-        if ((Volatile.Read(ref entries[FasterHashIndex.OverflowEntry]) & FasterHashIndex.AddressMask) != 0)
+        if ((Volatile.Read(ref entries[FasterHashIndex.EntriesPerBucket]) & FasterHashIndex.AddressMask) != 0)
         {
             return false;
         }
 
-        for (int e = 0; e < FasterHashIndex.OverflowEntry; e++)
+        for (int e = 0; e < FasterHashIndex.EntriesPerBucket; e++)
         {
             long word = Volatile.Read(ref entries[e]);
             if (word != 0 && FasterHashIndex.TagOf(word) == tag)

@@ -70,12 +70,17 @@ internal static unsafe partial class FasterHashIndex
     /// <summary>Size of one FASTER hash bucket (a cache line of eight entries).</summary>
     public const int BucketBytes = 64;
 
-    /// <summary>The entry of a bucket that links its overflow bucket (the address bits; latches use the rest); entries
-    /// before it are [48-bit address][14-bit tag][pending bit][tentative bit].</summary>
-    public const int OverflowEntry = 7;
+    // FASTER 2.6.5's bucket: seven entries of [48-bit record address][14-bit tag][pending bit][tentative bit], then a
+    // word whose address bits link the bucket's overflow bucket (its other bits are latches).
 
-    /// <summary>The address bits of an entry.</summary>
+    /// <summary>Entries a bucket holds; the word after them is the overflow link.</summary>
+    public const int EntriesPerBucket = 7;
+
+    /// <summary>The address bits of an entry or of the overflow link.</summary>
     public const long AddressMask = (1L << 48) - 1;
+
+    /// <summary>Set while an entry is being inserted (FASTER's own lookups pass over it).</summary>
+    public const long TentativeBit = 1L << 63;
 
     /// <summary>The 14-bit tag of an entry.</summary>
     public static ushort TagOf(long entry) => (ushort)((entry >> 48) & 0x3FFF);

@@ -83,7 +83,7 @@ public sealed class FasterHashIndexTests(ITestOutputHelper output) : IDisposable
             // Seven entries a bucket (the eighth links an overflow bucket): [48-bit address][14-bit tag][2 flag bits].
             long* entries = (long*)bucket;
             bool here = false;
-            for (int e = 0; e < FasterHashIndex.OverflowEntry && !here; e++)
+            for (int e = 0; e < FasterHashIndex.EntriesPerBucket && !here; e++)
             {
                 here = entries[e] != 0 && FasterHashIndex.TagOf(entries[e]) == tag;
             }
