@@ -279,8 +279,8 @@ internal sealed partial class EnvelopeKv : IDisposable
     /// its index bucket carries its tag, and the bucket has no overflow bucket. That is what FASTER's own lookup finds
     /// before it follows a chain of records, so a read would have found nothing at this moment either; false means only
     /// "read to know". Nearly every envelope a node admits is new, and its replay lookup answered here costs one bucket
-    /// load (prefetched) instead of a session, an epoch and FASTER's read (about 1 µs, 4.6 % of a streaming node's CPU,
-    /// 2026-12-06). Sound because FASTER never moves an entry to another slot and clears one only when the records it
+    /// load (prefetched) instead of a session, an epoch and FASTER's read (the node's replay lookups went from 3.5 to
+    /// 1.3 % of its CPU samples while streaming, 2026-12-06). Sound because FASTER never moves an entry to another slot and clears one only when the records it
     /// leads to lie below the log's begin address (gone); a tentative entry counts as present, which is stricter than
     /// FASTER's lookup.
     /// </summary>
