@@ -266,21 +266,21 @@ public sealed class MegaNetClient : IDisposable
         ArgumentNullException.ThrowIfNull(recipient);
         ArgumentNullException.ThrowIfNull(content);
         ArgumentNullException.ThrowIfNull(contentType);
-        Envelope envelope = await SealAndStampAsync(sender, recipient, content, contentType, fileName, ttl, cancellationToken);
-        return await SubmitCheckedAsync(sender, envelope, cancellationToken);
+        Envelope envelope = await SealAndStampAsync(sender, recipient, content, contentType, fileName, ttl, cancellationToken).ConfigureAwait(false);
+        return await SubmitCheckedAsync(sender, envelope, cancellationToken).ConfigureAwait(false);
     }
 
     /// <summary>Seals <paramref name="content"/> with the expiry and the stamp the node's <c>Status</c> asks for now.</summary>
     private async Task<Envelope> SealAndStampAsync(Identity sender, ContactCard recipient, byte[] content, string contentType, string? fileName,
         TimeSpan? ttl, CancellationToken cancellationToken)
     {
-        StatusResponse status = await StatusBeforeSealingAsync(cancellationToken);
+        StatusResponse status = await StatusBeforeSealingAsync(cancellationToken).ConfigureAwait(false);
         int bits = PowBitsToSolve(status.PowBitsRequired);
         DateTimeOffset expires = DateTimeOffset.UtcNow + (ttl ?? DefaultTtl(status.Limits));
         Envelope envelope = EnvelopeFormat.Seal(sender, recipient, content, contentType, fileName, expires);
         if (bits > 0)
         {
-            await StampAsync(sender, envelope, NodePowSeed(status), bits, cancellationToken);
+            await StampAsync(sender, envelope, NodePowSeed(status), bits, cancellationToken).ConfigureAwait(false);
         }
 
         return envelope;
@@ -295,12 +295,12 @@ public sealed class MegaNetClient : IDisposable
         {
             try
             {
-                return await Relay.StatusAsync(new StatusRequest(), cancellationToken: cancellationToken);
+                return await Relay.StatusAsync(new StatusRequest(), cancellationToken: cancellationToken).ResponseAsync.ConfigureAwait(false);
             }
             catch (RpcException e) when (e.StatusCode is StatusCode.Unavailable or StatusCode.DeadlineExceeded
                 && tries < MaxResubmits && !cancellationToken.IsCancellationRequested)
             {
-                await Task.Delay(TimeSpan.FromSeconds(tries + 1), cancellationToken);
+                await Task.Delay(TimeSpan.FromSeconds(tries + 1), cancellationToken).ConfigureAwait(false);
             }
         }
     }
@@ -338,7 +338,7 @@ public sealed class MegaNetClient : IDisposable
                 cancellationToken.ThrowIfCancellationRequested();
                 try
                 {
-                    receipt = await Relay.SubmitAsync(new SubmitRequest { Envelope = envelope }, cancellationToken: cancellationToken);
+                    receipt = await Relay.SubmitAsync(new SubmitRequest { Envelope = envelope }, cancellationToken: cancellationToken).ResponseAsync.ConfigureAwait(false);
                     break;
                 }
                 catch (RpcException e) when (e.StatusCode == StatusCode.FailedPrecondition && restamps < 2 && !history.Unanswered
@@ -347,7 +347,7 @@ public sealed class MegaNetClient : IDisposable
                     // More bits than the stamp has, or a stamp made for a seed the node no longer takes (it changes
                     // every 10 minutes and at a restart): stamped again for the seed the refusal names.
                     restamps++;
-                    await StampAsync(sender, envelope, seed, PowBitsToSolve((uint)demanded), cancellationToken);
+                    await StampAsync(sender, envelope, seed, PowBitsToSolve((uint)demanded), cancellationToken).ConfigureAwait(false);
                 }
                 catch (Exception e) when (cancellationToken.IsCancellationRequested && e is OperationCanceledException or RpcException { StatusCode: StatusCode.Cancelled })
                 {
@@ -371,7 +371,7 @@ public sealed class MegaNetClient : IDisposable
                             // No answer, or a node that is going down or cannot store: the same envelope again costs nothing.
                             history.Resubmitted = true;
                             resubmits++;
-                            await Task.Delay(TimeSpan.FromSeconds(resubmits), cancellationToken);
+                            await Task.Delay(TimeSpan.FromSeconds(resubmits), cancellationToken).ConfigureAwait(false);
                             continue;
                         }
                     }
@@ -610,7 +610,7 @@ public sealed class MegaNetClient : IDisposable
         Task writing = Task.Run(() => WriteBatchesAsync(call.RequestStream, envelopes, perRequest, sent, stop), CancellationToken.None);
         try
         {
-            await foreach (SubmitBatchResult answer in call.ResponseStream.ReadAllAsync(stop.Token))
+            await foreach (SubmitBatchResult answer in call.ResponseStream.ReadAllAsync(stop.Token).ConfigureAwait(false))
             {
                 if (!sent.TryDequeue(out SubmitBatchRequest? request))
                 {
@@ -645,10 +645,10 @@ public sealed class MegaNetClient : IDisposable
         finally
         {
             // Also when the caller stops early or the stream failed: the writer must not outlive the call.
-            await stop.CancelAsync();
+            await stop.CancelAsync().ConfigureAwait(false);
             try
             {
-                await writing;
+                await writing.ConfigureAwait(false);
             }
             catch (Exception e) when (e is OperationCanceledException or RpcException or InvalidOperationException or IOException)
             {
@@ -676,15 +676,15 @@ public sealed class MegaNetClient : IDisposable
             {
                 // The caller's sequence failed (a null envelope, its own exception): end the call, so the reader stops
                 // waiting for answers to requests that will never come, and let the caller see why.
-                await stop.CancelAsync();
+                await stop.CancelAsync().ConfigureAwait(false);
                 throw;
             }
 
             sent.Enqueue(cut.Current);
-            await requests.WriteAsync(cut.Current, stop.Token);
+            await requests.WriteAsync(cut.Current, stop.Token).ConfigureAwait(false);
         }
 
-        await requests.CompleteAsync();
+        await requests.CompleteAsync().ConfigureAwait(false);
     }
 
     /// <summary>Cuts <paramref name="envelopes"/> into <c>SubmitBatchStream</c> requests, in order, lazily: up to
@@ -770,7 +770,7 @@ public sealed class MegaNetClient : IDisposable
     public async Task<MailboxAuth> AuthenticateAsync(Identity identity, MailboxPurpose purpose, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(identity);
-        ChallengeResponse challenge = await Relay.ChallengeAsync(new ChallengeRequest { Address = ByteString.CopyFrom(identity.Address) }, cancellationToken: cancellationToken);
+        ChallengeResponse challenge = await Relay.ChallengeAsync(new ChallengeRequest { Address = ByteString.CopyFrom(identity.Address) }, cancellationToken: cancellationToken).ResponseAsync.ConfigureAwait(false);
         byte[]? expected = Volatile.Read(ref _nodeId);
         if (expected is null)
         {
@@ -814,8 +814,8 @@ public sealed class MegaNetClient : IDisposable
     public async Task<FetchResult> FetchAsync(Identity identity, ulong afterSeq = 0, int limit = 100,
         CancellationToken cancellationToken = default, SeenMessages? seen = null)
     {
-        MailboxAuth auth = await AuthenticateAsync(identity, MailboxPurpose.Fetch, cancellationToken);
-        FetchResponse page = await Relay.FetchAsync(new FetchRequest { Auth = auth, AfterSeq = afterSeq, Limit = limit }, cancellationToken: cancellationToken);
+        MailboxAuth auth = await AuthenticateAsync(identity, MailboxPurpose.Fetch, cancellationToken).ConfigureAwait(false);
+        FetchResponse page = await Relay.FetchAsync(new FetchRequest { Auth = auth, AfterSeq = afterSeq, Limit = limit }, cancellationToken: cancellationToken).ResponseAsync.ConfigureAwait(false);
         var messages = new List<ReceivedMessage>(page.Items.Count);
         var unreadable = new List<UnreadableMessage>();
         foreach (MailItem item in page.Items)
@@ -849,10 +849,10 @@ public sealed class MegaNetClient : IDisposable
         {
             try
             {
-                MailboxAuth auth = await AuthenticateAsync(identity, MailboxPurpose.Ack(chunk), cancellationToken);
+                MailboxAuth auth = await AuthenticateAsync(identity, MailboxPurpose.Ack(chunk), cancellationToken).ConfigureAwait(false);
                 var request = new AckRequest { Auth = auth };
                 request.Seqs.AddRange(chunk);
-                deleted += (await Relay.AckAsync(request, cancellationToken: cancellationToken)).Deleted;
+                deleted += (await Relay.AckAsync(request, cancellationToken: cancellationToken).ResponseAsync.ConfigureAwait(false)).Deleted;
             }
             catch (Exception e) when (settled > 0)
             {
@@ -941,7 +941,7 @@ public sealed class MegaNetClient : IDisposable
         while (true)
         {
             long opened = Environment.TickCount64;
-            MailboxAuth auth = await AuthenticateAsync(identity, MailboxPurpose.Subscribe, cancellationToken);
+            MailboxAuth auth = await AuthenticateAsync(identity, MailboxPurpose.Subscribe, cancellationToken).ConfigureAwait(false);
             using var watchdog = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
             using AsyncServerStreamingCall<MailEvent> call = Relay.Subscribe(new SubscribeRequest { Auth = auth, AfterSeq = cursor }, cancellationToken: watchdog.Token);
             long? previousKeepalive = null; // the node's clock on the last event, when that was a keepalive
@@ -953,7 +953,7 @@ public sealed class MegaNetClient : IDisposable
                 bool more;
                 try
                 {
-                    more = await call.ResponseStream.MoveNext(watchdog.Token);
+                    more = await call.ResponseStream.MoveNext(watchdog.Token).ConfigureAwait(false);
                 }
                 catch (RpcException ended) when (begun && IsSubscriptionLifetimeEnd(ended) && !watchdog.IsCancellationRequested)
                 {
@@ -1015,7 +1015,7 @@ public sealed class MegaNetClient : IDisposable
             TimeSpan lasted = TimeSpan.FromMilliseconds(Environment.TickCount64 - opened);
             if (lasted < MinRenewalInterval)
             {
-                await Task.Delay(MinRenewalInterval - lasted, cancellationToken);
+                await Task.Delay(MinRenewalInterval - lasted, cancellationToken).ConfigureAwait(false);
             }
         }
     }
@@ -1064,7 +1064,7 @@ public sealed class MegaNetClient : IDisposable
         InclusionProof proof;
         try
         {
-            proof = await Relay.GetInclusionProofAsync(new InclusionProofRequest { LeafIndex = receipt.LogIndex, TreeSize = head.TreeSize }, cancellationToken: cancellationToken);
+            proof = await Relay.GetInclusionProofAsync(new InclusionProofRequest { LeafIndex = receipt.LogIndex, TreeSize = head.TreeSize }, cancellationToken: cancellationToken).ResponseAsync.ConfigureAwait(false);
         }
         catch (RpcException e) when (e.StatusCode == StatusCode.DataLoss)
         {
@@ -1142,7 +1142,7 @@ public sealed class MegaNetClient : IDisposable
     {
         // A signature only says which key signed: anyone can sign a head over a log of their own. The key must be the
         // node's.
-        V1.SignedTreeHead current = fetched ?? await Relay.GetTreeHeadAsync(new GetTreeHeadRequest(), cancellationToken: cancellationToken);
+        V1.SignedTreeHead current = fetched ?? await Relay.GetTreeHeadAsync(new GetTreeHeadRequest(), cancellationToken: cancellationToken).ResponseAsync.ConfigureAwait(false);
         byte[]? pinned = Volatile.Read(ref _nodeId);
         byte[] nodeKey = pinned ?? current.NodeKey.ToByteArray();
         if (!head.NodeKey.Span.SequenceEqual(nodeKey))
@@ -1175,7 +1175,7 @@ public sealed class MegaNetClient : IDisposable
         {
             consistency = current.TreeSize == earlier.TreeSize
                 ? new ConsistencyProof { First = earlier.TreeSize, Second = current.TreeSize }
-                : await Relay.GetConsistencyProofAsync(new ConsistencyProofRequest { First = earlier.TreeSize, Second = current.TreeSize }, cancellationToken: cancellationToken);
+                : await Relay.GetConsistencyProofAsync(new ConsistencyProofRequest { First = earlier.TreeSize, Second = current.TreeSize }, cancellationToken: cancellationToken).ResponseAsync.ConfigureAwait(false);
         }
         catch (RpcException e) when (e.StatusCode == StatusCode.DataLoss)
         {
