@@ -171,12 +171,12 @@ public sealed class ConnectionLimitTests
         for (int round = 0; round < 3; round++)
         {
             Envelope[] envelopes = AdmissionBatchingTests.Seal(100);
-            await Task.WhenAll(envelopes.Select(async envelope =>
+            await FanOut.AllAsync(envelopes, async envelope =>
             {
                 AsyncDuplexStreamingCall<SubmitRequest, SubmitResult> call = client.Relay.SubmitStream(cancellationToken: timeout.Token);
                 await SubmitAcceptedAsync(call, envelope, complete: true, timeout.Token);
                 Assert.False(await call.ResponseStream.MoveNext(timeout.Token), "a second result for one envelope");
-            }));
+            });
 
             // Unary calls and a refused one (a malformed envelope) end their counts too.
             await Task.WhenAll(Enumerable.Range(0, 100).Select(_ => client.Relay.StatusAsync(new StatusRequest(), cancellationToken: timeout.Token).ResponseAsync));

@@ -69,7 +69,7 @@ public sealed class ForgeryChunkTests
         await using var admission = Start(simd, out HeldStore store);
         Envelope[] good = Seal(Count, forged: false);
 
-        Receipt[] receipts = await Task.WhenAll(good.Select(e => admission.SubmitAsync(e, Honest, CancellationToken.None)));
+        Receipt[] receipts = await FanOut.AllAsync(good, e => admission.SubmitAsync(e, Honest, CancellationToken.None));
 
         Assert.Equal(Count, receipts.Length);
         Assert.Equal(Count, store.Puts);
@@ -89,8 +89,8 @@ public sealed class ForgeryChunkTests
         return new AdmissionPipeline(simd, store, options, TimeProvider.System, NullLogger<AdmissionPipeline>.Instance);
     }
 
-    private static async Task<RpcException[]> Answers(IEnumerable<Task<Receipt>> calls) =>
-        await Task.WhenAll(calls.Select(async c => await Assert.ThrowsAsync<RpcException>(() => c.WaitAsync(TimeSpan.FromMinutes(2)))));
+    private static Task<RpcException[]> Answers(IEnumerable<Task<Receipt>> calls) =>
+        FanOut.AllAsync(calls, c => Assert.ThrowsAsync<RpcException>(() => c.WaitAsync(TimeSpan.FromMinutes(2))));
 
     // Bad signatures answer INVALID_ARGUMENT; those refused unverified RESOURCE_EXHAUSTED; nothing else.
     private static (int Verified, int Refused) VerifiedAndRefused(RpcException[] answers)

@@ -96,8 +96,8 @@ public sealed class ForgeryIsolationTests
         // its verdict), the rest refused unverified, saying why and when to come back.
         StatusResponse before = await honest.Relay.StatusAsync(new StatusRequest());
         var clock = System.Diagnostics.Stopwatch.StartNew();
-        RpcException[] answers = await Task.WhenAll(bad.Select(async e =>
-            await Assert.ThrowsAsync<RpcException>(async () => await forger.Relay.SubmitAsync(new SubmitRequest { Envelope = e }))));
+        RpcException[] answers = await FanOut.AllAsync(bad, e =>
+            Assert.ThrowsAsync<RpcException>(async () => await forger.Relay.SubmitAsync(new SubmitRequest { Envelope = e })));
         double seconds = clock.Elapsed.TotalSeconds;
         StatusResponse after = await honest.Relay.StatusAsync(new StatusRequest());
         RpcException[] unverified = answers.Where(a => a.StatusCode == StatusCode.ResourceExhausted).ToArray();

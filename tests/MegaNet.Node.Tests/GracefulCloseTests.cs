@@ -74,9 +74,9 @@ public sealed class GracefulCloseTests
                     connections.Add(HandleAsync(connection));
                 }
             }
-            catch (Exception e) when (e is OperationCanceledException or SocketException or ObjectDisposedException)
+            catch (Exception e) when (e is OperationCanceledException or SocketException or ObjectDisposedException or InvalidOperationException)
             {
-                // Stopped.
+                // Stopped (InvalidOperationException: the listener stopped before the next accept began).
             }
 
             await Task.WhenAll(connections);
