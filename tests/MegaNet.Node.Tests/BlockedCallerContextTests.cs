@@ -26,11 +26,19 @@ public sealed class BlockedCallerContextTests
         Assert.Equal(3, parts.Count);
         FetchResult page = await OnBlockedThreadAsync(ui, () => client.FetchAsync(bob));
         Assert.Equal("hello", page.Messages[0].Content.Content.ToStringUtf8());
-        ReceivedMessage first = await OnBlockedThreadAsync(ui, async () =>
+        ReceivedMessage first = await OnBlockedThreadAsync(ui, () =>
         {
-            await using IAsyncEnumerator<ReceivedMessage> listening = client.ListenAsync(bob).GetAsyncEnumerator();
-            Assert.True(listening.MoveNextAsync().AsTask().Wait(TimeSpan.FromSeconds(30)), "no message from ListenAsync in 30 s");
-            return listening.Current;
+            // Blocked on, not awaited: an await here would post the test's own continuation to the context.
+            IAsyncEnumerator<ReceivedMessage> listening = client.ListenAsync(bob).GetAsyncEnumerator();
+            try
+            {
+                Assert.True(listening.MoveNextAsync().AsTask().Wait(TimeSpan.FromSeconds(30)), "no message from ListenAsync in 30 s");
+                return Task.FromResult(listening.Current);
+            }
+            finally
+            {
+                Assert.True(listening.DisposeAsync().AsTask().Wait(TimeSpan.FromSeconds(30)), "ListenAsync not disposed in 30 s");
+            }
         });
         Assert.Equal(page.Messages[0].Seq, first.Seq);
         Assert.Null(await OnBlockedThreadAsync(ui, () => client.VerifyReceiptAsync(receipt)));
