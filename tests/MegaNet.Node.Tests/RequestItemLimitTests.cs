@@ -31,7 +31,7 @@ public sealed class RequestItemLimitTests
             RequestItemLimit.VerifyBatch.Refusal(new ReadOnlySequence<byte>(bytes)));
         // The same, read from a payload in pieces of 1 to 7 bytes (as HTTP/2 frames may leave it): tags and lengths
         // that straddle pieces are read whole.
-        Assert.Contains("has 65,537 items", RequestItemLimit.VerifyBatch.Refusal(InPieces(bytes)), StringComparison.Ordinal);
+        Assert.Contains("has 65,537 items", RequestItemLimit.VerifyBatch.Refusal(ByteSegments.InPieces(bytes)), StringComparison.Ordinal);
 
         // Bytes the parser refuses end the scan; the items before them count, since the parser makes them before it
         // refuses (cut short, or a tag of field 0 after them).
@@ -86,7 +86,7 @@ public sealed class RequestItemLimitTests
         request.Signatures.Add(new SignatureItem());
         byte[] bytes = request.ToByteArray();
         Assert.Null(RequestItemLimit.VerifyBatch.Refusal(new ReadOnlySequence<byte>(bytes)));
-        Assert.Null(RequestItemLimit.VerifyBatch.Refusal(InPieces(bytes)));
+        Assert.Null(RequestItemLimit.VerifyBatch.Refusal(ByteSegments.InPieces(bytes)));
 
         // One more anywhere is refused, read whole or in pieces; fields of the items other than their paths, and a
         // path field at the top of the request (an unknown field there), are not counted.
@@ -94,7 +94,7 @@ public sealed class RequestItemLimitTests
         bytes = request.ToByteArray();
         string expected = RelayService.TooManyVerifyPathHashes(RelayService.MaxVerifyPathHashes + 1);
         Assert.Equal(expected, RequestItemLimit.VerifyBatch.Refusal(new ReadOnlySequence<byte>(bytes)));
-        Assert.Equal(expected, RequestItemLimit.VerifyBatch.Refusal(InPieces(bytes)));
+        Assert.Equal(expected, RequestItemLimit.VerifyBatch.Refusal(ByteSegments.InPieces(bytes)));
         Assert.Contains("path hashes; at most 524,288", expected, StringComparison.Ordinal);
         request.Consistencies[0].Path.RemoveAt(0);
         byte[] topLevelPaths = [.. Enumerable.Repeat<byte[]>([0x22, 0x00, 0x2A, 0x00], 8).SelectMany(b => b)];
@@ -160,28 +160,5 @@ public sealed class RequestItemLimitTests
         e = await Assert.ThrowsAsync<RpcException>(async () => await channel.CreateCallInvoker().AsyncUnaryCall(verify, null, new CallOptions(), request[..3]));
         Assert.StartsWith("The VerifyBatch request is not a valid VerifyBatchRequest message (", e.Status.Detail, StringComparison.Ordinal);
         node.AssertNoServerErrors();
-    }
-
-    internal static ReadOnlySequence<byte> InPieces(byte[] bytes)
-    {
-        Segment first = new(bytes.AsMemory(0, 1)), last = first;
-        for (int at = 1, size = 2; at < bytes.Length; at += size, size = (size % 7) + 1)
-        {
-            last = last.Append(bytes.AsMemory(at, Math.Min(size, bytes.Length - at)));
-        }
-
-        return new ReadOnlySequence<byte>(first, 0, last, last.Memory.Length);
-    }
-
-    private sealed class Segment : ReadOnlySequenceSegment<byte>
-    {
-        public Segment(ReadOnlyMemory<byte> memory) => Memory = memory;
-
-        public Segment Append(ReadOnlyMemory<byte> memory)
-        {
-            var next = new Segment(memory) { RunningIndex = RunningIndex + Memory.Length };
-            Next = next;
-            return next;
-        }
     }
 }

@@ -28,7 +28,7 @@ public sealed class RequestWireScanVarintTests
 
         for (int split = 0; split <= wire.Length; split++)
         {
-            var reader = new SequenceReader<byte>(Split(wire, split));
+            var reader = new SequenceReader<byte>(ByteSegments.SplitAt(wire, split));
             Assert.True(RequestWireScan.TryReadVarint32(ref reader, out uint read), $"split at {split}");
             Assert.Equal(expected, read);
             Assert.Equal(length, reader.Consumed);
@@ -36,7 +36,7 @@ public sealed class RequestWireScanVarintTests
             // Cut short anywhere: refused.
             for (int cut = 0; cut < length; cut++)
             {
-                var shortReader = new SequenceReader<byte>(Split(wire[..cut], Math.Min(split, cut)));
+                var shortReader = new SequenceReader<byte>(ByteSegments.SplitAt(wire[..cut], Math.Min(split, cut)));
                 Assert.False(RequestWireScan.TryReadVarint32(ref shortReader, out _), $"{cut} of {length} bytes, split at {split}");
             }
         }
@@ -48,32 +48,8 @@ public sealed class RequestWireScanVarintTests
         byte[] wire = [.. Enumerable.Repeat((byte)0x80, 10), 0x01];
         for (int split = 0; split <= wire.Length; split++)
         {
-            var reader = new SequenceReader<byte>(Split(wire, split));
+            var reader = new SequenceReader<byte>(ByteSegments.SplitAt(wire, split));
             Assert.False(RequestWireScan.TryReadVarint32(ref reader, out _), $"split at {split}");
-        }
-    }
-
-    /// <summary><paramref name="bytes"/> as two segments, the first <paramref name="at"/> bytes long.</summary>
-    private static ReadOnlySequence<byte> Split(byte[] bytes, int at)
-    {
-        var first = new Segment(bytes.AsMemory(0, at), 0);
-        Segment last = first.Append(bytes.AsMemory(at));
-        return new ReadOnlySequence<byte>(first, 0, last, last.Memory.Length);
-    }
-
-    private sealed class Segment : ReadOnlySequenceSegment<byte>
-    {
-        public Segment(ReadOnlyMemory<byte> memory, long runningIndex)
-        {
-            Memory = memory;
-            RunningIndex = runningIndex;
-        }
-
-        public Segment Append(ReadOnlyMemory<byte> memory)
-        {
-            var next = new Segment(memory, RunningIndex + Memory.Length);
-            Next = next;
-            return next;
         }
     }
 }

@@ -95,7 +95,7 @@ public sealed class UndefinedFieldTests
         };
         byte[] submit = new SubmitRequest { Envelope = envelope }.ToByteArray();
         Assert.Null(UndefinedFieldCheck.Submit.Refusal(new ReadOnlySequence<byte>(submit)));
-        Assert.Null(UndefinedFieldCheck.Submit.Refusal(RequestItemLimitTests.InPieces(submit)));
+        Assert.Null(UndefinedFieldCheck.Submit.Refusal(ByteSegments.InPieces(submit)));
         var batch = new SubmitBatchRequest { Envelopes = { envelope, new Envelope(), envelope } };
         Assert.Null(UndefinedFieldCheck.SubmitBatch.Refusal(new ReadOnlySequence<byte>(batch.ToByteArray())));
 
@@ -104,7 +104,7 @@ public sealed class UndefinedFieldTests
         var extended = new Envelope { Version = 1, Pow = ProofOfWork.Parser.ParseFrom(extendedStamp) };
         batch.Envelopes[2] = extended;
         Assert.StartsWith("SubmitBatchRequest.envelopes[2].pow carries field 3 (a varint), which ProofOfWork does not define in protocol version 1: no signature covers",
-            UndefinedFieldCheck.SubmitBatch.Refusal(RequestItemLimitTests.InPieces(batch.ToByteArray())), StringComparison.Ordinal);
+            UndefinedFieldCheck.SubmitBatch.Refusal(ByteSegments.InPieces(batch.ToByteArray())), StringComparison.Ordinal);
 
         // A defined number under another wire type, a group, a second envelope field (the parser merges the two), and
         // the request's own fields.
