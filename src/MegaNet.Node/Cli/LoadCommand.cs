@@ -31,7 +31,7 @@ internal static class LoadCommand
         var connections = new Option<int>("--connections")
         {
             Description = "HTTP/2 connections the clients spread over (client i uses connection i mod N; a connection carries 100 calls at once, and calls beyond that wait in the client). " +
-                "1: every client multiplexed over one connection, as in the README figures; " +
+                "1: every client multiplexed over one connection, as in the figures of docs/performance.md; " +
                 "--connections equal to --clients gives each its own, as separate phones would have (more unary capacity, but more buffered in flight when streaming).",
             DefaultValueFactory = _ => 1,
         };
@@ -68,7 +68,7 @@ internal static class LoadCommand
         };
         var perRequest = new Option<int>("--per-request")
         {
-            Description = $"Envelopes per streamed request: 1 streams them one a request on SubmitStream, as the README figures do; 2 to {RelayService.MaxBatchEnvelopes} " +
+            Description = $"Envelopes per streamed request: 1 streams them one a request on SubmitStream, as the figures of docs/performance.md do; 2 to {RelayService.MaxBatchEnvelopes} " +
                 "send them in batches on SubmitBatchStream (a request also stops short of 256 KiB), as a gateway or a bulk sender would. The warm-up streams the same way.",
             DefaultValueFactory = _ => 1,
         };
