@@ -141,7 +141,7 @@ public sealed class ConnectionLimitTests
                 Envelope[] envelopes = AdmissionBatchingTests.Seal(open - calls.Count);
                 AsyncDuplexStreamingCall<SubmitRequest, SubmitResult>[] more = envelopes.Select(_ => client.Relay.SubmitStream(cancellationToken: timeout.Token)).ToArray();
                 calls.AddRange(more);
-                await Task.WhenAll(more.Zip(envelopes, (call, envelope) => SubmitAcceptedAsync(call, envelope, complete: false, timeout.Token)));
+                await FanOut.AllAsync(more.Zip(envelopes), pair => SubmitAcceptedAsync(pair.First, pair.Second, complete: false, timeout.Token));
 
                 // 100 open calls fill one connection; the 101st opens the second.
                 Assert.Equal(open <= 100 ? 1 : 2, gate.Open);
