@@ -337,6 +337,58 @@ public sealed class AdmissionLimitsTests
     }
 
     [Fact]
+    public async Task A_copy_of_an_original_with_the_store_gets_its_receipt_though_another_envelope_took_a_token_under_the_same_slot()
+    {
+        // The token-taker table held one submission a slot of the envelope id, and a newer taker took the slot: an
+        // envelope of another key whose id fell in the original's slot pushed it out while it was with the store, and a
+        // copy refused its key's token then found neither the original there nor a stored envelope, so it was refused
+        // for the rate. With as many slots as envelopes the store may hold in flight, streaming made that common (found
+        // in review). The other key's envelopes are sealed until one falls in the original's slot.
+        using IBatchVerifier simd = VerifierCatalog.Create().Create("simd", new VerifierOptions { Threads = 1 });
+        var store = new HeldStore();
+        var options = new NodeOptions { SubmitRatePerKey = 0.001, SubmitBurst = 1, FlushMicroseconds = 0, MaxBatch = 1 };
+        await using var admission = new AdmissionPipeline(simd, store, options, TimeProvider.System, NullLogger<AdmissionPipeline>.Instance);
+        using Identity sender = Identity.Create(), other = Identity.Create(), recipient = Identity.Create();
+        static uint Slot(Envelope e) => (uint)Key256.From(EnvelopeFormat.EnvelopeId(e)).GetHashCode() % (1 << 14);
+        Envelope original = EnvelopeFormat.Seal(sender, recipient.Card, Encoding.UTF8.GetBytes("original"), "text/plain", null, DateTimeOffset.UtcNow.AddDays(1));
+        Envelope sameSlot;
+        int tries = 0;
+        do
+        {
+            sameSlot = EnvelopeFormat.Seal(other, recipient.Card, Encoding.UTF8.GetBytes($"other {tries++}"), "text/plain", null, DateTimeOffset.UtcNow.AddDays(1));
+        }
+        while (Slot(sameSlot) != Slot(original));
+
+        try
+        {
+            // The original takes its key's one token and waits in the store; the other envelope takes its own key's
+            // token under the same slot and waits there too.
+            Task<Receipt> first = admission.SubmitAsync(original, null, CancellationToken.None);
+            Task<Receipt> second = admission.SubmitAsync(sameSlot, null, CancellationToken.None);
+            await WaitUntilAsync(() => store.Puts == 2, () => $"{store.Puts} envelopes reached the store");
+            Assert.Equal(2, admission.TokenTakersHeld);
+
+            // The copy finds the key's bucket empty as it arrives: its answer is the original's, once the store gives it
+            // (a refusal for the rate came at once).
+            Task<Receipt> copy = admission.SubmitAsync(original, null, CancellationToken.None);
+            await Task.Delay(200);
+            Assert.False(copy.IsCompleted, copy.IsFaulted ? copy.Exception!.InnerException!.Message : "the copy was answered before its original");
+
+            store.Commit();
+            Receipt stored = await first.WaitAsync(TimeSpan.FromMinutes(1));
+            Receipt answer = await copy.WaitAsync(TimeSpan.FromMinutes(1));
+            Assert.Equal(stored.LogIndex, answer.LogIndex);
+            Assert.Equal(stored.EnvelopeId, answer.EnvelopeId);
+            await second.WaitAsync(TimeSpan.FromMinutes(1));
+            await WaitUntilAsync(() => admission.TokenTakersHeld == 0, () => $"{admission.TokenTakersHeld} token takers left");
+        }
+        finally
+        {
+            store.Commit();
+        }
+    }
+
+    [Fact]
     public async Task A_store_answer_that_fails_partway_gives_back_only_the_tokens_of_the_envelopes_it_did_not_store()
     {
         // The store stage's loop over a group's results threw at the group's second envelope (here the store answered

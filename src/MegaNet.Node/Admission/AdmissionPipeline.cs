@@ -47,14 +47,18 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
     private int _bucketCount;
     private long _nextBucketSweep = long.MinValue; // batcher thread
 
-    // Submissions that took their sending key's token and are with the store, by a slot of their envelope id, until the
-    // store answers them (a newer one in the same slot takes its place). A copy of one of them (the same envelope on
-    // another connection at the same moment) that finds the key's bucket empty, emptied by that very submission, is
-    // answered with its receipt as a replay would be: refused for the rate, it was told to wait for a token its one
-    // envelope already paid. Written by the batcher and the store stage, read by callers; a fixed table, so nothing is
-    // allocated per envelope.
+    // Submissions that took their sending key's token and are with the store, until the store answers them: chained
+    // (Pending.NextTaker) from a slot of their envelope id. A copy of one of them (the same envelope on another
+    // connection at the same moment) that finds the key's bucket empty, emptied by that very submission, is answered
+    // with its receipt as a replay would be: refused for the rate, it was told to wait for a token its one envelope
+    // already paid. Written by the batcher and the store stage, read by callers, each chain under its stripe's lock; a
+    // fixed table whose links are fields of the submissions, so nothing is allocated per envelope. (Until 2026-12-06 a
+    // slot held one submission and a newer one took its place: with as many slots as envelopes the store may hold in
+    // flight, a copy under streaming load often found its original pushed out and was refused for the rate.)
     private const int TokenTakerSlots = 1 << 14;
+    private const int TokenTakerStripes = 64;
     private readonly Pending?[] _tokenTakers = new Pending?[TokenTakerSlots];
+    private readonly Lock[] _tokenTakerLocks = [.. Enumerable.Range(0, TokenTakerStripes).Select(_ => new Lock())];
     private long _batches;
     private long _signatures;
     private long _overflowed;
@@ -506,54 +510,106 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
         }
 
         // Published before the token is taken, so that a caller who finds the bucket emptied by this submission finds
-        // it in the table too (the bucket's lock orders the two); put back as it was when no token is left.
-        ref Pending? slot = ref TokenTakerSlot(pending.IdKey);
-        Pending? before = Interlocked.Exchange(ref slot, pending);
+        // it in the table too (the bucket's lock orders the two); taken out again when no token is left.
+        AddTokenTaker(pending);
         if (bucket.TryTake(now, _options.SubmitRatePerKey, _options.SubmitBurst))
         {
             return true;
         }
 
-        Interlocked.CompareExchange(ref slot, before, pending);
-        if (before is { LeftTokenTakers: true })
-        {
-            // Answered while this submission held the slot, so the store stage's ForgetTokenTaker did not find it there:
-            // put back, it stayed with its receipt until another envelope took the slot.
-            Interlocked.CompareExchange(ref slot, null, before);
-        }
-
+        ForgetTokenTaker(pending);
         return false;
     }
 
-    /// <summary>The submission of the same envelope that took its sending key's token, if the table still holds it
-    /// (see <c>_tokenTakers</c>) and it was not refused: still with the store, its answer is the copy's. A taker
-    /// leaves the table once the store has answered it (<see cref="ForgetTokenTaker"/>); for a copy that comes later
+    /// <summary>The submission of the same envelope that took its sending key's token and is still with the store (see
+    /// <c>_tokenTakers</c>), unless it was refused: its answer is the copy's. A taker leaves the table once the store
+    /// has answered it (<see cref="ForgetTokenTaker"/>); for a copy that comes later
     /// <see cref="StoredSinceLookup"/> takes over.</summary>
     /// <remarks>One refused (read here just before it left the table) gave its token back (the store stage returns it
     /// for every refusal), so the bucket is empty for other envelopes of the key: its refusal is not the copy's answer,
     /// the rate is.</remarks>
     private Pending? TokenTakerOf(Pending copy)
     {
-        Pending? taker = Volatile.Read(ref TokenTakerSlot(copy.IdKey));
-        return taker is not null && taker != copy && taker.IdKey == copy.IdKey && !taker.Task.IsFaulted ? taker : null;
+        uint slot = TokenTakerSlot(copy.IdKey);
+        lock (TokenTakerLock(slot))
+        {
+            for (Pending? taker = _tokenTakers[slot]; taker is not null; taker = taker.NextTaker)
+            {
+                if (taker != copy && taker.IdKey == copy.IdKey && !taker.Task.IsFaulted)
+                {
+                    return taker;
+                }
+            }
+        }
+
+        return null;
     }
 
     /// <summary>Submissions the token-taker table holds now (a scan of it; tests): those with the store, unanswered.</summary>
-    internal int TokenTakersHeld => _tokenTakers.Count(t => t is not null);
+    internal int TokenTakersHeld
+    {
+        get
+        {
+            int held = 0;
+            for (uint slot = 0; slot < TokenTakerSlots; slot++)
+            {
+                lock (TokenTakerLock(slot))
+                {
+                    for (Pending? taker = _tokenTakers[slot]; taker is not null; taker = taker.NextTaker)
+                    {
+                        held++;
+                    }
+                }
+            }
 
-    private ref Pending? TokenTakerSlot(Key256 envelopeId) => ref _tokenTakers[(uint)envelopeId.GetHashCode() % TokenTakerSlots];
+            return held;
+        }
+    }
 
-    /// <summary>Takes <paramref name="taker"/> out of the table once the store has answered it (a newer taker in its
-    /// slot stays). Kept until another envelope took the slot, as until 2026-12-06, the table held the last 16,384
-    /// submissions with their receipts alive for seconds: promoted by every collection, they made the node's gen-0
-    /// pauses 40-75 ms on a machine whose large cache sizes the GC's gen-0 budget at hundreds of MiB (unary p99 ~50 ms
-    /// at 5,000/s; docs/performance-log.md).</summary>
-    /// <remarks>Marked first: a copy that held the slot for a moment (<see cref="TakeToken"/>) puts the taker back and
-    /// then reads the mark, so one of the two takes it out.</remarks>
+    private static uint TokenTakerSlot(Key256 envelopeId) => (uint)envelopeId.GetHashCode() % TokenTakerSlots;
+
+    private Lock TokenTakerLock(uint slot) => _tokenTakerLocks[slot % TokenTakerStripes];
+
+    /// <summary>Puts <paramref name="taker"/> at the head of its slot's chain (once: a second call does nothing).</summary>
+    private void AddTokenTaker(Pending taker)
+    {
+        uint slot = TokenTakerSlot(taker.IdKey);
+        lock (TokenTakerLock(slot))
+        {
+            if (!taker.IsTokenTaker)
+            {
+                taker.NextTaker = _tokenTakers[slot];
+                _tokenTakers[slot] = taker;
+                taker.IsTokenTaker = true;
+            }
+        }
+    }
+
+    /// <summary>Takes <paramref name="taker"/> out of the table once the store has answered it, or when it got no token
+    /// (nothing when it is not there). Kept until another envelope took its slot, as until 2026-12-06, the table held the
+    /// last 16,384 submissions with their receipts alive for seconds: promoted by every collection, they made the node's
+    /// gen-0 pauses 40-75 ms on a machine whose large cache sizes the GC's gen-0 budget at hundreds of MiB (unary p99 ~50
+    /// ms at 5,000/s; docs/performance-log.md).</summary>
     private void ForgetTokenTaker(Pending taker)
     {
-        taker.LeftTokenTakers = true;
-        Interlocked.CompareExchange(ref TokenTakerSlot(taker.IdKey), null, taker);
+        uint slot = TokenTakerSlot(taker.IdKey);
+        lock (TokenTakerLock(slot))
+        {
+            if (!taker.IsTokenTaker)
+            {
+                return;
+            }
+
+            ref Pending? link = ref _tokenTakers[slot];
+            while (link != taker)
+            {
+                link = ref link!.NextTaker;
+            }
+
+            link = taker.NextTaker;
+            taker.NextTaker = null;
+            taker.IsTokenTaker = false;
+        }
     }
 
     /// <summary>The answer to <paramref name="p"/>, refused a token, where it is a copy of an envelope that took one
@@ -1279,15 +1335,12 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
         /// <summary>The store's <see cref="IEnvelopeStore.LookupMark"/> before the replay lookup that found nothing.</summary>
         public long? NotFoundAtMark { get; set; }
 
-        /// <summary>Set once the store stage has answered this submission and taken it out of the token-taker table
-        /// (<see cref="ForgetTokenTaker"/>).</summary>
-        public bool LeftTokenTakers
-        {
-            get => Volatile.Read(ref _leftTokenTakers);
-            set => Volatile.Write(ref _leftTokenTakers, value);
-        }
+        /// <summary>In the token-taker table (<see cref="AddTokenTaker"/>); with <see cref="NextTaker"/>, read and written
+        /// under its chain's lock only.</summary>
+        public bool IsTokenTaker;
 
-        private bool _leftTokenTakers;
+        /// <summary>The next submission in this one's chain of the token-taker table.</summary>
+        public Pending? NextTaker;
 
         /// <summary>The sending key's token bucket, once admission has looked it up.</summary>
         public TokenBucket? Bucket { get; set; }
