@@ -273,10 +273,11 @@ public sealed class AdmissionLimitsTests
     [Fact]
     public async Task An_original_answered_while_its_copy_tries_the_token_still_leaves_the_token_taker_table()
     {
-        // A copy refused its key's token in the batcher holds its original's slot of the token-taker table while it
-        // tries the bucket (published first, put back after). The original answered in that moment was not found there
-        // by the store stage, and the copy then put it back: it stayed, receipt and all, until another envelope took the
-        // slot. Here the copy's try waits on the bucket's lock while the store answers the original.
+        // A copy refused its key's token in the batcher is in the token-taker table while it tries the bucket
+        // (published first, taken out after). While a slot held one taker, the copy took its original's slot for that
+        // moment: the original answered then was not found there by the store stage, and the copy then put it back, so it
+        // stayed, receipt and all, until another envelope took the slot. Here the copy's try waits on the bucket's lock
+        // while the store answers the original.
         using IBatchVerifier simd = VerifierCatalog.Create().Create("simd", new VerifierOptions { Threads = 1 });
         using var verifier = new GatedVerifier(simd);
         var store = new HeldStore();
@@ -310,7 +311,7 @@ public sealed class AdmissionLimitsTests
             holding.Wait();
             verifier.Release.Release();
             var slots = (object?[])PrivateField(admission, "_tokenTakers");
-            await WaitUntilAsync(() => slots.Any(s => s is TaskCompletionSource<Receipt> t && t.Task == copy), () => "the copy never took its original's slot");
+            await WaitUntilAsync(() => slots.Any(s => s is TaskCompletionSource<Receipt> t && t.Task == copy), () => "the copy never entered the token-taker table");
 
             store.Commit();
             Receipt stored = await original.WaitAsync(TimeSpan.FromMinutes(1));
