@@ -118,13 +118,17 @@ public sealed class Identity : IDisposable
     public static Identity Load(string path)
     {
         IdentityFile? file;
+        string text = File.ReadAllText(path);
         try
         {
-            file = JsonSerializer.Deserialize(File.ReadAllText(path), IdentityJson.Default.IdentityFile);
+            file = JsonSerializer.Deserialize(text, IdentityJson.Default.IdentityFile);
         }
         catch (JsonException e)
         {
-            throw new InvalidDataException($"{path} is not a MegaNet identity file ({e.Message}).", e);
+            // A card file passed for the identity is the likely mistake (the walkthrough saves Bob's card beside it).
+            throw new InvalidDataException(text.TrimStart().StartsWith(ContactCard.Prefix, StringComparison.Ordinal)
+                ? $"{path} holds a contact card, the public half of an identity, not an identity file: give the file 'meganet id new' wrote."
+                : $"{path} is not a MegaNet identity file (it is not the JSON 'meganet id new' writes: {e.Message}).", e);
         }
 
         if (file is null || file.Version != 1 || file.SigningSeed is null || file.EncryptionKey is null || file.SendingSeed is null)
@@ -203,7 +207,7 @@ internal sealed partial class IdentityJson : JsonSerializerContext;
 /// </summary>
 public sealed class ContactCard
 {
-    private const string Prefix = "mn1";
+    internal const string Prefix = "mn1";
 
     /// <summary>Creates a card from the two public keys.</summary>
     public ContactCard(byte[] signingKey, byte[] encryptionKey)

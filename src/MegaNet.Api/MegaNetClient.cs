@@ -275,6 +275,12 @@ public sealed class MegaNetClient : IDisposable
         TimeSpan? ttl, CancellationToken cancellationToken)
     {
         StatusResponse status = await StatusBeforeSealingAsync(cancellationToken).ConfigureAwait(false);
+        if (ttl is { } wanted && status.Limits is { MaxTtlSeconds: > 0 } limits && wanted > TimeSpan.FromSeconds(limits.MaxTtlSeconds))
+        {
+            // Said before sealing and stamping: the node refuses the expiry after the work, in the words of its protocol.
+            throw new TtlBeyondNodeMaximumException(wanted, TimeSpan.FromSeconds(limits.MaxTtlSeconds));
+        }
+
         int bits = PowBitsToSolve(status.PowBitsRequired);
         DateTimeOffset expires = DateTimeOffset.UtcNow + (ttl ?? DefaultTtl(status.Limits));
         Envelope envelope = EnvelopeFormat.Seal(sender, recipient, content, contentType, fileName, expires);
@@ -1328,6 +1334,20 @@ public sealed class PowDemandTooHighException(uint demandedBits, int maxBits)
 
     /// <summary>The most the client computes.</summary>
     public int MaxBits { get; } = maxBits;
+}
+
+/// <summary>A lifetime asked of <see cref="MegaNetClient.SendAsync"/> (or a file's parts) beyond what the node keeps
+/// mail (<c>Status.limits.max_ttl_seconds</c>, its operator's MaxTtlDays): found before anything was sealed, so nothing
+/// was sent.</summary>
+public sealed class TtlBeyondNodeMaximumException(TimeSpan asked, TimeSpan nodeMaximum)
+    : ArgumentOutOfRangeException("ttl", asked,
+        $"The node keeps mail at most {nodeMaximum.TotalDays:0.##} days (its MaxTtlDays); an expiry {asked.TotalDays:0.##} days away would be refused. Nothing was sent: ask for at most that, or leave the lifetime to the client's default, which fits the node.")
+{
+    /// <summary>The lifetime asked for.</summary>
+    public TimeSpan Asked { get; } = asked;
+
+    /// <summary>The longest the node keeps mail.</summary>
+    public TimeSpan NodeMaximum { get; } = nodeMaximum;
 }
 
 /// <summary>What a node's refusal asks of the caller, from its trailers (docs/protocol.md, "Relay service"); the node

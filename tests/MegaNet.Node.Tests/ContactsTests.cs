@@ -87,8 +87,13 @@ public sealed class ContactsTests : IDisposable
         AssertExit(await Meganet("contact", "list", "-i", Path.Combine(_dir, "x.contacts")), 1, "cannot be named");
         // Beside no identity (a mistyped --identity): refused, and no contacts file is made (it was, and the mistake
         // showed only when 'send --to' found no such contact).
-        AssertExit(await Meganet("contact", "add", "carol", carol.ToString(), "-i", Path.Combine(_dir, "alcie.json")), 1, "No identity at");
+        string alcie = Path.Combine(_dir, "alcie.json");
+        AssertExit(await Meganet("contact", "add", "carol", carol.ToString(), "-i", alcie), 1, $"No identity at {alcie}; create one with 'meganet id new --identity {Contacts.ShellQuoted(alcie)}'");
         Assert.False(File.Exists(Path.Combine(_dir, "alcie.contacts")));
+        // remove too (it answered "No contact named", and its lock file made the identity's folder): nothing is made.
+        string nowhere = Path.Combine(_dir, "nowhere", "alice.json");
+        AssertExit(await Meganet("contact", "remove", "carol", "-i", nowhere), 1, "No identity at");
+        Assert.False(Directory.Exists(Path.GetDirectoryName(nowhere)));
 
         // The same again changes nothing; the file is its owner's alone.
         AssertExit(await Meganet("contact", "add", "bob", bob.ToString(), "-i", alice), 0, "already saved so in");
@@ -99,7 +104,8 @@ public sealed class ContactsTests : IDisposable
 
         // A name a shell would split or expand is quoted in the command an error suggests.
         AssertExit(await Meganet("contact", "add", "it's $me", carol.ToString(), "-i", alice), 0);
-        AssertExit(await Meganet("contact", "add", "other", carol.ToString(), "-i", alice), 1, "meganet contact remove 'it'\\''s $me'");
+        // The command suggested names the identity given, so that it acts on that one and not on the default.
+        AssertExit(await Meganet("contact", "add", "other", carol.ToString(), "-i", alice), 1, $"meganet contact remove --identity {Contacts.ShellQuoted(alice)} 'it'\\''s $me'");
         AssertExit(await Meganet("contact", "remove", "IT'S $ME", "-i", alice), 0, "removed 'it's $me'");
 
         // --force gives the name to another card; the list shows what is saved.

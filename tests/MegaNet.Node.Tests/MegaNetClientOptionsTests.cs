@@ -341,6 +341,14 @@ public sealed class MegaNetClientOptionsTests
         Assert.False(receipt.Duplicate);
         Assert.Equal(TimeSpan.FromDays(7), MegaNetClient.DefaultTtl(new Limits { MaxTtlSeconds = (long)TimeSpan.FromDays(30).TotalSeconds }));
         Assert.Equal(TimeSpan.FromSeconds(90), MegaNetClient.DefaultTtl(new Limits { MaxTtlSeconds = 100 }));
+
+        // A lifetime beyond the node's is refused before anything is sealed, stamped or sent (the node refused it after
+        // the work, as INVALID_ARGUMENT); the node's maximum itself is taken.
+        var beyond = await Assert.ThrowsAsync<TtlBeyondNodeMaximumException>(() => client.SendAsync(alice, bob.Card, Text("too long"), "text/plain", ttl: TimeSpan.FromDays(3)));
+        Assert.Equal(TimeSpan.FromDays(2), beyond.NodeMaximum);
+        Assert.Contains("at most 2 days", beyond.Message, StringComparison.Ordinal);
+        Assert.Equal(1, (await client.Relay.GetTreeHeadAsync(new GetTreeHeadRequest())).TreeSize);
+        await client.SendAsync(alice, bob.Card, Text("two days"), "text/plain", ttl: TimeSpan.FromDays(2));
     }
 
     [Fact]

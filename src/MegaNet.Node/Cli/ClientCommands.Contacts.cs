@@ -37,6 +37,9 @@ internal static partial class ClientCommands
         remove.SetAction((parse, ct) => Run(async () =>
         {
             string identityPath = parse.GetValue(removeIdentity)!;
+            // As add and list: without an identity there are no contacts to remove, and the lock file made the
+            // identity's directory (the default one, with the umask's mode) for nothing.
+            LoadIdentity(identityPath).Dispose();
             string removed = string.Empty;
             await Contacts.ChangeAsync(identityPath, c => removed = c.Remove(parse.GetValue(removeName)!), ct);
             Console.Error.WriteLine($"removed '{Printable(removed, multiline: false)}' from {Contacts.PathOf(identityPath)}");
@@ -62,7 +65,7 @@ internal static partial class ClientCommands
 
             if (contacts.Entries.Count == 0)
             {
-                Console.Error.WriteLine($"no contacts in {contacts.Path}; save one with 'meganet contact add NAME CARD'");
+                Console.Error.WriteLine($"no contacts in {contacts.Path}; save one with 'meganet contact add{IdentityFlag(identityPath)} NAME CARD'");
             }
 
             return Task.FromResult(0);

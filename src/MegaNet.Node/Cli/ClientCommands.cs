@@ -15,8 +15,15 @@ namespace MegaNet.Node.Cli;
 /// <summary>The client side of the CLI: identities, send, fetch, listen, verify-receipt, status, audit.</summary>
 internal static partial class ClientCommands
 {
+    // DoNotVerify: without it a home directory that does not exist yet gives "", and the default became the relative
+    // .meganet/identity.json, so 'id new' wrote a secret key into whatever directory it was run from.
     private static readonly string DefaultIdentity = Path.Combine(
-        Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".meganet", "identity.json");
+        Environment.GetFolderPath(Environment.SpecialFolder.UserProfile, Environment.SpecialFolderOption.DoNotVerify), ".meganet", "identity.json");
+
+    /// <summary>" --identity PATH" for a command a message suggests, when <paramref name="identityPath"/> is not the
+    /// default: the suggestion then acts on the identity the user named, not on the default one.</summary>
+    internal static string IdentityFlag(string identityPath) =>
+        Path.GetFullPath(identityPath) == Path.GetFullPath(DefaultIdentity) ? string.Empty : $" --identity {Contacts.ShellQuoted(identityPath)}";
 
     private static Option<string> IdentityOption() => new("--identity", "-i")
     {
@@ -314,13 +321,13 @@ internal static partial class ClientCommands
             using var client = new MegaNetClient(parse.GetValue(node)!, options: ClientOptions(parse.GetValue(node)!, parse.GetValue(timeout), parse.GetValue(tlsCert)));
             if (inParts)
             {
-                return await SendInPartsAsync(client, id, parse.GetValue(identity)!, recipient, content, nameSent!, lifetime, parse.GetValue(json), ct);
+                return await TtlNamedAsync(() => SendInPartsAsync(client, id, parse.GetValue(identity)!, recipient, content, nameSent!, lifetime, parse.GetValue(json), ct));
             }
 
             Receipt receipt;
             try
             {
-                receipt = await client.SendAsync(id, recipient, content, contentType, nameSent, lifetime, ct);
+                receipt = await TtlNamedAsync(() => client.SendAsync(id, recipient, content, contentType, nameSent, lifetime, ct));
             }
             catch (Exception e) when (ct.IsCancellationRequested && e is not SendInterruptedException
                 && e is OperationCanceledException or RpcException { StatusCode: StatusCode.Cancelled })
@@ -1089,7 +1096,7 @@ internal static partial class ClientCommands
             ? "the node's TLS certificate is neither the one given with --tls-cert nor one this system trusts; get the node's current certificate from its operator."
             : reason.Contains("remote certificate", StringComparison.OrdinalIgnoreCase)
                 ? $"the node's TLS certificate was refused ({reason.TrimEnd('.')}); if the node uses a certificate of its own (self-signed), pass it with --tls-cert FILE, as its operator hands it out."
-                : $"the TLS handshake with the node failed ({reason.TrimEnd('.')}); is it a TLS (https://) endpoint?";
+                : $"the TLS handshake with the node failed ({reason.TrimEnd('.')}); is it a TLS (https://) endpoint? A node whose start line says http:// takes --node http://...";
 
     private static T? Inner<T>(Exception? e)
         where T : Exception
@@ -1241,7 +1248,20 @@ internal static partial class ClientCommands
             throw new CliException($"{option} - reads standard input, which is a terminal here; {hint}, or pipe one in.");
         }
 
-        return path == "-" ? await Console.In.ReadToEndAsync(ct) : await File.ReadAllTextAsync(path, ct);
+        if (path == "-")
+        {
+            return await Console.In.ReadToEndAsync(ct);
+        }
+
+        try
+        {
+            return await File.ReadAllTextAsync(path, ct);
+        }
+        catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException)
+        {
+            // The runtime's words ("Could not find file '...'") named no option.
+            throw new CliException($"{option} {path}: no such file; {hint}.");
+        }
     }
 
     internal static JsonObject ReceiptJson(Receipt r) => new()
@@ -1543,24 +1563,43 @@ internal static partial class ClientCommands
         SideFiles.CheckNotOne(path);
         if (!File.Exists(path))
         {
-            throw new CliException($"No identity at {path}; create one with 'meganet id new' (or pass --identity).");
+            throw new CliException($"No identity at {path}; create one with 'meganet id new{IdentityFlag(path)}' (or pass --identity).");
         }
+
+        // Read first: a file that is no identity (a contact card given for one) is said to be that, not told to be
+        // replaced for its mode.
+        Identity identity = Identity.Load(path);
 
         // As the node refuses its node.key: whoever can read the file can read the identity's mail and sign as it.
         if (!OperatingSystem.IsWindows() && File.GetUnixFileMode(path) is var mode && (mode & MegaNet.Core.Interop.PrivateFile.GroupOrOtherAccess) != 0)
         {
+            identity.Dispose();
             throw new CliException(
                 $"--identity {path} is accessible to other users (mode {Convert.ToString((int)mode, 8)}): whoever reads it can read this identity's mail and sign as it. " +
                 $"Run chmod 600 {path} (and if others may have read it, make a new identity with 'meganet id new' and give your contacts its card).");
         }
 
-        return Identity.Load(path);
+        return identity;
     }
 
     /// <summary>Sends a file larger than one envelope in parts, saying how far it got on stderr; prints a receipt per part
     /// (with --json one object a line, in part order). What an earlier, stopped send of the same file to the same
     /// recipient through the same node got accepted is not sent again (<see cref="SentParts"/>): its receipts are printed
     /// with the others.</summary>
+    /// <summary>Runs a send, naming --ttl-days where the node keeps mail for less than it asked.</summary>
+    private static async Task<T> TtlNamedAsync<T>(Func<Task<T>> send)
+    {
+        try
+        {
+            return await send();
+        }
+        catch (TtlBeyondNodeMaximumException e)
+        {
+            throw new CliException($"--ttl-days {e.Asked.TotalDays:0.##} is more than this node keeps mail ({e.NodeMaximum.TotalDays:0.##} days, its MaxTtlDays): " +
+                $"an expiry that far away would be refused. This send sent nothing; give at most {Math.Floor(e.NodeMaximum.TotalDays * 100) / 100:0.##}, or leave --ttl-days out (the default fits the node).");
+        }
+    }
+
     private static async Task<int> SendInPartsAsync(MegaNetClient client, Identity id, string identityPath, ContactCard recipient, byte[] file, string name, TimeSpan? ttl, bool json, CancellationToken ct)
     {
         int count;
@@ -1805,7 +1844,7 @@ internal static partial class ClientCommands
         Contacts contacts = Contacts.Load(identityPath);
         return contacts.Find(to.Trim())
             ?? throw new CliException($"--to: '{Printable(to, multiline: false)}' is neither a contact card (mn1...) nor the name of a contact in {contacts.Path}; " +
-                "save one with 'meganet contact add NAME CARD' ('meganet contact list' shows them).");
+                $"save one with 'meganet contact add{IdentityFlag(identityPath)} NAME CARD' ('meganet contact list{IdentityFlag(identityPath)}' shows them).");
     }
 
     private static ContactCard ParseCard(string text, string option)

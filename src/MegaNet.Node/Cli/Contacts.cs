@@ -27,8 +27,10 @@ internal sealed class Contacts
     private readonly List<(string Text, bool IsContact)> _lines;
     private bool _changed;
 
-    private Contacts(string path, List<(string Name, ContactCard Card)> entries, List<(string Text, bool IsContact)> lines) =>
-        (Path, _entries, _lines) = (path, entries, lines);
+    private Contacts(string identityPath, string path, List<(string Name, ContactCard Card)> entries, List<(string Text, bool IsContact)> lines) =>
+        (_identityPath, Path, _entries, _lines) = (identityPath, path, entries, lines);
+
+    private readonly string _identityPath;
 
     /// <summary>The file.</summary>
     public string Path { get; }
@@ -49,14 +51,14 @@ internal sealed class Contacts
     public static Contacts Load(string identityPath)
     {
         string path = PathOf(identityPath);
-        return Parse(path, File.Exists(path) ? File.ReadAllText(path) : null);
+        return Parse(identityPath, path, File.Exists(path) ? File.ReadAllText(path) : null);
     }
 
     /// <summary>Runs <paramref name="change"/> on the contacts under the file's lock and saves what it leaves.</summary>
     public static async Task ChangeAsync(string identityPath, Action<Contacts> change, CancellationToken cancellationToken)
     {
         using LockedFile file = await LockedFile.OpenAsync(PathOf(identityPath), "another 'meganet contact' command", cancellationToken);
-        Contacts contacts = Parse(file.Path, file.ReadText());
+        Contacts contacts = Parse(identityPath, file.Path, file.ReadText());
         change(contacts);
         if (contacts._changed)
         {
@@ -88,7 +90,7 @@ internal sealed class Contacts
 
         if (other is not null && !(replace && SameName(other, name)))
         {
-            throw new CliException($"That card is already saved as '{other}' in {Path}; remove it first ('meganet contact remove {(other.StartsWith('-') ? "-- " : string.Empty)}{Quoted(other)}') to save it under another name.");
+            throw new CliException($"That card is already saved as '{other}' in {Path}; remove it first ('meganet contact remove{ClientCommands.IdentityFlag(_identityPath)} {(other.StartsWith('-') ? "-- " : string.Empty)}{ShellQuoted(other)}') to save it under another name.");
         }
 
         int existing = _entries.FindIndex(e => SameName(e.Name, name));
@@ -118,7 +120,7 @@ internal sealed class Contacts
         int index = _entries.FindIndex(e => SameName(e.Name, name.Trim()));
         if (index < 0)
         {
-            throw new CliException($"No contact named '{ClientCommands.Printable(name, multiline: false)}' in {Path} ('meganet contact list' shows them).");
+            throw new CliException($"No contact named '{ClientCommands.Printable(name, multiline: false)}' in {Path} ('meganet contact list{ClientCommands.IdentityFlag(_identityPath)}' shows them).");
         }
 
         string saved = _entries[index].Name;
@@ -177,15 +179,15 @@ internal sealed class Contacts
 
     private static string Line(string name, ContactCard card) => string.Create(CultureInfo.InvariantCulture, $"{card} {name}");
 
-    /// <summary>A name as a POSIX shell reads it back, for commands an error suggests.</summary>
-    private static string Quoted(string name) =>
-        name.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.') ? name : $"'{name.Replace("'", "'\\''", StringComparison.Ordinal)}'";
+    /// <summary>A word (a name, a path) as a POSIX shell reads it back, for commands an error suggests.</summary>
+    internal static string ShellQuoted(string word) =>
+        word.Length > 0 && word.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.' or '/') ? word : $"'{word.Replace("'", "'\\''", StringComparison.Ordinal)}'";
 
-    private static Contacts Parse(string path, string? text)
+    private static Contacts Parse(string identityPath, string path, string? text)
     {
         var entries = new List<(string Name, ContactCard Card)>();
         var kept = new List<(string Text, bool IsContact)>();
-        var contacts = new Contacts(path, entries, kept);
+        var contacts = new Contacts(identityPath, path, entries, kept);
         if (string.IsNullOrEmpty(text))
         {
             // A new file says what it is and how to write it.
