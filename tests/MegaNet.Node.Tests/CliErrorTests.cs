@@ -652,6 +652,8 @@ public sealed class CliErrorTests : IDisposable
     [InlineData("--rate sets the unary phase's offered load; use it with --mode unary or both.", "load", "--mode", "stream", "--rate", "100")]
     [InlineData("--check-items sizes the check that --check runs", "bench", "--check-items", "10")]
     [InlineData("'sned' is not a command; did you mean 'send'?", "sned", "--to", "x")]
+    [InlineData("Unrecognized command or argument '--ak'; did you mean '--ack'?", "fetch", "--ak")]
+    [InlineData("Unrecognized command or argument '--jsn=1'; did you mean '--json'?", "status", "--jsn=1")]
     [InlineData("--ttl-days: 'abc' is not a number, such as 7 or 0.5.", "send", "--to", "x", "--text", "hi", "--ttl-days", "abc")]
     [InlineData("--refresh: 'abc' is not a whole number.", "profile", "--refresh", "abc")]
     [InlineData("--duration '10' has no unit: write 10s, 10m, 10h or 10d.", "profile", "--trace", "x.nettrace", "--duration", "10")]

@@ -66,6 +66,7 @@ internal static class MeganetCommand
                     line = $"'{path["meganet ".Length..]}' needs {string.Join(" and ", missing)} ({path} {string.Join(' ', command.Command.Arguments.Select(a => $"<{a.Name}>"))} [options]).";
                 }
 
+                line = WithNearestOption(line, parse.CommandResult.Command);
                 if (printed.Add(line))
                 {
                     Console.Error.WriteLine($"meganet: {line}");
@@ -142,6 +143,29 @@ internal static class MeganetCommand
         }
 
         return null;
+    }
+
+    /// <summary>System.CommandLine's "Unrecognized command or argument '--ak'." for an option-like word, with the nearest
+    /// option of <paramref name="command"/> (a mistyped command got a suggestion, a mistyped option none). Other
+    /// messages pass unchanged.</summary>
+    internal static string WithNearestOption(string message, Command command)
+    {
+        System.Text.RegularExpressions.Match m = System.Text.RegularExpressions.Regex.Match(message, "^Unrecognized command or argument '(?<word>--?[^'=]+)(=[^']*)?'\\.$");
+        if (!m.Success)
+        {
+            return message;
+        }
+
+        string word = m.Groups["word"].Value;
+        string? near = command.Options.Concat(command.Parents.OfType<Command>().SelectMany(p => p.Options.Where(o => o.Recursive)))
+            .SelectMany(o => o.Aliases.Prepend(o.Name))
+            .Where(n => n.StartsWith("--", StringComparison.Ordinal))
+            .Select(n => (Name: n, Distance: EditDistance(n, word)))
+            .Where(c => c.Distance <= 2)
+            .OrderBy(c => c.Distance)
+            .Select(c => c.Name)
+            .FirstOrDefault();
+        return near is null ? message : $"{message[..^1]}; did you mean '{near}'?";
     }
 
     /// <summary>Levenshtein distance, for suggesting a command name.</summary>
