@@ -518,6 +518,19 @@ public sealed class ClientCliTests : IDisposable
     }
 
     [Fact]
+    public async Task A_fetch_that_finds_no_mail_says_so_on_stderr_and_prints_nothing()
+    {
+        await using TestNode node = await TestNode.StartAsync();
+        string bobPath = NewIdentity("bob.json");
+        Result empty = await Meganet("fetch", "-i", bobPath, "--node", node.Address.ToString());
+        AssertExit(empty, 0, "no mail waiting");
+        Assert.Equal(string.Empty, empty.Stdout);
+        Result json = await Meganet("fetch", "-i", bobPath, "--node", node.Address.ToString(), "--json", "--after", "5");
+        AssertExit(json, 0, "no mail waiting after seq 5");
+        Assert.Equal(string.Empty, json.Stdout);
+    }
+
+    [Fact]
     public async Task Listen_pins_a_first_contact_once_subscribed_so_a_kill_does_not_lose_it()
     {
         await using TestNode node = await TestNode.StartAsync();
@@ -525,6 +538,8 @@ public sealed class ClientCliTests : IDisposable
         string knownNodes = Path.Combine(_dir, "known-nodes");
         using var listen = new RunningMeganet(_dir, "listen", "-i", bobPath, "--node", node.Address.ToString());
         await listen.WaitForAsync("pinned", stderr: true);
+        // It says it listens (a first-time user saw nothing until mail came, and could not tell it had reached the node).
+        await listen.WaitForAsync($"listening for mail at {node.Address} (Ctrl+C to stop)", stderr: true);
 
         // SIGKILL, as an OOM killer or a closed terminal might: the pin was written when the subscription began, not
         // at an exit that never came.

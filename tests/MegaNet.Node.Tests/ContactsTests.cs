@@ -83,6 +83,8 @@ public sealed class ContactsTests : IDisposable
         int at = card.Length - 10;
         string typo = card[..at] + (card[at] == 'A' ? 'B' : 'A') + card[(at + 1)..];
         AssertExit(await Meganet("contact", "add", "carol", typo, "-i", alice), 1, "card: The contact card is damaged");
+        // The two the other way round: said so, not that the name is no card.
+        AssertExit(await Meganet("contact", "add", carol.ToString(), "carol", "-i", alice), 1, "the card comes second: 'meganet contact add NAME CARD'.");
         AssertExit(await Meganet("contact", "remove", "carol", "-i", alice), 1, "No contact named 'carol'");
         AssertExit(await Meganet("contact", "list", "-i", Path.Combine(_dir, "x.contacts")), 1, "cannot be named");
         // Beside no identity (a mistyped --identity): refused, and no contacts file is made (it was, and the mistake

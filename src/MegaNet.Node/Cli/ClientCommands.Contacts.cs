@@ -20,6 +20,13 @@ internal static partial class ClientCommands
         add.SetAction((parse, ct) => Run(async () =>
         {
             string identityPath = parse.GetValue(addIdentity)!;
+            if (LooksLikeCard(parse.GetValue(name)!) && !LooksLikeCard(parse.GetValue(card)!))
+            {
+                // Told only that the card did not start with mn1, a user who typed them the other way round looked for
+                // what was wrong with the card.
+                throw new UsageException("contact add", "the card comes second: 'meganet contact add NAME CARD'.");
+            }
+
             ContactCard parsed = ParseCard(parse.GetValue(card)!, "card");
             // The contacts go beside an identity: a mistyped --identity (or none made yet) put them beside nothing.
             LoadIdentity(identityPath).Dispose();
@@ -70,6 +77,8 @@ internal static partial class ClientCommands
 
             return Task.FromResult(0);
         }));
+
+        static bool LooksLikeCard(string text) => text.TrimStart().StartsWith("mn1", StringComparison.OrdinalIgnoreCase); // as send --to tells a card from a name
 
         return new Command("contact", $"Your contacts: names for contact cards, kept in the file beside the identity file ending in {SideFiles.Contacts}, one 'CARD NAME' a line; " +
             "a line whose first character other than white space is # is a comment, kept where it is (as are blank lines) when add or remove rewrites the file.") { add, remove, list };

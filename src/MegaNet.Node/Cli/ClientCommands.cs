@@ -412,8 +412,10 @@ internal static partial class ClientCommands
         // The envelopes of the messages shown among them, recorded as acknowledged once the node has deleted them.
         var shownEnvelopes = new Dictionary<ulong, byte[]>();
         var damaged = new List<ulong>();
+        int entries = 0;
         (FetchResult? page, ulong reached, bool more) = await FetchPagesAsync(client, id, received, cursor, m =>
         {
+            entries++;
             if (inbox.Deliver(m, ack ? "no message was acknowledged" : null))
             {
                 toAcknowledge.Add(m.Seq);
@@ -422,14 +424,23 @@ internal static partial class ClientCommands
         }, m =>
         {
             // Junk anyone sealed to this address, and copies a relay replayed: reported, and deleted with the rest under --ack.
+            entries++;
             Inbox.Warn(m);
             toAcknowledge.Add(m.Seq);
         }, (seq, e) =>
         {
             // Never acknowledged: it is not lost, only unreadable until the node's store is restored.
+            entries++;
             Console.Error.WriteLine(CouldNotDeliver(seq, e, "fetching the mail after it"));
             damaged.Add(seq);
         }, ct);
+        if (entries == 0)
+        {
+            // Said on stderr (standard output stays empty for scripts): a fetch that printed nothing at all left a person
+            // wondering whether it had reached the node.
+            Console.Error.WriteLine(cursor > 0 ? $"no mail waiting after seq {cursor}" : "no mail waiting");
+        }
+
         if (more)
         {
             Console.Error.WriteLine($"fetched {MaxFetchPages:N0} pages; more mail may wait after {reached}: run fetch again (with --after {reached} to go on from here)");
@@ -823,6 +834,8 @@ internal static partial class ClientCommands
                             // A first contact is pinned now, not when listen ends: it may end by being killed.
                             pin();
                             everSubscribed = true;
+                            // On stderr: a listen that printed nothing until mail came gave no sign it had reached the node.
+                            Console.Error.WriteLine($"listening for mail at {address} (Ctrl+C to stop)");
                         }
 
                         // The first keepalive says the node registered the subscription, not that mail can come: it
