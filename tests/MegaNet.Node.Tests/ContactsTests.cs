@@ -90,7 +90,7 @@ public sealed class ContactsTests : IDisposable
         // Beside no identity (a mistyped --identity): refused, and no contacts file is made (it was, and the mistake
         // showed only when 'send --to' found no such contact).
         string alcie = Path.Combine(_dir, "alcie.json");
-        AssertExit(await Meganet("contact", "add", "carol", carol.ToString(), "-i", alcie), 1, $"No identity at {alcie}; create one with 'meganet id new --identity {Contacts.ShellQuoted(alcie)}'");
+        AssertExit(await Meganet("contact", "add", "carol", carol.ToString(), "-i", alcie), 1, $"No identity at {alcie}; create one with 'meganet id new --identity {ClientCommands.ShellQuoted(alcie)}'");
         Assert.False(File.Exists(Path.Combine(_dir, "alcie.contacts")));
         // remove too (it answered "No contact named", and its lock file made the identity's folder): nothing is made.
         string nowhere = Path.Combine(_dir, "nowhere", "alice.json");
@@ -107,7 +107,7 @@ public sealed class ContactsTests : IDisposable
         // A name a shell would split or expand is quoted in the command an error suggests.
         AssertExit(await Meganet("contact", "add", "it's $me", carol.ToString(), "-i", alice), 0);
         // The command suggested names the identity given, so that it acts on that one and not on the default.
-        AssertExit(await Meganet("contact", "add", "other", carol.ToString(), "-i", alice), 1, $"meganet contact remove --identity {Contacts.ShellQuoted(alice)} 'it'\\''s $me'");
+        AssertExit(await Meganet("contact", "add", "other", carol.ToString(), "-i", alice), 1, $"meganet contact remove --identity {ClientCommands.ShellQuoted(alice)} 'it'\\''s $me'");
         AssertExit(await Meganet("contact", "remove", "IT'S $ME", "-i", alice), 0, "removed 'it's $me'");
 
         // --force gives the name to another card; the list shows what is saved.

@@ -229,7 +229,7 @@ public sealed class OperatorMistakeTests : IDisposable
     {
         // 'contact add' and 'contact remove' refused a mistyped --identity; 'list' said "no contacts" and exited 0.
         string typo = Path.Combine(_dir, "alcie.json");
-        AssertClearError(await Meganet("contact", "list", "--identity", typo), $"No identity at {typo}; create one with 'meganet id new --identity {MegaNet.Node.Cli.Contacts.ShellQuoted(typo)}'");
+        AssertClearError(await Meganet("contact", "list", "--identity", typo), $"No identity at {typo}; create one with 'meganet id new --identity {MegaNet.Node.Cli.ClientCommands.ShellQuoted(typo)}'");
         Assert.False(File.Exists(Path.Combine(_dir, "alcie.contacts")));
 
         // The runtime's "Could not find file '...'" named no option.

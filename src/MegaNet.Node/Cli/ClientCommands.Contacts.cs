@@ -78,8 +78,6 @@ internal static partial class ClientCommands
             return Task.FromResult(0);
         }));
 
-        static bool LooksLikeCard(string text) => text.TrimStart().StartsWith("mn1", StringComparison.OrdinalIgnoreCase); // as send --to tells a card from a name
-
         return new Command("contact", $"Your contacts: names for contact cards, kept in the file beside the identity file ending in {SideFiles.Contacts}, one 'CARD NAME' a line; " +
             "a line whose first character other than white space is # is a comment, kept where it is (as are blank lines) when add or remove rewrites the file.") { add, remove, list };
     }

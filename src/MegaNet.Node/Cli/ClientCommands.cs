@@ -23,7 +23,14 @@ internal static partial class ClientCommands
     /// <summary>" --identity PATH" for a command a message suggests, when <paramref name="identityPath"/> is not the
     /// default: the suggestion then acts on the identity the user named, not on the default one.</summary>
     internal static string IdentityFlag(string identityPath) =>
-        Path.GetFullPath(identityPath) == Path.GetFullPath(DefaultIdentity) ? string.Empty : $" --identity {Contacts.ShellQuoted(identityPath)}";
+        Path.GetFullPath(identityPath) == Path.GetFullPath(DefaultIdentity) ? string.Empty : $" --identity {ShellQuoted(identityPath)}";
+
+    /// <summary>A word (a name, a path) as a POSIX shell reads it back, for commands a message suggests.</summary>
+    internal static string ShellQuoted(string word) =>
+        word.Length > 0 && word.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.' or '/') ? word : $"'{word.Replace("'", "'\\''", StringComparison.Ordinal)}'";
+
+    /// <summary>Text that begins as a contact card does (mn1...), as opposed to a contact's name.</summary>
+    private static bool LooksLikeCard(string text) => text.TrimStart().StartsWith("mn1", StringComparison.OrdinalIgnoreCase);
 
     private static Option<string> IdentityOption() => new("--identity", "-i")
     {
@@ -1849,7 +1856,7 @@ internal static partial class ClientCommands
     /// <summary>The card <c>--to</c> names: a card itself, or the name of a contact (a name never begins with mn1).</summary>
     private static ContactCard Recipient(string to, string identityPath)
     {
-        if (to.TrimStart().StartsWith("mn1", StringComparison.OrdinalIgnoreCase))
+        if (LooksLikeCard(to))
         {
             return ParseCard(to, "--to");
         }

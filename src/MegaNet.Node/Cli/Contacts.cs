@@ -90,7 +90,7 @@ internal sealed class Contacts
 
         if (other is not null && !(replace && SameName(other, name)))
         {
-            throw new CliException($"That card is already saved as '{other}' in {Path}; remove it first ('meganet contact remove{ClientCommands.IdentityFlag(_identityPath)} {(other.StartsWith('-') ? "-- " : string.Empty)}{ShellQuoted(other)}') to save it under another name.");
+            throw new CliException($"That card is already saved as '{other}' in {Path}; remove it first ('meganet contact remove{ClientCommands.IdentityFlag(_identityPath)} {(other.StartsWith('-') ? "-- " : string.Empty)}{ClientCommands.ShellQuoted(other)}') to save it under another name.");
         }
 
         int existing = _entries.FindIndex(e => SameName(e.Name, name));
@@ -178,10 +178,6 @@ internal sealed class Contacts
     }
 
     private static string Line(string name, ContactCard card) => string.Create(CultureInfo.InvariantCulture, $"{card} {name}");
-
-    /// <summary>A word (a name, a path) as a POSIX shell reads it back, for commands an error suggests.</summary>
-    internal static string ShellQuoted(string word) =>
-        word.Length > 0 && word.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.' or '/') ? word : $"'{word.Replace("'", "'\\''", StringComparison.Ordinal)}'";
 
     private static Contacts Parse(string identityPath, string path, string? text)
     {
