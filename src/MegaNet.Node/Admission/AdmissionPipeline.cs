@@ -52,9 +52,9 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
     // connection at the same moment) that finds the key's bucket empty, emptied by that very submission, is answered
     // with its receipt as a replay would be: refused for the rate, it was told to wait for a token its one envelope
     // already paid. Written by the batcher and the store stage, read by callers, each chain under its stripe's lock; a
-    // fixed table whose links are fields of the submissions, so nothing is allocated per envelope. (Until 2026-12-06 a
-    // slot held one submission and a newer one took its place: with as many slots as envelopes the store may hold in
-    // flight, a copy under streaming load often found its original pushed out and was refused for the rate.)
+    // fixed table whose links are fields of the submissions, so nothing is allocated per envelope. (Until the sixty-second
+    // session a slot held one submission and a newer one took its place: with as many slots as envelopes the store may
+    // hold in flight, a copy under streaming load often found its original pushed out and was refused for the rate.)
     private const int TokenTakerSlots = 1 << 14;
     private const int TokenTakerStripes = 64;
     private readonly Pending?[] _tokenTakers = new Pending?[TokenTakerSlots];
@@ -522,12 +522,9 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
     }
 
     /// <summary>The submission of the same envelope that took its sending key's token and is still with the store (see
-    /// <c>_tokenTakers</c>), unless it was refused: its answer is the copy's. A taker leaves the table once the store
-    /// has answered it (<see cref="ForgetTokenTaker"/>); for a copy that comes later
+    /// <c>_tokenTakers</c>): its answer is the copy's. Every path takes a taker out of the table before it answers it
+    /// (<see cref="ForgetTokenTaker"/>), so one found here has no answer yet; for a copy that comes later
     /// <see cref="StoredSinceLookup"/> takes over.</summary>
-    /// <remarks>One refused (read here just before it left the table) gave its token back (the store stage returns it
-    /// for every refusal), so the bucket is empty for other envelopes of the key: its refusal is not the copy's answer,
-    /// the rate is.</remarks>
     private Pending? TokenTakerOf(Pending copy)
     {
         uint slot = TokenTakerSlot(copy.IdKey);
@@ -535,7 +532,7 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
         {
             for (Pending? taker = _tokenTakers[slot]; taker is not null; taker = taker.NextTaker)
             {
-                if (taker != copy && taker.IdKey == copy.IdKey && !taker.Task.IsFaulted)
+                if (taker != copy && taker.IdKey == copy.IdKey)
                 {
                     return taker;
                 }
@@ -585,11 +582,12 @@ public sealed partial class AdmissionPipeline : IAsyncDisposable
         }
     }
 
-    /// <summary>Takes <paramref name="taker"/> out of the table once the store has answered it, or when it got no token
-    /// (nothing when it is not there). Kept until another envelope took its slot, as until 2026-12-06, the table held the
-    /// last 16,384 submissions with their receipts alive for seconds: promoted by every collection, they made the node's
-    /// gen-0 pauses 40-75 ms on a machine whose large cache sizes the GC's gen-0 budget at hundreds of MiB (unary p99 ~50
-    /// ms at 5,000/s; docs/performance-log.md).</summary>
+    /// <summary>Takes <paramref name="taker"/> out of the table before it is answered (by the store stage, or the batcher
+    /// when the batch fails before the store), or when it got no token; nothing when it is not there. (Until the
+    /// fifty-seventh session a taker stayed until another envelope took its slot: the table held the last 16,384
+    /// submissions with their receipts alive for seconds, promoted by every collection, and the node's gen-0 pauses
+    /// were 40-75 ms on a machine whose large cache sizes the GC's gen-0 budget at hundreds of MiB: unary p99 ~50 ms at
+    /// 5,000/s; docs/performance-log.md.)</summary>
     private void ForgetTokenTaker(Pending taker)
     {
         uint slot = TokenTakerSlot(taker.IdKey);
