@@ -207,7 +207,8 @@ internal sealed partial class IdentityJson : JsonSerializerContext;
 /// </summary>
 public sealed class ContactCard
 {
-    internal const string Prefix = "mn1";
+    /// <summary>What the text form of every card begins with.</summary>
+    public const string Prefix = "mn1";
 
     /// <summary>Creates a card from the two public keys.</summary>
     public ContactCard(byte[] signingKey, byte[] encryptionKey)

@@ -30,7 +30,7 @@ internal static partial class ClientCommands
         word.Length > 0 && word.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.' or '/') ? word : $"'{word.Replace("'", "'\\''", StringComparison.Ordinal)}'";
 
     /// <summary>Text that begins as a contact card does (mn1...), as opposed to a contact's name.</summary>
-    private static bool LooksLikeCard(string text) => text.TrimStart().StartsWith("mn1", StringComparison.OrdinalIgnoreCase);
+    private static bool LooksLikeCard(string text) => text.TrimStart().StartsWith(ContactCard.Prefix, StringComparison.OrdinalIgnoreCase);
 
     private static Option<string> IdentityOption() => new("--identity", "-i")
     {

@@ -144,7 +144,7 @@ internal sealed class Contacts
             throw new CliException($"A contact name has 1 to {MaxNameLength} characters (got {characters}).");
         }
 
-        if (name.StartsWith("mn1", StringComparison.OrdinalIgnoreCase))
+        if (name.StartsWith(ContactCard.Prefix, StringComparison.OrdinalIgnoreCase))
         {
             throw new CliException($"A contact name may not begin with 'mn1', as contact cards do (got '{ClientCommands.Printable(name, multiline: false)}').");
         }
