@@ -52,7 +52,7 @@ public sealed class AuditCommandTests : IDisposable
             Assert.Contains("to 2 entries", grown.Stdout, StringComparison.Ordinal);
             Assert.Equal(2, (long)Remembered(address)["tree_size"]!);
             Result again = await Audit(address);
-            Assert.Contains("is unchanged at 2 entries", again.Stdout, StringComparison.Ordinal);
+            Assert.Contains("is unchanged at 2 entries (the same head, signed ", again.Stdout, StringComparison.Ordinal);
 
             // A head somebody else was given (here a receipt's) is checked, and nothing is remembered from it.
             string receiptPath = Path.Combine(_dir, "receipt.json");

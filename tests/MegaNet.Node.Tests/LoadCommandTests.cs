@@ -76,7 +76,7 @@ public sealed class LoadCommandTests
         try
         {
             MeganetProcess.Result r = await MeganetProcess.RunAsync(dir, null, false, "load", "--node", fake.Address.ToString());
-            MeganetResults.AssertExit(r, 2, "meganet load: cannot reach the node (DeadlineExceeded: late\\u000d\\u001b[2J)");
+            MeganetResults.AssertExit(r, 2, $"meganet load: cannot reach the node at {fake.Address} (DeadlineExceeded: late\\u000d\\u001b[2J)");
             Assert.DoesNotContain('\u001b', r.Stderr);
             Assert.DoesNotContain('\r', r.Stderr);
         }

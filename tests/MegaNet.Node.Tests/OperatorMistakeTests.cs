@@ -137,7 +137,7 @@ public sealed class OperatorMistakeTests : IDisposable
     public async Task No_node_at_the_address_says_why_the_connection_failed()
     {
         Result r = await Meganet("status", "--node", ExternalNode.NoNode);
-        AssertClearError(r, "cannot reach the node (Error connecting to subchannel: Connection refused); is 'meganet node' running at that address?", exitCode: 2);
+        AssertClearError(r, $"cannot reach the node at {new Uri(ExternalNode.NoNode)} (Error connecting to subchannel: Connection refused); is 'meganet node' running there?", exitCode: 2);
     }
 
     [Fact]

@@ -70,7 +70,7 @@ internal static partial class ClientCommands
             (AuditResult result, Remembering outcome, IOException? failure) = await AuditAndRememberAsync(address, key, headsPath, given, connection, beforeSaving: null, ct);
             int exit = PrintAudit(result, asJson, given is not null, headsPath, outcome);
             return failure is null ? exit : throw new CliException($"the head could not be remembered in {headsPath}: {failure.Message}");
-        }));
+        }, parse.GetValue(node)));
         return command;
     }
 
@@ -324,7 +324,8 @@ internal static partial class ClientCommands
 
         string since = Date(r.Earlier.TimestampUnixMs);
         string change = current.TreeSize == r.Earlier.TreeSize
-            ? $"is unchanged at {Entries(current.TreeSize)} (signed {since} and {when})"
+            // The node signs a head when its log grows and when it starts; in between it hands out the same one.
+            ? $"is unchanged at {Entries(current.TreeSize)} ({(since == when ? $"the same head, signed {when}" : $"signed {since} and {when}")})"
             : $"grew from {Entries(r.Earlier.TreeSize)} (signed {since}) to {Entries(current.TreeSize)} (signed {when})";
         PrintLine($"consistent: the log of {r.Node} (node {id}) {change}{Kept(remembering, headsPath)}");
         PrintAlsoConsistent(r);

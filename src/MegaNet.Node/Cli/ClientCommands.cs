@@ -356,7 +356,7 @@ internal static partial class ClientCommands
             }
 
             return 0;
-        }));
+        }, parse.GetValue(node)));
         return command;
     }
 
@@ -383,7 +383,7 @@ internal static partial class ClientCommands
             SeenMessages seen = OpenSeen(parse.GetValue(identity)!);
             Inbox inbox = OpenInbox(parse.GetValue(identity)!, parse.GetValue(json), parse.GetValue(save), parse.GetValue(ack) ? Inbox.PartsRelease.WhenAcknowledged : Inbox.PartsRelease.Never);
             return await KnownNodes.RunAsync(parse.GetValue(identity)!, parse.GetValue(node)!, parse.GetValue(nodeId), client => FetchAsync(client, id, seen, inbox, parse.GetValue(after), parse.GetValue(ack), ct), ClientOptions(parse.GetValue(node)!, parse.GetValue(timeout), parse.GetValue(tlsCert)));
-        }));
+        }, parse.GetValue(node)));
         return command;
     }
 
@@ -787,7 +787,7 @@ internal static partial class ClientCommands
             MegaNetClientOptions connection = ClientOptions(address, parse.GetValue(timeout), parse.GetValue(tlsCert));
             return await KnownNodes.RunAsync(parse.GetValue(identity)!, address, parse.GetValue(nodeId),
                 (client, pin) => ListenAsync(client, pin, address, connection, id, seen, inbox, parse.GetValue(after), parse.GetValue(ack), parse.GetValue(retryFor), ct), connection);
-        }));
+        }, parse.GetValue(node)));
         return command;
     }
 
@@ -1026,8 +1026,9 @@ internal static partial class ClientCommands
     };
 
     /// <summary>What went wrong, as one line after "meganet: " (transport details can hold line breaks, e.g. an
-    /// ObjectDisposedException's "Object name:" line).</summary>
-    internal static string Describe(Exception e) => OneLine(e switch
+    /// ObjectDisposedException's "Object name:" line). <paramref name="node"/>, where given, is named when it cannot be
+    /// reached (a typo in --node, or the default address while the node runs elsewhere).</summary>
+    internal static string Describe(Exception e, Uri? node = null) => OneLine(e switch
     {
         // The node's words are the node's: control characters (terminal escapes) in every status detail are shown, not
         // obeyed. A node can send DEADLINE_EXCEEDED worded as the client's own deadline message.
@@ -1038,7 +1039,7 @@ internal static partial class ClientCommands
         // Something answers at --node, but not as a gRPC server over HTTP/2 does (the node's metrics port, a web server, a
         // TLS node asked in plain http://): the transport's words named HTTP/2 error codes and asked whether a node runs.
         RpcException r when NotGrpc(r.Status.DebugException) is { } notGrpc => notGrpc,
-        RpcException r when r.StatusCode == StatusCode.Unavailable => $"cannot reach the node ({(SocketReason(r.Status.DebugException) is { Length: > 0 } why ? $"{Printable(r.Status.Detail, multiline: false).TrimEnd('.')}: {why}" : Printable(r.Status.Detail, multiline: false))}); is 'meganet node' running at that address?",
+        RpcException r when r.StatusCode == StatusCode.Unavailable => $"cannot reach the node{(node is null ? "" : $" at {node}")} ({(SocketReason(r.Status.DebugException) is { Length: > 0 } why ? $"{Printable(r.Status.Detail, multiline: false).TrimEnd('.')}: {why}" : Printable(r.Status.Detail, multiline: false))}); is 'meganet node' running {(node is null ? "at that address" : "there")}?",
         // Grpc.Net.Client reports a refused TLS handshake as Internal; a node with a self-signed certificate is the
         // usual cause, and there is an option for it.
         RpcException r when Inner<System.Security.Authentication.AuthenticationException>(r.Status.DebugException) is { } tls => TlsProblem(tls.Message),
@@ -1163,7 +1164,7 @@ internal static partial class ClientCommands
             }
 
             return 0;
-        }));
+        }, parse.GetValue(node)));
         return command;
     }
 
@@ -1247,7 +1248,7 @@ internal static partial class ClientCommands
             }
 
             return exit;
-        }));
+        }, parse.GetValue(node)));
         return command;
     }
 
@@ -1882,7 +1883,9 @@ internal static partial class ClientCommands
     private static string Hex(ByteString b) => Convert.ToHexString(b.Span).ToLowerInvariant();
 
 
-    private static async Task<int> Run(Func<Task<int>> body)
+    /// <summary>Runs a command's body and turns its failures into a message and an exit code; <paramref name="node"/>
+    /// is the --node of commands that call one.</summary>
+    private static async Task<int> Run(Func<Task<int>> body, Uri? node = null)
     {
         try
         {
@@ -1902,7 +1905,7 @@ internal static partial class ClientCommands
         }
         catch (RpcException e)
         {
-            Console.Error.WriteLine($"meganet: {Describe(e)}");
+            Console.Error.WriteLine($"meganet: {Describe(e, node)}");
             return 2;
         }
         catch (Exception e) when (e is NodeSilentException or ListenGaveUpException or PowDemandTooHighException or NodeMisbehavedException)

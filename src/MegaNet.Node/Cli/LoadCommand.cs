@@ -231,7 +231,9 @@ internal static class LoadCommand
                 bool unreachable = ((e.StatusCode == StatusCode.Unavailable && e.Status.DebugException is not null) || e.StatusCode == StatusCode.DeadlineExceeded)
                     && ClientCommands.NotGrpc(e.Status.DebugException) is null;
                 Console.Error.WriteLine(unreachable
-                    ? $"meganet load: cannot reach the node ({e.StatusCode}: {ClientCommands.Printable(e.Status.Detail, multiline: false)}); is 'meganet node' running at that address?"
+                    ? (parse.GetValue(node) is { } given
+                        ? $"meganet load: cannot reach the node at {given} ({e.StatusCode}: {ClientCommands.Printable(e.Status.Detail, multiline: false)}); is 'meganet node' running there?"
+                        : $"meganet load: the embedded node stopped answering ({e.StatusCode}: {ClientCommands.Printable(e.Status.Detail, multiline: false)}).")
                     : $"meganet load: {ClientCommands.Describe(e)}");
                 return 2;
             }
