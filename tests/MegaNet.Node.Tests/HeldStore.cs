@@ -7,14 +7,12 @@ namespace MegaNet.Node.Tests;
 /// <summary>A store that holds the first group it is given until <see cref="Commit"/>, as a slow commit would. What it
 /// stored, a lookup finds (as a replay's receipt), and <see cref="LookupMark"/> moves once a group is stored, before it
 /// is answered, as the real store's does.</summary>
-internal sealed class HeldStore : IEnvelopeStore
+internal sealed class HeldStore : AdmissionOnlyStore
 {
     private readonly System.Collections.Concurrent.ConcurrentDictionary<string, PutReceipt> _stored = new();
     private long _mark;
 
     private readonly TaskCompletionSource _commit = new(TaskCreationOptions.RunContinuationsAsynchronously);
-
-    public event Action<ReadOnlyMemory<byte>, ulong>? MailArrived;
 
     public TaskCompletionSource<IReadOnlyList<PutRequest>> Requested { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
@@ -35,7 +33,7 @@ internal sealed class HeldStore : IEnvelopeStore
     /// <summary>When set, <see cref="LookupMark"/> throws it: a fault injected where the batcher reads the store.</summary>
     public Exception? LookupMarkFailure { get; set; }
 
-    public async ValueTask<IReadOnlyList<PutResult>> PutManyAsync(IReadOnlyList<PutRequest> requests, CancellationToken cancellationToken = default)
+    public override async ValueTask<IReadOnlyList<PutResult>> PutManyAsync(IReadOnlyList<PutRequest> requests, CancellationToken cancellationToken = default)
     {
         Interlocked.Add(ref _puts, requests.Count);
         Requested.TrySetResult(requests);
@@ -46,7 +44,7 @@ internal sealed class HeldStore : IEnvelopeStore
         }
 
         var head = new SignedTreeHead(requests.Count, new byte[32], 0, new byte[32], new byte[64]);
-        MailArrived?.Invoke(ReadOnlyMemory<byte>.Empty, 0);
+        RaiseMailArrived();
         PutResult[] results = [.. requests.Select((r, i) => new PutResult(new PutReceipt(r.EnvelopeId.ToArray(), i, (ulong)i + 1, head, Duplicate: false), null))];
         if (DropLastResult)
         {
@@ -62,26 +60,8 @@ internal sealed class HeldStore : IEnvelopeStore
         return results;
     }
 
-    public ValueTask<PutReceipt?> FindAsync(ReadOnlyMemory<byte> envelopeId, CancellationToken cancellationToken = default) =>
+    public override ValueTask<PutReceipt?> FindAsync(ReadOnlyMemory<byte> envelopeId, CancellationToken cancellationToken = default) =>
         ValueTask.FromResult(_stored.GetValueOrDefault(Convert.ToHexString(envelopeId.Span)));
 
-    public long LookupMark => LookupMarkFailure is { } failure ? throw failure : Volatile.Read(ref _mark);
-
-    public MailboxUsage ReportedUsage(ReadOnlySpan<byte> recipient) => default;
-
-    public long HeldBytes => 0;
-
-    public ValueTask<PutReceipt> PutAsync(PutRequest request, CancellationToken cancellationToken = default) => throw new NotSupportedException();
-
-    public ValueTask<MailboxPage> ListAsync(ReadOnlyMemory<byte> recipient, ulong afterSeq, int limit, long maxBytes = long.MaxValue, CancellationToken cancellationToken = default) => throw new NotSupportedException();
-
-    public ValueTask<int> AckAsync(ReadOnlyMemory<byte> recipient, IReadOnlyList<ulong> seqs, CancellationToken cancellationToken = default) => throw new NotSupportedException();
-
-    public SignedTreeHead GetTreeHead() => throw new NotSupportedException();
-
-    public IReadOnlyList<byte[]> GetInclusionProof(long leafIndex, long treeSize) => throw new NotSupportedException();
-
-    public IReadOnlyList<byte[]> GetConsistencyProof(long firstSize, long secondSize) => throw new NotSupportedException();
-
-    public ValueTask DisposeAsync() => ValueTask.CompletedTask;
+    public override long LookupMark => LookupMarkFailure is { } failure ? throw failure : Volatile.Read(ref _mark);
 }

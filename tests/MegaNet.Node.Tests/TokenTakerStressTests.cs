@@ -514,7 +514,7 @@ public sealed class TokenTakerStressTests(ITestOutputHelper output)
     /// (a copy gets the first receipt, marked a duplicate), moves its mark after the group is findable, and fails by
     /// chance: a whole group (throws), single envelopes (a quota refusal or an I/O error), a group's last answer left
     /// out, and a fault on the batcher's thread where it reads the lookup mark.</summary>
-    internal sealed class ChaosStore(int seed) : IEnvelopeStore
+    internal sealed class ChaosStore(int seed) : AdmissionOnlyStore
     {
         private readonly Random _rng = new(seed ^ 0x5EED);
         private readonly ConcurrentDictionary<string, PutReceipt> _stored = new();
@@ -554,9 +554,7 @@ public sealed class TokenTakerStressTests(ITestOutputHelper output)
             }
         }
 
-        public event Action<ReadOnlyMemory<byte>, ulong>? MailArrived;
-
-        public ValueTask<IReadOnlyList<PutResult>> PutManyAsync(IReadOnlyList<PutRequest> requests, CancellationToken cancellationToken = default)
+        public override ValueTask<IReadOnlyList<PutResult>> PutManyAsync(IReadOnlyList<PutRequest> requests, CancellationToken cancellationToken = default)
         {
             Interlocked.Increment(ref _groups);
             int how = Next(100);
@@ -634,14 +632,14 @@ public sealed class TokenTakerStressTests(ITestOutputHelper output)
                 Interlocked.Increment(ref _mark);
             }
 
-            MailArrived?.Invoke(ReadOnlyMemory<byte>.Empty, 0);
+            RaiseMailArrived();
             return results;
         }
 
-        public ValueTask<PutReceipt?> FindAsync(ReadOnlyMemory<byte> envelopeId, CancellationToken cancellationToken = default) =>
+        public override ValueTask<PutReceipt?> FindAsync(ReadOnlyMemory<byte> envelopeId, CancellationToken cancellationToken = default) =>
             ValueTask.FromResult(_stored.TryGetValue(Convert.ToHexString(envelopeId.Span), out PutReceipt? r) ? r with { Duplicate = true } : null);
 
-        public long LookupMark
+        public override long LookupMark
         {
             get
             {
@@ -654,23 +652,5 @@ public sealed class TokenTakerStressTests(ITestOutputHelper output)
                 return Volatile.Read(ref _mark);
             }
         }
-
-        public MailboxUsage ReportedUsage(ReadOnlySpan<byte> recipient) => default;
-
-        public long HeldBytes => 0;
-
-        public ValueTask<PutReceipt> PutAsync(PutRequest request, CancellationToken cancellationToken = default) => throw new NotSupportedException();
-
-        public ValueTask<MailboxPage> ListAsync(ReadOnlyMemory<byte> recipient, ulong afterSeq, int limit, long maxBytes = long.MaxValue, CancellationToken cancellationToken = default) => throw new NotSupportedException();
-
-        public ValueTask<int> AckAsync(ReadOnlyMemory<byte> recipient, IReadOnlyList<ulong> seqs, CancellationToken cancellationToken = default) => throw new NotSupportedException();
-
-        public SignedTreeHead GetTreeHead() => throw new NotSupportedException();
-
-        public IReadOnlyList<byte[]> GetInclusionProof(long leafIndex, long treeSize) => throw new NotSupportedException();
-
-        public IReadOnlyList<byte[]> GetConsistencyProof(long firstSize, long secondSize) => throw new NotSupportedException();
-
-        public ValueTask DisposeAsync() => ValueTask.CompletedTask;
     }
 }
