@@ -812,7 +812,7 @@ class Parts {
       refuse(`file '${name}' in ${count} parts: the parts do not make the file they announce; its parts were dropped`, file.seqs);
     }
     this.shown.add(key);
-    return { file: { content: whole, count }, seqs: file.seqs };
+    return { file: { content: whole, count, id: c.subarray(0, 16).toString('hex') }, seqs: file.seqs };
   }
 
   // The files still missing parts, for a line on stderr.
@@ -836,7 +836,8 @@ function messageLine(identity, item, parts) {
     if (m.contentType === PART_TYPE) {
       const { file, seqs } = parts.add(m, seq);
       if (!file) return { line: null, seqs };
-      const counted = file.count > 1 ? { parts: file.count } : {};
+      // `file_id` (with the sender) names the file whichever part made it whole; seq, id and time are that part's.
+      const counted = file.count > 1 ? { parts: file.count, file_id: file.id } : {};
       return { line: { ...head, file_name: m.fileName, file_length: file.content.length, file_base64: file.content.toString('base64'), ...counted }, seqs };
     }
     const body = m.contentType.startsWith('text/') ? { text: m.content.toString('utf8') } : { file_name: m.fileName, file_length: m.content.length, file_base64: m.content.toString('base64') };

@@ -225,6 +225,8 @@ public sealed class FilePartsTests(ITestOutputHelper output) : IDisposable
         JsonObject message = Assert.Single(JsonLines(fetched));
         Assert.Equal("big.bin", message["file_name"]!.GetValue<string>());
         Assert.Equal(4, message["parts"]!.GetValue<int>());
+        string fileId = Convert.ToHexStringLower(FileParts.IdOf(file, "big.bin"));
+        Assert.Equal(fileId, message["file_id"]!.GetValue<string>());
         Assert.Equal(alice.Card.ToString(), message["sender"]!.GetValue<string>());
         Assert.Equal(file, Convert.FromBase64String(message["file_base64"]!.GetValue<string>()));
         Assert.Single(Directory.GetDirectories(Path.Combine(_dir, "bob.parts"))); // kept until acknowledged
@@ -234,7 +236,12 @@ public sealed class FilePartsTests(ITestOutputHelper output) : IDisposable
         // again makes it whole, and the others are copies of it, reported once for the file, not once a part.
         Result again = await Meganet("fetch", "-i", bobPath, "--node", url, "--json", "--ack");
         AssertExit(again, 0);
-        Assert.Equal(file, Convert.FromBase64String(Assert.Single(JsonLines(again))["file_base64"]!.GetValue<string>()));
+        JsonObject shownAgain = Assert.Single(JsonLines(again));
+        Assert.Equal(file, Convert.FromBase64String(shownAgain["file_base64"]!.GetValue<string>()));
+        // Made whole by another part this time (the first to come), so another seq and envelope id: the file id is the same.
+        Assert.NotEqual(message["seq"]!.GetValue<ulong>(), shownAgain["seq"]!.GetValue<ulong>());
+        Assert.NotEqual(message["id"]!.GetValue<string>(), shownAgain["id"]!.GetValue<string>());
+        Assert.Equal(fileId, shownAgain["file_id"]!.GetValue<string>());
         Assert.Single(again.Stderr.Split('\n'), l => l.Contains("skipped: parts of file 'big.bin'", StringComparison.Ordinal) && l.Contains("which was shown already: copies until they are acknowledged", StringComparison.Ordinal));
         Assert.Contains("acknowledged 4 message(s)", again.Stderr, StringComparison.Ordinal);
         // Acknowledged: the kept parts are deleted, and nothing of the file waits on the node.

@@ -112,6 +112,7 @@ public sealed partial class JavaScriptClientTests : IDisposable
         Result whole = await Js("fetch", "-i", bobPath, "--node", url, "--node-id", nodeId, "--ack");
         JsonNode joined = JsonNode.Parse(Line(whole))!;
         Assert.Equal(("big.bin", 3, Convert.ToBase64String(large)), ((string)joined["file_name"]!, (int)joined["parts"]!, (string)joined["file_base64"]!));
+        Assert.Equal(Convert.ToHexStringLower(FileParts.IdOf(large, "big.bin")), (string)joined["file_id"]!); // as meganet prints it
         Assert.Contains("acknowledged 3 message(s)", whole.Stderr, StringComparison.Ordinal);
 
         // A part sent twice goes with its file; a set whose slices do not make the file it announces (changed by its

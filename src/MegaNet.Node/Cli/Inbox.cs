@@ -150,7 +150,7 @@ internal sealed class Inbox(bool json, ContactsFollower contacts, ReceivedParts 
                 ReportCopy(m, senderName, whole.Directory);
                 return KeepsFiles;
             case ReceivedParts.Whole whole:
-                Show(whole.File, senderName, consequence, whole.Count);
+                Show(whole.File, senderName, consequence, whole.Count, whole.FileId);
                 if (KeepsFiles && release == PartsRelease.WhenWritten)
                 {
                     // A crash before the output reached the disk lost a file whose other parts were acknowledged.
@@ -428,7 +428,7 @@ internal sealed class Inbox(bool json, ContactsFollower contacts, ReceivedParts 
     /// <summary>Writes out what is buffered; a failure becomes a one-line error that says what happened to the mail.</summary>
     public void Flush(string? consequence) => ClientCommands.Flush(_output, consequence);
 
-    private void Show(ReceivedMessage m, string? senderName, string? consequence, int parts)
+    private void Show(ReceivedMessage m, string? senderName, string? consequence, int parts, string? fileId = null)
     {
         bool isText = m.Content.ContentType.StartsWith("text/", StringComparison.Ordinal);
         (string Path, bool There)? saved = null;
@@ -446,7 +446,7 @@ internal sealed class Inbox(bool json, ContactsFollower contacts, ReceivedParts 
 
         try
         {
-            Print(m, isText, senderName, parts, saved);
+            Print(m, isText, senderName, parts, fileId, saved);
         }
         catch (IOException e)
         {
@@ -461,7 +461,7 @@ internal sealed class Inbox(bool json, ContactsFollower contacts, ReceivedParts 
     /// one else can sign for).</summary>
     private static string Shown(string? name, ContactCard sender) => name is not null ? ClientCommands.Printable(name, multiline: false) : sender.ToString();
 
-    private void Print(ReceivedMessage m, bool isText, string? senderName, int parts, (string Path, bool There)? saved)
+    private void Print(ReceivedMessage m, bool isText, string? senderName, int parts, string? fileId, (string Path, bool There)? saved)
     {
         SealedContent c = m.Content;
         if (json)
@@ -504,6 +504,7 @@ internal sealed class Inbox(bool json, ContactsFollower contacts, ReceivedParts 
                     if (parts > 1)
                     {
                         writer.WriteNumber("parts", parts);
+                        writer.WriteString("file_id", fileId);
                     }
                 }
 

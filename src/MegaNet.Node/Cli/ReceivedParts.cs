@@ -137,8 +137,10 @@ internal sealed class ReceivedParts
 
     /// <summary>The file is whole: <paramref name="File"/> is the part's message with the whole file as its content. Its
     /// parts stay here until <see cref="Forget(Whole)"/>, so a file that could not be shown or saved is put together again when
-    /// one of its parts comes again. (A file of one part is never kept: <paramref name="Directory"/> does not exist.)</summary>
-    public sealed record Whole(ReceivedMessage File, int Count, string Directory) : Outcome;
+    /// one of its parts comes again. (A file of one part is never kept: <paramref name="Directory"/> does not exist.)
+    /// <paramref name="FileId"/> is the id its parts carry (lower-case hex): with the sender it names the file whichever
+    /// part made it whole, where the message's seq, envelope id and time are that part's.</summary>
+    public sealed record Whole(ReceivedMessage File, int Count, string Directory, string FileId) : Outcome;
 
     /// <summary>Not a part that can be used (said why); like junk, it is reported and may be acknowledged.</summary>
     public sealed record Refused(string Reason) : Outcome;
@@ -185,13 +187,14 @@ internal sealed class ReceivedParts
 
         // Keyed by the sender too: a part from anyone else cannot join (or spoil) this sender's file.
         string senderHex = Convert.ToHexStringLower(part.Sender.Address);
-        string file = Path.Combine(Directory, $"{senderHex}-{Convert.ToHexStringLower(header.FileId.Span)}");
+        string fileId = Convert.ToHexStringLower(header.FileId.Span);
+        string file = Path.Combine(Directory, $"{senderHex}-{fileId}");
         if (header.Count == 1)
         {
             // Whole as it comes: nothing to wait for, so nothing kept (a directory for it would be one more that each
             // envelope could open).
             return FileParts.TryJoin([content.Content.Memory], out byte[]? single, out problem)
-                ? new Whole(part with { Content = Opened(content, single) }, 1, file)
+                ? new Whole(part with { Content = Opened(content, single) }, 1, file, fileId)
                 : new Refused($"file '{name}' in 1 part: {problem}");
         }
 
@@ -298,7 +301,7 @@ internal sealed class ReceivedParts
             return new Refused($"file '{name}' in {header.Count} parts: {problem}; its parts were dropped");
         }
 
-        return new Whole(part with { Content = Opened(content, whole) }, header.Count, file);
+        return new Whole(part with { Content = Opened(content, whole) }, header.Count, file, fileId);
     }
 
     /// <summary>The message of a whole file: the part's, with the file as its content.</summary>
