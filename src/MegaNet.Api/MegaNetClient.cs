@@ -1341,7 +1341,7 @@ public sealed class PowDemandTooHighException(uint demandedBits, int maxBits)
 /// was sent.</summary>
 public sealed class TtlBeyondNodeMaximumException(TimeSpan asked, TimeSpan nodeMaximum)
     : ArgumentOutOfRangeException("ttl", asked,
-        $"The node keeps mail at most {nodeMaximum.TotalDays:0.##} days (its MaxTtlDays); an expiry {asked.TotalDays:0.##} days away would be refused. Nothing was sent: ask for at most that, or leave the lifetime to the client's default, which fits the node.")
+        $"The node keeps mail at most {nodeMaximum.TotalDays:0.######} days (its MaxTtlDays); an expiry {asked.TotalDays:0.######} days away would be refused. Nothing was sent: ask for at most that, or leave the lifetime to the client's default, which fits the node.")
 {
     /// <summary>The lifetime asked for.</summary>
     public TimeSpan Asked { get; } = asked;

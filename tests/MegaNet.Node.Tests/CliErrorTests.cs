@@ -655,6 +655,17 @@ public sealed class CliErrorTests : IDisposable
     [InlineData("Unrecognized command or argument '--ak'; did you mean '--ack'?", "fetch", "--ak")]
     [InlineData("Unrecognized command or argument '--jsn=1'; did you mean '--json'?", "status", "--jsn=1")]
     [InlineData("--ttl-days: 'abc' is not a number, such as 7 or 0.5.", "send", "--to", "x", "--text", "hi", "--ttl-days", "abc")]
+    // Read as 25 (',' a thousands separator) by System.CommandLine's own parse.
+    [InlineData("--ttl-days: '2,5' is not a number, such as 7 or 0.5 (a decimal point, not a comma).", "send", "--to", "x", "--text", "hi", "--ttl-days", "2,5")]
+    [InlineData("--rate: '1,000' is not a number, such as 7 or 0.5 (a decimal point, not a comma).", "load", "--rate", "1,000")]
+    [InlineData("--seconds: '0,5' is not a number, such as 7 or 0.5 (a decimal point, not a comma).", "bench", "--seconds", "0,5")]
+    // An option mistyped where a command takes arguments was bound to an argument: the error named other words, or
+    // none, and 'contact remove' looked for a contact named '--identiy'.
+    [InlineData("Unrecognized command or argument '--identty'; did you mean '--identity'?", "contact", "add", "--identty", "x", "bob", "mn1x")]
+    [InlineData("Unrecognized command or argument '--identiy'; did you mean '--identity'?", "contact", "remove", "bob", "--identiy")]
+    // The root's --help, two levels down.
+    [InlineData("Unrecognized command or argument '--hlp'; did you mean '--help'?", "id", "new", "--hlp")]
+    [InlineData("--identity: give the path of an identity file, not an empty one.", "fetch", "--identity", "")]
     [InlineData("--refresh: 'abc' is not a whole number.", "profile", "--refresh", "abc")]
     [InlineData("--duration '10' has no unit: write 10s, 10m, 10h or 10d.", "profile", "--trace", "x.nettrace", "--duration", "10")]
     [InlineData("--retry-for '30' has no unit: write 30s, 30m, 30h or 30d.", "listen", "--retry-for", "30")]

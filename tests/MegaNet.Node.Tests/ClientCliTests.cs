@@ -90,6 +90,9 @@ public sealed class ClientCliTests : IDisposable
         // the expiry was too far away, in its protocol's words).
         Result longer = await Meganet("send", "-i", alicePath, "--to", bob.Card.ToString(), "--node", address, "--text", "hi", "--ttl-days", "3");
         AssertExit(longer, 1, "--ttl-days 3 is more than this node keeps mail (2 days, its MaxTtlDays)");
+        // As given, not rounded to 2 (which read "2 is more than ... 2 days").
+        AssertExit(await Meganet("send", "-i", alicePath, "--to", bob.Card.ToString(), "--node", address, "--text", "hi", "--ttl-days", "2.001"), 1,
+            "--ttl-days 2.001 is more than this node keeps mail (2 days, its MaxTtlDays)");
         using MegaNetClient client = node.Client();
         Assert.Single((await client.FetchAsync(bob)).Messages);
     }
@@ -376,6 +379,11 @@ public sealed class ClientCliTests : IDisposable
         Assert.DoesNotContain("accessible to other users", r.Stderr, StringComparison.Ordinal);
         File.WriteAllText(card, "{ not json");
         AssertExit(await Meganet("id", "show", "--identity", card), 1, "is not a MegaNet identity file (it is not the JSON 'meganet id new' writes:");
+        // The card's text pasted for the file: 'id new' under that name, as suggested before, made a secret key named
+        // after someone else's card. A directory: 'id new' refused the path it was told to use.
+        using Identity carol = Identity.Create();
+        AssertExit(await Meganet("fetch", "--identity", carol.Card.ToString(), "--node", NoNode), 1, "--identity takes an identity file, and was given a contact card's text");
+        AssertExit(await Meganet("fetch", "--identity", _dir, "--node", NoNode), 1, $"--identity {_dir} is a directory; give the identity's file");
     }
 
     [Fact]

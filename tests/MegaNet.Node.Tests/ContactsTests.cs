@@ -86,6 +86,10 @@ public sealed class ContactsTests : IDisposable
         // The two the other way round: said so, not that the name is no card.
         AssertExit(await Meganet("contact", "add", carol.ToString(), "carol", "-i", alice), 1, "the card comes second: 'meganet contact add NAME CARD'.");
         AssertExit(await Meganet("contact", "remove", "carol", "-i", alice), 1, "No contact named 'carol'");
+        // A name that looks like an option is refused as a mistyped one, unless it comes after a lone "--".
+        AssertExit(await Meganet("contact", "add", "--carol", carol.ToString(), "-i", alice), 1, "Unrecognized command or argument '--carol'");
+        AssertExit(await Meganet("contact", "add", "-i", alice, "--", "--carol", carol.ToString()), 0);
+        AssertExit(await Meganet("contact", "remove", "-i", alice, "--", "--carol"), 0);
         AssertExit(await Meganet("contact", "list", "-i", Path.Combine(_dir, "x.contacts")), 1, "cannot be named");
         // Beside no identity (a mistyped --identity): refused, and no contacts file is made (it was, and the mistake
         // showed only when 'send --to' found no such contact).

@@ -32,6 +32,7 @@ internal static class BenchCommand
         };
         var seconds = new Option<double>("--seconds")
         {
+            CustomParser = CliParsers.Number,
             Description = "Measuring time per point in seconds, 0.3 to 3600.",
             DefaultValueFactory = _ => 0.7,
         };

@@ -44,6 +44,21 @@ internal static class CliParsers
         return null;
     }
 
+    /// <summary>A number such as 7, 2.5 or 1e3, with a decimal point. System.CommandLine's own parse takes ',' as a
+    /// thousands separator, so "2,5" (a decimal comma) was read as 25.</summary>
+    public static double Number(ArgumentResult result)
+    {
+        string text = result.Tokens.Single().Value;
+        if (double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out double value))
+        {
+            return value;
+        }
+
+        string option = result.Parent is OptionResult o ? o.Option.Name : "the value";
+        result.AddError($"{option}: '{text}' is not a number, such as 7 or 0.5{(text.Contains(',', StringComparison.Ordinal) ? " (a decimal point, not a comma)" : "")}.");
+        return 0;
+    }
+
     /// <summary>A sequence number (0 or more; System.CommandLine's own error names the type as "System.UInt64").</summary>
     public static ulong SequenceNumber(ArgumentResult result)
     {

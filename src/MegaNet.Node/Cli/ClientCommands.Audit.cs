@@ -325,7 +325,7 @@ internal static partial class ClientCommands
         string since = Date(r.Earlier.TimestampUnixMs);
         string change = current.TreeSize == r.Earlier.TreeSize
             // The node signs a head when its log grows and when it starts; in between it hands out the same one.
-            ? $"is unchanged at {Entries(current.TreeSize)} ({(since == when ? $"the same head, signed {when}" : $"signed {since} and {when}")})"
+            ? $"is unchanged at {Entries(current.TreeSize)} ({(current.TimestampUnixMs == r.Earlier.TimestampUnixMs ? $"the same head, signed {when}" : $"signed {since} and {when}")})"
             : $"grew from {Entries(r.Earlier.TreeSize)} (signed {since}) to {Entries(current.TreeSize)} (signed {when})";
         PrintLine($"consistent: the log of {r.Node} (node {id}) {change}{Kept(remembering, headsPath)}");
         PrintAlsoConsistent(r);

@@ -10,7 +10,7 @@ internal static partial class ClientCommands
     private static Command ContactCommand()
     {
         var addIdentity = IdentityOption();
-        var name = new Argument<string>("name") { Description = $"The contact's name (1 to {Contacts.MaxNameLength} characters, not beginning with mn1; quote one with spaces)." };
+        var name = new Argument<string>("name") { Description = $"The contact's name (1 to {Contacts.MaxNameLength} characters, not beginning with mn1; quote one with spaces, and put one beginning with -- after a lone --)." };
         var card = new Argument<string>("card") { Description = "The contact's card (mn1...), as 'meganet id show' prints it or a QR code holds it." };
         var force = new Option<bool>("--force") { Description = "Give the name to this card even if it names another one now." };
         var add = new Command("add", "Save a contact card under a name: 'send --to NAME' then sends to it, and fetch and listen show the name for mail signed by that card.")

@@ -23,7 +23,7 @@ internal static partial class ClientCommands
     /// <summary>" --identity PATH" for a command a message suggests, when <paramref name="identityPath"/> is not the
     /// default: the suggestion then acts on the identity the user named, not on the default one.</summary>
     internal static string IdentityFlag(string identityPath) =>
-        Path.GetFullPath(identityPath) == Path.GetFullPath(DefaultIdentity) ? string.Empty : $" --identity {ShellQuoted(identityPath)}";
+        identityPath.Length > 0 && Path.GetFullPath(identityPath) == Path.GetFullPath(DefaultIdentity) ? string.Empty : $" --identity {ShellQuoted(identityPath)}";
 
     /// <summary>A word (a name, a path) as a POSIX shell reads it back, for commands a message suggests.</summary>
     internal static string ShellQuoted(string word) =>
@@ -32,11 +32,22 @@ internal static partial class ClientCommands
     /// <summary>Text that begins as a contact card does (mn1...), as opposed to a contact's name.</summary>
     private static bool LooksLikeCard(string text) => text.TrimStart().StartsWith(ContactCard.Prefix, StringComparison.OrdinalIgnoreCase);
 
-    private static Option<string> IdentityOption() => new("--identity", "-i")
+    private static Option<string> IdentityOption()
     {
-        Description = "Identity file.",
-        DefaultValueFactory = _ => DefaultIdentity,
-    };
+        var option = new Option<string>("--identity", "-i")
+        {
+            Description = "Identity file.",
+            DefaultValueFactory = _ => DefaultIdentity,
+        };
+        option.Validators.Add(r =>
+        {
+            if (r.Tokens is [{ Value.Length: 0 }])
+            {
+                r.AddError("--identity: give the path of an identity file, not an empty one.");
+            }
+        });
+        return option;
+    }
 
     private static Option<Uri> NodeOption() => new("--node", "-n")
     {
@@ -267,6 +278,7 @@ internal static partial class ClientCommands
         };
         var ttl = new Option<double?>("--ttl-days")
         {
+            CustomParser = r => CliParsers.Number(r),
             // No fixed default: a node whose MaxTtlDays is under 7 refused every plain send (and every part of a file).
             Description = "Days relays keep it (more than 0, at most 3,650; the node's MaxTtlDays applies). Default: 7, or a little under the node's MaxTtlDays where that is shorter.",
         };
@@ -328,13 +340,13 @@ internal static partial class ClientCommands
             using var client = new MegaNetClient(parse.GetValue(node)!, options: ClientOptions(parse.GetValue(node)!, parse.GetValue(timeout), parse.GetValue(tlsCert)));
             if (inParts)
             {
-                return await TtlNamedAsync(() => SendInPartsAsync(client, id, parse.GetValue(identity)!, recipient, content, nameSent!, lifetime, parse.GetValue(json), ct));
+                return await TtlNamedAsync(ttlDays, () => SendInPartsAsync(client, id, parse.GetValue(identity)!, recipient, content, nameSent!, lifetime, parse.GetValue(json), ct));
             }
 
             Receipt receipt;
             try
             {
-                receipt = await TtlNamedAsync(() => client.SendAsync(id, recipient, content, contentType, nameSent, lifetime, ct));
+                receipt = await TtlNamedAsync(ttlDays, () => client.SendAsync(id, recipient, content, contentType, nameSent, lifetime, ct));
             }
             catch (Exception e) when (ct.IsCancellationRequested && e is not SendInterruptedException
                 && e is OperationCanceledException or RpcException { StatusCode: StatusCode.Cancelled })
@@ -914,12 +926,12 @@ internal static partial class ClientCommands
                     TimeSpan failing = TimeSpan.FromMilliseconds(now - failingSince.Value);
                     if (failing >= retryFor)
                     {
-                        throw new ListenGaveUpException($"gave up after {failing.TotalSeconds:0} s without a subscription (--retry-for {new CliDuration(retryFor)}): {Describe(e)}", e);
+                        throw new ListenGaveUpException($"gave up after {failing.TotalSeconds:0} s without a subscription (--retry-for {new CliDuration(retryFor)}): {Describe(e, address)}", e);
                     }
 
                     TimeSpan wait = WaitBefore(e, delay);
                     wait = wait < retryFor - failing ? wait : retryFor - failing; // never past --retry-for
-                    Console.Error.WriteLine($"meganet: subscription lost ({Describe(e)}); subscribing again after seq {cursor} in {wait.TotalSeconds:0} s.");
+                    Console.Error.WriteLine($"meganet: subscription lost ({Describe(e, address)}); subscribing again after seq {cursor} in {wait.TotalSeconds:0} s.");
                     await Task.Delay(wait, ct);
                     delay = NextRetryDelay(delay);
 
@@ -1582,9 +1594,18 @@ internal static partial class ClientCommands
     private static Identity LoadIdentity(string path)
     {
         SideFiles.CheckNotOne(path);
+        if (Directory.Exists(path))
+        {
+            throw new CliException($"--identity {path} is a directory; give the identity's file, the one 'meganet id new' wrote.");
+        }
+
         if (!File.Exists(path))
         {
-            throw new CliException($"No identity at {path}; create one with 'meganet id new{IdentityFlag(path)}' (or pass --identity).");
+            // A card pasted where its file was meant: 'id new' under that name would make a secret key named after
+            // someone else's card.
+            throw new CliException(LooksLikeCard(path)
+                ? "--identity takes an identity file, and was given a contact card's text, the public half of someone's identity: give the file 'meganet id new' wrote (a card goes to --to or 'meganet contact add')."
+                : $"No identity at {path}; create one with 'meganet id new{IdentityFlag(path)}'{(IdentityFlag(path).Length == 0 ? " (or pass --identity)" : "")}.");
         }
 
         // Read first: a file that is no identity (a contact card given for one) is said to be that, not told to be
@@ -1608,7 +1629,7 @@ internal static partial class ClientCommands
     /// recipient through the same node got accepted is not sent again (<see cref="SentParts"/>): its receipts are printed
     /// with the others.</summary>
     /// <summary>Runs a send, naming --ttl-days where the node keeps mail for less than it asked.</summary>
-    private static async Task<T> TtlNamedAsync<T>(Func<Task<T>> send)
+    private static async Task<T> TtlNamedAsync<T>(double? askedDays, Func<Task<T>> send)
     {
         try
         {
@@ -1616,7 +1637,7 @@ internal static partial class ClientCommands
         }
         catch (TtlBeyondNodeMaximumException e)
         {
-            throw new CliException($"--ttl-days {e.Asked.TotalDays:0.##} is more than this node keeps mail ({e.NodeMaximum.TotalDays:0.##} days, its MaxTtlDays): " +
+            throw new CliException($"--ttl-days {(askedDays ?? e.Asked.TotalDays).ToString(System.Globalization.CultureInfo.InvariantCulture)} is more than this node keeps mail ({e.NodeMaximum.TotalDays:0.######} days, its MaxTtlDays): " +
                 $"an expiry that far away would be refused. This send sent nothing; give at most {Math.Floor(e.NodeMaximum.TotalDays * 100) / 100:0.##}, or leave --ttl-days out (the default fits the node).");
         }
     }
@@ -1677,8 +1698,9 @@ internal static partial class ClientCommands
         {
             receipts = await client.SendFileInPartsAsync(id, recipient, file, name, journal, ttl, progress, ct);
         }
-        catch (Exception) when (progress.Count > 0 || journal.AcceptedCount > 0)
+        catch (Exception e) when (e is not TtlBeyondNodeMaximumException && (progress.Count > 0 || journal.AcceptedCount > 0))
         {
+            // (A lifetime beyond the node's is refused before anything is sent: running the same send again would not help.)
             // A lower bound: the parts in flight when the send stopped were cancelled, and the node may have taken
             // some of them (their envelopes are recorded, so the next try submits them again rather than copies).
             int accepted = Math.Max(progress.Count, journal.AcceptedCount);

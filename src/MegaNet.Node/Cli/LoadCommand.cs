@@ -39,6 +39,7 @@ internal static class LoadCommand
         var mode = new Option<string>("--mode") { Description = "stream, unary, or both (stream first, then unary offered at half the stream rate).", DefaultValueFactory = _ => "both" };
         var rate = new Option<double>("--rate")
         {
+            CustomParser = CliParsers.Number,
             Description = "Unary offered load in envelopes/s: calls start on schedule whether or not earlier ones have returned (open loop). " +
                 "Default: half the measured streaming rate with --mode both; with --mode unary, closed loop (each client waits for its answer).",
         };
@@ -50,6 +51,7 @@ internal static class LoadCommand
         };
         var forged = new Option<double>("--forged")
         {
+            CustomParser = CliParsers.Number,
             Description = "Also submit this many forged envelopes per second (well-formed, signature spoilt) during each measured phase, unary on a " +
                 "connection of their own (from 127.0.0.2 when the node is on 127.0.0.1, so it sees another client), and report how the node answered them: what one hostile client costs the honest ones. Default 0: none.",
         };

@@ -48,6 +48,24 @@ internal static class MeganetCommand
             return 1;
         }
 
+        // A mistyped option where a command takes arguments (contact add --identty x NAME CARD) is bound to an
+        // argument: the errors then name the words after it, or there are none and the command ran with the option's
+        // name as a contact's name. So a word that looks like an option is refused wherever it landed, unless it
+        // comes after a lone "--" (which makes every word after it an argument: a contact named --x).
+        int optionsEnd = Array.IndexOf(args, "--") is int end and >= 0 ? end : args.Length;
+        string[] optionLike = [.. parse.CommandResult.Children.OfType<System.CommandLine.Parsing.ArgumentResult>()
+            .SelectMany(a => a.Tokens).Select(t => t.Value).Where(v => v.Length > 2 && v.StartsWith("--", StringComparison.Ordinal) && Array.IndexOf(args, v, 0, optionsEnd) >= 0)];
+        if (optionLike.Length > 0)
+        {
+            foreach (string word in optionLike.Distinct(StringComparer.Ordinal))
+            {
+                Console.Error.WriteLine($"meganet: {WithNearestOption($"Unrecognized command or argument '{word}'.", parse.CommandResult.Command)}");
+            }
+
+            Console.Error.WriteLine(UsageHint(CommandPath(parse.CommandResult)));
+            return 1;
+        }
+
         if (parse.Errors.Count > 0)
         {
             // What is wrong and where the usage is, on stderr; System.CommandLine would add the whole help text on
@@ -157,7 +175,7 @@ internal static class MeganetCommand
         }
 
         string word = m.Groups["word"].Value;
-        string? near = command.Options.Concat(command.Parents.OfType<Command>().SelectMany(p => p.Options.Where(o => o.Recursive)))
+        string? near = command.Options.Concat(Ancestors(command).SelectMany(p => p.Options.Where(o => o.Recursive)))
             .SelectMany(o => o.Aliases.Prepend(o.Name))
             .Where(n => n.StartsWith("--", StringComparison.Ordinal))
             .Select(n => (Name: n, Distance: EditDistance(n, word)))
@@ -166,6 +184,20 @@ internal static class MeganetCommand
             .Select(c => c.Name)
             .FirstOrDefault();
         return near is null ? message : $"{message[..^1]}; did you mean '{near}'?";
+    }
+
+    /// <summary>Every command above <paramref name="command"/> (the root's recursive options, --help among them, hold
+    /// for commands two levels down too).</summary>
+    private static IEnumerable<Command> Ancestors(Command command)
+    {
+        foreach (Command parent in command.Parents.OfType<Command>())
+        {
+            yield return parent;
+            foreach (Command above in Ancestors(parent))
+            {
+                yield return above;
+            }
+        }
     }
 
     /// <summary>Levenshtein distance, for suggesting a command name.</summary>
