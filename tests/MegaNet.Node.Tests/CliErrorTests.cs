@@ -48,6 +48,32 @@ public sealed class CliErrorTests : IDisposable
         return id.Card.ToString();
     }
 
+    [Theory]
+    [InlineData("alice.json")]
+    [InlineData("my id/alice.json")]
+    [InlineData("bob's.json")]
+    [InlineData("it's $me")]
+    [InlineData("a\"b`c\\d!e")]
+    [InlineData("")]
+    public async Task A_word_in_a_suggested_command_reads_back_as_given_in_a_shell(string word)
+    {
+        if (OperatingSystem.IsWindows())
+        {
+            return; // POSIX quoting
+        }
+
+        string quoted = ClientCommands.ShellQuoted(word);
+        // Inside the single quotes a message puts around a command, only a word with a quote of its own needs them.
+        if (word.IndexOfAny(['"', '$', '`', '\\', '!']) < 0)
+        {
+            Assert.False(quoted.StartsWith('\''), quoted);
+        }
+        using var shell = Process.Start(new ProcessStartInfo("/bin/sh", ["-c", $"printf %s {quoted}"]) { RedirectStandardOutput = true })!;
+        string read = await shell.StandardOutput.ReadToEndAsync();
+        await shell.WaitForExitAsync();
+        Assert.Equal(word, read);
+    }
+
     [Fact]
     public async Task Send_refuses_a_missing_directory_or_oversized_file_before_contacting_the_node()
     {

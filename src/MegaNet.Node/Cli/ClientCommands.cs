@@ -25,9 +25,13 @@ internal static partial class ClientCommands
     internal static string IdentityFlag(string identityPath) =>
         identityPath.Length > 0 && Path.GetFullPath(identityPath) == Path.GetFullPath(DefaultIdentity) ? string.Empty : $" --identity {ShellQuoted(identityPath)}";
 
-    /// <summary>A word (a name, a path) as a POSIX shell reads it back, for commands a message suggests.</summary>
+    /// <summary>A word (a name, a path) as a POSIX shell reads it back, for commands a message suggests: in double
+    /// quotes where nothing in it is special there (messages put a suggested command in single quotes, which a
+    /// single-quoted word inside would close), else in single quotes.</summary>
     internal static string ShellQuoted(string word) =>
-        word.Length > 0 && word.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.' or '/') ? word : $"'{word.Replace("'", "'\\''", StringComparison.Ordinal)}'";
+        word.Length > 0 && word.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.' or '/') ? word
+        : word.IndexOfAny(['"', '$', '`', '\\', '!']) < 0 ? $"\"{word}\""
+        : $"'{word.Replace("'", "'\\''", StringComparison.Ordinal)}'";
 
     /// <summary>Text that begins as a contact card does (mn1...), as opposed to a contact's name.</summary>
     private static bool LooksLikeCard(string text) => text.TrimStart().StartsWith(ContactCard.Prefix, StringComparison.OrdinalIgnoreCase);
