@@ -1628,10 +1628,6 @@ internal static partial class ClientCommands
         return identity;
     }
 
-    /// <summary>Sends a file larger than one envelope in parts, saying how far it got on stderr; prints a receipt per part
-    /// (with --json one object a line, in part order). What an earlier, stopped send of the same file to the same
-    /// recipient through the same node got accepted is not sent again (<see cref="SentParts"/>): its receipts are printed
-    /// with the others.</summary>
     /// <summary>Runs a send, naming --ttl-days where the node keeps mail for less than it asked.</summary>
     private static async Task<T> TtlNamedAsync<T>(double? askedDays, Func<Task<T>> send)
     {
@@ -1646,6 +1642,10 @@ internal static partial class ClientCommands
         }
     }
 
+    /// <summary>Sends a file larger than one envelope in parts, saying how far it got on stderr; prints a receipt per part
+    /// (with --json one object a line, in part order). What an earlier, stopped send of the same file to the same
+    /// recipient through the same node got accepted is not sent again (<see cref="SentParts"/>): its receipts are printed
+    /// with the others.</summary>
     private static async Task<int> SendInPartsAsync(MegaNetClient client, Identity id, string identityPath, ContactCard recipient, byte[] file, string name, TimeSpan? ttl, bool json, CancellationToken ct)
     {
         int count;
@@ -1702,9 +1702,9 @@ internal static partial class ClientCommands
         {
             receipts = await client.SendFileInPartsAsync(id, recipient, file, name, journal, ttl, progress, ct);
         }
+        // Not for a lifetime beyond the node's: refused before anything is sent, and the same send again would be too.
         catch (Exception e) when (e is not TtlBeyondNodeMaximumException && (progress.Count > 0 || journal.AcceptedCount > 0))
         {
-            // (A lifetime beyond the node's is refused before anything is sent: running the same send again would not help.)
             // A lower bound: the parts in flight when the send stopped were cancelled, and the node may have taken
             // some of them (their envelopes are recorded, so the next try submits them again rather than copies).
             int accepted = Math.Max(progress.Count, journal.AcceptedCount);
