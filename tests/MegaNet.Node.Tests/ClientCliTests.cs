@@ -384,6 +384,8 @@ public sealed class ClientCliTests : IDisposable
         using Identity carol = Identity.Create();
         AssertExit(await Meganet("fetch", "--identity", carol.Card.ToString(), "--node", NoNode), 1, "--identity takes an identity file, and was given a contact card's text");
         AssertExit(await Meganet("fetch", "--identity", _dir, "--node", NoNode), 1, $"--identity {_dir} is a directory; give the identity's file");
+        // A file's name that merely begins as a card does is a file's name.
+        AssertExit(await Meganet("fetch", "--identity", "mn1-alice.json", "--node", NoNode), 1, "No identity at mn1-alice.json; create one with 'meganet id new --identity mn1-alice.json'");
     }
 
     [Fact]

@@ -90,6 +90,9 @@ public sealed class ContactsTests : IDisposable
         AssertExit(await Meganet("contact", "add", "--carol", carol.ToString(), "-i", alice), 1, "Unrecognized command or argument '--carol'");
         AssertExit(await Meganet("contact", "add", "-i", alice, "--", "--carol", carol.ToString()), 0);
         AssertExit(await Meganet("contact", "remove", "-i", alice, "--", "--carol"), 0);
+        // The same word as an option's value before the "--" and as the name after it (an identity file named --work).
+        File.Copy(alice, Path.Combine(_dir, "--work"));
+        AssertExit(await Meganet("contact", "add", "-i", "--work", "--", "--work", carol.ToString()), 0);
         AssertExit(await Meganet("contact", "list", "-i", Path.Combine(_dir, "x.contacts")), 1, "cannot be named");
         // Beside no identity (a mistyped --identity): refused, and no contacts file is made (it was, and the mistake
         // showed only when 'send --to' found no such contact).

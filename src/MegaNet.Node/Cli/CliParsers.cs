@@ -55,7 +55,7 @@ internal static class CliParsers
         }
 
         string option = result.Parent is OptionResult o ? o.Option.Name : "the value";
-        result.AddError($"{option}: '{text}' is not a number, such as 7 or 0.5{(text.Contains(',', StringComparison.Ordinal) ? " (a decimal point, not a comma)" : "")}.");
+        result.AddError($"{option}: '{text}' is not a number, such as 7 or 0.5{(text.Contains(',', StringComparison.Ordinal) ? " (no commas: 1000, or 2.5 for two and a half)" : "")}.");
         return 0;
     }
 

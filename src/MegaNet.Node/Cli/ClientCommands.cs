@@ -1606,8 +1606,8 @@ internal static partial class ClientCommands
         if (!File.Exists(path))
         {
             // A card pasted where its file was meant: 'id new' under that name would make a secret key named after
-            // someone else's card.
-            throw new CliException(LooksLikeCard(path)
+            // someone else's card. (A card's text is 94 characters of base64url; mn1-alice.json is a file's name.)
+            throw new CliException(LooksLikeCard(path) && path.Trim().Length >= 90 && path.IndexOfAny(['/', '.']) < 0
                 ? "--identity takes an identity file, and was given a contact card's text, the public half of someone's identity: give the file 'meganet id new' wrote (a card goes to --to or 'meganet contact add')."
                 : $"No identity at {path}; create one with 'meganet id new{IdentityFlag(path)}'{(IdentityFlag(path).Length == 0 ? " (or pass --identity)" : "")}.");
         }

@@ -52,9 +52,11 @@ internal static class MeganetCommand
         // argument: the errors then name the words after it, or there are none and the command ran with the option's
         // name as a contact's name. So a word that looks like an option is refused wherever it landed, unless it
         // comes after a lone "--" (which makes every word after it an argument: a contact named --x).
-        int optionsEnd = Array.IndexOf(args, "--") is int end and >= 0 ? end : args.Length;
-        string[] optionLike = [.. parse.CommandResult.Children.OfType<System.CommandLine.Parsing.ArgumentResult>()
-            .SelectMany(a => a.Tokens).Select(t => t.Value).Where(v => v.Length > 2 && v.StartsWith("--", StringComparison.Ordinal) && Array.IndexOf(args, v, 0, optionsEnd) >= 0)];
+        // The very tokens bound to arguments, by position: the same word may also be an option's value before the "--".
+        var boundToArguments = new HashSet<System.CommandLine.Parsing.Token>(
+            parse.CommandResult.Children.OfType<System.CommandLine.Parsing.ArgumentResult>().SelectMany(a => a.Tokens), ReferenceEqualityComparer.Instance);
+        string[] optionLike = [.. parse.Tokens.TakeWhile(t => t.Type != System.CommandLine.Parsing.TokenType.DoubleDash)
+            .Where(boundToArguments.Contains).Select(t => t.Value).Where(v => v.Length > 2 && v.StartsWith("--", StringComparison.Ordinal))];
         if (optionLike.Length > 0)
         {
             foreach (string word in optionLike.Distinct(StringComparer.Ordinal))
