@@ -23,7 +23,7 @@ internal static partial class ClientCommands
     /// <summary>" --identity PATH" for a command a message suggests, when <paramref name="identityPath"/> is not the
     /// default: the suggestion then acts on the identity the user named, not on the default one.</summary>
     internal static string IdentityFlag(string identityPath) =>
-        identityPath.Length > 0 && Path.GetFullPath(identityPath) == Path.GetFullPath(DefaultIdentity) ? string.Empty : $" --identity {ShellQuoted(identityPath)}";
+        Path.GetFullPath(identityPath) == Path.GetFullPath(DefaultIdentity) ? string.Empty : $" --identity {ShellQuoted(identityPath)}";
 
     /// <summary>A word (a name, a path) as a POSIX shell reads it back, for commands a message suggests: in double
     /// quotes where nothing in it is special there (messages put a suggested command in single quotes, which a
@@ -1607,9 +1607,10 @@ internal static partial class ClientCommands
         {
             // A card pasted where its file was meant: 'id new' under that name would make a secret key named after
             // someone else's card. (A card's text is 94 characters of base64url; mn1-alice.json is a file's name.)
+            string flag = IdentityFlag(path);
             throw new CliException(LooksLikeCard(path) && path.Trim().Length >= 90 && path.IndexOfAny(['/', '.']) < 0
                 ? "--identity takes an identity file, and was given a contact card's text, the public half of someone's identity: give the file 'meganet id new' wrote (a card goes to --to or 'meganet contact add')."
-                : $"No identity at {path}; create one with 'meganet id new{IdentityFlag(path)}'{(IdentityFlag(path).Length == 0 ? " (or pass --identity)" : "")}.");
+                : $"No identity at {path}; create one with 'meganet id new{flag}'{(flag.Length == 0 ? " (or pass --identity)" : "")}.");
         }
 
         // Read first: a file that is no identity (a contact card given for one) is said to be that, not told to be

@@ -234,8 +234,8 @@ internal static class LoadCommand
                     && ClientCommands.NotGrpc(e.Status.DebugException) is null;
                 Console.Error.WriteLine(unreachable
                     ? (parse.GetValue(node) is { } given
-                        ? $"meganet load: cannot reach the node at {given} ({e.StatusCode}: {ClientCommands.Printable(e.Status.Detail, multiline: false)}); is 'meganet node' running there?"
-                        : $"meganet load: the embedded node stopped answering ({e.StatusCode}: {ClientCommands.Printable(e.Status.Detail, multiline: false)}).")
+                        ? $"meganet load: cannot reach the node at {given} ({Said(e)}); is 'meganet node' running there?"
+                        : $"meganet load: the embedded node stopped answering ({Said(e)}).")
                     : $"meganet load: {ClientCommands.Describe(e)}");
                 return 2;
             }
@@ -280,6 +280,9 @@ internal static class LoadCommand
         : null;
 
     /// <summary>The unary phase's calls: half the envelopes (at least one) after a streaming phase, else all.</summary>
+    /// <summary>A status as the transport gave it, its words shown, not obeyed.</summary>
+    private static string Said(RpcException e) => $"{e.StatusCode}: {ClientCommands.Printable(e.Status.Detail, multiline: false)}";
+
     private static int UnaryCalls(string mode, int envelopes) => mode == "both" ? Math.Max(1, envelopes / 2) : envelopes;
 
     /// <summary>A warning, or null, for a unary phase whose given --rate stretches it past <see cref="MaxPacedPhase"/>:

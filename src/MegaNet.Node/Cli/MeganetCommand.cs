@@ -51,8 +51,8 @@ internal static class MeganetCommand
         // A mistyped option where a command takes arguments (contact add --identty x NAME CARD) is bound to an
         // argument: the errors then name the words after it, or there are none and the command ran with the option's
         // name as a contact's name. So a word that looks like an option is refused wherever it landed, unless it
-        // comes after a lone "--" (which makes every word after it an argument: a contact named --x).
-        // The very tokens bound to arguments, by position: the same word may also be an option's value before the "--".
+        // comes after a lone "--" (which makes every word after it an argument: a contact named --x). Judged by the
+        // token's place, not its text: the same word may also be an option's value before the "--".
         var boundToArguments = new HashSet<System.CommandLine.Parsing.Token>(
             parse.CommandResult.Children.OfType<System.CommandLine.Parsing.ArgumentResult>().SelectMany(a => a.Tokens), ReferenceEqualityComparer.Instance);
         string[] optionLike = [.. parse.Tokens.TakeWhile(t => t.Type != System.CommandLine.Parsing.TokenType.DoubleDash)
@@ -61,7 +61,9 @@ internal static class MeganetCommand
         {
             foreach (string word in optionLike.Distinct(StringComparer.Ordinal))
             {
-                Console.Error.WriteLine($"meganet: {WithNearestOption($"Unrecognized command or argument '{word}'.", parse.CommandResult.Command)}");
+                Console.Error.WriteLine(NearestOption(word, parse.CommandResult.Command) is { } near
+                    ? $"meganet: Unrecognized command or argument '{word}'; did you mean '{near}'?"
+                    : $"meganet: Unrecognized command or argument '{word}'.");
             }
 
             Console.Error.WriteLine(UsageHint(CommandPath(parse.CommandResult)));
@@ -128,7 +130,6 @@ internal static class MeganetCommand
         {
             "Int32" or "Int64" or "Int16" => "a whole number",
             "UInt32" or "UInt64" or "UInt16" or "Byte" => "a whole number, 0 or more",
-            "Double" or "Single" or "Decimal" => "a number, such as 7 or 0.5",
             _ => "a value of the kind its --help gives",
         };
         return $"{m.Groups["option"].Value}: '{m.Groups["value"].Value}' is not {kind}.";
@@ -176,8 +177,15 @@ internal static class MeganetCommand
             return message;
         }
 
-        string word = m.Groups["word"].Value;
-        string? near = command.Options.Concat(Ancestors(command).SelectMany(p => p.Options.Where(o => o.Recursive)))
+        return NearestOption(m.Groups["word"].Value, command) is { } near ? $"{message[..^1]}; did you mean '{near}'?" : message;
+    }
+
+    /// <summary>The long option of <paramref name="command"/> (or a recursive one of a command above it) within two edits
+    /// of <paramref name="word"/> (its part before any '='), the nearest; null when there is none.</summary>
+    private static string? NearestOption(string word, Command command)
+    {
+        word = word.Split('=', 2)[0];
+        return command.Options.Concat(Ancestors(command).SelectMany(p => p.Options.Where(o => o.Recursive)))
             .SelectMany(o => o.Aliases.Prepend(o.Name))
             .Where(n => n.StartsWith("--", StringComparison.Ordinal))
             .Select(n => (Name: n, Distance: EditDistance(n, word)))
@@ -185,7 +193,6 @@ internal static class MeganetCommand
             .OrderBy(c => c.Distance)
             .Select(c => c.Name)
             .FirstOrDefault();
-        return near is null ? message : $"{message[..^1]}; did you mean '{near}'?";
     }
 
     /// <summary>Every command above <paramref name="command"/> (the root's recursive options, --help among them, hold
