@@ -48,12 +48,7 @@ public sealed class TokenTakerStressTests(ITestOutputHelper output)
         using Identity recipient = Identity.Create();
         var watch = Stopwatch.StartNew();
         const int Envelopes = 1_200;
-        var envelopes = new Envelope[Envelopes];
-        for (int i = 0; i < Envelopes; i++)
-        {
-            using Identity sender = Identity.Create();
-            envelopes[i] = SealInSlots(sender, recipient, slotsUsed, i);
-        }
+        Envelope[] envelopes = SealFromNewSenders(recipient, Envelopes, slotsUsed);
 
         output.WriteLine($"sealed {Envelopes} in {watch.ElapsedMilliseconds} ms");
         for (int round = 0; round < Rounds; round++)
@@ -176,12 +171,7 @@ public sealed class TokenTakerStressTests(ITestOutputHelper output)
         var rng = new Random(seed);
         using Identity recipient = Identity.Create();
         const int Envelopes = 800;
-        var envelopes = new Envelope[Envelopes];
-        for (int i = 0; i < Envelopes; i++)
-        {
-            using Identity sender = Identity.Create();
-            envelopes[i] = SealInSlots(sender, recipient, 512, i);
-        }
+        Envelope[] envelopes = SealFromNewSenders(recipient, Envelopes, 512);
 
         for (int round = 0; round < Rounds; round++)
         {
@@ -212,12 +202,7 @@ public sealed class TokenTakerStressTests(ITestOutputHelper output)
         });
         using Identity recipient = Identity.Create();
         const int Envelopes = 600;
-        var envelopes = new Envelope[Envelopes];
-        for (int i = 0; i < Envelopes; i++)
-        {
-            using Identity sender = Identity.Create();
-            envelopes[i] = SealInSlots(sender, recipient, slotsUsed, i);
-        }
+        Envelope[] envelopes = SealFromNewSenders(recipient, Envelopes, slotsUsed);
 
         int[] plan = Plan(rng, Envelopes, maxCopies: 4, window: 16);
         int[] lane = [.. plan.Select(_ => rng.Next(6))]; // 0-3: a stream each, 4-5: unary
@@ -300,6 +285,20 @@ public sealed class TokenTakerStressTests(ITestOutputHelper output)
 
         EnvelopeFormat.Stamp(sender, e, default, bits: 0);
         return e;
+    }
+
+    /// <summary><paramref name="count"/> envelopes, each from a sending identity of its own (so each key has one token to
+    /// give), in slots below <paramref name="slotsUsed"/>.</summary>
+    private static Envelope[] SealFromNewSenders(Identity recipient, int count, int slotsUsed)
+    {
+        var envelopes = new Envelope[count];
+        for (int i = 0; i < count; i++)
+        {
+            using Identity sender = Identity.Create();
+            envelopes[i] = SealInSlots(sender, recipient, slotsUsed, i);
+        }
+
+        return envelopes;
     }
 
     /// <summary>Which envelope each submission is, in submission order: each envelope 1 to <paramref name="maxCopies"/>
