@@ -182,7 +182,8 @@ public sealed class MegaNetClient : IDisposable
         Interceptor[] interceptors = options.DefaultDeadline is { } deadline
             ? [.. options.Interceptors, new DefaultDeadlineInterceptor(deadline, options.DeadlineSettingName), new GracefulCloseInterceptor()]
             : [.. options.Interceptors, new GracefulCloseInterceptor()];
-        Relay = new Relay.RelayClient(_connections.Intercept(interceptors));
+        CallInvoker = _connections.Intercept(interceptors);
+        Relay = new Relay.RelayClient(CallInvoker);
     }
 
     /// <summary>The handler of one of the client's connections (<see cref="ConnectionPool"/> opens each).</summary>
@@ -234,6 +235,10 @@ public sealed class MegaNetClient : IDisposable
 
     /// <summary>How long the client waits for the node to answer a ping before the connection counts as dead.</summary>
     public static readonly TimeSpan KeepAlivePingTimeout = TimeSpan.FromSeconds(20);
+
+    /// <summary>What <see cref="Relay"/> calls through (the client's connections, interceptors and default deadline), for
+    /// calls with marshallers of one's own, such as requests encoded ahead of time.</summary>
+    public CallInvoker CallInvoker { get; }
 
     /// <summary>The generated client, for the calls this class does not wrap (<c>Submit</c>, <c>SubmitStream</c>,
     /// <c>SubmitBatchStream</c> beyond <see cref="SubmitBatchesAsync"/>, <c>VerifyBatch</c>, <c>Status</c>, the log's

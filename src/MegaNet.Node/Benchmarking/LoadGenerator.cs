@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using Google.Protobuf;
 using Grpc.Core;
 using MegaNet.Api;
 using MegaNet.Api.V1;
@@ -35,7 +36,7 @@ public sealed record LoadReport(string Mode, int Clients, int Sent, int Accepted
 
 /// <summary>
 /// Drives N concurrent clients at a node over unary or streaming Submit with pre-sealed envelopes (so client-side
-/// sealing does not count), and reports accepted envelopes/s, latency percentiles and the verifier batch sizes
+/// sealing does not count; streaming requests are encoded beforehand too), and reports accepted envelopes/s, latency percentiles and the verifier batch sizes
 /// the node achieved (from Status). The clients spread over <c>connections</c> HTTP/2 connections (client i uses
 /// connection i mod connections). <c>clientOptions</c> (e.g. a trusted certificate) apply to every connection.
 /// </summary>
@@ -225,12 +226,16 @@ public sealed class LoadGenerator(Uri node, int clients, int connections, TextWr
 
     /// <summary>Streaming submits: each client opens one stream and pipelines its share, one envelope per request on
     /// <c>SubmitStream</c> when <paramref name="perRequest"/> is 1, else up to that many per request on
-    /// <c>SubmitBatchStream</c>. An envelope's latency runs from when its request was written to when its answer came.</summary>
+    /// <c>SubmitBatchStream</c>. The requests are encoded before timing starts and the answers read for their status
+    /// alone (<see cref="PreEncodedSubmits"/>). An envelope's latency runs from when its request was written to when its
+    /// answer came.</summary>
     public async Task<LoadReport> RunStreamingAsync(IReadOnlyList<Envelope> envelopes, CancellationToken ct = default, int perRequest = 1)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(perRequest, 1);
         using Connections channels = await Connections.OpenAsync(node, Math.Clamp(connections, 1, clients), clientOptions, ct);
         MegaNetClient client = channels[0];
+        Method<byte[], SubmitOutcome[]> method = perRequest == 1 ? PreEncodedSubmits.SubmitStream : PreEncodedSubmits.SubmitBatchStream;
+        StreamShare[] shares = Enumerable.Range(0, clients).Select(c => StreamShare.Of(envelopes, c, clients, perRequest)).ToArray();
         StatusResponse before = await client.Relay.StatusAsync(new StatusRequest(), cancellationToken: ct);
         var calls = new CallSamples(envelopes.Count);
         var refusals = new RefusalTally();
@@ -238,78 +243,64 @@ public sealed class LoadGenerator(Uri node, int clients, int connections, TextWr
         CpuUse cpuAtStart = CpuUse.Now();
         var watch = Stopwatch.StartNew();
 
-        void Record(int i, SubmitResult r, double completed)
+        await Task.WhenAll(shares.Select((share, c) => Task.Run(async () =>
         {
-            calls.CompletedAt[i] = completed;
-            calls.LatencyMs[i] = (completed - calls.StartedAt[i]) * 1000;
-            if (r.StatusCode == 0)
+            using AsyncDuplexStreamingCall<byte[], SubmitOutcome[]> call = channels[c].CallInvoker.AsyncDuplexStreamingCall(method, null, new CallOptions(cancellationToken: ct));
+            Task reader = Task.Run(async () =>
             {
-                calls.Ok[i] = true;
-                Interlocked.Increment(ref accepted);
-            }
-            else
-            {
-                refusals.Add((StatusCode)r.StatusCode, r.Error);
-                Interlocked.Increment(ref refused);
-            }
-        }
-
-        await Task.WhenAll(Enumerable.Range(0, clients).Select(c => Task.Run(async () =>
-        {
-            var mine = Enumerable.Range(0, envelopes.Count).Where(i => i % clients == c).ToList();
-            if (perRequest == 1)
-            {
-                using AsyncDuplexStreamingCall<SubmitRequest, SubmitResult> call = channels[c].Relay.SubmitStream(cancellationToken: ct);
-                Task reader = Task.Run(async () =>
+                int k = 0;
+                await foreach (SubmitOutcome[] answer in call.ResponseStream.ReadAllAsync(ct))
                 {
-                    int k = 0;
-                    await foreach (SubmitResult r in call.ResponseStream.ReadAllAsync(ct))
+                    double completed = watch.Elapsed.TotalSeconds;
+                    foreach (SubmitOutcome r in answer)
                     {
-                        Record(mine[k++], r, watch.Elapsed.TotalSeconds);
-                    }
-                }, ct);
-                foreach (int i in mine)
-                {
-                    calls.StartedAt[i] = watch.Elapsed.TotalSeconds;
-                    await call.RequestStream.WriteAsync(new SubmitRequest { Envelope = envelopes[i] }, ct);
-                }
-
-                await call.RequestStream.CompleteAsync();
-                await reader;
-            }
-            else
-            {
-                using AsyncDuplexStreamingCall<SubmitBatchRequest, SubmitBatchResult> call = channels[c].Relay.SubmitBatchStream(cancellationToken: ct);
-                Task reader = Task.Run(async () =>
-                {
-                    int k = 0;
-                    await foreach (SubmitBatchResult batch in call.ResponseStream.ReadAllAsync(ct))
-                    {
-                        double completed = watch.Elapsed.TotalSeconds;
-                        foreach (SubmitResult r in batch.Results)
+                        int i = share.Envelopes[k++];
+                        calls.CompletedAt[i] = completed;
+                        calls.LatencyMs[i] = (completed - calls.StartedAt[i]) * 1000;
+                        if (r.StatusCode == 0)
                         {
-                            Record(mine[k++], r, completed);
+                            calls.Ok[i] = true;
+                            Interlocked.Increment(ref accepted);
+                        }
+                        else
+                        {
+                            refusals.Add((StatusCode)r.StatusCode, r.Error);
+                            Interlocked.Increment(ref refused);
                         }
                     }
-                }, ct);
-                int written = 0;
-                foreach (SubmitBatchRequest request in MegaNetClient.BatchRequests(mine.Select(i => envelopes[i]), perRequest))
+                }
+            }, ct);
+            int written = 0;
+            foreach ((byte[] request, int count) in share.Requests)
+            {
+                double started = watch.Elapsed.TotalSeconds;
+                for (int j = 0; j < count; j++)
                 {
-                    double started = watch.Elapsed.TotalSeconds;
-                    for (int j = 0; j < request.Envelopes.Count; j++)
-                    {
-                        calls.StartedAt[mine[written++]] = started;
-                    }
-
-                    await call.RequestStream.WriteAsync(request, ct);
+                    calls.StartedAt[share.Envelopes[written++]] = started;
                 }
 
-                await call.RequestStream.CompleteAsync();
-                await reader;
+                await call.RequestStream.WriteAsync(request, ct);
             }
+
+            await call.RequestStream.CompleteAsync();
+            await reader;
         }, ct)));
         double seconds = watch.Elapsed.TotalSeconds;
         return await Report(perRequest == 1 ? "stream" : $"stream x{perRequest}", envelopes.Count, accepted, refused, refusals, seconds, calls, cpuAtStart, client, before, ct);
+    }
+
+    /// <summary>One streaming client's envelopes (every <c>clients</c>-th, from its own index) and its requests, encoded,
+    /// with how many envelopes each carries.</summary>
+    private sealed record StreamShare(int[] Envelopes, List<(byte[] Request, int Count)> Requests)
+    {
+        public static StreamShare Of(IReadOnlyList<Envelope> envelopes, int client, int clients, int perRequest)
+        {
+            int[] mine = Enumerable.Range(0, envelopes.Count).Where(i => i % clients == client).ToArray();
+            List<(byte[], int)> requests = perRequest == 1
+                ? mine.Select(i => (new SubmitRequest { Envelope = envelopes[i] }.ToByteArray(), 1)).ToList()
+                : MegaNetClient.BatchRequests(mine.Select(i => envelopes[i]), perRequest).Select(r => (r.ToByteArray(), r.Envelopes.Count)).ToList();
+            return new(mine, requests);
+        }
     }
 
     private async Task<LoadReport> Report(string mode, int sent, int accepted, int refused, RefusalTally refusals, double seconds, CallSamples calls, CpuUse cpuAtStart,

@@ -35,7 +35,7 @@ internal static class LoadCommand
                 "--connections equal to --clients gives each its own, as separate phones would have (more unary capacity, but more buffered in flight when streaming).",
             DefaultValueFactory = _ => 1,
         };
-        var count = new Option<int>("--envelopes") { Description = "Envelopes per phase (sealed before timing starts); with --mode both the unary phase gets half as many.", DefaultValueFactory = _ => 20_000 };
+        var count = new Option<int>("--envelopes") { Description = "Envelopes per phase (sealed, and for streaming encoded, before timing starts); with --mode both the unary phase gets half as many.", DefaultValueFactory = _ => 20_000 };
         var mode = new Option<string>("--mode") { Description = "stream, unary, or both (stream first, then unary offered at half the stream rate).", DefaultValueFactory = _ => "both" };
         var rate = new Option<double>("--rate")
         {
