@@ -355,4 +355,20 @@ public sealed class LoadGeneratorTests
         Assert.Equal(Environment.ProcessorCount, raw.ThreadsRequested);
         Assert.True(raw.VerifiesPerSecond > 0 && raw.LibsodiumPairedPerSecond > 0, LoadBaseline.DescribeBaseline(raw));
     }
+
+    [Fact]
+    public void Pacing_lets_go_of_the_calls_that_succeeded_and_keeps_those_that_failed_or_are_in_flight()
+    {
+        Task failed = Task.FromException(new InvalidOperationException("refused"));
+        var inFlight = new TaskCompletionSource();
+        // Every call due at once (a rate no clock can tell apart): no waiting, only the bookkeeping.
+        List<Task> open = LoadGenerator.Pace(10_000, 1e12, System.Diagnostics.Stopwatch.StartNew(),
+            (i, _) => i switch { 17 => failed, 5_000 => inFlight.Task, _ => Task.CompletedTask }, CancellationToken.None);
+
+        Assert.Contains(failed, open);
+        Assert.Contains(inFlight.Task, open);
+        // Not the 10,000 started: what succeeded before the last look was let go.
+        Assert.InRange(open.Count, 2, 4_096);
+        Assert.Equal(2, open.Count(t => !t.IsCompletedSuccessfully));
+    }
 }
