@@ -168,9 +168,9 @@ public sealed class LoadGenerator(Uri node, int clients, int connections, TextWr
     private static readonly StatusRequest EmptyStatusRequest = new();
 
     /// <summary>Collects this process's garbage before a phase is timed, the envelopes sealed (and requests encoded) for
-    /// it promoted to the oldest generation in one go. Left to the phase, they were promoted by its first collections,
-    /// pauses of 40-80 ms in which this client neither started calls nor read answers, counted as the node's latency:
-    /// at 5,000 unary calls/s a p99 of 14-28 ms here, against 7-10 ms with this (2026-12-07).</summary>
+    /// it promoted to the oldest generation in one go. Left to the phase's first collections, they stalled this client
+    /// 40-115 ms at a time, neither starting calls nor reading answers, and that was counted as the node's latency: at
+    /// 5,000 unary calls/s a p99 of 14-28 ms here, against 7-10 ms with this (2026-12-07).</summary>
     private static void SettleHeap()
     {
         GC.Collect(GC.MaxGeneration, GCCollectionMode.Forced, blocking: true, compacting: true);
