@@ -49,8 +49,10 @@ public sealed class PreEncodedSubmitsTests
     public void Bytes_that_are_no_answer_are_refused_not_read_as_outcomes()
     {
         byte[] result = new SubmitResult { StatusCode = 8, Error = "slow down" }.ToByteArray();
-        // A result whose length runs past the answer's end, and one cut short inside its error text.
+        // A result whose length runs past the answer's end, cut inside its error text or between two of its fields,
+        // and a result cut short inside its error text.
         Assert.ThrowsAny<InvalidProtocolBufferException>(() => PreEncodedSubmits.ReadBatchResult(LengthDelimited(1, result)[..^3]));
+        Assert.Throws<InvalidDataException>(() => PreEncodedSubmits.ReadBatchResult(LengthDelimited(1, result)[..4]));
         Assert.ThrowsAny<InvalidProtocolBufferException>(() => PreEncodedSubmits.ReadResult(result[..^2]));
         // A result whose length ends inside its last field: the field is read past it.
         byte[] overrun = LengthDelimited(1, result);

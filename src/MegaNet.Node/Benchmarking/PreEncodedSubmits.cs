@@ -32,7 +32,7 @@ internal static class PreEncodedSubmits
 
     /// <summary>The outcomes of an encoded <see cref="SubmitBatchResult"/>, in order.</summary>
     /// <exception cref="InvalidProtocolBufferException">The bytes are not a <see cref="SubmitBatchResult"/> (or
-    /// <see cref="InvalidDataException"/>, for a result's length that does not fit its fields).</exception>
+    /// <see cref="InvalidDataException"/>, for a result's length that does not fit its fields or runs past the end).</exception>
     internal static SubmitOutcome[] ReadBatchResult(byte[] encoded)
     {
         var input = new CodedInputStream(encoded);
@@ -65,6 +65,11 @@ internal static class PreEncodedSubmits
         while (input.Position < end)
         {
             uint tag = input.ReadTag();
+            if (tag == 0)
+            {
+                throw new InvalidDataException("A submit result's length runs past the answer's end.");
+            }
+
             if (tag == StatusCodeTag)
             {
                 code = input.ReadInt32();
