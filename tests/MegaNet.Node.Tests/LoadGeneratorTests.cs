@@ -78,6 +78,12 @@ public sealed class LoadGeneratorTests
         }
 
         Assert.Equal(2, text.Split("  refused: 40 ResourceExhausted (first: Too many submissions from this sending key").Length - 1);
+
+        // Batched streaming (SubmitBatchStream, answers read for their status alone): the same counts and reason.
+        // Fresh keys, so their buckets are full again.
+        LoadReport batched = await generator.RunStreamingAsync(LoadGenerator.Prepare(60, senders: 4, recipients: 4), perRequest: 16);
+        Assert.Equal((60, 20, 40), (batched.Sent, batched.Accepted, batched.Refused));
+        Assert.StartsWith("40 ResourceExhausted (first: Too many submissions from this sending key", batched.Refusals, StringComparison.Ordinal);
         node.AssertNoServerErrors();
     }
 
