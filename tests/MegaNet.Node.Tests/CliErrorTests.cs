@@ -64,7 +64,7 @@ public sealed class CliErrorTests : IDisposable
 
         string quoted = ClientCommands.ShellQuoted(word);
         // Inside the single quotes a message puts around a command, only a word with a quote of its own needs them.
-        if (word.IndexOfAny(['"', '$', '`', '\\', '!']) < 0)
+        if (word.IndexOfAny(ClientCommands.SpecialInDoubleQuotes) < 0)
         {
             Assert.False(quoted.StartsWith('\''), quoted);
         }

@@ -30,8 +30,11 @@ internal static partial class ClientCommands
     /// single-quoted word inside would close), else in single quotes.</summary>
     internal static string ShellQuoted(string word) =>
         word.Length > 0 && word.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.' or '/') ? word
-        : word.IndexOfAny(['"', '$', '`', '\\', '!']) < 0 ? $"\"{word}\""
+        : word.IndexOfAny(SpecialInDoubleQuotes) < 0 ? $"\"{word}\""
         : $"'{word.Replace("'", "'\\''", StringComparison.Ordinal)}'";
+
+    /// <summary>Characters a POSIX shell reads specially inside double quotes (<c>!</c> in an interactive bash).</summary>
+    internal static readonly char[] SpecialInDoubleQuotes = ['"', '$', '`', '\\', '!'];
 
     /// <summary>Text that begins as a contact card does (mn1...), as opposed to a contact's name.</summary>
     private static bool LooksLikeCard(string text) => text.TrimStart().StartsWith(ContactCard.Prefix, StringComparison.OrdinalIgnoreCase);

@@ -279,10 +279,10 @@ internal static class LoadCommand
               "the unary phase is not run. Find out why the node refused the stream, or give --rate."
         : null;
 
-    /// <summary>The unary phase's calls: half the envelopes (at least one) after a streaming phase, else all.</summary>
     /// <summary>A status as the transport gave it, its words shown, not obeyed.</summary>
     private static string Said(RpcException e) => $"{e.StatusCode}: {ClientCommands.Printable(e.Status.Detail, multiline: false)}";
 
+    /// <summary>The unary phase's calls: half the envelopes (at least one) after a streaming phase, else all.</summary>
     private static int UnaryCalls(string mode, int envelopes) => mode == "both" ? Math.Max(1, envelopes / 2) : envelopes;
 
     /// <summary>A warning, or null, for a unary phase whose given --rate stretches it past <see cref="MaxPacedPhase"/>:
