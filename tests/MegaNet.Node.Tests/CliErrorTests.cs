@@ -660,7 +660,7 @@ public sealed class CliErrorTests : IDisposable
     [InlineData("--connections", "9", "--connections must be between 1 and --clients (8); got 9.")]
     [InlineData("--rate", "Infinity", "--rate must be a finite number")]
     [InlineData("--forged", "-1", "--forged must be a finite number")]
-    [InlineData("--mode", "fast", "--mode must be stream, unary or both (got 'fast').")]
+    [InlineData("--mode", "fast", "--mode must be stream, unary, both or mixed (got 'fast').")]
     [InlineData("--envelopes", "0", "--envelopes must be at least 1")]
     [InlineData("--per-request", "257", "--per-request must be 1 to 256 (got 257).")]
     [InlineData("--per-request", "0", "--per-request must be 1 to 256 (got 0).")]
@@ -669,6 +669,7 @@ public sealed class CliErrorTests : IDisposable
 
     [Theory]
     [InlineData("stream", "0", "--floor follows a unary phase; use it with --mode unary or both.")]
+    [InlineData("mixed", "100", "--floor follows a unary phase; use it with --mode unary or both.")]
     [InlineData("unary", "0", "--floor needs an open loop: give --rate with --mode unary.")]
     public async Task Load_refuses_a_floor_without_an_open_loop_unary_phase(string mode, string rate, string expected) =>
         AssertClearError(await Meganet("load", "--floor", "--mode", mode, "--rate", rate), expected);

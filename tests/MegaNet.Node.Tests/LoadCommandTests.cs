@@ -27,6 +27,38 @@ public sealed class LoadCommandTests
     }
 
     [Theory]
+    // --mode mixed offers half the streaming rate in all, --rate being only its unary part: a stream that accepted
+    // nothing leaves no rate even with --rate, and the way out is not to give one.
+    [InlineData(0.0, 0.0, "the streaming phase accepted nothing")]
+    [InlineData(300.0, 0.0, "the streaming phase accepted nothing")]
+    [InlineData(0.0, 0.5, "75,000 envelopes at half that would take")]
+    [InlineData(0.0, 1_200.0, null)]
+    public void The_mixed_phase_after_a_stream_that_accepted_nothing_or_a_handful_is_not_run(double offered, double streamRate, string? expected)
+    {
+        string? problem = LoadCommand.UnaryRateProblem("mixed", offered, streamRate, unaryEnvelopes: 75_000);
+        if (expected is null)
+        {
+            Assert.Null(problem);
+            return;
+        }
+
+        Assert.NotNull(problem);
+        Assert.Contains(expected, problem, StringComparison.Ordinal);
+        Assert.Contains("the mixed phase is not run", problem, StringComparison.Ordinal);
+        Assert.DoesNotContain("--rate", problem, StringComparison.Ordinal);
+    }
+
+    [Theory]
+    // In proportion to the rates, so both parts last about as long; never none of either.
+    [InlineData(300_000, 30_000.0, 3_000.0, 270_000, 30_000)]
+    [InlineData(300_000, 30_000.0, 1_000.0, 290_000, 10_000)]
+    [InlineData(10, 100.0, 99.0, 1, 9)]
+    [InlineData(10, 100.0, 0.001, 9, 1)]
+    [InlineData(1, 100.0, 10.0, 1, 1)]
+    public void The_mixed_phase_splits_its_envelopes_by_the_two_rates(int envelopes, double total, double unaryRate, int streamed, int unary) =>
+        Assert.Equal((streamed, unary), LoadCommand.MixedSplit(envelopes, total, unaryRate));
+
+    [Theory]
     // A stream that accepted a handful (5 in 10 s): 75,000 unary calls at 0.25/s would take three and a half days.
     [InlineData(0.5, true)]
     // 75,000 at 125/s is exactly the ten minutes allowed; at 250/s, five.
@@ -53,6 +85,7 @@ public sealed class LoadCommandTests
     [InlineData("both", 500.0, 20_000, false, null)]
     [InlineData("both", 0.0, 20_000, false, null)] // no --rate: half the streaming rate, checked after the stream
     [InlineData("stream", 0.5, 20_000, false, null)] // refused elsewhere: --rate is for the unary phase
+    [InlineData("mixed", 0.5, 20_000, false, null)] // the streamed part sets how long a mixed phase lasts
     public void A_given_rate_that_stretches_the_unary_phase_past_ten_minutes_is_warned_of(string mode, double rate, int envelopes, bool floor, string? expected)
     {
         string? warning = LoadCommand.SlowRateWarning(mode, rate, envelopes, floor);

@@ -36,6 +36,71 @@ public sealed class LoadGeneratorTests
     }
 
     [Fact]
+    public async Task Mixed_load_streams_on_schedule_beside_unary_calls_and_counts_every_envelope_once()
+    {
+        await using TestNode node = await TestNode.StartAsync(TestNode.Unthrottled);
+        var progress = new StringWriter();
+        IReadOnlyList<Envelope> streamed = LoadGenerator.Prepare(600, senders: 16, recipients: 8);
+        IReadOnlyList<Envelope> single = LoadGenerator.Prepare(60, senders: 16, recipients: 8);
+
+        // 600 streamed at 2,000/s in requests of up to 16 and 60 unary calls at 200/s: both about 0.3 s long.
+        LoadGenerator.MixedLoad mixed = await new LoadGenerator(node.Address, clients: 3, connections: 2, progress)
+            .RunMixedAsync(streamed, single, streamRate: 2_000, unaryRate: 200, perRequest: 16);
+
+        Assert.Equal((600, 600, 0), (mixed.Stream.Sent, mixed.Stream.Accepted, mixed.Stream.Refused));
+        Assert.Equal((60, 60, 0), (mixed.Unary.Sent, mixed.Unary.Accepted, mixed.Unary.Refused));
+        Assert.Equal((660, 660, 0), (mixed.Total.Sent, mixed.Total.Accepted, mixed.Total.Refused));
+        // On schedule: the last request is due at 584 / 2,000 s, so the streamed envelopes started at about 2,000/s
+        // (lateness can only slow that), where unpaced they all go within milliseconds.
+        Assert.InRange(mixed.Stream.OfferedPerSecond, 200, 2_200);
+        Assert.InRange(mixed.Unary.OfferedPerSecond, 20, 220);
+        Assert.True(mixed.Total.Seconds >= 0.29, $"{mixed.Total.Seconds} s");
+        Assert.True(mixed.Stream.P99Ms >= mixed.Stream.P50Ms && mixed.Stream.P50Ms > 0);
+        Assert.True(mixed.Unary.P99Ms >= mixed.Unary.P50Ms && mixed.Unary.P50Ms > 0);
+        Assert.False(double.IsNaN(mixed.Unary.StartLateP99Ms));
+        Assert.False(double.IsNaN(mixed.Stream.StartLateP99Ms));
+        string text = progress.ToString();
+        Assert.Contains("stream x16 (paced at 2,000/s) clients 3:", text, StringComparison.Ordinal);
+        Assert.Contains("unary (open loop at 200/s) beside it clients 3:", text, StringComparison.Ordinal);
+        Assert.Contains("stream + unary: ", text, StringComparison.Ordinal);
+
+        using var client = node.Client();
+        Assert.Equal(660, (await client.Relay.GetTreeHeadAsync(new GetTreeHeadRequest())).TreeSize);
+        node.AssertNoServerErrors();
+    }
+
+    [Fact]
+    public void A_mixed_schedule_takes_the_clients_requests_in_turn_by_envelope_and_keeps_each_clients_order()
+    {
+        // Client 0's requests carry 2, 2 and 1 envelopes, client 1's 2 and 1; 10 envelopes/s streamed, 2 unary calls/s.
+        static LoadGenerator.StreamShare Share(params int[] counts) => new([], counts.Select(c => (Array.Empty<byte>(), c)).ToList());
+        LoadGenerator.Schedule schedule = LoadGenerator.Schedule.Of([Share(2, 2, 1), Share(2, 1)], streamRate: 10, unaryCalls: 3, unaryRate: 2);
+
+        // A request is due at its first envelope's time (envelopes before it / 10); unary call i at i / 2; ~c is client c.
+        Assert.Equal(new double[] { 0, 0, 0.2, 0.4, 0.5, 0.6, 0.7, 1.0 }, schedule.Due);
+        Assert.Equal(new[] { ~0, 0, ~1, ~0, 1, ~1, ~0, 2 }, schedule.Item);
+    }
+
+    [Fact]
+    public void The_mixed_lines_give_each_kind_then_both_with_the_phases_cpu()
+    {
+        var stream = new LoadReport("stream x64 (paced at 27,000/s)", 8, 270_000, 270_000, 0, 10, 7, 90, 7, 95, 27_000, 70, "simd", 27_000, 0.2, 4);
+        var unary = new LoadReport("unary (open loop at 3,000/s) beside it", 8, 30_000, 30_000, 0, 10, 6, 80, 6, 85, 3_000, 70, "simd", 3_000, 0.02, 3);
+        var total = new LoadReport("stream + unary", 8, 300_000, 299_990, 10, 10, double.NaN, double.NaN, double.NaN, double.NaN, 29_998, 70, "simd", 30_000,
+            Cpu: new CpuSpent(0.3, 1.8, 2));
+
+        string text = LoadGenerator.DescribeMixed(new LoadGenerator.MixedLoad(stream, unary, total));
+
+        string[] lines = text.Split(Environment.NewLine, StringSplitOptions.RemoveEmptyEntries);
+        Assert.StartsWith("stream x64 (paced at 27,000/s) clients 8:", lines[0], StringComparison.Ordinal);
+        Assert.StartsWith("unary (open loop at 3,000/s) beside it clients 8:", lines[1], StringComparison.Ordinal);
+        Assert.Equal("stream + unary: 29,999 accepted/s of 30,000/s offered (29,998/s after the first 2 s), 10 refused", lines[2]);
+        // 1.8 cores for 10 s over 299,990 envelopes: 60.0 µs each; the kinds' own lines carry no CPU of their own.
+        Assert.Equal("  CPU: this process 0.30 cores, the machine 1.80 of 2 busy (60.0 µs of the machine's CPU an accepted envelope)", lines[3]);
+        Assert.Equal(4, lines.Length);
+    }
+
+    [Fact]
     public async Task Batched_streaming_load_counts_every_envelope_and_cuts_requests_by_count()
     {
         await using TestNode node = await TestNode.StartAsync(TestNode.Unthrottled);
@@ -367,8 +432,8 @@ public sealed class LoadGeneratorTests
     {
         Task failed = Task.FromException(new InvalidOperationException("refused"));
         var inFlight = new TaskCompletionSource();
-        // Every call due at once (a rate no clock can tell apart): no waiting, only the bookkeeping.
-        List<Task> open = LoadGenerator.Pace(10_000, 1e12, System.Diagnostics.Stopwatch.StartNew(),
+        // Every call due at once: no waiting, only the bookkeeping.
+        List<Task> open = LoadGenerator.Pace(10_000, _ => 0, System.Diagnostics.Stopwatch.StartNew(),
             (i, _) => i switch { 17 => failed, 5_000 => inFlight.Task, _ => Task.CompletedTask }, CancellationToken.None);
 
         Assert.Contains(failed, open);

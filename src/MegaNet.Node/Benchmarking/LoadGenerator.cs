@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Threading.Channels;
 using Google.Protobuf;
 using Grpc.Core;
 using MegaNet.Api;
@@ -99,23 +100,186 @@ public sealed class LoadGenerator(Uri node, int clients, int connections, TextWr
         MegaNetClient client = channels[0];
         SettleHeap();
         StatusResponse before = await client.Relay.StatusAsync(new StatusRequest(), cancellationToken: ct);
-        var calls = new CallSamples(envelopes.Count);
-        var refusals = new RefusalTally();
-        int accepted = 0, refused = 0;
         CpuUse cpuAtStart = CpuUse.Now();
         var watch = Stopwatch.StartNew();
+        var unary = new UnaryCalls(channels, clients, envelopes, watch, floor, ct);
 
-        async Task SubmitOneAsync(int i, double dueSeconds)
+        if (targetRate > 0)
         {
+            // One pacing thread of its own starts every call on schedule (client i mod clients): it sleeps, so many
+            // clients cost no more than one, and it is not a thread-pool thread that the calls' continuations delay.
+            List<Task> open = await Task.Factory.StartNew(
+                () => Pace(envelopes.Count, i => i / targetRate, watch, unary.StartAsync, ct), ct, TaskCreationOptions.LongRunning, TaskScheduler.Default);
+            await Task.WhenAll(open);
+        }
+        else
+        {
+            await Task.WhenAll(Enumerable.Range(0, clients).Select(c => Task.Run(async () =>
+            {
+                for (int i = c; i < envelopes.Count; i += clients)
+                {
+                    await unary.StartAsync(i, -1);
+                }
+            }, ct)));
+        }
+
+        double seconds = watch.Elapsed.TotalSeconds;
+        string mode = (floor ? "floor (Status calls, nothing verified or stored)" : "unary") + (targetRate > 0 ? $" (open loop at {targetRate:N0}/s)" : string.Empty);
+        return await Report(mode, unary.Tally, seconds, cpuAtStart, client, before, ct, statusCalls: floor);
+    }
+
+    /// <summary>
+    /// A mixed phase: envelopes streamed at <paramref name="streamRate"/> (each client's requests written on a schedule,
+    /// none before its due time: an open loop, as <see cref="RunUnaryAsync"/>'s) and, over the same seconds on
+    /// connections of their own, unary calls at <paramref name="unaryRate"/>: the latency a thin client's single
+    /// submission gets from a node busy with bulk streams. One thread paces both schedules; the two envelope lists should
+    /// last about as long at their rates. Each kind gets its report (the node's mean verifier batch is the phase's, both
+    /// kinds' items together), and <see cref="MixedLoad.Total"/> the two together, with the phase's CPU.
+    /// </summary>
+    public async Task<MixedLoad> RunMixedAsync(IReadOnlyList<Envelope> streamed, IReadOnlyList<Envelope> unary, double streamRate, double unaryRate,
+        int perRequest = 1, CancellationToken ct = default)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(perRequest, 1);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(streamRate);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(unaryRate);
+        int open = Math.Clamp(connections, 1, clients);
+        using Connections streams = await Connections.OpenAsync(node, open, clientOptions, ct);
+        using Connections singles = await Connections.OpenAsync(node, open, clientOptions, ct);
+        MegaNetClient client = streams[0];
+        Method<byte[], SubmitOutcome[]> method = perRequest == 1 ? PreEncodedSubmits.SubmitStream : PreEncodedSubmits.SubmitBatchStream;
+        StreamShare[] shares = Enumerable.Range(0, clients).Select(c => StreamShare.Of(streamed, c, clients, perRequest)).ToArray();
+        Schedule schedule = Schedule.Of(shares, streamRate, unary.Count, unaryRate);
+        Channel<double>[] gates = shares.Select(_ => Channel.CreateUnbounded<double>(
+            new UnboundedChannelOptions { SingleReader = true, SingleWriter = true })).ToArray();
+        SettleHeap();
+        StatusResponse before = await client.Relay.StatusAsync(new StatusRequest(), cancellationToken: ct);
+        var streamTally = new PhaseTally(streamed.Count);
+        CpuUse cpuAtStart = CpuUse.Now();
+        var watch = Stopwatch.StartNew();
+        var singleCalls = new UnaryCalls(singles, clients, unary, watch, floor: false, ct);
+
+        Task streaming = Task.WhenAll(shares.Select((share, c) => Task.Run(() => StreamAsync(streams[c], method, share, gates[c].Reader, watch, streamTally, ct), ct)));
+        Task<List<Task>> pacing = Task.Factory.StartNew(() =>
+        {
+            try
+            {
+                // A stream request is handed to its client's writer (done at once); a unary call is started.
+                return Pace(schedule.Count, k => schedule.Due[k], watch, (k, due) =>
+                {
+                    int item = schedule.Item[k];
+                    if (item < 0)
+                    {
+                        gates[~item].Writer.TryWrite(due);
+                        return Task.CompletedTask;
+                    }
+
+                    return singleCalls.StartAsync(item, due);
+                }, ct);
+            }
+            finally
+            {
+                foreach (Channel<double> gate in gates)
+                {
+                    gate.Writer.TryComplete();
+                }
+            }
+        }, ct, TaskCreationOptions.LongRunning, TaskScheduler.Default);
+        await Task.WhenAll(streaming, pacing);
+        await Task.WhenAll(await pacing);
+        double seconds = watch.Elapsed.TotalSeconds;
+        CpuSpent cpu = CpuUse.Between(cpuAtStart, CpuUse.Now(), seconds);
+        StatusResponse after = await client.Relay.StatusAsync(new StatusRequest(), cancellationToken: ct);
+        double batch = MeanBatch(before, after);
+        string streamMode = $"{(perRequest == 1 ? "stream" : $"stream x{perRequest}")} (paced at {streamRate:N0}/s)";
+        LoadReport streamReport = Summarize(streamMode, clients, streamed.Count, streamTally.Accepted, streamTally.Refused, seconds, streamTally.Calls, batch,
+            after.VerifierBackend, streamTally.Refusals.ToString());
+        PhaseTally u = singleCalls.Tally;
+        LoadReport unaryReport = Summarize($"unary (open loop at {unaryRate:N0}/s) beside it", clients, unary.Count, u.Accepted, u.Refused, seconds, u.Calls, batch,
+            after.VerifierBackend, u.Refusals.ToString());
+        // Both kinds' acceptances after the warm-up, over the time after it, as Summarize counts each kind's.
+        int acceptedLater = streamTally.AcceptedAfter(WarmUpSeconds) + u.AcceptedAfter(WarmUpSeconds);
+        var total = new LoadReport("stream + unary", clients, streamed.Count + unary.Count, streamTally.Accepted + u.Accepted, streamTally.Refused + u.Refused,
+            seconds, double.NaN, double.NaN, double.NaN, double.NaN, seconds > WarmUpSeconds + 1 ? acceptedLater / (seconds - WarmUpSeconds) : double.NaN,
+            batch, after.VerifierBackend, streamRate + unaryRate, Cpu: cpu);
+        var mixed = new MixedLoad(streamReport, unaryReport, total);
+        progress?.Write(DescribeMixed(mixed));
+        return mixed;
+    }
+
+    /// <summary>The lines of a mixed phase: each kind's, then both together with the phase's CPU.</summary>
+    internal static string DescribeMixed(MixedLoad mixed)
+    {
+        LoadReport total = mixed.Total;
+        string steady = double.IsNaN(total.SteadyAcceptedPerSecond) ? string.Empty : $" ({total.SteadyAcceptedPerSecond:N0}/s after the first {WarmUpSeconds:0} s)";
+        return Describe(mixed.Stream) + Describe(mixed.Unary) +
+            $"{total.Mode}: {total.AcceptedPerSecond:N0} accepted/s of {total.OfferedPerSecond:N0}/s offered{steady}, {total.Refused} refused{Environment.NewLine}" +
+            (total.Cpu is { } cpu ? DescribeCpu(cpu, total.Accepted, total.Seconds, statusCalls: false) : string.Empty);
+    }
+
+    /// <summary>A mixed phase's reports: the streamed envelopes', the unary calls', and both together
+    /// (<see cref="LoadReport.SteadyAcceptedPerSecond"/> and the phase's CPU; no latency, which is each kind's own).</summary>
+    public sealed record MixedLoad(LoadReport Stream, LoadReport Unary, LoadReport Total);
+
+    /// <summary>A mixed phase's schedule in due order: <see cref="Item"/> is a unary call's envelope index, or the
+    /// complement (<c>~c</c>) of the streaming client whose next request is due.</summary>
+    internal sealed record Schedule(double[] Due, int[] Item)
+    {
+        public int Count => Due.Length;
+
+        /// <summary>Streamed envelope j (counted over the clients' requests taken in turn) is due at j / streamRate, and a
+        /// request at its first envelope's time; unary call i at i / unaryRate.</summary>
+        public static Schedule Of(IReadOnlyList<StreamShare> shares, double streamRate, int unaryCalls, double unaryRate)
+        {
+            var items = new List<(double Due, int Item)>(unaryCalls + shares.Sum(s => s.Requests.Count));
+            int[] next = new int[shares.Count];
+            long envelopesBefore = 0;
+            for (bool any = true; any;)
+            {
+                any = false;
+                for (int c = 0; c < shares.Count; c++)
+                {
+                    if (next[c] < shares[c].Requests.Count)
+                    {
+                        items.Add((envelopesBefore / streamRate, ~c));
+                        envelopesBefore += shares[c].Requests[next[c]++].Count;
+                        any = true;
+                    }
+                }
+            }
+
+            for (int i = 0; i < unaryCalls; i++)
+            {
+                items.Add((i / unaryRate, i));
+            }
+
+            // Stable: each client's requests stay in order.
+            (double Due, int Item)[] ordered = [.. items.OrderBy(x => x.Due)];
+            return new(ordered.Select(x => x.Due).ToArray(), ordered.Select(x => x.Item).ToArray());
+        }
+    }
+
+    /// <summary>Unary submissions (or, for <c>--floor</c>, <c>Status</c> calls) of one phase, each started by
+    /// <see cref="StartAsync"/> on client i mod clients and recorded in <see cref="Tally"/>.</summary>
+    private sealed class UnaryCalls(Connections channels, int clients, IReadOnlyList<Envelope> envelopes, Stopwatch watch, bool floor, CancellationToken ct)
+    {
+        public PhaseTally Tally { get; } = new(envelopes.Count);
+
+        /// <summary>Call <paramref name="i"/>, due at <paramref name="dueSeconds"/> on the phase's watch (open loop: the
+        /// latency counts from then, so the client's lateness is in it, and kept apart too), or −1 (closed loop: from its
+        /// start).</summary>
+        public async Task StartAsync(int i, double dueSeconds)
+        {
+            CallSamples calls = Tally.Calls;
             double started = watch.Elapsed.TotalSeconds;
             calls.StartedAt[i] = started;
-            // Open loop: the latency counts from the due time, so the client's lateness is in it; it is kept apart too.
             double from = started;
             if (dueSeconds >= 0)
             {
                 calls.LateMs[i] = Math.Max(0, started - dueSeconds) * 1000;
                 from = Math.Min(started, dueSeconds);
             }
+
+            calls.CountsFrom[i] = from;
 
             try
             {
@@ -128,42 +292,55 @@ public sealed class LoadGenerator(Uri node, int clients, int connections, TextWr
                     await channels[i % clients].Relay.SubmitAsync(new SubmitRequest { Envelope = envelopes[i] }, cancellationToken: ct);
                 }
 
-                calls.Ok[i] = true;
-                Interlocked.Increment(ref accepted);
+                Tally.Accept(i);
             }
             catch (RpcException e)
             {
-                refusals.Add(e.StatusCode, e.Status.Detail);
-                Interlocked.Increment(ref refused);
+                Tally.Refuse(e.StatusCode, e.Status.Detail);
             }
 
             double completed = watch.Elapsed.TotalSeconds;
             calls.CompletedAt[i] = completed;
             calls.LatencyMs[i] = (completed - from) * 1000;
         }
+    }
 
-        if (targetRate > 0)
+    /// <summary>What a phase's calls recorded, and the counts and refusals, filled from many threads.</summary>
+    private sealed class PhaseTally(int count)
+    {
+        private int _accepted, _refused;
+
+        public CallSamples Calls { get; } = new(count);
+
+        public RefusalTally Refusals { get; } = new();
+
+        public int Accepted => Volatile.Read(ref _accepted);
+
+        public int Refused => Volatile.Read(ref _refused);
+
+        public void Accept(int i)
         {
-            // One pacing thread of its own starts every call on schedule (client i mod clients): it sleeps, so many
-            // clients cost no more than one, and it is not a thread-pool thread that the calls' continuations delay.
-            List<Task> open = await Task.Factory.StartNew(
-                () => Pace(envelopes.Count, targetRate, watch, SubmitOneAsync, ct), ct, TaskCreationOptions.LongRunning, TaskScheduler.Default);
-            await Task.WhenAll(open);
+            Calls.Ok[i] = true;
+            Interlocked.Increment(ref _accepted);
         }
-        else
+
+        public void Refuse(StatusCode status, string error)
         {
-            await Task.WhenAll(Enumerable.Range(0, clients).Select(c => Task.Run(async () =>
+            Refusals.Add(status, error);
+            Interlocked.Increment(ref _refused);
+        }
+
+        /// <summary>Acceptances that completed at or after <paramref name="seconds"/> into the phase.</summary>
+        public int AcceptedAfter(double seconds)
+        {
+            int n = 0;
+            for (int i = 0; i < Calls.Ok.Length; i++)
             {
-                for (int i = c; i < envelopes.Count; i += clients)
-                {
-                    await SubmitOneAsync(i, -1);
-                }
-            }, ct)));
-        }
+                n += Calls.Ok[i] && Calls.CompletedAt[i] >= seconds ? 1 : 0;
+            }
 
-        double seconds = watch.Elapsed.TotalSeconds;
-        string mode = (floor ? "floor (Status calls, nothing verified or stored)" : "unary") + (targetRate > 0 ? $" (open loop at {targetRate:N0}/s)" : string.Empty);
-        return await Report(mode, envelopes.Count, accepted, refused, refusals, seconds, calls, cpuAtStart, client, before, ct, statusCalls: floor);
+            return n;
+        }
     }
 
     private static readonly StatusRequest EmptyStatusRequest = new();
@@ -179,19 +356,19 @@ public sealed class LoadGenerator(Uri node, int clients, int connections, TextWr
         GC.Collect(GC.MaxGeneration, GCCollectionMode.Forced, blocking: true, compacting: true);
     }
 
-    /// <summary>Starts call i at i / <paramref name="rate"/> seconds on <paramref name="watch"/>, in order, without waiting
-    /// for earlier calls; returns the calls that had not completed successfully when it last looked, and every call
-    /// started since.</summary>
+    /// <summary>Starts call i at <paramref name="dueOf"/>(i) seconds on <paramref name="watch"/> (not decreasing in i),
+    /// in order, without waiting for earlier calls; returns the calls that had not completed successfully when it last
+    /// looked, and every call started since.</summary>
     /// <remarks>Calls that succeeded are let go as it goes: held to the end, every call of the last seconds lived
     /// through each of this client's collections, which promoted them (3.4 MB, a 10.7 ms pause, every 2 s at 5,000
     /// calls/s) while its calls waited (a unary p99 of 7.3-10.4 ms, against 4.3-4.6 ms without; 2026-12-07).</remarks>
-    internal static List<Task> Pace(int count, double rate, Stopwatch watch, Func<int, double, Task> start, CancellationToken ct)
+    internal static List<Task> Pace(int count, Func<int, double> dueOf, Stopwatch watch, Func<int, double, Task> start, CancellationToken ct)
     {
         var open = new List<Task>();
         int prune = 4_096;
         for (int i = 0; i < count; i++)
         {
-            double due = i / rate;
+            double due = dueOf(i);
             WaitUntil(watch, due, ct);
             open.Add(start(i, due));
             if (open.Count == prune)
@@ -262,61 +439,71 @@ public sealed class LoadGenerator(Uri node, int clients, int connections, TextWr
         StreamShare[] shares = Enumerable.Range(0, clients).Select(c => StreamShare.Of(envelopes, c, clients, perRequest)).ToArray();
         SettleHeap();
         StatusResponse before = await client.Relay.StatusAsync(new StatusRequest(), cancellationToken: ct);
-        var calls = new CallSamples(envelopes.Count);
-        var refusals = new RefusalTally();
-        int accepted = 0, refused = 0;
+        var tally = new PhaseTally(envelopes.Count);
         CpuUse cpuAtStart = CpuUse.Now();
         var watch = Stopwatch.StartNew();
+        await Task.WhenAll(shares.Select((share, c) => Task.Run(() => StreamAsync(channels[c], method, share, paced: null, watch, tally, ct), ct)));
+        double seconds = watch.Elapsed.TotalSeconds;
+        return await Report(perRequest == 1 ? "stream" : $"stream x{perRequest}", tally, seconds, cpuAtStart, client, before, ct);
+    }
 
-        await Task.WhenAll(shares.Select((share, c) => Task.Run(async () =>
+    /// <summary>One client's stream: its requests written in order, each as soon as the one before is written or, with
+    /// <paramref name="paced"/>, when that gives its due time (its latency then counts from that time, and how late it
+    /// was written is kept apart); its answers read as they come.</summary>
+    private static async Task StreamAsync(MegaNetClient channel, Method<byte[], SubmitOutcome[]> method, StreamShare share, ChannelReader<double>? paced,
+        Stopwatch watch, PhaseTally tally, CancellationToken ct)
+    {
+        CallSamples calls = tally.Calls;
+        using AsyncDuplexStreamingCall<byte[], SubmitOutcome[]> call = channel.CallInvoker.AsyncDuplexStreamingCall(method, null, new CallOptions(cancellationToken: ct));
+        Task reader = Task.Run(async () =>
         {
-            using AsyncDuplexStreamingCall<byte[], SubmitOutcome[]> call = channels[c].CallInvoker.AsyncDuplexStreamingCall(method, null, new CallOptions(cancellationToken: ct));
-            Task reader = Task.Run(async () =>
+            int k = 0;
+            await foreach (SubmitOutcome[] answer in call.ResponseStream.ReadAllAsync(ct))
             {
-                int k = 0;
-                await foreach (SubmitOutcome[] answer in call.ResponseStream.ReadAllAsync(ct))
+                double completed = watch.Elapsed.TotalSeconds;
+                foreach (SubmitOutcome r in answer)
                 {
-                    double completed = watch.Elapsed.TotalSeconds;
-                    foreach (SubmitOutcome r in answer)
+                    int i = share.Envelopes[k++];
+                    calls.CompletedAt[i] = completed;
+                    calls.LatencyMs[i] = (completed - calls.CountsFrom[i]) * 1000;
+                    if (r.StatusCode == 0)
                     {
-                        int i = share.Envelopes[k++];
-                        calls.CompletedAt[i] = completed;
-                        calls.LatencyMs[i] = (completed - calls.StartedAt[i]) * 1000;
-                        if (r.StatusCode == 0)
-                        {
-                            calls.Ok[i] = true;
-                            Interlocked.Increment(ref accepted);
-                        }
-                        else
-                        {
-                            refusals.Add((StatusCode)r.StatusCode, r.Error);
-                            Interlocked.Increment(ref refused);
-                        }
+                        tally.Accept(i);
+                    }
+                    else
+                    {
+                        tally.Refuse((StatusCode)r.StatusCode, r.Error);
                     }
                 }
-            }, ct);
-            int written = 0;
-            foreach ((byte[] request, int count) in share.Requests)
+            }
+        }, ct);
+        int written = 0;
+        foreach ((byte[] request, int count) in share.Requests)
+        {
+            double due = paced is null ? -1 : await paced.ReadAsync(ct);
+            double started = watch.Elapsed.TotalSeconds;
+            for (int j = 0; j < count; j++)
             {
-                double started = watch.Elapsed.TotalSeconds;
-                for (int j = 0; j < count; j++)
+                int i = share.Envelopes[written++];
+                calls.StartedAt[i] = started;
+                calls.CountsFrom[i] = started;
+                if (due >= 0)
                 {
-                    calls.StartedAt[share.Envelopes[written++]] = started;
+                    calls.LateMs[i] = Math.Max(0, started - due) * 1000;
+                    calls.CountsFrom[i] = Math.Min(started, due);
                 }
-
-                await call.RequestStream.WriteAsync(request, ct);
             }
 
-            await call.RequestStream.CompleteAsync();
-            await reader;
-        }, ct)));
-        double seconds = watch.Elapsed.TotalSeconds;
-        return await Report(perRequest == 1 ? "stream" : $"stream x{perRequest}", envelopes.Count, accepted, refused, refusals, seconds, calls, cpuAtStart, client, before, ct);
+            await call.RequestStream.WriteAsync(request, ct);
+        }
+
+        await call.RequestStream.CompleteAsync();
+        await reader;
     }
 
     /// <summary>One streaming client's envelopes (every <c>clients</c>-th, from its own index) and its requests, encoded,
     /// with how many envelopes each carries.</summary>
-    private sealed record StreamShare(int[] Envelopes, List<(byte[] Request, int Count)> Requests)
+    internal sealed record StreamShare(int[] Envelopes, List<(byte[] Request, int Count)> Requests)
     {
         public static StreamShare Of(IReadOnlyList<Envelope> envelopes, int client, int clients, int perRequest)
         {
@@ -328,17 +515,24 @@ public sealed class LoadGenerator(Uri node, int clients, int connections, TextWr
         }
     }
 
-    private async Task<LoadReport> Report(string mode, int sent, int accepted, int refused, RefusalTally refusals, double seconds, CallSamples calls, CpuUse cpuAtStart,
-        MegaNetClient client, StatusResponse before, CancellationToken ct, bool statusCalls = false)
+    private async Task<LoadReport> Report(string mode, PhaseTally tally, double seconds, CpuUse cpuAtStart, MegaNetClient client, StatusResponse before,
+        CancellationToken ct, bool statusCalls = false)
     {
         // Before the Status call below: the phase's CPU, over the phase's seconds.
         CpuSpent cpu = CpuUse.Between(cpuAtStart, CpuUse.Now(), seconds);
         StatusResponse after = await client.Relay.StatusAsync(new StatusRequest(), cancellationToken: ct);
-        double batches = after.BatchesVerified - before.BatchesVerified;
-        double signatures = after.SignaturesVerified - before.SignaturesVerified;
-        LoadReport report = Summarize(mode, clients, sent, accepted, refused, seconds, calls, batches == 0 ? 0 : signatures / batches, after.VerifierBackend, refusals.ToString()) with { Cpu = cpu, StatusCalls = statusCalls };
+        LoadReport summary = Summarize(mode, clients, tally.Calls.Ok.Length, tally.Accepted, tally.Refused, seconds, tally.Calls, MeanBatch(before, after),
+            after.VerifierBackend, tally.Refusals.ToString());
+        LoadReport report = summary with { Cpu = cpu, StatusCalls = statusCalls };
         progress?.Write(Describe(report));
         return report;
+    }
+
+    /// <summary>The node's mean verifier batch between two of its <c>Status</c> answers; 0 where it verified none.</summary>
+    private static double MeanBatch(StatusResponse before, StatusResponse after)
+    {
+        double batches = after.BatchesVerified - before.BatchesVerified;
+        return batches == 0 ? 0 : (after.SignaturesVerified - before.SignaturesVerified) / batches;
     }
 
     /// <summary>The report over what each call recorded (times in seconds since the phase began).</summary>
@@ -378,24 +572,9 @@ public sealed class LoadGenerator(Uri node, int clients, int connections, TextWr
         string text = $"{report.Mode,-6} clients {report.Clients}: {report.AcceptedPerSecond,10:N0} {done}/s ({report.Accepted}/{report.Sent}, {report.Refused} refused; " +
             $"started at {(double.IsNaN(report.OfferedPerSecond) ? "-" : $"{report.OfferedPerSecond:N0}")}/s), p50 {report.P50Ms:F2} ms, p99 {report.P99Ms:F2} ms{steadyText}{lateText}" +
             $"{batchText}{Environment.NewLine}";
-        if (report.Cpu is { } cpu && !double.IsNaN(cpu.ProcessCores))
+        if (report.Cpu is { } cpu)
         {
-            text += $"  CPU: this process {cpu.ProcessCores:F2} cores";
-            if (!double.IsNaN(cpu.MachineCores))
-            {
-                text += $", the machine {cpu.MachineCores:F2} of {cpu.LogicalCores} busy";
-                if (report.Accepted > 0)
-                {
-                    text += $" ({cpu.MachineCores * report.Seconds / report.Accepted * 1e6:F1} µs of the machine's CPU {(report.StatusCalls ? "a call" : "an accepted envelope")})";
-                }
-            }
-
-            if (cpu.BusiestThread is { } thread)
-            {
-                text += $"; its busiest thread '{thread}' {cpu.BusiestThreadCores:F2} of a core";
-            }
-
-            text += Environment.NewLine;
+            text += DescribeCpu(cpu, report.Accepted, report.Seconds, report.StatusCalls);
         }
 
         if (report.Refused > 0 && report.Refusals.Length > 0)
@@ -409,6 +588,33 @@ public sealed class LoadGenerator(Uri node, int clients, int connections, TextWr
         }
 
         return text;
+    }
+
+    /// <summary>The cores this process and the machine kept busy over a phase, and the machine's CPU time a call; empty
+    /// where nothing was measured.</summary>
+    internal static string DescribeCpu(CpuSpent cpu, int accepted, double seconds, bool statusCalls)
+    {
+        if (double.IsNaN(cpu.ProcessCores))
+        {
+            return string.Empty;
+        }
+
+        string text = $"  CPU: this process {cpu.ProcessCores:F2} cores";
+        if (!double.IsNaN(cpu.MachineCores))
+        {
+            text += $", the machine {cpu.MachineCores:F2} of {cpu.LogicalCores} busy";
+            if (accepted > 0)
+            {
+                text += $" ({cpu.MachineCores * seconds / accepted * 1e6:F1} µs of the machine's CPU {(statusCalls ? "a call" : "an accepted envelope")})";
+            }
+        }
+
+        if (cpu.BusiestThread is { } thread)
+        {
+            text += $"; its busiest thread '{thread}' {cpu.BusiestThreadCores:F2} of a core";
+        }
+
+        return text + Environment.NewLine;
     }
 
     /// <summary>Why calls were refused: a count per gRPC status and the first error text of each, most frequent first.</summary>
@@ -433,6 +639,9 @@ public sealed class LoadGenerator(Uri node, int clients, int connections, TextWr
 
         /// <summary>From the due time (open loop) or the start to the answer.</summary>
         public double[] LatencyMs { get; } = new double[count];
+
+        /// <summary>When the latency counts from: the due time (open loop) or the start, whichever was first.</summary>
+        public double[] CountsFrom { get; } = new double[count];
 
         /// <summary>How late the call started past its due time; NaN without a schedule (closed loop, streaming).</summary>
         public double[] LateMs { get; } = Enumerable.Repeat(double.NaN, count).ToArray();

@@ -35,13 +35,25 @@ internal static class LoadCommand
                 "--connections equal to --clients gives each its own, as separate phones would have (more unary capacity, but more buffered in flight when streaming).",
             DefaultValueFactory = _ => 1,
         };
-        var count = new Option<int>("--envelopes") { Description = "Envelopes per phase (sealed, and for streaming encoded, before timing starts); with --mode both the unary phase gets half as many.", DefaultValueFactory = _ => 20_000 };
-        var mode = new Option<string>("--mode") { Description = "stream, unary, or both (stream first, then unary offered at half the stream rate).", DefaultValueFactory = _ => "both" };
+        var count = new Option<int>("--envelopes")
+        {
+            Description = "Envelopes per phase (sealed, and for streaming encoded, before timing starts); with --mode both the unary phase gets half as many, " +
+                "with --mode mixed the mixed phase as many (so it lasts twice as long as the streaming phase).",
+            DefaultValueFactory = _ => 20_000,
+        };
+        var mode = new Option<string>("--mode")
+        {
+            Description = "stream, unary, both (stream first, then unary offered at half the stream rate), or mixed (stream first, then half the stream rate again " +
+                "as streamed envelopes with unary calls at --rate among them, by default a tenth of that half: the latency a single submission gets from a node " +
+                "half as busy as streaming made it).",
+            DefaultValueFactory = _ => "both",
+        };
         var rate = new Option<double>("--rate")
         {
             CustomParser = CliParsers.Number,
             Description = "Unary offered load in envelopes/s: calls start on schedule whether or not earlier ones have returned (open loop). " +
-                "Default: half the measured streaming rate with --mode both; with --mode unary, closed loop (each client waits for its answer).",
+                "Default: half the measured streaming rate with --mode both; with --mode unary, closed loop (each client waits for its answer); with --mode mixed " +
+                "the unary part of the mixed phase's load (half the streaming rate, the rest streamed), a tenth of it by default.",
         };
         var warmup = new Option<int>("--warmup")
         {
@@ -66,7 +78,7 @@ internal static class LoadCommand
         var floor = new Option<bool>("--floor")
         {
             Description = "After the unary phase, offer the same open loop (rate, clients, connections) of Status calls, which neither verify nor store: " +
-                "the latency this machine's gRPC client and server alone give at that rate, printed as 'floor'. The unary latency cannot be below it.",
+                "the latency this machine's gRPC client and server alone give at that rate, printed as 'floor'. The unary latency cannot be below it. With --mode unary or both.",
         };
         var perRequest = new Option<int>("--per-request")
         {
@@ -120,7 +132,7 @@ internal static class LoadCommand
                 // connection's 100 streams wait in the client (and show as lateness) instead of opening more.
                 var clientOptions = new MegaNetClientOptions { TrustedCertificate = trusted, MaxConnections = 1 };
                 // A baseline timed here says nothing about a node on another machine.
-                bool baseline = !parse.GetValue(noBaseline) && m is ("both" or "stream") && (given is null || given.IsLoopback);
+                bool baseline = !parse.GetValue(noBaseline) && m is not "unary" && (given is null || given.IsLoopback);
                 if (given is not null)
                 {
                     target = given;
@@ -143,10 +155,11 @@ internal static class LoadCommand
                         MailboxMaxBytes = 1L << 34,
                         SubmitRatePerKey = 1e6,
                         SubmitBurst = 1_000_000,
-                        // Every client comes from 127.0.0.1: room for all its connections (and a few more).
-                        MaxConnectionsPerAddress = Math.Max(new NodeOptions().MaxConnectionsPerAddress, k + 16),
+                        // Every client comes from 127.0.0.1: room for all its connections (twice --connections in a mixed
+                        // phase, streams and unary calls apart) and a few more.
+                        MaxConnectionsPerAddress = Math.Max(new NodeOptions().MaxConnectionsPerAddress, (2 * k) + 16),
                         // Every client is one site (127.0.0.1), which the last tenth of the cap is kept from (ConnectionGate.Reserve).
-                        MaxConnections = Math.Max(new NodeOptions().MaxConnections, ((k + 16) * 10 / 9) + 1),
+                        MaxConnections = Math.Max(new NodeOptions().MaxConnections, (((2 * k) + 16) * 10 / 9) + 1),
                     };
                     embedded = NodeHost.Build(options, logging: l => l.SetMinimumLevel(LogLevel.Warning));
                     target = await NodeHost.StartAsync(embedded, ct);
@@ -175,7 +188,7 @@ internal static class LoadCommand
                 List<Envelope>? forgeries = forgedRate > 0 ? await Task.Run(() => ForgedLoad.Prepare(2_000), ct).WaitAsync(ct) : null;
                 double streamRate = 0;
                 VerifyBenchmarkResult? raw = null, rawAfter = null;
-                if (m is "both" or "stream")
+                if (m is not "unary")
                 {
                     List<Envelope> envelopes = await PrepareAsync(n, ct);
                     if (baseline)
@@ -193,6 +206,34 @@ internal static class LoadCommand
                         rawAfter = await Task.Run(() => LoadBaseline.Measure(TimeSpan.FromMilliseconds(700)), ct).WaitAsync(ct);
                         Console.WriteLine(LoadBaseline.DescribeBaseline(rawAfter));
                         Console.WriteLine(LoadBaseline.DescribeShare(stream, raw, rawAfter));
+                    }
+                }
+
+                if (m is "mixed")
+                {
+                    if (UnaryRateProblem(m, 0, streamRate, n) is { } noRate)
+                    {
+                        Console.Error.WriteLine($"meganet load: {noRate}");
+                        return 1;
+                    }
+
+                    double half = streamRate / 2, singles = offered > 0 ? offered : half / 10;
+                    if (singles >= half)
+                    {
+                        Console.Error.WriteLine($"meganet load: --rate {offered:G} is the unary part of the mixed phase's load, half the streaming rate " +
+                            $"({half:N0}/s, the rest streamed); give less than that (default: a tenth of it).");
+                        return 1;
+                    }
+
+                    (int streamedCount, int unaryCount) = MixedSplit(n, half, singles);
+                    List<Envelope> streamed = await PrepareAsync(streamedCount, ct);
+                    List<Envelope> single = await PrepareAsync(unaryCount, ct);
+                    Console.WriteLine($"mixed phase: half the streaming rate, {half:N0}/s: {unaryCount:N0} unary calls at {singles:N0}/s among {streamedCount:N0} envelopes streamed at {half - singles:N0}/s ...");
+                    LoadGenerator.MixedLoad mixed = await WithForgeriesAsync(target, clientOptions, forgeries, forgedRate,
+                        () => generator.RunMixedAsync(streamed, single, half - singles, singles, per, ct), ct);
+                    if (raw is not null)
+                    {
+                        Console.WriteLine(LoadBaseline.DescribeShare(mixed.Total, raw, rawAfter));
                     }
                 }
 
@@ -268,16 +309,35 @@ internal static class LoadCommand
     /// and no --rate it is offered half the streaming phase's accepted rate: a streaming phase that accepted nothing left
     /// that 0, which RunUnaryAsync takes as closed loop, so the phase ran unpaced and was reported as if paced; one that
     /// accepted a handful (a node refusing nearly everything) paced <paramref name="unaryEnvelopes"/> over days.</summary>
-    internal static string? UnaryRateProblem(string mode, double offered, double streamRate, int unaryEnvelopes) =>
-        mode != "both" || offered > 0 ? null
-        : !(streamRate > 0)
-            ? "the streaming phase accepted nothing (see its report above), so there is no rate to offer the unary phase " +
-              "(half the streaming rate); the unary phase is not run. Find out why the node refused the stream, or give --rate."
-        : unaryEnvelopes / (streamRate / 2) > MaxPacedPhase.TotalSeconds
-            ? $"the streaming phase accepted {streamRate:N1}/s (see its report above): {unaryEnvelopes:N0} unary calls at half that " +
-              $"would take {TimeSpan.FromSeconds(unaryEnvelopes / (streamRate / 2)):g}, more than {MaxPacedPhase.TotalMinutes:N0} minutes; " +
-              "the unary phase is not run. Find out why the node refused the stream, or give --rate."
-        : null;
+    /// <remarks>With --mode mixed the mixed phase is offered half the streaming rate in all, whatever --rate says (its unary part),
+    /// so <paramref name="offered"/> is not looked at and there is no --rate way out.</remarks>
+    internal static string? UnaryRateProblem(string mode, double offered, double streamRate, int unaryEnvelopes)
+    {
+        bool mixed = mode == "mixed";
+        if (mode is not ("both" or "mixed") || (offered > 0 && !mixed))
+        {
+            return null;
+        }
+
+        string phase = mixed ? "mixed phase" : "unary phase";
+        string wayOut = mixed ? "Find out why the node refused the stream." : "Find out why the node refused the stream, or give --rate.";
+        return !(streamRate > 0)
+            ? $"the streaming phase accepted nothing (see its report above), so there is no rate to offer the {phase} " +
+              $"(half the streaming rate); the {phase} is not run. {wayOut}"
+            : unaryEnvelopes / (streamRate / 2) > MaxPacedPhase.TotalSeconds
+                ? $"the streaming phase accepted {streamRate:N1}/s (see its report above): {unaryEnvelopes:N0} {(mixed ? "envelopes" : "unary calls")} at half that " +
+                  $"would take {TimeSpan.FromSeconds(unaryEnvelopes / (streamRate / 2)):g}, more than {MaxPacedPhase.TotalMinutes:N0} minutes; " +
+                  $"the {phase} is not run. {wayOut}"
+                : null;
+    }
+
+    /// <summary>The mixed phase's <paramref name="envelopes"/> split between the streamed and the unary ones in proportion
+    /// to their rates (<paramref name="unaryRate"/> of <paramref name="total"/>), so both last about as long; at least one each.</summary>
+    internal static (int Streamed, int Unary) MixedSplit(int envelopes, double total, double unaryRate)
+    {
+        int unary = Math.Clamp((int)Math.Round(envelopes * unaryRate / total), 1, Math.Max(1, envelopes - 1));
+        return (Math.Max(1, envelopes - unary), unary);
+    }
 
     /// <summary>A status as the transport gave it, its words shown, not obeyed.</summary>
     private static string Said(RpcException e) => $"{e.StatusCode}: {ClientCommands.Printable(e.Status.Detail, multiline: false)}";
@@ -290,7 +350,8 @@ internal static class LoadCommand
     /// and not after hours of a silent run.</summary>
     internal static string? SlowRateWarning(string mode, double offered, int envelopes, bool floor)
     {
-        if (mode == "stream" || !(offered > 0))
+        // A mixed phase lasts as its streamed part does; --rate only sets its unary share.
+        if (mode is "stream" or "mixed" || !(offered > 0))
         {
             return null;
         }
@@ -310,12 +371,12 @@ internal static class LoadCommand
         clients < 1 ? $"--clients must be at least 1 (got {clients})." :
         connections < 1 || connections > clients ? $"--connections must be between 1 and --clients ({clients}); got {connections}." :
         warmup < 0 ? $"--warmup must be 0 or more (got {warmup})." :
-        mode is not ("both" or "stream" or "unary") ? $"--mode must be stream, unary or both (got '{mode}')." :
+        mode is not ("both" or "stream" or "unary" or "mixed") ? $"--mode must be stream, unary, both or mixed (got '{mode}')." :
         perRequest is < 1 or > RelayService.MaxBatchEnvelopes ? $"--per-request must be 1 to {RelayService.MaxBatchEnvelopes} (got {perRequest})." :
         perRequest > 1 && mode == "unary" ? "--per-request batches streamed requests; use it with --mode stream or both." :
         rate < 0 || !double.IsFinite(rate) ? $"--rate must be a finite number of envelopes/s, 0 or more (got {rate}); 0 means half the streaming rate, or closed loop with --mode unary." :
         forged < 0 || !double.IsFinite(forged) ? $"--forged must be a finite number of envelopes/s, 0 or more (got {forged})." :
-        floor && mode == "stream" ? "--floor follows a unary phase; use it with --mode unary or both." :
+        floor && mode is ("stream" or "mixed") ? "--floor follows a unary phase; use it with --mode unary or both." :
         floor && mode == "unary" && rate == 0 ? "--floor needs an open loop: give --rate with --mode unary." :
         null;
 
@@ -338,7 +399,7 @@ internal static class LoadCommand
     }
 
     /// <summary>Runs a phase with forged submissions beside it (when asked for) and prints what became of them.</summary>
-    private static async Task<LoadReport> WithForgeriesAsync(Uri node, MegaNetClientOptions clientOptions, List<Envelope>? forgeries, double rate, Func<Task<LoadReport>> phase, CancellationToken ct)
+    private static async Task<T> WithForgeriesAsync<T>(Uri node, MegaNetClientOptions clientOptions, List<Envelope>? forgeries, double rate, Func<Task<T>> phase, CancellationToken ct)
     {
         if (forgeries is null)
         {
@@ -346,7 +407,7 @@ internal static class LoadCommand
         }
 
         await using ForgedLoad forged = await ForgedLoad.StartAsync(node, forgeries, rate, ForgedLoad.DefaultFrom(node), clientOptions, ct);
-        LoadReport report = await phase();
+        T report = await phase();
         Console.WriteLine(ForgedLoad.Describe(await forged.StopAsync()));
         return report;
     }
