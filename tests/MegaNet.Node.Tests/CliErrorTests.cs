@@ -676,7 +676,7 @@ public sealed class CliErrorTests : IDisposable
 
     [Theory]
     [InlineData("--backend picks the embedded node's verifier; a node given with --node uses its own", "load", "--node", "http://127.0.0.1:1", "--backend", "simd")]
-    [InlineData("--rate sets the unary phase's offered load; use it with --mode unary or both.", "load", "--mode", "stream", "--rate", "100")]
+    [InlineData("--rate sets the unary phase's offered load; use it with --mode unary, both or mixed.", "load", "--mode", "stream", "--rate", "100")]
     [InlineData("--check-items sizes the check that --check runs", "bench", "--check-items", "10")]
     [InlineData("'sned' is not a command; did you mean 'send'?", "sned", "--to", "x")]
     [InlineData("Unrecognized command or argument '--ak'; did you mean '--ack'?", "fetch", "--ak")]
@@ -805,7 +805,7 @@ public sealed class CliErrorTests : IDisposable
 
     [Fact]
     public async Task Load_refuses_batched_requests_without_a_streaming_phase() =>
-        AssertClearError(await Meganet("load", "--mode", "unary", "--per-request", "64"), "--per-request batches streamed requests; use it with --mode stream or both.");
+        AssertClearError(await Meganet("load", "--mode", "unary", "--per-request", "64"), "--per-request batches streamed requests; use it with --mode stream, both or mixed.");
 
     [Fact]
     public async Task Load_refuses_a_backend_or_an_unreachable_node_before_sealing_and_leaves_no_directory()

@@ -94,7 +94,7 @@ public sealed class LoadGeneratorTests
         string[] lines = text.Split(Environment.NewLine, StringSplitOptions.RemoveEmptyEntries);
         Assert.StartsWith("stream x64 (paced at 27,000/s) clients 8:", lines[0], StringComparison.Ordinal);
         Assert.StartsWith("unary (open loop at 3,000/s) beside it clients 8:", lines[1], StringComparison.Ordinal);
-        Assert.Equal("stream + unary: 29,999 accepted/s of 30,000/s offered (29,998/s after the first 2 s), 10 refused", lines[2]);
+        Assert.Equal("stream + unary: 29,999 accepted/s (29,998/s after the first 2 s; started at 30,000/s), 10 refused", lines[2]);
         // 1.8 cores for 10 s over 299,990 envelopes: 60.0 µs each; the kinds' own lines carry no CPU of their own.
         Assert.Equal("  CPU: this process 0.30 cores, the machine 1.80 of 2 busy (60.0 µs of the machine's CPU an accepted envelope)", lines[3]);
         Assert.Equal(4, lines.Length);

@@ -158,7 +158,10 @@ public sealed class LoadGenerator(Uri node, int clients, int connections, TextWr
         var watch = Stopwatch.StartNew();
         var singleCalls = new UnaryCalls(singles, clients, unary, watch, floor: false, ct);
 
+        // A stream that fails stops the pacing (and so the unary calls) at once, rather than at the schedule's end.
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(ct);
         Task streaming = Task.WhenAll(shares.Select((share, c) => Task.Run(() => StreamAsync(streams[c], method, share, gates[c].Reader, watch, streamTally, ct), ct)));
+        _ = streaming.ContinueWith(_ => stop.Cancel(), CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted | TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
         Task<List<Task>> pacing = Task.Factory.StartNew(() =>
         {
             try
@@ -174,7 +177,7 @@ public sealed class LoadGenerator(Uri node, int clients, int connections, TextWr
                     }
 
                     return singleCalls.StartAsync(item, due);
-                }, ct);
+                }, stop.Token);
             }
             finally
             {
@@ -184,7 +187,16 @@ public sealed class LoadGenerator(Uri node, int clients, int connections, TextWr
                 }
             }
         }, ct, TaskCreationOptions.LongRunning, TaskScheduler.Default);
-        await Task.WhenAll(streaming, pacing);
+        try
+        {
+            await Task.WhenAll(streaming, pacing);
+        }
+        catch when (streaming.IsFaulted && !ct.IsCancellationRequested)
+        {
+            // The stream's failure, not the pacing's cancellation that followed it.
+            await streaming;
+        }
+
         await Task.WhenAll(await pacing);
         double seconds = watch.Elapsed.TotalSeconds;
         CpuSpent cpu = CpuUse.Between(cpuAtStart, CpuUse.Now(), seconds);
@@ -196,11 +208,15 @@ public sealed class LoadGenerator(Uri node, int clients, int connections, TextWr
         PhaseTally u = singleCalls.Tally;
         LoadReport unaryReport = Summarize($"unary (open loop at {unaryRate:N0}/s) beside it", clients, unary.Count, u.Accepted, u.Refused, seconds, u.Calls, batch,
             after.VerifierBackend, u.Refusals.ToString());
-        // Both kinds' acceptances after the warm-up, over the time after it, as Summarize counts each kind's.
+        // Both kinds' acceptances after the warm-up, over the time after it, by Summarize's rule for each kind: given
+        // where at least 1,000 calls started after it; and the rate both kinds really started at.
+        double[] starts = [.. streamTally.Calls.StartedAt, .. u.Calls.StartedAt];
+        bool steady = starts.Count(t => t >= WarmUpSeconds) >= 1000;
+        double startSpan = starts.Length > 1 ? starts.Max() - starts.Min() : 0;
         int acceptedLater = streamTally.AcceptedAfter(WarmUpSeconds) + u.AcceptedAfter(WarmUpSeconds);
         var total = new LoadReport("stream + unary", clients, streamed.Count + unary.Count, streamTally.Accepted + u.Accepted, streamTally.Refused + u.Refused,
-            seconds, double.NaN, double.NaN, double.NaN, double.NaN, seconds > WarmUpSeconds + 1 ? acceptedLater / (seconds - WarmUpSeconds) : double.NaN,
-            batch, after.VerifierBackend, streamRate + unaryRate, Cpu: cpu);
+            seconds, double.NaN, double.NaN, double.NaN, double.NaN, steady ? acceptedLater / (seconds - WarmUpSeconds) : double.NaN,
+            batch, after.VerifierBackend, startSpan > 0 ? (starts.Length - 1) / startSpan : double.NaN, Cpu: cpu);
         var mixed = new MixedLoad(streamReport, unaryReport, total);
         progress?.Write(DescribeMixed(mixed));
         return mixed;
@@ -210,9 +226,10 @@ public sealed class LoadGenerator(Uri node, int clients, int connections, TextWr
     internal static string DescribeMixed(MixedLoad mixed)
     {
         LoadReport total = mixed.Total;
-        string steady = double.IsNaN(total.SteadyAcceptedPerSecond) ? string.Empty : $" ({total.SteadyAcceptedPerSecond:N0}/s after the first {WarmUpSeconds:0} s)";
+        string steady = double.IsNaN(total.SteadyAcceptedPerSecond) ? string.Empty : $"{total.SteadyAcceptedPerSecond:N0}/s after the first {WarmUpSeconds:0} s; ";
+        string started = double.IsNaN(total.OfferedPerSecond) ? "-" : $"{total.OfferedPerSecond:N0}";
         return Describe(mixed.Stream) + Describe(mixed.Unary) +
-            $"{total.Mode}: {total.AcceptedPerSecond:N0} accepted/s of {total.OfferedPerSecond:N0}/s offered{steady}, {total.Refused} refused{Environment.NewLine}" +
+            $"{total.Mode}: {total.AcceptedPerSecond:N0} accepted/s ({steady}started at {started}/s), {total.Refused} refused{Environment.NewLine}" +
             (total.Cpu is { } cpu ? DescribeCpu(cpu, total.Accepted, total.Seconds, statusCalls: false) : string.Empty);
     }
 
@@ -478,6 +495,7 @@ public sealed class LoadGenerator(Uri node, int clients, int connections, TextWr
             }
         }, ct);
         int written = 0;
+        double lastWritten = 0;
         foreach ((byte[] request, int count) in share.Requests)
         {
             double due = paced is null ? -1 : await paced.ReadAsync(ct);
@@ -489,12 +507,15 @@ public sealed class LoadGenerator(Uri node, int clients, int connections, TextWr
                 calls.CountsFrom[i] = started;
                 if (due >= 0)
                 {
-                    calls.LateMs[i] = Math.Max(0, started - due) * 1000;
+                    // The latency counts from the due time; the lateness kept apart is the client's own lag only: a
+                    // request held up by the write before it (the node's flow control pushing back) is the node's.
+                    calls.LateMs[i] = Math.Max(0, started - Math.Max(due, lastWritten)) * 1000;
                     calls.CountsFrom[i] = Math.Min(started, due);
                 }
             }
 
             await call.RequestStream.WriteAsync(request, ct);
+            lastWritten = watch.Elapsed.TotalSeconds;
         }
 
         await call.RequestStream.CompleteAsync();
@@ -643,7 +664,9 @@ public sealed class LoadGenerator(Uri node, int clients, int connections, TextWr
         /// <summary>When the latency counts from: the due time (open loop) or the start, whichever was first.</summary>
         public double[] CountsFrom { get; } = new double[count];
 
-        /// <summary>How late the call started past its due time; NaN without a schedule (closed loop, streaming).</summary>
+        /// <summary>How late this client started the call past its due time (a paced stream's request: past its due
+        /// time or the end of the write before it, whichever was later); NaN without a schedule (closed loop, unpaced
+        /// streaming).</summary>
         public double[] LateMs { get; } = Enumerable.Repeat(double.NaN, count).ToArray();
 
         public bool[] Ok { get; } = new bool[count];

@@ -32,7 +32,8 @@ internal static class LoadCommand
         {
             Description = "HTTP/2 connections the clients spread over (client i uses connection i mod N; a connection carries 100 calls at once, and calls beyond that wait in the client). " +
                 "1: every client multiplexed over one connection, as in the figures of docs/performance.md; " +
-                "--connections equal to --clients gives each its own, as separate phones would have (more unary capacity, but more buffered in flight when streaming).",
+                "--connections equal to --clients gives each its own, as separate phones would have (more unary capacity, but more buffered in flight when streaming). " +
+                "A mixed phase opens this many for its streams and as many again for its unary calls.",
             DefaultValueFactory = _ => 1,
         };
         var count = new Option<int>("--envelopes")
@@ -72,7 +73,7 @@ internal static class LoadCommand
         {
             Description = $"Skip the baseline. By default, when the node is on this machine (embedded, or at a loopback address), this process times the raw simd verifier " +
                 $"(batch {LoadBaseline.Batch:N0}, one thread per core, key cache off, libsodium beside it) just before the streaming phase and again just after it, with the node idle, " +
-                "and gives the streaming rate (and with --mode both the unary rate after it) as a share of the two timings' mean (with the range it lies in when they " +
+                "and gives the streaming rate (and with --mode both the unary rate after it, with --mode mixed the mixed phase's) as a share of the two timings' mean (with the range it lies in when they " +
                 $"differ by more than {LoadBaseline.UnsteadySpread:P0}: the machine's speed changed). About 5 s each.",
         };
         var floor = new Option<bool>("--floor")
@@ -103,7 +104,7 @@ internal static class LoadCommand
             // Options that would be ignored are refused: the run would not be the one asked for.
             bool backendGiven = parse.GetResult(backend) is { Implicit: false }, rateGiven = parse.GetResult(rate) is { Implicit: false };
             string? ignored = backendGiven && parse.GetValue(node) is not null ? "--backend picks the embedded node's verifier; a node given with --node uses its own (drop one of them)." :
-                rateGiven && m == "stream" ? "--rate sets the unary phase's offered load; use it with --mode unary or both." :
+                rateGiven && m == "stream" ? "--rate sets the unary phase's offered load; use it with --mode unary, both or mixed." :
                 parse.GetValue(tlsCert) is not null && parse.GetValue(node)?.Scheme != Uri.UriSchemeHttps ? "--tls-cert is the certificate of a node given with --node https://...; the embedded node and an http:// node have none." :
                 null;
             if ((Problem(n, c, k, w, m, per, offered, forgedRate, floorToo) ?? ignored) is { } problem)
@@ -226,6 +227,12 @@ internal static class LoadCommand
                     }
 
                     (int streamedCount, int unaryCount) = MixedSplit(n, half, singles);
+                    if (unaryCount < MixedFewCalls)
+                    {
+                        Console.Error.WriteLine($"meganet load: warning: the mixed phase makes only {unaryCount:N0} unary call{(unaryCount == 1 ? "" : "s")} at {singles:N0}/s: " +
+                            $"too few for a p99 after the first {LoadGenerator.WarmUpSeconds:0} s (that takes {MixedFewCalls:N0}); raise --rate or --envelopes.");
+                    }
+
                     List<Envelope> streamed = await PrepareAsync(streamedCount, ct);
                     List<Envelope> single = await PrepareAsync(unaryCount, ct);
                     Console.WriteLine($"mixed phase: half the streaming rate, {half:N0}/s: {unaryCount:N0} unary calls at {singles:N0}/s among {streamedCount:N0} envelopes streamed at {half - singles:N0}/s ...");
@@ -331,6 +338,9 @@ internal static class LoadCommand
                 : null;
     }
 
+    /// <summary>Fewer unary calls than this in a mixed phase give no steady-state p99 (LoadGenerator.Summarize): warned of.</summary>
+    internal const int MixedFewCalls = 1_000;
+
     /// <summary>The mixed phase's <paramref name="envelopes"/> split between the streamed and the unary ones in proportion
     /// to their rates (<paramref name="unaryRate"/> of <paramref name="total"/>), so both last about as long; at least one each.</summary>
     internal static (int Streamed, int Unary) MixedSplit(int envelopes, double total, double unaryRate)
@@ -373,8 +383,8 @@ internal static class LoadCommand
         warmup < 0 ? $"--warmup must be 0 or more (got {warmup})." :
         mode is not ("both" or "stream" or "unary" or "mixed") ? $"--mode must be stream, unary, both or mixed (got '{mode}')." :
         perRequest is < 1 or > RelayService.MaxBatchEnvelopes ? $"--per-request must be 1 to {RelayService.MaxBatchEnvelopes} (got {perRequest})." :
-        perRequest > 1 && mode == "unary" ? "--per-request batches streamed requests; use it with --mode stream or both." :
-        rate < 0 || !double.IsFinite(rate) ? $"--rate must be a finite number of envelopes/s, 0 or more (got {rate}); 0 means half the streaming rate, or closed loop with --mode unary." :
+        perRequest > 1 && mode == "unary" ? "--per-request batches streamed requests; use it with --mode stream, both or mixed." :
+        rate < 0 || !double.IsFinite(rate) ? $"--rate must be a finite number of envelopes/s, 0 or more (got {rate}); 0 means the default: half the streaming rate, closed loop with --mode unary, a tenth of half the streaming rate with --mode mixed." :
         forged < 0 || !double.IsFinite(forged) ? $"--forged must be a finite number of envelopes/s, 0 or more (got {forged})." :
         floor && mode is ("stream" or "mixed") ? "--floor follows a unary phase; use it with --mode unary or both." :
         floor && mode == "unary" && rate == 0 ? "--floor needs an open loop: give --rate with --mode unary." :
