@@ -1,6 +1,7 @@
 using System.Net.Sockets;
 using System.Reflection;
 using System.Runtime.ExceptionServices;
+using System.Runtime.InteropServices;
 using MegaNet.Node.Hosting;
 using MegaNet.Store;
 using Microsoft.AspNetCore.Builder;
@@ -87,6 +88,31 @@ public sealed class NodeStartLogTests : IDisposable
         await NodeHost.StartAsync(app);
         await app.StopAsync();
         Assert.Single(log.Lines, l => l.StartsWith("Warning MegaNet.Node: PowMinBits 25 is above the 24 bits the shipped clients pay at most", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public async Task A_node_says_which_sha_256_its_transparency_log_hashes_with()
+    {
+        // The log's hashing fell back to libsodium's portable SHA-256, about a microsecond more per stored envelope,
+        // without a word where libcrypto did not load or answered a known input wrongly.
+        var log = new LogCapture();
+        await using WebApplication app = NodeHost.Build(Options(), l => l.AddProvider(log));
+        await NodeHost.StartAsync(app);
+        await app.StopAsync();
+        string line = Assert.Single(log.Lines, l => l.Contains("Transparency log hashing: ", StringComparison.Ordinal));
+        Assert.StartsWith("Information MegaNet.Node: Transparency log hashing: SHA-256 through ", line, StringComparison.Ordinal);
+        // Where this process can load OpenSSL's libcrypto with the low-level calls (Linux; .NET's own cryptography loads
+        // it there), they are the ones used, and the line names the library; elsewhere it says why not.
+        string? loadable = ((string[])["libcrypto.so.3", "libcrypto.so.1.1"]).FirstOrDefault(name =>
+            NativeLibrary.TryLoad(name, out nint library) && NativeLibrary.TryGetExport(library, "SHA256_Final", out _));
+        if (OperatingSystem.IsLinux() && loadable is not null)
+        {
+            Assert.Contains($"OpenSSL's low-level calls ({loadable};", line, StringComparison.Ordinal);
+        }
+        else
+        {
+            Assert.Contains("libsodium's portable code, the slower one (OpenSSL's calls are not used: ", line, StringComparison.Ordinal);
+        }
     }
 
     [Fact]

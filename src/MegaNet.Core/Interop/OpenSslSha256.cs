@@ -48,6 +48,7 @@ internal static unsafe class OpenSslSha256
                 Update = (delegate* unmanaged[Cdecl, SuppressGCTransition]<void*, byte*, nuint, int>)update;
                 Final = (delegate* unmanaged[Cdecl, SuppressGCTransition]<byte*, void*, int>)final;
                 WhyNot = KnownAnswerFails(name);
+                Library = name;
                 break;
             }
         }
@@ -55,11 +56,16 @@ internal static unsafe class OpenSslSha256
         if (WhyNot is not null)
         {
             Final = null;
+            Library = null;
         }
     }
 
     /// <summary>True when <see cref="Hash"/> may be called.</summary>
     public static bool IsAvailable => Final != null;
+
+    /// <summary>The library whose calls <see cref="Hash"/> makes (<c>libcrypto.so.3</c>, say); null when
+    /// <see cref="IsAvailable"/> is false.</summary>
+    public static string? Library { get; }
 
     /// <summary>Why <see cref="IsAvailable"/> is false; null when it is true.</summary>
     public static string? WhyNot { get; }

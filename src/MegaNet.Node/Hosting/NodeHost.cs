@@ -1,5 +1,6 @@
 using System.Net;
 using MegaNet.Core.Diagnostics;
+using MegaNet.Core.Transparency;
 using MegaNet.Core.Verification;
 using MegaNet.Node.Admission;
 using MegaNet.Node.Services;
@@ -481,6 +482,7 @@ public static partial class NodeHost
 
         admission.StoreRefusals.CheckAtStart();
 
+        LogMerkleHashing(logger, MerkleTree.HashImplementation);
         // The address as bound: [::] and 0.0.0.0 mean every address of the machine, which is what the operator should
         // read (https://127.0.0.1 for --listen [::]:7700 said the node was reachable on loopback only).
         LogStarted(logger, address, admission.Verifier.Name, admission.Verifier.Description, Path.GetFullPath(options.DataDirectory),
@@ -567,6 +569,9 @@ public static partial class NodeHost
 
     [LoggerMessage(EventId = 2, Level = LogLevel.Critical, Message = "{Reason}")]
     private static partial void LogStoreShutdownFailed(ILogger logger, string reason);
+
+    [LoggerMessage(EventId = 18, Level = LogLevel.Information, Message = "Transparency log hashing: {Implementation}")]
+    private static partial void LogMerkleHashing(ILogger logger, string implementation);
 
     [LoggerMessage(EventId = 1, Level = LogLevel.Information, Message = "MegaNet node listening on {Address}; verifier {Backend} ({Description}); data {DataDirectory}; node id {NodeId}")]
     private static partial void LogStarted(ILogger logger, string address, string backend, string description, string dataDirectory, string nodeId);
