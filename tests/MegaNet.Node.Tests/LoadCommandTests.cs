@@ -49,6 +49,25 @@ public sealed class LoadCommandTests
     }
 
     [Theory]
+    // --mixed-share sets the mixed phase's load: 75,000 envelopes at a tenth of 1,200/s take 625 s, past the ten minutes;
+    // at half of it, 125 s.
+    [InlineData(0.1, "75,000 envelopes at 0.1 of that would take 0:10:25")]
+    [InlineData(0.5, null)]
+    public void The_mixed_phase_is_sized_by_its_share_of_the_streaming_rate(double share, string? expected)
+    {
+        string? problem = LoadCommand.UnaryRateProblem("mixed", 0, 1_200, unaryEnvelopes: 75_000, mixedShare: share);
+        if (expected is null)
+        {
+            Assert.Null(problem);
+        }
+        else
+        {
+            Assert.NotNull(problem);
+            Assert.Contains(expected, problem, StringComparison.Ordinal);
+        }
+    }
+
+    [Theory]
     // In proportion to the rates, so both parts last about as long; never none of either.
     [InlineData(300_000, 30_000.0, 3_000.0, 270_000, 30_000)]
     [InlineData(300_000, 30_000.0, 1_000.0, 290_000, 10_000)]

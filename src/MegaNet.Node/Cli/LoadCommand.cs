@@ -39,12 +39,12 @@ internal static class LoadCommand
         var count = new Option<int>("--envelopes")
         {
             Description = "Envelopes per phase (sealed, and for streaming encoded, before timing starts); with --mode both the unary phase gets half as many, " +
-                "with --mode mixed the mixed phase as many (so it lasts twice as long as the streaming phase).",
+                "with --mode mixed the mixed phase as many (so at the default --mixed-share it lasts twice as long as the streaming phase).",
             DefaultValueFactory = _ => 20_000,
         };
         var mode = new Option<string>("--mode")
         {
-            Description = "stream, unary, both (stream first, then unary offered at half the stream rate), or mixed (stream first, then half the stream rate again " +
+            Description = "stream, unary, both (stream first, then unary offered at half the stream rate), or mixed (stream first, then half the stream rate again, or --mixed-share of it, " +
                 "as streamed envelopes with unary calls at --rate among them, by default a tenth of that half: the latency a single submission gets from a node " +
                 "half as busy as streaming made it).",
             DefaultValueFactory = _ => "both",
@@ -55,6 +55,13 @@ internal static class LoadCommand
             Description = "Unary offered load in envelopes/s: calls start on schedule whether or not earlier ones have returned (open loop). " +
                 "Default: half the measured streaming rate with --mode both; with --mode unary, closed loop (each client waits for its answer); with --mode mixed " +
                 "the unary part of the mixed phase's load (half the streaming rate, the rest streamed), a tenth of it by default.",
+        };
+        var mixedShare = new Option<double>("--mixed-share")
+        {
+            CustomParser = CliParsers.Number,
+            Description = "With --mode mixed: the share of the measured streaming rate the mixed phase offers in all, above 0 and at most 1. " +
+                "Default 0.5, the relay target's half; lower ones say at what load a single submission's latency comes down.",
+            DefaultValueFactory = _ => 0.5,
         };
         var warmup = new Option<int>("--warmup")
         {
@@ -90,7 +97,7 @@ internal static class LoadCommand
         var tlsCert = ClientCommands.TlsCertOption();
         var command = new Command("load", "Drive concurrent clients at a node and report accepted envelopes/s, p50/p99 latency and the verifier batch sizes achieved.")
         {
-            node, clients, connections, count, mode, perRequest, rate, warmup, forged, backend, noBaseline, floor, tlsCert,
+            node, clients, connections, count, mode, perRequest, rate, mixedShare, warmup, forged, backend, noBaseline, floor, tlsCert,
         };
         command.SetAction(async (parse, ct) =>
         {
@@ -99,15 +106,18 @@ internal static class LoadCommand
             int per = parse.GetValue(perRequest);
             string m = parse.GetValue(mode)!;
             double offered = parse.GetValue(rate);
+            double share = parse.GetValue(mixedShare);
             double forgedRate = parse.GetValue(forged);
             bool floorToo = parse.GetValue(floor);
             // Options that would be ignored are refused: the run would not be the one asked for.
             bool backendGiven = parse.GetResult(backend) is { Implicit: false }, rateGiven = parse.GetResult(rate) is { Implicit: false };
             string? ignored = backendGiven && parse.GetValue(node) is not null ? "--backend picks the embedded node's verifier; a node given with --node uses its own (drop one of them)." :
                 rateGiven && m == "stream" ? "--rate sets the unary phase's offered load; use it with --mode unary, both or mixed." :
+                parse.GetResult(mixedShare) is { Implicit: false } && m != "mixed" ? "--mixed-share sets the mixed phase's load; use it with --mode mixed." :
                 parse.GetValue(tlsCert) is not null && parse.GetValue(node)?.Scheme != Uri.UriSchemeHttps ? "--tls-cert is the certificate of a node given with --node https://...; the embedded node and an http:// node have none." :
                 null;
-            if ((Problem(n, c, k, w, m, per, offered, forgedRate, floorToo) ?? ignored) is { } problem)
+            string? shareProblem = share is > 0 and <= 1 ? null : $"--mixed-share must be above 0 and at most 1 (got {share}); 0.5 is half the streaming rate.";
+            if ((Problem(n, c, k, w, m, per, offered, forgedRate, floorToo) ?? shareProblem ?? ignored) is { } problem)
             {
                 Console.Error.WriteLine($"meganet load: {problem}");
                 Console.Error.WriteLine(MeganetCommand.UsageHint("meganet load"));
@@ -212,21 +222,21 @@ internal static class LoadCommand
 
                 if (m is "mixed")
                 {
-                    if (UnaryRateProblem(m, 0, streamRate, n) is { } noRate)
+                    if (UnaryRateProblem(m, 0, streamRate, n, share) is { } noRate)
                     {
                         Console.Error.WriteLine($"meganet load: {noRate}");
                         return 1;
                     }
 
-                    double half = streamRate / 2, singles = offered > 0 ? offered : half / 10;
-                    if (singles >= half)
+                    double load = streamRate * share, singles = offered > 0 ? offered : load / 10;
+                    if (singles >= load)
                     {
-                        Console.Error.WriteLine($"meganet load: --rate {offered:G} is the unary part of the mixed phase's load, half the streaming rate " +
-                            $"({half:N0}/s, the rest streamed); give less than that (default: a tenth of it).");
+                        Console.Error.WriteLine($"meganet load: --rate {offered:G} is the unary part of the mixed phase's load, {ShareOfStream(share)} " +
+                            $"({load:N0}/s, the rest streamed); give less than that (default: a tenth of it).");
                         return 1;
                     }
 
-                    (int streamedCount, int unaryCount) = MixedSplit(n, half, singles);
+                    (int streamedCount, int unaryCount) = MixedSplit(n, load, singles);
                     if (unaryCount < MixedFewCalls)
                     {
                         Console.Error.WriteLine($"meganet load: warning: the mixed phase makes only {unaryCount:N0} unary call{(unaryCount == 1 ? "" : "s")} at {singles:N0}/s: " +
@@ -235,9 +245,9 @@ internal static class LoadCommand
 
                     List<Envelope> streamed = await PrepareAsync(streamedCount, ct);
                     List<Envelope> single = await PrepareAsync(unaryCount, ct);
-                    Console.WriteLine($"mixed phase: half the streaming rate, {half:N0}/s: {unaryCount:N0} unary calls at {singles:N0}/s among {streamedCount:N0} envelopes streamed at {half - singles:N0}/s ...");
+                    Console.WriteLine($"mixed phase: {ShareOfStream(share)}, {load:N0}/s: {unaryCount:N0} unary calls at {singles:N0}/s among {streamedCount:N0} envelopes streamed at {load - singles:N0}/s ...");
                     LoadGenerator.MixedLoad mixed = await WithForgeriesAsync(target, clientOptions, forgeries, forgedRate,
-                        () => generator.RunMixedAsync(streamed, single, half - singles, singles, per, ct), ct);
+                        () => generator.RunMixedAsync(streamed, single, load - singles, singles, per, ct), ct);
                     if (raw is not null)
                     {
                         Console.WriteLine(LoadBaseline.DescribeShare(mixed.Total, raw, rawAfter));
@@ -316,9 +326,10 @@ internal static class LoadCommand
     /// and no --rate it is offered half the streaming phase's accepted rate: a streaming phase that accepted nothing left
     /// that 0, which RunUnaryAsync takes as closed loop, so the phase ran unpaced and was reported as if paced; one that
     /// accepted a handful (a node refusing nearly everything) paced <paramref name="unaryEnvelopes"/> over days.</summary>
-    /// <remarks>With --mode mixed the mixed phase is offered half the streaming rate in all, whatever --rate says (its unary part),
-    /// so <paramref name="offered"/> is not looked at and there is no --rate way out.</remarks>
-    internal static string? UnaryRateProblem(string mode, double offered, double streamRate, int unaryEnvelopes)
+    /// <remarks>With --mode mixed the mixed phase is offered <paramref name="mixedShare"/> of the streaming rate in all,
+    /// whatever --rate says (its unary part), so <paramref name="offered"/> is not looked at and there is no --rate way
+    /// out.</remarks>
+    internal static string? UnaryRateProblem(string mode, double offered, double streamRate, int unaryEnvelopes, double mixedShare = 0.5)
     {
         bool mixed = mode == "mixed";
         if (mode is not ("both" or "mixed") || (offered > 0 && !mixed))
@@ -328,15 +339,20 @@ internal static class LoadCommand
 
         string phase = mixed ? "mixed phase" : "unary phase";
         string wayOut = mixed ? "Find out why the node refused the stream." : "Find out why the node refused the stream, or give --rate.";
+        double share = mixed ? mixedShare : 0.5;
+        string ofThat = share == 0.5 ? "half that" : $"{share:G} of that";
         return !(streamRate > 0)
             ? $"the streaming phase accepted nothing (see its report above), so there is no rate to offer the {phase} " +
-              $"(half the streaming rate); the {phase} is not run. {wayOut}"
-            : unaryEnvelopes / (streamRate / 2) > MaxPacedPhase.TotalSeconds
-                ? $"the streaming phase accepted {streamRate:N1}/s (see its report above): {unaryEnvelopes:N0} {(mixed ? "envelopes" : "unary calls")} at half that " +
-                  $"would take {TimeSpan.FromSeconds(unaryEnvelopes / (streamRate / 2)):g}, more than {MaxPacedPhase.TotalMinutes:N0} minutes; " +
+              $"({ShareOfStream(share)}); the {phase} is not run. {wayOut}"
+            : unaryEnvelopes / (streamRate * share) > MaxPacedPhase.TotalSeconds
+                ? $"the streaming phase accepted {streamRate:N1}/s (see its report above): {unaryEnvelopes:N0} {(mixed ? "envelopes" : "unary calls")} at {ofThat} " +
+                  $"would take {TimeSpan.FromSeconds(unaryEnvelopes / (streamRate * share)):g}, more than {MaxPacedPhase.TotalMinutes:N0} minutes; " +
                   $"the {phase} is not run. {wayOut}"
                 : null;
     }
+
+    /// <summary>"half the streaming rate", or "0.25 of the streaming rate".</summary>
+    private static string ShareOfStream(double share) => share == 0.5 ? "half the streaming rate" : $"{share:G} of the streaming rate";
 
     /// <summary>Fewer unary calls than this in a mixed phase give no steady-state p99 (LoadGenerator.Summarize): warned of.</summary>
     internal const int MixedFewCalls = 1_000;
