@@ -680,6 +680,8 @@ public sealed class CliErrorTests : IDisposable
     [InlineData("--mixed-share sets the mixed phase's load; use it with --mode mixed.", "load", "--mode", "both", "--mixed-share", "0.25")]
     [InlineData("--mixed-share must be above 0 and at most 1 (got 0); 0.5 is half the streaming rate.", "load", "--mode", "mixed", "--mixed-share", "0")]
     [InlineData("--mixed-share must be above 0 and at most 1 (got 1.5); 0.5 is half the streaming rate.", "load", "--mode", "mixed", "--mixed-share", "1.5")]
+    // Out of range and without --mode mixed: the range is said first, as for --rate.
+    [InlineData("--mixed-share must be above 0 and at most 1 (got 2); 0.5 is half the streaming rate.", "load", "--mode", "stream", "--mixed-share", "2")]
     [InlineData("--check-items sizes the check that --check runs", "bench", "--check-items", "10")]
     [InlineData("'sned' is not a command; did you mean 'send'?", "sned", "--to", "x")]
     [InlineData("Unrecognized command or argument '--ak'; did you mean '--ack'?", "fetch", "--ak")]

@@ -17,7 +17,7 @@ public sealed class LoadCommandTests
     [InlineData("unary", 0.0, 0.0, false)] // --mode unary without --rate is closed loop, as the help says
     public void The_unary_phase_after_a_stream_that_accepted_nothing_is_not_run_closed_loop(string mode, double offered, double streamRate, bool refused)
     {
-        string? problem = LoadCommand.UnaryRateProblem(mode, offered, streamRate, unaryEnvelopes: 75_000);
+        string? problem = LoadCommand.UnaryRateProblem(mode, offered, streamRate, unaryEnvelopes: 75_000, mixedShare: 0.5);
         Assert.Equal(refused, problem is not null);
         if (refused)
         {
@@ -35,7 +35,7 @@ public sealed class LoadCommandTests
     [InlineData(0.0, 1_200.0, null)]
     public void The_mixed_phase_after_a_stream_that_accepted_nothing_or_a_handful_is_not_run(double offered, double streamRate, string? expected)
     {
-        string? problem = LoadCommand.UnaryRateProblem("mixed", offered, streamRate, unaryEnvelopes: 75_000);
+        string? problem = LoadCommand.UnaryRateProblem("mixed", offered, streamRate, unaryEnvelopes: 75_000, mixedShare: 0.5);
         if (expected is null)
         {
             Assert.Null(problem);
@@ -51,11 +51,13 @@ public sealed class LoadCommandTests
     [Theory]
     // --mixed-share sets the mixed phase's load: 75,000 envelopes at a tenth of 1,200/s take 625 s, past the ten minutes;
     // at half of it, 125 s.
-    [InlineData(0.1, "75,000 envelopes at 0.1 of that would take 0:10:25")]
-    [InlineData(0.5, null)]
-    public void The_mixed_phase_is_sized_by_its_share_of_the_streaming_rate(double share, string? expected)
+    [InlineData("mixed", 0.1, "75,000 envelopes at 0.1 of that would take 0:10:25")]
+    [InlineData("mixed", 0.5, null)]
+    // --mode both's unary phase is offered half the streaming rate whatever the share: 125 s.
+    [InlineData("both", 0.1, null)]
+    public void The_mixed_phase_is_sized_by_its_share_of_the_streaming_rate(string mode, double share, string? expected)
     {
-        string? problem = LoadCommand.UnaryRateProblem("mixed", 0, 1_200, unaryEnvelopes: 75_000, mixedShare: share);
+        string? problem = LoadCommand.UnaryRateProblem(mode, 0, 1_200, unaryEnvelopes: 75_000, mixedShare: share);
         if (expected is null)
         {
             Assert.Null(problem);
@@ -85,7 +87,7 @@ public sealed class LoadCommandTests
     [InlineData(500.0, false)]
     public void A_unary_phase_that_half_the_streaming_rate_would_stretch_past_ten_minutes_is_not_run(double streamRate, bool refused)
     {
-        string? problem = LoadCommand.UnaryRateProblem("both", 0, streamRate, unaryEnvelopes: 75_000);
+        string? problem = LoadCommand.UnaryRateProblem("both", 0, streamRate, unaryEnvelopes: 75_000, mixedShare: 0.5);
         Assert.Equal(refused, problem is not null);
         if (refused)
         {

@@ -104,7 +104,7 @@ public sealed class NodeStartLogTests : IDisposable
         // Where this process can load OpenSSL's libcrypto with the low-level calls (Linux; .NET's own cryptography loads
         // it there), they are the ones used, and the line names the library; elsewhere it says why not.
         string? loadable = ((string[])["libcrypto.so.3", "libcrypto.so.1.1"]).FirstOrDefault(name =>
-            NativeLibrary.TryLoad(name, out nint library) && NativeLibrary.TryGetExport(library, "SHA256_Final", out _));
+            NativeLibrary.TryLoad(name, out nint library) && ((string[])["SHA256_Init", "SHA256_Update", "SHA256_Final"]).All(f => NativeLibrary.TryGetExport(library, f, out _)));
         if (OperatingSystem.IsLinux() && loadable is not null)
         {
             Assert.Contains($"OpenSSL's low-level calls ({loadable};", line, StringComparison.Ordinal);

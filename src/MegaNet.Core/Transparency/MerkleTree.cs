@@ -77,7 +77,7 @@ public static class MerkleTree
     /// machines should be able to see it.</summary>
     public static string HashImplementation => OpenSslSha256.IsAvailable
         ? $"SHA-256 through OpenSSL's low-level calls ({OpenSslSha256.Library}; the CPU's SHA extensions where it has them)"
-        : $"SHA-256 through libsodium's portable code, the slower one (OpenSSL's calls are not used: {OpenSslSha256.WhyNot})";
+        : $"SHA-256 through libsodium's portable code, the slower one (OpenSSL's calls are not used: {OpenSslSha256.WhyNot?.TrimEnd('.')})";
 
     // SHA-256 of at most OpenSslSha256.MaxInput bytes. The store hashes a leaf and about a node per envelope and a proof
     // check a dozen nodes: for inputs this short the call is the cost. OpenSSL's low-level calls with the CPU's SHA

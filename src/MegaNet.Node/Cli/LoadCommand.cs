@@ -44,9 +44,9 @@ internal static class LoadCommand
         };
         var mode = new Option<string>("--mode")
         {
-            Description = "stream, unary, both (stream first, then unary offered at half the stream rate), or mixed (stream first, then half the stream rate again, or --mixed-share of it, " +
-                "as streamed envelopes with unary calls at --rate among them, by default a tenth of that half: the latency a single submission gets from a node " +
-                "half as busy as streaming made it).",
+            Description = "stream, unary, both (stream first, then unary offered at half the stream rate), or mixed (stream first, then --mixed-share of the stream rate " +
+                "again, half by default, as streamed envelopes with unary calls at --rate among them, by default a tenth of that load: the latency a single submission " +
+                "gets from a node that busy).",
             DefaultValueFactory = _ => "both",
         };
         var rate = new Option<double>("--rate")
@@ -54,7 +54,7 @@ internal static class LoadCommand
             CustomParser = CliParsers.Number,
             Description = "Unary offered load in envelopes/s: calls start on schedule whether or not earlier ones have returned (open loop). " +
                 "Default: half the measured streaming rate with --mode both; with --mode unary, closed loop (each client waits for its answer); with --mode mixed " +
-                "the unary part of the mixed phase's load (half the streaming rate, the rest streamed), a tenth of it by default.",
+                "the unary part of the mixed phase's load (--mixed-share of the streaming rate, the rest streamed), a tenth of it by default.",
         };
         var mixedShare = new Option<double>("--mixed-share")
         {
@@ -257,7 +257,7 @@ internal static class LoadCommand
                 if (m is "both" or "unary")
                 {
                     int unaryCount = UnaryCalls(m, n);
-                    if (UnaryRateProblem(m, offered, streamRate, unaryCount) is { } noRate)
+                    if (UnaryRateProblem(m, offered, streamRate, unaryCount, share) is { } noRate)
                     {
                         Console.Error.WriteLine($"meganet load: {noRate}");
                         return 1;
@@ -329,7 +329,7 @@ internal static class LoadCommand
     /// <remarks>With --mode mixed the mixed phase is offered <paramref name="mixedShare"/> of the streaming rate in all,
     /// whatever --rate says (its unary part), so <paramref name="offered"/> is not looked at and there is no --rate way
     /// out.</remarks>
-    internal static string? UnaryRateProblem(string mode, double offered, double streamRate, int unaryEnvelopes, double mixedShare = 0.5)
+    internal static string? UnaryRateProblem(string mode, double offered, double streamRate, int unaryEnvelopes, double mixedShare)
     {
         bool mixed = mode == "mixed";
         if (mode is not ("both" or "mixed") || (offered > 0 && !mixed))
@@ -340,7 +340,7 @@ internal static class LoadCommand
         string phase = mixed ? "mixed phase" : "unary phase";
         string wayOut = mixed ? "Find out why the node refused the stream." : "Find out why the node refused the stream, or give --rate.";
         double share = mixed ? mixedShare : 0.5;
-        string ofThat = share == 0.5 ? "half that" : $"{share:G} of that";
+        string ofThat = share == 0.5 ? "half that" : $"{share:G3} of that";
         return !(streamRate > 0)
             ? $"the streaming phase accepted nothing (see its report above), so there is no rate to offer the {phase} " +
               $"({ShareOfStream(share)}); the {phase} is not run. {wayOut}"
@@ -352,7 +352,7 @@ internal static class LoadCommand
     }
 
     /// <summary>"half the streaming rate", or "0.25 of the streaming rate".</summary>
-    private static string ShareOfStream(double share) => share == 0.5 ? "half the streaming rate" : $"{share:G} of the streaming rate";
+    private static string ShareOfStream(double share) => share == 0.5 ? "half the streaming rate" : $"{share:G3} of the streaming rate";
 
     /// <summary>Fewer unary calls than this in a mixed phase give no steady-state p99 (LoadGenerator.Summarize): warned of.</summary>
     internal const int MixedFewCalls = 1_000;
@@ -400,7 +400,7 @@ internal static class LoadCommand
         mode is not ("both" or "stream" or "unary" or "mixed") ? $"--mode must be stream, unary, both or mixed (got '{mode}')." :
         perRequest is < 1 or > RelayService.MaxBatchEnvelopes ? $"--per-request must be 1 to {RelayService.MaxBatchEnvelopes} (got {perRequest})." :
         perRequest > 1 && mode == "unary" ? "--per-request batches streamed requests; use it with --mode stream, both or mixed." :
-        rate < 0 || !double.IsFinite(rate) ? $"--rate must be a finite number of envelopes/s, 0 or more (got {rate}); 0 means the default: half the streaming rate, closed loop with --mode unary, a tenth of half the streaming rate with --mode mixed." :
+        rate < 0 || !double.IsFinite(rate) ? $"--rate must be a finite number of envelopes/s, 0 or more (got {rate}); 0 means the default: half the streaming rate, closed loop with --mode unary, a tenth of the mixed phase's load with --mode mixed." :
         forged < 0 || !double.IsFinite(forged) ? $"--forged must be a finite number of envelopes/s, 0 or more (got {forged})." :
         floor && mode is ("stream" or "mixed") ? "--floor follows a unary phase; use it with --mode unary or both." :
         floor && mode == "unary" && rate == 0 ? "--floor needs an open loop: give --rate with --mode unary." :
