@@ -208,15 +208,10 @@ public sealed class LoadGenerator(Uri node, int clients, int connections, TextWr
         PhaseTally u = singleCalls.Tally;
         LoadReport unaryReport = Summarize($"unary (open loop at {unaryRate:N0}/s) beside it", clients, unary.Count, u.Accepted, u.Refused, seconds, u.Calls, batch,
             after.VerifierBackend, u.Refusals.ToString());
-        // Both kinds' acceptances after the warm-up, over the time after it, by Summarize's rule for each kind: given
-        // where at least 1,000 calls started after it; and the rate both kinds really started at.
-        double[] starts = [.. streamTally.Calls.StartedAt, .. u.Calls.StartedAt];
-        bool steady = starts.Count(t => t >= WarmUpSeconds) >= 1000;
-        double startSpan = starts.Length > 1 ? starts.Max() - starts.Min() : 0;
-        int acceptedLater = streamTally.AcceptedAfter(WarmUpSeconds) + u.AcceptedAfter(WarmUpSeconds);
-        var total = new LoadReport("stream + unary", clients, streamed.Count + unary.Count, streamTally.Accepted + u.Accepted, streamTally.Refused + u.Refused,
-            seconds, double.NaN, double.NaN, double.NaN, double.NaN, steady ? acceptedLater / (seconds - WarmUpSeconds) : double.NaN,
-            batch, after.VerifierBackend, startSpan > 0 ? (starts.Length - 1) / startSpan : double.NaN, Cpu: cpu);
+        // Both kinds' calls as one phase, by the same rules as each kind's (the rate after the warm-up, the rate started at).
+        LoadReport both = Summarize("stream + unary", clients, streamed.Count + unary.Count, streamTally.Accepted + u.Accepted, streamTally.Refused + u.Refused,
+            seconds, CallSamples.Concat(streamTally.Calls, u.Calls), batch, after.VerifierBackend);
+        LoadReport total = both with { Cpu = cpu };
         var mixed = new MixedLoad(streamReport, unaryReport, total);
         progress?.Write(DescribeMixed(mixed));
         return mixed;
@@ -233,8 +228,8 @@ public sealed class LoadGenerator(Uri node, int clients, int connections, TextWr
             (total.Cpu is { } cpu ? DescribeCpu(cpu, total.Accepted, total.Seconds, statusCalls: false) : string.Empty);
     }
 
-    /// <summary>A mixed phase's reports: the streamed envelopes', the unary calls', and both together
-    /// (<see cref="LoadReport.SteadyAcceptedPerSecond"/> and the phase's CPU; no latency, which is each kind's own).</summary>
+    /// <summary>A mixed phase's reports: the streamed envelopes', the unary calls', and both together with the phase's
+    /// CPU (whose latency figures mix the two kinds; each kind's own are in its report).</summary>
     public sealed record MixedLoad(LoadReport Stream, LoadReport Unary, LoadReport Total);
 
     /// <summary>A mixed phase's schedule in due order: <see cref="Item"/> is a unary call's envelope index, or the
@@ -345,18 +340,6 @@ public sealed class LoadGenerator(Uri node, int clients, int connections, TextWr
         {
             Refusals.Add(status, error);
             Interlocked.Increment(ref _refused);
-        }
-
-        /// <summary>Acceptances that completed at or after <paramref name="seconds"/> into the phase.</summary>
-        public int AcceptedAfter(double seconds)
-        {
-            int n = 0;
-            for (int i = 0; i < Calls.Ok.Length; i++)
-            {
-                n += Calls.Ok[i] && Calls.CompletedAt[i] >= seconds ? 1 : 0;
-            }
-
-            return n;
         }
     }
 
@@ -670,6 +653,23 @@ public sealed class LoadGenerator(Uri node, int clients, int connections, TextWr
         public double[] LateMs { get; } = Enumerable.Repeat(double.NaN, count).ToArray();
 
         public bool[] Ok { get; } = new bool[count];
+
+        /// <summary>The samples of <paramref name="first"/> followed by those of <paramref name="second"/>.</summary>
+        public static CallSamples Concat(CallSamples first, CallSamples second)
+        {
+            var both = new CallSamples(first.Ok.Length + second.Ok.Length);
+            foreach ((double[] to, double[] a, double[] b) in (ReadOnlySpan<(double[], double[], double[])>)[
+                (both.StartedAt, first.StartedAt, second.StartedAt), (both.CompletedAt, first.CompletedAt, second.CompletedAt),
+                (both.LatencyMs, first.LatencyMs, second.LatencyMs), (both.CountsFrom, first.CountsFrom, second.CountsFrom), (both.LateMs, first.LateMs, second.LateMs)])
+            {
+                a.CopyTo(to, 0);
+                b.CopyTo(to, a.Length);
+            }
+
+            first.Ok.CopyTo(both.Ok, 0);
+            second.Ok.CopyTo(both.Ok, first.Ok.Length);
+            return both;
+        }
     }
 
     /// <summary>The clients' connections (channels), opened before timing starts. One shared HTTP/2 connection puts every

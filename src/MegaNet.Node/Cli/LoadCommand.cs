@@ -116,8 +116,7 @@ internal static class LoadCommand
                 parse.GetResult(mixedShare) is { Implicit: false } && m != "mixed" ? "--mixed-share sets the mixed phase's load; use it with --mode mixed." :
                 parse.GetValue(tlsCert) is not null && parse.GetValue(node)?.Scheme != Uri.UriSchemeHttps ? "--tls-cert is the certificate of a node given with --node https://...; the embedded node and an http:// node have none." :
                 null;
-            string? shareProblem = share is > 0 and <= 1 ? null : $"--mixed-share must be above 0 and at most 1 (got {share}); 0.5 is half the streaming rate.";
-            if ((Problem(n, c, k, w, m, per, offered, forgedRate, floorToo) ?? shareProblem ?? ignored) is { } problem)
+            if ((Problem(n, c, k, w, m, per, offered, forgedRate, floorToo, share) ?? ignored) is { } problem)
             {
                 Console.Error.WriteLine($"meganet load: {problem}");
                 Console.Error.WriteLine(MeganetCommand.UsageHint("meganet load"));
@@ -243,8 +242,9 @@ internal static class LoadCommand
                             $"too few for a p99 after the first {LoadGenerator.WarmUpSeconds:0} s (that takes {MixedFewCalls:N0}); raise --rate or --envelopes.");
                     }
 
-                    List<Envelope> streamed = await PrepareAsync(streamedCount, ct);
-                    List<Envelope> single = await PrepareAsync(unaryCount, ct);
+                    // Sealed in one go (the same senders and recipients for both kinds), then split.
+                    List<Envelope> sealedForPhase = await PrepareAsync(streamedCount + unaryCount, ct);
+                    List<Envelope> streamed = sealedForPhase.GetRange(0, streamedCount), single = sealedForPhase.GetRange(streamedCount, unaryCount);
                     Console.WriteLine($"mixed phase: {ShareOfStream(share)}, {load:N0}/s: {unaryCount:N0} unary calls at {singles:N0}/s among {streamedCount:N0} envelopes streamed at {load - singles:N0}/s ...");
                     LoadGenerator.MixedLoad mixed = await WithForgeriesAsync(target, clientOptions, forgeries, forgedRate,
                         () => generator.RunMixedAsync(streamed, single, load - singles, singles, per, ct), ct);
@@ -340,7 +340,7 @@ internal static class LoadCommand
         string phase = mixed ? "mixed phase" : "unary phase";
         string wayOut = mixed ? "Find out why the node refused the stream." : "Find out why the node refused the stream, or give --rate.";
         double share = mixed ? mixedShare : 0.5;
-        string ofThat = share == 0.5 ? "half that" : $"{share:G3} of that";
+        string ofThat = ShareOf(share, "that");
         return !(streamRate > 0)
             ? $"the streaming phase accepted nothing (see its report above), so there is no rate to offer the {phase} " +
               $"({ShareOfStream(share)}); the {phase} is not run. {wayOut}"
@@ -352,7 +352,10 @@ internal static class LoadCommand
     }
 
     /// <summary>"half the streaming rate", or "0.25 of the streaming rate".</summary>
-    private static string ShareOfStream(double share) => share == 0.5 ? "half the streaming rate" : $"{share:G3} of the streaming rate";
+    private static string ShareOfStream(double share) => ShareOf(share, "the streaming rate");
+
+    /// <summary>"half <paramref name="what"/>", or "0.25 of <paramref name="what"/>".</summary>
+    private static string ShareOf(double share, string what) => share == 0.5 ? $"half {what}" : $"{share:G3} of {what}";
 
     /// <summary>Fewer unary calls than this in a mixed phase give no steady-state p99 (LoadGenerator.Summarize): warned of.</summary>
     internal const int MixedFewCalls = 1_000;
@@ -392,7 +395,7 @@ internal static class LoadCommand
     }
 
     /// <summary>The first option out of range, said in one line; null when all are fine.</summary>
-    private static string? Problem(int envelopes, int clients, int connections, int warmup, string mode, int perRequest, double rate, double forged, bool floor) =>
+    private static string? Problem(int envelopes, int clients, int connections, int warmup, string mode, int perRequest, double rate, double forged, bool floor, double share) =>
         envelopes < 1 ? $"--envelopes must be at least 1 (got {envelopes})." :
         clients < 1 ? $"--clients must be at least 1 (got {clients})." :
         connections < 1 || connections > clients ? $"--connections must be between 1 and --clients ({clients}); got {connections}." :
@@ -404,6 +407,7 @@ internal static class LoadCommand
         forged < 0 || !double.IsFinite(forged) ? $"--forged must be a finite number of envelopes/s, 0 or more (got {forged})." :
         floor && mode is ("stream" or "mixed") ? "--floor follows a unary phase; use it with --mode unary or both." :
         floor && mode == "unary" && rate == 0 ? "--floor needs an open loop: give --rate with --mode unary." :
+        share is not (> 0 and <= 1) ? $"--mixed-share must be above 0 and at most 1 (got {share}); 0.5 is half the streaming rate." :
         null;
 
     /// <summary>Seals <paramref name="count"/> envelopes on the thread pool, saying every 5 s how far it got (a million
