@@ -95,4 +95,24 @@ public sealed class CheckpointTriggerTests : IDisposable
         await LogAtLeastAsync(store, recipient, 24L << 20);
         Assert.True(await CheckpointStartsAsync(store, started, TimeSpan.FromSeconds(15)), $"no checkpoint started after {store.LogSinceCheckpointForTests:N0} bytes of log");
     }
+
+    [Fact]
+    public async Task Under_steady_growth_every_snapshot_finds_its_buffer_ready()
+    {
+        // Each interval adds about as many waiting envelopes as the last, as streaming does. The buffer a snapshot copies
+        // the index into must be faulted in beforehand (halfway through the interval), not while the snapshot holds
+        // every write: the rule of a quarter to spare alone missed every other checkpoint under such growth.
+        await using FasterEnvelopeStore store = await FasterEnvelopeStore.OpenAsync(OneMiBTrigger(_dir));
+        byte[][] recipients = [.. Enumerable.Range(0, 16).Select(_ => Bytes(_random, 32))];
+        int put = 0;
+        DateTime end = DateTime.UtcNow + TimeSpan.FromSeconds(60);
+        while (store.BackgroundCheckpointsStarted < 5 && DateTime.UtcNow < end)
+        {
+            await store.PutManyAsync([.. Enumerable.Range(put, 64).Select(k => new PutRequest(Bytes(_random, 1_000), recipients[k % 16], DateTimeOffset.UtcNow.AddDays(1)))]);
+            put += 64;
+        }
+
+        Assert.True(store.BackgroundCheckpointsStarted >= 5, $"only {store.BackgroundCheckpointsStarted} checkpoints started after {put:N0} puts");
+        Assert.Equal(0, store.SnapshotBuffersFaultedInline);
+    }
 }
