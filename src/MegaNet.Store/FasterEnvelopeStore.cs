@@ -1649,26 +1649,30 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     }
 
     /// <summary>
-    /// Halfway to the next checkpoint by log size, makes sure a buffer for its snapshot is on its way: the entries
-    /// waiting then, plus as much again as they grew since the last snapshot, and a quarter to spare. Under steady
-    /// streaming the waiting entries grow by the same amount every interval, so the rule in <see cref="SnapshotBuffer"/>
-    /// alone (grow once fewer than a quarter to spare are left) missed every other checkpoint and faulted in the new
-    /// buffer inside the snapshot: 19-57 MB at 200,000-600,000 waiting envelopes held every write for 87-327 ms on a
-    /// 2-core AMD EPYC VM (page faults are dear there), against 21-28 ms for snapshots that found their buffer ready.
-    /// Committer loop only.
+    /// Once halfway to the next checkpoint by log size, and the last one written (its size sets the next one's
+    /// threshold), makes sure a buffer for the next snapshot is on its way: the entries waiting now, plus their growth
+    /// since the last snapshot carried on at the same rate per byte of log to the threshold, and a quarter to spare.
+    /// Under steady streaming the waiting entries grow by the same amount every interval, so the rule in
+    /// <see cref="SnapshotBuffer"/> alone (grow once fewer than a quarter to spare are left) missed every other
+    /// checkpoint and faulted in the new buffer inside the snapshot: 19-57 MB at 200,000-600,000 waiting envelopes held
+    /// every write for 87-327 ms on a 2-core AMD EPYC VM (page faults are dear there), against 21-28 ms for snapshots
+    /// that found their buffer ready. Committer loop only.
     /// </summary>
     private void GrowSnapshotBufferAhead()
     {
         // From the last snapshot, not the last checkpoint written: one is being written for a while after its snapshot.
-        if (_snapshotBufferChecked || _log.TailAddress - _lastSnapshotWal < CheckpointLogThreshold / 2)
+        long since = _log.TailAddress - _lastSnapshotWal;
+        long threshold = CheckpointLogThreshold;
+        if (_snapshotBufferChecked || _writing is not null || since <= 0 || since < threshold / 2)
         {
             return;
         }
 
         _snapshotBufferChecked = true;
         int live = LiveEntries();
-        long expected = live + Math.Max(0L, live - (long)_lastSnapshotEntries);
-        int wanted = (int)Math.Min(Array.MaxLength, expected + (expected / 4));
+        double perByte = Math.Max(0, live - _lastSnapshotEntries) / (double)since;
+        double expected = live + (perByte * Math.Max(0, threshold - since));
+        int wanted = (int)Math.Min(Array.MaxLength, expected * 1.25);
         if (_snapshotEntries.Length < wanted && (_grownSnapshotEntries is null || _grownSnapshotLength < wanted))
         {
             // One smaller on its way is left to the collector: waiting for it here would hold the committer.
@@ -1722,15 +1726,18 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
 
     private void Grow(int length)
     {
+        length = Math.Max(length, MinSnapshotEntries);
         _grownSnapshotLength = length;
         _grownSnapshotEntries = Task.Run(() => FaultedIn(length));
     }
 
     private static int Roomy(int total) => total + (total / 2);
 
+    private const int MinSnapshotEntries = 1024;
+
     private static IndexEntry[] FaultedIn(int length)
     {
-        var array = new IndexEntry[Math.Max(length, 1024)];
+        var array = new IndexEntry[Math.Max(length, MinSnapshotEntries)];
         array.AsSpan().Clear(); // writes every page now, not under the lock
         return array;
     }
