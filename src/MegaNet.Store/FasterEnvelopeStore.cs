@@ -1863,9 +1863,9 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         var written = new TaskCompletionSource<CheckpointSnapshot>(TaskCreationOptions.RunContinuationsAsynchronously);
         new Thread(() =>
         {
-            BackgroundPriority.LowerCurrentThread();
             try
             {
+                BackgroundPriority.LowerCurrentThread();
                 written.SetResult(WriteCheckpointFiles(snapshot, token));
             }
             catch (Exception e)

@@ -35,7 +35,7 @@ public static partial class BackgroundPriority
         }
 
         // A thread already that low (a node started under nice) stays as it is: anything else would raise it.
-        if (CurrentThreadNice() >= Nice)
+        if (CurrentThreadNice() is >= Nice)
         {
             return true;
         }
@@ -62,9 +62,17 @@ public static partial class BackgroundPriority
 
         // getpriority can return -1 as a value; the thread's stat file cannot be misread. Field 19 is the nice value,
         // counted after the command name's closing parenthesis (the name may hold spaces).
-        string stat = File.ReadAllText("/proc/thread-self/stat");
-        string[] fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
-        return int.TryParse(fields[19 - 3], out int nice) ? nice : null;
+        try
+        {
+            string stat = File.ReadAllText("/proc/thread-self/stat");
+            string[] fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
+            return fields.Length > 19 - 3 && int.TryParse(fields[19 - 3], out int nice) ? nice : null;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            // No /proc (a container without it): unknown. Never thrown at the I/O threads that call this first.
+            return null;
+        }
     }
 
     private const int PrioProcess = 0;
