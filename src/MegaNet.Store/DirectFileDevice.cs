@@ -47,22 +47,16 @@ internal sealed partial class DirectFileDevice : StorageDeviceBase
     private long _readFailures;
     private IOException? _lastReadFailure;
 
-    private DirectFileDevice(string filename, int directFlag, bool buffered = false, int ioThreads = IoThreads, bool background = false)
+    private DirectFileDevice(string filename, int directFlag, bool buffered = false, int ioThreads = IoThreads)
         : base(filename, Sector, Devices.CAPACITY_UNSPECIFIED)
     {
         _flags = ORdWr | OCreat | ODsync | OCloexec | directFlag;
         _buffered = buffered;
-        Background = background;
         _workers = new Thread[ioThreads];
         for (int i = 0; i < _workers.Length; i++)
         {
             _workers[i] = new Thread(() =>
             {
-                if (background && BackgroundPriority.LowerCurrentThread())
-                {
-                    Interlocked.Increment(ref _loweredThreads);
-                }
-
                 while (_io.Take() is { } io)
                 {
                     io();
@@ -74,30 +68,20 @@ internal sealed partial class DirectFileDevice : StorageDeviceBase
     }
 
     /// <summary>A direct-I/O device for files named <paramref name="filename"/>.N, or null where direct I/O is not
-    /// available for that directory (checked by writing and reading back one aligned sector in a probe file).
-    /// <paramref name="background"/>: its I/O threads run at a lower priority (<see cref="BackgroundPriority"/>), for
-    /// writes nobody waits on.</summary>
-    public static DirectFileDevice? TryCreate(string filename, bool background = false)
+    /// available for that directory (checked by writing and reading back one aligned sector in a probe file).</summary>
+    public static DirectFileDevice? TryCreate(string filename)
     {
         int direct = DirectFlagFor(Path.GetDirectoryName(Path.GetFullPath(filename))!);
-        return direct == 0 ? null : new DirectFileDevice(filename, direct, background: background);
+        return direct == 0 ? null : new DirectFileDevice(filename, direct);
     }
 
     /// <summary>A direct-I/O device on a directory that <see cref="DirectFlagFor"/> already said takes it (one probe for
     /// many files).</summary>
-    internal static DirectFileDevice CreateDirect(string filename, int directFlag, int ioThreads, bool background = false)
+    internal static DirectFileDevice CreateDirect(string filename, int directFlag, int ioThreads)
     {
         DirectoryFlush.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(filename))!);
-        return new DirectFileDevice(filename, directFlag, ioThreads: ioThreads, background: background);
+        return new DirectFileDevice(filename, directFlag, ioThreads: ioThreads);
     }
-
-    /// <summary>True when this device's I/O threads were asked to run at a lower priority.</summary>
-    public bool Background { get; }
-
-    /// <summary>Tests: I/O threads whose priority the operating system lowered.</summary>
-    internal int LoweredThreads => Volatile.Read(ref _loweredThreads);
-
-    private int _loweredThreads;
 
     /// <summary>The <c>O_DIRECT</c> flag to open files in <paramref name="directory"/> with (created if missing), or 0
     /// where the platform or its file system does not take direct I/O: a probe file there gets one aligned sector written
@@ -155,16 +139,16 @@ internal sealed partial class DirectFileDevice : StorageDeviceBase
 
     /// <summary>The same device without direct I/O (the page cache, written through), on any OS and file system: for
     /// where <see cref="TryCreate"/> says no and <see cref="DeferRemovals"/> is still needed.</summary>
-    public static DirectFileDevice CreateBuffered(string filename, bool background = false) => CreateBuffered(filename, IoThreads, background);
+    public static DirectFileDevice CreateBuffered(string filename) => CreateBuffered(filename, IoThreads);
 
-    /// <summary><see cref="CreateBuffered(string, bool)"/> with <paramref name="ioThreads"/> I/O threads.</summary>
-    public static DirectFileDevice CreateBuffered(string filename, int ioThreads, bool background = false)
+    /// <summary><see cref="CreateBuffered(string)"/> with <paramref name="ioThreads"/> I/O threads.</summary>
+    public static DirectFileDevice CreateBuffered(string filename, int ioThreads)
     {
         DirectoryFlush.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(filename))!);
-        return new DirectFileDevice(filename, 0, buffered: true, ioThreads, background);
+        return new DirectFileDevice(filename, 0, buffered: true, ioThreads);
     }
 
-    /// <summary>True when the files are opened with <c>O_DIRECT</c> (false for <see cref="CreateBuffered(string, bool)"/>).</summary>
+    /// <summary>True when the files are opened with <c>O_DIRECT</c> (false for <see cref="CreateBuffered(string)"/>).</summary>
     public bool IsDirect => !_buffered;
 
     /// <summary>

@@ -91,14 +91,9 @@ internal sealed partial class EnvelopeKv : IDisposable
             RemoveOutdatedCheckpoints = false,
         };
         // Page flushes straight to disk instead of through the page cache where the file system allows (see
-        // DirectFileDevice); either way segments freed by compaction wait for the manifest (see DeferRemovals). At a
-        // lower priority: nothing waits on these writes but the table's memory, and a checkpoint flushes most of that
-        // memory at once (about 115 MB at the default budget, on 8 threads), which on 2 cores busy with requests held
-        // the log's commits and the answers behind it. A mixed load's unary p99 over five alternated pairs on the AMD
-        // EPYC VM: 76.56, 91.22, 157.28, 124.12 and 31.16 ms lowered against 216.62, 211.81, 122.91, 109.65 and 235.23
-        // ms at normal priority (noisy: better in three pairs of five), streaming no slower (docs/performance-log.md).
+        // DirectFileDevice); either way segments freed by compaction wait for the manifest (see DeferRemovals).
         string hlog = Path.Combine(directory, "hlog.log");
-        _device = DirectFileDevice.TryCreate(hlog, background: true) ?? DirectFileDevice.CreateBuffered(hlog, background: true);
+        _device = DirectFileDevice.TryCreate(hlog) ?? DirectFileDevice.CreateBuffered(hlog);
         _device.DeferRemovals = true;
         _device.WriteFailed += e => TableWriteFailed?.Invoke(e);
         settings.LogDevice.Dispose();

@@ -1857,24 +1857,9 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         Guid token = await _kv.CheckpointAsync().ConfigureAwait(false);
         // The rest writes and flushes files, 20-70 ms each under streaming load (2026-11-30): on a thread of its own, not
         // one of the pool's, which on a small machine are few and also complete the write-ahead log's commits (see
-        // CheckpointFileFactory for what blocking them cost). At a lower priority, as the table's own writes (see
-        // EnvelopeKv): nothing waits on them. A thread made here, not a long-running task's: a lowered thread cannot
-        // raise itself back, so it must be one that ends with this work.
-        var written = new TaskCompletionSource<CheckpointSnapshot>(TaskCreationOptions.RunContinuationsAsynchronously);
-        new Thread(() =>
-        {
-            try
-            {
-                BackgroundPriority.LowerCurrentThread();
-                written.SetResult(WriteCheckpointFiles(snapshot, token));
-            }
-            catch (Exception e)
-            {
-                written.SetException(e);
-            }
-        })
-        { IsBackground = true, Name = "mn-checkpoint" }.Start();
-        return await written.Task.ConfigureAwait(false);
+        // CheckpointFileFactory for what blocking them cost).
+        return await Task.Factory.StartNew(
+            () => WriteCheckpointFiles(snapshot, token), CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default).ConfigureAwait(false);
     }
 
     /// <summary>The files of a checkpoint whose table checkpoint <paramref name="token"/> is written; blocks.</summary>
