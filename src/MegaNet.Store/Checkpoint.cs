@@ -15,6 +15,55 @@ namespace MegaNet.Store;
 /// one per whole 256-leaf block the manifest counts, appended alike: an open reads them instead of hashing every leaf
 /// again, and takes them only when they make the manifest's root, so the file may be missing, short or stale).
 /// </summary>
+/// <summary>A run of a mailbox's entries in a checkpoint's snapshot, linked to the next when the mailbox spans chunks of
+/// the snapshot buffer.</summary>
+internal sealed class EntryRun : ReadOnlySequenceSegment<IndexEntry>
+{
+    private EntryRun(ReadOnlyMemory<IndexEntry> entries, long runningIndex)
+    {
+        Memory = entries;
+        RunningIndex = runningIndex;
+    }
+
+    /// <summary>The entries of <paramref name="runs"/>, in order, as one sequence (empty runs left out): no allocation
+    /// for the usual mailbox that lies in one chunk.</summary>
+    public static ReadOnlySequence<IndexEntry> Sequence(List<ArraySegment<IndexEntry>> runs)
+    {
+        EntryRun? first = null, last = null;
+        ArraySegment<IndexEntry> only = default;
+        int nonEmpty = 0;
+        foreach (ArraySegment<IndexEntry> run in runs)
+        {
+            if (run.Count == 0)
+            {
+                continue;
+            }
+
+            if (++nonEmpty == 1)
+            {
+                only = run;
+                continue;
+            }
+
+            if (first is null)
+            {
+                first = last = new EntryRun(only, 0);
+            }
+
+            var next = new EntryRun(run, last!.RunningIndex + last.Memory.Length);
+            last.Next = next;
+            last = next;
+        }
+
+        return nonEmpty switch
+        {
+            0 => ReadOnlySequence<IndexEntry>.Empty,
+            1 => new ReadOnlySequence<IndexEntry>(only.Array!, only.Offset, only.Count),
+            _ => new ReadOnlySequence<IndexEntry>(first!, 0, last!, last!.Memory.Length),
+        };
+    }
+}
+
 internal static class Checkpoint
 {
     private const uint Magic = 0x4B43_4E4D; // "MNCK"
@@ -33,7 +82,7 @@ internal static class Checkpoint
     /// (that file has no checksum of its own); after the mailboxes, where builds before 2026-12-01 stop reading, so it
     /// needs no new version, and null in the manifests they wrote.</summary>
     public sealed record Manifest(Guid Token, long WalAddress, long LeafCount, long IndexBytes, bool SeparateEnvelopeRecords,
-        List<(byte[] Address, ulong NextSeq, ArraySegment<IndexEntry> Entries)> Mailboxes, byte[]? LeavesRoot = null);
+        List<(byte[] Address, ulong NextSeq, ReadOnlySequence<IndexEntry> Entries)> Mailboxes, byte[]? LeavesRoot = null);
 
     public static string ManifestPath(string storeDirectory) => Path.Combine(storeDirectory, "checkpoint.manifest");
 
@@ -85,7 +134,7 @@ internal static class Checkpoint
         bool separateEnvelopeRecords = version < 3 || (r.I32() & SeparateEnvelopeRecordsFlag) != 0;
 
         int boxes = r.I32();
-        var mailboxes = new List<(byte[], ulong, ArraySegment<IndexEntry>)>(boxes);
+        var mailboxes = new List<(byte[], ulong, ReadOnlySequence<IndexEntry>)>(boxes);
         for (int b = 0; b < boxes; b++)
         {
             byte[] address = r.Bytes(32).ToArray();
@@ -102,7 +151,7 @@ internal static class Checkpoint
                 entries[i] = new IndexEntry(seq, id, expires, logIndex, length);
             }
 
-            mailboxes.Add((address, next, entries));
+            mailboxes.Add((address, next, new ReadOnlySequence<IndexEntry>(entries)));
         }
 
         byte[]? root = r.Remaining >= 32 ? r.Bytes(32).ToArray() : null;
@@ -148,19 +197,22 @@ internal static class Checkpoint
             I32(manifest.SeparateEnvelopeRecords ? SeparateEnvelopeRecordsFlag : 0);
             I32(manifest.Mailboxes.Count);
             Span<byte> id = stackalloc byte[32];
-            foreach ((byte[] address, ulong next, ArraySegment<IndexEntry> entries) in manifest.Mailboxes)
+            foreach ((byte[] address, ulong next, ReadOnlySequence<IndexEntry> entries) in manifest.Mailboxes)
             {
                 Raw(address);
                 U64(next);
-                I32(entries.Count);
-                foreach (IndexEntry e in entries)
+                I32(checked((int)entries.Length));
+                foreach (ReadOnlyMemory<IndexEntry> run in entries)
                 {
-                    U64(e.Seq);
-                    e.Id.CopyTo(id);
-                    Raw(id);
-                    I64(e.ExpiresUnixMs);
-                    I64(e.LogIndex);
-                    I32(e.Length);
+                    foreach (IndexEntry e in run.Span)
+                    {
+                        U64(e.Seq);
+                        e.Id.CopyTo(id);
+                        Raw(id);
+                        I64(e.ExpiresUnixMs);
+                        I64(e.LogIndex);
+                        I32(e.Length);
+                    }
                 }
             }
 

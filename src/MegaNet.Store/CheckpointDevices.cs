@@ -152,8 +152,8 @@ internal sealed class CheckpointFileFactory : INamedDeviceFactory
         // the store's other directories: the checkpoint holds the table.
         PrivateFile.CreateDirectory(Path.GetDirectoryName(path)!, flush: false);
         return _direct != 0
-            ? DirectFileDevice.CreateDirect(path, _direct, DirectFileDevice.CheckpointIoThreads)
-            : DirectFileDevice.CreateBuffered(path, DirectFileDevice.CheckpointIoThreads);
+            ? DirectFileDevice.CreateDirect(path, _direct, DirectFileDevice.CheckpointIoThreads, "mn-io-ckpt")
+            : DirectFileDevice.CreateBuffered(path, DirectFileDevice.CheckpointIoThreads, "mn-io-ckpt");
     }
 
     /// <inheritdoc />

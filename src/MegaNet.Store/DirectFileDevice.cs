@@ -47,7 +47,7 @@ internal sealed partial class DirectFileDevice : StorageDeviceBase
     private long _readFailures;
     private IOException? _lastReadFailure;
 
-    private DirectFileDevice(string filename, int directFlag, bool buffered = false, int ioThreads = IoThreads)
+    private DirectFileDevice(string filename, int directFlag, string threadName, bool buffered = false, int ioThreads = IoThreads)
         : base(filename, Sector, Devices.CAPACITY_UNSPECIFIED)
     {
         _flags = ORdWr | OCreat | ODsync | OCloexec | directFlag;
@@ -62,25 +62,30 @@ internal sealed partial class DirectFileDevice : StorageDeviceBase
                     io();
                 }
             })
-            { IsBackground = true, Name = "MegaNet direct I/O" };
+            { IsBackground = true, Name = threadName };
             _workers[i].Start();
         }
     }
 
     /// <summary>A direct-I/O device for files named <paramref name="filename"/>.N, or null where direct I/O is not
-    /// available for that directory (checked by writing and reading back one aligned sector in a probe file).</summary>
-    public static DirectFileDevice? TryCreate(string filename)
+    /// available for that directory (checked by writing and reading back one aligned sector in a probe file).
+    /// <paramref name="threadName"/> names its I/O threads, so that a profile tells the devices apart (Linux keeps 15
+    /// characters of it).</summary>
+    public static DirectFileDevice? TryCreate(string filename, string threadName = DefaultThreadName)
     {
         int direct = DirectFlagFor(Path.GetDirectoryName(Path.GetFullPath(filename))!);
-        return direct == 0 ? null : new DirectFileDevice(filename, direct);
+        return direct == 0 ? null : new DirectFileDevice(filename, direct, threadName);
     }
+
+    /// <summary>The I/O threads' name where the caller gives none.</summary>
+    public const string DefaultThreadName = "mn-io";
 
     /// <summary>A direct-I/O device on a directory that <see cref="DirectFlagFor"/> already said takes it (one probe for
     /// many files).</summary>
-    internal static DirectFileDevice CreateDirect(string filename, int directFlag, int ioThreads)
+    internal static DirectFileDevice CreateDirect(string filename, int directFlag, int ioThreads, string threadName)
     {
         DirectoryFlush.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(filename))!);
-        return new DirectFileDevice(filename, directFlag, ioThreads: ioThreads);
+        return new DirectFileDevice(filename, directFlag, threadName, ioThreads: ioThreads);
     }
 
     /// <summary>The <c>O_DIRECT</c> flag to open files in <paramref name="directory"/> with (created if missing), or 0
@@ -139,16 +144,16 @@ internal sealed partial class DirectFileDevice : StorageDeviceBase
 
     /// <summary>The same device without direct I/O (the page cache, written through), on any OS and file system: for
     /// where <see cref="TryCreate"/> says no and <see cref="DeferRemovals"/> is still needed.</summary>
-    public static DirectFileDevice CreateBuffered(string filename) => CreateBuffered(filename, IoThreads);
+    public static DirectFileDevice CreateBuffered(string filename, string threadName = DefaultThreadName) => CreateBuffered(filename, IoThreads, threadName);
 
-    /// <summary><see cref="CreateBuffered(string)"/> with <paramref name="ioThreads"/> I/O threads.</summary>
-    public static DirectFileDevice CreateBuffered(string filename, int ioThreads)
+    /// <summary><see cref="CreateBuffered(string, string)"/> with <paramref name="ioThreads"/> I/O threads.</summary>
+    public static DirectFileDevice CreateBuffered(string filename, int ioThreads, string threadName)
     {
         DirectoryFlush.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(filename))!);
-        return new DirectFileDevice(filename, 0, buffered: true, ioThreads);
+        return new DirectFileDevice(filename, 0, threadName, buffered: true, ioThreads);
     }
 
-    /// <summary>True when the files are opened with <c>O_DIRECT</c> (false for <see cref="CreateBuffered(string)"/>).</summary>
+    /// <summary>True when the files are opened with <c>O_DIRECT</c> (false for <see cref="CreateBuffered(string, string)"/>).</summary>
     public bool IsDirect => !_buffered;
 
     /// <summary>

@@ -93,7 +93,7 @@ internal sealed partial class EnvelopeKv : IDisposable
         // Page flushes straight to disk instead of through the page cache where the file system allows (see
         // DirectFileDevice); either way segments freed by compaction wait for the manifest (see DeferRemovals).
         string hlog = Path.Combine(directory, "hlog.log");
-        _device = DirectFileDevice.TryCreate(hlog) ?? DirectFileDevice.CreateBuffered(hlog);
+        _device = DirectFileDevice.TryCreate(hlog, "mn-io-table") ?? DirectFileDevice.CreateBuffered(hlog, "mn-io-table");
         _device.DeferRemovals = true;
         _device.WriteFailed += e => TableWriteFailed?.Invoke(e);
         settings.LogDevice.Dispose();

@@ -89,11 +89,13 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     private long _savedKept;
     private long _checkpointedWal;
 
-    // The live index entries of the checkpoint being written, and a larger buffer on its way (see SnapshotBuffer).
-    // Committer loop only.
-    private IndexEntry[] _snapshotEntries = [];
-    private Task<IndexEntry[]>? _grownSnapshotEntries;
-    private int _grownSnapshotLength;
+    // The chunks the live index entries of the checkpoint being written are copied into, how many entries they hold, and
+    // more chunks on their way with the entries those will add (see SnapshotBuffer). Committer loop only.
+    private readonly List<IndexEntry[]> _snapshotChunks = [];
+    private readonly int _snapshotChunkEntries;
+    private long _snapshotCapacity;
+    private readonly List<Task<IndexEntry[][]>> _snapshotChunksComing = [];
+    private long _snapshotCapacityComing;
 
     // The live entries the last snapshot copied, and whether this checkpoint interval's halfway look at the buffer
     // was taken (see GrowSnapshotBufferAhead). Committer loop only.
@@ -170,6 +172,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
     private FasterEnvelopeStore(StoreOptions options, IDevice device, CommitSlotFile commitFile, FasterLog log, EnvelopeKv kv, FileStream lockFile)
     {
         _options = options;
+        _snapshotChunkEntries = options.SnapshotChunkEntriesForTests > 0 ? options.SnapshotChunkEntriesForTests : SnapshotChunkEntries;
         _lockFile = lockFile;
         _device = device;
         _commitFile = commitFile;
@@ -204,10 +207,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
 
         // The first checkpoint's snapshot buffer, faulted in meanwhile (see SnapshotBuffer).
         int live = LiveEntries();
-        _lastSnapshotEntries = live;
-        _lastSnapshotWal = _log.TailAddress;
-        _snapshotBufferChecked = false;
-        _grownSnapshotEntries = null;
+        StartSnapshotInterval(live);
         if (live > 0)
         {
             Grow(Roomy(live));
@@ -372,7 +372,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         foreach (long commit in attempts)
         {
             // Commits write straight to disk where the file system allows (see DirectFileDevice).
-            device = (IDevice?)DirectFileDevice.TryCreate(Path.Combine(dir, "wal.log"))
+            device = (IDevice?)DirectFileDevice.TryCreate(Path.Combine(dir, "wal.log"), "mn-io-wal")
                 ?? Devices.CreateLogDevice(Path.Combine(dir, "wal.log"), preallocateFile: false);
             try
             {
@@ -1497,31 +1497,58 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         long now = _options.Clock.GetUtcNow().ToUnixTimeMilliseconds();
         Checkpoint.Manifest manifest;
         long earliestExpiry = long.MaxValue;
-        // Every live entry is copied into one buffer kept from checkpoint to checkpoint (see SnapshotBuffer). Nothing
+        // Every live entry is copied into the chunks of a buffer kept from checkpoint to checkpoint (see SnapshotBuffer). Nothing
         // changes the indexes between the count and the copy: the committer is their only writer, with nothing in flight.
-        IndexEntry[] buffer = SnapshotBuffer(LiveEntries());
+        List<IndexEntry[]> chunks = SnapshotBuffer(LiveEntries());
         lock (_state)
         {
             // Expired mail leaves the indexes now (not logged: after a crash it comes back from the log as expired, is
             // never returned, and is swept again); its table records wait for compaction (below).
-            var boxes = new List<(byte[] Address, ulong NextSeq, ArraySegment<IndexEntry> Entries)>(_mailboxes.Count);
+            var boxes = new List<(byte[] Address, ulong NextSeq, ReadOnlySequence<IndexEntry> Entries)>(_mailboxes.Count);
             var emptied = new List<Key32>();
-            int used = 0;
+            var runs = new List<ArraySegment<IndexEntry>>();
+            int chunk = 0, at = 0;
             foreach ((Key32 address, Mailbox box) in _mailboxes)
             {
-                int first = used, end = first + box.CopyLive(buffer.AsSpan(first));
-                for (int i = first; i < end; i++)
+                // Copied whole before any entry leaves the mailbox (a removal may squeeze its slots), in one run per
+                // chunk it reaches: a mailbox that does not fit in what is left of a chunk goes on in the next.
+                runs.Clear();
+                int slot = 0;
+                for (int copied = 0; copied < box.Count;)
                 {
-                    IndexEntry e = buffer[i];
-                    if (e.ExpiresUnixMs <= now)
+                    if (at == chunks[chunk].Length)
                     {
-                        RemoveEntry(box, e.Seq, out _);
+                        chunk++;
+                        at = 0;
                     }
-                    else
+
+                    int n = box.CopyLive(ref slot, chunks[chunk].AsSpan(at));
+                    runs.Add(new ArraySegment<IndexEntry>(chunks[chunk], at, n));
+                    at += n;
+                    copied += n;
+                }
+
+                int kept = 0;
+                for (int r = 0; r < runs.Count; r++)
+                {
+                    ArraySegment<IndexEntry> run = runs[r];
+                    int used = 0;
+                    for (int i = 0; i < run.Count; i++)
                     {
-                        buffer[used++] = e;
-                        earliestExpiry = Math.Min(earliestExpiry, e.ExpiresUnixMs);
+                        IndexEntry e = run[i];
+                        if (e.ExpiresUnixMs <= now)
+                        {
+                            RemoveEntry(box, e.Seq, out _);
+                        }
+                        else
+                        {
+                            run[used++] = e;
+                            earliestExpiry = Math.Min(earliestExpiry, e.ExpiresUnixMs);
+                        }
                     }
+
+                    runs[r] = run[..used];
+                    kept += used;
                 }
 
                 if (box.Reported)
@@ -1529,13 +1556,13 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
                     NoteUsage(address, box);
                 }
 
-                if (used == first)
+                if (kept == 0)
                 {
                     emptied.Add(address);
                     continue;
                 }
 
-                boxes.Add((address.ToArray(), 0, new ArraySegment<IndexEntry>(buffer, first, used - first)));
+                boxes.Add((address.ToArray(), 0, EntryRun.Sequence(runs)));
             }
 
             foreach (Key32 address in emptied)
@@ -1672,51 +1699,72 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         int live = LiveEntries();
         double perByte = Math.Max(0, live - _lastSnapshotEntries) / (double)since;
         double expected = live + (perByte * Math.Max(0, threshold - since));
-        int wanted = (int)Math.Min(Array.MaxLength, expected * 1.25);
-        if (_snapshotEntries.Length < wanted && (_grownSnapshotEntries is null || _grownSnapshotLength < wanted))
-        {
-            // One smaller on its way is left to the collector: waiting for it here would hold the committer.
-            Grow(wanted);
-        }
+        long wanted = (long)Math.Min(int.MaxValue, expected * 1.25);
+        // Only the room missing beside what is there and on its way is added (see SnapshotBuffer).
+        Grow(wanted);
     }
 
     /// <summary>
-    /// The buffer a snapshot copies the live index entries into, of at least <paramref name="total"/> entries: one array
-    /// kept from checkpoint to checkpoint (the next snapshot is taken only once this one is written). An array per
-    /// mailbox, allocated at each checkpoint, held the index lock (and with it every mailbox read) and the committer
-    /// 100-340 ms at 0.5-1 million waiting envelopes (perf/MegaNet.StoreFill): the first writes to fresh memory fault its
-    /// pages in, 64 MiB of them per million entries, and that is most of the time. With the buffer kept, the lock is held
-    /// 6-28 ms at a million. A larger one (half as large again as what is needed) is allocated and faulted in on a pool
-    /// thread once less than a quarter of room is left, and at open for the first checkpoint, so that growing does not
-    /// hold the committer either (it did for up to 490 ms).
+    /// The buffer a snapshot copies the live index entries into, chunks of room for at least <paramref name="total"/>
+    /// entries in all, kept from checkpoint to checkpoint (the next snapshot is taken only once this one is written) and
+    /// only ever added to. An array per mailbox, allocated at each checkpoint, held the index lock (and with it every
+    /// mailbox read) and the committer 100-340 ms at 0.5-1 million waiting envelopes (perf/MegaNet.StoreFill): the
+    /// first writes to fresh memory fault its pages in, 64 MiB of them per million entries, and that is most of the
+    /// time. With the buffer kept, the lock is held 6-28 ms at a million. Room for half as many again as needed is
+    /// faulted in on a pool thread once less than a quarter of room is left, and at open for the first checkpoint, so
+    /// that growing does not hold the committer either (it did for up to 490 ms). Until 2026-12-07 the buffer was one
+    /// array, replaced by a larger one to grow: every growth faulted in all of it again (up to 87 MB at 600,000 waiting
+    /// envelopes, twice per checkpoint interval under steady streaming, a fifth of a 2-core VM's samples through each
+    /// checkpoint) and left the old one to a full collection; chunks fault in only the room added.
     /// </summary>
-    private IndexEntry[] SnapshotBuffer(int total)
+    private List<IndexEntry[]> SnapshotBuffer(int total)
     {
-        _lastSnapshotEntries = total;
-        _lastSnapshotWal = _log.TailAddress;
-        _snapshotBufferChecked = false;
-        if (_snapshotEntries.Length < total)
+        StartSnapshotInterval(total);
+        if (_snapshotCapacity < total)
         {
-            // One on its way is waited for: allocating another beside it would only compete with it.
-            IndexEntry[]? grown = _grownSnapshotEntries?.GetAwaiter().GetResult();
-            _grownSnapshotEntries = null;
-            if (grown is not null && grown.Length >= total)
+            // Chunks on their way are waited for: faulting in others beside them would only compete with them.
+            foreach (Task<IndexEntry[][]> coming in _snapshotChunksComing)
             {
-                _snapshotEntries = grown;
+                foreach (IndexEntry[] arrived in coming.GetAwaiter().GetResult())
+                {
+                    AddSnapshotChunk(arrived);
+                }
             }
-            else
+
+            _snapshotChunksComing.Clear();
+            _snapshotCapacityComing = 0;
+            if (_snapshotCapacity < total)
             {
-                _snapshotEntries = FaultedIn(Roomy(total));
+                foreach (IndexEntry[] added in FaultedIn(Roomy(total) - _snapshotCapacity, _snapshotChunkEntries))
+                {
+                    AddSnapshotChunk(added);
+                }
+
                 _snapshotBuffersFaultedInline++;
             }
         }
 
-        if (_grownSnapshotEntries is null && _snapshotEntries.Length < total + (total / 4))
+        if (_snapshotChunksComing.Count == 0 && _snapshotCapacity < total + (total / 4))
         {
             Grow(Roomy(total));
         }
 
-        return _snapshotEntries;
+        return _snapshotChunks;
+    }
+
+    /// <summary>A snapshot's interval starts (at open, and at each snapshot) with <paramref name="entries"/> live
+    /// entries at the log's tail: <see cref="GrowSnapshotBufferAhead"/> projects the growth from there.</summary>
+    private void StartSnapshotInterval(int entries)
+    {
+        _lastSnapshotEntries = entries;
+        _lastSnapshotWal = _log.TailAddress;
+        _snapshotBufferChecked = false;
+    }
+
+    private void AddSnapshotChunk(IndexEntry[] chunk)
+    {
+        _snapshotChunks.Add(chunk);
+        _snapshotCapacity += chunk.Length;
     }
 
     /// <summary>Tests: snapshots that found no buffer large enough ready and faulted one in while holding writes.</summary>
@@ -1724,22 +1772,45 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
 
     private int _snapshotBuffersFaultedInline;
 
-    private void Grow(int length)
+    /// <summary>Tests: the snapshot buffer's chunks (read while no snapshot is taken: the committer adds to them).</summary>
+    internal IndexEntry[][] SnapshotChunksForTests => [.. _snapshotChunks];
+
+    /// <summary>Starts faulting in, on a pool thread, the chunks that bring the buffer (with those already on their way)
+    /// to room for <paramref name="entries"/>.</summary>
+    private void Grow(long entries)
     {
-        length = Math.Max(length, MinSnapshotEntries);
-        _grownSnapshotLength = length;
-        _grownSnapshotEntries = Task.Run(() => FaultedIn(length));
+        long more = entries - _snapshotCapacity - _snapshotCapacityComing;
+        if (more <= 0)
+        {
+            return;
+        }
+
+        _snapshotCapacityComing += more;
+        int chunkEntries = _snapshotChunkEntries;
+        _snapshotChunksComing.Add(Task.Run(() => FaultedIn(more, chunkEntries)));
     }
 
-    private static int Roomy(int total) => total + (total / 2);
+    private static long Roomy(int total) => total + (total / 2L);
+
+    /// <summary>Entries per chunk of the snapshot buffer (4 MiB): a mailbox spans few of them. The last chunk of each
+    /// growth holds only the room that growth adds, so a store of a few mailboxes does not fault in megabytes.</summary>
+    internal const int SnapshotChunkEntries = 1 << 16;
 
     private const int MinSnapshotEntries = 1024;
 
-    private static IndexEntry[] FaultedIn(int length)
+    /// <summary>Chunks of <paramref name="chunkEntries"/> (the last one fewer) with room for at least
+    /// <paramref name="entries"/> entries, every page of them written.</summary>
+    private static IndexEntry[][] FaultedIn(long entries, int chunkEntries)
     {
-        var array = new IndexEntry[Math.Max(length, MinSnapshotEntries)];
-        array.AsSpan().Clear(); // writes every page now, not under the lock
-        return array;
+        entries = Math.Max(entries, MinSnapshotEntries);
+        var chunks = new IndexEntry[(int)((entries + chunkEntries - 1) / chunkEntries)][];
+        for (int i = 0; i < chunks.Length; i++)
+        {
+            chunks[i] = new IndexEntry[(int)Math.Min(chunkEntries, entries - ((long)i * chunkEntries))];
+            chunks[i].AsSpan().Clear(); // writes every page now, not under the lock
+        }
+
+        return chunks;
     }
 
     /// <summary>Tests: the Merkle log's 64 KiB blocks held for its levels below <see cref="MerkleLog.KeptLevel"/>.</summary>
@@ -2588,13 +2659,16 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
         {
             lock (_state)
             {
-                foreach ((byte[] address, _, ArraySegment<IndexEntry> entries) in manifest.Mailboxes)
+                foreach ((byte[] address, _, ReadOnlySequence<IndexEntry> entries) in manifest.Mailboxes)
                 {
-                    checkpointed += entries.Count;
+                    checkpointed += (int)entries.Length;
                     var key = new Key32(address);
-                    foreach (IndexEntry e in entries)
+                    foreach (ReadOnlyMemory<IndexEntry> run in entries)
                     {
-                        AddEntry(key, e);
+                        foreach (IndexEntry e in run.Span)
+                        {
+                            AddEntry(key, e);
+                        }
                     }
                 }
 

@@ -185,21 +185,39 @@ internal sealed class Mailbox
     }
 
     /// <summary>Copies the live entries in sequence order into <paramref name="destination"/> (at least
-    /// <see cref="Count"/> long) and returns how many: for checkpoints and the expiry sweep, run by run of live slots.</summary>
+    /// <see cref="Count"/> long) and returns how many.</summary>
     public int CopyLive(Span<IndexEntry> destination)
     {
+        int slot = 0;
+        return CopyLive(ref slot, destination);
+    }
+
+    /// <summary>Copies live entries in sequence order into <paramref name="destination"/>, from slot
+    /// <paramref name="slot"/> on (0 at first), until it is full or the live entries end, run by run of live slots;
+    /// returns how many, and leaves <paramref name="slot"/> where the next call goes on: a checkpoint's snapshot spreads a
+    /// mailbox over the chunks of its buffer this way.</summary>
+    public int CopyLive(ref int slot, Span<IndexEntry> destination)
+    {
         int n = 0;
-        for (int i = _first; i < _used;)
+        int i = Math.Max(slot, _first);
+        while (i < _used && n < destination.Length)
         {
-            int live = _removed.AsSpan(i, _used - i).IndexOf(true);
-            live = live < 0 ? _used - i : live;
-            _slots.AsSpan(i, live).CopyTo(destination[n..]);
-            n += live;
+            int live = _removed.AsSpan(i, _used - i).IndexOf(false);
+            if (live < 0)
+            {
+                i = _used;
+                break;
+            }
+
             i += live;
-            int removed = _removed.AsSpan(i, _used - i).IndexOf(false);
-            i = removed < 0 ? _used : i + removed;
+            int run = _removed.AsSpan(i, _used - i).IndexOf(true);
+            run = Math.Min(run < 0 ? _used - i : run, destination.Length - n);
+            _slots.AsSpan(i, run).CopyTo(destination[n..]);
+            n += run;
+            i += run;
         }
 
+        slot = i;
         return n;
     }
 

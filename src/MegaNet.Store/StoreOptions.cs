@@ -136,6 +136,10 @@ public sealed class StoreOptions
     /// overflow buckets, as a full index does).</summary>
     internal long IndexBytesForTests { get; set; }
 
+    /// <summary>Tests: entries per chunk of a checkpoint snapshot's buffer (0: the store's own), so that a test spreads
+    /// mailboxes over several chunks without a store of 65,536 envelopes.</summary>
+    internal int SnapshotChunkEntriesForTests { get; set; }
+
     /// <summary>Throws <see cref="ArgumentOutOfRangeException"/> or <see cref="ArgumentException"/> naming the first bad setting.</summary>
     public void Validate()
     {

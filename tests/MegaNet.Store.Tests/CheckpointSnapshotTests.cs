@@ -5,7 +5,7 @@ using static MegaNet.Store.Tests.StoreTestKit;
 
 namespace MegaNet.Store.Tests;
 
-/// <summary>Checkpoint snapshots of the mailbox indexes (one buffer reused from checkpoint to checkpoint) restore exactly
+/// <summary>Checkpoint snapshots of the mailbox indexes (a buffer of chunks reused from checkpoint to checkpoint) restore exactly
 /// the waiting mail, and each checkpoint's pause of the writes is measured, as are each put call and each group's
 /// stages.</summary>
 [Collection(AloneCollection.Name)]
@@ -111,13 +111,18 @@ public sealed class CheckpointSnapshotTests : IDisposable
         }
     }
 
-    [Fact]
-    public async Task Checkpoints_in_a_row_with_mail_coming_and_going_restore_exactly_the_waiting_mail()
+    [Theory]
+    [InlineData(0)]
+    [InlineData(7)]
+    public async Task Checkpoints_in_a_row_with_mail_coming_and_going_restore_exactly_the_waiting_mail(int chunkEntries)
     {
+        // chunkEntries 7: the snapshot buffer's chunks hold 7 entries each, so every mailbox of more spans several and
+        // its entries reach the manifest in runs (0: the store's own chunks, one here).
         var pauses = new List<double>();
         using MeterListener listener = Listen("meganet.store.checkpoint_pause", pauses);
 
         StoreOptions options = Options(_dir);
+        options.SnapshotChunkEntriesForTests = chunkEntries;
         byte[][] recipients = [.. Enumerable.Range(0, 5).Select(_ => Bytes(_random, 32))];
         var waiting = recipients.ToDictionary(r => Convert.ToHexString(r), _ => new List<ulong>());
         await using (FasterEnvelopeStore store = await FasterEnvelopeStore.OpenAsync(options))

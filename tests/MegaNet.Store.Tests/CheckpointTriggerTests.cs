@@ -102,17 +102,30 @@ public sealed class CheckpointTriggerTests : IDisposable
         // Each interval adds about as many waiting envelopes as the last, as streaming does. The buffer a snapshot copies
         // the index into must be faulted in beforehand (halfway through the interval), not while the snapshot holds
         // every write: the rule of a quarter to spare alone missed every other checkpoint under such growth.
-        await using FasterEnvelopeStore store = await FasterEnvelopeStore.OpenAsync(OneMiBTrigger(_dir));
+        // Chunks of 1,024 entries: the buffer grows by adding chunks, and keeps the ones it has (growing by a larger
+        // copy faulted all of it in again, and left the old one to the collector).
+        StoreOptions options = OneMiBTrigger(_dir);
+        options.SnapshotChunkEntriesForTests = 1_024;
+        await using FasterEnvelopeStore store = await FasterEnvelopeStore.OpenAsync(options);
         byte[][] recipients = [.. Enumerable.Range(0, 16).Select(_ => Bytes(_random, 32))];
         int put = 0;
         DateTime end = DateTime.UtcNow + TimeSpan.FromSeconds(60);
+        IndexEntry[][] first = [];
         while (store.BackgroundCheckpointsStarted < 5 && DateTime.UtcNow < end)
         {
             await store.PutManyAsync([.. Enumerable.Range(put, 64).Select(k => new PutRequest(Bytes(_random, 1_000), recipients[k % 16], DateTimeOffset.UtcNow.AddDays(1)))]);
             put += 64;
+            if (first.Length == 0 && store.BackgroundCheckpointsStarted >= 1)
+            {
+                first = store.SnapshotChunksForTests;
+            }
         }
 
         Assert.True(store.BackgroundCheckpointsStarted >= 5, $"only {store.BackgroundCheckpointsStarted} checkpoints started after {put:N0} puts");
         Assert.Equal(0, store.SnapshotBuffersFaultedInline);
+        IndexEntry[][] last = store.SnapshotChunksForTests;
+        Assert.True(last.Length > first.Length, $"the buffer did not grow past {first.Length} chunks over {put:N0} puts");
+        Assert.True(first.Length > 0 && first.Zip(last).All(p => ReferenceEquals(p.First, p.Second)), "growing replaced chunks the buffer had");
+        Assert.All(last, c => Assert.True(c.Length <= 1_024));
     }
 }

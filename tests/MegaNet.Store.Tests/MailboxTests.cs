@@ -90,5 +90,20 @@ public sealed class MailboxTests(ITestOutputHelper output)
         var live = new IndexEntry[box.Count + 3];
         Assert.Equal(box.Count, box.CopyLive(live));
         Assert.Equal(model.Values.ToArray(), live[..box.Count]);
+
+        // As a snapshot copies a mailbox over the chunks of its buffer: pieces of any size, going on where the last
+        // stopped, make the same entries.
+        var pieces = new List<IndexEntry>();
+        int slot = 0;
+        while (pieces.Count < box.Count)
+        {
+            var piece = new IndexEntry[random.Next(1, 8)];
+            int n = box.CopyLive(ref slot, piece);
+            Assert.True(n == piece.Length || pieces.Count + n == box.Count, $"a piece of {piece.Length} took {n} entries with {box.Count - pieces.Count} to go");
+            pieces.AddRange(piece[..n]);
+        }
+
+        Assert.Equal(model.Values.ToArray(), pieces.ToArray());
+        Assert.Equal(0, box.CopyLive(ref slot, new IndexEntry[4]));
     }
 }
