@@ -1736,7 +1736,7 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
             _snapshotCapacityComing = 0;
             if (_snapshotCapacity < total)
             {
-                foreach (IndexEntry[] added in FaultedIn(Roomy(total) - _snapshotCapacity, _snapshotChunkEntries))
+                foreach (IndexEntry[] added in FaultedIn(AtLeastMinimum(Roomy(total) - _snapshotCapacity), _snapshotChunkEntries))
                 {
                     AddSnapshotChunk(added);
                 }
@@ -1786,8 +1786,8 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
             return;
         }
 
-        // Counted as FaultedIn will make it, so that what is on its way is known exactly.
-        more = Math.Max(more, MinSnapshotEntries);
+        // Counted as it will be made, so that what is on its way is known exactly.
+        more = AtLeastMinimum(more);
         _snapshotCapacityComing += more;
         int chunkEntries = _snapshotChunkEntries;
         _snapshotChunksComing.Add(Task.Run(() => FaultedIn(more, chunkEntries)));
@@ -1801,11 +1801,14 @@ public sealed class FasterEnvelopeStore : IEnvelopeStore
 
     private const int MinSnapshotEntries = 1024;
 
-    /// <summary>Chunks of <paramref name="chunkEntries"/> (the last one fewer) with room for at least
+    /// <summary>The room one growth adds: at least <see cref="MinSnapshotEntries"/>, so small stores do not grow a few
+    /// entries at a time.</summary>
+    private static long AtLeastMinimum(long entries) => Math.Max(entries, MinSnapshotEntries);
+
+    /// <summary>Chunks of <paramref name="chunkEntries"/> (the last one fewer) with room for exactly
     /// <paramref name="entries"/> entries, every page of them written.</summary>
     private static IndexEntry[][] FaultedIn(long entries, int chunkEntries)
     {
-        entries = Math.Max(entries, MinSnapshotEntries);
         var chunks = new IndexEntry[(int)((entries + chunkEntries - 1) / chunkEntries)][];
         for (int i = 0; i < chunks.Length; i++)
         {
