@@ -42,11 +42,11 @@ public sealed class UndefinedFieldTests
         byte[] envelope = UnknownFields((257 << 10) - 4);
         byte[] payload = [0x0A, .. Varint((uint)envelope.Length), .. envelope];
         Marshaller<SubmitRequest> marshaller = Marshaller<SubmitRequest>("Submit");
-        SubmitRequest plain = marshaller.ContextualDeserializer(new Payload(new SubmitRequest { Envelope = new Envelope { Version = 1 } }.ToByteArray()));
+        SubmitRequest plain = marshaller.ContextualDeserializer(new RequestPayload(new SubmitRequest { Envelope = new Envelope { Version = 1 } }.ToByteArray()));
         Assert.Null(UndefinedFieldCheck.Take(plain));
 
         long before = GC.GetAllocatedBytesForCurrentThread();
-        SubmitRequest request = marshaller.ContextualDeserializer(new Payload(payload));
+        SubmitRequest request = marshaller.ContextualDeserializer(new RequestPayload(payload));
         long allocated = GC.GetAllocatedBytesForCurrentThread() - before;
 
         Assert.True(allocated < 4L * payload.Length, $"Parsing a {payload.Length:N0}-byte request of unknown fields allocated {allocated:N0} bytes.");
@@ -66,7 +66,7 @@ public sealed class UndefinedFieldTests
         var batch = new SubmitBatchRequest { Envelopes = { envelope, extended, envelope, extendedStamp, envelope } };
         Marshaller<SubmitBatchRequest> marshaller = Marshaller<SubmitBatchRequest>("SubmitBatchStream");
 
-        SubmitBatchRequest parsed = marshaller.ContextualDeserializer(new Payload(batch.ToByteArray()));
+        SubmitBatchRequest parsed = marshaller.ContextualDeserializer(new RequestPayload(batch.ToByteArray()));
 
         Assert.Equal(5, parsed.Envelopes.Count);
         Assert.All(parsed.Envelopes, e => Assert.False(e.HasUnknownFields));
@@ -176,7 +176,7 @@ public sealed class UndefinedFieldTests
         // values, not tags.
         Assert.Null(Refusal(Marshaller<FetchRequest>("Fetch"), [0x52, 0x02, 0x0E, 0x0F]));
         Assert.Null(Refusal(Marshaller<AckRequest>("Ack"), [0x12, 0x02, 0x0E, 0x0F]));
-        Assert.Equal([14UL, 15UL], Marshaller<AckRequest>("Ack").ContextualDeserializer(new Payload([0x12, 0x02, 0x0E, 0x0F])).Seqs);
+        Assert.Equal([14UL, 15UL], Marshaller<AckRequest>("Ack").ContextualDeserializer(new RequestPayload([0x12, 0x02, 0x0E, 0x0F])).Seqs);
     }
 
     /// <summary>When a request breaks several rules, the refusal is the first check's: too many envelopes first, then a
@@ -202,10 +202,10 @@ public sealed class UndefinedFieldTests
         Marshaller<SubmitRequest> submit = Marshaller<SubmitRequest>("Submit");
         byte[] fieldFirst = [0x10, 0x01, 0x0A, (byte)envelope.Length, .. envelope];
         Assert.StartsWith("The Submit request is refused: SubmitRequest carries field 2 (a varint)",
-            UndefinedFieldCheck.Take(submit.ContextualDeserializer(new Payload(fieldFirst)))?.EnvelopeRefusal(0), StringComparison.Ordinal);
+            UndefinedFieldCheck.Take(submit.ContextualDeserializer(new RequestPayload(fieldFirst)))?.EnvelopeRefusal(0), StringComparison.Ordinal);
         byte[] envelopeFirst = [0x0A, (byte)envelope.Length, .. envelope, 0x10, 0x01];
         Assert.StartsWith("The Submit request is refused: SubmitRequest.envelope carries field 127 (a varint)",
-            UndefinedFieldCheck.Take(submit.ContextualDeserializer(new Payload(envelopeFirst)))?.EnvelopeRefusal(0), StringComparison.Ordinal);
+            UndefinedFieldCheck.Take(submit.ContextualDeserializer(new RequestPayload(envelopeFirst)))?.EnvelopeRefusal(0), StringComparison.Ordinal);
     }
 
     [Fact]
@@ -213,7 +213,7 @@ public sealed class UndefinedFieldTests
     {
         // A whole group (field 15, holding a varint and a nested group) is an unknown field: dropped, the rest read.
         Marshaller<InclusionProofRequest> marshaller = Marshaller<InclusionProofRequest>("GetInclusionProof");
-        InclusionProofRequest read = marshaller.ContextualDeserializer(new Payload([0x08, 0x03, 0x7B, 0x08, 0x01, 0x83, 0x01, 0x84, 0x01, 0x7C, 0x10, 0x07]));
+        InclusionProofRequest read = marshaller.ContextualDeserializer(new RequestPayload([0x08, 0x03, 0x7B, 0x08, 0x01, 0x83, 0x01, 0x84, 0x01, 0x7C, 0x10, 0x07]));
         Assert.Equal(new InclusionProofRequest { LeafIndex = 3, TreeSize = 7 }, read);
 
         // A group end without its start, at the top or inside a message, one that ends another group, and a group
@@ -252,10 +252,10 @@ public sealed class UndefinedFieldTests
         // 64 KiB less the 5-byte message prefix and a little: about the most these methods take (RequestMessageGuard).
         byte[] payload = UnknownFields(65_528);
         Marshaller<T> marshaller = Marshaller<T>(method);
-        marshaller.ContextualDeserializer(new Payload(payload)); // once first, so what runs once per type is not counted
+        marshaller.ContextualDeserializer(new RequestPayload(payload)); // once first, so what runs once per type is not counted
 
         long before = GC.GetAllocatedBytesForCurrentThread();
-        T request = marshaller.ContextualDeserializer(new Payload(payload));
+        T request = marshaller.ContextualDeserializer(new RequestPayload(payload));
         long allocated = GC.GetAllocatedBytesForCurrentThread() - before;
 
         Assert.True(allocated < 4L * payload.Length, $"Parsing a {payload.Length:N0}-byte {typeof(T).Name} of unknown fields allocated {allocated:N0} bytes.");
@@ -272,7 +272,7 @@ public sealed class UndefinedFieldTests
     {
         try
         {
-            marshaller.ContextualDeserializer(new Payload(payload));
+            marshaller.ContextualDeserializer(new RequestPayload(payload));
             return null;
         }
         catch (RpcException e)
@@ -306,14 +306,5 @@ public sealed class UndefinedFieldTests
 
         bytes.Add((byte)value);
         return [.. bytes];
-    }
-
-    private sealed class Payload(byte[] bytes) : DeserializationContext
-    {
-        public override int PayloadLength => bytes.Length;
-
-        public override byte[] PayloadAsNewBuffer() => bytes.ToArray();
-
-        public override ReadOnlySequence<byte> PayloadAsReadOnlySequence() => new(bytes);
     }
 }

@@ -3,6 +3,7 @@ using System.Reflection;
 using Google.Protobuf;
 using Grpc.AspNetCore.Server.Model;
 using Grpc.Core;
+using MegaNet.Api.V1;
 using MegaNet.Node.Admission;
 using Microsoft.AspNetCore.Routing;
 using Microsoft.Extensions.DependencyInjection;
@@ -113,6 +114,19 @@ internal sealed class MalformedRequestMethodProvider<[DynamicallyAccessedMembers
         Func<DeserializationContext, TRequest> parse = UndefinedFieldCheck.DiscardingParser(typeof(TRequest)) is { } lean
             ? context => (TRequest)lean.ParseFrom(context.PayloadAsReadOnlySequence())
             : generated.ContextualDeserializer;
+        // The submit methods' envelopes into one pooled buffer instead of an array per byte field; a request in any
+        // form but the usual one goes to the generated parser (PooledSubmitParser). The handler gives the buffer back.
+        if (typeof(TRequest) == typeof(SubmitRequest))
+        {
+            Func<DeserializationContext, TRequest> general = parse;
+            parse = context => PooledSubmitParser.TryParseSubmit(context.PayloadAsReadOnlySequence()) is { } pooled ? (TRequest)(object)pooled : general(context);
+        }
+        else if (typeof(TRequest) == typeof(SubmitBatchRequest))
+        {
+            Func<DeserializationContext, TRequest> general = parse;
+            parse = context => PooledSubmitParser.TryParseBatch(context.PayloadAsReadOnlySequence()) is { } pooled ? (TRequest)(object)pooled : general(context);
+        }
+
         string detail = $"The {methodName} request is not a valid {typeof(TRequest).Name} message";
         return new Marshaller<TRequest>(generated.ContextualSerializer, context =>
         {

@@ -89,7 +89,7 @@ public sealed class RelayService(
     /// <inheritdoc/>
     public override Task<Receipt> Submit(SubmitRequest request, ServerCallContext context)
     {
-        Task<Receipt> admitted = admission.SubmitAsync(request.Envelope, Source(context), UndefinedFieldCheck.Take(request)?.EnvelopeRefusal(0), context.CancellationToken);
+        Task<Receipt> admitted = AdmitOne(request, Source(context), context.CancellationToken);
         // The call ends when its client goes, even while admission still holds the envelope (which it verifies and
         // stores all the same: a Submit sent again gets its receipt). A stop closes the connections still busy
         // NodeHost.ServerStopDrain in, then drains admission: a call left waiting on a full queue outlived the
@@ -103,7 +103,7 @@ public sealed class RelayService(
     /// <inheritdoc/>
     public override Task SubmitStream(IAsyncStreamReader<SubmitRequest> requestStream, IServerStreamWriter<SubmitResult> responseStream, ServerCallContext context) =>
         RunSubmitStream(requestStream, responseStream, context,
-            (request, source, ct) => new InFlight(admission.SubmitAsync(request.Envelope, source, UndefinedFieldCheck.Take(request)?.EnvelopeRefusal(0), ct), null),
+            (request, source, ct) => new InFlight(AdmitOne(request, source, ct), null),
             item => ResultOf(item.One!));
 
     /// <inheritdoc/>
@@ -119,24 +119,45 @@ public sealed class RelayService(
             return result;
         });
 
+    // Admission copies what it keeps of the envelope before SubmitAsync returns (an answer that comes later reads only
+    // the copy and the parsed stamp), so the request's pooled bytes go back as soon as it has.
+    private Task<Receipt> AdmitOne(SubmitRequest request, ClientAddress? source, CancellationToken cancellationToken)
+    {
+        try
+        {
+            return admission.SubmitAsync(request.Envelope, source, UndefinedFieldCheck.Take(request)?.EnvelopeRefusal(0), cancellationToken);
+        }
+        finally
+        {
+            PooledSubmitParser.Return(request);
+        }
+    }
+
     private InFlight AdmitBatch(SubmitBatchRequest request, ClientAddress? source, CancellationToken cancellationToken)
     {
-        int count = request.Envelopes.Count;
-        if (count > MaxBatchEnvelopes)
+        try
         {
-            // Read but not admitted: the stream ends as for an unreadable request, after the answers before it.
-            throw new RpcException(new Status(StatusCode.InvalidArgument, TooManyBatchEnvelopes(count)));
-        }
+            int count = request.Envelopes.Count;
+            if (count > MaxBatchEnvelopes)
+            {
+                // Read but not admitted: the stream ends as for an unreadable request, after the answers before it.
+                throw new RpcException(new Status(StatusCode.InvalidArgument, TooManyBatchEnvelopes(count)));
+            }
 
-        // One bad envelope costs only its own result, those with fields version 1 does not define included.
-        UndefinedFields? undefined = UndefinedFieldCheck.Take(request);
-        var tasks = new Task<Receipt>[count];
-        for (int i = 0; i < tasks.Length; i++)
+            // One bad envelope costs only its own result, those with fields version 1 does not define included.
+            UndefinedFields? undefined = UndefinedFieldCheck.Take(request);
+            var tasks = new Task<Receipt>[count];
+            for (int i = 0; i < tasks.Length; i++)
+            {
+                tasks[i] = admission.SubmitAsync(request.Envelopes[i], source, undefined?.EnvelopeRefusal(i), cancellationToken);
+            }
+
+            return new InFlight(null, tasks);
+        }
+        finally
         {
-            tasks[i] = admission.SubmitAsync(request.Envelopes[i], source, undefined?.EnvelopeRefusal(i), cancellationToken);
+            PooledSubmitParser.Return(request);
         }
-
-        return new InFlight(null, tasks);
     }
 
     /// <summary>
