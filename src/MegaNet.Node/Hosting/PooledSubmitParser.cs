@@ -8,8 +8,8 @@ namespace MegaNet.Node.Hosting;
 /// Parses <c>Submit</c>, <c>SubmitStream</c> and <c>SubmitBatchStream</c> requests without a new array per byte field:
 /// the request's bytes are copied once into a buffer rented from <see cref="ArrayPool{T}.Shared"/>, and each envelope's
 /// byte fields point into it (<see cref="UnsafeByteOperations.UnsafeWrap"/>). The generated parser copies every byte
-/// field into an array of its own: the sealed payloads' copies were about half of what a streaming node allocated
-/// (1.1 KB of 2.5 KB an envelope), all of it garbage once admission has re-encoded the envelope into its own buffer.
+/// field into an array of its own, all of it garbage once admission has re-encoded the envelope into its own buffer: a
+/// streaming node allocated 3.4 KB an envelope with it, 2.0 KB with this (docs/performance-log.md, 2026-12-07).
 /// The buffer goes back to the pool when the handler is done with the request (<see cref="Return(SubmitRequest)"/>).
 /// <para>Only the form every encoder writes is parsed here: each field known to protocol version 1, at most once, in
 /// any order, with varints of at most their type's width. Anything else (a repeated or unknown field, an overlong
