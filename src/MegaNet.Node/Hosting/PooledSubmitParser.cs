@@ -34,57 +34,60 @@ internal static class PooledSubmitParser
     /// <summary>The request parsed into a pooled buffer, or null where only the generated parser may parse it.</summary>
     public static SubmitRequest? TryParseSubmit(ReadOnlySequence<byte> payload)
     {
-        if (Rent(payload) is not { } wire)
-        {
-            return null;
-        }
-
         var request = new SubmitRequest();
-        int at = 0;
-        int end = (int)payload.Length;
-        while (at < end)
+        // A second envelope is merged into the first by the generated parser: not this parser's.
+        request.PooledBytes = ParseEnvelopes(payload, request, static (r, envelope) =>
         {
-            if (!TryReadVarint32(wire, ref at, end, out uint tag) || tag != EnvelopeTag || request.Envelope is not null
-                || !TryReadLength(wire, ref at, end, out int length) || ParseEnvelope(wire, at, length) is not { } envelope)
+            if (r.Envelope is not null)
             {
-                GiveBack(wire);
-                return null;
+                return false;
             }
 
-            request.Envelope = envelope;
-            at += length;
-        }
-
-        request.PooledBytes = wire;
-        return request;
+            r.Envelope = envelope;
+            return true;
+        });
+        return request.PooledBytes is null ? null : request;
     }
 
     /// <summary>The batch request parsed into a pooled buffer, or null where only the generated parser may parse it.</summary>
     public static SubmitBatchRequest? TryParseBatch(ReadOnlySequence<byte> payload)
     {
-        if (Rent(payload) is not { } wire)
+        var request = new SubmitBatchRequest();
+        request.PooledBytes = ParseEnvelopes(payload, request, static (r, envelope) =>
+        {
+            r.Envelopes.Add(envelope);
+            return true;
+        });
+        return request.PooledBytes is null ? null : request;
+    }
+
+    // A request's envelopes (its field 1, the only one either request has), each handed to add, parsed in a buffer
+    // rented for them and returned; null where the request is not in the form this parser takes, or add refuses one.
+    private static byte[]? ParseEnvelopes<TRequest>(ReadOnlySequence<byte> payload, TRequest request, Func<TRequest, Envelope, bool> add)
+    {
+        // Submit requests are bounded far below this (RequestMessageGuard); a larger one is the generated parser's.
+        if (payload.Length > RequestMessageGuard.EnvelopeMessageBytes)
         {
             return null;
         }
 
-        var request = new SubmitBatchRequest();
+        byte[] wire = ArrayPool<byte>.Shared.Rent((int)payload.Length);
+        payload.CopyTo(wire);
         int at = 0;
         int end = (int)payload.Length;
         while (at < end)
         {
-            if (!TryReadVarint32(wire, ref at, end, out uint tag) || tag != EnvelopeTag
-                || !TryReadLength(wire, ref at, end, out int length) || ParseEnvelope(wire, at, length) is not { } envelope)
+            if (!TryReadVarint32(wire, ref at, end, out uint tag) || tag != EnvelopeTag || !TryReadLength(wire, ref at, end, out int length)
+                || ParseEnvelope(wire, at, length) is not { } envelope || !add(request, envelope))
             {
                 GiveBack(wire);
                 return null;
             }
 
-            request.Envelopes.Add(envelope);
             at += length;
         }
 
-        request.PooledBytes = wire;
-        return request;
+        return wire;
     }
 
     /// <summary>Gives the request's buffer back to the pool, once nothing reads its envelope's byte fields any more
@@ -118,19 +121,6 @@ internal static class PooledSubmitParser
         {
             ArrayPool<byte>.Shared.Return(wire);
         }
-    }
-
-    private static byte[]? Rent(ReadOnlySequence<byte> payload)
-    {
-        // Submit requests are bounded far below this (RequestMessageGuard); a larger one is the generated parser's.
-        if (payload.Length > RequestMessageGuard.EnvelopeMessageBytes)
-        {
-            return null;
-        }
-
-        byte[] wire = ArrayPool<byte>.Shared.Rent((int)payload.Length);
-        payload.CopyTo(wire);
-        return wire;
     }
 
     // One envelope in wire[start..start + length), or null.
@@ -272,28 +262,10 @@ internal static class PooledSubmitParser
     // left to it).
     private static bool TryReadVarint32(byte[] wire, ref int at, int end, out uint value)
     {
-        value = 0;
-        for (int shift = 0; shift < 35; shift += 7)
-        {
-            if (at >= end)
-            {
-                return false;
-            }
-
-            byte b = wire[at++];
-            if (shift == 28 && b > 0x0F)
-            {
-                return false;
-            }
-
-            value |= (uint)(b & 0x7F) << shift;
-            if (b < 0x80)
-            {
-                return true;
-            }
-        }
-
-        return false;
+        int start = at;
+        bool read = TryReadVarint64(wire, ref at, end, out ulong wide) && at - start <= 5 && wide <= uint.MaxValue;
+        value = read ? (uint)wide : 0;
+        return read;
     }
 
     // A varint of at most ten bytes whose value fits 64 bits.
