@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Diagnostics.CodeAnalysis;
 using System.Reflection;
 using Google.Protobuf;
@@ -114,19 +115,9 @@ internal sealed class MalformedRequestMethodProvider<[DynamicallyAccessedMembers
         Func<DeserializationContext, TRequest> parse = UndefinedFieldCheck.DiscardingParser(typeof(TRequest)) is { } lean
             ? context => (TRequest)lean.ParseFrom(context.PayloadAsReadOnlySequence())
             : generated.ContextualDeserializer;
-        // The submit methods' envelopes into one pooled buffer instead of an array per byte field; a request in any
-        // form but the usual one goes to the generated parser (PooledSubmitParser). The handler gives the buffer back.
-        if (typeof(TRequest) == typeof(SubmitRequest))
-        {
-            Func<DeserializationContext, TRequest> general = parse;
-            parse = context => PooledSubmitParser.TryParseSubmit(context.PayloadAsReadOnlySequence()) is { } pooled ? (TRequest)(object)pooled : general(context);
-        }
-        else if (typeof(TRequest) == typeof(SubmitBatchRequest))
-        {
-            Func<DeserializationContext, TRequest> general = parse;
-            parse = context => PooledSubmitParser.TryParseBatch(context.PayloadAsReadOnlySequence()) is { } pooled ? (TRequest)(object)pooled : general(context);
-        }
-
+        // The submit methods' envelopes into one pooled buffer instead of an array per byte field (PooledSubmitParser);
+        // the handler gives the buffer back.
+        Func<ReadOnlySequence<byte>, object?>? pooled = PooledSubmitParser.For<TRequest>();
         string detail = $"The {methodName} request is not a valid {typeof(TRequest).Name} message";
         return new Marshaller<TRequest>(generated.ContextualSerializer, context =>
         {
@@ -135,6 +126,13 @@ internal sealed class MalformedRequestMethodProvider<[DynamicallyAccessedMembers
             if (limit?.Refusal(context.PayloadAsReadOnlySequence(), out invalidWireType) is { } tooMany)
             {
                 throw new RpcException(new Status(StatusCode.InvalidArgument, tooMany));
+            }
+
+            // A request the pooled parser takes holds only fields version 1 defines, each with its own wire type: the
+            // scans below would find nothing in it, so they are left to the requests it does not take.
+            if (pooled?.Invoke(context.PayloadAsReadOnlySequence()) is TRequest taken)
+            {
+                return taken;
             }
 
             // Not protobuf, though the parser that drops unknown fields would pass over it as if nothing were there.

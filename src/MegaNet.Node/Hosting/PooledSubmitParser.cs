@@ -31,6 +31,13 @@ internal static class PooledSubmitParser
     private const uint PowBitsTag = 1 << 3;
     private const uint PowNonceTag = 2 << 3;
 
+    /// <summary>The pooled parser of requests of type <typeparamref name="TRequest"/> (a request of that type, or null
+    /// where only the generated parser may parse it), or null for a type it does not parse.</summary>
+    public static Func<ReadOnlySequence<byte>, object?>? For<TRequest>() =>
+        typeof(TRequest) == typeof(SubmitRequest) ? TryParseSubmit
+        : typeof(TRequest) == typeof(SubmitBatchRequest) ? TryParseBatch
+        : null;
+
     /// <summary>The request parsed into a pooled buffer, or null where only the generated parser may parse it.</summary>
     public static SubmitRequest? TryParseSubmit(ReadOnlySequence<byte> payload)
     {
