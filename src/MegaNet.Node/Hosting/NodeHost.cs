@@ -9,6 +9,7 @@ using MegaNet.Store;
 using MegaNet.Verify.Gpu;
 using MegaNet.Verify.Simd;
 using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Connections;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
@@ -240,6 +241,9 @@ public static partial class NodeHost
         builder.Logging.AddFilter("Microsoft.AspNetCore.Hosting.Diagnostics", LogLevel.None);
         builder.Logging.AddFilter("Grpc", LogLevel.Warning);
         logging?.Invoke(builder.Logging);
+        // Larger receive blocks than Kestrel's own 4 KiB: fewer reads (system calls) for the same bytes (LargeBlockMemoryPool).
+        // (The socket transport takes its pool factory from the container; the last registration wins.)
+        builder.Services.AddSingleton<IMemoryPoolFactory<byte>, LargeBlockMemoryPool.Factory>();
         builder.WebHost.ConfigureKestrel(kestrel =>
         {
             IPEndPoint endpoint = options.ListenEndPoint;
