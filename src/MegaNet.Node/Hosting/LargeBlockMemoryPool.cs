@@ -12,9 +12,12 @@ namespace MegaNet.Node.Hosting;
 /// streaming 79,000 envelopes a second). With larger blocks a read takes what the socket holds, up to a block.
 /// </summary>
 /// <remarks>
-/// Blocks live on the pinned object heap (the socket pins what it reads into and writes from). Returned blocks are kept
-/// for reuse up to <see cref="MaxKeptBytes"/>; past that they are left to the collector. Idle connections hold none:
-/// the transport waits for data before it takes a block (<c>WaitForDataBeforeAllocatingBuffer</c>, left on).
+/// Kestrel also gives this pool to each connection's HTTP/2 streams, for their request and response pipes. A pipe holds
+/// a block only while it has bytes not yet read (it gives the block back once they are), and an idle connection holds
+/// none (the transport waits for data before it takes a block: <c>WaitForDataBeforeAllocatingBuffer</c>, left on), so
+/// the larger blocks cost memory only for bytes in flight, which HTTP/2 flow control bounds as before. Blocks live on
+/// the pinned object heap (the socket pins what it reads into and writes from); returned ones are kept for reuse up to
+/// <see cref="MaxKeptBytes"/>, and past that left to the collector.
 /// </remarks>
 internal sealed class LargeBlockMemoryPool : MemoryPool<byte>
 {
@@ -62,12 +65,13 @@ internal sealed class LargeBlockMemoryPool : MemoryPool<byte>
 
     private void Return(Block block)
     {
-        if (Volatile.Read(ref _disposed) || (long)Volatile.Read(ref _keptCount) * BlockSize >= MaxKeptBytes)
+        // Counted before it is queued, so that returns at once cannot keep more than the cap between them.
+        if (Volatile.Read(ref _disposed) || (long)Interlocked.Increment(ref _keptCount) * BlockSize > MaxKeptBytes)
         {
+            Interlocked.Decrement(ref _keptCount);
             return;
         }
 
-        Interlocked.Increment(ref _keptCount);
         _kept.Enqueue(block);
     }
 
