@@ -50,17 +50,17 @@ internal sealed class LargeBlockMemoryPool : MemoryPool<byte>
         }
 
         Interlocked.Increment(ref _rented);
-
         if (_kept.TryDequeue(out Block? block))
         {
             Interlocked.Decrement(ref _keptCount);
-            block.Lease();
-            return block;
+        }
+        else
+        {
+            block = new Block(this);
         }
 
-        Block fresh = new(this);
-        fresh.Lease();
-        return fresh;
+        block.Lease();
+        return block;
     }
 
     private void Return(Block block)
