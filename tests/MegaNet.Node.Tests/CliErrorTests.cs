@@ -667,6 +667,15 @@ public sealed class CliErrorTests : IDisposable
     public async Task Load_names_the_option_out_of_range(string option, string value, string expected) =>
         AssertClearError(await Meganet("load", option, value), expected);
 
+    [Fact]
+    public async Task Load_refuses_a_timeline_it_cannot_write_before_it_loads_anything()
+    {
+        // A folder that does not exist: refused at once, before the node is reached (there is none at this address).
+        string path = Path.Combine(_dir, "no-such-folder", "calls.csv");
+        AssertClearError(await Meganet("load", "--node", NoNode, "--timeline", path), $"meganet load: cannot write --timeline '{path}': ");
+        Assert.False(Directory.Exists(Path.GetDirectoryName(path)));
+    }
+
     [Theory]
     [InlineData("stream", "0", "--floor follows a unary phase; use it with --mode unary or both.")]
     [InlineData("mixed", "100", "--floor follows a unary phase; use it with --mode unary or both.")]

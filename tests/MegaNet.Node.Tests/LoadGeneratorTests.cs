@@ -44,8 +44,11 @@ public sealed class LoadGeneratorTests
         IReadOnlyList<Envelope> single = LoadGenerator.Prepare(60, senders: 16, recipients: 8);
 
         // 600 streamed at 2,000/s in requests of up to 16 and 60 unary calls at 200/s: both about 0.3 s long.
-        LoadGenerator.MixedLoad mixed = await new LoadGenerator(node.Address, clients: 3, connections: 2, progress)
+        var csv = new StringWriter();
+        long before = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
+        LoadGenerator.MixedLoad mixed = await new LoadGenerator(node.Address, clients: 3, connections: 2, progress) { Timeline = LoadTimeline.Over(csv) }
             .RunMixedAsync(streamed, single, streamRate: 2_000, unaryRate: 200, perRequest: 16);
+        long after = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
 
         Assert.Equal((600, 600, 0), (mixed.Stream.Sent, mixed.Stream.Accepted, mixed.Stream.Refused));
         Assert.Equal((60, 60, 0), (mixed.Unary.Sent, mixed.Unary.Accepted, mixed.Unary.Refused));
@@ -63,6 +66,19 @@ public sealed class LoadGeneratorTests
         Assert.Contains("stream x16 (paced at 2,000/s) clients 3:", text, StringComparison.Ordinal);
         Assert.Contains("unary (open loop at 200/s) beside it clients 3:", text, StringComparison.Ordinal);
         Assert.Contains("stream + unary: ", text, StringComparison.Ordinal);
+
+        // --timeline: a row per envelope of each kind, each accepted, completed within the run by the wall clock, with
+        // the lateness of its schedule.
+        string[][] rows = [.. csv.ToString().Split(Environment.NewLine, StringSplitOptions.RemoveEmptyEntries).Skip(1).Select(r => r.Split(','))];
+        Assert.Equal(600, rows.Count(r => r[0] == "mixed" && r[1] == "stream"));
+        Assert.Equal(60, rows.Count(r => r[0] == "mixed" && r[1] == "unary"));
+        Assert.All(rows, r =>
+        {
+            Assert.Equal("1", r[6]);
+            Assert.InRange(double.Parse(r[2], System.Globalization.CultureInfo.InvariantCulture), before, after + 5);
+            Assert.True(double.Parse(r[4], System.Globalization.CultureInfo.InvariantCulture) > 0, string.Join(',', r));
+            Assert.NotEqual(string.Empty, r[5]);
+        });
 
         using var client = node.Client();
         Assert.Equal(660, (await client.Relay.GetTreeHeadAsync(new GetTreeHeadRequest())).TreeSize);
@@ -223,6 +239,32 @@ public sealed class LoadGeneratorTests
             double late = watch.Elapsed.TotalSeconds - due;
             Assert.True(late >= 0, $"wait {i} returned {-late * 1000:F3} ms early");
         }
+    }
+
+    [Fact]
+    public void The_timeline_writes_a_row_per_call_with_its_wall_clock_completion()
+    {
+        // A phase that began at 1,800,000,000,000.5 ms since 1970: a call on schedule, one refused, one without a
+        // schedule (closed loop: no lateness).
+        var calls = new LoadGenerator.CallSamples(3);
+        (calls.StartedAt[0], calls.CompletedAt[0], calls.LatencyMs[0], calls.LateMs[0], calls.Ok[0]) = (0.1, 0.25, 150.25, 0.5, true);
+        (calls.StartedAt[1], calls.CompletedAt[1], calls.LatencyMs[1], calls.LateMs[1], calls.Ok[1]) = (0.2, 0.2031, 3.1, 0, false);
+        (calls.StartedAt[2], calls.CompletedAt[2], calls.LatencyMs[2], calls.Ok[2]) = (1.5, 1.502, 2, true);
+        DateTimeOffset began = DateTimeOffset.FromUnixTimeMilliseconds(1_800_000_000_000).AddTicks(TimeSpan.TicksPerMillisecond / 2);
+        var csv = new StringWriter { NewLine = "\n" };
+        using (LoadTimeline timeline = LoadTimeline.Over(csv))
+        {
+            timeline.Add("mixed", "unary", began, calls);
+        }
+
+        Assert.Equal(
+            [
+                LoadTimeline.Header,
+                "mixed,unary,1800000000250.500,0.100000,150.250,0.500,1",
+                "mixed,unary,1800000000203.600,0.200000,3.100,0.000,0",
+                "mixed,unary,1800000001502.500,1.500000,2.000,,1",
+            ],
+            csv.ToString().TrimEnd('\n').Split('\n'));
     }
 
     [Fact]

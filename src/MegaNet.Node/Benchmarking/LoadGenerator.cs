@@ -47,6 +47,9 @@ public sealed class LoadGenerator(Uri node, int clients, int connections, TextWr
     /// <summary>Calls started this long after a phase began count towards the steady-state percentiles.</summary>
     public const double WarmUpSeconds = 2;
 
+    /// <summary>Where each measured phase's calls are written, one row each (<c>meganet load --timeline</c>); none by default.</summary>
+    internal LoadTimeline? Timeline { get; init; }
+
     /// <summary>Sending keys of <see cref="Prepare"/>: with the node's default token bucket (200 envelopes/s per sending
     /// key) 1,024 keys carry up to 204,800/s, so the load measures the node's capacity, not its anti-spam limit (256 keys
     /// capped it at 51,200/s, and two-core runs that streamed 80,000/s had a tenth of their envelopes refused).</summary>
@@ -101,6 +104,7 @@ public sealed class LoadGenerator(Uri node, int clients, int connections, TextWr
         SettleHeap();
         StatusResponse before = await client.Relay.StatusAsync(new StatusRequest(), cancellationToken: ct);
         CpuUse cpuAtStart = CpuUse.Now();
+        DateTimeOffset began = DateTimeOffset.UtcNow;
         var watch = Stopwatch.StartNew();
         var unary = new UnaryCalls(channels, clients, envelopes, watch, floor, ct);
 
@@ -125,6 +129,7 @@ public sealed class LoadGenerator(Uri node, int clients, int connections, TextWr
 
         double seconds = watch.Elapsed.TotalSeconds;
         string mode = (floor ? "floor (Status calls, nothing verified or stored)" : "unary") + (targetRate > 0 ? $" (open loop at {targetRate:N0}/s)" : string.Empty);
+        Timeline?.Add(floor ? "floor" : "unary", floor ? "status" : "unary", began, unary.Tally.Calls);
         return await Report(mode, unary.Tally, seconds, cpuAtStart, client, before, ct, statusCalls: floor);
     }
 
@@ -155,6 +160,7 @@ public sealed class LoadGenerator(Uri node, int clients, int connections, TextWr
         StatusResponse before = await client.Relay.StatusAsync(new StatusRequest(), cancellationToken: ct);
         var streamTally = new PhaseTally(streamed.Count);
         CpuUse cpuAtStart = CpuUse.Now();
+        DateTimeOffset began = DateTimeOffset.UtcNow;
         var watch = Stopwatch.StartNew();
         var singleCalls = new UnaryCalls(singles, clients, unary, watch, floor: false, ct);
 
@@ -202,6 +208,8 @@ public sealed class LoadGenerator(Uri node, int clients, int connections, TextWr
         CpuSpent cpu = CpuUse.Between(cpuAtStart, CpuUse.Now(), seconds);
         StatusResponse after = await client.Relay.StatusAsync(new StatusRequest(), cancellationToken: ct);
         double batch = MeanBatch(before, after);
+        Timeline?.Add("mixed", "stream", began, streamTally.Calls);
+        Timeline?.Add("mixed", "unary", began, singleCalls.Tally.Calls);
         string streamMode = $"{(perRequest == 1 ? "stream" : $"stream x{perRequest}")} (paced at {streamRate:N0}/s)";
         LoadReport streamReport = Summarize(streamMode, clients, streamed.Count, streamTally.Accepted, streamTally.Refused, seconds, streamTally.Calls, batch,
             after.VerifierBackend, streamTally.Refusals.ToString());
@@ -441,9 +449,11 @@ public sealed class LoadGenerator(Uri node, int clients, int connections, TextWr
         StatusResponse before = await client.Relay.StatusAsync(new StatusRequest(), cancellationToken: ct);
         var tally = new PhaseTally(envelopes.Count);
         CpuUse cpuAtStart = CpuUse.Now();
+        DateTimeOffset began = DateTimeOffset.UtcNow;
         var watch = Stopwatch.StartNew();
         await Task.WhenAll(shares.Select((share, c) => Task.Run(() => StreamAsync(channels[c], method, share, paced: null, watch, tally, ct), ct)));
         double seconds = watch.Elapsed.TotalSeconds;
+        Timeline?.Add("stream", "stream", began, tally.Calls);
         return await Report(perRequest == 1 ? "stream" : $"stream x{perRequest}", tally, seconds, cpuAtStart, client, before, ct);
     }
 

@@ -94,10 +94,17 @@ internal static class LoadCommand
                 "send them in batches on SubmitBatchStream (a request also stops short of 256 KiB), as a gateway or a bulk sender would. The warm-up streams the same way.",
             DefaultValueFactory = _ => 1,
         };
+        var timeline = new Option<string?>("--timeline")
+        {
+            Description = $"Also write every measured call to this CSV file (replaced whole; flushed after each phase), one row each: {LoadTimeline.Header}. " +
+                "completed_unix_ms is the wall clock, to line a slow stretch up with the node's log or metrics; started_s counts from the phase's start; " +
+                "late_ms is the client's own start lateness (empty without a schedule); ok is 1 accepted, 0 refused. A streamed request's envelopes each get a row, " +
+                "with the request's times. The warm-up is not written.",
+        };
         var tlsCert = ClientCommands.TlsCertOption();
         var command = new Command("load", "Drive concurrent clients at a node and report accepted envelopes/s, p50/p99 latency and the verifier batch sizes achieved.")
         {
-            node, clients, connections, count, mode, perRequest, rate, mixedShare, warmup, forged, backend, noBaseline, floor, tlsCert,
+            node, clients, connections, count, mode, perRequest, rate, mixedShare, warmup, forged, backend, noBaseline, floor, timeline, tlsCert,
         };
         command.SetAction(async (parse, ct) =>
         {
@@ -133,8 +140,15 @@ internal static class LoadCommand
             await Task.Yield();
             WebApplication? embedded = null;
             string? dir = null;
+            LoadTimeline? calls = null;
             try
             {
+                // Before the node and the sealing: a path that cannot be written fails at once, not after the phases.
+                if (parse.GetValue(timeline) is { } timelinePath)
+                {
+                    calls = CreateTimeline(timelinePath);
+                }
+
                 Uri target;
                 Uri? given = parse.GetValue(node);
                 using System.Security.Cryptography.X509Certificates.X509Certificate2? trusted = parse.GetValue(tlsCert) is { } cert ? ClientCommands.LoadTlsCertificate(cert, given!) : null;
@@ -194,7 +208,7 @@ internal static class LoadCommand
 
                 Console.WriteLine($"sealing {n} envelopes from {LoadGenerator.DefaultSenders:N0} sending keys to {LoadGenerator.DefaultRecipients} recipients ...");
 
-                var generator = new LoadGenerator(target, c, k, Console.Out, clientOptions);
+                var generator = new LoadGenerator(target, c, k, Console.Out, clientOptions) { Timeline = calls };
                 List<Envelope>? forgeries = forgedRate > 0 ? await Task.Run(() => ForgedLoad.Prepare(2_000), ct).WaitAsync(ct) : null;
                 double streamRate = 0;
                 VerifyBenchmarkResult? raw = null, rawAfter = null;
@@ -304,6 +318,7 @@ internal static class LoadCommand
             }
             finally
             {
+                calls?.Dispose();
                 if (embedded is not null)
                 {
                     await embedded.StopAsync(CancellationToken.None);
@@ -317,6 +332,20 @@ internal static class LoadCommand
             }
         });
         return command;
+    }
+
+    /// <summary>The <c>--timeline</c> file, created (or emptied) now; a path that cannot be written is a
+    /// <see cref="CliException"/> naming the option.</summary>
+    internal static LoadTimeline CreateTimeline(string path)
+    {
+        try
+        {
+            return LoadTimeline.Create(path);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentException or NotSupportedException)
+        {
+            throw new CliException($"cannot write --timeline '{path}': {ErrorText.Plain(e)}");
+        }
     }
 
     /// <summary>The longest a unary phase paced at half the streaming rate may take before it is refused as pointless.</summary>
