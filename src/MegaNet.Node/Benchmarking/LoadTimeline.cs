@@ -37,7 +37,7 @@ internal sealed class LoadTimeline : IDisposable
     /// times count from.</summary>
     public void Add(string phase, string kind, DateTimeOffset began, LoadGenerator.CallSamples calls)
     {
-        double origin = began.ToUnixTimeMilliseconds() + (began.Ticks % TimeSpan.TicksPerMillisecond / (double)TimeSpan.TicksPerMillisecond);
+        double origin = (began.UtcTicks - DateTimeOffset.UnixEpoch.UtcTicks) / (double)TimeSpan.TicksPerMillisecond;
         var row = new StringBuilder(96);
         for (int i = 0; i < calls.Ok.Length; i++)
         {

@@ -140,13 +140,13 @@ internal static class LoadCommand
             await Task.Yield();
             WebApplication? embedded = null;
             string? dir = null;
-            LoadTimeline? calls = null;
+            LoadTimeline? timelineFile = null;
             try
             {
                 // Before the node and the sealing: a path that cannot be written fails at once, not after the phases.
                 if (parse.GetValue(timeline) is { } timelinePath)
                 {
-                    calls = CreateTimeline(timelinePath);
+                    timelineFile = CreateTimeline(timelinePath);
                 }
 
                 Uri target;
@@ -208,7 +208,7 @@ internal static class LoadCommand
 
                 Console.WriteLine($"sealing {n} envelopes from {LoadGenerator.DefaultSenders:N0} sending keys to {LoadGenerator.DefaultRecipients} recipients ...");
 
-                var generator = new LoadGenerator(target, c, k, Console.Out, clientOptions) { Timeline = calls };
+                var generator = new LoadGenerator(target, c, k, Console.Out, clientOptions) { Timeline = timelineFile };
                 List<Envelope>? forgeries = forgedRate > 0 ? await Task.Run(() => ForgedLoad.Prepare(2_000), ct).WaitAsync(ct) : null;
                 double streamRate = 0;
                 VerifyBenchmarkResult? raw = null, rawAfter = null;
@@ -318,7 +318,7 @@ internal static class LoadCommand
             }
             finally
             {
-                calls?.Dispose();
+                timelineFile?.Dispose();
                 if (embedded is not null)
                 {
                     await embedded.StopAsync(CancellationToken.None);
