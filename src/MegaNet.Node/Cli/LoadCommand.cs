@@ -99,7 +99,7 @@ internal static class LoadCommand
             Description = $"Also write every measured call to this CSV file (replaced whole; flushed after each phase), one row each: {LoadTimeline.Header}. " +
                 "completed_unix_ms is the wall clock, to line a slow stretch up with the node's log or metrics; started_s counts from the phase's start; " +
                 "late_ms is the client's own start lateness (empty without a schedule); ok is 1 accepted, 0 refused. A streamed request's envelopes each get a row, " +
-                "with the request's times. The warm-up is not written.",
+                "with the request's times. The warm-up and --forged's submissions are not written.",
         };
         var tlsCert = ClientCommands.TlsCertOption();
         var command = new Command("load", "Drive concurrent clients at a node and report accepted envelopes/s, p50/p99 latency and the verifier batch sizes achieved.")
