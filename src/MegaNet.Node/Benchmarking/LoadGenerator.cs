@@ -129,8 +129,10 @@ public sealed class LoadGenerator(Uri node, int clients, int connections, TextWr
 
         double seconds = watch.Elapsed.TotalSeconds;
         string mode = (floor ? "floor (Status calls, nothing verified or stored)" : "unary") + (targetRate > 0 ? $" (open loop at {targetRate:N0}/s)" : string.Empty);
+        LoadReport report = await Report(mode, unary.Tally, seconds, cpuAtStart, client, before, ct, statusCalls: floor);
+        // After Report has taken the phase's CPU: writing the rows is not the phase's work.
         Timeline?.Add(floor ? "floor" : "unary", floor ? "status" : "unary", began, unary.Tally.Calls);
-        return await Report(mode, unary.Tally, seconds, cpuAtStart, client, before, ct, statusCalls: floor);
+        return report;
     }
 
     /// <summary>
@@ -453,8 +455,9 @@ public sealed class LoadGenerator(Uri node, int clients, int connections, TextWr
         var watch = Stopwatch.StartNew();
         await Task.WhenAll(shares.Select((share, c) => Task.Run(() => StreamAsync(channels[c], method, share, paced: null, watch, tally, ct), ct)));
         double seconds = watch.Elapsed.TotalSeconds;
-        Timeline?.Add("stream", "stream", began, tally.Calls);
-        return await Report(perRequest == 1 ? "stream" : $"stream x{perRequest}", tally, seconds, cpuAtStart, client, before, ct);
+        LoadReport report = await Report(perRequest == 1 ? "stream" : $"stream x{perRequest}", tally, seconds, cpuAtStart, client, before, ct);
+        Timeline?.Add("stream", "stream", began, tally.Calls); // after the phase's CPU is taken, as in RunUnaryAsync
+        return report;
     }
 
     /// <summary>One client's stream: its requests written in order, each as soon as the one before is written or, with
